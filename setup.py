@@ -1,0 +1,29 @@
+"""Packaging for wespeaker_py.
+
+torch is deliberately unpinned: users bring the build that matches their
+hardware (CUDA, ROCm or CPU).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="wespeaker_py",
+    version="0.1.0",
+    description="Recipe-driven speaker verification toolkit in PyTorch",
+    packages=find_packages(include=["wespeaker_py", "wespeaker_py.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch",
+        "numpy",
+        "scipy",
+        "pyyaml",
+        "tqdm",
+        "kaldiio",
+        "soundfile",
+        "soxr",
+    ],
+    extras_require={
+        "test": ["pytest", "kaldi-native-fbank"],
+        "plot": ["matplotlib"],
+        "ssl": ["transformers"],
+    },
+)

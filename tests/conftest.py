@@ -1,0 +1,27 @@
+"""Shared pytest fixtures and markers."""
+import os
+
+import pytest
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip GPU tests without CUDA and shared-data tests without ../shared/data."""
+    skip_gpu = pytest.mark.skip(reason="no CUDA device")
+    skip_shared = pytest.mark.skip(reason=f"{SHARED_DATA} is absent")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "shared_data" in item.keywords and not os.path.isdir(SHARED_DATA):
+            item.add_marker(skip_shared)
+
+
+@pytest.fixture
+def shared_data_dir():
+    """Path of ../shared/data (tests using it carry the shared_data marker)."""
+    return SHARED_DATA

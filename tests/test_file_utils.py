@@ -1,0 +1,54 @@
+import os
+
+import pytest
+
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_path,
+                                           iter_table, read_key_value)
+
+
+def test_read_key_value_keeps_rest_of_line(tmp_path):
+    path = tmp_path / "wav.scp"
+    path.write_text("a /x/a.wav\n\nb sox /x/b.wav -t wav - |\n")
+    assert read_key_value(str(path)) == {"a": "/x/a.wav", "b": "sox /x/b.wav -t wav - |"}
+
+
+def test_read_key_value_names_file_and_line(tmp_path):
+    path = tmp_path / "utt2spk"
+    path.write_text("a s1\nb\n")
+    with pytest.raises(DataFormatError, match=r"utt2spk:2"):
+        read_key_value(str(path))
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    path = tmp_path / "utt2spk"
+    path.write_text("a s1\na s2\n")
+    with pytest.raises(DataFormatError, match=r"utt2spk:2: duplicate key 'a'"):
+        read_key_value(str(path))
+
+
+def test_iter_table_field_counts(tmp_path):
+    path = tmp_path / "trials"
+    path.write_text("e t target\ne t\n")
+    with pytest.raises(DataFormatError, match=r"trials:2"):
+        list(iter_table(str(path), min_fields=3))
+
+
+def test_atomic_open_leaves_old_file_on_error(tmp_path):
+    path = tmp_path / "scores"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(str(path)) as handle:
+            handle.write("half")
+            raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["scores"]
+
+
+def test_atomic_path_renames_on_success(tmp_path):
+    path = tmp_path / "sub" / "x.ark"
+    with atomic_path(str(path)) as tmp:
+        assert tmp.endswith(".ark") and tmp != str(path)
+        with open(tmp, "w") as handle:
+            handle.write("data")
+    assert path.read_text() == "data"
+    assert os.listdir(tmp_path / "sub") == ["x.ark"]
