@@ -1,0 +1,58 @@
+"""Speaker models by their WeSpeaker names.
+
+Each family lives in its own module, which exposes ``MODELS``: a dict from the
+WeSpeaker model name (``ResNet34``, ``ECAPA_TDNN_GLOB_c512``, ...) to a factory
+taking the config's ``model_args``. Family modules are imported on first use so
+that importing the package stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Dict, List
+
+import torch.nn as nn
+
+# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC".
+_FAMILY_BY_PREFIX = (
+    ("SimAM_ResNet", "samresnet"),
+    ("XI_VEC", "xi_vector"),
+    ("XVEC", "tdnn"),
+    ("ECAPA_TDNN", "ecapa_tdnn"),
+    ("ResNet", "resnet"),
+    ("REPVGG", "repvgg"),
+    ("CAMPPlus", "campplus"),
+    ("ERes2Net", "eres2net"),
+    ("Res2Net", "res2net"),
+    ("Gemini", "gemini_dfresnet"),
+)
+
+
+def _family_models(module_name: str) -> Dict[str, object]:
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return module.MODELS
+
+
+def list_models() -> List[str]:
+    """All model names that :func:`get_model` accepts, sorted."""
+    names: List[str] = []
+    for _, module_name in _FAMILY_BY_PREFIX:
+        names.extend(_family_models(module_name))
+    return sorted(names)
+
+
+def get_model(name: str, **model_args) -> nn.Module:
+    """Build the speaker model called ``name`` (a WeSpeaker model name).
+
+    The model maps fbank-like features ``[B, frames, feat_dim]`` to embeddings
+    ``[B, embed_dim]``.
+    """
+    for prefix, module_name in _FAMILY_BY_PREFIX:
+        if name.startswith(prefix):
+            family = _family_models(module_name)
+            if name not in family:
+                raise ValueError(
+                    f"unknown model {name!r}; the {module_name} family offers: "
+                    f"{', '.join(sorted(family))}")
+            return family[name](**model_args)
+    raise ValueError(f"unknown model {name!r}; known prefixes: "
+                     f"{', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
