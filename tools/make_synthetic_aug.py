@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Make synthetic MUSAN-style noise and RIRS_NOISES-style impulse responses.
+
+Usage: tools/make_synthetic_aug.py [--sample_rate 16000] [--seed 0] wav.scp out_dir
+
+``wav.scp`` lists the speech that babble is made from; the tool writes
+``out_dir/musan/wav.scp`` and ``out_dir/rirs/wav.scp`` in the layout the
+VoxCeleb recipe uses for the real corpora.
+"""
+import argparse
+import os
+
+from wespeaker_py.dataset.synthetic_aug import make_synthetic_aug_data
+from wespeaker_py.utils.file_utils import read_key_value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("wav_scp", help="speech utterances for babble (Kaldi wav.scp)")
+    parser.add_argument("out_dir")
+    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_rirs", type=int, default=20)
+    args = parser.parse_args()
+    base = os.path.dirname(os.path.abspath(args.wav_scp))
+    wavs = [path if os.path.isabs(path) else os.path.join(base, path)
+            for path in read_key_value(args.wav_scp).values()]
+    lists = make_synthetic_aug_data(args.out_dir, wavs, sample_rate=args.sample_rate,
+                                    num_rirs=args.num_rirs, seed=args.seed)
+    print(f"wrote {lists['musan']} and {lists['rirs']}")
+
+
+if __name__ == "__main__":
+    main()
