@@ -1,0 +1,36 @@
+import os
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = """
+stage=-1
+stop_stage=-1
+trials="a b"
+. {repo}/tools/parse_options.sh
+echo "$stage|$stop_stage|$trials|$#|$*"
+"""
+
+
+def _run(tmp_path, *args):
+    script = tmp_path / "recipe.sh"
+    script.write_text(SCRIPT.format(repo=REPO))
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+
+def test_options_overwrite_defaults_and_keep_positionals(tmp_path):
+    result = _run(tmp_path, "--stage", "3", "--stop-stage=5", "--trials", "x y", "extra")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3|5|x y|1|extra"
+
+
+def test_unknown_option_is_an_error_naming_it(tmp_path):
+    result = _run(tmp_path, "--stagee", "3")
+    assert result.returncode != 0
+    assert "--stagee" in result.stderr
+
+
+def test_missing_value_is_an_error(tmp_path):
+    result = _run(tmp_path, "--stage")
+    assert result.returncode != 0
+    assert "needs a value" in result.stderr

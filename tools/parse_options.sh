@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Source this from a recipe script after setting defaults:
+#   stage=-1; exp_dir=exp/x
+#   . tools/parse_options.sh
+# Every "--name value" (or "--name=value") on the command line overwrites the
+# shell variable "name" ("--stop-stage" and "--stop_stage" both set stop_stage).
+# An option naming a variable the script did not define is an error, so a typo
+# never runs a long job with a default. The remaining positional arguments are
+# left in "$@".
+
+__ws_positional=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h)
+      echo "Options of $0 (defaults as set in the script):" >&2
+      grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$0" | sed 's/^/  --/' >&2
+      exit 0
+      ;;
+    --*=*)
+      __ws_name="${1%%=*}"; __ws_value="${1#*=}"; shift
+      ;;
+    --*)
+      __ws_name="$1"
+      if [ $# -lt 2 ]; then
+        echo "$0: option $1 needs a value" >&2; exit 1
+      fi
+      __ws_value="$2"; shift 2
+      ;;
+    *)
+      __ws_positional+=("$1"); shift; continue
+      ;;
+  esac
+  __ws_name="${__ws_name#--}"
+  __ws_name="${__ws_name//-/_}"
+  if ! [[ "$__ws_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "$0: invalid option name --$__ws_name" >&2; exit 1
+  fi
+  if [ -z "${!__ws_name+set}" ]; then
+    echo "$0: unknown option --$__ws_name (no such variable in the script)" >&2; exit 1
+  fi
+  printf -v "$__ws_name" '%s' "$__ws_value"
+done
+set -- "${__ws_positional[@]+"${__ws_positional[@]}"}"
+unset __ws_name __ws_value __ws_positional
