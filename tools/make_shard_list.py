@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Pack the utterances of wav.scp/utt2spk into tar shards and write the shard.list.
+
+Usage: python tools/make_shard_list.py [--num_utts_per_shard N] [--num_threads T]
+       [--prefix shards] [--shuffle] [--seed 42] [--vad_file FILE]
+       wav.scp utt2spk shards_dir shard.list
+"""
+import argparse
+import os
+
+from wespeaker_py.dataset.lists import read_utterance_table
+from wespeaker_py.dataset.shards import make_shards
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_utts_per_shard", type=int, default=1000,
+                        help="utterances per tar shard")
+    parser.add_argument("--num_threads", type=int, default=1, help="parallel shard writers")
+    parser.add_argument("--prefix", default="shards", help="shard file name prefix")
+    parser.add_argument("--seed", type=int, default=42, help="seed of --shuffle")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="shuffle utterances before packing")
+    parser.add_argument("--vad_file", default="non_exist",
+                        help="segments-style file 'utt start end' (seconds): voiced parts are "
+                             "stored as 16-bit WAV; ignored if the file is absent")
+    parser.add_argument("wav_file", help="Kaldi wav.scp")
+    parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
+    parser.add_argument("shards_dir", help="output directory of the tar shards")
+    parser.add_argument("shards_list", help="output shard.list")
+    args = parser.parse_args()
+    setup_logging()
+    vad_file = args.vad_file if os.path.exists(args.vad_file) else None
+    entries = read_utterance_table(args.wav_file, args.utt2spk_file, vad_file)
+    make_shards(entries, args.shards_dir, args.shards_list,
+                num_utts_per_shard=args.num_utts_per_shard, num_threads=args.num_threads,
+                prefix=args.prefix, shuffle=args.shuffle, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

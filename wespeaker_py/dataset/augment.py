@@ -1,0 +1,156 @@
+"""Additive noise and reverberation, as WeSpeaker's ``add_reverb_noise`` processor.
+
+With probability ``aug_prob`` a training chunk is either reverberated (a random
+RIR, normalised to unit energy, full convolution cut to the chunk length, so the
+RIR's own onset delay is kept) or mixed with noise at a random SNR chosen by the
+noise key's type; the result is then scaled to a peak of 1 (on the [-1, 1]
+scale), exactly as WeSpeaker does.
+
+Noise types follow WeSpeaker (MUSAN keys such as ``noise/free-sound/...``):
+``noise`` 0-15 dB, ``music`` 5-15 dB, ``speech`` 10-30 dB, anything else 0-15 dB;
+keys starting with ``babble`` give Kaldi-style babble: 3-7 babble utterances,
+each at its own SNR in 13-20 dB. Only the noise segment needed is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from wespeaker_py.dataset.audio import INT16_SCALE, AudioError, open_audio
+from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
+from wespeaker_py.dataset.lists import read_audio_list
+from wespeaker_py.dataset.stats import PipelineStats
+
+BAD_AUGMENT_SOURCE = "bad_augmentation_source"
+# WeSpeaker's floor inside the dB computations (on the [-1, 1] scale).
+POWER_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class NoiseType:
+    """SNR range (dB) and how many noise signals of this type are mixed in."""
+
+    snr_low: float
+    snr_high: float
+    min_count: int = 1
+    max_count: int = 1
+
+
+NOISE_TYPES: Dict[str, NoiseType] = {
+    "noise": NoiseType(0.0, 15.0),
+    "music": NoiseType(5.0, 15.0),
+    "speech": NoiseType(10.0, 30.0),
+    "babble": NoiseType(13.0, 20.0, 3, 7),
+}
+OTHER_NOISE = NoiseType(0.0, 15.0)
+
+
+def noise_type_name(key: str) -> Optional[str]:
+    """The :data:`NOISE_TYPES` name whose prefix the key starts with, or None."""
+    for name in NOISE_TYPES:
+        if key.startswith(name):
+            return name
+    return None
+
+
+def power_db(signal: np.ndarray) -> float:
+    """Mean power in dB with WeSpeaker's floor (signal on the [-1, 1] scale)."""
+    return 10.0 * np.log10(np.mean(np.square(signal, dtype=np.float64)) + POWER_FLOOR)
+
+
+def scale_noise_to_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Scale ``noise`` so that ``power_db(audio) - power_db(scaled) == snr_db`` (WeSpeaker)."""
+    gain = np.sqrt(10.0 ** ((power_db(audio) - power_db(noise) - snr_db) / 10.0))
+    return (gain * noise).astype(np.float32)
+
+
+def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with an energy-normalised RIR and keep the first ``len(audio)`` samples."""
+    energy = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
+    if energy == 0.0:
+        raise ValueError("the impulse response is all zeros")
+    out = fftconvolve(audio, (rir / energy).astype(np.float32), mode="full")
+    return out[:audio.size].astype(np.float32)
+
+
+def peak_normalise(audio: np.ndarray) -> np.ndarray:
+    """Scale to a peak of just under 1, as WeSpeaker does after augmenting."""
+    return (audio / (np.max(np.abs(audio)) + POWER_FLOOR)).astype(np.float32)
+
+
+class Augmenter:
+    """Reverb and noise sources from lists, applied to chunks at a fixed sample rate."""
+
+    def __init__(self, reverb_list: Optional[str], noise_list: Optional[str],
+                 sample_rate: int):
+        self.sample_rate = sample_rate
+        self.rirs: List[Tuple[str, str]] = read_audio_list(reverb_list) if reverb_list else []
+        self.noises: List[Tuple[str, str]] = read_audio_list(noise_list) if noise_list else []
+        self.babble = [entry for entry in self.noises if noise_type_name(entry[0]) == "babble"]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation source was given."""
+        return bool(self.rirs or self.noises)
+
+    def __call__(self, wav: np.ndarray, rng: np.random.Generator,
+                 stats: PipelineStats) -> np.ndarray:
+        """Reverberate or add noise to an int16-scale chunk; unchanged if the source is bad."""
+        use_reverb = bool(self.rirs) and (not self.noises or int(rng.integers(1, 3)) == 1)
+        audio = wav / INT16_SCALE
+        try:
+            if use_reverb:
+                mixed = self._reverberate(audio, rng)
+            else:
+                mixed = self._add_noise(audio, rng)
+        except _SourceError as err:
+            stats.skip(err.key, BAD_AUGMENT_SOURCE, str(err.cause))
+            return wav
+        return peak_normalise(mixed) * np.float32(INT16_SCALE)
+
+    def _reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        key, path = self.rirs[int(rng.integers(0, len(self.rirs)))]
+        try:
+            with open_audio(path, name=key) as handle:
+                rir = read_whole(handle, self.sample_rate)
+            return reverberate(audio, rir)
+        except (AudioError, ValueError) as err:
+            raise _SourceError(key, err) from None
+
+    def _noise_segment(self, key: str, path: str, length: int,
+                       rng: np.random.Generator) -> np.ndarray:
+        try:
+            with open_audio(path, name=key) as handle:
+                segment = read_random_chunk(handle, length, self.sample_rate, rng)
+        except AudioError as err:
+            raise _SourceError(key, err) from None
+        return segment / INT16_SCALE
+
+    def _add_noise(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        key, path = self.noises[int(rng.integers(0, len(self.noises)))]
+        type_name = noise_type_name(key)
+        noise_type = NOISE_TYPES.get(type_name, OTHER_NOISE)
+        sources = [(key, path)]
+        if type_name == "babble":
+            # distinct talkers where the list has enough of them
+            count = int(rng.integers(noise_type.min_count, noise_type.max_count + 1))
+            picks = rng.choice(len(self.babble), size=count, replace=len(self.babble) < count)
+            sources = [self.babble[int(index)] for index in picks]
+        mixed = audio.astype(np.float32, copy=True)
+        for source_key, source_path in sources:
+            noise = self._noise_segment(source_key, source_path, audio.size, rng)
+            snr = float(rng.uniform(noise_type.snr_low, noise_type.snr_high))
+            mixed += scale_noise_to_snr(audio, noise, snr)
+        return mixed
+
+
+class _SourceError(Exception):
+    """A noise or RIR file could not be used (the sample is kept unaugmented)."""
+
+    def __init__(self, key: str, cause: Exception):
+        super().__init__(f"{key}: {cause}")
+        self.key = key
+        self.cause = cause

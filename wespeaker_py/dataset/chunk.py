@@ -1,0 +1,64 @@
+"""Reading a random fixed-length chunk (with speed and rate conversion) from an utterance.
+
+A chunk of ``L`` output samples at the target rate, played at speed ``s``, covers
+``L * s * sr / target`` samples of a file recorded at ``sr``; only those are read
+and then resampled from the virtual rate ``sr * s`` to the target rate. Speed
+``s`` shortens the signal by ``1/s`` (sox ``speed``), so 0.9 reads fewer samples
+and stretches them, 1.1 reads more and compresses them.
+
+WeSpeaker order is kept: an utterance longer than the maximum length is first
+cut to a random window of that length, the (virtually) perturbed window is then
+chunked at a uniformly random position, and a window shorter than the chunk is
+perturbed whole and repeated to the chunk length.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Optional
+
+import numpy as np
+
+from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.dataset.audio import AudioError
+from wespeaker_py.dataset.resample import resample, tile_to_length
+
+
+def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.Generator,
+                      speed: Fraction = Fraction(1),
+                      max_source_frames: Optional[int] = None) -> np.ndarray:
+    """Return exactly ``chunk_len`` samples at ``target_rate`` from a random place of ``handle``.
+
+    ``handle`` is an :class:`~wespeaker_py.dataset.audio.AudioHandle` (or ArrayHandle);
+    ``max_source_frames`` (in file samples) is WeSpeaker's truncation of long utterances.
+    """
+    total = handle.frames
+    window_start, window_len = 0, total
+    if max_source_frames is not None and total > max_source_frames:
+        window_start = int(rng.integers(0, total - max_source_frames + 1))
+        window_len = max_source_frames
+    virtual_rate = Fraction(handle.samplerate) * speed
+    ratio = virtual_rate / target_rate  # file samples per output sample
+    if ratio == 1:
+        if window_len >= chunk_len:
+            start = window_start + int(rng.integers(0, window_len - chunk_len + 1))
+            return handle.read(start, chunk_len)
+        return tile_to_length(handle.read(window_start, window_len), chunk_len)
+    # one sample of slack so that the resampled span never falls short of the chunk
+    needed = math.ceil(chunk_len * ratio) + 1
+    if window_len >= needed:
+        start = window_start + int(rng.integers(0, window_len - needed + 1))
+        converted = resample(handle.read(start, needed), float(virtual_rate), float(target_rate))
+        if converted.size >= chunk_len:
+            return converted[:chunk_len]
+        return tile_to_length(converted, chunk_len)
+    converted = resample(handle.read(window_start, window_len), float(virtual_rate),
+                         float(target_rate))
+    if converted.size == 0:
+        raise AudioError(reasons.TOO_SHORT, f"{handle.name}: {window_len} samples")
+    return tile_to_length(converted, chunk_len)
+
+
+def read_whole(handle, target_rate: int) -> np.ndarray:
+    """The whole utterance at ``target_rate`` (no speed change)."""
+    return resample(handle.read_all(), float(handle.samplerate), float(target_rate))

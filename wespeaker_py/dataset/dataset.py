@@ -1,0 +1,166 @@
+"""The training / extraction dataset over a raw.list or a shard.list.
+
+Pipeline per (rank, worker) and epoch::
+
+    list items (seeded epoch order, my stride) -> utterances (raw lines or tar groups)
+    -> shuffle buffer -> speaker id -> [filter, random chunk, speed, resample]
+    -> [second shuffle when speeds are expanded] -> noise/reverb -> tensors
+
+In whole-utterance mode (extraction) there is no shuffle, chunking, speed or
+augmentation, and the list order is kept within each worker.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from wespeaker_py.dataset.augment import Augmenter
+from wespeaker_py.dataset.config import PipelineConfig
+from wespeaker_py.dataset.lists import Utterance, read_raw_list, read_shard_list
+from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items, my_quota,
+                                            worker_rng)
+from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_buffer,
+                                             training_chunks, whole_utterances, with_labels)
+from wespeaker_py.dataset.shards import iter_shard
+from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+DATA_TYPES = ("raw", "shard")
+
+
+class Dataset(IterableDataset):
+    """WeSpeaker's ``Dataset`` for ``data_type`` "raw" or "shard", yielding waveforms.
+
+    Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
+    "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
+    ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
+    creating each epoch's DataLoader iterator (not with ``persistent_workers``).
+    """
+
+    def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
+                 spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
+                 reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
+                 seed: int = 42):
+        super().__init__()
+        if data_type not in DATA_TYPES:
+            raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if not whole_utt and not spk2id:
+            raise ValueError("training mode needs a non-empty spk2id (see spk2id_from_utt2spk)")
+        self.data_type = data_type
+        self.config = PipelineConfig.from_dataset_args(dataset_args)
+        self.spk2id = spk2id
+        self.whole_utt = whole_utt
+        self.seed = seed
+        self.epoch = 0
+        if data_type == "raw":
+            self.items = read_raw_list(data_list_file, require_spk=not whole_utt)
+        else:
+            self.items = read_shard_list(data_list_file)
+        config = self.config
+        self.settings = ChunkSettings(
+            sample_rate=config.resample_rate, num_frms=config.num_frms,
+            frame_length_ms=config.frame_length_ms, frame_shift_ms=config.frame_shift_ms,
+            min_num_frames=config.min_num_frames if config.filter else None,
+            max_num_frames=config.max_num_frames if config.filter else None,
+            speed_perturb=config.speed_perturb,
+            expand_speeds=config.speed_perturb and config.speed_perturb_mode == "expanded",
+            num_spks=len(spk2id) if spk2id else 0)
+        # computed here so that bad frame settings fail now, not inside a worker
+        self.chunk_len = self.settings.chunk_len
+        self.augmenter = None
+        if not whole_utt and config.aug_prob > 0 and (reverb_data or noise_data):
+            self.augmenter = Augmenter(reverb_data, noise_data, config.resample_rate)
+        self.stats: Optional[PipelineStats] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: it seeds the list order and every random choice."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def _utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
+        for index in indices:
+            if self.data_type == "raw":
+                yield self.items[index]
+            else:
+                yield from iter_shard(self.items[index], stats)
+
+    def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
+        """Cycle over this worker's items until the consumer stops (sample_num_per_epoch).
+
+        Stops, with a warning, once a full pass plus the shuffle lag yields nothing.
+        """
+        lag = 2 * self.config.shuffle_size + 1
+        pass_len = None
+        since_progress, last_yielded = 0, stats.yielded
+        while True:
+            count = 0
+            for utt in self._utterances(indices, stats):
+                count += 1
+                if stats.yielded != last_yielded:
+                    since_progress, last_yielded = 0, stats.yielded
+                since_progress += 1
+                if pass_len is not None and since_progress > pass_len + lag:
+                    logger.warning("rank %d worker %d: no usable utterance in a whole pass; "
+                                   "stopping the epoch early", stats.rank, stats.worker_id)
+                    return
+                yield utt
+            if count == 0:
+                return
+            pass_len = count if pass_len is None else max(pass_len, count)
+
+    def _samples(self, place: WorkerPlace, rng: np.random.Generator,
+                 stats: PipelineStats) -> Iterator[dict]:
+        config = self.config
+        shuffle = config.shuffle and not self.whole_utt
+        indices = my_items(len(self.items), place, self.seed, self.epoch, shuffle)
+        if not indices:
+            logger.warning("rank %d worker %d: no list items for this worker (%d items for "
+                           "%d consumers)", place.rank, place.worker_id, len(self.items),
+                           place.num_consumers)
+        if self.whole_utt:
+            labelled = with_labels(self._utterances(indices, stats), self.spk2id, stats, False)
+            yield from whole_utterances(labelled, self.settings, stats)
+            return
+        if config.sample_num_per_epoch > 0:
+            utts = self._repeated_utterances(indices, stats)
+        else:
+            utts = self._utterances(indices, stats)
+        if shuffle:
+            utts = shuffle_buffer(utts, config.shuffle_size, rng)
+        samples = training_chunks(with_labels(utts, self.spk2id, stats, True),
+                                  self.settings, rng, stats)
+        if self.settings.expand_speeds and shuffle:
+            samples = shuffle_buffer(samples, config.shuffle_size, rng)
+        if self.augmenter is not None:
+            samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats)
+        yield from samples
+
+    def __iter__(self) -> Iterator[dict]:
+        place = current_place()
+        stats = PipelineStats(place.rank, place.worker_id, self.epoch)
+        self.stats = stats  # the latest iteration's counts, for callers in this process
+        rng = worker_rng(self.seed, self.epoch, place)
+        quota = 0
+        if not self.whole_utt and self.config.sample_num_per_epoch > 0:
+            quota = my_quota(self.config.sample_num_per_epoch, place)
+            if quota == 0:
+                stats.log_summary()
+                return
+        try:
+            for sample in self._samples(place, rng, stats):
+                sample["wav"] = torch.from_numpy(np.ascontiguousarray(sample["wav"],
+                                                                      dtype=np.float32))
+                stats.yielded += 1
+                yield sample
+                if quota and stats.yielded >= quota:
+                    break
+        finally:
+            stats.log_summary()

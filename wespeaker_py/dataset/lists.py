@@ -1,0 +1,178 @@
+"""Data lists: Kaldi tables in, raw.list / shard.list / augmentation lists out and in.
+
+Formats (the same as WeSpeaker's, so its lists work unchanged):
+
+- ``raw.list``: one JSON object a line with ``key``, ``wav`` (a path, or a Kaldi
+  pipe command ending in ``|``) and ``spk``; optionally ``vad``, a list of
+  ``[start, end]`` pairs in seconds whose audio is kept and concatenated.
+- ``shard.list``: one tar shard a line: a local path, a URL, or ``pipe:COMMAND``
+  whose standard output is the tar stream.
+- augmentation lists (MUSAN noise, RIRs): a Kaldi ``wav.scp`` (``key path``) or a
+  ``raw.list`` (JSON lines with ``key`` and ``wav``).
+
+Every parse error is a :class:`DataFormatError` naming the file and line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
+                                           read_key_value)
+
+Segments = Tuple[Tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance to read: from a path or pipe command (``wav``) or from bytes (``data``)."""
+
+    key: str
+    spk: Optional[str]
+    wav: Optional[str] = None
+    data: Optional[bytes] = None
+    vad: Optional[Segments] = None
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """One row joined from wav.scp, utt2spk and an optional VAD file (for the list builders)."""
+
+    key: str
+    spk: str
+    wav: str
+    vad: Optional[Segments] = None
+
+
+def read_list_file(path: str) -> List[Tuple[int, str]]:
+    """Return ``(line_no, stripped_line)`` for the non-blank lines of a list file."""
+    with open(path, "r", encoding="utf-8") as handle:
+        return [(no, line.strip()) for no, line in enumerate(handle, start=1) if line.strip()]
+
+
+def _parse_segments(path: str, line_no: int, value) -> Segments:
+    try:
+        segments = tuple((float(start), float(end)) for start, end in value)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(path, line_no,
+                              f"'vad' must be a list of [start, end] pairs: {err}") from None
+    for start, end in segments:
+        if start < 0 or end <= start:
+            raise DataFormatError(path, line_no, f"bad vad segment [{start}, {end}]")
+    return segments
+
+
+def parse_raw_line(path: str, line_no: int, text: str, require_spk: bool = True) -> Utterance:
+    """Parse one ``raw.list`` line; a bad line raises :class:`DataFormatError`."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, line_no, f"not a JSON object ({err.msg}): {text[:80]!r}") \
+            from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, line_no, f"expected a JSON object, got {text[:80]!r}")
+    required = ("key", "wav", "spk") if require_spk else ("key", "wav")
+    for field in required:
+        if field not in obj:
+            raise DataFormatError(path, line_no, f"missing field {field!r}")
+        if not isinstance(obj[field], str) or not obj[field]:
+            raise DataFormatError(path, line_no, f"field {field!r} must be a non-empty string")
+    spk = obj.get("spk")
+    if spk is not None and not isinstance(spk, str):
+        raise DataFormatError(path, line_no, "field 'spk' must be a string")
+    vad = _parse_segments(path, line_no, obj["vad"]) if "vad" in obj else None
+    return Utterance(key=obj["key"], spk=spk, wav=obj["wav"], vad=vad)
+
+
+def read_raw_list(path: str, require_spk: bool = True) -> List[Utterance]:
+    """Read and validate every line of a ``raw.list``."""
+    return [parse_raw_line(path, no, text, require_spk) for no, text in read_list_file(path)]
+
+
+def read_shard_list(path: str) -> List[str]:
+    """Read a ``shard.list``: one shard location (path, URL or ``pipe:COMMAND``) a line."""
+    return [text for _, text in read_list_file(path)]
+
+
+def spk2id_from_utt2spk(utt2spk_path: str) -> Dict[str, int]:
+    """Map the sorted unique speakers of an ``utt2spk`` file to ``0..N-1``."""
+    speakers = set()
+    for _, fields in iter_table(utt2spk_path, min_fields=2, max_fields=2):
+        speakers.add(fields[1])
+    return {spk: index for index, spk in enumerate(sorted(speakers))}
+
+
+def read_audio_list(path: str) -> List[Tuple[str, str]]:
+    """Read a noise/RIR list given as Kaldi ``wav.scp`` or as ``raw.list`` JSON lines.
+
+    Returns ``(key, wav)`` pairs; the key decides the noise type (``noise``, ``music``,
+    ``speech``, ``babble`` prefixes, as in MUSAN keys ``noise/free-sound/...``).
+    """
+    entries: List[Tuple[str, str]] = []
+    for line_no, text in read_list_file(path):
+        if text.startswith("{"):
+            utt = parse_raw_line(path, line_no, text, require_spk=False)
+            entries.append((utt.key, utt.wav))
+            continue
+        parts = text.split(maxsplit=1)
+        if len(parts) != 2:
+            raise DataFormatError(path, line_no, f"expected '<key> <wav>', got {text!r}")
+        entries.append((parts[0], parts[1]))
+    if not entries:
+        raise DataFormatError(path, None, "the list is empty")
+    return entries
+
+
+def read_vad_file(path: str) -> Dict[str, Segments]:
+    """Read a VAD/segments file whose last three fields are ``utt start end`` (seconds)."""
+    table: Dict[str, List[Tuple[float, float]]] = {}
+    for line_no, fields in iter_table(path, min_fields=3):
+        utt, start, end = fields[-3:]
+        try:
+            segment = (float(start), float(end))
+        except ValueError:
+            raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} {end!r}") \
+                from None
+        if segment[0] < 0 or segment[1] <= segment[0]:
+            raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]")
+        table.setdefault(utt, []).append(segment)
+    return {utt: tuple(segments) for utt, segments in table.items()}
+
+
+def read_utterance_table(wav_scp: str, utt2spk: str,
+                         vad_file: Optional[str] = None,
+                         drop_without_vad: bool = False) -> List[TableEntry]:
+    """Join ``wav.scp`` and ``utt2spk`` (in utt2spk order), attaching VAD segments if given.
+
+    An utterance of utt2spk missing from wav.scp is an error naming utt2spk and its line.
+    With ``drop_without_vad`` utterances that have no VAD segments are left out
+    (WeSpeaker's raw-list behaviour); otherwise they are kept whole.
+    """
+    wavs = read_key_value(wav_scp)
+    vad = read_vad_file(vad_file) if vad_file else None
+    entries: List[TableEntry] = []
+    for line_no, fields in iter_table(utt2spk, min_fields=2, max_fields=2):
+        key, spk = fields
+        if key not in wavs:
+            raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}")
+        segments = vad.get(key) if vad is not None else None
+        if vad is not None and segments is None and drop_without_vad:
+            continue
+        entries.append(TableEntry(key=key, spk=spk, wav=wavs[key], vad=segments))
+    return entries
+
+
+def raw_list_line(entry: TableEntry) -> str:
+    """The ``raw.list`` JSON line of one entry."""
+    obj = {"key": entry.key, "wav": entry.wav, "spk": entry.spk}
+    if entry.vad is not None:
+        obj["vad"] = [list(segment) for segment in entry.vad]
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def write_raw_list(entries: Sequence[TableEntry], path: str) -> None:
+    """Write a ``raw.list`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for entry in entries:
+            handle.write(raw_list_line(entry) + "\n")

@@ -1,0 +1,159 @@
+"""The stages of the input pipeline, as generators chained by :mod:`dataset`.
+
+Utterances flow as :class:`~wespeaker_py.dataset.lists.Utterance` (metadata, or
+undecoded shard bytes) through the shuffle buffer; audio is decoded only in the
+loading stage, and then only the chunk that is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.dataset.audio import AudioError, open_utterance
+from wespeaker_py.dataset.augment import Augmenter
+from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
+from wespeaker_py.dataset.lists import Utterance
+from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
+from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.frontend.framing import num_frames, samples_for_frames
+
+TRUNCATED_WAV_KEPT = "truncated_wav_kept"
+
+Sample = Dict[str, object]
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How training chunks are cut (all lengths at the target rate unless said otherwise)."""
+
+    sample_rate: int
+    num_frms: int
+    frame_length_ms: float
+    frame_shift_ms: float
+    min_num_frames: Optional[int]
+    max_num_frames: Optional[int]
+    speed_perturb: bool
+    expand_speeds: bool
+    num_spks: int
+
+    @property
+    def chunk_len(self) -> int:
+        """Samples in a chunk of ``num_frms`` frames."""
+        return samples_for_frames(self.num_frms, self.sample_rate, self.frame_length_ms,
+                                  self.frame_shift_ms)
+
+    def frames_of(self, num_samples: int) -> int:
+        """Frames of ``num_samples`` samples at the target rate."""
+        return num_frames(num_samples, self.sample_rate, self.frame_length_ms,
+                          self.frame_shift_ms)
+
+    def max_source_frames(self, file_rate: int) -> Optional[int]:
+        """WeSpeaker's maximum length, in samples of a file at ``file_rate``."""
+        if self.max_num_frames is None:
+            return None
+        target = samples_for_frames(self.max_num_frames, self.sample_rate,
+                                    self.frame_length_ms, self.frame_shift_ms)
+        return max(1, target * file_rate // self.sample_rate)
+
+
+def shuffle_buffer(items: Iterable, size: int, rng: np.random.Generator) -> Iterator:
+    """WeSpeaker's local shuffle: fill a buffer of ``size``, shuffle it, empty it, repeat."""
+    buffer: List = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= size:
+            for index in rng.permutation(len(buffer)):
+                yield buffer[index]
+            buffer = []
+    for index in rng.permutation(len(buffer)):
+        yield buffer[index]
+
+
+def with_labels(utts: Iterable[Utterance], spk2id: Optional[Dict[str, int]],
+                stats: PipelineStats, training: bool) -> Iterator[Tuple[Utterance, int]]:
+    """Attach the speaker id; in training an unknown or absent speaker is skipped."""
+    for utt in utts:
+        label = -1
+        if spk2id is not None and utt.spk is not None:
+            label = spk2id.get(utt.spk, -1)
+        if training and label < 0:
+            if utt.spk is None:
+                stats.skip(utt.key, reasons.NO_SPEAKER)
+            else:
+                stats.skip(utt.key, reasons.UNKNOWN_SPEAKER, f"speaker {utt.spk!r}")
+            continue
+        yield utt, label
+
+
+def note_repairs(handle, target_rate: int, stats: PipelineStats) -> None:
+    """Count the repairs an opened utterance needs (extra channels, other rate, cut WAV)."""
+    if handle.channels > 1:
+        stats.repair(reasons.MULTI_CHANNEL)
+    if handle.samplerate != target_rate:
+        stats.repair(reasons.RESAMPLED)
+    if handle.header_disagrees_with_size:
+        stats.repair(TRUNCATED_WAV_KEPT)
+
+
+def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
+                    rng: np.random.Generator, stats: PipelineStats) -> Iterator[Sample]:
+    """Filter by duration, then read a random (speed-perturbed) chunk of each utterance.
+
+    With ``expand_speeds`` each utterance gives three chunks, one per speed.
+    """
+    chunk_len = settings.chunk_len
+    for utt, label in utts:
+        try:
+            with open_utterance(utt) as handle:
+                frames_at_target = handle.frames * settings.sample_rate // handle.samplerate
+                length = settings.frames_of(frames_at_target)
+                if settings.min_num_frames is not None and length < settings.min_num_frames:
+                    stats.skip(utt.key, reasons.TOO_SHORT,
+                               f"{length} frames < {settings.min_num_frames}")
+                    continue
+                note_repairs(handle, settings.sample_rate, stats)
+                if settings.expand_speeds:
+                    indices = range(len(SPEEDS))
+                elif settings.speed_perturb:
+                    indices = [choose_speed_index(rng)]
+                else:
+                    indices = [0]
+                max_source = settings.max_source_frames(handle.samplerate)
+                chunks = [(index, read_random_chunk(handle, chunk_len, settings.sample_rate, rng,
+                                                    SPEEDS[index], max_source))
+                          for index in indices]
+        except AudioError as err:
+            stats.skip(utt.key, err.reason, err.detail)
+            continue
+        for index, wav in chunks:
+            yield {"key": utt.key, "wav": wav,
+                   "label": shifted_label(label, index, settings.num_spks)}
+
+
+def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
+                     stats: PipelineStats) -> Iterator[Sample]:
+    """Whole utterances at the target rate (extraction); shorter than one frame is skipped."""
+    for utt, label in utts:
+        try:
+            with open_utterance(utt) as handle:
+                note_repairs(handle, settings.sample_rate, stats)
+                wav = read_whole(handle, settings.sample_rate)
+        except AudioError as err:
+            stats.skip(utt.key, err.reason, err.detail)
+            continue
+        if settings.frames_of(wav.size) < 1:
+            stats.skip(utt.key, reasons.TOO_SHORT, f"{wav.size} samples, less than one frame")
+            continue
+        yield {"key": utt.key, "wav": wav, "label": label}
+
+
+def augmented(samples: Iterable[Sample], augmenter: Augmenter, aug_prob: float,
+              rng: np.random.Generator, stats: PipelineStats) -> Iterator[Sample]:
+    """Reverb or noise on each sample with probability ``aug_prob``."""
+    for sample in samples:
+        if aug_prob > rng.random():
+            sample["wav"] = augmenter(sample["wav"], rng, stats)
+        yield sample

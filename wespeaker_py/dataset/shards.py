@@ -1,0 +1,227 @@
+"""Tar shards: streaming utterances out of them and writing them.
+
+A shard is a tar file whose members come in groups sharing a prefix: ``KEY.spk``
+(the speaker, UTF-8 text) and ``KEY.<audio extension>`` (the file's bytes, any
+format soundfile reads). The key is the member name up to its last dot, so keys
+may themselves contain dots and slashes (``id10001/1zcIwhmdeo4/00001.wav``).
+Shards are read as a stream (``r|*``), so a ``pipe:COMMAND`` location or a URL
+works the same as a local path.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import BinaryIO, Iterator, List, Optional, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.dataset.audio import INT16_SCALE, AudioError, apply_vad, open_audio
+from wespeaker_py.dataset.lists import TableEntry, Utterance
+from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
+PIPE_PREFIX = "pipe:"
+
+
+@contextlib.contextmanager
+def open_shard_stream(location: str) -> Iterator[BinaryIO]:
+    """Open a shard location for reading: a path, ``file://``/``http(s)://`` URL, or ``pipe:CMD``.
+
+    A pipe command that exits with a non-zero status raises ``OSError`` when the
+    stream is closed, so a failed download is not mistaken for a short shard.
+    """
+    if location.startswith(PIPE_PREFIX):
+        with _pipe_stream(location[len(PIPE_PREFIX):]) as stream:
+            yield stream
+        return
+    scheme = urlparse(location).scheme
+    if scheme in ("http", "https", "ftp"):
+        with urllib.request.urlopen(location) as response:
+            yield response
+        return
+    path = location[len("file://"):] if scheme == "file" else location
+    with open(path, "rb") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _pipe_stream(command: str) -> Iterator[BinaryIO]:
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            yield process.stdout
+        except BaseException:
+            # the reader stopped early (or failed): the command's status means nothing now
+            process.kill()
+            process.stdout.close()
+            process.wait()
+            raise
+        # drain the tar's end padding so the writer never sees a broken pipe
+        while process.stdout.read(1 << 16):
+            pass
+        process.stdout.close()
+        status = process.wait()
+        if status != 0:
+            stderr.seek(0)
+            message = stderr.read().decode("utf-8", "replace").strip()[-200:]
+            raise OSError(f"'{command}' exited with {status}: {message}")
+
+
+def _split_member_name(name: str):
+    base = os.path.basename(name)
+    dot = name.rfind(".")
+    if dot <= len(name) - len(base):
+        return None, None
+    return name[:dot], name[dot + 1:]
+
+
+def iter_shard(location: str, stats: PipelineStats) -> Iterator[Utterance]:
+    """Yield the utterances of one shard, audio kept as bytes (decoded later, partially).
+
+    A shard that cannot be opened or breaks off mid-way is counted and logged; the
+    utterances read before the break are still yielded. A group without audio is
+    skipped and counted; one without ``.spk`` yields ``spk=None``.
+    """
+    try:
+        with open_shard_stream(location) as stream:
+            yield from _iter_tar_groups(stream, location, stats)
+    except (OSError, tarfile.TarError, EOFError) as err:
+        stats.skip(location, reasons.BAD_SHARD, str(err))
+
+
+def _iter_tar_groups(stream: BinaryIO, location: str,
+                     stats: PipelineStats) -> Iterator[Utterance]:
+    current_key: Optional[str] = None
+    group: dict = {}
+
+    def finish(key: str, members: dict) -> Optional[Utterance]:
+        if "audio" not in members:
+            stats.skip(key, reasons.BAD_MEMBER, f"no audio member in {location}")
+            return None
+        return Utterance(key=key, spk=members.get("spk"), data=members["audio"])
+
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, suffix = _split_member_name(member.name)
+            if key is None:
+                stats.skip(member.name, reasons.BAD_MEMBER, f"no extension, in {location}")
+                continue
+            if current_key is not None and key != current_key:
+                utt = finish(current_key, group)
+                if utt is not None:
+                    yield utt
+                group = {}
+            current_key = key
+            payload = tar.extractfile(member).read()
+            if suffix == "spk":
+                group["spk"] = payload.decode("utf-8", "replace").strip()
+            elif suffix in AUDIO_EXTENSIONS:
+                group["audio"] = payload
+    if current_key is not None:
+        utt = finish(current_key, group)
+        if utt is not None:
+            yield utt
+
+
+def _audio_suffix(entry: TableEntry) -> str:
+    if entry.wav.rstrip().endswith("|"):
+        return "wav"
+    suffix = entry.wav.rsplit(".", 1)[-1].lower() if "." in entry.wav else ""
+    if suffix not in AUDIO_EXTENSIONS:
+        raise ValueError(f"utterance {entry.key}: {entry.wav!r} has no known audio extension "
+                         f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
+    return suffix
+
+
+def _voiced_wav_bytes(entry: TableEntry) -> bytes:
+    """Decode, keep the VAD segments and re-encode as 16-bit WAV (WeSpeaker's shard VAD)."""
+    with open_audio(entry.wav, name=entry.key) as handle:
+        voiced = apply_vad(handle, entry.vad)
+        samples = voiced.read_all() / INT16_SCALE
+        buffer = io.BytesIO()
+        sf.write(buffer, samples.astype(np.float32), handle.samplerate, format="WAV",
+                 subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _entry_bytes(entry: TableEntry) -> bytes:
+    if entry.vad is not None:
+        return _voiced_wav_bytes(entry)
+    if entry.wav.rstrip().endswith("|"):
+        result = subprocess.run(entry.wav.rstrip()[:-1], shell=True, stdout=subprocess.PIPE,
+                                check=True)
+        return result.stdout
+    with open(entry.wav, "rb") as handle:
+        return handle.read()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
+    """Write one tar shard (``KEY.spk`` then ``KEY.<ext>`` per utterance) atomically."""
+    with atomic_path(tar_path) as tmp_path:
+        with tarfile.open(tmp_path, "w") as tar:
+            for entry in entries:
+                suffix = "wav" if entry.vad is not None else _audio_suffix(entry)
+                try:
+                    payload = _entry_bytes(entry)
+                except (OSError, subprocess.CalledProcessError, AudioError) as err:
+                    raise OSError(f"utterance {entry.key}: cannot read {entry.wav!r}: {err}") \
+                        from err
+                _add_member(tar, f"{entry.key}.spk", entry.spk.encode("utf-8"))
+                _add_member(tar, f"{entry.key}.{suffix}", payload)
+    return tar_path
+
+
+def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
+                num_utts_per_shard: int = 1000, num_threads: int = 1,
+                prefix: str = "shards", shuffle: bool = False, seed: int = 42) -> List[str]:
+    """Write ``entries`` into tar shards with parallel writers, then the ``shard.list``.
+
+    Shards are named ``{prefix}_{index:09d}.tar``; the list is written (atomically)
+    only after every shard is complete.
+    """
+    if num_utts_per_shard <= 0:
+        raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
+    entries = list(entries)
+    if shuffle:
+        random.Random(seed).shuffle(entries)
+    for entry in entries:
+        if entry.vad is None:
+            _audio_suffix(entry)  # fail before writing anything
+    groups = [entries[i:i + num_utts_per_shard]
+              for i in range(0, len(entries), num_utts_per_shard)]
+    os.makedirs(shards_dir, exist_ok=True)
+    paths = [os.path.join(shards_dir, f"{prefix}_{index:09d}.tar") for index in range(len(groups))]
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        futures = [pool.submit(write_shard, group, path) for group, path in zip(groups, paths)]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="shards",
+                           disable=len(futures) < 2):
+            future.result()
+    with atomic_open(shard_list, "w", encoding="utf-8") as handle:
+        for path in paths:
+            handle.write(path + "\n")
+    logger.info("wrote %d utterances into %d shards, list %s", len(entries), len(paths),
+                shard_list)
+    return paths
