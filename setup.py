@@ -22,7 +22,8 @@ setup(
         "soxr",
     ],
     extras_require={
-        "test": ["pytest", "kaldi-native-fbank"],
+        "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime"],
+        "export": ["onnx", "onnxruntime"],
         "plot": ["matplotlib"],
         "ssl": ["transformers"],
     },

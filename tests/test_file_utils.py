@@ -52,3 +52,22 @@ def test_atomic_path_renames_on_success(tmp_path):
             handle.write("data")
     assert path.read_text() == "data"
     assert os.listdir(tmp_path / "sub") == ["x.ark"]
+
+
+def test_atomic_outputs_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_open(str(tmp_path / "a.txt")) as handle:
+            handle.write("x")
+        with atomic_path(str(tmp_path / "b.ark")) as tmp:
+            open(tmp, "w").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.ark").stat().st_mode & 0o777 == 0o644
+
+
+def test_data_format_error_pickles():
+    import pickle
+    err = pickle.loads(pickle.dumps(DataFormatError("f.txt", 3, "bad")))
+    assert str(err) == "f.txt:3: bad" and err.line_no == 3

@@ -22,6 +22,10 @@ class DataFormatError(ValueError):
         self.line_no = line_no
         self.reason = reason
 
+    def __reduce__(self):
+        # lets the error travel back from worker processes intact
+        return (DataFormatError, (self.path, self.line_no, self.reason))
+
 
 def iter_table(path: str, min_fields: int = 1,
                max_fields: Optional[int] = None) -> Iterator[Tuple[int, List[str]]]:
@@ -74,6 +78,19 @@ def read_lines(path: str) -> List[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
+def _new_temp_file(path: str) -> str:
+    """Create an empty temporary file beside ``path`` with the permissions a plain open gives."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".",
+                                    dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should follow the umask
+    return tmp_path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path`` and move it into place on success.
@@ -81,11 +98,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     Readers never see a half-written file: on an exception the temporary file
     is removed and ``path`` is left as it was.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".",
-                                    dir=directory)
-    os.close(fd)
+    tmp_path = _new_temp_file(path)
     try:
         with open(tmp_path, mode, **kwargs) as handle:
             yield handle
@@ -105,13 +118,9 @@ def atomic_path(path: str) -> Iterator[str]:
     Use it for writers that want a file name rather than a handle
     (``torch.save``, ``kaldiio.WriteHelper``, ``np.save``).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + base + ".", dir=directory)
-    os.close(fd)
+    tmp_path = _new_temp_file(path)
     # keep the suffix so libraries that look at it (np.save adds ".npy") behave
-    root, ext = os.path.splitext(base)
+    ext = os.path.splitext(path)[1]
     tmp_named = tmp_path + ext
     os.replace(tmp_path, tmp_named)
     try:
