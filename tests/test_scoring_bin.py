@@ -1,0 +1,219 @@
+"""The scoring entry points and tools, run end to end on tiny generated files.
+
+The command lines are those of WeSpeaker's VoxCeleb v2 scripts (local/score.sh,
+score_norm.sh, score_calibration.sh, score_plda.sh), with paths swapped.
+"""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import soundfile
+
+from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_plda, score,
+                              score_calibration, score_norm, train_plda)
+from wespeaker_py.scoring.embeddings import load_embeddings, write_embeddings
+from wespeaker_py.utils.file_utils import DataFormatError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIM = 16
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_set(rng, root, name, num_speakers, per_speaker, prefix):
+    """Embeddings around speaker centres, plus utt2spk / spk2utt / utt2dur."""
+    keys, rows, durations = [], [], []
+    common = np.full(DIM, 3.0)  # a shared offset that mean subtraction removes
+    for s in range(num_speakers):
+        centre = rng.normal(size=DIM)
+        for u in range(per_speaker):
+            keys.append(f"{prefix}{s:02d}/vid/{u:05d}.wav")
+            rows.append(common + centre + 0.6 * rng.normal(size=DIM))
+            # alternate short (2-6 s) and long (> 6 s) utterances
+            durations.append(3.0 + u % 2 * 5.0 + rng.uniform(0, 1))
+    emb_dir = os.path.join(root, "exp", "embeddings", name)
+    write_embeddings(os.path.join(emb_dir, "xvector.ark"), os.path.join(emb_dir, "xvector.scp"),
+                     keys, np.array(rows, dtype=np.float32))
+    data_dir = os.path.join(root, "data", name)
+    os.makedirs(data_dir)
+    speakers = [k.split("/")[0] for k in keys]
+    with open(os.path.join(data_dir, "utt2spk"), "w") as f:
+        f.writelines(f"{k} {s}\n" for k, s in zip(keys, speakers))
+    with open(os.path.join(data_dir, "spk2utt"), "w") as f:
+        for spk in dict.fromkeys(speakers):
+            f.write(spk + " " + " ".join(k for k in keys if k.startswith(spk + "/")) + "\n")
+    with open(os.path.join(data_dir, "utt2dur"), "w") as f:
+        f.writelines(f"{k} {d:.3f}\n" for k, d in zip(keys, durations))
+    return keys
+
+
+def write_trials(path, keys, rng, num=150):
+    with open(path, "w") as f:
+        for _ in range(num):
+            a, b = rng.choice(len(keys), 2, replace=False)
+            same = keys[a].split("/")[0] == keys[b].split("/")[0]
+            f.write(f"{keys[a]} {keys[b]} {'target' if same else 'nontarget'}\n")
+
+
+@pytest.fixture
+def world(tmp_path):
+    rng = np.random.default_rng(0)
+    root = str(tmp_path)
+    vox1 = make_set(rng, root, "vox1", 8, 6, "id1")
+    make_set(rng, root, "vox2_dev", 12, 6, "id2")
+    trials_dir = os.path.join(root, "data", "vox1", "trials")
+    os.makedirs(trials_dir)
+    write_trials(os.path.join(trials_dir, "vox1_O.kaldi"), vox1, rng)
+    return root, trials_dir
+
+
+def test_cosine_norm_metrics_det(world, capsys):
+    root, trials_dir = world
+    exp = os.path.join(root, "exp")
+    emb = os.path.join(exp, "embeddings")
+    trials = os.path.join(trials_dir, "vox1_O.kaldi")
+    score.main(["--exp_dir", exp, "--eval_scp_path", f"{emb}/vox1/xvector.scp",
+                "--cal_mean", "True", "--cal_mean_dir", f"{emb}/vox2_dev", trials])
+    assert os.path.exists(f"{emb}/vox2_dev/mean_vec.npy")
+    score_file = f"{exp}/scores/vox1_O.kaldi.score"
+    lines = open(score_file).read().splitlines()
+    assert len(lines) == 150 and all(len(line.split()) == 4 for line in lines)
+    assert [line.split()[3] for line in lines] == \
+        [line.split()[2] for line in open(trials).read().splitlines()]
+
+    load_tool("vector_mean").main(["--spk2utt", f"{root}/data/vox2_dev/spk2utt",
+                                   "--xvector_scp", f"{emb}/vox2_dev/xvector.scp",
+                                   "--spk_xvector_ark", f"{emb}/vox2_dev/spk_xvector.ark"])
+    assert len(load_embeddings(f"{emb}/vox2_dev/spk_xvector.scp")) == 12
+    norm_file = f"{exp}/scores/vox2_dev_asnorm5_vox1_O.kaldi.score"
+    score_norm.main(["--score_norm_method", "asnorm", "--top_n", "5",
+                     "--trial_score_file", score_file, "--score_norm_file", norm_file,
+                     "--cohort_emb_scp", f"{emb}/vox2_dev/spk_xvector.scp",
+                     "--eval_emb_scp", f"{emb}/vox1/xvector.scp",
+                     "--mean_vec_path", f"{emb}/vox2_dev/mean_vec.npy"])
+    assert all(len(line.split()) == 8 for line in open(norm_file))
+
+    results = compute_metrics.main(["--p_target", "0.01", "--c_fa", "1", "--c_miss", "1",
+                                    score_file, norm_file])
+    printed = capsys.readouterr().out
+    assert "---- vox1_O.kaldi.score -----" in printed
+    assert "minDCF (p_target:0.01 c_miss:1 c_fa:1) = " in printed
+    assert f"EER = {100 * results[0][1]:.3f}" in printed
+    assert results[0][1] < 0.15  # well separated speakers
+
+    compute_det.main([score_file])
+    assert open(score_file + ".det.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    points = np.loadtxt(score_file + ".det.txt")
+    assert points.shape[1] == 3 and np.all(np.diff(points[:, 1]) <= 0)
+
+
+def test_calibration_stage(world, tmp_path):
+    root, trials_dir = world
+    exp, emb, data = f"{root}/exp", f"{root}/exp/embeddings", f"{root}/data"
+    load_tool("vector_mean").main(["--spk2utt", f"{data}/vox2_dev/spk2utt",
+                                   "--xvector_scp", f"{emb}/vox2_dev/xvector.scp",
+                                   "--spk_xvector_ark", f"{emb}/vox2_dev/spk_xvector.ark"])
+    cali = f"{trials_dir}/vox2_cali.kaldi"
+    load_tool("generate_calibration_trial").main(["--utt2dur", f"{data}/vox2_dev/utt2dur",
+                                                  "--trial_path", cali,
+                                                  "--each_trial_num", "100"])
+    assert len(open(cali).readlines()) == 300
+    score_files = {}
+    for name, scp in (("vox2_cali.kaldi", "vox2_dev"), ("vox1_O.kaldi", "vox1")):
+        score.main(["--exp-dir", exp, "--eval-scp-path", f"{emb}/{scp}/xvector.scp",
+                    "--cal_mean", "--cal_mean_dir", f"{emb}/vox2_dev", f"{trials_dir}/{name}"])
+        norm_file = f"{exp}/scores/asnorm_{name}.score"
+        score_norm.main(["--score_norm_method", "snorm", "--top_n", "100",
+                         "--trial_score_file", f"{exp}/scores/{name}.score",
+                         "--score_norm_file", norm_file,
+                         "--cohort_emb_scp", f"{emb}/vox2_dev/spk_xvector.scp",
+                         "--eval_emb_scp", f"{emb}/{scp}/xvector.scp",
+                         "--mean_vec_path", f"{emb}/vox2_dev/mean_vec.npy"])
+        score_files[name] = norm_file
+    with open(f"{tmp_path}/utt2dur", "w") as out:
+        for name in ("vox1", "vox2_dev"):
+            out.write(open(f"{data}/{name}/utt2dur").read())
+    for name, norm_file in score_files.items():
+        score_calibration.main(["gather_calibration_factors", "--wav_dur_scp",
+                                f"{tmp_path}/utt2dur", "--max_dur", "20",
+                                "--score_norm_file", norm_file,
+                                "--calibration_factor_file", f"{exp}/scores/{name}.calibration"])
+    model = f"{exp}/scores/calibration_model.pt"
+    score_calibration.main(["train_calibration_model", "--calibration_factor_file",
+                            f"{exp}/scores/vox2_cali.kaldi.calibration",
+                            "--save_model_path", model])
+    out = f"{exp}/scores/cali_vox1_O.kaldi.score"
+    score_calibration.main(["infer_calibration", "--calibration_factor_file",
+                            f"{exp}/scores/vox1_O.kaldi.calibration",
+                            "--save_model_path", model, "--calibration_score_file", out])
+    lines = [line.split() for line in open(out)]
+    assert len(lines) == 150 and all(len(f) == 4 for f in lines)
+    (eer_result,) = compute_metrics.main([out])
+    assert eer_result[1] < 0.2
+
+
+def test_plda_stage(world):
+    root, trials_dir = world
+    exp, emb, data = f"{root}/exp", f"{root}/exp/embeddings", f"{root}/data"
+    train_plda.main(["--exp_dir", exp, "--scp_path", f"{emb}/vox2_dev/xvector.scp",
+                     "--utt2spk", f"{data}/vox2_dev/utt2spk", "--indim", str(DIM),
+                     "--iter", "5"])
+    assert os.path.exists(f"{exp}/plda")
+    with open(f"{root}/utt2utt", "w") as f:
+        f.writelines(f"{line.split()[0]} {line.split()[0]}\n"
+                     for line in open(f"{data}/vox1/utt2spk"))
+    trials = f"{trials_dir}/vox1_O.kaldi"
+    score_path = f"{exp}/scores/vox1_O.kaldi.pldascore"
+    eval_plda.main(["--enroll_scp_path", f"{emb}/vox1/xvector.scp",
+                    "--test_scp_path", f"{emb}/vox1/xvector.scp", "--utt2spk", f"{root}/utt2utt",
+                    "--trial", trials, "--score_path", score_path, "--model_path", f"{exp}/plda"])
+    (result,) = compute_metrics.main([score_path])
+    assert result[1] < 0.15
+    adapt_plda.main(["-mo", f"{exp}/plda", "-ma", f"{exp}/plda_adapt",
+                     "-ad", f"{emb}/vox1/xvector.scp", "-ws", "0.75", "-as", "0.25"])
+    # multi-session enrollment: trials name speakers, enrolled from all their utterances
+    with open(f"{root}/spk_trials", "w") as f:
+        for line in open(trials):
+            enroll, test, label = line.split()
+            f.write(f"{enroll.split('/')[0]} {test} {label}\n")
+    eval_plda.main(["--enroll_scp_path", f"{emb}/vox1/xvector.scp",
+                    "--test_scp_path", f"{emb}/vox1/xvector.scp",
+                    "--utt2spk", f"{data}/vox1/utt2spk", "--trial", f"{root}/spk_trials",
+                    "--score_path", f"{root}/adapted.score", "--model_path", f"{exp}/plda_adapt",
+                    "--indomain_scp_path", f"{emb}/vox2_dev/xvector.scp",
+                    "--multisession_avg"])
+    (result,) = compute_metrics.main([f"{root}/adapted.score"])
+    assert result[1] < 0.15
+    with pytest.raises(DataFormatError, match=r"model_path|not a wespeaker_py PLDA"):
+        eval_plda.main(["--type", "2cov", "--enroll_scp_path", f"{emb}/vox1/xvector.scp",
+                        "--test_scp_path", f"{emb}/vox1/xvector.scp", "--utt2spk",
+                        f"{root}/utt2utt", "--trial", trials, "--score_path", score_path,
+                        "--model_path", f"{data}/vox1/utt2spk"])
+
+
+def test_bad_inputs_fail_with_file_and_line(world):
+    root, trials_dir = world
+    emb = f"{root}/exp/embeddings"
+    bad_trials = f"{trials_dir}/bad.kaldi"
+    lines = open(f"{trials_dir}/vox1_O.kaldi").read().splitlines()
+    with open(bad_trials, "w") as f:
+        f.write("\n".join(lines[:4] + ["id199/vid/00001.wav " + lines[0].split()[1] + " target"])
+                + "\n")
+    with pytest.raises(DataFormatError, match=r"bad\.kaldi:5: enroll key 'id199/vid/00001.wav'"):
+        score.main(["--exp_dir", f"{root}/exp", "--eval_scp_path", f"{emb}/vox1/xvector.scp",
+                    "--cal_mean", "False", bad_trials])
+    assert not os.path.exists(f"{root}/exp/scores/bad.kaldi.score")
+
+
+def test_wav2dur_tool(tmp_path, capsys):
+    soundfile.write(str(tmp_path / "a.wav"), np.zeros(24000), 16000)
+    (tmp_path / "wav.scp").write_text(f"a {tmp_path}/a.wav\n")
+    load_tool("wav2dur").main([str(tmp_path / "wav.scp"), str(tmp_path / "utt2dur")])
+    assert (tmp_path / "utt2dur").read_text() == "a 1.5000\n"
+    assert "process 1 utts" in capsys.readouterr().out

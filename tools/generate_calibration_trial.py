@@ -1,0 +1,35 @@
+"""Duration-stratified calibration trials from a training set (WeSpeaker's vox2_cali).
+
+    python tools/generate_calibration_trial.py --utt2dur data/vox2_dev/utt2dur \
+        --trial_path data/vox1/trials/vox2_cali.kaldi [--each_trial_num 10000]
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.scoring.calibration_set import (generate_calibration_trials, read_utt2dur,
+                                                  write_trials)
+from wespeaker_py.utils.file_utils import read_key_value
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--utt2dur", required=True, help="durations of the training set")
+    parser.add_argument("--trial_path", required=True, help="output trial list")
+    parser.add_argument("--each_trial_num", type=int, default=10000,
+                        help="trials (half target) per duration pairing")
+    parser.add_argument("--utt2spk", default=None,
+                        help="speaker of each utterance (default: key prefix before '/')")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    utt2spk = read_key_value(args.utt2spk, allow_spaces_in_value=False) if args.utt2spk else None
+    trials = generate_calibration_trials(read_utt2dur(args.utt2dur), utt2spk,
+                                         args.each_trial_num, args.seed)
+    write_trials(args.trial_path, trials)
+    print(f"wrote {len(trials)} calibration trials to {args.trial_path}")
+
+
+if __name__ == "__main__":
+    main()

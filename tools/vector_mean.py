@@ -1,0 +1,28 @@
+"""Per-speaker mean embeddings (the score-normalisation cohort).
+
+    python tools/vector_mean.py --spk2utt data/vox2_dev/spk2utt \
+        --xvector_scp EXP/embeddings/vox2_dev/xvector.scp \
+        --spk_xvector_ark EXP/embeddings/vox2_dev/spk_xvector.ark
+
+Writes spk_xvector.ark and spk_xvector.scp beside it.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.scoring.embeddings import write_speaker_means
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spk2utt", required=True, help="speaker -> utterances")
+    parser.add_argument("--xvector_scp", required=True, help="utterance embeddings")
+    parser.add_argument("--spk_xvector_ark", required=True, help="output ark (scp beside it)")
+    args = parser.parse_args(argv)
+    write_speaker_means(args.spk2utt, args.xvector_scp, args.spk_xvector_ark)
+
+
+if __name__ == "__main__":
+    main()

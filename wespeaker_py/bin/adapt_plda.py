@@ -1,0 +1,39 @@
+"""Unsupervised adaptation of a PLDA model to unlabelled in-domain embeddings.
+
+    python -m wespeaker_py.bin.adapt_plda -mo EXP/plda -ma EXP/plda_adapt \
+        -ad EXP/embeddings/indomain/xvector.scp -ws 0.75 -as 0.25
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.scoring.plda_files import adapt_plda_files
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adp_scp", "-ad", required=True, help="unlabelled adaptation data")
+    parser.add_argument("--across_class_scale", "-as", type=float, default=0.5,
+                        help="share of the excess covariance added to the between-class one")
+    parser.add_argument("--within_class_scale", "-ws", type=float, default=0.5,
+                        help="share of the excess covariance added to the within-class one")
+    parser.add_argument("--mdl_org", "-mo", required=True, help="model to adapt")
+    parser.add_argument("--mdl_adp", "-ma", required=True, help="adapted model to write")
+    parser.add_argument("--mdl_format", "-mf", default="wespeaker",
+                        choices=("wespeaker", "kaldi"),
+                        help="format of --mdl_org (the adapted model is always ours)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    adapt_plda_files(args.mdl_org, args.adp_scp, args.mdl_adp, args.across_class_scale,
+                     args.within_class_scale, kaldi_format=args.mdl_format == "kaldi")
+
+
+if __name__ == "__main__":
+    main()

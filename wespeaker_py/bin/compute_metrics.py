@@ -1,0 +1,44 @@
+"""EER and minDCF of score files, printed in WeSpeaker's format (EER in %).
+
+    python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+        EXP/scores/vox1_O_cleaned.kaldi.score [more score files]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import List, Optional, Tuple
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.scoring.metrics import compute_det_points, eer_from_det, min_dcf_from_det
+from wespeaker_py.scoring.trials import read_labelled_scores
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "p_target", type=float, default=0.01, help="prior of a target trial")
+    add_flag(parser, "c_miss", type=float, default=1.0, help="cost of a miss")
+    add_flag(parser, "c_fa", type=float, default=1.0, help="cost of a false alarm")
+    parser.add_argument("scores_files", nargs="+", help="score files with labels")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> List[Tuple[str, float, float]]:
+    """Print and return ``(file, EER fraction, minDCF)`` for every score file."""
+    args = build_parser().parse_args(argv)
+    results = []
+    for scores_file in args.scores_files:
+        points = compute_det_points(*read_labelled_scores(scores_file))
+        eer = eer_from_det(points)
+        min_dcf = min_dcf_from_det(points, args.p_target, args.c_miss, args.c_fa)
+        print(f"---- {os.path.basename(scores_file)} -----")
+        print(f"EER = {100 * eer:.3f}")
+        print(f"minDCF (p_target:{args.p_target:g} c_miss:{args.c_miss:g} "
+              f"c_fa:{args.c_fa:g}) = {min_dcf:.3f}")
+        results.append((scores_file, eer, min_dcf))
+    return results
+
+
+if __name__ == "__main__":
+    main()

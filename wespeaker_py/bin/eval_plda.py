@@ -1,0 +1,46 @@
+"""Score a trial list with a PLDA model (log-likelihood ratios).
+
+    python -m wespeaker_py.bin.eval_plda --enroll_scp_path EXP/embeddings/vox1/xvector.scp \
+        --test_scp_path EXP/embeddings/vox1/xvector.scp --utt2spk ENROLL_UTT2SPK \
+        --trial TRIALS --score_path EXP/scores/TRIALS.pldascore --model_path EXP/plda
+
+Trials name enrollment models (the speakers of ``--utt2spk``) and test utterances.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.scoring.plda_files import eval_plda_files
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "type", default="2cov", choices=("2cov", "kaldi"),
+             help="model file written here (2cov) or by Kaldi (kaldi)")
+    add_flag(parser, "enroll_scp_path", required=True, help="enrollment embeddings")
+    add_flag(parser, "indomain_scp_path", default=None,
+             help="in-domain embeddings whose mean replaces the model mean")
+    add_flag(parser, "test_scp_path", required=True, help="test embeddings")
+    add_flag(parser, "utt2spk", required=True, help="enrollment utterance -> model id")
+    add_flag(parser, "model_path", required=True, help="PLDA model")
+    add_flag(parser, "score_path", required=True, help="score file to write")
+    add_flag(parser, "trial", required=True, help="trial list")
+    add_flag(parser, "multisession_avg", action="store_true",
+             help="score multi-utterance models by their average as if one utterance")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    eval_plda_files(args.model_path, args.enroll_scp_path, args.utt2spk, args.test_scp_path,
+                    args.trial, args.score_path, args.multisession_avg,
+                    args.indomain_scp_path, kaldi_format=args.type == "kaldi")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Cosine scoring of trial lists (stage 5 of the VoxCeleb recipe).
+
+    python -m wespeaker_py.bin.score --exp_dir EXP --eval_scp_path EXP/embeddings/vox1/xvector.scp \
+        --cal_mean True --cal_mean_dir EXP/embeddings/vox2_dev TRIALS [TRIALS ...]
+
+Writes EXP/scores/<trials name>.score; with ``--cal_mean True`` first computes
+and saves ``<cal_mean_dir>/mean_vec.npy`` and subtracts it from every embedding.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
+from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
+from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+
+logger = get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "exp_dir", required=True, help="experiment dir; scores go to EXP/scores")
+    add_flag(parser, "eval_scp_path", required=True, help="embeddings of the trial utterances")
+    add_bool_flag(parser, "cal_mean", default=False,
+                  help="subtract the mean embedding of cal_mean_dir/xvector.scp")
+    add_flag(parser, "cal_mean_dir", default=None, help="embedding dir of the reference set")
+    add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("trials", nargs="+", help="trial lists")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> List[str]:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    mean_vec_path = None
+    if args.cal_mean:
+        if not args.cal_mean_dir:
+            raise SystemExit("--cal_mean True needs --cal_mean_dir")
+        mean_vec_path = compute_and_save_mean(args.cal_mean_dir)
+    else:
+        logger.info("no mean normalisation of the evaluation embeddings")
+    return score_trial_files(args.eval_scp_path, args.trials,
+                             os.path.join(args.exp_dir, "scores"), mean_vec_path, args.device)
+
+
+if __name__ == "__main__":
+    main()

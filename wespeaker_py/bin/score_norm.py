@@ -1,0 +1,46 @@
+"""AS-Norm / S-Norm of a cosine score file against a cohort (stage 6 of the recipe).
+
+    python -m wespeaker_py.bin.score_norm --score_norm_method asnorm --top_n 300 \
+        --trial_score_file EXP/scores/vox1_O_cleaned.kaldi.score \
+        --score_norm_file EXP/scores/vox2_dev_asnorm300_vox1_O_cleaned.kaldi.score \
+        --cohort_emb_scp EXP/embeddings/vox2_dev/spk_xvector.scp \
+        --eval_emb_scp EXP/embeddings/vox1/xvector.scp \
+        --mean_vec_path EXP/embeddings/vox2_dev/mean_vec.npy
+
+Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.scoring.norm import NORM_METHODS, score_norm_file
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "score_norm_method", required=True, choices=NORM_METHODS)
+    add_flag(parser, "top_n", type=int, required=True,
+             help="cohort size of AS-Norm (ignored by snorm, which uses the whole cohort)")
+    add_flag(parser, "trial_score_file", required=True, help="cosine score file to normalise")
+    add_flag(parser, "score_norm_file", required=True, help="output file")
+    add_flag(parser, "cohort_emb_scp", required=True, help="cohort (per-speaker) embeddings")
+    add_flag(parser, "eval_emb_scp", required=True, help="embeddings of the trial utterances")
+    add_flag(parser, "mean_vec_path", default=None, help="mean vector to subtract (.npy)")
+    add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    score_norm_file(args.score_norm_method, args.top_n, args.trial_score_file,
+                    args.score_norm_file, args.cohort_emb_scp, args.eval_emb_scp,
+                    args.mean_vec_path, args.device)
+
+
+if __name__ == "__main__":
+    main()

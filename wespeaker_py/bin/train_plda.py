@@ -1,0 +1,51 @@
+"""Train a two-covariance PLDA on embeddings with speaker labels.
+
+    python -m wespeaker_py.bin.train_plda --exp_dir EXP \
+        --scp_path EXP/embeddings/vox2_dev/xvector.scp --utt2spk data/vox2_dev/utt2spk \
+        --indim 256 --iter 5
+
+Saves the model as EXP/plda. The preprocessing options (off by default, as in
+WeSpeaker's recipe) are stored with the model and applied when scoring.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
+from wespeaker_py.scoring.plda_files import train_plda_files
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "type", default="2cov", choices=("2cov",),
+             help="PLDA variant (the two-covariance model)")
+    add_flag(parser, "scp_path", required=True, help="training embeddings (xvector.scp)")
+    add_flag(parser, "utt2spk", required=True, help="speaker of each training utterance")
+    add_flag(parser, "indim", type=int, default=None,
+             help="embedding dimension (checked against the embeddings)")
+    add_flag(parser, "exp_dir", required=True, help="the model is saved as EXP/plda")
+    add_flag(parser, "iter", type=int, default=5, help="EM iterations")
+    add_bool_flag(parser, "whiten", default=False,
+                  help="centre and whiten the total covariance before PLDA")
+    add_flag(parser, "lda_dim", type=int, default=None,
+             help="centre and project by LDA to this dimension before PLDA")
+    add_bool_flag(parser, "normalize_length", default=False,
+                  help="length-normalise (to sqrt(dim)) after the projection")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    model_path = os.path.join(args.exp_dir, "plda")
+    train_plda_files(args.scp_path, args.utt2spk, model_path, args.iter, args.indim,
+                     args.whiten, args.lda_dim, args.normalize_length)
+    return model_path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Inputs of QMF calibration: utterance durations and a duration-stratified trial list.
+
+The calibration list mirrors WeSpeaker's ``vox2_cali``: utterances of the
+training set are split into short (``2 < dur < 6`` s) and long (``dur > 6`` s);
+each round picks a speaker and an impostor speaker and writes one target and
+one nontarget trial for each of short-short, short-long and long-long, so the
+list covers the duration conditions the quality measures must learn.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+import soundfile
+from tqdm import tqdm
+
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
+
+SHORT_RANGE = (2.0, 6.0)
+
+
+def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
+    """Write ``utt duration_seconds`` for every entry of ``wav.scp`` (header read only).
+
+    Returns ``(utterance count, total seconds)``. Pipe commands and unreadable
+    files are errors naming the ``wav.scp`` line.
+    """
+    count, total = 0, 0.0
+    entries = list(iter_table(wav_scp, min_fields=2))
+    with atomic_open(utt2dur_path, "w", encoding="utf-8") as out:
+        for line_no, fields in tqdm(entries, desc="utt2dur", unit="utt"):
+            if len(fields) != 2 or fields[1].endswith("|"):
+                raise DataFormatError(wav_scp, line_no,
+                                      "expected '<utt> <audio path>' (pipes are not supported)")
+            try:
+                info = soundfile.info(fields[1])
+            except (RuntimeError, OSError) as error:  # soundfile raises both
+                raise DataFormatError(wav_scp, line_no,
+                                      f"cannot read {fields[1]!r}: {error}") from error
+            duration = info.frames / float(info.samplerate)
+            out.write(f"{fields[0]} {duration:.4f}\n")
+            count += 1
+            total += duration
+    return count, total
+
+
+def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
+    """``utt2dur`` as a dict of seconds, each capped at ``max_dur`` (errors name the line)."""
+    durations = {}
+    for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
+        try:
+            duration = float(fields[1])
+        except ValueError:
+            raise DataFormatError(path, line_no,
+                                  f"duration {fields[1]!r} is not a number") from None
+        if not 0 <= duration < math.inf:
+            raise DataFormatError(path, line_no, f"duration {fields[1]!r} is not valid")
+        if fields[0] in durations:
+            raise DataFormatError(path, line_no, f"utterance {fields[0]!r} appears twice")
+        durations[fields[0]] = min(duration, max_dur)
+    return durations
+
+
+def _duration_bins(durations: Dict[str, float], utt2spk: Dict[str, str]
+                   ) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+    short, long = defaultdict(list), defaultdict(list)
+    for utt, duration in durations.items():
+        speaker = utt2spk[utt]
+        if SHORT_RANGE[0] < duration < SHORT_RANGE[1]:
+            short[speaker].append(utt)
+        elif duration > SHORT_RANGE[1]:
+            long[speaker].append(utt)
+    return short, long
+
+
+def generate_calibration_trials(durations: Dict[str, float],
+                                utt2spk: Optional[Dict[str, str]] = None,
+                                each_trial_num: int = 10000, seed: int = 0
+                                ) -> List[Tuple[str, str, str]]:
+    """Draw ``each_trial_num`` trials (half target) for each duration pairing.
+
+    Speakers come from ``utt2spk`` or, without it, from the key prefix before
+    the first ``/`` (VoxCeleb keys ``spk/video/utt.wav``). Only speakers with
+    at least two short and two long utterances take part, so target trials
+    never pair an utterance with itself.
+    """
+    if utt2spk is None:
+        utt2spk = {utt: utt.split("/")[0] for utt in durations}
+    missing = [utt for utt in durations if utt not in utt2spk]
+    if missing:
+        raise KeyError(f"{len(missing)} utterances have no speaker, e.g. {missing[0]!r}")
+    short, long = _duration_bins(durations, utt2spk)
+    speakers = sorted(spk for spk in short
+                      if len(short[spk]) >= 2 and len(long.get(spk, ())) >= 2)
+    if len(speakers) < 2:
+        raise ValueError("need at least two speakers with two short (2-6 s) and two long "
+                         f"(> 6 s) utterances each; found {len(speakers)}")
+    rng = random.Random(seed)
+    trials = []
+    for _ in range(each_trial_num // 2):
+        speaker, impostor = rng.sample(speakers, 2)
+        for enroll_bin, test_bin in ((short, short), (short, long), (long, long)):
+            if enroll_bin is test_bin:
+                enroll_utt, test_utt = rng.sample(enroll_bin[speaker], 2)
+            else:
+                enroll_utt = rng.choice(enroll_bin[speaker])
+                test_utt = rng.choice(test_bin[speaker])
+            trials.append((enroll_utt, test_utt, "target"))
+            trials.append((enroll_utt, rng.choice(test_bin[impostor]), "nontarget"))
+    return trials
+
+
+def write_trials(path: str, trials: List[Tuple[str, str, str]]) -> None:
+    """Write ``enroll test label`` lines atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        out.write("".join(f"{e} {t} {label}\n" for e, t, label in trials))

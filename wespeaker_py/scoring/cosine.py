@@ -1,0 +1,90 @@
+"""Cosine scoring of trial lists, optionally after subtracting a reference-set mean."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from wespeaker_py.scoring.device import resolve_device
+from wespeaker_py.scoring.embeddings import (EmbeddingTable, compute_mean_vector,
+                                             load_embeddings, load_mean_vector,
+                                             save_mean_vector)
+from wespeaker_py.scoring.trials import TrialList, read_trials, write_score_file
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+TRIAL_CHUNK = 16384
+
+
+def length_normalize(matrix: np.ndarray, mean_vec: Optional[np.ndarray] = None,
+                     device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Rows of ``matrix`` minus ``mean_vec``, scaled to unit length, as float32 on ``device``."""
+    rows = torch.as_tensor(matrix, dtype=torch.float32, device=device)
+    if mean_vec is not None:
+        rows = rows - torch.as_tensor(mean_vec, dtype=torch.float32, device=device)
+    return torch.nn.functional.normalize(rows, dim=1)
+
+
+def paired_cosine(enroll_normed: torch.Tensor, test_normed: torch.Tensor,
+                  enroll_rows: np.ndarray, test_rows: np.ndarray,
+                  chunk_size: int = TRIAL_CHUNK) -> np.ndarray:
+    """Cosine of ``enroll_normed[enroll_rows[i]]`` with ``test_normed[test_rows[i]]`` for all i.
+
+    The rows are gathered chunk by chunk, so memory stays bounded for any
+    number of trials.
+    """
+    scores = np.empty(len(enroll_rows), dtype=np.float64)
+    if enroll_normed.device.type == "cpu":
+        # NumPy's gather + einsum is about three times faster than torch's on CPU
+        enroll_np, test_np = enroll_normed.numpy(), test_normed.numpy()
+        for start in range(0, len(enroll_rows), chunk_size):
+            stop = start + chunk_size
+            scores[start:stop] = np.einsum("ij,ij->i", enroll_np[enroll_rows[start:stop]],
+                                           test_np[test_rows[start:stop]])
+        return scores
+    device = enroll_normed.device
+    for start in range(0, len(enroll_rows), chunk_size):
+        stop = start + chunk_size
+        e_idx = torch.as_tensor(enroll_rows[start:stop], dtype=torch.long, device=device)
+        t_idx = torch.as_tensor(test_rows[start:stop], dtype=torch.long, device=device)
+        chunk = torch.einsum("ij,ij->i", enroll_normed[e_idx], test_normed[t_idx])
+        scores[start:stop] = chunk.double().cpu().numpy()
+    return scores
+
+
+def cosine_score_trials(table: EmbeddingTable, trials: TrialList,
+                        mean_vec: Optional[np.ndarray] = None, device: str = "auto",
+                        chunk_size: int = TRIAL_CHUNK) -> np.ndarray:
+    """Cosine score of every trial of ``trials`` from the embeddings of ``table``."""
+    enroll_rows = trials.rows_in(table.index, "enroll", table.source)[trials.enroll]
+    test_rows = trials.rows_in(table.index, "test", table.source)[trials.test]
+    normed = length_normalize(table.matrix, mean_vec, resolve_device(device))
+    return paired_cosine(normed, normed, enroll_rows, test_rows, chunk_size)
+
+
+def compute_and_save_mean(cal_mean_dir: str) -> str:
+    """Mean of ``cal_mean_dir/xvector.scp`` saved as ``cal_mean_dir/mean_vec.npy``; return its path."""
+    scp_path = os.path.join(cal_mean_dir, "xvector.scp")
+    logger.info("computing the mean embedding of %s", scp_path)
+    mean_path = os.path.join(cal_mean_dir, "mean_vec.npy")
+    save_mean_vector(mean_path, compute_mean_vector(load_embeddings(scp_path, progress=True)))
+    return mean_path
+
+
+def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir: str,
+                      mean_vec_path: Optional[str] = None, device: str = "auto") -> List[str]:
+    """Cosine-score each trial list into ``store_dir/<trials name>.score``; return the paths."""
+    table = load_embeddings(eval_scp_path, progress=True)
+    mean_vec = load_mean_vector(mean_vec_path, table.dim) if mean_vec_path else None
+    written = []
+    for trial_path in trial_paths:
+        trials = read_trials(trial_path)
+        logger.info("scoring %d trials of %s", len(trials), trial_path)
+        scores = cosine_score_trials(table, trials, mean_vec, device)
+        out_path = os.path.join(store_dir, os.path.basename(trial_path) + ".score")
+        write_score_file(out_path, trials, scores)
+        written.append(out_path)
+    return written

@@ -1,0 +1,143 @@
+"""Score normalisation against a cohort: adaptive S-norm (AS-Norm, top-N) and S-Norm.
+
+For every utterance that appears in the trials, the cosine scores against all
+cohort embeddings are computed chunk by chunk (one matrix product each) and
+reduced to the mean and standard deviation of the ``top_n`` highest; S-Norm is
+the case ``top_n = cohort size``. A trial score ``s`` becomes
+
+    0.5 * ((s - mean_e) / std_e + (s - mean_t) / std_t)
+
+Besides the normalised score, :func:`score_norm_file` writes the quantities the
+QMF calibration uses: the magnitudes of both (mean-subtracted) embeddings and
+both cohort means.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wespeaker_py.scoring.cosine import length_normalize
+from wespeaker_py.scoring.device import resolve_device
+from wespeaker_py.scoring.embeddings import load_embeddings, load_mean_vector
+from wespeaker_py.scoring.trials import read_score_file, write_score_file
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+NORM_METHODS = ("asnorm", "snorm")
+COHORT_CHUNK = 4096
+
+
+def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: int,
+                      chunk_size: int = COHORT_CHUNK, progress: bool = False
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) std of each row's ``top_n`` highest cohort scores.
+
+    ``normed`` [U, D] and ``cohort_normed`` [C, D] are unit-length rows on the
+    same device; the [chunk, C] score block is the only large intermediate.
+    """
+    if not 1 <= top_n <= cohort_normed.shape[0]:
+        raise ValueError(f"top_n={top_n} must be between 1 and the cohort size "
+                         f"{cohort_normed.shape[0]}")
+    means = np.empty(normed.shape[0], dtype=np.float64)
+    stds = np.empty(normed.shape[0], dtype=np.float64)
+    cohort_t = cohort_normed.t().contiguous()
+    for start in tqdm(range(0, normed.shape[0], chunk_size), disable=not progress,
+                      desc="cohort scores", unit="chunk"):
+        block = normed[start:start + chunk_size] @ cohort_t
+        if top_n < block.shape[1]:
+            block = torch.topk(block, top_n, dim=1, sorted=False).values
+        block = block.double()
+        stop = start + block.shape[0]
+        means[start:stop] = block.mean(dim=1).cpu().numpy()
+        stds[start:stop] = block.std(dim=1, unbiased=False).cpu().numpy()
+    return means, stds
+
+
+def normalize_scores(scores: np.ndarray, enroll_mean: np.ndarray, enroll_std: np.ndarray,
+                     test_mean: np.ndarray, test_std: np.ndarray) -> np.ndarray:
+    """Symmetric normalisation of per-trial scores given per-trial cohort statistics."""
+    return 0.5 * ((scores - enroll_mean) / enroll_std + (scores - test_mean) / test_std)
+
+
+@dataclass
+class NormalizedScores:
+    """Normalised trial scores with the per-trial quantities QMF needs."""
+
+    scores: np.ndarray
+    enroll_magnitude: np.ndarray
+    test_magnitude: np.ndarray
+    enroll_cohort_mean: np.ndarray
+    test_cohort_mean: np.ndarray
+
+    def qmf_columns(self) -> np.ndarray:
+        """[n, 4] columns written after the label: magnitudes then cohort means."""
+        return np.stack([self.enroll_magnitude, self.test_magnitude,
+                         self.enroll_cohort_mean, self.test_cohort_mean], axis=1)
+
+
+def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_rows: np.ndarray,
+                           embeddings: np.ndarray, cohort: np.ndarray, method: str,
+                           top_n: int, mean_vec: Optional[np.ndarray] = None,
+                           device: str = "auto", chunk_size: int = COHORT_CHUNK,
+                           progress: bool = False) -> NormalizedScores:
+    """AS-Norm / S-Norm of ``scores`` for trials ``(enroll_rows[i], test_rows[i])``.
+
+    Rows index ``embeddings``; cohort statistics are computed once for each
+    distinct row used by the trials. ``mean_vec`` is subtracted from the
+    embeddings and the cohort before length normalisation.
+    """
+    if method not in NORM_METHODS:
+        raise ValueError(f"score norm method {method!r} is not one of {NORM_METHODS}")
+    if method == "snorm":
+        top_n = cohort.shape[0]
+    torch_device = resolve_device(device)
+    used, inverse = np.unique(np.concatenate([enroll_rows, test_rows]), return_inverse=True)
+    centred = embeddings[used].astype(np.float64)
+    if mean_vec is not None:
+        centred = centred - mean_vec.astype(np.float64)
+    magnitudes = np.linalg.norm(centred, axis=1)
+    normed = length_normalize(centred.astype(np.float32), None, torch_device)
+    cohort_normed = length_normalize(cohort, mean_vec, torch_device)
+    means, stds = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
+    if np.any(stds <= 0):
+        raise ValueError("cohort scores have zero spread for some utterance; "
+                         "the cohort or top_n is too small")
+    e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
+    return NormalizedScores(
+        scores=normalize_scores(scores, means[e_pos], stds[e_pos], means[t_pos], stds[t_pos]),
+        enroll_magnitude=magnitudes[e_pos], test_magnitude=magnitudes[t_pos],
+        enroll_cohort_mean=means[e_pos], test_cohort_mean=means[t_pos])
+
+
+def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
+                    score_norm_file_path: str, cohort_emb_scp: str, eval_emb_scp: str,
+                    mean_vec_path: Optional[str] = None, device: str = "auto") -> None:
+    """Normalise a cosine score file against a cohort and write the normalised file.
+
+    Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
+    """
+    trials = read_score_file(trial_score_file)
+    table = load_embeddings(eval_emb_scp, progress=True)
+    mean_vec = None
+    if mean_vec_path:
+        mean_vec = load_mean_vector(mean_vec_path, table.dim)
+    else:
+        logger.info("no mean vector given: embeddings are not mean-normalised")
+    cohort = load_embeddings(cohort_emb_scp, progress=True)
+    if cohort.dim != table.dim:
+        raise ValueError(f"cohort {cohort_emb_scp} has dimension {cohort.dim}, "
+                         f"evaluation embeddings {eval_emb_scp} have {table.dim}")
+    enroll_rows = trials.rows_in(table.index, "enroll", eval_emb_scp)[trials.enroll]
+    test_rows = trials.rows_in(table.index, "test", eval_emb_scp)[trials.test]
+    logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
+                len(trials), os.path.basename(trial_score_file), len(cohort))
+    result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
+                                    cohort.matrix, score_norm_method, top_n, mean_vec,
+                                    device, progress=True)
+    write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())

@@ -1,0 +1,123 @@
+"""PLDA on Kaldi files: train on xvector.scp + utt2spk, adapt, score trial lists."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import scipy.sparse
+
+from wespeaker_py.scoring.embeddings import EmbeddingTable, load_embeddings
+from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
+from wespeaker_py.scoring.trials import read_trials, write_score_file
+from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+TRIAL_CHUNK = 65536
+
+
+def labelled_rows(table: EmbeddingTable, utt2spk_path: str
+                  ) -> Tuple[np.ndarray, List[str], np.ndarray]:
+    """Rows of ``table`` that have a speaker, the speakers, and each row's speaker index.
+
+    Embeddings without an ``utt2spk`` entry are skipped with a warning (as in
+    WeSpeaker); speakers keep the order of their first embedding.
+    """
+    utt2spk = read_key_value(utt2spk_path, allow_spaces_in_value=False)
+    speaker_index: dict = {}
+    rows, labels = [], []
+    for row, key in enumerate(table.keys):
+        speaker = utt2spk.get(key)
+        if speaker is None:
+            continue
+        rows.append(row)
+        labels.append(speaker_index.setdefault(speaker, len(speaker_index)))
+    skipped = len(table) - len(rows)
+    if skipped:
+        logger.warning("%d embeddings of %s have no speaker in %s and are skipped",
+                       skipped, table.source, utt2spk_path)
+    if not rows:
+        raise ValueError(f"no embedding of {table.source} has a speaker in {utt2spk_path}")
+    return np.asarray(rows), list(speaker_index), np.asarray(labels)
+
+
+def train_plda_files(scp_path: str, utt2spk_path: str, model_path: str, num_iters: int = 5,
+                     indim: Optional[int] = None, whiten: bool = False,
+                     lda_dim: Optional[int] = None, normalize_length: bool = False
+                     ) -> TwoCovPLDA:
+    """Train a PLDA on the embeddings of ``scp_path`` labelled by ``utt2spk`` and save it."""
+    table = load_embeddings(scp_path, progress=True)
+    if indim is not None and table.dim != indim:
+        raise ValueError(f"embeddings of {scp_path} have dimension {table.dim}, "
+                         f"but indim={indim} was given")
+    rows, speakers, labels = labelled_rows(table, utt2spk_path)
+    embeddings = table.matrix if len(rows) == len(table) else table.matrix[rows]
+    plda = TwoCovPLDA.train(embeddings, labels, num_iters, whiten=whiten, lda_dim=lda_dim,
+                            normalize_length=normalize_length, progress=True)
+    plda.save(model_path)
+    logger.info("PLDA of %d speakers saved to %s", len(speakers), model_path)
+    return plda
+
+
+def load_plda(model_path: str, kaldi_format: bool = False) -> TwoCovPLDA:
+    """Load a model saved here, or a Kaldi PLDA with ``kaldi_format``."""
+    return TwoCovPLDA.load_kaldi(model_path) if kaldi_format else TwoCovPLDA.load(model_path)
+
+
+def adapt_plda_files(mdl_org: str, adp_scp: str, mdl_adp: str, across_class_scale: float = 0.5,
+                     within_class_scale: float = 0.5, kaldi_format: bool = False) -> TwoCovPLDA:
+    """Adapt a PLDA to the unlabelled embeddings of ``adp_scp`` and save the result."""
+    plda = load_plda(mdl_org, kaldi_format)
+    adapted = plda.adapt(load_embeddings(adp_scp, progress=True).matrix,
+                         across_class_scale, within_class_scale)
+    adapted.save(mdl_adp)
+    return adapted
+
+
+def _enrollment_models(plda: TwoCovPLDA, table: EmbeddingTable, utt2spk_path: str
+                       ) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """(model ids, projected mean vectors, utterance counts) of the enrollment models."""
+    rows, models, labels = labelled_rows(table, utt2spk_path)
+    vectors = plda.to_plda_space(table.matrix[rows])
+    counts = np.bincount(labels, minlength=len(models))
+    summing = scipy.sparse.csr_matrix((np.ones(len(rows)), (labels, np.arange(len(rows)))),
+                                      shape=(len(models), len(rows)))
+    means = (summing @ vectors) / counts[:, None]
+    if plda.preprocessing is not None and plda.preprocessing.normalize_length:
+        means = length_normalize(means)
+    return models, plda.project(means), counts
+
+
+def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_scp_path: str,
+                    trial: str, score_path: str, multisession_avg: bool = False,
+                    indomain_scp_path: Optional[str] = None,
+                    kaldi_format: bool = False) -> None:
+    """Score a trial list ``model_id test_utt [label]`` by PLDA log-likelihood ratio.
+
+    Enrollment models group the enrollment embeddings by ``utt2spk``; their
+    count enters the LLR unless ``multisession_avg`` (then every model counts as
+    one embedding). With ``indomain_scp_path`` the model is re-centred on the mean
+    of those embeddings (it replaces the training mean).
+    """
+    plda = load_plda(model_path, kaldi_format)
+    if indomain_scp_path:
+        plda = plda.with_mean_of(load_embeddings(indomain_scp_path).matrix)
+    models, model_vectors, counts = _enrollment_models(
+        plda, load_embeddings(enroll_scp_path, progress=True), utt2spk)
+    if multisession_avg:
+        counts = np.ones_like(counts)
+    test_table = load_embeddings(test_scp_path, progress=True)
+    trials = read_trials(trial)
+    model_rows = trials.rows_in({m: i for i, m in enumerate(models)}, "enroll",
+                                f"{enroll_scp_path} (grouped by {utt2spk})")
+    test_rows = trials.rows_in(test_table.index, "test", test_scp_path)
+    test_vectors = plda.project(plda.to_plda_space(test_table.matrix[test_rows]))
+    enroll_of_trial = model_rows[trials.enroll]
+    scores = np.empty(len(trials))
+    for start in range(0, len(trials), TRIAL_CHUNK):
+        stop = start + TRIAL_CHUNK
+        enroll = enroll_of_trial[start:stop]
+        scores[start:stop] = plda.log_likelihood_ratio(
+            model_vectors[enroll], test_vectors[trials.test[start:stop]], counts[enroll])
+    write_score_file(score_path, trials, scores)

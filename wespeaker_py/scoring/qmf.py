@@ -1,0 +1,249 @@
+"""Quality-measure-function (QMF) calibration of normalised scores.
+
+Each trial gets quality features from both sides: the utterance durations
+(capped at ``max_dur`` seconds), the embedding magnitudes and the cohort means
+written by score normalisation; every pair enters as min, max, max - min and
+max / min. A linear logistic-regression model over ``[score, features...]`` is
+trained to minimise Cllr on a calibration trial list and then maps evaluation
+trials to calibrated log-likelihood ratios.
+
+Calibration factor files hold one trial a line:
+``enroll test [label] score f1 ... fk`` (label present when the trials had it).
+The model is stored as a torch state dict ``{"linear.weight": [1, k+1],
+"linear.bias": [1]}`` (float64), the layout WeSpeaker's calibration model uses.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+
+from wespeaker_py.scoring.calibration_set import read_utt2dur
+from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, atomic_path, iter_table
+
+QMF_COLUMNS = 4  # enroll_mag test_mag enroll_cohort_mean test_cohort_mean
+_CHUNK = 100_000
+
+
+RATIO_FLOOR = 1e-4
+
+
+def pair_features(first: float, second: float) -> Tuple[float, float, float, float]:
+    """min, max, max - min and max / min of one quality measure of the two sides.
+
+    The ratio's denominator keeps its sign but is at least ``RATIO_FLOOR`` in
+    size: S-Norm cohort means lie near 0 and are written with 4 decimals.
+    """
+    low, high = min(first, second), max(first, second)
+    return low, high, high - low, high / math.copysign(max(abs(low), RATIO_FLOOR), low)
+
+
+def _parse_norm_line(path: str, line_no: int, fields: List[str]
+                     ) -> Tuple[Optional[int], List[float]]:
+    """(label or None, [score, enroll_mag, test_mag, enroll_mean, test_mean])."""
+    label = parse_label(fields[3]) if len(fields) > 3 else None
+    if len(fields) != 3 + (label is not None) + QMF_COLUMNS:
+        raise DataFormatError(path, line_no, "expected 'enroll test score [label] enroll_mag "
+                                             "test_mag enroll_mean test_mean' (a score-norm "
+                                             f"output), got {len(fields)} fields")
+    numbers = [fields[2]] + fields[3 + (label is not None):]
+    try:
+        values = [float(v) for v in numbers]
+    except ValueError:
+        raise DataFormatError(path, line_no, "score or QMF column is not a number") from None
+    if not all(math.isfinite(v) for v in values):
+        raise DataFormatError(path, line_no, "score or QMF column is not finite")
+    return label, values
+
+
+def gather_calibration_factors(score_norm_file: str, calibration_factor_file: str,
+                               wav_dur_scp: Optional[str] = None, max_dur: float = 20.0,
+                               drop_duration: bool = False) -> int:
+    """Turn a normalised score file into a calibration factor file; return the trial count.
+
+    Without ``drop_duration`` every utterance must have a duration in
+    ``wav_dur_scp`` (an error names the score file line otherwise).
+    """
+    durations = None
+    if not drop_duration:
+        if not wav_dur_scp:
+            raise ValueError("durations are needed: give wav_dur_scp or set drop_duration")
+        durations = read_utt2dur(wav_dur_scp, max_dur)
+    count = 0
+    with atomic_open(calibration_factor_file, "w", encoding="utf-8") as out:
+        for line_no, fields in iter_table(score_norm_file):
+            label, values = _parse_norm_line(score_norm_file, line_no, fields)
+            groups = []
+            if durations is not None:
+                pair = []
+                for key in fields[:2]:
+                    if not durations.get(key):
+                        raise DataFormatError(score_norm_file, line_no,
+                                              f"utterance {key!r} has no (or a zero) duration "
+                                              f"in {wav_dur_scp}")
+                    pair.append(durations[key])
+                groups.append(pair)
+            groups.append(values[1:3])
+            groups.append(values[3:5])
+            features = []
+            for first, second in groups:
+                features.extend(pair_features(first, second))
+            head = f"{fields[0]} {fields[1]}"
+            if label is not None:
+                head += f" {LABEL_NAMES[label]}"
+            out.write(f"{head} {values[0]:.5f} " + " ".join(f"{v:.4f}" for v in features)
+                      + "\n")
+            count += 1
+    return count
+
+
+def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray,
+                                                    Optional[np.ndarray]]]:
+    """Yield (key pairs, [m, k] features incl. the score, labels or None) chunk by chunk."""
+    width = None
+    has_label = None
+    keys: List[List[str]] = []
+    rows: List[List[float]] = []
+    labels: List[int] = []
+    for line_no, fields in iter_table(path, min_fields=4):
+        line_label = parse_label(fields[2])
+        if has_label is None:
+            has_label = line_label is not None
+        if has_label != (line_label is not None):
+            raise DataFormatError(path, line_no, "label column present on some lines only")
+        numbers = fields[3:] if has_label else fields[2:]
+        if width is None:
+            width = len(numbers)
+        if len(numbers) != width:
+            raise DataFormatError(path, line_no, f"expected {width} numbers after the keys, "
+                                                 f"got {len(numbers)}")
+        try:
+            rows.append([float(v) for v in numbers])
+        except ValueError:
+            raise DataFormatError(path, line_no, "a score or feature is not a number") from None
+        keys.append(fields[:2])
+        if has_label:
+            labels.append(line_label)
+        if len(rows) == _CHUNK:
+            yield keys, np.array(rows), np.array(labels) if has_label else None
+            keys, rows, labels = [], [], []
+    if rows:
+        yield keys, np.array(rows), np.array(labels) if has_label else None
+    elif width is None:
+        raise DataFormatError(path, None, "holds no trials")
+
+
+def read_calibration_factors(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """All ``(features [n, k], labels [n])`` of a labelled calibration factor file."""
+    features, labels = [], []
+    for _, chunk, chunk_labels in _iter_factor_chunks(path):
+        if chunk_labels is None:
+            raise DataFormatError(path, 1, "training calibration needs labelled trials")
+        features.append(chunk)
+        labels.append(chunk_labels)
+    features_all = np.concatenate(features)
+    if not np.all(np.isfinite(features_all)):
+        raise DataFormatError(path, None, "holds NaN or inf features")
+    return features_all, np.concatenate(labels)
+
+
+def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
+    """Log-likelihood-ratio cost in bits (1.0 for an uninformative system)."""
+    target_cost = -log_expit(np.asarray(target_llrs, dtype=np.float64)).mean()
+    nontarget_cost = -log_expit(-np.asarray(nontarget_llrs, dtype=np.float64)).mean()
+    return float(0.5 * (target_cost + nontarget_cost) / np.log(2))
+
+
+@dataclass
+class LinearCalibration:
+    """Calibrated LLR = ``features @ weight + bias``."""
+
+    weight: np.ndarray
+    bias: float
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[1] != self.weight.shape[0]:
+            raise ValueError(f"calibration model takes {self.weight.shape[0]} features, "
+                             f"got {features.shape[1]}")
+        return features @ self.weight + self.bias
+
+
+def train_calibration(features: np.ndarray, labels: np.ndarray) -> LinearCalibration:
+    """Fit a linear model minimising Cllr (targets and nontargets weighted equally).
+
+    Features are standardised for a well-conditioned L-BFGS problem; the
+    solution is folded back so that the model applies to raw features.
+    """
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("calibration training needs target and nontarget trials")
+    centre = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    standard = (features - centre) / scale
+    # sign +1 for targets, -1 for nontargets; weights make both classes count half
+    sign = np.where(labels, 1.0, -1.0)
+    weights = np.where(labels, 0.5 / labels.sum(), 0.5 / (~labels).sum()) / np.log(2)
+
+    def objective(params: np.ndarray) -> Tuple[float, np.ndarray]:
+        llr = standard @ params[:-1] + params[-1]
+        margin = sign * llr
+        cost = float(np.sum(weights * -log_expit(margin)))
+        d_llr = -weights * sign * expit(-margin)
+        return cost, np.append(standard.T @ d_llr, d_llr.sum())
+
+    start = np.zeros(features.shape[1] + 1)
+    result = minimize(objective, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
+    weight = result.x[:-1] / scale
+    bias = float(result.x[-1] - np.sum(result.x[:-1] * centre / scale))
+    return LinearCalibration(weight=weight, bias=bias)
+
+
+def save_calibration(path: str, model: LinearCalibration) -> None:
+    """Save as a torch state dict in the layout of WeSpeaker's calibration model."""
+    state = {"linear.weight": torch.tensor(model.weight, dtype=torch.float64)[None, :],
+             "linear.bias": torch.tensor([model.bias], dtype=torch.float64)}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_calibration(path: str) -> LinearCalibration:
+    """Load a calibration model written by :func:`save_calibration` (or WeSpeaker)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if set(state) != {"linear.weight", "linear.bias"}:
+        raise DataFormatError(path, None, f"not a calibration model: keys {sorted(state)}")
+    weight = state["linear.weight"].double().numpy().reshape(-1)
+    return LinearCalibration(weight=weight, bias=float(state["linear.bias"].double()[0]))
+
+
+def train_calibration_file(calibration_factor_file: str, save_model_path: str) -> float:
+    """Train on a labelled factor file, save the model, return the trained Cllr."""
+    features, labels = read_calibration_factors(calibration_factor_file)
+    model = train_calibration(features, labels)
+    save_calibration(save_model_path, model)
+    llrs = model(features)
+    return cllr(llrs[labels == 1], llrs[labels == 0])
+
+
+def infer_calibration_file(calibration_factor_file: str, save_model_path: str,
+                           calibration_score_file: str) -> int:
+    """Write ``enroll test llr [label]`` for every trial of a factor file; return the count."""
+    model = load_calibration(save_model_path)
+    count = 0
+    with atomic_open(calibration_score_file, "w", encoding="utf-8") as out:
+        for keys, features, labels in _iter_factor_chunks(calibration_factor_file):
+            llrs = model(features)
+            if labels is None:
+                out.write("".join(f"{e} {t} {s:.5f}\n" for (e, t), s in zip(keys, llrs)))
+            else:
+                out.write("".join(f"{e} {t} {s:.5f} {LABEL_NAMES[lab]}\n"
+                                  for (e, t), s, lab in zip(keys, llrs, labels)))
+            count += len(keys)
+    return count

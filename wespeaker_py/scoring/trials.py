@@ -1,0 +1,234 @@
+"""Trial lists and score files, held compactly so that millions of trials fit in memory.
+
+A trial list is kept as two integer index arrays (enrollment side, test side)
+into per-side lists of distinct keys, plus optional labels and scores; the keys
+themselves are stored once. Accepted trial forms, detected per file from its
+first line and then enforced on every line:
+
+* ``enroll test target|nontarget`` (VoxCeleb / WeSpeaker ``.kaldi`` lists),
+* ``1|0 enroll test`` (the original VoxCeleb1 ``veri_test`` form),
+* ``enroll test`` (no labels).
+
+Score files are ``enroll test score [target|nontarget] [extra numeric columns]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
+
+LABEL_NAMES = ("nontarget", "target")
+_LABEL_TOKENS = {"target": 1, "tgt": 1, "nontarget": 0, "nontgt": 0, "imp": 0}
+_WRITE_CHUNK = 100_000
+
+
+def parse_label(token: str) -> Optional[int]:
+    """1 for ``target``/``tgt``, 0 for ``nontarget``/``nontgt``/``imp``, else None."""
+    return _LABEL_TOKENS.get(token.lower())
+
+
+class _KeySide:
+    """Distinct keys of one trial side, with the line where each first appears."""
+
+    def __init__(self) -> None:
+        self.index: Dict[str, int] = {}
+        self.first_line: List[int] = []
+
+    def add(self, key: str, line_no: int) -> int:
+        row = self.index.get(key)
+        if row is None:
+            row = len(self.first_line)
+            self.index[key] = row
+            self.first_line.append(line_no)
+        return row
+
+
+@dataclass
+class TrialList:
+    """Trials (or scored trials) of one file; see the module docstring for the forms."""
+
+    path: str
+    enroll_keys: List[str]
+    test_keys: List[str]
+    enroll_first_line: np.ndarray
+    test_first_line: np.ndarray
+    enroll: np.ndarray
+    test: np.ndarray
+    labels: Optional[np.ndarray] = None
+    scores: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.enroll.shape[0])
+
+    def rows_in(self, index: Dict[str, int], side: str, source: str) -> np.ndarray:
+        """Map the distinct keys of ``side`` ('enroll' or 'test') to rows of ``index``.
+
+        A key missing from ``index`` is an error naming the trials file, the first
+        line that uses the key, and ``source`` (the embedding file).
+        """
+        keys = self.enroll_keys if side == "enroll" else self.test_keys
+        first_line = self.enroll_first_line if side == "enroll" else self.test_first_line
+        rows = np.empty(len(keys), dtype=np.int64)
+        for position, key in enumerate(keys):
+            row = index.get(key)
+            if row is None:
+                raise DataFormatError(self.path, int(first_line[position]),
+                                      f"{side} key {key!r} has no embedding in {source}")
+            rows[position] = row
+        return rows
+
+
+def _build(path: str, enroll_side: _KeySide, test_side: _KeySide, enroll: List[int],
+           test: List[int], labels: Optional[List[int]],
+           scores: Optional[List[float]]) -> TrialList:
+    if not enroll:
+        raise DataFormatError(path, None, "holds no trials")
+    return TrialList(
+        path=path,
+        enroll_keys=list(enroll_side.index),
+        test_keys=list(test_side.index),
+        enroll_first_line=np.asarray(enroll_side.first_line, dtype=np.int64),
+        test_first_line=np.asarray(test_side.first_line, dtype=np.int64),
+        enroll=np.asarray(enroll, dtype=np.int32),
+        test=np.asarray(test, dtype=np.int32),
+        labels=None if labels is None else np.asarray(labels, dtype=np.int8),
+        scores=None if scores is None else np.asarray(scores, dtype=np.float64),
+    )
+
+
+def _trial_form(fields: Sequence[str]) -> str:
+    if len(fields) == 2:
+        return "unlabelled"
+    if parse_label(fields[2]) is not None:
+        return "label_last"
+    if fields[0] in ("0", "1"):
+        return "label_first"
+    return "invalid"
+
+
+def read_trials(path: str) -> TrialList:
+    """Read a trial list in any of the forms of the module docstring.
+
+    A malformed line, an unknown label or a line whose form differs from the
+    first line's is a :class:`DataFormatError` naming file and line.
+    """
+    enroll_side, test_side = _KeySide(), _KeySide()
+    enroll: List[int] = []
+    test: List[int] = []
+    labels: List[int] = []
+    form = None
+    for line_no, fields in iter_table(path, min_fields=2, max_fields=3):
+        line_form = _trial_form(fields)
+        if line_form == "invalid":
+            raise DataFormatError(path, line_no, "expected 'enroll test target|nontarget', "
+                                                 f"'1|0 enroll test' or 'enroll test', got "
+                                                 f"{' '.join(fields)!r}")
+        if form is None:
+            form = line_form
+        elif line_form != form:
+            raise DataFormatError(path, line_no, f"line has the {line_form} form but the "
+                                                 f"file started with the {form} form")
+        if form == "label_first":
+            label, enroll_key, test_key = int(fields[0]), fields[1], fields[2]
+        else:
+            enroll_key, test_key = fields[0], fields[1]
+            label = parse_label(fields[2]) if form == "label_last" else None
+        enroll.append(enroll_side.add(enroll_key, line_no))
+        test.append(test_side.add(test_key, line_no))
+        if label is not None:
+            labels.append(label)
+    return _build(path, enroll_side, test_side, enroll, test,
+                  labels if form != "unlabelled" else None, None)
+
+
+def read_score_file(path: str, extra_columns: int = 0) -> TrialList:
+    """Read ``enroll test score [label]`` lines (plus ``extra_columns`` trailing numbers).
+
+    The label column is optional but must be present on all lines or none.
+    Extra columns (the QMF quantities of a normalised score file) are checked
+    for count only; readers that need them parse them separately.
+    """
+    enroll_side, test_side = _KeySide(), _KeySide()
+    enroll: List[int] = []
+    test: List[int] = []
+    labels: List[int] = []
+    scores: List[float] = []
+    has_label = None
+    for line_no, fields in iter_table(path, min_fields=3 + extra_columns,
+                                      max_fields=4 + extra_columns):
+        line_has_label = len(fields) == 4 + extra_columns
+        if has_label is None:
+            has_label = line_has_label
+        elif line_has_label != has_label:
+            raise DataFormatError(path, line_no, "label column present on some lines only")
+        try:
+            score = float(fields[2])
+        except ValueError:
+            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not a number") from None
+        if not np.isfinite(score):
+            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not finite")
+        if has_label:
+            label = parse_label(fields[3])
+            if label is None:
+                raise DataFormatError(path, line_no,
+                                      f"label {fields[3]!r} is not target or nontarget")
+            labels.append(label)
+        enroll.append(enroll_side.add(fields[0], line_no))
+        test.append(test_side.add(fields[1], line_no))
+        scores.append(score)
+    return _build(path, enroll_side, test_side, enroll, test,
+                  labels if has_label else None, scores)
+
+
+def write_score_file(path: str, trials: TrialList, scores: np.ndarray,
+                     extra: Optional[np.ndarray] = None, score_format: str = "{:.5f}",
+                     extra_format: str = "{:.4f}") -> None:
+    """Write ``enroll test score [label] [extra...]`` lines, streaming, atomically.
+
+    ``extra`` holds per-trial numbers appended after the label (shape [n, k]).
+    """
+    if scores.shape[0] != len(trials):
+        raise ValueError(f"{scores.shape[0]} scores for {len(trials)} trials")
+    line_format = "{} {} " + score_format
+    if trials.labels is not None:
+        line_format += " {}"
+    if extra is not None:
+        line_format += "".join(" " + extra_format for _ in range(extra.shape[1]))
+    line_format += "\n"
+    enroll_keys, test_keys = trials.enroll_keys, trials.test_keys
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        for start in range(0, len(trials), _WRITE_CHUNK):
+            stop = min(start + _WRITE_CHUNK, len(trials))
+            columns = [[enroll_keys[i] for i in trials.enroll[start:stop]],
+                       [test_keys[i] for i in trials.test[start:stop]],
+                       scores[start:stop].tolist()]
+            if trials.labels is not None:
+                columns.append([LABEL_NAMES[i] for i in trials.labels[start:stop]])
+            if extra is not None:
+                columns.extend(extra[start:stop].T.tolist())
+            out.write("".join(line_format.format(*row) for row in zip(*columns)))
+
+
+def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, labels)`` from the 3rd and 4th columns of a labelled score file.
+
+    Further columns (such as the QMF quantities of a normalised file) are ignored.
+    """
+    scores: List[float] = []
+    labels: List[int] = []
+    for line_no, fields in iter_table(path, min_fields=4):
+        label = parse_label(fields[3])
+        if label is None:
+            raise DataFormatError(path, line_no, f"label {fields[3]!r} is not target or "
+                                                 "nontarget (metrics need labelled trials)")
+        try:
+            scores.append(float(fields[2]))
+        except ValueError:
+            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not a number") from None
+        labels.append(label)
+    if not scores:
+        raise DataFormatError(path, None, "holds no scores")
+    return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int8)
