@@ -1,0 +1,59 @@
+"""Convert checkpoints from other formats into the ones this toolkit reads.
+
+Usage:
+    python -m wespeaker_py.bin.convert_checkpoint wavlm --src WavLM-Large.pt --dst DIR
+        original WavLM checkpoint (the file s3prl's wavlm_large loads) ->
+        Hugging Face WavLM directory (config.json + model.safetensors), the form
+        dataset_args.s3prl_args.upstream_args.path_or_url points at
+    python -m wespeaker_py.bin.convert_checkpoint wavlm-export --src DIR --dst FILE.pt
+        the reverse: a Hugging Face WavLM directory -> an original-format file
+
+Each conversion is a subcommand; a new one adds a subparser and a library call.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def _wavlm(args: argparse.Namespace) -> None:
+    from wespeaker_py.frontend.wavlm_convert import convert_original_checkpoint
+    convert_original_checkpoint(args.src, args.dst)
+
+
+def _wavlm_export(args: argparse.Namespace) -> None:
+    from wespeaker_py.frontend.wavlm_convert import export_original_checkpoint
+    export_original_checkpoint(args.src, args.dst)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    commands = parser.add_subparsers(dest="command", required=True)
+    wavlm = commands.add_parser("wavlm", help="original WavLM checkpoint -> Hugging Face directory")
+    wavlm.add_argument("--src", required=True, help="original checkpoint file (WavLM-Large.pt)")
+    wavlm.add_argument("--dst", required=True, help="new (or empty) output directory")
+    wavlm.set_defaults(run=_wavlm)
+    export = commands.add_parser("wavlm-export",
+                                 help="Hugging Face WavLM directory -> original checkpoint file")
+    export.add_argument("--src", required=True, help="Hugging Face WavLM directory")
+    export.add_argument("--dst", required=True, help="output .pt file")
+    export.set_defaults(run=_wavlm_export)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        args.run(args)
+    except (OSError, ValueError) as err:  # bad paths and checkpoints: a message, not a traceback
+        parser.exit(1, f"{parser.prog} {args.command}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    main()
