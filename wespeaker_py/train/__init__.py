@@ -1,0 +1,1 @@
+"""Training: the loop (trainer), schedules, checkpoints, averaging and DDP helpers."""

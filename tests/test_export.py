@@ -1,0 +1,172 @@
+"""TorchScript and ONNX export: outputs equal the eager model, RepVGG deploy form, clear errors."""
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from inference_helpers import FEAT_DIM, make_experiment
+from wespeaker_py.bin.export_jit import main as export_jit_main
+from wespeaker_py.bin.export_onnx import main as export_onnx_main
+from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
+                                 export_torchscript, load_model_for_export)
+from wespeaker_py.export import onnx_export
+from wespeaker_py.inference import read_model_config
+from wespeaker_py.models import repvgg
+
+HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")
+# shapes the exporters do not check themselves (they use (1,200), (3,123), (2,301))
+NEW_SHAPES = ((2, 77), (4, 250))
+
+
+@pytest.fixture(scope="module")
+def xvector(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("exp"))
+    config_path, checkpoint, network = make_experiment(root)
+    return config_path, checkpoint, network
+
+
+def assert_same_outputs(run, network, shapes=NEW_SHAPES, subtract=0.0):
+    for batch, frames in shapes:
+        feats = torch.randn(batch, frames, FEAT_DIM)
+        with torch.no_grad():
+            expected = network(feats) - subtract
+            got = run(feats)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_torchscript_export_equals_eager(xvector, tmp_path):
+    config_path, checkpoint, network = xvector
+    output = str(tmp_path / "final.zip")
+    export_jit_main(["--config", config_path, "--checkpoint", checkpoint,
+                     "--output_file", output])
+    scripted = torch.jit.load(output)
+    assert_same_outputs(scripted, network)
+
+
+def test_quantised_torchscript_copy_stays_close_to_the_float_model(xvector, tmp_path):
+    config_path, checkpoint, network = xvector
+    quant = str(tmp_path / "final_quant.zip")
+    export_jit_main(["--config", config_path, "--checkpoint", checkpoint,
+                     "--output_file", str(tmp_path / "final.zip"), "--output_quant_file", quant])
+    quantised = torch.jit.load(quant)
+    feats = torch.randn(3, 120, FEAT_DIM)
+    with torch.no_grad():
+        similarity = nn.functional.cosine_similarity(quantised(feats), network(feats))
+    assert similarity.min() > 0.98
+
+
+def _tiny_repvgg(feat_dim=80, embed_dim=256, pooling_func="TSTP", deploy=False, use_se=False):
+    return repvgg.RepVGG(block="RepVGG", num_blocks=(1, 2, 1, 1), strides=(1, 1, 2, 2, 2),
+                         base_width=8, width_multiplier=(1, 1, 1, 1), deploy=deploy,
+                         use_se=use_se, pooling_func=pooling_func, feat_dim=feat_dim,
+                         embed_dim=embed_dim)
+
+
+def _calibrate_batchnorm(model):
+    """Running statistics from a few batches, as training would leave them."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 60, FEAT_DIM))
+
+
+def test_repvgg_is_exported_in_deploy_form_computing_the_trained_function(monkeypatch,
+                                                                           tmp_path):
+    monkeypatch.setitem(repvgg.MODELS, "REPVGG_TEST_TINY", _tiny_repvgg)
+    config_path, checkpoint, network = make_experiment(
+        str(tmp_path), model="REPVGG_TEST_TINY", model_args={"feat_dim": FEAT_DIM,
+                                                             "embed_dim": 8},
+        calibrate=_calibrate_batchnorm)
+    assert any("rbr_dense" in name for name in network.state_dict())
+    model, feat_dim = load_model_for_export(read_model_config(config_path), checkpoint)
+    output = str(tmp_path / "repvgg.zip")
+    export_torchscript(model, feat_dim, output)
+    exported = torch.jit.load(output)
+    names = [name for name, _ in exported.named_parameters()]
+    assert any("rbr_reparam" in name for name in names)
+    assert not any("rbr_dense" in name or "rbr_1x1" in name for name in names)
+    assert_same_outputs(exported, network)
+
+
+class LengthBakingModel(nn.Module):
+    """Averages the first half of the frames; int() makes a trace keep the traced length."""
+
+    def forward(self, feats):
+        half = int(feats.shape[1]) // 2
+        return feats[:, :half].mean(dim=1)
+
+
+def test_a_trace_that_bakes_in_the_length_is_refused(tmp_path):
+    output = tmp_path / "baked.zip"
+    with pytest.raises(ExportMismatchError, match="differs from eager"):
+        export_torchscript(LengthBakingModel(), FEAT_DIM, str(output), method="trace")
+    assert not output.exists()
+
+
+def test_check_against_eager_reports_shape_and_value_differences():
+    model = nn.Linear(FEAT_DIM, 4)
+
+    def mean_model(feats):
+        return model(feats).mean(dim=1)
+
+    with pytest.raises(ExportMismatchError, match="differs"):
+        check_against_eager(lambda feats: mean_model(feats) + 1e-2, mean_model, FEAT_DIM)
+    with pytest.raises(ExportMismatchError, match="shape"):
+        check_against_eager(lambda feats: mean_model(feats)[:, :2], mean_model, FEAT_DIM)
+    assert check_against_eager(mean_model, mean_model, FEAT_DIM) == 0.0
+
+
+def _onnx_session(path):
+    import onnxruntime
+    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+@needs_onnx
+def test_onnx_export_equals_eager_with_dynamic_batch_and_time(xvector, tmp_path):
+    config_path, checkpoint, network = xvector
+    output = str(tmp_path / "final.onnx")
+    export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
+                      "--output_model", output])
+    session = _onnx_session(output)
+    (feats_input,), (embs_output,) = session.get_inputs(), session.get_outputs()
+    assert feats_input.name == "feats" and embs_output.name == "embs"
+    assert isinstance(feats_input.shape[0], str) and isinstance(feats_input.shape[1], str)
+    assert_same_outputs(lambda x: torch.from_numpy(session.run(None, {"feats": x.numpy()})[0]),
+                        network)
+
+
+@needs_onnx
+def test_onnx_export_with_fixed_frames_subtracts_the_mean_vector(xvector, tmp_path):
+    config_path, checkpoint, network = xvector
+    mean_vec = np.linspace(-1, 1, 8).astype(np.float32)
+    np.save(tmp_path / "mean_vec.npy", mean_vec)
+    output = str(tmp_path / "fixed.onnx")
+    export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
+                      "--output_model", output, "--num_frames", "150",
+                      "--mean_vec", str(tmp_path / "mean_vec.npy")])
+    session = _onnx_session(output)
+    assert session.get_inputs()[0].shape[1:] == [150, FEAT_DIM]
+    assert_same_outputs(lambda x: torch.from_numpy(session.run(None, {"feats": x.numpy()})[0]),
+                        network, shapes=((1, 150), (5, 150)), subtract=torch.from_numpy(mean_vec))
+
+
+def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch, capsys):
+    config_path, checkpoint, network = xvector
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(onnx_export.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxruntime"
+                        else real_find_spec(name, *args))
+    with pytest.raises(ImportError, match="onnxruntime.*pip install onnx onnxruntime"):
+        export_onnx(network, FEAT_DIM, str(tmp_path / "x.onnx"))
+    with pytest.raises(SystemExit) as stopped:
+        export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
+                          "--output_model", str(tmp_path / "x.onnx")])
+    assert stopped.value.code == 2
+    assert "pip install onnx onnxruntime" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

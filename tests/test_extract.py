@@ -1,0 +1,371 @@
+"""Embedding extraction: ark/scp output, batching without padding, bad input, jobs and merging."""
+import json
+import os
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_corpus, make_experiment,
+                               read_int16_scale, write_wav)
+from wespeaker_py.bin.extract import main as extract_main
+from wespeaker_py.bin.extract import parse_gpus
+from wespeaker_py.frontend import FbankFeatures
+from wespeaker_py.inference import (LengthBuckets, SpeakerEmbedder, embed_utterances,
+                                    extract_embeddings, extract_embeddings_parallel,
+                                    load_embedder, load_speaker_model, merge_embedding_arks,
+                                    min_valid_frames, open_embedding_writer, read_model_config,
+                                    split_data_list)
+from wespeaker_py.inference.embedding import NON_FINITE, NOT_DELIVERED, TOO_SHORT
+from wespeaker_py.models import get_model
+from wespeaker_py.scoring.embeddings import load_embeddings
+from wespeaker_py.train.checkpoint import CheckpointMismatchError
+from wespeaker_py.utils.file_utils import DataFormatError
+
+# Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
+# a length, two share 74 frames, the rest are alone.
+GOOD_LENGTHS = [16000, 12000, 16000, 20000, 12000, 16050, 8000, 9600]
+XVEC_MIN_FRAMES = 14 + 2  # 14 frames of TDNN context, then a std over >= 2 frames
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("exp"))
+    config_path, checkpoint, network = make_experiment(root)
+    return {"config_path": config_path, "config": read_model_config(config_path),
+            "checkpoint": checkpoint, "network": network, "root": root}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("corpus"))
+    bad_dir = os.path.join(root, "bad")
+    os.makedirs(bad_dir)
+    corrupt = os.path.join(bad_dir, "corrupt.wav")
+    with open(corrupt, "wb") as handle:
+        handle.write(np.random.default_rng(0).bytes(3000))
+    extra = [json.dumps({"key": "bad-missing", "wav": os.path.join(bad_dir, "nope.wav"),
+                         "spk": "bad"}),
+             json.dumps({"key": "bad-corrupt", "wav": corrupt, "spk": "bad"})]
+    list_path, wavs = make_corpus(root, GOOD_LENGTHS, extra)
+    # shorter than one fbank window (dropped by the pipeline), and too short for XVEC
+    short = {"bad-window": 300, "bad-model": 2000}
+    with open(list_path, "a") as handle:
+        for key, num_samples in short.items():
+            path = os.path.join(bad_dir, key + ".wav")
+            write_wav(path, num_samples, seed=99)
+            handle.write(json.dumps({"key": key, "wav": path, "spk": "bad"}) + "\n")
+    good_list = os.path.join(root, "good.list")
+    with open(list_path) as source, open(good_list, "w") as target:
+        target.writelines(line for line in source if '"bad' not in line)
+    return {"list": list_path, "good_list": good_list, "wavs": wavs, "root": root}
+
+
+def reference_embeddings(experiment, wavs):
+    """Each utterance alone, through the front-end and the network built in the fixture."""
+    frontend = FbankFeatures.from_dataset_args(experiment["config"]["dataset_args"]).eval()
+    with torch.no_grad():
+        return {key: experiment["network"](frontend(read_int16_scale(path)[None]))[0].numpy()
+                for key, path in wavs.items()}
+
+
+def read_ark(ark_path):
+    scp = ark_path[:-4] + ".scp"
+    return {key: np.asarray(vector) for key, vector in kaldiio.load_scp(scp).items()}
+
+
+def test_one_embedding_per_good_utterance_equal_to_extraction_alone(experiment, corpus,
+                                                                   tmp_path):
+    ark = str(tmp_path / "emb" / "xvector.ark")
+    summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                                 corpus["list"], ark, batch_size=4, num_workers=0,
+                                 device="cpu")
+    embeddings = read_ark(ark)
+    assert set(embeddings) == set(corpus["wavs"])
+    assert summary.extracted == len(corpus["wavs"])
+    reference = reference_embeddings(experiment, corpus["wavs"])
+    for key, vector in embeddings.items():
+        assert vector.shape == (TINY_XVEC_ARGS["embed_dim"],)
+        np.testing.assert_allclose(vector, reference[key], atol=1e-4, rtol=0)
+    # the scp names the final ark by its absolute path, and no temporary file is left
+    with open(ark[:-4] + ".scp") as handle:
+        assert all(line.split()[1].rsplit(":", 1)[0] == os.path.abspath(ark) for line in handle)
+    assert sorted(os.listdir(os.path.dirname(ark))) == ["xvector.ark", "xvector.scp"]
+
+
+def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp_path):
+    ark = str(tmp_path / "xvector.ark")
+    summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                                 corpus["list"], ark, batch_size=2, num_workers=1,
+                                 device="cpu")
+    assert not any(key.startswith("bad") for key in read_ark(ark))
+    # too short for the model: skipped by the extractor; missing, corrupt and
+    # shorter than one window: dropped (and logged) by the input pipeline
+    assert summary.skipped == {TOO_SHORT: 1, NOT_DELIVERED: 3}
+    assert summary.num_skipped == 4
+
+
+def test_batches_hold_only_equal_lengths_and_match_one_by_one(experiment, corpus):
+    embedder = load_embedder(experiment["config"], experiment["checkpoint"])
+    batch_shapes = []
+    embedder.model.register_forward_hook(
+        lambda module, inputs, output: batch_shapes.append(tuple(inputs[0].shape)))
+    samples = [{"key": key, "wav": read_int16_scale(path)} for key, path in corpus["wavs"].items()]
+
+    class Collect:
+        def __init__(self):
+            self.rows = {}
+
+        def write(self, key, vector):
+            self.rows[key] = vector
+
+    collected = Collect()
+    summary = embed_utterances(embedder, samples, collected, batch_size=8,
+                               device=torch.device("cpu"), min_frames=XVEC_MIN_FRAMES)
+    assert summary.extracted == len(samples)
+    assert sorted(shape[0] for shape in batch_shapes) == [1, 1, 1, 2, 3]
+    assert {shape[1] for shape in batch_shapes if shape[0] == 3} == {98}
+    reference = reference_embeddings(experiment, corpus["wavs"])
+    for key, vector in collected.rows.items():
+        np.testing.assert_allclose(vector, reference[key], atol=1e-4, rtol=0)
+
+
+class LogStdModel(torch.nn.Module):
+    """Log of the per-dimension standard deviation over time: -inf for constant features."""
+
+    def forward(self, feats):
+        return feats.std(dim=1)[:, :4].log()
+
+
+def test_a_non_finite_embedding_is_skipped_not_written(tmp_path):
+    frontend = FbankFeatures(num_mel_bins=FEAT_DIM).eval()
+    embedder = SpeakerEmbedder(frontend, LogStdModel())
+    generator = torch.Generator().manual_seed(0)
+    samples = [{"key": "speech", "wav": 3000 * torch.randn(8000, generator=generator)},
+               {"key": "silence", "wav": torch.zeros(8000)}]
+    ark = str(tmp_path / "xvector.ark")
+    with open_embedding_writer(ark) as writer:
+        summary = embed_utterances(embedder, samples, writer, batch_size=2,
+                                   device=torch.device("cpu"), min_frames=2)
+    assert summary.extracted == 1 and summary.skipped == {NON_FINITE: 1}
+    embeddings = read_ark(ark)
+    assert list(embeddings) == ["speech"] and np.isfinite(embeddings["speech"]).all()
+
+
+def test_length_buckets_group_equal_lengths_and_respect_the_memory_budget():
+    def feats(frames):
+        return torch.zeros(frames, 4)  # 16 bytes a frame
+
+    buckets = LengthBuckets(batch_size=2, max_buffer_bytes=10_000)
+    assert buckets.add("a", feats(10)) == []
+    assert buckets.add("b", feats(20)) == []
+    ready = buckets.add("c", feats(10))
+    assert [(keys, batch.shape) for keys, batch in ready] == [(["a", "c"], (2, 10, 4))]
+    assert [keys for keys, _ in buckets.drain()] == [["b"]]
+
+    tight = LengthBuckets(batch_size=8, max_buffer_bytes=16 * 70)
+    assert tight.add("x", feats(30)) == []
+    assert tight.add("y", feats(30)) == []
+    spilled = tight.add("z", feats(15))  # 75 frames waiting > 70: the fullest bucket goes
+    assert [keys for keys, _ in spilled] == [["x", "y"]]
+    assert [keys for keys, _ in tight.drain()] == [["z"]]
+
+
+def test_min_valid_frames_finds_the_models_shortest_input():
+    model = get_model("XVEC", **TINY_XVEC_ARGS).eval()
+    assert min_valid_frames(model, FEAT_DIM, torch.device("cpu")) == XVEC_MIN_FRAMES
+
+
+def test_bare_and_training_checkpoints_load_the_same(tmp_path):
+    bare_config, bare_ckpt, _ = make_experiment(str(tmp_path / "bare"), bare=True, seed=3)
+    dict_config, dict_ckpt, _ = make_experiment(str(tmp_path / "dict"), bare=False, seed=3)
+    feats = torch.randn(2, 50, FEAT_DIM)
+    with torch.no_grad():
+        bare = load_speaker_model(read_model_config(bare_config), bare_ckpt)(feats)
+        full = load_speaker_model(read_model_config(dict_config), dict_ckpt)(feats)
+    torch.testing.assert_close(bare, full, rtol=0, atol=0)
+
+
+def test_a_checkpoint_that_does_not_fit_is_an_error_naming_the_tensor(experiment, tmp_path):
+    state = torch.load(experiment["checkpoint"], weights_only=False)["model"]
+    missing = {key: value for key, value in state.items() if key != "seg_2.bias"}
+    torch.save(missing, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointMismatchError, match="seg_2.bias"):
+        load_embedder(experiment["config"], str(tmp_path / "missing.pt"))
+    stray_frontend = dict(state, **{"frontend.weight": torch.zeros(3)})
+    torch.save(stray_frontend, tmp_path / "stray.pt")
+    with pytest.raises(CheckpointMismatchError, match="weight"):
+        load_embedder(experiment["config"], str(tmp_path / "stray.pt"))
+
+
+def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
+    single_ark = str(tmp_path / "single" / "xvector.ark")
+    split_ark = str(tmp_path / "split" / "xvector.ark")
+    single = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                                corpus["list"], single_ark, batch_size=4, num_workers=0,
+                                device="cpu")
+    split = extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
+                                        corpus["list"], split_ark, num_jobs=2, gpus=[],
+                                        batch_size=4, num_workers=0)
+    assert split.extracted == single.extracted and split.skipped == single.skipped
+    one, two = read_ark(single_ark), read_ark(split_ark)
+    assert set(one) == set(two)
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, rtol=0)
+    assert sorted(os.listdir(os.path.dirname(split_ark))) == ["xvector.ark", "xvector.scp"]
+
+
+def test_a_failing_job_fails_the_run_naming_the_cause_and_leaves_no_output(experiment,
+                                                                            tmp_path):
+    data_list = tmp_path / "broken.list"
+    data_list.write_text('{"key": "b", "wav"\n')  # one line: one job process
+    ark = tmp_path / "out" / "xvector.ark"
+    with pytest.raises(RuntimeError, match=r"job 0 .*DataFormatError.*split_000.list:1"):
+        extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
+                                    str(data_list), str(ark), num_jobs=2, gpus=[],
+                                    num_workers=0)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_split_data_list_makes_contiguous_near_equal_parts(tmp_path):
+    data_list = tmp_path / "list"
+    data_list.write_text("".join(f"line{i}\n" for i in range(7)))
+    parts = split_data_list(str(data_list), 3, str(tmp_path))
+    contents = [open(part).read().split() for part in parts]
+    assert contents == [["line0", "line1", "line2"], ["line3", "line4"], ["line5", "line6"]]
+    assert len(split_data_list(str(data_list), 20, str(tmp_path))) == 7
+
+
+def test_writer_round_trip_and_atomicity(tmp_path):
+    ark = str(tmp_path / "out" / "xvector.ark")
+    vectors = {f"utt{i}": np.random.default_rng(i).standard_normal(6).astype(np.float32)
+               for i in range(5)}
+    with open_embedding_writer(ark) as writer:
+        for key, vector in vectors.items():
+            writer.write(key, vector)
+    loaded = read_ark(ark)
+    assert list(loaded) == list(vectors)
+    for key in vectors:
+        np.testing.assert_array_equal(loaded[key], vectors[key])
+    table = load_embeddings(ark[:-4] + ".scp")  # the scoring side reads it too
+    np.testing.assert_array_equal(table.matrix[table.index["utt3"]], vectors["utt3"])
+
+    before = {name: open(os.path.join(tmp_path, "out", name), "rb").read()
+              for name in ("xvector.ark", "xvector.scp")}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with open_embedding_writer(ark) as writer:
+            writer.write("other", np.zeros(6, dtype=np.float32))
+            raise RuntimeError("interrupted")
+    after = {name: open(os.path.join(tmp_path, "out", name), "rb").read()
+             for name in ("xvector.ark", "xvector.scp")}
+    assert after == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
+    with pytest.raises(ValueError, match="twice"):
+        with open_embedding_writer(str(tmp_path / "dup.ark")) as writer:
+            writer.write("same", np.zeros(2))
+            writer.write("same", np.ones(2))
+
+
+def test_merge_concatenates_parts_and_rejects_duplicates(tmp_path):
+    parts = []
+    for part in range(3):
+        ark = str(tmp_path / f"part{part}.ark")
+        with open_embedding_writer(ark) as writer:
+            for index in range(part + 1):
+                writer.write(f"p{part}-u{index}", np.full(4, part * 10 + index, np.float32))
+        parts.append(ark)
+    merged = str(tmp_path / "merged" / "xvector.ark")
+    assert merge_embedding_arks(parts, merged) == 6
+    loaded = read_ark(merged)
+    assert len(loaded) == 6
+    np.testing.assert_array_equal(loaded["p2-u1"], np.full(4, 21, np.float32))
+    with pytest.raises(ValueError, match="p0-u0"):
+        merge_embedding_arks([parts[0], parts[0]], str(tmp_path / "dup.ark"))
+    # an scp pointing into another ark is refused (it would be copied wrongly)
+    os.replace(parts[1][:-4] + ".scp", parts[2][:-4] + ".scp")
+    with pytest.raises(DataFormatError, match="part1.ark"):
+        merge_embedding_arks([parts[2]], str(tmp_path / "bad.ark"))
+
+
+def test_cli_writes_embeddings_speaker_means_and_set_mean(experiment, corpus, tmp_path):
+    spk2utt = tmp_path / "spk2utt"
+    speakers = {}
+    for key in corpus["wavs"]:
+        speakers.setdefault(key.split("-")[0], []).append(key)
+    spk2utt.write_text("".join(f"{spk} {' '.join(utts)}\n" for spk, utts in speakers.items()))
+    ark = str(tmp_path / "embeddings" / "vox" / "xvector.ark")
+    extract_main(["--config", experiment["config_path"], "--model_path",
+                  experiment["checkpoint"], "--data_type", "raw",
+                  "--data_list", corpus["good_list"], "--embed_ark", ark, "--batch-size", "3",
+                  "--num-workers", "1", "--gpus", "[]", "--spk2utt", str(spk2utt),
+                  "--mean_vec", "True"])
+    embeddings = read_ark(ark)
+    spk_means = read_ark(str(tmp_path / "embeddings" / "vox" / "spk_xvector.ark"))
+    assert set(spk_means) == set(speakers)
+    for spk, utts in speakers.items():
+        np.testing.assert_allclose(spk_means[spk], np.mean([embeddings[u] for u in utts], 0),
+                                   rtol=1e-6, atol=1e-6)
+    mean_vec = np.load(tmp_path / "embeddings" / "vox" / "mean_vec.npy")
+    np.testing.assert_allclose(mean_vec, np.mean(list(embeddings.values()), 0),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_cli_refuses_augmentation_and_parses_gpu_lists(experiment, corpus, tmp_path):
+    with pytest.raises(SystemExit):
+        extract_main(["--config", experiment["config_path"], "--model_path",
+                      experiment["checkpoint"], "--data_list", corpus["list"],
+                      "--embed_ark", str(tmp_path / "x.ark"), "--aug-prob", "0.5"])
+    assert parse_gpus("[0,1]") == [0, 1] and parse_gpus("2") == [2]
+    assert parse_gpus("[]") == [] and parse_gpus("-1") == [] and parse_gpus(None) is None
+
+
+def test_extraction_refuses_to_run_under_torchrun(experiment, corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="--nj"):
+        extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                           corpus["list"], str(tmp_path / "x.ark"), device="cpu")
+
+
+def test_ssl_frontend_model_extracts_with_frozen_weights_from_the_pretrained_path(
+        corpus, tmp_path):
+    pytest.importorskip("transformers")
+    from wespeaker_py.frontend.ssl import SSLFrontend
+    from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
+
+    wavlm_dir = str(tmp_path / "wavlm")
+    write_random_wavlm(wavlm_dir, tiny_wavlm_config(large_layout=True), seed=1)
+    dataset_args = {"frontend": "s3prl", "resample_rate": 16000,
+                    "s3prl_args": {"upstream_args": {"name": "wavlm_large",
+                                                     "path_or_url": wavlm_dir},
+                                   "multilayer_feature": True, "layer": -1, "frozen": True,
+                                   "frame_shift": 20, "frame_length": 20}}
+    frontend = SSLFrontend.from_dataset_args(dataset_args).eval()
+    model_args = dict(TINY_XVEC_ARGS, feat_dim=frontend.output_dim)
+    network = get_model("XVEC", **model_args).eval()
+    layer_weights = torch.linspace(-1.0, 1.0, frontend.layer_weights.numel())
+    # a frozen run's checkpoint: speaker model, head, layer weights, no WavLM weights
+    state = dict(network.state_dict(), **{"frontend.layer_weights": layer_weights,
+                                          "projection.weight": torch.randn(4, 8)})
+    checkpoint = str(tmp_path / "ssl.pt")
+    torch.save(state, checkpoint)
+    config = {"model": "XVEC", "model_args": dict(model_args, feat_dim=-1),
+              "dataset_args": dataset_args}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    wavs = dict(list(corpus["wavs"].items())[:3])
+    data_list = tmp_path / "ssl.list"
+    data_list.write_text("".join(json.dumps({"key": k, "wav": p, "spk": "s"}) + "\n"
+                                 for k, p in wavs.items()))
+    ark = str(tmp_path / "ssl" / "xvector.ark")
+    summary = extract_embeddings(read_model_config(str(config_path)), checkpoint, "raw",
+                                 str(data_list), ark, batch_size=2, num_workers=0,
+                                 device="cpu")
+    assert summary.extracted == 3
+    frontend.layer_weights.data.copy_(layer_weights)
+    embeddings = read_ark(ark)
+    with torch.no_grad():
+        for key, path in wavs.items():
+            expected = network(frontend(read_int16_scale(path)[None]))[0].numpy()
+            np.testing.assert_allclose(embeddings[key], expected, atol=1e-4, rtol=0)

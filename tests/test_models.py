@@ -1,0 +1,157 @@
+"""Every model of the results table: size, compute, shapes, consistency, gradients, checkpoints."""
+import io
+import json
+import os
+
+import pytest
+import torch
+
+from wespeaker_py.models import get_model
+from wespeaker_py.models.complexity import count_macs, count_params, recipe_model_args
+
+# The results table of ../shared/DESIGN.md (80-dim fbank, 200 frames):
+# params in M as printed (head excluded), MACs in G or None where not given.
+PUBLISHED = {
+    "XVEC": ("4.61", 0.53),
+    "ECAPA_TDNN_GLOB_c512": ("6.19", 1.04),
+    "ECAPA_TDNN_GLOB_c1024": ("14.65", 2.65),
+    "ResNet34": ("6.63", 4.55),
+    "ResNet221": ("23.79", 21.29),
+    "ResNet293": ("28.62", 28.10),
+    "REPVGG_TINY_A0": ("6.26", 4.65),
+    "CAMPPlus": ("7.18", 1.15),
+    "ERes2Net34_Base": ("9.89", 3.43),
+    "Res2Net34_Base": ("4.68", 1.77),
+    "Gemini_DF_ResNet114": ("6.53", 5.42),
+    "SimAM_ResNet34_ASP": ("25.2", None),
+    "SimAM_ResNet100_ASP": ("50.2", None),
+    "XI_VEC_ECAPA_TDNN_c512": ("5.9", 1.04),
+}
+
+# Above ~10 GMACs per 200 frames the CPU checks skip 1000 frames and use short
+# inputs where the length is not the point.
+HEAVY = {"ResNet221", "ResNet293", "SimAM_ResNet34_ASP", "SimAM_ResNet100_ASP"}
+BATCH = 2
+MANIFEST = os.path.join(os.path.dirname(__file__), "data", "wespeaker_state_dict_keys.json")
+
+
+def _manifest():
+    with open(MANIFEST, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _features(batch, frames, feat_dim=80, seed=0):
+    return torch.randn(batch, frames, feat_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", params=sorted(PUBLISHED))
+def named_model(request):
+    """(name, model in its training form, model_args), built once per model."""
+    name = request.param
+    model_args = recipe_model_args(name)
+    torch.manual_seed(0)
+    return name, get_model(name, **model_args), model_args
+
+
+def _meta_model(name, deployed=False):
+    with torch.device("meta"):
+        return get_model(name, **recipe_model_args(name, deployed=deployed))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_param_count_matches_table(name):
+    printed = PUBLISHED[name][0]
+    decimals = len(printed.split(".")[1])
+    millions = count_params(_meta_model(name, deployed=True)) / 1e6
+    # The table rounds some figures and truncates others; accept either.
+    truncated = int(millions * 10 ** decimals) / 10 ** decimals
+    assert printed in (f"{millions:.{decimals}f}", f"{truncated:.{decimals}f}"), millions
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, macs) in PUBLISHED.items() if macs))
+def test_macs_within_five_percent_of_table(name):
+    published = PUBLISHED[name][1]
+    macs = count_macs(_meta_model(name, deployed=True), num_frames=200, feat_dim=80) / 1e9
+    assert abs(macs - published) / published < 0.05, macs
+
+
+def test_forward_gives_finite_embeddings_for_any_length(named_model):
+    name, model, model_args = named_model
+    lengths = (150, 200) if name in HEAVY else (150, 200, 1000)
+    model.eval()
+    with torch.no_grad():
+        for frames in lengths:
+            embeddings = model(_features(BATCH, frames))
+            assert embeddings.shape == (BATCH, model_args["embed_dim"]), frames
+            assert torch.isfinite(embeddings).all(), frames
+
+
+def test_embedding_alone_equals_embedding_in_batch(named_model):
+    name, model, _ = named_model
+    frames = 32 if name in HEAVY else 150
+    batch = _features(3, frames, seed=1)
+    model.eval()
+    with torch.no_grad():
+        alone = model(batch[:1])
+        together = model(batch)
+    torch.testing.assert_close(alone[0], together[0], atol=1e-4, rtol=1e-4)
+
+
+def test_backward_reaches_every_parameter(named_model):
+    name, model, _ = named_model
+    frames = 32 if name in HEAVY else 200
+    model.train()
+    model.zero_grad(set_to_none=True)
+    embeddings = model(_features(BATCH, frames, seed=2))
+    # A random linear read-out: a plain sum would cancel through BatchNorm.
+    direction = torch.randn(embeddings.shape, generator=torch.Generator().manual_seed(3))
+    (embeddings * direction).sum().backward()
+    unreached = [key for key, parameter in model.named_parameters()
+                 if parameter.requires_grad and (parameter.grad is None
+                                                 or not parameter.grad.abs().sum() > 0)]
+    assert not unreached, f"no gradient reaches: {unreached[:10]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_saved_state_dict_reloads_strictly(named_model):
+    name, model, model_args = named_model
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(123)
+    reloaded = get_model(name, **model_args)
+    reloaded.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    model.eval()
+    reloaded.eval()
+    features = _features(1, 32, seed=4)
+    with torch.no_grad():
+        assert torch.equal(model(features), reloaded(features))
+
+
+@pytest.mark.parametrize("name", sorted(set(PUBLISHED) | set(_manifest())))
+def test_state_dict_keys_and_shapes_match_wespeaker(name):
+    manifest = _manifest()
+    assert name in manifest, f"{name} is missing from {MANIFEST} (tools/dump_state_dict_keys.py)"
+    ours = [[key, list(value.shape)] for key, value in _meta_model(name).state_dict().items()]
+    assert ours == manifest[name]
+
+
+@pytest.mark.parametrize("pooling_func", ["TAP", "TSDP", "TSTP", "ASTP", "MHASTP", "MQMHASTP",
+                                          "ASP", "XI"])
+def test_pooling_func_selects_the_pooling_layer(pooling_func):
+    model = get_model("ECAPA_TDNN_c512", feat_dim=80, embed_dim=192, pooling_func=pooling_func)
+    assert type(model.pool).__name__ == pooling_func
+    model.eval()
+    with torch.no_grad():
+        embeddings = model(_features(BATCH, 64))
+    assert embeddings.shape == (BATCH, 192) and torch.isfinite(embeddings).all()
+
+
+def test_two_emb_layer_returns_the_second_embedding():
+    model = get_model("ResNet18", feat_dim=80, embed_dim=64, two_emb_layer=True).eval()
+    captured = {}
+    model.seg_2.register_forward_hook(lambda module, args, out: captured.update(out=out))
+    with torch.no_grad():
+        embeddings = model(_features(BATCH, 32))
+    assert embeddings.shape == (BATCH, 64)
+    assert torch.equal(embeddings, captured["out"])

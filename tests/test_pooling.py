@@ -1,0 +1,96 @@
+"""Pooling layers: output sizes, closed-form statistics, invariance to frame order."""
+import pytest
+import torch
+
+from wespeaker_py.models.pooling import get_pooling
+
+CHANNELS, FREQ, FRAMES = 16, 4, 30
+ATTENTIVE = [("ASTP", {}), ("ASTP", {"global_context_att": True}), ("MHASTP", {}),
+             ("MHASTP", {"head_num": 4, "layer_num": 3, "d_s": 2}), ("MQMHASTP", {}),
+             ("ASP", {})]
+ALL = [("TAP", {}), ("TSDP", {}), ("TSTP", {})] + ATTENTIVE
+
+
+def _input(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name,extra", ALL)
+@pytest.mark.parametrize("four_d", [False, True])
+def test_output_size_matches_get_out_dim(name, extra, four_d):
+    shape = (3, CHANNELS, FREQ, FRAMES) if four_d else (3, CHANNELS * FREQ, FRAMES)
+    pooling = get_pooling(name, in_dim=CHANNELS * FREQ, **extra).eval()
+    out = pooling(_input(*shape))
+    assert out.shape == (3, pooling.get_out_dim())
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name,extra", ALL + [("XI", {}), ("XI", {"stddev": True})])
+def test_output_ignores_frame_order(name, extra):
+    pooling = get_pooling(name, in_dim=CHANNELS, **extra).eval()
+    x = _input(2, CHANNELS, FRAMES)
+    shuffled = x[:, :, torch.randperm(FRAMES, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        torch.testing.assert_close(pooling(x), pooling(shuffled), atol=1e-5, rtol=1e-5)
+
+
+def test_tstp_is_mean_and_unbiased_std():
+    x = _input(2, CHANNELS, FRAMES)
+    out = get_pooling("TSTP", in_dim=CHANNELS)(x)
+    torch.testing.assert_close(out[:, :CHANNELS], x.mean(dim=-1))
+    torch.testing.assert_close(out[:, CHANNELS:], x.std(dim=-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,extra,last_layer", [
+    ("ASTP", {}, "linear2"),
+    ("MHASTP", {"head_num": 2}, "heads_att_trans.0.att_1"),
+])
+def test_uniform_attention_gives_plain_statistics(name, extra, last_layer):
+    pooling = get_pooling(name, in_dim=CHANNELS, **extra)
+    for head in range(getattr(pooling, "head_num", 1)):
+        layer = pooling.get_submodule(last_layer.replace(".0.", f".{head}."))
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    x = _input(2, CHANNELS, FRAMES)
+    out = pooling(x)
+    if name == "ASTP":
+        mean, std = out[:, :CHANNELS], out[:, CHANNELS:]
+    else:  # per head: [mean, std] of its channel group
+        groups = out.reshape(2, 2, 2, CHANNELS // 2)
+        mean, std = groups[:, :, 0].reshape(2, -1), groups[:, :, 1].reshape(2, -1)
+    torch.testing.assert_close(mean, x.mean(dim=-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(std, x.std(dim=-1, unbiased=False), atol=1e-4, rtol=1e-4)
+
+
+def test_xi_posterior_mean_with_equal_precisions_averages_frames_and_prior():
+    pooling = get_pooling("XI", in_dim=CHANNELS).eval()
+    torch.nn.init.zeros_(pooling.lin2.weight)
+    # softplus(b) = 1 makes every frame's log-precision 0, the same as the prior's.
+    torch.nn.init.constant_(pooling.lin2.bias, float(torch.log(torch.expm1(torch.tensor(1.0)))))
+    with torch.no_grad():
+        pooling.prior_mean.normal_()
+    x = _input(2, CHANNELS, FRAMES)
+    with torch.no_grad():
+        out = pooling(x)
+    expected = (x.sum(dim=-1) + pooling.prior_mean) / (FRAMES + 1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_xi_trusts_frames_more_than_a_weak_prior():
+    pooling = get_pooling("XI", in_dim=CHANNELS).eval()
+    with torch.no_grad():
+        pooling.prior_logprec.fill_(-15.0)
+        pooling.prior_mean.fill_(100.0)
+        out = pooling(_input(2, CHANNELS, FRAMES))
+    assert out.abs().max() < 10.0
+
+
+def test_asp_from_resnet_geometry():
+    pooling = get_pooling("ASP", in_planes=2, acoustic_dim=16)  # 2 * 8 channels x 2 bins
+    assert pooling.get_out_dim() == 2 * 16 * 2
+    assert pooling(_input(3, 16, 2, FRAMES)).shape == (3, 64)
+
+
+def test_unknown_pooling_is_named():
+    with pytest.raises(ValueError, match="STAP"):
+        get_pooling("STAP", in_dim=8)

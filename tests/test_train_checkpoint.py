@@ -1,0 +1,191 @@
+"""Checkpoint loading rules (LM head, mismatches), RNG capture and model averaging."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from wespeaker_py.bin import average_model
+from wespeaker_py.models.projections import get_projection
+from wespeaker_py.train.average import average_checkpoints, select_checkpoints
+from wespeaker_py.train.checkpoint import (CheckpointMismatchError, capture_rng_state,
+                                           epoch_from_name, load_model_init, load_weights,
+                                           parameter_digest, restore_rng_state)
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self, embed_dim=6):
+        super().__init__()
+        self.linear = nn.Linear(4, embed_dim)
+        self.bn = nn.BatchNorm1d(embed_dim)
+
+    def forward(self, x):
+        return self.bn(self.linear(x.mean(dim=1)))
+
+
+def _model(num_class, embed_dim=6, project_type="arc_margin"):
+    model = TinyEncoder(embed_dim)
+    model.add_module("projection", get_projection({"project_type": project_type},
+                                                  embed_dim=embed_dim, num_class=num_class))
+    return model
+
+
+def test_lm_rule_loads_the_first_rows_of_a_larger_head(tmp_path):
+    source = _model(num_class=15)  # 5 speakers x 3 speeds
+    path = str(tmp_path / "avg_model.pt")
+    torch.save(source.state_dict(), path)
+    target = _model(num_class=5)
+    load_model_init(target, path)
+    assert torch.equal(target.projection.weight, source.projection.weight[:5])
+    assert torch.equal(target.linear.weight, source.linear.weight)
+    assert torch.equal(target.bn.running_mean, source.bn.running_mean)
+
+
+def test_same_size_head_loads_unchanged_from_a_training_checkpoint(tmp_path):
+    source = _model(num_class=15)
+    path = str(tmp_path / "model_3.pt")
+    torch.save({"model": source.state_dict(), "optimizer": {}}, path)
+    target = _model(num_class=15)
+    load_model_init(target, path)
+    assert torch.equal(target.projection.weight, source.projection.weight)
+
+
+def test_checkpoint_without_head_initialises_the_encoder_only(tmp_path):
+    source = _model(num_class=15)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("projection.")}
+    path = str(tmp_path / "encoder.pt")
+    torch.save(state, path)
+    target = _model(num_class=5)
+    head_before = target.projection.weight.clone()
+    load_model_init(target, path)
+    assert torch.equal(target.linear.bias, source.linear.bias)
+    assert torch.equal(target.projection.weight, head_before)
+
+
+@pytest.mark.parametrize("make_state, message", [
+    (lambda: _model(num_class=3).state_dict(),
+     r"tensor 'projection.weight' has shape \(3, 6\) in the checkpoint but \(5, 6\)"),
+    (lambda: _model(num_class=15, embed_dim=7).state_dict(),
+     r"tensor 'linear.weight' has shape \(7, 4\)"),
+    (lambda: {**_model(num_class=5).state_dict(), "extra.weight": torch.zeros(1)},
+     "tensor 'extra.weight' is not in the model"),
+    (lambda: {k: v for k, v in _model(num_class=5).state_dict().items()
+              if k != "bn.running_var"},
+     "tensor 'bn.running_var' is missing"),
+])
+def test_other_mismatches_are_errors_naming_the_tensor(tmp_path, make_state, message):
+    path = str(tmp_path / "bad.pt")
+    torch.save(make_state(), path)
+    with pytest.raises(CheckpointMismatchError, match=message):
+        load_model_init(_model(num_class=5), path)
+
+
+def test_a_partial_head_is_an_error(tmp_path):
+    state = _model(num_class=15, project_type="softmax").state_dict()
+    del state["projection.trans.2.bias"]
+    path = str(tmp_path / "partial.pt")
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match="'projection.trans.2.bias' is missing"):
+        load_model_init(_model(num_class=5, project_type="softmax"), path)
+    # complete, a 3x softmax head loads its first rows (weight and bias)
+    full = _model(num_class=15, project_type="softmax")
+    torch.save(full.state_dict(), path)
+    target = _model(num_class=5, project_type="softmax")
+    load_model_init(target, path)
+    assert torch.equal(target.projection.trans[2].bias, full.projection.trans[2].bias[:5])
+
+
+def test_exact_load_refuses_even_a_larger_head():
+    with pytest.raises(CheckpointMismatchError, match="projection.weight"):
+        load_weights(_model(num_class=5), _model(num_class=15).state_dict(), "ckpt",
+                     allow_head_truncation=False)
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_parameter_digest_sees_every_parameter_but_not_buffers():
+    model = _model(num_class=5)
+    digest = parameter_digest(model)
+    model.bn.running_mean += 1.0
+    assert parameter_digest(model) == digest
+    with torch.no_grad():
+        model.projection.weight[4, 5] += 1e-7
+    assert parameter_digest(model) != digest
+
+
+def test_epoch_from_name():
+    assert epoch_from_name("exp/models/model_12.pt") == 12
+    assert epoch_from_name("exp/models/avg_model.pt") is None
+
+
+def _write_checkpoints(directory, epochs, training_format=True):
+    os.makedirs(directory, exist_ok=True)
+    states = {}
+    for epoch in epochs:
+        torch.manual_seed(epoch)
+        model = _model(num_class=5)
+        model.bn.num_batches_tracked.fill_(epoch * 10)
+        states[epoch] = model.state_dict()
+        payload = {"model": states[epoch], "optimizer": {}, "epoch": epoch} \
+            if training_format else states[epoch]
+        torch.save(payload, os.path.join(directory, f"model_{epoch}.pt"))
+    return states
+
+
+def test_average_of_hand_made_checkpoints_is_the_mean(tmp_path):
+    src = str(tmp_path / "models")
+    states = _write_checkpoints(src, range(1, 6))
+    torch.save(states[1], os.path.join(src, "avg_model.pt"))  # must be ignored
+    os.symlink("model_5.pt", os.path.join(src, "final_model.pt"))  # must be ignored
+    dst = str(tmp_path / "models" / "avg_model.pt")
+    used = average_checkpoints(src, num=3, dst_model=dst)
+    assert [epoch_from_name(p) for p in used] == [3, 4, 5]
+    averaged = torch.load(dst)
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            mean = (states[3][key].double() + states[4][key].double()
+                    + states[5][key].double()) / 3
+            assert torch.allclose(value.double(), mean, atol=1e-7), key
+            assert value.dtype == states[5][key].dtype
+        else:
+            assert torch.equal(value, states[5][key])  # integer buffers: the newest
+    assert set(averaged) == set(states[5])
+
+
+def test_average_honours_epoch_bounds_and_refuses_too_few(tmp_path):
+    src = str(tmp_path)
+    _write_checkpoints(src, [5, 10, 15, 20, 25], training_format=False)
+    assert [epoch_from_name(p) for p in select_checkpoints(src, 2, max_epoch=20)] == [15, 20]
+    assert [epoch_from_name(p) for p in select_checkpoints(src, 2, min_epoch=5, max_epoch=12)] \
+        == [5, 10]
+    with pytest.raises(ValueError, match="holds 2 checkpoints"):
+        select_checkpoints(src, 3, min_epoch=20)
+
+
+def test_average_rejects_checkpoints_of_different_models(tmp_path):
+    src = str(tmp_path)
+    _write_checkpoints(src, [1])
+    torch.save(_model(num_class=7).state_dict(), os.path.join(src, "model_2.pt"))
+    with pytest.raises(ValueError, match="'projection.weight' has shape"):
+        average_checkpoints(src, 2, str(tmp_path / "avg.pt"))
+
+
+def test_average_model_command_line(tmp_path, capsys):
+    src = str(tmp_path / "models")
+    states = _write_checkpoints(src, [1, 2])
+    dst = str(tmp_path / "avg.pt")
+    average_model.main(["--src_path", src, "--num", "2", "--dst_model", dst])
+    averaged = torch.load(dst)
+    expected = (states[1]["linear.weight"] + states[2]["linear.weight"]) / 2
+    assert torch.allclose(averaged["linear.weight"], expected)
+    with pytest.raises(SystemExit) as exit_info:
+        average_model.main(["--src_path", src, "--num", "3", "--dst_model", dst])
+    assert exit_info.value.code == 2
+    assert "holds 2 checkpoints" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Every shipped config loads, validates and builds its front-end, model and head."""
+import os
+
+import pytest
+import torch
+
+from wespeaker_py.train import builder
+from wespeaker_py.utils.config import load_config, read_yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF_DIR = os.path.join(REPO_ROOT, "conf")
+MODEL_CONFIGS = ["resnet34", "resnet221", "resnet293", "ecapa_tdnn_c512", "ecapa_tdnn_c1024",
+                 "campplus", "eres2net34_base", "res2net34_base", "repvgg_tiny_a0",
+                 "gemini_dfresnet114", "simam_resnet34", "simam_resnet100", "xvector",
+                 "xi_vector"]
+# models with a large-margin (LM) row in the reference results table
+LM_CONFIGS = ["resnet34", "resnet221", "resnet293", "ecapa_tdnn_c512", "ecapa_tdnn_c1024",
+              "campplus", "eres2net34_base", "gemini_dfresnet114", "simam_resnet34",
+              "simam_resnet100", "xvector", "xi_vector"]
+ALL_CONFIGS = MODEL_CONFIGS + [name + "_lm" for name in LM_CONFIGS]
+
+
+def test_the_conf_directory_holds_exactly_these_configs():
+    shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
+                     if name.endswith(".yaml"))
+    assert shipped == sorted(ALL_CONFIGS)
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_config_builds_model_and_head(name):
+    config = load_config(os.path.join(CONF_DIR, name + ".yaml"))
+    frontend = builder.build_frontend(config)
+    assert frontend.output_dim == 80
+    num_speakers = 10
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = builder.build_model(config, num_speakers)
+    weight = model.projection.weight
+    # speed perturbation (or LM fine-tuning after it) gives 3 classes per speaker
+    assert weight.shape == (3 * num_speakers, config["model_args"]["embed_dim"])
+    optimizer = builder.build_optimizer(config, model.parameters())
+    assert type(optimizer).__name__ == config["optimizer"]
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_recipe_hyper_parameters(name):
+    config = read_yaml(os.path.join(CONF_DIR, name + ".yaml"))
+    data = config["dataset_args"]
+    assert data["fbank_args"] == {"num_mel_bins": 80, "frame_shift": 10, "frame_length": 25,
+                                  "dither": 1.0}
+    assert (data["num_frms"], data["aug_prob"], data["speed_perturb"]) == (200, 0.6, True)
+    assert data["filter_args"] == {"min_num_frames": 100, "max_num_frames": 800}
+    assert data["shuffle_args"]["shuffle_size"] == 2500
+    assert config["projection_args"]["project_type"] == "arc_margin"
+    assert config["projection_args"]["scale"] == 32.0
+    if name == "gemini_dfresnet114":  # WeSpeaker trains it with AdamW and a fixed margin
+        assert config["optimizer"] == "AdamW" and config["num_epochs"] == 165
+        assert config["margin_update"]["update_margin"] is False
+        return
+    assert config["num_epochs"] == 150
+    assert config["optimizer"] == "SGD"
+    assert config["optimizer_args"] == {"momentum": 0.9, "nesterov": True,
+                                        "weight_decay": 0.0001}
+    assert config["scheduler_args"] == {"initial_lr": 0.1, "final_lr": 5e-5,
+                                        "warm_up_epoch": 6, "warm_from_zero": True}
+    margin = config["margin_update"]
+    assert (margin["initial_margin"], margin["final_margin"]) == (0.0, 0.2)
+    assert (margin["increase_start_epoch"], margin["fix_start_epoch"]) == (20, 40)
+
+
+@pytest.mark.parametrize("name", LM_CONFIGS)
+def test_lm_config_matches_its_base(name):
+    base = read_yaml(os.path.join(CONF_DIR, name + ".yaml"))
+    lm = read_yaml(os.path.join(CONF_DIR, name + "_lm.yaml"))
+    assert lm["do_lm"] is True
+    assert (lm["model"], lm["model_args"]) == (base["model"], base["model_args"])
+    assert lm["dataset_args"]["num_frms"] == 600
+    assert lm["dataloader_args"]["batch_size"] in (32, 64)
+    assert (lm["num_epochs"], lm["save_epoch_interval"], lm["num_avg"]) == (5, 1, 1)
+    margin = lm["margin_update"]
+    assert (margin["initial_margin"], margin["final_margin"]) == (0.5, 0.5)
+    assert lm["scheduler_args"] == {"initial_lr": 1e-4, "final_lr": 2.5e-5,
+                                    "warm_up_epoch": 1, "warm_from_zero": True}
+    # the LM run must see the same head size as the run it starts from
+    assert builder.num_classes(lm, 10) == builder.num_classes(base, 10)
+    assert builder.effective_dataset_args(lm)["speed_perturb"] is False

@@ -1,0 +1,75 @@
+"""Two-process DDP training (gloo on CPU) through torchrun and the command line."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from train_helpers import RATE, make_speaker_corpus, tiny_config, write_config
+from wespeaker_py.train import builder
+from wespeaker_py.train.checkpoint import parameter_digest
+from wespeaker_py.utils.config import load_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _uneven_corpus(root):
+    """32 utterances; rank 1's half holds 8 too short to use, so it runs out of data first.
+
+    Without shuffling, rank 0 reads list lines 0, 2, 4, ... and rank 1 lines 1, 3, 5, ...
+    """
+    corpus = make_speaker_corpus(root, num_spks=4, utts_per_spk=6)
+    with open(corpus["raw_list"]) as handle:
+        usable = [json.loads(line) for line in handle]
+    short = []
+    for index in range(8):
+        path = os.path.join(root, "wav", f"short{index}.wav")
+        sf.write(path, np.zeros(RATE // 4, dtype=np.int16), RATE, subtype="PCM_16")
+        short.append({"key": f"short{index}", "wav": path, "spk": f"spk{index % 4}"})
+    rows = [row for pair in zip(usable[:8], short) for row in pair] + usable[8:]
+    with open(corpus["raw_list"], "w") as raw, open(corpus["utt2spk"], "w") as utt2spk:
+        for row in rows:
+            raw.write(json.dumps(row) + "\n")
+            utt2spk.write(f"{row['key']} {row['spk']}\n")
+    return corpus
+
+
+def test_two_ranks_train_to_the_end_with_identical_weights(tmp_path):
+    corpus = _uneven_corpus(str(tmp_path / "data"))
+    config = tiny_config("unused", corpus, num_epochs=2)
+    config["dataset_args"]["shuffle"] = False
+    for key in ("exp_dir", "train_data", "train_label", "data_type"):
+        config.pop(key)
+    config_path = write_config(str(tmp_path / "tiny.yaml"), config)
+    exp_dir = str(tmp_path / "exp")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "wespeaker_py.bin.train",
+               "--config", config_path, "--exp_dir", exp_dir, "--data_type", "raw",
+               "--train_data", corpus["raw_list"], "--train_label", corpus["utt2spk"]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = open(os.path.join(exp_dir, "train.log")).read()
+    assert "rank 0 of 2" in log and "epoch 2 done" in log
+    # 32 utterances / 2 ranks / batch 8 = 2 batches per rank; rank 1 has data for one
+    # only, and rank 0 stops with it instead of waiting for it in an all-reduce
+    assert "2 batches per epoch on each of 2 ranks" in log
+    assert "the data ran out after 1 of 2 batches" in log
+    assert "(2 batches over all ranks, 0 skipped)" in log
+
+    checkpoint = torch.load(os.path.join(exp_dir, "models", "model_2.pt"), weights_only=False)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+    # both ranks reported the digest of their parameters when the checkpoint was written
+    rank0, rank1 = checkpoint["param_digests"]
+    assert rank0 == rank1
+    # ... and it is the digest of the weights that were saved
+    saved_config = load_config(os.path.join(exp_dir, "config.yaml"))
+    model = builder.build_model(saved_config, num_speakers=4)
+    model.load_state_dict(checkpoint["model"])
+    assert parameter_digest(model) == rank1
+    # each rank keeps its own generator states (seeded with seed + rank)
+    assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])

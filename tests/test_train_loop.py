@@ -1,0 +1,244 @@
+"""The training loop end to end on a small generated corpus (CPU, one process)."""
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from train_helpers import make_speaker_corpus, tiny_config, write_config
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.bin import train as train_cli
+from wespeaker_py.train import builder
+from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.train.checkpoint import CheckpointMismatchError
+from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.train.trainer import NonFiniteLossError, Trainer, run_training
+from wespeaker_py.utils.config import ConfigError, validate_config
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
+                               utts_per_spk=12)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("small")), num_spks=4,
+                               utts_per_spk=6)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_tiny_config_is_valid(corpus, tmp_path):
+    validate_config(tiny_config(str(tmp_path), corpus))
+
+
+def test_loss_falls_and_accuracy_rises(corpus, tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    history = run_training(tiny_config(exp_dir, corpus, num_epochs=6))
+    assert [result.epoch for result in history] == list(range(1, 7))
+    first, last = history[0], history[-1]
+    assert all(result.batches == 6 and result.skipped_batches == 0 for result in history)
+    assert (history[-1].loss + history[-2].loss) / 2 < 0.5 * first.loss
+    assert last.accuracy >= 60.0 and last.accuracy > first.accuracy + 25.0
+    # checkpoints every epoch, the final-model link, the merged config and the log
+    models = os.path.join(exp_dir, "models")
+    assert sorted(os.listdir(models)) == ["final_model.pt"] + [f"model_{e}.pt"
+                                                               for e in range(1, 7)]
+    assert os.readlink(os.path.join(models, "final_model.pt")) == "model_6.pt"
+    saved = yaml.safe_load(open(os.path.join(exp_dir, "config.yaml")))
+    assert saved["num_epochs"] == 6 and saved["train_data"] == corpus["raw_list"]
+    log = open(os.path.join(exp_dir, "train.log")).read()
+    assert "epoch 6 done" in log and "lr" in log and "margin" in log
+    checkpoint = _load(os.path.join(models, "model_6.pt"))
+    assert checkpoint["epoch"] == 6 and checkpoint["world_size"] == 1
+    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "margin_scheduler", "rng"}
+    assert checkpoint["model"]["projection.weight"].shape == (4, 16)
+    # the margin schedule reached its final value (rise between epochs 2 and 3)
+    assert history[0].margin == 0.0 and last.margin == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_stop_and_resume_equals_an_uninterrupted_run(small_corpus, tmp_path, num_workers):
+    loader = {"batch_size": 8, "num_workers": num_workers, "pin_memory": False,
+              "drop_last": True}
+    settings = dict(num_epochs=4, dataloader_args=loader)
+    full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    run_training(tiny_config(full_dir, small_corpus, **settings))
+    # a run stopped after epoch 2: only model_2.pt survives, in a fresh process state
+    os.makedirs(os.path.join(resumed_dir, "models"))
+    stopped = os.path.join(resumed_dir, "models", "model_2.pt")
+    shutil.copy(os.path.join(full_dir, "models", "model_2.pt"), stopped)
+    torch.manual_seed(12345)  # disturb the global generators: the checkpoint must restore them
+    history = run_training(tiny_config(resumed_dir, small_corpus, checkpoint=stopped,
+                                       **settings))
+    assert [result.epoch for result in history] == [3, 4]
+    full = _load(os.path.join(full_dir, "models", "model_4.pt"))
+    resumed = _load(os.path.join(resumed_dir, "models", "model_4.pt"))
+    assert full["model"].keys() == resumed["model"].keys()
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key, state in full["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, resumed["optimizer"]["state"][key][name])
+    assert full["margin_scheduler"] == resumed["margin_scheduler"]
+
+
+def test_existing_checkpoints_need_an_explicit_resume(small_corpus, tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+
+
+def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path):
+    first_dir, lm_dir = str(tmp_path / "first"), str(tmp_path / "first-LM")
+    speed = dict(tiny_config(first_dir, small_corpus)["dataset_args"], speed_perturb=True)
+    run_training(tiny_config(first_dir, small_corpus, num_epochs=2, dataset_args=speed))
+    avg_path = os.path.join(first_dir, "models", "avg_model.pt")
+    average_checkpoints(os.path.join(first_dir, "models"), 2, avg_path)
+    averaged = _load(avg_path)
+    assert averaged["projection.weight"].shape == (12, 16)  # 4 speakers x 3 speeds
+
+    # the recipe's stage 9: avg_model.pt becomes model_0.pt of the LM run
+    os.makedirs(os.path.join(lm_dir, "models"))
+    model_0 = os.path.join(lm_dir, "models", "model_0.pt")
+    shutil.copy(avg_path, model_0)
+    lm_dataset = dict(speed, num_frms=120)
+    lm_config = tiny_config(
+        lm_dir, small_corpus, num_epochs=1, do_lm=True, checkpoint=model_0,
+        dataset_args=lm_dataset,
+        margin_update={"initial_margin": 0.5, "final_margin": 0.5, "increase_start_epoch": 1,
+                       "fix_start_epoch": 1, "update_margin": True},
+        # a vanishing learning rate: the LM weights must be the averaged weights
+        scheduler_args={"initial_lr": 1e-12, "final_lr": 1e-12, "warm_up_epoch": 0,
+                        "warm_from_zero": False})
+    history = run_training(lm_config)
+    assert [result.epoch for result in history] == [1]
+    assert history[0].margin == 0.5
+    tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
+    assert tuned["projection.weight"].shape == (12, 16)  # the head kept its 3x rows
+    for key, value in averaged.items():
+        if value.is_floating_point() and "running" not in key:
+            assert torch.allclose(tuned[key], value, atol=1e-6), key
+    saved = yaml.safe_load(open(os.path.join(lm_dir, "config.yaml")))
+    assert saved["do_lm"] is True and saved["dataset_args"]["speed_perturb"] is True
+    assert builder.effective_dataset_args(saved)["speed_perturb"] is False
+
+    # model_init into a model without speed classes: the first rows of the head load
+    plain_dir = str(tmp_path / "plain")
+    run_training(tiny_config(plain_dir, small_corpus, num_epochs=1, model_init=avg_path,
+                             scheduler_args=lm_config["scheduler_args"]))
+    plain = _load(os.path.join(plain_dir, "models", "model_1.pt"))["model"]
+    assert torch.allclose(plain["projection.weight"], averaged["projection.weight"][:4],
+                          atol=1e-6)
+
+    # another mismatch is an error naming the tensor
+    wide = dict(tiny_config(plain_dir, small_corpus)["model_args"], embed_dim=24)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"tensor 'seg_1.weight' has shape \(16, 128\) in the checkpoint "
+                             r"but \(24, 128\)"):
+        run_training(tiny_config(str(tmp_path / "wide"), small_corpus, num_epochs=1,
+                                 model_init=avg_path, model_args=wide))
+
+
+def _trainer(config, tmp_path):
+    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    torch.manual_seed(0)
+    model = builder.build_model(config, num_speakers=4)
+    optimizer = builder.build_optimizer(config, model.parameters())
+    return Trainer(config, ctx, model, builder.build_frontend(config), optimizer,
+                   builder.build_lr_scheduler(config, optimizer, 3, 1),
+                   builder.build_margin_scheduler(config, model.projection, 3), 3,
+                   str(tmp_path))
+
+
+def _batches(nan_at):
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for index in range(3):
+        wavs = torch.randn(4, 16000, generator=generator) * 1000
+        if index == nan_at:
+            wavs[2, 500] = float("nan")
+        batches.append({"wavs": wavs, "labels": torch.tensor([0, 1, 2, 3])})
+    return batches
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step(small_corpus, tmp_path):
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus), tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()
+              if v.is_floating_point() and "running" not in k}
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 1, batch 1"):
+        trainer.train_epoch(1, _batches(nan_at=0))
+    for key, value in before.items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+
+
+def test_non_finite_loss_can_skip_the_batch(small_corpus, tmp_path):
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
+                       tmp_path)
+    initial = trainer.model.projection.weight.detach().clone()
+    result = trainer.train_epoch(1, _batches(nan_at=1))
+    assert (result.batches, result.skipped_batches) == (3, 1)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert not torch.equal(trainer.model.projection.weight, initial)
+
+
+def test_gradient_clipping_bounds_the_update(small_corpus, tmp_path):
+    config = tiny_config(str(tmp_path), small_corpus, grad_clip=1e-3,
+                         optimizer_args={"momentum": 0.0, "weight_decay": 0.0})
+    trainer = _trainer(config, tmp_path)
+    start = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_epoch(2, _batches(nan_at=None)[:1])  # epoch 2: past the lr warm-up
+    lr = trainer.lr_scheduler.get_lr()
+    step = torch.sqrt(sum(((p.detach() - s) ** 2).sum()
+                          for p, s in zip(trainer.model.parameters(), start)))
+    assert 0 < step.item() <= lr * 1e-3 * 1.0001
+
+
+def test_command_line_errors_name_the_key(small_corpus, tmp_path, capsys):
+    config = tiny_config(str(tmp_path / "exp"), small_corpus)
+    for key in ("exp_dir", "train_data", "train_label", "data_type"):
+        config.pop(key)
+    path = write_config(str(tmp_path / "tiny.yaml"), config)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--config", path, "--exp_dir", str(tmp_path / "exp"),
+                        "--data_type", "raw", "--train_label", small_corpus["utt2spk"]])
+    assert exit_info.value.code == 2
+    assert "'train_data' must be set" in capsys.readouterr().err
+    data_args = ["--exp_dir", str(tmp_path / "exp"), "--data_type", "raw",
+                 "--train_data", small_corpus["raw_list"],
+                 "--train_label", small_corpus["utt2spk"]]
+    with pytest.raises(SystemExit):
+        train_cli.main(["--config", path, "--dataset_args.num_frmz", "8"] + data_args)
+    assert "unknown config key 'dataset_args.num_frmz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["--config", path, "--num_epochs", "two"] + data_args)
+    assert "config key 'num_epochs' must be int, got str 'two'" in capsys.readouterr().err
+    # model_args go to the model's constructor, which names what it cannot take
+    with pytest.raises(SystemExit):
+        train_cli.main(["--config", path, "--model_args.embed_dims", "8"] + data_args)
+    err = capsys.readouterr().err
+    assert "config key 'model_args' does not fit XVEC" in err and "embed_dims" in err
+
+
+def test_command_line_trains_with_overrides(small_corpus, tmp_path):
+    config = tiny_config(str(tmp_path / "unused"), small_corpus)
+    for key in ("exp_dir", "train_data", "train_label", "data_type"):
+        config.pop(key)
+    path = write_config(str(tmp_path / "tiny.yaml"), config)
+    exp_dir = str(tmp_path / "exp")
+    train_cli.main(["--config", path, "--exp_dir", exp_dir, "--data_type", "raw",
+                    "--train_data", small_corpus["raw_list"],
+                    "--train_label", small_corpus["utt2spk"], "--num_epochs", "1",
+                    "--model_args.embed_dim", "12", "--model", "XVEC"])
+    saved = yaml.safe_load(open(os.path.join(exp_dir, "config.yaml")))
+    assert saved["model_args"]["embed_dim"] == 12 and saved["num_epochs"] == 1
+    # "--model" is the model key, not an abbreviation of --model_init
+    assert saved["model"] == "XVEC" and saved["model_init"] is None
+    weights = _load(os.path.join(exp_dir, "models", "model_1.pt"))["model"]
+    assert weights["projection.weight"].shape == (4, 12)

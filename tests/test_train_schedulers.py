@@ -1,0 +1,120 @@
+"""Learning-rate and margin schedules against their formulas."""
+import math
+
+import pytest
+import torch
+
+from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax
+from wespeaker_py.train.builder import build_lr_scheduler
+from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
+
+
+def _optimizer():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+
+def test_exponential_decrease_with_warm_up_from_zero():
+    # 150 epochs of 1000 batches on 2 ranks x 128 samples: scale 4, 6 warm-up epochs
+    optimizer = _optimizer()
+    scheduler = ExponentialDecrease(optimizer, num_epochs=150, epoch_iter=1000, initial_lr=0.1,
+                                    final_lr=5e-5, warm_up_epoch=6, scale_ratio=4.0,
+                                    warm_from_zero=True)
+    total = 150 * 1000
+
+    def decay(t):
+        return 0.1 * (5e-5 / 0.1) ** (t / total)
+
+    for t in (0, 1, 2999, 5999, 6000, 75000, 149999):
+        lr = scheduler.step(t)
+        coefficient = 4.0 * t / 6000 if t < 6000 else 4.0
+        assert lr == pytest.approx(coefficient * decay(t), rel=1e-12)
+        assert optimizer.param_groups[0]["lr"] == lr
+    assert scheduler.step(0) == 0.0
+    # after warm-up the rate is exactly the scaled exponential; at the end it is final_lr * 4
+    assert scheduler.lr_at(total) == pytest.approx(4 * 5e-5)
+
+
+def test_exponential_decrease_warm_up_from_one_only_when_scaled_up():
+    optimizer = _optimizer()
+    scaled = ExponentialDecrease(optimizer, 10, 100, 1e-3, 1e-5, warm_up_epoch=2,
+                                 scale_ratio=3.0, warm_from_zero=False)
+    t = 50
+    assert scaled.lr_at(t) == pytest.approx(((3.0 - 1.0) * t / 200 + 1.0) * 1e-3
+                                            * math.exp(t / 1000 * math.log(1e-2)))
+    unscaled = ExponentialDecrease(optimizer, 10, 100, 1e-3, 1e-5, warm_up_epoch=2,
+                                   scale_ratio=1.0, warm_from_zero=False)
+    assert unscaled.lr_at(t) == pytest.approx(1e-3 * math.exp(t / 1000 * math.log(1e-2)))
+
+
+def test_lr_scale_follows_world_size_and_batch_size():
+    config = {"num_epochs": 10, "dataloader_args": {"batch_size": 32},
+              "scheduler_args": {"initial_lr": 0.1, "final_lr": 0.01, "warm_up_epoch": 1,
+                                 "warm_from_zero": True}}
+    single = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=1)
+    eight = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=8)
+    assert single.scale_ratio == 0.5 and eight.scale_ratio == 4.0
+    assert eight.lr_at(50) == pytest.approx(8 * single.lr_at(50))
+
+
+def _exp_margin(t, start, stop, initial, final):
+    progress = (t - start) / (stop - start)
+    return initial + (final - initial) * (1 - math.exp(progress * math.log(1e-3 / (1 + 1e-6))))
+
+
+@pytest.mark.parametrize("increase_type", ["exp", "linear"])
+def test_margin_rises_between_the_epochs(increase_type):
+    head = ArcMarginProduct(8, 4, margin=0.7)
+    epoch_iter = 100
+    scheduler = MarginScheduler(head, epoch_iter=epoch_iter, increase_start_epoch=20,
+                                fix_start_epoch=40, initial_margin=0.0, final_margin=0.2,
+                                update_margin=True, increase_type=increase_type)
+    assert head.margin == 0.0  # set to the initial margin at construction
+    start, stop = 19 * epoch_iter, 39 * epoch_iter
+    for t in (0, start - 1, start, start + 1, 2500, stop - 1, stop, 10000):
+        scheduler.step(t)
+        if t < start:
+            expected = 0.0
+        elif t >= stop:
+            expected = 0.2
+        elif increase_type == "exp":
+            expected = _exp_margin(t, start, stop, 0.0, 0.2)
+        else:
+            expected = 0.2 * (t - start) / (stop - start)
+        assert scheduler.get_margin() == pytest.approx(expected, abs=1e-12)
+        # the head's derived constants follow the margin
+        assert head.cos_m == pytest.approx(math.cos(expected))
+
+
+def test_exp_margin_rises_fast_then_levels_off():
+    head = ArcMarginProduct(8, 4)
+    scheduler = MarginScheduler(head, 10, 2, 12, 0.0, 0.2)
+    quarter = scheduler.margin_at(10 + 25)
+    assert quarter > 0.2 * 0.75  # exp: 1 - 1e-3 ** 0.25 = 0.82 of the way at a quarter
+
+
+def test_fixed_margin_for_large_margin_fine_tuning_and_no_update():
+    head = ArcMarginProduct(8, 4)
+    lm = MarginScheduler(head, 50, increase_start_epoch=1, fix_start_epoch=1,
+                         initial_margin=0.5, final_margin=0.5)
+    for t in (0, 1, 249):
+        lm.step(t)
+        assert head.margin == 0.5
+    frozen = MarginScheduler(head, 50, 20, 40, initial_margin=0.2, final_margin=0.3,
+                             update_margin=False)
+    frozen.step(10_000)
+    assert head.margin == 0.2
+    # a head without a margin is left alone and reports 0
+    plain = MarginScheduler(LinearSoftmax(8, 4), 50, 20, 40, 0.0, 0.2)
+    plain.step(3000)
+    assert plain.get_margin() == 0.0
+
+
+def test_scheduler_state_round_trips():
+    head = ArcMarginProduct(8, 4)
+    scheduler = MarginScheduler(head, 10, 2, 4, 0.0, 0.2)
+    scheduler.step(25)
+    state = scheduler.state_dict()
+    other_head = ArcMarginProduct(8, 4)
+    other = MarginScheduler(other_head, 10, 2, 4, 0.0, 0.2)
+    other.load_state_dict(state)
+    assert other.current_iter == 25 and other_head.margin == head.margin

@@ -1,0 +1,42 @@
+"""Average the last checkpoints of a run into one model (the recipe's stage 4).
+
+    python -m wespeaker_py.bin.average_model --src_path exp/X/models --num 10 \\
+        --dst_model exp/X/models/avg_model.pt [--min_epoch 0 --max_epoch 65536]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+
+logger = get_logger("wespeaker_py.bin.average_model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src_path", required=True, help="directory holding model_<epoch>.pt")
+    parser.add_argument("--dst_model", required=True, help="averaged state_dict to write")
+    parser.add_argument("--num", type=int, default=5, help="how many latest checkpoints")
+    parser.add_argument("--min_epoch", type=int, default=0, help="ignore earlier epochs")
+    parser.add_argument("--max_epoch", type=int, default=65536, help="ignore later epochs")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        paths = average_checkpoints(args.src_path, args.num, args.dst_model,
+                                    args.min_epoch, args.max_epoch)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    logger.info("averaged %s into %s", ", ".join(paths), args.dst_model)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,44 @@
+"""Export a trained speaker model as TorchScript (stage 8 of the recipe).
+
+    python -m wespeaker_py.bin.export_jit --config EXP/config.yaml \\
+        --checkpoint EXP/models/avg_model.pt --output_file EXP/models/final.zip \\
+        [--output_quant_file EXP/models/final_quant.zip]
+
+The module maps fbank features [B, T, F] to embeddings [B, E]. RepVGG models
+are fused into their deploy form first. The export is checked against the
+eager model on several input shapes before it is written.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.export import export_torchscript, load_model_for_export
+from wespeaker_py.export.torchscript import METHODS
+from wespeaker_py.inference import read_model_config
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "config", required=True, help="the experiment's config.yaml")
+    add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
+    add_flag(parser, "output_file", required=True, help="TorchScript file to write")
+    add_flag(parser, "output_quant_file", default=None,
+             help="also write a copy with int8 dynamically quantised Linear layers")
+    add_flag(parser, "method", default="auto", choices=METHODS,
+             help="torch.jit.script, torch.jit.trace, or script falling back to trace")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    model, feat_dim = load_model_for_export(read_model_config(args.config), args.checkpoint)
+    export_torchscript(model, feat_dim, args.output_file, args.output_quant_file, args.method)
+
+
+if __name__ == "__main__":
+    main()

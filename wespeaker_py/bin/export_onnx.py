@@ -1,0 +1,53 @@
+"""Export a trained speaker model to ONNX (needs the onnx and onnxruntime packages).
+
+    python -m wespeaker_py.bin.export_onnx --config EXP/config.yaml \\
+        --checkpoint EXP/models/avg_model.pt --output_model EXP/models/final.onnx \\
+        [--num_frames 200] [--mean_vec EXP/embeddings/vox2_dev/mean_vec.npy]
+
+Input "feats" [B, T, F] fbank features, output "embs" [B, E]; B and T are
+dynamic unless --num_frames fixes T. --mean_vec is subtracted inside the
+graph. RepVGG models are fused into their deploy form first; the file is
+checked with onnxruntime against the eager model before it is written.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.export import export_onnx, load_model_for_export, require_onnx_packages
+from wespeaker_py.export.onnx_export import DEFAULT_OPSET
+from wespeaker_py.inference import read_model_config
+from wespeaker_py.scoring.embeddings import load_mean_vector
+from wespeaker_py.utils.logging_utils import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "config", required=True, help="the experiment's config.yaml")
+    add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
+    add_flag(parser, "output_model", required=True, help="ONNX file to write")
+    add_flag(parser, "num_frames", type=int, default=-1,
+             help="fix the number of input frames (default: dynamic)")
+    add_flag(parser, "mean_vec", default=None, help="mean_vec.npy to subtract from embeddings")
+    add_flag(parser, "opset_version", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        require_onnx_packages()
+    except ImportError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    setup_logging()
+    model, feat_dim = load_model_for_export(read_model_config(args.config), args.checkpoint)
+    mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
+    export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
+                args.opset_version)
+
+
+if __name__ == "__main__":
+    main()

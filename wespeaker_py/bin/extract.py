@@ -1,0 +1,110 @@
+"""Extract whole-utterance speaker embeddings into a Kaldi ark/scp (stage 4 of the recipe).
+
+    python -m wespeaker_py.bin.extract --config EXP/config.yaml \\
+        --model_path EXP/models/avg_model.pt --data_type raw \\
+        --data_list data/vox1/raw.list --embed_ark EXP/embeddings/vox1/xvector.ark \\
+        [--batch-size 16 --num-workers 4 --nj 4 --gpus "[0,1]"] \\
+        [--spk2utt data/vox2_dev/spk2utt] [--mean_vec True]
+
+Writes xvector.ark and xvector.scp (the scp beside the ark), atomically. Batches
+only group utterances of equal length, so every embedding equals the one the
+utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
+--gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
+writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
+set (mean_vec.npy), both beside the ark.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import List, Optional
+
+from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
+from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
+                                    read_model_config, scp_path_for)
+from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB
+from wespeaker_py.inference.jobs import job_devices
+from wespeaker_py.scoring.embeddings import (compute_mean_vector, load_embeddings,
+                                             save_mean_vector, write_speaker_means)
+from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+
+logger = get_logger("wespeaker_py.bin.extract")
+
+
+def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
+    """``"[0,1]"``, ``"0,1"`` -> ``[0, 1]``; ``"[]"``, ``""`` or ``"-1"`` -> ``[]`` (CPU)."""
+    if text is None:
+        return None
+    body = text.strip().strip("[]").strip()
+    if body in ("", "-1"):
+        return []
+    try:
+        return [int(part) for part in body.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus expects a list like [0,1], got {text!r}") \
+            from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "config", required=True, help="the experiment's config.yaml")
+    add_flag(parser, "model_path", required=True, help="checkpoint (e.g. avg_model.pt)")
+    add_flag(parser, "data_type", default="shard", choices=("raw", "shard"),
+             help="kind of data list")
+    add_flag(parser, "data_list", required=True, help="raw.list or shard.list")
+    add_flag(parser, "embed_ark", required=True, help="output .ark; the .scp goes beside it")
+    add_flag(parser, "batch_size", type=int, default=1,
+             help="most utterances (all of equal length) in one forward pass")
+    add_flag(parser, "num_workers", type=int, default=1, help="DataLoader workers per job")
+    add_flag(parser, "nj", type=int, default=1, help="number of parallel jobs")
+    add_flag(parser, "gpus", type=parse_gpus, default=None,
+             help="GPUs for the jobs, e.g. [0,1] (default: all visible; [] for CPU)")
+    add_flag(parser, "device", default=None,
+             help="device of a single job: cpu, cuda, cuda:N (default: first of --gpus)")
+    add_flag(parser, "buffer_mb", type=int, default=DEFAULT_BUFFER_MB,
+             help="memory for features waiting for a batch of their length")
+    add_flag(parser, "spk2utt", default=None,
+             help="also write per-speaker mean embeddings spk_xvector.ark/scp")
+    add_bool_flag(parser, "mean_vec", default=False,
+                  help="also write the set's mean embedding mean_vec.npy")
+    # WeSpeaker's tools/extract_embedding.sh passes these; augmentation at
+    # extraction time is not supported, so only aug_prob 0 is accepted.
+    add_flag(parser, "reverb_data", default=None, help="accepted for compatibility")
+    add_flag(parser, "noise_data", default=None, help="accepted for compatibility")
+    add_flag(parser, "aug_prob", type=float, default=0.0, help="must be 0")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.aug_prob != 0.0:
+        parser.error("--aug_prob: augmenting utterances at extraction is not supported")
+    if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:
+        parser.error("--batch_size and --nj must be >= 1, --num_workers >= 0")
+    setup_logging()
+    config = read_model_config(args.config)
+    common = dict(config=config, model_path=args.model_path, data_type=args.data_type,
+                  data_list=args.data_list, embed_ark=args.embed_ark,
+                  batch_size=args.batch_size, num_workers=args.num_workers,
+                  buffer_mb=args.buffer_mb)
+    if args.nj > 1:
+        extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
+    else:
+        extract_embeddings(device=args.device or job_devices(1, args.gpus)[0], **common)
+
+    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
+    xvector_scp = scp_path_for(args.embed_ark)
+    if args.spk2utt:
+        spk_scp = write_speaker_means(args.spk2utt, xvector_scp,
+                                      os.path.join(embed_dir, "spk_xvector.ark"))
+        logger.info("per-speaker mean embeddings: %s", spk_scp)
+    if args.mean_vec:
+        mean_path = os.path.join(embed_dir, "mean_vec.npy")
+        save_mean_vector(mean_path, compute_mean_vector(load_embeddings(xvector_scp)))
+        logger.info("mean embedding of the set: %s", mean_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Print params, MACs and embedding size of speaker models as a markdown table.
+
+    python -m wespeaker_py.bin.model_summary [--models ResNet34 XVEC ...] [--frames 200]
+
+Without ``--models`` every registered model is listed. Models are built with
+the VoxCeleb v2 recipe's model_args; params exclude the projection head.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from wespeaker_py.models import list_models
+from wespeaker_py.models.complexity import format_summary_table, summarize_models
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="WeSpeaker model names (default: all registered models)")
+    parser.add_argument("--frames", type=int, default=200,
+                        help="input length in frames for the MAC count")
+    parser.add_argument("--feat_dim", type=int, default=80, help="fbank dimension")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    names = args.models if args.models else list_models()
+    rows = summarize_models(names, num_frames=args.frames, feat_dim=args.feat_dim)
+    print(format_summary_table(rows, num_frames=args.frames))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Train a speaker model (the recipe's stage 3).
+
+    torchrun --nnodes=N --nproc_per_node=G -m wespeaker_py.bin.train \\
+        --config conf/resnet34.yaml --exp_dir exp/resnet34 \\
+        --data_type shard --train_data data/vox2_dev/shard.list \\
+        --train_label data/vox2_dev/utt2spk \\
+        [--reverb_data data/rirs/wav.scp --noise_data data/musan/wav.scp] \\
+        [--checkpoint exp/resnet34/models/model_40.pt] [--model_args.embed_dim 192 ...]
+
+Without torchrun the same command trains in one process. Any config key can be
+overridden with its dotted name; the merged config is saved as exp_dir/config.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from wespeaker_py.train.trainer import run_training
+from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
+from wespeaker_py.utils.logging_utils import setup_logging
+
+# Keys run.sh passes on the command line; any other key works as --dotted.key too.
+_NAMED_KEYS = {
+    "exp_dir": "experiment directory (models/, config.yaml, train.log)",
+    "gpus": "device ids by local rank, e.g. \"[0,1]\"; \"[]\" trains on the CPU",
+    "num_avg": "number of final epochs kept for averaging",
+    "data_type": "raw or shard",
+    "train_data": "training data list (raw.list or shard.list)",
+    "train_label": "utt2spk of the training set (defines the speaker ids)",
+    "reverb_data": "list of room impulse responses for augmentation",
+    "noise_data": "list of noise recordings for augmentation",
+    "checkpoint": "checkpoint to resume from (model_<epoch>.pt; a bare state_dict loads weights)",
+    "model_init": "checkpoint whose weights initialise the model",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # no abbreviations: "--model X" must override the model, not mean --model_init
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="Other config keys: --dotted.key VALUE (e.g. --model_args.embed_dim 192).")
+    parser.add_argument("--config", required=True, help="training config YAML")
+    for key, text in _NAMED_KEYS.items():
+        parser.add_argument(f"--{key}", help=text)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    setup_logging()
+    try:
+        overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
+                     if getattr(args, key) is not None]
+        overrides += parse_override_args(rest)
+        config = load_config(args.config, overrides)
+        run_training(config)
+    except ConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

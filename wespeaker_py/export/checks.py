@@ -1,0 +1,61 @@
+"""What every exporter shares: loading the model to export, and checking the export against it."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.inference.model_loading import load_speaker_model
+from wespeaker_py.utils.config import require_keys
+
+# Exporters that record one run (tracing) use this many frames for the example input.
+EXAMPLE_FRAMES = 200
+# the example input's shape, then (batch, frames) pairs that differ from it in both axes
+CHECK_SHAPES: Tuple[Tuple[int, int], ...] = ((1, 200), (3, 123), (2, 301))
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported model does not compute what the eager model computes."""
+
+
+def load_model_for_export(config: Mapping[str, Any], checkpoint: str) -> Tuple[nn.Module, int]:
+    """The eval-mode speaker model (RepVGG in deploy form) and its input feature dimension."""
+    require_keys(config, ["model_args.feat_dim"])
+    feat_dim = config["model_args"]["feat_dim"]
+    if not isinstance(feat_dim, int) or feat_dim <= 0:
+        raise ValueError(f"config key 'model_args.feat_dim' is {feat_dim!r}: export needs a "
+                         f"model on fbank features of a fixed dimension")
+    return load_speaker_model(config, checkpoint), feat_dim
+
+
+def example_features(batch: int, frames: int, feat_dim: int, seed: int = 0) -> torch.Tensor:
+    """Reproducible random ``[batch, frames, feat_dim]`` features."""
+    return torch.randn(batch, frames, feat_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def check_against_eager(exported: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+                        feat_dim: int, shapes: Sequence[Tuple[int, int]] = CHECK_SHAPES,
+                        tolerance: float = 1e-4) -> float:
+    """Largest difference between ``exported`` and ``model`` on random features, relative
+    to the output scale when that exceeds 1 (untrained models can output huge values).
+
+    Raises :class:`ExportMismatchError` when it exceeds ``tolerance`` or a shape differs.
+    """
+    worst = 0.0
+    with torch.no_grad():
+        for index, (batch, frames) in enumerate(shapes):
+            feats = example_features(batch, frames, feat_dim, seed=index + 1)
+            expected = model(feats)
+            got = exported(feats)
+            if got.shape != expected.shape:
+                raise ExportMismatchError(f"input {tuple(feats.shape)}: exported output has "
+                                          f"shape {tuple(got.shape)}, eager "
+                                          f"{tuple(expected.shape)}")
+            scale = max(1.0, float(expected.abs().max()))
+            difference = float((got - expected).abs().max()) / scale
+            if not difference <= tolerance:
+                raise ExportMismatchError(f"input {tuple(feats.shape)}: exported output differs "
+                                          f"from eager by {difference:.3g} (> {tolerance})")
+            worst = max(worst, difference)
+    return worst

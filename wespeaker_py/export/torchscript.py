@@ -1,0 +1,67 @@
+"""TorchScript export of a speaker model (features ``[B, T, F]`` -> embeddings ``[B, E]``).
+
+WeSpeaker scripts the model with ``torch.jit.script``. Our models are written
+for eager PyTorch first, and not every one compiles under the TorchScript
+subset, so ``method="auto"`` scripts when it can and otherwise traces. A trace
+records one run, so the exported module is always checked against the eager
+model on inputs of other batch sizes and lengths than the traced one before
+it is written; a difference is an error, never a silently wrong export.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.export.checks import EXAMPLE_FRAMES, check_against_eager, example_features
+from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+METHODS = ("auto", "script", "trace")
+
+
+def to_torchscript(model: nn.Module, feat_dim: int,
+                   method: str = "auto") -> torch.jit.ScriptModule:
+    """Script (or trace, see the module doc) an eval-mode model; return the TorchScript module."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    model = model.eval()
+    with warnings.catch_warnings():
+        # torch.jit is deprecated upstream but is what libtorch runtimes load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if method in ("auto", "script"):
+            try:
+                return torch.jit.script(model)
+            except Exception as error:  # TorchScript's compiler raises many error types
+                if method == "script":
+                    raise
+                logger.info("%s does not compile with torch.jit.script (%s); tracing it",
+                            type(model).__name__, str(error).strip().splitlines()[0])
+        with torch.no_grad():
+            return torch.jit.trace(model, example_features(1, EXAMPLE_FRAMES, feat_dim),
+                                   check_trace=False)
+
+
+def export_torchscript(model: nn.Module, feat_dim: int, output_file: str,
+                       quantized_output_file: Optional[str] = None, method: str = "auto",
+                       tolerance: float = 1e-4) -> None:
+    """Write ``model`` as TorchScript to ``output_file`` (atomically), checked against eager.
+
+    With ``quantized_output_file`` a copy whose Linear layers are dynamically
+    quantised to int8 is written too, checked against the quantised eager
+    model (quantisation itself changes the numbers by design).
+    """
+    exports = [(model.eval(), output_file)]
+    if quantized_output_file:
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        exports.append((quantized, quantized_output_file))
+    for source, path in exports:
+        scripted = to_torchscript(source, feat_dim, method)
+        worst = check_against_eager(scripted, source, feat_dim, tolerance=tolerance)
+        with atomic_path(path) as tmp_path:
+            scripted.save(tmp_path)
+        logger.info("wrote %s (largest relative difference from eager %.2g)", path, worst)

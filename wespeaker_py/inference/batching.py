@@ -1,0 +1,103 @@
+"""Batches of whole utterances that need no padding, and the shortest input a model takes.
+
+Speaker models pool statistics over time, so zero-padding a short utterance to
+the length of a longer one changes its embedding, and cropping a long one drops
+speech. Here a batch only ever holds feature matrices of *identical* frame
+count: stacking them is exact, and each embedding equals the one the
+utterance gets alone (up to float rounding of batched kernels). Utterances wait
+in per-length buckets until a bucket is full; when the waiting features exceed
+a memory budget the fullest bucket goes out as a smaller batch, so memory stays
+bounded however the lengths are spread.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+Batch = Tuple[List[str], torch.Tensor]
+
+
+class LengthBuckets:
+    """Pending ``[frames, dim]`` feature matrices grouped by frame count.
+
+    :meth:`add` returns the batches that became ready (a full bucket, or the
+    fullest one when the budget ``max_buffer_bytes`` is exceeded); :meth:`drain`
+    returns the rest at the end. Each batch is ``(keys, [B, frames, dim])``.
+    """
+
+    def __init__(self, batch_size: int, max_buffer_bytes: int):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.max_buffer_bytes = max_buffer_bytes
+        self._buckets: Dict[int, List[Tuple[str, torch.Tensor]]] = {}
+        self._bytes = 0
+
+    def _pop(self, frames: int) -> Batch:
+        items = self._buckets.pop(frames)
+        self._bytes -= sum(feats.numel() * feats.element_size() for _, feats in items)
+        keys = [key for key, _ in items]
+        return keys, torch.stack([feats for _, feats in items])
+
+    def add(self, key: str, feats: torch.Tensor) -> List[Batch]:
+        """Queue one utterance's ``[frames, dim]`` features; return batches now ready."""
+        frames = int(feats.shape[0])
+        bucket = self._buckets.setdefault(frames, [])
+        bucket.append((key, feats))
+        self._bytes += feats.numel() * feats.element_size()
+        ready = []
+        if len(bucket) >= self.batch_size:
+            ready.append(self._pop(frames))
+        while self._bytes > self.max_buffer_bytes and self._buckets:
+            fullest = max(self._buckets, key=lambda n: (len(self._buckets[n]), n))
+            ready.append(self._pop(fullest))
+        return ready
+
+    def drain(self) -> List[Batch]:
+        """All batches still waiting, longest first."""
+        return [self._pop(frames) for frames in sorted(self._buckets, reverse=True)]
+
+
+def _gives_finite_embedding(model: nn.Module, frames: int, feat_dim: int,
+                            device: torch.device) -> bool:
+    feats = torch.randn(1, frames, feat_dim, generator=torch.Generator().manual_seed(frames))
+    try:
+        with warnings.catch_warnings():
+            # statistics pooling over one frame warns about zero degrees of freedom
+            warnings.simplefilter("ignore")
+            embedding = model(feats.to(device))
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError):
+        # a convolution wider than the input, an empty time axis after striding, ...
+        return False
+    return bool(torch.isfinite(embedding).all())
+
+
+@torch.inference_mode()
+def min_valid_frames(model: nn.Module, feat_dim: int, device: torch.device,
+                     limit: int = 4096) -> int:
+    """Fewest input frames for which ``model`` (eval mode) yields a finite embedding.
+
+    Found by doubling then bisection on random features. Unpadded TDNNs need
+    their context (XVEC: 16 frames), strided CNNs a few frames after
+    downsampling for a standard deviation over time. Shorter utterances are
+    skipped by the extractor instead of being given a NaN or an error.
+    """
+    frames = 1
+    while not _gives_finite_embedding(model, frames, feat_dim, device):
+        frames *= 2
+        if frames > limit:
+            raise RuntimeError(f"{type(model).__name__} gives no finite embedding for any "
+                               f"input of up to {limit} frames of dimension {feat_dim}")
+    low, high = frames // 2, frames  # low fails (or is 0), high works
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _gives_finite_embedding(model, middle, feat_dim, device):
+            high = middle
+        else:
+            low = middle
+    return high

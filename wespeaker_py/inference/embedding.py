@@ -1,0 +1,172 @@
+"""Whole-utterance speaker embeddings from a data list into a Kaldi ark/scp pair.
+
+Data flows: data list -> :class:`~wespeaker_py.dataset.Dataset` (whole
+utterances, read by DataLoader workers) -> front-end on the device, one
+utterance at a time -> :class:`~wespeaker_py.inference.batching.LengthBuckets`
+(batches of identical frame count, so no padding) -> speaker model -> ark/scp.
+
+Nothing is given a wrong embedding: an utterance shorter than the model's
+minimum input (found once at start-up by
+:func:`~wespeaker_py.inference.batching.min_valid_frames`) or whose embedding
+is not finite is reported and skipped, as the dataset does for unreadable files.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Optional, Set
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wespeaker_py.dataset import Dataset
+from wespeaker_py.dataset.lists import read_raw_list
+from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
+from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
+from wespeaker_py.inference.writer import EmbeddingWriter, open_embedding_writer
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+TOO_SHORT = "too_short_for_model"
+NON_FINITE = "non_finite_embedding"
+NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
+# Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
+# enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
+DEFAULT_BUFFER_MB = 2048
+
+
+@dataclass
+class ExtractionSummary:
+    """How many utterances got an embedding, and how many were skipped for which reason."""
+
+    extracted: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def add(self, other: "ExtractionSummary") -> None:
+        """Accumulate another job's counts."""
+        self.extracted += other.extracted
+        self.skipped.update(other.skipped)
+
+    def describe(self) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return (f"{self.extracted} embeddings extracted, {self.num_skipped} utterances "
+                f"skipped" + (f" ({reasons})" if reasons else ""))
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``None``/"auto" -> the first GPU when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Keep cuDNN convolutions in true float32 (no TF32) so batched equals one-by-one."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False,
+                                    allow_tf32=False):
+        yield
+
+
+def _embed_batch(embedder: SpeakerEmbedder, keys, feats: torch.Tensor,
+                 writer: EmbeddingWriter, summary: ExtractionSummary) -> None:
+    embeddings = embedder(feats).float().cpu().numpy()
+    for key, embedding in zip(keys, embeddings):
+        if not np.isfinite(embedding).all():
+            logger.warning("skipping %s (%s)", key, NON_FINITE)
+            summary.skipped[NON_FINITE] += 1
+            continue
+        writer.write(key, embedding)
+        summary.extracted += 1
+
+
+@torch.inference_mode()
+def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, Any]],
+                     writer: EmbeddingWriter, batch_size: int, device: torch.device,
+                     min_frames: int, max_buffer_bytes: int = DEFAULT_BUFFER_MB << 20,
+                     seen_keys: Optional[Set[str]] = None) -> ExtractionSummary:
+    """Embed ``{"key", "wav"}`` samples into ``writer``; batches never mix frame counts.
+
+    ``seen_keys``, when given, collects every key that arrived (embedded or
+    skipped), so that the caller can tell which list entries never arrived.
+    """
+    summary = ExtractionSummary()
+    buckets = LengthBuckets(batch_size, max_buffer_bytes)
+    for sample in samples:
+        key = sample["key"]
+        if seen_keys is not None:
+            seen_keys.add(key)
+        wav = sample["wav"].to(device, non_blocking=True)
+        feats = embedder.features(wav.unsqueeze(0))[0]
+        if feats.shape[0] < min_frames:
+            logger.warning("skipping %s (%s): %d frames, the model needs at least %d",
+                           key, TOO_SHORT, feats.shape[0], min_frames)
+            summary.skipped[TOO_SHORT] += 1
+            continue
+        for keys, batch in buckets.add(key, feats):
+            _embed_batch(embedder, keys, batch, writer, summary)
+    for keys, batch in buckets.drain():
+        _embed_batch(embedder, keys, batch, writer, summary)
+    return summary
+
+
+def _check_not_distributed() -> None:
+    # Under torchrun every rank would read a stride of the list and all would
+    # write the same ark; jobs are run by extract_embeddings_parallel instead.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise RuntimeError(f"WORLD_SIZE={world_size}: run extraction as one process and "
+                           f"use --nj to split it into jobs, not torchrun")
+
+
+def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: str,
+                       data_list: str, embed_ark: str, batch_size: int = 1,
+                       num_workers: int = 1, device: Optional[str] = None,
+                       buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
+                       progress_desc: str = "extracting") -> ExtractionSummary:
+    """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
+
+    ``config`` is the experiment's config (``model``, ``model_args``,
+    ``dataset_args``); ``model_path`` a checkpoint (bare state_dict or training
+    checkpoint). The output appears atomically when everything is done. For a
+    raw list, entries that the input pipeline dropped (unreadable, shorter
+    than a frame) are counted too; for shard lists the pipeline's warnings
+    list them.
+    """
+    _check_not_distributed()
+    # the list and dataset_args are checked before the (possibly large) model loads
+    dataset = Dataset(data_type, data_list, config["dataset_args"], whole_utt=True)
+    target = resolve_device(device)
+    embedder = load_embedder(config, model_path).to(target)
+    min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
+    logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
+                "least %d frames", config["model"], target, batch_size, min_frames)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                        pin_memory=target.type == "cuda",
+                        prefetch_factor=4 if num_workers > 0 else None)
+    # a raw list names every utterance; a shard list only its tar files
+    expected = len(read_raw_list(data_list, require_spk=False)) if data_type == "raw" else None
+    seen: Set[str] = set()
+    with open_embedding_writer(embed_ark) as writer, exact_fp32(target):
+        progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
+                        position=progress_position, dynamic_ncols=True)
+        summary = embed_utterances(embedder, progress, writer, batch_size, target,
+                                   min_frames, buffer_mb << 20, seen)
+        progress.close()
+    if expected is not None and len(seen) < expected:
+        summary.skipped[NOT_DELIVERED] += expected - len(seen)
+    log = logger.warning if summary.num_skipped else logger.info
+    log("%s: %s", embed_ark, summary.describe())
+    return summary

@@ -1,0 +1,128 @@
+"""Model size and compute: parameter counts, multiply-accumulates (MACs), and
+the summary table of ``python -m wespeaker_py.bin.model_summary``.
+
+MACs come from torch's own FLOP counter (``torch.utils.flop_counter``), which
+counts the matrix products and convolutions, two FLOPs per multiply-add;
+element-wise work (activations, normalisation, pooling arithmetic) is not
+counted, so figures can differ by a few percent from counters that do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from wespeaker_py.models import get_model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (trainable or not; buffers excluded).
+
+    Speaker models here carry no projection head, so this is the "params
+    without the head" figure of the results table.
+    """
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, num_frames: int = 200, feat_dim: int = 80) -> int:
+    """MACs of one forward pass of ``model`` on a single ``[1, num_frames, feat_dim]`` input.
+
+    The model is run in eval mode under ``torch.no_grad`` and its mode is
+    restored afterwards. A model built on the ``meta`` device (``with
+    torch.device("meta"): ...``) is counted without computing anything.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    features = torch.randn(1, num_frames, feat_dim, device=device)
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(features)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+# model_args of the VoxCeleb v2 recipe beyond the input size, by name prefix
+# (longest first, as in the registry).
+_RECIPE_MODEL_ARGS = (
+    ("SimAM_ResNet", {"embed_dim": 256}),
+    ("XI_VEC_XVEC", {"embed_dim": 512}),
+    ("XI_VEC", {"embed_dim": 192}),
+    ("XVEC", {"embed_dim": 512}),
+    ("ECAPA_TDNN", {"embed_dim": 192}),
+    ("ResNet", {"embed_dim": 256}),
+    ("REPVGG", {"embed_dim": 256}),
+    ("CAMPPlus", {"embed_dim": 512}),
+    ("ERes2Net", {"embed_dim": 512}),
+    ("Res2Net", {"embed_dim": 256}),
+    ("Gemini", {"embed_dim": 256}),
+)
+
+
+# WeSpeaker's SimAM-ResNet calls its input size acoustic_dim instead of feat_dim.
+_INPUT_SIZE_KEY = (("SimAM_ResNet", "acoustic_dim"),)
+# The results table reports RepVGG in its re-parameterised deployment form.
+_DEPLOYED_FORM_ARGS = (("REPVGG", {"deploy": True}),)
+
+
+def recipe_model_args(name: str, feat_dim: int = 80, deployed: bool = False) -> Dict[str, object]:
+    """The model_args the VoxCeleb v2 recipe trains model ``name`` with.
+
+    The input size ``feat_dim`` goes under WeSpeaker's argument name for the
+    model (``acoustic_dim`` for SimAM-ResNet). ``deployed`` selects the
+    inference-time form where a model has one (RepVGG), as the results table
+    counts it.
+    """
+    input_key = next((key for prefix, key in _INPUT_SIZE_KEY if name.startswith(prefix)),
+                     "feat_dim")
+    for prefix, args in _RECIPE_MODEL_ARGS:
+        if name.startswith(prefix):
+            model_args = {input_key: feat_dim, **args}
+            break
+    else:
+        raise ValueError(f"no recipe model_args for model {name!r}")
+    if deployed:
+        for prefix, args in _DEPLOYED_FORM_ARGS:
+            if name.startswith(prefix):
+                model_args.update(args)
+    return model_args
+
+
+@dataclass
+class ModelSummary:
+    """One row of the model table."""
+
+    name: str
+    params: int
+    macs: int
+    embed_dim: int
+
+
+def summarize_models(names: Iterable[str], num_frames: int = 200,
+                     feat_dim: int = 80) -> List[ModelSummary]:
+    """Build each named model with its recipe model_args (deployed form) and measure it."""
+    rows = []
+    for name in tqdm(list(names), desc="models", unit="model"):
+        model_args = recipe_model_args(name, feat_dim, deployed=True)
+        with torch.device("meta"):  # shapes only: nothing is allocated or computed
+            model = get_model(name, **model_args)
+        rows.append(ModelSummary(name, count_params(model),
+                                 count_macs(model, num_frames, feat_dim),
+                                 int(model_args["embed_dim"])))
+    return rows
+
+
+def format_summary_table(rows: Iterable[ModelSummary], num_frames: int = 200) -> str:
+    """Markdown table: model, params (M, without head), MACs (G), embedding size."""
+    lines = [f"| model | params (M) | MACs (G, {num_frames} frames) | embedding |",
+             "|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row.name} | {row.params / 1e6:.3f} | {row.macs / 1e9:.2f} "
+                     f"| {row.embed_dim} |")
+    return "\n".join(lines)

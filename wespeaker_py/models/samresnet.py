@@ -1,0 +1,127 @@
+"""SimAM-ResNet with attentive statistics pooling (the VoxBlink2 models).
+
+Lin et al., "VoxBlink2: A 100K+ Speaker Recognition Corpus and the Open-Set
+Speaker-Identification Benchmark", Interspeech 2024; SimAM from Yang et al.,
+"SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural
+Networks", ICML 2021. A ResNet whose basic blocks re-weight their residual
+branch with SimAM's parameter-free energy attention, pooled by :class:`ASP`.
+Module names follow WeSpeaker's ``samresnet.py`` so checkpoints load unchanged.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.models.pooling import ASP
+
+# Regulariser of SimAM's energy function.
+_SIMAM_LAMBDA = 1e-4
+
+
+def simam(x: torch.Tensor, lambda_p: float = _SIMAM_LAMBDA) -> torch.Tensor:
+    """SimAM attention: scale each element by sigmoid of its inverse energy.
+
+    Elements far from their channel's mean over the (frequency, time) plane,
+    relative to the channel variance, get weights close to 1.
+    """
+    n = x.shape[2] * x.shape[3] - 1
+    squared_dev = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+    variance = squared_dev.sum(dim=[2, 3], keepdim=True) / n
+    inverse_energy = squared_dev / (4 * (variance + lambda_p)) + 0.5
+    return x * torch.sigmoid(inverse_energy)
+
+
+class SimAMBasicBlock(nn.Module):
+    """ResNet basic block with SimAM applied to the residual branch before the sum."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1,
+                               bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride,
+                          bias=False),
+                nn.BatchNorm2d(self.expansion * planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = simam(self.bn2(self.conv2(out)))
+        return self.relu(out + self.downsample(x))
+
+
+class SimAMResNetTrunk(nn.Module):
+    """The convolutional trunk: ``[B, 1, F, T]`` -> ``[B, 8 * in_planes, F / 8, T / 8]``."""
+
+    def __init__(self, in_planes: int, num_blocks: Sequence[int], in_ch: int = 1):
+        super().__init__()
+        self.in_planes = in_planes
+        self.conv1 = nn.Conv2d(in_ch, in_planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(in_planes, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(in_planes * 2, num_blocks[1], stride=2)
+        self.layer3 = self._make_layer(in_planes * 4, num_blocks[2], stride=2)
+        self.layer4 = self._make_layer(in_planes * 8, num_blocks[3], stride=2)
+
+    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
+        blocks = []
+        for block_stride in [stride] + [1] * (num_blocks - 1):
+            blocks.append(SimAMBasicBlock(self.in_planes, planes, block_stride))
+            self.in_planes = planes * SimAMBasicBlock.expansion
+        return nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class SimAMResNetASP(nn.Module):
+    """SimAM-ResNet speaker embedding network: ``[B, T, acoustic_dim]`` -> ``[B, embed_dim]``.
+
+    The trunk is ``front``, the pooling ``pooling`` and the embedding layer
+    ``bottleneck``, optionally preceded by dropout.
+    """
+
+    def __init__(self, num_blocks: Sequence[int], in_planes: int = 64, embed_dim: int = 256,
+                 acoustic_dim: int = 80, dropout: float = 0.0):
+        super().__init__()
+        self.front = SimAMResNetTrunk(in_planes, num_blocks)
+        self.pooling = ASP(in_planes, acoustic_dim)
+        self.bottleneck = nn.Linear(self.pooling.out_dim, embed_dim)
+        self.drop = nn.Dropout(dropout) if dropout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = self.pooling(self.front(x.transpose(1, 2).unsqueeze(1)))
+        if self.drop is not None:
+            stats = self.drop(stats)
+        return self.bottleneck(stats)
+
+
+def _factory(num_blocks: Sequence[int]) -> Callable[..., SimAMResNetASP]:
+    def build(in_planes: int = 64, embed_dim: int = 256, acoustic_dim: Optional[int] = None,
+              dropout: float = 0.0, feat_dim: Optional[int] = None) -> SimAMResNetASP:
+        # WeSpeaker names the input size acoustic_dim here; feat_dim (the name
+        # every other family uses) is accepted as a synonym.
+        if acoustic_dim is not None and feat_dim is not None and acoustic_dim != feat_dim:
+            raise ValueError(f"acoustic_dim ({acoustic_dim}) and feat_dim ({feat_dim}) disagree")
+        input_dim = acoustic_dim if acoustic_dim is not None else feat_dim
+        return SimAMResNetASP(num_blocks, in_planes=in_planes, embed_dim=embed_dim,
+                              acoustic_dim=80 if input_dim is None else input_dim,
+                              dropout=dropout)
+    return build
+
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "SimAM_ResNet34_ASP": _factory((3, 4, 6, 3)),
+    "SimAM_ResNet100_ASP": _factory((6, 16, 24, 3)),
+}

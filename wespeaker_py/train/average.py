@@ -1,0 +1,86 @@
+"""Averaging the weights of the last checkpoints of a run (``avg_model.pt``)."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List
+
+import torch
+from tqdm import tqdm
+
+from wespeaker_py.train.checkpoint import model_state_of, read_checkpoint
+from wespeaker_py.utils.file_utils import atomic_path
+
+_CHECKPOINT_NAME = re.compile(r"model_(\d+)\.pt")
+
+
+def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
+                       max_epoch: int = 65536) -> List[str]:
+    """The ``num`` latest ``model_<epoch>.pt`` in ``src_dir`` with min_epoch <= epoch <= max_epoch.
+
+    Other files (``avg_model.pt``, ``final_model.pt``) are ignored. Fewer than
+    ``num`` candidates is an error, as averaging fewer silently would change
+    the model.
+    """
+    if num <= 0:
+        raise ValueError(f"--num must be positive, got {num}")
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"checkpoint directory {src_dir} does not exist")
+    by_epoch = {}
+    for name in os.listdir(src_dir):
+        match = _CHECKPOINT_NAME.fullmatch(name)
+        if match and min_epoch <= int(match.group(1)) <= max_epoch:
+            by_epoch[int(match.group(1))] = os.path.join(src_dir, name)
+    if len(by_epoch) < num:
+        raise ValueError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "
+                         f"{min_epoch} <= epoch <= {max_epoch}; {num} were asked for")
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)[-num:]]
+
+
+def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
+    """The element-wise mean of the model weights stored in ``paths``.
+
+    Floating-point tensors are summed in float64 and cast back to their
+    dtype; integer buffers (BatchNorm's ``num_batches_tracked``) are taken from
+    the last checkpoint. Any difference in tensor names or shapes is an error
+    naming the file and the tensor.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    sums: Dict[str, torch.Tensor] = {}
+    reference: Dict[str, torch.Tensor] = {}
+    for path in tqdm(paths, desc="averaging", unit="ckpt"):
+        state = model_state_of(read_checkpoint(path))
+        if not reference:
+            reference = dict(state)
+            sums = {key: value.double().clone() if value.is_floating_point() else value
+                    for key, value in state.items()}
+            continue
+        if set(state) != set(reference):
+            differing = sorted(set(state) ^ set(reference))[0]
+            raise ValueError(f"{path}: tensor '{differing}' is not in every checkpoint")
+        for key, value in state.items():
+            if value.shape != reference[key].shape:
+                raise ValueError(f"{path}: tensor '{key}' has shape {tuple(value.shape)}, "
+                                 f"{tuple(reference[key].shape)} in {paths[0]}")
+            if value.is_floating_point():
+                sums[key] += value.double()
+            else:
+                sums[key] = value
+    return {key: (total / len(paths)).to(reference[key].dtype)
+            if reference[key].is_floating_point() else total
+            for key, total in sums.items()}
+
+
+def average_checkpoints(src_dir: str, num: int, dst_model: str, min_epoch: int = 0,
+                        max_epoch: int = 65536) -> List[str]:
+    """Average the ``num`` latest checkpoints of ``src_dir`` into ``dst_model``.
+
+    The result is a bare state_dict (like WeSpeaker's ``avg_model.pt``),
+    written atomically. Returns the averaged paths.
+    """
+    paths = select_checkpoints(src_dir, num, min_epoch, max_epoch)
+    averaged = average_state_dicts(paths)
+    with atomic_path(dst_model) as tmp_path:
+        torch.save(averaged, tmp_path)
+    return paths

@@ -1,0 +1,128 @@
+"""torch.distributed set-up: torchrun environment, device choice, DDP wrapping, small collectives.
+
+Under ``torchrun`` (``WORLD_SIZE`` set) a process group is created, NCCL on GPU
+and gloo on CPU; without it the same code runs as a single process with no
+process group.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import yaml
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job and which device it trains on."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+
+def parse_gpus(gpus: Union[None, int, str, Sequence[int]]) -> Optional[List[int]]:
+    """Read the config's ``gpus`` (``"[0,1]"``, ``[0, 1]``, ``0``) as a list of ids.
+
+    None means "any visible GPU, by local rank"; an empty list or ``[-1]``
+    means "train on the CPU".
+    """
+    if gpus is None:
+        return None
+    if isinstance(gpus, str):
+        gpus = yaml.safe_load(gpus) if gpus.strip() else []
+    if isinstance(gpus, int):
+        gpus = [gpus]
+    if not isinstance(gpus, (list, tuple)) or not all(isinstance(g, int) for g in gpus):
+        raise ValueError(f"config key 'gpus' must list device ids, e.g. \"[0,1]\"; got {gpus!r}")
+    return [] if list(gpus) == [-1] else list(gpus)
+
+
+def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
+    """The CUDA device for ``local_rank`` (via ``gpus`` when given), or the CPU."""
+    if not torch.cuda.is_available() or gpus == []:
+        return torch.device("cpu")
+    if gpus is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if local_rank >= len(gpus):
+        raise ValueError(f"local rank {local_rank} has no entry in gpus={gpus}; "
+                         f"list one device per process on the node")
+    return torch.device("cuda", gpus[local_rank])
+
+
+def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistContext:
+    """Join the torchrun job if there is one; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = choose_device(local_rank, parse_gpus(gpus))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend,
+                                device_id=device if device.type == "cuda" else None)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if any."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
+    """Wrap ``module`` in DistributedDataParallel when running distributed."""
+    if not ctx.is_distributed:
+        return module
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if ctx.is_distributed:
+        if ctx.device.type == "cuda":
+            dist.barrier(device_ids=[ctx.device.index])
+        else:
+            dist.barrier()
+
+
+def all_ranks_true(flags: Sequence[bool], ctx: DistContext) -> List[bool]:
+    """For each flag, whether it holds on every rank (one collective for all flags)."""
+    if not ctx.is_distributed:
+        return [bool(flag) for flag in flags]
+    values = torch.tensor([1 if flag else 0 for flag in flags], dtype=torch.int32,
+                          device=ctx.device)
+    dist.all_reduce(values, op=dist.ReduceOp.MIN)
+    return [bool(value) for value in values.tolist()]
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> List[Any]:
+    """Every rank's ``obj``, ordered by rank (a one-element list in a single process)."""
+    if not ctx.is_distributed:
+        return [obj]
+    gathered: List[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Element-wise sum of ``values`` over ranks (returns a new tensor)."""
+    total = values.clone()
+    if ctx.is_distributed:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
