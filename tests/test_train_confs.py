@@ -18,12 +18,15 @@ LM_CONFIGS = ["resnet34", "resnet221", "resnet293", "ecapa_tdnn_c512", "ecapa_td
               "campplus", "eres2net34_base", "gemini_dfresnet114", "simam_resnet34",
               "simam_resnet100", "xvector", "xi_vector"]
 ALL_CONFIGS = MODEL_CONFIGS + [name + "_lm" for name in LM_CONFIGS]
+# the three steps of the WavLM recipe (frontend: s3prl, feat_dim filled from the front-end)
+WAVLM_CONFIGS = ["ecapa_tdnn_WavLM_frozen", "ecapa_tdnn_WavLM_joint_ft",
+                 "ecapa_tdnn_WavLM_joint_lmft"]
 
 
 def test_the_conf_directory_holds_exactly_these_configs():
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
                      if name.endswith(".yaml"))
-    assert shipped == sorted(ALL_CONFIGS)
+    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS)
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -83,3 +86,27 @@ def test_lm_config_matches_its_base(name):
     # the LM run must see the same head size as the run it starts from
     assert builder.num_classes(lm, 10) == builder.num_classes(base, 10)
     assert builder.effective_dataset_args(lm)["speed_perturb"] is False
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm_dir(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
+    path = str(tmp_path_factory.mktemp("wavlm") / "tiny")
+    write_random_wavlm(path, tiny_wavlm_config())
+    return path
+
+
+@pytest.mark.parametrize("name", WAVLM_CONFIGS)
+def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir):
+    config = load_config(os.path.join(CONF_DIR, name + ".yaml"), [
+        ("dataset_args.s3prl_args.upstream_args.path_or_url", tiny_wavlm_dir)])
+    assert config["dataset_args"]["frontend"] == "s3prl"
+    assert config["model_args"]["feat_dim"] == -1
+    frontend = builder.build_frontend(config)
+    assert frontend.frozen == (name == "ecapa_tdnn_WavLM_frozen")
+    with torch.device("meta"):
+        model = builder.build_model(config, num_speakers=10, frontend=frontend)
+    assert model.frontend is frontend
+    assert builder.num_classes(config, 10) == 30  # speed perturbation: 3 classes a speaker
+    assert model.projection.weight.shape[1] == config["model_args"]["embed_dim"]
