@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch.nn as nn
 
-from wespeaker_py.models import _FAMILY_BY_PREFIX
+from wespeaker_py.models import family_module_name
 from wespeaker_py.models.complexity import recipe_model_args
 from wespeaker_py.utils.file_utils import atomic_open
 
@@ -39,16 +39,13 @@ def find_factory(package: str, name: str) -> Callable[..., nn.Module]:
     A family module either has a ``MODELS`` dict (ours) or a function named
     after the model (WeSpeaker's).
     """
-    for prefix, family in _FAMILY_BY_PREFIX:
-        if name.startswith(prefix):
-            module = importlib.import_module(f"{package}.{family}")
-            registry = getattr(module, "MODELS", None)
-            factory = registry.get(name) if isinstance(registry, dict) else getattr(module, name,
-                                                                                    None)
-            if factory is None:
-                raise ValueError(f"{package}.{family} has no model {name!r}")
-            return factory
-    raise ValueError(f"model {name!r} matches no known family prefix")
+    family = family_module_name(name)
+    module = importlib.import_module(f"{package}.{family}")
+    registry = getattr(module, "MODELS", None)
+    factory = registry.get(name) if isinstance(registry, dict) else getattr(module, name, None)
+    if factory is None:
+        raise ValueError(f"{package}.{family} has no model {name!r}")
+    return factory
 
 
 def state_dict_manifest(model: nn.Module) -> List[List[object]]:

@@ -27,6 +27,15 @@ _FAMILY_BY_PREFIX = (
 )
 
 
+def family_module_name(name: str) -> str:
+    """The family module (``resnet``, ``ecapa_tdnn``, ...) that holds model ``name``."""
+    for prefix, module_name in _FAMILY_BY_PREFIX:
+        if name.startswith(prefix):
+            return module_name
+    raise ValueError(f"unknown model {name!r}; known prefixes: "
+                     f"{', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
+
+
 def _family_models(module_name: str) -> Dict[str, object]:
     module = importlib.import_module(f"{__name__}.{module_name}")
     return module.MODELS
@@ -46,13 +55,9 @@ def get_model(name: str, **model_args) -> nn.Module:
     The model maps fbank-like features ``[B, frames, feat_dim]`` to embeddings
     ``[B, embed_dim]``.
     """
-    for prefix, module_name in _FAMILY_BY_PREFIX:
-        if name.startswith(prefix):
-            family = _family_models(module_name)
-            if name not in family:
-                raise ValueError(
-                    f"unknown model {name!r}; the {module_name} family offers: "
-                    f"{', '.join(sorted(family))}")
-            return family[name](**model_args)
-    raise ValueError(f"unknown model {name!r}; known prefixes: "
-                     f"{', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
+    module_name = family_module_name(name)
+    family = _family_models(module_name)
+    if name not in family:
+        raise ValueError(f"unknown model {name!r}; the {module_name} family offers: "
+                         f"{', '.join(sorted(family))}")
+    return family[name](**model_args)
