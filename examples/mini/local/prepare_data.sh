@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Turn a Kaldi-style corpus directory (wav.scp, utt2spk, trials; optionally
+# train_spk and utt2dur) into the sets the recipe scripts read:
+#   ${data}/train  training set: the utterances of the speakers in train_spk, or
+#                  without that file every utterance that appears in no trial
+#   ${data}/test   the utterances of the trials, with test/trials/${trials_name}
+#                  and test/trials/${calibration_trial} (random training-set trials)
+#   ${data}/musan, ${data}/rirs   synthetic noise, music, babble and room responses
+# Each set has wav.scp (absolute paths), utt2spk, spk2utt and, where the corpus
+# gives it, utt2dur. A second run with the same corpus finds the sets up to
+# date and skips.
+#
+#   local/prepare_data.sh --data_dir data/librispeech_tc100 --data data/prepared/librispeech_tc100
+
+data_dir=data/librispeech_tc100
+data=data/prepared
+trials_name=trials
+calibration_trial=train_cali.kaldi
+num_cali_trials=2000
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+for f in wav.scp utt2spk trials; do
+  if [ ! -s "${data_dir}/${f}" ]; then
+    echo "$0: ${data_dir}/${f} is missing or empty (a data dir needs wav.scp, utt2spk, trials)" >&2
+    exit 1
+  fi
+done
+data_dir=$(realpath "${data_dir}")
+mkdir -p "${data}"
+data=$(realpath "${data}")
+
+inputs="${data_dir}/wav.scp ${data_dir}/utt2spk ${data_dir}/trials ${data_dir}/train_spk ${data_dir}/utt2dur"
+if up_to_date "${data}/source" ${inputs} && [ "$(cat "${data}/source")" == "${data_dir}" ] &&
+   [ -s "${data}/rirs/wav.scp" ] && [ -s "${data}/test/trials/${calibration_trial}" ]; then
+  echo "${data} is up to date with ${data_dir}, skipping"
+  exit 0
+fi
+rm -f "${data}/source"
+export LC_ALL=C
+
+# subset NAME UTTS: the set of the utterances listed in UTTS (one per line).
+subset() {
+  local dir=${data}/$1
+  mkdir -p "${dir}"
+  # wav paths relative to the corpus directory become absolute
+  awk -v d="${data_dir}" 'NR == FNR { keep[$1]; next }
+       ($1 in keep) { p = $2; if (p !~ /^\//) p = d "/" p; print $1, p }' \
+       "$2" "${data_dir}/wav.scp" | sort > "${dir}/wav.scp"
+  awk 'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2spk" | sort > "${dir}/utt2spk"
+  utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
+  if [ -f "${data_dir}/utt2dur" ]; then
+    awk 'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2dur" | sort > "${dir}/utt2dur"
+  else
+    rm -f "${dir}/utt2dur"  # score_calibration.sh measures the durations
+  fi
+  local wanted
+  wanted=$(sort -u "$2" | wc -l)
+  if [ "$(count_lines "${dir}/wav.scp")" -ne "${wanted}" ] ||
+     [ "$(count_lines "${dir}/utt2spk")" -ne "${wanted}" ]; then
+    echo "$0: ${wanted} utterances of the $1 set, but only $(count_lines "${dir}/wav.scp") are in" \
+         "${data_dir}/wav.scp and $(count_lines "${dir}/utt2spk") in its utt2spk" >&2
+    exit 1
+  fi
+  echo "$1: ${wanted} utterances of $(count_lines "${dir}/spk2utt") speakers"
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "${tmp}"' EXIT
+awk '{ print $1; print $2 }' "${data_dir}/trials" | sort -u > "${tmp}/test_utts"
+if [ -f "${data_dir}/train_spk" ]; then
+  awk 'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' \
+      "${data_dir}/train_spk" "${data_dir}/utt2spk" > "${tmp}/candidates"
+else
+  awk '{ print $1 }' "${data_dir}/utt2spk" > "${tmp}/candidates"
+fi
+awk 'NR == FNR { test[$1]; next } !($1 in test)' "${tmp}/test_utts" "${tmp}/candidates" \
+  > "${tmp}/train_utts"
+if [ ! -s "${tmp}/train_utts" ]; then
+  echo "$0: every utterance of ${data_dir} is in a trial: nothing is left to train on" >&2
+  exit 1
+fi
+
+subset train "${tmp}/train_utts"
+subset test "${tmp}/test_utts"
+mkdir -p "${data}/test/trials"
+cp "${data_dir}/trials" "${data}/test/trials/${trials_name}"
+python tools/make_trials.py --utt2spk "${data}/train/utt2spk" --num_trials ${num_cali_trials} \
+  "${data}/test/trials/${calibration_trial}"
+
+# Noise and room responses at the corpus' own rate (training resamples them with the speech).
+sample_rate=$(python -c 'import sys, soundfile; print(soundfile.info(sys.argv[1]).samplerate)' \
+  "$(head -n 1 "${data}/train/wav.scp" | awk '{print $2}')")
+python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train/wav.scp" "${data}"
+
+echo "${data_dir}" > "${data}/source"
+echo "prepared ${data} from ${data_dir} (${sample_rate} Hz)"

@@ -1,0 +1,1 @@
+../../voxceleb/v2/local/score_plda.sh

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# The VoxCeleb v2 recipe in miniature: the same stage scripts and Python modules
+# on a small corpus, offline, on the CPU (a GPU is used when there is one).
+# The default corpus ships in data/librispeech_tc100 (LibriSpeech speakers,
+# CC BY 4.0); --data_dir takes any Kaldi-style directory with wav.scp, utt2spk
+# and trials (e.g. ../../../shared/data/fsdd, 8 kHz: resampled to 16 kHz).
+#
+#   bash run.sh                                  # everything, stages 1-11
+#   bash run.sh --config conf/ecapa_tdnn.yaml    # the ECAPA-TDNN variant
+#   bash run.sh --stage 5 --stop_stage 7         # rescore only
+#
+# Stages (v2's numbers where they exist; each skips what an earlier run finished):
+#   1  data sets: train (train_spk, or the utterances in no trial), test (the
+#      trial utterances), synthetic noise/music/babble and room responses
+#   2  raw or shard data lists
+#   3  train (resumes from the newest checkpoint of ${exp_dir})
+#   4  average the last checkpoints, extract train and test embeddings
+#   5  cosine scoring (minus the train mean)      local/score.sh
+#   6  AS-Norm against the train speakers         local/score_norm.sh
+#   7  QMF calibration on train-set trials        local/score_calibration.sh
+#   8  TorchScript export
+#   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
+#  10  PLDA                                       local/score_plda.sh
+#  11  results table (model, params, scoring, EER %, minDCF) and DET plot
+
+. ./path.sh || exit 1
+
+stage=1
+stop_stage=11
+
+data_dir=data/librispeech_tc100
+data=          # prepared sets; default data/prepared/<corpus name>
+exp_dir=       # default exp/<config name>-<corpus name>
+config=conf/resnet34.yaml
+lm_config=     # e.g. conf/resnet34_lm.yaml; empty: no stage 9
+epochs=        # number of training epochs; empty: the config's num_epochs
+num_avg=       # checkpoints averaged; empty: the config's num_avg
+checkpoint=    # start training from this checkpoint
+data_type=raw  # raw/shard
+num_procs=1    # training processes (more than 1: torchrun, gloo on the CPU)
+gpus="[0]"     # extraction device(s); the CPU when CUDA is absent
+nj=1           # extraction jobs
+trials=trials
+score_norm_method=asnorm  # asnorm/snorm
+top_n=30       # AS-Norm cohort size, at most the number of training speakers
+
+. tools/parse_options.sh || exit 1
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+corpus=$(basename "$(realpath "${data_dir}")")
+data=${data:-data/prepared/${corpus}}
+config_name=$(basename "${config}" .yaml)
+exp_dir=${exp_dir:-exp/${config_name}-${corpus}}
+epochs=${epochs:-$(config_value "${config}" num_epochs)}
+num_avg=${num_avg:-$(config_value "${config}" num_avg)}
+num_avg=${num_avg:-1}
+[ "${num_avg}" -gt "${epochs}" ] && num_avg=${epochs}
+calibration_trial=train_cali.kaldi
+sets="--train_set train --eval_set test"
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Stage 1: prepare ${data} from ${data_dir}"
+  local/prepare_data.sh --data_dir "${data_dir}" --data "${data}" \
+    --trials_name "${trials}" --calibration_trial "${calibration_trial}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Stage 2: ${data_type} lists"
+  for dset in train test; do
+    list=${data}/${dset}/${data_type}.list
+    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
+      echo "${list} is up to date"
+    elif [ "${data_type}" == "shard" ]; then
+      python tools/make_shard_list.py --num_utts_per_shard 100 --num_threads 2 \
+        --prefix shards --shuffle \
+        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" "${data}/${dset}/shards" "${list}"
+    else
+      python tools/make_raw_list.py "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" "${list}"
+    fi
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Stage 3: train ${config} for ${epochs} epochs in ${exp_dir}"
+  last_epoch=$(latest_epoch "${exp_dir}/models")
+  if [ -n "${last_epoch}" ] && [ "${last_epoch}" -ge "${epochs}" ]; then
+    echo "${exp_dir}/models/model_${last_epoch}.pt exists: training is finished"
+  else
+    start_checkpoint=${checkpoint}
+    if [ -n "${last_epoch}" ]; then
+      start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
+      echo "resuming from ${start_checkpoint}"
+    fi
+    launcher="python"
+    if [ "${num_procs}" -gt 1 ]; then
+      launcher="torchrun --standalone --nnodes=1 --nproc_per_node=${num_procs}"
+    fi
+    ${launcher} -m wespeaker_py.bin.train --config "${config}" \
+      --exp_dir "${exp_dir}" \
+      --num_epochs "${epochs}" \
+      --num_avg "${num_avg}" \
+      --data_type "${data_type}" \
+      --train_data "${data}/train/${data_type}.list" \
+      --train_label "${data}/train/utt2spk" \
+      --reverb_data "${data}/rirs/wav.scp" \
+      --noise_data "${data}/musan/wav.scp" \
+      ${start_checkpoint:+--checkpoint "${start_checkpoint}"}
+  fi
+fi
+
+avg_model=${exp_dir}/models/avg_model.pt
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Stage 4: average ${num_avg} checkpoints, extract embeddings"
+  if up_to_date "${avg_model}" "${exp_dir}/models/model_${epochs}.pt"; then
+    echo "${avg_model} is up to date"
+  else
+    python -m wespeaker_py.bin.average_model --dst_model "${avg_model}" \
+      --src_path "${exp_dir}/models" --num "${num_avg}" --max_epoch "${epochs}"
+  fi
+  local/extract_vox.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
+    --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
+    --num_workers 1 ${sets}
+fi
+
+# AS-Norm needs top_n cohort speakers
+if [ -f "${data}/train/spk2utt" ] && [ "${top_n}" -gt "$(count_lines "${data}/train/spk2utt")" ]; then
+  top_n=$(count_lines "${data}/train/spk2utt")
+  echo "top_n lowered to the ${top_n} training speakers"
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  echo "Stage 5: cosine scoring"
+  local/score.sh --stage 1 --stop-stage 2 --data "${data}" --exp_dir "${exp_dir}" \
+    --trials "${trials}" ${sets}
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  echo "Stage 6: score normalisation (${score_norm_method})"
+  local/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method "${score_norm_method}" \
+    --cohort_set train --top_n "${top_n}" --data "${data}" --exp_dir "${exp_dir}" \
+    --trials "${trials}" ${sets}
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  echo "Stage 7: QMF score calibration"
+  local/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method "${score_norm_method}" \
+    --calibration_trial "${calibration_trial}" --cohort_set train --top_n "${top_n}" \
+    --data "${data}" --exp_dir "${exp_dir}" --trials "${trials}" ${sets}
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  echo "Stage 8: export"
+  if up_to_date "${exp_dir}/models/final.zip" "${avg_model}"; then
+    echo "${exp_dir}/models/final.zip is up to date"
+  else
+    python -m wespeaker_py.bin.export_jit --config "${exp_dir}/config.yaml" \
+      --checkpoint "${avg_model}" --output_file "${exp_dir}/models/final.zip"
+  fi
+fi
+
+lm_exp_dir=${exp_dir}-LM
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  if [ -z "${lm_config}" ]; then
+    echo "Stage 9: no --lm_config, no large-margin fine-tuning"
+  else
+    echo "Stage 9: large-margin fine-tuning with ${lm_config} in ${lm_exp_dir}"
+    mkdir -p "${lm_exp_dir}/models"
+    # The averaged model of the first run initialises LM training (as epoch 0).
+    if [ ! -f "${lm_exp_dir}/models/model_0.pt" ]; then
+      cp "${avg_model}" "${lm_exp_dir}/models/model_0.pt"
+    fi
+    bash "$0" --stage 3 --stop_stage 10 --config "${lm_config}" --exp_dir "${lm_exp_dir}" \
+      --data_dir "${data_dir}" --data "${data}" --data_type "${data_type}" \
+      --checkpoint "${lm_exp_dir}/models/model_0.pt" --num_procs "${num_procs}" \
+      --gpus "${gpus}" --nj "${nj}" --trials "${trials}" \
+      --score_norm_method "${score_norm_method}" --top_n "${top_n}"
+  fi
+fi
+
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+  echo "Stage 10: PLDA scoring"
+  local/score_plda.sh --stage 1 --stop-stage 3 --data "${data}" --exp_dir "${exp_dir}" \
+    --trials "${trials}" ${sets}
+fi
+
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+  echo "Stage 11: results"
+  exp_dirs=${exp_dir}
+  if [ -n "${lm_config}" ] && [ -d "${lm_exp_dir}/scores" ]; then
+    exp_dirs="${exp_dirs} ${lm_exp_dir}"
+  fi
+  python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
+    --det_dir "${exp_dir}" ${exp_dirs}
+  echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png"
+fi

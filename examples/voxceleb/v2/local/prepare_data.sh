@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Prepare VoxCeleb1, VoxCeleb2 dev, MUSAN and RIRS_NOISES as Kaldi-style data
+# directories under ${data}: vox1, vox2_dev, musan, rirs (wav.scp; utt2spk and
+# spk2utt for the speech sets) and vox1/trials/vox1_{O,E,H}_cleaned.kaldi.
+#
+# Stages (each skips what an earlier run finished):
+#   1  download the missing archives into ${download_dir}, checking their md5
+#      sums. MUSAN and RIRS_NOISES come from OpenSLR. VoxCeleb needs a
+#      registration with its authors: place vox1_dev_wav.zip, vox1_test_wav.zip
+#      and vox2_aac.zip (or their parts, e.g. vox2_dev_aac_partaa..ah) there
+#      yourself, or give --vox_url with the base URL you were sent.
+#   2  unpack every archive not unpacked yet into ${rawdata_dir}
+#   3  convert the VoxCeleb2 m4a files to 16 kHz wav with ffmpeg, ${nj} at a time
+#   4  write the data lists and the cleaned Vox1-O/E/H trial lists
+#
+#   local/prepare_data.sh --stage 1 --stop_stage 4 --data data [--vox_url URL] [--nj 8]
+
+stage=1
+stop_stage=4
+data=data
+download_dir=  # default: ${data}/download_data
+rawdata_dir=   # default: ${data}/raw_data
+vox_url=       # base URL of the VoxCeleb archives (empty: they must be in ${download_dir})
+openslr_url=https://openslr.elda.org/resources
+trials_url=https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta
+nj=8
+
+. tools/parse_options.sh || exit 1
+. tools/recipe_helpers.sh
+set -euo pipefail
+
+mkdir -p "${data}"
+data=$(realpath "${data}")
+download_dir=$(realpath -m "${download_dir:-${data}/download_data}")
+rawdata_dir=$(realpath -m "${rawdata_dir:-${data}/raw_data}")
+
+# archive name -> md5 sum, parts (downloaded and concatenated in this order) and where it unpacks
+declare -A md5=(
+  [musan.tar.gz]=0c472d4fc0c5141eca47ad1ffeb2a7df
+  [rirs_noises.zip]=e6f48e257286e05de56413b4779d8ffb
+  [vox1_test_wav.zip]=185fdc63c3c739954633d50379a3d102
+  [vox1_dev_wav.zip]=ae63e55b951748cc486645f532ba230b
+  [vox2_aac.zip]=bbc063c46078a602ca71605645c2a402
+)
+declare -A parts=(
+  [vox1_dev_wav.zip]="vox1_dev_wav_partaa vox1_dev_wav_partab vox1_dev_wav_partac vox1_dev_wav_partad"
+  [vox2_aac.zip]="vox2_dev_aac_partaa vox2_dev_aac_partab vox2_dev_aac_partac vox2_dev_aac_partad vox2_dev_aac_partae vox2_dev_aac_partaf vox2_dev_aac_partag vox2_dev_aac_partah"
+)
+declare -A unpack_dir=(
+  [musan.tar.gz]=.
+  [rirs_noises.zip]=.
+  [vox1_test_wav.zip]=voxceleb1/test
+  [vox1_dev_wav.zip]=voxceleb1/dev
+  [vox2_aac.zip]=voxceleb2_m4a
+)
+archives="musan.tar.gz rirs_noises.zip vox1_test_wav.zip vox1_dev_wav.zip vox2_aac.zip"
+
+# A verified archive carries a NAME.md5_ok marker, so later runs do not hash it again.
+verify_archive() {
+  local name=$1 sum
+  echo "checking the md5 sum of ${name} ..."
+  sum=$(md5sum "${download_dir}/${name}" | awk '{print $1}')
+  if [ "${sum}" != "${md5[$name]}" ]; then
+    echo "$0: ${download_dir}/${name} has md5 ${sum}, expected ${md5[$name]}:" \
+         "the file is incomplete or corrupt; delete it and run stage 1 again" >&2
+    return 1
+  fi
+  touch "${download_dir}/${name}.md5_ok"
+}
+
+# fetch URL FILE: download with resume into FILE.part, then rename.
+fetch() {
+  wget --continue --tries=3 -O "$2.part" "$1"
+  mv "$2.part" "$2"
+}
+
+source_url() {
+  case $1 in
+    musan.tar.gz) echo "${openslr_url}/17" ;;
+    rirs_noises.zip) echo "${openslr_url}/28" ;;
+    *) echo "${vox_url}" ;;
+  esac
+}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Stage 1: download archives into ${download_dir}"
+  mkdir -p "${download_dir}"
+  missing=""
+  for name in ${archives}; do
+    file=${download_dir}/${name}
+    if [ -f "${file}.md5_ok" ] && [ -f "${file}" ]; then
+      echo "${name}: present and verified"
+      continue
+    fi
+    if [ ! -f "${file}" ]; then
+      url=$(source_url "${name}")
+      part_names=${parts[$name]:-}
+      have_parts=true
+      for part in ${part_names}; do
+        [ -f "${download_dir}/${part}" ] || have_parts=false
+      done
+      if [ -z "${url}" ] && { [ -z "${part_names}" ] || ! ${have_parts}; }; then
+        missing="${missing} ${name}"
+        continue
+      fi
+      if [ -z "${part_names}" ]; then
+        echo "downloading ${name} ..."
+        fetch "${url}/${name}" "${file}"
+      else
+        for part in ${part_names}; do
+          if [ ! -f "${download_dir}/${part}" ]; then
+            echo "downloading ${part} ..."
+            fetch "${url}/${part}" "${download_dir}/${part}"
+          fi
+        done
+        echo "joining the parts of ${name} ..."
+        (cd "${download_dir}" && cat ${part_names} > "${name}.part")
+        mv "${file}.part" "${file}"
+      fi
+    fi
+    verify_archive "${name}"
+    for part in ${parts[$name]:-}; do
+      rm -f "${download_dir}/${part}"
+    done
+  done
+  if [ -n "${missing}" ]; then
+    echo "$0: missing archives:${missing}." >&2
+    echo "VoxCeleb is distributed to registered users: put the archives (or their parts)" \
+         "in ${download_dir}, or pass --vox_url with the base URL you were given." >&2
+    exit 1
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Stage 2: unpack archives into ${rawdata_dir}"
+  mkdir -p "${rawdata_dir}"
+  for name in ${archives}; do
+    marker=${rawdata_dir}/.${name}.unpacked
+    if [ -f "${marker}" ]; then
+      echo "${name}: already unpacked"
+      continue
+    fi
+    if [ ! -f "${download_dir}/${name}.md5_ok" ]; then
+      echo "$0: ${download_dir}/${name} is missing or unverified; run stage 1 first" >&2
+      exit 1
+    fi
+    target=${rawdata_dir}/${unpack_dir[$name]}
+    mkdir -p "${target}"
+    echo "unpacking ${name} into ${target} ..."
+    case ${name} in
+      *.tar.gz) tar -xzf "${download_dir}/${name}" -C "${target}" ;;
+      *.zip) unzip -q -o "${download_dir}/${name}" -d "${target}" ;;
+    esac
+    touch "${marker}"
+  done
+fi
+
+m4a_root=${rawdata_dir}/voxceleb2_m4a/dev/aac
+wav_root=${rawdata_dir}/voxceleb2_wav/dev/aac
+
+# convert_m4a M4A WAV: one file, written under a temporary name so that an
+# interrupted run never leaves a truncated wav behind.
+convert_m4a() {
+  [ -s "$2" ] && return 0
+  mkdir -p "$(dirname "$2")"
+  ffmpeg -nostdin -v error -y -i "$1" -ac 1 -ar 16000 -acodec pcm_s16le -f wav "$2.tmp" &&
+    mv "$2.tmp" "$2"
+}
+export -f convert_m4a
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Stage 3: convert VoxCeleb2 m4a to wav (${nj} jobs)"
+  if [ ! -d "${m4a_root}" ]; then
+    echo "$0: ${m4a_root} not found; run stage 2 first" >&2
+    exit 1
+  fi
+  marker=${rawdata_dir}/.voxceleb2_wav.converted
+  if [ -f "${marker}" ]; then
+    echo "VoxCeleb2 already converted"
+  else
+    command -v ffmpeg >/dev/null || { echo "$0: ffmpeg is not installed" >&2; exit 1; }
+    m4a_list=${rawdata_dir}/voxceleb2_m4a.list
+    find "${m4a_root}" -name '*.m4a' | LC_ALL=C sort > "${m4a_list}"
+    num_m4a=$(count_lines "${m4a_list}")
+    awk -v src="${m4a_root}" -v dst="${wav_root}" \
+        '{ wav = dst substr($0, length(src) + 1); sub(/\.m4a$/, ".wav", wav); print $0, wav }' \
+        "${m4a_list}" | xargs -P "${nj}" -n 2 bash -c 'convert_m4a "$0" "$1"' ||
+      { echo "$0: some conversions failed; run stage 3 again to retry them" >&2; exit 1; }
+    num_wav=$(find "${wav_root}" -name '*.wav' | wc -l)
+    if [ "${num_wav}" -ne "${num_m4a}" ]; then
+      echo "$0: ${num_m4a} m4a files but ${num_wav} wav files; run stage 3 again" >&2
+      exit 1
+    fi
+    touch "${marker}"
+    echo "converted ${num_m4a} files"
+  fi
+fi
+
+# scp_of DIR: "last-three-path-components path" for every wav under DIR, sorted.
+scp_of() {
+  find "$1" -name '*.wav' | awk -F/ '{ print $(NF-2) "/" $(NF-1) "/" $NF, $0 }' | LC_ALL=C sort
+}
+
+# speech_set NAME DIR: wav.scp, utt2spk (speaker = first key component), spk2utt.
+speech_set() {
+  local dir=${data}/$1
+  mkdir -p "${dir}"
+  scp_of "$2" > "${dir}/wav.scp.tmp"
+  mv "${dir}/wav.scp.tmp" "${dir}/wav.scp"
+  awk '{ split($1, part, "/"); print $1, part[1] }' "${dir}/wav.scp" > "${dir}/utt2spk"
+  utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
+  echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
+}
+
+# vox_trials NAME URL: a VoxCeleb "label enroll test" list as a Kaldi trial list.
+vox_trials() {
+  local dir=${data}/vox1/trials raw
+  raw=${dir}/$1.txt
+  if [ ! -s "${raw}" ]; then
+    fetch "$2" "${raw}"
+  fi
+  awk -v f="${raw}" 'NF != 3 || ($1 != 0 && $1 != 1) {
+         printf "%s:%d: expected \"0|1 enroll test\", got: %s\n", f, NR, $0 > "/dev/stderr"; bad = 1; exit }
+       { print $2, $3, ($1 == 1 ? "target" : "nontarget") }
+       END { exit bad }' "${raw}" > "${dir}/$1.kaldi"
+}
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Stage 4: data lists"
+  export LC_ALL=C
+  mkdir -p "${data}/musan" "${data}/rirs" "${data}/vox1/trials"
+  if ! up_to_date "${data}/musan/wav.scp" "${rawdata_dir}/.musan.tar.gz.unpacked"; then
+    scp_of "${rawdata_dir}/musan" > "${data}/musan/wav.scp"
+  fi
+  if ! up_to_date "${data}/rirs/wav.scp" "${rawdata_dir}/.rirs_noises.zip.unpacked"; then
+    scp_of "${rawdata_dir}/RIRS_NOISES/simulated_rirs" > "${data}/rirs/wav.scp"
+  fi
+  if ! up_to_date "${data}/vox1/spk2utt" "${rawdata_dir}/.vox1_dev_wav.zip.unpacked" \
+                  "${rawdata_dir}/.vox1_test_wav.zip.unpacked"; then
+    speech_set vox1 "${rawdata_dir}/voxceleb1"
+  fi
+  if ! up_to_date "${data}/vox2_dev/spk2utt" "${rawdata_dir}/.voxceleb2_wav.converted"; then
+    speech_set vox2_dev "${wav_root}"
+  fi
+  vox_trials vox1_O_cleaned "${trials_url}/veri_test2.txt"
+  vox_trials vox1_E_cleaned "${trials_url}/list_test_all2.txt"
+  vox_trials vox1_H_cleaned "${trials_url}/list_test_hard2.txt"
+  for set in musan rirs vox1 vox2_dev; do
+    if [ ! -s "${data}/${set}/wav.scp" ]; then
+      echo "$0: ${data}/${set}/wav.scp is empty: did stages 2-3 finish?" >&2
+      exit 1
+    fi
+  done
+  echo "musan: $(count_lines "${data}/musan/wav.scp") files, rirs: $(count_lines "${data}/rirs/wav.scp") files"
+  # Full releases: VoxCeleb1 153516 utterances of 1251 speakers, VoxCeleb2 dev 1092009 of 5994.
+  echo "Data lists are in ${data}"
+fi

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Cosine scoring of the trial lists (embeddings minus the mean embedding of the
+# training set), then EER/minDCF and DET curves.
+#
+#   local/score.sh --stage 1 --stop-stage 2 --data data --exp_dir exp/X \
+#     --trials "vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+#
+# Stage 1 rescores only when the embeddings are newer than the score files.
+
+exp_dir=
+trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+data=data
+train_set=vox2_dev  # its mean embedding is subtracted
+eval_set=vox1       # trials are read from ${data}/${eval_set}/trials
+
+stage=-1
+stop_stage=-1
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+trials_dir=${data}/${eval_set}/trials
+scores_dir=${exp_dir}/scores
+eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
+train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "apply cosine scoring ..."
+  mkdir -p "${scores_dir}"
+  todo=""
+  for x in ${trials}; do
+    if up_to_date "${scores_dir}/${x}.score" "${eval_scp}" "${train_scp}" "${trials_dir}/${x}"; then
+      echo "${x}: scores are up to date"
+    else
+      todo="${todo} ${trials_dir}/${x}"
+    fi
+  done
+  if [ -n "${todo}" ]; then
+    python -m wespeaker_py.bin.score \
+      --exp_dir "${exp_dir}" \
+      --eval_scp_path "${eval_scp}" \
+      --cal_mean True \
+      --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
+      ${todo}
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "compute metrics (EER/minDCF) ..."
+  score_files=$(for x in ${trials}; do echo "${scores_dir}/${x}.score"; done)
+  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+    ${score_files} | tee "${scores_dir}/${eval_set}_cos_result"
+  echo "compute DET curve ..."
+  python -m wespeaker_py.bin.compute_det ${score_files}
+fi

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# QMF score calibration: a logistic regression on the AS-Norm score and quality
+# measures (durations, embedding magnitudes, cohort means), trained on
+# calibration trials drawn from the training set and applied to the evaluation
+# trials; then EER/minDCF and DET curves.
+#
+#   local/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method asnorm \
+#     --calibration_trial vox2_cali.kaldi --cohort_set vox2_dev --top_n 300 \
+#     --data data --exp_dir exp/X --trials "..."
+#
+# An existing ${data}/${eval_set}/trials/${calibration_trial} is used as it is;
+# otherwise it is generated (duration-stratified, as WeSpeaker's vox2_cali).
+
+score_norm_method="asnorm"  # asnorm/snorm
+cohort_set=vox2_dev
+calibration_trial="vox2_cali.kaldi"
+top_n=100
+exp_dir=
+trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+data=data
+train_set=vox2_dev  # calibration trials, mean embedding
+eval_set=vox1
+
+stage=-1
+stop_stage=-1
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+output_name=${cohort_set}_${score_norm_method}
+[ "${score_norm_method}" == "asnorm" ] && output_name=${output_name}${top_n}
+trials_dir=${data}/${eval_set}/trials
+scores_dir=${exp_dir}/scores
+cali_dir=${scores_dir}/calibration
+train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
+cohort_scp=${exp_dir}/embeddings/${cohort_set}/spk_xvector.scp
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Score calibration set"
+  for dset in ${train_set} ${eval_set}; do
+    if [ ! -s "${data}/${dset}/utt2dur" ]; then
+      python tools/wav2dur.py "${data}/${dset}/wav.scp" "${data}/${dset}/utt2dur" \
+        > "${data}/${dset}/dur.log"
+    fi
+  done
+  if [ ! -e "${trials_dir}/${calibration_trial}" ]; then
+    python tools/generate_calibration_trial.py \
+      --utt2dur "${data}/${train_set}/utt2dur" \
+      --utt2spk "${data}/${train_set}/utt2spk" \
+      --trial_path "${trials_dir}/${calibration_trial}"
+  fi
+  cali_score=${scores_dir}/${calibration_trial}.score
+  if up_to_date "${cali_score}" "${train_scp}" "${trials_dir}/${calibration_trial}"; then
+    echo "${calibration_trial}: scores are up to date"
+  else
+    python -m wespeaker_py.bin.score \
+      --exp_dir "${exp_dir}" \
+      --eval_scp_path "${train_scp}" \
+      --cal_mean True \
+      --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
+      "${trials_dir}/${calibration_trial}"
+  fi
+  cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
+  if up_to_date "${cali_norm}" "${cali_score}" "${cohort_scp}"; then
+    echo "${calibration_trial}: normalised scores are up to date"
+  else
+    python -m wespeaker_py.bin.score_norm \
+      --score_norm_method "${score_norm_method}" \
+      --top_n "${top_n}" \
+      --trial_score_file "${cali_score}" \
+      --score_norm_file "${cali_norm}" \
+      --cohort_emb_scp "${cohort_scp}" \
+      --eval_emb_scp "${train_scp}" \
+      --mean_vec_path "${exp_dir}/embeddings/${train_set}/mean_vec.npy"
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Prepare calibration factors"
+  mkdir -p "${cali_dir}"
+  cat "${data}/${eval_set}/utt2dur" "${data}/${train_set}/utt2dur" > "${cali_dir}/utt2dur.tmp"
+  if cmp -s "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"; then
+    rm "${cali_dir}/utt2dur.tmp"  # unchanged: keep its time stamp
+  else
+    mv "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"
+  fi
+  for x in ${calibration_trial} ${trials}; do
+    factors=${cali_dir}/${output_name}_${x}.calibration
+    if up_to_date "${factors}" "${scores_dir}/${output_name}_${x}.score" "${cali_dir}/utt2dur"; then
+      echo "${x}: calibration factors are up to date"
+      continue
+    fi
+    python -m wespeaker_py.bin.score_calibration gather_calibration_factors \
+      --wav_dur_scp "${cali_dir}/utt2dur" \
+      --max_dur 20 \
+      --score_norm_file "${scores_dir}/${output_name}_${x}.score" \
+      --calibration_factor_file "${factors}"
+  done
+fi
+
+cali_model=${cali_dir}/calibration_model.pt
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Train calibration model"
+  cali_factors=${cali_dir}/${output_name}_${calibration_trial}.calibration
+  if up_to_date "${cali_model}" "${cali_factors}"; then
+    echo "the calibration model is up to date"
+  else
+    python -m wespeaker_py.bin.score_calibration train_calibration_model \
+      --calibration_factor_file "${cali_factors}" \
+      --save_model_path "${cali_model}"
+  fi
+fi
+
+cali_output_name=cali_${output_name}
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Infer calibration model"
+  for x in ${trials}; do
+    out=${scores_dir}/${cali_output_name}_${x}.score
+    factors=${cali_dir}/${output_name}_${x}.calibration
+    if up_to_date "${out}" "${factors}" "${cali_model}"; then
+      echo "${x}: calibrated scores are up to date"
+      continue
+    fi
+    python -m wespeaker_py.bin.score_calibration infer_calibration \
+      --calibration_factor_file "${factors}" \
+      --save_model_path "${cali_model}" \
+      --calibration_score_file "${out}"
+  done
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  echo "compute metrics"
+  score_files=$(for x in ${trials}; do echo "${scores_dir}/${cali_output_name}_${x}.score"; done)
+  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+    ${score_files} | tee "${scores_dir}/${eval_set}_cali_${score_norm_method}${top_n}_result"
+  python -m wespeaker_py.bin.compute_det ${score_files}
+fi

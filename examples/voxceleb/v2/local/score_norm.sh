@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Score normalisation (AS-Norm or S-Norm) of the cosine scores against a cohort
+# of per-speaker mean embeddings, then EER/minDCF and DET curves.
+#
+#   local/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method asnorm \
+#     --cohort_set vox2_dev --top_n 300 --data data --exp_dir exp/X --trials "..."
+#
+# Output: ${exp_dir}/scores/${cohort_set}_asnorm${top_n}_<trials>.score (snorm: no top_n).
+
+score_norm_method="asnorm"  # asnorm/snorm
+cohort_set=vox2_dev
+top_n=100
+exp_dir=
+trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+data=data
+train_set=vox2_dev  # its mean embedding is subtracted
+eval_set=vox1
+
+stage=-1
+stop_stage=-1
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+cohort_dir=${exp_dir}/embeddings/${cohort_set}
+eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
+mean_vec=${exp_dir}/embeddings/${train_set}/mean_vec.npy
+scores_dir=${exp_dir}/scores
+output_name=${cohort_set}_${score_norm_method}
+[ "${score_norm_method}" == "asnorm" ] && output_name=${output_name}${top_n}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "compute mean xvector of each ${cohort_set} speaker"
+  if up_to_date "${cohort_dir}/spk_xvector.scp" "${cohort_dir}/xvector.scp" "${data}/${cohort_set}/spk2utt"; then
+    echo "speaker means are up to date"
+  else
+    python tools/vector_mean.py \
+      --spk2utt "${data}/${cohort_set}/spk2utt" \
+      --xvector_scp "${cohort_dir}/xvector.scp" \
+      --spk_xvector_ark "${cohort_dir}/spk_xvector.ark"
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "compute norm score"
+  for x in ${trials}; do
+    out=${scores_dir}/${output_name}_${x}.score
+    if up_to_date "${out}" "${scores_dir}/${x}.score" "${cohort_dir}/spk_xvector.scp" "${exp_dir}/embeddings/${train_set}/xvector.scp"; then
+      echo "${x}: normalised scores are up to date"
+      continue
+    fi
+    python -m wespeaker_py.bin.score_norm \
+      --score_norm_method "${score_norm_method}" \
+      --top_n "${top_n}" \
+      --trial_score_file "${scores_dir}/${x}.score" \
+      --score_norm_file "${out}" \
+      --cohort_emb_scp "${cohort_dir}/spk_xvector.scp" \
+      --eval_emb_scp "${eval_scp}" \
+      --mean_vec_path "${mean_vec}"
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "compute metrics"
+  score_files=$(for x in ${trials}; do echo "${scores_dir}/${output_name}_${x}.score"; done)
+  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+    ${score_files} | tee "${scores_dir}/${eval_set}_${score_norm_method}${top_n}_result"
+  python -m wespeaker_py.bin.compute_det ${score_files}
+fi

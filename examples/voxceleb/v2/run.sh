@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# VoxCeleb v2 recipe: train on VoxCeleb2 dev, evaluate on the cleaned
+# VoxCeleb1-O/E/H trial lists.
+#
+#   bash run.sh --stage 1 --stop_stage 9 [--config conf/ecapa_tdnn_c512.yaml --exp_dir exp/X]
+#
+# Stages:
+#   1  prepare data (local/prepare_data.sh: download, unpack, m4a -> wav, lists, trials)
+#   2  raw or shard data lists of vox2_dev and vox1
+#   3  train (torchrun; resumes from the newest checkpoint of ${exp_dir} if there is one)
+#   4  average the last ${num_avg} checkpoints, extract vox2_dev and vox1 embeddings
+#   5  cosine scoring (minus the vox2_dev mean), EER/minDCF
+#   6  AS-Norm (or S-Norm) against the vox2_dev speaker cohort
+#   7  QMF score calibration
+#   8  export the averaged model (TorchScript; ONNX when onnx is installed)
+#   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
+# Each stage skips the work an earlier run finished.
+#
+# Several GPUs of one machine: --gpus "[0,1,2,3]". Several machines: run the
+# same command on each with --num_nodes N --HOST_NODE_ADDR "host:port" (the
+# rendezvous endpoint, reachable from every node), e.g.
+#   bash run.sh --stage 3 --stop_stage 3 --num_nodes 2 --HOST_NODE_ADDR "10.0.0.1:29400" --gpus "[0,1,2,3,4,5,6,7]"
+# PLDA scoring: local/score_plda.sh --stage 1 --stop-stage 3 --exp_dir ${exp_dir}
+
+. ./path.sh || exit 1
+
+stage=-1
+stop_stage=-1
+
+HOST_NODE_ADDR="localhost:29400"
+num_nodes=1
+job_id=2024
+
+data=data
+data_type="shard"  # shard/raw
+
+config=conf/resnet34.yaml
+exp_dir=exp/ResNet34-TSTP-emb256-fbank80-num_frms200-aug0.6-spTrue-saFalse-ArcMargin-SGD-epoch150
+gpus="[0,1]"
+num_avg=10
+checkpoint=
+
+trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+score_norm_method="asnorm"  # asnorm/snorm
+top_n=300
+
+# large-margin fine-tuning; empty: ${config} with _lm before .yaml
+lm_config=
+
+. tools/parse_options.sh || exit 1
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+lm_config=${lm_config:-${config%.yaml}_lm.yaml}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Prepare datasets ..."
+  local/prepare_data.sh --stage 1 --stop_stage 4 --data ${data}
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Convert train and test data to ${data_type} ..."
+  for dset in vox2_dev vox1; do
+    list=${data}/${dset}/${data_type}.list
+    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
+      echo "${list} is up to date"
+      continue
+    fi
+    if [ "${data_type}" == "shard" ]; then
+      python tools/make_shard_list.py --num_utts_per_shard 1000 \
+        --num_threads 16 \
+        --prefix shards \
+        --shuffle \
+        ${data}/${dset}/wav.scp ${data}/${dset}/utt2spk \
+        ${data}/${dset}/shards ${list}
+    else
+      python tools/make_raw_list.py ${data}/${dset}/wav.scp \
+        ${data}/${dset}/utt2spk ${list}
+    fi
+  done
+  # MUSAN and RIRS_NOISES are read through their wav.scp (${data}/musan, ${data}/rirs).
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Start training ..."
+  num_epochs=$(config_value ${config} num_epochs)
+  last_epoch=$(latest_epoch ${exp_dir}/models)
+  if [ -n "${last_epoch}" ] && [ "${last_epoch}" -ge "${num_epochs}" ]; then
+    echo "${exp_dir}/models/model_${last_epoch}.pt exists: training is finished"
+  else
+    start_checkpoint=${checkpoint}
+    if [ -n "${last_epoch}" ]; then
+      start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
+      echo "resuming from ${start_checkpoint}"
+    fi
+    num_gpus=$(echo ${gpus} | awk -F ',' '{print NF}')
+    echo "$0: num_nodes is ${num_nodes}, proc_per_node is ${num_gpus}"
+    torchrun --nnodes=${num_nodes} --nproc_per_node=${num_gpus} \
+      --rdzv_id=${job_id} --rdzv_backend="c10d" --rdzv_endpoint=${HOST_NODE_ADDR} \
+      -m wespeaker_py.bin.train --config ${config} \
+        --exp_dir ${exp_dir} \
+        --gpus ${gpus} \
+        --num_avg ${num_avg} \
+        --data_type "${data_type}" \
+        --train_data ${data}/vox2_dev/${data_type}.list \
+        --train_label ${data}/vox2_dev/utt2spk \
+        --reverb_data ${data}/rirs/wav.scp \
+        --noise_data ${data}/musan/wav.scp \
+        ${start_checkpoint:+--checkpoint ${start_checkpoint}}
+  fi
+fi
+
+# RepVGG models are extracted in their training form, which gives the same
+# embeddings as the fused deploy form; the exports of stage 8 fuse them.
+avg_model=${exp_dir}/models/avg_model.pt
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Do model average ..."
+  last_epoch=$(latest_epoch ${exp_dir}/models)
+  if up_to_date ${avg_model} ${exp_dir}/models/model_${last_epoch}.pt; then
+    echo "${avg_model} is up to date"
+  else
+    python -m wespeaker_py.bin.average_model \
+      --dst_model ${avg_model} \
+      --src_path ${exp_dir}/models \
+      --num ${num_avg}
+  fi
+
+  echo "Extract embeddings ..."
+  local/extract_vox.sh \
+    --exp_dir ${exp_dir} --model_path ${avg_model} \
+    --nj 4 --gpus ${gpus} --data_type ${data_type} --data ${data}
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  echo "Score ..."
+  local/score.sh \
+    --stage 1 --stop-stage 2 \
+    --data ${data} \
+    --exp_dir ${exp_dir} \
+    --trials "${trials}"
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  echo "Score norm ..."
+  local/score_norm.sh \
+    --stage 1 --stop-stage 3 \
+    --score_norm_method ${score_norm_method} \
+    --cohort_set vox2_dev \
+    --top_n ${top_n} \
+    --data ${data} \
+    --exp_dir ${exp_dir} \
+    --trials "${trials}"
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  echo "Score calibration ..."
+  local/score_calibration.sh \
+    --stage 1 --stop-stage 5 \
+    --score_norm_method ${score_norm_method} \
+    --calibration_trial "vox2_cali.kaldi" \
+    --cohort_set vox2_dev \
+    --top_n ${top_n} \
+    --data ${data} \
+    --exp_dir ${exp_dir} \
+    --trials "${trials}"
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  echo "Export the best model ..."
+  if up_to_date ${exp_dir}/models/final.zip ${avg_model}; then
+    echo "${exp_dir}/models/final.zip is up to date"
+  else
+    python -m wespeaker_py.bin.export_jit \
+      --config ${exp_dir}/config.yaml \
+      --checkpoint ${avg_model} \
+      --output_file ${exp_dir}/models/final.zip
+  fi
+  if ! python -c "import onnx, onnxruntime" 2>/dev/null; then
+    echo "onnx/onnxruntime are not installed (pip install -e .[export]): no ONNX export"
+  elif up_to_date ${exp_dir}/models/final.onnx ${avg_model}; then
+    echo "${exp_dir}/models/final.onnx is up to date"
+  else
+    python -m wespeaker_py.bin.export_onnx \
+      --config ${exp_dir}/config.yaml \
+      --checkpoint ${avg_model} \
+      --output_model ${exp_dir}/models/final.onnx
+  fi
+fi
+
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  echo "Large margin fine-tuning ..."
+  if [ ! -f ${lm_config} ]; then
+    echo "$0: no large-margin config ${lm_config} (set --lm_config)" >&2
+    exit 1
+  fi
+  lm_exp_dir=${exp_dir}-LM
+  mkdir -p ${lm_exp_dir}/models
+  # The averaged model of the first run initialises LM training (as epoch 0).
+  if [ ! -f ${lm_exp_dir}/models/model_0.pt ]; then
+    cp ${avg_model} ${lm_exp_dir}/models/model_0.pt
+  fi
+  bash "$0" --stage 3 --stop_stage 8 \
+    --data ${data} \
+    --data_type ${data_type} \
+    --config ${lm_config} \
+    --exp_dir ${lm_exp_dir} \
+    --gpus "${gpus}" \
+    --num_avg 1 \
+    --checkpoint ${lm_exp_dir}/models/model_0.pt \
+    --trials "${trials}" \
+    --score_norm_method ${score_norm_method} \
+    --top_n ${top_n} \
+    --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
+    --num_nodes ${num_nodes} \
+    --job_id ${job_id}
+fi

@@ -1,0 +1,250 @@
+"""The recipes: script syntax and options, data preparation and its skip logic, the
+results table, and the mini recipe end to end (2 epochs) against an untrained baseline."""
+import glob
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from recipe_helpers import (MINI_DIR, REPO, V2_DIR, fbank_stats_baseline, install_fake_ffmpeg,
+                            make_fake_voxceleb_downloads, make_kaldi_dir, mtimes, read_table,
+                            run_script, write_tone)
+from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
+
+RECIPE_SCRIPTS = sorted(
+    glob.glob(os.path.join(V2_DIR, "*.sh")) + glob.glob(os.path.join(V2_DIR, "local", "*.sh"))
+    + glob.glob(os.path.join(MINI_DIR, "*.sh")) + glob.glob(os.path.join(MINI_DIR, "local", "*.sh"))
+    + glob.glob(os.path.join(REPO, "tools", "*.sh")))
+
+
+def test_every_recipe_script_parses():
+    names = {os.path.relpath(path, REPO) for path in RECIPE_SCRIPTS}
+    assert {"examples/voxceleb/v2/run.sh", "examples/voxceleb/v2/run_wavlm.sh",
+            "examples/voxceleb/v2/local/score_plda.sh", "examples/mini/run.sh",
+            "tools/extract_embedding.sh"} <= names
+    for path in RECIPE_SCRIPTS:
+        result = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
+        assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
+def test_mini_recipe_reuses_the_v2_stage_scripts():
+    for name in ("extract_vox.sh", "score.sh", "score_norm.sh", "score_calibration.sh",
+                 "score_plda.sh"):
+        mini = os.path.join(MINI_DIR, "local", name)
+        assert os.path.realpath(mini) == os.path.realpath(os.path.join(V2_DIR, "local", name))
+    for recipe in (V2_DIR, MINI_DIR):
+        assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
+    assert os.path.realpath(os.path.join(V2_DIR, "conf")) == os.path.join(REPO, "conf")
+
+
+@pytest.mark.parametrize("recipe_dir,script", [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"),
+                                               (MINI_DIR, "run.sh")])
+def test_a_mistyped_option_stops_the_recipe(recipe_dir, script):
+    result = run_script(recipe_dir, script, "--stop_stag", "3", check=False)
+    assert result.returncode != 0
+    assert "--stop_stag" in result.stderr
+
+
+def test_run_wavlm_stops_with_a_message_when_the_weights_are_missing(tmp_path):
+    missing = str(tmp_path / "wavlm-large")
+    result = run_script(V2_DIR, "run_wavlm.sh", "--stage", "3", "--stop_stage", "3",
+                        "--ssl_path", missing, check=False)
+    assert result.returncode != 0
+    assert f"WavLM weights not found at {missing}" in result.stderr
+
+
+def test_v2_stage2_writes_lists_and_skips_them_when_up_to_date(tmp_path):
+    data = tmp_path / "data"
+    for dset, speakers in (("vox2_dev", ("id00012", "id00013")), ("vox1", ("id10270",))):
+        os.makedirs(data / dset)
+        with open(data / dset / "wav.scp", "w") as scp, open(data / dset / "utt2spk", "w") as u2s:
+            for spk in speakers:
+                path = str(tmp_path / "wav" / f"{spk}.wav")
+                write_tone(path, 1.0, 16000, 200)
+                scp.write(f"{spk}/v/00001.wav {path}\n")
+                u2s.write(f"{spk}/v/00001.wav {spk}\n")
+    args = ("--stage", "2", "--stop_stage", "2", "--data", str(data), "--data_type", "raw")
+    run_script(V2_DIR, "run.sh", *args)
+    lists = [str(data / dset / "raw.list") for dset in ("vox2_dev", "vox1")]
+    assert [sum(1 for _ in open(path)) for path in lists] == [2, 1]
+    before = mtimes(lists)
+    second = run_script(V2_DIR, "run.sh", *args)
+    assert second.stdout.count("is up to date") == 2
+    assert mtimes(lists) == before
+
+
+def _prepare_v2(data, env):
+    return run_script(V2_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage", "4",
+                      "--data", str(data), "--nj", "2", env=env, check=False)
+
+
+def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_path):
+    data = tmp_path / "data"
+    wav = str(tmp_path / "tone.wav")
+    write_tone(wav, 0.5, 16000, 220)
+    make_fake_voxceleb_downloads(str(data / "download_data"), wav)
+    trials_dir = data / "vox1" / "trials"
+    os.makedirs(trials_dir)
+    for name in ("vox1_O_cleaned", "vox1_E_cleaned", "vox1_H_cleaned"):
+        with open(trials_dir / f"{name}.txt", "w") as out:
+            out.write("1 id10270/vida/00001.wav id10270/vidb/00002.wav\n"
+                      "0 id10270/vida/00001.wav id10001/vidc/00001.wav\n")
+    ffmpeg_log = str(tmp_path / "ffmpeg.log")
+    install_fake_ffmpeg(str(tmp_path / "bin"), ffmpeg_log)
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+
+    first = _prepare_v2(data, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    vox1 = read_table(data / "vox1" / "wav.scp")
+    assert sorted(vox1) == ["id10001/vidc/00001.wav", "id10002/vidc/00001.wav",
+                            "id10270/vida/00001.wav", "id10270/vida/00002.wav",
+                            "id10270/vidb/00001.wav", "id10270/vidb/00002.wav"]
+    assert read_table(data / "vox1" / "utt2spk")["id10270/vidb/00002.wav"] == ["id10270"]
+    assert read_table(data / "vox1" / "spk2utt")["id10270"] == sorted(
+        key for key in vox1 if key.startswith("id10270"))
+    vox2 = read_table(data / "vox2_dev" / "wav.scp")
+    assert len(vox2) == 6 and all(path.endswith(".wav") and os.path.isfile(path)
+                                  for (path,) in vox2.values())
+    assert sorted(read_table(data / "vox2_dev" / "spk2utt")) == ["id00012", "id00013"]
+    assert sorted(read_table(data / "musan" / "wav.scp")) == [
+        "music/fma/music-fma-0000.wav", "noise/free-sound/noise-free-sound-0000.wav",
+        "speech/librivox/speech-librivox-0000.wav"]
+    assert list(read_table(data / "rirs" / "wav.scp")) == ["smallroom/Room001/Room001-00001.wav"]
+    with open(trials_dir / "vox1_O_cleaned.kaldi") as handle:
+        assert handle.read().split("\n")[:2] == [
+            "id10270/vida/00001.wav id10270/vidb/00002.wav target",
+            "id10270/vida/00001.wav id10001/vidc/00001.wav nontarget"]
+    with open(ffmpeg_log) as handle:
+        assert len(handle.read().split()) == 6
+
+    outputs = [str(data / dset / name) for dset in ("vox1", "vox2_dev")
+               for name in ("wav.scp", "utt2spk", "spk2utt")]
+    before = mtimes(outputs)
+    second = _prepare_v2(data, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("present and verified") == 5
+    assert second.stdout.count("already unpacked") == 5
+    assert "already converted" in second.stdout
+    with open(ffmpeg_log) as handle:
+        assert len(handle.read().split()) == 6  # nothing converted twice
+    assert mtimes(outputs) == before
+
+
+def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(tmp_path):
+    data = tmp_path / "data"
+    wav = str(tmp_path / "tone.wav")
+    write_tone(wav, 0.5, 16000, 220)
+    download_dir = data / "download_data"
+    make_fake_voxceleb_downloads(str(download_dir), wav)
+    os.remove(download_dir / "vox1_test_wav.zip.md5_ok")  # present but not verified
+    result = _prepare_v2(data, {})
+    assert result.returncode != 0
+    assert "vox1_test_wav.zip has md5" in result.stderr
+
+    os.remove(download_dir / "vox1_test_wav.zip")
+    result = _prepare_v2(data, {})
+    assert result.returncode != 0
+    assert "missing archives: vox1_test_wav.zip" in result.stderr
+
+
+def test_mini_prepare_splits_by_trials_and_skips_when_done(tmp_path):
+    corpus = tmp_path / "corpus"
+    utts = make_kaldi_dir(str(corpus), ["anna", "bert", "cleo"], 4, 8000,
+                          trial_speakers=["anna", "bert", "cleo"])
+    data = tmp_path / "prepared"
+    args = ("--data_dir", str(corpus), "--data", str(data))
+    first = run_script(MINI_DIR, "local/prepare_data.sh", *args)
+    test_utts = {f"{spk}-{i:03d}" for spk in ("anna", "bert", "cleo") for i in (0, 1)}
+    assert set(read_table(data / "test" / "wav.scp")) == test_utts
+    train = read_table(data / "train" / "wav.scp")
+    assert set(train) == set(utts) - test_utts  # utterances of no trial
+    assert all(os.path.isabs(path) and os.path.isfile(path) for (path,) in train.values())
+    assert "(8000 Hz)" in first.stdout
+    assert read_table(data / "train" / "spk2utt")["anna"] == ["anna-002", "anna-003"]
+    cali = [line.split() for line in open(data / "test" / "trials" / "train_cali.kaldi")]
+    assert {label for _, _, label in cali} == {"target", "nontarget"}
+    assert all(e in train and t in train and e != t for e, t, _ in cali)
+    assert os.path.getsize(data / "test" / "trials" / "trials") > 0
+    for aug in ("musan", "rirs"):
+        assert len(read_table(data / aug / "wav.scp")) > 0
+
+    second = run_script(MINI_DIR, "local/prepare_data.sh", *args)
+    assert "up to date" in second.stdout
+    with open(corpus / "train_spk", "w") as out:  # a new input invalidates the sets
+        out.write("anna\nbert\n")
+    run_script(MINI_DIR, "local/prepare_data.sh", *args)
+    assert set(read_table(data / "train" / "spk2utt")) == {"anna", "bert"}
+
+
+def test_mini_prepare_refuses_a_corpus_with_nothing_left_to_train_on(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_kaldi_dir(str(corpus), ["anna", "bert"], 2, 16000, trial_speakers=["anna", "bert"])
+    result = run_script(MINI_DIR, "local/prepare_data.sh", "--data_dir", str(corpus),
+                        "--data", str(tmp_path / "prepared"), check=False)
+    assert result.returncode != 0
+    assert "nothing is left to train on" in result.stderr
+
+
+def test_make_trials_draws_balanced_trials_of_distinct_utterances(tmp_path):
+    utt2spk = tmp_path / "utt2spk"
+    with open(utt2spk, "w") as out:
+        for spk in "abc":
+            for i in range(3 if spk != "c" else 1):
+                out.write(f"{spk}{i} {spk}\n")
+    out_path = tmp_path / "cali.kaldi"
+    subprocess.run(["python", os.path.join(REPO, "tools", "make_trials.py"), "--utt2spk",
+                    str(utt2spk), "--num_trials", "200", str(out_path)], check=True,
+                   capture_output=True)
+    trials = [line.split() for line in open(out_path)]
+    assert len(trials) == 200
+    assert sum(label == "target" for _, _, label in trials) == 100
+    for enroll, test, label in trials:
+        assert enroll != test
+        assert (enroll[0] == test[0]) == (label == "target")
+
+
+def _write_scores(path, target_shift, seed, extra=""):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as out:
+        for index in range(200):
+            target = index % 2 == 0
+            score = rng.normal(target_shift if target else 0.0, 1.0)
+            out.write(f"e{index} t{index} {score:.5f} {'target' if target else 'nontarget'}"
+                      f"{extra}\n")
+
+
+def test_results_table_lists_each_backend_and_parses_back(tmp_path):
+    exp = tmp_path / "exp"
+    scores = exp / "scores"
+    os.makedirs(scores)
+    with open(exp / "config.yaml", "w") as out:
+        out.write("model: ResNet18\nmodel_args:\n  feat_dim: 80\n  embed_dim: 64\n"
+                  "  pooling_func: TSTP\n")
+    _write_scores(scores / "trials.score", 1.0, 0)
+    _write_scores(scores / "train_asnorm30_trials.score", 2.0, 1, " 1.0 1.0 0.1 0.1")
+    _write_scores(scores / "cali_train_asnorm30_trials.score", 3.0, 2)
+    _write_scores(scores / "trials.pldascore", 4.0, 3)
+    _write_scores(scores / "train_asnorm30_train_cali.kaldi.score", 0.0, 4)  # other trials
+    labels = [label for label, _ in find_score_files(str(scores), "trials")]
+    assert labels == ["cosine", "AS-Norm (top 30)", "AS-Norm (top 30) + QMF", "PLDA"]
+
+    table = write_report([str(exp)], ["trials"], str(exp / "results.md"), str(exp))
+    assert open(exp / "results.md").read() == table
+    assert os.path.getsize(exp / "det_trials.png") > 0
+    rows = parse_table(table)
+    assert [row["Scoring"] for row in rows] == labels
+    assert all(row["Model"] == "ResNet18-TSTP-emb64" for row in rows)
+    assert rows[0]["Params"].endswith("M") and float(rows[0]["Params"][:-1]) > 1
+    eers = [float(row["trials EER (%)"]) for row in rows]
+    assert eers == sorted(eers, reverse=True)  # better separated scores, lower EER
+    assert all(0 <= float(row["trials minDCF"]) <= 1 for row in rows)
+
+
+def test_format_table_marks_missing_trials():
+    from wespeaker_py.scoring.report import BackendResult, ExperimentResults
+
+    table = format_table([ExperimentResults("X", None, [BackendResult("cosine")])], ["a"])
+    rows = parse_table(table)
+    assert rows == [{"Model": "X", "Params": "n/a", "Scoring": "cosine", "a EER (%)": "-",
+                     "a minDCF": "-"}]

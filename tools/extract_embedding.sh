@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Extract the embeddings of one data list into ${exp_dir}/embeddings/${store_dir}/xvector.{ark,scp},
+# split over ${nj} jobs (on the GPUs of ${gpus} round-robin, or on the CPU when
+# there is none), and check that every utterance got one. Run from a recipe directory:
+#
+#   tools/extract_embedding.sh --exp_dir exp/X --model_path exp/X/models/avg_model.pt \
+#     --data_type shard --data_list data/vox1/shard.list --wavs_num 153516 \
+#     --store_dir vox1 --batch_size 16 --num_workers 4 --nj 4 --gpus "[0,1]"
+#
+# A second run with the same model and list finds the result up to date and skips.
+
+exp_dir=
+model_path=
+data_type=shard  # shard/raw
+data_list=
+wavs_num=        # utterances expected (e.g. lines of wav.scp); empty: not checked
+store_dir=
+batch_size=16
+num_workers=4
+nj=4
+gpus="[0,1]"     # "[]" or "": CPU
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+for name in exp_dir model_path data_list store_dir; do
+  if [ -z "${!name}" ]; then
+    echo "$0: --${name} is required" >&2
+    exit 1
+  fi
+done
+
+embed_dir=${exp_dir}/embeddings/${store_dir}
+log_dir=${embed_dir}/log
+result=${embed_dir}/extract.result
+mkdir -p "${log_dir}"
+
+if up_to_date "${result}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" &&
+   grep -q '^Successfully' "${result}"; then
+  echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
+  exit 0
+fi
+rm -f "${result}"
+
+# No GPU visible: run the jobs on the CPU.
+if [ -z "${gpus}" ] || ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  gpus="[]"
+fi
+
+echo "extracting embeddings of ${store_dir} (${nj} jobs, log in ${log_dir}/extract.log) ..."
+python -u -m wespeaker_py.bin.extract \
+  --config "${exp_dir}/config.yaml" \
+  --model_path "${model_path}" \
+  --data_type "${data_type}" \
+  --data_list "${data_list}" \
+  --embed_ark "${embed_dir}/xvector.ark" \
+  --batch_size "${batch_size}" \
+  --num_workers "${num_workers}" \
+  --nj "${nj}" \
+  --gpus "${gpus}" \
+  > "${log_dir}/extract.log" 2>&1 ||
+  { tail -n 20 "${log_dir}/extract.log" >&2; echo "$0: extraction of ${store_dir} failed" >&2; exit 1; }
+
+embed_num=$(count_lines "${embed_dir}/xvector.scp")
+if [ -z "${wavs_num}" ] || [ "${embed_num}" -eq "${wavs_num}" ]; then
+  echo "Successfully extracted ${embed_num} embeddings for ${store_dir}" | tee "${result}"
+else
+  echo "$0: only ${embed_num} of ${wavs_num} utterances of ${store_dir} got an embedding;" \
+       "see ${log_dir}/extract.log for the skipped ones" | tee "${result}" >&2
+  exit 1
+fi

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Small shell functions shared by the recipe scripts (source it after path.sh):
+#   . tools/recipe_helpers.sh
+# They decide what a re-run may skip, so each is strict about what "done" means.
+
+# up_to_date OUT [IN ...]: true when OUT is a non-empty file that no existing IN
+# is newer than (so a retrained model or new embeddings invalidate it).
+up_to_date() {
+  local out=$1 input
+  shift
+  [ -s "$out" ] || return 1
+  for input in "$@"; do
+    if [ -e "$input" ] && [ "$input" -nt "$out" ]; then
+      return 1
+    fi
+  done
+  return 0
+}
+
+# latest_epoch DIR: the largest N of DIR/model_N.pt (empty when there is none).
+latest_epoch() {
+  [ -d "$1" ] || return 0
+  ls "$1" | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -n | tail -n 1
+}
+
+# config_value YAML KEY: a top-level value of a YAML config (empty if absent).
+config_value() {
+  python -c 'import sys, yaml
+value = (yaml.safe_load(open(sys.argv[1])) or {}).get(sys.argv[2])
+print("" if value is None else value)' "$1" "$2"
+}
+
+# utt2spk_to_spk2utt UTT2SPK > SPK2UTT: speakers sorted, utterances in input order.
+utt2spk_to_spk2utt() {
+  awk '{ if (!($2 in utts)) order[n++] = $2; utts[$2] = utts[$2] " " $1 }
+       END { for (i = 0; i < n; i++) print order[i] utts[order[i]] }' "$1" | LC_ALL=C sort
+}
+
+# count_lines FILE: number of lines (0 when the file is missing).
+count_lines() {
+  if [ -f "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi
+}

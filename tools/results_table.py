@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Print the results table of experiments: model, params, scoring, EER (%) and minDCF.
+
+    python tools/results_table.py --trials "vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi" \
+        --output exp/X/results.md --det_dir exp/X/scores exp/X [exp/X-LM ...]
+
+Reads each experiment's config.yaml and the score files the recipe's scoring
+scripts leave in its scores/ (cosine, AS-Norm/S-Norm, QMF, PLDA, whichever
+exist). With --det_dir it also draws all back-ends of each trial list into
+DET_DIR/det_<trials>.png.
+"""
+import argparse
+
+from wespeaker_py.scoring.report import write_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("exp_dirs", nargs="+", help="experiment directories")
+    parser.add_argument("--trials", required=True,
+                        help="trial list names, separated by spaces (as the recipe's --trials)")
+    parser.add_argument("--output", default=None, help="also write the table (markdown) here")
+    parser.add_argument("--det_dir", default=None, help="write the combined DET plots here")
+    args = parser.parse_args()
+    print(write_report(args.exp_dirs, args.trials.split(), args.output, args.det_dir), end="")
+
+
+if __name__ == "__main__":
+    main()

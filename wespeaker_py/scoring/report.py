@@ -1,0 +1,239 @@
+"""Results table of an experiment: EER and minDCF of every scoring back-end.
+
+The recipes leave their score files in ``<exp_dir>/scores`` under fixed names
+(see ``examples/voxceleb/v2/local/score*.sh``); for a trial list ``T``:
+
+================  ======================================
+back-end          score file
+================  ======================================
+cosine            ``T.score``
+AS-Norm / S-Norm  ``<cohort>_asnorm<N>_T.score`` / ``<cohort>_snorm_T.score``
+QMF               ``cali_<cohort>_asnorm<N>_T.score``
+PLDA              ``T.pldascore``
+================  ======================================
+
+:func:`collect_results` finds them and measures each; :func:`format_table`
+prints the table in the form of the README (model, params, scoring, then EER %
+and minDCF for each trial list); :func:`plot_det_curves` draws every back-end
+of one trial list into a single DET plot.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.stats import norm
+
+from wespeaker_py.models import get_model
+from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det, min_dcf_from_det
+from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.utils.config import read_yaml
+from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+
+COLUMNS = ("Model", "Params", "Scoring")
+_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+@dataclass
+class Metrics:
+    """EER (percent) and minDCF (p_target 0.01) of one score file, with its DET points."""
+
+    eer_percent: float
+    min_dcf: float
+    det: DetPoints
+
+
+@dataclass
+class BackendResult:
+    """One row of the table: a scoring back-end and its metrics per trial list."""
+
+    scoring: str
+    per_trials: Dict[str, Metrics] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentResults:
+    """The rows of one experiment directory."""
+
+    model: str
+    params_millions: Optional[float]
+    backends: List[BackendResult]
+
+
+def measure(score_file: str, p_target: float = 0.01) -> Metrics:
+    """EER (%) and minDCF of a labelled score file."""
+    scores, labels = read_labelled_scores(score_file)
+    det = compute_det_points(scores, labels)
+    return Metrics(100.0 * eer_from_det(det), min_dcf_from_det(det, p_target), det)
+
+
+def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]:
+    """``(back-end label, path)`` of every score file of ``trials_name``, in table order."""
+    names = sorted(os.listdir(scores_dir)) if os.path.isdir(scores_dir) else []
+    suffix = f"_{trials_name}.score"
+    found: List[Tuple[str, str]] = []
+    if f"{trials_name}.score" in names:
+        found.append(("cosine", f"{trials_name}.score"))
+    norm_pattern = re.compile(r"^(cali_)?.+_(asnorm(\d+)|snorm)$")
+    normalised, calibrated = [], []
+    for name in names:
+        if not name.endswith(suffix):
+            continue
+        match = norm_pattern.match(name[:-len(suffix)])
+        if match is None:
+            continue
+        label = f"AS-Norm (top {match.group(3)})" if match.group(3) else "S-Norm"
+        if match.group(1):
+            calibrated.append((f"{label} + QMF", name))
+        else:
+            normalised.append((label, name))
+    found += normalised + calibrated
+    if f"{trials_name}.pldascore" in names:
+        found.append(("PLDA", f"{trials_name}.pldascore"))
+    return [(label, os.path.join(scores_dir, name)) for label, name in found]
+
+
+def describe_model(config: Mapping) -> str:
+    """WeSpeaker-style model name, e.g. ``ResNet34-TSTP-emb256`` (``-LM`` for LM fine-tuning)."""
+    args = config.get("model_args", {})
+    parts = [str(config["model"])]
+    if "m_channels" in args:
+        parts.append(f"m{args['m_channels']}")
+    if "pooling_func" in args:
+        parts.append(str(args["pooling_func"]))
+    if "embed_dim" in args:
+        parts.append(f"emb{args['embed_dim']}")
+    if config.get("do_lm"):
+        parts.append("LM")
+    return "-".join(parts)
+
+
+def count_parameters(config: Mapping) -> Optional[float]:
+    """Millions of parameters of the speaker model without its head.
+
+    None for a model whose input size comes from an SSL front-end
+    (``model_args.feat_dim: -1``), which the config alone does not fix.
+    """
+    args = dict(config.get("model_args", {}))
+    feat_dim = args.get("feat_dim")
+    if isinstance(feat_dim, int) and feat_dim < 0:
+        return None
+    model = get_model(config["model"], **args)
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def collect_results(exp_dir: str, trials: Sequence[str]) -> ExperimentResults:
+    """Measure every score file of ``trials`` under ``exp_dir/scores``."""
+    config = read_yaml(os.path.join(exp_dir, "config.yaml"))
+    rows: Dict[str, BackendResult] = {}
+    for trials_name in trials:
+        for label, path in find_score_files(os.path.join(exp_dir, "scores"), trials_name):
+            rows.setdefault(label, BackendResult(label)).per_trials[trials_name] = measure(path)
+    if not rows:
+        raise FileNotFoundError(f"no score files of {', '.join(trials)} in {exp_dir}/scores")
+    return ExperimentResults(describe_model(config), count_parameters(config), list(rows.values()))
+
+
+def format_table(experiments: Sequence[ExperimentResults], trials: Sequence[str]) -> str:
+    """A markdown table: model, params, scoring, then EER (%) and minDCF per trial list."""
+    header = list(COLUMNS)
+    for trials_name in trials:
+        header += [f"{trials_name} EER (%)", f"{trials_name} minDCF"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|:--|--:|:--|" + "--:|--:|" * len(trials)]
+    for experiment in experiments:
+        for index, backend in enumerate(experiment.backends):
+            cells = ["", "", backend.scoring]
+            if index == 0:
+                cells[0] = experiment.model
+                cells[1] = ("n/a" if experiment.params_millions is None
+                            else f"{experiment.params_millions:.2f}M")
+            for trials_name in trials:
+                metrics = backend.per_trials.get(trials_name)
+                cells += (["-", "-"] if metrics is None else
+                          [f"{metrics.eer_percent:.3f}", f"{metrics.min_dcf:.3f}"])
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_table(text: str) -> List[Dict[str, str]]:
+    """The rows of a table written by :func:`format_table` as dicts keyed by the header.
+
+    Empty Model/Params cells repeat the row above, as a reader of the table would.
+    """
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    if len(rows) < 2:
+        raise ValueError("no markdown table found")
+
+    def cells(line: str) -> List[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    header = cells(rows[0])
+    parsed: List[Dict[str, str]] = []
+    for line in rows[2:]:
+        values = cells(line)
+        if len(values) != len(header):
+            raise ValueError(f"row has {len(values)} cells, the header {len(header)}: {line}")
+        row = dict(zip(header, values))
+        for column in COLUMNS[:2]:
+            if not row[column] and parsed:
+                row[column] = parsed[-1][column]
+        parsed.append(row)
+    return parsed
+
+
+def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
+                    title: str = "") -> None:
+    """Draw several DET curves (label, points) on normal-deviate axes into one PNG."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("the DET plot needs matplotlib: pip install 'wespeaker_py[plot]'"
+                          ) from error
+    figure = Figure(figsize=(6, 6))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    for label, points in curves:
+        fpr = norm.ppf(np.clip(points.fpr, 1e-6, 1 - 1e-6))
+        fnr = norm.ppf(np.clip(points.fnr, 1e-6, 1 - 1e-6))
+        axes.plot(fpr, fnr, label=f"{label} (EER {100 * eer_from_det(points):.2f}%)")
+    ticks = norm.ppf(_DET_TICKS)
+    tick_labels = [f"{100 * tick:g}" for tick in _DET_TICKS]
+    axes.set_xticks(ticks, tick_labels)
+    axes.set_yticks(ticks, tick_labels)
+    axes.set_xlim(ticks[0], ticks[-1])
+    axes.set_ylim(ticks[0], ticks[-1])
+    axes.plot([ticks[0], ticks[-1]], [ticks[0], ticks[-1]], color="0.7", linewidth=0.8)
+    axes.set_xlabel("false-alarm rate [%]")
+    axes.set_ylabel("miss rate [%]")
+    axes.grid(True)
+    axes.legend(loc="upper right", fontsize="small")
+    if title:
+        axes.set_title(title)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optional[str],
+                 det_dir: Optional[str]) -> str:
+    """Build the table for ``exp_dirs`` (written to ``output`` if given) and, with
+    ``det_dir``, one DET plot per trial list (``det_dir/det_<trials>.png``)."""
+    experiments = [collect_results(exp_dir, trials) for exp_dir in exp_dirs]
+    table = format_table(experiments, trials)
+    if output:
+        with atomic_open(output, "w", encoding="utf-8") as out:
+            out.write(table)
+    if det_dir:
+        os.makedirs(det_dir, exist_ok=True)
+        for trials_name in trials:
+            curves = [(f"{experiment.model} {backend.scoring}" if len(experiments) > 1
+                       else backend.scoring, backend.per_trials[trials_name].det)
+                      for experiment in experiments for backend in experiment.backends
+                      if trials_name in backend.per_trials]
+            plot_det_curves(curves, os.path.join(det_dir, f"det_{trials_name}.png"),
+                            title=f"DET: {trials_name}")
+    return table
