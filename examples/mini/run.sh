@@ -6,7 +6,7 @@
 # and trials (e.g. ../../../shared/data/fsdd, 8 kHz: resampled to 16 kHz).
 #
 #   bash run.sh                                  # everything, stages 1-11
-#   bash run.sh --config conf/ecapa_tdnn.yaml    # the ECAPA-TDNN variant
+#   bash run.sh --config conf/ecapa_tdnn.yaml    # the default ECAPA-TDNN config
 #   bash run.sh --stage 5 --stop_stage 7         # rescore only
 #
 # Stages (v2's numbers where they exist; each skips what an earlier run finished):
@@ -31,7 +31,7 @@ stop_stage=11
 data_dir=data/librispeech_tc100
 data=          # prepared sets; default data/prepared/<corpus name>
 exp_dir=       # default exp/<config name>-<corpus name>
-config=conf/resnet34.yaml
+config=conf/ecapa_tdnn.yaml
 lm_config=     # e.g. conf/resnet34_lm.yaml; empty: no stage 9
 epochs=        # number of training epochs; empty: the config's num_epochs
 num_avg=       # checkpoints averaged; empty: the config's num_avg
