@@ -155,3 +155,13 @@ def test_two_emb_layer_returns_the_second_embedding():
         embeddings = model(_features(BATCH, 32))
     assert embeddings.shape == (BATCH, 64)
     assert torch.equal(embeddings, captured["out"])
+
+
+def test_resnet_m_channels_narrows_the_model():
+    wide = get_model("ResNet34", feat_dim=80, embed_dim=128)
+    narrow = get_model("ResNet34", feat_dim=80, embed_dim=128, m_channels=16)
+    assert narrow.conv1.out_channels == 16
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 3
+    narrow.eval()
+    with torch.no_grad():
+        assert narrow(_features(1, 120)).shape == (1, 128)

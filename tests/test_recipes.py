@@ -148,21 +148,26 @@ def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(t
     assert "missing archives: vox1_test_wav.zip" in result.stderr
 
 
+SPEAKERS = ["anna", "bert", "cleo", "dave", "emma", "finn"]
+
+
 def test_mini_prepare_splits_by_trials_and_skips_when_done(tmp_path):
     corpus = tmp_path / "corpus"
-    utts = make_kaldi_dir(str(corpus), ["anna", "bert", "cleo"], 4, 8000,
-                          trial_speakers=["anna", "bert", "cleo"])
+    utts = make_kaldi_dir(str(corpus), SPEAKERS, 4, 8000, trial_speakers=SPEAKERS)
     data = tmp_path / "prepared"
     args = ("--data_dir", str(corpus), "--data", str(data))
     first = run_script(MINI_DIR, "local/prepare_data.sh", *args)
-    test_utts = {f"{spk}-{i:03d}" for spk in ("anna", "bert", "cleo") for i in (0, 1)}
+    test_utts = {f"{spk}-{i:03d}" for spk in SPEAKERS for i in (0, 1)}
     assert set(read_table(data / "test" / "wav.scp")) == test_utts
     train = read_table(data / "train" / "wav.scp")
     assert set(train) == set(utts) - test_utts  # utterances of no trial
     assert all(os.path.isabs(path) and os.path.isfile(path) for (path,) in train.values())
     assert "(8000 Hz)" in first.stdout
+    # too few speakers to hold some out: the back-end uses the training set
+    assert "the back-end uses the training set" in first.stdout
+    assert read_table(data / "backend" / "wav.scp") == train
     assert read_table(data / "train" / "spk2utt")["anna"] == ["anna-002", "anna-003"]
-    cali = [line.split() for line in open(data / "test" / "trials" / "train_cali.kaldi")]
+    cali = [line.split() for line in open(data / "test" / "trials" / "backend_cali.kaldi")]
     assert {label for _, _, label in cali} == {"target", "nontarget"}
     assert all(e in train and t in train and e != t for e, t, _ in cali)
     assert os.path.getsize(data / "test" / "trials" / "trials") > 0
@@ -172,9 +177,23 @@ def test_mini_prepare_splits_by_trials_and_skips_when_done(tmp_path):
     second = run_script(MINI_DIR, "local/prepare_data.sh", *args)
     assert "up to date" in second.stdout
     with open(corpus / "train_spk", "w") as out:  # a new input invalidates the sets
-        out.write("anna\nbert\n")
+        out.write("anna\nbert\ncleo\n")
     run_script(MINI_DIR, "local/prepare_data.sh", *args)
-    assert set(read_table(data / "train" / "spk2utt")) == {"anna", "bert"}
+    assert set(read_table(data / "train" / "spk2utt")) == {"anna", "bert", "cleo"}
+
+
+def test_mini_prepare_holds_every_third_speaker_out_for_the_back_end(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_kaldi_dir(str(corpus), SPEAKERS, 4, 16000, trial_speakers=SPEAKERS)
+    data = tmp_path / "prepared"
+    run_script(MINI_DIR, "local/prepare_data.sh", "--data_dir", str(corpus), "--data",
+               str(data), "--min_backend_speakers", "6")
+    assert list(read_table(data / "backend" / "spk2utt")) == ["cleo", "finn"]
+    assert list(read_table(data / "train" / "spk2utt")) == ["anna", "bert", "dave", "emma"]
+    backend = read_table(data / "backend" / "utt2spk")
+    assert len(backend) == 4  # the utterances of cleo and finn in no trial
+    cali = [line.split() for line in open(data / "test" / "trials" / "backend_cali.kaldi")]
+    assert all(e in backend and t in backend for e, t, _ in cali)
 
 
 def test_mini_prepare_refuses_a_corpus_with_nothing_left_to_train_on(tmp_path):
@@ -248,3 +267,124 @@ def test_format_table_marks_missing_trials():
     rows = parse_table(table)
     assert rows == [{"Model": "X", "Params": "n/a", "Scoring": "cosine", "a EER (%)": "-",
                      "a minDCF": "-"}]
+
+
+# ---------------------------------------------------------------------------
+# The mini recipe end to end, reduced to 2 epochs (about 2-3 minutes on 2 cores)
+
+TRIALS = "trials"
+NORM = "backend_asnorm10"
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    data, exp = root / "data", root / "exp"
+    result = run_script(MINI_DIR, "run.sh", "--epochs", "2", "--data", str(data),
+                        "--exp_dir", str(exp))
+    return data, exp, result
+
+
+def _lines(path):
+    with open(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def test_mini_recipe_stages_leave_their_outputs(mini_run):
+    data, exp, _ = mini_run
+    for dset in ("train", "backend", "test"):  # stages 1-2
+        for name in ("wav.scp", "utt2spk", "spk2utt", "raw.list"):
+            assert _lines(data / dset / name) > 0, (dset, name)
+    assert not set(read_table(data / "train" / "spk2utt")) & set(
+        read_table(data / "backend" / "spk2utt"))
+    for name in (f"test/trials/{TRIALS}", "test/trials/backend_cali.kaldi", "musan/wav.scp",
+                 "rirs/wav.scp"):
+        assert _lines(data / name) > 0, name
+    models = exp / "models"  # stages 3-4
+    for name in ("model_1.pt", "model_2.pt", "avg_model.pt", "final.zip"):
+        assert os.path.getsize(models / name) > 0, name
+    assert (exp / "config.yaml").is_file() and (exp / "train.log").is_file()
+    for dset in ("backend", "test"):
+        assert _lines(exp / "embeddings" / dset / "xvector.scp") == _lines(data / dset / "wav.scp")
+    scores = exp / "scores"  # stages 5-7 and 10, each with its metrics and DET curve
+    num_trials = _lines(data / "test" / "trials" / TRIALS)
+    for name in (f"{TRIALS}.score", f"{NORM}_{TRIALS}.score", f"cali_{NORM}_{TRIALS}.score",
+                 f"{TRIALS}.pldascore"):
+        assert _lines(scores / name) == num_trials, name
+        assert os.path.getsize(scores / f"{name}.det.png") > 0, name
+    for name in ("test_cos_result", "test_asnorm10_result", "test_cali_asnorm10_result",
+                 "test_plda_result"):
+        assert "EER" in open(scores / name).read(), name
+    assert (exp / "embeddings" / "backend" / "spk_xvector.scp").is_file()
+    assert (scores / "calibration" / "calibration_model.pt").is_file()
+    assert (exp / "plda").is_file()
+    assert os.path.getsize(exp / f"det_{TRIALS}.png") > 0  # stage 11
+
+
+def test_mini_results_table_parses_and_cosine_beats_the_untrained_baseline(mini_run):
+    from wespeaker_py.scoring.metrics import compute_eer
+    from wespeaker_py.scoring.trials import read_labelled_scores
+
+    data, exp, result = mini_run
+    table = open(exp / "results.md").read()
+    assert table in result.stdout  # the run ends by printing it
+    rows = parse_table(table)
+    assert [row["Scoring"] for row in rows] == ["cosine", "AS-Norm (top 10)",
+                                                "AS-Norm (top 10) + QMF", "PLDA"]
+    assert rows[0]["Model"] == "ECAPA_TDNN_c512-ASTP-emb192"
+    assert rows[0]["Params"] == "5.80M"
+    cosine_eer = float(rows[0][f"{TRIALS} EER (%)"])
+    scores, labels = read_labelled_scores(str(exp / "scores" / f"{TRIALS}.score"))
+    assert cosine_eer == pytest.approx(100 * compute_eer(scores, labels), abs=5e-4)
+    for row in rows:
+        assert 0 <= float(row[f"{TRIALS} EER (%)"]) < 50
+        assert 0 <= float(row[f"{TRIALS} minDCF"]) <= 1.0001
+
+    baseline_eer, _ = fbank_stats_baseline(str(data / "test" / "wav.scp"),
+                                           str(data / "test" / "trials" / TRIALS))
+    assert 10 < baseline_eer < 30  # the untrained baseline is no straw man
+    assert cosine_eer < baseline_eer - 3, (cosine_eer, baseline_eer)
+
+
+def test_mini_snorm_variant_runs_on_the_recipe_outputs(mini_run):
+    data, exp, _ = mini_run
+    run_script(MINI_DIR, "local/score_norm.sh", "--stage", "1", "--stop-stage", "3",
+               "--score_norm_method", "snorm", "--cohort_set", "backend", "--data", str(data),
+               "--exp_dir", str(exp), "--trials", TRIALS, "--train_set", "backend",
+               "--eval_set", "test")
+    out = exp / "scores" / f"backend_snorm_{TRIALS}.score"
+    assert _lines(out) == _lines(data / "test" / "trials" / TRIALS)
+    labels = [label for label, _ in find_score_files(str(exp / "scores"), TRIALS)]
+    assert "S-Norm" in labels
+
+
+def test_mini_recipe_started_again_skips_finished_work(mini_run):
+    data, exp, _ = mini_run
+    kept = [str(exp / "models" / name) for name in ("model_2.pt", "avg_model.pt", "final.zip")]
+    kept += [str(exp / "embeddings" / dset / "xvector.ark") for dset in ("backend", "test")]
+    kept += [str(exp / "scores" / name) for name in (
+        f"{TRIALS}.score", f"{NORM}_{TRIALS}.score", f"cali_{NORM}_{TRIALS}.score",
+        f"{TRIALS}.pldascore")]
+    kept += [str(exp / "plda"), str(data / "train" / "raw.list"), str(data / "source")]
+    before = mtimes(kept)
+    again = run_script(MINI_DIR, "run.sh", "--epochs", "2", "--data", str(data),
+                       "--exp_dir", str(exp), "--stop_stage", "10")
+    assert mtimes(kept) == before
+    for message in ("is up to date with", "training is finished", "avg_model.pt is up to date",
+                    "embeddings of backend are up to date", "scores are up to date",
+                    "normalised scores are up to date", "calibrated scores are up to date",
+                    "the PLDA model is up to date", "final.zip is up to date"):
+        assert message in again.stdout, message
+
+
+def test_scoring_without_matplotlib_skips_only_the_det_curves(mini_run, tmp_path):
+    data, exp, _ = mini_run
+    fake = tmp_path / "no_plot" / "matplotlib"
+    os.makedirs(fake)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    result = run_script(MINI_DIR, "local/score.sh", "--stage", "2", "--stop-stage", "2",
+                        "--data", str(data), "--exp_dir", str(exp), "--trials", TRIALS,
+                        "--train_set", "backend", "--eval_set", "test",
+                        env={"PYTHONPATH": str(tmp_path / "no_plot")})
+    assert "no DET curves: matplotlib is not installed" in result.stdout
+    assert "EER" in result.stdout

@@ -40,3 +40,13 @@ utt2spk_to_spk2utt() {
 count_lines() {
   if [ -f "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi
 }
+
+# det_curves SCORE_FILE...: DET curves (SCORE.det.png/.det.txt) when matplotlib,
+# an optional extra, is installed; otherwise a note, so that scoring still finishes.
+det_curves() {
+  if python -c 'import matplotlib' 2>/dev/null; then
+    python -m wespeaker_py.bin.compute_det "$@"
+  else
+    echo "no DET curves: matplotlib is not installed (pip install -e '.[plot]')"
+  fi
+}

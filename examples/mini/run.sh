@@ -6,18 +6,20 @@
 # and trials (e.g. ../../../shared/data/fsdd, 8 kHz: resampled to 16 kHz).
 #
 #   bash run.sh                                  # everything, stages 1-11
-#   bash run.sh --config conf/ecapa_tdnn.yaml    # the default ECAPA-TDNN config
+#   bash run.sh --config conf/resnet34.yaml      # a narrow ResNet34 instead of ECAPA-TDNN
+#   bash run.sh --data_dir ../../../shared/data/fsdd --epochs 3
 #   bash run.sh --stage 5 --stop_stage 7         # rescore only
 #
 # Stages (v2's numbers where they exist; each skips what an earlier run finished):
-#   1  data sets: train (train_spk, or the utterances in no trial), test (the
+#   1  data sets: train (train_spk, or the utterances in no trial) less a third of
+#      its speakers held out as back-end data (mean, cohort, QMF, PLDA), test (the
 #      trial utterances), synthetic noise/music/babble and room responses
 #   2  raw or shard data lists
 #   3  train (resumes from the newest checkpoint of ${exp_dir})
-#   4  average the last checkpoints, extract train and test embeddings
-#   5  cosine scoring (minus the train mean)      local/score.sh
-#   6  AS-Norm against the train speakers         local/score_norm.sh
-#   7  QMF calibration on train-set trials        local/score_calibration.sh
+#   4  average the last checkpoints, extract back-end and test embeddings
+#   5  cosine scoring (minus the back-end mean)   local/score.sh
+#   6  AS-Norm against the back-end speakers      local/score_norm.sh
+#   7  QMF calibration on back-end trials         local/score_calibration.sh
 #   8  TorchScript export
 #   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
 #  10  PLDA                                       local/score_plda.sh
@@ -42,7 +44,7 @@ gpus="[0]"     # extraction device(s); the CPU when CUDA is absent
 nj=1           # extraction jobs
 trials=trials
 score_norm_method=asnorm  # asnorm/snorm
-top_n=30       # AS-Norm cohort size, at most the number of training speakers
+top_n=10       # AS-Norm cohort size, at most the number of back-end speakers
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
@@ -56,8 +58,9 @@ epochs=${epochs:-$(config_value "${config}" num_epochs)}
 num_avg=${num_avg:-$(config_value "${config}" num_avg)}
 num_avg=${num_avg:-1}
 [ "${num_avg}" -gt "${epochs}" ] && num_avg=${epochs}
-calibration_trial=train_cali.kaldi
-sets="--train_set train --eval_set test"
+calibration_trial=backend_cali.kaldi
+# back-end data: held-out training speakers (see local/prepare_data.sh)
+sets="--train_set backend --eval_set test"
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Stage 1: prepare ${data} from ${data_dir}"
@@ -67,7 +70,7 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Stage 2: ${data_type} lists"
-  for dset in train test; do
+  for dset in train backend test; do
     list=${data}/${dset}/${data_type}.list
     if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
       echo "${list} is up to date"
@@ -116,7 +119,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     echo "${avg_model} is up to date"
   else
     python -m wespeaker_py.bin.average_model --dst_model "${avg_model}" \
-      --src_path "${exp_dir}/models" --num "${num_avg}" --max_epoch "${epochs}"
+      --src_path "${exp_dir}/models" --num "${num_avg}" --min_epoch 1 --max_epoch "${epochs}"
   fi
   local/extract_vox.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
     --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
@@ -124,9 +127,9 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 # AS-Norm needs top_n cohort speakers
-if [ -f "${data}/train/spk2utt" ] && [ "${top_n}" -gt "$(count_lines "${data}/train/spk2utt")" ]; then
-  top_n=$(count_lines "${data}/train/spk2utt")
-  echo "top_n lowered to the ${top_n} training speakers"
+if [ -f "${data}/backend/spk2utt" ] && [ "${top_n}" -gt "$(count_lines "${data}/backend/spk2utt")" ]; then
+  top_n=$(count_lines "${data}/backend/spk2utt")
+  echo "top_n lowered to the ${top_n} back-end speakers"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -138,14 +141,14 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   echo "Stage 6: score normalisation (${score_norm_method})"
   local/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method "${score_norm_method}" \
-    --cohort_set train --top_n "${top_n}" --data "${data}" --exp_dir "${exp_dir}" \
+    --cohort_set backend --top_n "${top_n}" --data "${data}" --exp_dir "${exp_dir}" \
     --trials "${trials}" ${sets}
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   echo "Stage 7: QMF score calibration"
   local/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method "${score_norm_method}" \
-    --calibration_trial "${calibration_trial}" --cohort_set train --top_n "${top_n}" \
+    --calibration_trial "${calibration_trial}" --cohort_set backend --top_n "${top_n}" \
     --data "${data}" --exp_dir "${exp_dir}" --trials "${trials}" ${sets}
 fi
 
@@ -190,7 +193,12 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   if [ -n "${lm_config}" ] && [ -d "${lm_exp_dir}/scores" ]; then
     exp_dirs="${exp_dirs} ${lm_exp_dir}"
   fi
+  det_dir=${exp_dir}
+  if ! python -c 'import matplotlib' 2>/dev/null; then
+    echo "no DET plot: matplotlib is not installed (pip install -e '.[plot]')"
+    det_dir=
+  fi
   python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
-    --det_dir "${exp_dir}" ${exp_dirs}
-  echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png"
+    ${det_dir:+--det_dir "${det_dir}"} ${exp_dirs}
+  echo "Table: ${exp_dir}/results.md${det_dir:+; DET plot: ${det_dir}/det_${trials}.png}"
 fi

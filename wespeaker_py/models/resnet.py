@@ -142,9 +142,10 @@ class ResNet(nn.Module):
 
 def _resnet_factory(block: Block, num_blocks: List[int]):
     def factory(feat_dim: int, embed_dim: int, pooling_func: str = "TSTP",
-                two_emb_layer: bool = False) -> ResNet:
-        return ResNet(block, num_blocks, feat_dim=feat_dim, embed_dim=embed_dim,
-                      pooling_func=pooling_func, two_emb_layer=two_emb_layer)
+                two_emb_layer: bool = False, m_channels: int = 32) -> ResNet:
+        return ResNet(block, num_blocks, m_channels=m_channels, feat_dim=feat_dim,
+                      embed_dim=embed_dim, pooling_func=pooling_func,
+                      two_emb_layer=two_emb_layer)
     return factory
 
 

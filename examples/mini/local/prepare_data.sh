@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Turn a Kaldi-style corpus directory (wav.scp, utt2spk, trials; optionally
 # train_spk and utt2dur) into the sets the recipe scripts read:
-#   ${data}/train  training set: the utterances of the speakers in train_spk, or
-#                  without that file every utterance that appears in no trial
-#   ${data}/test   the utterances of the trials, with test/trials/${trials_name}
-#                  and test/trials/${calibration_trial} (random training-set trials)
+#   ${data}/train    model training: the utterances of the speakers in train_spk
+#                    (without that file: every utterance that appears in no trial),
+#                    less the back-end speakers
+#   ${data}/backend  back-end data (mean embedding, AS-Norm cohort, QMF and PLDA
+#                    training): every ${backend_every}th of those speakers, kept
+#                    away from the model; with fewer than ${min_backend_speakers}
+#                    speakers in all, the training set itself, as in the VoxCeleb
+#                    recipe (where the training set is large enough not to be
+#                    memorised, which a few hundred utterances are)
+#   ${data}/test     the utterances of the trials, with test/trials/${trials_name}
+#                    and test/trials/${calibration_trial} (random back-end trials)
 #   ${data}/musan, ${data}/rirs   synthetic noise, music, babble and room responses
 # Each set has wav.scp (absolute paths), utt2spk, spk2utt and, where the corpus
 # gives it, utt2dur. A second run with the same corpus finds the sets up to
@@ -15,8 +22,10 @@
 data_dir=data/librispeech_tc100
 data=data/prepared
 trials_name=trials
-calibration_trial=train_cali.kaldi
+calibration_trial=backend_cali.kaldi
 num_cali_trials=2000
+backend_every=3
+min_backend_speakers=30
 
 . tools/parse_options.sh || exit 1
 . path.sh
@@ -83,12 +92,27 @@ if [ ! -s "${tmp}/train_utts" ]; then
   echo "$0: every utterance of ${data_dir} is in a trial: nothing is left to train on" >&2
   exit 1
 fi
+awk 'NR == FNR { keep[$1]; next } ($1 in keep) { print $2 }' "${tmp}/train_utts" \
+  "${data_dir}/utt2spk" | sort -u > "${tmp}/train_spks"
+if [ "$(count_lines "${tmp}/train_spks")" -ge "${min_backend_speakers}" ]; then
+  awk -v n="${backend_every}" 'NR % n == 0' "${tmp}/train_spks" > "${tmp}/backend_spks"
+  awk 'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' "${tmp}/backend_spks" \
+    "${data_dir}/utt2spk" | sort > "${tmp}/backend_all"
+  # back-end: the held-out speakers' utterances; train: the rest
+  comm -12 "${tmp}/backend_all" <(sort "${tmp}/train_utts") > "${tmp}/backend_utts"
+  comm -23 <(sort "${tmp}/train_utts") "${tmp}/backend_all" > "${tmp}/model_utts"
+  mv "${tmp}/model_utts" "${tmp}/train_utts"
+else
+  echo "fewer than ${min_backend_speakers} training speakers: the back-end uses the training set"
+  cp "${tmp}/train_utts" "${tmp}/backend_utts"
+fi
 
 subset train "${tmp}/train_utts"
+subset backend "${tmp}/backend_utts"
 subset test "${tmp}/test_utts"
 mkdir -p "${data}/test/trials"
 cp "${data_dir}/trials" "${data}/test/trials/${trials_name}"
-python tools/make_trials.py --utt2spk "${data}/train/utt2spk" --num_trials ${num_cali_trials} \
+python tools/make_trials.py --utt2spk "${data}/backend/utt2spk" --num_trials ${num_cali_trials} \
   "${data}/test/trials/${calibration_trial}"
 
 # Noise and room responses at the corpus' own rate (training resamples them with the speech).

@@ -43,6 +43,7 @@ checkpoint=
 trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
+train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64 --num_epochs 20"
 
 # large-margin fine-tuning; empty: ${config} with _lm before .yaml
 lm_config=
@@ -83,10 +84,10 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ..."
-  num_epochs=$(config_value ${config} num_epochs)
   last_epoch=$(latest_epoch ${exp_dir}/models)
-  if [ -n "${last_epoch}" ] && [ "${last_epoch}" -ge "${num_epochs}" ]; then
-    echo "${exp_dir}/models/model_${last_epoch}.pt exists: training is finished"
+  # the trainer links final_model.pt to the last epoch's checkpoint when it is done
+  if [ -e ${exp_dir}/models/final_model.pt ]; then
+    echo "${exp_dir}/models/final_model.pt exists: training is finished"
   else
     start_checkpoint=${checkpoint}
     if [ -n "${last_epoch}" ]; then
@@ -106,12 +107,12 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         --train_label ${data}/vox2_dev/utt2spk \
         --reverb_data ${data}/rirs/wav.scp \
         --noise_data ${data}/musan/wav.scp \
-        ${start_checkpoint:+--checkpoint ${start_checkpoint}}
+        ${start_checkpoint:+--checkpoint ${start_checkpoint}} ${train_args}
   fi
 fi
 
-# RepVGG models are extracted in their training form, which gives the same
-# embeddings as the fused deploy form; the exports of stage 8 fuse them.
+# RepVGG needs no conversion step here: extraction and export fuse it into its
+# deploy form themselves.
 avg_model=${exp_dir}/models/avg_model.pt
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -123,7 +124,8 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     python -m wespeaker_py.bin.average_model \
       --dst_model ${avg_model} \
       --src_path ${exp_dir}/models \
-      --num ${num_avg}
+      --num ${num_avg} \
+      --min_epoch 1  # model_0.pt is an initialisation, not a trained epoch
   fi
 
   echo "Extract embeddings ..."
@@ -211,6 +213,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     --trials "${trials}" \
     --score_norm_method ${score_norm_method} \
     --top_n ${top_n} \
+    --train_args "${train_args}" \
     --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
     --num_nodes ${num_nodes} \
     --job_id ${job_id}

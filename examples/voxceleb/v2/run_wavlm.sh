@@ -37,6 +37,7 @@ ssl_path=
 trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
+train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64 --num_epochs 20"
 
 # joint fine-tuning and joint large-margin fine-tuning
 joint_ft_config=conf/ecapa_tdnn_WavLM_joint_ft.yaml
@@ -96,6 +97,7 @@ next_step() {
     --trials "${trials}" \
     --score_norm_method ${score_norm_method} \
     --top_n ${top_n} \
+    --train_args "${train_args}" \
     --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
     --num_nodes ${num_nodes} \
     --job_id ${job_id}
@@ -108,10 +110,10 @@ fi
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ${config} ..."
   check_ssl_weights
-  num_epochs=$(config_value ${config} num_epochs)
   last_epoch=$(latest_epoch ${exp_dir}/models)
-  if [ -n "${last_epoch}" ] && [ "${last_epoch}" -ge "${num_epochs}" ]; then
-    echo "${exp_dir}/models/model_${last_epoch}.pt exists: training is finished"
+  # the trainer links final_model.pt to the last epoch's checkpoint when it is done
+  if [ -e ${exp_dir}/models/final_model.pt ]; then
+    echo "${exp_dir}/models/final_model.pt exists: training is finished"
   else
     start_checkpoint=${checkpoint}
     if [ -n "${last_epoch}" ]; then
@@ -132,7 +134,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         --reverb_data ${data}/rirs/wav.scp \
         --noise_data ${data}/musan/wav.scp \
         ${ssl_path:+--dataset_args.s3prl_args.upstream_args.path_or_url ${ssl_path}} \
-        ${start_checkpoint:+--checkpoint ${start_checkpoint}} ||
+        ${start_checkpoint:+--checkpoint ${start_checkpoint}} ${train_args} ||
       { echo "$0: training ${config} failed (see the error above)" >&2; exit 1; }
   fi
 fi

@@ -33,7 +33,8 @@ extract_set() {
 }
 
 failed=0
-if [ -z "${gpus}" ] || [ "${gpus}" == "[]" ]; then
+if [ -z "${gpus}" ] || [ "${gpus}" == "[]" ] ||
+   ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   # On the CPU the two sets would only compete for the same cores.
   for set in ${train_set} ${eval_set}; do
     extract_set "${set}" || failed=1

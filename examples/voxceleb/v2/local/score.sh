@@ -53,5 +53,5 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
     ${score_files} | tee "${scores_dir}/${eval_set}_cos_result"
   echo "compute DET curve ..."
-  python -m wespeaker_py.bin.compute_det ${score_files}
+  det_curves ${score_files}
 fi

@@ -69,5 +69,5 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
     ${score_files} | tee "${scores_dir}/${eval_set}_plda_result"
   echo "compute DET curve ..."
-  python -m wespeaker_py.bin.compute_det ${score_files}
+  det_curves ${score_files}
 fi
