@@ -50,3 +50,12 @@ det_curves() {
     echo "no DET curves: matplotlib is not installed (pip install -e '.[plot]')"
   fi
 }
+
+# report_metrics RESULT_FILE SCORE_FILE...: EER/minDCF (p_target 0.01) of each score
+# file, printed and saved to RESULT_FILE, then their DET curves.
+report_metrics() {
+  local result=$1; shift
+  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+    "$@" | tee "${result}"
+  det_curves "$@"
+}

@@ -50,8 +50,5 @@ fi
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute metrics (EER/minDCF) ..."
   score_files=$(for x in ${trials}; do echo "${scores_dir}/${x}.score"; done)
-  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
-    ${score_files} | tee "${scores_dir}/${eval_set}_cos_result"
-  echo "compute DET curve ..."
-  det_curves ${score_files}
+  report_metrics "${scores_dir}/${eval_set}_cos_result" ${score_files}
 fi

@@ -133,7 +133,6 @@ fi
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "compute metrics"
   score_files=$(for x in ${trials}; do echo "${scores_dir}/${cali_output_name}_${x}.score"; done)
-  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
-    ${score_files} | tee "${scores_dir}/${eval_set}_cali_${score_norm_method}${top_n}_result"
-  det_curves ${score_files}
+  report_metrics "${scores_dir}/${eval_set}_cali_${score_norm_method}${top_n}_result" \
+    ${score_files}
 fi
