@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.lists import read_raw_list
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
@@ -131,7 +132,7 @@ def _check_not_distributed() -> None:
                            f"use --nj to split it into jobs, not torchrun")
 
 
-def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: str,
+def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        data_list: str, embed_ark: str, batch_size: int = 1,
                        num_workers: int = 1, device: Optional[str] = None,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
@@ -147,12 +148,12 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
     """
     _check_not_distributed()
     # the list and dataset_args are checked before the (possibly large) model loads
-    dataset = Dataset(data_type, data_list, config["dataset_args"], whole_utt=True)
+    dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True)
     target = resolve_device(device)
     embedder = load_embedder(config, model_path).to(target)
     min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
-                "least %d frames", config["model"], target, batch_size, min_frames)
+                "least %d frames", config.model, target, batch_size, min_frames)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None)

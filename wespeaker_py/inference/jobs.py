@@ -13,10 +13,11 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset.lists import read_list_file
 from wespeaker_py.inference.embedding import (DEFAULT_BUFFER_MB, ExtractionSummary,
                                               extract_embeddings)
@@ -73,7 +74,7 @@ def _run_job(job: int, device: str, threads: int, log_level: int,
         raise RuntimeError(f"{type(error).__name__}: {error}") from None
 
 
-def extract_embeddings_parallel(config: Mapping[str, Any], model_path: str, data_type: str,
+def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type: str,
                                 data_list: str, embed_ark: str, num_jobs: int,
                                 gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
                                 num_workers: int = 1,
