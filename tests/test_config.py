@@ -257,7 +257,8 @@ def test_model_config_reads_only_what_inference_needs(tmp_path):
     assert model_config.dataset_args.resample_rate == 8000
     assert model_config.dataset_args.fbank_args.num_mel_bins == 80
     source["dataset_args"]["fbank_args"] = {"num_mel_bin": 40}
-    with pytest.raises(ConfigError, match="unknown config key 'dataset_args.fbank_args.num_mel_bin'"):
+    with pytest.raises(ConfigError,
+                       match="unknown config key 'dataset_args.fbank_args.num_mel_bin'"):
         load_model_config(write(tmp_path, source))
     del source["model_args"]
     with pytest.raises(ConfigError, match="config key 'model_args' is required"):

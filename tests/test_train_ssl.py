@@ -271,7 +271,8 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
     torch.testing.assert_close(averaged["frontend.layer_weights"],
                                (_load(os.path.join(models, "model_5.pt"))["model"]
                                 ["frontend.layer_weights"] + state["frontend.layer_weights"]) / 2)
-    embedder = load_embedder(saved, avg_path)  # extraction fills the WavLM weights in too
+    # extraction fills the WavLM weights in too
+    embedder = load_embedder(load_config(os.path.join(frozen_dir, "config.yaml")), avg_path)
     assert embedder.model.frame_1.conv_1d.in_channels == 32
 
     # step 2: joint fine-tuning from the averaged frozen model, as run_wavlm.sh stage 8 does
