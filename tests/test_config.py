@@ -201,6 +201,10 @@ def test_missing_required_key_is_named(tmp_path):
     del config["scheduler_args"]["initial_lr"]
     with pytest.raises(ConfigError, match="config key 'scheduler_args.initial_lr' is required"):
         load_config(write(tmp_path, config))
+    config = read_yaml(RESNET34)
+    del config["dataloader_args"]["batch_size"]
+    with pytest.raises(ConfigError, match="config key 'dataloader_args.batch_size' is required"):
+        load_config(write(tmp_path, config))
 
 
 def test_require_keys_names_the_command_line_flag():

@@ -193,7 +193,7 @@ class DatasetArgs(ConfigBlock):
 class DataloaderArgs(ConfigBlock):
     """``dataloader_args``: the torch DataLoader of the training input pipeline."""
 
-    batch_size: int = setting(1, minimum=1)
+    batch_size: int = setting(minimum=1)
     num_workers: int = setting(0, minimum=0)
     pin_memory: bool = False
     prefetch_factor: Optional[int] = setting(None, minimum=1)
