@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.scoring.metrics import compute_det_points, eer_from_det, min_dcf_from_det
 from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.utils.cli_errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,4 +43,4 @@ def main(argv: Optional[List[str]] = None) -> List[Tuple[str, float, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
 from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -47,4 +49,4 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -12,10 +12,12 @@ Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_m
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.scoring.norm import NORM_METHODS, score_norm_file
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -43,4 +45,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
