@@ -12,6 +12,10 @@ utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
 --gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
 writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
 set (mean_vec.npy), both beside the ark.
+
+Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
+beside it; after a kill, the same command continues from them. An empty list, or
+a run in which every utterance was skipped, exits non-zero and writes nothing.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
-from typing import Dict, Iterator, Mapping, Optional
+from typing import AbstractSet, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ class Dataset(IterableDataset):
 
     Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
     "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
-    ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
+    ``label`` -1 when the speaker is absent or unknown. Utterances whose key is in
+    ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
 
     Skips and repairs are counted once per key and epoch in each worker; after
@@ -54,7 +55,7 @@ class Dataset(IterableDataset):
     def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
-                 seed: int = 42):
+                 seed: int = 42, exclude_keys: Optional[AbstractSet[str]] = None):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -67,6 +68,8 @@ class Dataset(IterableDataset):
         self.spk2id = spk2id
         self.whole_utt = whole_utt
         self.seed = seed
+        # keys to pass over unread (what a resumed extraction already has)
+        self.exclude_keys = frozenset(exclude_keys or ())
         self.epoch = 0
         if data_type == "raw":
             self.items = read_raw_list(data_list_file, require_spk=not whole_utt)
@@ -141,9 +144,12 @@ class Dataset(IterableDataset):
     def _utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         for index in indices:
             if self.data_type == "raw":
-                yield self.items[index]
+                utts = [self.items[index]]
             else:
-                yield from iter_shard(self.items[index], stats)
+                utts = iter_shard(self.items[index], stats)
+            for utt in utts:
+                if utt.key not in self.exclude_keys:
+                    yield utt
 
     def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         """Cycle over this worker's items until the consumer stops (sample_num_per_epoch).
