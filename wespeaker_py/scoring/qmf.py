@@ -25,8 +25,8 @@ from scipy.special import expit, log_expit
 
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table,
-                                           save_torch
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
+                                           save_torch)
 
 QMF_COLUMNS = 4  # enroll_mag test_mag enroll_cohort_mean test_cohort_mean
 _CHUNK = 100_000

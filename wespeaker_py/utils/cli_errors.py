@@ -25,20 +25,24 @@ class RunFailedError(RuntimeError):
     trials lost, ...); the message says what happened and where it was counted."""
 
 
-def _input_error_types() -> tuple:
-    # imported here so that importing this module stays cheap
-    from wespeaker_py.dataset.config import DatasetConfigError
-    from wespeaker_py.utils.config import ConfigError
-    from wespeaker_py.utils.file_utils import DataFormatError
+# (module, class) of the input errors raised by the library; a module that was
+# never imported cannot have raised its error, so none is imported here
+_INPUT_ERRORS = (("wespeaker_py.utils.file_utils", "DataFormatError"),
+                 ("wespeaker_py.utils.config", "ConfigError"),
+                 ("wespeaker_py.dataset.config", "DatasetConfigError"),
+                 ("wespeaker_py.train.checkpoint", "CheckpointMismatchError"))
 
-    return (DataFormatError, ConfigError, DatasetConfigError, FileNotFoundError,
-            NotADirectoryError, IsADirectoryError, PermissionError)
+
+def _input_error_types() -> tuple:
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in _INPUT_ERRORS
+                   if module in sys.modules and hasattr(sys.modules[module], name))
+    return loaded + (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                     PermissionError)
 
 
 def _run_failed_types() -> tuple:
-    from wespeaker_py.utils.file_utils import DiskFullError
-
-    return (RunFailedError, DiskFullError)
+    file_utils = sys.modules.get("wespeaker_py.utils.file_utils")
+    return (RunFailedError,) + ((file_utils.DiskFullError,) if file_utils else ())
 
 
 def _debug_requested(argv: List[str]) -> bool:
