@@ -28,7 +28,7 @@ from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.writer import EmbeddingWriter, open_part_writer, recover_part
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -173,12 +173,16 @@ def extract_part(config: Mapping[str, Any], model_path: str, data_type: str,
     if data_type == "raw":
         expected = sum(1 for utt in dataset.items if utt.key not in done)
     seen: Set[str] = set()
-    with open_part_writer(part_ark) as writer, exact_fp32(target):
-        progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
-                        position=progress_position, dynamic_ncols=True)
-        summary = embed_utterances(embedder, progress, writer, batch_size, target,
-                                   min_frames, buffer_mb << 20, seen)
-        progress.close()
+    try:
+        with open_part_writer(part_ark) as writer, exact_fp32(target):
+            progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
+                            position=progress_position, dynamic_ncols=True)
+            summary = embed_utterances(embedder, progress, writer, batch_size, target,
+                                       min_frames, buffer_mb << 20, seen)
+            progress.close()
+    except OSError as error:
+        raise_if_disk_full(error, part_ark)
+        raise
     summary.resumed = len(done)
     pipeline = dataset.epoch_summary()
     summary.skipped.update(pipeline.skipped)

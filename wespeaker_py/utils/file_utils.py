@@ -202,7 +202,8 @@ def _fsync_directory(directory: str) -> None:
         _fsync_path(directory)
 
 
-def _raise_clear_disk_error(error: BaseException, path: str) -> None:
+def raise_if_disk_full(error: BaseException, path: str) -> None:
+    """Raise :class:`DiskFullError` naming ``path`` when ``error`` comes from a full disk."""
     cause = _disk_full_cause(error)
     if cause is not None and not isinstance(error, DiskFullError):
         raise DiskFullError(path, cause) from error
@@ -227,7 +228,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
-        _raise_clear_disk_error(error, path)
+        raise_if_disk_full(error, path)
         raise
 
 
@@ -249,7 +250,7 @@ def atomic_path(path: str) -> Iterator[str]:
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_named)
-        _raise_clear_disk_error(error, path)
+        raise_if_disk_full(error, path)
         raise
 
 
