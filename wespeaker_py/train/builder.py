@@ -10,6 +10,7 @@ import torch.nn as nn
 from wespeaker_py.frontend.factory import build_frontend as build_frontend_module
 from wespeaker_py.models import get_model
 from wespeaker_py.models.projections import get_projection
+from wespeaker_py.train.lm_head import start_weights_num_classes
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 from wespeaker_py.utils.config import ConfigError
 
@@ -36,14 +37,17 @@ def effective_dataset_args(config: Mapping[str, Any]) -> Dict[str, Any]:
 def num_classes(config: Mapping[str, Any], num_speakers: int) -> int:
     """Rows of the classification head.
 
-    With speed perturbation each speed of a speaker is its own class (3x). An
-    LM fine-tuning run keeps the 3x head, although it trains without speed
-    perturbation, so that the first run's checkpoint loads unchanged.
+    With speed perturbation each speed of a speaker is its own class (3x), as
+    in WeSpeaker. An LM fine-tuning run (``do_lm``) trains without speed
+    perturbation but keeps the head of the weights it starts from (1x or 3x,
+    see :func:`~wespeaker_py.train.lm_head.start_weights_num_classes`).
     """
     speed_perturb = bool(config["dataset_args"].get("speed_perturb", False))
-    if speed_perturb or config.get("do_lm", False):
-        return num_speakers * SPEED_PERTURB_CLASS_FACTOR
-    return num_speakers
+    classes = num_speakers * (SPEED_PERTURB_CLASS_FACTOR if speed_perturb else 1)
+    if config.get("do_lm", False):
+        candidates = (num_speakers, num_speakers * SPEED_PERTURB_CLASS_FACTOR)
+        classes = start_weights_num_classes(config, candidates) or classes
+    return classes
 
 
 def model_holds_frontend(config: Mapping[str, Any]) -> bool:
