@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.resnet_blocks import (BlockFactory, ClippedReLU, MultiScaleBlock,
-                                               ResNetTrunk, conv1x1, conv3x3, frames_of_map,
-                                               shortcut_branch)
+from wespeaker_py.models.resnet_blocks import (ClippedReLU, MultiScaleBlock, ResNetTrunk,
+                                               conv1x1, conv3x3, frames_of_map, shortcut_branch)
 from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
 
 

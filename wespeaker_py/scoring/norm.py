@@ -41,11 +41,12 @@ def top_row_values(scores: np.ndarray, top_n: int) -> np.ndarray:
 
     A full selection over every row costs as much as the matrix product that
     made it, so the rows are pruned first: the columns form ``G = C // group``
-    strided groups (columns ``j, j + G, j + 2G, ...``), and only the ``top_n`` groups with the highest maxima can
-    hold values among a row's ``top_n`` largest (any other group's maximum is at
-    most the ``top_n``-th largest group maximum, itself at most the ``top_n``-th
-    largest value; on ties, the chosen groups still hold enough equal values).
-    The final selection then looks at ``top_n * group`` values, not ``C``.
+    strided groups (columns ``j, j + G, j + 2G, ...``), and only the ``top_n``
+    groups with the highest maxima can hold values among a row's ``top_n``
+    largest (any other group's maximum is at most the ``top_n``-th largest
+    group maximum, itself at most the ``top_n``-th largest value; on ties, the
+    chosen groups still hold enough equal values). The final selection then
+    looks at ``top_n * group`` values, not ``C``.
     """
     rows, width = scores.shape
     if top_n == width:
