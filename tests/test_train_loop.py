@@ -158,7 +158,7 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
     model_0 = os.path.join(lm_dir, "models", "model_0.pt")
     shutil.copy(avg_path, model_0)
     lm_config = tiny_config(lm_dir, small_corpus, num_epochs=1, do_lm=True, checkpoint=model_0)
-    assert builder.num_classes(lm_config, 4) == 4
+    assert builder.num_classes(as_train_config(lm_config), 4) == 4
     history = run_training(lm_config)
     assert [result.epoch for result in history] == [1]
     tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
@@ -173,7 +173,8 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
                        match=r"odd\.pt: tensor 'projection\.weight' has shape \(8, 16\) in the "
                              r"checkpoint, but .* needs \(4, 16\) for 4 classes or \(12, 16\) "
                              r"for 12 classes"):
-        builder.num_classes(tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd), 4)
+        builder.num_classes(as_train_config(
+            tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd)), 4)
 
 
 def _trainer(config, tmp_path):
