@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 from wespeaker_py.train import builder  # noqa: E402
 from wespeaker_py.train.distributed import DistContext  # noqa: E402
+from wespeaker_py.train.loop import LoopSettings  # noqa: E402
 from wespeaker_py.train.trainer import Trainer  # noqa: E402
 from wespeaker_py.utils.config import load_config  # noqa: E402
 
@@ -56,7 +57,6 @@ def make_trainer(conf_name: str, device: torch.device, batch_size: int, iteratio
                       builder.build_lr_scheduler(config, optimizer, epoch_iter, 1),
                       builder.build_margin_scheduler(config, model.projection, epoch_iter),
                       epoch_iter, model_dir=tempfile.gettempdir())
-    trainer.log_interval = 10 ** 9
     return trainer
 
 
@@ -75,9 +75,9 @@ def step_rate(conf_name: str, device: torch.device, batch_size: int, warmup: int
     trainer = make_trainer(conf_name, device, batch_size, iterations, bf16, channels_last,
                            compile_model)
     pin = device.type == "cuda"
-    trainer.epoch_iter = warmup
+    trainer.loop_settings = LoopSettings(epoch_iter=warmup, log_interval=10 ** 9)
     trainer.train_epoch(10, synthetic_batches(batch_size, warmup, pin))
-    trainer.epoch_iter = iterations
+    trainer.loop_settings = LoopSettings(epoch_iter=iterations, log_interval=10 ** 9)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()

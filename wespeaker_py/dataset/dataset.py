@@ -40,12 +40,17 @@ class Dataset(IterableDataset):
     "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
     ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
+
+    ``repeat=True`` (training mode) cycles over the list without end, as
+    WeSpeaker's training data set does: the consumer takes what an epoch needs
+    (the trainer: ``epoch_iter`` batches on every rank), so a rank whose share
+    runs short repeats it instead of ending the epoch early.
     """
 
     def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
-                 seed: int = 42):
+                 seed: int = 42, repeat: bool = False):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -57,6 +62,7 @@ class Dataset(IterableDataset):
         self.config = PipelineConfig.from_dataset_args(dataset_args)
         self.spk2id = spk2id
         self.whole_utt = whole_utt
+        self.repeat = repeat and not whole_utt
         self.seed = seed
         self.epoch = 0
         if data_type == "raw":
@@ -93,7 +99,7 @@ class Dataset(IterableDataset):
                 yield from iter_shard(self.items[index], stats)
 
     def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
-        """Cycle over this worker's items until the consumer stops (sample_num_per_epoch).
+        """Cycle over this worker's items until the consumer stops (``repeat``, or a quota).
 
         Stops, with a warning, once a full pass plus the shuffle lag yields nothing.
         """
@@ -129,7 +135,7 @@ class Dataset(IterableDataset):
             labelled = with_labels(self._utterances(indices, stats), self.spk2id, stats, False)
             yield from whole_utterances(labelled, self.settings, stats)
             return
-        if config.sample_num_per_epoch > 0:
+        if self.repeat or config.sample_num_per_epoch > 0:
             utts = self._repeated_utterances(indices, stats)
         else:
             utts = self._utterances(indices, stats)
@@ -149,7 +155,7 @@ class Dataset(IterableDataset):
         self.stats = stats  # the latest iteration's counts, for callers in this process
         rng = worker_rng(self.seed, self.epoch, place)
         quota = 0
-        if not self.whole_utt and self.config.sample_num_per_epoch > 0:
+        if not self.whole_utt and not self.repeat and self.config.sample_num_per_epoch > 0:
             quota = my_quota(self.config.sample_num_per_epoch, place)
             if quota == 0:
                 stats.log_summary()
