@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.train.trainer import run_training
+from wespeaker_py.train.trainer import NonFiniteLossError, TrainingDataError, run_training
 from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
 from wespeaker_py.utils.logging_utils import setup_logging
 
@@ -57,8 +57,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         overrides += parse_override_args(rest)
         config = load_config(args.config, overrides)
         run_training(config)
-    except ConfigError as err:
+    except (ConfigError, TrainingDataError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except NonFiniteLossError as err:
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
 
 
 if __name__ == "__main__":
