@@ -288,3 +288,33 @@ def test_command_line_trains_with_overrides(small_corpus, tmp_path):
     assert saved["model"] == "XVEC" and saved["model_init"] is None
     weights = _load(os.path.join(exp_dir, "models", "model_1.pt"))["model"]
     assert weights["projection.weight"].shape == (4, 12)
+
+
+def _count_host_reads(monkeypatch):
+    """Count tensor-to-host reads (item, tolist, bool, float, int, numpy) from now on."""
+    counts = {"reads": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            counts["reads"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return counts
+
+
+def test_steps_between_log_points_read_nothing_back(small_corpus, tmp_path, monkeypatch):
+    """Host reads per epoch do not grow with the number of batches between log points."""
+    reads = {}
+    for epoch_iter in (2, 6):
+        config = tiny_config(str(tmp_path), small_corpus, log_batch_interval=100,
+                             nonfinite_loss="skip")
+        trainer = _trainer(config, tmp_path, epoch_iter=epoch_iter)
+        batches = _batches(nan_at=None) * 2
+        trainer.train_epoch(1, batches[:epoch_iter])  # the optimizer creates its state
+        with monkeypatch.context() as patch:
+            counts = _count_host_reads(patch)
+            trainer.train_epoch(2, batches[:epoch_iter])
+        reads[epoch_iter] = counts["reads"]
+    assert reads[2] == reads[6] <= 3
