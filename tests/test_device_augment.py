@@ -229,3 +229,32 @@ def test_fft_size_is_smooth_and_large_enough():
             while rest % factor == 0:
                 rest //= factor
         assert size >= minimum and rest == 1 and size < 1.25 * minimum + 2
+
+
+def test_training_step_applies_the_device_augmentation(sources, tmp_path, monkeypatch):
+    """A training run with augment_on: device (one worker process) resamples on the device."""
+    import wespeaker_py.dataset.device_augment as device_augment
+    from train_helpers import make_speaker_corpus, tiny_config
+    from wespeaker_py.train.trainer import run_training
+
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=4,
+                                 seconds=2.0)
+    resampled = []
+    original = device_augment.speed_resample
+
+    def spy(wavs, speed, out_len):
+        out = original(wavs, speed, out_len)
+        resampled.append((float(speed), tuple(out.shape)))
+        return out
+
+    monkeypatch.setattr(device_augment, "speed_resample", spy)
+    config = tiny_config(str(tmp_path / "exp"), corpus, num_epochs=1,
+                         reverb_data=sources["rir"], noise_data=sources["noise"],
+                         dataloader_args={"batch_size": 4, "num_workers": 1,
+                                          "pin_memory": False, "drop_last": True})
+    config["dataset_args"].update(speed_perturb=True, aug_prob=1.0, augment_on="device")
+    history = run_training(config)
+    assert history[0].batches == 2 and history[0].skipped_batches == 0
+    chunk = samples_for_frames(config["dataset_args"]["num_frms"], RATE)
+    assert resampled and all(shape[1] == chunk for _, shape in resampled)
+    assert {speed for speed, _ in resampled} - {1.0}

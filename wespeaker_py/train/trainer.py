@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
+from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name,
@@ -148,8 +149,8 @@ class Trainer:
 
     def _forward(self, batch: Mapping[str, Any]):
         """Features on the device, then model and head: (logits, loss, labels)."""
-        inputs = batch["wavs"].to(self.ctx.device, non_blocking=True)
-        labels = batch["labels"].to(self.ctx.device, non_blocking=True)
+        # speed perturbation and noise/reverb of dataset_args.augment_on: device happen here
+        inputs, labels = augment_batch(batch, self.ctx.device)
         if self.frontend is not None:
             with torch.no_grad():
                 inputs = self.frontend(inputs)
