@@ -16,6 +16,9 @@ FRONTEND_ARG_BLOCKS = frozenset(["fbank_args", "s3prl_args", "w2vbert_args",
                                  "whisper_encoder_args", "tfmel_args"])
 DEVICE_SIDE_KEYS = frozenset(["spec_aug", "spec_aug_args", "cmvn", "cmvn_args"])
 SPEED_PERTURB_MODES = ("random", "expanded")
+# Where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is absent,
+# so that a Dataset used on its own yields finished chunks (see device_augment.py).
+AUGMENT_PLACES = ("cpu", "device")
 
 
 class DatasetConfigError(ValueError):
@@ -62,6 +65,7 @@ class PipelineConfig:
     speed_perturb_mode: str = "random"
     num_frms: int = 200
     aug_prob: float = 0.6
+    augment_on: str = "cpu"
     frontend: str = "fbank"
     frame_shift_ms: float = 10.0
     frame_length_ms: float = 25.0
@@ -74,7 +78,7 @@ class PipelineConfig:
         frontend = _check(frontend, str, "frontend")
         known = {"sample_num_per_epoch", "shuffle", "shuffle_args", "filter", "filter_args",
                  "resample_rate", "speed_perturb", "speed_perturb_mode", "num_frms",
-                 "aug_prob", "frontend"} | FRONTEND_ARG_BLOCKS | DEVICE_SIDE_KEYS
+                 "aug_prob", "augment_on", "frontend"} | FRONTEND_ARG_BLOCKS | DEVICE_SIDE_KEYS
         known.add(f"{frontend}_args")
         for key in args:
             if key not in known:
@@ -95,6 +99,12 @@ class PipelineConfig:
                 raise DatasetConfigError(f"dataset_args.speed_perturb_mode: expected one of "
                                          f"{SPEED_PERTURB_MODES}, got {mode!r}")
             values["speed_perturb_mode"] = mode
+        if "augment_on" in args:
+            place = _check(args["augment_on"], str, "augment_on")
+            if place not in AUGMENT_PLACES:
+                raise DatasetConfigError(f"dataset_args.augment_on: expected one of "
+                                         f"{AUGMENT_PLACES}, got {place!r}")
+            values["augment_on"] = place
         shuffle_args = _sub_block(args, "shuffle_args", {"shuffle_size": (int, 1)})
         if "shuffle_size" in shuffle_args:
             values["shuffle_size"] = shuffle_args["shuffle_size"]

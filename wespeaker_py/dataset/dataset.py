@@ -37,7 +37,9 @@ class Dataset(IterableDataset):
     """WeSpeaker's ``Dataset`` for ``data_type`` "raw" or "shard", yielding waveforms.
 
     Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
-    "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
+    "label"}``; with ``dataset_args.augment_on: device`` the speed change and the
+    noise/reverb are left to :func:`~wespeaker_py.dataset.device_augment.augment_batch`
+    (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``); ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
     ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
 
@@ -77,7 +79,8 @@ class Dataset(IterableDataset):
             max_num_frames=config.max_num_frames if config.filter else None,
             speed_perturb=config.speed_perturb,
             expand_speeds=config.speed_perturb and config.speed_perturb_mode == "expanded",
-            num_spks=len(spk2id) if spk2id else 0)
+            num_spks=len(spk2id) if spk2id else 0,
+            speed_on_device=config.augment_on == "device")
         # computed here so that bad frame settings fail now, not inside a worker
         self.chunk_len = self.settings.chunk_len
         self.augmenter = None
@@ -146,7 +149,8 @@ class Dataset(IterableDataset):
         if self.settings.expand_speeds and shuffle:
             samples = shuffle_buffer(samples, config.shuffle_size, rng)
         if self.augmenter is not None:
-            samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats)
+            samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats,
+                                on_device=self.settings.speed_on_device)
         yield from samples
 
     def __iter__(self) -> Iterator[dict]:

@@ -1,6 +1,6 @@
 """One training step, queued on the device without reading anything back.
 
-waveforms -> [device augmentation] -> features -> model -> head -> loss ->
+waveforms -> speed/noise/reverb (``augment_on: device``) -> features -> model -> head -> loss ->
 backward -> clip -> optimizer step, kept only when the loss and the gradient
 norm are finite. That flag is computed on the device and applied with
 :class:`~wespeaker_py.train.rollback.StepRollback`; the step returns device
@@ -16,20 +16,17 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
+from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.train.distributed import DistContext, wrap_ddp
 from wespeaker_py.train.rollback import StepRollback
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 NONFINITE_POLICIES = ("raise", "skip")
-
-# Called on the collated batch after it reached the device, before the front-end:
-# the place for batched device-side augmentation (speed, reverb, noise).
-DeviceAugment = Callable[[Dict[str, Any]], Dict[str, Any]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -99,14 +96,12 @@ class StepRunner:
     """
 
     def __init__(self, settings: StepSettings, ctx: DistContext, model: nn.Module,
-                 frontend: Optional[nn.Module], optimizer: torch.optim.Optimizer,
-                 device_augment: Optional[DeviceAugment] = None):
+                 frontend: Optional[nn.Module], optimizer: torch.optim.Optimizer):
         self.settings = settings
         self.ctx = ctx
         self.model = model
         self.frontend = frontend
         self.optimizer = optimizer
-        self.device_augment = device_augment
         self.module = wrap_ddp(TrainingStep(model, nn.CrossEntropyLoss(**settings.loss_args)),
                                ctx)
         use_scaler = settings.amp and settings.amp_dtype == torch.float16
@@ -124,13 +119,6 @@ class StepRunner:
         if not self.settings.amp:
             return nullcontext()
         return torch.autocast(device_type=self.ctx.device.type, dtype=self.settings.amp_dtype)
-
-    def _to_device(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
-        moved = dict(batch)
-        for name, value in batch.items():
-            if torch.is_tensor(value):
-                moved[name] = value.to(self.ctx.device, non_blocking=True)
-        return moved
 
     def _gradient_norm(self) -> torch.Tensor:
         grads = [p.grad for p in self._params if p.grad is not None]
@@ -161,12 +149,11 @@ class StepRunner:
         return good
 
     def __call__(self, batch: Mapping[str, Any]) -> StepOutcome:
-        """Train on one collated batch (``wavs``, ``labels``, ``keys``)."""
-        batch = self._to_device(batch)
+        """Train on one collated host batch (``wavs``, ``labels``, ``keys``, augmentation plan)."""
+        # speed perturbation and noise/reverb of dataset_args.augment_on: device happen
+        # here; the rows' grouping is read from the host batch, so nothing waits
+        inputs, labels = augment_batch(batch, self.ctx.device)
         self.rollback.snapshot()
-        if self.device_augment is not None:
-            batch = self.device_augment(batch)
-        inputs, labels = batch["wavs"], batch["labels"]
         if self.frontend is not None:
             with torch.no_grad():
                 inputs = self.frontend(inputs)

@@ -31,8 +31,7 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, parameter_digest,
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
 from wespeaker_py.train.loop import EpochResult, LoopSettings, TrainingDataError, train_epoch
-from wespeaker_py.train.step import (DeviceAugment, NonFiniteLossError, StepRunner,
-                                     StepSettings)
+from wespeaker_py.train.step import NonFiniteLossError, StepRunner, StepSettings
 from wespeaker_py.utils.config import require_keys, save_config, validate_config
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
@@ -60,8 +59,7 @@ class Trainer:
     def __init__(self, config: Mapping[str, Any], ctx: DistContext, model: nn.Module,
                  frontend: Optional[nn.Module], optimizer: torch.optim.Optimizer, lr_scheduler,
                  margin_scheduler, epoch_iter: int, model_dir: str,
-                 summary_writer: Optional[Any] = None,
-                 device_augment: Optional[DeviceAugment] = None):
+                 summary_writer: Optional[Any] = None):
         self.ctx = ctx
         self.model = model
         self.optimizer = optimizer
@@ -69,8 +67,7 @@ class Trainer:
         self.margin_scheduler = margin_scheduler
         self.model_dir = model_dir
         self.summary_writer = summary_writer
-        self.step = StepRunner(StepSettings.from_config(config), ctx, model, frontend, optimizer,
-                               device_augment)
+        self.step = StepRunner(StepSettings.from_config(config), ctx, model, frontend, optimizer)
         self.loop_settings = LoopSettings.from_config(config, epoch_iter)
 
     @property

@@ -101,6 +101,7 @@ DATASET_ARGS_SCHEMA: Dict[str, Field] = {
     "speed_perturb_mode": _f("str", choices=("random", "expanded")),
     "num_frms": _f("int"),
     "aug_prob": _f("float"),
+    "augment_on": _f("str", choices=("cpu", "device")),
     "frontend": _f("str", choices=("fbank", "s3prl")),
     "fbank_args": _FBANK_ARGS,
     "s3prl_args": _S3PRL_ARGS,
