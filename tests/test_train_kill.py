@@ -16,6 +16,7 @@ from train_helpers import make_speaker_corpus, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.train.trainer import run_training
+from wespeaker_py.utils.file_utils import temp_name_for
 
 NUM_EPOCHS = 10
 
@@ -87,7 +88,9 @@ def test_random_kills_then_resume_equal_an_uninterrupted_run(tmp_path):
             torch.load(path, map_location="cpu", weights_only=False)  # every one is whole
     assert kills >= 5
     # what a kill inside a checkpoint write leaves (the random kills may not hit one)
-    open(os.path.join(model_dir, ".tmp_model_3.pt.x1y2z3.pt"), "wb").close()
+    debris = temp_name_for(os.path.join(model_dir, "model_3.pt")).replace(
+        f"-{os.getpid()}.", f"-{process.pid}.")
+    open(debris + ".pt", "wb").close()
     process = _start(config_path, exp_dir, corpus, model_dir)
     process.join(120)
     assert process.exitcode == 0

@@ -13,6 +13,7 @@ from wespeaker_py.bin import train as train_cli
 from wespeaker_py.train import experiment
 from wespeaker_py.train.trainer import TrainingDataError, run_training
 from wespeaker_py.utils import file_utils
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.config import ConfigError
 
 
@@ -51,9 +52,9 @@ def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
         run_training(tiny_config(exp_dir, corpus, num_epochs=2))
     assert experiment.existing_checkpoints(os.path.join(exp_dir, "models")) == []
     assert not os.path.lexists(os.path.join(exp_dir, "models", "final_model.pt"))
-    with pytest.raises(SystemExit) as exit_info:
-        train_cli.main(_cli_args(tiny_config(str(tmp_path / "cli"), corpus), tmp_path))
-    assert exit_info.value.code != 0
+    code = run_main(train_cli.main, _cli_args(tiny_config(str(tmp_path / "cli"), corpus),
+                                              tmp_path))
+    assert code == 1
     assert "training data gave no batch" in capsys.readouterr().err
 
 

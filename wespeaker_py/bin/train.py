@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.train.trainer import NonFiniteLossError, TrainingDataError, run_training
+from wespeaker_py.train.trainer import run_training
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
 from wespeaker_py.utils.logging_utils import setup_logging
 
@@ -57,11 +58,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         overrides += parse_override_args(rest)
         config = load_config(args.config, overrides)
         run_training(config)
-    except (ConfigError, TrainingDataError) as err:
+    except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    except NonFiniteLossError as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))

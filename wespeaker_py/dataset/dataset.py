@@ -11,7 +11,10 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Mapping, Optional
+import multiprocessing
+import queue
+import time
+from typing import AbstractSet, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items
 from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_buffer,
                                              training_chunks, whole_utterances, with_labels)
 from wespeaker_py.dataset.shards import iter_shard
-from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.dataset.stats import PipelineStats, SkipSummary
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -40,19 +43,27 @@ class Dataset(IterableDataset):
     "label"}``; with ``dataset_args.augment_on: device`` the speed change and the
     noise/reverb are left to :func:`~wespeaker_py.dataset.device_augment.augment_batch`
     (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``); ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
-    ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
+    ``label`` -1 when the speaker is absent or unknown. Utterances whose key is in
+    ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
 
     ``repeat=True`` (training mode) cycles over the list without end, as
     WeSpeaker's training data set does: the consumer takes what an epoch needs
     (the trainer: ``epoch_iter`` batches on every rank), so a rank whose share
     runs short repeats it instead of ending the epoch early.
+
+    Skips and repairs are counted once per key and epoch in each worker; after
+    the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
+    all this process's DataLoader workers (they send them through a queue made
+    with the default multiprocessing context, the one a DataLoader uses unless
+    told otherwise).
     """
 
     def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
-                 seed: int = 42, repeat: bool = False):
+                 seed: int = 42, repeat: bool = False,
+                 exclude_keys: Optional[AbstractSet[str]] = None):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -66,6 +77,8 @@ class Dataset(IterableDataset):
         self.whole_utt = whole_utt
         self.repeat = repeat and not whole_utt
         self.seed = seed
+        # keys to pass over unread (what a resumed extraction already has)
+        self.exclude_keys = frozenset(exclude_keys or ())
         self.epoch = 0
         if data_type == "raw":
             self.items = read_raw_list(data_list_file, require_spk=not whole_utt)
@@ -87,6 +100,8 @@ class Dataset(IterableDataset):
         if not whole_utt and config.aug_prob > 0 and (reverb_data or noise_data):
             self.augmenter = Augmenter(reverb_data, noise_data, config.resample_rate)
         self.stats: Optional[PipelineStats] = None
+        self._summaries = multiprocessing.get_context().Queue()
+        self._local_summary: Optional[SkipSummary] = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: it seeds the list order and every random choice."""
@@ -94,12 +109,57 @@ class Dataset(IterableDataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
 
+    def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
+        """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: by queue)."""
+        stats.log_summary()
+        summary = stats.summary()
+        if torch.utils.data.get_worker_info() is None:
+            self._local_summary = summary
+        else:
+            self._summaries.put((stats.epoch, place.worker_id, place.num_workers,
+                                 summary.to_dict()))
+
+    def epoch_summary(self, timeout: float = 10.0) -> SkipSummary:
+        """The current epoch's skips and repairs, merged over this process's workers.
+
+        Call it after the epoch's DataLoader iterator is closed (``del`` it, or
+        let it run out); it waits up to ``timeout`` seconds for workers that
+        have not reported yet. Merge ranks with :meth:`SkipSummary.merge` after
+        sending :meth:`SkipSummary.to_dict` between them.
+        """
+        received: Dict[int, SkipSummary] = {}
+        expected = None
+        deadline = time.monotonic() + timeout
+        while expected is None or len(received) < expected:
+            if expected is None:  # nothing yet: a short wait unless the iteration ran here
+                wait = 0.0 if self._local_summary is not None else 0.2
+            else:
+                wait = deadline - time.monotonic()
+            try:
+                epoch, worker_id, num_workers, data = self._summaries.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                break
+            if epoch == self.epoch:
+                received[worker_id] = SkipSummary.from_dict(data)
+                expected = num_workers
+        if expected is not None and len(received) < expected:
+            logger.warning("epoch %d: %d of %d dataloader workers reported their skip counts",
+                           self.epoch, len(received), expected)
+        summaries = list(received.values())
+        if not summaries and self._local_summary is not None:
+            summaries = [self._local_summary]
+        self._local_summary = None
+        return SkipSummary.merged(summaries)
+
     def _utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         for index in indices:
             if self.data_type == "raw":
-                yield self.items[index]
+                utts = [self.items[index]]
             else:
-                yield from iter_shard(self.items[index], stats)
+                utts = iter_shard(self.items[index], stats)
+            for utt in utts:
+                if utt.key not in self.exclude_keys:
+                    yield utt
 
     def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         """Cycle over this worker's items until the consumer stops (``repeat``, or a quota).
@@ -162,7 +222,7 @@ class Dataset(IterableDataset):
         if not self.whole_utt and not self.repeat and self.config.sample_num_per_epoch > 0:
             quota = my_quota(self.config.sample_num_per_epoch, place)
             if quota == 0:
-                stats.log_summary()
+                self._report(stats, place)
                 return
         try:
             for sample in self._samples(place, rng, stats):
@@ -173,4 +233,4 @@ class Dataset(IterableDataset):
                 if quota and stats.yielded >= quota:
                     break
         finally:
-            stats.log_summary()
+            self._report(stats, place)

@@ -99,7 +99,9 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         "world_size": len(rng_states),
     }
     with atomic_path(path) as tmp_path:
-        torch.save(state, tmp_path)
+        # through a file object, so that a full disk reports ENOSPC with the path
+        with open(tmp_path, "wb") as handle:
+            torch.save(state, handle)
         if before_publish is not None:
             before_publish()
 

@@ -8,7 +8,6 @@ written by older versions.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from wespeaker_py.train.checkpoint import (epoch_from_name, is_training_checkpoi
                                            load_model_init, load_weights, model_state_of,
                                            read_checkpoint)
 from wespeaker_py.utils.config import ConfigError
+from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -74,8 +74,8 @@ def existing_checkpoints(model_dir: str) -> List[str]:
 def prepare_model_dir(settings: ExperimentSettings, is_main: bool) -> None:
     """Create ``exp_dir/models``; refuse to overwrite checkpoints unless resuming.
 
-    The main process also removes temporary files that a killed run left
-    behind (one training run per experiment folder at a time).
+    The main process also removes the temporary files that a killed run left
+    behind (those whose writing process is gone).
     """
     model_dir = settings.model_dir
     if not settings.checkpoint and existing_checkpoints(model_dir):
@@ -83,31 +83,15 @@ def prepare_model_dir(settings: ExperimentSettings, is_main: bool) -> None:
                           f"or choose another exp_dir")
     os.makedirs(model_dir, exist_ok=True)
     if is_main:
-        remove_stale_temporaries(settings.exp_dir)
-
-
-def remove_stale_temporaries(exp_dir: str) -> List[str]:
-    """Delete the temporary files of interrupted checkpoint, link and config writes."""
-    patterns = [os.path.join(exp_dir, "models", ".tmp_model_*.pt.*"),
-                os.path.join(exp_dir, "models", FINAL_MODEL + ".tmp"),
-                os.path.join(exp_dir, ".tmp_config.yaml.*")]
-    removed = []
-    for pattern in patterns:
-        for path in glob.glob(pattern):
-            if os.path.lexists(path):
-                os.remove(path)
-                removed.append(path)
-    if removed:
-        logger.info("removed %d temporary files of an interrupted run", len(removed))
-    return removed
+        removed = remove_stale_temp_files(settings.exp_dir) + remove_stale_temp_files(model_dir)
+        if removed:
+            logger.info("removed %d temporary files of an interrupted run", len(removed))
 
 
 def link_final_model(model_dir: str, epoch: int) -> None:
     """Point ``model_dir/final_model.pt`` at ``model_<epoch>.pt`` (atomically)."""
     link = os.path.join(model_dir, FINAL_MODEL)
-    tmp = link + ".tmp"
-    if os.path.lexists(tmp):
-        os.remove(tmp)
+    tmp = temp_name_for(link)
     os.symlink(f"model_{epoch}.pt", tmp)
     os.replace(tmp, link)
 

@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.train.step import NonFiniteLossError, StepOutcome, StepRunner
+from wespeaker_py.utils.cli_errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
 
-class TrainingDataError(RuntimeError):
-    """The training data gave fewer batches than an epoch needs."""
+class TrainingDataError(RunFailedError):
+    """The training data gave fewer batches than an epoch needs (the command exits 1)."""
 
 
 @dataclass(frozen=True)

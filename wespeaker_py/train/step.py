@@ -24,12 +24,13 @@ import torch.nn as nn
 from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.train.distributed import DistContext, wrap_ddp
 from wespeaker_py.train.rollback import StepRollback
+from wespeaker_py.utils.cli_errors import RunFailedError
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 NONFINITE_POLICIES = ("raise", "skip")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError):
     """The loss or the gradients became NaN or infinite; that step changed nothing."""
 
 

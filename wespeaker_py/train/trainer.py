@@ -24,6 +24,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
+from wespeaker_py.dataset.stats import SkipSummary
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.train import builder, experiment
 from wespeaker_py.train.checkpoint import (capture_rng_state, parameter_digest,
@@ -236,9 +237,15 @@ def _train(config: Dict[str, Any], settings: experiment.ExperimentSettings,
     logger.info("training epochs %d to %d", start_epoch, settings.num_epochs)
 
     history: List[EpochResult] = []
+    data_total = SkipSummary()
     for epoch in range(start_epoch, settings.num_epochs + 1):
         dataset.set_epoch(epoch)
-        result = trainer.train_epoch(epoch, loader)
+        try:
+            result = trainer.train_epoch(epoch, loader)
+        except TrainingDataError:
+            dataset.epoch_summary().log(f"epoch {epoch} training data on rank {ctx.rank}")
+            raise
+        data_total.merge(_log_data_summary(dataset, ctx, epoch))
         logger.info("epoch %d done: loss %.4f acc %.2f lr %.3e margin %.3f (%d batches over "
                     "all ranks, %d skipped)", epoch, result.loss, result.accuracy, result.lr,
                     result.margin, result.batches, result.skipped_batches)
@@ -247,7 +254,19 @@ def _train(config: Dict[str, Any], settings: experiment.ExperimentSettings,
         if settings.should_save(epoch):
             trainer.save(epoch, is_last=epoch == settings.num_epochs)
         history.append(result)
+    if ctx.is_main:
+        data_total.log(f"training data, epochs {start_epoch}-{settings.num_epochs} "
+                       f"(each epoch counts a key once)")
     if trainer.summary_writer is not None:
         trainer.summary_writer.close()
     barrier(ctx)
     return history
+
+
+def _log_data_summary(dataset: Dataset, ctx: DistContext, epoch: int) -> SkipSummary:
+    """The epoch's skip and repair counts over all workers and ranks, logged once by rank 0."""
+    gathered = gather_objects(dataset.epoch_summary().to_dict(), ctx)
+    merged = SkipSummary.merged(SkipSummary.from_dict(data) for data in gathered)
+    if ctx.is_main:
+        merged.log(f"epoch {epoch} training data over {ctx.world_size} rank(s)")
+    return merged
