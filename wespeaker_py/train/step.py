@@ -107,6 +107,12 @@ class StepRunner:
                                ctx)
         use_scaler = settings.amp and settings.amp_dtype == torch.float16
         self.grad_scaler = torch.amp.GradScaler(ctx.device.type) if use_scaler else None
+        if ctx.device.type == "cuda":
+            # Adam's step counts then live on the device, where the rollback can keep
+            # or undo them without a sync
+            for group in optimizer.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
         self.rollback = StepRollback(model, optimizer)
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
 
