@@ -90,6 +90,20 @@ class StepOutcome:
     keys: List[str]          # the batch's utterance keys, for messages
 
 
+def keep_optimizer_state_on_device(optimizer: torch.optim.Optimizer,
+                                   device: torch.device) -> None:
+    """On CUDA, make Adam/AdamW keep their step counts on the device ("capturable").
+
+    The rollback can then keep or undo them without a sync. Call it again after
+    loading an optimizer state_dict, which brings back the saved setting.
+    """
+    if device.type != "cuda":
+        return
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = True
+
+
 class StepRunner:
     """Runs training steps of ``model`` (head as ``model.projection``) with ``optimizer``.
 
@@ -107,12 +121,7 @@ class StepRunner:
                                ctx)
         use_scaler = settings.amp and settings.amp_dtype == torch.float16
         self.grad_scaler = torch.amp.GradScaler(ctx.device.type) if use_scaler else None
-        if ctx.device.type == "cuda":
-            # Adam's step counts then live on the device, where the rollback can keep
-            # or undo them without a sync
-            for group in optimizer.param_groups:
-                if "capturable" in group:
-                    group["capturable"] = True
+        keep_optimizer_state_on_device(optimizer, ctx.device)
         self.rollback = StepRollback(model, optimizer)
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
 

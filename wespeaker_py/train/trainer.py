@@ -32,7 +32,8 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, parameter_digest,
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
 from wespeaker_py.train.loop import EpochResult, LoopSettings, TrainingDataError, train_epoch
-from wespeaker_py.train.step import NonFiniteLossError, StepRunner, StepSettings
+from wespeaker_py.train.step import (NonFiniteLossError, StepRunner, StepSettings,
+                                     keep_optimizer_state_on_device)
 from wespeaker_py.utils.config import require_keys, save_config, validate_config
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
@@ -232,6 +233,7 @@ def _train(config: Dict[str, Any], settings: experiment.ExperimentSettings,
         restore_training_state(checkpoint, settings.checkpoint, trainer.optimizer,
                                trainer.lr_scheduler, trainer.margin_scheduler, ctx.rank,
                                ctx.world_size, trainer.grad_scaler)
+        keep_optimizer_state_on_device(trainer.optimizer, ctx.device)
     if ctx.is_main:
         save_config(config, os.path.join(settings.exp_dir, "config.yaml"))
     logger.info("training epochs %d to %d", start_epoch, settings.num_epochs)
