@@ -100,8 +100,13 @@ def keep_optimizer_state_on_device(optimizer: torch.optim.Optimizer,
     if device.type != "cuda":
         return
     for group in optimizer.param_groups:
-        if "capturable" in group:
-            group["capturable"] = True
+        if "capturable" not in group:
+            continue
+        group["capturable"] = True
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
 
 
 class StepRunner:
