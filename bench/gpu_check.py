@@ -127,7 +127,8 @@ def step_data(work: str, sizes: Sizes) -> str:
     with open(os.path.join(work, "raw.list"), "w") as raw, \
             open(os.path.join(work, "utt2spk"), "w") as utt2spk:
         for index in range(utts):
-            key, spk = f"spk{index % sizes.speakers:05d}-{index:06d}", f"spk{index % sizes.speakers:05d}"
+            spk = f"spk{index % sizes.speakers:05d}"
+            key = f"{spk}-{index:06d}"
             raw.write(json.dumps({"key": key, "wav": wavs[index % len(wavs)], "spk": spk}) + "\n")
             utt2spk.write(f"{key} {spk}\n")
     with open(os.path.join(work, "extract.list"), "w") as raw:
@@ -235,7 +236,8 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
 
 
 TRAIN_HEADER = ("| model | variant | batch | samples/s (DataLoader) | time waiting for data | "
-                "samples/s (in-memory batches) | memory | workers |\n|---|---|---|---|---|---|---|---|")
+                "samples/s (in-memory batches) | memory | workers |\n"
+                "|---|---|---|---|---|---|---|---|")
 
 
 def _train_step(model: str, bf16: bool, channels_last: bool = False,
@@ -252,8 +254,9 @@ def step_gpu_tests(work: str, sizes: Sizes) -> str:
     names = ", ".join(os.path.relpath(path, REPO) for path in files)
     if _device().type != "cuda":
         return f"not run without CUDA; the gpu-marked tests are in {names}"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
-                          + files, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu",
+                           "-p", "no:cacheprovider"] + files,
+                          cwd=REPO, capture_output=True, text=True)
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])
     return f"`pytest -m gpu` on {names}: exit {done.returncode}\n\n```\n{tail}\n```"
 
@@ -311,7 +314,6 @@ def step_extraction(work: str, sizes: Sizes) -> str:
 
 def step_asnorm(work: str, sizes: Sizes) -> str:
     import numpy as np
-    import torch
 
     from wespeaker_py.scoring.cosine import cosine_score_trials
     from wespeaker_py.scoring.embeddings import EmbeddingTable
@@ -498,7 +500,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(1)  # tiny sizes: more threads only spin
         import wespeaker_py.inference.embedding  # noqa: F401
         import wespeaker_py.scoring.norm  # noqa: F401
-        import wespeaker_py.train.trainer  # noqa: F401
+        import wespeaker_py.train.trainer  # noqa: F401,F811
     started = time.monotonic()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip() or "unknown"

@@ -14,7 +14,7 @@ usable utterance left, which is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -57,45 +57,58 @@ class EpochResult:
     margin: float
 
 
-class _Totals:
-    """Device-side sums of step outcomes since the last read."""
+@dataclass
+class _Interval:
+    """The steps since the last log point, read back to the host."""
+
+    loss_sum: float
+    correct: float
+    samples: float
+    steps: float
+    dropped: float
+    first_dropped: Optional[Tuple[int, List[str], bool]]  # batch, keys, loss finite here
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.loss_sum, self.correct, self.samples, self.steps,
+                             self.dropped], dtype=torch.float64)
+
+
+class _DeviceTotals:
+    """Device-side sums of step outcomes; :meth:`flush` reads them (one transfer) and resets."""
 
     def __init__(self, device: torch.device):
-        # loss sum, correct, samples, good steps, dropped steps
+        # loss sum, correct, samples, applied steps, dropped steps
         self.values = torch.zeros(5, dtype=torch.float64, device=device)
-        self.first_bad: Optional[tuple] = None
-        self._pending: List[tuple] = []
+        self._outcomes: List[Tuple[int, StepOutcome]] = []
 
-    def add(self, outcome: StepOutcome, batch_size: int, index: int) -> None:
+    def add(self, outcome: StepOutcome, batch_size: int, batch: int) -> None:
         good = outcome.good.to(torch.float64)
         self.values += torch.stack([outcome.loss_sum.to(torch.float64),
                                     outcome.correct.to(torch.float64), good * batch_size,
                                     good, 1.0 - good])
-        self._pending.append((index, outcome))
+        self._outcomes.append((batch, outcome))
 
-    def read(self) -> List[float]:
-        """The sums (one device-to-host transfer) and the first dropped step among them."""
-        values = self.values.tolist()
-        if values[4] and self.first_bad is None:
-            flags = torch.stack([o.good for _, o in self._pending]).tolist()
-            index, outcome = self._pending[flags.index(False)]
-            self.first_bad = (index, outcome.keys, bool(outcome.loss_finite))
-        self._pending.clear()
-        return values
-
-    def reset(self) -> None:
+    def flush(self) -> _Interval:
+        loss_sum, correct, samples, steps, dropped = self.values.tolist()
+        first_dropped = None
+        if dropped:  # a second read, only when something went wrong
+            flags = torch.stack([outcome.good for _, outcome in self._outcomes]).tolist()
+            batch, outcome = self._outcomes[flags.index(False)]
+            first_dropped = (batch, outcome.keys, bool(outcome.loss_finite))
         self.values.zero_()
-        self.first_bad = None
+        self._outcomes.clear()
+        return _Interval(loss_sum, correct, samples, steps, dropped, first_dropped)
 
 
-def _describe_bad_step(epoch: int, bad: tuple, dropped: int) -> str:
-    index, keys, loss_finite = bad
+def _dropped_steps_message(epoch: int, interval: _Interval) -> str:
+    batch, keys, loss_finite = interval.first_dropped
     shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
     what = ("gradients (this rank's loss was finite: the NaN came from another rank "
             "or from the backward pass)" if loss_finite else "loss")
-    return (f"non-finite {what} at epoch {epoch}, batch {index}; this rank's batch holds "
-            f"{shown or 'no keys'}; {dropped} step(s) dropped since the last report, "
-            f"each leaving weights, optimizer state and normalisation statistics unchanged")
+    return (f"non-finite {what} at epoch {epoch}, batch {batch}; this rank's batch holds "
+            f"{shown or 'no keys'}; {int(interval.dropped)} step(s) dropped since the last "
+            f"report, each leaving weights, optimizer state and normalisation statistics "
+            f"unchanged")
 
 
 def train_epoch(runner: StepRunner, settings: LoopSettings, ctx: DistContext, epoch: int,
@@ -105,7 +118,7 @@ def train_epoch(runner: StepRunner, settings: LoopSettings, ctx: DistContext, ep
     runner.train()
     epoch_iter = settings.epoch_iter
     epoch_totals = torch.zeros(5, dtype=torch.float64)
-    interval = _Totals(ctx.device)
+    totals = _DeviceTotals(ctx.device)
     progress = tqdm(total=epoch_iter, desc=f"epoch {epoch}", unit="batch",
                     disable=not ctx.is_main, leave=False, dynamic_ncols=True)
     iterator = iter(batches)
@@ -121,40 +134,39 @@ def train_epoch(runner: StepRunner, settings: LoopSettings, ctx: DistContext, ep
             iteration = (epoch - 1) * epoch_iter + index
             lr = lr_scheduler.step(iteration)
             margin_scheduler.step(iteration)
-            interval.add(runner(batch), int(batch["labels"].numel()), index + 1)
+            totals.add(runner(batch), int(batch["labels"].numel()), index + 1)
             progress.update(1)
-            if (index + 1) % settings.log_interval == 0 or index + 1 == epoch_iter:
-                values = interval.read()
-                epoch_totals += torch.tensor(values, dtype=torch.float64)
-                _report(interval, values, settings, epoch, index + 1, lr,
-                        margin_scheduler.get_margin(), runner, progress, log_scalars,
-                        iteration)
-                interval.reset()
+            if (index + 1) % settings.log_interval and index + 1 < epoch_iter:
+                continue
+            interval = totals.flush()
+            epoch_totals += interval.as_tensor()
+            if interval.first_dropped is not None:
+                message = _dropped_steps_message(epoch, interval)
+                if runner.settings.nonfinite_policy == "raise":
+                    raise NonFiniteLossError(message + ". Lower the learning rate, turn off "
+                                             "enable_amp, or set nonfinite_loss: skip to drop "
+                                             "such batches")
+                logger.warning("%s; skipped", message)
+            if interval.samples:
+                _log_interval(interval, epoch, index + 1, epoch_iter, lr,
+                              margin_scheduler.get_margin(), progress, log_scalars, iteration)
     finally:
-        # closing the iterator ends the data set's epoch (it logs its skip summary)
+        # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
-    totals = all_reduce_sum(epoch_totals.to(ctx.device), ctx).tolist()
-    samples = max(1.0, totals[2])
-    return EpochResult(epoch=epoch, loss=totals[0] / samples, accuracy=100.0 * totals[1] / samples,
-                       batches=int(totals[3] + totals[4]), skipped_batches=int(totals[4]),
+    summed = all_reduce_sum(epoch_totals.to(ctx.device), ctx).tolist()
+    samples = max(1.0, summed[2])
+    return EpochResult(epoch=epoch, loss=summed[0] / samples, accuracy=100.0 * summed[1] / samples,
+                       batches=int(summed[3] + summed[4]), skipped_batches=int(summed[4]),
                        lr=lr_scheduler.get_lr(), margin=margin_scheduler.get_margin())
 
 
-def _report(interval: _Totals, values: List[float], settings: LoopSettings, epoch: int,
-            batch: int, lr: float, margin: float, runner: StepRunner, progress,
-            log_scalars: Callable[..., None], iteration: int) -> None:
-    loss_sum, correct, samples, _, dropped = values
-    if interval.first_bad is not None:
-        message = _describe_bad_step(epoch, interval.first_bad, int(dropped))
-        if runner.settings.nonfinite_policy == "raise":
-            raise NonFiniteLossError(message + ". Lower the learning rate, turn off enable_amp, "
-                                     "or set nonfinite_loss: skip to drop such batches")
-        logger.warning("%s; skipped", message)
-    if not samples:
-        return
-    mean_loss, accuracy = loss_sum / samples, 100.0 * correct / samples
+def _log_interval(interval: _Interval, epoch: int, batch: int, epoch_iter: int, lr: float,
+                  margin: float, progress, log_scalars: Callable[..., None],
+                  iteration: int) -> None:
+    mean_loss = interval.loss_sum / interval.samples
+    accuracy = 100.0 * interval.correct / interval.samples
     progress.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{accuracy:.1f}")
     logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
-                epoch, batch, settings.epoch_iter, lr, margin, mean_loss, accuracy)
+                epoch, batch, epoch_iter, lr, margin, mean_loss, accuracy)
     log_scalars(iteration, loss=mean_loss, accuracy=accuracy, lr=lr, margin=margin)
