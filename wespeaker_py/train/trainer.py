@@ -117,13 +117,15 @@ class Trainer:
 def build_loader(config: Mapping[str, Any], dataset, device: torch.device) -> DataLoader:
     """The DataLoader over the training Dataset with ``dataloader_args``.
 
-    Pinned memory only when the batches go to a CUDA device. No persistent
-    workers: the Dataset reads its epoch when an iterator starts.
+    Batches for a CUDA device are always pinned (``pin_memory`` only matters
+    elsewhere, where pinning is useless): the step copies them with
+    ``non_blocking``, which is asynchronous only from pinned memory. No
+    persistent workers: the Dataset reads its epoch when an iterator starts.
     """
     args = dict(config["dataloader_args"])
     num_workers = int(args.get("num_workers", 0))
     loader_args = {"batch_size": args["batch_size"], "num_workers": num_workers,
-                   "pin_memory": bool(args.get("pin_memory", False)) and device.type == "cuda",
+                   "pin_memory": device.type == "cuda",
                    "drop_last": bool(args.get("drop_last", True)),
                    "collate_fn": collate_train}
     if num_workers > 0:
