@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import glob
 import json
@@ -144,7 +145,7 @@ def step_data(work: str, sizes: Sizes) -> str:
 
 def _training_config(work: str, sizes: Sizes, model: str, bf16: bool, channels_last: bool,
                      compile_model: bool):
-    from wespeaker_py.utils.config import load_config
+    from wespeaker_py.config import load_config
     aug = json.load(open(os.path.join(work, "aug.json")))
     overrides = [("enable_amp", str(bf16)), ("amp_dtype", "bfloat16"),
                  ("channels_last", str(channels_last)), ("compile", str(compile_model)),
@@ -177,7 +178,7 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
 
     device = _device()
     config = _training_config(work, sizes, model, bf16, channels_last, compile_model)
-    spk2id = spk2id_from_utt2spk(config["train_label"])
+    spk2id = spk2id_from_utt2spk(config.train_label)
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model_module = builder.build_model(config, len(spk2id)).to(device)
@@ -191,10 +192,10 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
                       optimizer, builder.build_lr_scheduler(config, optimizer, steps, 1),
                       builder.build_margin_scheduler(config, model_module.projection, steps),
                       steps, model_dir=work)
-    dataset = Dataset("raw", config["train_data"], builder.effective_dataset_args(config),
-                      spk2id=spk2id, reverb_data=config["reverb_data"],
-                      noise_data=config["noise_data"], seed=1, repeat=True)
-    loader = build_loader(config, dataset, device)
+    dataset = Dataset("raw", config.train_data, builder.effective_dataset_args(config),
+                      spk2id=spk2id, reverb_data=config.reverb_data,
+                      noise_data=config.noise_data, seed=1, repeat=True)
+    loader = build_loader(config.dataloader_args, dataset, device)
 
     marks: Dict[str, float] = {"wait": 0.0}
 
@@ -218,8 +219,8 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
     real_wait = marks["wait"]
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    first = next(iter(build_loader(dict(config, dataloader_args=dict(
-        config["dataloader_args"], num_workers=0)), dataset, device)))
+    in_process = dataclasses.replace(config.dataloader_args, num_workers=0)
+    first = next(iter(build_loader(in_process, dataset, device)))
     if device.type == "cuda":
         first = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in first.items()}
     trainer.train_epoch(2, timed_batches([first] * steps))
@@ -358,8 +359,8 @@ def step_ddp(work: str, sizes: Sizes) -> str:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "-m", "wespeaker_py.bin.train",
                "--config", os.path.join(REPO, "conf", "resnet34.yaml"), "--exp_dir", exp_dir,
-               "--gpus", "[0,1]", "--data_type", "raw", "--train_data", config["train_data"],
-               "--train_label", config["train_label"], "--noise_data", aug["musan"],
+               "--gpus", "[0,1]", "--data_type", "raw", "--train_data", config.train_data,
+               "--train_label", config.train_label, "--noise_data", aug["musan"],
                "--reverb_data", aug["rirs"], "--num_epochs", "1", "--enable_amp", "True",
                "--dataloader_args.batch_size", str(sizes.batch),
                "--dataloader_args.num_workers", str(max(1, sizes.workers // 2)),
@@ -424,6 +425,7 @@ def _run_in_child(name: str, function, work: str, sizes: Sizes, timeout: float,
                 os.dup2(log, 1)
                 os.dup2(log, 2)
                 sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)
+                _fresh_tqdm_lock()
                 _write_atomically(result_path, function(work, sizes))
                 code = 0
             except BaseException:
@@ -444,6 +446,15 @@ def _run_in_child(name: str, function, work: str, sizes: Sizes, timeout: float,
     if os.path.exists(log_path):
         tail = "\n".join(open(log_path, errors="replace").read().strip().splitlines()[-20:])
     return status if status != "ok" else "failed", f"```\n{tail}\n```", seconds
+
+
+def _fresh_tqdm_lock() -> None:
+    """Give a forked step its own tqdm lock: the default one is a semaphore shared with
+    the driver's other children, and a child killed while holding it would lock it."""
+    import threading
+
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
 
 
 def _wait(pid: int, timeout: float) -> str:

@@ -17,7 +17,8 @@ import soxr
 import torch
 
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
-from wespeaker_py.dataset import Dataset, DatasetConfigError, PipelineConfig, collate_train
+from wespeaker_py.config import ConfigError, as_dataset_args
+from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.dataset.augment import AugmentPlan, Augmenter, apply_plan
 from wespeaker_py.dataset.collate import AUG_NOISE, AUG_NONE, AUG_REVERB
 from wespeaker_py.dataset.device_augment import augment_batch, fft_size
@@ -215,10 +216,10 @@ def test_cpu_batch_passes_through_and_empty_augmentation_is_harmless(sources):
 
 
 def test_augment_on_is_checked():
-    assert PipelineConfig.from_dataset_args({}).augment_on == "cpu"
-    assert PipelineConfig.from_dataset_args({"augment_on": "device"}).augment_on == "device"
-    with pytest.raises(DatasetConfigError, match="dataset_args.augment_on"):
-        PipelineConfig.from_dataset_args({"augment_on": "gpu"})
+    assert as_dataset_args({}).augment_on == "cpu"
+    assert as_dataset_args({"augment_on": "device"}).augment_on == "device"
+    with pytest.raises(ConfigError, match="dataset_args.augment_on"):
+        as_dataset_args({"augment_on": "gpu"})
 
 
 def test_fft_size_is_smooth_and_large_enough():

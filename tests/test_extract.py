@@ -66,7 +66,7 @@ def corpus(tmp_path_factory):
 
 def reference_embeddings(experiment, wavs):
     """Each utterance alone, through the front-end and the network built in the fixture."""
-    frontend = FbankFeatures.from_dataset_args(experiment["config"]["dataset_args"]).eval()
+    frontend = FbankFeatures.from_dataset_args(experiment["config"].dataset_args).eval()
     with torch.no_grad():
         return {key: experiment["network"](frontend(read_int16_scale(path)[None]))[0].numpy()
                 for key, path in wavs.items()}

@@ -8,9 +8,11 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 
 import torch
+from tqdm import tqdm
 
 from train_helpers import make_speaker_corpus, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
@@ -25,6 +27,9 @@ def _train_in_child(argv):
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    # tqdm's default lock is a semaphore shared by every process forked from this
+    # one; a sibling killed while holding it would leave it locked for good
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
     from wespeaker_py.bin import train as train_cli
     from wespeaker_py.utils.logging_utils import setup_logging

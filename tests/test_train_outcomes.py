@@ -14,7 +14,7 @@ from wespeaker_py.train import experiment
 from wespeaker_py.train.trainer import TrainingDataError, run_training
 from wespeaker_py.utils import file_utils
 from wespeaker_py.utils.cli_errors import run_main
-from wespeaker_py.utils.config import ConfigError
+from wespeaker_py.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
 @pytest.mark.parametrize("num_epochs", [0, -1])
 def test_a_config_that_trains_no_epoch_fails(corpus, tmp_path, capsys, num_epochs):
     exp_dir = str(tmp_path / "exp")
-    with pytest.raises(ConfigError, match=r"'num_epochs' must be at least 1"):
+    with pytest.raises(ConfigError, match=r"config key 'num_epochs' must be >= 1"):
         run_training(tiny_config(exp_dir, corpus, num_epochs=num_epochs))
     assert not os.path.exists(os.path.join(exp_dir, "models"))
     with pytest.raises(SystemExit) as exit_info:

@@ -16,9 +16,9 @@ import argparse
 import sys
 from typing import List, Optional
 
+from wespeaker_py.config import ConfigError, load_config, parse_override_args
 from wespeaker_py.train.trainer import run_training
 from wespeaker_py.utils.cli_errors import run_main
-from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.

@@ -14,14 +14,14 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
-from typing import AbstractSet, Dict, Iterator, Mapping, Optional
+from typing import AbstractSet, Any, Dict, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
-from wespeaker_py.dataset.config import PipelineConfig
 from wespeaker_py.dataset.lists import Utterance, read_raw_list, read_shard_list
 from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items, my_quota,
                                             worker_rng)
@@ -59,7 +59,8 @@ class Dataset(IterableDataset):
     told otherwise).
     """
 
-    def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
+    def __init__(self, data_type: str, data_list_file: str,
+                 dataset_args: Union[DatasetArgs, Mapping[str, Any], None],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
                  seed: int = 42, repeat: bool = False,
@@ -72,7 +73,7 @@ class Dataset(IterableDataset):
         if not whole_utt and not spk2id:
             raise ValueError("training mode needs a non-empty spk2id (see spk2id_from_utt2spk)")
         self.data_type = data_type
-        self.config = PipelineConfig.from_dataset_args(dataset_args)
+        self.config = as_dataset_args(dataset_args)
         self.spk2id = spk2id
         self.whole_utt = whole_utt
         self.repeat = repeat and not whole_utt
@@ -88,8 +89,8 @@ class Dataset(IterableDataset):
         self.settings = ChunkSettings(
             sample_rate=config.resample_rate, num_frms=config.num_frms,
             frame_length_ms=config.frame_length_ms, frame_shift_ms=config.frame_shift_ms,
-            min_num_frames=config.min_num_frames if config.filter else None,
-            max_num_frames=config.max_num_frames if config.filter else None,
+            min_num_frames=config.filter_args.min_num_frames if config.filter else None,
+            max_num_frames=config.filter_args.max_num_frames if config.filter else None,
             speed_perturb=config.speed_perturb,
             expand_speeds=config.speed_perturb and config.speed_perturb_mode == "expanded",
             num_spks=len(spk2id) if spk2id else 0,
@@ -166,7 +167,7 @@ class Dataset(IterableDataset):
 
         Stops, with a warning, once a full pass plus the shuffle lag yields nothing.
         """
-        lag = 2 * self.config.shuffle_size + 1
+        lag = 2 * self.config.shuffle_args.shuffle_size + 1
         pass_len = None
         since_progress, last_yielded = 0, stats.yielded
         while True:
@@ -203,11 +204,11 @@ class Dataset(IterableDataset):
         else:
             utts = self._utterances(indices, stats)
         if shuffle:
-            utts = shuffle_buffer(utts, config.shuffle_size, rng)
+            utts = shuffle_buffer(utts, config.shuffle_args.shuffle_size, rng)
         samples = training_chunks(with_labels(utts, self.spk2id, stats, True),
                                   self.settings, rng, stats)
         if self.settings.expand_speeds and shuffle:
-            samples = shuffle_buffer(samples, config.shuffle_size, rng)
+            samples = shuffle_buffer(samples, config.shuffle_args.shuffle_size, rng)
         if self.augmenter is not None:
             samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats,
                                 on_device=self.settings.speed_on_device)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
@@ -138,7 +139,7 @@ def _check_not_distributed() -> None:
                            f"use --nj to split it into jobs, not torchrun")
 
 
-def extract_part(config: Mapping[str, Any], model_path: str, data_type: str,
+def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  data_list: str, part_ark: str, batch_size: int = 1, num_workers: int = 1,
                  device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
                  progress_position: int = 0,
@@ -153,7 +154,7 @@ def extract_part(config: Mapping[str, Any], model_path: str, data_type: str,
     _check_not_distributed()
     done = set(recover_part(part_ark))
     # the list and dataset_args are checked before the (possibly large) model loads
-    dataset = Dataset(data_type, data_list, config["dataset_args"], whole_utt=True,
+    dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True,
                       exclude_keys=done)
     if not dataset.items:
         raise DataFormatError(data_list, None, "the data list is empty")
@@ -161,7 +162,7 @@ def extract_part(config: Mapping[str, Any], model_path: str, data_type: str,
     embedder = load_embedder(config, model_path).to(target)
     min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
-                "least %d frames", config["model"], target, batch_size, min_frames)
+                "least %d frames", config.model, target, batch_size, min_frames)
     if done:
         logger.info("%s: continuing after the %d embeddings already written", part_ark,
                     len(done))
@@ -191,7 +192,7 @@ def extract_part(config: Mapping[str, Any], model_path: str, data_type: str,
     return summary
 
 
-def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: str,
+def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        data_list: str, embed_ark: str, batch_size: int = 1,
                        num_workers: int = 1, device: Optional[str] = None,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,

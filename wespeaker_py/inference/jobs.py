@@ -19,10 +19,11 @@ import os
 import queue
 import signal
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB, ExtractionSummary, extract_part
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.utils.cli_errors import RunFailedError
@@ -135,7 +136,7 @@ def _collect(processes: Sequence[multiprocessing.Process], results,
     return summary
 
 
-def extract_embeddings_parallel(config: Mapping[str, Any], model_path: str, data_type: str,
+def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type: str,
                                 data_list: str, embed_ark: str, num_jobs: int,
                                 gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
                                 num_workers: int = 1,

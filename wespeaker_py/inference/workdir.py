@@ -15,6 +15,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Mapping, Optional
 
+from wespeaker_py.config import config_to_dict
 from wespeaker_py.dataset.lists import read_list_file
 from wespeaker_py.inference.writer import merge_embedding_arks, recover_part, scp_path_for
 from wespeaker_py.utils.cli_errors import RunFailedError
@@ -76,7 +77,7 @@ class ExtractionWork:
         self.path = work_dir_for(embed_ark)
         manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
                     "data_type": data_type, "model": _model_identity(model_path),
-                    "config": json.dumps(config, sort_keys=True, default=str),
+                    "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
                     "num_jobs": num_jobs}
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)

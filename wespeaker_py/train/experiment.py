@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch.nn as nn
 
 from wespeaker_py.train.checkpoint import (epoch_from_name, is_training_checkpoint,
                                            load_model_init, load_weights, model_state_of,
                                            read_checkpoint)
-from wespeaker_py.utils.config import ConfigError
+from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -40,16 +40,11 @@ class ExperimentSettings:
     model_init: Optional[str] = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "ExperimentSettings":
-        num_epochs = config["num_epochs"]
-        if not isinstance(num_epochs, int) or num_epochs < 1:
-            raise ConfigError(f"config key 'num_epochs' must be at least 1 (a run that trains "
-                              f"no epoch makes no model), got {num_epochs!r}")
-        return cls(exp_dir=config["exp_dir"], num_epochs=num_epochs,
-                   save_epoch_interval=int(config.get("save_epoch_interval", 5)),
-                   num_avg=int(config.get("num_avg", 10)),
-                   checkpoint=config.get("checkpoint") or None,
-                   model_init=config.get("model_init") or None)
+    def from_config(cls, config: TrainConfig) -> "ExperimentSettings":
+        """Read the folder, epoch and checkpoint keys (``num_epochs >= 1`` is the schema's)."""
+        return cls(exp_dir=config.exp_dir, num_epochs=config.num_epochs,
+                   save_epoch_interval=config.save_epoch_interval, num_avg=config.num_avg,
+                   checkpoint=config.checkpoint or None, model_init=config.model_init or None)
 
     @property
     def model_dir(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 import torch
 from tqdm import tqdm
 
+from wespeaker_py.config import TrainConfig
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.train.step import NonFiniteLossError, StepOutcome, StepRunner
 from wespeaker_py.utils.cli_errors import RunFailedError
@@ -39,9 +40,8 @@ class LoopSettings:
     log_interval: int = 100
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], epoch_iter: int) -> "LoopSettings":
-        return cls(epoch_iter=epoch_iter,
-                   log_interval=max(1, int(config.get("log_batch_interval", 100))))
+    def from_config(cls, config: TrainConfig, epoch_iter: int) -> "LoopSettings":
+        return cls(epoch_iter=epoch_iter, log_interval=config.log_batch_interval)
 
 
 @dataclass

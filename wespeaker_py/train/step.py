@@ -21,13 +21,13 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 import torch.nn as nn
 
+from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.train.distributed import DistContext, wrap_ddp
 from wespeaker_py.train.rollback import StepRollback
 from wespeaker_py.utils.cli_errors import RunFailedError
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-NONFINITE_POLICIES = ("raise", "skip")
 
 
 class NonFiniteLossError(RunFailedError):
@@ -45,16 +45,11 @@ class StepSettings:
     loss_args: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "StepSettings":
+    def from_config(cls, config: TrainConfig) -> "StepSettings":
         """Read ``enable_amp``, ``amp_dtype``, ``grad_clip``, ``nonfinite_loss``, ``loss_args``."""
-        policy = config.get("nonfinite_loss", "raise")
-        if policy not in NONFINITE_POLICIES:
-            raise ValueError(f"config key 'nonfinite_loss' must be one of {NONFINITE_POLICIES}, "
-                             f"got {policy!r}")
-        return cls(amp=bool(config.get("enable_amp", False)),
-                   amp_dtype=AMP_DTYPES[config.get("amp_dtype", "bfloat16")],
-                   grad_clip=float(config.get("grad_clip") or 0.0), nonfinite_policy=policy,
-                   loss_args=dict(config.get("loss_args") or {}))
+        return cls(amp=config.enable_amp, amp_dtype=AMP_DTYPES[config.amp_dtype],
+                   grad_clip=config.grad_clip or 0.0, nonfinite_policy=config.nonfinite_loss,
+                   loss_args=dict(config.loss_args))
 
 
 class TrainingStep(nn.Module):

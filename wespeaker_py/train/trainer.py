@@ -13,16 +13,17 @@ WavLM weights only when not frozen, its layer weights always).
 """
 from __future__ import annotations
 
-import copy
 import os
 import random
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from wespeaker_py.config import (DataloaderArgs, TrainConfig, as_train_config, require_keys,
+                                 save_config)
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
 from wespeaker_py.dataset.stats import SkipSummary
 from wespeaker_py.frontend.ssl import frontend_param_groups
@@ -34,7 +35,6 @@ from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects
 from wespeaker_py.train.loop import EpochResult, LoopSettings, TrainingDataError, train_epoch
 from wespeaker_py.train.step import (NonFiniteLossError, StepRunner, StepSettings,
                                      keep_optimizer_state_on_device)
-from wespeaker_py.utils.config import require_keys, save_config, validate_config
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -58,7 +58,7 @@ class Trainer:
     the loop's and the experiment's settings.
     """
 
-    def __init__(self, config: Mapping[str, Any], ctx: DistContext, model: nn.Module,
+    def __init__(self, config: TrainConfig, ctx: DistContext, model: nn.Module,
                  frontend: Optional[nn.Module], optimizer: torch.optim.Optimizer, lr_scheduler,
                  margin_scheduler, epoch_iter: int, model_dir: str,
                  summary_writer: Optional[Any] = None):
@@ -114,35 +114,33 @@ class Trainer:
         return path
 
 
-def build_loader(config: Mapping[str, Any], dataset, device: torch.device) -> DataLoader:
-    """The DataLoader over the training Dataset with ``dataloader_args``.
+def build_loader(args: DataloaderArgs, dataset, device: torch.device) -> DataLoader:
+    """The DataLoader over the training Dataset with the config's ``dataloader_args``.
 
     Batches for a CUDA device are always pinned (``pin_memory`` only matters
     elsewhere, where pinning is useless): the step copies them with
     ``non_blocking``, which is asynchronous only from pinned memory. No
     persistent workers: the Dataset reads its epoch when an iterator starts.
     """
-    args = dict(config["dataloader_args"])
-    num_workers = int(args.get("num_workers", 0))
-    loader_args = {"batch_size": args["batch_size"], "num_workers": num_workers,
-                   "pin_memory": device.type == "cuda",
-                   "drop_last": bool(args.get("drop_last", True)),
+    loader_args = {"batch_size": args.batch_size, "num_workers": args.num_workers,
+                   "pin_memory": device.type == "cuda", "drop_last": args.drop_last,
                    "collate_fn": collate_train}
-    if num_workers > 0:
-        loader_args["prefetch_factor"] = args.get("prefetch_factor") or 2
+    if args.num_workers > 0:
+        loader_args["prefetch_factor"] = args.prefetch_factor or 2
     return DataLoader(dataset, **loader_args)
 
 
-def run_training(config: Dict[str, Any]) -> List[EpochResult]:
+def run_training(config: Union[TrainConfig, Mapping[str, Any]]) -> List[EpochResult]:
     """Train as ``config`` says (see conf/*.yaml); return each epoch's averages.
 
-    Call it in every process of a torchrun job, or alone for one process.
+    Call it in every process of a torchrun job, or alone for one process. The
+    config (typed, or a mapping) is checked into a copy of its own here:
+    ``model_args.feat_dim: -1`` gets filled in.
     """
-    validate_config(config)
+    config = as_train_config(config)
     require_keys(config, ["exp_dir", "data_type", "train_data", "train_label"])
-    config = copy.deepcopy(config)  # model_args.feat_dim: -1 gets filled in
     settings = experiment.ExperimentSettings.from_config(config)
-    ctx = init_distributed(config.get("gpus"))
+    ctx = init_distributed(config.gpus)
     stop_file_log = (experiment.log_to_file(os.path.join(settings.exp_dir, "train.log"))
                      if ctx.is_main else None)
     try:
@@ -153,7 +151,7 @@ def run_training(config: Dict[str, Any]) -> List[EpochResult]:
         shutdown_distributed()
 
 
-def _log_model_size(config: Mapping[str, Any], model: nn.Module) -> None:
+def _log_model_size(config: TrainConfig, model: nn.Module) -> None:
     def millions(prefix: str) -> float:
         return sum(param.numel() for name, param in model.named_parameters()
                    if name.startswith(prefix)) / 1e6
@@ -164,12 +162,12 @@ def _log_model_size(config: Mapping[str, Any], model: nn.Module) -> None:
         trainable = sum(param.numel() for param in model.frontend.parameters()
                         if param.requires_grad) / 1e6
         logger.info("%s: %.2fM parameters without the head, after a front-end of %.2fM "
-                    "(%.2fM trained)", config["model"], speaker, frontend, trainable)
+                    "(%.2fM trained)", config.model, speaker, frontend, trainable)
     else:
-        logger.info("%s: %.2fM parameters without the head", config["model"], speaker)
+        logger.info("%s: %.2fM parameters without the head", config.model, speaker)
 
 
-def _build_trainer(config: Mapping[str, Any], settings: experiment.ExperimentSettings,
+def _build_trainer(config: TrainConfig, settings: experiment.ExperimentSettings,
                    ctx: DistContext, frontend: nn.Module, num_speakers: int, epoch_iter: int):
     """Model (with start weights), optimizer and schedules; return (trainer, checkpoint, epoch).
 
@@ -184,9 +182,9 @@ def _build_trainer(config: Mapping[str, Any], settings: experiment.ExperimentSet
     model.to(ctx.device)
     if not holds_frontend:
         frontend.to(ctx.device)
-    if config.get("channels_last"):
+    if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    if config.get("compile"):
+    if config.compile:
         model.compile()  # in place: the state_dict keys stay those of the model
     # the WavLM weights of a joint run learn at lr * dataset_args.s3prl_args.lr_scale
     optimizer = builder.build_optimizer(config, frontend_param_groups(model))
@@ -199,25 +197,25 @@ def _build_trainer(config: Mapping[str, Any], settings: experiment.ExperimentSet
     return trainer, checkpoint, start_epoch
 
 
-def _train(config: Dict[str, Any], settings: experiment.ExperimentSettings,
+def _train(config: TrainConfig, settings: experiment.ExperimentSettings,
            ctx: DistContext) -> List[EpochResult]:
     experiment.prepare_model_dir(settings, ctx.is_main)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    set_seed(config["seed"] + ctx.rank)
+    set_seed(config.seed + ctx.rank)
     logger.info("rank %d of %d trains on %s", ctx.rank, ctx.world_size, ctx.device)
 
-    spk2id = spk2id_from_utt2spk(config["train_label"])
-    num_utterances = len(read_key_value(config["train_label"]))
+    spk2id = spk2id_from_utt2spk(config.train_label)
+    num_utterances = len(read_key_value(config.train_label))
     epoch_iter = builder.epoch_iterations(config, num_utterances, ctx.world_size)
     logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
                 num_utterances, len(spk2id), epoch_iter, ctx.world_size)
-    if config.get("do_lm"):
+    if config.do_lm:
         logger.info("large-margin fine-tuning: speed perturbation off, the head keeps "
                     "%d classes", builder.num_classes(config, len(spk2id)))
     frontend = builder.build_frontend(config)
     # saved below as exp_dir/config.yaml with the size filled in, as WeSpeaker does
-    config["model_args"] = builder.resolve_feat_dim(config, frontend)["model_args"]
+    config.model_args = builder.resolve_feat_dim(config, frontend).model_args
     trainer, checkpoint, start_epoch = _build_trainer(config, settings, ctx, frontend,
                                                       len(spk2id), epoch_iter)
     if start_epoch > settings.num_epochs:
@@ -225,11 +223,11 @@ def _train(config: Dict[str, Any], settings: experiment.ExperimentSettings,
             experiment.finish_without_training(settings, start_epoch)
         barrier(ctx)
         return []
-    dataset = Dataset(config["data_type"], config["train_data"],
+    dataset = Dataset(config.data_type, config.train_data,
                       builder.effective_dataset_args(config), spk2id=spk2id,
-                      reverb_data=config.get("reverb_data"), noise_data=config.get("noise_data"),
-                      seed=config["seed"], repeat=True)
-    loader = build_loader(config, dataset, ctx.device)
+                      reverb_data=config.reverb_data, noise_data=config.noise_data,
+                      seed=config.seed, repeat=True)
+    loader = build_loader(config.dataloader_args, dataset, ctx.device)
     # Generators are restored last, after everything above that draws from them.
     if checkpoint is not None:
         restore_training_state(checkpoint, settings.checkpoint, trainer.optimizer,

@@ -28,8 +28,7 @@ class RunFailedError(RuntimeError):
 # (module, class) of the input errors raised by the library; a module that was
 # never imported cannot have raised its error, so none is imported here
 _INPUT_ERRORS = (("wespeaker_py.utils.file_utils", "DataFormatError"),
-                 ("wespeaker_py.utils.config", "ConfigError"),
-                 ("wespeaker_py.dataset.config", "DatasetConfigError"),
+                 ("wespeaker_py.config.fields", "ConfigError"),
                  ("wespeaker_py.train.checkpoint", "CheckpointMismatchError"))
 
 
