@@ -96,3 +96,4 @@ def test_duplicate_shard_names_both_lines(tmp_path):
     with pytest.raises(DataFormatError, match=r"shard.list:4: duplicate shard '/s/0.tar', "
                                               r"already on line 1"):
         read_shard_list(str(shard_list))
+

@@ -1,4 +1,4 @@
-"""Scoring after an extraction that skipped utterances: counted skips, a threshold, one-line errors."""
+"""Scoring what extraction skipped: counted skips, a threshold, one-line errors."""
 import os
 import subprocess
 import sys

@@ -3,9 +3,10 @@
     python -m wespeaker_py.bin.score --exp_dir EXP --eval_scp_path EXP/embeddings/vox1/xvector.scp \
         --cal_mean True --cal_mean_dir EXP/embeddings/vox2_dev TRIALS [TRIALS ...]
 
-Writes EXP/scores/<trials name>.score (trials naming an utterance without an
-embedding are skipped and counted, see --max_missing_fraction); with ``--cal_mean True`` first computes
+Writes EXP/scores/<trials name>.score; with ``--cal_mean True`` first computes
 and saves ``<cal_mean_dir>/mean_vec.npy`` and subtracts it from every embedding.
+Trials naming an utterance without an embedding are skipped and counted (see
+``--max_missing_fraction``).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import time
@@ -109,6 +110,10 @@ class Dataset(IterableDataset):
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+        # counts nobody collected must not pile up in the queue's pipe
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._summaries.get(timeout=0)
 
     def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
         """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: by queue)."""
@@ -124,18 +129,18 @@ class Dataset(IterableDataset):
         """The current epoch's skips and repairs, merged over this process's workers.
 
         Call it after the epoch's DataLoader iterator is closed (``del`` it, or
-        let it run out); it waits up to ``timeout`` seconds for workers that
-        have not reported yet. Merge ranks with :meth:`SkipSummary.merge` after
-        sending :meth:`SkipSummary.to_dict` between them.
+        let it run out); it waits up to ``timeout`` seconds for workers that have
+        not reported yet, so do not call it for an epoch that was not read. Merge
+        ranks with :meth:`SkipSummary.merge` after sending
+        :meth:`SkipSummary.to_dict` between them.
         """
         received: Dict[int, SkipSummary] = {}
         expected = None
         deadline = time.monotonic() + timeout
         while expected is None or len(received) < expected:
-            if expected is None:  # nothing yet: a short wait unless the iteration ran here
-                wait = 0.0 if self._local_summary is not None else 0.2
-            else:
-                wait = deadline - time.monotonic()
+            # no waiting for workers when the iteration ran in this process
+            ran_here = expected is None and self._local_summary is not None
+            wait = 0.0 if ran_here else deadline - time.monotonic()
             try:
                 epoch, worker_id, num_workers, data = self._summaries.get(timeout=max(0.0, wait))
             except queue.Empty:

@@ -146,7 +146,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  progress_desc: str = "extracting") -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
 
-    The part (ark + scp) is resumable: entries reach the disk batch by batch, and a
+    The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
     later call with the same arguments continues after the last complete one (see
     :func:`~wespeaker_py.inference.writer.open_part_writer`). The summary counts
     this call's embeddings and skips; ``resumed`` the embeddings found in the part.

@@ -102,10 +102,11 @@ def _forwarding_signals(processes: Sequence[multiprocessing.Process]) -> Iterato
 
 def _stop(processes: Sequence[multiprocessing.Process]) -> None:
     """End the jobs still running: SIGTERM, a grace period, then SIGKILL."""
-    for process in processes:
+    started = [process for process in processes if process.pid is not None]
+    for process in started:
         if process.is_alive():
             process.terminate()
-    for process in processes:
+    for process in started:
         process.join(_STOP_GRACE_S)
         if process.is_alive():
             process.kill()

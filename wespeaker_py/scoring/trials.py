@@ -84,7 +84,6 @@ class TrialList:
             rows[position] = row
         return rows
 
-
     def subset(self, keep: np.ndarray) -> "TrialList":
         """The trials where boolean ``keep`` is true (key tables cut to the keys still used)."""
         sides = []
@@ -131,11 +130,10 @@ class TrialCoverage:
         named = ", ".join(f"{key} (line {line})"
                           for key, line in list(self.missing.items())[:examples])
         more = f" and {len(self.missing) - examples} more" if len(self.missing) > examples else ""
+        utterances = "1 utterance has" if len(self.missing) == 1 else \
+            f"{len(self.missing)} utterances have"
         return (f"{text}; {self.lost} skipped ({100 * self.lost_fraction:.3g}%): "
-                f"{len(self.missing)} {'utterance has' if len(self.missing) == 1 else 'utterances have'} "
-                f"no embedding in {self.source}: "
-                f"{named}{more}")
-
+                f"{utterances} no embedding in {self.source}: {named}{more}")
 
     def log(self, output: str) -> None:
         """One line saying what ``output`` covers: a warning when trials were skipped."""
@@ -161,9 +159,10 @@ def keep_scorable_trials(trials: TrialList, enroll_index: Dict[str, int],
     """Drop the trials naming a key absent from the indexes (what extraction skipped).
 
     Returns the kept trials, the per-trial rows of their enroll and test keys, and
-    the coverage (log it with :meth:`TrialCoverage.log` once the scores are written). When more than
-    ``max_missing_fraction`` of the trials would be lost (by default any),
-    :class:`MissingEmbeddingsError` is raised instead, naming the missing keys.
+    the coverage (log it with :meth:`TrialCoverage.log` once the scores are
+    written). When more than ``max_missing_fraction`` of the trials would be lost
+    (by default any), :class:`MissingEmbeddingsError` is raised instead, naming the
+    missing keys.
     """
     if not 0.0 <= max_missing_fraction <= 1.0:
         raise ValueError(f"max_missing_fraction must be in [0, 1], got {max_missing_fraction}")
@@ -325,10 +324,10 @@ def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
     scores: List[float] = []
     labels: List[int] = []
     for line_no, fields in iter_table(path, min_fields=3):
-        label = parse_label(fields[3]) if len(fields) > 3 else None
         if len(fields) == 3:
             raise DataFormatError(path, line_no, "no label column: metrics need labelled "
                                                  "trials ('enroll test score target|nontarget')")
+        label = parse_label(fields[3])
         if label is None:
             raise DataFormatError(path, line_no, f"label {fields[3]!r} is not target or "
                                                  "nontarget (metrics need labelled trials)")
