@@ -9,6 +9,7 @@ perturbation, aug_prob 0.6, shuffle) on generated 16 kHz PCM WAV files of 7-9 s:
    to shared memory and pickling it), in-process on one thread, for
    ``augment_on: cpu`` and ``augment_on: device`` alternately;
 2. that cost split by stage of the generator chain, and the reads' share;
+0. the device resampler against soxr HQ (difference SNR, fidelity, time);
 3. the device-side cost of :func:`augment_batch` per sample, on this CPU
    (and on CUDA with ``--device cuda``), split into its parts;
 4. the same for the mini recipe's settings (no speed perturbation, aug_prob 0.2).
@@ -18,24 +19,28 @@ perturbation, aug_prob 0.6, shuffle) on generated 16 kHz PCM WAV files of 7-9 s:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_pipeline import build_augmentation_lists  # noqa: E402
+from bench_pipeline import build_augmentation_lists, resampler_fidelity  # noqa: E402
 
 from wespeaker_py.dataset import Dataset, collate_train  # noqa: E402
 from wespeaker_py.dataset import audio as audio_module  # noqa: E402
 from wespeaker_py.dataset import device_augment  # noqa: E402
+from wespeaker_py.dataset.device_resample import speed_resample  # noqa: E402
 from wespeaker_py.dataset.lists import write_raw_list, read_utterance_table  # noqa: E402
 from wespeaker_py.dataset.partition import current_place, my_items, worker_rng  # noqa: E402
 from wespeaker_py.dataset.processors import (augmented, shuffle_buffer,  # noqa: E402
@@ -223,6 +228,58 @@ def device_cost(lists, spk2id, args, device, num_batches=4):
     return results, share
 
 
+def _torch_speed(x, in_rate, out_rate):
+    speed = Fraction(int(in_rate), int(out_rate))
+    out_len = int(x.size / speed)
+    return speed_resample(torch.from_numpy(x)[None], speed, out_len)[0].numpy()
+
+
+def _soxr_hq(x, in_rate, out_rate):
+    return soxr.resample(x, in_rate, out_rate, quality="HQ")
+
+
+def _speech_band(num_samples, rng):
+    t = np.arange(num_samples) / RATE
+    freqs, phases = rng.uniform(80, 4000, 30), rng.uniform(0, 2 * np.pi, 30)
+    return (300 * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]).sum(0)).astype(
+        np.float32)
+
+
+def bench_resampler(chunk_len=32240, trials=5):
+    """The device resampler against soxr HQ (the CPU path) and against the exact signal."""
+    print("\n## Device resampler (torch polyphase) vs soxr HQ (the CPU path)\n")
+    print("SNR of the difference between the two on the same span (as the pipeline reads "
+          f"it: ceil({chunk_len} x speed) + 1 samples -> {chunk_len}), median of {trials} "
+          "signals; whole chunk and without 400 samples at each edge. Then, as in "
+          "bench_pipeline.py, each against the exact band-limited signal (passband SNR), "
+          "alias/image leak and ms per 2 s chunk (one thread).\n")
+    print("| speed | signal | SNR vs soxr, whole chunk (dB) | away from the edges (dB) |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for speed in (Fraction(9, 10), Fraction(11, 10)):
+        span = math.ceil(chunk_len * speed) + 1
+        for name, make in (("white noise (full band)",
+                            lambda: rng.standard_normal(span).astype(np.float32) * 3000),
+                           ("30 tones below 4 kHz", lambda: _speech_band(span, rng))):
+            whole, inner = [], []
+            for _ in range(trials):
+                x = make()
+                ref = soxr.resample(x, RATE * float(speed), RATE, quality="HQ")[:chunk_len]
+                out = speed_resample(torch.from_numpy(x)[None], speed, chunk_len)[0].numpy()
+                for values, cut in ((whole, slice(None)), (inner, slice(400, -400))):
+                    r, o = ref[cut].astype(np.float64), out[cut].astype(np.float64)
+                    values.append(10 * np.log10(np.sum(r ** 2) / np.sum((r - o) ** 2)))
+            print(f"| {float(speed)} | {name} | {statistics.median(whole):.1f} | "
+                  f"{statistics.median(inner):.1f} |")
+    print("\n| speed | method | passband SNR (dB) | alias/image leak (dB) | ms/chunk |")
+    print("|---|---|---|---|---|")
+    for in_rate, label in ((14400, "0.9"), (17600, "1.1")):
+        for name, method in (("soxr HQ (cpu path)", _soxr_hq),
+                             ("torch polyphase (device path)", _torch_speed)):
+            snr, leak, ms = resampler_fidelity(in_rate, RATE, method)
+            print(f"| {label} | {name} | {snr:.1f} | {leak:.1f} | {ms:.3f} |")
+
+
 def alternate(lists, spk2id, args, samples, rounds):
     rates = {"cpu": [], "device": []}
     for _ in range(rounds):
@@ -248,12 +305,17 @@ def main():
     parser.add_argument("--samples", type=int, default=2560, help="samples per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--device", default="cpu", help="device for augment_batch")
+    parser.add_argument("--resampler_only", action="store_true",
+                        help="only compare the device resampler with soxr")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at "
           f"start; python {sys.version.split()[0]}, torch {torch.__version__}, "
           f"soundfile {sf.__version__}; one thread")
+    bench_resampler()
+    if args.resampler_only:
+        return
     with tempfile.TemporaryDirectory() as root:
         raw, spk2id = build_corpus(root)
         rir, noise = build_augmentation_lists(root)
