@@ -51,6 +51,12 @@ def polyphase_filters(speed: Fraction) -> Tuple[np.ndarray, int]:
     return filters.astype(np.float32), pad
 
 
+@lru_cache(maxsize=32)
+def _filters_on(speed: Fraction, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The filters, copied to ``device`` once (no host-to-device copy per batch)."""
+    return torch.from_numpy(polyphase_filters(speed)[0]).to(device=device, dtype=dtype)
+
+
 def speed_resample(wavs: torch.Tensor, speed: Fraction, out_len: int) -> torch.Tensor:
     """Resample rows ``[N, S]`` played at ``speed`` to ``[N, out_len]`` (same device and dtype).
 
@@ -60,12 +66,12 @@ def speed_resample(wavs: torch.Tensor, speed: Fraction, out_len: int) -> torch.T
     speed = Fraction(speed)
     if speed == 1:
         return wavs[:, :out_len]
-    filters, pad = polyphase_filters(speed)
-    up, _, taps = filters.shape
+    pad = polyphase_filters(speed)[1]
+    weight = _filters_on(speed, wavs.device, wavs.dtype)
+    up, _, taps = weight.shape
     down = (1 / speed).denominator
     groups = -(-out_len // up)
     needed = (groups - 1) * down + taps
-    weight = torch.from_numpy(filters).to(device=wavs.device, dtype=wavs.dtype)
     padded = F.pad(wavs.unsqueeze(1), (pad, max(0, needed - pad - wavs.shape[-1])))
     phases = F.conv1d(padded, weight, stride=down)  # [N, up, groups]
     return phases.transpose(1, 2).reshape(wavs.shape[0], -1)[:, :out_len]
