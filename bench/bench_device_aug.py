@@ -153,7 +153,7 @@ def stage_costs(lists, spk2id, args, mode, num_samples):
         rng = worker_rng(dataset.seed, 0, place)
         indices = my_items(len(dataset.items), place, dataset.seed, 0, True)
         utts = dataset._repeated_utterances(indices, stats)
-        utts = shuffle_buffer(utts, config.shuffle_size, rng)
+        utts = shuffle_buffer(utts, config.shuffle_args.shuffle_size, rng)
         items = with_labels(utts, spk2id, stats, True)
         if depth >= 1:
             items = training_chunks(items, dataset.settings, rng, stats)
