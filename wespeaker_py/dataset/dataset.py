@@ -43,8 +43,9 @@ class Dataset(IterableDataset):
     Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
     "label"}``; with ``dataset_args.augment_on: device`` the speed change and the
     noise/reverb are left to :func:`~wespeaker_py.dataset.device_augment.augment_batch`
-    (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``); ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
-    ``label`` -1 when the speaker is absent or unknown. Utterances whose key is in
+    (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``);
+    ``whole_utt=True`` yields whole utterances at ``resample_rate`` with ``label``
+    -1 when the speaker is absent or unknown. Utterances whose key is in
     ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
 
