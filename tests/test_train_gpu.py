@@ -26,13 +26,14 @@ def test_bf16_training_on_the_gpu(tmp_path):
 @pytest.mark.gpu
 def test_a_training_step_never_waits_for_the_gpu(tmp_path):
     """Between log points a step queues its work without one device-to-host sync."""
+    from wespeaker_py.config import as_train_config
     from wespeaker_py.train import builder
     from wespeaker_py.train.distributed import DistContext
     from wespeaker_py.train.trainer import Trainer
 
     corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=4, utts_per_spk=2)
-    config = tiny_config(str(tmp_path / "exp"), corpus, enable_amp=True, grad_clip=5.0,
-                         nonfinite_loss="skip")
+    config = as_train_config(tiny_config(str(tmp_path / "exp"), corpus, enable_amp=True,
+                                         grad_clip=5.0, nonfinite_loss="skip"))
     device = torch.device("cuda", 0)
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
     model = builder.build_model(config, num_speakers=4).to(device)
