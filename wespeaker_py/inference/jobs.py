@@ -24,7 +24,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from wespeaker_py.config import ModelConfig
-
 from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB, ExtractionSummary, extract_part
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.utils.cli_errors import RunFailedError
