@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.export.onnx_export import export_onnx
+from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.framing import samples_for_frames
 
 
 def _fbank_parts(model):
+    try:
+        require_onnx_packages()
+    except ImportError as error:
+        raise WespeakerError(str(error)) from None
     backend = model.backend
     if backend.kind != "torch":
         raise WespeakerError(f"{model.source} is not a torch model; only those export")
