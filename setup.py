@@ -20,11 +20,12 @@ setup(
         "kaldiio",
         "soundfile",
         "soxr",
+        "matplotlib",
     ],
+    entry_points={"console_scripts": ["wespeaker-py = wespeaker_py.cli.main:main"]},
     extras_require={
         "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime"],
         "export": ["onnx", "onnxruntime"],
-        "plot": ["matplotlib"],
         "ssl": ["transformers"],
     },
 )

@@ -30,6 +30,7 @@ from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.writer import EmbeddingWriter, open_part_writer, recover_part
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
+from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -68,13 +69,6 @@ class ExtractionSummary:
     def describe(self) -> str:
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
         return f"{self.extracted} embeddings extracted{resumed}, {self.describe_skips()}"
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    """``None``/"auto" -> the first GPU when there is one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
