@@ -185,7 +185,8 @@ def test_no_traceback_unless_debugging(folder, tmp_path):
     plain = subprocess.run(command, capture_output=True, text=True)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().splitlines() == [
-        f"wespeaker-py: error: {tmp_path}/missing.wav does not exist"]
+        f"wespeaker-py: error: {tmp_path}/missing.wav does not exist "
+        "(run with --debug for the traceback)"]
     debug = subprocess.run(command, capture_output=True, text=True,
                            env=dict(os.environ, WESPEAKER_PY_DEBUG="1"))
     assert debug.returncode == 1 and "Traceback" in debug.stderr

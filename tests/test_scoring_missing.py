@@ -9,7 +9,8 @@ import pytest
 from wespeaker_py.bin import compute_metrics, eval_plda, score, score_norm, train_plda
 from wespeaker_py.scoring.embeddings import write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
-from wespeaker_py.utils.cli_errors import RunFailedError, run_main
+from wespeaker_py.cli.errors import run_main
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError
 
 DIM = 8
@@ -25,10 +26,8 @@ def world(tmp_path):
                       dtype=np.float32)
     kept = [i for i, key in enumerate(keys) if key != "spk1-u2"]
     emb = tmp_path / "emb"
-    write_embeddings(str(emb / "xvector.ark"), str(emb / "xvector.scp"),
-                     [keys[i] for i in kept], matrix[kept])
-    write_embeddings(str(emb / "cohort.ark"), str(emb / "cohort.scp"),
-                     [f"c{i}" for i in range(6)], rng.normal(size=(6, DIM)).astype(np.float32))
+    write_embeddings(str(emb / "xvector.ark"), [keys[i] for i in kept], matrix[kept])
+    write_embeddings(str(emb / "cohort.ark"), [f"c{i}" for i in range(6)], rng.normal(size=(6, DIM)).astype(np.float32))
     (tmp_path / "utt2spk").write_text("".join(f"{k} {k[:4]}\n" for k in keys))
     trials = [(a, b, "target" if a[:4] == b[:4] else "nontarget")
               for a in keys[::2] for b in keys[1::2]]
@@ -139,6 +138,6 @@ def test_run_main_exit_codes(capsys, monkeypatch):
     assert run_main(fails_with(KeyboardInterrupt()), [], prog="x") == 130
     with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
         run_main(fails_with(ZeroDivisionError()), [], prog="x")
-    monkeypatch.setenv("WESPEAKER_DEBUG", "1")
+    monkeypatch.setenv("WESPEAKER_PY_DEBUG", "1")
     with pytest.raises(RunFailedError):
         run_main(fails_with(RunFailedError("x")), [], prog="x")

@@ -18,3 +18,8 @@ class AudioInputError(WespeakerError, ValueError):
 
 class ModelSourceError(WespeakerError, ValueError):
     """A model folder, checkpoint or ONNX file that cannot be loaded as a speaker model."""
+
+
+class RunFailedError(RuntimeError):
+    """The command ran but its result is not usable (every utterance skipped, too many
+    trials lost, ...); the message says what happened and where it was counted."""

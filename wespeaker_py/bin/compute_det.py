@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.errors import bin_prog
 
-from wespeaker_py.utils.cli_errors import run_main
+from wespeaker_py.cli.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.utils.cli_errors import run_main
+from wespeaker_py.cli.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.utils.cli_errors import run_main
+from wespeaker_py.cli.errors import run_main
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import add_debug_flag, run_command
+from wespeaker_py.cli.errors import add_debug_flag, run_main
 
 PROG = "wespeaker-py"
 
@@ -294,7 +294,7 @@ def _main(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point (``wespeaker-py``)."""
-    run_command(_main, argv, prog=PROG)
+    sys.exit(run_main(_main, argv, prog=PROG))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB, ExtractionSummary, extract_part
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
-from wespeaker_py.utils.cli_errors import RunFailedError
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)

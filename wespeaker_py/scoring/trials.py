@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.utils.cli_errors import RunFailedError
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
 from wespeaker_py.utils.logging_utils import get_logger
 

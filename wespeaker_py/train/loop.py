@@ -22,7 +22,7 @@ from tqdm import tqdm
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.train.step import NonFiniteLossError, StepOutcome, StepRunner
-from wespeaker_py.utils.cli_errors import RunFailedError
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

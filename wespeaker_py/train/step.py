@@ -25,7 +25,7 @@ from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.train.distributed import DistContext, wrap_ddp
 from wespeaker_py.train.rollback import StepRollback
-from wespeaker_py.utils.cli_errors import RunFailedError
+from wespeaker_py.errors import RunFailedError
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
