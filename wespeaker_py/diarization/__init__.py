@@ -1,0 +1,11 @@
+"""Speaker diarization: speech activity, windowed embeddings, clustering, RTTM, DER/JER."""
+from wespeaker_py.diarization.clustering import cluster, estimate_num_speakers
+from wespeaker_py.diarization.metrics import score_recordings
+from wespeaker_py.diarization.pipeline import (DiarizationOptions, DiarizationResult, Diarizer,
+                                               diarize_wav_scp)
+from wespeaker_py.diarization.rttm import read_rttm, write_rttm
+from wespeaker_py.diarization.turns import Turn
+
+__all__ = ["DiarizationOptions", "DiarizationResult", "Diarizer", "Turn", "cluster",
+           "diarize_wav_scp", "estimate_num_speakers", "read_rttm", "score_recordings",
+           "write_rttm"]
