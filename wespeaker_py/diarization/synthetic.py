@@ -1,10 +1,12 @@
 """Synthetic conversations from a speaker-labelled corpus, with their true RTTM.
 
-Speakers take turns of 1-6 s cut from their utterances (leading and trailing
-silence trimmed, so the true turn boundaries are tight), separated by pauses,
+Speakers take turns of 1-6 s cut from their utterances, separated by pauses,
 and now and then the next speaker starts before the current one has finished.
-The speaker of each turn differs from the previous one. Everything is drawn
-from one seeded generator, so a seed fixes a conversation.
+The speaker of each turn differs from the previous one. The true RTTM marks
+speech only: a turn is split where its source utterance pauses for 0.3 s or
+more (found once per utterance by a strict energy VAD on the clean recording),
+so a good VAD is not charged with "missing" a reader's pauses. Everything is
+drawn from one seeded generator, so a seed fixes a conversation.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 from wespeaker_py.diarization.audio import SAMPLE_RATE, load_recording
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.turns import Turn
-from wespeaker_py.diarization.vad import EnergyVAD
+from wespeaker_py.diarization.vad import EnergyVAD, Region, RegionRules
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path, read_key_value, read_lines
 
 
@@ -56,27 +58,39 @@ class SpeakerCorpus:
                 self.utterances.setdefault(speaker, []).append(path)
         if not self.utterances:
             raise ValueError(f"{corpus_dir}: no utterances of the selected speakers")
-        self._cache: Dict[str, np.ndarray] = {}
-        self._trim = EnergyVAD()
+        self._cache: Dict[str, Tuple[np.ndarray, List[Region]]] = {}
+        self._vad = EnergyVAD(dynamic_range_db=25.0, rules=RegionRules(
+            threshold=0.5, offset_threshold=0.5, min_speech=0.1, min_silence=0.3, pad=0.05))
 
     @property
     def speakers(self) -> List[str]:
         return sorted(self.utterances)
 
-    def speech(self, path: str) -> np.ndarray:
-        """An utterance (16 kHz) without its leading and trailing silence."""
+    def speech(self, path: str) -> Tuple[np.ndarray, List[Region]]:
+        """An utterance (16 kHz) cut to its first and last speech, and its speech regions."""
         if path not in self._cache:
             audio = load_recording(path, SAMPLE_RATE)
-            regions = self._trim(audio, SAMPLE_RATE)
-            if regions:
-                audio = audio[int(regions[0][0] * SAMPLE_RATE):int(regions[-1][1] * SAMPLE_RATE)]
-            self._cache[path] = audio
+            regions = self._vad(audio, SAMPLE_RATE) or [(0.0, audio.size / SAMPLE_RATE)]
+            first, last = regions[0][0], regions[-1][1]
+            audio = audio[int(first * SAMPLE_RATE):int(last * SAMPLE_RATE)]
+            self._cache[path] = (audio, [(a - first, b - first) for a, b in regions])
         return self._cache[path]
 
 
 def _level(audio: np.ndarray, level_db: float) -> np.ndarray:
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) + 1e-9
     return (audio * (10.0 ** (level_db / 20.0) / rms)).astype(np.float32)
+
+
+def _speech_turns(regions: Sequence[Region], offset: float, length: float, start: float,
+                  speaker: str, shortest: float = 0.1) -> List[Turn]:
+    """The speech regions of an utterance inside ``[offset, offset+length)``, moved to ``start``."""
+    turns = []
+    for a, b in regions:
+        a, b = max(a, offset), min(b, offset + length)
+        if b - a >= shortest:
+            turns.append(Turn(round(start + a - offset, 3), round(start + b - offset, 3), speaker))
+    return turns
 
 
 def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration: float,
@@ -93,17 +107,17 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
         choices = [s for s in speakers if s != previous] or list(speakers)
         speaker = choices[rng.integers(len(choices))]
         utterances = corpus.utterances[speaker]
-        audio = corpus.speech(utterances[rng.integers(len(utterances))])
+        audio, regions = corpus.speech(utterances[rng.integers(len(utterances))])
         length = min(rng.uniform(style.min_turn, style.max_turn), audio.size / SAMPLE_RATE)
         size = int(length * SAMPLE_RATE)
         offset = int(rng.integers(0, audio.size - size + 1))
         gain = style.level_db + rng.uniform(-style.level_spread_db, style.level_spread_db)
         start = int(cursor * SAMPLE_RATE)
         pieces.append((start, _level(audio[offset:offset + size], gain)))
-        turns.append(Turn(round(start / SAMPLE_RATE, 3), round((start + size) / SAMPLE_RATE, 3),
-                          speaker))
+        turns += _speech_turns(regions, offset / SAMPLE_RATE, length, start / SAMPLE_RATE,
+                               speaker)
         end = (start + size) / SAMPLE_RATE
-        if rng.random() < style.overlap_probability and turns[-1].duration > style.max_overlap:
+        if rng.random() < style.overlap_probability and length > style.max_overlap:
             cursor = end - rng.uniform(style.min_overlap, style.max_overlap)
         else:
             cursor = end + rng.uniform(style.min_pause, style.max_pause)
@@ -115,7 +129,7 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
     peak = float(np.max(np.abs(mix)))
     if peak > 0.99:
         mix *= 0.99 / peak
-    return mix, turns
+    return mix, sorted(turns, key=lambda t: (t.start, t.end))
 
 
 def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
