@@ -84,8 +84,8 @@ def bench_files(args, rng, keys, matrix, cohort):
     try:
         emb = os.path.join(work, "embeddings")
         timed(f"write xvector.ark/scp ({len(keys)} embeddings)", write_embeddings, f"{emb}/vox1/xvector.ark",
-              f"{emb}/vox1/xvector.scp", keys, matrix)
-        write_embeddings(f"{emb}/vox2_dev/spk_xvector.ark", f"{emb}/vox2_dev/spk_xvector.scp",
+              keys, matrix)
+        write_embeddings(f"{emb}/vox2_dev/spk_xvector.ark",
                          [f"c{i}" for i in range(len(cohort))], cohort)
         np.save(f"{emb}/vox2_dev/mean_vec.npy", matrix.mean(axis=0))
         for name, size in (("E", args.trials_e), ("H", args.trials_h)):

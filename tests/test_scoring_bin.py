@@ -38,8 +38,7 @@ def make_set(rng, root, name, num_speakers, per_speaker, prefix):
             # alternate short (2-6 s) and long (> 6 s) utterances
             durations.append(3.0 + u % 2 * 5.0 + rng.uniform(0, 1))
     emb_dir = os.path.join(root, "exp", "embeddings", name)
-    write_embeddings(os.path.join(emb_dir, "xvector.ark"), os.path.join(emb_dir, "xvector.scp"),
-                     keys, np.array(rows, dtype=np.float32))
+    write_embeddings(os.path.join(emb_dir, "xvector.ark"), keys, np.array(rows, dtype=np.float32))
     data_dir = os.path.join(root, "data", name)
     os.makedirs(data_dir)
     speakers = [k.split("/")[0] for k in keys]

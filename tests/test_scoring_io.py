@@ -17,7 +17,7 @@ from wespeaker_py.utils.file_utils import DataFormatError
 def make_embeddings(tmp_path, keys, dim=8, seed=0, name="xvector"):
     matrix = np.random.default_rng(seed).normal(size=(len(keys), dim)).astype(np.float32)
     ark, scp = str(tmp_path / f"{name}.ark"), str(tmp_path / f"{name}.scp")
-    write_embeddings(ark, scp, keys, matrix)
+    write_embeddings(ark, keys, matrix)
     return scp, matrix
 
 
@@ -43,11 +43,11 @@ def test_nan_embedding_names_file_line_and_key(tmp_path):
     keys = ["a", "b", "c"]
     matrix = np.ones((3, 4), dtype=np.float32)
     matrix[1, 2] = np.nan
-    write_embeddings(str(tmp_path / "x.ark"), str(tmp_path / "x.scp"), keys, matrix)
+    write_embeddings(str(tmp_path / "x.ark"), keys, matrix)
     with pytest.raises(DataFormatError, match=r"x\.scp:2: embedding 'b' contains NaN or inf"):
         load_embeddings(str(tmp_path / "x.scp"))
     matrix[1, 2] = np.inf
-    write_embeddings(str(tmp_path / "x.ark"), str(tmp_path / "x.scp"), keys, matrix)
+    write_embeddings(str(tmp_path / "x.ark"), keys, matrix)
     with pytest.raises(DataFormatError, match=r"'b' contains NaN or inf"):
         load_embeddings(str(tmp_path / "x.ark"))
 
@@ -69,8 +69,7 @@ def test_dimension_mismatch_duplicates_and_bad_offsets(tmp_path):
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
     with pytest.raises(ValueError, match="whitespace"):
-        write_embeddings(str(tmp_path / "e.ark"), str(tmp_path / "e.scp"), ["ok", "bad key"],
-                         np.zeros((2, 3)))
+        write_embeddings(str(tmp_path / "e.ark"), ["ok", "bad key"], np.zeros((2, 3)))
     assert os.listdir(tmp_path) == []
 
 

@@ -41,15 +41,6 @@ count_lines() {
   if [ -f "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi
 }
 
-# det_curves SCORE_FILE...: DET curves (SCORE.det.png/.det.txt) when matplotlib,
-# an optional extra, is installed; otherwise a note, so that scoring still finishes.
-det_curves() {
-  if python -c 'import matplotlib' 2>/dev/null; then
-    python -m wespeaker_py.bin.compute_det "$@"
-  else
-    echo "no DET curves: matplotlib is not installed (pip install -e '.[plot]')"
-  fi
-}
 
 # report_metrics RESULT_FILE SCORE_FILE...: EER/minDCF (p_target 0.01) of each score
 # file, printed and saved to RESULT_FILE, then their DET curves.
@@ -57,5 +48,5 @@ report_metrics() {
   local result=$1; shift
   python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
     "$@" | tee "${result}"
-  det_curves "$@"
+  python -m wespeaker_py.bin.compute_det "$@"
 }

@@ -193,12 +193,8 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   if [ -n "${lm_config}" ] && [ -d "${lm_exp_dir}/scores" ]; then
     exp_dirs="${exp_dirs} ${lm_exp_dir}"
   fi
-  det_dir=${exp_dir}
-  if ! python -c 'import matplotlib' 2>/dev/null; then
-    echo "no DET plot: matplotlib is not installed (pip install -e '.[plot]')"
-    det_dir=
-  fi
   python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
-    ${det_dir:+--det_dir "${det_dir}"} ${exp_dirs}
-  echo "Table: ${exp_dir}/results.md${det_dir:+; DET plot: ${det_dir}/det_${trials}.png}"
+    --det_dir "${exp_dir}" ${exp_dirs}
+  echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png;" \
+    "score histogram: ${exp_dir}/hist_${trials}.png"
 fi

@@ -1,4 +1,4 @@
-"""DET curves of score files: SCORE.det.png (needs matplotlib) and SCORE.det.txt.
+"""DET curves and score histograms of score files: SCORE.det.png, SCORE.det.txt, SCORE.hist.png.
 
     python -m wespeaker_py.bin.compute_det EXP/scores/vox1_O_cleaned.kaldi.score [...]
 
@@ -10,7 +10,8 @@ import argparse
 import os
 from typing import List, Optional
 
-from wespeaker_py.scoring.det_plot import plot_det_curve, write_det_points
+from wespeaker_py.scoring.det_plot import (plot_det_curves, plot_score_histogram,
+                                           write_det_points)
 from wespeaker_py.scoring.metrics import compute_det_points
 from wespeaker_py.scoring.trials import read_labelled_scores
 
@@ -23,14 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
-    """Write the plot and the points of each file; return the PNG paths."""
+    """Write the plots and the points of each file; return the DET PNG paths."""
     args = build_parser().parse_args(argv)
     written = []
     for scores_file in args.scores_files:
-        points = compute_det_points(*read_labelled_scores(scores_file))
+        scores, labels = read_labelled_scores(scores_file)
+        points = compute_det_points(scores, labels)
+        name = os.path.basename(scores_file)
         write_det_points(scores_file + ".det.txt", points)
-        plot_det_curve(points, scores_file + ".det.png", title=os.path.basename(scores_file))
-        print(f"DET curve saved in {scores_file}.det.png (points in {scores_file}.det.txt)")
+        plot_det_curves([(name, points)], scores_file + ".det.png", title=f"DET: {name}")
+        plot_score_histogram(scores, labels, scores_file + ".hist.png", title=name)
+        print(f"DET curve saved in {scores_file}.det.png (points in {scores_file}.det.txt), "
+              f"score histogram in {scores_file}.hist.png")
         written.append(scores_file + ".det.png")
     return written
 

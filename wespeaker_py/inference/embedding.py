@@ -28,6 +28,7 @@ from wespeaker_py.dataset.lists import read_raw_list
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.writer import EmbeddingWriter, open_embedding_writer
+from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -60,13 +61,6 @@ class ExtractionSummary:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return (f"{self.extracted} embeddings extracted, {self.num_skipped} utterances "
                 f"skipped" + (f" ({reasons})" if reasons else ""))
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    """``None``/"auto" -> the first GPU when there is one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager

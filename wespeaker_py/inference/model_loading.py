@@ -9,21 +9,17 @@ built from the config exactly.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
-from wespeaker_py.models import get_model
-from wespeaker_py.models.repvgg import convert_to_deploy
-from wespeaker_py.train.checkpoint import load_weights, model_state_of, read_checkpoint
+from wespeaker_py.models.assembly import load_inference_model
+from wespeaker_py.models.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
+                                            read_checkpoint, split_checkpoint_state)
 from wespeaker_py.utils.config import read_yaml, require_keys
-
-HEAD_PREFIX = "projection."
-FRONTEND_PREFIX = "frontend."
 
 
 def read_model_config(path: str) -> Dict[str, Any]:
@@ -31,31 +27,6 @@ def read_model_config(path: str) -> Dict[str, Any]:
     config = read_yaml(path)
     require_keys(config, ["model", "model_args"])
     return config
-
-
-def split_checkpoint_state(state: Mapping[str, torch.Tensor]
-                           ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Split a model state into (speaker model, ``frontend.*``) parts; drop the head."""
-    speaker: Dict[str, torch.Tensor] = {}
-    frontend: Dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if key.startswith(HEAD_PREFIX):
-            continue
-        (frontend if key.startswith(FRONTEND_PREFIX) else speaker)[key] = tensor
-    return speaker, frontend
-
-
-def _build_and_load(config: Mapping[str, Any], speaker_state: Mapping[str, torch.Tensor],
-                    source: str, feat_dim: Optional[int] = None) -> nn.Module:
-    model_args = copy.deepcopy(dict(config["model_args"]))
-    if feat_dim is not None and model_args.get("feat_dim") == -1:
-        model_args["feat_dim"] = feat_dim  # WeSpeaker's "size of the front-end output"
-    model = get_model(config["model"], **model_args)
-    load_weights(model, speaker_state, source, allow_head_truncation=False)
-    model.eval()
-    # RepVGG: fuse the training branches (the same function, faster); others unchanged
-    convert_to_deploy(model, inplace=True)
-    return model
 
 
 def load_speaker_model(config: Mapping[str, Any], checkpoint_path: str) -> nn.Module:
@@ -66,7 +37,7 @@ def load_speaker_model(config: Mapping[str, Any], checkpoint_path: str) -> nn.Mo
     into its deploy form.
     """
     speaker_state, _ = split_checkpoint_state(model_state_of(read_checkpoint(checkpoint_path)))
-    return _build_and_load(config, speaker_state, checkpoint_path)
+    return load_inference_model(config, speaker_state, checkpoint_path)
 
 
 class SpeakerEmbedder(nn.Module):
@@ -97,7 +68,7 @@ def load_embedder(config: Mapping[str, Any], checkpoint_path: str) -> SpeakerEmb
     speaker_state, frontend_state = split_checkpoint_state(
         model_state_of(read_checkpoint(checkpoint_path)))
     frontend = build_frontend(config["dataset_args"]).eval()
-    model = _build_and_load(config, speaker_state, checkpoint_path, frontend.output_dim)
+    model = load_inference_model(config, speaker_state, checkpoint_path, frontend.output_dim)
     embedder = SpeakerEmbedder(frontend, model)
     completed = with_pretrained_frontend_weights(embedder, frontend_state, checkpoint_path)
     load_weights(frontend, {key[len(FRONTEND_PREFIX):]: tensor

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from wespeaker_py.scoring.device import resolve_device
+from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.scoring.embeddings import (EmbeddingTable, compute_mean_vector,
                                              load_embeddings, load_mean_vector,
                                              save_mean_vector)

@@ -1,9 +1,14 @@
-"""DET curves: the operating points as text and a plot on normal-deviate axes (PNG).
+"""Pictures of a verification system's scores: DET curves and target/nontarget histograms.
 
-matplotlib is an optional dependency (``pip install wespeaker_py[plot]``); only
-the plot needs it.
+``write_det_points`` writes the DET operating points as text;
+``plot_det_curves`` draws one or more DET curves (EER in each legend entry) on
+normal-deviate axes; ``plot_score_histogram`` draws the score distributions of
+target and nontarget trials. Plots are PNG files written atomically (matplotlib,
+a dependency of the package, draws them off-screen).
 """
 from __future__ import annotations
+
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy.stats import norm
@@ -11,8 +16,8 @@ from scipy.stats import norm
 from wespeaker_py.scoring.metrics import DetPoints, eer_from_det
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path
 
-_TICKS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
-_AXIS_RANGE = (0.00051, 0.5)
+_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+_HISTOGRAM_BINS = 60
 
 
 def write_det_points(path: str, points: DetPoints) -> None:
@@ -26,37 +31,60 @@ def write_det_points(path: str, points: DetPoints) -> None:
             out.write("".join(f"{t:.6g} {fa:.6g} {miss:.6g}\n" for t, fa, miss in rows))
 
 
-def plot_det_curve(points: DetPoints, png_path: str, title: str = "") -> None:
-    """Draw the DET curve with its EER marked and save it as a PNG, atomically."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError("drawing DET curves needs matplotlib: "
-                          "pip install 'wespeaker_py[plot]' (or pip install matplotlib)"
-                          ) from error
-    # clip so that rates of exactly 0 or 1 map to finite positions off the axes
-    fpr = norm.ppf(np.clip(points.fpr, 1e-12, 1 - 1e-12))
-    fnr = norm.ppf(np.clip(points.fnr, 1e-12, 1 - 1e-12))
-    eer = eer_from_det(points)
+def _new_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(6, 6))
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    axes.plot(fpr, fnr, "r")
-    ticks = norm.ppf(_TICKS)
-    labels = [f"{100 * tick:g}" for tick in _TICKS]
-    axes.set_xticks(ticks, labels)
-    axes.set_yticks(ticks, labels)
-    axes.set_xlim(norm.ppf(_AXIS_RANGE))
-    axes.set_ylim(norm.ppf(_AXIS_RANGE))
-    axes.set_xlabel("false-alarm rate [%]")
-    axes.set_ylabel("false-reject rate [%]")
-    if 0 < eer < 1:
-        axes.plot([norm.ppf(eer)], [norm.ppf(eer)], "o")
-        axes.annotate(f"EER = {100 * eer:.2f}%", xy=(norm.ppf(eer), norm.ppf(eer)),
-                      xytext=(10, 10), textcoords="offset points")
-    if title:
-        axes.set_title(title)
-    axes.grid(True)
+    return figure
+
+
+def _save(figure, png_path: str) -> None:
     with atomic_path(png_path) as tmp:
         figure.savefig(tmp, format="png")
+
+
+def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
+                    title: str = "") -> None:
+    """Draw DET curves ``(label, points)`` on normal-deviate axes into one PNG."""
+    figure = _new_figure()
+    axes = figure.add_subplot(1, 1, 1)
+    for label, points in curves:
+        # clip so that rates of exactly 0 or 1 map to finite positions off the axes
+        fpr = norm.ppf(np.clip(points.fpr, 1e-6, 1 - 1e-6))
+        fnr = norm.ppf(np.clip(points.fnr, 1e-6, 1 - 1e-6))
+        axes.plot(fpr, fnr, label=f"{label} (EER {100 * eer_from_det(points):.2f}%)")
+    ticks = norm.ppf(_DET_TICKS)
+    tick_labels = [f"{100 * tick:g}" for tick in _DET_TICKS]
+    axes.set_xticks(ticks, tick_labels)
+    axes.set_yticks(ticks, tick_labels)
+    axes.set_xlim(ticks[0], ticks[-1])
+    axes.set_ylim(ticks[0], ticks[-1])
+    axes.plot([ticks[0], ticks[-1]], [ticks[0], ticks[-1]], color="0.7", linewidth=0.8)
+    axes.set_xlabel("false-alarm rate [%]")
+    axes.set_ylabel("miss rate [%]")
+    axes.grid(True)
+    axes.legend(loc="upper right", fontsize="small")
+    if title:
+        axes.set_title(title)
+    _save(figure, png_path)
+
+
+def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
+                         title: str = "") -> None:
+    """Histograms of target and nontarget scores (each normalised to unit area) in one PNG."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    edges = np.histogram_bin_edges(scores, bins=_HISTOGRAM_BINS)
+    figure = _new_figure()
+    axes = figure.add_subplot(1, 1, 1)
+    for mask, name, colour in ((~labels, "nontarget", "tab:blue"), (labels, "target", "tab:red")):
+        if mask.any():
+            axes.hist(scores[mask], bins=edges, density=True, alpha=0.5, color=colour,
+                      label=f"{name} ({int(mask.sum())} trials)")
+    axes.set_xlabel("score")
+    axes.set_ylabel("density")
+    axes.legend(loc="upper left", fontsize="small")
+    if title:
+        axes.set_title(title)
+    _save(figure, png_path)

@@ -14,7 +14,8 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, atomic_path, iter_table
+from wespeaker_py.inference.writer import open_embedding_writer, scp_path_for
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_table
 
 
 @dataclass
@@ -113,27 +114,19 @@ def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
     return EmbeddingTable(keys=names, matrix=matrix, source=path)
 
 
-def write_embeddings(ark_path: str, scp_path: str, keys: Sequence[str],
-                     matrix: np.ndarray) -> None:
+def write_embeddings(ark_path: str, keys: Sequence[str], matrix: np.ndarray) -> str:
     """Write one float32 vector per key as a binary Kaldi ark plus its scp, atomically.
 
-    The scp points at the absolute ark path, so it stays valid from any working
-    directory; both files appear only once complete.
+    The scp (beside the ark, same stem) names the absolute ark path, so it stays
+    valid from any working directory; both appear only once complete. Returns
+    the scp path.
     """
     if len(keys) != len(matrix):
         raise ValueError(f"{len(keys)} keys for {len(matrix)} embeddings")
-    final_ark = os.path.abspath(ark_path)
-    offsets = []
-    with atomic_open(ark_path, "wb") as ark:
+    with open_embedding_writer(ark_path) as writer:
         for key, vector in zip(keys, matrix):
-            if not key or any(ch.isspace() for ch in key):
-                raise ValueError(f"embedding key {key!r} is empty or has whitespace")
-            ark.write((key + " ").encode("utf-8"))
-            offsets.append(ark.tell())
-            kaldiio.save_mat(ark, np.asarray(vector, dtype=np.float32))
-    with atomic_open(scp_path, "w", encoding="utf-8") as scp:
-        for key, offset in zip(keys, offsets):
-            scp.write(f"{key} {final_ark}:{offset}\n")
+            writer.write(key, vector)
+    return scp_path_for(os.path.abspath(ark_path))
 
 
 def compute_mean_vector(table: EmbeddingTable) -> np.ndarray:
@@ -202,7 +195,4 @@ def write_speaker_means(spk2utt_path: str, xvector_scp: str, spk_xvector_ark: st
     """Average each speaker's embeddings into ``spk_xvector.ark`` + ``.scp``; return the scp."""
     table = load_embeddings(xvector_scp)
     speakers, matrix = compute_speaker_means(table, spk2utt_path)
-    root = spk_xvector_ark[:-4] if spk_xvector_ark.endswith(".ark") else spk_xvector_ark
-    scp_path = root + ".scp"
-    write_embeddings(spk_xvector_ark, scp_path, speakers, matrix)
-    return scp_path
+    return write_embeddings(spk_xvector_ark, speakers, matrix)

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from wespeaker_py.scoring.cosine import length_normalize
-from wespeaker_py.scoring.device import resolve_device
+from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.scoring.embeddings import load_embeddings, load_mean_vector
 from wespeaker_py.scoring.trials import read_score_file, write_score_file
 from wespeaker_py.utils.logging_utils import get_logger

@@ -14,8 +14,9 @@ PLDA              ``T.pldascore``
 
 :func:`collect_results` finds them and measures each; :func:`format_table`
 prints the table in the form of the README (model, params, scoring, then EER %
-and minDCF for each trial list); :func:`plot_det_curves` draws every back-end
-of one trial list into a single DET plot.
+and minDCF for each trial list); :func:`write_report` also draws every back-end
+of one trial list into a single DET plot and the first back-end's target and
+nontarget scores as a histogram.
 """
 from __future__ import annotations
 
@@ -25,25 +26,26 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.stats import norm
 
 from wespeaker_py.models import get_model
+from wespeaker_py.scoring.det_plot import plot_det_curves, plot_score_histogram
 from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det, min_dcf_from_det
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.utils.config import read_yaml
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+from wespeaker_py.utils.file_utils import atomic_open
 
 COLUMNS = ("Model", "Params", "Scoring")
-_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass
 class Metrics:
-    """EER (percent) and minDCF (p_target 0.01) of one score file, with its DET points."""
+    """EER (percent) and minDCF (p_target 0.01) of one score file, with its DET points
+    and the scores and labels they came from."""
 
     eer_percent: float
     min_dcf: float
     det: DetPoints
+    scores_and_labels: Tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -67,7 +69,8 @@ def measure(score_file: str, p_target: float = 0.01) -> Metrics:
     """EER (%) and minDCF of a labelled score file."""
     scores, labels = read_labelled_scores(score_file)
     det = compute_det_points(scores, labels)
-    return Metrics(100.0 * eer_from_det(det), min_dcf_from_det(det, p_target), det)
+    return Metrics(100.0 * eer_from_det(det), min_dcf_from_det(det, p_target), det,
+                   (scores, labels))
 
 
 def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]:
@@ -185,43 +188,11 @@ def parse_table(text: str) -> List[Dict[str, str]]:
     return parsed
 
 
-def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
-                    title: str = "") -> None:
-    """Draw several DET curves (label, points) on normal-deviate axes into one PNG."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError("the DET plot needs matplotlib: pip install 'wespeaker_py[plot]'"
-                          ) from error
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    for label, points in curves:
-        fpr = norm.ppf(np.clip(points.fpr, 1e-6, 1 - 1e-6))
-        fnr = norm.ppf(np.clip(points.fnr, 1e-6, 1 - 1e-6))
-        axes.plot(fpr, fnr, label=f"{label} (EER {100 * eer_from_det(points):.2f}%)")
-    ticks = norm.ppf(_DET_TICKS)
-    tick_labels = [f"{100 * tick:g}" for tick in _DET_TICKS]
-    axes.set_xticks(ticks, tick_labels)
-    axes.set_yticks(ticks, tick_labels)
-    axes.set_xlim(ticks[0], ticks[-1])
-    axes.set_ylim(ticks[0], ticks[-1])
-    axes.plot([ticks[0], ticks[-1]], [ticks[0], ticks[-1]], color="0.7", linewidth=0.8)
-    axes.set_xlabel("false-alarm rate [%]")
-    axes.set_ylabel("miss rate [%]")
-    axes.grid(True)
-    axes.legend(loc="upper right", fontsize="small")
-    if title:
-        axes.set_title(title)
-    with atomic_path(png_path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optional[str],
                  det_dir: Optional[str]) -> str:
     """Build the table for ``exp_dirs`` (written to ``output`` if given) and, with
-    ``det_dir``, one DET plot per trial list (``det_dir/det_<trials>.png``)."""
+    ``det_dir``, one DET plot per trial list (``det_dir/det_<trials>.png``) and a
+    histogram of the first back-end's scores (``det_dir/hist_<trials>.png``)."""
     experiments = [collect_results(exp_dir, trials) for exp_dir in exp_dirs]
     table = format_table(experiments, trials)
     if output:
@@ -236,4 +207,11 @@ def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optiona
                       if trials_name in backend.per_trials]
             plot_det_curves(curves, os.path.join(det_dir, f"det_{trials_name}.png"),
                             title=f"DET: {trials_name}")
+            first = next((backend for experiment in experiments
+                          for backend in experiment.backends
+                          if trials_name in backend.per_trials), None)
+            if first is not None:
+                plot_score_histogram(*first.per_trials[trials_name].scores_and_labels,
+                                     os.path.join(det_dir, f"hist_{trials_name}.png"),
+                                     title=f"{first.scoring} scores: {trials_name}")
     return table

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.frontend.factory import build_frontend as build_frontend_module
-from wespeaker_py.models import get_model
+from wespeaker_py.models.assembly import build_speaker_model
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 from wespeaker_py.utils.config import ConfigError
@@ -108,17 +108,10 @@ def build_model(config: Mapping[str, Any], num_speakers: int,
     """
     if frontend is not None:
         config = resolve_feat_dim(config, frontend)
-    model_args = dict(config["model_args"])
+    model_args = config["model_args"]
     if "embed_dim" not in model_args:
         raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
-    if model_args.get("feat_dim") == -1:
-        raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
-                          "which only an SSL front-end (dataset_args.frontend: s3prl) can fill")
-    try:
-        model = get_model(config["model"], **model_args)
-    except TypeError as err:
-        raise ConfigError(
-            f"config key 'model_args' does not fit {config['model']}: {err}") from None
+    model = build_speaker_model(config)
     if frontend is not None:
         model.add_module("frontend", frontend)
     projection_args = dict(config["projection_args"])

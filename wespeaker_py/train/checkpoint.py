@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic save, exact resume, and weight loading with the LM head rule.
+"""Training checkpoints: atomic save and exact resume.
 
 A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
 
@@ -7,8 +7,9 @@ A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
      "rng": [per-rank RNG states], "param_digests": [per-rank parameter digests],
      "world_size": int}
 
-A bare state_dict (WeSpeaker's checkpoints, ``avg_model.pt``) is accepted
-wherever weights are loaded.
+Reading checkpoints and loading weights (a bare state_dict such as WeSpeaker's
+``avg_model.pt`` included) live in :mod:`wespeaker_py.models.checkpoint`,
+shared with extraction, export and the Python API.
 
 A model trained on an SSL front-end holds it under ``frontend.``. When that
 front-end is frozen its WavLM weights (``frontend.upstream.*``) never change,
@@ -27,19 +28,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from wespeaker_py.frontend.ssl import (frontend_state_dict_for_checkpoint,
-                                       with_pretrained_frontend_weights)
+from wespeaker_py.frontend.ssl import frontend_state_dict_for_checkpoint
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-HEAD_PREFIX = "projection."
 _EPOCH_IN_NAME = re.compile(r"model_(\d+)\.pt$")
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model; the message names the tensor."""
 
 
 def capture_rng_state() -> Dict[str, Any]:
@@ -100,24 +95,9 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         torch.save(state, tmp_path)
 
 
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint file on the CPU."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
     """True for the full training state this module writes, False for a bare state_dict."""
     return isinstance(checkpoint.get("model"), Mapping) and "optimizer" in checkpoint
-
-
-def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
-    """The model state_dict inside any supported checkpoint layout."""
-    for key in ("model", "state_dict"):
-        if isinstance(checkpoint.get(key), Mapping):
-            return checkpoint[key]
-    return checkpoint
 
 
 def epoch_from_name(path: str) -> Optional[int]:
@@ -126,70 +106,14 @@ def epoch_from_name(path: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                 allow_head_truncation: bool = True, allow_missing_head: bool = False) -> None:
-    """Copy ``state`` into ``model``, refusing any mismatch except the LM head rule.
-
-    The LM rule: a head tensor (``projection.*``) whose checkpoint version has
-    more rows than the model's, and the same size otherwise, loads its first
-    rows (a head trained with speed-perturbed speakers as extra classes
-    feeding a head without them). ``allow_missing_head`` lets a checkpoint
-    without any head tensor initialise only the speaker model. A checkpoint
-    without any of the model's SSL front-end WavLM weights (a frozen run's)
-    keeps the model's own, pretrained ones. Every other missing, unexpected or
-    differently shaped tensor raises :class:`CheckpointMismatchError` naming it
-    and ``source``.
-    """
-    try:
-        state = with_pretrained_frontend_weights(model, state, source)
-    except ValueError as err:
-        raise CheckpointMismatchError(str(err)) from None
-    own = model.state_dict()
-    to_load: Dict[str, torch.Tensor] = {}
-    unexpected = [key for key in state if key not in own]
-    if unexpected:
-        raise CheckpointMismatchError(
-            f"{source}: tensor '{unexpected[0]}' is not in the model "
-            f"({len(unexpected)} unexpected tensors)")
-    skip_head = allow_missing_head and not any(key.startswith(HEAD_PREFIX) for key in state)
-    for key, target in own.items():
-        if key not in state:
-            if skip_head and key.startswith(HEAD_PREFIX):
-                continue
-            raise CheckpointMismatchError(f"{source}: tensor '{key}' is missing")
-        tensor = state[key]
-        if tensor.shape != target.shape:
-            fits_lm_rule = (allow_head_truncation and key.startswith(HEAD_PREFIX)
-                            and tensor.dim() >= 1 and tensor.shape[1:] == target.shape[1:]
-                            and tensor.shape[0] > target.shape[0])
-            if not fits_lm_rule:
-                raise CheckpointMismatchError(
-                    f"{source}: tensor '{key}' has shape {tuple(tensor.shape)} in the "
-                    f"checkpoint but {tuple(target.shape)} in the model")
-            logger.info("%s: loading the first %d of %d rows of %s", source,
-                        target.shape[0], tensor.shape[0], key)
-            tensor = tensor[:target.shape[0]]
-        to_load[key] = tensor
-    model.load_state_dict(to_load, strict=not skip_head)
-
-
-def load_model_init(model: nn.Module, path: str) -> None:
-    """Initialise ``model`` from any checkpoint at ``path`` with the LM head rule.
-
-    A checkpoint without a head initialises the speaker model only.
-    """
-    checkpoint = read_checkpoint(path)
-    load_weights(model, model_state_of(checkpoint), path, allow_head_truncation=True,
-                 allow_missing_head=True)
-
-
 def restore_training_state(checkpoint: Mapping[str, Any], source: str,
                            optimizer: torch.optim.Optimizer, scheduler, margin_scheduler,
                            rank: int, world_size: int,
                            grad_scaler: Optional[torch.amp.GradScaler] = None) -> int:
     """Put back everything but the weights for an exact resume; return the checkpoint's epoch.
 
-    Load the weights first (:func:`load_weights` without head truncation). Each
+    Load the weights first (:func:`wespeaker_py.models.checkpoint.load_weights`
+    without head truncation). Each
     rank takes back its own RNG state when the checkpoint was written by as
     many ranks; otherwise the generators keep their seeded state and a warning
     says the run will not retrace the original.

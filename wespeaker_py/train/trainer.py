@@ -30,9 +30,10 @@ from tqdm import tqdm
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.train import builder
+from wespeaker_py.models.checkpoint import (load_model_init, load_weights, model_state_of,
+                                            read_checkpoint)
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name,
-                                           is_training_checkpoint, load_model_init, load_weights,
-                                           model_state_of, parameter_digest, read_checkpoint,
+                                           is_training_checkpoint, parameter_digest,
                                            restore_training_state, save_training_checkpoint)
 from wespeaker_py.train.distributed import (DistContext, all_ranks_true, all_reduce_sum,
                                             barrier, gather_objects, init_distributed,

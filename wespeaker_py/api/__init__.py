@@ -1,0 +1,17 @@
+"""Using a trained speaker model from Python.
+
+    import wespeaker_py
+    model = wespeaker_py.load_model("exp/ResNet34")      # or a WeSpeaker folder, a .onnx
+    vector = model.embed("a.wav")
+    model.similarity("a.wav", "b.wav")                   # cosine in [-1, 1]
+    model.verify("a.wav", "b.wav")                       # score, LLR, probability, decision
+    model.enroll("alice", "alice1.wav", gallery="speakers.npz")
+    model.identify("who.wav", gallery="speakers.npz", top_k=3)
+"""
+from wespeaker_py.api.calibration import Calibration
+from wespeaker_py.api.loading import load_model
+from wespeaker_py.api.model import EmbeddingResults, SpeakerModel, Verification
+from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
+
+__all__ = ["AudioInputError", "Calibration", "EmbeddingResults", "ModelSourceError",
+           "SpeakerModel", "Verification", "WespeakerError", "load_model"]

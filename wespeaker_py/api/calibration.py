@@ -1,0 +1,137 @@
+"""Score calibration of a model: cosine score -> log-likelihood ratio, stored as JSON.
+
+Fitted by logistic regression on labelled trial scores (the Cllr-minimising
+linear model of :mod:`wespeaker_py.scoring.qmf`, with the score as its only
+feature). ``calibration.json`` also keeps the trial set's EER and two
+operating points on the raw score: the EER point and the point of 1 % false
+acceptance. A trial is accepted when its score is above a threshold, as in
+:mod:`wespeaker_py.scoring.metrics`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det
+from wespeaker_py.scoring.qmf import cllr, train_calibration
+from wespeaker_py.utils.file_utils import atomic_open
+
+FORMAT = "wespeaker_py score calibration"
+VERSION = 1
+OPERATING_POINTS = ("eer", "fa1")
+FALSE_ACCEPT_TARGET = 0.01
+
+
+@dataclass
+class OperatingPoint:
+    """A score threshold with the error rates it gave on the calibration trials."""
+
+    threshold: float
+    false_accept: float
+    false_reject: float
+
+
+@dataclass
+class Calibration:
+    """``llr = weight * score + bias``, with the operating points of the fitting trials."""
+
+    weight: float
+    bias: float
+    eer: float
+    cllr: float
+    num_target: int
+    num_nontarget: int
+    operating_points: Dict[str, OperatingPoint] = field(default_factory=dict)
+    trials: str = ""
+    model: str = ""
+
+    def llr(self, score: float) -> float:
+        """Calibrated log-likelihood ratio (natural log) of a score."""
+        return self.weight * float(score) + self.bias
+
+    def threshold(self, operating_point: str) -> float:
+        if operating_point not in self.operating_points:
+            raise WespeakerError(f"operating point {operating_point!r} is not in the "
+                                 f"calibration (known: {', '.join(self.operating_points)})")
+        return self.operating_points[operating_point].threshold
+
+
+def probability(llr: float, prior: float) -> float:
+    """Posterior probability of "same speaker" for a log-likelihood ratio at ``prior``."""
+    if not 0 < prior < 1:
+        raise WespeakerError(f"prior must lie strictly between 0 and 1, got {prior}")
+    log_odds = llr + math.log(prior / (1 - prior))
+    return 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
+
+
+def _point(det: DetPoints, index: int) -> OperatingPoint:
+    return OperatingPoint(float(det.thresholds[index]), float(det.fpr[index]),
+                          float(det.fnr[index]))
+
+
+def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
+                    model: str = "") -> Calibration:
+    """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    try:
+        det = compute_det_points(scores, labels)
+        linear = train_calibration(scores[:, None], labels)
+    except ValueError as error:
+        raise WespeakerError(f"cannot calibrate on {trials or 'these trials'}: {error}") from None
+    llrs = linear(scores[:, None])
+    # the EER point: the threshold where miss and false-alarm rates are closest;
+    # 1% FA: the lowest threshold accepting at most 1% of nontargets
+    eer_index = int(np.argmin(np.abs(det.fnr - det.fpr)))
+    fa_index = int(np.argmax(det.fpr <= FALSE_ACCEPT_TARGET))
+    return Calibration(weight=float(linear.weight[0]), bias=float(linear.bias),
+                       eer=eer_from_det(det), cllr=cllr(llrs[labels], llrs[~labels]),
+                       num_target=int(labels.sum()), num_nontarget=int((~labels).sum()),
+                       operating_points={"eer": _point(det, eer_index),
+                                         "fa1": _point(det, fa_index)},
+                       trials=trials, model=model)
+
+
+def save_calibration(path: str, calibration: Calibration) -> None:
+    """Write ``calibration`` as JSON, atomically."""
+    payload = {"format": FORMAT, "version": VERSION, **asdict(calibration)}
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        json.dump(payload, out, indent=2, sort_keys=True)
+        out.write("\n")
+
+
+def load_calibration(path: str) -> Calibration:
+    """Read a file written by :func:`save_calibration`; a bad file names what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload: Dict[str, Any] = json.load(handle)
+    except FileNotFoundError:
+        raise WespeakerError(f"calibration file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise WespeakerError(f"{path}: not a calibration file ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WespeakerError(f"{path}: not a calibration file (no \"format\": \"{FORMAT}\")")
+    try:
+        points = {name: OperatingPoint(**point)
+                  for name, point in payload["operating_points"].items()}
+        return Calibration(weight=float(payload["weight"]), bias=float(payload["bias"]),
+                           eer=float(payload["eer"]), cllr=float(payload["cllr"]),
+                           num_target=int(payload["num_target"]),
+                           num_nontarget=int(payload["num_nontarget"]),
+                           operating_points=points, trials=str(payload.get("trials", "")),
+                           model=str(payload.get("model", "")))
+    except (KeyError, TypeError, ValueError) as error:
+        raise WespeakerError(f"{path}: calibration file lacks or mistypes {error}") from None
+
+
+def read_optional_calibration(path: Optional[str]) -> Optional[Calibration]:
+    """The calibration at ``path``, or None when there is no such file."""
+    if path is None or not os.path.exists(path):
+        return None
+    return load_calibration(path)

@@ -1,0 +1,158 @@
+"""Where a model comes from: :func:`load_model` for folders, checkpoints and ONNX files.
+
+Accepted sources:
+
+* an experiment directory: ``config.yaml`` + ``models/avg_model.pt``;
+* a WeSpeaker-style model folder: ``config.yaml`` + ``avg_model.pt`` side by side
+  (the layout of WeSpeaker's released models), loaded strictly and unchanged;
+* a checkpoint file (``avg_model.pt``, ``model_<epoch>.pt``) with ``config=``, or
+  with ``config.yaml`` beside it or one folder up;
+* an ``.onnx`` file written by ``wespeaker-py export --onnx --with_frontend``.
+
+Files that travel with a folder are read from it: ``mean_vec.npy`` (subtracted
+before every cosine) and ``calibration.json``. Beside a single file they are
+``<stem>.mean_vec.npy`` and ``<stem>.calibration.json``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.errors import ModelSourceError, WespeakerError
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "avg_model.pt"
+MEAN_NAME = "mean_vec.npy"
+CALIBRATION_NAME = "calibration.json"
+
+
+def _folder_files(folder: str) -> Tuple[str, str]:
+    """``(config, checkpoint)`` of a model folder or experiment directory."""
+    config = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(config):
+        raise ModelSourceError(f"{folder} has no {CONFIG_NAME}: place the model's config "
+                               f"(model, model_args, dataset_args) at {config}")
+    for weights in (os.path.join(folder, WEIGHTS_NAME),
+                    os.path.join(folder, "models", WEIGHTS_NAME)):
+        if os.path.isfile(weights):
+            return config, weights
+    raise ModelSourceError(f"{folder} has no weights: place {WEIGHTS_NAME} at "
+                           f"{os.path.join(folder, WEIGHTS_NAME)} (a model folder) or "
+                           f"{os.path.join(folder, 'models', WEIGHTS_NAME)} (an experiment)")
+
+
+def _config_beside(checkpoint: str) -> str:
+    here = os.path.dirname(os.path.abspath(checkpoint))
+    for folder in (here, os.path.dirname(here)):
+        candidate = os.path.join(folder, CONFIG_NAME)
+        if os.path.isfile(candidate):
+            return candidate
+    raise ModelSourceError(f"{checkpoint}: no {CONFIG_NAME} beside it or one folder up; "
+                           f"pass the experiment's config (config=... / --config)")
+
+
+def _read_mean(path: str) -> Optional[np.ndarray]:
+    if not os.path.isfile(path):
+        return None
+    try:
+        mean = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"{path}: not a mean vector ({error})") from None
+    if mean.ndim != 1 or not np.isfinite(mean).all():
+        raise ModelSourceError(f"{path}: a mean vector must be a finite 1-D array, "
+                               f"got shape {mean.shape}")
+    return mean
+
+
+def _torch_backend(config_path: str, checkpoint: str, device):
+    from wespeaker_py.api.backends import TorchBackend
+    from wespeaker_py.inference.model_loading import load_embedder, read_model_config
+    from wespeaker_py.utils.device import resolve_device
+    try:
+        config = read_model_config(config_path)
+    except WespeakerError:
+        raise
+    except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
+        raise ModelSourceError(f"{config_path}: {error}") from None
+    if "dataset_args" not in config:
+        raise ModelSourceError(f"{config_path} has no 'dataset_args': it says which "
+                               f"front-end (fbank_args, resample_rate) the model needs")
+    try:
+        embedder = load_embedder(config, checkpoint)
+    except WespeakerError:
+        raise
+    except FileNotFoundError:
+        raise ModelSourceError(f"checkpoint {checkpoint} does not exist") from None
+    except (ValueError, KeyError) as error:  # a config that does not fit the model
+        raise ModelSourceError(f"{config_path}: {error}") from None
+    except Exception as error:  # torch.load raises many types for a file that is no checkpoint
+        raise ModelSourceError(f"{checkpoint}: not a PyTorch checkpoint "
+                               f"({type(error).__name__}: {str(error).splitlines()[0]})"
+                               ) from None
+    try:
+        target = resolve_device(device)
+    except RuntimeError as error:
+        raise ModelSourceError(str(error)) from None
+    return TorchBackend(embedder, config, target), config["model"]
+
+
+def _onnx_backend(path: str):
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ModelSourceError(f"{path}: running an ONNX model needs onnxruntime "
+                               f"(pip install onnxruntime)")
+    from wespeaker_py.api.backends import OnnxBackend
+    try:
+        backend = OnnxBackend(path)
+    except ValueError as error:          # another kind of graph
+        raise ModelSourceError(str(error)) from None
+    except Exception as error:           # onnxruntime's errors for a file that is no graph
+        raise ModelSourceError(f"{path}: not a readable ONNX model "
+                               f"({str(error).strip().splitlines()[0][:200]})") from None
+    return backend, str(backend.info.get("model", "onnx"))
+
+
+def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
+               config: Optional[str] = None, mean_vec: Optional[str] = None,
+               calibration: Optional[str] = None) -> SpeakerModel:
+    """Load a trained speaker model for inference (see the module doc for ``source``).
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
+    is one); ONNX models run on the CPU. ``mean_vec`` and ``calibration`` name
+    other files than the ones beside the model. Problems raise
+    :class:`~wespeaker_py.errors.ModelSourceError` naming the file and what
+    to do.
+    """
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ModelSourceError(f"{path} does not exist")
+    if os.path.isdir(path):
+        if config is not None:
+            raise ModelSourceError(f"{path} is a folder: its {CONFIG_NAME} is used, "
+                                   f"do not pass config=")
+        config_path, checkpoint = _folder_files(path)
+        backend, name = _torch_backend(config_path, checkpoint, device)
+        companions = os.path.join(path, "")
+    else:
+        if path.endswith(".onnx"):
+            if config is not None:
+                raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
+                                       f"do not pass config=")
+            backend, name = _onnx_backend(path)
+        else:
+            config_path = config if config is not None else _config_beside(path)
+            if not os.path.isfile(config_path):
+                raise ModelSourceError(f"config {config_path} does not exist")
+            backend, name = _torch_backend(config_path, path, device)
+        companions = os.path.splitext(path)[0] + "."
+    mean = _read_mean(mean_vec if mean_vec is not None else companions + MEAN_NAME)
+    if mean_vec is not None and mean is None:
+        raise ModelSourceError(f"mean vector {mean_vec} does not exist")
+    if mean is not None and mean.shape[0] != backend.embed_dim:
+        raise ModelSourceError(f"mean vector has {mean.shape[0]} values, the model's "
+                               f"embeddings {backend.embed_dim}")
+    return SpeakerModel(backend, name, os.path.abspath(path), mean,
+                        calibration or companions + CALIBRATION_NAME)

@@ -1,0 +1,366 @@
+""":class:`SpeakerModel`: a trained speaker model to embed, compare, verify and identify with.
+
+Get one with :func:`wespeaker_py.load_model`. Audio may be a file path or an
+array/tensor with its ``sample_rate`` (see :mod:`wespeaker_py.api.audio` for
+the rules); every method resamples to the model's rate and takes the first
+channel, as training did. Errors in what is passed raise
+:class:`~wespeaker_py.errors.WespeakerError` subclasses with a one-line message
+naming the input.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
+
+import numpy as np
+from tqdm import tqdm
+
+from wespeaker_py.api.audio import AudioLike, describe_audio, load_waveform
+from wespeaker_py.api.calibration import (Calibration, fit_calibration,
+                                          read_optional_calibration, probability,
+                                          save_calibration)
+from wespeaker_py.api.gallery import load_gallery, save_gallery
+from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.inference.batching import LengthBuckets
+from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+# features waiting for a batch of their length in embed_many
+BUFFER_BYTES = 256 << 20
+# the decision threshold on the cosine score when a model has no calibration
+UNCALIBRATED_THRESHOLD = 0.5
+
+
+@dataclass
+class Verification:
+    """The answer to "same speaker?" for one pair of recordings.
+
+    ``llr`` (natural-log likelihood ratio) and ``probability`` (of the same
+    speaker at ``prior``) are None without a calibration; ``decision`` then
+    compares the raw score with ``threshold`` and ``calibrated`` is False.
+    """
+
+    score: float
+    decision: bool
+    threshold: float
+    operating_point: str
+    calibrated: bool
+    llr: Optional[float] = None
+    probability: Optional[float] = None
+    prior: Optional[float] = None
+
+    def describe(self) -> str:
+        """One line for people."""
+        verdict = "same speaker" if self.decision else "different speakers"
+        if not self.calibrated:
+            return (f"score {self.score:.4f}: {verdict} (UNCALIBRATED decision: score > "
+                    f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy one)")
+        return (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
+                f"= {self.probability:.3f}: {verdict} (threshold {self.threshold:.4f} at the "
+                f"{self.operating_point} operating point)")
+
+
+@dataclass
+class EmbeddingResults:
+    """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, and skipped keys."""
+
+    embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+
+def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
+              ) -> List[Tuple[str, AudioLike]]:
+    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices)."""
+    if isinstance(items, (str, os.PathLike)):
+        path = os.fspath(items)
+        if not os.path.isfile(path):
+            raise WespeakerError(f"wav.scp {path} does not exist")
+        try:
+            return list(read_key_value(path).items())
+        except (DataFormatError, UnicodeDecodeError) as error:
+            raise WespeakerError(f"{path}: not a wav.scp ({error})") from None
+    if isinstance(items, Mapping):
+        return [(str(key), audio) for key, audio in items.items()]
+    return [(os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index), item)
+            for index, item in enumerate(items)]
+
+
+class SpeakerModel:
+    """A loaded speaker model (torch or onnxruntime) with the files that travel with it.
+
+    ``mean_vec``, when given, is subtracted from embeddings before any cosine
+    (the mean of a reference set, as the recipes' scoring does);
+    ``calibration_path`` is where :meth:`calibrate` writes and :meth:`verify`
+    reads ``calibration.json``.
+    """
+
+    def __init__(self, backend, name: str, source: str, mean_vec: Optional[np.ndarray] = None,
+                 calibration_path: Optional[str] = None):
+        self.backend = backend
+        self.name = name
+        self.source = source
+        self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
+        self.calibration_path = calibration_path
+        self._calibration: Optional[Calibration] = None
+        self._calibration_read = False
+
+    def __repr__(self) -> str:
+        return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
+                f"embed_dim={self.embed_dim}, source={self.source!r})")
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate every input is resampled to."""
+        return self.backend.sample_rate
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of an embedding."""
+        return self.backend.embed_dim
+
+    @property
+    def min_seconds(self) -> float:
+        """Shortest input (seconds) that gives an embedding."""
+        return self.backend.min_seconds
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    def _embed_stream(self, pairs: Iterable[Tuple[str, np.ndarray]], batch_size: int
+                      ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
+        """``(key, embedding, "")`` or ``(key, None, reason)`` for each waveform.
+
+        Batches only hold inputs of equal length (fbank frames for torch,
+        samples for ONNX), as in ``bin.extract``, so no input is padded.
+        """
+        if batch_size < 1:
+            raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
+        buckets = LengthBuckets(batch_size, BUFFER_BYTES)
+
+        def run(batches) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
+            for keys, batch in batches:
+                for key, embedding in zip(keys, self.backend.embed(batch)):
+                    if np.isfinite(embedding).all():
+                        yield key, embedding, ""
+                    else:
+                        yield key, None, "the model gave a NaN or infinite embedding"
+
+        for key, wav in pairs:
+            prepared = self.backend.prepare(wav)
+            if self.backend.is_too_short(prepared):
+                yield key, None, (f"{wav.size / self.sample_rate:.3f} s of audio; the model "
+                                  f"needs at least {self.min_seconds:.3f} s")
+                continue
+            yield from run(buckets.add(key, prepared))
+        yield from run(buckets.drain())
+
+    def embed(self, audio: AudioLike, sample_rate: Optional[int] = None) -> np.ndarray:
+        """The embedding (float32 vector) of one recording."""
+        wav = load_waveform(audio, self.sample_rate, sample_rate)
+        [(_, embedding, reason)] = list(self._embed_stream([("", wav)], 1))
+        if embedding is None:
+            raise AudioInputError(f"{describe_audio(audio)}: {reason}")
+        return embedding
+
+    def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
+                        batch_size: int = 16) -> np.ndarray:
+        """Embeddings ``[N, E]`` of in-memory waveforms (e.g. the segments of a recording).
+
+        Each waveform is 1-D (or follows the channel rule) at ``sample_rate``.
+        Equal-length inputs are batched; a waveform that cannot be embedded
+        raises :class:`~wespeaker_py.errors.AudioInputError` naming its index.
+        """
+        wavs = []
+        for index, waveform in enumerate(waveforms):
+            try:
+                wavs.append((str(index), load_waveform(waveform, self.sample_rate, sample_rate)))
+            except AudioInputError as error:
+                raise AudioInputError(f"waveform {index}: {error}") from None
+        rows: Dict[str, np.ndarray] = {}
+        for key, embedding, reason in self._embed_stream(wavs, batch_size):
+            if embedding is None:
+                raise AudioInputError(f"waveform {key}: {reason}")
+            rows[key] = embedding
+        if not rows:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return np.stack([rows[str(index)] for index in range(len(wavs))])
+
+    def embed_many(self, items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]],
+                   batch_size: int = 16, progress: bool = True,
+                   sample_rate: Optional[int] = None) -> EmbeddingResults:
+        """Embed a wav.scp (path), a ``{key: audio}`` mapping or a list of paths/arrays.
+
+        Items that cannot be embedded (missing, not audio, too short, ...) are
+        skipped with a warning and listed in the result's ``skipped``; the rest
+        are embedded in length-bucketed batches and returned in input order.
+        """
+        pairs = _items_of(items)
+        results = EmbeddingResults()
+
+        def waveforms() -> Iterator[Tuple[str, np.ndarray]]:
+            for key, audio in tqdm(pairs, desc="embedding", unit="utt", disable=not progress,
+                                   dynamic_ncols=True):
+                try:
+                    yield key, load_waveform(audio, self.sample_rate, sample_rate)
+                except AudioInputError as error:
+                    results.skipped[key] = str(error)
+
+        for key, embedding, reason in self._embed_stream(waveforms(), batch_size):
+            if embedding is None:
+                results.skipped[key] = reason
+            else:
+                results.embeddings[key] = embedding
+        order = {key: index for index, (key, _) in enumerate(pairs)}
+        results.embeddings = dict(sorted(results.embeddings.items(), key=lambda kv: order[kv[0]]))
+        for key, reason in results.skipped.items():
+            logger.warning("skipped %s: %s", key, reason)
+        if results.skipped:
+            logger.warning("%d embedded, %d skipped", len(results.embeddings),
+                           len(results.skipped))
+        return results
+
+    # -- comparing ---------------------------------------------------------------------------
+
+    def unit(self, embedding: np.ndarray) -> np.ndarray:
+        """``embedding`` minus the model's mean vector (if any), scaled to unit length."""
+        vector = np.asarray(embedding, dtype=np.float64)
+        if self.mean_vec is not None:
+            vector = vector - self.mean_vec
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def score_embeddings(self, first: np.ndarray, second: np.ndarray) -> float:
+        """Cosine of two embeddings (after mean subtraction), in [-1, 1]."""
+        return float(np.clip(self.unit(first) @ self.unit(second), -1.0, 1.0))
+
+    def similarity(self, first: AudioLike, second: AudioLike,
+                   sample_rate: Optional[int] = None) -> float:
+        """Cosine similarity of two recordings' embeddings, in [-1, 1]."""
+        return self.score_embeddings(self.embed(first, sample_rate),
+                                     self.embed(second, sample_rate))
+
+    @property
+    def calibration(self) -> Optional[Calibration]:
+        """The calibration in :attr:`calibration_path`, or None."""
+        if not self._calibration_read:
+            self._calibration = read_optional_calibration(self.calibration_path)
+            self._calibration_read = True
+        return self._calibration
+
+    def decide(self, score: float, prior: float = 0.5, operating_point: str = "eer",
+               threshold: Optional[float] = None) -> Verification:
+        """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
+        calibration = self.calibration
+        if calibration is None:
+            point = "default" if threshold is None else "given"
+            threshold = UNCALIBRATED_THRESHOLD if threshold is None else float(threshold)
+            return Verification(score=score, decision=score > threshold, threshold=threshold,
+                                operating_point=point, calibrated=False)
+        if threshold is None:
+            threshold = calibration.threshold(operating_point)
+        else:
+            operating_point = "given"
+        llr = calibration.llr(score)
+        return Verification(score=score, decision=score > threshold, threshold=float(threshold),
+                            operating_point=operating_point, calibrated=True, llr=llr,
+                            probability=probability(llr, prior), prior=prior)
+
+    def verify(self, first: AudioLike, second: AudioLike, sample_rate: Optional[int] = None,
+               prior: float = 0.5, operating_point: str = "eer",
+               threshold: Optional[float] = None) -> Verification:
+        """Same speaker? Score, calibrated LLR and probability at ``prior``, and a decision.
+
+        The decision compares the score with the calibration's threshold at
+        ``operating_point`` (``eer`` or ``fa1``: 1 % false acceptance on the
+        calibration trials) unless ``threshold`` is given. Without a
+        calibration the result says the decision is uncalibrated.
+        """
+        return self.decide(self.similarity(first, second, sample_rate), prior,
+                           operating_point, threshold)
+
+    def calibrate(self, trials: str, wav_scp: str, output: Optional[str] = None,
+                  batch_size: int = 16, progress: bool = True) -> Calibration:
+        """Fit score-to-LLR calibration on a labelled trial list; write ``calibration.json``.
+
+        ``wav_scp`` maps the trials' utterance keys to audio. Trials whose
+        audio could not be embedded are left out (and counted in the log).
+        The result goes to ``output`` (default :attr:`calibration_path`).
+        """
+        from wespeaker_py.scoring.trials import read_trials
+        try:
+            trial_list = read_trials(trials)
+            table = _items_of(wav_scp)
+        except DataFormatError as error:
+            raise WespeakerError(str(error)) from None
+        if trial_list.labels is None:
+            raise WespeakerError(f"{trials}: calibration needs labelled trials "
+                                 f"('enroll test target|nontarget')")
+        wanted = set(trial_list.enroll_keys) | set(trial_list.test_keys)
+        audio = {key: path for key, path in table if key in wanted}
+        missing = sorted(wanted - set(audio))
+        if missing:
+            raise WespeakerError(f"{wav_scp} has no entry for {len(missing)} utterance(s) of "
+                                 f"{trials}, e.g. {missing[0]!r}")
+        embedded = self.embed_many(audio, batch_size=batch_size, progress=progress).embeddings
+        scores, labels = [], []
+        for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
+            first = embedded.get(trial_list.enroll_keys[enroll])
+            second = embedded.get(trial_list.test_keys[test])
+            if first is not None and second is not None:
+                scores.append(self.score_embeddings(first, second))
+                labels.append(bool(label))
+        if len(scores) < len(trial_list):
+            logger.warning("%d of %d trials left out: their audio was skipped",
+                           len(trial_list) - len(scores), len(trial_list))
+        calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
+                                      trials=os.path.abspath(trials), model=self.name)
+        target = output or self.calibration_path
+        if target is None:
+            raise WespeakerError("say where to write the calibration (output=...)")
+        save_calibration(target, calibration)
+        if target == self.calibration_path:
+            self._calibration, self._calibration_read = calibration, True
+        return calibration
+
+    # -- speaker gallery ---------------------------------------------------------------------
+
+    def _gallery_tag(self) -> str:
+        return f"{self.name}/emb{self.embed_dim}"
+
+    def enroll(self, name: str, *audio: AudioLike, gallery: str,
+               sample_rate: Optional[int] = None) -> int:
+        """Add recordings of speaker ``name`` to the gallery file; return its size in speakers.
+
+        The file is created when missing and rewritten atomically.
+        """
+        if not audio:
+            raise WespeakerError(f"enroll {name!r}: give at least one recording")
+        units = np.stack([self.unit(self.embed(item, sample_rate)) for item in audio])
+        speakers = load_gallery(gallery, self._gallery_tag())
+        speakers.add(name, units)
+        save_gallery(gallery, speakers)
+        return len(speakers.names)
+
+    def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
+                 sample_rate: Optional[int] = None) -> List[Tuple[str, float]]:
+        """The ``top_k`` enrolled speakers most similar to ``audio``: ``(name, cosine)``."""
+        if not os.path.exists(gallery):
+            raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
+        speakers = load_gallery(gallery, self._gallery_tag())
+        return speakers.rank(self.unit(self.embed(audio, sample_rate)), top_k)
+
+    # -- about -------------------------------------------------------------------------------
+
+    def info(self) -> Dict[str, Any]:
+        """Model name, parameters, embedding size, sample rate, front-end, files in use."""
+        details = {"name": self.name, "source": self.source}
+        details.update(self.backend.describe())
+        details["mean_vec"] = self.mean_vec is not None
+        calibration = self.calibration
+        details["calibration"] = (None if calibration is None else
+                                  f"{self.calibration_path} (EER {100 * calibration.eer:.2f}% "
+                                  f"on {calibration.num_target + calibration.num_nontarget} "
+                                  f"trials)")
+        return details

@@ -1,0 +1,1 @@
+"""Command-line plumbing shared by the ``wespeaker-py`` command and the ``bin/`` entry points."""

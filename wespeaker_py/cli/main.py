@@ -1,0 +1,286 @@
+"""``wespeaker-py``: use a trained speaker model from the shell.
+
+Subcommands: embed, similarity, verify, enroll, identify, calibrate, export, info
+(``wespeaker-py SUBCOMMAND --help`` for each). MODEL is an experiment directory,
+a WeSpeaker-style model folder (config.yaml + avg_model.pt), a checkpoint (with
+--config, or config.yaml beside it) or an .onnx file from
+``wespeaker-py export --onnx --with_frontend``.
+
+Only argument parsing happens at import time; torch and the model load when a
+subcommand runs, so ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.cli.errors import add_debug_flag, run_command
+
+PROG = "wespeaker-py"
+
+
+class UsageError(Exception):
+    """Arguments that argparse accepts but that do not fit together (exit status 2)."""
+
+EXAMPLES = {
+    "embed": """examples:
+  wespeaker-py embed --model exp/ResNet34 a.wav                    # prints the vector
+  wespeaker-py embed --model exp/ResNet34 a.wav --output a.npy     # or a.txt
+  wespeaker-py embed --model exp/ResNet34 --wav_scp data/test/wav.scp \\
+      --output emb/xvector.ark                                     # + emb/xvector.scp""",
+    "similarity": """examples:
+  wespeaker-py similarity --model exp/ResNet34 a.wav b.wav         # cosine in [-1, 1]""",
+    "verify": """examples:
+  wespeaker-py verify --model exp/ResNet34 a.wav b.wav
+  wespeaker-py verify --model exp/ResNet34 a.wav b.wav --prior 0.1 \\
+      --operating_point fa1 --json
+
+Uses MODEL's calibration.json (see 'wespeaker-py calibrate'); without one the
+decision compares the raw cosine with --threshold (default 0.5) and says so.
+Exit status 0 either way; the decision is in the output.""",
+    "enroll": """examples:
+  wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a1.wav a2.wav""",
+    "identify": """examples:
+  wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3""",
+    "calibrate": """examples:
+  wespeaker-py calibrate --model exp/ResNet34 --trials data/dev/trials \\
+      --wav_scp data/dev/wav.scp
+
+Embeds the trials' utterances, scores the trials by cosine, fits a logistic
+score-to-LLR map and writes calibration.json beside the model (or --output):
+its parameters, the trial set's EER and the thresholds at the EER point and at
+1% false acceptance. 'verify' then uses it.""",
+    "export": """examples:
+  wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
+  wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
+
+--with_frontend: the graph maps float32 waveforms [B, samples] in [-1, 1] at
+the model's sample rate to embeddings (fbank + CMN inside; dynamic batch and
+length); it is checked against the eager model before it is written. Without
+it the graph takes fbank features [B, T, F], as WeSpeaker's export does.""",
+    "info": """examples:
+  wespeaker-py info --model exp/ResNet34 [--json]""",
+}
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    add_flag(parser, "model", required=True, metavar="MODEL",
+             help="experiment dir, model folder, checkpoint or .onnx file")
+    add_flag(parser, "config", default=None,
+             help="config.yaml for a checkpoint (default: beside it or one folder up)")
+    add_flag(parser, "device", default=None,
+             help="cpu, cuda or cuda:N (default: the first GPU if any; ONNX runs on CPU)")
+    add_flag(parser, "calibration", default=None,
+             help="calibration.json to use or write (default: beside the model)")
+    add_flag(parser, "mean_vec", default=None,
+             help="mean embedding (.npy) to subtract before cosine "
+                  "(default: mean_vec.npy beside the model, if present)")
+    add_debug_flag(parser)
+
+
+def _load(args: argparse.Namespace):
+    from wespeaker_py.api import load_model
+    return load_model(args.model, device=args.device, config=args.config,
+                      mean_vec=args.mean_vec, calibration=args.calibration)
+
+
+def _write_vector(path: str, vector) -> None:
+    import numpy as np
+
+    from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+    if path.endswith(".npy"):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, vector)
+    else:
+        with atomic_open(path, "w", encoding="utf-8") as out:
+            out.write(" ".join(f"{value:.6g}" for value in vector) + "\n")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    if (args.audio is None) == (args.wav_scp is None):
+        raise UsageError("embed: give one audio file or --wav_scp")
+    if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
+        raise UsageError("embed: with --wav_scp give --output ending in .ark "
+                           "(its .scp is written beside it)")
+    model = _load(args)
+    if args.audio is not None:
+        vector = model.embed(args.audio)
+        if args.output:
+            _write_vector(args.output, vector)
+        else:
+            print(" ".join(f"{value:.6g}" for value in vector))
+        return 0
+    from wespeaker_py.inference.writer import open_embedding_writer, scp_path_for
+    results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
+                               progress=sys.stderr.isatty())
+    with open_embedding_writer(args.output) as writer:
+        for key, vector in results.embeddings.items():
+            writer.write(key, vector)
+    print(f"{len(results.embeddings)} embeddings in {args.output} and "
+          f"{scp_path_for(args.output)}; {len(results.skipped)} skipped", file=sys.stderr)
+    return 0
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    print(f"{_load(args).similarity(args.first, args.second):.6f}")
+    return 0
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    result = _load(args).verify(args.first, args.second, prior=args.prior,
+                                operating_point=args.operating_point, threshold=args.threshold)
+    if args.json:
+        _print_json(asdict(result))
+    else:
+        print(result.describe())
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery)
+    print(f"enrolled {args.name} ({len(args.audio)} recording(s)); {args.gallery} holds "
+          f"{size} speaker(s)")
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k)
+    if args.json:
+        _print_json([{"speaker": name, "score": score} for name, score in ranking])
+    else:
+        for name, score in ranking:
+            print(f"{name} {score:.6f}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    model = _load(args)
+    calibration = model.calibrate(args.trials, args.wav_scp, output=args.output,
+                                  batch_size=args.batch_size, progress=sys.stderr.isatty())
+    eer_point = calibration.operating_points["eer"]
+    fa_point = calibration.operating_points["fa1"]
+    print(f"calibration written to {args.output or model.calibration_path}: "
+          f"{calibration.num_target} target and {calibration.num_nontarget} nontarget trials, "
+          f"EER {100 * calibration.eer:.2f}%, Cllr {calibration.cllr:.3f}; thresholds "
+          f"{eer_point.threshold:.4f} (EER point), {fa_point.threshold:.4f} (1% false accept)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if model.backend.kind != "torch":
+        raise UsageError(f"export: {args.model} is already an ONNX model")
+    from wespeaker_py.api.exporting import export_feats_onnx, export_waveform_graph
+    if args.with_frontend:
+        export_waveform_graph(model, args.onnx)
+    else:
+        export_feats_onnx(model, args.onnx)
+    print(f"wrote {args.onnx}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    details = _load(args).info()
+    if args.json:
+        _print_json(details)
+    else:
+        width = max(len(key) for key in details)
+        for key, value in details.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def command(name: str, handler, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary,
+                                  epilog=EXAMPLES[name],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_model_flags(sub)
+        sub.set_defaults(handler=handler)
+        handlers[name] = handler
+        return sub
+
+    sub = command("embed", cmd_embed, "embed one file (.npy or text) or a wav.scp (ark/scp)")
+    sub.add_argument("audio", nargs="?", help="an audio file")
+    add_flag(sub, "wav_scp", default=None, help="embed every utterance of this wav.scp")
+    add_flag(sub, "output", default=None,
+             help="FILE.npy or FILE.txt for one file; FILE.ark for a wav.scp")
+    add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch (wav.scp)")
+
+    for name, handler, summary in (
+            ("similarity", cmd_similarity, "cosine similarity of two recordings"),
+            ("verify", cmd_verify, "same speaker? score, calibrated LLR, probability, "
+                                   "decision")):
+        sub = command(name, handler, summary)
+        sub.add_argument("first", help="audio file")
+        sub.add_argument("second", help="audio file")
+    sub.add_argument("--prior", type=float, default=0.5,
+                     help="prior probability of the same speaker (default 0.5)")
+    add_flag(sub, "operating_point", default="eer", choices=("eer", "fa1"),
+             help="the calibration's threshold to decide with: its EER point or 1%% false "
+                  "acceptance (default eer)")
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="decide with this cosine threshold instead")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sub = command("enroll", cmd_enroll, "add recordings of a speaker to a gallery file")
+    sub.add_argument("--gallery", required=True, help="gallery file (.npz), created if missing")
+    sub.add_argument("name", help="speaker name")
+    sub.add_argument("audio", nargs="+", help="audio files of the speaker")
+
+    sub = command("identify", cmd_identify, "the enrolled speakers closest to a recording")
+    sub.add_argument("--gallery", required=True, help="gallery file written by 'enroll'")
+    sub.add_argument("audio", help="audio file")
+    add_flag(sub, "top_k", type=int, default=5, help="how many speakers to list (default 5)")
+    sub.add_argument("--json", action="store_true", help="print the ranking as JSON")
+
+    sub = command("calibrate", cmd_calibrate, "fit score calibration on labelled trials")
+    sub.add_argument("--trials", required=True,
+                     help="trial list: 'enroll test target|nontarget' per line")
+    add_flag(sub, "wav_scp", required=True, help="wav.scp of the trials' utterances")
+    sub.add_argument("--output", default=None,
+                     help="where to write calibration.json (default: beside the model)")
+    add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch")
+
+    sub = command("export", cmd_export, "export the model to ONNX")
+    sub.add_argument("--onnx", required=True, help="output .onnx file")
+    add_flag(sub, "with_frontend", action="store_true",
+             help="waveform input: put fbank + CMN inside the graph")
+
+    sub = command("info", cmd_info, "model name, size, sample rate and front-end settings")
+    sub.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _main(argv: List[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point (``wespeaker-py``)."""
+    run_command(_main, argv, prog=PROG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""ONNX export of a whole embedder: waveform ``wavs`` [B, samples] -> embedding ``embs`` [B, E].
+
+The graph holds the front-end (Kaldi fbank + CMN) as well as the speaker model,
+so a runtime needs no feature code: it feeds float32 audio in [-1, 1] at the
+model's sample rate (as soundfile reads it) and gets embeddings. Batch and
+length axes are dynamic; all waveforms of one batch have the same length.
+
+Every linear step of Kaldi's fbank (framing, DC removal, pre-emphasis, window,
+DFT) folds into one strided convolution whose kernels are the real and
+imaginary DFT rows of that combined map, computed in float64; the power
+spectrum, mel matrix, log floor and CMN follow. The written file is checked
+against the eager path (:func:`~wespeaker_py.frontend.fbank.fbank` + CMN +
+model) with onnxruntime on three lengths before it is moved into place.
+
+The graph carries metadata (``wespeaker_py_kind`` = ``waveform_embedding``,
+sample rate, embedding size, shortest input, model name) that
+:func:`wespeaker_py.load_model` reads back.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import warnings
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from wespeaker_py.export.checks import ExportMismatchError
+from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
+from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _padded_fft_size,
+                                         _window_function)
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.frontend.framing import frame_params
+from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+INPUT_NAME = "wavs"
+OUTPUT_NAME = "embs"
+KIND = "waveform_embedding"
+KIND_KEY = "wespeaker_py_kind"
+INFO_KEY = "wespeaker_py_info"
+INT16_SCALE = 32768.0
+# lengths (seconds) of the random waveforms the export is checked on
+CHECK_SECONDS = (1.0, 2.37, 4.1)
+
+
+def _frame_transform(window_length: int) -> torch.Tensor:
+    """``[W, W]`` float64 matrix ``L`` with ``frame @ L`` = hamming * preemph(frame - mean)."""
+    eye = torch.eye(window_length, dtype=torch.float64)
+    centred = eye - 1.0 / window_length            # rows: basis frames minus their mean
+    emphasised = centred.clone()
+    emphasised[:, 1:] -= PREEMPHASIS * centred[:, :-1]
+    emphasised[:, 0] *= 1.0 - PREEMPHASIS
+    return emphasised * _window_function("hamming", window_length)[None, :]
+
+
+class ConvFbank(nn.Module):
+    """Kaldi fbank (no dither, hamming window) + optional CMN as export-friendly operations."""
+
+    def __init__(self, features: FbankFeatures):
+        super().__init__()
+        if features.spec_aug and features.training:
+            raise ValueError("export the front-end in eval mode")
+        sample_rate = features.sample_rate
+        window_length, shift = frame_params(sample_rate, features.frame_length,
+                                            features.frame_shift)
+        fft_size = _padded_fft_size(window_length)
+        bins = fft_size // 2
+        transform = _frame_transform(window_length)
+        angles = 2.0 * math.pi * torch.outer(torch.arange(window_length, dtype=torch.float64),
+                                             torch.arange(bins, dtype=torch.float64)) / fft_size
+        real = transform @ torch.cos(angles)          # [W, bins]
+        imag = transform @ torch.sin(angles)
+        kernels = torch.cat([real, imag], dim=1).T.unsqueeze(1)   # [2 * bins, 1, W]
+        self.register_buffer("kernels", kernels.float())
+        self.register_buffer("mel", _mel_matrix(sample_rate, fft_size,
+                                                features.num_mel_bins).float())
+        self.shift = shift
+        self.bins = bins
+        self.cmn = features.cmn
+
+    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+        """``[B, samples]`` int16-scale waveforms -> ``[B, frames, mel]`` features."""
+        spectrum = nn.functional.conv1d(wavs.unsqueeze(1), self.kernels, stride=self.shift)
+        real, imag = spectrum[:, :self.bins], spectrum[:, self.bins:]
+        power = (real * real + imag * imag).transpose(1, 2)      # [B, frames, bins]
+        feats = torch.log(torch.clamp(torch.matmul(power, self.mel), min=LOG_FLOOR))
+        if self.cmn:
+            feats = feats - feats.mean(dim=1, keepdim=True)
+        return feats
+
+
+class WaveformEmbedder(nn.Module):
+    """[-1, 1] waveforms -> embeddings: scale to int16, :class:`ConvFbank`, speaker model."""
+
+    def __init__(self, features: FbankFeatures, model: nn.Module):
+        super().__init__()
+        self.frontend = ConvFbank(features)
+        self.model = model
+
+    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+        return self.model(self.frontend(wavs * INT16_SCALE))
+
+
+def _eager_embeddings(features: FbankFeatures, model: nn.Module,
+                      wavs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(features(wavs * INT16_SCALE))
+
+
+def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
+           tolerance: float) -> float:
+    worst = 0.0
+    generator = torch.Generator().manual_seed(0)
+    for index, seconds in enumerate(CHECK_SECONDS):
+        samples = max(min_samples, int(seconds * features.sample_rate))
+        batch = 1 + index % 2
+        # a noisy chirp-like signal: energy in every mel band, as speech has
+        time = torch.arange(samples, dtype=torch.float64) / features.sample_rate
+        tone = 0.3 * torch.sin(2 * math.pi * (200 + 300 * time) * time)
+        wavs = (tone + 0.05 * torch.randn(batch, samples, generator=generator,
+                                          dtype=torch.float64)).float()
+        expected = _eager_embeddings(features, model, wavs)
+        got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: wavs.numpy()})[0])
+        if got.shape != expected.shape:
+            raise ExportMismatchError(f"{samples} samples: ONNX output has shape "
+                                      f"{tuple(got.shape)}, eager {tuple(expected.shape)}")
+        scale = max(1.0, float(expected.abs().max()))
+        difference = float((got - expected).abs().max()) / scale
+        if not difference <= tolerance:
+            raise ExportMismatchError(f"{samples} samples: the ONNX graph differs from the "
+                                      f"eager model by {difference:.3g} (> {tolerance})")
+        worst = max(worst, difference)
+    return worst
+
+
+def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model: str,
+                         info: Dict[str, Any], min_samples: int,
+                         opset_version: int = DEFAULT_OPSET, tolerance: float = 1e-3) -> float:
+    """Write the waveform-to-embedding graph of ``features`` + ``model`` to ``output_model``.
+
+    ``info`` (model name, sample rate, ...) is stored as metadata together with
+    ``min_samples``, the shortest input that gives an embedding. The file
+    appears only after onnxruntime's output matched the eager path within
+    ``tolerance`` (relative to the output scale when that exceeds 1) on three
+    lengths; returns the largest difference seen.
+    """
+    require_onnx_packages()
+    onnx = importlib.import_module("onnx")
+    onnxruntime = importlib.import_module("onnxruntime")
+    features = features.eval()
+    model = model.eval()
+    wrapped = WaveformEmbedder(features, model).eval()
+    example = torch.zeros(1, max(min_samples, features.sample_rate))
+    example[0].normal_(generator=torch.Generator().manual_seed(1)).mul_(0.1)
+    with atomic_path(output_model) as tmp_path:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(wrapped, (example,), tmp_path, dynamo=False,
+                              opset_version=opset_version, do_constant_folding=True,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "B", 1: "samples"},
+                                            OUTPUT_NAME: {0: "B"}})
+        graph = onnx.load(tmp_path)
+        metadata = dict(info, min_samples=int(min_samples))
+        for key, value in ((KIND_KEY, KIND), (INFO_KEY, json.dumps(metadata, sort_keys=True))):
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(graph, tmp_path)
+        session = onnxruntime.InferenceSession(tmp_path, providers=["CPUExecutionProvider"])
+        worst = _check(session, features, model, min_samples, tolerance)
+    logger.info("wrote %s (largest relative difference from eager %.2g)", output_model, worst)
+    return worst
+
+
+def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
+    """The metadata of a graph written by :func:`export_waveform_onnx`.
+
+    Raises ValueError naming ``path`` for any other ONNX graph (e.g. one that
+    takes fbank features).
+    """
+    props = session.get_modelmeta().custom_metadata_map
+    inputs = [node.name for node in session.get_inputs()]
+    if props.get(KIND_KEY) != KIND or inputs != [INPUT_NAME]:
+        raise ValueError(f"{path} is an ONNX model of another kind (inputs {inputs}); "
+                         f"load_model takes the waveform graph of "
+                         f"'wespeaker-py export --onnx --with_frontend'")
+    return json.loads(props[INFO_KEY])
+
+
+def as_onnx_batch(wavs: Sequence[np.ndarray]) -> np.ndarray:
+    """Equal-length int16-scale waveforms as the graph's [-1, 1] float32 input."""
+    return (np.stack(wavs).astype(np.float32) / INT16_SCALE)

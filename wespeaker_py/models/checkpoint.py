@@ -1,0 +1,114 @@
+"""Reading checkpoints and loading their weights into a model: the one path every user shares.
+
+Training (resume, ``model_init``), extraction, the exporters and the Python API
+all load weights through :func:`load_weights`, which refuses any mismatch but
+the documented head rules. A checkpoint is either a training checkpoint
+(``{"model": state_dict, "optimizer": ..., ...}``, see
+:mod:`wespeaker_py.train.checkpoint`) or a bare state_dict (WeSpeaker's
+``avg_model.pt``). In a model state the training head lives under
+``projection.`` and an SSL front-end under ``frontend.``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Tuple
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+HEAD_PREFIX = "projection."
+FRONTEND_PREFIX = "frontend."
+
+
+class CheckpointMismatchError(WespeakerError, ValueError):
+    """A checkpoint's tensors do not fit the model; the message names the tensor."""
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint file on the CPU."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The model state_dict inside any supported checkpoint layout."""
+    for key in ("model", "state_dict"):
+        if isinstance(checkpoint.get(key), Mapping):
+            return checkpoint[key]
+    return checkpoint
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                 allow_head_truncation: bool = True, allow_missing_head: bool = False) -> None:
+    """Copy ``state`` into ``model``, refusing any mismatch except the LM head rule.
+
+    The LM rule: a head tensor (``projection.*``) whose checkpoint version has
+    more rows than the model's, and the same size otherwise, loads its first
+    rows (a head trained with speed-perturbed speakers as extra classes
+    feeding a head without them). ``allow_missing_head`` lets a checkpoint
+    without any head tensor initialise only the speaker model. A checkpoint
+    without any of the model's SSL front-end WavLM weights (a frozen run's)
+    keeps the model's own, pretrained ones. Every other missing, unexpected or
+    differently shaped tensor raises :class:`CheckpointMismatchError` naming it
+    and ``source``.
+    """
+    try:
+        state = with_pretrained_frontend_weights(model, state, source)
+    except ValueError as err:
+        raise CheckpointMismatchError(str(err)) from None
+    own = model.state_dict()
+    to_load: Dict[str, torch.Tensor] = {}
+    unexpected = [key for key in state if key not in own]
+    if unexpected:
+        raise CheckpointMismatchError(
+            f"{source}: tensor '{unexpected[0]}' is not in the model "
+            f"({len(unexpected)} unexpected tensors)")
+    skip_head = allow_missing_head and not any(key.startswith(HEAD_PREFIX) for key in state)
+    for key, target in own.items():
+        if key not in state:
+            if skip_head and key.startswith(HEAD_PREFIX):
+                continue
+            raise CheckpointMismatchError(f"{source}: tensor '{key}' is missing")
+        tensor = state[key]
+        if tensor.shape != target.shape:
+            fits_lm_rule = (allow_head_truncation and key.startswith(HEAD_PREFIX)
+                            and tensor.dim() >= 1 and tensor.shape[1:] == target.shape[1:]
+                            and tensor.shape[0] > target.shape[0])
+            if not fits_lm_rule:
+                raise CheckpointMismatchError(
+                    f"{source}: tensor '{key}' has shape {tuple(tensor.shape)} in the "
+                    f"checkpoint but {tuple(target.shape)} in the model")
+            logger.info("%s: loading the first %d of %d rows of %s", source,
+                        target.shape[0], tensor.shape[0], key)
+            tensor = tensor[:target.shape[0]]
+        to_load[key] = tensor
+    model.load_state_dict(to_load, strict=not skip_head)
+
+
+def load_model_init(model: nn.Module, path: str) -> None:
+    """Initialise ``model`` from any checkpoint at ``path`` with the LM head rule.
+
+    A checkpoint without a head initialises the speaker model only.
+    """
+    checkpoint = read_checkpoint(path)
+    load_weights(model, model_state_of(checkpoint), path, allow_head_truncation=True,
+                 allow_missing_head=True)
+
+
+def split_checkpoint_state(state: Mapping[str, torch.Tensor]
+                           ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Split a model state into (speaker model, ``frontend.*``) parts; drop the head."""
+    speaker: Dict[str, torch.Tensor] = {}
+    frontend: Dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith(HEAD_PREFIX):
+            continue
+        (frontend if key.startswith(FRONTEND_PREFIX) else speaker)[key] = tensor
+    return speaker, frontend

@@ -1,0 +1,19 @@
+"""Choice of the torch device a job computes on (extraction, scoring, the Python API)."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+
+def resolve_device(name: Optional[Union[str, torch.device]] = "auto") -> torch.device:
+    """``None`` or ``auto``: the first CUDA device when one is present, else the CPU.
+
+    A CUDA device asked for by name on a machine without CUDA is an error.
+    """
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(name)!r} requested but CUDA is not available")
+    return device
