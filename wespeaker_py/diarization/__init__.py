@@ -1,4 +1,13 @@
-"""Speaker diarization: speech activity, windowed embeddings, clustering, RTTM, DER/JER."""
+"""Speaker diarization: speech activity, windowed embeddings, clustering, RTTM, DER/JER.
+
+    from wespeaker_py.diarization import Diarizer
+    result = Diarizer(model.embed_waveforms).diarize("meeting.wav")
+    for turn in result.turns: print(turn.start, turn.end, turn.speaker)
+
+Modules: :mod:`.vad`, :mod:`.segmentation`, :mod:`.clustering`, :mod:`.turns`,
+:mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline`, :mod:`.synthetic`,
+:mod:`.embedding`. Importing this package does not import torch.
+"""
 from wespeaker_py.diarization.clustering import cluster, estimate_num_speakers
 from wespeaker_py.diarization.metrics import score_recordings
 from wespeaker_py.diarization.pipeline import (DiarizationOptions, DiarizationResult, Diarizer,

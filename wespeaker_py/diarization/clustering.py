@@ -25,7 +25,13 @@ from typing import Optional
 
 import numpy as np
 
+from wespeaker_py.errors import WespeakerError
+
 CLUSTER_METHODS = ("spectral", "agglomerative")
+
+
+class ClusteringOptionError(WespeakerError, ValueError):
+    """Speaker counts or a clustering method that cannot be used."""
 
 
 def _normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -131,16 +137,16 @@ def cluster(embeddings: np.ndarray, method: str = "spectral",
             max_speakers: int = 10) -> np.ndarray:
     """Speaker labels for ``[N, D]`` embeddings; labels are renumbered by first appearance."""
     if num_speakers is not None and num_speakers < 1:
-        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
+        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
     if not 1 <= min_speakers <= max_speakers:
-        raise ValueError(f"need 1 <= min_speakers <= max_speakers, got {min_speakers}, "
+        raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got {min_speakers}, "
                          f"{max_speakers}")
     if method == "spectral":
         labels = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers)
     elif method == "agglomerative":
         labels = agglomerative_cluster(embeddings, num_speakers, min_speakers, max_speakers)
     else:
-        raise ValueError(f"unknown clustering method {method!r}; choose from "
+        raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
                          f"{', '.join(CLUSTER_METHODS)}")
     return relabel_by_first_appearance(labels)
 

@@ -9,15 +9,14 @@ front-end + model assembly that extraction uses).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from wespeaker_py.dataset.audio import INT16_SCALE
+from wespeaker_py.diarization.pipeline import EmbedFunction
 from wespeaker_py.inference.model_loading import SpeakerEmbedder
-
-EmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
 
 
 def embedder_function(embedder: SpeakerEmbedder, device: str = "cpu",

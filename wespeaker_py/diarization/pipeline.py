@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.dataset.resample import tile_to_length
-from wespeaker_py.diarization.audio import (SAMPLE_RATE, AudioReadError, load_recording,
-                                            prepare_waveform)
+from wespeaker_py.diarization.audio import SAMPLE_RATE, as_recording
 from wespeaker_py.diarization.clustering import cluster
-from wespeaker_py.diarization.embedding import EmbedFunction
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
+from wespeaker_py.errors import AudioInputError
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
+
+# waveforms (1-D float arrays in [-1, 1], all one length) and their rate -> [N, D]
+EmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
 
 
 @dataclass
@@ -53,7 +54,11 @@ class DiarizationResult:
 
 
 class Diarizer:
-    """Speaker diarization with any embedding function (see :mod:`.embedding`)."""
+    """Speaker diarization with any :data:`EmbedFunction`.
+
+    ``SpeakerModel.embed_waveforms`` of the API is one; :mod:`.embedding` makes
+    one from a loaded front-end + model.
+    """
 
     def __init__(self, embed_waveforms: EmbedFunction,
                  options: Optional[DiarizationOptions] = None,
@@ -62,12 +67,13 @@ class Diarizer:
         self.options = options or DiarizationOptions()
         self.vad = vad or build_vad(self.options.vad)
 
-    def diarize(self, waveform: np.ndarray, sample_rate: int,
+    def diarize(self, audio: Any, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
                 max_speakers: Optional[int] = None) -> DiarizationResult:
-        """Turns of a recording (``[samples]`` or ``[samples, channels]``, floats in [-1, 1]).
+        """Turns of a recording: a file (or ``command |``), or an array/tensor at ``sample_rate``.
 
-        The number of speakers is ``num_speakers`` when given, else estimated
+        Arrays are ``[samples]`` or two-axis with channels (averaged); floats in
+        [-1, 1] or int16. The number of speakers is ``num_speakers`` when given, else estimated
         within ``[min_speakers, max_speakers]`` (defaults from the options).
         Silence gives no turns; speech shorter than a window gives one turn.
         """
@@ -77,7 +83,7 @@ class Diarizer:
         max_speakers = max_speakers if max_speakers is not None else opts.max_speakers
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
-        audio = prepare_waveform(waveform, sample_rate, SAMPLE_RATE)
+        audio = as_recording(audio, sample_rate, SAMPLE_RATE)
         speech = self.vad(audio, SAMPLE_RATE)
         seconds["vad"] = time.perf_counter() - clock
         windows = subsegments(speech, opts.window, opts.shift)
@@ -86,10 +92,10 @@ class Diarizer:
 
         clock = time.perf_counter()
         window_samples = int(round(opts.window * SAMPLE_RATE))
-        # Every window is tiled to the full length (WeSpeaker pads short ones the
-        # same way), so they batch together and short ones still fill the model's input.
-        pieces = [tile_to_length(audio[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))],
-                                 window_samples) for a, b in windows]
+        # Every window is repeated to the full length (np.resize, as WeSpeaker pads
+        # short ones), so they batch together and short ones still fill the model's input.
+        pieces = [np.resize(audio[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))],
+                            window_samples) for a, b in windows]
         embeddings = np.asarray(self.embed_waveforms(pieces, SAMPLE_RATE))
         seconds["embed"] = time.perf_counter() - clock
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
@@ -103,10 +109,6 @@ class Diarizer:
         seconds["cluster"] = time.perf_counter() - clock
         turns = windows_to_turns(windows, labels)
         return DiarizationResult(turns, speech, int(labels.max()) + 1, seconds)
-
-    def diarize_file(self, path: str, **kwargs) -> DiarizationResult:
-        """Diarize an audio file (or ``command |``); kwargs as :meth:`diarize`."""
-        return self.diarize(load_recording(path), SAMPLE_RATE, **kwargs)
 
 
 @dataclass
@@ -141,8 +143,8 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
     for key, path in tqdm(recordings.items(), desc="diarize", unit="rec",
                           disable=not show_progress):
         try:
-            result = diarizer.diarize_file(path, **kwargs)
-        except AudioReadError as err:
+            result = diarizer.diarize(path, **kwargs)
+        except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             summary.failed[key] = str(err)
             continue

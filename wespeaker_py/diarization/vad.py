@@ -16,6 +16,7 @@ threshold, short pauses bridged, too-short regions dropped, a little padding.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -166,8 +167,9 @@ class SileroVAD:
         return probabilities_to_regions(probs, hop, waveform.size / sample_rate, self.rules)
 
 
+@functools.lru_cache(maxsize=None)
 def build_vad(name: str) -> VoiceActivityDetector:
-    """``"silero"`` (default of the pipeline) or ``"energy"``."""
+    """``"silero"`` (default of the pipeline) or ``"energy"``; one shared instance per name."""
     if name == "silero":
         return SileroVAD()
     if name == "energy":

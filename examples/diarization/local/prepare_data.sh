@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Make a diarization set: DATA/wav.scp ("<recording> <audio path>") and DATA/ref.rttm.
+#
+#   local/prepare_data.sh --data_dir DIR --data data/NAME
+#       DIR holds wav.scp and ref.rttm (or rttm): copied, recordings without a
+#       reference are dropped with a count
+#   local/prepare_data.sh --audio_dir AUDIO --rttm_dir RTTMS --data data/NAME
+#       one recording per RTTMS/<id>.rttm, its audio the first <id>.wav or
+#       <id>.<anything>.wav below AUDIO (VoxConverse: <id>.wav; AMI:
+#       <id>.Mix-Headset.wav); RTTMs without audio are reported and left out
+
+data_dir=
+audio_dir=
+rttm_dir=
+data=
+
+. tools/parse_options.sh || exit 1
+set -eo pipefail
+
+if [ -z "${data}" ]; then echo "$0: give --data" >&2; exit 1; fi
+mkdir -p "${data}"
+tmp=$(mktemp -d "${data}/.prepare.XXXXXX")
+trap 'rm -rf "${tmp}"' EXIT
+
+if [ -n "${data_dir}" ]; then
+  ref=${data_dir}/ref.rttm
+  [ -f "${ref}" ] || ref=${data_dir}/rttm
+  for file in "${data_dir}/wav.scp" "${ref}"; do
+    if [ ! -f "${file}" ]; then echo "$0: ${file} does not exist" >&2; exit 1; fi
+  done
+  awk '$1 == "SPEAKER" { print $2 }' "${ref}" | sort -u > "${tmp}/ids"
+  awk 'NR == FNR { keep[$1] = 1; next } ($1 in keep)' "${tmp}/ids" "${data_dir}/wav.scp" \
+    > "${tmp}/wav.scp"
+  cp "${ref}" "${tmp}/ref.rttm"
+  dropped=$(( $(wc -l < "${data_dir}/wav.scp") - $(wc -l < "${tmp}/wav.scp") ))
+  if [ "${dropped}" -gt 0 ]; then
+    echo "$0: ${dropped} recordings of wav.scp have no reference turns"
+  fi
+else
+  if [ -z "${rttm_dir}" ] || [ ! -d "${rttm_dir}" ] || [ ! -d "${audio_dir}" ]; then
+    echo "$0: give --data_dir, or --audio_dir and --rttm_dir (existing directories)" >&2
+    exit 1
+  fi
+  : > "${tmp}/wav.scp"; : > "${tmp}/ref.rttm"; missing=0
+  for rttm in "${rttm_dir}"/*.rttm; do
+    [ -e "${rttm}" ] || { echo "$0: no .rttm files in ${rttm_dir}" >&2; exit 1; }
+    id=$(basename "${rttm}" .rttm)
+    wav=$(find -L "${audio_dir}" -type f \( -name "${id}.wav" -o -name "${id}.*.wav" \) \
+          | sort | head -n 1)
+    if [ -z "${wav}" ]; then
+      missing=$((missing + 1)); echo "$0: no audio for ${id} below ${audio_dir}" >&2; continue
+    fi
+    echo "${id} $(realpath "${wav}")" >> "${tmp}/wav.scp"
+    cat "${rttm}" >> "${tmp}/ref.rttm"
+  done
+  if [ "${missing}" -gt 0 ]; then echo "$0: ${missing} references without audio left out"; fi
+fi
+if [ ! -s "${tmp}/wav.scp" ]; then echo "$0: no recordings with references" >&2; exit 1; fi
+mv "${tmp}/wav.scp" "${tmp}/ref.rttm" "${data}/"
+echo "$0: $(wc -l < "${data}/wav.scp") recordings in ${data}"
