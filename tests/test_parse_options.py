@@ -8,6 +8,7 @@ stage=-1
 stop_stage=-1
 trials="a b"
 . {repo}/tools/parse_options.sh
+corpus=$(basename "$PWD")
 echo "$stage|$stop_stage|$trials|$#|$*"
 """
 
@@ -34,3 +35,11 @@ def test_missing_value_is_an_error(tmp_path):
     result = _run(tmp_path, "--stage")
     assert result.returncode != 0
     assert "needs a value" in result.stderr
+
+
+def test_help_lists_only_the_options_the_script_accepts(tmp_path):
+    result = _run(tmp_path, "--help")
+    assert result.returncode == 0
+    listed = [line.split("=")[0].strip() for line in result.stderr.splitlines()[1:]]
+    assert listed == ["--stage", "--stop_stage", "--trials"]   # not --corpus, set later
+    assert _run(tmp_path, "--corpus", "x").returncode != 0

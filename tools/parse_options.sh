@@ -12,8 +12,11 @@ __ws_positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
+      # the variables set before this file is sourced are the options; later
+      # assignments are the script's own and would be rejected as options
       echo "Options of $0 (defaults as set in the script):" >&2
-      grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$0" | sed 's/^/  --/' >&2
+      awk '/^[[:space:]]*(\.|source)[[:space:]].*parse_options\.sh/ {exit}
+           /^[A-Za-z_][A-Za-z0-9_]*=/ {print "  --" $0}' "$0" >&2
       exit 0
       ;;
     --*=*)

@@ -1,6 +1,6 @@
 """Unsupervised adaptation of a PLDA model to unlabelled in-domain embeddings.
 
-    python -m wespeaker_py.bin.adapt_plda -mo EXP/plda -ma EXP/plda_adapt \
+    python -m wespeaker_py.bin.adapt_plda -mo EXP/plda -ma EXP/plda_adapt \\
         -ad EXP/embeddings/indomain/xvector.scp -ws 0.75 -as 0.25
 """
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from wespeaker_py.scoring.plda_files import adapt_plda_files
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adp_scp", "-ad", required=True, help="unlabelled adaptation data")
     parser.add_argument("--across_class_scale", "-as", type=float, default=0.5,
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.plda_files import adapt_plda_files
     setup_logging()
     adapt_plda_files(args.mdl_org, args.adp_scp, args.mdl_adp, args.across_class_scale,
                      args.within_class_scale, kaldi_format=args.mdl_format == "kaldi")

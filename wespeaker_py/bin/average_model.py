@@ -9,14 +9,14 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.average_model")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src_path", required=True, help="directory holding model_<epoch>.pt")
     parser.add_argument("--dst_model", required=True, help="averaged state_dict to write")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from wespeaker_py.train.average import average_checkpoints
     setup_logging()
     try:
         paths = average_checkpoints(args.src_path, args.num, args.dst_model,

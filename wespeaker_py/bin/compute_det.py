@@ -10,14 +10,12 @@ import argparse
 import os
 from typing import List, Optional
 
-from wespeaker_py.scoring.det_plot import (plot_det_curves, plot_score_histogram,
-                                           write_det_points)
-from wespeaker_py.scoring.metrics import compute_det_points
-from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.cli.errors import bin_prog
+
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scores_files", nargs="+", help="score files with labels")
     return parser
@@ -26,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> List[str]:
     """Write the plots and the points of each file; return the DET PNG paths."""
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.det_plot import (plot_det_curves, plot_score_histogram,
+                                               write_det_points)
+    from wespeaker_py.scoring.metrics import compute_det_points
+    from wespeaker_py.scoring.trials import read_labelled_scores
     written = []
     for scores_file in args.scores_files:
         scores, labels = read_labelled_scores(scores_file)

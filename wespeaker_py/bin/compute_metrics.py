@@ -1,6 +1,6 @@
 """EER and minDCF of score files, printed in WeSpeaker's format (EER in %).
 
-    python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+    python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \\
         EXP/scores/vox1_O_cleaned.kaldi.score [more score files]
 """
 from __future__ import annotations
@@ -10,12 +10,11 @@ import os
 from typing import List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.scoring.metrics import compute_det_points, eer_from_det, min_dcf_from_det
-from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.cli.errors import bin_prog
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "p_target", type=float, default=0.01, help="prior of a target trial")
     add_flag(parser, "c_miss", type=float, default=1.0, help="cost of a miss")
@@ -27,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> List[Tuple[str, float, float]]:
     """Print and return ``(file, EER fraction, minDCF)`` for every score file."""
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.metrics import compute_det_points, eer_from_det, min_dcf_from_det
+    from wespeaker_py.scoring.trials import read_labelled_scores
     results = []
     for scores_file in args.scores_files:
         points = compute_det_points(*read_labelled_scores(scores_file))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -29,7 +30,8 @@ def _wavlm_export(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__),
+                                     description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,7 +1,7 @@
 """Score a trial list with a PLDA model (log-likelihood ratios).
 
-    python -m wespeaker_py.bin.eval_plda --enroll_scp_path EXP/embeddings/vox1/xvector.scp \
-        --test_scp_path EXP/embeddings/vox1/xvector.scp --utt2spk ENROLL_UTT2SPK \
+    python -m wespeaker_py.bin.eval_plda --enroll_scp_path EXP/embeddings/vox1/xvector.scp \\
+        --test_scp_path EXP/embeddings/vox1/xvector.scp --utt2spk ENROLL_UTT2SPK \\
         --trial TRIALS --score_path EXP/scores/TRIALS.pldascore --model_path EXP/plda
 
 Trials name enrollment models (the speakers of ``--utt2spk``) and test utterances.
@@ -12,12 +12,12 @@ import argparse
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.scoring.plda_files import eval_plda_files
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "type", default="2cov", choices=("2cov", "kaldi"),
              help="model file written here (2cov) or by Kaldi (kaldi)")
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.plda_files import eval_plda_files
     setup_logging()
     eval_plda_files(args.model_path, args.enroll_scp_path, args.utt2spk, args.test_scp_path,
                     args.trial, args.score_path, args.multisession_avg,

@@ -14,14 +14,16 @@ import argparse
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.export import export_torchscript, load_model_for_export
-from wespeaker_py.export.torchscript import METHODS
-from wespeaker_py.inference import read_model_config
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
+
+# wespeaker_py.export.torchscript.METHODS, repeated so that --help needs no torch
+# (tests/test_cli.py keeps the two equal)
+METHODS = ("auto", "script", "trace")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "config", required=True, help="the experiment's config.yaml")
     add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.export import export_torchscript, load_model_for_export
+    from wespeaker_py.inference import read_model_config
     setup_logging()
     model, feat_dim = load_model_for_export(read_model_config(args.config), args.checkpoint)
     export_torchscript(model, feat_dim, args.output_file, args.output_quant_file, args.method)

@@ -15,15 +15,16 @@ import argparse
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.export import export_onnx, load_model_for_export, require_onnx_packages
-from wespeaker_py.export.onnx_export import DEFAULT_OPSET
-from wespeaker_py.inference import read_model_config
-from wespeaker_py.scoring.embeddings import load_mean_vector
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
+
+# wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
+# (tests/test_cli.py keeps the two equal)
+DEFAULT_OPSET = 14
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "config", required=True, help="the experiment's config.yaml")
     add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from wespeaker_py.export import export_onnx, load_model_for_export, require_onnx_packages
+    from wespeaker_py.inference import read_model_config
+    from wespeaker_py.scoring.embeddings import load_mean_vector
     try:
         require_onnx_packages()
     except ImportError as error:

@@ -20,15 +20,14 @@ import os
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
-                                    read_model_config, scp_path_for)
-from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB
-from wespeaker_py.inference.jobs import job_devices
-from wespeaker_py.scoring.embeddings import (compute_mean_vector, load_embeddings,
-                                             save_mean_vector, write_speaker_means)
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
+
+# wespeaker_py.inference.embedding.DEFAULT_BUFFER_MB, repeated so that --help needs no torch
+# (tests/test_cli.py keeps the two equal)
+DEFAULT_BUFFER_MB = 2048
 
 
 def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
@@ -46,7 +45,7 @@ def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "config", required=True, help="the experiment's config.yaml")
     add_flag(parser, "model_path", required=True, help="checkpoint (e.g. avg_model.pt)")
@@ -79,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
+                                        read_model_config, scp_path_for)
+    from wespeaker_py.inference.jobs import job_devices
+    from wespeaker_py.scoring.embeddings import (compute_mean_vector, load_embeddings,
+                                                 save_mean_vector, write_speaker_means)
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
     if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:

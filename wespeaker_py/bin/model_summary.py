@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from wespeaker_py.models import list_models
-from wespeaker_py.models.complexity import format_summary_table, summarize_models
+from wespeaker_py.cli.errors import bin_prog
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__),
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None,
                         help="WeSpeaker model names (default: all registered models)")
     parser.add_argument("--frames", type=int, default=200,
@@ -26,6 +26,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    from wespeaker_py.models import list_models
+    from wespeaker_py.models.complexity import format_summary_table, summarize_models
     names = args.models if args.models else list_models()
     rows = summarize_models(names, num_frames=args.frames, feat_dim=args.feat_dim)
     print(format_summary_table(rows, num_frames=args.frames))

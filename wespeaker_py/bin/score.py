@@ -1,6 +1,7 @@
 """Cosine scoring of trial lists (stage 5 of the VoxCeleb recipe).
 
-    python -m wespeaker_py.bin.score --exp_dir EXP --eval_scp_path EXP/embeddings/vox1/xvector.scp \
+    python -m wespeaker_py.bin.score --exp_dir EXP \\
+        --eval_scp_path EXP/embeddings/vox1/xvector.scp \\
         --cal_mean True --cal_mean_dir EXP/embeddings/vox2_dev TRIALS [TRIALS ...]
 
 Writes EXP/scores/<trials name>.score; with ``--cal_mean True`` first computes
@@ -13,14 +14,14 @@ import os
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "exp_dir", required=True, help="experiment dir; scores go to EXP/scores")
     add_flag(parser, "eval_scp_path", required=True, help="embeddings of the trial utterances")
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
     setup_logging()
     mean_vec_path = None
     if args.cal_mean:

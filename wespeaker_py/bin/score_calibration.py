@@ -1,12 +1,12 @@
 """QMF score calibration (stage 7 of the recipe), as three sub-commands:
 
-    python -m wespeaker_py.bin.score_calibration gather_calibration_factors \
-        --wav_dur_scp utt2dur --max_dur 20 --score_norm_file NORM.score \
+    python -m wespeaker_py.bin.score_calibration gather_calibration_factors \\
+        --wav_dur_scp utt2dur --max_dur 20 --score_norm_file NORM.score \\
         --calibration_factor_file OUT.calibration [--drop_duration]
-    python -m wespeaker_py.bin.score_calibration train_calibration_model \
+    python -m wespeaker_py.bin.score_calibration train_calibration_model \\
         --calibration_factor_file CALI.calibration --save_model_path calibration_model.pt
-    python -m wespeaker_py.bin.score_calibration infer_calibration \
-        --calibration_factor_file EVAL.calibration --save_model_path calibration_model.pt \
+    python -m wespeaker_py.bin.score_calibration infer_calibration \\
+        --calibration_factor_file EVAL.calibration --save_model_path calibration_model.pt \\
         --calibration_score_file OUT.score
 """
 from __future__ import annotations
@@ -15,15 +15,14 @@ import argparse
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.scoring.qmf import (gather_calibration_factors, infer_calibration_file,
-                                      train_calibration_file)
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     gather = commands.add_parser("gather_calibration_factors",
@@ -45,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.qmf import (gather_calibration_factors, infer_calibration_file,
+                                          train_calibration_file)
     setup_logging()
     if args.command == "gather_calibration_factors":
         count = gather_calibration_factors(args.score_norm_file, args.calibration_factor_file,

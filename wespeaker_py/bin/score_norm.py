@@ -1,10 +1,10 @@
 """AS-Norm / S-Norm of a cosine score file against a cohort (stage 6 of the recipe).
 
-    python -m wespeaker_py.bin.score_norm --score_norm_method asnorm --top_n 300 \
-        --trial_score_file EXP/scores/vox1_O_cleaned.kaldi.score \
-        --score_norm_file EXP/scores/vox2_dev_asnorm300_vox1_O_cleaned.kaldi.score \
-        --cohort_emb_scp EXP/embeddings/vox2_dev/spk_xvector.scp \
-        --eval_emb_scp EXP/embeddings/vox1/xvector.scp \
+    python -m wespeaker_py.bin.score_norm --score_norm_method asnorm --top_n 300 \\
+        --trial_score_file EXP/scores/vox1_O_cleaned.kaldi.score \\
+        --score_norm_file EXP/scores/vox2_dev_asnorm300_vox1_O_cleaned.kaldi.score \\
+        --cohort_emb_scp EXP/embeddings/vox2_dev/spk_xvector.scp \\
+        --eval_emb_scp EXP/embeddings/vox1/xvector.scp \\
         --mean_vec_path EXP/embeddings/vox2_dev/mean_vec.npy
 
 Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
@@ -15,14 +15,20 @@ import argparse
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.scoring.norm import NORM_METHODS, score_norm_file
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
+
+# wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
+# (tests/test_cli.py keeps the two equal)
+NORM_METHODS = ("asnorm", "snorm")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(parser, "score_norm_method", required=True, choices=NORM_METHODS)
+    add_flag(parser, "score_norm_method", required=True, choices=NORM_METHODS,
+             help="asnorm: adaptive S-Norm, each side normalised by the mean and spread of "
+                  "its top_n closest cohort scores; snorm: the same over the whole cohort")
     add_flag(parser, "top_n", type=int, required=True,
              help="cohort size of AS-Norm (ignored by snorm, which uses the whole cohort)")
     add_flag(parser, "trial_score_file", required=True, help="cosine score file to normalise")
@@ -36,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.norm import score_norm_file
     setup_logging()
     score_norm_file(args.score_norm_method, args.top_n, args.trial_score_file,
                     args.score_norm_file, args.cohort_emb_scp, args.eval_emb_scp,

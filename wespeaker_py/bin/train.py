@@ -16,8 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.train.trainer import run_training
-from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.
@@ -38,8 +37,8 @@ _NAMED_KEYS = {
 def build_parser() -> argparse.ArgumentParser:
     # no abbreviations: "--model X" must override the model, not mean --model_init
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        prog=bin_prog(__file__), description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         epilog="Other config keys: --dotted.key VALUE (e.g. --model_args.embed_dim 192).")
     parser.add_argument("--config", required=True, help="training config YAML")
     for key, text in _NAMED_KEYS.items():
@@ -50,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    from wespeaker_py.train.trainer import run_training
+    from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
     setup_logging()
     try:
         overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS

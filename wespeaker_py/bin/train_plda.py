@@ -1,7 +1,7 @@
 """Train a two-covariance PLDA on embeddings with speaker labels.
 
-    python -m wespeaker_py.bin.train_plda --exp_dir EXP \
-        --scp_path EXP/embeddings/vox2_dev/xvector.scp --utt2spk data/vox2_dev/utt2spk \
+    python -m wespeaker_py.bin.train_plda --exp_dir EXP \\
+        --scp_path EXP/embeddings/vox2_dev/xvector.scp --utt2spk data/vox2_dev/utt2spk \\
         --indim 256 --iter 5
 
 Saves the model as EXP/plda. The preprocessing options (off by default, as in
@@ -14,12 +14,12 @@ import os
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.scoring.plda_files import train_plda_files
+from wespeaker_py.cli.errors import bin_prog
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "type", default="2cov", choices=("2cov",),
              help="PLDA variant (the two-covariance model)")
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> str:
     args = build_parser().parse_args(argv)
+    from wespeaker_py.scoring.plda_files import train_plda_files
     setup_logging()
     model_path = os.path.join(args.exp_dir, "plda")
     train_plda_files(args.scp_path, args.utt2spk, model_path, args.iter, args.indim,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
@@ -90,6 +91,14 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_debug_flag(parser)
 
 
+def _require_files(*paths: str) -> None:
+    """Fail before the (slow) model load when an input file is missing."""
+    from wespeaker_py.errors import AudioInputError
+    for path in paths:
+        if not os.path.exists(path):
+            raise AudioInputError(f"{path} does not exist")
+
+
 def _load(args: argparse.Namespace):
     from wespeaker_py.api import load_model
     return load_model(args.model, device=args.device, config=args.config,
@@ -115,6 +124,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
                            "(its .scp is written beside it)")
+    _require_files(*[path for path in (args.audio, args.wav_scp) if path])
     model = _load(args)
     if args.audio is not None:
         vector = model.embed(args.audio)
@@ -135,6 +145,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
+    _require_files(args.first, args.second)
     print(f"{_load(args).similarity(args.first, args.second):.6f}")
     return 0
 
@@ -145,6 +156,7 @@ def _print_json(payload: Any) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
+    _require_files(args.first, args.second)
     result = _load(args).verify(args.first, args.second, prior=args.prior,
                                 operating_point=args.operating_point, threshold=args.threshold)
     if args.json:
@@ -155,6 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    _require_files(*args.audio)
     size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery)
     print(f"enrolled {args.name} ({len(args.audio)} recording(s)); {args.gallery} holds "
           f"{size} speaker(s)")
@@ -162,6 +175,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    _require_files(args.audio, args.gallery)
     ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k)
     if args.json:
         _print_json([{"speaker": name, "score": score} for name, score in ranking])
@@ -172,6 +186,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    _require_files(args.trials, args.wav_scp)
     model = _load(args)
     calibration = model.calibrate(args.trials, args.wav_scp, output=args.output,
                                   batch_size=args.batch_size, progress=sys.stderr.isatty())

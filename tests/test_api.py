@@ -1,0 +1,324 @@
+"""The Python API: load_model on every source kind, embeddings, similarity, calibrated
+verification, the speaker gallery, the waveform ONNX graph, and one-line errors."""
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import wespeaker_py
+from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder, write_audio
+from inference_helpers import make_corpus, make_experiment
+from wespeaker_py.api.calibration import load_calibration
+from wespeaker_py.bin.extract import main as extract_main
+from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
+from wespeaker_py.frontend import FbankFeatures
+from wespeaker_py.models.checkpoint import CheckpointMismatchError
+from wespeaker_py.scoring.embeddings import load_embeddings
+from wespeaker_py.scoring.metrics import compute_eer
+from wespeaker_py.scoring.trials import read_trials
+
+HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")
+# ResNet34's block layout with few channels keeps the test fast; the state_dict
+# layout and loading path are those of the full model
+SMALL_RESNET34 = {"feat_dim": 80, "embed_dim": 64, "m_channels": 8}
+ECAPA_C512 = {"feat_dim": 80, "embed_dim": 192}
+
+
+@pytest.fixture(scope="module")
+def xvec(tmp_path_factory):
+    folder, network = wespeaker_folder(str(tmp_path_factory.mktemp("xvec")))
+    return wespeaker_py.load_model(folder, device="cpu"), folder, network
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return mini_speech(4)
+
+
+def direct_embedding(network, folder, path):
+    """What the network gives for the file through the front-end, bypassing the API."""
+    import yaml
+    config = yaml.safe_load(open(os.path.join(folder, "config.yaml")))
+    frontend = FbankFeatures.from_dataset_args(config["dataset_args"]).eval()
+    samples, _ = sf.read(path, dtype="int16")
+    with torch.no_grad():
+        feats = frontend(torch.from_numpy(samples.astype(np.float32))[None])
+        return network(feats)[0].numpy()
+
+
+@pytest.mark.parametrize("model, args", [("ResNet34", SMALL_RESNET34),
+                                         ("ECAPA_TDNN_GLOB_c512", ECAPA_C512)])
+def test_wespeaker_model_folders_load_strictly_and_embed(model, args, tmp_path, speech):
+    folder, network = wespeaker_folder(str(tmp_path / model), model, args)
+    loaded = wespeaker_py.load_model(folder, device="cpu")
+    assert isinstance(loaded, wespeaker_py.SpeakerModel)
+    embedding = loaded.embed(speech[0])
+    assert embedding.shape == (args["embed_dim"],) and embedding.dtype == np.float32
+    np.testing.assert_allclose(embedding, direct_embedding(network, folder, speech[0]),
+                               rtol=1e-4, atol=1e-4)
+    # strict: one stray tensor in avg_model.pt and the folder no longer loads
+    state = torch.load(os.path.join(folder, "avg_model.pt"))
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, os.path.join(folder, "avg_model.pt"))
+    with pytest.raises(CheckpointMismatchError, match="extra.weight"):
+        wespeaker_py.load_model(folder, device="cpu")
+
+
+def test_experiment_dir_and_checkpoint_sources_give_the_folder_embeddings(xvec, tmp_path,
+                                                                           speech):
+    model, folder, _ = xvec
+    exp = tmp_path / "exp"
+    os.makedirs(exp / "models")
+    shutil.copy(os.path.join(folder, "config.yaml"), exp / "config.yaml")
+    shutil.copy(os.path.join(folder, "avg_model.pt"), exp / "models" / "avg_model.pt")
+    expected = model.embed(speech[0])
+    for source, config in ((exp, None), (exp / "models" / "avg_model.pt", None),
+                           (os.path.join(folder, "avg_model.pt"),
+                            os.path.join(folder, "config.yaml"))):
+        other = wespeaker_py.load_model(source, device="cpu", config=config)
+        np.testing.assert_array_equal(other.embed(speech[0]), expected)
+
+
+def test_embed_many_equals_bin_extract(tmp_path):
+    config_path, checkpoint, _ = make_experiment(str(tmp_path / "exp"), bare=True)
+    list_path, wavs = make_corpus(str(tmp_path / "corpus"), [16000, 12000, 16000, 20000, 16050])
+    ark = str(tmp_path / "emb" / "xvector.ark")
+    extract_main(["--config", config_path, "--model_path", checkpoint, "--data_type", "raw",
+                  "--data_list", list_path, "--embed_ark", ark, "--batch_size", "3",
+                  "--num_workers", "0", "--device", "cpu"])
+    extracted = load_embeddings(ark[:-4] + ".scp")
+    model = wespeaker_py.load_model(str(tmp_path / "exp"), device="cpu")
+    results = model.embed_many(wavs, batch_size=3, progress=False)
+    assert list(results.embeddings) == list(wavs) and not results.skipped
+    for key, embedding in results.embeddings.items():
+        np.testing.assert_allclose(embedding, extracted.matrix[extracted.index[key]],
+                                   rtol=1e-4, atol=1e-4)
+    # batched in-memory waveforms give the same vectors as one by one
+    arrays = [sf.read(wavs[key], dtype="float32")[0] for key in wavs]
+    batched = model.embed_waveforms(arrays, sample_rate=16000, batch_size=4)
+    np.testing.assert_allclose(batched, np.stack(list(results.embeddings.values())),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_8khz_and_stereo_inputs_follow_the_training_rules(xvec, tmp_path, speech):
+    model, _, _ = xvec
+    mono, rate = sf.read(speech[0], dtype="float32")
+    narrow = soxr.resample(mono, rate, 8000)
+    path_8k = write_audio(str(tmp_path / "8k.wav"), narrow, rate=8000, subtype="FLOAT")
+    from_file = model.embed(path_8k)
+    np.testing.assert_allclose(from_file, model.embed(narrow, sample_rate=8000), rtol=1e-5,
+                               atol=1e-6)
+    # resampled to 16 kHz, 8 kHz speech is not the 16 kHz original, but close to it
+    assert 0.9 < model.score_embeddings(from_file, model.embed(speech[0])) < 1.0
+
+    other, _ = sf.read(speech[1], dtype="float32")
+    length = min(len(mono), len(other))
+    stereo = np.stack([mono[:length], other[:length]], axis=1)      # [samples, channels]
+    path_stereo = write_audio(str(tmp_path / "stereo.wav"), stereo, subtype="FLOAT")
+    first_channel = model.embed(mono[:length], sample_rate=rate)
+    for audio in (path_stereo, stereo, stereo.T, torch.from_numpy(stereo.T.copy())):
+        kwargs = {} if isinstance(audio, str) else {"sample_rate": rate}
+        np.testing.assert_allclose(model.embed(audio, **kwargs), first_channel, rtol=1e-5,
+                                   atol=1e-6)
+    assert not np.allclose(model.embed(other[:length], sample_rate=rate), first_channel)
+
+
+def test_embed_many_skips_and_reports_bad_items(xvec, tmp_path, speech):
+    model, _, _ = xvec
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not a wav file\n")
+    short = write_audio(str(tmp_path / "short.wav"), np.zeros(800, np.int16))
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"good1 {speech[0]}\nmissing {tmp_path}/nope.wav\n"
+                       f"notaudio {not_audio}\nshort {short}\ngood2 {speech[1]}\n")
+    results = model.embed_many(str(wav_scp), batch_size=2, progress=False)
+    assert list(results.embeddings) == ["good1", "good2"]
+    assert set(results.skipped) == {"missing", "notaudio", "short"}
+    assert "does not exist" in results.skipped["missing"]
+    assert "needs at least" in results.skipped["short"]
+    np.testing.assert_array_equal(results.embeddings["good2"], model.embed(speech[1]))
+
+
+def test_similarity_is_symmetric_and_one_for_the_same_file(xvec, speech):
+    model, _, _ = xvec
+    same = model.similarity(speech[0], speech[0])
+    assert same == pytest.approx(1.0, abs=1e-6)
+    forth, back = model.similarity(speech[0], speech[2]), model.similarity(speech[2], speech[0])
+    assert forth == pytest.approx(back, abs=1e-12) and -1.0 <= forth < same
+
+
+def test_a_mean_vector_in_the_folder_is_subtracted(xvec, tmp_path, speech):
+    model, folder, _ = xvec
+    copy = shutil.copytree(folder, tmp_path / "with_mean")
+    mean = model.embed(speech[3])
+    np.save(copy / "mean_vec.npy", mean)
+    centred = wespeaker_py.load_model(copy, device="cpu")
+    first, second = model.embed(speech[0]), model.embed(speech[1])
+    expected = np.dot(first - mean, second - mean) / (
+        np.linalg.norm(first - mean) * np.linalg.norm(second - mean))
+    assert centred.similarity(speech[0], speech[1]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
+    model, folder, _ = xvec
+    copy = shutil.copytree(folder, tmp_path / "model")
+    model = wespeaker_py.load_model(copy, device="cpu")
+    first, second = mini_speech(2)
+    uncalibrated = model.verify(first, second)
+    assert not uncalibrated.calibrated and uncalibrated.llr is None
+    assert "UNCALIBRATED" in uncalibrated.describe()
+
+    # the corpus's first 120 trials (alternately target and nontarget) and their audio
+    trials_path = str(tmp_path / "trials")
+    with open(os.path.join(MINI_CORPUS, "trials")) as source:
+        lines = source.readlines()[:120]
+    with open(trials_path, "w") as out:
+        out.writelines(lines)
+    needed = {key for line in lines for key in line.split()[:2]}
+    wav_scp = tmp_path / "wav.scp"
+    with open(os.path.join(MINI_CORPUS, "wav.scp")) as source, open(wav_scp, "w") as out:
+        for line in source:
+            key, path = line.split()
+            if key in needed:
+                out.write(f"{key} {os.path.join(MINI_CORPUS, path)}\n")
+    calibration = model.calibrate(trials_path, str(wav_scp), progress=False)
+    stored = json.loads((copy / "calibration.json").read_text())
+    assert stored["weight"] == calibration.weight and stored["bias"] == calibration.bias
+
+    # the stored figures are those of the trial scores, recomputed here independently
+    trials = read_trials(trials_path)
+    embedded = model.embed_many(str(wav_scp), progress=False).embeddings
+    scores = np.array([model.score_embeddings(embedded[trials.enroll_keys[e]],
+                                              embedded[trials.test_keys[t]])
+                       for e, t in zip(trials.enroll, trials.test)])
+    labels = trials.labels.astype(bool)
+    assert (stored["num_target"], stored["num_nontarget"]) == (labels.sum(), (~labels).sum())
+    assert stored["eer"] == pytest.approx(compute_eer(scores, labels), abs=1e-9)
+    fa1 = stored["operating_points"]["fa1"]
+    assert np.mean(scores[~labels] > fa1["threshold"]) == pytest.approx(fa1["false_accept"])
+    assert fa1["false_accept"] <= 0.01
+    eer_point = stored["operating_points"]["eer"]
+    assert np.mean(scores[labels] <= eer_point["threshold"]) == \
+        pytest.approx(eer_point["false_reject"])
+    assert stored["cllr"] <= 1.0 + 1e-9   # never worse than saying nothing
+
+    reloaded = wespeaker_py.load_model(copy, device="cpu")
+    assert load_calibration(str(copy / "calibration.json")) == reloaded.calibration
+    low, high = reloaded.verify(first, second, prior=0.2), reloaded.verify(first, first,
+                                                                            prior=0.2)
+    for result in (low, high):
+        assert result.calibrated and result.operating_point == "eer"
+        assert result.llr == pytest.approx(calibration.weight * result.score + calibration.bias)
+        assert result.probability == pytest.approx(
+            1 / (1 + np.exp(-(result.llr + np.log(0.2 / 0.8)))))
+        assert result.decision == (result.score > eer_point["threshold"])
+    # the LLR orders trials as the score does
+    assert (high.llr - low.llr) * (high.score - low.score) * calibration.weight >= 0
+    assert reloaded.verify(first, first, operating_point="fa1").threshold == fa1["threshold"]
+
+
+def test_gallery_round_trip(xvec, tmp_path, speech):
+    model, folder, _ = xvec
+    gallery = str(tmp_path / "speakers.npz")
+    assert model.enroll("alice", speech[0], gallery=gallery) == 1
+    assert model.enroll("bob", speech[1], gallery=gallery) == 2
+    assert model.enroll("alice", speech[2], gallery=gallery) == 2
+    again = wespeaker_py.load_model(folder, device="cpu")
+    ranking = again.identify(speech[1], gallery=gallery, top_k=5)
+    assert [name for name, _ in ranking][0] == "bob" and len(ranking) == 2
+    assert ranking[0][1] == pytest.approx(1.0, abs=1e-6)
+    # alice's entry is the mean of her two recordings
+    alice = model.unit(model.embed(speech[0])) + model.unit(model.embed(speech[2]))
+    alice /= np.linalg.norm(alice)
+    probe = model.unit(model.embed(speech[3]))
+    scores = dict(model.identify(speech[3], gallery=gallery))
+    assert scores["alice"] == pytest.approx(float(alice @ probe), abs=1e-6)
+    assert sorted(os.listdir(tmp_path)) == ["speakers.npz"]   # no temporary files left
+
+
+def test_a_gallery_of_another_model_is_refused(xvec, tmp_path, speech):
+    model, _, _ = xvec
+    gallery = str(tmp_path / "g.npz")
+    model.enroll("alice", speech[0], gallery=gallery)
+    folder, _ = wespeaker_folder(str(tmp_path / "other"), "XVEC",
+                                 {"feat_dim": 16, "hid_dim": 16, "stats_dim": 24,
+                                  "embed_dim": 6})
+    other = wespeaker_py.load_model(folder, device="cpu")
+    with pytest.raises(WespeakerError, match="enrolled with XVEC/emb8"):
+        other.identify(speech[0], gallery=gallery)
+
+
+@needs_onnx
+def test_onnx_graph_with_front_end_equals_eager(xvec, tmp_path, speech):
+    from wespeaker_py.api.exporting import export_waveform_graph
+    model, _, _ = xvec
+    path = str(tmp_path / "model.onnx")
+    export_waveform_graph(model, path)
+    graph = wespeaker_py.load_model(path)
+    assert (graph.sample_rate, graph.embed_dim) == (model.sample_rate, model.embed_dim)
+    assert graph.min_seconds == pytest.approx(model.min_seconds, abs=1e-3)
+    for item in speech[:3]:
+        np.testing.assert_allclose(graph.embed(item), model.embed(item), rtol=1e-3, atol=1e-3)
+    eight_k = soxr.resample(sf.read(speech[0], dtype="float32")[0], 16000, 8000)
+    np.testing.assert_allclose(graph.embed(eight_k, sample_rate=8000),
+                               model.embed(eight_k, sample_rate=8000), rtol=1e-3, atol=1e-3)
+
+
+def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):
+    model, _, _ = xvec
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("hello\n")
+    empty = write_audio(str(tmp_path / "empty.wav"), np.zeros(0, np.int16))
+    nan = write_audio(str(tmp_path / "nan.wav"), np.full(16000, np.nan, np.float32),
+                      subtype="FLOAT")
+    short = write_audio(str(tmp_path / "short.wav"), np.zeros(1600, np.int16))
+    cases = [(str(tmp_path / "missing.wav"), {}, "missing.wav does not exist"),
+             (str(tmp_path), {}, "is a folder"),
+             (str(not_audio), {}, "notes.wav"),
+             (empty, {}, "empty.wav"),
+             (nan, {}, "nan.wav: the audio contains NaN"),
+             (np.full(16000, np.nan, np.float32), {"sample_rate": 16000}, "contains NaN"),
+             (np.zeros(0, np.float32), {"sample_rate": 16000}, "empty"),
+             (np.zeros(16000, np.float32), {}, "give sample_rate="),
+             (np.zeros((2, 3, 4), np.float32), {"sample_rate": 16000}, "expected"),
+             (short, {}, r"short.wav: 0.100 s of audio; the model needs at least 0.175 s")]
+    for audio, kwargs, message in cases:
+        with pytest.raises(AudioInputError, match=message) as caught:
+            model.embed(audio, **kwargs)
+        assert "\n" not in str(caught.value)
+
+
+def test_bad_model_sources_say_what_to_place_where(xvec, tmp_path):
+    _, folder, _ = xvec
+    no_config = tmp_path / "no_config"
+    os.makedirs(no_config)
+    shutil.copy(os.path.join(folder, "avg_model.pt"), no_config)
+    no_weights = tmp_path / "no_weights"
+    os.makedirs(no_weights)
+    shutil.copy(os.path.join(folder, "config.yaml"), no_weights)
+    not_onnx = tmp_path / "bad.onnx"
+    not_onnx.write_text("not a graph")
+    cases = [(tmp_path / "nowhere", "nowhere does not exist"),
+             (no_config, f"has no config.yaml: place .* at {no_config}/config.yaml"),
+             (no_weights, f"place avg_model.pt at {no_weights}/avg_model.pt"),
+             (not_onnx, "bad.onnx: not a readable ONNX model")]
+    for source, message in cases:
+        with pytest.raises(ModelSourceError, match=message):
+            wespeaker_py.load_model(source, device="cpu")
+
+
+@needs_onnx
+def test_an_onnx_graph_of_another_kind_is_refused(xvec, tmp_path):
+    from wespeaker_py.api.exporting import export_feats_onnx
+    model, _, _ = xvec
+    path = str(tmp_path / "feats.onnx")
+    export_feats_onnx(model, path)
+    with pytest.raises(ModelSourceError, match=r"feats.onnx is an ONNX model of another kind"):
+        wespeaker_py.load_model(path)

@@ -1,0 +1,192 @@
+"""The wespeaker-py command end to end, its one-line errors, and --help of every command
+without torch."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import kaldiio
+import numpy as np
+import pytest
+
+import wespeaker_py
+from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder
+from wespeaker_py.cli.main import main as cli_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN_MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "wespeaker_py", "bin"))
+                     if name.endswith(".py") and not name.startswith("_"))
+
+
+def run_cli(capsys, *argv):
+    """Run wespeaker-py in this process; return (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as done:
+        cli_main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root, _ = wespeaker_folder(str(tmp_path_factory.mktemp("cli") / "model"))
+    return root
+
+
+def test_every_help_answers_without_torch_and_names_the_command_to_type():
+    script = f"""
+import contextlib, importlib, io, re, sys
+from wespeaker_py.cli.main import main, build_parser
+texts = {{}}
+for argv in [["--help"]] + [[name, "--help"] for name in
+                            build_parser()._subparsers._group_actions[0].choices]:
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        main(argv)
+    texts["wespeaker-py " + " ".join(argv[:-1])] = out.getvalue()
+for name in {BIN_MODULES!r}:
+    module = importlib.import_module("wespeaker_py.bin." + name)
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        module.main(["--help"])
+    texts[name] = out.getvalue()
+    assert not re.search(r"\\S {{5,}}--", module.__doc__), name + ": collapsed continuation"
+heavy = [m for m in ("torch", "scipy", "onnxruntime") if m in sys.modules]
+print(repr((heavy, texts)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    heavy, texts = eval(result.stdout)
+    assert heavy == []
+    assert len(texts) == 1 + 8 + len(BIN_MODULES)
+    for name in BIN_MODULES:
+        assert texts[name].startswith(f"usage: python -m wespeaker_py.bin.{name} "), name
+    for command in ("embed", "similarity", "verify", "enroll", "identify", "calibrate",
+                    "export", "info"):
+        assert texts[f"wespeaker-py {command}"].startswith(f"usage: wespeaker-py {command} ")
+        assert "examples:" in texts[f"wespeaker-py {command}"]
+    assert "adaptive S-Norm" in texts["score_norm"]   # --score_norm_method has help
+
+
+def test_parser_constants_repeated_in_bin_modules_match_the_library():
+    from wespeaker_py.bin import export_jit, export_onnx, extract, score_norm
+    from wespeaker_py.export.onnx_export import DEFAULT_OPSET
+    from wespeaker_py.export.torchscript import METHODS
+    from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB
+    from wespeaker_py.scoring.norm import NORM_METHODS
+    assert score_norm.NORM_METHODS == NORM_METHODS and export_jit.METHODS == METHODS
+    assert export_onnx.DEFAULT_OPSET == DEFAULT_OPSET
+    assert extract.DEFAULT_BUFFER_MB == DEFAULT_BUFFER_MB
+
+
+def test_console_script_entry_point_resolves():
+    setup = open(os.path.join(REPO, "setup.py")).read()
+    target = re.search(r'"wespeaker-py = ([\w.]+):(\w+)"', setup)
+    module = __import__(target.group(1), fromlist=[target.group(2)])
+    assert getattr(module, target.group(2)) is cli_main
+
+
+def test_subcommands_end_to_end(folder, tmp_path, capsys):
+    speech = mini_speech(3)
+    model = wespeaker_py.load_model(folder, device="cpu")
+    common = ["--model", folder, "--device", "cpu"]
+
+    status, out, _ = run_cli(capsys, "info", *common, "--json")
+    details = json.loads(out)
+    assert status == 0 and details["embed_dim"] == 8 and details["sample_rate"] == 16000
+
+    expected = model.embed(speech[0])
+    assert run_cli(capsys, "embed", *common, speech[0], "--output", tmp_path / "a.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected)
+    status, out, _ = run_cli(capsys, "embed", *common, speech[0])
+    np.testing.assert_allclose(np.array(out.split(), dtype=float), expected, rtol=1e-5)
+
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"u0 {speech[0]}\nu1 {speech[1]}\ngone {tmp_path}/gone.wav\n")
+    status, _, err = run_cli(capsys, "embed", *common, "--wav_scp", wav_scp,
+                             "--output", tmp_path / "emb" / "xvector.ark")
+    assert status == 0 and "2 embeddings" in err and "1 skipped" in err
+    table = dict(kaldiio.load_scp(str(tmp_path / "emb" / "xvector.scp")))
+    assert sorted(table) == ["u0", "u1"]
+    np.testing.assert_allclose(table["u0"], expected, rtol=1e-6)
+
+    status, out, _ = run_cli(capsys, "similarity", *common, speech[0], speech[0])
+    assert status == 0 and float(out) == pytest.approx(1.0, abs=1e-5)
+    status, out, _ = run_cli(capsys, "verify", *common, speech[0], speech[1], "--json")
+    assert status == 0 and json.loads(out)["calibrated"] is False
+
+    trials = tmp_path / "trials"
+    lines = open(os.path.join(MINI_CORPUS, "trials")).readlines()[:40]
+    trials.write_text("".join(lines))
+    needed = {key for line in lines for key in line.split()[:2]}
+    corpus_scp = tmp_path / "corpus.scp"
+    corpus_scp.write_text("".join(
+        f"{key} {os.path.join(MINI_CORPUS, path)}\n" for key, path in
+        (line.split() for line in open(os.path.join(MINI_CORPUS, "wav.scp")))
+        if key in needed))
+    calibration = tmp_path / "calibration.json"
+    status, out, _ = run_cli(capsys, "calibrate", *common, "--trials", trials,
+                             "--wav_scp", corpus_scp, "--output", calibration)
+    assert status == 0 and "20 target and 20 nontarget trials" in out
+    status, out, _ = run_cli(capsys, "verify", *common, "--calibration", calibration,
+                             speech[0], speech[1], "--json", "--operating_point", "fa1")
+    result = json.loads(out)
+    stored = json.loads(calibration.read_text())
+    assert result["calibrated"] and result["threshold"] == \
+        stored["operating_points"]["fa1"]["threshold"]
+
+    gallery = tmp_path / "speakers.npz"
+    assert run_cli(capsys, "enroll", *common, "--gallery", gallery, "alice", speech[0])[0] == 0
+    status, out, _ = run_cli(capsys, "enroll", *common, "--gallery", gallery, "bob", speech[1])
+    assert "holds 2 speaker(s)" in out
+    status, out, _ = run_cli(capsys, "identify", *common, "--gallery", gallery, speech[1],
+                             "--json")
+    assert [entry["speaker"] for entry in json.loads(out)] == ["bob", "alice"]
+
+
+@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(name)
+                            for name in ("onnx", "onnxruntime")), reason="needs onnx")
+def test_export_with_front_end_then_use_the_onnx_file(folder, tmp_path, capsys):
+    speech = mini_speech(1)
+    graph = tmp_path / "model.onnx"
+    status, _, _ = run_cli(capsys, "export", "--model", folder, "--device", "cpu",
+                           "--onnx", graph, "--with_frontend")
+    assert status == 0 and graph.exists()
+    status, out, _ = run_cli(capsys, "info", "--model", graph, "--json")
+    assert json.loads(out)["engine"] == "onnxruntime (CPU)"
+    status, out, _ = run_cli(capsys, "embed", "--model", graph, speech[0])
+    np.testing.assert_allclose(np.array(out.split(), dtype=float),
+                               wespeaker_py.load_model(folder, device="cpu").embed(speech[0]),
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_user_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
+    no_config = tmp_path / "empty_model"
+    os.makedirs(no_config)
+    shutil.copy(os.path.join(folder, "avg_model.pt"), no_config)
+    cases = [(["embed", "--model", folder, tmp_path / "missing.wav"], "missing.wav does not"),
+             (["info", "--model", no_config], "has no config.yaml"),
+             (["embed", "--model", folder], "give one audio file or --wav_scp"),
+             (["identify", "--model", folder, "--gallery", tmp_path / "none.npz",
+               mini_speech(1)[0]], "none.npz does not exist"),
+             (["verify", "--model", tmp_path / "nowhere", mini_speech(1)[0],
+               mini_speech(1)[0]], "nowhere does not exist")]
+    for argv, message in cases:
+        status, out, err = run_cli(capsys, *argv)
+        assert status == 2, argv
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("wespeaker-py")
+
+
+def test_no_traceback_unless_debugging(folder, tmp_path):
+    # a missing input is reported before the model (and torch) loads
+    command = [sys.executable, "-m", "wespeaker_py.cli.main", "similarity", "--model", folder,
+               str(tmp_path / "missing.wav"), str(tmp_path / "missing.wav")]
+    plain = subprocess.run(command, capture_output=True, text=True)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == [
+        f"wespeaker-py: error: {tmp_path}/missing.wav does not exist"]
+    debug = subprocess.run(command, capture_output=True, text=True,
+                           env=dict(os.environ, WESPEAKER_PY_DEBUG="1"))
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "AudioInputError" in debug.stderr
