@@ -89,6 +89,8 @@ def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--min_speakers", "3",
                          "--max_speakers", "2", "--vad", "energy", str(tmp_path / "talk.wav"))
     assert status == 2 and "min_speakers" in err
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, str(tmp_path / "none.wav"))
+    assert status == 2 and "none.wav does not exist" in err
 
 
 def test_api_diarize_accepts_arrays(tiny_model):

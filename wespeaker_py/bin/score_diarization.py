@@ -12,19 +12,19 @@ default); a recording missing from the system RTTM counts as all missed.
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.cli.errors import bin_prog, run_command
-from wespeaker_py.diarization.metrics import RecordingScore, score_recordings
-from wespeaker_py.diarization.rttm import read_rttm
-from wespeaker_py.utils.file_utils import atomic_open
+
+if TYPE_CHECKING:
+    from wespeaker_py.diarization.metrics import RecordingScore
 
 Condition = Tuple[float, bool]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flag(parser, "ref_rttm", required=True, help="reference RTTM")
     add_flag(parser, "sys_rttm", required=True, help="system (hypothesis) RTTM")
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def table_rows(name: str, score: RecordingScore, collar: float, overlap: bool) -> str:
+def table_row(name: str, score: "RecordingScore", collar: float, overlap: bool) -> str:
     times = score.times
     scored = max(times.scored, 1e-12)
     return (f"| {name} | {collar:g} | {'scored' if overlap else 'excluded'} | "
@@ -44,21 +44,23 @@ def table_rows(name: str, score: RecordingScore, collar: float, overlap: bool) -
 
 
 def score_table(ref_rttm: str, sys_rttm: str, collars: List[float],
-                per_file: bool = False) -> Tuple[str, Dict[Condition, RecordingScore]]:
+                per_file: bool = False) -> Tuple[str, Dict[Condition, "RecordingScore"]]:
     """The Markdown table and the pooled score of each (collar, overlap scored) condition."""
+    from wespeaker_py.diarization.metrics import score_recordings
+    from wespeaker_py.diarization.rttm import read_rttm
     ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
     lines = ["| recording | collar (s) | overlap | missed % | false alarm % | confusion % "
              "| DER % | JER % |", "|---|---|---|---|---|---|---|---|"]
-    overall: Dict[Condition, RecordingScore] = {}
+    overall: Dict[Condition, "RecordingScore"] = {}
     for collar in collars:
         for overlap in (True, False):
             files, pooled = score_recordings(ref, sys, collar=collar,
                                              ignore_overlaps=not overlap)
             overall[(collar, overlap)] = pooled
             if per_file:
-                lines += [table_rows(name, score, collar, overlap)
+                lines += [table_row(name, score, collar, overlap)
                           for name, score in files.items()]
-            lines.append(table_rows(f"all ({len(files)})", pooled, collar, overlap))
+            lines.append(table_row(f"all ({len(files)})", pooled, collar, overlap))
     return "\n".join(lines) + "\n", overall
 
 
@@ -67,6 +69,7 @@ def _main(argv: List[str]) -> int:
     table, _ = score_table(args.ref_rttm, args.sys_rttm, args.collars, args.per_file)
     print(table, end="")
     if args.output:
+        from wespeaker_py.utils.file_utils import atomic_open
         with atomic_open(args.output, "w", encoding="utf-8") as handle:
             handle.write(f"Reference {args.ref_rttm}, system {args.sys_rttm} "
                          f"(JER ignores collar and overlap settings, as dscore's)\n\n{table}")

@@ -200,8 +200,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
-    import os
-
     from wespeaker_py.diarization import (DiarizationOptions, Diarizer, diarize_wav_scp,
                                           write_rttm)
     from wespeaker_py.diarization.rttm import format_rttm_line
@@ -212,6 +210,11 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: give one audio file or --wav_scp")
     if wav_scp is not None and args.output is None:
         raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
+    if not 1 <= args.min_speakers <= args.max_speakers or (
+            args.num_speakers is not None and args.num_speakers < 1):
+        raise UsageError("diarize: need 1 <= --min_speakers <= --max_speakers and "
+                         "--num_speakers >= 1")
+    _require_files(wav_scp or args.audio)
     options = DiarizationOptions(vad=args.vad, cluster_method=args.cluster_method,
                                  num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                                  max_speakers=args.max_speakers)
