@@ -25,6 +25,8 @@ speakers (over all recordings' reference speakers when pooled).
 """
 from __future__ import annotations
 
+import bisect
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -102,18 +104,33 @@ def default_evaluation_map(ref: Sequence[Turn], sys: Sequence[Turn]) -> List[Reg
 
 
 def _pieces(ref: Sequence[Turn], sys: Sequence[Turn], extra_bounds: Sequence[float]):
-    """Yield ``(start, end, ref_speakers, sys_speakers)`` for every piece of the time line."""
-    bounds = sorted({t.start for t in ref} | {t.end for t in ref} | {t.start for t in sys}
-                    | {t.end for t in sys} | set(extra_bounds))
-    for start, end in zip(bounds, bounds[1:]):
-        middle = 0.5 * (start + end)
-        yield (start, end,
-               frozenset(t.speaker for t in ref if t.start <= middle < t.end),
-               frozenset(t.speaker for t in sys if t.start <= middle < t.end))
+    """Yield ``(start, end, ref_speakers, sys_speakers)`` for every piece of the time line.
+
+    One sweep over the sorted turn boundaries; a speaker with overlapping turns
+    of their own counts once.
+    """
+    events: Dict[float, List[Tuple[int, int, str]]] = {}
+    for side, turns in ((0, ref), (1, sys)):
+        for turn in turns:
+            if turn.end > turn.start:
+                events.setdefault(turn.start, []).append((side, 1, turn.speaker))
+                events.setdefault(turn.end, []).append((side, -1, turn.speaker))
+    for bound in extra_bounds:
+        events.setdefault(bound, [])
+    active: Tuple[Counter, Counter] = (Counter(), Counter())
+    times = sorted(events)
+    for start, end in zip(times, times[1:]):
+        for side, step, speaker in events[start]:
+            active[side][speaker] += step
+            if active[side][speaker] == 0:
+                del active[side][speaker]
+        yield start, end, frozenset(active[0]), frozenset(active[1])
 
 
 def _inside(point: float, regions: Sequence[Region]) -> bool:
-    return any(start <= point < end for start, end in regions)
+    """Whether ``point`` lies in one of the sorted, disjoint ``regions``."""
+    index = bisect.bisect_right(regions, (point, float("inf"))) - 1
+    return index >= 0 and regions[index][0] <= point < regions[index][1]
 
 
 def _overlap_matrix(pieces, ref_ids: Dict[str, int], sys_ids: Dict[str, int]) -> np.ndarray:
