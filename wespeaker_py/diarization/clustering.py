@@ -10,8 +10,9 @@ max_speakers) -> labels``:
   eigenvectors. Unlike WeSpeaker we use the symmetric normalised Laplacian
   ``I - D^-1/2 A D^-1/2`` (rows of the eigenvectors scaled to unit length
   before k-means): its eigenvalues lie in [0, 2] whatever the degrees, and on
-  synthetic conversations of 1-4 speakers its eigen-gap found the number of
-  speakers more often than the unnormalised one (30/30 against 29/30).
+  30 synthetic conversations of 1-4 speakers with simulated embeddings (cosine
+  about 0.7 within a speaker) its eigen-gap found the number of speakers every
+  time, the unnormalised one 29 times (27 with 10 instead of 6 neighbours).
 * ``agglomerative``: average-linkage clustering of cosine distances
   (scikit-learn), cut at a distance threshold or at the given number.
 
