@@ -135,11 +135,14 @@ def test_wav_scp_run_with_tiny_model_and_bad_input(tmp_path, corpus, conversatio
     assert not os.path.exists(tmp_path / "never.rttm")
 
 
-def test_one_speaker_recording_gives_one_speaker(corpus, tiny_embed):
+def test_one_speaker_recording_is_found_to_have_one_speaker(corpus):
     rng = np.random.default_rng(3)
-    audio, _ = build_conversation(corpus, [corpus.speakers[5]], 12.0, rng)
-    result = Diarizer(tiny_embed, DiarizationOptions(vad="energy")).diarize(
-        audio, SR, num_speakers=1)
+    speaker = corpus.speakers[5]
+    audio, reference = build_conversation(corpus, [speaker], 20.0, rng)
+    options, vad = DiarizationOptions(vad="energy"), EnergyVAD()
+    result = Diarizer(oracle_embed(audio, reference, [speaker], vad, options), options,
+                      vad).diarize(audio, SR)
+    assert result.num_speakers == 1
     assert result.turns and {t.speaker for t in result.turns} == {"spk0"}
 
 
