@@ -8,7 +8,7 @@ from wespeaker_py.diarization.audio import load_recording, prepare_waveform
 from wespeaker_py.diarization.clustering import (cluster, estimate_num_speakers,
                                                  laplacian_spectrum, pruned_affinity)
 from wespeaker_py.diarization.metrics import error_times, score_recordings, speaker_jaccard
-from wespeaker_py.diarization.rttm import read_rttm, write_rttm
+from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, windows_to_turns
 from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
@@ -249,3 +249,16 @@ def test_scores_pool_over_recordings():
     assert per["r2"].der == 100.0
     assert overall.der == pytest.approx(100 * (2 + 10) / 30)
     assert overall.jer == pytest.approx(100 * (1 / 6 + 1 / 5 + 1) / 3)
+
+
+def test_uem_limits_the_scored_time(tmp_path):
+    uem = tmp_path / "all.uem"
+    uem.write_text("r1 1 0.0 10.0\nr1 1 20.0 30.0\n")
+    regions = read_uem(str(uem))
+    assert regions == {"r1": [(0.0, 10.0), (20.0, 30.0)]}
+    ref, sys = [T(0, 10, "A")], [T(0, 12, "X")]
+    assert error_times(ref, sys).der == pytest.approx(20.0)   # 10-12 is false alarm
+    assert error_times(ref, sys, evaluation_map=regions["r1"]).der == 0.0
+    uem.write_text("r1 1 5.0 2.0\n")
+    with pytest.raises(DataFormatError, match="all.uem:1"):
+        read_uem(str(uem))

@@ -49,15 +49,19 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
 
 
 def test_recipe_prepares_voxconverse_style_folders(tmp_path):
-    audio, rttms = tmp_path / "audio", tmp_path / "rttm"
-    audio.mkdir(), rttms.mkdir()
+    audio, rttms, uems = tmp_path / "audio", tmp_path / "rttm", tmp_path / "uem"
+    audio.mkdir(), rttms.mkdir(), uems.mkdir()
     for rec in ("abjxc", "afjiv"):
         sf.write(audio / f"{rec}.Mix-Headset.wav", np.zeros(1600, np.float32), 16000)
         write_rttm(str(rttms / f"{rec}.rttm"), {rec: [Turn(0.0, 0.05, "A")]})
+    (uems / "abjxc.uem").write_text("abjxc 1 0.000 0.100\n")
     write_rttm(str(rttms / "noaudio.rttm"), {"noaudio": [Turn(0.0, 1.0, "A")]})
     result = run_script(RECIPE, "run.sh", "--stop_stage", "1", "--audio_dir", str(audio),
-                        "--rttm_dir", str(rttms), "--data", str(tmp_path / "set"))
+                        "--rttm_dir", str(rttms), "--uem_dir", str(uems),
+                        "--data", str(tmp_path / "set"))
     assert "no audio for noaudio" in result.stderr
+    assert "afjiv is scored from its first to last turn" in result.stderr
+    assert open(tmp_path / "set" / "all.uem").read() == "abjxc 1 0.000 0.100\n"
     lines = open(tmp_path / "set" / "wav.scp").read().split("\n")
     assert [line.split()[0] for line in lines if line] == ["abjxc", "afjiv"]
     assert set(read_rttm(str(tmp_path / "set" / "ref.rttm"))) == {"abjxc", "afjiv"}

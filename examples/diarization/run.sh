@@ -7,14 +7,16 @@
 #   # with the mini recipe's model (train it first: cd ../mini && bash run.sh)
 #   bash run.sh --model ../mini/exp/ecapa_tdnn-librispeech_tc100
 #
-#   # your data: a directory with wav.scp and ref.rttm (Kaldi ids = RTTM file ids)
+#   # your data: a directory with wav.scp and ref.rttm (Kaldi ids = RTTM file ids),
+#   # optionally all.uem (scoring regions)
 #   bash run.sh --model MODEL --data_dir /path/to/set
 #   # VoxConverse: audio/*.wav of a split and the RTTMs of the voxconverse repository
 #   bash run.sh --model MODEL --audio_dir voxconverse_test_wav/audio \
 #       --rttm_dir voxconverse/test --name voxconverse_test
-#   # AMI (Mix-Headset): the meetings' audio and AMI-diarization-setup's RTTMs
+#   # AMI (Mix-Headset): the meetings' audio and AMI-diarization-setup's RTTMs and UEMs
 #   bash run.sh --model MODEL --audio_dir amicorpus \
-#       --rttm_dir AMI-diarization-setup/only_words/rttms/test --name ami_test
+#       --rttm_dir AMI-diarization-setup/only_words/rttms/test \
+#       --uem_dir AMI-diarization-setup/uems/test --name ami_test
 #
 # MODEL is anything wespeaker-py takes: an experiment directory, a WeSpeaker
 # model folder (config.yaml + avg_model.pt), a checkpoint or an exported .onnx.
@@ -35,6 +37,7 @@ model=           # required for stages 2-3
 data_dir=        # a directory with wav.scp and ref.rttm
 audio_dir=       # or: audio files named <recording id>[.suffix].wav, found below here ...
 rttm_dir=        # ... for each <recording id>.rttm in this directory
+uem_dir=         # optional: <recording id>.uem scoring regions (else first to last turn)
 name=            # default: synthetic, or data_dir's name
 data=            # where the prepared set goes; default data/<name>
 exp=             # where outputs go; default exp/<name>
@@ -66,7 +69,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Stage 1: prepare ${data}"
   if [ -n "${data_dir}" ] || [ -n "${audio_dir}" ]; then
     local/prepare_data.sh --data_dir "${data_dir}" --audio_dir "${audio_dir}" \
-      --rttm_dir "${rttm_dir}" --data "${data}"
+      --rttm_dir "${rttm_dir}" --uem_dir "${uem_dir}" --data "${data}"
   elif [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ]; then
     echo "${data} exists"
   else
@@ -95,6 +98,7 @@ fi
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: score ${exp}/sys.rttm against ${data}/ref.rttm"
   python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
-    --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md"
+    --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md" \
+    $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
   echo "Table: ${exp}/der.md"
 fi

@@ -9,7 +9,7 @@ and names the file and line of anything malformed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping
+from typing import Dict, Iterable, List, Mapping, Tuple
 
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
@@ -56,3 +56,25 @@ def read_rttm(path: str) -> Dict[str, List[Turn]]:
             recordings.setdefault(fields[1], []).append(
                 Turn(start, start + duration, fields[7]))
     return recordings
+
+
+def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
+    """Scoring regions per recording from a NIST UEM file (``<recording> <channel> <start> <end>``)."""
+    regions: Dict[str, List[Tuple[float, float]]] = OrderedDict()
+    with open(path, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0].startswith(";;"):
+                continue
+            if len(fields) != 4:
+                raise DataFormatError(path, line_no, f"expected '<recording> <channel> <start> "
+                                                     f"<end>', got {line.strip()!r}")
+            try:
+                start, end = float(fields[2]), float(fields[3])
+            except ValueError:
+                raise DataFormatError(path, line_no, f"start and end must be numbers: "
+                                                     f"{line.strip()!r}") from None
+            if not 0 <= start < end:
+                raise DataFormatError(path, line_no, f"need 0 <= start < end: {line.strip()!r}")
+            regions.setdefault(fields[0], []).append((start, end))
+    return regions

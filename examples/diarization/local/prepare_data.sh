@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Make a diarization set: DATA/wav.scp ("<recording> <audio path>") and DATA/ref.rttm.
+# Make a diarization set: DATA/wav.scp ("<recording> <audio path>"), DATA/ref.rttm
+# and, when scoring regions are given, DATA/all.uem.
 #
 #   local/prepare_data.sh --data_dir DIR --data data/NAME
-#       DIR holds wav.scp and ref.rttm (or rttm): copied, recordings without a
-#       reference are dropped with a count
+#       DIR holds wav.scp and ref.rttm (or rttm), maybe all.uem: copied,
+#       recordings without a reference are dropped with a count
 #   local/prepare_data.sh --audio_dir AUDIO --rttm_dir RTTMS --data data/NAME
 #       one recording per RTTMS/<id>.rttm, its audio the first <id>.wav or
 #       <id>.<anything>.wav below AUDIO (VoxConverse: <id>.wav; AMI:
-#       <id>.Mix-Headset.wav); RTTMs without audio are reported and left out
+#       <id>.Mix-Headset.wav); RTTMs without audio are reported and left out;
+#       --uem_dir UEMS adds UEMS/<id>.uem to all.uem
 
 data_dir=
 audio_dir=
 rttm_dir=
+uem_dir=
 data=
 
 . tools/parse_options.sh || exit 1
@@ -32,6 +35,7 @@ if [ -n "${data_dir}" ]; then
   awk 'NR == FNR { keep[$1] = 1; next } ($1 in keep)' "${tmp}/ids" "${data_dir}/wav.scp" \
     > "${tmp}/wav.scp"
   cp "${ref}" "${tmp}/ref.rttm"
+  if [ -f "${data_dir}/all.uem" ]; then cp "${data_dir}/all.uem" "${tmp}/all.uem"; fi
   dropped=$(( $(wc -l < "${data_dir}/wav.scp") - $(wc -l < "${tmp}/wav.scp") ))
   if [ "${dropped}" -gt 0 ]; then
     echo "$0: ${dropped} recordings of wav.scp have no reference turns"
@@ -52,9 +56,16 @@ else
     fi
     echo "${id} $(realpath "${wav}")" >> "${tmp}/wav.scp"
     cat "${rttm}" >> "${tmp}/ref.rttm"
+    if [ -n "${uem_dir}" ]; then
+      if [ -f "${uem_dir}/${id}.uem" ]; then cat "${uem_dir}/${id}.uem" >> "${tmp}/all.uem"
+      else echo "$0: no ${uem_dir}/${id}.uem: ${id} is scored from its first to last turn" >&2
+      fi
+    fi
   done
   if [ "${missing}" -gt 0 ]; then echo "$0: ${missing} references without audio left out"; fi
 fi
 if [ ! -s "${tmp}/wav.scp" ]; then echo "$0: no recordings with references" >&2; exit 1; fi
+rm -f "${data}/all.uem"
 mv "${tmp}/wav.scp" "${tmp}/ref.rttm" "${data}/"
+if [ -s "${tmp}/all.uem" ]; then mv "${tmp}/all.uem" "${data}/"; fi
 echo "$0: $(wc -l < "${data}/wav.scp") recordings in ${data}"
