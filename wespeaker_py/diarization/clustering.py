@@ -133,22 +133,28 @@ def agglomerative_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = 
     return labels if wanted == found else fit(n_clusters=wanted)
 
 
+def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
+                          max_speakers: int) -> None:
+    """Raise :class:`ClusteringOptionError` for an unknown method or impossible counts."""
+    if method not in CLUSTER_METHODS:
+        raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
+                                    f"{', '.join(CLUSTER_METHODS)}")
+    if num_speakers is not None and num_speakers < 1:
+        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
+    if not 1 <= min_speakers <= max_speakers:
+        raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
+                                    f"{min_speakers}, {max_speakers}")
+
+
 def cluster(embeddings: np.ndarray, method: str = "spectral",
             num_speakers: Optional[int] = None, min_speakers: int = 1,
             max_speakers: int = 10) -> np.ndarray:
     """Speaker labels for ``[N, D]`` embeddings; labels are renumbered by first appearance."""
-    if num_speakers is not None and num_speakers < 1:
-        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
-    if not 1 <= min_speakers <= max_speakers:
-        raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got {min_speakers}, "
-                         f"{max_speakers}")
+    check_cluster_options(method, num_speakers, min_speakers, max_speakers)
     if method == "spectral":
         labels = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers)
-    elif method == "agglomerative":
-        labels = agglomerative_cluster(embeddings, num_speakers, min_speakers, max_speakers)
     else:
-        raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
-                         f"{', '.join(CLUSTER_METHODS)}")
+        labels = agglomerative_cluster(embeddings, num_speakers, min_speakers, max_speakers)
     return relabel_by_first_appearance(labels)
 
 

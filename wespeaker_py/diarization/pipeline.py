@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.diarization.audio import SAMPLE_RATE, as_recording
-from wespeaker_py.diarization.clustering import cluster
+from wespeaker_py.diarization.clustering import check_cluster_options, cluster
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, windows_to_turns
@@ -81,9 +81,12 @@ class Diarizer:
         num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
         min_speakers = min_speakers if min_speakers is not None else opts.min_speakers
         max_speakers = max_speakers if max_speakers is not None else opts.max_speakers
+        check_cluster_options(opts.cluster_method, num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         audio = as_recording(audio, sample_rate, SAMPLE_RATE)
+        seconds["load"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         speech = self.vad(audio, SAMPLE_RATE)
         seconds["vad"] = time.perf_counter() - clock
         windows = subsegments(speech, opts.window, opts.shift)
