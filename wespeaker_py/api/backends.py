@@ -92,11 +92,14 @@ class OnnxBackend:
 
     kind = "onnx"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, num_threads: Optional[int] = None):
         onnxruntime = importlib.import_module("onnxruntime")
         options = onnxruntime.SessionOptions()
         with contextlib.suppress(AttributeError):
             options.log_severity_level = 3
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=["CPUExecutionProvider"])
         self.info = read_waveform_onnx_info(self.session, path)

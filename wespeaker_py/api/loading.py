@@ -100,13 +100,13 @@ def _torch_backend(config_path: str, checkpoint: str, device):
     return TorchBackend(embedder, config, target), config["model"]
 
 
-def _onnx_backend(path: str):
+def _onnx_backend(path: str, num_threads: Optional[int]):
     if importlib.util.find_spec("onnxruntime") is None:
         raise ModelSourceError(f"{path}: running an ONNX model needs onnxruntime "
                                f"(pip install onnxruntime)")
     from wespeaker_py.api.backends import OnnxBackend
     try:
-        backend = OnnxBackend(path)
+        backend = OnnxBackend(path, num_threads)
     except ValueError as error:          # another kind of graph
         raise ModelSourceError(str(error)) from None
     except Exception as error:           # onnxruntime's errors for a file that is no graph
@@ -117,12 +117,14 @@ def _onnx_backend(path: str):
 
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
-               calibration: Optional[str] = None) -> SpeakerModel:
+               calibration: Optional[str] = None,
+               num_threads: Optional[int] = None) -> SpeakerModel:
     """Load a trained speaker model for inference (see the module doc for ``source``).
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
-    is one); ONNX models run on the CPU. ``mean_vec`` and ``calibration`` name
-    other files than the ones beside the model. Problems raise
+    is one); ONNX models run on the CPU, with ``num_threads`` threads (default:
+    onnxruntime's choice; torch follows ``torch.set_num_threads``). ``mean_vec``
+    and ``calibration`` name other files than the ones beside the model. Problems raise
     :class:`~wespeaker_py.errors.ModelSourceError` naming the file and what
     to do.
     """
@@ -141,7 +143,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
             if config is not None:
                 raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
                                        f"do not pass config=")
-            backend, name = _onnx_backend(path)
+            backend, name = _onnx_backend(path, num_threads)
         else:
             config_path = config if config is not None else _config_beside(path)
             if not os.path.isfile(config_path):

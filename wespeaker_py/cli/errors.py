@@ -27,6 +27,7 @@ USAGE_ERROR_STATUS = 2
 USER_ERROR_CLASSES = frozenset({
     "wespeaker_py.errors.WespeakerError",
     "wespeaker_py.utils.config.ConfigError",
+    "wespeaker_py.config.fields.ConfigError",     # where the typed config keeps it
     "wespeaker_py.utils.file_utils.DataFormatError",
     "wespeaker_py.dataset.audio.AudioError",
 })
