@@ -24,8 +24,12 @@ setup(
     ],
     entry_points={"console_scripts": ["wespeaker-py = wespeaker_py.cli.main:main"]},
     extras_require={
-        "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime"],
+        "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime", "silero-vad",
+                 "scikit-learn"],
         "export": ["onnx", "onnxruntime"],
         "ssl": ["transformers"],
+        # speaker diarization: Silero VAD's ONNX file (the package needs only torch),
+        # onnxruntime to run it, scikit-learn for k-means and agglomerative clustering
+        "diar": ["silero-vad", "onnxruntime", "scikit-learn"],
     },
 )

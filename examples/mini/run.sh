@@ -5,7 +5,7 @@
 # CC BY 4.0); --data_dir takes any Kaldi-style directory with wav.scp, utt2spk
 # and trials (e.g. ../../../shared/data/fsdd, 8 kHz: resampled to 16 kHz).
 #
-#   bash run.sh                                  # everything, stages 1-11
+#   bash run.sh                                  # everything, stages 1-12
 #   bash run.sh --config conf/resnet34.yaml      # a narrow ResNet34 instead of ECAPA-TDNN
 #   bash run.sh --data_dir ../../../shared/data/fsdd --epochs 3
 #   bash run.sh --stage 5 --stop_stage 7         # rescore only
@@ -24,11 +24,13 @@
 #   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
 #  10  PLDA                                       local/score_plda.sh
 #  11  results table (model, params, scoring, EER %, minDCF) and DET plot
+#  12  diarization demo: synthetic conversations of the test speakers diarized
+#      with the trained model, DER/JER table (../diarization/run.sh)
 
 . ./path.sh || exit 1
 
 stage=1
-stop_stage=11
+stop_stage=12
 
 data_dir=data/librispeech_tc100
 data=          # prepared sets; default data/prepared/<corpus name>
@@ -45,6 +47,7 @@ nj=1           # extraction jobs
 trials=trials
 score_norm_method=asnorm  # asnorm/snorm
 top_n=10       # AS-Norm cohort size, at most the number of back-end speakers
+diar_conversations=4  # stage 12: synthetic conversations of about 60 s, 2-3 speakers
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
@@ -197,4 +200,15 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
     --det_dir "${exp_dir}" ${exp_dirs}
   echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png;" \
     "score histogram: ${exp_dir}/hist_${trials}.png"
+fi
+
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
+  echo "Stage 12: diarization of ${diar_conversations} synthetic conversations of the test speakers"
+  diar_exp=$(realpath -m "${exp_dir}")/diarization
+  (cd ../diarization && bash run.sh --model "$(realpath "${exp_dir}")" \
+    --corpus_dir "$(realpath "${data}/test")" --speakers "" \
+    --num_conversations "${diar_conversations}" --conversation_seconds 60 \
+    --min_conv_speakers 2 --max_conv_speakers 3 \
+    --data "${diar_exp}/data" --exp "${diar_exp}")
+  cat "${diar_exp}/der.md"
 fi

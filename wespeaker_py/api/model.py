@@ -351,6 +351,28 @@ class SpeakerModel:
         speakers = load_gallery(gallery, self._gallery_tag())
         return speakers.rank(self.unit(self.embed(audio, sample_rate)), top_k)
 
+    # -- diarization -------------------------------------------------------------------------
+
+    def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
+                num_speakers: Optional[int] = None, min_speakers: int = 1,
+                max_speakers: int = 10, vad: str = "silero", cluster_method: str = "spectral",
+                batch_size: int = 32):
+        """Who spoke when: a :class:`~wespeaker_py.diarization.DiarizationResult` (``.turns``).
+
+        Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
+        embedded with this model, clustered (``spectral`` with the number of
+        speakers from the eigen-gap within ``[min_speakers, max_speakers]``
+        unless ``num_speakers`` is given, or ``agglomerative``). Multi-channel
+        audio is averaged to mono here. Needs the ``diar`` extra.
+        """
+        from wespeaker_py.diarization import DiarizationOptions, Diarizer
+        options = DiarizationOptions(vad=vad, cluster_method=cluster_method,
+                                     num_speakers=num_speakers, min_speakers=min_speakers,
+                                     max_speakers=max_speakers)
+        diarizer = Diarizer(lambda waves, rate: self.embed_waveforms(waves, rate, batch_size),
+                            options)
+        return diarizer.diarize(audio, sample_rate)
+
     # -- about -------------------------------------------------------------------------------
 
     def info(self) -> Dict[str, Any]:

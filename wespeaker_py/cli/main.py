@@ -1,6 +1,6 @@
 """``wespeaker-py``: use a trained speaker model from the shell.
 
-Subcommands: embed, similarity, verify, enroll, identify, calibrate, export, info
+Subcommands: embed, similarity, verify, enroll, identify, calibrate, diarize, export, info
 (``wespeaker-py SUBCOMMAND --help`` for each). MODEL is an experiment directory,
 a WeSpeaker-style model folder (config.yaml + avg_model.pt), a checkpoint (with
 --config, or config.yaml beside it) or an .onnx file from
@@ -54,6 +54,15 @@ Embeds the trials' utterances, scores the trials by cosine, fits a logistic
 score-to-LLR map and writes calibration.json beside the model (or --output):
 its parameters, the trial set's EER and the thresholds at the EER point and at
 1% false acceptance. 'verify' then uses it.""",
+    "diarize": """examples:
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
+
+Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
+every 0.75 s embedded with MODEL, spectral clustering with the number of
+speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
+Multi-channel audio is averaged to mono. Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
@@ -190,6 +199,47 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diarize(args: argparse.Namespace) -> int:
+    from wespeaker_py.diarization import (DiarizationOptions, Diarizer, diarize_wav_scp,
+                                          write_rttm)
+    from wespeaker_py.diarization.rttm import format_rttm_line
+    wav_scp = args.wav_scp
+    if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
+        wav_scp, args.audio = args.audio, None
+    if (args.audio is None) == (wav_scp is None):
+        raise UsageError("diarize: give one audio file or --wav_scp")
+    if wav_scp is not None and args.output is None:
+        raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
+    if not 1 <= args.min_speakers <= args.max_speakers or (
+            args.num_speakers is not None and args.num_speakers < 1):
+        raise UsageError("diarize: need 1 <= --min_speakers <= --max_speakers and "
+                         "--num_speakers >= 1")
+    _require_files(wav_scp or args.audio)
+    options = DiarizationOptions(vad=args.vad, cluster_method=args.cluster_method,
+                                 num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                                 max_speakers=args.max_speakers)
+    model = _load(args)
+    diarizer = Diarizer(lambda waves, rate: model.embed_waveforms(waves, rate, args.batch_size),
+                        options)
+    if wav_scp is not None:
+        summary = diarize_wav_scp(diarizer, wav_scp, args.output,
+                                  show_progress=sys.stderr.isatty())
+        print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
+        return 0
+    result = diarizer.diarize(args.audio)
+    recording = os.path.splitext(os.path.basename(args.audio))[0]
+    if not result.turns:
+        print(f"{args.audio}: no speech found; the RTTM is empty", file=sys.stderr)
+    if args.output:
+        write_rttm(args.output, {recording: result.turns})
+        print(f"{result.num_speakers} speakers, {len(result.turns)} turns in {args.output}",
+              file=sys.stderr)
+    else:
+        for turn in result.turns:
+            print(format_rttm_line(recording, turn))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     model = _load(args)
     if model.backend.kind != "torch":
@@ -271,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", default=None,
                      help="where to write calibration.json (default: beside the model)")
     add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch")
+
+    sub = command("diarize", cmd_diarize, "who spoke when: speaker turns of a recording as RTTM")
+    sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
+    add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
+    sub.add_argument("-o", "--output", default=None,
+                     help="RTTM file to write (default for one file: stdout)")
+    add_flag(sub, "num_speakers", type=int, default=None,
+             help="number of speakers, if known (default: estimated)")
+    add_flag(sub, "min_speakers", type=int, default=1, help="fewest speakers to estimate")
+    add_flag(sub, "max_speakers", type=int, default=10, help="most speakers to estimate")
+    sub.add_argument("--vad", default="silero", choices=("silero", "energy"),
+                     help="speech detector (default silero)")
+    add_flag(sub, "cluster_method", default="spectral", choices=("spectral", "agglomerative"),
+             help="clustering (default spectral)")
+    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
 
     sub = command("export", cmd_export, "export the model to ONNX")
     sub.add_argument("--onnx", required=True, help="output .onnx file")

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Speaker diarization ("who spoke when") with a trained speaker model: speech from
+# Silero VAD, 1.5 s windows every 0.75 s embedded by the model, spectral
+# clustering (number of speakers from the eigen-gap), RTTM out, DER/JER scored.
+#
+#   # demo: synthetic conversations from the mini corpus's test speakers, scored
+#   # with the mini recipe's model (train it first: cd ../mini && bash run.sh)
+#   bash run.sh --model ../mini/exp/ecapa_tdnn-librispeech_tc100
+#
+#   # your data: a directory with wav.scp and ref.rttm (Kaldi ids = RTTM file ids),
+#   # optionally all.uem (scoring regions)
+#   bash run.sh --model MODEL --data_dir /path/to/set
+#   # VoxConverse: audio/*.wav of a split and the RTTMs of the voxconverse repository
+#   bash run.sh --model MODEL --audio_dir voxconverse_test_wav/audio \
+#       --rttm_dir voxconverse/test --name voxconverse_test
+#   # AMI (Mix-Headset): the meetings' audio and AMI-diarization-setup's RTTMs and UEMs
+#   bash run.sh --model MODEL --audio_dir amicorpus \
+#       --rttm_dir AMI-diarization-setup/only_words/rttms/test \
+#       --uem_dir AMI-diarization-setup/uems/test --name ami_test
+#
+# MODEL is anything wespeaker-py takes: an experiment directory, a WeSpeaker
+# model folder (config.yaml + avg_model.pt), a checkpoint or an exported .onnx.
+#
+# Stages:
+#   1  prepare data/<name>/{wav.scp,ref.rttm} (synthetic conversations when no
+#      data is given)
+#   2  diarize -> exp/<name>/sys.rttm
+#   3  score: DER (missed, false alarm, confusion) and JER, no collar and a
+#      0.25 s collar, overlap scored and excluded -> exp/<name>/der.md
+
+. ./path.sh || exit 1
+
+stage=1
+stop_stage=3
+
+model=           # required for stages 2-3
+data_dir=        # a directory with wav.scp and ref.rttm
+audio_dir=       # or: audio files named <recording id>[.suffix].wav, found below here ...
+rttm_dir=        # ... for each <recording id>.rttm in this directory
+uem_dir=         # optional: <recording id>.uem scoring regions (else first to last turn)
+name=            # default: synthetic, or data_dir's name
+data=            # where the prepared set goes; default data/<name>
+exp=             # where outputs go; default exp/<name>
+corpus_dir=../mini/data/librispeech_tc100  # speakers of the synthetic conversations
+speakers=test_spk                          # (a list inside corpus_dir)
+num_conversations=10
+min_conv_speakers=2
+max_conv_speakers=4
+conversation_seconds=120
+seed=0
+vad=silero       # silero/energy
+cluster_method=spectral  # spectral/agglomerative
+num_speakers=    # the same known number for every recording; empty: estimated
+min_speakers=1
+max_speakers=10
+device=          # cpu, cuda, cuda:N; empty: the first GPU if any
+collars="0 0.25"
+
+. tools/parse_options.sh || exit 1
+set -eo pipefail
+
+if [ -z "${name}" ]; then
+  if [ -n "${data_dir}" ]; then name=$(basename "$(realpath "${data_dir}")"); else name=synthetic; fi
+fi
+data=${data:-data/${name}}
+exp=${exp:-exp/${name}}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Stage 1: prepare ${data}"
+  if [ -n "${data_dir}" ] || [ -n "${audio_dir}" ]; then
+    local/prepare_data.sh --data_dir "${data_dir}" --audio_dir "${audio_dir}" \
+      --rttm_dir "${rttm_dir}" --uem_dir "${uem_dir}" --data "${data}"
+  elif [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ]; then
+    echo "${data} exists"
+  else
+    python tools/make_synthetic_conversations.py --corpus_dir "${corpus_dir}" \
+      --speakers "${speakers}" --count "${num_conversations}" \
+      --min_speakers "${min_conv_speakers}" --max_speakers "${max_conv_speakers}" \
+      --duration "${conversation_seconds}" --seed "${seed}" "${data}"
+  fi
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 2 ] && [ -z "${model}" ]; then
+  echo "$0: give --model (e.g. ../mini/exp/ecapa_tdnn-librispeech_tc100 after" \
+       "'cd ../mini && bash run.sh')" >&2
+  exit 1
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Stage 2: diarize ${data}/wav.scp with ${model}"
+  mkdir -p "${exp}"
+  python -m wespeaker_py.cli.main diarize --model "${model}" --wav_scp "${data}/wav.scp" \
+    --output "${exp}/sys.rttm" --vad "${vad}" --cluster_method "${cluster_method}" \
+    --min_speakers "${min_speakers}" --max_speakers "${max_speakers}" \
+    ${num_speakers:+--num_speakers "${num_speakers}"} ${device:+--device "${device}"}
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Stage 3: score ${exp}/sys.rttm against ${data}/ref.rttm"
+  python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
+    --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md" \
+    $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
+  echo "Table: ${exp}/der.md"
+fi

@@ -1,0 +1,264 @@
+"""Diarization building blocks: VAD, windows, clustering, turns, RTTM, DER/JER."""
+import os
+
+import numpy as np
+import pytest
+
+from wespeaker_py.diarization.audio import load_recording, prepare_waveform
+from wespeaker_py.diarization.clustering import (cluster, estimate_num_speakers,
+                                                 laplacian_spectrum, pruned_affinity)
+from wespeaker_py.diarization.metrics import error_times, score_recordings, speaker_jaccard
+from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
+from wespeaker_py.diarization.segmentation import subsegments
+from wespeaker_py.diarization.turns import Turn, windows_to_turns
+from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
+from wespeaker_py.utils.file_utils import DataFormatError
+
+SR = 16000
+CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "examples", "mini", "data", "librispeech_tc100")
+
+
+def speech_like(seconds, rng, level=0.1):
+    """Noise shaped by a 4 Hz syllable-rate envelope: loud, voiced-looking bursts."""
+    t = np.arange(int(seconds * SR)) / SR
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
+    return (level * envelope * rng.standard_normal(t.size)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- VAD
+
+def test_energy_vad_finds_generated_speech_between_silences():
+    rng = np.random.default_rng(0)
+    quiet = lambda s: (1e-4 * rng.standard_normal(int(s * SR))).astype(np.float32)
+    audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
+                            speech_like(1.0, rng), quiet(0.5)])
+    regions = EnergyVAD()(audio, SR)
+    assert len(regions) == 2
+    (s1, e1), (s2, e2) = regions
+    assert abs(s1 - 1.0) < 0.06 and abs(e1 - 3.0) < 0.06
+    assert abs(s2 - 4.5) < 0.06 and abs(e2 - 5.5) < 0.06
+
+
+def test_energy_vad_finds_nothing_in_silence_or_faint_noise():
+    rng = np.random.default_rng(1)
+    assert EnergyVAD()(np.zeros(3 * SR, dtype=np.float32), SR) == []
+    assert EnergyVAD()((1e-4 * rng.standard_normal(3 * SR)).astype(np.float32), SR) == []
+    assert EnergyVAD()(np.zeros(100, dtype=np.float32), SR) == []
+
+
+def test_region_rules_bridge_short_pauses_and_drop_short_bursts():
+    hop = 0.01
+    probs = np.zeros(300)
+    probs[10:60] = 1      # 0.10-0.60 s
+    probs[65:120] = 1     # a 0.05 s pause: bridged
+    probs[200:210] = 1    # 0.1 s burst: dropped (< 0.25 s)
+    regions = probabilities_to_regions(probs, hop, 3.0)
+    assert regions == [(pytest.approx(0.07), pytest.approx(1.23))]
+
+
+def test_silero_vad_finds_real_speech_and_not_silence():
+    speech = load_recording(os.path.join(CORPUS, "wav", "26", "26-495-0000-s0.flac"))
+    audio = np.concatenate([np.zeros(SR, np.float32), speech, np.zeros(2 * SR, np.float32)])
+    vad = SileroVAD()
+    regions = vad(audio, SR)
+    assert regions, "no speech found in a LibriSpeech utterance"
+    assert regions[0][0] > 0.9 and regions[-1][1] < 1.0 + speech.size / SR + 0.1
+    voiced = sum(e - s for s, e in regions)
+    assert voiced > 0.5 * speech.size / SR
+    assert vad(np.zeros(3 * SR, dtype=np.float32), SR) == []
+
+
+def test_stereo_8k_input_becomes_mono_16k():
+    left = np.sin(2 * np.pi * 300 * np.arange(8000) / 8000).astype(np.float32)
+    stereo = np.stack([left, np.zeros_like(left)], axis=1)
+    mono = prepare_waveform(stereo, 8000)
+    assert mono.ndim == 1 and abs(mono.size - 16000) <= 1
+    assert np.max(np.abs(mono)) == pytest.approx(0.5, abs=0.02)
+
+
+# ---------------------------------------------------------------- windows
+
+def test_subsegments_follow_wespeaker_windows():
+    pieces = subsegments([(0.0, 1.0), (2.0, 5.0), (10.0, 11.6)], window=1.5, shift=0.75)
+    assert pieces == [(0.0, 1.0),                                  # shorter than a window
+                      (2.0, 3.5), (2.75, 4.25), (3.5, 5.0),        # 3 s: exact cover
+                      (10.0, 11.5), (10.75, 11.6)]                 # last one cut at the end
+    assert subsegments([(1.0, 2.5)]) == [(1.0, 2.5)]
+    assert subsegments([]) == []
+
+
+def test_subsegments_cover_each_region_exactly():
+    regions = [(0.37, 7.21), (9.0, 9.3), (12.0, 20.05)]
+    pieces = subsegments(regions)
+    for start, end in regions:
+        inside = [p for p in pieces if start - 1e-9 <= p[0] and p[1] <= end + 1e-9]
+        assert inside[0][0] == pytest.approx(start) and inside[-1][1] == pytest.approx(end)
+        assert all(b - a <= 1.5 + 1e-9 for a, b in inside)
+        assert all(n[0] < p[1] or n[0] == pytest.approx(p[1]) for p, n in zip(inside, inside[1:]))
+
+
+# ---------------------------------------------------------------- clustering
+
+def blobs(counts, dim=32, spread=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(counts), dim))
+    points = [c + spread * rng.standard_normal((n, dim)) for c, n in zip(centres, counts)]
+    truth = np.repeat(np.arange(len(counts)), counts)
+    order = rng.permutation(truth.size)
+    return np.concatenate(points)[order], truth[order]
+
+
+def same_partition(labels, truth):
+    pairs = set(zip(labels.tolist(), truth.tolist()))
+    return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
+
+
+@pytest.mark.parametrize("counts", [[40, 25, 30], [60, 12], [20, 20, 20, 20]])
+def test_spectral_clustering_recovers_separated_speakers(counts):
+    embeddings, truth = blobs(counts)
+    labels = cluster(embeddings, "spectral")
+    assert same_partition(labels, truth)
+
+
+def test_agglomerative_clustering_recovers_separated_speakers():
+    embeddings, truth = blobs([30, 20, 25], seed=3)
+    assert same_partition(cluster(embeddings, "agglomerative"), truth)
+    assert len(set(cluster(embeddings, "agglomerative", num_speakers=2))) == 2
+
+
+def test_eigengap_estimates_the_number_of_groups():
+    for counts in ([30, 30], [25, 35, 15], [20, 20, 20, 20, 20]):
+        embeddings, _ = blobs(counts, seed=len(counts))
+        eigenvalues, _ = laplacian_spectrum(pruned_affinity(embeddings))
+        assert estimate_num_speakers(eigenvalues, 1, 10) == len(counts)
+
+
+def test_eigengap_on_hand_made_spectrum_respects_bounds():
+    eigenvalues = np.array([0.0, 0.01, 0.05, 3.0, 3.1, 3.2, 4.0])
+    assert estimate_num_speakers(eigenvalues, 1, 6) == 3   # gap 2.95 after the third
+    assert estimate_num_speakers(eigenvalues, 4, 6) == 6   # gaps 0.1, 0.1, 0.8
+    assert estimate_num_speakers(eigenvalues, 1, 2) == 2
+    assert estimate_num_speakers(eigenvalues, 5, 5) == 5
+
+
+def test_clustering_given_number_and_degenerate_inputs():
+    embeddings, _ = blobs([10, 10, 10])
+    assert len(set(cluster(embeddings, num_speakers=2))) == 2
+    assert len(set(cluster(embeddings, min_speakers=4, max_speakers=5))) >= 4
+    assert cluster(np.ones((1, 8))).tolist() == [0]
+    assert cluster(np.zeros((0, 8))).tolist() == []
+    assert len(set(cluster(embeddings[:3], num_speakers=5))) == 3
+    with pytest.raises(ValueError, match="min_speakers"):
+        cluster(embeddings, min_speakers=3, max_speakers=2)
+    with pytest.raises(ValueError, match="unknown clustering"):
+        cluster(embeddings, "kmeans")
+
+
+# ---------------------------------------------------------------- turns and RTTM
+
+def test_overlapping_windows_split_at_midpoints_and_merge_by_speaker():
+    windows = [(0.0, 1.5), (0.75, 2.25), (1.5, 3.0), (2.25, 3.2), (5.0, 6.0)]
+    turns = windows_to_turns(windows, [0, 0, 1, 1, 1])
+    assert turns == [Turn(0.0, 1.875, "spk0"), Turn(1.875, 3.2, "spk1"),
+                     Turn(5.0, 6.0, "spk1")]
+    assert windows_to_turns([], []) == []
+    with pytest.raises(ValueError, match="sorted"):
+        windows_to_turns([(2.0, 3.0), (1.0, 2.0)], [0, 0])
+
+
+def test_rttm_round_trip_and_errors(tmp_path):
+    path = str(tmp_path / "out.rttm")
+    turns = {"rec1": [Turn(1.5, 2.25, "spk1"), Turn(0.0, 1.2345, "spk0")],
+             "rec2": [], "rec3": [Turn(0.1, 0.2, "A")]}
+    write_rttm(path, turns)
+    lines = open(path).read().splitlines()
+    assert lines[0] == "SPEAKER rec1 1 0.000 1.234 <NA> <NA> spk0 <NA> <NA>" or \
+        lines[0] == "SPEAKER rec1 1 0.000 1.235 <NA> <NA> spk0 <NA> <NA>"
+    back = read_rttm(path)
+    assert list(back) == ["rec1", "rec3"]
+    assert [t.speaker for t in back["rec1"]] == ["spk0", "spk1"]
+    assert back["rec1"][1].start == 1.5 and back["rec1"][1].end == pytest.approx(2.25)
+    bad = tmp_path / "bad.rttm"
+    bad.write_text("SPEAKER r 1 0.0 1.0 <NA> <NA> a <NA> <NA>\nSPEAKER r 1 x 1.0 <NA> <NA> b\n")
+    with pytest.raises(DataFormatError, match=r"bad.rttm:2"):
+        read_rttm(str(bad))
+
+
+# ---------------------------------------------------------------- DER / JER, hand-computed
+
+def T(start, end, speaker):
+    return Turn(float(start), float(end), speaker)
+
+
+def test_der_perfect_and_relabelled_hypothesis_is_zero():
+    ref = [T(0, 10, "A"), T(10, 20, "B")]
+    assert error_times(ref, [T(0, 10, "x"), T(10, 20, "y")]).der == 0.0
+
+
+def test_der_confusion_with_and_without_collar():
+    ref = [T(0, 10, "A"), T(10, 20, "B")]
+    sys = [T(0, 12, "X"), T(12, 20, "Y")]
+    times = error_times(ref, sys)
+    assert (times.scored, times.missed, times.false_alarm) == (20.0, 0.0, 0.0)
+    assert times.confusion == pytest.approx(2.0) and times.der == pytest.approx(10.0)
+    # collar 0.25 removes [0, .25], [9.75, 10.25], [19.75, 20]: 19 s scored, 1.75 s confused
+    times = error_times(ref, sys, collar=0.25)
+    assert times.scored == pytest.approx(19.0)
+    assert times.der == pytest.approx(100 * 1.75 / 19.0)
+
+
+def test_der_missed_and_false_alarm():
+    times = error_times([T(0, 10, "A")], [T(2, 12, "X")])
+    assert times.missed == pytest.approx(2.0) and times.false_alarm == pytest.approx(2.0)
+    assert times.der == pytest.approx(40.0)
+
+
+def test_der_overlap_included_and_excluded():
+    ref = [T(0, 10, "A"), T(5, 15, "B")]
+    sys = [T(0, 10, "X"), T(10, 15, "Y")]
+    # 5-10: two speakers, one found -> 5 s missed of 20 s reference speech
+    assert error_times(ref, sys).der == pytest.approx(25.0)
+    assert error_times(ref, sys, ignore_overlaps=True).der == pytest.approx(0.0)
+    # one system speaker for everything: A -> X; B is confused 5-10? no: missed there,
+    # and confused 10-15 (X talks, B is the reference): (5 + 5) / 20
+    assert error_times(ref, [T(0, 15, "X")]).der == pytest.approx(50.0)
+
+
+def test_der_edge_cases():
+    assert error_times([], []).der == 0.0
+    assert error_times([], [T(0, 1, "X")]).der == 100.0
+    assert error_times([T(0, 4, "A")], []).der == 100.0
+
+
+def test_jer_hand_computed():
+    ref = [T(0, 10, "A"), T(10, 20, "B")]
+    sys = [T(0, 12, "X"), T(12, 20, "Y")]
+    # A~X: 10/12 shared, B~Y: 8/10 shared -> mean(1/6, 1/5)
+    assert speaker_jaccard(ref, sys).jer == pytest.approx(100 * (1 / 6 + 1 / 5) / 2)
+    # an unpaired reference speaker counts fully
+    assert speaker_jaccard(ref, [T(0, 20, "X")]).jer == pytest.approx(100 * (0.5 + 1) / 2)
+    assert speaker_jaccard([], []).jer == 0.0
+    assert speaker_jaccard([T(0, 1, "A")], []).jer == 100.0
+
+
+def test_scores_pool_over_recordings():
+    ref = {"r1": [T(0, 10, "A"), T(10, 20, "B")], "r2": [T(0, 10, "C")]}
+    sys = {"r1": [T(0, 12, "X"), T(12, 20, "Y")]}   # r2 missing: all missed
+    per, overall = score_recordings(ref, sys)
+    assert per["r2"].der == 100.0
+    assert overall.der == pytest.approx(100 * (2 + 10) / 30)
+    assert overall.jer == pytest.approx(100 * (1 / 6 + 1 / 5 + 1) / 3)
+
+
+def test_uem_limits_the_scored_time(tmp_path):
+    uem = tmp_path / "all.uem"
+    uem.write_text("r1 1 0.0 10.0\nr1 1 20.0 30.0\n")
+    regions = read_uem(str(uem))
+    assert regions == {"r1": [(0.0, 10.0), (20.0, 30.0)]}
+    ref, sys = [T(0, 10, "A")], [T(0, 12, "X")]
+    assert error_times(ref, sys).der == pytest.approx(20.0)   # 10-12 is false alarm
+    assert error_times(ref, sys, evaluation_map=regions["r1"]).der == 0.0
+    uem.write_text("r1 1 5.0 2.0\n")
+    with pytest.raises(DataFormatError, match="all.uem:1"):
+        read_uem(str(uem))

@@ -1,0 +1,157 @@
+"""Diarization end to end: a synthetic conversation, a wav.scp run, and bad input."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wespeaker_py.diarization import DiarizationOptions, Diarizer, diarize_wav_scp, read_rttm
+from wespeaker_py.diarization.embedding import embedder_function
+from wespeaker_py.diarization.metrics import score_recordings
+from wespeaker_py.diarization.segmentation import subsegments
+from wespeaker_py.diarization.synthetic import (SpeakerCorpus, build_conversation,
+                                                write_conversations)
+from wespeaker_py.diarization.vad import EnergyVAD
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.inference.model_loading import SpeakerEmbedder
+from wespeaker_py.models import get_model
+from wespeaker_py.utils.file_utils import DataFormatError
+from tests.inference_helpers import TINY_XVEC_ARGS, randomise_batchnorm
+
+SR = 16000
+CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "examples", "mini", "data", "librispeech_tc100")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return SpeakerCorpus(CORPUS, os.path.join(CORPUS, "test_spk"))
+
+
+@pytest.fixture(scope="module")
+def conversation(corpus):
+    """30 s between two test speakers, with its true turns."""
+    rng = np.random.default_rng(7)
+    speakers = list(rng.choice(corpus.speakers, size=2, replace=False))
+    audio, turns = build_conversation(corpus, speakers, 30.0, rng)
+    return audio, turns, speakers
+
+
+@pytest.fixture(scope="module")
+def tiny_embed():
+    """A randomly initialised tiny x-vector behind the fbank front-end (plumbing only)."""
+    torch.manual_seed(0)
+    model = get_model("XVEC", **TINY_XVEC_ARGS)
+    randomise_batchnorm(model)
+    frontend = FbankFeatures(num_mel_bins=TINY_XVEC_ARGS["feat_dim"])
+    return embedder_function(SpeakerEmbedder(frontend, model.eval()), batch_size=8)
+
+
+def oracle_embed(audio, reference, speakers, vad, options):
+    """Embeddings of a good model: the true speaker's point (of most of the window) plus noise.
+
+    Cosine similarity is about 0.7 within a speaker and near 0 across. The
+    pipeline's windows are recomputed here the same way, so this checks
+    everything but the speaker model: timing, windows, clustering, turns, DER.
+    """
+    windows = subsegments(vad(audio, SR), options.window, options.shift)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((len(speakers), 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = []
+    for start, end in windows:
+        share = [sum(max(0.0, min(end, t.end) - max(start, t.start))
+                     for t in reference if t.speaker == s) for s in speakers]
+        rows.append(centres[int(np.argmax(share))] + 0.12 * rng.standard_normal(32))
+
+    def embed(pieces, sample_rate):
+        assert sample_rate == SR and len(pieces) == len(windows)
+        assert {p.size for p in pieces} == {int(options.window * SR)}
+        return np.array(rows)
+    return embed
+
+
+def test_conversation_has_turn_taking_pauses_and_overlaps(conversation):
+    audio, turns, speakers = conversation
+    assert {t.speaker for t in turns} == set(speakers)
+    assert all(0.1 - 1e-3 <= t.duration <= 6.0 + 1e-3 for t in turns)
+    changes = sum(a.speaker != b.speaker for a, b in zip(turns, turns[1:]))
+    assert changes >= 5
+    overlaps = [a for a, b in zip(turns, turns[1:]) if b.start < a.end]
+    pauses = [b.start - a.end for a, b in zip(turns, turns[1:]) if b.start > a.end]
+    assert overlaps and len(pauses) > len(overlaps)
+    assert max(t.end for t in turns) <= audio.size / SR
+    assert np.max(np.abs(audio)) <= 1.0
+
+
+def test_pipeline_with_oracle_embeddings_gets_low_der(conversation):
+    audio, reference, speakers = conversation
+    options = DiarizationOptions(vad="energy")
+    vad = EnergyVAD()
+    diarizer = Diarizer(oracle_embed(audio, reference, speakers, vad, options), options, vad)
+    result = diarizer.diarize(audio, SR)
+    assert result.num_speakers == 2  # estimated from the eigen-gap
+    hyp = result.turns
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(hyp, hyp[1:]))
+    _, overall = score_recordings({"c": reference}, {"c": hyp}, collar=0.25)
+    # What is left is VAD (pauses inside read speech) and window resolution.
+    assert overall.times.confusion / overall.times.scored < 0.08
+    assert overall.der < 20.0
+    assert overall.jer < 30.0
+
+
+def test_wav_scp_run_with_tiny_model_and_bad_input(tmp_path, corpus, conversation, tiny_embed,
+                                                   caplog):
+    audio, _, _ = conversation
+    sf.write(tmp_path / "conv.wav", audio, SR)
+    # 8 kHz stereo: the same conversation, speaker audio on the left channel only
+    left = audio[::2]
+    sf.write(tmp_path / "stereo8k.wav", np.stack([left, np.zeros_like(left)], axis=1), 8000)
+    sf.write(tmp_path / "silence.wav", np.zeros(3 * SR, dtype=np.float32), SR)
+    short = corpus.speech(corpus.utterances[corpus.speakers[0]][0])[0][:int(0.6 * SR)]
+    sf.write(tmp_path / "short.wav", short, SR)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text("".join(f"{key} {tmp_path / key}.wav\n" for key in
+                               ["conv", "stereo8k", "silence", "short", "broken"]))
+    diarizer = Diarizer(tiny_embed, DiarizationOptions(vad="energy"))
+    rttm = str(tmp_path / "out.rttm")
+    summary = diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
+                              num_speakers=2)
+    assert summary.diarized == 4 and summary.silent == ["silence"]
+    assert list(summary.failed) == ["broken"] and "broken.wav" in summary.failed["broken"]
+    turns = read_rttm(rttm)
+    assert set(turns) == {"conv", "stereo8k", "short"}
+    for key in ("conv", "stereo8k"):
+        assert len({t.speaker for t in turns[key]}) == 2
+        assert turns[key][-1].end <= audio.size / SR + 1e-6
+        assert all(a.end <= b.start + 1e-9 for a, b in zip(turns[key], turns[key][1:]))
+    assert len(turns["short"]) == 1 and turns["short"][0].duration < 0.7
+
+    wav_scp.write_text(f"conv {tmp_path}/conv.wav\nlonely_key\n")
+    with pytest.raises(DataFormatError, match=r"wav.scp:2"):
+        diarize_wav_scp(diarizer, str(wav_scp), str(tmp_path / "never.rttm"))
+    assert not os.path.exists(tmp_path / "never.rttm")
+
+
+def test_one_speaker_recording_is_found_to_have_one_speaker(corpus):
+    rng = np.random.default_rng(3)
+    speaker = corpus.speakers[5]
+    audio, reference = build_conversation(corpus, [speaker], 20.0, rng)
+    options, vad = DiarizationOptions(vad="energy"), EnergyVAD()
+    result = Diarizer(oracle_embed(audio, reference, [speaker], vad, options), options,
+                      vad).diarize(audio, SR)
+    assert result.num_speakers == 1
+    assert result.turns and {t.speaker for t in result.turns} == {"spk0"}
+
+
+def test_written_conversation_set_matches_its_rttm(tmp_path, corpus):
+    keys = write_conversations(corpus, str(tmp_path), count=2, num_speakers=(2, 3),
+                               duration=8.0, seed=1)
+    reference = read_rttm(str(tmp_path / "ref.rttm"))
+    assert list(reference) == keys
+    for key in keys:
+        info = sf.info(str(tmp_path / "wav" / f"{key}.wav"))
+        assert info.samplerate == SR and info.duration >= reference[key][-1].end
+        assert len({t.speaker for t in reference[key]}) == int(key.split("_")[1][0])

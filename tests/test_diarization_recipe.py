@@ -1,0 +1,109 @@
+"""The diarization command, API method, scorer and recipe (tiny random model: plumbing only)."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from recipe_helpers import REPO, run_script
+from tests.inference_helpers import make_experiment
+from wespeaker_py.diarization import read_rttm, write_rttm
+from wespeaker_py.diarization.turns import Turn
+
+RECIPE = os.path.join(REPO, "examples", "diarization")
+CORPUS = os.path.join(REPO, "examples", "mini", "data", "librispeech_tc100")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tiny_exp"))
+    make_experiment(root, bare=True)
+    return root
+
+
+def cli(capsys, *args):
+    """Run ``wespeaker-py ARGS`` in this process: (exit status, stdout, stderr)."""
+    from wespeaker_py.cli.main import main
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
+    data, exp = str(tmp_path / "data"), str(tmp_path / "exp")
+    run_script(RECIPE, "run.sh", "--model", tiny_model, "--num_conversations", "2",
+               "--conversation_seconds", "15", "--max_conv_speakers", "3", "--vad", "energy",
+               "--data", data, "--exp", exp)
+    reference, system = read_rttm(f"{data}/ref.rttm"), read_rttm(f"{exp}/sys.rttm")
+    assert set(system) == set(reference) and len(reference) == 2
+    table = open(f"{exp}/der.md").read()
+    rows = [line for line in table.splitlines() if line.startswith("| all (2)")]
+    assert len(rows) == 4  # collars 0 / 0.25, overlap scored / excluded
+    ders = [float(row.split("|")[7]) for row in rows]
+    assert all(0 <= der < 200 for der in ders)
+    # the same set again from --data_dir (the user-data path of stage 1)
+    run_script(RECIPE, "run.sh", "--stop_stage", "1", "--data_dir", data,
+               "--data", str(tmp_path / "copy"))
+    assert open(tmp_path / "copy" / "wav.scp").read() == open(f"{data}/wav.scp").read()
+
+
+def test_recipe_prepares_voxconverse_style_folders(tmp_path):
+    audio, rttms, uems = tmp_path / "audio", tmp_path / "rttm", tmp_path / "uem"
+    audio.mkdir(), rttms.mkdir(), uems.mkdir()
+    for rec in ("abjxc", "afjiv"):
+        sf.write(audio / f"{rec}.Mix-Headset.wav", np.zeros(1600, np.float32), 16000)
+        write_rttm(str(rttms / f"{rec}.rttm"), {rec: [Turn(0.0, 0.05, "A")]})
+    (uems / "abjxc.uem").write_text("abjxc 1 0.000 0.100\n")
+    write_rttm(str(rttms / "noaudio.rttm"), {"noaudio": [Turn(0.0, 1.0, "A")]})
+    result = run_script(RECIPE, "run.sh", "--stop_stage", "1", "--audio_dir", str(audio),
+                        "--rttm_dir", str(rttms), "--uem_dir", str(uems),
+                        "--data", str(tmp_path / "set"))
+    assert "no audio for noaudio" in result.stderr
+    assert "afjiv is scored from its first to last turn" in result.stderr
+    assert open(tmp_path / "set" / "all.uem").read() == "abjxc 1 0.000 0.100\n"
+    lines = open(tmp_path / "set" / "wav.scp").read().split("\n")
+    assert [line.split()[0] for line in lines if line] == ["abjxc", "afjiv"]
+    assert set(read_rttm(str(tmp_path / "set" / "ref.rttm"))) == {"abjxc", "afjiv"}
+
+
+def test_recipe_without_model_says_what_to_do(tmp_path):
+    result = run_script(RECIPE, "run.sh", "--stage", "2", "--data", str(tmp_path), check=False)
+    assert result.returncode != 0 and "--model" in result.stderr
+
+
+def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
+    from wespeaker_py.diarization.synthetic import SpeakerCorpus, build_conversation
+    corpus = SpeakerCorpus(CORPUS, os.path.join(CORPUS, "test_spk"))
+    audio, _ = build_conversation(corpus, corpus.speakers[:2], 10.0,
+                                  np.random.default_rng(0))
+    sf.write(tmp_path / "talk.wav", audio, 16000)
+    status, out, _ = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                         "--num_speakers", "2", str(tmp_path / "talk.wav"))
+    out = out.splitlines()
+    assert status == 0 and out and all(line.startswith("SPEAKER talk 1 ") for line in out)
+    assert {line.split()[7] for line in out} == {"spk0", "spk1"}
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000, np.float32), 16000)
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                         str(tmp_path / "quiet.wav"), "-o", str(tmp_path / "quiet.rttm"))
+    assert status == 0 and "no speech found" in err
+    assert os.path.getsize(tmp_path / "quiet.rttm") == 0
+
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--min_speakers", "3",
+                         "--max_speakers", "2", "--vad", "energy", str(tmp_path / "talk.wav"))
+    assert status == 2 and "min_speakers" in err
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, str(tmp_path / "none.wav"))
+    assert status == 2 and "none.wav does not exist" in err
+
+
+def test_api_diarize_accepts_arrays(tiny_model):
+    from wespeaker_py import load_model
+    model = load_model(tiny_model, device="cpu")
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 8000) / 8000
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 220 * t) * (1 + rng.standard_normal(t.size)),
+                       np.zeros_like(t)]).astype(np.float32)   # [channels, samples] at 8 kHz
+    result = model.diarize(stereo, sample_rate=8000, vad="energy")
+    assert result.num_speakers >= 1 and result.turns
+    assert result.turns[-1].end <= 3.0 + 1e-6

@@ -1,0 +1,92 @@
+"""DER and JER of a system RTTM against a reference RTTM (dscore's definitions).
+
+    python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
+        --sys_rttm exp/diar/sys.rttm [--per_file] [--output exp/diar/der.md]
+
+Prints DER (with missed, false-alarm and confusion parts) and JER for the four
+usual conditions: no collar and a 0.25 s collar, overlapped speech scored and
+excluded (``--collars`` changes the collars). The scoring region of each
+recording runs from the first to the last turn of either file (dscore's
+default) or is read from ``--uem`` (NIST UEM, e.g. AMI-diarization-setup's);
+a recording missing from the system RTTM counts as all missed.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+from wespeaker_py.bin._fire_compat import add_flag
+from wespeaker_py.cli.errors import bin_prog, run_command
+
+if TYPE_CHECKING:
+    from wespeaker_py.diarization.metrics import RecordingScore
+
+Condition = Tuple[float, bool]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "ref_rttm", required=True, help="reference RTTM")
+    add_flag(parser, "sys_rttm", required=True, help="system (hypothesis) RTTM")
+    add_flag(parser, "collars", type=float, nargs="+", default=[0.0, 0.25],
+             help="collars in seconds around reference boundaries (default 0 0.25)")
+    add_flag(parser, "uem", default=None, help="scoring regions (NIST UEM file)")
+    add_flag(parser, "per_file", action="store_true", help="also one row per recording")
+    add_flag(parser, "output", default=None, help="also write the table here (Markdown)")
+    return parser
+
+
+def table_row(name: str, score: "RecordingScore", collar: float, overlap: bool) -> str:
+    times = score.times
+    scored = max(times.scored, 1e-12)
+    return (f"| {name} | {collar:g} | {'scored' if overlap else 'excluded'} | "
+            f"{100 * times.missed / scored:.2f} | {100 * times.false_alarm / scored:.2f} | "
+            f"{100 * times.confusion / scored:.2f} | {score.der:.2f} | {score.jer:.2f} |")
+
+
+def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bool = False,
+                uem: Optional[str] = None) -> Tuple[str, Dict[Condition, "RecordingScore"]]:
+    """The Markdown table and the pooled score of each (collar, overlap scored) condition."""
+    from wespeaker_py.diarization.metrics import score_recordings
+    from wespeaker_py.diarization.rttm import read_rttm, read_uem
+    ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
+    regions = read_uem(uem) if uem else None
+    if regions is not None:  # as dscore: only the recordings the UEM names are scored
+        ref = {key: turns for key, turns in ref.items() if key in regions}
+        sys = {key: turns for key, turns in sys.items() if key in regions}
+    lines = ["| recording | collar (s) | overlap | missed % | false alarm % | confusion % "
+             "| DER % | JER % |", "|---|---|---|---|---|---|---|---|"]
+    overall: Dict[Condition, "RecordingScore"] = {}
+    for collar in collars:
+        for overlap in (True, False):
+            files, pooled = score_recordings(ref, sys, collar=collar,
+                                             ignore_overlaps=not overlap,
+                                             evaluation_maps=regions)
+            overall[(collar, overlap)] = pooled
+            if per_file:
+                lines += [table_row(name, score, collar, overlap)
+                          for name, score in files.items()]
+            lines.append(table_row(f"all ({len(files)})", pooled, collar, overlap))
+    return "\n".join(lines) + "\n", overall
+
+
+def _main(argv: List[str]) -> int:
+    args = build_parser().parse_args(argv)
+    table, _ = score_table(args.ref_rttm, args.sys_rttm, args.collars, args.per_file,
+                           args.uem)
+    print(table, end="")
+    if args.output:
+        from wespeaker_py.utils.file_utils import atomic_open
+        with atomic_open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(f"Reference {args.ref_rttm}, system {args.sys_rttm} "
+                         f"(JER ignores collar and overlap settings, as dscore's)\n\n{table}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_command(_main, argv, prog=bin_prog(__file__))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Diarization error rate (DER) and Jaccard error rate (JER), as dscore defines them.
+
+Both are computed exactly on the time line (no frame grid): every boundary of a
+reference turn, a system turn or a scoring region cuts time into pieces in
+which the sets of active reference and system speakers are constant.
+
+DER (NIST RT-09, ``md-eval.pl``), per recording and pooled over recordings:
+
+* scored time: the evaluation map (by default, as dscore, from the earliest
+  turn onset to the latest offset of reference and system together), less a
+  no-score zone of +-``collar`` seconds around every reference turn boundary,
+  less (``ignore_overlaps``) the time where two or more reference speakers talk;
+* reference and system speakers are paired one-to-one to maximise the scored
+  time they share (Hungarian algorithm);
+* in each piece with ``R`` reference and ``S`` system speakers of which ``C``
+  are correctly paired: missed ``max(0, R-S)``, false alarm ``max(0, S-R)``,
+  confusion ``min(R, S) - C``, each times the piece's duration;
+* DER = (missed + false alarm + confusion) / total reference speaker time.
+
+JER (DIHARD II, dscore): over the evaluation map (dscore applies neither the
+collar nor the overlap exclusion to JER), speakers are paired one-to-one to
+minimise the sum of speaker Jaccard errors ``1 - |ref & sys| / |ref | sys|``;
+an unpaired reference speaker counts 1; JER is the mean over reference
+speakers (over all recordings' reference speakers when pooled).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from wespeaker_py.diarization.turns import Turn
+
+Region = Tuple[float, float]
+
+
+@dataclass
+class ErrorTimes:
+    """Seconds of reference speech scored and of each kind of error."""
+
+    scored: float = 0.0
+    missed: float = 0.0
+    false_alarm: float = 0.0
+    confusion: float = 0.0
+
+    def add(self, other: "ErrorTimes") -> None:
+        self.scored += other.scored
+        self.missed += other.missed
+        self.false_alarm += other.false_alarm
+        self.confusion += other.confusion
+
+    @property
+    def der(self) -> float:
+        """DER in percent; 0 when nothing is scored and nothing is wrong, 100 when only FA."""
+        errors = self.missed + self.false_alarm + self.confusion
+        if self.scored > 0:
+            return 100.0 * errors / self.scored
+        return 100.0 if errors > 0 else 0.0
+
+
+@dataclass
+class SpeakerJaccard:
+    """The Jaccard errors (fractions) of one recording's reference speakers."""
+
+    errors: List[float] = field(default_factory=list)
+    num_ref: int = 0
+    num_sys: int = 0
+
+    @property
+    def jer(self) -> float:
+        return jer_percent([self])
+
+
+def jer_percent(parts: Sequence[SpeakerJaccard]) -> float:
+    """JER in percent over the reference speakers of ``parts`` (dscore's edge cases)."""
+    num_ref = sum(p.num_ref for p in parts)
+    num_sys = sum(p.num_sys for p in parts)
+    if num_ref == 0:
+        return 100.0 if num_sys > 0 else 0.0
+    return 100.0 * float(np.mean([e for p in parts for e in p.errors]))
+
+
+def merge_regions(regions: Sequence[Region]) -> List[Region]:
+    """Sorted union of intervals (empty ones dropped)."""
+    merged: List[List[float]] = []
+    for start, end in sorted(r for r in regions if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def default_evaluation_map(ref: Sequence[Turn], sys: Sequence[Turn]) -> List[Region]:
+    """dscore's default: one region from the first onset to the last offset of either side."""
+    turns = list(ref) + list(sys)
+    if not turns:
+        return []
+    return [(min(t.start for t in turns), max(t.end for t in turns))]
+
+
+def _pieces(ref: Sequence[Turn], sys: Sequence[Turn], extra_bounds: Sequence[float]):
+    """Yield ``(start, end, ref_speakers, sys_speakers)`` for every piece of the time line.
+
+    One sweep over the sorted turn boundaries; a speaker with overlapping turns
+    of their own counts once.
+    """
+    events: Dict[float, List[Tuple[int, int, str]]] = {}
+    for side, turns in ((0, ref), (1, sys)):
+        for turn in turns:
+            if turn.end > turn.start:
+                events.setdefault(turn.start, []).append((side, 1, turn.speaker))
+                events.setdefault(turn.end, []).append((side, -1, turn.speaker))
+    for bound in extra_bounds:
+        events.setdefault(bound, [])
+    active: Tuple[Counter, Counter] = (Counter(), Counter())
+    times = sorted(events)
+    for start, end in zip(times, times[1:]):
+        for side, step, speaker in events[start]:
+            active[side][speaker] += step
+            if active[side][speaker] == 0:
+                del active[side][speaker]
+        yield start, end, frozenset(active[0]), frozenset(active[1])
+
+
+def _inside(point: float, regions: Sequence[Region]) -> bool:
+    """Whether ``point`` lies in one of the sorted, disjoint ``regions``."""
+    index = bisect.bisect_right(regions, (point, float("inf"))) - 1
+    return index >= 0 and regions[index][0] <= point < regions[index][1]
+
+
+def _overlap_matrix(pieces, ref_ids: Dict[str, int], sys_ids: Dict[str, int]) -> np.ndarray:
+    shared = np.zeros((len(ref_ids), len(sys_ids)))
+    for start, end, ref_set, sys_set in pieces:
+        for r in ref_set:
+            for s in sys_set:
+                shared[ref_ids[r], sys_ids[s]] += end - start
+    return shared
+
+
+def _speaker_ids(turns: Sequence[Turn]) -> Dict[str, int]:
+    return {name: index for index, name in enumerate(sorted({t.speaker for t in turns}))}
+
+
+def scored_regions(ref: Sequence[Turn], evaluation_map: Sequence[Region], collar: float,
+                   ignore_overlaps: bool) -> List[Region]:
+    """The evaluation map less the collars around reference boundaries (and ref overlaps)."""
+    excluded: List[Region] = []
+    if collar > 0:
+        for turn in ref:
+            excluded += [(turn.start - collar, turn.start + collar),
+                         (turn.end - collar, turn.end + collar)]
+    if ignore_overlaps:
+        excluded += [(start, end) for start, end, ref_set, _ in _pieces(ref, [], [])
+                     if len(ref_set) > 1]
+    excluded = merge_regions(excluded)
+    kept: List[Region] = []
+    for start, end in merge_regions(evaluation_map):
+        cursor = start
+        for ex_start, ex_end in excluded:
+            if ex_end <= cursor or ex_start >= end:
+                continue
+            if ex_start > cursor:
+                kept.append((cursor, ex_start))
+            cursor = max(cursor, ex_end)
+        if cursor < end:
+            kept.append((cursor, end))
+    return kept
+
+
+def error_times(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
+                ignore_overlaps: bool = False,
+                evaluation_map: Optional[Sequence[Region]] = None) -> ErrorTimes:
+    """Missed, false-alarm and confusion seconds of one recording (see the module doc)."""
+    if evaluation_map is None:
+        evaluation_map = default_evaluation_map(ref, sys)
+    regions = scored_regions(ref, evaluation_map, collar, ignore_overlaps)
+    bounds = [b for region in regions for b in region]
+    pieces = [p for p in _pieces(ref, sys, bounds) if _inside(0.5 * (p[0] + p[1]), regions)]
+    ref_ids, sys_ids = _speaker_ids(ref), _speaker_ids(sys)
+    pairs: Dict[str, str] = {}
+    if ref_ids and sys_ids:
+        shared = _overlap_matrix(pieces, ref_ids, sys_ids)
+        ref_names, sys_names = sorted(ref_ids), sorted(sys_ids)
+        for r, s in zip(*linear_sum_assignment(-shared)):
+            if shared[r, s] > 0:
+                pairs[ref_names[r]] = sys_names[s]
+    times = ErrorTimes()
+    for start, end, ref_set, sys_set in pieces:
+        duration = end - start
+        num_ref, num_sys = len(ref_set), len(sys_set)
+        correct = sum(1 for r in ref_set if pairs.get(r) in sys_set)
+        times.scored += duration * num_ref
+        times.missed += duration * max(0, num_ref - num_sys)
+        times.false_alarm += duration * max(0, num_sys - num_ref)
+        times.confusion += duration * (min(num_ref, num_sys) - correct)
+    return times
+
+
+def speaker_jaccard(ref: Sequence[Turn], sys: Sequence[Turn],
+                    evaluation_map: Optional[Sequence[Region]] = None) -> SpeakerJaccard:
+    """The Jaccard error of each reference speaker of one recording (see the module doc)."""
+    if evaluation_map is None:
+        evaluation_map = default_evaluation_map(ref, sys)
+    regions = merge_regions(evaluation_map)
+    bounds = [b for region in regions for b in region]
+    pieces = [p for p in _pieces(ref, sys, bounds) if _inside(0.5 * (p[0] + p[1]), regions)]
+    ref_ids, sys_ids = _speaker_ids(ref), _speaker_ids(sys)
+    result = SpeakerJaccard(num_ref=len(ref_ids), num_sys=len(sys_ids))
+    if not ref_ids:
+        return result
+    if not sys_ids:
+        result.errors = [1.0] * len(ref_ids)
+        return result
+    ref_time, sys_time = np.zeros(len(ref_ids)), np.zeros(len(sys_ids))
+    for start, end, ref_set, sys_set in pieces:
+        for r in ref_set:
+            ref_time[ref_ids[r]] += end - start
+        for s in sys_set:
+            sys_time[sys_ids[s]] += end - start
+    shared = _overlap_matrix(pieces, ref_ids, sys_ids)
+    union = ref_time[:, None] + sys_time[None, :] - shared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jaccard_error = np.where(union > 0, 1.0 - shared / union, 1.0)
+    errors = np.ones(len(ref_ids))
+    rows, cols = linear_sum_assignment(jaccard_error)
+    errors[rows] = jaccard_error[rows, cols]
+    result.errors = errors.tolist()
+    return result
+
+
+@dataclass
+class RecordingScore:
+    """DER and JER of one recording (or of all, pooled)."""
+
+    times: ErrorTimes
+    jaccard: List[SpeakerJaccard]
+
+    @property
+    def der(self) -> float:
+        return self.times.der
+
+    @property
+    def jer(self) -> float:
+        return jer_percent(self.jaccard)
+
+
+def score_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
+                     collar: float = 0.0, ignore_overlaps: bool = False,
+                     evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
+                     ) -> Tuple[Dict[str, RecordingScore], RecordingScore]:
+    """Per-recording and pooled scores over every recording in ``ref`` or ``sys``.
+
+    A recording missing from ``sys`` is all missed speech; one missing from
+    ``ref`` is all false alarm.
+    """
+    per_recording: Dict[str, RecordingScore] = {}
+    overall = RecordingScore(ErrorTimes(), [])
+    for name in sorted(set(ref) | set(sys)):
+        ref_turns, sys_turns = list(ref.get(name, [])), list(sys.get(name, []))
+        uem = evaluation_maps.get(name) if evaluation_maps else None
+        score = RecordingScore(error_times(ref_turns, sys_turns, collar, ignore_overlaps, uem),
+                               [speaker_jaccard(ref_turns, sys_turns, uem)])
+        per_recording[name] = score
+        overall.times.add(score.times)
+        overall.jaccard.extend(score.jaccard)
+    return per_recording, overall

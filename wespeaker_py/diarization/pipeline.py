@@ -1,0 +1,161 @@
+"""Who spoke when: speech regions -> windows -> embeddings -> clusters -> turns.
+
+:class:`Diarizer` holds the embedding function and the options; its
+:meth:`~Diarizer.diarize` takes a waveform at any rate and channel count and
+returns the speaker turns, and :func:`diarize_wav_scp` runs it over a Kaldi
+``wav.scp`` into one RTTM file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from wespeaker_py.diarization.audio import SAMPLE_RATE, as_recording
+from wespeaker_py.diarization.clustering import check_cluster_options, cluster
+from wespeaker_py.diarization.rttm import write_rttm
+from wespeaker_py.diarization.segmentation import subsegments
+from wespeaker_py.diarization.turns import Turn, windows_to_turns
+from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
+from wespeaker_py.errors import AudioInputError
+from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+# waveforms (1-D float arrays in [-1, 1], all one length) and their rate -> [N, D]
+EmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
+
+
+@dataclass
+class DiarizationOptions:
+    """Settings of :class:`Diarizer` (WeSpeaker's defaults)."""
+
+    vad: str = "silero"             # or "energy"
+    window: float = 1.5             # seconds per embedding window
+    shift: float = 0.75             # seconds between window starts
+    cluster_method: str = "spectral"  # or "agglomerative"
+    num_speakers: Optional[int] = None  # None: estimated
+    min_speakers: int = 1
+    max_speakers: int = 10
+
+
+@dataclass
+class DiarizationResult:
+    """Turns of one recording, its speech regions, and seconds spent per step."""
+
+    turns: List[Turn]
+    speech: List[Region]
+    num_speakers: int
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+class Diarizer:
+    """Speaker diarization with any :data:`EmbedFunction`.
+
+    ``SpeakerModel.embed_waveforms`` of the API is one; :mod:`.embedding` makes
+    one from a loaded front-end + model.
+    """
+
+    def __init__(self, embed_waveforms: EmbedFunction,
+                 options: Optional[DiarizationOptions] = None,
+                 vad: Optional[VoiceActivityDetector] = None):
+        self.embed_waveforms = embed_waveforms
+        self.options = options or DiarizationOptions()
+        self.vad = vad or build_vad(self.options.vad)
+
+    def diarize(self, audio: Any, sample_rate: Optional[int] = None,
+                num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
+                max_speakers: Optional[int] = None) -> DiarizationResult:
+        """Turns of a recording: a file (or ``command |``), or an array/tensor at ``sample_rate``.
+
+        Arrays are ``[samples]`` or two-axis with channels (averaged); floats in
+        [-1, 1] or int16. The number of speakers is ``num_speakers`` when given, else estimated
+        within ``[min_speakers, max_speakers]`` (defaults from the options).
+        Silence gives no turns; speech shorter than a window gives one turn.
+        """
+        opts = self.options
+        num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
+        min_speakers = min_speakers if min_speakers is not None else opts.min_speakers
+        max_speakers = max_speakers if max_speakers is not None else opts.max_speakers
+        check_cluster_options(opts.cluster_method, num_speakers, min_speakers, max_speakers)
+        seconds: Dict[str, float] = {}
+        clock = time.perf_counter()
+        audio = as_recording(audio, sample_rate, SAMPLE_RATE)
+        seconds["load"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        speech = self.vad(audio, SAMPLE_RATE)
+        seconds["vad"] = time.perf_counter() - clock
+        windows = subsegments(speech, opts.window, opts.shift)
+        if not windows:
+            return DiarizationResult([], speech, 0, seconds)
+
+        clock = time.perf_counter()
+        window_samples = int(round(opts.window * SAMPLE_RATE))
+        # Every window is repeated to the full length (np.resize, as WeSpeaker pads
+        # short ones), so they batch together and short ones still fill the model's input.
+        pieces = [np.resize(audio[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))],
+                            window_samples) for a, b in windows]
+        embeddings = np.asarray(self.embed_waveforms(pieces, SAMPLE_RATE))
+        seconds["embed"] = time.perf_counter() - clock
+        if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
+            raise RuntimeError(f"the embedding function returned {embeddings.shape} "
+                               f"(finite: {np.isfinite(embeddings).all()}) for "
+                               f"{len(windows)} windows")
+
+        clock = time.perf_counter()
+        labels = cluster(embeddings, opts.cluster_method, num_speakers, min_speakers,
+                         max_speakers)
+        seconds["cluster"] = time.perf_counter() - clock
+        turns = windows_to_turns(windows, labels)
+        return DiarizationResult(turns, speech, int(labels.max()) + 1, seconds)
+
+
+@dataclass
+class BatchSummary:
+    """What a run over a list did: recordings diarized, silent, and failed (with why)."""
+
+    diarized: int = 0
+    silent: List[str] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = f"{self.diarized} recordings diarized"
+        if self.silent:
+            text += f", {len(self.silent)} without speech (no turns): {', '.join(self.silent)}"
+        if self.failed:
+            text += f", {len(self.failed)} failed: " + "; ".join(
+                f"{key}: {why}" for key, why in self.failed.items())
+        return text
+
+
+def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
+                    show_progress: bool = True, **kwargs) -> BatchSummary:
+    """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
+
+    A malformed ``wav.scp`` line is an error naming it, raised before any work.
+    A recording that cannot be read is logged, counted and skipped; one without
+    speech gets no turns; both are listed in the returned summary.
+    """
+    recordings = read_key_value(wav_scp)
+    summary = BatchSummary()
+    turns: Dict[str, List[Turn]] = {}
+    for key, path in tqdm(recordings.items(), desc="diarize", unit="rec",
+                          disable=not show_progress):
+        try:
+            result = diarizer.diarize(path, **kwargs)
+        except AudioInputError as err:
+            logger.warning("skipping %s: %s", key, err)
+            summary.failed[key] = str(err)
+            continue
+        if not result.turns:
+            logger.warning("%s: no speech found, no turns written", key)
+            summary.silent.append(key)
+        summary.diarized += 1
+        turns[key] = result.turns
+    write_rttm(output_rttm, turns)
+    logger.info("%s -> %s", summary.describe(), output_rttm)
+    return summary

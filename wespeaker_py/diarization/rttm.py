@@ -1,0 +1,80 @@
+"""RTTM files: one ``SPEAKER`` line per speaker turn (NIST Rich Transcription format).
+
+    SPEAKER <recording> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>
+
+Writing is atomic. Reading accepts the lines other tools write (any number of
+trailing fields after the speaker, ``;;`` comments, other line types ignored)
+and names the file and line of anything malformed.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Mapping, Tuple
+
+from wespeaker_py.diarization.turns import Turn
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+
+
+def format_rttm_line(recording: str, turn: Turn) -> str:
+    """One RTTM ``SPEAKER`` line (no newline), times to the millisecond."""
+    if any(ch.isspace() for ch in recording + turn.speaker):
+        raise ValueError(f"RTTM fields cannot hold spaces: {recording!r} / {turn.speaker!r}")
+    return (f"SPEAKER {recording} 1 {turn.start:.3f} {turn.duration:.3f} "
+            f"<NA> <NA> {turn.speaker} <NA> <NA>")
+
+
+def write_rttm(path: str, recordings: Mapping[str, Iterable[Turn]]) -> None:
+    """Write the turns of each recording, in order of start time, atomically.
+
+    A recording without turns writes nothing (the RTTM way to say "no speech").
+    """
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for recording, turns in recordings.items():
+            for turn in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
+                handle.write(format_rttm_line(recording, turn) + "\n")
+
+
+def read_rttm(path: str) -> Dict[str, List[Turn]]:
+    """Turns per recording from an RTTM file, in file order (``SPEAKER`` lines only)."""
+    recordings: Dict[str, List[Turn]] = OrderedDict()
+    with open(path, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
+                continue
+            if len(fields) < 8:
+                raise DataFormatError(path, line_no, f"a SPEAKER line needs at least 8 fields, "
+                                                     f"got {len(fields)}: {line.strip()!r}")
+            try:
+                start, duration = float(fields[3]), float(fields[4])
+            except ValueError:
+                raise DataFormatError(path, line_no, f"start and duration must be numbers: "
+                                                     f"{fields[3]!r} {fields[4]!r}") from None
+            if start < 0 or duration < 0:
+                raise DataFormatError(path, line_no, f"negative start or duration: "
+                                                     f"{line.strip()!r}")
+            recordings.setdefault(fields[1], []).append(
+                Turn(start, start + duration, fields[7]))
+    return recordings
+
+
+def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
+    """Scoring regions per recording from a NIST UEM file (``<recording> <channel> <start> <end>``)."""
+    regions: Dict[str, List[Tuple[float, float]]] = OrderedDict()
+    with open(path, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0].startswith(";;"):
+                continue
+            if len(fields) != 4:
+                raise DataFormatError(path, line_no, f"expected '<recording> <channel> <start> "
+                                                     f"<end>', got {line.strip()!r}")
+            try:
+                start, end = float(fields[2]), float(fields[3])
+            except ValueError:
+                raise DataFormatError(path, line_no, f"start and end must be numbers: "
+                                                     f"{line.strip()!r}") from None
+            if not 0 <= start < end:
+                raise DataFormatError(path, line_no, f"need 0 <= start < end: {line.strip()!r}")
+            regions.setdefault(fields[0], []).append((start, end))
+    return regions
