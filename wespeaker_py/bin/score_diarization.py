@@ -13,10 +13,11 @@ a recording missing from the system RTTM counts as all missed.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog, run_command
+from wespeaker_py.cli.errors import bin_prog, run_main
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore
@@ -85,7 +86,7 @@ def _main(argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    run_command(_main, argv, prog=bin_prog(__file__))
+    sys.exit(run_main(_main, argv, prog=bin_prog(__file__)))
 
 
 if __name__ == "__main__":
