@@ -1,4 +1,4 @@
-"""Whole-utterance speaker embeddings from a data list into a Kaldi ark/scp pair.
+"""Speaker embeddings of whole utterances (or one random chunk of each) into a Kaldi ark/scp pair.
 
 Data flows: data list -> :class:`~wespeaker_py.dataset.Dataset` (whole
 utterances, read by DataLoader workers) -> front-end on the device, one
@@ -9,6 +9,9 @@ Nothing is given a wrong embedding: an utterance shorter than the model's
 minimum input (found once at start-up by
 :func:`~wespeaker_py.inference.batching.min_valid_frames`) or whose embedding
 is not finite is reported and skipped, as the dataset does for unreadable files.
+With ``chunk_frames`` each utterance is first cut to one random chunk of that
+many frames (:mod:`~wespeaker_py.inference.chunking`), as WeSpeaker extracts
+its back-end set.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from tqdm import tqdm
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.lists import read_raw_list
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
+from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.writer import EmbeddingWriter, open_embedding_writer
 from wespeaker_py.utils.logging_utils import get_logger
@@ -96,11 +100,13 @@ def _embed_batch(embedder: SpeakerEmbedder, keys, feats: torch.Tensor,
 def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, Any]],
                      writer: EmbeddingWriter, batch_size: int, device: torch.device,
                      min_frames: int, max_buffer_bytes: int = DEFAULT_BUFFER_MB << 20,
-                     seen_keys: Optional[Set[str]] = None) -> ExtractionSummary:
+                     seen_keys: Optional[Set[str]] = None,
+                     chunker: Optional[RandomChunker] = None) -> ExtractionSummary:
     """Embed ``{"key", "wav"}`` samples into ``writer``; batches never mix frame counts.
 
     ``seen_keys``, when given, collects every key that arrived (embedded or
     skipped), so that the caller can tell which list entries never arrived.
+    ``chunker``, when given, cuts each waveform to its chunk first.
     """
     summary = ExtractionSummary()
     buckets = LengthBuckets(batch_size, max_buffer_bytes)
@@ -108,7 +114,8 @@ def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, A
         key = sample["key"]
         if seen_keys is not None:
             seen_keys.add(key)
-        wav = sample["wav"].to(device, non_blocking=True)
+        wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
+        wav = wav.to(device, non_blocking=True)
         feats = embedder.features(wav.unsqueeze(0))[0]
         if feats.shape[0] < min_frames:
             logger.warning("skipping %s (%s): %d frames, the model needs at least %d",
@@ -120,6 +127,16 @@ def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, A
     for keys, batch in buckets.drain():
         _embed_batch(embedder, keys, batch, writer, summary)
     return summary
+
+
+@torch.inference_mode()
+def _check_chunk_fits(embedder: SpeakerEmbedder, chunker: RandomChunker, min_frames: int,
+                      device: torch.device) -> None:
+    """Refuse a chunk too short for the model now, rather than skip every utterance."""
+    frames = embedder.features(torch.zeros(1, chunker.chunk_len, device=device)).shape[1]
+    if frames < min_frames:
+        raise ValueError(f"a chunk of {chunker.chunk_len} samples gives {frames} frames, "
+                         f"fewer than the {min_frames} the model needs: raise num_frms")
 
 
 def _check_not_distributed() -> None:
@@ -135,7 +152,8 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
                        data_list: str, embed_ark: str, batch_size: int = 1,
                        num_workers: int = 1, device: Optional[str] = None,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
-                       progress_desc: str = "extracting") -> ExtractionSummary:
+                       progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
+                       chunk_seed: int = 42) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -143,16 +161,26 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
     checkpoint). The output appears atomically when everything is done. For a
     raw list, entries that the input pipeline dropped (unreadable, shorter
     than a frame) are counted too; for shard lists the pipeline's warnings
-    list them.
+    list them. With ``chunk_frames`` every utterance is embedded from one random
+    chunk of that many frames, drawn from ``chunk_seed`` and its key.
     """
     _check_not_distributed()
     # the list and dataset_args are checked before the (possibly large) model loads
     dataset = Dataset(data_type, data_list, config["dataset_args"], whole_utt=True)
+    chunker = None
+    if chunk_frames is not None:
+        settings = dataset.config
+        chunker = RandomChunker(chunk_samples(chunk_frames, settings.resample_rate,
+                                              settings.frame_length_ms,
+                                              settings.frame_shift_ms), chunk_seed)
     target = resolve_device(device)
     embedder = load_embedder(config, model_path).to(target)
     min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
                 "least %d frames", config["model"], target, batch_size, min_frames)
+    if chunker is not None:
+        _check_chunk_fits(embedder, chunker, min_frames, target)
+        logger.info("%s", chunker.describe())
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None)
@@ -163,7 +191,7 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
         progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
                         position=progress_position, dynamic_ncols=True)
         summary = embed_utterances(embedder, progress, writer, batch_size, target,
-                                   min_frames, buffer_mb << 20, seen)
+                                   min_frames, buffer_mb << 20, seen, chunker)
         progress.close()
     if expected is not None and len(seen) < expected:
         summary.skipped[NOT_DELIVERED] += expected - len(seen)

@@ -77,12 +77,15 @@ def extract_embeddings_parallel(config: Mapping[str, Any], model_path: str, data
                                 data_list: str, embed_ark: str, num_jobs: int,
                                 gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
                                 num_workers: int = 1,
-                                buffer_mb: int = DEFAULT_BUFFER_MB) -> ExtractionSummary:
+                                buffer_mb: int = DEFAULT_BUFFER_MB,
+                                chunk_frames: Optional[int] = None,
+                                chunk_seed: int = 42) -> ExtractionSummary:
     """Run :func:`extract_embeddings` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
     none: CPU, with the cores shared among the jobs). A failed job fails the
-    whole run and leaves no output.
+    whole run and leaves no output. A chunk depends only on ``chunk_seed`` and the
+    utterance, so the jobs give the chunks one job would.
     """
     out_dir = os.path.dirname(os.path.abspath(embed_ark))
     os.makedirs(out_dir, exist_ok=True)
@@ -99,7 +102,8 @@ def extract_embeddings_parallel(config: Mapping[str, Any], model_path: str, data
                 kwargs = dict(config=config, model_path=model_path, data_type=data_type,
                               data_list=part, embed_ark=part[:-len(".list")] + ".ark",
                               batch_size=batch_size, num_workers=num_workers,
-                              buffer_mb=buffer_mb)
+                              buffer_mb=buffer_mb, chunk_frames=chunk_frames,
+                              chunk_seed=chunk_seed)
                 futures.append(pool.submit(_run_job, job, device, threads,
                                            logger.getEffectiveLevel(), kwargs))
             for job, future in enumerate(futures):
