@@ -20,7 +20,7 @@ from wespeaker_py.inference.model_loading import (SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.writer import (merge_embedding_arks, open_embedding_writer,
                                            scp_path_for)
 
-__all__ = ["ExtractionSummary", "LengthBuckets", "SpeakerEmbedder", "embed_utterances",
-           "extract_embeddings", "extract_embeddings_parallel", "load_embedder",
-           "load_speaker_model", "merge_embedding_arks", "min_valid_frames",
-           "open_embedding_writer", "RandomChunker", "read_model_config", "scp_path_for", "split_data_list"]
+__all__ = ["ExtractionSummary", "LengthBuckets", "RandomChunker", "SpeakerEmbedder",
+           "embed_utterances", "extract_embeddings", "extract_embeddings_parallel",
+           "load_embedder", "load_speaker_model", "merge_embedding_arks", "min_valid_frames",
+           "open_embedding_writer", "read_model_config", "scp_path_for", "split_data_list"]
