@@ -57,6 +57,3 @@ class RandomChunker:
             return wav[start:start + self.chunk_len]
         repeats = self.chunk_len // length + 1
         return wav.repeat(repeats)[:self.chunk_len]
-
-    def describe(self) -> str:
-        return f"one random chunk of {self.chunk_len} samples per utterance (seed {self.seed})"

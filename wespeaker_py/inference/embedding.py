@@ -180,7 +180,8 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
                 "least %d frames", config["model"], target, batch_size, min_frames)
     if chunker is not None:
         _check_chunk_fits(embedder, chunker, min_frames, target)
-        logger.info("%s", chunker.describe())
+        logger.info("embedding one random chunk of %d frames (%d samples) per utterance, "
+                    "seed %d", chunk_frames, chunker.chunk_len, chunk_seed)
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None)

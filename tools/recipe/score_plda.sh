@@ -2,7 +2,7 @@
 # PLDA back-end: a two-covariance PLDA trained on the training-set embeddings,
 # log-likelihood-ratio scoring of the trial lists, then EER/minDCF and DET curves.
 #
-#   local/score_plda.sh --stage 1 --stop-stage 3 --exp_dir exp/X
+#   tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir exp/X
 #
 # Output: ${exp_dir}/plda and ${exp_dir}/scores/<trials>.pldascore.
 
