@@ -526,3 +526,39 @@ def test_scoring_without_matplotlib_skips_only_the_det_curves(mini_run, tmp_path
                         env={"PYTHONPATH": str(tmp_path / "no_plot")})
     assert "no DET curves: matplotlib is not installed" in result.stdout
     assert "EER" in result.stdout
+
+
+def test_mini_seed_summary_gives_each_run_and_the_mean_and_spread(tmp_path):
+    from wespeaker_py.scoring.report import measure
+
+    data = tmp_path / "data"
+    make_kaldi_dir(str(data / "test"), ["anna", "bert", "cleo"], 2, 16000,
+                   trial_speakers=["anna", "bert", "cleo"])
+    with open(data / "test" / "wav.scp") as handle:
+        absolute = [f"{key} {data / 'test' / path}\n" for key, path in
+                    (line.split() for line in handle)]
+    (data / "test" / "wav.scp").write_text("".join(absolute))
+    os.rename(data / "test" / "trials", tmp_path / "trials")  # where the recipe puts it
+    os.makedirs(data / "test" / "trials")
+    os.rename(tmp_path / "trials", data / "test" / "trials" / "trials")
+    runs = []
+    for seed, shift in (("1", 1.0), ("2", 2.0)):
+        exp = tmp_path / f"exp_seed{seed}"
+        os.makedirs(exp / "scores")
+        (exp / "config.yaml").write_text("model: XVEC\nmodel_args:\n  feat_dim: 80\n"
+                                         "  embed_dim: 64\n")
+        _write_scores(exp / "scores" / "trials.score", shift, int(seed))
+        _write_scores(exp / "scores" / "trials.pldascore", shift + 1, int(seed) + 10)
+        runs.append(f"{seed}\t{exp}\t{200 + int(seed)}\t1.50\t2.00\n")
+    (tmp_path / "runs.tsv").write_text("".join(runs))
+    output = tmp_path / "results_mini.md"
+    subprocess.run(["python", os.path.join(REPO, "bench", "summarise_mini_seeds.py"), "--runs",
+                    str(tmp_path / "runs.tsv"), "--data", str(data), "--command", "CMD",
+                    "--output", str(output)], check=True, capture_output=True, text=True)
+    text = output.read_text()
+    eers = [measure(str(tmp_path / f"exp_seed{s}" / "scores" / "trials.score")).eer_percent
+            for s in "12"]
+    mean, std = np.mean(eers), np.std(eers, ddof=1)
+    assert f"| cosine | {mean:.3f} ± {std:.3f} ({min(eers):.3f}-{max(eers):.3f}) |" in text
+    assert "| PLDA |" in text and "flock -x /tmp/wsp_cpu.lock CMD" in text
+    assert f"| 1 | {eers[0]:.3f} / " in text and "3 min 21 s | 1.50 / 2.00 |" in text
