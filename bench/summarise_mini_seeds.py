@@ -141,7 +141,9 @@ def render(runs: List[Run], command: str, data: str) -> str:
     lines += ["", "The untrained baseline is what tests/test_recipes.py computes",
               "(`recipe_helpers.fbank_stats_baseline`): per-utterance mean and standard",
               "deviation of the 80-dim fbank frames, minus the mean vector of the test",
-              "utterances, cosine scored on the same trials.", ""]
+              "utterances, cosine scored on the same trials.", "",
+              "Earlier hand-written records (the CI setting, other corpora, the choice of",
+              "ECAPA-TDNN) are in [results_mini_notes.md](results_mini_notes.md).", ""]
     return "\n".join(lines)
 
 
