@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 from wespeaker_py.train import builder  # noqa: E402
 from wespeaker_py.train.distributed import DistContext  # noqa: E402
 from wespeaker_py.train.trainer import Trainer  # noqa: E402
-from wespeaker_py.utils.config import load_config  # noqa: E402
+from wespeaker_py.config import load_config  # noqa: E402
 
 VOX2_DEV_SPEAKERS = 5994
 CHUNK_SAMPLES = 32240  # 200 frames of 25 ms every 10 ms at 16 kHz

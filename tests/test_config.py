@@ -1,16 +1,71 @@
-"""Config loading, dotted overrides, validation errors and saving."""
+"""The typed config: loading, dotted overrides, one-line errors naming the key, saving."""
+import glob
 import os
 import stat
 
 import pytest
 import yaml
 
-from wespeaker_py.utils.config import (ConfigError, apply_override, load_config,
-                                       parse_override_args, read_yaml, require_keys,
-                                       save_config, validate_config)
+from wespeaker_py.config import (ConfigError, DatasetArgs, ModelConfig, TrainConfig,
+                                 apply_override, as_dataset_args, as_train_config,
+                                 load_config, load_model_config, parse_override_args,
+                                 read_yaml, require_keys, save_config)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESNET34 = os.path.join(REPO_ROOT, "conf", "resnet34.yaml")
+WAVLM = os.path.join(REPO_ROOT, "conf", "ecapa_tdnn_WavLM_frozen.yaml")
+SHIPPED = sorted(glob.glob(os.path.join(REPO_ROOT, "conf", "*.yaml"))
+                 + glob.glob(os.path.join(REPO_ROOT, "examples", "*", "conf", "*.yaml"))
+                 + glob.glob(os.path.join(REPO_ROOT, "examples", "*", "*", "conf", "*.yaml")))
+
+
+def write(tmp_path, config, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_every_shipped_config_loads_and_reloads_equal_after_saving(tmp_path):
+    assert len(SHIPPED) >= 60  # conf/ and every example's conf/
+    for path in SHIPPED:
+        config = load_config(path)
+        saved = str(tmp_path / "saved.yaml")
+        save_config(config, saved)
+        assert load_config(saved) == config, path
+
+
+def test_loading_types_the_blocks_and_fills_defaults():
+    config = load_config(RESNET34)
+    assert isinstance(config, TrainConfig) and isinstance(config.dataset_args, DatasetArgs)
+    assert config.dataset_args.fbank_args.frame_shift == 10.0  # int in the file, float here
+    assert isinstance(config.dataset_args.fbank_args.frame_shift, float)
+    assert config.nonfinite_loss == "raise" and config.grad_clip is None
+    assert config.dataset_args.speed_perturb_mode == "random"
+    assert config.dataset_args.frame_shift_ms == 10.0
+    assert config.dataset_args.s3prl_args is None  # the unused front-end's block stays out
+    # blocks also read like the mappings they come from
+    assert config["dataloader_args"]["batch_size"] == config.dataloader_args.batch_size
+    assert config.get("seed") == 42 and "seed" in config and "sede" not in config
+
+
+def test_s3prl_frame_shift_defaults_to_wavlm_frames():
+    # WavLM gives one frame per 320 samples: 20 ms at 16 kHz
+    args = as_dataset_args({"frontend": "s3prl", "s3prl_args": {
+        "upstream_args": {"name": "wavlm_large"}}})
+    assert (args.frame_shift_ms, args.frame_length_ms) == (20.0, 25.0)
+    assert args.fbank_args is None
+    assert load_config(WAVLM).dataset_args.frame_shift_ms == 20.0
+    with pytest.raises(ConfigError, match="'dataset_args.s3prl_args' is required when"):
+        as_dataset_args({"frontend": "s3prl"})
+
+
+def test_unused_wespeaker_frontend_blocks_stay_accepted(tmp_path):
+    config = read_yaml(RESNET34)
+    config["dataset_args"]["whisper_encoder_args"] = {"n_mels": 128, "anything": [1, 2]}
+    loaded = load_config(write(tmp_path, config))
+    assert loaded.dataset_args.whisper_encoder_args == {"n_mels": 128, "anything": [1, 2]}
+    save_config(loaded, str(tmp_path / "saved.yaml"))
+    assert load_config(str(tmp_path / "saved.yaml")) == loaded
 
 
 def test_parse_override_args_accepts_both_forms():
@@ -35,19 +90,24 @@ def test_overrides_are_typed_by_yaml_and_schema():
                                     ("dataset_args.aug_prob", "0.3"),
                                     ("dataset_args.speed_perturb", "False"),
                                     ("exp_dir", "2024"),
+                                    ("train_data", "007"),
                                     ("gpus", "[0,1,2]"),
                                     ("model_init", "null"),
+                                    ("scheduler_args.warm_up_epoch", "2"),
                                     ("dataset_args.spec_aug_args.max_t", "20")])
-    assert config["model_args"]["embed_dim"] == 192
-    assert config["dataset_args"]["aug_prob"] == 0.3
-    assert config["dataset_args"]["speed_perturb"] is False
-    assert config["exp_dir"] == "2024"  # the schema wants a string: kept as typed
-    assert config["gpus"] == [0, 1, 2]
-    assert config["model_init"] is None
-    assert config["dataset_args"]["spec_aug_args"]["max_t"] == 20
+    assert config.model_args["embed_dim"] == 192
+    assert config.dataset_args.aug_prob == 0.3
+    assert config.dataset_args.speed_perturb is False
+    assert config.exp_dir == "2024"  # the schema wants a string: kept as typed
+    assert config.train_data == "007"
+    assert config.gpus == [0, 1, 2]
+    assert config.model_init is None
+    assert config.scheduler_args.warm_up_epoch == 2.0
+    assert isinstance(config.scheduler_args.warm_up_epoch, float)
+    assert config.dataset_args.spec_aug_args.max_t == 20
     # untouched values survive
-    assert config["dataset_args"]["num_frms"] == 200
-    assert config["optimizer_args"]["nesterov"] is True
+    assert config.dataset_args.num_frms == 200
+    assert config.optimizer_args["nesterov"] is True
 
 
 def test_override_creates_missing_sections_and_open_dict_keys():
@@ -70,33 +130,81 @@ def test_override_creates_missing_sections_and_open_dict_keys():
     ("model_args.embed_dim", "big",
      "config key 'model_args.embed_dim' holds int 256; the override gives str 'big'"),
     ("dataset_args", "3", "config key 'dataset_args' must be dict"),
+    ("dataset_args.fbank_args.num_mel_bins", "null",
+     "config key 'dataset_args.fbank_args.num_mel_bins' must be int, got null"),
+    ("projection_args.scale", "big", "config key 'projection_args.scale' holds float"),
+    ("optimizer_args.nesterov", "1", "config key 'optimizer_args.nesterov' holds bool"),
 ])
 def test_bad_overrides_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(RESNET34, [(key, value)])
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("num_epochs", "0", "'num_epochs' must be >= 1, got 0"),
+    ("num_epochs", "-1", "'num_epochs' must be >= 1, got -1"),
+    ("dataloader_args.batch_size", "0", "'dataloader_args.batch_size' must be >= 1"),
+    ("dataloader_args.num_workers", "-1", "'dataloader_args.num_workers' must be >= 0"),
+    ("dataloader_args.prefetch_factor", "0", "'dataloader_args.prefetch_factor' must be >= 1"),
+    ("dataset_args.aug_prob", "1.5", r"'dataset_args.aug_prob' must be <= 1, got 1.5"),
+    ("dataset_args.aug_prob", "-0.1", "'dataset_args.aug_prob' must be >= 0"),
+    ("dataset_args.num_frms", "0", "'dataset_args.num_frms' must be >= 1"),
+    ("dataset_args.resample_rate", "0", "'dataset_args.resample_rate' must be >= 1"),
+    ("dataset_args.shuffle_args.shuffle_size", "0",
+     "'dataset_args.shuffle_args.shuffle_size' must be >= 1"),
+    ("dataset_args.filter_args.max_num_frames", "50",
+     r"'dataset_args.filter_args.max_num_frames' must be >= min_num_frames \(100\), got 50"),
+    ("dataset_args.fbank_args.frame_shift", "0",
+     "'dataset_args.fbank_args.frame_shift' must be > 0"),
+    ("dataset_args.spec_aug_args.prob", "2", "'dataset_args.spec_aug_args.prob' must be <= 1"),
+    ("scheduler_args.initial_lr", "0", "'scheduler_args.initial_lr' must be > 0, got 0.0"),
+    ("scheduler_args.final_lr", "-0.00001", "'scheduler_args.final_lr' must be > 0"),
+    ("scheduler_args.warm_up_epoch", "-1", "'scheduler_args.warm_up_epoch' must be >= 0"),
+    ("optimizer_args.lr", "0.0", "'optimizer_args.lr' must be > 0"),
+    ("optimizer_args.weight_decay", "-0.1", "'optimizer_args.weight_decay' must be >= 0"),
+    ("projection_args.scale", "0.0", "'projection_args.scale' must be > 0"),
+    ("log_batch_interval", "0", "'log_batch_interval' must be >= 1"),
+    ("save_epoch_interval", "0", "'save_epoch_interval' must be >= 1"),
+    ("num_avg", "0", "'num_avg' must be >= 1"),
+    ("seed", "-3", "'seed' must be >= 0"),
+    ("grad_clip", "-1", "'grad_clip' must be >= 0"),
+    ("margin_update.fix_start_epoch", "10",
+     r"'margin_update.fix_start_epoch' must be >= increase_start_epoch \(20\)"),
+])
+def test_out_of_range_values_are_one_line_errors_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(RESNET34, [(key, value)])
+    assert "\n" not in str(err.value)
+
+
 def test_unknown_and_mistyped_keys_in_the_file_name_the_key(tmp_path):
     config = read_yaml(RESNET34)
     config["dataset_args"]["shuffle_args"]["shuffle_sise"] = 10
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="'dataset_args.shuffle_args.shuffle_sise'"):
-        load_config(str(path))
+        load_config(write(tmp_path, config))
     config = read_yaml(RESNET34)
     config["scheduler_args"]["final_lr"] = "5e-05"  # YAML 1.1 reads this as a string
-    path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="'scheduler_args.final_lr' must be float, got str"):
-        load_config(str(path))
+        load_config(write(tmp_path, config))
+    config = read_yaml(RESNET34)
+    config["projection_args"]["project_type"] = 3
+    with pytest.raises(ConfigError, match="'projection_args.project_type' must be str"):
+        load_config(write(tmp_path, config))
 
 
 def test_missing_required_key_is_named(tmp_path):
     config = read_yaml(RESNET34)
     del config["model"]
-    path = tmp_path / "no_model.yaml"
-    path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="config key 'model' is required"):
-        load_config(str(path))
+        load_config(write(tmp_path, config))
+    config = read_yaml(RESNET34)
+    del config["scheduler_args"]["initial_lr"]
+    with pytest.raises(ConfigError, match="config key 'scheduler_args.initial_lr' is required"):
+        load_config(write(tmp_path, config))
+    config = read_yaml(RESNET34)
+    del config["dataloader_args"]["batch_size"]
+    with pytest.raises(ConfigError, match="config key 'dataloader_args.batch_size' is required"):
+        load_config(write(tmp_path, config))
 
 
 def test_require_keys_names_the_command_line_flag():
@@ -118,19 +226,44 @@ def test_yaml_errors_name_file_and_line(tmp_path):
         read_yaml(str(tmp_path / "absent.yaml"))
 
 
-def test_defaults_are_filled_and_saved_config_reloads_identically(tmp_path):
-    config = load_config(RESNET34, [("num_epochs", "3")])
-    assert config["nonfinite_loss"] == "raise" and config["grad_clip"] is None
+def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
+    source = read_yaml(RESNET34)
+    del source["nonfinite_loss"], source["dataset_args"]["spec_aug_args"]
+    config = load_config(write(tmp_path, source, "short.yaml"), [("num_epochs", "3")])
     saved = tmp_path / "exp" / "config.yaml"
     save_config(config, str(saved))
+    written = read_yaml(str(saved))
+    assert written["nonfinite_loss"] == "raise" and written["grad_clip"] is None
+    assert written["dataset_args"]["spec_aug_args"] == {
+        "num_t_mask": 1, "num_f_mask": 1, "max_t": 10, "max_f": 8, "prob": 0.6}
+    assert written["num_epochs"] == 3
+    assert list(written)[:3] == ["model", "model_args", "dataset_args"]
+    assert "s3prl_args" not in written["dataset_args"]
     assert load_config(str(saved)) == config
-    # the keys keep the file's order (exp_dir first, as in the source YAML)
-    assert next(iter(read_yaml(str(saved)))) == "exp_dir"
     # nothing half-written is left beside it
     assert os.listdir(saved.parent) == ["config.yaml"]
     assert stat.S_ISREG(os.stat(saved).st_mode)
 
 
-def test_validate_config_accepts_every_shipped_config():
-    for name in sorted(os.listdir(os.path.join(REPO_ROOT, "conf"))):
-        validate_config(load_config(os.path.join(REPO_ROOT, "conf", name)))
+def test_as_train_config_rechecks_an_edited_config():
+    config = load_config(RESNET34)
+    config.dataloader_args.batch_size = 0
+    with pytest.raises(ConfigError, match="'dataloader_args.batch_size' must be >= 1"):
+        as_train_config(config)
+    assert as_train_config(read_yaml(RESNET34)) == load_config(RESNET34)
+
+
+def test_model_config_reads_only_what_inference_needs(tmp_path):
+    source = {"model": "ECAPA_TDNN_GLOB_c512", "model_args": {"feat_dim": 80, "embed_dim": 192},
+              "dataset_args": {"resample_rate": 8000}, "some_training_key": 1}
+    model_config = load_model_config(write(tmp_path, source))
+    assert isinstance(model_config, ModelConfig) and model_config.model_args["embed_dim"] == 192
+    assert model_config.dataset_args.resample_rate == 8000
+    assert model_config.dataset_args.fbank_args.num_mel_bins == 80
+    source["dataset_args"]["fbank_args"] = {"num_mel_bin": 40}
+    with pytest.raises(ConfigError,
+                       match="unknown config key 'dataset_args.fbank_args.num_mel_bin'"):
+        load_model_config(write(tmp_path, source))
+    del source["model_args"]
+    with pytest.raises(ConfigError, match="config key 'model_args' is required"):
+        load_model_config(write(tmp_path, source))

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_helpers import RATE, make_lists, training_args
-from wespeaker_py.dataset import (Dataset, DatasetConfigError, collate_train,
-                                  spk2id_from_utt2spk)
+from wespeaker_py.config import ConfigError
+from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
 from wespeaker_py.dataset.partition import WorkerPlace, epoch_order, my_items, my_quota
 from wespeaker_py.frontend.framing import samples_for_frames
 
@@ -169,13 +169,13 @@ def test_speed_perturb_shifts_labels_by_num_spks(lists, spk2id, single_process):
 
 
 def test_config_errors_name_the_key(lists, spk2id):
-    with pytest.raises(DatasetConfigError, match=r"dataset_args\.num_frm: unknown key"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'dataset_args\.num_frm'"):
         Dataset("raw", lists["raw"], training_args(num_frm=200), spk2id)
-    with pytest.raises(DatasetConfigError, match=r"dataset_args\.filter_args\.min_frames"):
+    with pytest.raises(ConfigError, match=r"dataset_args\.filter_args\.min_frames"):
         Dataset("raw", lists["raw"], training_args(filter_args={"min_frames": 1}), spk2id)
-    with pytest.raises(DatasetConfigError, match=r"dataset_args\.num_frms: expected int"):
+    with pytest.raises(ConfigError, match=r"config key 'dataset_args\.num_frms' must be int"):
         Dataset("raw", lists["raw"], training_args(num_frms="200"), spk2id)
-    with pytest.raises(DatasetConfigError, match=r"dataset_args\.speed_perturb_mode"):
+    with pytest.raises(ConfigError, match=r"dataset_args\.speed_perturb_mode"):
         Dataset("raw", lists["raw"], training_args(speed_perturb_mode="slow"), spk2id)
     with pytest.raises(ValueError, match="spk2id"):
         Dataset("raw", lists["raw"], training_args(), None)

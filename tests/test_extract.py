@@ -18,7 +18,8 @@ from wespeaker_py.inference import (LengthBuckets, SpeakerEmbedder, embed_uttera
                                     load_embedder, load_speaker_model, merge_embedding_arks,
                                     min_valid_frames, open_embedding_writer, read_model_config,
                                     split_data_list)
-from wespeaker_py.inference.embedding import NON_FINITE, NOT_DELIVERED, TOO_SHORT
+from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.inference.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.models import get_model
 from wespeaker_py.scoring.embeddings import load_embeddings
 from wespeaker_py.train.checkpoint import CheckpointMismatchError
@@ -65,7 +66,7 @@ def corpus(tmp_path_factory):
 
 def reference_embeddings(experiment, wavs):
     """Each utterance alone, through the front-end and the network built in the fixture."""
-    frontend = FbankFeatures.from_dataset_args(experiment["config"]["dataset_args"]).eval()
+    frontend = FbankFeatures.from_dataset_args(experiment["config"].dataset_args).eval()
     with torch.no_grad():
         return {key: experiment["network"](frontend(read_int16_scale(path)[None]))[0].numpy()
                 for key, path in wavs.items()}
@@ -102,8 +103,10 @@ def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp
                                  device="cpu")
     assert not any(key.startswith("bad") for key in read_ark(ark))
     # too short for the model: skipped by the extractor; missing, corrupt and
-    # shorter than one window: dropped (and logged) by the input pipeline
-    assert summary.skipped == {TOO_SHORT: 1, NOT_DELIVERED: 3}
+    # shorter than one window: dropped (and logged) by the input pipeline, whose
+    # workers report why
+    assert summary.skipped == {TOO_SHORT: 1, reasons.MISSING: 1, reasons.NOT_AUDIO: 1,
+                               reasons.TOO_SHORT: 1}
     assert summary.num_skipped == 4
 
 
@@ -217,7 +220,7 @@ def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
     assert sorted(os.listdir(os.path.dirname(split_ark))) == ["xvector.ark", "xvector.scp"]
 
 
-def test_a_failing_job_fails_the_run_naming_the_cause_and_leaves_no_output(experiment,
+def test_a_failing_job_fails_the_run_naming_the_cause_and_writes_no_output(experiment,
                                                                             tmp_path):
     data_list = tmp_path / "broken.list"
     data_list.write_text('{"key": "b", "wav"\n')  # one line: one job process
@@ -226,7 +229,8 @@ def test_a_failing_job_fails_the_run_naming_the_cause_and_leaves_no_output(exper
         extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
                                     str(data_list), str(ark), num_jobs=2, gpus=[],
                                     num_workers=0)
-    assert os.listdir(tmp_path / "out") == []
+    # only the hidden work folder, kept for the next run of the same command
+    assert os.listdir(tmp_path / "out") == [".extract_jobs.xvector.ark"]
 
 
 def test_split_data_list_makes_contiguous_near_equal_parts(tmp_path):

@@ -110,7 +110,7 @@ def test_chunk_mode_is_reproducible_differs_from_whole_utterances_and_embeds_the
     assert all(np.abs(first[key] - other[key]).max() > 1e-2 for key in longer)
 
     # each embedding is the model's embedding of that utterance's chunk
-    frontend = FbankFeatures.from_dataset_args(setup["config"]["dataset_args"]).eval()
+    frontend = FbankFeatures.from_dataset_args(setup["config"].dataset_args).eval()
     chunker = RandomChunker(CHUNK_200, seed=3)
     with torch.no_grad():
         for key, path in setup["wavs"].items():

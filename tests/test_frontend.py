@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from wespeaker_py.config import SpecAugArgs
 from wespeaker_py.frontend import (FbankFeatures, apply_cmn, fbank, num_frames,
                                    samples_for_frames, spec_augment)
 
@@ -266,7 +267,7 @@ def test_fbank_features_train_and_eval():
     torch.manual_seed(0)
     waves = torch.stack([noise(samples_for_frames(100, 16000), seed=s) for s in range(8)])
     module = FbankFeatures(dither=1.0, spec_aug=True,
-                           spec_aug_args={"num_t_mask": 2, "max_t": 20, "prob": 1.0})
+                           spec_aug_args=SpecAugArgs(num_t_mask=2, max_t=20, prob=1.0))
     assert module.output_dim == 80
     assert list(module.state_dict()) == [] and list(module.parameters()) == []
 

@@ -13,6 +13,7 @@ import soundfile
 from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_plda, score,
                               score_calibration, score_norm, train_plda)
 from wespeaker_py.scoring.embeddings import load_embeddings, write_embeddings
+from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.file_utils import DataFormatError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,10 +206,18 @@ def test_bad_inputs_fail_with_file_and_line(world):
     with open(bad_trials, "w") as f:
         f.write("\n".join(lines[:4] + ["id199/vid/00001.wav " + lines[0].split()[1] + " target"])
                 + "\n")
-    with pytest.raises(DataFormatError, match=r"bad\.kaldi:5: enroll key 'id199/vid/00001.wav'"):
+    # a trial naming an utterance without an embedding: by default nothing is written
+    with pytest.raises(MissingEmbeddingsError, match=r"bad\.kaldi: 4 of 5 trials scored; 1 "
+                                                     r"skipped .*id199/vid/00001.wav \(line 5\)"):
         score.main(["--exp_dir", f"{root}/exp", "--eval_scp_path", f"{emb}/vox1/xvector.scp",
                     "--cal_mean", "False", bad_trials])
     assert not os.path.exists(f"{root}/exp/scores/bad.kaldi.score")
+    # a bad line is an error naming file and line
+    with open(bad_trials, "a") as f:
+        f.write("a b maybe\n")
+    with pytest.raises(DataFormatError, match=r"bad\.kaldi:6: expected 'enroll test"):
+        score.main(["--exp_dir", f"{root}/exp", "--eval_scp_path", f"{emb}/vox1/xvector.scp",
+                    "--cal_mean", "False", "--max_missing_fraction", "0.5", bad_trials])
 
 
 def test_wav2dur_tool(tmp_path, capsys):

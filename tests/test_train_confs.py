@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wespeaker_py.train import builder
-from wespeaker_py.utils.config import load_config, read_yaml
+from wespeaker_py.config import load_config, read_yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = os.path.join(REPO_ROOT, "conf")
@@ -84,8 +84,10 @@ def test_lm_config_matches_its_base(name):
     assert lm["scheduler_args"] == {"initial_lr": 1e-4, "final_lr": 2.5e-5,
                                     "warm_up_epoch": 1, "warm_from_zero": True}
     # the LM run must see the same head size as the run it starts from
-    assert builder.num_classes(lm, 10) == builder.num_classes(base, 10)
-    assert builder.effective_dataset_args(lm)["speed_perturb"] is False
+    lm_config = load_config(os.path.join(CONF_DIR, name + "_lm.yaml"))
+    base_config = load_config(os.path.join(CONF_DIR, name + ".yaml"))
+    assert builder.num_classes(lm_config, 10) == builder.num_classes(base_config, 10)
+    assert builder.effective_dataset_args(lm_config).speed_perturb is False
 
 
 @pytest.fixture(scope="module")

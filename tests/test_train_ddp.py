@@ -11,7 +11,7 @@ import torch
 from train_helpers import RATE, make_speaker_corpus, tiny_config, write_config
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import parameter_digest
-from wespeaker_py.utils.config import load_config
+from wespeaker_py.config import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.checkpoint import CheckpointMismatchError
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.trainer import NonFiniteLossError, Trainer, run_training
-from wespeaker_py.utils.config import ConfigError, validate_config
+from wespeaker_py.config import ConfigError, as_train_config
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def _load(path):
 
 
 def test_tiny_config_is_valid(corpus, tmp_path):
-    validate_config(tiny_config(str(tmp_path), corpus))
+    as_train_config(tiny_config(str(tmp_path), corpus))
 
 
 def test_loss_falls_and_accuracy_rises(corpus, tmp_path):
@@ -127,7 +127,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
             assert torch.allclose(tuned[key], value, atol=1e-6), key
     saved = yaml.safe_load(open(os.path.join(lm_dir, "config.yaml")))
     assert saved["do_lm"] is True and saved["dataset_args"]["speed_perturb"] is True
-    assert builder.effective_dataset_args(saved)["speed_perturb"] is False
+    assert builder.effective_dataset_args(as_train_config(saved)).speed_perturb is False
 
     # model_init into a model without speed classes: the first rows of the head load
     plain_dir = str(tmp_path / "plain")
@@ -149,6 +149,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
 def _trainer(config, tmp_path):
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     torch.manual_seed(0)
+    config = as_train_config(config)
     model = builder.build_model(config, num_speakers=4)
     optimizer = builder.build_optimizer(config, model.parameters())
     return Trainer(config, ctx, model, builder.build_frontend(config), optimizer,

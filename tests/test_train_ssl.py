@@ -20,7 +20,6 @@ from train_helpers import make_speaker_corpus, tiny_config, write_config  # noqa
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.bin import average_model as average_cli  # noqa: E402
 from wespeaker_py.bin import train as train_cli  # noqa: E402
-from wespeaker_py.dataset.config import PipelineConfig  # noqa: E402
 from wespeaker_py.frontend.ssl import (SSLFrontend, frontend_param_groups,  # noqa: E402
                                        load_wavlm, with_pretrained_frontend_weights)
 from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm  # noqa: E402
@@ -30,7 +29,7 @@ from wespeaker_py.train.checkpoint import parameter_digest  # noqa: E402
 from wespeaker_py.train.distributed import DistContext  # noqa: E402
 from wespeaker_py.train.schedulers import ExponentialDecrease  # noqa: E402
 from wespeaker_py.train.trainer import Trainer, run_training  # noqa: E402
-from wespeaker_py.utils.config import ConfigError, load_config  # noqa: E402
+from wespeaker_py.config import ConfigError, as_train_config, load_config  # noqa: E402
 
 UPSTREAM = "frontend.upstream."
 NUM_SPEAKERS = 4
@@ -91,7 +90,7 @@ def test_an_s3prl_config_passes_the_trainer_and_the_pipeline(corpus, wavlm_dir, 
                                 ("dataset_args.s3prl_args.frozen", "false")])
     assert config["dataset_args"]["s3prl_args"]["lr_scale"] == 0.1
     assert config["dataset_args"]["s3prl_args"]["frozen"] is False
-    pipeline = PipelineConfig.from_dataset_args(builder.effective_dataset_args(config))
+    pipeline = builder.effective_dataset_args(config)
     assert (pipeline.frontend, pipeline.frame_shift_ms, pipeline.frame_length_ms) == (
         "s3prl", 20.0, 20.0)
     frontend = builder.build_frontend(config)
@@ -136,14 +135,14 @@ def test_front_end_errors_are_config_errors(corpus, wavlm_dir, tmp_path):
     wrong_dim["model_args"]["feat_dim"] = 24
     with pytest.raises(ConfigError, match=r"'model_args.feat_dim' is 24 but the front-end "
                                           r"makes 32-dim features"):
-        builder.build_frontend(wrong_dim)
+        builder.build_frontend(as_train_config(wrong_dim))
     missing = str(tmp_path / "no_weights_here")
     with pytest.raises(ConfigError, match=f"WavLM weights not found at {missing}"):
-        builder.build_frontend(ssl_config("exp", corpus, missing, frozen=True))
+        builder.build_frontend(as_train_config(ssl_config("exp", corpus, missing, frozen=True)))
     fbank_minus_one = tiny_config("exp", corpus)
     fbank_minus_one["model_args"]["feat_dim"] = -1
     with pytest.raises(ConfigError, match="'model_args.feat_dim' is -1"):
-        builder.build_frontend(fbank_minus_one)
+        builder.build_frontend(as_train_config(fbank_minus_one))
 
 
 def test_the_scheduler_gives_each_group_its_lr_scale():
@@ -169,6 +168,7 @@ def _trainer(config, model_dir):
     """A one-process Trainer on the SSL model, built as run_training builds it."""
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     torch.manual_seed(0)
+    config = as_train_config(config)
     model = builder.build_model(config, NUM_SPEAKERS, builder.build_frontend(config))
     optimizer = builder.build_optimizer(config, frontend_param_groups(model))
     return Trainer(config, ctx, model, None, optimizer,
@@ -271,7 +271,8 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
     torch.testing.assert_close(averaged["frontend.layer_weights"],
                                (_load(os.path.join(models, "model_5.pt"))["model"]
                                 ["frontend.layer_weights"] + state["frontend.layer_weights"]) / 2)
-    embedder = load_embedder(saved, avg_path)  # extraction fills the WavLM weights in too
+    # extraction fills the WavLM weights in too
+    embedder = load_embedder(load_config(os.path.join(frozen_dir, "config.yaml")), avg_path)
     assert embedder.model.frame_1.conv_1d.in_channels == 32
 
     # step 2: joint fine-tuning from the averaged frozen model, as run_wavlm.sh stage 8 does

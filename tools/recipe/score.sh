@@ -12,6 +12,7 @@ trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 data=data
 train_set=vox2_dev  # its mean embedding is subtracted
 eval_set=vox1       # trials are read from ${data}/${eval_set}/trials
+max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
 
 stage=-1
 stop_stage=-1
@@ -43,6 +44,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --eval_scp_path "${eval_scp}" \
       --cal_mean True \
       --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
+      --max_missing_fraction "${max_missing_fraction}" \
       ${todo}
   fi
 fi

@@ -22,6 +22,7 @@ trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 data=data
 train_set=vox2_dev  # calibration trials, mean embedding
 eval_set=vox1
+max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
 
 stage=-1
 stop_stage=-1
@@ -62,6 +63,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --eval_scp_path "${train_scp}" \
       --cal_mean True \
       --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
+      --max_missing_fraction "${max_missing_fraction}" \
       "${trials_dir}/${calibration_trial}"
   fi
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
@@ -75,7 +77,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --score_norm_file "${cali_norm}" \
       --cohort_emb_scp "${cohort_scp}" \
       --eval_emb_scp "${train_scp}" \
-      --mean_vec_path "${exp_dir}/embeddings/${train_set}/mean_vec.npy"
+      --mean_vec_path "${exp_dir}/embeddings/${train_set}/mean_vec.npy" \
+      --max_missing_fraction "${max_missing_fraction}"
   fi
 fi
 

@@ -15,6 +15,7 @@ trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 data=data
 train_set=vox2_dev  # its mean embedding is subtracted
 eval_set=vox1
+max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
 
 stage=-1
 stop_stage=-1
@@ -58,7 +59,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
       --score_norm_file "${out}" \
       --cohort_emb_scp "${cohort_dir}/spk_xvector.scp" \
       --eval_emb_scp "${eval_scp}" \
-      --mean_vec_path "${mean_vec}"
+      --mean_vec_path "${mean_vec}" \
+      --max_missing_fraction "${max_missing_fraction}"
   done
 fi
 

@@ -13,6 +13,7 @@ train_set=vox2_dev
 eval_set=vox1
 indim=      # embedding size, checked against the embeddings (empty: not checked)
 iter=5      # EM iterations
+max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
 
 stage=-1
 stop_stage=-1
@@ -59,7 +60,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
       --utt2spk <(awk '{print $1, $1}' "${data}/${eval_set}/utt2spk") \
       --trial "${trials_dir}/${x}" \
       --score_path "${out}" \
-      --model_path "${exp_dir}/plda"
+      --model_path "${exp_dir}/plda" \
+      --max_missing_fraction "${max_missing_fraction}"
   done
 fi
 

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.scoring.plda_files import adapt_plda_files
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -36,4 +38,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.average_model")
@@ -39,4 +40,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from wespeaker_py.scoring.det_plot import plot_det_curve, write_det_points
 from wespeaker_py.scoring.metrics import compute_det_points
 from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.utils.cli_errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,4 +38,4 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -1,4 +1,5 @@
-"""EER and minDCF of score files, printed in WeSpeaker's format (EER in %).
+"""EER and minDCF of score files, printed in WeSpeaker's format (EER in %), with the
+number of trials each covers.
 
     python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
         EXP/scores/vox1_O_cleaned.kaldi.score [more score files]
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional, Tuple
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.scoring.metrics import compute_det_points, eer_from_det, min_dcf_from_det
 from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.utils.cli_errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,16 +32,19 @@ def main(argv: Optional[List[str]] = None) -> List[Tuple[str, float, float]]:
     args = build_parser().parse_args(argv)
     results = []
     for scores_file in args.scores_files:
-        points = compute_det_points(*read_labelled_scores(scores_file))
+        scores, labels = read_labelled_scores(scores_file)
+        points = compute_det_points(scores, labels)
         eer = eer_from_det(points)
         min_dcf = min_dcf_from_det(points, args.p_target, args.c_miss, args.c_fa)
         print(f"---- {os.path.basename(scores_file)} -----")
         print(f"EER = {100 * eer:.3f}")
         print(f"minDCF (p_target:{args.p_target:g} c_miss:{args.c_miss:g} "
               f"c_fa:{args.c_fa:g}) = {min_dcf:.3f}")
+        targets = int(labels.sum())
+        print(f"trials = {labels.size} ({targets} target, {labels.size - targets} nontarget)")
         results.append((scores_file, eer, min_dcf))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

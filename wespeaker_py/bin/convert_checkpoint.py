@@ -13,8 +13,10 @@ Each conversion is a subcommand; a new one adds a subparser and a library call.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -56,4 +58,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

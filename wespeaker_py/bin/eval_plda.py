@@ -9,10 +9,12 @@ Trials name enrollment models (the speakers of ``--utt2spk``) and test utterance
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.scoring.plda_files import eval_plda_files
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "trial", required=True, help="trial list")
     add_flag(parser, "multisession_avg", action="store_true",
              help="score multi-utterance models by their average as if one utterance")
+    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
+             help="largest fraction of trials that may be skipped because they name an "
+                  "utterance without an embedding (default 0: any such trial is an error)")
     return parser
 
 
@@ -39,8 +44,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     eval_plda_files(args.model_path, args.enroll_scp_path, args.utt2spk, args.test_scp_path,
                     args.trial, args.score_path, args.multisession_avg,
-                    args.indomain_scp_path, kaldi_format=args.type == "kaldi")
+                    args.indomain_scp_path, kaldi_format=args.type == "kaldi",
+                    max_missing_fraction=args.max_missing_fraction)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

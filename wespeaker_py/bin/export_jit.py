@@ -11,12 +11,14 @@ eager model on several input shapes before it is written.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.export import export_torchscript, load_model_for_export
 from wespeaker_py.export.torchscript import METHODS
 from wespeaker_py.inference import read_model_config
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -41,4 +43,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -12,6 +12,7 @@ checked with onnxruntime against the eager model before it is written.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
@@ -19,6 +20,7 @@ from wespeaker_py.export import export_onnx, load_model_for_export, require_onnx
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET
 from wespeaker_py.inference import read_model_config
 from wespeaker_py.scoring.embeddings import load_mean_vector
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -50,4 +52,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

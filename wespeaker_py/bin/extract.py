@@ -19,21 +19,27 @@ utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
 --gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
 writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
 set (mean_vec.npy), both beside the ark.
+
+Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
+beside it; after a kill, the same command continues from them. An empty list, or
+a run in which every utterance was skipped, exits non-zero and writes nothing.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, List, Mapping, Optional
+import sys
+from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.dataset.config import PipelineConfig
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
                                     read_model_config, scp_path_for)
 from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB
 from wespeaker_py.inference.jobs import job_devices
 from wespeaker_py.scoring.embeddings import (compute_mean_vector, load_embeddings,
                                              save_mean_vector, write_speaker_means)
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -53,9 +59,9 @@ def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
             from None
 
 
-def chunk_frames_of(config: Mapping[str, Any]) -> int:
+def chunk_frames_of(config: ModelConfig) -> int:
     """The training chunk of ``config`` in frames (dataset_args.num_frms, default 200)."""
-    return PipelineConfig.from_dataset_args(config.get("dataset_args")).num_frms
+    return config.dataset_args.num_frms
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,4 +139,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

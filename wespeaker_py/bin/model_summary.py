@@ -8,10 +8,12 @@ the VoxCeleb v2 recipe's model_args; params exclude the projection head.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.models import list_models
 from wespeaker_py.models.complexity import format_summary_table, summarize_models
+from wespeaker_py.utils.cli_errors import run_main
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -32,4 +34,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

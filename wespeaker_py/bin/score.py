@@ -5,15 +5,19 @@
 
 Writes EXP/scores/<trials name>.score; with ``--cal_mean True`` first computes
 and saves ``<cal_mean_dir>/mean_vec.npy`` and subtracts it from every embedding.
+Trials naming an utterance without an embedding are skipped and counted (see
+``--max_missing_fraction``).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
 from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -28,23 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
                   help="subtract the mean embedding of cal_mean_dir/xvector.scp")
     add_flag(parser, "cal_mean_dir", default=None, help="embedding dir of the reference set")
     add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
+    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
+             help="largest fraction of trials that may be skipped because they name an "
+                  "utterance without an embedding (default 0: any such trial is an error)")
     parser.add_argument("trials", nargs="+", help="trial lists")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging()
     mean_vec_path = None
     if args.cal_mean:
         if not args.cal_mean_dir:
-            raise SystemExit("--cal_mean True needs --cal_mean_dir")
+            parser.error("--cal_mean True needs --cal_mean_dir")
         mean_vec_path = compute_and_save_mean(args.cal_mean_dir)
     else:
         logger.info("no mean normalisation of the evaluation embeddings")
     return score_trial_files(args.eval_scp_path, args.trials,
-                             os.path.join(args.exp_dir, "scores"), mean_vec_path, args.device)
+                             os.path.join(args.exp_dir, "scores"), mean_vec_path, args.device,
+                             args.max_missing_fraction)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
 from wespeaker_py.scoring.qmf import (gather_calibration_factors, infer_calibration_file,
                                       train_calibration_file)
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -63,4 +65,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -12,10 +12,12 @@ Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_m
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_flag
 from wespeaker_py.scoring.norm import NORM_METHODS, score_norm_file
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "eval_emb_scp", required=True, help="embeddings of the trial utterances")
     add_flag(parser, "mean_vec_path", default=None, help="mean vector to subtract (.npy)")
     add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
+    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
+             help="largest fraction of trials that may be skipped because they name an "
+                  "utterance without an embedding (default 0: any such trial is an error)")
     return parser
 
 
@@ -39,8 +44,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     score_norm_file(args.score_norm_method, args.top_n, args.trial_score_file,
                     args.score_norm_file, args.cohort_emb_scp, args.eval_emb_scp,
-                    args.mean_vec_path, args.device)
+                    args.mean_vec_path, args.device, args.max_missing_fraction)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

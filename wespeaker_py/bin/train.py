@@ -16,8 +16,9 @@ import argparse
 import sys
 from typing import List, Optional
 
+from wespeaker_py.config import ConfigError, load_config, parse_override_args
 from wespeaker_py.train.trainer import run_training
-from wespeaker_py.utils.config import ConfigError, load_config, parse_override_args
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.
@@ -62,4 +63,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))

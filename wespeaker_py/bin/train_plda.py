@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
 from wespeaker_py.scoring.plda_files import train_plda_files
+from wespeaker_py.utils.cli_errors import run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -48,4 +50,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

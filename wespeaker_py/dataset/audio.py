@@ -33,6 +33,23 @@ class AudioError(Exception):
         self.detail = detail
 
 
+def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
+    """Return ``samples``, or raise :class:`AudioError` when no model should see them.
+
+    NaN or infinite samples (a broken float WAV) and all-zero audio (digital
+    silence, a file of zeros) are refused here, where audio is read, so that
+    they are counted as skips instead of reaching a model.
+    """
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.size - np.count_nonzero(finite))
+        raise AudioError(reasons.NON_FINITE,
+                         f"{name}: {bad} of {samples.size} samples are NaN or infinite")
+    if not samples.any():
+        raise AudioError(reasons.ALL_ZERO, f"{name}: all {samples.size} samples are zero")
+    return samples
+
+
 class AudioHandle:
     """An open audio file (path or bytes) read frame-accurately, first channel only."""
 

@@ -11,21 +11,25 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Mapping, Optional
+import contextlib
+import multiprocessing
+import queue
+import time
+from typing import AbstractSet, Any, Dict, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
-from wespeaker_py.dataset.config import PipelineConfig
 from wespeaker_py.dataset.lists import Utterance, read_raw_list, read_shard_list
 from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items, my_quota,
                                             worker_rng)
 from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_buffer,
                                              training_chunks, whole_utterances, with_labels)
 from wespeaker_py.dataset.shards import iter_shard
-from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.dataset.stats import PipelineStats, SkipSummary
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -38,14 +42,22 @@ class Dataset(IterableDataset):
 
     Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
     "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
-    ``label`` -1 when the speaker is absent or unknown. Call :meth:`set_epoch` before
+    ``label`` -1 when the speaker is absent or unknown. Utterances whose key is in
+    ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
+
+    Skips and repairs are counted once per key and epoch in each worker; after
+    the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
+    all this process's DataLoader workers (they send them through a queue made
+    with the default multiprocessing context, the one a DataLoader uses unless
+    told otherwise).
     """
 
-    def __init__(self, data_type: str, data_list_file: str, dataset_args: Optional[Mapping],
+    def __init__(self, data_type: str, data_list_file: str,
+                 dataset_args: Union[DatasetArgs, Mapping[str, Any], None],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
-                 seed: int = 42):
+                 seed: int = 42, exclude_keys: Optional[AbstractSet[str]] = None):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -54,10 +66,12 @@ class Dataset(IterableDataset):
         if not whole_utt and not spk2id:
             raise ValueError("training mode needs a non-empty spk2id (see spk2id_from_utt2spk)")
         self.data_type = data_type
-        self.config = PipelineConfig.from_dataset_args(dataset_args)
+        self.config = as_dataset_args(dataset_args)
         self.spk2id = spk2id
         self.whole_utt = whole_utt
         self.seed = seed
+        # keys to pass over unread (what a resumed extraction already has)
+        self.exclude_keys = frozenset(exclude_keys or ())
         self.epoch = 0
         if data_type == "raw":
             self.items = read_raw_list(data_list_file, require_spk=not whole_utt)
@@ -67,8 +81,8 @@ class Dataset(IterableDataset):
         self.settings = ChunkSettings(
             sample_rate=config.resample_rate, num_frms=config.num_frms,
             frame_length_ms=config.frame_length_ms, frame_shift_ms=config.frame_shift_ms,
-            min_num_frames=config.min_num_frames if config.filter else None,
-            max_num_frames=config.max_num_frames if config.filter else None,
+            min_num_frames=config.filter_args.min_num_frames if config.filter else None,
+            max_num_frames=config.filter_args.max_num_frames if config.filter else None,
             speed_perturb=config.speed_perturb,
             expand_speeds=config.speed_perturb and config.speed_perturb_mode == "expanded",
             num_spks=len(spk2id) if spk2id else 0)
@@ -78,26 +92,77 @@ class Dataset(IterableDataset):
         if not whole_utt and config.aug_prob > 0 and (reverb_data or noise_data):
             self.augmenter = Augmenter(reverb_data, noise_data, config.resample_rate)
         self.stats: Optional[PipelineStats] = None
+        self._summaries = multiprocessing.get_context().Queue()
+        self._local_summary: Optional[SkipSummary] = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: it seeds the list order and every random choice."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+        # counts nobody collected must not pile up in the queue's pipe
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._summaries.get(timeout=0)
+
+    def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
+        """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: by queue)."""
+        stats.log_summary()
+        summary = stats.summary()
+        if torch.utils.data.get_worker_info() is None:
+            self._local_summary = summary
+        else:
+            self._summaries.put((stats.epoch, place.worker_id, place.num_workers,
+                                 summary.to_dict()))
+
+    def epoch_summary(self, timeout: float = 10.0) -> SkipSummary:
+        """The current epoch's skips and repairs, merged over this process's workers.
+
+        Call it after the epoch's DataLoader iterator is closed (``del`` it, or
+        let it run out); it waits up to ``timeout`` seconds for workers that have
+        not reported yet, so do not call it for an epoch that was not read. Merge
+        ranks with :meth:`SkipSummary.merge` after sending
+        :meth:`SkipSummary.to_dict` between them.
+        """
+        received: Dict[int, SkipSummary] = {}
+        expected = None
+        deadline = time.monotonic() + timeout
+        while expected is None or len(received) < expected:
+            # no waiting for workers when the iteration ran in this process
+            ran_here = expected is None and self._local_summary is not None
+            wait = 0.0 if ran_here else deadline - time.monotonic()
+            try:
+                epoch, worker_id, num_workers, data = self._summaries.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                break
+            if epoch == self.epoch:
+                received[worker_id] = SkipSummary.from_dict(data)
+                expected = num_workers
+        if expected is not None and len(received) < expected:
+            logger.warning("epoch %d: %d of %d dataloader workers reported their skip counts",
+                           self.epoch, len(received), expected)
+        summaries = list(received.values())
+        if not summaries and self._local_summary is not None:
+            summaries = [self._local_summary]
+        self._local_summary = None
+        return SkipSummary.merged(summaries)
 
     def _utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         for index in indices:
             if self.data_type == "raw":
-                yield self.items[index]
+                utts = [self.items[index]]
             else:
-                yield from iter_shard(self.items[index], stats)
+                utts = iter_shard(self.items[index], stats)
+            for utt in utts:
+                if utt.key not in self.exclude_keys:
+                    yield utt
 
     def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
         """Cycle over this worker's items until the consumer stops (sample_num_per_epoch).
 
         Stops, with a warning, once a full pass plus the shuffle lag yields nothing.
         """
-        lag = 2 * self.config.shuffle_size + 1
+        lag = 2 * self.config.shuffle_args.shuffle_size + 1
         pass_len = None
         since_progress, last_yielded = 0, stats.yielded
         while True:
@@ -134,11 +199,11 @@ class Dataset(IterableDataset):
         else:
             utts = self._utterances(indices, stats)
         if shuffle:
-            utts = shuffle_buffer(utts, config.shuffle_size, rng)
+            utts = shuffle_buffer(utts, config.shuffle_args.shuffle_size, rng)
         samples = training_chunks(with_labels(utts, self.spk2id, stats, True),
                                   self.settings, rng, stats)
         if self.settings.expand_speeds and shuffle:
-            samples = shuffle_buffer(samples, config.shuffle_size, rng)
+            samples = shuffle_buffer(samples, config.shuffle_args.shuffle_size, rng)
         if self.augmenter is not None:
             samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats)
         yield from samples
@@ -152,7 +217,7 @@ class Dataset(IterableDataset):
         if not self.whole_utt and self.config.sample_num_per_epoch > 0:
             quota = my_quota(self.config.sample_num_per_epoch, place)
             if quota == 0:
-                stats.log_summary()
+                self._report(stats, place)
                 return
         try:
             for sample in self._samples(place, rng, stats):
@@ -163,4 +228,4 @@ class Dataset(IterableDataset):
                 if quota and stats.yielded >= quota:
                     break
         finally:
-            stats.log_summary()
+            self._report(stats, place)

@@ -85,14 +85,41 @@ def parse_raw_line(path: str, line_no: int, text: str, require_spk: bool = True)
     return Utterance(key=obj["key"], spk=spk, wav=obj["wav"], vad=vad)
 
 
+class _UniqueKeys:
+    """Remembers the line of each key of a list so that a repeat names both lines."""
+
+    def __init__(self, path: str, what: str):
+        self.path = path
+        self.what = what
+        self.first_line: Dict[str, int] = {}
+
+    def claim(self, key: str, line_no: int) -> None:
+        first = self.first_line.setdefault(key, line_no)
+        if first != line_no:
+            raise DataFormatError(self.path, line_no,
+                                  f"duplicate {self.what} {key!r}, already on line {first}")
+
+
 def read_raw_list(path: str, require_spk: bool = True) -> List[Utterance]:
-    """Read and validate every line of a ``raw.list``."""
-    return [parse_raw_line(path, no, text, require_spk) for no, text in read_list_file(path)]
+    """Read and validate every line of a ``raw.list``; a repeated key is an error."""
+    keys = _UniqueKeys(path, "key")
+    utterances = []
+    for line_no, text in read_list_file(path):
+        utt = parse_raw_line(path, line_no, text, require_spk)
+        keys.claim(utt.key, line_no)
+        utterances.append(utt)
+    return utterances
 
 
 def read_shard_list(path: str) -> List[str]:
-    """Read a ``shard.list``: one shard location (path, URL or ``pipe:COMMAND``) a line."""
-    return [text for _, text in read_list_file(path)]
+    """Read a ``shard.list``: one shard location (path, URL or ``pipe:COMMAND``) a line.
+
+    A shard listed twice is an error (its utterances would be read twice).
+    """
+    shards = _UniqueKeys(path, "shard")
+    for line_no, text in read_list_file(path):
+        shards.claim(text, line_no)
+    return list(shards.first_line)
 
 
 def spk2id_from_utt2spk(utt2spk_path: str) -> Dict[str, int]:

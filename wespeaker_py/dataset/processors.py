@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import AudioError, open_utterance
+from wespeaker_py.dataset.audio import AudioError, check_samples, open_utterance
 from wespeaker_py.dataset.augment import Augmenter
 from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
 from wespeaker_py.dataset.lists import Utterance
@@ -88,21 +88,22 @@ def with_labels(utts: Iterable[Utterance], spk2id: Optional[Dict[str, int]],
         yield utt, label
 
 
-def note_repairs(handle, target_rate: int, stats: PipelineStats) -> None:
+def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> None:
     """Count the repairs an opened utterance needs (extra channels, other rate, cut WAV)."""
     if handle.channels > 1:
-        stats.repair(reasons.MULTI_CHANNEL)
+        stats.repair(reasons.MULTI_CHANNEL, key)
     if handle.samplerate != target_rate:
-        stats.repair(reasons.RESAMPLED)
+        stats.repair(reasons.RESAMPLED, key)
     if handle.header_disagrees_with_size:
-        stats.repair(TRUNCATED_WAV_KEPT)
+        stats.repair(TRUNCATED_WAV_KEPT, key)
 
 
 def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
                     rng: np.random.Generator, stats: PipelineStats) -> Iterator[Sample]:
     """Filter by duration, then read a random (speed-perturbed) chunk of each utterance.
 
-    With ``expand_speeds`` each utterance gives three chunks, one per speed.
+    With ``expand_speeds`` each utterance gives three chunks, one per speed. A chunk
+    with NaN/inf or only zeros skips the utterance (see :func:`check_samples`).
     """
     chunk_len = settings.chunk_len
     for utt, label in utts:
@@ -114,7 +115,7 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                     stats.skip(utt.key, reasons.TOO_SHORT,
                                f"{length} frames < {settings.min_num_frames}")
                     continue
-                note_repairs(handle, settings.sample_rate, stats)
+                note_repairs(handle, settings.sample_rate, stats, utt.key)
                 if settings.expand_speeds:
                     indices = range(len(SPEEDS))
                 elif settings.speed_perturb:
@@ -122,9 +123,10 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                 else:
                     indices = [0]
                 max_source = settings.max_source_frames(handle.samplerate)
-                chunks = [(index, read_random_chunk(handle, chunk_len, settings.sample_rate, rng,
-                                                    SPEEDS[index], max_source))
-                          for index in indices]
+                chunks = [(index, check_samples(
+                    read_random_chunk(handle, chunk_len, settings.sample_rate, rng,
+                                      SPEEDS[index], max_source), utt.key))
+                    for index in indices]
         except AudioError as err:
             stats.skip(utt.key, err.reason, err.detail)
             continue
@@ -139,8 +141,8 @@ def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSetti
     for utt, label in utts:
         try:
             with open_utterance(utt) as handle:
-                note_repairs(handle, settings.sample_rate, stats)
-                wav = read_whole(handle, settings.sample_rate)
+                note_repairs(handle, settings.sample_rate, stats, utt.key)
+                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key)
         except AudioError as err:
             stats.skip(utt.key, err.reason, err.detail)
             continue

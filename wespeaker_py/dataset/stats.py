@@ -1,15 +1,18 @@
-"""Counting what the input pipeline skipped or repaired, with one log line per event.
+"""Counting what the input pipeline skipped or repaired, once per utterance and epoch.
 
 Each dataloader worker keeps one :class:`PipelineStats` per epoch. A skipped
-utterance is logged once (key and reason) and counted; repairs that keep the
+utterance is logged once (key and reason) and counted once, however often a
+repeated list (``sample_num_per_epoch``) brings it back; repairs that keep the
 utterance (first channel of a multi-channel file, resampling an unexpected
-sample rate) are only counted. The summary is logged when the worker's epoch
-iteration ends.
+sample rate) are counted once per utterance too. When a worker's epoch ends its
+counts become a :class:`SkipSummary`, which merges with those of the other
+workers (and, by the caller, of other ranks) into the one summary line of the epoch.
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Set, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -32,8 +35,90 @@ MULTI_CHANNEL = "multi_channel_first_kept"
 RESAMPLED = "resampled"
 
 
+NON_FINITE = "non_finite_samples"
+ALL_ZERO = "all_zero_samples"
+
+# Example keys kept per reason in a summary (the per-key warnings list them all).
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class SkipSummary:
+    """Skip and repair counts of one epoch, mergeable over workers and ranks.
+
+    Each (rank, worker) reads a disjoint part of the list in an epoch and counts
+    each of its keys at most once, so merged counts are counts of distinct keys.
+    :meth:`to_dict` / :meth:`from_dict` give a JSON-able form to send between
+    processes (``torch.distributed.all_gather_object`` or a queue).
+    """
+
+    samples: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+    examples: Dict[str, List[str]] = field(default_factory=dict)
+    workers: int = 0
+
+    @property
+    def num_skipped(self) -> int:
+        """Distinct utterances (or shards) skipped."""
+        return sum(self.skipped.values())
+
+    def merge(self, *others: "SkipSummary") -> "SkipSummary":
+        """Add the counts of ``others`` into this summary; return it."""
+        for other in others:
+            self.samples += other.samples
+            self.skipped.update(other.skipped)
+            self.repaired.update(other.repaired)
+            self.workers += other.workers
+            for reason, keys in other.examples.items():
+                kept = self.examples.setdefault(reason, [])
+                kept.extend(key for key in keys if key not in kept)
+                del kept[MAX_EXAMPLES:]
+        return self
+
+    @classmethod
+    def merged(cls, summaries: Iterable["SkipSummary"]) -> "SkipSummary":
+        """A new summary holding the sum of ``summaries``."""
+        return cls().merge(*summaries)
+
+    def to_dict(self) -> Dict[str, object]:
+        """Plain JSON-able form (see :meth:`from_dict`)."""
+        return {"samples": self.samples, "skipped": dict(self.skipped),
+                "repaired": dict(self.repaired),
+                "examples": {reason: list(keys) for reason, keys in self.examples.items()},
+                "workers": self.workers}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "SkipSummary":
+        """Rebuild a summary from :meth:`to_dict` output."""
+        return cls(samples=int(data.get("samples", 0)),
+                   skipped=Counter(data.get("skipped", {})),
+                   repaired=Counter(data.get("repaired", {})),
+                   examples={reason: list(keys)
+                             for reason, keys in dict(data.get("examples", {})).items()},
+                   workers=int(data.get("workers", 0)))
+
+    def describe(self) -> str:
+        """``N samples; skipped: reason=n (e.g. key, ...), ...; repaired: reason=n``."""
+        def counts(counter: Counter, with_examples: bool) -> str:
+            parts = []
+            for reason, count in sorted(counter.items()):
+                text = f"{reason}={count}"
+                if with_examples and self.examples.get(reason):
+                    text += f" (e.g. {', '.join(self.examples[reason])})"
+                parts.append(text)
+            return ", ".join(parts) or "none"
+
+        return (f"{self.samples} samples; skipped: {counts(self.skipped, True)}; "
+                f"repaired: {counts(self.repaired, False)}")
+
+    def log(self, what: str) -> None:
+        """Log one line ``<what>: <describe()>``; a warning when anything was skipped."""
+        (logger.warning if self.skipped else logger.info)("%s: %s", what, self.describe())
+
+
 class PipelineStats:
-    """Skip and repair counters of one worker for one epoch."""
+    """Skip and repair counters of one worker for one epoch (each key counted once)."""
 
     def __init__(self, rank: int = 0, worker_id: int = 0, epoch: int = 0):
         self.rank = rank
@@ -42,19 +127,36 @@ class PipelineStats:
         self.yielded = 0
         self.skipped: Counter = Counter()
         self.repaired: Counter = Counter()
-        self._logged: Set[Tuple[str, str]] = set()
+        self._skipped_keys: Set[str] = set()
+        self._repaired_keys: Set[Tuple[str, str]] = set()
+        self._examples: Dict[str, List[str]] = {}
 
     def skip(self, key: str, reason: str, detail: str = "") -> None:
-        """Count a skipped utterance (or shard) and log it the first time it happens."""
+        """Count and log a skipped utterance (or shard) the first time it happens this epoch."""
+        if key in self._skipped_keys:
+            return
+        self._skipped_keys.add(key)
         self.skipped[reason] += 1
-        if (key, reason) not in self._logged:
-            self._logged.add((key, reason))
-            suffix = f": {detail}" if detail else ""
-            logger.warning("skipping %s (%s)%s", key, reason, suffix)
+        examples = self._examples.setdefault(reason, [])
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(key)
+        suffix = f": {detail}" if detail else ""
+        logger.warning("skipping %s (%s)%s", key, reason, suffix)
 
-    def repair(self, reason: str) -> None:
-        """Count a kept utterance that needed fixing (channel, sample rate)."""
+    def repair(self, reason: str, key: Optional[str] = None) -> None:
+        """Count a kept utterance that needed fixing (channel, sample rate), once per key."""
+        if key is not None:
+            if (key, reason) in self._repaired_keys:
+                return
+            self._repaired_keys.add((key, reason))
         self.repaired[reason] += 1
+
+    def summary(self) -> SkipSummary:
+        """This worker's counts as a mergeable :class:`SkipSummary`."""
+        return SkipSummary(samples=self.yielded, skipped=Counter(self.skipped),
+                           repaired=Counter(self.repaired),
+                           examples={reason: list(keys) for reason, keys in self._examples.items()},
+                           workers=1)
 
     def as_dict(self) -> Dict[str, Dict[str, int]]:
         """Counts as plain dicts (for tests and reports)."""
@@ -62,9 +164,6 @@ class PipelineStats:
                 "yielded": {"samples": self.yielded}}
 
     def log_summary(self) -> None:
-        """Log the epoch summary of this worker (warning when anything was skipped)."""
-        skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
-        repaired = ", ".join(f"{k}={v}" for k, v in sorted(self.repaired.items())) or "none"
-        log = logger.warning if self.skipped else logger.info
-        log("data epoch %d rank %d worker %d: %d samples; skipped: %s; repaired: %s",
-            self.epoch, self.rank, self.worker_id, self.yielded, skipped, repaired)
+        """Log this worker's counts at debug level (the epoch's line is the merged summary)."""
+        logger.debug("data epoch %d rank %d worker %d: %s", self.epoch, self.rank,
+                     self.worker_id, self.summary().describe())

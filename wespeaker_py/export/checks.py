@@ -1,13 +1,13 @@
 """What every exporter shares: loading the model to export, and checking the export against it."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.inference.model_loading import load_speaker_model
-from wespeaker_py.utils.config import require_keys
+from wespeaker_py.config import ConfigError, ModelConfig
 
 # Exporters that record one run (tracing) use this many frames for the example input.
 EXAMPLE_FRAMES = 200
@@ -19,12 +19,11 @@ class ExportMismatchError(RuntimeError):
     """The exported model does not compute what the eager model computes."""
 
 
-def load_model_for_export(config: Mapping[str, Any], checkpoint: str) -> Tuple[nn.Module, int]:
+def load_model_for_export(config: ModelConfig, checkpoint: str) -> Tuple[nn.Module, int]:
     """The eval-mode speaker model (RepVGG in deploy form) and its input feature dimension."""
-    require_keys(config, ["model_args.feat_dim"])
-    feat_dim = config["model_args"]["feat_dim"]
-    if not isinstance(feat_dim, int) or feat_dim <= 0:
-        raise ValueError(f"config key 'model_args.feat_dim' is {feat_dim!r}: export needs a "
+    feat_dim = config.model_args.get("feat_dim")
+    if isinstance(feat_dim, bool) or not isinstance(feat_dim, int) or feat_dim <= 0:
+        raise ConfigError(f"config key 'model_args.feat_dim' is {feat_dim!r}: export needs a "
                          f"model on fbank features of a fixed dimension")
     return load_speaker_model(config, checkpoint), feat_dim
 

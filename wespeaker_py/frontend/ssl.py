@@ -36,13 +36,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from wespeaker_py.config import ConfigError, DatasetArgs, UpstreamArgs, as_dataset_args
 from wespeaker_py.frontend.specaug import apply_cmn
 from wespeaker_py.frontend.wavlm_convert import load_hf_directory, load_original_checkpoint
 from wespeaker_py.utils.logging_utils import get_logger
@@ -54,32 +55,7 @@ INT16_SCALE = 1.0 / 32768.0
 MIN_SECONDS = 0.05
 UPSTREAM_PREFIX = "frontend.upstream."
 
-_S3PRL_ARG_TYPES = {
-    "upstream_args": (dict,), "download_dir": (str, type(None)), "multilayer_feature": (bool,),
-    "layer": (int,), "frozen": (bool,), "frame_shift": (int, float), "frame_length": (int, float),
-    "gradient_checkpointing": (bool,), "lr_scale": (int, float), "frozen_bf16": (bool,),
-}
-_UPSTREAM_ARG_TYPES = {"name": (str,), "path_or_url": (str, type(None)), "normalize": (bool,),
-                       "extra_conf": (dict, type(None))}
-_CMVN_ARG_TYPES = {"norm_mean": (bool,), "norm_var": (bool,)}
-
-
-def _checked_block(block: Any, types: Mapping[str, tuple], where: str) -> Dict[str, Any]:
-    """A config sub-block with known keys of the right types, else ValueError naming the key."""
-    if block is None:
-        return {}
-    if not isinstance(block, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(block).__name__}")
-    for key, value in block.items():
-        if key not in types:
-            raise ValueError(f"unknown key {where}.{key} (known: {', '.join(sorted(types))})")
-        kinds = types[key]
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            raise ValueError(f"{where}.{key} has the wrong type: {value!r}")
-    return dict(block)
-
-
-def resolve_weights_path(upstream_args: Mapping[str, Any], download_dir: Optional[str]) -> str:
+def resolve_weights_path(upstream_args: UpstreamArgs, download_dir: Optional[str]) -> str:
     """Where the WavLM weights are read from.
 
     ``upstream_args.path_or_url`` when set (a Hugging Face directory or an
@@ -87,9 +63,9 @@ def resolve_weights_path(upstream_args: Mapping[str, Any], download_dir: Optiona
     ``./s3prl_hub/wavlm_large``). URLs are refused: nothing is downloaded at
     run time.
     """
-    path = upstream_args.get("path_or_url")
+    path = upstream_args.path_or_url
     if path is None:
-        path = os.path.join(download_dir or DEFAULT_DOWNLOAD_DIR, upstream_args["name"])
+        path = os.path.join(download_dir or DEFAULT_DOWNLOAD_DIR, upstream_args.name)
     if "://" in path:
         raise ValueError(
             f"dataset_args.s3prl_args.upstream_args.path_or_url is a URL ({path}); weights are "
@@ -197,53 +173,40 @@ class SSLFrontend(nn.Module):
                 module.requires_grad_(False)
 
     @classmethod
-    def from_dataset_args(cls, dataset_args: Mapping[str, Any]) -> "SSLFrontend":
-        """Build from WeSpeaker's ``dataset_args`` (``frontend: s3prl``).
+    def from_dataset_args(cls, dataset_args: Union[DatasetArgs, Mapping[str, Any]]
+                          ) -> "SSLFrontend":
+        """Build from WeSpeaker's ``dataset_args`` (``frontend: s3prl``), checked by the schema.
 
-        Reads ``s3prl_args`` (``upstream_args``: ``name`` (a WavLM name),
-        ``path_or_url``, ``normalize``, ``extra_conf`` (must be empty);
-        ``download_dir``, ``multilayer_feature``, ``layer``, ``frozen``,
-        ``frame_shift``, ``frame_length``; and ours: ``gradient_checkpointing``,
-        ``lr_scale``, ``frozen_bf16``), ``resample_rate``, ``cmvn`` and
-        ``cmvn_args``. ``frame_length`` only sizes the input chunks (the
-        pipeline reads it). Unknown or mistyped keys raise ValueError naming them.
+        Uses ``s3prl_args`` (see :class:`~wespeaker_py.config.S3prlArgs`; its
+        ``frame_length`` only sizes the input chunks, which the pipeline reads),
+        ``resample_rate``, ``cmvn`` and ``cmvn_args``. Settings this front-end
+        cannot honour raise :class:`~wespeaker_py.config.ConfigError` naming the key.
         """
-        frontend = dataset_args.get("frontend", "fbank")
-        if frontend != "s3prl":
-            raise ValueError(f"dataset_args.frontend is {frontend!r}; SSLFrontend handles 's3prl'")
-        args = _checked_block(dataset_args.get("s3prl_args"), _S3PRL_ARG_TYPES,
-                              "dataset_args.s3prl_args")
-        upstream_args = _checked_block(args.get("upstream_args"), _UPSTREAM_ARG_TYPES,
-                                       "dataset_args.s3prl_args.upstream_args")
-        name = upstream_args.get("name")
-        if not isinstance(name, str) or not name.startswith("wavlm"):
-            raise ValueError(f"dataset_args.s3prl_args.upstream_args.name must name a WavLM "
-                             f"model (wavlm_large, ...), got {name!r}")
-        if upstream_args.get("extra_conf"):
-            raise ValueError("dataset_args.s3prl_args.upstream_args.extra_conf is not supported")
-        cmvn_args = _checked_block(dataset_args.get("cmvn_args"), _CMVN_ARG_TYPES,
-                                   "dataset_args.cmvn_args")
-        cmvn = dataset_args.get("cmvn", True)
-        if not isinstance(cmvn, bool):
-            raise ValueError(f"dataset_args.cmvn must be true or false, got {cmvn!r}")
-        if dataset_args.get("spec_aug", False):
-            raise ValueError("dataset_args.spec_aug: SpecAugment is not supported with "
-                             "frontend: s3prl")
-        sample_rate = dataset_args.get("resample_rate", 16000)
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise ValueError(f"dataset_args.resample_rate must be a positive integer, "
-                             f"got {sample_rate!r}")
-        path = resolve_weights_path(upstream_args, args.get("download_dir"))
+        config = as_dataset_args(dataset_args)
+        if config.frontend != "s3prl":
+            raise ConfigError(f"config key 'dataset_args.frontend' is {config.frontend!r}; "
+                              f"SSLFrontend handles 's3prl'")
+        args = config.s3prl_args
+        upstream_args = args.upstream_args
+        if not upstream_args.name.startswith("wavlm"):
+            raise ConfigError(f"config key 'dataset_args.s3prl_args.upstream_args.name' must "
+                              f"name a WavLM model (wavlm_large, ...), got {upstream_args.name!r}")
+        if upstream_args.extra_conf:
+            raise ConfigError("config key 'dataset_args.s3prl_args.upstream_args.extra_conf' "
+                              "is not supported")
+        if config.spec_aug:
+            raise ConfigError("config key 'dataset_args.spec_aug': SpecAugment is not "
+                              "supported with frontend: s3prl")
+        path = resolve_weights_path(upstream_args, args.download_dir)
         return cls(load_wavlm(path),
-                   multilayer_feature=args.get("multilayer_feature", True),
-                   layer=args.get("layer", -1), frozen=args.get("frozen", False),
-                   frame_shift=args.get("frame_shift", 20), sample_rate=sample_rate,
-                   normalize_hidden_states=upstream_args.get("normalize", False),
-                   norm_mean=cmvn and cmvn_args.get("norm_mean", True),
-                   norm_var=cmvn and cmvn_args.get("norm_var", False),
-                   gradient_checkpointing=args.get("gradient_checkpointing", False),
-                   lr_scale=args.get("lr_scale", 1.0),
-                   frozen_bf16=args.get("frozen_bf16", True))
+                   multilayer_feature=args.multilayer_feature, layer=args.layer,
+                   frozen=args.frozen, frame_shift=args.frame_shift,
+                   sample_rate=config.resample_rate,
+                   normalize_hidden_states=upstream_args.normalize,
+                   norm_mean=config.cmvn and config.cmvn_args.norm_mean,
+                   norm_var=config.cmvn and config.cmvn_args.norm_var,
+                   gradient_checkpointing=args.gradient_checkpointing,
+                   lr_scale=args.lr_scale, frozen_bf16=args.frozen_bf16)
 
     def output_size(self) -> int:
         """Feature dimension (the value for ``model_args.feat_dim: -1``)."""

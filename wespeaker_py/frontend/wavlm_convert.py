@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.file_utils import save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
 if TYPE_CHECKING:
@@ -446,8 +446,7 @@ def export_original_checkpoint(hf_dir: str, dst: str) -> None:
     the mini recipe exercise the original-checkpoint path with a tiny model.
     """
     checkpoint = original_state_from_wavlm(load_hf_directory(hf_dir))
-    with atomic_path(dst) as tmp_path:
-        torch.save(checkpoint, tmp_path)
+    save_torch(checkpoint, dst)
     logger.info("wrote original-format checkpoint %s from %s", dst, hf_dir)
 
 

@@ -19,19 +19,21 @@ import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional, Set
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.dataset.lists import read_raw_list
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
-from wespeaker_py.inference.writer import EmbeddingWriter, open_embedding_writer
+from wespeaker_py.inference.workdir import ExtractionWork
+from wespeaker_py.inference.writer import EmbeddingWriter, open_part_writer, recover_part
+from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -50,6 +52,7 @@ class ExtractionSummary:
 
     extracted: int = 0
     skipped: Counter = field(default_factory=Counter)
+    resumed: int = 0
 
     @property
     def num_skipped(self) -> int:
@@ -59,11 +62,16 @@ class ExtractionSummary:
         """Accumulate another job's counts."""
         self.extracted += other.extracted
         self.skipped.update(other.skipped)
+        self.resumed += other.resumed
+
+    def describe_skips(self) -> str:
+        """``N utterances skipped (n reason, ...)``."""
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return f"{self.num_skipped} utterances skipped" + (f" ({reasons})" if reasons else "")
 
     def describe(self) -> str:
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
-        return (f"{self.extracted} embeddings extracted, {self.num_skipped} utterances "
-                f"skipped" + (f" ({reasons})" if reasons else ""))
+        resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
+        return f"{self.extracted} embeddings extracted{resumed}, {self.describe_skips()}"
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -148,25 +156,27 @@ def _check_not_distributed() -> None:
                            f"use --nj to split it into jobs, not torchrun")
 
 
-def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: str,
-                       data_list: str, embed_ark: str, batch_size: int = 1,
-                       num_workers: int = 1, device: Optional[str] = None,
-                       buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
-                       progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
-                       chunk_seed: int = 42) -> ExtractionSummary:
-    """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
+def extract_part(config: ModelConfig, model_path: str, data_type: str,
+                 data_list: str, part_ark: str, batch_size: int = 1, num_workers: int = 1,
+                 device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
+                 progress_position: int = 0, progress_desc: str = "extracting",
+                 chunk_frames: Optional[int] = None, chunk_seed: int = 42) -> ExtractionSummary:
+    """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
 
-    ``config`` is the experiment's config (``model``, ``model_args``,
-    ``dataset_args``); ``model_path`` a checkpoint (bare state_dict or training
-    checkpoint). The output appears atomically when everything is done. For a
-    raw list, entries that the input pipeline dropped (unreadable, shorter
-    than a frame) are counted too; for shard lists the pipeline's warnings
-    list them. With ``chunk_frames`` every utterance is embedded from one random
-    chunk of that many frames, drawn from ``chunk_seed`` and its key.
+    The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
+    later call with the same arguments continues after the last complete one (see
+    :func:`~wespeaker_py.inference.writer.open_part_writer`). The summary counts
+    this call's embeddings and skips; ``resumed`` the embeddings found in the part.
+    With ``chunk_frames`` every utterance is embedded from one random chunk of that
+    many frames, drawn from ``chunk_seed`` and its key.
     """
     _check_not_distributed()
+    done = set(recover_part(part_ark))
     # the list and dataset_args are checked before the (possibly large) model loads
-    dataset = Dataset(data_type, data_list, config["dataset_args"], whole_utt=True)
+    dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True,
+                      exclude_keys=done)
+    if not dataset.items:
+        raise DataFormatError(data_list, None, "the data list is empty")
     chunker = None
     if chunk_frames is not None:
         settings = dataset.config
@@ -177,25 +187,72 @@ def extract_embeddings(config: Mapping[str, Any], model_path: str, data_type: st
     embedder = load_embedder(config, model_path).to(target)
     min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
-                "least %d frames", config["model"], target, batch_size, min_frames)
+                "least %d frames", config.model, target, batch_size, min_frames)
     if chunker is not None:
         _check_chunk_fits(embedder, chunker, min_frames, target)
         logger.info("embedding one random chunk of %d frames (%d samples) per utterance, "
                     "seed %d", chunk_frames, chunker.chunk_len, chunk_seed)
+    if done:
+        logger.info("%s: continuing after the %d embeddings already written", part_ark,
+                    len(done))
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None)
     # a raw list names every utterance; a shard list only its tar files
-    expected = len(read_raw_list(data_list, require_spk=False)) if data_type == "raw" else None
+    expected = None
+    if data_type == "raw":
+        expected = sum(1 for utt in dataset.items if utt.key not in done)
     seen: Set[str] = set()
-    with open_embedding_writer(embed_ark) as writer, exact_fp32(target):
-        progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
-                        position=progress_position, dynamic_ncols=True)
-        summary = embed_utterances(embedder, progress, writer, batch_size, target,
-                                   min_frames, buffer_mb << 20, seen, chunker)
-        progress.close()
-    if expected is not None and len(seen) < expected:
-        summary.skipped[NOT_DELIVERED] += expected - len(seen)
+    try:
+        with open_part_writer(part_ark) as writer, exact_fp32(target):
+            progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
+                            position=progress_position, dynamic_ncols=True)
+            summary = embed_utterances(embedder, progress, writer, batch_size, target,
+                                       min_frames, buffer_mb << 20, seen, chunker)
+            progress.close()
+    except OSError as error:
+        raise_if_disk_full(error, part_ark)
+        raise
+    summary.resumed = len(done)
+    pipeline = dataset.epoch_summary()
+    summary.skipped.update(pipeline.skipped)
+    if expected is not None and len(seen) + pipeline.num_skipped < expected:
+        summary.skipped[NOT_DELIVERED] += expected - len(seen) - pipeline.num_skipped
+    return summary
+
+
+def chunk_identity(chunk_frames: Optional[int], chunk_seed: int) -> Optional[List[int]]:
+    """What a resumed extraction must share with the first run: chunk frames and seed."""
+    return None if chunk_frames is None else [chunk_frames, chunk_seed]
+
+
+def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
+                       data_list: str, embed_ark: str, batch_size: int = 1,
+                       num_workers: int = 1, device: Optional[str] = None,
+                       buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
+                       progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
+                       chunk_seed: int = 42) -> ExtractionSummary:
+    """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
+
+    ``config`` is the experiment's config (``model``, ``model_args``,
+    ``dataset_args``); ``model_path`` a checkpoint (bare state_dict or training
+    checkpoint). The output appears atomically when everything is done; until
+    then the embeddings wait in a resumable part in a hidden folder beside it
+    (:class:`~wespeaker_py.inference.workdir.ExtractionWork`), so that running
+    the same command again after a kill continues where it stopped. Skips are
+    counted by reason; an empty list is a :class:`DataFormatError`, a run that
+    extracts nothing a :class:`RunFailedError` (and no ark/scp is written).
+    With ``chunk_frames`` every utterance is embedded from one random chunk of
+    that many frames, drawn from ``chunk_seed`` and its key.
+    """
+    _check_not_distributed()
+    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
+                          chunk=chunk_identity(chunk_frames, chunk_seed))
+    work.job_lists()  # refuses an empty list before any model loads
+    summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
+                           batch_size, num_workers, device, buffer_mb, progress_position,
+                           progress_desc, chunk_frames, chunk_seed)
+    summary.extracted = work.finish(1, summary.describe_skips())
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

@@ -1,48 +1,42 @@
 """Extraction split over N local jobs (one per GPU, or CPU cores shared), then merged.
 
-The data list is cut into N contiguous blocks (like ``split -l``); each block
-is extracted by its own process into a part ark/scp in a hidden folder beside
-the output, and the parts are concatenated into the final ark/scp, which
-appear atomically. The folder is removed afterwards, whether the jobs
-succeeded or not.
+The data list is cut into N contiguous blocks (like ``split -l``); each block is
+extracted by its own process into a resumable part in the hidden work folder
+beside the output (:mod:`wespeaker_py.inference.workdir`), and the parts are
+concatenated into the final ark/scp, which appear atomically. The folder stays
+when a job fails or the run is interrupted, so that the same command continues
+the parts; it is removed after a successful merge.
+
+The parent forwards SIGTERM and SIGINT to its jobs and stops them when it stops;
+each job also asks the kernel to end it if the parent dies (``kill -9``).
 """
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+import ctypes
 import multiprocessing
 import os
-import shutil
-import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+import queue
+import signal
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from wespeaker_py.dataset.lists import read_list_file
+from wespeaker_py.config import ModelConfig
+
 from wespeaker_py.inference.embedding import (DEFAULT_BUFFER_MB, ExtractionSummary,
-                                              extract_embeddings)
-from wespeaker_py.inference.writer import merge_embedding_arks
-from wespeaker_py.utils.file_utils import atomic_open
+                                              chunk_identity, extract_part)
+from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
+from wespeaker_py.utils.cli_errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
 
+__all__ = ["extract_embeddings_parallel", "job_devices", "split_data_list"]
 
-def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
-    """Write ``data_list`` as at most ``num_jobs`` contiguous, near-equal, non-empty parts."""
-    lines = [text for _, text in read_list_file(data_list)]
-    if not lines:
-        raise ValueError(f"data list {data_list} is empty")
-    num_jobs = max(1, min(num_jobs, len(lines)))
-    base, extra = divmod(len(lines), num_jobs)
-    paths, start = [], 0
-    for job in range(num_jobs):
-        stop = start + base + (1 if job < extra else 0)
-        path = os.path.join(out_dir, f"split_{job:03d}.list")
-        with atomic_open(path, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines[start:stop]) + "\n")
-        paths.append(path)
-        start = stop
-    return paths
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_S = 10.0
 
 
 def job_devices(num_jobs: int, gpus: Optional[Sequence[int]]) -> List[str]:
@@ -54,9 +48,19 @@ def job_devices(num_jobs: int, gpus: Optional[Sequence[int]]) -> List[str]:
     return [f"cuda:{gpus[job % len(gpus)]}" for job in range(num_jobs)]
 
 
-def _run_job(job: int, device: str, threads: int, log_level: int,
-             kwargs: Dict[str, Any]) -> ExtractionSummary:
-    """Body of one spawned job process."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _run_job(job: int, device: str, threads: int, log_level: int, parent_pid: int,
+             kwargs: Dict[str, Any], results) -> None:
+    """Body of one spawned job process: report ``(job, summary or error text)``."""
+    _die_with_parent(parent_pid)
     # A spawned process inherits "spawn" as its default start method; let its
     # DataLoader workers fork, as in a plain run (fast start, logging set up).
     multiprocessing.set_start_method("fork", force=True)
@@ -65,59 +69,119 @@ def _run_job(job: int, device: str, threads: int, log_level: int,
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        return extract_embeddings(device=device, progress_position=job,
-                                  progress_desc=f"job {job}", **kwargs)
-    except Exception as error:
-        # The error travels back pickled, and not every exception type can be
-        # rebuilt from its message (DataFormatError cannot): send plain text.
-        raise RuntimeError(f"{type(error).__name__}: {error}") from None
+        summary = extract_part(device=device, progress_position=job,
+                               progress_desc=f"job {job}", **kwargs)
+        results.put((job, summary, None))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reached the whole process group; the parent reports it
+    except Exception as error:  # noqa: BLE001 -- reported to the parent as text
+        # not every exception type can be rebuilt from its message: send plain text
+        results.put((job, None, f"{type(error).__name__}: {error}"))
 
 
-def extract_embeddings_parallel(config: Mapping[str, Any], model_path: str, data_type: str,
+@contextlib.contextmanager
+def _forwarding_signals(processes: Sequence[multiprocessing.Process]) -> Iterator[None]:
+    """Pass SIGTERM/SIGINT on to the jobs, then stop here with the usual exit status."""
+    def forward(signum, _frame):
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(processes: Sequence[multiprocessing.Process]) -> None:
+    """End the jobs still running: SIGTERM, a grace period, then SIGKILL."""
+    started = [process for process in processes if process.pid is not None]
+    for process in started:
+        if process.is_alive():
+            process.terminate()
+    for process in started:
+        process.join(_STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _collect(processes: Sequence[multiprocessing.Process], results,
+             job_lists: Sequence[str]) -> ExtractionSummary:
+    """Wait for every job; a job that failed or died fails the run, naming its list."""
+    summary = ExtractionSummary()
+    reported: Dict[int, Optional[str]] = {}
+    while len(reported) < len(processes):
+        try:
+            job, job_summary, error = results.get(timeout=0.5)
+        except queue.Empty:
+            for job, process in enumerate(processes):
+                if job not in reported and not process.is_alive() and process.exitcode != 0:
+                    reported[job] = f"the process ended with exit code {process.exitcode}"
+            continue
+        reported[job] = error
+        if job_summary is not None:
+            summary.add(job_summary)
+    failed = {job: error for job, error in reported.items() if error}
+    if failed:
+        job, error = min(failed.items())
+        raise RunFailedError(f"extraction job {job} ({job_lists[job]}) failed: {error}; the "
+                             f"finished embeddings are kept, rerun the command to continue")
+    return summary
+
+
+def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type: str,
                                 data_list: str, embed_ark: str, num_jobs: int,
                                 gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
                                 num_workers: int = 1,
                                 buffer_mb: int = DEFAULT_BUFFER_MB,
                                 chunk_frames: Optional[int] = None,
                                 chunk_seed: int = 42) -> ExtractionSummary:
-    """Run :func:`extract_embeddings` on ``num_jobs`` parts of the list in parallel; merge.
+    """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
     none: CPU, with the cores shared among the jobs). A failed job fails the
-    whole run and leaves no output. A chunk depends only on ``chunk_seed`` and the
+    whole run and leaves no output, but its finished embeddings stay for the
+    next run of the same command. A chunk depends only on ``chunk_seed`` and the
     utterance, so the jobs give the chunks one job would.
     """
-    out_dir = os.path.dirname(os.path.abspath(embed_ark))
-    os.makedirs(out_dir, exist_ok=True)
-    work_dir = tempfile.mkdtemp(prefix=".extract_jobs.", dir=out_dir)
+    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
+                          chunk=chunk_identity(chunk_frames, chunk_seed))
+    job_lists = work.job_lists()
+    devices = job_devices(len(job_lists), gpus)
+    threads = max(1, (os.cpu_count() or 1) // len(job_lists))
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    results = context.Queue()
+    processes = []
+    for job, (job_list, device) in enumerate(zip(job_lists, devices)):
+        kwargs = dict(config=config, model_path=model_path, data_type=data_type,
+                      data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
+                      num_workers=num_workers, buffer_mb=buffer_mb,
+                      chunk_frames=chunk_frames, chunk_seed=chunk_seed)
+        processes.append(context.Process(
+            target=_run_job, name=f"extract-job-{job}",
+            args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,
+                  results)))
     try:
-        parts = split_data_list(data_list, num_jobs, work_dir)
-        devices = job_devices(len(parts), gpus)
-        threads = max(1, (os.cpu_count() or 1) // len(parts))
-        summary = ExtractionSummary()
-        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-        with concurrent.futures.ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-            futures = []
-            for job, (part, device) in enumerate(zip(parts, devices)):
-                kwargs = dict(config=config, model_path=model_path, data_type=data_type,
-                              data_list=part, embed_ark=part[:-len(".list")] + ".ark",
-                              batch_size=batch_size, num_workers=num_workers,
-                              buffer_mb=buffer_mb, chunk_frames=chunk_frames,
-                              chunk_seed=chunk_seed)
-                futures.append(pool.submit(_run_job, job, device, threads,
-                                           logger.getEffectiveLevel(), kwargs))
-            for job, future in enumerate(futures):
-                try:
-                    summary.add(future.result())
-                except Exception as error:
-                    raise RuntimeError(f"extraction job {job} ({parts[job]}) failed: "
-                                       f"{error}") from error
-        count = merge_embedding_arks([part[:-len(".list")] + ".ark" for part in parts],
-                                     embed_ark)
+        with _forwarding_signals(processes):
+            for process in processes:
+                process.start()
+            summary = _collect(processes, results, job_lists)
+    except BaseException:
+        logger.warning("extraction stopped; the finished embeddings stay in %s for the next "
+                       "run of the same command", work.path)
+        raise
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    logger.info("merged %d jobs into %s: %s", len(parts), embed_ark, summary.describe())
-    if count != summary.extracted:
-        raise RuntimeError(f"merged {count} embeddings but the jobs reported "
-                           f"{summary.extracted}")
+        _stop(processes)
+    summary.extracted = work.finish(len(job_lists), summary.describe_skips())
+    logger.info("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())
     return summary

@@ -9,8 +9,7 @@ built from the config exactly.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,17 +19,15 @@ from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.models import get_model
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.train.checkpoint import load_weights, model_state_of, read_checkpoint
-from wespeaker_py.utils.config import read_yaml, require_keys
+from wespeaker_py.config import ModelConfig, load_model_config
 
 HEAD_PREFIX = "projection."
 FRONTEND_PREFIX = "frontend."
 
 
-def read_model_config(path: str) -> Dict[str, Any]:
-    """Read an experiment's ``config.yaml``, requiring ``model`` and ``model_args``."""
-    config = read_yaml(path)
-    require_keys(config, ["model", "model_args"])
-    return config
+def read_model_config(path: str) -> ModelConfig:
+    """Read an experiment's ``config.yaml``: ``model``, ``model_args`` and ``dataset_args``."""
+    return load_model_config(path)
 
 
 def split_checkpoint_state(state: Mapping[str, torch.Tensor]
@@ -45,12 +42,12 @@ def split_checkpoint_state(state: Mapping[str, torch.Tensor]
     return speaker, frontend
 
 
-def _build_and_load(config: Mapping[str, Any], speaker_state: Mapping[str, torch.Tensor],
+def _build_and_load(config: ModelConfig, speaker_state: Mapping[str, torch.Tensor],
                     source: str, feat_dim: Optional[int] = None) -> nn.Module:
-    model_args = copy.deepcopy(dict(config["model_args"]))
+    model_args = dict(config.model_args)
     if feat_dim is not None and model_args.get("feat_dim") == -1:
         model_args["feat_dim"] = feat_dim  # WeSpeaker's "size of the front-end output"
-    model = get_model(config["model"], **model_args)
+    model = get_model(config.model, **model_args)
     load_weights(model, speaker_state, source, allow_head_truncation=False)
     model.eval()
     # RepVGG: fuse the training branches (the same function, faster); others unchanged
@@ -58,8 +55,8 @@ def _build_and_load(config: Mapping[str, Any], speaker_state: Mapping[str, torch
     return model
 
 
-def load_speaker_model(config: Mapping[str, Any], checkpoint_path: str) -> nn.Module:
-    """Build ``config["model"]`` with ``config["model_args"]``, load its weights, eval mode.
+def load_speaker_model(config: ModelConfig, checkpoint_path: str) -> nn.Module:
+    """Build ``config.model`` with ``config.model_args``, load its weights, eval mode.
 
     Head and front-end tensors are ignored; any other missing, unexpected or
     misshapen tensor is an error naming it. A RepVGG model comes back fused
@@ -86,17 +83,16 @@ class SpeakerEmbedder(nn.Module):
         return self.model(feats)
 
 
-def load_embedder(config: Mapping[str, Any], checkpoint_path: str) -> SpeakerEmbedder:
-    """Front-end (``config["dataset_args"]``) and speaker model, loaded, in eval mode.
+def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
+    """Front-end (``config.dataset_args``) and speaker model, loaded, in eval mode.
 
     The front-end is fbank or an SSL model (``dataset_args.frontend: s3prl``);
     its ``frontend.*`` tensors load strictly, except that a frozen SSL
     front-end's missing WavLM weights come from its pretrained path.
     """
-    require_keys(config, ["dataset_args"])
     speaker_state, frontend_state = split_checkpoint_state(
         model_state_of(read_checkpoint(checkpoint_path)))
-    frontend = build_frontend(config["dataset_args"]).eval()
+    frontend = build_frontend(config.dataset_args).eval()
     model = _build_and_load(config, speaker_state, checkpoint_path, frontend.output_dim)
     embedder = SpeakerEmbedder(frontend, model)
     completed = with_pretrained_frontend_weights(embedder, frontend_state, checkpoint_path)

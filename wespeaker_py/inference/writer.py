@@ -5,13 +5,18 @@ An ``xvector.ark`` holds binary Kaldi float vectors one after another; its
 Both files are written under temporary names and moved into place at the end,
 and the scp always names the *final* ark, so a reader never sees an index that
 points into a half-written or temporary archive.
+
+The per-job *parts* of an extraction are different: they are appended to batch
+by batch (:func:`open_part_writer`), so that a killed run leaves every finished
+embedding on disk, and the next run continues after the last complete one.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
-from typing import IO, Iterator, List, Sequence, Set, Tuple
+from typing import IO, Iterable, Iterator, List, Sequence, Set, Tuple
 
 import kaldiio
 import numpy as np
@@ -34,11 +39,14 @@ class EmbeddingWriter:
     keeps offsets and keys consistent.
     """
 
-    def __init__(self, ark_handle: IO[bytes], scp_handle: IO[str], final_ark_path: str):
+    def __init__(self, ark_handle: IO[bytes], scp_handle: IO[str], final_ark_path: str,
+                 existing_keys: Iterable[str] = (), flush_each: bool = False):
         self._ark = ark_handle
         self._scp = scp_handle
         self._ark_path = final_ark_path
-        self._keys: Set[str] = set()
+        self._keys: Set[str] = set(existing_keys)
+        # resumable parts: each entry reaches the OS, ark bytes before their scp line
+        self._flush_each = flush_each
 
     @property
     def count(self) -> int:
@@ -58,7 +66,11 @@ class EmbeddingWriter:
         self._claim(key, "the data list")
         data_offset = self._ark.tell() + len((key + " ").encode("utf-8"))
         kaldiio.save_ark(self._ark, {key: np.asarray(vector, dtype=np.float32)})
+        if self._flush_each:
+            self._ark.flush()
         self._scp.write(f"{key} {self._ark_path}:{data_offset}\n")
+        if self._flush_each:
+            self._scp.flush()
 
     def append_ark(self, part_ark: str) -> None:
         """Copy a whole ark (and the entries of its scp) verbatim, shifting the offsets."""
@@ -118,3 +130,66 @@ def merge_embedding_arks(part_arks: Sequence[str], out_ark: str) -> int:
         for part in part_arks:
             writer.append_ark(part)
     return writer.count
+
+
+def _entry_size(key: str, vector: np.ndarray) -> int:
+    buffer = io.BytesIO()
+    kaldiio.save_ark(buffer, {key: np.asarray(vector, dtype=np.float32)})
+    return len(buffer.getvalue())
+
+
+def _complete_scp_lines(scp_path: str) -> List[str]:
+    """The newline-terminated lines of a part's scp (a killed writer may leave half a line)."""
+    if not os.path.exists(scp_path):
+        return []
+    with open(scp_path, "r", encoding="utf-8", errors="replace") as handle:
+        return [line for line in handle if line.endswith("\n") and line.strip()]
+
+
+def recover_part(part_ark: str) -> List[str]:
+    """Cut a part ark/scp back to its last complete embedding; return the keys it holds.
+
+    An scp line is written only after the ark entry it names; a kill can still
+    leave an entry without its line, half an entry, or half a line. Entries are
+    checked from the end until one reads back whole; the ark is truncated after
+    it and the scp rewritten to the lines before it.
+    """
+    scp_path = scp_path_for(part_ark)
+    lines = _complete_scp_lines(scp_path)
+    ark_size = os.path.getsize(part_ark) if os.path.exists(part_ark) else 0
+    end = 0
+    while lines:
+        key, _, location = lines[-1].strip().partition(" ")
+        path, _, offset = location.rpartition(":")
+        try:
+            if os.path.abspath(path) != os.path.abspath(part_ark):
+                raise ValueError("points into another ark")
+            vector = kaldiio.load_mat(location)
+            end = int(offset) - len((key + " ").encode("utf-8")) + _entry_size(key, vector)
+            if end <= ark_size:
+                break
+        except Exception:  # noqa: BLE001 -- any failure to read back means "incomplete"
+            pass
+        lines.pop()
+        end = 0
+    with open(part_ark, "ab") as ark:
+        ark.truncate(end)
+    with open(scp_path, "w", encoding="utf-8") as scp:
+        scp.writelines(lines)
+    return [line.split(maxsplit=1)[0] for line in lines]
+
+
+@contextlib.contextmanager
+def open_part_writer(part_ark: str) -> Iterator[EmbeddingWriter]:
+    """Append to a resumable part ark/scp (created if absent), after :func:`recover_part`.
+
+    The writer knows the keys already in the part and refuses to write them again,
+    and hands each entry to the OS as it is written, so a kill loses nothing written.
+    """
+    part_ark = os.path.abspath(part_ark)
+    done = recover_part(part_ark)
+    with open(part_ark, "r+b") as ark_handle, \
+            open(scp_path_for(part_ark), "a", encoding="utf-8") as scp_handle:
+        ark_handle.seek(0, os.SEEK_END)
+        yield EmbeddingWriter(ark_handle, scp_handle, part_ark, existing_keys=done,
+                              flush_each=True)

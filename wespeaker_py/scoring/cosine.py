@@ -11,7 +11,8 @@ from wespeaker_py.scoring.device import resolve_device
 from wespeaker_py.scoring.embeddings import (EmbeddingTable, compute_mean_vector,
                                              load_embeddings, load_mean_vector,
                                              save_mean_vector)
-from wespeaker_py.scoring.trials import TrialList, read_trials, write_score_file
+from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
+                                        read_trials, write_score_file)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -75,16 +76,35 @@ def compute_and_save_mean(cal_mean_dir: str) -> str:
 
 
 def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir: str,
-                      mean_vec_path: Optional[str] = None, device: str = "auto") -> List[str]:
-    """Cosine-score each trial list into ``store_dir/<trials name>.score``; return the paths."""
+                      mean_vec_path: Optional[str] = None, device: str = "auto",
+                      max_missing_fraction: float = 0.0) -> List[str]:
+    """Cosine-score each trial list into ``store_dir/<trials name>.score``; return the paths.
+
+    Trials naming an utterance without an embedding (one extraction skipped) are
+    left out and counted; a list that would lose more than ``max_missing_fraction``
+    of its trials is not written, and :class:`MissingEmbeddingsError` is raised
+    after the other lists are done.
+    """
     table = load_embeddings(eval_scp_path, progress=True)
     mean_vec = load_mean_vector(mean_vec_path, table.dim) if mean_vec_path else None
-    written = []
+    normed = None
+    written, refused = [], []
     for trial_path in trial_paths:
         trials = read_trials(trial_path)
+        try:
+            trials, enroll_rows, test_rows, coverage = keep_scorable_trials(
+                trials, table.index, table.index, eval_scp_path, max_missing_fraction)
+        except MissingEmbeddingsError as error:
+            refused.append(str(error))
+            continue
         logger.info("scoring %d trials of %s", len(trials), trial_path)
-        scores = cosine_score_trials(table, trials, mean_vec, device)
+        if normed is None:
+            normed = length_normalize(table.matrix, mean_vec, resolve_device(device))
+        scores = paired_cosine(normed, normed, enroll_rows, test_rows)
         out_path = os.path.join(store_dir, os.path.basename(trial_path) + ".score")
         write_score_file(out_path, trials, scores)
+        coverage.log(out_path)
         written.append(out_path)
+    if refused:
+        raise MissingEmbeddingsError(" | ".join(refused))
     return written

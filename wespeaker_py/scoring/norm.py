@@ -24,7 +24,7 @@ from tqdm import tqdm
 from wespeaker_py.scoring.cosine import length_normalize
 from wespeaker_py.scoring.device import resolve_device
 from wespeaker_py.scoring.embeddings import load_embeddings, load_mean_vector
-from wespeaker_py.scoring.trials import read_score_file, write_score_file
+from wespeaker_py.scoring.trials import keep_scorable_trials, read_score_file, write_score_file
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -117,10 +117,13 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
 
 def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
                     score_norm_file_path: str, cohort_emb_scp: str, eval_emb_scp: str,
-                    mean_vec_path: Optional[str] = None, device: str = "auto") -> None:
+                    mean_vec_path: Optional[str] = None, device: str = "auto",
+                    max_missing_fraction: float = 0.0) -> None:
     """Normalise a cosine score file against a cohort and write the normalised file.
 
     Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
+    Trials naming an utterance without an evaluation embedding are left out and
+    counted, up to ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
     """
     trials = read_score_file(trial_score_file)
     table = load_embeddings(eval_emb_scp, progress=True)
@@ -133,11 +136,12 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     if cohort.dim != table.dim:
         raise ValueError(f"cohort {cohort_emb_scp} has dimension {cohort.dim}, "
                          f"evaluation embeddings {eval_emb_scp} have {table.dim}")
-    enroll_rows = trials.rows_in(table.index, "enroll", eval_emb_scp)[trials.enroll]
-    test_rows = trials.rows_in(table.index, "test", eval_emb_scp)[trials.test]
+    trials, enroll_rows, test_rows, coverage = keep_scorable_trials(
+        trials, table.index, table.index, eval_emb_scp, max_missing_fraction)
     logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
                 len(trials), os.path.basename(trial_score_file), len(cohort))
     result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
                                     cohort.matrix, score_norm_method, top_n, mean_vec,
                                     device, progress=True)
     write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())
+    coverage.log(score_norm_file_path)

@@ -8,7 +8,7 @@ import scipy.sparse
 
 from wespeaker_py.scoring.embeddings import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
-from wespeaker_py.scoring.trials import read_trials, write_score_file
+from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -92,13 +92,15 @@ def _enrollment_models(plda: TwoCovPLDA, table: EmbeddingTable, utt2spk_path: st
 def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_scp_path: str,
                     trial: str, score_path: str, multisession_avg: bool = False,
                     indomain_scp_path: Optional[str] = None,
-                    kaldi_format: bool = False) -> None:
+                    kaldi_format: bool = False, max_missing_fraction: float = 0.0) -> None:
     """Score a trial list ``model_id test_utt [label]`` by PLDA log-likelihood ratio.
 
     Enrollment models group the enrollment embeddings by ``utt2spk``; their
     count enters the LLR unless ``multisession_avg`` (then every model counts as
     one embedding). With ``indomain_scp_path`` the model is re-centred on the mean
-    of those embeddings (it replaces the training mean).
+    of those embeddings (it replaces the training mean). Trials naming a model or
+    test utterance without an embedding are left out and counted, up to
+    ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
     """
     plda = load_plda(model_path, kaldi_format)
     if indomain_scp_path:
@@ -109,15 +111,16 @@ def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_sc
         counts = np.ones_like(counts)
     test_table = load_embeddings(test_scp_path, progress=True)
     trials = read_trials(trial)
-    model_rows = trials.rows_in({m: i for i, m in enumerate(models)}, "enroll",
-                                f"{enroll_scp_path} (grouped by {utt2spk})")
-    test_rows = trials.rows_in(test_table.index, "test", test_scp_path)
-    test_vectors = plda.project(plda.to_plda_space(test_table.matrix[test_rows]))
-    enroll_of_trial = model_rows[trials.enroll]
+    trials, enroll_of_trial, test_rows, coverage = keep_scorable_trials(
+        trials, {m: i for i, m in enumerate(models)}, test_table.index,
+        f"{enroll_scp_path} (models of {utt2spk}) or {test_scp_path}", max_missing_fraction)
+    used_tests, test_of_trial = np.unique(test_rows, return_inverse=True)
+    test_vectors = plda.project(plda.to_plda_space(test_table.matrix[used_tests]))
     scores = np.empty(len(trials))
     for start in range(0, len(trials), TRIAL_CHUNK):
         stop = start + TRIAL_CHUNK
         enroll = enroll_of_trial[start:stop]
         scores[start:stop] = plda.log_likelihood_ratio(
-            model_vectors[enroll], test_vectors[trials.test[start:stop]], counts[enroll])
+            model_vectors[enroll], test_vectors[test_of_trial[start:stop]], counts[enroll])
     write_score_file(score_path, trials, scores)
+    coverage.log(score_path)

@@ -25,7 +25,8 @@ from scipy.special import expit, log_expit
 
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, atomic_path, iter_table
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
+                                           save_torch)
 
 QMF_COLUMNS = 4  # enroll_mag test_mag enroll_cohort_mean test_cohort_mean
 _CHUNK = 100_000
@@ -210,8 +211,7 @@ def save_calibration(path: str, model: LinearCalibration) -> None:
     """Save as a torch state dict in the layout of WeSpeaker's calibration model."""
     state = {"linear.weight": torch.tensor(model.weight, dtype=torch.float64)[None, :],
              "linear.bias": torch.tensor([model.bias], dtype=torch.float64)}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_calibration(path: str) -> LinearCalibration:

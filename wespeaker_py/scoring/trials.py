@@ -18,7 +18,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from wespeaker_py.utils.cli_errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 LABEL_NAMES = ("nontarget", "target")
 _LABEL_TOKENS = {"target": 1, "tgt": 1, "nontarget": 0, "nontgt": 0, "imp": 0}
@@ -79,6 +83,106 @@ class TrialList:
                                       f"{side} key {key!r} has no embedding in {source}")
             rows[position] = row
         return rows
+
+    def subset(self, keep: np.ndarray) -> "TrialList":
+        """The trials where boolean ``keep`` is true (key tables cut to the keys still used)."""
+        sides = []
+        for keys, first_line, index in ((self.enroll_keys, self.enroll_first_line, self.enroll),
+                                        (self.test_keys, self.test_first_line, self.test)):
+            used, remapped = np.unique(index[keep], return_inverse=True)
+            sides.append(([keys[i] for i in used], first_line[used],
+                          remapped.astype(np.int32)))
+        (enroll_keys, enroll_first, enroll), (test_keys, test_first, test) = sides
+        return TrialList(path=self.path, enroll_keys=enroll_keys, test_keys=test_keys,
+                         enroll_first_line=enroll_first, test_first_line=test_first,
+                         enroll=enroll, test=test,
+                         labels=None if self.labels is None else self.labels[keep],
+                         scores=None if self.scores is None else self.scores[keep])
+
+
+class MissingEmbeddingsError(RunFailedError):
+    """More trials name utterances without an embedding than the caller accepts."""
+
+
+@dataclass
+class TrialCoverage:
+    """How many trials of a list could be scored; the keys without an embedding."""
+
+    path: str
+    total: int
+    scored: int
+    source: str
+    missing: Dict[str, int]  # key -> first trial line naming it
+
+    @property
+    def lost(self) -> int:
+        return self.total - self.scored
+
+    @property
+    def lost_fraction(self) -> float:
+        return self.lost / self.total if self.total else 0.0
+
+    def describe(self, examples: int = 5) -> str:
+        """One line: trials scored and skipped, and the first keys missing (with lines)."""
+        text = f"{self.path}: {self.scored} of {self.total} trials scored"
+        if not self.lost:
+            return text
+        named = ", ".join(f"{key} (line {line})"
+                          for key, line in list(self.missing.items())[:examples])
+        more = f" and {len(self.missing) - examples} more" if len(self.missing) > examples else ""
+        utterances = "1 utterance has" if len(self.missing) == 1 else \
+            f"{len(self.missing)} utterances have"
+        return (f"{text}; {self.lost} skipped ({100 * self.lost_fraction:.3g}%): "
+                f"{utterances} no embedding in {self.source}: {named}{more}")
+
+    def log(self, output: str) -> None:
+        """One line saying what ``output`` covers: a warning when trials were skipped."""
+        (logger.warning if self.lost else logger.info)("%s -> %s", self.describe(), output)
+
+
+def _rows_or_missing(keys: Sequence[str], first_line: np.ndarray, index: Dict[str, int],
+                     missing: Dict[str, int]) -> np.ndarray:
+    rows = np.full(len(keys), -1, dtype=np.int64)
+    for position, key in enumerate(keys):
+        row = index.get(key)
+        if row is None:
+            missing.setdefault(key, int(first_line[position]))
+        else:
+            rows[position] = row
+    return rows
+
+
+def keep_scorable_trials(trials: TrialList, enroll_index: Dict[str, int],
+                         test_index: Dict[str, int], source: str,
+                         max_missing_fraction: float = 0.0
+                         ) -> Tuple[TrialList, np.ndarray, np.ndarray, TrialCoverage]:
+    """Drop the trials naming a key absent from the indexes (what extraction skipped).
+
+    Returns the kept trials, the per-trial rows of their enroll and test keys, and
+    the coverage (log it with :meth:`TrialCoverage.log` once the scores are
+    written). When more than ``max_missing_fraction`` of the trials would be lost
+    (by default any), :class:`MissingEmbeddingsError` is raised instead, naming the
+    missing keys.
+    """
+    if not 0.0 <= max_missing_fraction <= 1.0:
+        raise ValueError(f"max_missing_fraction must be in [0, 1], got {max_missing_fraction}")
+    missing: Dict[str, int] = {}
+    enroll_rows = _rows_or_missing(trials.enroll_keys, trials.enroll_first_line, enroll_index,
+                                   missing)[trials.enroll]
+    test_rows = _rows_or_missing(trials.test_keys, trials.test_first_line, test_index,
+                                 missing)[trials.test]
+    keep = (enroll_rows >= 0) & (test_rows >= 0)
+    coverage = TrialCoverage(path=trials.path, total=len(trials), scored=int(keep.sum()),
+                             source=source,
+                             missing=dict(sorted(missing.items(), key=lambda kv: kv[1])))
+    if coverage.lost_fraction > max_missing_fraction or coverage.scored == 0:
+        raise MissingEmbeddingsError(
+            f"{coverage.describe()}; that is more than --max_missing_fraction "
+            f"{max_missing_fraction:g} allows, so nothing was written (extraction logs why "
+            f"these utterances were skipped)")
+    if coverage.lost:
+        trials = trials.subset(keep)
+    return trials, enroll_rows[keep], test_rows[keep], coverage
 
 
 def _build(path: str, enroll_side: _KeySide, test_side: _KeySide, enroll: List[int],
@@ -219,7 +323,10 @@ def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """
     scores: List[float] = []
     labels: List[int] = []
-    for line_no, fields in iter_table(path, min_fields=4):
+    for line_no, fields in iter_table(path, min_fields=3):
+        if len(fields) == 3:
+            raise DataFormatError(path, line_no, "no label column: metrics need labelled "
+                                                 "trials ('enroll test score target|nontarget')")
         label = parse_label(fields[3])
         if label is None:
             raise DataFormatError(path, line_no, f"label {fields[3]!r} is not target or "

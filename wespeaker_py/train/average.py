@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from wespeaker_py.train.checkpoint import model_state_of, read_checkpoint
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.file_utils import save_torch
 
 _CHECKPOINT_NAME = re.compile(r"model_(\d+)\.pt")
 
@@ -81,6 +81,5 @@ def average_checkpoints(src_dir: str, num: int, dst_model: str, min_epoch: int =
     """
     paths = select_checkpoints(src_dir, num, min_epoch, max_epoch)
     averaged = average_state_dicts(paths)
-    with atomic_path(dst_model) as tmp_path:
-        torch.save(averaged, tmp_path)
+    save_torch(averaged, dst_model)
     return paths

@@ -1,8 +1,8 @@
 """Turning a training config into its parts: front-end, model with head, optimizer, schedules."""
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+import dataclasses
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ from wespeaker_py.frontend.factory import build_frontend as build_frontend_modul
 from wespeaker_py.models import get_model
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
-from wespeaker_py.utils.config import ConfigError
+from wespeaker_py.config import ConfigError, DatasetArgs, TrainConfig
 
 # WeSpeaker measures its learning rates against this per-step batch size.
 REFERENCE_BATCH_SIZE = 64
@@ -21,42 +21,40 @@ SPEED_PERTURB_CLASS_FACTOR = 3
 _OPTIMIZERS = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
-def effective_dataset_args(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """``dataset_args`` as the input pipeline should see them.
+def effective_dataset_args(config: TrainConfig) -> DatasetArgs:
+    """``dataset_args`` as the input pipeline should see them (a copy).
 
     Large-margin fine-tuning (``do_lm``) trains without speed perturbation, as
     WeSpeaker does.
     """
-    dataset_args = copy.deepcopy(dict(config["dataset_args"]))
-    if config.get("do_lm", False):
-        dataset_args["speed_perturb"] = False
-    return dataset_args
+    if config.do_lm:
+        return dataclasses.replace(config.dataset_args, speed_perturb=False)
+    return dataclasses.replace(config.dataset_args)
 
 
-def num_classes(config: Mapping[str, Any], num_speakers: int) -> int:
+def num_classes(config: TrainConfig, num_speakers: int) -> int:
     """Rows of the classification head.
 
     With speed perturbation each speed of a speaker is its own class (3x). An
     LM fine-tuning run keeps the 3x head, although it trains without speed
     perturbation, so that the first run's checkpoint loads unchanged.
     """
-    speed_perturb = bool(config["dataset_args"].get("speed_perturb", False))
-    if speed_perturb or config.get("do_lm", False):
+    if config.dataset_args.speed_perturb or config.do_lm:
         return num_speakers * SPEED_PERTURB_CLASS_FACTOR
     return num_speakers
 
 
-def model_holds_frontend(config: Mapping[str, Any]) -> bool:
+def model_holds_frontend(config: TrainConfig) -> bool:
     """True when the front-end has weights and travels inside the model as ``model.frontend``.
 
     That is every front-end but fbank (WeSpeaker's rule): its weights train with
     the model and are saved under ``frontend.`` in the checkpoints.
     """
-    return config["dataset_args"].get("frontend", "fbank") != "fbank"
+    return config.dataset_args.frontend != "fbank"
 
 
-def _check_feature_dims(config: Mapping[str, Any], frontend: nn.Module) -> None:
-    model_args = config["model_args"]
+def _check_feature_dims(config: TrainConfig, frontend: nn.Module) -> None:
+    model_args = config.model_args
     source = ("dataset_args.s3prl_args (the SSL model's hidden size)"
               if model_holds_frontend(config) else "dataset_args.fbank_args.num_mel_bins")
     for key in ("feat_dim", "acoustic_dim"):
@@ -69,7 +67,7 @@ def _check_feature_dims(config: Mapping[str, Any], frontend: nn.Module) -> None:
                           f"{frontend.output_dim}-dim features ({source})")
 
 
-def build_frontend(config: Mapping[str, Any]) -> nn.Module:
+def build_frontend(config: TrainConfig) -> nn.Module:
     """The on-device feature front-end named by ``dataset_args.frontend``.
 
     ``fbank``: fbank -> CMN -> SpecAugment (:class:`FbankFeatures`, no weights);
@@ -85,21 +83,20 @@ def build_frontend(config: Mapping[str, Any]) -> nn.Module:
     return frontend
 
 
-def resolve_feat_dim(config: Mapping[str, Any], frontend: nn.Module) -> Mapping[str, Any]:
+def resolve_feat_dim(config: TrainConfig, frontend: nn.Module) -> TrainConfig:
     """``config`` with ``model_args.feat_dim: -1`` replaced by the front-end's output size.
 
     WeSpeaker's SSL configs leave the size to the front-end this way. A config
     with another value comes back as it is; otherwise a shallow copy with a new
     ``model_args``.
     """
-    if config["model_args"].get("feat_dim") != -1:
+    if config.model_args.get("feat_dim") != -1:
         return config
-    resolved = dict(config)
-    resolved["model_args"] = dict(config["model_args"], feat_dim=frontend.output_dim)
-    return resolved
+    return dataclasses.replace(config, model_args=dict(config.model_args,
+                                                       feat_dim=frontend.output_dim))
 
 
-def build_model(config: Mapping[str, Any], num_speakers: int,
+def build_model(config: TrainConfig, num_speakers: int,
                 frontend: Optional[nn.Module] = None) -> nn.Module:
     """The speaker model with its head attached as ``model.projection``.
 
@@ -108,21 +105,20 @@ def build_model(config: Mapping[str, Any], num_speakers: int,
     """
     if frontend is not None:
         config = resolve_feat_dim(config, frontend)
-    model_args = dict(config["model_args"])
+    model_args = dict(config.model_args)
     if "embed_dim" not in model_args:
         raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
     if model_args.get("feat_dim") == -1:
         raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
                           "which only an SSL front-end (dataset_args.frontend: s3prl) can fill")
     try:
-        model = get_model(config["model"], **model_args)
+        model = get_model(config.model, **model_args)
     except TypeError as err:
         raise ConfigError(
-            f"config key 'model_args' does not fit {config['model']}: {err}") from None
+            f"config key 'model_args' does not fit {config.model}: {err}") from None
     if frontend is not None:
         model.add_module("frontend", frontend)
-    projection_args = dict(config["projection_args"])
-    projection_args["do_lm"] = bool(config.get("do_lm", False))
+    projection_args = dict(config.projection_args, do_lm=config.do_lm)
     try:
         head = get_projection(projection_args, embed_dim=model_args["embed_dim"],
                               num_class=num_classes(config, num_speakers))
@@ -132,7 +128,7 @@ def build_model(config: Mapping[str, Any], num_speakers: int,
     return model
 
 
-def build_optimizer(config: Mapping[str, Any],
+def build_optimizer(config: TrainConfig,
                     parameters: Union[Iterable[torch.nn.Parameter], List[Dict[str, Any]]]
                     ) -> torch.optim.Optimizer:
     """SGD, Adam or AdamW with ``optimizer_args``; the lr starts at the schedule's initial_lr.
@@ -140,29 +136,28 @@ def build_optimizer(config: Mapping[str, Any],
     ``parameters`` are parameters or groups with an ``lr_scale`` each
     (:func:`~wespeaker_py.frontend.ssl.frontend_param_groups`).
     """
-    optimizer_args = dict(config.get("optimizer_args") or {})
-    optimizer_args.setdefault("lr", config["scheduler_args"]["initial_lr"])
+    optimizer_args = dict(config.optimizer_args)
+    optimizer_args.setdefault("lr", config.scheduler_args.initial_lr)
     try:
-        return _OPTIMIZERS[config["optimizer"]](parameters, **optimizer_args)
+        return _OPTIMIZERS[config.optimizer](parameters, **optimizer_args)
     except TypeError as err:
         raise ConfigError(f"config key 'optimizer_args' does not fit "
-                          f"{config['optimizer']}: {err}") from None
+                          f"{config.optimizer}: {err}") from None
 
 
-def epoch_iterations(config: Mapping[str, Any], num_utterances: int, world_size: int) -> int:
+def epoch_iterations(config: TrainConfig, num_utterances: int, world_size: int) -> int:
     """Batches per epoch on each rank: samples per epoch / world size / batch size.
 
     ``dataset_args.sample_num_per_epoch`` (when > 0) replaces the number of
     training utterances, which speed perturbation in ``expanded`` mode triples.
     """
     dataset_args = effective_dataset_args(config)
-    samples = dataset_args.get("sample_num_per_epoch", 0)
+    samples = dataset_args.sample_num_per_epoch
     if not samples:
         samples = num_utterances
-        if (dataset_args.get("speed_perturb", False)
-                and dataset_args.get("speed_perturb_mode") == "expanded"):
+        if dataset_args.speed_perturb and dataset_args.speed_perturb_mode == "expanded":
             samples *= SPEED_PERTURB_CLASS_FACTOR
-    batch_size = config["dataloader_args"]["batch_size"]
+    batch_size = config.dataloader_args.batch_size
     iterations = samples // world_size // batch_size
     if iterations <= 0:
         raise ConfigError(f"{samples} samples per epoch cannot fill one batch of {batch_size} "
@@ -170,18 +165,17 @@ def epoch_iterations(config: Mapping[str, Any], num_utterances: int, world_size:
     return iterations
 
 
-def build_lr_scheduler(config: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+def build_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
                        epoch_iter: int, world_size: int) -> ExponentialDecrease:
     """The learning-rate schedule, scaled by the global batch against WeSpeaker's 64."""
-    scale_ratio = world_size * config["dataloader_args"]["batch_size"] / REFERENCE_BATCH_SIZE
-    return ExponentialDecrease(optimizer, num_epochs=config["num_epochs"], epoch_iter=epoch_iter,
-                               scale_ratio=scale_ratio, **config["scheduler_args"])
+    scale_ratio = world_size * config.dataloader_args.batch_size / REFERENCE_BATCH_SIZE
+    return ExponentialDecrease(optimizer, num_epochs=config.num_epochs, epoch_iter=epoch_iter,
+                               scale_ratio=scale_ratio,
+                               **dataclasses.asdict(config.scheduler_args))
 
 
-def build_margin_scheduler(config: Mapping[str, Any], head: nn.Module,
+def build_margin_scheduler(config: TrainConfig, head: nn.Module,
                            epoch_iter: int) -> MarginScheduler:
     """The margin schedule of the head (fixed margin 0 when ``margin_update`` is absent)."""
-    margin_update = dict(config.get("margin_update") or {
-        "initial_margin": 0.0, "final_margin": 0.0, "increase_start_epoch": 1,
-        "fix_start_epoch": 1, "update_margin": False})
-    return MarginScheduler(head, epoch_iter=epoch_iter, **margin_update)
+    return MarginScheduler(head, epoch_iter=epoch_iter,
+                           **dataclasses.asdict(config.margin_update))

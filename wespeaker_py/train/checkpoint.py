@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from wespeaker_py.frontend.ssl import (frontend_state_dict_for_checkpoint,
                                        with_pretrained_frontend_weights)
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.file_utils import save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -96,8 +96,7 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         "param_digests": param_digests,
         "world_size": len(rng_states),
     }
-    with atomic_path(path) as tmp_path:
-        torch.save(state, tmp_path)
+    save_torch(state, path)
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:

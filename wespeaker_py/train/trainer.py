@@ -12,14 +12,13 @@ WavLM weights only when not frozen, its layer weights always).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -37,7 +36,8 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name,
 from wespeaker_py.train.distributed import (DistContext, all_ranks_true, all_reduce_sum,
                                             barrier, gather_objects, init_distributed,
                                             shutdown_distributed, wrap_ddp)
-from wespeaker_py.utils.config import ConfigError, require_keys, save_config, validate_config
+from wespeaker_py.config import (ConfigError, TrainConfig, as_train_config, require_keys,
+                                 save_config)
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -384,14 +384,13 @@ def _load_start_weights(config: Mapping[str, Any], model: nn.Module):
     return None, (epoch_from_name(path) or 0) + 1
 
 
-def run_training(config: Dict[str, Any]) -> List[EpochResult]:
+def run_training(config: Union[TrainConfig, Mapping[str, Any]]) -> List[EpochResult]:
     """Train as ``config`` says (see conf/*.yaml); return each epoch's averages.
 
     Call it in every process of a torchrun job, or alone for one process.
     """
-    validate_config(config)
+    config = as_train_config(config)  # a checked copy: model_args.feat_dim: -1 gets filled in
     require_keys(config, ["exp_dir", "data_type", "train_data", "train_label"])
-    config = copy.deepcopy(config)  # model_args.feat_dim: -1 gets filled in
     ctx = init_distributed(config.get("gpus"))
     stop_file_log = (_log_to_file(os.path.join(config["exp_dir"], "train.log"))
                      if ctx.is_main else None)

@@ -7,8 +7,12 @@ and the 1-based line number, so a broken list never fails with a bare
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import shutil
+import socket
+import uuid
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 
@@ -78,25 +82,140 @@ def read_lines(path: str) -> List[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
-def _new_temp_file(path: str) -> str:
-    """Create an empty temporary file beside ``path`` with the permissions a plain open gives."""
+class DiskFullError(OSError):
+    """Writing an output failed because its file system is full (or over quota)."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, f"no space left on device while writing {path}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):
+        return (DiskFullError, (self.path, OSError(self.errno, self.strerror)))
+
+
+_DISK_FULL_ERRNOS = frozenset([errno.ENOSPC, errno.EDQUOT])
+
+
+def _disk_full_cause(error: BaseException) -> Optional[OSError]:
+    """The ENOSPC/EDQUOT ``OSError`` in ``error``'s chain, if there is one.
+
+    Libraries that write through a Python file object (``torch.save``) raise
+    their own error while the ``OSError`` sits in the chain.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# Temporary outputs are named ``.tmp_<name>.<host>-<pid>.<random>`` so that a later
+# writer in the same directory can tell which ones a dead process left behind.
+_TEMP_PREFIX = ".tmp_"
+_TEMP_OWNER = re.compile(r"\.(?P<host>[^.]*)-(?P<pid>\d+)\.[^.]+(\.[^.]*)?$")
+
+
+def _host_tag() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Remove the temporary outputs in ``directory`` whose writing process has died.
+
+    Only files this module names (``.tmp_<name>.<host>-<pid>.<random>``) and only
+    those of this host whose process no longer exists are touched; a temporary
+    file of a running writer, or of another machine sharing the directory, is
+    left alone. Returns the removed paths.
+    """
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    host = _host_tag()
+    for name in names:
+        if not name.startswith(_TEMP_PREFIX):
+            continue
+        match = _TEMP_OWNER.search(name)
+        if match is None or match.group("host") != host or _process_alive(int(match.group("pid"))):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def temp_name_for(path: str) -> str:
+    """A fresh temporary name beside ``path`` that :func:`remove_stale_temp_files` recognises."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f"{_TEMP_PREFIX}{os.path.basename(path)}."
+                                   f"{_host_tag()}-{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def _new_temp_file(path: str, suffix: str = "") -> str:
+    """Create an empty temporary file beside ``path`` with the permissions a plain open gives.
+
+    Stale temporary files of dead writers in the same directory are removed first.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".",
-                                    dir=directory)
-    os.close(fd)
+    remove_stale_temp_files(directory)
+    tmp_path = temp_name_for(path) + suffix
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should follow the umask
+    # outputs follow the umask, as a plain open would
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+    os.close(fd)
     return tmp_path
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        _fsync_path(directory)
+
+
+def raise_if_disk_full(error: BaseException, path: str) -> None:
+    """Raise :class:`DiskFullError` naming ``path`` when ``error`` comes from a full disk."""
+    cause = _disk_full_cause(error)
+    if cause is not None and not isinstance(error, DiskFullError):
+        raise DiskFullError(path, cause) from error
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path`` and move it into place on success.
 
-    Readers never see a half-written file: on an exception the temporary file
-    is removed and ``path`` is left as it was.
+    Readers never see a half-written file: the data is flushed to disk before the
+    rename, and on an exception the temporary file is removed and ``path`` is left
+    as it was. A full disk raises :class:`DiskFullError` naming ``path``.
     """
     tmp_path = _new_temp_file(path)
     try:
@@ -105,9 +224,11 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
+        raise_if_disk_full(error, path)
         raise
 
 
@@ -116,17 +237,31 @@ def atomic_path(path: str) -> Iterator[str]:
     """Give a temporary path beside ``path`` to write with any library; rename on success.
 
     Use it for writers that want a file name rather than a handle
-    (``torch.save``, ``kaldiio.WriteHelper``, ``np.save``).
+    (``kaldiio.WriteHelper``, ``np.save``; for ``torch.save`` use :func:`save_torch`,
+    which reports a full disk clearly). The file is flushed to disk before the rename.
     """
-    tmp_path = _new_temp_file(path)
     # keep the suffix so libraries that look at it (np.save adds ".npy") behave
-    ext = os.path.splitext(path)[1]
-    tmp_named = tmp_path + ext
-    os.replace(tmp_path, tmp_named)
+    tmp_named = _new_temp_file(path, suffix=os.path.splitext(path)[1])
     try:
         yield tmp_named
+        _fsync_path(tmp_named)
         os.replace(tmp_named, path)
-    except BaseException:
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_named)
+        raise_if_disk_full(error, path)
         raise
+
+
+def save_torch(obj, path: str) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically; a full disk raises :class:`DiskFullError`.
+
+    torch writes through a Python file object here, so the file system's own
+    error (ENOSPC) reaches us instead of torch's ``unexpected pos`` message.
+    """
+    import torch  # noqa: PLC0415 -- the text helpers above do not need torch
+
+    with atomic_path(path) as tmp_path:
+        with open(tmp_path, "wb") as handle:
+            torch.save(obj, handle)

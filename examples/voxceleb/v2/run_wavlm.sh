@@ -67,9 +67,9 @@ check_ssl_weights() {
   local weights
   weights=${ssl_path:-$(python -c 'import sys
 from wespeaker_py.frontend.ssl import resolve_weights_path
-from wespeaker_py.utils.config import read_yaml
-args = read_yaml(sys.argv[1])["dataset_args"]["s3prl_args"]
-print(resolve_weights_path(args["upstream_args"], args.get("download_dir")))' ${config})}
+from wespeaker_py.config import load_config
+args = load_config(sys.argv[1]).dataset_args.s3prl_args
+print(resolve_weights_path(args.upstream_args, args.download_dir))' ${config})}
   if [ ! -e "${weights}" ]; then
     echo "$0: WavLM weights not found at ${weights}." >&2
     echo "Place there a Hugging Face WavLM Large directory (config.json + model.safetensors)" \

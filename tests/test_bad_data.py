@@ -1,0 +1,99 @@
+"""Bad audio and bad lists: counted skips (once per key and epoch) or errors naming lines."""
+import numpy as np
+import pytest
+import soundfile as sf
+from torch.utils.data import DataLoader
+
+from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
+from wespeaker_py.dataset import Dataset, collate_train
+from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.dataset.lists import read_raw_list, read_shard_list
+from wespeaker_py.dataset.stats import SkipSummary
+from wespeaker_py.utils.file_utils import DataFormatError
+
+
+def _float_wav(path, samples):
+    sf.write(path, samples.astype(np.float32), RATE, subtype="FLOAT")
+    return path
+
+
+def _bad_audio_list(tmp_path):
+    good = random_int16(40000, seed=1) / 32768.0
+    with_nan = good.copy()
+    with_nan[::1000] = np.nan
+    with_inf = good.copy()
+    with_inf[::5000] = -np.inf  # a training chunk only sees part of the file
+    rows = [("good", _float_wav(str(tmp_path / "good.wav"), good)),
+            ("nan", _float_wav(str(tmp_path / "nan.wav"), with_nan)),
+            ("inf", _float_wav(str(tmp_path / "inf.wav"), with_inf)),
+            ("zeros", write_audio(str(tmp_path / "zeros.wav"), np.zeros(40000, np.int16)))]
+    return write_raw_list_file(str(tmp_path / "raw.list"),
+                               [{"key": key, "wav": wav, "spk": "s"} for key, wav in rows])
+
+
+@pytest.mark.parametrize("whole_utt", [False, True], ids=["training", "extraction"])
+def test_non_finite_and_silent_audio_are_counted_skips(tmp_path, caplog, whole_utt):
+    raw = _bad_audio_list(tmp_path)
+    dataset = Dataset("raw", raw, training_args(), {"s": 0}, whole_utt=whole_utt)
+    samples = list(dataset)
+    assert [s["key"] for s in samples] == ["good"]
+    assert all(np.isfinite(s["wav"].numpy()).all() for s in samples)
+    summary = dataset.epoch_summary()
+    assert summary.skipped == {reasons.NON_FINITE: 2, reasons.ALL_ZERO: 1}
+    assert "skipping nan (non_finite_samples)" in caplog.text
+    assert "skipping zeros (all_zero_samples)" in caplog.text
+
+
+def test_missing_file_counted_once_per_epoch_over_repeats_and_workers(tmp_path):
+    rows = [{"key": f"ok{i}", "wav": write_audio(str(tmp_path / f"ok{i}.wav"),
+                                                 random_int16(40000, seed=i)), "spk": "s"}
+            for i in range(4)]
+    rows += [{"key": f"gone{i}", "wav": str(tmp_path / f"gone{i}.wav"), "spk": "s"}
+             for i in range(2)]
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), rows)
+    # 48 samples from 4 usable files: each worker's list comes round ~12 times
+    dataset = Dataset("raw", raw, training_args(sample_num_per_epoch=48), {"s": 0})
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_train)
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        assert sum(len(batch["keys"]) for batch in loader) == 48
+        summary = dataset.epoch_summary()
+        assert summary.workers == 2 and summary.samples == 48
+        assert summary.skipped == {reasons.MISSING: 2}
+        assert sorted(summary.examples[reasons.MISSING]) == ["gone0", "gone1"]
+
+
+def test_skip_summaries_travel_and_merge_across_ranks():
+    rank0 = SkipSummary(samples=10, workers=2)
+    rank0.skipped.update({reasons.MISSING: 2})
+    rank0.examples[reasons.MISSING] = ["a", "b"]
+    rank1 = SkipSummary(samples=7, workers=2)
+    rank1.skipped.update({reasons.MISSING: 1, reasons.NON_FINITE: 1})
+    rank1.repaired.update({reasons.RESAMPLED: 3})
+    rank1.examples.update({reasons.MISSING: ["c"], reasons.NON_FINITE: ["d"]})
+    merged = SkipSummary.merged(SkipSummary.from_dict(s.to_dict()) for s in (rank0, rank1))
+    assert merged.to_dict() == {
+        "samples": 17, "workers": 4, "repaired": {reasons.RESAMPLED: 3},
+        "skipped": {reasons.MISSING: 3, reasons.NON_FINITE: 1},
+        "examples": {reasons.MISSING: ["a", "b", "c"], reasons.NON_FINITE: ["d"]}}
+    assert merged.describe() == ("17 samples; skipped: missing_file=3 (e.g. a, b, c), "
+                                 "non_finite_samples=1 (e.g. d); repaired: resampled=3")
+
+
+def test_duplicate_key_in_a_raw_list_names_both_lines(tmp_path):
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), [
+        {"key": "a", "wav": "/x/a.wav", "spk": "s"}, {"key": "b", "wav": "/x/b.wav", "spk": "s"},
+        {"key": "a", "wav": "/x/c.wav", "spk": "t"}])
+    with pytest.raises(DataFormatError, match=r"raw.list:3: duplicate key 'a', already on line 1"):
+        read_raw_list(raw)
+    with pytest.raises(DataFormatError, match=r"raw.list:3: duplicate key 'a'"):
+        Dataset("raw", raw, training_args(), whole_utt=True)
+
+
+def test_duplicate_shard_names_both_lines(tmp_path):
+    shard_list = tmp_path / "shard.list"
+    shard_list.write_text("/s/0.tar\n/s/1.tar\n\n/s/0.tar\n")
+    with pytest.raises(DataFormatError, match=r"shard.list:4: duplicate shard '/s/0.tar', "
+                                              r"already on line 1"):
+        read_shard_list(str(shard_list))
+

@@ -1,0 +1,168 @@
+"""Extraction after a kill: resume, no debris, jobs that die with their parent, no empty output."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import kaldiio
+import numpy as np
+import pytest
+
+from inference_helpers import make_corpus, make_experiment
+from wespeaker_py.bin.extract import main as extract_main
+from wespeaker_py.inference import extract_embeddings, read_model_config
+from wespeaker_py.inference.workdir import work_dir_for
+from wespeaker_py.inference.writer import EmbeddingWriter
+from wespeaker_py.utils.cli_errors import RunFailedError, run_main
+from wespeaker_py.utils.file_utils import DataFormatError
+
+LENGTHS = [16000, 12000, 9600, 20000, 12800, 8000]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("resume"))
+    config_path, checkpoint, _ = make_experiment(os.path.join(root, "exp"))
+    data_list, wavs = make_corpus(os.path.join(root, "corpus"), LENGTHS)
+    return {"config_path": config_path, "config": read_model_config(config_path),
+            "checkpoint": checkpoint, "list": data_list, "wavs": wavs, "root": root}
+
+
+def _extract(setup, ark, data_list=None):
+    return extract_embeddings(setup["config"], setup["checkpoint"], "raw",
+                              data_list or setup["list"], ark, num_workers=0, device="cpu")
+
+
+def _read(ark):
+    return {key: np.asarray(vector) for key, vector in kaldiio.load_scp(ark[:-4] + ".scp").items()}
+
+
+def test_an_interrupted_extraction_resumes_to_the_same_embeddings(setup, tmp_path, monkeypatch):
+    reference_ark = str(tmp_path / "ref" / "xvector.ark")
+    _extract(setup, reference_ark)
+    reference = _read(reference_ark)
+
+    ark = str(tmp_path / "out" / "xvector.ark")
+    real_write = EmbeddingWriter.write
+    written = []
+
+    def killed_after_three(self, key, vector):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of the run
+        real_write(self, key, vector)
+        written.append(key)
+
+    monkeypatch.setattr(EmbeddingWriter, "write", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(setup, ark)
+    monkeypatch.undo()
+    work = work_dir_for(ark)
+    assert os.listdir(tmp_path / "out") == [os.path.basename(work)]
+    # a kill -9 can also leave half an entry and half an index line behind
+    with open(os.path.join(work, "part_000.ark"), "ab") as part:
+        part.write(b"spk0-utt99 \0BFV \x04\x08\0\0")
+    with open(os.path.join(work, "part_000.scp"), "a") as scp:
+        scp.write("spk0-utt99 /nowhere")
+
+    summary = _extract(setup, ark)
+    assert summary.resumed == 3 and summary.extracted == len(LENGTHS)
+    resumed = _read(ark)
+    assert set(resumed) == set(reference)
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key])
+    assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
+
+
+def test_work_of_another_list_is_not_resumed(setup, tmp_path):
+    ark = str(tmp_path / "xvector.ark")
+    stale = work_dir_for(ark)
+    os.makedirs(stale)
+    with open(os.path.join(stale, "manifest.json"), "w") as handle:
+        json.dump({"data_list": "/other.list"}, handle)
+    with open(os.path.join(stale, "part_000.scp"), "w") as handle:
+        handle.write("ghost /x.ark:5\n")
+    _extract(setup, ark)
+    assert set(_read(ark)) == set(setup["wavs"])
+    assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
+
+
+def test_empty_list_and_all_skipped_write_nothing(setup, tmp_path):
+    empty = tmp_path / "empty.list"
+    empty.write_text("\n")
+    ark = str(tmp_path / "out" / "xvector.ark")
+    with pytest.raises(DataFormatError, match="empty.list: the data list is empty"):
+        _extract(setup, ark, str(empty))
+    gone = tmp_path / "gone.list"
+    gone.write_text("".join(json.dumps({"key": f"g{i}", "wav": f"/nowhere/{i}.wav"}) + "\n"
+                            for i in range(2)))
+    with pytest.raises(RunFailedError, match=r"no embedding extracted from .*gone.list "
+                                             r"\(2 utterances skipped \(2 missing_file\)\)"):
+        _extract(setup, ark, str(gone))
+    assert os.listdir(tmp_path / "out") == []
+
+
+def _cli(setup, data_list, ark, *extra):
+    return [sys.executable, "-m", "wespeaker_py.bin.extract", "--config", setup["config_path"],
+            "--model_path", setup["checkpoint"], "--data_type", "raw", "--data_list",
+            data_list, "--embed_ark", ark, "--num_workers", "0", "--gpus", "[]", *extra]
+
+
+def test_cli_reports_an_empty_list_in_one_line_with_exit_code_2(setup, tmp_path, capsys):
+    empty = tmp_path / "empty.list"
+    empty.write_text("")
+    argv = _cli(setup, str(empty), str(tmp_path / "x.ark"))[3:]
+    assert run_main(extract_main, argv, prog="extract.py") == 2
+    assert capsys.readouterr().err == (f"extract.py: error: {empty}: the data list is empty "
+                                       "(run with --debug for the traceback)\n")
+
+
+def _children(pid):
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_the_parent_of_two_jobs_ends_the_jobs(setup, tmp_path):
+    ark = str(tmp_path / "out" / "xvector.ark")
+    parent = subprocess.Popen(_cli(setup, setup["list"], ark, "--nj", "2"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        jobs = []
+        while len(jobs) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            # the spawn start method also starts a resource tracker: count job processes
+            jobs = [pid for pid in _children(parent.pid)
+                    if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+            time.sleep(0.05)
+        assert len(jobs) == 2, parent.stderr.read().decode()
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in jobs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in jobs)
+        assert not os.path.exists(ark)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.wait()

@@ -1,0 +1,22 @@
+"""The experiment config: one typed schema for loading, overrides, checking and saving.
+
+    from wespeaker_py.config import load_config, save_config
+    config = load_config("conf/resnet34.yaml", [("model_args.embed_dim", "192")])
+    config.dataset_args.fbank_args.num_mel_bins   # typed, defaults filled in
+"""
+from wespeaker_py.config.fields import ConfigError
+from wespeaker_py.config.loading import (apply_override, as_dataset_args, as_model_config,
+                                         as_train_config, config_to_dict, load_config,
+                                         load_model_config, parse_override_args, read_yaml,
+                                         require_keys, save_config)
+from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs, FbankArgs,
+                                        FilterArgs, MarginUpdate, ModelConfig, S3prlArgs,
+                                        SchedulerArgs, ShuffleArgs, SpecAugArgs, TrainConfig,
+                                        UpstreamArgs)
+
+__all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs", "FbankArgs",
+           "FilterArgs", "MarginUpdate", "ModelConfig", "S3prlArgs", "SchedulerArgs",
+           "ShuffleArgs", "SpecAugArgs", "TrainConfig", "UpstreamArgs", "apply_override",
+           "as_dataset_args", "as_model_config", "as_train_config", "config_to_dict",
+           "load_config", "load_model_config", "parse_override_args", "read_yaml",
+           "require_keys", "save_config"]

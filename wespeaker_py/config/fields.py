@@ -1,0 +1,231 @@
+"""The machinery that turns YAML mappings into typed config dataclasses and back.
+
+A config block is a dataclass whose field annotations say what each key
+accepts: ``int``, ``float`` (an integer is accepted and stored as float),
+``bool``, ``str``, ``Literal[...]`` (one of the listed values),
+``Optional[...]`` (also null), a union of those, ``List[...]``,
+``Dict[str, Any]`` (an open mapping that its consumer checks) or another
+block. Ranges come from :func:`setting`; checks across keys from a block's
+``_finish(where)`` method, which may also fill defaults that depend on other
+keys. Every error is one line naming the dotted key.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+
+Block = TypeVar("Block")
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the key (dotted)."""
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
+            minimum: Optional[float] = None, maximum: Optional[float] = None,
+            above: Optional[float] = None) -> Any:
+    """A dataclass field with a default and an allowed range.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower
+    bound. No default and no factory make the key required.
+    """
+    metadata = {"minimum": minimum, "maximum": maximum, "above": above}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def is_block(hint: Any) -> bool:
+    """True for a config block (a dataclass type)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _union_members(hint: Any) -> Tuple[Any, ...]:
+    if typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _non_null(hint: Any) -> Tuple[Any, ...]:
+    return tuple(member for member in _union_members(hint) if member is not type(None))
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    for kind, name in ((int, "int"), (float, "float"), (str, "str"), (dict, "dict")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for member in _union_members(hint):
+        origin = typing.get_origin(member) or member
+        if member is type(None):
+            continue
+        if origin is typing.Literal:
+            names.append(f"one of {list(typing.get_args(member))}")
+        elif is_block(member) or origin in (dict, Mapping):
+            names.append("dict")
+        elif origin in (list, Sequence):
+            names.append("list")
+        else:
+            names.append(getattr(member, "__name__", str(member)))
+    text = " or ".join(names)
+    return text + " or null" if type(None) in _union_members(hint) else text
+
+
+def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
+    """(accepted, converted value) for one member of a field's type."""
+    origin = typing.get_origin(member) or member
+    if member is Any:
+        return True, value
+    if origin is typing.Literal:
+        return value in typing.get_args(member) and not isinstance(value, bool), value
+    if is_block(member):
+        if isinstance(value, Mapping):
+            return True, parse_block(member, value, key)
+        return False, value
+    if origin in (dict, Mapping):
+        return isinstance(value, Mapping), copy.deepcopy(dict(value)) if isinstance(
+            value, Mapping) else value
+    if origin in (list, Sequence):
+        return isinstance(value, (list, tuple)), list(value) if isinstance(
+            value, (list, tuple)) else value
+    if member is bool:
+        return isinstance(value, bool), value
+    if member is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if member is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if member is str:
+        return isinstance(value, str), value
+    raise TypeError(f"config field '{key}' has an unsupported type {member!r}")
+
+
+def convert_value(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked against ``hint`` (and converted: int to float, mappings to blocks)."""
+    if value is None:
+        if type(None) in _union_members(hint):
+            return None
+        raise ConfigError(f"config key '{key}' must be {_describe(hint)}, got null")
+    for member in _non_null(hint):
+        accepted, converted = _convert_one(member, value, key)
+        if accepted:
+            return converted
+    literals = [m for m in _non_null(hint) if typing.get_origin(m) is typing.Literal]
+    if literals and len(_non_null(hint)) == 1:
+        raise ConfigError(f"config key '{key}' must be one of "
+                          f"{list(typing.get_args(literals[0]))}, got {value!r}")
+    raise ConfigError(f"config key '{key}' must be {_describe(hint)}, "
+                      f"got {_kind_of(value)} {value!r}")
+
+
+def _check_range(field: dataclasses.Field, value: Any, key: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    minimum, maximum, above = (field.metadata.get(name) for name in
+                               ("minimum", "maximum", "above"))
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"config key '{key}' must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"config key '{key}' must be <= {maximum}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"config key '{key}' must be > {above}, got {value!r}")
+
+
+def _dotted(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _hints(block_type: type) -> Dict[str, Any]:
+    return typing.get_type_hints(block_type, include_extras=False)
+
+
+def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "") -> Block:
+    """Check ``data`` against ``block_type``; fill defaults; return the block.
+
+    ``where`` is the dotted name of the block (empty at the top level).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{where}' must be dict, got {_kind_of(data)} {data!r}")
+    hints = _hints(block_type)
+    fields = {field.name: field for field in dataclasses.fields(block_type)}
+    for name in data:
+        if name not in fields:
+            place = f"under '{where}'" if where else "at the top level"
+            raise ConfigError(f"unknown config key '{_dotted(where, name)}'; known keys "
+                              f"{place}: {', '.join(sorted(fields))}")
+    values = {}
+    for name, field in fields.items():
+        key = _dotted(where, name)
+        if name in data:
+            values[name] = convert_value(hints[name], data[name], key)
+            _check_range(field, values[name], key)
+        elif is_block(hints[name]):
+            if field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"config key '{key}' is required but missing")
+            values[name] = parse_block(hints[name], {}, key)  # its defaults, completed
+        elif (field.default is dataclasses.MISSING
+              and field.default_factory is dataclasses.MISSING):
+            raise ConfigError(f"config key '{key}' is required but missing")
+    block = block_type(**values)
+    finish = getattr(block, "_finish", None)
+    if finish is not None:
+        finish(where)
+    return block
+
+
+def block_to_dict(block: Any) -> Dict[str, Any]:
+    """A block as plain YAML-ready data; absent (null) sub-blocks and open mappings left out."""
+    hints = _hints(type(block))
+    plain: Dict[str, Any] = {}
+    for field in dataclasses.fields(block):
+        value = getattr(block, field.name)
+        if value is None and any(is_block(member) or typing.get_origin(member) is dict
+                                 or member is dict for member in _non_null(hints[field.name])):
+            continue
+        plain[field.name] = _plain(value)
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return block_to_dict(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
+    """The type of the dotted key ``parts``; None inside an open mapping.
+
+    Raises :class:`ConfigError` for a key the schema does not know.
+    """
+    hint: Any = block_type
+    for depth, part in enumerate(parts):
+        blocks = [member for member in _non_null(hint) if is_block(member)]
+        if not blocks:
+            return None  # below an open mapping: its consumer checks the value
+        fields = _hints(blocks[0])
+        if part not in fields:
+            parent = ".".join(parts[:depth])
+            place = f"under '{parent}'" if parent else "at the top level"
+            raise ConfigError(f"unknown config key '{'.'.join(parts)}'; known keys {place}: "
+                              f"{', '.join(sorted(fields))}")
+        hint = fields[part]
+    return hint
+
+
+def is_text(hint: Optional[Any]) -> bool:
+    """True when the field takes only a string (or null): override text stays as typed."""
+    return hint is not None and _non_null(hint) == (str,)

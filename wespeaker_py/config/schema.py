@@ -1,0 +1,318 @@
+"""The experiment config, one dataclass per block of WeSpeaker's YAML.
+
+The keys, their types, defaults (WeSpeaker's behaviour when a key is left out)
+and allowed ranges are declared here once; loading, command-line overrides,
+every consumer and the saved ``config.yaml`` use these classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterator, List, Literal, Optional, Union
+
+from wespeaker_py.config.fields import ConfigError, parse_block, setting
+
+
+class ConfigBlock:
+    """Base of every block: also readable like the mapping it came from.
+
+    ``block["num_epochs"]``, ``block.get("seed")``, ``"x" in block``, ``dict(block)``
+    and ``block["model_args"] = ...`` work as on WeSpeaker's config dicts, so code
+    written against those keeps working; new code reads attributes.
+    """
+
+    def _names(self) -> List[str]:
+        return [field.name for field in dataclasses.fields(self)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._names():
+            raise KeyError(name)
+        setattr(self, name, value)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of key ``name`` (``default`` only for a key this block does not have)."""
+        return getattr(self, name) if name in self._names() else default
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def _block(cls):
+    """Declare a config block: a keyword-only, mutable dataclass."""
+    return dataclasses.dataclass(kw_only=True)(cls)
+
+
+# ---- dataset_args -------------------------------------------------------------------------
+
+@_block
+class ShuffleArgs(ConfigBlock):
+    """``dataset_args.shuffle_args``: size of the shuffle buffer (utterances)."""
+
+    shuffle_size: int = setting(2500, minimum=1)
+
+
+@_block
+class FilterArgs(ConfigBlock):
+    """``dataset_args.filter_args``: utterance lengths kept for training, in frames."""
+
+    min_num_frames: int = setting(100, minimum=0)
+    max_num_frames: int = setting(800, minimum=1)
+
+    def _finish(self, where: str) -> None:
+        if self.max_num_frames < self.min_num_frames:
+            raise ConfigError(f"config key '{where}.max_num_frames' must be >= min_num_frames "
+                              f"({self.min_num_frames}), got {self.max_num_frames}")
+
+
+@_block
+class FbankArgs(ConfigBlock):
+    """``dataset_args.fbank_args``: Kaldi-compatible fbank on the training device."""
+
+    num_mel_bins: int = setting(80, minimum=1)
+    frame_shift: float = setting(10.0, above=0)  # ms
+    frame_length: float = setting(25.0, above=0)  # ms
+    dither: float = setting(0.0, minimum=0)
+
+
+@_block
+class CmvnArgs(ConfigBlock):
+    """``dataset_args.cmvn_args``: per-utterance mean (and variance) normalisation."""
+
+    norm_mean: bool = True
+    norm_var: bool = False
+
+
+@_block
+class SpecAugArgs(ConfigBlock):
+    """``dataset_args.spec_aug_args``: SpecAugment (WeSpeaker's defaults)."""
+
+    num_t_mask: int = setting(1, minimum=0)
+    num_f_mask: int = setting(1, minimum=0)
+    max_t: int = setting(10, minimum=0)
+    max_f: int = setting(8, minimum=0)
+    prob: float = setting(0.6, minimum=0, maximum=1)
+
+
+@_block
+class UpstreamArgs(ConfigBlock):
+    """``dataset_args.s3prl_args.upstream_args``: which SSL model, and where its weights are."""
+
+    name: str
+    path_or_url: Optional[str] = None
+    normalize: bool = False
+    extra_conf: Optional[Dict[str, Any]] = None
+
+
+@_block
+class S3prlArgs(ConfigBlock):
+    """``dataset_args.s3prl_args``: the SSL (WavLM) front-end, ``frontend: s3prl``.
+
+    WeSpeaker's keys plus ours: ``gradient_checkpointing``, ``lr_scale``
+    (learning-rate factor of the WavLM weights in joint training) and
+    ``frozen_bf16`` (bf16 autocast for a frozen WavLM on CUDA).
+    """
+
+    upstream_args: UpstreamArgs
+    download_dir: Optional[str] = None
+    multilayer_feature: bool = True
+    layer: int = setting(-1, minimum=-1)
+    frozen: bool = False
+    # WavLM gives one frame per 320 samples (20 ms at 16 kHz) ...
+    frame_shift: float = setting(20.0, above=0)
+    # ... from a 400-sample (25 ms) receptive field
+    frame_length: float = setting(25.0, above=0)
+    gradient_checkpointing: bool = False
+    lr_scale: float = setting(1.0, minimum=0)
+    frozen_bf16: bool = True
+
+
+@_block
+class DatasetArgs(ConfigBlock):
+    """``dataset_args``: the input pipeline and the feature front-end.
+
+    ``fbank_args`` is filled with its defaults for ``frontend: fbank``;
+    ``s3prl_args`` must be given for ``frontend: s3prl``. The argument blocks of
+    WeSpeaker front-ends this toolkit does not implement (``w2vbert_args``,
+    ``whisper_encoder_args``, ``tfmel_args``) are accepted and unused.
+    """
+
+    sample_num_per_epoch: int = setting(0, minimum=0)  # 0: the number of utterances
+    shuffle: bool = False
+    shuffle_args: ShuffleArgs = setting(factory=ShuffleArgs)
+    filter: bool = True
+    filter_args: FilterArgs = setting(factory=FilterArgs)
+    resample_rate: int = setting(16000, minimum=1)
+    speed_perturb: bool = True
+    speed_perturb_mode: Literal["random", "expanded"] = "random"
+    num_frms: int = setting(200, minimum=1)
+    aug_prob: float = setting(0.6, minimum=0, maximum=1)
+    frontend: Literal["fbank", "s3prl"] = "fbank"
+    fbank_args: Optional[FbankArgs] = None
+    s3prl_args: Optional[S3prlArgs] = None
+    w2vbert_args: Optional[Dict[str, Any]] = None
+    whisper_encoder_args: Optional[Dict[str, Any]] = None
+    tfmel_args: Optional[Dict[str, Any]] = None
+    cmvn: bool = True
+    cmvn_args: CmvnArgs = setting(factory=CmvnArgs)
+    spec_aug: bool = False
+    spec_aug_args: SpecAugArgs = setting(factory=SpecAugArgs)
+
+    def _finish(self, where: str) -> None:
+        if self.frontend == "fbank" and self.fbank_args is None:
+            self.fbank_args = FbankArgs()
+        if self.frontend == "s3prl" and self.s3prl_args is None:
+            raise ConfigError(f"config key '{where}.s3prl_args' is required when "
+                              f"{where}.frontend is s3prl")
+
+    @property
+    def frontend_args(self) -> Union[FbankArgs, S3prlArgs]:
+        """The argument block of the chosen front-end."""
+        return self.fbank_args if self.frontend == "fbank" else self.s3prl_args
+
+    @property
+    def frame_shift_ms(self) -> float:
+        """Milliseconds between feature frames of the chosen front-end."""
+        return self.frontend_args.frame_shift
+
+    @property
+    def frame_length_ms(self) -> float:
+        """Milliseconds of waveform in one feature frame of the chosen front-end."""
+        return self.frontend_args.frame_length
+
+
+# ---- training blocks -----------------------------------------------------------------------
+
+@_block
+class DataloaderArgs(ConfigBlock):
+    """``dataloader_args``: the torch DataLoader of the training input pipeline."""
+
+    batch_size: int = setting(minimum=1)
+    num_workers: int = setting(0, minimum=0)
+    pin_memory: bool = False
+    prefetch_factor: Optional[int] = setting(None, minimum=1)
+    drop_last: bool = True
+
+
+@_block
+class MarginUpdate(ConfigBlock):
+    """``margin_update``: the margin schedule of the head (margin 0 throughout by default)."""
+
+    initial_margin: float = 0.0
+    final_margin: float = 0.0
+    increase_start_epoch: int = setting(1, minimum=1)
+    fix_start_epoch: int = setting(1, minimum=1)
+    update_margin: bool = True
+    increase_type: Literal["exp", "linear"] = "exp"
+
+    def _finish(self, where: str) -> None:
+        if self.fix_start_epoch < self.increase_start_epoch:
+            raise ConfigError(f"config key '{where}.fix_start_epoch' must be >= "
+                              f"increase_start_epoch ({self.increase_start_epoch}), "
+                              f"got {self.fix_start_epoch}")
+
+
+@_block
+class SchedulerArgs(ConfigBlock):
+    """``scheduler_args``: ExponentialDecrease's warm-up and decay."""
+
+    initial_lr: float = setting(above=0)
+    final_lr: float = setting(above=0)
+    warm_up_epoch: float = setting(6.0, minimum=0)
+    warm_from_zero: bool = False
+
+
+# Open blocks: their consumer checks the whole mapping; these keys are checked here.
+PROJECTION_KEYS = {"project_type": str, "scale": float, "easy_margin": bool}
+OPTIMIZER_KEYS = {"lr": float, "momentum": float, "weight_decay": float, "nesterov": bool}
+
+
+def _check_open_keys(block: Dict[str, Any], types: Dict[str, type], where: str) -> None:
+    for key, kind in types.items():
+        if key not in block:
+            continue
+        value = block[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"config key '{where}.{key}' must be {kind.__name__}, "
+                              f"got {type(value).__name__} {value!r}")
+        if kind is float and value < 0 or key in ("lr", "scale") and value <= 0:
+            bound = "> 0" if key in ("lr", "scale") else ">= 0"
+            raise ConfigError(f"config key '{where}.{key}' must be {bound}, got {value!r}")
+
+
+@_block
+class ModelConfig(ConfigBlock):
+    """What a trained model needs to be rebuilt: ``model``, ``model_args``, ``dataset_args``.
+
+    Extraction and export read an experiment's ``config.yaml`` into this
+    (:func:`~wespeaker_py.config.load_model_config`); :class:`TrainConfig` has
+    these keys too.
+    """
+
+    model: str
+    model_args: Dict[str, Any]
+    dataset_args: DatasetArgs = setting(factory=DatasetArgs)
+
+
+@_block
+class TrainConfig(ModelConfig):
+    """A whole training config: the keys of WeSpeaker's VoxCeleb v2 configs, and ours.
+
+    Keys left out get the defaults below; the saved ``exp_dir/config.yaml``
+    states them all. ``train_data``/``train_label`` usually come from the
+    command line and are required only when training starts.
+    """
+
+    # experiment and run control
+    exp_dir: str
+    gpus: Union[str, List[int], int, None] = None
+    num_avg: int = setting(10, minimum=1)
+    enable_amp: bool = False
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    compile: bool = False
+    channels_last: bool = False
+    grad_clip: Optional[float] = setting(None, minimum=0)
+    nonfinite_loss: Literal["raise", "skip"] = "raise"
+    seed: int = setting(42, minimum=0)
+    num_epochs: int = setting(minimum=1)
+    save_epoch_interval: int = setting(5, minimum=1)
+    log_batch_interval: int = setting(100, minimum=1)
+    # data (the paths usually come from the command line)
+    data_type: Literal["raw", "shard"] = "shard"
+    train_data: Optional[str] = None
+    train_label: Optional[str] = None
+    reverb_data: Optional[str] = None
+    noise_data: Optional[str] = None
+    checkpoint: Optional[str] = None
+    dataloader_args: DataloaderArgs
+    # model and head (model, model_args, dataset_args: see ModelConfig)
+    model_init: Optional[str] = None
+    projection_args: Dict[str, Any]
+    margin_scheduler: Literal["MarginScheduler"] = "MarginScheduler"
+    margin_update: MarginUpdate = setting(factory=MarginUpdate)
+    loss: Literal["CrossEntropyLoss"] = "CrossEntropyLoss"
+    loss_args: Dict[str, Any] = setting(factory=dict)
+    # optimisation
+    optimizer: Literal["SGD", "Adam", "AdamW"]
+    optimizer_args: Dict[str, Any] = setting(factory=dict)
+    scheduler: Literal["ExponentialDecrease"]
+    scheduler_args: SchedulerArgs
+    do_lm: bool = False
+
+    def _finish(self, where: str) -> None:
+        _check_open_keys(self.projection_args, PROJECTION_KEYS, "projection_args")
+        _check_open_keys(self.optimizer_args, OPTIMIZER_KEYS, "optimizer_args")
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
+        """Check a config mapping and fill its defaults."""
+        return parse_block(cls, data)

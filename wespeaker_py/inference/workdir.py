@@ -1,0 +1,142 @@
+"""The hidden folder where an extraction keeps its resumable parts until they are merged.
+
+``<output dir>/.extract_jobs.<ark name>/`` holds ``manifest.json`` (what is being
+extracted: list, model, number of jobs, chunk frames and seed), the job lists ``split_NNN.list`` when
+there are several jobs, and one part ark/scp per job, appended to as embeddings
+are made. A run that finds the folder with the same manifest continues each part
+where it stopped; a different manifest means different work, and the folder is
+emptied first. Only a successful merge into the output removes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Any, Dict, List, Optional
+
+from wespeaker_py.config import ModelConfig, config_to_dict
+from wespeaker_py.dataset.lists import read_list_file
+from wespeaker_py.inference.writer import merge_embedding_arks, recover_part, scp_path_for
+from wespeaker_py.utils.cli_errors import RunFailedError
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+WORK_PREFIX = ".extract_jobs."
+_CHUNK = 1 << 20
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_identity(model_path: str) -> Dict[str, Any]:
+    info = os.stat(model_path)
+    return {"path": os.path.abspath(model_path), "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns}
+
+
+def work_dir_for(embed_ark: str) -> str:
+    """The resumable work folder of ``embed_ark``."""
+    embed_ark = os.path.abspath(embed_ark)
+    return os.path.join(os.path.dirname(embed_ark), WORK_PREFIX + os.path.basename(embed_ark))
+
+
+def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
+    """Write ``data_list`` as at most ``num_jobs`` contiguous, near-equal, non-empty parts."""
+    lines = [text for _, text in read_list_file(data_list)]
+    if not lines:
+        raise DataFormatError(data_list, None, "the data list is empty")
+    num_jobs = max(1, min(num_jobs, len(lines)))
+    base, extra = divmod(len(lines), num_jobs)
+    paths, start = [], 0
+    for job in range(num_jobs):
+        stop = start + base + (1 if job < extra else 0)
+        path = os.path.join(out_dir, f"split_{job:03d}.list")
+        with atomic_open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines[start:stop]) + "\n")
+        paths.append(path)
+        start = stop
+    return paths
+
+
+class ExtractionWork:
+    """The work folder of one output ark: manifest, job lists and part arks."""
+
+    def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
+                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None):
+        self.embed_ark = os.path.abspath(embed_ark)
+        self.data_list = data_list
+        self.num_jobs = num_jobs
+        self.path = work_dir_for(embed_ark)
+        manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
+                    "data_type": data_type, "model": _model_identity(model_path),
+                    "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
+                    "num_jobs": num_jobs, "chunk": chunk}
+        manifest_path = os.path.join(self.path, "manifest.json")
+        previous = self._read_manifest(manifest_path)
+        if previous is not None and previous != manifest:
+            logger.info("%s belongs to other work (list, model, jobs or chunks changed); "
+                        "starting over",
+                        self.path)
+        if previous != manifest and os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self.resumed = previous == manifest
+        if not self.resumed:
+            with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=1)
+
+    @staticmethod
+    def _read_manifest(path: str) -> Optional[Dict[str, Any]]:
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return None
+
+    def job_lists(self) -> List[str]:
+        """The list of each job: the data list itself for one job, else its splits."""
+        if self.num_jobs == 1:
+            if not read_list_file(self.data_list):
+                raise DataFormatError(self.data_list, None, "the data list is empty")
+            return [self.data_list]
+        existing = sorted(name for name in os.listdir(self.path)
+                          if name.startswith("split_") and name.endswith(".list"))
+        if self.resumed and existing:
+            return [os.path.join(self.path, name) for name in existing]
+        return split_data_list(self.data_list, self.num_jobs, self.path)
+
+    def part_ark(self, job: int) -> str:
+        """Where job ``job`` appends its embeddings."""
+        return os.path.join(self.path, f"part_{job:03d}.ark")
+
+    def done_keys(self, job: int) -> List[str]:
+        """Keys job ``job`` already wrote (its part is cut back to its last whole entry)."""
+        part = self.part_ark(job)
+        if not os.path.exists(part) and not os.path.exists(scp_path_for(part)):
+            return []
+        return recover_part(part)
+
+    def finish(self, num_parts: int, what: str) -> int:
+        """Merge the parts into the output (atomically), remove the folder; return the count.
+
+        With no embedding at all nothing is written and :class:`RunFailedError` says so
+        (``what`` describes what was skipped).
+        """
+        parts = [self.part_ark(job) for job in range(num_parts)
+                 if os.path.exists(scp_path_for(self.part_ark(job)))]
+        total = sum(len(self.done_keys(job)) for job in range(num_parts))
+        if total == 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise RunFailedError(f"no embedding extracted from {self.data_list} ({what}); "
+                                 f"{self.embed_ark} was not written")
+        count = merge_embedding_arks(parts, self.embed_ark)
+        shutil.rmtree(self.path, ignore_errors=True)
+        return count
