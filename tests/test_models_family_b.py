@@ -157,7 +157,7 @@ def test_frame_level_features_follow_the_time_strides(name, frames):
     dim, frames_out = _FRAME_LEVEL[name]
     with torch.device("meta"):
         model = get_model(name, feat_dim=80)
-        frame_feat = model.get_frame_level_feat(torch.empty(2, frames, 80))
+        frame_feat = model.frame_level_features(torch.empty(2, frames, 80))
         embed = model(torch.empty(2, frames, 80))
     assert tuple(frame_feat.shape) == (2, frames_out(frames), dim)
     assert embed.shape[0] == 2

@@ -5,7 +5,7 @@ import torch
 
 from wespeaker_py.scoring.cosine import cosine_score_trials
 from wespeaker_py.scoring.embeddings import EmbeddingTable
-from wespeaker_py.scoring.norm import cohort_statistics, normalize_trial_scores
+from wespeaker_py.scoring.norm import cohort_statistics, normalize_trial_scores, top_row_values
 from wespeaker_py.scoring.trials import read_trials
 
 
@@ -85,6 +85,45 @@ def test_cohort_statistics_top_n_bounds():
     normed = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
     with pytest.raises(ValueError, match="top_n"):
         cohort_statistics(normed, normed, top_n=4)
+
+
+@pytest.mark.parametrize("width,top_n", [(1200, 50), (1203, 50), (1000, 1), (400, 150),
+                                         (64, 64)])
+def test_top_row_values_equal_a_full_sort(width, top_n):
+    rng = np.random.default_rng(width + top_n)
+    scores = rng.normal(size=(37, width)).astype(np.float32)
+    scores[:5] = np.round(scores[:5], 1)  # many ties, also at the selection boundary
+    scores[5, :] = 0.25  # one row all equal
+    got = np.sort(top_row_values(scores, top_n), axis=1)
+    np.testing.assert_array_equal(got, np.sort(scores, axis=1)[:, width - top_n:])
+
+
+def reference_normalized_scores(scores, enroll_rows, test_rows, embeddings, cohort, top_n,
+                                mean_vec):
+    """Straightforward AS-Norm: float32 cosines, a full sort per utterance, float64 stats."""
+    def unit(x):
+        x = x.astype(np.float64) - mean_vec
+        return torch.nn.functional.normalize(torch.from_numpy(x.astype(np.float32)), dim=1)
+    cohort_scores = (unit(embeddings) @ unit(cohort).t()).numpy()
+    top = np.sort(cohort_scores, axis=1)[:, -top_n:].astype(np.float64)
+    mean, std = top.mean(axis=1), top.std(axis=1)
+    return 0.5 * ((scores - mean[enroll_rows]) / std[enroll_rows]
+                  + (scores - mean[test_rows]) / std[test_rows])
+
+
+def test_pruned_asnorm_matches_a_full_sort():
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(700, 32)).astype(np.float32)
+    cohort = rng.normal(size=(1500, 32)).astype(np.float32)
+    cohort[700:720] = cohort[:20]  # duplicated cohort members tie exactly
+    mean_vec = rng.normal(size=32).astype(np.float32) * 0.1
+    enroll_rows, test_rows = rng.integers(0, 700, size=2000), rng.integers(0, 700, size=2000)
+    scores = rng.uniform(-0.5, 0.9, size=2000)
+    result = normalize_trial_scores(scores, enroll_rows, test_rows, embeddings, cohort,
+                                    "asnorm", 60, mean_vec, device="cpu", chunk_size=300)
+    expected = reference_normalized_scores(scores, enroll_rows, test_rows, embeddings, cohort,
+                                           60, mean_vec.astype(np.float64))
+    np.testing.assert_allclose(result.scores, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.gpu

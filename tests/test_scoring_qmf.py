@@ -5,9 +5,11 @@ import soundfile
 
 from wespeaker_py.scoring.calibration_set import (compute_utt2dur, generate_calibration_trials,
                                                   read_utt2dur)
+from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.qmf import (cllr, gather_calibration_factors, infer_calibration_file,
                                       load_calibration, read_calibration_factors,
-                                      train_calibration, train_calibration_file)
+                                      pair_features, train_calibration,
+                                      train_calibration_file)
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.utils.file_utils import DataFormatError
 
@@ -71,6 +73,44 @@ def test_qmf_improves_cllr_over_raw_and_score_only_calibration(tmp_path):
     # the duration minimum carries the correction: its weight is clearly non-zero
     model = load_calibration(model_path)
     assert abs(model.weight[1]) > 0.05
+
+
+def rounded_qmf_features(rng, num_trials):
+    """Score + 3 quality measures x (min, max, diff, ratio), rounded as the factor file is.
+
+    min, max and max - min of each measure are collinear up to the rounding.
+    """
+    labels = rng.random(num_trials) < 0.3
+    durations = rng.uniform(1.0, 20.0, size=(num_trials, 2))
+    magnitudes = rng.uniform(5, 15, size=(num_trials, 2))
+    cohort_means = rng.uniform(0.05, 0.4, size=(num_trials, 2))
+    short = durations.min(axis=1) / 20
+    scores = (4.0 * labels - 2 + 2.0 * (1 - short) + 3.0 * cohort_means.max(axis=1)
+              + rng.normal(size=num_trials) * (1.5 - short))
+    columns = [np.round(scores, 5)]
+    for pairs in (durations, magnitudes, cohort_means):
+        features = np.array([pair_features(first, second) for first, second in pairs])
+        columns.extend(np.round(features, 4).T)
+    return np.stack(columns, axis=1), labels
+
+
+def test_regularised_qmf_keeps_weights_bounded_at_the_same_cllr_and_eer():
+    features, labels = rounded_qmf_features(np.random.default_rng(0), 20000)
+    free = train_calibration(features, labels, l2=0.0)
+    ridge = train_calibration(features, labels)
+    # the unpenalised fit chases the rounding noise of the collinear columns
+    assert np.abs(free.weight).max() > 100
+    assert np.abs(ridge.weight).max() < 20
+
+    def cllr_and_eer(model):
+        llr = model(features)
+        return cllr(llr[labels], llr[~labels]), compute_eer(llr, labels.astype(int))
+    free_cllr, free_eer = cllr_and_eer(free)
+    ridge_cllr, ridge_eer = cllr_and_eer(ridge)
+    assert ridge_cllr == pytest.approx(free_cllr, rel=0.01)
+    assert ridge_eer == pytest.approx(free_eer, rel=0.01)
+    with pytest.raises(ValueError, match="l2"):
+        train_calibration(features, labels, l2=-1.0)
 
 
 def test_gather_features_and_duration_cap(tmp_path):

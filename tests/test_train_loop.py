@@ -146,6 +146,37 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
                                  model_init=avg_path, model_args=wide))
 
 
+def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(small_corpus,
+                                                                              tmp_path):
+    base_dir, lm_dir = str(tmp_path / "base"), str(tmp_path / "base-LM")
+    run_training(tiny_config(base_dir, small_corpus, num_epochs=1))  # no speed perturbation
+    avg_path = os.path.join(base_dir, "models", "avg_model.pt")
+    average_checkpoints(os.path.join(base_dir, "models"), 1, avg_path)
+    averaged = _load(avg_path)
+    assert averaged["projection.weight"].shape == (4, 16)
+    os.makedirs(os.path.join(lm_dir, "models"))
+    model_0 = os.path.join(lm_dir, "models", "model_0.pt")
+    shutil.copy(avg_path, model_0)
+    lm_config = tiny_config(lm_dir, small_corpus, num_epochs=1, do_lm=True, checkpoint=model_0)
+    assert builder.num_classes(as_train_config(lm_config), 4) == 4
+    history = run_training(lm_config)
+    assert [result.epoch for result in history] == [1]
+    tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
+    assert tuned["projection.weight"].shape == (4, 16)
+    assert not torch.equal(tuned["projection.weight"], averaged["projection.weight"])
+
+    # a head that fits neither 1 nor 3 classes a speaker is named with all three shapes
+    averaged["projection.weight"] = torch.zeros(8, 16)
+    odd = str(tmp_path / "odd.pt")
+    torch.save(averaged, odd)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"odd\.pt: tensor 'projection\.weight' has shape \(8, 16\) in the "
+                             r"checkpoint, but .* needs \(4, 16\) for 4 classes or \(12, 16\) "
+                             r"for 12 classes"):
+        builder.num_classes(as_train_config(
+            tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd)), 4)
+
+
 def _trainer(config, tmp_path):
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     torch.manual_seed(0)

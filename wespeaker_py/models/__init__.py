@@ -12,6 +12,10 @@ from typing import Dict, List
 
 import torch.nn as nn
 
+from wespeaker_py.models.protocol import SpeakerModel
+
+__all__ = ["SpeakerModel", "family_module_name", "get_model", "list_models"]
+
 # Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC".
 _FAMILY_BY_PREFIX = (
     ("SimAM_ResNet", "samresnet"),
@@ -53,7 +57,7 @@ def get_model(name: str, **model_args) -> nn.Module:
     """Build the speaker model called ``name`` (a WeSpeaker model name).
 
     The model maps fbank-like features ``[B, frames, feat_dim]`` to embeddings
-    ``[B, embed_dim]``.
+    ``[B, embed_dim]`` and follows :class:`SpeakerModel`.
     """
     module_name = family_module_name(name)
     family = _family_models(module_name)

@@ -266,7 +266,7 @@ class CAMPPlus(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def get_frame_level_feat(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling, ``[B, T', D]`` (T' = ceil(T / 2))."""
         x = self.head(x.transpose(1, 2))
         for layer in self.xvector[:-2]:

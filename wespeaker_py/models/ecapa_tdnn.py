@@ -120,7 +120,7 @@ class ECAPA_TDNN(nn.Module):
         self.emb_bn = emb_bn
         self.bn2 = nn.BatchNorm1d(embed_dim) if emb_bn else nn.Identity()
 
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _aggregated_frames(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F]`` features to the aggregated ``[B, 1536, T]`` frame features."""
         out1 = self.layer1(x.transpose(1, 2))
         out2 = self.layer2(out1)
@@ -128,9 +128,13 @@ class ECAPA_TDNN(nn.Module):
         out4 = self.layer4(out3)
         return self.conv(torch.cat([out2, out3, out4], dim=1))
 
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-level features before pooling, ``[B, T, 1536]``."""
+        return self._aggregated_frames(x).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, feat_dim]`` features to ``[B, embed_dim]`` embeddings."""
-        out = self.bn(self.pool(F.relu(self.frame_level_features(x))))
+        out = self.bn(self.pool(F.relu(self._aggregated_frames(x))))
         return self.bn2(self.linear(out))
 
 

@@ -11,40 +11,16 @@ follow WeSpeaker's ``eres2net.py`` so checkpoints load unchanged.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable, Dict, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.resnet_blocks import (ClippedReLU, MultiScaleBlock, ResNetTrunk,
+                                               conv1x1, conv3x3, frames_of_map, shortcut_branch)
 from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
-
-
-class ReLU(nn.Hardtanh):
-    """ReLU clipped at 20 (a Hardtanh on [0, 20]), as in the 3D-Speaker Res2Nets."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__(0.0, 20.0, inplace)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution without bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
-
-
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 'same' convolution without bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-def shortcut_branch(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
-    """Identity (an empty Sequential) or a strided 1x1 conv + BN when the shape changes."""
-    if stride == 1 and in_planes == out_planes:
-        return nn.Sequential()
-    return nn.Sequential(
-        nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False),
-        nn.BatchNorm2d(out_planes))
 
 
 class AFF(nn.Module):
@@ -70,41 +46,8 @@ class AFF(nn.Module):
         return x * weight + ds_y * (2.0 - weight)
 
 
-class BasicBlockERes2Net(nn.Module):
-    """Res2Net block whose ``scale`` groups each pass a 3x3 conv, summing in the previous group."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, base_width: int = 32,
-                 scale: int = 2, expansion: int = 2):
-        super().__init__()
-        width = int(math.floor(planes * (base_width / 64.0)))
-        self.conv1 = conv1x1(in_planes, width * scale, stride)
-        self.bn1 = nn.BatchNorm2d(width * scale)
-        self.nums = scale
-        self.expansion = expansion
-        self.convs = nn.ModuleList([conv3x3(width, width) for _ in range(scale)])
-        self.bns = nn.ModuleList([nn.BatchNorm2d(width) for _ in range(scale)])
-        self.relu = ReLU(inplace=True)
-        self.conv3 = conv1x1(width * scale, planes * expansion)
-        self.bn3 = nn.BatchNorm2d(planes * expansion)
-        self.shortcut = shortcut_branch(in_planes, planes * expansion, stride)
-        self.stride = stride
-        self.width = width
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = torch.split(self.relu(self.bn1(self.conv1(x))), self.width, dim=1)
-        outputs = []
-        previous = None
-        for group, conv, bn in zip(groups, self.convs, self.bns):
-            previous = group if previous is None else previous + group
-            previous = self.relu(bn(conv(previous)))
-            outputs.append(previous)
-        out = self.bn3(self.conv3(torch.cat(outputs, dim=1)))
-        return self.relu(out + self.shortcut(x))
-
-
 class BasicBlockERes2NetAFF(nn.Module):
-    """Like :class:`BasicBlockERes2Net`, but each later group is merged in by an :class:`AFF`."""
+    """A multi-scale block whose later groups are merged in by an :class:`AFF`, not summed."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, base_width: int = 32,
                  scale: int = 2, expansion: int = 2):
@@ -119,7 +62,7 @@ class BasicBlockERes2NetAFF(nn.Module):
         self.convs = nn.ModuleList([conv3x3(width, width) for _ in range(scale - 1)])
         self.bns = nn.ModuleList([nn.BatchNorm2d(width) for _ in range(scale - 1)])
         self.fuse_models = nn.ModuleList([AFF(channels=width) for _ in range(scale - 1)])
-        self.relu = ReLU(inplace=True)
+        self.relu = ClippedReLU(inplace=True)
         self.conv3 = conv1x1(width * scale, planes * expansion)
         self.bn3 = nn.BatchNorm2d(planes * expansion)
         self.shortcut = shortcut_branch(in_planes, planes * expansion, stride)
@@ -138,40 +81,31 @@ class BasicBlockERes2NetAFF(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ERes2Net(nn.Module):
+class ERes2Net(ResNetTrunk):
     """ERes2Net speaker embedding network: ``[B, T, feat_dim]`` -> ``[B, embed_dim]``.
 
-    Stages 1-2 use :class:`BasicBlockERes2Net`, stages 3-4 the AFF variant;
-    stages 2-4 halve both frequency and time.
+    Stages 1-2 use multi-scale blocks convolving every group
+    (:class:`~wespeaker_py.models.resnet_blocks.MultiScaleBlock`), stages 3-4
+    the AFF variant; stages 2-4 halve both frequency and time.
     """
 
     def __init__(self, m_channels: int, num_blocks: Sequence[int], base_width: int = 32,
-                 scale: int = 2, expansion: int = 2, block: type = BasicBlockERes2Net,
-                 block_fuse: type = BasicBlockERes2NetAFF, feat_dim: int = 80,
+                 scale: int = 2, expansion: int = 2, feat_dim: int = 80,
                  embed_dim: int = 192, pooling_func: str = "TSTP", two_emb_layer: bool = False):
-        super().__init__()
-        self.in_planes = m_channels
+        block_args = dict(base_width=base_width, scale=scale, expansion=expansion)
+        block = partial(MultiScaleBlock, **block_args)
+        block_fuse = partial(BasicBlockERes2NetAFF, **block_args)
+        super().__init__(m_channels, num_blocks, [block, block, block_fuse, block_fuse])
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         self.stats_dim = int(feat_dim / 8) * m_channels * 8
         self.expansion = expansion
 
-        self.conv1 = nn.Conv2d(1, m_channels, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(m_channels)
-        block_args = dict(base_width=base_width, scale=scale, expansion=expansion)
-        self.layer1 = self._make_layer(block, m_channels, num_blocks[0], 1, block_args)
-        self.layer2 = self._make_layer(block, m_channels * 2, num_blocks[1], 2, block_args)
-        self.layer3 = self._make_layer(block_fuse, m_channels * 4, num_blocks[2], 2, block_args)
-        self.layer4 = self._make_layer(block_fuse, m_channels * 8, num_blocks[3], 2, block_args)
-
         # Global fusion: bring stage i's (fused) output to stage i+1's resolution.
         stage_channels = [m_channels * expansion * 2 ** i for i in range(4)]
-        self.layer1_downsample = nn.Conv2d(stage_channels[0], stage_channels[1], kernel_size=3,
-                                           stride=2, padding=1, bias=False)
-        self.layer2_downsample = nn.Conv2d(stage_channels[1], stage_channels[2], kernel_size=3,
-                                           stride=2, padding=1, bias=False)
-        self.layer3_downsample = nn.Conv2d(stage_channels[2], stage_channels[3], kernel_size=3,
-                                           stride=2, padding=1, bias=False)
+        self.layer1_downsample = conv3x3(stage_channels[0], stage_channels[1], stride=2)
+        self.layer2_downsample = conv3x3(stage_channels[1], stage_channels[2], stride=2)
+        self.layer3_downsample = conv3x3(stage_channels[2], stage_channels[3], stride=2)
         self.fuse_mode12 = AFF(channels=stage_channels[1])
         self.fuse_mode123 = AFF(channels=stage_channels[2])
         self.fuse_mode1234 = AFF(channels=stage_channels[3])
@@ -180,17 +114,8 @@ class ERes2Net(nn.Module):
         self.pool_out_dim = self.pool.get_out_dim()
         attach_segment_layers(self, self.pool_out_dim, embed_dim, two_emb_layer)
 
-    def _make_layer(self, block: type, planes: int, num_blocks: int, stride: int,
-                    block_args: dict) -> nn.Sequential:
-        blocks = []
-        for block_stride in [stride] + [1] * (num_blocks - 1):
-            blocks.append(block(self.in_planes, planes, block_stride, **block_args))
-            self.in_planes = planes * self.expansion
-        return nn.Sequential(*blocks)
-
     def _fused_feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x.transpose(1, 2).unsqueeze(1))))
-        out1 = self.layer1(out)
+        out1 = self.layer1(self.stem(x))
         out2 = self.layer2(out1)
         fused12 = self.fuse_mode12(out2, self.layer1_downsample(out1))
         out3 = self.layer3(out2)
@@ -198,9 +123,9 @@ class ERes2Net(nn.Module):
         out4 = self.layer4(out3)
         return self.fuse_mode1234(out4, self.layer3_downsample(fused123))
 
-    def get_frame_level_feat(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling, ``[B, T', C * F']``."""
-        return torch.flatten(self._fused_feature_map(x).transpose(1, 3), 2, -1)
+        return frames_of_map(self._fused_feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return segment_embedding(self, self.pool(self._fused_feature_map(x)))

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.resnet_blocks import frames_of_map
 from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
 
 # Stride of each of the four downsampling convolutions, on frequency and on time.
@@ -81,9 +82,9 @@ class GeminiDFResNet(nn.Module):
             out = stage(downsample(out))
         return out
 
-    def get_frame_level_feat(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling, ``[B, T', C * F']`` (T' = ceil(T / 2))."""
-        return torch.flatten(self._feature_map(x).transpose(1, 3), 2, -1)
+        return frames_of_map(self._feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return segment_embedding(self, self.pool(self._feature_map(x)))

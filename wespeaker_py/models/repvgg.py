@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.resnet_blocks import frames_of_map
 
 # Layers (counted from 1 over all stages) that the "g2"/"g4" variants make groupwise.
 _GROUPWISE_LAYERS = tuple(range(2, 27, 2))
@@ -285,9 +286,9 @@ class RepVGG(nn.Module):
         x = self.stage0(x.transpose(1, 2).unsqueeze(1))
         return self.stage4(self.stage3(self.stage2(self.stage1(x))))
 
-    def get_frame_level_feat(self, x: torch.Tensor) -> torch.Tensor:
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling, ``[B, T', C * F']``."""
-        return torch.flatten(self._feature_map(x).transpose(1, 3), 2, -1)
+        return frames_of_map(self._feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.seg(self.pool(self._feature_map(x)))

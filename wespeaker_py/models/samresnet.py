@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import ASP
+from wespeaker_py.models.resnet_blocks import (ResNetTrunk, conv3x3, frames_of_map,
+                                               shortcut_branch)
 
 # Regulariser of SimAM's energy function.
 _SIMAM_LAMBDA = 1e-4
@@ -40,18 +42,12 @@ class SimAMBasicBlock(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1,
-                               bias=False)
+        self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = nn.Sequential()
-        if stride != 1 or in_planes != self.expansion * planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride,
-                          bias=False),
-                nn.BatchNorm2d(self.expansion * planes))
+        self.downsample = shortcut_branch(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -59,49 +55,28 @@ class SimAMBasicBlock(nn.Module):
         return self.relu(out + self.downsample(x))
 
 
-class SimAMResNetTrunk(nn.Module):
-    """The convolutional trunk: ``[B, 1, F, T]`` -> ``[B, 8 * in_planes, F / 8, T / 8]``."""
-
-    def __init__(self, in_planes: int, num_blocks: Sequence[int], in_ch: int = 1):
-        super().__init__()
-        self.in_planes = in_planes
-        self.conv1 = nn.Conv2d(in_ch, in_planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(in_planes, num_blocks[0], stride=1)
-        self.layer2 = self._make_layer(in_planes * 2, num_blocks[1], stride=2)
-        self.layer3 = self._make_layer(in_planes * 4, num_blocks[2], stride=2)
-        self.layer4 = self._make_layer(in_planes * 8, num_blocks[3], stride=2)
-
-    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for block_stride in [stride] + [1] * (num_blocks - 1):
-            blocks.append(SimAMBasicBlock(self.in_planes, planes, block_stride))
-            self.in_planes = planes * SimAMBasicBlock.expansion
-        return nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
 class SimAMResNetASP(nn.Module):
     """SimAM-ResNet speaker embedding network: ``[B, T, acoustic_dim]`` -> ``[B, embed_dim]``.
 
-    The trunk is ``front``, the pooling ``pooling`` and the embedding layer
-    ``bottleneck``, optionally preceded by dropout.
+    The trunk is ``front`` (stages of :class:`SimAMBasicBlock`, widths
+    ``in_planes * (1, 2, 4, 8)``), the pooling ``pooling`` and the embedding
+    layer ``bottleneck``, optionally preceded by dropout.
     """
 
     def __init__(self, num_blocks: Sequence[int], in_planes: int = 64, embed_dim: int = 256,
                  acoustic_dim: int = 80, dropout: float = 0.0):
         super().__init__()
-        self.front = SimAMResNetTrunk(in_planes, num_blocks)
+        self.front = ResNetTrunk(in_planes, num_blocks, [SimAMBasicBlock] * 4)
         self.pooling = ASP(in_planes, acoustic_dim)
         self.bottleneck = nn.Linear(self.pooling.out_dim, embed_dim)
         self.drop = nn.Dropout(dropout) if dropout else None
 
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-level features before pooling, ``[B, T / 8, C * F / 8]``."""
+        return frames_of_map(self.front.trunk(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = self.pooling(self.front(x.transpose(1, 2).unsqueeze(1)))
+        stats = self.pooling(self.front.trunk(x))
         if self.drop is not None:
             stats = self.drop(stats)
         return self.bottleneck(stats)

@@ -52,16 +52,20 @@ class XVEC(nn.Module):
         self.seg_bn_1 = nn.BatchNorm1d(embed_dim, affine=False)
         self.seg_2 = nn.Linear(embed_dim, embed_dim)
 
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _frame_layers(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F]`` features to ``[B, stats_dim, T - 14]``."""
         out = x.transpose(1, 2)
         for layer in (self.frame_1, self.frame_2, self.frame_3, self.frame_4, self.frame_5):
             out = layer(out)
         return out
 
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-level features before pooling, ``[B, T - 14, stats_dim]``."""
+        return self._frame_layers(x).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, feat_dim]`` (T >= 15) to ``[B, embed_dim]``."""
-        embed_a = self.seg_1(self.pool(self.frame_level_features(x)))
+        embed_a = self.seg_1(self.pool(self._frame_layers(x)))
         return self.seg_2(self.seg_bn_1(F.relu(embed_a)))
 
 

@@ -13,7 +13,9 @@ both cohort means.
 """
 from __future__ import annotations
 
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -31,6 +33,56 @@ logger = get_logger(__name__)
 
 NORM_METHODS = ("asnorm", "snorm")
 COHORT_CHUNK = 4096
+SELECT_ROWS = 128  # rows per CPU selection task: 3 MB of scores at a 6000 cohort
+
+
+def top_row_values(scores: np.ndarray, top_n: int) -> np.ndarray:
+    """The ``top_n`` largest values of each row of ``scores`` [R, C], in no set order.
+
+    A full selection over every row costs as much as the matrix product that
+    made it, so the rows are pruned first: the columns form ``G = C // group``
+    strided groups (columns ``j, j + G, j + 2G, ...``), and only the ``top_n``
+    groups with the highest maxima can hold values among a row's ``top_n``
+    largest (any other group's maximum is at most the ``top_n``-th largest
+    group maximum, itself at most the ``top_n``-th largest value; on ties, the
+    chosen groups still hold enough equal values). The final selection then
+    looks at ``top_n * group`` values, not ``C``.
+    """
+    rows, width = scores.shape
+    if top_n == width:
+        return scores
+    group = max(2, round(math.sqrt(width / top_n)))  # balances the two selections
+    num_groups = width // group
+    if num_groups <= top_n:
+        return np.partition(scores, width - top_n, axis=1)[:, width - top_n:]
+    scores = np.ascontiguousarray(scores)
+    grouped = scores[:, :num_groups * group].reshape(rows, group, num_groups)
+    best = np.argpartition(grouped.max(axis=1), num_groups - top_n, axis=1)
+    # flat positions of every member of each chosen group (a flat take is
+    # several times faster than take_along_axis here)
+    first_members = best[:, num_groups - top_n:] + (np.arange(rows) * width)[:, None]
+    members = first_members[:, None, :] + (np.arange(group) * num_groups)[None, :, None]
+    candidates = scores.reshape(-1).take(members).reshape(rows, -1)
+    if num_groups * group < width:  # the few columns outside every group
+        candidates = np.concatenate([candidates, scores[:, num_groups * group:]], axis=1)
+    kth = candidates.shape[1] - top_n
+    return np.partition(candidates, kth, axis=1)[:, kth:]
+
+
+def _cpu_top_statistics(scores: np.ndarray, top_n: int, pool: ThreadPoolExecutor,
+                        means: np.ndarray, stds: np.ndarray) -> None:
+    """Fill ``means``/``stds`` with each row's top-``top_n`` statistics, rows shared by ``pool``.
+
+    Slices of :data:`SELECT_ROWS` rows stay in the core's cache between the
+    steps of :func:`top_row_values`; NumPy releases the GIL, so the workers
+    run in parallel.
+    """
+    def one_slice(start: int) -> None:
+        stop = start + SELECT_ROWS
+        top = top_row_values(scores[start:stop], top_n).astype(np.float64)
+        means[start:stop] = top.mean(axis=1)
+        stds[start:stop] = top.std(axis=1)
+    list(pool.map(one_slice, range(0, scores.shape[0], SELECT_ROWS)))
 
 
 def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: int,
@@ -39,7 +91,10 @@ def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: 
     """Mean and (population) std of each row's ``top_n`` highest cohort scores.
 
     ``normed`` [U, D] and ``cohort_normed`` [C, D] are unit-length rows on the
-    same device; the [chunk, C] score block is the only large intermediate.
+    same device; the [chunk, C] float32 score block is the only large
+    intermediate. The selection is :func:`top_row_values` on the CPU (on as
+    many threads as torch uses) and ``torch.topk`` on CUDA; the statistics are
+    taken in float64 either way.
     """
     if not 1 <= top_n <= cohort_normed.shape[0]:
         raise ValueError(f"top_n={top_n} must be between 1 and the cohort size "
@@ -47,16 +102,45 @@ def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: 
     means = np.empty(normed.shape[0], dtype=np.float64)
     stds = np.empty(normed.shape[0], dtype=np.float64)
     cohort_t = cohort_normed.t().contiguous()
-    for start in tqdm(range(0, normed.shape[0], chunk_size), disable=not progress,
-                      desc="cohort scores", unit="chunk"):
-        block = normed[start:start + chunk_size] @ cohort_t
-        if top_n < block.shape[1]:
-            block = torch.topk(block, top_n, dim=1, sorted=False).values
-        block = block.double()
-        stop = start + block.shape[0]
-        means[start:stop] = block.mean(dim=1).cpu().numpy()
-        stds[start:stop] = block.std(dim=1, unbiased=False).cpu().numpy()
+    block_buffer = torch.empty((min(chunk_size, normed.shape[0]), cohort_t.shape[1]),
+                               dtype=torch.float32, device=normed.device)
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        for start in tqdm(range(0, normed.shape[0], chunk_size), disable=not progress,
+                          desc="cohort scores", unit="chunk"):
+            rows = normed[start:start + chunk_size]
+            block = torch.mm(rows, cohort_t, out=block_buffer[:rows.shape[0]])
+            stop = start + rows.shape[0]
+            if block.device.type == "cpu":
+                _cpu_top_statistics(block.numpy(), top_n, pool, means[start:stop],
+                                    stds[start:stop])
+                continue
+            if top_n < block.shape[1]:
+                block = torch.topk(block, top_n, dim=1, sorted=False).values
+            top = block.double()
+            means[start:stop] = top.mean(dim=1).cpu().numpy()
+            stds[start:stop] = top.std(dim=1, unbiased=False).cpu().numpy()
     return means, stds
+
+
+def centre_and_normalize(embeddings: np.ndarray, rows: np.ndarray,
+                         mean_vec: Optional[np.ndarray], device: torch.device,
+                         chunk_size: int = 16384) -> Tuple[np.ndarray, torch.Tensor]:
+    """Magnitudes (float64) and unit-length float32 rows of ``embeddings[rows] - mean_vec``.
+
+    The subtraction is done in float64 and the result rounded to float32
+    before normalising; chunked so that no float64 copy of the whole set exists.
+    """
+    magnitudes = np.empty(len(rows), dtype=np.float64)
+    normed = torch.empty((len(rows), embeddings.shape[1]), dtype=torch.float32, device=device)
+    mean64 = None if mean_vec is None else mean_vec.astype(np.float64)
+    for start in range(0, len(rows), chunk_size):
+        centred = embeddings[rows[start:start + chunk_size]].astype(np.float64)
+        if mean64 is not None:
+            centred -= mean64
+        stop = start + centred.shape[0]
+        magnitudes[start:stop] = np.linalg.norm(centred, axis=1)
+        normed[start:stop] = length_normalize(centred.astype(np.float32), None, device)
+    return magnitudes, normed
 
 
 def normalize_scores(scores: np.ndarray, enroll_mean: np.ndarray, enroll_std: np.ndarray,
@@ -98,11 +182,7 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
         top_n = cohort.shape[0]
     torch_device = resolve_device(device)
     used, inverse = np.unique(np.concatenate([enroll_rows, test_rows]), return_inverse=True)
-    centred = embeddings[used].astype(np.float64)
-    if mean_vec is not None:
-        centred = centred - mean_vec.astype(np.float64)
-    magnitudes = np.linalg.norm(centred, axis=1)
-    normed = length_normalize(centred.astype(np.float32), None, torch_device)
+    magnitudes, normed = centre_and_normalize(embeddings, used, mean_vec, torch_device)
     cohort_normed = length_normalize(cohort, mean_vec, torch_device)
     means, stds = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
     if np.any(stds <= 0):

@@ -10,6 +10,7 @@ import torch.nn as nn
 from wespeaker_py.frontend.factory import build_frontend as build_frontend_module
 from wespeaker_py.models import get_model
 from wespeaker_py.models.projections import get_projection
+from wespeaker_py.train.lm_head import start_weights_num_classes
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 from wespeaker_py.config import ConfigError, DatasetArgs, TrainConfig
 
@@ -35,13 +36,17 @@ def effective_dataset_args(config: TrainConfig) -> DatasetArgs:
 def num_classes(config: TrainConfig, num_speakers: int) -> int:
     """Rows of the classification head.
 
-    With speed perturbation each speed of a speaker is its own class (3x). An
-    LM fine-tuning run keeps the 3x head, although it trains without speed
-    perturbation, so that the first run's checkpoint loads unchanged.
+    With speed perturbation each speed of a speaker is its own class (3x), as
+    in WeSpeaker. An LM fine-tuning run (``do_lm``) trains without speed
+    perturbation but keeps the head of the weights it starts from (1x or 3x,
+    see :func:`~wespeaker_py.train.lm_head.start_weights_num_classes`).
     """
-    if config.dataset_args.speed_perturb or config.do_lm:
-        return num_speakers * SPEED_PERTURB_CLASS_FACTOR
-    return num_speakers
+    speed_perturb = config.dataset_args.speed_perturb
+    classes = num_speakers * (SPEED_PERTURB_CLASS_FACTOR if speed_perturb else 1)
+    if config.do_lm:
+        candidates = (num_speakers, num_speakers * SPEED_PERTURB_CLASS_FACTOR)
+        classes = start_weights_num_classes(config, candidates) or classes
+    return classes
 
 
 def model_holds_frontend(config: TrainConfig) -> bool:
