@@ -12,6 +12,12 @@ corpus and lists), which tells how many workers it takes to keep the device busy
     python bench/bench_train.py 2>/dev/null                # CPU: small batch, fp32
     python bench/bench_train.py --device cuda 2>/dev/null  # batch 128: fp32/bf16,
                                                            # channels_last, compile
+    python bench/bench_train.py --sync_compare --models ecapa_tdnn_c512 2>/dev/null
+
+``--sync_compare`` times the step three ways, alternating in rounds: as the
+trainer runs it (no device-to-host read between log points), with the loss and
+the step's finite flag read back after every step (what the loop did before),
+and without the device-side rollback of non-finite steps (to show its cost).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 from wespeaker_py.train import builder  # noqa: E402
 from wespeaker_py.train.distributed import DistContext  # noqa: E402
+from wespeaker_py.train.loop import LoopSettings  # noqa: E402
 from wespeaker_py.train.trainer import Trainer  # noqa: E402
 from wespeaker_py.config import load_config  # noqa: E402
 
@@ -56,7 +63,6 @@ def make_trainer(conf_name: str, device: torch.device, batch_size: int, iteratio
                       builder.build_lr_scheduler(config, optimizer, epoch_iter, 1),
                       builder.build_margin_scheduler(config, model.projection, epoch_iter),
                       epoch_iter, model_dir=tempfile.gettempdir())
-    trainer.log_interval = 10 ** 9
     return trainer
 
 
@@ -65,19 +71,49 @@ def synthetic_batches(batch_size: int, count: int, pin: bool) -> List[Dict[str, 
     labels = torch.randint(0, VOX2_DEV_SPEAKERS * 3, (batch_size,))
     if pin:
         wavs, labels = wavs.pin_memory(), labels.pin_memory()
-    return [{"wavs": wavs, "labels": labels}] * count
+    keys = [f"utt{index}" for index in range(batch_size)]
+    return [{"wavs": wavs, "labels": labels, "keys": keys}] * count
+
+
+class _NoRollback:
+    def snapshot(self) -> None:
+        pass
+
+    def keep_if(self, good: torch.Tensor) -> None:
+        pass
+
+
+def _with_step_variant(trainer: Trainer, variant: str) -> Trainer:
+    """``sync-free`` (as trained), ``per-step sync`` or ``no rollback``."""
+    if variant == "no rollback":
+        trainer.step.rollback = _NoRollback()
+    elif variant == "per-step sync":
+        runner = trainer.step
+
+        class Synced:
+            def __getattr__(self, name):
+                return getattr(runner, name)
+
+            def __call__(self, batch):
+                outcome = runner(batch)
+                outcome.loss_sum.item()
+                outcome.good.item()
+                return outcome
+
+        trainer.step = Synced()
+    return trainer
 
 
 def step_rate(conf_name: str, device: torch.device, batch_size: int, warmup: int,
               iterations: int, bf16: bool = False, channels_last: bool = False,
-              compile_model: bool = False) -> float:
+              compile_model: bool = False, variant: str = "sync-free") -> float:
     """Training samples per second of the trainer's step (warm-up batches excluded)."""
-    trainer = make_trainer(conf_name, device, batch_size, iterations, bf16, channels_last,
-                           compile_model)
+    trainer = _with_step_variant(make_trainer(conf_name, device, batch_size, iterations, bf16,
+                                              channels_last, compile_model), variant)
     pin = device.type == "cuda"
-    trainer.epoch_iter = warmup
+    trainer.loop_settings = LoopSettings(epoch_iter=warmup, log_interval=10 ** 9)
     trainer.train_epoch(10, synthetic_batches(batch_size, warmup, pin))
-    trainer.epoch_iter = iterations
+    trainer.loop_settings = LoopSettings(epoch_iter=iterations, log_interval=10 ** 9)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -114,6 +150,24 @@ def variants(device: torch.device, conf_name: str):
     return rows
 
 
+STEP_VARIANTS = ("sync-free", "per-step sync", "no rollback")
+
+
+def sync_compare(models: List[str], device: torch.device, batch: int, warmup: int,
+                 iterations: int, rounds: int) -> None:
+    """Print ms per step of each step variant, measured alternately ``rounds`` times."""
+    print("| model | round | " + " | ".join(f"{v} (ms/step)" for v in STEP_VARIANTS) + " |")
+    print("|---|---|" + "---|" * len(STEP_VARIANTS))
+    for conf_name in models:
+        for round_index in range(rounds):
+            cells = []
+            for variant in STEP_VARIANTS:
+                rate = step_rate(conf_name, device, batch, warmup, iterations, variant=variant)
+                cells.append(f"{1000.0 * batch / rate:.1f}")
+            print(f"| {MODELS[conf_name]} | {round_index + 1} | " + " | ".join(cells) + " |",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -124,6 +178,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--pipeline_samples", type=int, default=600,
                         help="samples for the input-pipeline rate (0 skips it)")
+    parser.add_argument("--sync_compare", action="store_true",
+                        help="time the step with and without per-step syncs and rollback")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --sync_compare")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -136,6 +193,10 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"batch {batch}, 200 frames, {warmup} warm-up + {iterations} timed batches\n")
+    if args.sync_compare:
+        sync_compare(args.models, device, batch, warmup, iterations, args.rounds)
+        print(f"load average at end: {os.getloadavg()[0]:.1f}")
+        return
     print("| model | variant | training samples/s |")
     print("|---|---|---|")
     for conf_name in args.models:

@@ -177,16 +177,16 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
             tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd)), 4)
 
 
-def _trainer(config, tmp_path):
+def _trainer(config, tmp_path, epoch_iter=3):
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     torch.manual_seed(0)
     config = as_train_config(config)
     model = builder.build_model(config, num_speakers=4)
     optimizer = builder.build_optimizer(config, model.parameters())
     return Trainer(config, ctx, model, builder.build_frontend(config), optimizer,
-                   builder.build_lr_scheduler(config, optimizer, 3, 1),
-                   builder.build_margin_scheduler(config, model.projection, 3), 3,
-                   str(tmp_path))
+                   builder.build_lr_scheduler(config, optimizer, epoch_iter, 1),
+                   builder.build_margin_scheduler(config, model.projection, epoch_iter),
+                   epoch_iter, str(tmp_path))
 
 
 def _batches(nan_at):
@@ -196,18 +196,62 @@ def _batches(nan_at):
         wavs = torch.randn(4, 16000, generator=generator) * 1000
         if index == nan_at:
             wavs[2, 500] = float("nan")
-        batches.append({"wavs": wavs, "labels": torch.tensor([0, 1, 2, 3])})
+        batches.append({"wavs": wavs, "labels": torch.tensor([0, 1, 2, 3]),
+                        "keys": [f"utt{index}-{row}" for row in range(4)]})
     return batches
 
 
-def test_non_finite_loss_stops_before_the_optimizer_step(small_corpus, tmp_path):
-    trainer = _trainer(tiny_config(str(tmp_path), small_corpus), tmp_path)
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()
-              if v.is_floating_point() and "running" not in k}
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 1, batch 1"):
-        trainer.train_epoch(1, _batches(nan_at=0))
+def _full_state(trainer):
+    """Every tensor of the model's and the optimizer's state_dicts, copied."""
+    state = {"model." + k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for param_id, entries in trainer.optimizer.state_dict()["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                state[f"optimizer.{param_id}.{name}"] = value.clone()
+    return state
+
+
+def _assert_bit_identical(before, after):
+    assert before.keys() == after.keys()
     for key, value in before.items():
-        assert torch.equal(trainer.model.state_dict()[key], value), key
+        assert value.dtype == after[key].dtype and torch.equal(value, after[key]), key
+
+
+def test_non_finite_loss_raises_naming_the_batch_keys(small_corpus, tmp_path):
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, log_batch_interval=1), tmp_path,
+                       epoch_iter=1)
+    batches = _batches(nan_at=1)
+    trainer.train_epoch(1, batches[:1])  # the optimizer now holds momentum state
+    before = _full_state(trainer)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"non-finite loss at epoch 2, batch 1; this rank's batch holds "
+                             r"utt1-0, utt1-1, utt1-2, utt1-3"):
+        trainer.train_epoch(2, batches[1:2])
+    _assert_bit_identical(before, _full_state(trainer))
+
+
+def test_a_skipped_non_finite_step_changes_no_state(small_corpus, tmp_path):
+    """Weights, momentum and BatchNorm statistics are all as before a NaN batch."""
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
+                       tmp_path)
+    batches = _batches(nan_at=2)
+    trainer.train_epoch(1, batches[:2] + batches[:1])
+    before = _full_state(trainer)
+    assert any("running_mean" in key for key in before)
+    assert any(".momentum_buffer" in key for key in before)
+    result = trainer.train_epoch(2, [batches[2]] * 3)
+    assert (result.batches, result.skipped_batches) == (3, 3)
+    _assert_bit_identical(before, _full_state(trainer))
+
+
+def test_non_finite_first_step_leaves_no_optimizer_state(small_corpus, tmp_path):
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
+                       tmp_path)
+    before = _full_state(trainer)
+    result = trainer.train_epoch(1, [_batches(nan_at=0)[0]] * 3)
+    assert result.skipped_batches == 3
+    assert trainer.optimizer.state_dict()["state"] == {}
+    _assert_bit_identical(before, _full_state(trainer))
 
 
 def test_non_finite_loss_can_skip_the_batch(small_corpus, tmp_path):
@@ -217,13 +261,15 @@ def test_non_finite_loss_can_skip_the_batch(small_corpus, tmp_path):
     result = trainer.train_epoch(1, _batches(nan_at=1))
     assert (result.batches, result.skipped_batches) == (3, 1)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(torch.isfinite(b).all() for b in trainer.model.buffers()
+               if b.is_floating_point())
     assert not torch.equal(trainer.model.projection.weight, initial)
 
 
 def test_gradient_clipping_bounds_the_update(small_corpus, tmp_path):
     config = tiny_config(str(tmp_path), small_corpus, grad_clip=1e-3,
                          optimizer_args={"momentum": 0.0, "weight_decay": 0.0})
-    trainer = _trainer(config, tmp_path)
+    trainer = _trainer(config, tmp_path, epoch_iter=1)
     start = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train_epoch(2, _batches(nan_at=None)[:1])  # epoch 2: past the lr warm-up
     lr = trainer.lr_scheduler.get_lr()
@@ -274,3 +320,33 @@ def test_command_line_trains_with_overrides(small_corpus, tmp_path):
     assert saved["model"] == "XVEC" and saved["model_init"] is None
     weights = _load(os.path.join(exp_dir, "models", "model_1.pt"))["model"]
     assert weights["projection.weight"].shape == (4, 12)
+
+
+def _count_host_reads(monkeypatch):
+    """Count tensor-to-host reads (item, tolist, bool, float, int, numpy) from now on."""
+    counts = {"reads": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            counts["reads"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return counts
+
+
+def test_steps_between_log_points_read_nothing_back(small_corpus, tmp_path, monkeypatch):
+    """Host reads per epoch do not grow with the number of batches between log points."""
+    reads = {}
+    for epoch_iter in (2, 6):
+        config = tiny_config(str(tmp_path), small_corpus, log_batch_interval=100,
+                             nonfinite_loss="skip")
+        trainer = _trainer(config, tmp_path, epoch_iter=epoch_iter)
+        batches = _batches(nan_at=None) * 2
+        trainer.train_epoch(1, batches[:epoch_iter])  # the optimizer creates its state
+        with monkeypatch.context() as patch:
+            counts = _count_host_reads(patch)
+            trainer.train_epoch(2, batches[:epoch_iter])
+        reads[epoch_iter] = counts["reads"]
+    assert reads[2] == reads[6] <= 3

@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+from train_helpers import TINY_CONFIG
+from wespeaker_py.config import as_train_config
 from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax
 from wespeaker_py.train.builder import build_lr_scheduler
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
@@ -47,9 +49,10 @@ def test_exponential_decrease_warm_up_from_one_only_when_scaled_up():
 
 
 def test_lr_scale_follows_world_size_and_batch_size():
-    config = {"num_epochs": 10, "dataloader_args": {"batch_size": 32},
-              "scheduler_args": {"initial_lr": 0.1, "final_lr": 0.01, "warm_up_epoch": 1,
-                                 "warm_from_zero": True}}
+    config = as_train_config(dict(
+        TINY_CONFIG, num_epochs=10, dataloader_args={"batch_size": 32},
+        scheduler_args={"initial_lr": 0.1, "final_lr": 0.01, "warm_up_epoch": 1,
+                        "warm_from_zero": True}))
     single = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=1)
     eight = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=8)
     assert single.scale_ratio == 0.5 and eight.scale_ratio == 4.0

@@ -153,6 +153,9 @@ class DatasetArgs(ConfigBlock):
     speed_perturb_mode: Literal["random", "expanded"] = "random"
     num_frms: int = setting(200, minimum=1)
     aug_prob: float = setting(0.6, minimum=0, maximum=1)
+    # where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is
+    # absent, so that a Dataset used on its own yields finished chunks (device_augment.py)
+    augment_on: Literal["cpu", "device"] = "cpu"
     frontend: Literal["fbank", "s3prl"] = "fbank"
     fbank_args: Optional[FbankArgs] = None
     s3prl_args: Optional[S3prlArgs] = None

@@ -10,10 +10,14 @@ Noise types follow WeSpeaker (MUSAN keys such as ``noise/free-sound/...``):
 ``noise`` 0-15 dB, ``music`` 5-15 dB, ``speech`` 10-30 dB, anything else 0-15 dB;
 keys starting with ``babble`` give Kaldi-style babble: 3-7 babble utterances,
 each at its own SNR in 13-20 dB. Only the noise segment needed is read.
+
+Drawing and reading (:meth:`Augmenter.plan`) are apart from the arithmetic
+(:func:`apply_plan` here, or :mod:`~wespeaker_py.dataset.device_augment` on
+the training device), so both paths take the same random draws.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -81,6 +85,31 @@ def peak_normalise(audio: np.ndarray) -> np.ndarray:
     return (audio / (np.max(np.abs(audio)) + POWER_FLOOR)).astype(np.float32)
 
 
+@dataclass
+class AugmentPlan:
+    """The augmentation drawn for one chunk: reverb with ``rir``, or ``noises`` at ``snrs``.
+
+    Signals are as read (int16 scale): the whole RIR, and noise segments of the
+    chunk's length.
+    """
+
+    rir: Optional[np.ndarray] = None
+    noises: List[np.ndarray] = field(default_factory=list)
+    snrs: List[float] = field(default_factory=list)
+
+
+def apply_plan(wav: np.ndarray, plan: AugmentPlan) -> np.ndarray:
+    """Reverberate or add the noises to an int16-scale chunk, then peak-normalise."""
+    audio = wav / INT16_SCALE
+    if plan.rir is not None:
+        mixed = reverberate(audio, plan.rir)
+    else:
+        mixed = audio.astype(np.float32, copy=True)
+        for noise, snr in zip(plan.noises, plan.snrs):
+            mixed += scale_noise_to_snr(audio, noise / INT16_SCALE, snr)
+    return peak_normalise(mixed) * np.float32(INT16_SCALE)
+
+
 class Augmenter:
     """Reverb and noise sources from lists, applied to chunks at a fixed sample rate."""
 
@@ -99,37 +128,45 @@ class Augmenter:
     def __call__(self, wav: np.ndarray, rng: np.random.Generator,
                  stats: PipelineStats) -> np.ndarray:
         """Reverberate or add noise to an int16-scale chunk; unchanged if the source is bad."""
+        plan = self.plan(wav.size, rng, stats)
+        return wav if plan is None else apply_plan(wav, plan)
+
+    def plan(self, length: int, rng: np.random.Generator,
+             stats: PipelineStats) -> Optional[AugmentPlan]:
+        """Draw reverb or noise for a chunk of ``length`` samples and read its sources.
+
+        None (counted in ``stats``) when a source cannot be used: the chunk is then
+        kept unaugmented.
+        """
         use_reverb = bool(self.rirs) and (not self.noises or int(rng.integers(1, 3)) == 1)
-        audio = wav / INT16_SCALE
         try:
             if use_reverb:
-                mixed = self._reverberate(audio, rng)
-            else:
-                mixed = self._add_noise(audio, rng)
+                return AugmentPlan(rir=self._read_rir(rng))
+            return self._plan_noise(length, rng)
         except _SourceError as err:
             stats.skip(err.key, BAD_AUGMENT_SOURCE, str(err.cause))
-            return wav
-        return peak_normalise(mixed) * np.float32(INT16_SCALE)
+            return None
 
-    def _reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _read_rir(self, rng: np.random.Generator) -> np.ndarray:
         key, path = self.rirs[int(rng.integers(0, len(self.rirs)))]
         try:
             with open_audio(path, name=key) as handle:
                 rir = read_whole(handle, self.sample_rate)
-            return reverberate(audio, rir)
-        except (AudioError, ValueError) as err:
+        except AudioError as err:
             raise _SourceError(key, err) from None
+        if not np.any(rir):
+            raise _SourceError(key, ValueError("the impulse response is all zeros"))
+        return rir
 
     def _noise_segment(self, key: str, path: str, length: int,
                        rng: np.random.Generator) -> np.ndarray:
         try:
             with open_audio(path, name=key) as handle:
-                segment = read_random_chunk(handle, length, self.sample_rate, rng)
+                return read_random_chunk(handle, length, self.sample_rate, rng)
         except AudioError as err:
             raise _SourceError(key, err) from None
-        return segment / INT16_SCALE
 
-    def _add_noise(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _plan_noise(self, length: int, rng: np.random.Generator) -> AugmentPlan:
         key, path = self.noises[int(rng.integers(0, len(self.noises)))]
         type_name = noise_type_name(key)
         noise_type = NOISE_TYPES.get(type_name, OTHER_NOISE)
@@ -139,12 +176,11 @@ class Augmenter:
             count = int(rng.integers(noise_type.min_count, noise_type.max_count + 1))
             picks = rng.choice(len(self.babble), size=count, replace=len(self.babble) < count)
             sources = [self.babble[int(index)] for index in picks]
-        mixed = audio.astype(np.float32, copy=True)
+        plan = AugmentPlan()
         for source_key, source_path in sources:
-            noise = self._noise_segment(source_key, source_path, audio.size, rng)
-            snr = float(rng.uniform(noise_type.snr_low, noise_type.snr_high))
-            mixed += scale_noise_to_snr(audio, noise, snr)
-        return mixed
+            plan.noises.append(self._noise_segment(source_key, source_path, length, rng))
+            plan.snrs.append(float(rng.uniform(noise_type.snr_low, noise_type.snr_high)))
+        return plan
 
 
 class _SourceError(Exception):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -32,6 +32,21 @@ def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.G
     ``handle`` is an :class:`~wespeaker_py.dataset.audio.AudioHandle` (or ArrayHandle);
     ``max_source_frames`` (in file samples) is WeSpeaker's truncation of long utterances.
     """
+    chunk, _ = read_random_span(handle, chunk_len, target_rate, rng, speed, max_source_frames,
+                                defer_speed=False)
+    return chunk
+
+
+def read_random_span(handle, chunk_len: int, target_rate: int, rng: np.random.Generator,
+                     speed: Fraction = Fraction(1), max_source_frames: Optional[int] = None,
+                     defer_speed: bool = True) -> Tuple[np.ndarray, bool]:
+    """Like :func:`read_random_chunk` (same random draws), optionally leaving the speed change.
+
+    With ``defer_speed``, a file at ``target_rate`` long enough for the span gives
+    the ``ceil(chunk_len * speed) + 1`` samples read, unresampled, and True: the
+    caller resamples them (on the training device). Otherwise the finished chunk
+    and False.
+    """
     total = handle.frames
     window_start, window_len = 0, total
     if max_source_frames is not None and total > max_source_frames:
@@ -42,21 +57,24 @@ def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.G
     if ratio == 1:
         if window_len >= chunk_len:
             start = window_start + int(rng.integers(0, window_len - chunk_len + 1))
-            return handle.read(start, chunk_len)
-        return tile_to_length(handle.read(window_start, window_len), chunk_len)
+            return handle.read(start, chunk_len), False
+        return tile_to_length(handle.read(window_start, window_len), chunk_len), False
     # one sample of slack so that the resampled span never falls short of the chunk
     needed = math.ceil(chunk_len * ratio) + 1
     if window_len >= needed:
         start = window_start + int(rng.integers(0, window_len - needed + 1))
-        converted = resample(handle.read(start, needed), float(virtual_rate), float(target_rate))
+        span = handle.read(start, needed)
+        if defer_speed and handle.samplerate == target_rate:
+            return span, True
+        converted = resample(span, float(virtual_rate), float(target_rate))
         if converted.size >= chunk_len:
-            return converted[:chunk_len]
-        return tile_to_length(converted, chunk_len)
+            return converted[:chunk_len], False
+        return tile_to_length(converted, chunk_len), False
     converted = resample(handle.read(window_start, window_len), float(virtual_rate),
                          float(target_rate))
     if converted.size == 0:
         raise AudioError(reasons.TOO_SHORT, f"{handle.name}: {window_len} samples")
-    return tile_to_length(converted, chunk_len)
+    return tile_to_length(converted, chunk_len), False
 
 
 def read_whole(handle, target_rate: int) -> np.ndarray:

@@ -41,10 +41,18 @@ class Dataset(IterableDataset):
     """WeSpeaker's ``Dataset`` for ``data_type`` "raw" or "shard", yielding waveforms.
 
     Training mode yields ``{"key", "wav": FloatTensor[chunk samples] (int16 scale),
-    "label"}``; ``whole_utt=True`` yields whole utterances at ``resample_rate`` with
-    ``label`` -1 when the speaker is absent or unknown. Utterances whose key is in
+    "label"}``; with ``dataset_args.augment_on: device`` the speed change and the
+    noise/reverb are left to :func:`~wespeaker_py.dataset.device_augment.augment_batch`
+    (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``);
+    ``whole_utt=True`` yields whole utterances at ``resample_rate`` with ``label``
+    -1 when the speaker is absent or unknown. Utterances whose key is in
     ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
+
+    ``repeat=True`` (training mode) cycles over the list without end, as
+    WeSpeaker's training data set does: the consumer takes what an epoch needs
+    (the trainer: ``epoch_iter`` batches on every rank), so a rank whose share
+    runs short repeats it instead of ending the epoch early.
 
     Skips and repairs are counted once per key and epoch in each worker; after
     the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
@@ -57,7 +65,8 @@ class Dataset(IterableDataset):
                  dataset_args: Union[DatasetArgs, Mapping[str, Any], None],
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
-                 seed: int = 42, exclude_keys: Optional[AbstractSet[str]] = None):
+                 seed: int = 42, repeat: bool = False,
+                 exclude_keys: Optional[AbstractSet[str]] = None):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -69,6 +78,7 @@ class Dataset(IterableDataset):
         self.config = as_dataset_args(dataset_args)
         self.spk2id = spk2id
         self.whole_utt = whole_utt
+        self.repeat = repeat and not whole_utt
         self.seed = seed
         # keys to pass over unread (what a resumed extraction already has)
         self.exclude_keys = frozenset(exclude_keys or ())
@@ -85,7 +95,8 @@ class Dataset(IterableDataset):
             max_num_frames=config.filter_args.max_num_frames if config.filter else None,
             speed_perturb=config.speed_perturb,
             expand_speeds=config.speed_perturb and config.speed_perturb_mode == "expanded",
-            num_spks=len(spk2id) if spk2id else 0)
+            num_spks=len(spk2id) if spk2id else 0,
+            speed_on_device=config.augment_on == "device")
         # computed here so that bad frame settings fail now, not inside a worker
         self.chunk_len = self.settings.chunk_len
         self.augmenter = None
@@ -158,7 +169,7 @@ class Dataset(IterableDataset):
                     yield utt
 
     def _repeated_utterances(self, indices, stats: PipelineStats) -> Iterator[Utterance]:
-        """Cycle over this worker's items until the consumer stops (sample_num_per_epoch).
+        """Cycle over this worker's items until the consumer stops (``repeat``, or a quota).
 
         Stops, with a warning, once a full pass plus the shuffle lag yields nothing.
         """
@@ -194,7 +205,7 @@ class Dataset(IterableDataset):
             labelled = with_labels(self._utterances(indices, stats), self.spk2id, stats, False)
             yield from whole_utterances(labelled, self.settings, stats)
             return
-        if config.sample_num_per_epoch > 0:
+        if self.repeat or config.sample_num_per_epoch > 0:
             utts = self._repeated_utterances(indices, stats)
         else:
             utts = self._utterances(indices, stats)
@@ -205,7 +216,8 @@ class Dataset(IterableDataset):
         if self.settings.expand_speeds and shuffle:
             samples = shuffle_buffer(samples, config.shuffle_args.shuffle_size, rng)
         if self.augmenter is not None:
-            samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats)
+            samples = augmented(samples, self.augmenter, config.aug_prob, rng, stats,
+                                on_device=self.settings.speed_on_device)
         yield from samples
 
     def __iter__(self) -> Iterator[dict]:
@@ -214,7 +226,7 @@ class Dataset(IterableDataset):
         self.stats = stats  # the latest iteration's counts, for callers in this process
         rng = worker_rng(self.seed, self.epoch, place)
         quota = 0
-        if not self.whole_utt and self.config.sample_num_per_epoch > 0:
+        if not self.whole_utt and not self.repeat and self.config.sample_num_per_epoch > 0:
             quota = my_quota(self.config.sample_num_per_epoch, place)
             if quota == 0:
                 self._report(stats, place)

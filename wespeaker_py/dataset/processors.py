@@ -13,8 +13,8 @@ import numpy as np
 
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.audio import AudioError, check_samples, open_utterance
-from wespeaker_py.dataset.augment import Augmenter
-from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
+from wespeaker_py.dataset.augment import Augmenter, apply_plan
+from wespeaker_py.dataset.chunk import read_random_span, read_whole
 from wespeaker_py.dataset.lists import Utterance
 from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
 from wespeaker_py.dataset.stats import PipelineStats
@@ -38,6 +38,7 @@ class ChunkSettings:
     speed_perturb: bool
     expand_speeds: bool
     num_spks: int
+    speed_on_device: bool = False
 
     @property
     def chunk_len(self) -> int:
@@ -102,7 +103,10 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                     rng: np.random.Generator, stats: PipelineStats) -> Iterator[Sample]:
     """Filter by duration, then read a random (speed-perturbed) chunk of each utterance.
 
-    With ``expand_speeds`` each utterance gives three chunks, one per speed. A chunk
+    With ``expand_speeds`` each utterance gives three chunks, one per speed. With
+    ``speed_on_device`` a sample may hold the span read before its speed change,
+    and ``"speed"`` says which :data:`SPEEDS` index the device still applies (0:
+    none); its ``"chunk_len"`` is the length it must end with. A chunk (or span)
     with NaN/inf or only zeros skips the utterance (see :func:`check_samples`).
     """
     chunk_len = settings.chunk_len
@@ -123,16 +127,22 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                 else:
                     indices = [0]
                 max_source = settings.max_source_frames(handle.samplerate)
-                chunks = [(index, check_samples(
-                    read_random_chunk(handle, chunk_len, settings.sample_rate, rng,
-                                      SPEEDS[index], max_source), utt.key))
-                    for index in indices]
+                chunks = [(index, read_random_span(handle, chunk_len, settings.sample_rate, rng,
+                                                   SPEEDS[index], max_source,
+                                                   settings.speed_on_device))
+                          for index in indices]
+                for _, (wav, _) in chunks:
+                    check_samples(wav, utt.key)
         except AudioError as err:
             stats.skip(utt.key, err.reason, err.detail)
             continue
-        for index, wav in chunks:
-            yield {"key": utt.key, "wav": wav,
-                   "label": shifted_label(label, index, settings.num_spks)}
+        for index, (wav, pending) in chunks:
+            sample = {"key": utt.key, "wav": wav,
+                      "label": shifted_label(label, index, settings.num_spks)}
+            if settings.speed_on_device:
+                sample["speed"] = index if pending else 0
+                sample["chunk_len"] = chunk_len
+            yield sample
 
 
 def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
@@ -153,9 +163,20 @@ def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSetti
 
 
 def augmented(samples: Iterable[Sample], augmenter: Augmenter, aug_prob: float,
-              rng: np.random.Generator, stats: PipelineStats) -> Iterator[Sample]:
-    """Reverb or noise on each sample with probability ``aug_prob``."""
+              rng: np.random.Generator, stats: PipelineStats,
+              on_device: bool = False) -> Iterator[Sample]:
+    """Reverb or noise on each sample with probability ``aug_prob``.
+
+    ``on_device`` only draws and reads: the :class:`~wespeaker_py.dataset.augment.AugmentPlan`
+    goes with the sample as ``"aug"`` (None: leave it as it is) for the device to apply.
+    """
     for sample in samples:
+        plan = None
         if aug_prob > rng.random():
-            sample["wav"] = augmenter(sample["wav"], rng, stats)
+            length = sample.get("chunk_len", len(sample["wav"]))
+            plan = augmenter.plan(length, rng, stats)
+            if plan is not None and not on_device:
+                sample["wav"] = apply_plan(sample["wav"], plan)
+        if on_device:
+            sample["aug"] = plan
         yield sample

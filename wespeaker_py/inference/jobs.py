@@ -24,7 +24,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from wespeaker_py.config import ModelConfig
-
 from wespeaker_py.inference.embedding import (DEFAULT_BUFFER_MB, ExtractionSummary,
                                               chunk_identity, extract_part)
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list

@@ -21,7 +21,7 @@ import hashlib
 import os
 import random
 import re
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from wespeaker_py.frontend.ssl import (frontend_state_dict_for_checkpoint,
                                        with_pretrained_frontend_weights)
-from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -78,12 +78,14 @@ def parameter_digest(model: nn.Module) -> str:
 def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                              scheduler, margin_scheduler, epoch: int,
                              rng_states: List[Dict[str, Any]], param_digests: List[str],
-                             grad_scaler: Optional[torch.amp.GradScaler] = None) -> None:
+                             grad_scaler: Optional[torch.amp.GradScaler] = None,
+                             before_publish: Optional[Callable[[], None]] = None) -> None:
     """Write everything needed to continue training after ``epoch``, atomically.
 
     ``rng_states`` and ``param_digests`` hold one :func:`capture_rng_state` and
     :func:`parameter_digest` result per rank. A frozen SSL front-end's WavLM
-    weights are left out of ``"model"``.
+    weights are left out of ``"model"``. ``before_publish`` runs once the file
+    is complete, just before it appears under ``path``.
     """
     state = {
         "model": frontend_state_dict_for_checkpoint(model),
@@ -96,7 +98,12 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         "param_digests": param_digests,
         "world_size": len(rng_states),
     }
-    save_torch(state, path)
+    with atomic_path(path) as tmp_path:
+        # through a file object, so that a full disk reports ENOSPC with the path
+        with open(tmp_path, "wb") as handle:
+            torch.save(state, handle)
+        if before_publish is not None:
+            before_publish()
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:

@@ -101,16 +101,6 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier()
 
 
-def all_ranks_true(flags: Sequence[bool], ctx: DistContext) -> List[bool]:
-    """For each flag, whether it holds on every rank (one collective for all flags)."""
-    if not ctx.is_distributed:
-        return [bool(flag) for flag in flags]
-    values = torch.tensor([1 if flag else 0 for flag in flags], dtype=torch.int32,
-                          device=ctx.device)
-    dist.all_reduce(values, op=dist.ReduceOp.MIN)
-    return [bool(value) for value in values.tolist()]
-
-
 def gather_objects(obj: Any, ctx: DistContext) -> List[Any]:
     """Every rank's ``obj``, ordered by rank (a one-element list in a single process)."""
     if not ctx.is_distributed:

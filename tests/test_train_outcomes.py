@@ -1,0 +1,107 @@
+"""No fake success: runs that train nothing fail, and final_model.pt follows the last checkpoint."""
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from train_helpers import RATE, make_speaker_corpus, tiny_config, write_config
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.bin import train as train_cli
+from wespeaker_py.train import experiment
+from wespeaker_py.train.trainer import TrainingDataError, run_training
+from wespeaker_py.utils import file_utils
+from wespeaker_py.utils.cli_errors import run_main
+from wespeaker_py.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
+                               utts_per_spk=4)
+
+
+def _too_short_corpus(root):
+    """A list whose every utterance is shorter than the filter's minimum."""
+    os.makedirs(os.path.join(root, "wav"))
+    raw_list, utt2spk = os.path.join(root, "raw.list"), os.path.join(root, "utt2spk")
+    with open(raw_list, "w") as raw, open(utt2spk, "w") as u2s:
+        for index in range(16):
+            key, spk = f"short{index}", f"spk{index % 4}"
+            path = os.path.join(root, "wav", key + ".wav")
+            sf.write(path, np.zeros(RATE // 4, dtype=np.int16), RATE, subtype="PCM_16")
+            raw.write(json.dumps({"key": key, "wav": path, "spk": spk}) + "\n")
+            u2s.write(f"{key} {spk}\n")
+    return {"raw_list": raw_list, "utt2spk": utt2spk}
+
+
+def _cli_args(config, tmp_path):
+    exp_dir = config.pop("exp_dir")
+    data = ["--exp_dir", exp_dir, "--data_type", "raw", "--train_data", config.pop("train_data"),
+            "--train_label", config.pop("train_label")]
+    config.pop("data_type")
+    return ["--config", write_config(str(tmp_path / "tiny.yaml"), config)] + data
+
+
+def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
+    corpus = _too_short_corpus(str(tmp_path / "data"))
+    exp_dir = str(tmp_path / "exp")
+    with pytest.raises(TrainingDataError, match=r"epoch 1: rank 0's training data gave no batch"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=2))
+    assert experiment.existing_checkpoints(os.path.join(exp_dir, "models")) == []
+    assert not os.path.lexists(os.path.join(exp_dir, "models", "final_model.pt"))
+    code = run_main(train_cli.main, _cli_args(tiny_config(str(tmp_path / "cli"), corpus),
+                                              tmp_path))
+    assert code == 1
+    assert "training data gave no batch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("num_epochs", [0, -1])
+def test_a_config_that_trains_no_epoch_fails(corpus, tmp_path, capsys, num_epochs):
+    exp_dir = str(tmp_path / "exp")
+    with pytest.raises(ConfigError, match=r"config key 'num_epochs' must be >= 1"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=num_epochs))
+    assert not os.path.exists(os.path.join(exp_dir, "models"))
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(_cli_args(tiny_config(exp_dir, corpus, num_epochs=num_epochs), tmp_path))
+    assert exit_info.value.code == 2
+    assert "num_epochs" in capsys.readouterr().err
+
+
+def test_final_model_exists_as_soon_as_the_last_checkpoint_does(corpus, tmp_path, monkeypatch):
+    """A run killed right after renaming the last checkpoint into place has final_model.pt."""
+    exp_dir = str(tmp_path / "exp")
+    last = os.path.join(exp_dir, "models", "model_2.pt")
+    real_replace = os.replace
+
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        if os.path.abspath(dst) == os.path.abspath(last):
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(file_utils.os, "replace", replace_then_die)
+    with pytest.raises(SystemExit, match="killed"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=2))
+    final = os.path.join(exp_dir, "models", "final_model.pt")
+    assert os.path.isfile(final) and os.path.samefile(final, last)
+
+
+def test_a_resume_with_nothing_left_makes_final_model(corpus, tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, corpus, num_epochs=2))
+    models = os.path.join(exp_dir, "models")
+    os.remove(os.path.join(models, "final_model.pt"))  # as a folder of an older version
+    last = os.path.join(models, "model_2.pt")
+    before = torch.load(last, weights_only=False)["model"]
+    assert run_training(tiny_config(exp_dir, corpus, num_epochs=2, checkpoint=last)) == []
+    assert os.readlink(os.path.join(models, "final_model.pt")) == "model_2.pt"
+    after = torch.load(last, weights_only=False)["model"]
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+    # a checkpoint past num_epochs without model_<num_epochs>.pt: nothing to link, an error
+    os.rename(last, os.path.join(models, "model_5.pt"))
+    with pytest.raises(ConfigError, match=r"nothing to train: .* num_epochs is 2, and .*"
+                                          r"model_2.pt does not exist"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=2,
+                                 checkpoint=os.path.join(models, "model_5.pt")))
