@@ -6,6 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import yaml
 
 from recipe_helpers import (MINI_DIR, REPO, V2_DIR, fbank_stats_baseline, install_fake_ffmpeg,
                             make_fake_voxceleb_downloads, make_kaldi_dir, mtimes, read_table,
@@ -15,31 +16,136 @@ from wespeaker_py.scoring.report import find_score_files, format_table, parse_ta
 RECIPE_SCRIPTS = sorted(
     glob.glob(os.path.join(V2_DIR, "*.sh")) + glob.glob(os.path.join(V2_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(MINI_DIR, "*.sh")) + glob.glob(os.path.join(MINI_DIR, "local", "*.sh"))
-    + glob.glob(os.path.join(REPO, "tools", "*.sh")))
+    + glob.glob(os.path.join(REPO, "tools", "*.sh"))
+    + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
+RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (MINI_DIR, "run.sh")]
+SHARED_STAGES = ("train_stage.sh", "extract_sets.sh", "score.sh", "score_norm.sh",
+                 "score_calibration.sh", "score_plda.sh")
 
 
 def test_every_recipe_script_parses():
     names = {os.path.relpath(path, REPO) for path in RECIPE_SCRIPTS}
     assert {"examples/voxceleb/v2/run.sh", "examples/voxceleb/v2/run_wavlm.sh",
-            "examples/voxceleb/v2/local/score_plda.sh", "examples/mini/run.sh",
-            "tools/extract_embedding.sh"} <= names
+            "tools/recipe/score_plda.sh", "tools/recipe/train_stage.sh",
+            "examples/mini/run.sh", "tools/extract_embedding.sh"} <= names
     for path in RECIPE_SCRIPTS:
         result = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
         assert result.returncode == 0, f"{path}: {result.stderr}"
 
 
-def test_mini_recipe_reuses_the_v2_stage_scripts():
-    for name in ("extract_vox.sh", "score.sh", "score_norm.sh", "score_calibration.sh",
-                 "score_plda.sh"):
-        mini = os.path.join(MINI_DIR, "local", name)
-        assert os.path.realpath(mini) == os.path.realpath(os.path.join(V2_DIR, "local", name))
+def _code_lines(path):
+    with open(path) as handle:
+        return [line.split("#")[0] for line in handle if not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("recipe_dir,script", RECIPES)
+def test_every_recipe_sources_the_one_shared_training_stage(recipe_dir, script):
+    code = _code_lines(os.path.join(recipe_dir, script))
+    assert any(line.strip() == ". tools/recipe/train_stage.sh" for line in code)
+    assert any(line.strip().startswith("train_stage ") or " train_stage " in line
+               for line in code)
+    # no recipe launches the trainer or decides "finished" by itself
+    for line in code:
+        assert "wespeaker_py.bin.train" not in line and "torchrun" not in line, line
+        assert "final_model" not in line, line
+
+
+def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
     for recipe in (V2_DIR, MINI_DIR):
         assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
+        # only the corpus-specific preparation is the recipe's own
+        assert os.listdir(os.path.join(recipe, "local")) == ["prepare_data.sh"]
     assert os.path.realpath(os.path.join(V2_DIR, "conf")) == os.path.join(REPO, "conf")
+    used = {name: [] for name in SHARED_STAGES}
+    for recipe_dir, script in RECIPES:
+        text = "".join(_code_lines(os.path.join(recipe_dir, script)))
+        for name in SHARED_STAGES:
+            if f"tools/recipe/{name}" in text:
+                used[name].append(script)
+    # run_wavlm.sh reaches extraction and scoring through run.sh's stages 4-7
+    assert all(used[name] for name in SHARED_STAGES), used
+    assert "tools/recipe/extract_sets.sh" in "".join(_code_lines(os.path.join(MINI_DIR,
+                                                                              "run.sh")))
 
 
-@pytest.mark.parametrize("recipe_dir,script", [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"),
-                                               (MINI_DIR, "run.sh")])
+FAKE_LAUNCHER = """#!/usr/bin/env bash
+# test stand-in: logs its command line; as python it runs everything but the trainer
+if [ "$(basename "$0")" == "python" ] && [ "$2" != "wespeaker_py.bin.train" ]; then
+  exec {python} "$@"
+fi
+echo "$(basename "$0") $*" >> "{log}"
+"""
+
+
+def _train_stage(tmp_path, variables, checkpoints=(), final=None):
+    """Source tools/recipe/train_stage.sh in a mini recipe dir with fake launchers."""
+    import sys
+    models = tmp_path / "exp" / "models"
+    os.makedirs(models, exist_ok=True)
+    for epoch in checkpoints:
+        (models / f"model_{epoch}.pt").write_text("x")
+    if final is not None:
+        os.symlink(f"model_{final}.pt", models / "final_model.pt")
+    bin_dir, log = tmp_path / "bin", tmp_path / "launch.log"
+    os.makedirs(bin_dir, exist_ok=True)
+    for name in ("python", "torchrun"):
+        path = bin_dir / name
+        path.write_text(FAKE_LAUNCHER.replace("{python}", sys.executable)
+                        .replace("{log}", str(log)))
+        os.chmod(path, 0o755)
+    config = tmp_path / "conf.yaml"
+    config.write_text("num_epochs: 3\n")
+    settings = {"config": str(config), "exp_dir": str(tmp_path / "exp"), "data": "D",
+                "data_type": "raw", "gpus": "[0]", "num_avg": "2", "checkpoint": "",
+                **variables}
+    script = "; ".join([". ./path.sh", ". tools/recipe_helpers.sh",
+                        ". tools/recipe/train_stage.sh"]
+                       + [f"{key}='{value}'" for key, value in settings.items()]
+                       + ["train_stage D/train --extra_flag 1"])
+    result = subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
+                            text=True, env={**os.environ,
+                                            "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    calls = open(log).read().splitlines() if os.path.exists(log) else []
+    return result.stdout, calls
+
+
+def test_train_stage_resumes_from_the_newest_checkpoint_with_one_process(tmp_path):
+    out, calls = _train_stage(tmp_path, {}, checkpoints=(1, 2), final=None)
+    assert "resuming from" in out
+    assert len(calls) == 1 and calls[0].startswith("python -m wespeaker_py.bin.train ")
+    args = calls[0].split()
+    assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_2.pt")
+    assert args[args.index("--train_data") + 1] == "D/train/raw.list"
+    assert args[-2:] == ["--extra_flag", "1"] and "--num_epochs" not in args
+
+
+def test_train_stage_launches_torchrun_for_several_processes_and_nodes(tmp_path):
+    _, calls = _train_stage(tmp_path / "a", {"gpus": "[0,1,2]"})
+    assert calls[0].startswith("torchrun --standalone --nnodes=1 --nproc_per_node=3 -m ")
+    assert "--checkpoint" not in calls[0].split()  # nothing to resume
+    _, calls = _train_stage(tmp_path / "b", {"gpus": "[0,1]", "num_nodes": "2",
+                                             "HOST_NODE_ADDR": "10.0.0.1:29400",
+                                             "job_id": "7"})
+    assert calls[0].startswith("torchrun --nnodes=2 --nproc_per_node=2 --rdzv_id=7 "
+                               "--rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29400 -m ")
+    _, calls = _train_stage(tmp_path / "c", {"num_procs": "2", "gpus": "[]"})
+    assert calls[0].startswith("torchrun --standalone --nnodes=1 --nproc_per_node=2 ")
+
+
+def test_train_stage_is_finished_only_when_final_model_names_the_last_epoch(tmp_path):
+    out, calls = _train_stage(tmp_path / "done", {}, checkpoints=(1, 2, 3), final=3)
+    assert "training is finished" in out and calls == []
+    # a run asked for more epochs than the earlier one finished goes on from there
+    out, calls = _train_stage(tmp_path / "more", {"num_epochs": "5"}, checkpoints=(1, 2, 3),
+                              final=3)
+    assert "training is finished" not in out
+    args = calls[0].split()
+    assert args[args.index("--num_epochs") + 1] == "5"
+    assert args[args.index("--checkpoint") + 1].endswith("model_3.pt")
+
+
+@pytest.mark.parametrize("recipe_dir,script", RECIPES)
 def test_a_mistyped_option_stops_the_recipe(recipe_dir, script):
     result = run_script(recipe_dir, script, "--stop_stag", "3", check=False)
     assert result.returncode != 0
@@ -223,6 +329,31 @@ def test_make_trials_draws_balanced_trials_of_distinct_utterances(tmp_path):
         assert (enroll[0] == test[0]) == (label == "target")
 
 
+def test_make_trials_all_pairs_lists_every_pair_once(tmp_path):
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("a1 a\na2 a\na3 a\nb1 b\nc1 c\n")
+    out_path = tmp_path / "trials"
+    subprocess.run(["python", os.path.join(REPO, "tools", "make_trials.py"), "--utt2spk",
+                    str(utt2spk), "--all_pairs", str(out_path)], check=True,
+                   capture_output=True)
+    trials = [tuple(line.split()) for line in open(out_path)]
+    assert len(trials) == 10 and len({frozenset(t[:2]) for t in trials}) == 10
+    assert sorted(t[:2] for t in trials if t[2] == "target") == [
+        ("a1", "a2"), ("a1", "a3"), ("a2", "a3")]
+
+
+def test_the_mini_corpus_trials_use_every_target_pair_of_the_test_speakers():
+    corpus = os.path.join(MINI_DIR, "data", "librispeech_tc100")
+    utt2spk = {utt: spk for utt, (spk,) in read_table(os.path.join(corpus, "utt2spk")).items()}
+    trials = [line.split() for line in open(os.path.join(corpus, "trials"))]
+    utts = {utt for enroll, test, _ in trials for utt in (enroll, test)}
+    targets = {frozenset((e, t)) for e, t, label in trials if label == "target"}
+    possible = {frozenset((a, b)) for a in utts for b in utts
+                if a < b and utt2spk[a] == utt2spk[b]}
+    assert targets == possible and len(targets) == 199
+    assert all((utt2spk[e] == utt2spk[t]) == (label == "target") for e, t, label in trials)
+
+
 def _write_scores(path, target_shift, seed, extra=""):
     rng = np.random.default_rng(seed)
     with open(path, "w") as out:
@@ -306,6 +437,13 @@ def test_mini_recipe_stages_leave_their_outputs(mini_run):
     assert (exp / "config.yaml").is_file() and (exp / "train.log").is_file()
     for dset in ("backend", "test"):
         assert _lines(exp / "embeddings" / dset / "xvector.scp") == _lines(data / dset / "wav.scp")
+    # the back-end set is embedded from random num_frms chunks, the test set whole
+    num_frms = yaml.safe_load(open(exp / "config.yaml"))["dataset_args"]["num_frms"]
+    assert "(random chunks of num_frms frames, seed 42)" in open(
+        exp / "embeddings" / "backend" / "extract.result").read()
+    assert f"one random chunk of {num_frms} frames" in open(
+        exp / "embeddings" / "backend" / "log" / "extract.log").read()
+    assert "(whole utterances)" in open(exp / "embeddings" / "test" / "extract.result").read()
     scores = exp / "scores"  # stages 5-7 and 10, each with its metrics and DET curve
     num_trials = _lines(data / "test" / "trials" / TRIALS)
     for name in (f"{TRIALS}.score", f"{NORM}_{TRIALS}.score", f"cali_{NORM}_{TRIALS}.score",
@@ -349,7 +487,7 @@ def test_mini_results_table_parses_and_cosine_beats_the_untrained_baseline(mini_
 
 def test_mini_snorm_variant_runs_on_the_recipe_outputs(mini_run):
     data, exp, _ = mini_run
-    run_script(MINI_DIR, "local/score_norm.sh", "--stage", "1", "--stop-stage", "3",
+    run_script(MINI_DIR, "tools/recipe/score_norm.sh", "--stage", "1", "--stop-stage", "3",
                "--score_norm_method", "snorm", "--cohort_set", "backend", "--data", str(data),
                "--exp_dir", str(exp), "--trials", TRIALS, "--train_set", "backend",
                "--eval_set", "test")
@@ -376,3 +514,39 @@ def test_mini_recipe_started_again_skips_finished_work(mini_run):
                     "normalised scores are up to date", "calibrated scores are up to date",
                     "the PLDA model is up to date", "final.zip is up to date"):
         assert message in again.stdout, message
+
+
+def test_mini_seed_summary_gives_each_run_and_the_mean_and_spread(tmp_path):
+    from wespeaker_py.scoring.report import measure
+
+    data = tmp_path / "data"
+    make_kaldi_dir(str(data / "test"), ["anna", "bert", "cleo"], 2, 16000,
+                   trial_speakers=["anna", "bert", "cleo"])
+    with open(data / "test" / "wav.scp") as handle:
+        absolute = [f"{key} {data / 'test' / path}\n" for key, path in
+                    (line.split() for line in handle)]
+    (data / "test" / "wav.scp").write_text("".join(absolute))
+    os.rename(data / "test" / "trials", tmp_path / "trials")  # where the recipe puts it
+    os.makedirs(data / "test" / "trials")
+    os.rename(tmp_path / "trials", data / "test" / "trials" / "trials")
+    runs = []
+    for seed, shift in (("1", 1.0), ("2", 2.0)):
+        exp = tmp_path / f"exp_seed{seed}"
+        os.makedirs(exp / "scores")
+        (exp / "config.yaml").write_text("model: XVEC\nmodel_args:\n  feat_dim: 80\n"
+                                         "  embed_dim: 64\n")
+        _write_scores(exp / "scores" / "trials.score", shift, int(seed))
+        _write_scores(exp / "scores" / "trials.pldascore", shift + 1, int(seed) + 10)
+        runs.append(f"{seed}\t{exp}\t{200 + int(seed)}\t1.50\t2.00\n")
+    (tmp_path / "runs.tsv").write_text("".join(runs))
+    output = tmp_path / "results_mini.md"
+    subprocess.run(["python", os.path.join(REPO, "bench", "summarise_mini_seeds.py"), "--runs",
+                    str(tmp_path / "runs.tsv"), "--data", str(data), "--command", "CMD",
+                    "--output", str(output)], check=True, capture_output=True, text=True)
+    text = output.read_text()
+    eers = [measure(str(tmp_path / f"exp_seed{s}" / "scores" / "trials.score")).eer_percent
+            for s in "12"]
+    mean, std = np.mean(eers), np.std(eers, ddof=1)
+    assert f"| cosine | {mean:.3f} ± {std:.3f} ({min(eers):.3f}-{max(eers):.3f}) |" in text
+    assert "| PLDA |" in text and "flock -x /tmp/wsp_cpu.lock CMD" in text
+    assert f"| 1 | {eers[0]:.3f} / " in text and "3 min 21 s | 1.50 / 2.00 |" in text

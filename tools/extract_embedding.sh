@@ -7,7 +7,9 @@
 #     --data_type shard --data_list data/vox1/shard.list --wavs_num 153516 \
 #     --store_dir vox1 --batch_size 16 --num_workers 4 --nj 4 --gpus "[0,1]"
 #
-# A second run with the same model and list finds the result up to date and skips.
+# --random_chunk true embeds one random chunk of --num_frms frames (empty: the
+# config's num_frms) of each utterance, drawn from --seed, instead of the whole.
+# A second run with the same model, list and mode finds the result up to date and skips.
 
 exp_dir=
 model_path=
@@ -19,6 +21,9 @@ batch_size=16
 num_workers=4
 nj=4
 gpus="[0,1]"     # "[]" or "": CPU
+random_chunk=false
+num_frms=        # chunk frames with --random_chunk true; empty: the config's num_frms
+seed=42          # of the chunk positions
 
 . tools/parse_options.sh || exit 1
 . path.sh
@@ -32,13 +37,24 @@ for name in exp_dir model_path data_list store_dir; do
   fi
 done
 
+if [ "${random_chunk}" == "true" ]; then
+  mode="random chunks of ${num_frms:-num_frms} frames, seed ${seed}"
+  chunk_args="--random_chunk True ${num_frms:+--num_frms ${num_frms}} --seed ${seed}"
+elif [ "${random_chunk}" == "false" ]; then
+  mode="whole utterances"
+  chunk_args=
+else
+  echo "$0: --random_chunk must be true or false, got '${random_chunk}'" >&2
+  exit 1
+fi
+
 embed_dir=${exp_dir}/embeddings/${store_dir}
 log_dir=${embed_dir}/log
 result=${embed_dir}/extract.result
 mkdir -p "${log_dir}"
 
 if up_to_date "${result}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" &&
-   grep -q '^Successfully' "${result}"; then
+   grep -q '^Successfully' "${result}" && grep -qF "(${mode})" "${result}"; then
   echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
   exit 0
 fi
@@ -49,7 +65,7 @@ if [ -z "${gpus}" ] || ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.
   gpus="[]"
 fi
 
-echo "extracting embeddings of ${store_dir} (${nj} jobs, log in ${log_dir}/extract.log) ..."
+echo "extracting embeddings of ${store_dir}, ${mode} (${nj} jobs, log in ${log_dir}/extract.log) ..."
 python -u -m wespeaker_py.bin.extract \
   --config "${exp_dir}/config.yaml" \
   --model_path "${model_path}" \
@@ -60,6 +76,7 @@ python -u -m wespeaker_py.bin.extract \
   --num_workers "${num_workers}" \
   --nj "${nj}" \
   --gpus "${gpus}" \
+  ${chunk_args} \
   > "${log_dir}/extract.log" 2>&1 ||
   { tail -n 20 "${log_dir}/extract.log" >&2; echo "$0: extraction of ${store_dir} failed" >&2; exit 1; }
 
@@ -67,9 +84,9 @@ python -u -m wespeaker_py.bin.extract \
 # scoring scripts decide how many trials may be lost (--max_missing_fraction).
 embed_num=$(count_lines "${embed_dir}/xvector.scp")
 if [ -z "${wavs_num}" ] || [ "${embed_num}" -eq "${wavs_num}" ]; then
-  echo "Successfully extracted ${embed_num} embeddings for ${store_dir}" | tee "${result}"
+  echo "Successfully extracted ${embed_num} embeddings for ${store_dir} (${mode})" | tee "${result}"
 else
-  echo "Successfully extracted ${embed_num} embeddings for ${store_dir};" \
+  echo "Successfully extracted ${embed_num} embeddings for ${store_dir} (${mode});" \
        "$((wavs_num - embed_num)) of ${wavs_num} utterances were skipped, see" \
        "${log_dir}/extract.log" | tee "${result}" >&2
 fi

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Random balanced trials from a Kaldi utt2spk (e.g. calibration trials for a small corpus).
+"""Trials from a Kaldi utt2spk: random balanced ones (e.g. calibration trials for a small
+corpus), or every pair of utterances.
 
     python tools/make_trials.py --utt2spk data/train/utt2spk --num_trials 2000 \
         data/test/trials/train_cali.kaldi
+    python tools/make_trials.py --utt2spk test/utt2spk --all_pairs trials
 
-Half the trials are target (two different utterances of one speaker), half
-nontarget (an utterance of another speaker). WeSpeaker's duration-stratified
-generator (tools/generate_calibration_trial.py) needs utterances longer than
-6 s, which corpora of short utterances lack; this one only needs two speakers,
-one of them with two utterances.
+Random mode: half the trials are target (two different utterances of one
+speaker), half nontarget (an utterance of another speaker). WeSpeaker's
+duration-stratified generator (tools/generate_calibration_trial.py) needs
+utterances longer than 6 s, which corpora of short utterances lack; this one
+only needs two speakers, one of them with two utterances. --all_pairs writes
+each unordered pair of distinct utterances once, the largest trial list a set
+of utterances gives (its target trials bound how finely EER can be measured).
 """
 import argparse
 import random
@@ -40,19 +44,34 @@ def sample_balanced_trials(utt2spk: Dict[str, str], num_trials: int,
     return trials
 
 
+def all_pair_trials(utt2spk: Dict[str, str]) -> List[Tuple[str, str, str]]:
+    """Every unordered pair of distinct utterances, in sorted order, labelled by speaker."""
+    utts = sorted(utt2spk)
+    if len(utts) < 2:
+        raise ValueError(f"need at least two utterances, got {len(utts)}")
+    return [(enroll, test, "target" if utt2spk[enroll] == utt2spk[test] else "nontarget")
+            for index, enroll in enumerate(utts) for test in utts[index + 1:]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utt2spk", required=True, help="speaker of each utterance")
     parser.add_argument("--num_trials", type=int, default=2000,
                         help="trials to draw (half target)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all_pairs", action="store_true",
+                        help="every pair of utterances instead of --num_trials random ones")
     parser.add_argument("trial_path", help="output trial list 'enroll test target|nontarget'")
     args = parser.parse_args()
     utt2spk = read_key_value(args.utt2spk, allow_spaces_in_value=False)
-    trials = sample_balanced_trials(utt2spk, args.num_trials, args.seed)
+    if args.all_pairs:
+        trials = all_pair_trials(utt2spk)
+    else:
+        trials = sample_balanced_trials(utt2spk, args.num_trials, args.seed)
     with atomic_open(args.trial_path, "w", encoding="utf-8") as out:
         out.write("".join(f"{enroll} {test} {label}\n" for enroll, test, label in trials))
-    print(f"wrote {len(trials)} trials to {args.trial_path}")
+    targets = sum(label == "target" for _, _, label in trials)
+    print(f"wrote {len(trials)} trials ({targets} target) to {args.trial_path}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The VoxCeleb v2 recipe in miniature: the same stage scripts and Python modules
+# The VoxCeleb v2 recipe in miniature: the shared stage scripts (tools/recipe/) and Python modules
 # on a small corpus, offline, on the CPU (a GPU is used when there is one).
 # The default corpus ships in data/librispeech_tc100 (LibriSpeech speakers,
 # CC BY 4.0); --data_dir takes any Kaldi-style directory with wav.scp, utt2spk
@@ -15,14 +15,16 @@
 #      its speakers held out as back-end data (mean, cohort, QMF, PLDA), test (the
 #      trial utterances), synthetic noise/music/babble and room responses
 #   2  raw or shard data lists
-#   3  train (resumes from the newest checkpoint of ${exp_dir})
-#   4  average the last checkpoints, extract back-end and test embeddings
-#   5  cosine scoring (minus the back-end mean)   local/score.sh
-#   6  AS-Norm against the back-end speakers      local/score_norm.sh
-#   7  QMF calibration on back-end trials         local/score_calibration.sh
+#   3  train (resumes from the newest checkpoint of ${exp_dir}) tools/recipe/train_stage.sh
+#   4  average the last checkpoints, extract back-end embeddings (one random
+#      num_frms chunk per utterance; --backend_chunks false: whole) and test
+#      embeddings (whole utterances)                 tools/recipe/extract_sets.sh
+#   5  cosine scoring (minus the back-end mean)   tools/recipe/score.sh
+#   6  AS-Norm against the back-end speakers      tools/recipe/score_norm.sh
+#   7  QMF calibration on back-end trials         tools/recipe/score_calibration.sh
 #   8  TorchScript export
 #   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
-#  10  PLDA                                       local/score_plda.sh
+#  10  PLDA                                       tools/recipe/score_plda.sh
 #  11  results table (model, params, scoring, EER %, minDCF) and DET plot
 #  12  diarization demo: synthetic conversations of the test speakers diarized
 #      with the trained model, DER/JER table (../diarization/run.sh)
@@ -40,6 +42,7 @@ lm_config=     # e.g. conf/resnet34_lm.yaml; empty: no stage 9
 epochs=        # number of training epochs; empty: the config's num_epochs
 num_avg=       # checkpoints averaged; empty: the config's num_avg
 checkpoint=    # start training from this checkpoint
+seed=          # training seed; empty: the config's seed
 data_type=raw  # raw/shard
 num_procs=1    # training processes (more than 1: torchrun, gloo on the CPU)
 gpus="[0]"     # extraction device(s); the CPU when CUDA is absent
@@ -48,9 +51,12 @@ trials=trials
 score_norm_method=asnorm  # asnorm/snorm
 top_n=10       # AS-Norm cohort size, at most the number of back-end speakers
 diar_conversations=4  # stage 12: synthetic conversations of about 60 s, 2-3 speakers
+backend_chunks=true  # back-end set embedded from random num_frms chunks; false: whole utterances
+chunk_seed=42
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
+. tools/recipe/train_stage.sh
 set -eo pipefail
 
 corpus=$(basename "$(realpath "${data_dir}")")
@@ -89,30 +95,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: train ${config} for ${epochs} epochs in ${exp_dir}"
-  last_epoch=$(latest_epoch "${exp_dir}/models")
-  if [ -n "${last_epoch}" ] && [ "${last_epoch}" -ge "${epochs}" ]; then
-    echo "${exp_dir}/models/model_${last_epoch}.pt exists: training is finished"
-  else
-    start_checkpoint=${checkpoint}
-    if [ -n "${last_epoch}" ]; then
-      start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
-      echo "resuming from ${start_checkpoint}"
-    fi
-    launcher="python"
-    if [ "${num_procs}" -gt 1 ]; then
-      launcher="torchrun --standalone --nnodes=1 --nproc_per_node=${num_procs}"
-    fi
-    ${launcher} -m wespeaker_py.bin.train --config "${config}" \
-      --exp_dir "${exp_dir}" \
-      --num_epochs "${epochs}" \
-      --num_avg "${num_avg}" \
-      --data_type "${data_type}" \
-      --train_data "${data}/train/${data_type}.list" \
-      --train_label "${data}/train/utt2spk" \
-      --reverb_data "${data}/rirs/wav.scp" \
-      --noise_data "${data}/musan/wav.scp" \
-      ${start_checkpoint:+--checkpoint "${start_checkpoint}"}
-  fi
+  num_epochs=${epochs} train_stage "${data}/train" ${seed:+--seed "${seed}"}
 fi
 
 avg_model=${exp_dir}/models/avg_model.pt
@@ -124,9 +107,9 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     python -m wespeaker_py.bin.average_model --dst_model "${avg_model}" \
       --src_path "${exp_dir}/models" --num "${num_avg}" --min_epoch 1 --max_epoch "${epochs}"
   fi
-  local/extract_vox.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
+  tools/recipe/extract_sets.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
     --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
-    --num_workers 1 ${sets}
+    --num_workers 1 --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" ${sets}
 fi
 
 # AS-Norm needs top_n cohort speakers
@@ -137,20 +120,20 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "Stage 5: cosine scoring"
-  local/score.sh --stage 1 --stop-stage 2 --data "${data}" --exp_dir "${exp_dir}" \
+  tools/recipe/score.sh --stage 1 --stop-stage 2 --data "${data}" --exp_dir "${exp_dir}" \
     --trials "${trials}" ${sets}
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   echo "Stage 6: score normalisation (${score_norm_method})"
-  local/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method "${score_norm_method}" \
+  tools/recipe/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method "${score_norm_method}" \
     --cohort_set backend --top_n "${top_n}" --data "${data}" --exp_dir "${exp_dir}" \
     --trials "${trials}" ${sets}
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   echo "Stage 7: QMF score calibration"
-  local/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method "${score_norm_method}" \
+  tools/recipe/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method "${score_norm_method}" \
     --calibration_trial "${calibration_trial}" --cohort_set backend --top_n "${top_n}" \
     --data "${data}" --exp_dir "${exp_dir}" --trials "${trials}" ${sets}
 fi
@@ -180,13 +163,14 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
       --data_dir "${data_dir}" --data "${data}" --data_type "${data_type}" \
       --checkpoint "${lm_exp_dir}/models/model_0.pt" --num_procs "${num_procs}" \
       --gpus "${gpus}" --nj "${nj}" --trials "${trials}" \
-      --score_norm_method "${score_norm_method}" --top_n "${top_n}"
+      --score_norm_method "${score_norm_method}" --top_n "${top_n}" \
+      --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" --seed "${seed}"
   fi
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
   echo "Stage 10: PLDA scoring"
-  local/score_plda.sh --stage 1 --stop-stage 3 --data "${data}" --exp_dir "${exp_dir}" \
+  tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --data "${data}" --exp_dir "${exp_dir}" \
     --trials "${trials}" ${sets}
 fi
 

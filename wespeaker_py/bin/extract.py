@@ -1,10 +1,17 @@
-"""Extract whole-utterance speaker embeddings into a Kaldi ark/scp (stage 4 of the recipe).
+"""Extract speaker embeddings into a Kaldi ark/scp (stage 4 of the recipe).
 
     python -m wespeaker_py.bin.extract --config EXP/config.yaml \\
         --model_path EXP/models/avg_model.pt --data_type raw \\
         --data_list data/vox1/raw.list --embed_ark EXP/embeddings/vox1/xvector.ark \\
         [--batch-size 16 --num-workers 4 --nj 4 --gpus "[0,1]"] \\
+        [--random_chunk True [--num_frms 200] [--seed 42]] \\
         [--spk2utt data/vox2_dev/spk2utt] [--mean_vec True]
+
+By default every utterance is embedded whole. --random_chunk True embeds one
+random chunk of --num_frms frames (default: the config's dataset_args.num_frms)
+of each utterance instead, repeated to that length when the utterance is
+shorter, as WeSpeaker's extraction does for its back-end set (vox2_dev); the
+chunk of an utterance depends only on --seed and its key.
 
 Writes xvector.ark and xvector.scp (the scp beside the ark), atomically. Batches
 only group utterances of equal length, so every embedding equals the one the
@@ -25,8 +32,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.errors import bin_prog, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -67,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
              help="GPUs for the jobs, e.g. [0,1] (default: all visible; [] for CPU)")
     add_flag(parser, "device", default=None,
              help="device of a single job: cpu, cuda, cuda:N (default: first of --gpus)")
+    add_bool_flag(parser, "random_chunk", default=False,
+                  help="embed one random chunk of --num_frms frames of each utterance")
+    add_flag(parser, "num_frms", type=int, default=None,
+             help="frames of a chunk (default: the config's dataset_args.num_frms)")
+    add_flag(parser, "seed", type=int, default=42, help="seed of the chunk positions")
     add_flag(parser, "buffer_mb", type=int, default=DEFAULT_BUFFER_MB,
              help="memory for features waiting for a batch of their length")
     add_flag(parser, "spk2utt", default=None,
@@ -93,12 +104,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
     if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:
         parser.error("--batch_size and --nj must be >= 1, --num_workers >= 0")
+    if args.num_frms is not None and not args.random_chunk:
+        parser.error("--num_frms sets the chunk of --random_chunk True")
+    if args.random_chunk and ((args.num_frms is not None and args.num_frms < 1)
+                              or args.seed < 0):
+        parser.error("--num_frms must be >= 1 and --seed >= 0")
     setup_logging()
     config = read_model_config(args.config)
+    chunk_frames = None
+    if args.random_chunk:
+        chunk_frames = args.num_frms or config.dataset_args.num_frms
     common = dict(config=config, model_path=args.model_path, data_type=args.data_type,
                   data_list=args.data_list, embed_ark=args.embed_ark,
                   batch_size=args.batch_size, num_workers=args.num_workers,
-                  buffer_mb=args.buffer_mb)
+                  buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed)
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

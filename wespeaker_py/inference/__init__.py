@@ -11,6 +11,7 @@ Public entry points::
                                         merge_embedding_arks, open_embedding_writer)
 """
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
+from wespeaker_py.inference.chunking import RandomChunker
 from wespeaker_py.inference.embedding import (ExtractionSummary, embed_utterances,
                                               extract_embeddings, extract_part)
 from wespeaker_py.inference.jobs import extract_embeddings_parallel, split_data_list
@@ -19,7 +20,8 @@ from wespeaker_py.inference.model_loading import (SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.writer import (merge_embedding_arks, open_embedding_writer,
                                            scp_path_for)
 
-__all__ = ["ExtractionSummary", "LengthBuckets", "SpeakerEmbedder", "embed_utterances",
-           "extract_embeddings", "extract_embeddings_parallel", "extract_part", "load_embedder",
-           "load_speaker_model", "merge_embedding_arks", "min_valid_frames",
+__all__ = ["ExtractionSummary", "LengthBuckets", "RandomChunker", "SpeakerEmbedder",
+           "embed_utterances", "extract_embeddings", "extract_embeddings_parallel",
+           "extract_part", "load_embedder", "load_speaker_model", "merge_embedding_arks",
+           "min_valid_frames",
            "open_embedding_writer", "read_model_config", "scp_path_for", "split_data_list"]

@@ -1,4 +1,4 @@
-"""Whole-utterance speaker embeddings from a data list into a Kaldi ark/scp pair.
+"""Speaker embeddings of whole utterances (or one random chunk of each) into a Kaldi ark/scp pair.
 
 Data flows: data list -> :class:`~wespeaker_py.dataset.Dataset` (whole
 utterances, read by DataLoader workers) -> front-end on the device, one
@@ -9,6 +9,9 @@ Nothing is given a wrong embedding: an utterance shorter than the model's
 minimum input (found once at start-up by
 :func:`~wespeaker_py.inference.batching.min_valid_frames`) or whose embedding
 is not finite is reported and skipped, as the dataset does for unreadable files.
+With ``chunk_frames`` each utterance is first cut to one random chunk of that
+many frames (:mod:`~wespeaker_py.inference.chunking`), as WeSpeaker extracts
+its back-end set.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional, Set
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from tqdm import tqdm
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
+from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.writer import EmbeddingWriter, open_part_writer, recover_part
@@ -98,11 +102,13 @@ def _embed_batch(embedder: SpeakerEmbedder, keys, feats: torch.Tensor,
 def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, Any]],
                      writer: EmbeddingWriter, batch_size: int, device: torch.device,
                      min_frames: int, max_buffer_bytes: int = DEFAULT_BUFFER_MB << 20,
-                     seen_keys: Optional[Set[str]] = None) -> ExtractionSummary:
+                     seen_keys: Optional[Set[str]] = None,
+                     chunker: Optional[RandomChunker] = None) -> ExtractionSummary:
     """Embed ``{"key", "wav"}`` samples into ``writer``; batches never mix frame counts.
 
     ``seen_keys``, when given, collects every key that arrived (embedded or
     skipped), so that the caller can tell which list entries never arrived.
+    ``chunker``, when given, cuts each waveform to its chunk first.
     """
     summary = ExtractionSummary()
     buckets = LengthBuckets(batch_size, max_buffer_bytes)
@@ -110,7 +116,8 @@ def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, A
         key = sample["key"]
         if seen_keys is not None:
             seen_keys.add(key)
-        wav = sample["wav"].to(device, non_blocking=True)
+        wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
+        wav = wav.to(device, non_blocking=True)
         feats = embedder.features(wav.unsqueeze(0))[0]
         if feats.shape[0] < min_frames:
             logger.warning("skipping %s (%s): %d frames, the model needs at least %d",
@@ -122,6 +129,16 @@ def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, A
     for keys, batch in buckets.drain():
         _embed_batch(embedder, keys, batch, writer, summary)
     return summary
+
+
+@torch.inference_mode()
+def _check_chunk_fits(embedder: SpeakerEmbedder, chunker: RandomChunker, min_frames: int,
+                      device: torch.device) -> None:
+    """Refuse a chunk too short for the model now, rather than skip every utterance."""
+    frames = embedder.features(torch.zeros(1, chunker.chunk_len, device=device)).shape[1]
+    if frames < min_frames:
+        raise ValueError(f"a chunk of {chunker.chunk_len} samples gives {frames} frames, "
+                         f"fewer than the {min_frames} the model needs: raise num_frms")
 
 
 def _check_not_distributed() -> None:
@@ -136,14 +153,16 @@ def _check_not_distributed() -> None:
 def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  data_list: str, part_ark: str, batch_size: int = 1, num_workers: int = 1,
                  device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
-                 progress_position: int = 0,
-                 progress_desc: str = "extracting") -> ExtractionSummary:
+                 progress_position: int = 0, progress_desc: str = "extracting",
+                 chunk_frames: Optional[int] = None, chunk_seed: int = 42) -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
     later call with the same arguments continues after the last complete one (see
     :func:`~wespeaker_py.inference.writer.open_part_writer`). The summary counts
     this call's embeddings and skips; ``resumed`` the embeddings found in the part.
+    With ``chunk_frames`` every utterance is embedded from one random chunk of that
+    many frames, drawn from ``chunk_seed`` and its key.
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
@@ -152,11 +171,21 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                       exclude_keys=done)
     if not dataset.items:
         raise DataFormatError(data_list, None, "the data list is empty")
+    chunker = None
+    if chunk_frames is not None:
+        settings = dataset.config
+        chunker = RandomChunker(chunk_samples(chunk_frames, settings.resample_rate,
+                                              settings.frame_length_ms,
+                                              settings.frame_shift_ms), chunk_seed)
     target = resolve_device(device)
     embedder = load_embedder(config, model_path).to(target)
     min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
                 "least %d frames", config.model, target, batch_size, min_frames)
+    if chunker is not None:
+        _check_chunk_fits(embedder, chunker, min_frames, target)
+        logger.info("embedding one random chunk of %d frames (%d samples) per utterance, "
+                    "seed %d", chunk_frames, chunker.chunk_len, chunk_seed)
     if done:
         logger.info("%s: continuing after the %d embeddings already written", part_ark,
                     len(done))
@@ -173,7 +202,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
             progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
                             position=progress_position, dynamic_ncols=True)
             summary = embed_utterances(embedder, progress, writer, batch_size, target,
-                                       min_frames, buffer_mb << 20, seen)
+                                       min_frames, buffer_mb << 20, seen, chunker)
             progress.close()
     except OSError as error:
         raise_if_disk_full(error, part_ark)
@@ -186,11 +215,17 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     return summary
 
 
+def chunk_identity(chunk_frames: Optional[int], chunk_seed: int) -> Optional[List[int]]:
+    """What a resumed extraction must share with the first run: chunk frames and seed."""
+    return None if chunk_frames is None else [chunk_frames, chunk_seed]
+
+
 def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        data_list: str, embed_ark: str, batch_size: int = 1,
                        num_workers: int = 1, device: Optional[str] = None,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
-                       progress_desc: str = "extracting") -> ExtractionSummary:
+                       progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
+                       chunk_seed: int = 42) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -201,13 +236,16 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     the same command again after a kill continues where it stopped. Skips are
     counted by reason; an empty list is a :class:`DataFormatError`, a run that
     extracts nothing a :class:`RunFailedError` (and no ark/scp is written).
+    With ``chunk_frames`` every utterance is embedded from one random chunk of
+    that many frames, drawn from ``chunk_seed`` and its key.
     """
     _check_not_distributed()
-    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1)
+    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
+                          chunk=chunk_identity(chunk_frames, chunk_seed))
     work.job_lists()  # refuses an empty list before any model loads
     summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                            batch_size, num_workers, device, buffer_mb, progress_position,
-                           progress_desc)
+                           progress_desc, chunk_frames, chunk_seed)
     summary.extracted = work.finish(1, summary.describe_skips())
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())

@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from wespeaker_py.config import ModelConfig
-from wespeaker_py.inference.embedding import DEFAULT_BUFFER_MB, ExtractionSummary, extract_part
+from wespeaker_py.inference.embedding import (DEFAULT_BUFFER_MB, ExtractionSummary,
+                                              chunk_identity, extract_part)
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
@@ -141,15 +142,19 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                                 data_list: str, embed_ark: str, num_jobs: int,
                                 gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
                                 num_workers: int = 1,
-                                buffer_mb: int = DEFAULT_BUFFER_MB) -> ExtractionSummary:
+                                buffer_mb: int = DEFAULT_BUFFER_MB,
+                                chunk_frames: Optional[int] = None,
+                                chunk_seed: int = 42) -> ExtractionSummary:
     """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
     none: CPU, with the cores shared among the jobs). A failed job fails the
     whole run and leaves no output, but its finished embeddings stay for the
-    next run of the same command.
+    next run of the same command. A chunk depends only on ``chunk_seed`` and the
+    utterance, so the jobs give the chunks one job would.
     """
-    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs)
+    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
+                          chunk=chunk_identity(chunk_frames, chunk_seed))
     job_lists = work.job_lists()
     devices = job_devices(len(job_lists), gpus)
     threads = max(1, (os.cpu_count() or 1) // len(job_lists))
@@ -159,7 +164,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     for job, (job_list, device) in enumerate(zip(job_lists, devices)):
         kwargs = dict(config=config, model_path=model_path, data_type=data_type,
                       data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
-                      num_workers=num_workers, buffer_mb=buffer_mb)
+                      num_workers=num_workers, buffer_mb=buffer_mb,
+                      chunk_frames=chunk_frames, chunk_seed=chunk_seed)
         processes.append(context.Process(
             target=_run_job, name=f"extract-job-{job}",
             args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,

@@ -1,7 +1,7 @@
 """The hidden folder where an extraction keeps its resumable parts until they are merged.
 
 ``<output dir>/.extract_jobs.<ark name>/`` holds ``manifest.json`` (what is being
-extracted: list, model, number of jobs), the job lists ``split_NNN.list`` when
+extracted: list, model, number of jobs, chunk frames and seed), the job lists ``split_NNN.list`` when
 there are several jobs, and one part ark/scp per job, appended to as embeddings
 are made. A run that finds the folder with the same manifest continues each part
 where it stopped; a different manifest means different work, and the folder is
@@ -70,7 +70,7 @@ class ExtractionWork:
     """The work folder of one output ark: manifest, job lists and part arks."""
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
-                 config: ModelConfig, num_jobs: int):
+                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None):
         self.embed_ark = os.path.abspath(embed_ark)
         self.data_list = data_list
         self.num_jobs = num_jobs
@@ -78,11 +78,12 @@ class ExtractionWork:
         manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
                     "data_type": data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
-                    "num_jobs": num_jobs}
+                    "num_jobs": num_jobs, "chunk": chunk}
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)
         if previous is not None and previous != manifest:
-            logger.info("%s belongs to other work (list, model or jobs changed); starting over",
+            logger.info("%s belongs to other work (list, model, jobs or chunks changed); "
+                        "starting over",
                         self.path)
         if previous != manifest and os.path.isdir(self.path):
             shutil.rmtree(self.path)

@@ -1,7 +1,7 @@
 """Results table of an experiment: EER and minDCF of every scoring back-end.
 
 The recipes leave their score files in ``<exp_dir>/scores`` under fixed names
-(see ``examples/voxceleb/v2/local/score*.sh``); for a trial list ``T``:
+(see ``tools/recipe/score*.sh``); for a trial list ``T``:
 
 ================  ======================================
 back-end          score file

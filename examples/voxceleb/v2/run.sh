@@ -20,7 +20,13 @@
 # same command on each with --num_nodes N --HOST_NODE_ADDR "host:port" (the
 # rendezvous endpoint, reachable from every node), e.g.
 #   bash run.sh --stage 3 --stop_stage 3 --num_nodes 2 --HOST_NODE_ADDR "10.0.0.1:29400" --gpus "[0,1,2,3,4,5,6,7]"
-# PLDA scoring: local/score_plda.sh --stage 1 --stop-stage 3 --exp_dir ${exp_dir}
+# PLDA scoring: tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir ${exp_dir}
+#
+# Stage 4 embeds vox2_dev (the mean vector, AS-Norm cohort, QMF calibration trials
+# and PLDA training data) from one random num_frms chunk per utterance, as
+# WeSpeaker does, and vox1 from whole utterances; --backend_chunks false embeds
+# vox2_dev whole. Training, extraction and scoring are the shared scripts of
+# tools/recipe/, which the mini recipe runs too.
 
 . ./path.sh || exit 1
 
@@ -43,13 +49,17 @@ checkpoint=
 trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
-train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64 --num_epochs 20"
+train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64"
+num_epochs=  # training epochs; empty: the config's num_epochs
+backend_chunks=true  # vox2_dev embedded from random num_frms chunks; false: whole utterances
+chunk_seed=42
 
 # large-margin fine-tuning; empty: ${config} with _lm before .yaml
 lm_config=
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
+. tools/recipe/train_stage.sh
 set -eo pipefail
 
 lm_config=${lm_config:-${config%.yaml}_lm.yaml}
@@ -84,31 +94,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ..."
-  last_epoch=$(latest_epoch ${exp_dir}/models)
-  # the trainer links final_model.pt to the last epoch's checkpoint when it is done
-  if [ -e ${exp_dir}/models/final_model.pt ]; then
-    echo "${exp_dir}/models/final_model.pt exists: training is finished"
-  else
-    start_checkpoint=${checkpoint}
-    if [ -n "${last_epoch}" ]; then
-      start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
-      echo "resuming from ${start_checkpoint}"
-    fi
-    num_gpus=$(echo ${gpus} | awk -F ',' '{print NF}')
-    echo "$0: num_nodes is ${num_nodes}, proc_per_node is ${num_gpus}"
-    torchrun --nnodes=${num_nodes} --nproc_per_node=${num_gpus} \
-      --rdzv_id=${job_id} --rdzv_backend="c10d" --rdzv_endpoint=${HOST_NODE_ADDR} \
-      -m wespeaker_py.bin.train --config ${config} \
-        --exp_dir ${exp_dir} \
-        --gpus ${gpus} \
-        --num_avg ${num_avg} \
-        --data_type "${data_type}" \
-        --train_data ${data}/vox2_dev/${data_type}.list \
-        --train_label ${data}/vox2_dev/utt2spk \
-        --reverb_data ${data}/rirs/wav.scp \
-        --noise_data ${data}/musan/wav.scp \
-        ${start_checkpoint:+--checkpoint ${start_checkpoint}} ${train_args}
-  fi
+  train_stage ${data}/vox2_dev ${train_args}
 fi
 
 # RepVGG needs no conversion step here: extraction and export fuse it into its
@@ -129,14 +115,16 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   fi
 
   echo "Extract embeddings ..."
-  local/extract_vox.sh \
+  tools/recipe/extract_sets.sh \
     --exp_dir ${exp_dir} --model_path ${avg_model} \
-    --nj 4 --gpus ${gpus} --data_type ${data_type} --data ${data}
+    --nj 4 --gpus ${gpus} --data_type ${data_type} --data ${data} \
+    --train_set vox2_dev --eval_set vox1 \
+    --backend_chunks ${backend_chunks} --chunk_seed ${chunk_seed}
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "Score ..."
-  local/score.sh \
+  tools/recipe/score.sh \
     --stage 1 --stop-stage 2 \
     --data ${data} \
     --exp_dir ${exp_dir} \
@@ -145,7 +133,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   echo "Score norm ..."
-  local/score_norm.sh \
+  tools/recipe/score_norm.sh \
     --stage 1 --stop-stage 3 \
     --score_norm_method ${score_norm_method} \
     --cohort_set vox2_dev \
@@ -157,7 +145,7 @@ fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   echo "Score calibration ..."
-  local/score_calibration.sh \
+  tools/recipe/score_calibration.sh \
     --stage 1 --stop-stage 5 \
     --score_norm_method ${score_norm_method} \
     --calibration_trial "vox2_cali.kaldi" \
@@ -214,6 +202,8 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     --score_norm_method ${score_norm_method} \
     --top_n ${top_n} \
     --train_args "${train_args}" \
+    --backend_chunks ${backend_chunks} \
+    --chunk_seed ${chunk_seed} \
     --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
     --num_nodes ${num_nodes} \
     --job_id ${job_id}

@@ -13,7 +13,8 @@
 # time. Without it the configs' dataset_args.s3prl_args (path_or_url, else
 # <download_dir>/wavlm_large) say where the weights are.
 # Stages 1-2 and 4-7 are those of run.sh (data, lists, averaging + extraction,
-# cosine, AS-Norm, QMF); each stage skips the work an earlier run finished.
+# cosine, AS-Norm, QMF), stage 3 the training stage all recipes share
+# (tools/recipe/train_stage.sh); each stage skips the work an earlier run finished.
 
 . ./path.sh || exit 1
 
@@ -37,7 +38,10 @@ ssl_path=
 trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
-train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64 --num_epochs 20"
+train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64"
+num_epochs=  # epochs of the first (frozen) step; empty: the config's num_epochs
+backend_chunks=true  # vox2_dev embedded from random num_frms chunks; false: whole utterances
+chunk_seed=42
 
 # joint fine-tuning and joint large-margin fine-tuning
 joint_ft_config=conf/ecapa_tdnn_WavLM_joint_ft.yaml
@@ -47,13 +51,15 @@ joint_lmft_exp_dir=exp/ECAPA_TDNN_GLOB_c512-ASTP-emb192-WavLM_Large_joint_lmft-n
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
+. tools/recipe/train_stage.sh
 set -eo pipefail
 
 # Stages 1, 2 and 4-7 are the same as in run.sh.
 run_common_stages() {
   bash run.sh --stage "$1" --stop_stage "$2" --data ${data} --data_type ${data_type} \
     --config ${config} --exp_dir ${exp_dir} --gpus "${gpus}" --num_avg ${num_avg} \
-    --trials "${trials}" --score_norm_method ${score_norm_method} --top_n ${top_n}
+    --trials "${trials}" --score_norm_method ${score_norm_method} --top_n ${top_n} \
+    --backend_chunks ${backend_chunks} --chunk_seed ${chunk_seed}
 }
 
 # The WavLM weights must be on disk before training starts.
@@ -98,6 +104,8 @@ next_step() {
     --score_norm_method ${score_norm_method} \
     --top_n ${top_n} \
     --train_args "${train_args}" \
+    --backend_chunks ${backend_chunks} \
+    --chunk_seed ${chunk_seed} \
     --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
     --num_nodes ${num_nodes} \
     --job_id ${job_id}
@@ -110,33 +118,8 @@ fi
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ${config} ..."
   check_ssl_weights
-  last_epoch=$(latest_epoch ${exp_dir}/models)
-  # the trainer links final_model.pt to the last epoch's checkpoint when it is done
-  if [ -e ${exp_dir}/models/final_model.pt ]; then
-    echo "${exp_dir}/models/final_model.pt exists: training is finished"
-  else
-    start_checkpoint=${checkpoint}
-    if [ -n "${last_epoch}" ]; then
-      start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
-      echo "resuming from ${start_checkpoint}"
-    fi
-    num_gpus=$(echo ${gpus} | awk -F ',' '{print NF}')
-    echo "$0: num_nodes is ${num_nodes}, proc_per_node is ${num_gpus}"
-    torchrun --nnodes=${num_nodes} --nproc_per_node=${num_gpus} \
-      --rdzv_id=${job_id} --rdzv_backend="c10d" --rdzv_endpoint=${HOST_NODE_ADDR} \
-      -m wespeaker_py.bin.train --config ${config} \
-        --exp_dir ${exp_dir} \
-        --gpus ${gpus} \
-        --num_avg ${num_avg} \
-        --data_type "${data_type}" \
-        --train_data ${data}/vox2_dev/${data_type}.list \
-        --train_label ${data}/vox2_dev/utt2spk \
-        --reverb_data ${data}/rirs/wav.scp \
-        --noise_data ${data}/musan/wav.scp \
-        ${ssl_path:+--dataset_args.s3prl_args.upstream_args.path_or_url ${ssl_path}} \
-        ${start_checkpoint:+--checkpoint ${start_checkpoint}} ${train_args} ||
-      { echo "$0: training ${config} failed (see the error above)" >&2; exit 1; }
-  fi
+  train_stage ${data}/vox2_dev \
+    ${ssl_path:+--dataset_args.s3prl_args.upstream_args.path_or_url ${ssl_path}} ${train_args}
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 4 ]; then

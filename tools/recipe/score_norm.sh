@@ -2,7 +2,7 @@
 # Score normalisation (AS-Norm or S-Norm) of the cosine scores against a cohort
 # of per-speaker mean embeddings, then EER/minDCF and DET curves.
 #
-#   local/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method asnorm \
+#   tools/recipe/score_norm.sh --stage 1 --stop-stage 3 --score_norm_method asnorm \
 #     --cohort_set vox2_dev --top_n 300 --data data --exp_dir exp/X --trials "..."
 #
 # Output: ${exp_dir}/scores/${cohort_set}_asnorm${top_n}_<trials>.score (snorm: no top_n).

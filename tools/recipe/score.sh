@@ -2,7 +2,7 @@
 # Cosine scoring of the trial lists (embeddings minus the mean embedding of the
 # training set), then EER/minDCF and DET curves.
 #
-#   local/score.sh --stage 1 --stop-stage 2 --data data --exp_dir exp/X \
+#   tools/recipe/score.sh --stage 1 --stop-stage 2 --data data --exp_dir exp/X \
 #     --trials "vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 #
 # Stage 1 rescores only when the embeddings are newer than the score files.

@@ -4,12 +4,14 @@
 # calibration trials drawn from the training set and applied to the evaluation
 # trials; then EER/minDCF and DET curves.
 #
-#   local/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method asnorm \
+#   tools/recipe/score_calibration.sh --stage 1 --stop-stage 5 --score_norm_method asnorm \
 #     --calibration_trial vox2_cali.kaldi --cohort_set vox2_dev --top_n 300 \
 #     --data data --exp_dir exp/X --trials "..."
 #
 # An existing ${data}/${eval_set}/trials/${calibration_trial} is used as it is;
 # otherwise it is generated (duration-stratified, as WeSpeaker's vox2_cali).
+# The duration measures of QMF are those of the full utterances (utt2dur), also
+# when the training-set embeddings come from random chunks, as in WeSpeaker.
 
 score_norm_method="asnorm"  # asnorm/snorm
 cohort_set=vox2_dev

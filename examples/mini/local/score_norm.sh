@@ -1,1 +1,0 @@
-../../voxceleb/v2/local/score_norm.sh

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# PLDA back-end: a two-covariance PLDA trained on the training-set embeddings,
+# log-likelihood-ratio scoring of the trial lists, then EER/minDCF and DET curves.
+#
+#   tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir exp/X
+#
+# Output: ${exp_dir}/plda and ${exp_dir}/scores/<trials>.pldascore.
+
+exp_dir=
+trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
+data=data
+train_set=vox2_dev
+eval_set=vox1
+indim=      # embedding size, checked against the embeddings (empty: not checked)
+iter=5      # EM iterations
+max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
+
+stage=-1
+stop_stage=-1
+
+. tools/parse_options.sh || exit 1
+. path.sh
+. tools/recipe_helpers.sh
+set -eo pipefail
+
+train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
+eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
+trials_dir=${data}/${eval_set}/trials
+scores_dir=${exp_dir}/scores
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "train the plda model ..."
+  if up_to_date "${exp_dir}/plda" "${train_scp}" "${data}/${train_set}/utt2spk"; then
+    echo "the PLDA model is up to date"
+  else
+    python -m wespeaker_py.bin.train_plda \
+      --exp_dir "${exp_dir}" \
+      --scp_path "${train_scp}" \
+      --utt2spk "${data}/${train_set}/utt2spk" \
+      ${indim:+--indim ${indim}} \
+      --iter "${iter}"
+    echo "plda training finished"
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "apply plda scoring ..."
+  mkdir -p "${scores_dir}"
+  for x in ${trials}; do
+    out=${scores_dir}/${x}.pldascore
+    if up_to_date "${out}" "${exp_dir}/plda" "${eval_scp}" "${trials_dir}/${x}"; then
+      echo "${x}: PLDA scores are up to date"
+      continue
+    fi
+    echo "scoring on ${x}"
+    # Every evaluation utterance is its own enrolment model.
+    python -m wespeaker_py.bin.eval_plda \
+      --enroll_scp_path "${eval_scp}" \
+      --test_scp_path "${eval_scp}" \
+      --utt2spk <(awk '{print $1, $1}' "${data}/${eval_set}/utt2spk") \
+      --trial "${trials_dir}/${x}" \
+      --score_path "${out}" \
+      --model_path "${exp_dir}/plda" \
+      --max_missing_fraction "${max_missing_fraction}"
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "compute metrics (EER/minDCF) ..."
+  score_files=$(for x in ${trials}; do echo "${scores_dir}/${x}.pldascore"; done)
+  report_metrics "${scores_dir}/${eval_set}_plda_result" ${score_files}
+fi

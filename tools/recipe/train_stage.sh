@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The training stage of every recipe (sourced, after path.sh and recipe_helpers.sh):
+#
+#   . tools/recipe/train_stage.sh
+#   train_stage TRAIN_DIR [more trainer options ...]
+#
+# trains ${config} in ${exp_dir} on TRAIN_DIR/${data_type}.list and
+# TRAIN_DIR/utt2spk, with ${data}/rirs/wav.scp and ${data}/musan/wav.scp as
+# augmentation data. It reads these variables of the recipe:
+#   config exp_dir data data_type gpus num_avg checkpoint
+#   num_epochs      epochs of the run (empty: the config's num_epochs); passed on when set
+#   num_procs       processes on this node (empty: one per entry of ${gpus})
+#   num_nodes HOST_NODE_ADDR job_id   several machines: torchrun's c10d rendezvous
+#
+# Launcher: one process on one node is a plain python process; more processes on
+# one node run under torchrun --standalone; several nodes under torchrun with the
+# rendezvous at ${HOST_NODE_ADDR} (run the same command on every node).
+# Resume: from the newest models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
+# Finished: the one rule is that the trainer's models/final_model.pt names the
+# checkpoint of the run's last epoch (model_${num_epochs}.pt); a run asked for more
+# epochs than an earlier one finished resumes from there.
+
+# training_finished MODEL_DIR NUM_EPOCHS: true when MODEL_DIR/final_model.pt names
+# model_NUM_EPOCHS.pt and that checkpoint exists.
+training_finished() {
+  local link=$1/final_model.pt
+  [ -L "${link}" ] && [ -s "${link}" ] && [ "$(readlink "${link}")" == "model_$2.pt" ]
+}
+
+# count_gpus "[0,1,2]" -> 3; "[]" or "" -> 1 (one process on the CPU)
+count_gpus() {
+  local ids
+  ids=$(echo "$1" | tr -d '[] ' | awk -F ',' '{ n = 0; for (i = 1; i <= NF; i++) if ($i != "") n++; print n }')
+  if [ -z "${ids}" ] || [ "${ids}" -eq 0 ]; then echo 1; else echo "${ids}"; fi
+}
+
+train_stage() {
+  local train_dir=$1
+  shift
+  local epochs=${num_epochs:-$(config_value "${config}" num_epochs)}
+  if [ -z "${epochs}" ]; then
+    echo "$0: ${config} sets no num_epochs (and no --num_epochs was given)" >&2
+    return 1
+  fi
+  if training_finished "${exp_dir}/models" "${epochs}"; then
+    echo "${exp_dir}/models/final_model.pt is model_${epochs}.pt: training is finished"
+    return 0
+  fi
+  local start_checkpoint=${checkpoint} last_epoch
+  last_epoch=$(latest_epoch "${exp_dir}/models")
+  if [ -n "${last_epoch}" ]; then
+    start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
+    echo "resuming from ${start_checkpoint}"
+  fi
+  local procs=${num_procs:-$(count_gpus "${gpus}")}
+  local nodes=${num_nodes:-1}
+  local launcher=(python)
+  if [ "${nodes}" -gt 1 ]; then
+    launcher=(torchrun --nnodes="${nodes}" --nproc_per_node="${procs}" --rdzv_id="${job_id}"
+              --rdzv_backend=c10d --rdzv_endpoint="${HOST_NODE_ADDR}")
+  elif [ "${procs}" -gt 1 ]; then
+    launcher=(torchrun --standalone --nnodes=1 --nproc_per_node="${procs}")
+  fi
+  echo "$0: ${nodes} node(s), ${procs} process(es) per node: ${launcher[*]}"
+  "${launcher[@]}" -m wespeaker_py.bin.train --config "${config}" \
+    --exp_dir "${exp_dir}" \
+    --gpus "${gpus}" \
+    --num_avg "${num_avg}" \
+    ${num_epochs:+--num_epochs "${num_epochs}"} \
+    --data_type "${data_type}" \
+    --train_data "${train_dir}/${data_type}.list" \
+    --train_label "${train_dir}/utt2spk" \
+    --reverb_data "${data}/rirs/wav.scp" \
+    --noise_data "${data}/musan/wav.scp" \
+    ${start_checkpoint:+--checkpoint "${start_checkpoint}"} \
+    "$@" ||
+    { echo "$0: training ${config} in ${exp_dir} failed (see the error above)" >&2; return 1; }
+}
