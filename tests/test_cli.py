@@ -116,7 +116,9 @@ def test_subcommands_end_to_end(folder, tmp_path, capsys):
     assert status == 0 and json.loads(out)["calibrated"] is False
 
     trials = tmp_path / "trials"
-    lines = open(os.path.join(MINI_CORPUS, "trials")).readlines()[:40]
+    corpus_trials = open(os.path.join(MINI_CORPUS, "trials")).readlines()
+    lines = [line for line in corpus_trials if line.split()[2] == "target"][:20] + \
+        [line for line in corpus_trials if line.split()[2] == "nontarget"][:20]
     trials.write_text("".join(lines))
     needed = {key for line in lines for key in line.split()[:2]}
     corpus_scp = tmp_path / "corpus.scp"
