@@ -45,16 +45,26 @@ def check_against_eager(exported: Callable[[torch.Tensor], torch.Tensor], model:
     with torch.no_grad():
         for index, (batch, frames) in enumerate(shapes):
             feats = example_features(batch, frames, feat_dim, seed=index + 1)
-            expected = model(feats)
-            got = exported(feats)
-            if got.shape != expected.shape:
-                raise ExportMismatchError(f"input {tuple(feats.shape)}: exported output has "
-                                          f"shape {tuple(got.shape)}, eager "
-                                          f"{tuple(expected.shape)}")
-            scale = max(1.0, float(expected.abs().max()))
-            difference = float((got - expected).abs().max()) / scale
-            if not difference <= tolerance:
-                raise ExportMismatchError(f"input {tuple(feats.shape)}: exported output differs "
-                                          f"from eager by {difference:.3g} (> {tolerance})")
+            difference = compare_with_eager(exported(feats), model(feats),
+                                            f"input {tuple(feats.shape)}", tolerance)
             worst = max(worst, difference)
     return worst
+
+
+def compare_with_eager(got: torch.Tensor, expected: torch.Tensor, what: str,
+                       tolerance: float) -> float:
+    """Largest difference of an exported output from the eager one, relative to the output
+    scale when that exceeds 1 (untrained models can output huge values).
+
+    Raises :class:`ExportMismatchError` naming ``what`` (the input) when the shapes differ
+    or the difference exceeds ``tolerance``.
+    """
+    if got.shape != expected.shape:
+        raise ExportMismatchError(f"{what}: exported output has shape {tuple(got.shape)}, "
+                                  f"eager {tuple(expected.shape)}")
+    scale = max(1.0, float(expected.abs().max()))
+    difference = float((got - expected).abs().max()) / scale
+    if not difference <= tolerance:
+        raise ExportMismatchError(f"{what}: exported output differs from eager by "
+                                  f"{difference:.3g} (> {tolerance})")
+    return difference

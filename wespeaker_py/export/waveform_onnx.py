@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from wespeaker_py.export.checks import ExportMismatchError
+from wespeaker_py.export.checks import compare_with_eager
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _padded_fft_size,
                                          _window_function)
@@ -127,14 +127,8 @@ def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
                                           dtype=torch.float64)).float()
         expected = _eager_embeddings(features, model, wavs)
         got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: wavs.numpy()})[0])
-        if got.shape != expected.shape:
-            raise ExportMismatchError(f"{samples} samples: ONNX output has shape "
-                                      f"{tuple(got.shape)}, eager {tuple(expected.shape)}")
-        scale = max(1.0, float(expected.abs().max()))
-        difference = float((got - expected).abs().max()) / scale
-        if not difference <= tolerance:
-            raise ExportMismatchError(f"{samples} samples: the ONNX graph differs from the "
-                                      f"eager model by {difference:.3g} (> {tolerance})")
+        difference = compare_with_eager(got, expected, f"{batch} x {samples} samples",
+                                        tolerance)
         worst = max(worst, difference)
     return worst
 
