@@ -188,9 +188,12 @@ fi
 
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
   echo "Stage 12: diarization of ${diar_conversations} synthetic conversations of the test speakers"
-  diar_exp=$(realpath -m "${exp_dir}")/diarization
-  (cd ../diarization && bash run.sh --model "$(realpath "${exp_dir}")" \
-    --corpus_dir "$(realpath "${data}/test")" --speakers "" \
+  # resolve every path before the cd below: they are relative to this recipe
+  model_dir=$(realpath "${exp_dir}")
+  test_dir=$(realpath "${data}/test")
+  diar_exp=${model_dir}/diarization
+  (cd ../diarization && bash run.sh --model "${model_dir}" \
+    --corpus_dir "${test_dir}" --speakers "" \
     --num_conversations "${diar_conversations}" --conversation_seconds 60 \
     --min_conv_speakers 2 --max_conv_speakers 3 \
     --data "${diar_exp}/data" --exp "${diar_exp}")
