@@ -1,0 +1,98 @@
+"""The README is a short front page and every relative link in it and in docs/ resolves.
+
+Parses Markdown links ``[text](target)`` in README.md and docs/*.md; each target that is
+not a URL must name a file or folder of the repository (relative to the linking file),
+and a ``#fragment`` must name a heading of the target file.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+MAX_README_LINES = 250
+FRESH_MACHINE_COMMANDS = (
+    'pip install -e ".[diar]" && cd examples/mini && bash run.sh',
+    'pip install -e ".[test,ssl]"',
+    "python -m pytest -q",
+)
+# [text](target) or [text](target "title"); images too. Code spans are removed first.
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+FENCE = re.compile(r"^(```|~~~)")
+
+
+def markdown_files() -> List[Path]:
+    return [README] + sorted((ROOT / "docs").glob("*.md"))
+
+
+def prose_lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """Lines outside fenced code blocks, with inline code spans removed."""
+    in_fence = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if FENCE.match(line.strip()):
+            in_fence = not in_fence
+            continue
+        if not in_fence:
+            yield number, CODE_SPAN.sub("", line)
+
+
+def links(path: Path) -> Iterator[Tuple[int, str]]:
+    for number, line in prose_lines(path):
+        for match in LINK.finditer(line):
+            yield number, match.group(1)
+
+
+def heading_anchors(path: Path) -> set:
+    """GitHub's anchors of a Markdown file's headings."""
+    anchors = set()
+    for _, line in prose_lines(path):
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def is_external(target: str) -> bool:
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE))
+
+
+def test_docs_folder_exists_with_architecture_first_page():
+    assert (ROOT / "docs" / "architecture.md").is_file()
+    assert len(markdown_files()) > 5
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(path):
+    broken = []
+    for number, target in links(path):
+        if is_external(target):
+            continue
+        file_part, _, fragment = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        if not resolved.exists():
+            broken.append(f"{path.name}:{number}: {target} (no such file)")
+        elif not resolved.is_relative_to(ROOT):
+            broken.append(f"{path.name}:{number}: {target} (outside the repository)")
+        elif fragment and resolved.suffix == ".md" and fragment not in heading_anchors(resolved):
+            broken.append(f"{path.name}:{number}: {target} (no heading #{fragment})")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_readme_links_every_docs_page():
+    linked = {(README.parent / target.partition("#")[0]).resolve()
+              for _, target in links(README) if not is_external(target)}
+    unlinked = [page.name for page in sorted((ROOT / "docs").glob("*.md")) if page not in linked]
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+def test_readme_is_a_short_front_page_with_the_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_README_LINES
+    for command in FRESH_MACHINE_COMMANDS:
+        assert command in text, f"README lacks the command: {command}"
