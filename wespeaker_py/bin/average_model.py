@@ -9,8 +9,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_prog, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.average_model")

@@ -11,9 +11,7 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_prog, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,7 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_flag, bin_prog, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_flag, bin_prog, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 

@@ -11,8 +11,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_prog, run_main
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

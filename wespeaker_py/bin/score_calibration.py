@@ -15,9 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_prog, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)

@@ -16,8 +16,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog, run_main
+from wespeaker_py.cli.common import add_flag, bin_prog, run_main
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore

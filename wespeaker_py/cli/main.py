@@ -17,15 +17,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import add_debug_flag, run_main
+from wespeaker_py.cli.common import UsageError, add_debug_flag, add_flag, run_main
 
 PROG = "wespeaker-py"
-
-
-class UsageError(Exception):
-    """Arguments that argparse accepts but that do not fit together (exit status 2)."""
-
 EXAMPLES = {
     "embed": """examples:
   wespeaker-py embed --model exp/ResNet34 a.wav                    # prints the vector
@@ -200,9 +194,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
-    from wespeaker_py.diarization import (DiarizationOptions, Diarizer, diarize_wav_scp,
-                                          write_rttm)
-    from wespeaker_py.diarization.rttm import format_rttm_line
     wav_scp = args.wav_scp
     if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
         wav_scp, args.audio = args.audio, None
@@ -215,18 +206,18 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: need 1 <= --min_speakers <= --max_speakers and "
                          "--num_speakers >= 1")
     _require_files(wav_scp or args.audio)
-    options = DiarizationOptions(vad=args.vad, cluster_method=args.cluster_method,
-                                 num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                                 max_speakers=args.max_speakers)
     model = _load(args)
-    diarizer = Diarizer(lambda waves, rate: model.embed_waveforms(waves, rate, args.batch_size),
-                        options)
+    options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                   max_speakers=args.max_speakers, vad=args.vad,
+                   cluster_method=args.cluster_method, batch_size=args.batch_size)
     if wav_scp is not None:
-        summary = diarize_wav_scp(diarizer, wav_scp, args.output,
-                                  show_progress=sys.stderr.isatty())
+        summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
+                                     **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
         return 0
-    result = diarizer.diarize(args.audio)
+    from wespeaker_py.diarization import write_rttm
+    from wespeaker_py.diarization.rttm import format_rttm_line
+    result = model.diarize(args.audio, **options)
     recording = os.path.splitext(os.path.basename(args.audio))[0]
     if not result.turns:
         print(f"{args.audio}: no speech found; the RTTM is empty", file=sys.stderr)
@@ -348,13 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: List[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except UsageError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
