@@ -73,8 +73,8 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = Fa
     add_flag(parser, name, type=str2bool, nargs="?", const=True, default=default, help=help)
 
 
-def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """Document ``--debug`` in ``--help`` (:func:`run_main` consumes it)."""
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command shares: ``--debug`` (:func:`run_main` consumes it)."""
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
 
@@ -82,6 +82,16 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 def bin_prog(module_file: str) -> str:
     """The command to type for a ``bin/`` module: ``python -m wespeaker_py.bin.<name>``."""
     return f"python -m wespeaker_py.bin.{os.path.splitext(os.path.basename(module_file))[0]}"
+
+
+def bin_parser(module_file: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """The parser of a ``bin/`` module: named as typed, its description kept as written,
+    with the flags every command shares. ``kwargs`` go to ``argparse.ArgumentParser``."""
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=bin_prog(module_file), description=description,
+                                     **kwargs)
+    add_common_flags(parser)
+    return parser
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

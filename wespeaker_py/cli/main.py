@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from wespeaker_py.cli.common import UsageError, add_debug_flag, add_flag, run_main
+from wespeaker_py.cli.common import UsageError, add_common_flags, add_flag, run_main
 
 PROG = "wespeaker-py"
 EXAMPLES = {
@@ -82,7 +82,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "mean_vec", default=None,
              help="mean embedding (.npy) to subtract before cosine "
                   "(default: mean_vec.npy beside the model, if present)")
-    add_debug_flag(parser)
+    add_common_flags(parser)
 
 
 def _require_files(*paths: str) -> None:
@@ -258,7 +258,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_debug_flag(parser)
+    add_common_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
