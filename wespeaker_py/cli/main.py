@@ -201,10 +201,9 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: give one audio file or --wav_scp")
     if wav_scp is not None and args.output is None:
         raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
-    if not 1 <= args.min_speakers <= args.max_speakers or (
-            args.num_speakers is not None and args.num_speakers < 1):
-        raise UsageError("diarize: need 1 <= --min_speakers <= --max_speakers and "
-                         "--num_speakers >= 1")
+    from wespeaker_py.diarization.clustering import check_cluster_options
+    check_cluster_options(args.cluster_method, args.num_speakers, args.min_speakers,
+                          args.max_speakers)
     _require_files(wav_scp or args.audio)
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
