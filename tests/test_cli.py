@@ -66,6 +66,8 @@ print(repr((heavy, texts)))
         assert texts[f"wespeaker-py {command}"].startswith(f"usage: wespeaker-py {command} ")
         assert "examples:" in texts[f"wespeaker-py {command}"]
     assert "adaptive S-Norm" in texts["score_norm"]   # --score_norm_method has help
+    # every command is built with the shared flags of wespeaker_py.cli.common
+    assert [name for name, text in texts.items() if "--debug" not in text] == []
 
 
 def test_parser_constants_repeated_in_bin_modules_match_the_library():

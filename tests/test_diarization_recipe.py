@@ -107,3 +107,24 @@ def test_api_diarize_accepts_arrays(tiny_model):
     result = model.diarize(stereo, sample_rate=8000, vad="energy")
     assert result.num_speakers >= 1 and result.turns
     assert result.turns[-1].end <= 3.0 + 1e-6
+
+
+def test_api_diarize_many_writes_what_diarize_gives_per_recording(tmp_path, tiny_model):
+    from wespeaker_py import load_model
+    from wespeaker_py.diarization.synthetic import SpeakerCorpus, build_conversation
+    corpus = SpeakerCorpus(CORPUS, os.path.join(CORPUS, "test_spk"))
+    audio, _ = build_conversation(corpus, corpus.speakers[:2], 8.0, np.random.default_rng(1))
+    sf.write(tmp_path / "talk.wav", audio, 16000)
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"talk {tmp_path}/talk.wav\ngone {tmp_path}/gone.wav\n")
+    model = load_model(tiny_model, device="cpu")
+    options = dict(vad="energy", num_speakers=2)
+    summary = model.diarize_many(str(wav_scp), str(tmp_path / "sys.rttm"), progress=False,
+                                 **options)
+    assert summary.diarized == 1 and list(summary.failed) == ["gone"]
+    single = model.diarize(str(tmp_path / "talk.wav"), **options)
+    written = read_rttm(str(tmp_path / "sys.rttm"))["talk"]
+    assert [turn.speaker for turn in written] == [turn.speaker for turn in single.turns]
+    np.testing.assert_allclose([(turn.start, turn.end) for turn in written],
+                               [(turn.start, turn.end) for turn in single.turns],
+                               atol=1e-3)   # RTTM keeps 3 decimals

@@ -13,7 +13,7 @@ from wespeaker_py.bin import train as train_cli
 from wespeaker_py.train import experiment
 from wespeaker_py.train.trainer import TrainingDataError, run_training
 from wespeaker_py.utils import file_utils
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.config import ConfigError
 
 

@@ -1,15 +1,27 @@
-"""The package's own exception for user errors: bad audio, a bad model folder, a bad file.
+"""The package's exceptions: one root, :class:`WespeakerError`, with a message that names the input.
 
-Raised by the Python API (:mod:`wespeaker_py.api`) and caught by the command
-line (:mod:`wespeaker_py.cli.errors`), which prints its one-line message and
-exits with status 2 instead of a traceback. Importing this module is cheap
-(no torch).
+Every error the package raises on purpose derives from :class:`WespeakerError`;
+the command-line home (:mod:`wespeaker_py.cli.common`) maps them to an exit
+status with ``isinstance``:
+
+- :class:`WespeakerError` and its subclasses: what the user gave is at fault (a
+  file, an argument, a config key, audio, a model folder), exit status 2;
+- :class:`RunFailedError` and its subclasses: the run finished without a usable
+  result (nothing extracted, a full disk, a non-finite loss), exit status 1.
+
+Classes used in one layer stay in their module (``ConfigError`` in
+:mod:`wespeaker_py.config.fields`, ``DataFormatError`` and ``DiskFullError`` in
+:mod:`wespeaker_py.utils.file_utils`, ...) and derive from one of these two; the
+classes keep their builtin bases (``ValueError``, ``RuntimeError``, ``OSError``)
+so that ``except ValueError`` code still catches them. Importing this module is
+cheap (no torch).
 """
 from __future__ import annotations
 
 
 class WespeakerError(Exception):
-    """A problem with what the user gave (a file, an argument); the message names it."""
+    """Root of the package's errors. Raised as such: a problem with what the user gave
+    (a file, an argument); the message names it."""
 
 
 class AudioInputError(WespeakerError, ValueError):
@@ -20,6 +32,6 @@ class ModelSourceError(WespeakerError, ValueError):
     """A model folder, checkpoint or ONNX file that cannot be loaded as a speaker model."""
 
 
-class RunFailedError(RuntimeError):
+class RunFailedError(WespeakerError, RuntimeError):
     """The command ran but its result is not usable (every utterance skipped, too many
     trials lost, ...); the message says what happened and where it was counted."""

@@ -22,7 +22,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from wespeaker_py.api.model import SpeakerModel
-from wespeaker_py.errors import ModelSourceError, WespeakerError
+from wespeaker_py.errors import ModelSourceError
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
@@ -74,7 +74,7 @@ def _torch_backend(config_path: str, checkpoint: str, device):
     from wespeaker_py.utils.device import resolve_device
     try:
         config = read_model_config(config_path)
-    except WespeakerError:
+    except ModelSourceError:
         raise
     except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
         raise ModelSourceError(f"{config_path}: {error}") from None
@@ -83,7 +83,7 @@ def _torch_backend(config_path: str, checkpoint: str, device):
                                f"front-end (fbank_args, resample_rate) the model needs")
     try:
         embedder = load_embedder(config, checkpoint)
-    except WespeakerError:
+    except ModelSourceError:
         raise
     except FileNotFoundError:
         raise ModelSourceError(f"checkpoint {checkpoint} does not exist") from None

@@ -353,6 +353,13 @@ class SpeakerModel:
 
     # -- diarization -------------------------------------------------------------------------
 
+    def _diarizer(self, vad: str, cluster_method: str, batch_size: int):
+        """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model."""
+        from wespeaker_py.diarization import DiarizationOptions, Diarizer
+        options = DiarizationOptions(vad=vad, cluster_method=cluster_method)
+        return Diarizer(lambda waves, rate: self.embed_waveforms(waves, rate, batch_size),
+                        options)
+
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,
                 max_speakers: int = 10, vad: str = "silero", cluster_method: str = "spectral",
@@ -365,13 +372,25 @@ class SpeakerModel:
         unless ``num_speakers`` is given, or ``agglomerative``). Multi-channel
         audio is averaged to mono here. Needs the ``diar`` extra.
         """
-        from wespeaker_py.diarization import DiarizationOptions, Diarizer
-        options = DiarizationOptions(vad=vad, cluster_method=cluster_method,
-                                     num_speakers=num_speakers, min_speakers=min_speakers,
-                                     max_speakers=max_speakers)
-        diarizer = Diarizer(lambda waves, rate: self.embed_waveforms(waves, rate, batch_size),
-                            options)
-        return diarizer.diarize(audio, sample_rate)
+        return self._diarizer(vad, cluster_method, batch_size).diarize(
+            audio, sample_rate, num_speakers=num_speakers, min_speakers=min_speakers,
+            max_speakers=max_speakers)
+
+    def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
+                     min_speakers: int = 1, max_speakers: int = 10, vad: str = "silero",
+                     cluster_method: str = "spectral", batch_size: int = 32,
+                     progress: bool = True):
+        """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
+
+        The settings are those of :meth:`diarize`, for every recording. A
+        recording that cannot be read is skipped; one without speech gets no
+        turns. Returns the run's summary (diarized, silent and failed
+        recordings; ``describe()`` says it in one line).
+        """
+        from wespeaker_py.diarization import diarize_wav_scp
+        return diarize_wav_scp(self._diarizer(vad, cluster_method, batch_size), wav_scp,
+                               output_rttm, show_progress=progress, num_speakers=num_speakers,
+                               min_speakers=min_speakers, max_speakers=max_speakers)
 
     # -- about -------------------------------------------------------------------------------
 

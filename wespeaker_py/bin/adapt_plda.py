@@ -9,14 +9,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     parser.add_argument("--adp_scp", "-ad", required=True, help="unlabelled adaptation data")
     parser.add_argument("--across_class_scale", "-as", type=float, default=0.5,
                         help="share of the excess covariance added to the between-class one")

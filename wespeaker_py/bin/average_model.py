@@ -9,16 +9,14 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.average_model")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     parser.add_argument("--src_path", required=True, help="directory holding model_<epoch>.pt")
     parser.add_argument("--dst_model", required=True, help="averaged state_dict to write")
     parser.add_argument("--num", type=int, default=5, help="how many latest checkpoints")

@@ -11,14 +11,11 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     parser.add_argument("scores_files", nargs="+", help="score files with labels")
     return parser
 

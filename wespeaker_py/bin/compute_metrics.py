@@ -11,14 +11,11 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "p_target", type=float, default=0.01, help="prior of a target trial")
     add_flag(parser, "c_miss", type=float, default=1.0, help="cost of a miss")
     add_flag(parser, "c_fa", type=float, default=1.0, help="cost of a false alarm")

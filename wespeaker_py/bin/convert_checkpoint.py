@@ -16,8 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -32,10 +31,8 @@ def _wavlm_export(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__),
-                                     description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = bin_parser(__file__, __doc__.splitlines()[0],
+                        epilog="\n".join(__doc__.splitlines()[2:]))
     commands = parser.add_subparsers(dest="command", required=True)
     wavlm = commands.add_parser("wavlm", help="original WavLM checkpoint -> Hugging Face directory")
     wavlm.add_argument("--src", required=True, help="original checkpoint file (WavLM-Large.pt)")

@@ -15,9 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
@@ -26,8 +24,7 @@ DEFAULT_OPSET = 14
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "config", required=True, help="the experiment's config.yaml")
     add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
     add_flag(parser, "output_model", required=True, help="ONNX file to write")

@@ -31,8 +31,7 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog, run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -57,8 +56,7 @@ def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "config", required=True, help="the experiment's config.yaml")
     add_flag(parser, "model_path", required=True, help="checkpoint (e.g. avg_model.pt)")
     add_flag(parser, "data_type", default="shard", choices=("raw", "shard"),

@@ -11,13 +11,11 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__),
-                                     description=__doc__.splitlines()[0])
+    parser = bin_parser(__file__, __doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None,
                         help="WeSpeaker model names (default: all registered models)")
     parser.add_argument("--frames", type=int, default=200,

@@ -16,17 +16,14 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "exp_dir", required=True, help="experiment dir; scores go to EXP/scores")
     add_flag(parser, "eval_scp_path", required=True, help="embeddings of the trial utterances")
     add_bool_flag(parser, "cal_mean", default=False,

@@ -15,17 +15,14 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     gather = commands.add_parser("gather_calibration_factors",
                                  help="quality features of a normalised score file")

@@ -16,8 +16,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, bin_prog, run_main
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore
@@ -26,8 +25,7 @@ Condition = Tuple[float, bool]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "ref_rttm", required=True, help="reference RTTM")
     add_flag(parser, "sys_rttm", required=True, help="system (hypothesis) RTTM")
     add_flag(parser, "collars", type=float, nargs="+", default=[0.0, 0.25],

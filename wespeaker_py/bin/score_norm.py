@@ -15,9 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
@@ -26,8 +24,7 @@ NORM_METHODS = ("asnorm", "snorm")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "score_norm_method", required=True, choices=NORM_METHODS,
              help="asnorm: adaptive S-Norm, each side normalised by the mean and spread of "
                   "its top_n closest cohort scores; snorm: the same over the whole cohort")

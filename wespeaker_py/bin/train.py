@@ -16,8 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.
@@ -37,9 +36,8 @@ _NAMED_KEYS = {
 
 def build_parser() -> argparse.ArgumentParser:
     # no abbreviations: "--model X" must override the model, not mean --model_init
-    parser = argparse.ArgumentParser(
-        prog=bin_prog(__file__), description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    parser = bin_parser(
+        __file__, __doc__, allow_abbrev=False,
         epilog="Other config keys: --dotted.key VALUE (e.g. --model_args.embed_dim 192).")
     parser.add_argument("--config", required=True, help="training config YAML")
     for key, text in _NAMED_KEYS.items():

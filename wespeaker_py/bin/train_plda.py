@@ -14,15 +14,12 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.bin._fire_compat import add_bool_flag, add_flag
-from wespeaker_py.cli.errors import bin_prog
-from wespeaker_py.cli.errors import run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=bin_prog(__file__), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bin_parser(__file__, __doc__)
     add_flag(parser, "type", default="2cov", choices=("2cov",),
              help="PLDA variant (the two-covariance model)")
     add_flag(parser, "scp_path", required=True, help="training embeddings (xvector.scp)")

@@ -1,1 +1,2 @@
-"""Command-line plumbing shared by the ``wespeaker-py`` command and the ``bin/`` entry points."""
+"""The command lines: :mod:`.common` (flags and exit statuses, shared with ``bin/``) and
+:mod:`.main` (the ``wespeaker-py`` command). Nothing here imports ``wespeaker_py.bin``."""

@@ -17,15 +17,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from wespeaker_py.bin._fire_compat import add_flag
-from wespeaker_py.cli.errors import add_debug_flag, run_main
+from wespeaker_py.cli.common import UsageError, add_common_flags, add_flag, run_main
 
 PROG = "wespeaker-py"
-
-
-class UsageError(Exception):
-    """Arguments that argparse accepts but that do not fit together (exit status 2)."""
-
 EXAMPLES = {
     "embed": """examples:
   wespeaker-py embed --model exp/ResNet34 a.wav                    # prints the vector
@@ -88,7 +82,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "mean_vec", default=None,
              help="mean embedding (.npy) to subtract before cosine "
                   "(default: mean_vec.npy beside the model, if present)")
-    add_debug_flag(parser)
+    add_common_flags(parser)
 
 
 def _require_files(*paths: str) -> None:
@@ -200,9 +194,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
-    from wespeaker_py.diarization import (DiarizationOptions, Diarizer, diarize_wav_scp,
-                                          write_rttm)
-    from wespeaker_py.diarization.rttm import format_rttm_line
     wav_scp = args.wav_scp
     if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
         wav_scp, args.audio = args.audio, None
@@ -210,23 +201,22 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: give one audio file or --wav_scp")
     if wav_scp is not None and args.output is None:
         raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
-    if not 1 <= args.min_speakers <= args.max_speakers or (
-            args.num_speakers is not None and args.num_speakers < 1):
-        raise UsageError("diarize: need 1 <= --min_speakers <= --max_speakers and "
-                         "--num_speakers >= 1")
+    from wespeaker_py.diarization.clustering import check_cluster_options
+    check_cluster_options(args.cluster_method, args.num_speakers, args.min_speakers,
+                          args.max_speakers)
     _require_files(wav_scp or args.audio)
-    options = DiarizationOptions(vad=args.vad, cluster_method=args.cluster_method,
-                                 num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                                 max_speakers=args.max_speakers)
     model = _load(args)
-    diarizer = Diarizer(lambda waves, rate: model.embed_waveforms(waves, rate, args.batch_size),
-                        options)
+    options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                   max_speakers=args.max_speakers, vad=args.vad,
+                   cluster_method=args.cluster_method, batch_size=args.batch_size)
     if wav_scp is not None:
-        summary = diarize_wav_scp(diarizer, wav_scp, args.output,
-                                  show_progress=sys.stderr.isatty())
+        summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
+                                     **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
         return 0
-    result = diarizer.diarize(args.audio)
+    from wespeaker_py.diarization import write_rttm
+    from wespeaker_py.diarization.rttm import format_rttm_line
+    result = model.diarize(args.audio, **options)
     recording = os.path.splitext(os.path.basename(args.audio))[0]
     if not result.turns:
         print(f"{args.audio}: no speech found; the RTTM is empty", file=sys.stderr)
@@ -267,7 +257,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_debug_flag(parser)
+    add_common_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -348,13 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: List[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except UsageError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

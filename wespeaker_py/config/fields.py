@@ -16,10 +16,12 @@ import dataclasses
 import typing
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
+from wespeaker_py.errors import WespeakerError
+
 Block = TypeVar("Block")
 
 
-class ConfigError(ValueError):
+class ConfigError(WespeakerError, ValueError):
     """A config file or override is malformed; the message names the key (dotted)."""
 
 

@@ -20,11 +20,12 @@ import soundfile as sf
 
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import Segments, Utterance
+from wespeaker_py.errors import AudioInputError
 
 INT16_SCALE = 32768.0
 
 
-class AudioError(Exception):
+class AudioError(AudioInputError):
     """An utterance that cannot be used; ``reason`` is a stats reason, ``detail`` says why."""
 
     def __init__(self, reason: str, detail: str = ""):

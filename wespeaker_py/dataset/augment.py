@@ -27,6 +27,7 @@ from wespeaker_py.dataset.audio import INT16_SCALE, AudioError, open_audio
 from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
 from wespeaker_py.dataset.lists import read_audio_list
 from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.errors import WespeakerError
 
 BAD_AUGMENT_SOURCE = "bad_augmentation_source"
 # WeSpeaker's floor inside the dB computations (on the [-1, 1] scale).
@@ -183,7 +184,7 @@ class Augmenter:
         return plan
 
 
-class _SourceError(Exception):
+class _SourceError(WespeakerError):
     """A noise or RIR file could not be used (the sample is kept unaugmented)."""
 
     def __init__(self, key: str, cause: Exception):

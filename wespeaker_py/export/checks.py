@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from wespeaker_py.inference.model_loading import load_speaker_model
 from wespeaker_py.config import ConfigError, ModelConfig
+from wespeaker_py.errors import RunFailedError
 
 # Exporters that record one run (tracing) use this many frames for the example input.
 EXAMPLE_FRAMES = 200
@@ -15,7 +16,7 @@ EXAMPLE_FRAMES = 200
 CHECK_SHAPES: Tuple[Tuple[int, int], ...] = ((1, 200), (3, 123), (2, 301))
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(RunFailedError):
     """The exported model does not compute what the eager model computes."""
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -117,7 +118,7 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                    "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-class WavLMConversionError(ValueError):
+class WavLMConversionError(WespeakerError, ValueError):
     """A WavLM checkpoint does not fit the conversion; the message names the key."""
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -26,7 +26,7 @@ HEAD_PREFIX = "projection."
 FRONTEND_PREFIX = "frontend."
 
 
-class CheckpointMismatchError(WespeakerError, ValueError):
+class CheckpointMismatchError(ModelSourceError):
     """A checkpoint's tensors do not fit the model; the message names the tensor."""
 
 

@@ -15,8 +15,10 @@ import socket
 import uuid
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
+from wespeaker_py.errors import RunFailedError, WespeakerError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(WespeakerError, ValueError):
     """A data or list file has a malformed line; the message names file and line."""
 
     def __init__(self, path: str, line_no: Optional[int], reason: str):
@@ -82,7 +84,7 @@ def read_lines(path: str) -> List[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
-class DiskFullError(OSError):
+class DiskFullError(OSError, RunFailedError):
     """Writing an output failed because its file system is full (or over quota)."""
 
     def __init__(self, path: str, cause: OSError):

@@ -1,0 +1,148 @@
+"""The command-line home: flag parsing and error-to-exit-status mapping for every command.
+
+Both the ``wespeaker-py`` command (:mod:`wespeaker_py.cli.main`) and each
+WeSpeaker-compatible ``python -m wespeaker_py.bin.<name>`` build their parser
+with the helpers here and run their ``main`` through :func:`run_main`.
+
+Flags are accepted the way WeSpeaker's python-fire scripts accept them:
+``--exp_dir`` and ``--exp-dir`` alike, ``True``/``False`` as booleans and a bare
+``--flag`` as true; recipes rely on all three.
+
+Errors (see :mod:`wespeaker_py.errors`) end in one line on stderr and an exit
+status, never a traceback for a problem the user can fix:
+
+- :class:`~wespeaker_py.errors.RunFailedError` (the run finished without a usable
+  result: nothing extracted, a full disk) exits 1;
+- any other :class:`~wespeaker_py.errors.WespeakerError` (bad config key,
+  malformed list, bad audio, bad model folder) or a missing/unreadable file
+  exits 2, as argparse does for bad arguments;
+- Ctrl-C exits 130; anything else is a bug and keeps its traceback.
+
+``--debug`` anywhere on the command line, or ``WESPEAKER_PY_DEBUG=1`` in the
+environment, shows the traceback of every error. Importing this module does not
+import torch, so every ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from wespeaker_py.errors import RunFailedError, WespeakerError
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "WESPEAKER_PY_DEBUG"
+OK_STATUS = 0
+RUN_FAILED_STATUS = 1
+USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130
+# OSErrors that mean the user named a wrong path (a full disk is a DiskFullError, status 1)
+USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class UsageError(WespeakerError):
+    """Arguments that argparse accepts but that do not fit together (exit status 2)."""
+
+
+# -- flags -----------------------------------------------------------------------------------
+
+def str2bool(value) -> bool:
+    """Parse ``True/False/1/0/yes/no`` (any case) as python-fire does for booleans."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n", "none", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """Add ``--name`` together with its hyphenated spelling ``--na-me``."""
+    spellings = [f"--{name}"]
+    if "_" in name:
+        spellings.append(f"--{name.replace('_', '-')}")
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = False,
+                  help: str = "") -> None:
+    """A boolean flag given as ``--name``, ``--name True`` or ``--name False``."""
+    add_flag(parser, name, type=str2bool, nargs="?", const=True, default=default, help=help)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command shares: ``--debug`` (:func:`run_main` consumes it)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+
+
+def bin_prog(module_file: str) -> str:
+    """The command to type for a ``bin/`` module: ``python -m wespeaker_py.bin.<name>``."""
+    return f"python -m wespeaker_py.bin.{os.path.splitext(os.path.basename(module_file))[0]}"
+
+
+def bin_parser(module_file: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """The parser of a ``bin/`` module: named as typed, its description kept as written,
+    with the flags every command shares. ``kwargs`` go to ``argparse.ArgumentParser``."""
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=bin_prog(module_file), description=description,
+                                     **kwargs)
+    add_common_flags(parser)
+    return parser
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """True when ``--debug`` is on the command line or ``WESPEAKER_PY_DEBUG=1``."""
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+# -- errors and exit status ------------------------------------------------------------------
+
+def exit_status(error: BaseException) -> Optional[int]:
+    """The exit status for an error the user can act on; None for a bug (keep the traceback)."""
+    if isinstance(error, RunFailedError):
+        return RUN_FAILED_STATUS
+    if isinstance(error, (WespeakerError,) + USER_OS_ERRORS):
+        return USER_ERROR_STATUS
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a missing file's name included)."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None,
+             prog: Optional[str] = None) -> int:
+    """Run ``main(argv)`` (``--debug`` removed) and return the process exit status.
+
+    Use as ``sys.exit(run_main(main))``; ``main`` itself raises ordinary
+    exceptions, so that it stays testable in process. A ``main`` returning a
+    non-integer (e.g. the files it wrote) counts as success.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(args)
+    args = [arg for arg in args if arg != DEBUG_FLAG]
+    prog = prog or os.path.basename(sys.argv[0]) or "wespeaker_py"
+    try:
+        status = main(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except Exception as error:  # noqa: BLE001 -- sorted into user errors and bugs below
+        code = exit_status(error)
+        if debug or code is None:
+            raise
+        hint = "" if isinstance(error, UsageError) else \
+            f" (run with {DEBUG_FLAG} for the traceback)"
+        print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)
+        return code
+    return status if isinstance(status, int) else OK_STATUS
