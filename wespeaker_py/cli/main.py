@@ -62,7 +62,7 @@ its parameters, the trial set's EER and the thresholds at the EER point and at
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL, spectral clustering with the number of
 speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
-Multi-channel audio is averaged to mono. Needs: pip install 'wespeaker_py[diar]'.""",
+Of multi-channel audio the first channel is used. Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
@@ -133,7 +133,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         else:
             print(" ".join(f"{value:.6g}" for value in vector))
         return 0
-    from wespeaker_py.inference.writer import open_embedding_writer, scp_path_for
+    from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
     results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
                                progress=sys.stderr.isatty())
     with open_embedding_writer(args.output) as writer:
@@ -200,8 +200,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
-    from wespeaker_py.diarization import (DiarizationOptions, Diarizer, diarize_wav_scp,
-                                          write_rttm)
+    from wespeaker_py.diarization import DiarizationOptions, diarize_wav_scp, write_rttm
     from wespeaker_py.diarization.rttm import format_rttm_line
     wav_scp = args.wav_scp
     if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
@@ -219,8 +218,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                                  num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                                  max_speakers=args.max_speakers)
     model = _load(args)
-    diarizer = Diarizer(lambda waves, rate: model.embed_waveforms(waves, rate, args.batch_size),
-                        options)
+    diarizer = model.diarizer(options, args.batch_size)
     if wav_scp is not None:
         summary = diarize_wav_scp(diarizer, wav_scp, args.output,
                                   show_progress=sys.stderr.isatty())
