@@ -77,9 +77,10 @@ class Diarizer:
 
         Arrays are ``[samples]`` or two-axis with channels (the first is kept); floats
         in [-1, 1] or int16. Audio the shared checks refuse (missing, unreadable,
-        empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`. The number of speakers is ``num_speakers`` when given, else estimated
+        empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
+        The number of speakers is ``num_speakers`` when given, else estimated
         within ``[min_speakers, max_speakers]`` (defaults from the options).
-        Silence gives no turns; speech shorter than a window gives one turn.
+        Audio without speech gives no turns; speech shorter than a window gives one turn.
         """
         opts = self.options
         num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
