@@ -15,8 +15,9 @@ and shard writing.
   front-ends that want [-1, 1] (WavLM, the waveform ONNX graph, VAD) divide by
   :data:`INT16_SCALE`.
 - **Channel policy:** the first channel of a multi-channel input (as training
-  has always done, so embeddings match the model's training). Arrays are
-  ``[samples]`` or two-axis, the shorter axis holding the channels.
+  has always done, so embeddings match the model's training), applied by
+  :func:`mix_to_mono` to file reads and arrays alike. Arrays are ``[samples]``
+  or two-axis, the shorter axis holding the channels.
 - **Resampling:** once, with soxr HQ (:func:`resample`), from the input's rate
   to the model's rate. Audio at 8 kHz or lower given to a model built for
   16 kHz or more is logged as a warning, once per process and pair of rates.
@@ -39,12 +40,12 @@ from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, is_pi
                                       open_audio, read_pipe)
 from wespeaker_py.audio.load import AudioLike, describe_audio, load_audio, read_whole
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import (INT16_SCALE, check_samples, first_channel,
+from wespeaker_py.audio.samples import (INT16_SCALE, check_samples, first_channel, mix_to_mono,
                                         to_int16_scale, warn_if_narrowband)
 
 __all__ = ["INT16_SCALE", "ArrayHandle", "AudioCheckError", "AudioEmptyError", "AudioHandle",
            "AudioLike", "AudioMissingError", "AudioNonFiniteError", "AudioPipeError",
            "AudioSilentError", "AudioTooShortError", "AudioTruncatedError",
            "AudioUnreadableError", "apply_vad", "check_samples", "describe_audio",
-           "first_channel", "is_pipe", "load_audio", "open_audio", "read_pipe", "read_whole",
-           "resample", "to_int16_scale", "warn_if_narrowband"]
+           "first_channel", "is_pipe", "load_audio", "mix_to_mono", "open_audio", "read_pipe",
+           "read_whole", "resample", "to_int16_scale", "warn_if_narrowband"]

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, AudioPipeError,
                                        AudioTruncatedError, AudioUnreadableError)
-from wespeaker_py.audio.samples import INT16_SCALE
+from wespeaker_py.audio.samples import INT16_SCALE, mix_to_mono
 
 def is_pipe(wav: str) -> bool:
     """True for a Kaldi ``wav.scp`` entry that is a command ending in ``|``."""
@@ -65,7 +65,7 @@ class AudioHandle:
         if data.shape[0] < count:
             raise AudioTruncatedError(f"{self.name}: got {data.shape[0]} of {count} frames "
                                       f"from {start}")
-        mono = np.ascontiguousarray(data[:, 0])
+        mono = mix_to_mono(data)
         mono *= INT16_SCALE
         return mono
 

@@ -28,16 +28,21 @@ NARROWBAND_RATE = 8000
 _rates_warned: Set[Tuple[int, int]] = set()
 
 
+def mix_to_mono(frames: np.ndarray) -> np.ndarray:
+    """The channel policy, in one place: ``[frames, channels]`` -> ``[frames]``, the
+    first channel (contiguous). File reads and arrays both go through it."""
+    return np.ascontiguousarray(frames[:, 0])
+
+
 def first_channel(samples: np.ndarray, name: str) -> np.ndarray:
-    """``[samples]`` as it is; of a two-axis array (the shorter axis holds the
-    channels) the first channel."""
+    """``[samples]`` as it is; a two-axis array (the shorter axis holds the channels)
+    through :func:`mix_to_mono`."""
     if samples.ndim == 1:
         return samples
     if samples.ndim != 2:
         raise AudioInputError(f"{name}: expected [samples] or a two-axis "
                               f"[channels, samples] array, got shape {samples.shape}")
-    channel_axis = 0 if samples.shape[0] <= samples.shape[1] else 1
-    return np.take(samples, 0, axis=channel_axis)
+    return mix_to_mono(samples.T if samples.shape[0] <= samples.shape[1] else samples)
 
 
 def to_int16_scale(samples: np.ndarray, name: str) -> np.ndarray:
