@@ -46,6 +46,11 @@ class ChunkSettings:
         return samples_for_frames(self.num_frms, self.sample_rate, self.frame_length_ms,
                                   self.frame_shift_ms)
 
+    @property
+    def frame_samples(self) -> int:
+        """Samples in one frame: fewer give no features."""
+        return samples_for_frames(1, self.sample_rate, self.frame_length_ms, self.frame_shift_ms)
+
     def frames_of(self, num_samples: int) -> int:
         """Frames of ``num_samples`` samples at the target rate."""
         return num_frames(num_samples, self.sample_rate, self.frame_length_ms,
@@ -153,12 +158,10 @@ def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSetti
         try:
             with open_utterance(utt) as handle:
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
-                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key)
+                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key,
+                                    min_samples=settings.frame_samples)
         except AudioCheckError as err:
             stats.skip(utt.key, err.reason, str(err))
-            continue
-        if settings.frames_of(wav.size) < 1:
-            stats.skip(utt.key, reasons.TOO_SHORT, f"{wav.size} samples, less than one frame")
             continue
         yield {"key": utt.key, "wav": wav, "label": label}
 
