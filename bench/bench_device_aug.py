@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_pipeline import build_augmentation_lists, resampler_fidelity  # noqa: E402
 
 from wespeaker_py.dataset import Dataset, collate_train  # noqa: E402
-from wespeaker_py.dataset import audio as audio_module  # noqa: E402
+from wespeaker_py.audio import files as audio_module  # noqa: E402
 from wespeaker_py.dataset import device_augment  # noqa: E402
 from wespeaker_py.dataset.device_resample import speed_resample  # noqa: E402
 from wespeaker_py.dataset.lists import write_raw_list, read_utterance_table  # noqa: E402

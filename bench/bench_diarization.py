@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.diarization import DiarizationOptions, Diarizer
 from wespeaker_py.diarization.clustering import cluster
 from wespeaker_py.diarization.segmentation import subsegments
@@ -67,7 +68,7 @@ def main() -> None:
     if args.model_dir:
         from wespeaker_py import load_model
         model = load_model(args.model_dir, device="cpu")
-        embed, model_name = (lambda w, r: model.embed_waveforms(w, r, args.batch)), model.name
+        embed, model_name = model.diarizer(batch_size=args.batch).embed_windows, model.name
     else:
         embed, model_name = random_model_embed(args.model, args.batch), args.model
 
@@ -78,9 +79,10 @@ def main() -> None:
     _, seconds = timed(EnergyVAD(), audio, SR)
     rows.append(("VAD: energy", seconds))
     windows = subsegments(speech)
-    pieces = [np.resize(audio[int(a * SR):int(b * SR)], int(1.5 * SR)) for a, b in windows]
-    embed(pieces[:args.batch], SR)  # warm-up
-    embeddings, seconds = timed(embed, pieces, SR)
+    samples = audio * np.float32(INT16_SCALE)  # what the model is fed
+    pieces = [np.resize(samples[int(a * SR):int(b * SR)], int(1.5 * SR)) for a, b in windows]
+    embed(pieces[:args.batch])  # warm-up
+    embeddings, seconds = timed(embed, pieces)
     rows.append((f"embeddings: {model_name}, {len(windows)} windows of 1.5 s, "
                  f"batch {args.batch}", seconds))
     for method in ("spectral", "agglomerative"):

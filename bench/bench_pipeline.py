@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader
 import wespeaker_py.dataset.dataset as dataset_module
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import AudioError, open_utterance
 from wespeaker_py.dataset.lists import read_utterance_table, write_raw_list
 from wespeaker_py.dataset.processors import note_repairs
-from wespeaker_py.dataset.resample import resample, tile_to_length
+from wespeaker_py.audio import AudioCheckError, resample
+from wespeaker_py.dataset.chunk import open_utterance, tile_to_length
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
 
@@ -231,11 +231,11 @@ def full_read_training_chunks(utts, settings, rng, stats):
                 if settings.frames_of(frames_at_target) < settings.min_num_frames:
                     stats.skip(utt.key, reasons.TOO_SHORT)
                     continue
-                note_repairs(handle, settings.sample_rate, stats)
+                note_repairs(handle, settings.sample_rate, stats, utt.key)
                 wav = handle.read_all()
                 rate = handle.samplerate
-        except AudioError as err:
-            stats.skip(utt.key, err.reason, err.detail)
+        except AudioCheckError as err:
+            stats.skip(utt.key, err.reason, str(err))
             continue
         max_len = settings.max_source_frames(rate)
         if wav.size > max_len:
@@ -289,11 +289,11 @@ def samples_per_second(data_type, lists, spk2id, num_samples):
 
 
 PROFILE_GROUPS = [
-    ("decode audio (soundfile reads: speech, noise, RIR)", "audio.py", "read"),
-    ("open files (header parse)", "audio.py", "__init__"),
+    ("decode audio (soundfile reads: speech, noise, RIR)", "files.py", "read"),
+    ("open files (header parse)", "files.py", "__init__"),
     ("resample (soxr: speed, noise/RIR rate)", "resample.py", "resample"),
     ("augment: noise segment read+resample", "augment.py", "_noise_segment"),
-    ("augment: RIR read", "chunk.py", "read_whole"),
+    ("augment: RIR read", "load.py", "read_whole"),
     ("augment: reverb convolution", "augment.py", "reverberate"),
     ("augment total", "augment.py", "__call__"),
 ]

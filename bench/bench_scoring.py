@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from wespeaker_py.scoring.cosine import cosine_score_trials
-from wespeaker_py.scoring.embeddings import EmbeddingTable, write_embeddings
+from wespeaker_py.io.ark import EmbeddingTable, write_embeddings
 from wespeaker_py.scoring.norm import normalize_trial_scores
 from wespeaker_py.scoring.plda import TwoCovPLDA
 from wespeaker_py.scoring.trials import TrialList

@@ -317,7 +317,7 @@ def step_asnorm(work: str, sizes: Sizes) -> str:
     import numpy as np
 
     from wespeaker_py.scoring.cosine import cosine_score_trials
-    from wespeaker_py.scoring.embeddings import EmbeddingTable
+    from wespeaker_py.io.ark import EmbeddingTable
     from wespeaker_py.scoring.norm import normalize_trial_scores
     from wespeaker_py.scoring.trials import TrialList
     device = _device()

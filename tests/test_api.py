@@ -18,8 +18,8 @@ from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
 from wespeaker_py.frontend import FbankFeatures
+from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.models.checkpoint import CheckpointMismatchError
-from wespeaker_py.scoring.embeddings import load_embeddings
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.trials import read_trials
 
@@ -134,15 +134,19 @@ def test_embed_many_skips_and_reports_bad_items(xvec, tmp_path, speech):
     model, _, _ = xvec
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("not a wav file\n")
-    short = write_audio(str(tmp_path / "short.wav"), np.zeros(800, np.int16))
+    short = write_audio(str(tmp_path / "short.wav"),
+                        np.random.default_rng(1).integers(-3000, 3000, 800).astype(np.int16))
+    silent = write_audio(str(tmp_path / "silent.wav"), np.zeros(16000, np.int16))
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"good1 {speech[0]}\nmissing {tmp_path}/nope.wav\n"
-                       f"notaudio {not_audio}\nshort {short}\ngood2 {speech[1]}\n")
+                       f"notaudio {not_audio}\nshort {short}\nsilent {silent}\n"
+                       f"good2 {speech[1]}\n")
     results = model.embed_many(str(wav_scp), batch_size=2, progress=False)
     assert list(results.embeddings) == ["good1", "good2"]
-    assert set(results.skipped) == {"missing", "notaudio", "short"}
+    assert set(results.skipped) == {"missing", "notaudio", "short", "silent"}
     assert "does not exist" in results.skipped["missing"]
     assert "needs at least" in results.skipped["short"]
+    assert "silent.wav is silent" in results.skipped["silent"]
     np.testing.assert_array_equal(results.embeddings["good2"], model.embed(speech[1]))
 
 
@@ -278,7 +282,9 @@ def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):
     empty = write_audio(str(tmp_path / "empty.wav"), np.zeros(0, np.int16))
     nan = write_audio(str(tmp_path / "nan.wav"), np.full(16000, np.nan, np.float32),
                       subtype="FLOAT")
-    short = write_audio(str(tmp_path / "short.wav"), np.zeros(1600, np.int16))
+    short = write_audio(str(tmp_path / "short.wav"),
+                        np.random.default_rng(0).integers(-3000, 3000, 1600).astype(np.int16))
+    silent = write_audio(str(tmp_path / "silent.wav"), np.zeros(16000, np.int16))
     cases = [(str(tmp_path / "missing.wav"), {}, "missing.wav does not exist"),
              (str(tmp_path), {}, "is a folder"),
              (str(not_audio), {}, "notes.wav"),
@@ -288,7 +294,9 @@ def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):
              (np.zeros(0, np.float32), {"sample_rate": 16000}, "empty"),
              (np.zeros(16000, np.float32), {}, "give sample_rate="),
              (np.zeros((2, 3, 4), np.float32), {"sample_rate": 16000}, "expected"),
-             (short, {}, r"short.wav: 0.100 s of audio; the model needs at least 0.175 s")]
+             (short, {}, r"short.wav: 0.100 s of audio; the model needs at least 0.175 s"),
+             (silent, {}, "silent.wav is silent: all 16000 samples are zero"),
+             (np.zeros((2, 8000), np.int16), {"sample_rate": 8000}, "is silent")]
     for audio, kwargs, message in cases:
         with pytest.raises(AudioInputError, match=message) as caught:
             model.embed(audio, **kwargs)

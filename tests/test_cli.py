@@ -10,6 +10,7 @@ import sys
 import kaldiio
 import numpy as np
 import pytest
+import soundfile as sf
 
 import wespeaker_py
 from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder
@@ -180,6 +181,17 @@ def test_user_errors_are_one_line_with_status_2(folder, tmp_path, capsys):
         assert status == 2, argv
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert err.startswith("wespeaker-py")
+
+
+def test_similarity_of_a_silent_wav_exits_2_naming_it(folder, tmp_path, capsys):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.int16), 16000, subtype="PCM_16")
+    for pair in ((silent, mini_speech(1)[0]), (mini_speech(1)[0], silent)):
+        status, out, err = run_cli(capsys, "similarity", "--model", folder, *pair)
+        assert (status, out) == (2, "")
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"wespeaker-py: error: {silent} is silent: all 32000 samples are zero"), err
 
 
 def test_no_traceback_unless_debugging(folder, tmp_path):

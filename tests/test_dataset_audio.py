@@ -12,7 +12,7 @@ import soundfile as sf
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import open_audio
+from wespeaker_py.audio import open_audio
 from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.processors import TRUNCATED_WAV_KEPT

@@ -5,7 +5,7 @@ from scipy.signal import fftconvolve
 
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.dataset.audio import INT16_SCALE, AudioHandle
+from wespeaker_py.audio import INT16_SCALE, AudioHandle
 from wespeaker_py.dataset.augment import (BAD_AUGMENT_SOURCE, NOISE_TYPES, Augmenter,
                                           power_db, scale_noise_to_snr)
 from wespeaker_py.dataset.stats import PipelineStats

@@ -84,11 +84,18 @@ def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
     assert status == 0 and out and all(line.startswith("SPEAKER talk 1 ") for line in out)
     assert {line.split()[7] for line in out} == {"spk0", "spk1"}
 
-    sf.write(tmp_path / "quiet.wav", np.zeros(16000, np.float32), 16000)
+    quiet = 1e-4 * np.random.default_rng(0).standard_normal(16000)
+    sf.write(tmp_path / "quiet.wav", quiet.astype(np.float32), 16000, subtype="FLOAT")
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
                          str(tmp_path / "quiet.wav"), "-o", str(tmp_path / "quiet.rttm"))
     assert status == 0 and "no speech found" in err
     assert os.path.getsize(tmp_path / "quiet.rttm") == 0
+    # digital silence is not a recording: one line naming it, status 2
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.int16), 16000)
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                         str(tmp_path / "zeros.wav"), "-o", str(tmp_path / "zeros.rttm"))
+    assert status == 2 and f"{tmp_path}/zeros.wav is silent" in err
+    assert not os.path.exists(tmp_path / "zeros.rttm")
 
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--min_speakers", "3",
                          "--max_speakers", "2", "--vad", "energy", str(tmp_path / "talk.wav"))

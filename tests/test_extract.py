@@ -21,7 +21,7 @@ from wespeaker_py.inference import (LengthBuckets, SpeakerEmbedder, embed_uttera
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.inference.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.models import get_model
-from wespeaker_py.scoring.embeddings import load_embeddings
+from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.models.checkpoint import CheckpointMismatchError
 from wespeaker_py.utils.file_utils import DataFormatError
 

@@ -14,7 +14,7 @@ from inference_helpers import make_corpus, make_experiment
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.inference import extract_embeddings, read_model_config
 from wespeaker_py.inference.workdir import work_dir_for
-from wespeaker_py.inference.writer import EmbeddingWriter
+from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError

@@ -12,7 +12,7 @@ import soundfile
 
 from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_plda, score,
                               score_calibration, score_norm, train_plda)
-from wespeaker_py.scoring.embeddings import load_embeddings, write_embeddings
+from wespeaker_py.io.ark import load_embeddings, write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.file_utils import DataFormatError
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wespeaker_py.scoring.cosine import cosine_score_trials
-from wespeaker_py.scoring.embeddings import EmbeddingTable
+from wespeaker_py.io.ark import EmbeddingTable
 from wespeaker_py.scoring.norm import cohort_statistics, normalize_trial_scores, top_row_values
 from wespeaker_py.scoring.trials import read_trials
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wespeaker_py.bin import compute_metrics, eval_plda, score, score_norm, train_plda
-from wespeaker_py.scoring.embeddings import write_embeddings
+from wespeaker_py.io.ark import write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.errors import RunFailedError

@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from wespeaker_py.export.waveform_onnx import (INPUT_NAME, INT16_SCALE, OUTPUT_NAME,
-                                               read_waveform_onnx_info)
+from wespeaker_py.audio import INT16_SCALE
+from wespeaker_py.export.waveform_onnx import INPUT_NAME, OUTPUT_NAME, read_waveform_onnx_info
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.inference.batching import min_valid_frames
 from wespeaker_py.inference.embedding import exact_fp32

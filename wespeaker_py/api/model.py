@@ -1,7 +1,7 @@
 """:class:`SpeakerModel`: a trained speaker model to embed, compare, verify and identify with.
 
 Get one with :func:`wespeaker_py.load_model`. Audio may be a file path or an
-array/tensor with its ``sample_rate`` (see :mod:`wespeaker_py.api.audio` for
+array/tensor with its ``sample_rate`` (see :mod:`wespeaker_py.audio` for
 the rules); every method resamples to the model's rate and takes the first
 channel, as training did. Errors in what is passed raise
 :class:`~wespeaker_py.errors.WespeakerError` subclasses with a one-line message
@@ -17,11 +17,11 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequ
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.api.audio import AudioLike, describe_audio, load_waveform
 from wespeaker_py.api.calibration import (Calibration, fit_calibration,
                                           read_optional_calibration, probability,
                                           save_calibration)
 from wespeaker_py.api.gallery import load_gallery, save_gallery
+from wespeaker_py.audio import AudioLike, describe_audio, load_audio
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.inference.batching import LengthBuckets
 from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
@@ -159,7 +159,7 @@ class SpeakerModel:
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None) -> np.ndarray:
         """The embedding (float32 vector) of one recording."""
-        wav = load_waveform(audio, self.sample_rate, sample_rate)
+        wav = load_audio(audio, self.sample_rate, sample_rate)
         [(_, embedding, reason)] = list(self._embed_stream([("", wav)], 1))
         if embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {reason}")
@@ -176,11 +176,16 @@ class SpeakerModel:
         wavs = []
         for index, waveform in enumerate(waveforms):
             try:
-                wavs.append((str(index), load_waveform(waveform, self.sample_rate, sample_rate)))
+                wavs.append(load_audio(waveform, self.sample_rate, sample_rate))
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
+        return self._embed_loaded(wavs, batch_size)
+
+    def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+        """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)."""
         rows: Dict[str, np.ndarray] = {}
-        for key, embedding, reason in self._embed_stream(wavs, batch_size):
+        for key, embedding, reason in self._embed_stream(
+                ((str(index), wav) for index, wav in enumerate(wavs)), batch_size):
             if embedding is None:
                 raise AudioInputError(f"waveform {key}: {reason}")
             rows[key] = embedding
@@ -204,7 +209,7 @@ class SpeakerModel:
             for key, audio in tqdm(pairs, desc="embedding", unit="utt", disable=not progress,
                                    dynamic_ncols=True):
                 try:
-                    yield key, load_waveform(audio, self.sample_rate, sample_rate)
+                    yield key, load_audio(audio, self.sample_rate, sample_rate)
                 except AudioInputError as error:
                     results.skipped[key] = str(error)
 
@@ -353,12 +358,14 @@ class SpeakerModel:
 
     # -- diarization -------------------------------------------------------------------------
 
-    def _diarizer(self, vad: str, cluster_method: str, batch_size: int):
-        """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model."""
+    def diarizer(self, vad: str = "silero", cluster_method: str = "spectral",
+                 batch_size: int = 32):
+        """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model
+        (at the model's rate; a recording is read and resampled once)."""
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions(vad=vad, cluster_method=cluster_method)
-        return Diarizer(lambda waves, rate: self.embed_waveforms(waves, rate, batch_size),
-                        options)
+        return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
+                        sample_rate=self.sample_rate)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,
@@ -369,10 +376,10 @@ class SpeakerModel:
         Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
         embedded with this model, clustered (``spectral`` with the number of
         speakers from the eigen-gap within ``[min_speakers, max_speakers]``
-        unless ``num_speakers`` is given, or ``agglomerative``). Multi-channel
-        audio is averaged to mono here. Needs the ``diar`` extra.
+        unless ``num_speakers`` is given, or ``agglomerative``). Of multi-channel
+        audio the first channel is used, as everywhere. Needs the ``diar`` extra.
         """
-        return self._diarizer(vad, cluster_method, batch_size).diarize(
+        return self.diarizer(vad, cluster_method, batch_size).diarize(
             audio, sample_rate, num_speakers=num_speakers, min_speakers=min_speakers,
             max_speakers=max_speakers)
 
@@ -388,7 +395,7 @@ class SpeakerModel:
         recordings; ``describe()`` says it in one line).
         """
         from wespeaker_py.diarization import diarize_wav_scp
-        return diarize_wav_scp(self._diarizer(vad, cluster_method, batch_size), wav_scp,
+        return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size), wav_scp,
                                output_rttm, show_progress=progress, num_speakers=num_speakers,
                                min_speakers=min_speakers, max_speakers=max_speakers)
 

@@ -96,8 +96,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
                                         read_model_config, scp_path_for)
     from wespeaker_py.inference.jobs import job_devices
-    from wespeaker_py.scoring.embeddings import (compute_mean_vector, load_embeddings,
-                                                 save_mean_vector, write_speaker_means)
+    from wespeaker_py.io.ark import load_embeddings
+    from wespeaker_py.scoring.embeddings import (compute_mean_vector, save_mean_vector,
+                                                 write_speaker_means)
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
     if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:

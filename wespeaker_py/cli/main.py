@@ -56,7 +56,7 @@ its parameters, the trial set's EER and the thresholds at the EER point and at
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL, spectral clustering with the number of
 speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
-Multi-channel audio is averaged to mono. Needs: pip install 'wespeaker_py[diar]'.""",
+Of multi-channel audio the first channel is used. Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
@@ -127,7 +127,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         else:
             print(" ".join(f"{value:.6g}" for value in vector))
         return 0
-    from wespeaker_py.inference.writer import open_embedding_writer, scp_path_for
+    from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
     results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
                                progress=sys.stderr.isatty())
     with open_embedding_writer(args.output) as writer:

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy.signal import fftconvolve
 
-from wespeaker_py.dataset.audio import INT16_SCALE, AudioError, open_audio
-from wespeaker_py.dataset.chunk import read_random_chunk, read_whole
+from wespeaker_py.audio import INT16_SCALE, AudioCheckError, open_audio, read_whole
+from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import read_audio_list
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
@@ -153,7 +153,7 @@ class Augmenter:
         try:
             with open_audio(path, name=key) as handle:
                 rir = read_whole(handle, self.sample_rate)
-        except AudioError as err:
+        except AudioCheckError as err:
             raise _SourceError(key, err) from None
         if not np.any(rir):
             raise _SourceError(key, ValueError("the impulse response is all zeros"))
@@ -164,7 +164,7 @@ class Augmenter:
         try:
             with open_audio(path, name=key) as handle:
                 return read_random_chunk(handle, length, self.sample_rate, rng)
-        except AudioError as err:
+        except AudioCheckError as err:
             raise _SourceError(key, err) from None
 
     def _plan_noise(self, length: int, rng: np.random.Generator) -> AugmentPlan:

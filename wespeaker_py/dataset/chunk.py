@@ -1,4 +1,7 @@
-"""Reading a random fixed-length chunk (with speed and rate conversion) from an utterance.
+"""Opening an utterance of a list and reading a random fixed-length chunk of it.
+
+Both go through the one audio module (:mod:`wespeaker_py.audio`); what is
+here is the training pipeline's choice of what to read.
 
 A chunk of ``L`` output samples at the target rate, played at speed ``s``, covers
 ``L * s * sr / target`` samples of a file recorded at ``sr``; only those are read
@@ -15,13 +18,30 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import AudioError
-from wespeaker_py.dataset.resample import resample, tile_to_length
+from wespeaker_py.audio import (ArrayHandle, AudioHandle, AudioTooShortError, apply_vad,
+                                open_audio, resample)
+from wespeaker_py.dataset.lists import Utterance
+
+
+def open_utterance(utt: Utterance) -> Union[AudioHandle, ArrayHandle]:
+    """Open an :class:`Utterance` (path, pipe or shard bytes; VAD segments applied)."""
+    handle = open_audio(utt.wav, utt.data, name=utt.key)
+    if utt.vad is None:
+        return handle
+    with handle:
+        return apply_vad(handle, utt.vad)
+
+
+def tile_to_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """Repeat a short signal end to end and cut it to ``length`` (WeSpeaker's padding)."""
+    if samples.size >= length:
+        return samples[:length]
+    repeats = length // samples.size + 1
+    return np.tile(samples, repeats)[:length]
 
 
 def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.Generator,
@@ -29,7 +49,7 @@ def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.G
                       max_source_frames: Optional[int] = None) -> np.ndarray:
     """Return exactly ``chunk_len`` samples at ``target_rate`` from a random place of ``handle``.
 
-    ``handle`` is an :class:`~wespeaker_py.dataset.audio.AudioHandle` (or ArrayHandle);
+    ``handle`` is an :class:`~wespeaker_py.audio.AudioHandle` (or ArrayHandle);
     ``max_source_frames`` (in file samples) is WeSpeaker's truncation of long utterances.
     """
     chunk, _ = read_random_span(handle, chunk_len, target_rate, rng, speed, max_source_frames,
@@ -73,10 +93,7 @@ def read_random_span(handle, chunk_len: int, target_rate: int, rng: np.random.Ge
     converted = resample(handle.read(window_start, window_len), float(virtual_rate),
                          float(target_rate))
     if converted.size == 0:
-        raise AudioError(reasons.TOO_SHORT, f"{handle.name}: {window_len} samples")
+        raise AudioTooShortError(f"{handle.name}: {window_len} samples give no sample at "
+                                 f"{target_rate} Hz")
     return tile_to_length(converted, chunk_len), False
 
-
-def read_whole(handle, target_rate: int) -> np.ndarray:
-    """The whole utterance at ``target_rate`` (no speed change)."""
-    return resample(handle.read_all(), float(handle.samplerate), float(target_rate))

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Tuple, Union
 
 import torch
 
-from wespeaker_py.dataset.audio import INT16_SCALE
+from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.dataset.augment import POWER_FLOOR
 from wespeaker_py.dataset.collate import AUG_NONE
 from wespeaker_py.dataset.device_resample import speed_resample

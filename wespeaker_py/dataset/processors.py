@@ -11,10 +11,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from wespeaker_py.audio import AudioCheckError, check_samples, read_whole, warn_if_narrowband
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import AudioError, check_samples, open_utterance
 from wespeaker_py.dataset.augment import Augmenter, apply_plan
-from wespeaker_py.dataset.chunk import read_random_span, read_whole
+from wespeaker_py.dataset.chunk import open_utterance, read_random_span
 from wespeaker_py.dataset.lists import Utterance
 from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
 from wespeaker_py.dataset.stats import PipelineStats
@@ -45,6 +45,11 @@ class ChunkSettings:
         """Samples in a chunk of ``num_frms`` frames."""
         return samples_for_frames(self.num_frms, self.sample_rate, self.frame_length_ms,
                                   self.frame_shift_ms)
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples in one frame: fewer give no features."""
+        return samples_for_frames(1, self.sample_rate, self.frame_length_ms, self.frame_shift_ms)
 
     def frames_of(self, num_samples: int) -> int:
         """Frames of ``num_samples`` samples at the target rate."""
@@ -95,6 +100,7 @@ def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> No
         stats.repair(reasons.MULTI_CHANNEL, key)
     if handle.samplerate != target_rate:
         stats.repair(reasons.RESAMPLED, key)
+        warn_if_narrowband(handle.samplerate, target_rate, key)
     if handle.header_disagrees_with_size:
         stats.repair(TRUNCATED_WAV_KEPT, key)
 
@@ -133,8 +139,8 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                           for index in indices]
                 for _, (wav, _) in chunks:
                     check_samples(wav, utt.key)
-        except AudioError as err:
-            stats.skip(utt.key, err.reason, err.detail)
+        except AudioCheckError as err:
+            stats.skip(utt.key, err.reason, str(err))
             continue
         for index, (wav, pending) in chunks:
             sample = {"key": utt.key, "wav": wav,
@@ -152,12 +158,10 @@ def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSetti
         try:
             with open_utterance(utt) as handle:
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
-                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key)
-        except AudioError as err:
-            stats.skip(utt.key, err.reason, err.detail)
-            continue
-        if settings.frames_of(wav.size) < 1:
-            stats.skip(utt.key, reasons.TOO_SHORT, f"{wav.size} samples, less than one frame")
+                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key,
+                                    min_samples=settings.frame_samples)
+        except AudioCheckError as err:
+            stats.skip(utt.key, err.reason, str(err))
             continue
         yield {"key": utt.key, "wav": wav, "label": label}
 

@@ -25,8 +25,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
+                                read_pipe)
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.audio import INT16_SCALE, AudioError, apply_vad, open_audio
 from wespeaker_py.dataset.lists import TableEntry, Utterance
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path
@@ -141,7 +142,7 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
 
 
 def _audio_suffix(entry: TableEntry) -> str:
-    if entry.wav.rstrip().endswith("|"):
+    if is_pipe(entry.wav):
         return "wav"
     suffix = entry.wav.rsplit(".", 1)[-1].lower() if "." in entry.wav else ""
     if suffix not in AUDIO_EXTENSIONS:
@@ -164,10 +165,8 @@ def _voiced_wav_bytes(entry: TableEntry) -> bytes:
 def _entry_bytes(entry: TableEntry) -> bytes:
     if entry.vad is not None:
         return _voiced_wav_bytes(entry)
-    if entry.wav.rstrip().endswith("|"):
-        result = subprocess.run(entry.wav.rstrip()[:-1], shell=True, stdout=subprocess.PIPE,
-                                check=True)
-        return result.stdout
+    if is_pipe(entry.wav):
+        return read_pipe(entry.wav.rstrip()[:-1], entry.key)
     with open(entry.wav, "rb") as handle:
         return handle.read()
 
@@ -186,7 +185,7 @@ def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
                 suffix = "wav" if entry.vad is not None else _audio_suffix(entry)
                 try:
                     payload = _entry_bytes(entry)
-                except (OSError, subprocess.CalledProcessError, AudioError) as err:
+                except (OSError, AudioCheckError) as err:
                     raise OSError(f"utterance {entry.key}: cannot read {entry.wav!r}: {err}") \
                         from err
                 _add_member(tar, f"{entry.key}.spk", entry.spk.encode("utf-8"))

@@ -14,29 +14,29 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from wespeaker_py.audio import errors as audio_errors
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-# Reasons used across the pipeline (kept in one place so summaries are comparable).
-MISSING = "missing_file"
-EMPTY = "empty_file"
-NOT_AUDIO = "not_audio"
-TRUNCATED = "truncated"
-TOO_SHORT = "too_short"
+# Reasons used across the pipeline (kept in one place so summaries are comparable);
+# those of unusable audio are the reasons of the audio module's named errors.
+MISSING = audio_errors.AudioMissingError.reason
+EMPTY = audio_errors.AudioEmptyError.reason
+NOT_AUDIO = audio_errors.AudioUnreadableError.reason
+TRUNCATED = audio_errors.AudioTruncatedError.reason
+TOO_SHORT = audio_errors.AudioTooShortError.reason
+PIPE_FAILED = audio_errors.AudioPipeError.reason
+NON_FINITE = audio_errors.AudioNonFiniteError.reason
+ALL_ZERO = audio_errors.AudioSilentError.reason
 UNKNOWN_SPEAKER = "unknown_speaker"
 NO_SPEAKER = "no_speaker"
 BAD_SHARD = "bad_shard"
 BAD_MEMBER = "bad_tar_member"
-PIPE_FAILED = "pipe_failed"
 
 # Repairs (the utterance is kept).
 MULTI_CHANNEL = "multi_channel_first_kept"
 RESAMPLED = "resampled"
-
-
-NON_FINITE = "non_finite_samples"
-ALL_ZERO = "all_zero_samples"
 
 # Example keys kept per reason in a summary (the per-key warnings list them all).
 MAX_EXAMPLES = 5

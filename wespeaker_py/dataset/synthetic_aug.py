@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from wespeaker_py.audio import INT16_SCALE, open_audio
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path
 
 
@@ -141,7 +142,9 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
 
 
 def _read_mono(path: str, sample_rate: int) -> np.ndarray:
-    audio, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    if file_rate != sample_rate:
-        raise ValueError(f"{path}: sample rate {file_rate} Hz, babble is made at {sample_rate} Hz")
-    return audio[:, 0]
+    """The first channel of ``path`` in [-1, 1], which must be at ``sample_rate``."""
+    with open_audio(path) as handle:
+        if handle.samplerate != sample_rate:
+            raise ValueError(f"{path}: sample rate {handle.samplerate} Hz, babble is made at "
+                             f"{sample_rate} Hz")
+        return handle.read_all() / np.float32(INT16_SCALE)

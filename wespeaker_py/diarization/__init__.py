@@ -1,7 +1,6 @@
 """Speaker diarization: speech activity, windowed embeddings, clustering, RTTM, DER/JER.
 
-    from wespeaker_py.diarization import Diarizer
-    result = Diarizer(model.embed_waveforms).diarize("meeting.wav")
+    result = model.diarize("meeting.wav")   # model = wespeaker_py.load_model(...)
     for turn in result.turns: print(turn.start, turn.end, turn.speaker)
 
 Modules: :mod:`.vad`, :mod:`.segmentation`, :mod:`.clustering`, :mod:`.turns`,

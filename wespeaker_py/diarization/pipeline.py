@@ -1,9 +1,10 @@
 """Who spoke when: speech regions -> windows -> embeddings -> clusters -> turns.
 
-:class:`Diarizer` holds the embedding function and the options; its
-:meth:`~Diarizer.diarize` takes a waveform at any rate and channel count and
-returns the speaker turns, and :func:`diarize_wav_scp` runs it over a Kaldi
-``wav.scp`` into one RTTM file.
+:class:`Diarizer` holds the embedding function, the model's sample rate and the
+options; its :meth:`~Diarizer.diarize` reads a recording once through the audio
+module (:func:`~wespeaker_py.audio.load_audio`: first channel, resampled to the
+model's rate, the shared checks) and returns the speaker turns, and
+:func:`diarize_wav_scp` runs it over a Kaldi ``wav.scp`` into one RTTM file.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.diarization.audio import SAMPLE_RATE, as_recording
+from wespeaker_py.audio import INT16_SCALE, load_audio
 from wespeaker_py.diarization.clustering import check_cluster_options, cluster
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
@@ -26,8 +27,9 @@ from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-# waveforms (1-D float arrays in [-1, 1], all one length) and their rate -> [N, D]
-EmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
+# windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
+# one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
+EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
 @dataclass
@@ -54,28 +56,31 @@ class DiarizationResult:
 
 
 class Diarizer:
-    """Speaker diarization with any :data:`EmbedFunction`.
+    """Speaker diarization with any :data:`EmbedFunction` of a model at ``sample_rate``.
 
-    ``SpeakerModel.embed_waveforms`` of the API is one; :mod:`.embedding` makes
-    one from a loaded front-end + model.
+    ``SpeakerModel.diarizer`` of the API makes one; :mod:`.embedding` makes the
+    function from a loaded front-end + model.
     """
 
-    def __init__(self, embed_waveforms: EmbedFunction,
+    def __init__(self, embed_windows: EmbedFunction,
                  options: Optional[DiarizationOptions] = None,
-                 vad: Optional[VoiceActivityDetector] = None):
-        self.embed_waveforms = embed_waveforms
+                 vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000):
+        self.embed_windows = embed_windows
         self.options = options or DiarizationOptions()
         self.vad = vad or build_vad(self.options.vad)
+        self.sample_rate = sample_rate
 
     def diarize(self, audio: Any, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
                 max_speakers: Optional[int] = None) -> DiarizationResult:
         """Turns of a recording: a file (or ``command |``), or an array/tensor at ``sample_rate``.
 
-        Arrays are ``[samples]`` or two-axis with channels (averaged); floats in
-        [-1, 1] or int16. The number of speakers is ``num_speakers`` when given, else estimated
+        Arrays are ``[samples]`` or two-axis with channels (the first is kept); floats
+        in [-1, 1] or int16. Audio the shared checks refuse (missing, unreadable,
+        empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
+        The number of speakers is ``num_speakers`` when given, else estimated
         within ``[min_speakers, max_speakers]`` (defaults from the options).
-        Silence gives no turns; speech shorter than a window gives one turn.
+        Audio without speech gives no turns; speech shorter than a window gives one turn.
         """
         opts = self.options
         num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
@@ -84,22 +89,23 @@ class Diarizer:
         check_cluster_options(opts.cluster_method, num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
-        audio = as_recording(audio, sample_rate, SAMPLE_RATE)
+        rate = self.sample_rate
+        audio = load_audio(audio, rate, sample_rate)
         seconds["load"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        speech = self.vad(audio, SAMPLE_RATE)
+        speech = self.vad(audio / np.float32(INT16_SCALE), rate)
         seconds["vad"] = time.perf_counter() - clock
         windows = subsegments(speech, opts.window, opts.shift)
         if not windows:
             return DiarizationResult([], speech, 0, seconds)
 
         clock = time.perf_counter()
-        window_samples = int(round(opts.window * SAMPLE_RATE))
+        window_samples = int(round(opts.window * rate))
         # Every window is repeated to the full length (np.resize, as WeSpeaker pads
         # short ones), so they batch together and short ones still fill the model's input.
-        pieces = [np.resize(audio[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))],
-                            window_samples) for a, b in windows]
-        embeddings = np.asarray(self.embed_waveforms(pieces, SAMPLE_RATE))
+        pieces = [np.resize(audio[int(round(a * rate)):int(round(b * rate))], window_samples)
+                  for a, b in windows]
+        embeddings = np.asarray(self.embed_windows(pieces))
         seconds["embed"] = time.perf_counter() - clock
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "

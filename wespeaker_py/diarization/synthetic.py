@@ -16,11 +16,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.diarization.audio import SAMPLE_RATE, load_recording
+from wespeaker_py.audio import INT16_SCALE, is_pipe, load_audio
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.diarization.vad import EnergyVAD, Region, RegionRules
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path, read_key_value, read_lines
+
+# the rate conversations are built and written at
+SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -53,7 +56,7 @@ class SpeakerCorpus:
             speaker = utt2spk[utt]
             if (allowed is None or speaker in allowed) and utt in wav_scp:
                 path = wav_scp[utt]
-                if not os.path.isabs(path) and not path.rstrip().endswith("|"):
+                if not os.path.isabs(path) and not is_pipe(path):
                     path = os.path.join(corpus_dir, path)
                 self.utterances.setdefault(speaker, []).append(path)
         if not self.utterances:
@@ -67,9 +70,10 @@ class SpeakerCorpus:
         return sorted(self.utterances)
 
     def speech(self, path: str) -> Tuple[np.ndarray, List[Region]]:
-        """An utterance (16 kHz) cut to its first and last speech, and its speech regions."""
+        """An utterance (16 kHz, float in [-1, 1]) cut to its first and last speech, and its
+        speech regions."""
         if path not in self._cache:
-            audio = load_recording(path, SAMPLE_RATE)
+            audio = load_audio(path, SAMPLE_RATE) / np.float32(INT16_SCALE)
             regions = self._vad(audio, SAMPLE_RATE) or [(0.0, audio.size / SAMPLE_RATE)]
             first, last = regions[0][0], regions[-1][1]
             audio = audio[int(first * SAMPLE_RATE):int(last * SAMPLE_RATE)]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.checks import compare_with_eager
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _padded_fft_size,
@@ -44,7 +45,6 @@ OUTPUT_NAME = "embs"
 KIND = "waveform_embedding"
 KIND_KEY = "wespeaker_py_kind"
 INFO_KEY = "wespeaker_py_info"
-INT16_SCALE = 32768.0
 # lengths (seconds) of the random waveforms the export is checked on
 CHECK_SECONDS = (1.0, 2.37, 4.1)
 

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.config import ConfigError, DatasetArgs, UpstreamArgs, as_dataset_args
 from wespeaker_py.frontend.specaug import apply_cmn
 from wespeaker_py.frontend.wavlm_convert import load_hf_directory, load_original_checkpoint
@@ -51,7 +52,6 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 DEFAULT_DOWNLOAD_DIR = "./s3prl_hub"
-INT16_SCALE = 1.0 / 32768.0
 MIN_SECONDS = 0.05
 UPSTREAM_PREFIX = "frontend.upstream."
 
@@ -115,7 +115,7 @@ class SSLFrontend(nn.Module):
                  normalize_hidden_states: bool = False, norm_mean: bool = True,
                  norm_var: bool = False, gradient_checkpointing: bool = False,
                  lr_scale: float = 1.0, frozen_bf16: bool = True,
-                 wav_scale: float = INT16_SCALE) -> None:
+                 wav_scale: float = 1.0 / INT16_SCALE) -> None:
         super().__init__()
         config = upstream.config
         self.upstream = upstream

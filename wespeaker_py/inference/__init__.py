@@ -17,8 +17,8 @@ from wespeaker_py.inference.embedding import (ExtractionSummary, embed_utterance
 from wespeaker_py.inference.jobs import extract_embeddings_parallel, split_data_list
 from wespeaker_py.inference.model_loading import (SpeakerEmbedder, load_embedder,
                                                   load_speaker_model, read_model_config)
-from wespeaker_py.inference.writer import (merge_embedding_arks, open_embedding_writer,
-                                           scp_path_for)
+from wespeaker_py.inference.parts import merge_embedding_arks
+from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
 
 __all__ = ["ExtractionSummary", "LengthBuckets", "RandomChunker", "SpeakerEmbedder",
            "embed_utterances", "extract_embeddings", "extract_embeddings_parallel",

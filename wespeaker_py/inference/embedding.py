@@ -32,7 +32,8 @@ from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.workdir import ExtractionWork
-from wespeaker_py.inference.writer import EmbeddingWriter, open_part_writer, recover_part
+from wespeaker_py.inference.parts import open_part_writer, recover_part
+from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.logging_utils import get_logger
@@ -159,7 +160,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
     later call with the same arguments continues after the last complete one (see
-    :func:`~wespeaker_py.inference.writer.open_part_writer`). The summary counts
+    :func:`~wespeaker_py.inference.parts.open_part_writer`). The summary counts
     this call's embeddings and skips; ``resumed`` the embeddings found in the part.
     With ``chunk_frames`` every utterance is embedded from one random chunk of that
     many frames, drawn from ``chunk_seed`` and its key.

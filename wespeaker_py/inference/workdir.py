@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional
 
 from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.dataset.lists import read_list_file
-from wespeaker_py.inference.writer import merge_embedding_arks, recover_part, scp_path_for
+from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
+from wespeaker_py.io.ark import scp_path_for
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
 from wespeaker_py.utils.logging_utils import get_logger

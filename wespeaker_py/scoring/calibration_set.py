@@ -13,9 +13,9 @@ import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-import soundfile
 from tqdm import tqdm
 
+from wespeaker_py.audio import AudioCheckError, is_pipe, open_audio
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
 
 SHORT_RANGE = (2.0, 6.0)
@@ -31,15 +31,15 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
     entries = list(iter_table(wav_scp, min_fields=2))
     with atomic_open(utt2dur_path, "w", encoding="utf-8") as out:
         for line_no, fields in tqdm(entries, desc="utt2dur", unit="utt"):
-            if len(fields) != 2 or fields[1].endswith("|"):
+            if len(fields) != 2 or is_pipe(fields[1]):
                 raise DataFormatError(wav_scp, line_no,
                                       "expected '<utt> <audio path>' (pipes are not supported)")
             try:
-                info = soundfile.info(fields[1])
-            except (RuntimeError, OSError) as error:  # soundfile raises both
+                with open_audio(fields[1]) as handle:
+                    duration = handle.frames / float(handle.samplerate)
+            except AudioCheckError as error:
                 raise DataFormatError(wav_scp, line_no,
                                       f"cannot read {fields[1]!r}: {error}") from error
-            duration = info.frames / float(info.samplerate)
             out.write(f"{fields[0]} {duration:.4f}\n")
             count += 1
             total += duration

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from wespeaker_py.utils.device import resolve_device
-from wespeaker_py.scoring.embeddings import (EmbeddingTable, compute_mean_vector,
-                                             load_embeddings, load_mean_vector,
-                                             save_mean_vector)
+from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
+from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
                                         read_trials, write_score_file)
 from wespeaker_py.utils.logging_utils import get_logger

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from wespeaker_py.scoring.cosine import length_normalize
 from wespeaker_py.utils.device import resolve_device
-from wespeaker_py.scoring.embeddings import load_embeddings, load_mean_vector
+from wespeaker_py.io.ark import load_embeddings
+from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_score_file, write_score_file
 from wespeaker_py.utils.logging_utils import get_logger
 

@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import scipy.sparse
 
-from wespeaker_py.scoring.embeddings import EmbeddingTable, load_embeddings
+from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
 from wespeaker_py.utils.file_utils import read_key_value

@@ -1,54 +1,28 @@
-"""Opening utterances with soundfile and reading mono frames from them.
+"""Opening audio files, Kaldi pipes and in-memory bytes, and reading frames from them.
 
 An :class:`AudioHandle` gives the header facts (frames, sample rate, channels)
 without decoding, and ``read(start, count)`` decodes only the frames asked for
-(soundfile seeks in WAV and FLAC files and in-memory tar members alike).
-Samples come back as float32 on the int16 scale that Kaldi and WeSpeaker use.
-
-Problems are raised as :class:`AudioError` carrying one of the reasons of
-:mod:`wespeaker_py.dataset.stats`, so the pipeline can count and skip them.
+(soundfile seeks in WAV and FLAC files and in-memory tar members alike), so
+the training pipeline reads only its chunk. Samples come back as the first
+channel, float32 on the int16 scale (:data:`~wespeaker_py.audio.samples.INT16_SCALE`).
 """
 from __future__ import annotations
 
 import io
 import os
 import subprocess
-from typing import Optional, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 
-from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.lists import Segments, Utterance
-from wespeaker_py.errors import AudioInputError
+from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, AudioPipeError,
+                                       AudioTruncatedError, AudioUnreadableError)
+from wespeaker_py.audio.samples import INT16_SCALE, mix_to_mono
 
-INT16_SCALE = 32768.0
-
-
-class AudioError(AudioInputError):
-    """An utterance that cannot be used; ``reason`` is a stats reason, ``detail`` says why."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
-    """Return ``samples``, or raise :class:`AudioError` when no model should see them.
-
-    NaN or infinite samples (a broken float WAV) and all-zero audio (digital
-    silence, a file of zeros) are refused here, where audio is read, so that
-    they are counted as skips instead of reaching a model.
-    """
-    finite = np.isfinite(samples)
-    if not finite.all():
-        bad = int(samples.size - np.count_nonzero(finite))
-        raise AudioError(reasons.NON_FINITE,
-                         f"{name}: {bad} of {samples.size} samples are NaN or infinite")
-    if not samples.any():
-        raise AudioError(reasons.ALL_ZERO, f"{name}: all {samples.size} samples are zero")
-    return samples
+def is_pipe(wav: str) -> bool:
+    """True for a Kaldi ``wav.scp`` entry that is a command ending in ``|``."""
+    return wav.rstrip().endswith("|")
 
 
 class AudioHandle:
@@ -59,13 +33,13 @@ class AudioHandle:
         try:
             self._file = sf.SoundFile(source)
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioError(reasons.NOT_AUDIO, f"{name}: {err}") from None
+            raise AudioUnreadableError(f"{name}: not readable audio ({err})") from None
         self.frames = int(self._file.frames)
         self.samplerate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         if self.frames <= 0:
             self.close()
-            raise AudioError(reasons.EMPTY, f"{name}: no audio frames")
+            raise AudioEmptyError(f"{name}: no audio frames")
 
     @property
     def header_disagrees_with_size(self) -> bool:
@@ -87,11 +61,11 @@ class AudioHandle:
             self._file.seek(start)
             data = self._file.read(count, dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioError(reasons.TRUNCATED, f"{self.name}: decoding failed: {err}") from None
+            raise AudioTruncatedError(f"{self.name}: decoding failed: {err}") from None
         if data.shape[0] < count:
-            raise AudioError(reasons.TRUNCATED,
-                             f"{self.name}: got {data.shape[0]} of {count} frames from {start}")
-        mono = np.ascontiguousarray(data[:, 0])
+            raise AudioTruncatedError(f"{self.name}: got {data.shape[0]} of {count} frames "
+                                      f"from {start}")
+        mono = mix_to_mono(data)
         mono *= INT16_SCALE
         return mono
 
@@ -115,7 +89,7 @@ class ArrayHandle:
 
     def __init__(self, samples: np.ndarray, samplerate: int, name: str, channels: int = 1):
         if samples.size == 0:
-            raise AudioError(reasons.EMPTY, f"{name}: no audio frames")
+            raise AudioEmptyError(f"{name}: no audio frames")
         self.name = name
         self.samples = samples
         self.frames = int(samples.size)
@@ -144,41 +118,48 @@ class ArrayHandle:
         self.close()
 
 
-def _run_pipe(command: str, name: str) -> bytes:
+def read_pipe(command: str, name: str) -> bytes:
+    """Standard output of a Kaldi ``wav.scp`` command (given without its ``|``)."""
     result = subprocess.run(command, shell=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, check=False)
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", "replace").strip()[-200:]
-        raise AudioError(reasons.PIPE_FAILED,
-                         f"{name}: '{command}' exited with {result.returncode}: {message}")
+        raise AudioPipeError(f"{name}: '{command}' exited with {result.returncode}: {message}")
     return result.stdout
 
 
 def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
                name: str = "") -> AudioHandle:
-    """Open a file path, a Kaldi pipe command ending in ``|``, or in-memory bytes."""
+    """Open a file path, a Kaldi pipe command ending in ``|``, or in-memory bytes.
+
+    Raises :class:`AudioMissingError`, :class:`AudioEmptyError`,
+    :class:`AudioUnreadableError` or :class:`AudioPipeError` naming ``name``
+    (default: the path).
+    """
     name = name or (wav or "<bytes>")
     if data is None:
         if wav is None:
             raise ValueError("open_audio needs a path or bytes")
-        if wav.rstrip().endswith("|"):
-            data = _run_pipe(wav.rstrip()[:-1], name)
+        if is_pipe(wav):
+            data = read_pipe(wav.rstrip()[:-1], name)
         else:
             try:
                 size = os.path.getsize(wav)
             except FileNotFoundError:
-                raise AudioError(reasons.MISSING, f"{wav} does not exist") from None
+                raise AudioMissingError(f"{wav} does not exist") from None
             except OSError as err:
-                raise AudioError(reasons.MISSING, f"{wav}: {err}") from None
+                raise AudioMissingError(f"{wav}: {err}") from None
+            if os.path.isdir(wav):
+                raise AudioUnreadableError(f"{wav}: is a folder, not an audio file")
             if size == 0:
-                raise AudioError(reasons.EMPTY, f"{wav} is empty")
+                raise AudioEmptyError(f"{wav} is empty")
             return AudioHandle(wav, name)
     if len(data) == 0:
-        raise AudioError(reasons.EMPTY, f"{name}: no bytes")
+        raise AudioEmptyError(f"{name}: no bytes")
     return AudioHandle(io.BytesIO(data), name)
 
 
-def apply_vad(handle: AudioHandle, segments: Segments) -> ArrayHandle:
+def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
     """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle."""
     rate = handle.samplerate
     pieces = []
@@ -189,12 +170,3 @@ def apply_vad(handle: AudioHandle, segments: Segments) -> ArrayHandle:
             pieces.append(handle.read(start, end - start))
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     return ArrayHandle(samples, rate, handle.name, handle.channels)
-
-
-def open_utterance(utt: Utterance):
-    """Open an :class:`Utterance` (path, pipe or bytes; VAD segments applied)."""
-    handle = open_audio(utt.wav, utt.data, name=utt.key)
-    if utt.vad is None:
-        return handle
-    with handle:
-        return apply_vad(handle, utt.vad)

@@ -1,4 +1,4 @@
-"""Sample-rate conversion for the input pipeline (soxr, chosen by bench/bench_pipeline.py).
+"""Sample-rate conversion (soxr, chosen by bench/bench_pipeline.py): the one resampler.
 
 On the ratios the pipeline uses (speed 0.9/1.1, 8k->16k, 44.1k->16k) soxr "HQ"
 took a half to a sixth of the time of ``scipy.signal.resample_poly`` with its
@@ -21,11 +21,3 @@ def resample(samples: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray
         return samples
     out = soxr.resample(samples, in_rate, out_rate, quality=QUALITY)
     return np.asarray(out, dtype=np.float32)
-
-
-def tile_to_length(samples: np.ndarray, length: int) -> np.ndarray:
-    """Repeat a short signal end to end and cut it to ``length`` (WeSpeaker's padding)."""
-    if samples.size >= length:
-        return samples[:length]
-    repeats = length // samples.size + 1
-    return np.tile(samples, repeats)[:length]

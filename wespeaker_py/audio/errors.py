@@ -1,0 +1,64 @@
+"""The named errors of audio that no model should see, one class per check.
+
+Each derives from :class:`~wespeaker_py.errors.AudioInputError` (so the command
+line prints it as one line and exits 2) and carries ``reason``, the short name
+the training pipeline counts a skipped utterance under
+(:class:`~wespeaker_py.dataset.stats.SkipSummary`). The message names the input.
+"""
+from __future__ import annotations
+
+from wespeaker_py.errors import AudioInputError
+
+
+class AudioCheckError(AudioInputError):
+    """Audio refused by a check of :mod:`wespeaker_py.audio`; ``reason`` names the check."""
+
+    reason = "bad_audio"
+
+
+class AudioMissingError(AudioCheckError):
+    """The file does not exist (or cannot be opened)."""
+
+    reason = "missing_file"
+
+
+class AudioUnreadableError(AudioCheckError):
+    """The input is not audio that soundfile can decode (or is a folder)."""
+
+    reason = "not_audio"
+
+
+class AudioPipeError(AudioUnreadableError):
+    """A Kaldi ``command |`` entry exited with an error."""
+
+    reason = "pipe_failed"
+
+
+class AudioTruncatedError(AudioUnreadableError):
+    """Decoding stopped before the frames the file promises (a cut FLAC, a broken stream)."""
+
+    reason = "truncated"
+
+
+class AudioEmptyError(AudioCheckError):
+    """The file or array holds no samples."""
+
+    reason = "empty_file"
+
+
+class AudioTooShortError(AudioCheckError):
+    """Fewer samples than the reader (or the model) needs."""
+
+    reason = "too_short"
+
+
+class AudioNonFiniteError(AudioCheckError):
+    """Some samples are NaN or infinite (a broken float WAV)."""
+
+    reason = "non_finite_samples"
+
+
+class AudioSilentError(AudioCheckError):
+    """Every sample is zero: digital silence, nothing to embed."""
+
+    reason = "all_zero_samples"

@@ -1,0 +1,76 @@
+"""One whole input -- a path, a ``command |``, an array or a tensor -> checked model samples."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from wespeaker_py.audio.errors import AudioInputError
+from wespeaker_py.audio.files import open_audio
+from wespeaker_py.audio.resample import resample
+from wespeaker_py.audio.samples import (check_samples, first_channel, to_int16_scale,
+                                        warn_if_narrowband)
+
+# what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
+AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
+
+
+def describe_audio(audio: AudioLike) -> str:
+    """A short name of an input for messages: the path, or the array's shape."""
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    shape = getattr(audio, "shape", None)
+    return f"<{type(audio).__name__} of shape {tuple(shape)}>" if shape is not None \
+        else f"<{type(audio).__name__}>"
+
+
+def read_whole(handle, target_rate: int) -> np.ndarray:
+    """All of an open handle's samples at ``target_rate`` (resampled once, no checks)."""
+    return resample(handle.read_all(), float(handle.samplerate), float(target_rate))
+
+
+def _as_numpy(audio: Any, name: str) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        return audio
+    if hasattr(audio, "detach") and hasattr(audio, "cpu"):   # a torch tensor
+        return audio.detach().cpu().numpy()
+    raise AudioInputError(f"{name}: cannot use a {type(audio).__name__} as audio: pass a "
+                          f"file path, a NumPy array or a torch tensor")
+
+
+def _check_rate(sample_rate: Any, name: str) -> int:
+    if sample_rate is None:
+        raise AudioInputError(f"{name}: give sample_rate= with an array or tensor")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or sample_rate <= 0:
+        raise AudioInputError(f"{name}: sample_rate must be a positive integer, "
+                              f"got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
+               name: Optional[str] = None) -> np.ndarray:
+    """Model samples of a whole input: mono float32 on the int16 scale at ``target_rate``.
+
+    ``audio`` is a file path or Kaldi ``command |`` (its own rate; ``sample_rate``
+    is ignored), or a NumPy array / torch tensor at ``sample_rate`` (``[samples]``
+    or two-axis with channels; floats in [-1, 1], int16 as stored). The first
+    channel is kept and resampled once to ``target_rate``. Every check of
+    :func:`~wespeaker_py.audio.samples.check_samples` applies; each failure
+    raises its named :class:`~wespeaker_py.audio.errors.AudioCheckError` (or an
+    ``AudioInputError`` for a wrong type or shape) naming the input, ``name``
+    when given. Audio at 8 kHz or lower for a 16 kHz model is warned about.
+    """
+    name = name or describe_audio(audio)
+    if isinstance(audio, (str, os.PathLike)):
+        with open_audio(os.fspath(audio), name=name) as handle:
+            rate = handle.samplerate
+            samples = handle.read_all()
+    else:
+        rate = _check_rate(sample_rate, name)
+        samples = to_int16_scale(first_channel(_as_numpy(audio, name), name), name)
+        check_samples(samples, name)
+    warn_if_narrowband(rate, target_rate, name)
+    samples = resample(np.ascontiguousarray(samples), float(rate), float(target_rate))
+    return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32)

@@ -1,0 +1,93 @@
+"""The per-job parts of an extraction: resumable ark/scp pairs, and their merge.
+
+Parts are appended to batch by batch (:func:`open_part_writer`), so that a
+killed run leaves every finished embedding on disk, and the next run continues
+after the last complete one; :func:`merge_embedding_arks` then writes the final
+ark/scp atomically. The ark/scp format itself is :mod:`wespeaker_py.io.ark`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Iterator, List, Sequence
+
+import kaldiio
+import numpy as np
+
+from wespeaker_py.io.ark import EmbeddingWriter, open_embedding_writer, scp_path_for
+
+
+def merge_embedding_arks(part_arks: Sequence[str], out_ark: str) -> int:
+    """Concatenate per-job ark/scp pairs into ``out_ark`` and its scp; return the entry count.
+
+    The vectors' bytes are copied, not re-encoded, so the merged embeddings are
+    bit-identical to the parts. A key found in two parts is an error.
+    """
+    with open_embedding_writer(out_ark) as writer:
+        for part in part_arks:
+            writer.append_ark(part)
+    return writer.count
+
+
+def _entry_size(key: str, vector: np.ndarray) -> int:
+    buffer = io.BytesIO()
+    kaldiio.save_ark(buffer, {key: np.asarray(vector, dtype=np.float32)})
+    return len(buffer.getvalue())
+
+
+def _complete_scp_lines(scp_path: str) -> List[str]:
+    """The newline-terminated lines of a part's scp (a killed writer may leave half a line)."""
+    if not os.path.exists(scp_path):
+        return []
+    with open(scp_path, "r", encoding="utf-8", errors="replace") as handle:
+        return [line for line in handle if line.endswith("\n") and line.strip()]
+
+
+def recover_part(part_ark: str) -> List[str]:
+    """Cut a part ark/scp back to its last complete embedding; return the keys it holds.
+
+    An scp line is written only after the ark entry it names; a kill can still
+    leave an entry without its line, half an entry, or half a line. Entries are
+    checked from the end until one reads back whole; the ark is truncated after
+    it and the scp rewritten to the lines before it.
+    """
+    scp_path = scp_path_for(part_ark)
+    lines = _complete_scp_lines(scp_path)
+    ark_size = os.path.getsize(part_ark) if os.path.exists(part_ark) else 0
+    end = 0
+    while lines:
+        key, _, location = lines[-1].strip().partition(" ")
+        path, _, offset = location.rpartition(":")
+        try:
+            if os.path.abspath(path) != os.path.abspath(part_ark):
+                raise ValueError("points into another ark")
+            vector = kaldiio.load_mat(location)
+            end = int(offset) - len((key + " ").encode("utf-8")) + _entry_size(key, vector)
+            if end <= ark_size:
+                break
+        except Exception:  # noqa: BLE001 -- any failure to read back means "incomplete"
+            pass
+        lines.pop()
+        end = 0
+    with open(part_ark, "ab") as ark:
+        ark.truncate(end)
+    with open(scp_path, "w", encoding="utf-8") as scp:
+        scp.writelines(lines)
+    return [line.split(maxsplit=1)[0] for line in lines]
+
+
+@contextlib.contextmanager
+def open_part_writer(part_ark: str) -> Iterator[EmbeddingWriter]:
+    """Append to a resumable part ark/scp (created if absent), after :func:`recover_part`.
+
+    The writer knows the keys already in the part and refuses to write them again,
+    and hands each entry to the OS as it is written, so a kill loses nothing written.
+    """
+    part_ark = os.path.abspath(part_ark)
+    done = recover_part(part_ark)
+    with open(part_ark, "r+b") as ark_handle, \
+            open(scp_path_for(part_ark), "a", encoding="utf-8") as scp_handle:
+        ark_handle.seek(0, os.SEEK_END)
+        yield EmbeddingWriter(ark_handle, scp_handle, part_ark, existing_keys=done,
+                              flush_each=True)
