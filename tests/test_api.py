@@ -18,7 +18,7 @@ from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
 from wespeaker_py.frontend import FbankFeatures
-from wespeaker_py.models.checkpoint import CheckpointMismatchError
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.scoring.embeddings import load_embeddings
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.trials import read_trials

@@ -56,8 +56,8 @@ class DiarizationResult:
 class Diarizer:
     """Speaker diarization with any :data:`EmbedFunction`.
 
-    ``SpeakerModel.embed_waveforms`` of the API is one; :mod:`.embedding` makes
-    one from a loaded front-end + model.
+    ``SpeakerModel.embed_waveforms`` of the API is the one a trained model
+    gives (it runs the runtime layer's embedding loop).
     """
 
     def __init__(self, embed_waveforms: EmbedFunction,
