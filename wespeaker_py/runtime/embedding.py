@@ -14,7 +14,7 @@ skips and counts it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +30,23 @@ NON_FINITE = "non_finite_embedding"
 DEFAULT_BUFFER_BYTES = 256 << 20
 
 
+class Backend(Protocol):
+    """What the loop drives: :class:`~wespeaker_py.runtime.engine.TorchBackend` or the
+    API's ONNX backend."""
+
+    sample_rate: int
+    min_seconds: float
+
+    def prepare(self, wav: Any) -> Any:
+        """What is batched for one int16-scale waveform (features, or the waveform)."""
+
+    def is_too_short(self, prepared: Any) -> bool:
+        """Whether ``prepared`` is shorter than the model's shortest input."""
+
+    def embed(self, batch: Any) -> np.ndarray:
+        """``[B, E]`` float32 embeddings of a batch of equal-length prepared inputs."""
+
+
 @dataclass
 class Outcome:
     """One input's result: its ``embedding``, or None with a ``skip`` reason and ``detail``."""
@@ -40,15 +57,14 @@ class Outcome:
     detail: str = ""
 
 
-def embed_stream(backend, items: Iterable[Tuple[str, Any]], batch_size: int,
+def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size: int,
                  read: Optional[Callable[[Any], Any]] = None,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, progress: bool = False,
                  desc: str = "embedding", total: Optional[int] = None,
                  position: int = 0) -> Iterator[Outcome]:
     """An :class:`Outcome` for every ``(key, audio)`` of ``items``, as batches complete.
 
-    ``backend`` is a :class:`~wespeaker_py.runtime.engine.TorchBackend` or the
-    API's ONNX backend. ``audio`` is an int16-scale waveform at the backend's
+    ``audio`` is an int16-scale waveform at the backend's
     rate, or, with ``read``, what ``read`` turns into one (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
     Outcomes come in batch order, not input order. ``progress`` shows a tqdm

@@ -2,8 +2,8 @@
 
 :class:`TorchBackend` turns one waveform into what is batched (its fbank or SSL
 features, so that batches group inputs of equal frame count) and a batch of
-those into embeddings. The API's ONNX backend offers the same four members
-(``sample_rate``, ``min_seconds``, ``prepare``, ``is_too_short``, ``embed``), so
+those into embeddings. The API's ONNX backend offers the same members
+(:class:`~wespeaker_py.runtime.embedding.Backend`), so
 :func:`~wespeaker_py.runtime.embedding.embed_stream` runs either.
 """
 from __future__ import annotations
