@@ -1,6 +1,7 @@
 """Extraction throughput on the mini test set: ``bin.extract`` and ``SpeakerModel.embed_many``.
 
     flock -x /tmp/wsp_cpu.lock python bench/bench_extract.py [--rounds 3 --threads 2]
+        [--paths bin.extract,embed_many]
 
 The mini recipe's model (examples/mini/conf/ecapa_tdnn.yaml: ECAPA_TDNN_c512,
 80-dim fbank, 192-dim embedding; random weights, as speed does not depend on
@@ -10,7 +11,8 @@ as stage 4 of the recipe does: ``python -m wespeaker_py.bin.extract`` with
 files through ``load_model(folder).embed_many(wav.scp, batch_size=16)``. Each
 figure is the wall time of the whole call (reading, fbank, model, writing),
 best and median of ``--rounds`` runs with the two calls alternating, as utterances
-and seconds of audio per second.
+and seconds of audio per second. The code timed is the ``wespeaker_py`` on
+``PYTHONPATH`` (printed), so two trees can be compared by alternating runs.
 """
 from __future__ import annotations
 

@@ -105,7 +105,6 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
     return summary
 
 
-@torch.inference_mode()
 def _check_chunk_fits(backend: TorchBackend, chunker: RandomChunker) -> None:
     """Refuse a chunk too short for the model now, rather than skip every utterance."""
     frames = backend.prepare(torch.zeros(chunker.chunk_len)).shape[0]
