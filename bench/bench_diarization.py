@@ -33,13 +33,15 @@ CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def random_model_embed(name: str, batch: int):
-    from wespeaker_py.diarization.embedding import embedder_function
+    from wespeaker_py.api.model import SpeakerModel
     from wespeaker_py.frontend.features import FbankFeatures
-    from wespeaker_py.inference.model_loading import SpeakerEmbedder
     from wespeaker_py.models import get_model
-    model = get_model(name, feat_dim=80, embed_dim=192 if "ECAPA" in name else 256).eval()
-    return embedder_function(SpeakerEmbedder(FbankFeatures(num_mel_bins=80), model),
-                             batch_size=batch)
+    from wespeaker_py.runtime import SpeakerEmbedder, TorchBackend
+    network = get_model(name, feat_dim=80, embed_dim=192 if "ECAPA" in name else 256).eval()
+    backend = TorchBackend(SpeakerEmbedder(FbankFeatures(num_mel_bins=80), network),
+                           torch.device("cpu"))
+    model = SpeakerModel(backend, name, "random weights")
+    return lambda waveforms, sample_rate: model.embed_waveforms(waveforms, sample_rate, batch)
 
 
 def timed(function, *args):

@@ -289,7 +289,7 @@ def step_fbank(work: str, sizes: Sizes) -> str:
 def step_extraction(work: str, sizes: Sizes) -> str:
     import torch
 
-    from wespeaker_py.inference.embedding import extract_embeddings
+    from wespeaker_py.inference.extraction import extract_embeddings
     from wespeaker_py.train import builder
     device = _device()
     config = _training_config(work, sizes, "ResNet34", False, False, False)
@@ -509,7 +509,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if fork:
         import torch
         torch.set_num_threads(1)  # tiny sizes: more threads only spin
-        import wespeaker_py.inference.embedding  # noqa: F401
+        import wespeaker_py.inference.extraction  # noqa: F401
         import wespeaker_py.scoring.norm  # noqa: F401
         import wespeaker_py.train.trainer  # noqa: F401,F811
     started = time.monotonic()

@@ -19,7 +19,7 @@ from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
 from wespeaker_py.frontend import FbankFeatures
 from wespeaker_py.io.ark import load_embeddings
-from wespeaker_py.models.checkpoint import CheckpointMismatchError
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.trials import read_trials
 

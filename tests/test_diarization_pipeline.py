@@ -7,14 +7,14 @@ import soundfile as sf
 import torch
 
 from wespeaker_py.diarization import DiarizationOptions, Diarizer, diarize_wav_scp, read_rttm
-from wespeaker_py.diarization.embedding import embedder_function
 from wespeaker_py.diarization.metrics import score_recordings
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.synthetic import (SpeakerCorpus, build_conversation,
                                                 write_conversations)
 from wespeaker_py.diarization.vad import EnergyVAD
 from wespeaker_py.frontend.features import FbankFeatures
-from wespeaker_py.inference.model_loading import SpeakerEmbedder
+from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.runtime import SpeakerEmbedder, TorchBackend
 from wespeaker_py.models import get_model
 from wespeaker_py.utils.file_utils import DataFormatError
 from tests.inference_helpers import TINY_XVEC_ARGS, randomise_batchnorm
@@ -45,7 +45,9 @@ def tiny_embed():
     model = get_model("XVEC", **TINY_XVEC_ARGS)
     randomise_batchnorm(model)
     frontend = FbankFeatures(num_mel_bins=TINY_XVEC_ARGS["feat_dim"])
-    return embedder_function(SpeakerEmbedder(frontend, model.eval()), batch_size=8)
+    backend = TorchBackend(SpeakerEmbedder(frontend, model.eval()), torch.device("cpu"))
+    model = SpeakerModel(backend, "XVEC", "tiny x-vector")
+    return lambda waveforms, sample_rate: model.embed_waveforms(waveforms, sample_rate, 8)
 
 
 def oracle_embed(audio, reference, speakers, vad, options):

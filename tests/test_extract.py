@@ -13,16 +13,17 @@ from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_corpus, make_exper
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.bin.extract import parse_gpus
 from wespeaker_py.frontend import FbankFeatures
-from wespeaker_py.inference import (LengthBuckets, SpeakerEmbedder, embed_utterances,
-                                    extract_embeddings, extract_embeddings_parallel,
-                                    load_embedder, load_speaker_model, merge_embedding_arks,
-                                    min_valid_frames, open_embedding_writer, read_model_config,
-                                    split_data_list)
+from wespeaker_py.config import load_model_config
+from wespeaker_py.inference import (embed_utterances, extract_embeddings,
+                                    extract_embeddings_parallel, merge_embedding_arks,
+                                    open_embedding_writer, split_data_list)
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.inference.embedding import NON_FINITE, TOO_SHORT
+from wespeaker_py.inference.extraction import NON_FINITE, TOO_SHORT
+from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, load_embedder,
+                                  min_valid_frames)
 from wespeaker_py.models import get_model
 from wespeaker_py.io.ark import load_embeddings
-from wespeaker_py.models.checkpoint import CheckpointMismatchError
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.utils.file_utils import DataFormatError
 
 # Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
@@ -35,7 +36,7 @@ XVEC_MIN_FRAMES = 14 + 2  # 14 frames of TDNN context, then a std over >= 2 fram
 def experiment(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("exp"))
     config_path, checkpoint, network = make_experiment(root)
-    return {"config_path": config_path, "config": read_model_config(config_path),
+    return {"config_path": config_path, "config": load_model_config(config_path),
             "checkpoint": checkpoint, "network": network, "root": root}
 
 
@@ -112,6 +113,8 @@ def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp
 
 def test_batches_hold_only_equal_lengths_and_match_one_by_one(experiment, corpus):
     embedder = load_embedder(experiment["config"], experiment["checkpoint"])
+    backend = TorchBackend(embedder, torch.device("cpu"))
+    assert backend.min_frames == XVEC_MIN_FRAMES  # found before the hook counts batches
     batch_shapes = []
     embedder.model.register_forward_hook(
         lambda module, inputs, output: batch_shapes.append(tuple(inputs[0].shape)))
@@ -125,8 +128,7 @@ def test_batches_hold_only_equal_lengths_and_match_one_by_one(experiment, corpus
             self.rows[key] = vector
 
     collected = Collect()
-    summary = embed_utterances(embedder, samples, collected, batch_size=8,
-                               device=torch.device("cpu"), min_frames=XVEC_MIN_FRAMES)
+    summary = embed_utterances(backend, samples, collected, batch_size=8)
     assert summary.extracted == len(samples)
     assert sorted(shape[0] for shape in batch_shapes) == [1, 1, 1, 2, 3]
     assert {shape[1] for shape in batch_shapes if shape[0] == 3} == {98}
@@ -150,8 +152,8 @@ def test_a_non_finite_embedding_is_skipped_not_written(tmp_path):
                {"key": "silence", "wav": torch.zeros(8000)}]
     ark = str(tmp_path / "xvector.ark")
     with open_embedding_writer(ark) as writer:
-        summary = embed_utterances(embedder, samples, writer, batch_size=2,
-                                   device=torch.device("cpu"), min_frames=2)
+        summary = embed_utterances(TorchBackend(embedder, torch.device("cpu")), samples,
+                                   writer, batch_size=2)
     assert summary.extracted == 1 and summary.skipped == {NON_FINITE: 1}
     embeddings = read_ark(ark)
     assert list(embeddings) == ["speech"] and np.isfinite(embeddings["speech"]).all()
@@ -186,8 +188,8 @@ def test_bare_and_training_checkpoints_load_the_same(tmp_path):
     dict_config, dict_ckpt, _ = make_experiment(str(tmp_path / "dict"), bare=False, seed=3)
     feats = torch.randn(2, 50, FEAT_DIM)
     with torch.no_grad():
-        bare = load_speaker_model(read_model_config(bare_config), bare_ckpt)(feats)
-        full = load_speaker_model(read_model_config(dict_config), dict_ckpt)(feats)
+        bare = load_embedder(load_model_config(bare_config), bare_ckpt)(feats)
+        full = load_embedder(load_model_config(dict_config), dict_ckpt)(feats)
     torch.testing.assert_close(bare, full, rtol=0, atol=0)
 
 
@@ -363,7 +365,7 @@ def test_ssl_frontend_model_extracts_with_frozen_weights_from_the_pretrained_pat
     data_list.write_text("".join(json.dumps({"key": k, "wav": p, "spk": "s"}) + "\n"
                                  for k, p in wavs.items()))
     ark = str(tmp_path / "ssl" / "xvector.ark")
-    summary = extract_embeddings(read_model_config(str(config_path)), checkpoint, "raw",
+    summary = extract_embeddings(load_model_config(str(config_path)), checkpoint, "raw",
                                  str(data_list), ark, batch_size=2, num_workers=0,
                                  device="cpu")
     assert summary.extracted == 3

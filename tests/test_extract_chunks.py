@@ -12,7 +12,8 @@ import torch
 from inference_helpers import SAMPLE_RATE, make_experiment, read_int16_scale
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.frontend import FbankFeatures
-from wespeaker_py.inference import extract_embeddings, read_model_config
+from wespeaker_py.config import load_model_config
+from wespeaker_py.inference import extract_embeddings
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 
 # 200 frames of 10 ms / 25 ms at 16 kHz: (200 - 1) * 160 + 400 samples
@@ -61,7 +62,7 @@ def setup(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("chunks"))
     list_path, wavs = _make_corpus(root)
     config_path, checkpoint, network = make_experiment(root, calibrate=_batchnorm_from(wavs))
-    return {"config_path": config_path, "config": read_model_config(config_path),
+    return {"config_path": config_path, "config": load_model_config(config_path),
             "checkpoint": checkpoint, "network": network, "list": list_path, "wavs": wavs}
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from inference_helpers import make_corpus, make_experiment
 from wespeaker_py.bin.extract import main as extract_main
-from wespeaker_py.inference import extract_embeddings, read_model_config
+from wespeaker_py.config import load_model_config
+from wespeaker_py.inference import extract_embeddings
 from wespeaker_py.inference.workdir import work_dir_for
 from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.cli.common import run_main
@@ -27,7 +28,7 @@ def setup(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("resume"))
     config_path, checkpoint, _ = make_experiment(os.path.join(root, "exp"))
     data_list, wavs = make_corpus(os.path.join(root, "corpus"), LENGTHS)
-    return {"config_path": config_path, "config": read_model_config(config_path),
+    return {"config_path": config_path, "config": load_model_config(config_path),
             "checkpoint": checkpoint, "list": data_list, "wavs": wavs, "root": root}
 
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 from wespeaker_py.bin import average_model
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.average import average_checkpoints, select_checkpoints
-from wespeaker_py.models.checkpoint import (CheckpointMismatchError, load_model_init,
+from wespeaker_py.runtime.checkpoint import (CheckpointMismatchError, load_model_init,
                                             load_weights)
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
                                            restore_rng_state)

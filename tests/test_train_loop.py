@@ -11,7 +11,7 @@ from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.train import builder
 from wespeaker_py.train.average import average_checkpoints
-from wespeaker_py.models.checkpoint import CheckpointMismatchError
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.trainer import NonFiniteLossError, Trainer, run_training
 from wespeaker_py.config import ConfigError, as_train_config

@@ -23,7 +23,7 @@ from wespeaker_py.bin import train as train_cli  # noqa: E402
 from wespeaker_py.frontend.ssl import (SSLFrontend, frontend_param_groups,  # noqa: E402
                                        load_wavlm, with_pretrained_frontend_weights)
 from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm  # noqa: E402
-from wespeaker_py.inference.model_loading import load_embedder  # noqa: E402
+from wespeaker_py.runtime import load_embedder  # noqa: E402
 from wespeaker_py.train import builder  # noqa: E402
 from wespeaker_py.train.checkpoint import parameter_digest  # noqa: E402
 from wespeaker_py.train.distributed import DistContext  # noqa: E402

@@ -1,14 +1,25 @@
-"""ONNX export of a loaded torch :class:`~wespeaker_py.api.SpeakerModel`."""
+"""ONNX export of a loaded torch :class:`~wespeaker_py.api.SpeakerModel`.
+
+The model came from :func:`~wespeaker_py.runtime.builder.load_embedder`, as the
+one ``python -m wespeaker_py.bin.export_onnx`` exports does, and the feature-input
+graph is written by the same :func:`~wespeaker_py.export.onnx_export.export_onnx`.
+"""
 from __future__ import annotations
 
+from typing import Tuple
+
+import torch.nn as nn
+
+from wespeaker_py.config import ConfigError
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.export.checks import fbank_model
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.framing import samples_for_frames
 
 
-def _fbank_parts(model):
+def _fbank_parts(model) -> Tuple[FbankFeatures, nn.Module, int]:
     try:
         require_onnx_packages()
     except ImportError as error:
@@ -16,17 +27,17 @@ def _fbank_parts(model):
     backend = model.backend
     if backend.kind != "torch":
         raise WespeakerError(f"{model.source} is not a torch model; only those export")
-    frontend = backend.embedder.frontend
-    if not isinstance(frontend, FbankFeatures):
-        raise WespeakerError(f"{model.source}: only fbank models export to ONNX, this one "
-                             f"uses {type(frontend).__name__}")
-    return frontend, backend.embedder.model.cpu().eval()
+    try:
+        network, feat_dim = fbank_model(backend.embedder, model.source)
+    except ConfigError as error:
+        raise WespeakerError(str(error)) from None
+    return backend.embedder.frontend, network.cpu(), feat_dim
 
 
 def export_waveform_graph(model, path: str) -> float:
     """Write ``model`` (fbank front-end inside) as a waveform-input ONNX graph; see
     :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`."""
-    frontend, network = _fbank_parts(model)
+    frontend, network, _ = _fbank_parts(model)
     min_samples = samples_for_frames(model.backend.min_frames, frontend.sample_rate,
                                      frontend.frame_length, frontend.frame_shift)
     info = {"model": model.name, "sample_rate": frontend.sample_rate,
@@ -39,5 +50,5 @@ def export_waveform_graph(model, path: str) -> float:
 
 def export_feats_onnx(model, path: str) -> None:
     """Write the speaker model alone (fbank features in), as ``bin.export_onnx`` does."""
-    frontend, network = _fbank_parts(model)
-    export_onnx(network, frontend.num_mel_bins, path, mean_vec=model.mean_vec)
+    _, network, feat_dim = _fbank_parts(model)
+    export_onnx(network, feat_dim, path, mean_vec=model.mean_vec)

@@ -69,11 +69,11 @@ def _read_mean(path: str) -> Optional[np.ndarray]:
 
 
 def _torch_backend(config_path: str, checkpoint: str, device):
-    from wespeaker_py.api.backends import TorchBackend
-    from wespeaker_py.inference.model_loading import load_embedder, read_model_config
+    from wespeaker_py.config import load_model_config
+    from wespeaker_py.runtime import TorchBackend, load_embedder
     from wespeaker_py.utils.device import resolve_device
     try:
-        config = read_model_config(config_path)
+        config = load_model_config(config_path)
     except ModelSourceError:
         raise
     except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
@@ -97,7 +97,7 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         target = resolve_device(device)
     except RuntimeError as error:
         raise ModelSourceError(str(error)) from None
-    return TorchBackend(embedder, config, target), config["model"]
+    return TorchBackend(embedder, target, config.model), config.model
 
 
 def _onnx_backend(path: str, num_threads: Optional[int]):

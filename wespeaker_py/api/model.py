@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.api.calibration import (Calibration, fit_calibration,
                                           read_optional_calibration, probability,
@@ -23,7 +21,7 @@ from wespeaker_py.api.calibration import (Calibration, fit_calibration,
 from wespeaker_py.api.gallery import load_gallery, save_gallery
 from wespeaker_py.audio import AudioLike, describe_audio, load_audio
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.inference.batching import LengthBuckets
+from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -129,41 +127,30 @@ class SpeakerModel:
 
     # -- embeddings ------------------------------------------------------------------------
 
-    def _embed_stream(self, pairs: Iterable[Tuple[str, np.ndarray]], batch_size: int
-                      ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
-        """``(key, embedding, "")`` or ``(key, None, reason)`` for each waveform.
+    def _embed_stream(self, items: Iterable[Tuple[str, Any]], batch_size: int,
+                      sample_rate: Optional[int] = None, progress: bool = False,
+                      loaded: bool = False) -> Iterator[Outcome]:
+        """:func:`~wespeaker_py.runtime.embedding.embed_stream` over ``(key, audio)`` items.
 
-        Batches only hold inputs of equal length (fbank frames for torch,
-        samples for ONNX), as in ``bin.extract``, so no input is padded.
+        Each audio is read (resampled to the model's rate, first channel) as it
+        comes, unless ``loaded`` says the items are model samples already
+        (:func:`~wespeaker_py.audio.load_audio`'s); batches only hold inputs of
+        equal length, as in ``bin.extract``.
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
-        buckets = LengthBuckets(batch_size, BUFFER_BYTES)
-
-        def run(batches) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
-            for keys, batch in batches:
-                for key, embedding in zip(keys, self.backend.embed(batch)):
-                    if np.isfinite(embedding).all():
-                        yield key, embedding, ""
-                    else:
-                        yield key, None, "the model gave a NaN or infinite embedding"
-
-        for key, wav in pairs:
-            prepared = self.backend.prepare(wav)
-            if self.backend.is_too_short(prepared):
-                yield key, None, (f"{wav.size / self.sample_rate:.3f} s of audio; the model "
-                                  f"needs at least {self.min_seconds:.3f} s")
-                continue
-            yield from run(buckets.add(key, prepared))
-        yield from run(buckets.drain())
+        read = None if loaded else (
+            lambda audio: load_audio(audio, self.sample_rate, sample_rate))
+        return embed_stream(self.backend, items, batch_size, read=read,
+                            buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding")
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None) -> np.ndarray:
         """The embedding (float32 vector) of one recording."""
         wav = load_audio(audio, self.sample_rate, sample_rate)
-        [(_, embedding, reason)] = list(self._embed_stream([("", wav)], 1))
-        if embedding is None:
-            raise AudioInputError(f"{describe_audio(audio)}: {reason}")
-        return embedding
+        [outcome] = list(embed_stream(self.backend, [("", wav)], 1))
+        if outcome.embedding is None:
+            raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
+        return outcome.embedding
 
     def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
                         batch_size: int = 16) -> np.ndarray:
@@ -184,11 +171,11 @@ class SpeakerModel:
     def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)."""
         rows: Dict[str, np.ndarray] = {}
-        for key, embedding, reason in self._embed_stream(
-                ((str(index), wav) for index, wav in enumerate(wavs)), batch_size):
-            if embedding is None:
-                raise AudioInputError(f"waveform {key}: {reason}")
-            rows[key] = embedding
+        for outcome in self._embed_stream(((str(index), wav) for index, wav in enumerate(wavs)),
+                                          batch_size, loaded=True):
+            if outcome.embedding is None:
+                raise AudioInputError(f"waveform {outcome.key}: {outcome.detail}")
+            rows[outcome.key] = outcome.embedding
         if not rows:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.stack([rows[str(index)] for index in range(len(wavs))])
@@ -204,20 +191,11 @@ class SpeakerModel:
         """
         pairs = _items_of(items)
         results = EmbeddingResults()
-
-        def waveforms() -> Iterator[Tuple[str, np.ndarray]]:
-            for key, audio in tqdm(pairs, desc="embedding", unit="utt", disable=not progress,
-                                   dynamic_ncols=True):
-                try:
-                    yield key, load_audio(audio, self.sample_rate, sample_rate)
-                except AudioInputError as error:
-                    results.skipped[key] = str(error)
-
-        for key, embedding, reason in self._embed_stream(waveforms(), batch_size):
-            if embedding is None:
-                results.skipped[key] = reason
+        for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress):
+            if outcome.embedding is None:
+                results.skipped[outcome.key] = outcome.detail
             else:
-                results.embeddings[key] = embedding
+                results.embeddings[outcome.key] = outcome.embedding
         order = {key: index for index, (key, _) in enumerate(pairs)}
         results.embeddings = dict(sorted(results.embeddings.items(), key=lambda kv: order[kv[0]]))
         for key, reason in results.skipped.items():

@@ -36,7 +36,7 @@ from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
 
-# wespeaker_py.inference.embedding.DEFAULT_BUFFER_MB, repeated so that --help needs no torch
+# wespeaker_py.inference.extraction.DEFAULT_BUFFER_MB, repeated so that --help needs no torch
 # (tests/test_cli.py keeps the two equal)
 DEFAULT_BUFFER_MB = 2048
 
@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from wespeaker_py.config import load_model_config
     from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
-                                        read_model_config, scp_path_for)
+                                        scp_path_for)
     from wespeaker_py.inference.jobs import job_devices
     from wespeaker_py.io.ark import load_embeddings
     from wespeaker_py.scoring.embeddings import (compute_mean_vector, save_mean_vector,
@@ -109,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                               or args.seed < 0):
         parser.error("--num_frms must be >= 1 and --seed >= 0")
     setup_logging()
-    config = read_model_config(args.config)
+    config = load_model_config(args.config)
     chunk_frames = None
     if args.random_chunk:
         chunk_frames = args.num_frms or config.dataset_args.num_frms

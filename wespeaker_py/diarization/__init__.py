@@ -4,8 +4,9 @@
     for turn in result.turns: print(turn.start, turn.end, turn.speaker)
 
 Modules: :mod:`.vad`, :mod:`.segmentation`, :mod:`.clustering`, :mod:`.turns`,
-:mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline`, :mod:`.synthetic`,
-:mod:`.embedding`. Importing this package does not import torch.
+:mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline`, :mod:`.synthetic`. The window
+embeddings come from ``SpeakerModel.embed_waveforms``. Importing this package
+does not import torch.
 """
 from wespeaker_py.diarization.clustering import cluster, estimate_num_speakers
 from wespeaker_py.diarization.metrics import score_recordings

@@ -58,8 +58,8 @@ class DiarizationResult:
 class Diarizer:
     """Speaker diarization with any :data:`EmbedFunction` of a model at ``sample_rate``.
 
-    ``SpeakerModel.diarizer`` of the API makes one; :mod:`.embedding` makes the
-    function from a loaded front-end + model.
+    ``SpeakerModel.diarizer`` of the API makes one, embedding the windows with the
+    runtime layer's embedding loop.
     """
 
     def __init__(self, embed_windows: EmbedFunction,

@@ -1,4 +1,4 @@
-"""What every exporter shares: loading the model to export, and checking the export against it."""
+"""What every exporter shares: the fbank model to export, and checking the export against it."""
 from __future__ import annotations
 
 from typing import Callable, Sequence, Tuple
@@ -6,9 +6,10 @@ from typing import Callable, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from wespeaker_py.inference.model_loading import load_speaker_model
 from wespeaker_py.config import ConfigError, ModelConfig
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.runtime import SpeakerEmbedder, load_embedder
 
 # Exporters that record one run (tracing) use this many frames for the example input.
 EXAMPLE_FRAMES = 200
@@ -20,13 +21,21 @@ class ExportMismatchError(RunFailedError):
     """The exported model does not compute what the eager model computes."""
 
 
-def load_model_for_export(config: ModelConfig, checkpoint: str) -> Tuple[nn.Module, int]:
-    """The eval-mode speaker model (RepVGG in deploy form) and its input feature dimension."""
-    feat_dim = config.model_args.get("feat_dim")
-    if isinstance(feat_dim, bool) or not isinstance(feat_dim, int) or feat_dim <= 0:
-        raise ConfigError(f"config key 'model_args.feat_dim' is {feat_dim!r}: export needs a "
-                         f"model on fbank features of a fixed dimension")
-    return load_speaker_model(config, checkpoint), feat_dim
+def load_fbank_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:
+    """The trained model of ``config`` + ``checkpoint``; refuses a non-fbank front-end first."""
+    frontend = config.dataset_args.frontend
+    if frontend != "fbank":
+        raise ConfigError(f"config key 'dataset_args.frontend' is {frontend!r}: export needs "
+                          f"a model on fbank features")
+    return load_embedder(config, checkpoint)
+
+
+def fbank_model(embedder: SpeakerEmbedder, source: str) -> Tuple[nn.Module, int]:
+    """The eval-mode speaker model of an fbank ``embedder`` and its input feature dimension."""
+    if not isinstance(embedder.frontend, FbankFeatures):
+        raise ConfigError(f"{source}: only fbank models export, this one uses "
+                          f"{type(embedder.frontend).__name__}")
+    return embedder.model.eval(), embedder.frontend.num_mel_bins
 
 
 def example_features(batch: int, frames: int, feat_dim: int, seed: int = 0) -> torch.Tensor:

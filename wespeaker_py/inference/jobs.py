@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from wespeaker_py.config import ModelConfig
-from wespeaker_py.inference.embedding import (DEFAULT_BUFFER_MB, ExtractionSummary,
-                                              chunk_identity, extract_part)
+from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
+                                               chunk_identity, extract_part)
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging

@@ -8,7 +8,7 @@ from typing import Dict, List
 import torch
 from tqdm import tqdm
 
-from wespeaker_py.models.checkpoint import model_state_of, read_checkpoint
+from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.utils.file_utils import save_torch
 
 _CHECKPOINT_NAME = re.compile(r"model_(\d+)\.pt")

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.frontend.factory import build_frontend as build_frontend_module
-from wespeaker_py.models.assembly import build_speaker_model
+from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.lm_head import start_weights_num_classes
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler

@@ -8,7 +8,7 @@ A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
      "world_size": int}
 
 Reading checkpoints and loading weights (a bare state_dict such as WeSpeaker's
-``avg_model.pt`` included) live in :mod:`wespeaker_py.models.checkpoint`,
+``avg_model.pt`` included) live in :mod:`wespeaker_py.runtime.checkpoint`,
 shared with extraction, export and the Python API.
 
 A model trained on an SSL front-end holds it under ``frontend.``. When that
@@ -118,7 +118,7 @@ def restore_training_state(checkpoint: Mapping[str, Any], source: str,
                            grad_scaler: Optional[torch.amp.GradScaler] = None) -> int:
     """Put back everything but the weights for an exact resume; return the checkpoint's epoch.
 
-    Load the weights first (:func:`wespeaker_py.models.checkpoint.load_weights`
+    Load the weights first (:func:`wespeaker_py.runtime.checkpoint.load_weights`
     without head truncation). Each
     rank takes back its own RNG state when the checkpoint was written by as
     many ranks; otherwise the generators keep their seeded state and a warning

@@ -16,8 +16,8 @@ from typing import Any, Callable, List, Optional, Tuple
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, TrainConfig
-from wespeaker_py.models.checkpoint import (load_model_init, load_weights, model_state_of,
-                                            read_checkpoint)
+from wespeaker_py.runtime.checkpoint import (load_model_init, load_weights, model_state_of,
+                                             read_checkpoint)
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
 from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger

@@ -15,8 +15,8 @@ import torch
 
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.models.projections import get_projection
-from wespeaker_py.models.checkpoint import (HEAD_PREFIX, CheckpointMismatchError, model_state_of,
-                                            read_checkpoint)
+from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchError,
+                                             model_state_of, read_checkpoint)
 
 Shapes = Dict[str, Tuple[int, ...]]
 

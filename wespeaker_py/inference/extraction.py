@@ -1,47 +1,43 @@
 """Speaker embeddings of whole utterances (or one random chunk of each) into a Kaldi ark/scp pair.
 
 Data flows: data list -> :class:`~wespeaker_py.dataset.Dataset` (whole
-utterances, read by DataLoader workers) -> front-end on the device, one
-utterance at a time -> :class:`~wespeaker_py.inference.batching.LengthBuckets`
-(batches of identical frame count, so no padding) -> speaker model -> ark/scp.
+utterances, read by DataLoader workers) -> the runtime layer's embedding loop
+(:func:`~wespeaker_py.runtime.embedding.embed_stream`: front-end on the device,
+batches of identical frame count, speaker model) -> ark/scp.
 
 Nothing is given a wrong embedding: an utterance shorter than the model's
-minimum input (found once at start-up by
-:func:`~wespeaker_py.inference.batching.min_valid_frames`) or whose embedding
-is not finite is reported and skipped, as the dataset does for unreadable files.
-With ``chunk_frames`` each utterance is first cut to one random chunk of that
-many frames (:mod:`~wespeaker_py.inference.chunking`), as WeSpeaker extracts
-its back-end set.
+minimum input or whose embedding is not finite is reported and skipped, as the
+dataset does for unreadable files. With ``chunk_frames`` each utterance is
+first cut to one random chunk of that many frames
+(:mod:`~wespeaker_py.inference.chunking`), as WeSpeaker extracts its back-end set.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.inference.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
-from wespeaker_py.inference.model_loading import SpeakerEmbedder, load_embedder
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.parts import open_part_writer, recover_part
 from wespeaker_py.io.ark import EmbeddingWriter
+from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
+from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-TOO_SHORT = "too_short_for_model"
-NON_FINITE = "non_finite_embedding"
+__all__ = ["NON_FINITE", "TOO_SHORT", "ExtractionSummary", "embed_utterances",
+           "extract_embeddings", "extract_part"]
+
 NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
@@ -76,70 +72,46 @@ class ExtractionSummary:
         return f"{self.extracted} embeddings extracted{resumed}, {self.describe_skips()}"
 
 
-@contextlib.contextmanager
-def exact_fp32(device: torch.device) -> Iterator[None]:
-    """Keep cuDNN convolutions in true float32 (no TF32) so batched equals one-by-one."""
-    if device.type != "cuda":
-        yield
-        return
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False,
-                                    allow_tf32=False):
-        yield
-
-
-def _embed_batch(embedder: SpeakerEmbedder, keys, feats: torch.Tensor,
-                 writer: EmbeddingWriter, summary: ExtractionSummary) -> None:
-    embeddings = embedder(feats).float().cpu().numpy()
-    for key, embedding in zip(keys, embeddings):
-        if not np.isfinite(embedding).all():
-            logger.warning("skipping %s (%s)", key, NON_FINITE)
-            summary.skipped[NON_FINITE] += 1
-            continue
-        writer.write(key, embedding)
-        summary.extracted += 1
-
-
-@torch.inference_mode()
-def embed_utterances(embedder: SpeakerEmbedder, samples: Iterable[Mapping[str, Any]],
-                     writer: EmbeddingWriter, batch_size: int, device: torch.device,
-                     min_frames: int, max_buffer_bytes: int = DEFAULT_BUFFER_MB << 20,
+def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]],
+                     writer: EmbeddingWriter, batch_size: int,
+                     max_buffer_bytes: int = DEFAULT_BUFFER_MB << 20,
                      seen_keys: Optional[Set[str]] = None,
-                     chunker: Optional[RandomChunker] = None) -> ExtractionSummary:
+                     chunker: Optional[RandomChunker] = None, progress: bool = False,
+                     total: Optional[int] = None, desc: str = "extracting",
+                     position: int = 0) -> ExtractionSummary:
     """Embed ``{"key", "wav"}`` samples into ``writer``; batches never mix frame counts.
 
     ``seen_keys``, when given, collects every key that arrived (embedded or
     skipped), so that the caller can tell which list entries never arrived.
-    ``chunker``, when given, cuts each waveform to its chunk first.
+    ``chunker``, when given, cuts each waveform to its chunk first. Skips are
+    logged and counted by reason.
     """
+    def pairs() -> Iterator[Tuple[str, torch.Tensor]]:
+        for sample in samples:
+            key = sample["key"]
+            if seen_keys is not None:
+                seen_keys.add(key)
+            yield key, sample["wav"] if chunker is None else chunker(key, sample["wav"])
+
     summary = ExtractionSummary()
-    buckets = LengthBuckets(batch_size, max_buffer_bytes)
-    for sample in samples:
-        key = sample["key"]
-        if seen_keys is not None:
-            seen_keys.add(key)
-        wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
-        wav = wav.to(device, non_blocking=True)
-        feats = embedder.features(wav.unsqueeze(0))[0]
-        if feats.shape[0] < min_frames:
-            logger.warning("skipping %s (%s): %d frames, the model needs at least %d",
-                           key, TOO_SHORT, feats.shape[0], min_frames)
-            summary.skipped[TOO_SHORT] += 1
+    for outcome in embed_stream(backend, pairs(), batch_size, buffer_bytes=max_buffer_bytes,
+                                progress=progress, desc=desc, total=total,
+                                position=position):
+        if outcome.embedding is None:
+            logger.warning("skipping %s (%s): %s", outcome.key, outcome.skip, outcome.detail)
+            summary.skipped[outcome.skip] += 1
             continue
-        for keys, batch in buckets.add(key, feats):
-            _embed_batch(embedder, keys, batch, writer, summary)
-    for keys, batch in buckets.drain():
-        _embed_batch(embedder, keys, batch, writer, summary)
+        writer.write(outcome.key, outcome.embedding)
+        summary.extracted += 1
     return summary
 
 
-@torch.inference_mode()
-def _check_chunk_fits(embedder: SpeakerEmbedder, chunker: RandomChunker, min_frames: int,
-                      device: torch.device) -> None:
+def _check_chunk_fits(backend: TorchBackend, chunker: RandomChunker) -> None:
     """Refuse a chunk too short for the model now, rather than skip every utterance."""
-    frames = embedder.features(torch.zeros(1, chunker.chunk_len, device=device)).shape[1]
-    if frames < min_frames:
+    frames = backend.prepare(torch.zeros(chunker.chunk_len)).shape[0]
+    if frames < backend.min_frames:
         raise ValueError(f"a chunk of {chunker.chunk_len} samples gives {frames} frames, "
-                         f"fewer than the {min_frames} the model needs: raise num_frms")
+                         f"fewer than the {backend.min_frames} the model needs: raise num_frms")
 
 
 def _check_not_distributed() -> None:
@@ -179,12 +151,11 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                                               settings.frame_length_ms,
                                               settings.frame_shift_ms), chunk_seed)
     target = resolve_device(device)
-    embedder = load_embedder(config, model_path).to(target)
-    min_frames = min_valid_frames(embedder.model, embedder.frontend.output_dim, target)
+    backend = TorchBackend(load_embedder(config, model_path), target, config.model)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
-                "least %d frames", config.model, target, batch_size, min_frames)
+                "least %d frames", config.model, target, batch_size, backend.min_frames)
     if chunker is not None:
-        _check_chunk_fits(embedder, chunker, min_frames, target)
+        _check_chunk_fits(backend, chunker)
         logger.info("embedding one random chunk of %d frames (%d samples) per utterance, "
                     "seed %d", chunk_frames, chunker.chunk_len, chunk_seed)
     if done:
@@ -199,12 +170,10 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
         expected = sum(1 for utt in dataset.items if utt.key not in done)
     seen: Set[str] = set()
     try:
-        with open_part_writer(part_ark) as writer, exact_fp32(target):
-            progress = tqdm(loader, total=expected, desc=progress_desc, unit="utt",
-                            position=progress_position, dynamic_ncols=True)
-            summary = embed_utterances(embedder, progress, writer, batch_size, target,
-                                       min_frames, buffer_mb << 20, seen, chunker)
-            progress.close()
+        with open_part_writer(part_ark) as writer:
+            summary = embed_utterances(backend, loader, writer, batch_size, buffer_mb << 20,
+                                       seen, chunker, progress=True, total=expected,
+                                       desc=progress_desc, position=progress_position)
     except OSError as error:
         raise_if_disk_full(error, part_ark)
         raise

@@ -1,0 +1,105 @@
+"""The one embedding loop: keyed waveforms in, embeddings (or why not) out, in equal-length batches.
+
+``bin.extract``, ``SpeakerModel.embed`` / ``embed_many`` / ``embed_waveforms``
+(hence ``wespeaker-py embed --wav_scp`` and the diarization windows) all run
+:func:`embed_stream`. Each input is read (when a ``read`` function is given),
+turned into features by the backend, checked against the model's shortest
+input, and queued in :class:`~wespeaker_py.runtime.batching.LengthBuckets`, so
+a batch only ever holds inputs of identical length: no padding, and each
+embedding equals the one the input gets alone. Nothing is given a wrong
+embedding: an input that cannot be read, is too short or gives a non-finite
+embedding comes out as a :class:`Outcome` with the reason, and the caller
+skips and counts it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from wespeaker_py.errors import AudioInputError
+from wespeaker_py.runtime.batching import LengthBuckets
+
+# skip reasons (the extraction summary counts them under these names)
+UNREADABLE = "unreadable_audio"
+TOO_SHORT = "too_short_for_model"
+NON_FINITE = "non_finite_embedding"
+# features waiting for a batch of their length, by default
+DEFAULT_BUFFER_BYTES = 256 << 20
+
+
+class Backend(Protocol):
+    """What the loop drives: :class:`~wespeaker_py.runtime.engine.TorchBackend` or the
+    API's ONNX backend."""
+
+    sample_rate: int
+    min_seconds: float
+
+    def prepare(self, wav: Any) -> Any:
+        """What is batched for one int16-scale waveform (features, or the waveform)."""
+
+    def is_too_short(self, prepared: Any) -> bool:
+        """Whether ``prepared`` is shorter than the model's shortest input."""
+
+    def embed(self, batch: Any) -> np.ndarray:
+        """``[B, E]`` float32 embeddings of a batch of equal-length prepared inputs."""
+
+
+@dataclass
+class Outcome:
+    """One input's result: its ``embedding``, or None with a ``skip`` reason and ``detail``."""
+
+    key: str
+    embedding: Optional[np.ndarray]
+    skip: str = ""
+    detail: str = ""
+
+
+def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size: int,
+                 read: Optional[Callable[[Any], Any]] = None,
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, progress: bool = False,
+                 desc: str = "embedding", total: Optional[int] = None,
+                 position: int = 0) -> Iterator[Outcome]:
+    """An :class:`Outcome` for every ``(key, audio)`` of ``items``, as batches complete.
+
+    ``audio`` is an int16-scale waveform at the backend's
+    rate, or, with ``read``, what ``read`` turns into one (an
+    :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
+    Outcomes come in batch order, not input order. ``progress`` shows a tqdm
+    bar over the inputs (``desc``, ``total``, ``position``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    buckets = LengthBuckets(batch_size, buffer_bytes)
+
+    def run(batches: List[Tuple[List[str], Any]]) -> Iterator[Outcome]:
+        for keys, batch in batches:
+            for key, embedding in zip(keys, backend.embed(batch)):
+                if np.isfinite(embedding).all():
+                    yield Outcome(key, embedding)
+                else:
+                    yield Outcome(key, None, NON_FINITE,
+                                  "the model gave a NaN or infinite embedding")
+
+    bar = tqdm(items, total=total, desc=desc, unit="utt", position=position,
+               dynamic_ncols=True, disable=not progress)
+    try:
+        for key, audio in bar:
+            if read is not None:
+                try:
+                    audio = read(audio)
+                except AudioInputError as error:
+                    yield Outcome(key, None, UNREADABLE, str(error))
+                    continue
+            prepared = backend.prepare(audio)
+            if backend.is_too_short(prepared):
+                yield Outcome(key, None, TOO_SHORT,
+                              f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
+                              f"needs at least {backend.min_seconds:.3f} s")
+                continue
+            yield from run(buckets.add(key, prepared))
+        yield from run(buckets.drain())
+    finally:
+        bar.close()

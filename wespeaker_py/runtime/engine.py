@@ -1,0 +1,94 @@
+"""A loaded embedder on a torch device, in the form the embedding loop drives.
+
+:class:`TorchBackend` turns one waveform into what is batched (its fbank or SSL
+features, so that batches group inputs of equal frame count) and a batch of
+those into embeddings. The API's ONNX backend offers the same members
+(:class:`~wespeaker_py.runtime.embedding.Backend`), so
+:func:`~wespeaker_py.runtime.embedding.embed_stream` runs either.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Iterator, Optional
+
+import numpy as np
+import torch
+
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.runtime.batching import min_valid_frames
+from wespeaker_py.runtime.builder import SpeakerEmbedder
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Keep cuDNN convolutions in true float32 (no TF32) so batched equals one-by-one."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False,
+                                    allow_tf32=False):
+        yield
+
+
+class TorchBackend:
+    """A loaded :class:`SpeakerEmbedder` (front-end + model) on a torch device."""
+
+    kind = "torch"
+
+    def __init__(self, embedder: SpeakerEmbedder, device: torch.device,
+                 model_name: Optional[str] = None):
+        self.embedder = embedder.to(device).eval()
+        self.device = device
+        self.model_name = model_name or type(embedder.model).__name__
+        self.sample_rate = int(getattr(embedder.frontend, "sample_rate", 16000))
+        self._min_frames: Optional[int] = None
+        self._embed_dim: Optional[int] = None
+
+    @property
+    def min_frames(self) -> int:
+        """Fewest feature frames that give a finite embedding (found on first use)."""
+        if self._min_frames is None:
+            self._min_frames = min_valid_frames(self.embedder.model,
+                                                self.embedder.frontend.output_dim, self.device)
+        return self._min_frames
+
+    @property
+    def min_seconds(self) -> float:
+        """Shortest input in seconds (for messages)."""
+        frontend = self.embedder.frontend
+        if isinstance(frontend, FbankFeatures):
+            return ((self.min_frames - 1) * frontend.frame_shift + frontend.frame_length) / 1000
+        return self.min_frames * 0.02  # SSL front-ends: one frame per 20 ms
+
+    @property
+    def embed_dim(self) -> int:
+        if self._embed_dim is None:
+            feats = torch.zeros(1, max(self.min_frames, 200), self.embedder.frontend.output_dim)
+            with torch.inference_mode():
+                self._embed_dim = int(self.embedder(feats.to(self.device)).shape[-1])
+        return self._embed_dim
+
+    @torch.inference_mode()
+    def prepare(self, wav: Any) -> torch.Tensor:
+        """``[frames, dim]`` features of one int16-scale waveform (array or tensor)."""
+        samples = torch.as_tensor(wav).to(self.device, non_blocking=True)
+        with exact_fp32(self.device):
+            return self.embedder.features(samples.unsqueeze(0))[0]
+
+    def is_too_short(self, prepared: torch.Tensor) -> bool:
+        return int(prepared.shape[0]) < self.min_frames
+
+    @torch.inference_mode()
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """``[B, frames, dim]`` features -> ``[B, E]`` float32 embeddings."""
+        with exact_fp32(self.device):
+            return self.embedder(batch).float().cpu().numpy()
+
+    def describe(self) -> Dict[str, Any]:
+        frontend = self.embedder.frontend
+        params = sum(p.numel() for p in self.embedder.model.parameters())
+        return {"engine": f"torch ({self.device})", "model": self.model_name,
+                "params_millions": round(params / 1e6, 3), "embed_dim": self.embed_dim,
+                "sample_rate": self.sample_rate, "frontend": frontend.extra_repr()
+                if hasattr(frontend, "extra_repr") else type(frontend).__name__,
+                "min_seconds": round(self.min_seconds, 3)}
