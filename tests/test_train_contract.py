@@ -18,7 +18,7 @@ import torch
 from dataset_helpers import write_audio
 from train_helpers import make_speaker_corpus, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
-from wespeaker_py.train.trainer import run_training
+from train_helpers import run_training
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 # model_1.pt of the cpu-augmentation run below, written by the reference commit

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train_helpers import make_speaker_corpus, tiny_config
-from wespeaker_py.train.trainer import run_training
+from train_helpers import run_training
 
 
 @pytest.mark.gpu

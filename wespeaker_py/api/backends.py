@@ -80,7 +80,7 @@ class TorchBackend:
     def describe(self) -> Dict[str, Any]:
         frontend = self.embedder.frontend
         params = sum(p.numel() for p in self.embedder.model.parameters())
-        return {"engine": f"torch ({self.device})", "model": self.config["model"],
+        return {"engine": f"torch ({self.device})", "model": self.config.model,
                 "params_millions": round(params / 1e6, 3), "embed_dim": self.embed_dim,
                 "sample_rate": self.sample_rate, "frontend": frontend.extra_repr()
                 if hasattr(frontend, "extra_repr") else type(frontend).__name__,

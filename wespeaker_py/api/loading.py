@@ -78,9 +78,6 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         raise
     except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
         raise ModelSourceError(f"{config_path}: {error}") from None
-    if "dataset_args" not in config:
-        raise ModelSourceError(f"{config_path} has no 'dataset_args': it says which "
-                               f"front-end (fbank_args, resample_rate) the model needs")
     try:
         embedder = load_embedder(config, checkpoint)
     except WespeakerError:
@@ -97,7 +94,7 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         target = resolve_device(device)
     except RuntimeError as error:
         raise ModelSourceError(str(error)) from None
-    return TorchBackend(embedder, config, target), config["model"]
+    return TorchBackend(embedder, config, target), config.model
 
 
 def _onnx_backend(path: str, num_threads: Optional[int]):
