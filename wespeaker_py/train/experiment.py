@@ -54,11 +54,13 @@ class ExperimentFolder:
         self._writer = None
 
     def open(self, resuming: bool) -> None:
-        """Create ``models/``, start ``train.log`` and tensorboard (rank 0).
+        """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
 
         Refuses to overwrite checkpoints unless ``resuming``; removes the
         temporary files a killed run left behind (those whose writer is gone).
         """
+        if self.world.is_main:
+            self._stop_file_log = _log_to_file(self.layout.log_path)
         model_dir = self.layout.model_dir
         if not resuming and existing_checkpoints(model_dir):
             raise ConfigError(f"{model_dir} already holds checkpoints; pass --checkpoint to "
@@ -71,11 +73,6 @@ class ExperimentFolder:
         if removed:
             logger.info("removed %d temporary files of an interrupted run", len(removed))
         self._writer = _summary_writer(self.layout.tensorboard_dir)
-
-    def start_log(self) -> None:
-        """Copy the package's log records into ``train.log`` (rank 0)."""
-        if self.world.is_main:
-            self._stop_file_log = _log_to_file(self.layout.log_path)
 
     def close(self) -> None:
         """Flush and stop the tensorboard and file logs."""

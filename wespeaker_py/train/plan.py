@@ -78,13 +78,6 @@ class StartWeights:
     training_state: Optional[Mapping[str, Any]] = None
     first_epoch: int = 1
 
-    @property
-    def head_source(self) -> Tuple[Optional[str], Optional[Mapping[str, torch.Tensor]]]:
-        """(path, state) of the weights the head starts from: the checkpoint, else model_init."""
-        if self.path:
-            return self.path, self.state
-        return self.init_path, self.init_state
-
 
 @dataclass(frozen=True)
 class TrainingPlan:
@@ -255,7 +248,8 @@ def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[st
     classes = num_speakers * (SPEED_PERTURB_CLASS_FACTOR if speed_perturb else 1)
     if lm_start is None:
         return classes
-    path, state = lm_start.head_source
+    path, state = ((lm_start.path, lm_start.state) if lm_start.path
+                   else (lm_start.init_path, lm_start.init_state))
     found = {key: tuple(value.shape) for key, value in (state or {}).items()
              if key.startswith(HEAD_PREFIX)}
     if not found:

@@ -14,7 +14,7 @@ WavLM weights only when not frozen, its layer weights always).
 from __future__ import annotations
 
 import random
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class Trainer:
     ``folder`` receives the loop's scalars; by default a folder that writes nothing.
     """
 
-    def __init__(self, plan: TrainingPlan, folder: ExperimentFolder = None):
+    def __init__(self, plan: TrainingPlan, folder: Optional[ExperimentFolder] = None):
         self.plan = plan
         self.folder = folder or ExperimentFolder(plan.layout, plan.world)
         device = plan.world.device
@@ -102,7 +102,6 @@ def run_training(config: TrainConfig) -> List[EpochResult]:
         set_seed(config.seed + world.rank)
         plan = resolve(config, world)
         folder = ExperimentFolder(plan.layout, world)
-        folder.start_log()
         try:
             folder.open(resuming=plan.start.path is not None)
             return _train(plan, folder)
