@@ -49,7 +49,8 @@ def set_seed(seed: int) -> None:
 class Trainer:
     """One rank's model (start weights loaded), optimizer, schedules and step, from a plan.
 
-    ``folder`` receives the loop's scalars; by default a folder that writes nothing.
+    ``folder`` writes its checkpoints and scalars; by default an unopened folder of the
+    plan's layout (no log files).
     """
 
     def __init__(self, plan: TrainingPlan, folder: Optional[ExperimentFolder] = None):
