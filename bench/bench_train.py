@@ -1,6 +1,6 @@
 """Training throughput: samples per second of the training step, next to the input pipeline's.
 
-The step is the trainer's own (``wespeaker_py.train.trainer.Trainer.train_epoch``):
+The step is the trainer's own (``wespeaker_py.train.loop.train_epoch``):
 waveforms copied to the device, fbank + CMN there, the speaker model, the
 ArcMargin head over 5994 x 3 classes (VoxCeleb2 dev with speed perturbation),
 cross-entropy, backward and an SGD step, with the lr and margin schedules. The
@@ -22,6 +22,8 @@ and without the device-side rollback of non-finite steps (to show its cost).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -33,15 +35,24 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from wespeaker_py.train import builder  # noqa: E402
-from wespeaker_py.train.distributed import DistContext  # noqa: E402
-from wespeaker_py.train.loop import LoopSettings  # noqa: E402
-from wespeaker_py.train.trainer import Trainer  # noqa: E402
 from wespeaker_py.config import load_config  # noqa: E402
+from wespeaker_py.train.distributed import DistContext  # noqa: E402
+from wespeaker_py.train.loop import train_epoch  # noqa: E402
+from wespeaker_py.train.plan import resolve  # noqa: E402
+from wespeaker_py.train.trainer import Trainer  # noqa: E402
 
 VOX2_DEV_SPEAKERS = 5994
 CHUNK_SAMPLES = 32240  # 200 frames of 25 ms every 10 ms at 16 kHz
 MODELS = {"resnet34": "ResNet34", "ecapa_tdnn_c512": "ECAPA_TDNN_GLOB_c512"}
+
+
+@functools.lru_cache(maxsize=1)
+def vox2_dev_labels() -> str:
+    """An utt2spk of VoxCeleb2 dev's speaker count (one utterance each), in a temp folder."""
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_train_"), "utt2spk")
+    with open(path, "w") as handle:
+        handle.writelines(f"utt{index} spk{index}\n" for index in range(VOX2_DEV_SPEAKERS))
+    return path
 
 
 def make_trainer(conf_name: str, device: torch.device, batch_size: int, iterations: int,
@@ -49,21 +60,11 @@ def make_trainer(conf_name: str, device: torch.device, batch_size: int, iteratio
     overrides = [("enable_amp", str(bf16)), ("amp_dtype", "bfloat16"),
                  ("channels_last", str(channels_last)), ("compile", str(compile_model)),
                  ("dataloader_args.batch_size", str(batch_size)),
-                 ("log_batch_interval", str(10 ** 9))]
+                 ("log_batch_interval", str(10 ** 9)), ("exp_dir", tempfile.gettempdir()),
+                 ("train_data", "unused"), ("train_label", vox2_dev_labels())]
     config = load_config(os.path.join(REPO, "conf", conf_name + ".yaml"), overrides)
-    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
-    model = builder.build_model(config, VOX2_DEV_SPEAKERS).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if compile_model:
-        model.compile()
-    optimizer = builder.build_optimizer(config, model.parameters())
-    epoch_iter = max(iterations, 1)
-    trainer = Trainer(config, ctx, model, builder.build_frontend(config).to(device), optimizer,
-                      builder.build_lr_scheduler(config, optimizer, epoch_iter, 1),
-                      builder.build_margin_scheduler(config, model.projection, epoch_iter),
-                      epoch_iter, model_dir=tempfile.gettempdir())
-    return trainer
+    world = DistContext(rank=0, local_rank=0, world_size=1, device=device)
+    return Trainer(dataclasses.replace(resolve(config, world), epoch_iter=max(iterations, 1)))
 
 
 def synthetic_batches(batch_size: int, count: int, pin: bool) -> List[Dict[str, torch.Tensor]]:
@@ -111,13 +112,13 @@ def step_rate(conf_name: str, device: torch.device, batch_size: int, warmup: int
     trainer = _with_step_variant(make_trainer(conf_name, device, batch_size, iterations, bf16,
                                               channels_last, compile_model), variant)
     pin = device.type == "cuda"
-    trainer.loop_settings = LoopSettings(epoch_iter=warmup, log_interval=10 ** 9)
-    trainer.train_epoch(10, synthetic_batches(batch_size, warmup, pin))
-    trainer.loop_settings = LoopSettings(epoch_iter=iterations, log_interval=10 ** 9)
+    trainer.plan = dataclasses.replace(trainer.plan, epoch_iter=warmup)
+    train_epoch(trainer, 10, synthetic_batches(batch_size, warmup, pin))
+    trainer.plan = dataclasses.replace(trainer.plan, epoch_iter=iterations)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    trainer.train_epoch(20, synthetic_batches(batch_size, iterations, pin))
+    train_epoch(trainer, 20, synthetic_batches(batch_size, iterations, pin))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return batch_size * iterations / (time.perf_counter() - start)

@@ -171,31 +171,21 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
 
     import torch
 
-    from wespeaker_py.dataset import Dataset, spk2id_from_utt2spk
     from wespeaker_py.train import builder
     from wespeaker_py.train.distributed import DistContext
-    from wespeaker_py.train.trainer import Trainer, build_loader
+    from wespeaker_py.train.loop import train_epoch
+    from wespeaker_py.train.plan import resolve
+    from wespeaker_py.train.trainer import Trainer
 
     device = _device()
     config = _training_config(work, sizes, model, bf16, channels_last, compile_model)
-    spk2id = spk2id_from_utt2spk(config.train_label)
-    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
+    world = DistContext(rank=0, local_rank=0, world_size=1, device=device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    model_module = builder.build_model(config, len(spk2id)).to(device)
-    if channels_last:
-        model_module.to(memory_format=torch.channels_last)
-    if compile_model:
-        model_module.compile()
-    optimizer = builder.build_optimizer(config, model_module.parameters())
     steps = sizes.warmup + sizes.timed
-    trainer = Trainer(config, ctx, model_module, builder.build_frontend(config).to(device),
-                      optimizer, builder.build_lr_scheduler(config, optimizer, steps, 1),
-                      builder.build_margin_scheduler(config, model_module.projection, steps),
-                      steps, model_dir=work)
-    dataset = Dataset("raw", config.train_data, builder.effective_dataset_args(config),
-                      spk2id=spk2id, reverb_data=config.reverb_data,
-                      noise_data=config.noise_data, seed=1, repeat=True)
-    loader = build_loader(config.dataloader_args, dataset, device)
+    plan = dataclasses.replace(resolve(config, world), epoch_iter=steps, seed=1)
+    trainer = Trainer(plan)
+    dataset = builder.build_dataset(plan)
+    loader = builder.build_loader(plan, dataset)
 
     marks: Dict[str, float] = {"wait": 0.0}
 
@@ -213,17 +203,18 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
             yield batch
 
     dataset.set_epoch(1)
-    trainer.train_epoch(1, timed_batches(loader))
+    train_epoch(trainer, 1, timed_batches(loader))
     _sync(device)
     real_seconds = time.perf_counter() - marks["start"]
     real_wait = marks["wait"]
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    in_process = dataclasses.replace(config.dataloader_args, num_workers=0)
-    first = next(iter(build_loader(in_process, dataset, device)))
+    in_process = dataclasses.replace(plan.dataloader_args, num_workers=0)
+    first = next(iter(builder.build_loader(dataclasses.replace(plan, dataloader_args=in_process),
+                                           dataset)))
     if device.type == "cuda":
         first = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in first.items()}
-    trainer.train_epoch(2, timed_batches([first] * steps))
+    train_epoch(trainer, 2, timed_batches([first] * steps))
     _sync(device)
     memory_seconds = time.perf_counter() - marks["start"]
     samples = sizes.batch * sizes.timed
@@ -291,9 +282,12 @@ def step_extraction(work: str, sizes: Sizes) -> str:
 
     from wespeaker_py.inference.extraction import extract_embeddings
     from wespeaker_py.train import builder
+    from wespeaker_py.train.distributed import DistContext
+    from wespeaker_py.train.plan import resolve
     device = _device()
     config = _training_config(work, sizes, "ResNet34", False, False, False)
-    model = builder.build_model(config, 4)
+    cpu = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    model = builder.build_model(resolve(config, cpu))
     model_path = os.path.join(work, "resnet34_random.pt")
     torch.save(model.state_dict(), model_path)
     rows = []

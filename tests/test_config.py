@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from wespeaker_py.config import (ConfigError, DatasetArgs, ModelConfig, TrainConfig,
-                                 apply_override, as_dataset_args, as_train_config,
-                                 load_config, load_model_config, parse_override_args,
-                                 read_yaml, require_keys, save_config)
+                                 apply_override, as_dataset_args, load_config,
+                                 load_model_config, parse_override_args, read_yaml,
+                                 save_config)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESNET34 = os.path.join(REPO_ROOT, "conf", "resnet34.yaml")
@@ -43,9 +43,10 @@ def test_loading_types_the_blocks_and_fills_defaults():
     assert config.dataset_args.speed_perturb_mode == "random"
     assert config.dataset_args.frame_shift_ms == 10.0
     assert config.dataset_args.s3prl_args is None  # the unused front-end's block stays out
-    # blocks also read like the mappings they come from
-    assert config["dataloader_args"]["batch_size"] == config.dataloader_args.batch_size
-    assert config.get("seed") == 42 and "seed" in config and "sede" not in config
+    # blocks are plain dataclasses: attributes only, no second (mapping) way in
+    assert config.seed == 42
+    with pytest.raises(TypeError):
+        config["seed"]
 
 
 def test_s3prl_frame_shift_defaults_to_wavlm_frames():
@@ -207,13 +208,6 @@ def test_missing_required_key_is_named(tmp_path):
         load_config(write(tmp_path, config))
 
 
-def test_require_keys_names_the_command_line_flag():
-    config = load_config(RESNET34)
-    with pytest.raises(ConfigError, match="'train_data' must be set .*--train_data"):
-        require_keys(config, ["exp_dir", "train_data"])
-    require_keys(config, ["exp_dir", "dataset_args.num_frms"])
-
-
 def test_yaml_errors_name_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("seed: 1\nnum_epochs: [1, 2\nmodel: x\n")
@@ -245,12 +239,12 @@ def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
     assert stat.S_ISREG(os.stat(saved).st_mode)
 
 
-def test_as_train_config_rechecks_an_edited_config():
-    config = load_config(RESNET34)
-    config.dataloader_args.batch_size = 0
+def test_a_mapping_checks_into_the_same_config_as_the_file():
+    assert TrainConfig.from_dict(read_yaml(RESNET34)) == load_config(RESNET34)
+    source = read_yaml(RESNET34)
+    source["dataloader_args"]["batch_size"] = 0
     with pytest.raises(ConfigError, match="'dataloader_args.batch_size' must be >= 1"):
-        as_train_config(config)
-    assert as_train_config(read_yaml(RESNET34)) == load_config(RESNET34)
+        TrainConfig.from_dict(source)
 
 
 def test_model_config_reads_only_what_inference_needs(tmp_path):

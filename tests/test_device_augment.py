@@ -235,7 +235,7 @@ def test_training_step_applies_the_device_augmentation(sources, tmp_path, monkey
     """A training run with augment_on: device (one worker process) resamples on the device."""
     import wespeaker_py.dataset.device_augment as device_augment
     from train_helpers import make_speaker_corpus, tiny_config
-    from wespeaker_py.train.trainer import run_training
+    from train_helpers import run_training
 
     corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=4,
                                  seconds=2.0)

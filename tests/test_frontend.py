@@ -298,7 +298,7 @@ def test_from_dataset_args_reads_wespeaker_block():
     }
     module = FbankFeatures.from_dataset_args(dataset_args)
     assert (module.sample_rate, module.num_mel_bins, module.dither) == (8000, 64, 1.0)
-    assert module.spec_aug and module.spec_aug_args["max_f"] == 8
+    assert module.spec_aug and module.spec_aug_args.max_f == 8
     assert module.cmn and module.output_dim == 64
     assert module.eval()(noise(8000, seed=0)[None]).shape == (1, num_frames(8000, 8000), 64)
 

@@ -4,8 +4,10 @@ import os
 import pytest
 import torch
 
-from wespeaker_py.train import builder
+from train_helpers import CPU_WORLD
 from wespeaker_py.config import load_config, read_yaml
+from wespeaker_py.train import builder
+from wespeaker_py.train.plan import resolve
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = os.path.join(REPO_ROOT, "conf")
@@ -29,19 +31,35 @@ def test_the_conf_directory_holds_exactly_these_configs():
     assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS)
 
 
+NUM_SPEAKERS = 10
+
+
+@pytest.fixture(scope="module")
+def utt2spk(tmp_path_factory):
+    """A training label file of 10 speakers, 60 utterances each."""
+    path = tmp_path_factory.mktemp("labels") / "utt2spk"
+    path.write_text("".join(f"utt{index} spk{index % NUM_SPEAKERS}\n" for index in range(600)))
+    return str(path)
+
+
+def _plan(name, utt2spk, *overrides):
+    """The plan of a shipped config with the training data named on the command line."""
+    config = load_config(os.path.join(CONF_DIR, name + ".yaml"),
+                         [("train_data", "unused"), ("train_label", utt2spk), *overrides])
+    return resolve(config, CPU_WORLD)
+
+
 @pytest.mark.parametrize("name", ALL_CONFIGS)
-def test_config_builds_model_and_head(name):
-    config = load_config(os.path.join(CONF_DIR, name + ".yaml"))
-    frontend = builder.build_frontend(config)
-    assert frontend.output_dim == 80
-    num_speakers = 10
+def test_config_builds_model_and_head(name, utt2spk):
+    plan = _plan(name, utt2spk)
+    assert plan.frontend.output_dim == 80
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = builder.build_model(config, num_speakers)
+        model = builder.build_model(plan)
     weight = model.projection.weight
     # speed perturbation (or LM fine-tuning after it) gives 3 classes per speaker
-    assert weight.shape == (3 * num_speakers, config["model_args"]["embed_dim"])
-    optimizer = builder.build_optimizer(config, model.parameters())
-    assert type(optimizer).__name__ == config["optimizer"]
+    assert weight.shape == (3 * NUM_SPEAKERS, plan.model_config.model_args["embed_dim"])
+    optimizer = builder.build_optimizer(plan, model)
+    assert type(optimizer).__name__ == plan.optimizer
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
@@ -71,7 +89,7 @@ def test_recipe_hyper_parameters(name):
 
 
 @pytest.mark.parametrize("name", LM_CONFIGS)
-def test_lm_config_matches_its_base(name):
+def test_lm_config_matches_its_base(name, utt2spk):
     base = read_yaml(os.path.join(CONF_DIR, name + ".yaml"))
     lm = read_yaml(os.path.join(CONF_DIR, name + "_lm.yaml"))
     assert lm["do_lm"] is True
@@ -84,10 +102,9 @@ def test_lm_config_matches_its_base(name):
     assert lm["scheduler_args"] == {"initial_lr": 1e-4, "final_lr": 2.5e-5,
                                     "warm_up_epoch": 1, "warm_from_zero": True}
     # the LM run must see the same head size as the run it starts from
-    lm_config = load_config(os.path.join(CONF_DIR, name + "_lm.yaml"))
-    base_config = load_config(os.path.join(CONF_DIR, name + ".yaml"))
-    assert builder.num_classes(lm_config, 10) == builder.num_classes(base_config, 10)
-    assert builder.effective_dataset_args(lm_config).speed_perturb is False
+    lm_plan, base_plan = _plan(name + "_lm", utt2spk), _plan(name, utt2spk)
+    assert lm_plan.num_classes == base_plan.num_classes == 3 * NUM_SPEAKERS
+    assert lm_plan.dataset_args.speed_perturb is False
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +117,14 @@ def tiny_wavlm_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", WAVLM_CONFIGS)
-def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir):
-    config = load_config(os.path.join(CONF_DIR, name + ".yaml"), [
-        ("dataset_args.s3prl_args.upstream_args.path_or_url", tiny_wavlm_dir)])
-    assert config["dataset_args"]["frontend"] == "s3prl"
-    assert config["model_args"]["feat_dim"] == -1
-    frontend = builder.build_frontend(config)
-    assert frontend.frozen == (name == "ecapa_tdnn_WavLM_frozen")
+def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir, utt2spk):
+    plan = _plan(name, utt2spk,
+                 ("dataset_args.s3prl_args.upstream_args.path_or_url", tiny_wavlm_dir))
+    assert plan.dataset_args.frontend == "s3prl" and plan.model_holds_frontend
+    assert plan.config.model_args["feat_dim"] == plan.frontend.output_dim  # -1 filled in
+    assert plan.frontend.frozen == (name == "ecapa_tdnn_WavLM_frozen")
     with torch.device("meta"):
-        model = builder.build_model(config, num_speakers=10, frontend=frontend)
-    assert model.frontend is frontend
-    assert builder.num_classes(config, 10) == 30  # speed perturbation: 3 classes a speaker
-    assert model.projection.weight.shape[1] == config["model_args"]["embed_dim"]
+        model = builder.build_model(plan)
+    assert model.frontend is plan.frontend
+    assert plan.num_classes == 30  # speed perturbation: 3 classes a speaker
+    assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"]

@@ -8,10 +8,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from train_helpers import RATE, make_speaker_corpus, tiny_config, write_config
+from train_helpers import RATE, make_speaker_corpus, plan_of, tiny_config, write_config
+from wespeaker_py.config import read_yaml
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import parameter_digest
-from wespeaker_py.config import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,8 +66,7 @@ def test_two_ranks_train_to_the_end_with_identical_weights(tmp_path):
     rank0, rank1 = checkpoint["param_digests"]
     assert rank0 == rank1
     # ... and it is the digest of the weights that were saved
-    saved_config = load_config(os.path.join(exp_dir, "config.yaml"))
-    model = builder.build_model(saved_config, num_speakers=4)
+    model = builder.build_model(plan_of(read_yaml(os.path.join(exp_dir, "config.yaml"))))
     model.load_state_dict(checkpoint["model"])
     assert parameter_digest(model) == rank1
     # each rank keeps its own generator states (seeded with seed + rank)

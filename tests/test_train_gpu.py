@@ -1,11 +1,12 @@
 """Training on a CUDA device with bf16 autocast (skipped without CUDA)."""
+import dataclasses
 import os
 
 import pytest
 import torch
 
 from train_helpers import make_speaker_corpus, tiny_config
-from wespeaker_py.train.trainer import run_training
+from train_helpers import run_training
 
 
 @pytest.mark.gpu
@@ -26,22 +27,14 @@ def test_bf16_training_on_the_gpu(tmp_path):
 @pytest.mark.gpu
 def test_a_training_step_never_waits_for_the_gpu(tmp_path):
     """Between log points a step queues its work without one device-to-host sync."""
-    from wespeaker_py.config import as_train_config
-    from wespeaker_py.train import builder
-    from wespeaker_py.train.distributed import DistContext
+    from train_helpers import CPU_WORLD, plan_of
     from wespeaker_py.train.trainer import Trainer
 
     corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=4, utts_per_spk=2)
-    config = as_train_config(tiny_config(str(tmp_path / "exp"), corpus, enable_amp=True,
-                                         grad_clip=5.0, nonfinite_loss="skip"))
+    config = tiny_config(str(tmp_path / "exp"), corpus, enable_amp=True, grad_clip=5.0,
+                         nonfinite_loss="skip")
     device = torch.device("cuda", 0)
-    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
-    model = builder.build_model(config, num_speakers=4).to(device)
-    optimizer = builder.build_optimizer(config, model.parameters())
-    trainer = Trainer(config, ctx, model, builder.build_frontend(config).to(device), optimizer,
-                      builder.build_lr_scheduler(config, optimizer, 4, 1),
-                      builder.build_margin_scheduler(config, model.projection, 4), 4,
-                      str(tmp_path))
+    trainer = Trainer(plan_of(config, dataclasses.replace(CPU_WORLD, device=device)))
     batch = {"wavs": (torch.randn(4, 16000) * 1000).pin_memory(),
              "labels": torch.tensor([0, 1, 2, 3]).pin_memory(), "keys": list("abcd")}
     trainer.step.train()

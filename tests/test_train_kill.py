@@ -17,7 +17,7 @@ from tqdm import tqdm
 from train_helpers import make_speaker_corpus, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.train.checkpoint import epoch_from_name
-from wespeaker_py.train.trainer import run_training
+from train_helpers import run_training
 from wespeaker_py.utils.file_utils import temp_name_for
 
 NUM_EPOCHS = 10

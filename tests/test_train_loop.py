@@ -6,15 +6,14 @@ import pytest
 import torch
 import yaml
 
-from train_helpers import make_speaker_corpus, tiny_config, write_config
+from train_helpers import make_speaker_corpus, plan_of, run_training, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
-from wespeaker_py.train import builder
-from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
-from wespeaker_py.train.distributed import DistContext
-from wespeaker_py.train.trainer import NonFiniteLossError, Trainer, run_training
-from wespeaker_py.config import ConfigError, as_train_config
+from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.train.loop import train_epoch
+from wespeaker_py.train.trainer import NonFiniteLossError, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def _load(path):
 
 
 def test_tiny_config_is_valid(corpus, tmp_path):
-    as_train_config(tiny_config(str(tmp_path), corpus))
+    TrainConfig.from_dict(tiny_config(str(tmp_path), corpus))
 
 
 def test_loss_falls_and_accuracy_rises(corpus, tmp_path):
@@ -127,7 +126,8 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
             assert torch.allclose(tuned[key], value, atol=1e-6), key
     saved = yaml.safe_load(open(os.path.join(lm_dir, "config.yaml")))
     assert saved["do_lm"] is True and saved["dataset_args"]["speed_perturb"] is True
-    assert builder.effective_dataset_args(as_train_config(saved)).speed_perturb is False
+    plan = plan_of(saved)
+    assert plan.dataset_args.speed_perturb is False and plan.num_classes == 12
 
     # model_init into a model without speed classes: the first rows of the head load
     plain_dir = str(tmp_path / "plain")
@@ -158,7 +158,7 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
     model_0 = os.path.join(lm_dir, "models", "model_0.pt")
     shutil.copy(avg_path, model_0)
     lm_config = tiny_config(lm_dir, small_corpus, num_epochs=1, do_lm=True, checkpoint=model_0)
-    assert builder.num_classes(as_train_config(lm_config), 4) == 4
+    assert plan_of(lm_config).num_classes == 4
     history = run_training(lm_config)
     assert [result.epoch for result in history] == [1]
     tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
@@ -173,20 +173,12 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
                        match=r"odd\.pt: tensor 'projection\.weight' has shape \(8, 16\) in the "
                              r"checkpoint, but .* needs \(4, 16\) for 4 classes or \(12, 16\) "
                              r"for 12 classes"):
-        builder.num_classes(as_train_config(
-            tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd)), 4)
+        plan_of(tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd))
 
 
-def _trainer(config, tmp_path, epoch_iter=3):
-    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+def _trainer(config, epoch_iter=3):
     torch.manual_seed(0)
-    config = as_train_config(config)
-    model = builder.build_model(config, num_speakers=4)
-    optimizer = builder.build_optimizer(config, model.parameters())
-    return Trainer(config, ctx, model, builder.build_frontend(config), optimizer,
-                   builder.build_lr_scheduler(config, optimizer, epoch_iter, 1),
-                   builder.build_margin_scheduler(config, model.projection, epoch_iter),
-                   epoch_iter, str(tmp_path))
+    return Trainer(plan_of(config, epoch_iter=epoch_iter))
 
 
 def _batches(nan_at):
@@ -218,47 +210,44 @@ def _assert_bit_identical(before, after):
 
 
 def test_non_finite_loss_raises_naming_the_batch_keys(small_corpus, tmp_path):
-    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, log_batch_interval=1), tmp_path,
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, log_batch_interval=1),
                        epoch_iter=1)
     batches = _batches(nan_at=1)
-    trainer.train_epoch(1, batches[:1])  # the optimizer now holds momentum state
+    train_epoch(trainer, 1, batches[:1])  # the optimizer now holds momentum state
     before = _full_state(trainer)
     with pytest.raises(NonFiniteLossError,
                        match=r"non-finite loss at epoch 2, batch 1; this rank's batch holds "
                              r"utt1-0, utt1-1, utt1-2, utt1-3"):
-        trainer.train_epoch(2, batches[1:2])
+        train_epoch(trainer, 2, batches[1:2])
     _assert_bit_identical(before, _full_state(trainer))
 
 
 def test_a_skipped_non_finite_step_changes_no_state(small_corpus, tmp_path):
     """Weights, momentum and BatchNorm statistics are all as before a NaN batch."""
-    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
-                       tmp_path)
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"))
     batches = _batches(nan_at=2)
-    trainer.train_epoch(1, batches[:2] + batches[:1])
+    train_epoch(trainer, 1, batches[:2] + batches[:1])
     before = _full_state(trainer)
     assert any("running_mean" in key for key in before)
     assert any(".momentum_buffer" in key for key in before)
-    result = trainer.train_epoch(2, [batches[2]] * 3)
+    result = train_epoch(trainer, 2, [batches[2]] * 3)
     assert (result.batches, result.skipped_batches) == (3, 3)
     _assert_bit_identical(before, _full_state(trainer))
 
 
 def test_non_finite_first_step_leaves_no_optimizer_state(small_corpus, tmp_path):
-    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
-                       tmp_path)
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"))
     before = _full_state(trainer)
-    result = trainer.train_epoch(1, [_batches(nan_at=0)[0]] * 3)
+    result = train_epoch(trainer, 1, [_batches(nan_at=0)[0]] * 3)
     assert result.skipped_batches == 3
     assert trainer.optimizer.state_dict()["state"] == {}
     _assert_bit_identical(before, _full_state(trainer))
 
 
 def test_non_finite_loss_can_skip_the_batch(small_corpus, tmp_path):
-    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"),
-                       tmp_path)
+    trainer = _trainer(tiny_config(str(tmp_path), small_corpus, nonfinite_loss="skip"))
     initial = trainer.model.projection.weight.detach().clone()
-    result = trainer.train_epoch(1, _batches(nan_at=1))
+    result = train_epoch(trainer, 1, _batches(nan_at=1))
     assert (result.batches, result.skipped_batches) == (3, 1)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert all(torch.isfinite(b).all() for b in trainer.model.buffers()
@@ -269,9 +258,9 @@ def test_non_finite_loss_can_skip_the_batch(small_corpus, tmp_path):
 def test_gradient_clipping_bounds_the_update(small_corpus, tmp_path):
     config = tiny_config(str(tmp_path), small_corpus, grad_clip=1e-3,
                          optimizer_args={"momentum": 0.0, "weight_decay": 0.0})
-    trainer = _trainer(config, tmp_path, epoch_iter=1)
+    trainer = _trainer(config, epoch_iter=1)
     start = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.train_epoch(2, _batches(nan_at=None)[:1])  # epoch 2: past the lr warm-up
+    train_epoch(trainer, 2, _batches(nan_at=None)[:1])  # epoch 2: past the lr warm-up
     lr = trainer.lr_scheduler.get_lr()
     step = torch.sqrt(sum(((p.detach() - s) ** 2).sum()
                           for p, s in zip(trainer.model.parameters(), start)))
@@ -342,11 +331,11 @@ def test_steps_between_log_points_read_nothing_back(small_corpus, tmp_path, monk
     for epoch_iter in (2, 6):
         config = tiny_config(str(tmp_path), small_corpus, log_batch_interval=100,
                              nonfinite_loss="skip")
-        trainer = _trainer(config, tmp_path, epoch_iter=epoch_iter)
+        trainer = _trainer(config, epoch_iter=epoch_iter)
         batches = _batches(nan_at=None) * 2
-        trainer.train_epoch(1, batches[:epoch_iter])  # the optimizer creates its state
+        train_epoch(trainer, 1, batches[:epoch_iter])  # the optimizer creates its state
         with monkeypatch.context() as patch:
             counts = _count_host_reads(patch)
-            trainer.train_epoch(2, batches[:epoch_iter])
+            train_epoch(trainer, 2, batches[:epoch_iter])
         reads[epoch_iter] = counts["reads"]
     assert reads[2] == reads[6] <= 3

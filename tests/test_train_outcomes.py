@@ -7,11 +7,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from train_helpers import RATE, make_speaker_corpus, tiny_config, write_config
+from train_helpers import RATE, make_speaker_corpus, run_training, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.train import experiment
-from wespeaker_py.train.trainer import TrainingDataError, run_training
+from wespeaker_py.train.trainer import TrainingDataError
 from wespeaker_py.utils import file_utils
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.config import ConfigError

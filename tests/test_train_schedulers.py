@@ -1,11 +1,11 @@
 """Learning-rate and margin schedules against their formulas."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from train_helpers import TINY_CONFIG
-from wespeaker_py.config import as_train_config
+from train_helpers import CPU_WORLD, TINY_CONFIG, plan_of
 from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax
 from wespeaker_py.train.builder import build_lr_scheduler
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
@@ -48,15 +48,20 @@ def test_exponential_decrease_warm_up_from_one_only_when_scaled_up():
     assert unscaled.lr_at(t) == pytest.approx(1e-3 * math.exp(t / 1000 * math.log(1e-2)))
 
 
-def test_lr_scale_follows_world_size_and_batch_size():
-    config = as_train_config(dict(
-        TINY_CONFIG, num_epochs=10, dataloader_args={"batch_size": 32},
-        scheduler_args={"initial_lr": 0.1, "final_lr": 0.01, "warm_up_epoch": 1,
-                        "warm_from_zero": True}))
-    single = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=1)
-    eight = build_lr_scheduler(config, _optimizer(), epoch_iter=10, world_size=8)
+def test_lr_scale_follows_world_size_and_batch_size(tmp_path):
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("".join(f"u{index} s{index % 4}\n" for index in range(320)))
+    config = dict(TINY_CONFIG, num_epochs=10, dataloader_args={"batch_size": 32},
+                  train_data="unused", train_label=str(utt2spk),
+                  scheduler_args={"initial_lr": 0.1, "final_lr": 0.01, "warm_up_epoch": 1,
+                                  "warm_from_zero": True})
+    single = build_lr_scheduler(plan_of(config), _optimizer())
+    eight_ranks = dataclasses.replace(CPU_WORLD, world_size=8)
+    eight = build_lr_scheduler(plan_of(config, eight_ranks), _optimizer())
     assert single.scale_ratio == 0.5 and eight.scale_ratio == 4.0
-    assert eight.lr_at(50) == pytest.approx(8 * single.lr_at(50))
+    assert (single.max_iter, eight.max_iter) == (100, 10)  # 320 utterances / ranks / 32
+    # the same point of the schedule (half-way) at eight times the rate
+    assert eight.lr_at(5) == pytest.approx(8 * single.lr_at(50))
 
 
 def _exp_margin(t, start, stop, initial, final):

@@ -6,7 +6,7 @@ import pytest
 
 from train_helpers import tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
-from wespeaker_py.train.trainer import run_training
+from train_helpers import run_training
 
 
 def _train_speaker_lists(shared_data_dir, out_dir):

@@ -16,20 +16,22 @@ import yaml
 
 pytest.importorskip("transformers")
 
-from train_helpers import make_speaker_corpus, tiny_config, write_config  # noqa: E402
+from train_helpers import (CPU_WORLD, make_speaker_corpus, plan_of, run_training,  # noqa: E402
+                           tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.bin import average_model as average_cli  # noqa: E402
 from wespeaker_py.bin import train as train_cli  # noqa: E402
-from wespeaker_py.frontend.ssl import (SSLFrontend, frontend_param_groups,  # noqa: E402
-                                       load_wavlm, with_pretrained_frontend_weights)
+from wespeaker_py.frontend.ssl import (SSLFrontend, load_wavlm,  # noqa: E402
+                                       with_pretrained_frontend_weights)
 from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm  # noqa: E402
 from wespeaker_py.runtime import load_embedder  # noqa: E402
 from wespeaker_py.train import builder  # noqa: E402
 from wespeaker_py.train.checkpoint import parameter_digest  # noqa: E402
-from wespeaker_py.train.distributed import DistContext  # noqa: E402
 from wespeaker_py.train.schedulers import ExponentialDecrease  # noqa: E402
-from wespeaker_py.train.trainer import Trainer, run_training  # noqa: E402
-from wespeaker_py.config import ConfigError, as_train_config, load_config  # noqa: E402
+from wespeaker_py.train.loop import train_epoch  # noqa: E402
+from wespeaker_py.train.plan import resolve  # noqa: E402
+from wespeaker_py.train.trainer import Trainer  # noqa: E402
+from wespeaker_py.config import ConfigError, load_config, read_yaml  # noqa: E402
 
 UPSTREAM = "frontend.upstream."
 NUM_SPEAKERS = 4
@@ -78,8 +80,7 @@ def _pretrained_upstream(wavlm_dir):
 
 
 def _model_from_saved_config(exp_dir):
-    saved = load_config(os.path.join(exp_dir, "config.yaml"))
-    return builder.build_model(saved, NUM_SPEAKERS, builder.build_frontend(saved))
+    return builder.build_model(plan_of(read_yaml(os.path.join(exp_dir, "config.yaml"))))
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -88,17 +89,19 @@ def test_an_s3prl_config_passes_the_trainer_and_the_pipeline(corpus, wavlm_dir, 
                         ssl_config("exp", corpus, wavlm_dir, frozen=True))
     config = load_config(path, [("dataset_args.s3prl_args.lr_scale", "0.1"),
                                 ("dataset_args.s3prl_args.frozen", "false")])
-    assert config["dataset_args"]["s3prl_args"]["lr_scale"] == 0.1
-    assert config["dataset_args"]["s3prl_args"]["frozen"] is False
-    pipeline = builder.effective_dataset_args(config)
+    assert config.dataset_args.s3prl_args.lr_scale == 0.1
+    assert config.dataset_args.s3prl_args.frozen is False
+    plan = resolve(config, CPU_WORLD)
+    pipeline = plan.dataset_args
     assert (pipeline.frontend, pipeline.frame_shift_ms, pipeline.frame_length_ms) == (
         "s3prl", 20.0, 20.0)
-    frontend = builder.build_frontend(config)
-    assert isinstance(frontend, SSLFrontend) and frontend.lr_scale == 0.1
-    model = builder.build_model(config, NUM_SPEAKERS, frontend)
-    assert model.frontend is frontend
+    assert isinstance(plan.frontend, SSLFrontend) and plan.frontend.lr_scale == 0.1
+    assert plan.model_holds_frontend
+    model = builder.build_model(plan)
+    assert model.frontend is plan.frontend
     assert model.frame_1.conv_1d.in_channels == 32  # XVEC's first layer sees 32-dim features
-    assert config["model_args"]["feat_dim"] == -1  # the caller's config is left alone
+    assert plan.config.model_args["feat_dim"] == 32  # what config.yaml records
+    assert config.model_args["feat_dim"] == -1  # the caller's config is left alone
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -135,14 +138,14 @@ def test_front_end_errors_are_config_errors(corpus, wavlm_dir, tmp_path):
     wrong_dim["model_args"]["feat_dim"] = 24
     with pytest.raises(ConfigError, match=r"'model_args.feat_dim' is 24 but the front-end "
                                           r"makes 32-dim features"):
-        builder.build_frontend(as_train_config(wrong_dim))
+        plan_of(wrong_dim)
     missing = str(tmp_path / "no_weights_here")
     with pytest.raises(ConfigError, match=f"WavLM weights not found at {missing}"):
-        builder.build_frontend(as_train_config(ssl_config("exp", corpus, missing, frozen=True)))
+        plan_of(ssl_config("exp", corpus, missing, frozen=True))
     fbank_minus_one = tiny_config("exp", corpus)
     fbank_minus_one["model_args"]["feat_dim"] = -1
     with pytest.raises(ConfigError, match="'model_args.feat_dim' is -1"):
-        builder.build_frontend(as_train_config(fbank_minus_one))
+        plan_of(fbank_minus_one)
 
 
 def test_the_scheduler_gives_each_group_its_lr_scale():
@@ -164,17 +167,10 @@ def test_the_scheduler_gives_each_group_its_lr_scale():
 
 
 # -- single training steps ------------------------------------------------------------------
-def _trainer(config, model_dir):
+def _trainer(config):
     """A one-process Trainer on the SSL model, built as run_training builds it."""
-    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     torch.manual_seed(0)
-    config = as_train_config(config)
-    model = builder.build_model(config, NUM_SPEAKERS, builder.build_frontend(config))
-    optimizer = builder.build_optimizer(config, frontend_param_groups(model))
-    return Trainer(config, ctx, model, None, optimizer,
-                   builder.build_lr_scheduler(config, optimizer, 1, 1),
-                   builder.build_margin_scheduler(config, model.projection, 1), 1,
-                   str(model_dir))
+    return Trainer(plan_of(config, epoch_iter=1))
 
 
 def _one_batch():
@@ -191,14 +187,13 @@ def _plain_sgd(config):
 
 def test_a_frozen_step_trains_the_layer_weights_and_leaves_wavlm_alone(corpus, wavlm_dir,
                                                                        tmp_path):
-    trainer = _trainer(_plain_sgd(ssl_config(str(tmp_path), corpus, wavlm_dir, frozen=True)),
-                       tmp_path)
+    trainer = _trainer(_plain_sgd(ssl_config(str(tmp_path), corpus, wavlm_dir, frozen=True)))
     model = trainer.model
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimized.isdisjoint(id(p) for p in model.frontend.upstream.parameters())
     assert id(model.frontend.layer_weights) in optimized
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    trainer.train_epoch(2, _one_batch())  # epoch 2: past the warm-up from a zero lr
+    train_epoch(trainer, 2, _one_batch())  # epoch 2: past the warm-up from a zero lr
     assert not model.frontend.upstream.training  # eval mode while the rest trains
     after = model.state_dict()
     for key, value in before.items():
@@ -215,12 +210,12 @@ def test_a_joint_step_moves_wavlm_by_its_lr_scale(corpus, wavlm_dir, tmp_path):
         config = _plain_sgd(ssl_config(str(tmp_path), corpus, wavlm_dir, frozen=False,
                                        lr_scale=lr_scale,
                                        gradient_checkpointing=checkpointing))
-        trainer = _trainer(config, tmp_path)
+        trainer = _trainer(config)
         assert trainer.model.frontend.gradient_checkpointing is checkpointing
         assert [group["lr_scale"] for group in trainer.optimizer.param_groups] == [1.0, lr_scale]
         before = {name: param.detach().clone()
                   for name, param in trainer.model.named_parameters()}
-        trainer.train_epoch(2, _one_batch())
+        train_epoch(trainer, 2, _one_batch())
         deltas[lr_scale] = {name: param.detach() - before[name]
                             for name, param in trainer.model.named_parameters()}
     full, scaled = deltas[1.0], deltas[0.25]

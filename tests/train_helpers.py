@@ -6,9 +6,10 @@ formant-like resonance, so speakers differ in spectrum the way fbank sees it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -16,7 +17,14 @@ import soundfile as sf
 import torch
 import yaml
 
+from wespeaker_py.config import TrainConfig
+from wespeaker_py.train import trainer
+from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.train.loop import EpochResult
+from wespeaker_py.train.plan import TrainingPlan, resolve
+
 RATE = 16000
+CPU_WORLD = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
 def _speaker_signal(spk: int, utt: int, num_samples: int) -> np.ndarray:
@@ -114,6 +122,17 @@ def tiny_config(exp_dir: str, corpus: Dict[str, str], **overrides) -> Dict[str, 
     config.update(exp_dir=exp_dir, train_data=corpus["raw_list"], train_label=corpus["utt2spk"])
     config.update(copy.deepcopy(overrides))
     return config
+
+
+def run_training(config: Dict[str, Any]) -> List[EpochResult]:
+    """Train on a config mapping (checked here), as the command line does."""
+    return trainer.run_training(TrainConfig.from_dict(config))
+
+
+def plan_of(config: Dict[str, Any], world: DistContext = CPU_WORLD, **changes) -> TrainingPlan:
+    """The plan of a config mapping; ``changes`` replace plan fields (e.g. ``epoch_iter``)."""
+    plan = resolve(TrainConfig.from_dict(config), world)
+    return dataclasses.replace(plan, **changes) if changes else plan
 
 
 def write_config(path: str, config: Dict[str, Any]) -> str:

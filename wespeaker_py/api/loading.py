@@ -78,9 +78,6 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         raise
     except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
         raise ModelSourceError(f"{config_path}: {error}") from None
-    if "dataset_args" not in config:
-        raise ModelSourceError(f"{config_path} has no 'dataset_args': it says which "
-                               f"front-end (fbank_args, resample_rate) the model needs")
     try:
         embedder = load_embedder(config, checkpoint)
     except ModelSourceError:

@@ -5,10 +5,9 @@
     config.dataset_args.fbank_args.num_mel_bins   # typed, defaults filled in
 """
 from wespeaker_py.config.fields import ConfigError
-from wespeaker_py.config.loading import (apply_override, as_dataset_args, as_model_config,
-                                         as_train_config, config_to_dict, load_config,
-                                         load_model_config, parse_override_args, read_yaml,
-                                         require_keys, save_config)
+from wespeaker_py.config.loading import (apply_override, as_dataset_args, config_to_dict,
+                                         load_config, load_model_config, parse_override_args,
+                                         read_yaml, save_config)
 from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs, FbankArgs,
                                         FilterArgs, MarginUpdate, ModelConfig, S3prlArgs,
                                         SchedulerArgs, ShuffleArgs, SpecAugArgs, TrainConfig,
@@ -17,6 +16,5 @@ from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs, F
 __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs", "FbankArgs",
            "FilterArgs", "MarginUpdate", "ModelConfig", "S3prlArgs", "SchedulerArgs",
            "ShuffleArgs", "SpecAugArgs", "TrainConfig", "UpstreamArgs", "apply_override",
-           "as_dataset_args", "as_model_config", "as_train_config", "config_to_dict",
-           "load_config", "load_model_config", "parse_override_args", "read_yaml",
-           "require_keys", "save_config"]
+           "as_dataset_args", "config_to_dict", "load_config", "load_model_config",
+           "parse_override_args", "read_yaml", "save_config"]

@@ -141,37 +141,12 @@ def load_model_config(path: str) -> ModelConfig:
     return parse_block(ModelConfig, model_keys, "")
 
 
-def as_train_config(config: Union[TrainConfig, Mapping[str, Any]]) -> TrainConfig:
-    """A checked :class:`TrainConfig` from a mapping or from one that may have been edited."""
-    data = config_to_dict(config) if isinstance(config, TrainConfig) else dict(config)
-    return TrainConfig.from_dict(data)
-
-
-def as_model_config(config: Union[ModelConfig, Mapping[str, Any]]) -> ModelConfig:
-    """A :class:`ModelConfig` (a :class:`TrainConfig` is one) from a config or a mapping."""
-    if isinstance(config, ModelConfig):
-        return config
-    return parse_block(ModelConfig, {name: config[name] for name in
-                                     ("model", "model_args", "dataset_args") if name in config})
-
-
 def as_dataset_args(dataset_args: Union[DatasetArgs, Mapping[str, Any], None]) -> DatasetArgs:
     """A checked :class:`DatasetArgs` from the block or from a ``dataset_args`` mapping."""
     if isinstance(dataset_args, DatasetArgs):
         return dataset_args
     return parse_block(DatasetArgs, {} if dataset_args is None else dataset_args,
                        "dataset_args")
-
-
-def require_keys(config: Any, keys: Sequence[str]) -> None:
-    """Raise :class:`ConfigError` unless every dotted key in ``keys`` is set (not None)."""
-    for dotted in keys:
-        node: Any = config
-        for part in dotted.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-        if node is None:
-            raise ConfigError(f"config key '{dotted}' must be set "
-                              f"(in the YAML or as --{dotted} on the command line)")
 
 
 def config_to_dict(config: Any) -> Dict[str, Any]:

@@ -7,41 +7,9 @@ every consumer and the saved ``config.yaml`` use these classes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterator, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from wespeaker_py.config.fields import ConfigError, parse_block, setting
-
-
-class ConfigBlock:
-    """Base of every block: also readable like the mapping it came from.
-
-    ``block["num_epochs"]``, ``block.get("seed")``, ``"x" in block``, ``dict(block)``
-    and ``block["model_args"] = ...`` work as on WeSpeaker's config dicts, so code
-    written against those keeps working; new code reads attributes.
-    """
-
-    def _names(self) -> List[str]:
-        return [field.name for field in dataclasses.fields(self)]
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._names():
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self._names():
-            raise KeyError(name)
-        setattr(self, name, value)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """The value of key ``name`` (``default`` only for a key this block does not have)."""
-        return getattr(self, name) if name in self._names() else default
-
-    def keys(self) -> Iterator[str]:
-        return iter(self._names())
 
 
 def _block(cls):
@@ -52,14 +20,14 @@ def _block(cls):
 # ---- dataset_args -------------------------------------------------------------------------
 
 @_block
-class ShuffleArgs(ConfigBlock):
+class ShuffleArgs:
     """``dataset_args.shuffle_args``: size of the shuffle buffer (utterances)."""
 
     shuffle_size: int = setting(2500, minimum=1)
 
 
 @_block
-class FilterArgs(ConfigBlock):
+class FilterArgs:
     """``dataset_args.filter_args``: utterance lengths kept for training, in frames."""
 
     min_num_frames: int = setting(100, minimum=0)
@@ -72,7 +40,7 @@ class FilterArgs(ConfigBlock):
 
 
 @_block
-class FbankArgs(ConfigBlock):
+class FbankArgs:
     """``dataset_args.fbank_args``: Kaldi-compatible fbank on the training device."""
 
     num_mel_bins: int = setting(80, minimum=1)
@@ -82,7 +50,7 @@ class FbankArgs(ConfigBlock):
 
 
 @_block
-class CmvnArgs(ConfigBlock):
+class CmvnArgs:
     """``dataset_args.cmvn_args``: per-utterance mean (and variance) normalisation."""
 
     norm_mean: bool = True
@@ -90,7 +58,7 @@ class CmvnArgs(ConfigBlock):
 
 
 @_block
-class SpecAugArgs(ConfigBlock):
+class SpecAugArgs:
     """``dataset_args.spec_aug_args``: SpecAugment (WeSpeaker's defaults)."""
 
     num_t_mask: int = setting(1, minimum=0)
@@ -101,7 +69,7 @@ class SpecAugArgs(ConfigBlock):
 
 
 @_block
-class UpstreamArgs(ConfigBlock):
+class UpstreamArgs:
     """``dataset_args.s3prl_args.upstream_args``: which SSL model, and where its weights are."""
 
     name: str
@@ -111,7 +79,7 @@ class UpstreamArgs(ConfigBlock):
 
 
 @_block
-class S3prlArgs(ConfigBlock):
+class S3prlArgs:
     """``dataset_args.s3prl_args``: the SSL (WavLM) front-end, ``frontend: s3prl``.
 
     WeSpeaker's keys plus ours: ``gradient_checkpointing``, ``lr_scale``
@@ -134,7 +102,7 @@ class S3prlArgs(ConfigBlock):
 
 
 @_block
-class DatasetArgs(ConfigBlock):
+class DatasetArgs:
     """``dataset_args``: the input pipeline and the feature front-end.
 
     ``fbank_args`` is filled with its defaults for ``frontend: fbank``;
@@ -193,7 +161,7 @@ class DatasetArgs(ConfigBlock):
 # ---- training blocks -----------------------------------------------------------------------
 
 @_block
-class DataloaderArgs(ConfigBlock):
+class DataloaderArgs:
     """``dataloader_args``: the torch DataLoader of the training input pipeline."""
 
     batch_size: int = setting(minimum=1)
@@ -204,7 +172,7 @@ class DataloaderArgs(ConfigBlock):
 
 
 @_block
-class MarginUpdate(ConfigBlock):
+class MarginUpdate:
     """``margin_update``: the margin schedule of the head (margin 0 throughout by default)."""
 
     initial_margin: float = 0.0
@@ -222,7 +190,7 @@ class MarginUpdate(ConfigBlock):
 
 
 @_block
-class SchedulerArgs(ConfigBlock):
+class SchedulerArgs:
     """``scheduler_args``: ExponentialDecrease's warm-up and decay."""
 
     initial_lr: float = setting(above=0)
@@ -253,7 +221,7 @@ def _check_open_keys(block: Dict[str, Any], types: Dict[str, type], where: str) 
 
 
 @_block
-class ModelConfig(ConfigBlock):
+class ModelConfig:
     """What a trained model needs to be rebuilt: ``model``, ``model_args``, ``dataset_args``.
 
     Extraction and export read an experiment's ``config.yaml`` into this

@@ -14,34 +14,24 @@ usable utterance left, which is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from tqdm import tqdm
 
-from wespeaker_py.config import TrainConfig
-from wespeaker_py.train.distributed import DistContext, all_reduce_sum
-from wespeaker_py.train.step import NonFiniteLossError, StepOutcome, StepRunner
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.train.distributed import all_reduce_sum
+from wespeaker_py.train.step import NonFiniteLossError, StepOutcome
 from wespeaker_py.utils.logging_utils import get_logger
+
+if TYPE_CHECKING:
+    from wespeaker_py.train.trainer import Trainer
 
 logger = get_logger(__name__)
 
 
 class TrainingDataError(RunFailedError):
     """The training data gave fewer batches than an epoch needs (the command exits 1)."""
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """What the loop reads from the config."""
-
-    epoch_iter: int
-    log_interval: int = 100
-
-    @classmethod
-    def from_config(cls, config: TrainConfig, epoch_iter: int) -> "LoopSettings":
-        return cls(epoch_iter=epoch_iter, log_interval=config.log_batch_interval)
 
 
 @dataclass
@@ -57,116 +47,99 @@ class EpochResult:
     margin: float
 
 
-@dataclass
-class _Interval:
-    """The steps since the last log point, read back to the host."""
+class DeviceTotals:
+    """Device-side sums of step outcomes: loss sum, correct, samples, applied and dropped steps.
 
-    loss_sum: float
-    correct: float
-    samples: float
-    steps: float
-    dropped: float
-    first_dropped: Optional[Tuple[int, List[str], bool]]  # batch, keys, loss finite here
-
-    def as_tensor(self) -> torch.Tensor:
-        return torch.tensor([self.loss_sum, self.correct, self.samples, self.steps,
-                             self.dropped], dtype=torch.float64)
-
-
-class _DeviceTotals:
-    """Device-side sums of step outcomes; :meth:`flush` reads them (one transfer) and resets."""
+    :meth:`read` brings them to the host (one transfer) and starts over.
+    """
 
     def __init__(self, device: torch.device):
-        # loss sum, correct, samples, applied steps, dropped steps
         self.values = torch.zeros(5, dtype=torch.float64, device=device)
-        self._outcomes: List[Tuple[int, StepOutcome]] = []
+        self.outcomes: List[Tuple[int, StepOutcome]] = []
 
     def add(self, outcome: StepOutcome, batch_size: int, batch: int) -> None:
         good = outcome.good.to(torch.float64)
         self.values += torch.stack([outcome.loss_sum.to(torch.float64),
                                     outcome.correct.to(torch.float64), good * batch_size,
                                     good, 1.0 - good])
-        self._outcomes.append((batch, outcome))
+        self.outcomes.append((batch, outcome))
 
-    def flush(self) -> _Interval:
-        loss_sum, correct, samples, steps, dropped = self.values.tolist()
+    def read(self) -> Tuple[List[float], Optional[Tuple[int, StepOutcome]]]:
+        """(the five sums, the first dropped step as (batch, outcome) or None)."""
+        values = self.values.tolist()
         first_dropped = None
-        if dropped:  # a second read, only when something went wrong
-            flags = torch.stack([outcome.good for _, outcome in self._outcomes]).tolist()
-            batch, outcome = self._outcomes[flags.index(False)]
-            first_dropped = (batch, outcome.keys, bool(outcome.loss_finite))
+        if values[4]:  # a second read, only when something went wrong
+            flags = torch.stack([outcome.good for _, outcome in self.outcomes]).tolist()
+            first_dropped = self.outcomes[flags.index(False)]
         self.values.zero_()
-        self._outcomes.clear()
-        return _Interval(loss_sum, correct, samples, steps, dropped, first_dropped)
+        self.outcomes.clear()
+        return values, first_dropped
 
 
-def _dropped_steps_message(epoch: int, interval: _Interval) -> str:
-    batch, keys, loss_finite = interval.first_dropped
-    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-    what = ("gradients (this rank's loss was finite: the NaN came from another rank "
-            "or from the backward pass)" if loss_finite else "loss")
-    return (f"non-finite {what} at epoch {epoch}, batch {batch}; this rank's batch holds "
-            f"{shown or 'no keys'}; {int(interval.dropped)} step(s) dropped since the last "
-            f"report, each leaving weights, optimizer state and normalisation statistics "
-            f"unchanged")
-
-
-def train_epoch(runner: StepRunner, settings: LoopSettings, ctx: DistContext, epoch: int,
-                batches: Iterable[Mapping[str, Any]], lr_scheduler, margin_scheduler,
-                log_scalars: Callable[..., None] = lambda step, **values: None) -> EpochResult:
-    """Train ``settings.epoch_iter`` batches of ``batches`` and return the epoch's averages."""
-    runner.train()
-    epoch_iter = settings.epoch_iter
+def train_epoch(trainer: "Trainer", epoch: int,
+                batches: Iterable[Mapping[str, Any]]) -> EpochResult:
+    """Train ``plan.epoch_iter`` batches of ``batches`` and return the epoch's averages."""
+    plan, step = trainer.plan, trainer.step
+    world, epoch_iter = plan.world, plan.epoch_iter
+    step.train()
     epoch_totals = torch.zeros(5, dtype=torch.float64)
-    totals = _DeviceTotals(ctx.device)
+    totals = DeviceTotals(world.device)
     progress = tqdm(total=epoch_iter, desc=f"epoch {epoch}", unit="batch",
-                    disable=not ctx.is_main, leave=False, dynamic_ncols=True)
+                    disable=not world.is_main, leave=False, dynamic_ncols=True)
     iterator = iter(batches)
     try:
         for index in range(epoch_iter):
             batch = next(iterator, None)
             if batch is None:
                 raise TrainingDataError(
-                    f"epoch {epoch}: rank {ctx.rank}'s training data gave "
+                    f"epoch {epoch}: rank {world.rank}'s training data gave "
                     + ("no batch" if index == 0 else f"only {index} of {epoch_iter} batches")
                     + "; no usable utterance is left in its share of the list "
                       "(see the skip summary above)")
             iteration = (epoch - 1) * epoch_iter + index
-            lr = lr_scheduler.step(iteration)
-            margin_scheduler.step(iteration)
-            totals.add(runner(batch), int(batch["labels"].numel()), index + 1)
+            lr = trainer.lr_scheduler.step(iteration)
+            trainer.margin_scheduler.step(iteration)
+            totals.add(step(batch), int(batch["labels"].numel()), index + 1)
             progress.update(1)
-            if (index + 1) % settings.log_interval and index + 1 < epoch_iter:
+            if (index + 1) % plan.log_batch_interval and index + 1 < epoch_iter:
                 continue
-            interval = totals.flush()
-            epoch_totals += interval.as_tensor()
-            if interval.first_dropped is not None:
-                message = _dropped_steps_message(epoch, interval)
-                if runner.settings.nonfinite_policy == "raise":
+            # a log point: the one read of the device since the last
+            values, first_dropped = totals.read()
+            epoch_totals += torch.tensor(values, dtype=torch.float64)
+            loss_sum, correct, samples, _, dropped = values
+            if first_dropped is not None:
+                message = _dropped_steps_message(epoch, *first_dropped, int(dropped))
+                if plan.nonfinite_loss == "raise":
                     raise NonFiniteLossError(message + ". Lower the learning rate, turn off "
                                              "enable_amp, or set nonfinite_loss: skip to drop "
                                              "such batches")
                 logger.warning("%s; skipped", message)
-            if interval.samples:
-                _log_interval(interval, epoch, index + 1, epoch_iter, lr,
-                              margin_scheduler.get_margin(), progress, log_scalars, iteration)
+            if samples:
+                loss, accuracy = loss_sum / samples, 100.0 * correct / samples
+                margin = trainer.margin_scheduler.get_margin()
+                progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}")
+                logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
+                            epoch, index + 1, epoch_iter, lr, margin, loss, accuracy)
+                trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
+                                           margin=margin)
     finally:
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
-    summed = all_reduce_sum(epoch_totals.to(ctx.device), ctx).tolist()
+    summed = all_reduce_sum(epoch_totals.to(world.device), world).tolist()
     samples = max(1.0, summed[2])
     return EpochResult(epoch=epoch, loss=summed[0] / samples, accuracy=100.0 * summed[1] / samples,
                        batches=int(summed[3] + summed[4]), skipped_batches=int(summed[4]),
-                       lr=lr_scheduler.get_lr(), margin=margin_scheduler.get_margin())
+                       lr=trainer.lr_scheduler.get_lr(),
+                       margin=trainer.margin_scheduler.get_margin())
 
 
-def _log_interval(interval: _Interval, epoch: int, batch: int, epoch_iter: int, lr: float,
-                  margin: float, progress, log_scalars: Callable[..., None],
-                  iteration: int) -> None:
-    mean_loss = interval.loss_sum / interval.samples
-    accuracy = 100.0 * interval.correct / interval.samples
-    progress.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{accuracy:.1f}")
-    logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
-                epoch, batch, epoch_iter, lr, margin, mean_loss, accuracy)
-    log_scalars(iteration, loss=mean_loss, accuracy=accuracy, lr=lr, margin=margin)
+def _dropped_steps_message(epoch: int, batch: int, outcome: StepOutcome, dropped: int) -> str:
+    keys = outcome.keys
+    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+    what = ("gradients (this rank's loss was finite: the NaN came from another rank "
+            "or from the backward pass)" if bool(outcome.loss_finite) else "loss")
+    return (f"non-finite {what} at epoch {epoch}, batch {batch}; this rank's batch holds "
+            f"{shown or 'no keys'}; {dropped} step(s) dropped since the last "
+            f"report, each leaving weights, optimizer state and normalisation statistics "
+            f"unchanged")

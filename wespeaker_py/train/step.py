@@ -15,44 +15,24 @@ gradients.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset.device_augment import augment_batch
-from wespeaker_py.train.distributed import DistContext, wrap_ddp
-from wespeaker_py.train.rollback import StepRollback
 from wespeaker_py.errors import RunFailedError
-
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+from wespeaker_py.train.distributed import wrap_ddp
+from wespeaker_py.train.plan import TrainingPlan
+from wespeaker_py.train.rollback import StepRollback
 
 
 class NonFiniteLossError(RunFailedError):
     """The loss or the gradients became NaN or infinite; that step changed nothing."""
 
 
-@dataclass(frozen=True)
-class StepSettings:
-    """What the step reads from the config: precision, clipping, loss and NaN policy."""
-
-    amp: bool = False
-    amp_dtype: torch.dtype = torch.bfloat16
-    grad_clip: float = 0.0
-    nonfinite_policy: str = "raise"
-    loss_args: Dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> "StepSettings":
-        """Read ``enable_amp``, ``amp_dtype``, ``grad_clip``, ``nonfinite_loss``, ``loss_args``."""
-        return cls(amp=config.enable_amp, amp_dtype=AMP_DTYPES[config.amp_dtype],
-                   grad_clip=config.grad_clip or 0.0, nonfinite_policy=config.nonfinite_loss,
-                   loss_args=dict(config.loss_args))
-
-
-class TrainingStep(nn.Module):
+class ForwardLoss(nn.Module):
     """Inputs and labels -> (logits, loss): the part of a step that DDP wraps.
 
     The inputs are features, or waveforms when the model holds its front-end
@@ -60,11 +40,11 @@ class TrainingStep(nn.Module):
     autocast: its cosines feed an arccos-like margin that bf16 would round badly.
     """
 
-    def __init__(self, model: nn.Module, criterion: nn.Module):
+    def __init__(self, model: nn.Module, criterion: nn.Module, model_holds_frontend: bool):
         super().__init__()
         self.model = model
         self.criterion = criterion
-        self.model_holds_frontend = isinstance(getattr(model, "frontend", None), nn.Module)
+        self.model_holds_frontend = model_holds_frontend
 
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor):
         feats = self.model.frontend(inputs) if self.model_holds_frontend else inputs
@@ -104,84 +84,84 @@ def keep_optimizer_state_on_device(optimizer: torch.optim.Optimizer,
                 state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
 
 
-class StepRunner:
-    """Runs training steps of ``model`` (head as ``model.projection``) with ``optimizer``.
+class TrainingStep:
+    """Trains ``model`` (head as ``model.projection``) on one batch per call.
 
-    ``frontend`` is the fbank front-end, or None when the model holds its own.
+    ``fbank`` is the fbank front-end, run without gradients before the model,
+    or None when the model holds its own front-end.
     """
 
-    def __init__(self, settings: StepSettings, ctx: DistContext, model: nn.Module,
-                 frontend: Optional[nn.Module], optimizer: torch.optim.Optimizer):
-        self.settings = settings
-        self.ctx = ctx
+    def __init__(self, plan: TrainingPlan, model: nn.Module, fbank: Optional[nn.Module],
+                 optimizer: torch.optim.Optimizer):
+        self.device = plan.world.device
         self.model = model
-        self.frontend = frontend
+        self.fbank = fbank
         self.optimizer = optimizer
-        self.module = wrap_ddp(TrainingStep(model, nn.CrossEntropyLoss(**settings.loss_args)),
-                               ctx)
-        use_scaler = settings.amp and settings.amp_dtype == torch.float16
-        self.grad_scaler = torch.amp.GradScaler(ctx.device.type) if use_scaler else None
-        keep_optimizer_state_on_device(optimizer, ctx.device)
+        self.amp_dtype = plan.amp_dtype
+        self.grad_clip = plan.grad_clip
+        criterion = nn.CrossEntropyLoss(**plan.loss_args)
+        self.forward_loss = wrap_ddp(ForwardLoss(model, criterion, plan.model_holds_frontend),
+                                     plan.world)
+        # float16 needs loss scaling; the scaler skips steps with inf/NaN gradients itself
+        self.grad_scaler = (torch.amp.GradScaler(self.device.type)
+                            if self.amp_dtype == torch.float16 else None)
+        keep_optimizer_state_on_device(optimizer, self.device)
         self.rollback = StepRollback(model, optimizer)
-        self._params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def train(self) -> None:
         """Put the model (and the fbank front-end) in training mode."""
-        self.module.train()
-        if self.frontend is not None:
-            self.frontend.train()
-
-    def _autocast(self):
-        if not self.settings.amp:
-            return nullcontext()
-        return torch.autocast(device_type=self.ctx.device.type, dtype=self.settings.amp_dtype)
-
-    def _gradient_norm(self) -> torch.Tensor:
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if self.settings.grad_clip > 0:
-            return nn.utils.clip_grad_norm_(self._params, self.settings.grad_clip)
-        if not grads:
-            return torch.zeros((), device=self.ctx.device)
-        return nn.utils.get_total_norm(grads)
-
-    def _backward_and_step(self, loss: torch.Tensor, loss_finite: torch.Tensor) -> torch.Tensor:
-        """Backward and optimizer step; return the device flag "this step may stay"."""
-        self.optimizer.zero_grad(set_to_none=True)
-        # x1.0 for a finite loss (bit-exact); NaN otherwise, so that every
-        # gradient, and under DDP every rank's reduced gradient, says so too
-        poison = torch.where(loss_finite, 1.0, float("nan")).to(loss.dtype)
-        if self.grad_scaler is not None:
-            # float16: the scaler skips steps with inf/NaN gradients by design (and syncs)
-            self.grad_scaler.scale(loss * poison).backward()
-            if self.settings.grad_clip > 0:
-                self.grad_scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self._params, self.settings.grad_clip)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-            return loss_finite
-        (loss * poison).backward()
-        good = torch.isfinite(self._gradient_norm()) & loss_finite
-        self.optimizer.step()
-        return good
+        self.forward_loss.train()
+        if self.fbank is not None:
+            self.fbank.train()
 
     def __call__(self, batch: Mapping[str, Any]) -> StepOutcome:
         """Train on one collated host batch (``wavs``, ``labels``, ``keys``, augmentation plan)."""
-        # speed perturbation and noise/reverb of dataset_args.augment_on: device happen
-        # here; the rows' grouping is read from the host batch, so nothing waits
-        inputs, labels = augment_batch(batch, self.ctx.device)
+        # speed perturbation and noise/reverb of augment_on: device happen here; the rows'
+        # grouping is read from the host batch, so nothing waits
+        inputs, labels = augment_batch(batch, self.device)
         self.rollback.snapshot()
-        if self.frontend is not None:
+        if self.fbank is not None:
             with torch.no_grad():
-                inputs = self.frontend(inputs)
-        with self._autocast():
-            logits, loss = self.module(inputs, labels)
+                inputs = self.fbank(inputs)
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None else nullcontext())
+        with autocast:
+            logits, loss = self.forward_loss(inputs, labels)
         loss = loss.float()
         loss_finite = torch.isfinite(loss.detach())
-        good = self._backward_and_step(loss, loss_finite)
+        self.optimizer.zero_grad(set_to_none=True)
+        # x1.0 for a finite loss (bit-exact); NaN otherwise, so that every gradient, and
+        # under DDP every rank's reduced gradient, says so too
+        loss = loss * torch.where(loss_finite, 1.0, float("nan")).to(loss.dtype)
+        if self.grad_scaler is not None:
+            self._scaled_backward_and_step(loss)
+            good = loss_finite
+        else:
+            loss.backward()
+            good = torch.isfinite(self._gradient_norm()) & loss_finite
+            self.optimizer.step()
         self.rollback.keep_if(good)
-        zero = torch.zeros((), device=loss.device)
         correct = (logits.detach().argmax(dim=1) == labels).sum()
-        return StepOutcome(loss_sum=torch.where(good, loss.detach() * labels.numel(), zero),
+        return StepOutcome(loss_sum=torch.where(good, loss.detach() * labels.numel(), 0.0),
                            correct=torch.where(good, correct, torch.zeros_like(correct)),
                            good=good, loss_finite=loss_finite,
                            keys=list(batch.get("keys") or []))
+
+    def _gradient_norm(self) -> torch.Tensor:
+        """The total gradient norm, after clipping to ``grad_clip`` when that is set."""
+        if self.grad_clip > 0:
+            return nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return nn.utils.get_total_norm(grads)
+
+    def _scaled_backward_and_step(self, loss: torch.Tensor) -> None:
+        """float16: backward and step through the grad scaler (which syncs)."""
+        self.grad_scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.grad_scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()

@@ -1,0 +1,108 @@
+"""The training contract: a seeded CPU run gives the same weights, bit for bit, as the
+code that recorded them did, and a checkpoint written by that code still resumes exactly.
+
+The digests were recorded at d8a62e4 (torch 2.13, x86-64 CPU) with the runs below:
+speed perturbation, noise and reverb on, one loader worker, two epochs. A change
+that moves any number (an extra draw from a generator, a different summation
+order, a lost RNG restore) changes them. Another torch version or CPU kind may
+legitimately round differently; then record them again at the reference commit.
+"""
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dataset_helpers import write_audio
+from train_helpers import make_speaker_corpus, tiny_config
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from train_helpers import run_training
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+# model_1.pt of the cpu-augmentation run below, written by the reference commit
+REFERENCE_CHECKPOINT = os.path.join(DATA, "train_contract_model_1.pt")
+
+FINAL_DIGESTS = {
+    "cpu": "4e43610a966b3047d6cb4066a68c55c49a5e0bbc5508a45db29fc6a3f94d3ff5",
+    "device": "7f55432124372ca9ca7adb4c5c5c439e7705697104447021d196a987a34f7022",
+}
+
+
+def state_digest(checkpoint) -> str:
+    """SHA-256 over the model's and the optimizer's tensors, keys in sorted order."""
+    digest = hashlib.sha256()
+    tensors = dict(checkpoint["model"])
+    for index, state in checkpoint["optimizer"]["state"].items():
+        tensors.update({f"optimizer.{index}.{key}": value for key, value in state.items()
+                        if torch.is_tensor(value)})
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four speakers, MUSAN-like noise (incl. babble) and room impulse responses."""
+    root = tmp_path_factory.mktemp("contract")
+    paths = make_speaker_corpus(str(root), num_spks=4, utts_per_spk=6)
+    rng = np.random.default_rng(11)
+    noise_rows = []
+    for index, key in enumerate(["noise/a", "music/b", "speech/c", "babble/1", "babble/2",
+                                 "babble/3"]):
+        samples = (rng.standard_normal(16000) * 3000 / (index + 1)).astype(np.int16)
+        noise_rows.append(f"{key} {write_audio(str(root / f'noise{index}.wav'), samples)}\n")
+    rir_rows = []
+    for index, seconds in enumerate((0.2, 0.5)):
+        t = np.arange(int(seconds * 16000)) / 16000
+        rir = rng.standard_normal(t.size) * np.exp(-t / 0.08)
+        rir[0] = 4.0
+        samples = (8000 * rir / np.abs(rir).max()).astype(np.int16)
+        rir_rows.append(f"rir/{index} {write_audio(str(root / f'rir{index}.wav'), samples)}\n")
+    (root / "noise.scp").write_text("".join(noise_rows))
+    (root / "rir.scp").write_text("".join(rir_rows))
+    return dict(paths, noise=str(root / "noise.scp"), rir=str(root / "rir.scp"))
+
+
+def contract_config(exp_dir, corpus, augment_on, **overrides):
+    """Two epochs with speed perturbation, noise and reverb, one loader worker."""
+    config = tiny_config(exp_dir, corpus, num_epochs=2, reverb_data=corpus["rir"],
+                         noise_data=corpus["noise"], **overrides)
+    config["dataloader_args"]["num_workers"] = 1
+    config["dataset_args"].update(speed_perturb=True, aug_prob=0.8, augment_on=augment_on)
+    return config
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_seeded_run_gives_the_recorded_weights(corpus, tmp_path, augment_on):
+    exp_dir = str(tmp_path / "exp")
+    history = run_training(contract_config(exp_dir, corpus, augment_on))
+    assert [result.epoch for result in history] == [1, 2]
+    final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
+    assert state_digest(final) == FINAL_DIGESTS[augment_on]
+
+
+def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    os.makedirs(os.path.join(exp_dir, "models"))
+    start = os.path.join(exp_dir, "models", "model_1.pt")
+    shutil.copy(REFERENCE_CHECKPOINT, start)
+    torch.manual_seed(987)  # the checkpoint's generator states must replace these
+    history = run_training(contract_config(exp_dir, corpus, "cpu", checkpoint=start))
+    assert [result.epoch for result in history] == [2]
+    final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
+    assert state_digest(final) == FINAL_DIGESTS["cpu"]
+    # what a checkpoint holds has not changed either
+    reference = _load(REFERENCE_CHECKPOINT)
+    assert set(final) == set(reference)
+    assert set(final["model"]) == set(reference["model"])
+    assert set(final["optimizer"]) == set(reference["optimizer"])
+    assert final["scheduler"].keys() == reference["scheduler"].keys()
+    assert final["margin_scheduler"].keys() == reference["margin_scheduler"].keys()

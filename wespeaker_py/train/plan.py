@@ -1,0 +1,297 @@
+"""The training plan: a config resolved once into everything a run needs to know.
+
+:func:`resolve` reads the data lists, builds the feature front-end (whose output
+size fills ``model_args.feat_dim: -1``), reads the start weights and decides the
+head size from them, and works out the per-rank epoch length and the optimizer's
+settings. Everything after it reads the frozen :class:`TrainingPlan`; nothing
+recomputes what it holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, MarginUpdate,
+                                 ModelConfig, SchedulerArgs, TrainConfig)
+from wespeaker_py.dataset import spk2id_from_utt2spk
+from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.models.projections import get_projection
+from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchError,
+                                             model_state_of, read_checkpoint)
+from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
+from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.utils.file_utils import read_key_value
+
+# WeSpeaker measures its learning rates against this per-step batch size.
+REFERENCE_BATCH_SIZE = 64
+# Speed perturbation (0.9x, 1.1x) turns each speaker into three classes.
+SPEED_PERTURB_CLASS_FACTOR = 3
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's outputs go inside ``exp_dir``."""
+
+    exp_dir: str
+
+    @property
+    def model_dir(self) -> str:
+        return os.path.join(self.exp_dir, "models")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.exp_dir, "config.yaml")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.exp_dir, "train.log")
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return os.path.join(self.exp_dir, "tensorboard")
+
+    def checkpoint_path(self, epoch: int) -> str:
+        return os.path.join(self.model_dir, f"model_{epoch}.pt")
+
+
+@dataclass(frozen=True)
+class StartWeights:
+    """The weights a run starts from, each file read once.
+
+    ``init_state``: the model state of ``model_init`` (loaded with the LM head
+    rule, a missing head allowed). ``state``: that of ``checkpoint``;
+    ``training_state`` is the whole checkpoint when it is a training checkpoint
+    (optimizer, schedules and RNG states for an exact resume), else None (a bare
+    state_dict such as ``avg_model.pt``: weights only, with the LM head rule).
+    """
+
+    init_path: Optional[str] = None
+    init_state: Optional[Mapping[str, torch.Tensor]] = None
+    path: Optional[str] = None
+    state: Optional[Mapping[str, torch.Tensor]] = None
+    training_state: Optional[Mapping[str, Any]] = None
+    first_epoch: int = 1
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything a training run reads, resolved once by :func:`resolve`."""
+
+    config: TrainConfig  # as exp_dir/config.yaml records it (feat_dim filled in); nothing else
+    world: DistContext
+    layout: Layout
+    # data
+    data_type: str
+    train_data: str
+    reverb_data: Optional[str]
+    noise_data: Optional[str]
+    dataset_args: DatasetArgs  # effective: an LM run trains without speed perturbation
+    dataloader_args: DataloaderArgs
+    spk2id: Dict[str, int]
+    num_utterances: int
+    epoch_iter: int  # batches per epoch on each rank
+    seed: int
+    # model, head and front-end
+    model_config: ModelConfig  # model_args.feat_dim filled in
+    projection_args: Dict[str, Any]  # do_lm included
+    num_classes: int
+    frontend: nn.Module
+    model_holds_frontend: bool  # an SSL front-end trains inside the model as model.frontend
+    channels_last: bool
+    compile: bool
+    start: StartWeights
+    # optimisation
+    optimizer: str
+    optimizer_args: Dict[str, Any]  # lr filled in from scheduler_args.initial_lr
+    scheduler_args: SchedulerArgs
+    lr_scale_ratio: float  # global batch / WeSpeaker's 64
+    margin_update: MarginUpdate
+    num_epochs: int
+    # the step
+    amp_dtype: Optional[torch.dtype]  # None: no autocast
+    grad_clip: float
+    nonfinite_loss: str
+    loss_args: Dict[str, Any]
+    # logging and checkpoints
+    log_batch_interval: int
+    save_epoch_interval: int
+    num_avg: int
+
+    def should_save(self, epoch: int) -> bool:
+        """Every ``save_epoch_interval`` epochs, each of the last ``num_avg``, and the last."""
+        return (epoch % self.save_epoch_interval == 0 or epoch > self.num_epochs - self.num_avg
+                or epoch == self.num_epochs)
+
+
+_REQUIRED = ("exp_dir", "data_type", "train_data", "train_label")
+
+
+def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
+    """The plan of ``config`` for this process of ``world``.
+
+    Builds the feature front-end, so seed the generators first (an SSL
+    front-end draws from them before its weights load).
+    """
+    for key in _REQUIRED:
+        if getattr(config, key) is None:
+            raise ConfigError(f"config key '{key}' must be set "
+                              f"(in the YAML or as --{key} on the command line)")
+    if "embed_dim" not in config.model_args:
+        raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
+    dataset_args = dataclasses.replace(config.dataset_args,
+                                       speed_perturb=config.dataset_args.speed_perturb
+                                       and not config.do_lm)
+    spk2id = spk2id_from_utt2spk(config.train_label)
+    num_utterances = len(read_key_value(config.train_label))
+    start = read_start_weights(config.model_init, config.checkpoint)
+    projection_args = dict(config.projection_args, do_lm=config.do_lm)
+    frontend = _build_frontend(dataset_args)
+    holds_frontend = dataset_args.frontend != "fbank"
+    model_args = _model_args(config.model_args, frontend.output_dim, holds_frontend)
+    optimizer_args = dict(config.optimizer_args)
+    optimizer_args.setdefault("lr", config.scheduler_args.initial_lr)
+    batch_size = config.dataloader_args.batch_size
+    return TrainingPlan(
+        config=dataclasses.replace(config, model_args=model_args),
+        world=world, layout=Layout(config.exp_dir),
+        data_type=config.data_type, train_data=config.train_data,
+        reverb_data=config.reverb_data, noise_data=config.noise_data,
+        dataset_args=dataset_args, dataloader_args=config.dataloader_args, spk2id=spk2id,
+        num_utterances=num_utterances,
+        epoch_iter=epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size),
+        seed=config.seed,
+        model_config=ModelConfig(model=config.model, model_args=model_args,
+                                 dataset_args=dataset_args),
+        projection_args=projection_args,
+        num_classes=num_classes(config.dataset_args.speed_perturb, len(spk2id),
+                                projection_args, model_args["embed_dim"],
+                                start if config.do_lm else None),
+        frontend=frontend, model_holds_frontend=holds_frontend,
+        channels_last=config.channels_last, compile=config.compile, start=start,
+        optimizer=config.optimizer, optimizer_args=optimizer_args,
+        scheduler_args=config.scheduler_args,
+        lr_scale_ratio=world.world_size * batch_size / REFERENCE_BATCH_SIZE,
+        margin_update=config.margin_update, num_epochs=config.num_epochs,
+        amp_dtype=AMP_DTYPES[config.amp_dtype] if config.enable_amp else None,
+        grad_clip=config.grad_clip or 0.0, nonfinite_loss=config.nonfinite_loss,
+        loss_args=dict(config.loss_args), log_batch_interval=config.log_batch_interval,
+        save_epoch_interval=config.save_epoch_interval, num_avg=config.num_avg)
+
+
+def _build_frontend(dataset_args: DatasetArgs) -> nn.Module:
+    """fbank -> CMN -> SpecAugment, or the WavLM front-end; bad arguments are ConfigErrors."""
+    try:
+        return build_frontend(dataset_args)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _model_args(model_args: Dict[str, Any], frontend_dim: int,
+                holds_frontend: bool) -> Dict[str, Any]:
+    """``model_args`` checked against the front-end's output size, ``feat_dim: -1`` filled.
+
+    WeSpeaker's SSL configs leave ``feat_dim`` to the front-end that way.
+    """
+    source = ("dataset_args.s3prl_args (the SSL model's hidden size)" if holds_frontend
+              else "dataset_args.fbank_args.num_mel_bins")
+    for key in ("feat_dim", "acoustic_dim"):
+        dim = model_args.get(key)
+        if dim is None or dim == frontend_dim or (key == "feat_dim" and dim == -1
+                                                  and holds_frontend):
+            continue
+        raise ConfigError(f"config key 'model_args.{key}' is {dim} but the front-end makes "
+                          f"{frontend_dim}-dim features ({source})")
+    if model_args.get("feat_dim") == -1:
+        return dict(model_args, feat_dim=frontend_dim)
+    return dict(model_args)
+
+
+def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> StartWeights:
+    """Read ``model_init`` and ``checkpoint`` (either may be None) once.
+
+    Training continues after the checkpoint's epoch: the one stored in a
+    training checkpoint, else the one in its name (``model_0.pt``: the
+    averaged model the recipe copies in for LM fine-tuning).
+    """
+    init_state = model_state_of(read_checkpoint(model_init)) if model_init else None
+    if not checkpoint:
+        return StartWeights(init_path=model_init or None, init_state=init_state)
+    loaded = read_checkpoint(checkpoint)
+    if is_training_checkpoint(loaded):
+        return StartWeights(init_path=model_init or None, init_state=init_state,
+                            path=checkpoint, state=loaded["model"], training_state=loaded,
+                            first_epoch=int(loaded["epoch"]) + 1)
+    return StartWeights(init_path=model_init or None, init_state=init_state, path=checkpoint,
+                        state=model_state_of(loaded),
+                        first_epoch=(epoch_from_name(checkpoint) or 0) + 1)
+
+
+def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[str, Any],
+                embed_dim: int, lm_start: Optional[StartWeights] = None) -> int:
+    """Rows of the classification head.
+
+    With speed perturbation each speed of a speaker is its own class (3x), as in
+    WeSpeaker. A large-margin fine-tuning run (``lm_start`` given) trains without
+    speed perturbation but keeps the head of the weights it starts from, which
+    has 1x or 3x rows depending on the run that made them.
+
+    Raises:
+        CheckpointMismatchError: the start head fits neither; the message names
+            the tensor, its shape and the shape for each candidate.
+    """
+    classes = num_speakers * (SPEED_PERTURB_CLASS_FACTOR if speed_perturb else 1)
+    if lm_start is None:
+        return classes
+    path, state = ((lm_start.path, lm_start.state) if lm_start.path
+                   else (lm_start.init_path, lm_start.init_state))
+    found = {key: tuple(value.shape) for key, value in (state or {}).items()
+             if key.startswith(HEAD_PREFIX)}
+    if not found:
+        return classes
+    candidates = (num_speakers, num_speakers * SPEED_PERTURB_CLASS_FACTOR)
+    expected = {count: _head_shapes(projection_args, embed_dim, count) for count in candidates}
+    for count, shapes in expected.items():
+        if shapes == found:
+            return count
+    keys = sorted(set(found).union(*expected.values()))
+    differing = ([k for k in keys if all(s.get(k) != found.get(k) for s in expected.values())]
+                 or [k for k in keys if any(s.get(k) != found.get(k) for s in expected.values())])
+    key = differing[0]
+    options = " or ".join(f"{expected[count].get(key)} for {count} classes"
+                          for count in candidates)
+    raise CheckpointMismatchError(
+        f"{path}: tensor '{key}' has shape {found.get(key)} in the checkpoint, but the "
+        f"large-margin fine-tuning head needs {options} (base run without / with speed "
+        f"perturbation)")
+
+
+def _head_shapes(projection_args: Dict[str, Any], embed_dim: int,
+                 num_class: int) -> Dict[str, Tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only
+        head = get_projection(projection_args, embed_dim=embed_dim, num_class=num_class)
+    return {HEAD_PREFIX + key: tuple(value.shape) for key, value in head.state_dict().items()}
+
+
+def epoch_iterations(dataset_args: DatasetArgs, num_utterances: int, batch_size: int,
+                     world_size: int) -> int:
+    """Batches per epoch on each rank: samples per epoch / world size / batch size.
+
+    ``sample_num_per_epoch`` (when > 0) replaces the number of training
+    utterances, which speed perturbation in ``expanded`` mode triples.
+    """
+    samples = dataset_args.sample_num_per_epoch
+    if not samples:
+        samples = num_utterances
+        if dataset_args.speed_perturb and dataset_args.speed_perturb_mode == "expanded":
+            samples *= SPEED_PERTURB_CLASS_FACTOR
+    iterations = samples // world_size // batch_size
+    if iterations <= 0:
+        raise ConfigError(f"{samples} samples per epoch cannot fill one batch of {batch_size} "
+                          f"on each of {world_size} ranks")
+    return iterations
