@@ -70,16 +70,17 @@ def compute(work: str):
         many = model.embed_many({key: utterances[key] for key in keys},
                                 batch_size=BATCH_SIZE, progress=False)
         windows = []
+        diarizer = model.diarizer(vad="energy", batch_size=BATCH_SIZE)
+        embed_windows = diarizer.embed_windows
 
-        def recording(waves, rate, batch_size):
-            rows = type(model).embed_waveforms(model, waves, rate, batch_size)
+        def recording(pieces):
+            rows = embed_windows(pieces)
             windows.append(rows)
             return rows
 
-        model.embed_waveforms = recording
+        diarizer.embed_windows = recording
         paths = [utterances[key] for key in keys]
-        model.diarize(_conversation(paths), sample_rate=16000, vad="energy",
-                      num_speakers=3, batch_size=BATCH_SIZE)
+        diarizer.diarize(_conversation(paths), sample_rate=16000, num_speakers=3)
         return {"keys": np.array(keys),
                 "extract": np.stack([extracted[key] for key in keys]),
                 "embed": np.stack([model.embed(utterances[key]) for key in keys]),
