@@ -30,10 +30,10 @@ def unit_rows(embeddings: np.ndarray) -> np.ndarray:
 
 def strongest_neighbours(unit: np.ndarray, keep: int, block: int = 1024
                          ) -> Tuple[np.ndarray, np.ndarray]:
-    """Indices ``[N, keep]`` and cosines of each row's ``keep`` most similar rows (itself included).
+    """Indices ``[N, keep]`` and cosines of each row's ``keep`` most similar rows, weakest first.
 
-    Ties are broken as a stable ascending sort of the row would break them
-    (the later index counts as stronger), so the result does not depend on ``block``.
+    A row's own index is among them (its cosine is 1). Rows tied at the cut
+    are chosen arbitrarily (as WeSpeaker's sort does); real embeddings have no ties.
     """
     count = len(unit)
     keep = max(1, min(keep, count))
@@ -41,9 +41,11 @@ def strongest_neighbours(unit: np.ndarray, keep: int, block: int = 1024
     cosines = np.empty((count, keep), dtype=np.float64)
     for begin in range(0, count, block):
         sims = unit[begin:begin + block] @ unit.T
-        order = np.argsort(sims, axis=1, kind="stable")[:, count - keep:]
-        indices[begin:begin + block] = order
-        cosines[begin:begin + block] = np.take_along_axis(sims, order, axis=1)
+        strongest = np.argpartition(sims, count - keep, axis=1)[:, count - keep:]
+        values = np.take_along_axis(sims, strongest, axis=1)
+        order = np.argsort(values, axis=1, kind="stable")
+        indices[begin:begin + block] = np.take_along_axis(strongest, order, axis=1)
+        cosines[begin:begin + block] = np.take_along_axis(values, order, axis=1)
     return indices, cosines
 
 
