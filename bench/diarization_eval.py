@@ -93,7 +93,7 @@ def to_turns(windows: np.ndarray, labels: np.ndarray, embeddings: np.ndarray,
     return frames_to_turns(pairs, labels, embeddings, resolution)
 
 
-def evaluate(refs, cached, labeller, resolution: Optional[float] = 0.1) -> Dict[str, float]:
+def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict[str, float]:
     """DER/JER (collar 0 and 0.25 s, overlap scored) and count accuracy of one labelling rule."""
     sys_turns, right_count, seconds = {}, 0, 0.0
     counts = []
@@ -129,12 +129,12 @@ def attach_truth(refs, cached) -> None:
 
 
 def calibrate_threshold(refs, cached, grid: Sequence[float], build) -> Tuple[float, str]:
-    """The grid value with the best (count accuracy, -DER) on a calibration set."""
+    """The grid value with the lowest DER (then the best count accuracy) on a calibration set."""
     best, notes = None, []
     for value in grid:
         row = evaluate(refs, cached, cluster_labeller(build(value)))
         notes.append(f"{value:g}: {row['count_acc']:.0f}% / {row['der0.0']:.1f}")
-        key = (row["count_acc"], -row["der0.0"])
+        key = (-round(row["der0.0"], 1), row["count_acc"])
         if best is None or key > best[0]:
             best = (key, value)
     return best[1], "; ".join(notes)
@@ -190,15 +190,17 @@ def score(args: argparse.Namespace) -> None:
                        f"- agglomerative threshold: {ahc_notes} -> {ahc:g}\n"
                        f"- 3D-Speaker merge cosine (spectral): {merge_notes} -> {merge:g}\n\n")
     lines = [HEADER]
-    truth_row = evaluate(refs, cached, lambda key, item: item["_truth_labels"])
-    lines.append(format_row("reference: true window labels (the floor)", truth_row))
+    for resolution in ((None, 0.1) if args.resolutions else (None,)):
+        truth_row = evaluate(refs, cached, lambda key, item: item["_truth_labels"], resolution)
+        lines.append(format_row("reference: true window labels (the floor)"
+                                + (", turns on 0.1 s frames" if resolution else ""), truth_row))
     for name, options in candidates(ahc, merge, with_umap):
         if "nme" in name or name.startswith("spectral (") or name.startswith("agglomerative ("):
             oracle = evaluate(refs, cached, cluster_labeller(options, oracle_count=True))
             lines.append(format_row(f"reference: {name.split(' (')[0]}, true count", oracle))
-        for resolution in ((None, 0.1) if args.resolutions else (0.1,)):
+        for resolution in ((None, 0.1) if args.resolutions else (None,)):
             row = evaluate(refs, cached, cluster_labeller(options), resolution)
-            label = name if resolution == 0.1 else f"{name}, turns at window midpoints"
+            label = name if resolution is None else f"{name}, turns on 0.1 s frames"
             lines.append(format_row(label, row))
             print(lines[-1], end="", flush=True)
     text = calibration + "".join(lines)
@@ -254,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--ahc_threshold", type=float, default=0.6)
     parser.add_argument("--merge_threshold", type=float, default=0.8)
     parser.add_argument("--resolutions", action="store_true",
-                        help="also score turns at window midpoints")
+                        help="also score turns on 0.1 s frames")
     parser.add_argument("--output", help="markdown table (stage score)")
     args = parser.parse_args(argv)
     {"embed": embed, "score": score, "vad": vad}[args.stage](args)

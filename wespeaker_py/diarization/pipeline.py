@@ -46,7 +46,7 @@ class DiarizationOptions:
     ahc_threshold: float = ClusterOptions.ahc_threshold
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
-    resolution: Optional[float] = 0.1  # seconds per frame of the turns; None: window halves
+    resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
     num_speakers: Optional[int] = None  # None: estimated
     min_speakers: int = 1
     max_speakers: int = 10

@@ -91,7 +91,8 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     similarity = unit @ centroids.T                           # [windows, speakers]
     bounds = np.rint(np.asarray(windows, dtype=np.float64) / step).astype(np.int64)
-    first, last = int(bounds[:, 0].min()), int(bounds[:, 1].max())
+    first = int(min(bounds[:, 0].min(), np.floor(windows[0][0] / step)))
+    last = int(max(bounds[:, 1].max(), np.ceil(max(end for _, end in windows) / step)))
     evidence = np.zeros((last - first, speakers))
     candidate = np.zeros((last - first, speakers), dtype=bool)
     for (begin, end), label, scores in zip(bounds, labels, similarity):
@@ -102,15 +103,27 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
         weight = 1.0 - np.abs(frames + 0.5 - centre) / (half + 1.0)  # > 0 inside the window
         evidence[begin - first:end - first] += weight[:, None] * scores[None, :]
         candidate[begin - first:end - first, label] = True
-    covered = candidate.any(axis=1)
     evidence[~candidate] = -np.inf
     choice = np.argmax(evidence, axis=1)
-    turns: List[Turn] = []
-    for index in np.flatnonzero(covered):
-        start, end = (first + index) * step, (first + index + 1) * step
-        speaker = f"{speaker_prefix}{int(choice[index])}"
-        if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
-            turns[-1] = Turn(turns[-1].start, round(end, 6), speaker)
+    # frames are cut back to the windows' exact extent (the speech regions)
+    regions: List[List[float]] = []
+    for start, end in windows:
+        if regions and start <= regions[-1][1]:
+            regions[-1][1] = max(regions[-1][1], end)
         else:
-            turns.append(Turn(round(start, 6), round(end, 6), speaker))
+            regions.append([start, end])
+    turns: List[Turn] = []
+    for region_start, region_end in regions:
+        begin = max(int(np.floor(region_start / step)), first)
+        end = min(int(np.ceil(region_end / step)), last)
+        for index in range(begin, end):
+            start = max((index) * step, region_start)
+            stop = min((index + 1) * step, region_end)
+            if stop <= start or not candidate[index - first].any():
+                continue
+            speaker = f"{speaker_prefix}{int(choice[index - first])}"
+            if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
+                turns[-1] = Turn(turns[-1].start, round(stop, 6), speaker)
+            else:
+                turns.append(Turn(round(start, 6), round(stop, 6), speaker))
     return turns
