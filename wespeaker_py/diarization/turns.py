@@ -90,9 +90,10 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
     np.add.at(centroids, labels, unit)
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     similarity = unit @ centroids.T                           # [windows, speakers]
-    bounds = np.rint(np.asarray(windows, dtype=np.float64) / step).astype(np.int64)
-    first = int(min(bounds[:, 0].min(), np.floor(windows[0][0] / step)))
-    last = int(max(bounds[:, 1].max(), np.ceil(max(end for _, end in windows) / step)))
+    edges = np.asarray(windows, dtype=np.float64) / step
+    bounds = np.stack([np.floor(edges[:, 0] + 1e-9), np.ceil(edges[:, 1] - 1e-9)],
+                      axis=1).astype(np.int64)  # frames touched by each window
+    first, last = int(bounds[:, 0].min()), int(bounds[:, 1].max())
     evidence = np.zeros((last - first, speakers))
     candidate = np.zeros((last - first, speakers), dtype=bool)
     for (begin, end), label, scores in zip(bounds, labels, similarity):
