@@ -116,7 +116,7 @@ def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict
 
 
 def cluster_labeller(options: ClusterOptions, oracle_count: bool = False, max_speakers: int = 10):
-    def label(key, item, refs=None):
+    def label(key, item):
         truth = item.get("_truth_count") if oracle_count else None
         return cluster_windows(item["embeddings"], options, truth, 1, max_speakers).labels
     return label

@@ -4,7 +4,6 @@ import importlib.util
 import numpy as np
 import pytest
 
-from wespeaker_py.diarization import graph
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
 from wespeaker_py.diarization.graph import (binarised_graph, laplacian, smallest_eigenpairs,
                                             strongest_neighbours, unit_rows)
