@@ -30,6 +30,8 @@ setup(
         "ssl": ["transformers"],
         # speaker diarization: Silero VAD's ONNX file (the package needs only torch),
         # onnxruntime to run it, scikit-learn for k-means and agglomerative clustering
-        "diar": ["silero-vad", "onnxruntime", "scikit-learn"],
+        "diar": ["silero-vad", "onnxruntime", "scikit-learn>=1.3"],
+        # the optional 'umap-hdbscan' clustering (HDBSCAN itself is scikit-learn's)
+        "diar-umap": ["silero-vad", "onnxruntime", "scikit-learn>=1.3", "umap-learn"],
     },
 )

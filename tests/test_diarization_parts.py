@@ -1,12 +1,10 @@
-"""Diarization building blocks: VAD, windows, clustering, turns, RTTM, DER/JER."""
+"""Diarization building blocks: VAD, windows, turns, RTTM, DER/JER (clustering: test_diarization_clustering.py)."""
 import os
 
 import numpy as np
 import pytest
 
 from wespeaker_py.audio import INT16_SCALE, load_audio
-from wespeaker_py.diarization.clustering import (cluster, estimate_num_speakers,
-                                                 laplacian_spectrum, pruned_affinity)
 from wespeaker_py.diarization.metrics import error_times, score_recordings, speaker_jaccard
 from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
@@ -89,63 +87,6 @@ def test_subsegments_cover_each_region_exactly():
         assert inside[0][0] == pytest.approx(start) and inside[-1][1] == pytest.approx(end)
         assert all(b - a <= 1.5 + 1e-9 for a, b in inside)
         assert all(n[0] < p[1] or n[0] == pytest.approx(p[1]) for p, n in zip(inside, inside[1:]))
-
-
-# ---------------------------------------------------------------- clustering
-
-def blobs(counts, dim=32, spread=0.15, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((len(counts), dim))
-    points = [c + spread * rng.standard_normal((n, dim)) for c, n in zip(centres, counts)]
-    truth = np.repeat(np.arange(len(counts)), counts)
-    order = rng.permutation(truth.size)
-    return np.concatenate(points)[order], truth[order]
-
-
-def same_partition(labels, truth):
-    pairs = set(zip(labels.tolist(), truth.tolist()))
-    return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
-
-
-@pytest.mark.parametrize("counts", [[40, 25, 30], [60, 12], [20, 20, 20, 20]])
-def test_spectral_clustering_recovers_separated_speakers(counts):
-    embeddings, truth = blobs(counts)
-    labels = cluster(embeddings, "spectral")
-    assert same_partition(labels, truth)
-
-
-def test_agglomerative_clustering_recovers_separated_speakers():
-    embeddings, truth = blobs([30, 20, 25], seed=3)
-    assert same_partition(cluster(embeddings, "agglomerative"), truth)
-    assert len(set(cluster(embeddings, "agglomerative", num_speakers=2))) == 2
-
-
-def test_eigengap_estimates_the_number_of_groups():
-    for counts in ([30, 30], [25, 35, 15], [20, 20, 20, 20, 20]):
-        embeddings, _ = blobs(counts, seed=len(counts))
-        eigenvalues, _ = laplacian_spectrum(pruned_affinity(embeddings))
-        assert estimate_num_speakers(eigenvalues, 1, 10) == len(counts)
-
-
-def test_eigengap_on_hand_made_spectrum_respects_bounds():
-    eigenvalues = np.array([0.0, 0.01, 0.05, 3.0, 3.1, 3.2, 4.0])
-    assert estimate_num_speakers(eigenvalues, 1, 6) == 3   # gap 2.95 after the third
-    assert estimate_num_speakers(eigenvalues, 4, 6) == 6   # gaps 0.1, 0.1, 0.8
-    assert estimate_num_speakers(eigenvalues, 1, 2) == 2
-    assert estimate_num_speakers(eigenvalues, 5, 5) == 5
-
-
-def test_clustering_given_number_and_degenerate_inputs():
-    embeddings, _ = blobs([10, 10, 10])
-    assert len(set(cluster(embeddings, num_speakers=2))) == 2
-    assert len(set(cluster(embeddings, min_speakers=4, max_speakers=5))) >= 4
-    assert cluster(np.ones((1, 8))).tolist() == [0]
-    assert cluster(np.zeros((0, 8))).tolist() == []
-    assert len(set(cluster(embeddings[:3], num_speakers=5))) == 3
-    with pytest.raises(ValueError, match="min_speakers"):
-        cluster(embeddings, min_speakers=3, max_speakers=2)
-    with pytest.raises(ValueError, match="unknown clustering"):
-        cluster(embeddings, "kmeans")
 
 
 # ---------------------------------------------------------------- turns and RTTM

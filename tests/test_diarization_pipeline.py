@@ -152,6 +152,21 @@ def test_one_speaker_recording_is_found_to_have_one_speaker(corpus):
     assert result.turns and {t.speaker for t in result.turns} == {"spk0"}
 
 
+def test_more_speakers_than_max_speakers_is_capped_and_logged(corpus, caplog):
+    rng = np.random.default_rng(11)
+    speakers = list(rng.choice(corpus.speakers, size=4, replace=False))
+    audio, reference = build_conversation(corpus, speakers, 90.0, rng)
+    options, vad = DiarizationOptions(vad="energy", max_speakers=2), EnergyVAD()
+    diarizer = Diarizer(oracle_embed(audio, reference, speakers, vad, options), options, vad)
+    with caplog.at_level("WARNING"):
+        result = diarizer.diarize(audio, SR)
+    assert result.num_speakers == 2 and result.capped and result.found_speakers > 2
+    assert "more than max_speakers=2" in caplog.text
+    assert len({t.speaker for t in result.turns}) == 2
+    relaxed = diarizer.diarize(audio, SR, max_speakers=6)
+    assert relaxed.num_speakers == 4 and not relaxed.capped
+
+
 def test_written_conversation_set_matches_its_rttm(tmp_path, corpus):
     keys = write_conversations(corpus, str(tmp_path), count=2, num_speakers=(2, 3),
                                duration=8.0, seed=1)

@@ -323,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "max_speakers", type=int, default=10, help="most speakers to estimate")
     sub.add_argument("--vad", default="silero", choices=("silero", "energy"),
                      help="speech detector (default silero)")
-    add_flag(sub, "cluster_method", default="spectral", choices=("spectral", "agglomerative"),
-             help="clustering (default spectral)")
+    add_flag(sub, "cluster_method", default="spectral",
+             help="clustering: spectral (WeSpeaker's, default), nme-sc, umap-hdbscan "
+                  "(the diar-umap extra) or agglomerative; checked before the model loads")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
 
     sub = command("export", cmd_export, "export the model to ONNX")

@@ -1,136 +1,71 @@
-"""Grouping sub-segment embeddings by speaker.
+"""Grouping window embeddings by speaker: one interface over four methods.
 
-Two methods, one interface ``cluster(embeddings, method, num_speakers, min_speakers,
-max_speakers) -> labels``:
+:func:`cluster_windows` (labels plus what the count estimate did) and
+:func:`cluster` (labels only) take ``[N, D]`` embeddings and a
+:class:`ClusterOptions`:
 
-* ``spectral`` (the default, as WeSpeaker's diarization recipe): cosine
-  affinities, each row pruned to its strongest neighbours and symmetrised, the
-  graph Laplacian, the number of speakers from the largest gap between its
-  smallest eigenvalues (or as given), then k-means on the rows of the matching
-  eigenvectors. Unlike WeSpeaker we use the symmetric normalised Laplacian
-  ``I - D^-1/2 A D^-1/2`` (rows of the eigenvectors scaled to unit length
-  before k-means): its eigenvalues lie in [0, 2] whatever the degrees, and on
-  30 synthetic conversations of 1-4 speakers with simulated embeddings (cosine
-  about 0.7 within a speaker) its eigen-gap found the number of speakers every
-  time, the unnormalised one 29 times (27 with 10 instead of 6 neighbours).
-* ``agglomerative``: average-linkage clustering of cosine distances
-  (scikit-learn), cut at a distance threshold or at the given number.
+* ``spectral``: WeSpeaker's spectral clustering, reproduced exactly
+  (:mod:`.spectral`);
+* ``nme-sc``: spectral clustering with the pruning chosen per recording by the
+  normalised maximum eigengap (:mod:`.spectral`);
+* ``umap-hdbscan``: WeSpeaker's command-line default (:mod:`.density`; needs umap-learn);
+* ``agglomerative``: average linkage cut at a calibrated cosine distance (:mod:`.density`).
 
-The number of speakers is always kept within ``[min_speakers, max_speakers]``
-and never exceeds the number of embeddings.
+When the number of speakers is estimated, 3D-Speaker's post-processing can
+follow (:mod:`.refine`): clusters of at most ``min_cluster_size`` windows are
+folded into the nearest larger one, then clusters whose centroids have a
+cosine of at least ``merge_threshold`` are joined.
+
+The number of speakers is kept within ``[min_speakers, max_speakers]`` and
+never exceeds the number of embeddings. A method that found more than
+``max_speakers`` reports ``capped``, so the caller can say so.
+
+Defaults (``bench/results_diarization_clustering.md``, 24 synthetic
+conversations of 2-6 unseen speakers with the mini recipe's model):
+see :data:`DEFAULT_METHOD` and :class:`ClusterOptions`.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from wespeaker_py.diarization.density import agglomerative_labels, umap_hdbscan_labels
+from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
+from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster
 from wespeaker_py.errors import WespeakerError
 
-CLUSTER_METHODS = ("spectral", "agglomerative")
+CLUSTER_METHODS = ("spectral", "nme-sc", "umap-hdbscan", "agglomerative")
+DEFAULT_METHOD = "spectral"
 
 
 class ClusteringOptionError(WespeakerError, ValueError):
     """Speaker counts or a clustering method that cannot be used."""
 
 
-def _normalise(embeddings: np.ndarray) -> np.ndarray:
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.maximum(norms, 1e-12)
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Which method, and the refinements applied when the count is estimated."""
+
+    method: str = DEFAULT_METHOD
+    ahc_threshold: float = 0.6              # cosine distance cut of ``agglomerative``
+    min_cluster_size: int = 0               # fold clusters of at most this many windows
+    merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
+    seed: int = 0
 
 
-def pruned_affinity(embeddings: np.ndarray, keep_fraction: float = 0.01,
-                    min_neighbours: int = 6) -> np.ndarray:
-    """Symmetric cosine affinity keeping each row's strongest ``max(p*N, min)`` entries.
+@dataclass
+class Clustering:
+    """Labels ``0..k-1`` (by first appearance), and the count before it was capped."""
 
-    Pruning removes the many weak cross-speaker links that otherwise blur the
-    block structure; keeping at least ``min_neighbours`` keeps short recordings
-    (few embeddings) connected within a speaker.
-    """
-    unit = _normalise(embeddings)
-    similarity = unit @ unit.T
-    count = similarity.shape[0]
-    keep = min(count, max(int(math.ceil(keep_fraction * count)), min_neighbours))
-    affinity = np.zeros_like(similarity)
-    strongest = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]
-    rows = np.arange(count)[:, None]
-    affinity[rows, strongest] = similarity[rows, strongest]
-    affinity = np.maximum(affinity, 0.0)  # negative cosines carry no "same speaker" evidence
-    return 0.5 * (affinity + affinity.T)
+    labels: np.ndarray
+    found: int
+    capped: bool
 
-
-def laplacian_spectrum(affinity: np.ndarray):
-    """Eigenvalues (ascending) and eigenvectors of ``I - D^-1/2 A D^-1/2``."""
-    scale = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-12))
-    laplacian = np.eye(len(affinity)) - scale[:, None] * affinity * scale[None, :]
-    return np.linalg.eigh(laplacian)
-
-
-def estimate_num_speakers(eigenvalues: np.ndarray, min_speakers: int = 1,
-                          max_speakers: int = 10) -> int:
-    """The ``k`` in ``[min, max]`` with the largest gap ``eigenvalues[k] - eigenvalues[k-1]``.
-
-    A graph with ``k`` well-separated groups has ``k`` near-zero Laplacian
-    eigenvalues followed by a jump. With ``k = len(eigenvalues)`` allowed, the
-    gap after the last eigenvalue counts as zero.
-    """
-    count = len(eigenvalues)
-    max_speakers = min(max_speakers, count)
-    min_speakers = max(1, min(min_speakers, max_speakers))
-    if min_speakers == max_speakers:
-        return min_speakers
-    padded = np.append(eigenvalues, eigenvalues[-1])
-    gaps = np.diff(padded[:max_speakers + 1])  # gaps[k-1] = lambda_k - lambda_{k-1}
-    candidates = np.arange(min_speakers, max_speakers + 1)
-    return int(candidates[np.argmax(gaps[candidates - 1])])
-
-
-def _kmeans(points: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
-    from sklearn.cluster import KMeans
-    return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(points)
-
-
-def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
-                     min_speakers: int = 1, max_speakers: int = 10,
-                     keep_fraction: float = 0.01, min_neighbours: int = 6,
-                     seed: int = 0) -> np.ndarray:
-    """Speaker labels ``0..k-1`` for ``[N, D]`` embeddings by spectral clustering."""
-    count = len(embeddings)
-    if count <= 1:
-        return np.zeros(count, dtype=np.int64)
-    eigenvalues, eigenvectors = laplacian_spectrum(
-        pruned_affinity(embeddings, keep_fraction, min_neighbours))
-    if num_speakers is None:
-        num_speakers = estimate_num_speakers(eigenvalues, min_speakers, max_speakers)
-    num_speakers = max(1, min(num_speakers, count))
-    if num_speakers == 1:
-        return np.zeros(count, dtype=np.int64)
-    return _kmeans(_normalise(eigenvectors[:, :num_speakers]), num_speakers,
-                   seed).astype(np.int64)
-
-
-def agglomerative_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
-                          min_speakers: int = 1, max_speakers: int = 10,
-                          threshold: float = 0.6) -> np.ndarray:
-    """Average-linkage labels; without ``num_speakers`` cut at cosine distance ``threshold``."""
-    from sklearn.cluster import AgglomerativeClustering
-    count = len(embeddings)
-    if count <= 1:
-        return np.zeros(count, dtype=np.int64)
-    unit = _normalise(embeddings)
-
-    def fit(**kwargs) -> np.ndarray:
-        model = AgglomerativeClustering(metric="cosine", linkage="average", **kwargs)
-        return model.fit_predict(unit).astype(np.int64)
-
-    if num_speakers is not None:
-        return fit(n_clusters=max(1, min(num_speakers, count)))
-    labels = fit(n_clusters=None, distance_threshold=threshold)
-    found = len(np.unique(labels))
-    wanted = max(min(min_speakers, count), min(found, max_speakers))
-    return labels if wanted == found else fit(n_clusters=wanted)
+    @property
+    def num_speakers(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels.size else 0
 
 
 def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
@@ -146,16 +81,54 @@ def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers
                                     f"{min_speakers}, {max_speakers}")
 
 
-def cluster(embeddings: np.ndarray, method: str = "spectral",
+def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Optional[int],
+              min_speakers: int, max_speakers: int):
+    """Labels and the count the method found, before any refinement or cap."""
+    method, seed = options.method, options.seed
+    if method in ("spectral", "nme-sc"):
+        run = spectral_cluster if method == "spectral" else nme_spectral_cluster
+        outcome = run(embeddings, num_speakers, min_speakers, max_speakers, seed=seed)
+        return outcome.labels, outcome.estimated
+    if method == "agglomerative":
+        labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)
+    else:
+        labels = umap_hdbscan_labels(embeddings)
+    return labels, len(np.unique(labels))
+
+
+def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOptions(),
+                    num_speakers: Optional[int] = None, min_speakers: int = 1,
+                    max_speakers: int = 10) -> Clustering:
+    """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count."""
+    check_cluster_options(options.method, num_speakers, min_speakers, max_speakers)
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    count = len(embeddings)
+    if count <= 1:
+        return Clustering(np.zeros(count, dtype=np.int64), count, False)
+    labels, found = _estimate(embeddings, options, num_speakers, min_speakers, max_speakers)
+    if num_speakers is None:
+        refined = labels
+        if options.min_cluster_size > 0:
+            refined = fold_small_clusters(embeddings, refined, options.min_cluster_size)
+        if options.merge_threshold is not None:
+            refined = merge_close_clusters(embeddings, refined, options.merge_threshold)
+        if len(np.unique(refined)) >= min(min_speakers, count):
+            labels = refined
+        if len(np.unique(labels)) > max_speakers:
+            labels = merge_close_clusters(embeddings, labels, np.inf, max_speakers)
+        if len(np.unique(labels)) < min(min_speakers, count):
+            labels = spectral_cluster(embeddings, min(min_speakers, count),
+                                      seed=options.seed).labels
+    return Clustering(relabel_by_first_appearance(labels), found,
+                      num_speakers is None and found > max_speakers)
+
+
+def cluster(embeddings: np.ndarray, method: str = DEFAULT_METHOD,
             num_speakers: Optional[int] = None, min_speakers: int = 1,
             max_speakers: int = 10) -> np.ndarray:
-    """Speaker labels for ``[N, D]`` embeddings; labels are renumbered by first appearance."""
-    check_cluster_options(method, num_speakers, min_speakers, max_speakers)
-    if method == "spectral":
-        labels = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers)
-    else:
-        labels = agglomerative_cluster(embeddings, num_speakers, min_speakers, max_speakers)
-    return relabel_by_first_appearance(labels)
+    """Speaker labels for ``[N, D]`` embeddings with ``method``'s default settings."""
+    options = ClusterOptions(method=method)
+    return cluster_windows(embeddings, options, num_speakers, min_speakers, max_speakers).labels
 
 
 def relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:

@@ -16,11 +16,12 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio import INT16_SCALE, load_audio
-from wespeaker_py.diarization.clustering import check_cluster_options, cluster
+from wespeaker_py.diarization.clustering import (DEFAULT_METHOD, ClusterOptions,
+                                                 check_cluster_options, cluster_windows)
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
-from wespeaker_py.diarization.turns import Turn, windows_to_turns
-from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
+from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
+from wespeaker_py.diarization.vad import Region, RegionRules, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
@@ -34,25 +35,48 @@ EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 @dataclass
 class DiarizationOptions:
-    """Settings of :class:`Diarizer` (WeSpeaker's defaults)."""
+    """Settings of :class:`Diarizer` (WeSpeaker's windows; the rest measured, see
+    ``bench/results_diarization_clustering.md``)."""
 
     vad: str = "silero"             # or "energy"
+    vad_threshold: float = 0.5      # Silero speech probability that starts a region
+    min_speech: float = 0.25        # seconds; shorter speech regions are dropped
+    min_silence: float = 0.1        # seconds; shorter pauses are bridged
     window: float = 1.5             # seconds per embedding window
     shift: float = 0.75             # seconds between window starts
-    cluster_method: str = "spectral"  # or "agglomerative"
+    cluster_method: str = DEFAULT_METHOD  # see clustering.CLUSTER_METHODS
+    ahc_threshold: float = ClusterOptions.ahc_threshold
+    min_cluster_size: int = ClusterOptions.min_cluster_size
+    merge_threshold: Optional[float] = ClusterOptions.merge_threshold
+    resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
     num_speakers: Optional[int] = None  # None: estimated
     min_speakers: int = 1
     max_speakers: int = 10
 
+    def cluster_options(self) -> ClusterOptions:
+        return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
+                              self.merge_threshold)
+
+    def region_rules(self) -> RegionRules:
+        return RegionRules(threshold=self.vad_threshold,
+                           offset_threshold=max(0.01, self.vad_threshold - 0.15),
+                           min_speech=self.min_speech, min_silence=self.min_silence)
+
 
 @dataclass
 class DiarizationResult:
-    """Turns of one recording, its speech regions, and seconds spent per step."""
+    """Turns of one recording, its speech regions, and seconds spent per step.
+
+    ``capped``: the clustering found ``found_speakers`` > ``max_speakers`` (or
+    stopped at ``max_speakers``), so the recording may have more speakers than reported.
+    """
 
     turns: List[Turn]
     speech: List[Region]
     num_speakers: int
     seconds: Dict[str, float] = field(default_factory=dict)
+    found_speakers: int = 0
+    capped: bool = False
 
 
 class Diarizer:
@@ -67,7 +91,7 @@ class Diarizer:
                  vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000):
         self.embed_windows = embed_windows
         self.options = options or DiarizationOptions()
-        self.vad = vad or build_vad(self.options.vad)
+        self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
         self.sample_rate = sample_rate
 
     def diarize(self, audio: Any, sample_rate: Optional[int] = None,
@@ -95,29 +119,51 @@ class Diarizer:
         clock = time.perf_counter()
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)
         seconds["vad"] = time.perf_counter() - clock
-        windows = subsegments(speech, opts.window, opts.shift)
+        clock = time.perf_counter()
+        windows, embeddings = self.window_embeddings(audio, speech)
+        seconds["embed"] = time.perf_counter() - clock
         if not windows:
             return DiarizationResult([], speech, 0, seconds)
 
         clock = time.perf_counter()
+        clustering = cluster_windows(embeddings, opts.cluster_options(), num_speakers,
+                                     min_speakers, max_speakers)
+        seconds["cluster"] = time.perf_counter() - clock
+        if clustering.capped:
+            logger.warning("found %s speakers, more than max_speakers=%d: kept %d; raise "
+                           "max_speakers if the recording has more",
+                           "at least" if clustering.found == max_speakers + 1 else
+                           clustering.found, max_speakers, clustering.num_speakers)
+        turns = self.turns(windows, clustering.labels, embeddings)
+        return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
+                                 clustering.found, clustering.capped)
+
+    def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region]):
+        """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
+        :attr:`sample_rate`), and ``[N, D]`` embeddings of them."""
+        opts = self.options
+        windows = subsegments(speech, opts.window, opts.shift)
+        if not windows:
+            return windows, np.zeros((0, 0))
+        rate = self.sample_rate
         window_samples = int(round(opts.window * rate))
         # Every window is repeated to the full length (np.resize, as WeSpeaker pads
         # short ones), so they batch together and short ones still fill the model's input.
         pieces = [np.resize(audio[int(round(a * rate)):int(round(b * rate))], window_samples)
                   for a, b in windows]
         embeddings = np.asarray(self.embed_windows(pieces))
-        seconds["embed"] = time.perf_counter() - clock
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "
                                f"(finite: {np.isfinite(embeddings).all()}) for "
                                f"{len(windows)} windows")
+        return windows, embeddings
 
-        clock = time.perf_counter()
-        labels = cluster(embeddings, opts.cluster_method, num_speakers, min_speakers,
-                         max_speakers)
-        seconds["cluster"] = time.perf_counter() - clock
-        turns = windows_to_turns(windows, labels)
-        return DiarizationResult(turns, speech, int(labels.max()) + 1, seconds)
+    def turns(self, windows: Sequence[Region], labels: np.ndarray,
+              embeddings: np.ndarray) -> List[Turn]:
+        """Speaker turns from labelled windows, at ``options.resolution`` when set."""
+        if self.options.resolution is None:
+            return windows_to_turns(windows, labels)
+        return frames_to_turns(windows, labels, embeddings, self.options.resolution)
 
 
 @dataclass

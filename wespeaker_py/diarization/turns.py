@@ -1,14 +1,26 @@
 """Speaker turns: labelled, overlapping windows -> non-overlapping speaker turns.
 
 Neighbouring windows overlap (1.5 s windows every 0.75 s) and may carry
-different labels. Each window keeps the part of the timeline nearer to it than
-to its overlapping neighbours: an overlap is split at its midpoint (as WeSpeaker
-does). Then touching pieces with the same label are joined into one turn.
+different labels. Two ways to share the timeline among them:
+
+* :func:`windows_to_turns` (WeSpeaker's): each window keeps the part nearer to
+  it than to its overlapping neighbours, an overlap split at its midpoint; turn
+  boundaries fall on a 0.75 s grid.
+* :func:`frames_to_turns`: every frame (0.1 s by default) inside a window
+  goes to one of the speakers of the windows that cover it: the one whose
+  centroid is most similar to those windows' embeddings, each window weighted
+  by how close the frame is to its centre. A window that straddles a change of
+  speaker resembles both, so the change moves to where the evidence shifts
+  instead of the midpoint.
+
+Then touching pieces with the same label are joined into one turn.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
+
+import numpy as np
 
 Region = Tuple[float, float]
 
@@ -57,4 +69,62 @@ def windows_to_turns(windows: Sequence[Region], labels: Sequence[int],
             turns[-1] = Turn(turns[-1].start, own_end, speaker)
         else:
             turns.append(Turn(own_start, own_end, speaker))
+    return turns
+
+
+def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings: np.ndarray,
+                    step: float = 0.1, speaker_prefix: str = "spk") -> List[Turn]:
+    """Non-overlapping turns on a ``step``-second frame grid (see the module doc).
+
+    Frames covered by no window are not speech. Memory is frames x speakers.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(windows) != len(labels) or len(labels) != len(embeddings):
+        raise ValueError(f"{len(windows)} windows, {len(labels)} labels and "
+                         f"{len(embeddings)} embeddings")
+    if not len(windows):
+        return []
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    speakers = int(labels.max()) + 1
+    centroids = np.zeros((speakers, unit.shape[1]))
+    np.add.at(centroids, labels, unit)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ centroids.T                           # [windows, speakers]
+    edges = np.asarray(windows, dtype=np.float64) / step
+    bounds = np.stack([np.floor(edges[:, 0] + 1e-9), np.ceil(edges[:, 1] - 1e-9)],
+                      axis=1).astype(np.int64)  # frames touched by each window
+    first, last = int(bounds[:, 0].min()), int(bounds[:, 1].max())
+    evidence = np.zeros((last - first, speakers))
+    candidate = np.zeros((last - first, speakers), dtype=bool)
+    for (begin, end), label, scores in zip(bounds, labels, similarity):
+        if end <= begin:
+            continue
+        centre, half = 0.5 * (begin + end), 0.5 * (end - begin)
+        frames = np.arange(begin, end)
+        weight = 1.0 - np.abs(frames + 0.5 - centre) / (half + 1.0)  # > 0 inside the window
+        evidence[begin - first:end - first] += weight[:, None] * scores[None, :]
+        candidate[begin - first:end - first, label] = True
+    evidence[~candidate] = -np.inf
+    choice = np.argmax(evidence, axis=1)
+    # frames are cut back to the windows' exact extent (the speech regions)
+    regions: List[List[float]] = []
+    for start, end in windows:
+        if regions and start <= regions[-1][1]:
+            regions[-1][1] = max(regions[-1][1], end)
+        else:
+            regions.append([start, end])
+    turns: List[Turn] = []
+    for region_start, region_end in regions:
+        begin = max(int(np.floor(region_start / step)), first)
+        end = min(int(np.ceil(region_end / step)), last)
+        for index in range(begin, end):
+            start = max((index) * step, region_start)
+            stop = min((index + 1) * step, region_end)
+            if stop <= start or not candidate[index - first].any():
+                continue
+            speaker = f"{speaker_prefix}{int(choice[index - first])}"
+            if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
+                turns[-1] = Turn(turns[-1].start, round(stop, 6), speaker)
+            else:
+                turns.append(Turn(round(start, 6), round(stop, 6), speaker))
     return turns

@@ -168,10 +168,13 @@ class SileroVAD:
 
 
 @functools.lru_cache(maxsize=None)
-def build_vad(name: str) -> VoiceActivityDetector:
-    """``"silero"`` (default of the pipeline) or ``"energy"``; one shared instance per name."""
+def build_vad(name: str, rules: Optional[RegionRules] = None) -> VoiceActivityDetector:
+    """``"silero"`` (default of the pipeline) or ``"energy"``; one shared instance per setting.
+
+    ``rules`` apply to Silero (the energy detector keeps its own).
+    """
     if name == "silero":
-        return SileroVAD()
+        return SileroVAD(rules=rules or RegionRules())
     if name == "energy":
         return EnergyVAD()
     raise ValueError(f"unknown VAD {name!r}; choose from {', '.join(VAD_NAMES)}")

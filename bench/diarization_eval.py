@@ -1,0 +1,267 @@
+"""Diarization clustering, turn and VAD choices, measured on cached window embeddings.
+
+Stage ``embed`` runs the Silero VAD and the speaker model once per recording of
+a set (``wav.scp`` + ``ref.rttm``) and caches, per recording, the VAD's frame
+probabilities, the speech regions, the windows and their embeddings
+(``CACHE/<id>.npz``). Stage ``score`` then clusters those embeddings with each
+candidate and scores DER/JER and the speaker count against ``ref.rttm``;
+stage ``vad`` scores VAD settings on the cached probabilities (missed and
+false-alarm speech). Nothing but the VAD and the model reads audio, so every
+clustering candidate sees exactly the same windows.
+
+    # a set of synthetic conversations (examples/diarization/tools/make_synthetic_conversations.py)
+    python bench/diarization_eval.py embed --data DIR --model MODEL --cache CACHE
+    python bench/diarization_eval.py score --data DIR --cache CACHE [--calibration CAL_DIR
+        --calibration_cache CAL_CACHE] --output results.md
+    python bench/diarization_eval.py vad --data DIR --cache CACHE
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from wespeaker_py.audio import INT16_SCALE, load_audio
+from wespeaker_py.diarization.clustering import ClusterOptions, cluster_windows
+from wespeaker_py.diarization.metrics import merge_regions, score_recordings
+from wespeaker_py.diarization.rttm import read_rttm
+from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
+from wespeaker_py.diarization.vad import RegionRules, SileroVAD, probabilities_to_regions
+from wespeaker_py.utils.file_utils import atomic_open, read_key_value
+
+Cached = Dict[str, np.ndarray]
+
+
+def embed(args: argparse.Namespace) -> None:
+    from wespeaker_py import load_model
+    import torch
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, device="cpu")
+    diarizer = model.diarizer()
+    rate = model.sample_rate
+    silero = SileroVAD()
+    os.makedirs(args.cache, exist_ok=True)
+    for key, path in sorted(read_key_value(os.path.join(args.data, "wav.scp")).items()):
+        out = os.path.join(args.cache, f"{key}.npz")
+        if os.path.exists(out):
+            continue
+        clock = time.perf_counter()
+        samples = load_audio(path, rate)   # model samples (int16 scale) at the model's rate
+        audio = samples / np.float32(INT16_SCALE)
+        probs = silero.speech_probabilities(audio, rate)
+        hop = SileroVAD.RATES[rate][0] / rate
+        speech = probabilities_to_regions(probs, hop, audio.size / rate, RegionRules())
+        windows, embeddings = diarizer.window_embeddings(samples, speech)
+        with atomic_open(out, "wb") as handle:
+            np.savez(handle, probs=probs, hop=hop, duration=audio.size / rate,
+                     speech=np.asarray(speech).reshape(-1, 2),
+                     windows=np.asarray(windows).reshape(-1, 2), embeddings=embeddings)
+        print(f"{key}: {len(windows)} windows in {time.perf_counter() - clock:.1f} s",
+              flush=True)
+
+
+def load_set(data: str, cache: str) -> Tuple[Dict[str, List[Turn]], Dict[str, Cached]]:
+    refs = read_rttm(os.path.join(data, "ref.rttm"))
+    cached = {key: dict(np.load(os.path.join(cache, f"{key}.npz"))) for key in sorted(refs)}
+    return refs, cached
+
+
+def true_window_labels(ref: Sequence[Turn], windows: np.ndarray) -> np.ndarray:
+    """Each window's reference speaker: the one speaking longest inside it (nearest if none)."""
+    names = sorted({turn.speaker for turn in ref})
+    labels = np.zeros(len(windows), dtype=np.int64)
+    for index, (start, end) in enumerate(windows):
+        talk = np.zeros(len(names))
+        distance = np.full(len(names), np.inf)
+        for turn in ref:
+            speaker = names.index(turn.speaker)
+            talk[speaker] += max(0.0, min(end, turn.end) - max(start, turn.start))
+            distance[speaker] = min(distance[speaker], abs(0.5 * (start + end)
+                                                           - 0.5 * (turn.start + turn.end)))
+        labels[index] = int(np.argmax(talk)) if talk.max() > 0 else int(np.argmin(distance))
+    return labels
+
+
+def to_turns(windows: np.ndarray, labels: np.ndarray, embeddings: np.ndarray,
+             resolution: Optional[float]) -> List[Turn]:
+    pairs = [tuple(w) for w in windows]
+    if resolution is None:
+        return windows_to_turns(pairs, labels)
+    return frames_to_turns(pairs, labels, embeddings, resolution)
+
+
+def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict[str, float]:
+    """DER/JER (collar 0 and 0.25 s, overlap scored) and count accuracy of one labelling rule."""
+    sys_turns, right_count, seconds = {}, 0, 0.0
+    counts = []
+    for key, item in cached.items():
+        clock = time.perf_counter()
+        labels = labeller(key, item)
+        seconds += time.perf_counter() - clock
+        sys_turns[key] = to_turns(item["windows"], labels, item["embeddings"], resolution)
+        found = len(np.unique(labels)) if len(labels) else 0
+        truth = len({turn.speaker for turn in refs[key]})
+        right_count += found == truth
+        counts.append(f"{found}/{truth}")
+    row = {"count_acc": 100.0 * right_count / len(cached), "seconds": seconds,
+           "counts": " ".join(counts)}
+    for collar in (0.0, 0.25):
+        _, overall = score_recordings(refs, sys_turns, collar=collar)
+        row[f"der{collar}"] = overall.der
+        row[f"jer{collar}"] = overall.jer
+    return row
+
+
+def cluster_labeller(options: ClusterOptions, oracle_count: bool = False, max_speakers: int = 10):
+    def label(key, item):
+        truth = item.get("_truth_count") if oracle_count else None
+        return cluster_windows(item["embeddings"], options, truth, 1, max_speakers).labels
+    return label
+
+
+def attach_truth(refs, cached) -> None:
+    for key, item in cached.items():
+        item["_truth_count"] = len({turn.speaker for turn in refs[key]})
+        item["_truth_labels"] = true_window_labels(refs[key], item["windows"])
+
+
+def calibrate_threshold(refs, cached, grid: Sequence[float], build) -> Tuple[float, str]:
+    """The grid value with the lowest DER (then the best count accuracy) on a calibration set."""
+    best, notes = None, []
+    for value in grid:
+        row = evaluate(refs, cached, cluster_labeller(build(value)))
+        notes.append(f"{value:g}: {row['count_acc']:.0f}% / {row['der0.0']:.1f}")
+        key = (-round(row["der0.0"], 1), row["count_acc"])
+        if best is None or key > best[0]:
+            best = (key, value)
+    return best[1], "; ".join(notes)
+
+
+HEADER = ("| method | DER | DER c0.25 | JER | JER c0.25 | right count | seconds | found/true |\n"
+          "|---|---|---|---|---|---|---|---|\n")
+
+
+def format_row(name: str, row: Dict[str, float]) -> str:
+    return (f"| {name} | {row['der0.0']:.1f} | {row['der0.25']:.1f} | {row['jer0.0']:.1f} | "
+            f"{row['jer0.25']:.1f} | {row['count_acc']:.0f}% | {row['seconds']:.2f} | "
+            f"{row['counts']} |\n")
+
+
+def candidates(ahc: float, merge: float, with_umap: bool):
+    yield "spectral (WeSpeaker)", ClusterOptions("spectral")
+    yield "spectral + 3D-Speaker post", ClusterOptions("spectral", min_cluster_size=4,
+                                                       merge_threshold=merge)
+    yield "nme-sc", ClusterOptions("nme-sc")
+    yield "nme-sc + 3D-Speaker post", ClusterOptions("nme-sc", min_cluster_size=4,
+                                                     merge_threshold=merge)
+    if with_umap:
+        yield "umap-hdbscan", ClusterOptions("umap-hdbscan")
+        yield "umap-hdbscan + 3D-Speaker merge", ClusterOptions("umap-hdbscan",
+                                                                merge_threshold=merge)
+    yield f"agglomerative (threshold {ahc:g}, calibrated)", ClusterOptions("agglomerative",
+                                                                         ahc_threshold=ahc)
+    yield "agglomerative + 3D-Speaker post", ClusterOptions("agglomerative", ahc_threshold=ahc,
+                                                            min_cluster_size=4,
+                                                            merge_threshold=merge)
+
+
+def score(args: argparse.Namespace) -> None:
+    refs, cached = load_set(args.data, args.cache)
+    attach_truth(refs, cached)
+    try:
+        import umap  # noqa: F401
+        with_umap = True
+    except ImportError:
+        with_umap = False
+    ahc, merge, calibration = args.ahc_threshold, args.merge_threshold, ""
+    if args.calibration:
+        cal_refs, cal_cached = load_set(args.calibration, args.calibration_cache)
+        ahc, ahc_notes = calibrate_threshold(
+            cal_refs, cal_cached, np.arange(0.3, 0.91, 0.05),
+            lambda value: ClusterOptions("agglomerative", ahc_threshold=float(value)))
+        merge, merge_notes = calibrate_threshold(
+            cal_refs, cal_cached, np.arange(0.5, 0.96, 0.05),
+            lambda value: ClusterOptions("spectral", min_cluster_size=4,
+                                         merge_threshold=float(value)))
+        calibration = (f"Calibration set {args.calibration} (count accuracy / DER per value):\n"
+                       f"- agglomerative threshold: {ahc_notes} -> {ahc:g}\n"
+                       f"- 3D-Speaker merge cosine (spectral): {merge_notes} -> {merge:g}\n\n")
+    lines = [HEADER]
+    for resolution in ((None, 0.1) if args.resolutions else (None,)):
+        truth_row = evaluate(refs, cached, lambda key, item: item["_truth_labels"], resolution)
+        lines.append(format_row("reference: true window labels (the floor)"
+                                + (", turns on 0.1 s frames" if resolution else ""), truth_row))
+    for name, options in candidates(ahc, merge, with_umap):
+        if "nme" in name or name.startswith("spectral (") or name.startswith("agglomerative ("):
+            oracle = evaluate(refs, cached, cluster_labeller(options, oracle_count=True))
+            lines.append(format_row(f"reference: {name.split(' (')[0]}, true count", oracle))
+        for resolution in ((None, 0.1) if args.resolutions else (None,)):
+            row = evaluate(refs, cached, cluster_labeller(options), resolution)
+            label = name if resolution is None else f"{name}, turns on 0.1 s frames"
+            lines.append(format_row(label, row))
+            print(lines[-1], end="", flush=True)
+    text = calibration + "".join(lines)
+    if args.output:
+        with atomic_open(args.output) as handle:
+            handle.write(text)
+    print(text)
+
+
+def vad(args: argparse.Namespace) -> None:
+    """Missed and false-alarm speech of VAD settings (a VAD's share of DER)."""
+    refs, cached = load_set(args.data, args.cache)
+    total_ref = sum(sum(t.duration for t in merge_regions_turns(refs[k])) for k in cached)
+    print("| threshold | min speech | min silence | missed % | false alarm % | sum % |")
+    print("|---|---|---|---|---|---|")
+    for threshold in (0.2, 0.3, 0.4, 0.5, 0.6):
+        for min_speech in (0.1, 0.25):
+            for min_silence in (0.1, 0.3, 0.5):
+                rules = RegionRules(threshold=threshold,
+                                    offset_threshold=max(0.01, threshold - 0.15),
+                                    min_speech=min_speech, min_silence=min_silence)
+                missed = false_alarm = 0.0
+                for key, item in cached.items():
+                    speech = probabilities_to_regions(item["probs"], float(item["hop"]),
+                                                      float(item["duration"]), rules)
+                    ref = [(t.start, t.end) for t in merge_regions_turns(refs[key])]
+                    both = overlap_seconds(ref, speech)
+                    missed += sum(b - a for a, b in ref) - both
+                    false_alarm += sum(b - a for a, b in speech) - both
+                print(f"| {threshold} | {min_speech} | {min_silence} | "
+                      f"{100 * missed / total_ref:.1f} | {100 * false_alarm / total_ref:.1f} | "
+                      f"{100 * (missed + false_alarm) / total_ref:.1f} |")
+
+
+def merge_regions_turns(turns: Sequence[Turn]) -> List[Turn]:
+    return [Turn(a, b, "speech") for a, b in merge_regions([(t.start, t.end) for t in turns])]
+
+
+def overlap_seconds(first: Sequence[Tuple[float, float]],
+                    second: Sequence[Tuple[float, float]]) -> float:
+    return sum(max(0.0, min(b, d) - max(a, c)) for a, b in first for c, d in second)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=("embed", "score", "vad"))
+    parser.add_argument("--data", required=True, help="directory with wav.scp and ref.rttm")
+    parser.add_argument("--cache", required=True, help="directory of <id>.npz")
+    parser.add_argument("--model", help="speaker model (stage embed)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibration", help="labelled set to calibrate thresholds on")
+    parser.add_argument("--calibration_cache")
+    parser.add_argument("--ahc_threshold", type=float, default=0.6)
+    parser.add_argument("--merge_threshold", type=float, default=0.8)
+    parser.add_argument("--resolutions", action="store_true",
+                        help="also score turns on 0.1 s frames")
+    parser.add_argument("--output", help="markdown table (stage score)")
+    args = parser.parse_args(argv)
+    {"embed": embed, "score": score, "vad": vad}[args.stage](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Diarization clustering: WeSpeaker's spectral rule, NME-SC, UMAP+HDBSCAN, AHC, refinements."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
+from wespeaker_py.diarization.graph import (binarised_graph, laplacian, smallest_eigenpairs,
+                                            strongest_neighbours, unit_rows)
+from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
+                                             merge_close_clusters)
+from wespeaker_py.diarization.spectral import (eigengap_count, nme_candidates,
+                                               nme_spectral_cluster, spectral_cluster,
+                                               wespeaker_keep)
+from wespeaker_py.diarization.turns import frames_to_turns
+
+HAVE_UMAP = importlib.util.find_spec("umap") is not None
+METHODS = ["spectral", "nme-sc", "agglomerative"] + (["umap-hdbscan"] if HAVE_UMAP else [])
+
+
+def blobs(counts, dim=32, spread=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(counts), dim))
+    points = [c + spread * rng.standard_normal((n, dim)) for c, n in zip(centres, counts)]
+    truth = np.repeat(np.arange(len(counts)), counts)
+    order = rng.permutation(truth.size)
+    return np.concatenate(points)[order], truth[order]
+
+
+def same_partition(labels, truth):
+    pairs = set(zip(labels.tolist(), truth.tolist()))
+    return len(pairs) == len(set(labels.tolist())) == len(set(truth.tolist()))
+
+
+def documented_pruned_graph(embeddings, p=0.01):
+    """WeSpeaker's documented rule, written out row by row: (cos+1)/2, the lowest
+    ``max(N-10, 2)`` (``int((1-p)N)`` from 1,000 rows) entries of each row -> 0, the
+    rest -> 1, then ``(M + M^T) / 2`` and a zero diagonal."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    affinity = 0.5 * (1.0 + unit @ unit.T)
+    count = len(affinity)
+    lowest = max(count - 10, 2) if count < 1000 else int((1.0 - p) * count)
+    pruned = np.empty_like(affinity)
+    for row in range(count):
+        order = np.argsort(affinity[row], kind="stable")
+        pruned[row, order[:lowest]] = 0.0
+        pruned[row, order[lowest:]] = 1.0
+    pruned = 0.5 * (pruned + pruned.T)
+    np.fill_diagonal(pruned, 0.0)
+    return pruned
+
+
+# ------------------------------------------------------------ WeSpeaker's spectral rule
+
+def test_keep_rule_is_ten_under_1000_windows_then_one_percent():
+    assert wespeaker_keep(50) == 10
+    assert wespeaker_keep(999) == 10
+    assert wespeaker_keep(11) == 9      # at least two entries per row are pruned
+    assert wespeaker_keep(1000) == 10
+    assert wespeaker_keep(5000) == 50
+    assert wespeaker_keep(19000) == 190
+
+
+@pytest.mark.parametrize("count", [40, 1200])
+def test_binarised_graph_matches_the_documented_rule_dense_and_sparse(count):
+    embeddings, _ = blobs([count // 2, count - count // 2], spread=0.6, seed=count)
+    expected = documented_pruned_graph(embeddings)
+    indices, _ = strongest_neighbours(unit_rows(embeddings), wespeaker_keep(count), block=97)
+    dense = binarised_graph(indices, count, dense=True)
+    sparse = binarised_graph(indices, count, dense=False)
+    np.testing.assert_array_equal(dense, expected)
+    np.testing.assert_array_equal(sparse.toarray(), expected)
+    lap = laplacian(sparse).toarray()
+    np.testing.assert_allclose(lap, np.diag(expected.sum(axis=1)) - expected)
+
+
+def test_eigengap_looks_at_the_first_max_plus_one_eigenvalues_only():
+    eigenvalues = np.array([0.0, 0.0, 0.0, 5.0, 5.1, 9.0, 20.0])
+    assert eigengap_count(eigenvalues, 10) == 6   # gap 11 after the sixth
+    assert eigengap_count(eigenvalues, 4) == 3    # first five: gap 5 after the third
+    assert eigengap_count(eigenvalues, 1) == 1
+    assert eigengap_count(np.array([0.0]), 5) == 1
+
+
+@pytest.mark.parametrize("counts", [[40, 25, 30], [60, 12], [20, 20, 20, 20]])
+def test_spectral_finds_constructed_speakers(counts):
+    embeddings, truth = blobs(counts)
+    outcome = spectral_cluster(embeddings, max_speakers=20)
+    assert outcome.estimated == len(counts)
+    assert outcome.neighbours == 10
+    assert same_partition(outcome.labels, truth)
+
+
+def test_spectral_count_rules():
+    embeddings, truth = blobs([30, 30, 30])
+    assert len(set(spectral_cluster(embeddings, num_speakers=2).labels)) == 2
+    assert len(set(spectral_cluster(embeddings, min_speakers=5).labels)) == 5
+    # three groups, at most two allowed: two clusters, and the three found are reported
+    capped = spectral_cluster(embeddings, max_speakers=2)
+    assert capped.estimated == 3 and len(set(capped.labels)) == 2
+    assert spectral_cluster(embeddings[:2]).labels.tolist() == [0, 0]
+
+
+def test_sparse_path_gives_the_same_clusters_as_dense(monkeypatch):
+    embeddings, truth = blobs([150, 100, 120], spread=0.3, seed=5)
+    dense = spectral_cluster(embeddings)
+    monkeypatch.setattr("wespeaker_py.diarization.spectral.DENSE_LIMIT", 100)
+    sparse = spectral_cluster(embeddings)
+    assert sparse.estimated == dense.estimated == 3
+    assert same_partition(sparse.labels, truth) and same_partition(dense.labels, truth)
+
+
+def test_smallest_eigenpairs_sparse_equal_dense():
+    embeddings, _ = blobs([80, 70], spread=0.8, seed=2)
+    indices, _ = strongest_neighbours(unit_rows(embeddings), 10)
+    sparse_lap = laplacian(binarised_graph(indices, 150, dense=False))
+    dense_values, _ = smallest_eigenpairs(sparse_lap.toarray(), 5)
+    sparse_values, vectors = smallest_eigenpairs(sparse_lap, 5)
+    np.testing.assert_allclose(sparse_values, dense_values, atol=1e-6)
+    np.testing.assert_allclose(sparse_lap @ vectors, vectors * sparse_values, atol=1e-5)
+
+
+# ------------------------------------------------------------ NME-SC and the others
+
+def test_nme_candidates_and_clusters():
+    candidates = nme_candidates(200)
+    assert candidates[0] == 2 and candidates[-1] == 50 and len(candidates) == 30
+    embeddings, truth = blobs([50, 40, 30], spread=0.3, seed=4)
+    outcome = nme_spectral_cluster(embeddings)
+    assert outcome.estimated == 3 and same_partition(outcome.labels, truth)
+    assert outcome.neighbours in nme_candidates(120)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_recovers_separated_speakers(method):
+    embeddings, truth = blobs([30, 20, 25], seed=3)
+    result = cluster_windows(embeddings, ClusterOptions(method))
+    assert same_partition(result.labels, truth)
+    assert result.found == 3 and not result.capped
+    assert len(set(cluster(embeddings, method, num_speakers=2))) == (2 if method != "umap-hdbscan"
+                                                                     else 3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_more_speakers_than_max_is_capped_and_reported(method):
+    embeddings, _ = blobs([15] * 6, seed=9)
+    result = cluster_windows(embeddings, ClusterOptions(method), max_speakers=3)
+    assert result.num_speakers == 3 and result.capped and result.found >= 4
+
+
+def test_degenerate_inputs_and_bad_options():
+    embeddings, _ = blobs([10, 10, 10])
+    assert cluster(np.ones((1, 8))).tolist() == [0]
+    assert cluster(np.zeros((0, 8))).tolist() == []
+    assert len(set(cluster(embeddings[:3], num_speakers=5))) == 3
+    assert len(set(cluster(embeddings, min_speakers=4, max_speakers=5))) >= 4
+    with pytest.raises(ValueError, match="min_speakers"):
+        cluster(embeddings, min_speakers=3, max_speakers=2)
+    with pytest.raises(ValueError, match="unknown clustering"):
+        cluster(embeddings, "kmeans")
+
+
+# ------------------------------------------------------------ refinements
+
+def test_merge_and_fold_as_3d_speaker():
+    embeddings, truth = blobs([30, 30], seed=1)
+    split = truth.copy()
+    split[np.flatnonzero(truth == 0)[:15]] = 2            # speaker 0 cut in two
+    merged = merge_close_clusters(embeddings, split, threshold=0.8)
+    assert same_partition(merged, truth)
+    assert len(set(merge_close_clusters(embeddings, split, threshold=0.999))) == 3
+    assert len(set(merge_close_clusters(embeddings, split, 0.999, max_clusters=1))) == 1
+    tiny = truth.copy()
+    tiny[np.flatnonzero(truth == 1)[:3]] = 7              # three windows mislabelled apart
+    assert same_partition(fold_small_clusters(embeddings, tiny, min_size=4), truth)
+    assert len(set(fold_small_clusters(embeddings, tiny, min_size=2))) == 3
+
+
+def test_noise_attaches_to_the_nearest_cluster_but_clusters_stay_apart():
+    embeddings, truth = blobs([20, 20], spread=0.3, seed=6)
+    noisy = truth.copy()
+    noisy[[0, 5, 9]] = -1
+    attached = attach_unassigned(embeddings, noisy)
+    assert same_partition(attached, truth)
+    # two HDBSCAN clusters are never joined, however close
+    close = blobs([20], seed=6)[0]
+    labels = np.repeat([0, 1], 10)
+    assert len(set(attach_unassigned(close, labels).tolist())) == 2
+
+
+# ------------------------------------------------------------ finer turns
+
+def test_frames_move_a_change_toward_the_evidence():
+    c0, c1 = np.eye(4)[0], np.eye(4)[1]
+    windows = [(0.0, 1.5), (0.75, 2.25), (1.5, 3.0), (2.25, 3.75)]
+    labels = [0, 1, 1, 1]
+
+    def change(straddler):
+        turns = frames_to_turns(windows, labels, np.stack([c0, straddler, c1, c1]), 0.1)
+        assert [t.speaker for t in turns] == ["spk0", "spk1"]
+        assert turns[0].start == 0.0 and turns[-1].end == pytest.approx(3.75)  # exact window end
+        assert turns[0].end == turns[1].start
+        return turns[0].end
+
+    clean = change(c1)
+    mixed = change(0.8 * c0 + 0.6 * c1)
+    assert 0.7 <= clean < mixed <= 1.6
+    assert frames_to_turns([], [], np.zeros((0, 4))) == []
+    gap = frames_to_turns([(0.0, 1.0), (2.0, 3.03)], [0, 0], np.stack([c0, c0]), 0.1)
+    assert [(t.start, t.end) for t in gap] == [(0.0, 1.0), (2.0, 3.03)]

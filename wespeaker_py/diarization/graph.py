@@ -1,0 +1,110 @@
+"""Neighbour graphs of window embeddings and the small end of their Laplacian spectrum.
+
+Everything here scales to long recordings: nothing holds an ``N x N`` matrix
+when ``N`` exceeds :data:`DENSE_LIMIT` (4 h of speech is about 19k windows; a
+dense float64 matrix of that size is 2.9 GB). Each row's strongest neighbours
+are found block by block (``block x N`` cosines at a time), the graph is a
+sparse matrix, and its smallest Laplacian eigenvalues come from Lanczos
+iterations. Up to ``DENSE_LIMIT`` windows the same graph is a dense array and
+the spectrum comes from LAPACK, which is exact and faster at that size.
+"""
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+import scipy.sparse.linalg
+
+DENSE_LIMIT = 3000  # windows; 3000^2 float64 is 72 MB
+Matrix = Union[np.ndarray, scipy.sparse.csr_matrix]
+
+
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64); zero rows stay zero."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
+
+
+def strongest_neighbours(unit: np.ndarray, keep: int, block: int = 1024
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices ``[N, keep]`` and cosines of each row's ``keep`` most similar rows, weakest first.
+
+    A row's own index is among them (its cosine is 1). Rows tied at the cut
+    are chosen arbitrarily (as WeSpeaker's sort does); real embeddings have no ties.
+    """
+    count = len(unit)
+    keep = max(1, min(keep, count))
+    indices = np.empty((count, keep), dtype=np.int64)
+    cosines = np.empty((count, keep), dtype=np.float64)
+    for begin in range(0, count, block):
+        sims = unit[begin:begin + block] @ unit.T
+        strongest = np.argpartition(sims, count - keep, axis=1)[:, count - keep:]
+        values = np.take_along_axis(sims, strongest, axis=1)
+        order = np.argsort(values, axis=1, kind="stable")
+        indices[begin:begin + block] = np.take_along_axis(strongest, order, axis=1)
+        cosines[begin:begin + block] = np.take_along_axis(values, order, axis=1)
+    return indices, cosines
+
+
+def binarised_graph(indices: np.ndarray, count: int, dense: bool) -> Matrix:
+    """``0.5 (B + B^T)`` with a zero diagonal, where ``B[i, j] = 1`` for each kept neighbour.
+
+    Dense (an array) or sparse (CSR); the two hold the same values.
+    """
+    rows = np.repeat(np.arange(count), indices.shape[1])
+    ones = np.ones(rows.size, dtype=np.float64)
+    if dense:
+        graph = np.zeros((count, count), dtype=np.float64)
+        graph[rows, indices.ravel()] = 1.0
+        graph = 0.5 * (graph + graph.T)
+        np.fill_diagonal(graph, 0.0)
+        return graph
+    graph = scipy.sparse.csr_matrix((ones, (rows, indices.ravel())), shape=(count, count))
+    graph = (0.5 * (graph + graph.T)).tolil()
+    graph.setdiag(0.0)
+    return graph.tocsr()
+
+
+def laplacian(graph: Matrix) -> Matrix:
+    """The unnormalised Laplacian ``D - A`` (``D``: row sums of ``|A|``)."""
+    if scipy.sparse.issparse(graph):
+        degrees = np.asarray(abs(graph).sum(axis=1)).ravel()
+        return (scipy.sparse.diags(degrees) - graph).tocsr()
+    return np.diag(np.abs(graph).sum(axis=1)) - graph
+
+
+def smallest_eigenpairs(matrix: Matrix, count: int, seed: int = 0
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``count`` smallest eigenvalues (ascending) of a symmetric PSD matrix and their vectors.
+
+    Dense: LAPACK on the wanted index range. Sparse: Lanczos on ``c I - M``
+    (``c`` bounds the spectrum by Gershgorin), whose largest eigenvalues are
+    the wanted ones; this needs only products with the sparse matrix.
+    """
+    size = matrix.shape[0]
+    count = max(1, min(count, size))
+    if not scipy.sparse.issparse(matrix) or size <= count + 1:
+        dense = matrix.toarray() if scipy.sparse.issparse(matrix) else matrix
+        return scipy.linalg.eigh(dense, subset_by_index=[0, count - 1])
+    bound = 2.0 * float(abs(matrix).sum(axis=1).max()) + 1.0
+    shifted = (scipy.sparse.identity(size, format="csr") * bound - matrix).tocsr()
+    start = np.random.default_rng(seed).standard_normal(size)
+    values, vectors = scipy.sparse.linalg.eigsh(shifted, k=count, which="LA", v0=start,
+                                                tol=1e-8)
+    order = np.argsort(-values)
+    return bound - values[order], vectors[:, order]
+
+
+def largest_eigenvalue(matrix: Matrix, seed: int = 0) -> float:
+    """The largest eigenvalue of a symmetric matrix (dense or sparse), by Lanczos iterations."""
+    size = matrix.shape[0]
+    if not abs(matrix).sum():
+        return 0.0
+    if size <= 3:
+        dense = matrix.toarray() if scipy.sparse.issparse(matrix) else matrix
+        return float(np.linalg.eigvalsh(dense)[-1])
+    start = np.random.default_rng(seed).standard_normal(size)
+    return float(scipy.sparse.linalg.eigsh(matrix, k=1, which="LA", v0=start, tol=1e-6)[0][0])
