@@ -16,8 +16,11 @@ from wespeaker_py.models.protocol import SpeakerModel
 
 __all__ = ["SpeakerModel", "family_module_name", "get_model", "list_models"]
 
-# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC".
+# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC",
+# "ReDimNet2" over "ReDimNet".
 _FAMILY_BY_PREFIX = (
+    ("ReDimNet2", "redimnet2"),
+    ("ReDimNet", "redimnet"),
     ("SimAM_ResNet", "samresnet"),
     ("XI_VEC", "xi_vector"),
     ("XVEC", "tdnn"),
