@@ -7,10 +7,18 @@ from typing import Mapping, Optional
 import torch
 import torch.nn as nn
 
-from wespeaker_py.models import get_model
+from wespeaker_py.models import check_frontend, get_model
 from wespeaker_py.models.checkpoint import load_weights
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.config import ConfigError, ModelConfig
+
+
+def check_model_frontend(config: ModelConfig) -> None:
+    """ConfigError unless ``config.model`` reads the features of ``dataset_args.frontend``."""
+    try:
+        check_frontend(config.model, config.dataset_args.frontend)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> nn.Module:
@@ -18,8 +26,11 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
 
     ``feat_dim`` fills ``model_args.feat_dim: -1``, WeSpeaker's "size of the
     front-end output" for SSL front-ends; left at -1 it is an error, as is an
-    argument the model does not take (both name the key).
+    argument the model does not take (both name the key), and so is a model
+    with a front-end it does not read (a TFMel config with an fbank model or
+    the reverse).
     """
+    check_model_frontend(config)
     model_args = dict(config.model_args)
     if model_args.get("feat_dim") == -1:
         if feat_dim is None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.frontend.factory import build_frontend as build_frontend_module
-from wespeaker_py.models.assembly import build_speaker_model
+from wespeaker_py.models.assembly import build_speaker_model, check_model_frontend
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.lm_head import start_weights_num_classes
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
@@ -60,8 +60,9 @@ def model_holds_frontend(config: TrainConfig) -> bool:
 
 def _check_feature_dims(config: TrainConfig, frontend: nn.Module) -> None:
     model_args = config.model_args
-    source = ("dataset_args.s3prl_args (the SSL model's hidden size)"
-              if model_holds_frontend(config) else "dataset_args.fbank_args.num_mel_bins")
+    source = {"fbank": "dataset_args.fbank_args.num_mel_bins",
+              "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
+              "tfmel": "dataset_args.tfmel_args.n_mels"}[config.dataset_args.frontend]
     for key in ("feat_dim", "acoustic_dim"):
         dim = model_args.get(key)
         if dim is None or dim == frontend.output_dim:
@@ -78,8 +79,10 @@ def build_frontend(config: TrainConfig) -> nn.Module:
     ``fbank``: fbank -> CMN -> SpecAugment (:class:`FbankFeatures`, no weights);
     ``s3prl``: the WavLM front-end (:class:`~wespeaker_py.frontend.ssl.SSLFrontend`),
     which :func:`build_model` attaches to the model. Bad arguments and missing
-    WavLM weights raise :class:`ConfigError`.
+    WavLM weights raise :class:`ConfigError`, as does a model that does not read
+    this front-end's features (``tfmel`` goes with ReDimNet2 only).
     """
+    check_model_frontend(config)
     try:
         frontend = build_frontend_module(effective_dataset_args(config))
     except (ValueError, FileNotFoundError) as err:
