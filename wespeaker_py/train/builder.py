@@ -170,9 +170,11 @@ def build_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
                        epoch_iter: int, world_size: int) -> ExponentialDecrease:
     """The learning-rate schedule, scaled by the global batch against WeSpeaker's 64."""
     scale_ratio = world_size * config.dataloader_args.batch_size / REFERENCE_BATCH_SIZE
+    schedule = dataclasses.asdict(config.scheduler_args)
+    for ignored in ("scale_ratio", "num_epochs"):  # WeSpeaker overwrites these too
+        schedule.pop(ignored)
     return ExponentialDecrease(optimizer, num_epochs=config.num_epochs, epoch_iter=epoch_iter,
-                               scale_ratio=scale_ratio,
-                               **dataclasses.asdict(config.scheduler_args))
+                               scale_ratio=scale_ratio, **schedule)
 
 
 def build_margin_scheduler(config: TrainConfig, head: nn.Module,
