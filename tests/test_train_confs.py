@@ -21,12 +21,15 @@ ALL_CONFIGS = MODEL_CONFIGS + [name + "_lm" for name in LM_CONFIGS]
 # the three steps of the WavLM recipe (frontend: s3prl, feat_dim filled from the front-end)
 WAVLM_CONFIGS = ["ecapa_tdnn_WavLM_frozen", "ecapa_tdnn_WavLM_joint_ft",
                  "ecapa_tdnn_WavLM_joint_lmft"]
+# ReDimNet (72-bin fbank) and ReDimNet2 (TFMel, SphereFace2, then LM fine-tuning)
+REDIMNET_CONFIGS = ["redimnet", "redimnet2", "redimnet2_lm"]
+MINI_CONF_DIR = os.path.join(REPO_ROOT, "examples", "mini", "conf")
 
 
 def test_the_conf_directory_holds_exactly_these_configs():
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
                      if name.endswith(".yaml"))
-    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS)
+    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS)
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
@@ -112,3 +115,33 @@ def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir):
     assert model.frontend is frontend
     assert builder.num_classes(config, 10) == 30  # speed perturbation: 3 classes a speaker
     assert model.projection.weight.shape[1] == config["model_args"]["embed_dim"]
+
+
+@pytest.mark.parametrize("path", [os.path.join(CONF_DIR, name + ".yaml") for name in REDIMNET_CONFIGS]
+                         + [os.path.join(MINI_CONF_DIR, "redimnet2_b0.yaml")])
+def test_redimnet_config_builds_its_frontend_model_and_head(path):
+    config = load_config(path)
+    frontend = builder.build_frontend(config)
+    expected = "TFMelFeatures" if config.dataset_args.frontend == "tfmel" else "FbankFeatures"
+    assert type(frontend).__name__ == expected
+    assert frontend.output_dim == config.model_args["feat_dim"] == 72
+    with torch.device("meta"):
+        model = builder.build_model(config, num_speakers=10,
+                                    frontend=frontend if expected == "TFMelFeatures" else None)
+    assert model.projection.weight.shape[1] == config.model_args["embed_dim"] == 192
+    builder.build_optimizer(config, model.parameters())
+
+
+def test_redimnet2_lm_config_continues_the_first_run():
+    base = read_yaml(os.path.join(CONF_DIR, "redimnet2.yaml"))
+    lm = read_yaml(os.path.join(CONF_DIR, "redimnet2_lm.yaml"))
+    assert (lm["model"], lm["model_args"]) == (base["model"], base["model_args"])
+    assert lm["dataset_args"]["tfmel_args"] == base["dataset_args"]["tfmel_args"]
+    assert (lm["dataset_args"]["num_frms"], lm["dataset_args"]["speed_perturb"]) == (600, False)
+    margin = lm["margin_update"]
+    assert (margin["initial_margin"], margin["final_margin"], margin["update_margin"]) == \
+        (0.3, 0.3, False)
+    # WeSpeaker's LM config leaves do_lm off: a 1x-speaker head takes the first rows of
+    # the first run's 3x head (the checkpoint loader's LM rule)
+    lm_config = load_config(os.path.join(CONF_DIR, "redimnet2_lm.yaml"))
+    assert builder.num_classes(lm_config, 10) == 10
