@@ -117,7 +117,8 @@ def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir):
     assert model.projection.weight.shape[1] == config["model_args"]["embed_dim"]
 
 
-@pytest.mark.parametrize("path", [os.path.join(CONF_DIR, name + ".yaml") for name in REDIMNET_CONFIGS]
+@pytest.mark.parametrize("path", [os.path.join(CONF_DIR, name + ".yaml")
+                                  for name in REDIMNET_CONFIGS]
                          + [os.path.join(MINI_CONF_DIR, "redimnet2_b0.yaml")])
 def test_redimnet_config_builds_its_frontend_model_and_head(path):
     config = load_config(path)

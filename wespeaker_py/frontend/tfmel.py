@@ -82,7 +82,7 @@ class PreEmphasis(nn.Module):
 
 
 class MelPowerSpectrum(nn.Module):
-    """``[B, 1, N]`` -> mel power ``[B, n_mels, frames]``, frames centred by ``hop // 2`` padding."""
+    """``[B, 1, N]`` -> mel power ``[B, n_mels, frames]``; ``hop // 2`` zeros pad each end."""
 
     def __init__(self, n_fft: int, win_length: int, hop_length: int, sample_rate: int,
                  f_min: float, f_max: float, n_mels: int, eps: float):

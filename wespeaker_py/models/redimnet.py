@@ -36,7 +36,8 @@ class ReDimNetBackbone(nn.Module):
         # Mixing weights of the stage inputs: stage i sees the stem and i earlier outputs.
         self.inputs_weights = nn.ParameterList(
             [nn.Parameter(torch.ones(1, 1, 1, 1), requires_grad=False)]
-            + [nn.Parameter(torch.zeros(1, n + 1, width, 1)) for n in range(1, len(stages_setup) + 1)])
+            + [nn.Parameter(torch.zeros(1, n + 1, width, 1))
+               for n in range(1, len(stages_setup) + 1)])
         self.stem = nn.Sequential(nn.Conv2d(1, C, 3, padding="same"), ChannelsFirstLayerNorm(C))
         self.num_stages = len(stages_setup)
         self.stages_cfs = []

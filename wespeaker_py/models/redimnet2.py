@@ -108,7 +108,7 @@ class ReDimNet2Backbone(nn.Module):
 
 
 class ReDimNet2(nn.Module):
-    """ReDimNet2 encoder (WeSpeaker's ``ReDimNet2Wrap``): ``[B, T, feat_dim]`` -> ``[B, embed_dim]``.
+    """ReDimNet2 encoder (WeSpeaker's ``ReDimNet2Wrap``): ``[B, T, F]`` -> ``[B, embed_dim]``.
 
     ``F`` / ``feat_dim`` is the number of mel bins. ``emb_bn`` adds a BatchNorm
     after the embedding layer. WeSpeaker's options for causal, dual-aggregation,
