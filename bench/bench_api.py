@@ -2,8 +2,9 @@
 
     flock -x /tmp/wsp_cpu.lock python bench/bench_api.py [--seconds 10 --repeats 10]
 
-For ResNet34, ECAPA_TDNN_GLOB_c512 and CAMPPlus (the model_args of conf/*.yaml,
-random weights: speed does not depend on them) a model folder is written, loaded
+For ResNet34, ECAPA_TDNN_GLOB_c512, CAMPPlus (the model_args of conf/*.yaml) and
+ReDimNet2B0/B2/B6 (conf/redimnet2.yaml with the model swapped; TFMel front-end), with
+random weights (speed does not depend on them), a model folder is written, loaded
 with ``wespeaker_py.load_model`` and timed on a ``--seconds`` long WAV file; then
 the same model is exported with ``export --onnx --with_frontend`` and the ONNX
 file is loaded and timed the same way. Every figure is the whole ``embed(path)``
@@ -25,25 +26,34 @@ import yaml
 
 import wespeaker_py
 from wespeaker_py.api.exporting import export_waveform_graph
+from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.models import get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"ResNet34": "resnet34.yaml", "ECAPA_TDNN_GLOB_c512": "ecapa_tdnn_c512.yaml",
-           "CAMPPlus": "campplus.yaml"}
+           "CAMPPlus": "campplus.yaml", "ReDimNet2B0": "redimnet2.yaml",
+           "ReDimNet2B2": "redimnet2.yaml", "ReDimNet2B6": "redimnet2.yaml"}
 # WeSpeaker's published ONNX RTFs (one Xeon thread) for the same models
 WESPEAKER_ONNX_RTF = {"ResNet34": 0.061, "ECAPA_TDNN_GLOB_c512": 0.018, "CAMPPlus": 0.023}
 
 
-def write_model_folder(folder: str, conf_name: str) -> None:
-    """config.yaml (the recipe's) + avg_model.pt with random weights."""
+def write_model_folder(folder: str, conf_name: str, name: str) -> None:
+    """config.yaml (the recipe's, model ``name``) + avg_model.pt with random weights.
+
+    A TFMel model's checkpoint holds the front-end's constant kernels under
+    ``frontend.``, as WeSpeaker saves them.
+    """
     with open(os.path.join(REPO, "conf", conf_name)) as handle:
         config = yaml.safe_load(handle)
+    config["model"] = name
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.yaml"), "w") as handle:
         yaml.safe_dump(config, handle)
     torch.manual_seed(0)
-    network = get_model(config["model"], **config["model_args"]).eval()
-    torch.save(network.state_dict(), os.path.join(folder, "avg_model.pt"))
+    state = get_model(name, **config["model_args"]).eval().state_dict()
+    frontend = build_frontend(config["dataset_args"])
+    state.update({f"frontend.{key}": value for key, value in frontend.state_dict().items()})
+    torch.save(state, os.path.join(folder, "avg_model.pt"))
 
 
 def median_rtf(model, path: str, seconds: float, repeats: int) -> float:
@@ -76,7 +86,7 @@ def main() -> None:
         print("|:--|--:|--:|--:|")
         for name in args.models:
             folder = os.path.join(work, name)
-            write_model_folder(folder, CONFIGS[name])
+            write_model_folder(folder, CONFIGS[name], name)
             eager = wespeaker_py.load_model(folder, device="cpu")
             eager_rtf = median_rtf(eager, wav, args.seconds, args.repeats)
             graph_path = os.path.join(work, name + ".onnx")
@@ -84,7 +94,7 @@ def main() -> None:
             graph = wespeaker_py.load_model(graph_path, num_threads=1)
             onnx_rtf = median_rtf(graph, wav, args.seconds, args.repeats)
             print(f"| {name} | {eager_rtf:.4f} | {onnx_rtf:.4f} | "
-                  f"{WESPEAKER_ONNX_RTF[name]} |", flush=True)
+                  f"{WESPEAKER_ONNX_RTF.get(name, '-')} |", flush=True)
 
 
 if __name__ == "__main__":

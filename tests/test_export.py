@@ -10,7 +10,7 @@ from inference_helpers import FEAT_DIM, make_experiment
 from wespeaker_py.bin.export_jit import main as export_jit_main
 from wespeaker_py.bin.export_onnx import main as export_onnx_main
 from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
-                                 export_torchscript, fbank_model, load_fbank_embedder)
+                                 export_torchscript, exportable_model, load_exportable_embedder)
 from wespeaker_py.export import onnx_export
 from wespeaker_py.config import load_model_config
 from wespeaker_py.models import repvgg
@@ -84,7 +84,7 @@ def test_repvgg_is_exported_in_deploy_form_computing_the_trained_function(monkey
                                                              "embed_dim": 8},
         calibrate=_calibrate_batchnorm)
     assert any("rbr_dense" in name for name in network.state_dict())
-    model, feat_dim = fbank_model(load_fbank_embedder(load_model_config(config_path),
+    model, feat_dim = exportable_model(load_exportable_embedder(load_model_config(config_path),
                                                       checkpoint), checkpoint)
     output = str(tmp_path / "repvgg.zip")
     export_torchscript(model, feat_dim, output)

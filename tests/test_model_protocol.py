@@ -3,21 +3,20 @@ import pytest
 import torch
 
 from wespeaker_py.models import SpeakerModel, get_model, list_models
-from wespeaker_py.models.complexity import recipe_model_args
-
-FEAT_DIM = 80
+from wespeaker_py.models.complexity import recipe_feat_dim, recipe_model_args
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_model_follows_the_speaker_model_protocol(name):
     # Shapes only, on the meta device: no weights are initialised and nothing is computed.
-    model_args = recipe_model_args(name, feat_dim=FEAT_DIM)
+    feat_dim = recipe_feat_dim(name)  # 80, or 72 for ReDimNet
+    model_args = recipe_model_args(name, feat_dim=feat_dim)
     with torch.device("meta"):
         model = get_model(name, **model_args)
         assert isinstance(model, SpeakerModel)
-        short = model.frame_level_features(torch.empty(2, 64, FEAT_DIM))
-        long = model.frame_level_features(torch.empty(2, 128, FEAT_DIM))
-        embeddings = model(torch.empty(2, 64, FEAT_DIM))
+        short = model.frame_level_features(torch.empty(2, 64, feat_dim))
+        long = model.frame_level_features(torch.empty(2, 128, feat_dim))
+        embeddings = model(torch.empty(2, 64, feat_dim))
     assert short.ndim == 3 and short.shape[0] == 2
     # frames first: the time axis grows with the input, the feature axis does not
     assert long.shape[2] == short.shape[2]

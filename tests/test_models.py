@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from wespeaker_py.models import get_model
-from wespeaker_py.models.complexity import count_macs, count_params, recipe_model_args
+from wespeaker_py.models.complexity import (count_macs, count_params, recipe_feat_dim,
+                                            recipe_model_args)
 
 # The results table of ../shared/DESIGN.md (80-dim fbank, 200 frames):
 # params in M as printed (head excluded), MACs in G or None where not given.
@@ -26,11 +27,13 @@ PUBLISHED = {
     "SimAM_ResNet34_ASP": ("25.2", None),
     "SimAM_ResNet100_ASP": ("50.2", None),
     "XI_VEC_ECAPA_TDNN_c512": ("5.9", 1.04),
+    # WeSpeaker's VoxCeleb v2 page; 72 TFMel bins, 200 frames
+    "ReDimNet2B6": ("12.3", 13.05),
 }
 
 # Above ~10 GMACs per 200 frames the CPU checks skip 1000 frames and use short
 # inputs where the length is not the point.
-HEAVY = {"ResNet221", "ResNet293", "SimAM_ResNet34_ASP", "SimAM_ResNet100_ASP"}
+HEAVY = {"ResNet221", "ResNet293", "SimAM_ResNet34_ASP", "SimAM_ResNet100_ASP", "ReDimNet2B6"}
 BATCH = 2
 MANIFEST = os.path.join(os.path.dirname(__file__), "data", "wespeaker_state_dict_keys.json")
 
@@ -41,6 +44,7 @@ def _manifest():
 
 
 def _features(batch, frames, feat_dim=80, seed=0):
+    """Seeded ``[batch, frames, feat_dim]`` features (``feat_dim``: the model's input size)."""
     return torch.randn(batch, frames, feat_dim, generator=torch.Generator().manual_seed(seed))
 
 
@@ -71,7 +75,8 @@ def test_param_count_matches_table(name):
 @pytest.mark.parametrize("name", sorted(n for n, (_, macs) in PUBLISHED.items() if macs))
 def test_macs_within_five_percent_of_table(name):
     published = PUBLISHED[name][1]
-    macs = count_macs(_meta_model(name, deployed=True), num_frames=200, feat_dim=80) / 1e9
+    macs = count_macs(_meta_model(name, deployed=True), num_frames=200,
+                      feat_dim=recipe_feat_dim(name)) / 1e9
     assert abs(macs - published) / published < 0.05, macs
 
 
@@ -81,7 +86,7 @@ def test_forward_gives_finite_embeddings_for_any_length(named_model):
     model.eval()
     with torch.no_grad():
         for frames in lengths:
-            embeddings = model(_features(BATCH, frames))
+            embeddings = model(_features(BATCH, frames, recipe_feat_dim(name)))
             assert embeddings.shape == (BATCH, model_args["embed_dim"]), frames
             assert torch.isfinite(embeddings).all(), frames
 
@@ -89,7 +94,7 @@ def test_forward_gives_finite_embeddings_for_any_length(named_model):
 def test_embedding_alone_equals_embedding_in_batch(named_model):
     name, model, _ = named_model
     frames = 32 if name in HEAVY else 150
-    batch = _features(3, frames, seed=1)
+    batch = _features(3, frames, recipe_feat_dim(name), seed=1)
     model.eval()
     with torch.no_grad():
         alone = model(batch[:1])
@@ -102,7 +107,7 @@ def test_backward_reaches_every_parameter(named_model):
     frames = 32 if name in HEAVY else 200
     model.train()
     model.zero_grad(set_to_none=True)
-    embeddings = model(_features(BATCH, frames, seed=2))
+    embeddings = model(_features(BATCH, frames, recipe_feat_dim(name), seed=2))
     # A random linear read-out: a plain sum would cancel through BatchNorm.
     direction = torch.randn(embeddings.shape, generator=torch.Generator().manual_seed(3))
     (embeddings * direction).sum().backward()
@@ -123,7 +128,7 @@ def test_saved_state_dict_reloads_strictly(named_model):
     reloaded.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     model.eval()
     reloaded.eval()
-    features = _features(1, 32, seed=4)
+    features = _features(1, 32, recipe_feat_dim(name), seed=4)
     with torch.no_grad():
         assert torch.equal(model(features), reloaded(features))
 

@@ -23,12 +23,15 @@ ALL_CONFIGS = MODEL_CONFIGS + [name + "_lm" for name in LM_CONFIGS]
 # the three steps of the WavLM recipe (frontend: s3prl, feat_dim filled from the front-end)
 WAVLM_CONFIGS = ["ecapa_tdnn_WavLM_frozen", "ecapa_tdnn_WavLM_joint_ft",
                  "ecapa_tdnn_WavLM_joint_lmft"]
+# ReDimNet (72-bin fbank) and ReDimNet2 (TFMel, SphereFace2, then LM fine-tuning)
+REDIMNET_CONFIGS = ["redimnet", "redimnet2", "redimnet2_lm"]
+MINI_CONF_DIR = os.path.join(REPO_ROOT, "examples", "mini", "conf")
 
 
 def test_the_conf_directory_holds_exactly_these_configs():
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
                      if name.endswith(".yaml"))
-    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS)
+    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS)
 
 
 NUM_SPEAKERS = 10
@@ -128,3 +131,32 @@ def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir, utt2spk):
     assert model.frontend is plan.frontend
     assert plan.num_classes == 30  # speed perturbation: 3 classes a speaker
     assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"]
+
+
+@pytest.mark.parametrize("path", [os.path.join(CONF_DIR, name + ".yaml")
+                                  for name in REDIMNET_CONFIGS]
+                         + [os.path.join(MINI_CONF_DIR, "redimnet2_b0.yaml")])
+def test_redimnet_config_builds_its_frontend_model_and_head(path, utt2spk):
+    config = load_config(path, [("train_data", "unused"), ("train_label", utt2spk)])
+    plan = resolve(config, CPU_WORLD)
+    expected = "TFMelFeatures" if plan.dataset_args.frontend == "tfmel" else "FbankFeatures"
+    assert type(plan.frontend).__name__ == expected
+    assert plan.frontend.output_dim == plan.model_config.model_args["feat_dim"] == 72
+    with torch.device("meta"):
+        model = builder.build_model(plan)
+    assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"] == 192
+    builder.build_optimizer(plan, model)
+
+
+def test_redimnet2_lm_config_continues_the_first_run(utt2spk):
+    base = read_yaml(os.path.join(CONF_DIR, "redimnet2.yaml"))
+    lm = read_yaml(os.path.join(CONF_DIR, "redimnet2_lm.yaml"))
+    assert (lm["model"], lm["model_args"]) == (base["model"], base["model_args"])
+    assert lm["dataset_args"]["tfmel_args"] == base["dataset_args"]["tfmel_args"]
+    assert (lm["dataset_args"]["num_frms"], lm["dataset_args"]["speed_perturb"]) == (600, False)
+    margin = lm["margin_update"]
+    assert (margin["initial_margin"], margin["final_margin"], margin["update_margin"]) == \
+        (0.3, 0.3, False)
+    # WeSpeaker's LM config leaves do_lm off: without start weights the head has one row
+    # per speaker (a 3x head of the first run gives its first rows when loaded)
+    assert _plan("redimnet2_lm", utt2spk).num_classes == NUM_SPEAKERS

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from dump_state_dict_keys import find_factory
-from wespeaker_py.models import get_model
-from wespeaker_py.models.complexity import recipe_model_args
+from wespeaker_py.models import get_model, model_frontend
+from wespeaker_py.models.complexity import recipe_feat_dim, recipe_model_args
 
 
 def _randomize_batchnorm_statistics(model: nn.Module, generator: torch.Generator) -> None:
@@ -34,9 +34,14 @@ def _randomize_batchnorm_statistics(model: nn.Module, generator: torch.Generator
                                                       generator=generator))
 
 
-def compare(package: str, name: str, num_frames: int, feat_dim: int = 80,
+def compare(package: str, name: str, num_frames: int, feat_dim: Optional[int] = None,
             seed: int = 0) -> float:
-    """Max abs embedding difference between ``package``'s model ``name`` and ours."""
+    """Max abs embedding difference between ``package``'s model ``name`` and ours.
+
+    ``feat_dim`` None: the recipe's input size (80, or 72 for ReDimNet).
+    """
+    if feat_dim is None:
+        feat_dim = recipe_feat_dim(name)
     model_args = recipe_model_args(name, feat_dim)
     torch.manual_seed(seed)
     reference = find_factory(package, name)(**model_args)
@@ -55,8 +60,10 @@ def compare(package: str, name: str, num_frames: int, feat_dim: int = 80,
     reference.eval()
     ours.eval()
     features = torch.randn(2, num_frames, feat_dim, generator=generator)
+    # WeSpeaker's TFMel models (ReDimNet2) take [B, feat_dim, T]; ours frames first
+    reference_input = features.transpose(1, 2) if model_frontend(name) == "tfmel" else features
     with torch.no_grad():
-        expected = reference(features)
+        expected = reference(reference_input)
         if isinstance(expected, tuple):
             expected = expected[-1]
         return (expected - ours(features)).abs().max().item()

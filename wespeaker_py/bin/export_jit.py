@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     from wespeaker_py.config import load_model_config
-    from wespeaker_py.export import export_torchscript, fbank_model, load_fbank_embedder
+    from wespeaker_py.export import export_torchscript, exportable_model, load_exportable_embedder
     setup_logging()
-    embedder = load_fbank_embedder(load_model_config(args.config), args.checkpoint)
-    model, feat_dim = fbank_model(embedder, args.checkpoint)
+    embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
+    model, feat_dim = exportable_model(embedder, args.checkpoint)
     export_torchscript(model, feat_dim, args.output_file, args.output_quant_file, args.method)
 
 

@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     from wespeaker_py.config import load_model_config
-    from wespeaker_py.export import (export_onnx, fbank_model, load_fbank_embedder,
+    from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
     from wespeaker_py.scoring.embeddings import load_mean_vector
     try:
@@ -47,8 +47,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ImportError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     setup_logging()
-    embedder = load_fbank_embedder(load_model_config(args.config), args.checkpoint)
-    model, feat_dim = fbank_model(embedder, args.checkpoint)
+    embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
+    model, feat_dim = exportable_model(embedder, args.checkpoint)
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
                 args.opset_version)

@@ -20,7 +20,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="WeSpeaker model names (default: all registered models)")
     parser.add_argument("--frames", type=int, default=200,
                         help="input length in frames for the MAC count")
-    parser.add_argument("--feat_dim", type=int, default=80, help="fbank dimension")
+    parser.add_argument("--feat_dim", type=int, default=None,
+                        help="input size in mel bins (default: the recipe's, 80 or 72)")
     return parser.parse_args(argv)
 
 

@@ -10,11 +10,12 @@ from wespeaker_py.config.loading import (apply_override, as_dataset_args, config
                                          read_yaml, save_config)
 from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs, FbankArgs,
                                         FilterArgs, MarginUpdate, ModelConfig, S3prlArgs,
-                                        SchedulerArgs, ShuffleArgs, SpecAugArgs, TrainConfig,
-                                        UpstreamArgs)
+                                        SchedulerArgs, ShuffleArgs, SpecAugArgs, TfmelArgs,
+                                        TrainConfig, UpstreamArgs)
 
 __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs", "FbankArgs",
            "FilterArgs", "MarginUpdate", "ModelConfig", "S3prlArgs", "SchedulerArgs",
-           "ShuffleArgs", "SpecAugArgs", "TrainConfig", "UpstreamArgs", "apply_override",
+           "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
+           "TrainConfig", "UpstreamArgs", "apply_override",
            "as_dataset_args", "config_to_dict", "load_config", "load_model_config",
            "parse_override_args", "read_yaml", "save_config"]

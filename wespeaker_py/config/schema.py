@@ -102,13 +102,48 @@ class S3prlArgs:
 
 
 @_block
+class TfmelArgs:
+    """``dataset_args.tfmel_args``: the TFMel front-end of ReDimNet2, ``frontend: tfmel``.
+
+    WeSpeaker's ``TFMelFrontend`` keys and defaults; the sample rate is
+    ``dataset_args.resample_rate``.
+    """
+
+    n_fft: int = setting(512, minimum=1)
+    win_length: int = setting(400, minimum=1)
+    hop_length: int = setting(160, minimum=1)
+    f_min: float = setting(20.0, minimum=0)
+    f_max: float = setting(7600.0, above=0)
+    n_mels: int = setting(80, minimum=1)
+    do_spec_aug: bool = False
+    norm_signal: bool = False
+    do_preemph: bool = True
+    freq_mask_width: List[int] = setting(factory=lambda: [0, 8])
+    time_mask_width: List[int] = setting(factory=lambda: [0, 10])
+    eps: float = setting(1.0e-8, above=0)
+
+    def _finish(self, where: str) -> None:
+        if self.win_length > self.n_fft:
+            raise ConfigError(f"config key '{where}.win_length' ({self.win_length}) must be "
+                              f"<= n_fft ({self.n_fft})")
+        for name in ("freq_mask_width", "time_mask_width"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1]:
+                raise ConfigError(f"config key '{where}.{name}' must be [low, high] with "
+                                  f"0 <= low < high, got {low_high}")
+
+
+@_block
 class DatasetArgs:
     """``dataset_args``: the input pipeline and the feature front-end.
 
     ``fbank_args`` is filled with its defaults for ``frontend: fbank``;
-    ``s3prl_args`` must be given for ``frontend: s3prl``. The argument blocks of
-    WeSpeaker front-ends this toolkit does not implement (``w2vbert_args``,
-    ``whisper_encoder_args``, ``tfmel_args``) are accepted and unused.
+    ``s3prl_args`` must be given for ``frontend: s3prl``; ``tfmel_args`` is
+    filled with its defaults for ``frontend: tfmel``, which normalises its own
+    output (``cmvn`` and ``spec_aug`` must be false: ``tfmel_args.do_spec_aug``
+    is its SpecAugment). The argument blocks of WeSpeaker front-ends this
+    toolkit does not implement (``w2vbert_args``, ``whisper_encoder_args``) are
+    accepted and unused.
     """
 
     sample_num_per_epoch: int = setting(0, minimum=0)  # 0: the number of utterances
@@ -124,12 +159,12 @@ class DatasetArgs:
     # where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is
     # absent, so that a Dataset used on its own yields finished chunks (device_augment.py)
     augment_on: Literal["cpu", "device"] = "cpu"
-    frontend: Literal["fbank", "s3prl"] = "fbank"
+    frontend: Literal["fbank", "s3prl", "tfmel"] = "fbank"
     fbank_args: Optional[FbankArgs] = None
     s3prl_args: Optional[S3prlArgs] = None
     w2vbert_args: Optional[Dict[str, Any]] = None
     whisper_encoder_args: Optional[Dict[str, Any]] = None
-    tfmel_args: Optional[Dict[str, Any]] = None
+    tfmel_args: Optional[TfmelArgs] = None
     cmvn: bool = True
     cmvn_args: CmvnArgs = setting(factory=CmvnArgs)
     spec_aug: bool = False
@@ -141,20 +176,33 @@ class DatasetArgs:
         if self.frontend == "s3prl" and self.s3prl_args is None:
             raise ConfigError(f"config key '{where}.s3prl_args' is required when "
                               f"{where}.frontend is s3prl")
+        if self.frontend == "tfmel":
+            if self.tfmel_args is None:
+                self.tfmel_args = TfmelArgs()
+            for key in ("cmvn", "spec_aug"):
+                if getattr(self, key):
+                    raise ConfigError(f"config key '{where}.{key}' must be false with "
+                                      f"{where}.frontend tfmel (as in WeSpeaker's configs: "
+                                      f"TFMel normalises its own output)")
 
     @property
-    def frontend_args(self) -> Union[FbankArgs, S3prlArgs]:
+    def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs]:
         """The argument block of the chosen front-end."""
-        return self.fbank_args if self.frontend == "fbank" else self.s3prl_args
+        return {"fbank": self.fbank_args, "s3prl": self.s3prl_args,
+                "tfmel": self.tfmel_args}[self.frontend]
 
     @property
     def frame_shift_ms(self) -> float:
         """Milliseconds between feature frames of the chosen front-end."""
+        if self.frontend == "tfmel":
+            return 1000.0 * self.tfmel_args.hop_length / self.resample_rate
         return self.frontend_args.frame_shift
 
     @property
     def frame_length_ms(self) -> float:
         """Milliseconds of waveform in one feature frame of the chosen front-end."""
+        if self.frontend == "tfmel":
+            return 1000.0 * self.tfmel_args.win_length / self.resample_rate
         return self.frontend_args.frame_length
 
 
@@ -177,8 +225,9 @@ class MarginUpdate:
 
     initial_margin: float = 0.0
     final_margin: float = 0.0
-    increase_start_epoch: int = setting(1, minimum=1)
-    fix_start_epoch: int = setting(1, minimum=1)
+    # 0 (WeSpeaker's redimnet2_lm.yaml) acts as 1: the schedule starts before step 0
+    increase_start_epoch: int = setting(1, minimum=0)
+    fix_start_epoch: int = setting(1, minimum=0)
     update_margin: bool = True
     increase_type: Literal["exp", "linear"] = "exp"
 
@@ -197,6 +246,10 @@ class SchedulerArgs:
     final_lr: float = setting(above=0)
     warm_up_epoch: float = setting(6.0, minimum=0)
     warm_from_zero: bool = False
+    # Accepted for WeSpeaker's configs and ignored, as WeSpeaker's trainer overwrites
+    # them: the lr factor comes from world size x batch size, the length from num_epochs.
+    scale_ratio: Optional[float] = setting(None, above=0)
+    num_epochs: Optional[int] = setting(None, minimum=1)
 
 
 # Open blocks: their consumer checks the whole mapping; these keys are checked here.

@@ -9,8 +9,11 @@ import torch.nn as nn
 from wespeaker_py.config import ConfigError, ModelConfig
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.runtime import SpeakerEmbedder, load_embedder
 
+# Front-ends with no weights of their own, which the exporters can rebuild or trace.
+EXPORTABLE_FRONTENDS = ("fbank", "tfmel")
 # Exporters that record one run (tracing) use this many frames for the example input.
 EXAMPLE_FRAMES = 200
 # the example input's shape, then (batch, frames) pairs that differ from it in both axes
@@ -21,21 +24,22 @@ class ExportMismatchError(RunFailedError):
     """The exported model does not compute what the eager model computes."""
 
 
-def load_fbank_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:
-    """The trained model of ``config`` + ``checkpoint``; refuses a non-fbank front-end first."""
+def load_exportable_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:
+    """The trained model of ``config`` + ``checkpoint``; refuses an SSL front-end first."""
     frontend = config.dataset_args.frontend
-    if frontend != "fbank":
+    if frontend not in EXPORTABLE_FRONTENDS:
         raise ConfigError(f"config key 'dataset_args.frontend' is {frontend!r}: export needs "
-                          f"a model on fbank features")
+                          f"a model on {' or '.join(EXPORTABLE_FRONTENDS)} features")
     return load_embedder(config, checkpoint)
 
 
-def fbank_model(embedder: SpeakerEmbedder, source: str) -> Tuple[nn.Module, int]:
-    """The eval-mode speaker model of an fbank ``embedder`` and its input feature dimension."""
-    if not isinstance(embedder.frontend, FbankFeatures):
-        raise ConfigError(f"{source}: only fbank models export, this one uses "
+def exportable_model(embedder: SpeakerEmbedder, source: str) -> Tuple[nn.Module, int]:
+    """The eval-mode speaker model of an fbank or TFMel ``embedder`` and its input
+    feature dimension."""
+    if not isinstance(embedder.frontend, (FbankFeatures, TFMelFeatures)):
+        raise ConfigError(f"{source}: only fbank and TFMel models export, this one uses "
                           f"{type(embedder.frontend).__name__}")
-    return embedder.model.eval(), embedder.frontend.num_mel_bins
+    return embedder.model.eval(), embedder.frontend.output_dim
 
 
 def example_features(batch: int, frames: int, feat_dim: int, seed: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """ONNX export of a whole embedder: waveform ``wavs`` [B, samples] -> embedding ``embs`` [B, E].
 
-The graph holds the front-end (Kaldi fbank + CMN) as well as the speaker model,
+The graph holds the front-end (Kaldi fbank + CMN, or TFMel) as well as the speaker model,
 so a runtime needs no feature code: it feeds float32 audio in [-1, 1] at the
 model's sample rate (as soundfile reads it) and gets embeddings. Batch and
 length axes are dynamic; all waveforms of one batch have the same length.
@@ -96,11 +96,15 @@ class ConvFbank(nn.Module):
 
 
 class WaveformEmbedder(nn.Module):
-    """[-1, 1] waveforms -> embeddings: scale to int16, :class:`ConvFbank`, speaker model."""
+    """[-1, 1] waveforms -> embeddings: scale to int16, front-end, speaker model.
 
-    def __init__(self, features: FbankFeatures, model: nn.Module):
+    Fbank runs as :class:`ConvFbank`; the TFMel front-end is convolutions already
+    and goes in as it is.
+    """
+
+    def __init__(self, features: nn.Module, model: nn.Module):
         super().__init__()
-        self.frontend = ConvFbank(features)
+        self.frontend = ConvFbank(features) if isinstance(features, FbankFeatures) else features
         self.model = model
 
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:

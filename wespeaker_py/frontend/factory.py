@@ -13,12 +13,16 @@ def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]]) -> nn.Mo
 
     ``frontend: fbank`` (the default) gives :class:`FbankFeatures`;
     ``frontend: s3prl`` gives :class:`SSLFrontend` (needs the ``ssl`` extra,
-    ``transformers``). Both map int16-scale waveforms ``[B, samples]`` to
+    ``transformers``); ``frontend: tfmel`` gives :class:`TFMelFeatures`
+    (ReDimNet2's). All map int16-scale waveforms ``[B, samples]`` to
     features ``[B, frames, dim]`` and expose the feature size as ``output_dim``.
     """
     config = as_dataset_args(dataset_args)
     if config.frontend == "fbank":
         from wespeaker_py.frontend.features import FbankFeatures
         return FbankFeatures.from_dataset_args(config)
+    if config.frontend == "tfmel":
+        from wespeaker_py.frontend.tfmel import TFMelFeatures
+        return TFMelFeatures.from_dataset_args(config)
     from wespeaker_py.frontend.ssl import SSLFrontend
     return SSLFrontend.from_dataset_args(config)

@@ -14,10 +14,14 @@ import torch.nn as nn
 
 from wespeaker_py.models.protocol import SpeakerModel
 
-__all__ = ["SpeakerModel", "family_module_name", "get_model", "list_models"]
+__all__ = ["SpeakerModel", "check_frontend", "family_module_name", "get_model", "list_models",
+           "model_frontend"]
 
-# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC".
+# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC",
+# "ReDimNet2" over "ReDimNet".
 _FAMILY_BY_PREFIX = (
+    ("ReDimNet2", "redimnet2"),
+    ("ReDimNet", "redimnet"),
     ("SimAM_ResNet", "samresnet"),
     ("XI_VEC", "xi_vector"),
     ("XVEC", "tdnn"),
@@ -65,3 +69,25 @@ def get_model(name: str, **model_args) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; the {module_name} family offers: "
                          f"{', '.join(sorted(family))}")
     return family[name](**model_args)
+
+
+def model_frontend(name: str) -> str:
+    """The front-end family model ``name`` reads: ``"tfmel"`` for ReDimNet2, else ``"fbank"``.
+
+    A family module that needs a particular front-end says so in ``FRONTEND``;
+    the others read fbank-like features (fbank, or an SSL front-end's).
+    """
+    module = importlib.import_module(f"{__name__}.{family_module_name(name)}")
+    return getattr(module, "FRONTEND", "fbank")
+
+
+def check_frontend(name: str, frontend: str) -> None:
+    """Refuse a model and ``dataset_args.frontend`` that do not go together.
+
+    TFMel features feed only the models trained on them (ReDimNet2), and those
+    models only TFMel, as in WeSpeaker; both keys are named in the error.
+    """
+    wanted = model_frontend(name)
+    if (wanted == "tfmel") != (frontend == "tfmel"):
+        raise ValueError(f"config key 'model' is {name}, which reads {wanted} features, but "
+                         f"'dataset_args.frontend' is {frontend}")

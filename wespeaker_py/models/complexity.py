@@ -9,7 +9,7 @@ counted, so figures can differ by a few percent from counters that do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -62,7 +62,13 @@ _RECIPE_MODEL_ARGS = (
     ("ERes2Net", {"embed_dim": 512}),
     ("Res2Net", {"embed_dim": 256}),
     ("Gemini", {"embed_dim": 256}),
+    ("ReDimNet", {"embed_dim": 192}),
 )
+
+# The recipe's input size where it is not 80-dim fbank: WeSpeaker's redimnet*.yaml
+# use 72 mel bins (fbank for ReDimNet, TFMel for ReDimNet2).
+_RECIPE_FEAT_DIM = (("ReDimNet", 72),)
+DEFAULT_FEAT_DIM = 80
 
 
 # WeSpeaker's SimAM-ResNet calls its input size acoustic_dim instead of feat_dim.
@@ -71,16 +77,25 @@ _INPUT_SIZE_KEY = (("SimAM_ResNet", "acoustic_dim"),)
 _DEPLOYED_FORM_ARGS = (("REPVGG", {"deploy": True}),)
 
 
-def recipe_model_args(name: str, feat_dim: int = 80, deployed: bool = False) -> Dict[str, object]:
+def recipe_feat_dim(name: str) -> int:
+    """The input size (mel bins) the VoxCeleb v2 recipe gives model ``name``."""
+    return next((dim for prefix, dim in _RECIPE_FEAT_DIM if name.startswith(prefix)),
+                DEFAULT_FEAT_DIM)
+
+
+def recipe_model_args(name: str, feat_dim: Optional[int] = None,
+                      deployed: bool = False) -> Dict[str, object]:
     """The model_args the VoxCeleb v2 recipe trains model ``name`` with.
 
-    The input size ``feat_dim`` goes under WeSpeaker's argument name for the
+    The input size ``feat_dim`` (default: :func:`recipe_feat_dim`) goes under WeSpeaker's argument name for the
     model (``acoustic_dim`` for SimAM-ResNet). ``deployed`` selects the
     inference-time form where a model has one (RepVGG), as the results table
     counts it.
     """
     input_key = next((key for prefix, key in _INPUT_SIZE_KEY if name.startswith(prefix)),
                      "feat_dim")
+    if feat_dim is None:
+        feat_dim = recipe_feat_dim(name)
     for prefix, args in _RECIPE_MODEL_ARGS:
         if name.startswith(prefix):
             model_args = {input_key: feat_dim, **args}
@@ -102,27 +117,31 @@ class ModelSummary:
     params: int
     macs: int
     embed_dim: int
+    feat_dim: int = DEFAULT_FEAT_DIM
 
 
 def summarize_models(names: Iterable[str], num_frames: int = 200,
-                     feat_dim: int = 80) -> List[ModelSummary]:
-    """Build each named model with its recipe model_args (deployed form) and measure it."""
+                     feat_dim: Optional[int] = None) -> List[ModelSummary]:
+    """Build each named model with its recipe model_args (deployed form) and measure it.
+
+    ``feat_dim`` None gives every model its recipe's input size (:func:`recipe_feat_dim`).
+    """
     rows = []
     for name in tqdm(list(names), desc="models", unit="model"):
-        model_args = recipe_model_args(name, feat_dim, deployed=True)
+        dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
+        model_args = recipe_model_args(name, dim, deployed=True)
         with torch.device("meta"):  # shapes only: nothing is allocated or computed
             model = get_model(name, **model_args)
-        rows.append(ModelSummary(name, count_params(model),
-                                 count_macs(model, num_frames, feat_dim),
-                                 int(model_args["embed_dim"])))
+        rows.append(ModelSummary(name, count_params(model), count_macs(model, num_frames, dim),
+                                 int(model_args["embed_dim"]), dim))
     return rows
 
 
 def format_summary_table(rows: Iterable[ModelSummary], num_frames: int = 200) -> str:
-    """Markdown table: model, params (M, without head), MACs (G), embedding size."""
-    lines = [f"| model | params (M) | MACs (G, {num_frames} frames) | embedding |",
-             "|---|---|---|---|"]
+    """Markdown table: model, input size, params (M, without head), MACs (G), embedding size."""
+    lines = [f"| model | input | params (M) | MACs (G, {num_frames} frames) | embedding |",
+             "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row.name} | {row.params / 1e6:.3f} | {row.macs / 1e9:.2f} "
-                     f"| {row.embed_dim} |")
+        lines.append(f"| {row.name} | {row.feat_dim} | {row.params / 1e6:.3f} "
+                     f"| {row.macs / 1e9:.2f} | {row.embed_dim} |")
     return "\n".join(lines)

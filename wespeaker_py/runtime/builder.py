@@ -23,10 +23,19 @@ import torch.nn as nn
 from wespeaker_py.config import ConfigError, ModelConfig
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
-from wespeaker_py.models import get_model
+from wespeaker_py.models import check_frontend, get_model
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
                                              read_checkpoint, split_checkpoint_state)
+
+
+def check_model_frontend(config: ModelConfig) -> None:
+    """ConfigError unless ``config.model`` reads the features of ``dataset_args.frontend``
+    (a TFMel config with an fbank model, or the reverse, fails here, before any data)."""
+    try:
+        check_frontend(config.model, config.dataset_args.frontend)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> nn.Module:
@@ -34,8 +43,10 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
 
     ``feat_dim`` fills ``model_args.feat_dim: -1``, WeSpeaker's "size of the
     front-end output" for SSL front-ends; left at -1 it is an error, as is an
-    argument the model does not take (both name the key).
+    argument the model does not take (both name the key), as is a model with a
+    front-end it does not read (:func:`check_model_frontend`).
     """
+    check_model_frontend(config)
     model_args = dict(config.model_args)
     if model_args.get("feat_dim") == -1:
         if feat_dim is None:

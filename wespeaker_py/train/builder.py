@@ -75,9 +75,11 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
 def build_lr_scheduler(plan: TrainingPlan,
                        optimizer: torch.optim.Optimizer) -> ExponentialDecrease:
     """The learning-rate schedule, scaled by the global batch against WeSpeaker's 64."""
+    schedule = dataclasses.asdict(plan.scheduler_args)
+    for ignored in ("scale_ratio", "num_epochs"):  # WeSpeaker's trainer overwrites these too
+        schedule.pop(ignored)
     return ExponentialDecrease(optimizer, num_epochs=plan.num_epochs, epoch_iter=plan.epoch_iter,
-                               scale_ratio=plan.lr_scale_ratio,
-                               **dataclasses.asdict(plan.scheduler_args))
+                               scale_ratio=plan.lr_scale_ratio, **schedule)
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:

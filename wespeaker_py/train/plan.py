@@ -21,6 +21,7 @@ from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, Margi
 from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.models.projections import get_projection
+from wespeaker_py.runtime.builder import check_model_frontend
 from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchError,
                                              model_state_of, read_checkpoint)
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
@@ -144,6 +145,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                               f"(in the YAML or as --{key} on the command line)")
     if "embed_dim" not in config.model_args:
         raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
+    check_model_frontend(config)
     dataset_args = dataclasses.replace(config.dataset_args,
                                        speed_perturb=config.dataset_args.speed_perturb
                                        and not config.do_lm)
@@ -153,7 +155,8 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
-    model_args = _model_args(config.model_args, frontend.output_dim, holds_frontend)
+    model_args = _model_args(config.model_args, frontend.output_dim, dataset_args.frontend,
+                             holds_frontend)
     optimizer_args = dict(config.optimizer_args)
     optimizer_args.setdefault("lr", config.scheduler_args.initial_lr)
     batch_size = config.dataloader_args.batch_size
@@ -192,14 +195,15 @@ def _build_frontend(dataset_args: DatasetArgs) -> nn.Module:
         raise ConfigError(str(err)) from None
 
 
-def _model_args(model_args: Dict[str, Any], frontend_dim: int,
+def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: str,
                 holds_frontend: bool) -> Dict[str, Any]:
     """``model_args`` checked against the front-end's output size, ``feat_dim: -1`` filled.
 
     WeSpeaker's SSL configs leave ``feat_dim`` to the front-end that way.
     """
-    source = ("dataset_args.s3prl_args (the SSL model's hidden size)" if holds_frontend
-              else "dataset_args.fbank_args.num_mel_bins")
+    source = {"fbank": "dataset_args.fbank_args.num_mel_bins",
+              "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
+              "tfmel": "dataset_args.tfmel_args.n_mels"}[frontend_name]
     for key in ("feat_dim", "acoustic_dim"):
         dim = model_args.get(key)
         if dim is None or dim == frontend_dim or (key == "feat_dim" and dim == -1

@@ -1,0 +1,154 @@
+"""ReDimNet / ReDimNet2 and the TFMel front-end against outputs of WeSpeaker's implementation.
+
+tests/data/redimnet_reference.npz holds what WeSpeaker's code gave for the
+weights and inputs of redimnet_reference.py (see its docstring).
+"""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from redimnet_reference import (MODEL_CASES, REFERENCE, features, fill_weights, waveform)
+from wespeaker_py import load_model
+from wespeaker_py.config import ConfigError, as_dataset_args, load_config
+from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.frontend.tfmel import TFMelFeatures
+from wespeaker_py.models import get_model
+from wespeaker_py.train import builder
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDIMNET2_CONF = os.path.join(REPO_ROOT, "conf", "redimnet2.yaml")
+# WeSpeaker's TFMelFrontend state (norm_signal and do_preemph on), as its checkpoints hold it.
+TFMEL_STATE = [("spec.torchfbank.1.flipped_filter", (1, 1, 2)),
+               ("spec.torchfbank.2.real_kernel_pt", (256, 1, 400)),
+               ("spec.torchfbank.2.image_kernel_pt", (256, 1, 400)),
+               ("spec.torchfbank.2.melbanks_pt", (72, 256, 1))]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(REFERENCE) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _tfmel(**tfmel_args):
+    return build_frontend({"frontend": "tfmel", "cmvn": False, "tfmel_args": tfmel_args}).eval()
+
+
+def _filled(name):
+    model = get_model(name, feat_dim=72, embed_dim=192)
+    fill_weights(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,frames", MODEL_CASES)
+def test_embeddings_match_wespeaker(reference, name, frames):
+    with torch.no_grad():
+        ours = _filled(name)(features(frames)).numpy()
+    np.testing.assert_allclose(ours, reference[f"embed_{name}"], rtol=0, atol=1e-5)
+
+
+def test_tfmel_matches_wespeaker_on_the_same_waveform(reference):
+    conf = load_config(REDIMNET2_CONF)
+    frontend = build_frontend(conf.dataset_args).eval()
+    assert isinstance(frontend, TFMelFeatures)
+    with torch.no_grad():
+        ours = frontend(waveform()).transpose(1, 2).numpy()
+    np.testing.assert_allclose(ours, reference["tfmel_feats"], rtol=0, atol=1e-4)
+    with torch.no_grad():  # WeSpeaker's defaults: 80 bins, no signal normalisation
+        defaults = _tfmel()(waveform()).transpose(1, 2).numpy()
+    np.testing.assert_allclose(defaults, reference["tfmel_feats_defaults"], rtol=0, atol=1e-4)
+
+
+def test_tfmel_is_per_utterance_in_a_batch():
+    frontend = _tfmel(n_mels=72, norm_signal=True)
+    wavs = waveform()
+    with torch.no_grad():
+        together = frontend(wavs)
+        alone = frontend(wavs[1:])
+        louder = frontend(wavs[1:] * 4)
+    torch.testing.assert_close(together[1:], alone, rtol=0, atol=1e-4)
+    torch.testing.assert_close(louder, alone, rtol=1e-4, atol=1e-4)  # gain-invariant
+    assert frontend.num_frames(wavs.shape[1]) == together.shape[1]
+
+
+def test_tfmel_state_has_wespeakers_names():
+    state = _tfmel(n_mels=72, norm_signal=True).state_dict()
+    assert [(key, tuple(value.shape)) for key, value in state.items()] == TFMEL_STATE
+    no_preemph = _tfmel(n_mels=72, do_preemph=False).state_dict()
+    assert not any(key.startswith("spec.torchfbank.1.") for key in no_preemph)
+
+
+def test_tfmel_spec_aug_masks_only_in_training():
+    frontend = _tfmel(n_mels=72, do_spec_aug=True, time_mask_width=[5, 6],
+                      freq_mask_width=[3, 4])
+    wavs = waveform()
+    with torch.no_grad():
+        clean = frontend(wavs)
+        frontend.train()
+        torch.manual_seed(0)
+        masked = frontend(wavs)
+    zeroed = (masked == 0) & (clean != 0)
+    # one 5-frame span and one 3-bin span per utterance
+    assert zeroed.all(dim=2).sum(dim=1).tolist() == [5, 5]
+    assert zeroed.all(dim=1).sum(dim=1).tolist() == [3, 3]
+
+
+def _wespeaker_redimnet2_folder(root, model="ReDimNet2B0"):
+    """A WeSpeaker-layout model folder: config.yaml + avg_model.pt with frontend. and projection."""
+    config = yaml.safe_load(open(REDIMNET2_CONF))
+    config["model"] = model
+    with open(os.path.join(root, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+    state = {f"frontend.{key}": value
+             for key, value in _tfmel(**config["dataset_args"]["tfmel_args"]).state_dict().items()}
+    state.update(_filled(model).state_dict())
+    state["projection.weight"] = torch.randn(30, 192)
+    state["projection.bias"] = torch.zeros(1, 1)
+    torch.save(state, os.path.join(root, "avg_model.pt"))
+    return root
+
+
+def test_wespeaker_folder_loads_and_embeds_as_wespeaker(tmp_path, reference):
+    folder = _wespeaker_redimnet2_folder(str(tmp_path))
+    wav_path = os.path.join(str(tmp_path), "a.wav")
+    sf.write(wav_path, waveform()[0].numpy().astype(np.int16), 16000, subtype="PCM_16")
+    model = load_model(folder, device="cpu")
+    embedding = model.embed(wav_path)
+    np.testing.assert_allclose(embedding, reference["embed_tfmel_ReDimNet2B0"][0], rtol=0,
+                               atol=1e-5)
+
+
+def test_unknown_tfmel_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"dataset_args\.tfmel_args\.n_mel'"):
+        as_dataset_args({"frontend": "tfmel", "cmvn": False, "tfmel_args": {"n_mel": 72}})
+
+
+def test_tfmel_with_cmvn_is_an_error():
+    with pytest.raises(ConfigError, match=r"dataset_args\.cmvn"):
+        as_dataset_args({"frontend": "tfmel", "tfmel_args": {"n_mels": 72}})
+
+
+def _config(**changes):
+    config = yaml.safe_load(open(REDIMNET2_CONF))
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def test_tfmel_with_an_exportable_model_is_a_config_error():
+    from wespeaker_py.config import as_train_config
+    config = as_train_config(_config(model="ResNet34"))
+    with pytest.raises(ConfigError, match=r"'model' is ResNet34.*'dataset_args.frontend' is tfmel"):
+        builder.build_frontend(config)
+
+
+def test_redimnet2_with_fbank_is_a_config_error():
+    from wespeaker_py.config import as_train_config
+    data = _config()
+    data["dataset_args"] = {"frontend": "fbank", "fbank_args": {"num_mel_bins": 72}}
+    with pytest.raises(ConfigError, match=r"ReDimNet2B6, which reads tfmel.*is fbank"):
+        builder.build_frontend(as_train_config(data))

@@ -1,0 +1,203 @@
+"""ReDimNet2: ReDimNet with time striding (PalabraAI's redimnet2, as WeSpeaker ships it).
+
+Unlike ReDimNet, each stage may also stride in time: a stage downsamples the
+weighted sum of all earlier full-rate 1D outputs by its cumulative time stride,
+runs 2D and 1D blocks at that rate and upsamples its output back (nearest), so
+every stage output stays ``[B, F*C, T]``. ``ReDimNet2B0`` ... ``ReDimNet2B6``
+are WeSpeaker's configurations, trained on the TFMel front-end
+(``dataset_args.frontend: tfmel``, see :mod:`wespeaker_py.frontend.tfmel`).
+
+Layout: like every model here, ``forward`` takes ``[B, T, feat_dim]``;
+WeSpeaker's ReDimNet2 takes TFMel's ``[B, feat_dim, T]`` and the front-end
+here gives frames first, so the two compose to the same network.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.redimnet_blocks import (ChannelsFirstLayerNorm, ConvBlock2d,
+                                                 TimeContextBlock1d, To1d, to_1d, to_2d)
+
+# The front-end every ReDimNet2 model reads (models.check_frontend holds configs to it).
+FRONTEND = "tfmel"
+
+
+class StageMix(nn.Module):
+    """Softmax-weighted sum of ``N`` 1D feature maps, one weight per map and channel."""
+
+    def __init__(self, num_inputs: int, width: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1, num_inputs, width, 1),
+                              requires_grad=num_inputs > 1)
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return (torch.softmax(self.w, dim=1) * torch.stack(list(xs), dim=1)).sum(dim=1)
+
+
+class To2d(nn.Module):
+    """``[B, f*c, T]`` -> ``[B, c, f, T]`` for a fixed split."""
+
+    def __init__(self, f: int, c: int):
+        super().__init__()
+        self.f, self.c = f, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_2d(x, self.c, self.f)
+
+
+class ReDimNet2Backbone(nn.Module):
+    """``[B, 1, F, T]`` -> ``[B, D, T']`` with ``T' = T`` rounded down to the time stride."""
+
+    def __init__(self, F: int, C: int, stages_setup: Sequence, block_1d_type: str = "conv+att",
+                 block_2d_type: str = "basic_resnet", group_divisor: Optional[int] = 1,
+                 compress_tconvs: bool = True, out_channels: Optional[int] = None,
+                 return_2d_output: bool = False):
+        super().__init__()
+        width = F * C
+        self.stem = nn.Sequential(nn.Conv2d(1, C, 3, padding="same"),
+                                  ChannelsFirstLayerNorm(C), To1d())
+        self.num_stages = len(stages_setup)
+        c, f, freq_stride, time_stride = C, F, 1, 1
+        for index, (stride, num_blocks, conv_exp, kernel_sizes, att_block_red) in \
+                enumerate(stages_setup):
+            sf, st = stride
+            freq_stride, time_stride = freq_stride * sf, time_stride * st
+            if f % sf:
+                raise ValueError(f"stage {index}: frequency stride {sf} does not divide {f}")
+            wide = int(sf * c * conv_exp)
+            layers = [StageMix(index + 1, width), To2d(f=f, c=c),
+                      nn.Conv2d(c, wide, kernel_size=(sf, time_stride),
+                                stride=(sf, time_stride),
+                                groups=math.gcd(c, wide) if compress_tconvs else 1)]
+            c, f = sf * c, f // sf
+            layers += [ConvBlock2d(int(c * conv_exp), f, block_type=block_2d_type,
+                                   group_divisor=group_divisor, kernel_sizes=kernel_sizes)
+                       for _ in range(num_blocks)]
+            if conv_exp != 1:
+                layers.append(nn.Sequential(nn.Conv2d(int(c * conv_exp), c, 1, padding="same"),
+                                            nn.BatchNorm2d(c, eps=1e-6)))
+            layers.append(To1d())
+            if att_block_red is not None:
+                layers.append(TimeContextBlock1d(width, width // att_block_red, block_1d_type))
+            layers.append(nn.Upsample(scale_factor=time_stride, mode="nearest"))
+            setattr(self, f"stage{index}", nn.Sequential(*layers))
+        self.fin_wght1d = StageMix(self.num_stages + 1, width)
+        self.time_stride = time_stride
+        self.freq_stride = freq_stride
+        if return_2d_output:
+            self.fin_to2d = To2d(f=f, c=c)
+            self.head = nn.Conv2d(c, out_channels, 1) if out_channels else nn.Identity()
+            self.out_dim = f * (out_channels or c)
+        else:
+            self.fin_to2d = nn.Identity()
+            self.head = nn.Conv1d(width, out_channels, 1) if out_channels else nn.Identity()
+            self.out_dim = out_channels or width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.shape[-1] // self.time_stride * self.time_stride
+        outputs = [self.stem(x[..., :frames])]
+        for index in range(self.num_stages):
+            outputs.append(getattr(self, f"stage{index}")(outputs))
+        out = self.head(self.fin_to2d(self.fin_wght1d(outputs)))
+        return out.flatten(1, 2) if out.dim() == 4 else out
+
+
+class ReDimNet2(nn.Module):
+    """ReDimNet2 encoder (WeSpeaker's ``ReDimNet2Wrap``): ``[B, T, F]`` -> ``[B, embed_dim]``.
+
+    ``F`` / ``feat_dim`` is the number of mel bins. ``emb_bn`` adds a BatchNorm
+    after the embedding layer. WeSpeaker's options for causal, dual-aggregation,
+    frequency-position and internal-spectrogram variants are not implemented;
+    none of the released configurations uses them.
+    """
+
+    def __init__(self, F: int = 72, C: int = 24, feat_dim: Optional[int] = None,
+                 embed_dim: int = 192, pooling_func: str = "ASTP", two_emb_layer: bool = False,
+                 out_channels: Optional[int] = None, block_1d_type: str = "conv+att",
+                 block_2d_type: str = "basic_resnet", compress_tconvs: bool = True,
+                 return_2d_output: bool = False, stages_setup: Optional[Sequence] = None,
+                 group_divisor: Optional[int] = 1, global_context_att: bool = True,
+                 emb_bn: bool = False):
+        super().__init__()
+        del two_emb_layer  # accepted and ignored, as in WeSpeaker
+        if stages_setup is None:
+            raise ValueError("ReDimNet2 needs stages_setup (use ReDimNet2B0 ... ReDimNet2B6)")
+        self.backbone = ReDimNet2Backbone(
+            feat_dim if feat_dim is not None else F, C, stages_setup,
+            block_1d_type=block_1d_type, block_2d_type=block_2d_type,
+            group_divisor=group_divisor, compress_tconvs=compress_tconvs,
+            out_channels=out_channels, return_2d_output=return_2d_output)
+        self.pool = get_pooling(pooling_func, in_dim=self.backbone.out_dim,
+                                global_context_att=global_context_att)
+        self.pool_out_dim = self.pool.get_out_dim()
+        self.bn = nn.BatchNorm1d(self.pool_out_dim)
+        self.linear = nn.Linear(self.pool_out_dim, embed_dim)
+        self.emb_bn = emb_bn
+        if emb_bn:
+            self.bn2 = nn.BatchNorm1d(embed_dim)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x.transpose(1, 2).unsqueeze(1))
+
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-level features before pooling, ``[B, T', D]`` (``T'``: whole time strides)."""
+        return self._frames(x).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, feat_dim]`` features to ``[B, embed_dim]`` embeddings."""
+        out = self.linear(self.bn(self.pool(self._frames(x))))
+        return self.bn2(out) if self.emb_bn else out
+
+
+def _stages(table):
+    """Stage tuples from WeSpeaker's ``[[sf, st], blocks, conv_exp, [[kf, kt]], att_red]`` rows."""
+    return [((sf, st), blocks, exp, [tuple(k) for k in kernels], red)
+            for (sf, st), blocks, exp, kernels, red in table]
+
+
+def _redimnet2_factory(C: int, stages, **defaults):
+    def factory(**model_args) -> ReDimNet2:
+        args = dict(defaults, C=C, stages_setup=_stages(stages))
+        args.update(model_args)
+        return ReDimNet2(**args)
+    return factory
+
+
+_K3 = [[3, 3]]
+
+# WeSpeaker's configurations (wespeaker/models/redimnet2.py).
+MODELS = {
+    "ReDimNet2B0": _redimnet2_factory(12, [
+        [[1, 1], 2, 2, _K3, 36], [[2, 1], 3, 1, _K3, 36], [[1, 2], 4, 1, _K3, 36],
+        [[2, 1], 5, 1, _K3, 36], [[1, 2], 4, 1, _K3, 18], [[2, 1], 3, 1, _K3, 18]],
+        out_channels=64),
+    "ReDimNet2B1": _redimnet2_factory(16, [
+        [[1, 1], 2, 2, _K3, 32], [[2, 1], 3, 1, _K3, 32], [[1, 2], 4, 1, _K3, 32],
+        [[2, 1], 5, 1, _K3, 32], [[1, 2], 4, 1, _K3, 16], [[2, 1], 3, 1, _K3, 16]],
+        out_channels=64),
+    "ReDimNet2B2": _redimnet2_factory(20, [
+        [[1, 1], 2, 2, [[3, 5]], 40], [[2, 1], 3, 1, [[3, 5]], 30],
+        [[1, 2], 4, 1, [[3, 5]], 30], [[3, 1], 5, 1, [[3, 5]], 20],
+        [[1, 2], 4, 1, [[3, 7]], 20], [[2, 1], 3, 1, [[3, 7]], 10]],
+        out_channels=64),
+    "ReDimNet2B3": _redimnet2_factory(24, [
+        [[1, 1], 2, 2, _K3, 36], [[2, 1], 3, 1, _K3, 36], [[1, 2], 4, 1, _K3, 36],
+        [[2, 1], 5, 1, _K3, 36], [[1, 2], 4, 1, _K3, 18], [[2, 1], 3, 1, _K3, 18]],
+        out_channels=64),
+    "ReDimNet2B4": _redimnet2_factory(32, [
+        [[1, 1], 2, 4, _K3, 24], [[2, 1], 3, 3, _K3, 24], [[1, 2], 4, 2, _K3, 24],
+        [[2, 1], 5, 1, _K3, 24], [[1, 2], 4, 1, _K3, 24], [[2, 1], 3, 1, _K3, 24]]),
+    "ReDimNet2B5": _redimnet2_factory(48, [
+        [[1, 1], 2, 4, _K3, 48], [[2, 1], 3, 3, _K3, 48], [[1, 2], 4, 2, _K3, 48],
+        [[2, 1], 5, 1, _K3, 48], [[1, 2], 4, 1, _K3, 32], [[2, 1], 3, 1, _K3, 32]],
+        out_channels=256),
+    "ReDimNet2B6": _redimnet2_factory(64, [
+        [[1, 1], 3, 3, _K3, 64], [[2, 1], 4, 2, _K3, 64], [[1, 2], 5, 2, _K3, 48],
+        [[2, 1], 5, 1, _K3, 48], [[1, 2], 4, 0.75, _K3, 32], [[2, 1], 3, 0.5, _K3, 24]],
+        out_channels=224, return_2d_output=True),
+}
