@@ -12,12 +12,13 @@ import torch
 import yaml
 
 from redimnet_reference import (MODEL_CASES, REFERENCE, features, fill_weights, waveform)
+from train_helpers import CPU_WORLD
 from wespeaker_py import load_model
 from wespeaker_py.config import ConfigError, as_dataset_args, load_config
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.models import get_model
-from wespeaker_py.train import builder
+from wespeaker_py.train.plan import resolve
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIMNET2_CONF = os.path.join(REPO_ROOT, "conf", "redimnet2.yaml")
@@ -139,16 +140,23 @@ def _config(**changes):
     return config
 
 
-def test_tfmel_with_an_exportable_model_is_a_config_error():
-    from wespeaker_py.config import as_train_config
-    config = as_train_config(_config(model="ResNet34"))
+def _resolve(tmp_path, data):
+    """The training plan of ``data``; its lists do not exist, so only a check made before
+    any data is read can raise."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(str(path), [("train_data", str(tmp_path / "missing.list")),
+                                     ("train_label", str(tmp_path / "missing_utt2spk"))])
+    return resolve(config, CPU_WORLD)
+
+
+def test_tfmel_with_an_fbank_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"'model' is ResNet34.*'dataset_args.frontend' is tfmel"):
-        builder.build_frontend(config)
+        _resolve(tmp_path, _config(model="ResNet34"))
 
 
-def test_redimnet2_with_fbank_is_a_config_error():
-    from wespeaker_py.config import as_train_config
+def test_redimnet2_with_fbank_is_a_config_error(tmp_path):
     data = _config()
     data["dataset_args"] = {"frontend": "fbank", "fbank_args": {"num_mel_bins": 72}}
     with pytest.raises(ConfigError, match=r"ReDimNet2B6, which reads tfmel.*is fbank"):
-        builder.build_frontend(as_train_config(data))
+        _resolve(tmp_path, data)
