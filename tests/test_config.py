@@ -207,6 +207,37 @@ def test_missing_required_key_is_named(tmp_path):
         load_config(write(tmp_path, config))
 
 
+@pytest.mark.parametrize("key", ["seed", "num_avg", "save_epoch_interval", "margin_update",
+                                 "margin_update.final_margin",
+                                 "margin_update.increase_start_epoch",
+                                 "margin_update.update_margin"])
+def test_keys_wespeaker_reads_without_default_are_required(tmp_path, key):
+    # WeSpeaker's train.py reads them as configs[key] (a KeyError when absent):
+    # no silent default of ours may stand in for them
+    config = read_yaml(RESNET34)
+    block = config
+    *parents, name = key.split(".")
+    for parent in parents:
+        block = block[parent]
+    del block[name]
+    with pytest.raises(ConfigError, match=f"config key '{key}' is required"):
+        load_config(write(tmp_path, config))
+
+
+def test_left_out_keys_take_wespeaker_defaults(tmp_path):
+    config = read_yaml(RESNET34)
+    del config["dataset_args"]["fbank_args"]["dither"]
+    del config["margin_update"]["increase_type"]
+    loaded = load_config(write(tmp_path, config))
+    assert loaded.dataset_args.fbank_args.dither == 1.0  # compute_fbank's default
+    assert loaded.margin_update.increase_type == "exp"
+    assert loaded.dataset_args.spec_aug_args.batch_mask is False  # ours; see SpecAugArgs
+    # data_type comes from the command line in WeSpeaker's recipes: required at training
+    assert loaded.data_type is None
+    with pytest.raises(ConfigError, match="'data_type' must be set"):
+        require_keys(loaded, ["data_type"])
+
+
 def test_require_keys_names_the_command_line_flag():
     config = load_config(RESNET34)
     with pytest.raises(ConfigError, match="'train_data' must be set .*--train_data"):
@@ -235,7 +266,8 @@ def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
     written = read_yaml(str(saved))
     assert written["nonfinite_loss"] == "raise" and written["grad_clip"] is None
     assert written["dataset_args"]["spec_aug_args"] == {
-        "num_t_mask": 1, "num_f_mask": 1, "max_t": 10, "max_f": 8, "prob": 0.6}
+        "num_t_mask": 1, "num_f_mask": 1, "max_t": 10, "max_f": 8, "prob": 0.6,
+        "batch_mask": False}
     assert written["num_epochs"] == 3
     assert list(written)[:3] == ["model", "model_args", "dataset_args"]
     assert "s3prl_args" not in written["dataset_args"]
