@@ -15,7 +15,9 @@ after ``--``:
     loop, checkpoints) on the batches of ``BATCH_DIR/epoch_N.pt`` instead of its
     own input pipeline; the fbank front-end becomes the identity, since the
     batches hold features. ``--init`` loads start weights (a state_dict with the
-    model's keys, e.g. WeSpeaker's initial weights).
+    model's keys, e.g. WeSpeaker's initial weights); ``--nudge`` then moves every
+    weight by one float32 ulp (a rounding-sized change, to measure how far
+    rounding alone carries a run).
 
 The WeSpeaker side of a swap is WeSpeaker's own train.py with a few lines
 patched in the side-by-side scratch copy (not part of the project): it dumps
@@ -100,7 +102,7 @@ class _Identity(torch.nn.Module):
         return feats
 
 
-def replay(batch_dir: str, init: str, train_args: List[str]) -> None:
+def replay(batch_dir: str, init: str, nudge: bool, train_args: List[str]) -> None:
     """Train the project's trainer on recorded batches (see the module docstring)."""
     original_build_frontend = builder.build_frontend
     original_load_start = experiment.load_start_weights
@@ -114,6 +116,11 @@ def replay(batch_dir: str, init: str, train_args: List[str]) -> None:
         if init:
             model.load_state_dict(torch.load(init, map_location="cpu"))
             print(f"initial weights from {init}", flush=True)
+        if nudge:
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
+            print("every weight moved up by one ulp", flush=True)
         return result
 
     experiment.load_start_weights = load_start_weights
@@ -133,11 +140,12 @@ def main(argv: List[str]) -> None:
     replay_parser = sub.add_parser("replay")
     replay_parser.add_argument("batch_dir")
     replay_parser.add_argument("--init", default="")
+    replay_parser.add_argument("--nudge", action="store_true")
     args = parser.parse_args(own)
     if args.command == "dump":
         dump(args.out_dir, train_args)
     else:
-        replay(args.batch_dir, args.init, train_args)
+        replay(args.batch_dir, args.init, args.nudge, train_args)
 
 
 if __name__ == "__main__":
