@@ -174,6 +174,6 @@ def build_lr_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
 
 def build_margin_scheduler(config: TrainConfig, head: nn.Module,
                            epoch_iter: int) -> MarginScheduler:
-    """The margin schedule of the head (fixed margin 0 when ``margin_update`` is absent)."""
+    """The margin schedule of the head (``margin_update``)."""
     return MarginScheduler(head, epoch_iter=epoch_iter,
                            **dataclasses.asdict(config.margin_update))
