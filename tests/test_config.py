@@ -1,4 +1,5 @@
 """The typed config: loading, dotted overrides, one-line errors naming the key, saving."""
+import dataclasses
 import glob
 import os
 import stat
@@ -6,10 +7,12 @@ import stat
 import pytest
 import yaml
 
+from train_helpers import CPU_WORLD
 from wespeaker_py.config import (ConfigError, DatasetArgs, ModelConfig, TrainConfig,
                                  apply_override, as_dataset_args, load_config,
                                  load_model_config, parse_override_args, read_yaml,
                                  save_config)
+from wespeaker_py.train.plan import resolve
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESNET34 = os.path.join(REPO_ROOT, "conf", "resnet34.yaml")
@@ -208,6 +211,41 @@ def test_missing_required_key_is_named(tmp_path):
         load_config(write(tmp_path, config))
 
 
+@pytest.mark.parametrize("key", ["seed", "num_avg", "save_epoch_interval", "margin_update",
+                                 "margin_update.final_margin",
+                                 "margin_update.increase_start_epoch",
+                                 "margin_update.update_margin"])
+def test_keys_wespeaker_reads_without_default_are_required(tmp_path, key):
+    # WeSpeaker's train.py reads them as configs[key] (a KeyError when absent):
+    # no silent default of ours may stand in for them
+    config = read_yaml(RESNET34)
+    block = config
+    *parents, name = key.split(".")
+    for parent in parents:
+        block = block[parent]
+    del block[name]
+    with pytest.raises(ConfigError, match=f"config key '{key}' is required"):
+        load_config(write(tmp_path, config))
+
+
+def test_left_out_keys_take_wespeaker_defaults(tmp_path):
+    config = read_yaml(RESNET34)
+    del config["dataset_args"]["fbank_args"]["dither"]
+    del config["margin_update"]["increase_type"]
+    loaded = load_config(write(tmp_path, config))
+    assert loaded.dataset_args.fbank_args.dither == 1.0  # compute_fbank's default
+    assert loaded.margin_update.increase_type == "exp"
+    assert loaded.dataset_args.spec_aug_args.batch_mask is False  # ours; see SpecAugArgs
+    # data_type comes from the command line in WeSpeaker's recipes: required at training
+    assert loaded.data_type is None
+    path = tmp_path / "utt2spk"
+    path.write_text("utt1 spk1\n")
+    loaded = dataclasses.replace(loaded, exp_dir=str(tmp_path / "exp"), train_data="unused",
+                                 train_label=str(path))
+    with pytest.raises(ConfigError, match="'data_type' must be set .*--data_type"):
+        resolve(loaded, CPU_WORLD)
+
+
 def test_yaml_errors_name_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("seed: 1\nnum_epochs: [1, 2\nmodel: x\n")
@@ -229,7 +267,8 @@ def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
     written = read_yaml(str(saved))
     assert written["nonfinite_loss"] == "raise" and written["grad_clip"] is None
     assert written["dataset_args"]["spec_aug_args"] == {
-        "num_t_mask": 1, "num_f_mask": 1, "max_t": 10, "max_f": 8, "prob": 0.6}
+        "num_t_mask": 1, "num_f_mask": 1, "max_t": 10, "max_f": 8, "prob": 0.6,
+        "batch_mask": False}
     assert written["num_epochs"] == 3
     assert list(written)[:3] == ["model", "model_args", "dataset_args"]
     assert "s3prl_args" not in written["dataset_args"]

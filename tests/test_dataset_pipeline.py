@@ -205,3 +205,19 @@ def test_collate_train_stacks_a_batch(lists, spk2id, single_process):
     with pytest.raises(ValueError, match="one length"):
         collate_train([{"key": "a", "wav": torch.zeros(3), "label": 0},
                        {"key": "b", "wav": torch.zeros(4), "label": 0}])
+
+
+def test_length_filter_counts_samples_as_wespeaker(tmp_path, single_process):
+    # WeSpeaker keeps a file of at least int(shift / 1000 * min_num_frames * rate)
+    # samples: 100 frames at 10 ms are 16000 samples, although 16000 samples give
+    # only 99 fbank frames of 25 ms
+    lengths = [15999, 16000, 40000]
+    lists = make_lists(str(tmp_path), num_spks=1, utts_per_spk=3, lengths=lengths)
+    spk2id = spk2id_from_utt2spk(lists["utt2spk"])
+    dataset = Dataset("raw", lists["raw"], training_args(num_frms=50), spk2id)
+    kept = sorted(keys_of(dataset))
+    assert kept == ["spk0-utt1", "spk0-utt2"]
+    # longer than max_num_frames shifts: cut to a window of exactly that many samples
+    assert dataset.settings.max_source_frames(RATE) == 128000
+    assert dataset.settings.max_source_frames(8000) == 64000
+    assert dataset.settings.min_source_frames(8000) == 8000

@@ -256,6 +256,21 @@ def test_spec_augment_several_masks_and_edge_cases():
         spec_augment(feats, max_t=0)
 
 
+def test_spec_augment_batch_mask_is_one_draw_for_the_batch():
+    # WeSpeaker's executor mode: the whole batch is masked, with the same bands, or not at all
+    feats = torch.rand(32, 40, 20) + 1.0
+    generator = torch.Generator().manual_seed(5)
+    masked_batches = 0
+    for _ in range(200):
+        zero = spec_augment(feats, prob=0.6, batch_mask=True, generator=generator) == 0
+        assert torch.equal(zero, zero[:1].expand_as(zero))
+        masked_batches += int(zero.any())
+    assert abs(masked_batches / 200 - 0.6) < 0.14  # 4 standard errors
+    per_utterance = spec_augment(feats, prob=1.0, generator=torch.Generator().manual_seed(5))
+    zero = per_utterance == 0
+    assert not torch.equal(zero, zero[:1].expand_as(zero))
+
+
 def test_spec_augment_reproducible_with_generator():
     feats = torch.rand(16, 40, 20)
     first = spec_augment(feats, generator=torch.Generator().manual_seed(3))

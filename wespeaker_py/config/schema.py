@@ -28,7 +28,11 @@ class ShuffleArgs:
 
 @_block
 class FilterArgs:
-    """``dataset_args.filter_args``: utterance lengths kept for training, in frames."""
+    """``dataset_args.filter_args``: utterance lengths kept for training.
+
+    Counted as WeSpeaker does: ``n`` frames are ``n`` frame shifts of samples of the
+    file as read (``min_num_frames: 100`` at a 10 ms shift keeps 1 s and longer).
+    """
 
     min_num_frames: int = setting(100, minimum=0)
     max_num_frames: int = setting(800, minimum=1)
@@ -41,12 +45,16 @@ class FilterArgs:
 
 @_block
 class FbankArgs:
-    """``dataset_args.fbank_args``: Kaldi-compatible fbank on the training device."""
+    """``dataset_args.fbank_args``: Kaldi-compatible fbank on the training device.
+
+    ``dither`` applies in training only (extraction never dithers); 1.0 when left
+    out, as WeSpeaker's ``compute_fbank``.
+    """
 
     num_mel_bins: int = setting(80, minimum=1)
     frame_shift: float = setting(10.0, above=0)  # ms
     frame_length: float = setting(25.0, above=0)  # ms
-    dither: float = setting(0.0, minimum=0)
+    dither: float = setting(1.0, minimum=0)
 
 
 @_block
@@ -59,13 +67,20 @@ class CmvnArgs:
 
 @_block
 class SpecAugArgs:
-    """``dataset_args.spec_aug_args``: SpecAugment (WeSpeaker's defaults)."""
+    """``dataset_args.spec_aug_args``: SpecAugment (WeSpeaker's defaults).
+
+    ``batch_mask`` (ours) chooses WeSpeaker's mode, one draw for the whole batch;
+    the default, false, draws for each utterance: WeSpeaker's own code marks the
+    shared draw as a to-do, and a batch masked all or nothing makes whole
+    steps plain or augmented instead of each utterance with probability ``prob``.
+    """
 
     num_t_mask: int = setting(1, minimum=0)
     num_f_mask: int = setting(1, minimum=0)
     max_t: int = setting(10, minimum=0)
     max_f: int = setting(8, minimum=0)
     prob: float = setting(0.6, minimum=0, maximum=1)
+    batch_mask: bool = False
 
 
 @_block
@@ -221,14 +236,18 @@ class DataloaderArgs:
 
 @_block
 class MarginUpdate:
-    """``margin_update``: the margin schedule of the head (margin 0 throughout by default)."""
+    """``margin_update``: the margin schedule of the head.
 
-    initial_margin: float = 0.0
-    final_margin: float = 0.0
+    Every key but ``increase_type`` is required, as WeSpeaker's MarginScheduler
+    has no defaults for them.
+    """
+
+    initial_margin: float
+    final_margin: float
     # 0 (WeSpeaker's redimnet2_lm.yaml) acts as 1: the schedule starts before step 0
-    increase_start_epoch: int = setting(1, minimum=0)
-    fix_start_epoch: int = setting(1, minimum=0)
-    update_margin: bool = True
+    increase_start_epoch: int = setting(minimum=0)
+    fix_start_epoch: int = setting(minimum=0)
+    update_margin: bool
     increase_type: Literal["exp", "linear"] = "exp"
 
     def _finish(self, where: str) -> None:
@@ -291,27 +310,30 @@ class ModelConfig:
 class TrainConfig(ModelConfig):
     """A whole training config: the keys of WeSpeaker's VoxCeleb v2 configs, and ours.
 
-    Keys left out get the defaults below; the saved ``exp_dir/config.yaml``
-    states them all. ``train_data``/``train_label`` usually come from the
+    Keys left out get the defaults below, which are WeSpeaker's where its code has
+    one; the keys WeSpeaker's training reads without a default (``seed``,
+    ``num_avg``, ``save_epoch_interval``, ``margin_update``, ...) are required,
+    and ``data_type``, ``train_data`` and ``train_label`` when training starts. The saved ``exp_dir/config.yaml`` states them all. ``train_data``/``train_label`` usually come from the
     command line and are required only when training starts.
     """
 
     # experiment and run control
     exp_dir: str
     gpus: Union[str, List[int], int, None] = None
-    num_avg: int = setting(10, minimum=1)
+    num_avg: int = setting(minimum=1)
     enable_amp: bool = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     compile: bool = False
     channels_last: bool = False
     grad_clip: Optional[float] = setting(None, minimum=0)
     nonfinite_loss: Literal["raise", "skip"] = "raise"
-    seed: int = setting(42, minimum=0)
+    seed: int = setting(minimum=0)
     num_epochs: int = setting(minimum=1)
-    save_epoch_interval: int = setting(5, minimum=1)
+    save_epoch_interval: int = setting(minimum=1)
     log_batch_interval: int = setting(100, minimum=1)
     # data (the paths usually come from the command line)
-    data_type: Literal["raw", "shard"] = "shard"
+    # required when training starts (WeSpeaker's recipes pass it on the command line)
+    data_type: Optional[Literal["raw", "shard"]] = None
     train_data: Optional[str] = None
     train_label: Optional[str] = None
     reverb_data: Optional[str] = None
@@ -322,7 +344,7 @@ class TrainConfig(ModelConfig):
     model_init: Optional[str] = None
     projection_args: Dict[str, Any]
     margin_scheduler: Literal["MarginScheduler"] = "MarginScheduler"
-    margin_update: MarginUpdate = setting(factory=MarginUpdate)
+    margin_update: MarginUpdate
     loss: Literal["CrossEntropyLoss"] = "CrossEntropyLoss"
     loss_args: Dict[str, Any] = setting(factory=dict)
     # optimisation

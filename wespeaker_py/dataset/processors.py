@@ -56,13 +56,21 @@ class ChunkSettings:
         return num_frames(num_samples, self.sample_rate, self.frame_length_ms,
                           self.frame_shift_ms)
 
+    def _filter_samples(self, num_frames: int, file_rate: int) -> int:
+        # WeSpeaker's filter counts frame shifts, in samples of the file as read
+        return int(self.frame_shift_ms / 1000 * num_frames * file_rate)
+
+    def min_source_frames(self, file_rate: int) -> Optional[int]:
+        """WeSpeaker's minimum length, in samples of a file at ``file_rate``."""
+        if self.min_num_frames is None:
+            return None
+        return self._filter_samples(self.min_num_frames, file_rate)
+
     def max_source_frames(self, file_rate: int) -> Optional[int]:
         """WeSpeaker's maximum length, in samples of a file at ``file_rate``."""
         if self.max_num_frames is None:
             return None
-        target = samples_for_frames(self.max_num_frames, self.sample_rate,
-                                    self.frame_length_ms, self.frame_shift_ms)
-        return max(1, target * file_rate // self.sample_rate)
+        return max(1, self._filter_samples(self.max_num_frames, file_rate))
 
 
 def shuffle_buffer(items: Iterable, size: int, rng: np.random.Generator) -> Iterator:
@@ -119,11 +127,11 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
     for utt, label in utts:
         try:
             with open_utterance(utt) as handle:
-                frames_at_target = handle.frames * settings.sample_rate // handle.samplerate
-                length = settings.frames_of(frames_at_target)
-                if settings.min_num_frames is not None and length < settings.min_num_frames:
+                min_source = settings.min_source_frames(handle.samplerate)
+                if min_source is not None and handle.frames < min_source:
                     stats.skip(utt.key, reasons.TOO_SHORT,
-                               f"{length} frames < {settings.min_num_frames}")
+                               f"{handle.frames} samples < {min_source} "
+                               f"({settings.min_num_frames} frame shifts)")
                     continue
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
                 if settings.expand_speeds:

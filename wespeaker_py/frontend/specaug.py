@@ -31,13 +31,17 @@ def _band_mask(batch: int, size: int, num_masks: int, max_width: int,
 
 def spec_augment(feats: torch.Tensor, num_t_mask: int = 1, num_f_mask: int = 1,
                  max_t: int = 10, max_f: int = 8, prob: float = 0.6,
+                 batch_mask: bool = False,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """SpecAugment with WeSpeaker's parameters, drawn independently per utterance.
+    """SpecAugment with WeSpeaker's parameters.
 
     Each utterance of ``feats`` (``[B, T, F]``) is augmented with probability
     ``prob``: ``num_t_mask`` time bands of ``1..max_t`` frames and ``num_f_mask``
-    frequency bands of ``1..max_f`` bins are set to zero. Returns a new tensor;
-    ``feats`` is left unchanged. ``generator`` must live on ``feats``' device.
+    frequency bands of ``1..max_f`` bins are set to zero. By default every
+    utterance draws its own masks; with ``batch_mask`` one draw (whether, and
+    which bands) applies to the whole batch, as WeSpeaker's executor does.
+    Returns a new tensor; ``feats`` is left unchanged. ``generator`` must live
+    on ``feats``' device.
     """
     if feats.dim() != 3:
         raise ValueError(f"feats must be [batch, frames, bins], got shape {tuple(feats.shape)}")
@@ -53,8 +57,9 @@ def spec_augment(feats: torch.Tensor, num_t_mask: int = 1, num_f_mask: int = 1,
         return feats.clone()
 
     device = feats.device
-    chosen = torch.rand(batch, generator=generator, device=device) < prob
-    time_mask = _band_mask(batch, frames, num_t_mask, max_t, generator, device)
-    freq_mask = _band_mask(batch, bins, num_f_mask, max_f, generator, device)
+    draws = 1 if batch_mask else batch  # broadcast over the batch when shared
+    chosen = torch.rand(draws, generator=generator, device=device) < prob
+    time_mask = _band_mask(draws, frames, num_t_mask, max_t, generator, device)
+    freq_mask = _band_mask(draws, bins, num_f_mask, max_f, generator, device)
     mask = (time_mask[:, :, None] | freq_mask[:, None, :]) & chosen[:, None, None]
     return feats.masked_fill(mask, 0.0)

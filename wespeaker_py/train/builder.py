@@ -83,7 +83,7 @@ def build_lr_scheduler(plan: TrainingPlan,
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:
-    """The margin schedule of the head (fixed margin 0 when ``margin_update`` is absent)."""
+    """The margin schedule of the head (``margin_update``)."""
     return MarginScheduler(head, epoch_iter=plan.epoch_iter,
                            **dataclasses.asdict(plan.margin_update))
 
