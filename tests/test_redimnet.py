@@ -146,7 +146,8 @@ def _resolve(tmp_path, data):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     config = load_config(str(path), [("train_data", str(tmp_path / "missing.list")),
-                                     ("train_label", str(tmp_path / "missing_utt2spk"))])
+                                     ("train_label", str(tmp_path / "missing_utt2spk")),
+                                     ("data_type", "raw")])
     return resolve(config, CPU_WORLD)
 
 

@@ -48,7 +48,8 @@ def utt2spk(tmp_path_factory):
 def _plan(name, utt2spk, *overrides):
     """The plan of a shipped config with the training data named on the command line."""
     config = load_config(os.path.join(CONF_DIR, name + ".yaml"),
-                         [("train_data", "unused"), ("train_label", utt2spk), *overrides])
+                         [("train_data", "unused"), ("train_label", utt2spk), ("data_type", "raw"),
+                          *overrides])
     return resolve(config, CPU_WORLD)
 
 
@@ -137,7 +138,8 @@ def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir, utt2spk):
                                   for name in REDIMNET_CONFIGS]
                          + [os.path.join(MINI_CONF_DIR, "redimnet2_b0.yaml")])
 def test_redimnet_config_builds_its_frontend_model_and_head(path, utt2spk):
-    config = load_config(path, [("train_data", "unused"), ("train_label", utt2spk)])
+    config = load_config(path, [("train_data", "unused"), ("train_label", utt2spk),
+                                ("data_type", "raw")])
     plan = resolve(config, CPU_WORLD)
     expected = "TFMelFeatures" if plan.dataset_args.frontend == "tfmel" else "FbankFeatures"
     assert type(plan.frontend).__name__ == expected
