@@ -114,7 +114,7 @@ def test_an_s3prl_config_passes_the_trainer_and_the_pipeline(corpus, wavlm_dir, 
     ("dataset_args.cmvn_args.norm_varr", "true",
      "unknown config key 'dataset_args.cmvn_args.norm_varr'"),
     ("dataset_args.frontend", "w2vbert",
-     r"config key 'dataset_args.frontend' must be one of \['fbank', 's3prl'\]"),
+     r"config key 'dataset_args.frontend' must be one of \['fbank', 's3prl', 'tfmel'\]"),
 ])
 def test_bad_s3prl_keys_are_errors_naming_the_key(corpus, wavlm_dir, tmp_path, key, value,
                                                   message):
