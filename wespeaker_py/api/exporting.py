@@ -10,7 +10,6 @@ from typing import Tuple, Union
 
 import torch.nn as nn
 
-from wespeaker_py.config import ConfigError
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import exportable_model
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
@@ -28,10 +27,7 @@ def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module
     backend = model.backend
     if backend.kind != "torch":
         raise WespeakerError(f"{model.source} is not a torch model; only those export")
-    try:
-        network, feat_dim = exportable_model(backend.embedder, model.source)
-    except ConfigError as error:
-        raise WespeakerError(str(error)) from None
+    network, feat_dim = exportable_model(backend.embedder, model.source)  # ConfigError: exit 2
     return backend.embedder.frontend, network.cpu(), feat_dim
 
 
