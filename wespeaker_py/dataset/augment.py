@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from wespeaker_py.audio import INT16_SCALE, AudioCheckError, open_audio, read_whole
 from wespeaker_py.dataset.chunk import read_random_chunk
@@ -77,6 +76,9 @@ def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     energy = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
     if energy == 0.0:
         raise ValueError("the impulse response is all zeros")
+    # imported here: scipy.signal takes seconds to import, and extraction and the
+    # API import this module without ever reverberating
+    from scipy.signal import fftconvolve
     out = fftconvolve(audio, (rir / energy).astype(np.float32), mode="full")
     return out[:audio.size].astype(np.float32)
 
