@@ -12,7 +12,9 @@ from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_corpus, make_exper
                                read_int16_scale, write_wav)
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.bin.extract import parse_gpus
+from wespeaker_py.config import TfmelArgs
 from wespeaker_py.frontend import FbankFeatures
+from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.config import load_model_config
 from wespeaker_py.inference import (embed_utterances, extract_embeddings,
                                     extract_embeddings_parallel, merge_embedding_arks,
@@ -24,6 +26,7 @@ from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, 
 from wespeaker_py.models import get_model
 from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
+from wespeaker_py.runtime.engine import fewest_samples
 from wespeaker_py.utils.file_utils import DataFormatError
 
 # Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
@@ -375,3 +378,19 @@ def test_ssl_frontend_model_extracts_with_frozen_weights_from_the_pretrained_pat
         for key, path in wavs.items():
             expected = network(frontend(read_int16_scale(path)[None]))[0].numpy()
             np.testing.assert_allclose(embeddings[key], expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("frontend", [
+    FbankFeatures(sample_rate=16000, frame_length=25, frame_shift=10),
+    FbankFeatures(sample_rate=8000, frame_length=25, frame_shift=10),
+    TFMelFeatures(TfmelArgs(), sample_rate=16000),
+])
+@pytest.mark.parametrize("frames", [1, 2, 17, 200])
+def test_fewest_samples_is_the_exact_shortest_input_of_each_frontend(frontend, frames):
+    samples = fewest_samples(frontend, frames)
+    assert frontend.num_frames(samples) >= frames
+    assert frontend.num_frames(samples - 1) < frames
+    # the front-end really makes that many frames from that many samples
+    with torch.inference_mode():
+        made = frontend.eval()(torch.randn(1, samples) * 1000).shape[1]
+    assert made == frontend.num_frames(samples)

@@ -16,7 +16,6 @@ from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
-from wespeaker_py.frontend.framing import samples_for_frames
 
 
 def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module, int]:
@@ -35,8 +34,7 @@ def export_waveform_graph(model, path: str) -> float:
     """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph; see
     :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`."""
     frontend, network, _ = _export_parts(model)
-    min_samples = samples_for_frames(model.backend.min_frames, frontend.sample_rate,
-                                     frontend.frame_length, frontend.frame_shift)
+    min_samples = model.backend.min_samples
     info = {"model": model.name, "sample_rate": frontend.sample_rate,
             "embed_dim": model.embed_dim, "num_mel_bins": frontend.output_dim,
             "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,

@@ -8,6 +8,7 @@ import torch
 
 from wespeaker_py.config import ConfigError, DatasetArgs, SpecAugArgs, as_dataset_args
 from wespeaker_py.frontend.fbank import fbank
+from wespeaker_py.frontend.framing import num_frames
 from wespeaker_py.frontend.specaug import apply_cmn, spec_augment
 
 
@@ -65,6 +66,10 @@ class FbankFeatures(torch.nn.Module):
         if self.spec_aug and self.training:
             feats = spec_augment(feats, **dataclasses.asdict(self.spec_aug_args))
         return feats
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames made from ``num_samples`` samples (Kaldi's snip-edges framing)."""
+        return num_frames(num_samples, self.sample_rate, self.frame_length, self.frame_shift)
 
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, "

@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterator, Optional
 import numpy as np
 import torch
 
-from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder
 
@@ -28,6 +27,22 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False,
                                     allow_tf32=False):
         yield
+
+
+def fewest_samples(frontend: torch.nn.Module, frames: int) -> int:
+    """Fewest samples from which ``frontend`` (anything with ``num_frames(samples)``,
+    which grows with the samples: fbank, TFMel, SSL) makes at least ``frames`` frames."""
+    high = 1
+    while frontend.num_frames(high) < frames:
+        high *= 2
+    low = high // 2  # too few (or 0)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if frontend.num_frames(middle) >= frames:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 class TorchBackend:
@@ -53,12 +68,14 @@ class TorchBackend:
         return self._min_frames
 
     @property
+    def min_samples(self) -> int:
+        """Fewest input samples that give :attr:`min_frames` frames."""
+        return fewest_samples(self.embedder.frontend, self.min_frames)
+
+    @property
     def min_seconds(self) -> float:
         """Shortest input in seconds (for messages)."""
-        frontend = self.embedder.frontend
-        if isinstance(frontend, FbankFeatures):
-            return ((self.min_frames - 1) * frontend.frame_shift + frontend.frame_length) / 1000
-        return self.min_frames * 0.02  # SSL front-ends: one frame per 20 ms
+        return self.min_samples / self.sample_rate
 
     @property
     def embed_dim(self) -> int:
