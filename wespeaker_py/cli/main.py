@@ -93,6 +93,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
 
 
+def _add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"use {what} made with another model (a warning, not an error)")
+
+
 def _require_files(*paths: str) -> None:
     """Fail before the (slow) model load when an input file is missing."""
     from wespeaker_py.errors import AudioInputError
@@ -148,11 +153,6 @@ def _write_vector(path: str, vector) -> None:
     else:
         with atomic_open(path, "w", encoding="utf-8") as out:
             out.write(" ".join(f"{value:.6g}" for value in vector) + "\n")
-
-
-def _add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help=f"use {what} made with another model (a warning, not an error)")
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
