@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any, Dict, Iterable, Set, Tuple
 
 import torch
@@ -111,8 +112,8 @@ def check_recorded_identity(path: str, what: str, recorded: str, identity: str,
     identities were recorded) is used with a warning, once per file and process.
     """
     if not recorded:
-        if path not in _WARNED_UNRECORDED:
-            _WARNED_UNRECORDED.add(path)
+        if os.path.abspath(path) not in _WARNED_UNRECORDED:
+            _WARNED_UNRECORDED.add(os.path.abspath(path))
             logger.warning("%s: this %s records no model identity (written by an older "
                            "version); using it with model %s, unchecked", path, what,
                            short_identity(identity))
