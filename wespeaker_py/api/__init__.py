@@ -12,6 +12,7 @@ from wespeaker_py.api.calibration import Calibration
 from wespeaker_py.api.loading import load_model
 from wespeaker_py.api.model import EmbeddingResults, SpeakerModel, Verification
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
+from wespeaker_py.runtime.identity import ModelMismatchError
 
-__all__ = ["AudioInputError", "Calibration", "EmbeddingResults", "ModelSourceError",
-           "SpeakerModel", "Verification", "WespeakerError", "load_model"]
+__all__ = ["AudioInputError", "Calibration", "EmbeddingResults", "ModelMismatchError",
+           "ModelSourceError", "SpeakerModel", "Verification", "WespeakerError", "load_model"]

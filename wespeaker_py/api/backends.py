@@ -20,6 +20,7 @@ import torch
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.waveform_onnx import (INPUT_NAME, OUTPUT_NAME,
                                                read_waveform_onnx_info)
+from wespeaker_py.runtime.identity import file_identity
 
 
 class OnnxBackend:
@@ -43,6 +44,7 @@ class OnnxBackend:
         self.embed_dim = int(self.info["embed_dim"])
         self.min_samples = int(self.info["min_samples"])
         self.min_seconds = self.min_samples / self.sample_rate
+        self._identity: Optional[str] = None
 
     def prepare(self, wav: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(wav)
@@ -54,6 +56,14 @@ class OnnxBackend:
         """``[B, samples]`` int16-scale waveforms -> ``[B, E]`` embeddings."""
         feed = (batch.numpy() / np.float32(INT16_SCALE)).astype(np.float32)
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: feed})[0]
+
+    @property
+    def identity(self) -> str:
+        """The identity of the model the graph was exported from (the file's digest for a
+        graph exported before identities were recorded)."""
+        if self._identity is None:
+            self._identity = str(self.info.get("identity") or file_identity(self.path))
+        return self._identity
 
     def describe(self) -> Dict[str, Any]:
         return dict(self.info, engine="onnxruntime (CPU)",

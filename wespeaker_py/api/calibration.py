@@ -5,7 +5,12 @@ linear model of :mod:`wespeaker_py.scoring.qmf`, with the score as its only
 feature). ``calibration.json`` also keeps the trial set's EER and two
 operating points on the raw score: the EER point and the point of 1 % false
 acceptance. A trial is accepted when its score is above a threshold, as in
-:mod:`wespeaker_py.scoring.metrics`.
+:mod:`wespeaker_py.scoring.metrics`. It records the ``identity`` of the model
+whose scores it was fitted on (:mod:`wespeaker_py.runtime.identity`); a file
+without one (written by an older version) is used with a warning.
+
+A fit needs at least :data:`MIN_TRIALS_PER_CLASS` target and as many nontarget
+trials: with fewer, the EER and thresholds mean nothing (two trials give 0 %).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.runtime.identity import check_recorded_identity
 from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det
 from wespeaker_py.scoring.qmf import cllr, train_calibration
 from wespeaker_py.utils.file_utils import atomic_open
@@ -26,6 +32,12 @@ FORMAT = "wespeaker_py score calibration"
 VERSION = 1
 OPERATING_POINTS = ("eer", "fa1")
 FALSE_ACCEPT_TARGET = 0.01
+# fewest target trials, and fewest nontarget trials, a calibration is fitted on
+MIN_TRIALS_PER_CLASS = 10
+
+
+class TooFewTrialsError(WespeakerError, ValueError):
+    """Fewer labelled trials of a class than :data:`MIN_TRIALS_PER_CLASS`."""
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Calibration:
     operating_points: Dict[str, OperatingPoint] = field(default_factory=dict)
     trials: str = ""
     model: str = ""
+    identity: str = ""
 
     def llr(self, score: float) -> float:
         """Calibrated log-likelihood ratio (natural log) of a score."""
@@ -62,10 +75,24 @@ class Calibration:
         return self.operating_points[operating_point].threshold
 
 
-def probability(llr: float, prior: float) -> float:
-    """Posterior probability of "same speaker" for a log-likelihood ratio at ``prior``."""
+def check_prior(prior: float) -> None:
+    """Raise unless ``0 < prior < 1``."""
     if not 0 < prior < 1:
         raise WespeakerError(f"prior must lie strictly between 0 and 1, got {prior}")
+
+
+def check_trial_counts(num_target: int, num_nontarget: int, trials: str = "") -> None:
+    """:class:`TooFewTrialsError` unless both counts reach :data:`MIN_TRIALS_PER_CLASS`."""
+    if min(num_target, num_nontarget) < MIN_TRIALS_PER_CLASS:
+        raise TooFewTrialsError(
+            f"cannot calibrate on {trials or 'these trials'}: {num_target} target and "
+            f"{num_nontarget} nontarget trial(s); at least {MIN_TRIALS_PER_CLASS} of each "
+            f"are needed")
+
+
+def probability(llr: float, prior: float) -> float:
+    """Posterior probability of "same speaker" for a log-likelihood ratio at ``prior``."""
+    check_prior(prior)
     log_odds = llr + math.log(prior / (1 - prior))
     return 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
 
@@ -76,10 +103,12 @@ def _point(det: DetPoints, index: int) -> OperatingPoint:
 
 
 def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
-                    model: str = "") -> Calibration:
-    """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``."""
+                    model: str = "", identity: str = "") -> Calibration:
+    """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``
+    (at least :data:`MIN_TRIALS_PER_CLASS` of each label)."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
+    check_trial_counts(int(labels.sum()), int((~labels).sum()), trials)
     try:
         det = compute_det_points(scores, labels)
         linear = train_calibration(scores[:, None], labels)
@@ -95,7 +124,7 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
                        num_target=int(labels.sum()), num_nontarget=int((~labels).sum()),
                        operating_points={"eer": _point(det, eer_index),
                                          "fa1": _point(det, fa_index)},
-                       trials=trials, model=model)
+                       trials=trials, model=model, identity=identity)
 
 
 def save_calibration(path: str, calibration: Calibration) -> None:
@@ -125,13 +154,19 @@ def load_calibration(path: str) -> Calibration:
                            num_target=int(payload["num_target"]),
                            num_nontarget=int(payload["num_nontarget"]),
                            operating_points=points, trials=str(payload.get("trials", "")),
-                           model=str(payload.get("model", "")))
+                           model=str(payload.get("model", "")),
+                           identity=str(payload.get("identity", "")))
     except (KeyError, TypeError, ValueError) as error:
         raise WespeakerError(f"{path}: calibration file lacks or mistypes {error}") from None
 
 
-def read_optional_calibration(path: Optional[str]) -> Optional[Calibration]:
-    """The calibration at ``path``, or None when there is no such file."""
+def read_optional_calibration(path: Optional[str], identity: str,
+                              force: bool = False) -> Optional[Calibration]:
+    """The calibration at ``path`` for the model of ``identity``, or None when there is no
+    such file. One fitted with another model is an error unless ``force`` (see
+    :func:`~wespeaker_py.runtime.identity.check_recorded_identity`)."""
     if path is None or not os.path.exists(path):
         return None
-    return load_calibration(path)
+    calibration = load_calibration(path)
+    check_recorded_identity(path, "calibration", calibration.identity, identity, force)
+    return calibration

@@ -3,9 +3,14 @@
 The model came from :func:`~wespeaker_py.runtime.builder.load_embedder`, as the
 one ``python -m wespeaker_py.bin.export_onnx`` exports does, and the feature-input
 graph is written by the same :func:`~wespeaker_py.export.onnx_export.export_onnx`.
+An output path naming a folder (an existing one, or one ending in ``/``) gets
+:data:`ONNX_NAME` inside it. The waveform graph carries the model's identity
+(:mod:`wespeaker_py.runtime.identity`), so galleries and calibrations made with the
+torch model work with the graph too.
 """
 from __future__ import annotations
 
+import os
 from typing import Tuple, Union
 
 import torch.nn as nn
@@ -16,6 +21,17 @@ from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
+
+ONNX_NAME = "model.onnx"
+
+
+def onnx_output_path(path: str) -> str:
+    """``path``, or ``path/model.onnx`` when ``path`` is a folder or ends with a separator
+    (the folder is created then)."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        return os.path.join(path, ONNX_NAME)
+    return path
 
 
 def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module, int]:
@@ -31,19 +47,22 @@ def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module
 
 
 def export_waveform_graph(model, path: str) -> float:
-    """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph; see
+    """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph to
+    :func:`onnx_output_path` of ``path``; see
     :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`."""
     frontend, network, _ = _export_parts(model)
+    path = onnx_output_path(path)
     min_samples = model.backend.min_samples
     info = {"model": model.name, "sample_rate": frontend.sample_rate,
             "embed_dim": model.embed_dim, "num_mel_bins": frontend.output_dim,
             "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
-            "cmn": getattr(frontend, "cmn", False),
+            "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
             "params_millions": round(sum(p.numel() for p in network.parameters()) / 1e6, 3)}
     return export_waveform_onnx(frontend, network, path, info, min_samples)
 
 
 def export_feats_onnx(model, path: str) -> None:
-    """Write the speaker model alone (features in), as ``bin.export_onnx`` does."""
+    """Write the speaker model alone (features in), as ``bin.export_onnx`` does, to
+    :func:`onnx_output_path` of ``path``."""
     _, network, feat_dim = _export_parts(model)
-    export_onnx(network, feat_dim, path, mean_vec=model.mean_vec)
+    export_onnx(network, feat_dim, onnx_output_path(path), mean_vec=model.mean_vec)

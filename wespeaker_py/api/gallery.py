@@ -1,9 +1,10 @@
 """A small file of enrolled speakers: per speaker the sum and count of unit-length embeddings.
 
-Stored as a NumPy ``.npz`` (no pickles) holding ``names``, ``sums``, ``counts``
-and the ``model`` it was built with (its name and embedding size), rewritten
-atomically on every change, so an interrupted enrolment leaves the previous
-gallery intact.
+Stored as a NumPy ``.npz`` (no pickles) holding ``names``, ``sums``, ``counts``, the
+``model`` it was built with (its name and embedding size) and that model's
+``identity`` (:mod:`wespeaker_py.runtime.identity`; galleries written before it was
+recorded lack it and are used with a warning), rewritten atomically on every change,
+so an interrupted enrolment leaves the previous gallery intact.
 """
 from __future__ import annotations
 
@@ -13,9 +14,28 @@ from dataclasses import dataclass, field
 from typing import List, Tuple
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.runtime.identity import check_recorded_identity
 from wespeaker_py.utils.file_utils import atomic_open
+
+REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
+
+
+class GalleryFileError(WespeakerError, ValueError):
+    """A gallery file that cannot be read (empty, not an ``.npz``, arrays missing or
+    inconsistent) or that belongs to another model."""
+
+
+class SpeakerExistsError(WespeakerError, ValueError):
+    """Enrolling a name the gallery already holds, without saying replace or append."""
+
+
+def check_top_k(top_k: int) -> None:
+    """Raise unless ``top_k`` (how many speakers to rank) is at least 1."""
+    if top_k < 1:
+        raise WespeakerError(f"top_k must be at least 1, got {top_k}")
 
 
 @dataclass
@@ -26,11 +46,28 @@ class Gallery:
     names: List[str] = field(default_factory=list)
     sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float64))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    identity: str = ""
 
-    def add(self, name: str, unit_embeddings: np.ndarray) -> None:
-        """Add unit-length embeddings ``[N, E]`` to speaker ``name`` (created if new)."""
+    def check_enrollment(self, name: str, replace: bool = False, append: bool = False) -> None:
+        """Raise unless ``name`` may be enrolled: a valid name, new or with replace/append."""
         if not name or any(ch.isspace() for ch in name):
             raise WespeakerError(f"speaker name {name!r} is empty or has whitespace")
+        if replace and append:
+            raise WespeakerError("choose one of replace (--replace) and append (--append)")
+        if name in self.names and not (replace or append):
+            count = int(self.counts[self.names.index(name)])
+            raise SpeakerExistsError(
+                f"speaker {name!r} is already enrolled ({count} recording(s)); pass --replace "
+                f"(replace=True) to enroll anew or --append (append=True) to add recordings")
+
+    def add(self, name: str, unit_embeddings: np.ndarray, replace: bool = False,
+            append: bool = False) -> None:
+        """Add unit-length embeddings ``[N, E]`` to speaker ``name``.
+
+        A name already enrolled needs ``replace`` (its earlier recordings are
+        dropped) or ``append`` (these are added to them).
+        """
+        self.check_enrollment(name, replace, append)
         unit_embeddings = np.asarray(unit_embeddings, dtype=np.float64)
         if self.sums.size == 0 and not self.names:
             self.sums = np.zeros((0, unit_embeddings.shape[1]))
@@ -42,6 +79,8 @@ class Gallery:
             self.sums = np.vstack([self.sums, np.zeros((1, self.sums.shape[1]))])
             self.counts = np.append(self.counts, 0)
         row = self.names.index(name)
+        if replace:
+            self.sums[row], self.counts[row] = 0.0, 0
         self.sums[row] += unit_embeddings.sum(axis=0)
         self.counts[row] += len(unit_embeddings)
 
@@ -52,11 +91,12 @@ class Gallery:
         return means / np.maximum(norms, 1e-12)
 
     def rank(self, unit_embedding: np.ndarray, top_k: int) -> List[Tuple[str, float]]:
-        """The ``top_k`` speakers closest (cosine) to ``unit_embedding``, best first."""
+        """The ``top_k`` (at least 1) speakers closest (cosine) to ``unit_embedding``."""
+        check_top_k(top_k)
         if not self.names:
             raise WespeakerError("the gallery holds no speakers; enroll some first")
         scores = self.centroids() @ np.asarray(unit_embedding, dtype=np.float64)
-        order = np.argsort(-scores, kind="stable")[:max(1, top_k)]
+        order = np.argsort(-scores, kind="stable")[:top_k]
         return [(self.names[i], float(scores[i])) for i in order]
 
 
@@ -64,24 +104,52 @@ def save_gallery(path: str, gallery: Gallery) -> None:
     """Write ``gallery`` to ``path`` atomically."""
     with atomic_open(path, "wb") as out:
         np.savez(out, model=np.array(gallery.model), names=np.array(gallery.names, dtype=str),
-                 sums=gallery.sums, counts=gallery.counts)
+                 sums=gallery.sums, counts=gallery.counts, identity=np.array(gallery.identity))
 
 
-def load_gallery(path: str, model: str) -> Gallery:
-    """The gallery at ``path`` (an empty one when the file does not exist yet).
-
-    A gallery built with another model (name or embedding size) is an error.
-    """
-    if not os.path.exists(path):
-        return Gallery(model=model)
+def read_gallery(path: str) -> Gallery:
+    """The gallery stored at ``path``; a file that is not one raises
+    :class:`GalleryFileError` saying what is wrong with it."""
+    if os.path.isdir(path):
+        raise GalleryFileError(f"gallery {path} is a folder, not a gallery file")
+    if os.path.getsize(path) == 0:
+        raise GalleryFileError(f"gallery {path} is empty (0 bytes); delete it or enroll "
+                               f"into another file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            missing = [name for name in REQUIRED_ARRAYS if name not in data.files]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} array(s)")
             gallery = Gallery(model=str(data["model"]), names=[str(n) for n in data["names"]],
                               sums=np.asarray(data["sums"], dtype=np.float64),
-                              counts=np.asarray(data["counts"], dtype=np.int64))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise WespeakerError(f"{path}: not a speaker gallery ({error})") from None
+                              counts=np.asarray(data["counts"], dtype=np.int64),
+                              identity=str(data["identity"]) if "identity" in data.files
+                              else "")
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise GalleryFileError(f"{path}: not a speaker gallery ({error})") from None
+    rows = len(gallery.names)
+    if gallery.sums.ndim != 2 or gallery.sums.shape[0] != rows or gallery.counts.shape != (rows,):
+        raise GalleryFileError(f"{path}: not a speaker gallery ({rows} names, sums of shape "
+                               f"{gallery.sums.shape}, counts of shape {gallery.counts.shape})")
+    return gallery
+
+
+def load_gallery(path: str, model: str, identity: str, force: bool = False) -> Gallery:
+    """The gallery at ``path`` for the model ``model`` (name/embedding size) of ``identity``;
+    an empty one when the file does not exist yet.
+
+    A gallery of another model name or embedding size is an error; one made by a
+    model of another identity is an error unless ``force`` (then a warning); see
+    :func:`~wespeaker_py.runtime.identity.check_recorded_identity`.
+    """
+    if not os.path.exists(path):
+        return Gallery(model=model, identity=identity)
+    gallery = read_gallery(path)
     if gallery.model != model:
-        raise WespeakerError(f"{path} was enrolled with {gallery.model}, not {model}; "
-                             f"use another gallery file")
+        raise GalleryFileError(f"{path} was enrolled with {gallery.model}, not {model}; "
+                               f"use another gallery file")
+    check_recorded_identity(path, "gallery", gallery.identity, identity, force)
     return gallery

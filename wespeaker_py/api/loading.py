@@ -115,13 +115,15 @@ def _onnx_backend(path: str, num_threads: Optional[int]):
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
                calibration: Optional[str] = None,
-               num_threads: Optional[int] = None) -> SpeakerModel:
+               num_threads: Optional[int] = None, force: bool = False) -> SpeakerModel:
     """Load a trained speaker model for inference (see the module doc for ``source``).
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
     is one); ONNX models run on the CPU, with ``num_threads`` threads (default:
     onnxruntime's choice; torch follows ``torch.set_num_threads``). ``mean_vec``
-    and ``calibration`` name other files than the ones beside the model. Problems raise
+    and ``calibration`` name other files than the ones beside the model; a calibration
+    fitted with another model (another ``identity``) is an error when used, unless
+    ``force`` (then a warning). Problems raise
     :class:`~wespeaker_py.errors.ModelSourceError` naming the file and what
     to do.
     """
@@ -154,4 +156,4 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         raise ModelSourceError(f"mean vector has {mean.shape[0]} values, the model's "
                                f"embeddings {backend.embed_dim}")
     return SpeakerModel(backend, name, os.path.abspath(path), mean,
-                        calibration or companions + CALIBRATION_NAME)
+                        calibration or companions + CALIBRATION_NAME, force=force)

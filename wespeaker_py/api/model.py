@@ -15,13 +15,14 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from wespeaker_py.api.calibration import (Calibration, fit_calibration,
-                                          read_optional_calibration, probability,
-                                          save_calibration)
-from wespeaker_py.api.gallery import load_gallery, save_gallery
+from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_counts,
+                                          fit_calibration, read_optional_calibration,
+                                          probability, save_calibration)
+from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
 from wespeaker_py.audio import AudioLike, describe_audio, load_audio
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
+from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -93,16 +94,18 @@ class SpeakerModel:
     ``mean_vec``, when given, is subtracted from embeddings before any cosine
     (the mean of a reference set, as the recipes' scoring does);
     ``calibration_path`` is where :meth:`calibrate` writes and :meth:`verify`
-    reads ``calibration.json``.
+    reads ``calibration.json``; one fitted with another model (another
+    :attr:`identity`) is an error unless ``force``, which makes it a warning.
     """
 
     def __init__(self, backend, name: str, source: str, mean_vec: Optional[np.ndarray] = None,
-                 calibration_path: Optional[str] = None):
+                 calibration_path: Optional[str] = None, force: bool = False):
         self.backend = backend
         self.name = name
         self.source = source
         self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
         self.calibration_path = calibration_path
+        self.force = force
         self._calibration: Optional[Calibration] = None
         self._calibration_read = False
 
@@ -124,6 +127,12 @@ class SpeakerModel:
     def min_seconds(self) -> float:
         """Shortest input (seconds) that gives an embedding."""
         return self.backend.min_seconds
+
+    @property
+    def identity(self) -> str:
+        """Digest of the weights and front-end settings (64 hex digits; see
+        :mod:`wespeaker_py.runtime.identity`), recorded in galleries and calibrations."""
+        return self.backend.identity
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -228,13 +237,15 @@ class SpeakerModel:
     def calibration(self) -> Optional[Calibration]:
         """The calibration in :attr:`calibration_path`, or None."""
         if not self._calibration_read:
-            self._calibration = read_optional_calibration(self.calibration_path)
+            self._calibration = read_optional_calibration(self.calibration_path,
+                                                          self.identity, self.force)
             self._calibration_read = True
         return self._calibration
 
     def decide(self, score: float, prior: float = 0.5, operating_point: str = "eer",
                threshold: Optional[float] = None) -> Verification:
         """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
+        check_prior(prior)
         calibration = self.calibration
         if calibration is None:
             point = "default" if threshold is None else "given"
@@ -260,6 +271,8 @@ class SpeakerModel:
         calibration trials) unless ``threshold`` is given. Without a
         calibration the result says the decision is uncalibrated.
         """
+        check_prior(prior)
+        _ = self.calibration   # a calibration of another model fails before any audio is read
         return self.decide(self.similarity(first, second, sample_rate), prior,
                            operating_point, threshold)
 
@@ -269,7 +282,11 @@ class SpeakerModel:
 
         ``wav_scp`` maps the trials' utterance keys to audio. Trials whose
         audio could not be embedded are left out (and counted in the log).
-        The result goes to ``output`` (default :attr:`calibration_path`).
+        Fewer than :data:`~wespeaker_py.api.calibration.MIN_TRIALS_PER_CLASS`
+        target or nontarget trials (before or after that) raise
+        :class:`~wespeaker_py.api.calibration.TooFewTrialsError`. The result,
+        with this model's :attr:`identity`, goes to ``output`` (default
+        :attr:`calibration_path`).
         """
         from wespeaker_py.scoring.trials import read_trials
         try:
@@ -280,6 +297,8 @@ class SpeakerModel:
         if trial_list.labels is None:
             raise WespeakerError(f"{trials}: calibration needs labelled trials "
                                  f"('enroll test target|nontarget')")
+        targets = int(np.count_nonzero(trial_list.labels))
+        check_trial_counts(targets, len(trial_list) - targets, trials)
         wanted = set(trial_list.enroll_keys) | set(trial_list.test_keys)
         audio = {key: path for key, path in table if key in wanted}
         missing = sorted(wanted - set(audio))
@@ -298,7 +317,8 @@ class SpeakerModel:
             logger.warning("%d of %d trials left out: their audio was skipped",
                            len(trial_list) - len(scores), len(trial_list))
         calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
-                                      trials=os.path.abspath(trials), model=self.name)
+                                      trials=os.path.abspath(trials), model=self.name,
+                                      identity=self.identity)
         target = output or self.calibration_path
         if target is None:
             raise WespeakerError("say where to write the calibration (output=...)")
@@ -313,25 +333,34 @@ class SpeakerModel:
         return f"{self.name}/emb{self.embed_dim}"
 
     def enroll(self, name: str, *audio: AudioLike, gallery: str,
-               sample_rate: Optional[int] = None) -> int:
+               sample_rate: Optional[int] = None, replace: bool = False, append: bool = False,
+               force: bool = False) -> int:
         """Add recordings of speaker ``name`` to the gallery file; return its size in speakers.
 
-        The file is created when missing and rewritten atomically.
+        The file is created when missing and rewritten atomically, with this
+        model's :attr:`identity`. A name already enrolled needs ``replace``
+        (enroll anew) or ``append`` (add these recordings); a gallery of
+        another model is an error unless ``force`` (then a warning).
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        speakers.check_enrollment(name, replace, append)
         units = np.stack([self.unit(self.embed(item, sample_rate)) for item in audio])
-        speakers = load_gallery(gallery, self._gallery_tag())
-        speakers.add(name, units)
+        speakers.add(name, units, replace=replace, append=append)
+        speakers.identity = self.identity
         save_gallery(gallery, speakers)
         return len(speakers.names)
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
-                 sample_rate: Optional[int] = None) -> List[Tuple[str, float]]:
-        """The ``top_k`` enrolled speakers most similar to ``audio``: ``(name, cosine)``."""
+                 sample_rate: Optional[int] = None,
+                 force: bool = False) -> List[Tuple[str, float]]:
+        """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``:
+        ``(name, cosine)``. A gallery of another model is an error unless ``force``."""
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
-        speakers = load_gallery(gallery, self._gallery_tag())
+        check_top_k(top_k)
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate)), top_k)
 
     # -- diarization -------------------------------------------------------------------------
@@ -383,8 +412,13 @@ class SpeakerModel:
         """Model name, parameters, embedding size, sample rate, front-end, files in use."""
         details = {"name": self.name, "source": self.source}
         details.update(self.backend.describe())
+        details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
-        calibration = self.calibration
+        try:
+            calibration = self.calibration
+        except ModelMismatchError as error:   # info reports it rather than failing
+            details["calibration"] = f"not used: {error}"
+            return details
         details["calibration"] = (None if calibration is None else
                                   f"{self.calibration_path} (EER {100 * calibration.eer:.2f}% "
                                   f"on {calibration.num_target + calibration.num_nontarget} "

@@ -37,9 +37,15 @@ Uses MODEL's calibration.json (see 'wespeaker-py calibrate'); without one the
 decision compares the raw cosine with --threshold (default 0.5) and says so.
 Exit status 0 either way; the decision is in the output.""",
     "enroll": """examples:
-  wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a1.wav a2.wav""",
+  wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a1.wav a2.wav
+  wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a3.wav --append
+
+The gallery records MODEL's identity; enrolling into a gallery of another model is
+an error unless --force. A name already enrolled needs --replace or --append.""",
     "identify": """examples:
-  wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3""",
+  wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
+
+A gallery enrolled with another model is an error unless --force.""",
     "calibrate": """examples:
   wespeaker-py calibrate --model exp/ResNet34 --trials data/dev/trials \\
       --wav_scp data/dev/wav.scp
@@ -47,7 +53,8 @@ Exit status 0 either way; the decision is in the output.""",
 Embeds the trials' utterances, scores the trials by cosine, fits a logistic
 score-to-LLR map and writes calibration.json beside the model (or --output):
 its parameters, the trial set's EER and the thresholds at the EER point and at
-1% false acceptance. 'verify' then uses it.""",
+1% false acceptance, and MODEL's identity. 'verify' then uses it (with another
+model only with --force). Needs at least 10 target and 10 nontarget trials.""",
     "diarize": """examples:
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
@@ -59,6 +66,7 @@ speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
 Of multi-channel audio the first channel is used. Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
+  wespeaker-py export --model exp/ResNet34 --onnx out/ --with_frontend   # out/model.onnx
   wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
 
 --with_frontend: the graph maps float32 waveforms [B, samples] in [-1, 1] at
@@ -85,6 +93,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
 
 
+def _add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"use {what} made with another model (a warning, not an error)")
+
+
 def _require_files(*paths: str) -> None:
     """Fail before the (slow) model load when an input file is missing."""
     from wespeaker_py.errors import AudioInputError
@@ -96,7 +109,37 @@ def _require_files(*paths: str) -> None:
 def _load(args: argparse.Namespace):
     from wespeaker_py.api import load_model
     return load_model(args.model, device=args.device, config=args.config,
-                      mean_vec=args.mean_vec, calibration=args.calibration)
+                      mean_vec=args.mean_vec, calibration=args.calibration,
+                      force=getattr(args, "force", False))
+
+
+def _at_least_one(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _open_probability(value: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return number
+
+
+def _existing_gallery(path: str):
+    """The gallery at ``path`` when the file exists (read before the model loads, so that a
+    broken file fails at once), else None."""
+    from wespeaker_py.api.gallery import read_gallery
+    return read_gallery(path) if os.path.exists(path) else None
 
 
 def _write_vector(path: str, vector) -> None:
@@ -162,7 +205,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     _require_files(*args.audio)
-    size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery)
+    speakers = _existing_gallery(args.gallery)
+    if speakers is not None:
+        speakers.check_enrollment(args.name, args.replace, args.append)
+    size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery,
+                              replace=args.replace, append=args.append, force=args.force)
     print(f"enrolled {args.name} ({len(args.audio)} recording(s)); {args.gallery} holds "
           f"{size} speaker(s)")
     return 0
@@ -170,7 +217,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     _require_files(args.audio, args.gallery)
-    ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k)
+    _existing_gallery(args.gallery)
+    ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
+                                   force=args.force)
     if args.json:
         _print_json([{"speaker": name, "score": score} for name, score in ranking])
     else:
@@ -234,12 +283,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _load(args)
     if model.backend.kind != "torch":
         raise UsageError(f"export: {args.model} is already an ONNX model")
-    from wespeaker_py.api.exporting import export_feats_onnx, export_waveform_graph
+    from wespeaker_py.api.exporting import (export_feats_onnx, export_waveform_graph,
+                                            onnx_output_path)
+    path = onnx_output_path(args.onnx)
     if args.with_frontend:
-        export_waveform_graph(model, args.onnx)
+        export_waveform_graph(model, path)
     else:
-        export_feats_onnx(model, args.onnx)
-    print(f"wrote {args.onnx}")
+        export_feats_onnx(model, path)
+    print(f"wrote {path}")
     return 0
 
 
@@ -284,25 +335,34 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, handler, summary)
         sub.add_argument("first", help="audio file")
         sub.add_argument("second", help="audio file")
-    sub.add_argument("--prior", type=float, default=0.5,
-                     help="prior probability of the same speaker (default 0.5)")
+    sub.add_argument("--prior", type=_open_probability, default=0.5,
+                     help="prior probability of the same speaker, 0 < p < 1 (default 0.5)")
     add_flag(sub, "operating_point", default="eer", choices=("eer", "fa1"),
              help="the calibration's threshold to decide with: its EER point or 1%% false "
                   "acceptance (default eer)")
     sub.add_argument("--threshold", type=float, default=None,
                      help="decide with this cosine threshold instead")
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_force_flag(sub, "a calibration.json")
 
     sub = command("enroll", cmd_enroll, "add recordings of a speaker to a gallery file")
     sub.add_argument("--gallery", required=True, help="gallery file (.npz), created if missing")
     sub.add_argument("name", help="speaker name")
     sub.add_argument("audio", nargs="+", help="audio files of the speaker")
+    existing = sub.add_mutually_exclusive_group()
+    existing.add_argument("--replace", action="store_true",
+                          help="the name is enrolled already: drop its recordings, use these")
+    existing.add_argument("--append", action="store_true",
+                          help="the name is enrolled already: add these recordings to it")
+    _add_force_flag(sub, "a gallery")
 
     sub = command("identify", cmd_identify, "the enrolled speakers closest to a recording")
     sub.add_argument("--gallery", required=True, help="gallery file written by 'enroll'")
     sub.add_argument("audio", help="audio file")
-    add_flag(sub, "top_k", type=int, default=5, help="how many speakers to list (default 5)")
+    add_flag(sub, "top_k", type=_at_least_one, default=5,
+             help="how many speakers to list, at least 1 (default 5)")
     sub.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    _add_force_flag(sub, "a gallery")
 
     sub = command("calibrate", cmd_calibrate, "fit score calibration on labelled trials")
     sub.add_argument("--trials", required=True,
@@ -329,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
 
     sub = command("export", cmd_export, "export the model to ONNX")
-    sub.add_argument("--onnx", required=True, help="output .onnx file")
+    sub.add_argument("--onnx", required=True,
+                     help="output .onnx file (a folder: model.onnx inside it)")
     add_flag(sub, "with_frontend", action="store_true",
              help="waveform input: put fbank + CMN inside the graph")
 

@@ -6,6 +6,8 @@
 * :mod:`.builder` builds a speaker model from a config
   (:func:`build_speaker_model`) and a trained front-end + model from (config,
   checkpoint) (:func:`load_embedder`, the one place inference models come from);
+* :mod:`.identity` digests a loaded model's weights and front-end settings into the
+  identity that galleries and calibration files record;
 * :mod:`.engine` holds a loaded embedder on a device (:class:`TorchBackend`);
 * :mod:`.batching` and :mod:`.embedding` hold the one embedding loop
   (:func:`embed_stream`: batched, length-bucketed, with a progress bar), behind

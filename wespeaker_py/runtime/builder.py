@@ -11,11 +11,12 @@ A checkpoint's model state holds the speaker model, the training head under
 model trained on an SSL front-end, that front-end under ``frontend.`` (a frozen
 front-end's WavLM weights may be left out; they then come from the pretrained
 weights the config names). Everything else must match the built model exactly.
-A RepVGG model comes back fused into its deploy form.
+A RepVGG model comes back fused into its deploy form. A loaded embedder knows its
+identity (:mod:`.identity`), computed on first use.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -27,6 +28,7 @@ from wespeaker_py.models import check_frontend, get_model
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
                                              read_checkpoint, split_checkpoint_state)
+from wespeaker_py.runtime.identity import embedder_identity, frontend_settings
 
 
 def check_model_frontend(config: ModelConfig) -> None:
@@ -62,12 +64,27 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
 
 
 class SpeakerEmbedder(nn.Module):
-    """Waveforms to embeddings: a feature front-end followed by the speaker model."""
+    """Waveforms to embeddings: a feature front-end followed by the speaker model.
 
-    def __init__(self, frontend: nn.Module, model: nn.Module):
+    ``settings`` are the front-end settings that enter :attr:`identity`
+    (:func:`~wespeaker_py.runtime.identity.frontend_settings`).
+    """
+
+    def __init__(self, frontend: nn.Module, model: nn.Module,
+                 settings: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.frontend = frontend
         self.model = model
+        self.settings = dict(settings or {})
+        self._identity: Optional[str] = None
+
+    @property
+    def identity(self) -> str:
+        """Digest of the weights and front-end settings (:mod:`~wespeaker_py.runtime.identity`),
+        computed once."""
+        if self._identity is None:
+            self._identity = embedder_identity(self.model, self.frontend, self.settings)
+        return self._identity
 
     def features(self, wavs: torch.Tensor) -> torch.Tensor:
         """``[B, samples]`` waveforms (int16 scale) to ``[B, frames, dim]`` features."""
@@ -95,7 +112,7 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     load_weights(model, speaker_state, checkpoint_path, allow_head_truncation=False)
     model.eval()
     convert_to_deploy(model, inplace=True)
-    embedder = SpeakerEmbedder(frontend, model)
+    embedder = SpeakerEmbedder(frontend, model, frontend_settings(config.dataset_args))
     completed = with_pretrained_frontend_weights(embedder, frontend_state, checkpoint_path)
     load_weights(frontend, {key[len(FRONTEND_PREFIX):]: tensor
                             for key, tensor in completed.items()},

@@ -85,6 +85,11 @@ class TorchBackend:
                 self._embed_dim = int(self.embedder(feats.to(self.device)).shape[-1])
         return self._embed_dim
 
+    @property
+    def identity(self) -> str:
+        """The loaded model's identity (:mod:`~wespeaker_py.runtime.identity`)."""
+        return self.embedder.identity
+
     @torch.inference_mode()
     def prepare(self, wav: Any) -> torch.Tensor:
         """``[frames, dim]`` features of one int16-scale waveform (array or tensor)."""

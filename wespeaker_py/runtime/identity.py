@@ -1,0 +1,128 @@
+"""A model's identity: one digest of what makes its embeddings what they are.
+
+Galleries and calibration files record the identity of the model that wrote them,
+so that using one with another model (say a second training run of the same
+architecture) is an error instead of silently wrong names and probabilities.
+
+The identity of a torch model (:func:`embedder_identity`) is the SHA-256 of
+
+* the speaker model's state (parameters and BatchNorm statistics, as loaded from the
+  checkpoint; a RepVGG model in its fused form), every tensor in sorted key order with
+  its dtype and shape;
+* the front-end's learned weights (an SSL front-end's; fbank and TFMel have none: their
+  filter banks follow from the settings below);
+* the canonical JSON of the front-end settings (:func:`frontend_settings`): sample rate,
+  front-end kind and every argument that changes an inference embedding; settings used
+  only in training (dither, SpecAugment, learning-rate scales) are left out.
+
+It is the same in every process and thread that loads the same checkpoint with the same
+config, and is computed once per loaded model, on first use. An ONNX graph exported
+from a model carries that model's identity; an older graph without one is identified by
+the SHA-256 of its file. Messages show the first :data:`SHORT_LENGTH` hex digits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, Iterable, Set, Tuple
+
+import torch
+import torch.nn as nn
+
+from wespeaker_py.config import DatasetArgs
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+SHORT_LENGTH = 12
+# front-end arguments that act in training only (or only say where weights come from)
+TRAINING_ONLY_ARGS = frozenset({
+    "dither", "do_spec_aug", "freq_mask_width", "time_mask_width",   # fbank, TFMel
+    "frozen", "frozen_bf16", "gradient_checkpointing", "lr_scale",   # SSL
+    "download_dir", "path_or_url",                                    # SSL weights: hashed
+})
+# files already warned about for having no identity (one warning per file and process)
+_WARNED_UNRECORDED: Set[str] = set()
+
+
+class ModelMismatchError(WespeakerError, ValueError):
+    """A gallery or calibration file written by another model than the one using it."""
+
+
+def _inference_args(value: Any) -> Any:
+    """``value`` (a config block or plain data) as JSON data without training-only keys."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {key: _inference_args(item) for key, item in value.items()
+                if key not in TRAINING_ONLY_ARGS}
+    if isinstance(value, (list, tuple)):
+        return [_inference_args(item) for item in value]
+    return value
+
+
+def frontend_settings(dataset_args: DatasetArgs) -> Dict[str, Any]:
+    """The settings of ``dataset_args`` that change an inference embedding."""
+    return {"sample_rate": dataset_args.resample_rate, "frontend": dataset_args.frontend,
+            "args": _inference_args(dataset_args.frontend_args),
+            "cmn": bool(dataset_args.cmvn and dataset_args.cmvn_args.norm_mean)}
+
+
+def _hash_tensors(hasher, named: Iterable[Tuple[str, torch.Tensor]]) -> None:
+    for key, tensor in sorted(named, key=lambda item: item[0]):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"{key}\0{data.dtype}\0{tuple(tensor.shape)}\0".encode())
+        hasher.update(data.view(torch.uint8).numpy().tobytes())
+
+
+def embedder_identity(model: nn.Module, frontend: nn.Module,
+                      settings: Dict[str, Any]) -> str:
+    """The identity (64 hex digits) of ``frontend`` + ``model`` built with ``settings``."""
+    hasher = hashlib.sha256(b"wespeaker_py model identity 1\0")
+    _hash_tensors(hasher, model.state_dict().items())
+    _hash_tensors(hasher, (("frontend." + key, value)
+                           for key, value in frontend.named_parameters()))
+    hasher.update(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode())
+    return hasher.hexdigest()
+
+
+def file_identity(path: str) -> str:
+    """The SHA-256 (64 hex digits) of a file: the identity of a model file that records none."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def short_identity(identity: str) -> str:
+    """The first :data:`SHORT_LENGTH` hex digits, for messages."""
+    return identity[:SHORT_LENGTH]
+
+
+def check_recorded_identity(path: str, what: str, recorded: str, identity: str,
+                            force: bool = False) -> None:
+    """Check that the ``what`` file at ``path`` was written by the model of ``identity``.
+
+    A file recording another identity raises :class:`ModelMismatchError` naming both,
+    unless ``force``, which makes it a warning. A file recording none (written before
+    identities were recorded) is used with a warning, once per file and process.
+    """
+    if not recorded:
+        if os.path.abspath(path) not in _WARNED_UNRECORDED:
+            _WARNED_UNRECORDED.add(os.path.abspath(path))
+            logger.warning("%s: this %s records no model identity (written by an older "
+                           "version); using it with model %s, unchecked", path, what,
+                           short_identity(identity))
+        return
+    if recorded == identity:
+        return
+    message = (f"{path}: this {what} was made with model {short_identity(recorded)}, not "
+               f"with the model in use ({short_identity(identity)})")
+    if not force:
+        raise ModelMismatchError(f"{message}; its results would be wrong. Use the model "
+                                 f"that made it, or pass --force (force=True) to use it anyway")
+    logger.warning("%s; used anyway (--force)", message)
