@@ -67,7 +67,7 @@ class Verification:
 @dataclass
 class EmbeddingResults:
     """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, skipped keys (with
-    why), and the skips counted by reason (``unreadable_audio``, ``too_short_for_model``, ...)."""
+    why), and the skips counted by reason (``missing_file``, ``too_short_for_model``, ...)."""
 
     embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)

@@ -96,14 +96,14 @@ def _check_before_compute(audio: Sequence[Optional[str]] = (),
     read whole (a malformed line, or a key given twice, names its lines); every
     output's folder is writable. None entries are passed over.
     """
-    from wespeaker_py.audio.errors import AudioEmptyError, AudioMissingError
+    from wespeaker_py.errors import AudioInputError
     from wespeaker_py.utils.file_utils import (read_wav_scp, require_input_file,
                                                require_writable)
     for path in filter(None, audio):
         if not os.path.exists(path):
-            raise AudioMissingError(f"{path} does not exist")
+            raise AudioInputError(f"{path} does not exist")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise AudioEmptyError(f"{path} is empty")
+            raise AudioInputError(f"{path} is empty")
     for path in filter(None, inputs):
         require_input_file(path)
     if wav_scp is not None:

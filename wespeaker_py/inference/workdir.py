@@ -77,7 +77,6 @@ class ExtractionWork:
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
                  config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None):
-        require_input_file(data_list, "data list")
         require_input_file(model_path, "model")
         require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
