@@ -144,9 +144,9 @@ def require_writable(path: str) -> None:
     try:
         os.remove(_new_temp_file(path))
     except OSError as error:
-        reason = error.strerror or str(error)
-        where = f" ({error.filename})" if error.filename else ""
-        raise OutputNotWritableError(f"cannot write {path}: {reason}{where}") from None
+        folder = os.path.dirname(os.path.abspath(path))
+        raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
+                                     f"(in {folder})") from None
 
 
 class DiskFullError(OSError, RunFailedError):
