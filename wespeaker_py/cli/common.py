@@ -92,9 +92,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
     add_flag(parser, "num_threads", type=positive_int, default=None, metavar="N",
-             help=f"CPU threads to compute with (default: ${THREADS_ENV} if set, else half "
-                  f"the available cores, at most {MAX_DEFAULT_THREADS}, shared among --nj "
-                  f"jobs)")
+             help=f"CPU threads each process computes with (default: ${THREADS_ENV} if "
+                  f"set, else half the available cores, at most {MAX_DEFAULT_THREADS}, "
+                  f"shared among --nj jobs)")
 
 
 def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
