@@ -109,12 +109,12 @@ def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
 def requested_threads(argv: Sequence[str]) -> Optional[int]:
     """``--num_threads N`` of a command line (either spelling), or None when absent or
     not a whole number >= 1 (the command's parser then reports it)."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     add_flag(pre, "num_threads", default=None)
-    known, _ = pre.parse_known_args(list(argv))
     try:
+        known, _ = pre.parse_known_args(list(argv))
         return positive_int(known.num_threads) if known.num_threads is not None else None
-    except argparse.ArgumentTypeError:
+    except (argparse.ArgumentError, argparse.ArgumentTypeError):
         return None
 
 
