@@ -66,6 +66,16 @@ def raw_list(path, entries):
     return path
 
 
+def not_audio(folder, *names):
+    """Files that exist but are not audio: skipped only once read, after the model loaded."""
+    paths = []
+    for name in names:
+        path = folder / f"{name}.wav"
+        path.write_bytes(b"this is not a wav file")
+        paths.append(path)
+    return paths
+
+
 # -- 6: a list job in which every entry, or too many, failed exits non-zero ----------------
 
 def test_the_fail_rule_counts_every_skip_and_says_n_done_m_skipped():
@@ -80,22 +90,43 @@ def test_the_fail_rule_counts_every_skip_and_says_n_done_m_skipped():
     JobTally.of(1, {"a": 9}).check("l", 1.0)
 
 
-def test_embed_wav_scp_of_missing_files_exits_1_and_writes_nothing(folder, tmp_path, capsys):
+def test_embed_wav_scp_whose_every_entry_fails_exits_1_and_writes_nothing(folder, tmp_path,
+                                                                           capsys):
+    a, b = not_audio(tmp_path, "a", "b")
     wav_scp = tmp_path / "wav.scp"
-    wav_scp.write_text(f"a {tmp_path}/gone_a.wav\nb {tmp_path}/gone_b.wav\n")
+    wav_scp.write_text(f"a {a}\nb {b}\n")
     out = tmp_path / "emb" / "xvector.ark"
     status, err = run_cli(capsys, "embed", "--model", folder, "--device", "cpu",
                           "--wav_scp", wav_scp, "--output", out)
     assert status == 1
-    assert "0 done, 2 skipped (2 missing_file)" in err
+    assert "0 done, 2 skipped (2 not_audio)" in err
     assert "every entry of" in err and "was not written" in err
     assert not out.exists()
 
 
-def test_embed_wav_scp_over_the_fail_fraction_exits_1_unless_allowed(folder, tmp_path, capsys):
+def test_a_list_of_missing_files_fails_before_the_model_loads(folder, experiment, tmp_path,
+                                                              capsys, no_model_load):
     wav_scp = tmp_path / "wav.scp"
-    wav_scp.write_text(f"ok {mini_speech(1)[0]}\na {tmp_path}/gone_a.wav\n"
-                       f"b {tmp_path}/gone_b.wav\n")
+    wav_scp.write_text(f"a {tmp_path}/gone_a.wav\nb {tmp_path}/gone_b.wav\n")
+    for command in (["embed", "--output", tmp_path / "x.ark"],
+                    ["diarize", "--output", tmp_path / "x.rttm"]):
+        status, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
+        assert status == 1
+        assert f"every one of the files of {wav_scp} do not exist (the first: " \
+               f"{tmp_path}/gone_a.wav); nothing was computed" in err
+    data_list = raw_list(tmp_path / "raw.list", [("ok", mini_speech(1)[0])] +
+                         [(f"g{i}", tmp_path / f"g{i}.wav") for i in range(2)])
+    ark = tmp_path / "emb" / "xvector.ark"
+    assert run_main(extract_main, extract_argv(experiment, data_list, ark), prog="x") == 1
+    assert "2 of 3 (67%, more than --max_fail_fraction 0.5) of the files of" in \
+        capsys.readouterr().err
+    assert not ark.exists() and os.listdir(tmp_path / "emb") == []
+
+
+def test_embed_wav_scp_over_the_fail_fraction_exits_1_unless_allowed(folder, tmp_path, capsys):
+    a, b = not_audio(tmp_path, "a", "b")
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"ok {mini_speech(1)[0]}\na {a}\nb {b}\n")
     out = tmp_path / "xvector.ark"
     common = ["embed", "--model", folder, "--device", "cpu", "--wav_scp", wav_scp,
               "--output", out]
@@ -106,24 +137,25 @@ def test_embed_wav_scp_over_the_fail_fraction_exits_1_unless_allowed(folder, tmp
     assert status == 0 and "1 done, 2 skipped" in err and out.exists()
 
 
-def test_diarize_wav_scp_of_missing_files_exits_1(folder, tmp_path, capsys):
+def test_diarize_wav_scp_whose_every_entry_fails_exits_1(folder, tmp_path, capsys):
+    a, b = not_audio(tmp_path, "a", "b")
     wav_scp = tmp_path / "wav.scp"
-    wav_scp.write_text(f"a {tmp_path}/gone_a.wav\nb {tmp_path}/gone_b.wav\n")
+    wav_scp.write_text(f"a {a}\nb {b}\n")
     rttm = tmp_path / "sys.rttm"
     status, err = run_cli(capsys, "diarize", "--model", folder, "--device", "cpu",
                           "--vad", "energy", "--wav_scp", wav_scp, "--output", rttm)
-    assert status == 1 and "0 done, 2 skipped (2 missing_file)" in err
+    assert status == 1 and "0 done, 2 skipped (2 not_audio)" in err
     assert not rttm.exists()
 
 
 def test_extract_over_the_fail_fraction_exits_1_with_its_summary(experiment, tmp_path, capsys):
-    data_list = raw_list(tmp_path / "raw.list",
-                         [("ok", mini_speech(1)[0])] + [(f"g{i}", tmp_path / f"g{i}.wav")
-                                                        for i in range(2)])
+    bad = not_audio(tmp_path, "g0", "g1")
+    data_list = raw_list(tmp_path / "raw.list", [("ok", mini_speech(1)[0]), ("g0", bad[0]),
+                                                 ("g1", bad[1])])
     ark = tmp_path / "emb" / "xvector.ark"
     assert run_main(extract_main, extract_argv(experiment, data_list, ark), prog="x") == 1
     err = capsys.readouterr().err
-    assert "2 of 3 entries" in err and "1 done, 2 skipped (2 missing_file)" in err
+    assert "2 of 3 entries" in err and "1 done, 2 skipped (2 not_audio)" in err
     assert not ark.exists()
     # the one embedding made waits for a rerun that accepts the skips
     argv = extract_argv(experiment, data_list, ark, "--max_fail_fraction", "1")

@@ -89,12 +89,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def _check_before_compute(audio: Sequence[Optional[str]] = (),
                           inputs: Sequence[Optional[str]] = (),
                           wav_scp: Optional[str] = None,
-                          outputs: Sequence[Optional[str]] = ()) -> None:
+                          outputs: Sequence[Optional[str]] = (),
+                          max_fail_fraction: float = 1.0) -> None:
     """Everything that can fail before the (slow) model load and the compute, checked first.
 
     Audio files and other input files exist and are not empty; a ``wav_scp`` is
-    read whole (a malformed line, or a key given twice, names its lines); every
-    output's folder is writable. None entries are passed over.
+    read whole (a malformed line, or a key given twice, names its lines) and its
+    files that do not exist must not fail the run by themselves
+    (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`); every output's
+    folder is writable. None entries are passed over.
     """
     from wespeaker_py.errors import AudioInputError
     from wespeaker_py.utils.file_utils import (read_wav_scp, require_input_file,
@@ -107,7 +110,11 @@ def _check_before_compute(audio: Sequence[Optional[str]] = (),
     for path in filter(None, inputs):
         require_input_file(path)
     if wav_scp is not None:
-        read_wav_scp(wav_scp)
+        from wespeaker_py.audio import is_pipe
+        from wespeaker_py.utils.list_jobs import check_missing_inputs
+        table = read_wav_scp(wav_scp)
+        missing = [wav for wav in table.values() if not is_pipe(wav) and not os.path.exists(wav)]
+        check_missing_inputs(wav_scp, len(table), missing, max_fail_fraction)
     for path in filter(None, outputs):
         require_writable(path)
 
@@ -139,7 +146,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
                            "(its .scp is written beside it)")
-    _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output])
+    _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
+                          max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
     if args.audio is not None:
         vector = model.embed(args.audio)
@@ -229,7 +237,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization.clustering import check_cluster_options
     check_cluster_options(args.cluster_method, args.num_speakers, args.min_speakers,
                           args.max_speakers)
-    _check_before_compute(audio=[args.audio], wav_scp=wav_scp, outputs=[args.output])
+    _check_before_compute(audio=[args.audio], wav_scp=wav_scp, outputs=[args.output],
+                          max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,

@@ -212,12 +212,12 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     """
     _check_not_distributed()
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
-                          chunk=chunk_identity(chunk_frames, chunk_seed))
-    work.job_lists()  # refuses an empty list before any model loads
+                          chunk=chunk_identity(chunk_frames, chunk_seed),
+                          max_fail_fraction=max_fail_fraction)
     summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                            batch_size, num_workers, device, buffer_mb, progress_position,
                            progress_desc, chunk_frames, chunk_seed)
-    summary.extracted = work.finish(1, summary.skipped, max_fail_fraction)
+    summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

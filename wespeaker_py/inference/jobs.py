@@ -162,7 +162,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     :func:`~wespeaker_py.utils.threads.threads_per_job`).
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
-                          chunk=chunk_identity(chunk_frames, chunk_seed))
+                          chunk=chunk_identity(chunk_frames, chunk_seed),
+                          max_fail_fraction=max_fail_fraction)
     job_lists = work.job_lists()
     devices = job_devices(len(job_lists), gpus)
     threads = num_threads or threads_per_job(len(job_lists))
@@ -189,6 +190,6 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         raise
     finally:
         _stop(processes)
-    summary.extracted = work.finish(len(job_lists), summary.skipped, max_fail_fraction)
+    summary.extracted = work.finish(len(job_lists), summary.skipped)
     logger.info("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())
     return summary

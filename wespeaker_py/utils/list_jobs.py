@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from wespeaker_py.errors import RunFailedError
 
@@ -87,3 +87,20 @@ class JobTally:
                 f"({100 * fraction:.0f}%, more than {FAIL_FRACTION_FLAG} {max_fail_fraction:g}; "
                 f"{self.describe()}); {outcome}. Fix the inputs, or pass "
                 f"{FAIL_FRACTION_FLAG} 1 to keep what was done")
+
+
+def check_missing_inputs(source: str, total: int, missing: Sequence[str],
+                         max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION) -> None:
+    """Before any model loads: fail now when the files of ``source`` that do not exist
+    (``missing``, of ``total`` entries) would alone fail the run by :meth:`JobTally.check`.
+
+    Those entries would only be skipped after the model had loaded and the rest
+    had been computed; this says so at once (exit status 1), naming the first.
+    """
+    if not missing or (len(missing) < total and len(missing) / total <= max_fail_fraction):
+        return
+    share = "every one" if len(missing) == total else \
+        f"{len(missing)} of {total} ({100 * len(missing) / total:.0f}%, more than " \
+        f"{FAIL_FRACTION_FLAG} {max_fail_fraction:g})"
+    raise RunFailedError(f"{share} of the files of {source} do not exist (the first: "
+                         f"{missing[0]}); nothing was computed")
