@@ -99,8 +99,11 @@ def check_missing_inputs(source: str, total: int, missing: Sequence[str],
     """
     if not missing or (len(missing) < total and len(missing) / total <= max_fail_fraction):
         return
-    share = "every one" if len(missing) == total else \
-        f"{len(missing)} of {total} ({100 * len(missing) / total:.0f}%, more than " \
-        f"{FAIL_FRACTION_FLAG} {max_fail_fraction:g})"
-    raise RunFailedError(f"{share} of the files of {source} do not exist (the first: "
-                         f"{missing[0]}); nothing was computed")
+    if len(missing) == total:
+        raise RunFailedError(f"none of the {total} files of {source} exists (the first: "
+                             f"{missing[0]}); nothing was computed")
+    raise RunFailedError(
+        f"{len(missing)} of the {total} files of {source} do not exist "
+        f"({100 * len(missing) / total:.0f}%, more than {FAIL_FRACTION_FLAG} "
+        f"{max_fail_fraction:g}; the first: {missing[0]}); nothing was computed. Fix the "
+        f"list, or pass {FAIL_FRACTION_FLAG} 1 to embed the others")
