@@ -6,8 +6,9 @@ half the cores this process may run on, at most :data:`MAX_DEFAULT_THREADS`, at
 least 1, shared among ``--nj`` jobs. Torch's own default takes every core, and
 its threads wait for each other at every operation: on a machine where another
 program keeps one core busy, all of them wait for the one that gets no turn
-(bench/results_threads.md measures it). Leaving half the cores free avoids that
-on a shared machine, and beyond 4 threads a batch of utterances gains little.
+(bench/results_threads.md: 2.5x slower on the shared 2-core machine). Leaving
+half the cores to others avoids that on a shared machine, and the cap keeps a
+large one shared too; ``--num_threads`` takes more on a machine of one's own.
 Importing this module is cheap (no torch).
 """
 from __future__ import annotations
