@@ -227,13 +227,16 @@ def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
 
 def test_a_failing_job_fails_the_run_naming_the_cause_and_writes_no_output(experiment,
                                                                             tmp_path):
-    data_list = tmp_path / "broken.list"
-    data_list.write_text('{"key": "b", "wav"\n')  # one line: one job process
+    (tmp_path / "b.wav").write_bytes(b"never read")
+    data_list = tmp_path / "one.list"
+    data_list.write_text(json.dumps({"key": "b", "wav": str(tmp_path / "b.wav")}) + "\n")
     ark = tmp_path / "out" / "xvector.ark"
-    with pytest.raises(RuntimeError, match=r"job 0 .*DataFormatError.*split_000.list:1"):
+    # a valid list of one line, one job (a malformed list fails before any job starts); the
+    # job fails on a chunk of one frame, too short for the model
+    with pytest.raises(RuntimeError, match=r"job 0 .*split_000.list.*ValueError.*num_frms"):
         extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
                                     str(data_list), str(ark), num_jobs=2, gpus=[],
-                                    num_workers=0)
+                                    num_workers=0, chunk_frames=1)
     # only the hidden work folder, kept for the next run of the same command
     assert os.listdir(tmp_path / "out") == [".extract_jobs.xvector.ark"]
 

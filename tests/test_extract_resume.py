@@ -99,8 +99,8 @@ def test_empty_list_and_all_skipped_write_nothing(setup, tmp_path):
     gone = tmp_path / "gone.list"
     gone.write_text("".join(json.dumps({"key": f"g{i}", "wav": f"/nowhere/{i}.wav"}) + "\n"
                             for i in range(2)))
-    with pytest.raises(RunFailedError, match=r"no embedding extracted from .*gone.list "
-                                             r"\(2 utterances skipped \(2 missing_file\)\)"):
+    with pytest.raises(RunFailedError, match=r"none of the 2 files of .*gone.list exists "
+                                             r"\(the first: /nowhere/0.wav\)"):
         _extract(setup, ark, str(gone))
     assert os.listdir(tmp_path / "out") == []
 

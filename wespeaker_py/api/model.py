@@ -10,6 +10,7 @@ naming the input.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -24,6 +25,7 @@ from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -65,10 +67,12 @@ class Verification:
 
 @dataclass
 class EmbeddingResults:
-    """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, and skipped keys."""
+    """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, skipped keys (with
+    why), and the skips counted by reason (``missing_file``, ``too_short_for_model``, ...)."""
 
     embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)
+    reasons: Counter = field(default_factory=Counter)
 
 
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
@@ -203,6 +207,7 @@ class SpeakerModel:
         for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress):
             if outcome.embedding is None:
                 results.skipped[outcome.key] = outcome.detail
+                results.reasons[outcome.skip] += 1
             else:
                 results.embeddings[outcome.key] = outcome.embedding
         order = {key: index for index, (key, _) in enumerate(pairs)}
@@ -393,17 +398,21 @@ class SpeakerModel:
     def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
                      min_speakers: int = 1, max_speakers: int = 10, vad: str = "silero",
                      cluster_method: str = "spectral", batch_size: int = 32,
-                     progress: bool = True):
+                     progress: bool = True,
+                     max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
         """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
 
         The settings are those of :meth:`diarize`, for every recording. A
         recording that cannot be read is skipped; one without speech gets no
         turns. Returns the run's summary (diarized, silent and failed
-        recordings; ``describe()`` says it in one line).
+        recordings; ``describe()`` says it in one line). Nothing diarized, or more
+        than ``max_fail_fraction`` failed, raises
+        :class:`~wespeaker_py.errors.RunFailedError` and writes nothing.
         """
         from wespeaker_py.diarization import diarize_wav_scp
         return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size), wav_scp,
-                               output_rttm, show_progress=progress, num_speakers=num_speakers,
+                               output_rttm, show_progress=progress,
+                               max_fail_fraction=max_fail_fraction, num_speakers=num_speakers,
                                min_speakers=min_speakers, max_speakers=max_speakers)
 
     # -- about -------------------------------------------------------------------------------

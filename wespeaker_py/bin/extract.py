@@ -21,8 +21,12 @@ writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
 set (mean_vec.npy), both beside the ark.
 
 Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
-beside it; after a kill, the same command continues from them. An empty list, or
-a run in which every utterance was skipped, exits non-zero and writes nothing.
+beside it; after a kill, the same command continues from them. An empty list, a
+list with a key given twice, an output folder that cannot be written, or a run in
+which every utterance, or more than --max_fail_fraction of them, was skipped, exits
+non-zero and writes nothing; the run ends with "N done, M skipped (reasons)".
+Each job computes with --num_threads threads (default: half the cores, at most 4,
+shared among the --nj jobs; $OMP_NUM_THREADS when set).
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import (add_bool_flag, add_fail_fraction_flag, add_flag, bin_parser,
+                                     run_main)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -82,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
              help="also write per-speaker mean embeddings spk_xvector.ark/scp")
     add_bool_flag(parser, "mean_vec", default=False,
                   help="also write the set's mean embedding mean_vec.npy")
+    add_fail_fraction_flag(parser)
     # WeSpeaker's tools/extract_embedding.sh passes these; augmentation at
     # extraction time is not supported, so only aug_prob 0 is accepted.
     add_flag(parser, "reverb_data", default=None, help="accepted for compatibility")
@@ -117,7 +123,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     common = dict(config=config, model_path=args.model_path, data_type=args.data_type,
                   data_list=args.data_list, embed_ark=args.embed_ark,
                   batch_size=args.batch_size, num_workers=args.num_workers,
-                  buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed)
+                  buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
+                  max_fail_fraction=args.max_fail_fraction)
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

@@ -30,6 +30,8 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
+from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_threads
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "WESPEAKER_PY_DEBUG"
@@ -73,10 +75,47 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = Fa
     add_flag(parser, name, type=str2bool, nargs="?", const=True, default=default, help=help)
 
 
+def positive_int(text) -> int:
+    """An argparse ``type``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every command shares: ``--debug`` (:func:`run_main` consumes it)."""
+    """The flags every command shares: ``--debug`` and ``--num_threads`` (both applied by
+    :func:`run_main`, before the command runs)."""
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    add_flag(parser, "num_threads", type=positive_int, default=None, metavar="N",
+             help=f"CPU threads each process computes with (default: ${THREADS_ENV} if "
+                  f"set, else half the available cores, at most {MAX_DEFAULT_THREADS}, "
+                  f"shared among --nj jobs)")
+
+
+def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max_fail_fraction`` of a job over a list (see :mod:`wespeaker_py.utils.list_jobs`)."""
+    add_flag(parser, "max_fail_fraction", type=parse_fail_fraction,
+             default=DEFAULT_MAX_FAIL_FRACTION, metavar="F",
+             help=f"fail (exit 1, nothing written) when more than this fraction of the list "
+                  f"is skipped (default {DEFAULT_MAX_FAIL_FRACTION:g}; 1: only when nothing "
+                  f"was done)")
+
+
+def requested_threads(argv: Sequence[str]) -> Optional[int]:
+    """``--num_threads N`` of a command line (either spelling), or None when absent or
+    not a whole number >= 1 (the command's parser then reports it)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    add_flag(pre, "num_threads", default=None)
+    try:
+        known, _ = pre.parse_known_args(list(argv))
+        return positive_int(known.num_threads) if known.num_threads is not None else None
+    except (argparse.ArgumentError, argparse.ArgumentTypeError):
+        return None
 
 
 def bin_prog(module_file: str) -> str:
@@ -124,14 +163,16 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
 
     Use as ``sys.exit(run_main(main))``; ``main`` itself raises ordinary
     exceptions, so that it stays testable in process. A ``main`` returning a
-    non-integer (e.g. the files it wrote) counts as success.
+    non-integer (e.g. the files it wrote) counts as success. ``main`` runs with
+    the threads of ``--num_threads`` (:func:`~wespeaker_py.utils.threads.using_threads`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(args)
     args = [arg for arg in args if arg != DEBUG_FLAG]
     prog = prog or os.path.basename(sys.argv[0]) or "wespeaker_py"
     try:
-        status = main(args)
+        with using_threads(requested_threads(args)):
+            status = main(args)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -15,9 +15,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from wespeaker_py.cli.common import UsageError, add_common_flags, add_flag, run_main
+from wespeaker_py.cli.common import (UsageError, add_common_flags, add_fail_fraction_flag,
+                                     add_flag, run_main)
 
 PROG = "wespeaker-py"
 EXAMPLES = {
@@ -98,19 +99,45 @@ def _add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"use {what} made with another model (a warning, not an error)")
 
 
-def _require_files(*paths: str) -> None:
-    """Fail before the (slow) model load when an input file is missing."""
+def _check_before_compute(audio: Sequence[Optional[str]] = (),
+                          inputs: Sequence[Optional[str]] = (),
+                          wav_scp: Optional[str] = None,
+                          outputs: Sequence[Optional[str]] = (),
+                          max_fail_fraction: float = 1.0) -> None:
+    """Everything that can fail before the (slow) model load and the compute, checked first.
+
+    Audio files and other input files exist and are not empty; a ``wav_scp`` is
+    read whole (a malformed line, or a key given twice, names its lines) and its
+    files that do not exist must not fail the run by themselves
+    (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`); every output's
+    folder is writable. None entries are passed over.
+    """
     from wespeaker_py.errors import AudioInputError
-    for path in paths:
+    from wespeaker_py.utils.file_utils import (read_wav_scp, require_input_file,
+                                               require_writable)
+    for path in filter(None, audio):
         if not os.path.exists(path):
             raise AudioInputError(f"{path} does not exist")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise AudioInputError(f"{path} is empty")
+    for path in filter(None, inputs):
+        require_input_file(path)
+    if wav_scp is not None:
+        from wespeaker_py.audio import is_pipe
+        from wespeaker_py.utils.list_jobs import check_missing_inputs
+        table = read_wav_scp(wav_scp)
+        missing = [wav for wav in table.values() if not is_pipe(wav) and not os.path.exists(wav)]
+        check_missing_inputs(wav_scp, len(table), missing, max_fail_fraction)
+    for path in filter(None, outputs):
+        require_writable(path)
 
 
 def _load(args: argparse.Namespace):
     from wespeaker_py.api import load_model
+    from wespeaker_py.utils.threads import num_threads_in_use
     return load_model(args.model, device=args.device, config=args.config,
                       mean_vec=args.mean_vec, calibration=args.calibration,
-                      force=getattr(args, "force", False))
+                      force=getattr(args, "force", False), num_threads=num_threads_in_use())
 
 
 def _at_least_one(value: str) -> int:
@@ -161,7 +188,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
                            "(its .scp is written beside it)")
-    _require_files(*[path for path in (args.audio, args.wav_scp) if path])
+    _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
+                          max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
     if args.audio is not None:
         vector = model.embed(args.audio)
@@ -171,18 +199,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
             print(" ".join(f"{value:.6g}" for value in vector))
         return 0
     from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
+    from wespeaker_py.utils.list_jobs import JobTally
     results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
                                progress=sys.stderr.isatty())
+    tally = JobTally.of(len(results.embeddings), results.reasons)
+    print(tally.describe(), file=sys.stderr)
+    tally.check(args.wav_scp, args.max_fail_fraction, f"{args.output} was not written")
     with open_embedding_writer(args.output) as writer:
         for key, vector in results.embeddings.items():
             writer.write(key, vector)
     print(f"{len(results.embeddings)} embeddings in {args.output} and "
-          f"{scp_path_for(args.output)}; {len(results.skipped)} skipped", file=sys.stderr)
+          f"{scp_path_for(args.output)}", file=sys.stderr)
     return 0
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    _require_files(args.first, args.second)
+    _check_before_compute(audio=[args.first, args.second])
     print(f"{_load(args).similarity(args.first, args.second):.6f}")
     return 0
 
@@ -193,7 +225,7 @@ def _print_json(payload: Any) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
-    _require_files(args.first, args.second)
+    _check_before_compute(audio=[args.first, args.second])
     result = _load(args).verify(args.first, args.second, prior=args.prior,
                                 operating_point=args.operating_point, threshold=args.threshold)
     if args.json:
@@ -204,7 +236,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    _require_files(*args.audio)
+    _check_before_compute(audio=args.audio, outputs=[args.gallery])
     speakers = _existing_gallery(args.gallery)
     if speakers is not None:
         speakers.check_enrollment(args.name, args.replace, args.append)
@@ -216,7 +248,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    _require_files(args.audio, args.gallery)
+    _check_before_compute(audio=[args.audio], inputs=[args.gallery])
     _existing_gallery(args.gallery)
     ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
                                    force=args.force)
@@ -229,7 +261,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    _require_files(args.trials, args.wav_scp)
+    _check_before_compute(inputs=[args.trials], wav_scp=args.wav_scp, outputs=[args.output])
     model = _load(args)
     calibration = model.calibrate(args.trials, args.wav_scp, output=args.output,
                                   batch_size=args.batch_size, progress=sys.stderr.isatty())
@@ -253,14 +285,15 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization.clustering import check_cluster_options
     check_cluster_options(args.cluster_method, args.num_speakers, args.min_speakers,
                           args.max_speakers)
-    _require_files(wav_scp or args.audio)
+    _check_before_compute(audio=[args.audio], wav_scp=wav_scp, outputs=[args.output],
+                          max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,
                    cluster_method=args.cluster_method, batch_size=args.batch_size)
     if wav_scp is not None:
         summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
-                                     **options)
+                                     max_fail_fraction=args.max_fail_fraction, **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
         return 0
     from wespeaker_py.diarization import write_rttm
@@ -280,6 +313,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    _check_before_compute(outputs=[args.onnx])
     model = _load(args)
     if model.backend.kind != "torch":
         raise UsageError(f"export: {args.model} is already an ONNX model")
@@ -327,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "output", default=None,
              help="FILE.npy or FILE.txt for one file; FILE.ark for a wav.scp")
     add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch (wav.scp)")
+    add_fail_fraction_flag(sub)
 
     for name, handler, summary in (
             ("similarity", cmd_similarity, "cosine similarity of two recordings"),
@@ -387,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
              help="clustering: spectral (WeSpeaker's, default), nme-sc, umap-hdbscan "
                   "(the diar-umap extra) or agglomerative; checked before the model loads")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
+    add_fail_fraction_flag(sub)
 
     sub = command("export", cmd_export, "export the model to ONNX")
     sub.add_argument("--onnx", required=True,

@@ -17,16 +17,20 @@ the training device), so both paths take the same random draws.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, AudioCheckError, open_audio, read_whole
+from wespeaker_py.audio import INT16_SCALE, AudioCheckError, is_pipe, open_audio, read_whole
 from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import read_audio_list
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 BAD_AUGMENT_SOURCE = "bad_augmentation_source"
 # WeSpeaker's floor inside the dB computations (on the [-1, 1] scale).
@@ -111,6 +115,41 @@ def apply_plan(wav: np.ndarray, plan: AugmentPlan) -> np.ndarray:
         for noise, snr in zip(plan.noises, plan.snrs):
             mixed += scale_noise_to_snr(audio, noise / INT16_SCALE, snr)
     return peak_normalise(mixed) * np.float32(INT16_SCALE)
+
+
+class AugmentListError(WespeakerError):
+    """A noise or RIR list none of whose files can be read (training would not augment)."""
+
+
+def _unusable(wav: str) -> bool:
+    """A listed file that is missing or empty (a pipe command cannot be checked unrun)."""
+    if is_pipe(wav):
+        return False
+    try:
+        return os.path.getsize(wav) == 0
+    except OSError:
+        return True
+
+
+def check_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
+    """Read the ``what`` list (``noise`` or ``RIR``) at ``path`` and check its files exist.
+
+    Every file missing or empty is an :class:`AugmentListError` naming the list and
+    the count; some of them a warning with the count (those are skipped and
+    counted as ``bad_augmentation_source`` when drawn). Returns the entries.
+    """
+    entries = read_audio_list(path)
+    missing = [(key, wav) for key, wav in entries if _unusable(wav)]
+    if len(missing) == len(entries):
+        key, wav = missing[0]
+        raise AugmentListError(f"{path}: all {len(entries)} files of this {what} list are "
+                               f"missing or empty (the first: {key} {wav}); fix the paths, "
+                               f"or train without it")
+    if missing:
+        logger.warning("%s: %d of the %d files of this %s list are missing or empty (the "
+                       "first: %s); they are skipped when drawn", path, len(missing),
+                       len(entries), what, missing[0][1])
+    return entries
 
 
 class Augmenter:

@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset
 
 from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
-from wespeaker_py.dataset.lists import Utterance, read_raw_list, read_shard_list
+from wespeaker_py.dataset.lists import Utterance, read_data_list
 from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items, my_quota,
                                             worker_rng)
 from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_buffer,
@@ -83,10 +83,7 @@ class Dataset(IterableDataset):
         # keys to pass over unread (what a resumed extraction already has)
         self.exclude_keys = frozenset(exclude_keys or ())
         self.epoch = 0
-        if data_type == "raw":
-            self.items = read_raw_list(data_list_file, require_spk=not whole_utt)
-        else:
-            self.items = read_shard_list(data_list_file)
+        self.items = read_data_list(data_list_file, data_type, require_spk=not whole_utt)
         config = self.config
         self.settings = ChunkSettings(
             sample_rate=config.resample_rate, num_frms=config.num_frms,

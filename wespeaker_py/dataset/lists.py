@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
-                                           read_key_value)
+from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, atomic_open,
+                                           iter_table, read_key_value)
 
 Segments = Tuple[Tuple[float, float], ...]
 
@@ -85,24 +85,9 @@ def parse_raw_line(path: str, line_no: int, text: str, require_spk: bool = True)
     return Utterance(key=obj["key"], spk=spk, wav=obj["wav"], vad=vad)
 
 
-class _UniqueKeys:
-    """Remembers the line of each key of a list so that a repeat names both lines."""
-
-    def __init__(self, path: str, what: str):
-        self.path = path
-        self.what = what
-        self.first_line: Dict[str, int] = {}
-
-    def claim(self, key: str, line_no: int) -> None:
-        first = self.first_line.setdefault(key, line_no)
-        if first != line_no:
-            raise DataFormatError(self.path, line_no,
-                                  f"duplicate {self.what} {key!r}, already on line {first}")
-
-
 def read_raw_list(path: str, require_spk: bool = True) -> List[Utterance]:
     """Read and validate every line of a ``raw.list``; a repeated key is an error."""
-    keys = _UniqueKeys(path, "key")
+    keys = UniqueKeys(path, "key")
     utterances = []
     for line_no, text in read_list_file(path):
         utt = parse_raw_line(path, line_no, text, require_spk)
@@ -116,10 +101,22 @@ def read_shard_list(path: str) -> List[str]:
 
     A shard listed twice is an error (its utterances would be read twice).
     """
-    shards = _UniqueKeys(path, "shard")
+    shards = UniqueKeys(path, "shard")
     for line_no, text in read_list_file(path):
         shards.claim(text, line_no)
     return list(shards.first_line)
+
+
+def read_data_list(path: str, data_type: str, require_spk: bool = True) -> List:
+    """The entries of a ``raw`` list (:class:`Utterance` each) or a ``shard`` list (locations).
+
+    The whole list is validated, so a bad line or a repeated key fails before any work.
+    """
+    if data_type == "raw":
+        return read_raw_list(path, require_spk)
+    if data_type == "shard":
+        return read_shard_list(path)
+    raise ValueError(f"data_type must be 'raw' or 'shard', got {data_type!r}")
 
 
 def spk2id_from_utt2spk(utt2spk_path: str) -> Dict[str, int]:

@@ -9,6 +9,7 @@ model's rate, the shared checks) and returns the speaker turns, and
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -23,10 +24,13 @@ from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, RegionRules, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.file_utils import read_wav_scp
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
+
+UNREADABLE = "unreadable_audio"  # a failure without a named audio check (as embed_stream says)
 
 # windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
 # one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
@@ -173,9 +177,14 @@ class BatchSummary:
     diarized: int = 0
     silent: List[str] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)
+    reasons: Counter = field(default_factory=Counter)  # the failures counted by reason
+
+    def tally(self) -> JobTally:
+        """The run as a list job: recordings diarized, and the failed ones by reason."""
+        return JobTally.of(self.diarized, self.reasons)
 
     def describe(self) -> str:
-        text = f"{self.diarized} recordings diarized"
+        text = f"{self.tally().describe()}: {self.diarized} recordings diarized"
         if self.silent:
             text += f", {len(self.silent)} without speech (no turns): {', '.join(self.silent)}"
         if self.failed:
@@ -185,14 +194,19 @@ class BatchSummary:
 
 
 def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
-                    show_progress: bool = True, **kwargs) -> BatchSummary:
+                    show_progress: bool = True,
+                    max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                    **kwargs) -> BatchSummary:
     """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
 
-    A malformed ``wav.scp`` line is an error naming it, raised before any work.
-    A recording that cannot be read is logged, counted and skipped; one without
-    speech gets no turns; both are listed in the returned summary.
+    A malformed ``wav.scp`` line, or a key given twice, is an error naming its
+    lines, raised before any work. A recording that cannot be read is logged,
+    counted and skipped; one without speech gets no turns; both are listed in
+    the returned summary. Nothing diarized, or more than ``max_fail_fraction``
+    of the recordings failed, is a :class:`~wespeaker_py.errors.RunFailedError`
+    (:mod:`wespeaker_py.utils.list_jobs`) and no RTTM is written.
     """
-    recordings = read_key_value(wav_scp)
+    recordings = read_wav_scp(wav_scp)
     summary = BatchSummary()
     turns: Dict[str, List[Turn]] = {}
     for key, path in tqdm(recordings.items(), desc="diarize", unit="rec",
@@ -202,12 +216,14 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             summary.failed[key] = str(err)
+            summary.reasons[getattr(err, "reason", UNREADABLE)] += 1
             continue
         if not result.turns:
             logger.warning("%s: no speech found, no turns written", key)
             summary.silent.append(key)
         summary.diarized += 1
         turns[key] = result.turns
+    summary.tally().check(wav_scp, max_fail_fraction, f"{output_rttm} was not written")
     write_rttm(output_rttm, turns)
     logger.info("%s -> %s", summary.describe(), output_rttm)
     return summary

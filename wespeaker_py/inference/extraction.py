@@ -31,6 +31,7 @@ from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
 from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -62,14 +63,11 @@ class ExtractionSummary:
         self.skipped.update(other.skipped)
         self.resumed += other.resumed
 
-    def describe_skips(self) -> str:
-        """``N utterances skipped (n reason, ...)``."""
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
-        return f"{self.num_skipped} utterances skipped" + (f" ({reasons})" if reasons else "")
-
     def describe(self) -> str:
+        """The list job's line (:class:`~wespeaker_py.utils.list_jobs.JobTally`):
+        ``N done (R from an earlier run), M skipped (n reason, ...)``."""
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
-        return f"{self.extracted} embeddings extracted{resumed}, {self.describe_skips()}"
+        return JobTally.of(self.extracted, self.skipped).describe(resumed)
 
 
 def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]],
@@ -195,7 +193,9 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        num_workers: int = 1, device: Optional[str] = None,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
                        progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
-                       chunk_seed: int = 42) -> ExtractionSummary:
+                       chunk_seed: int = 42,
+                       max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION
+                       ) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -205,18 +205,19 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     (:class:`~wespeaker_py.inference.workdir.ExtractionWork`), so that running
     the same command again after a kill continues where it stopped. Skips are
     counted by reason; an empty list is a :class:`DataFormatError`, a run that
-    extracts nothing a :class:`RunFailedError` (and no ark/scp is written).
+    extracts nothing, or skips more than ``max_fail_fraction`` of the list, a
+    :class:`RunFailedError` (and no ark/scp is written).
     With ``chunk_frames`` every utterance is embedded from one random chunk of
     that many frames, drawn from ``chunk_seed`` and its key.
     """
     _check_not_distributed()
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
-                          chunk=chunk_identity(chunk_frames, chunk_seed))
-    work.job_lists()  # refuses an empty list before any model loads
+                          chunk=chunk_identity(chunk_frames, chunk_seed),
+                          max_fail_fraction=max_fail_fraction)
     summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                            batch_size, num_workers, device, buffer_mb, progress_position,
                            progress_desc, chunk_frames, chunk_seed)
-    summary.extracted = work.finish(1, summary.describe_skips())
+    summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

@@ -26,6 +26,8 @@ import torch
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
                                                chunk_identity, extract_part)
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
+from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
@@ -144,20 +146,27 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                                 num_workers: int = 1,
                                 buffer_mb: int = DEFAULT_BUFFER_MB,
                                 chunk_frames: Optional[int] = None,
-                                chunk_seed: int = 42) -> ExtractionSummary:
+                                chunk_seed: int = 42,
+                                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                                num_threads: Optional[int] = None) -> ExtractionSummary:
     """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
     none: CPU, with the cores shared among the jobs). A failed job fails the
     whole run and leaves no output, but its finished embeddings stay for the
     next run of the same command. A chunk depends only on ``chunk_seed`` and the
-    utterance, so the jobs give the chunks one job would.
+    utterance, so the jobs give the chunks one job would. More than
+    ``max_fail_fraction`` of the list skipped fails the run as in
+    :func:`~wespeaker_py.inference.extraction.extract_embeddings`. Each job
+    computes with ``num_threads`` threads (default:
+    :func:`~wespeaker_py.utils.threads.threads_per_job`).
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
-                          chunk=chunk_identity(chunk_frames, chunk_seed))
+                          chunk=chunk_identity(chunk_frames, chunk_seed),
+                          max_fail_fraction=max_fail_fraction)
     job_lists = work.job_lists()
     devices = job_devices(len(job_lists), gpus)
-    threads = max(1, (os.cpu_count() or 1) // len(job_lists))
+    threads = num_threads or threads_per_job(len(job_lists))
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     results = context.Queue()
     processes = []
@@ -181,6 +190,6 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         raise
     finally:
         _stop(processes)
-    summary.extracted = work.finish(len(job_lists), summary.describe_skips())
+    summary.extracted = work.finish(len(job_lists), summary.skipped)
     logger.info("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())
     return summary

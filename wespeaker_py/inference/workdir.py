@@ -15,12 +15,15 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
+from wespeaker_py.audio import is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
-from wespeaker_py.dataset.lists import read_list_file
+from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import scp_path_for
-from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, require_input_file,
+                                           require_writable)
+from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
+                                          check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -68,12 +71,23 @@ def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
 
 
 class ExtractionWork:
-    """The work folder of one output ark: manifest, job lists and part arks."""
+    """The work folder of one output ark: manifest, job lists and part arks.
+
+    Made before any model loads; it checks what can be checked then: the model
+    file exists and is not empty, the output folder is writable, and the list is
+    read whole (:meth:`_check_list`).
+    """
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
-                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None):
+                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
+                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+        require_input_file(model_path, "model")
+        require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
         self.data_list = data_list
+        self.data_type = data_type
+        self.max_fail_fraction = max_fail_fraction
+        self._check_list()
         self.num_jobs = num_jobs
         self.path = work_dir_for(embed_ark)
         manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
@@ -94,6 +108,19 @@ class ExtractionWork:
             with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
                 json.dump(manifest, handle, indent=1)
 
+    def _check_list(self) -> None:
+        """Read the whole list before any work: a bad line, or a key given twice, names its
+        lines (no job meets it after the model loaded, nor the merge after every embedding
+        was made); the files of a raw list that do not exist must not fail the run by
+        themselves (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`)."""
+        entries = read_data_list(self.data_list, self.data_type, require_spk=False)
+        if not entries:
+            raise DataFormatError(self.data_list, None, "the data list is empty")
+        if self.data_type == "raw":
+            missing = [utt.wav for utt in entries
+                       if not is_pipe(utt.wav) and not os.path.exists(utt.wav)]
+            check_missing_inputs(self.data_list, len(entries), missing, self.max_fail_fraction)
+
     @staticmethod
     def _read_manifest(path: str) -> Optional[Dict[str, Any]]:
         try:
@@ -105,8 +132,6 @@ class ExtractionWork:
     def job_lists(self) -> List[str]:
         """The list of each job: the data list itself for one job, else its splits."""
         if self.num_jobs == 1:
-            if not read_list_file(self.data_list):
-                raise DataFormatError(self.data_list, None, "the data list is empty")
             return [self.data_list]
         existing = sorted(name for name in os.listdir(self.path)
                           if name.startswith("split_") and name.endswith(".list"))
@@ -125,19 +150,22 @@ class ExtractionWork:
             return []
         return recover_part(part)
 
-    def finish(self, num_parts: int, what: str) -> int:
+    def finish(self, num_parts: int, skipped: Dict[str, int]) -> int:
         """Merge the parts into the output (atomically), remove the folder; return the count.
 
-        With no embedding at all nothing is written and :class:`RunFailedError` says so
-        (``what`` describes what was skipped).
+        ``skipped`` counts this run's skips by reason. When the list job failed
+        (:meth:`~wespeaker_py.utils.list_jobs.JobTally.check`: nothing embedded, or
+        more than the work's ``max_fail_fraction`` skipped) nothing is written and
+        :class:`~wespeaker_py.errors.RunFailedError` says why; the finished
+        embeddings stay for a rerun (with a larger ``max_fail_fraction``).
         """
         parts = [self.part_ark(job) for job in range(num_parts)
                  if os.path.exists(scp_path_for(self.part_ark(job)))]
         total = sum(len(self.done_keys(job)) for job in range(num_parts))
         if total == 0:
             shutil.rmtree(self.path, ignore_errors=True)
-            raise RunFailedError(f"no embedding extracted from {self.data_list} ({what}); "
-                                 f"{self.embed_ark} was not written")
+        JobTally.of(total, skipped).check(self.data_list, self.max_fail_fraction,
+                                          f"{self.embed_ark} was not written")
         count = merge_embedding_arks(parts, self.embed_ark)
         shutil.rmtree(self.path, ignore_errors=True)
         return count

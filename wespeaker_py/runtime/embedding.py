@@ -23,7 +23,7 @@ from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.batching import LengthBuckets
 
 # skip reasons (the extraction summary counts them under these names)
-UNREADABLE = "unreadable_audio"
+UNREADABLE = "unreadable_audio"  # audio refused without a named reason
 TOO_SHORT = "too_short_for_model"
 NON_FINITE = "non_finite_embedding"
 # features waiting for a batch of their length, by default
@@ -91,7 +91,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                 try:
                     audio = read(audio)
                 except AudioInputError as error:
-                    yield Outcome(key, None, UNREADABLE, str(error))
+                    # the audio check's own reason (missing_file, ...) where it has one
+                    yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
                     continue
             prepared = backend.prepare(audio)
             if backend.is_too_short(prepared):

@@ -19,6 +19,7 @@ import torch.nn as nn
 from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, MarginUpdate,
                                  ModelConfig, SchedulerArgs, TrainConfig)
 from wespeaker_py.dataset import spk2id_from_utt2spk
+from wespeaker_py.dataset.augment import check_augment_list
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend
@@ -149,6 +150,11 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     dataset_args = dataclasses.replace(config.dataset_args,
                                        speed_perturb=config.dataset_args.speed_perturb
                                        and not config.do_lm)
+    if dataset_args.aug_prob > 0:
+        # a list whose every file is missing would train unaugmented, without a word
+        for path, what in ((config.reverb_data, "RIR"), (config.noise_data, "noise")):
+            if path:
+                check_augment_list(path, what)
     spk2id = spk2id_from_utt2spk(config.train_label)
     num_utterances = len(read_key_value(config.train_label))
     start = read_start_weights(config.model_init, config.checkpoint)

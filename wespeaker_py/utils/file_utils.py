@@ -56,13 +56,30 @@ def iter_table(path: str, min_fields: int = 1,
             yield line_no, fields
 
 
+class UniqueKeys:
+    """Remembers the line of each key of a list, so that a repeat names both lines."""
+
+    def __init__(self, path: str, what: str = "key"):
+        self.path = path
+        self.what = what
+        self.first_line: Dict[str, int] = {}
+
+    def claim(self, key: str, line_no: int) -> None:
+        """Record ``key`` at ``line_no``; a key seen on another line is a :class:`DataFormatError`."""
+        first = self.first_line.setdefault(key, line_no)
+        if first != line_no:
+            raise DataFormatError(self.path, line_no,
+                                  f"duplicate {self.what} {key!r}, already on line {first}")
+
+
 def read_key_value(path: str, allow_spaces_in_value: bool = True) -> Dict[str, str]:
     """Read a Kaldi two-column table (``wav.scp``, ``utt2spk``, ...) into a dict.
 
     With ``allow_spaces_in_value`` the value is the rest of the line (as in a
-    ``wav.scp`` holding a pipe command). A repeated key is an error.
+    ``wav.scp`` holding a pipe command). A repeated key is an error naming both lines.
     """
     table: Dict[str, str] = {}
+    keys = UniqueKeys(path)
     with open(path, "r", encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             line = line.strip()
@@ -72,9 +89,21 @@ def read_key_value(path: str, allow_spaces_in_value: bool = True) -> Dict[str, s
             if len(parts) != 2:
                 raise DataFormatError(path, line_no, f"expected '<key> <value>', got {line!r}")
             key, value = parts
-            if key in table:
-                raise DataFormatError(path, line_no, f"duplicate key {key!r}")
+            keys.claim(key, line_no)
             table[key] = value
+    return table
+
+
+def read_wav_scp(path: str) -> Dict[str, str]:
+    """Read a Kaldi ``wav.scp`` (``key path-or-pipe`` a line), checked whole before any work.
+
+    The file must exist and hold at least one entry; a malformed line, or a key
+    given twice (both lines named), is a :class:`DataFormatError`.
+    """
+    require_input_file(path, "wav.scp")
+    table = read_key_value(path)
+    if not table:
+        raise DataFormatError(path, None, "the list is empty")
     return table
 
 
@@ -82,6 +111,42 @@ def read_lines(path: str) -> List[str]:
     """Return the non-blank, stripped lines of a text file."""
     with open(path, "r", encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip()]
+
+
+class InputFileError(WespeakerError, OSError):
+    """An input file named on the command line is missing, a folder, or empty."""
+
+
+def require_input_file(path: str, what: str = "") -> None:
+    """Fail now, before any model loads, unless ``path`` is an existing, non-empty file.
+
+    ``what`` (e.g. ``"wav.scp"``) starts the message when given.
+    """
+    name = f"{what} {path}" if what else str(path)
+    if not os.path.exists(path):
+        raise InputFileError(f"{name} does not exist")
+    if os.path.isdir(path):
+        raise InputFileError(f"{name} is a folder, not a file")
+    if os.path.getsize(path) == 0:
+        raise InputFileError(f"{name} is empty")
+
+
+class OutputNotWritableError(WespeakerError, OSError):
+    """An output cannot be written where it was asked for (found before any work)."""
+
+
+def require_writable(path: str) -> None:
+    """Fail now, before any work, when the file ``path`` could not be written.
+
+    Its folder is created if missing, and a temporary file is created in it and
+    removed: the real test, which also holds for root and for read-only mounts.
+    """
+    try:
+        os.remove(_new_temp_file(path))
+    except OSError as error:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
+                                     f"(in {folder})") from None
 
 
 class DiskFullError(OSError, RunFailedError):
