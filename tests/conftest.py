@@ -1,4 +1,5 @@
 """Shared pytest fixtures and markers."""
+import logging
 import os
 
 import pytest
@@ -19,6 +20,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "shared_data" in item.keywords and not os.path.isdir(SHARED_DATA):
             item.add_marker(skip_shared)
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """Commands run in-process configure the root logger on the stream pytest captures for
+    that test; restore it so that later tests do not log into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -248,8 +248,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    _existing_gallery(args.gallery)  # a broken gallery: its own message, before all else
     _check_before_compute(audio=[args.audio], inputs=[args.gallery])
-    _existing_gallery(args.gallery)
     ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
                                    force=args.force)
     if args.json:
