@@ -6,7 +6,7 @@
     flock -x /tmp/wsp_cpu.lock python bench/bench_long_audio.py quality --work /tmp/wsp_long \
         [--minutes 5,10]
 
-``make`` writes, under ``--work`` (never inside the repository): ``long.wav``, real
+``make`` writes, under ``--work`` (never inside the repository): ``long.wav`` (``--name``), real
 speech made by tiling the mini corpus's utterances (examples/mini/data/librispeech_tc100)
 end to end up to ``--minutes``; ``ecapa/``, the mini recipe's model folder
 (examples/mini/conf/ecapa_tdnn.yaml: ECAPA_TDNN_c512, random weights, as time and memory
@@ -78,17 +78,17 @@ def write_model_folder(folder: str, name: str, checkpoint: str = "") -> None:
 
 def cmd_make(args: argparse.Namespace) -> None:
     os.makedirs(args.work, exist_ok=True)
-    sf.write(os.path.join(args.work, "long.wav"), speech(args.minutes * 60), RATE,
+    sf.write(os.path.join(args.work, args.name), speech(args.minutes * 60), RATE,
              subtype="PCM_16")
     for name in CONFIGS:
         write_model_folder(os.path.join(args.work, name), name)
-    print(f"wrote {args.work}/long.wav ({args.minutes} min) and model folders "
+    print(f"wrote {args.work}/{args.name} ({args.minutes} min) and model folders "
           f"{', '.join(CONFIGS)}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(args.tree))
-    wav = os.path.join(args.work, "long.wav")
+    wav = os.path.join(args.work, args.name)
     minutes = sf.info(wav).duration / 60
     for name in args.models.split(","):
         load = open("/proc/loadavg").read().split()[:3]
@@ -140,10 +140,12 @@ def main() -> None:
     make = sub.add_parser("make")
     make.add_argument("--work", required=True)
     make.add_argument("--minutes", type=float, default=60)
+    make.add_argument("--name", default="long.wav")
     run = sub.add_parser("run")
     run.add_argument("--work", required=True)
     run.add_argument("--tree", default=REPO)
     run.add_argument("--models", default="ecapa,resnet34")
+    run.add_argument("--name", default="long.wav", help="the wav under --work to embed")
     quality = sub.add_parser("quality")
     quality.add_argument("--work", required=True)
     quality.add_argument("--minutes", default="5,10")

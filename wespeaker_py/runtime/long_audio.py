@@ -35,9 +35,11 @@ import torch.nn as nn
 from wespeaker_py.models.pooling import MOMENT_POOLINGS, pool_from_moments, time_moments
 from wespeaker_py.models.protocol import FrameLocalModel
 
-# Inputs longer than this go through the model in chunks. Whole, a model's memory
-# grows by ~3 MB (ECAPA c512) to ~8 MB (ResNet34) per second of audio, so 5 minutes
-# stays under ~1.5 GB; no recipe's test utterance is that long.
+# Inputs longer than this go through the model in chunks. Whole, peak memory grows
+# with the input: an hour took 11.6 GB with ResNet34 (~3 MB per second of audio) and
+# 1.1 GB with ECAPA c512 (bench/results_long_audio.md), so 5 minutes keeps ResNet34
+# near 1 GB; no recipe's evaluation utterance is that long, so their embeddings
+# are unchanged.
 LONG_AUDIO_SECONDS = 300.0
 # Length of one chunk of the long path (before margins).
 CHUNK_SECONDS = 60.0
