@@ -14,7 +14,8 @@ do not depend on them); ``resnet34/`` (conf/resnet34.yaml's ResNet34, random wei
 
 ``run`` times ``wespeaker-py embed --model <folder> long.wav --output out.npy`` with the
 ``wespeaker_py`` of ``--tree`` first on PYTHONPATH, under ``/usr/bin/time -v``, and prints
-peak RSS (GB), wall seconds and the load average before the run.
+peak RSS (GB), wall seconds, CPU seconds (user + system: less sensitive than wall
+time to other processes on a shared machine) and the load average before the run.
 
 ``quality`` compares, on real speech short enough to embed whole (``--minutes``), the
 whole-utterance embedding with the chunked one (the threshold lowered through
@@ -103,9 +104,11 @@ def cmd_run(args: argparse.Namespace) -> None:
             raise SystemExit(f"{name}: exit {done.returncode}")
         rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
                                done.stderr).group(1))
+        cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr).group(1))
+                  for kind in ("User", "System"))
         print(f"{name}: {minutes:.1f} min of audio, tree {args.tree}: peak RSS "
-              f"{rss_kb / 1024 ** 2:.2f} GB, wall {wall:.1f} s, load average before "
-              f"{' '.join(load)}", flush=True)
+              f"{rss_kb / 1024 ** 2:.2f} GB, wall {wall:.1f} s, CPU (user+sys) {cpu:.0f} s, "
+              f"load average before {' '.join(load)}", flush=True)
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
