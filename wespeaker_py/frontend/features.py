@@ -8,7 +8,7 @@ import torch
 
 from wespeaker_py.config import ConfigError, DatasetArgs, SpecAugArgs, as_dataset_args
 from wespeaker_py.frontend.fbank import fbank
-from wespeaker_py.frontend.framing import num_frames
+from wespeaker_py.frontend.framing import frame_params, num_frames
 from wespeaker_py.frontend.specaug import apply_cmn, spec_augment
 
 
@@ -70,6 +70,28 @@ class FbankFeatures(torch.nn.Module):
     def num_frames(self, num_samples: int) -> int:
         """Frames made from ``num_samples`` samples (Kaldi's snip-edges framing)."""
         return num_frames(num_samples, self.sample_rate, self.frame_length, self.frame_shift)
+
+    @torch.no_grad()
+    def features_in_chunks(self, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+        """Eval-mode features ``[1, frames, num_mel_bins]`` of one long waveform ``[samples]``.
+
+        Fbank is local to each frame, so it is computed ``chunk_frames`` frames at a
+        time (its intermediates stay small) into one output, then the CMN mean is
+        taken over the whole. No dither, no SpecAugment.
+        """
+        window, shift = frame_params(self.sample_rate, self.frame_length, self.frame_shift)
+        total = num_frames(int(wav.shape[-1]), self.sample_rate, self.frame_length,
+                           self.frame_shift)
+        dtype = torch.float64 if wav.dtype == torch.float64 else torch.float32  # as fbank's
+        feats = wav.new_empty(1, total, self.num_mel_bins, dtype=dtype)
+        for start in range(0, total, chunk_frames):
+            stop = min(start + chunk_frames, total)
+            piece = wav[start * shift:(stop - 1) * shift + window]
+            feats[0, start:stop] = fbank(piece, sample_rate=self.sample_rate,
+                                         num_mel_bins=self.num_mel_bins,
+                                         frame_length=self.frame_length,
+                                         frame_shift=self.frame_shift)[0]
+        return apply_cmn(feats) if self.cmn else feats
 
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, "

@@ -127,8 +127,16 @@ class ERes2Net(ResNetTrunk):
         """Frame-level features before pooling, ``[B, T', C * F']``."""
         return frames_of_map(self._fused_feature_map(x))
 
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The map the pooling layer reads (a local function of ``x``)."""
+        return self._fused_feature_map(x)
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding of the pooled statistics."""
+        return segment_embedding(self, stats)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return segment_embedding(self, self.pool(self._fused_feature_map(x)))
+        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 def ERes2Net34_Base(feat_dim: int = 80, embed_dim: int = 512, pooling_func: str = "TSTP",

@@ -86,8 +86,16 @@ class GeminiDFResNet(nn.Module):
         """Frame-level features before pooling, ``[B, T', C * F']`` (T' = ceil(T / 2))."""
         return frames_of_map(self._feature_map(x))
 
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The map the pooling layer reads (a local function of ``x``)."""
+        return self._feature_map(x)
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding of the pooled statistics."""
+        return segment_embedding(self, stats)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return segment_embedding(self, self.pool(self._feature_map(x)))
+        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 # The depth in a name counts the separate downsampling convolutions as layers.

@@ -296,3 +296,37 @@ def get_pooling(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"unknown pooling_func {name!r}; choose one of "
                          f"{', '.join(sorted(POOLING_LAYERS))}")
     return POOLING_LAYERS[name](**kwargs)
+
+
+# Poolings whose output is a function of the first and second moments of their input
+# over time only, so that they can be computed from statistics gathered piecewise.
+MOMENT_POOLINGS = (TAP, TSDP, TSTP)
+
+
+def time_moments(x: torch.Tensor) -> Tuple[int, torch.Tensor, torch.Tensor]:
+    """``(frames, mean, M2)`` of a pooling input over time, per flattened channel, in float64.
+
+    ``M2`` is the sum of squared deviations from the mean; two such triples combine
+    exactly (Chan et al.'s parallel update), which :func:`pool_from_moments` consumes.
+    """
+    flat = _as_channels_by_time(x).double()
+    mean = flat.mean(dim=-1)
+    m2 = (flat - mean.unsqueeze(-1)).square_().sum(dim=-1)
+    return int(flat.shape[-1]), mean, m2
+
+
+def pool_from_moments(pool: nn.Module, frames: int, mean: torch.Tensor,
+                      m2: torch.Tensor) -> torch.Tensor:
+    """What a :data:`MOMENT_POOLINGS` layer gives for an input with these moments over time.
+
+    Equals ``pool(x)`` up to float rounding (the moments are float64, the result
+    float32): TAP the mean, TSDP the unbiased std, TSTP both, as in their ``forward``.
+    """
+    if not isinstance(pool, MOMENT_POOLINGS):
+        raise TypeError(f"{type(pool).__name__} is not computed from moments over time")
+    std = torch.sqrt(m2 / (frames - 1) + _VAR_EPS)
+    if isinstance(pool, TAP):
+        return mean.float()
+    if isinstance(pool, TSDP):
+        return std.float()
+    return torch.cat((mean, std), dim=1).float()

@@ -20,3 +20,25 @@ class SpeakerModel(Protocol):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ...
+
+
+@runtime_checkable
+class FrameLocalModel(Protocol):
+    """A speaker model whose layers before pooling are local in time.
+
+    A model offers these members only if every value of ``pooling_input(x)``
+    (what ``self.pool`` reads, time on the last axis) depends on a bounded window
+    of input frames (convolutions, eval-mode BatchNorm, pointwise layers; nothing
+    that averages over the whole utterance, such as squeeze-excitation or
+    SimAM), and ``forward(x) == embedding_of_pooled(pool(pooling_input(x)))``.
+    Long inputs can then run through the body in overlapping chunks with the
+    whole-utterance result (:mod:`wespeaker_py.runtime.long_audio`).
+    """
+
+    pool: torch.nn.Module
+
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        ...
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        ...

@@ -48,9 +48,17 @@ class ResNet(ResNetTrunk):
         """``[B, T, F]`` features to ``[B, T / 8, C * F / 8]`` frame-level features."""
         return frames_of_map(self.trunk(x))
 
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``[B, C, F, T / 8]`` map the pooling layer reads (a local function of ``x``)."""
+        return self.trunk(x)
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding of the pooled statistics."""
+        return segment_embedding(self, stats)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, feat_dim]`` features to ``[B, embed_dim]`` embeddings."""
-        return segment_embedding(self, self.pool(self.trunk(x)))
+        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 def _resnet_factory(block: BlockFactory, num_blocks: List[int]):

@@ -63,10 +63,17 @@ class XVEC(nn.Module):
         """Frame-level features before pooling, ``[B, T - 14, stats_dim]``."""
         return self._frame_layers(x).transpose(1, 2)
 
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``[B, stats_dim, T - 14]`` frames the pooling layer reads (a local function)."""
+        return self._frame_layers(x)
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding (second segment layer) of the pooled statistics."""
+        return self.seg_2(self.seg_bn_1(F.relu(self.seg_1(stats))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, feat_dim]`` (T >= 15) to ``[B, embed_dim]``."""
-        embed_a = self.seg_1(self.pool(self._frame_layers(x)))
-        return self.seg_2(self.seg_bn_1(F.relu(embed_a)))
+        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 MODELS = {"XVEC": XVEC}

@@ -4,7 +4,10 @@
 features, so that batches group inputs of equal frame count) and a batch of
 those into embeddings. The API's ONNX backend offers the same members
 (:class:`~wespeaker_py.runtime.embedding.Backend`), so
-:func:`~wespeaker_py.runtime.embedding.embed_stream` runs either.
+:func:`~wespeaker_py.runtime.embedding.embed_stream` runs either. Inputs longer
+than its :class:`~wespeaker_py.runtime.long_audio.LongAudioPolicy` threshold get
+their fbank and their embedding in chunks (:mod:`wespeaker_py.runtime.long_audio`),
+in bounded memory; shorter ones are untouched.
 """
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ from typing import Any, Dict, Iterator, Optional
 import numpy as np
 import torch
 
+from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder
+from wespeaker_py.runtime.long_audio import (BodyGeometry, LongAudioPolicy, body_geometry,
+                                             chunked_exactly, embed_long)
 
 
 @contextlib.contextmanager
@@ -46,13 +52,19 @@ def fewest_samples(frontend: torch.nn.Module, frames: int) -> int:
 
 
 class TorchBackend:
-    """A loaded :class:`SpeakerEmbedder` (front-end + model) on a torch device."""
+    """A loaded :class:`SpeakerEmbedder` (front-end + model) on a torch device.
+
+    ``long_audio`` says from what length an input is embedded in chunks.
+    """
 
     kind = "torch"
 
     def __init__(self, embedder: SpeakerEmbedder, device: torch.device,
-                 model_name: Optional[str] = None):
+                 model_name: Optional[str] = None,
+                 long_audio: LongAudioPolicy = LongAudioPolicy()):
         self.embedder = embedder.to(device).eval()
+        self.long_audio = long_audio
+        self._geometry: Optional[BodyGeometry] = None
         self.device = device
         self.model_name = model_name or type(embedder.model).__name__
         self.sample_rate = int(getattr(embedder.frontend, "sample_rate", 16000))
@@ -77,6 +89,12 @@ class TorchBackend:
         """Shortest input in seconds (for messages)."""
         return self.min_samples / self.sample_rate
 
+    def _frames_of(self, seconds: float) -> int:
+        return self.embedder.frontend.num_frames(int(seconds * self.sample_rate))
+
+    def _is_long(self, frames: int) -> bool:
+        return frames > self._frames_of(self.long_audio.threshold_seconds)
+
     @property
     def embed_dim(self) -> int:
         if self._embed_dim is None:
@@ -94,7 +112,12 @@ class TorchBackend:
     def prepare(self, wav: Any) -> torch.Tensor:
         """``[frames, dim]`` features of one int16-scale waveform (array or tensor)."""
         samples = torch.as_tensor(wav).to(self.device, non_blocking=True)
+        frontend = self.embedder.frontend
         with exact_fp32(self.device):
+            if (isinstance(frontend, FbankFeatures)
+                    and self._is_long(frontend.num_frames(int(samples.shape[-1])))):
+                chunk = self._frames_of(self.long_audio.chunk_seconds)
+                return frontend.features_in_chunks(samples, chunk)[0]
             return self.embedder.features(samples.unsqueeze(0))[0]
 
     def is_too_short(self, prepared: torch.Tensor) -> bool:
@@ -104,7 +127,16 @@ class TorchBackend:
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         """``[B, frames, dim]`` features -> ``[B, E]`` float32 embeddings."""
         with exact_fp32(self.device):
+            if self._is_long(int(batch.shape[1])):
+                return self._embed_long(batch).float().cpu().numpy()
             return self.embedder(batch).float().cpu().numpy()
+
+    def _embed_long(self, batch: torch.Tensor) -> torch.Tensor:
+        model = self.embedder.model
+        if chunked_exactly(model) and self._geometry is None:
+            self._geometry = body_geometry(model, int(batch.shape[2]), self.device)
+        return embed_long(model, batch, self._frames_of(self.long_audio.chunk_seconds),
+                          self._geometry)
 
     def describe(self) -> Dict[str, Any]:
         frontend = self.embedder.frontend

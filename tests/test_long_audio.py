@@ -1,0 +1,119 @@
+"""Long inputs are embedded in chunks (bounded memory); short ones exactly as before.
+
+The long-audio threshold is lowered through :class:`LongAudioPolicy` so that ~20 s
+of real speech (the mini corpus's utterances back to back) counts as long.
+"""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from api_helpers import mini_speech
+from inference_helpers import randomise_batchnorm
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.models import get_model
+from wespeaker_py.runtime import long_audio
+from wespeaker_py.runtime.builder import SpeakerEmbedder
+from wespeaker_py.runtime.engine import TorchBackend
+from wespeaker_py.runtime.long_audio import LongAudioPolicy
+
+FEAT_DIM = 40
+WHOLE = LongAudioPolicy(threshold_seconds=1e9)      # never chunked
+CHUNKED = LongAudioPolicy(threshold_seconds=3.0, chunk_seconds=2.0)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """~19 s of real speech of six speakers, int16 scale, float32."""
+    return np.concatenate([sf.read(path, dtype="int16")[0]
+                           for path in mini_speech(6)]).astype(np.float32)
+
+
+def _backend(name, model_args, policy):
+    torch.manual_seed(0)
+    model = get_model(name, feat_dim=FEAT_DIM, **model_args)
+    randomise_batchnorm(model, 0)
+    embedder = SpeakerEmbedder(FbankFeatures(num_mel_bins=FEAT_DIM), model.eval())
+    return TorchBackend(embedder, torch.device("cpu"), long_audio=policy)
+
+
+def _embed(backend, wav):
+    return backend.embed(backend.prepare(wav)[None])[0]
+
+
+def _count_chunks(monkeypatch, backend):
+    """Count the chunks the model body runs on (exact path: pooling_input calls)."""
+    calls = []
+    model = backend.embedder.model
+    original = model.pooling_input if hasattr(model, "pooling_input") else model.forward
+
+    def counted(x):
+        calls.append(x.shape[1])
+        return original(x)
+    monkeypatch.setattr(model, "pooling_input" if hasattr(model, "pooling_input")
+                        else "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name,model_args", [
+    ("ResNet34", {"embed_dim": 32, "m_channels": 4}),
+    ("XVEC", {"embed_dim": 16, "hid_dim": 32, "stats_dim": 48}),
+])
+def test_frame_local_model_gives_the_whole_utterance_embedding(speech, monkeypatch, name,
+                                                               model_args):
+    whole = _embed(_backend(name, model_args, WHOLE), speech)
+    backend = _backend(name, model_args, CHUNKED)
+    chunks = _count_chunks(monkeypatch, backend)
+    chunked = _embed(backend, speech)
+    frames = backend.prepare(speech).shape[0]
+    assert len(chunks) >= frames // 200 - 1  # ~2 s cores: the long path ran, in pieces
+    assert max(chunks) < frames
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+def test_ecapa_mean_of_chunks_is_close_to_the_whole_utterance_embedding(speech, monkeypatch):
+    model_args = {"embed_dim": 32}
+    whole = _embed(_backend("ECAPA_TDNN_c512", model_args, WHOLE), speech)
+    backend = _backend("ECAPA_TDNN_c512", model_args,
+                       LongAudioPolicy(threshold_seconds=3.0, chunk_seconds=5.0))
+    chunks = _count_chunks(monkeypatch, backend)
+    chunked = _embed(backend, speech)
+    assert len(chunks) == 4 and max(chunks) - min(chunks) <= 1  # near-equal ~4.9 s chunks
+    cosine = whole @ chunked / np.linalg.norm(whole) / np.linalg.norm(chunked)
+    assert 0.95 < cosine < 1.0 - 1e-7  # close, yet an approximation (not the whole path)
+
+
+def test_short_input_is_bit_identical_and_never_chunked(speech, monkeypatch):
+    backend = _backend("ECAPA_TDNN_c512", {"embed_dim": 32}, LongAudioPolicy())
+    embedder = backend.embedder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a short input took the long-audio path")
+    monkeypatch.setattr(long_audio, "embed_long", refuse)
+    monkeypatch.setattr(FbankFeatures, "features_in_chunks", refuse)
+    monkeypatch.setattr("wespeaker_py.runtime.engine.embed_long", refuse)
+    with torch.inference_mode():
+        before = embedder.model(embedder.frontend(torch.as_tensor(speech)[None]))[0].numpy()
+    assert np.array_equal(_embed(backend, speech), before)
+
+
+def test_chunked_fbank_equals_the_whole_fbank(speech):
+    frontend = FbankFeatures(num_mel_bins=FEAT_DIM).eval()
+    wav = torch.as_tensor(speech)
+    whole = frontend(wav[None])
+    chunked = frontend.features_in_chunks(wav, chunk_frames=173)
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)
+
+
+def test_chunk_spans_keep_every_output_frame_once():
+    geometry = long_audio.BodyGeometry(stride=8, margin=232)
+    frames = 10_000
+    spans = long_audio.chunk_spans(frames, 1000, geometry)
+    kept = []
+    for start, stop, keep_start, keep_stop in spans:
+        outputs = -(-(stop - start) // 8)  # a padded stride-8 body: ceil
+        kept.extend(range(start // 8 + keep_start,
+                          start // 8 + (outputs if keep_stop is None else keep_stop)))
+        assert start % 8 == 0 and stop - start <= 1000 + 2 * 232
+    assert kept == list(range(-(-frames // 8)))
