@@ -1,24 +1,33 @@
-"""TorchScript and ONNX export: outputs equal the eager model, RepVGG deploy form, clear errors."""
+"""TorchScript and ONNX export (fbank and TFMel models): outputs equal the eager model, RepVGG
+deploy form, clear errors."""
 import importlib.util
+import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn as nn
+import yaml
 
-from inference_helpers import FEAT_DIM, make_experiment
+import wespeaker_py
+from inference_helpers import FEAT_DIM, make_experiment, randomise_batchnorm, write_wav
 from wespeaker_py.bin.export_jit import main as export_jit_main
 from wespeaker_py.bin.export_onnx import main as export_onnx_main
+from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
                                  export_torchscript, exportable_model, load_exportable_embedder)
 from wespeaker_py.export import onnx_export
 from wespeaker_py.config import load_model_config
-from wespeaker_py.models import repvgg
+from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.models import get_model, repvgg
 
 HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")
 # shapes the exporters do not check themselves (they use (1,200), (3,123), (2,301))
 NEW_SHAPES = ((2, 77), (4, 250))
+REDIMNET2_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "conf",
+                              "redimnet2.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +180,71 @@ def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch
     assert stopped.value.code == 2
     assert "pip install onnx onnxruntime" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+# A ReDimNet2 narrow enough to export in seconds: WeSpeaker's B0 with C=4 and two one-block
+# stages, the 2-D output head of B6, on conf/redimnet2.yaml's 72-bin TFMel front-end.
+TINY_REDIMNET2_ARGS = {"feat_dim": 72, "C": 4, "embed_dim": 8, "pooling_func": "ASTP",
+                       "stages_setup": [[[2, 1], 1, 2, [[3, 3]], 36],
+                                        [[1, 2], 1, 1, [[3, 3]], 18]],
+                       "return_2d_output": True, "out_channels": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_redimnet2(tmp_path_factory):
+    """A WeSpeaker-layout ReDimNet2 folder (TFMel state under ``frontend.``), a speech file
+    in it and its samples."""
+    root = str(tmp_path_factory.mktemp("redimnet2"))
+    with open(REDIMNET2_CONF) as handle:
+        config = yaml.safe_load(handle)
+    config.update(model="ReDimNet2B0", model_args=TINY_REDIMNET2_ARGS)
+    with open(os.path.join(root, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+    torch.manual_seed(0)
+    network = get_model("ReDimNet2B0", **TINY_REDIMNET2_ARGS)
+    randomise_batchnorm(network)
+    state = {f"frontend.{key}": value
+             for key, value in build_frontend(config["dataset_args"]).state_dict().items()}
+    state.update(network.state_dict())
+    state["projection.weight"] = torch.randn(5, TINY_REDIMNET2_ARGS["embed_dim"])
+    torch.save(state, os.path.join(root, "avg_model.pt"))
+    wav = os.path.join(root, "speech.wav")
+    write_wav(wav, 27000, seed=3)
+    return root, wav, sf.read(wav, dtype="int16")[0]
+
+
+@needs_onnx
+def test_tfmel_model_exports_its_features_input_graph(tiny_redimnet2, tmp_path):
+    folder, _, samples = tiny_redimnet2
+    output = str(tmp_path / "redimnet2.onnx")
+    export_onnx_main(["--config", f"{folder}/config.yaml", "--checkpoint",
+                      f"{folder}/avg_model.pt", "--output_model", output])
+    embedder = load_exportable_embedder(load_model_config(f"{folder}/config.yaml"),
+                                        f"{folder}/avg_model.pt")
+    session = _onnx_session(output)
+    assert session.get_inputs()[0].shape[2] == 72
+    with torch.no_grad():
+        wavs = torch.from_numpy(samples.astype(np.float32)).repeat(2, 1)
+        wavs[1] = wavs[1].flip(0)
+        feats = embedder.frontend(wavs)
+        expected = embedder.model(feats)
+    got = torch.from_numpy(session.run(None, {"feats": feats.numpy()})[0])
+    torch.testing.assert_close(got, expected, atol=1e-4 * max(1.0, float(expected.abs().max())),
+                               rtol=0)
+
+
+@needs_onnx
+def test_tfmel_model_exports_with_its_front_end_and_embeds_as_eager(tiny_redimnet2, tmp_path,
+                                                                     capsys):
+    folder, wav, _ = tiny_redimnet2
+    graph = str(tmp_path / "redimnet2_wav.onnx")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["export", "--model", folder, "--device", "cpu", "--onnx", graph,
+                  "--with_frontend"])
+    assert done.value.code == 0, capsys.readouterr().err
+    exported = wespeaker_py.load_model(graph)
+    assert exported.info()["engine"] == "onnxruntime (CPU)"
+    expected = wespeaker_py.load_model(folder, device="cpu").embed(wav)
+    got = exported.embed(wav)
+    np.testing.assert_allclose(got, expected, rtol=0,
+                               atol=1e-4 * max(1.0, float(np.abs(expected).max())))

@@ -12,12 +12,14 @@ import torch
 import yaml
 
 from redimnet_reference import (MODEL_CASES, REFERENCE, features, fill_weights, waveform)
-from train_helpers import CPU_WORLD
+from train_helpers import CPU_WORLD, make_speaker_corpus, run_training, tiny_config
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py import load_model
-from wespeaker_py.config import ConfigError, as_dataset_args, load_config
+from wespeaker_py.config import ConfigError, as_dataset_args, load_config, load_model_config
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.models import get_model
+from wespeaker_py.runtime import load_embedder
 from wespeaker_py.train.plan import resolve
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,3 +163,33 @@ def test_redimnet2_with_fbank_is_a_config_error(tmp_path):
     data["dataset_args"] = {"frontend": "fbank", "fbank_args": {"num_mel_bins": 72}}
     with pytest.raises(ConfigError, match=r"ReDimNet2B6, which reads tfmel.*is fbank"):
         _resolve(tmp_path, data)
+
+
+def test_a_tiny_redimnet2_trains_on_tfmel_and_its_checkpoint_loads(tmp_path):
+    """The training path of the mini config (ReDimNet2 on TFMel, Adam) at a size CI affords:
+    WeSpeaker's B0 with C=4 and two one-block stages, 4 speakers, 4 epochs of 3 batches."""
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=4, utts_per_spk=6)
+    dataset_args = dict(tiny_config("unused", corpus)["dataset_args"], frontend="tfmel",
+                        cmvn=False, tfmel_args={"n_mels": 72, "norm_signal": True})
+    del dataset_args["fbank_args"]
+    model_args = {"feat_dim": 72, "C": 4, "embed_dim": 16, "pooling_func": "ASTP",
+                  "stages_setup": [[[2, 1], 1, 2, [[3, 3]], 36], [[1, 2], 1, 1, [[3, 3]], 18]]}
+    exp_dir = str(tmp_path / "exp")
+    history = run_training(tiny_config(
+        exp_dir, corpus, dataset_args=dataset_args, model="ReDimNet2B0", model_args=model_args,
+        optimizer="Adam", optimizer_args={"weight_decay": 0.0001},
+        scheduler_args={"initial_lr": 0.01, "final_lr": 0.001, "warm_up_epoch": 0,
+                        "warm_from_zero": False}))
+    assert [result.batches for result in history] == [3, 3, 3, 3]
+    assert history[-1].loss < 0.5 * history[0].loss
+    assert history[-1].accuracy > history[0].accuracy
+    checkpoint = os.path.join(exp_dir, "models", "model_4.pt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    assert sorted(key for key in saved if key.startswith("frontend.")) == sorted(
+        f"frontend.{key}" for key, _ in TFMEL_STATE)
+    embedder = load_embedder(load_model_config(os.path.join(exp_dir, "config.yaml")),
+                             checkpoint)
+    assert isinstance(embedder.frontend, TFMelFeatures)
+    with torch.no_grad():
+        embeddings = embedder.model(embedder.frontend(waveform()))
+    assert embeddings.shape == (waveform().shape[0], 16) and torch.isfinite(embeddings).all()
