@@ -98,7 +98,7 @@ class SpeakerEmbedder(nn.Module):
 def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     """Front-end (``config.dataset_args``) and speaker model with the checkpoint's weights.
 
-    The front-end is fbank or an SSL model (``dataset_args.frontend: s3prl``).
+    The front-end is fbank, TFMel or an SSL model (``dataset_args.frontend``).
     Head tensors are ignored; ``frontend.*`` tensors load strictly into the
     front-end, except that a frozen SSL front-end's missing WavLM weights come
     from its pretrained path; any other missing, unexpected or misshapen tensor
