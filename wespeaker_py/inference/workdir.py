@@ -15,6 +15,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.dataset.lists import read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
@@ -71,7 +72,8 @@ class ExtractionWork:
     """The work folder of one output ark: manifest, job lists and part arks."""
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
-                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None):
+                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
+                 channel: ChannelChoice = DEFAULT_CHANNEL):
         self.embed_ark = os.path.abspath(embed_ark)
         self.data_list = data_list
         self.num_jobs = num_jobs
@@ -80,6 +82,8 @@ class ExtractionWork:
                     "data_type": data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
                     "num_jobs": num_jobs, "chunk": chunk}
+        if channel != DEFAULT_CHANNEL:   # absent for the default: earlier work still resumes
+            manifest["channel"] = channel
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)
         if previous is not None and previous != manifest:
