@@ -56,8 +56,10 @@ DEFAULT_CHANNEL: ChannelChoice = "first"
 # frame is below SILENCE_FLOOR_DBFS has no energy (measured: bench/bench_audio_energy.py)
 LEVEL_FRAME = 400
 SILENCE_FLOOR_DBFS = -88.0
-# frames per block of the level computations (bounds their memory on long inputs)
-_BLOCK_FRAMES = 2048
+# frames per block of the level computations: small, so that speech is found in the first
+# block; rows per block of the channel powers (both bound the memory on long inputs)
+_BLOCK_FRAMES = 64
+_POWER_BLOCK_ROWS = 1 << 18
 
 _rates_warned: Set[Tuple[int, int]] = set()
 
@@ -94,15 +96,16 @@ def describe_channel(channel: ChannelChoice) -> str:
 
 def _channel_powers(frames: np.ndarray) -> np.ndarray:
     """Variance of each column of ``[frames, channels]``, in float64, a block at a time."""
-    total = np.zeros(frames.shape[1])
-    squares = np.zeros(frames.shape[1])
-    step = _BLOCK_FRAMES * LEVEL_FRAME
-    for start in range(0, frames.shape[0], step):
-        block = frames[start:start + step].astype(np.float64)
-        total += block.sum(axis=0)
-        squares += np.einsum("ij,ij->j", block, block)
     count = max(frames.shape[0], 1)
-    return squares / count - (total / count) ** 2
+    powers = np.zeros(frames.shape[1])
+    for index in range(frames.shape[1]):
+        total = squares = 0.0
+        for start in range(0, frames.shape[0], _POWER_BLOCK_ROWS):
+            block = frames[start:start + _POWER_BLOCK_ROWS, index].astype(np.float64)
+            total += float(block.sum())
+            squares += float(np.einsum("i,i->", block, block))   # not BLAS: no threads
+        powers[index] = squares / count - (total / count) ** 2
+    return powers
 
 
 def mix_to_mono(frames: np.ndarray, channel: ChannelChoice = DEFAULT_CHANNEL,
@@ -125,7 +128,11 @@ def mix_to_mono(frames: np.ndarray, channel: ChannelChoice = DEFAULT_CHANNEL,
     if channel == "first" or channels == 1:
         return np.ascontiguousarray(frames[:, 0])
     if channel == "mean":
-        return np.ascontiguousarray(frames.mean(axis=1, dtype=np.float32))
+        mixed = frames[:, 0].astype(np.float32)     # a copy, summed into column by column
+        for index in range(1, channels):
+            mixed += frames[:, index]
+        mixed /= np.float32(channels)
+        return mixed
     return np.ascontiguousarray(frames[:, int(np.argmax(_channel_powers(frames)))])
 
 
