@@ -2,7 +2,10 @@
 multi-channel file whose first channel is silent, and a truncated WAV. Each must now be
 one named error (exit status 2 on the command line), for every caller."""
 import io
+import os
 import struct
+
+import kaldiio
 
 import numpy as np
 import pytest
@@ -13,9 +16,11 @@ from api_helpers import mini_speech, wespeaker_folder
 from dataset_helpers import random_int16, training_args, write_raw_list_file
 from wespeaker_py import audio
 from wespeaker_py.audio import samples as audio_samples
+from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.errors import RunFailedError
 
 RATE = 16000
 
@@ -131,6 +136,23 @@ def test_extraction_and_the_api_take_the_channel_policy(tmp_path):
     np.testing.assert_array_equal(sample["wav"].numpy(), speech(0).astype(np.float32))
     with pytest.raises(ValueError, match="training keeps the first channel"):
         Dataset("raw", raw, training_args(), {"s": 0}, channel="loudest")
+
+
+def test_bin_extract_takes_the_channel_flag(tmp_path, folder):
+    path = six_channels(str(tmp_path / "six.wav"), speech(0), seed=3)
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), [{"key": "six", "wav": path}])
+    ark = str(tmp_path / "emb" / "xvector.ark")
+    argv = ["--config", os.path.join(folder, "config.yaml"), "--model_path",
+            os.path.join(folder, "avg_model.pt"), "--data_type", "raw", "--data_list", raw,
+            "--embed_ark", ark, "--num_workers", "0", "--gpus", "[]"]
+    with pytest.raises(RunFailedError, match="no_energy"):
+        extract_main(argv)
+    extract_main(argv + ["--channel", "3"])
+    (key, vector), = kaldiio.load_scp(ark[:-4] + ".scp").items()
+    model = wespeaker_py.load_model(folder, device="cpu")
+    assert key == "six"
+    np.testing.assert_allclose(vector, model.embed(speech(0), sample_rate=RATE), rtol=1e-5,
+                               atol=1e-6)
 
 
 # -- defect 2: no energy ---------------------------------------------------------------------
