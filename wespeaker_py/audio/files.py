@@ -28,7 +28,8 @@ from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, Audio
                                        AudioSilentError, AudioTruncatedError,
                                        AudioUnreadableError)
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, INT16_SCALE, LEVEL_FRAME, ChannelChoice,
-                                        channel_levels, explain_silent_channel, mix_to_mono)
+                                        channel_levels, explain_silent_channel, mix_to_mono,
+                                        parse_channel)
 
 # libsndfile's header log line for a data chunk larger than the file: "data : N (should be M)"
 _DATA_SIZE_LINE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -61,7 +62,7 @@ class AudioHandle:
     def __init__(self, source: Union[str, io.BytesIO], name: str,
                  channel: ChannelChoice = DEFAULT_CHANNEL):
         self.name = name
-        self.channel = channel
+        self.channel = parse_channel(channel)
         try:
             self._file = sf.SoundFile(source)
         except (sf.SoundFileError, RuntimeError) as err:

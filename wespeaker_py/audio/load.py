@@ -11,7 +11,8 @@ from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frames,
                                         channel_levels, check_samples, explain_silent_channel,
-                                        mix_to_mono, to_int16_scale, warn_if_narrowband)
+                                        mix_to_mono, parse_channel, to_int16_scale,
+                                        warn_if_narrowband)
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
@@ -77,6 +78,7 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
     when given. Audio at 8 kHz or lower for a 16 kHz model is warned about.
     """
     name = name or describe_audio(audio)
+    channel = parse_channel(channel)
     if isinstance(audio, (str, os.PathLike)):
         with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
             warn_if_narrowband(handle.samplerate, target_rate, name)

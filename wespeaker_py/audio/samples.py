@@ -117,14 +117,12 @@ def mix_to_mono(frames: np.ndarray, channel: ChannelChoice = DEFAULT_CHANNEL,
     input does not have.
     """
     channels = frames.shape[1]
-    if isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
-        if not 0 <= channel < channels:
+    channel = parse_channel(channel)
+    if isinstance(channel, int):
+        if channel >= channels:
             raise AudioChannelError(f"{name} has {channels} channel(s), numbered from 0: "
                                     f"there is no channel {channel}")
         return np.ascontiguousarray(frames[:, channel])
-    if channel not in CHANNEL_POLICIES:
-        raise AudioInputError(f"channel must be one of {', '.join(CHANNEL_POLICIES)} or a "
-                              f"channel number from 0, got {channel!r}")
     if channel == "first" or channels == 1:
         return np.ascontiguousarray(frames[:, 0])
     if channel == "mean":

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, parse_channel
 from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
 from wespeaker_py.dataset.lists import Utterance, read_raw_list, read_shard_list
@@ -78,6 +78,7 @@ class Dataset(IterableDataset):
             raise ValueError(f"seed must be >= 0, got {seed}")
         if not whole_utt and not spk2id:
             raise ValueError("training mode needs a non-empty spk2id (see spk2id_from_utt2spk)")
+        channel = parse_channel(channel)
         if not whole_utt and channel != DEFAULT_CHANNEL:
             raise ValueError(f"training keeps the first channel; channel={channel!r} is for "
                              f"whole utterances (extraction)")
