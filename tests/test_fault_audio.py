@@ -134,6 +134,7 @@ def test_extraction_and_the_api_take_the_channel_policy(tmp_path):
     chosen = Dataset("raw", raw, training_args(), None, whole_utt=True, channel=3)
     (sample,) = list(chosen)
     np.testing.assert_array_equal(sample["wav"].numpy(), speech(0).astype(np.float32))
+    assert chosen.stats.repaired == {"multi_channel_3_kept": 1}
     with pytest.raises(ValueError, match="training keeps the first channel"):
         Dataset("raw", raw, training_args(), {"s": 0}, channel="loudest")
 

@@ -132,14 +132,16 @@ class AudioHandle:
 class ArrayHandle:
     """Decoded audio in memory behind the same interface (used for VAD-cut utterances)."""
 
-    def __init__(self, samples: np.ndarray, samplerate: int, name: str, channels: int = 1):
+    def __init__(self, samples: np.ndarray, samplerate: int, name: str, channels: int = 1,
+                 channel: ChannelChoice = DEFAULT_CHANNEL):
         if samples.size == 0:
             raise AudioEmptyError(f"{name}: no audio frames")
         self.name = name
         self.samples = samples
         self.frames = int(samples.size)
         self.samplerate = samplerate
-        self.channels = channels
+        self.channels = channels   # of the file the samples came from, made mono by channel
+        self.channel = channel
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Copy ``count`` samples from ``start``."""
@@ -219,4 +221,4 @@ def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> A
         if end > start:
             pieces.append(handle.read(start, end - start))
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    return ArrayHandle(samples, rate, handle.name, handle.channels)
+    return ArrayHandle(samples, rate, handle.name, handle.channels, handle.channel)

@@ -104,7 +104,8 @@ def with_labels(utts: Iterable[Utterance], spk2id: Optional[Dict[str, int]],
 def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> None:
     """Count the repairs an opened utterance needs (extra channels, other rate)."""
     if handle.channels > 1:
-        stats.repair(reasons.MULTI_CHANNEL, key)
+        stats.repair(reasons.MULTI_CHANNEL if handle.channel == "first"
+                     else f"multi_channel_{handle.channel}_kept", key)
     if handle.samplerate != target_rate:
         stats.repair(reasons.RESAMPLED, key)
         warn_if_narrowband(handle.samplerate, target_rate, key)
