@@ -205,7 +205,7 @@ def explain_silent_channel(error: AudioSilentError, name: str, channel: ChannelC
         return error
     loudest = max(live, key=lambda index: levels[index])
     return type(error)(
-        f"{name}: {describe_channel(channel)} of its {len(levels)} channels has no energy, "
+        f"{name} has {len(levels)} channels and {describe_channel(channel)} has no energy, "
         f"but channel(s) {', '.join(map(str, live))} have signal (loudest: channel {loudest} "
         f"at {levels[loudest]:.1f} dBFS): choose one with --channel {loudest} or "
         f"--channel loudest (channel= in the Python API)")
