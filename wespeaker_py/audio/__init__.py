@@ -29,7 +29,8 @@ and shard writing.
   pipeline counts skips under: :class:`AudioMissingError`,
   :class:`AudioUnreadableError` (and :class:`AudioPipeError`,
   :class:`AudioTruncatedError`: a WAV header promising more than the file
-  holds, a decode that stops early), :class:`AudioEmptyError`,
+  holds -- for a ``command |`` only a warning --, a decode that stops early),
+  :class:`AudioEmptyError`,
   :class:`AudioTooShortError`, :class:`AudioNonFiniteError`,
   :class:`AudioChannelError` (no such channel), :class:`AudioSilentError`
   (every sample zero) and :class:`AudioNoEnergyError` (no frame reaches

@@ -9,13 +9,18 @@ default: the first channel), float32 on the int16 scale
 (:data:`~wespeaker_py.audio.samples.INT16_SCALE`).
 
 A WAV whose header promises more data than the file holds (a copy cut short)
-is refused when opened, with :class:`AudioTruncatedError`, for every caller; a
-header written without knowing the length (``0xFFFFFFFF`` or sox's
-``0x7ffff000`` from a pipe) is not a promise and is read to the end.
+is refused when opened, with :class:`AudioTruncatedError`, for every caller
+(files and in-memory bytes such as tar shard members). A header with a size
+meaning "unknown" (``0xFFFFFFFF``, as ffmpeg and sox write to a pipe when the
+length is not known) is read to the end. The output of a Kaldi ``command |``
+is only warned about: streaming writers put their *estimate* of the length in
+the header before writing (sox takes it from its input), so the command's exit
+status, not the header, says whether it delivered everything.
 """
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import subprocess
@@ -30,6 +35,8 @@ from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, Audio
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, INT16_SCALE, LEVEL_FRAME, ChannelChoice,
                                         channel_levels, explain_silent_channel, mix_to_mono,
                                         parse_channel)
+
+logger = logging.getLogger(__name__)
 
 # libsndfile's header log line for a data chunk larger than the file: "data : N (should be M)"
 _DATA_SIZE_LINE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -60,7 +67,7 @@ class AudioHandle:
     """An open audio file (path or bytes) read frame-accurately, mono by ``channel``."""
 
     def __init__(self, source: Union[str, io.BytesIO], name: str,
-                 channel: ChannelChoice = DEFAULT_CHANNEL):
+                 channel: ChannelChoice = DEFAULT_CHANNEL, streamed: bool = False):
         self.name = name
         self.channel = parse_channel(channel)
         try:
@@ -75,12 +82,17 @@ class AudioHandle:
             raise AudioEmptyError(f"{name}: no audio frames")
         shortfall = promised_and_held_bytes(self._file.extra_info)
         if shortfall is not None:
-            self.close()
             promised, held = shortfall
             seconds = self.frames / self.samplerate
-            raise AudioTruncatedError(
-                f"{name} is truncated: its header promises {promised} bytes of audio "
-                f"({seconds * promised / held:.2f} s), the file holds {held} ({seconds:.2f} s)")
+            what = (f"its header promises {promised} bytes of audio "
+                    f"({seconds * promised / held:.2f} s), ")
+            if streamed:   # see the module's docstring
+                logger.warning("%s: %sthe command gave %d (%.2f s); using those", name, what,
+                               held, seconds)
+            else:
+                self.close()
+                raise AudioTruncatedError(f"{name} is truncated: {what}the file holds {held} "
+                                          f"({seconds:.2f} s)")
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Decode ``count`` frames from ``start``: mono float32 on the int16 scale."""
@@ -189,12 +201,11 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
     :class:`AudioPipeError` naming ``name`` (default: the path).
     """
     name = name or (wav or "<bytes>")
+    streamed = False
     if data is None:
         if wav is None:
             raise ValueError("open_audio needs a path or bytes")
-        if is_pipe(wav):
-            data = read_pipe(wav.rstrip()[:-1], name)
-        else:
+        if not is_pipe(wav):
             try:
                 size = os.path.getsize(wav)
             except FileNotFoundError:
@@ -206,9 +217,10 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
             if size == 0:
                 raise AudioEmptyError(f"{wav} is empty")
             return AudioHandle(wav, name, channel)
+        data, streamed = read_pipe(wav.rstrip()[:-1], name), True
     if len(data) == 0:
         raise AudioEmptyError(f"{name}: no bytes")
-    return AudioHandle(io.BytesIO(data), name, channel)
+    return AudioHandle(io.BytesIO(data), name, channel, streamed)
 
 
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
