@@ -48,6 +48,12 @@ def bad_inputs(root):
     sf.write(flac, random_int16(40000, seed=2), RATE, format="FLAC")
     with open(path("cut.flac"), "wb") as handle:
         handle.write(flac.getvalue()[:len(flac.getvalue()) // 2])
+    wav = io.BytesIO()
+    sf.write(wav, random_int16(40000, seed=3), RATE, format="WAV", subtype="PCM_16")
+    with open(path("cut.wav"), "wb") as handle:
+        handle.write(wav.getvalue()[:44 + 2 * 30000])
+    dither = np.random.default_rng(4).integers(-1, 2, 40000).astype(np.int16)
+    sf.write(path("dither.wav"), dither, RATE, subtype="PCM_16")
     return {"missing": (path("absent.wav"), audio.AudioMissingError),
             "empty": (empty, audio.AudioEmptyError),
             "no_frames": (header_only, audio.AudioEmptyError),
@@ -55,7 +61,9 @@ def bad_inputs(root):
             "pipe": ("exit 3 |", audio.AudioPipeError),
             "nan": (path("nan.wav"), audio.AudioNonFiniteError),
             "zeros": (path("zeros.wav"), audio.AudioSilentError),
-            "cut": (path("cut.flac"), audio.AudioTruncatedError)}
+            "cut": (path("cut.flac"), audio.AudioTruncatedError),
+            "cut_wav": (path("cut.wav"), audio.AudioTruncatedError),
+            "dither": (path("dither.wav"), audio.AudioNoEnergyError)}
 
 
 def test_each_check_is_one_named_error_for_every_caller(tmp_path):

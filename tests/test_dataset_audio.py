@@ -15,7 +15,6 @@ from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.audio import open_audio
 from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import TableEntry
-from wespeaker_py.dataset.processors import TRUNCATED_WAV_KEPT
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.frontend.framing import samples_for_frames
 from wespeaker_py.utils.file_utils import DataFormatError
@@ -208,7 +207,7 @@ def test_bad_inputs_inside_shards(tmp_path):
                                      reasons.TRUNCATED: 1, reasons.BAD_SHARD: 1}
 
 
-def test_truncated_wav_is_kept_with_the_samples_present(tmp_path):
+def test_truncated_wav_is_skipped_as_truncated(tmp_path):
     samples = random_int16(40000, seed=9)
     buffer = io.BytesIO()
     sf.write(buffer, samples, RATE, format="WAV", subtype="PCM_16")
@@ -217,9 +216,8 @@ def test_truncated_wav_is_kept_with_the_samples_present(tmp_path):
     raw = write_raw_list_file(str(tmp_path / "raw.list"), [{"key": "w", "wav": str(cut),
                                                             "spk": "s"}])
     dataset = Dataset("raw", raw, training_args(), {"s": 0}, whole_utt=True)
-    (sample,) = list(dataset)
-    np.testing.assert_array_equal(sample["wav"].numpy(), samples[:30000].astype(np.float32))
-    assert dataset.stats.repaired == {TRUNCATED_WAV_KEPT: 1}
+    assert list(dataset) == []
+    assert dataset.stats.skipped == {reasons.TRUNCATED: 1}
 
 
 def test_shorter_than_one_frame_is_skipped_in_whole_utterance_mode(tmp_path):

@@ -3,7 +3,8 @@
 Get one with :func:`wespeaker_py.load_model`. Audio may be a file path or an
 array/tensor with its ``sample_rate`` (see :mod:`wespeaker_py.audio` for
 the rules); every method resamples to the model's rate and takes the first
-channel, as training did. Errors in what is passed raise
+channel, as training did, unless its ``channel=`` says otherwise (``"mean"``,
+``"loudest"`` or a channel number). Errors in what is passed raise
 :class:`~wespeaker_py.errors.WespeakerError` subclasses with a one-line message
 naming the input.
 """
@@ -20,7 +21,8 @@ from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_
                                           fit_calibration, read_optional_calibration,
                                           probability, save_calibration)
 from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
-from wespeaker_py.audio import AudioLike, describe_audio, load_audio
+from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
+                                load_audio)
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
@@ -142,10 +144,11 @@ class SpeakerModel:
 
     def _embed_stream(self, items: Iterable[Tuple[str, Any]], batch_size: int,
                       sample_rate: Optional[int] = None, progress: bool = False,
-                      loaded: bool = False) -> Iterator[Outcome]:
+                      loaded: bool = False,
+                      channel: ChannelChoice = DEFAULT_CHANNEL) -> Iterator[Outcome]:
         """:func:`~wespeaker_py.runtime.embedding.embed_stream` over ``(key, audio)`` items.
 
-        Each audio is read (resampled to the model's rate, first channel) as it
+        Each audio is read (resampled to the model's rate, mono by ``channel``) as it
         comes, unless ``loaded`` says the items are model samples already
         (:func:`~wespeaker_py.audio.load_audio`'s); batches only hold inputs of
         equal length, as in ``bin.extract``.
@@ -153,20 +156,23 @@ class SpeakerModel:
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
         read = None if loaded else (
-            lambda audio: load_audio(audio, self.sample_rate, sample_rate))
+            lambda audio: load_audio(audio, self.sample_rate, sample_rate, channel=channel))
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding")
 
-    def embed(self, audio: AudioLike, sample_rate: Optional[int] = None) -> np.ndarray:
-        """The embedding (float32 vector) of one recording."""
-        wav = load_audio(audio, self.sample_rate, sample_rate)
+    def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
+              channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
+        """The embedding (float32 vector) of one recording (of multi-channel audio: the
+        channel ``channel`` chooses, see :mod:`wespeaker_py.audio`)."""
+        wav = load_audio(audio, self.sample_rate, sample_rate, channel=channel)
         [outcome] = list(embed_stream(self.backend, [("", wav)], 1))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
         return outcome.embedding
 
     def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
-                        batch_size: int = 16) -> np.ndarray:
+                        batch_size: int = 16,
+                        channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """Embeddings ``[N, E]`` of in-memory waveforms (e.g. the segments of a recording).
 
         Each waveform is 1-D (or follows the channel rule) at ``sample_rate``.
@@ -176,7 +182,8 @@ class SpeakerModel:
         wavs = []
         for index, waveform in enumerate(waveforms):
             try:
-                wavs.append(load_audio(waveform, self.sample_rate, sample_rate))
+                wavs.append(load_audio(waveform, self.sample_rate, sample_rate,
+                                       channel=channel))
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
         return self._embed_loaded(wavs, batch_size)
@@ -195,7 +202,8 @@ class SpeakerModel:
 
     def embed_many(self, items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]],
                    batch_size: int = 16, progress: bool = True,
-                   sample_rate: Optional[int] = None) -> EmbeddingResults:
+                   sample_rate: Optional[int] = None,
+                   channel: ChannelChoice = DEFAULT_CHANNEL) -> EmbeddingResults:
         """Embed a wav.scp (path), a ``{key: audio}`` mapping or a list of paths/arrays.
 
         Items that cannot be embedded (missing, not audio, too short, ...) are
@@ -204,7 +212,8 @@ class SpeakerModel:
         """
         pairs = _items_of(items)
         results = EmbeddingResults()
-        for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress):
+        for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress,
+                                          channel=channel):
             if outcome.embedding is None:
                 results.skipped[outcome.key] = outcome.detail
                 results.reasons[outcome.skip] += 1
@@ -233,10 +242,11 @@ class SpeakerModel:
         return float(np.clip(self.unit(first) @ self.unit(second), -1.0, 1.0))
 
     def similarity(self, first: AudioLike, second: AudioLike,
-                   sample_rate: Optional[int] = None) -> float:
+                   sample_rate: Optional[int] = None,
+                   channel: ChannelChoice = DEFAULT_CHANNEL) -> float:
         """Cosine similarity of two recordings' embeddings, in [-1, 1]."""
-        return self.score_embeddings(self.embed(first, sample_rate),
-                                     self.embed(second, sample_rate))
+        return self.score_embeddings(self.embed(first, sample_rate, channel),
+                                     self.embed(second, sample_rate, channel))
 
     @property
     def calibration(self) -> Optional[Calibration]:
@@ -268,7 +278,8 @@ class SpeakerModel:
 
     def verify(self, first: AudioLike, second: AudioLike, sample_rate: Optional[int] = None,
                prior: float = 0.5, operating_point: str = "eer",
-               threshold: Optional[float] = None) -> Verification:
+               threshold: Optional[float] = None,
+               channel: ChannelChoice = DEFAULT_CHANNEL) -> Verification:
         """Same speaker? Score, calibrated LLR and probability at ``prior``, and a decision.
 
         The decision compares the score with the calibration's threshold at
@@ -278,11 +289,12 @@ class SpeakerModel:
         """
         check_prior(prior)
         _ = self.calibration   # a calibration of another model fails before any audio is read
-        return self.decide(self.similarity(first, second, sample_rate), prior,
+        return self.decide(self.similarity(first, second, sample_rate, channel), prior,
                            operating_point, threshold)
 
     def calibrate(self, trials: str, wav_scp: str, output: Optional[str] = None,
-                  batch_size: int = 16, progress: bool = True) -> Calibration:
+                  batch_size: int = 16, progress: bool = True,
+                  channel: ChannelChoice = DEFAULT_CHANNEL) -> Calibration:
         """Fit score-to-LLR calibration on a labelled trial list; write ``calibration.json``.
 
         ``wav_scp`` maps the trials' utterance keys to audio. Trials whose
@@ -310,7 +322,8 @@ class SpeakerModel:
         if missing:
             raise WespeakerError(f"{wav_scp} has no entry for {len(missing)} utterance(s) of "
                                  f"{trials}, e.g. {missing[0]!r}")
-        embedded = self.embed_many(audio, batch_size=batch_size, progress=progress).embeddings
+        embedded = self.embed_many(audio, batch_size=batch_size, progress=progress,
+                                   channel=channel).embeddings
         scores, labels = [], []
         for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
             first = embedded.get(trial_list.enroll_keys[enroll])
@@ -339,7 +352,7 @@ class SpeakerModel:
 
     def enroll(self, name: str, *audio: AudioLike, gallery: str,
                sample_rate: Optional[int] = None, replace: bool = False, append: bool = False,
-               force: bool = False) -> int:
+               force: bool = False, channel: ChannelChoice = DEFAULT_CHANNEL) -> int:
         """Add recordings of speaker ``name`` to the gallery file; return its size in speakers.
 
         The file is created when missing and rewritten atomically, with this
@@ -351,7 +364,7 @@ class SpeakerModel:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
         speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
         speakers.check_enrollment(name, replace, append)
-        units = np.stack([self.unit(self.embed(item, sample_rate)) for item in audio])
+        units = np.stack([self.unit(self.embed(item, sample_rate, channel)) for item in audio])
         speakers.add(name, units, replace=replace, append=append)
         speakers.identity = self.identity
         save_gallery(gallery, speakers)
@@ -359,14 +372,15 @@ class SpeakerModel:
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
-                 force: bool = False) -> List[Tuple[str, float]]:
+                 force: bool = False,
+                 channel: ChannelChoice = DEFAULT_CHANNEL) -> List[Tuple[str, float]]:
         """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``:
         ``(name, cosine)``. A gallery of another model is an error unless ``force``."""
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
         speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
-        return speakers.rank(self.unit(self.embed(audio, sample_rate)), top_k)
+        return speakers.rank(self.unit(self.embed(audio, sample_rate, channel)), top_k)
 
     # -- diarization -------------------------------------------------------------------------
 
@@ -382,24 +396,26 @@ class SpeakerModel:
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,
                 max_speakers: int = 10, vad: str = "silero", cluster_method: str = "spectral",
-                batch_size: int = 32):
+                batch_size: int = 32, channel: ChannelChoice = DEFAULT_CHANNEL):
         """Who spoke when: a :class:`~wespeaker_py.diarization.DiarizationResult` (``.turns``).
 
         Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
         embedded with this model, clustered (``spectral`` with the number of
         speakers from the eigen-gap within ``[min_speakers, max_speakers]``
         unless ``num_speakers`` is given, or ``agglomerative``). Of multi-channel
-        audio the first channel is used, as everywhere. Needs the ``diar`` extra.
+        audio the first channel is used, as everywhere, unless ``channel`` says
+        otherwise. Needs the ``diar`` extra.
         """
         return self.diarizer(vad, cluster_method, batch_size).diarize(
             audio, sample_rate, num_speakers=num_speakers, min_speakers=min_speakers,
-            max_speakers=max_speakers)
+            max_speakers=max_speakers, channel=channel)
 
     def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
                      min_speakers: int = 1, max_speakers: int = 10, vad: str = "silero",
                      cluster_method: str = "spectral", batch_size: int = 32,
                      progress: bool = True,
-                     max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+                     max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                     channel: ChannelChoice = DEFAULT_CHANNEL):
         """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
 
         The settings are those of :meth:`diarize`, for every recording. A
@@ -413,7 +429,8 @@ class SpeakerModel:
         return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size), wav_scp,
                                output_rttm, show_progress=progress,
                                max_fail_fraction=max_fail_fraction, num_speakers=num_speakers,
-                               min_speakers=min_speakers, max_speakers=max_speakers)
+                               min_speakers=min_speakers, max_speakers=max_speakers,
+                               channel=channel)
 
     # -- about -------------------------------------------------------------------------------
 

@@ -14,10 +14,13 @@ and shard writing.
   int16 audio is taken as stored). That is what fbank and every model get;
   front-ends that want [-1, 1] (WavLM, the waveform ONNX graph, VAD) divide by
   :data:`INT16_SCALE`.
-- **Channel policy:** the first channel of a multi-channel input (as training
-  has always done, so embeddings match the model's training), applied by
-  :func:`mix_to_mono` to file reads and arrays alike. Arrays are ``[samples]``
-  or two-axis, the shorter axis holding the channels.
+- **Channel policy** (``channel=``, ``--channel``): ``first`` by default, the
+  first channel of a multi-channel input (as training always does, so
+  embeddings match the model's training and stay what they were); ``mean``
+  (average the channels), ``loudest`` (the channel of highest energy) or a
+  channel number ``N`` (from 0). Applied by :func:`mix_to_mono` to file reads
+  and arrays alike; training keeps ``first``. Arrays are ``[samples]`` or
+  two-axis, the shorter axis holding the channels.
 - **Resampling:** once, with soxr HQ (:func:`resample`), from the input's rate
   to the model's rate. Audio at 8 kHz or lower given to a model built for
   16 kHz or more is logged as a warning, once per process and pair of rates.
@@ -25,27 +28,40 @@ and shard writing.
   :class:`~wespeaker_py.errors.AudioInputError` whose ``reason`` the training
   pipeline counts skips under: :class:`AudioMissingError`,
   :class:`AudioUnreadableError` (and :class:`AudioPipeError`,
-  :class:`AudioTruncatedError`), :class:`AudioEmptyError`,
-  :class:`AudioTooShortError`, :class:`AudioNonFiniteError` and
-  :class:`AudioSilentError` (every sample zero). Training counts them as skips;
-  the API raises them and the commands print them as one line, exit status 2.
+  :class:`AudioTruncatedError`: a WAV header promising more than the file
+  holds -- for a ``command |`` only a warning --, a decode that stops early),
+  :class:`AudioEmptyError`,
+  :class:`AudioTooShortError`, :class:`AudioNonFiniteError`,
+  :class:`AudioChannelError` (no such channel), :class:`AudioSilentError`
+  (every sample zero) and :class:`AudioNoEnergyError` (no frame reaches
+  :data:`SILENCE_FLOOR_DBFS`; whole inputs only: a training chunk may fall in a
+  pause). A silent chosen channel of a multi-channel input names the channels
+  with signal and suggests ``--channel``. Training and extraction count them as
+  skips; the API raises them and the commands print them as one line, exit
+  status 2.
 
 This package imports neither torch nor anything above it (see docs/architecture).
 """
-from wespeaker_py.audio.errors import (AudioCheckError, AudioEmptyError, AudioMissingError,
+from wespeaker_py.audio.errors import (AudioChannelError, AudioCheckError, AudioEmptyError,
+                                       AudioMissingError, AudioNoEnergyError,
                                        AudioNonFiniteError, AudioPipeError, AudioSilentError,
                                        AudioTooShortError, AudioTruncatedError,
                                        AudioUnreadableError)
 from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, is_pipe,
                                       open_audio, read_pipe)
-from wespeaker_py.audio.load import AudioLike, describe_audio, load_audio, read_whole
+from wespeaker_py.audio.load import (AudioLike, describe_audio, load_audio, read_checked,
+                                     read_whole)
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import (INT16_SCALE, check_samples, first_channel, mix_to_mono,
+from wespeaker_py.audio.samples import (CHANNEL_POLICIES, DEFAULT_CHANNEL, INT16_SCALE,
+                                        SILENCE_FLOOR_DBFS, ChannelChoice, check_samples,
+                                        loudest_frame_dbfs, mix_to_mono, parse_channel,
                                         to_int16_scale, warn_if_narrowband)
 
-__all__ = ["INT16_SCALE", "ArrayHandle", "AudioCheckError", "AudioEmptyError", "AudioHandle",
-           "AudioLike", "AudioMissingError", "AudioNonFiniteError", "AudioPipeError",
-           "AudioSilentError", "AudioTooShortError", "AudioTruncatedError",
-           "AudioUnreadableError", "apply_vad", "check_samples", "describe_audio",
-           "first_channel", "is_pipe", "load_audio", "mix_to_mono", "open_audio", "read_pipe",
+__all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
+           "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError",
+           "AudioHandle", "AudioLike", "AudioMissingError", "AudioNoEnergyError",
+           "AudioNonFiniteError", "AudioPipeError", "AudioSilentError", "AudioTooShortError",
+           "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
+           "check_samples", "describe_audio", "is_pipe", "load_audio", "loudest_frame_dbfs",
+           "mix_to_mono", "open_audio", "parse_channel", "read_checked", "read_pipe",
            "read_whole", "resample", "to_int16_scale", "warn_if_narrowband"]

@@ -35,7 +35,8 @@ class AudioPipeError(AudioUnreadableError):
 
 
 class AudioTruncatedError(AudioUnreadableError):
-    """Decoding stopped before the frames the file promises (a cut FLAC, a broken stream)."""
+    """The file holds fewer frames than it promises: a WAV header counting more data than
+    the file has, decoding that stops early (a cut FLAC, a broken stream)."""
 
     reason = "truncated"
 
@@ -58,7 +59,21 @@ class AudioNonFiniteError(AudioCheckError):
     reason = "non_finite_samples"
 
 
+class AudioChannelError(AudioCheckError):
+    """The channel asked for (a number) is not one the input has."""
+
+    reason = "no_such_channel"
+
+
 class AudioSilentError(AudioCheckError):
     """Every sample is zero: digital silence, nothing to embed."""
 
     reason = "all_zero_samples"
+
+
+class AudioNoEnergyError(AudioSilentError):
+    """No frame reaches the energy floor (dither-level noise): silent in all but name.
+
+    See :data:`~wespeaker_py.audio.samples.SILENCE_FLOOR_DBFS`."""
+
+    reason = "no_energy"

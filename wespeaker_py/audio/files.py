@@ -3,33 +3,73 @@
 An :class:`AudioHandle` gives the header facts (frames, sample rate, channels)
 without decoding, and ``read(start, count)`` decodes only the frames asked for
 (soundfile seeks in WAV and FLAC files and in-memory tar members alike), so
-the training pipeline reads only its chunk. Samples come back as the first
-channel, float32 on the int16 scale (:data:`~wespeaker_py.audio.samples.INT16_SCALE`).
+the training pipeline reads only its chunk. Samples come back mono by the
+handle's channel policy (:func:`~wespeaker_py.audio.samples.mix_to_mono`,
+default: the first channel), float32 on the int16 scale
+(:data:`~wespeaker_py.audio.samples.INT16_SCALE`).
+
+A WAV whose header promises more data than the file holds (a copy cut short)
+is refused when opened, with :class:`AudioTruncatedError`, for every caller
+(files and in-memory bytes such as tar shard members). A header with a size
+meaning "unknown" (``0xFFFFFFFF``, as ffmpeg and sox write to a pipe when the
+length is not known) is read to the end. The output of a Kaldi ``command |``
+is only warned about: streaming writers put their *estimate* of the length in
+the header before writing (sox takes it from its input), so the command's exit
+status, not the header, says whether it delivered everything.
 """
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import subprocess
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 
 from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, AudioPipeError,
-                                       AudioTruncatedError, AudioUnreadableError)
-from wespeaker_py.audio.samples import INT16_SCALE, mix_to_mono
+                                       AudioSilentError, AudioTruncatedError,
+                                       AudioUnreadableError)
+from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, INT16_SCALE, LEVEL_FRAME, ChannelChoice,
+                                        channel_levels, explain_silent_channel, mix_to_mono,
+                                        parse_channel)
+
+logger = logging.getLogger(__name__)
+
+# libsndfile's header log line for a data chunk larger than the file: "data : N (should be M)"
+_DATA_SIZE_LINE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# data sizes from this up are written by streaming writers that did not know the length
+UNKNOWN_LENGTH_BYTES = 0x7FFFF000
+# frames per block when a whole file is scanned for its channels' levels
+_SCAN_FRAMES = 256 * LEVEL_FRAME
+
 
 def is_pipe(wav: str) -> bool:
     """True for a Kaldi ``wav.scp`` entry that is a command ending in ``|``."""
     return wav.rstrip().endswith("|")
 
 
-class AudioHandle:
-    """An open audio file (path or bytes) read frame-accurately, first channel only."""
+def promised_and_held_bytes(header_log: str) -> Optional[Tuple[int, int]]:
+    """``(bytes the WAV header promises, bytes the file holds)`` when it promises more than
+    it holds, from libsndfile's header log; None for a whole file or an unknown length."""
+    match = _DATA_SIZE_LINE.search(header_log)
+    if match is None:
+        return None
+    promised, held = int(match.group(1)), int(match.group(2))
+    if promised <= held or promised >= UNKNOWN_LENGTH_BYTES:
+        return None
+    return promised, held
 
-    def __init__(self, source: Union[str, io.BytesIO], name: str):
+
+class AudioHandle:
+    """An open audio file (path or bytes) read frame-accurately, mono by ``channel``."""
+
+    def __init__(self, source: Union[str, io.BytesIO], name: str,
+                 channel: ChannelChoice = DEFAULT_CHANNEL, streamed: bool = False):
         self.name = name
+        self.channel = parse_channel(channel)
         try:
             self._file = sf.SoundFile(source)
         except (sf.SoundFileError, RuntimeError) as err:
@@ -40,20 +80,28 @@ class AudioHandle:
         if self.frames <= 0:
             self.close()
             raise AudioEmptyError(f"{name}: no audio frames")
-
-    @property
-    def header_disagrees_with_size(self) -> bool:
-        """True when a WAV header promises more data than the file holds (a truncated WAV).
-
-        libsndfile then exposes only the frames present; the log line reads
-        ``data : N (should be M)``.
-        """
-        info = self._file.extra_info
-        return any(line.startswith("data :") and "should be" in line
-                   for line in info.splitlines())
+        shortfall = promised_and_held_bytes(self._file.extra_info)
+        if shortfall is not None:
+            promised, held = shortfall
+            seconds = self.frames / self.samplerate
+            what = (f"its header promises {promised} bytes of audio "
+                    f"({seconds * promised / held:.2f} s), ")
+            if streamed:   # see the module's docstring
+                logger.warning("%s: %sthe command gave %d (%.2f s); using those", name, what,
+                               held, seconds)
+            else:
+                self.close()
+                raise AudioTruncatedError(f"{name} is truncated: {what}the file holds {held} "
+                                          f"({seconds:.2f} s)")
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Decode ``count`` frames from ``start``: mono float32 on the int16 scale."""
+        mono = mix_to_mono(self._read_frames(start, count), self.channel, self.name)
+        mono *= INT16_SCALE
+        return mono
+
+    def _read_frames(self, start: int, count: int) -> np.ndarray:
+        """``[count, channels]`` float32 in [-1, 1] from frame ``start``."""
         if start < 0 or count <= 0 or start + count > self.frames:
             raise ValueError(f"{self.name}: frames [{start}, {start + count}) outside "
                              f"[0, {self.frames})")
@@ -65,13 +113,22 @@ class AudioHandle:
         if data.shape[0] < count:
             raise AudioTruncatedError(f"{self.name}: got {data.shape[0]} of {count} frames "
                                       f"from {start}")
-        mono = mix_to_mono(data)
-        mono *= INT16_SCALE
-        return mono
+        return data
 
     def read_all(self) -> np.ndarray:
         """Decode the whole file (mono, int16 scale)."""
         return self.read(0, self.frames)
+
+    def explain_silence(self, error: AudioSilentError) -> AudioSilentError:
+        """``error`` (the chosen channel has no energy) reworded to name the channels with
+        signal, when a multi-channel file has any (the file is scanned again)."""
+        if self.channels < 2:
+            return error
+        levels: List[float] = [-np.inf] * self.channels
+        for start in range(0, self.frames, _SCAN_FRAMES):
+            block = self._read_frames(start, min(_SCAN_FRAMES, self.frames - start))
+            levels = np.maximum(levels, channel_levels(block * np.float32(INT16_SCALE)))
+        return explain_silent_channel(error, self.name, self.channel, list(levels))
 
     def close(self) -> None:
         """Release the file."""
@@ -87,15 +144,16 @@ class AudioHandle:
 class ArrayHandle:
     """Decoded audio in memory behind the same interface (used for VAD-cut utterances)."""
 
-    def __init__(self, samples: np.ndarray, samplerate: int, name: str, channels: int = 1):
+    def __init__(self, samples: np.ndarray, samplerate: int, name: str, channels: int = 1,
+                 channel: ChannelChoice = DEFAULT_CHANNEL):
         if samples.size == 0:
             raise AudioEmptyError(f"{name}: no audio frames")
         self.name = name
         self.samples = samples
         self.frames = int(samples.size)
         self.samplerate = samplerate
-        self.channels = channels
-        self.header_disagrees_with_size = False
+        self.channels = channels   # of the file the samples came from, made mono by channel
+        self.channel = channel
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Copy ``count`` samples from ``start``."""
@@ -107,6 +165,10 @@ class ArrayHandle:
     def read_all(self) -> np.ndarray:
         """A copy of all samples."""
         return self.samples.copy()
+
+    def explain_silence(self, error: AudioSilentError) -> AudioSilentError:
+        """``error`` as it is (the other channels are not kept)."""
+        return error
 
     def close(self) -> None:
         """Nothing to release."""
@@ -129,20 +191,21 @@ def read_pipe(command: str, name: str) -> bytes:
 
 
 def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
-               name: str = "") -> AudioHandle:
+               name: str = "", channel: ChannelChoice = DEFAULT_CHANNEL) -> AudioHandle:
     """Open a file path, a Kaldi pipe command ending in ``|``, or in-memory bytes.
 
-    Raises :class:`AudioMissingError`, :class:`AudioEmptyError`,
-    :class:`AudioUnreadableError` or :class:`AudioPipeError` naming ``name``
-    (default: the path).
+    Reads give the channel(s) ``channel`` says (see
+    :func:`~wespeaker_py.audio.samples.mix_to_mono`). Raises
+    :class:`AudioMissingError`, :class:`AudioEmptyError`,
+    :class:`AudioUnreadableError`, :class:`AudioTruncatedError` or
+    :class:`AudioPipeError` naming ``name`` (default: the path).
     """
     name = name or (wav or "<bytes>")
+    streamed = False
     if data is None:
         if wav is None:
             raise ValueError("open_audio needs a path or bytes")
-        if is_pipe(wav):
-            data = read_pipe(wav.rstrip()[:-1], name)
-        else:
+        if not is_pipe(wav):
             try:
                 size = os.path.getsize(wav)
             except FileNotFoundError:
@@ -153,10 +216,11 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
                 raise AudioUnreadableError(f"{wav}: is a folder, not an audio file")
             if size == 0:
                 raise AudioEmptyError(f"{wav} is empty")
-            return AudioHandle(wav, name)
+            return AudioHandle(wav, name, channel)
+        data, streamed = read_pipe(wav.rstrip()[:-1], name), True
     if len(data) == 0:
         raise AudioEmptyError(f"{name}: no bytes")
-    return AudioHandle(io.BytesIO(data), name)
+    return AudioHandle(io.BytesIO(data), name, channel, streamed)
 
 
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
@@ -169,4 +233,4 @@ def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> A
         if end > start:
             pieces.append(handle.read(start, end - start))
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    return ArrayHandle(samples, rate, handle.name, handle.channels)
+    return ArrayHandle(samples, rate, handle.name, handle.channels, handle.channel)

@@ -6,10 +6,12 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from wespeaker_py.audio.errors import AudioInputError
+from wespeaker_py.audio.errors import AudioInputError, AudioSilentError
 from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import (check_samples, first_channel, to_int16_scale,
+from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frames,
+                                        channel_levels, check_samples, explain_silent_channel,
+                                        mix_to_mono, parse_channel, to_int16_scale,
                                         warn_if_narrowband)
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
@@ -28,6 +30,16 @@ def describe_audio(audio: AudioLike) -> str:
 def read_whole(handle, target_rate: int) -> np.ndarray:
     """All of an open handle's samples at ``target_rate`` (resampled once, no checks)."""
     return resample(handle.read_all(), float(handle.samplerate), float(target_rate))
+
+
+def read_checked(handle, target_rate: int, min_samples: int = 1) -> np.ndarray:
+    """:func:`read_whole`, then every check of :func:`check_samples`; when the chosen channel
+    of a multi-channel file has no energy, the error names the channels that have some."""
+    samples = read_whole(handle, target_rate)
+    try:
+        return check_samples(samples, handle.name, min_samples)
+    except AudioSilentError as error:
+        raise handle.explain_silence(error) from None
 
 
 def _as_numpy(audio: Any, name: str) -> np.ndarray:
@@ -50,27 +62,35 @@ def _check_rate(sample_rate: Any, name: str) -> int:
 
 
 def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
-               name: Optional[str] = None) -> np.ndarray:
+               name: Optional[str] = None,
+               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
     """Model samples of a whole input: mono float32 on the int16 scale at ``target_rate``.
 
     ``audio`` is a file path or Kaldi ``command |`` (its own rate; ``sample_rate``
     is ignored), or a NumPy array / torch tensor at ``sample_rate`` (``[samples]``
-    or two-axis with channels; floats in [-1, 1], int16 as stored). The first
-    channel is kept and resampled once to ``target_rate``. Every check of
+    or two-axis with channels; floats in [-1, 1], int16 as stored). The
+    channel policy ``channel`` (default: the first channel, see
+    :func:`~wespeaker_py.audio.samples.mix_to_mono`) makes it mono, and it is
+    resampled once to ``target_rate``. Every check of
     :func:`~wespeaker_py.audio.samples.check_samples` applies; each failure
     raises its named :class:`~wespeaker_py.audio.errors.AudioCheckError` (or an
     ``AudioInputError`` for a wrong type or shape) naming the input, ``name``
     when given. Audio at 8 kHz or lower for a 16 kHz model is warned about.
     """
     name = name or describe_audio(audio)
+    channel = parse_channel(channel)
     if isinstance(audio, (str, os.PathLike)):
-        with open_audio(os.fspath(audio), name=name) as handle:
-            rate = handle.samplerate
-            samples = handle.read_all()
-    else:
-        rate = _check_rate(sample_rate, name)
-        samples = to_int16_scale(first_channel(_as_numpy(audio, name), name), name)
+        with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
+            warn_if_narrowband(handle.samplerate, target_rate, name)
+            samples = read_checked(handle, target_rate)
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    rate = _check_rate(sample_rate, name)
+    frames = to_int16_scale(as_frames(_as_numpy(audio, name), name), name)
+    samples = mix_to_mono(frames, channel, name)
+    try:
         check_samples(samples, name)
+    except AudioSilentError as error:
+        raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
     warn_if_narrowband(rate, target_rate, name)
-    samples = resample(np.ascontiguousarray(samples), float(rate), float(target_rate))
+    samples = resample(samples, float(rate), float(target_rate))
     return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32)

@@ -11,7 +11,9 @@ By default every utterance is embedded whole. --random_chunk True embeds one
 random chunk of --num_frms frames (default: the config's dataset_args.num_frms)
 of each utterance instead, repeated to that length when the utterance is
 shorter, as WeSpeaker's extraction does for its back-end set (vox2_dev); the
-chunk of an utterance depends only on --seed and its key.
+chunk of an utterance depends only on --seed and its key. Of multi-channel
+audio the first channel is used, as in training, unless --channel says
+otherwise (mean, loudest, or a channel number).
 
 Writes xvector.ark and xvector.scp (the scp beside the ark), atomically. Batches
 only group utterances of equal length, so every embedding equals the one the
@@ -35,8 +37,8 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import (add_bool_flag, add_fail_fraction_flag, add_flag, bin_parser,
-                                     run_main)
+from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
+                                     add_flag, bin_parser, run_main)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "num_frms", type=int, default=None,
              help="frames of a chunk (default: the config's dataset_args.num_frms)")
     add_flag(parser, "seed", type=int, default=42, help="seed of the chunk positions")
+    add_channel_flag(parser)
     add_flag(parser, "buffer_mb", type=int, default=DEFAULT_BUFFER_MB,
              help="memory for features waiting for a batch of their length")
     add_flag(parser, "spk2utt", default=None,
@@ -124,7 +127,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                   data_list=args.data_list, embed_ark=args.embed_ark,
                   batch_size=args.batch_size, num_workers=args.num_workers,
                   buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
-                  max_fail_fraction=args.max_fail_fraction)
+                  max_fail_fraction=args.max_fail_fraction, channel=args.channel)
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

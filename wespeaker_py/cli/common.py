@@ -118,6 +118,25 @@ def requested_threads(argv: Sequence[str]) -> Optional[int]:
         return None
 
 
+def parse_channel_flag(value: str):
+    """``--channel``'s value as a channel policy (an argparse error when it is not one)."""
+    from wespeaker_py.audio import parse_channel   # here, so that --help needs no numpy
+    try:
+        return parse_channel(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_channel_flag(parser: argparse.ArgumentParser) -> None:
+    """``--channel``, on every command that reads audio: which channel of a multi-channel
+    recording to use (the policy of :mod:`wespeaker_py.audio`)."""
+    add_flag(parser, "channel", type=parse_channel_flag, default="first",
+             metavar="first|mean|loudest|N",
+             help="channel of multi-channel audio to use: first (default, as in training), "
+                  "mean (average of the channels), loudest (highest energy), or a channel "
+                  "number N from 0")
+
+
 def bin_prog(module_file: str) -> str:
     """The command to type for a ``bin/`` module: ``python -m wespeaker_py.bin.<name>``."""
     return f"python -m wespeaker_py.bin.{os.path.splitext(os.path.basename(module_file))[0]}"

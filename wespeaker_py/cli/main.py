@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from wespeaker_py.cli.common import (UsageError, add_common_flags, add_fail_fraction_flag,
-                                     add_flag, run_main)
+from wespeaker_py.cli.common import (UsageError, add_channel_flag, add_common_flags,
+                                     add_fail_fraction_flag, add_flag, run_main)
 
 PROG = "wespeaker-py"
 EXAMPLES = {
@@ -64,7 +64,8 @@ model only with --force). Needs at least 10 target and 10 nontarget trials.""",
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL, spectral clustering with the number of
 speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
-Of multi-channel audio the first channel is used. Needs: pip install 'wespeaker_py[diar]'.""",
+Of multi-channel audio the first channel is used (--channel chooses another).
+Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx out/ --with_frontend   # out/model.onnx
@@ -192,7 +193,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                           max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
     if args.audio is not None:
-        vector = model.embed(args.audio)
+        vector = model.embed(args.audio, channel=args.channel)
         if args.output:
             _write_vector(args.output, vector)
         else:
@@ -201,7 +202,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
     from wespeaker_py.utils.list_jobs import JobTally
     results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), channel=args.channel)
     tally = JobTally.of(len(results.embeddings), results.reasons)
     print(tally.describe(), file=sys.stderr)
     tally.check(args.wav_scp, args.max_fail_fraction, f"{args.output} was not written")
@@ -215,7 +216,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_similarity(args: argparse.Namespace) -> int:
     _check_before_compute(audio=[args.first, args.second])
-    print(f"{_load(args).similarity(args.first, args.second):.6f}")
+    print(f"{_load(args).similarity(args.first, args.second, channel=args.channel):.6f}")
     return 0
 
 
@@ -227,7 +228,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     _check_before_compute(audio=[args.first, args.second])
     result = _load(args).verify(args.first, args.second, prior=args.prior,
-                                operating_point=args.operating_point, threshold=args.threshold)
+                                operating_point=args.operating_point, threshold=args.threshold,
+                                channel=args.channel)
     if args.json:
         _print_json(asdict(result))
     else:
@@ -241,7 +243,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if speakers is not None:
         speakers.check_enrollment(args.name, args.replace, args.append)
     size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery,
-                              replace=args.replace, append=args.append, force=args.force)
+                              replace=args.replace, append=args.append, force=args.force,
+                              channel=args.channel)
     print(f"enrolled {args.name} ({len(args.audio)} recording(s)); {args.gallery} holds "
           f"{size} speaker(s)")
     return 0
@@ -251,7 +254,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     _existing_gallery(args.gallery)  # a broken gallery: its own message, before all else
     _check_before_compute(audio=[args.audio], inputs=[args.gallery])
     ranking = _load(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
-                                   force=args.force)
+                                   force=args.force, channel=args.channel)
     if args.json:
         _print_json([{"speaker": name, "score": score} for name, score in ranking])
     else:
@@ -264,7 +267,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _check_before_compute(inputs=[args.trials], wav_scp=args.wav_scp, outputs=[args.output])
     model = _load(args)
     calibration = model.calibrate(args.trials, args.wav_scp, output=args.output,
-                                  batch_size=args.batch_size, progress=sys.stderr.isatty())
+                                  batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                  channel=args.channel)
     eer_point = calibration.operating_points["eer"]
     fa_point = calibration.operating_points["fa1"]
     print(f"calibration written to {args.output or model.calibration_path}: "
@@ -290,7 +294,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,
-                   cluster_method=args.cluster_method, batch_size=args.batch_size)
+                   cluster_method=args.cluster_method, batch_size=args.batch_size,
+                   channel=args.channel)
     if wav_scp is not None:
         summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
                                      max_fail_fraction=args.max_fail_fraction, **options)
@@ -346,11 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
-    def command(name: str, handler, summary: str) -> argparse.ArgumentParser:
+    def command(name: str, handler, summary: str,
+                reads_audio: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary,
                                   epilog=EXAMPLES[name],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_model_flags(sub)
+        if reads_audio:
+            add_channel_flag(sub)
         sub.set_defaults(handler=handler)
         handlers[name] = handler
         return sub
@@ -424,13 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 
-    sub = command("export", cmd_export, "export the model to ONNX")
+    sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)
     sub.add_argument("--onnx", required=True,
                      help="output .onnx file (a folder: model.onnx inside it)")
     add_flag(sub, "with_frontend", action="store_true",
              help="waveform input: put fbank + CMN inside the graph")
 
-    sub = command("info", cmd_info, "model name, size, sample rate and front-end settings")
+    sub = command("info", cmd_info, "model name, size, sample rate and front-end settings",
+                  reads_audio=False)
     sub.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 

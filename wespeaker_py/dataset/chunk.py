@@ -22,14 +22,16 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from wespeaker_py.audio import (ArrayHandle, AudioHandle, AudioTooShortError, apply_vad,
-                                open_audio, resample)
+from wespeaker_py.audio import (DEFAULT_CHANNEL, ArrayHandle, AudioHandle, AudioTooShortError,
+                                ChannelChoice, apply_vad, open_audio, resample)
 from wespeaker_py.dataset.lists import Utterance
 
 
-def open_utterance(utt: Utterance) -> Union[AudioHandle, ArrayHandle]:
-    """Open an :class:`Utterance` (path, pipe or shard bytes; VAD segments applied)."""
-    handle = open_audio(utt.wav, utt.data, name=utt.key)
+def open_utterance(utt: Utterance, channel: ChannelChoice = DEFAULT_CHANNEL
+                   ) -> Union[AudioHandle, ArrayHandle]:
+    """Open an :class:`Utterance` (path, pipe or shard bytes; VAD segments applied), its
+    reads mono by ``channel`` (training keeps the default, the first channel)."""
+    handle = open_audio(utt.wav, utt.data, name=utt.key, channel=channel)
     if utt.vad is None:
         return handle
     with handle:

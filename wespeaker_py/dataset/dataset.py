@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, parse_channel
 from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
 from wespeaker_py.dataset.lists import Utterance, read_data_list
@@ -45,7 +46,9 @@ class Dataset(IterableDataset):
     noise/reverb are left to :func:`~wespeaker_py.dataset.device_augment.augment_batch`
     (the sample then also holds ``"speed"``, ``"chunk_len"`` and ``"aug"``);
     ``whole_utt=True`` yields whole utterances at ``resample_rate`` with ``label``
-    -1 when the speaker is absent or unknown. Utterances whose key is in
+    -1 when the speaker is absent or unknown, mono by the ``channel`` policy (see
+    :mod:`wespeaker_py.audio`; training always keeps the first channel, as
+    WeSpeaker does). Utterances whose key is in
     ``exclude_keys`` are passed over unread. Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (not with ``persistent_workers``).
 
@@ -66,7 +69,8 @@ class Dataset(IterableDataset):
                  spk2id: Optional[Dict[str, int]] = None, whole_utt: bool = False,
                  reverb_data: Optional[str] = None, noise_data: Optional[str] = None,
                  seed: int = 42, repeat: bool = False,
-                 exclude_keys: Optional[AbstractSet[str]] = None):
+                 exclude_keys: Optional[AbstractSet[str]] = None,
+                 channel: ChannelChoice = DEFAULT_CHANNEL):
         super().__init__()
         if data_type not in DATA_TYPES:
             raise ValueError(f"data_type must be one of {DATA_TYPES}, got {data_type!r}")
@@ -74,6 +78,11 @@ class Dataset(IterableDataset):
             raise ValueError(f"seed must be >= 0, got {seed}")
         if not whole_utt and not spk2id:
             raise ValueError("training mode needs a non-empty spk2id (see spk2id_from_utt2spk)")
+        channel = parse_channel(channel)
+        if not whole_utt and channel != DEFAULT_CHANNEL:
+            raise ValueError(f"training keeps the first channel; channel={channel!r} is for "
+                             f"whole utterances (extraction)")
+        self.channel = channel
         self.data_type = data_type
         self.config = as_dataset_args(dataset_args)
         self.spk2id = spk2id
@@ -200,7 +209,7 @@ class Dataset(IterableDataset):
                            place.num_consumers)
         if self.whole_utt:
             labelled = with_labels(self._utterances(indices, stats), self.spk2id, stats, False)
-            yield from whole_utterances(labelled, self.settings, stats)
+            yield from whole_utterances(labelled, self.settings, stats, self.channel)
             return
         if self.repeat or config.sample_num_per_epoch > 0:
             utts = self._repeated_utterances(indices, stats)

@@ -11,7 +11,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import AudioCheckError, check_samples, read_whole, warn_if_narrowband
+from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioCheckError, ChannelChoice, check_samples,
+                                read_checked, warn_if_narrowband)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.augment import Augmenter, apply_plan
 from wespeaker_py.dataset.chunk import open_utterance, read_random_span
@@ -19,8 +20,6 @@ from wespeaker_py.dataset.lists import Utterance
 from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.frontend.framing import num_frames, samples_for_frames
-
-TRUNCATED_WAV_KEPT = "truncated_wav_kept"
 
 Sample = Dict[str, object]
 
@@ -103,14 +102,13 @@ def with_labels(utts: Iterable[Utterance], spk2id: Optional[Dict[str, int]],
 
 
 def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> None:
-    """Count the repairs an opened utterance needs (extra channels, other rate, cut WAV)."""
+    """Count the repairs an opened utterance needs (extra channels, other rate)."""
     if handle.channels > 1:
-        stats.repair(reasons.MULTI_CHANNEL, key)
+        stats.repair(reasons.MULTI_CHANNEL if handle.channel == "first"
+                     else f"multi_channel_{handle.channel}_kept", key)
     if handle.samplerate != target_rate:
         stats.repair(reasons.RESAMPLED, key)
         warn_if_narrowband(handle.samplerate, target_rate, key)
-    if handle.header_disagrees_with_size:
-        stats.repair(TRUNCATED_WAV_KEPT, key)
 
 
 def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
@@ -121,7 +119,8 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
     ``speed_on_device`` a sample may hold the span read before its speed change,
     and ``"speed"`` says which :data:`SPEEDS` index the device still applies (0:
     none); its ``"chunk_len"`` is the length it must end with. A chunk (or span)
-    with NaN/inf or only zeros skips the utterance (see :func:`check_samples`).
+    with NaN/inf or only zeros skips the utterance (see :func:`check_samples`; a
+    chunk is not held to the energy floor: it may fall in a pause of the utterance).
     """
     chunk_len = settings.chunk_len
     for utt, label in utts:
@@ -146,7 +145,7 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                                                    settings.speed_on_device))
                           for index in indices]
                 for _, (wav, _) in chunks:
-                    check_samples(wav, utt.key)
+                    check_samples(wav, utt.key, floor_dbfs=None)
         except AudioCheckError as err:
             stats.skip(utt.key, err.reason, str(err))
             continue
@@ -160,14 +159,17 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
 
 
 def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
-                     stats: PipelineStats) -> Iterator[Sample]:
-    """Whole utterances at the target rate (extraction); shorter than one frame is skipped."""
+                     stats: PipelineStats,
+                     channel: ChannelChoice = DEFAULT_CHANNEL) -> Iterator[Sample]:
+    """Whole utterances at the target rate (extraction), mono by ``channel``; every check
+    of :func:`~wespeaker_py.audio.read_checked` applies (shorter than one frame is
+    too short)."""
     for utt, label in utts:
         try:
-            with open_utterance(utt) as handle:
+            with open_utterance(utt, channel) as handle:
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
-                wav = check_samples(read_whole(handle, settings.sample_rate), utt.key,
-                                    min_samples=settings.frame_samples)
+                wav = read_checked(handle, settings.sample_rate,
+                                   min_samples=settings.frame_samples)
         except AudioCheckError as err:
             stats.skip(utt.key, err.reason, str(err))
             continue

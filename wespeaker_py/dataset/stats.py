@@ -29,13 +29,15 @@ TOO_SHORT = audio_errors.AudioTooShortError.reason
 PIPE_FAILED = audio_errors.AudioPipeError.reason
 NON_FINITE = audio_errors.AudioNonFiniteError.reason
 ALL_ZERO = audio_errors.AudioSilentError.reason
+NO_ENERGY = audio_errors.AudioNoEnergyError.reason
+NO_SUCH_CHANNEL = audio_errors.AudioChannelError.reason
 UNKNOWN_SPEAKER = "unknown_speaker"
 NO_SPEAKER = "no_speaker"
 BAD_SHARD = "bad_shard"
 BAD_MEMBER = "bad_tar_member"
 
 # Repairs (the utterance is kept).
-MULTI_CHANNEL = "multi_channel_first_kept"
+MULTI_CHANNEL = "multi_channel_first_kept"   # other channel policies: multi_channel_<policy>_kept
 RESAMPLED = "resampled"
 
 # Example keys kept per reason in a summary (the per-key warnings list them all).

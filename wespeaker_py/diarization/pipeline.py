@@ -2,8 +2,9 @@
 
 :class:`Diarizer` holds the embedding function, the model's sample rate and the
 options; its :meth:`~Diarizer.diarize` reads a recording once through the audio
-module (:func:`~wespeaker_py.audio.load_audio`: first channel, resampled to the
-model's rate, the shared checks) and returns the speaker turns, and
+module (:func:`~wespeaker_py.audio.load_audio`: the first channel unless told
+otherwise, resampled to the model's rate, the shared checks) and returns the
+speaker turns, and
 :func:`diarize_wav_scp` runs it over a Kaldi ``wav.scp`` into one RTTM file.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.audio import INT16_SCALE, load_audio
+from wespeaker_py.audio import DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio
 from wespeaker_py.diarization.clustering import (DEFAULT_METHOD, ClusterOptions,
                                                  check_cluster_options, cluster_windows)
 from wespeaker_py.diarization.rttm import write_rttm
@@ -100,10 +101,12 @@ class Diarizer:
 
     def diarize(self, audio: Any, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
-                max_speakers: Optional[int] = None) -> DiarizationResult:
+                max_speakers: Optional[int] = None,
+                channel: ChannelChoice = DEFAULT_CHANNEL) -> DiarizationResult:
         """Turns of a recording: a file (or ``command |``), or an array/tensor at ``sample_rate``.
 
-        Arrays are ``[samples]`` or two-axis with channels (the first is kept); floats
+        Arrays are ``[samples]`` or two-axis with channels (``channel`` chooses: the
+        first by default, see :mod:`wespeaker_py.audio`); floats
         in [-1, 1] or int16. Audio the shared checks refuse (missing, unreadable,
         empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
         The number of speakers is ``num_speakers`` when given, else estimated
@@ -118,7 +121,7 @@ class Diarizer:
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         rate = self.sample_rate
-        audio = load_audio(audio, rate, sample_rate)
+        audio = load_audio(audio, rate, sample_rate, channel=channel)
         seconds["load"] = time.perf_counter() - clock
         clock = time.perf_counter()
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)

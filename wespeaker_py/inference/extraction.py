@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 import torch
 from torch.utils.data import DataLoader
 
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
@@ -125,7 +126,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  data_list: str, part_ark: str, batch_size: int = 1, num_workers: int = 1,
                  device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
                  progress_position: int = 0, progress_desc: str = "extracting",
-                 chunk_frames: Optional[int] = None, chunk_seed: int = 42) -> ExtractionSummary:
+                 chunk_frames: Optional[int] = None, chunk_seed: int = 42,
+                 channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
@@ -133,13 +135,14 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     :func:`~wespeaker_py.inference.parts.open_part_writer`). The summary counts
     this call's embeddings and skips; ``resumed`` the embeddings found in the part.
     With ``chunk_frames`` every utterance is embedded from one random chunk of that
-    many frames, drawn from ``chunk_seed`` and its key.
+    many frames, drawn from ``chunk_seed`` and its key. ``channel`` is the channel
+    policy for multi-channel audio (:mod:`wespeaker_py.audio`; default: the first).
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
     # the list and dataset_args are checked before the (possibly large) model loads
     dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True,
-                      exclude_keys=done)
+                      exclude_keys=done, channel=channel)
     if not dataset.items:
         raise DataFormatError(data_list, None, "the data list is empty")
     chunker = None
@@ -194,8 +197,8 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
                        progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
                        chunk_seed: int = 42,
-                       max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION
-                       ) -> ExtractionSummary:
+                       max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                       channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -208,15 +211,16 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     extracts nothing, or skips more than ``max_fail_fraction`` of the list, a
     :class:`RunFailedError` (and no ark/scp is written).
     With ``chunk_frames`` every utterance is embedded from one random chunk of
-    that many frames, drawn from ``chunk_seed`` and its key.
+    that many frames, drawn from ``chunk_seed`` and its key. ``channel``: the channel
+    policy for multi-channel audio (default: the first channel).
     """
     _check_not_distributed()
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
                           chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction)
+                          max_fail_fraction=max_fail_fraction, channel=channel)
     summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                            batch_size, num_workers, device, buffer_mb, progress_position,
-                           progress_desc, chunk_frames, chunk_seed)
+                           progress_desc, chunk_frames, chunk_seed, channel)
     summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())

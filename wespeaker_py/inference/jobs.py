@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
                                                chunk_identity, extract_part)
@@ -148,7 +149,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                                 chunk_frames: Optional[int] = None,
                                 chunk_seed: int = 42,
                                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                                num_threads: Optional[int] = None) -> ExtractionSummary:
+                                num_threads: Optional[int] = None,
+                                channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
     """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
@@ -163,7 +165,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
                           chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction)
+                          max_fail_fraction=max_fail_fraction, channel=channel)
     job_lists = work.job_lists()
     devices = job_devices(len(job_lists), gpus)
     threads = num_threads or threads_per_job(len(job_lists))
@@ -174,7 +176,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         kwargs = dict(config=config, model_path=model_path, data_type=data_type,
                       data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
                       num_workers=num_workers, buffer_mb=buffer_mb,
-                      chunk_frames=chunk_frames, chunk_seed=chunk_seed)
+                      chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel)
         processes.append(context.Process(
             target=_run_job, name=f"extract-job-{job}",
             args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,

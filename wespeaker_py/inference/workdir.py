@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
-from wespeaker_py.audio import is_pipe
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
@@ -80,7 +80,8 @@ class ExtractionWork:
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
                  config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
-                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                 channel: ChannelChoice = DEFAULT_CHANNEL):
         require_input_file(model_path, "model")
         require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
@@ -94,6 +95,8 @@ class ExtractionWork:
                     "data_type": data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
                     "num_jobs": num_jobs, "chunk": chunk}
+        if channel != DEFAULT_CHANNEL:   # absent for the default: earlier work still resumes
+            manifest["channel"] = channel
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)
         if previous is not None and previous != manifest:
