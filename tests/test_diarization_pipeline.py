@@ -236,3 +236,20 @@ def test_speaker_counts_fix_each_recording(tmp_path, corpus):
     counts.write_text("two 2\nthree x\n")
     with pytest.raises(DataFormatError, match="reco2num_spk:2"):
         read_speaker_counts(str(counts))
+
+
+def test_read_once_conversations_never_repeat_audio(corpus):
+    from wespeaker_py.diarization.synthetic import ConversationStyle
+    speakers = corpus.speakers[:3]
+    available = {s: sum(corpus.speech(path)[0].size for path in corpus.utterances[s]) / SR
+                 for s in speakers}
+    audio, turns = build_conversation(corpus, speakers, 1000.0, np.random.default_rng(4),
+                                      ConversationStyle(reuse=False))
+    heard = {s: sum(t.duration for t in turns if t.speaker == s) for s in speakers}
+    assert set(heard) == set(speakers)
+    assert all(heard[s] <= available[s] + 1e-3 for s in speakers), (heard, available)
+    # it ends when fewer than two speakers have speech left, long before 1000 s
+    assert audio.size / SR < sum(available.values()) + 1.5 * len(turns) + 1.0
+    # the default reuses the corpus and fills the duration
+    long, _ = build_conversation(corpus, speakers, 200.0, np.random.default_rng(4))
+    assert long.size / SR > 200.0 > sum(available.values())

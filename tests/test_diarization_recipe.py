@@ -34,7 +34,7 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     data, exp = str(tmp_path / "data"), str(tmp_path / "exp")
     run_script(RECIPE, "run.sh", "--model", tiny_model, "--num_conversations", "2",
                "--conversation_seconds", "15", "--max_conv_speakers", "3", "--vad", "energy",
-               "--data", data, "--exp", exp)
+               "--data", data, "--exp", exp, "--stop_stage", "4")
     reference, system = read_rttm(f"{data}/ref.rttm"), read_rttm(f"{exp}/sys.rttm")
     assert set(system) == set(reference) and len(reference) == 2
     table = open(f"{exp}/der.md").read()
@@ -42,10 +42,44 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     assert len(rows) == 4  # collars 0 / 0.25, overlap scored / excluded
     ders = [float(row.split("|")[7]) for row in rows]
     assert all(0 <= der < 200 for der in ders)
+    # stage 4: one row per method and the true-count reference row, which is always right
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in open(f"{exp}/methods.md").read().splitlines()
+            if line.startswith("| ") and not line.startswith("| system")}
+    assert list(rows) == ["spectral", "nme-sc", "agglomerative", "spectral+true_count"]
+    assert rows["spectral+true_count"][3].strip() == "100% (2/2)"
+    # the spectral row scores what stage 2 (the same settings) wrote
+    assert float(rows["spectral"][0]) == pytest.approx(ders[0], abs=0.01)
     # the same set again from --data_dir (the user-data path of stage 1)
     run_script(RECIPE, "run.sh", "--stop_stage", "1", "--data_dir", data,
                "--data", str(tmp_path / "copy"))
     assert open(tmp_path / "copy" / "wav.scp").read() == open(f"{data}/wav.scp").read()
+
+
+def test_score_diarization_compares_systems(tmp_path, capsys):
+    from wespeaker_py.bin.score_diarization import main
+    ref = {"a": [Turn(0, 2, "x"), Turn(2, 4, "y")], "b": [Turn(0, 4, "x")]}
+    systems = {"right": ref,
+               "merged": {"a": [Turn(0, 4, "s")], "b": [Turn(0, 4, "s")]},
+               "split": {"a": [Turn(0, 2, "s"), Turn(2, 4, "t")],
+                         "b": [Turn(0, 1, "s"), Turn(1, 4, "t")]}}
+    write_rttm(str(tmp_path / "ref.rttm"), ref)
+    for name, turns in systems.items():
+        write_rttm(str(tmp_path / f"{name}.rttm"), turns)
+    args = ["--ref_rttm", str(tmp_path / "ref.rttm"), "--collars", "0", "--systems"]
+    with pytest.raises(SystemExit) as stop:
+        main(args + [f"{name}={tmp_path}/{name}.rttm" for name in systems])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in out.splitlines()[2:]}
+    assert stop.value.code == 0
+    # DER: merged loses y's 2 s of 8; split gives 1 s of b to t
+    assert rows == {"right": ["0.00", "0.00", "100% (2/2)", "0", "0"],
+                    "merged": ["25.00", rows["merged"][1], "50% (1/2)", "1", "0"],
+                    "split": ["12.50", rows["split"][1], "50% (1/2)", "0", "1"]}
+    with pytest.raises(SystemExit) as stop:
+        main(args + ["no_equals_sign"])
+    assert stop.value.code == 2 and "NAME=RTTM" in capsys.readouterr().err
 
 
 def test_recipe_prepares_voxconverse_style_folders(tmp_path):
