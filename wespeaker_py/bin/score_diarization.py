@@ -10,7 +10,7 @@ recording runs from the first to the last turn of either file (dscore's
 default) or is read from ``--uem`` (NIST UEM, e.g. AMI-diarization-setup's);
 a recording missing from the system RTTM counts as all missed.
 
-    python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \
+    python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
         --systems spectral=exp/spectral/sys.rttm nme-sc=exp/nme-sc/sys.rttm
 
 compares systems instead: one row each, with DER for each collar (overlap

@@ -52,11 +52,14 @@ its parameters, the trial set's EER and the thresholds at the EER point and at
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \
+      --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
 
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL, spectral clustering with the number of
-speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
-Of multi-channel audio the first channel is used. Needs: pip install 'wespeaker_py[diar]'.""",
+speakers from the eigen-gap (or --num_speakers / --reco2num_spk), turns written
+as RTTM. Of multi-channel audio the first channel is used. Every setting below
+is checked before the model loads. Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx resnet34_feats.onnx
