@@ -176,3 +176,80 @@ def test_written_conversation_set_matches_its_rttm(tmp_path, corpus):
         info = sf.info(str(tmp_path / "wav" / f"{key}.wav"))
         assert info.samplerate == SR and info.duration >= reference[key][-1].end
         assert len({t.speaker for t in reference[key]}) == int(key.split("_")[1][0])
+
+
+def test_options_name_what_cannot_work():
+    with pytest.raises(ValueError, match="unknown diarization setting.*windw"):
+        DiarizationOptions.from_settings(windw=1.0)
+    for settings, name in ((dict(shift=2.0), "shift"), (dict(vad_threshold=1.5), "vad_threshold"),
+                           (dict(min_speech=-1.0), "min_speech"),
+                           (dict(merge_threshold=1.5), "merge_threshold"),
+                           (dict(resolution=0.0), "resolution"),
+                           (dict(min_cluster_size=-1), "min_cluster_size"),
+                           (dict(cluster_method="kmeans"), "kmeans")):
+        with pytest.raises(ValueError, match=name):
+            DiarizationOptions.from_settings(**settings)
+    with pytest.raises(ValueError, match="shift"):
+        Diarizer(lambda pieces: np.zeros((len(pieces), 4)), DiarizationOptions(shift=0.0))
+    options = DiarizationOptions.from_settings(window=1.0, shift=0.5, vad_threshold=0.3)
+    assert (options.window, options.shift, options.region_rules().threshold) == (1.0, 0.5, 0.3)
+
+
+def test_window_and_shift_options_cut_the_embedded_windows(conversation):
+    audio, _, _ = conversation
+    seen = {}
+
+    def embed(pieces):
+        seen["count"], seen["sizes"] = len(pieces), {p.size for p in pieces}
+        return np.random.default_rng(0).standard_normal((len(pieces), 8))
+    vad = EnergyVAD()
+    speech = vad(audio, SR)
+    for window, shift in ((1.5, 0.75), (1.0, 0.25)):
+        options = DiarizationOptions(vad="energy", window=window, shift=shift)
+        Diarizer(embed, options, vad).diarize(audio, SR)
+        assert seen["sizes"] == {int(window * SR)}
+        assert seen["count"] == len(subsegments(speech, window, shift))
+
+
+def test_speaker_counts_fix_each_recording(tmp_path, corpus):
+    from wespeaker_py.diarization.rttm import read_speaker_counts
+    rng = np.random.default_rng(3)
+    wav_scp, counts = tmp_path / "wav.scp", tmp_path / "reco2num_spk"
+    lines = []
+    for key, size in (("two", 2), ("three", 3)):
+        audio, _ = build_conversation(corpus, corpus.speakers[:size], 20.0, rng)
+        sf.write(tmp_path / f"{key}.wav", audio, SR)
+        lines.append(f"{key} {tmp_path}/{key}.wav")
+    wav_scp.write_text("\n".join(lines) + "\n")
+    counts.write_text("two 2\nthree 3\n")
+    # random embeddings: the estimated count is anything; the given one must be kept
+    diarizer = Diarizer(lambda pieces: np.random.default_rng(len(pieces)).standard_normal(
+        (len(pieces), 16)), DiarizationOptions(vad="energy"))
+    rttm = str(tmp_path / "sys.rttm")
+    diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
+                    speaker_counts=read_speaker_counts(str(counts)))
+    found = {key: len({t.speaker for t in turns}) for key, turns in read_rttm(rttm).items()}
+    assert found == {"two": 2, "three": 3}
+    assert read_speaker_counts(rttm) == found   # an RTTM's speakers counted
+    with pytest.raises(ValueError, match="no speaker count.*three"):
+        diarize_wav_scp(diarizer, str(wav_scp), rttm, speaker_counts={"two": 2})
+    counts.write_text("two 2\nthree x\n")
+    with pytest.raises(DataFormatError, match="reco2num_spk:2"):
+        read_speaker_counts(str(counts))
+
+
+def test_read_once_conversations_never_repeat_audio(corpus):
+    from wespeaker_py.diarization.synthetic import ConversationStyle
+    speakers = corpus.speakers[:3]
+    available = {s: sum(corpus.speech(path)[0].size for path in corpus.utterances[s]) / SR
+                 for s in speakers}
+    audio, turns = build_conversation(corpus, speakers, 1000.0, np.random.default_rng(4),
+                                      ConversationStyle(reuse=False))
+    heard = {s: sum(t.duration for t in turns if t.speaker == s) for s in speakers}
+    assert set(heard) == set(speakers)
+    assert all(heard[s] <= available[s] + 1e-3 for s in speakers), (heard, available)
+    # it ends when fewer than two speakers have speech left, long before 1000 s
+    assert audio.size / SR < sum(available.values()) + 1.5 * len(turns) + 1.0
+    # the default reuses the corpus and fills the duration
+    long, _ = build_conversation(corpus, speakers, 200.0, np.random.default_rng(4))
+    assert long.size / SR > 200.0 > sum(available.values())

@@ -34,7 +34,7 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     data, exp = str(tmp_path / "data"), str(tmp_path / "exp")
     run_script(RECIPE, "run.sh", "--model", tiny_model, "--num_conversations", "2",
                "--conversation_seconds", "15", "--max_conv_speakers", "3", "--vad", "energy",
-               "--data", data, "--exp", exp)
+               "--data", data, "--exp", exp, "--stop_stage", "4")
     reference, system = read_rttm(f"{data}/ref.rttm"), read_rttm(f"{exp}/sys.rttm")
     assert set(system) == set(reference) and len(reference) == 2
     table = open(f"{exp}/der.md").read()
@@ -42,10 +42,44 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     assert len(rows) == 4  # collars 0 / 0.25, overlap scored / excluded
     ders = [float(row.split("|")[7]) for row in rows]
     assert all(0 <= der < 200 for der in ders)
+    # stage 4: one row per method and the true-count reference row, which is always right
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in open(f"{exp}/methods.md").read().splitlines()
+            if line.startswith("| ") and not line.startswith("| system")}
+    assert list(rows) == ["spectral", "nme-sc", "agglomerative", "spectral+true_count"]
+    assert rows["spectral+true_count"][3].strip() == "100% (2/2)"
+    # the spectral row scores what stage 2 (the same settings) wrote
+    assert float(rows["spectral"][0]) == pytest.approx(ders[0], abs=0.01)
     # the same set again from --data_dir (the user-data path of stage 1)
     run_script(RECIPE, "run.sh", "--stop_stage", "1", "--data_dir", data,
                "--data", str(tmp_path / "copy"))
     assert open(tmp_path / "copy" / "wav.scp").read() == open(f"{data}/wav.scp").read()
+
+
+def test_score_diarization_compares_systems(tmp_path, capsys):
+    from wespeaker_py.bin.score_diarization import main
+    ref = {"a": [Turn(0, 2, "x"), Turn(2, 4, "y")], "b": [Turn(0, 4, "x")]}
+    systems = {"right": ref,
+               "merged": {"a": [Turn(0, 4, "s")], "b": [Turn(0, 4, "s")]},
+               "split": {"a": [Turn(0, 2, "s"), Turn(2, 4, "t")],
+                         "b": [Turn(0, 1, "s"), Turn(1, 4, "t")]}}
+    write_rttm(str(tmp_path / "ref.rttm"), ref)
+    for name, turns in systems.items():
+        write_rttm(str(tmp_path / f"{name}.rttm"), turns)
+    args = ["--ref_rttm", str(tmp_path / "ref.rttm"), "--collars", "0", "--systems"]
+    with pytest.raises(SystemExit) as stop:
+        main(args + [f"{name}={tmp_path}/{name}.rttm" for name in systems])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in out.splitlines()[2:]}
+    assert stop.value.code == 0
+    # DER: merged loses y's 2 s of 8; split gives 1 s of b to t
+    assert rows == {"right": ["0.00", "0.00", "100% (2/2)", "0", "0"],
+                    "merged": ["25.00", rows["merged"][1], "50% (1/2)", "1", "0"],
+                    "split": ["12.50", rows["split"][1], "50% (1/2)", "0", "1"]}
+    with pytest.raises(SystemExit) as stop:
+        main(args + ["no_equals_sign"])
+    assert stop.value.code == 2 and "NAME=RTTM" in capsys.readouterr().err
 
 
 def test_recipe_prepares_voxconverse_style_folders(tmp_path):
@@ -135,3 +169,68 @@ def test_api_diarize_many_writes_what_diarize_gives_per_recording(tmp_path, tiny
     np.testing.assert_allclose([(turn.start, turn.end) for turn in written],
                                [(turn.start, turn.end) for turn in single.turns],
                                atol=1e-3)   # RTTM keeps 3 decimals
+
+
+def test_cli_diarize_flags_match_the_options_and_reach_the_diarizer(tmp_path, tiny_model,
+                                                                      capsys):
+    from wespeaker_py import load_model
+    from wespeaker_py.cli.main import DIARIZE_SETTINGS, build_parser
+    from wespeaker_py.diarization import DiarizationOptions
+    from wespeaker_py.diarization.synthetic import SpeakerCorpus, build_conversation
+    parsed = build_parser().parse_args(["diarize", "--model", "m", "a.wav"])
+    defaults = DiarizationOptions()
+    for name in DIARIZE_SETTINGS + ("vad", "cluster_method", "min_speakers", "max_speakers"):
+        assert getattr(parsed, name) == getattr(defaults, name), name
+
+    corpus = SpeakerCorpus(CORPUS, os.path.join(CORPUS, "test_spk"))
+    audio, _ = build_conversation(corpus, corpus.speakers[:2], 12.0, np.random.default_rng(2))
+    sf.write(tmp_path / "talk.wav", audio, 16000)
+    settings = dict(window=1.0, shift=0.5, resolution=0.25, cluster_method="agglomerative",
+                    ahc_threshold=0.3, min_cluster_size=2, merge_threshold=0.9,
+                    vad_threshold=0.4, min_speech=0.3, min_silence=0.2)
+    flags = [part for name, value in settings.items() for part in (f"--{name}", str(value))]
+    status, out, _ = cli(capsys, "diarize", "--model", tiny_model, *flags,
+                         str(tmp_path / "talk.wav"))
+    model = load_model(tiny_model, device="cpu")
+    expected = model.diarize(str(tmp_path / "talk.wav"), **settings).turns
+    default = model.diarize(str(tmp_path / "talk.wav")).turns
+    turns = [line.split() for line in out.splitlines()]
+    assert status == 0
+    assert [(float(t[3]), t[7]) for t in turns] == [(round(e.start, 3), e.speaker)
+                                                      for e in expected]
+    assert [(t.start, t.end) for t in expected] != [(t.start, t.end) for t in default]
+    # on 0.25 s frames every boundary not at a speech edge is on the frame grid
+    inner = [a.end for a, e in zip(expected, expected[1:]) if abs(a.end - e.start) < 1e-9]
+    assert all(abs(x / 0.25 - round(x / 0.25)) < 1e-6 for x in inner)
+    # the Silero flags reach the VAD: no speech survives a 60 s minimum
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--min_speech", "60",
+                         str(tmp_path / "talk.wav"))
+    assert status == 0 and "no speech found" in err
+
+
+def test_cli_diarize_checks_settings_before_loading(tmp_path, capsys):
+    missing_model = str(tmp_path / "no_model")   # never loaded: the checks come first
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+    for flags, named in ((["--shift", "2"], "shift must be"),
+                         (["--vad_threshold", "0"], "vad_threshold must be"),
+                         (["--merge_threshold", "3"], "merge_threshold must be"),
+                         (["--cluster_method", "kmeans"], "kmeans"),
+                         (["--reco2num_spk", "counts"], "--reco2num_spk goes with --wav_scp")):
+        status, _, err = cli(capsys, "diarize", "--model", missing_model, *flags,
+                             str(tmp_path / "a.wav"))
+        assert status == 2 and named in err, (flags, err)
+
+
+def test_cli_diarize_reco2num_spk_from_reference_rttm(tmp_path, tiny_model, capsys):
+    data = str(tmp_path / "data")
+    run_script(RECIPE, "run.sh", "--stop_stage", "1", "--num_conversations", "2",
+               "--conversation_seconds", "15", "--min_conv_speakers", "2",
+               "--max_conv_speakers", "3", "--data", data)
+    status, _, _ = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                       "--wav_scp", f"{data}/wav.scp", "--reco2num_spk", f"{data}/ref.rttm",
+                       "-o", str(tmp_path / "sys.rttm"))
+    reference = read_rttm(f"{data}/ref.rttm")
+    system = read_rttm(str(tmp_path / "sys.rttm"))
+    assert status == 0
+    assert ({key: len({t.speaker for t in turns}) for key, turns in system.items()}
+            == {key: len({t.speaker for t in turns}) for key, turns in reference.items()})

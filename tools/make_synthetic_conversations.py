@@ -8,12 +8,15 @@
 Speakers come from the corpus (a Kaldi-style directory with wav.scp and
 utt2spk; --speakers names a list file inside it, e.g. its test_spk). Turns of
 1-6 s, pauses, a few overlaps; the true RTTM marks speech only (see
-wespeaker_py.diarization.synthetic).
+wespeaker_py.diarization.synthetic). --read_once: each speaker's utterances are
+heard once (a short corpus is otherwise repeated, and repeated audio makes
+near-duplicate windows); a conversation then ends when its speakers run out.
 """
 import argparse
 import os
 
-from wespeaker_py.diarization.synthetic import SpeakerCorpus, write_conversations
+from wespeaker_py.diarization.synthetic import (ConversationStyle, SpeakerCorpus,
+                                                write_conversations)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
@@ -29,6 +32,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0,
                         help="seconds per conversation (about)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--read_once", action="store_true",
+                        help="no stretch of an utterance is used twice (conversations may be "
+                             "shorter than --duration)")
     parser.add_argument("out_dir", help="where wav/, wav.scp and ref.rttm go")
     args = parser.parse_args()
     setup_logging()
@@ -37,7 +43,8 @@ def main() -> None:
         speakers = os.path.join(args.corpus_dir, speakers)
     corpus = SpeakerCorpus(args.corpus_dir, speakers)
     keys = write_conversations(corpus, args.out_dir, args.count,
-                               (args.min_speakers, args.max_speakers), args.duration, args.seed)
+                               (args.min_speakers, args.max_speakers), args.duration, args.seed,
+                               ConversationStyle(reuse=not args.read_once))
     get_logger("make_synthetic_conversations").info(
         "%d conversations of about %.0f s from %d speakers in %s", len(keys), args.duration,
         len(corpus.speakers), args.out_dir)

@@ -27,11 +27,14 @@
 #   2  diarize -> exp/<name>/sys.rttm
 #   3  score: DER (missed, false alarm, confusion) and JER, no collar and a
 #      0.25 s collar, overlap scored and excluded -> exp/<name>/der.md
+#   4  compare clustering methods (--compare_methods) on the same set, plus a
+#      reference row given each recording's true number of speakers: DER, JER
+#      and how often the number of speakers was right -> exp/<name>/methods.md
 
 . ./path.sh || exit 1
 
 stage=1
-stop_stage=3
+stop_stage=3     # 4: also compare clustering methods
 
 model=           # required for stages 2-3
 data_dir=        # a directory with wav.scp and ref.rttm
@@ -48,6 +51,7 @@ min_conv_speakers=2
 max_conv_speakers=4
 conversation_seconds=120
 seed=0
+read_once=false  # true: no stretch of an utterance heard twice in a conversation
 vad=silero       # silero/energy
 cluster_method=spectral  # spectral (WeSpeaker's)/nme-sc/umap-hdbscan/agglomerative
 num_speakers=    # the same known number for every recording; empty: estimated
@@ -55,6 +59,7 @@ min_speakers=1
 max_speakers=10
 device=          # cpu, cuda, cuda:N; empty: the first GPU if any
 collars="0 0.25"
+compare_methods="spectral nme-sc agglomerative"  # stage 4 (umap-hdbscan: diar-umap extra)
 
 . tools/parse_options.sh || exit 1
 set -eo pipefail
@@ -76,11 +81,12 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     python tools/make_synthetic_conversations.py --corpus_dir "${corpus_dir}" \
       --speakers "${speakers}" --count "${num_conversations}" \
       --min_speakers "${min_conv_speakers}" --max_speakers "${max_conv_speakers}" \
-      --duration "${conversation_seconds}" --seed "${seed}" "${data}"
+      --duration "${conversation_seconds}" --seed "${seed}" \
+      $([ "${read_once}" = true ] && echo --read_once) "${data}"
   fi
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 2 ] && [ -z "${model}" ]; then
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 2 ] && [ -z "${model}" ]; then
   echo "$0: give --model (e.g. ../mini/exp/ecapa_tdnn-librispeech_tc100 after" \
        "'cd ../mini && bash run.sh')" >&2
   exit 1
@@ -101,4 +107,28 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md" \
     $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
   echo "Table: ${exp}/der.md"
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Stage 4: clustering methods on ${data}: ${compare_methods}, and the true count"
+  systems=""
+  for method in ${compare_methods} true_count; do
+    mkdir -p "${exp}/methods/${method}"
+    if [ "${method}" = true_count ]; then
+      count_flags="--cluster_method ${cluster_method} --reco2num_spk ${data}/ref.rttm"
+      label="${cluster_method}+true_count"   # the reference row
+    else
+      count_flags="--cluster_method ${method} --min_speakers ${min_speakers}"
+      count_flags="${count_flags} --max_speakers ${max_speakers}"
+      label=${method}
+    fi
+    python -m wespeaker_py.cli.main diarize --model "${model}" --wav_scp "${data}/wav.scp" \
+      --output "${exp}/methods/${method}/sys.rttm" --vad "${vad}" ${count_flags} \
+      ${device:+--device "${device}"}
+    systems="${systems} ${label}=${exp}/methods/${method}/sys.rttm"
+  done
+  python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
+    --systems ${systems} --collars ${collars} --output "${exp}/methods.md" \
+    $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
+  echo "Table: ${exp}/methods.md"
 fi

@@ -27,7 +27,8 @@
 #  10  PLDA                                       tools/recipe/score_plda.sh
 #  11  results table (model, params, scoring, EER %, minDCF) and DET plot
 #  12  diarization demo: synthetic conversations of the test speakers diarized
-#      with the trained model, DER/JER table (../diarization/run.sh)
+#      with the trained model, DER/JER table and the clustering methods compared
+#      (../diarization/run.sh stages 1-4)
 
 . ./path.sh || exit 1
 
@@ -196,6 +197,6 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
     --corpus_dir "${test_dir}" --speakers "" \
     --num_conversations "${diar_conversations}" --conversation_seconds 60 \
     --min_conv_speakers 2 --max_conv_speakers 3 \
-    --data "${diar_exp}/data" --exp "${diar_exp}")
-  cat "${diar_exp}/der.md"
+    --data "${diar_exp}/data" --exp "${diar_exp}" --stop_stage 4)
+  cat "${diar_exp}/der.md" "${diar_exp}/methods.md"
 fi

@@ -385,28 +385,34 @@ class SpeakerModel:
     # -- diarization -------------------------------------------------------------------------
 
     def diarizer(self, vad: str = "silero", cluster_method: str = "spectral",
-                 batch_size: int = 32):
+                 batch_size: int = 32, **settings: Any):
         """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model
-        (at the model's rate; a recording is read and resampled once)."""
+        (at the model's rate; a recording is read and resampled once). ``settings``: any
+        other :class:`~wespeaker_py.diarization.DiarizationOptions` field (``vad_threshold``,
+        ``window``, ``min_cluster_size``, ``resolution``...); an unknown one is an error."""
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
-        options = DiarizationOptions(vad=vad, cluster_method=cluster_method)
+        options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
+                                                   **settings)
         return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
                         sample_rate=self.sample_rate)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,
                 max_speakers: int = 10, vad: str = "silero", cluster_method: str = "spectral",
-                batch_size: int = 32, channel: ChannelChoice = DEFAULT_CHANNEL):
+                batch_size: int = 32, channel: ChannelChoice = DEFAULT_CHANNEL,
+                **settings: Any):
         """Who spoke when: a :class:`~wespeaker_py.diarization.DiarizationResult` (``.turns``).
 
         Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
         embedded with this model, clustered (``spectral`` with the number of
         speakers from the eigen-gap within ``[min_speakers, max_speakers]``
-        unless ``num_speakers`` is given, or ``agglomerative``). Of multi-channel
-        audio the first channel is used, as everywhere, unless ``channel`` says
-        otherwise. Needs the ``diar`` extra.
+        unless ``num_speakers`` is given; or ``nme-sc``, ``umap-hdbscan``,
+        ``agglomerative``). ``settings``: the other
+        :class:`~wespeaker_py.diarization.DiarizationOptions` fields. Of
+        multi-channel audio the first channel is used, as everywhere, unless
+        ``channel`` says otherwise. Needs the ``diar`` extra.
         """
-        return self.diarizer(vad, cluster_method, batch_size).diarize(
+        return self.diarizer(vad, cluster_method, batch_size, **settings).diarize(
             audio, sample_rate, num_speakers=num_speakers, min_speakers=min_speakers,
             max_speakers=max_speakers, channel=channel)
 
@@ -415,20 +421,23 @@ class SpeakerModel:
                      cluster_method: str = "spectral", batch_size: int = 32,
                      progress: bool = True,
                      max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                     channel: ChannelChoice = DEFAULT_CHANNEL):
+                     channel: ChannelChoice = DEFAULT_CHANNEL,
+                     speaker_counts: Optional[Dict[str, int]] = None, **settings: Any):
         """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
 
-        The settings are those of :meth:`diarize`, for every recording. A
-        recording that cannot be read is skipped; one without speech gets no
-        turns. Returns the run's summary (diarized, silent and failed
-        recordings; ``describe()`` says it in one line). Nothing diarized, or more
-        than ``max_fail_fraction`` failed, raises
+        The settings are those of :meth:`diarize`, for every recording;
+        ``speaker_counts`` (recording -> count) instead fixes each recording's
+        count. A recording that cannot be read is skipped; one without speech
+        gets no turns. Returns the run's summary (diarized, silent and failed
+        recordings; ``describe()`` says it in one line). Nothing diarized, or
+        more than ``max_fail_fraction`` failed, raises
         :class:`~wespeaker_py.errors.RunFailedError` and writes nothing.
         """
         from wespeaker_py.diarization import diarize_wav_scp
-        return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size), wav_scp,
-                               output_rttm, show_progress=progress,
-                               max_fail_fraction=max_fail_fraction, num_speakers=num_speakers,
+        return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size, **settings),
+                               wav_scp, output_rttm, show_progress=progress,
+                               max_fail_fraction=max_fail_fraction,
+                               speaker_counts=speaker_counts, num_speakers=num_speakers,
                                min_speakers=min_speakers, max_speakers=max_speakers,
                                channel=channel)
 

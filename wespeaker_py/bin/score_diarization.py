@@ -9,6 +9,13 @@ excluded (``--collars`` changes the collars). The scoring region of each
 recording runs from the first to the last turn of either file (dscore's
 default) or is read from ``--uem`` (NIST UEM, e.g. AMI-diarization-setup's);
 a recording missing from the system RTTM counts as all missed.
+
+    python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
+        --systems spectral=exp/spectral/sys.rttm nme-sc=exp/nme-sc/sys.rttm
+
+compares systems instead: one row each, with DER for each collar (overlap
+scored), JER, and how often the number of speakers was right (too few / too
+many).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from wespeaker_py.cli.common import add_flag, bin_parser, bin_prog, run_main
+from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, bin_prog, run_main
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore
@@ -27,7 +34,9 @@ Condition = Tuple[float, bool]
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
     add_flag(parser, "ref_rttm", required=True, help="reference RTTM")
-    add_flag(parser, "sys_rttm", required=True, help="system (hypothesis) RTTM")
+    add_flag(parser, "sys_rttm", default=None, help="system (hypothesis) RTTM")
+    add_flag(parser, "systems", nargs="+", default=None, metavar="NAME=RTTM",
+             help="instead of --sys_rttm: compare these systems, one row each")
     add_flag(parser, "collars", type=float, nargs="+", default=[0.0, 0.25],
              help="collars in seconds around reference boundaries (default 0 0.25)")
     add_flag(parser, "uem", default=None, help="scoring regions (NIST UEM file)")
@@ -48,12 +57,7 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bo
                 uem: Optional[str] = None) -> Tuple[str, Dict[Condition, "RecordingScore"]]:
     """The Markdown table and the pooled score of each (collar, overlap scored) condition."""
     from wespeaker_py.diarization.metrics import score_recordings
-    from wespeaker_py.diarization.rttm import read_rttm, read_uem
-    ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
-    regions = read_uem(uem) if uem else None
-    if regions is not None:  # as dscore: only the recordings the UEM names are scored
-        ref = {key: turns for key, turns in ref.items() if key in regions}
-        sys = {key: turns for key, turns in sys.items() if key in regions}
+    ref, sys, regions = _read_scored(ref_rttm, sys_rttm, uem)
     lines = ["| recording | collar (s) | overlap | missed % | false alarm % | confusion % "
              "| DER % | JER % |", "|---|---|---|---|---|---|---|---|"]
     overall: Dict[Condition, "RecordingScore"] = {}
@@ -70,16 +74,68 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bo
     return "\n".join(lines) + "\n", overall
 
 
+def _read_scored(ref_rttm: str, sys_rttm: str, uem: Optional[str]):
+    """Reference and system turns (only the recordings a UEM names, as dscore), and regions."""
+    from wespeaker_py.diarization.rttm import read_rttm, read_uem
+    ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
+    regions = read_uem(uem) if uem else None
+    if regions is not None:
+        ref = {key: turns for key, turns in ref.items() if key in regions}
+        sys = {key: turns for key, turns in sys.items() if key in regions}
+    return ref, sys, regions
+
+
+def parse_systems(specs: List[str]) -> Dict[str, str]:
+    """``NAME=RTTM`` arguments as an ordered name -> path map."""
+    systems: Dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--systems: expected NAME=RTTM, got {spec!r}")
+        if name in systems:
+            raise UsageError(f"--systems: {name!r} is given twice")
+        systems[name] = path
+    return systems
+
+
+def comparison_table(ref_rttm: str, systems: Dict[str, str], collars: List[float],
+                     uem: Optional[str] = None) -> str:
+    """One Markdown row per system: DER per collar (overlap scored), JER, speaker counts."""
+    from wespeaker_py.diarization.metrics import count_speakers, score_recordings
+    head = ("| system | " + " | ".join(f"DER % (collar {c:g})" for c in collars)
+            + " | JER % | right count | too few | too many |")
+    lines = [head, "|" + "---|" * (len(collars) + 5)]
+    for name, path in systems.items():
+        ref, sys, regions = _read_scored(ref_rttm, path, uem)
+        ders = []
+        for collar in collars:
+            _, pooled = score_recordings(ref, sys, collar=collar, evaluation_maps=regions)
+            ders.append(f"{pooled.der:.2f}")
+        counts = count_speakers(ref, sys)
+        lines.append(f"| {name} | {' | '.join(ders)} | {pooled.jer:.2f} | "
+                     f"{counts.accuracy:.0f}% ({counts.right}/{counts.total}) | "
+                     f"{counts.too_few} | {counts.too_many} |")
+    return "\n".join(lines) + "\n"
+
+
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
-    table, _ = score_table(args.ref_rttm, args.sys_rttm, args.collars, args.per_file,
-                           args.uem)
+    if (args.sys_rttm is None) == (args.systems is None):
+        raise UsageError("score_diarization: give --sys_rttm or --systems")
+    if args.systems is not None:
+        systems = parse_systems(args.systems)
+        table = comparison_table(args.ref_rttm, systems, args.collars, args.uem)
+        about = f"Reference {args.ref_rttm}; overlap scored"
+    else:
+        table, _ = score_table(args.ref_rttm, args.sys_rttm, args.collars, args.per_file,
+                               args.uem)
+        about = f"Reference {args.ref_rttm}, system {args.sys_rttm}"
     print(table, end="")
     if args.output:
         from wespeaker_py.utils.file_utils import atomic_open
         with atomic_open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(f"Reference {args.ref_rttm}, system {args.sys_rttm} "
-                         f"(JER ignores collar and overlap settings, as dscore's)\n\n{table}")
+            handle.write(f"{about} (JER ignores collar and overlap settings, as dscore's)"
+                         f"\n\n{table}")
     return 0
 
 

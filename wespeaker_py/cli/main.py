@@ -60,11 +60,14 @@ model only with --force). Needs at least 10 target and 10 nontarget trials.""",
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \
+      --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
 
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL, spectral clustering with the number of
-speakers from the eigen-gap (or --num_speakers), turns written as RTTM.
-Of multi-channel audio the first channel is used (--channel chooses another).
+speakers from the eigen-gap (or --num_speakers / --reco2num_spk), turns written
+as RTTM. Of multi-channel audio the first channel is used (--channel chooses
+another). Every setting below is checked before the model loads.
 Needs: pip install 'wespeaker_py[diar]'.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
@@ -278,6 +281,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# DiarizationOptions fields that the diarize command sets from flags of the same name
+DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
+                    "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution")
+
+
 def cmd_diarize(args: argparse.Namespace) -> int:
     wav_scp = args.wav_scp
     if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
@@ -286,19 +294,30 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: give one audio file or --wav_scp")
     if wav_scp is not None and args.output is None:
         raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
-    from wespeaker_py.diarization.clustering import check_cluster_options
-    check_cluster_options(args.cluster_method, args.num_speakers, args.min_speakers,
-                          args.max_speakers)
-    _check_before_compute(audio=[args.audio], wav_scp=wav_scp, outputs=[args.output],
-                          max_fail_fraction=args.max_fail_fraction)
+    if args.reco2num_spk is not None and (wav_scp is None or args.num_speakers is not None):
+        raise UsageError("diarize: --reco2num_spk goes with --wav_scp, without --num_speakers")
+    from wespeaker_py.diarization.options import DiarizationOptions
+    settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
+    # every setting is checked before the (slow) model load
+    DiarizationOptions.from_settings(vad=args.vad, cluster_method=args.cluster_method,
+                                     num_speakers=args.num_speakers,
+                                     min_speakers=args.min_speakers,
+                                     max_speakers=args.max_speakers, **settings)
+    _check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
+                          outputs=[args.output], max_fail_fraction=args.max_fail_fraction)
+    counts = None
+    if args.reco2num_spk is not None:
+        from wespeaker_py.diarization.rttm import read_speaker_counts
+        counts = read_speaker_counts(args.reco2num_spk)
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,
                    cluster_method=args.cluster_method, batch_size=args.batch_size,
-                   channel=args.channel)
+                   channel=args.channel, **settings)
     if wav_scp is not None:
         summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
-                                     max_fail_fraction=args.max_fail_fraction, **options)
+                                     max_fail_fraction=args.max_fail_fraction,
+                                     speaker_counts=counts, **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
         return 0
     from wespeaker_py.diarization import write_rttm
@@ -342,6 +361,63 @@ def cmd_info(args: argparse.Namespace) -> int:
         for key, value in details.items():
             print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
+    """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
+    from wespeaker_py.diarization.options import CLUSTER_METHODS, DiarizationOptions
+    defaults = DiarizationOptions()
+    sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
+    add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
+    sub.add_argument("-o", "--output", default=None,
+                     help="RTTM file to write (default for one file: stdout)")
+    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
+
+    group = sub.add_argument_group("number of speakers")
+    add_flag(group, "num_speakers", type=int, default=None,
+             help="number of speakers, if known (default: estimated)")
+    add_flag(group, "reco2num_spk", default=None,
+             help="with --wav_scp: each recording's known number of speakers, from a Kaldi "
+                  "reco2num_spk file ('<recording> <count>') or a reference .rttm")
+    add_flag(group, "min_speakers", type=int, default=defaults.min_speakers,
+             help=f"fewest speakers to estimate (default {defaults.min_speakers})")
+    add_flag(group, "max_speakers", type=int, default=defaults.max_speakers,
+             help=f"most speakers to estimate (default {defaults.max_speakers}); more are "
+                  "capped and the command says so")
+
+    group = sub.add_argument_group("speech detection")
+    group.add_argument("--vad", default=defaults.vad, choices=("silero", "energy"),
+                       help=f"speech detector (default {defaults.vad})")
+    add_flag(group, "vad_threshold", type=float, default=defaults.vad_threshold,
+             help=f"Silero speech probability that starts speech (default "
+                  f"{defaults.vad_threshold:g})")
+    add_flag(group, "min_speech", type=float, default=defaults.min_speech,
+             help=f"seconds; shorter speech is dropped (default {defaults.min_speech:g})")
+    add_flag(group, "min_silence", type=float, default=defaults.min_silence,
+             help=f"seconds; shorter pauses are bridged (default {defaults.min_silence:g})")
+    add_flag(group, "window", type=float, default=defaults.window,
+             help=f"seconds per embedding window (default {defaults.window:g})")
+    add_flag(group, "shift", type=float, default=defaults.shift,
+             help=f"seconds between window starts (default {defaults.shift:g})")
+
+    group = sub.add_argument_group("clustering")
+    add_flag(group, "cluster_method", default=defaults.cluster_method,
+             help=f"{', '.join(CLUSTER_METHODS)} (default {defaults.cluster_method}: "
+                  "WeSpeaker's; umap-hdbscan needs the diar-umap extra); checked before the "
+                  "model loads")
+    add_flag(group, "ahc_threshold", type=float, default=defaults.ahc_threshold,
+             help=f"agglomerative: cosine distance at which clusters stop merging (default "
+                  f"{defaults.ahc_threshold:g})")
+    add_flag(group, "min_cluster_size", type=int, default=defaults.min_cluster_size,
+             help="refine an estimated count (3D-Speaker): fold clusters of at most this many "
+                  f"windows into the nearest larger one (default {defaults.min_cluster_size}: "
+                  "off)")
+    add_flag(group, "merge_threshold", type=float, default=defaults.merge_threshold,
+             help="refine an estimated count (3D-Speaker): join clusters whose centroids have "
+                  "at least this cosine (default: off)")
+    add_flag(group, "resolution", type=float, default=defaults.resolution,
+             help="seconds per frame of the turns, each frame given to the best-matching "
+                  "speaker of the windows covering it (default: WeSpeaker's window halves)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,20 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch")
 
     sub = command("diarize", cmd_diarize, "who spoke when: speaker turns of a recording as RTTM")
-    sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
-    add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
-    sub.add_argument("-o", "--output", default=None,
-                     help="RTTM file to write (default for one file: stdout)")
-    add_flag(sub, "num_speakers", type=int, default=None,
-             help="number of speakers, if known (default: estimated)")
-    add_flag(sub, "min_speakers", type=int, default=1, help="fewest speakers to estimate")
-    add_flag(sub, "max_speakers", type=int, default=10, help="most speakers to estimate")
-    sub.add_argument("--vad", default="silero", choices=("silero", "energy"),
-                     help="speech detector (default silero)")
-    add_flag(sub, "cluster_method", default="spectral",
-             help="clustering: spectral (WeSpeaker's, default), nme-sc, umap-hdbscan "
-                  "(the diar-umap extra) or agglomerative; checked before the model loads")
-    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
+    _add_diarize_flags(sub)
     add_fail_fraction_flag(sub)
 
     sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)

@@ -3,19 +3,31 @@
     result = model.diarize("meeting.wav")   # model = wespeaker_py.load_model(...)
     for turn in result.turns: print(turn.start, turn.end, turn.speaker)
 
-Modules: :mod:`.vad`, :mod:`.segmentation`, :mod:`.clustering` (:mod:`.graph`,
-:mod:`.spectral`, :mod:`.density`, :mod:`.refine`), :mod:`.turns`, :mod:`.rttm`,
-:mod:`.metrics`, :mod:`.pipeline`, :mod:`.synthetic`. The window embeddings come
-from ``SpeakerModel.diarizer``. Importing this package does not import torch.
+Modules: :mod:`.options` (the settings), :mod:`.vad`, :mod:`.segmentation`,
+:mod:`.clustering` (:mod:`.graph`, :mod:`.spectral`, :mod:`.density`,
+:mod:`.refine`), :mod:`.turns`, :mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline`,
+:mod:`.synthetic`. The window embeddings come from ``SpeakerModel.diarizer``.
+The names below load their module on first use, so importing this package (or
+only :mod:`.options`, as the command line does to build its flags) imports
+neither torch nor numpy.
 """
-from wespeaker_py.diarization.clustering import (ClusterOptions, Clustering, cluster,
-                                                 cluster_windows)
-from wespeaker_py.diarization.metrics import score_recordings
-from wespeaker_py.diarization.pipeline import (DiarizationOptions, DiarizationResult, Diarizer,
-                                               diarize_wav_scp)
-from wespeaker_py.diarization.rttm import read_rttm, write_rttm
-from wespeaker_py.diarization.turns import Turn
+import importlib
+from typing import Any
 
-__all__ = ["ClusterOptions", "Clustering", "DiarizationOptions", "DiarizationResult", "Diarizer",
-           "Turn", "cluster", "cluster_windows", "diarize_wav_scp", "read_rttm",
-           "score_recordings", "write_rttm"]
+_HOMES = {
+    "ClusterOptions": "options", "DiarizationOptions": "options",
+    "Clustering": "clustering", "cluster": "clustering", "cluster_windows": "clustering",
+    "score_recordings": "metrics",
+    "DiarizationResult": "pipeline", "Diarizer": "pipeline", "diarize_wav_scp": "pipeline",
+    "read_rttm": "rttm", "write_rttm": "rttm",
+    "Turn": "turns",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -32,28 +32,11 @@ from typing import Optional
 import numpy as np
 
 from wespeaker_py.diarization.density import agglomerative_labels, umap_hdbscan_labels
+from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_METHOD,  # noqa: F401
+                                              ClusteringOptionError, ClusterOptions,
+                                              check_cluster_options)
 from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
 from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster
-from wespeaker_py.errors import WespeakerError
-
-CLUSTER_METHODS = ("spectral", "nme-sc", "umap-hdbscan", "agglomerative")
-DEFAULT_METHOD = "spectral"
-
-
-class ClusteringOptionError(WespeakerError, ValueError):
-    """Speaker counts or a clustering method that cannot be used."""
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Which method, and the refinements applied when the count is estimated."""
-
-    method: str = DEFAULT_METHOD
-    ahc_threshold: float = 0.6              # cosine distance cut of ``agglomerative``
-    min_cluster_size: int = 0               # fold clusters of at most this many windows
-    merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
-    seed: int = 0
-
 
 @dataclass
 class Clustering:
@@ -66,19 +49,6 @@ class Clustering:
     @property
     def num_speakers(self) -> int:
         return int(self.labels.max()) + 1 if self.labels.size else 0
-
-
-def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
-                          max_speakers: int) -> None:
-    """Raise :class:`ClusteringOptionError` for an unknown method or impossible counts."""
-    if method not in CLUSTER_METHODS:
-        raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
-                                    f"{', '.join(CLUSTER_METHODS)}")
-    if num_speakers is not None and num_speakers < 1:
-        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
-    if not 1 <= min_speakers <= max_speakers:
-        raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
-                                    f"{min_speakers}, {max_speakers}")
 
 
 def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Optional[int],

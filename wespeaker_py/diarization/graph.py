@@ -62,10 +62,10 @@ def binarised_graph(indices: np.ndarray, count: int, dense: bool) -> Matrix:
         graph = 0.5 * (graph + graph.T)
         np.fill_diagonal(graph, 0.0)
         return graph
-    graph = scipy.sparse.csr_matrix((ones, (rows, indices.ravel())), shape=(count, count))
-    graph = (0.5 * (graph + graph.T)).tolil()
-    graph.setdiag(0.0)
-    return graph.tocsr()
+    cols = indices.ravel()
+    off = rows != cols   # a row's own entry only ever lands on the diagonal, which is zeroed
+    graph = scipy.sparse.csr_matrix((ones[off], (rows[off], cols[off])), shape=(count, count))
+    return (0.5 * (graph + graph.T)).tocsr()
 
 
 def laplacian(graph: Matrix) -> Matrix:

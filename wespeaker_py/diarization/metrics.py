@@ -269,3 +269,38 @@ def score_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequen
         overall.times.add(score.times)
         overall.jaccard.extend(score.jaccard)
     return per_recording, overall
+
+
+@dataclass
+class CountScore:
+    """How often a system found the reference's number of speakers, over recordings."""
+
+    right: int = 0
+    too_few: int = 0
+    too_many: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.right + self.too_few + self.too_many
+
+    @property
+    def accuracy(self) -> float:
+        """Percent of recordings with the right count (0 without recordings)."""
+        return 100.0 * self.right / self.total if self.total else 0.0
+
+
+def count_speakers(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]]
+                   ) -> CountScore:
+    """Compare the number of distinct speakers per recording of ``ref`` (a recording
+    missing from ``sys`` has none there)."""
+    score = CountScore()
+    for name, ref_turns in ref.items():
+        truth = len({turn.speaker for turn in ref_turns})
+        found = len({turn.speaker for turn in sys.get(name, [])})
+        if found == truth:
+            score.right += 1
+        elif found < truth:
+            score.too_few += 1
+        else:
+            score.too_many += 1
+    return score

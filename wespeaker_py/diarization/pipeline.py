@@ -12,18 +12,19 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio
-from wespeaker_py.diarization.clustering import (DEFAULT_METHOD, ClusterOptions,
-                                                 check_cluster_options, cluster_windows)
+from wespeaker_py.diarization.clustering import cluster_windows
+from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
+                                              check_cluster_options)
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
-from wespeaker_py.diarization.vad import Region, RegionRules, VoiceActivityDetector, build_vad
+from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.utils.file_utils import read_wav_scp
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -36,36 +37,6 @@ UNREADABLE = "unreadable_audio"  # a failure without a named audio check (as emb
 # windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
 # one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
 EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
-
-
-@dataclass
-class DiarizationOptions:
-    """Settings of :class:`Diarizer` (WeSpeaker's windows; the rest measured, see
-    ``bench/results_diarization_clustering.md``)."""
-
-    vad: str = "silero"             # or "energy"
-    vad_threshold: float = 0.5      # Silero speech probability that starts a region
-    min_speech: float = 0.25        # seconds; shorter speech regions are dropped
-    min_silence: float = 0.1        # seconds; shorter pauses are bridged
-    window: float = 1.5             # seconds per embedding window
-    shift: float = 0.75             # seconds between window starts
-    cluster_method: str = DEFAULT_METHOD  # see clustering.CLUSTER_METHODS
-    ahc_threshold: float = ClusterOptions.ahc_threshold
-    min_cluster_size: int = ClusterOptions.min_cluster_size
-    merge_threshold: Optional[float] = ClusterOptions.merge_threshold
-    resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
-    num_speakers: Optional[int] = None  # None: estimated
-    min_speakers: int = 1
-    max_speakers: int = 10
-
-    def cluster_options(self) -> ClusterOptions:
-        return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
-                              self.merge_threshold)
-
-    def region_rules(self) -> RegionRules:
-        return RegionRules(threshold=self.vad_threshold,
-                           offset_threshold=max(0.01, self.vad_threshold - 0.15),
-                           min_speech=self.min_speech, min_silence=self.min_silence)
 
 
 @dataclass
@@ -96,6 +67,7 @@ class Diarizer:
                  vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000):
         self.embed_windows = embed_windows
         self.options = options or DiarizationOptions()
+        self.options.check()
         self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
         self.sample_rate = sample_rate
 
@@ -199,21 +171,34 @@ class BatchSummary:
 def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
                     show_progress: bool = True,
                     max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                    speaker_counts: Optional[Mapping[str, int]] = None,
                     **kwargs) -> BatchSummary:
     """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
 
-    A malformed ``wav.scp`` line, or a key given twice, is an error naming its
-    lines, raised before any work. A recording that cannot be read is logged,
-    counted and skipped; one without speech gets no turns; both are listed in
-    the returned summary. Nothing diarized, or more than ``max_fail_fraction``
-    of the recordings failed, is a :class:`~wespeaker_py.errors.RunFailedError`
-    (:mod:`wespeaker_py.utils.list_jobs`) and no RTTM is written.
+    ``speaker_counts`` (recording -> number of speakers, e.g. from
+    :func:`~wespeaker_py.diarization.rttm.read_speaker_counts`) fixes each
+    recording's count; it must name every recording. ``kwargs`` go to
+    :meth:`Diarizer.diarize` for every recording.
+    A malformed ``wav.scp`` line, a key given twice, or a recording missing from
+    ``speaker_counts`` is an error naming it, raised before any work. A recording
+    that cannot be read is logged, counted and skipped; one without speech gets
+    no turns; both are listed in the returned summary. Nothing diarized, or more
+    than ``max_fail_fraction`` of the recordings failed, is a
+    :class:`~wespeaker_py.errors.RunFailedError` (:mod:`wespeaker_py.utils.list_jobs`)
+    and no RTTM is written.
     """
     recordings = read_wav_scp(wav_scp)
+    if speaker_counts is not None:
+        missing = [key for key in recordings if key not in speaker_counts]
+        if missing:
+            raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "
+                                        f"{wav_scp}: {', '.join(missing[:5])}")
     summary = BatchSummary()
     turns: Dict[str, List[Turn]] = {}
     for key, path in tqdm(recordings.items(), desc="diarize", unit="rec",
                           disable=not show_progress):
+        if speaker_counts is not None:
+            kwargs["num_speakers"] = speaker_counts[key]
         try:
             result = diarizer.diarize(path, **kwargs)
         except AudioInputError as err:

@@ -78,3 +78,24 @@ def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
                 raise DataFormatError(path, line_no, f"need 0 <= start < end: {line.strip()!r}")
             regions.setdefault(fields[0], []).append((start, end))
     return regions
+
+
+def read_speaker_counts(path: str) -> Dict[str, int]:
+    """Number of speakers per recording from a Kaldi ``reco2num_spk`` file
+    (``<recording> <count>`` per line), or from an RTTM file (its speakers counted)."""
+    if path.endswith(".rttm"):
+        return {key: len({turn.speaker for turn in turns})
+                for key, turns in read_rttm(path).items()}
+    counts: Dict[str, int] = OrderedDict()
+    with open(path, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+                raise DataFormatError(path, line_no, f"expected '<recording> <count>' with a "
+                                                     f"count of at least 1, got {line.strip()!r}")
+            if fields[0] in counts:
+                raise DataFormatError(path, line_no, f"duplicate recording {fields[0]!r}")
+            counts[fields[0]] = int(fields[1])
+    return counts

@@ -2,7 +2,12 @@
 
 Speakers take turns of 1-6 s cut from their utterances, separated by pauses,
 and now and then the next speaker starts before the current one has finished.
-The speaker of each turn differs from the previous one. The true RTTM marks
+The speaker of each turn differs from the previous one. By default a turn is
+cut at a random place of a random utterance, so a short corpus is heard again
+and again (windows of repeated audio are near-duplicates, which the clustering
+sees as extra tight groups); with ``ConversationStyle.reuse=False`` each
+speaker reads their utterances once, in order, and leaves when they run out,
+and the conversation ends when fewer than two speakers are left. The true RTTM marks
 speech only: a turn is split where its source utterance pauses for 0.3 s or
 more (found once per utterance by a strict energy VAD on the clean recording),
 so a good VAD is not charged with "missing" a reader's pauses. Everything is
@@ -39,6 +44,7 @@ class ConversationStyle:
     max_overlap: float = 1.0
     level_db: float = -26.0      # RMS of each turn, re full scale ...
     level_spread_db: float = 3.0  # ... give or take this much
+    reuse: bool = True           # False: no stretch of an utterance is heard twice
 
 
 class SpeakerCorpus:
@@ -97,24 +103,60 @@ def _speech_turns(regions: Sequence[Region], offset: float, length: float, start
     return turns
 
 
+def _next_piece(corpus: SpeakerCorpus, speaker: str, style: ConversationStyle,
+                rng: np.random.Generator, read: Dict[str, Tuple[int, int]]):
+    """The audio, speech regions, sample offset and size of the speaker's next turn.
+
+    With ``style.reuse`` a random stretch of a random utterance; else the next unread
+    stretch of the speaker's utterances (``read``: utterance index and sample
+    position per speaker, advanced here), or None when they are all read.
+    """
+    utterances = corpus.utterances[speaker]
+    if style.reuse:   # (the order of the draws fixes the conversations of a seed)
+        audio, regions = corpus.speech(utterances[rng.integers(len(utterances))])
+        length = min(rng.uniform(style.min_turn, style.max_turn), audio.size / SAMPLE_RATE)
+        size = int(length * SAMPLE_RATE)
+        return audio, regions, int(rng.integers(0, audio.size - size + 1)), size
+    length = rng.uniform(style.min_turn, style.max_turn)
+    index, position = read.get(speaker, (0, 0))
+    while index < len(utterances):
+        audio, regions = corpus.speech(utterances[index])
+        left = audio.size - position
+        if left >= int(0.5 * SAMPLE_RATE):   # a rest under 0.5 s is not a turn
+            size = min(int(length * SAMPLE_RATE), left)
+            if left - size < int(0.5 * SAMPLE_RATE):
+                size = left
+            read[speaker] = (index, position + size)
+            return audio, regions, position, size
+        index, position = index + 1, 0
+    read[speaker] = (index, 0)
+    return None
+
+
 def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration: float,
                        rng: np.random.Generator,
                        style: ConversationStyle = ConversationStyle()
                        ) -> Tuple[np.ndarray, List[Turn]]:
-    """A 16 kHz mix of about ``duration`` seconds among ``speakers``, and its true turns."""
+    """A 16 kHz mix of about ``duration`` seconds among ``speakers``, and its true turns.
+
+    Without ``style.reuse`` it may be shorter: it ends when fewer than two
+    speakers (one, for a monologue) have unread speech.
+    """
     if len(speakers) < 1:
         raise ValueError("a conversation needs at least one speaker")
     pieces: List[Tuple[int, np.ndarray]] = []
     turns: List[Turn] = []
     cursor, previous = 0.5, None
-    while cursor < duration:
-        choices = [s for s in speakers if s != previous] or list(speakers)
+    active, read = list(speakers), {}
+    while cursor < duration and len(active) >= min(2, len(speakers)):
+        choices = [s for s in active if s != previous] or list(active)
         speaker = choices[rng.integers(len(choices))]
-        utterances = corpus.utterances[speaker]
-        audio, regions = corpus.speech(utterances[rng.integers(len(utterances))])
-        length = min(rng.uniform(style.min_turn, style.max_turn), audio.size / SAMPLE_RATE)
-        size = int(length * SAMPLE_RATE)
-        offset = int(rng.integers(0, audio.size - size + 1))
+        piece = _next_piece(corpus, speaker, style, rng, read)
+        if piece is None:
+            active.remove(speaker)
+            continue
+        audio, regions, offset, size = piece
+        length = size / SAMPLE_RATE   # (with reuse: the drawn length, to the sample)
         gain = style.level_db + rng.uniform(-style.level_spread_db, style.level_spread_db)
         start = int(cursor * SAMPLE_RATE)
         pieces.append((start, _level(audio[offset:offset + size], gain)))
@@ -126,6 +168,8 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
         else:
             cursor = end + rng.uniform(style.min_pause, style.max_pause)
         previous = speaker
+    if not pieces:
+        raise ValueError(f"no speech of {', '.join(speakers)} in the corpus")
     total = max(start + piece.size for start, piece in pieces) + SAMPLE_RATE // 2
     mix = np.zeros(total, dtype=np.float32)
     for start, piece in pieces:
@@ -138,7 +182,8 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
 
 def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
                         num_speakers: Tuple[int, int] = (2, 4), duration: float = 60.0,
-                        seed: int = 0) -> List[str]:
+                        seed: int = 0, style: ConversationStyle = ConversationStyle()
+                        ) -> List[str]:
     """Write ``count`` conversations: ``wav/<id>.wav``, ``wav.scp`` and ``ref.rttm`` in ``out_dir``.
 
     Each has between ``num_speakers[0]`` and ``num_speakers[1]`` speakers drawn
@@ -156,7 +201,7 @@ def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
     for index in range(count):
         chosen = rng.choice(corpus.speakers, size=int(rng.integers(low, high + 1)),
                             replace=False)
-        mix, turns = build_conversation(corpus, list(chosen), duration, rng)
+        mix, turns = build_conversation(corpus, list(chosen), duration, rng, style)
         key = f"conv{index:03d}_{len(chosen)}spk"
         wav_path = os.path.join(out_dir, "wav", f"{key}.wav")
         with atomic_path(wav_path) as tmp:

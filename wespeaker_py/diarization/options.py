@@ -1,0 +1,115 @@
+"""Settings of diarization: which clustering, which counts, which windows and VAD rules.
+
+Plain data and checks only (no numpy), so the command line can build its flags
+and check them before anything heavy is imported. :class:`DiarizationOptions`
+holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
+:class:`ClusterOptions` the clustering's share of them. Defaults measured in
+``bench/results_diarization_clustering.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from wespeaker_py.errors import WespeakerError
+
+CLUSTER_METHODS = ("spectral", "nme-sc", "umap-hdbscan", "agglomerative")
+DEFAULT_METHOD = "spectral"
+
+
+class ClusteringOptionError(WespeakerError, ValueError):
+    """Speaker counts or a clustering method that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Which method, and the refinements applied when the count is estimated."""
+
+    method: str = DEFAULT_METHOD
+    ahc_threshold: float = 0.6              # cosine distance cut of ``agglomerative``
+    min_cluster_size: int = 0               # fold clusters of at most this many windows
+    merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
+    seed: int = 0
+
+
+def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
+                          max_speakers: int) -> None:
+    """Raise :class:`ClusteringOptionError` for an unknown method or impossible counts."""
+    if method not in CLUSTER_METHODS:
+        raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
+                                    f"{', '.join(CLUSTER_METHODS)}")
+    if num_speakers is not None and num_speakers < 1:
+        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
+    if not 1 <= min_speakers <= max_speakers:
+        raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
+                                    f"{min_speakers}, {max_speakers}")
+
+
+@dataclass
+class DiarizationOptions:
+    """Settings of :class:`Diarizer` (WeSpeaker's windows; the rest measured, see
+    ``bench/results_diarization_clustering.md``)."""
+
+    vad: str = "silero"             # or "energy"
+    vad_threshold: float = 0.5      # Silero speech probability that starts a region
+    min_speech: float = 0.25        # seconds; shorter speech regions are dropped
+    min_silence: float = 0.1        # seconds; shorter pauses are bridged
+    window: float = 1.5             # seconds per embedding window
+    shift: float = 0.75             # seconds between window starts
+    cluster_method: str = DEFAULT_METHOD  # see clustering.CLUSTER_METHODS
+    ahc_threshold: float = ClusterOptions.ahc_threshold
+    min_cluster_size: int = ClusterOptions.min_cluster_size
+    merge_threshold: Optional[float] = ClusterOptions.merge_threshold
+    resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
+    num_speakers: Optional[int] = None  # None: estimated
+    min_speakers: int = 1
+    max_speakers: int = 10
+
+    @classmethod
+    def from_settings(cls, **settings: Any) -> "DiarizationOptions":
+        """Options with ``settings`` (field names) changed from the defaults, checked.
+
+        An unknown name or an impossible value raises :class:`ClusteringOptionError`
+        naming it.
+        """
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ClusteringOptionError(f"unknown diarization setting(s) {', '.join(unknown)}; "
+                                        f"known: {', '.join(sorted(known))}")
+        options = cls(**settings)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
+        check_cluster_options(self.cluster_method, self.num_speakers, self.min_speakers,
+                              self.max_speakers)
+        rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
+                 ("vad_threshold", 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
+                 ("min_speech", self.min_speech >= 0.0, "at least 0"),
+                 ("min_silence", self.min_silence >= 0.0, "at least 0"),
+                 ("window", self.window > 0.0, "above 0"),
+                 ("shift", 0.0 < self.shift <= self.window, "above 0 and at most window"),
+                 ("ahc_threshold", 0.0 < self.ahc_threshold < 2.0,
+                  "a cosine distance between 0 and 2"),
+                 ("min_cluster_size", self.min_cluster_size >= 0, "at least 0"),
+                 ("merge_threshold", self.merge_threshold is None
+                  or -1.0 <= self.merge_threshold <= 1.0, "a cosine between -1 and 1"),
+                 ("resolution", self.resolution is None or self.resolution > 0.0,
+                  "above 0 seconds"))
+        for name, valid, wanted in rules:
+            if not valid:
+                raise ClusteringOptionError(f"{name} must be {wanted}, got "
+                                            f"{getattr(self, name)!r}")
+
+    def cluster_options(self) -> ClusterOptions:
+        return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
+                              self.merge_threshold)
+
+    def region_rules(self):
+        """The VAD's :class:`~wespeaker_py.diarization.vad.RegionRules` from these settings."""
+        from wespeaker_py.diarization.vad import RegionRules
+        return RegionRules(threshold=self.vad_threshold,
+                           offset_threshold=max(0.01, self.vad_threshold - 0.15),
+                           min_speech=self.min_speech, min_silence=self.min_silence)
