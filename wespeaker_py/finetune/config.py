@@ -15,7 +15,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE
 
 # the learning rate decays from --lr to --lr / LR_DECAY over the run
 LR_DECAY = 10.0
@@ -93,6 +92,7 @@ def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir
     projection = dict(source.get("projection_args") or
                       {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False})
     # the trainer applies lr * batch / 64 (WeSpeaker's rule): configure --lr as applied
+    from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE  # torch: not at --help time
     scale = REFERENCE_BATCH_SIZE / batch_size
     return {
         "exp_dir": exp_dir, "gpus": gpus_for(device), "num_avg": min(options.num_avg, epochs),
