@@ -269,7 +269,12 @@ run the same command again to resume a killed run. See docs/finetune.md."""
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    import logging
+
     from wespeaker_py.finetune import FinetuneOptions, finetune
+    from wespeaker_py.utils.logging_utils import setup_logging
+    if not logging.getLogger().handlers:  # training logs its progress; keep a caller's setup
+        setup_logging()
     fields = FinetuneOptions.__dataclass_fields__
     options = FinetuneOptions(**{name: getattr(args, name) for name in fields
                                  if getattr(args, name) is not None})
