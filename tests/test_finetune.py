@@ -229,3 +229,13 @@ def test_frozen_params_stop_training_and_must_name_parameters(tmp_path):
     model = build_model(resolve(TrainConfig.from_dict(config), world))
     frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
     assert frozen and all(name.startswith("frame_1.") for name in frozen)
+
+
+def test_mix_data_only_trains_under_its_own_names(corpus_8k, tmp_path):
+    mix = _subset(corpus_8k, str(tmp_path / "mix"), lambda key, spk: spk in ("spk0", "spk1"))
+    split = read_finetune_data(corpus_8k, mix_dir=mix)
+    alone = read_finetune_data(corpus_8k)
+    assert split.dev == alone.dev and split.trials == alone.trials
+    mixed = [entry for entry in split.train if entry.spk.startswith("mix-")]
+    assert len(mixed) == 8 and all(entry.key.startswith("mix-") for entry in mixed)
+    assert split.summary()["mix_utterances"] == 8

@@ -280,7 +280,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                  if getattr(args, name) is not None})
     report = finetune(args.model, args.data, args.out, options, device=args.device,
                       num_threads=args.num_threads, overwrite=args.overwrite,
-                      config=args.config)
+                      config=args.config, mix_data=args.mix_data)
     before, after = report["dev"]["before"], report["dev"]["after"]
     print(f"dev ({report['data']['dev_speakers']} speakers, {after['trials']} trials): "
           f"EER {100 * before['eer']:.2f}% before, {100 * after['eer']:.2f}% after; "
@@ -302,6 +302,8 @@ def _add_finetune_command(commands) -> None:
     add_flag(sub, "config", default=None, help="config.yaml for a checkpoint")
     add_flag(sub, "data", required=True, metavar="DIR", help="wav.scp + utt2spk (+ segments)")
     add_flag(sub, "out", required=True, metavar="OUT", help="the new model folder")
+    add_flag(sub, "mix_data", default=None, metavar="DIR2",
+             help="original-domain data (wav.scp + utt2spk) mixed into training")
     add_flag(sub, "epochs", type=int, default=None, help=f"default {defaults.epochs}")
     add_flag(sub, "lr", type=float, default=None,
              help=f"peak learning rate as applied (Adam), default {defaults.lr:g}")

@@ -48,6 +48,8 @@ class FinetuneData:
     sample_rate: int
     rates: Dict[int, int] = field(default_factory=dict)  # files by sample rate
     single_utterance_speakers: int = 0
+    mix_source: Optional[str] = None  # --mix_data: original-domain data that only trains
+    mix_utterances: int = 0
 
     @property
     def train_speakers(self) -> List[str]:
@@ -65,6 +67,7 @@ class FinetuneData:
                 "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
                 "single_utterance_speakers": self.single_utterance_speakers,
                 "dev_speakers": len(self.dev_speakers), "dev_utterances": len(self.dev),
+                "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
                 "dev_target_trials": targets, "dev_nontarget_trials": len(self.trials) - targets}
 
 
@@ -132,15 +135,20 @@ def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> 
     return sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
 
 
-def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None) -> FinetuneData:
+def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
+                       mix_dir: Optional[str] = None) -> FinetuneData:
     """Read and split ``data_dir``; :class:`FinetuneDataError` when it cannot serve.
 
     Refused: fewer than two speakers, fewer than two training speakers left
     after the dev split, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
-    :data:`MIN_DEV_NONTARGET_TRIALS`.
+    :data:`MIN_DEV_NONTARGET_TRIALS`. ``mix_dir`` (original-domain data) only
+    trains: its utterances and speakers join the training set under a ``mix-``
+    prefix; the rate stays ``data_dir``'s.
     """
     try:
         entries = _read_entries(data_dir)
+        mixed = [TableEntry("mix-" + entry.key, "mix-" + entry.spk, entry.wav, entry.vad)
+                 for entry in (_read_entries(mix_dir) if mix_dir else [])]
     except DataFormatError as error:
         raise FinetuneDataError(str(error)) from None
     spk2utts: Dict[str, List[str]] = defaultdict(list)
@@ -163,19 +171,27 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None) -> Fin
             f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
-    rates = _sample_rates(entries)
-    if not rates:
+    own_rates = _sample_rates(entries)
+    if not own_rates:
         raise FinetuneDataError(f"{data_dir}/wav.scp: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
-    rate = max(rates, key=lambda r: (rates[r], r))
+    rate = max(own_rates, key=lambda r: (own_rates[r], r))
+    rates = Counter(own_rates) + Counter(_sample_rates(mixed))
     if len(rates) > 1:
-        logger.warning("%s holds files at %s Hz: all are resampled to %d Hz", data_dir,
+        logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
+                       data_dir + (f" (with {mix_dir})" if mix_dir else ""),
                        ", ".join(f"{r} ({n} files)" for r, n in sorted(rates.items())), rate)
+    if mixed:
+        logger.info("%d utterances of %d speakers of %s train too", len(mixed),
+                    len({entry.spk for entry in mixed}), mix_dir)
+        train += mixed
     singles = sum(len(utts) == 1 for utts in spk2utts.values())
     if singles:
         logger.info("%d speaker(s) with one utterance: used for training only", singles)
     return FinetuneData(source=os.path.abspath(data_dir), train=train, dev=dev, trials=trials,
-                        sample_rate=rate, rates=rates, single_utterance_speakers=singles)
+                        sample_rate=rate, rates=dict(rates), single_utterance_speakers=singles,
+                        mix_source=os.path.abspath(mix_dir) if mix_dir else None,
+                        mix_utterances=len(mixed))
 
 
 def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:

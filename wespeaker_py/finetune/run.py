@@ -176,11 +176,13 @@ def _score_dev(model, audio: Mapping[str, np.ndarray], rate: int,
 def finetune(source: str, data_dir: str, out_dir: str,
              options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
              num_threads: Optional[int] = None, overwrite: bool = False,
-             config: Optional[str] = None) -> Dict[str, Any]:
+             config: Optional[str] = None, mix_data: Optional[str] = None) -> Dict[str, Any]:
     """Fine-tune ``source`` on the speakers of ``data_dir`` into the model folder ``out_dir``.
 
     ``source``: anything with PyTorch weights that :func:`~wespeaker_py.api.load_model`
-    takes (``config`` for a bare checkpoint). Returns the ``finetune.json`` record.
+    takes (``config`` for a bare checkpoint). ``mix_data``: a Kaldi folder of
+    original-domain data whose speakers train too (never dev). Returns the
+    ``finetune.json`` record.
     Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
     holding something else :class:`OutputExistsError` unless ``overwrite``.
     """
@@ -193,10 +195,10 @@ def finetune(source: str, data_dir: str, out_dir: str,
     for key in ("model", "model_args"):
         if key not in source_config:
             raise ConfigError(f"{config_path}: config key '{key}' is missing")
-    data = read_finetune_data(data_dir, options.dev_speakers)
+    data = read_finetune_data(data_dir, options.dev_speakers, mix_data)
     rate = options.sample_rate or data.sample_rate
     request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
-               "data": data.source, "options": options.as_dict()}
+               "data": data.source, "mix_data": data.mix_source, "options": options.as_dict()}
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
         logger.info("%s already holds this fine-tuning run", out_dir)
