@@ -239,3 +239,10 @@ def test_mix_data_only_trains_under_its_own_names(corpus_8k, tmp_path):
     mixed = [entry for entry in split.train if entry.spk.startswith("mix-")]
     assert len(mixed) == 8 and all(entry.key.startswith("mix-") for entry in mixed)
     assert split.summary()["mix_utterances"] == 8
+
+
+def test_dev_audio_is_handed_to_the_models_as_floats_in_range(corpus_8k):
+    from wespeaker_py.finetune.run import _dev_audio
+    audio = _dev_audio(read_finetune_data(corpus_8k), 8000)
+    peak = max(float(np.abs(samples).max()) for samples in audio.values())
+    assert 0.01 < peak <= 1.0  # the int16 scale read back as floats would clip every sample

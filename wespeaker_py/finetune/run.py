@@ -25,7 +25,7 @@ import torch
 from wespeaker_py.api.calibration import fit_calibration, save_calibration
 from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
                                       torch_model_files)
-from wespeaker_py.audio import load_audio
+from wespeaker_py.audio import INT16_SCALE, load_audio
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions, phase_config, phases
@@ -152,7 +152,8 @@ def _dev_audio(data: FinetuneData, rate: int) -> Dict[str, np.ndarray]:
         if entry.vad:
             samples = np.concatenate([samples[int(start * rate):int(end * rate)]
                                       for start, end in entry.vad])
-        audio[entry.key] = samples
+        # load_audio gives the int16 scale; arrays passed back in are read as [-1, 1] floats
+        audio[entry.key] = samples / INT16_SCALE
     return audio
 
 
