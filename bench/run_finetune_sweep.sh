@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH=${root}${PYTHONPATH:+:${PYTHONPATH}}
 output=$(realpath -m "${output}")
 cd "${root}/examples/finetune"
 bash run.sh --stop_stage 1 > /dev/null
