@@ -15,42 +15,10 @@ each unordered pair of distinct utterances once, the largest trial list a set
 of utterances gives (its target trials bound how finely EER can be measured).
 """
 import argparse
-import random
-from collections import defaultdict
-from typing import Dict, List, Tuple
 
-from wespeaker_py.utils.file_utils import atomic_open, read_key_value
-
-
-def sample_balanced_trials(utt2spk: Dict[str, str], num_trials: int,
-                           seed: int = 0) -> List[Tuple[str, str, str]]:
-    """``num_trials // 2`` target and as many nontarget ``(enroll, test, label)`` trials."""
-    spk2utts: Dict[str, List[str]] = defaultdict(list)
-    for utt, spk in sorted(utt2spk.items()):
-        spk2utts[spk].append(utt)
-    speakers = sorted(spk2utts)
-    multi = [spk for spk in speakers if len(spk2utts[spk]) >= 2]
-    if len(speakers) < 2 or not multi:
-        raise ValueError(f"need at least two speakers, one with two utterances; got "
-                         f"{len(speakers)} speakers, {len(multi)} with two or more utterances")
-    rng = random.Random(seed)
-    trials = []
-    for _ in range(num_trials // 2):
-        speaker = rng.choice(multi)
-        enroll, test = rng.sample(spk2utts[speaker], 2)
-        trials.append((enroll, test, "target"))
-        impostor = rng.choice([spk for spk in speakers if spk != speaker])
-        trials.append((enroll, rng.choice(spk2utts[impostor]), "nontarget"))
-    return trials
-
-
-def all_pair_trials(utt2spk: Dict[str, str]) -> List[Tuple[str, str, str]]:
-    """Every unordered pair of distinct utterances, in sorted order, labelled by speaker."""
-    utts = sorted(utt2spk)
-    if len(utts) < 2:
-        raise ValueError(f"need at least two utterances, got {len(utts)}")
-    return [(enroll, test, "target" if utt2spk[enroll] == utt2spk[test] else "nontarget")
-            for index, enroll in enumerate(utts) for test in utts[index + 1:]]
+from wespeaker_py.scoring.make_trials import (all_pair_trials, sample_balanced_trials,
+                                              write_trials)
+from wespeaker_py.utils.file_utils import read_key_value
 
 
 def main() -> None:
@@ -68,8 +36,7 @@ def main() -> None:
         trials = all_pair_trials(utt2spk)
     else:
         trials = sample_balanced_trials(utt2spk, args.num_trials, args.seed)
-    with atomic_open(args.trial_path, "w", encoding="utf-8") as out:
-        out.write("".join(f"{enroll} {test} {label}\n" for enroll, test, label in trials))
+    write_trials(args.trial_path, trials)
     targets = sum(label == "target" for _, _, label in trials)
     print(f"wrote {len(trials)} trials ({targets} target) to {args.trial_path}")
 

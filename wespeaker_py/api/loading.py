@@ -112,6 +112,31 @@ def _onnx_backend(path: str, num_threads: Optional[int]):
     return backend, str(backend.info.get("model", "onnx"))
 
 
+def torch_model_files(source: Union[str, "os.PathLike[str]"],
+                      config: Optional[str] = None) -> Tuple[str, str]:
+    """``(config.yaml, checkpoint)`` of a source with PyTorch weights (see the module doc).
+
+    An ONNX file has no weights to train or rebuild and is refused, as is
+    ``config=`` for a folder (which carries its own).
+    """
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ModelSourceError(f"{path} does not exist")
+    if os.path.isdir(path):
+        if config is not None:
+            raise ModelSourceError(f"{path} is a folder: its {CONFIG_NAME} is used, "
+                                   f"do not pass config=")
+        return _folder_files(path)
+    if path.endswith(".onnx"):
+        raise ModelSourceError(f"{path} is an ONNX model: it has no PyTorch weights to "
+                               f"fine-tune; use the experiment directory or model folder "
+                               f"it was exported from")
+    config_path = config if config is not None else _config_beside(path)
+    if not os.path.isfile(config_path):
+        raise ModelSourceError(f"config {config_path} does not exist")
+    return config_path, path
+
+
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
                calibration: Optional[str] = None,
@@ -130,25 +155,15 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     path = os.fspath(source)
     if not os.path.exists(path):
         raise ModelSourceError(f"{path} does not exist")
-    if os.path.isdir(path):
+    if path.endswith(".onnx") and not os.path.isdir(path):
         if config is not None:
-            raise ModelSourceError(f"{path} is a folder: its {CONFIG_NAME} is used, "
+            raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
                                    f"do not pass config=")
-        config_path, checkpoint = _folder_files(path)
-        backend, name = _torch_backend(config_path, checkpoint, device)
-        companions = os.path.join(path, "")
+        backend, name = _onnx_backend(path, num_threads)
     else:
-        if path.endswith(".onnx"):
-            if config is not None:
-                raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
-                                       f"do not pass config=")
-            backend, name = _onnx_backend(path, num_threads)
-        else:
-            config_path = config if config is not None else _config_beside(path)
-            if not os.path.isfile(config_path):
-                raise ModelSourceError(f"config {config_path} does not exist")
-            backend, name = _torch_backend(config_path, path, device)
-        companions = os.path.splitext(path)[0] + "."
+        backend, name = _torch_backend(*torch_model_files(path, config), device)
+    companions = (os.path.join(path, "") if os.path.isdir(path)
+                  else os.path.splitext(path)[0] + ".")
     mean = _read_mean(mean_vec if mean_vec is not None else companions + MEAN_NAME)
     if mean_vec is not None and mean is None:
         raise ModelSourceError(f"mean vector {mean_vec} does not exist")

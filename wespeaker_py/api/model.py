@@ -441,6 +441,28 @@ class SpeakerModel:
                                min_speakers=min_speakers, max_speakers=max_speakers,
                                channel=channel)
 
+    # -- fine-tuning -------------------------------------------------------------------------
+
+    def finetune(self, data_dir: str, out_dir: str, device: Optional[str] = None,
+                 num_threads: Optional[int] = None, overwrite: bool = False,
+                 mix_data: Optional[str] = None, **options: Any) -> "SpeakerModel":
+        """Fine-tune this model on the speakers of ``data_dir``; return the new model in ``out_dir``.
+
+        ``options`` are :class:`~wespeaker_py.finetune.FinetuneOptions` fields
+        (``epochs``, ``lr``, ``margin``, ``freeze``, ``sample_rate``, ...); ``mix_data``
+        a Kaldi folder of original-domain data that trains too; see
+        :func:`wespeaker_py.finetune.finetune` and docs/finetune.md.
+        """
+        from wespeaker_py.api.loading import load_model
+        from wespeaker_py.finetune import FinetuneOptions, finetune
+        try:
+            settings = FinetuneOptions(**options)
+        except TypeError as error:
+            raise WespeakerError(f"finetune: {error}") from None
+        finetune(self.source, data_dir, out_dir, settings, device=device,
+                 num_threads=num_threads, overwrite=overwrite, mix_data=mix_data)
+        return load_model(out_dir, device=device)
+
     # -- about -------------------------------------------------------------------------------
 
     def info(self) -> Dict[str, Any]:

@@ -342,6 +342,9 @@ class TrainConfig(ModelConfig):
     dataloader_args: DataloaderArgs
     # model and head (model, model_args, dataset_args: see ModelConfig)
     model_init: Optional[str] = None
+    # ours: names (or name prefixes, e.g. "layer1." or "" for all) of parameters of the model
+    # with its head (``projection.*``) that do not train; used by fine-tuning
+    frozen_params: List[str] = setting(factory=list)
     projection_args: Dict[str, Any]
     margin_scheduler: Literal["MarginScheduler"] = "MarginScheduler"
     margin_update: MarginUpdate

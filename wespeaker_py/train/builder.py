@@ -35,7 +35,27 @@ def build_model(plan: TrainingPlan) -> nn.Module:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model.add_module("projection", head)
+    freeze_parameters(model, plan.config.frozen_params)
     return model
+
+
+def freeze_parameters(model: nn.Module, prefixes) -> None:
+    """Stop the parameters whose names start with one of ``prefixes`` from training.
+
+    Their BatchNorm statistics still follow the training data (the model trains in
+    train mode). A prefix that names no parameter is a ConfigError.
+    """
+    for prefix in prefixes:
+        matched = [param for name, param in model.named_parameters() if name.startswith(prefix)]
+        if not matched:
+            raise ConfigError(f"config key 'frozen_params': {prefix!r} names no parameter of "
+                              f"the model")
+        for param in matched:
+            param.requires_grad_(False)
+    if prefixes:
+        trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
+        logger.info("frozen parameters: %s; %.2fM parameters train", ", ".join(
+            repr(prefix) for prefix in prefixes), trainable / 1e6)
 
 
 def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:

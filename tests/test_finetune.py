@@ -1,0 +1,248 @@
+"""``wespeaker-py finetune`` and ``SpeakerModel.finetune``: a tiny fine-tune end to end, and
+the bad-input rules of issue 22."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from tests.train_helpers import TINY_CONFIG, make_speaker_corpus, single_torch_thread  # noqa: F401
+from wespeaker_py.api import load_model
+from wespeaker_py.cli.main import _main
+from wespeaker_py.cli.common import run_main
+from wespeaker_py.config import TrainConfig
+from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
+                                   finetune)
+from wespeaker_py.finetune.data import read_finetune_data
+from wespeaker_py.models.projections import get_projection
+from wespeaker_py.runtime.builder import build_speaker_model
+from wespeaker_py.train.plan import resolve
+from wespeaker_py.train.distributed import DistContext
+
+# tiny and quick: 2 epochs (the first with the body frozen) of a 16-dim x-vector
+TINY_OPTIONS = dict(epochs=2, freeze_epochs=1, lr=0.01, batch_size=8, num_workers=0,
+                    num_avg=1)
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A 16 kHz source model folder: TINY_CONFIG with random weights and a 5-speaker head."""
+    folder = str(tmp_path_factory.mktemp("source"))
+    config = dict(TINY_CONFIG, exp_dir=folder)
+    with open(os.path.join(folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+    torch.manual_seed(0)
+    parsed = TrainConfig.from_dict(config)
+    model = build_speaker_model(parsed)
+    model.add_module("projection", get_projection(config["projection_args"], embed_dim=16,
+                                                  num_class=5))
+    torch.save(model.state_dict(), os.path.join(folder, "avg_model.pt"))
+    return folder
+
+
+def _write_kaldi(root, entries, rate_of=lambda key: None):
+    """wav.scp + utt2spk of ``(key, spk, path)``; resample a file when ``rate_of`` says."""
+    with open(os.path.join(root, "wav.scp"), "w") as scp, \
+            open(os.path.join(root, "utt2spk"), "w") as u2s:
+        for key, spk, path in entries:
+            rate = rate_of(key)
+            if rate:
+                samples, old = sf.read(path, dtype="int16")
+                keep = np.arange(0, len(samples), old / rate).astype(int)
+                path = os.path.join(root, key + f"_{rate}.wav")
+                sf.write(path, samples[keep], rate, subtype="PCM_16")
+            scp.write(f"{key} {path}\n")
+            u2s.write(f"{key} {spk}\n")
+
+
+@pytest.fixture(scope="module")
+def corpus_8k(tmp_path_factory):
+    """6 synthetic speakers x 4 utterances, at 8 kHz (a decimated 16 kHz corpus)."""
+    root = str(tmp_path_factory.mktemp("corpus"))
+    make_speaker_corpus(os.path.join(root, "src"), num_spks=6, utts_per_spk=4, seconds=1.5)
+    entries = [(key, spk, os.path.join(root, "src", "wav", key + ".wav"))
+               for key, spk in (line.split() for line in open(os.path.join(root, "src",
+                                                                           "utt2spk")))]
+    data = os.path.join(root, "data")
+    os.makedirs(data)
+    _write_kaldi(data, entries, rate_of=lambda key: 8000)
+    return data
+
+
+def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path):
+    out = str(tmp_path / "out")
+    status = run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
+                              "--out", out, "--epochs", "2", "--freeze_epochs", "1",
+                              "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
+                              "--num_avg", "1", "--device", "cpu", "--num_threads", "1"])
+    assert status == 0
+    for name in ("config.yaml", "avg_model.pt", "calibration.json", "finetune.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    report = json.load(open(os.path.join(out, "finetune.json")))
+    assert report["sample_rate"] == 8000 and report["source_sample_rate"] == 16000
+    assert report["data"]["dev_speakers"] == 2 and report["data"]["train_speakers"] == 4
+    assert [phase["name"] for phase in report["phases"]] == ["frozen", "train"]
+    assert report["phases"][0]["frozen_params"] and not report["phases"][1]["frozen_params"]
+    for when in ("before", "after"):
+        assert 0.0 <= report["dev"][when]["eer"] <= 1.0
+        assert report["dev"][when]["trials"] == 28  # every pair of 8 dev utterances
+    # the new model: 8 kHz front-end, a 4-speaker head, the source's body weights moved
+    tuned = load_model(out)
+    assert tuned.sample_rate == 8000 and tuned.calibration is not None
+    state = torch.load(os.path.join(out, "avg_model.pt"))
+    assert state["projection.weight"].shape[0] == 4
+    source_state = torch.load(os.path.join(source_model, "avg_model.pt"))
+    assert state["frame_1.conv_1d.weight"].shape == source_state["frame_1.conv_1d.weight"].shape
+    assert not torch.equal(state["frame_1.conv_1d.weight"], source_state["frame_1.conv_1d.weight"])
+    # resume: the phases are trained, the run is finished; the same command changes nothing
+    stamp = os.path.getmtime(os.path.join(out, "avg_model.pt"))
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
+                            "--out", out, "--epochs", "2", "--freeze_epochs", "1",
+                            "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
+                            "--num_avg", "1", "--device", "cpu"]) == 0
+    assert os.path.getmtime(os.path.join(out, "avg_model.pt")) == stamp
+    # a killed run (last phase's last checkpoint and the outputs gone) continues from model_1
+    os.remove(os.path.join(out, "work", "train", "models", "model_1.pt"))
+    for name in ("finetune.json", "avg_model.pt"):
+        os.remove(os.path.join(out, name))
+    shutil.rmtree(os.path.join(out, "work", "train"))
+    report = finetune(source_model, corpus_8k, out, FinetuneOptions(**TINY_OPTIONS),
+                      device="cpu")
+    assert os.path.isfile(os.path.join(out, "work", "train", "models", "model_1.pt"))
+    assert report["dev"]["after"]["trials"] == 28
+
+
+def test_api_finetune_returns_the_new_model(source_model, corpus_8k, tmp_path):
+    model = load_model(source_model, device="cpu")
+    tuned = model.finetune(corpus_8k, str(tmp_path / "api"), device="cpu", sample_rate=16000,
+                           freeze="none", **{k: v for k, v in TINY_OPTIONS.items()
+                                             if k != "freeze_epochs"})
+    assert tuned.sample_rate == 16000  # --sample_rate wins over the data's 8 kHz
+    assert tuned.embed(np.zeros(16000) + np.random.default_rng(0).normal(size=16000) * 0.1,
+                       sample_rate=16000).shape == (16,)
+
+
+def test_out_holding_another_run_is_refused_unless_overwrite(source_model, corpus_8k,
+                                                             tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        finetune(source_model, corpus_8k, str(out), FinetuneOptions(**TINY_OPTIONS))
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
+                            "--out", str(out)]) == 2
+    assert (out / "notes.txt").exists()
+
+
+def test_onnx_source_is_refused(corpus_8k, tmp_path):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not used")
+    with pytest.raises(ModelSourceError, match="ONNX model: it has no PyTorch weights"):
+        finetune(str(onnx), corpus_8k, str(tmp_path / "out"))
+
+
+def _subset(corpus, root, keep):
+    """A data dir with the utterances of ``corpus`` for which ``keep(key, spk)``."""
+    os.makedirs(root, exist_ok=True)
+    scp = dict(line.split(maxsplit=1) for line in open(os.path.join(corpus, "wav.scp")))
+    with open(os.path.join(root, "wav.scp"), "w") as out_scp, \
+            open(os.path.join(root, "utt2spk"), "w") as out_u2s:
+        for line in open(os.path.join(corpus, "utt2spk")):
+            key, spk = line.split()
+            if keep(key, spk):
+                out_scp.write(f"{key} {scp[key]}")
+                out_u2s.write(f"{key} {spk}\n")
+    return root
+
+
+def test_one_speaker_is_refused(source_model, corpus_8k, tmp_path):
+    data = _subset(corpus_8k, str(tmp_path / "one"), lambda key, spk: spk == "spk0")
+    with pytest.raises(FinetuneDataError, match="1 speaker.*at least 2"):
+        read_finetune_data(data)
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", data,
+                            "--out", str(tmp_path / "out")]) == 2
+
+
+def test_too_few_dev_trials_are_refused(corpus_8k, tmp_path):
+    # 2 utterances per speaker: 2 dev speakers give 2 target trials
+    data = _subset(corpus_8k, str(tmp_path / "few"),
+                   lambda key, spk: key.endswith(("utt0", "utt1")))
+    with pytest.raises(FinetuneDataError, match="2 target .* trials; at least 10"):
+        read_finetune_data(data)
+
+
+def test_one_utterance_speakers_only_train(corpus_8k, tmp_path):
+    data = _subset(corpus_8k, str(tmp_path / "singles"),
+                   lambda key, spk: spk not in ("spk4", "spk5") or key.endswith("utt0"))
+    split = read_finetune_data(data)
+    assert split.single_utterance_speakers == 2
+    assert {"spk4", "spk5"} <= set(split.train_speakers)
+    assert not {"spk4", "spk5"} & set(split.dev_speakers)
+
+
+def test_mixed_rates_are_resampled_and_said(corpus_8k, tmp_path, caplog):
+    root = str(tmp_path / "mixed")
+    os.makedirs(root)
+    entries = [(key, spk, path) for (key, path), spk in zip(
+        (line.split() for line in open(os.path.join(corpus_8k, "wav.scp"))),
+        (line.split()[1] for line in open(os.path.join(corpus_8k, "utt2spk"))))]
+    _write_kaldi(root, entries, rate_of=lambda key: 4000 if key.endswith("utt3") else None)
+    split = read_finetune_data(root)
+    assert split.rates == {8000: 18, 4000: 6} and split.sample_rate == 8000
+    assert "resampled to 8000 Hz" in caplog.text
+
+
+def test_segments_cut_utterances_from_recordings(corpus_8k, tmp_path):
+    root = str(tmp_path / "segments")
+    os.makedirs(root)
+    scp = dict(line.split() for line in open(os.path.join(corpus_8k, "wav.scp")))
+    with open(os.path.join(root, "wav.scp"), "w") as out_scp, \
+            open(os.path.join(root, "segments"), "w") as seg, \
+            open(os.path.join(root, "utt2spk"), "w") as u2s:
+        for line in open(os.path.join(corpus_8k, "utt2spk")):
+            key, spk = line.split()
+            out_scp.write(f"rec-{key} {scp[key]}\n")
+            seg.write(f"{key} rec-{key} 0.1 1.2\n")
+            u2s.write(f"{key} {spk}\n")
+    split = read_finetune_data(root)
+    assert all(entry.vad == ((0.1, 1.2),) for entry in split.train + split.dev)
+    assert split.train[0].wav == scp[split.train[0].key]
+
+
+def test_frozen_params_stop_training_and_must_name_parameters(tmp_path):
+    corpus = make_speaker_corpus(str(tmp_path / "c"), num_spks=2, utts_per_spk=4)
+    config = dict(TINY_CONFIG, exp_dir=str(tmp_path / "exp"), train_data=corpus["raw_list"],
+                  train_label=corpus["utt2spk"], frozen_params=["nonexistent."])
+    world = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    from wespeaker_py.config import ConfigError
+    from wespeaker_py.train.builder import build_model
+    with pytest.raises(ConfigError, match="'nonexistent.' names no parameter"):
+        build_model(resolve(TrainConfig.from_dict(config), world))
+    config["frozen_params"] = ["frame_1."]
+    model = build_model(resolve(TrainConfig.from_dict(config), world))
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    assert frozen and all(name.startswith("frame_1.") for name in frozen)
+
+
+def test_mix_data_only_trains_under_its_own_names(corpus_8k, tmp_path):
+    mix = _subset(corpus_8k, str(tmp_path / "mix"), lambda key, spk: spk in ("spk0", "spk1"))
+    split = read_finetune_data(corpus_8k, mix_dir=mix)
+    alone = read_finetune_data(corpus_8k)
+    assert split.dev == alone.dev and split.trials == alone.trials
+    mixed = [entry for entry in split.train if entry.spk.startswith("mix-")]
+    assert len(mixed) == 8 and all(entry.key.startswith("mix-") for entry in mixed)
+    assert split.summary()["mix_utterances"] == 8
+
+
+def test_dev_audio_is_handed_to_the_models_as_floats_in_range(corpus_8k):
+    from wespeaker_py.finetune.run import _dev_audio
+    audio = _dev_audio(read_finetune_data(corpus_8k), 8000)
+    peak = max(float(np.abs(samples).max()) for samples in audio.values())
+    assert 0.01 < peak <= 1.0  # the int16 scale read back as floats would clip every sample

@@ -1,0 +1,117 @@
+"""The training config of a fine-tuning phase, written from the source model's config.
+
+Kept from the source: ``model``, ``model_args``, the head type and scale
+(``projection_args``), and the feature settings of ``dataset_args``. Changed:
+the sample rate (the data's, or ``--sample_rate``; fbank keeps its number of
+mel bins, which then span 0 to half the new rate, and its frame length and
+shift in milliseconds, as WeSpeaker's 8 kHz configs do), no speed perturbation
+and no noise/reverb (fine-tuning data comes without augmentation lists), a
+fixed margin, Adam at the given learning rate decaying tenfold, and a new head
+for the data's speakers (``model_init`` holds the body only).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
+
+
+# the learning rate decays from --lr to --lr / LR_DECAY over the run
+LR_DECAY = 10.0
+FREEZE_CHOICES = ("none", "front", "body")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How to fine-tune; the defaults were chosen on the 8 kHz demo (docs/finetune.md)."""
+
+    epochs: int = 6
+    lr: float = 1e-3  # the applied peak learning rate (Adam)
+    margin: float = 0.2
+    freeze: str = "body"  # none, front (the first layer) or body (all but the head)
+    freeze_epochs: int = 1  # the first epochs train with ``freeze``; the rest train everything
+    sample_rate: Optional[int] = None  # default: the data's
+    dev_speakers: Optional[int] = None  # default: a fifth of the speakers with 2+ utterances
+    batch_size: Optional[int] = None  # default: the source config's, at most the utterances
+    num_workers: Optional[int] = None  # data loader workers; default: the source config's
+    num_avg: int = 2  # last checkpoints averaged
+    seed: int = 42
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def phases(options: FinetuneOptions) -> List[Dict[str, Any]]:
+    """``[{"name", "epochs", "freeze"}]``: a frozen first phase, then everything trains."""
+    if options.freeze == "none" or options.freeze_epochs == 0:
+        return [{"name": "train", "epochs": options.epochs, "freeze": "none"}]
+    if options.freeze_epochs >= options.epochs:
+        return [{"name": "train", "epochs": options.epochs, "freeze": options.freeze}]
+    return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": options.freeze},
+            {"name": "train", "epochs": options.epochs - options.freeze_epochs,
+             "freeze": "none"}]
+
+
+def gpus_for(device: Optional[str]) -> Optional[str]:
+    """The trainer's ``gpus`` for a ``--device`` (None: the first GPU when there is one)."""
+    if device is None:
+        return None
+    if device == "cpu":
+        return "[]"
+    if device == "cuda":
+        return "[0]"
+    return f"[{int(device.split(':', 1)[1])}]"
+
+
+def rate_dataset_args(dataset_args: Mapping[str, Any], sample_rate: int) -> Dict[str, Any]:
+    """``dataset_args`` at ``sample_rate``: only ``resample_rate`` changes (fbank's mel bins,
+    frame length and shift are rate-free; TFMel's are in samples and are scaled)."""
+    args = copy.deepcopy(dict(dataset_args))
+    old_rate = int(args.get("resample_rate", 16000))
+    args["resample_rate"] = sample_rate
+    tfmel = args.get("tfmel_args")
+    if args.get("frontend") == "tfmel" and tfmel and old_rate != sample_rate:
+        for key in ("n_fft", "win_length", "hop_length"):
+            if key in tfmel:
+                tfmel[key] = max(1, round(tfmel[key] * sample_rate / old_rate))
+    return args
+
+
+def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir: str,
+                 train_data: str, train_label: str, num_utterances: int, sample_rate: int,
+                 model_init: str, epochs: int, frozen_params: List[str],
+                 device: Optional[str]) -> Dict[str, Any]:
+    """The training config mapping of one phase (checked by ``TrainConfig.from_dict``)."""
+    loader = dict(source.get("dataloader_args") or {})
+    batch_size = options.batch_size or int(loader.get("batch_size", 32))
+    batch_size = max(1, min(batch_size, num_utterances))
+    workers = options.num_workers if options.num_workers is not None else \
+        int(loader.get("num_workers", 0))
+    dataset_args = rate_dataset_args(source.get("dataset_args") or {}, sample_rate)
+    dataset_args.update(speed_perturb=False, aug_prob=0.0, sample_num_per_epoch=0)
+    projection = dict(source.get("projection_args") or
+                      {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False})
+    # the trainer applies lr * batch / 64 (WeSpeaker's rule): configure --lr as applied
+    from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE  # torch: not at --help time
+    scale = REFERENCE_BATCH_SIZE / batch_size
+    return {
+        "exp_dir": exp_dir, "gpus": gpus_for(device), "num_avg": min(options.num_avg, epochs),
+        "seed": options.seed, "num_epochs": epochs, "save_epoch_interval": 1,
+        "log_batch_interval": 20, "data_type": "raw", "train_data": train_data,
+        "train_label": train_label,
+        "dataloader_args": {"batch_size": batch_size, "num_workers": workers,
+                            "pin_memory": False, "drop_last": True},
+        "dataset_args": dataset_args,
+        "model": source["model"], "model_args": dict(source["model_args"]),
+        "model_init": model_init, "frozen_params": frozen_params,
+        "projection_args": projection,
+        "margin_update": {"initial_margin": options.margin, "final_margin": options.margin,
+                          "increase_start_epoch": 0, "fix_start_epoch": 0,
+                          "update_margin": True, "increase_type": "exp"},
+        "loss": "CrossEntropyLoss", "loss_args": {},
+        "optimizer": "Adam", "optimizer_args": {"weight_decay": 1.0e-4},
+        "scheduler": "ExponentialDecrease",
+        "scheduler_args": {"initial_lr": options.lr * scale,
+                           "final_lr": options.lr * scale / LR_DECAY,
+                           "warm_up_epoch": 0.0, "warm_from_zero": False},
+    }

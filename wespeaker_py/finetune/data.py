@@ -1,0 +1,208 @@
+"""The fine-tuning data: a Kaldi folder read, checked, split into train and dev, and listed.
+
+DIR holds ``wav.scp`` and ``utt2spk`` (``segments``, ``utt recording start end``,
+optional: then wav.scp lists recordings). A speaker-disjoint dev part (speakers
+with two or more utterances, drawn with a fixed seed) gives every pair of its
+utterances as trials; the rest trains. Speakers with one utterance only train.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import soundfile as sf
+
+from wespeaker_py.audio import is_pipe
+from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.scoring.make_trials import Trial, all_pair_trials, write_trials
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
+                                           read_key_value)
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+# the fewest dev trials of each kind an EER (and a calibration) is measured on
+MIN_DEV_TARGET_TRIALS = 10
+MIN_DEV_NONTARGET_TRIALS = 10
+# held-out share of the speakers with two or more utterances when --dev_speakers is not given
+DEV_SHARE = 0.2
+SPLIT_SEED = 777
+
+
+class FinetuneDataError(WespeakerError):
+    """A fine-tuning data folder that cannot give a training and a dev set (exit status 2)."""
+
+
+@dataclass
+class FinetuneData:
+    """DIR split into training and dev entries, with the dev trials and the data's rate."""
+
+    source: str
+    train: List[TableEntry]
+    dev: List[TableEntry]
+    trials: List[Trial]
+    sample_rate: int
+    rates: Dict[int, int] = field(default_factory=dict)  # files by sample rate
+    single_utterance_speakers: int = 0
+    mix_source: Optional[str] = None  # --mix_data: original-domain data that only trains
+    mix_utterances: int = 0
+
+    @property
+    def train_speakers(self) -> List[str]:
+        return sorted({entry.spk for entry in self.train})
+
+    @property
+    def dev_speakers(self) -> List[str]:
+        return sorted({entry.spk for entry in self.dev})
+
+    def summary(self) -> Dict[str, object]:
+        """What finetune.json records about the data."""
+        targets = sum(label == "target" for _, _, label in self.trials)
+        return {"dir": self.source, "sample_rate": self.sample_rate,
+                "files_by_rate": {str(rate): count for rate, count in sorted(self.rates.items())},
+                "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
+                "single_utterance_speakers": self.single_utterance_speakers,
+                "dev_speakers": len(self.dev_speakers), "dev_utterances": len(self.dev),
+                "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
+                "dev_target_trials": targets, "dev_nontarget_trials": len(self.trials) - targets}
+
+
+def _read_segments(path: str) -> Dict[str, Tuple[str, float, float]]:
+    """``utt -> (recording, start, end)`` of a Kaldi segments file (seconds)."""
+    segments = {}
+    for line_no, (utt, recording, start, end) in iter_table(path, min_fields=4, max_fields=4):
+        try:
+            begin, finish = float(start), float(end)
+        except ValueError:
+            raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} "
+                                                 f"{end!r}") from None
+        if begin < 0 or finish <= begin:
+            raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]")
+        segments[utt] = (recording, begin, finish)
+    return segments
+
+
+def _read_entries(data_dir: str) -> List[TableEntry]:
+    wav_scp, utt2spk = (os.path.join(data_dir, name) for name in ("wav.scp", "utt2spk"))
+    for path in (wav_scp, utt2spk):
+        if not os.path.isfile(path):
+            raise FinetuneDataError(f"{path} does not exist (a data folder needs wav.scp and "
+                                    f"utt2spk)")
+    segments_path = os.path.join(data_dir, "segments")
+    if not os.path.isfile(segments_path):
+        entries = read_utterance_table(wav_scp, utt2spk)
+    else:
+        recordings = read_key_value(wav_scp)
+        segments = _read_segments(segments_path)
+        entries = []
+        for utt, spk in read_key_value(utt2spk, allow_spaces_in_value=False).items():
+            recording, start, end = segments.get(utt, (None, 0.0, 0.0))
+            if recording not in recordings:
+                raise FinetuneDataError(f"{utt2spk}: utterance {utt!r} has no segment of a "
+                                        f"recording in {wav_scp} (see {segments_path})")
+            entries.append(TableEntry(key=utt, spk=spk, wav=recordings[recording],
+                                      vad=((start, end),)))
+    # wav paths relative to the data folder, as in the mini recipe's corpus
+    return [entry if is_pipe(entry.wav) or os.path.isabs(entry.wav) else
+            TableEntry(entry.key, entry.spk, os.path.join(os.path.abspath(data_dir), entry.wav),
+                       entry.vad) for entry in entries]
+
+
+def _sample_rates(entries: Sequence[TableEntry]) -> Dict[int, int]:
+    """Files by sample rate (headers only; pipes are not run)."""
+    rates: Counter = Counter()
+    for wav in sorted({entry.wav for entry in entries if not is_pipe(entry.wav)}):
+        try:
+            rates[sf.info(wav).samplerate] += 1
+        except (RuntimeError, OSError) as error:  # soundfile's error for unreadable files
+            raise FinetuneDataError(f"{wav}: not readable audio ({error})") from None
+    return dict(rates)
+
+
+def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> List[str]:
+    eligible = sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
+    wanted = (max(2, round(DEV_SHARE * len(eligible))) if dev_speakers is None
+              else dev_speakers)
+    if wanted < 2:
+        raise FinetuneDataError(f"--dev_speakers must be at least 2, got {wanted}")
+    if wanted > len(eligible):
+        raise FinetuneDataError(f"{wanted} dev speakers asked for, but only {len(eligible)} "
+                                f"speakers have two or more utterances")
+    return sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
+
+
+def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
+                       mix_dir: Optional[str] = None) -> FinetuneData:
+    """Read and split ``data_dir``; :class:`FinetuneDataError` when it cannot serve.
+
+    Refused: fewer than two speakers, fewer than two training speakers left
+    after the dev split, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
+    :data:`MIN_DEV_NONTARGET_TRIALS`. ``mix_dir`` (original-domain data) only
+    trains: its utterances and speakers join the training set under a ``mix-``
+    prefix; the rate stays ``data_dir``'s.
+    """
+    try:
+        entries = _read_entries(data_dir)
+        mixed = [TableEntry("mix-" + entry.key, "mix-" + entry.spk, entry.wav, entry.vad)
+                 for entry in (_read_entries(mix_dir) if mix_dir else [])]
+    except DataFormatError as error:
+        raise FinetuneDataError(str(error)) from None
+    spk2utts: Dict[str, List[str]] = defaultdict(list)
+    for entry in entries:
+        spk2utts[entry.spk].append(entry.key)
+    if len(spk2utts) < 2:
+        raise FinetuneDataError(f"{data_dir}/utt2spk has {len(spk2utts)} speaker(s); "
+                                f"fine-tuning needs at least 2")
+    dev_set = set(_choose_dev(spk2utts, dev_speakers))
+    train = [entry for entry in entries if entry.spk not in dev_set]
+    dev = [entry for entry in entries if entry.spk in dev_set]
+    if len({entry.spk for entry in train}) < 2:
+        raise FinetuneDataError(f"{data_dir}: {len(dev_set)} dev speakers leave "
+                                f"{len({entry.spk for entry in train})} to train on; "
+                                f"at least 2 are needed (lower --dev_speakers)")
+    trials = all_pair_trials({entry.key: entry.spk for entry in dev})
+    targets = sum(label == "target" for _, _, label in trials)
+    if targets < MIN_DEV_TARGET_TRIALS or len(trials) - targets < MIN_DEV_NONTARGET_TRIALS:
+        raise FinetuneDataError(
+            f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
+            f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
+            f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
+    own_rates = _sample_rates(entries)
+    if not own_rates:
+        raise FinetuneDataError(f"{data_dir}/wav.scp: only pipes; the data's sample rate "
+                                f"cannot be read (give --sample_rate)")
+    rate = max(own_rates, key=lambda r: (own_rates[r], r))
+    rates = Counter(own_rates) + Counter(_sample_rates(mixed))
+    if len(rates) > 1:
+        logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
+                       data_dir + (f" (with {mix_dir})" if mix_dir else ""),
+                       ", ".join(f"{r} ({n} files)" for r, n in sorted(rates.items())), rate)
+    if mixed:
+        logger.info("%d utterances of %d speakers of %s train too", len(mixed),
+                    len({entry.spk for entry in mixed}), mix_dir)
+        train += mixed
+    singles = sum(len(utts) == 1 for utts in spk2utts.values())
+    if singles:
+        logger.info("%d speaker(s) with one utterance: used for training only", singles)
+    return FinetuneData(source=os.path.abspath(data_dir), train=train, dev=dev, trials=trials,
+                        sample_rate=rate, rates=dict(rates), single_utterance_speakers=singles,
+                        mix_source=os.path.abspath(mix_dir) if mix_dir else None,
+                        mix_utterances=len(mixed))
+
+
+def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:
+    """Write ``train/raw.list``, ``train/utt2spk`` and ``dev/trials`` under ``folder``."""
+    for sub in ("train", "dev"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    raw_list = os.path.join(folder, "train", "raw.list")
+    utt2spk = os.path.join(folder, "train", "utt2spk")
+    trials = os.path.join(folder, "dev", "trials")
+    write_raw_list(data.train, raw_list)
+    with atomic_open(utt2spk, "w", encoding="utf-8") as out:
+        out.write("".join(f"{entry.key} {entry.spk}\n" for entry in data.train))
+    write_trials(trials, data.trials)
+    return raw_list, utt2spk, trials

@@ -1,0 +1,265 @@
+"""Fine-tune a trained model on a folder of speakers: :func:`finetune`.
+
+    source model + DIR -> split (data.py) -> body-only init weights -> one or two
+    training phases (config.py; the trainer of :mod:`wespeaker_py.train`) ->
+    average -> dev EER before and after -> calibration -> OUT
+
+OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
+``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
+trials) and ``finetune.json`` (what was done, and the dev figures before and
+after). ``OUT/work`` keeps the lists and each phase's experiment folder: a
+killed run, started again with the same arguments, resumes from the newest
+checkpoint (the trainer's resume); a finished one is left as it is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+
+from wespeaker_py.api.calibration import fit_calibration, save_calibration
+from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
+                                      torch_model_files)
+from wespeaker_py.audio import INT16_SCALE, load_audio
+from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions, phase_config, phases
+from wespeaker_py.finetune.data import FinetuneData, read_finetune_data, write_lists
+from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, model_state_of, read_checkpoint)
+from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
+from wespeaker_py.train.average import average_state_dicts, select_checkpoints
+from wespeaker_py.train.experiment import existing_checkpoints
+from wespeaker_py.utils.file_utils import atomic_open, save_torch
+from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.threads import using_threads
+
+logger = get_logger(__name__)
+
+REPORT_NAME = "finetune.json"
+REQUEST_NAME = "request.json"
+WORK_DIR = "work"
+INIT_NAME = "init_body.pt"
+WEIGHTS_NOTE = (
+    "The body's weights are reused as they are and a new head is trained for the data's "
+    "speakers. At another sample rate the fbank keeps its number of mel bins, frame length "
+    "and shift in ms; the bins then span 0 to half the new rate, so the first layer sees a "
+    "stretched spectrum until fine-tuning adapts it.")
+
+
+class OutputExistsError(WespeakerError):
+    """OUT holds something other than this fine-tuning run (exit status 2)."""
+
+
+def _check_options(options: FinetuneOptions) -> None:
+    problems = [(options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
+                (options.lr > 0, f"--lr must be positive, got {options.lr}"),
+                (options.margin >= 0, f"--margin must be >= 0, got {options.margin}"),
+                (options.freeze in FREEZE_CHOICES,
+                 f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {options.freeze!r}"),
+                (options.freeze_epochs >= 0,
+                 f"--freeze_epochs must be >= 0, got {options.freeze_epochs}"),
+                (options.sample_rate is None or options.sample_rate >= 4000,
+                 f"--sample_rate must be at least 4000, got {options.sample_rate}"),
+                (options.num_avg >= 1, f"--num_avg must be at least 1, got {options.num_avg}")]
+    for ok, message in problems:
+        if not ok:
+            raise WespeakerError(message)
+
+
+def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
+    """Make OUT ours; True when it already holds this run, finished."""
+    request_path = os.path.join(out_dir, WORK_DIR, REQUEST_NAME)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        previous = None
+        if os.path.isfile(request_path):
+            with open(request_path, encoding="utf-8") as handle:
+                previous = json.load(handle)
+        if previous != request:
+            if not overwrite:
+                what = ("a fine-tuning run with other arguments" if previous is not None
+                        else "other files")
+                raise OutputExistsError(f"{out_dir} already holds {what}; pass --overwrite "
+                                        f"to replace it, or choose another --out")
+            logger.info("--overwrite: removing %s", out_dir)
+            shutil.rmtree(out_dir)
+        elif os.path.isfile(os.path.join(out_dir, REPORT_NAME)):
+            return True
+        else:
+            logger.info("resuming the fine-tuning run in %s", out_dir)
+    os.makedirs(os.path.join(out_dir, WORK_DIR), exist_ok=True)
+    with atomic_open(request_path, "w", encoding="utf-8") as out:
+        json.dump(request, out, indent=2, sort_keys=True)
+    return False
+
+
+def _write_body_init(checkpoint: str, path: str) -> None:
+    """The source's weights without its head: the new head starts from random weights."""
+    if os.path.isfile(path):
+        return
+    state = model_state_of(read_checkpoint(checkpoint))
+    save_torch({key: value for key, value in state.items() if not key.startswith(HEAD_PREFIX)},
+               path)
+
+
+def _top_level_parameters(config_path: str) -> List[str]:
+    """Names of the speaker model's top-level modules that hold parameters, in order."""
+    from wespeaker_py.config import load_model_config
+    from wespeaker_py.runtime.builder import build_speaker_model
+    config = load_model_config(config_path)
+    with torch.device("meta"):  # names only
+        model = build_speaker_model(config, feat_dim=1)
+    return [name for name, module in model.named_children()
+            if any(True for _ in module.parameters())]
+
+
+def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
+    if freeze == "front":
+        return [modules[0] + "."]
+    if freeze == "body":
+        return [name + "." for name in modules]
+    return []
+
+
+def _train_phase(config: Dict[str, Any]) -> str:
+    """Train one phase (resuming its newest checkpoint); return its last checkpoint."""
+    from wespeaker_py.train.trainer import run_training
+    model_dir = os.path.join(config["exp_dir"], "models")
+    last = os.path.join(model_dir, f"model_{config['num_epochs']}.pt")
+    if os.path.isfile(last):
+        logger.info("%s is trained", config["exp_dir"])
+        return last
+    done = existing_checkpoints(model_dir)
+    if done:
+        newest = max(done, key=lambda name: int(name[len("model_"):-len(".pt")]))
+        config = dict(config, checkpoint=os.path.join(model_dir, newest))
+        logger.info("resuming %s from %s", config["exp_dir"], newest)
+    try:
+        run_training(TrainConfig.from_dict(config))
+    except ConfigError as error:
+        raise ConfigError(f"fine-tuning config of {config['exp_dir']}: {error}") from None
+    return last
+
+
+def _dev_audio(data: FinetuneData, rate: int) -> Dict[str, np.ndarray]:
+    """The dev utterances as samples at ``rate`` (segments cut out)."""
+    audio = {}
+    for entry in data.dev:
+        samples = load_audio(entry.wav, rate)
+        if entry.vad:
+            samples = np.concatenate([samples[int(start * rate):int(end * rate)]
+                                      for start, end in entry.vad])
+        # load_audio gives the int16 scale; arrays passed back in are read as [-1, 1] floats
+        audio[entry.key] = samples / INT16_SCALE
+    return audio
+
+
+def _score_dev(model, audio: Mapping[str, np.ndarray], rate: int,
+               trials: List) -> Dict[str, Any]:
+    embeddings = model.embed_many(dict(audio), sample_rate=rate, progress=False).embeddings
+    scores, labels = [], []
+    for enroll, test, label in trials:
+        if enroll in embeddings and test in embeddings:
+            scores.append(model.score_embeddings(embeddings[enroll], embeddings[test]))
+            labels.append(label == "target")
+    if not any(labels) or all(labels):
+        raise WespeakerError("the dev utterances could not be embedded: no trial of each kind "
+                             "is left (see the warnings above)")
+    scores_array, labels_array = np.array(scores), np.array(labels, dtype=bool)
+    return {"eer": compute_eer(scores_array, labels_array),
+            "min_dcf": compute_min_dcf(scores_array, labels_array),
+            "trials": len(scores), "scores": scores_array, "labels": labels_array}
+
+
+def finetune(source: str, data_dir: str, out_dir: str,
+             options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
+             num_threads: Optional[int] = None, overwrite: bool = False,
+             config: Optional[str] = None, mix_data: Optional[str] = None) -> Dict[str, Any]:
+    """Fine-tune ``source`` on the speakers of ``data_dir`` into the model folder ``out_dir``.
+
+    ``source``: anything with PyTorch weights that :func:`~wespeaker_py.api.load_model`
+    takes (``config`` for a bare checkpoint). ``mix_data``: a Kaldi folder of
+    original-domain data whose speakers train too (never dev). Returns the
+    ``finetune.json`` record. Computes with ``num_threads`` CPU threads (default: the
+    rule of :mod:`wespeaker_py.utils.threads`).
+    Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
+    holding something else :class:`OutputExistsError` unless ``overwrite``.
+    """
+    with using_threads(num_threads):
+        return _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
+                         overwrite, config, mix_data)
+
+
+def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions,
+              device: Optional[str], overwrite: bool, config: Optional[str],
+              mix_data: Optional[str]) -> Dict[str, Any]:
+    _check_options(options)
+    config_path, checkpoint = torch_model_files(source, config)
+    source_config = read_yaml(config_path)
+    for key in ("model", "model_args"):
+        if key not in source_config:
+            raise ConfigError(f"{config_path}: config key '{key}' is missing")
+    data = read_finetune_data(data_dir, options.dev_speakers, mix_data)
+    rate = options.sample_rate or data.sample_rate
+    request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
+               "data": data.source, "mix_data": data.mix_source, "options": options.as_dict()}
+    report_path = os.path.join(out_dir, REPORT_NAME)
+    if _claim_output(out_dir, request, overwrite):
+        logger.info("%s already holds this fine-tuning run", out_dir)
+        with open(report_path, encoding="utf-8") as handle:
+            return json.load(handle)
+    started = time.time()
+    work = os.path.join(out_dir, WORK_DIR)
+    train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
+    init = os.path.join(work, INIT_NAME)
+    _write_body_init(checkpoint, init)
+    modules = _top_level_parameters(config_path)
+    logger.info("fine-tuning %s on %d speakers (%d utterances) at %d Hz; dev: %d speakers, "
+                "%d trials", source, len(data.train_speakers), len(data.train), rate,
+                len(data.dev_speakers), len(data.trials))
+
+    last, plan = init, phases(options)
+    for phase in plan:
+        phase_dir = os.path.join(work, phase["name"])
+        frozen = _frozen_prefixes(phase["freeze"], modules)
+        last = _train_phase(phase_config(
+            source_config, options, exp_dir=phase_dir, train_data=train_data,
+            train_label=train_label, num_utterances=len(data.train), sample_rate=rate,
+            model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device))
+        phase["frozen_params"] = frozen
+    final_dir = os.path.join(work, plan[-1]["name"])
+    averaged = select_checkpoints(os.path.join(final_dir, "models"),
+                                  min(options.num_avg, plan[-1]["epochs"]))
+    save_torch(average_state_dicts(averaged), os.path.join(out_dir, WEIGHTS_NAME))
+    shutil.copyfile(os.path.join(final_dir, CONFIG_NAME), os.path.join(out_dir, CONFIG_NAME))
+    train_seconds = time.time() - started
+
+    audio = _dev_audio(data, rate)
+    before = _score_dev(load_model(source, device=device, config=config), audio, rate,
+                        data.trials)
+    tuned = load_model(out_dir, device=device)
+    after = _score_dev(tuned, audio, rate, data.trials)
+    calibration = fit_calibration(after["scores"], after["labels"],
+                                  trials=os.path.abspath(trials_path), model=tuned.name)
+    save_calibration(os.path.join(out_dir, CALIBRATION_NAME), calibration)
+
+    figures = {name: {key: result[key] for key in ("eer", "min_dcf", "trials")}
+               for name, result in (("before", before), ("after", after))}
+    report = {"source": request["source"], "config": request["config"],
+              "options": options.as_dict(), "data": data.summary(),
+              "source_sample_rate": int((source_config.get("dataset_args") or {})
+                                        .get("resample_rate", 16000)),
+              "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
+                                                                for path in averaged],
+              "dev": figures, "calibration_cllr": calibration.cllr,
+              "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
+    with atomic_open(report_path, "w", encoding="utf-8") as out:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    logger.info("dev EER %.2f%% before, %.2f%% after; %s written", 100 * before["eer"],
+                100 * after["eer"], out_dir)
+    return report
