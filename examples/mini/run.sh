@@ -31,6 +31,10 @@
 #      (../diarization/run.sh stages 1-4)
 
 . ./path.sh || exit 1
+# A recipe run has the machine to itself: compute with every core (the commands'
+# own default, half the cores, is for shared machines). OMP_NUM_THREADS set by the
+# caller wins.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 
 stage=1
 stop_stage=12
