@@ -20,7 +20,6 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 from wespeaker_py.scoring.calibration_set import read_utt2dur
@@ -210,6 +209,7 @@ def train_calibration(features: np.ndarray, labels: np.ndarray,
         d_llr = -weights * sign * expit(-margin)
         return cost, np.append(standard.T @ d_llr + l2 * params[:-1], d_llr.sum())
 
+    from scipy.optimize import minimize  # on first use: it costs load_model about 0.5 s
     start = np.zeros(features.shape[1] + 1)
     result = minimize(objective, start, jac=True, method="L-BFGS-B",
                       options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
