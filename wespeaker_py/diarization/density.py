@@ -39,7 +39,7 @@ def umap_hdbscan_labels(embeddings: np.ndarray, n_neighbors: int = 16, min_dist:
                         n_neighbors=min(n_neighbors, count - 1), min_dist=min_dist,
                         random_state=seed, n_jobs=1).fit_transform(unit_rows(embeddings))
     labels = HDBSCAN(min_cluster_size=min_cluster_size,
-                     allow_single_cluster=True).fit_predict(reduced)
+                     allow_single_cluster=True, copy=True).fit_predict(reduced)
     return attach_unassigned(embeddings, labels)
 
 
