@@ -21,6 +21,7 @@ from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError, short_identity
+from wespeaker_py.utils.file_utils import OutputNotWritableError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_onnx = pytest.mark.skipif(
@@ -324,3 +325,19 @@ def test_export_to_a_folder_writes_model_onnx_inside(models, speech, tmp_path, c
     gallery = str(tmp_path / "speakers.npz")
     torch_model.enroll("alice", speech[0], gallery=gallery)
     assert graph.identify(speech[0], gallery=gallery)[0][0] == "alice"
+
+
+def test_calibrate_checks_its_output_before_embedding(models, speech, tmp_path, monkeypatch):
+    first, _ = models
+    trials, wav_scp = write_trials(tmp_path, speech, ["target", "nontarget"] * 10)
+    model = load(first)
+    embedded = []
+    monkeypatch.setattr(model, "embed_many", lambda *args, **kwargs: embedded.append(1))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    with pytest.raises(OutputNotWritableError, match="cannot write .*a_file/c.json"):
+        model.calibrate(trials, wav_scp, output=str(blocker / "c.json"), progress=False)
+    model.calibration_path = None
+    with pytest.raises(WespeakerError, match="say where to write the calibration"):
+        model.calibrate(trials, wav_scp, progress=False)
+    assert embedded == []

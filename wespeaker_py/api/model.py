@@ -26,7 +26,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, descr
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import DataFormatError, read_key_value
+from wespeaker_py.utils.file_utils import DataFormatError, read_key_value, require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -306,6 +306,10 @@ class SpeakerModel:
         :attr:`calibration_path`).
         """
         from wespeaker_py.scoring.trials import read_trials
+        target = output or self.calibration_path
+        if target is None:
+            raise WespeakerError("say where to write the calibration (output=...)")
+        require_writable(target)  # before the embedding, not after it
         try:
             trial_list = read_trials(trials)
             table = _items_of(wav_scp)
@@ -337,9 +341,6 @@ class SpeakerModel:
         calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
                                       trials=os.path.abspath(trials), model=self.name,
                                       identity=self.identity)
-        target = output or self.calibration_path
-        if target is None:
-            raise WespeakerError("say where to write the calibration (output=...)")
         save_calibration(target, calibration)
         if target == self.calibration_path:
             self._calibration, self._calibration_read = calibration, True
