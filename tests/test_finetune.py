@@ -20,13 +20,15 @@ from wespeaker_py.config import TrainConfig
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
                                    finetune)
+from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
 from wespeaker_py.finetune.data import read_finetune_data
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext
 
-# tiny and quick: 2 epochs (the first with the body frozen) of a 16-dim x-vector
+# tiny and quick: 2 epochs of a 16-dim x-vector; the first with the body frozen, as
+# --freeze auto does for 4 training speakers
 TINY_OPTIONS = dict(epochs=2, freeze_epochs=1, lr=0.01, batch_size=8, num_workers=0,
                     num_avg=1)
 
@@ -117,6 +119,19 @@ def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path):
                       device="cpu")
     assert os.path.isfile(os.path.join(out, "work", "train", "models", "model_1.pt"))
     assert report["dev"]["after"]["trials"] == 28
+
+
+def test_freeze_auto_freezes_the_body_first_only_for_few_speakers():
+    names = lambda plan: [(phase["name"], phase["freeze"]) for phase in plan]  # noqa: E731
+    auto = FinetuneOptions(epochs=6)
+    assert auto.freeze == "auto"
+    assert names(phases(auto, FEW_SPEAKERS - 1)) == [("frozen", "body"), ("train", "none")]
+    assert names(phases(auto, FEW_SPEAKERS)) == [("train", "none")]
+    # an explicit choice holds whatever the number of speakers
+    assert names(phases(FinetuneOptions(epochs=6, freeze="none"), 4)) == [("train", "none")]
+    front = FinetuneOptions(epochs=6, freeze="front", freeze_epochs=2)
+    assert names(phases(front, 500)) == [("frozen", "front"), ("train", "none")]
+    assert [phase["epochs"] for phase in phases(front, 500)] == [2, 4]
 
 
 def test_api_finetune_returns_the_new_model(source_model, corpus_8k, tmp_path):

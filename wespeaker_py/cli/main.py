@@ -456,7 +456,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _add_finetune_command(commands) -> None:
-    from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions
+    from wespeaker_py.finetune.config import FEW_SPEAKERS, FREEZE_CHOICES, FinetuneOptions
     defaults = FinetuneOptions()
     summary = "fine-tune a model on your own speakers: a new model folder with calibration"
     sub = commands.add_parser("finetune", help=summary, description=summary,
@@ -477,7 +477,8 @@ def _add_finetune_command(commands) -> None:
              help=f"additive angular margin, default {defaults.margin:g}")
     add_flag(sub, "freeze", default=None, choices=FREEZE_CHOICES,
              help=f"what does not train in the first --freeze_epochs: front (the first layer), "
-                  f"body (all but the new head) or none; default {defaults.freeze}")
+                  f"body (all but the new head), none, or auto (body below {FEW_SPEAKERS} "
+                  f"training speakers, else none); default {defaults.freeze}")
     add_flag(sub, "freeze_epochs", type=int, default=None,
              help=f"default {defaults.freeze_epochs}")
     add_flag(sub, "sample_rate", type=int, default=None,

@@ -18,7 +18,10 @@ from typing import Any, Dict, List, Mapping, Optional
 
 # the learning rate decays from --lr to --lr / LR_DECAY over the run
 LR_DECAY = 10.0
-FREEZE_CHOICES = ("none", "front", "body")
+FREEZE_CHOICES = ("auto", "none", "front", "body")
+# --freeze auto freezes the body for the first epochs below this many training speakers
+# (docs/finetune.md: better with 4 speakers, worse with 74)
+FEW_SPEAKERS = 20
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class FinetuneOptions:
     epochs: int = 6
     lr: float = 1e-3  # the applied peak learning rate (Adam)
     margin: float = 0.2
-    freeze: str = "body"  # none, front (the first layer) or body (all but the head)
+    freeze: str = "auto"  # auto, none, front (the first layer) or body (all but the head)
     freeze_epochs: int = 1  # the first epochs train with ``freeze``; the rest train everything
     sample_rate: Optional[int] = None  # default: the data's
     dev_speakers: Optional[int] = None  # default: a fifth of the speakers with 2+ utterances
@@ -41,13 +44,22 @@ class FinetuneOptions:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def phases(options: FinetuneOptions) -> List[Dict[str, Any]]:
+def resolved_freeze(freeze: str, num_train_speakers: int) -> str:
+    """``freeze`` itself, or for ``auto``: ``body`` below :data:`FEW_SPEAKERS` training
+    speakers, else ``none``."""
+    if freeze != "auto":
+        return freeze
+    return "body" if num_train_speakers < FEW_SPEAKERS else "none"
+
+
+def phases(options: FinetuneOptions, num_train_speakers: int) -> List[Dict[str, Any]]:
     """``[{"name", "epochs", "freeze"}]``: a frozen first phase, then everything trains."""
-    if options.freeze == "none" or options.freeze_epochs == 0:
+    freeze = resolved_freeze(options.freeze, num_train_speakers)
+    if freeze == "none" or options.freeze_epochs == 0:
         return [{"name": "train", "epochs": options.epochs, "freeze": "none"}]
     if options.freeze_epochs >= options.epochs:
-        return [{"name": "train", "epochs": options.epochs, "freeze": options.freeze}]
-    return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": options.freeze},
+        return [{"name": "train", "epochs": options.epochs, "freeze": freeze}]
+    return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": freeze},
             {"name": "train", "epochs": options.epochs - options.freeze_epochs,
              "freeze": "none"}]
 

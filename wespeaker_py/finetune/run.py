@@ -222,7 +222,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                 "%d trials", source, len(data.train_speakers), len(data.train), rate,
                 len(data.dev_speakers), len(data.trials))
 
-    last, plan = init, phases(options)
+    last, plan = init, phases(options, len(data.train_speakers))
     for phase in plan:
         phase_dir = os.path.join(work, phase["name"])
         frozen = _frozen_prefixes(phase["freeze"], modules)
