@@ -6,7 +6,8 @@ probabilities, the speech regions, the windows and their embeddings
 (``CACHE/<id>.npz``). Stage ``score`` then clusters those embeddings with each
 candidate and scores DER/JER and the speaker count against ``ref.rttm``;
 stage ``vad`` scores VAD settings on the cached probabilities (missed and
-false-alarm speech). Nothing but the VAD and the model reads audio, so every
+false-alarm speech); stage ``pairs`` asks whether the windows can be told apart
+at all: the EER of same- against different-speaker window pairs, by kind of pair. Nothing but the VAD and the model reads audio, so every
 clustering candidate sees exactly the same windows.
 
     # a set of synthetic conversations (examples/diarization/tools/make_synthetic_conversations.py)
@@ -14,6 +15,7 @@ clustering candidate sees exactly the same windows.
     python bench/diarization_eval.py score --data DIR --cache CACHE [--calibration CAL_DIR
         --calibration_cache CAL_CACHE] --output results.md
     python bench/diarization_eval.py vad --data DIR --cache CACHE
+    python bench/diarization_eval.py pairs --data DIR --cache CACHE
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from wespeaker_py.diarization.metrics import merge_regions, score_recordings
 from wespeaker_py.diarization.rttm import read_rttm
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import RegionRules, SileroVAD, probabilities_to_regions
+from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.utils.file_utils import atomic_open, read_key_value
 
 Cached = Dict[str, np.ndarray]
@@ -236,6 +239,63 @@ def vad(args: argparse.Namespace) -> None:
                       f"{100 * (missed + false_alarm) / total_ref:.1f} |")
 
 
+def pairs(args: argparse.Namespace) -> None:
+    """Cosine EER of window pairs (same vs different true speaker), by kind of pair.
+
+    Only pairs of windows that share no audio count. A window is "full" when it
+    spans the whole window length (not a region's short tail, repeated to fill
+    it) and "pure" when one speaker talks in at least 90% of it and nobody else.
+    "Across regions" pairs come from different VAD regions, usually different
+    turns: the pairs a speaker count depends on.
+    """
+    refs, cached = load_set(args.data, args.cache)
+    attach_truth(refs, cached)
+    kinds = ("all", "full and pure", "full and pure, across regions", "short (both)")
+    scores: Dict[str, List[np.ndarray]] = {kind: [] for kind in kinds}
+    same: Dict[str, List[np.ndarray]] = {kind: [] for kind in kinds}
+    for key, item in cached.items():
+        windows, labels = item["windows"], item["_truth_labels"]
+        units = item["embeddings"] / np.linalg.norm(item["embeddings"], axis=1, keepdims=True)
+        lengths = windows[:, 1] - windows[:, 0]
+        talk = speaker_talk(refs[key], windows)
+        full = lengths >= args.window - 0.01
+        pure = (talk.max(axis=1) >= 0.9 * lengths) & (talk.sum(axis=1) - talk.max(axis=1) < 0.05)
+        region = np.searchsorted(item["speech"][:, 0], windows.mean(axis=1)) if len(windows) else []
+        first, second = np.triu_indices(len(windows), 1)
+        apart = windows[second, 0] >= windows[first, 1] - 1e-6
+        good = full & pure
+        masks = {"all": apart,
+                 "full and pure": apart & good[first] & good[second],
+                 "full and pure, across regions": (apart & good[first] & good[second]
+                                                   & (region[first] != region[second])),
+                 "short (both)": apart & ~full[first] & ~full[second]}
+        cosine = np.sum(units[first] * units[second], axis=1)
+        for kind, mask in masks.items():
+            scores[kind].append(cosine[mask])
+            same[kind].append(labels[first][mask] == labels[second][mask])
+    print("| window pairs | EER % | mean cosine, same | mean cosine, different | pairs same / different |")
+    print("|---|---|---|---|---|")
+    for kind in kinds:
+        score, target = np.concatenate(scores[kind]), np.concatenate(same[kind])
+        if target.all() or not target.any():
+            print(f"| {kind} | - | | | {target.sum()} / {(~target).sum()} |")
+            continue
+        print(f"| {kind} | {100 * compute_eer(score, target.astype(int)):.1f} | "
+              f"{score[target].mean():.2f} | {score[~target].mean():.2f} | "
+              f"{target.sum()} / {(~target).sum()} |")
+
+
+def speaker_talk(ref: Sequence[Turn], windows: np.ndarray) -> np.ndarray:
+    """Seconds each reference speaker talks inside each window, ``[windows, speakers]``."""
+    names = sorted({turn.speaker for turn in ref})
+    talk = np.zeros((len(windows), len(names)))
+    for turn in ref:
+        column = names.index(turn.speaker)
+        talk[:, column] += np.clip(np.minimum(windows[:, 1], turn.end)
+                                   - np.maximum(windows[:, 0], turn.start), 0.0, None)
+    return talk
+
+
 def merge_regions_turns(turns: Sequence[Turn]) -> List[Turn]:
     return [Turn(a, b, "speech") for a, b in merge_regions([(t.start, t.end) for t in turns])]
 
@@ -247,7 +307,7 @@ def overlap_seconds(first: Sequence[Tuple[float, float]],
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("embed", "score", "vad"))
+    parser.add_argument("stage", choices=("embed", "score", "vad", "pairs"))
     parser.add_argument("--data", required=True, help="directory with wav.scp and ref.rttm")
     parser.add_argument("--cache", required=True, help="directory of <id>.npz")
     parser.add_argument("--model", help="speaker model (stage embed)")
@@ -259,8 +319,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--resolutions", action="store_true",
                         help="also score turns on 0.1 s frames")
     parser.add_argument("--output", help="markdown table (stage score)")
+    parser.add_argument("--window", type=float, default=1.5,
+                        help="window length of the cache, seconds (stage pairs)")
     args = parser.parse_args(argv)
-    {"embed": embed, "score": score, "vad": vad}[args.stage](args)
+    {"embed": embed, "score": score, "vad": vad, "pairs": pairs}[args.stage](args)
 
 
 if __name__ == "__main__":

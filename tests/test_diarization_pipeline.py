@@ -186,6 +186,7 @@ def test_options_name_what_cannot_work():
                            (dict(merge_threshold=1.5), "merge_threshold"),
                            (dict(resolution=0.0), "resolution"),
                            (dict(min_cluster_size=-1), "min_cluster_size"),
+                           (dict(dither=-1.0), "dither"),
                            (dict(cluster_method="kmeans"), "kmeans")):
         with pytest.raises(ValueError, match=name):
             DiarizationOptions.from_settings(**settings)
@@ -209,6 +210,27 @@ def test_window_and_shift_options_cut_the_embedded_windows(conversation):
         Diarizer(embed, options, vad).diarize(audio, SR)
         assert seen["sizes"] == {int(window * SR)}
         assert seen["count"] == len(subsegments(speech, window, shift))
+
+
+def test_windows_get_a_repeatable_noise_floor_instead_of_digital_silence():
+    # speech-like noise, then exact zeros: the windows over the zeros are what a
+    # model would otherwise see at the fbank's energy floor
+    audio = np.concatenate([np.random.default_rng(1).normal(0, 3000, 2 * SR),
+                            np.zeros(2 * SR)]).astype(np.float32)
+    speech = [(0.0, 4.0)]
+
+    def pieces_of(options):
+        seen = []
+        Diarizer(lambda pieces: seen.extend(pieces) or np.ones((len(pieces), 4)),
+                 options).window_embeddings(audio, speech)
+        return seen
+    silent = -1    # the last window, [3 s, 4 s), is all zeros in the audio
+    first, again = pieces_of(DiarizationOptions()), pieces_of(DiarizationOptions())
+    assert 0.9 < first[silent].std() < 1.1       # one 16-bit step, Kaldi's dither
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1])   # each window draws its own noise
+    assert not pieces_of(DiarizationOptions(dither=0.0))[silent].any()
+    assert 2.9 < pieces_of(DiarizationOptions(dither=3.0))[silent].std() < 3.1
 
 
 def test_speaker_counts_fix_each_recording(tmp_path, corpus):

@@ -284,7 +284,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # DiarizationOptions fields that the diarize command sets from flags of the same name
 DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
-                    "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution")
+                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution")
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
@@ -400,6 +400,9 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
              help=f"seconds per embedding window (default {defaults.window:g})")
     add_flag(group, "shift", type=float, default=defaults.shift,
              help=f"seconds between window starts (default {defaults.shift:g})")
+    add_flag(group, "dither", type=float, default=defaults.dither,
+             help="noise floor added to every window, in 16-bit steps, so digital silence "
+                  f"does not distort embeddings (default {defaults.dither:g}; 0: off)")
 
     group = sub.add_argument_group("clustering")
     add_flag(group, "cluster_method", default=defaults.cluster_method,

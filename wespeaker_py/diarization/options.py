@@ -56,6 +56,7 @@ class DiarizationOptions:
     min_silence: float = 0.1        # seconds; shorter pauses are bridged
     window: float = 1.5             # seconds per embedding window
     shift: float = 0.75             # seconds between window starts
+    dither: float = 1.0             # noise floor added to each window, in 16-bit steps
     cluster_method: str = DEFAULT_METHOD  # see clustering.CLUSTER_METHODS
     ahc_threshold: float = ClusterOptions.ahc_threshold
     min_cluster_size: int = ClusterOptions.min_cluster_size
@@ -91,6 +92,7 @@ class DiarizationOptions:
                  ("min_silence", self.min_silence >= 0.0, "at least 0"),
                  ("window", self.window > 0.0, "above 0"),
                  ("shift", 0.0 < self.shift <= self.window, "above 0 and at most window"),
+                 ("dither", self.dither >= 0.0, "at least 0"),
                  ("ahc_threshold", 0.0 < self.ahc_threshold < 2.0,
                   "a cosine distance between 0 and 2"),
                  ("min_cluster_size", self.min_cluster_size >= 0, "at least 0"),

@@ -128,7 +128,8 @@ class Diarizer:
         window_samples = int(round(opts.window * rate))
         # Every window is repeated to the full length (np.resize, as WeSpeaker pads
         # short ones), so they batch together and short ones still fill the model's input.
-        pieces = [np.resize(audio[int(round(a * rate)):int(round(b * rate))], window_samples)
+        pieces = [with_noise_floor(np.resize(audio[int(round(a * rate)):int(round(b * rate))],
+                                             window_samples), opts.dither, int(round(a * rate)))
                   for a, b in windows]
         embeddings = np.asarray(self.embed_windows(pieces))
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
@@ -143,6 +144,23 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
+
+
+def with_noise_floor(piece: np.ndarray, dither: float, seed: int) -> np.ndarray:
+    """``piece`` (model samples, 16-bit scale) plus Gaussian noise of standard deviation
+    ``dither``, drawn from ``seed`` (a window's start sample), so a recording always
+    gives the same embeddings.
+
+    Digital silence (exact zeros: pauses of mixed or edited audio, zero padding, the
+    empty upper band of upsampled 8 kHz audio) gives log-mel energies at the fbank's
+    floor, far below anything a model hears in training; a few such frames at a
+    region's edge turn a window's embedding away from its speaker's. A noise floor of
+    one 16-bit step (Kaldi's dither) removes the floor and changes nothing audible.
+    """
+    if dither <= 0.0:
+        return piece
+    noise = np.random.default_rng(seed).standard_normal(piece.size, dtype=np.float32)
+    return piece + dither * noise
 
 
 @dataclass
