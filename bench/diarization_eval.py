@@ -259,8 +259,9 @@ def pairs(args: argparse.Namespace) -> None:
         lengths = windows[:, 1] - windows[:, 0]
         talk = speaker_talk(refs[key], windows)
         full = lengths >= args.window - 0.01
-        pure = (talk.max(axis=1) >= 0.9 * lengths) & (talk.sum(axis=1) - talk.max(axis=1) < 0.05)
-        region = np.searchsorted(item["speech"][:, 0], windows.mean(axis=1)) if len(windows) else []
+        main_talk = talk.max(axis=1) if len(windows) else np.zeros(0)
+        pure = (main_talk >= 0.9 * lengths) & (talk.sum(axis=1) - main_talk < 0.05)
+        region = np.searchsorted(item["speech"][:, 0], windows.mean(axis=1))
         first, second = np.triu_indices(len(windows), 1)
         apart = windows[second, 0] >= windows[first, 1] - 1e-6
         good = full & pure
@@ -273,7 +274,8 @@ def pairs(args: argparse.Namespace) -> None:
         for kind, mask in masks.items():
             scores[kind].append(cosine[mask])
             same[kind].append(labels[first][mask] == labels[second][mask])
-    print("| window pairs | EER % | mean cosine, same | mean cosine, different | pairs same / different |")
+    print("| window pairs | EER % | mean cosine, same | mean cosine, different "
+          "| pairs same / different |")
     print("|---|---|---|---|---|")
     for kind in kinds:
         score, target = np.concatenate(scores[kind]), np.concatenate(same[kind])
