@@ -7,8 +7,9 @@ probabilities, the speech regions, the windows and their embeddings
 candidate and scores DER/JER and the speaker count against ``ref.rttm``;
 stage ``vad`` scores VAD settings on the cached probabilities (missed and
 false-alarm speech); stage ``pairs`` asks whether the windows can be told apart
-at all: the EER of same- against different-speaker window pairs, by kind of pair. Nothing but the VAD and the model reads audio, so every
-clustering candidate sees exactly the same windows.
+at all: the EER of same- against different-speaker window pairs, by kind of
+pair. Nothing but the VAD and the model reads audio, so every clustering
+candidate sees exactly the same windows.
 
     # a set of synthetic conversations (examples/diarization/tools/make_synthetic_conversations.py)
     python bench/diarization_eval.py embed --data DIR --model MODEL --cache CACHE
@@ -76,16 +77,18 @@ def load_set(data: str, cache: str) -> Tuple[Dict[str, List[Turn]], Dict[str, Ca
 def true_window_labels(ref: Sequence[Turn], windows: np.ndarray) -> np.ndarray:
     """Each window's reference speaker: the one speaking longest inside it (nearest if none)."""
     names = sorted({turn.speaker for turn in ref})
+    talk = speaker_talk(ref, windows)
     labels = np.zeros(len(windows), dtype=np.int64)
     for index, (start, end) in enumerate(windows):
-        talk = np.zeros(len(names))
+        if talk[index].max() > 0:
+            labels[index] = int(np.argmax(talk[index]))
+            continue
         distance = np.full(len(names), np.inf)
         for turn in ref:
             speaker = names.index(turn.speaker)
-            talk[speaker] += max(0.0, min(end, turn.end) - max(start, turn.start))
             distance[speaker] = min(distance[speaker], abs(0.5 * (start + end)
                                                            - 0.5 * (turn.start + turn.end)))
-        labels[index] = int(np.argmax(talk)) if talk.max() > 0 else int(np.argmin(distance))
+        labels[index] = int(np.argmin(distance))
     return labels
 
 

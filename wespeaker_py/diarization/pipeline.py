@@ -128,9 +128,9 @@ class Diarizer:
         window_samples = int(round(opts.window * rate))
         # Every window is repeated to the full length (np.resize, as WeSpeaker pads
         # short ones), so they batch together and short ones still fill the model's input.
-        pieces = [with_noise_floor(np.resize(audio[int(round(a * rate)):int(round(b * rate))],
-                                             window_samples), opts.dither, int(round(a * rate)))
-                  for a, b in windows]
+        spans = [(int(round(a * rate)), int(round(b * rate))) for a, b in windows]
+        pieces = [with_noise_floor(np.resize(audio[first:last], window_samples), opts.dither,
+                                   first) for first, last in spans]
         embeddings = np.asarray(self.embed_windows(pieces))
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "
