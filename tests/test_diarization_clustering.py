@@ -129,6 +129,26 @@ def test_nme_candidates_and_clusters():
     outcome = nme_spectral_cluster(embeddings)
     assert outcome.estimated == 3 and same_partition(outcome.labels, truth)
     assert outcome.neighbours in nme_candidates(120)
+    capped = nme_candidates(19200, volume=10, max_neighbours=750)
+    assert capped[-1] == 750 and len(capped) == 10
+
+
+def test_nme_above_the_dense_limit_keeps_its_candidates_bounded(monkeypatch):
+    """Above the dense limit the candidates stop at SPARSE_MAX_NEIGHBOURS, not N/4."""
+    embeddings, truth = blobs([150, 100, 120], spread=0.3, seed=5)
+    monkeypatch.setattr("wespeaker_py.diarization.spectral.DENSE_LIMIT", 100)
+    monkeypatch.setattr("wespeaker_py.diarization.spectral.SPARSE_MAX_NEIGHBOURS", 40)
+    widest = []
+    original = nme_spectral_cluster.__globals__["strongest_neighbours"]
+
+    def recording(unit, keep, *args, **kwargs):
+        widest.append(keep)
+        return original(unit, keep, *args, **kwargs)
+
+    monkeypatch.setattr("wespeaker_py.diarization.spectral.strongest_neighbours", recording)
+    outcome = nme_spectral_cluster(embeddings)
+    assert widest == [40] and outcome.neighbours <= 40
+    assert outcome.estimated == 3 and same_partition(outcome.labels, truth)
 
 
 @pytest.mark.parametrize("method", METHODS)
