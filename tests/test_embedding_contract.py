@@ -5,12 +5,14 @@ few utterances of the committed mini corpus through ``bin.extract`` (ark/scp), t
 API's ``embed`` and ``embed_many``, and the windows of ``SpeakerModel.diarize`` (with
 ``dither=0``: the diarization noise floor changes the windows' audio on purpose and is
 tested in test_diarization_pipeline.py). The
-results must equal, bit for bit, the ones stored in
-``tests/data/embedding_contract.npz``, written by this file at the commit before the
-runtime layer was introduced (``python tests/test_embedding_contract.py`` rewrites it;
-do that only for a change that is meant to move the numbers, and say so). The
-stored bits belong to torch's CPU kernels of the version the file was written with
-(2.13, x86_64).
+results must match the ones stored in ``tests/data/embedding_contract.npz``, written by
+this file at the commit before the runtime layer was introduced (``python
+tests/test_embedding_contract.py`` rewrites it; do that only for a change that is meant
+to move the numbers, and say so). The stored bits belong to torch 2.13's CPU kernels on
+the x86-64 machine they were written on; another CPU kind rounds a little differently
+(an AMD EPYC differs by at most 5.4e-7 in values of about 1), so the match is to within
+:data:`CPU_ROUNDING`, far below what any change to the audio, features or model moves
+(1e-3 and more). On one machine the three utterance paths agree bit for bit.
 """
 import json
 import os
@@ -30,6 +32,8 @@ MODEL = "ECAPA_TDNN_c512"
 MODEL_ARGS = {"feat_dim": 80, "embed_dim": 32}
 NUM_UTTERANCES = 5
 BATCH_SIZE = 4
+# largest difference allowed from the stored values: rounding of another CPU kind
+CPU_ROUNDING = 1e-5
 
 
 def _utterances():
@@ -99,9 +103,10 @@ def test_every_inference_path_keeps_the_stored_embeddings(tmp_path):
     for name in ("extract", "embed", "embed_many", "diarize_windows"):
         assert got[name].dtype == np.float32, name
         assert got[name].shape == stored[name].shape, name
-        assert np.array_equal(got[name], stored[name]), (
-            f"{name}: largest difference {np.abs(got[name] - stored[name]).max():.3g}")
-
+        difference = np.abs(got[name] - stored[name]).max()
+        assert difference <= CPU_ROUNDING, f"{name}: largest difference {difference:.3g}"
+    for name in ("embed", "embed_many"):
+        assert np.array_equal(got[name], got["extract"]), f"{name} differs from extract"
 
 def test_the_stored_embeddings_are_real_and_distinct():
     # guards the stored file itself: finite, non-trivial, one row per input

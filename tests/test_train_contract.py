@@ -1,11 +1,13 @@
 """The training contract: a seeded CPU run gives the same weights, bit for bit, as the
 code that recorded them did, and a checkpoint written by that code still resumes exactly.
 
-The digests were recorded at d8a62e4 (torch 2.13, x86-64 CPU) with the runs below:
-speed perturbation, noise and reverb on, one loader worker, two epochs. A change
-that moves any number (an extra draw from a generator, a different summation
-order, a lost RNG restore) changes them. Another torch version or CPU kind may
-legitimately round differently; then record them again at the reference commit.
+The digests were recorded with the reference code (d8a62e4, torch 2.13) and the runs
+below: speed perturbation, noise and reverb on, one loader worker, two epochs. A change
+that moves any number (an extra draw from a generator, a different summation order, a
+lost RNG restore) changes them. Another CPU kind rounds differently, and two epochs of
+training carry that far (0.2 relative in the worst tensor, against 12 for another seed),
+so the digests are kept per CPU kind the reference code has run on; the run must give
+those of one kind. On a new kind, run the reference commit's test there and add them.
 """
 import hashlib
 import os
@@ -24,10 +26,26 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 # model_1.pt of the cpu-augmentation run below, written by the reference commit
 REFERENCE_CHECKPOINT = os.path.join(DATA, "train_contract_model_1.pt")
 
-FINAL_DIGESTS = {
-    "cpu": "4e43610a966b3047d6cb4066a68c55c49a5e0bbc5508a45db29fc6a3f94d3ff5",
-    "device": "7f55432124372ca9ca7adb4c5c5c439e7705697104447021d196a987a34f7022",
+# per CPU kind: the final digests of the two fresh runs, and of resuming REFERENCE_CHECKPOINT
+RECORDED_DIGESTS = {
+    "x86-64 of the first recording (d8a62e4)": {
+        "cpu": "4e43610a966b3047d6cb4066a68c55c49a5e0bbc5508a45db29fc6a3f94d3ff5",
+        "device": "7f55432124372ca9ca7adb4c5c5c439e7705697104447021d196a987a34f7022",
+        "resume": "4e43610a966b3047d6cb4066a68c55c49a5e0bbc5508a45db29fc6a3f94d3ff5",
+    },
+    "AMD EPYC, AVX-512 (the reference code aa5a23e rerun on it)": {
+        "cpu": "12400547309d769c458525a0bf206f4ca715ad65352f36fa701ede53dc487b1d",
+        "device": "863a2e04b17c285ae553a591e7360f9f46970afbffa9d1b30039cdf76dba8be6",
+        "resume": "3236eeb3c040df38e62a8dbb15af144aeabf337a3846c511041747ed9ee94a81",
+    },
 }
+
+
+def assert_recorded(digest: str, run: str) -> None:
+    """``digest`` is what the reference code gave for ``run`` on one of the recorded CPU kinds."""
+    kinds = [kind for kind, runs in RECORDED_DIGESTS.items() if runs[run] == digest]
+    assert kinds, (f"{run} run: digest {digest} matches no recorded CPU kind; if this CPU is "
+                   "new, run the reference commit's test here and add its digests")
 
 
 def state_digest(checkpoint) -> str:
@@ -86,7 +104,7 @@ def test_seeded_run_gives_the_recorded_weights(corpus, tmp_path, augment_on):
     history = run_training(contract_config(exp_dir, corpus, augment_on))
     assert [result.epoch for result in history] == [1, 2]
     final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
-    assert state_digest(final) == FINAL_DIGESTS[augment_on]
+    assert_recorded(state_digest(final), augment_on)
 
 
 def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
@@ -98,7 +116,7 @@ def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
     history = run_training(contract_config(exp_dir, corpus, "cpu", checkpoint=start))
     assert [result.epoch for result in history] == [2]
     final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
-    assert state_digest(final) == FINAL_DIGESTS["cpu"]
+    assert_recorded(state_digest(final), "resume")
     # what a checkpoint holds has not changed either
     reference = _load(REFERENCE_CHECKPOINT)
     assert set(final) == set(reference)
