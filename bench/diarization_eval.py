@@ -161,6 +161,7 @@ def candidates(ahc: float, merge: float, with_umap: bool):
     yield "spectral (WeSpeaker)", ClusterOptions("spectral")
     yield "spectral + 3D-Speaker post", ClusterOptions("spectral", min_cluster_size=4,
                                                        merge_threshold=merge)
+    yield "spectral-norm (normalised Laplacian)", ClusterOptions("spectral-norm")
     yield "nme-sc", ClusterOptions("nme-sc")
     yield "nme-sc + 3D-Speaker post", ClusterOptions("nme-sc", min_cluster_size=4,
                                                      merge_threshold=merge)
@@ -202,7 +203,7 @@ def score(args: argparse.Namespace) -> None:
         lines.append(format_row("reference: true window labels (the floor)"
                                 + (", turns on 0.1 s frames" if resolution else ""), truth_row))
     for name, options in candidates(ahc, merge, with_umap):
-        if "nme" in name or name.startswith("spectral (") or name.startswith("agglomerative ("):
+        if name.startswith(("nme", "spectral (", "spectral-norm (", "agglomerative (")):
             oracle = evaluate(refs, cached, cluster_labeller(options, oracle_count=True))
             lines.append(format_row(f"reference: {name.split(' (')[0]}, true count", oracle))
         for resolution in ((None, 0.1) if args.resolutions else (None,)):

@@ -15,7 +15,7 @@ from wespeaker_py.diarization.spectral import (eigengap_count, nme_candidates,
 from wespeaker_py.diarization.turns import frames_to_turns
 
 HAVE_UMAP = importlib.util.find_spec("umap") is not None
-METHODS = ["spectral", "nme-sc", "agglomerative"] + (["umap-hdbscan"] if HAVE_UMAP else [])
+METHODS = ["spectral", "spectral-norm", "nme-sc", "agglomerative"] + (["umap-hdbscan"] if HAVE_UMAP else [])
 
 
 def blobs(counts, dim=32, spread=0.15, seed=0):
@@ -72,6 +72,28 @@ def test_binarised_graph_matches_the_documented_rule_dense_and_sparse(count):
     np.testing.assert_array_equal(sparse.toarray(), expected)
     lap = laplacian(sparse).toarray()
     np.testing.assert_allclose(lap, np.diag(expected.sum(axis=1)) - expected)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_normalised_laplacian_is_symmetric_normalised(dense):
+    embeddings, _ = blobs([30, 25], spread=0.6, seed=4)
+    indices, _ = strongest_neighbours(unit_rows(embeddings), 10)
+    graph = binarised_graph(indices, 55, dense=dense)
+    graph = graph if dense else graph.tolil()
+    graph[0, :] = 0.0                                    # a window without edges
+    graph[:, 0] = 0.0
+    graph = graph if dense else graph.tocsr()
+    lap = laplacian(graph, normalised=True)
+    lap = lap if dense else lap.toarray()
+    adjacency = graph if dense else graph.toarray()
+    degrees = adjacency.sum(axis=1)
+    scale = np.where(degrees > 0, 1.0 / np.sqrt(np.where(degrees > 0, degrees, 1.0)), 0.0)
+    expected = np.diag(degrees > 0).astype(float) - scale[:, None] * adjacency * scale[None, :]
+    np.testing.assert_allclose(lap, expected, atol=1e-12)
+    assert not lap[0].any()
+    values = np.linalg.eigvalsh(lap)
+    assert values.min() > -1e-9 and values.max() < 2.0 + 1e-9
+    np.testing.assert_allclose(lap @ np.sqrt(degrees), 0.0, atol=1e-12)  # D^1/2 1 spans a null space
 
 
 def test_eigengap_looks_at_the_first_max_plus_one_eigenvalues_only():

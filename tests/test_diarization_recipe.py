@@ -46,10 +46,11 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
             for line in open(f"{exp}/methods.md").read().splitlines()
             if line.startswith("| ") and not line.startswith("| system")}
-    assert list(rows) == ["spectral", "nme-sc", "agglomerative", "spectral+true_count"]
-    assert rows["spectral+true_count"][3].strip() == "100% (2/2)"
-    # the spectral row scores what stage 2 (the same settings) wrote
-    assert float(rows["spectral"][0]) == pytest.approx(ders[0], abs=0.01)
+    assert list(rows) == ["spectral", "spectral-norm", "nme-sc", "agglomerative",
+                          "spectral-norm+true_count"]
+    assert rows["spectral-norm+true_count"][3].strip() == "100% (2/2)"
+    # the default method's row scores what stage 2 (the same settings) wrote
+    assert float(rows["spectral-norm"][0]) == pytest.approx(ders[0], abs=0.01)
     # the same set again from --data_dir (the user-data path of stage 1)
     run_script(RECIPE, "run.sh", "--stop_stage", "1", "--data_dir", data,
                "--data", str(tmp_path / "copy"))

@@ -53,13 +53,13 @@ conversation_seconds=120
 seed=0
 read_once=false  # true: no stretch of an utterance heard twice in a conversation
 vad=silero       # silero/energy
-cluster_method=spectral  # spectral (WeSpeaker's)/nme-sc/umap-hdbscan/agglomerative
+cluster_method=spectral-norm  # spectral-norm (the default)/spectral (WeSpeaker's)/nme-sc/umap-hdbscan/agglomerative
 num_speakers=    # the same known number for every recording; empty: estimated
 min_speakers=1
 max_speakers=10
 device=          # cpu, cuda, cuda:N; empty: the first GPU if any
 collars="0 0.25"
-compare_methods="spectral nme-sc agglomerative"  # stage 4 (umap-hdbscan: diar-umap extra)
+compare_methods="spectral spectral-norm nme-sc agglomerative"  # stage 4 (umap-hdbscan: diar-umap extra)
 
 . tools/parse_options.sh || exit 1
 set -eo pipefail

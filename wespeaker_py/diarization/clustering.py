@@ -6,6 +6,8 @@
 
 * ``spectral``: WeSpeaker's spectral clustering, reproduced exactly
   (:mod:`.spectral`);
+* ``spectral-norm``: the same graph with the symmetric normalised Laplacian
+  (:mod:`.spectral`);
 * ``nme-sc``: spectral clustering with the pruning chosen per recording by the
   normalised maximum eigengap (:mod:`.spectral`);
 * ``umap-hdbscan``: WeSpeaker's command-line default (:mod:`.density`; needs umap-learn);
@@ -55,9 +57,13 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
               min_speakers: int, max_speakers: int):
     """Labels and the count the method found, before any refinement or cap."""
     method, seed = options.method, options.seed
-    if method in ("spectral", "nme-sc"):
-        run = spectral_cluster if method == "spectral" else nme_spectral_cluster
-        outcome = run(embeddings, num_speakers, min_speakers, max_speakers, seed=seed)
+    if method in ("spectral", "spectral-norm"):
+        outcome = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
+                                   seed=seed, normalised=method == "spectral-norm")
+        return outcome.labels, outcome.estimated
+    if method == "nme-sc":
+        outcome = nme_spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
+                                       seed=seed)
         return outcome.labels, outcome.estimated
     if method == "agglomerative":
         labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)

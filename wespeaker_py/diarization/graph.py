@@ -71,12 +71,21 @@ def binarised_graph(indices: np.ndarray, count: int, dense: bool) -> Matrix:
     return (0.5 * (graph + graph.T)).tocsr()
 
 
-def laplacian(graph: Matrix) -> Matrix:
-    """The unnormalised Laplacian ``D - A`` (``D``: row sums of ``|A|``)."""
-    if scipy.sparse.issparse(graph):
-        degrees = np.asarray(abs(graph).sum(axis=1)).ravel()
-        return (scipy.sparse.diags(degrees) - graph).tocsr()
-    return np.diag(np.abs(graph).sum(axis=1)) - graph
+def laplacian(graph: Matrix, normalised: bool = False) -> Matrix:
+    """The unnormalised Laplacian ``D - A`` (``D``: row sums of ``|A|``).
+
+    ``normalised``: the symmetric normalised one, ``D^-1/2 (D - A) D^-1/2``
+    (a row without edges stays zero), whose eigenvalues lie in ``[0, 2]``.
+    """
+    sparse = scipy.sparse.issparse(graph)
+    degrees = np.asarray(abs(graph).sum(axis=1)).ravel()
+    lap = (scipy.sparse.diags(degrees) - graph).tocsr() if sparse else np.diag(degrees) - graph
+    if not normalised:
+        return lap
+    scale = np.divide(1.0, np.sqrt(degrees), out=np.zeros_like(degrees), where=degrees > 0)
+    if sparse:
+        return (scipy.sparse.diags(scale) @ lap @ scipy.sparse.diags(scale)).tocsr()
+    return scale[:, None] * lap * scale[None, :]
 
 
 def smallest_eigenpairs(matrix: Matrix, count: int, seed: int = 0

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 from wespeaker_py.errors import WespeakerError
 
-CLUSTER_METHODS = ("spectral", "nme-sc", "umap-hdbscan", "agglomerative")
-DEFAULT_METHOD = "spectral"
+CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
+DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
 
 
 class ClusteringOptionError(WespeakerError, ValueError):
