@@ -23,6 +23,7 @@ from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_
 from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 load_audio)
+from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
@@ -385,7 +386,7 @@ class SpeakerModel:
 
     # -- diarization -------------------------------------------------------------------------
 
-    def diarizer(self, vad: str = "silero", cluster_method: str = "spectral",
+    def diarizer(self, vad: str = "silero", cluster_method: str = DEFAULT_METHOD,
                  batch_size: int = 32, **settings: Any):
         """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model
         (at the model's rate; a recording is read and resampled once). ``settings``: any
@@ -399,16 +400,16 @@ class SpeakerModel:
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,
-                max_speakers: int = 10, vad: str = "silero", cluster_method: str = "spectral",
+                max_speakers: int = 10, vad: str = "silero", cluster_method: str = DEFAULT_METHOD,
                 batch_size: int = 32, channel: ChannelChoice = DEFAULT_CHANNEL,
                 **settings: Any):
         """Who spoke when: a :class:`~wespeaker_py.diarization.DiarizationResult` (``.turns``).
 
         Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
-        embedded with this model, clustered (``spectral`` with the number of
+        embedded with this model, clustered (``spectral-norm`` with the number of
         speakers from the eigen-gap within ``[min_speakers, max_speakers]``
-        unless ``num_speakers`` is given; or ``nme-sc``, ``umap-hdbscan``,
-        ``agglomerative``). ``settings``: the other
+        unless ``num_speakers`` is given; or WeSpeaker's exact ``spectral``,
+        ``nme-sc``, ``umap-hdbscan``, ``agglomerative``). ``settings``: the other
         :class:`~wespeaker_py.diarization.DiarizationOptions` fields. Of
         multi-channel audio the first channel is used, as everywhere, unless
         ``channel`` says otherwise. Needs the ``diar`` extra.
@@ -419,7 +420,7 @@ class SpeakerModel:
 
     def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
                      min_speakers: int = 1, max_speakers: int = 10, vad: str = "silero",
-                     cluster_method: str = "spectral", batch_size: int = 32,
+                     cluster_method: str = DEFAULT_METHOD, batch_size: int = 32,
                      progress: bool = True,
                      max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                      channel: ChannelChoice = DEFAULT_CHANNEL,
