@@ -14,7 +14,7 @@ candidate sees exactly the same windows.
     # a set of synthetic conversations (examples/diarization/tools/make_synthetic_conversations.py)
     python bench/diarization_eval.py embed --data DIR --model MODEL --cache CACHE
     python bench/diarization_eval.py score --data DIR --cache CACHE [--calibration CAL_DIR
-        --calibration_cache CAL_CACHE] --output results.md
+        --calibration_cache CAL_CACHE] [--window_lda MODEL/window_lda.npz] --output results.md
     python bench/diarization_eval.py vad --data DIR --cache CACHE
     python bench/diarization_eval.py pairs --data DIR --cache CACHE
 """
@@ -68,9 +68,16 @@ def embed(args: argparse.Namespace) -> None:
               flush=True)
 
 
-def load_set(data: str, cache: str) -> Tuple[Dict[str, List[Turn]], Dict[str, Cached]]:
+def load_set(data: str, cache: str, window_lda: Optional[str] = None
+             ) -> Tuple[Dict[str, List[Turn]], Dict[str, Cached]]:
+    """A set's reference turns and cached windows; ``window_lda``: embeddings projected by it."""
     refs = read_rttm(os.path.join(data, "ref.rttm"))
     cached = {key: dict(np.load(os.path.join(cache, f"{key}.npz"))) for key in sorted(refs)}
+    if window_lda:
+        from wespeaker_py.diarization.projection import WindowLDA
+        lda = WindowLDA.load(window_lda)
+        for item in cached.values():
+            item["embeddings"] = lda.project(item["embeddings"])
     return refs, cached
 
 
@@ -177,7 +184,7 @@ def candidates(ahc: float, merge: float, with_umap: bool):
 
 
 def score(args: argparse.Namespace) -> None:
-    refs, cached = load_set(args.data, args.cache)
+    refs, cached = load_set(args.data, args.cache, args.window_lda)
     attach_truth(refs, cached)
     try:
         import umap  # noqa: F401
@@ -186,7 +193,8 @@ def score(args: argparse.Namespace) -> None:
         with_umap = False
     ahc, merge, calibration = args.ahc_threshold, args.merge_threshold, ""
     if args.calibration:
-        cal_refs, cal_cached = load_set(args.calibration, args.calibration_cache)
+        cal_refs, cal_cached = load_set(args.calibration, args.calibration_cache,
+                                        args.window_lda)
         ahc, ahc_notes = calibrate_threshold(
             cal_refs, cal_cached, np.arange(0.3, 0.91, 0.05),
             lambda value: ClusterOptions("agglomerative", ahc_threshold=float(value)))
@@ -325,6 +333,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--resolutions", action="store_true",
                         help="also score turns on 0.1 s frames")
     parser.add_argument("--output", help="markdown table (stage score)")
+    parser.add_argument("--window_lda", help="project the cached embeddings with this "
+                        "window_lda.npz first (stage score)")
     parser.add_argument("--window", type=float, default=1.5,
                         help="window length of the cache, seconds (stage pairs)")
     args = parser.parse_args(argv)

@@ -26,9 +26,10 @@
 #   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
 #  10  PLDA                                       tools/recipe/score_plda.sh
 #  11  results table (model, params, scoring, EER %, minDCF) and DET plot
-#  12  diarization demo: synthetic conversations of the test speakers diarized
-#      with the trained model, DER/JER table and the clustering methods compared
-#      (../diarization/run.sh stages 1-4)
+#  12  diarization demo: a window LDA learnt from the training and back-end speakers
+#      (wespeaker-py window-lda), then synthetic conversations of the test speakers
+#      diarized with the trained model, DER/JER table and the clustering methods
+#      compared (../diarization/run.sh stages 1-4)
 
 . ./path.sh || exit 1
 # A recipe run has the machine to itself: compute with every core (the commands'
@@ -197,6 +198,12 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
   model_dir=$(realpath "${exp_dir}")
   test_dir=$(realpath "${data}/test")
   diar_exp=${model_dir}/diarization
+  if up_to_date "${model_dir}/window_lda.npz" "${model_dir}/models/avg_model.pt"; then
+    echo "${model_dir}/window_lda.npz is up to date"
+  else
+    python -m wespeaker_py.cli.main window-lda --model "${model_dir}" \
+      --data "${data}/train" "${data}/backend"
+  fi
   (cd ../diarization && bash run.sh --model "${model_dir}" \
     --corpus_dir "${test_dir}" --speakers "" \
     --num_conversations "${diar_conversations}" --conversation_seconds 60 \

@@ -22,6 +22,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import ModelSourceError
 
 CONFIG_NAME = "config.yaml"
@@ -171,4 +172,5 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         raise ModelSourceError(f"mean vector has {mean.shape[0]} values, the model's "
                                f"embeddings {backend.embed_dim}")
     return SpeakerModel(backend, name, os.path.abspath(path), mean,
-                        calibration or companions + CALIBRATION_NAME, force=force)
+                        calibration or companions + CALIBRATION_NAME, force=force,
+                        window_lda_path=companions + WINDOW_LDA_NAME)

@@ -103,15 +103,19 @@ class SpeakerModel:
     ``calibration_path`` is where :meth:`calibrate` writes and :meth:`verify`
     reads ``calibration.json``; one fitted with another model (another
     :attr:`identity`) is an error unless ``force``, which makes it a warning.
+    ``window_lda_path`` is where :meth:`train_window_lda` writes, and diarization
+    reads, the window LDA (same identity rule).
     """
 
     def __init__(self, backend, name: str, source: str, mean_vec: Optional[np.ndarray] = None,
-                 calibration_path: Optional[str] = None, force: bool = False):
+                 calibration_path: Optional[str] = None, force: bool = False,
+                 window_lda_path: Optional[str] = None):
         self.backend = backend
         self.name = name
         self.source = source
         self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
         self.calibration_path = calibration_path
+        self.window_lda_path = window_lda_path
         self.force = force
         self._calibration: Optional[Calibration] = None
         self._calibration_read = False
@@ -395,8 +399,64 @@ class SpeakerModel:
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
+        lda = self._window_lda(options.window_lda)
         return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
-                        sample_rate=self.sample_rate)
+                        sample_rate=self.sample_rate,
+                        projection=None if lda is None else lda.project)
+
+    def _window_lda(self, choice: str):
+        """The window LDA that ``choice`` names (``auto``: :attr:`window_lda_path` if it
+        exists; ``off``/``none``: none; else a file, which must exist), identity-checked."""
+        from wespeaker_py.diarization.projection import WindowLDA
+        from wespeaker_py.runtime.identity import check_recorded_identity
+        if choice.lower() in ("off", "none"):
+            return None
+        path = self.window_lda_path if choice == "auto" else choice
+        if path is None or (choice == "auto" and not os.path.exists(path)):
+            return None
+        lda = WindowLDA.load(path)
+        check_recorded_identity(path, "window LDA", lda.identity, self.identity, self.force)
+        if lda.input_dim != self.embed_dim:
+            raise ModelMismatchError(f"window LDA {path} takes {lda.input_dim}-dim embeddings, "
+                                     f"the model gives {self.embed_dim}")
+        logger.info("window LDA %s: %s", path, lda.describe())
+        return lda
+
+    def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
+                         dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
+                         max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION, **settings: Any):
+        """Learn a window LDA for diarization from labelled speakers; return it.
+
+        ``data``: one or more Kaldi data directories (``wav.scp`` + ``utt2spk``),
+        e.g. the model's training speakers. Every utterance is cut into the
+        diarization windows (``settings``: :class:`~wespeaker_py.diarization.DiarizationOptions`
+        fields such as ``window``, ``shift``, ``dither``) and embedded with this
+        model; the LDA (``dim`` dimensions, default 32) is written atomically to
+        ``output`` (default :attr:`window_lda_path`, where diarization finds it)
+        with this model's :attr:`identity`. Unreadable utterances are skipped and
+        counted (see :mod:`wespeaker_py.utils.list_jobs`).
+        """
+        from wespeaker_py.diarization.pipeline import labelled_window_embeddings
+        from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
+        target = output or self.window_lda_path
+        if target is None:
+            raise WespeakerError("this model has no folder beside it; give output=")
+        require_writable(target)
+        diarizer = self.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
+        rows, speakers, skipped = [], [], 0
+        for folder in [data] if isinstance(data, str) else list(data):
+            utt2spk = read_key_value(os.path.join(folder, "utt2spk"))
+            embeddings, labels, tally = labelled_window_embeddings(
+                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction)
+            rows.append(embeddings)
+            speakers.append(labels)
+            skipped += tally.num_skipped
+        lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
+                             dim or DEFAULT_LDA_DIM, self.identity)
+        lda.save(target)
+        logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
+                    skipped)
+        return lda
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,

@@ -65,11 +65,21 @@ model only with --force). Needs at least 10 target and 10 nontarget trials.""",
       --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
 
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
-every 0.75 s embedded with MODEL, spectral clustering with the number of
-speakers from the eigen-gap (or --num_speakers / --reco2num_spk), turns written
-as RTTM. Of multi-channel audio the first channel is used (--channel chooses
+every 0.75 s embedded with MODEL (and projected by MODEL's window_lda.npz when it
+has one, see 'window-lda'), spectral clustering with the number of speakers from
+the eigen-gap (or --num_speakers / --reco2num_spk), turns written as RTTM. Of multi-channel audio the first channel is used (--channel chooses
 another). Every setting below is checked before the model loads.
 Needs: pip install 'wespeaker_py[diar]'.""",
+    "window-lda": """examples:
+  wespeaker-py window-lda --model exp/ResNet34 --data data/train
+  wespeaker-py window-lda --model exp/ResNet34 --data data/train data/backend --dim 32
+
+Cuts every utterance of the data directories (wav.scp + utt2spk: speakers the
+diarization will not meet, e.g. the model's training speakers) into diarization
+windows, embeds them with MODEL and fits an LDA that keeps the directions telling
+those speakers apart. It is written to window_lda.npz beside MODEL (or --output)
+with MODEL's identity; 'diarize' then projects the windows with it before
+clustering (--window_lda off: not). Unreadable utterances are skipped and counted.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx out/ --with_frontend   # out/model.onnx
@@ -284,7 +294,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # DiarizationOptions fields that the diarize command sets from flags of the same name
 DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
-                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution")
+                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution",
+                    "window_lda")
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
@@ -334,6 +345,21 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     else:
         for turn in result.turns:
             print(format_rttm_line(recording, turn))
+    return 0
+
+
+def cmd_window_lda(args: argparse.Namespace) -> int:
+    for folder in args.data:
+        _check_before_compute(inputs=[os.path.join(folder, "utt2spk")],
+                              wav_scp=os.path.join(folder, "wav.scp"),
+                              max_fail_fraction=args.max_fail_fraction)
+    _check_before_compute(outputs=[args.output])
+    model = _load(args)
+    lda = model.train_window_lda(args.data, output=args.output, dim=args.dim,
+                                 batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                 max_fail_fraction=args.max_fail_fraction)
+    print(f"window LDA written to {args.output or model.window_lda_path}: {lda.describe()}",
+          file=sys.stderr)
     return 0
 
 
@@ -420,6 +446,9 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     add_flag(group, "merge_threshold", type=float, default=defaults.merge_threshold,
              help="refine an estimated count (3D-Speaker): join clusters whose centroids have "
                   "at least this cosine (default: off)")
+    add_flag(group, "window_lda", default=defaults.window_lda, metavar="auto|off|FILE",
+             help="project the windows with a window LDA before clustering: auto (default) "
+                  "uses MODEL's window_lda.npz when it has one (see 'window-lda'), off none")
     add_flag(group, "resolution", type=float, default=defaults.resolution,
              help="seconds per frame of the turns, each frame given to the best-matching "
                   "speaker of the windows covering it (default: WeSpeaker's window halves)")
@@ -573,6 +602,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("diarize", cmd_diarize, "who spoke when: speaker turns of a recording as RTTM")
     _add_diarize_flags(sub)
+    add_fail_fraction_flag(sub)
+    _add_force_flag(sub, "a window LDA")
+
+    sub = command("window-lda", cmd_window_lda, "learn a window LDA for diarization from "
+                  "labelled speakers", reads_audio=False)
+    add_flag(sub, "data", required=True, nargs="+", metavar="DIR",
+             help="data directories with wav.scp and utt2spk")
+    sub.add_argument("--output", default=None,
+                     help="where to write the LDA (default: window_lda.npz beside the model)")
+    add_flag(sub, "dim", type=_at_least_one, default=None,
+             help="dimensions kept (default 32; at most one less than the speakers)")
+    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 
     sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)

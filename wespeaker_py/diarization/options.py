@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from wespeaker_py.errors import WespeakerError
 
+WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
 CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
 DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
 
@@ -62,6 +63,7 @@ class DiarizationOptions:
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
     resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
+    window_lda: str = "auto"  # the model's window_lda.npz if it has one; "off"; or a file
     num_speakers: Optional[int] = None  # None: estimated
     min_speakers: int = 1
     max_speakers: int = 10
@@ -99,7 +101,9 @@ class DiarizationOptions:
                  ("merge_threshold", self.merge_threshold is None
                   or -1.0 <= self.merge_threshold <= 1.0, "a cosine between -1 and 1"),
                  ("resolution", self.resolution is None or self.resolution > 0.0,
-                  "above 0 seconds"))
+                  "above 0 seconds"),
+                 ("window_lda", isinstance(self.window_lda, str) and self.window_lda != "",
+                  "'auto', 'off' or a window_lda.npz file"))
         for name, valid, wanted in rules:
             if not valid:
                 raise ClusteringOptionError(f"{name} must be {wanted}, got "

@@ -6,6 +6,9 @@ module (:func:`~wespeaker_py.audio.load_audio`: the first channel unless told
 otherwise, resampled to the model's rate, the shared checks) and returns the
 speaker turns, and
 :func:`diarize_wav_scp` runs it over a Kaldi ``wav.scp`` into one RTTM file.
+:func:`labelled_window_embeddings` cuts and embeds the windows of labelled
+utterances the same way, to learn a window LDA from
+(:mod:`wespeaker_py.diarization.projection`).
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ UNREADABLE = "unreadable_audio"  # a failure without a named audio check (as emb
 # windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
 # one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
 EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
+# [N, D] window embeddings -> [N, d] (a window LDA's project), applied before clustering
+Projection = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -59,13 +64,16 @@ class Diarizer:
     """Speaker diarization with any :data:`EmbedFunction` of a model at ``sample_rate``.
 
     ``SpeakerModel.diarizer`` of the API makes one, embedding the windows with the
-    runtime layer's embedding loop.
+    runtime layer's embedding loop. ``projection``, when given, maps the window
+    embeddings before they are clustered (a window LDA).
     """
 
     def __init__(self, embed_windows: EmbedFunction,
                  options: Optional[DiarizationOptions] = None,
-                 vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000):
+                 vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000,
+                 projection: Optional[Projection] = None):
         self.embed_windows = embed_windows
+        self.projection = projection
         self.options = options or DiarizationOptions()
         self.options.check()
         self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
@@ -105,6 +113,8 @@ class Diarizer:
             return DiarizationResult([], speech, 0, seconds)
 
         clock = time.perf_counter()
+        if self.projection is not None:
+            embeddings = self.projection(embeddings)
         clustering = cluster_windows(embeddings, opts.cluster_options(), num_speakers,
                                      min_speakers, max_speakers)
         seconds["cluster"] = time.perf_counter() - clock
@@ -233,3 +243,35 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
     write_rttm(output_rttm, turns)
     logger.info("%s -> %s", summary.describe(), output_rttm)
     return summary
+
+
+def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
+                               show_progress: bool = True,
+                               max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+    """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
+
+    Each utterance counts as speech throughout (a speaker corpus's utterances
+    are), cut into the diarizer's windows with its noise floor. Returns
+    ``(embeddings [N, D], speakers [N], tally)``. Unreadable utterances are
+    skipped and counted; nothing embedded, or more than ``max_fail_fraction``
+    skipped, raises :class:`~wespeaker_py.errors.RunFailedError`.
+    """
+    recordings = {key: path for key, path in read_wav_scp(wav_scp).items() if key in utt2spk}
+    skipped: Counter = Counter()
+    rows: List[np.ndarray] = []
+    speakers: List[str] = []
+    rate = diarizer.sample_rate
+    for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
+                          disable=not show_progress):
+        try:
+            audio = load_audio(path, rate)
+        except AudioInputError as err:
+            logger.warning("skipping %s: %s", key, err)
+            skipped[getattr(err, "reason", UNREADABLE)] += 1
+            continue
+        _, embeddings = diarizer.window_embeddings(audio, [(0.0, audio.size / rate)])
+        rows.append(embeddings)
+        speakers += [utt2spk[key]] * len(embeddings)
+    tally = JobTally.of(len(rows), skipped)
+    tally.check(wav_scp, max_fail_fraction, "no window LDA was learnt")
+    return np.concatenate(rows), np.array(speakers), tally

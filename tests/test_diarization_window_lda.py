@@ -1,0 +1,168 @@
+"""The window LDA: fitting, its file, the diarizer's projection, the API and the command."""
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from api_helpers import MINI_CORPUS
+from tests.inference_helpers import make_experiment
+from wespeaker_py.diarization.options import DiarizationOptions
+from wespeaker_py.diarization.pipeline import Diarizer
+from wespeaker_py.diarization.projection import WindowLDA, WindowLDAError, fit_window_lda
+from wespeaker_py.runtime.identity import ModelMismatchError
+
+
+def speakers_in_noise(num_speakers=6, per_speaker=40, dim=24, seed=0):
+    """Speakers that differ in 3 directions, hidden under larger shared noise in all of them."""
+    rng = np.random.default_rng(seed)
+    offsets = np.zeros((num_speakers, dim))
+    offsets[:, :3] = rng.standard_normal((num_speakers, 3))
+    noise_scale = np.full(dim, 0.3)
+    noise_scale[3:] = 2.0                          # nuisance: larger than the speaker offsets
+    base = 5.0 * np.ones(dim)                      # embeddings share a direction, as real ones do
+    points = [base + offsets[s] + noise_scale * rng.standard_normal((per_speaker, dim))
+              for s in range(num_speakers)]
+    labels = np.repeat([f"spk{s}" for s in range(num_speakers)], per_speaker)
+    return np.concatenate(points), labels
+
+
+def separation(points, labels):
+    """Between-speaker over within-speaker spread of unit rows (higher: easier to cluster)."""
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    centroids = {name: unit[labels == name].mean(axis=0) for name in np.unique(labels)}
+    within = np.mean([np.sum((row - centroids[name]) ** 2) for row, name in zip(unit, labels)])
+    overall = unit.mean(axis=0)
+    between = np.mean([np.sum((c - overall) ** 2) for c in centroids.values()])
+    return between / within
+
+
+def test_lda_keeps_the_directions_that_tell_speakers_apart():
+    train, train_labels = speakers_in_noise(seed=1)
+    lda = fit_window_lda(train, train_labels, dim=3, identity="abc")
+    assert (lda.input_dim, lda.output_dim) == (24, 3)
+    assert (lda.num_speakers, lda.num_windows, lda.identity) == (6, 240, "abc")
+    test, test_labels = speakers_in_noise(seed=2)     # other speakers, same kind of voices
+    projected = lda.project(test)
+    assert projected.shape == (240, 3)
+    assert separation(projected, test_labels) > 3 * separation(test, test_labels)
+
+
+def test_dim_is_capped_and_bad_training_data_is_refused():
+    points, labels = speakers_in_noise(num_speakers=4)
+    assert fit_window_lda(points, labels, dim=32).output_dim == 3   # speakers - 1
+    with pytest.raises(WindowLDAError, match="at least two speakers"):
+        fit_window_lda(points[:10], ["one"] * 10)
+    with pytest.raises(WindowLDAError, match="more windows than speakers"):
+        fit_window_lda(points[:3], ["a", "b", "c"])
+    with pytest.raises(WindowLDAError, match="3 speaker labels"):
+        fit_window_lda(points, labels[:3])
+    with pytest.raises(WindowLDAError, match="takes 24-dim"):
+        fit_window_lda(points, labels).project(np.ones((5, 8)))
+
+
+def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
+    points, labels = speakers_in_noise()
+    lda = fit_window_lda(points, labels, dim=4, identity="deadbeef")
+    path = str(tmp_path / "window_lda.npz")
+    lda.save(path)
+    again = WindowLDA.load(path)
+    assert again.identity == "deadbeef" and again.describe() == lda.describe()
+    np.testing.assert_array_equal(again.project(points), lda.project(points))
+    with pytest.raises(WindowLDAError, match="missing.npz does not exist"):
+        WindowLDA.load(str(tmp_path / "missing.npz"))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not an npz file")
+    with pytest.raises(WindowLDAError, match="broken.npz cannot be read"):
+        WindowLDA.load(str(broken))
+    np.savez(tmp_path / "odd.npz", mean=np.zeros(3), matrix=np.zeros((4, 2)),
+             identity=np.array(""), num_speakers=2, num_windows=5)
+    with pytest.raises(WindowLDAError, match="odd.npz: mean"):
+        WindowLDA.load(str(tmp_path / "odd.npz"))
+
+
+def test_the_diarizer_clusters_the_projected_windows():
+    rng = np.random.default_rng(0)
+    seen = []
+
+    def embed(pieces):
+        return rng.standard_normal((len(pieces), 16))
+
+    def projection(embeddings):
+        seen.append(embeddings.shape)
+        return embeddings[:, :4]
+
+    audio = (3000 * rng.standard_normal(16000 * 6)).astype(np.float32)
+    diarizer = Diarizer(embed, DiarizationOptions(vad="energy"), projection=projection)
+    result = diarizer.diarize(audio, 16000, num_speakers=2)
+    assert len(seen) == 1 and seen[0][1] == 16        # once, on the model's embeddings
+    assert result.num_speakers == 2
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory):
+    """wav.scp + utt2spk of six mini-corpus speakers (two utterances each)."""
+    root = tmp_path_factory.mktemp("lda_data")
+    rows, seen = [], {}
+    with open(os.path.join(MINI_CORPUS, "wav.scp")) as handle:
+        for line in handle:
+            key, path = line.split()
+            speaker = key.split("-")[0]
+            if len(seen) < 6 or speaker in seen:
+                if seen.get(speaker, 0) < 2:
+                    seen[speaker] = seen.get(speaker, 0) + 1
+                    rows.append((key, os.path.join(MINI_CORPUS, path), speaker))
+    rows.append(("broken-utt", str(root / "broken.wav"), rows[0][2]))
+    (root / "broken.wav").write_bytes(b"RIFF but not audio")
+    (root / "wav.scp").write_text("".join(f"{k} {p}\n" for k, p, _ in rows))
+    (root / "utt2spk").write_text("".join(f"{k} {s}\n" for k, _, s in rows))
+    return str(root)
+
+
+def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    assert model.diarizer(vad="energy").projection is None        # none yet
+    lda = model.train_window_lda(labelled_dir, dim=4, progress=False)
+    assert os.path.isfile(os.path.join(folder, "window_lda.npz"))
+    assert lda.num_speakers == 6 and lda.output_dim == 4 and lda.identity == model.identity
+    assert model.diarizer(vad="energy").projection is not None    # found beside the model
+    assert model.diarizer(vad="energy", window_lda="off").projection is None
+    with pytest.raises(Exception, match="nowhere.npz does not exist"):
+        model.diarizer(vad="energy", window_lda=str(tmp_path / "nowhere.npz"))
+    # another model's LDA is refused, unless forced
+    other_folder = str(tmp_path / "other")
+    make_experiment(other_folder, bare=True, seed=1)
+    other = load_model(other_folder, device="cpu")
+    stray = os.path.join(folder, "window_lda.npz")
+    with pytest.raises(ModelMismatchError, match="window LDA was made with model"):
+        other.diarizer(vad="energy", window_lda=stray)
+    forced = load_model(other_folder, device="cpu", force=True)
+    with caplog.at_level(logging.WARNING):
+        assert forced.diarizer(vad="energy", window_lda=stray).projection is not None
+    assert "used anyway" in caplog.text
+
+
+def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, caplog):
+    from wespeaker_py.cli.main import main
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as stop:
+        main(["window-lda", "--model", folder, "--data", labelled_dir, "--dim", "3"])
+    assert stop.value.code == 0
+    err = capsys.readouterr().err
+    assert "window LDA written to" in err and "-> 3 dims" in err and "of 6 speakers" in err
+    assert "skipping broken-utt" in caplog.text and "utterances skipped: 1" in caplog.text
+    recording = os.path.join(MINI_CORPUS, open(os.path.join(labelled_dir, "wav.scp"))
+                             .readline().split()[1])
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as stop:
+        main(["diarize", "--model", folder, "--vad", "energy", recording])
+    assert stop.value.code == 0
+    assert "window LDA" in caplog.text and "-> 3 dims" in caplog.text
+    with pytest.raises(SystemExit) as stop:
+        main(["window-lda", "--model", folder, "--data", str(tmp_path / "nothing")])
+    assert stop.value.code != 0
+    assert "nothing" in capsys.readouterr().err
