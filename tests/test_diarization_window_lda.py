@@ -130,7 +130,7 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     assert lda.num_speakers == 6 and lda.output_dim == 4 and lda.identity == model.identity
     assert model.diarizer(vad="energy").projection is not None    # found beside the model
     assert model.diarizer(vad="energy", window_lda="off").projection is None
-    with pytest.raises(Exception, match="nowhere.npz does not exist"):
+    with pytest.raises(WindowLDAError, match="nowhere.npz does not exist"):
         model.diarizer(vad="energy", window_lda=str(tmp_path / "nowhere.npz"))
     # another model's LDA is refused, unless forced
     other_folder = str(tmp_path / "other")

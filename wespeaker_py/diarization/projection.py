@@ -60,6 +60,7 @@ class WindowLDA:
         return (unit_rows(embeddings) - self.mean) @ self.matrix
 
     def describe(self) -> str:
+        """One line for logs: its dimensions and what it learnt from."""
         return (f"{self.input_dim} -> {self.output_dim} dims, learnt from {self.num_windows} "
                 f"windows of {self.num_speakers} speakers")
 
