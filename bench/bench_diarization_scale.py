@@ -44,7 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--methods", nargs="+",
-                        default=["spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative"])
+                        default=["spectral", "spectral-norm", "nme-sc", "umap-hdbscan",
+                                 "agglomerative"])
     parser.add_argument("--speakers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)

@@ -15,7 +15,8 @@ from wespeaker_py.diarization.spectral import (eigengap_count, nme_candidates,
 from wespeaker_py.diarization.turns import frames_to_turns
 
 HAVE_UMAP = importlib.util.find_spec("umap") is not None
-METHODS = ["spectral", "spectral-norm", "nme-sc", "agglomerative"] + (["umap-hdbscan"] if HAVE_UMAP else [])
+METHODS = (["spectral", "spectral-norm", "nme-sc", "agglomerative"]
+           + (["umap-hdbscan"] if HAVE_UMAP else []))
 
 
 def blobs(counts, dim=32, spread=0.15, seed=0):
@@ -93,7 +94,8 @@ def test_normalised_laplacian_is_symmetric_normalised(dense):
     assert not lap[0].any()
     values = np.linalg.eigvalsh(lap)
     assert values.min() > -1e-9 and values.max() < 2.0 + 1e-9
-    np.testing.assert_allclose(lap @ np.sqrt(degrees), 0.0, atol=1e-12)  # D^1/2 1 spans a null space
+    # D^1/2 1 spans a null space
+    np.testing.assert_allclose(lap @ np.sqrt(degrees), 0.0, atol=1e-12)
 
 
 def test_eigengap_looks_at_the_first_max_plus_one_eigenvalues_only():

@@ -108,6 +108,7 @@ def test_every_inference_path_keeps_the_stored_embeddings(tmp_path):
     for name in ("embed", "embed_many"):
         assert np.array_equal(got[name], got["extract"]), f"{name} differs from extract"
 
+
 def test_the_stored_embeddings_are_real_and_distinct():
     # guards the stored file itself: finite, non-trivial, one row per input
     stored = np.load(STORED)

@@ -67,8 +67,9 @@ model only with --force). Needs at least 10 target and 10 nontarget trials.""",
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL (and projected by MODEL's window_lda.npz when it
 has one, see 'window-lda'), spectral clustering with the number of speakers from
-the eigen-gap (or --num_speakers / --reco2num_spk), turns written as RTTM. Of multi-channel audio the first channel is used (--channel chooses
-another). Every setting below is checked before the model loads.
+the eigen-gap (or --num_speakers / --reco2num_spk), turns written as RTTM. Of
+multi-channel audio the first channel is used (--channel chooses another). Every
+setting below is checked before the model loads.
 Needs: pip install 'wespeaker_py[diar]'.""",
     "window-lda": """examples:
   wespeaker-py window-lda --model exp/ResNet34 --data data/train

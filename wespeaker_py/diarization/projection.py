@@ -9,7 +9,8 @@ conversations (``bench/results_diarization_clustering.md``, "Fourth session").
 
 :func:`fit_window_lda` fits it on ``[N, D]`` window embeddings and their speaker
 labels; :class:`WindowLDA` projects (``(unit(x) - mean) @ matrix``), and is
-saved as ``window_lda.npz`` beside the model (:data:`WINDOW_LDA_NAME`), with the
+saved as ``window_lda.npz`` beside the model
+(:data:`~wespeaker_py.diarization.options.WINDOW_LDA_NAME`), with the
 identity of the model whose windows it learnt from, so that it is not used with
 another model unnoticed.
 """
@@ -22,7 +23,6 @@ from typing import Sequence
 import numpy as np
 
 from wespeaker_py.diarization.graph import unit_rows
-from wespeaker_py.diarization.options import WINDOW_LDA_NAME  # noqa: F401  (re-exported)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import atomic_open
 
@@ -35,7 +35,7 @@ class WindowLDAError(WespeakerError, ValueError):
 
 @dataclass
 class WindowLDA:
-    """``(unit(x) - mean) @ matrix``: ``mean`` ``[D]``, ``matrix`` ``[D, d]``; what it learnt from."""
+    """``(unit(x) - mean) @ matrix`` (``mean`` ``[D]``, ``matrix`` ``[D, d]``), and its source."""
 
     mean: np.ndarray
     matrix: np.ndarray
