@@ -154,6 +154,34 @@ def calibrate_threshold(refs, cached, grid: Sequence[float], build) -> Tuple[flo
     return best[1], "; ".join(notes)
 
 
+def lone_speakers_whole(cached, options: ClusterOptions, min_windows: int = 8) -> Tuple[int, int]:
+    """Of each reference speaker's windows clustered alone (those with ``min_windows`` or
+    more), how many come out as one cluster: a count rule's false splits."""
+    whole = total = 0
+    for item in cached.values():
+        for speaker in np.unique(item["_truth_labels"]):
+            alone = item["embeddings"][item["_truth_labels"] == speaker]
+            if len(alone) >= min_windows:
+                total += 1
+                whole += cluster_windows(alone, options, None, 1, 10).num_speakers == 1
+    return whole, total
+
+
+def calibrate_gap_ratio(refs, cached, grid: Sequence[float]) -> Tuple[float, str]:
+    """The ``spectral-norm`` gap ratio, going down from 1, just before a lone speaker splits."""
+    chosen, splits, notes = 1.0, False, []
+    for value in sorted(grid, reverse=True):
+        options = ClusterOptions("spectral-norm", gap_ratio=float(value))
+        row = evaluate(refs, cached, cluster_labeller(options))
+        whole, total = lone_speakers_whole(cached, options)
+        notes.append(f"{value:g}: {row['count_acc']:.0f}% / {row['der0.0']:.1f} / "
+                     f"{whole} of {total} whole")
+        splits = splits or whole < total
+        if not splits:
+            chosen = float(value)
+    return chosen, "; ".join(notes)
+
+
 HEADER = ("| method | DER | DER c0.25 | JER | JER c0.25 | right count | seconds | found/true |\n"
           "|---|---|---|---|---|---|---|---|\n")
 
@@ -169,6 +197,8 @@ def candidates(ahc: float, merge: float, with_umap: bool):
     yield "spectral + 3D-Speaker post", ClusterOptions("spectral", min_cluster_size=4,
                                                        merge_threshold=merge)
     yield "spectral-norm (normalised Laplacian)", ClusterOptions("spectral-norm")
+    yield "spectral-norm, largest gap (gap_ratio 1)", ClusterOptions("spectral-norm",
+                                                                     gap_ratio=1.0)
     yield "nme-sc", ClusterOptions("nme-sc")
     yield "nme-sc + 3D-Speaker post", ClusterOptions("nme-sc", min_cluster_size=4,
                                                      merge_threshold=merge)
@@ -195,6 +225,7 @@ def score(args: argparse.Namespace) -> None:
     if args.calibration:
         cal_refs, cal_cached = load_set(args.calibration, args.calibration_cache,
                                         args.window_lda)
+        attach_truth(cal_refs, cal_cached)
         ahc, ahc_notes = calibrate_threshold(
             cal_refs, cal_cached, np.arange(0.3, 0.91, 0.05),
             lambda value: ClusterOptions("agglomerative", ahc_threshold=float(value)))
@@ -202,9 +233,12 @@ def score(args: argparse.Namespace) -> None:
             cal_refs, cal_cached, np.arange(0.5, 0.96, 0.05),
             lambda value: ClusterOptions("spectral", min_cluster_size=4,
                                          merge_threshold=float(value)))
+        gap, gap_notes = calibrate_gap_ratio(cal_refs, cal_cached, (1.0, 0.9, 0.8, 0.7, 0.6))
         calibration = (f"Calibration set {args.calibration} (count accuracy / DER per value):\n"
                        f"- agglomerative threshold: {ahc_notes} -> {ahc:g}\n"
-                       f"- 3D-Speaker merge cosine (spectral): {merge_notes} -> {merge:g}\n\n")
+                       f"- 3D-Speaker merge cosine (spectral): {merge_notes} -> {merge:g}\n"
+                       f"- spectral-norm gap ratio (and lone speakers kept whole): {gap_notes}"
+                       f" -> {gap:g}\n\n")
     lines = [HEADER]
     for resolution in ((None, 0.1) if args.resolutions else (None,)):
         truth_row = evaluate(refs, cached, lambda key, item: item["_truth_labels"], resolution)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
+from wespeaker_py.diarization.options import DEFAULT_GAP_RATIO
 from wespeaker_py.diarization.graph import (binarised_graph, laplacian, smallest_eigenpairs,
                                             strongest_neighbours, unit_rows)
 from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
@@ -104,6 +105,38 @@ def test_eigengap_looks_at_the_first_max_plus_one_eigenvalues_only():
     assert eigengap_count(eigenvalues, 4) == 3    # first five: gap 5 after the third
     assert eigengap_count(eigenvalues, 1) == 1
     assert eigengap_count(np.array([0.0]), 5) == 1
+
+
+def test_gap_ratio_takes_the_last_gap_nearly_as_large_as_the_largest():
+    eigenvalues = np.array([0.0, 0.01, 0.5, 0.52, 0.9, 0.95])   # gaps .01 .49 .02 .38 .05
+    assert eigengap_count(eigenvalues, 10) == 2
+    assert eigengap_count(eigenvalues, 10, gap_ratio=1.0) == 2
+    assert eigengap_count(eigenvalues, 10, gap_ratio=0.8) == 2    # .38 < .8 * .49
+    assert eigengap_count(eigenvalues, 10, gap_ratio=0.7) == 4    # .38 >= .7 * .49
+    assert eigengap_count(eigenvalues, 2, gap_ratio=0.1) == 2     # only the first max+1
+
+
+def test_spectral_norm_default_ratio_counts_a_speaker_with_few_windows():
+    embeddings, truth = blobs([40, 40, 5], seed=0)
+    largest_gap = cluster_windows(embeddings, ClusterOptions("spectral-norm", gap_ratio=1.0))
+    assert largest_gap.found == 2                   # the five windows join a big speaker
+    default = cluster_windows(embeddings, ClusterOptions("spectral-norm"))
+    assert ClusterOptions("spectral-norm").resolved_gap_ratio() == DEFAULT_GAP_RATIO < 1.0
+    assert default.found == default.num_speakers == 3
+    small = set(default.labels[truth == 2].tolist())
+    majorities = {int(np.bincount(default.labels[truth == big]).argmax()) for big in (0, 1)}
+    assert len(small) == 1 and len(majorities) == 2 and not small & majorities
+
+
+def test_gap_ratio_defaults_and_refusals():
+    assert ClusterOptions("spectral").resolved_gap_ratio() == 1.0      # WeSpeaker's rule
+    assert ClusterOptions("nme-sc").resolved_gap_ratio() == 1.0
+    assert ClusterOptions("spectral", gap_ratio=0.5).resolved_gap_ratio() == 0.5
+    embeddings, _ = blobs([10, 10])
+    with pytest.raises(ValueError, match="gap_ratio must be above 0 and at most 1"):
+        cluster_windows(embeddings, ClusterOptions("spectral-norm", gap_ratio=1.5))
+    with pytest.raises(ValueError, match="gap_ratio applies to .* not to agglomerative"):
+        cluster_windows(embeddings, ClusterOptions("agglomerative", gap_ratio=0.8))
 
 
 @pytest.mark.parametrize("counts", [[40, 25, 30], [60, 12], [20, 20, 20, 20]])

@@ -187,6 +187,8 @@ def test_options_name_what_cannot_work():
                            (dict(resolution=0.0), "resolution"),
                            (dict(min_cluster_size=-1), "min_cluster_size"),
                            (dict(dither=-1.0), "dither"),
+                           (dict(gap_ratio=0.0), "gap_ratio"),
+                           (dict(gap_ratio=0.8, cluster_method="agglomerative"), "gap_ratio"),
                            (dict(cluster_method="kmeans"), "kmeans")):
         with pytest.raises(ValueError, match=name):
             DiarizationOptions.from_settings(**settings)

@@ -295,8 +295,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # DiarizationOptions fields that the diarize command sets from flags of the same name
 DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
-                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "resolution",
-                    "window_lda")
+                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "gap_ratio",
+                    "resolution", "window_lda")
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
@@ -393,7 +393,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
-    from wespeaker_py.diarization.options import CLUSTER_METHODS, DiarizationOptions
+    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_GAP_RATIO,
+                                                  DiarizationOptions)
     defaults = DiarizationOptions()
     sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
     add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
@@ -447,6 +448,10 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     add_flag(group, "merge_threshold", type=float, default=defaults.merge_threshold,
              help="refine an estimated count (3D-Speaker): join clusters whose centroids have "
                   "at least this cosine (default: off)")
+    add_flag(group, "gap_ratio", type=float, default=defaults.gap_ratio,
+             help="spectral methods: count up to the last eigengap at least this share of "
+                  f"the largest (default: {DEFAULT_GAP_RATIO:g} for spectral-norm, 1 (the "
+                  "largest gap) for spectral and nme-sc)")
     add_flag(group, "window_lda", default=defaults.window_lda, metavar="auto|off|FILE",
              help="project the windows with a window LDA before clustering: auto (default) "
                   "uses MODEL's window_lda.npz when it has one (see 'window-lda'), off none")

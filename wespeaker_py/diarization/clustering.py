@@ -59,11 +59,12 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
     method, seed = options.method, options.seed
     if method in ("spectral", "spectral-norm"):
         outcome = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
-                                   seed=seed, normalised=method == "spectral-norm")
+                                   seed=seed, normalised=method == "spectral-norm",
+                                   gap_ratio=options.resolved_gap_ratio())
         return outcome.labels, outcome.estimated
     if method == "nme-sc":
         outcome = nme_spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
-                                       seed=seed)
+                                       seed=seed, gap_ratio=options.resolved_gap_ratio())
         return outcome.labels, outcome.estimated
     if method == "agglomerative":
         labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)
@@ -76,7 +77,8 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
                     num_speakers: Optional[int] = None, min_speakers: int = 1,
                     max_speakers: int = 10) -> Clustering:
     """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count."""
-    check_cluster_options(options.method, num_speakers, min_speakers, max_speakers)
+    check_cluster_options(options.method, num_speakers, min_speakers, max_speakers,
+                          options.gap_ratio)
     embeddings = np.asarray(embeddings, dtype=np.float64)
     count = len(embeddings)
     if count <= 1:

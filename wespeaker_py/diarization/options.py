@@ -16,6 +16,10 @@ from wespeaker_py.errors import WespeakerError
 WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
 CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
 DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
+SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eigengap
+# spectral-norm's gap_ratio: the smallest that kept every lone calibration speaker in one
+# cluster (bench/results_diarization_clustering.md, "Fifth session"); the others keep 1
+DEFAULT_GAP_RATIO = 0.8
 
 
 class ClusteringOptionError(WespeakerError, ValueError):
@@ -30,12 +34,22 @@ class ClusterOptions:
     ahc_threshold: float = 0.6              # cosine distance cut of ``agglomerative``
     min_cluster_size: int = 0               # fold clusters of at most this many windows
     merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
+    gap_ratio: Optional[float] = None       # None: the method's own (see resolved_gap_ratio)
     seed: int = 0
+
+    def resolved_gap_ratio(self) -> float:
+        """The eigengap rule's ratio (``spectral.eigengap_count``): ``gap_ratio`` when set,
+        else :data:`DEFAULT_GAP_RATIO` for ``spectral-norm`` and 1 (the largest gap, as
+        WeSpeaker and NeMo count) for ``spectral`` and ``nme-sc``."""
+        if self.gap_ratio is not None:
+            return self.gap_ratio
+        return DEFAULT_GAP_RATIO if self.method == "spectral-norm" else 1.0
 
 
 def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
-                          max_speakers: int) -> None:
-    """Raise :class:`ClusteringOptionError` for an unknown method or impossible counts."""
+                          max_speakers: int, gap_ratio: Optional[float] = None) -> None:
+    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts or a
+    ``gap_ratio`` that cannot apply."""
     if method not in CLUSTER_METHODS:
         raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
                                     f"{', '.join(CLUSTER_METHODS)}")
@@ -44,6 +58,11 @@ def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers
     if not 1 <= min_speakers <= max_speakers:
         raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
                                     f"{min_speakers}, {max_speakers}")
+    if gap_ratio is not None and not 0.0 < gap_ratio <= 1.0:
+        raise ClusteringOptionError(f"gap_ratio must be above 0 and at most 1, got {gap_ratio}")
+    if gap_ratio is not None and method not in SPECTRAL_METHODS:
+        raise ClusteringOptionError(f"gap_ratio applies to {', '.join(SPECTRAL_METHODS)} (they "
+                                    f"count by an eigengap), not to {method}")
 
 
 @dataclass
@@ -62,6 +81,7 @@ class DiarizationOptions:
     ahc_threshold: float = ClusterOptions.ahc_threshold
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
+    gap_ratio: Optional[float] = ClusterOptions.gap_ratio
     resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
     window_lda: str = "auto"  # the model's window_lda.npz if it has one; "off"; or a file
     num_speakers: Optional[int] = None  # None: estimated
@@ -87,7 +107,7 @@ class DiarizationOptions:
     def check(self) -> None:
         """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
         check_cluster_options(self.cluster_method, self.num_speakers, self.min_speakers,
-                              self.max_speakers)
+                              self.max_speakers, self.gap_ratio)
         rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
                  ("vad_threshold", 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
                  ("min_speech", self.min_speech >= 0.0, "at least 0"),
@@ -111,7 +131,7 @@ class DiarizationOptions:
 
     def cluster_options(self) -> ClusterOptions:
         return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
-                              self.merge_threshold)
+                              self.merge_threshold, self.gap_ratio)
 
     def region_rules(self):
         """The VAD's :class:`~wespeaker_py.diarization.vad.RegionRules` from these settings."""

@@ -65,12 +65,21 @@ def wespeaker_keep(count: int, p: float = 0.01) -> int:
     return count - pruned
 
 
-def eigengap_count(eigenvalues: np.ndarray, max_speakers: int) -> int:
-    """One plus the index of the largest gap among the first ``max_speakers + 1`` eigenvalues."""
+def eigengap_count(eigenvalues: np.ndarray, max_speakers: int, gap_ratio: float = 1.0) -> int:
+    """The count from the gaps between the first ``max_speakers + 1`` eigenvalues.
+
+    One plus the index of the last gap at least ``gap_ratio`` times the largest:
+    with ``gap_ratio`` 1 the largest gap (WeSpeaker's rule); below 1, a later gap
+    nearly as large wins, which counts a speaker with few windows that the
+    largest gap would merge.
+    """
     head = eigenvalues[:max_speakers + 1]
     if len(head) < 2:
         return 1
-    return int(np.argmax(np.diff(head))) + 1
+    gaps = np.diff(head)
+    if gap_ratio >= 1.0:
+        return int(np.argmax(gaps)) + 1
+    return int(np.flatnonzero(gaps >= gap_ratio * gaps.max())[-1]) + 1
 
 
 def kmeans_labels(points: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
@@ -83,7 +92,7 @@ def kmeans_labels(points: np.ndarray, num_clusters: int, seed: int = 0) -> np.nd
 
 
 def _spectral_labels(lap, num_speakers: Optional[int], min_speakers: int, max_speakers: int,
-                     seed: int):
+                     seed: int, gap_ratio: float = 1.0):
     """k-means labels on the Laplacian's eigenvectors, and the eigengap's count.
 
     The count is WeSpeaker's (the first ``max_speakers + 1`` eigenvalues),
@@ -94,7 +103,7 @@ def _spectral_labels(lap, num_speakers: Optional[int], min_speakers: int, max_sp
     count = lap.shape[0]
     wanted = 2 * max_speakers + 2 if num_speakers is None else num_speakers
     values, vectors = smallest_eigenpairs(lap, min(count, max(wanted, min_speakers)), seed)
-    estimated = eigengap_count(values, max_speakers)
+    estimated = eigengap_count(values, max_speakers, gap_ratio)
     wider = eigengap_count(values, 2 * max_speakers + 1)
     if wider > max_speakers:
         estimated = wider
@@ -106,10 +115,12 @@ def _spectral_labels(lap, num_speakers: Optional[int], min_speakers: int, max_sp
 
 def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
                      min_speakers: int = 1, max_speakers: int = 20, p: float = 0.01,
-                     seed: int = 0, normalised: bool = False) -> SpectralOutcome:
+                     seed: int = 0, normalised: bool = False,
+                     gap_ratio: float = 1.0) -> SpectralOutcome:
     """WeSpeaker's spectral clustering (see the module doc) of ``[N, D]`` embeddings.
 
-    ``normalised``: ``spectral-norm``, the symmetric normalised Laplacian instead.
+    ``normalised``: ``spectral-norm``, the symmetric normalised Laplacian instead;
+    ``gap_ratio``: see :func:`eigengap_count` (1: WeSpeaker's largest gap).
     """
     count = len(embeddings)
     if count <= 2:
@@ -117,7 +128,8 @@ def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
     keep = wespeaker_keep(count, p)
     indices, _ = strongest_neighbours(unit_rows(embeddings), keep)
     lap = laplacian(binarised_graph(indices, count, dense=count <= DENSE_LIMIT), normalised)
-    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed)
+    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed,
+                                         gap_ratio)
     return SpectralOutcome(labels, estimated, keep)
 
 
@@ -138,8 +150,11 @@ def nme_candidates(count: int, max_fraction: float = 0.25, volume: int = 30,
 def nme_spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
                          min_speakers: int = 1, max_speakers: int = 20,
                          max_fraction: float = 0.25, volume: int = 30,
-                         seed: int = 0) -> SpectralOutcome:
-    """NME-SC (see the module doc): the pruning chosen by the normalised maximum eigengap."""
+                         seed: int = 0, gap_ratio: float = 1.0) -> SpectralOutcome:
+    """NME-SC (see the module doc): the pruning chosen by the normalised maximum eigengap.
+
+    ``gap_ratio`` applies to the count on the chosen graph (:func:`eigengap_count`).
+    """
     count = len(embeddings)
     if count <= 2:
         return SpectralOutcome(np.zeros(count, dtype=np.int64), 1, 0)
@@ -158,5 +173,6 @@ def nme_spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = N
         if best is None or ratio < best[0]:
             best = (ratio, int(p), lap)
     _, p, lap = best
-    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed)
+    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed,
+                                         gap_ratio)
     return SpectralOutcome(labels, estimated, p)
