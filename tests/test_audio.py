@@ -170,12 +170,12 @@ def test_speaker_model_diarize_embeds_windows_without_a_second_read(tmp_path, mo
     model = wespeaker_py.load_model(folder, device="cpu")
     monkeypatch.setattr(model, "embed_waveforms", None)  # the public reader is not used
     loads = []
-    real = audio.load_audio
+    real = audio.load_audio_with_rate
 
     def counting(*args, **kwargs):
         loads.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("wespeaker_py.diarization.pipeline.load_audio", counting)
+    monkeypatch.setattr("wespeaker_py.diarization.pipeline.load_audio_with_rate", counting)
     result = model.diarize(mini_speech(1)[0], vad="energy", num_speakers=1)
     assert loads == [mini_speech(1)[0]] and result.turns

@@ -10,6 +10,7 @@ from tests.inference_helpers import make_experiment
 from wespeaker_py.diarization.options import DiarizationOptions
 from wespeaker_py.diarization.pipeline import Diarizer
 from wespeaker_py.diarization.projection import WindowLDA, WindowLDAError, fit_window_lda
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 
 
@@ -75,6 +76,10 @@ def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
     broken.write_bytes(b"not an npz file")
     with pytest.raises(WindowLDAError, match="broken.npz cannot be read"):
         WindowLDA.load(str(broken))
+    # a file from before heard_rate was recorded counts as learnt at the model's rate
+    np.savez(tmp_path / "older.npz", mean=lda.mean, matrix=lda.matrix, identity=np.array("x"),
+             num_speakers=6, num_windows=240)
+    assert WindowLDA.load(str(tmp_path / "older.npz")).heard_rate == 0
     np.savez(tmp_path / "odd.npz", mean=np.zeros(3), matrix=np.zeros((4, 2)),
              identity=np.array(""), num_speakers=2, num_windows=5)
     with pytest.raises(WindowLDAError, match="odd.npz: mean"):
@@ -97,6 +102,31 @@ def test_the_diarizer_clusters_the_projected_windows():
     result = diarizer.diarize(audio, 16000, num_speakers=2)
     assert len(seen) == 1 and seen[0][1] == 16        # once, on the model's embeddings
     assert result.num_speakers == 2
+
+
+def test_a_narrowband_projection_serves_recordings_at_or_below_its_rate():
+    rng = np.random.default_rng(0)
+    used = []
+
+    def embed(pieces):
+        return rng.standard_normal((len(pieces), 16))
+
+    def projection(name):
+        def project(embeddings):
+            used.append(name)
+            return embeddings[:, :4]
+        return project
+
+    diarizer = Diarizer(embed, DiarizationOptions(vad="energy"), projection=projection("wide"),
+                        narrowband_projections={8000: projection("8k"),
+                                                11025: projection("11k")})
+    for rate in (16000, 8000, 6000, 11025, 12000):
+        audio = (3000 * rng.standard_normal(rate * 6)).astype(np.float32)
+        diarizer.diarize(audio, rate, num_speakers=2)
+    assert used == ["wide", "8k", "8k", "11k", "wide"]
+    assert Diarizer(embed, projection=projection("only")).projection_for(8000) is not None
+    with pytest.raises(ValueError, match="below the model's 16000 Hz, got \\[16000\\]"):
+        Diarizer(embed, narrowband_projections={16000: projection("x")})
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +175,31 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     assert "used anyway" in caplog.text
 
 
+def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, labelled_dir):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    with pytest.raises(WespeakerError, match="heard_rate must be below the model's 16000 Hz"):
+        model.train_window_lda(labelled_dir, heard_rate=16000, progress=False)
+    wide = model.train_window_lda(labelled_dir, dim=4, progress=False)
+    narrow = model.train_window_lda(labelled_dir, dim=4, progress=False, heard_rate=8000)
+    path = os.path.join(folder, "window_lda_8000hz.npz")
+    assert model.window_lda_file(8000) == path and os.path.isfile(path)
+    assert narrow.heard_rate == 8000 and WindowLDA.load(path).heard_rate == 8000
+    assert wide.heard_rate == 0 and "heard at 8000 Hz" in narrow.describe()
+    # the same utterances heard through an 8 kHz channel give other windows, another LDA
+    assert not np.allclose(narrow.mean, wide.mean)
+    diarizer = model.diarizer(vad="energy")
+    assert diarizer.projection is not None and set(diarizer.narrowband_projections) == {8000}
+    assert model.diarizer(vad="energy", window_lda="off").narrowband_projections == {}
+    # one that claims the model's own rate is refused where it would be picked up
+    WindowLDA(narrow.mean, narrow.matrix, narrow.identity, 6, 10, 16000).save(
+        os.path.join(folder, "window_lda_16000hz.npz"))
+    with pytest.raises(ModelMismatchError, match="window_lda_16000hz.npz was heard at 16000"):
+        model.diarizer(vad="energy")
+
+
 def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, caplog):
     from wespeaker_py.cli.main import main
     folder = str(tmp_path / "model")
@@ -162,6 +217,12 @@ def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, 
         main(["diarize", "--model", folder, "--vad", "energy", recording])
     assert stop.value.code == 0
     assert "window LDA" in caplog.text and "-> 3 dims" in caplog.text
+    with pytest.raises(SystemExit) as stop:
+        main(["window-lda", "--model", folder, "--data", labelled_dir, "--dim", "3",
+              "--heard_rate", "8000"])
+    assert stop.value.code == 0
+    err = capsys.readouterr().err
+    assert "window_lda_8000hz.npz" in err and "heard at 8000 Hz" in err
     with pytest.raises(SystemExit) as stop:
         main(["window-lda", "--model", folder, "--data", str(tmp_path / "nothing")])
     assert stop.value.code != 0

@@ -10,6 +10,7 @@ naming the input.
 """
 from __future__ import annotations
 
+import glob
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -399,21 +400,57 @@ class SpeakerModel:
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
-        lda = self._window_lda(options.window_lda)
+        lda, narrowband = self._window_ldas(options.window_lda)
         return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
                         sample_rate=self.sample_rate,
-                        projection=None if lda is None else lda.project)
+                        projection=None if lda is None else lda.project,
+                        narrowband_projections={rate: item.project
+                                                for rate, item in narrowband.items()})
 
-    def _window_lda(self, choice: str):
-        """The window LDA that ``choice`` names (``auto``: :attr:`window_lda_path` if it
-        exists; ``off``/``none``: none; else a file, which must exist), identity-checked."""
+    def window_lda_file(self, heard_rate: int = 0) -> Optional[str]:
+        """Where this model's window LDA learnt at ``heard_rate`` lives (0: the model's rate,
+        :attr:`window_lda_path`); None when the model has no folder beside it."""
+        from wespeaker_py.diarization.options import window_lda_name
+        prefix = self._window_lda_prefix()
+        if prefix is None:
+            return None if heard_rate else self.window_lda_path
+        return prefix + window_lda_name(heard_rate)
+
+    def _window_lda_prefix(self) -> Optional[str]:
+        """:attr:`window_lda_path` without its file name (a folder, or ``model.`` for ONNX)."""
+        from wespeaker_py.diarization.options import WINDOW_LDA_NAME
+        path = self.window_lda_path
+        if path is None or not path.endswith(WINDOW_LDA_NAME):
+            return None
+        return path[:-len(WINDOW_LDA_NAME)]
+
+    def _window_ldas(self, choice: str):
+        """The window LDA that ``choice`` names (``off``/``none``: none; a file, which must
+        exist; ``auto``: :attr:`window_lda_path` if it exists) and, with ``auto``, the
+        narrowband ones beside it (``{heard rate: LDA}``), each checked against the model."""
+        from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA_GLOB
+        if choice.lower() in ("off", "none"):
+            return None, {}
+        if choice != "auto":
+            return self._load_window_lda(choice), {}
+        path = self.window_lda_path
+        main = self._load_window_lda(path) if path and os.path.exists(path) else None
+        prefix = self._window_lda_prefix()
+        narrowband = {}
+        for found in ([] if prefix is None else
+                      sorted(glob.glob(glob.escape(prefix) + NARROWBAND_WINDOW_LDA_GLOB))):
+            lda = self._load_window_lda(found)
+            if not 0 < lda.heard_rate < self.sample_rate:
+                raise ModelMismatchError(f"window LDA {found} was heard at {lda.heard_rate} "
+                                         f"Hz; a narrowband one must be below the model's "
+                                         f"{self.sample_rate} Hz")
+            narrowband[lda.heard_rate] = lda
+        return main, narrowband
+
+    def _load_window_lda(self, path: str):
+        """One window LDA file, checked against this model (identity and dimension)."""
         from wespeaker_py.diarization.projection import WindowLDA
         from wespeaker_py.runtime.identity import check_recorded_identity
-        if choice.lower() in ("off", "none"):
-            return None
-        path = self.window_lda_path if choice == "auto" else choice
-        if path is None or (choice == "auto" and not os.path.exists(path)):
-            return None
         lda = WindowLDA.load(path)
         check_recorded_identity(path, "window LDA", lda.identity, self.identity, self.force)
         if lda.input_dim != self.embed_dim:
@@ -424,7 +461,8 @@ class SpeakerModel:
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
                          dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
-                         max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION, **settings: Any):
+                         max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                         heard_rate: int = 0, **settings: Any):
         """Learn a window LDA for diarization from labelled speakers; return it.
 
         ``data``: one or more Kaldi data directories (``wav.scp`` + ``utt2spk``),
@@ -435,10 +473,19 @@ class SpeakerModel:
         ``output`` (default :attr:`window_lda_path`, where diarization finds it)
         with this model's :attr:`identity`. Unreadable utterances are skipped and
         counted (see :mod:`wespeaker_py.utils.list_jobs`).
+
+        ``heard_rate`` (a rate below the model's, e.g. 8000 for a 16 kHz model):
+        every utterance is first narrow-banded to it, as calls at that rate reach
+        the model; the LDA goes to :meth:`window_lda_file` ``(heard_rate)``
+        (``window_lda_8000hz.npz``), which diarization uses for recordings at or
+        below that rate.
         """
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
-        target = output or self.window_lda_path
+        if heard_rate and not 0 < heard_rate < self.sample_rate:
+            raise WespeakerError(f"heard_rate must be below the model's {self.sample_rate} Hz "
+                                 f"(or 0 for its own rate), got {heard_rate}")
+        target = output or self.window_lda_file(heard_rate)
         if target is None:
             raise WespeakerError("this model has no folder beside it; give output=")
         require_writable(target)
@@ -447,12 +494,13 @@ class SpeakerModel:
         for folder in [data] if isinstance(data, str) else list(data):
             utt2spk = read_key_value(os.path.join(folder, "utt2spk"))
             embeddings, labels, tally = labelled_window_embeddings(
-                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction)
+                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction,
+                heard_rate)
             rows.append(embeddings)
             speakers.append(labels)
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
-                             dim or DEFAULT_LDA_DIM, self.identity)
+                             dim or DEFAULT_LDA_DIM, self.identity, heard_rate)
         lda.save(target)
         logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
                     skipped)

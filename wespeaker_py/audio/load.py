@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -64,6 +64,13 @@ def _check_rate(sample_rate: Any, name: str) -> int:
 def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
                name: Optional[str] = None,
                channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
+    """Model samples of a whole input (:func:`load_audio_with_rate` without the rate)."""
+    return load_audio_with_rate(audio, target_rate, sample_rate, name, channel)[0]
+
+
+def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
+                         name: Optional[str] = None, channel: ChannelChoice = DEFAULT_CHANNEL
+                         ) -> Tuple[np.ndarray, int]:
     """Model samples of a whole input: mono float32 on the int16 scale at ``target_rate``.
 
     ``audio`` is a file path or Kaldi ``command |`` (its own rate; ``sample_rate``
@@ -76,6 +83,8 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
     raises its named :class:`~wespeaker_py.audio.errors.AudioCheckError` (or an
     ``AudioInputError`` for a wrong type or shape) naming the input, ``name``
     when given. Audio at 8 kHz or lower for a 16 kHz model is warned about.
+    Returns the samples and the rate the input came at (a file's own, else
+    ``sample_rate``): what was heard, where the samples say only ``target_rate``.
     """
     name = name or describe_audio(audio)
     channel = parse_channel(channel)
@@ -83,7 +92,8 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
         with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
             warn_if_narrowband(handle.samplerate, target_rate, name)
             samples = read_checked(handle, target_rate)
-        return np.ascontiguousarray(samples, dtype=np.float32)
+            source_rate = int(handle.samplerate)
+        return np.ascontiguousarray(samples, dtype=np.float32), source_rate
     rate = _check_rate(sample_rate, name)
     frames = to_int16_scale(as_frames(_as_numpy(audio, name), name), name)
     samples = mix_to_mono(frames, channel, name)
@@ -93,4 +103,4 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
         raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
     warn_if_narrowband(rate, target_rate, name)
     samples = resample(samples, float(rate), float(target_rate))
-    return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32)
+    return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32), rate

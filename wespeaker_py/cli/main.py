@@ -74,13 +74,17 @@ Needs: pip install 'wespeaker_py[diar]'.""",
     "window-lda": """examples:
   wespeaker-py window-lda --model exp/ResNet34 --data data/train
   wespeaker-py window-lda --model exp/ResNet34 --data data/train data/backend --dim 32
+  wespeaker-py window-lda --model exp/ResNet34 --data data/train --heard_rate 8000
 
 Cuts every utterance of the data directories (wav.scp + utt2spk: speakers the
 diarization will not meet, e.g. the model's training speakers) into diarization
 windows, embeds them with MODEL and fits an LDA that keeps the directions telling
 those speakers apart. It is written to window_lda.npz beside MODEL (or --output)
 with MODEL's identity; 'diarize' then projects the windows with it before
-clustering (--window_lda off: not). Unreadable utterances are skipped and counted.""",
+clustering (--window_lda off: not). With --heard_rate HZ the utterances are first
+narrow-banded to HZ and the LDA goes to window_lda_<HZ>hz.npz, which 'diarize'
+uses instead for recordings at or below HZ (8 kHz calls). Unreadable utterances
+are skipped and counted.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx out/ --with_frontend   # out/model.onnx
@@ -358,9 +362,10 @@ def cmd_window_lda(args: argparse.Namespace) -> int:
     model = _load(args)
     lda = model.train_window_lda(args.data, output=args.output, dim=args.dim,
                                  batch_size=args.batch_size, progress=sys.stderr.isatty(),
-                                 max_fail_fraction=args.max_fail_fraction)
-    print(f"window LDA written to {args.output or model.window_lda_path}: {lda.describe()}",
-          file=sys.stderr)
+                                 max_fail_fraction=args.max_fail_fraction,
+                                 heard_rate=args.heard_rate)
+    target = args.output or model.window_lda_file(args.heard_rate)
+    print(f"window LDA written to {target}: {lda.describe()}", file=sys.stderr)
     return 0
 
 
@@ -619,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where to write the LDA (default: window_lda.npz beside the model)")
     add_flag(sub, "dim", type=_at_least_one, default=None,
              help="dimensions kept (default 32; at most one less than the speakers)")
+    add_flag(sub, "heard_rate", type=int, default=0, metavar="HZ",
+             help="learn it from the utterances narrow-banded to this rate (e.g. 8000 for "
+                  "8 kHz calls to a 16 kHz model); written to window_lda_<HZ>hz.npz beside "
+                  "the model, which diarize uses for recordings at or below HZ")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 

@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.audio import DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio
+from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio,
+                                load_audio_with_rate, resample)
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
                                               check_cluster_options)
@@ -65,15 +66,24 @@ class Diarizer:
 
     ``SpeakerModel.diarizer`` of the API makes one, embedding the windows with the
     runtime layer's embedding loop. ``projection``, when given, maps the window
-    embeddings before they are clustered (a window LDA).
+    embeddings before they are clustered (a window LDA). ``narrowband_projections``
+    (``{rate: projection}``, rates below ``sample_rate``) replace it for recordings
+    that come at or below a rate (:meth:`projection_for`): a window LDA learnt from
+    audio heard at 8 kHz for 8 kHz calls.
     """
 
     def __init__(self, embed_windows: EmbedFunction,
                  options: Optional[DiarizationOptions] = None,
                  vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000,
-                 projection: Optional[Projection] = None):
+                 projection: Optional[Projection] = None,
+                 narrowband_projections: Optional[Mapping[int, Projection]] = None):
         self.embed_windows = embed_windows
         self.projection = projection
+        self.narrowband_projections = dict(narrowband_projections or {})
+        too_high = sorted(rate for rate in self.narrowband_projections if rate >= sample_rate)
+        if too_high:
+            raise ValueError(f"narrowband projections must be for rates below the model's "
+                             f"{sample_rate} Hz, got {too_high}")
         self.options = options or DiarizationOptions()
         self.options.check()
         self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
@@ -101,7 +111,7 @@ class Diarizer:
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         rate = self.sample_rate
-        audio = load_audio(audio, rate, sample_rate, channel=channel)
+        audio, source_rate = load_audio_with_rate(audio, rate, sample_rate, channel=channel)
         seconds["load"] = time.perf_counter() - clock
         clock = time.perf_counter()
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)
@@ -113,8 +123,9 @@ class Diarizer:
             return DiarizationResult([], speech, 0, seconds)
 
         clock = time.perf_counter()
-        if self.projection is not None:
-            embeddings = self.projection(embeddings)
+        projection = self.projection_for(source_rate)
+        if projection is not None:
+            embeddings = projection(embeddings)
         clustering = cluster_windows(embeddings, opts.cluster_options(), num_speakers,
                                      min_speakers, max_speakers)
         seconds["cluster"] = time.perf_counter() - clock
@@ -126,6 +137,12 @@ class Diarizer:
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped)
+
+    def projection_for(self, source_rate: int) -> Optional[Projection]:
+        """The projection for a recording that came at ``source_rate``: the narrowband one of
+        the lowest rate at or above it, else :attr:`projection`."""
+        fitting = [rate for rate in self.narrowband_projections if source_rate <= rate]
+        return self.narrowband_projections[min(fitting)] if fitting else self.projection
 
     def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region]):
         """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
@@ -247,11 +264,14 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
 
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
                                show_progress: bool = True,
-                               max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+                               max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                               heard_rate: int = 0):
     """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
 
     Each utterance counts as speech throughout (a speaker corpus's utterances
-    are), cut into the diarizer's windows with its noise floor. Returns
+    are), cut into the diarizer's windows with its noise floor. ``heard_rate``
+    (below the model's rate): each utterance is first brought down to it and
+    back, as a recording at that rate reaches the model. Returns
     ``(embeddings [N, D], speakers [N], tally)``. Unreadable utterances are
     skipped and counted; nothing embedded, or more than ``max_fail_fraction``
     skipped, raises :class:`~wespeaker_py.errors.RunFailedError`.
@@ -264,7 +284,8 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
                           disable=not show_progress):
         try:
-            audio = load_audio(path, rate)
+            audio = (load_audio(path, rate) if not heard_rate else
+                     resample(load_audio(path, heard_rate), float(heard_rate), float(rate)))
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             skipped[getattr(err, "reason", UNREADABLE)] += 1

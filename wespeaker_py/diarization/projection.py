@@ -12,7 +12,10 @@ labels; :class:`WindowLDA` projects (``(unit(x) - mean) @ matrix``), and is
 saved as ``window_lda.npz`` beside the model
 (:data:`~wespeaker_py.diarization.options.WINDOW_LDA_NAME`), with the
 identity of the model whose windows it learnt from, so that it is not used with
-another model unnoticed.
+another model unnoticed. One learnt from audio narrow-banded to a lower rate
+(8 kHz calls for a 16 kHz model) records that ``heard_rate`` and is saved as
+``window_lda_<rate>hz.npz`` (:func:`~wespeaker_py.diarization.options.window_lda_name`);
+diarization uses it for recordings at or below that rate.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class WindowLDA:
     identity: str = ""
     num_speakers: int = 0
     num_windows: int = 0
+    heard_rate: int = 0  # the rate its windows were heard at, below the model's; 0: the model's
 
     @property
     def input_dim(self) -> int:
@@ -61,14 +65,16 @@ class WindowLDA:
 
     def describe(self) -> str:
         """One line for logs: its dimensions and what it learnt from."""
+        heard = f" heard at {self.heard_rate} Hz" if self.heard_rate else ""
         return (f"{self.input_dim} -> {self.output_dim} dims, learnt from {self.num_windows} "
-                f"windows of {self.num_speakers} speakers")
+                f"windows{heard} of {self.num_speakers} speakers")
 
     def save(self, path: str) -> None:
         """Write it to ``path`` (``.npz``) atomically."""
         with atomic_open(path, "wb") as handle:
             np.savez(handle, mean=self.mean, matrix=self.matrix, identity=np.array(self.identity),
-                     num_speakers=self.num_speakers, num_windows=self.num_windows)
+                     num_speakers=self.num_speakers, num_windows=self.num_windows,
+                     heard_rate=self.heard_rate)
 
     @classmethod
     def load(cls, path: str) -> "WindowLDA":
@@ -80,7 +86,8 @@ class WindowLDA:
                 lda = cls(np.asarray(stored["mean"], dtype=np.float64),
                           np.asarray(stored["matrix"], dtype=np.float64),
                           str(stored["identity"]), int(stored["num_speakers"]),
-                          int(stored["num_windows"]))
+                          int(stored["num_windows"]),
+                          int(stored["heard_rate"]) if "heard_rate" in stored else 0)
         except (OSError, ValueError, KeyError) as err:
             raise WindowLDAError(f"window LDA {path} cannot be read: {err}") from None
         if (lda.matrix.ndim != 2 or lda.mean.shape != (lda.input_dim,)
@@ -91,7 +98,7 @@ class WindowLDA:
 
 
 def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = DEFAULT_LDA_DIM,
-                   identity: str = "") -> WindowLDA:
+                   identity: str = "", heard_rate: int = 0) -> WindowLDA:
     """An LDA of ``[N, D]`` window embeddings (length-normalised) by their ``speakers``.
 
     ``dim`` is capped at one less than the number of speakers and at ``D``
@@ -114,4 +121,4 @@ def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = D
     dim = min(dim, num_speakers - 1, embeddings.shape[1])
     lda = LinearDiscriminantAnalysis(solver="svd").fit(unit_rows(embeddings), labels)
     return WindowLDA(lda.xbar_.astype(np.float64), lda.scalings_[:, :dim].astype(np.float64),
-                     identity, num_speakers, len(labels))
+                     identity, num_speakers, len(labels), heard_rate)
