@@ -28,8 +28,8 @@
 #  11  results table (model, params, scoring, EER %, minDCF) and DET plot
 #  12  diarization demo: a window LDA learnt from the training and back-end speakers
 #      (wespeaker-py window-lda), then synthetic conversations of the test speakers
-#      diarized with the trained model, DER/JER table and the clustering methods
-#      compared (../diarization/run.sh stages 1-4)
+#      (read once: no stretch of audio heard twice) diarized with the trained model,
+#      DER/JER table and the clustering methods compared (../diarization/run.sh stages 1-4)
 
 . ./path.sh || exit 1
 # A recipe run has the machine to itself: compute with every core (the commands'
@@ -56,7 +56,7 @@ nj=1           # extraction jobs
 trials=trials
 score_norm_method=asnorm  # asnorm/snorm
 top_n=10       # AS-Norm cohort size, at most the number of back-end speakers
-diar_conversations=4  # stage 12: synthetic conversations of about 60 s, 2-3 speakers
+diar_conversations=4  # stage 12: read-once synthetic conversations of up to 60 s, 2-3 speakers
 backend_chunks=true  # back-end set embedded from random num_frms chunks; false: whole utterances
 chunk_seed=42
 
@@ -206,7 +206,7 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
   fi
   (cd ../diarization && bash run.sh --model "${model_dir}" \
     --corpus_dir "${test_dir}" --speakers "" \
-    --num_conversations "${diar_conversations}" --conversation_seconds 60 \
+    --num_conversations "${diar_conversations}" --conversation_seconds 60 --read_once true \
     --min_conv_speakers 2 --max_conv_speakers 3 \
     --data "${diar_exp}/data" --exp "${diar_exp}" --stop_stage 4)
   cat "${diar_exp}/der.md" "${diar_exp}/methods.md"
