@@ -6,8 +6,9 @@
 
 * ``spectral``: WeSpeaker's spectral clustering, reproduced exactly
   (:mod:`.spectral`);
-* ``spectral-norm``: the same graph with the symmetric normalised Laplacian
-  (:mod:`.spectral`);
+* ``spectral-norm``: the same graph with the symmetric normalised Laplacian, counted
+  to the last eigengap at least ``gap_ratio`` (default 0.8) of the largest
+  (:mod:`.spectral`; ``ClusterOptions.resolved_gap_ratio``);
 * ``nme-sc``: spectral clustering with the pruning chosen per recording by the
   normalised maximum eigengap (:mod:`.spectral`);
 * ``umap-hdbscan``: WeSpeaker's command-line default (:mod:`.density`; needs umap-learn);

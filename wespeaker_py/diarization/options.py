@@ -14,22 +14,19 @@ from typing import Any, Optional
 from wespeaker_py.errors import WespeakerError
 
 WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
-
-
 _NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate
 NARROWBAND_WINDOW_LDA_GLOB = _NARROWBAND_WINDOW_LDA.format("*")
+CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
+DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
+SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eigengap
+# spectral-norm's gap_ratio: the lowest that split no single calibration speaker's windows
+# (bench/results_diarization_clustering.md, "Fifth session"); the others keep 1
+DEFAULT_GAP_RATIO = 0.8
 
 
 def window_lda_name(heard_rate: int = 0) -> str:
     """The file name of a model's window LDA learnt at ``heard_rate`` (0: the model's rate)."""
     return WINDOW_LDA_NAME if not heard_rate else _NARROWBAND_WINDOW_LDA.format(heard_rate)
-
-CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
-DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
-SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eigengap
-# spectral-norm's gap_ratio: the smallest that kept every lone calibration speaker in one
-# cluster (bench/results_diarization_clustering.md, "Fifth session"); the others keep 1
-DEFAULT_GAP_RATIO = 0.8
 
 
 class ClusteringOptionError(WespeakerError, ValueError):

@@ -18,8 +18,11 @@
 
 ``spectral-norm`` is the same with the symmetric normalised Laplacian
 ``D^-1/2 (D - A) D^-1/2`` in place of ``D - A``, for both the eigengap and the
-eigenvectors (everything else as ``spectral``). On our synthetic conversations it
-gave lower DER than ``spectral`` with two mini models, at the same count accuracy
+eigenvectors (everything else as ``spectral``); through
+:mod:`~wespeaker_py.diarization.clustering` it also counts to the last gap at least
+``DEFAULT_GAP_RATIO`` (0.8) of the largest (``gap_ratio``, :func:`eigengap_count`).
+On our synthetic conversations the Laplacian gave lower DER than ``spectral`` with two
+mini models at the same count accuracy, and the gap ratio a better count
 (``bench/results_diarization_clustering.md``).
 
 ``nme-sc`` (Park et al., "Auto-tuning spectral clustering for speaker
