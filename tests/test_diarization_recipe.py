@@ -57,6 +57,23 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     assert open(tmp_path / "copy" / "wav.scp").read() == open(f"{data}/wav.scp").read()
 
 
+def test_recipe_rebuilds_a_synthetic_set_made_with_other_settings(tmp_path):
+    data = str(tmp_path / "data")
+    stage1 = ("--stop_stage", "1", "--conversation_seconds", "10", "--data", data)
+    run_script(RECIPE, "run.sh", *stage1, "--num_conversations", "2")
+    first = open(f"{data}/wav.scp").read()
+    again = run_script(RECIPE, "run.sh", *stage1, "--num_conversations", "2")
+    assert "exists" in again.stdout and open(f"{data}/wav.scp").read() == first
+    changed = run_script(RECIPE, "run.sh", *stage1, "--num_conversations", "3")
+    assert "built with other settings (" in changed.stdout and "count=2" in changed.stdout
+    assert len(read_rttm(f"{data}/ref.rttm")) == 3
+    assert len(open(f"{data}/wav.scp").read().splitlines()) == 3
+    # a set the user put there (no settings file beside it) is kept whatever the flags
+    os.remove(f"{data}/synthetic_settings")
+    kept = run_script(RECIPE, "run.sh", *stage1, "--num_conversations", "2")
+    assert "exists" in kept.stdout and len(read_rttm(f"{data}/ref.rttm")) == 3
+
+
 def test_score_diarization_compares_systems(tmp_path, capsys):
     from wespeaker_py.bin.score_diarization import main
     ref = {"a": [Turn(0, 2, "x"), Turn(2, 4, "y")], "b": [Turn(0, 4, "x")]}

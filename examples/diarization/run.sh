@@ -75,14 +75,28 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   if [ -n "${data_dir}" ] || [ -n "${audio_dir}" ]; then
     local/prepare_data.sh --data_dir "${data_dir}" --audio_dir "${audio_dir}" \
       --rttm_dir "${rttm_dir}" --uem_dir "${uem_dir}" --data "${data}"
-  elif [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ]; then
-    echo "${data} exists"
   else
-    python tools/make_synthetic_conversations.py --corpus_dir "${corpus_dir}" \
-      --speakers "${speakers}" --count "${num_conversations}" \
-      --min_speakers "${min_conv_speakers}" --max_speakers "${max_conv_speakers}" \
-      --duration "${conversation_seconds}" --seed "${seed}" \
-      $([ "${read_once}" = true ] && echo --read_once) "${data}"
+    # the settings a synthetic set was built with, kept beside it: a set built with
+    # others is rebuilt, not reused (a set without the file is the user's, and kept)
+    settings="corpus_dir=${corpus_dir} speakers=${speakers} count=${num_conversations}"
+    settings="${settings} speakers_per_conversation=${min_conv_speakers}-${max_conv_speakers}"
+    settings="${settings} seconds=${conversation_seconds} seed=${seed} read_once=${read_once}"
+    built_with=$(cat "${data}/synthetic_settings" 2>/dev/null || true)
+    if [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ] \
+        && { [ ! -f "${data}/synthetic_settings" ] || [ "${built_with}" = "${settings}" ]; }; then
+      echo "${data} exists"
+    else
+      if [ -n "${built_with}" ]; then
+        echo "${data} was built with other settings (${built_with}); rebuilding"
+        rm -rf "${data}/wav" "${data}/wav.scp" "${data}/ref.rttm" "${data}/synthetic_settings"
+      fi
+      python tools/make_synthetic_conversations.py --corpus_dir "${corpus_dir}" \
+        --speakers "${speakers}" --count "${num_conversations}" \
+        --min_speakers "${min_conv_speakers}" --max_speakers "${max_conv_speakers}" \
+        --duration "${conversation_seconds}" --seed "${seed}" \
+        $([ "${read_once}" = true ] && echo --read_once) "${data}"
+      echo "${settings}" > "${data}/synthetic_settings"
+    fi
   fi
 fi
 
