@@ -160,6 +160,17 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     assert lda.num_speakers == 6 and lda.output_dim == 4 and lda.identity == model.identity
     assert model.diarizer(vad="energy").projection is not None    # found beside the model
     assert model.diarizer(vad="energy", window_lda="off").projection is None
+    # read once while the file stays the same, again when it is learnt anew
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        first = model.diarizer(vad="energy").projection
+        assert model.diarizer(vad="energy").projection == first
+        assert "window LDA" not in caplog.text                   # read above already
+        relearnt = model.train_window_lda(labelled_dir, dim=3, progress=False)
+        caplog.clear()
+        projection = model.diarizer(vad="energy").projection
+        assert "-> 3 dims" in caplog.text and projection != first
+        assert projection(np.ones((2, relearnt.input_dim))).shape == (2, 3)
     with pytest.raises(WindowLDAError, match="nowhere.npz does not exist"):
         model.diarizer(vad="energy", window_lda=str(tmp_path / "nowhere.npz"))
     # another model's LDA is refused, unless forced

@@ -120,6 +120,7 @@ class SpeakerModel:
         self.force = force
         self._calibration: Optional[Calibration] = None
         self._calibration_read = False
+        self._window_ldas_read: Dict[str, Tuple[Optional[int], Any]] = {}  # path: (mtime, LDA)
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -448,15 +449,22 @@ class SpeakerModel:
         return main, narrowband
 
     def _load_window_lda(self, path: str):
-        """One window LDA file, checked against this model (identity and dimension)."""
+        """One window LDA file, checked against this model (identity and dimension); read
+        again only when the file changed since this model last read it."""
         from wespeaker_py.diarization.projection import WindowLDA
         from wespeaker_py.runtime.identity import check_recorded_identity
+        key = os.path.abspath(path)
+        stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        known = self._window_ldas_read.get(key)
+        if known is not None and stamp is not None and known[0] == stamp:
+            return known[1]
         lda = WindowLDA.load(path)
         check_recorded_identity(path, "window LDA", lda.identity, self.identity, self.force)
         if lda.input_dim != self.embed_dim:
             raise ModelMismatchError(f"window LDA {path} takes {lda.input_dim}-dim embeddings, "
                                      f"the model gives {self.embed_dim}")
         logger.info("window LDA %s: %s", path, lda.describe())
+        self._window_ldas_read[key] = (stamp, lda)
         return lda
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
