@@ -238,7 +238,7 @@ def score(args: argparse.Namespace) -> None:
                        f"- agglomerative threshold: {ahc_notes} -> {ahc:g}\n"
                        f"- 3D-Speaker merge cosine (spectral): {merge_notes} -> {merge:g}\n"
                        f"- spectral-norm gap ratio (and lone speakers kept whole): {gap_notes}"
-                       f" -> {gap:g}\n\n")
+                       f" -> {gap:g} (reported only: the rows use the package default)\n\n")
     lines = [HEADER]
     for resolution in ((None, 0.1) if args.resolutions else (None,)):
         truth_row = evaluate(refs, cached, lambda key, item: item["_truth_labels"], resolution)

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 
 from api_helpers import MINI_CORPUS
 from tests.inference_helpers import make_experiment
@@ -186,13 +188,16 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     assert "used anyway" in caplog.text
 
 
-def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, labelled_dir):
+def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, labelled_dir,
+                                                                     caplog):
     from wespeaker_py import load_model
     folder = str(tmp_path / "model")
     make_experiment(folder, bare=True)
     model = load_model(folder, device="cpu")
-    with pytest.raises(WespeakerError, match="heard_rate must be below the model's 16000 Hz"):
-        model.train_window_lda(labelled_dir, heard_rate=16000, progress=False)
+    for wrong in (16000, 8000.0, True, -8000):
+        with pytest.raises(WespeakerError, match="heard_rate must be a whole number of Hz "
+                                                 "below the model's 16000 Hz"):
+            model.train_window_lda(labelled_dir, heard_rate=wrong, progress=False)
     wide = model.train_window_lda(labelled_dir, dim=4, progress=False)
     narrow = model.train_window_lda(labelled_dir, dim=4, progress=False, heard_rate=8000)
     path = os.path.join(folder, "window_lda_8000hz.npz")
@@ -204,10 +209,39 @@ def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, la
     diarizer = model.diarizer(vad="energy")
     assert diarizer.projection is not None and set(diarizer.narrowband_projections) == {8000}
     assert model.diarizer(vad="energy", window_lda="off").narrowband_projections == {}
-    # one that claims the model's own rate is refused where it would be picked up
-    WindowLDA(narrow.mean, narrow.matrix, narrow.identity, 6, 10, 16000).save(
-        os.path.join(folder, "window_lda_16000hz.npz"))
-    with pytest.raises(ModelMismatchError, match="window_lda_16000hz.npz was heard at 16000"):
+
+    # files: an 8 kHz call gets the narrowband LDA, a 16 kHz recording the model-rate one
+    recording = os.path.join(MINI_CORPUS, open(os.path.join(labelled_dir, "wav.scp"))
+                             .readline().split()[1])
+    audio, rate = sf.read(recording, dtype="float32")
+    sf.write(tmp_path / "call_8k.wav", soxr.resample(audio, rate, 8000), 8000)
+    with caplog.at_level(logging.DEBUG, logger="wespeaker_py.diarization.pipeline"):
+        model.diarize(str(tmp_path / "call_8k.wav"), vad="energy", num_speakers=1)
+        assert "at 8000 Hz: projected with the narrowband one for 8000 Hz" in caplog.text
+        caplog.clear()
+        model.diarize(recording, vad="energy", num_speakers=1)
+        assert "narrowband" not in caplog.text
+
+    # given by name, a narrowband one serves every recording, and says so
+    with caplog.at_level(logging.WARNING):
+        named = model.diarizer(vad="energy", window_lda=path)
+    assert named.narrowband_projections == {} and "projects every recording" in caplog.text
+    # a name that is not window_lda_<HZ>hz.npz is ignored, with a warning
+    WindowLDA(narrow.mean, narrow.matrix, narrow.identity, 6, 10, 8000).save(
+        os.path.join(folder, "window_lda_old_8000hz.npz"))
+    with caplog.at_level(logging.WARNING):
+        assert set(model.diarizer(vad="energy").narrowband_projections) == {8000}
+    assert "ignoring" in caplog.text and "window_lda_old_8000hz.npz" in caplog.text
+    # a file whose name and content disagree, or at the model's own rate, is refused
+    WindowLDA(narrow.mean, narrow.matrix, narrow.identity, 6, 10, 0).save(
+        os.path.join(folder, "window_lda_11025hz.npz"))
+    with pytest.raises(ModelMismatchError, match="window_lda_11025hz.npz: its name says 11025 "
+                                                 "Hz but it was learnt .* at 16000 Hz"):
+        model.diarizer(vad="energy")
+    os.remove(os.path.join(folder, "window_lda_11025hz.npz"))
+    # a narrowband LDA saved under the model-rate name is refused, with the name to give it
+    os.replace(path, os.path.join(folder, "window_lda.npz"))
+    with pytest.raises(ModelMismatchError, match="rename it window_lda_8000hz.npz"):
         model.diarizer(vad="energy")
 
 

@@ -84,7 +84,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     built_with=$(cat "${data}/synthetic_settings" 2>/dev/null || true)
     if [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ] \
         && { [ ! -f "${data}/synthetic_settings" ] || [ "${built_with}" = "${settings}" ]; }; then
-      echo "${data} exists"
+      if [ -f "${data}/synthetic_settings" ]; then
+        echo "${data} exists"
+      else
+        echo "${data} exists and has no synthetic_settings: kept as given (remove it to rebuild)"
+      fi
     else
       if [ -n "${built_with}" ]; then
         echo "${data} was built with other settings (${built_with}); rebuilding"

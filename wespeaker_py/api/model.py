@@ -14,7 +14,8 @@ import glob
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import numpy as np
 
@@ -33,6 +34,17 @@ from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from wespeaker_py.diarization.projection import WindowLDA
+
+
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    """What changes when a file is rewritten (mtime, size, inode); None when there is no file."""
+    if not os.path.isfile(path):
+        return None
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 # features waiting for a batch of their length in embed_many
 BUFFER_BYTES = 256 << 20
@@ -120,7 +132,7 @@ class SpeakerModel:
         self.force = force
         self._calibration: Optional[Calibration] = None
         self._calibration_read = False
-        self._window_ldas_read: Dict[str, Tuple[Optional[int], Any]] = {}  # path: (mtime, LDA)
+        self._window_ldas_read: Dict[str, Tuple[Any, Any]] = {}  # path: (file stamp, LDA)
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -410,7 +422,9 @@ class SpeakerModel:
 
     def window_lda_file(self, heard_rate: int = 0) -> Optional[str]:
         """Where this model's window LDA learnt at ``heard_rate`` lives (0: the model's rate,
-        :attr:`window_lda_path`); None when the model has no folder beside it."""
+        :attr:`window_lda_path`; e.g. ``window_lda_8000hz.npz`` beside it, or
+        ``model.window_lda_8000hz.npz`` beside ``model.onnx``); None when the model has
+        no folder beside it."""
         from wespeaker_py.diarization.options import window_lda_name
         prefix = self._window_lda_prefix()
         if prefix is None:
@@ -425,36 +439,55 @@ class SpeakerModel:
             return None
         return path[:-len(WINDOW_LDA_NAME)]
 
-    def _window_ldas(self, choice: str):
+    def _window_ldas(self, choice: str) -> Tuple[Optional["WindowLDA"], Dict[int, "WindowLDA"]]:
         """The window LDA that ``choice`` names (``off``/``none``: none; a file, which must
-        exist; ``auto``: :attr:`window_lda_path` if it exists) and, with ``auto``, the
-        narrowband ones beside it (``{heard rate: LDA}``), each checked against the model."""
-        from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA_GLOB
+        exist, for every recording; ``auto``: :attr:`window_lda_path` if it exists) and,
+        with ``auto``, the narrowband ones beside it (``{heard rate: LDA}``), each checked
+        against the model and against its file name."""
+        from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA_GLOB,
+                                                      narrowband_rate_of, window_lda_name)
         if choice.lower() in ("off", "none"):
             return None, {}
         if choice != "auto":
-            return self._load_window_lda(choice), {}
+            lda = self._load_window_lda(choice)
+            if lda.heard_rate:
+                logger.warning("window LDA %s was learnt from audio heard at %d Hz; given "
+                               "by name, it projects every recording whatever its rate",
+                               choice, lda.heard_rate)
+            return lda, {}
         path = self.window_lda_path
         main = self._load_window_lda(path) if path and os.path.exists(path) else None
+        if main is not None and main.heard_rate:
+            raise ModelMismatchError(
+                f"window LDA {path} was learnt from audio heard at {main.heard_rate} Hz, but "
+                f"that name is for the model's own rate; rename it "
+                f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
+                f"{main.heard_rate} Hz")
         prefix = self._window_lda_prefix()
         narrowband = {}
         for found in ([] if prefix is None else
                       sorted(glob.glob(glob.escape(prefix) + NARROWBAND_WINDOW_LDA_GLOB))):
+            rate = narrowband_rate_of(found[len(prefix):])
+            if rate is None:
+                logger.warning("ignoring %s: not a window_lda_<HZ>hz.npz name", found)
+                continue
             lda = self._load_window_lda(found)
-            if not 0 < lda.heard_rate < self.sample_rate:
-                raise ModelMismatchError(f"window LDA {found} was heard at {lda.heard_rate} "
-                                         f"Hz; a narrowband one must be below the model's "
-                                         f"{self.sample_rate} Hz")
-            narrowband[lda.heard_rate] = lda
+            if lda.heard_rate != rate or rate >= self.sample_rate:
+                raise ModelMismatchError(
+                    f"window LDA {found}: its name says {rate} Hz but it was learnt from audio "
+                    f"heard at {lda.heard_rate or self.sample_rate} Hz; a narrowband one is "
+                    f"learnt with heard_rate below the model's {self.sample_rate} Hz and "
+                    f"named for it")
+            narrowband[rate] = lda
         return main, narrowband
 
-    def _load_window_lda(self, path: str):
+    def _load_window_lda(self, path: str) -> "WindowLDA":
         """One window LDA file, checked against this model (identity and dimension); read
         again only when the file changed since this model last read it."""
         from wespeaker_py.diarization.projection import WindowLDA
         from wespeaker_py.runtime.identity import check_recorded_identity
         key = os.path.abspath(path)
-        stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        stamp = _file_stamp(path)
         known = self._window_ldas_read.get(key)
         if known is not None and stamp is not None and known[0] == stamp:
             return known[1]
@@ -466,6 +499,13 @@ class SpeakerModel:
         logger.info("window LDA %s: %s", path, lda.describe())
         self._window_ldas_read[key] = (stamp, lda)
         return lda
+
+    def window_lda_output(self, output: Optional[str] = None, heard_rate: int = 0) -> str:
+        """Where :meth:`train_window_lda` writes: ``output``, else :meth:`window_lda_file`."""
+        target = output or self.window_lda_file(heard_rate)
+        if target is None:
+            raise WespeakerError("this model has no folder beside it; give output=")
+        return target
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
                          dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
@@ -490,12 +530,12 @@ class SpeakerModel:
         """
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
-        if heard_rate and not 0 < heard_rate < self.sample_rate:
-            raise WespeakerError(f"heard_rate must be below the model's {self.sample_rate} Hz "
-                                 f"(or 0 for its own rate), got {heard_rate}")
-        target = output or self.window_lda_file(heard_rate)
-        if target is None:
-            raise WespeakerError("this model has no folder beside it; give output=")
+        if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
+                or not 0 <= heard_rate < self.sample_rate):
+            raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
+                                 f"{self.sample_rate} Hz (0: its own rate), got {heard_rate!r}")
+        heard_rate = int(heard_rate)
+        target = self.window_lda_output(output, heard_rate)
         require_writable(target)
         diarizer = self.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
         rows, speakers, skipped = [], [], 0

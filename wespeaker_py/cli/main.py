@@ -364,8 +364,8 @@ def cmd_window_lda(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, progress=sys.stderr.isatty(),
                                  max_fail_fraction=args.max_fail_fraction,
                                  heard_rate=args.heard_rate)
-    target = args.output or model.window_lda_file(args.heard_rate)
-    print(f"window LDA written to {target}: {lda.describe()}", file=sys.stderr)
+    print(f"window LDA written to {model.window_lda_output(args.output, args.heard_rate)}: "
+          f"{lda.describe()}", file=sys.stderr)
     return 0
 
 
@@ -459,7 +459,9 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
                   "largest gap) for spectral and nme-sc)")
     add_flag(group, "window_lda", default=defaults.window_lda, metavar="auto|off|FILE",
              help="project the windows with a window LDA before clustering: auto (default) "
-                  "uses MODEL's window_lda.npz when it has one (see 'window-lda'), off none")
+                  "uses MODEL's window_lda.npz when it has one (see 'window-lda'), and its "
+                  "window_lda_<HZ>hz.npz for recordings at or below HZ; off: none; FILE: that "
+                  "one for every recording")
     add_flag(group, "resolution", type=float, default=defaults.resolution,
              help="seconds per frame of the turns, each frame given to the best-matching "
                   "speaker of the windows covering it (default: WeSpeaker's window halves)")
@@ -627,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "heard_rate", type=int, default=0, metavar="HZ",
              help="learn it from the utterances narrow-banded to this rate (e.g. 8000 for "
                   "8 kHz calls to a 16 kHz model); written to window_lda_<HZ>hz.npz beside "
-                  "the model, which diarize uses for recordings at or below HZ")
+                  "the model (model.window_lda_<HZ>hz.npz beside model.onnx), which diarize "
+                  "uses for recordings that come at or below HZ")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 

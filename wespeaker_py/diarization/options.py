@@ -8,6 +8,7 @@ holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
@@ -27,6 +28,13 @@ DEFAULT_GAP_RATIO = 0.8
 def window_lda_name(heard_rate: int = 0) -> str:
     """The file name of a model's window LDA learnt at ``heard_rate`` (0: the model's rate)."""
     return WINDOW_LDA_NAME if not heard_rate else _NARROWBAND_WINDOW_LDA.format(heard_rate)
+
+
+def narrowband_rate_of(name: str) -> Optional[int]:
+    """The rate in a narrowband window LDA's file name (``window_lda_8000hz.npz``: 8000);
+    None for a name not of that form."""
+    match = re.fullmatch(re.escape(_NARROWBAND_WINDOW_LDA).replace(r"\{\}", r"([0-9]+)"), name)
+    return int(match.group(1)) if match else None
 
 
 class ClusteringOptionError(WespeakerError, ValueError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -142,7 +142,11 @@ class Diarizer:
         """The projection for a recording that came at ``source_rate``: the narrowband one of
         the lowest rate at or above it, else :attr:`projection`."""
         fitting = [rate for rate in self.narrowband_projections if source_rate <= rate]
-        return self.narrowband_projections[min(fitting)] if fitting else self.projection
+        if not fitting:
+            return self.projection
+        logger.debug("a recording at %d Hz: projected with the narrowband one for %d Hz",
+                     source_rate, min(fitting))
+        return self.narrowband_projections[min(fitting)]
 
     def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region]):
         """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
@@ -265,7 +269,7 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
                                show_progress: bool = True,
                                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                               heard_rate: int = 0):
+                               heard_rate: int = 0) -> Tuple[np.ndarray, np.ndarray, JobTally]:
     """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
 
     Each utterance counts as speech throughout (a speaker corpus's utterances
