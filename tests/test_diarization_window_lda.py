@@ -245,6 +245,26 @@ def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, la
         model.diarizer(vad="energy")
 
 
+def test_an_onnx_model_keeps_its_window_ldas_beside_it(tmp_path, labelled_dir, capsys):
+    """Beside ``model.onnx`` the companions are ``model.window_lda.npz`` and
+    ``model.window_lda_<HZ>hz.npz``, and diarization finds both."""
+    from wespeaker_py import load_model
+    from wespeaker_py.cli.main import main
+    folder = str(tmp_path / "exp")
+    make_experiment(folder, bare=True)
+    onnx = str(tmp_path / "model.onnx")
+    for args in (["export", "--model", folder, "--onnx", onnx, "--with_frontend"],
+                 ["window-lda", "--model", onnx, "--data", labelled_dir, "--dim", "2"],
+                 ["window-lda", "--model", onnx, "--data", labelled_dir, "--dim", "2",
+                  "--heard_rate", "8000"]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 0, capsys.readouterr().err
+    assert {"model.window_lda.npz", "model.window_lda_8000hz.npz"} <= set(os.listdir(tmp_path))
+    diarizer = load_model(onnx).diarizer(vad="energy")
+    assert diarizer.projection is not None and set(diarizer.narrowband_projections) == {8000}
+
+
 def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, caplog):
     from wespeaker_py.cli.main import main
     folder = str(tmp_path / "model")
