@@ -88,12 +88,15 @@ def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
         WindowLDA.load(str(tmp_path / "odd.npz"))
 
 
+def random_embedder(rng, dim=16):
+    """An EmbedFunction giving every window a random ``dim``-dim embedding."""
+    return lambda pieces: rng.standard_normal((len(pieces), dim))
+
+
 def test_the_diarizer_clusters_the_projected_windows():
     rng = np.random.default_rng(0)
     seen = []
-
-    def embed(pieces):
-        return rng.standard_normal((len(pieces), 16))
+    embed = random_embedder(rng)
 
     def projection(embeddings):
         seen.append(embeddings.shape)
@@ -109,9 +112,7 @@ def test_the_diarizer_clusters_the_projected_windows():
 def test_a_narrowband_projection_serves_recordings_at_or_below_its_rate():
     rng = np.random.default_rng(0)
     used = []
-
-    def embed(pieces):
-        return rng.standard_normal((len(pieces), 16))
+    embed = random_embedder(rng)
 
     def projection(name):
         def project(embeddings):
