@@ -167,6 +167,27 @@ def lone_speakers_whole(cached, options: ClusterOptions, min_windows: int = 8) -
     return whole, total
 
 
+def lost_speakers(cached, options: ClusterOptions, few: int = 5) -> str:
+    """Which reference speakers a rule loses (they are the majority of no cluster), told
+    apart by how many windows they have: at most ``few``, or more."""
+    lost, sizes = [], []
+    for item in cached.values():
+        truth = item["_truth_labels"]
+        counts = np.bincount(truth)
+        labels = cluster_windows(item["embeddings"], options, None, 1, 10).labels
+        owners = {int(np.bincount(truth[labels == label], minlength=len(counts)).argmax())
+                  for label in np.unique(labels)}
+        sizes += counts.tolist()
+        lost += [int(counts[speaker]) for speaker in range(len(counts))
+                 if speaker not in owners]
+    sizes_arr, lost_arr = np.array(sizes), np.array(lost, dtype=np.int64)
+    small = int((sizes_arr <= few).sum())
+    return (f"{len(lost)} of {len(sizes)} speakers own no cluster: "
+            f"{int((lost_arr <= few).sum())} of the {small} with at most {few} windows, "
+            f"{int((lost_arr > few).sum())} of the {len(sizes) - small} with more "
+            f"(windows of each: {' '.join(map(str, sorted(lost)))})")
+
+
 def calibrate_gap_ratio(refs, cached, grid: Sequence[float]) -> Tuple[float, str]:
     """The ``spectral-norm`` gap ratio, going down from 1, just before a lone speaker splits."""
     chosen, splits, notes = 1.0, False, []
@@ -253,6 +274,8 @@ def score(args: argparse.Namespace) -> None:
             label = name if resolution is None else f"{name}, turns on 0.1 s frames"
             lines.append(format_row(label, row))
             print(lines[-1], end="", flush=True)
+    lines.append(f"\nSpeakers lost by the default ({ClusterOptions().method}): "
+                 f"{lost_speakers(cached, ClusterOptions())}\n")
     text = calibration + "".join(lines)
     if args.output:
         with atomic_open(args.output) as handle:
