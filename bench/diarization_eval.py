@@ -217,7 +217,9 @@ def candidates(ahc: float, merge: float, with_umap: bool):
     yield "spectral (WeSpeaker)", ClusterOptions("spectral")
     yield "spectral + 3D-Speaker post", ClusterOptions("spectral", min_cluster_size=4,
                                                        merge_threshold=merge)
-    yield "spectral-norm (normalised Laplacian)", ClusterOptions("spectral-norm")
+    yield "spectral-norm (the default: cosine edges, gap ratio 0.8)", ClusterOptions(
+        "spectral-norm")
+    yield "spectral-norm, binary edges", ClusterOptions("spectral-norm", edge_weights="binary")
     yield "spectral-norm, largest gap (gap_ratio 1)", ClusterOptions("spectral-norm",
                                                                      gap_ratio=1.0)
     yield "nme-sc", ClusterOptions("nme-sc")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
-from wespeaker_py.diarization.options import DEFAULT_GAP_RATIO
-from wespeaker_py.diarization.graph import (binarised_graph, laplacian, smallest_eigenpairs,
+from wespeaker_py.diarization.options import DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO
+from wespeaker_py.diarization.graph import (laplacian, neighbour_graph, smallest_eigenpairs,
                                             strongest_neighbours, unit_rows)
 from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
                                              merge_close_clusters)
@@ -68,19 +68,100 @@ def test_binarised_graph_matches_the_documented_rule_dense_and_sparse(count):
     embeddings, _ = blobs([count // 2, count - count // 2], spread=0.6, seed=count)
     expected = documented_pruned_graph(embeddings)
     indices, _ = strongest_neighbours(unit_rows(embeddings), wespeaker_keep(count), block=97)
-    dense = binarised_graph(indices, count, dense=True)
-    sparse = binarised_graph(indices, count, dense=False)
+    dense = neighbour_graph(indices, count, dense=True)
+    sparse = neighbour_graph(indices, count, dense=False)
     np.testing.assert_array_equal(dense, expected)
     np.testing.assert_array_equal(sparse.toarray(), expected)
     lap = laplacian(sparse).toarray()
     np.testing.assert_allclose(lap, np.diag(expected.sum(axis=1)) - expected)
 
 
+@pytest.mark.parametrize("count", [40, 1200])
+def test_cosine_weighted_graph_keeps_the_same_neighbours_weighted_by_cosine(count):
+    embeddings, _ = blobs([count // 2, count - count // 2], spread=3.0, seed=count)
+    unit = unit_rows(embeddings)
+    indices, cosines = strongest_neighbours(unit, wespeaker_keep(count), block=97)
+    kept = documented_pruned_graph(embeddings) > 0           # where the binary graph has edges
+    one_way = np.zeros((count, count))
+    for row in range(count):                                  # written out row by row
+        for col in indices[row]:
+            one_way[row, col] = max(0.0, float(unit[row] @ unit[col]))
+    expected = 0.5 * (one_way + one_way.T)
+    np.fill_diagonal(expected, 0.0)
+    dense = neighbour_graph(indices, count, dense=True, cosines=cosines)
+    sparse = neighbour_graph(indices, count, dense=False, cosines=cosines)
+    np.testing.assert_allclose(dense, expected, atol=1e-12)
+    np.testing.assert_allclose(sparse.toarray(), expected, atol=1e-12)
+    assert not (dense[~kept]).any() and (dense >= 0).all()
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_cosine_weighted_graph_counts_a_negative_cosine_as_no_edge(dense):
+    indices = np.array([[1, 0], [2, 1], [0, 2]])          # each row: a neighbour, then itself
+    cosines = np.array([[0.6, 1.0], [-0.4, 1.0], [0.2, 1.0]])
+    graph = neighbour_graph(indices, 3, dense=dense, cosines=cosines)
+    graph = graph if dense else graph.toarray()
+    np.testing.assert_allclose(graph, [[0.0, 0.3, 0.1], [0.3, 0.0, 0.0], [0.1, 0.0, 0.0]])
+
+
+def small_speaker_near_a_big_one(seed, windows=5, mix=0.3, dim=32, spread=0.35):
+    """Two speakers of 40 windows and one of ``windows`` whose centre leans towards the
+    first (its windows are closer to it than to the second)."""
+    rng = np.random.default_rng(seed)
+    first, second, own = rng.standard_normal((3, dim))
+    centres = [first, second, mix * first + (1 - mix) * own]
+    counts = [40, 40, windows]
+    points = [c + spread * rng.standard_normal((n, dim)) for c, n in zip(centres, counts)]
+    return np.concatenate(points), np.repeat(np.arange(3), counts)
+
+
+def test_cosine_edges_count_a_few_window_speaker_that_binary_edges_merge():
+    binary_found, cosine_found = [], []
+    for seed in range(10):
+        embeddings, truth = small_speaker_near_a_big_one(seed)
+        binary = cluster_windows(embeddings, ClusterOptions("spectral-norm",
+                                                            edge_weights="binary"))
+        cosine = cluster_windows(embeddings, ClusterOptions("spectral-norm"))
+        binary_found.append(binary.found)
+        cosine_found.append(cosine.found)
+        if cosine.found == 3:        # then the few windows are a cluster of their own
+            assert len(set(cosine.labels[truth == 2].tolist())) == 1
+            assert same_partition(cosine.labels, truth)
+    assert all(c >= b for b, c in zip(binary_found, cosine_found))
+    assert binary_found.count(3) <= 1 and cosine_found.count(3) >= 5
+
+
+def test_cosine_edges_keep_one_speaker_whole():
+    for seed in range(5):
+        embeddings, _ = blobs([60], spread=0.5, seed=seed)
+        assert cluster_windows(embeddings, ClusterOptions("spectral-norm")).num_speakers == 1
+
+
+def test_edge_weights_defaults_and_refusals():
+    assert ClusterOptions("spectral-norm").resolved_edge_weights() == DEFAULT_EDGE_WEIGHTS
+    assert DEFAULT_EDGE_WEIGHTS == "cosine"
+    assert ClusterOptions("spectral").resolved_edge_weights() == "binary"   # WeSpeaker's
+    assert ClusterOptions("nme-sc").resolved_edge_weights() == "binary"     # NeMo's
+    assert ClusterOptions("spectral", edge_weights="cosine").resolved_edge_weights() == "cosine"
+    embeddings, _ = blobs([10, 10])
+    with pytest.raises(ValueError, match="edge_weights must be one of binary, cosine"):
+        cluster_windows(embeddings, ClusterOptions("spectral-norm", edge_weights="gauss"))
+    with pytest.raises(ValueError, match="edge_weights applies to .* not to agglomerative"):
+        cluster_windows(embeddings, ClusterOptions("agglomerative", edge_weights="cosine"))
+
+
+@pytest.mark.parametrize("method", ["spectral", "nme-sc"])
+def test_cosine_edges_apply_to_the_other_spectral_methods(method):
+    embeddings, truth = blobs([30, 25, 20], spread=0.6, seed=3)
+    weighted = cluster_windows(embeddings, ClusterOptions(method, edge_weights="cosine"))
+    assert weighted.found == 3 and same_partition(weighted.labels, truth)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_normalised_laplacian_is_symmetric_normalised(dense):
     embeddings, _ = blobs([30, 25], spread=0.6, seed=4)
     indices, _ = strongest_neighbours(unit_rows(embeddings), 10)
-    graph = binarised_graph(indices, 55, dense=dense)
+    graph = neighbour_graph(indices, 55, dense=dense)
     graph = graph if dense else graph.tolil()
     graph[0, :] = 0.0                                    # a window without edges
     graph[:, 0] = 0.0
@@ -118,9 +199,11 @@ def test_gap_ratio_takes_the_last_gap_nearly_as_large_as_the_largest():
 
 def test_spectral_norm_default_ratio_counts_a_speaker_with_few_windows():
     embeddings, truth = blobs([40, 40, 5], seed=0)
-    largest_gap = cluster_windows(embeddings, ClusterOptions("spectral-norm", gap_ratio=1.0))
+    # binary edges: the ratio's own effect (cosine edges find these five windows either way)
+    largest_gap = cluster_windows(embeddings, ClusterOptions("spectral-norm", gap_ratio=1.0,
+                                                             edge_weights="binary"))
     assert largest_gap.found == 2                   # the five windows join a big speaker
-    default = cluster_windows(embeddings, ClusterOptions("spectral-norm"))
+    default = cluster_windows(embeddings, ClusterOptions("spectral-norm", edge_weights="binary"))
     assert ClusterOptions("spectral-norm").resolved_gap_ratio() == DEFAULT_GAP_RATIO < 1.0
     assert default.found == default.num_speakers == 3
     small = set(default.labels[truth == 2].tolist())
@@ -170,7 +253,7 @@ def test_sparse_path_gives_the_same_clusters_as_dense(monkeypatch):
 def test_smallest_eigenpairs_sparse_equal_dense():
     embeddings, _ = blobs([80, 70], spread=0.8, seed=2)
     indices, _ = strongest_neighbours(unit_rows(embeddings), 10)
-    sparse_lap = laplacian(binarised_graph(indices, 150, dense=False))
+    sparse_lap = laplacian(neighbour_graph(indices, 150, dense=False))
     dense_values, _ = smallest_eigenpairs(sparse_lap.toarray(), 5)
     sparse_values, vectors = smallest_eigenpairs(sparse_lap, 5)
     np.testing.assert_allclose(sparse_values, dense_values, atol=1e-6)

@@ -189,6 +189,9 @@ def test_options_name_what_cannot_work():
                            (dict(dither=-1.0), "dither"),
                            (dict(gap_ratio=0.0), "gap_ratio"),
                            (dict(gap_ratio=0.8, cluster_method="agglomerative"), "gap_ratio"),
+                           (dict(edge_weights="gauss"), "edge_weights"),
+                           (dict(edge_weights="binary", cluster_method="umap-hdbscan"),
+                            "edge_weights"),
                            (dict(cluster_method="kmeans"), "kmeans")):
         with pytest.raises(ValueError, match=name):
             DiarizationOptions.from_settings(**settings)

@@ -300,7 +300,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # DiarizationOptions fields that the diarize command sets from flags of the same name
 DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
                     "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "gap_ratio",
-                    "resolution", "window_lda")
+                    "edge_weights", "resolution", "window_lda")
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
@@ -398,7 +398,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
-    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_GAP_RATIO,
+    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_EDGE_WEIGHTS,
+                                                  DEFAULT_GAP_RATIO, EDGE_WEIGHTS,
                                                   DiarizationOptions)
     defaults = DiarizationOptions()
     sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
@@ -457,6 +458,10 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
              help="spectral methods: count up to the last eigengap at least this share of "
                   f"the largest (default: {DEFAULT_GAP_RATIO:g} for spectral-norm, 1 (the "
                   "largest gap) for spectral and nme-sc)")
+    add_flag(group, "edge_weights", choices=EDGE_WEIGHTS, default=defaults.edge_weights,
+             help="spectral methods: each kept neighbour's edge is 1 (binary, WeSpeaker's) "
+                  f"or its cosine (default: {DEFAULT_EDGE_WEIGHTS} for spectral-norm, binary "
+                  "for spectral and nme-sc)")
     add_flag(group, "window_lda", default=defaults.window_lda, metavar="auto|off|FILE",
              help="project the windows with a window LDA before clustering: auto (default) "
                   "uses MODEL's window_lda.npz when it has one (see 'window-lda'), and its "

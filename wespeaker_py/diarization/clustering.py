@@ -6,9 +6,10 @@
 
 * ``spectral``: WeSpeaker's spectral clustering, reproduced exactly
   (:mod:`.spectral`);
-* ``spectral-norm``: the same graph with the symmetric normalised Laplacian, counted
-  to the last eigengap at least ``gap_ratio`` (default 0.8) of the largest
-  (:mod:`.spectral`; ``ClusterOptions.resolved_gap_ratio``);
+* ``spectral-norm``: the same neighbours, each edge weighted by its cosine, with the
+  symmetric normalised Laplacian, counted to the last eigengap at least ``gap_ratio``
+  (default 0.8) of the largest (:mod:`.spectral`; ``ClusterOptions.resolved_gap_ratio``,
+  ``resolved_edge_weights``);
 * ``nme-sc``: spectral clustering with the pruning chosen per recording by the
   normalised maximum eigengap (:mod:`.spectral`);
 * ``umap-hdbscan``: WeSpeaker's command-line default (:mod:`.density`; needs umap-learn);
@@ -61,11 +62,13 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
     if method in ("spectral", "spectral-norm"):
         outcome = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
                                    seed=seed, normalised=method == "spectral-norm",
-                                   gap_ratio=options.resolved_gap_ratio())
+                                   gap_ratio=options.resolved_gap_ratio(),
+                                   edge_weights=options.resolved_edge_weights())
         return outcome.labels, outcome.estimated
     if method == "nme-sc":
         outcome = nme_spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
-                                       seed=seed, gap_ratio=options.resolved_gap_ratio())
+                                       seed=seed, gap_ratio=options.resolved_gap_ratio(),
+                                       edge_weights=options.resolved_edge_weights())
         return outcome.labels, outcome.estimated
     if method == "agglomerative":
         labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)
@@ -79,7 +82,7 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
                     max_speakers: int = 10) -> Clustering:
     """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count."""
     check_cluster_options(options.method, num_speakers, min_speakers, max_speakers,
-                          options.gap_ratio)
+                          options.gap_ratio, options.edge_weights)
     embeddings = np.asarray(embeddings, dtype=np.float64)
     count = len(embeddings)
     if count <= 1:

@@ -12,7 +12,7 @@ dense array and the spectrum comes from LAPACK, which is exact and faster at tha
 from __future__ import annotations
 
 import warnings
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import scipy.linalg
@@ -52,22 +52,27 @@ def strongest_neighbours(unit: np.ndarray, keep: int, block: int = 1024
     return indices, cosines
 
 
-def binarised_graph(indices: np.ndarray, count: int, dense: bool) -> Matrix:
-    """``0.5 (B + B^T)`` with a zero diagonal, where ``B[i, j] = 1`` for each kept neighbour.
+def neighbour_graph(indices: np.ndarray, count: int, dense: bool,
+                    cosines: Optional[np.ndarray] = None) -> Matrix:
+    """``0.5 (B + B^T)`` with a zero diagonal, where ``B[i, j]`` is set for each kept neighbour.
 
-    Dense (an array) or sparse (CSR); the two hold the same values.
+    ``B[i, j]`` is 1 (a binarised graph, as WeSpeaker prunes) or, with ``cosines``
+    (``[N, keep]``, aligned with ``indices``), the neighbour's cosine, negative
+    ones as 0: a cosine-weighted graph, whose strongest edges count most. Dense
+    (an array) or sparse (CSR); the two hold the same values.
     """
     rows = np.repeat(np.arange(count), indices.shape[1])
-    ones = np.ones(rows.size, dtype=np.float64)
+    values = (np.ones(rows.size, dtype=np.float64) if cosines is None
+              else np.clip(np.asarray(cosines, dtype=np.float64).ravel(), 0.0, None))
+    cols = indices.ravel()
     if dense:
         graph = np.zeros((count, count), dtype=np.float64)
-        graph[rows, indices.ravel()] = 1.0
+        graph[rows, cols] = values
         graph = 0.5 * (graph + graph.T)
         np.fill_diagonal(graph, 0.0)
         return graph
-    cols = indices.ravel()
     off = rows != cols   # a row's own entry only ever lands on the diagonal, which is zeroed
-    graph = scipy.sparse.csr_matrix((ones[off], (rows[off], cols[off])), shape=(count, count))
+    graph = scipy.sparse.csr_matrix((values[off], (rows[off], cols[off])), shape=(count, count))
     return (0.5 * (graph + graph.T)).tocsr()
 
 

@@ -23,6 +23,11 @@ SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eige
 # spectral-norm's gap_ratio: the lowest that split no single calibration speaker's windows
 # (bench/results_diarization_clustering.md, "Fifth session"); the others keep 1
 DEFAULT_GAP_RATIO = 0.8
+# a spectral graph's kept neighbours: 1 each (WeSpeaker's binarised graph) or their cosine
+EDGE_WEIGHTS = ("binary", "cosine")
+# spectral-norm's edge weights (bench/results_diarization_clustering.md, "Sixth session");
+# the others keep WeSpeaker's and NeMo's binary graphs
+DEFAULT_EDGE_WEIGHTS = "cosine"
 
 
 def window_lda_name(heard_rate: int = 0) -> str:
@@ -50,6 +55,7 @@ class ClusterOptions:
     min_cluster_size: int = 0               # fold clusters of at most this many windows
     merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
     gap_ratio: Optional[float] = None       # None: the method's own (see resolved_gap_ratio)
+    edge_weights: Optional[str] = None      # None: the method's own (resolved_edge_weights)
     seed: int = 0
 
     def resolved_gap_ratio(self) -> float:
@@ -60,11 +66,20 @@ class ClusterOptions:
             return self.gap_ratio
         return DEFAULT_GAP_RATIO if self.method == "spectral-norm" else 1.0
 
+    def resolved_edge_weights(self) -> str:
+        """The spectral graph's edge weights: ``edge_weights`` when set, else
+        :data:`DEFAULT_EDGE_WEIGHTS` for ``spectral-norm`` and ``binary`` for ``spectral``
+        and ``nme-sc``."""
+        if self.edge_weights is not None:
+            return self.edge_weights
+        return DEFAULT_EDGE_WEIGHTS if self.method == "spectral-norm" else "binary"
+
 
 def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
-                          max_speakers: int, gap_ratio: Optional[float] = None) -> None:
-    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts or a
-    ``gap_ratio`` that cannot apply."""
+                          max_speakers: int, gap_ratio: Optional[float] = None,
+                          edge_weights: Optional[str] = None) -> None:
+    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts, or a
+    ``gap_ratio`` or ``edge_weights`` that cannot apply."""
     if method not in CLUSTER_METHODS:
         raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
                                     f"{', '.join(CLUSTER_METHODS)}")
@@ -78,6 +93,12 @@ def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers
     if gap_ratio is not None and method not in SPECTRAL_METHODS:
         raise ClusteringOptionError(f"gap_ratio applies to {', '.join(SPECTRAL_METHODS)} (they "
                                     f"count by an eigengap), not to {method}")
+    if edge_weights is not None and edge_weights not in EDGE_WEIGHTS:
+        raise ClusteringOptionError(f"edge_weights must be one of {', '.join(EDGE_WEIGHTS)}, "
+                                    f"got {edge_weights!r}")
+    if edge_weights is not None and method not in SPECTRAL_METHODS:
+        raise ClusteringOptionError(f"edge_weights applies to {', '.join(SPECTRAL_METHODS)} "
+                                    f"(they cluster a neighbour graph), not to {method}")
 
 
 @dataclass
@@ -97,6 +118,7 @@ class DiarizationOptions:
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
     gap_ratio: Optional[float] = ClusterOptions.gap_ratio
+    edge_weights: Optional[str] = ClusterOptions.edge_weights
     resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
     window_lda: str = "auto"  # the model's window_lda.npz if it has one; "off"; or a file
     num_speakers: Optional[int] = None  # None: estimated
@@ -122,7 +144,7 @@ class DiarizationOptions:
     def check(self) -> None:
         """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
         check_cluster_options(self.cluster_method, self.num_speakers, self.min_speakers,
-                              self.max_speakers, self.gap_ratio)
+                              self.max_speakers, self.gap_ratio, self.edge_weights)
         rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
                  ("vad_threshold", 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
                  ("min_speech", self.min_speech >= 0.0, "at least 0"),
@@ -146,7 +168,7 @@ class DiarizationOptions:
 
     def cluster_options(self) -> ClusterOptions:
         return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
-                              self.merge_threshold, self.gap_ratio)
+                              self.merge_threshold, self.gap_ratio, self.edge_weights)
 
     def region_rules(self):
         """The VAD's :class:`~wespeaker_py.diarization.vad.RegionRules` from these settings."""
