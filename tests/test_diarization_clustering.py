@@ -6,8 +6,9 @@ import pytest
 
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
 from wespeaker_py.diarization.options import DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO
-from wespeaker_py.diarization.graph import (laplacian, neighbour_graph, smallest_eigenpairs,
-                                            strongest_neighbours, unit_rows)
+from wespeaker_py.diarization.graph import (MIN_EDGE_WEIGHT, laplacian, neighbour_graph,
+                                            smallest_eigenpairs, strongest_neighbours,
+                                            unit_rows)
 from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
                                              merge_close_clusters)
 from wespeaker_py.diarization.spectral import (eigengap_count, nme_candidates,
@@ -85,23 +86,24 @@ def test_cosine_weighted_graph_keeps_the_same_neighbours_weighted_by_cosine(coun
     one_way = np.zeros((count, count))
     for row in range(count):                                  # written out row by row
         for col in indices[row]:
-            one_way[row, col] = max(0.0, float(unit[row] @ unit[col]))
+            one_way[row, col] = max(MIN_EDGE_WEIGHT, float(unit[row] @ unit[col]))
     expected = 0.5 * (one_way + one_way.T)
     np.fill_diagonal(expected, 0.0)
     dense = neighbour_graph(indices, count, dense=True, cosines=cosines)
     sparse = neighbour_graph(indices, count, dense=False, cosines=cosines)
     np.testing.assert_allclose(dense, expected, atol=1e-12)
     np.testing.assert_allclose(sparse.toarray(), expected, atol=1e-12)
-    assert not (dense[~kept]).any() and (dense >= 0).all()
+    assert not (dense[~kept]).any() and (dense[kept] > 0).all()   # the binary graph's links
 
 
 @pytest.mark.parametrize("dense", [True, False])
-def test_cosine_weighted_graph_counts_a_negative_cosine_as_no_edge(dense):
+def test_cosine_weighted_graph_keeps_a_negative_cosine_as_its_least_weight(dense):
     indices = np.array([[1, 0], [2, 1], [0, 2]])          # each row: a neighbour, then itself
     cosines = np.array([[0.6, 1.0], [-0.4, 1.0], [0.2, 1.0]])
     graph = neighbour_graph(indices, 3, dense=dense, cosines=cosines)
     graph = graph if dense else graph.toarray()
-    np.testing.assert_allclose(graph, [[0.0, 0.3, 0.1], [0.3, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    low = 0.5 * MIN_EDGE_WEIGHT      # window 1's only neighbour, 2, stays linked
+    np.testing.assert_allclose(graph, [[0.0, 0.3, 0.1], [0.3, 0.0, low], [0.1, low, 0.0]])
 
 
 def small_speaker_near_a_big_one(seed, windows=5, mix=0.3, dim=32, spread=0.35):

@@ -20,6 +20,9 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 DENSE_LIMIT = 3000  # windows; 3000^2 float64 is 72 MB
+# a cosine-weighted edge's least weight: a kept neighbour with a cosine at or below 0 stays
+# linked, so weighting never cuts a window off that the binary graph connects
+MIN_EDGE_WEIGHT = 0.01
 LOBPCG_ITERATIONS = 100  # 1 h of windows: the count is settled by 50, 100 takes 3 s
 Matrix = Union[np.ndarray, scipy.sparse.csr_matrix]
 
@@ -57,13 +60,14 @@ def neighbour_graph(indices: np.ndarray, count: int, dense: bool,
     """``0.5 (B + B^T)`` with a zero diagonal, where ``B[i, j]`` is set for each kept neighbour.
 
     ``B[i, j]`` is 1 (a binarised graph, as WeSpeaker prunes) or, with ``cosines``
-    (``[N, keep]``, aligned with ``indices``), the neighbour's cosine, negative
-    ones as 0: a cosine-weighted graph, whose strongest edges count most. Dense
-    (an array) or sparse (CSR); the two hold the same values.
+    (``[N, keep]``, aligned with ``indices``), the neighbour's cosine, at least
+    :data:`MIN_EDGE_WEIGHT`: a cosine-weighted graph, whose strongest edges count
+    most and which links the same windows. Dense (an array) or sparse (CSR); the
+    two hold the same values.
     """
     rows = np.repeat(np.arange(count), indices.shape[1])
-    values = (np.ones(rows.size, dtype=np.float64) if cosines is None
-              else np.clip(np.asarray(cosines, dtype=np.float64).ravel(), 0.0, None))
+    values = (np.ones(rows.size, dtype=np.float64) if cosines is None else
+              np.clip(np.asarray(cosines, dtype=np.float64).ravel(), MIN_EDGE_WEIGHT, None))
     cols = indices.ravel()
     if dense:
         graph = np.zeros((count, count), dtype=np.float64)
