@@ -507,8 +507,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         import wespeaker_py.scoring.norm  # noqa: F401
         import wespeaker_py.train.trainer  # noqa: F401,F811
     started = time.monotonic()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    # a copy of the tree without git (a lent GPU machine) names its commit in GPU_CHECK_COMMIT
+    commit = os.environ.get("GPU_CHECK_COMMIT", "")
+    if not commit:
+        with contextlib.suppress(OSError):
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                    capture_output=True, text=True).stdout.strip()
+    commit = commit or "unknown"
     header = [f"# GPU check ({'dry run on the CPU, tiny sizes' if dry else 'CUDA'})", "",
               f"`bash bench/gpu_check.sh{' --dry-run' if args.dry_run else ''}` on "
               f"{platform.node()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
