@@ -441,9 +441,9 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     group = sub.add_argument_group("clustering")
     add_flag(group, "cluster_method", default=defaults.cluster_method,
              help=f"{', '.join(CLUSTER_METHODS)} (default {defaults.cluster_method}: "
-                  "WeSpeaker's spectral clustering with the normalised Laplacian; spectral: "
-                  "WeSpeaker's exactly; umap-hdbscan needs the diar-umap extra); checked "
-                  "before the model loads")
+                  "WeSpeaker's spectral clustering with cosine-weighted edges and the "
+                  "normalised Laplacian; spectral: WeSpeaker's exactly; umap-hdbscan needs the "
+                  "diar-umap extra); checked before the model loads")
     add_flag(group, "ahc_threshold", type=float, default=defaults.ahc_threshold,
              help=f"agglomerative: cosine distance at which clusters stop merging (default "
                   f"{defaults.ahc_threshold:g})")
