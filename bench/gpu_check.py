@@ -481,13 +481,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--isolation", choices=["fork", "process"],
                         help="how steps are isolated (default: fork for a dry run, a fresh "
                              "interpreter on a GPU, where CUDA does not survive a fork)")
+    parser.add_argument("--workers", type=int,
+                        help="DataLoader workers of the training steps (default: CPU cores - 2)")
+    parser.add_argument("--only", nargs="+", metavar="STEP",
+                        help="run only these steps (names as in the results table; "
+                             "environment and data always run)")
     parser.add_argument("--run-step", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     cuda = _cuda_present()
     dry = args.dry_run or not cuda
     sizes = Sizes.dry() if dry else Sizes.full()
+    if args.workers is not None:
+        if args.workers < 0:
+            parser.error(f"--workers must be at least 0, got {args.workers}")
+        sizes = dataclasses.replace(sizes, workers=args.workers)
     steps = _steps(dry)
+    if args.only:
+        known = [name for name, _, _ in steps]
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            parser.error(f"--only: no step named {', '.join(map(repr, unknown))}; the steps: "
+                         f"{', '.join(known)}")
+        steps = [step for step in steps if step[0] in ("environment", "data", *args.only)]
     if args.run_step:  # a child started by the driver
         function = dict((name, fn) for name, fn, _ in steps)[args.run_step]
         _write_atomically(os.path.join(args.work, "step.md"), function(args.work, sizes))
@@ -495,8 +511,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     import tempfile
     work = args.work or tempfile.mkdtemp(prefix="wsp_gpu_check.")
     os.makedirs(work, exist_ok=True)
-    child_argv = [sys.executable, os.path.abspath(__file__), "--work", work, "--budget",
-                  str(args.budget)] + (["--dry-run"] if args.dry_run else [])
+    child_argv = ([sys.executable, os.path.abspath(__file__), "--work", work, "--budget",
+                   str(args.budget)] + (["--dry-run"] if args.dry_run else [])
+                  + (["--workers", str(args.workers)] if args.workers is not None else []))
     # a dry run forks from this process (the library already imported: fast, as CI
     # needs); a GPU run starts fresh interpreters, since CUDA does not survive a fork
     fork = (args.isolation or ("fork" if dry else "process")) == "fork"
@@ -514,8 +531,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                     capture_output=True, text=True).stdout.strip()
     commit = commit or "unknown"
+    options = ((" --dry-run" if args.dry_run else "")
+               + (f" --workers {args.workers}" if args.workers is not None else "")
+               + (" --only" + "".join(f" '{name}'" for name in args.only) if args.only else ""))
     header = [f"# GPU check ({'dry run on the CPU, tiny sizes' if dry else 'CUDA'})", "",
-              f"`bash bench/gpu_check.sh{' --dry-run' if args.dry_run else ''}` on "
+              f"`bash bench/gpu_check.sh{options}` on "
               f"{platform.node()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
               f"UTC, commit {commit}, budget {args.budget:.0f} s.", ""]
     if not cuda:

@@ -30,6 +30,25 @@ def test_the_dry_run_records_every_step(tmp_path):
         assert "not run: 0 CUDA GPU(s), two are needed" in text
 
 
+def test_only_runs_the_named_steps_with_the_given_workers(tmp_path):
+    output = str(tmp_path / "results_gpu.md")
+    script = os.path.join(REPO_ROOT, "bench", "gpu_check.sh")
+    done = subprocess.run(["bash", script, "--dry-run", "--output", output, "--work",
+                           str(tmp_path / "work"), "--workers", "0", "--only", "fbank",
+                           "train ResNet34 fp32"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = open(output).read()
+    ran = [line.split("|")[1].strip() for line in text.splitlines()
+           if line.startswith("| ") and line.endswith(" |") and "| ok |" in line]
+    assert ran == ["environment", "data", "train ResNet34 fp32", "fbank"]
+    rows = [line for line in text.splitlines() if line.startswith("| ResNet34 | fp32 | 2 |")]
+    assert len(rows) == 1 and rows[0].endswith("| 0 |")                  # its workers column
+    assert "--workers 0 --only 'fbank' 'train ResNet34 fp32'" in text
+    bad = subprocess.run(["bash", script, "--dry-run", "--only", "train ResNet99"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no step named 'train ResNet99'" in bad.stderr
+
+
 def _sleeps(work, sizes):
     time.sleep(60)
 
