@@ -82,13 +82,12 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     settings="${settings} speakers_per_conversation=${min_conv_speakers}-${max_conv_speakers}"
     settings="${settings} seconds=${conversation_seconds} seed=${seed} read_once=${read_once}"
     built_with=$(cat "${data}/synthetic_settings" 2>/dev/null || true)
-    if [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ] \
-        && { [ ! -f "${data}/synthetic_settings" ] || [ "${built_with}" = "${settings}" ]; }; then
-      if [ -f "${data}/synthetic_settings" ]; then
-        echo "${data} exists"
-      else
-        echo "${data} exists and has no synthetic_settings: kept as given (remove it to rebuild)"
-      fi
+    built=false
+    [ -s "${data}/wav.scp" ] && [ -s "${data}/ref.rttm" ] && built=true
+    if ${built} && [ ! -f "${data}/synthetic_settings" ]; then
+      echo "${data} exists and has no synthetic_settings: kept as given (remove it to rebuild)"
+    elif ${built} && [ "${built_with}" = "${settings}" ]; then
+      echo "${data} exists"
     else
       if [ -n "${built_with}" ]; then
         echo "${data} was built with other settings (${built_with}); rebuilding"

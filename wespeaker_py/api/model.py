@@ -39,17 +39,20 @@ if TYPE_CHECKING:
     from wespeaker_py.diarization.projection import WindowLDA
 
 
-def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
-    """What changes when a file is rewritten (mtime, size, inode); None when there is no file."""
-    if not os.path.isfile(path):
-        return None
-    info = os.stat(path)
-    return info.st_mtime_ns, info.st_size, info.st_ino
-
 # features waiting for a batch of their length in embed_many
 BUFFER_BYTES = 256 << 20
 # the decision threshold on the cosine score when a model has no calibration
 UNCALIBRATED_THRESHOLD = 0.5
+# what changes when a file is rewritten: (mtime in ns, size, inode)
+FileStamp = Tuple[int, int, int]
+
+
+def _file_stamp(path: str) -> Optional[FileStamp]:
+    """The file's :data:`FileStamp`; None when there is no file."""
+    if not os.path.isfile(path):
+        return None
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 @dataclass
@@ -132,7 +135,8 @@ class SpeakerModel:
         self.force = force
         self._calibration: Optional[Calibration] = None
         self._calibration_read = False
-        self._window_ldas_read: Dict[str, Tuple[Any, Any]] = {}  # path: (file stamp, LDA)
+        # absolute path: (the file's stamp when read, the LDA read)
+        self._window_ldas_read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
