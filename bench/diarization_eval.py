@@ -167,25 +167,47 @@ def lone_speakers_whole(cached, options: ClusterOptions, min_windows: int = 8) -
     return whole, total
 
 
-def lost_speakers(cached, options: ClusterOptions, few: int = 5) -> str:
+def lost_speakers(refs, cached, options: ClusterOptions, few: int = 5) -> str:
     """Which reference speakers a rule loses (they are the majority of no cluster), told
-    apart by how many windows they have: at most ``few``, or more."""
+    apart by how many windows they have (at most ``few``, or more), and by name: how
+    often each lost speaker is lost, with their windows and seconds of speech."""
     lost, sizes = [], []
-    for item in cached.values():
+    seen: Dict[str, List[Tuple[int, float]]] = {}   # speaker -> (windows, seconds) per conversation
+    missed: Dict[str, int] = {}
+    for key, item in cached.items():
         truth = item["_truth_labels"]
-        counts = np.bincount(truth)
+        names = sorted({turn.speaker for turn in refs[key]})
+        counts = np.bincount(truth, minlength=len(names))
         labels = cluster_windows(item["embeddings"], options, None, 1, 10).labels
         owners = {int(np.bincount(truth[labels == label], minlength=len(counts)).argmax())
                   for label in np.unique(labels)}
         sizes += counts.tolist()
-        lost += [int(counts[speaker]) for speaker in range(len(counts))
-                 if speaker not in owners]
+        for speaker, name in enumerate(names):
+            talk = sum(turn.duration for turn in refs[key] if turn.speaker == name)
+            seen.setdefault(name, []).append((int(counts[speaker]), talk))
+            if speaker not in owners:
+                lost.append(int(counts[speaker]))
+                missed[name] = missed.get(name, 0) + 1
     sizes_arr, lost_arr = np.array(sizes), np.array(lost, dtype=np.int64)
     small = int((sizes_arr <= few).sum())
+    by_speaker = []
+    for name in sorted(missed, key=lambda n: (-missed[n], n)):
+        windows = [w for w, _ in seen[name]]
+        seconds = [t for _, t in seen[name]]
+        by_speaker.append(f"{name} in {missed[name]} of its {len(seen[name])} conversations "
+                          f"({_span(windows, '{:d}')} windows, {_span(seconds, '{:.1f}')} s "
+                          f"of speech)")
     return (f"{len(lost)} of {len(sizes)} speakers own no cluster: "
             f"{int((lost_arr <= few).sum())} of the {small} with at most {few} windows, "
             f"{int((lost_arr > few).sum())} of the {len(sizes) - small} with more "
-            f"(windows of each: {' '.join(map(str, sorted(lost)))})")
+            f"(windows of each: {' '.join(map(str, sorted(lost)))}); by speaker: "
+            f"{'; '.join(by_speaker) or 'none'}")
+
+
+def _span(values: Sequence, form: str) -> str:
+    """``low-high`` in ``form``, or one value when they agree."""
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}-{high}"
 
 
 def calibrate_gap_ratio(refs, cached, grid: Sequence[float]) -> Tuple[float, str]:
@@ -277,7 +299,7 @@ def score(args: argparse.Namespace) -> None:
             lines.append(format_row(label, row))
             print(lines[-1], end="", flush=True)
     lines.append(f"\nSpeakers lost by the default ({ClusterOptions().method}): "
-                 f"{lost_speakers(cached, ClusterOptions())}\n")
+                 f"{lost_speakers(refs, cached, ClusterOptions())}\n")
     text = calibration + "".join(lines)
     if args.output:
         with atomic_open(args.output) as handle:
