@@ -42,6 +42,7 @@ def test_recipe_on_synthetic_conversations(tmp_path, tiny_model):
     assert len(rows) == 4  # collars 0 / 0.25, overlap scored / excluded
     ders = [float(row.split("|")[7]) for row in rows]
     assert all(0 <= der < 200 for der in ders)
+    assert sorted(os.listdir(f"{exp}/plots")) == sorted(f"{key}.png" for key in reference)
     # stage 4: one row per method and the true-count reference row, which is always right
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
             for line in open(f"{exp}/methods.md").read().splitlines()

@@ -26,7 +26,9 @@
 #      data is given)
 #   2  diarize -> exp/<name>/sys.rttm
 #   3  score: DER (missed, false alarm, confusion) and JER, no collar and a
-#      0.25 s collar, overlap scored and excluded -> exp/<name>/der.md
+#      0.25 s collar, overlap scored and excluded -> exp/<name>/der.md; each
+#      recording's time line (reference and system speakers, and where the
+#      errors are) -> exp/<name>/plots/<recording>.png
 #   4  compare clustering methods (--compare_methods) on the same set, plus a
 #      reference row given each recording's true number of speakers: DER, JER
 #      and how often the number of speakers was right -> exp/<name>/methods.md
@@ -122,8 +124,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: score ${exp}/sys.rttm against ${data}/ref.rttm"
   python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
     --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md" \
-    $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
-  echo "Table: ${exp}/der.md"
+    --plot_dir "${exp}/plots" $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
+  echo "Table: ${exp}/der.md; time lines: ${exp}/plots/<recording>.png"
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then

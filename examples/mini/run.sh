@@ -29,7 +29,8 @@
 #  12  diarization demo: a window LDA learnt from the training and back-end speakers
 #      (wespeaker-py window-lda), then synthetic conversations of the test speakers
 #      (read once: no stretch of audio heard twice) diarized with the trained model,
-#      DER/JER table and the clustering methods compared (../diarization/run.sh stages 1-4)
+#      DER/JER table, a time-line plot per conversation and the clustering methods
+#      compared (../diarization/run.sh stages 1-4)
 
 . ./path.sh || exit 1
 # A recipe run has the machine to itself: compute with every core (the commands'

@@ -16,10 +16,16 @@ a recording missing from the system RTTM counts as all missed.
 compares systems instead: one row each, with DER for each collar (overlap
 scored), JER, and how often the number of speakers was right (too few / too
 many).
+
+``--plot_dir DIR`` also draws each recording's time line (reference and system
+speakers, and where DER counts missed speech, false alarm and confusion) as
+``DIR/<recording>.png`` (with ``--systems``: ``DIR/<system>/<recording>.png``);
+see :mod:`wespeaker_py.diarization.plot`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -42,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "uem", default=None, help="scoring regions (NIST UEM file)")
     add_flag(parser, "per_file", action="store_true", help="also one row per recording")
     add_flag(parser, "output", default=None, help="also write the table here (Markdown)")
+    add_flag(parser, "plot_dir", default=None,
+             help="also draw each recording's time line and errors as <dir>/<recording>.png")
     return parser
 
 
@@ -118,6 +126,23 @@ def comparison_table(ref_rttm: str, systems: Dict[str, str], collars: List[float
     return "\n".join(lines) + "\n"
 
 
+def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
+                    uem: Optional[str] = None) -> int:
+    """Draw every recording of the reference or the system into ``plot_dir``; the count.
+
+    A ``/`` in a recording id becomes ``_`` in its file name."""
+    from tqdm import tqdm
+    from wespeaker_py.diarization.plot import plot_timeline
+    ref, sys, regions = _read_scored(ref_rttm, sys_rttm, uem)
+    os.makedirs(plot_dir, exist_ok=True)
+    names = sorted(set(ref) | set(sys))
+    for name in tqdm(names, desc="plots", unit="rec", disable=len(names) < 20):
+        plot_timeline(ref.get(name, []), sys.get(name, []),
+                      os.path.join(plot_dir, f"{name.replace('/', '_')}.png"), name,
+                      regions.get(name) if regions else None)
+    return len(names)
+
+
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     if (args.sys_rttm is None) == (args.systems is None):
@@ -131,6 +156,12 @@ def _main(argv: List[str]) -> int:
                                args.uem)
         about = f"Reference {args.ref_rttm}, system {args.sys_rttm}"
     print(table, end="")
+    if args.plot_dir:
+        drawn = {"": args.sys_rttm} if args.systems is None else systems
+        for name, path in drawn.items():
+            folder = os.path.join(args.plot_dir, name.replace("/", "_")) if name else args.plot_dir
+            count = plot_recordings(args.ref_rttm, path, folder, args.uem)
+            print(f"{count} time lines in {folder}")
     if args.output:
         from wespeaker_py.utils.file_utils import atomic_open
         with atomic_open(args.output, "w", encoding="utf-8") as handle:

@@ -172,10 +172,43 @@ def scored_regions(ref: Sequence[Turn], evaluation_map: Sequence[Region], collar
     return kept
 
 
-def error_times(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
-                ignore_overlaps: bool = False,
-                evaluation_map: Optional[Sequence[Region]] = None) -> ErrorTimes:
-    """Missed, false-alarm and confusion seconds of one recording (see the module doc)."""
+@dataclass
+class ScoredPiece:
+    """A stretch of scored time with constant speakers: how many reference speakers talk,
+    and how many of them are missed, falsely added or confused (DER's counts)."""
+
+    start: float
+    end: float
+    num_ref: int
+    missed: int
+    false_alarm: int
+    confusion: int
+
+
+@dataclass
+class Alignment:
+    """DER's view of one recording: the one-to-one speaker pairing (reference speaker ->
+    system speaker) and every scored piece of the time line."""
+
+    pairs: Dict[str, str]
+    pieces: List[ScoredPiece]
+
+    def times(self) -> ErrorTimes:
+        """Missed, false-alarm, confusion and scored seconds summed over the pieces."""
+        times = ErrorTimes()
+        for piece in self.pieces:
+            duration = piece.end - piece.start
+            times.scored += duration * piece.num_ref
+            times.missed += duration * piece.missed
+            times.false_alarm += duration * piece.false_alarm
+            times.confusion += duration * piece.confusion
+        return times
+
+
+def align(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
+          ignore_overlaps: bool = False,
+          evaluation_map: Optional[Sequence[Region]] = None) -> Alignment:
+    """Pair the speakers of one recording and count each scored piece's errors (module doc)."""
     if evaluation_map is None:
         evaluation_map = default_evaluation_map(ref, sys)
     regions = scored_regions(ref, evaluation_map, collar, ignore_overlaps)
@@ -189,16 +222,20 @@ def error_times(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
         for r, s in zip(*linear_sum_assignment(-shared)):
             if shared[r, s] > 0:
                 pairs[ref_names[r]] = sys_names[s]
-    times = ErrorTimes()
+    scored = []
     for start, end, ref_set, sys_set in pieces:
-        duration = end - start
         num_ref, num_sys = len(ref_set), len(sys_set)
         correct = sum(1 for r in ref_set if pairs.get(r) in sys_set)
-        times.scored += duration * num_ref
-        times.missed += duration * max(0, num_ref - num_sys)
-        times.false_alarm += duration * max(0, num_sys - num_ref)
-        times.confusion += duration * (min(num_ref, num_sys) - correct)
-    return times
+        scored.append(ScoredPiece(start, end, num_ref, max(0, num_ref - num_sys),
+                                  max(0, num_sys - num_ref), min(num_ref, num_sys) - correct))
+    return Alignment(pairs, scored)
+
+
+def error_times(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
+                ignore_overlaps: bool = False,
+                evaluation_map: Optional[Sequence[Region]] = None) -> ErrorTimes:
+    """Missed, false-alarm and confusion seconds of one recording (see the module doc)."""
+    return align(ref, sys, collar, ignore_overlaps, evaluation_map).times()
 
 
 def speaker_jaccard(ref: Sequence[Turn], sys: Sequence[Turn],

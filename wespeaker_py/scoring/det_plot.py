@@ -3,8 +3,8 @@
 ``write_det_points`` writes the DET operating points as text;
 ``plot_det_curves`` draws one or more DET curves (EER in each legend entry) on
 normal-deviate axes; ``plot_score_histogram`` draws the score distributions of
-target and nontarget trials. Plots are PNG files written atomically (matplotlib,
-a dependency of the package, draws them off-screen).
+target and nontarget trials. Plots are PNG files written atomically
+(:mod:`wespeaker_py.utils.plotting`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 from scipy.stats import norm
 
 from wespeaker_py.scoring.metrics import DetPoints, eer_from_det
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.plotting import new_figure, save_png
 
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 _HISTOGRAM_BINS = 60
@@ -31,23 +32,10 @@ def write_det_points(path: str, points: DetPoints) -> None:
             out.write("".join(f"{t:.6g} {fa:.6g} {miss:.6g}\n" for t, fa, miss in rows))
 
 
-def _new_figure():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, png_path: str) -> None:
-    with atomic_path(png_path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
                     title: str = "") -> None:
     """Draw DET curves ``(label, points)`` on normal-deviate axes into one PNG."""
-    figure = _new_figure()
+    figure = new_figure()
     axes = figure.add_subplot(1, 1, 1)
     for label, points in curves:
         # clip so that rates of exactly 0 or 1 map to finite positions off the axes
@@ -67,7 +55,7 @@ def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
     axes.legend(loc="upper right", fontsize="small")
     if title:
         axes.set_title(title)
-    _save(figure, png_path)
+    save_png(figure, png_path)
 
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
@@ -76,7 +64,7 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     edges = np.histogram_bin_edges(scores, bins=_HISTOGRAM_BINS)
-    figure = _new_figure()
+    figure = new_figure()
     axes = figure.add_subplot(1, 1, 1)
     for mask, name, colour in ((~labels, "nontarget", "tab:blue"), (labels, "target", "tab:red")):
         if mask.any():
@@ -87,4 +75,4 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
     axes.legend(loc="upper left", fontsize="small")
     if title:
         axes.set_title(title)
-    _save(figure, png_path)
+    save_png(figure, png_path)

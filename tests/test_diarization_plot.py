@@ -1,0 +1,86 @@
+"""The diarization time line: DER's alignment, the rows drawn, the PNG and the CLI flag."""
+import os
+
+import pytest
+
+from wespeaker_py.diarization.metrics import align, error_times
+from wespeaker_py.diarization.plot import (ERROR_COLOURS, UNPAIRED_COLOUR, plot_timeline,
+                                           timeline_rows)
+from wespeaker_py.diarization.rttm import write_rttm
+from wespeaker_py.diarization.turns import Turn
+
+# x talks twice, y once, z briefly at the end; the system merges z into x's cluster
+# (s), splits y into t and u, starts x's second turn late and runs t into x's first
+REF = [Turn(0.0, 2.0, "x"), Turn(2.0, 4.0, "y"), Turn(4.0, 6.0, "x"), Turn(6.0, 6.5, "z")]
+SYS = [Turn(0.0, 2.0, "s"), Turn(1.8, 3.2, "t"), Turn(3.2, 4.0, "u"), Turn(4.5, 6.5, "s")]
+
+
+def test_align_pairs_speakers_and_counts_each_piece_as_error_times_does():
+    alignment = align(REF, SYS)
+    assert alignment.pairs == {"x": "s", "y": "t"}
+    times = alignment.times()
+    expected = error_times(REF, SYS)
+    assert times == expected
+    assert times.missed == pytest.approx(0.5)        # x's 4.0-4.5
+    assert times.false_alarm == pytest.approx(0.2)   # t over x at 1.8-2.0
+    assert times.confusion == pytest.approx(0.8 + 0.5)  # u for y, s for z
+    assert times.scored == pytest.approx(6.5)
+
+
+def test_timeline_rows_show_the_merge_the_split_and_where_the_errors_are():
+    rows, times = timeline_rows(REF, SYS)
+    labels = [row.label for row in rows]
+    assert labels == ["ref x", "ref y", "ref z", "sys s = x", "sys t = y", "sys u (unpaired)",
+                      "missed", "false alarm", "confusion"]
+    by_label = {row.label: row for row in rows}
+    # a paired system speaker wears its reference speaker's colour; z's colour has no
+    # system row (merged); u is grey and hatched (split off)
+    assert by_label["sys s = x"].colour == by_label["ref x"].colour
+    assert by_label["sys t = y"].colour == by_label["ref y"].colour
+    assert len({by_label[f"ref {n}"].colour for n in "xyz"}) == 3
+    assert by_label["ref z"].colour not in [row.colour for row in rows[3:6]]
+    assert (by_label["sys u (unpaired)"].colour, by_label["sys u (unpaired)"].hatch) == (
+        UNPAIRED_COLOUR, "///")
+    assert by_label["ref x"].spans == [(0.0, 2.0), (4.0, 2.0)]
+
+    def spans(label):
+        return [(round(a, 6), round(w, 6)) for a, w in by_label[label].spans]
+    assert spans("missed") == [(4.0, 0.5)]
+    assert spans("false alarm") == [(1.8, 0.2)]
+    assert spans("confusion") == [(3.2, 0.8), (6.0, 0.5)]
+    assert {by_label[kind].colour for kind in ERROR_COLOURS} == set(ERROR_COLOURS.values())
+    assert times.der == pytest.approx(100 * 2.0 / 6.5)
+
+
+def test_timeline_rows_without_a_system_mark_everything_missed():
+    rows, times = timeline_rows(REF, [])
+    assert [row.label for row in rows][:3] == ["ref x", "ref y", "ref z"]
+    assert rows[3].label == "missed" and rows[3].spans == [(0.0, 6.5)]
+    assert times.der == pytest.approx(100.0)
+
+
+def test_plot_timeline_writes_a_png_and_nothing_else(tmp_path):
+    path = tmp_path / "rec.png"
+    plot_timeline(REF, SYS, str(path), "rec", evaluation_map=[(0.0, 5.0)])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_timeline([], [], str(tmp_path / "empty.png"))
+    assert sorted(os.listdir(tmp_path)) == ["empty.png", "rec.png"]
+
+
+def test_score_diarization_draws_each_recording(tmp_path, capsys):
+    from wespeaker_py.bin.score_diarization import main
+    write_rttm(str(tmp_path / "ref.rttm"), {"a": REF, "b": [Turn(0.0, 1.0, "x")]})
+    write_rttm(str(tmp_path / "sys.rttm"), {"a": SYS})   # b: all missed
+    plots = tmp_path / "plots"
+    with pytest.raises(SystemExit) as stop:
+        main(["--ref_rttm", str(tmp_path / "ref.rttm"), "--sys_rttm", str(tmp_path / "sys.rttm"),
+              "--plot_dir", str(plots)])
+    assert stop.value.code == 0
+    assert sorted(os.listdir(plots)) == ["a.png", "b.png"]
+    assert f"2 time lines in {plots}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["--ref_rttm", str(tmp_path / "ref.rttm"), "--plot_dir", str(plots), "--systems",
+              f"mine={tmp_path}/sys.rttm", f"perfect={tmp_path}/ref.rttm"])
+    assert stop.value.code == 0
+    assert sorted(os.listdir(plots / "mine")) == sorted(os.listdir(plots / "perfect")) == [
+        "a.png", "b.png"]
