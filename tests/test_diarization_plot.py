@@ -59,12 +59,21 @@ def test_timeline_rows_without_a_system_mark_everything_missed():
     assert times.der == pytest.approx(100.0)
 
 
+def test_timeline_rows_without_a_reference_give_each_system_speaker_a_colour():
+    rows, times = timeline_rows(None, SYS)
+    assert times is None
+    assert [row.label for row in rows] == ["s", "t", "u"]
+    assert len({row.colour for row in rows}) == 3 and not any(row.hatch for row in rows)
+    assert rows[0].spans == [(0.0, 2.0), (4.5, 2.0)]
+
+
 def test_plot_timeline_writes_a_png_and_nothing_else(tmp_path):
     path = tmp_path / "rec.png"
     plot_timeline(REF, SYS, str(path), "rec", evaluation_map=[(0.0, 5.0)])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_timeline([], [], str(tmp_path / "empty.png"))
-    assert sorted(os.listdir(tmp_path)) == ["empty.png", "rec.png"]
+    plot_timeline(None, SYS, str(tmp_path / "system.png"), "rec")
+    assert sorted(os.listdir(tmp_path)) == ["empty.png", "rec.png", "system.png"]
 
 
 def test_score_diarization_draws_each_recording(tmp_path, capsys):

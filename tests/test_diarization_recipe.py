@@ -131,11 +131,17 @@ def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
     audio, _ = build_conversation(corpus, corpus.speakers[:2], 10.0,
                                   np.random.default_rng(0))
     sf.write(tmp_path / "talk.wav", audio, 16000)
-    status, out, _ = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
-                         "--num_speakers", "2", str(tmp_path / "talk.wav"))
+    status, out, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                           "--num_speakers", "2", str(tmp_path / "talk.wav"),
+                           "--plot", str(tmp_path / "talk.png"))
     out = out.splitlines()
     assert status == 0 and out and all(line.startswith("SPEAKER talk 1 ") for line in out)
     assert {line.split()[7] for line in out} == {"spk0", "spk1"}
+    assert f"time line in {tmp_path}/talk.png" in err
+    assert (tmp_path / "talk.png").read_bytes()[:4] == b"\x89PNG"
+    status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--wav_scp", "w.scp",
+                         "-o", "s.rttm", "--plot", "p.png")
+    assert status == 2 and "--plot draws one audio file" in err
 
     quiet = 1e-4 * np.random.default_rng(0).standard_normal(16000)
     sf.write(tmp_path / "quiet.wav", quiet.astype(np.float32), 16000, subtype="FLOAT")

@@ -60,6 +60,7 @@ model only with --force). Needs at least 10 target and 10 nontarget trials.""",
     "diarize": """examples:
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav -o meeting.rttm --plot meeting.png
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \
       --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
@@ -313,6 +314,9 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
     if args.reco2num_spk is not None and (wav_scp is None or args.num_speakers is not None):
         raise UsageError("diarize: --reco2num_spk goes with --wav_scp, without --num_speakers")
+    if args.plot is not None and wav_scp is not None:
+        raise UsageError("diarize: --plot draws one audio file; for a wav.scp, draw each "
+                         "recording against its reference with score_diarization --plot_dir")
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
@@ -321,7 +325,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                                      min_speakers=args.min_speakers,
                                      max_speakers=args.max_speakers, **settings)
     _check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
-                          outputs=[args.output], max_fail_fraction=args.max_fail_fraction)
+                          outputs=[args.output, args.plot],
+                          max_fail_fraction=args.max_fail_fraction)
     counts = None
     if args.reco2num_spk is not None:
         from wespeaker_py.diarization.rttm import read_speaker_counts
@@ -350,6 +355,10 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     else:
         for turn in result.turns:
             print(format_rttm_line(recording, turn))
+    if args.plot:
+        from wespeaker_py.diarization.plot import plot_timeline
+        plot_timeline(None, result.turns, args.plot, recording)
+        print(f"time line in {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -406,6 +415,8 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
     sub.add_argument("-o", "--output", default=None,
                      help="RTTM file to write (default for one file: stdout)")
+    add_flag(sub, "plot", default=None,
+             help="one audio file: also draw its speakers' turns on a time line (PNG)")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
 
     group = sub.add_argument_group("number of speakers")

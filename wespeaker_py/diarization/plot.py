@@ -6,6 +6,8 @@ a row per system speaker in the colour of the reference speaker DER pairs it wit
 speech was missed, falsely added or given to the wrong speaker. Time outside the
 scoring regions (a UEM) is shaded. A merged speaker shows as a reference row with
 no system row of its colour; a split one as a hatched system row under it.
+Without a reference (``ref=None``) it draws the system's speakers alone, a
+colour each.
 """
 from __future__ import annotations
 
@@ -44,13 +46,18 @@ class TimelineRow:
     hatch: str = ""
 
 
-def timeline_rows(ref: Sequence[Turn], sys: Sequence[Turn],
+def timeline_rows(ref: Optional[Sequence[Turn]], sys: Sequence[Turn],
                   evaluation_map: Optional[Sequence[Region]] = None
-                  ) -> Tuple[List[TimelineRow], ErrorTimes]:
+                  ) -> Tuple[List[TimelineRow], Optional[ErrorTimes]]:
     """The rows :func:`plot_timeline` draws, top to bottom, and DER's error times (no
     collar, overlap scored): reference speakers by first turn; system speakers paired
     with one of them, in their order and colour; unpaired system speakers, grey and
-    hatched; then the missed, false-alarm and confusion rows."""
+    hatched; then the missed, false-alarm and confusion rows. ``ref=None``: the system
+    speakers by first turn, a colour each, and no error times."""
+    if ref is None:
+        speakers = _speakers_in_order(sys)
+        return [TimelineRow(name, _spans(sys, name), colour)
+                for name, colour in zip(speakers, _palette(len(speakers)))], None
     alignment = align(ref, sys, 0.0, False, evaluation_map)
     ref_speakers, sys_speakers = _speakers_in_order(ref), _speakers_in_order(sys)
     colour = dict(zip(ref_speakers, _palette(len(ref_speakers))))
@@ -72,10 +79,11 @@ def timeline_rows(ref: Sequence[Turn], sys: Sequence[Turn],
     return rows, alignment.times()
 
 
-def plot_timeline(ref: Sequence[Turn], sys: Sequence[Turn], png_path: str, title: str = "",
-                  evaluation_map: Optional[Sequence[Region]] = None) -> None:
+def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: str,
+                  title: str = "", evaluation_map: Optional[Sequence[Region]] = None) -> None:
     """Draw one recording's :func:`timeline_rows` into a PNG, written atomically, with
-    DER and its parts in the title; see the module doc."""
+    DER and its parts in the title (without a reference: the speakers and their
+    seconds of speech); see the module doc."""
     from matplotlib.patches import Patch
     rows, times = timeline_rows(ref, sys, evaluation_map)
     figure = new_figure((12.0, 1.3 + _ROW_HEIGHT * len(rows)))
@@ -86,26 +94,31 @@ def plot_timeline(ref: Sequence[Turn], sys: Sequence[Turn], png_path: str, title
             axes.broken_barh(row.spans, (y - _BAR / 2, _BAR), facecolors=row.colour,
                              hatch=row.hatch, edgecolor="0.3" if row.hatch else row.colour,
                              linewidth=0.4)
-    end = max([t.end for t in list(ref) + list(sys)] + [0.0])
+    end = max([t.end for t in list(ref or []) + list(sys)] + [0.0])
     if evaluation_map:
         end = max(end, max(b for _, b in evaluation_map))
         for start, stop in _outside(merge_regions(evaluation_map), end):
             axes.axvspan(start, stop, color="0.92", zorder=0)
-    axes.axhline(len(ERROR_COLOURS) - 0.5, color="0.5", linewidth=0.6)  # errors below
     axes.set_yticks(range(len(rows)), [row.label for row in reversed(rows)], fontsize="small")
     axes.set_ylim(-0.6, len(rows) - 0.4)
     axes.set_xlim(0.0, max(end, 1e-3))
     axes.set_xlabel("time [s]")
     axes.grid(True, axis="x", color="0.85", linewidth=0.5)
-    scored = max(times.scored, 1e-12)
-    found = sum(row.label.startswith("sys ") for row in rows)
-    summary = (f"DER {times.der:.1f}% (missed {100 * times.missed / scored:.1f}, "
-               f"false alarm {100 * times.false_alarm / scored:.1f}, confusion "
-               f"{100 * times.confusion / scored:.1f}); "
-               f"{sum(row.label.startswith('ref ') for row in rows)} speakers, {found} found")
+    if times is None:
+        talk = sum(width for row in rows for _, width in row.spans)
+        summary = f"{len(rows)} speakers, {talk:.1f} s of speech"
+    else:
+        axes.axhline(len(ERROR_COLOURS) - 0.5, color="0.5", linewidth=0.6)  # errors below
+        axes.legend(handles=[Patch(color=c, label=k) for k, c in ERROR_COLOURS.items()],
+                    loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small",
+                    frameon=False)
+        scored = max(times.scored, 1e-12)
+        summary = (f"DER {times.der:.1f}% (missed {100 * times.missed / scored:.1f}, "
+                   f"false alarm {100 * times.false_alarm / scored:.1f}, confusion "
+                   f"{100 * times.confusion / scored:.1f}); "
+                   f"{sum(row.label.startswith('ref ') for row in rows)} speakers, "
+                   f"{sum(row.label.startswith('sys ') for row in rows)} found")
     axes.set_title(f"{title}: {summary}" if title else summary, fontsize="medium")
-    axes.legend(handles=[Patch(color=c, label=k) for k, c in ERROR_COLOURS.items()],
-                loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
     save_png(figure, png_path)
 
