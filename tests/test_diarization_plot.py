@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from wespeaker_py.diarization.metrics import align, error_times
+from wespeaker_py.diarization.metrics import align, error_times, subtract_regions
 from wespeaker_py.diarization.plot import (ERROR_COLOURS, UNPAIRED_COLOUR, plot_timeline,
                                            timeline_rows)
 from wespeaker_py.diarization.rttm import write_rttm
@@ -25,6 +25,14 @@ def test_align_pairs_speakers_and_counts_each_piece_as_error_times_does():
     assert times.false_alarm == pytest.approx(0.2)   # t over x at 1.8-2.0
     assert times.confusion == pytest.approx(0.8 + 0.5)  # u for y, s for z
     assert times.scored == pytest.approx(6.5)
+
+
+def test_subtract_regions_keeps_what_nothing_excluded_covers():
+    # the plot shades [0, end] less the UEM; scoring keeps the UEM less the collars
+    assert subtract_regions([(0.0, 10.0)], [(2.0, 3.0), (2.5, 4.0), (9.0, 12.0)]) == [
+        (0.0, 2.0), (4.0, 9.0)]
+    assert subtract_regions([(5.0, 6.0), (0.0, 1.0)], []) == [(0.0, 1.0), (5.0, 6.0)]
+    assert subtract_regions([(0.0, 1.0)], [(0.0, 1.0)]) == []
 
 
 def test_timeline_rows_show_the_merge_the_split_and_where_the_errors_are():

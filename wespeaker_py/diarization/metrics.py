@@ -157,9 +157,14 @@ def scored_regions(ref: Sequence[Turn], evaluation_map: Sequence[Region], collar
     if ignore_overlaps:
         excluded += [(start, end) for start, end, ref_set, _ in _pieces(ref, [], [])
                      if len(ref_set) > 1]
+    return subtract_regions(evaluation_map, excluded)
+
+
+def subtract_regions(regions: Sequence[Region], excluded: Sequence[Region]) -> List[Region]:
+    """The parts of ``regions`` that no region of ``excluded`` covers, sorted and disjoint."""
     excluded = merge_regions(excluded)
     kept: List[Region] = []
-    for start, end in merge_regions(evaluation_map):
+    for start, end in merge_regions(regions):
         cursor = start
         for ex_start, ex_end in excluded:
             if ex_end <= cursor or ex_start >= end:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from wespeaker_py.diarization.metrics import ErrorTimes, Region, align, merge_regions
+from wespeaker_py.diarization.metrics import (ErrorTimes, Region, align, merge_regions,
+                                              subtract_regions)
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.plotting import new_figure, save_png
 
@@ -97,7 +98,7 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: 
     end = max([t.end for t in list(ref or []) + list(sys)] + [0.0])
     if evaluation_map:
         end = max(end, max(b for _, b in evaluation_map))
-        for start, stop in _outside(merge_regions(evaluation_map), end):
+        for start, stop in subtract_regions([(0.0, end)], evaluation_map):
             axes.axvspan(start, stop, color="0.92", zorder=0)
     axes.set_yticks(range(len(rows)), [row.label for row in reversed(rows)], fontsize="small")
     axes.set_ylim(-0.6, len(rows) - 0.4)
@@ -138,14 +139,3 @@ def _merged(spans: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
     regions = merge_regions([(start, start + width) for start, width in spans])
     return [(start, end - start) for start, end in regions]
 
-
-def _outside(regions: Sequence[Region], end: float) -> List[Region]:
-    """The gaps of ``[0, end]`` that no region covers."""
-    gaps, cursor = [], 0.0
-    for start, stop in regions:
-        if start > cursor:
-            gaps.append((cursor, start))
-        cursor = max(cursor, stop)
-    if cursor < end:
-        gaps.append((cursor, end))
-    return gaps
