@@ -117,8 +117,8 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: 
         summary = (f"DER {times.der:.1f}% (missed {100 * times.missed / scored:.1f}, "
                    f"false alarm {100 * times.false_alarm / scored:.1f}, confusion "
                    f"{100 * times.confusion / scored:.1f}); "
-                   f"{sum(row.label.startswith('ref ') for row in rows)} speakers, "
-                   f"{sum(row.label.startswith('sys ') for row in rows)} found")
+                   f"{len({t.speaker for t in ref})} speakers, "
+                   f"{len({t.speaker for t in sys})} found")
     axes.set_title(f"{title}: {summary}" if title else summary, fontsize="medium")
     figure.tight_layout()
     save_png(figure, png_path)
