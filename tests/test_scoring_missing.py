@@ -126,6 +126,16 @@ def test_command_line_errors_are_one_line(world, tmp_path):
     assert run_main(score.main, argv) == 2
 
 
+@pytest.mark.parametrize("parser_of", [score.build_parser, score_norm.build_parser,
+                                       eval_plda.build_parser])
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_max_missing_fraction_outside_zero_one_is_a_usage_error(parser_of, value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        parser_of().parse_args(["--max_missing_fraction", value])
+    assert stop.value.code == 2
+    assert f"expected a number in [0, 1], got '{value}'" in capsys.readouterr().err
+
+
 def test_run_main_exit_codes(capsys, monkeypatch):
     def fails_with(error):
         def main(argv):

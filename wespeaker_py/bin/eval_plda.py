@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, add_missing_trials_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -30,9 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "trial", required=True, help="trial list")
     add_flag(parser, "multisession_avg", action="store_true",
              help="score multi-utterance models by their average as if one utterance")
-    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
-             help="largest fraction of trials that may be skipped because they name an "
-                  "utterance without an embedding (default 0: any such trial is an error)")
+    add_missing_trials_flag(parser)
     return parser
 
 

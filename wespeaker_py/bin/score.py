@@ -16,7 +16,8 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import (add_bool_flag, add_flag, add_missing_trials_flag, bin_parser,
+                                     run_main)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -30,9 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                   help="subtract the mean embedding of cal_mean_dir/xvector.scp")
     add_flag(parser, "cal_mean_dir", default=None, help="embedding dir of the reference set")
     add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
-    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
-             help="largest fraction of trials that may be skipped because they name an "
-                  "utterance without an embedding (default 0: any such trial is an error)")
+    add_missing_trials_flag(parser)
     parser.add_argument("trials", nargs="+", help="trial lists")
     return parser
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, add_missing_trials_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
@@ -36,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "eval_emb_scp", required=True, help="embeddings of the trial utterances")
     add_flag(parser, "mean_vec_path", default=None, help="mean vector to subtract (.npy)")
     add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
-    add_flag(parser, "max_missing_fraction", type=float, default=0.0,
-             help="largest fraction of trials that may be skipped because they name an "
-                  "utterance without an embedding (default 0: any such trial is an error)")
+    add_missing_trials_flag(parser)
     return parser
 
 

@@ -106,6 +106,14 @@ def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
                   f"was done)")
 
 
+def add_missing_trials_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max_missing_fraction`` of a scoring command (see
+    :func:`wespeaker_py.scoring.trials.keep_scorable_trials`)."""
+    add_flag(parser, "max_missing_fraction", type=parse_fail_fraction, default=0.0, metavar="F",
+             help="largest fraction of trials that may be skipped because they name an "
+                  "utterance without an embedding (default 0: any such trial is an error)")
+
+
 def requested_threads(argv: Sequence[str]) -> Optional[int]:
     """``--num_threads N`` of a command line (either spelling), or None when absent or
     not a whole number >= 1 (the command's parser then reports it)."""
