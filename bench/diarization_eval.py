@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, load_audio
+from wespeaker_py.audio import INT16_SCALE, load_audio_with_rate
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster_windows
 from wespeaker_py.diarization.metrics import merge_regions, score_recordings
 from wespeaker_py.diarization.rttm import read_rttm
@@ -54,12 +54,14 @@ def embed(args: argparse.Namespace) -> None:
         if os.path.exists(out):
             continue
         clock = time.perf_counter()
-        samples = load_audio(path, rate)   # model samples (int16 scale) at the model's rate
+        # model samples (int16 scale) at the model's rate, and the rate the file came at
+        samples, source_rate = load_audio_with_rate(path, rate)
         audio = samples / np.float32(INT16_SCALE)
         probs = silero.speech_probabilities(audio, rate)
         hop = SileroVAD.RATES[rate][0] / rate
         speech = probabilities_to_regions(probs, hop, audio.size / rate, RegionRules())
-        windows, embeddings = diarizer.window_embeddings(samples, speech)
+        windows, embeddings = diarizer.window_embeddings(
+            samples, speech, source_rate if source_rate < rate else 0)
         with atomic_open(out, "wb") as handle:
             np.savez(handle, probs=probs, hop=hop, duration=audio.size / rate,
                      speech=np.asarray(speech).reshape(-1, 2),

@@ -37,3 +37,25 @@ def restore_root_logging():
 def shared_data_dir():
     """Path of ../shared/data (tests using it carry the shared_data marker)."""
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory):
+    """wav.scp + utt2spk of six mini-corpus speakers (two utterances each) and one
+    utterance (``broken-utt``) whose file is not audio."""
+    corpus = os.path.join(REPO_ROOT, "examples", "mini", "data", "librispeech_tc100")
+    root = tmp_path_factory.mktemp("labelled")
+    rows, seen = [], {}
+    with open(os.path.join(corpus, "wav.scp")) as handle:
+        for line in handle:
+            key, path = line.split()
+            speaker = key.split("-")[0]
+            if (len(seen) < 6 or speaker in seen) and seen.get(speaker, 0) < 2:
+                seen[speaker] = seen.get(speaker, 0) + 1
+                rows.append((key, os.path.join(corpus, path), speaker))
+    rows.append(("broken-utt", str(root / "broken.wav"), rows[0][2]))
+    (root / "broken.wav").write_bytes(b"RIFF but not audio")
+    (root / "wav.scp").write_text("".join(f"{k} {p}\n" for k, p, _ in rows))
+    (root / "utt2spk").write_text("".join(f"{k} {s}\n" for k, _, s in rows))
+    return str(root)
+

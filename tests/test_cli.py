@@ -59,11 +59,11 @@ print(repr((heavy, texts)))
     assert result.returncode == 0, result.stderr
     heavy, texts = eval(result.stdout)
     assert heavy == []
-    assert len(texts) == 1 + 11 + len(BIN_MODULES)
+    assert len(texts) == 1 + 12 + len(BIN_MODULES)
     for name in BIN_MODULES:
         assert texts[name].startswith(f"usage: python -m wespeaker_py.bin.{name} "), name
     for command in ("embed", "similarity", "verify", "enroll", "identify", "calibrate",
-                    "diarize", "window-lda", "export", "info", "finetune"):
+                    "diarize", "window-lda", "band-fill", "export", "info", "finetune"):
         assert texts[f"wespeaker-py {command}"].startswith(f"usage: wespeaker-py {command} ")
         assert "examples:" in texts[f"wespeaker-py {command}"]
     assert "adaptive S-Norm" in texts["score_norm"]   # --score_norm_method has help

@@ -132,26 +132,6 @@ def test_a_narrowband_projection_serves_recordings_at_or_below_its_rate():
         Diarizer(embed, narrowband_projections={16000: projection("x")})
 
 
-@pytest.fixture(scope="module")
-def labelled_dir(tmp_path_factory):
-    """wav.scp + utt2spk of six mini-corpus speakers (two utterances each)."""
-    root = tmp_path_factory.mktemp("lda_data")
-    rows, seen = [], {}
-    with open(os.path.join(MINI_CORPUS, "wav.scp")) as handle:
-        for line in handle:
-            key, path = line.split()
-            speaker = key.split("-")[0]
-            if len(seen) < 6 or speaker in seen:
-                if seen.get(speaker, 0) < 2:
-                    seen[speaker] = seen.get(speaker, 0) + 1
-                    rows.append((key, os.path.join(MINI_CORPUS, path), speaker))
-    rows.append(("broken-utt", str(root / "broken.wav"), rows[0][2]))
-    (root / "broken.wav").write_bytes(b"RIFF but not audio")
-    (root / "wav.scp").write_text("".join(f"{k} {p}\n" for k, p, _ in rows))
-    (root / "utt2spk").write_text("".join(f"{k} {s}\n" for k, _, s in rows))
-    return str(root)
-
-
 def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     from wespeaker_py import load_model
     folder = str(tmp_path / "model")

@@ -46,7 +46,8 @@ class OnnxBackend:
         self.min_seconds = self.min_samples / self.sample_rate
         self._identity: Optional[str] = None
 
-    def prepare(self, wav: np.ndarray) -> torch.Tensor:
+    def prepare(self, wav: np.ndarray, heard_rate: int = 0) -> torch.Tensor:
+        """The waveform itself: the graph computes its own features (no band fill)."""
         return torch.as_tensor(wav)
 
     def is_too_short(self, prepared: torch.Tensor) -> bool:

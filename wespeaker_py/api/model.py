@@ -18,19 +18,21 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
                     Sequence, Tuple, Union)
 
 import numpy as np
+from tqdm import tqdm
 
 from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_counts,
                                           fit_calibration, read_optional_calibration,
                                           probability, save_calibration)
 from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
-                                load_audio)
+                                load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.runtime.embedding import Outcome, embed_stream
+from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import DataFormatError, read_key_value, require_writable
-from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
+from wespeaker_py.utils.file_utils import (DataFormatError, read_key_value, read_wav_scp,
+                                          require_writable)
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -137,6 +139,7 @@ class SpeakerModel:
         self._calibration_read = False
         # absolute path: (the file's stamp when read, the LDA read)
         self._window_ldas_read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
+        self._band_fills_found = False
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -167,28 +170,39 @@ class SpeakerModel:
 
     def _embed_stream(self, items: Iterable[Tuple[str, Any]], batch_size: int,
                       sample_rate: Optional[int] = None, progress: bool = False,
-                      loaded: bool = False,
-                      channel: ChannelChoice = DEFAULT_CHANNEL) -> Iterator[Outcome]:
+                      loaded: bool = False, channel: ChannelChoice = DEFAULT_CHANNEL,
+                      heard_rate: int = 0) -> Iterator[Outcome]:
         """:func:`~wespeaker_py.runtime.embedding.embed_stream` over ``(key, audio)`` items.
 
         Each audio is read (resampled to the model's rate, mono by ``channel``) as it
         comes, unless ``loaded`` says the items are model samples already
         (:func:`~wespeaker_py.audio.load_audio`'s); batches only hold inputs of
-        equal length, as in ``bin.extract``.
+        equal length, as in ``bin.extract``. ``heard_rate``: the rate every item came
+        at, when below the model's (its band fill is applied, see :meth:`band_fill_file`).
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
         read = None if loaded else (
             lambda audio: load_audio(audio, self.sample_rate, sample_rate, channel=channel))
+        if heard_rate:
+            self._find_band_fills()
         return embed_stream(self.backend, items, batch_size, read=read,
-                            buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding")
+                            buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
+                            heard_rate=self._heard(heard_rate))
+
+    def _heard(self, source_rate: Optional[int]) -> int:
+        """The heard rate of audio that came at ``source_rate``: itself when below the
+        model's rate, else 0 (the model's own)."""
+        return int(source_rate) if source_rate and source_rate < self.sample_rate else 0
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """The embedding (float32 vector) of one recording (of multi-channel audio: the
         channel ``channel`` chooses, see :mod:`wespeaker_py.audio`)."""
-        wav = load_audio(audio, self.sample_rate, sample_rate, channel=channel)
-        [outcome] = list(embed_stream(self.backend, [("", wav)], 1))
+        wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
+                                                channel=channel)
+        [outcome] = list(self._embed_stream([("", wav)], 1, loaded=True,
+                                            heard_rate=self._heard(source_rate)))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
         return outcome.embedding
@@ -198,7 +212,8 @@ class SpeakerModel:
                         channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """Embeddings ``[N, E]`` of in-memory waveforms (e.g. the segments of a recording).
 
-        Each waveform is 1-D (or follows the channel rule) at ``sample_rate``.
+        Each waveform is 1-D (or follows the channel rule) at ``sample_rate`` (below
+        the model's rate: its band fill is applied, see :meth:`band_fill_file`).
         Equal-length inputs are batched; a waveform that cannot be embedded
         raises :class:`~wespeaker_py.errors.AudioInputError` naming its index.
         """
@@ -209,13 +224,15 @@ class SpeakerModel:
                                        channel=channel))
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
-        return self._embed_loaded(wavs, batch_size)
+        return self._embed_loaded(wavs, batch_size, self._heard(sample_rate))
 
-    def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)."""
+    def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int,
+                      heard_rate: int = 0) -> np.ndarray:
+        """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)
+        that came at ``heard_rate`` (0: the model's rate)."""
         rows: Dict[str, np.ndarray] = {}
         for outcome in self._embed_stream(((str(index), wav) for index, wav in enumerate(wavs)),
-                                          batch_size, loaded=True):
+                                          batch_size, loaded=True, heard_rate=heard_rate):
             if outcome.embedding is None:
                 raise AudioInputError(f"waveform {outcome.key}: {outcome.detail}")
             rows[outcome.key] = outcome.embedding
@@ -420,6 +437,8 @@ class SpeakerModel:
         lda, narrowband = self._window_ldas(options.window_lda)
         return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
                         sample_rate=self.sample_rate,
+                        narrowband_embed=lambda windows, rate: self._embed_loaded(
+                            windows, batch_size, rate),
                         projection=None if lda is None else lda.project,
                         narrowband_projections={rate: item.project
                                                 for rate, item in narrowband.items()})
@@ -430,12 +449,12 @@ class SpeakerModel:
         ``model.window_lda_8000hz.npz`` beside ``model.onnx``); None when the model has
         no folder beside it."""
         from wespeaker_py.diarization.options import window_lda_name
-        prefix = self._window_lda_prefix()
+        prefix = self._side_file_prefix()
         if prefix is None:
             return None if heard_rate else self.window_lda_path
         return prefix + window_lda_name(heard_rate)
 
-    def _window_lda_prefix(self) -> Optional[str]:
+    def _side_file_prefix(self) -> Optional[str]:
         """:attr:`window_lda_path` without its file name (a folder, or ``model.`` for ONNX)."""
         from wespeaker_py.diarization.options import WINDOW_LDA_NAME
         path = self.window_lda_path
@@ -467,7 +486,7 @@ class SpeakerModel:
                 f"that name is for the model's own rate; rename it "
                 f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
                 f"{main.heard_rate} Hz")
-        prefix = self._window_lda_prefix()
+        prefix = self._side_file_prefix()
         narrowband = {}
         for found in ([] if prefix is None else
                       sorted(glob.glob(glob.escape(prefix) + NARROWBAND_WINDOW_LDA_GLOB))):
@@ -482,6 +501,16 @@ class SpeakerModel:
                     f"heard at {lda.heard_rate or self.sample_rate} Hz; a narrowband one is "
                     f"learnt with heard_rate below the model's {self.sample_rate} Hz and "
                     f"named for it")
+            expected = self._band_fill_digest(rate)
+            if lda.band_fill != expected:
+                learnt = "through another band fill" if lda.band_fill else "without a band fill"
+                now = "the band fill beside the model" if expected else "none"
+                message = (f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz "
+                           f"audio now goes through {now}; learn it again: wespeaker-py "
+                           f"window-lda --heard_rate {rate}")
+                if not self.force:
+                    raise ModelMismatchError(message)
+                logger.warning("%s (used anyway: force)", message)
             narrowband[rate] = lda
         return main, narrowband
 
@@ -534,13 +563,14 @@ class SpeakerModel:
         """
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
-        if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
-                or not 0 <= heard_rate < self.sample_rate):
-            raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
-                                 f"{self.sample_rate} Hz (0: its own rate), got {heard_rate!r}")
-        heard_rate = int(heard_rate)
+        heard_rate = self._check_heard_rate(heard_rate)
         target = self.window_lda_output(output, heard_rate)
         require_writable(target)
+        if heard_rate and self._fills_bands() and heard_rate not in self.backend.band_fills:
+            logger.info("no band fill for %d Hz beside the model: learning one from the same "
+                        "data first", heard_rate)
+            self.train_band_fill(data, heard_rate, progress=progress,
+                                 max_fail_fraction=max_fail_fraction)
         diarizer = self.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
         rows, speakers, skipped = [], [], 0
         for folder in [data] if isinstance(data, str) else list(data):
@@ -552,11 +582,139 @@ class SpeakerModel:
             speakers.append(labels)
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
-                             dim or DEFAULT_LDA_DIM, self.identity, heard_rate)
+                             dim or DEFAULT_LDA_DIM, self.identity, heard_rate,
+                             self._band_fill_digest(heard_rate))
         lda.save(target)
         logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
                     skipped)
         return lda
+
+    # -- narrow-band audio ----------------------------------------------------------------
+
+    def band_fill_file(self, heard_rate: int) -> Optional[str]:
+        """Where this model's band fill for audio heard at ``heard_rate`` lives
+        (``band_fill_8000hz.npz`` beside the model); None when the model has no folder.
+
+        Audio that comes at a rate below the model's (an 8 kHz call for a 16 kHz
+        model) leaves the top mel bins empty; with a band fill for that rate (or the
+        lowest learnt rate above it) they are estimated from the bins below before the
+        model sees them (:mod:`wespeaker_py.frontend.band_fill`). It is found and used
+        by every method that knows the audio's rate: :meth:`embed`,
+        :meth:`embed_waveforms`, :meth:`similarity`, :meth:`verify`, diarization.
+        """
+        from wespeaker_py.frontend.band_fill import band_fill_name
+        prefix = self._side_file_prefix()
+        return None if prefix is None else prefix + band_fill_name(heard_rate)
+
+    def _fills_bands(self) -> bool:
+        """Whether this model can use band fills (a torch model with an fbank front-end
+        and a folder to keep them in); loads those it has."""
+        from wespeaker_py.frontend.features import FbankFeatures
+        frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
+        if not isinstance(frontend, FbankFeatures) or self._side_file_prefix() is None:
+            return False
+        self._find_band_fills()
+        return True
+
+    def _band_fill_digest(self, heard_rate: int) -> str:
+        """The digest of the band fill that audio heard at ``heard_rate`` goes through ("":
+        none)."""
+        if not heard_rate or not hasattr(self.backend, "band_fill_for"):
+            return ""
+        self._find_band_fills()
+        fill = self.backend.band_fill_for(heard_rate)
+        return "" if fill is None else fill.digest
+
+    def _find_band_fills(self) -> None:
+        """Hand the band fills beside the model to its backend (once; torch models only)."""
+        from wespeaker_py.frontend.band_fill import (BAND_FILL_GLOB, BandFill, BandFillError,
+                                                     band_fill_name, band_fill_rate_of)
+        if self._band_fills_found or not hasattr(self.backend, "use_band_fills"):
+            return
+        self._band_fills_found = True
+        prefix = self._side_file_prefix()
+        if prefix is None:
+            return
+        fills = []
+        for path in sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB)):
+            fill = BandFill.load(path)
+            if band_fill_rate_of(path[len(prefix):]) != fill.heard_rate:
+                raise BandFillError(f"band fill {path} was learnt for {fill.heard_rate} Hz; "
+                                    f"name it {band_fill_name(fill.heard_rate)}")
+            logger.info("band fill %s: %s", path, fill.describe())
+            fills.append(fill)
+        self.backend.use_band_fills(fills)
+
+    def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
+                        output: Optional[str] = None, progress: bool = True,
+                        max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION):
+        """Learn how to fill the mel bins that audio heard at ``heard_rate`` leaves empty;
+        return the :class:`~wespeaker_py.frontend.band_fill.BandFill`.
+
+        ``data``: Kaldi data directories (``wav.scp``) of wide-band speech, e.g. the
+        model's training data. Each utterance's log-mel energies at the model's rate
+        are the target, those of the same utterance brought down to ``heard_rate``
+        and back the input (:func:`~wespeaker_py.frontend.band_fill.fit_band_fill`).
+        Written atomically to ``output`` (default :meth:`band_fill_file`) and used
+        from then on by this model; unreadable utterances are skipped and counted
+        (see :mod:`wespeaker_py.utils.list_jobs`).
+        """
+        import torch
+        from wespeaker_py.audio import narrowband
+        from wespeaker_py.frontend.band_fill import BandFillError, fit_band_fill
+        from wespeaker_py.frontend.features import FbankFeatures
+        frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
+        if not isinstance(frontend, FbankFeatures):
+            raise BandFillError("a band fill needs a torch model with an fbank front-end")
+        heard_rate = self._check_heard_rate(heard_rate)
+        if not heard_rate:
+            raise BandFillError(f"a band fill is for a rate below the model's "
+                                f"{self.sample_rate} Hz, got heard_rate 0")
+        target = output or self.band_fill_file(heard_rate)
+        if target is None:
+            raise WespeakerError("this model has no folder beside it; give output=")
+        require_writable(target)
+        folders = [data] if isinstance(data, str) else list(data)
+        skipped: Counter = Counter()
+        done = 0
+
+        def log_mels(samples: np.ndarray) -> np.ndarray:
+            return frontend.log_mel(torch.as_tensor(samples).unsqueeze(0))[0].numpy()
+
+        def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+            nonlocal done
+            for folder in folders:
+                recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
+                for key, path in tqdm(recordings.items(), desc="band fill", unit="utt",
+                                      disable=not progress):
+                    try:
+                        wide = load_audio(path, self.sample_rate)
+                    except AudioInputError as err:
+                        logger.warning("skipping %s: %s", key, err)
+                        skipped[getattr(err, "reason", UNREADABLE)] += 1
+                        continue
+                    done += 1
+                    yield log_mels(wide), log_mels(narrowband(wide, heard_rate,
+                                                              self.sample_rate))
+
+        fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate, frontend.num_mel_bins,
+                             frontend.frame_length)
+        JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
+                                         "no band fill was learnt")
+        fill.save(target)
+        self._find_band_fills()
+        self.backend.use_band_fills([fill])
+        logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
+                    sum(skipped.values()))
+        return fill
+
+    def _check_heard_rate(self, heard_rate: Any) -> int:
+        """``heard_rate`` as an int: 0 (the model's rate) or a rate below the model's."""
+        if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
+                or not 0 <= heard_rate < self.sample_rate):
+            raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
+                                 f"{self.sample_rate} Hz (0: its own rate), got {heard_rate!r}")
+        return int(heard_rate)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: int = 1,

@@ -21,3 +21,13 @@ def resample(samples: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray
         return samples
     out = soxr.resample(samples, in_rate, out_rate, quality=QUALITY)
     return np.asarray(out, dtype=np.float32)
+
+
+def narrowband(samples: np.ndarray, heard_rate: int, rate: int) -> np.ndarray:
+    """``samples`` at ``rate`` as they reach a model at ``rate`` after being heard at the
+    lower ``heard_rate``: brought down to it and back (the same length)."""
+    out = resample(resample(samples, float(rate), float(heard_rate)), float(heard_rate),
+                   float(rate))
+    if out.size >= samples.size:
+        return out[:samples.size]
+    return np.pad(out, (0, samples.size - out.size))

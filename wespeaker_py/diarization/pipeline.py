@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio,
-                                load_audio_with_rate, resample)
+                                load_audio_with_rate, narrowband)
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
                                               check_cluster_options)
@@ -30,17 +30,19 @@ from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError
+from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.utils.file_utils import read_wav_scp
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-UNREADABLE = "unreadable_audio"  # a failure without a named audio check (as embed_stream says)
 
 # windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
 # one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
 EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
+# windows that came at a rate below the model's, and that rate -> [N, D] embeddings
+NarrowbandEmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
 # [N, D] window embeddings -> [N, d] (a window LDA's project), applied before clustering
 Projection = Callable[[np.ndarray], np.ndarray]
 
@@ -69,15 +71,19 @@ class Diarizer:
     embeddings before they are clustered (a window LDA). ``narrowband_projections``
     (``{rate: projection}``, rates below ``sample_rate``) replace it for recordings
     that come at or below a rate (:meth:`projection_for`): a window LDA learnt from
-    audio heard at 8 kHz for 8 kHz calls.
+    audio heard at 8 kHz for 8 kHz calls. ``narrowband_embed``, when given, embeds the
+    windows of a recording that came below ``sample_rate`` instead, told its rate
+    (the API's fills the mel bins the low rate left empty).
     """
 
     def __init__(self, embed_windows: EmbedFunction,
                  options: Optional[DiarizationOptions] = None,
                  vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000,
                  projection: Optional[Projection] = None,
-                 narrowband_projections: Optional[Mapping[int, Projection]] = None):
+                 narrowband_projections: Optional[Mapping[int, Projection]] = None,
+                 narrowband_embed: Optional[NarrowbandEmbedFunction] = None):
         self.embed_windows = embed_windows
+        self.narrowband_embed = narrowband_embed
         self.projection = projection
         self.narrowband_projections = dict(narrowband_projections or {})
         too_high = sorted(rate for rate in self.narrowband_projections if rate >= sample_rate)
@@ -117,7 +123,8 @@ class Diarizer:
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)
         seconds["vad"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        windows, embeddings = self.window_embeddings(audio, speech)
+        windows, embeddings = self.window_embeddings(
+            audio, speech, source_rate if source_rate < rate else 0)
         seconds["embed"] = time.perf_counter() - clock
         if not windows:
             return DiarizationResult([], speech, 0, seconds)
@@ -148,9 +155,11 @@ class Diarizer:
                      source_rate, min(fitting))
         return self.narrowband_projections[min(fitting)]
 
-    def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region]):
+    def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region],
+                          heard_rate: int = 0):
         """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
-        :attr:`sample_rate`), and ``[N, D]`` embeddings of them."""
+        :attr:`sample_rate`, which came at ``heard_rate`` when that is set), and
+        ``[N, D]`` embeddings of them."""
         opts = self.options
         windows = subsegments(speech, opts.window, opts.shift)
         if not windows:
@@ -162,7 +171,9 @@ class Diarizer:
         spans = [(int(round(a * rate)), int(round(b * rate))) for a, b in windows]
         pieces = [with_noise_floor(np.resize(audio[first:last], window_samples), opts.dither,
                                    first) for first, last in spans]
-        embeddings = np.asarray(self.embed_windows(pieces))
+        embeddings = np.asarray(self.embed_windows(pieces) if not heard_rate
+                                or self.narrowband_embed is None
+                                else self.narrowband_embed(pieces, heard_rate))
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "
                                f"(finite: {np.isfinite(embeddings).all()}) for "
@@ -288,13 +299,15 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
                           disable=not show_progress):
         try:
-            audio = (load_audio(path, rate) if not heard_rate else
-                     resample(load_audio(path, heard_rate), float(heard_rate), float(rate)))
+            audio = load_audio(path, rate)
+            if heard_rate:
+                audio = narrowband(audio, heard_rate, rate)
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             skipped[getattr(err, "reason", UNREADABLE)] += 1
             continue
-        _, embeddings = diarizer.window_embeddings(audio, [(0.0, audio.size / rate)])
+        _, embeddings = diarizer.window_embeddings(audio, [(0.0, audio.size / rate)],
+                                                   heard_rate)
         rows.append(embeddings)
         speakers += [utt2spk[key]] * len(embeddings)
     tally = JobTally.of(len(rows), skipped)

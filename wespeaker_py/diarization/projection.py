@@ -46,6 +46,7 @@ class WindowLDA:
     num_speakers: int = 0
     num_windows: int = 0
     heard_rate: int = 0  # the rate its windows were heard at, below the model's; 0: the model's
+    band_fill: str = ""  # digest of the band fill its windows went through; "": none
 
     @property
     def input_dim(self) -> int:
@@ -74,7 +75,7 @@ class WindowLDA:
         with atomic_open(path, "wb") as handle:
             np.savez(handle, mean=self.mean, matrix=self.matrix, identity=np.array(self.identity),
                      num_speakers=self.num_speakers, num_windows=self.num_windows,
-                     heard_rate=self.heard_rate)
+                     heard_rate=self.heard_rate, band_fill=np.array(self.band_fill))
 
     @classmethod
     def load(cls, path: str) -> "WindowLDA":
@@ -87,7 +88,8 @@ class WindowLDA:
                           np.asarray(stored["matrix"], dtype=np.float64),
                           str(stored["identity"]), int(stored["num_speakers"]),
                           int(stored["num_windows"]),
-                          int(stored["heard_rate"]) if "heard_rate" in stored else 0)
+                          int(stored["heard_rate"]) if "heard_rate" in stored else 0,
+                          str(stored["band_fill"]) if "band_fill" in stored else "")
         except (OSError, ValueError, KeyError) as err:
             raise WindowLDAError(f"window LDA {path} cannot be read: {err}") from None
         if (lda.matrix.ndim != 2 or lda.mean.shape != (lda.input_dim,)
@@ -98,7 +100,7 @@ class WindowLDA:
 
 
 def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = DEFAULT_LDA_DIM,
-                   identity: str = "", heard_rate: int = 0) -> WindowLDA:
+                   identity: str = "", heard_rate: int = 0, band_fill: str = "") -> WindowLDA:
     """An LDA of ``[N, D]`` window embeddings (length-normalised) by their ``speakers``.
 
     ``dim`` is capped at one less than the number of speakers and at ``D``
@@ -121,4 +123,4 @@ def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = D
     dim = min(dim, num_speakers - 1, embeddings.shape[1])
     lda = LinearDiscriminantAnalysis(solver="svd").fit(unit_rows(embeddings), labels)
     return WindowLDA(lda.xbar_.astype(np.float64), lda.scalings_[:, :dim].astype(np.float64),
-                     identity, num_speakers, len(labels), heard_rate)
+                     identity, num_speakers, len(labels), heard_rate, band_fill)

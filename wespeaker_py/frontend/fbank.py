@@ -13,6 +13,7 @@ import functools
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
 from wespeaker_py.frontend.framing import frame_params, num_frames
@@ -77,6 +78,15 @@ def _mel_matrix(sample_rate: int, fft_size: int, num_mel_bins: int) -> torch.Ten
         raise ValueError(f"num_mel_bins={num_mel_bins} is too many for a {fft_size}-point FFT "
                          f"at {sample_rate} Hz: some mel bins contain no FFT bin")
     return weights
+
+
+def mel_bin_tops(sample_rate: int, num_mel_bins: int, frame_length: float = 25) -> np.ndarray:
+    """The highest frequency (Hz) of an FFT bin that each mel bin takes in, ``[num_mel_bins]``."""
+    window_length, _ = frame_params(sample_rate, frame_length, frame_length)
+    fft_size = _padded_fft_size(window_length)
+    weights = _mel_matrix(sample_rate, fft_size, num_mel_bins).numpy()
+    freqs = np.arange(fft_size // 2) * (sample_rate / fft_size)
+    return np.array([freqs[weights[:, j] > 0].max() for j in range(num_mel_bins)])
 
 
 @functools.lru_cache(maxsize=32)

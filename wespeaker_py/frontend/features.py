@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from wespeaker_py.config import ConfigError, DatasetArgs, SpecAugArgs, as_dataset_args
+from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.frontend.fbank import fbank
 from wespeaker_py.frontend.framing import frame_params, num_frames
 from wespeaker_py.frontend.specaug import apply_cmn, spec_augment
@@ -57,27 +58,36 @@ class FbankFeatures(torch.nn.Module):
                    dither=args.dither, cmn=config.cmvn and config.cmvn_args.norm_mean,
                    spec_aug=config.spec_aug, spec_aug_args=config.spec_aug_args)
 
-    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
-        feats = fbank(wavs, sample_rate=self.sample_rate, num_mel_bins=self.num_mel_bins,
-                      frame_length=self.frame_length, frame_shift=self.frame_shift,
-                      dither=self.dither if self.training else 0.0)
+    def forward(self, wavs: torch.Tensor, band_fill: Optional[BandFill] = None) -> torch.Tensor:
+        """Features of ``wavs``; ``band_fill`` fills the mel bins that narrow-band audio
+        leaves empty (:mod:`~wespeaker_py.frontend.band_fill`), before CMN."""
+        feats = self.log_mel(wavs, self.dither if self.training else 0.0)
+        if band_fill is not None:
+            feats = band_fill.apply(feats)
         if self.cmn:
             feats = apply_cmn(feats)
         if self.spec_aug and self.training:
             feats = spec_augment(feats, **dataclasses.asdict(self.spec_aug_args))
         return feats
 
+    def log_mel(self, wavs: torch.Tensor, dither: float = 0.0) -> torch.Tensor:
+        """The fbank alone: ``[B, frames, num_mel_bins]`` log-mel energies, before CMN."""
+        return fbank(wavs, sample_rate=self.sample_rate, num_mel_bins=self.num_mel_bins,
+                     frame_length=self.frame_length, frame_shift=self.frame_shift,
+                     dither=dither)
+
     def num_frames(self, num_samples: int) -> int:
         """Frames made from ``num_samples`` samples (Kaldi's snip-edges framing)."""
         return num_frames(num_samples, self.sample_rate, self.frame_length, self.frame_shift)
 
     @torch.no_grad()
-    def features_in_chunks(self, wav: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    def features_in_chunks(self, wav: torch.Tensor, chunk_frames: int,
+                           band_fill: Optional[BandFill] = None) -> torch.Tensor:
         """Eval-mode features ``[1, frames, num_mel_bins]`` of one long waveform ``[samples]``.
 
         Fbank is local to each frame, so it is computed ``chunk_frames`` frames at a
         time (its intermediates stay small) into one output, then the CMN mean is
-        taken over the whole. No dither, no SpecAugment.
+        taken over the whole. No dither, no SpecAugment; ``band_fill`` as in :meth:`forward`.
         """
         window, shift = frame_params(self.sample_rate, self.frame_length, self.frame_shift)
         total = num_frames(int(wav.shape[-1]), self.sample_rate, self.frame_length,
@@ -87,10 +97,9 @@ class FbankFeatures(torch.nn.Module):
         for start in range(0, total, chunk_frames):
             stop = min(start + chunk_frames, total)
             piece = wav[start * shift:(stop - 1) * shift + window]
-            feats[0, start:stop] = fbank(piece, sample_rate=self.sample_rate,
-                                         num_mel_bins=self.num_mel_bins,
-                                         frame_length=self.frame_length,
-                                         frame_shift=self.frame_shift)[0]
+            feats[0, start:stop] = self.log_mel(piece)[0]
+        if band_fill is not None:
+            feats = band_fill.apply(feats)
         return apply_cmn(feats) if self.cmn else feats
 
     def extra_repr(self) -> str:

@@ -37,8 +37,9 @@ class Backend(Protocol):
     sample_rate: int
     min_seconds: float
 
-    def prepare(self, wav: Any) -> Any:
-        """What is batched for one int16-scale waveform (features, or the waveform)."""
+    def prepare(self, wav: Any, heard_rate: int = 0) -> Any:
+        """What is batched for one int16-scale waveform (features, or the waveform);
+        ``heard_rate``: the rate it came at, when below the backend's."""
 
     def is_too_short(self, prepared: Any) -> bool:
         """Whether ``prepared`` is shorter than the model's shortest input."""
@@ -61,14 +62,16 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                  read: Optional[Callable[[Any], Any]] = None,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, progress: bool = False,
                  desc: str = "embedding", total: Optional[int] = None,
-                 position: int = 0) -> Iterator[Outcome]:
+                 position: int = 0, heard_rate: int = 0) -> Iterator[Outcome]:
     """An :class:`Outcome` for every ``(key, audio)`` of ``items``, as batches complete.
 
     ``audio`` is an int16-scale waveform at the backend's
     rate, or, with ``read``, what ``read`` turns into one (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
     Outcomes come in batch order, not input order. ``progress`` shows a tqdm
-    bar over the inputs (``desc``, ``total``, ``position``).
+    bar over the inputs (``desc``, ``total``, ``position``). ``heard_rate``: the rate
+    every input came at before it was brought to the backend's, when lower (see
+    :meth:`~wespeaker_py.runtime.engine.TorchBackend.band_fill_for`).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -94,7 +97,7 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                     # the audio check's own reason (missing_file, ...) where it has one
                     yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
                     continue
-            prepared = backend.prepare(audio)
+            prepared = backend.prepare(audio, heard_rate)
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,
                               f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "

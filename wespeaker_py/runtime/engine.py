@@ -12,11 +12,12 @@ in bounded memory; shorter ones are untouched.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
+from wespeaker_py.frontend.band_fill import BandFill, BandFillError
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder
@@ -70,6 +71,29 @@ class TorchBackend:
         self.sample_rate = int(getattr(embedder.frontend, "sample_rate", 16000))
         self._min_frames: Optional[int] = None
         self._embed_dim: Optional[int] = None
+        self.band_fills: Dict[int, BandFill] = {}
+
+    def use_band_fills(self, fills: Iterable[BandFill]) -> None:
+        """Fill the empty top mel bins of audio heard at a lower rate with these
+        (:mod:`~wespeaker_py.frontend.band_fill`); each must fit the fbank front-end."""
+        frontend = self.embedder.frontend
+        for fill in fills:
+            if not isinstance(frontend, FbankFeatures):
+                raise BandFillError(f"a band fill needs an fbank front-end; this model has "
+                                    f"{type(frontend).__name__}")
+            if (fill.sample_rate, fill.num_mel_bins) != (frontend.sample_rate,
+                                                         frontend.num_mel_bins):
+                raise BandFillError(
+                    f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} mel "
+                    f"bins at {fill.sample_rate} Hz; the model's fbank has "
+                    f"{frontend.num_mel_bins} at {frontend.sample_rate} Hz")
+            self.band_fills[fill.heard_rate] = fill
+
+    def band_fill_for(self, heard_rate: int) -> Optional[BandFill]:
+        """The band fill for audio heard at ``heard_rate`` (0: the model's rate): the one
+        learnt for the lowest rate at or above it, or None."""
+        fitting = [rate for rate in self.band_fills if 0 < heard_rate <= rate]
+        return self.band_fills[min(fitting)] if fitting else None
 
     @property
     def min_frames(self) -> int:
@@ -109,16 +133,20 @@ class TorchBackend:
         return self.embedder.identity
 
     @torch.inference_mode()
-    def prepare(self, wav: Any) -> torch.Tensor:
-        """``[frames, dim]`` features of one int16-scale waveform (array or tensor)."""
+    def prepare(self, wav: Any, heard_rate: int = 0) -> torch.Tensor:
+        """``[frames, dim]`` features of one int16-scale waveform (array or tensor);
+        ``heard_rate``: the rate the audio came at, when below the model's (its
+        :meth:`band_fill_for` is applied)."""
         samples = torch.as_tensor(wav).to(self.device, non_blocking=True)
         frontend = self.embedder.frontend
+        fill = self.band_fill_for(heard_rate)
         with exact_fp32(self.device):
-            if (isinstance(frontend, FbankFeatures)
-                    and self._is_long(frontend.num_frames(int(samples.shape[-1])))):
+            if not isinstance(frontend, FbankFeatures):
+                return self.embedder.features(samples.unsqueeze(0))[0]
+            if self._is_long(frontend.num_frames(int(samples.shape[-1]))):
                 chunk = self._frames_of(self.long_audio.chunk_seconds)
-                return frontend.features_in_chunks(samples, chunk)[0]
-            return self.embedder.features(samples.unsqueeze(0))[0]
+                return frontend.features_in_chunks(samples, chunk, fill)[0]
+            return frontend(samples.unsqueeze(0), fill)[0]
 
     def is_too_short(self, prepared: torch.Tensor) -> bool:
         return int(prepared.shape[0]) < self.min_frames

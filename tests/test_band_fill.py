@@ -1,0 +1,223 @@
+"""Narrow-band fill: which bins, the fit, the file, the front-end, the API and the command."""
+import logging
+import os
+
+import numpy as np
+import pytest
+import soxr
+import torch
+
+from api_helpers import MINI_CORPUS
+from tests.inference_helpers import FEAT_DIM, make_experiment
+from wespeaker_py.audio import load_audio, narrowband
+from wespeaker_py.frontend import FbankFeatures, apply_cmn
+from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, band_fill_rate_of,
+                                             fit_band_fill, split_bins)
+from wespeaker_py.frontend.fbank import mel_bin_tops
+from wespeaker_py.runtime.identity import ModelMismatchError
+
+RATE = 16000
+
+
+def corpus_files(count, skip=0):
+    """``count`` mini-corpus utterances (paths), after the first ``skip``."""
+    with open(os.path.join(MINI_CORPUS, "wav.scp")) as handle:
+        paths = [os.path.join(MINI_CORPUS, line.split()[1]) for line in handle]
+    return paths[skip:skip + count]
+
+
+def test_the_bins_above_the_low_rate_are_filled_from_those_below():
+    kept, filled = split_bins(RATE, 80, 25, 8000)
+    tops = mel_bin_tops(RATE, 80, 25)
+    assert sorted(np.concatenate([kept, filled]).tolist()) == list(range(80))
+    assert kept.max() < filled.min()                      # the top of the spectrum is filled
+    assert tops[kept].max() < 3900 <= tops[filled].min()
+    assert (kept.size, filled.size) == (59, 21)
+    # a lower rate leaves more empty
+    assert split_bins(RATE, 80, 25, 4000)[1].size > filled.size
+    for wrong in (0, 16000, 22050):
+        with pytest.raises(BandFillError, match="heard_rate must be between 0 and the "
+                                                "model's 16000 Hz"):
+            split_bins(RATE, 80, 25, wrong)
+    assert band_fill_rate_of("band_fill_8000hz.npz") == 8000
+    assert band_fill_rate_of("band_fill_old.npz") is None
+
+
+def test_the_fit_recovers_a_linear_relation_and_apply_changes_only_the_filled_bins():
+    kept, filled = split_bins(RATE, 24, 25, 8000)
+    rng = np.random.default_rng(0)
+    mapping = rng.normal(size=(kept.size, filled.size)) / kept.size
+    bias = rng.normal(size=filled.size)
+
+    def pair(frames):
+        narrow = rng.normal(3.0, 2.0, size=(frames, 24))
+        wide = narrow.copy()
+        wide[:, filled] = narrow[:, kept] @ mapping + bias
+        narrow[:, filled] = -15.9                          # the empty band at the log floor
+        return wide, narrow
+
+    fill = fit_band_fill((pair(500) for _ in range(6)), 8000, RATE, 24, 25)
+    assert fill.num_frames == 3000 and fill.weights.shape == (kept.size + 1, filled.size)
+    np.testing.assert_allclose(fill.weights[:-1], mapping, atol=0.01)
+    np.testing.assert_allclose(fill.weights[-1], bias, atol=0.05)
+    wide, narrow = pair(40)
+    out = fill.apply(torch.tensor(narrow[None], dtype=torch.float32))[0].numpy()
+    np.testing.assert_array_equal(out[:, kept], narrow[:, kept].astype(np.float32))
+    np.testing.assert_allclose(out[:, filled], wide[:, filled], atol=0.05)
+    with pytest.raises(BandFillError, match="for 24 mel bins, the features have 80"):
+        fill.apply(torch.zeros(1, 5, 80))
+    with pytest.raises(BandFillError, match="needs more than"):
+        fit_band_fill([pair(3)], 8000, RATE, 24, 25)
+
+
+def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
+    kept, filled = split_bins(RATE, 24, 25, 8000)
+    fill = BandFill(8000, RATE, 24, kept, filled,
+                    np.arange((kept.size + 1) * filled.size, dtype=float).reshape(-1, filled.size),
+                    1234)
+    path = str(tmp_path / "band_fill_8000hz.npz")
+    fill.save(path)
+    again = BandFill.load(path)
+    assert again.describe() == fill.describe() and again.digest == fill.digest
+    assert "learnt from 1234 frames" in again.describe()
+    np.testing.assert_array_equal(again.weights, fill.weights)
+    with pytest.raises(BandFillError, match="missing.npz does not exist"):
+        BandFill.load(str(tmp_path / "missing.npz"))
+    (tmp_path / "broken.npz").write_bytes(b"not an npz")
+    with pytest.raises(BandFillError, match="broken.npz cannot be read"):
+        BandFill.load(str(tmp_path / "broken.npz"))
+    BandFill(8000, RATE, 24, kept, filled, fill.weights[:-1], 5).save(str(tmp_path / "odd.npz"))
+    with pytest.raises(BandFillError, match="odd.npz: bins .* do not fit together"):
+        BandFill.load(str(tmp_path / "odd.npz"))
+    other = BandFill(8000, RATE, 24, kept, filled, fill.weights + 1.0, 1234)
+    assert other.digest != fill.digest
+
+
+def test_on_real_speech_the_filled_bins_come_close_to_the_wide_band_ones():
+    frontend = FbankFeatures(RATE, 80, cmn=False)
+
+    def log_mel(samples):
+        return frontend.log_mel(torch.as_tensor(samples)[None])[0].numpy()
+
+    def pairs(paths):
+        for path in paths:
+            wide = load_audio(path, RATE)
+            yield log_mel(wide), log_mel(narrowband(wide, 8000, RATE))
+
+    fill = fit_band_fill(pairs(corpus_files(24)), 8000, RATE, 80, 25)
+    errors_before, errors_after = [], []
+    for wide, narrow in pairs(corpus_files(6, skip=100)):      # other speakers
+        count = min(len(wide), len(narrow))
+        filled = fill.apply(torch.tensor(narrow[None]))[0].numpy()
+        errors_before.append(np.abs(narrow - wide)[:count, fill.filled].mean())
+        errors_after.append(np.abs(filled - wide)[:count, fill.filled].mean())
+        np.testing.assert_array_equal(filled[:, fill.kept], narrow[:, fill.kept])
+    # the empty band sits ~10 log units under the real one; the estimate within ~2
+    assert np.mean(errors_before) > 6.0
+    assert np.mean(errors_after) < 0.35 * np.mean(errors_before)
+
+
+def test_the_front_end_fills_before_cmn_whole_or_in_chunks():
+    wide = load_audio(corpus_files(1)[0], RATE)
+    narrow = torch.as_tensor(narrowband(wide, 8000, RATE))
+    kept, filled = split_bins(RATE, 80, 25, 8000)
+    weights = np.zeros((kept.size + 1, filled.size))
+    weights[-1] = 12.0                                        # a constant fill
+    fill = BandFill(8000, RATE, 80, kept, filled, weights, 1)
+    with_cmn = FbankFeatures(RATE, 80, cmn=True).eval()
+    expected = apply_cmn(fill.apply(with_cmn.log_mel(narrow[None])))
+    torch.testing.assert_close(with_cmn(narrow[None], fill), expected)
+    torch.testing.assert_close(with_cmn.features_in_chunks(narrow, 97, fill), expected)
+    # after CMN a constant fill leaves zeros, so it came before
+    assert with_cmn(narrow[None], fill)[0][:, filled].abs().max() < 1e-4
+    assert not torch.allclose(with_cmn(narrow[None]), expected)
+
+
+def test_narrowband_keeps_the_length_and_empties_the_band_above_the_low_rate():
+    rng = np.random.default_rng(0)
+    noise = (1000 * rng.standard_normal(RATE)).astype(np.float32)
+    out = narrowband(noise, 8000, RATE)
+    assert out.shape == noise.shape and out.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(out)) ** 2
+    freqs = np.fft.rfftfreq(out.size, 1 / RATE)
+    assert spectrum[freqs > 4200].sum() < 1e-4 * spectrum[freqs < 3800].sum()
+
+
+def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path, labelled_dir,
+                                                                          caplog):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    wide = load_audio(corpus_files(1, skip=200)[0], RATE) / 32768.0
+    call = soxr.resample(wide, RATE, 8000)
+    plain = load_model(folder, device="cpu")
+    before_call, before_wide = plain.embed(call, sample_rate=8000), plain.embed(wide, RATE)
+
+    model = load_model(folder, device="cpu")
+    with caplog.at_level(logging.WARNING):
+        fill = model.train_band_fill(labelled_dir, 8000, progress=False)
+    assert "skipping broken-utt" in caplog.text
+    assert os.path.isfile(os.path.join(folder, "band_fill_8000hz.npz"))
+    assert model.band_fill_file(8000) == os.path.join(folder, "band_fill_8000hz.npz")
+    assert fill.num_mel_bins == FEAT_DIM and fill.heard_rate == 8000
+    after_call = model.embed(call, sample_rate=8000)
+    assert not np.allclose(after_call, before_call, atol=1e-4)       # the call is filled
+    np.testing.assert_allclose(model.embed(wide, RATE), before_wide, atol=1e-5)  # 16 kHz not
+    # a freshly loaded model finds the file; a 6 kHz call uses the 8 kHz fill too
+    again = load_model(folder, device="cpu")
+    np.testing.assert_allclose(again.embed(call, sample_rate=8000), after_call, atol=1e-5)
+    assert again.backend.band_fill_for(6000) is again.backend.band_fill_for(8000)
+    assert again.backend.band_fill_for(11025) is None and again.backend.band_fill_for(0) is None
+    np.testing.assert_allclose(again.embed_waveforms([call, call], 8000), [after_call] * 2,
+                               atol=1e-5)
+    with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
+        model.train_band_fill(labelled_dir, 16000, progress=False)
+
+
+def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, caplog):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    with caplog.at_level(logging.INFO):
+        lda = model.train_window_lda(labelled_dir, dim=3, progress=False, heard_rate=8000)
+    assert "learning one from the same data first" in caplog.text          # none was there
+    fill = BandFill.load(os.path.join(folder, "band_fill_8000hz.npz"))
+    assert lda.band_fill == fill.digest
+    assert set(load_model(folder, device="cpu").diarizer(vad="energy")
+               .narrowband_projections) == {8000}
+    # another band fill (learnt anew, say) no longer matches the LDA: refused, with the fix
+    BandFill(8000, fill.sample_rate, fill.num_mel_bins, fill.kept, fill.filled,
+             fill.weights * 0.5, 3).save(os.path.join(folder, "band_fill_8000hz.npz"))
+    with pytest.raises(ModelMismatchError, match="through another band fill.*learn it again: "
+                                                 "wespeaker-py window-lda --heard_rate 8000"):
+        load_model(folder, device="cpu").diarizer(vad="energy")
+    forced = load_model(folder, device="cpu", force=True)
+    with caplog.at_level(logging.WARNING):
+        assert set(forced.diarizer(vad="energy").narrowband_projections) == {8000}
+    assert "used anyway" in caplog.text
+    # with the fill gone, the LDA learnt through one is refused too
+    os.remove(os.path.join(folder, "band_fill_8000hz.npz"))
+    with pytest.raises(ModelMismatchError, match="but 8000 Hz audio now goes through none"):
+        load_model(folder, device="cpu").diarizer(vad="energy")
+
+
+def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
+    from wespeaker_py.cli.main import main
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    with pytest.raises(SystemExit) as stop:
+        main(["band-fill", "--model", folder, "--data", labelled_dir, "--heard_rate", "8000"])
+    assert stop.value.code == 0
+    err = capsys.readouterr().err
+    assert "band fill written to" in err and "band_fill_8000hz.npz" in err
+    assert "for 8000 Hz audio at 16000 Hz" in err
+    with pytest.raises(SystemExit) as stop:
+        main(["band-fill", "--model", folder, "--data", labelled_dir, "--heard_rate", "16000"])
+    assert stop.value.code == 2
+    assert "heard_rate must be a whole number of Hz below the model's 16000 Hz" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["band-fill", "--model", folder, "--data", str(tmp_path / "nothing"),
+              "--heard_rate", "8000"])
+    assert stop.value.code == 2 and "nothing" in capsys.readouterr().err

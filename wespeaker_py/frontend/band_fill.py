@@ -1,0 +1,163 @@
+"""Narrow-band fill: the mel bins that low-rate audio leaves empty, estimated from the bins below.
+
+Audio recorded at 8 kHz and upsampled for a 16 kHz model has nothing above 4 kHz,
+so the fbank's top mel bins sit at the noise floor, far below anything the model
+heard in training. A model trained without CMN (the mini recipe's) is thrown by
+that more than by the missing information: its embeddings of all 8 kHz audio
+crowd together. A :class:`BandFill` replaces those bins, frame by frame, with a
+linear (ridge) estimate from the bins that the low rate keeps, learnt from
+wide-band audio and the same audio brought down to the low rate and back
+(:func:`fit_band_fill`). It is applied to the log-mel energies before CMN
+(:meth:`~wespeaker_py.frontend.features.FbankFeatures.forward`'s ``band_fill``).
+
+On the mini recipe's test trials brought to 8 kHz, the 16 kHz mini model's cosine
+EER falls from 16.1% to 6.5% with it (16 kHz: 4.0%); see docs/diarization.md for
+what it does to 8 kHz diarization. Saved as ``band_fill_<rate>hz.npz`` beside the
+model (:func:`band_fill_name`), where the API finds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
+
+import numpy as np
+import torch
+
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.frontend.fbank import mel_bin_tops
+from wespeaker_py.utils.file_utils import atomic_open
+
+BAND_FILL_NAME = "band_fill_{}hz.npz"
+BAND_FILL_GLOB = "band_fill_*hz.npz"
+# A bin is filled when its triangle reaches above this share of the low rate's Nyquist
+# frequency: resamplers roll off just below Nyquist, so those bins are part-empty too.
+USABLE_BAND = 0.975
+RIDGE = 1.0  # ridge penalty on the map's weights (the inputs are log energies, ~1-20)
+
+
+class BandFillError(WespeakerError, ValueError):
+    """A band fill that cannot be learnt, read or used here, naming what is wrong."""
+
+
+def band_fill_name(heard_rate: int) -> str:
+    """The file name of the band fill for audio heard at ``heard_rate``."""
+    return BAND_FILL_NAME.format(int(heard_rate))
+
+
+def band_fill_rate_of(name: str) -> Optional[int]:
+    """The rate a ``band_fill_<rate>hz.npz`` file name is for (None: not such a name)."""
+    match = re.fullmatch(r"band_fill_(\d+)hz\.npz", name)
+    return int(match.group(1)) if match else None
+
+
+def split_bins(sample_rate: int, num_mel_bins: int, frame_length: float,
+               heard_rate: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(kept, filled)``: the mel bins that audio heard at ``heard_rate`` keeps, and
+    those it leaves (part-)empty."""
+    if not 0 < heard_rate < sample_rate:
+        raise BandFillError(f"heard_rate must be between 0 and the model's {sample_rate} Hz, "
+                            f"got {heard_rate}")
+    tops = mel_bin_tops(sample_rate, num_mel_bins, frame_length)
+    kept = np.flatnonzero(tops < USABLE_BAND * heard_rate / 2)
+    filled = np.flatnonzero(tops >= USABLE_BAND * heard_rate / 2)
+    if kept.size == 0 or filled.size == 0:
+        raise BandFillError(f"at {heard_rate} Hz the {num_mel_bins} mel bins of {sample_rate} "
+                            f"Hz audio keep {kept.size} and lose {filled.size}: nothing to fill "
+                            f"from or nothing to fill")
+    return kept, filled
+
+
+@dataclass
+class BandFill:
+    """``feats[..., filled] = [feats[..., kept], 1] @ weights``, for audio heard at
+    ``heard_rate`` and fed to a model at ``sample_rate``."""
+
+    heard_rate: int
+    sample_rate: int
+    num_mel_bins: int
+    kept: np.ndarray     # [K] bin indices
+    filled: np.ndarray   # [F] bin indices
+    weights: np.ndarray  # [K + 1, F]; the last row is the bias
+    num_frames: int = 0  # frames it was learnt from
+
+    def apply(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[..., frames, num_mel_bins]`` log-mel energies with the empty bins filled (a copy)."""
+        if feats.shape[-1] != self.num_mel_bins:
+            raise BandFillError(f"the band fill is for {self.num_mel_bins} mel bins, the "
+                                f"features have {feats.shape[-1]}")
+        weights = torch.as_tensor(self.weights, dtype=feats.dtype, device=feats.device)
+        kept = torch.as_tensor(self.kept, device=feats.device)
+        filled = torch.as_tensor(self.filled, device=feats.device)
+        out = feats.clone()
+        out[..., filled] = feats[..., kept] @ weights[:-1] + weights[-1]
+        return out
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits naming its bins and weights (recorded by what was learnt through it)."""
+        content = hashlib.sha256()
+        for array in (self.kept, self.filled, self.weights):
+            content.update(np.ascontiguousarray(array).tobytes())
+        return content.hexdigest()[:16]
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return (f"{self.filled.size} of {self.num_mel_bins} mel bins filled from "
+                f"{self.kept.size} for {self.heard_rate} Hz audio at {self.sample_rate} Hz, "
+                f"learnt from {self.num_frames} frames")
+
+    def save(self, path: str) -> None:
+        """Write it to ``path`` (``.npz``) atomically."""
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, heard_rate=self.heard_rate, sample_rate=self.sample_rate,
+                     num_mel_bins=self.num_mel_bins, kept=self.kept, filled=self.filled,
+                     weights=self.weights, num_frames=self.num_frames)
+
+    @classmethod
+    def load(cls, path: str) -> "BandFill":
+        """Read one written by :meth:`save`; a missing or malformed file names itself."""
+        if not os.path.isfile(path):
+            raise BandFillError(f"band fill {path} does not exist")
+        try:
+            with np.load(path) as stored:
+                fill = cls(int(stored["heard_rate"]), int(stored["sample_rate"]),
+                           int(stored["num_mel_bins"]), np.asarray(stored["kept"], np.int64),
+                           np.asarray(stored["filled"], np.int64),
+                           np.asarray(stored["weights"], np.float64), int(stored["num_frames"]))
+        except (OSError, ValueError, KeyError) as err:
+            raise BandFillError(f"band fill {path} cannot be read: {err}") from None
+        bins = np.concatenate([fill.kept, fill.filled])
+        if (fill.weights.shape != (fill.kept.size + 1, fill.filled.size)
+                or not np.isfinite(fill.weights).all()
+                or sorted(bins.tolist()) != list(range(fill.num_mel_bins))):
+            raise BandFillError(f"band fill {path}: bins {fill.kept.size} + {fill.filled.size} "
+                                f"of {fill.num_mel_bins} and weights {fill.weights.shape} do "
+                                f"not fit together or are not finite")
+        return fill
+
+
+def fit_band_fill(pairs: Iterable[Tuple[np.ndarray, np.ndarray]], heard_rate: int,
+                  sample_rate: int, num_mel_bins: int, frame_length: float) -> BandFill:
+    """Learn the fill from ``(wide, narrow)`` log-mel pairs ``[frames, num_mel_bins]``: the
+    same audio as heard at ``sample_rate`` and at ``heard_rate`` (brought down and back)."""
+    kept, filled = split_bins(sample_rate, num_mel_bins, frame_length, heard_rate)
+    size = kept.size + 1
+    gram = np.zeros((size, size))
+    cross = np.zeros((size, filled.size))
+    frames = 0
+    for wide, narrow in pairs:
+        count = min(len(wide), len(narrow))
+        inputs = np.hstack([np.asarray(narrow[:count, kept], np.float64), np.ones((count, 1))])
+        gram += inputs.T @ inputs
+        cross += inputs.T @ np.asarray(wide[:count, filled], np.float64)
+        frames += count
+    if frames <= size:
+        raise BandFillError(f"a band fill needs more than {size} frames, got {frames}")
+    penalty = RIDGE * np.eye(size)
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    weights = np.linalg.solve(gram + penalty, cross)
+    return BandFill(int(heard_rate), int(sample_rate), int(num_mel_bins), kept, filled,
+                    weights, frames)
