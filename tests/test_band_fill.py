@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 import torch
 
@@ -170,6 +171,18 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     assert again.backend.band_fill_for(11025) is None and again.backend.band_fill_for(0) is None
     np.testing.assert_allclose(again.embed_waveforms([call, call], 8000), [after_call] * 2,
                                atol=1e-5)
+    # a file is filled by its own rate, one by one or in a list
+    sf.write(tmp_path / "call.wav", call, 8000, subtype="FLOAT")
+    sf.write(tmp_path / "wide.wav", wide, RATE, subtype="FLOAT")
+    from_file = again.embed(str(tmp_path / "call.wav"))
+    np.testing.assert_allclose(from_file, after_call, atol=1e-5)
+    listed = again.embed_many([str(tmp_path / "call.wav"), str(tmp_path / "wide.wav")],
+                              progress=False).embeddings
+    np.testing.assert_allclose(listed[str(tmp_path / "call.wav")], from_file, atol=1e-5)
+    np.testing.assert_allclose(listed[str(tmp_path / "wide.wav")],
+                               again.embed(str(tmp_path / "wide.wav")), atol=1e-5)
+    assert not np.allclose(plain.embed_many([str(tmp_path / "call.wav")], progress=False)
+                           .embeddings[str(tmp_path / "call.wav")], from_file, atol=1e-4)
     with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
         model.train_band_fill(labelled_dir, 16000, progress=False)
 

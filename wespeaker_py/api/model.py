@@ -177,14 +177,16 @@ class SpeakerModel:
         Each audio is read (resampled to the model's rate, mono by ``channel``) as it
         comes, unless ``loaded`` says the items are model samples already
         (:func:`~wespeaker_py.audio.load_audio`'s); batches only hold inputs of
-        equal length, as in ``bin.extract``. ``heard_rate``: the rate every item came
-        at, when below the model's (its band fill is applied, see :meth:`band_fill_file`).
+        equal length, as in ``bin.extract``. Audio that came below the model's rate
+        (a read file's own rate; with ``loaded``, ``heard_rate``) goes through the
+        model's band fill for it, when it has one (see :meth:`band_fill_file`).
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
         read = None if loaded else (
-            lambda audio: load_audio(audio, self.sample_rate, sample_rate, channel=channel))
-        if heard_rate:
+            lambda audio: load_audio_with_rate(audio, self.sample_rate, sample_rate,
+                                               channel=channel))
+        if heard_rate or not loaded:
             self._find_band_fills()
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
@@ -598,9 +600,9 @@ class SpeakerModel:
         Audio that comes at a rate below the model's (an 8 kHz call for a 16 kHz
         model) leaves the top mel bins empty; with a band fill for that rate (or the
         lowest learnt rate above it) they are estimated from the bins below before the
-        model sees them (:mod:`wespeaker_py.frontend.band_fill`). It is found and used
-        by every method that knows the audio's rate: :meth:`embed`,
-        :meth:`embed_waveforms`, :meth:`similarity`, :meth:`verify`, diarization.
+        model sees them (:mod:`wespeaker_py.frontend.band_fill`). Every method that
+        embeds finds and uses it, for files (their own rate) and arrays (their
+        ``sample_rate``) alike; audio already upsampled before it is given gets none.
         """
         from wespeaker_py.frontend.band_fill import band_fill_name
         prefix = self._side_file_prefix()

@@ -94,8 +94,9 @@ Audio that comes at a rate below MODEL's (8 kHz calls to a 16 kHz model) leaves 
 top mel bins empty. This learns, from wide-band speech (wav.scp; the model's
 training data), a linear estimate of those bins from the ones below, and writes it
 to band_fill_<HZ>hz.npz beside MODEL (or --output). From then on every command
-that knows a recording's rate ('embed' and 'verify' of a file or array,
-'diarize') fills the bins of audio at or below HZ before the model sees them. On
+that embeds audio ('embed', with --wav_scp too, 'verify', 'enroll', 'identify',
+'calibrate', 'diarize') fills the bins of audio that comes at or below HZ before
+the model sees them; the recipes' bin.extract does not yet. On
 the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from 16.1% to
 6.5%. Needs a torch model with an fbank front-end.""",
     "export": """examples:

@@ -59,19 +59,19 @@ class Outcome:
 
 
 def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size: int,
-                 read: Optional[Callable[[Any], Any]] = None,
+                 read: Optional[Callable[[Any], Tuple[Any, int]]] = None,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, progress: bool = False,
                  desc: str = "embedding", total: Optional[int] = None,
                  position: int = 0, heard_rate: int = 0) -> Iterator[Outcome]:
     """An :class:`Outcome` for every ``(key, audio)`` of ``items``, as batches complete.
 
-    ``audio`` is an int16-scale waveform at the backend's
-    rate, or, with ``read``, what ``read`` turns into one (an
+    ``audio`` is an int16-scale waveform at the backend's rate that came at
+    ``heard_rate`` (when lower than the backend's; 0: at the backend's, see
+    :meth:`~wespeaker_py.runtime.engine.TorchBackend.band_fill_for`), or, with
+    ``read``, what ``read`` turns into ``(waveform, the rate it came at)`` (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
     Outcomes come in batch order, not input order. ``progress`` shows a tqdm
-    bar over the inputs (``desc``, ``total``, ``position``). ``heard_rate``: the rate
-    every input came at before it was brought to the backend's, when lower (see
-    :meth:`~wespeaker_py.runtime.engine.TorchBackend.band_fill_for`).
+    bar over the inputs (``desc``, ``total``, ``position``).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -90,14 +90,16 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                dynamic_ncols=True, disable=not progress)
     try:
         for key, audio in bar:
+            heard = heard_rate
             if read is not None:
                 try:
-                    audio = read(audio)
+                    audio, came_at = read(audio)
                 except AudioInputError as error:
                     # the audio check's own reason (missing_file, ...) where it has one
                     yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
                     continue
-            prepared = backend.prepare(audio, heard_rate)
+                heard = came_at if came_at < backend.sample_rate else 0
+            prepared = backend.prepare(audio, heard)
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,
                               f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
