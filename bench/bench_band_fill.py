@@ -44,6 +44,8 @@ def main() -> None:
         fill = model.train_band_fill(args.data, args.heard_rate,
                                      output=os.path.join(scratch, "fill.npz"), progress=False)
         learn_seconds = time.perf_counter() - clock
+    # learnt outside the model's folder, so handed to it here (the model folder stays as is)
+    model.backend.set_band_fills([fill])
 
     trials = [line.split() for line in open(args.trials) if line.strip()]
     labels = np.array([label == "target" for _, _, label in trials])

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, load_audio_with_rate
+from wespeaker_py.audio import INT16_SCALE, heard_rate_of, load_audio_with_rate
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster_windows
 from wespeaker_py.diarization.metrics import merge_regions, score_recordings
 from wespeaker_py.diarization.rttm import read_rttm
@@ -60,8 +60,8 @@ def embed(args: argparse.Namespace) -> None:
         probs = silero.speech_probabilities(audio, rate)
         hop = SileroVAD.RATES[rate][0] / rate
         speech = probabilities_to_regions(probs, hop, audio.size / rate, RegionRules())
-        windows, embeddings = diarizer.window_embeddings(
-            samples, speech, source_rate if source_rate < rate else 0)
+        windows, embeddings = diarizer.window_embeddings(samples, speech,
+                                                         heard_rate_of(source_rate, rate))
         with atomic_open(out, "wb") as handle:
             np.savez(handle, probs=probs, hop=hop, duration=audio.size / rate,
                      speech=np.asarray(speech).reshape(-1, 2),

@@ -15,6 +15,9 @@ from wespeaker_py.frontend import FbankFeatures, apply_cmn
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, band_fill_rate_of,
                                              fit_band_fill, split_bins)
 from wespeaker_py.frontend.fbank import mel_bin_tops
+from wespeaker_py.diarization.options import DiarizationOptions
+from wespeaker_py.diarization.pipeline import Diarizer
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.runtime.identity import ModelMismatchError
 
 RATE = 16000
@@ -164,11 +167,11 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     after_call = model.embed(call, sample_rate=8000)
     assert not np.allclose(after_call, before_call, atol=1e-4)       # the call is filled
     np.testing.assert_allclose(model.embed(wide, RATE), before_wide, atol=1e-5)  # 16 kHz not
-    # a freshly loaded model finds the file; a 6 kHz call uses the 8 kHz fill too
+    # a freshly loaded model finds the file; only audio heard at exactly 8 kHz is filled
     again = load_model(folder, device="cpu")
     np.testing.assert_allclose(again.embed(call, sample_rate=8000), after_call, atol=1e-5)
-    assert again.backend.band_fill_for(6000) is again.backend.band_fill_for(8000)
-    assert again.backend.band_fill_for(11025) is None and again.backend.band_fill_for(0) is None
+    assert again.backend.band_fill_for(8000).digest == fill.digest
+    assert all(again.backend.band_fill_for(rate) is None for rate in (0, 6000, 11025))
     np.testing.assert_allclose(again.embed_waveforms([call, call], 8000), [after_call] * 2,
                                atol=1e-5)
     # a file is filled by its own rate, one by one or in a list
@@ -181,10 +184,27 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     np.testing.assert_allclose(listed[str(tmp_path / "call.wav")], from_file, atol=1e-5)
     np.testing.assert_allclose(listed[str(tmp_path / "wide.wav")],
                                again.embed(str(tmp_path / "wide.wav")), atol=1e-5)
-    assert not np.allclose(plain.embed_many([str(tmp_path / "call.wav")], progress=False)
-                           .embeddings[str(tmp_path / "call.wav")], from_file, atol=1e-4)
+    # the model loaded before the fill was learnt uses it now that it is there
+    np.testing.assert_allclose(plain.embed_many([str(tmp_path / "call.wav")], progress=False)
+                               .embeddings[str(tmp_path / "call.wav")], from_file, atol=1e-5)
+    # and drops it when it is gone; a broken one fails every time, naming itself
+    os.rename(model.band_fill_file(8000), tmp_path / "kept.npz")
+    np.testing.assert_allclose(plain.embed(call, sample_rate=8000), before_call, atol=1e-5)
+    with open(model.band_fill_file(8000), "wb") as handle:
+        handle.write(b"not an npz")
+    for _ in range(2):
+        with pytest.raises(BandFillError, match="band_fill_8000hz.npz cannot be read"):
+            plain.embed(call, sample_rate=8000)
     with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
         model.train_band_fill(labelled_dir, 16000, progress=False)
+    # data with nothing readable: the job's error, naming the data, and nothing written
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "wav.scp").write_text(f"a {tmp_path / 'missing.wav'}\n")
+    with pytest.raises(RunFailedError, match="unreadable.*no band fill was learnt"):
+        model.train_band_fill(str(unreadable), 8000, output=str(tmp_path / "x.npz"),
+                              progress=False)
+    assert not os.path.exists(tmp_path / "x.npz")
 
 
 def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, caplog):
@@ -234,3 +254,28 @@ def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
         main(["band-fill", "--model", folder, "--data", str(tmp_path / "nothing"),
               "--heard_rate", "8000"])
     assert stop.value.code == 2 and "nothing" in capsys.readouterr().err
+
+
+def test_the_diarizer_embeds_a_low_rate_recording_through_the_narrowband_function():
+    heard = []
+
+    def narrowband_embed(pieces, rate):
+        heard.append(rate)
+        return np.ones((len(pieces), 4))
+
+    diarizer = Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
+                        DiarizationOptions(vad="energy", num_speakers=1),
+                        narrowband_embed=narrowband_embed)
+    wide = load_audio(corpus_files(1)[0], RATE) / 32768.0
+    diarizer.diarize(soxr.resample(wide, RATE, 8000), 8000)
+    assert heard and set(heard) == {8000}
+    heard.clear()
+    diarizer.diarize(wide, RATE)
+    assert heard and set(heard) == {0}
+    heard.clear()
+    # without a narrowband function, low-rate windows go to the plain one
+    Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
+             DiarizationOptions(vad="energy", num_speakers=1)).diarize(
+        soxr.resample(wide, RATE, 8000), 8000)
+    assert heard and set(heard) == {0}
+

@@ -25,7 +25,7 @@ from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_
                                           probability, save_calibration)
 from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
-                                load_audio, load_audio_with_rate)
+                                heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
@@ -139,7 +139,7 @@ class SpeakerModel:
         self._calibration_read = False
         # absolute path: (the file's stamp when read, the LDA read)
         self._window_ldas_read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
-        self._band_fills_found = False
+        self._band_fill_stamps: Tuple[Tuple[str, Optional[FileStamp]], ...] = ()
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -187,15 +187,10 @@ class SpeakerModel:
             lambda audio: load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                channel=channel))
         if heard_rate or not loaded:
-            self._find_band_fills()
+            self._refresh_band_fills()
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
-                            heard_rate=self._heard(heard_rate))
-
-    def _heard(self, source_rate: Optional[int]) -> int:
-        """The heard rate of audio that came at ``source_rate``: itself when below the
-        model's rate, else 0 (the model's own)."""
-        return int(source_rate) if source_rate and source_rate < self.sample_rate else 0
+                            heard_rate=heard_rate_of(heard_rate, self.sample_rate))
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
@@ -204,7 +199,7 @@ class SpeakerModel:
         wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                 channel=channel)
         [outcome] = list(self._embed_stream([("", wav)], 1, loaded=True,
-                                            heard_rate=self._heard(source_rate)))
+                                            heard_rate=source_rate))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
         return outcome.embedding
@@ -226,7 +221,7 @@ class SpeakerModel:
                                        channel=channel))
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
-        return self._embed_loaded(wavs, batch_size, self._heard(sample_rate))
+        return self._embed_loaded(wavs, batch_size, sample_rate)
 
     def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int,
                       heard_rate: int = 0) -> np.ndarray:
@@ -568,7 +563,9 @@ class SpeakerModel:
         heard_rate = self._check_heard_rate(heard_rate)
         target = self.window_lda_output(output, heard_rate)
         require_writable(target)
-        if heard_rate and self._fills_bands() and heard_rate not in self.backend.band_fills:
+        if (heard_rate and self._fbank_frontend() is not None
+                and self._side_file_prefix() is not None
+                and self._band_fill_digest(heard_rate) == ""):
             logger.info("no band fill for %d Hz beside the model: learning one from the same "
                         "data first", heard_rate)
             self.train_band_fill(data, heard_rate, progress=progress,
@@ -598,54 +595,55 @@ class SpeakerModel:
         (``band_fill_8000hz.npz`` beside the model); None when the model has no folder.
 
         Audio that comes at a rate below the model's (an 8 kHz call for a 16 kHz
-        model) leaves the top mel bins empty; with a band fill for that rate (or the
-        lowest learnt rate above it) they are estimated from the bins below before the
-        model sees them (:mod:`wespeaker_py.frontend.band_fill`). Every method that
-        embeds finds and uses it, for files (their own rate) and arrays (their
-        ``sample_rate``) alike; audio already upsampled before it is given gets none.
+        model) leaves the top mel bins empty; with a band fill learnt for exactly that
+        rate they are estimated from the bins below before the model sees them
+        (:mod:`wespeaker_py.frontend.band_fill`). Every method that embeds finds and
+        uses it (read again when the file changes), for files (their own rate) and
+        arrays (their ``sample_rate``) alike; audio already upsampled before it is
+        given gets none.
         """
         from wespeaker_py.frontend.band_fill import band_fill_name
         prefix = self._side_file_prefix()
         return None if prefix is None else prefix + band_fill_name(heard_rate)
 
-    def _fills_bands(self) -> bool:
-        """Whether this model can use band fills (a torch model with an fbank front-end
-        and a folder to keep them in); loads those it has."""
+    def _fbank_frontend(self):
+        """The model's fbank front-end when band fills apply to it (a torch model with
+        fbank features), else None."""
         from wespeaker_py.frontend.features import FbankFeatures
         frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
-        if not isinstance(frontend, FbankFeatures) or self._side_file_prefix() is None:
-            return False
-        self._find_band_fills()
-        return True
+        return frontend if isinstance(frontend, FbankFeatures) else None
 
     def _band_fill_digest(self, heard_rate: int) -> str:
         """The digest of the band fill that audio heard at ``heard_rate`` goes through ("":
         none)."""
-        if not heard_rate or not hasattr(self.backend, "band_fill_for"):
+        if not heard_rate or self._fbank_frontend() is None:
             return ""
-        self._find_band_fills()
+        self._refresh_band_fills()
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
 
-    def _find_band_fills(self) -> None:
-        """Hand the band fills beside the model to its backend (once; torch models only)."""
+    def _refresh_band_fills(self) -> None:
+        """Hand the band fills beside the model to its backend; read again whenever the
+        files there change (one learnt since is used, one removed is dropped)."""
         from wespeaker_py.frontend.band_fill import (BAND_FILL_GLOB, BandFill, BandFillError,
                                                      band_fill_name, band_fill_rate_of)
-        if self._band_fills_found or not hasattr(self.backend, "use_band_fills"):
-            return
-        self._band_fills_found = True
         prefix = self._side_file_prefix()
-        if prefix is None:
+        if prefix is None or self._fbank_frontend() is None:
+            return
+        paths = sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB))
+        stamps = tuple((path, _file_stamp(path)) for path in paths)
+        if stamps == self._band_fill_stamps:
             return
         fills = []
-        for path in sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB)):
+        for path in paths:
             fill = BandFill.load(path)
             if band_fill_rate_of(path[len(prefix):]) != fill.heard_rate:
                 raise BandFillError(f"band fill {path} was learnt for {fill.heard_rate} Hz; "
                                     f"name it {band_fill_name(fill.heard_rate)}")
             logger.info("band fill %s: %s", path, fill.describe())
             fills.append(fill)
-        self.backend.use_band_fills(fills)
+        self.backend.set_band_fills(fills)
+        self._band_fill_stamps = stamps
 
     def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
                         output: Optional[str] = None, progress: bool = True,
@@ -657,16 +655,15 @@ class SpeakerModel:
         model's training data. Each utterance's log-mel energies at the model's rate
         are the target, those of the same utterance brought down to ``heard_rate``
         and back the input (:func:`~wespeaker_py.frontend.band_fill.fit_band_fill`).
-        Written atomically to ``output`` (default :meth:`band_fill_file`) and used
-        from then on by this model; unreadable utterances are skipped and counted
-        (see :mod:`wespeaker_py.utils.list_jobs`).
+        Written atomically to ``output``, default :meth:`band_fill_file`, where this
+        model (and every later load of it) finds and uses it; unreadable utterances
+        are skipped and counted (see :mod:`wespeaker_py.utils.list_jobs`).
         """
         import torch
         from wespeaker_py.audio import narrowband
         from wespeaker_py.frontend.band_fill import BandFillError, fit_band_fill
-        from wespeaker_py.frontend.features import FbankFeatures
-        frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
-        if not isinstance(frontend, FbankFeatures):
+        frontend = self._fbank_frontend()
+        if frontend is None:
             raise BandFillError("a band fill needs a torch model with an fbank front-end")
         heard_rate = self._check_heard_rate(heard_rate)
         if not heard_rate:
@@ -699,13 +696,19 @@ class SpeakerModel:
                     yield log_mels(wide), log_mels(narrowband(wide, heard_rate,
                                                               self.sample_rate))
 
-        fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate, frontend.num_mel_bins,
-                             frontend.frame_length)
-        JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
-                                         "no band fill was learnt")
+        def check_tally() -> None:
+            JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
+                                             "no band fill was learnt")
+
+        try:
+            fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,
+                                 frontend.num_mel_bins, frontend.frame_length)
+        except BandFillError:
+            check_tally()   # nothing read says so, naming the data, before "too few frames"
+            raise
+        check_tally()
         fill.save(target)
-        self._find_band_fills()
-        self.backend.use_band_fills([fill])
+        self._refresh_band_fills()
         logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
                     sum(skipped.values()))
         return fill

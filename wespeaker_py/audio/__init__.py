@@ -51,7 +51,7 @@ from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, is_pi
                                       open_audio, read_pipe)
 from wespeaker_py.audio.load import (AudioLike, describe_audio, load_audio, load_audio_with_rate,
                                      read_checked, read_whole)
-from wespeaker_py.audio.resample import narrowband, resample
+from wespeaker_py.audio.resample import heard_rate_of, narrowband, resample
 from wespeaker_py.audio.samples import (CHANNEL_POLICIES, DEFAULT_CHANNEL, INT16_SCALE,
                                         SILENCE_FLOOR_DBFS, ChannelChoice, check_samples,
                                         loudest_frame_dbfs, mix_to_mono, parse_channel,
@@ -62,7 +62,7 @@ __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_
            "AudioHandle", "AudioLike", "AudioMissingError", "AudioNoEnergyError",
            "AudioNonFiniteError", "AudioPipeError", "AudioSilentError", "AudioTooShortError",
            "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
-           "check_samples", "describe_audio", "is_pipe", "load_audio", "load_audio_with_rate",
-           "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio", "parse_channel",
+           "check_samples", "describe_audio", "heard_rate_of", "is_pipe", "load_audio",
+           "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio", "parse_channel",
            "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
            "warn_if_narrowband"]

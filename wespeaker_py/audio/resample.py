@@ -31,3 +31,10 @@ def narrowband(samples: np.ndarray, heard_rate: int, rate: int) -> np.ndarray:
     if out.size >= samples.size:
         return out[:samples.size]
     return np.pad(out, (0, samples.size - out.size))
+
+
+def heard_rate_of(source_rate: int, model_rate: int) -> int:
+    """The rate audio that came at ``source_rate`` was heard at, for a model at
+    ``model_rate``: ``source_rate`` when lower (its top band is empty), else 0 (full band)."""
+    return int(source_rate) if 0 < source_rate < model_rate else 0
+

@@ -93,10 +93,11 @@ front-end and no band_fill_<HZ>hz.npz yet, one is learnt first from the same dat
 Audio that comes at a rate below MODEL's (8 kHz calls to a 16 kHz model) leaves the
 top mel bins empty. This learns, from wide-band speech (wav.scp; the model's
 training data), a linear estimate of those bins from the ones below, and writes it
-to band_fill_<HZ>hz.npz beside MODEL (or --output). From then on every command
-that embeds audio ('embed', with --wav_scp too, 'verify', 'enroll', 'identify',
-'calibrate', 'diarize') fills the bins of audio that comes at or below HZ before
-the model sees them; the recipes' bin.extract does not yet. On
+to band_fill_<HZ>hz.npz beside MODEL (or to --output, where MODEL does not look).
+From then on every command that embeds audio ('embed', with --wav_scp too,
+'verify', 'enroll', 'identify', 'calibrate', 'diarize') fills the bins of audio
+that comes at HZ before the model sees them; the recipes' bin.extract does not
+yet. On
 the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from 16.1% to
 6.5%. Needs a torch model with an fbank front-end.""",
     "export": """examples:
@@ -684,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "heard_rate", type=_at_least_one, required=True, metavar="HZ",
              help="the low rate (e.g. 8000 for 8 kHz calls to a 16 kHz model)")
     sub.add_argument("--output", default=None,
-                     help="where to write it (default: band_fill_<HZ>hz.npz beside the model)")
+                     help="where to write it (default: band_fill_<HZ>hz.npz beside the model, "
+                          "the one place the model finds it)")
     add_fail_fraction_flag(sub)
 
     sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)

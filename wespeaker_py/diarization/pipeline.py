@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio,
-                                load_audio_with_rate, narrowband)
+                                heard_rate_of, load_audio_with_rate, narrowband)
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
                                               check_cluster_options)
@@ -123,8 +123,8 @@ class Diarizer:
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)
         seconds["vad"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        windows, embeddings = self.window_embeddings(
-            audio, speech, source_rate if source_rate < rate else 0)
+        windows, embeddings = self.window_embeddings(audio, speech,
+                                                     heard_rate_of(source_rate, rate))
         seconds["embed"] = time.perf_counter() - clock
         if not windows:
             return DiarizationResult([], speech, 0, seconds)

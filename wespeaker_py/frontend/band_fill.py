@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -82,15 +82,22 @@ class BandFill:
     filled: np.ndarray   # [F] bin indices
     weights: np.ndarray  # [K + 1, F]; the last row is the bias
     num_frames: int = 0  # frames it was learnt from
+    # the indices and weights as tensors, by (device, dtype) of the features they fill
+    _tensors: Dict[Tuple[str, torch.dtype], Tuple[torch.Tensor, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, feats: torch.Tensor) -> torch.Tensor:
         """``[..., frames, num_mel_bins]`` log-mel energies with the empty bins filled (a copy)."""
         if feats.shape[-1] != self.num_mel_bins:
             raise BandFillError(f"the band fill is for {self.num_mel_bins} mel bins, the "
                                 f"features have {feats.shape[-1]}")
-        weights = torch.as_tensor(self.weights, dtype=feats.dtype, device=feats.device)
-        kept = torch.as_tensor(self.kept, device=feats.device)
-        filled = torch.as_tensor(self.filled, device=feats.device)
+        key = (str(feats.device), feats.dtype)
+        if key not in self._tensors:
+            self._tensors[key] = (
+                torch.as_tensor(self.kept, device=feats.device),
+                torch.as_tensor(self.filled, device=feats.device),
+                torch.as_tensor(self.weights, dtype=feats.dtype, device=feats.device))
+        kept, filled, weights = self._tensors[key]
         out = feats.clone()
         out[..., filled] = feats[..., kept] @ weights[:-1] + weights[-1]
         return out

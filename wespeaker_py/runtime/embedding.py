@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, 
 import numpy as np
 from tqdm import tqdm
 
+from wespeaker_py.audio.resample import heard_rate_of
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.batching import LengthBuckets
 
@@ -98,7 +99,7 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                     # the audio check's own reason (missing_file, ...) where it has one
                     yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
                     continue
-                heard = came_at if came_at < backend.sample_rate else 0
+                heard = heard_rate_of(came_at, backend.sample_rate)
             prepared = backend.prepare(audio, heard)
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,

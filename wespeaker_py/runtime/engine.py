@@ -73,10 +73,12 @@ class TorchBackend:
         self._embed_dim: Optional[int] = None
         self.band_fills: Dict[int, BandFill] = {}
 
-    def use_band_fills(self, fills: Iterable[BandFill]) -> None:
-        """Fill the empty top mel bins of audio heard at a lower rate with these
-        (:mod:`~wespeaker_py.frontend.band_fill`); each must fit the fbank front-end."""
+    def set_band_fills(self, fills: Iterable[BandFill]) -> None:
+        """Fill the empty top mel bins of audio heard at a lower rate with these, in place
+        of any before (:mod:`~wespeaker_py.frontend.band_fill`); each must fit the fbank
+        front-end, or none is taken."""
         frontend = self.embedder.frontend
+        chosen: Dict[int, BandFill] = {}
         for fill in fills:
             if not isinstance(frontend, FbankFeatures):
                 raise BandFillError(f"a band fill needs an fbank front-end; this model has "
@@ -87,13 +89,13 @@ class TorchBackend:
                     f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} mel "
                     f"bins at {fill.sample_rate} Hz; the model's fbank has "
                     f"{frontend.num_mel_bins} at {frontend.sample_rate} Hz")
-            self.band_fills[fill.heard_rate] = fill
+            chosen[fill.heard_rate] = fill
+        self.band_fills = chosen
 
     def band_fill_for(self, heard_rate: int) -> Optional[BandFill]:
-        """The band fill for audio heard at ``heard_rate`` (0: the model's rate): the one
-        learnt for the lowest rate at or above it, or None."""
-        fitting = [rate for rate in self.band_fills if 0 < heard_rate <= rate]
-        return self.band_fills[min(fitting)] if fitting else None
+        """The band fill learnt for audio heard at exactly ``heard_rate``, or None (a fill
+        learnt at another rate would take empty bins, or leave some, as its input)."""
+        return self.band_fills.get(heard_rate) if heard_rate else None
 
     @property
     def min_frames(self) -> int:
