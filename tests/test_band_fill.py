@@ -172,6 +172,8 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     np.testing.assert_allclose(again.embed(call, sample_rate=8000), after_call, atol=1e-5)
     assert again.backend.band_fill_for(8000).digest == fill.digest
     assert all(again.backend.band_fill_for(rate) is None for rate in (0, 6000, 11025))
+    assert again.info()["band_fills"] == {8000: model.band_fill_file(8000)}
+    assert plain.info()["band_fills"] == {8000: model.band_fill_file(8000)}   # found since
     np.testing.assert_allclose(again.embed_waveforms([call, call], 8000), [after_call] * 2,
                                atol=1e-5)
     # a file is filled by its own rate, one by one or in a list
@@ -195,6 +197,7 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     for _ in range(2):
         with pytest.raises(BandFillError, match="band_fill_8000hz.npz cannot be read"):
             plain.embed(call, sample_rate=8000)
+    assert plain.info()["band_fills"].startswith("not used: band fill ")
     with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
         model.train_band_fill(labelled_dir, 16000, progress=False)
     # data with nothing readable: the job's error, naming the data, and nothing written

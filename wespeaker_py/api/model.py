@@ -622,6 +622,17 @@ class SpeakerModel:
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
 
+    def _band_fills_in_use(self) -> Union[Dict[int, str], str]:
+        """``{heard rate: file}`` of the band fills this model uses (for :meth:`info`), or
+        why the ones beside it cannot be used."""
+        from wespeaker_py.frontend.band_fill import BandFillError
+        try:
+            self._refresh_band_fills()
+        except BandFillError as error:   # info reports it rather than failing
+            return f"not used: {error}"
+        return {rate: self.band_fill_file(rate)
+                for rate in sorted(getattr(self.backend, "band_fills", {}))}
+
     def _refresh_band_fills(self) -> None:
         """Hand the band fills beside the model to its backend; read again whenever the
         files there change (one learnt since is used, one removed is dropped)."""
@@ -796,6 +807,7 @@ class SpeakerModel:
         details.update(self.backend.describe())
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
+        details["band_fills"] = self._band_fills_in_use()
         try:
             calibration = self.calibration
         except ModelMismatchError as error:   # info reports it rather than failing
