@@ -2,6 +2,7 @@
 import logging
 import os
 
+import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
@@ -282,3 +283,36 @@ def test_the_diarizer_embeds_a_low_rate_recording_through_the_narrowband_functio
         soxr.resample(wide, RATE, 8000), 8000)
     assert heard and set(heard) == {0}
 
+
+
+def test_extraction_fills_files_that_come_at_the_fills_rate(tmp_path, labelled_dir):
+    """bin.extract uses the band fills beside the config, per file by the file's own rate,
+    as the API does."""
+    import json
+    from wespeaker_py import load_model
+    from wespeaker_py.bin.extract import main as extract_main
+    folder = str(tmp_path / "model")
+    config_path, checkpoint, _ = make_experiment(folder, bare=True)
+    wide = load_audio(corpus_files(1, skip=200)[0], RATE) / 32768.0
+    sf.write(tmp_path / "call.wav", soxr.resample(wide, RATE, 8000), 8000, subtype="FLOAT")
+    sf.write(tmp_path / "wide.wav", wide, RATE, subtype="FLOAT")
+    data_list = tmp_path / "raw.list"
+    data_list.write_text("".join(json.dumps({"key": key, "wav": str(tmp_path / f"{key}.wav"),
+                                             "spk": "s"}) + "\n" for key in ("call", "wide")))
+
+    def extract(name):
+        ark = str(tmp_path / name / "xvector.ark")
+        extract_main(["--config", config_path, "--model_path", checkpoint, "--data_type",
+                      "raw", "--data_list", str(data_list), "--embed_ark", ark,
+                      "--num-workers", "0", "--gpus", "[]"])
+        return {key: np.asarray(vector) for key, vector in
+                kaldiio.load_scp(ark.replace(".ark", ".scp")).items()}
+
+    plain = extract("plain")
+    model = load_model(folder, device="cpu")
+    model.train_band_fill(labelled_dir, 8000, progress=False)
+    filled = extract("filled")
+    np.testing.assert_allclose(filled["call"], model.embed(str(tmp_path / "call.wav")),
+                               atol=1e-5)
+    np.testing.assert_allclose(filled["wide"], plain["wide"], atol=1e-6)
+    assert not np.allclose(filled["call"], plain["call"], atol=1e-4)

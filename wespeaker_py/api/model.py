@@ -636,23 +636,17 @@ class SpeakerModel:
     def _refresh_band_fills(self) -> None:
         """Hand the band fills beside the model to its backend; read again whenever the
         files there change (one learnt since is used, one removed is dropped)."""
-        from wespeaker_py.frontend.band_fill import (BAND_FILL_GLOB, BandFill, BandFillError,
-                                                     band_fill_name, band_fill_rate_of)
+        from wespeaker_py.frontend.band_fill import band_fill_files, load_band_fills
         prefix = self._side_file_prefix()
         if prefix is None or self._fbank_frontend() is None:
             return
-        paths = sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB))
-        stamps = tuple((path, _file_stamp(path)) for path in paths)
+        stamps = tuple((path, _file_stamp(path)) for path in band_fill_files(prefix))
         if stamps == self._band_fill_stamps:
             return
-        fills = []
-        for path in paths:
-            fill = BandFill.load(path)
-            if band_fill_rate_of(path[len(prefix):]) != fill.heard_rate:
-                raise BandFillError(f"band fill {path} was learnt for {fill.heard_rate} Hz; "
-                                    f"name it {band_fill_name(fill.heard_rate)}")
-            logger.info("band fill %s: %s", path, fill.describe())
-            fills.append(fill)
+        fills = load_band_fills(prefix)
+        for fill in fills:
+            logger.info("band fill for %d Hz beside %s: %s", fill.heard_rate, self.source,
+                        fill.describe())
         self.backend.set_band_fills(fills)
         self._band_fill_stamps = stamps
 

@@ -20,7 +20,9 @@ only group utterances of equal length, so every embedding equals the one the
 utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
 --gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
 writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
-set (mean_vec.npy), both beside the ark.
+set (mean_vec.npy), both beside the ark. Band fills beside the config
+(band_fill_<HZ>hz.npz, see 'wespeaker-py band-fill') fill the empty top mel bins
+of files that come at HZ.
 
 Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
 beside it; after a kill, the same command continues from them. An empty list, a
@@ -103,6 +105,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     from wespeaker_py.config import load_model_config
+    from wespeaker_py.frontend.band_fill import load_band_fills
     from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
                                         scp_path_for)
     from wespeaker_py.inference.jobs import job_devices
@@ -120,6 +123,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error("--num_frms must be >= 1 and --seed >= 0")
     setup_logging()
     config = load_model_config(args.config)
+    band_fills = load_band_fills(os.path.join(os.path.dirname(os.path.abspath(args.config)),
+                                              ""))
+    for fill in band_fills:
+        logger.info("files at %d Hz go through the band fill beside %s: %s", fill.heard_rate,
+                    args.config, fill.describe())
     chunk_frames = None
     if args.random_chunk:
         chunk_frames = args.num_frms or config.dataset_args.num_frms
@@ -127,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                   data_list=args.data_list, embed_ark=args.embed_ark,
                   batch_size=args.batch_size, num_workers=args.num_workers,
                   buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
-                  max_fail_fraction=args.max_fail_fraction, channel=args.channel)
+                  max_fail_fraction=args.max_fail_fraction, channel=args.channel,
+                  band_fills=band_fills)
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

@@ -173,7 +173,7 @@ def whole_utterances(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSetti
         except AudioCheckError as err:
             stats.skip(utt.key, err.reason, str(err))
             continue
-        yield {"key": utt.key, "wav": wav, "label": label}
+        yield {"key": utt.key, "wav": wav, "label": label, "rate": handle.samplerate}
 
 
 def augmented(samples: Iterable[Sample], augmenter: Augmenter, aug_prob: float,

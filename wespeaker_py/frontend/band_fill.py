@@ -17,6 +17,7 @@ model (:func:`band_fill_name`), where the API finds it.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -168,3 +169,22 @@ def fit_band_fill(pairs: Iterable[Tuple[np.ndarray, np.ndarray]], heard_rate: in
     weights = np.linalg.solve(gram + penalty, cross)
     return BandFill(int(heard_rate), int(sample_rate), int(num_mel_bins), kept, filled,
                     weights, frames)
+
+
+def band_fill_files(prefix: str) -> list:
+    """The ``band_fill_<rate>hz.npz`` files that start with ``prefix`` (a folder with its
+    trailing separator, or ``model.`` beside ``model.pt``), sorted."""
+    return sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB))
+
+
+def load_band_fills(prefix: str) -> list:
+    """The band fills of :func:`band_fill_files`, each checked against its file name."""
+    fills = []
+    for path in band_fill_files(prefix):
+        fill = BandFill.load(path)
+        if band_fill_rate_of(path[len(prefix):]) != fill.heard_rate:
+            raise BandFillError(f"band fill {path} was learnt for {fill.heard_rate} Hz; "
+                                f"name it {band_fill_name(fill.heard_rate)}")
+        fills.append(fill)
+    return fills
+

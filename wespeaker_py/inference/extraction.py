@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
+from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.parts import open_part_writer, recover_part
@@ -82,20 +83,23 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
 
     ``seen_keys``, when given, collects every key that arrived (embedded or
     skipped), so that the caller can tell which list entries never arrived.
-    ``chunker``, when given, cuts each waveform to its chunk first. Skips are
-    logged and counted by reason.
+    ``chunker``, when given, cuts each waveform to its chunk first. A sample's
+    ``rate`` (the rate its file came at) selects the backend's band fill for it.
+    Skips are logged and counted by reason.
     """
-    def pairs() -> Iterator[Tuple[str, torch.Tensor]]:
+    def pairs() -> Iterator[Tuple[str, Tuple[torch.Tensor, int]]]:
         for sample in samples:
             key = sample["key"]
             if seen_keys is not None:
                 seen_keys.add(key)
-            yield key, sample["wav"] if chunker is None else chunker(key, sample["wav"])
+            wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
+            yield key, (wav, sample.get("rate", backend.sample_rate))
 
     summary = ExtractionSummary()
-    for outcome in embed_stream(backend, pairs(), batch_size, buffer_bytes=max_buffer_bytes,
-                                progress=progress, desc=desc, total=total,
-                                position=position):
+    # the pipeline has read each file: "reading" hands over its waveform and rate
+    for outcome in embed_stream(backend, pairs(), batch_size, read=lambda item: item,
+                                buffer_bytes=max_buffer_bytes, progress=progress, desc=desc,
+                                total=total, position=position):
         if outcome.embedding is None:
             logger.warning("skipping %s (%s): %s", outcome.key, outcome.skip, outcome.detail)
             summary.skipped[outcome.skip] += 1
@@ -127,7 +131,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
                  progress_position: int = 0, progress_desc: str = "extracting",
                  chunk_frames: Optional[int] = None, chunk_seed: int = 42,
-                 channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
+                 channel: ChannelChoice = DEFAULT_CHANNEL,
+                 band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
@@ -137,6 +142,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     With ``chunk_frames`` every utterance is embedded from one random chunk of that
     many frames, drawn from ``chunk_seed`` and its key. ``channel`` is the channel
     policy for multi-channel audio (:mod:`wespeaker_py.audio`; default: the first).
+    ``band_fills`` fill the empty top bins of files that come at their rates
+    (:mod:`wespeaker_py.frontend.band_fill`).
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
@@ -153,6 +160,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                                               settings.frame_shift_ms), chunk_seed)
     target = resolve_device(device)
     backend = TorchBackend(load_embedder(config, model_path), target, config.model)
+    backend.set_band_fills(band_fills)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
                 "least %d frames", config.model, target, batch_size, backend.min_frames)
     if chunker is not None:
@@ -198,7 +206,8 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
                        chunk_seed: int = 42,
                        max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                       channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
+                       channel: ChannelChoice = DEFAULT_CHANNEL,
+                       band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -212,15 +221,17 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     :class:`RunFailedError` (and no ark/scp is written).
     With ``chunk_frames`` every utterance is embedded from one random chunk of
     that many frames, drawn from ``chunk_seed`` and its key. ``channel``: the channel
-    policy for multi-channel audio (default: the first channel).
+    policy for multi-channel audio (default: the first channel). ``band_fills``: as
+    for :func:`extract_part`.
     """
     _check_not_distributed()
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
                           chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction, channel=channel)
+                          max_fail_fraction=max_fail_fraction, channel=channel,
+                          band_fills=[fill.digest for fill in band_fills])
     summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                            batch_size, num_workers, device, buffer_mb, progress_position,
-                           progress_desc, chunk_frames, chunk_seed, channel)
+                           progress_desc, chunk_frames, chunk_seed, channel, band_fills)
     summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped else logger.info
     log("%s: %s", embed_ark, summary.describe())

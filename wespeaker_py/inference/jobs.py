@@ -25,6 +25,7 @@ import torch
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
+from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
                                                chunk_identity, extract_part)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
@@ -150,7 +151,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                                 chunk_seed: int = 42,
                                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                                 num_threads: Optional[int] = None,
-                                channel: ChannelChoice = DEFAULT_CHANNEL) -> ExtractionSummary:
+                                channel: ChannelChoice = DEFAULT_CHANNEL,
+                                band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
     """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
@@ -161,11 +163,13 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     ``max_fail_fraction`` of the list skipped fails the run as in
     :func:`~wespeaker_py.inference.extraction.extract_embeddings`. Each job
     computes with ``num_threads`` threads (default:
-    :func:`~wespeaker_py.utils.threads.threads_per_job`).
+    :func:`~wespeaker_py.utils.threads.threads_per_job`); ``band_fills`` as for
+    :func:`extract_part`.
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
                           chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction, channel=channel)
+                          max_fail_fraction=max_fail_fraction, channel=channel,
+                          band_fills=[fill.digest for fill in band_fills])
     job_lists = work.job_lists()
     devices = job_devices(len(job_lists), gpus)
     threads = num_threads or threads_per_job(len(job_lists))
@@ -176,7 +180,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         kwargs = dict(config=config, model_path=model_path, data_type=data_type,
                       data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
                       num_workers=num_workers, buffer_mb=buffer_mb,
-                      chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel)
+                      chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
+                      band_fills=list(band_fills))
         processes.append(context.Process(
             target=_run_job, name=f"extract-job-{job}",
             args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,

@@ -81,7 +81,8 @@ class ExtractionWork:
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
                  config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
                  max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                 channel: ChannelChoice = DEFAULT_CHANNEL):
+                 channel: ChannelChoice = DEFAULT_CHANNEL,
+                 band_fills: Optional[List[str]] = None):
         require_input_file(model_path, "model")
         require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
@@ -97,6 +98,8 @@ class ExtractionWork:
                     "num_jobs": num_jobs, "chunk": chunk}
         if channel != DEFAULT_CHANNEL:   # absent for the default: earlier work still resumes
             manifest["channel"] = channel
+        if band_fills:                   # digests of the band fills in use; absent: none
+            manifest["band_fills"] = sorted(band_fills)
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)
         if previous is not None and previous != manifest:
