@@ -316,3 +316,18 @@ def test_extraction_fills_files_that_come_at_the_fills_rate(tmp_path, labelled_d
                                atol=1e-5)
     np.testing.assert_allclose(filled["wide"], plain["wide"], atol=1e-6)
     assert not np.allclose(filled["call"], plain["call"], atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_the_fill_on_cuda_matches_the_cpu():
+    kept, filled = split_bins(RATE, 80, 25, 8000)
+    rng = np.random.default_rng(1)
+    fill = BandFill(8000, RATE, 80, kept, filled,
+                    rng.normal(size=(kept.size + 1, filled.size)) / kept.size, 1)
+    narrow = torch.as_tensor(narrowband(load_audio(corpus_files(1)[0], RATE), 8000, RATE))
+    frontend = FbankFeatures(RATE, 80, cmn=True).eval()
+    on_cpu = frontend(narrow[None], fill)
+    on_gpu = frontend(narrow[None].cuda(), fill)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(frontend(narrow[None], fill), on_cpu)   # the CPU cache still
