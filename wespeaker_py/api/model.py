@@ -186,11 +186,12 @@ class SpeakerModel:
         read = None if loaded else (
             lambda audio: load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                channel=channel))
-        if heard_rate or not loaded:
+        heard_rate = heard_rate_of(heard_rate, self.sample_rate)
+        if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
             self._refresh_band_fills()
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
-                            heard_rate=heard_rate_of(heard_rate, self.sample_rate))
+                            heard_rate=heard_rate)
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:

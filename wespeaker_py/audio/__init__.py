@@ -63,6 +63,6 @@ __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_
            "AudioNonFiniteError", "AudioPipeError", "AudioSilentError", "AudioTooShortError",
            "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
            "check_samples", "describe_audio", "heard_rate_of", "is_pipe", "load_audio",
-           "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio", "parse_channel",
-           "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
-           "warn_if_narrowband"]
+           "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband",
+           "open_audio", "parse_channel", "read_checked", "read_pipe", "read_whole",
+           "resample", "to_int16_scale", "warn_if_narrowband"]

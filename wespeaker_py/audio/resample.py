@@ -37,4 +37,3 @@ def heard_rate_of(source_rate: int, model_rate: int) -> int:
     """The rate audio that came at ``source_rate`` was heard at, for a model at
     ``model_rate``: ``source_rate`` when lower (its top band is empty), else 0 (full band)."""
     return int(source_rate) if 0 < source_rate < model_rate else 0
-

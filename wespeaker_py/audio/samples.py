@@ -256,6 +256,5 @@ def warn_if_narrowband(rate: int, target_rate: int, name: str) -> None:
     _rates_warned.add((rate, target_rate))
     logger.warning("%s is %d Hz audio for a model built for %d Hz: it is upsampled, but the "
                    "band above %d Hz stays empty and embeddings may be less accurate unless "
-                   "the model has a band fill for it (torch fbank models: 'wespeaker-py band-fill'; "
-                   "warned once)",
-                   name, rate, target_rate, rate // 2)
+                   "the model has a band fill for it (torch fbank models: 'wespeaker-py "
+                   "band-fill'; warned once)", name, rate, target_rate, rate // 2)

@@ -97,9 +97,8 @@ to band_fill_<HZ>hz.npz beside MODEL (or to --output, where MODEL does not look)
 From then on every command that embeds audio ('embed', with --wav_scp too,
 'verify', 'enroll', 'identify', 'calibrate', 'diarize', and the recipes'
 bin.extract) fills the bins of audio that comes at HZ before the model sees
-them. On
-the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from 16.1% to
-6.5%. Needs a torch model with an fbank front-end.""",
+them. On the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from
+16.1% to 6.5%. Needs a torch model with an fbank front-end.""",
     "export": """examples:
   wespeaker-py export --model exp/ResNet34 --onnx resnet34.onnx --with_frontend
   wespeaker-py export --model exp/ResNet34 --onnx out/ --with_frontend   # out/model.onnx

@@ -95,7 +95,7 @@ class TorchBackend:
     def band_fill_for(self, heard_rate: int) -> Optional[BandFill]:
         """The band fill learnt for audio heard at exactly ``heard_rate``, or None (a fill
         learnt at another rate would take empty bins, or leave some, as its input)."""
-        return self.band_fills.get(heard_rate) if heard_rate else None
+        return self.band_fills.get(heard_rate)
 
     @property
     def min_frames(self) -> int:
