@@ -239,6 +239,46 @@ def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, c
         load_model(folder, device="cpu").diarizer(vad="energy")
 
 
+def test_a_gallery_notices_a_band_fill_learnt_after_its_low_rate_enrolments(
+        tmp_path, labelled_dir, caplog):
+    from wespeaker_py import load_model
+    from wespeaker_py.api.gallery import GalleryFileError, read_gallery
+    folder, gallery = str(tmp_path / "model"), str(tmp_path / "speakers.npz")
+    make_experiment(folder, bare=True)
+    first, second = (load_audio(path, RATE) / 32768.0 for path in corpus_files(2, skip=200))
+    model = load_model(folder, device="cpu")
+    model.enroll("alice", soxr.resample(first, RATE, 8000), gallery=gallery, sample_rate=8000)
+    model.enroll("bob", second, gallery=gallery, sample_rate=RATE)
+    assert read_gallery(gallery).narrowband == {"alice": {8000: ""}}   # bob came full band
+    fill = model.train_band_fill(labelled_dir, 8000, progress=False)
+    # alice's centroid was made without the fill that 8 kHz audio now goes through
+    for call in (lambda: model.identify(second, gallery, sample_rate=RATE),
+                 lambda: model.enroll("carol", second, gallery=gallery, sample_rate=RATE)):
+        with pytest.raises(ModelMismatchError, match=r"speaker\(s\) alice were enrolled from "
+                                                     r"8000 Hz audio .*\(the band fill beside "
+                                                     r"the model\).*Enroll them again"):
+            call()
+    with caplog.at_level(logging.WARNING):
+        assert model.identify(second, gallery, top_k=1, sample_rate=RATE, force=True)[0][0] == "bob"
+    assert "used anyway" in caplog.text
+    # enrolling alice anew is allowed, and records the fill her audio went through
+    model.enroll("alice", soxr.resample(first, RATE, 8000), gallery=gallery, sample_rate=8000,
+                 replace=True)
+    assert read_gallery(gallery).narrowband == {"alice": {8000: fill.digest}}
+    assert model.identify(first, gallery, top_k=1, sample_rate=RATE)[0][0] == "alice"
+    # the fill removed: her enrolment went through one, 8 kHz audio now through none
+    os.remove(model.band_fill_file(8000))
+    with pytest.raises(ModelMismatchError, match=r"than such audio goes through now \(none\)"):
+        model.identify(second, gallery, sample_rate=RATE)
+    # a file whose record columns disagree is not a gallery
+    arrays = dict(np.load(gallery))
+    arrays["narrowband_rates"] = np.array([8000, 8000])
+    np.savez(str(tmp_path / "bad.npz"), **arrays)
+    with pytest.raises(GalleryFileError, match="bad.npz: not a speaker gallery.*different "
+                                               "lengths"):
+        read_gallery(str(tmp_path / "bad.npz"))
+
+
 def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
     from wespeaker_py.cli.main import main
     folder = str(tmp_path / "model")

@@ -4,14 +4,18 @@ Stored as a NumPy ``.npz`` (no pickles) holding ``names``, ``sums``, ``counts``,
 ``model`` it was built with (its name and embedding size) and that model's
 ``identity`` (:mod:`wespeaker_py.runtime.identity`; galleries written before it was
 recorded lack it and are used with a warning), rewritten atomically on every change,
-so an interrupted enrolment leaves the previous gallery intact.
+so an interrupted enrolment leaves the previous gallery intact. For each speaker
+enrolled from audio that came below the model's rate it also records that rate and
+the band fill that audio went through (``narrowband_*`` arrays; see
+:mod:`wespeaker_py.frontend.band_fill`), so that a fill learnt or replaced since is
+noticed rather than silently compared against.
 """
 from __future__ import annotations
 
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Callable, Dict, List, Mapping, Tuple
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
@@ -21,6 +25,9 @@ from wespeaker_py.runtime.identity import check_recorded_identity
 from wespeaker_py.utils.file_utils import atomic_open
 
 REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
+NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
+# heard rate -> digest of the band fill audio heard at that rate went through ("": none)
+HeardFills = Dict[int, str]
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -47,6 +54,8 @@ class Gallery:
     sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float64))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     identity: str = ""
+    # speaker -> the rates below the model's that its recordings came at, and their fills
+    narrowband: Dict[str, HeardFills] = field(default_factory=dict)
 
     def check_enrollment(self, name: str, replace: bool = False, append: bool = False) -> None:
         """Raise unless ``name`` may be enrolled: a valid name, new or with replace/append."""
@@ -61,11 +70,13 @@ class Gallery:
                 f"(replace=True) to enroll anew or --append (append=True) to add recordings")
 
     def add(self, name: str, unit_embeddings: np.ndarray, replace: bool = False,
-            append: bool = False) -> None:
+            append: bool = False, heard: Mapping[int, str] = ()) -> None:
         """Add unit-length embeddings ``[N, E]`` to speaker ``name``.
 
         A name already enrolled needs ``replace`` (its earlier recordings are
-        dropped) or ``append`` (these are added to them).
+        dropped) or ``append`` (these are added to them). ``heard``: the rates
+        below the model's that these recordings came at, each with the digest
+        of its band fill ("" for none).
         """
         self.check_enrollment(name, replace, append)
         unit_embeddings = np.asarray(unit_embeddings, dtype=np.float64)
@@ -81,8 +92,26 @@ class Gallery:
         row = self.names.index(name)
         if replace:
             self.sums[row], self.counts[row] = 0.0, 0
+            self.narrowband.pop(name, None)
         self.sums[row] += unit_embeddings.sum(axis=0)
         self.counts[row] += len(unit_embeddings)
+        if heard:
+            self.narrowband.setdefault(name, {}).update(heard)
+
+    def stale_band_fills(self, current: Callable[[int], str], skip: str = ""
+                         ) -> Dict[int, List[str]]:
+        """``{rate: [speakers]}`` enrolled from audio heard at ``rate`` through another band
+        fill (or another presence of one) than ``current(rate)`` gives now; ``skip``: a
+        speaker left out (one about to be enrolled anew)."""
+        stale: Dict[int, List[str]] = {}
+        now: HeardFills = {}
+        for name in self.names:
+            for rate, digest in self.narrowband.get(name, {}).items():
+                if rate not in now:
+                    now[rate] = current(rate)
+                if name != skip and now[rate] != digest:
+                    stale.setdefault(rate, []).append(name)
+        return stale
 
     def centroids(self) -> np.ndarray:
         """Unit-length mean embedding of each speaker, ``[speakers, E]``."""
@@ -102,9 +131,14 @@ class Gallery:
 
 def save_gallery(path: str, gallery: Gallery) -> None:
     """Write ``gallery`` to ``path`` atomically."""
+    heard = [(name, rate, digest) for name in gallery.names
+             for rate, digest in sorted(gallery.narrowband.get(name, {}).items())]
     with atomic_open(path, "wb") as out:
         np.savez(out, model=np.array(gallery.model), names=np.array(gallery.names, dtype=str),
-                 sums=gallery.sums, counts=gallery.counts, identity=np.array(gallery.identity))
+                 sums=gallery.sums, counts=gallery.counts, identity=np.array(gallery.identity),
+                 narrowband_names=np.array([name for name, _, _ in heard], dtype=str),
+                 narrowband_rates=np.array([rate for _, rate, _ in heard], dtype=np.int64),
+                 narrowband_fills=np.array([digest for _, _, digest in heard], dtype=str))
 
 
 def read_gallery(path: str) -> Gallery:
@@ -128,6 +162,12 @@ def read_gallery(path: str) -> Gallery:
                               counts=np.asarray(data["counts"], dtype=np.int64),
                               identity=str(data["identity"]) if "identity" in data.files
                               else "")
+            if all(name in data.files for name in NARROWBAND_ARRAYS):
+                columns = [data[array] for array in NARROWBAND_ARRAYS]
+                if len({len(column) for column in columns}) > 1:
+                    raise ValueError(f"{', '.join(NARROWBAND_ARRAYS)} of different lengths")
+                for name, rate, digest in zip(*columns):
+                    gallery.narrowband.setdefault(str(name), {})[int(rate)] = str(digest)
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise GalleryFileError(f"{path}: not a speaker gallery ({error})") from None
     rows = len(gallery.names)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_counts,
                                           fit_calibration, read_optional_calibration,
                                           probability, save_calibration)
-from wespeaker_py.api.gallery import check_top_k, load_gallery, save_gallery
+from wespeaker_py.api.gallery import Gallery, check_top_k, load_gallery, save_gallery
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
@@ -197,13 +197,18 @@ class SpeakerModel:
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """The embedding (float32 vector) of one recording (of multi-channel audio: the
         channel ``channel`` chooses, see :mod:`wespeaker_py.audio`)."""
+        return self._embed_heard(audio, sample_rate, channel)[0]
+
+    def _embed_heard(self, audio: AudioLike, sample_rate: Optional[int],
+                     channel: ChannelChoice) -> Tuple[np.ndarray, int]:
+        """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
         wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                 channel=channel)
         [outcome] = list(self._embed_stream([("", wav)], 1, loaded=True,
                                             heard_rate=source_rate))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
-        return outcome.embedding
+        return outcome.embedding, heard_rate_of(source_rate, self.sample_rate)
 
     def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
                         batch_size: int = 16,
@@ -397,14 +402,22 @@ class SpeakerModel:
         The file is created when missing and rewritten atomically, with this
         model's :attr:`identity`. A name already enrolled needs ``replace``
         (enroll anew) or ``append`` (add these recordings); a gallery of
-        another model is an error unless ``force`` (then a warning).
+        another model, or one holding speakers enrolled from low-rate audio
+        through another band fill than the model now has (see
+        :meth:`band_fill_file`; the speaker enrolled anew aside), is an error
+        unless ``force`` (then a warning).
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        speakers = self._load_gallery(gallery, force, skip=name if replace else "")
         speakers.check_enrollment(name, replace, append)
-        units = np.stack([self.unit(self.embed(item, sample_rate, channel)) for item in audio])
-        speakers.add(name, units, replace=replace, append=append)
+        units, heard = [], {}
+        for item in audio:
+            embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
+            units.append(self.unit(embedding))
+            if heard_rate:
+                heard[heard_rate] = self._band_fill_digest(heard_rate)
+        speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
         speakers.identity = self.identity
         save_gallery(gallery, speakers)
         return len(speakers.names)
@@ -418,8 +431,27 @@ class SpeakerModel:
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        speakers = self._load_gallery(gallery, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate, channel)), top_k)
+
+    def _load_gallery(self, path: str, force: bool, skip: str = "") -> Gallery:
+        """The gallery at ``path`` for this model (see
+        :func:`~wespeaker_py.api.gallery.load_gallery`), checked against the band fills its
+        low-rate enrolments went through (``skip``: a speaker about to be enrolled anew)."""
+        speakers = load_gallery(path, self._gallery_tag(), self.identity, force)
+        for rate, names in speakers.stale_band_fills(self._band_fill_digest, skip).items():
+            now = "the band fill beside the model" if self._band_fill_digest(rate) else "none"
+            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
+                                             else "")
+            message = (f"{path}: speaker(s) {listed} were enrolled from {rate} Hz audio that "
+                       f"went through a different band fill (or none) than such audio goes "
+                       f"through now ({now}); their embeddings no longer match new ones. Enroll "
+                       f"them again (--replace, replace=True) or pass --force (force=True) to "
+                       f"use them anyway")
+            if not force:
+                raise ModelMismatchError(message)
+            logger.warning("%s (used anyway: force)", message)
+        return speakers
 
     # -- diarization -------------------------------------------------------------------------
 

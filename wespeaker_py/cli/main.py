@@ -43,11 +43,14 @@ Exit status 0 either way; the decision is in the output.""",
   wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a3.wav --append
 
 The gallery records MODEL's identity; enrolling into a gallery of another model is
-an error unless --force. A name already enrolled needs --replace or --append.""",
+an error unless --force, as is one holding speakers enrolled from low-rate (8 kHz)
+audio before MODEL's band fill for that rate was learnt or changed (enroll those
+again with --replace). A name already enrolled needs --replace or --append.""",
     "identify": """examples:
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
 
-A gallery enrolled with another model is an error unless --force.""",
+A gallery enrolled with another model, or with speakers enrolled from low-rate audio
+through another band fill than MODEL has now, is an error unless --force.""",
     "calibrate": """examples:
   wespeaker-py calibrate --model exp/ResNet34 --trials data/dev/trials \\
       --wav_scp data/dev/wav.scp
