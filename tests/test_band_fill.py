@@ -279,6 +279,37 @@ def test_a_gallery_notices_a_band_fill_learnt_after_its_low_rate_enrolments(
         read_gallery(str(tmp_path / "bad.npz"))
 
 
+def test_a_calibration_notices_a_band_fill_learnt_after_it(tmp_path, labelled_dir, caplog):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    paths = corpus_files(3, skip=200)
+    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(paths[1], RATE) / 32768.0, RATE,
+                                                  8000), 8000, subtype="FLOAT")
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"u0 {paths[0]}\nu1 {tmp_path / 'call.wav'}\nu2 {paths[2]}\n")
+    trials = tmp_path / "trials"
+    trials.write_text("".join(f"u0 u{1 + i % 2} {'target' if i < 10 else 'nontarget'}\n"
+                              for i in range(20)))
+    model = load_model(folder, device="cpu")
+    assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == {8000: ""}
+    fill = model.train_band_fill(labelled_dir, 8000, progress=False)
+    # fitted on 8 kHz scores made without the fill that 8 kHz audio now goes through
+    for user in (model, load_model(folder, device="cpu")):
+        with pytest.raises(ModelMismatchError, match=r"calibration.json was fitted on scores of "
+                                                     r"8000 Hz audio .*calibrate again"):
+            user.verify(paths[0], paths[2])
+    with caplog.at_level(logging.WARNING):
+        assert load_model(folder, device="cpu", force=True).verify(paths[0], paths[2]).calibrated
+    assert "used anyway" in caplog.text
+    # calibrated again, it records the fill; a 16 kHz-only calibration records none
+    assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == \
+        {8000: fill.digest}
+    assert load_model(folder, device="cpu").verify(paths[0], paths[2]).calibrated
+    wav_scp.write_text(f"u0 {paths[0]}\nu1 {paths[1]}\nu2 {paths[2]}\n")
+    assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == {}
+
+
 def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
     from wespeaker_py.cli.main import main
     folder = str(tmp_path / "model")

@@ -7,7 +7,10 @@ operating points on the raw score: the EER point and the point of 1 % false
 acceptance. A trial is accepted when its score is above a threshold, as in
 :mod:`wespeaker_py.scoring.metrics`. It records the ``identity`` of the model
 whose scores it was fitted on (:mod:`wespeaker_py.runtime.identity`); a file
-without one (written by an older version) is used with a warning.
+without one (written by an older version) is used with a warning. When some of the
+trials' audio came below the model's rate, it also records those rates and the band
+fill each went through (:mod:`wespeaker_py.frontend.band_fill`), since scores made
+through another fill (or none) follow another distribution.
 
 A fit needs at least :data:`MIN_TRIALS_PER_CLASS` target and as many nontarget
 trials: with fewer, the EER and thresholds mean nothing (two trials give 0 %).
@@ -63,6 +66,9 @@ class Calibration:
     trials: str = ""
     model: str = ""
     identity: str = ""
+    # rates below the model's that some of the trials' audio came at -> digest of the band
+    # fill it went through ("": none)
+    band_fills: Dict[int, str] = field(default_factory=dict)
 
     def llr(self, score: float) -> float:
         """Calibrated log-likelihood ratio (natural log) of a score."""
@@ -103,9 +109,11 @@ def _point(det: DetPoints, index: int) -> OperatingPoint:
 
 
 def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
-                    model: str = "", identity: str = "") -> Calibration:
+                    model: str = "", identity: str = "",
+                    band_fills: Optional[Dict[int, str]] = None) -> Calibration:
     """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``
-    (at least :data:`MIN_TRIALS_PER_CLASS` of each label)."""
+    (at least :data:`MIN_TRIALS_PER_CLASS` of each label); ``band_fills``: see
+    :class:`Calibration`."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     check_trial_counts(int(labels.sum()), int((~labels).sum()), trials)
@@ -124,7 +132,8 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
                        num_target=int(labels.sum()), num_nontarget=int((~labels).sum()),
                        operating_points={"eer": _point(det, eer_index),
                                          "fa1": _point(det, fa_index)},
-                       trials=trials, model=model, identity=identity)
+                       trials=trials, model=model, identity=identity,
+                       band_fills=dict(band_fills or {}))
 
 
 def save_calibration(path: str, calibration: Calibration) -> None:
@@ -155,8 +164,10 @@ def load_calibration(path: str) -> Calibration:
                            num_nontarget=int(payload["num_nontarget"]),
                            operating_points=points, trials=str(payload.get("trials", "")),
                            model=str(payload.get("model", "")),
-                           identity=str(payload.get("identity", "")))
-    except (KeyError, TypeError, ValueError) as error:
+                           identity=str(payload.get("identity", "")),
+                           band_fills={int(rate): str(digest) for rate, digest
+                                       in payload.get("band_fills", {}).items()})
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise WespeakerError(f"{path}: calibration file lacks or mistypes {error}") from None
 
 

@@ -94,6 +94,8 @@ class EmbeddingResults:
     embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)
     reasons: Counter = field(default_factory=Counter)
+    # the embedded keys whose audio came below the model's rate, and that rate
+    heard_rates: Dict[str, int] = field(default_factory=dict)
 
 
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
@@ -262,6 +264,8 @@ class SpeakerModel:
                 results.reasons[outcome.skip] += 1
             else:
                 results.embeddings[outcome.key] = outcome.embedding
+                if outcome.heard_rate:
+                    results.heard_rates[outcome.key] = outcome.heard_rate
         order = {key: index for index, (key, _) in enumerate(pairs)}
         results.embeddings = dict(sorted(results.embeddings.items(), key=lambda kv: order[kv[0]]))
         for key, reason in results.skipped.items():
@@ -293,11 +297,20 @@ class SpeakerModel:
 
     @property
     def calibration(self) -> Optional[Calibration]:
-        """The calibration in :attr:`calibration_path`, or None."""
+        """The calibration in :attr:`calibration_path`, or None. One fitted on audio that
+        came below the model's rate through another band fill (or none) than such audio
+        goes through now is an error unless :attr:`force` (then a warning)."""
         if not self._calibration_read:
-            self._calibration = read_optional_calibration(self.calibration_path,
-                                                          self.identity, self.force)
-            self._calibration_read = True
+            calibration = read_optional_calibration(self.calibration_path, self.identity,
+                                                    self.force)
+            for rate, digest in (calibration.band_fills if calibration else {}).items():
+                if self._band_fill_digest(rate) != digest:
+                    self._band_fill_mismatch(
+                        f"{self.calibration_path} was fitted on scores of {rate} Hz audio that "
+                        f"went through a different band fill (or none) than such audio goes "
+                        f"through now ({self._band_fill_now(rate)}); calibrate again: "
+                        f"wespeaker-py calibrate", self.force)
+            self._calibration, self._calibration_read = calibration, True
         return self._calibration
 
     def decide(self, score: float, prior: float = 0.5, operating_point: str = "eer",
@@ -345,8 +358,8 @@ class SpeakerModel:
         Fewer than :data:`~wespeaker_py.api.calibration.MIN_TRIALS_PER_CLASS`
         target or nontarget trials (before or after that) raise
         :class:`~wespeaker_py.api.calibration.TooFewTrialsError`. The result,
-        with this model's :attr:`identity`, goes to ``output`` (default
-        :attr:`calibration_path`).
+        with this model's :attr:`identity` and the band fills that any low-rate
+        audio went through, goes to ``output`` (default :attr:`calibration_path`).
         """
         from wespeaker_py.scoring.trials import read_trials
         target = output or self.calibration_path
@@ -369,8 +382,9 @@ class SpeakerModel:
         if missing:
             raise WespeakerError(f"{wav_scp} has no entry for {len(missing)} utterance(s) of "
                                  f"{trials}, e.g. {missing[0]!r}")
-        embedded = self.embed_many(audio, batch_size=batch_size, progress=progress,
-                                   channel=channel).embeddings
+        results = self.embed_many(audio, batch_size=batch_size, progress=progress,
+                                  channel=channel)
+        embedded = results.embeddings
         scores, labels = [], []
         for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
             first = embedded.get(trial_list.enroll_keys[enroll])
@@ -381,9 +395,10 @@ class SpeakerModel:
         if len(scores) < len(trial_list):
             logger.warning("%d of %d trials left out: their audio was skipped",
                            len(trial_list) - len(scores), len(trial_list))
+        heard = {rate: self._band_fill_digest(rate) for rate in set(results.heard_rates.values())}
         calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
                                       trials=os.path.abspath(trials), model=self.name,
-                                      identity=self.identity)
+                                      identity=self.identity, band_fills=heard)
         save_calibration(target, calibration)
         if target == self.calibration_path:
             self._calibration, self._calibration_read = calibration, True
@@ -440,17 +455,13 @@ class SpeakerModel:
         low-rate enrolments went through (``skip``: a speaker about to be enrolled anew)."""
         speakers = load_gallery(path, self._gallery_tag(), self.identity, force)
         for rate, names in speakers.stale_band_fills(self._band_fill_digest, skip).items():
-            now = "the band fill beside the model" if self._band_fill_digest(rate) else "none"
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                              else "")
-            message = (f"{path}: speaker(s) {listed} were enrolled from {rate} Hz audio that "
-                       f"went through a different band fill (or none) than such audio goes "
-                       f"through now ({now}); their embeddings no longer match new ones. Enroll "
-                       f"them again (--replace, replace=True) or pass --force (force=True) to "
-                       f"use them anyway")
-            if not force:
-                raise ModelMismatchError(message)
-            logger.warning("%s (used anyway: force)", message)
+            self._band_fill_mismatch(
+                f"{path}: speaker(s) {listed} were enrolled from {rate} Hz audio that went "
+                f"through a different band fill (or none) than such audio goes through now "
+                f"({self._band_fill_now(rate)}); their embeddings no longer match new ones. "
+                f"Enroll them again (--replace, replace=True)", force)
         return speakers
 
     # -- diarization -------------------------------------------------------------------------
@@ -655,6 +666,18 @@ class SpeakerModel:
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
 
+    def _band_fill_now(self, heard_rate: int) -> str:
+        """What audio heard at ``heard_rate`` goes through now, in words."""
+        return "the band fill beside the model" if self._band_fill_digest(heard_rate) else "none"
+
+    @staticmethod
+    def _band_fill_mismatch(message: str, force: bool) -> None:
+        """A file made through another band fill: :class:`ModelMismatchError` saying
+        ``message``, or with ``force`` a warning."""
+        if not force:
+            raise ModelMismatchError(f"{message}, or pass --force (force=True) to use it anyway")
+        logger.warning("%s (used anyway: force)", message)
+
     def _band_fills_in_use(self) -> Union[Dict[int, str], str]:
         """``{heard rate: file}`` of the band fills this model uses (for :meth:`info`), or
         why the ones beside it cannot be used."""
@@ -682,6 +705,7 @@ class SpeakerModel:
                         fill.describe())
         self.backend.set_band_fills(fills)
         self._band_fill_stamps = stamps
+        self._calibration_read = False  # checked again against the fills now in use
 
     def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
                         output: Optional[str] = None, progress: bool = True,

@@ -58,8 +58,9 @@ through another band fill than MODEL has now, is an error unless --force.""",
 Embeds the trials' utterances, scores the trials by cosine, fits a logistic
 score-to-LLR map and writes calibration.json beside the model (or --output):
 its parameters, the trial set's EER and the thresholds at the EER point and at
-1% false acceptance, and MODEL's identity. 'verify' then uses it (with another
-model only with --force). Needs at least 10 target and 10 nontarget trials.""",
+1% false acceptance, MODEL's identity, and the band fill any low-rate (8 kHz)
+audio went through. 'verify' then uses it (with another model, or once that fill
+has changed, only with --force). Needs at least 10 target and 10 nontarget trials.""",
     "diarize": """examples:
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm

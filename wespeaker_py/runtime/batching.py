@@ -12,12 +12,12 @@ bounded however the lengths are spread.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Tuple
+from typing import Dict, Hashable, List, Tuple
 
 import torch
 import torch.nn as nn
 
-Batch = Tuple[List[str], torch.Tensor]
+Batch = Tuple[List[Hashable], torch.Tensor]
 
 
 class LengthBuckets:
@@ -25,7 +25,8 @@ class LengthBuckets:
 
     :meth:`add` returns the batches that became ready (a full bucket, or the
     fullest one when the budget ``max_buffer_bytes`` is exceeded); :meth:`drain`
-    returns the rest at the end. Each batch is ``(keys, [B, frames, dim])``.
+    returns the rest at the end. Each batch is ``(keys, [B, frames, dim])``; a key is
+    whatever the caller names an utterance by, returned as given.
     """
 
     def __init__(self, batch_size: int, max_buffer_bytes: int):
@@ -33,7 +34,7 @@ class LengthBuckets:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.max_buffer_bytes = max_buffer_bytes
-        self._buckets: Dict[int, List[Tuple[str, torch.Tensor]]] = {}
+        self._buckets: Dict[int, List[Tuple[Hashable, torch.Tensor]]] = {}
         self._bytes = 0
 
     def _pop(self, frames: int) -> Batch:
@@ -42,7 +43,7 @@ class LengthBuckets:
         keys = [key for key, _ in items]
         return keys, torch.stack([feats for _, feats in items])
 
-    def add(self, key: str, feats: torch.Tensor) -> List[Batch]:
+    def add(self, key: Hashable, feats: torch.Tensor) -> List[Batch]:
         """Queue one utterance's ``[frames, dim]`` features; return batches now ready."""
         frames = int(feats.shape[0])
         bucket = self._buckets.setdefault(frames, [])

@@ -51,12 +51,14 @@ class Backend(Protocol):
 
 @dataclass
 class Outcome:
-    """One input's result: its ``embedding``, or None with a ``skip`` reason and ``detail``."""
+    """One input's result: its ``embedding``, or None with a ``skip`` reason and ``detail``;
+    ``heard_rate``: the rate below the backend's that its audio came at (0: none)."""
 
     key: str
     embedding: Optional[np.ndarray]
     skip: str = ""
     detail: str = ""
+    heard_rate: int = 0
 
 
 def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size: int,
@@ -77,15 +79,16 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     buckets = LengthBuckets(batch_size, buffer_bytes)
+    heard_rate = heard_rate_of(heard_rate, backend.sample_rate)
 
-    def run(batches: List[Tuple[List[str], Any]]) -> Iterator[Outcome]:
+    def run(batches: List[Tuple[List[Tuple[str, int]], Any]]) -> Iterator[Outcome]:
         for keys, batch in batches:
-            for key, embedding in zip(keys, backend.embed(batch)):
+            for (key, heard), embedding in zip(keys, backend.embed(batch)):
                 if np.isfinite(embedding).all():
-                    yield Outcome(key, embedding)
+                    yield Outcome(key, embedding, heard_rate=heard)
                 else:
                     yield Outcome(key, None, NON_FINITE,
-                                  "the model gave a NaN or infinite embedding")
+                                  "the model gave a NaN or infinite embedding", heard)
 
     bar = tqdm(items, total=total, desc=desc, unit="utt", position=position,
                dynamic_ncols=True, disable=not progress)
@@ -104,9 +107,9 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,
                               f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
-                              f"needs at least {backend.min_seconds:.3f} s")
+                              f"needs at least {backend.min_seconds:.3f} s", heard)
                 continue
-            yield from run(buckets.add(key, prepared))
+            yield from run(buckets.add((key, heard), prepared))
         yield from run(buckets.drain())
     finally:
         bar.close()
