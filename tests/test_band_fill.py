@@ -242,41 +242,60 @@ def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, c
 def test_a_gallery_notices_a_band_fill_learnt_after_its_low_rate_enrolments(
         tmp_path, labelled_dir, caplog):
     from wespeaker_py import load_model
-    from wespeaker_py.api.gallery import GalleryFileError, read_gallery
+    from wespeaker_py.api.gallery import GalleryFileError, MIXED_FILLS, read_gallery
     folder, gallery = str(tmp_path / "model"), str(tmp_path / "speakers.npz")
     make_experiment(folder, bare=True)
-    first, second = (load_audio(path, RATE) / 32768.0 for path in corpus_files(2, skip=200))
+    first, second, third = (load_audio(path, RATE) / 32768.0
+                            for path in corpus_files(3, skip=200))
     model = load_model(folder, device="cpu")
-    model.enroll("alice", soxr.resample(first, RATE, 8000), gallery=gallery, sample_rate=8000)
-    model.enroll("bob", second, gallery=gallery, sample_rate=RATE)
-    assert read_gallery(gallery).narrowband == {"alice": {8000: ""}}   # bob came full band
+
+    def enroll(name, wide, rate, **flags):
+        audio = wide if rate == RATE else soxr.resample(wide, RATE, rate)
+        model.enroll(name, audio, gallery=gallery, sample_rate=rate, **flags)
+
+    enroll("alice", first, 8000)
+    enroll("dave", third, 8000)
+    enroll("bob", second, RATE)
+    assert read_gallery(gallery).narrowband == {"alice": {8000: ""}, "dave": {8000: ""}}
     fill = model.train_band_fill(labelled_dir, 8000, progress=False)
-    # alice's centroid was made without the fill that 8 kHz audio now goes through
-    for call in (lambda: model.identify(second, gallery, sample_rate=RATE),
-                 lambda: model.enroll("carol", second, gallery=gallery, sample_rate=RATE)):
-        with pytest.raises(ModelMismatchError, match=r"speaker\(s\) alice were enrolled from "
-                                                     r"8000 Hz audio .*\(the band fill beside "
-                                                     r"the model\).*Enroll them again"):
-            call()
+    # alice's and dave's centroids were made without the fill 8 kHz audio now goes through
+    stale = (r"speaker\(s\) alice, dave were enrolled from 8000 Hz audio .*\(the band fill "
+             r"beside the model\).*enroll them again with --replace")
+    with pytest.raises(ModelMismatchError, match=stale):
+        model.identify(second, gallery, sample_rate=RATE)
     with caplog.at_level(logging.WARNING):
         assert model.identify(second, gallery, top_k=1, sample_rate=RATE, force=True)[0][0] == "bob"
     assert "used anyway" in caplog.text
-    # enrolling alice anew is allowed, and records the fill her audio went through
-    model.enroll("alice", soxr.resample(first, RATE, 8000), gallery=gallery, sample_rate=8000,
-                 replace=True)
-    assert read_gallery(gallery).narrowband == {"alice": {8000: fill.digest}}
+    # a new speaker compares nothing: allowed; appending to a stale one is not
+    enroll("carol", second, RATE)
+    with pytest.raises(ModelMismatchError, match=r"speaker\(s\) alice were enrolled"):
+        enroll("alice", first, 8000, append=True)
+    enroll("alice", first, 8000, append=True, force=True)   # mixed fills: stays stale
+    assert read_gallery(gallery).narrowband["alice"] == {8000: MIXED_FILLS}
+    # enrolled anew, one by one, they record the fill their audio went through
+    enroll("alice", first, 8000, replace=True)
+    with pytest.raises(ModelMismatchError, match=r"speaker\(s\) dave were enrolled"):
+        model.identify(second, gallery, sample_rate=RATE)
+    enroll("dave", third, 8000, replace=True)
+    assert read_gallery(gallery).narrowband == {"alice": {8000: fill.digest},
+                                                "dave": {8000: fill.digest}}
     assert model.identify(first, gallery, top_k=1, sample_rate=RATE)[0][0] == "alice"
-    # the fill removed: her enrolment went through one, 8 kHz audio now through none
+    # the fill removed: their enrolments went through one, 8 kHz audio now through none
     os.remove(model.band_fill_file(8000))
     with pytest.raises(ModelMismatchError, match=r"than such audio goes through now \(none\)"):
         model.identify(second, gallery, sample_rate=RATE)
-    # a file whose record columns disagree is not a gallery
+    # a gallery written before band fills has no record and is not checked; one whose
+    # record columns disagree or are partly missing is not a gallery
     arrays = dict(np.load(gallery))
-    arrays["narrowband_rates"] = np.array([8000, 8000])
-    np.savez(str(tmp_path / "bad.npz"), **arrays)
-    with pytest.raises(GalleryFileError, match="bad.npz: not a speaker gallery.*different "
-                                               "lengths"):
-        read_gallery(str(tmp_path / "bad.npz"))
+    old = {key: value for key, value in arrays.items() if not key.startswith("narrowband")}
+    np.savez(str(tmp_path / "old.npz"), **old)
+    assert model.identify(first, str(tmp_path / "old.npz"), top_k=1,
+                          sample_rate=RATE)[0][0] == "alice"
+    for name, broken in (("short", {**arrays, "narrowband_rates": np.array([8000])}),
+                         ("partial", {**old, "narrowband_names": arrays["narrowband_names"]})):
+        np.savez(str(tmp_path / f"{name}.npz"), **broken)
+        with pytest.raises(GalleryFileError, match=f"{name}.npz: not a speaker gallery"):
+            read_gallery(str(tmp_path / f"{name}.npz"))
 
 
 def test_a_calibration_notices_a_band_fill_learnt_after_it(tmp_path, labelled_dir, caplog):
@@ -299,13 +318,20 @@ def test_a_calibration_notices_a_band_fill_learnt_after_it(tmp_path, labelled_di
         with pytest.raises(ModelMismatchError, match=r"calibration.json was fitted on scores of "
                                                      r"8000 Hz audio .*calibrate again"):
             user.verify(paths[0], paths[2])
+    forced = load_model(folder, device="cpu", force=True)
     with caplog.at_level(logging.WARNING):
-        assert load_model(folder, device="cpu", force=True).verify(paths[0], paths[2]).calibrated
-    assert "used anyway" in caplog.text
+        for _ in range(2):
+            assert forced.verify(paths[0], str(tmp_path / "call.wav")).calibrated
+    assert caplog.text.count("used anyway") == 1      # once, not at every use
     # calibrated again, it records the fill; a 16 kHz-only calibration records none
     assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == \
         {8000: fill.digest}
     assert load_model(folder, device="cpu").verify(paths[0], paths[2]).calibrated
+    # a broken fill file: info reports it instead of failing
+    with open(model.band_fill_file(8000), "wb") as handle:
+        handle.write(b"not an npz")
+    assert load_model(folder, device="cpu").info()["calibration"].startswith("not used: ")
+    os.remove(model.band_fill_file(8000))
     wav_scp.write_text(f"u0 {paths[0]}\nu1 {paths[1]}\nu2 {paths[2]}\n")
     assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == {}
 

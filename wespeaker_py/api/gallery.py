@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
@@ -28,6 +28,8 @@ REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
 NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
 # heard rate -> digest of the band fill audio heard at that rate went through ("": none)
 HeardFills = Dict[int, str]
+# what a speaker records when its recordings at one rate went through different fills
+MIXED_FILLS = "mixed"
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -70,13 +72,15 @@ class Gallery:
                 f"(replace=True) to enroll anew or --append (append=True) to add recordings")
 
     def add(self, name: str, unit_embeddings: np.ndarray, replace: bool = False,
-            append: bool = False, heard: Mapping[int, str] = ()) -> None:
+            append: bool = False, heard: Optional[Mapping[int, str]] = None) -> None:
         """Add unit-length embeddings ``[N, E]`` to speaker ``name``.
 
         A name already enrolled needs ``replace`` (its earlier recordings are
         dropped) or ``append`` (these are added to them). ``heard``: the rates
         below the model's that these recordings came at, each with the digest
-        of its band fill ("" for none).
+        of its band fill ("" for none); appended through another fill than the
+        speaker's earlier recordings at that rate, the rate is marked
+        :data:`MIXED_FILLS`, which matches no fill.
         """
         self.check_enrollment(name, replace, append)
         unit_embeddings = np.asarray(unit_embeddings, dtype=np.float64)
@@ -95,21 +99,24 @@ class Gallery:
             self.narrowband.pop(name, None)
         self.sums[row] += unit_embeddings.sum(axis=0)
         self.counts[row] += len(unit_embeddings)
-        if heard:
-            self.narrowband.setdefault(name, {}).update(heard)
+        recorded = self.narrowband.setdefault(name, {})
+        for rate, digest in (heard or {}).items():
+            recorded[rate] = digest if recorded.get(rate, digest) == digest else MIXED_FILLS
+        if not recorded:
+            del self.narrowband[name]
 
-    def stale_band_fills(self, current: Callable[[int], str], skip: str = ""
+    def stale_band_fills(self, current: Callable[[int], str], only: Optional[str] = None
                          ) -> Dict[int, List[str]]:
         """``{rate: [speakers]}`` enrolled from audio heard at ``rate`` through another band
-        fill (or another presence of one) than ``current(rate)`` gives now; ``skip``: a
-        speaker left out (one about to be enrolled anew)."""
+        fill (or another presence of one) than ``current(rate)`` gives now; ``only``: look
+        at that speaker alone."""
         stale: Dict[int, List[str]] = {}
         now: HeardFills = {}
-        for name in self.names:
+        for name in self.names if only is None else [only]:
             for rate, digest in self.narrowband.get(name, {}).items():
                 if rate not in now:
                     now[rate] = current(rate)
-                if name != skip and now[rate] != digest:
+                if now[rate] != digest:
                     stale.setdefault(rate, []).append(name)
         return stale
 
@@ -162,7 +169,8 @@ def read_gallery(path: str) -> Gallery:
                               counts=np.asarray(data["counts"], dtype=np.int64),
                               identity=str(data["identity"]) if "identity" in data.files
                               else "")
-            if all(name in data.files for name in NARROWBAND_ARRAYS):
+            present = [name for name in NARROWBAND_ARRAYS if name in data.files]
+            if present:   # galleries written before band fills have none of them
                 columns = [data[array] for array in NARROWBAND_ARRAYS]
                 if len({len(column) for column in columns}) > 1:
                     raise ValueError(f"{', '.join(NARROWBAND_ARRAYS)} of different lengths")

@@ -142,6 +142,9 @@ class SpeakerModel:
         # absolute path: (the file's stamp when read, the LDA read)
         self._window_ldas_read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
         self._band_fill_stamps: Tuple[Tuple[str, Optional[FileStamp]], ...] = ()
+        # the fills' stamps the calibration was last checked against (None: not yet)
+        self._calibration_fills_checked: Optional[Tuple[Tuple[str, Optional[FileStamp]],
+                                                        ...]] = None
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -301,16 +304,20 @@ class SpeakerModel:
         came below the model's rate through another band fill (or none) than such audio
         goes through now is an error unless :attr:`force` (then a warning)."""
         if not self._calibration_read:
-            calibration = read_optional_calibration(self.calibration_path, self.identity,
-                                                    self.force)
-            for rate, digest in (calibration.band_fills if calibration else {}).items():
-                if self._band_fill_digest(rate) != digest:
-                    self._band_fill_mismatch(
-                        f"{self.calibration_path} was fitted on scores of {rate} Hz audio that "
-                        f"went through a different band fill (or none) than such audio goes "
-                        f"through now ({self._band_fill_now(rate)}); calibrate again: "
-                        f"wespeaker-py calibrate", self.force)
-            self._calibration, self._calibration_read = calibration, True
+            self._calibration = read_optional_calibration(self.calibration_path,
+                                                          self.identity, self.force)
+            self._calibration_read, self._calibration_fills_checked = True, None
+        if self._calibration is not None and self._calibration.band_fills:
+            self._refresh_band_fills()
+            if self._calibration_fills_checked != self._band_fill_stamps:
+                for rate, digest in self._calibration.band_fills.items():
+                    if self._band_fill_digest(rate) != digest:
+                        self._band_fill_mismatch(
+                            f"{self.calibration_path} was fitted on scores of {rate} Hz audio "
+                            f"that went through a different band fill (or none) than such "
+                            f"audio goes through now ({self._band_fill_now(rate)}); calibrate "
+                            f"again: wespeaker-py calibrate", self.force)
+                self._calibration_fills_checked = self._band_fill_stamps
         return self._calibration
 
     def decide(self, score: float, prior: float = 0.5, operating_point: str = "eer",
@@ -385,20 +392,22 @@ class SpeakerModel:
         results = self.embed_many(audio, batch_size=batch_size, progress=progress,
                                   channel=channel)
         embedded = results.embeddings
-        scores, labels = [], []
+        scores, labels, rates = [], [], set()
         for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
-            first = embedded.get(trial_list.enroll_keys[enroll])
-            second = embedded.get(trial_list.test_keys[test])
+            keys = (trial_list.enroll_keys[enroll], trial_list.test_keys[test])
+            first, second = (embedded.get(key) for key in keys)
             if first is not None and second is not None:
                 scores.append(self.score_embeddings(first, second))
                 labels.append(bool(label))
+                rates.update(results.heard_rates[key] for key in keys
+                             if key in results.heard_rates)
         if len(scores) < len(trial_list):
             logger.warning("%d of %d trials left out: their audio was skipped",
                            len(trial_list) - len(scores), len(trial_list))
-        heard = {rate: self._band_fill_digest(rate) for rate in set(results.heard_rates.values())}
         calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
                                       trials=os.path.abspath(trials), model=self.name,
-                                      identity=self.identity, band_fills=heard)
+                                      identity=self.identity,
+                                      band_fills=self._heard_fills(rates))
         save_calibration(target, calibration)
         if target == self.calibration_path:
             self._calibration, self._calibration_read = calibration, True
@@ -417,22 +426,24 @@ class SpeakerModel:
         The file is created when missing and rewritten atomically, with this
         model's :attr:`identity`. A name already enrolled needs ``replace``
         (enroll anew) or ``append`` (add these recordings); a gallery of
-        another model, or one holding speakers enrolled from low-rate audio
+        another model, or appending to a speaker enrolled from low-rate audio
         through another band fill than the model now has (see
-        :meth:`band_fill_file`; the speaker enrolled anew aside), is an error
-        unless ``force`` (then a warning).
+        :meth:`band_fill_file`), is an error unless ``force`` (then a warning).
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        speakers = self._load_gallery(gallery, force, skip=name if replace else "")
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
         speakers.check_enrollment(name, replace, append)
-        units, heard = [], {}
+        if append:
+            self._check_gallery_fills(gallery, speakers, force, only=name)
+        units, rates = [], set()
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
             units.append(self.unit(embedding))
             if heard_rate:
-                heard[heard_rate] = self._band_fill_digest(heard_rate)
-        speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
+                rates.add(heard_rate)
+        speakers.add(name, np.stack(units), replace=replace, append=append,
+                     heard=self._heard_fills(rates))
         speakers.identity = self.identity
         save_gallery(gallery, speakers)
         return len(speakers.names)
@@ -442,27 +453,28 @@ class SpeakerModel:
                  force: bool = False,
                  channel: ChannelChoice = DEFAULT_CHANNEL) -> List[Tuple[str, float]]:
         """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``:
-        ``(name, cosine)``. A gallery of another model is an error unless ``force``."""
+        ``(name, cosine)``. A gallery of another model, or holding speakers enrolled
+        from low-rate audio through another band fill than the model now has, is an
+        error unless ``force``."""
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
-        speakers = self._load_gallery(gallery, force)
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        self._check_gallery_fills(gallery, speakers, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate, channel)), top_k)
 
-    def _load_gallery(self, path: str, force: bool, skip: str = "") -> Gallery:
-        """The gallery at ``path`` for this model (see
-        :func:`~wespeaker_py.api.gallery.load_gallery`), checked against the band fills its
-        low-rate enrolments went through (``skip``: a speaker about to be enrolled anew)."""
-        speakers = load_gallery(path, self._gallery_tag(), self.identity, force)
-        for rate, names in speakers.stale_band_fills(self._band_fill_digest, skip).items():
+    def _check_gallery_fills(self, path: str, speakers: Gallery, force: bool,
+                             only: Optional[str] = None) -> None:
+        """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
+        enrolled from low-rate audio through another band fill than the model now has."""
+        for rate, names in speakers.stale_band_fills(self._band_fill_digest, only).items():
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                              else "")
             self._band_fill_mismatch(
                 f"{path}: speaker(s) {listed} were enrolled from {rate} Hz audio that went "
                 f"through a different band fill (or none) than such audio goes through now "
-                f"({self._band_fill_now(rate)}); their embeddings no longer match new ones. "
-                f"Enroll them again (--replace, replace=True)", force)
-        return speakers
+                f"({self._band_fill_now(rate)}); their embeddings no longer match new ones: "
+                f"enroll them again with --replace (replace=True)", force)
 
     # -- diarization -------------------------------------------------------------------------
 
@@ -542,16 +554,12 @@ class SpeakerModel:
                     f"heard at {lda.heard_rate or self.sample_rate} Hz; a narrowband one is "
                     f"learnt with heard_rate below the model's {self.sample_rate} Hz and "
                     f"named for it")
-            expected = self._band_fill_digest(rate)
-            if lda.band_fill != expected:
+            if lda.band_fill != self._band_fill_digest(rate):
                 learnt = "through another band fill" if lda.band_fill else "without a band fill"
-                now = "the band fill beside the model" if expected else "none"
-                message = (f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz "
-                           f"audio now goes through {now}; learn it again: wespeaker-py "
-                           f"window-lda --heard_rate {rate}")
-                if not self.force:
-                    raise ModelMismatchError(message)
-                logger.warning("%s (used anyway: force)", message)
+                self._band_fill_mismatch(
+                    f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz audio "
+                    f"now goes through {self._band_fill_now(rate)}; learn it again: "
+                    f"wespeaker-py window-lda --heard_rate {rate}", self.force)
             narrowband[rate] = lda
         return main, narrowband
 
@@ -666,6 +674,10 @@ class SpeakerModel:
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
 
+    def _heard_fills(self, heard_rates: Iterable[int]) -> Dict[int, str]:
+        """``{rate: digest of the band fill audio heard at it goes through ("": none)}``."""
+        return {rate: self._band_fill_digest(rate) for rate in sorted(heard_rates)}
+
     def _band_fill_now(self, heard_rate: int) -> str:
         """What audio heard at ``heard_rate`` goes through now, in words."""
         return "the band fill beside the model" if self._band_fill_digest(heard_rate) else "none"
@@ -675,7 +687,8 @@ class SpeakerModel:
         """A file made through another band fill: :class:`ModelMismatchError` saying
         ``message``, or with ``force`` a warning."""
         if not force:
-            raise ModelMismatchError(f"{message}, or pass --force (force=True) to use it anyway")
+            raise ModelMismatchError(f"{message}; or pass --force (force=True) to use the file "
+                                     f"anyway")
         logger.warning("%s (used anyway: force)", message)
 
     def _band_fills_in_use(self) -> Union[Dict[int, str], str]:
@@ -705,7 +718,6 @@ class SpeakerModel:
                         fill.describe())
         self.backend.set_band_fills(fills)
         self._band_fill_stamps = stamps
-        self._calibration_read = False  # checked again against the fills now in use
 
     def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
                         output: Optional[str] = None, progress: bool = True,
@@ -859,9 +871,10 @@ class SpeakerModel:
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
         details["band_fills"] = self._band_fills_in_use()
+        from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration
-        except ModelMismatchError as error:   # info reports it rather than failing
+        except (ModelMismatchError, BandFillError) as error:   # reported, not raised
             details["calibration"] = f"not used: {error}"
             return details
         details["calibration"] = (None if calibration is None else

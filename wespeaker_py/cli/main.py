@@ -43,9 +43,9 @@ Exit status 0 either way; the decision is in the output.""",
   wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a3.wav --append
 
 The gallery records MODEL's identity; enrolling into a gallery of another model is
-an error unless --force, as is one holding speakers enrolled from low-rate (8 kHz)
-audio before MODEL's band fill for that rate was learnt or changed (enroll those
-again with --replace). A name already enrolled needs --replace or --append.""",
+an error unless --force. A name already enrolled needs --replace or --append;
+--append to a speaker enrolled from low-rate (8 kHz) audio before MODEL's band fill
+for that rate was learnt or changed is an error unless --force (use --replace).""",
     "identify": """examples:
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
 
@@ -134,7 +134,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--force", action="store_true",
-                        help=f"use {what} made with another model (a warning, not an error)")
+                        help=f"use {what} made with another model, or through another band "
+                             f"fill than the model has now (a warning, not an error)")
 
 
 def _check_before_compute(audio: Sequence[Optional[str]] = (),
