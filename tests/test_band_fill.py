@@ -221,6 +221,11 @@ def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, c
     assert "learning one from the same data first" in caplog.text          # none was there
     fill = BandFill.load(os.path.join(folder, "band_fill_8000hz.npz"))
     assert lda.band_fill == fill.digest
+    # learnt from every window twice, narrow-banded and as it is
+    wide = model.train_window_lda(labelled_dir, output=str(tmp_path / "wide.npz"), dim=3,
+                                  progress=False)
+    assert lda.num_windows == 2 * wide.num_windows
+    assert not np.allclose(lda.matrix, wide.matrix)
     assert set(load_model(folder, device="cpu").diarizer(vad="energy")
                .narrowband_projections) == {8000}
     # another band fill (learnt anew, say) no longer matches the LDA: refused, with the fix

@@ -605,10 +605,12 @@ class SpeakerModel:
         counted (see :mod:`wespeaker_py.utils.list_jobs`).
 
         ``heard_rate`` (a rate below the model's, e.g. 8000 for a 16 kHz model):
-        every utterance is first narrow-banded to it, as calls at that rate reach
-        the model; the LDA goes to :meth:`window_lda_file` ``(heard_rate)``
-        (``window_lda_8000hz.npz``), which diarization uses for recordings at or
-        below that rate.
+        every utterance is embedded twice, narrow-banded to it (as calls at that
+        rate reach the model) and as it is, so that the LDA keeps what tells the
+        speakers apart at both bandwidths (on our 8 kHz conversations this counted
+        speakers better than the narrow-banded windows alone); the LDA goes to
+        :meth:`window_lda_file` ``(heard_rate)`` (``window_lda_8000hz.npz``), which
+        diarization uses for recordings at or below that rate.
         """
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
@@ -626,11 +628,12 @@ class SpeakerModel:
         rows, speakers, skipped = [], [], 0
         for folder in [data] if isinstance(data, str) else list(data):
             utt2spk = read_key_value(os.path.join(folder, "utt2spk"))
-            embeddings, labels, tally = labelled_window_embeddings(
-                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction,
-                heard_rate)
-            rows.append(embeddings)
-            speakers.append(labels)
+            for rate in (heard_rate, 0) if heard_rate else (0,):
+                embeddings, labels, tally = labelled_window_embeddings(
+                    diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress,
+                    max_fail_fraction, rate)
+                rows.append(embeddings)
+                speakers.append(labels)
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
                              dim or DEFAULT_LDA_DIM, self.identity, heard_rate,

@@ -86,9 +86,9 @@ diarization will not meet, e.g. the model's training speakers) into diarization
 windows, embeds them with MODEL and fits an LDA that keeps the directions telling
 those speakers apart. It is written to window_lda.npz beside MODEL (or --output)
 with MODEL's identity; 'diarize' then projects the windows with it before
-clustering (--window_lda off: not). With --heard_rate HZ the utterances are first
-narrow-banded to HZ and the LDA goes to window_lda_<HZ>hz.npz, which 'diarize'
-uses instead for recordings at or below HZ (8 kHz calls); when MODEL has an fbank
+clustering (--window_lda off: not). With --heard_rate HZ the utterances are
+embedded both narrow-banded to HZ and as they are, and the LDA goes to
+window_lda_<HZ>hz.npz, which 'diarize' uses instead for recordings at or below HZ (8 kHz calls); when MODEL has an fbank
 front-end and no band_fill_<HZ>hz.npz yet, one is learnt first from the same data
 (see 'band-fill'). Unreadable utterances are skipped and counted.""",
     "band-fill": """examples:
@@ -675,8 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "dim", type=_at_least_one, default=None,
              help="dimensions kept (default 32; at most one less than the speakers)")
     add_flag(sub, "heard_rate", type=int, default=0, metavar="HZ",
-             help="learn it from the utterances narrow-banded to this rate (e.g. 8000 for "
-                  "8 kHz calls to a 16 kHz model); written to window_lda_<HZ>hz.npz beside "
+             help="learn it for audio heard at this rate (e.g. 8000 for 8 kHz calls to a "
+                  "16 kHz model), from the utterances narrow-banded to it and as they are; "
+                  "written to window_lda_<HZ>hz.npz beside "
                   "the model (model.window_lda_<HZ>hz.npz beside model.onnx), which diarize "
                   "uses for recordings that come at or below HZ")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")

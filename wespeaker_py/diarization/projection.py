@@ -12,8 +12,9 @@ labels; :class:`WindowLDA` projects (``(unit(x) - mean) @ matrix``), and is
 saved as ``window_lda.npz`` beside the model
 (:data:`~wespeaker_py.diarization.options.WINDOW_LDA_NAME`), with the
 identity of the model whose windows it learnt from, so that it is not used with
-another model unnoticed. One learnt from audio narrow-banded to a lower rate
-(8 kHz calls for a 16 kHz model) records that ``heard_rate`` and is saved as
+another model unnoticed. One learnt for audio heard at a lower rate (8 kHz calls
+for a 16 kHz model; from windows narrow-banded to it and wide-band ones of the same
+speakers) records that ``heard_rate`` and is saved as
 ``window_lda_<rate>hz.npz`` (:func:`~wespeaker_py.diarization.options.window_lda_name`);
 diarization uses it for recordings at or below that rate.
 """
@@ -66,9 +67,9 @@ class WindowLDA:
 
     def describe(self) -> str:
         """One line for logs: its dimensions and what it learnt from."""
-        heard = f" heard at {self.heard_rate} Hz" if self.heard_rate else ""
+        heard = f", for audio heard at {self.heard_rate} Hz" if self.heard_rate else ""
         return (f"{self.input_dim} -> {self.output_dim} dims, learnt from {self.num_windows} "
-                f"windows{heard} of {self.num_speakers} speakers")
+                f"windows of {self.num_speakers} speakers{heard}")
 
     def save(self, path: str) -> None:
         """Write it to ``path`` (``.npz``) atomically."""
