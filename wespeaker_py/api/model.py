@@ -628,12 +628,11 @@ class SpeakerModel:
         rows, speakers, skipped = [], [], 0
         for folder in [data] if isinstance(data, str) else list(data):
             utt2spk = read_key_value(os.path.join(folder, "utt2spk"))
-            for rate in (heard_rate, 0) if heard_rate else (0,):
-                embeddings, labels, tally = labelled_window_embeddings(
-                    diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress,
-                    max_fail_fraction, rate)
-                rows.append(embeddings)
-                speakers.append(labels)
+            embeddings, labels, tally = labelled_window_embeddings(
+                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction,
+                (heard_rate, 0) if heard_rate else (0,))
+            rows.append(embeddings)
+            speakers.append(labels)
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
                              dim or DEFAULT_LDA_DIM, self.identity, heard_rate,

@@ -280,36 +280,42 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
                                show_progress: bool = True,
                                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                               heard_rate: int = 0) -> Tuple[np.ndarray, np.ndarray, JobTally]:
+                               heard_rates: Sequence[int] = (0,)
+                               ) -> Tuple[np.ndarray, np.ndarray, JobTally]:
     """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
 
     Each utterance counts as speech throughout (a speaker corpus's utterances
-    are), cut into the diarizer's windows with its noise floor. ``heard_rate``
-    (below the model's rate): each utterance is first brought down to it and
-    back, as a recording at that rate reaches the model. Returns
-    ``(embeddings [N, D], speakers [N], tally)``. Unreadable utterances are
+    are), cut into the diarizer's windows with its noise floor, and embedded once
+    for each of ``heard_rates`` (read once): 0 as it is, a rate below the model's
+    brought down to it and back, as a recording at that rate reaches the model.
+    Returns ``(embeddings [N, D], speakers [N], tally)``, the windows of each rate
+    together, in the order of ``heard_rates``. Unreadable utterances are
     skipped and counted; nothing embedded, or more than ``max_fail_fraction``
     skipped, raises :class:`~wespeaker_py.errors.RunFailedError`.
     """
     recordings = {key: path for key, path in read_wav_scp(wav_scp).items() if key in utt2spk}
     skipped: Counter = Counter()
-    rows: List[np.ndarray] = []
-    speakers: List[str] = []
+    rows: Dict[int, List[np.ndarray]] = {heard_rate: [] for heard_rate in heard_rates}
+    speakers: Dict[int, List[str]] = {heard_rate: [] for heard_rate in heard_rates}
+    read = 0
     rate = diarizer.sample_rate
     for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
                           disable=not show_progress):
         try:
             audio = load_audio(path, rate)
-            if heard_rate:
-                audio = narrowband(audio, heard_rate, rate)
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             skipped[getattr(err, "reason", UNREADABLE)] += 1
             continue
-        _, embeddings = diarizer.window_embeddings(audio, [(0.0, audio.size / rate)],
-                                                   heard_rate)
-        rows.append(embeddings)
-        speakers += [utt2spk[key]] * len(embeddings)
-    tally = JobTally.of(len(rows), skipped)
+        read += 1
+        for heard_rate in heard_rates:
+            heard = narrowband(audio, heard_rate, rate) if heard_rate else audio
+            _, embeddings = diarizer.window_embeddings(heard, [(0.0, heard.size / rate)],
+                                                       heard_rate)
+            rows[heard_rate].append(embeddings)
+            speakers[heard_rate] += [utt2spk[key]] * len(embeddings)
+    tally = JobTally.of(read, skipped)
     tally.check(wav_scp, max_fail_fraction, "no window LDA was learnt")
-    return np.concatenate(rows), np.array(speakers), tally
+    return (np.concatenate([row for heard_rate in heard_rates for row in rows[heard_rate]]),
+            np.array([name for heard_rate in heard_rates for name in speakers[heard_rate]]),
+            tally)
