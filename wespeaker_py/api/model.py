@@ -10,7 +10,6 @@ naming the input.
 """
 from __future__ import annotations
 
-import glob
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import (DataFormatError, read_key_value, read_wav_scp,
-                                          require_writable)
+from wespeaker_py.utils.file_utils import (DataFormatError, files_named_by_rate, read_key_value,
+                                          read_wav_scp, require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -520,7 +519,7 @@ class SpeakerModel:
         exist, for every recording; ``auto``: :attr:`window_lda_path` if it exists) and,
         with ``auto``, the narrowband ones beside it (``{heard rate: LDA}``), each checked
         against the model and against its file name."""
-        from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA_GLOB,
+        from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
                                                       narrowband_rate_of, window_lda_name)
         if choice.lower() in ("off", "none"):
             return None, {}
@@ -542,7 +541,7 @@ class SpeakerModel:
         prefix = self._side_file_prefix()
         narrowband = {}
         for found in ([] if prefix is None else
-                      sorted(glob.glob(glob.escape(prefix) + NARROWBAND_WINDOW_LDA_GLOB))):
+                      files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)):
             rate = narrowband_rate_of(found[len(prefix):])
             if rate is None:
                 logger.warning("ignoring %s: not a window_lda_<HZ>hz.npz name", found)

@@ -8,15 +8,14 @@ holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.file_utils import rate_in_name
 
 WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
-_NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate
-NARROWBAND_WINDOW_LDA_GLOB = _NARROWBAND_WINDOW_LDA.format("*")
+NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate
 CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
 DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
 SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eigengap
@@ -32,14 +31,13 @@ DEFAULT_EDGE_WEIGHTS = "cosine"
 
 def window_lda_name(heard_rate: int = 0) -> str:
     """The file name of a model's window LDA learnt at ``heard_rate`` (0: the model's rate)."""
-    return WINDOW_LDA_NAME if not heard_rate else _NARROWBAND_WINDOW_LDA.format(heard_rate)
+    return WINDOW_LDA_NAME if not heard_rate else NARROWBAND_WINDOW_LDA.format(heard_rate)
 
 
 def narrowband_rate_of(name: str) -> Optional[int]:
     """The rate in a narrowband window LDA's file name (``window_lda_8000hz.npz``: 8000);
     None for a name not of that form."""
-    match = re.fullmatch(re.escape(_NARROWBAND_WINDOW_LDA).replace(r"\{\}", r"([0-9]+)"), name)
-    return int(match.group(1)) if match else None
+    return rate_in_name(NARROWBAND_WINDOW_LDA, name)
 
 
 class ClusteringOptionError(WespeakerError, ValueError):

@@ -17,10 +17,8 @@ model (:func:`band_fill_name`), where the API finds it.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -29,10 +27,9 @@ import torch
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.file_utils import atomic_open, files_named_by_rate, rate_in_name
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
-BAND_FILL_GLOB = "band_fill_*hz.npz"
 # A bin is filled when its triangle reaches above this share of the low rate's Nyquist
 # frequency: resamplers roll off just below Nyquist, so those bins are part-empty too.
 USABLE_BAND = 0.975
@@ -50,8 +47,7 @@ def band_fill_name(heard_rate: int) -> str:
 
 def band_fill_rate_of(name: str) -> Optional[int]:
     """The rate a ``band_fill_<rate>hz.npz`` file name is for (None: not such a name)."""
-    match = re.fullmatch(r"band_fill_(\d+)hz\.npz", name)
-    return int(match.group(1)) if match else None
+    return rate_in_name(BAND_FILL_NAME, name)
 
 
 def split_bins(sample_rate: int, num_mel_bins: int, frame_length: float,
@@ -174,7 +170,7 @@ def fit_band_fill(pairs: Iterable[Tuple[np.ndarray, np.ndarray]], heard_rate: in
 def band_fill_files(prefix: str) -> list:
     """The ``band_fill_<rate>hz.npz`` files that start with ``prefix`` (a folder with its
     trailing separator, or ``model.`` beside ``model.pt``), sorted."""
-    return sorted(glob.glob(glob.escape(prefix) + BAND_FILL_GLOB))
+    return files_named_by_rate(prefix, BAND_FILL_NAME)
 
 
 def load_band_fills(prefix: str) -> list:

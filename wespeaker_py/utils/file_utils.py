@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
@@ -115,6 +116,19 @@ def read_lines(path: str) -> List[str]:
 
 class InputFileError(WespeakerError, OSError):
     """An input file named on the command line is missing, a folder, or empty."""
+
+
+def rate_in_name(template: str, name: str) -> Optional[int]:
+    """The rate in a file name made from ``template`` (a ``{}`` for the rate:
+    ``band_fill_{}hz.npz`` and ``band_fill_8000hz.npz`` give 8000); None for another name."""
+    match = re.fullmatch(re.escape(template).replace(r"\{\}", r"([0-9]+)"), name)
+    return int(match.group(1)) if match else None
+
+
+def files_named_by_rate(prefix: str, template: str) -> List[str]:
+    """The files ``prefix`` + ``template`` with anything in place of its ``{}`` (the files
+    of :func:`rate_in_name`'s form beside a model, and any with a bad rate), sorted."""
+    return sorted(glob.glob(glob.escape(prefix) + template.format("*")))
 
 
 def require_input_file(path: str, what: str = "") -> None:
