@@ -211,6 +211,40 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     assert not os.path.exists(tmp_path / "x.npz")
 
 
+def test_narrowband_audio_is_warned_about_only_when_no_band_fill_fills_it(tmp_path,
+                                                                          monkeypatch, caplog):
+    from wespeaker_py import load_model
+    from wespeaker_py.audio import samples as audio_samples
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    call = soxr.resample(load_audio(corpus_files(1)[0], RATE) / 32768.0, RATE, 8000)
+
+    def warnings():
+        return [r.getMessage() for r in caplog.records if "Hz audio (first" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING):
+        model.embed(call, sample_rate=8000)
+        model.embed_waveforms([call, call], 8000)
+        model.embed(call, sample_rate=11025)                # above 8 kHz: not narrow-band
+    [message] = warnings()
+    assert message.startswith("8000 Hz audio (first: <ndarray of shape")
+    assert "no band fill for 8000 Hz (learn one: 'wespeaker-py band-fill')" in message
+    # with a fill beside the model, 8 kHz audio is filled and not warned about
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    caplog.clear()
+    kept, filled = split_bins(RATE, FEAT_DIM, 25, 8000)
+    BandFill(8000, RATE, FEAT_DIM, kept, filled, np.zeros((kept.size + 1, filled.size)),
+             100).save(os.path.join(folder, "band_fill_8000hz.npz"))
+    with caplog.at_level(logging.WARNING):
+        model.embed(call, sample_rate=8000)
+        assert warnings() == []
+        model.embed(call, sample_rate=4000)                 # no fill for 4 kHz
+    [message] = warnings()
+    assert message.startswith("4000 Hz audio") and "no band fill for 4000 Hz" in message
+
+
 def test_a_narrowband_window_lda_records_its_band_fill(tmp_path, labelled_dir, caplog):
     from wespeaker_py import load_model
     folder = str(tmp_path / "model")
@@ -289,6 +323,20 @@ def test_a_gallery_notices_a_band_fill_learnt_after_its_low_rate_enrolments(
     os.remove(model.band_fill_file(8000))
     with pytest.raises(ModelMismatchError, match=r"than such audio goes through now \(none\)"):
         model.identify(second, gallery, sample_rate=RATE)
+    # a fill learnt between two recordings of one enrolment: each records its own, so mixed
+    embed_heard = model._embed_heard
+
+    def then_learn_fill(*args):
+        result = embed_heard(*args)
+        fill.save(model.band_fill_file(8000))
+        return result
+
+    model._embed_heard = then_learn_fill
+    calls = [soxr.resample(wide, RATE, 8000) for wide in (first, third)]
+    model.enroll("erin", *calls, gallery=gallery, sample_rate=8000)
+    del model._embed_heard
+    assert read_gallery(gallery).narrowband["erin"] == {8000: MIXED_FILLS}
+    os.remove(model.band_fill_file(8000))
     # a gallery written before band fills has no record and is not checked; one whose
     # record columns disagree or are partly missing is not a gallery
     arrays = dict(np.load(gallery))
@@ -332,6 +380,22 @@ def test_a_calibration_notices_a_band_fill_learnt_after_it(tmp_path, labelled_di
     assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == \
         {8000: fill.digest}
     assert load_model(folder, device="cpu").verify(paths[0], paths[2]).calibrated
+    # it records the fill its scores went through, not one written while it ran
+    embed_many = model.embed_many
+
+    def then_replace_fill(*args, **kwargs):
+        results = embed_many(*args, **kwargs)
+        BandFill(8000, fill.sample_rate, fill.num_mel_bins, fill.kept, fill.filled,
+                 fill.weights * 0.5, 3).save(model.band_fill_file(8000))
+        return results
+
+    model.embed_many = then_replace_fill
+    assert model.calibrate(str(trials), str(wav_scp), progress=False).band_fills == \
+        {8000: fill.digest}
+    del model.embed_many
+    with pytest.raises(ModelMismatchError, match="calibrate again"):
+        load_model(folder, device="cpu").verify(paths[0], paths[2])
+    fill.save(model.band_fill_file(8000))
     # a broken fill file: info reports it instead of failing
     with open(model.band_fill_file(8000), "wb") as handle:
         handle.write(b"not an npz")
@@ -362,7 +426,10 @@ def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
     assert stop.value.code == 2 and "nothing" in capsys.readouterr().err
 
 
-def test_the_diarizer_embeds_a_low_rate_recording_through_the_narrowband_function():
+def test_the_diarizer_embeds_a_low_rate_recording_through_the_narrowband_function(
+        caplog, monkeypatch):
+    from wespeaker_py.audio import samples as audio_samples
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
     heard = []
 
     def narrowband_embed(pieces, rate):
@@ -379,12 +446,14 @@ def test_the_diarizer_embeds_a_low_rate_recording_through_the_narrowband_functio
     diarizer.diarize(wide, RATE)
     assert heard and set(heard) == {0}
     heard.clear()
-    # without a narrowband function, low-rate windows go to the plain one
-    Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
-             DiarizationOptions(vad="energy", num_speakers=1)).diarize(
-        soxr.resample(wide, RATE, 8000), 8000)
+    assert "Hz audio (first" not in caplog.text
+    # without a narrowband function, low-rate windows go to the plain one, with a warning
+    with caplog.at_level(logging.WARNING):
+        Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
+                 DiarizationOptions(vad="energy", num_speakers=1)).diarize(
+            soxr.resample(wide, RATE, 8000), 8000)
     assert heard and set(heard) == {0}
-
+    assert "the diarizer has no narrowband embedding function" in caplog.text
 
 
 def test_extraction_fills_files_that_come_at_the_fills_rate(tmp_path, labelled_dir):

@@ -106,7 +106,9 @@ def test_label_offset_names_the_speed_that_was_applied(tmp_path):
     assert seen == {0, 1, 2}
 
 
-def test_other_sample_rates_are_resampled_and_counted(tmp_path):
+def test_other_sample_rates_are_resampled_and_counted(tmp_path, caplog, monkeypatch):
+    from wespeaker_py.audio import samples as audio_samples
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
     tone = 500.0
     t = np.arange(24000) / 8000
     path = write_audio(str(tmp_path / "narrow.flac"),
@@ -114,13 +116,20 @@ def test_other_sample_rates_are_resampled_and_counted(tmp_path):
     raw = write_raw_list_file(str(tmp_path / "raw.list"),
                               [{"key": "u8k", "wav": path, "spk": "s"}])
     dataset = Dataset("raw", raw, training_args(), {"s": 0})
-    (sample,) = list(dataset)
+    with caplog.at_level(logging.WARNING):
+        (sample,) = list(dataset)
     assert sample["wav"].numel() == CHUNK
     assert dominant_frequency(sample["wav"].numpy(), RATE) == pytest.approx(tone, abs=2.0)
     assert dataset.stats.repaired == {reasons.RESAMPLED: 1}
+    assert "8000 Hz audio (first: u8k)" in caplog.text          # training is told
+    assert "training chunks get no band fill" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
     whole = Dataset("raw", raw, training_args(), None, whole_utt=True)
-    (sample,) = list(whole)
+    with caplog.at_level(logging.WARNING):
+        (sample,) = list(whole)
     assert sample["wav"].numel() == 48000 and sample["label"] == -1
+    assert "Hz audio" not in caplog.text     # extraction: the embedding loop decides
 
 
 def test_stereo_keeps_the_first_channel(tmp_path):

@@ -50,6 +50,10 @@ class OnnxBackend:
         """The waveform itself: the graph computes its own features (no band fill)."""
         return torch.as_tensor(wav)
 
+    def missing_band_fill(self, heard_rate: int) -> str:
+        """Always a reason: the graph applies no band fill."""
+        return "ONNX models apply no band fill (the torch model does: 'wespeaker-py band-fill')"
+
     def is_too_short(self, prepared: torch.Tensor) -> bool:
         return int(prepared.shape[0]) < self.min_samples
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_counts,
                                           fit_calibration, read_optional_calibration,
                                           probability, save_calibration)
-from wespeaker_py.api.gallery import Gallery, check_top_k, load_gallery, save_gallery
+from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, load_gallery,
+                                     save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
@@ -208,7 +209,7 @@ class SpeakerModel:
         """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
         wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                 channel=channel)
-        [outcome] = list(self._embed_stream([("", wav)], 1, loaded=True,
+        [outcome] = list(self._embed_stream([(describe_audio(audio), wav)], 1, loaded=True,
                                             heard_rate=source_rate))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
@@ -238,14 +239,15 @@ class SpeakerModel:
         """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)
         that came at ``heard_rate`` (0: the model's rate)."""
         rows: Dict[str, np.ndarray] = {}
-        for outcome in self._embed_stream(((str(index), wav) for index, wav in enumerate(wavs)),
-                                          batch_size, loaded=True, heard_rate=heard_rate):
+        keys = [f"waveform {index}" for index in range(len(wavs))]
+        for outcome in self._embed_stream(zip(keys, wavs), batch_size, loaded=True,
+                                          heard_rate=heard_rate):
             if outcome.embedding is None:
-                raise AudioInputError(f"waveform {outcome.key}: {outcome.detail}")
+                raise AudioInputError(f"{outcome.key}: {outcome.detail}")
             rows[outcome.key] = outcome.embedding
         if not rows:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return np.stack([rows[str(index)] for index in range(len(wavs))])
+        return np.stack([rows[key] for key in keys])
 
     def embed_many(self, items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]],
                    batch_size: int = 16, progress: bool = True,
@@ -435,14 +437,15 @@ class SpeakerModel:
         speakers.check_enrollment(name, replace, append)
         if append:
             self._check_gallery_fills(gallery, speakers, force, only=name)
-        units, rates = [], set()
+        units, fills = [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
             units.append(self.unit(embedding))
-            if heard_rate:
-                rates.add(heard_rate)
-        speakers.add(name, np.stack(units), replace=replace, append=append,
-                     heard=self._heard_fills(rates))
+            if heard_rate:   # each recording's own fill: the files may change between them
+                fills.setdefault(heard_rate, set()).add(self._applied_fill(heard_rate))
+        heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
+                 for rate, digests in fills.items()}
+        speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
         speakers.identity = self.identity
         save_gallery(gallery, speakers)
         return len(speakers.names)
@@ -667,17 +670,25 @@ class SpeakerModel:
         return frontend if isinstance(frontend, FbankFeatures) else None
 
     def _band_fill_digest(self, heard_rate: int) -> str:
-        """The digest of the band fill that audio heard at ``heard_rate`` goes through ("":
-        none)."""
+        """The digest of the band fill that audio heard at ``heard_rate`` goes through now
+        ("": none), the files beside the model read again if they changed."""
         if not heard_rate or self._fbank_frontend() is None:
             return ""
         self._refresh_band_fills()
+        return self._applied_fill(heard_rate)
+
+    def _applied_fill(self, heard_rate: int) -> str:
+        """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
+        without reading the files again: the one the last embeddings went through."""
+        if not heard_rate or self._fbank_frontend() is None:
+            return ""
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
 
     def _heard_fills(self, heard_rates: Iterable[int]) -> Dict[int, str]:
-        """``{rate: digest of the band fill audio heard at it goes through ("": none)}``."""
-        return {rate: self._band_fill_digest(rate) for rate in sorted(heard_rates)}
+        """``{rate: digest of the band fill the last embeddings of audio heard at it went
+        through ("": none)}``; call it right after embedding them."""
+        return {rate: self._applied_fill(rate) for rate in sorted(heard_rates)}
 
     def _band_fill_now(self, heard_rate: int) -> str:
         """What audio heard at ``heard_rate`` goes through now, in words."""

@@ -11,8 +11,7 @@ from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frames,
                                         channel_levels, check_samples, explain_silent_channel,
-                                        mix_to_mono, parse_channel, to_int16_scale,
-                                        warn_if_narrowband)
+                                        mix_to_mono, parse_channel, to_int16_scale)
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
@@ -82,15 +81,15 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
     :func:`~wespeaker_py.audio.samples.check_samples` applies; each failure
     raises its named :class:`~wespeaker_py.audio.errors.AudioCheckError` (or an
     ``AudioInputError`` for a wrong type or shape) naming the input, ``name``
-    when given. Audio at 8 kHz or lower for a 16 kHz model is warned about.
-    Returns the samples and the rate the input came at (a file's own, else
-    ``sample_rate``): what was heard, where the samples say only ``target_rate``.
+    when given. Returns the samples and the rate the input came at (a file's own,
+    else ``sample_rate``): what was heard, where the samples say only
+    ``target_rate``; the embedding loop, which knows the model's band fills, warns
+    about narrow-band audio (:func:`~wespeaker_py.runtime.embedding.embed_stream`).
     """
     name = name or describe_audio(audio)
     channel = parse_channel(channel)
     if isinstance(audio, (str, os.PathLike)):
         with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
-            warn_if_narrowband(handle.samplerate, target_rate, name)
             samples = read_checked(handle, target_rate)
             source_rate = int(handle.samplerate)
         return np.ascontiguousarray(samples, dtype=np.float32), source_rate
@@ -101,6 +100,5 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
         check_samples(samples, name)
     except AudioSilentError as error:
         raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
-    warn_if_narrowband(rate, target_rate, name)
     samples = resample(samples, float(rate), float(target_rate))
     return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32), rate

@@ -245,16 +245,16 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
     return samples
 
 
-def warn_if_narrowband(rate: int, target_rate: int, name: str) -> None:
+def warn_if_narrowband(rate: int, target_rate: int, name: str, why: str) -> None:
     """Log a warning, once per process and pair of rates, when audio at
     :data:`NARROWBAND_RATE` or lower goes to a model built for :data:`WIDEBAND_RATE`
-    or more (upsampling cannot restore the missing band)."""
+    or more as it is (upsampling cannot restore the missing band); ``why`` says why
+    its band stays empty (no band fill for it, a training chunk, ...)."""
     if rate > NARROWBAND_RATE or target_rate < WIDEBAND_RATE:
         return
     if (rate, target_rate) in _rates_warned:
         return
     _rates_warned.add((rate, target_rate))
-    logger.warning("%s is %d Hz audio for a model built for %d Hz: it is upsampled, but the "
-                   "band above %d Hz stays empty and embeddings may be less accurate unless "
-                   "the model has a band fill for it (torch fbank models: 'wespeaker-py "
-                   "band-fill'; warned once)", name, rate, target_rate, rate // 2)
+    logger.warning("%d Hz audio (first: %s) for a model built for %d Hz: it is upsampled, "
+                   "but the band above %d Hz stays empty and the embeddings may be less "
+                   "accurate: %s (warned once)", rate, name, target_rate, rate // 2, why)

@@ -108,7 +108,6 @@ def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> No
                      else f"multi_channel_{handle.channel}_kept", key)
     if handle.samplerate != target_rate:
         stats.repair(reasons.RESAMPLED, key)
-        warn_if_narrowband(handle.samplerate, target_rate, key)
 
 
 def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,
@@ -133,6 +132,8 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                                f"({settings.min_num_frames} frame shifts)")
                     continue
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
+                warn_if_narrowband(handle.samplerate, settings.sample_rate, utt.key,
+                                   "training chunks get no band fill")
                 if settings.expand_speeds:
                     indices = range(len(SPEEDS))
                 elif settings.speed_perturb:

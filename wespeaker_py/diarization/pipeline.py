@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio,
-                                heard_rate_of, load_audio_with_rate, narrowband)
+                                heard_rate_of, load_audio_with_rate, narrowband,
+                                warn_if_narrowband)
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
                                               check_cluster_options)
@@ -171,6 +172,9 @@ class Diarizer:
         spans = [(int(round(a * rate)), int(round(b * rate))) for a, b in windows]
         pieces = [with_noise_floor(np.resize(audio[first:last], window_samples), opts.dither,
                                    first) for first, last in spans]
+        if heard_rate and self.narrowband_embed is None:
+            warn_if_narrowband(heard_rate, rate, "a recording", "the diarizer has no "
+                               "narrowband embedding function (SpeakerModel.diarizer's has)")
         embeddings = np.asarray(self.embed_windows(pieces) if not heard_rate
                                 or self.narrowband_embed is None
                                 else self.narrowband_embed(pieces, heard_rate))

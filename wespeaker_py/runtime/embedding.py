@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wespeaker_py.audio.resample import heard_rate_of
+from wespeaker_py.audio.samples import warn_if_narrowband
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.batching import LengthBuckets
 
@@ -41,6 +42,10 @@ class Backend(Protocol):
     def prepare(self, wav: Any, heard_rate: int = 0) -> Any:
         """What is batched for one int16-scale waveform (features, or the waveform);
         ``heard_rate``: the rate it came at, when below the backend's."""
+
+    def missing_band_fill(self, heard_rate: int) -> str:
+        """Why audio heard at ``heard_rate`` keeps its empty top band ('' when a band
+        fill fills it)."""
 
     def is_too_short(self, prepared: Any) -> bool:
         """Whether ``prepared`` is shorter than the model's shortest input."""
@@ -74,7 +79,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
     ``read``, what ``read`` turns into ``(waveform, the rate it came at)`` (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
     Outcomes come in batch order, not input order. ``progress`` shows a tqdm
-    bar over the inputs (``desc``, ``total``, ``position``).
+    bar over the inputs (``desc``, ``total``, ``position``). Narrow-band audio
+    that the backend has no band fill for is warned about, once per rate.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -103,6 +109,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                     yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
                     continue
                 heard = heard_rate_of(came_at, backend.sample_rate)
+            if heard:
+                _warn_if_unfilled(backend, heard, key)
             prepared = backend.prepare(audio, heard)
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,
@@ -113,3 +121,9 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
         yield from run(buckets.drain())
     finally:
         bar.close()
+
+
+def _warn_if_unfilled(backend: Backend, heard_rate: int, key: str) -> None:
+    why = backend.missing_band_fill(heard_rate)
+    if why:
+        warn_if_narrowband(heard_rate, backend.sample_rate, key, why)

@@ -97,6 +97,17 @@ class TorchBackend:
         learnt at another rate would take empty bins, or leave some, as its input)."""
         return self.band_fills.get(heard_rate)
 
+    def missing_band_fill(self, heard_rate: int) -> str:
+        """Why audio heard at ``heard_rate`` keeps its empty top band ('' when a band
+        fill fills it)."""
+        if self.band_fill_for(heard_rate) is not None:
+            return ""
+        frontend = self.embedder.frontend
+        if not isinstance(frontend, FbankFeatures):
+            return f"a {type(frontend).__name__} front-end takes no band fill"
+        return (f"the model has no band fill for {heard_rate} Hz (learn one: "
+                f"'wespeaker-py band-fill')")
+
     @property
     def min_frames(self) -> int:
         """Fewest feature frames that give a finite embedding (found on first use)."""
