@@ -36,8 +36,7 @@ from typing import Optional
 import numpy as np
 
 from wespeaker_py.diarization.density import agglomerative_labels, umap_hdbscan_labels
-from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_METHOD,  # noqa: F401
-                                              ClusteringOptionError, ClusterOptions,
+from wespeaker_py.diarization.options import (DEFAULT_METHOD, ClusterOptions,
                                               check_cluster_options)
 from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
 from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster

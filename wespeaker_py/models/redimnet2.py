@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.redimnet_blocks import (ChannelsFirstLayerNorm, ConvBlock2d,
-                                                 TimeContextBlock1d, To1d, to_1d, to_2d)
+                                                 TimeContextBlock1d, To1d, to_2d)
 
 # The front-end every ReDimNet2 model reads (models.check_frontend holds configs to it).
 FRONTEND = "tfmel"
