@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.resnet_blocks import (ClippedReLU, MultiScaleBlock, ResNetTrunk,
-                                               conv1x1, conv3x3, frames_of_map, shortcut_branch)
-from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
+                                               conv1x1, conv3x3, shortcut_branch)
+from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
 
 
 class AFF(nn.Module):
@@ -81,7 +81,7 @@ class BasicBlockERes2NetAFF(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ERes2Net(ResNetTrunk):
+class ERes2Net(MapPoolingHead, ResNetTrunk):
     """ERes2Net speaker embedding network: ``[B, T, feat_dim]`` -> ``[B, embed_dim]``.
 
     Stages 1-2 use multi-scale blocks convolving every group
@@ -114,7 +114,8 @@ class ERes2Net(ResNetTrunk):
         self.pool_out_dim = self.pool.get_out_dim()
         attach_segment_layers(self, self.pool_out_dim, embed_dim, two_emb_layer)
 
-    def _fused_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map fused with the earlier stages' (global fusion)."""
         out1 = self.layer1(self.stem(x))
         out2 = self.layer2(out1)
         fused12 = self.fuse_mode12(out2, self.layer1_downsample(out1))
@@ -122,21 +123,6 @@ class ERes2Net(ResNetTrunk):
         fused123 = self.fuse_mode123(out3, self.layer2_downsample(fused12))
         out4 = self.layer4(out3)
         return self.fuse_mode1234(out4, self.layer3_downsample(fused123))
-
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame-level features before pooling, ``[B, T', C * F']``."""
-        return frames_of_map(self._fused_feature_map(x))
-
-    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The map the pooling layer reads (a local function of ``x``)."""
-        return self._fused_feature_map(x)
-
-    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
-        """The embedding of the pooled statistics."""
-        return segment_embedding(self, stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 def ERes2Net34_Base(feat_dim: int = 80, embed_dim: int = 512, pooling_func: str = "TSTP",

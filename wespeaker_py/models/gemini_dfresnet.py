@@ -16,8 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.resnet_blocks import frames_of_map
-from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
+from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
 
 # Stride of each of the four downsampling convolutions, on frequency and on time.
 _FREQ_STRIDES = (2, 2, 2, 2)
@@ -44,7 +43,7 @@ class InvertedBottleneck(nn.Module):
         return F.relu(out + x)
 
 
-class GeminiDFResNet(nn.Module):
+class GeminiDFResNet(MapPoolingHead, nn.Module):
     """Gemini DF-ResNet speaker embedding network: ``[B, T, feat_dim]`` -> ``[B, embed_dim]``.
 
     ``dims`` has five entries: the stem width, then the width of each stage;
@@ -76,26 +75,12 @@ class GeminiDFResNet(nn.Module):
         self.pool_out_dim = self.pool.get_out_dim()
         attach_segment_layers(self, self.pool_out_dim, embed_dim, two_emb_layer)
 
-    def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, F]`` features to the last stage's map (T' = ceil(T / 2))."""
         out = self.downsample_layers[0](x.transpose(1, 2).unsqueeze(1))
         for downsample, stage in zip(self.downsample_layers[1:], self.stages):
             out = stage(downsample(out))
         return out
-
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame-level features before pooling, ``[B, T', C * F']`` (T' = ceil(T / 2))."""
-        return frames_of_map(self._feature_map(x))
-
-    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The map the pooling layer reads (a local function of ``x``)."""
-        return self._feature_map(x)
-
-    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
-        """The embedding of the pooled statistics."""
-        return segment_embedding(self, stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 # The depth in a name counts the separate downsampling convolutions as layers.

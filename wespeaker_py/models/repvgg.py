@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.resnet_blocks import frames_of_map
+from wespeaker_py.models.segment_layers import frames_of_map
 
 # Layers (counted from 1 over all stages) that the "g2"/"g4" variants make groupwise.
 _GROUPWISE_LAYERS = tuple(range(2, 27, 2))

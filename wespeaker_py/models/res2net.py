@@ -11,20 +11,18 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Dict, Sequence
 
-import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.resnet_blocks import (BlockFactory, MultiScaleBlock, ResNetTrunk,
-                                               frames_of_map)
-from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
+from wespeaker_py.models.resnet_blocks import BlockFactory, MultiScaleBlock, ResNetTrunk
+from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
 
 # Res2Net bottleneck block with a 2x channel expansion; the last group is not convolved.
 BasicBlockRes2Net = partial(MultiScaleBlock, base_width=32, scale=2, expansion=2,
                             pass_last_group=True)
 
 
-class Res2Net(ResNetTrunk):
+class Res2Net(MapPoolingHead, ResNetTrunk):
     """Res2Net speaker embedding network: ``[B, T, feat_dim]`` -> ``[B, embed_dim]``.
 
     Stages 2-4 halve both frequency and time.
@@ -40,21 +38,6 @@ class Res2Net(ResNetTrunk):
         self.pool = get_pooling(pooling_func, in_dim=int(feat_dim / 8) * self.out_planes)
         self.pool_out_dim = self.pool.get_out_dim()
         attach_segment_layers(self, self.pool_out_dim, embed_dim, two_emb_layer)
-
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame-level features before pooling, ``[B, T', C * F']``."""
-        return frames_of_map(self.trunk(x))
-
-    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The map the pooling layer reads (a local function of ``x``)."""
-        return self.trunk(x)
-
-    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
-        """The embedding of the pooled statistics."""
-        return segment_embedding(self, stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 def Res2Net34_Base(feat_dim: int = 80, embed_dim: int = 256, pooling_func: str = "TSTP",

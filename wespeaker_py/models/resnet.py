@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import List
 
-import torch
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.resnet_blocks import (BasicBlock, BlockFactory, Bottleneck, ResNetTrunk,
-                                               frames_of_map)
-from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
+from wespeaker_py.models.resnet_blocks import BasicBlock, BlockFactory, Bottleneck, ResNetTrunk
+from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
 
 
-class ResNet(ResNetTrunk):
+class ResNet(MapPoolingHead, ResNetTrunk):
     """ResNet encoder + pooling + embedding layer(s).
 
     Args:
@@ -43,22 +41,6 @@ class ResNet(ResNetTrunk):
         self.pool = get_pooling(pooling_func, in_dim=self.stats_dim * block.expansion)
         self.pool_out_dim = self.pool.get_out_dim()
         attach_segment_layers(self, self.pool_out_dim, embed_dim, two_emb_layer)
-
-    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, F]`` features to ``[B, T / 8, C * F / 8]`` frame-level features."""
-        return frames_of_map(self.trunk(x))
-
-    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``[B, C, F, T / 8]`` map the pooling layer reads (a local function of ``x``)."""
-        return self.trunk(x)
-
-    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
-        """The embedding of the pooled statistics."""
-        return segment_embedding(self, stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, feat_dim]`` features to ``[B, embed_dim]`` embeddings."""
-        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
 
 
 def _resnet_factory(block: BlockFactory, num_blocks: List[int]):

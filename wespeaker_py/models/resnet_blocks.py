@@ -161,12 +161,7 @@ class ResNetTrunk(nn.Module):
         """``[B, T, F]`` features through the stem, as a ``[B, C, F, T]`` map."""
         return F.relu(self.bn1(self.conv1(features.transpose(1, 2).unsqueeze(1))))
 
-    def trunk(self, features: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, T, F]`` features to the last stage's ``[B, C, F / 8, T / 8]`` map."""
         out = self.stem(features)
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
-
-
-def frames_of_map(feature_map: torch.Tensor) -> torch.Tensor:
-    """A ``[B, C, F, T]`` map as frame-level features ``[B, T, C * F]``, WeSpeaker's layout."""
-    return torch.flatten(feature_map.transpose(1, 3), 2, -1)

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import ASP
-from wespeaker_py.models.resnet_blocks import (ResNetTrunk, conv3x3, frames_of_map,
-                                               shortcut_branch)
+from wespeaker_py.models.resnet_blocks import ResNetTrunk, conv3x3, shortcut_branch
+from wespeaker_py.models.segment_layers import frames_of_map
 
 # Regulariser of SimAM's energy function.
 _SIMAM_LAMBDA = 1e-4
@@ -73,10 +73,10 @@ class SimAMResNetASP(nn.Module):
 
     def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling, ``[B, T / 8, C * F / 8]``."""
-        return frames_of_map(self.front.trunk(x))
+        return frames_of_map(self.front.feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = self.pooling(self.front.trunk(x))
+        stats = self.pooling(self.front.feature_map(x))
         if self.drop is not None:
             stats = self.drop(stats)
         return self.bottleneck(stats)

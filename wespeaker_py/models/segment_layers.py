@@ -5,6 +5,8 @@ After pooling, these models map the utterance statistics to the embedding with
 ``seg_2`` follows a ReLU and an affine-free BatchNorm ``seg_bn_1``, and its
 output is the embedding. The layers are attached to the model itself (not to a
 sub-module) because WeSpeaker's checkpoints keep them at the top level.
+:class:`MapPoolingHead` is the whole tail of the 2-D families (ResNet, Res2Net,
+ERes2Net, Gemini DF-ResNet): pooling of their feature map, then these layers.
 """
 from __future__ import annotations
 
@@ -32,3 +34,37 @@ def segment_embedding(model: nn.Module, stats: torch.Tensor) -> torch.Tensor:
     if model.two_emb_layer:
         embed = model.seg_2(model.seg_bn_1(F.relu(embed)))
     return embed
+
+
+class MapPoolingHead:
+    """The tail the 2-D families share: their ``feature_map(x)`` (``[B, T, F]`` features
+    to a ``[B, C, F', T']`` map) pooled over time by ``self.pool``, then the layers of
+    :func:`attach_segment_layers`.
+
+    Mix it in first (``class Net(MapPoolingHead, nn.Module)``) so that its ``forward``
+    is the one used; the class defines ``feature_map``, ``pool`` and the segment layers.
+    Only for feature maps local in time: ``pooling_input`` and ``embedding_of_pooled``
+    make the model a :class:`~wespeaker_py.models.protocol.FrameLocalModel`, which long
+    inputs are chunked by.
+    """
+
+    def frame_level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map as frame-level features ``[B, T', C * F']``."""
+        return frames_of_map(self.feature_map(x))
+
+    def pooling_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The map the pooling layer reads."""
+        return self.feature_map(x)
+
+    def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding of the pooled statistics."""
+        return segment_embedding(self, stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, feat_dim]`` features to ``[B, embed_dim]`` embeddings."""
+        return self.embedding_of_pooled(self.pool(self.pooling_input(x)))
+
+
+def frames_of_map(feature_map: torch.Tensor) -> torch.Tensor:
+    """A ``[B, C, F, T]`` map as frame-level features ``[B, T, C * F]``, WeSpeaker's layout."""
+    return torch.flatten(feature_map.transpose(1, 3), 2, -1)
