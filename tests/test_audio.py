@@ -122,6 +122,18 @@ def test_reading_narrowband_audio_does_not_warn(caplog, monkeypatch):
     assert rate == 8000 and samples.size == 2 * 8000 and caplog.records == []
 
 
+def test_the_narrowband_warning_is_given_once_per_rate_pair_and_reason(caplog, monkeypatch):
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py.audio"):
+        for _ in range(2):
+            audio.warn_if_narrowband(8000, RATE, "a", "no fill")
+        audio.warn_if_narrowband(8000, RATE, "b", "training")      # another reason
+        audio.warn_if_narrowband(8000, 8000, "c", "no fill")       # an 8 kHz model
+        audio.warn_if_narrowband(11025, RATE, "d", "no fill")      # above 8 kHz
+    assert [r.getMessage().split(" for a model")[0] for r in caplog.records] == \
+        ["8000 Hz audio (first: a)", "8000 Hz audio (first: b)"]
+
+
 def test_the_int16_scale_is_defined_once():
     definitions = []
     for folder, _, files in os.walk(PACKAGE):

@@ -211,6 +211,57 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     assert not os.path.exists(tmp_path / "x.npz")
 
 
+def test_utterances_that_came_narrow_band_are_not_learnt_from(tmp_path, caplog):
+    from wespeaker_py import load_model
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    wide_paths = corpus_files(3)
+    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(wide_paths[0], RATE) / 32768.0,
+                                                  RATE, 8000), 8000, subtype="FLOAT")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "wav.scp").write_text("".join(f"w{i} {path}\n" for i, path in enumerate(wide_paths))
+                                   + f"call {tmp_path / 'call.wav'}\n")
+    with caplog.at_level(logging.INFO):
+        model.train_band_fill(str(mixed), 8000, output=str(tmp_path / "fill.npz"),
+                              progress=False)
+    assert "skipping call: it came at 8000 Hz; a band fill learns from audio at the model's " \
+           "16000 Hz" in caplog.text
+    assert "utterances skipped: 1" in caplog.text
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    (narrow / "wav.scp").write_text(f"call {tmp_path / 'call.wav'}\n")
+    with pytest.raises(RunFailedError, match="narrow.*no band fill was learnt"):
+        model.train_band_fill(str(narrow), 8000, output=str(tmp_path / "none.npz"),
+                              progress=False)
+    assert not os.path.exists(tmp_path / "none.npz")
+
+
+def test_window_lda_windows_of_a_narrow_band_utterance_are_embedded_as_when_diarized(
+        tmp_path):
+    from wespeaker_py.diarization.pipeline import labelled_window_embeddings
+    heard = []
+
+    def narrowband_embed(pieces, rate):
+        heard.append(rate)
+        return np.ones((len(pieces), 4))
+
+    diarizer = Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
+                        DiarizationOptions(vad="energy"), narrowband_embed=narrowband_embed)
+    wide_path = corpus_files(1)[0]
+    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(wide_path, RATE) / 32768.0,
+                                                  RATE, 8000), 8000, subtype="FLOAT")
+    wav_scp = tmp_path / "wav.scp"
+    for key, path, as_heard in (("wide", wide_path, [0, 8000]),
+                                ("call", str(tmp_path / "call.wav"), [8000, 8000])):
+        wav_scp.write_text(f"{key} {path}\n")
+        heard.clear()
+        labelled_window_embeddings(diarizer, str(wav_scp), {key: "s"}, show_progress=False,
+                                   heard_rates=(0, 8000))
+        assert heard == as_heard, key
+
+
 def test_narrowband_audio_is_warned_about_only_when_no_band_fill_fills_it(tmp_path,
                                                                           monkeypatch, caplog):
     from wespeaker_py import load_model

@@ -12,12 +12,23 @@ from api_helpers import mini_speech
 from inference_helpers import randomise_batchnorm
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.models import get_model
+from wespeaker_py.models.eres2net import ERes2Net
+from wespeaker_py.models.gemini_dfresnet import GeminiDFResNet
+from wespeaker_py.models.res2net import Res2Net
 from wespeaker_py.runtime import long_audio
 from wespeaker_py.runtime.builder import SpeakerEmbedder
 from wespeaker_py.runtime.engine import TorchBackend
 from wespeaker_py.runtime.long_audio import LongAudioPolicy
 
 FEAT_DIM = 40
+# the other families whose tail is MapPoolingHead, narrowed to test size
+SMALL_FAMILIES = {
+    "Res2Net": lambda: Res2Net(4, [1, 2, 1, 1], feat_dim=FEAT_DIM, embed_dim=16),
+    "ERes2Net": lambda: ERes2Net(4, [1, 2, 1, 1], feat_dim=FEAT_DIM, embed_dim=16),
+    # its frequency axis is halved four times: 80 bins, as WeSpeaker's configs use
+    "GeminiDFResNet": lambda: GeminiDFResNet([1, 1, 1, 1], [4, 4, 8, 16, 32], feat_dim=80,
+                                             embed_dim=16),
+}
 WHOLE = LongAudioPolicy(threshold_seconds=1e9)      # never chunked
 CHUNKED = LongAudioPolicy(threshold_seconds=3.0, chunk_seconds=2.0)
 
@@ -31,9 +42,11 @@ def speech():
 
 def _backend(name, model_args, policy):
     torch.manual_seed(0)
-    model = get_model(name, feat_dim=FEAT_DIM, **model_args)
+    model = (get_model(name, feat_dim=FEAT_DIM, **model_args) if name not in SMALL_FAMILIES
+             else SMALL_FAMILIES[name]())
     randomise_batchnorm(model, 0)
-    embedder = SpeakerEmbedder(FbankFeatures(num_mel_bins=FEAT_DIM), model.eval())
+    embedder = SpeakerEmbedder(FbankFeatures(num_mel_bins=getattr(model, "feat_dim", FEAT_DIM)),
+                               model.eval())
     return TorchBackend(embedder, torch.device("cpu"), long_audio=policy)
 
 
@@ -58,6 +71,7 @@ def _count_chunks(monkeypatch, backend):
 @pytest.mark.parametrize("name,model_args", [
     ("ResNet34", {"embed_dim": 32, "m_channels": 4}),
     ("XVEC", {"embed_dim": 16, "hid_dim": 32, "stats_dim": 48}),
+    ("Res2Net", {}), ("ERes2Net", {}), ("GeminiDFResNet", {}),
 ])
 def test_frame_local_model_gives_the_whole_utterance_embedding(speech, monkeypatch, name,
                                                                model_args):

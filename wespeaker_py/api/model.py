@@ -235,11 +235,11 @@ class SpeakerModel:
         return self._embed_loaded(wavs, batch_size, sample_rate)
 
     def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int,
-                      heard_rate: int = 0) -> np.ndarray:
+                      heard_rate: int = 0, noun: str = "waveform") -> np.ndarray:
         """Embeddings ``[N, E]`` of model samples (:func:`~wespeaker_py.audio.load_audio`'s)
-        that came at ``heard_rate`` (0: the model's rate)."""
+        that came at ``heard_rate`` (0: the model's rate); messages name each ``noun N``."""
         rows: Dict[str, np.ndarray] = {}
-        keys = [f"waveform {index}" for index in range(len(wavs))]
+        keys = [f"{noun} {index}" for index in range(len(wavs))]
         for outcome in self._embed_stream(zip(keys, wavs), batch_size, loaded=True,
                                           heard_rate=heard_rate):
             if outcome.embedding is None:
@@ -490,10 +490,10 @@ class SpeakerModel:
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
         lda, narrowband = self._window_ldas(options.window_lda)
-        return Diarizer(lambda windows: self._embed_loaded(windows, batch_size), options,
-                        sample_rate=self.sample_rate,
+        return Diarizer(lambda windows: self._embed_loaded(windows, batch_size, noun="window"),
+                        options, sample_rate=self.sample_rate,
                         narrowband_embed=lambda windows, rate: self._embed_loaded(
-                            windows, batch_size, rate),
+                            windows, batch_size, rate, "window"),
                         projection=None if lda is None else lda.project,
                         narrowband_projections={rate: item.project
                                                 for rate, item in narrowband.items()})
@@ -742,12 +742,13 @@ class SpeakerModel:
         are the target, those of the same utterance brought down to ``heard_rate``
         and back the input (:func:`~wespeaker_py.frontend.band_fill.fit_band_fill`).
         Written atomically to ``output``, default :meth:`band_fill_file`, where this
-        model (and every later load of it) finds and uses it; unreadable utterances
-        are skipped and counted (see :mod:`wespeaker_py.utils.list_jobs`).
+        model (and every later load of it) finds and uses it; unreadable utterances,
+        and those that came below the model's rate (no wide band to learn from), are
+        skipped and counted (see :mod:`wespeaker_py.utils.list_jobs`).
         """
         import torch
         from wespeaker_py.audio import narrowband
-        from wespeaker_py.frontend.band_fill import BandFillError, fit_band_fill
+        from wespeaker_py.frontend.band_fill import NARROW_SOURCE, BandFillError, fit_band_fill
         frontend = self._fbank_frontend()
         if frontend is None:
             raise BandFillError("a band fill needs a torch model with an fbank front-end")
@@ -773,10 +774,16 @@ class SpeakerModel:
                 for key, path in tqdm(recordings.items(), desc="band fill", unit="utt",
                                       disable=not progress):
                     try:
-                        wide = load_audio(path, self.sample_rate)
+                        wide, source_rate = load_audio_with_rate(path, self.sample_rate)
                     except AudioInputError as err:
                         logger.warning("skipping %s: %s", key, err)
                         skipped[getattr(err, "reason", UNREADABLE)] += 1
+                        continue
+                    if heard_rate_of(source_rate, self.sample_rate):
+                        logger.warning("skipping %s: it came at %d Hz; a band fill learns "
+                                       "from audio at the model's %d Hz", key, source_rate,
+                                       self.sample_rate)
+                        skipped[NARROW_SOURCE] += 1
                         continue
                     done += 1
                     yield log_mels(wide), log_mels(narrowband(wide, heard_rate,

@@ -22,8 +22,11 @@ and shard writing.
   and arrays alike; training keeps ``first``. Arrays are ``[samples]`` or
   two-axis, the shorter axis holding the channels.
 - **Resampling:** once, with soxr HQ (:func:`resample`), from the input's rate
-  to the model's rate. Audio at 8 kHz or lower given to a model built for
-  16 kHz or more is logged as a warning, once per process and pair of rates.
+  to the model's rate; :func:`~wespeaker_py.audio.load.load_audio_with_rate`
+  also returns the rate the input came at. Audio at 8 kHz or lower given to a
+  model built for 16 kHz or more is warned about (:func:`warn_if_narrowband`)
+  where nothing fills its empty band: by the embedding loop, which knows the
+  model's band fills, and by training.
 - **Checks**, shared by every caller, each a named error deriving from
   :class:`~wespeaker_py.errors.AudioInputError` whose ``reason`` the training
   pipeline counts skips under: :class:`AudioMissingError`,

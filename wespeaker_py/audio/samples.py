@@ -61,7 +61,7 @@ SILENCE_FLOOR_DBFS = -88.0
 _BLOCK_FRAMES = 64
 _POWER_BLOCK_ROWS = 1 << 18
 
-_rates_warned: Set[Tuple[int, int]] = set()
+_rates_warned: Set[Tuple[int, int, str]] = set()
 
 
 def parse_channel(value: Union[str, int]) -> ChannelChoice:
@@ -245,16 +245,17 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
     return samples
 
 
-def warn_if_narrowband(rate: int, target_rate: int, name: str, why: str) -> None:
-    """Log a warning, once per process and pair of rates, when audio at
+def warn_if_narrowband(rate: int, target_rate: int, name: str,
+                       why: str = "nothing fills it") -> None:
+    """Log a warning, once per process, pair of rates and ``why``, when audio at
     :data:`NARROWBAND_RATE` or lower goes to a model built for :data:`WIDEBAND_RATE`
     or more as it is (upsampling cannot restore the missing band); ``why`` says why
     its band stays empty (no band fill for it, a training chunk, ...)."""
     if rate > NARROWBAND_RATE or target_rate < WIDEBAND_RATE:
         return
-    if (rate, target_rate) in _rates_warned:
+    if (rate, target_rate, why) in _rates_warned:
         return
-    _rates_warned.add((rate, target_rate))
+    _rates_warned.add((rate, target_rate, why))
     logger.warning("%d Hz audio (first: %s) for a model built for %d Hz: it is upsampled, "
                    "but the band above %d Hz stays empty and the embeddings may be less "
                    "accurate: %s (warned once)", rate, name, target_rate, rate // 2, why)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice, load_audio,
+from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice,
                                 heard_rate_of, load_audio_with_rate, narrowband,
                                 warn_if_narrowband)
 from wespeaker_py.diarization.clustering import cluster_windows
@@ -291,7 +291,9 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     Each utterance counts as speech throughout (a speaker corpus's utterances
     are), cut into the diarizer's windows with its noise floor, and embedded once
     for each of ``heard_rates`` (read once): 0 as it is, a rate below the model's
-    brought down to it and back, as a recording at that rate reaches the model.
+    brought down to it and back, as a recording at that rate reaches the model (an
+    utterance that came at a lower rate is embedded as heard at that rate, as it
+    would be when diarized).
     Returns ``(embeddings [N, D], speakers [N], tally)``, the windows of each rate
     together, in the order of ``heard_rates``. Unreadable utterances are
     skipped and counted; nothing embedded, or more than ``max_fail_fraction``
@@ -306,16 +308,18 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
                           disable=not show_progress):
         try:
-            audio = load_audio(path, rate)
+            audio, source_rate = load_audio_with_rate(path, rate)
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             skipped[getattr(err, "reason", UNREADABLE)] += 1
             continue
         read += 1
+        came_at = heard_rate_of(source_rate, rate)
         for heard_rate in heard_rates:
             heard = narrowband(audio, heard_rate, rate) if heard_rate else audio
+            lowest = min(filter(None, (heard_rate, came_at)), default=0)
             _, embeddings = diarizer.window_embeddings(heard, [(0.0, heard.size / rate)],
-                                                       heard_rate)
+                                                       lowest)
             rows[heard_rate].append(embeddings)
             speakers[heard_rate] += [utt2spk[key]] * len(embeddings)
     tally = JobTally.of(read, skipped)

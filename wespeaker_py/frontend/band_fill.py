@@ -30,6 +30,8 @@ from wespeaker_py.frontend.fbank import mel_bin_tops
 from wespeaker_py.utils.file_utils import atomic_open, files_named_by_rate, rate_in_name
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
+# the skip reason of an utterance that came below the model's rate: no wide band to learn from
+NARROW_SOURCE = "narrow_band_source"
 # A bin is filled when its triangle reaches above this share of the low rate's Nyquist
 # frequency: resamplers roll off just below Nyquist, so those bins are part-empty too.
 USABLE_BAND = 0.975

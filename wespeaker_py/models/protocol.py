@@ -42,3 +42,15 @@ class FrameLocalModel(Protocol):
 
     def embedding_of_pooled(self, stats: torch.Tensor) -> torch.Tensor:
         ...
+
+
+def is_frame_local(model: torch.nn.Module) -> bool:
+    """Whether ``model`` offers :class:`FrameLocalModel`'s members.
+
+    Looked up as attributes, not by ``isinstance``: from Python 3.12 a protocol
+    check looks attributes up statically and misses ``pool``, which a module
+    keeps among its sub-modules.
+    """
+    return (isinstance(getattr(model, "pool", None), torch.nn.Module)
+            and callable(getattr(model, "pooling_input", None))
+            and callable(getattr(model, "embedding_of_pooled", None)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import List
 
-
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.resnet_blocks import BasicBlock, BlockFactory, Bottleneck, ResNetTrunk
 from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import MOMENT_POOLINGS, pool_from_moments, time_moments
-from wespeaker_py.models.protocol import FrameLocalModel
+from wespeaker_py.models.protocol import is_frame_local
 
 # Inputs longer than this go through the model in chunks. Whole, peak memory grows
 # with the input: an hour took 11.6 GB with ResNet34 (~3 MB per second of audio) and
@@ -70,7 +70,7 @@ class BodyGeometry:
 
 def chunked_exactly(model: nn.Module) -> bool:
     """Whether ``model`` takes the exact chunked path (frame-local body, moment pooling)."""
-    return isinstance(model, FrameLocalModel) and isinstance(model.pool, MOMENT_POOLINGS)
+    return is_frame_local(model) and isinstance(model.pool, MOMENT_POOLINGS)
 
 
 @torch.inference_mode()
