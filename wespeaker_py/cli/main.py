@@ -96,8 +96,10 @@ front-end and no band_fill_<HZ>hz.npz yet, one is learnt first from the same dat
 
 Audio that comes at a rate below MODEL's (8 kHz calls to a 16 kHz model) leaves the
 top mel bins empty. This learns, from wide-band speech (wav.scp; the model's
-training data), a linear estimate of those bins from the ones below, and writes it
-to band_fill_<HZ>hz.npz beside MODEL (or to --output, where MODEL does not look).
+training data; an utterance that came below the model's rate has no wide band and
+is skipped and counted), a linear estimate of those bins from the ones below, and
+writes it to band_fill_<HZ>hz.npz beside MODEL (or to --output, where MODEL does not
+look).
 From then on every command that embeds audio ('embed', with --wav_scp too,
 'verify', 'enroll', 'identify', 'calibrate', 'diarize', and the recipes'
 bin.extract) fills the bins of audio that comes at HZ before the model sees
