@@ -120,7 +120,7 @@ def test_other_sample_rates_are_resampled_and_counted(tmp_path, caplog, monkeypa
         (sample,) = list(dataset)
     assert sample["wav"].numel() == CHUNK
     assert dominant_frequency(sample["wav"].numpy(), RATE) == pytest.approx(tone, abs=2.0)
-    assert dataset.stats.repaired == {reasons.RESAMPLED: 1}
+    assert dataset.stats.repaired == {reasons.RESAMPLED: 1, "narrow_band_8000hz": 1}
     assert "8000 Hz audio (first: u8k)" in caplog.text          # training is told
     assert "training chunks get no band fill" in caplog.text
     caplog.clear()

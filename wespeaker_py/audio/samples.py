@@ -245,15 +245,19 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
     return samples
 
 
+def is_narrowband_for(rate: int, target_rate: int) -> bool:
+    """Whether audio at ``rate`` is narrow-band for a model at ``target_rate``: at
+    :data:`NARROWBAND_RATE` or lower for a model built for :data:`WIDEBAND_RATE` or more."""
+    return rate <= NARROWBAND_RATE and target_rate >= WIDEBAND_RATE
+
+
 def warn_if_narrowband(rate: int, target_rate: int, name: str,
                        why: str = "nothing fills it") -> None:
     """Log a warning, once per process, pair of rates and ``why``, when audio at
     :data:`NARROWBAND_RATE` or lower goes to a model built for :data:`WIDEBAND_RATE`
     or more as it is (upsampling cannot restore the missing band); ``why`` says why
     its band stays empty (no band fill for it, a training chunk, ...)."""
-    if rate > NARROWBAND_RATE or target_rate < WIDEBAND_RATE:
-        return
-    if (rate, target_rate, why) in _rates_warned:
+    if not is_narrowband_for(rate, target_rate) or (rate, target_rate, why) in _rates_warned:
         return
     _rates_warned.add((rate, target_rate, why))
     logger.warning("%d Hz audio (first: %s) for a model built for %d Hz: it is upsampled, "

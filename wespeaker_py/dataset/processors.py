@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioCheckError, ChannelChoice, check_samples,
-                                read_checked, warn_if_narrowband)
+                                is_narrowband_for, read_checked, warn_if_narrowband)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.augment import Augmenter, apply_plan
 from wespeaker_py.dataset.chunk import open_utterance, read_random_span
@@ -108,6 +108,8 @@ def note_repairs(handle, target_rate: int, stats: PipelineStats, key: str) -> No
                      else f"multi_channel_{handle.channel}_kept", key)
     if handle.samplerate != target_rate:
         stats.repair(reasons.RESAMPLED, key)
+        if is_narrowband_for(handle.samplerate, target_rate):
+            stats.repair(reasons.NARROW_BAND.format(handle.samplerate), key)
 
 
 def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettings,

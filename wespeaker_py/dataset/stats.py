@@ -39,6 +39,7 @@ BAD_MEMBER = "bad_tar_member"
 # Repairs (the utterance is kept).
 MULTI_CHANNEL = "multi_channel_first_kept"   # other channel policies: multi_channel_<policy>_kept
 RESAMPLED = "resampled"
+NARROW_BAND = "narrow_band_{}hz"   # also resampled: came at that rate, its top band empty
 
 # Example keys kept per reason in a summary (the per-key warnings list them all).
 MAX_EXAMPLES = 5
