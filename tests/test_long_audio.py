@@ -131,3 +131,27 @@ def test_chunk_spans_keep_every_output_frame_once():
                           start // 8 + (outputs if keep_stop is None else keep_stop)))
         assert start % 8 == 0 and stop - start <= 1000 + 2 * 232
     assert kept == list(range(-(-frames // 8)))
+
+
+def test_the_frame_local_families_are_exactly_those_whose_body_is_local_in_time():
+    """Chunking is exact only for these; ECAPA, SimAM-ResNet, CAM++ and ReDimNet look at
+    the whole input before pooling (squeeze-excitation, SimAM, context-aware masking,
+    attention), and RepVGG (local without SE) does not offer the members."""
+    import importlib
+    import inspect
+    from wespeaker_py.models import family_module_name, list_models
+    from wespeaker_py.models.protocol import is_frame_local
+    local = set()
+    for module_name in sorted({family_module_name(name) for name in list_models()}):
+        module = importlib.import_module(f"wespeaker_py.models.{module_name}")
+        for name, cls in vars(module).items():
+            if (inspect.isclass(cls) and cls.__module__ == module.__name__
+                    and callable(getattr(cls, "pooling_input", None))
+                    and callable(getattr(cls, "embedding_of_pooled", None))):
+                local.add(name)
+    assert local == {"ResNet", "Res2Net", "ERes2Net", "GeminiDFResNet", "XVEC"}
+    # instances are asked by attribute: 'pool' is a sub-module, which a static lookup
+    # (a Protocol isinstance from Python 3.12) would not find
+    assert is_frame_local(get_model("XVEC", feat_dim=FEAT_DIM, embed_dim=16, hid_dim=32,
+                                    stats_dim=48))
+    assert not is_frame_local(get_model("ECAPA_TDNN_c512", feat_dim=FEAT_DIM, embed_dim=16))
