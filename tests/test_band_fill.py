@@ -31,6 +31,20 @@ def corpus_files(count, skip=0):
     return paths[skip:skip + count]
 
 
+def write_call(wide_path, target):
+    """An 8 kHz copy of the wide-band file ``wide_path`` written to ``target``; its path."""
+    sf.write(target, soxr.resample(load_audio(wide_path, RATE) / 32768.0, RATE, 8000), 8000,
+             subtype="FLOAT")
+    return str(target)
+
+
+def data_dir(folder, wav_scp):
+    """A data directory ``folder`` holding ``wav.scp`` (``{key: path}``); its path."""
+    folder.mkdir()
+    (folder / "wav.scp").write_text("".join(f"{key} {path}\n" for key, path in wav_scp.items()))
+    return str(folder)
+
+
 def test_the_bins_above_the_low_rate_are_filled_from_those_below():
     kept, filled = split_bins(RATE, 80, 25, 8000)
     tops = mel_bin_tops(RATE, 80, 25)
@@ -202,12 +216,9 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
         model.train_band_fill(labelled_dir, 16000, progress=False)
     # data with nothing readable: the job's error, naming the data, and nothing written
-    unreadable = tmp_path / "unreadable"
-    unreadable.mkdir()
-    (unreadable / "wav.scp").write_text(f"a {tmp_path / 'missing.wav'}\n")
+    unreadable = data_dir(tmp_path / "unreadable", {"a": tmp_path / "missing.wav"})
     with pytest.raises(RunFailedError, match="unreadable.*no band fill was learnt"):
-        model.train_band_fill(str(unreadable), 8000, output=str(tmp_path / "x.npz"),
-                              progress=False)
+        model.train_band_fill(unreadable, 8000, output=str(tmp_path / "x.npz"), progress=False)
     assert not os.path.exists(tmp_path / "x.npz")
 
 
@@ -217,24 +228,17 @@ def test_utterances_that_came_narrow_band_are_not_learnt_from(tmp_path, caplog):
     make_experiment(folder, bare=True)
     model = load_model(folder, device="cpu")
     wide_paths = corpus_files(3)
-    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(wide_paths[0], RATE) / 32768.0,
-                                                  RATE, 8000), 8000, subtype="FLOAT")
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    (mixed / "wav.scp").write_text("".join(f"w{i} {path}\n" for i, path in enumerate(wide_paths))
-                                   + f"call {tmp_path / 'call.wav'}\n")
+    call = write_call(wide_paths[0], tmp_path / "call.wav")
+    mixed = data_dir(tmp_path / "mixed",
+                     {**{f"w{i}": path for i, path in enumerate(wide_paths)}, "call": call})
     with caplog.at_level(logging.INFO):
-        model.train_band_fill(str(mixed), 8000, output=str(tmp_path / "fill.npz"),
-                              progress=False)
+        model.train_band_fill(mixed, 8000, output=str(tmp_path / "fill.npz"), progress=False)
     assert "skipping call: it came at 8000 Hz; a band fill learns from audio at the model's " \
            "16000 Hz" in caplog.text
     assert "utterances skipped: 1" in caplog.text
-    narrow = tmp_path / "narrow"
-    narrow.mkdir()
-    (narrow / "wav.scp").write_text(f"call {tmp_path / 'call.wav'}\n")
+    narrow = data_dir(tmp_path / "narrow", {"call": call})
     with pytest.raises(RunFailedError, match="narrow.*no band fill was learnt"):
-        model.train_band_fill(str(narrow), 8000, output=str(tmp_path / "none.npz"),
-                              progress=False)
+        model.train_band_fill(narrow, 8000, output=str(tmp_path / "none.npz"), progress=False)
     assert not os.path.exists(tmp_path / "none.npz")
 
 
@@ -250,11 +254,10 @@ def test_window_lda_windows_of_a_narrow_band_utterance_are_embedded_as_when_diar
     diarizer = Diarizer(lambda pieces: heard.append(0) or np.ones((len(pieces), 4)),
                         DiarizationOptions(vad="energy"), narrowband_embed=narrowband_embed)
     wide_path = corpus_files(1)[0]
-    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(wide_path, RATE) / 32768.0,
-                                                  RATE, 8000), 8000, subtype="FLOAT")
     wav_scp = tmp_path / "wav.scp"
     for key, path, as_heard in (("wide", wide_path, [0, 8000]),
-                                ("call", str(tmp_path / "call.wav"), [8000, 8000])):
+                                ("call", write_call(wide_path, tmp_path / "call.wav"),
+                                 [8000, 8000])):
         wav_scp.write_text(f"{key} {path}\n")
         heard.clear()
         labelled_window_embeddings(diarizer, str(wav_scp), {key: "s"}, show_progress=False,
@@ -407,8 +410,7 @@ def test_a_calibration_notices_a_band_fill_learnt_after_it(tmp_path, labelled_di
     folder = str(tmp_path / "model")
     make_experiment(folder, bare=True)
     paths = corpus_files(3, skip=200)
-    sf.write(tmp_path / "call.wav", soxr.resample(load_audio(paths[1], RATE) / 32768.0, RATE,
-                                                  8000), 8000, subtype="FLOAT")
+    write_call(paths[1], tmp_path / "call.wav")
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"u0 {paths[0]}\nu1 {tmp_path / 'call.wav'}\nu2 {paths[2]}\n")
     trials = tmp_path / "trials"

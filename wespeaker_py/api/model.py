@@ -213,7 +213,7 @@ class SpeakerModel:
                                             heard_rate=source_rate))
         if outcome.embedding is None:
             raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
-        return outcome.embedding, heard_rate_of(source_rate, self.sample_rate)
+        return outcome.embedding, outcome.heard_rate
 
     def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
                         batch_size: int = 16,
@@ -672,9 +672,8 @@ class SpeakerModel:
     def _band_fill_digest(self, heard_rate: int) -> str:
         """The digest of the band fill that audio heard at ``heard_rate`` goes through now
         ("": none), the files beside the model read again if they changed."""
-        if not heard_rate or self._fbank_frontend() is None:
-            return ""
-        self._refresh_band_fills()
+        if heard_rate:
+            self._refresh_band_fills()
         return self._applied_fill(heard_rate)
 
     def _applied_fill(self, heard_rate: int) -> str:
