@@ -339,3 +339,34 @@ def test_steps_between_log_points_read_nothing_back(small_corpus, tmp_path, monk
             train_epoch(trainer, 2, batches[:epoch_iter])
         reads[epoch_iter] = counts["reads"]
     assert reads[2] == reads[6] <= 3
+
+
+def test_narrow_band_training_data_is_warned_once_per_job(tmp_path, caplog):
+    """Utterances at 8 kHz for a 16 kHz model: counted every epoch, warned about once by the
+    job (not once per dataloader worker and epoch), naming how many and an example."""
+    import json
+    import logging
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=4, utts_per_spk=6,
+                                 seconds=3.0)
+    narrow = []
+    for line in open(corpus["raw_list"]):
+        item = json.loads(line)
+        if item["key"].endswith("-utt0"):
+            audio, rate = sf.read(item["wav"], dtype="int16")
+            sf.write(item["wav"], resample_poly(audio, 1, 2).astype("int16"), rate // 2)
+            narrow.append(item["key"])
+    loader = {"batch_size": 8, "num_workers": 2, "pin_memory": False, "drop_last": True}
+    config = tiny_config(str(tmp_path / "exp"), corpus, num_epochs=2, dataloader_args=loader)
+    with caplog.at_level(logging.WARNING):
+        run_training(config)
+    told = [record.getMessage() for record in caplog.records if "Hz" in record.getMessage()]
+    assert len(told) == 1, told
+    assert told[0].startswith("epoch 1: 4 training utterance(s) came at 8000 Hz (e.g. ")
+    assert "model built for 16000 Hz" in told[0] and "narrow_band_8000hz" in told[0]
+    assert any(key in told[0] for key in narrow)
+    log = open(os.path.join(str(tmp_path / "exp"), "train.log")).read()
+    assert log.count("narrow_band_8000hz=4") == 2      # each epoch's summary counts them
+    assert "8000 Hz audio (first:" not in log            # no worker warns on its own

@@ -26,7 +26,7 @@ and shard writing.
   also returns the rate the input came at. Audio at 8 kHz or lower given to a
   model built for 16 kHz or more is warned about (:func:`warn_if_narrowband`)
   where nothing fills its empty band: by the embedding loop, which knows the
-  model's band fills, and by training.
+  model's band fills (training counts such utterances and its trainer warns once).
 - **Checks**, shared by every caller, each a named error deriving from
   :class:`~wespeaker_py.errors.AudioInputError` whose ``reason`` the training
   pipeline counts skips under: :class:`AudioMissingError`,

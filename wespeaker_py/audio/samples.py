@@ -256,7 +256,7 @@ def warn_if_narrowband(rate: int, target_rate: int, name: str,
     """Log a warning, once per process, pair of rates and ``why``, when audio at
     :data:`NARROWBAND_RATE` or lower goes to a model built for :data:`WIDEBAND_RATE`
     or more as it is (upsampling cannot restore the missing band); ``why`` says why
-    its band stays empty (no band fill for it, a training chunk, ...)."""
+    its band stays empty (no band fill for it, an ONNX model, ...)."""
     if not is_narrowband_for(rate, target_rate) or (rate, target_rate, why) in _rates_warned:
         return
     _rates_warned.add((rate, target_rate, why))

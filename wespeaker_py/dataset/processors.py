@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioCheckError, ChannelChoice, check_samples,
-                                is_narrowband_for, read_checked, warn_if_narrowband)
+                                is_narrowband_for, read_checked)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.augment import Augmenter, apply_plan
 from wespeaker_py.dataset.chunk import open_utterance, read_random_span
@@ -134,8 +134,6 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                                f"({settings.min_num_frames} frame shifts)")
                     continue
                 note_repairs(handle, settings.sample_rate, stats, utt.key)
-                warn_if_narrowband(handle.samplerate, settings.sample_rate, utt.key,
-                                   "training chunks get no band fill")
                 if settings.expand_speeds:
                     indices = range(len(SPEEDS))
                 elif settings.speed_perturb:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from wespeaker_py.audio import errors as audio_errors
+from wespeaker_py.utils.file_utils import rate_in_name
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -41,7 +42,8 @@ MULTI_CHANNEL = "multi_channel_first_kept"   # other channel policies: multi_cha
 RESAMPLED = "resampled"
 NARROW_BAND = "narrow_band_{}hz"   # also resampled: came at that rate, its top band empty
 
-# Example keys kept per reason in a summary (the per-key warnings list them all).
+# Example keys kept per reason, skipped or repaired, in a summary (the per-key
+# warnings of skips list them all).
 MAX_EXAMPLES = 5
 
 
@@ -78,6 +80,15 @@ class SkipSummary:
                 kept.extend(key for key in keys if key not in kept)
                 del kept[MAX_EXAMPLES:]
         return self
+
+    def narrow_band(self) -> Dict[int, int]:
+        """Kept utterances that came at a narrow-band rate (:data:`NARROW_BAND`), by rate."""
+        counts: Dict[int, int] = {}
+        for reason, count in self.repaired.items():
+            rate = rate_in_name(NARROW_BAND, reason)
+            if rate is not None:
+                counts[rate] = counts.get(rate, 0) + count
+        return counts
 
     @classmethod
     def merged(cls, summaries: Iterable["SkipSummary"]) -> "SkipSummary":
@@ -152,6 +163,9 @@ class PipelineStats:
             if (key, reason) in self._repaired_keys:
                 return
             self._repaired_keys.add((key, reason))
+            examples = self._examples.setdefault(reason, [])
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(key)
         self.repaired[reason] += 1
 
     def summary(self) -> SkipSummary:

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.dataset.stats import SkipSummary
+from wespeaker_py.dataset.stats import NARROW_BAND, SkipSummary
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
@@ -142,7 +142,10 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder) -> List[EpochResult]:
         except TrainingDataError:
             dataset.epoch_summary().log(f"epoch {epoch} training data on rank {world.rank}")
             raise
-        data_total.merge(_log_data_summary(dataset, world, epoch))
+        epoch_data = _log_data_summary(dataset, world, epoch)
+        if world.is_main and not data_total.narrow_band():
+            _warn_narrow_band(epoch_data, dataset.settings.sample_rate, epoch)
+        data_total.merge(epoch_data)
         logger.info("epoch %d done: loss %.4f acc %.2f lr %.3e margin %.3f (%d batches over "
                     "all ranks, %d skipped)", epoch, result.loss, result.accuracy, result.lr,
                     result.margin, result.batches, result.skipped_batches)
@@ -173,6 +176,21 @@ def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
                     "(%.2fM trained)", name, speaker, frontend, trainable)
     else:
         logger.info("%s: %.2fM parameters without the head", name, speaker)
+
+
+def _warn_narrow_band(summary: SkipSummary, model_rate: int, epoch: int) -> None:
+    """Warn when ``summary`` counts utterances that came narrow-band for the model.
+
+    Said by the main process for the whole job (the dataloader workers only count),
+    the first epoch that has any; every epoch's summary line keeps counting them."""
+    for rate, count in sorted(summary.narrow_band().items()):
+        examples = summary.examples.get(NARROW_BAND.format(rate), [])
+        logger.warning("epoch %d: %d training utterance(s) came at %d Hz (e.g. %s) for a "
+                       "model built for %d Hz: they are upsampled, but the band above %d Hz "
+                       "stays empty, and training chunks get no band fill; each epoch's "
+                       "summary counts them as %s (warned once)", epoch, count, rate,
+                       ", ".join(examples), model_rate, rate // 2,
+                       NARROW_BAND.format(rate))
 
 
 def _log_data_summary(dataset: Dataset, world: DistContext, epoch: int) -> SkipSummary:
