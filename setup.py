@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Recipe-driven speaker verification toolkit in PyTorch",
     packages=find_packages(include=["wespeaker_py", "wespeaker_py.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "torch",
         "numpy",
