@@ -149,7 +149,7 @@ def stage_costs(lists, spk2id, args, mode, num_samples):
     config = dataset.config
 
     def chain(depth, stats):
-        place = current_place()
+        place = current_place(dataset.rank, dataset.world_size)
         rng = worker_rng(dataset.seed, 0, place)
         indices = my_items(len(dataset.items), place, dataset.seed, 0, True)
         utts = dataset._repeated_utterances(indices, stats)

@@ -221,3 +221,23 @@ def test_length_filter_counts_samples_as_wespeaker(tmp_path, single_process):
     assert dataset.settings.max_source_frames(RATE) == 128000
     assert dataset.settings.max_source_frames(8000) == 64000
     assert dataset.settings.min_source_frames(8000) == 8000
+
+
+def test_workers_take_the_rank_the_dataset_was_made_in(lists, spk2id, monkeypatch):
+    """A worker started by spawn or forkserver (Python 3.14's default) has no
+    torch.distributed state: it must use the rank read where the dataset was made (and by
+    set_epoch), not what its own process finds (here: an environment saying rank 0)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    keys = {}
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        dataset = Dataset("raw", lists["raw"], training_args(shuffle=True), spk2id, seed=3)
+        dataset.set_epoch(5)
+        keys[rank] = {s["key"] for s in dataset}
+    monkeypatch.setenv("RANK", "1")
+    dataset = Dataset("raw", lists["raw"], training_args(shuffle=True), spk2id, seed=3)
+    dataset.set_epoch(5)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_train)
+    assert {key for batch in loader for key in batch["keys"]} == keys[1] != keys[0]

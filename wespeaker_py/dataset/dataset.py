@@ -26,7 +26,7 @@ from wespeaker_py.config import DatasetArgs, as_dataset_args
 from wespeaker_py.dataset.augment import Augmenter
 from wespeaker_py.dataset.lists import Utterance, read_data_list
 from wespeaker_py.dataset.partition import (WorkerPlace, current_place, my_items, my_quota,
-                                            worker_rng)
+                                            process_rank, worker_rng)
 from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_buffer,
                                              training_chunks, whole_utterances, with_labels)
 from wespeaker_py.dataset.shards import iter_shard
@@ -56,6 +56,11 @@ class Dataset(IterableDataset):
     WeSpeaker's training data set does: the consumer takes what an epoch needs
     (the trainer: ``epoch_iter`` batches on every rank), so a rank whose share
     runs short repeats it instead of ending the epoch early.
+
+    The DDP rank is read where the dataset is made, and again by :meth:`set_epoch`,
+    not in the workers: a worker started by spawn or forkserver (Python 3.14's
+    default on Linux) has no torch.distributed state of its own, and would read
+    every rank's share as rank 0's.
 
     Skips and repairs are counted once per key and epoch in each worker; after
     the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
@@ -92,6 +97,7 @@ class Dataset(IterableDataset):
         # keys to pass over unread (what a resumed extraction already has)
         self.exclude_keys = frozenset(exclude_keys or ())
         self.epoch = 0
+        self.rank, self.world_size = process_rank()
         self.items = read_data_list(data_list_file, data_type, require_spk=not whole_utt)
         config = self.config
         self.settings = ChunkSettings(
@@ -117,6 +123,7 @@ class Dataset(IterableDataset):
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+        self.rank, self.world_size = process_rank()
         # counts nobody collected must not pile up in the queue's pipe
         with contextlib.suppress(queue.Empty):
             while True:
@@ -227,7 +234,7 @@ class Dataset(IterableDataset):
         yield from samples
 
     def __iter__(self) -> Iterator[dict]:
-        place = current_place()
+        place = current_place(self.rank, self.world_size)
         stats = PipelineStats(place.rank, place.worker_id, self.epoch)
         self.stats = stats  # the latest iteration's counts, for callers in this process
         rng = worker_rng(self.seed, self.epoch, place)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import torch.distributed as dist
@@ -32,8 +32,9 @@ class WorkerPlace:
         return self.world_size * self.num_workers
 
 
-def current_place() -> WorkerPlace:
-    """Rank/world from torch.distributed, else env RANK/WORLD_SIZE, else 0/1; worker from torch."""
+def process_rank() -> Tuple[int, int]:
+    """``(rank, world_size)`` of this process: from torch.distributed, else env
+    RANK/WORLD_SIZE, else 0/1."""
     if dist.is_available() and dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     else:
@@ -41,6 +42,12 @@ def current_place() -> WorkerPlace:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return rank, world_size
+
+
+def current_place(rank: int, world_size: int) -> WorkerPlace:
+    """The place of this dataloader worker (from torch) in the rank ``rank`` of
+    ``world_size`` (:func:`process_rank` of the process that made the loader)."""
     info = torch.utils.data.get_worker_info()
     if info is None:
         return WorkerPlace(rank, world_size)
