@@ -47,7 +47,7 @@ def process_rank() -> Tuple[int, int]:
 
 def current_place(rank: int, world_size: int) -> WorkerPlace:
     """The place of this dataloader worker (from torch) in the rank ``rank`` of
-    ``world_size`` (:func:`process_rank` of the process that made the loader)."""
+    ``world_size`` (:func:`process_rank` of the process that made the dataset)."""
     info = torch.utils.data.get_worker_info()
     if info is None:
         return WorkerPlace(rank, world_size)
