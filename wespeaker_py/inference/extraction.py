@@ -34,7 +34,7 @@ from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
 
 logger = get_logger(__name__)
 
@@ -172,7 +172,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                     len(done))
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
-                        prefetch_factor=4 if num_workers > 0 else None)
+                        prefetch_factor=4 if num_workers > 0 else None,
+                        worker_init_fn=WorkerLogging())
     # a raw list names every utterance; a shard list only its tar files
     expected = None
     if data_type == "raw":

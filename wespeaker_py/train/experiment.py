@@ -9,7 +9,6 @@ state and parameter digest to a checkpoint.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Callable, List, Optional
 
@@ -21,12 +20,11 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, p
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.plan import Layout, TrainingPlan
 from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 
 logger = get_logger(__name__)
 
 FINAL_MODEL = "final_model.pt"
-_PACKAGE_LOGGER = "wespeaker_py"
 
 
 def existing_checkpoints(model_dir: str) -> List[str]:
@@ -60,7 +58,7 @@ class ExperimentFolder:
         temporary files a killed run left behind (those whose writer is gone).
         """
         if self.world.is_main:
-            self._stop_file_log = _log_to_file(self.layout.log_path)
+            self._stop_file_log = log_to_file(self.layout.log_path)
         model_dir = self.layout.model_dir
         if not resuming and existing_checkpoints(model_dir):
             raise ConfigError(f"{model_dir} already holds checkpoints; pass --checkpoint to "
@@ -131,30 +129,6 @@ class ExperimentFolder:
         link_final_model(self.layout.model_dir, num_epochs)
         logger.info("nothing left to train: epoch %d is the last; %s points at %s",
                     num_epochs, FINAL_MODEL, os.path.basename(last))
-
-
-def _log_to_file(path: str) -> Callable[[], None]:
-    """Copy the package's INFO-and-above records into ``path``; return the undo function."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    if root.handlers and root.handlers[0].formatter is not None:
-        handler.setFormatter(root.handlers[0].formatter)
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    package = logging.getLogger(_PACKAGE_LOGGER)
-    level = package.level
-    if package.getEffectiveLevel() > logging.INFO:
-        package.setLevel(logging.INFO)
-    package.addHandler(handler)
-
-    def undo() -> None:
-        package.removeHandler(handler)
-        package.setLevel(level)
-        handler.close()
-
-    return undo
 
 
 def _summary_writer(log_dir: str):

@@ -1,10 +1,12 @@
-"""One logging format for every entry point."""
+"""One logging format for every entry point, and the same logging in dataloader workers."""
 from __future__ import annotations
 
 import logging
 import os
+from typing import Callable, Optional
 
 _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+PACKAGE_LOGGER = "wespeaker_py"
 
 
 def setup_logging(level: int = logging.INFO, rank: int = None) -> None:
@@ -18,3 +20,50 @@ def setup_logging(level: int = logging.INFO, rank: int = None) -> None:
 def get_logger(name: str) -> logging.Logger:
     """Return the logger for a module (use ``get_logger(__name__)``)."""
     return logging.getLogger(name)
+
+
+def log_to_file(path: str) -> Callable[[], None]:
+    """Copy the package's INFO-and-above records into ``path`` (appending); return the
+    undo function."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if root.handlers and root.handlers[0].formatter is not None:
+        handler.setFormatter(root.handlers[0].formatter)
+    else:
+        handler.setFormatter(logging.Formatter(_FORMAT))
+    package = logging.getLogger(PACKAGE_LOGGER)
+    level = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    package.addHandler(handler)
+
+    def undo() -> None:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
+
+    return undo
+
+
+class WorkerLogging:
+    """A DataLoader ``worker_init_fn`` that gives a worker the logging of the process
+    that made the loader: its root level, and ``log_path`` (e.g. ``train.log``) when set.
+
+    A forked worker inherits the handlers and needs nothing. A worker started by
+    spawn or forkserver (Python 3.14's default on Linux) starts with none, so
+    without this its warnings (the "skipping KEY" lines) would reach neither the
+    log file nor the log format.
+    """
+
+    def __init__(self, log_path: Optional[str] = None):
+        self.level = logging.getLogger().getEffectiveLevel()
+        self.log_path = log_path
+
+    def __call__(self, worker_id: int) -> None:
+        if logging.getLogger().handlers:
+            return
+        setup_logging(self.level, rank=0)
+        if self.log_path:
+            log_to_file(self.log_path)

@@ -1,0 +1,83 @@
+"""Dataloader workers log as the process that made them, however they were started.
+
+A worker started by spawn or forkserver (Python 3.14's default on Linux) begins in a
+fresh interpreter with no logging handlers; ``WorkerLogging`` (the loaders'
+``worker_init_fn``) gives it the maker's level, format and log file. A fresh
+interpreter stands in for such a worker here.
+"""
+import logging
+import pickle
+import subprocess
+import sys
+
+from wespeaker_py.utils.logging_utils import WorkerLogging
+
+FRESH_WORKER = """
+import pickle, sys
+from wespeaker_py.utils.logging_utils import get_logger
+pickle.loads(bytes.fromhex(sys.argv[1]))(0)
+get_logger("wespeaker_py.dataset.stats").warning("skipping u1 (not_audio)")
+get_logger("wespeaker_py.dataset.dataset").info("an info line")
+get_logger("wespeaker_py.dataset.dataset").debug("a debug line")
+"""
+
+
+def run_fresh_worker(init: WorkerLogging) -> str:
+    done = subprocess.run([sys.executable, "-c", FRESH_WORKER, pickle.dumps(init).hex()],
+                          capture_output=True, text=True, check=True)
+    return done.stderr
+
+
+def test_a_fresh_worker_writes_the_log_file_in_the_log_format(tmp_path, caplog):
+    log_path = tmp_path / "exp" / "train.log"
+    log_path.parent.mkdir()
+    log_path.write_text("the main process's lines\n")
+    with caplog.at_level(logging.INFO):
+        init = WorkerLogging(str(log_path))
+    stderr = run_fresh_worker(init)
+    lines = log_path.read_text().splitlines()
+    assert lines[0] == "the main process's lines"          # appended, not rewritten
+    assert lines[1].endswith("WARNING [wespeaker_py.dataset.stats] skipping u1 (not_audio)")
+    assert lines[2].endswith("INFO [wespeaker_py.dataset.dataset] an info line")
+    assert len(lines) == 3                                  # INFO and above
+    assert "WARNING [wespeaker_py.dataset.stats] skipping u1" in stderr
+
+
+def test_a_fresh_worker_of_another_rank_logs_warnings_to_stderr_only(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        init = WorkerLogging()
+    stderr = run_fresh_worker(init)
+    assert "WARNING [wespeaker_py.dataset.stats] skipping u1 (not_audio)" in stderr
+    assert "an info line" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_worker_keeps_what_it_inherited(tmp_path):
+    """Handlers already there (a forked worker's, inherited): nothing is added."""
+    root, package = logging.getLogger(), logging.getLogger("wespeaker_py")
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    try:
+        before = (list(root.handlers), list(package.handlers), root.level)
+        WorkerLogging(str(tmp_path / "train.log"))(0)
+        assert (list(root.handlers), list(package.handlers), root.level) == before
+        assert not (tmp_path / "train.log").exists()
+    finally:
+        root.removeHandler(handler)
+
+
+def test_the_training_loader_gives_workers_train_log_on_the_main_rank_only(tmp_path):
+    import dataclasses
+
+    from train_helpers import CPU_WORLD, make_speaker_corpus, plan_of, tiny_config
+    from wespeaker_py.train import builder
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=2)
+    loader_args = {"batch_size": 2, "num_workers": 2, "pin_memory": False, "drop_last": True}
+    config = tiny_config(str(tmp_path / "exp"), corpus, dataloader_args=loader_args)
+    plan = plan_of(config)
+    init = builder.build_loader(plan, builder.build_dataset(plan)).worker_init_fn
+    assert isinstance(init, WorkerLogging) and init.log_path == plan.layout.log_path
+    other_rank = dataclasses.replace(CPU_WORLD, rank=1, world_size=2)
+    plan = plan_of(config, other_rank)
+    init = builder.build_loader(plan, builder.build_dataset(plan)).worker_init_fn
+    assert isinstance(init, WorkerLogging) and init.log_path is None
