@@ -151,9 +151,7 @@ class PipelineStats:
             return
         self._skipped_keys.add(key)
         self.skipped[reason] += 1
-        examples = self._examples.setdefault(reason, [])
-        if len(examples) < MAX_EXAMPLES:
-            examples.append(key)
+        self._keep_example(reason, key)
         suffix = f": {detail}" if detail else ""
         logger.warning("skipping %s (%s)%s", key, reason, suffix)
 
@@ -163,10 +161,13 @@ class PipelineStats:
             if (key, reason) in self._repaired_keys:
                 return
             self._repaired_keys.add((key, reason))
-            examples = self._examples.setdefault(reason, [])
-            if len(examples) < MAX_EXAMPLES:
-                examples.append(key)
+            self._keep_example(reason, key)
         self.repaired[reason] += 1
+
+    def _keep_example(self, reason: str, key: str) -> None:
+        examples = self._examples.setdefault(reason, [])
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(key)
 
     def summary(self) -> SkipSummary:
         """This worker's counts as a mergeable :class:`SkipSummary`."""

@@ -184,13 +184,13 @@ def _warn_narrow_band(summary: SkipSummary, model_rate: int, epoch: int) -> None
     Said by the main process for the whole job (the dataloader workers only count),
     the first epoch that has any; every epoch's summary line keeps counting them."""
     for rate, count in sorted(summary.narrow_band().items()):
-        examples = summary.examples.get(NARROW_BAND.format(rate), [])
+        reason = NARROW_BAND.format(rate)
         logger.warning("epoch %d: %d training utterance(s) came at %d Hz (e.g. %s) for a "
                        "model built for %d Hz: they are upsampled, but the band above %d Hz "
                        "stays empty, and training chunks get no band fill; each epoch's "
                        "summary counts them as %s (warned once)", epoch, count, rate,
-                       ", ".join(examples), model_rate, rate // 2,
-                       NARROW_BAND.format(rate))
+                       ", ".join(summary.examples.get(reason, [])), model_rate, rate // 2,
+                       reason)
 
 
 def _log_data_summary(dataset: Dataset, world: DistContext, epoch: int) -> SkipSummary:

@@ -6,7 +6,7 @@ import os
 from typing import Callable, Optional
 
 _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
-PACKAGE_LOGGER = "wespeaker_py"
+_PACKAGE_LOGGER = "wespeaker_py"
 
 
 def setup_logging(level: int = logging.INFO, rank: int = None) -> None:
@@ -33,7 +33,7 @@ def log_to_file(path: str) -> Callable[[], None]:
         handler.setFormatter(root.handlers[0].formatter)
     else:
         handler.setFormatter(logging.Formatter(_FORMAT))
-    package = logging.getLogger(PACKAGE_LOGGER)
+    package = logging.getLogger(_PACKAGE_LOGGER)
     level = package.level
     if package.getEffectiveLevel() > logging.INFO:
         package.setLevel(logging.INFO)
