@@ -63,6 +63,23 @@ def test_missing_file_counted_once_per_epoch_over_repeats_and_workers(tmp_path):
         assert sorted(summary.examples[reasons.MISSING]) == ["gone0", "gone1"]
 
 
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
+def test_skip_counts_come_back_from_workers_of_any_start_method(tmp_path, start_method):
+    rows = [{"key": f"ok{i}", "wav": write_audio(str(tmp_path / f"ok{i}.wav"),
+                                                 random_int16(40000, seed=i)), "spk": "s"}
+            for i in range(3)]
+    rows.append({"key": "gone", "wav": str(tmp_path / "gone.wav"), "spk": "s"})
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), rows)
+    dataset = Dataset("raw", raw, training_args(sample_num_per_epoch=6), {"s": 0})
+    # a user's own loader may start its workers otherwise than this Python's default
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_train,
+                        multiprocessing_context=start_method)
+    dataset.set_epoch(1)
+    assert sum(len(batch["keys"]) for batch in loader) == 6
+    summary = dataset.epoch_summary()
+    assert summary.workers == 1 and summary.skipped == {reasons.MISSING: 1}
+
+
 def test_skip_summaries_travel_and_merge_across_ranks():
     rank0 = SkipSummary(samples=10, workers=2)
     rank0.skipped.update({reasons.MISSING: 2})
@@ -96,4 +113,3 @@ def test_duplicate_shard_names_both_lines(tmp_path):
     with pytest.raises(DataFormatError, match=r"shard.list:4: duplicate shard '/s/0.tar', "
                                               r"already on line 1"):
         read_shard_list(str(shard_list))
-

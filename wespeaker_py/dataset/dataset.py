@@ -64,9 +64,9 @@ class Dataset(IterableDataset):
 
     Skips and repairs are counted once per key and epoch in each worker; after
     the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
-    all this process's DataLoader workers (they send them through a queue made
-    with the default multiprocessing context, the one a DataLoader uses unless
-    told otherwise).
+    all this process's DataLoader workers (they send them through a queue that
+    workers started by fork, spawn or forkserver can all use, whatever
+    ``multiprocessing_context`` the DataLoader is given).
     """
 
     def __init__(self, data_type: str, data_list_file: str,
@@ -115,7 +115,9 @@ class Dataset(IterableDataset):
         if not whole_utt and config.aug_prob > 0 and (reverb_data or noise_data):
             self.augmenter = Augmenter(reverb_data, noise_data, config.resample_rate)
         self.stats: Optional[PipelineStats] = None
-        self._summaries = multiprocessing.get_context().Queue()
+        # a fork-context queue cannot be handed to a spawned or forkserver worker;
+        # a spawn-context one can, and a forked worker simply inherits it
+        self._summaries = multiprocessing.get_context("spawn").Queue()
         self._local_summary: Optional[SkipSummary] = None
 
     def set_epoch(self, epoch: int) -> None:
