@@ -14,7 +14,7 @@ from typing import List, Optional
 from wespeaker_py.cli.common import bin_parser, run_main
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None,
                         help="WeSpeaker model names (default: all registered models)")
@@ -22,11 +22,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="input length in frames for the MAC count")
     parser.add_argument("--feat_dim", type=int, default=None,
                         help="input size in mel bins (default: the recipe's, 80 or 72)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     from wespeaker_py.models import list_models
     from wespeaker_py.models.complexity import format_summary_table, summarize_models
     names = args.models if args.models else list_models()
