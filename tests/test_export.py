@@ -67,6 +67,19 @@ def test_quantised_torchscript_copy_stays_close_to_the_float_model(xvector, tmp_
     assert similarity.min() > 0.98
 
 
+def test_quantised_copy_on_a_torch_without_eager_quantisation_names_the_flag(
+        xvector, tmp_path, monkeypatch):
+    # torch has announced the removal of torch.ao.quantization's eager API
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    config_path, checkpoint, _ = xvector
+    output = tmp_path / "final.zip"
+    with pytest.raises(RuntimeError, match="quantize_dynamic.*--output_quant_file"):
+        export_jit_main(["--config", config_path, "--checkpoint", checkpoint,
+                         "--output_file", str(output),
+                         "--output_quant_file", str(tmp_path / "final_quant.zip")])
+    assert not output.exists() and not (tmp_path / "final_quant.zip").exists()
+
+
 def _tiny_repvgg(feat_dim=80, embed_dim=256, pooling_func="TSTP", deploy=False, use_se=False):
     return repvgg.RepVGG(block="RepVGG", num_blocks=(1, 2, 1, 1), strides=(1, 1, 2, 2, 2),
                          base_width=8, width_multiplier=(1, 1, 1, 1), deploy=deploy,

@@ -46,6 +46,22 @@ def to_torchscript(model: nn.Module, feat_dim: int,
                                    check_trace=False)
 
 
+def _dynamic_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear layers are dynamically quantised to int8.
+
+    Uses torch's eager ``torch.ao.quantization.quantize_dynamic``, which torch has
+    announced it will remove (its successor is the separate torchao package).
+    """
+    quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+    quantize = getattr(quantize, "quantize_dynamic", None)
+    if quantize is None:
+        raise RuntimeError(f"torch {torch.__version__} has no "
+                           f"torch.ao.quantization.quantize_dynamic, so no quantised copy "
+                           f"can be made: export without one "
+                           f"(--output_quant_file, quantized_output_file), or use a torch that has it")
+    return quantize(model, {nn.Linear}, dtype=torch.qint8)
+
+
 def export_torchscript(model: nn.Module, feat_dim: int, output_file: str,
                        quantized_output_file: Optional[str] = None, method: str = "auto",
                        tolerance: float = 1e-4) -> None:
@@ -57,8 +73,7 @@ def export_torchscript(model: nn.Module, feat_dim: int, output_file: str,
     """
     exports = [(model.eval(), output_file)]
     if quantized_output_file:
-        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-        exports.append((quantized, quantized_output_file))
+        exports.append((_dynamic_int8(model), quantized_output_file))
     for source, path in exports:
         scripted = to_torchscript(source, feat_dim, method)
         worst = check_against_eager(scripted, source, feat_dim, tolerance=tolerance)
