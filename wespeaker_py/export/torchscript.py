@@ -57,8 +57,8 @@ def _dynamic_int8(model: nn.Module) -> nn.Module:
     if quantize is None:
         raise RuntimeError(f"torch {torch.__version__} has no "
                            f"torch.ao.quantization.quantize_dynamic, so no quantised copy "
-                           f"can be made: export without one "
-                           f"(--output_quant_file, quantized_output_file), or use a torch that has it")
+                           f"can be made: export without one (--output_quant_file, "
+                           f"quantized_output_file), or use a torch that has it")
     return quantize(model, {nn.Linear}, dtype=torch.qint8)
 
 
