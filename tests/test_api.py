@@ -278,9 +278,92 @@ def test_onnx_graph_with_front_end_equals_eager(xvec, tmp_path, speech, caplog, 
     monkeypatch.setattr(audio_samples, "_rates_warned", set())
     with caplog.at_level(logging.WARNING):
         from_graph = graph.embed(eight_k, sample_rate=8000)
-    assert "ONNX models apply no band fill" in caplog.text
+    assert "the model has no band fill for 8000 Hz" in caplog.text
     np.testing.assert_allclose(from_graph, model.embed(eight_k, sample_rate=8000),
                                rtol=1e-3, atol=1e-3)
+
+
+def _made_up_band_fill(prefix, num_mel_bins, heard_rate=8000):
+    """A band fill with made-up weights at ``prefix`` + its name (a folder with its
+    separator, or ``model.`` beside ``model.onnx``): the graph must apply whatever fill
+    it is given, as the torch model does."""
+    from wespeaker_py.frontend.band_fill import BandFill, band_fill_name, split_bins
+    kept, filled = split_bins(16000, num_mel_bins, 25, heard_rate)
+    # weights far from anything learnt, so that filled and unfilled embeddings differ
+    weights = np.random.default_rng(3).normal(0.0, 1.0, (kept.size + 1, filled.size))
+    fill = BandFill(heard_rate, 16000, num_mel_bins, kept, filled, weights)
+    fill.save(prefix + band_fill_name(heard_rate))
+    return fill
+
+
+@needs_onnx
+def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, speech, caplog,
+                                                               monkeypatch):
+    from wespeaker_py.audio import samples as audio_samples
+    from wespeaker_py.cli.main import main as cli_main
+    torch_model, source_folder, _ = xvec
+    folder = str(tmp_path / "model")
+    shutil.copytree(source_folder, folder)
+    _made_up_band_fill(os.path.join(folder, ""),
+                       torch_model.backend.embedder.frontend.num_mel_bins)
+    np.save(os.path.join(folder, "mean_vec.npy"), np.linspace(-1, 1, 8, dtype=np.float32))
+    model = wespeaker_py.load_model(folder, device="cpu")
+    path = str(tmp_path / "out" / "model.onnx")
+    os.makedirs(os.path.dirname(path))
+    with pytest.raises(SystemExit) as finished:
+        cli_main(["export", "--model", folder, "--onnx", path, "--with_frontend"])
+    assert finished.value.code == 0
+    companions = sorted(os.listdir(os.path.dirname(path)))
+    assert companions == ["model.band_fill_8000hz.npz", "model.mean_vec.npy", "model.onnx"]
+    graph = wespeaker_py.load_model(path)
+    np.testing.assert_array_equal(graph.mean_vec, model.mean_vec)
+
+    wide, _ = sf.read(speech[0], dtype="float32")
+    narrow = soxr.resample(wide, 16000, 8000)
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    with caplog.at_level(logging.WARNING):
+        filled = graph.embed(narrow, sample_rate=8000)
+    assert "band fill" not in caplog.text
+    np.testing.assert_allclose(filled, model.embed(narrow, sample_rate=8000),
+                               rtol=1e-4, atol=1e-4)
+    # wide-band audio of the same length in the same call is not filled
+    wide_file = write_audio(str(tmp_path / "wide.wav"), wide)
+    narrow_file = write_audio(str(tmp_path / "narrow.wav"), narrow, rate=8000)
+    both = graph.embed_many([wide_file, narrow_file], batch_size=2, progress=False)
+    for alone in (wide_file, narrow_file):
+        np.testing.assert_allclose(both.embeddings[alone], graph.embed(alone),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(graph.embed(narrow_file), filled, rtol=1e-4, atol=1e-4)
+
+    os.remove(os.path.join(os.path.dirname(path), "model.band_fill_8000hz.npz"))
+    unfilled = wespeaker_py.load_model(path).embed(narrow, sample_rate=8000)
+    assert np.abs(unfilled - filled).max() > 1e-3   # ten times the tolerance above
+
+
+@needs_onnx
+def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
+        xvec, tmp_path, speech, caplog, monkeypatch):
+    from wespeaker_py.api.exporting import export_waveform_graph
+    from wespeaker_py.audio import samples as audio_samples
+    from wespeaker_py.export import waveform_onnx
+
+    class EarlierEmbedder(waveform_onnx.WaveformEmbedder):   # as graphs were exported before
+        def __init__(self, features, model):
+            super().__init__(features, model)
+            self.takes_band_fill = False
+
+    monkeypatch.setattr(waveform_onnx, "WaveformEmbedder", EarlierEmbedder)
+    model, _, _ = xvec
+    path = str(tmp_path / "model.onnx")
+    export_waveform_graph(model, path)
+    _made_up_band_fill(str(tmp_path / "model."), model.backend.embedder.frontend.num_mel_bins)
+    graph = wespeaker_py.load_model(path)
+    assert not graph.backend.takes_band_fills
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    narrow = soxr.resample(sf.read(speech[0], dtype="float32")[0], 16000, 8000)
+    with caplog.at_level(logging.WARNING):
+        graph.embed(narrow, sample_rate=8000)
+    assert "exported without a band_fill input: export it again" in caplog.text
 
 
 def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):

@@ -261,3 +261,7 @@ def test_tfmel_model_exports_with_its_front_end_and_embeds_as_eager(tiny_redimne
     got = exported.embed(wav)
     np.testing.assert_allclose(got, expected, rtol=0,
                                atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    # its graph has no band_fill input, and says why narrow-band audio is not filled
+    assert not exported.backend.takes_band_fills
+    assert (exported.backend.missing_band_fill(8000)
+            == "a TFMelFeatures front-end takes no band fill")

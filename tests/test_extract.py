@@ -180,6 +180,13 @@ def test_length_buckets_group_equal_lengths_and_respect_the_memory_budget():
     assert [keys for keys, _ in spilled] == [["x", "y"]]
     assert [keys for keys, _ in tight.drain()] == [["z"]]
 
+    # equal lengths of different groups (rates the audio came at) never share a batch
+    grouped = LengthBuckets(batch_size=2, max_buffer_bytes=10_000)
+    assert grouped.add("wide", feats(10), group=0) == []
+    assert grouped.add("narrow", feats(10), group=8000) == []
+    assert [keys for keys, _ in grouped.add("wide2", feats(10), group=0)] == [["wide", "wide2"]]
+    assert [keys for keys, _ in grouped.drain()] == [["narrow"]]
+
 
 def test_min_valid_frames_finds_the_models_shortest_input():
     model = get_model("XVEC", **TINY_XVEC_ARGS).eval()

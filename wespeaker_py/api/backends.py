@@ -6,20 +6,23 @@ the same members, so the one embedding loop
 (:func:`~wespeaker_py.runtime.embedding.embed_stream`) runs either. Both take
 mono int16-scale waveforms at their sample rate. ``prepare`` turns one waveform
 into what is batched (the waveform itself here: the graph holds the
-front-end), and ``embed`` runs a batch of prepared inputs of equal length.
+front-end), and ``embed`` runs a batch of prepared inputs of equal length that
+came at one rate. The torch engine applies a band fill in ``prepare``, this one
+in ``embed``, through the graph's optional ``band_fill`` input.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 
 from wespeaker_py.audio import INT16_SCALE
-from wespeaker_py.export.waveform_onnx import (INPUT_NAME, OUTPUT_NAME,
-                                               read_waveform_onnx_info)
+from wespeaker_py.export.waveform_onnx import (BAND_FILL_INPUT, INPUT_NAME, OUTPUT_NAME,
+                                               quiet_session_options, read_waveform_onnx_info,
+                                               takes_band_fill)
+from wespeaker_py.frontend.band_fill import BandFill, BandFillError
 from wespeaker_py.runtime.identity import file_identity
 
 
@@ -30,37 +33,73 @@ class OnnxBackend:
 
     def __init__(self, path: str, num_threads: Optional[int] = None):
         onnxruntime = importlib.import_module("onnxruntime")
-        options = onnxruntime.SessionOptions()
-        with contextlib.suppress(AttributeError):
-            options.log_severity_level = 3
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(path, options,
-                                                    providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            path, quiet_session_options(onnxruntime, num_threads),
+            providers=["CPUExecutionProvider"])
         self.info = read_waveform_onnx_info(self.session, path)
         self.path = path
         self.sample_rate = int(self.info["sample_rate"])
         self.embed_dim = int(self.info["embed_dim"])
         self.min_samples = int(self.info["min_samples"])
         self.min_seconds = self.min_samples / self.sample_rate
+        self.takes_band_fills = takes_band_fill(self.session)
+        self.band_fills: Dict[int, BandFill] = {}
         self._identity: Optional[str] = None
 
+    def set_band_fills(self, fills: Iterable[BandFill]) -> None:
+        """Feed these to the graph for audio heard at their rates, in place of any before;
+        each must fit the graph's fbank, or none is taken."""
+        chosen: Dict[int, BandFill] = {}
+        for fill in fills:
+            if not self.takes_band_fills:
+                raise BandFillError(f"{self.path}: {self._why_no_band_fill_input()}")
+            expected = (int(self.info.get("sample_rate", 0)),
+                        int(self.info.get("num_mel_bins", 0)))
+            if (fill.sample_rate, fill.num_mel_bins) != expected:
+                raise BandFillError(
+                    f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} mel "
+                    f"bins at {fill.sample_rate} Hz; {self.path} has {expected[1]} at "
+                    f"{expected[0]} Hz")
+            chosen[fill.heard_rate] = fill
+        self.band_fills = chosen
+
+    def band_fill_for(self, heard_rate: int) -> Optional[BandFill]:
+        """The band fill for audio heard at exactly ``heard_rate``, or None."""
+        return self.band_fills.get(heard_rate)
+
     def prepare(self, wav: np.ndarray, heard_rate: int = 0) -> torch.Tensor:
-        """The waveform itself: the graph computes its own features (no band fill)."""
+        """The waveform itself: the graph computes its own features (and fills them in
+        :meth:`embed`)."""
         return torch.as_tensor(wav)
 
     def missing_band_fill(self, heard_rate: int) -> str:
-        """Always a reason: the graph applies no band fill."""
-        return "ONNX models apply no band fill (the torch model does: 'wespeaker-py band-fill')"
+        """Why audio heard at ``heard_rate`` keeps its empty top band ('' when a band
+        fill fills it)."""
+        if self.band_fill_for(heard_rate) is not None:
+            return ""
+        if not self.takes_band_fills:
+            return self._why_no_band_fill_input()
+        return (f"the model has no band fill for {heard_rate} Hz (learn one with the torch "
+                f"model, 'wespeaker-py band-fill', and export again)")
+
+    def _why_no_band_fill_input(self) -> str:
+        frontend = self.info.get("frontend", "FbankFeatures")   # older graphs: fbank only
+        if frontend != "FbankFeatures":
+            return f"a {frontend} front-end takes no band fill"
+        return ("the graph was exported without a band_fill input: export it again "
+                "('wespeaker-py export --with_frontend') to use the model's band fill")
 
     def is_too_short(self, prepared: torch.Tensor) -> bool:
         return int(prepared.shape[0]) < self.min_samples
 
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """``[B, samples]`` int16-scale waveforms -> ``[B, E]`` embeddings."""
-        feed = (batch.numpy() / np.float32(INT16_SCALE)).astype(np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: feed})[0]
+    def embed(self, batch: torch.Tensor, heard_rate: int = 0) -> np.ndarray:
+        """``[B, samples]`` int16-scale waveforms that came at ``heard_rate`` (0: at the
+        model's) -> ``[B, E]`` embeddings."""
+        feed = {INPUT_NAME: (batch.numpy() / np.float32(INT16_SCALE)).astype(np.float32)}
+        fill = self.band_fill_for(heard_rate)
+        if fill is not None:
+            feed[BAND_FILL_INPUT] = fill.affine()
+        return self.session.run([OUTPUT_NAME], feed)[0]
 
     @property
     def identity(self) -> str:

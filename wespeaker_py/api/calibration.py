@@ -31,6 +31,7 @@ from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from
 from wespeaker_py.scoring.qmf import cllr, train_calibration
 from wespeaker_py.utils.file_utils import atomic_open
 
+CALIBRATION_NAME = "calibration.json"  # a model's calibration, beside it
 FORMAT = "wespeaker_py score calibration"
 VERSION = 1
 OPERATING_POINTS = ("eer", "fa1")

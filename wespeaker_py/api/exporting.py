@@ -6,21 +6,28 @@ graph is written by the same :func:`~wespeaker_py.export.onnx_export.export_onnx
 An output path naming a folder (an existing one, or one ending in ``/``) gets
 :data:`ONNX_NAME` inside it. The waveform graph carries the model's identity
 (:mod:`wespeaker_py.runtime.identity`), so galleries and calibrations made with the
-torch model work with the graph too.
+torch model work with the graph too, and it takes the model's files along: the mean
+vector, calibration, window LDAs and band fills, written beside the graph under its
+stem (``model.onnx``: ``model.band_fill_8000hz.npz``, ...), where
+:func:`~wespeaker_py.load_model` finds them.
 """
 from __future__ import annotations
 
 import os
-from typing import Tuple, Union
+import shutil
+from typing import List, Tuple, Union
 
+import numpy as np
 import torch.nn as nn
 
+from wespeaker_py.api.loading import MEAN_NAME
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import exportable_model
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
+from wespeaker_py.utils.file_utils import atomic_path
 
 ONNX_NAME = "model.onnx"
 
@@ -46,10 +53,11 @@ def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module
     return backend.embedder.frontend, network.cpu(), feat_dim
 
 
-def export_waveform_graph(model, path: str) -> float:
+def export_waveform_graph(model, path: str) -> List[str]:
     """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph to
-    :func:`onnx_output_path` of ``path``; see
-    :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`."""
+    :func:`onnx_output_path` of ``path`` (see
+    :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`), with its files
+    (:func:`copy_companions`); the paths written, the graph's first."""
     frontend, network, _ = _export_parts(model)
     path = onnx_output_path(path)
     min_samples = model.backend.min_samples
@@ -57,8 +65,26 @@ def export_waveform_graph(model, path: str) -> float:
             "embed_dim": model.embed_dim, "num_mel_bins": frontend.output_dim,
             "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
             "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
+            "frontend": type(frontend).__name__,
             "params_millions": round(sum(p.numel() for p in network.parameters()) / 1e6, 3)}
-    return export_waveform_onnx(frontend, network, path, info, min_samples)
+    export_waveform_onnx(frontend, network, path, info, min_samples)
+    return [path] + copy_companions(model, path)
+
+
+def copy_companions(model, graph_path: str) -> List[str]:
+    """Write ``model``'s mean vector and :meth:`~wespeaker_py.api.SpeakerModel.companion_files`
+    beside ``graph_path`` under its stem (each atomically); the paths written."""
+    prefix = os.path.splitext(graph_path)[0] + "."
+    written = []
+    if model.mean_vec is not None:
+        with atomic_path(prefix + MEAN_NAME) as tmp_path:
+            np.save(tmp_path, model.mean_vec)
+        written.append(prefix + MEAN_NAME)
+    for name, source in model.companion_files().items():
+        with atomic_path(prefix + name) as tmp_path:
+            shutil.copyfile(source, tmp_path)
+        written.append(prefix + name)
+    return written
 
 
 def export_feats_onnx(model, path: str) -> None:

@@ -21,6 +21,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import ModelSourceError
@@ -28,7 +29,6 @@ from wespeaker_py.errors import ModelSourceError
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
 MEAN_NAME = "mean_vec.npy"
-CALIBRATION_NAME = "calibration.json"
 
 
 def _folder_files(folder: str) -> Tuple[str, str]:

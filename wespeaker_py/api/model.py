@@ -19,9 +19,10 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.api.calibration import (Calibration, check_prior, check_trial_counts,
-                                          fit_calibration, read_optional_calibration,
-                                          probability, save_calibration)
+from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, check_prior,
+                                          check_trial_counts, fit_calibration,
+                                          read_optional_calibration, probability,
+                                          save_calibration)
 from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, load_gallery,
                                      save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
@@ -509,6 +510,29 @@ class SpeakerModel:
             return None if heard_rate else self.window_lda_path
         return prefix + window_lda_name(heard_rate)
 
+    def companion_files(self) -> Dict[str, str]:
+        """``{name: path}`` of the files this model reads beside it, each checked against its
+        identity when used: the calibration, the window LDAs and the band fills it takes
+        (one that does not fit it raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`),
+        by the names they have there (``calibration.json``, ``window_lda_8000hz.npz``,
+        ...; what an ONNX export carries along)."""
+        from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+        from wespeaker_py.frontend.band_fill import band_fill_files
+        found = {}
+        if self.calibration_path and os.path.isfile(self.calibration_path):
+            found[CALIBRATION_NAME] = self.calibration_path
+        if self.window_lda_path and os.path.isfile(self.window_lda_path):
+            found[WINDOW_LDA_NAME] = self.window_lda_path
+        prefix = self._side_file_prefix()
+        if prefix is not None:
+            for path in files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA):
+                found[path[len(prefix):]] = path
+            if self.backend.takes_band_fills:
+                self._refresh_band_fills()   # a fill that does not fit the model fails here
+                for path in band_fill_files(prefix):
+                    found[path[len(prefix):]] = path
+        return found
+
     def _side_file_prefix(self) -> Optional[str]:
         """:attr:`window_lda_path` without its file name (a folder, or ``model.`` for ONNX)."""
         from wespeaker_py.diarization.options import WINDOW_LDA_NAME
@@ -663,8 +687,8 @@ class SpeakerModel:
         return None if prefix is None else prefix + band_fill_name(heard_rate)
 
     def _fbank_frontend(self):
-        """The model's fbank front-end when band fills apply to it (a torch model with
-        fbank features), else None."""
+        """The model's fbank front-end when band fills can be learnt for it (a torch model
+        with fbank features), else None."""
         from wespeaker_py.frontend.features import FbankFeatures
         frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
         return frontend if isinstance(frontend, FbankFeatures) else None
@@ -679,7 +703,7 @@ class SpeakerModel:
     def _applied_fill(self, heard_rate: int) -> str:
         """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
         without reading the files again: the one the last embeddings went through."""
-        if not heard_rate or self._fbank_frontend() is None:
+        if not heard_rate or not self.backend.takes_band_fills:
             return ""
         fill = self.backend.band_fill_for(heard_rate)
         return "" if fill is None else fill.digest
@@ -718,7 +742,7 @@ class SpeakerModel:
         files there change (one learnt since is used, one removed is dropped)."""
         from wespeaker_py.frontend.band_fill import band_fill_files, load_band_fills
         prefix = self._side_file_prefix()
-        if prefix is None or self._fbank_frontend() is None:
+        if prefix is None or not self.backend.takes_band_fills:
             return
         stamps = tuple((path, _file_stamp(path)) for path in band_fill_files(prefix))
         if stamps == self._band_fill_stamps:

@@ -112,8 +112,12 @@ them. On the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from
 
 --with_frontend: the graph maps float32 waveforms [B, samples] in [-1, 1] at
 the model's sample rate to embeddings (fbank + CMN inside; dynamic batch and
-length); it is checked against the eager model before it is written. Without
-it the graph takes fbank features [B, T, F], as WeSpeaker's export does.""",
+length); it is checked against the eager model before it is written. The
+model's files go beside it under the graph's name (resnet34.mean_vec.npy,
+.calibration.json, .window_lda*.npz, .band_fill_<HZ>hz.npz), where load_model
+and every subcommand find them; a band fill reaches the graph through its
+optional band_fill input. Without --with_frontend the graph takes fbank
+features [B, T, F], as WeSpeaker's export does.""",
     "info": """examples:
   wespeaker-py info --model exp/ResNet34 [--json]""",
 }
@@ -421,10 +425,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                                             onnx_output_path)
     path = onnx_output_path(args.onnx)
     if args.with_frontend:
-        export_waveform_graph(model, path)
+        written = export_waveform_graph(model, path)
     else:
         export_feats_onnx(model, path)
-    print(f"wrote {path}")
+        written = [path]
+    beside = ", ".join(os.path.basename(path) for path in written[1:])
+    print(f"wrote {written[0]}" + (f" with {beside} beside it" if beside else ""))
     return 0
 
 

@@ -12,17 +12,24 @@ spectrum, mel matrix, log floor and CMN follow. The written file is checked
 against the eager path (:func:`~wespeaker_py.frontend.fbank.fbank` + CMN +
 model) with onnxruntime on three lengths before it is moved into place.
 
+A graph with the fbank front-end also takes an optional second input ``band_fill``
+([mel + 1, mel], applied to the log-mel energies before CMN: ``feats @ m[:-1] + m[-1]``,
+see :meth:`~wespeaker_py.frontend.band_fill.BandFill.affine`). It is an initializer
+holding the identity, so a runtime that feeds only ``wavs`` gets the plain model, and
+one that has a band fill for narrow-band audio feeds its matrix.
+
 The graph carries metadata (``wespeaker_py_kind`` = ``waveform_embedding``,
 sample rate, embedding size, shortest input, model name) that
 :func:`wespeaker_py.load_model` reads back.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import warnings
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +38,8 @@ import torch.nn as nn
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.checks import compare_with_eager
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
+from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
+                                             split_bins)
 from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _padded_fft_size,
                                          _window_function)
 from wespeaker_py.frontend.features import FbankFeatures
@@ -41,6 +50,7 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 INPUT_NAME = "wavs"
+BAND_FILL_INPUT = "band_fill"
 OUTPUT_NAME = "embs"
 KIND = "waveform_embedding"
 KIND_KEY = "wespeaker_py_kind"
@@ -84,12 +94,16 @@ class ConvFbank(nn.Module):
         self.bins = bins
         self.cmn = features.cmn
 
-    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
-        """``[B, samples]`` int16-scale waveforms -> ``[B, frames, mel]`` features."""
+    def forward(self, wavs: torch.Tensor,
+                band_fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, samples]`` int16-scale waveforms -> ``[B, frames, mel]`` features;
+        ``band_fill``: a ``[mel + 1, mel]`` affine map of the log-mel energies (before CMN)."""
         spectrum = nn.functional.conv1d(wavs.unsqueeze(1), self.kernels, stride=self.shift)
         real, imag = spectrum[:, :self.bins], spectrum[:, self.bins:]
         power = (real * real + imag * imag).transpose(1, 2)      # [B, frames, bins]
         feats = torch.log(torch.clamp(torch.matmul(power, self.mel), min=LOG_FLOOR))
+        if band_fill is not None:
+            feats = torch.matmul(feats, band_fill[:-1]) + band_fill[-1]
         if self.cmn:
             feats = feats - feats.mean(dim=1, keepdim=True)
         return feats
@@ -98,29 +112,52 @@ class ConvFbank(nn.Module):
 class WaveformEmbedder(nn.Module):
     """[-1, 1] waveforms -> embeddings: scale to int16, front-end, speaker model.
 
-    Fbank runs as :class:`ConvFbank`; the TFMel front-end is convolutions already
-    and goes in as it is.
+    Fbank runs as :class:`ConvFbank` (and takes a band fill); the TFMel front-end is
+    convolutions already and goes in as it is.
     """
 
     def __init__(self, features: nn.Module, model: nn.Module):
         super().__init__()
-        self.frontend = ConvFbank(features) if isinstance(features, FbankFeatures) else features
+        self.takes_band_fill = isinstance(features, FbankFeatures)
+        self.frontend = ConvFbank(features) if self.takes_band_fill else features
         self.model = model
 
-    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
-        return self.model(self.frontend(wavs * INT16_SCALE))
+    def forward(self, wavs: torch.Tensor,
+                band_fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if band_fill is None:
+            return self.model(self.frontend(wavs * INT16_SCALE))
+        return self.model(self.frontend(wavs * INT16_SCALE, band_fill))
 
 
-def _eager_embeddings(features: FbankFeatures, model: nn.Module,
-                      wavs: torch.Tensor) -> torch.Tensor:
+def _eager_embeddings(features: FbankFeatures, model: nn.Module, wavs: torch.Tensor,
+                      band_fill: Optional[BandFill] = None) -> torch.Tensor:
     with torch.no_grad():
-        return model(features(wavs * INT16_SCALE))
+        if band_fill is None:
+            return model(features(wavs * INT16_SCALE))
+        return model(features(wavs * INT16_SCALE, band_fill=band_fill))
+
+
+def _check_fill(features: FbankFeatures) -> Optional[BandFill]:
+    """A band fill for audio heard at half the model's rate, with made-up weights: what
+    the graph's ``band_fill`` input is checked with (None: the mel bins cannot be split
+    so, as with very few of them)."""
+    try:
+        kept, filled = split_bins(features.sample_rate, features.num_mel_bins,
+                                  features.frame_length, features.sample_rate // 2)
+    except BandFillError:
+        return None
+    weights = np.random.default_rng(0).normal(0.0, 0.1, (kept.size + 1, filled.size))
+    return BandFill(features.sample_rate // 2, features.sample_rate, features.num_mel_bins,
+                    kept, filled, weights)
 
 
 def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
-           tolerance: float) -> float:
+           tolerance: float, takes_band_fill: bool) -> float:
+    """Compare the graph with the eager path on :data:`CHECK_SECONDS`' lengths (the last
+    one also through a band fill, when the graph takes one); the largest difference."""
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
+    fill = _check_fill(features) if takes_band_fill else None
     for index, seconds in enumerate(CHECK_SECONDS):
         samples = max(min_samples, int(seconds * features.sample_rate))
         batch = 1 + index % 2
@@ -129,11 +166,14 @@ def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
         tone = 0.3 * torch.sin(2 * math.pi * (200 + 300 * time) * time)
         wavs = (tone + 0.05 * torch.randn(batch, samples, generator=generator,
                                           dtype=torch.float64)).float()
-        expected = _eager_embeddings(features, model, wavs)
-        got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: wavs.numpy()})[0])
-        difference = compare_with_eager(got, expected, f"{batch} x {samples} samples",
-                                        tolerance)
-        worst = max(worst, difference)
+        checks = [(None, {INPUT_NAME: wavs.numpy()})]
+        if fill is not None and index == len(CHECK_SECONDS) - 1:
+            checks.append((fill, {INPUT_NAME: wavs.numpy(), BAND_FILL_INPUT: fill.affine()}))
+        for band_fill, feed in checks:
+            expected = _eager_embeddings(features, model, wavs, band_fill)
+            got = torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
+            what = f"{batch} x {samples} samples" + (", band fill" if band_fill else "")
+            worst = max(worst, compare_with_eager(got, expected, what, tolerance))
     return worst
 
 
@@ -156,24 +196,52 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
     wrapped = WaveformEmbedder(features, model).eval()
     example = torch.zeros(1, max(min_samples, features.sample_rate))
     example[0].normal_(generator=torch.Generator().manual_seed(1)).mul_(0.1)
+    inputs, names = (example,), [INPUT_NAME]
+    if wrapped.takes_band_fill:
+        no_fill = identity_affine(features.num_mel_bins)
+        inputs, names = (example, torch.from_numpy(no_fill)), [INPUT_NAME, BAND_FILL_INPUT]
     with atomic_path(output_model) as tmp_path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(wrapped, (example,), tmp_path, dynamo=False,
+            torch.onnx.export(wrapped, inputs, tmp_path, dynamo=False,
                               opset_version=opset_version, do_constant_folding=True,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              input_names=names, output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "B", 1: "samples"},
                                             OUTPUT_NAME: {0: "B"}})
         graph = onnx.load(tmp_path)
+        if wrapped.takes_band_fill:
+            # an input with an initializer of its name is optional: the identity by default
+            graph.graph.initializer.append(
+                importlib.import_module("onnx.numpy_helper").from_array(no_fill, BAND_FILL_INPUT))
         metadata = dict(info, min_samples=int(min_samples))
         for key, value in ((KIND_KEY, KIND), (INFO_KEY, json.dumps(metadata, sort_keys=True))):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(graph, tmp_path)
-        session = onnxruntime.InferenceSession(tmp_path, providers=["CPUExecutionProvider"])
-        worst = _check(session, features, model, min_samples, tolerance)
+        session = onnxruntime.InferenceSession(tmp_path, quiet_session_options(onnxruntime),
+                                               providers=["CPUExecutionProvider"])
+        worst = _check(session, features, model, min_samples, tolerance,
+                       wrapped.takes_band_fill)
     logger.info("wrote %s (largest relative difference from eager %.2g)", output_model, worst)
     return worst
+
+
+def quiet_session_options(onnxruntime, num_threads: Optional[int] = None):
+    """onnxruntime session options that log errors only (an optional input is, to its
+    optimiser, an initializer it cannot fold, which it warns about on every load)."""
+    options = onnxruntime.SessionOptions()
+    with contextlib.suppress(AttributeError):
+        options.log_severity_level = 3
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def takes_band_fill(session) -> bool:
+    """Whether a waveform graph has the optional ``band_fill`` input (graphs exported
+    before it was added have not)."""
+    return any(node.name == BAND_FILL_INPUT for node in session.get_overridable_initializers())
 
 
 def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:

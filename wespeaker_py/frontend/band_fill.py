@@ -101,6 +101,16 @@ class BandFill:
         out[..., filled] = feats[..., kept] @ weights[:-1] + weights[-1]
         return out
 
+    def affine(self) -> np.ndarray:
+        """The same map as one float32 matrix ``[num_mel_bins + 1, num_mel_bins]``:
+        ``feats @ m[:-1] + m[-1]`` fills the bins as :meth:`apply` does (the form an
+        exported graph takes it in; :func:`identity_affine` leaves every bin as it is)."""
+        matrix = identity_affine(self.num_mel_bins).astype(np.float64)
+        matrix[:, self.filled] = 0.0
+        matrix[np.ix_(self.kept, self.filled)] = self.weights[:-1]
+        matrix[-1, self.filled] = self.weights[-1]
+        return matrix.astype(np.float32)
+
     @property
     def digest(self) -> str:
         """16 hex digits naming its bins and weights (recorded by what was learnt through it)."""
@@ -169,6 +179,12 @@ def fit_band_fill(pairs: Iterable[Tuple[np.ndarray, np.ndarray]], heard_rate: in
                     weights, frames)
 
 
+def identity_affine(num_mel_bins: int) -> np.ndarray:
+    """The :meth:`BandFill.affine` of no fill: the identity over a zero bias row."""
+    return np.vstack([np.eye(num_mel_bins, dtype=np.float32),
+                      np.zeros((1, num_mel_bins), np.float32)])
+
+
 def band_fill_files(prefix: str) -> list:
     """The ``band_fill_<rate>hz.npz`` files that start with ``prefix`` (a folder with its
     trailing separator, or ``model.`` beside ``model.pt``), sorted."""
@@ -185,4 +201,3 @@ def load_band_fills(prefix: str) -> list:
                                 f"name it {band_fill_name(fill.heard_rate)}")
         fills.append(fill)
     return fills
-

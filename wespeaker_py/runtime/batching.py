@@ -21,12 +21,14 @@ Batch = Tuple[List[Hashable], torch.Tensor]
 
 
 class LengthBuckets:
-    """Pending ``[frames, dim]`` feature matrices grouped by frame count.
+    """Pending ``[frames, dim]`` feature matrices grouped by frame count (and ``group``).
 
     :meth:`add` returns the batches that became ready (a full bucket, or the
     fullest one when the budget ``max_buffer_bytes`` is exceeded); :meth:`drain`
     returns the rest at the end. Each batch is ``(keys, [B, frames, dim])``; a key is
-    whatever the caller names an utterance by, returned as given.
+    whatever the caller names an utterance by, returned as given. Inputs of
+    different ``group`` never share a batch (the embedding loop groups by the rate
+    the audio came at, which an ONNX graph's band fill is chosen by).
     """
 
     def __init__(self, batch_size: int, max_buffer_bytes: int):
@@ -34,32 +36,34 @@ class LengthBuckets:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.max_buffer_bytes = max_buffer_bytes
-        self._buckets: Dict[int, List[Tuple[Hashable, torch.Tensor]]] = {}
+        # (group, frames) -> [(key, features)]
+        self._buckets: Dict[Tuple[Hashable, int], List[Tuple[Hashable, torch.Tensor]]] = {}
         self._bytes = 0
 
-    def _pop(self, frames: int) -> Batch:
-        items = self._buckets.pop(frames)
+    def _pop(self, bucket: Tuple[Hashable, int]) -> Batch:
+        items = self._buckets.pop(bucket)
         self._bytes -= sum(feats.numel() * feats.element_size() for _, feats in items)
         keys = [key for key, _ in items]
         return keys, torch.stack([feats for _, feats in items])
 
-    def add(self, key: Hashable, feats: torch.Tensor) -> List[Batch]:
+    def add(self, key: Hashable, feats: torch.Tensor, group: Hashable = None) -> List[Batch]:
         """Queue one utterance's ``[frames, dim]`` features; return batches now ready."""
-        frames = int(feats.shape[0])
-        bucket = self._buckets.setdefault(frames, [])
+        bucket_id = (group, int(feats.shape[0]))
+        bucket = self._buckets.setdefault(bucket_id, [])
         bucket.append((key, feats))
         self._bytes += feats.numel() * feats.element_size()
         ready = []
         if len(bucket) >= self.batch_size:
-            ready.append(self._pop(frames))
+            ready.append(self._pop(bucket_id))
         while self._bytes > self.max_buffer_bytes and self._buckets:
-            fullest = max(self._buckets, key=lambda n: (len(self._buckets[n]), n))
+            fullest = max(self._buckets, key=lambda b: (len(self._buckets[b]), b[1]))
             ready.append(self._pop(fullest))
         return ready
 
     def drain(self) -> List[Batch]:
         """All batches still waiting, longest first."""
-        return [self._pop(frames) for frames in sorted(self._buckets, reverse=True)]
+        return [self._pop(bucket) for bucket in sorted(self._buckets, key=lambda b: b[1],
+                                                       reverse=True)]
 
 
 def _gives_finite_embedding(model: nn.Module, frames: int, feat_dim: int,

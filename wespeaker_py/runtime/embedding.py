@@ -5,8 +5,8 @@
 :func:`embed_stream`. Each input is read (when a ``read`` function is given),
 turned into features by the backend, checked against the model's shortest
 input, and queued in :class:`~wespeaker_py.runtime.batching.LengthBuckets`, so
-a batch only ever holds inputs of identical length: no padding, and each
-embedding equals the one the input gets alone. Nothing is given a wrong
+a batch only ever holds inputs of identical length that came at one rate: no
+padding, and each embedding equals the one the input gets alone. Nothing is given a wrong
 embedding: an input that cannot be read, is too short or gives a non-finite
 embedding comes out as a :class:`Outcome` with the reason, and the caller
 skips and counts it.
@@ -50,8 +50,9 @@ class Backend(Protocol):
     def is_too_short(self, prepared: Any) -> bool:
         """Whether ``prepared`` is shorter than the model's shortest input."""
 
-    def embed(self, batch: Any) -> np.ndarray:
-        """``[B, E]`` float32 embeddings of a batch of equal-length prepared inputs."""
+    def embed(self, batch: Any, heard_rate: int = 0) -> np.ndarray:
+        """``[B, E]`` float32 embeddings of a batch of equal-length prepared inputs that
+        came at ``heard_rate`` (0: at the backend's rate)."""
 
 
 @dataclass
@@ -89,7 +90,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
 
     def run(batches: List[Tuple[List[Tuple[str, int]], Any]]) -> Iterator[Outcome]:
         for keys, batch in batches:
-            for (key, heard), embedding in zip(keys, backend.embed(batch)):
+            rate = keys[0][1]   # a batch holds inputs that came at one rate
+            for (key, heard), embedding in zip(keys, backend.embed(batch, rate)):
                 if np.isfinite(embedding).all():
                     yield Outcome(key, embedding, heard_rate=heard)
                 else:
@@ -117,7 +119,7 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                               f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
                               f"needs at least {backend.min_seconds:.3f} s", heard)
                 continue
-            yield from run(buckets.add((key, heard), prepared))
+            yield from run(buckets.add((key, heard), prepared, group=heard))
         yield from run(buckets.drain())
     finally:
         bar.close()

@@ -92,6 +92,11 @@ class TorchBackend:
             chosen[fill.heard_rate] = fill
         self.band_fills = chosen
 
+    @property
+    def takes_band_fills(self) -> bool:
+        """Whether the front-end can fill narrow-band audio (fbank features can)."""
+        return isinstance(self.embedder.frontend, FbankFeatures)
+
     def band_fill_for(self, heard_rate: int) -> Optional[BandFill]:
         """The band fill learnt for audio heard at exactly ``heard_rate``, or None (a fill
         learnt at another rate would take empty bins, or leave some, as its input)."""
@@ -165,8 +170,9 @@ class TorchBackend:
         return int(prepared.shape[0]) < self.min_frames
 
     @torch.inference_mode()
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """``[B, frames, dim]`` features -> ``[B, E]`` float32 embeddings."""
+    def embed(self, batch: torch.Tensor, heard_rate: int = 0) -> np.ndarray:
+        """``[B, frames, dim]`` features -> ``[B, E]`` float32 embeddings (``heard_rate``
+        is not needed: :meth:`prepare` applied the band fill)."""
         with exact_fp32(self.device):
             if self._is_long(int(batch.shape[1])):
                 return self._embed_long(batch).float().cpu().numpy()
