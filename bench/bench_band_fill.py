@@ -26,7 +26,6 @@ import numpy as np
 from wespeaker_py import load_model
 from wespeaker_py.api.exporting import export_waveform_graph
 from wespeaker_py.audio import INT16_SCALE, load_audio, narrowband, resample
-from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.utils.file_utils import read_wav_scp
 
@@ -55,8 +54,7 @@ def main() -> None:
     graph = None
     if args.onnx:
         graph_path = os.path.join(scratch.name, "model.onnx")
-        export_waveform_graph(model, graph_path)
-        fill.save(os.path.join(scratch.name, "model." + band_fill_name(args.heard_rate)))
+        export_waveform_graph(model, graph_path)   # the fill in use goes beside it
         graph = load_model(graph_path)
 
     trials = [line.split() for line in open(args.trials) if line.strip()]

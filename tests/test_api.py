@@ -299,7 +299,7 @@ def _made_up_band_fill(prefix, num_mel_bins, heard_rate=8000):
 @needs_onnx
 def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, speech, caplog,
                                                                monkeypatch):
-    from wespeaker_py.audio import samples as audio_samples
+    from wespeaker_py.audio import load_audio, samples as audio_samples
     from wespeaker_py.cli.main import main as cli_main
     torch_model, source_folder, _ = xvec
     folder = str(tmp_path / "model")
@@ -307,14 +307,23 @@ def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, s
     _made_up_band_fill(os.path.join(folder, ""),
                        torch_model.backend.embedder.frontend.num_mel_bins)
     np.save(os.path.join(folder, "mean_vec.npy"), np.linspace(-1, 1, 8, dtype=np.float32))
+    # only read when used: their bytes must travel unchanged
+    for name in ("calibration.json", "window_lda.npz", "window_lda_8000hz.npz"):
+        with open(os.path.join(folder, name), "w") as handle:
+            handle.write(f"stands for {name}")
     model = wespeaker_py.load_model(folder, device="cpu")
-    path = str(tmp_path / "out" / "model.onnx")
-    os.makedirs(os.path.dirname(path))
+    out = tmp_path / "out"
+    os.makedirs(out)
+    (out / "model.band_fill_11025hz.npz").write_text("an earlier export's")
+    path = str(out / "model.onnx")
     with pytest.raises(SystemExit) as finished:
         cli_main(["export", "--model", folder, "--onnx", path, "--with_frontend"])
     assert finished.value.code == 0
-    companions = sorted(os.listdir(os.path.dirname(path)))
-    assert companions == ["model.band_fill_8000hz.npz", "model.mean_vec.npy", "model.onnx"]
+    assert sorted(os.listdir(out)) == [
+        "model.band_fill_8000hz.npz", "model.calibration.json", "model.mean_vec.npy",
+        "model.onnx", "model.window_lda.npz", "model.window_lda_8000hz.npz"]
+    for name in ("calibration.json", "window_lda.npz", "window_lda_8000hz.npz"):
+        assert (out / f"model.{name}").read_text() == f"stands for {name}"
     graph = wespeaker_py.load_model(path)
     np.testing.assert_array_equal(graph.mean_vec, model.mean_vec)
 
@@ -329,21 +338,39 @@ def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, s
     # wide-band audio of the same length in the same call is not filled
     wide_file = write_audio(str(tmp_path / "wide.wav"), wide)
     narrow_file = write_audio(str(tmp_path / "narrow.wav"), narrow, rate=8000)
+    assert len(load_audio(wide_file, 16000)) == len(load_audio(narrow_file, 16000))
     both = graph.embed_many([wide_file, narrow_file], batch_size=2, progress=False)
     for alone in (wide_file, narrow_file):
         np.testing.assert_allclose(both.embeddings[alone], graph.embed(alone),
                                    rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(graph.embed(narrow_file), filled, rtol=1e-4, atol=1e-4)
 
-    os.remove(os.path.join(os.path.dirname(path), "model.band_fill_8000hz.npz"))
+    os.remove(out / "model.band_fill_8000hz.npz")
     unfilled = wespeaker_py.load_model(path).embed(narrow, sample_rate=8000)
     assert np.abs(unfilled - filled).max() > 1e-3   # ten times the tolerance above
 
 
 @needs_onnx
-def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
-        xvec, tmp_path, speech, caplog, monkeypatch):
+def test_an_export_with_a_band_fill_that_does_not_fit_writes_nothing(xvec, tmp_path):
     from wespeaker_py.api.exporting import export_waveform_graph
+    from wespeaker_py.frontend.band_fill import BandFillError
+    _, source_folder, _ = xvec
+    folder = str(tmp_path / "model")
+    shutil.copytree(source_folder, folder)
+    _made_up_band_fill(os.path.join(folder, ""), 80)   # the model's fbank has 16 bins
+    model = wespeaker_py.load_model(folder, device="cpu")
+    with pytest.raises(BandFillError, match="is for 80 mel bins at 16000 Hz"):
+        export_waveform_graph(model, str(tmp_path / "out") + "/")
+    assert os.listdir(tmp_path / "out") == []
+
+
+@needs_onnx
+@pytest.mark.parametrize("records_frontend, advice", [
+    (True, "export it again"),
+    (False, "if its front-end is fbank, export it again")])   # graphs of earlier exports
+def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
+        xvec, tmp_path, speech, caplog, monkeypatch, records_frontend, advice):
+    from wespeaker_py.api import exporting
     from wespeaker_py.audio import samples as audio_samples
     from wespeaker_py.export import waveform_onnx
 
@@ -352,10 +379,17 @@ def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
             super().__init__(features, model)
             self.takes_band_fill = False
 
+    def earlier_export(features, model, output_model, info, min_samples):
+        if not records_frontend:
+            info = {key: value for key, value in info.items() if key != "frontend"}
+        return waveform_onnx.export_waveform_onnx(features, model, output_model, info,
+                                                  min_samples)
+
     monkeypatch.setattr(waveform_onnx, "WaveformEmbedder", EarlierEmbedder)
+    monkeypatch.setattr(exporting, "export_waveform_onnx", earlier_export)
     model, _, _ = xvec
     path = str(tmp_path / "model.onnx")
-    export_waveform_graph(model, path)
+    exporting.export_waveform_graph(model, path)
     _made_up_band_fill(str(tmp_path / "model."), model.backend.embedder.frontend.num_mel_bins)
     graph = wespeaker_py.load_model(path)
     assert not graph.backend.takes_band_fills
@@ -363,7 +397,7 @@ def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
     narrow = soxr.resample(sf.read(speech[0], dtype="float32")[0], 16000, 8000)
     with caplog.at_level(logging.WARNING):
         graph.embed(narrow, sample_rate=8000)
-    assert "exported without a band_fill input: export it again" in caplog.text
+    assert f"exported without a band_fill input: {advice} ('wespeaker-py" in caplog.text
 
 
 def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):

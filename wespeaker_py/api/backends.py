@@ -21,8 +21,8 @@ import torch
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.waveform_onnx import (BAND_FILL_INPUT, INPUT_NAME, OUTPUT_NAME,
                                                quiet_session_options, read_waveform_onnx_info,
-                                               takes_band_fill)
-from wespeaker_py.frontend.band_fill import BandFill, BandFillError
+                                               graph_takes_band_fill)
+from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
 from wespeaker_py.runtime.identity import file_identity
 
 
@@ -42,7 +42,7 @@ class OnnxBackend:
         self.embed_dim = int(self.info["embed_dim"])
         self.min_samples = int(self.info["min_samples"])
         self.min_seconds = self.min_samples / self.sample_rate
-        self.takes_band_fills = takes_band_fill(self.session)
+        self.takes_band_fills = graph_takes_band_fill(self.session)
         self.band_fills: Dict[int, BandFill] = {}
         self._identity: Optional[str] = None
 
@@ -53,13 +53,8 @@ class OnnxBackend:
         for fill in fills:
             if not self.takes_band_fills:
                 raise BandFillError(f"{self.path}: {self._why_no_band_fill_input()}")
-            expected = (int(self.info.get("sample_rate", 0)),
-                        int(self.info.get("num_mel_bins", 0)))
-            if (fill.sample_rate, fill.num_mel_bins) != expected:
-                raise BandFillError(
-                    f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} mel "
-                    f"bins at {fill.sample_rate} Hz; {self.path} has {expected[1]} at "
-                    f"{expected[0]} Hz")
+            check_fits(fill, self.sample_rate, int(self.info.get("num_mel_bins", 0)),
+                       self.path)
             chosen[fill.heard_rate] = fill
         self.band_fills = chosen
 
@@ -83,11 +78,12 @@ class OnnxBackend:
                 f"model, 'wespeaker-py band-fill', and export again)")
 
     def _why_no_band_fill_input(self) -> str:
-        frontend = self.info.get("frontend", "FbankFeatures")   # older graphs: fbank only
-        if frontend != "FbankFeatures":
+        frontend = self.info.get("frontend")   # not recorded by graphs of earlier exports
+        if frontend not in (None, "FbankFeatures"):
             return f"a {frontend} front-end takes no band fill"
-        return ("the graph was exported without a band_fill input: export it again "
-                "('wespeaker-py export --with_frontend') to use the model's band fill")
+        advice = "export it again" if frontend else "if its front-end is fbank, export it again"
+        return (f"the graph was exported without a band_fill input: {advice} "
+                f"('wespeaker-py export --with_frontend') to use the model's band fill")
 
     def is_too_short(self, prepared: torch.Tensor) -> bool:
         return int(prepared.shape[0]) < self.min_samples

@@ -13,21 +13,29 @@ stem (``model.onnx``: ``model.band_fill_8000hz.npz``, ...), where
 """
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import shutil
-from typing import List, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
 import torch.nn as nn
 
+from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.loading import MEAN_NAME
+from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import exportable_model
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.frontend.band_fill import band_fill_files, band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.file_utils import atomic_path, files_named_by_rate
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 ONNX_NAME = "model.onnx"
 
@@ -42,6 +50,8 @@ def onnx_output_path(path: str) -> str:
 
 
 def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module, int]:
+    """CPU copies of the model's front-end and network (the loaded model stays where it
+    is, on a GPU say), and the feature size."""
     try:
         require_onnx_packages()
     except ImportError as error:
@@ -50,16 +60,18 @@ def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module
     if backend.kind != "torch":
         raise WespeakerError(f"{model.source} is not a torch model; only those export")
     network, feat_dim = exportable_model(backend.embedder, model.source)  # ConfigError: exit 2
-    return backend.embedder.frontend, network.cpu(), feat_dim
+    return (copy.deepcopy(backend.embedder.frontend).cpu().eval(),
+            copy.deepcopy(network).cpu().eval(), feat_dim)
 
 
 def export_waveform_graph(model, path: str) -> List[str]:
     """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph to
     :func:`onnx_output_path` of ``path`` (see
-    :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`), with its files
-    (:func:`copy_companions`); the paths written, the graph's first."""
+    :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`), with its
+    :func:`companions` beside it; the paths written, the graph's first."""
     frontend, network, _ = _export_parts(model)
     path = onnx_output_path(path)
+    beside = companions(model)   # gathered first: a band fill that does not fit stops here
     min_samples = model.backend.min_samples
     info = {"model": model.name, "sample_rate": frontend.sample_rate,
             "embed_dim": model.embed_dim, "num_mel_bins": frontend.output_dim,
@@ -68,22 +80,43 @@ def export_waveform_graph(model, path: str) -> List[str]:
             "frontend": type(frontend).__name__,
             "params_millions": round(sum(p.numel() for p in network.parameters()) / 1e6, 3)}
     export_waveform_onnx(frontend, network, path, info, min_samples)
-    return [path] + copy_companions(model, path)
+    return [path] + write_companions(beside, path)
 
 
-def copy_companions(model, graph_path: str) -> List[str]:
-    """Write ``model``'s mean vector and :meth:`~wespeaker_py.api.SpeakerModel.companion_files`
-    beside ``graph_path`` under its stem (each atomically); the paths written."""
+def companions(model) -> Dict[str, Callable[[str], None]]:
+    """What goes beside a waveform graph of ``model``, by name, each with a function that
+    writes it to a path: the mean vector, the calibration and window LDAs
+    (:meth:`~wespeaker_py.api.SpeakerModel.companion_files`) and the band fills it uses
+    (:meth:`~wespeaker_py.api.SpeakerModel.band_fills`; a fill is only taken by an fbank
+    graph)."""
+    items: Dict[str, Callable[[str], None]] = {}
+    if model.mean_vec is not None:
+        items[MEAN_NAME] = functools.partial(np.save, arr=model.mean_vec)
+    for name, source in model.companion_files().items():
+        items[name] = functools.partial(shutil.copyfile, source)
+    if model.backend.takes_band_fills:
+        for rate, fill in model.band_fills().items():
+            items[band_fill_name(rate)] = fill.save
+    return items
+
+
+def write_companions(items: Dict[str, Callable[[str], None]], graph_path: str) -> List[str]:
+    """Write ``items`` (:func:`companions`) beside ``graph_path`` under its stem, each
+    atomically; remove the companions of an earlier export there that ``items`` lacks (the
+    graph would take them as its own). The paths written."""
     prefix = os.path.splitext(graph_path)[0] + "."
     written = []
-    if model.mean_vec is not None:
-        with atomic_path(prefix + MEAN_NAME) as tmp_path:
-            np.save(tmp_path, model.mean_vec)
-        written.append(prefix + MEAN_NAME)
-    for name, source in model.companion_files().items():
+    for name, write in items.items():
         with atomic_path(prefix + name) as tmp_path:
-            shutil.copyfile(source, tmp_path)
+            write(tmp_path)
         written.append(prefix + name)
+    earlier = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
+    earlier += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
+    earlier += band_fill_files(prefix)
+    for stale in sorted(set(earlier) - set(written)):
+        if os.path.isfile(stale):
+            os.remove(stale)
+            logger.warning("removed %s: an earlier export's, and this model has none", stale)
     return written
 
 

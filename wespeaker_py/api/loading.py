@@ -10,8 +10,10 @@ Accepted sources:
 * an ``.onnx`` file written by ``wespeaker-py export --onnx --with_frontend``.
 
 Files that travel with a folder are read from it: ``mean_vec.npy`` (subtracted
-before every cosine) and ``calibration.json``. Beside a single file they are
-``<stem>.mean_vec.npy`` and ``<stem>.calibration.json``.
+before every cosine), ``calibration.json``, the window LDAs (``window_lda.npz``,
+``window_lda_<HZ>hz.npz``) and the band fills (``band_fill_<HZ>hz.npz``). Beside a
+single file they are ``<stem>.mean_vec.npy``, ``<stem>.calibration.json`` and so on;
+``wespeaker-py export --with_frontend`` writes the model's beside its graph.
 """
 from __future__ import annotations
 

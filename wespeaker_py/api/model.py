@@ -40,6 +40,7 @@ logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.projection import WindowLDA
+    from wespeaker_py.frontend.band_fill import BandFill
 
 
 # features waiting for a batch of their length in embed_many
@@ -511,13 +512,11 @@ class SpeakerModel:
         return prefix + window_lda_name(heard_rate)
 
     def companion_files(self) -> Dict[str, str]:
-        """``{name: path}`` of the files this model reads beside it, each checked against its
-        identity when used: the calibration, the window LDAs and the band fills it takes
-        (one that does not fit it raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`),
-        by the names they have there (``calibration.json``, ``window_lda_8000hz.npz``,
-        ...; what an ONNX export carries along)."""
+        """``{name: path}`` of the calibration and window LDAs this model reads beside it
+        (each checked against its identity when used), by the names they have there
+        (``calibration.json``, ``window_lda.npz``, ``window_lda_8000hz.npz``); with
+        :meth:`band_fills`, what an ONNX export carries along."""
         from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
-        from wespeaker_py.frontend.band_fill import band_fill_files
         found = {}
         if self.calibration_path and os.path.isfile(self.calibration_path):
             found[CALIBRATION_NAME] = self.calibration_path
@@ -527,11 +526,14 @@ class SpeakerModel:
         if prefix is not None:
             for path in files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA):
                 found[path[len(prefix):]] = path
-            if self.backend.takes_band_fills:
-                self._refresh_band_fills()   # a fill that does not fit the model fails here
-                for path in band_fill_files(prefix):
-                    found[path[len(prefix):]] = path
         return found
+
+    def band_fills(self) -> Dict[int, "BandFill"]:
+        """``{heard rate: band fill}`` that audio heard at each rate goes through now (the
+        files beside the model read again if they changed; one that does not fit the
+        model raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`)."""
+        self._refresh_band_fills()
+        return dict(self.backend.band_fills)
 
     def _side_file_prefix(self) -> Optional[str]:
         """:attr:`window_lda_path` without its file name (a folder, or ``model.`` for ONNX)."""
@@ -734,8 +736,7 @@ class SpeakerModel:
             self._refresh_band_fills()
         except BandFillError as error:   # info reports it rather than failing
             return f"not used: {error}"
-        return {rate: self.band_fill_file(rate)
-                for rate in sorted(getattr(self.backend, "band_fills", {}))}
+        return {rate: self.band_fill_file(rate) for rate in sorted(self.backend.band_fills)}
 
     def _refresh_band_fills(self) -> None:
         """Hand the band fills beside the model to its backend; read again whenever the

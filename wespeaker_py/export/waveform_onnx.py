@@ -238,7 +238,7 @@ def quiet_session_options(onnxruntime, num_threads: Optional[int] = None):
     return options
 
 
-def takes_band_fill(session) -> bool:
+def graph_takes_band_fill(session) -> bool:
     """Whether a waveform graph has the optional ``band_fill`` input (graphs exported
     before it was added have not)."""
     return any(node.name == BAND_FILL_INPUT for node in session.get_overridable_initializers())

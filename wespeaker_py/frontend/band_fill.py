@@ -185,6 +185,15 @@ def identity_affine(num_mel_bins: int) -> np.ndarray:
                       np.zeros((1, num_mel_bins), np.float32)])
 
 
+def check_fits(fill: "BandFill", sample_rate: int, num_mel_bins: int, where: str) -> None:
+    """Raise :class:`BandFillError` unless ``fill`` is for ``num_mel_bins`` at ``sample_rate``
+    (the fbank of ``where``: "the model's fbank", a graph's path)."""
+    if (fill.sample_rate, fill.num_mel_bins) != (sample_rate, num_mel_bins):
+        raise BandFillError(f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} "
+                            f"mel bins at {fill.sample_rate} Hz; {where} has {num_mel_bins} at "
+                            f"{sample_rate} Hz")
+
+
 def band_fill_files(prefix: str) -> list:
     """The ``band_fill_<rate>hz.npz`` files that start with ``prefix`` (a folder with its
     trailing separator, or ``model.`` beside ``model.pt``), sorted."""

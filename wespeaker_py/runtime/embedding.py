@@ -5,7 +5,7 @@
 :func:`embed_stream`. Each input is read (when a ``read`` function is given),
 turned into features by the backend, checked against the model's shortest
 input, and queued in :class:`~wespeaker_py.runtime.batching.LengthBuckets`, so
-a batch only ever holds inputs of identical length that came at one rate: no
+a batch only ever holds inputs of identical length (and of one band fill): no
 padding, and each embedding equals the one the input gets alone. Nothing is given a wrong
 embedding: an input that cannot be read, is too short or gives a non-finite
 embedding comes out as a :class:`Outcome` with the reason, and the caller
@@ -46,6 +46,9 @@ class Backend(Protocol):
     def missing_band_fill(self, heard_rate: int) -> str:
         """Why audio heard at ``heard_rate`` keeps its empty top band ('' when a band
         fill fills it)."""
+
+    def band_fill_for(self, heard_rate: int) -> Any:
+        """The band fill for audio heard at ``heard_rate``, or None."""
 
     def is_too_short(self, prepared: Any) -> bool:
         """Whether ``prepared`` is shorter than the model's shortest input."""
@@ -90,7 +93,7 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
 
     def run(batches: List[Tuple[List[Tuple[str, int]], Any]]) -> Iterator[Outcome]:
         for keys, batch in batches:
-            rate = keys[0][1]   # a batch holds inputs that came at one rate
+            rate = keys[0][1]   # every input of a batch has this rate's fill, or none has
             for (key, heard), embedding in zip(keys, backend.embed(batch, rate)):
                 if np.isfinite(embedding).all():
                     yield Outcome(key, embedding, heard_rate=heard)
@@ -119,7 +122,9 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                               f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
                               f"needs at least {backend.min_seconds:.3f} s", heard)
                 continue
-            yield from run(buckets.add((key, heard), prepared, group=heard))
+            # an ONNX graph fills a batch in one way: inputs that a fill is for batch apart
+            group = heard if backend.band_fill_for(heard) is not None else 0
+            yield from run(buckets.add((key, heard), prepared, group=group))
         yield from run(buckets.drain())
     finally:
         bar.close()

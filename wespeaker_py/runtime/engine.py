@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from wespeaker_py.frontend.band_fill import BandFill, BandFillError
+from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder
@@ -83,12 +83,7 @@ class TorchBackend:
             if not isinstance(frontend, FbankFeatures):
                 raise BandFillError(f"a band fill needs an fbank front-end; this model has "
                                     f"{type(frontend).__name__}")
-            if (fill.sample_rate, fill.num_mel_bins) != (frontend.sample_rate,
-                                                         frontend.num_mel_bins):
-                raise BandFillError(
-                    f"the band fill for {fill.heard_rate} Hz is for {fill.num_mel_bins} mel "
-                    f"bins at {fill.sample_rate} Hz; the model's fbank has "
-                    f"{frontend.num_mel_bins} at {frontend.sample_rate} Hz")
+            check_fits(fill, frontend.sample_rate, frontend.num_mel_bins, "the model's fbank")
             chosen[fill.heard_rate] = fill
         self.band_fills = chosen
 
