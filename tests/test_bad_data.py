@@ -1,4 +1,8 @@
 """Bad audio and bad lists: counted skips (once per key and epoch) or errors naming lines."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,21 +67,43 @@ def test_missing_file_counted_once_per_epoch_over_repeats_and_workers(tmp_path):
         assert sorted(summary.examples[reasons.MISSING]) == ["gone0", "gone1"]
 
 
+# Each start method in a fresh interpreter: a spawn or forkserver DataLoader leaves
+# threads behind in its process for a moment, and a later fork of that process can hang.
+_LOAD_ONE_EPOCH = """
+import json, sys
+from torch.utils.data import DataLoader
+from wespeaker_py.dataset import Dataset, collate_train
+
+if __name__ == "__main__":
+    setup = json.load(open(sys.argv[1]))
+    dataset = Dataset("raw", setup["raw"], setup["args"], {"s": 0})
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_train,
+                        multiprocessing_context=setup["start_method"])
+    dataset.set_epoch(1)
+    print(sum(len(batch["keys"]) for batch in loader))
+    print(json.dumps(dataset.epoch_summary().to_dict()))
+"""
+
+
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
 def test_skip_counts_come_back_from_workers_of_any_start_method(tmp_path, start_method):
     rows = [{"key": f"ok{i}", "wav": write_audio(str(tmp_path / f"ok{i}.wav"),
                                                  random_int16(40000, seed=i)), "spk": "s"}
             for i in range(3)]
     rows.append({"key": "gone", "wav": str(tmp_path / "gone.wav"), "spk": "s"})
-    raw = write_raw_list_file(str(tmp_path / "raw.list"), rows)
-    dataset = Dataset("raw", raw, training_args(sample_num_per_epoch=6), {"s": 0})
+    setup = {"raw": write_raw_list_file(str(tmp_path / "raw.list"), rows),
+             "args": training_args(sample_num_per_epoch=6), "start_method": start_method}
+    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    (tmp_path / "load.py").write_text(_LOAD_ONE_EPOCH)
     # a user's own loader may start its workers otherwise than this Python's default
-    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_train,
-                        multiprocessing_context=start_method)
-    dataset.set_epoch(1)
-    assert sum(len(batch["keys"]) for batch in loader) == 6
-    summary = dataset.epoch_summary()
-    assert summary.workers == 1 and summary.skipped == {reasons.MISSING: 1}
+    done = subprocess.run([sys.executable, str(tmp_path / "load.py"),
+                           str(tmp_path / "setup.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    samples, summary = done.stdout.strip().splitlines()
+    assert samples == "6"
+    summary = json.loads(summary)
+    assert summary["workers"] == 1 and summary["skipped"] == {reasons.MISSING: 1}
 
 
 def test_skip_summaries_travel_and_merge_across_ranks():

@@ -11,9 +11,7 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import queue
 import time
 from typing import AbstractSet, Any, Dict, Iterator, Mapping, Optional, Union
 
@@ -36,6 +34,7 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 DATA_TYPES = ("raw", "shard")
+_SUMMARY_POLL_S = 0.01   # how often epoch_summary looks for workers' counts still to come
 
 
 class Dataset(IterableDataset):
@@ -66,7 +65,9 @@ class Dataset(IterableDataset):
     the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
     all this process's DataLoader workers (they send them through a queue that
     workers started by fork, spawn or forkserver can all use, whatever
-    ``multiprocessing_context`` the DataLoader is given).
+    ``multiprocessing_context`` the DataLoader is given, and that starts no
+    thread in the worker: a thread started in a forked child can hang for good
+    when the parent had threads of its own at the fork).
     """
 
     def __init__(self, data_type: str, data_list_file: str,
@@ -117,7 +118,7 @@ class Dataset(IterableDataset):
         self.stats: Optional[PipelineStats] = None
         # a fork-context queue cannot be handed to a spawned or forkserver worker;
         # a spawn-context one can, and a forked worker simply inherits it
-        self._summaries = multiprocessing.get_context("spawn").Queue()
+        self._summaries = multiprocessing.get_context("spawn").SimpleQueue()
         self._local_summary: Optional[SkipSummary] = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -127,9 +128,8 @@ class Dataset(IterableDataset):
         self.epoch = epoch
         self.rank, self.world_size = process_rank()
         # counts nobody collected must not pile up in the queue's pipe
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._summaries.get(timeout=0)
+        while not self._summaries.empty():
+            self._summaries.get()
 
     def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
         """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: by queue)."""
@@ -156,11 +156,12 @@ class Dataset(IterableDataset):
         while expected is None or len(received) < expected:
             # no waiting for workers when the iteration ran in this process
             ran_here = expected is None and self._local_summary is not None
-            wait = 0.0 if ran_here else deadline - time.monotonic()
-            try:
-                epoch, worker_id, num_workers, data = self._summaries.get(timeout=max(0.0, wait))
-            except queue.Empty:
-                break
+            if self._summaries.empty():
+                if ran_here or time.monotonic() >= deadline:
+                    break
+                time.sleep(_SUMMARY_POLL_S)
+                continue
+            epoch, worker_id, num_workers, data = self._summaries.get()
             if epoch == self.epoch:
                 received[worker_id] = SkipSummary.from_dict(data)
                 expected = num_workers
