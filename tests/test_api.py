@@ -350,6 +350,20 @@ def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, s
     assert np.abs(unfilled - filled).max() > 1e-3   # ten times the tolerance above
 
 
+@pytest.mark.gpu
+@needs_onnx
+def test_a_model_loaded_on_cuda_exports_and_stays_on_cuda(xvec, tmp_path, speech):
+    from wespeaker_py.api.exporting import export_waveform_graph
+    _, folder, _ = xvec
+    model = wespeaker_py.load_model(folder, device="cuda")
+    before = model.embed(speech[0])
+    [path] = export_waveform_graph(model, str(tmp_path / "model.onnx"))
+    assert next(model.backend.embedder.model.parameters()).is_cuda
+    np.testing.assert_allclose(model.embed(speech[0]), before, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(wespeaker_py.load_model(path).embed(speech[0]), before,
+                               rtol=1e-3, atol=1e-3)
+
+
 @needs_onnx
 def test_an_export_with_a_band_fill_that_does_not_fit_writes_nothing(xvec, tmp_path):
     from wespeaker_py.api.exporting import export_waveform_graph
