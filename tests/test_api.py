@@ -326,6 +326,8 @@ def test_onnx_graph_takes_the_models_band_fill_and_files_along(xvec, tmp_path, s
         assert (out / f"model.{name}").read_text() == f"stands for {name}"
     graph = wespeaker_py.load_model(path)
     np.testing.assert_array_equal(graph.mean_vec, model.mean_vec)
+    assert graph.backend.describe()["band_fill_input"] is True
+    assert list(graph.band_fills()) == [8000]
 
     wide, _ = sf.read(speech[0], dtype="float32")
     narrow = soxr.resample(wide, 16000, 8000)

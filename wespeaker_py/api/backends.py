@@ -107,4 +107,5 @@ class OnnxBackend:
 
     def describe(self) -> Dict[str, Any]:
         return dict(self.info, engine="onnxruntime (CPU)",
-                    min_seconds=round(self.min_seconds, 3))
+                    min_seconds=round(self.min_seconds, 3),
+                    band_fill_input=self.takes_band_fills)
