@@ -11,7 +11,6 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
-import multiprocessing
 import time
 from typing import AbstractSet, Any, Dict, Iterator, Mapping, Optional, Union
 
@@ -29,6 +28,7 @@ from wespeaker_py.dataset.processors import (ChunkSettings, augmented, shuffle_b
                                              training_chunks, whole_utterances, with_labels)
 from wespeaker_py.dataset.shards import iter_shard
 from wespeaker_py.dataset.stats import PipelineStats, SkipSummary
+from wespeaker_py.dataset.worker_reports import WorkerReports
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -63,11 +63,9 @@ class Dataset(IterableDataset):
 
     Skips and repairs are counted once per key and epoch in each worker; after
     the epoch's iterator is closed, :meth:`epoch_summary` merges the counts of
-    all this process's DataLoader workers (they send them through a queue that
-    workers started by fork, spawn or forkserver can all use, whatever
-    ``multiprocessing_context`` the DataLoader is given, and that starts no
-    thread in the worker: a thread started in a forked child can hang for good
-    when the parent had threads of its own at the fork).
+    all this process's DataLoader workers, whatever ``multiprocessing_context``
+    the DataLoader is given (they leave them as files:
+    :mod:`~wespeaker_py.dataset.worker_reports`).
     """
 
     def __init__(self, data_type: str, data_list_file: str,
@@ -116,9 +114,7 @@ class Dataset(IterableDataset):
         if not whole_utt and config.aug_prob > 0 and (reverb_data or noise_data):
             self.augmenter = Augmenter(reverb_data, noise_data, config.resample_rate)
         self.stats: Optional[PipelineStats] = None
-        # a fork-context queue cannot be handed to a spawned or forkserver worker;
-        # a spawn-context one can, and a forked worker simply inherits it
-        self._summaries = multiprocessing.get_context("spawn").SimpleQueue()
+        self._reports = WorkerReports()
         self._local_summary: Optional[SkipSummary] = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -127,19 +123,17 @@ class Dataset(IterableDataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
         self.rank, self.world_size = process_rank()
-        # counts nobody collected must not pile up in the queue's pipe
-        while not self._summaries.empty():
-            self._summaries.get()
+        self._reports.clear()   # counts of epochs nobody asked about
 
     def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
-        """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: by queue)."""
+        """Hand this iteration's counts to :meth:`epoch_summary` (from a worker: as a file)."""
         stats.log_summary()
         summary = stats.summary()
         if torch.utils.data.get_worker_info() is None:
             self._local_summary = summary
         else:
-            self._summaries.put((stats.epoch, place.worker_id, place.num_workers,
-                                 summary.to_dict()))
+            self._reports.put(stats.epoch, place.worker_id, place.num_workers,
+                              summary.to_dict())
 
     def epoch_summary(self, timeout: float = 10.0) -> SkipSummary:
         """The current epoch's skips and repairs, merged over this process's workers.
@@ -151,21 +145,20 @@ class Dataset(IterableDataset):
         :meth:`SkipSummary.to_dict` between them.
         """
         received: Dict[int, SkipSummary] = {}
-        expected = None
+        expected = 0
         deadline = time.monotonic() + timeout
-        while expected is None or len(received) < expected:
+        while True:
+            reports, num_workers = self._reports.take(self.epoch)
+            received.update((worker, SkipSummary.from_dict(counts))
+                            for worker, counts in reports.items())
+            expected = num_workers or expected
             # no waiting for workers when the iteration ran in this process
-            ran_here = expected is None and self._local_summary is not None
-            if self._summaries.empty():
-                if ran_here or time.monotonic() >= deadline:
-                    break
-                time.sleep(_SUMMARY_POLL_S)
-                continue
-            epoch, worker_id, num_workers, data = self._summaries.get()
-            if epoch == self.epoch:
-                received[worker_id] = SkipSummary.from_dict(data)
-                expected = num_workers
-        if expected is not None and len(received) < expected:
+            ran_here = not expected and self._local_summary is not None
+            all_in = bool(expected) and len(received) >= expected
+            if all_in or ran_here or time.monotonic() >= deadline:
+                break
+            time.sleep(_SUMMARY_POLL_S)
+        if expected and len(received) < expected:
             logger.warning("epoch %d: %d of %d dataloader workers reported their skip counts",
                            self.epoch, len(received), expected)
         summaries = list(received.values())

@@ -1,0 +1,52 @@
+"""Dataloader workers' epoch counts left as files: taken once, cleared, never blocking."""
+import gc
+import os
+
+from torch.utils.data import DataLoader
+
+from dataset_helpers import random_int16, training_args, write_audio, write_raw_list_file
+from wespeaker_py.dataset import Dataset, collate_train
+from wespeaker_py.dataset.worker_reports import WorkerReports
+
+
+def test_reports_are_taken_once_per_epoch_and_cleared():
+    reports = WorkerReports()
+    reports.put(3, 0, 2, {"samples": 5})
+    reports.put(3, 1, 2, {"samples": 7})
+    reports.put(4, 0, 2, {"samples": 1})
+    assert reports.take(3) == ({0: {"samples": 5}, 1: {"samples": 7}}, 2)
+    assert reports.take(3) == ({}, 0)
+    reports.clear()
+    assert reports.take(4) == ({}, 0)
+
+
+def test_the_folder_goes_with_its_owner_not_with_a_forked_copy():
+    reports = WorkerReports()
+    folder = reports.folder
+    pid = os.fork()
+    if pid == 0:   # a worker's copy going away must leave the folder
+        del reports
+        gc.collect()
+        os._exit(0 if os.path.isdir(folder) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and os.path.isdir(folder)
+    del reports
+    gc.collect()
+    assert not os.path.exists(folder)
+
+
+def test_epochs_nobody_asks_about_do_not_pile_up(tmp_path):
+    rows = [{"key": f"ok{i}", "wav": write_audio(str(tmp_path / f"ok{i}.wav"),
+                                                 random_int16(40000, seed=i)), "spk": "s"}
+            for i in range(4)]
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), rows)
+    dataset = Dataset("raw", raw, training_args(sample_num_per_epoch=8), {"s": 0})
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_train)
+    for epoch in (1, 2, 3):   # a loop that never calls epoch_summary
+        dataset.set_epoch(epoch)
+        assert sum(len(batch["keys"]) for batch in loader) == 8
+        # only this epoch's reports wait: set_epoch removed the earlier ones
+        waiting = sorted(os.listdir(dataset._reports.folder))
+        assert waiting == [f"{epoch}_0.json", f"{epoch}_1.json"]
+    assert dataset.epoch_summary().samples == 8
+    assert os.listdir(dataset._reports.folder) == []
