@@ -1,6 +1,8 @@
 """Dataloader workers' epoch counts left as files: taken once, cleared, never blocking."""
 import gc
 import os
+import signal
+import tempfile
 
 from torch.utils.data import DataLoader
 
@@ -33,6 +35,20 @@ def test_the_folder_goes_with_its_owner_not_with_a_forked_copy():
     del reports
     gc.collect()
     assert not os.path.exists(folder)
+
+
+def test_the_folder_of_a_killed_process_goes_with_the_next_one_made():
+    pid = os.fork()
+    if pid == 0:
+        reports = WorkerReports()   # noqa: F841 -- alive until the kill
+        os.kill(os.getpid(), signal.SIGKILL)   # no finalizer runs
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+    left = [name for name in os.listdir(tempfile.gettempdir())
+            if name.startswith(".tmp_wespeaker_py_worker_counts.") and f"-{pid}." in name]
+    assert len(left) == 1
+    WorkerReports()
+    assert not os.path.exists(os.path.join(tempfile.gettempdir(), left[0]))
 
 
 def test_epochs_nobody_asks_about_do_not_pile_up(tmp_path):

@@ -10,7 +10,9 @@ Each worker writes one small JSON file per epoch into a private temporary folder
 * workers started by fork, spawn or forkserver all reach the folder by its path.
 
 The folder belongs to the process that made it, which removes it when the object is
-garbage-collected or the process exits; copies in workers never remove it.
+garbage-collected or the process exits; copies in workers never remove it. It is named
+as the package's temporary files are (:func:`~wespeaker_py.utils.file_utils.temp_name_for`),
+so that the folder of a killed process is removed by the next one made on the machine.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ import tempfile
 import weakref
 from typing import Any, Dict, Tuple
 
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.file_utils import atomic_open, remove_stale_temp_files, temp_name_for
 
-_PREFIX = "wespeaker_py_counts_"
+_NAME = "wespeaker_py_worker_counts"
 
 
 def _remove_folder(folder: str, owner: int) -> None:
@@ -36,7 +38,10 @@ class WorkerReports:
     """One ``{epoch}_{worker}.json`` per worker and epoch in a private temporary folder."""
 
     def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix=_PREFIX)
+        base = tempfile.gettempdir()
+        remove_stale_temp_files(base)   # the folders of processes killed before
+        self.folder = temp_name_for(os.path.join(base, _NAME))
+        os.mkdir(self.folder, 0o700)
         weakref.finalize(self, _remove_folder, self.folder, os.getpid())
 
     def put(self, epoch: int, worker_id: int, num_workers: int, counts: Dict[str, Any]) -> None:
