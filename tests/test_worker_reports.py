@@ -22,14 +22,39 @@ def test_reports_are_taken_once_per_epoch_and_cleared():
     assert reports.take(4) == ({}, 0)
 
 
+def test_a_temporary_directory_with_wildcard_characters_is_taken_as_named(
+        tmp_path, monkeypatch):
+    odd = tmp_path / "job[12]*"
+    odd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))
+    reports = WorkerReports()
+    assert reports.folder.startswith(str(odd))
+    reports.put(1, 0, 1, {"samples": 2})
+    assert reports.take(1) == ({0: {"samples": 2}}, 1)
+
+
+def test_no_folder_to_be_had_is_said_and_costs_only_the_counts(tmp_path, monkeypatch, caplog):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    reports = WorkerReports()
+    assert reports.folder is None
+    assert "dataloader workers cannot report their skip counts" in caplog.text
+    reports.put(1, 0, 1, {"samples": 2})
+    assert reports.take(1) == ({}, 0)
+
+
 def test_the_folder_goes_with_its_owner_not_with_a_forked_copy():
     reports = WorkerReports()
     folder = reports.folder
     pid = os.fork()
     if pid == 0:   # a worker's copy going away must leave the folder
-        del reports
-        gc.collect()
-        os._exit(0 if os.path.isdir(folder) else 1)
+        try:
+            del reports
+            gc.collect()
+            os._exit(0 if os.path.isdir(folder) else 1)
+        finally:
+            os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0 and os.path.isdir(folder)
     del reports
@@ -40,8 +65,11 @@ def test_the_folder_goes_with_its_owner_not_with_a_forked_copy():
 def test_the_folder_of_a_killed_process_goes_with_the_next_one_made():
     pid = os.fork()
     if pid == 0:
-        reports = WorkerReports()   # noqa: F841 -- alive until the kill
-        os.kill(os.getpid(), signal.SIGKILL)   # no finalizer runs
+        try:
+            reports = WorkerReports()   # noqa: F841 -- alive until the kill
+            os.kill(os.getpid(), signal.SIGKILL)   # no finalizer runs
+        finally:
+            os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
     left = [name for name in os.listdir(tempfile.gettempdir())

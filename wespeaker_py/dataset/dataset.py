@@ -11,6 +11,7 @@ augmentation, and the list order is kept within each worker.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import AbstractSet, Any, Dict, Iterator, Mapping, Optional, Union
 
@@ -123,6 +124,11 @@ class Dataset(IterableDataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
         self.rank, self.world_size = process_rank()
+        self._local_summary = None
+        if self._reports.owner != os.getpid() and torch.utils.data.get_worker_info() is None:
+            # a copy of the dataset in another main process (a rank given it by fork or
+            # spawn) gets a folder of its own, or the ranks would take each other's counts
+            self._reports = WorkerReports()
         self._reports.clear()   # counts of epochs nobody asked about
 
     def _report(self, stats: PipelineStats, place: WorkerPlace) -> None:
@@ -161,6 +167,13 @@ class Dataset(IterableDataset):
         if expected and len(received) < expected:
             logger.warning("epoch %d: %d of %d dataloader workers reported their skip counts",
                            self.epoch, len(received), expected)
+        elif not expected and self._local_summary is None:
+            other = self._reports.waiting_epochs()
+            logger.warning("epoch %d: no dataloader worker reported its skip counts within "
+                           "%g s%s", self.epoch, timeout,
+                           f" (counts of epoch(s) {other} wait: workers kept from an earlier "
+                           f"epoch, as with persistent_workers, do not see set_epoch)"
+                           if other else "")
         summaries = list(received.values())
         if not summaries and self._local_summary is not None:
             summaries = [self._local_summary]

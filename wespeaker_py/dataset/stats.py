@@ -54,7 +54,7 @@ class SkipSummary:
     Each (rank, worker) reads a disjoint part of the list in an epoch and counts
     each of its keys at most once, so merged counts are counts of distinct keys.
     :meth:`to_dict` / :meth:`from_dict` give a JSON-able form to send between
-    processes (``torch.distributed.all_gather_object`` or a queue).
+    processes (``torch.distributed.all_gather_object``, or a dataloader worker's report file).
     """
 
     samples: int = 0
