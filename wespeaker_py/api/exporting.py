@@ -87,16 +87,15 @@ def companions(model) -> Dict[str, Callable[[str], None]]:
     """What goes beside a waveform graph of ``model``, by name, each with a function that
     writes it to a path: the mean vector, the calibration and window LDAs
     (:meth:`~wespeaker_py.api.SpeakerModel.companion_files`) and the band fills it uses
-    (:meth:`~wespeaker_py.api.SpeakerModel.band_fills`; a fill is only taken by an fbank
-    graph)."""
+    (:meth:`~wespeaker_py.api.SpeakerModel.band_fills`: none for a front-end that takes
+    none)."""
     items: Dict[str, Callable[[str], None]] = {}
     if model.mean_vec is not None:
         items[MEAN_NAME] = functools.partial(np.save, arr=model.mean_vec)
     for name, source in model.companion_files().items():
         items[name] = functools.partial(shutil.copyfile, source)
-    if model.backend.takes_band_fills:
-        for rate, fill in model.band_fills().items():
-            items[band_fill_name(rate)] = fill.save
+    for rate, fill in model.band_fills().items():
+        items[band_fill_name(rate)] = fill.save
     return items
 
 

@@ -705,9 +705,7 @@ class SpeakerModel:
     def _applied_fill(self, heard_rate: int) -> str:
         """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
         without reading the files again: the one the last embeddings went through."""
-        if not heard_rate or not self.backend.takes_band_fills:
-            return ""
-        fill = self.backend.band_fill_for(heard_rate)
+        fill = self.backend.band_fill_for(heard_rate) if heard_rate else None
         return "" if fill is None else fill.digest
 
     def _heard_fills(self, heard_rates: Iterable[int]) -> Dict[int, str]:
