@@ -461,7 +461,7 @@ def test_mini_recipe_stages_leave_their_outputs(mini_run):
                  "test_plda_result"):
         assert "EER" in open(scores / name).read(), name
     assert (exp / "embeddings" / "backend" / "spk_xvector.scp").is_file()
-    assert (scores / "calibration" / "calibration_model.pt").is_file()
+    assert (scores / "calibration" / f"{NORM}_backend_cali.kaldi.model.pt").is_file()
     assert (exp / "plda").is_file()
     assert os.path.getsize(exp / f"det_{TRIALS}.png") > 0  # stage 11
     assert os.path.getsize(exp / f"hist_{TRIALS}.png") > 0

@@ -5,6 +5,7 @@ score_norm.sh, score_calibration.sh, score_plda.sh), with paths swapped.
 """
 import importlib.util
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -225,3 +226,55 @@ def test_wav2dur_tool(tmp_path, capsys):
     load_tool("wav2dur").main([str(tmp_path / "wav.scp"), str(tmp_path / "utt2dur")])
     assert (tmp_path / "utt2dur").read_text() == "a 1.5000\n"
     assert "process 1 utts" in capsys.readouterr().out
+
+
+def _recipe_scoring(root, script, *args):
+    """Run a shared scoring stage script of the recipes (``tools/recipe/``) in ``root``."""
+    if not os.path.exists(f"{root}/tools"):
+        os.symlink(os.path.join(REPO, "tools"), f"{root}/tools")
+        os.symlink(os.path.join(REPO, "examples", "voxceleb", "v2", "path.sh"), f"{root}/path.sh")
+    result = subprocess.run(["bash", f"tools/recipe/{script}", "--exp_dir", "exp",
+                             "--trials", "vox1_O.kaldi", *args], cwd=root,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def test_recipe_scoring_remakes_outputs_of_other_settings(world):
+    """An output whose name does not say every option behind it (the mean's set, the PLDA's
+    EM iterations, the score normalisation a calibration model learnt on) is made again
+    when the option changes, and one made with the options asked for is kept."""
+    root, _ = world
+    scores = f"{root}/exp/scores"
+    cosine = f"{scores}/vox1_O.kaldi.score"
+    _recipe_scoring(root, "score.sh", "--stage", "1", "--stop_stage", "1")
+    mean_of_train = _read(cosine)
+    _recipe_scoring(root, "score.sh", "--stage", "1", "--stop_stage", "1", "--train_set", "vox1")
+    assert _read(cosine) != mean_of_train
+    _recipe_scoring(root, "score.sh", "--stage", "1", "--stop_stage", "1")
+    assert _read(cosine) == mean_of_train
+
+    def calibrate(top_n):
+        for script, last in (("score_norm.sh", "2"), ("score_calibration.sh", "4")):
+            printed = _recipe_scoring(root, script, "--stage", "1", "--stop_stage", last,
+                                      "--top_n", top_n)
+        return printed, _read(f"{scores}/cali_vox2_dev_asnorm{top_n}_vox1_O.kaldi.score")
+
+    _, first = calibrate("3")
+    calibrate("10")
+    printed, again = calibrate("3")
+    assert again == first
+    assert "the calibration model is up to date" in printed
+    assert "calibrated scores are up to date" in printed
+
+    plda = f"{root}/exp/plda"
+    _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "1", "--iter", "1")
+    one_iteration = open(plda, "rb").read()
+    printed = _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "1")
+    assert "the PLDA model is up to date" not in printed
+    assert open(plda, "rb").read() != one_iteration

@@ -17,6 +17,25 @@ up_to_date() {
   return 0
 }
 
+# made_with OUT SETTINGS: true when OUT was made with SETTINGS, as record_settings
+# noted beside it (OUT.settings). For outputs whose name does not carry every option
+# that shapes them: without it a newer output of other options passes up_to_date.
+# A note of other settings is removed, so an OUT remade but cut short before its
+# record_settings is never taken for one of the settings it replaced.
+made_with() {
+  if [ -f "$1.settings" ] && [ "$(cat "$1.settings")" == "$2" ]; then
+    return 0
+  fi
+  rm -f "$1.settings"
+  return 1
+}
+
+# record_settings OUT SETTINGS: note that OUT was just made with SETTINGS.
+record_settings() {
+  printf '%s\n' "$2" > "$1.settings.tmp"
+  mv -f "$1.settings.tmp" "$1.settings"
+}
+
 # latest_epoch DIR: the largest N of DIR/model_N.pt (empty when there is none).
 latest_epoch() {
   [ -d "$1" ] || return 0

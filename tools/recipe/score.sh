@@ -26,13 +26,15 @@ trials_dir=${data}/${eval_set}/trials
 scores_dir=${exp_dir}/scores
 eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
 train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
+settings="train_set=${train_set} eval_set=${eval_set}"
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "apply cosine scoring ..."
   mkdir -p "${scores_dir}"
   todo=""
   for x in ${trials}; do
-    if up_to_date "${scores_dir}/${x}.score" "${eval_scp}" "${train_scp}" "${trials_dir}/${x}"; then
+    if up_to_date "${scores_dir}/${x}.score" "${eval_scp}" "${train_scp}" "${trials_dir}/${x}" \
+        && made_with "${scores_dir}/${x}.score" "${settings}"; then
       echo "${x}: scores are up to date"
     else
       todo="${todo} ${trials_dir}/${x}"
@@ -46,6 +48,9 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
       --max_missing_fraction "${max_missing_fraction}" \
       ${todo}
+    for x in ${todo}; do
+      record_settings "${scores_dir}/$(basename "${x}").score" "${settings}"
+    done
   fi
 fi
 

@@ -55,7 +55,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --trial_path "${trials_dir}/${calibration_trial}"
   fi
   cali_score=${scores_dir}/${calibration_trial}.score
-  if up_to_date "${cali_score}" "${train_scp}" "${trials_dir}/${calibration_trial}"; then
+  if up_to_date "${cali_score}" "${train_scp}" "${trials_dir}/${calibration_trial}" \
+      && made_with "${cali_score}" "train_set=${train_set}"; then
     echo "${calibration_trial}: scores are up to date"
   else
     python -m wespeaker_py.bin.score \
@@ -65,9 +66,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
       --max_missing_fraction "${max_missing_fraction}" \
       "${trials_dir}/${calibration_trial}"
+    record_settings "${cali_score}" "train_set=${train_set}"
   fi
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
-  if up_to_date "${cali_norm}" "${cali_score}" "${cohort_scp}"; then
+  if up_to_date "${cali_norm}" "${cali_score}" "${cohort_scp}" \
+      && made_with "${cali_norm}" "train_set=${train_set}"; then
     echo "${calibration_trial}: normalised scores are up to date"
   else
     python -m wespeaker_py.bin.score_norm \
@@ -79,6 +82,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --eval_emb_scp "${train_scp}" \
       --mean_vec_path "${exp_dir}/embeddings/${train_set}/mean_vec.npy" \
       --max_missing_fraction "${max_missing_fraction}"
+    record_settings "${cali_norm}" "train_set=${train_set}"
   fi
 fi
 
@@ -105,7 +109,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   done
 fi
 
-cali_model=${cali_dir}/calibration_model.pt
+# one model per score normalisation and calibration trial list, as its factors
+cali_model=${cali_dir}/${output_name}_${calibration_trial}.model.pt
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Train calibration model"
   cali_factors=${cali_dir}/${output_name}_${calibration_trial}.calibration

@@ -48,7 +48,9 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute norm score"
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score
-    if up_to_date "${out}" "${scores_dir}/${x}.score" "${cohort_dir}/spk_xvector.scp" "${exp_dir}/embeddings/${train_set}/xvector.scp"; then
+    settings="train_set=${train_set} eval_set=${eval_set}"
+    if up_to_date "${out}" "${scores_dir}/${x}.score" "${cohort_dir}/spk_xvector.scp" \
+        "${exp_dir}/embeddings/${train_set}/xvector.scp" && made_with "${out}" "${settings}"; then
       echo "${x}: normalised scores are up to date"
       continue
     fi
@@ -61,6 +63,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
       --eval_emb_scp "${eval_scp}" \
       --mean_vec_path "${mean_vec}" \
       --max_missing_fraction "${max_missing_fraction}"
+    record_settings "${out}" "${settings}"
   done
 fi
 

@@ -30,7 +30,9 @@ scores_dir=${exp_dir}/scores
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
-  if up_to_date "${exp_dir}/plda" "${train_scp}" "${data}/${train_set}/utt2spk"; then
+  plda_settings="train_set=${train_set} iter=${iter}"
+  if up_to_date "${exp_dir}/plda" "${train_scp}" "${data}/${train_set}/utt2spk" \
+      && made_with "${exp_dir}/plda" "${plda_settings}"; then
     echo "the PLDA model is up to date"
   else
     python -m wespeaker_py.bin.train_plda \
@@ -39,6 +41,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --utt2spk "${data}/${train_set}/utt2spk" \
       ${indim:+--indim ${indim}} \
       --iter "${iter}"
+    record_settings "${exp_dir}/plda" "${plda_settings}"
     echo "plda training finished"
   fi
 fi
@@ -48,7 +51,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   mkdir -p "${scores_dir}"
   for x in ${trials}; do
     out=${scores_dir}/${x}.pldascore
-    if up_to_date "${out}" "${exp_dir}/plda" "${eval_scp}" "${trials_dir}/${x}"; then
+    if up_to_date "${out}" "${exp_dir}/plda" "${eval_scp}" "${trials_dir}/${x}" \
+        && made_with "${out}" "eval_set=${eval_set}"; then
       echo "${x}: PLDA scores are up to date"
       continue
     fi
@@ -62,6 +66,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
       --score_path "${out}" \
       --model_path "${exp_dir}/plda" \
       --max_missing_fraction "${max_missing_fraction}"
+    record_settings "${out}" "eval_set=${eval_set}"
   done
 fi
 
