@@ -38,6 +38,28 @@ def test_energy_vad_finds_generated_speech_between_silences():
     assert abs(s2 - 4.5) < 0.06 and abs(e2 - 5.5) < 0.06
 
 
+def test_energy_vad_takes_the_region_durations_and_refuses_a_probability_threshold():
+    from wespeaker_py.diarization.options import ClusteringOptionError, DiarizationOptions
+    from wespeaker_py.diarization.vad import build_vad
+
+    rng = np.random.default_rng(0)
+    quiet = lambda s: (1e-4 * rng.standard_normal(int(s * SR))).astype(np.float32)
+    audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
+                            speech_like(1.0, rng), quiet(0.5)])
+
+    def regions(**settings):
+        options = DiarizationOptions.from_settings(vad="energy", **settings)
+        return build_vad(options.vad, options.region_rules())(audio, SR)
+
+    assert len(regions()) == 2
+    (start, end), = regions(min_silence=2.0)            # the 1.5 s pause bridged
+    assert abs(start - 1.0) < 0.06 and abs(end - 5.5) < 0.06
+    (start, end), = regions(min_speech=1.5)             # the 1 s burst dropped
+    assert abs(start - 1.0) < 0.06 and abs(end - 3.0) < 0.06
+    with pytest.raises(ClusteringOptionError, match="vad_threshold.*energy VAD takes none"):
+        DiarizationOptions.from_settings(vad="energy", vad_threshold=0.8)
+
+
 def test_energy_vad_finds_nothing_in_silence_or_faint_noise():
     rng = np.random.default_rng(1)
     assert EnergyVAD()(np.zeros(3 * SR, dtype=np.float32), SR) == []

@@ -41,6 +41,7 @@ from wespeaker_py.diarization.options import (DEFAULT_METHOD, ClusterOptions,
 from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
 from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster
 
+
 @dataclass
 class Clustering:
     """Labels ``0..k-1`` (by first appearance), and the count before it was capped."""
@@ -95,13 +96,22 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
             refined = merge_close_clusters(embeddings, refined, options.merge_threshold)
         if len(np.unique(refined)) >= min(min_speakers, count):
             labels = refined
-        if len(np.unique(labels)) > max_speakers:
-            labels = merge_close_clusters(embeddings, labels, np.inf, max_speakers)
-        if len(np.unique(labels)) < min(min_speakers, count):
-            labels = spectral_cluster(embeddings, min(min_speakers, count),
-                                      seed=options.seed).labels
+        labels = _count_within(embeddings, labels, min_speakers, max_speakers, options.seed)
+    else:  # umap-hdbscan finds its own count: bring it to the one given
+        labels = _count_within(embeddings, labels, num_speakers, num_speakers, options.seed)
     return Clustering(relabel_by_first_appearance(labels), found,
                       num_speakers is None and found > max_speakers)
+
+
+def _count_within(embeddings: np.ndarray, labels: np.ndarray, low: int, high: int,
+                  seed: int) -> np.ndarray:
+    """``labels`` with at most ``high`` clusters (the closest merged) and at least ``low``
+    (or one per window; spectral clustering with that count otherwise)."""
+    if len(np.unique(labels)) > high:
+        labels = merge_close_clusters(embeddings, labels, np.inf, high)
+    if len(np.unique(labels)) < min(low, len(embeddings)):
+        labels = spectral_cluster(embeddings, min(low, len(embeddings)), seed=seed).labels
+    return labels
 
 
 def cluster(embeddings: np.ndarray, method: str = DEFAULT_METHOD,

@@ -163,6 +163,9 @@ class DiarizationOptions:
             if not valid:
                 raise ClusteringOptionError(f"{name} must be {wanted}, got "
                                             f"{getattr(self, name)!r}")
+        if self.vad == "energy" and self.vad_threshold != DiarizationOptions.vad_threshold:
+            raise ClusteringOptionError(f"vad_threshold ({self.vad_threshold:g}) is the Silero "
+                                        f"VAD's speech probability; the energy VAD takes none")
 
     def cluster_options(self) -> ClusterOptions:
         return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,

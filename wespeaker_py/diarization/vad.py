@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
@@ -171,10 +171,13 @@ class SileroVAD:
 def build_vad(name: str, rules: Optional[RegionRules] = None) -> VoiceActivityDetector:
     """``"silero"`` (default of the pipeline) or ``"energy"``; one shared instance per setting.
 
-    ``rules`` apply to Silero (the energy detector keeps its own).
+    ``rules`` apply to Silero; the energy detector takes their durations (its frames are
+    speech or not, so no probability thresholds).
     """
     if name == "silero":
         return SileroVAD(rules=rules or RegionRules())
     if name == "energy":
-        return EnergyVAD()
+        if rules is None:
+            return EnergyVAD()
+        return EnergyVAD(rules=replace(rules, threshold=0.5, offset_threshold=0.5))
     raise ValueError(f"unknown VAD {name!r}; choose from {', '.join(VAD_NAMES)}")
