@@ -20,7 +20,7 @@ from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, TooFewTrialsErro
 from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.runtime.identity import ModelMismatchError, short_identity
+from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest, short_identity
 from wespeaker_py.utils.file_utils import OutputNotWritableError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,6 +189,47 @@ def test_files_without_an_identity_warn_once_and_are_used(models, speech, tmp_pa
     # the next enrolment records the identity
     model.enroll("bob", speech[1], gallery=gallery)
     assert str(np.load(gallery)["identity"]) == model.identity
+
+
+def test_a_gallery_or_calibration_made_with_another_mean_vector_is_an_error_unless_forced(
+        models, speech, tmp_path, caplog):
+    first, _ = models
+    plain = load(first)
+    mean_path = str(tmp_path / "mean_vec.npy")
+    np.save(mean_path, np.linspace(-1, 1, plain.embed_dim, dtype=np.float32))
+    centred = load(first, mean_vec=mean_path)
+    assert centred.identity == plain.identity        # the weights are the same
+    digest = mean_vec_digest(centred.mean_vec)
+    assert digest == mean_vec_digest(np.load(mean_path).astype(np.float64)) != ""
+
+    gallery = str(tmp_path / "speakers.npz")
+    plain.enroll("alice", speech[0], gallery=gallery)
+    assert str(np.load(gallery)["mean_vec"]) == ""
+    with pytest.raises(ModelMismatchError, match=(
+            rf"{gallery}: this gallery was made without a mean vector, and the model in use "
+            rf"scores with mean vector {short_identity(digest)} subtracted.*--force")):
+        centred.identify(speech[1], gallery=gallery)
+    with pytest.raises(ModelMismatchError):
+        centred.enroll("bob", speech[1], gallery=gallery)
+    with caplog.at_level(logging.WARNING):
+        assert centred.identify(speech[1], gallery=gallery, force=True)[0][0] == "alice"
+    assert any("used anyway" in record.getMessage() for record in caplog.records)
+
+    centred_gallery = str(tmp_path / "centred.npz")
+    centred.enroll("alice", speech[0], gallery=centred_gallery)
+    assert str(np.load(centred_gallery)["mean_vec"]) == digest
+    assert centred.identify(speech[1], gallery=centred_gallery)[0][0] == "alice"
+    with pytest.raises(ModelMismatchError, match="scores without a mean vector"):
+        plain.identify(speech[1], gallery=centred_gallery)
+
+    path = str(tmp_path / "calibration.json")
+    save_calibration(path, synthetic_calibration(plain.identity))
+    assert json.load(open(path))["mean_vec"] == ""
+    assert load(first, calibration=path).verify(speech[0], speech[1]).calibrated
+    with pytest.raises(ModelMismatchError, match="this calibration was made without a mean"):
+        load(first, calibration=path, mean_vec=mean_path).verify(speech[0], speech[1])
+    assert load(first, calibration=path, mean_vec=mean_path,
+                force=True).verify(speech[0], speech[1]).calibrated
 
 
 def write_trials(tmp_path, speech, labels):

@@ -10,7 +10,9 @@ whose scores it was fitted on (:mod:`wespeaker_py.runtime.identity`); a file
 without one (written by an older version) is used with a warning. When some of the
 trials' audio came below the model's rate, it also records those rates and the band
 fill each went through (:mod:`wespeaker_py.frontend.band_fill`), since scores made
-through another fill (or none) follow another distribution.
+through another fill (or none) follow another distribution, and the mean vector
+subtracted before each cosine (``mean_vec``: a digest, "" for none;
+:func:`~wespeaker_py.runtime.identity.mean_vec_digest`).
 
 A fit needs at least :data:`MIN_TRIALS_PER_CLASS` target and as many nontarget
 trials: with fewer, the EER and thresholds mean nothing (two trials give 0 %).
@@ -26,7 +28,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.runtime.identity import check_recorded_identity
+from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det
 from wespeaker_py.scoring.qmf import cllr, train_calibration
 from wespeaker_py.utils.file_utils import atomic_open
@@ -70,6 +72,8 @@ class Calibration:
     # rates below the model's that some of the trials' audio came at -> digest of the band
     # fill it went through ("": none)
     band_fills: Dict[int, str] = field(default_factory=dict)
+    # digest of the mean vector subtracted ("": none; None: a file older than the record)
+    mean_vec: Optional[str] = ""
 
     def llr(self, score: float) -> float:
         """Calibrated log-likelihood ratio (natural log) of a score."""
@@ -111,10 +115,11 @@ def _point(det: DetPoints, index: int) -> OperatingPoint:
 
 def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
                     model: str = "", identity: str = "",
-                    band_fills: Optional[Dict[int, str]] = None) -> Calibration:
+                    band_fills: Optional[Dict[int, str]] = None,
+                    mean_vec: str = "") -> Calibration:
     """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``
-    (at least :data:`MIN_TRIALS_PER_CLASS` of each label); ``band_fills``: see
-    :class:`Calibration`."""
+    (at least :data:`MIN_TRIALS_PER_CLASS` of each label); ``band_fills``, ``mean_vec``:
+    see :class:`Calibration`."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     check_trial_counts(int(labels.sum()), int((~labels).sum()), trials)
@@ -134,7 +139,7 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
                        operating_points={"eer": _point(det, eer_index),
                                          "fa1": _point(det, fa_index)},
                        trials=trials, model=model, identity=identity,
-                       band_fills=dict(band_fills or {}))
+                       band_fills=dict(band_fills or {}), mean_vec=mean_vec)
 
 
 def save_calibration(path: str, calibration: Calibration) -> None:
@@ -167,18 +172,22 @@ def load_calibration(path: str) -> Calibration:
                            model=str(payload.get("model", "")),
                            identity=str(payload.get("identity", "")),
                            band_fills={int(rate): str(digest) for rate, digest
-                                       in payload.get("band_fills", {}).items()})
+                                       in payload.get("band_fills", {}).items()},
+                           mean_vec=(None if payload.get("mean_vec") is None
+                                     else str(payload["mean_vec"])))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise WespeakerError(f"{path}: calibration file lacks or mistypes {error}") from None
 
 
-def read_optional_calibration(path: Optional[str], identity: str,
-                              force: bool = False) -> Optional[Calibration]:
-    """The calibration at ``path`` for the model of ``identity``, or None when there is no
-    such file. One fitted with another model is an error unless ``force`` (see
+def read_optional_calibration(path: Optional[str], identity: str, force: bool = False,
+                              mean_vec: str = "") -> Optional[Calibration]:
+    """The calibration at ``path`` for the model of ``identity`` subtracting the mean vector
+    of digest ``mean_vec``, or None when there is no such file. One fitted with another
+    model or mean vector is an error unless ``force`` (see
     :func:`~wespeaker_py.runtime.identity.check_recorded_identity`)."""
     if path is None or not os.path.exists(path):
         return None
     calibration = load_calibration(path)
     check_recorded_identity(path, "calibration", calibration.identity, identity, force)
+    check_recorded_mean(path, "calibration", calibration.mean_vec, mean_vec, force)
     return calibration

@@ -8,7 +8,9 @@ so an interrupted enrolment leaves the previous gallery intact. For each speaker
 enrolled from audio that came below the model's rate it also records that rate and
 the band fill that audio went through (``narrowband_*`` arrays; see
 :mod:`wespeaker_py.frontend.band_fill`), so that a fill learnt or replaced since is
-noticed rather than silently compared against.
+noticed rather than silently compared against, and the mean vector its embeddings had
+subtracted (``mean_vec``: a digest, "" for none;
+:func:`~wespeaker_py.runtime.identity.mean_vec_digest`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.runtime.identity import check_recorded_identity
+from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.file_utils import atomic_open
 
 REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
@@ -56,6 +58,8 @@ class Gallery:
     sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float64))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     identity: str = ""
+    # digest of the mean vector subtracted ("": none; None: a gallery older than the record)
+    mean_vec: Optional[str] = ""
     # speaker -> the rates below the model's that its recordings came at, and their fills
     narrowband: Dict[str, HeardFills] = field(default_factory=dict)
 
@@ -143,6 +147,7 @@ def save_gallery(path: str, gallery: Gallery) -> None:
     with atomic_open(path, "wb") as out:
         np.savez(out, model=np.array(gallery.model), names=np.array(gallery.names, dtype=str),
                  sums=gallery.sums, counts=gallery.counts, identity=np.array(gallery.identity),
+                 mean_vec=np.array(gallery.mean_vec or ""),
                  narrowband_names=np.array([name for name, _, _ in heard], dtype=str),
                  narrowband_rates=np.array([rate for _, rate, _ in heard], dtype=np.int64),
                  narrowband_fills=np.array([digest for _, _, digest in heard], dtype=str))
@@ -168,7 +173,9 @@ def read_gallery(path: str) -> Gallery:
                               sums=np.asarray(data["sums"], dtype=np.float64),
                               counts=np.asarray(data["counts"], dtype=np.int64),
                               identity=str(data["identity"]) if "identity" in data.files
-                              else "")
+                              else "",
+                              mean_vec=str(data["mean_vec"]) if "mean_vec" in data.files
+                              else None)
             present = [name for name in NARROWBAND_ARRAYS if name in data.files]
             if present:   # galleries written before band fills have none of them
                 columns = [data[array] for array in NARROWBAND_ARRAYS]
@@ -185,19 +192,22 @@ def read_gallery(path: str) -> Gallery:
     return gallery
 
 
-def load_gallery(path: str, model: str, identity: str, force: bool = False) -> Gallery:
-    """The gallery at ``path`` for the model ``model`` (name/embedding size) of ``identity``;
-    an empty one when the file does not exist yet.
+def load_gallery(path: str, model: str, identity: str, force: bool = False,
+                 mean_vec: str = "") -> Gallery:
+    """The gallery at ``path`` for the model ``model`` (name/embedding size) of ``identity``
+    that subtracts the mean vector of digest ``mean_vec``; an empty one when the file does
+    not exist yet.
 
     A gallery of another model name or embedding size is an error; one made by a
-    model of another identity is an error unless ``force`` (then a warning); see
-    :func:`~wespeaker_py.runtime.identity.check_recorded_identity`.
+    model of another identity, or with another mean vector, is an error unless ``force``
+    (then a warning); see :func:`~wespeaker_py.runtime.identity.check_recorded_identity`.
     """
     if not os.path.exists(path):
-        return Gallery(model=model, identity=identity)
+        return Gallery(model=model, identity=identity, mean_vec=mean_vec)
     gallery = read_gallery(path)
     if gallery.model != model:
         raise GalleryFileError(f"{path} was enrolled with {gallery.model}, not {model}; "
                                f"use another gallery file")
     check_recorded_identity(path, "gallery", gallery.identity, identity, force)
+    check_recorded_mean(path, "gallery", gallery.mean_vec, mean_vec, force)
     return gallery

@@ -167,12 +167,13 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         backend, name = _torch_backend(*torch_model_files(path, config), device)
     companions = (os.path.join(path, "") if os.path.isdir(path)
                   else os.path.splitext(path)[0] + ".")
-    mean = _read_mean(mean_vec if mean_vec is not None else companions + MEAN_NAME)
+    mean_path = mean_vec if mean_vec is not None else companions + MEAN_NAME
+    mean = _read_mean(mean_path)
     if mean_vec is not None and mean is None:
         raise ModelSourceError(f"mean vector {mean_vec} does not exist")
     if mean is not None and mean.shape[0] != backend.embed_dim:
-        raise ModelSourceError(f"mean vector has {mean.shape[0]} values, the model's "
-                               f"embeddings {backend.embed_dim}")
+        raise ModelSourceError(f"mean vector {mean_path} has {mean.shape[0]} values, the "
+                               f"model's embeddings {backend.embed_dim}")
     return SpeakerModel(backend, name, os.path.abspath(path), mean,
                         calibration or companions + CALIBRATION_NAME, force=force,
                         window_lda_path=companions + WINDOW_LDA_NAME)

@@ -30,7 +30,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, descr
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
-from wespeaker_py.runtime.identity import ModelMismatchError
+from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest
 from wespeaker_py.utils.file_utils import (DataFormatError, files_named_by_rate, read_key_value,
                                           read_wav_scp, require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -308,7 +308,8 @@ class SpeakerModel:
         goes through now is an error unless :attr:`force` (then a warning)."""
         if not self._calibration_read:
             self._calibration = read_optional_calibration(self.calibration_path,
-                                                          self.identity, self.force)
+                                                          self.identity, self.force,
+                                                          self._mean_vec_digest())
             self._calibration_read, self._calibration_fills_checked = True, None
         if self._calibration is not None and self._calibration.band_fills:
             self._refresh_band_fills()
@@ -410,13 +411,18 @@ class SpeakerModel:
         calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
                                       trials=os.path.abspath(trials), model=self.name,
                                       identity=self.identity,
-                                      band_fills=self._heard_fills(rates))
+                                      band_fills=self._heard_fills(rates),
+                                      mean_vec=self._mean_vec_digest())
         save_calibration(target, calibration)
         if target == self.calibration_path:
             self._calibration, self._calibration_read = calibration, True
         return calibration
 
     # -- speaker gallery ---------------------------------------------------------------------
+
+    def _mean_vec_digest(self) -> str:
+        """What galleries and calibrations record of :attr:`mean_vec`."""
+        return mean_vec_digest(self.mean_vec)
 
     def _gallery_tag(self) -> str:
         return f"{self.name}/emb{self.embed_dim}"
@@ -435,7 +441,8 @@ class SpeakerModel:
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
+                                self._mean_vec_digest())
         speakers.check_enrollment(name, replace, append)
         if append:
             self._check_gallery_fills(gallery, speakers, force, only=name)
@@ -448,7 +455,7 @@ class SpeakerModel:
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
                  for rate, digests in fills.items()}
         speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
-        speakers.identity = self.identity
+        speakers.identity, speakers.mean_vec = self.identity, self._mean_vec_digest()
         save_gallery(gallery, speakers)
         return len(speakers.names)
 
@@ -463,7 +470,8 @@ class SpeakerModel:
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force)
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
+                                self._mean_vec_digest())
         self._check_gallery_fills(gallery, speakers, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate, channel)), top_k)
 

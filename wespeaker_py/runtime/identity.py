@@ -26,8 +26,9 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterable, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -125,4 +126,36 @@ def check_recorded_identity(path: str, what: str, recorded: str, identity: str,
     if not force:
         raise ModelMismatchError(f"{message}; its results would be wrong. Use the model "
                                  f"that made it, or pass --force (force=True) to use it anyway")
+    logger.warning("%s; used anyway (--force)", message)
+
+
+def mean_vec_digest(mean_vec: Optional[np.ndarray]) -> str:
+    """What galleries and calibrations record of the mean vector subtracted before a cosine:
+    "" for none, else the SHA-256 (64 hex digits) of its float32 values."""
+    if mean_vec is None:
+        return ""
+    values = np.ascontiguousarray(mean_vec, dtype=np.float32).reshape(-1)
+    return hashlib.sha256(b"wespeaker_py mean vector\0" + values.tobytes()).hexdigest()
+
+
+def check_recorded_mean(path: str, what: str, recorded: Optional[str], current: str,
+                        force: bool = False) -> None:
+    """Check that the ``what`` file at ``path`` was made with the mean vector the model
+    subtracts now (digests of :func:`mean_vec_digest`; ``recorded`` None: a file written
+    before they were recorded, not checked). Another one (or none where there is one, or
+    the reverse) moves every cosine: :class:`ModelMismatchError` unless ``force``, which
+    makes it a warning."""
+    if recorded is None or recorded == current:
+        return
+
+    def subtracting(digest: str) -> str:
+        return (f"with mean vector {short_identity(digest)} subtracted" if digest
+                else "without a mean vector")
+
+    message = (f"{path}: this {what} was made {subtracting(recorded)}, and the model in use "
+               f"scores {subtracting(current)}")
+    if not force:
+        raise ModelMismatchError(f"{message}; every cosine moves with it. Make it again, or "
+                                 f"load the model with the mean vector it was made with, or "
+                                 f"pass --force (force=True) to use it anyway")
     logger.warning("%s; used anyway (--force)", message)
