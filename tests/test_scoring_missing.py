@@ -103,6 +103,32 @@ def _run(module, *args):
     return result.returncode, last, result.stderr
 
 
+def test_cohort_means_leave_out_utterances_without_embeddings(world, caplog):
+    from wespeaker_py.io.ark import load_embeddings
+    from wespeaker_py.scoring.embeddings import compute_speaker_means
+
+    root = world["root"]
+    table = load_embeddings(world["scp"])
+    spk2utt = root / "spk2utt"
+    spk2utt.write_text("".join(f"spk{s} " + " ".join(f"spk{s}-u{u}" for u in range(3)) + "\n"
+                               for s in range(4)) + "ghost spk1-u2\n")
+    with pytest.raises(MissingEmbeddingsError, match=(
+            r"spk2utt: 2 of 13 utterances have no embedding in .*xvector\.scp \(the first, "
+            r"line 2: 'spk1-u2'\); that is more than --max_missing_fraction 0 allows")):
+        compute_speaker_means(table, str(spk2utt))
+    with caplog.at_level("WARNING"):
+        speakers, means = compute_speaker_means(table, str(spk2utt), max_missing_fraction=0.2)
+    assert speakers == ["spk0", "spk1", "spk2", "spk3"]   # ghost has nothing left
+    np.testing.assert_allclose(means[1], table.matrix[[table.index["spk1-u0"],
+                                                       table.index["spk1-u1"]]].mean(axis=0),
+                               rtol=1e-6)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "speaker 'ghost' left out of the cohort" in logged
+    assert "their speakers' means are taken without them" in logged
+    with pytest.raises(MissingEmbeddingsError):
+        compute_speaker_means(table, str(spk2utt), max_missing_fraction=0.1)
+
+
 def test_command_line_errors_are_one_line(world, tmp_path):
     unlabelled = tmp_path / "unlabelled.score"
     unlabelled.write_text("a b 0.5\n")

@@ -20,8 +20,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--spk2utt", required=True, help="speaker -> utterances")
     parser.add_argument("--xvector_scp", required=True, help="utterance embeddings")
     parser.add_argument("--spk_xvector_ark", required=True, help="output ark (scp beside it)")
+    parser.add_argument("--max_missing_fraction", type=float, default=0.0,
+                        help="largest fraction of the utterances that may lack an embedding "
+                             "(extraction skipped them); they are left out of the means "
+                             "(default 0: any is an error)")
     args = parser.parse_args(argv)
-    write_speaker_means(args.spk2utt, args.xvector_scp, args.spk_xvector_ark)
+    write_speaker_means(args.spk2utt, args.xvector_scp, args.spk_xvector_ark,
+                        args.max_missing_fraction)
 
 
 if __name__ == "__main__":

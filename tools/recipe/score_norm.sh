@@ -40,7 +40,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     python tools/vector_mean.py \
       --spk2utt "${data}/${cohort_set}/spk2utt" \
       --xvector_scp "${cohort_dir}/xvector.scp" \
-      --spk_xvector_ark "${cohort_dir}/spk_xvector.ark"
+      --spk_xvector_ark "${cohort_dir}/spk_xvector.ark" \
+      --max_missing_fraction "${max_missing_fraction}"
   fi
 fi
 

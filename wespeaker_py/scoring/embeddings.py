@@ -10,7 +10,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings, write_embeddings
+from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_table
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 
 def compute_mean_vector(table: EmbeddingTable) -> np.ndarray:
@@ -52,31 +56,51 @@ def read_spk2utt(path: str) -> List[Tuple[int, str, List[str]]]:
     return entries
 
 
-def compute_speaker_means(table: EmbeddingTable, spk2utt_path: str
-                          ) -> Tuple[List[str], np.ndarray]:
+def compute_speaker_means(table: EmbeddingTable, spk2utt_path: str,
+                          max_missing_fraction: float = 0.0) -> Tuple[List[str], np.ndarray]:
     """Per-speaker mean embeddings (the ``spk_xvector`` cohort) in ``spk2utt`` order.
 
-    An utterance of ``spk2utt`` without an embedding is an error naming the line.
+    Utterances of ``spk2utt`` without an embedding (what extraction skipped) are left out
+    of their speaker's mean, and a speaker left with none out of the cohort, both logged;
+    more than ``max_missing_fraction`` of the utterances missing (by default any) raises
+    :class:`~wespeaker_py.scoring.trials.MissingEmbeddingsError` naming the first.
     """
+    if not 0.0 <= max_missing_fraction <= 1.0:
+        raise ValueError(f"max_missing_fraction must be in [0, 1], got {max_missing_fraction}")
     speakers: List[str] = []
     means = []
+    missing: List[Tuple[int, str]] = []
+    total = 0
     for line_no, speaker, utts in read_spk2utt(spk2utt_path):
-        rows = []
-        for utt in utts:
-            row = table.index.get(utt)
-            if row is None:
-                raise DataFormatError(spk2utt_path, line_no,
-                                      f"utterance {utt!r} has no embedding in {table.source}")
-            rows.append(row)
-        speakers.append(speaker)
-        means.append(table.matrix[rows].mean(axis=0, dtype=np.float64))
+        rows = [table.index[utt] for utt in utts if utt in table.index]
+        missing += [(line_no, utt) for utt in utts if utt not in table.index]
+        total += len(utts)
+        if rows:
+            speakers.append(speaker)
+            means.append(table.matrix[rows].mean(axis=0, dtype=np.float64))
+        else:
+            logger.warning("%s:%d: speaker %r left out of the cohort: none of its utterances "
+                           "has an embedding in %s", spk2utt_path, line_no, speaker,
+                           table.source)
+    if missing:
+        line_no, utt = missing[0]
+        described = (f"{spk2utt_path}: {len(missing)} of {total} utterances have no embedding "
+                     f"in {table.source} (the first, line {line_no}: {utt!r})")
+        if len(missing) > max_missing_fraction * total or not means:
+            raise MissingEmbeddingsError(
+                f"{described}; that is more than --max_missing_fraction "
+                f"{max_missing_fraction:g} allows, so nothing was written (extraction logs "
+                f"why these utterances were skipped)")
+        logger.warning("%s; their speakers' means are taken without them", described)
     matrix = np.stack(means).astype(np.float32) if means else \
         np.zeros((0, table.dim), dtype=np.float32)
     return speakers, matrix
 
 
-def write_speaker_means(spk2utt_path: str, xvector_scp: str, spk_xvector_ark: str) -> str:
-    """Average each speaker's embeddings into ``spk_xvector.ark`` + ``.scp``; return the scp."""
+def write_speaker_means(spk2utt_path: str, xvector_scp: str, spk_xvector_ark: str,
+                        max_missing_fraction: float = 0.0) -> str:
+    """Average each speaker's embeddings into ``spk_xvector.ark`` + ``.scp`` (see
+    :func:`compute_speaker_means`); return the scp."""
     table = load_embeddings(xvector_scp)
-    speakers, matrix = compute_speaker_means(table, spk2utt_path)
+    speakers, matrix = compute_speaker_means(table, spk2utt_path, max_missing_fraction)
     return write_embeddings(spk_xvector_ark, speakers, matrix)
