@@ -114,6 +114,43 @@ def test_overrides_are_typed_by_yaml_and_schema():
     assert config.optimizer_args["nesterov"] is True
 
 
+def test_float_keys_take_exponent_notation_yaml_reads_as_a_string(tmp_path):
+    """YAML 1.1 reads 1e-3 and 5.0e5 (no dot, or an unsigned exponent) as strings."""
+    text = open(RESNET34).read().replace("final_lr: 0.00005", "final_lr: 5e-5")
+    text = text.replace("weight_decay: 0.0001", "weight_decay: 1e-4")
+    assert "final_lr: 5e-5" in text and "weight_decay: 1e-4" in text
+    path = tmp_path / "exp_notation.yaml"
+    path.write_text(text)
+    assert read_yaml(str(path))["scheduler_args"]["final_lr"] == "5e-5"
+    config = load_config(str(path))
+    assert config.scheduler_args.final_lr == 5e-5
+    assert config.optimizer_args["weight_decay"] == 1e-4
+    config = load_config(RESNET34, [("scheduler_args.initial_lr", "1e-3"),
+                                    ("scheduler_args.final_lr", "5.0e5"),
+                                    ("optimizer_args.weight_decay", "1e-4"),
+                                    ("projection_args.scale", "3e1")])
+    assert config.scheduler_args.initial_lr == 1e-3
+    assert config.scheduler_args.final_lr == 5.0e5
+    assert config.optimizer_args["weight_decay"] == 1e-4
+    assert config.projection_args["scale"] == 30.0
+    # saved as numbers: they read back as floats
+    saved = str(tmp_path / "saved.yaml")
+    save_config(config, saved)
+    assert load_config(saved) == config
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("scheduler_args.initial_lr", "nan", "'scheduler_args.initial_lr' must be float, got str"),
+    ("scheduler_args.initial_lr", "1e-3e", "'scheduler_args.initial_lr' must be float, got str"),
+    ("optimizer_args.weight_decay", "inf", "'optimizer_args.weight_decay' holds float"),
+    ("optimizer_args.momentum", "1e-3x", "'optimizer_args.momentum' holds float"),
+    ("optimizer_args.lr", "1e-3x", "'optimizer_args.lr' must be float, got str"),
+])
+def test_a_float_key_rejects_text_that_is_no_finite_number(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RESNET34, [(key, value)])
+
+
 def test_override_creates_missing_sections_and_open_dict_keys():
     config = {"model_args": {"feat_dim": 80}}
     apply_override(config, "dataset_args.filter_args.min_num_frames", "50")
@@ -187,8 +224,12 @@ def test_unknown_and_mistyped_keys_in_the_file_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="'dataset_args.shuffle_args.shuffle_sise'"):
         load_config(write(tmp_path, config))
     config = read_yaml(RESNET34)
-    config["scheduler_args"]["final_lr"] = "5e-05"  # YAML 1.1 reads this as a string
+    config["scheduler_args"]["final_lr"] = "five"
     with pytest.raises(ConfigError, match="'scheduler_args.final_lr' must be float, got str"):
+        load_config(write(tmp_path, config))
+    config = read_yaml(RESNET34)
+    config["optimizer_args"]["weight_decay"] = "1e-4x"
+    with pytest.raises(ConfigError, match="'optimizer_args.weight_decay' must be float, got str"):
         load_config(write(tmp_path, config))
     config = read_yaml(RESNET34)
     config["projection_args"]["project_type"] = 3

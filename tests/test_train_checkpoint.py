@@ -11,7 +11,7 @@ from wespeaker_py.bin import average_model
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.average import average_checkpoints, select_checkpoints
 from wespeaker_py.runtime.checkpoint import (CheckpointMismatchError, load_model_init,
-                                            load_weights)
+                                             load_weights)
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
                                            restore_rng_state)
 
@@ -105,10 +105,70 @@ def test_exact_load_refuses_even_a_larger_head():
 
 
 def test_rng_state_round_trip():
-    state = capture_rng_state()
+    cpu = torch.device("cpu")
+    state = capture_rng_state(cpu)
+    assert state["cuda"] is None
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    restore_rng_state(state)
+    restore_rng_state(state, cpu)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+class FakeCudaGenerators:
+    """Stands in for torch.cuda's generator calls: one state per device index."""
+
+    def __init__(self, monkeypatch, visible):
+        self.states = {index: torch.full((4,), index, dtype=torch.uint8)
+                       for index in range(visible)}
+        self.set_calls = []
+        monkeypatch.setattr(torch.cuda, "get_rng_state", self.get_rng_state)
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set_rng_state)
+        for name in ("get_rng_state_all", "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, self.refuse)
+
+    def get_rng_state(self, device):
+        return self.states[torch.device(device).index].clone()
+
+    def set_rng_state(self, state, device):
+        index = torch.device(device).index
+        if index not in self.states:
+            raise IndexError(index)
+        self.set_calls.append(index)
+        self.states[index] = state.clone()
+
+    def refuse(self, *args):
+        raise AssertionError("no rank reads or writes other devices' generators")
+
+
+def test_a_rank_keeps_only_its_own_cuda_generator_state(monkeypatch):
+    """Captured from this rank's device, restored to its device, whichever index it has now
+    (fewer GPUs visible, or another mapping)."""
+    generators = FakeCudaGenerators(monkeypatch, visible=4)
+    state = capture_rng_state(torch.device("cuda", 3))
+    assert torch.equal(state["cuda"], torch.full((4,), 3, dtype=torch.uint8))
+    generators = FakeCudaGenerators(monkeypatch, visible=1)  # the resumed job sees one GPU
+    restore_rng_state(state, torch.device("cuda", 0))
+    assert generators.set_calls == [0]
+    assert torch.equal(generators.states[0], state["cuda"])
+
+
+def test_an_older_checkpoints_list_of_cuda_states_still_loads(monkeypatch, caplog):
+    import logging
+
+    generators = FakeCudaGenerators(monkeypatch, visible=2)
+    state = dict(capture_rng_state(torch.device("cpu")),
+                 cuda=[torch.full((4,), 10 + index, dtype=torch.uint8) for index in range(2)])
+    restore_rng_state(state, torch.device("cuda", 1))  # the entry of this device's index
+    assert generators.set_calls == [1]
+    assert torch.equal(generators.states[1], state["cuda"][1])
+    generators = FakeCudaGenerators(monkeypatch, visible=4)
+    with caplog.at_level(logging.WARNING):
+        restore_rng_state(state, torch.device("cuda", 3))  # no entry for it: warned, skipped
+        restore_rng_state(dict(state, cuda=[]), torch.device("cuda", 0))  # a CPU run's
+    assert generators.set_calls == []
+    told = [record.getMessage() for record in caplog.records]
+    assert len(told) == 2 and "no CUDA generator state for cuda:3" in told[0]
+    restore_rng_state(state, torch.device("cpu"))  # a CPU run leaves CUDA alone
+    assert generators.set_calls == []
 
 
 def test_parameter_digest_sees_every_parameter_but_not_buffers():

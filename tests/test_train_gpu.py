@@ -19,7 +19,8 @@ def test_bf16_training_on_the_gpu(tmp_path):
     assert all(result.skipped_batches == 0 for result in history)
     assert history[-1].loss < history[0].loss
     checkpoint = torch.load(os.path.join(full_dir, "models", "model_3.pt"), weights_only=False)
-    assert checkpoint["rng"][0]["cuda"]  # the CUDA generator state is kept for resuming
+    # the CUDA generator state of the rank's own device is kept for resuming
+    assert torch.is_tensor(checkpoint["rng"][0]["cuda"])
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values()
                if value.is_floating_point())
 

@@ -6,13 +6,15 @@ import pytest
 import torch
 import yaml
 
-from train_helpers import make_speaker_corpus, plan_of, run_training, tiny_config, write_config
+from train_helpers import (TINY_CONFIG, make_speaker_corpus, plan_of, run_training,
+                           tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.loop import train_epoch
+from wespeaker_py.train.step import stacked_total_norm
 from wespeaker_py.train.trainer import NonFiniteLossError, Trainer
 
 
@@ -85,6 +87,71 @@ def test_stop_and_resume_equals_an_uninterrupted_run(small_corpus, tmp_path, num
         for name, value in state.items():
             assert torch.equal(value, resumed["optimizer"]["state"][key][name])
     assert full["margin_scheduler"] == resumed["margin_scheduler"]
+
+
+def test_sphere_head_resumes_as_an_uninterrupted_run(small_corpus, tmp_path):
+    """SphereFace anneals by the step count, which the checkpoint does not hold."""
+    settings = dict(num_epochs=3, projection_args={"project_type": "sphere"},
+                    margin_update={"initial_margin": 2, "final_margin": 2,
+                                   "increase_start_epoch": 1, "fix_start_epoch": 1,
+                                   "update_margin": False})
+    full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    run_training(tiny_config(full_dir, small_corpus, **settings))
+    os.makedirs(os.path.join(resumed_dir, "models"))
+    stopped = os.path.join(resumed_dir, "models", "model_1.pt")
+    shutil.copy(os.path.join(full_dir, "models", "model_1.pt"), stopped)
+    run_training(tiny_config(resumed_dir, small_corpus, checkpoint=stopped, **settings))
+    full = _load(os.path.join(full_dir, "models", "model_3.pt"))["model"]
+    resumed = _load(os.path.join(resumed_dir, "models", "model_3.pt"))["model"]
+    assert full.keys() == resumed.keys()  # no counter among WeSpeaker's keys
+    for key, value in full.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_a_resume_trains_with_the_configs_optimizer_settings(small_corpus, tmp_path, caplog):
+    """The checkpoint gives the optimizer's state (momentum), the config its settings."""
+    import logging
+
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+    checkpoint_path = os.path.join(exp_dir, "models", "model_1.pt")
+    checkpoint = _load(checkpoint_path)
+    changed = {"momentum": 0.5, "nesterov": False, "weight_decay": 0.05}
+    for optimizer_args, told in ((TINY_CONFIG["optimizer_args"], []), (changed, [
+            "optimizer_args.momentum: checkpoint 0.9, config 0.5",
+            "optimizer_args.weight_decay: checkpoint 0.0001, config 0.05",
+            "optimizer_args.nesterov: checkpoint True, config False"])):
+        config = tiny_config(exp_dir, small_corpus, num_epochs=2, checkpoint=checkpoint_path,
+                             optimizer_args=optimizer_args)
+        trainer = Trainer(plan_of(config))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            trainer.restore()
+        warnings = [record.getMessage() for record in caplog.records
+                    if "optimizer continues" in record.getMessage()]
+        assert len(warnings) == (1 if told else 0), warnings
+        assert all(setting in warnings[0] for setting in told)
+        assert not any("optimizer_args.lr" in warning for warning in warnings)
+        group = trainer.optimizer.param_groups[0]
+        assert {key: group[key] for key in optimizer_args} == optimizer_args
+        assert group["lr"] == checkpoint["optimizer"]["param_groups"][0]["lr"]
+        saved_state = checkpoint["optimizer"]["state"]
+        state = trainer.optimizer.state_dict()["state"]
+        assert saved_state.keys() == state.keys()
+        for index, entries in saved_state.items():
+            assert torch.equal(entries["momentum_buffer"], state[index]["momentum_buffer"])
+
+
+def test_a_resume_with_other_trained_parameters_names_the_keys(small_corpus, tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+    config = tiny_config(exp_dir, small_corpus, num_epochs=2, frozen_params=["projection."],
+                         checkpoint=os.path.join(exp_dir, "models", "model_1.pt"))
+    trainer = Trainer(plan_of(config))
+    with pytest.raises(ConfigError, match=r"model_1\.pt cannot resume this run: its optimizer "
+                                          r"trains parameter groups of \[\d+\] tensors, this "
+                                          r"run's \[\d+\].*'frozen_params'"):
+        trainer.restore()
 
 
 def test_existing_checkpoints_need_an_explicit_resume(small_corpus, tmp_path):
@@ -174,6 +241,22 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
                              r"checkpoint, but .* needs \(4, 16\) for 4 classes or \(12, 16\) "
                              r"for 12 classes"):
         plan_of(tiny_config(lm_dir, small_corpus, do_lm=True, model_init=odd))
+
+
+def test_the_norm_stand_in_for_older_torch_is_torchs_total_norm():
+    """stacked_total_norm replaces nn.utils.get_total_norm (torch >= 2.6) on older torch."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(shape, generator=generator) * scale
+               for shape, scale in (((16, 8, 3), 1e-3), ((16,), 1.0), ((300, 40), 30.0))]
+    expected = torch.cat([tensor.reshape(-1) for tensor in tensors]).double().norm()
+    norm = stacked_total_norm(tensors)
+    assert norm.item() == pytest.approx(expected.item(), rel=1e-6)
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        assert torch.equal(norm, torch.nn.utils.get_total_norm(tensors))
+    tensors[1][3] = float("nan")
+    assert torch.isnan(stacked_total_norm(tensors))
+    tensors[1][3] = float("inf")
+    assert torch.isinf(stacked_total_norm(tensors))
 
 
 def _trainer(config, epoch_iter=3):

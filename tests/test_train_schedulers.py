@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from train_helpers import CPU_WORLD, TINY_CONFIG, plan_of
-from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax
+from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax, SphereProduct
 from wespeaker_py.train.builder import build_lr_scheduler
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 
@@ -126,3 +126,23 @@ def test_scheduler_state_round_trips():
     other = MarginScheduler(other_head, 10, 2, 4, 0.0, 0.2)
     other.load_state_dict(state)
     assert other.current_iter == 25 and other_head.margin == head.margin
+
+
+def test_the_sphere_head_anneals_by_the_global_iteration():
+    """Set every step from the iteration, as a fresh head counting uninterrupted steps."""
+    torch.manual_seed(0)
+    uninterrupted = SphereProduct(8, 5, margin=4)
+    resumed = SphereProduct(8, 5, margin=4)  # a fresh head, as a resumed run builds
+    resumed.load_state_dict(uninterrupted.state_dict())
+    embeddings, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    for _ in range(60):  # iterations 0..59
+        logits = uninterrupted(embeddings, labels)
+    scheduler = MarginScheduler(resumed, epoch_iter=20, increase_start_epoch=1,
+                                fix_start_epoch=1, initial_margin=4, final_margin=4,
+                                update_margin=False)
+    scheduler.step(59)
+    assert torch.equal(resumed(embeddings, labels), logits)
+    # a step of the same iteration again (one whose update was dropped) anneals the same
+    scheduler.step(59)
+    assert torch.equal(resumed(embeddings, labels), logits)
+    assert not torch.equal(uninterrupted(embeddings, labels), logits)  # the annealing moves

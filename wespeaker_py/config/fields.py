@@ -1,8 +1,9 @@
 """The machinery that turns YAML mappings into typed config dataclasses and back.
 
 A config block is a dataclass whose field annotations say what each key
-accepts: ``int``, ``float`` (an integer is accepted and stored as float),
-``bool``, ``str``, ``Literal[...]`` (one of the listed values),
+accepts: ``int``, ``float`` (an integer is accepted and stored as float, and
+so is a string that reads as a finite number: YAML 1.1 reads ``1e-3`` and
+``5.0e5`` as strings), ``bool``, ``str``, ``Literal[...]`` (one of the listed values),
 ``Optional[...]`` (also null), a union of those, ``List[...]``,
 ``Dict[str, Any]`` (an open mapping that its consumer checks) or another
 block. Ranges come from :func:`setting`; checks across keys from a block's
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -52,6 +54,26 @@ def _union_members(hint: Any) -> Tuple[Any, ...]:
 
 def _non_null(hint: Any) -> Tuple[Any, ...]:
     return tuple(member for member in _union_members(hint) if member is not type(None))
+
+
+def as_float(value: Any) -> Optional[float]:
+    """``value`` as a float-typed key takes it, or None when it is no number.
+
+    An int or float is taken as it is; a string when ``float()`` reads it as a
+    finite number (``"1e-3"``: YAML 1.1 reads a number with an exponent as a string
+    unless it has a dot and a signed exponent). A bool is no number.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def _kind_of(value: Any) -> str:
@@ -105,8 +127,8 @@ def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
     if member is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if member is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
+        number = as_float(value)
+        return number is not None, value if number is None else number
     if member is str:
         return isinstance(value, str), value
     raise TypeError(f"config field '{key}' has an unsupported type {member!r}")

@@ -4,7 +4,8 @@ Overrides come from the command line as ``--dotted.key value`` (or
 ``--dotted.key=value``). The value is read as YAML (``0.2`` is a float,
 ``True`` a bool, ``[0,1]`` a list, ``null`` None) except where the schema
 expects a string, where the text is kept as typed (``--exp_dir 2024`` stays
-the string ``"2024"``).
+the string ``"2024"``). A float key also takes ``1e-3``, which YAML 1.1 reads
+as a string, in a file as on the command line.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
-from wespeaker_py.config.fields import (ConfigError, block_to_dict, hint_at, is_text,
-                                        parse_block)
+from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at,
+                                        is_text, parse_block)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
 from wespeaker_py.utils.file_utils import atomic_open
 
@@ -99,8 +100,9 @@ def apply_override(config: Dict[str, Any], dotted_key: str, raw_value: str,
 
     The text is typed by YAML and the schema; an unknown key is an error.
     Missing intermediate sections are created. Inside an open mapping
-    (``model_args``) a key that already holds a value keeps its type (an int
-    may become a float). The value itself is checked when the config is parsed.
+    (``model_args``) a key that already holds a value keeps its type (a float
+    takes an int, or a string that reads as a number, such as ``1e-4``). The
+    value itself is checked when the config is parsed.
     """
     parts = dotted_key.split(".")
     hint = hint_at(schema, parts)
@@ -118,7 +120,9 @@ def apply_override(config: Dict[str, Any], dotted_key: str, raw_value: str,
     inside_open_mapping = hint is None
     if inside_open_mapping and node.get(leaf) is not None and value is not None:
         old_kind, new_kind = _kind_of(node[leaf]), _kind_of(value)
-        if old_kind != new_kind and not (old_kind == "float" and new_kind == "int"):
+        if old_kind == "float" and as_float(value) is not None:
+            value = as_float(value)  # an int, or "1e-4" (a string to YAML 1.1)
+        elif old_kind != new_kind:
             raise ConfigError(f"config key '{dotted_key}' holds {old_kind} {node[leaf]!r}; "
                               f"the override gives {new_kind} {value!r}")
     node[leaf] = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from wespeaker_py.config.fields import ConfigError, parse_block, setting
+from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
 
 
 def _block(cls):
@@ -277,16 +277,11 @@ OPTIMIZER_KEYS = {"lr": float, "momentum": float, "weight_decay": float, "nester
 
 
 def _check_open_keys(block: Dict[str, Any], types: Dict[str, type], where: str) -> None:
+    """Check (and convert, as the schema's own keys are) the keys of an open block we know."""
     for key, kind in types.items():
         if key not in block:
             continue
-        value = block[key]
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"config key '{where}.{key}' must be {kind.__name__}, "
-                              f"got {type(value).__name__} {value!r}")
+        value = block[key] = convert_value(kind, block[key], f"{where}.{key}")
         if kind is float and value < 0 or key in ("lr", "scale") and value <= 0:
             bound = "> 0" if key in ("lr", "scale") else ">= 0"
             raise ConfigError(f"config key '{where}.{key}' must be {bound}, got {value!r}")
@@ -313,8 +308,9 @@ class TrainConfig(ModelConfig):
     Keys left out get the defaults below, which are WeSpeaker's where its code has
     one; the keys WeSpeaker's training reads without a default (``seed``,
     ``num_avg``, ``save_epoch_interval``, ``margin_update``, ...) are required,
-    and ``data_type``, ``train_data`` and ``train_label`` when training starts. The saved ``exp_dir/config.yaml`` states them all. ``train_data``/``train_label`` usually come from the
-    command line and are required only when training starts.
+    and ``data_type``, ``train_data`` and ``train_label`` when training starts. The
+    saved ``exp_dir/config.yaml`` states them all. ``train_data``/``train_label``
+    usually come from the command line and are required only when training starts.
     """
 
     # experiment and run control

@@ -6,6 +6,8 @@ sample's own class). Heads expose:
 
 * ``update(margin)``: the hook the margin scheduler calls every step;
   ``margin_schedulable`` tells whether the head has a margin to schedule.
+* ``set_iteration(iteration)``: the global training iteration about to run,
+  also set by the margin scheduler every step (SphereFace anneals by it).
 * ``logits_and_loss(embeddings, labels, criterion)``: the training step's
   logits and loss. Most heads use ``criterion`` (cross-entropy); SphereFace2
   has its own binary loss.
@@ -53,6 +55,9 @@ class ProjectionHead(nn.Module):
     def update(self, margin: float) -> None:
         """Set the margin (called by the margin scheduler)."""
         self.margin = margin
+
+    def set_iteration(self, iteration: int) -> None:
+        """The global training iteration (0-based) the next step runs; most heads ignore it."""
 
     def logits_and_loss(self, embeddings: torch.Tensor, labels: torch.Tensor,
                         criterion: Criterion) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +198,12 @@ class SphereProduct(ProjectionHead):
     blended from cos(theta) towards psi(m*theta) with a weight that anneals
     over training steps, and logits are scaled by the embedding norm. The
     margin is fixed: ``update`` leaves it alone.
+
+    ``iter`` counts the training forward passes, as WeSpeaker's does. The
+    training loop sets it from the global iteration before each step
+    (:meth:`set_iteration`), so that a resumed run, which starts with a fresh
+    head, and a run that dropped a step anneal as an uninterrupted one; it is
+    not part of the state_dict, whose keys stay WeSpeaker's.
     """
 
     margin_schedulable = False
@@ -211,6 +222,11 @@ class SphereProduct(ProjectionHead):
 
     def update(self, margin: float) -> None:
         """No-op: SphereFace's integer margin is not scheduled."""
+
+    def set_iteration(self, iteration: int) -> None:
+        """Count ``iteration`` steps done: the next training forward anneals for step
+        ``iteration + 1``, as in an uninterrupted run."""
+        self.iter = iteration
 
     def _cos_multiple_angle(self, cos_theta: torch.Tensor) -> torch.Tensor:
         """cos(m*theta) as a Chebyshev polynomial of cos(theta)."""

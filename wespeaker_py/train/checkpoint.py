@@ -4,7 +4,8 @@ A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
 
     {"model": state_dict (head under "projection."), "optimizer": ..., "scheduler": ...,
      "margin_scheduler": ..., "grad_scaler": ... or None, "epoch": int,
-     "rng": [per-rank RNG states], "param_digests": [per-rank parameter digests],
+     "rng": [per-rank RNG states (CUDA: the rank's own device's)],
+     "param_digests": [per-rank parameter digests],
      "world_size": int}
 
 Reading checkpoints and loading weights (a bare state_dict such as WeSpeaker's
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from wespeaker_py.config import ConfigError
 from wespeaker_py.frontend.ssl import frontend_state_dict_for_checkpoint
+from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -37,23 +40,39 @@ logger = get_logger(__name__)
 _EPOCH_IN_NAME = re.compile(r"model_(\d+)\.pt$")
 
 
-def capture_rng_state() -> Dict[str, Any]:
-    """The states of Python's, NumPy's, torch's CPU and every CUDA generator."""
+def capture_rng_state(device: torch.device) -> Dict[str, Any]:
+    """The states of Python's, NumPy's and torch's CPU generators, and of the CUDA
+    generator of ``device`` (this rank's training device; None when it is not CUDA)."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
 
 
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Put back generator states captured by :func:`capture_rng_state`."""
+def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    """Put back generator states captured by :func:`capture_rng_state`.
+
+    The CUDA state goes to ``device``, this rank's training device, whichever index
+    it has now. A checkpoint of older code holds a list, one state per GPU the rank
+    could see, by position: the entry at ``device``'s index is taken; without one,
+    a warning says the CUDA generator keeps its seeded state.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type != "cuda":
+        return
+    cuda_state = state.get("cuda")
+    if isinstance(cuda_state, (list, tuple)):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        cuda_state = cuda_state[index] if index < len(cuda_state) else None
+    if cuda_state is None:
+        logger.warning("the checkpoint holds no CUDA generator state for %s: it keeps its "
+                       "seeded state, so the run will not retrace an uninterrupted one", device)
+        return
+    torch.cuda.set_rng_state(cuda_state, device)
 
 
 def parameter_digest(model: nn.Module) -> str:
@@ -114,26 +133,70 @@ def epoch_from_name(path: str) -> Optional[int]:
 
 def restore_training_state(checkpoint: Mapping[str, Any], source: str,
                            optimizer: torch.optim.Optimizer, scheduler, margin_scheduler,
-                           rank: int, world_size: int,
+                           world: DistContext,
                            grad_scaler: Optional[torch.amp.GradScaler] = None) -> int:
     """Put back everything but the weights for an exact resume; return the checkpoint's epoch.
 
     Load the weights first (:func:`wespeaker_py.runtime.checkpoint.load_weights`
-    without head truncation). Each
-    rank takes back its own RNG state when the checkpoint was written by as
-    many ranks; otherwise the generators keep their seeded state and a warning
-    says the run will not retrace the original.
+    without head truncation). The optimizer keeps this run's settings
+    (:func:`load_optimizer_state`). Each rank takes back its own RNG state when
+    the checkpoint was written by as many ranks; otherwise the generators keep
+    their seeded state and a warning says the run will not retrace the original.
     """
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    load_optimizer_state(optimizer, checkpoint["optimizer"], source)
     scheduler.load_state_dict(checkpoint["scheduler"])
     margin_scheduler.load_state_dict(checkpoint["margin_scheduler"])
     if grad_scaler is not None and checkpoint.get("grad_scaler") is not None:
         grad_scaler.load_state_dict(checkpoint["grad_scaler"])
     rng_states = checkpoint.get("rng") or []
-    if len(rng_states) == world_size:
-        restore_rng_state(rng_states[rank])
+    if len(rng_states) == world.world_size:
+        restore_rng_state(rng_states[world.rank], world.device)
     else:
         logger.warning("%s was written by %d ranks, this run has %d: random generators are "
                        "not restored, so the run will not retrace an uninterrupted one",
-                       source, len(rng_states), world_size)
+                       source, len(rng_states), world.world_size)
     return int(checkpoint["epoch"])
+
+
+# group entries that the config does not set: the parameters, the rate that the
+# schedule sets every step, and "capturable", which keep_optimizer_state_on_device
+# sets for the device after the load
+_NOT_FROM_CONFIG = ("params", "lr", "capturable")
+# where a group entry comes from when it is not optimizer_args
+_GROUP_ENTRY_KEYS = {"lr_scale": "dataset_args.s3prl_args.lr_scale"}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any],
+                         source: str) -> None:
+    """Load a checkpoint's optimizer state under the settings ``optimizer`` was built with.
+
+    Its per-parameter state (momentum buffers, Adam's moments and step counts)
+    is taken as saved; each parameter group keeps this run's entries
+    (``optimizer_args``, ``lr_scale``) but ``params`` and ``lr`` (which the
+    learning-rate schedule sets each step). A warning names each entry that the
+    checkpoint had otherwise. Parameter groups of other sizes (another
+    ``frozen_params``, or a front-end frozen or not) are a ConfigError.
+    """
+    saved_sizes = [len(group["params"]) for group in state["param_groups"]]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_sizes != sizes:
+        raise ConfigError(
+            f"{source} cannot resume this run: its optimizer trains parameter groups of "
+            f"{saved_sizes} tensors, this run's {sizes}; the trained parameters changed "
+            f"(config keys 'frozen_params', 'dataset_args.s3prl_args.frozen'). Resume "
+            f"with the checkpoint's settings, or start from its weights with "
+            f"'model_init' in place of 'checkpoint'")
+    planned = [{key: value for key, value in group.items() if key not in ("params", "lr")}
+               for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    changed: Dict[str, str] = {}
+    for group, settings in zip(optimizer.param_groups, planned):
+        for key, value in settings.items():
+            if key not in _NOT_FROM_CONFIG and group.get(key) != value:
+                name = _GROUP_ENTRY_KEYS.get(key, f"optimizer_args.{key}")
+                changed.setdefault(name, f"{name}: checkpoint {group.get(key)!r}, "
+                                         f"config {value!r}")
+        group.update(settings)
+    if changed:
+        logger.warning("%s: the optimizer continues with this run's settings, not the "
+                       "checkpoint's: %s", source, "; ".join(changed.values()))

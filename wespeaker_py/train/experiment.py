@@ -100,7 +100,7 @@ class ExperimentFolder:
         (a DDP desynchronisation) stop the run here rather than average into
         nonsense later.
         """
-        states = gather_objects({"rng": capture_rng_state(),
+        states = gather_objects({"rng": capture_rng_state(self.world.device),
                                  "params": parameter_digest(model)}, self.world)
         if not self.world.is_main:
             return None

@@ -93,7 +93,9 @@ class MarginScheduler:
     ``1 - exp(p * ln(1e-3 / (1 + 1e-6)))`` with ``p`` the fraction of the rise
     elapsed: fast at first, then levelling off (WeSpeaker's curve). With
     ``update_margin`` false, or a head without ``update``, the margin is left
-    alone after being set to ``initial_margin``.
+    alone after being set to ``initial_margin``. Every step also gives the head
+    the iteration (``set_iteration``, where it has one): SphereFace's annealing
+    follows it, so a resume restores it with the iteration number.
     """
 
     _EXP_FLOOR = 1e-3
@@ -111,6 +113,7 @@ class MarginScheduler:
         self.increase_type = increase_type
         self.has_update = hasattr(head, "update")
         self.update_margin = update_margin and self.has_update
+        self.follows_iteration = hasattr(head, "set_iteration")
         self.current_iter = 0
         if self.has_update:
             head.update(margin=initial_margin)
@@ -130,8 +133,11 @@ class MarginScheduler:
         return self.initial_margin + (self.final_margin - self.initial_margin) * ratio
 
     def step(self, iteration: int) -> None:
-        """Set the head's margin for ``iteration`` (no-op when updates are off)."""
+        """Set the head's margin for ``iteration`` (not when updates are off), and tell a head
+        that anneals by the step (``set_iteration``) which one it is."""
         self.current_iter = iteration
+        if self.follows_iteration:
+            self.head.set_iteration(iteration)
         if self.update_margin:
             self.head.update(margin=self.margin_at(iteration))
 

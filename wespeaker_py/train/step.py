@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -82,6 +82,19 @@ def keep_optimizer_state_on_device(optimizer: torch.optim.Optimizer,
             state = optimizer.state.get(param, {})
             if torch.is_tensor(state.get("step")):
                 state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
+
+
+def stacked_total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of ``tensors`` taken together: the norm of their norms.
+
+    What ``nn.utils.get_total_norm`` computes (torch >= 2.6, one fused kernel per
+    device and dtype); this is its stand-in on older torch.
+    """
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(tensor)
+                                                 for tensor in tensors]))
+
+
+_total_norm = getattr(nn.utils, "get_total_norm", stacked_total_norm)
 
 
 class TrainingStep:
@@ -155,7 +168,7 @@ class TrainingStep:
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             return torch.zeros((), device=self.device)
-        return nn.utils.get_total_norm(grads)
+        return _total_norm(grads)
 
     def _scaled_backward_and_step(self, loss: torch.Tensor) -> None:
         """float16: backward and step through the grad scaler (which syncs)."""

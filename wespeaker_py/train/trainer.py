@@ -81,8 +81,8 @@ class Trainer:
         if start.training_state is None:
             return
         restore_training_state(start.training_state, start.path, self.optimizer,
-                               self.lr_scheduler, self.margin_scheduler, self.plan.world.rank,
-                               self.plan.world.world_size, self.step.grad_scaler)
+                               self.lr_scheduler, self.margin_scheduler, self.plan.world,
+                               self.step.grad_scaler)
         keep_optimizer_state_on_device(self.optimizer, self.plan.world.device)
 
     def save(self, epoch: int) -> None:
