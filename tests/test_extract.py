@@ -1,6 +1,7 @@
 """Embedding extraction: ark/scp output, batching without padding, bad input, jobs and merging."""
 import json
 import os
+import tarfile
 
 import kaldiio
 import numpy as np
@@ -20,6 +21,8 @@ from wespeaker_py.inference import (embed_utterances, extract_embeddings,
                                     extract_embeddings_parallel, merge_embedding_arks,
                                     open_embedding_writer, split_data_list)
 from wespeaker_py.dataset import stats as reasons
+from wespeaker_py.dataset.lists import TableEntry
+from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.inference.extraction import NON_FINITE, TOO_SHORT
 from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, load_embedder,
                                   min_valid_frames)
@@ -112,6 +115,23 @@ def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp
     assert summary.skipped == {TOO_SHORT: 1, reasons.MISSING: 1, reasons.NOT_AUDIO: 1,
                                reasons.TOO_SHORT: 1}
     assert summary.num_skipped == 4
+
+
+def test_a_shard_cut_off_at_a_header_is_reported_by_extraction(experiment, corpus, tmp_path):
+    entries = [TableEntry(key, key.split("-")[0], path) for key, path in corpus["wavs"].items()]
+    shard_list = str(tmp_path / "shard.list")
+    _, second = make_shards(entries, str(tmp_path / "shards"), shard_list,
+                            num_utts_per_shard=4)
+    with tarfile.open(second) as tar:
+        cut = tar.getmembers()[4].offset  # after the shard's first two utterances
+    with open(second, "r+b") as handle:
+        handle.truncate(cut)
+    ark = str(tmp_path / "xvector.ark")
+    summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
+                                 shard_list, ark, batch_size=4, num_workers=0, device="cpu")
+    assert sorted(read_ark(ark)) == sorted(entry.key for entry in entries[:6])
+    assert summary.extracted == 6
+    assert summary.skipped == {reasons.BAD_SHARD: 1}
 
 
 def test_batches_hold_only_equal_lengths_and_match_one_by_one(experiment, corpus):

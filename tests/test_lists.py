@@ -1,11 +1,14 @@
 """Data lists: raw.list / shard.list builders and readers, and their error messages."""
+import gzip
 import io
 import json
 import os
 import random
 import runpy
+import socket
 import sys
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from dataset_helpers import make_corpus, random_int16, write_audio
 from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.dataset.lists import (TableEntry, read_audio_list, read_raw_list, read_shard_list,
                                         read_utterance_table)
+from wespeaker_py.dataset import shards
 from wespeaker_py.dataset.shards import iter_shard, make_shards
 from wespeaker_py.dataset.stats import BAD_MEMBER, BAD_SHARD, PipelineStats
 from wespeaker_py.utils.file_utils import DataFormatError
@@ -82,6 +86,10 @@ def test_make_shard_list_packs_every_file_in_wespeaker_order(tmp_path):
             assert payloads[f"{entry.key}.{entry.wav.rsplit('.', 1)[1]}"] == handle.read()
         assert payloads[f"{entry.key}.spk"].decode() == entry.spk
     assert not [f for f in os.listdir(tmp_path / "shards") if f.startswith(".tmp")]
+    # and each reads back whole (end-of-archive marker and all)
+    stats = PipelineStats()
+    assert sum(len(list(iter_shard(path, stats))) for path in paths) == len(table)
+    assert stats.skipped == {}
 
 
 def test_shard_writing_is_atomic_when_a_file_is_missing(tmp_path):
@@ -165,6 +173,132 @@ def test_shards_stream_from_pipe_and_bad_shards_are_counted(tmp_path):
     got = list(iter_shard(str(cut), stats))
     assert [u.key for u in got] == [table[0].key]
     assert stats.skipped[BAD_SHARD] == 4
+
+
+def test_shards_cut_or_damaged_at_a_header_are_counted_after_their_utterances(tmp_path,
+                                                                              caplog):
+    wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=2, utts_per_spk=3)
+    table = read_utterance_table(wav_scp, utt2spk)
+    (path,) = make_shards(table, str(tmp_path / "shards"), str(tmp_path / "shard.list"),
+                          num_utts_per_shard=6)
+    whole = open(path, "rb").read()
+    with tarfile.open(path) as tar:
+        # the header of the 4th utterance's .spk member
+        header = tar.getmembers()[6].offset
+    keys = [e.key for e in table]
+
+    def read(name, data):
+        (tmp_path / name).write_bytes(data)
+        stats = PipelineStats()
+        got = [u.key for u in iter_shard(str(tmp_path / name), stats)]
+        return got, dict(stats.skipped)
+
+    # our own shards, plain or gzipped, are whole
+    assert read("whole.tar", whole) == (keys, {})
+    assert read("whole.tar.gz", gzip.compress(whole)) == (keys, {})
+    garbage = bytearray(whole)
+    garbage[header:header + 512] = b"\xff" * 512
+    zeroed = bytearray(whole)
+    zeroed[header:header + 512] = bytes(512)
+    for name, data in [("cut_at_header.tar", whole[:header]),
+                       ("cut_in_header.tar", whole[:header + 100]),
+                       ("garbage_header.tar", bytes(garbage)),
+                       ("zeroed_header.tar", bytes(zeroed)),
+                       ("cut.tar.gz", gzip.compress(whole[:header]))]:
+        assert read(name, data) == (keys[:3], {BAD_SHARD: 1}), name
+    assert caplog.text.count("no end-of-archive marker: truncated or corrupt") == 4
+    assert "zeroed_header.tar (bad_shard): data after an all-zero header block" in caplog.text
+
+    # a writer that died between two utterances leaves no end-of-archive blocks
+    died = tmp_path / "died.tar"
+    with pytest.raises(OSError):
+        with tarfile.open(died, "w") as tar:
+            tar.add(table[0].wav, arcname="u0.flac")
+            raise OSError("the next wav is missing")
+    stats = PipelineStats()
+    assert [u.key for u in iter_shard(str(died), stats)] == ["u0"]
+    assert stats.skipped == {BAD_SHARD: 1}
+
+
+def stalling_server(body: bytes, sent: int, release: threading.Event):
+    """A one-request HTTP server that sends ``body[:sent]`` of a ``len(body)`` reply, then
+    nothing until ``release`` is set; returns its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        connection, _ = server.accept()
+        with connection, server:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+                               + body[:sent])
+            release.wait(30)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_a_stalling_shard_server_is_a_bad_shard_after_the_timeout(monkeypatch, caplog):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for key in ("a", "b"):
+            for suffix, data in (("spk", b"s"), ("wav", bytes(20000))):
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    body = buffer.getvalue()
+    monkeypatch.setattr(shards, "URL_TIMEOUT_S", 0.5, raising=False)
+    release = threading.Event()
+    # all but the last byte: tarfile reads 10 KiB records, so b's data never completes
+    port = stalling_server(body, len(body) - 1, release)
+    stats = PipelineStats()
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(
+        u.key for u in iter_shard(f"http://127.0.0.1:{port}/s.tar", stats)), daemon=True)
+    reader.start()
+    reader.join(10)
+    release.set()
+    assert not reader.is_alive(), "iter_shard still waits on a stalled server after 10 s"
+    assert got == ["a"]
+    assert stats.skipped == {BAD_SHARD: 1}
+    assert "the server sent nothing for 0.5 s" in caplog.text
+
+
+@pytest.mark.parametrize("tool", ["make_raw_list.py", "make_shard_list.py"])
+def test_list_makers_refuse_audio_soundfile_cannot_decode(tmp_path, monkeypatch, tool):
+    wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=2)
+    (tmp_path / "audio" / "spk0-utt9.m4a").write_bytes(b"an AAC stream in an MP4 box")
+    with open(wav_scp, "a") as handle:
+        handle.write(f"spk0-utt9 {tmp_path}/audio/spk0-utt9.m4a\n")
+    with open(utt2spk, "a") as handle:
+        handle.write("spk0-utt9 spk0\n")
+    outputs = [str(tmp_path / "out.list")] if tool == "make_raw_list.py" else \
+        [str(tmp_path / "shards"), str(tmp_path / "out.list")]
+    with pytest.raises(ValueError, match=r"utterance spk0-utt9: soundfile .* cannot decode "
+                                         r"\.m4a files such as '.*spk0-utt9\.m4a'; convert "
+                                         r"them first \(e\.g\. to wav or flac\)"):
+        run_tool(tool, wav_scp, utt2spk, *outputs)
+    assert not os.path.exists(tmp_path / "out.list")
+    assert not os.path.exists(tmp_path / "shards")
+    # what soundfile can decode is asked at run time, not listed here
+    formats = {name: text for name, text in sf.available_formats().items() if name != "FLAC"}
+    monkeypatch.setattr(sf, "available_formats", lambda: formats)
+    with pytest.raises(ValueError, match=r"cannot decode \.flac files"):
+        run_tool(tool, wav_scp, utt2spk, *outputs)
+
+
+def test_third_party_shards_keep_their_m4a_members(tmp_path):
+    tar_path = tmp_path / "theirs.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for name, data in (("k.spk", b"s1"), ("k.m4a", b"not decoded yet")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    stats = PipelineStats()
+    got = list(iter_shard(str(tar_path), stats))
+    assert [(u.key, u.spk, u.data) for u in got] == [("k", "s1", b"not decoded yet")]
+    assert stats.skipped == {}
 
 
 def test_shard_member_without_audio_is_skipped(tmp_path):

@@ -5,7 +5,7 @@ import kaldiio
 import numpy as np
 import pytest
 
-from wespeaker_py.io.ark import load_embeddings, write_embeddings
+from wespeaker_py.io.ark import load_embeddings, read_scp_offsets, write_embeddings
 from wespeaker_py.scoring.embeddings import (compute_mean_vector, compute_speaker_means,
                                              load_mean_vector, save_mean_vector,
                                              write_speaker_means)
@@ -37,6 +37,24 @@ def test_ark_scp_round_trip_with_kaldiio_and_ours(tmp_path):
         assert os.path.isabs(handle.readline().split()[1].rsplit(":", 1)[0])
     subset = load_embeddings(scp, keys=[keys[2]])
     assert subset.keys == [keys[2]]
+
+
+def test_an_ark_under_a_folder_with_spaces_reads_back(tmp_path):
+    folder = tmp_path / "my exp" / "emb  two"
+    folder.mkdir(parents=True)
+    scp, matrix = make_embeddings(folder, ["a", "b"])
+    ark = str(folder / "xvector.ark")
+    assert open(scp).readline() == f"a {ark}:2\n"
+    table = load_embeddings(scp)
+    assert table.keys == ["a", "b"]
+    np.testing.assert_array_equal(table.matrix, matrix)
+    # the index read when arks are merged: key, then ark path (spaces and all) and offset
+    assert [key for key, _ in read_scp_offsets(scp, expected_ark=ark)] == ["a", "b"]
+    (tmp_path / "short.scp").write_text(f"a {ark}:2\nb\n")
+    with pytest.raises(DataFormatError, match=r"short\.scp:2: expected '<key> <ark>:<offset>'"):
+        load_embeddings(str(tmp_path / "short.scp"))
+    with pytest.raises(DataFormatError, match=r"short\.scp:2: expected '<key> <ark>:<offset>'"):
+        read_scp_offsets(str(tmp_path / "short.scp"), expected_ark=ark)
 
 
 def test_nan_embedding_names_file_line_and_key(tmp_path):

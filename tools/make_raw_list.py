@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Write a raw.list (one JSON per line: key, wav, spk[, vad]) from wav.scp and utt2spk.
 
+Audio that soundfile cannot decode here (e.g. m4a, wma) is refused: convert it first.
+
 Usage: python tools/make_raw_list.py [--vad_file FILE] wav.scp utt2spk raw.list
 """
 import argparse
 import os
 
 from wespeaker_py.dataset.lists import read_utterance_table, write_raw_list
+from wespeaker_py.dataset.shards import check_decodable
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
@@ -23,6 +26,7 @@ def main() -> None:
     vad_file = args.vad_file if os.path.exists(args.vad_file) else None
     entries = read_utterance_table(args.wav_file, args.utt2spk_file, vad_file,
                                    drop_without_vad=True)
+    check_decodable(entries)
     write_raw_list(entries, args.raw_list)
     get_logger("make_raw_list").info("wrote %d utterances to %s", len(entries), args.raw_list)
 

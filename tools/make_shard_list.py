@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Pack the utterances of wav.scp/utt2spk into tar shards and write the shard.list.
 
+Audio that soundfile cannot decode here (e.g. m4a, wma) is refused: convert it first.
+
 Usage: python tools/make_shard_list.py [--num_utts_per_shard N] [--num_threads T]
        [--prefix shards] [--shuffle] [--seed 42] [--vad_file FILE]
        wav.scp utt2spk shards_dir shard.list

@@ -5,7 +5,9 @@ A shard is a tar file whose members come in groups sharing a prefix: ``KEY.spk``
 format soundfile reads). The key is the member name up to its last dot, so keys
 may themselves contain dots and slashes (``id10001/1zcIwhmdeo4/00001.wav``).
 Shards are read as a stream (``r|*``), so a ``pipe:COMMAND`` location or a URL
-works the same as a local path.
+works the same as a local path. A shard must end with tar's end-of-archive block
+(followed by nothing but zero padding); one that does not was cut off or damaged,
+and is counted as a bad shard after its readable utterances.
 """
 from __future__ import annotations
 
@@ -35,8 +37,13 @@ from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
+# member suffixes read as audio from any shard (ours or a third party's)
 AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
+# extensions that soundfile decodes under another format's name
+_SOUNDFILE_FORMAT_OF = {"opus": "OGG"}
 PIPE_PREFIX = "pipe:"
+# seconds an http(s)/ftp shard may send nothing before it counts as a bad shard
+URL_TIMEOUT_S = 60.0
 
 
 @contextlib.contextmanager
@@ -44,7 +51,8 @@ def open_shard_stream(location: str) -> Iterator[BinaryIO]:
     """Open a shard location for reading: a path, ``file://``/``http(s)://`` URL, or ``pipe:CMD``.
 
     A pipe command that exits with a non-zero status raises ``OSError`` when the
-    stream is closed, so a failed download is not mistaken for a short shard.
+    stream is closed, so a failed download is not mistaken for a short shard. A URL
+    whose server sends nothing for ``URL_TIMEOUT_S`` seconds raises ``TimeoutError``.
     """
     if location.startswith(PIPE_PREFIX):
         with _pipe_stream(location[len(PIPE_PREFIX):]) as stream:
@@ -52,8 +60,11 @@ def open_shard_stream(location: str) -> Iterator[BinaryIO]:
         return
     scheme = urlparse(location).scheme
     if scheme in ("http", "https", "ftp"):
-        with urllib.request.urlopen(location) as response:
-            yield response
+        with urllib.request.urlopen(location, timeout=URL_TIMEOUT_S) as response:
+            try:
+                yield response
+            except TimeoutError as err:
+                raise TimeoutError(f"the server sent nothing for {URL_TIMEOUT_S:g} s") from err
         return
     path = location[len("file://"):] if scheme == "file" else location
     with open(path, "rb") as handle:
@@ -91,12 +102,48 @@ def _split_member_name(name: str):
     return name[:dot], name[dot + 1:]
 
 
+class _EndMarkerTarInfo(tarfile.TarInfo):
+    """Notes on the archive being read when a header read meets the end-of-archive block."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.end_marker_seen = True
+            raise
+
+
+class _CheckedTarFile(tarfile.TarFile):
+    """A tar reader that tells an archive's end from a stream that broke off.
+
+    tarfile stops without an error at a missing, cut or invalid header, which
+    would make a damaged shard look like a whole, shorter one.
+    """
+
+    tarinfo = _EndMarkerTarInfo
+    end_marker_seen = False
+
+    def damage(self) -> Optional[str]:
+        """Once every member is read: why the archive is not whole, or None if it is."""
+        if not self.end_marker_seen:
+            return "no end-of-archive marker: truncated or corrupt"
+        while True:
+            block = self.fileobj.read(1 << 16)
+            if not block:
+                return None
+            if block.strip(b"\0"):
+                return ("data after an all-zero header block: a zeroed header (corrupt) "
+                        "or archives concatenated")
+
+
 def iter_shard(location: str, stats: PipelineStats) -> Iterator[Utterance]:
     """Yield the utterances of one shard, audio kept as bytes (decoded later, partially).
 
-    A shard that cannot be opened or breaks off mid-way is counted and logged; the
-    utterances read before the break are still yielded. A group without audio is
-    skipped and counted; one without ``.spk`` yields ``spk=None``.
+    A shard that cannot be opened, breaks off mid-way, stalls (a URL) or lacks its
+    end-of-archive marker is counted and logged; the utterances read before the
+    break are still yielded. A group without audio is skipped and counted; one
+    without ``.spk`` yields ``spk=None``.
     """
     try:
         with open_shard_stream(location) as stream:
@@ -116,7 +163,7 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
             return None
         return Utterance(key=key, spk=members.get("spk"), data=members["audio"])
 
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+    with _CheckedTarFile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -135,16 +182,41 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
                 group["spk"] = payload.decode("utf-8", "replace").strip()
             elif suffix in AUDIO_EXTENSIONS:
                 group["audio"] = payload
+        damage = tar.damage()
     if current_key is not None:
         utt = finish(current_key, group)
         if utt is not None:
             yield utt
+    if damage is not None:
+        raise tarfile.ReadError(damage)
+
+
+def _extension(wav: str) -> str:
+    return wav.rsplit(".", 1)[-1].lower() if "." in wav else ""
+
+
+def check_decodable(entries: Sequence[TableEntry]) -> None:
+    """Refuse, before a list or shard is made, audio that soundfile cannot decode here.
+
+    An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) of a
+    format missing from ``soundfile.available_formats()`` (m4a and wma with
+    libsndfile) is a ``ValueError`` naming the utterance and the file. Pipes and
+    other extensions are left to the reader (libsndfile detects formats by content).
+    """
+    formats = sf.available_formats()
+    for entry in entries:
+        suffix = "" if is_pipe(entry.wav) else _extension(entry.wav)
+        if suffix in AUDIO_EXTENSIONS and _SOUNDFILE_FORMAT_OF.get(suffix, suffix.upper()) \
+                not in formats:
+            raise ValueError(f"utterance {entry.key}: soundfile (libsndfile "
+                             f"{sf.__libsndfile_version__}) cannot decode .{suffix} files such "
+                             f"as {entry.wav!r}; convert them first (e.g. to wav or flac)")
 
 
 def _audio_suffix(entry: TableEntry) -> str:
     if is_pipe(entry.wav):
         return "wav"
-    suffix = entry.wav.rsplit(".", 1)[-1].lower() if "." in entry.wav else ""
+    suffix = _extension(entry.wav)
     if suffix not in AUDIO_EXTENSIONS:
         raise ValueError(f"utterance {entry.key}: {entry.wav!r} has no known audio extension "
                          f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
@@ -199,16 +271,20 @@ def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
     """Write ``entries`` into tar shards with parallel writers, then the ``shard.list``.
 
     Shards are named ``{prefix}_{index:09d}.tar``; the list is written (atomically)
-    only after every shard is complete.
+    only after every shard is complete. Audio that soundfile cannot decode, and
+    audio stored as is (no VAD) without an audio extension, are refused before
+    anything is written.
     """
     if num_utts_per_shard <= 0:
         raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
     entries = list(entries)
     if shuffle:
         random.Random(seed).shuffle(entries)
+    # fail before writing anything
+    check_decodable(entries)
     for entry in entries:
         if entry.vad is None:
-            _audio_suffix(entry)  # fail before writing anything
+            _audio_suffix(entry)
     groups = [entries[i:i + num_utts_per_shard]
               for i in range(0, len(entries), num_utts_per_shard)]
     os.makedirs(shards_dir, exist_ok=True)
