@@ -222,10 +222,12 @@ def test_bad_inputs_fail_with_file_and_line(world):
 
 def test_wav2dur_tool(tmp_path, capsys):
     soundfile.write(str(tmp_path / "a.wav"), np.zeros(24000), 16000)
-    (tmp_path / "wav.scp").write_text(f"a {tmp_path}/a.wav\n")
+    (tmp_path / "my  audio").mkdir()
+    soundfile.write(str(tmp_path / "my  audio" / "b c.wav"), np.zeros(8000), 16000)
+    (tmp_path / "wav.scp").write_text(f"a {tmp_path}/a.wav\nb {tmp_path}/my  audio/b c.wav\n")
     load_tool("wav2dur").main([str(tmp_path / "wav.scp"), str(tmp_path / "utt2dur")])
-    assert (tmp_path / "utt2dur").read_text() == "a 1.5000\n"
-    assert "process 1 utts" in capsys.readouterr().out
+    assert (tmp_path / "utt2dur").read_text() == "a 1.5000\nb 0.5000\n"
+    assert "process 2 utts" in capsys.readouterr().out
 
 
 def _recipe_scoring(root, script, *args):

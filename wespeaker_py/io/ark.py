@@ -24,7 +24,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_path
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_key_rest
 
 
 def scp_path_for(ark_path: str) -> str:
@@ -86,25 +86,14 @@ class EmbeddingWriter:
             self._scp.write(f"{key} {self._ark_path}:{base + offset}\n")
 
 
-def _scp_lines(path: str) -> Iterator[Tuple[int, str, str]]:
-    """``(line_no, key, location)`` per non-blank scp line; the location is the rest of
-    the line, so an ark path may hold spaces (as kaldiio reads it)."""
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.strip().split(maxsplit=1)
-            if not fields:
-                continue
-            if len(fields) < 2:
-                raise DataFormatError(path, line_no,
-                                      f"expected '<key> <ark>:<offset>', got {line.strip()!r}")
-            yield line_no, fields[0], fields[1]
+SCP_LINE = "'<key> <ark>:<offset>'"  # what an scp line holds, for errors
 
 
 def read_scp_offsets(scp_path: str, expected_ark: str) -> List[Tuple[str, int]]:
     """``(key, offset)`` pairs of an scp whose entries must all point into ``expected_ark``."""
     expected = os.path.abspath(expected_ark)
     entries: List[Tuple[str, int]] = []
-    for line_no, key, location in _scp_lines(scp_path):
+    for line_no, key, location in iter_key_rest(scp_path, SCP_LINE):
         path, sep, offset = location.rpartition(":")
         if not sep or not offset.isdigit():
             raise DataFormatError(scp_path, line_no,
@@ -176,7 +165,7 @@ def _iter_scp(path: str) -> Iterator[Tuple[str, Optional[int], np.ndarray]]:
     """Yield ``(key, scp line, vector)`` reading arks through a cache of open files."""
     open_files: Dict[str, object] = {}
     try:
-        for line_no, key, spec in _scp_lines(path):
+        for line_no, key, spec in iter_key_rest(path, SCP_LINE):
             try:
                 vector = kaldiio.load_mat(spec, fd_dict=open_files)
             except Exception as error:  # kaldiio raises many types for a bad offset/file

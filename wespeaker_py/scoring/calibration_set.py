@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from wespeaker_py.audio import AudioCheckError, is_pipe, open_audio
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
+from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_key_rest, iter_table
 
 SHORT_RANGE = (2.0, 6.0)
 
@@ -28,19 +28,19 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
     files are errors naming the ``wav.scp`` line.
     """
     count, total = 0, 0.0
-    entries = list(iter_table(wav_scp, min_fields=2))
+    entries = list(iter_key_rest(wav_scp, "'<utt> <audio path>'"))
     with atomic_open(utt2dur_path, "w", encoding="utf-8") as out:
-        for line_no, fields in tqdm(entries, desc="utt2dur", unit="utt"):
-            if len(fields) != 2 or is_pipe(fields[1]):
+        for line_no, utt, path in tqdm(entries, desc="utt2dur", unit="utt"):
+            if is_pipe(path):
                 raise DataFormatError(wav_scp, line_no,
                                       "expected '<utt> <audio path>' (pipes are not supported)")
             try:
-                with open_audio(fields[1]) as handle:
+                with open_audio(path) as handle:
                     duration = handle.frames / float(handle.samplerate)
             except AudioCheckError as error:
                 raise DataFormatError(wav_scp, line_no,
-                                      f"cannot read {fields[1]!r}: {error}") from error
-            out.write(f"{fields[0]} {duration:.4f}\n")
+                                      f"cannot read {path!r}: {error}") from error
+            out.write(f"{utt} {duration:.4f}\n")
             count += 1
             total += duration
     return count, total

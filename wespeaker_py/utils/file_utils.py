@@ -73,6 +73,22 @@ class UniqueKeys:
                                   f"duplicate {self.what} {key!r}, already on line {first}")
 
 
+def iter_key_rest(path: str, expected: str = "'<key> <value>'"
+                  ) -> Iterator[Tuple[int, str, str]]:
+    """Yield ``(line_no, key, rest)`` for each non-blank line: the first field, and the rest
+    of the line stripped (a path with spaces, a pipe command, an ark location). A line of
+    one field is a :class:`DataFormatError` saying it ``expected`` that."""
+    with open(path, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            parts = line.strip().split(maxsplit=1)
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise DataFormatError(path, line_no,
+                                      f"expected {expected}, got {line.strip()!r}")
+            yield line_no, parts[0], parts[1]
+
+
 def read_key_value(path: str, allow_spaces_in_value: bool = True) -> Dict[str, str]:
     """Read a Kaldi two-column table (``wav.scp``, ``utt2spk``, ...) into a dict.
 
@@ -81,17 +97,12 @@ def read_key_value(path: str, allow_spaces_in_value: bool = True) -> Dict[str, s
     """
     table: Dict[str, str] = {}
     keys = UniqueKeys(path)
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1) if allow_spaces_in_value else line.split()
-            if len(parts) != 2:
-                raise DataFormatError(path, line_no, f"expected '<key> <value>', got {line!r}")
-            key, value = parts
-            keys.claim(key, line_no)
-            table[key] = value
+    for line_no, key, value in iter_key_rest(path):
+        if not allow_spaces_in_value and len(value.split()) > 1:
+            raise DataFormatError(path, line_no, f"expected '<key> <value>', got "
+                                                 f"{key + ' ' + value!r}")
+        keys.claim(key, line_no)
+        table[key] = value
     return table
 
 
