@@ -14,16 +14,18 @@ import yaml
 
 from tests.train_helpers import TINY_CONFIG, make_speaker_corpus, single_torch_thread  # noqa: F401
 from wespeaker_py.api import load_model
+from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.cli.main import _main
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.config import TrainConfig
-from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
                                    finetune)
 from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
 from wespeaker_py.finetune.data import read_finetune_data
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
+from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext
 
@@ -98,6 +100,11 @@ def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path):
     # the new model: 8 kHz front-end, a 4-speaker head, the source's body weights moved
     tuned = load_model(out)
     assert tuned.sample_rate == 8000 and tuned.calibration is not None
+    # the calibration is the new model's: its identity recorded, every dev file at its rate
+    assert tuned.calibration.identity == tuned.identity and tuned.calibration.band_fills == {}
+    with pytest.raises(ModelMismatchError, match="not with the model in use"):
+        _ = load_model(source_model, calibration=os.path.join(out, "calibration.json")
+                       ).calibration
     state = torch.load(os.path.join(out, "avg_model.pt"))
     assert state["projection.weight"].shape[0] == 4
     source_state = torch.load(os.path.join(source_model, "avg_model.pt"))
@@ -135,25 +142,148 @@ def test_freeze_auto_freezes_the_body_first_only_for_few_speakers():
 
 
 def test_api_finetune_returns_the_new_model(source_model, corpus_8k, tmp_path):
-    model = load_model(source_model, device="cpu")
+    # a bare checkpoint loaded with config=: fine-tuned with that config
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "cfgs").mkdir()
+    checkpoint = shutil.copy(os.path.join(source_model, "avg_model.pt"), tmp_path / "ckpt")
+    config = shutil.copy(os.path.join(source_model, "config.yaml"), tmp_path / "cfgs" / "my.yaml")
+    model = load_model(checkpoint, config=config, device="cpu")
     tuned = model.finetune(corpus_8k, str(tmp_path / "api"), device="cpu", sample_rate=16000,
                            freeze="none", **{k: v for k, v in TINY_OPTIONS.items()
                                              if k != "freeze_epochs"})
+    assert json.load(open(tmp_path / "api" / "finetune.json"))["config"] == str(config)
     assert tuned.sample_rate == 16000  # --sample_rate wins over the data's 8 kHz
     assert tuned.embed(np.zeros(16000) + np.random.default_rng(0).normal(size=16000) * 0.1,
                        sample_rate=16000).shape == (16,)
+    # the dev audio was heard at 8 kHz, through no band fill: a fill learnt later for 8 kHz
+    # makes this calibration stale, and the model says so
+    calibration = load_calibration(str(tmp_path / "api" / "calibration.json"))
+    assert calibration.identity == tuned.identity and calibration.band_fills == {8000: ""}
 
 
-def test_out_holding_another_run_is_refused_unless_overwrite(source_model, corpus_8k,
-                                                             tmp_path):
+def test_out_holding_other_files_is_refused_even_with_overwrite(source_model, corpus_8k,
+                                                                tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        finetune(source_model, corpus_8k, str(out), FinetuneOptions(**TINY_OPTIONS))
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError,
+                           match=f"{out} holds other files, not a fine-tuning run"):
+            finetune(source_model, corpus_8k, str(out), FinetuneOptions(**TINY_OPTIONS),
+                     overwrite=overwrite)
     assert run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
-                            "--out", str(out)]) == 2
-    assert (out / "notes.txt").exists()
+                            "--out", str(out), "--overwrite"]) == 2
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+
+
+def test_overwrite_replaces_an_earlier_run_only(source_model, corpus_8k, tmp_path):
+    # OUT inside the source's folder is fine: it holds none of its files
+    source = shutil.copytree(source_model, tmp_path / "source")
+    out = str(source / "tuned")
+    finetune(str(source), corpus_8k, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    other = FinetuneOptions(**dict(TINY_OPTIONS, lr=0.02))
+    with pytest.raises(OutputExistsError, match="a fine-tuning run with other arguments"):
+        finetune(str(source), corpus_8k, out, other, device="cpu")
+    report = finetune(str(source), corpus_8k, out, other, device="cpu", overwrite=True)
+    assert report["options"]["lr"] == 0.02
+    assert sorted(os.listdir(source)) == ["avg_model.pt", "config.yaml", "tuned"]
+
+
+def _copy_data(corpus, root):
+    """A copy of the data folder ``corpus`` with its own copies of the audio."""
+    os.makedirs(os.path.join(root, "wav"))
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for key, path in (line.split() for line in open(os.path.join(corpus, "wav.scp"))):
+            scp.write(f"{key} {shutil.copy(path, os.path.join(root, 'wav'))}\n")
+    shutil.copy(os.path.join(corpus, "utt2spk"), root)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["out_is_the_source", "out_holds_the_data",
+                                    "out_holds_the_config", "out_holds_the_audio",
+                                    "out_holds_the_mix_data"])
+def test_out_that_is_or_holds_an_input_is_refused(source_model, corpus_8k, tmp_path, layout):
+    out = tmp_path / "out"
+    source, config, data, mix = source_model, None, corpus_8k, None
+    if layout == "out_is_the_source":   # the source folder with the data inside it
+        source = str(shutil.copytree(source_model, out))
+        data = _copy_data(corpus_8k, str(out / "data"))
+        held = os.path.join(source, "avg_model.pt")
+    elif layout == "out_holds_the_data":
+        data = held = _copy_data(corpus_8k, str(out / "calls"))
+    elif layout == "out_holds_the_config":   # a bare checkpoint, its config.yaml in OUT
+        (tmp_path / "ckpt").mkdir()
+        out.mkdir()
+        source = shutil.copy(os.path.join(source_model, "avg_model.pt"), tmp_path / "ckpt")
+        config = held = shutil.copy(os.path.join(source_model, "config.yaml"), out)
+    elif layout == "out_holds_the_audio":    # wav.scp elsewhere, its audio in OUT
+        copied = _copy_data(corpus_8k, str(tmp_path / "calls"))
+        shutil.move(os.path.join(copied, "wav"), out)
+        data = _copy_data(corpus_8k, str(tmp_path / "elsewhere"))
+        moved = {key: str(out / os.path.basename(path)) for key, path in
+                 (line.split() for line in open(os.path.join(corpus_8k, "wav.scp")))}
+        with open(os.path.join(data, "wav.scp"), "w") as scp:
+            scp.write("".join(f"{key} {path}\n" for key, path in moved.items()))
+        held = min(moved.values())   # the first one the check meets
+    else:
+        mix = held = _copy_data(corpus_8k, str(out / "mix"))
+    (out / "work").mkdir(exist_ok=True)   # even an earlier run's marker does not let it go
+    (out / "work" / "request.json").write_text("{}")
+    before = sorted(str(path) for path in out.rglob("*"))
+    with pytest.raises(OutputExistsError) as error:
+        finetune(source, data, str(out), FinetuneOptions(**TINY_OPTIONS), overwrite=True,
+                 config=config, mix_data=mix)
+    assert str(out) in str(error.value) and str(held) in str(error.value)
+    assert sorted(str(path) for path in out.rglob("*")) == before
+
+
+def _dev_files(data, dev_speakers):
+    """The dev utterances' audio files of ``data``, by speaker."""
+    files = {}
+    for entry in read_finetune_data(data, dev_speakers).dev:
+        files.setdefault(entry.spk, []).append(entry.wav)
+    return files
+
+
+def test_unreadable_dev_utterances_are_skipped_and_named(source_model, corpus_8k, tmp_path,
+                                                         caplog):
+    data = _copy_data(corpus_8k, str(tmp_path / "data"))
+    first, second = list(_dev_files(data, 3).values())[:2]
+    samples, rate = sf.read(first[0], dtype="int16")
+    sf.write(first[0], np.zeros_like(samples), rate, subtype="PCM_16")   # silent
+    with open(second[0], "r+b") as handle:                                 # truncated
+        handle.truncate(os.path.getsize(second[0]) // 2)
+    out = str(tmp_path / "out")
+    report = finetune(source_model, data, out,
+                      FinetuneOptions(**dict(TINY_OPTIONS, dev_speakers=3)), device="cpu")
+    assert report["dev"]["before"]["trials"] == report["dev"]["after"]["trials"] == 45
+    assert len(report["dev_skipped"]) == 2
+    assert f"{first[0]} is silent" in caplog.text and f"{second[0]} is truncated" in caplog.text
+    assert "2 of 12 dev utterances skipped" in caplog.text
+    assert load_model(out).calibration.num_target == 12   # 3 + 3 + 6 target trials left
+
+
+def test_a_failed_evaluation_leaves_no_model_in_out_and_the_rerun_resumes(
+        source_model, corpus_8k, tmp_path):
+    data = _copy_data(corpus_8k, str(tmp_path / "data"))
+    speaker_files = list(_dev_files(data, 2).values())[0]
+    kept = {path: open(path, "rb").read() for path in speaker_files}
+    for path in speaker_files:   # one dev speaker all silent: no nontarget trial is left
+        samples, rate = sf.read(path, dtype="int16")
+        sf.write(path, np.zeros_like(samples), rate, subtype="PCM_16")
+    out = tmp_path / "out"
+    with pytest.raises(WespeakerError, match="no trial of each kind"):
+        finetune(source_model, data, str(out), FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    assert sorted(os.listdir(out)) == ["work"]
+    checkpoint = out / "work" / "train" / "models" / "model_1.pt"
+    stamp = os.path.getmtime(checkpoint)
+    for path, content in kept.items():
+        open(path, "wb").write(content)
+    report = finetune(source_model, data, str(out), FinetuneOptions(**TINY_OPTIONS),
+                      device="cpu")
+    assert os.path.getmtime(checkpoint) == stamp   # trained once
+    assert report["dev"]["after"]["trials"] == 28 and not report["dev_skipped"]
+    assert load_model(str(out)).calibration is not None
 
 
 def test_onnx_source_is_refused(corpus_8k, tmp_path):
@@ -229,6 +359,9 @@ def test_segments_cut_utterances_from_recordings(corpus_8k, tmp_path):
     split = read_finetune_data(root)
     assert all(entry.vad == ((0.1, 1.2),) for entry in split.train + split.dev)
     assert split.train[0].wav == scp[split.train[0].key]
+    from wespeaker_py.finetune.run import _dev_audio
+    audio, _ = _dev_audio(split, 8000)
+    assert {len(samples) for samples in audio[8000].values()} == {8800}   # 1.1 s cut out
 
 
 def test_frozen_params_stop_training_and_must_name_parameters(tmp_path):
@@ -258,6 +391,8 @@ def test_mix_data_only_trains_under_its_own_names(corpus_8k, tmp_path):
 
 def test_dev_audio_is_handed_to_the_models_as_floats_in_range(corpus_8k):
     from wespeaker_py.finetune.run import _dev_audio
-    audio = _dev_audio(read_finetune_data(corpus_8k), 8000)
-    peak = max(float(np.abs(samples).max()) for samples in audio.values())
+    # for a 16 kHz model the 8 kHz files stay at the rate they were heard at
+    audio, skipped = _dev_audio(read_finetune_data(corpus_8k), 16000)
+    assert list(audio) == [8000] and not skipped
+    peak = max(float(np.abs(samples).max()) for samples in audio[8000].values())
     assert 0.01 < peak <= 1.0  # the int16 scale read back as floats would clip every sample

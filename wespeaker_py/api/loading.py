@@ -176,4 +176,5 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
                                f"model's embeddings {backend.embed_dim}")
     return SpeakerModel(backend, name, os.path.abspath(path), mean,
                         calibration or companions + CALIBRATION_NAME, force=force,
-                        window_lda_path=companions + WINDOW_LDA_NAME)
+                        window_lda_path=companions + WINDOW_LDA_NAME,
+                        config_path=None if config is None else os.path.abspath(config))

@@ -126,15 +126,18 @@ class SpeakerModel:
     reads ``calibration.json``; one fitted with another model (another
     :attr:`identity`) is an error unless ``force``, which makes it a warning.
     ``window_lda_path`` is where :meth:`train_window_lda` writes, and diarization
-    reads, the window LDA (same identity rule).
+    reads, the window LDA (same identity rule). ``config_path``: the ``config=``
+    a bare checkpoint was loaded with (None: the source carries its own), which
+    :meth:`finetune` passes on.
     """
 
     def __init__(self, backend, name: str, source: str, mean_vec: Optional[np.ndarray] = None,
                  calibration_path: Optional[str] = None, force: bool = False,
-                 window_lda_path: Optional[str] = None):
+                 window_lda_path: Optional[str] = None, config_path: Optional[str] = None):
         self.backend = backend
         self.name = name
         self.source = source
+        self.config_path = config_path
         self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
         self.calibration_path = calibration_path
         self.window_lda_path = window_lda_path
@@ -408,15 +411,22 @@ class SpeakerModel:
         if len(scores) < len(trial_list):
             logger.warning("%d of %d trials left out: their audio was skipped",
                            len(trial_list) - len(scores), len(trial_list))
-        calibration = fit_calibration(np.array(scores), np.array(labels, dtype=bool),
-                                      trials=os.path.abspath(trials), model=self.name,
-                                      identity=self.identity,
-                                      band_fills=self._heard_fills(rates),
-                                      mean_vec=self._mean_vec_digest())
+        calibration = self.calibration_of_scores(scores, labels, os.path.abspath(trials), rates)
         save_calibration(target, calibration)
         if target == self.calibration_path:
             self._calibration, self._calibration_read = calibration, True
         return calibration
+
+    def calibration_of_scores(self, scores: Sequence[float], labels: Sequence[bool],
+                              trials: str, heard_rates: Iterable[int]) -> Calibration:
+        """Fit a calibration on this model's ``scores`` of labelled trials (the file
+        ``trials``), recording what they depend on: the model's :attr:`identity`, its mean
+        vector, and the band fills that its audio heard at ``heard_rates`` went through
+        (call it right after embedding that audio)."""
+        return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
+                               model=self.name, identity=self.identity,
+                               band_fills=self._heard_fills(heard_rates),
+                               mean_vec=self._mean_vec_digest())
 
     # -- speaker gallery ---------------------------------------------------------------------
 
@@ -894,11 +904,13 @@ class SpeakerModel:
     def finetune(self, data_dir: str, out_dir: str, device: Optional[str] = None,
                  num_threads: Optional[int] = None, overwrite: bool = False,
                  mix_data: Optional[str] = None, **options: Any) -> "SpeakerModel":
-        """Fine-tune this model on the speakers of ``data_dir``; return the new model in ``out_dir``.
+        """Fine-tune this model on the speakers of ``data_dir``; return the new model, in
+        ``out_dir``.
 
         ``options`` are :class:`~wespeaker_py.finetune.FinetuneOptions` fields
         (``epochs``, ``lr``, ``margin``, ``freeze``, ``sample_rate``, ...); ``mix_data``
-        a Kaldi folder of original-domain data that trains too; see
+        a Kaldi folder of original-domain data that trains too; a checkpoint loaded
+        with ``config=`` is fine-tuned with that config. See
         :func:`wespeaker_py.finetune.finetune` and docs/finetune.md.
         """
         from wespeaker_py.api.loading import load_model
@@ -908,7 +920,8 @@ class SpeakerModel:
         except TypeError as error:
             raise WespeakerError(f"finetune: {error}") from None
         finetune(self.source, data_dir, out_dir, settings, device=device,
-                 num_threads=num_threads, overwrite=overwrite, mix_data=mix_data)
+                 num_threads=num_threads, overwrite=overwrite, config=self.config_path,
+                 mix_data=mix_data)
         return load_model(out_dir, device=device)
 
     # -- about -------------------------------------------------------------------------------

@@ -7,9 +7,12 @@
 OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
 ``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
 trials) and ``finetune.json`` (what was done, and the dev figures before and
-after). ``OUT/work`` keeps the lists and each phase's experiment folder: a
-killed run, started again with the same arguments, resumes from the newest
-checkpoint (the trainer's resume); a finished one is left as it is.
+after), written only once the new model is evaluated and calibrated (until then
+it is the last phase's experiment folder). ``OUT/work`` keeps the lists and each
+phase's experiment folder: a killed (or failed) run, started again with the same
+arguments, resumes from the newest checkpoint (the trainer's resume); a finished
+one is left as it is. OUT never holds the run's inputs, and ``overwrite`` only
+replaces an earlier fine-tuning run (a folder with ``work/request.json``).
 """
 from __future__ import annotations
 
@@ -17,24 +20,24 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from wespeaker_py.api.calibration import fit_calibration, save_calibration
+from wespeaker_py.api.calibration import save_calibration
 from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
                                       torch_model_files)
-from wespeaker_py.audio import INT16_SCALE, load_audio
+from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions, phase_config, phases
 from wespeaker_py.finetune.data import FinetuneData, read_finetune_data, write_lists
 from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, model_state_of, read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.train.average import average_state_dicts, select_checkpoints
 from wespeaker_py.train.experiment import existing_checkpoints
-from wespeaker_py.utils.file_utils import atomic_open, save_torch
+from wespeaker_py.utils.file_utils import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.threads import using_threads
 
@@ -52,7 +55,8 @@ WEIGHTS_NOTE = (
 
 
 class OutputExistsError(WespeakerError):
-    """OUT holds something other than this fine-tuning run (exit status 2)."""
+    """OUT holds something other than this fine-tuning run, or one of its inputs
+    (exit status 2)."""
 
 
 def _check_options(options: FinetuneOptions) -> None:
@@ -71,21 +75,60 @@ def _check_options(options: FinetuneOptions) -> None:
             raise WespeakerError(message)
 
 
+def _is_within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _check_out_holds_no_input(out_dir: str, inputs: Sequence[Tuple[str, str]]) -> None:
+    """:class:`OutputExistsError` when OUT is, or holds, one of the run's ``inputs``
+    (``(what, path)``): writing OUT, or ``--overwrite`` replacing it, would destroy it."""
+    for what, path in inputs:
+        if _is_within(path, out_dir):
+            raise OutputExistsError(f"--out {out_dir} is or holds {what} {path}; choose an "
+                                    f"--out that holds none of the inputs")
+
+
+def _run_inputs(checkpoint: str, config_path: str, data: FinetuneData
+                ) -> List[Tuple[str, str]]:
+    """``(what, path)`` of everything the run reads: the source's files, the data folders
+    and their audio files (pipes aside)."""
+    inputs = [("the source checkpoint", checkpoint), ("the source config", config_path),
+              ("the --data folder", data.source)]
+    if data.mix_source:
+        inputs.append(("the --mix_data folder", data.mix_source))
+    wavs = sorted({entry.wav for entry in data.train + data.dev if not is_pipe(entry.wav)})
+    return inputs + [("the audio file", wav) for wav in wavs]
+
+
+def _read_request(path: str) -> Optional[Dict[str, Any]]:
+    """The arguments an earlier run recorded in ``path``; None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
-    """Make OUT ours; True when it already holds this run, finished."""
+    """Make OUT ours; True when it already holds this run, finished. ``overwrite`` replaces
+    only an earlier fine-tuning run (a folder with ``work/request.json``)."""
     request_path = os.path.join(out_dir, WORK_DIR, REQUEST_NAME)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputExistsError(f"--out {out_dir} is a file, not a folder")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        previous = None
-        if os.path.isfile(request_path):
-            with open(request_path, encoding="utf-8") as handle:
-                previous = json.load(handle)
-        if previous != request:
+        if not os.path.isfile(request_path):
+            raise OutputExistsError(
+                f"{out_dir} holds other files, not a fine-tuning run (it has no "
+                f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
+                f"run: choose another --out")
+        if _read_request(request_path) != request:
             if not overwrite:
-                what = ("a fine-tuning run with other arguments" if previous is not None
-                        else "other files")
-                raise OutputExistsError(f"{out_dir} already holds {what}; pass --overwrite "
-                                        f"to replace it, or choose another --out")
-            logger.info("--overwrite: removing %s", out_dir)
+                raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
+                                        f"arguments; pass --overwrite to replace it, or choose "
+                                        f"another --out")
+            logger.info("--overwrite: removing the earlier fine-tuning run in %s", out_dir)
             shutil.rmtree(out_dir)
         elif os.path.isfile(os.path.join(out_dir, REPORT_NAME)):
             return True
@@ -145,34 +188,69 @@ def _train_phase(config: Dict[str, Any]) -> str:
     return last
 
 
-def _dev_audio(data: FinetuneData, rate: int) -> Dict[str, np.ndarray]:
-    """The dev utterances as samples at ``rate`` (segments cut out)."""
-    audio = {}
+DevAudio = Dict[int, Dict[str, np.ndarray]]  # heard rate -> {utterance: samples at it}
+
+
+def _dev_audio(data: FinetuneData, rate: int) -> Tuple[DevAudio, Dict[str, str]]:
+    """The dev utterances (segments cut out, as training reads them) by the rate they are
+    heard at -- their file's own, or ``rate`` when that is lower -- as [-1, 1] samples at
+    that rate; and ``{utterance: why}`` of those that cannot be read, each skipped with a
+    warning naming its file (their trials drop out)."""
+    audio: DevAudio = {}
+    skipped: Dict[str, str] = {}
     for entry in data.dev:
-        samples = load_audio(entry.wav, rate)
-        if entry.vad:
-            samples = np.concatenate([samples[int(start * rate):int(end * rate)]
-                                      for start, end in entry.vad])
-        # load_audio gives the int16 scale; arrays passed back in are read as [-1, 1] floats
-        audio[entry.key] = samples / INT16_SCALE
-    return audio
+        try:
+            with open_audio(entry.wav) as handle:
+                heard = min(int(handle.samplerate), rate)
+                voiced = apply_vad(handle, entry.vad) if entry.vad else handle
+                samples = read_checked(voiced, heard)
+        except AudioInputError as error:
+            logger.warning("dev utterance %s skipped: %s", entry.key, error)
+            skipped[entry.key] = str(error)
+            continue
+        # the int16 scale; arrays passed back in are read as [-1, 1] floats
+        audio.setdefault(heard, {})[entry.key] = samples / INT16_SCALE
+    if skipped:
+        logger.warning("%d of %d dev utterances skipped: their trials are left out",
+                       len(skipped), len(data.dev))
+    return audio, skipped
 
 
-def _score_dev(model, audio: Mapping[str, np.ndarray], rate: int,
-               trials: List) -> Dict[str, Any]:
-    embeddings = model.embed_many(dict(audio), sample_rate=rate, progress=False).embeddings
-    scores, labels = [], []
+def _score_dev(model, audio: DevAudio, trials: List) -> Dict[str, Any]:
+    """EER, minDCF, scores and labels of ``model`` on the dev ``trials`` whose utterances
+    it embedded, and the rates below the model's that their audio was heard at."""
+    embeddings: Dict[str, np.ndarray] = {}
+    heard_rates: Dict[str, int] = {}
+    for heard, group in sorted(audio.items()):
+        results = model.embed_many(group, sample_rate=heard, progress=False)
+        embeddings.update(results.embeddings)
+        heard_rates.update(results.heard_rates)
+    scores, labels, rates = [], [], set()
     for enroll, test, label in trials:
         if enroll in embeddings and test in embeddings:
             scores.append(model.score_embeddings(embeddings[enroll], embeddings[test]))
             labels.append(label == "target")
+            rates.update(heard_rates[key] for key in (enroll, test) if key in heard_rates)
+    if len(scores) < len(trials):
+        logger.warning("%d of %d dev trials left out for %s: their audio was skipped",
+                       len(trials) - len(scores), len(trials), model.source)
     if not any(labels) or all(labels):
         raise WespeakerError("the dev utterances could not be embedded: no trial of each kind "
                              "is left (see the warnings above)")
     scores_array, labels_array = np.array(scores), np.array(labels, dtype=bool)
     return {"eer": compute_eer(scores_array, labels_array),
             "min_dcf": compute_min_dcf(scores_array, labels_array),
-            "trials": len(scores), "scores": scores_array, "labels": labels_array}
+            "trials": len(scores), "scores": scores_array, "labels": labels_array,
+            "heard_rates": rates}
+
+
+def _publish(staged_dir: str, out_dir: str) -> None:
+    """Copy the evaluated model's ``config.yaml`` and ``avg_model.pt`` from the experiment
+    folder ``staged_dir`` into OUT, each file atomically."""
+    for name, staged in ((CONFIG_NAME, os.path.join(staged_dir, CONFIG_NAME)),
+                         (WEIGHTS_NAME, os.path.join(staged_dir, "models", WEIGHTS_NAME))):
+        with atomic_path(os.path.join(out_dir, name)) as tmp:
+            shutil.copyfile(staged, tmp)
 
 
 def finetune(source: str, data_dir: str, out_dir: str,
@@ -187,7 +265,10 @@ def finetune(source: str, data_dir: str, out_dir: str,
     ``finetune.json`` record. Computes with ``num_threads`` CPU threads (default: the
     rule of :mod:`wespeaker_py.utils.threads`).
     Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
-    holding something else :class:`OutputExistsError` unless ``overwrite``.
+    that is or holds one of the inputs, or holds other files than a fine-tuning run,
+    :class:`OutputExistsError`, as does one holding a run with other arguments unless
+    ``overwrite``. Dev utterances that cannot be read are skipped (named in the log
+    and in the record's ``dev_skipped``).
     """
     with using_threads(num_threads):
         return _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
@@ -207,6 +288,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     rate = options.sample_rate or data.sample_rate
     request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
                "data": data.source, "mix_data": data.mix_source, "options": options.as_dict()}
+    _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
         logger.info("%s already holds this fine-tuning run", out_dir)
@@ -231,20 +313,21 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
             train_label=train_label, num_utterances=len(data.train), sample_rate=rate,
             model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device))
         phase["frozen_params"] = frozen
+    # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
+    # it is evaluated and calibrated: a failure leaves no half-made model in OUT
     final_dir = os.path.join(work, plan[-1]["name"])
     averaged = select_checkpoints(os.path.join(final_dir, "models"),
                                   min(options.num_avg, plan[-1]["epochs"]))
-    save_torch(average_state_dicts(averaged), os.path.join(out_dir, WEIGHTS_NAME))
-    shutil.copyfile(os.path.join(final_dir, CONFIG_NAME), os.path.join(out_dir, CONFIG_NAME))
+    save_torch(average_state_dicts(averaged), os.path.join(final_dir, "models", WEIGHTS_NAME))
     train_seconds = time.time() - started
 
-    audio = _dev_audio(data, rate)
-    before = _score_dev(load_model(source, device=device, config=config), audio, rate,
-                        data.trials)
-    tuned = load_model(out_dir, device=device)
-    after = _score_dev(tuned, audio, rate, data.trials)
-    calibration = fit_calibration(after["scores"], after["labels"],
-                                  trials=os.path.abspath(trials_path), model=tuned.name)
+    audio, skipped = _dev_audio(data, rate)
+    before = _score_dev(load_model(source, device=device, config=config), audio, data.trials)
+    tuned = load_model(final_dir, device=device)
+    after = _score_dev(tuned, audio, data.trials)
+    calibration = tuned.calibration_of_scores(after["scores"], after["labels"],
+                                              os.path.abspath(trials_path), after["heard_rates"])
+    _publish(final_dir, out_dir)
     save_calibration(os.path.join(out_dir, CALIBRATION_NAME), calibration)
 
     figures = {name: {key: result[key] for key in ("eer", "min_dcf", "trials")}
@@ -255,7 +338,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                                         .get("resample_rate", 16000)),
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
-              "dev": figures, "calibration_cllr": calibration.cllr,
+              "dev": figures, "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
     with atomic_open(report_path, "w", encoding="utf-8") as out:
         json.dump(report, out, indent=2)
