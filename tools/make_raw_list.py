@@ -9,7 +9,6 @@ import argparse
 import os
 
 from wespeaker_py.dataset.lists import read_utterance_table, write_raw_list
-from wespeaker_py.dataset.shards import check_decodable
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
@@ -26,7 +25,6 @@ def main() -> None:
     vad_file = args.vad_file if os.path.exists(args.vad_file) else None
     entries = read_utterance_table(args.wav_file, args.utt2spk_file, vad_file,
                                    drop_without_vad=True)
-    check_decodable(entries)
     write_raw_list(entries, args.raw_list)
     get_logger("make_raw_list").info("wrote %d utterances to %s", len(entries), args.raw_list)
 

@@ -18,10 +18,17 @@ import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import soundfile as sf
+
+from wespeaker_py.audio import is_pipe
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, atomic_open,
                                            iter_table, read_key_value)
 
 Segments = Tuple[Tuple[float, float], ...]
+# file suffixes read as audio (also as members of any shard, ours or a third party's)
+AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
+# extensions that soundfile decodes under another format's name
+_SOUNDFILE_FORMAT_OF = {"opus": "OGG"}
 
 
 @dataclass(frozen=True)
@@ -195,8 +202,32 @@ def raw_list_line(entry: TableEntry) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def audio_extension(wav: str) -> str:
+    """The lower-case suffix of an audio path ("" for none)."""
+    return wav.rsplit(".", 1)[-1].lower() if "." in wav else ""
+
+
+def check_decodable(entries: Sequence[TableEntry]) -> None:
+    """Refuse, before a list or shard is made, audio that soundfile cannot decode here.
+
+    An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) of a
+    format missing from ``soundfile.available_formats()`` (m4a and wma with
+    libsndfile) is a ``ValueError`` naming the utterance and the file. Pipes and
+    other extensions are left to the reader (libsndfile detects formats by content).
+    """
+    formats = sf.available_formats()
+    for entry in entries:
+        suffix = "" if is_pipe(entry.wav) else audio_extension(entry.wav)
+        if suffix in AUDIO_EXTENSIONS and _SOUNDFILE_FORMAT_OF.get(suffix, suffix.upper()) \
+                not in formats:
+            raise ValueError(f"utterance {entry.key}: soundfile (libsndfile "
+                             f"{sf.__libsndfile_version__}) cannot decode .{suffix} files such "
+                             f"as {entry.wav!r}; convert them first (e.g. to wav or flac)")
+
+
 def write_raw_list(entries: Sequence[TableEntry], path: str) -> None:
-    """Write a ``raw.list`` atomically."""
+    """Write a ``raw.list`` atomically, after :func:`check_decodable`."""
+    check_decodable(entries)
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for entry in entries:
             handle.write(raw_list_line(entry) + "\n")

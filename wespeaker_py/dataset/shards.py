@@ -30,17 +30,14 @@ from tqdm import tqdm
 from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
                                 read_pipe)
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.lists import TableEntry, Utterance
+from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
+                                        check_decodable)
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-# member suffixes read as audio from any shard (ours or a third party's)
-AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
-# extensions that soundfile decodes under another format's name
-_SOUNDFILE_FORMAT_OF = {"opus": "OGG"}
 PIPE_PREFIX = "pipe:"
 # seconds an http(s)/ftp shard may send nothing before it counts as a bad shard
 URL_TIMEOUT_S = 60.0
@@ -191,32 +188,10 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
         raise tarfile.ReadError(damage)
 
 
-def _extension(wav: str) -> str:
-    return wav.rsplit(".", 1)[-1].lower() if "." in wav else ""
-
-
-def check_decodable(entries: Sequence[TableEntry]) -> None:
-    """Refuse, before a list or shard is made, audio that soundfile cannot decode here.
-
-    An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) of a
-    format missing from ``soundfile.available_formats()`` (m4a and wma with
-    libsndfile) is a ``ValueError`` naming the utterance and the file. Pipes and
-    other extensions are left to the reader (libsndfile detects formats by content).
-    """
-    formats = sf.available_formats()
-    for entry in entries:
-        suffix = "" if is_pipe(entry.wav) else _extension(entry.wav)
-        if suffix in AUDIO_EXTENSIONS and _SOUNDFILE_FORMAT_OF.get(suffix, suffix.upper()) \
-                not in formats:
-            raise ValueError(f"utterance {entry.key}: soundfile (libsndfile "
-                             f"{sf.__libsndfile_version__}) cannot decode .{suffix} files such "
-                             f"as {entry.wav!r}; convert them first (e.g. to wav or flac)")
-
-
 def _audio_suffix(entry: TableEntry) -> str:
     if is_pipe(entry.wav):
         return "wav"
-    suffix = _extension(entry.wav)
+    suffix = audio_extension(entry.wav)
     if suffix not in AUDIO_EXTENSIONS:
         raise ValueError(f"utterance {entry.key}: {entry.wav!r} has no known audio extension "
                          f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
