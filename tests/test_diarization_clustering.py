@@ -345,9 +345,14 @@ def test_noise_attaches_to_the_nearest_cluster_but_clusters_stay_apart():
     attached = attach_unassigned(embeddings, noisy)
     assert same_partition(attached, truth)
     # two HDBSCAN clusters are never joined, however close
-    close = blobs([20], seed=6)[0]
+    close = blobs([21], seed=6)[0]
     labels = np.repeat([0, 1], 10)
-    assert len(set(attach_unassigned(close, labels).tolist())) == 2
+    assert len(set(attach_unassigned(close[:20], labels).tolist())) == 2
+    # nor after one of them took in a noise window (WeSpeaker's PAHC: a merged
+    # cluster's cost to another HDBSCAN cluster stays -inf)
+    with_noise = attach_unassigned(close, np.append(labels, -1))
+    assert len(set(with_noise.tolist())) == 2
+    assert same_partition(with_noise[:20], labels)
 
 
 # ------------------------------------------------------------ finer turns

@@ -6,8 +6,9 @@
   ``min_size`` windows or fewer to the nearest centroid of the larger clusters.
 * :func:`attach_unassigned` is the step after HDBSCAN in WeSpeaker's
   UMAP clusterer: windows HDBSCAN left as noise start as clusters of their own
-  and are joined greedily, highest average cosine first, to anything but
-  another HDBSCAN cluster, while that average is at least ``merge_cutoff``;
+  and are joined greedily, highest average cosine first, while that average is
+  at least ``merge_cutoff``; two clusters that each hold an HDBSCAN cluster never
+  join (a cluster that took in noise keeps that protection, as in WeSpeaker);
   then clusters under ``min_size`` windows go to the large cluster of highest
   average cosine (if at least ``absorb_cutoff``).
 
@@ -81,7 +82,7 @@ def attach_unassigned(embeddings: np.ndarray, labels: np.ndarray, merge_cutoff: 
             break
         members[first] = np.concatenate([members[first], members[second]])
         sizes[first] += sizes[second]
-        fixed[first] = False  # a merged cluster may join any other, as in WeSpeaker
+        fixed[first] = fixed[first] or fixed[second]
         dots[first, :] += dots[second, :]
         dots[:, first] += dots[:, second]
         alive[second] = False
