@@ -15,8 +15,8 @@ import yaml
 
 import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
-from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, TooFewTrialsError,
-                                          fit_calibration, save_calibration)
+from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, CalibrationMissingError,
+                                          TooFewTrialsError, fit_calibration, save_calibration)
 from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import WespeakerError
@@ -230,6 +230,25 @@ def test_a_gallery_or_calibration_made_with_another_mean_vector_is_an_error_unle
         load(first, calibration=path, mean_vec=mean_path).verify(speech[0], speech[1])
     assert load(first, calibration=path, mean_vec=mean_path,
                 force=True).verify(speech[0], speech[1]).calibrated
+
+
+def test_a_calibration_named_but_missing_is_an_error_not_an_uncalibrated_answer(
+        models, speech, tmp_path, capsys):
+    first, _ = models
+    missing = str(tmp_path / "nowhere" / "calibration.json")
+    model = load(first, calibration=missing)
+    with pytest.raises(CalibrationMissingError, match=rf"calibration file {missing} does not "
+                                                      rf"exist; fit it with 'wespeaker-py "
+                                                      rf"calibrate'"):
+        model.verify(speech[0], speech[1])
+    assert model.info()["calibration"].startswith(f"not used: calibration file {missing}")
+    assert not load(first).verify(speech[0], speech[1]).calibrated   # none beside: allowed
+    status, out, err = run_cli(capsys, "verify", "--model", first, "--device", "cpu",
+                               "--calibration", missing, speech[0], speech[1])
+    assert (status, out) == (2, "") and "does not exist" in one_error_line(err)
+    os.makedirs(os.path.dirname(missing))
+    save_calibration(missing, synthetic_calibration(model.identity))
+    assert model.verify(speech[0], speech[1]).calibrated
 
 
 def write_trials(tmp_path, speech, labels):

@@ -42,6 +42,10 @@ FALSE_ACCEPT_TARGET = 0.01
 MIN_TRIALS_PER_CLASS = 10
 
 
+class CalibrationMissingError(WespeakerError, FileNotFoundError):
+    """A calibration file named explicitly (``--calibration``) that does not exist."""
+
+
 class TooFewTrialsError(WespeakerError, ValueError):
     """Fewer labelled trials of a class than :data:`MIN_TRIALS_PER_CLASS`."""
 
@@ -180,12 +184,19 @@ def load_calibration(path: str) -> Calibration:
 
 
 def read_optional_calibration(path: Optional[str], identity: str, force: bool = False,
-                              mean_vec: str = "") -> Optional[Calibration]:
+                              mean_vec: str = "", required: bool = False
+                              ) -> Optional[Calibration]:
     """The calibration at ``path`` for the model of ``identity`` subtracting the mean vector
-    of digest ``mean_vec``, or None when there is no such file. One fitted with another
-    model or mean vector is an error unless ``force`` (see
+    of digest ``mean_vec``, or None when there is no such file (``required``: a
+    :class:`CalibrationMissingError` instead). One fitted with another model or mean
+    vector is an error unless ``force`` (see
     :func:`~wespeaker_py.runtime.identity.check_recorded_identity`)."""
     if path is None or not os.path.exists(path):
+        if required:
+            raise CalibrationMissingError(
+                f"calibration file {path} does not exist; fit it with 'wespeaker-py "
+                f"calibrate' (model.calibrate), or leave --calibration (calibration=) out to "
+                f"use the one beside the model")
         return None
     calibration = load_calibration(path)
     check_recorded_identity(path, "calibration", calibration.identity, identity, force)

@@ -151,7 +151,8 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     onnxruntime's choice; torch follows ``torch.set_num_threads``). ``mean_vec``
     and ``calibration`` name other files than the ones beside the model; a calibration
     fitted with another model (another ``identity``) is an error when used, unless
-    ``force`` (then a warning). Problems raise
+    ``force`` (then a warning), and so is one named here that does not exist (until
+    :meth:`~wespeaker_py.api.SpeakerModel.calibrate` writes it). Problems raise
     :class:`~wespeaker_py.errors.ModelSourceError` naming the file and what
     to do.
     """
@@ -177,4 +178,5 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     return SpeakerModel(backend, name, os.path.abspath(path), mean,
                         calibration or companions + CALIBRATION_NAME, force=force,
                         window_lda_path=companions + WINDOW_LDA_NAME,
-                        config_path=None if config is None else os.path.abspath(config))
+                        config_path=None if config is None else os.path.abspath(config),
+                        calibration_required=bool(calibration))

@@ -19,8 +19,8 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
 import numpy as np
 from tqdm import tqdm
 
-from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, check_prior,
-                                          check_trial_counts, fit_calibration,
+from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, CalibrationMissingError,
+                                          check_prior, check_trial_counts, fit_calibration,
                                           read_optional_calibration, probability,
                                           save_calibration)
 from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, load_gallery,
@@ -128,18 +128,22 @@ class SpeakerModel:
     ``window_lda_path`` is where :meth:`train_window_lda` writes, and diarization
     reads, the window LDA (same identity rule). ``config_path``: the ``config=``
     a bare checkpoint was loaded with (None: the source carries its own), which
-    :meth:`finetune` passes on.
+    :meth:`finetune` passes on. ``calibration_required``: ``calibration_path`` was named
+    by the user, so using the model for a decision while it does not exist is an error
+    rather than an uncalibrated answer.
     """
 
     def __init__(self, backend, name: str, source: str, mean_vec: Optional[np.ndarray] = None,
                  calibration_path: Optional[str] = None, force: bool = False,
-                 window_lda_path: Optional[str] = None, config_path: Optional[str] = None):
+                 window_lda_path: Optional[str] = None, config_path: Optional[str] = None,
+                 calibration_required: bool = False):
         self.backend = backend
         self.name = name
         self.source = source
         self.config_path = config_path
         self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
         self.calibration_path = calibration_path
+        self.calibration_required = calibration_required
         self.window_lda_path = window_lda_path
         self.force = force
         self._calibration: Optional[Calibration] = None
@@ -310,9 +314,9 @@ class SpeakerModel:
         came below the model's rate through another band fill (or none) than such audio
         goes through now is an error unless :attr:`force` (then a warning)."""
         if not self._calibration_read:
-            self._calibration = read_optional_calibration(self.calibration_path,
-                                                          self.identity, self.force,
-                                                          self._mean_vec_digest())
+            self._calibration = read_optional_calibration(
+                self.calibration_path, self.identity, self.force, self._mean_vec_digest(),
+                required=self.calibration_required)
             self._calibration_read, self._calibration_fills_checked = True, None
         if self._calibration is not None and self._calibration.band_fills:
             self._refresh_band_fills()
@@ -936,7 +940,8 @@ class SpeakerModel:
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration
-        except (ModelMismatchError, BandFillError) as error:   # reported, not raised
+        except (ModelMismatchError, BandFillError,
+                CalibrationMissingError) as error:   # reported, not raised
             details["calibration"] = f"not used: {error}"
             return details
         details["calibration"] = (None if calibration is None else
