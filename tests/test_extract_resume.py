@@ -77,6 +77,33 @@ def test_an_interrupted_extraction_resumes_to_the_same_embeddings(setup, tmp_pat
     assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
 
 
+def test_a_run_cut_short_while_splitting_the_list_resumes_with_every_split(setup, tmp_path,
+                                                                             monkeypatch):
+    from wespeaker_py.inference import workdir
+    from wespeaker_py.inference.workdir import ExtractionWork
+    from wespeaker_py.utils.file_utils import atomic_open
+
+    def work():
+        return ExtractionWork(str(tmp_path / "xvector.ark"), setup["list"], "raw",
+                              setup["checkpoint"], setup["config"], num_jobs=3)
+
+    def disk_full_after_the_first_split(path, *args, **kwargs):
+        if os.path.basename(path).startswith("split_") and not path.endswith("000.list"):
+            raise OSError(28, "No space left on device")
+        return atomic_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(workdir, "atomic_open", disk_full_after_the_first_split)
+    with pytest.raises(OSError):
+        work().job_lists()
+    monkeypatch.undo()
+    resumed = work()
+    assert resumed.resumed
+    lists = resumed.job_lists()
+    assert len(lists) == 3
+    keys = [json.loads(line)["key"] for path in lists for line in open(path) if line.strip()]
+    assert sorted(keys) == sorted(json.loads(line)["key"] for line in open(setup["list"]))
+
+
 def test_work_of_another_list_is_not_resumed(setup, tmp_path):
     ark = str(tmp_path / "xvector.ark")
     stale = work_dir_for(ark)

@@ -136,13 +136,12 @@ class ExtractionWork:
             return None
 
     def job_lists(self) -> List[str]:
-        """The list of each job: the data list itself for one job, else its splits."""
+        """The list of each job: the data list itself for one job, else its splits, written
+        anew on every run (the manifest fixes the list and the number of jobs, so a resumed
+        run's splits are the same; splits left by a run cut short while writing them are
+        never taken for all of them)."""
         if self.num_jobs == 1:
             return [self.data_list]
-        existing = sorted(name for name in os.listdir(self.path)
-                          if name.startswith("split_") and name.endswith(".list"))
-        if self.resumed and existing:
-            return [os.path.join(self.path, name) for name in existing]
         return split_data_list(self.data_list, self.num_jobs, self.path)
 
     def part_ark(self, job: int) -> str:
