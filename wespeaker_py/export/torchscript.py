@@ -1,8 +1,11 @@
 """TorchScript export of a speaker model (features ``[B, T, F]`` -> embeddings ``[B, E]``).
 
 WeSpeaker scripts the model with ``torch.jit.script``. Our models are written
-for eager PyTorch first, and not every one compiles under the TorchScript
-subset, so ``method="auto"`` scripts when it can and otherwise traces. A trace
+for eager PyTorch first, and none of the families compiles under the TorchScript
+subset today (the shared pooling layers use module-level constants and lists of
+inferred size; checked for XVEC, ResNet, ECAPA, CAM++, ERes2Net, SimAM, ReDimNet,
+RepVGG and Gemini), so ``method="auto"`` traces in practice and ``script`` is kept
+for a model that does compile. A trace
 records one run, so the exported module is always checked against the eager
 model on inputs of other batch sizes and lengths than the traced one before
 it is written; a difference is an error, never a silently wrong export.
