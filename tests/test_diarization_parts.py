@@ -1,11 +1,13 @@
-"""Diarization building blocks: VAD, windows, turns, RTTM, DER/JER (clustering: test_diarization_clustering.py)."""
+"""Diarization building blocks: VAD, windows, turns, RTTM, DER/JER
+(clustering: test_diarization_clustering.py)."""
 import os
 
 import numpy as np
 import pytest
 
 from wespeaker_py.audio import INT16_SCALE, load_audio
-from wespeaker_py.diarization.metrics import error_times, score_recordings, speaker_jaccard
+from wespeaker_py.diarization.metrics import (align, count_speakers, error_times,
+                                              score_recordings, speaker_jaccard)
 from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, windows_to_turns
@@ -28,7 +30,10 @@ def speech_like(seconds, rng, level=0.1):
 
 def test_energy_vad_finds_generated_speech_between_silences():
     rng = np.random.default_rng(0)
-    quiet = lambda s: (1e-4 * rng.standard_normal(int(s * SR))).astype(np.float32)
+
+    def quiet(seconds):
+        return (1e-4 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
     audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
                             speech_like(1.0, rng), quiet(0.5)])
     regions = EnergyVAD()(audio, SR)
@@ -43,7 +48,10 @@ def test_energy_vad_takes_the_region_durations_and_refuses_a_probability_thresho
     from wespeaker_py.diarization.vad import build_vad
 
     rng = np.random.default_rng(0)
-    quiet = lambda s: (1e-4 * rng.standard_normal(int(s * SR))).astype(np.float32)
+
+    def quiet(seconds):
+        return (1e-4 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
     audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
                             speech_like(1.0, rng), quiet(0.5)])
 
@@ -205,6 +213,59 @@ def test_scores_pool_over_recordings():
     assert per["r2"].der == 100.0
     assert overall.der == pytest.approx(100 * (2 + 10) / 30)
     assert overall.jer == pytest.approx(100 * (1 / 6 + 1 / 5 + 1) / 3)
+
+
+def test_only_the_references_recordings_are_pooled(caplog):
+    # md-eval loops over the reference's files: a recording only the system output has
+    # (a whole wav.scp diarized, a subset's reference) is left out, and the log names it
+    ref = {"dev1": [T(0, 10, "A"), T(10, 20, "B")]}
+    sys = {"dev1": [T(0, 10, "x"), T(10, 20, "y")], "test7": [T(0, 100, "x")]}
+    per, overall = score_recordings(ref, sys)
+    assert list(per) == ["dev1"] and overall.der == 0.0 and overall.jer == 0.0
+    assert "not in the reference" in caplog.text and "test7" in caplog.text
+    assert count_speakers(ref, sys).total == 1
+    # a recording the scoring regions name is scored even without reference speech:
+    # its system speech is false alarm, and no reference speech means no shares
+    regions = {"dev1": [(0.0, 20.0)], "test7": [(0.0, 100.0)]}
+    per, overall = score_recordings(ref, sys, evaluation_maps=regions)
+    assert list(per) == ["dev1", "test7"] and per["test7"].der == 100.0
+    assert per["test7"].times.parts_percent() == ("n/a", "n/a", "n/a")
+    assert overall.der == pytest.approx(500.0)
+    assert overall.times.parts_percent(1) == ("0.0", "500.0", "0.0")
+
+
+def test_turns_are_trimmed_to_the_evaluation_map_first():
+    # as dscore: a reference speaker who talks only outside the UEM does not exist
+    ref = [T(0, 10, "A"), T(10, 20, "B"), T(25, 30, "C")]
+    sys = [T(0, 10, "x"), T(10, 20, "y")]
+    uem = [(0.0, 20.0)]
+    jaccard = speaker_jaccard(ref, sys, uem)
+    assert jaccard.jer == 0.0 and jaccard.num_ref == 2
+    counts = count_speakers({"r": ref}, {"r": sys}, {"r": uem})
+    assert counts.right == 1
+    assert count_speakers({"r": ref}, {"r": sys}).too_few == 1   # all 30 s: C counts
+    # and a reference turn cut by the UEM's edge gets a collar there
+    ref = [T(0, 10, "A"), T(10, 20, "B")]
+    sys = [T(0, 2.2, "y"), T(2.2, 10, "x"), T(10, 20, "y")]   # wrong just after 2 s
+    times = error_times(ref, sys, collar=0.25, evaluation_map=[(2.0, 20.0)])
+    assert times.scored == pytest.approx(17.0) and times.confusion == 0.0
+    # a turn across a gap between two regions is cut at both of its edges
+    times = error_times([T(0, 10, "A")], [T(0, 10, "x")], collar=0.5,
+                        evaluation_map=[(0.0, 4.0), (6.0, 10.0)])
+    assert times.scored == pytest.approx(6.0)
+
+
+def test_der_pairs_speakers_over_the_evaluation_map_before_exclusions():
+    # md-eval pairs speakers over the whole evaluation map, then scores what is left
+    # after the collar and overlap exclusions: A talks with X for 6 s (mostly in
+    # overlap with C), B with X for 2 s outside it; A, not B, is X's partner
+    ref = [T(0, 1, "A"), T(1, 3, "B"), T(3, 8, "A"), T(3, 8, "C"), T(8, 9, "C")]
+    sys = [T(0, 8, "X"), T(8, 9, "Y")]
+    alignment = align(ref, sys, ignore_overlaps=True)
+    assert alignment.pairs == {"A": "X", "C": "Y"}
+    times = alignment.times()
+    assert (times.scored, times.missed, times.false_alarm) == (4.0, 0.0, 0.0)
+    assert times.confusion == pytest.approx(2.0)   # B's 2 s, given to A's X
 
 
 def test_uem_limits_the_scored_time(tmp_path):

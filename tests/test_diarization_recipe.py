@@ -101,6 +101,30 @@ def test_score_diarization_compares_systems(tmp_path, capsys):
     assert stop.value.code == 2 and "NAME=RTTM" in capsys.readouterr().err
 
 
+def test_score_diarization_scores_the_references_recordings(tmp_path, capsys):
+    from wespeaker_py.bin.score_diarization import main
+    ref = {"recA": [Turn(0, 10, "A")], "recB": [Turn(0, 10, "B")]}
+    sys = {"recA": [Turn(0, 10, "x")], "recC": [Turn(0, 5, "x")], "extra": [Turn(0, 100, "x")]}
+    write_rttm(str(tmp_path / "ref.rttm"), ref)
+    write_rttm(str(tmp_path / "sys.rttm"), sys)
+    # recB has no scoring region: scored from its first to last turn; recC has one but
+    # no reference speech (false alarm, no shares); extra is only in the system output
+    (tmp_path / "all.uem").write_text("recA 1 0.000 10.000\nrecC 1 0.000 5.000\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["--ref_rttm", str(tmp_path / "ref.rttm"), "--sys_rttm", str(tmp_path / "sys.rttm"),
+              "--uem", str(tmp_path / "all.uem"), "--collars", "0", "--per_file"])
+    out, err = capsys.readouterr()
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[4:-1]]
+            for line in out.splitlines()[2:6]}
+    assert stop.value.code == 0
+    assert rows == {"recA": ["0.00", "0.00", "0.00", "0.00", "0.00"],
+                    "recB": ["100.00", "0.00", "0.00", "100.00", "100.00"],
+                    "recC": ["n/a", "n/a", "n/a", "100.00", "100.00"],
+                    "all (3)": ["50.00", "25.00", "0.00", "75.00", "50.00"]}
+    assert "does not name 1 recordings" in err and "recB" in err
+    assert "1 recordings are not in" in err and "extra" in err
+
+
 def test_recipe_prepares_voxconverse_style_folders(tmp_path):
     audio, rttms, uems = tmp_path / "audio", tmp_path / "rttm", tmp_path / "uem"
     audio.mkdir(), rttms.mkdir(), uems.mkdir()
@@ -196,8 +220,8 @@ def test_api_diarize_many_writes_what_diarize_gives_per_recording(tmp_path, tiny
                                atol=1e-3)   # RTTM keeps 3 decimals
 
 
-def test_cli_diarize_flags_match_the_options_and_reach_the_diarizer(tmp_path, tiny_model,
-                                                                      capsys):
+def test_cli_diarize_flags_match_the_options_and_reach_the_diarizer(
+        tmp_path, tiny_model, capsys):
     from wespeaker_py import load_model
     from wespeaker_py.cli.main import DIARIZE_SETTINGS, build_parser
     from wespeaker_py.diarization import DiarizationOptions
@@ -222,7 +246,7 @@ def test_cli_diarize_flags_match_the_options_and_reach_the_diarizer(tmp_path, ti
     turns = [line.split() for line in out.splitlines()]
     assert status == 0
     assert [(float(t[3]), t[7]) for t in turns] == [(round(e.start, 3), e.speaker)
-                                                      for e in expected]
+                                                    for e in expected]
     assert [(t.start, t.end) for t in expected] != [(t.start, t.end) for t in default]
     # on 0.25 s frames every boundary not at a speech edge is on the frame grid
     inner = [a.end for a, e in zip(expected, expected[1:]) if abs(a.end - e.start) < 1e-9]

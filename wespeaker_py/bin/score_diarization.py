@@ -7,8 +7,12 @@ Prints DER (with missed, false-alarm and confusion parts) and JER for the four
 usual conditions: no collar and a 0.25 s collar, overlapped speech scored and
 excluded (``--collars`` changes the collars). The scoring region of each
 recording runs from the first to the last turn of either file (dscore's
-default) or is read from ``--uem`` (NIST UEM, e.g. AMI-diarization-setup's);
-a recording missing from the system RTTM counts as all missed.
+default) or is read from ``--uem`` (NIST UEM, e.g. AMI-diarization-setup's;
+a reference recording it does not name is scored over the default region, and
+the log names it). The reference's recordings (and the UEM's) are scored, as
+md-eval does: one missing from the system RTTM counts as all missed; one only
+the system RTTM has is left out, and the log names it. Where no reference
+speech is scored, the missed, false-alarm and confusion shares read ``n/a``.
 
     python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
         --systems spectral=exp/spectral/sys.rttm nme-sc=exp/nme-sc/sys.rttm
@@ -30,11 +34,13 @@ import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, bin_prog, run_main
+from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore
 
 Condition = Tuple[float, bool]
+logger = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def table_row(name: str, score: "RecordingScore", collar: float, overlap: bool) -> str:
-    times = score.times
-    scored = max(times.scored, 1e-12)
+    """One Markdown row: the condition, the error shares (``n/a`` without scored speech),
+    DER and JER."""
+    missed, false_alarm, confusion = score.times.parts_percent(2)
     return (f"| {name} | {collar:g} | {'scored' if overlap else 'excluded'} | "
-            f"{100 * times.missed / scored:.2f} | {100 * times.false_alarm / scored:.2f} | "
-            f"{100 * times.confusion / scored:.2f} | {score.der:.2f} | {score.jer:.2f} |")
+            f"{missed} | {false_alarm} | {confusion} | {score.der:.2f} | {score.jer:.2f} |")
 
 
 def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bool = False,
@@ -83,13 +89,23 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bo
 
 
 def _read_scored(ref_rttm: str, sys_rttm: str, uem: Optional[str]):
-    """Reference and system turns (only the recordings a UEM names, as dscore), and regions."""
+    """Reference turns, the system turns of the recordings scored (others left out, the log
+    names them), and the UEM's regions (the log names reference recordings it lacks)."""
+    from wespeaker_py.diarization.metrics import listed_names, scored_recordings
     from wespeaker_py.diarization.rttm import read_rttm, read_uem
     ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
     regions = read_uem(uem) if uem else None
+    names, left_out = scored_recordings(ref, sys, regions)
+    if left_out:
+        logger.warning("%s: %d recordings are not in %s%s, left out of the scores: %s",
+                       sys_rttm, len(left_out), ref_rttm, f" or {uem}" if uem else "",
+                       listed_names(left_out))
+        sys = {key: turns for key, turns in sys.items() if key not in left_out}
     if regions is not None:
-        ref = {key: turns for key, turns in ref.items() if key in regions}
-        sys = {key: turns for key, turns in sys.items() if key in regions}
+        unnamed = [key for key in names if key not in regions]
+        if unnamed:
+            logger.warning("%s does not name %d recordings of %s, scored from their first to "
+                           "last turn: %s", uem, len(unnamed), ref_rttm, listed_names(unnamed))
     return ref, sys, regions
 
 
@@ -119,7 +135,7 @@ def comparison_table(ref_rttm: str, systems: Dict[str, str], collars: List[float
         for collar in collars:
             _, pooled = score_recordings(ref, sys, collar=collar, evaluation_maps=regions)
             ders.append(f"{pooled.der:.2f}")
-        counts = count_speakers(ref, sys)
+        counts = count_speakers(ref, sys, regions)
         lines.append(f"| {name} | {' | '.join(ders)} | {pooled.jer:.2f} | "
                      f"{counts.accuracy:.0f}% ({counts.right}/{counts.total}) | "
                      f"{counts.too_few} | {counts.too_many} |")
@@ -145,6 +161,7 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
 
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging()
     if (args.sys_rttm is None) == (args.systems is None):
         raise UsageError("score_diarization: give --sys_rttm or --systems")
     if args.systems is not None:

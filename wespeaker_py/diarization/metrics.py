@@ -4,14 +4,20 @@ Both are computed exactly on the time line (no frame grid): every boundary of a
 reference turn, a system turn or a scoring region cuts time into pieces in
 which the sets of active reference and system speakers are constant.
 
+Everything is measured inside the evaluation map (a UEM; by default, as
+dscore, from the earliest turn onset to the latest offset of reference and
+system together): first both sides' turns are trimmed to it, as dscore does, so
+a reference speaker who talks only outside it does not exist, and a turn cut by
+its edge ends there.
+
 DER (NIST RT-09, ``md-eval.pl``), per recording and pooled over recordings:
 
-* scored time: the evaluation map (by default, as dscore, from the earliest
-  turn onset to the latest offset of reference and system together), less a
-  no-score zone of +-``collar`` seconds around every reference turn boundary,
-  less (``ignore_overlaps``) the time where two or more reference speakers talk;
-* reference and system speakers are paired one-to-one to maximise the scored
-  time they share (Hungarian algorithm);
+* scored time: the evaluation map less a no-score zone of +-``collar`` seconds
+  around every (trimmed) reference turn boundary, less (``ignore_overlaps``) the
+  time where two or more reference speakers talk;
+* reference and system speakers are paired one-to-one to maximise the time
+  they share in the evaluation map, before the collar and overlap exclusions
+  (Hungarian algorithm), as md-eval pairs them;
 * in each piece with ``R`` reference and ``S`` system speakers of which ``C``
   are correctly paired: missed ``max(0, R-S)``, false alarm ``max(0, S-R)``,
   confusion ``min(R, S) - C``, each times the piece's duration;
@@ -22,6 +28,10 @@ collar nor the overlap exclusion to JER), speakers are paired one-to-one to
 minimise the sum of speaker Jaccard errors ``1 - |ref & sys| / |ref | sys|``;
 an unpaired reference speaker counts 1; JER is the mean over reference
 speakers (over all recordings' reference speakers when pooled).
+
+Pooled scores cover the reference's recordings and those the evaluation maps
+name, as md-eval loops over the reference's files; a recording only the system
+output has is left out with a warning.
 """
 from __future__ import annotations
 
@@ -34,8 +44,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from wespeaker_py.diarization.turns import Turn
+from wespeaker_py.utils.logging_utils import get_logger
 
 Region = Tuple[float, float]
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -60,6 +72,14 @@ class ErrorTimes:
         if self.scored > 0:
             return 100.0 * errors / self.scored
         return 100.0 if errors > 0 else 0.0
+
+    def parts_percent(self, digits: int = 2) -> Tuple[str, str, str]:
+        """Missed, false alarm and confusion in percent of the scored time, formatted with
+        ``digits`` decimals; ``n/a`` each when no reference speech is scored."""
+        if self.scored <= 0:
+            return ("n/a",) * 3
+        return tuple(f"{100.0 * part / self.scored:.{digits}f}"
+                     for part in (self.missed, self.false_alarm, self.confusion))
 
 
 @dataclass
@@ -101,6 +121,32 @@ def default_evaluation_map(ref: Sequence[Turn], sys: Sequence[Turn]) -> List[Reg
     if not turns:
         return []
     return [(min(t.start for t in turns), max(t.end for t in turns))]
+
+
+def trim_turns(turns: Sequence[Turn], regions: Sequence[Region]) -> List[Turn]:
+    """The parts of ``turns`` inside the sorted, disjoint ``regions`` (a turn that spans a
+    gap between two regions gives a part in each), as dscore trims turns to a UEM."""
+    starts = [start for start, _ in regions]
+    kept = []
+    for turn in turns:
+        first = max(0, bisect.bisect_right(starts, turn.start) - 1)
+        for start, end in regions[first:]:
+            if start >= turn.end:
+                break
+            if min(end, turn.end) > max(start, turn.start):
+                kept.append(Turn(max(start, turn.start), min(end, turn.end), turn.speaker))
+    return kept
+
+
+def evaluated_turns(ref: Sequence[Turn], sys: Sequence[Turn],
+                    evaluation_map: Optional[Sequence[Region]] = None
+                    ) -> Tuple[List[Region], List[Turn], List[Turn]]:
+    """The evaluation map (merged; :func:`default_evaluation_map` when None) and the
+    reference and system turns trimmed to it: all that DER, JER and the speaker count see."""
+    if evaluation_map is None:
+        evaluation_map = default_evaluation_map(ref, sys)
+    regions = merge_regions(evaluation_map)
+    return regions, trim_turns(ref, regions), trim_turns(sys, regions)
 
 
 def _pieces(ref: Sequence[Turn], sys: Sequence[Turn], extra_bounds: Sequence[float]):
@@ -213,12 +259,12 @@ class Alignment:
 def align(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
           ignore_overlaps: bool = False,
           evaluation_map: Optional[Sequence[Region]] = None) -> Alignment:
-    """Pair the speakers of one recording and count each scored piece's errors (module doc)."""
-    if evaluation_map is None:
-        evaluation_map = default_evaluation_map(ref, sys)
+    """Pair the speakers of one recording over its evaluation map and count the errors of
+    each scored piece (module doc)."""
+    evaluation_map, ref, sys = evaluated_turns(ref, sys, evaluation_map)
     regions = scored_regions(ref, evaluation_map, collar, ignore_overlaps)
     bounds = [b for region in regions for b in region]
-    pieces = [p for p in _pieces(ref, sys, bounds) if _inside(0.5 * (p[0] + p[1]), regions)]
+    pieces = list(_pieces(ref, sys, bounds))   # the trimmed turns' speakers: all in the map
     ref_ids, sys_ids = _speaker_ids(ref), _speaker_ids(sys)
     pairs: Dict[str, str] = {}
     if ref_ids and sys_ids:
@@ -229,6 +275,8 @@ def align(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
                 pairs[ref_names[r]] = sys_names[s]
     scored = []
     for start, end, ref_set, sys_set in pieces:
+        if not _inside(0.5 * (start + end), regions):
+            continue
         num_ref, num_sys = len(ref_set), len(sys_set)
         correct = sum(1 for r in ref_set if pairs.get(r) in sys_set)
         scored.append(ScoredPiece(start, end, num_ref, max(0, num_ref - num_sys),
@@ -246,11 +294,8 @@ def error_times(ref: Sequence[Turn], sys: Sequence[Turn], collar: float = 0.0,
 def speaker_jaccard(ref: Sequence[Turn], sys: Sequence[Turn],
                     evaluation_map: Optional[Sequence[Region]] = None) -> SpeakerJaccard:
     """The Jaccard error of each reference speaker of one recording (see the module doc)."""
-    if evaluation_map is None:
-        evaluation_map = default_evaluation_map(ref, sys)
-    regions = merge_regions(evaluation_map)
-    bounds = [b for region in regions for b in region]
-    pieces = [p for p in _pieces(ref, sys, bounds) if _inside(0.5 * (p[0] + p[1]), regions)]
+    _, ref, sys = evaluated_turns(ref, sys, evaluation_map)
+    pieces = list(_pieces(ref, sys, []))
     ref_ids, sys_ids = _speaker_ids(ref), _speaker_ids(sys)
     result = SpeakerJaccard(num_ref=len(ref_ids), num_sys=len(sys_ids))
     if not ref_ids:
@@ -291,18 +336,34 @@ class RecordingScore:
         return jer_percent(self.jaccard)
 
 
+def scored_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
+                      evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
+                      ) -> Tuple[List[str], List[str]]:
+    """The recordings scored, sorted: the reference's and those ``evaluation_maps`` names
+    (md-eval loops over the reference's files); and, sorted, the system's others, which
+    are left out."""
+    names = set(ref) | set(evaluation_maps or {})
+    return sorted(names), sorted(set(sys) - names)
+
+
 def score_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
                      collar: float = 0.0, ignore_overlaps: bool = False,
                      evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
                      ) -> Tuple[Dict[str, RecordingScore], RecordingScore]:
-    """Per-recording and pooled scores over every recording in ``ref`` or ``sys``.
+    """Per-recording and pooled scores over :func:`scored_recordings`.
 
-    A recording missing from ``sys`` is all missed speech; one missing from
-    ``ref`` is all false alarm.
+    A recording missing from ``sys`` is all missed speech; one only ``sys`` has
+    is left out with a warning naming it; one ``evaluation_maps`` does not name
+    is scored over :func:`default_evaluation_map`.
     """
+    names, left_out = scored_recordings(ref, sys, evaluation_maps)
+    if left_out:
+        logger.warning("%d recordings of the system output are not in the reference%s, left "
+                       "out of the scores: %s", len(left_out),
+                       " or the scoring regions" if evaluation_maps else "", listed_names(left_out))
     per_recording: Dict[str, RecordingScore] = {}
     overall = RecordingScore(ErrorTimes(), [])
-    for name in sorted(set(ref) | set(sys)):
+    for name in names:
         ref_turns, sys_turns = list(ref.get(name, [])), list(sys.get(name, []))
         uem = evaluation_maps.get(name) if evaluation_maps else None
         score = RecordingScore(error_times(ref_turns, sys_turns, collar, ignore_overlaps, uem),
@@ -331,14 +392,23 @@ class CountScore:
         return 100.0 * self.right / self.total if self.total else 0.0
 
 
-def count_speakers(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]]
+def listed_names(names: Sequence[str], most: int = 10) -> str:
+    """The first ``most`` names, comma-separated, and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def count_speakers(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
+                   evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
                    ) -> CountScore:
-    """Compare the number of distinct speakers per recording of ``ref`` (a recording
-    missing from ``sys`` has none there)."""
+    """Compare the number of distinct speakers with speech in the evaluation map, per
+    recording of :func:`scored_recordings` (a recording missing from ``sys`` has none)."""
     score = CountScore()
-    for name, ref_turns in ref.items():
+    for name in scored_recordings(ref, sys, evaluation_maps)[0]:
+        uem = evaluation_maps.get(name) if evaluation_maps else None
+        _, ref_turns, sys_turns = evaluated_turns(ref.get(name, []), sys.get(name, []), uem)
         truth = len({turn.speaker for turn in ref_turns})
-        found = len({turn.speaker for turn in sys.get(name, [])})
+        found = len({turn.speaker for turn in sys_turns})
         if found == truth:
             score.right += 1
         elif found < truth:

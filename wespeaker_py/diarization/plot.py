@@ -113,10 +113,9 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: 
         axes.legend(handles=[Patch(color=c, label=k) for k, c in ERROR_COLOURS.items()],
                     loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small",
                     frameon=False)
-        scored = max(times.scored, 1e-12)
-        summary = (f"DER {times.der:.1f}% (missed {100 * times.missed / scored:.1f}, "
-                   f"false alarm {100 * times.false_alarm / scored:.1f}, confusion "
-                   f"{100 * times.confusion / scored:.1f}); "
+        missed, false_alarm, confusion = times.parts_percent(1)
+        summary = (f"DER {times.der:.1f}% (missed {missed}, false alarm {false_alarm}, "
+                   f"confusion {confusion}); "
                    f"{len({t.speaker for t in ref})} speakers, "
                    f"{len({t.speaker for t in sys})} found")
     axes.set_title(f"{title}: {summary}" if title else summary, fontsize="medium")
@@ -138,4 +137,3 @@ def _merged(spans: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
     """``(start, width)`` spans with touching ones joined (fewer bars to draw)."""
     regions = merge_regions([(start, start + width) for start, width in spans])
     return [(start, end - start) for start, end in regions]
-
