@@ -128,8 +128,13 @@ def test_score_diarization_scores_the_references_recordings(tmp_path, capsys):
 def test_recipe_prepares_voxconverse_style_folders(tmp_path):
     audio, rttms, uems = tmp_path / "audio", tmp_path / "rttm", tmp_path / "uem"
     audio.mkdir(), rttms.mkdir(), uems.mkdir()
-    for rec in ("abjxc", "afjiv"):
-        sf.write(audio / f"{rec}.Mix-Headset.wav", np.zeros(1600, np.float32), 16000)
+    # AMI's channels: the mix is preferred to the far-field array that sorts first;
+    # a plain <id>.wav (VoxConverse) to anything else
+    files = {"abjxc": ["abjxc.Array1-01.wav", "abjxc.Headset-0.wav", "abjxc.Mix-Headset.wav"],
+             "afjiv": ["afjiv.Array1-01.wav", "afjiv.Mix-Headset.wav", "afjiv.wav"]}
+    for rec, names in files.items():
+        for name in names:
+            sf.write(audio / name, np.zeros(1600, np.float32), 16000)
         write_rttm(str(rttms / f"{rec}.rttm"), {rec: [Turn(0.0, 0.05, "A")]})
     (uems / "abjxc.uem").write_text("abjxc 1 0.000 0.100\n")
     write_rttm(str(rttms / "noaudio.rttm"), {"noaudio": [Turn(0.0, 1.0, "A")]})
@@ -140,8 +145,26 @@ def test_recipe_prepares_voxconverse_style_folders(tmp_path):
     assert "afjiv is scored from its first to last turn" in result.stderr
     assert open(tmp_path / "set" / "all.uem").read() == "abjxc 1 0.000 0.100\n"
     lines = open(tmp_path / "set" / "wav.scp").read().split("\n")
-    assert [line.split()[0] for line in lines if line] == ["abjxc", "afjiv"]
+    assert [line.split() for line in lines if line] == [
+        ["abjxc", str(audio / "abjxc.Mix-Headset.wav")], ["afjiv", str(audio / "afjiv.wav")]]
+    assert "3 audio files for abjxc" in result.stderr
     assert set(read_rttm(str(tmp_path / "set" / "ref.rttm"))) == {"abjxc", "afjiv"}
+
+
+def test_recipe_keeps_only_the_references_with_audio(tmp_path):
+    given = tmp_path / "given"
+    given.mkdir()
+    sf.write(given / "rec1.wav", np.zeros(1600, np.float32), 16000)
+    (given / "wav.scp").write_text(f"rec1 {given}/rec1.wav\n")
+    write_rttm(str(given / "ref.rttm"),
+               {"rec1": [Turn(0.0, 0.05, "A")], "rec2": [Turn(0.0, 500.0, "B")]})
+    (given / "all.uem").write_text("rec1 1 0.000 0.100\nrec2 1 0.000 500.000\n")
+    result = run_script(RECIPE, "run.sh", "--stop_stage", "1", "--data_dir", str(given),
+                        "--data", str(tmp_path / "set"))
+    # rec2 has no audio: left out (kept, it would be scored as 500 s of missed speech)
+    assert "1 recordings of" in result.stdout and "no audio in wav.scp" in result.stdout
+    assert list(read_rttm(str(tmp_path / "set" / "ref.rttm"))) == ["rec1"]
+    assert open(tmp_path / "set" / "all.uem").read() == "rec1 1 0.000 0.100\n"
 
 
 def test_recipe_without_model_says_what_to_do(tmp_path):
