@@ -189,6 +189,14 @@ def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--wav_scp", "w.scp",
                          "-o", "s.rttm", "--plot", "p.png")
     assert status == 2 and "--plot draws one audio file" in err
+    # a file name with spaces: RTTM ids cannot hold them, so they become _ (and the log
+    # says so) instead of a failure after all the work
+    sf.write(tmp_path / "my  team meeting.wav", audio, 16000)
+    status, out, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
+                           "--num_speakers", "2", str(tmp_path / "my  team meeting.wav"),
+                           "-o", str(tmp_path / "meeting.rttm"))
+    assert status == 0 and "recording id 'my_team_meeting'" in err
+    assert list(read_rttm(str(tmp_path / "meeting.rttm"))) == ["my_team_meeting"]
 
     quiet = 1e-4 * np.random.default_rng(0).standard_normal(16000)
     sf.write(tmp_path / "quiet.wav", quiet.astype(np.float32), 16000, subtype="FLOAT")

@@ -352,10 +352,16 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     _check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
                           outputs=[args.output, args.plot],
                           max_fail_fraction=args.max_fail_fraction)
-    counts = None
+    counts = recording = None
     if args.reco2num_spk is not None:
         from wespeaker_py.diarization.rttm import read_speaker_counts
         counts = read_speaker_counts(args.reco2num_spk)
+    if args.audio is not None:
+        from wespeaker_py.diarization.rttm import recording_id
+        recording = recording_id(args.audio)
+        if recording != os.path.splitext(os.path.basename(args.audio))[0]:
+            print(f"{args.audio}: recording id {recording!r} in the RTTM (RTTM ids cannot "
+                  f"hold spaces)", file=sys.stderr)
     model = _load(args)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,
@@ -370,7 +376,6 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization import write_rttm
     from wespeaker_py.diarization.rttm import format_rttm_line
     result = model.diarize(args.audio, **options)
-    recording = os.path.splitext(os.path.basename(args.audio))[0]
     if not result.turns:
         print(f"{args.audio}: no speech found; the RTTM is empty", file=sys.stderr)
     if args.output:

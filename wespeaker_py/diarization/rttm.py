@@ -8,11 +8,19 @@ and names the file and line of anything malformed.
 """
 from __future__ import annotations
 
+import os
+import re
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Mapping, Tuple
 
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+
+
+def recording_id(audio_path: str) -> str:
+    """The RTTM recording id of an audio file: its name without the extension, each run
+    of whitespace replaced by ``_`` (RTTM fields cannot hold spaces)."""
+    return re.sub(r"\s+", "_", os.path.splitext(os.path.basename(audio_path))[0])
 
 
 def format_rttm_line(recording: str, turn: Turn) -> str:
@@ -59,7 +67,8 @@ def read_rttm(path: str) -> Dict[str, List[Turn]]:
 
 
 def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
-    """Scoring regions per recording from a NIST UEM file (``<recording> <channel> <start> <end>``)."""
+    """Scoring regions per recording from a NIST UEM file
+    (``<recording> <channel> <start> <end>``)."""
     regions: Dict[str, List[Tuple[float, float]]] = OrderedDict()
     with open(path, "r", encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
