@@ -152,6 +152,102 @@ def test_train_stage_is_finished_only_when_final_model_names_the_last_epoch(tmp_
     assert args[args.index("--checkpoint") + 1].endswith("model_3.pt")
 
 
+# A dry run of the recipes' stages: python is real for "-c" snippets and the listed
+# modules, and logs and skips everything else (extraction, scoring, export); its
+# trainer writes checkpoints model_1..N.pt, copies of --checkpoint (or of a fresh
+# tiny state_dict), and final_model.pt as the real one does.
+FAKE_RECIPE_PYTHON = """#!/usr/bin/env bash
+echo "python $*" >> "{log}"
+if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ]; then
+  exec {python} "$@"
+fi
+if [ "$2" == "wespeaker_py.bin.train" ]; then
+  shift 2
+  epochs= checkpoint= config= exp_dir=
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --num_epochs) epochs=$2 ;;
+      --checkpoint) checkpoint=$2 ;;
+      --config) config=$2 ;;
+      --exp_dir) exp_dir=$2 ;;
+    esac
+    shift
+  done
+  [ -n "$epochs" ] || epochs=$({python} -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["num_epochs"])' "$config")
+  mkdir -p "$exp_dir/models"
+  cp "$config" "$exp_dir/config.yaml"
+  for epoch in $(seq 1 "$epochs"); do
+    if [ -n "$checkpoint" ]; then
+      cp "$checkpoint" "$exp_dir/models/model_$epoch.pt"
+    else
+      {python} -c 'import sys, torch; torch.save({{"w": torch.full((2,), float(sys.argv[2]))}}, sys.argv[1])' \
+        "$exp_dir/models/model_$epoch.pt" "$epoch"
+    fi
+  done
+  ln -sfn "model_$epochs.pt" "$exp_dir/models/final_model.pt"
+fi
+exit 0
+"""
+
+
+def _dry_run_env(tmp_path):
+    """PATH with the fake python; returns (env, log path)."""
+    import sys
+    bin_dir, log = tmp_path / "fakebin", tmp_path / "python.log"
+    os.makedirs(bin_dir, exist_ok=True)
+    path = bin_dir / "python"
+    path.write_text(FAKE_RECIPE_PYTHON.replace("{log}", str(log))
+                    .replace("{python}", sys.executable).replace("{{", "{").replace("}}", "}"))
+    os.chmod(path, 0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def _save_weights(path, value):
+    import torch
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"w": torch.full((2,), float(value))}, path)
+
+
+def _weight(path):
+    import torch
+    return torch.load(path)["w"].tolist()
+
+
+def _fake_sets(data, names):
+    for name in names:
+        os.makedirs(data / name, exist_ok=True)
+        (data / name / "wav.scp").write_text("u1 /nowhere/u1.wav\n")
+
+
+def test_stage4_averages_again_when_num_avg_changes(tmp_path):
+    env, _ = _dry_run_env(tmp_path)
+    cases = ((V2_DIR, "v2", ("--data_type", "raw"), ("vox2_dev", "vox1")),
+             (MINI_DIR, "mini", ("--epochs", "3"), ("backend", "test")))
+    for recipe_dir, name, extra, sets in cases:
+        exp, data = tmp_path / name / "exp", tmp_path / name / "data"
+        _fake_sets(data, sets)
+        for epoch in (1, 2, 3):
+            _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
+        avg = str(exp / "models" / "avg_model.pt")
+
+        def stage4(num_avg):
+            return run_script(recipe_dir, "run.sh", "--stage", "4", "--stop_stage", "4",
+                              "--exp_dir", str(exp), "--data", str(data), "--gpus", "[]",
+                              "--num_avg", num_avg, *extra, env=env)
+
+        stage4("1")
+        assert _weight(avg) == [3.0, 3.0], name
+        assert "avg_model.pt is up to date" in stage4("1").stdout
+        stage4("2")
+        assert _weight(avg) == [2.5, 2.5], name  # not the stale average of one
+    # v2 with --num_epochs: the last num_avg of epochs 1..num_epochs
+    exp, data = tmp_path / "v2" / "exp", tmp_path / "v2" / "data"
+    run_script(V2_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir", str(exp),
+               "--data", str(data), "--gpus", "[]", "--data_type", "raw", "--num_avg", "1",
+               "--num_epochs", "2", env=env)
+    assert _weight(str(exp / "models" / "avg_model.pt")) == [2.0, 2.0]
+
+
 @pytest.mark.parametrize("recipe_dir,script", RECIPES)
 def test_a_mistyped_option_stops_the_recipe(recipe_dir, script):
     result = run_script(recipe_dir, script, "--stop_stag", "3", check=False)

@@ -42,6 +42,30 @@ latest_epoch() {
   ls "$1" | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -n | tail -n 1
 }
 
+# average_stage AVG_MODEL NUM_AVG MAX_EPOCH: stage 4's averaging. The last NUM_AVG
+# checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation, not
+# a trained epoch) of AVG_MODEL's folder are averaged into AVG_MODEL, unless it is
+# newer than model_MAX_EPOCH.pt and was made with the same NUM_AVG and epoch bounds.
+# An average equal, byte for byte, to the one there keeps the old file and its time,
+# so what was made from it is not made again.
+average_stage() {
+  local avg=$1 num=$2 max=$3 dir settings
+  dir=$(dirname "${avg}")
+  settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
+  if up_to_date "${avg}" "${dir}/model_${max}.pt" && made_with "${avg}" "${settings}"; then
+    echo "${avg} is up to date"
+    return 0
+  fi
+  python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
+    --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"} || return 1
+  if [ -f "${avg}" ] && cmp -s "${avg}.new" "${avg}"; then
+    rm -f "${avg}.new"
+  else
+    mv -f "${avg}.new" "${avg}"
+  fi
+  record_settings "${avg}" "${settings}"
+}
+
 # config_value YAML KEY: a top-level value of a YAML config (empty if absent).
 config_value() {
   python -c 'import sys, yaml

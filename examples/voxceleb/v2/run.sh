@@ -103,16 +103,9 @@ avg_model=${exp_dir}/models/avg_model.pt
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Do model average ..."
-  last_epoch=$(latest_epoch ${exp_dir}/models)
-  if up_to_date ${avg_model} ${exp_dir}/models/model_${last_epoch}.pt; then
-    echo "${avg_model} is up to date"
-  else
-    python -m wespeaker_py.bin.average_model \
-      --dst_model ${avg_model} \
-      --src_path ${exp_dir}/models \
-      --num ${num_avg} \
-      --min_epoch 1  # model_0.pt is an initialisation, not a trained epoch
-  fi
+  # the last ${num_avg} of epochs 1..${num_epochs} (empty: the newest checkpoint);
+  # averaged again when either changes
+  average_stage "${avg_model}" "${num_avg}" "${num_epochs:-$(latest_epoch "${exp_dir}/models")}"
 
   echo "Extract embeddings ..."
   tools/recipe/extract_sets.sh \
