@@ -248,6 +248,50 @@ def test_stage4_averages_again_when_num_avg_changes(tmp_path):
     assert _weight(str(exp / "models" / "avg_model.pt")) == [2.0, 2.0]
 
 
+def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_path):
+    env, _ = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp" / "base", tmp_path / "data"
+    _fake_sets(data, ("vox2_dev", "vox1"))
+    for name in ("vox2_dev", "vox1"):
+        (data / name / "utt2dur").write_text("")
+    lm_config = tmp_path / "lm.yaml"
+    lm_config.write_text("num_epochs: 1\n")
+    lm_models = tmp_path / "exp" / "base-LM" / "models"
+    avg, start = str(exp / "models" / "avg_model.pt"), str(lm_models / "model_0.pt")
+    _save_weights(avg, 1)
+    _save_weights(start, 7)  # a copy of an earlier average; no epoch trained from it
+    args = ("--stage", "9", "--stop_stage", "9", "--exp_dir", str(exp), "--data", str(data),
+            "--data_type", "raw", "--gpus", "[]", "--lm_config", str(lm_config))
+    run_script(V2_DIR, "run.sh", *args, env=env)
+    assert _weight(start) == [1.0, 1.0] and _weight(str(lm_models / "model_1.pt")) == [1.0, 1.0]
+    assert not glob.glob(str(lm_models / "*.tmp"))
+    # the base model changes after the LM step trained from the old one
+    _save_weights(avg, 2)
+    result = run_script(V2_DIR, "run.sh", *args, env=env, check=False)
+    assert result.returncode != 0
+    assert f"remove {lm_models.parent}" in result.stderr
+    assert _weight(start) == [1.0, 1.0]
+
+    # the mini recipe's LM stage and WavLM's next steps refuse the same way
+    mini_exp = tmp_path / "mini" / "exp"
+    _save_weights(str(mini_exp / "models" / "avg_model.pt"), 3)
+    for epoch, value in ((0, 1), (1, 1)):
+        _save_weights(str(tmp_path / "mini" / "exp-LM" / "models" / f"model_{epoch}.pt"), value)
+    result = run_script(MINI_DIR, "run.sh", "--stage", "9", "--stop_stage", "9",
+                        "--exp_dir", str(mini_exp), "--data", str(data), "--lm_config",
+                        str(lm_config), env=env, check=False)
+    assert result.returncode != 0 and f"remove {mini_exp}-LM" in result.stderr
+    joint = tmp_path / "wavlm" / "joint_ft"
+    _save_weights(str(tmp_path / "wavlm" / "frozen" / "models" / "avg_model.pt"), 3)
+    for epoch, value in ((0, 1), (1, 1)):
+        _save_weights(str(joint / "models" / f"model_{epoch}.pt"), value)
+    result = run_script(V2_DIR, "run_wavlm.sh", "--stage", "8", "--stop_stage", "8",
+                        "--exp_dir", str(tmp_path / "wavlm" / "frozen"),
+                        "--joint_ft_exp_dir", str(joint), "--data", str(data), env=env,
+                        check=False)
+    assert result.returncode != 0 and f"remove {joint}" in result.stderr
+
+
 @pytest.mark.parametrize("recipe_dir,script", RECIPES)
 def test_a_mistyped_option_stops_the_recipe(recipe_dir, script):
     result = run_script(recipe_dir, script, "--stop_stag", "3", check=False)

@@ -66,6 +66,34 @@ average_stage() {
   record_settings "${avg}" "${settings}"
 }
 
+# start_from MODEL STEP_DIR: STEP_DIR/models/model_0.pt, where a fine-tuning step
+# (large-margin, WavLM's next step) starts, becomes a copy of MODEL (the averaged
+# model of the step before). A copy of another MODEL is replaced, atomically, while
+# the step has trained no epoch (no models/model_N.pt with N >= 1); once it has,
+# the step is refused with a message naming the folder to remove, rather than
+# fine-tuned further from an old model.
+start_from() {
+  local model=$1 step=$2 start=$2/models/model_0.pt epoch
+  if [ ! -f "${model}" ]; then
+    echo "$0: ${model} is missing: finish the step before ${step} first" >&2
+    return 1
+  fi
+  if [ -f "${start}" ] && cmp -s "${model}" "${start}"; then
+    return 0
+  fi
+  epoch=$(latest_epoch "${step}/models")
+  if [ "${epoch:-0}" -ge 1 ]; then
+    echo "$0: ${step} was trained (up to models/model_${epoch}.pt) from another model than" \
+         "${model} now is: remove ${step} to train it again from the new ${model}," \
+         "or put back the model it started from" >&2
+    return 1
+  fi
+  mkdir -p "${step}/models"
+  cp "${model}" "${start}.tmp"
+  mv -f "${start}.tmp" "${start}"
+  echo "${step} starts from ${model} (copied to ${start})"
+}
+
 # config_value YAML KEY: a top-level value of a YAML config (empty if absent).
 config_value() {
   python -c 'import sys, yaml

@@ -156,11 +156,8 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     echo "Stage 9: no --lm_config, no large-margin fine-tuning"
   else
     echo "Stage 9: large-margin fine-tuning with ${lm_config} in ${lm_exp_dir}"
-    mkdir -p "${lm_exp_dir}/models"
     # The averaged model of the first run initialises LM training (as epoch 0).
-    if [ ! -f "${lm_exp_dir}/models/model_0.pt" ]; then
-      cp "${avg_model}" "${lm_exp_dir}/models/model_0.pt"
-    fi
+    start_from "${avg_model}" "${lm_exp_dir}"
     bash "$0" --stage 3 --stop_stage 10 --config "${lm_config}" --exp_dir "${lm_exp_dir}" \
       --data_dir "${data_dir}" --data "${data}" --data_type "${data_type}" \
       --checkpoint "${lm_exp_dir}/models/model_0.pt" --num_procs "${num_procs}" \

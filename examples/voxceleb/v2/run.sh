@@ -178,11 +178,8 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     exit 1
   fi
   lm_exp_dir=${exp_dir}-LM
-  mkdir -p ${lm_exp_dir}/models
   # The averaged model of the first run initialises LM training (as epoch 0).
-  if [ ! -f ${lm_exp_dir}/models/model_0.pt ]; then
-    cp ${avg_model} ${lm_exp_dir}/models/model_0.pt
-  fi
+  start_from "${avg_model}" "${lm_exp_dir}"
   bash "$0" --stage 3 --stop_stage 8 \
     --data ${data} \
     --data_type ${data_type} \

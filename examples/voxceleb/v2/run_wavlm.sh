@@ -87,10 +87,7 @@ next_step() {
     exit 1
   fi
   echo "$1 ..."
-  mkdir -p ${step_exp}/models
-  if [ ! -f ${step_exp}/models/model_0.pt ]; then
-    cp ${prev_exp}/models/avg_model.pt ${step_exp}/models/model_0.pt
-  fi
+  start_from "${prev_exp}/models/avg_model.pt" "${step_exp}"
   bash "$0" --stage 3 --stop_stage 7 \
     --data ${data} \
     --data_type ${data_type} \
