@@ -127,6 +127,23 @@ def test_train_stage_resumes_from_the_newest_checkpoint_with_one_process(tmp_pat
     assert args[-2:] == ["--extra_flag", "1"] and "--num_epochs" not in args
 
 
+def test_train_stage_honours_an_explicit_checkpoint_over_the_newest(tmp_path):
+    pretrained = str(tmp_path / "pretrained.pt")
+    out, calls = _train_stage(tmp_path / "a", {"checkpoint": pretrained}, checkpoints=(1, 2))
+    args = calls[0].split()
+    assert args[args.index("--checkpoint") + 1] == pretrained
+    assert "not resuming from" in out and "model_2.pt" in out
+    # the run's own model_0.pt (a fine-tuning step's start) still resumes from the newest
+    own = str(tmp_path / "b" / "exp" / "models" / "model_0.pt")
+    out, calls = _train_stage(tmp_path / "b", {"checkpoint": own}, checkpoints=(0, 1, 2))
+    args = calls[0].split()
+    assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_2.pt")
+    assert "resuming from" in out
+    out, calls = _train_stage(tmp_path / "c", {"checkpoint": own}, checkpoints=(0,))
+    args = calls[0].split()
+    assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_0.pt")
+
+
 def test_train_stage_launches_torchrun_for_several_processes_and_nodes(tmp_path):
     _, calls = _train_stage(tmp_path / "a", {"gpus": "[0,1,2]"})
     assert calls[0].startswith("torchrun --standalone --nnodes=1 --nproc_per_node=3 -m ")

@@ -15,7 +15,10 @@
 # Launcher: one process on one node is a plain python process; more processes on
 # one node run under torchrun --standalone; several nodes under torchrun with the
 # rendezvous at ${HOST_NODE_ADDR} (run the same command on every node).
-# Resume: from the newest models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
+# Start: from ${checkpoint} when it is given and is not the run's own
+# models/model_0.pt (the starting point a fine-tuning step is given, see
+# start_from in recipe_helpers.sh); otherwise resume from the newest
+# models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
 # Finished: the one rule is that the trainer's models/final_model.pt names the
 # checkpoint of the run's last epoch (model_${num_epochs}.pt); a run asked for more
 # epochs than an earlier one finished resumes from there.
@@ -42,13 +45,30 @@ train_stage() {
     echo "$0: ${config} sets no num_epochs (and no --num_epochs was given)" >&2
     return 1
   fi
+  local explicit=false
+  if [ -n "${checkpoint}" ] &&
+     [ "$(realpath -m "${checkpoint}")" != "$(realpath -m "${exp_dir}/models/model_0.pt")" ]; then
+    explicit=true
+  fi
   if training_finished "${exp_dir}/models" "${epochs}"; then
     echo "${exp_dir}/models/final_model.pt is model_${epochs}.pt: training is finished"
+    if ${explicit}; then
+      echo "(--checkpoint ${checkpoint} is not used: remove ${exp_dir} or give another" \
+           "--exp_dir to train from it)"
+    fi
     return 0
   fi
   local start_checkpoint=${checkpoint} last_epoch
   last_epoch=$(latest_epoch "${exp_dir}/models")
-  if [ -n "${last_epoch}" ]; then
+  if ${explicit}; then
+    # an explicit --checkpoint wins over the run's own checkpoints
+    if [ -n "${last_epoch}" ]; then
+      echo "starting from --checkpoint ${checkpoint}, as asked, not resuming from" \
+           "${exp_dir}/models/model_${last_epoch}.pt"
+    else
+      echo "starting from --checkpoint ${checkpoint}"
+    fi
+  elif [ -n "${last_epoch}" ]; then
     start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
     echo "resuming from ${start_checkpoint}"
   fi
