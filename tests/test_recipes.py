@@ -309,6 +309,64 @@ def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_
     assert result.returncode != 0 and f"remove {joint}" in result.stderr
 
 
+def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    exp = tmp_path / "exp"
+    os.makedirs(exp)
+    (exp / "config.yaml").write_text("num_epochs: 1\n")
+    for name in ("new.pt", "old.pt", "new.list", "old.list"):
+        (tmp_path / name).write_text(name)
+    for name in ("old.pt", "old.list"):  # older than the config and any result
+        os.utime(tmp_path / name, (1e9, 1e9))
+
+    def extract(model, data_list, *extra, check=True):
+        return run_script(MINI_DIR, "tools/extract_embedding.sh", "--exp_dir", str(exp),
+                          "--model_path", str(tmp_path / model), "--data_type", "raw",
+                          "--data_list", str(tmp_path / data_list), "--store_dir", "test",
+                          "--nj", "1", "--gpus", "[]", *extra, env=env, check=check)
+
+    def extractions():
+        with open(log) as handle:
+            return sum("wespeaker_py.bin.extract" in line for line in handle)
+
+    extract("new.pt", "new.list")
+    assert "up to date" in extract("new.pt", "new.list").stdout and extractions() == 1
+    extract("old.pt", "new.list")  # an older model is no reason to keep the result
+    assert extractions() == 2
+    extract("old.pt", "old.list")
+    assert extractions() == 3
+    assert "up to date" in extract("old.pt", "old.list").stdout and extractions() == 3
+    extract("old.pt", "old.list", "--random_chunk", "true")
+    assert extractions() == 4
+
+
+def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    exp = tmp_path / "exp"
+    os.makedirs(exp)
+    (exp / "config.yaml").write_text("num_epochs: 1\n")
+    for name in ("new.pt", "new.list"):
+        (tmp_path / name).write_text(name)
+
+    def extract(*extra, check=True):
+        return run_script(MINI_DIR, "tools/extract_embedding.sh", "--exp_dir", str(exp),
+                          "--model_path", str(tmp_path / "new.pt"), "--data_type", "raw",
+                          "--data_list", str(tmp_path / "new.list"), "--store_dir", "test",
+                          "--nj", "1", "--gpus", "[]", *extra, env=env, check=check)
+
+    extract("--reverb_data", str(tmp_path / "rirs dir" / "wav.scp"),
+            "--noise_data", "data/musan/lmdb", "--aug_prob", "0.0")
+    with open(log) as handle:
+        call = [line for line in handle if "wespeaker_py.bin.extract" in line][-1]
+    assert f"--reverb_data {tmp_path}/rirs dir/wav.scp --noise_data data/musan/lmdb" in call
+    assert "--aug_prob 0.0" in call
+    result = extract("--aug_prob", "0.6", check=False)
+    assert result.returncode != 0
+    assert "--aug_prob 0.6: augmenting utterances at extraction is not supported" in result.stderr
+    with open(log) as handle:
+        assert sum("wespeaker_py.bin.extract" in line for line in handle) == 1
+
+
 @pytest.mark.parametrize("recipe_dir,script", RECIPES)
 def test_a_mistyped_option_stops_the_recipe(recipe_dir, script):
     result = run_script(recipe_dir, script, "--stop_stag", "3", check=False)

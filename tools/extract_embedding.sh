@@ -9,7 +9,9 @@
 #
 # --random_chunk true embeds one random chunk of --num_frms frames (empty: the
 # config's num_frms) of each utterance, drawn from --seed, instead of the whole.
-# A second run with the same model, list and mode finds the result up to date and skips.
+# A second run with the same model, list and mode (and no newer model, list or config)
+# finds the result up to date and skips; another model or list, even an older one, is
+# extracted again (extract.result.settings notes the real paths and the mode).
 
 exp_dir=
 model_path=
@@ -24,6 +26,9 @@ gpus="[0,1]"     # "[]" or "": CPU
 random_chunk=false
 num_frms=        # chunk frames with --random_chunk true; empty: the config's num_frms
 seed=42          # of the chunk positions
+reverb_data=     # WeSpeaker's flags, passed on to bin.extract, which accepts them but
+noise_data=      # augments nothing at extraction: --aug_prob must be 0
+aug_prob=0.0
 
 . tools/parse_options.sh || exit 1
 . path.sh
@@ -48,12 +53,22 @@ else
   exit 1
 fi
 
+if ! python -c 'import sys; sys.exit(0 if float(sys.argv[1]) == 0 else 1)' "${aug_prob}" 2>/dev/null; then
+  echo "$0: --aug_prob ${aug_prob}: augmenting utterances at extraction is not supported" \
+       "(bin.extract accepts only 0; --reverb_data and --noise_data are accepted and unused)" >&2
+  exit 1
+fi
+
 embed_dir=${exp_dir}/embeddings/${store_dir}
 log_dir=${embed_dir}/log
 result=${embed_dir}/extract.result
 mkdir -p "${log_dir}"
 
+settings="model=$(realpath -m "${model_path}")
+list=$(realpath -m "${data_list}")
+mode=${mode}"
 if up_to_date "${result}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" &&
+   made_with "${result}" "${settings}" &&
    grep -q '^Successfully' "${result}" && grep -qF "(${mode})" "${result}"; then
   echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
   exit 0
@@ -77,6 +92,9 @@ python -u -m wespeaker_py.bin.extract \
   --nj "${nj}" \
   --gpus "${gpus}" \
   ${chunk_args} \
+  ${reverb_data:+--reverb_data "${reverb_data}"} \
+  ${noise_data:+--noise_data "${noise_data}"} \
+  --aug_prob "${aug_prob}" \
   > "${log_dir}/extract.log" 2>&1 ||
   { tail -n 20 "${log_dir}/extract.log" >&2; echo "$0: extraction of ${store_dir} failed" >&2; exit 1; }
 
@@ -90,3 +108,4 @@ else
        "$((wavs_num - embed_num)) of ${wavs_num} utterances were skipped, see" \
        "${log_dir}/extract.log" | tee "${result}" >&2
 fi
+record_settings "${result}" "${settings}"
