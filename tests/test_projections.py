@@ -9,10 +9,11 @@ from wespeaker_py.models.projections import get_projection
 
 EMBED_DIM, NUM_CLASS, SCALE = 16, 10, 32.0
 ALL_TYPES = ["arc_margin", "add_margin", "sphere", "sphereface2",
-             "arc_margin_intertopk_subcenter", "softmax"]
+             "arc_margin_intertopk_subcenter", "softmax", "ham_margin"]
 # Heads whose scheduled margin acts on the target class only.
 TARGET_MARGIN_TYPES = [("arc_margin", {}), ("add_margin", {}), ("sphereface2", {}),
-                       ("arc_margin_intertopk_subcenter", {"do_lm": True})]
+                       ("arc_margin_intertopk_subcenter", {"do_lm": True}),
+                       ("ham_margin", {"curvature": 2.0})]
 
 
 def _head(project_type, **extra):
@@ -102,6 +103,33 @@ def test_add_margin_closed_form():
     logits = head(embedding, label)
     assert logits[0, 0].item() == pytest.approx(SCALE * (math.cos(math.pi / 4) - 0.2), abs=1e-4)
     assert logits[0, 1].item() == pytest.approx(SCALE, abs=1e-4)
+
+
+def _poincare_distance(x, y):
+    """The Poincare distance of two points of the unit ball, in float64."""
+    gap = sum((a - b) ** 2 for a, b in zip(x, y))
+    shrink = (1 - sum(a * a for a in x)) * (1 - sum(b * b for b in y))
+    return math.acosh(1 + 2 * gap / shrink)
+
+
+def test_ham_margin_closed_form_and_ball():
+    head = get_projection({"project_type": "ham_margin", "scale": SCALE}, 2, 2)
+    assert set(head.state_dict()) == {"weight"}
+    head.weight.data.copy_(torch.tensor([[0.5, 0.0], [0.0, -0.3]]))
+    head.update(0.2)
+    logits = head(torch.tensor([[0.1, 0.2]]), torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(
+        -SCALE * (_poincare_distance((0.1, 0.2), (0.5, 0.0)) + 0.2), rel=1e-5)
+    assert logits[0, 1].item() == pytest.approx(
+        -SCALE * _poincare_distance((0.1, 0.2), (0.0, -0.3)), rel=1e-5)
+    # a point outside the ball of curvature 4 (radius 1/2) is brought to its edge
+    curved = get_projection({"project_type": "ham_margin", "scale": SCALE, "curvature": 4.0},
+                            2, 1)
+    inside = curved._into_ball(torch.tensor([[3.0, 4.0], [0.1, 0.0]]))
+    assert torch.linalg.norm(inside[0]).item() == pytest.approx(0.5 * (1 - 1e-5))
+    assert torch.equal(inside[1], torch.tensor([0.1, 0.0]))
+    with pytest.raises(ValueError, match="curvature"):
+        get_projection({"project_type": "ham_margin", "curvature": 0.0}, 2, 2)
 
 
 @pytest.mark.parametrize("easy_margin", [False, True])

@@ -36,7 +36,8 @@ def _temporal_std(x: torch.Tensor) -> torch.Tensor:
 def _weighted_stats(x: torch.Tensor, weights: torch.Tensor, var_floor: float) -> torch.Tensor:
     """Concatenate the weighted mean and std of ``x`` over time (weights sum to 1)."""
     mean = torch.sum(weights * x, dim=-1)
-    var = torch.sum(weights * x * x, dim=-1) - mean * mean
+    # weights * (x ** 2), WeSpeaker's order: (weights * x) * x rounds differently
+    var = torch.sum(weights * (x ** 2), dim=-1) - mean ** 2
     return torch.cat([mean, torch.sqrt(var.clamp(min=var_floor))], dim=1)
 
 

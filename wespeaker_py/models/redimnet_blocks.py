@@ -8,6 +8,8 @@ strictly.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Optional, Sequence
 
 import torch
@@ -172,7 +174,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Linear -> GELU (tanh approximation) -> linear."""
+    """Linear -> GELU (tanh approximation, in WeSpeaker's own arithmetic) -> linear."""
 
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
@@ -180,7 +182,14 @@ class FeedForward(nn.Module):
         self.output_dense = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_dense(F.gelu(self.intermediate_dense(x), approximate="tanh"))
+        return self.output_dense(_tanh_gelu(self.intermediate_dense(x)))
+
+
+def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation written out as WeSpeaker's ReDimNet computes it
+    (``F.gelu(approximate="tanh")`` differs from it by rounding, up to 2.4e-7)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi)
+                                       * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
 class TransformerEncoderLayer(nn.Module):

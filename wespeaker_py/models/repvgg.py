@@ -269,6 +269,9 @@ class RepVGG(nn.Module):
     def _init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
+                # overwritten at once, but it draws from the generator as WeSpeaker's init
+                # does, so a seed gives WeSpeaker's initial weights
+                nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def _make_stage(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
