@@ -33,6 +33,19 @@ def test_every_recipe_script_parses():
         assert result.returncode == 0, f"{path}: {result.stderr}"
 
 
+def test_recipe_scripts_quote_the_values_they_pass_on():
+    """An unquoted "--gpus ${gpus}" globs ([0,1] matches a file named 0 or 1) and an
+    unquoted path splits at a space; ${train_args} is the one value meant to split."""
+    import re
+    unquoted = re.compile(r"--[A-Za-z_-]+ \$\{?([A-Za-z_]+)\}?(\s|$)")
+    for path in RECIPE_SCRIPTS:
+        for line in _code_lines(path):
+            if line.strip().startswith("echo"):
+                continue
+            for match in unquoted.finditer(line):
+                assert match.group(1) == "train_args", f"{path}: {line.strip()}"
+
+
 def _code_lines(path):
     with open(path) as handle:
         return [line.split("#")[0] for line in handle if not line.lstrip().startswith("#")]
@@ -407,7 +420,9 @@ def _prepare_v2(data, env):
                       "--data", str(data), "--nj", "2", env=env, check=False)
 
 
-def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_path):
+@pytest.mark.parametrize("folder", ["plain", "sp ace"])
+def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_path, folder):
+    tmp_path = tmp_path / folder
     data = tmp_path / "data"
     wav = str(tmp_path / "tone.wav")
     write_tone(wav, 0.5, 16000, 220)
@@ -431,9 +446,10 @@ def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_pat
     assert read_table(data / "vox1" / "utt2spk")["id10270/vidb/00002.wav"] == ["id10270"]
     assert read_table(data / "vox1" / "spk2utt")["id10270"] == sorted(
         key for key in vox1 if key.startswith("id10270"))
-    vox2 = read_table(data / "vox2_dev" / "wav.scp")
+    with open(data / "vox2_dev" / "wav.scp") as handle:  # a path is the rest of its line
+        vox2 = dict(line.rstrip("\n").split(" ", 1) for line in handle)
     assert len(vox2) == 6 and all(path.endswith(".wav") and os.path.isfile(path)
-                                  for (path,) in vox2.values())
+                                  for path in vox2.values())
     assert sorted(read_table(data / "vox2_dev" / "spk2utt")) == ["id00012", "id00013"]
     assert sorted(read_table(data / "musan" / "wav.scp")) == [
         "music/fma/music-fma-0000.wav", "noise/free-sound/noise-free-sound-0000.wav",
@@ -444,7 +460,7 @@ def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_pat
             "id10270/vida/00001.wav id10270/vidb/00002.wav target",
             "id10270/vida/00001.wav id10001/vidc/00001.wav nontarget"]
     with open(ffmpeg_log) as handle:
-        assert len(handle.read().split()) == 6
+        assert len(handle.read().splitlines()) == 6
 
     outputs = [str(data / dset / name) for dset in ("vox1", "vox2_dev")
                for name in ("wav.scp", "utt2spk", "spk2utt")]
@@ -455,7 +471,7 @@ def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_pat
     assert second.stdout.count("already unpacked") == 5
     assert "already converted" in second.stdout
     with open(ffmpeg_log) as handle:
-        assert len(handle.read().split()) == 6  # nothing converted twice
+        assert len(handle.read().splitlines()) == 6  # nothing converted twice
     assert mtimes(outputs) == before
 
 
@@ -508,6 +524,29 @@ def test_mini_prepare_splits_by_trials_and_skips_when_done(tmp_path):
         out.write("anna\nbert\ncleo\n")
     run_script(MINI_DIR, "local/prepare_data.sh", *args)
     assert set(read_table(data / "train" / "spk2utt")) == {"anna", "bert", "cleo"}
+
+
+def test_mini_prepare_and_lists_take_paths_with_spaces(tmp_path):
+    root = tmp_path / "sp ace"
+    corpus = root / "corpus"
+    make_kaldi_dir(str(corpus), SPEAKERS, 4, 16000, trial_speakers=SPEAKERS)
+    # a wav file whose own name holds a space too
+    os.rename(corpus / "wav" / "anna" / "anna-002.flac", corpus / "wav" / "anna" / "anna 002.flac")
+    scp = (corpus / "wav.scp").read_text().replace("wav/anna/anna-002.flac",
+                                                   "wav/anna/anna 002.flac")
+    (corpus / "wav.scp").write_text(scp)
+    data = root / "prepared"
+    run_script(MINI_DIR, "run.sh", "--stage", "1", "--stop_stage", "2", "--data_dir", str(corpus),
+               "--data", str(data), "--exp_dir", str(root / "exp"))
+    for dset in ("train", "backend", "test", "musan", "rirs"):
+        with open(data / dset / "wav.scp") as handle:
+            for line in handle:
+                path = line.rstrip("\n").split(" ", 1)[1]
+                assert os.path.isfile(path), (dset, line)
+    with open(data / "train" / "wav.scp") as handle:
+        assert f"anna-002 {corpus}/wav/anna/anna 002.flac\n" in handle.read()
+    with open(data / "train" / "raw.list") as handle:
+        assert f'"{corpus}/wav/anna/anna 002.flac"' in handle.read()
 
 
 def test_mini_prepare_holds_every_third_speaker_out_for_the_back_end(tmp_path):

@@ -280,3 +280,28 @@ def test_recipe_scoring_remakes_outputs_of_other_settings(world):
     printed = _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "1")
     assert "the PLDA model is up to date" not in printed
     assert open(plda, "rb").read() != one_iteration
+
+
+def test_recipe_scoring_stages_run_under_a_folder_whose_name_has_a_space(tmp_path):
+    """The shared scoring stages pass every path on whole: the embeddings, trial lists
+    and scores of an experiment under a folder named with a space."""
+    rng = np.random.default_rng(0)
+    root = str(tmp_path / "sp ace")
+    vox1 = make_set(rng, root, "vox1", 8, 6, "id1")
+    make_set(rng, root, "vox2_dev", 12, 6, "id2")
+    trials_dir = os.path.join(root, "data", "vox1", "trials")
+    os.makedirs(trials_dir)
+    write_trials(os.path.join(trials_dir, "vox1_O.kaldi"), vox1, rng)
+    paths = ("--exp_dir", f"{root}/exp", "--data", f"{root}/data")
+    for script, last, extra in (("score.sh", "2", ()), ("score_norm.sh", "3", ("--top_n", "5")),
+                                ("score_calibration.sh", "5", ("--top_n", "5")),
+                                ("score_plda.sh", "3", ())):
+        _recipe_scoring(root, script, "--stage", "1", "--stop_stage", last, *extra, *paths)
+    scores = f"{root}/exp/scores"
+    for name in ("vox1_O.kaldi.score", "vox2_dev_asnorm5_vox1_O.kaldi.score",
+                 "cali_vox2_dev_asnorm5_vox1_O.kaldi.score", "vox1_O.kaldi.pldascore"):
+        assert len(_read(f"{scores}/{name}").splitlines()) == 150, name
+        assert os.path.getsize(f"{scores}/{name}.det.png") > 0, name
+    for name in ("vox1_cos_result", "vox1_asnorm5_result", "vox1_cali_asnorm5_result",
+                 "vox1_plda_result"):
+        assert "EER" in _read(f"{scores}/{name}"), name

@@ -175,12 +175,12 @@ fi
 
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   echo "Stage 11: results"
-  exp_dirs=${exp_dir}
+  exp_dirs=("${exp_dir}")
   if [ -n "${lm_config}" ] && [ -d "${lm_exp_dir}/scores" ]; then
-    exp_dirs="${exp_dirs} ${lm_exp_dir}"
+    exp_dirs+=("${lm_exp_dir}")
   fi
   python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
-    --det_dir "${exp_dir}" ${exp_dirs}
+    --det_dir "${exp_dir}" "${exp_dirs[@]}"
   echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png;" \
     "score histogram: ${exp_dir}/hist_${trials}.png"
 fi

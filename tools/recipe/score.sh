@@ -31,24 +31,24 @@ settings="train_set=${train_set} eval_set=${eval_set}"
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "apply cosine scoring ..."
   mkdir -p "${scores_dir}"
-  todo=""
+  todo=()
   for x in ${trials}; do
     if up_to_date "${scores_dir}/${x}.score" "${eval_scp}" "${train_scp}" "${trials_dir}/${x}" \
         && made_with "${scores_dir}/${x}.score" "${settings}"; then
       echo "${x}: scores are up to date"
     else
-      todo="${todo} ${trials_dir}/${x}"
+      todo+=("${trials_dir}/${x}")
     fi
   done
-  if [ -n "${todo}" ]; then
+  if [ ${#todo[@]} -gt 0 ]; then
     python -m wespeaker_py.bin.score \
       --exp_dir "${exp_dir}" \
       --eval_scp_path "${eval_scp}" \
       --cal_mean True \
       --cal_mean_dir "${exp_dir}/embeddings/${train_set}" \
       --max_missing_fraction "${max_missing_fraction}" \
-      ${todo}
-    for x in ${todo}; do
+      "${todo[@]}"
+    for x in "${todo[@]}"; do
       record_settings "${scores_dir}/$(basename "${x}").score" "${settings}"
     done
   fi
@@ -56,6 +56,7 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute metrics (EER/minDCF) ..."
-  score_files=$(for x in ${trials}; do echo "${scores_dir}/${x}.score"; done)
-  report_metrics "${scores_dir}/${eval_set}_cos_result" ${score_files}
+  score_files=()
+  for x in ${trials}; do score_files+=("${scores_dir}/${x}.score"); done
+  report_metrics "${scores_dir}/${eval_set}_cos_result" "${score_files[@]}"
 fi

@@ -142,7 +142,8 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "compute metrics"
-  score_files=$(for x in ${trials}; do echo "${scores_dir}/${cali_output_name}_${x}.score"; done)
+  score_files=()
+  for x in ${trials}; do score_files+=("${scores_dir}/${cali_output_name}_${x}.score"); done
   report_metrics "${scores_dir}/${eval_set}_cali_${score_norm_method}${top_n}_result" \
-    ${score_files}
+    "${score_files[@]}"
 fi

@@ -70,6 +70,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "compute metrics"
-  score_files=$(for x in ${trials}; do echo "${scores_dir}/${output_name}_${x}.score"; done)
-  report_metrics "${scores_dir}/${eval_set}_${score_norm_method}${top_n}_result" ${score_files}
+  score_files=()
+  for x in ${trials}; do score_files+=("${scores_dir}/${output_name}_${x}.score"); done
+  report_metrics "${scores_dir}/${eval_set}_${score_norm_method}${top_n}_result" "${score_files[@]}"
 fi

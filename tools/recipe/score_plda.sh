@@ -72,6 +72,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "compute metrics (EER/minDCF) ..."
-  score_files=$(for x in ${trials}; do echo "${scores_dir}/${x}.pldascore"; done)
-  report_metrics "${scores_dir}/${eval_set}_plda_result" ${score_files}
+  score_files=()
+  for x in ${trials}; do score_files+=("${scores_dir}/${x}.pldascore"); done
+  report_metrics "${scores_dir}/${eval_set}_plda_result" "${score_files[@]}"
 fi

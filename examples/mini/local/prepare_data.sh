@@ -42,8 +42,9 @@ data_dir=$(realpath "${data_dir}")
 mkdir -p "${data}"
 data=$(realpath "${data}")
 
-inputs="${data_dir}/wav.scp ${data_dir}/utt2spk ${data_dir}/trials ${data_dir}/train_spk ${data_dir}/utt2dur"
-if up_to_date "${data}/source" ${inputs} && [ "$(cat "${data}/source")" == "${data_dir}" ] &&
+inputs=("${data_dir}/wav.scp" "${data_dir}/utt2spk" "${data_dir}/trials" "${data_dir}/train_spk"
+        "${data_dir}/utt2dur")
+if up_to_date "${data}/source" "${inputs[@]}" && [ "$(cat "${data}/source")" == "${data_dir}" ] &&
    [ -s "${data}/rirs/wav.scp" ] && [ -s "${data}/test/trials/${calibration_trial}" ]; then
   echo "${data} is up to date with ${data_dir}, skipping"
   exit 0
@@ -55,9 +56,11 @@ export LC_ALL=C
 subset() {
   local dir=${data}/$1
   mkdir -p "${dir}"
-  # wav paths relative to the corpus directory become absolute
+  # wav paths relative to the corpus directory become absolute; a path is the rest of
+  # its line (it may hold spaces)
   awk -v d="${data_dir}" 'NR == FNR { keep[$1]; next }
-       ($1 in keep) { p = $2; if (p !~ /^\//) p = d "/" p; print $1, p }' \
+       ($1 in keep) { p = $0; sub(/^[ \t]*[^ \t]+[ \t]+/, "", p); sub(/[ \t\r]+$/, "", p)
+                      if (p !~ /^\//) p = d "/" p; print $1, p }' \
        "$2" "${data_dir}/wav.scp" | sort > "${dir}/wav.scp"
   awk 'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2spk" | sort > "${dir}/utt2spk"
   utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
@@ -112,12 +115,12 @@ subset backend "${tmp}/backend_utts"
 subset test "${tmp}/test_utts"
 mkdir -p "${data}/test/trials"
 cp "${data_dir}/trials" "${data}/test/trials/${trials_name}"
-python tools/make_trials.py --utt2spk "${data}/backend/utt2spk" --num_trials ${num_cali_trials} \
+python tools/make_trials.py --utt2spk "${data}/backend/utt2spk" --num_trials "${num_cali_trials}" \
   "${data}/test/trials/${calibration_trial}"
 
 # Noise and room responses at the corpus' own rate (training resamples them with the speech).
 sample_rate=$(python -c 'import sys, soundfile; print(soundfile.info(sys.argv[1]).samplerate)' \
-  "$(head -n 1 "${data}/train/wav.scp" | awk '{print $2}')")
+  "$(head -n 1 "${data}/train/wav.scp" | cut -d ' ' -f 2-)")
 python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train/wav.scp" "${data}"
 
 echo "${data_dir}" > "${data}/source"

@@ -66,7 +66,7 @@ lm_config=${lm_config:-${config%.yaml}_lm.yaml}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Prepare datasets ..."
-  local/prepare_data.sh --stage 1 --stop_stage 4 --data ${data}
+  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -82,11 +82,11 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
         --num_threads 16 \
         --prefix shards \
         --shuffle \
-        ${data}/${dset}/wav.scp ${data}/${dset}/utt2spk \
-        ${data}/${dset}/shards ${list}
+        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" \
+        "${data}/${dset}/shards" "${list}"
     else
-      python tools/make_raw_list.py ${data}/${dset}/wav.scp \
-        ${data}/${dset}/utt2spk ${list}
+      python tools/make_raw_list.py "${data}/${dset}/wav.scp" \
+        "${data}/${dset}/utt2spk" "${list}"
     fi
   done
   # MUSAN and RIRS_NOISES are read through their wav.scp (${data}/musan, ${data}/rirs).
@@ -94,7 +94,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ..."
-  train_stage ${data}/vox2_dev ${train_args}
+  train_stage "${data}/vox2_dev" ${train_args}  # train_args: words of trainer options
 fi
 
 # RepVGG needs no conversion step here: extraction and export fuse it into its
@@ -109,18 +109,18 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 
   echo "Extract embeddings ..."
   tools/recipe/extract_sets.sh \
-    --exp_dir ${exp_dir} --model_path ${avg_model} \
-    --nj 4 --gpus ${gpus} --data_type ${data_type} --data ${data} \
+    --exp_dir "${exp_dir}" --model_path "${avg_model}" \
+    --nj 4 --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
     --train_set vox2_dev --eval_set vox1 \
-    --backend_chunks ${backend_chunks} --chunk_seed ${chunk_seed}
+    --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "Score ..."
   tools/recipe/score.sh \
     --stage 1 --stop-stage 2 \
-    --data ${data} \
-    --exp_dir ${exp_dir} \
+    --data "${data}" \
+    --exp_dir "${exp_dir}" \
     --trials "${trials}"
 fi
 
@@ -128,11 +128,11 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   echo "Score norm ..."
   tools/recipe/score_norm.sh \
     --stage 1 --stop-stage 3 \
-    --score_norm_method ${score_norm_method} \
+    --score_norm_method "${score_norm_method}" \
     --cohort_set vox2_dev \
-    --top_n ${top_n} \
-    --data ${data} \
-    --exp_dir ${exp_dir} \
+    --top_n "${top_n}" \
+    --data "${data}" \
+    --exp_dir "${exp_dir}" \
     --trials "${trials}"
 fi
 
@@ -140,40 +140,40 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   echo "Score calibration ..."
   tools/recipe/score_calibration.sh \
     --stage 1 --stop-stage 5 \
-    --score_norm_method ${score_norm_method} \
+    --score_norm_method "${score_norm_method}" \
     --calibration_trial "vox2_cali.kaldi" \
     --cohort_set vox2_dev \
-    --top_n ${top_n} \
-    --data ${data} \
-    --exp_dir ${exp_dir} \
+    --top_n "${top_n}" \
+    --data "${data}" \
+    --exp_dir "${exp_dir}" \
     --trials "${trials}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   echo "Export the best model ..."
-  if up_to_date ${exp_dir}/models/final.zip ${avg_model}; then
+  if up_to_date "${exp_dir}/models/final.zip" "${avg_model}"; then
     echo "${exp_dir}/models/final.zip is up to date"
   else
     python -m wespeaker_py.bin.export_jit \
-      --config ${exp_dir}/config.yaml \
-      --checkpoint ${avg_model} \
-      --output_file ${exp_dir}/models/final.zip
+      --config "${exp_dir}/config.yaml" \
+      --checkpoint "${avg_model}" \
+      --output_file "${exp_dir}/models/final.zip"
   fi
   if ! python -c "import onnx, onnxruntime" 2>/dev/null; then
     echo "onnx/onnxruntime are not installed (pip install -e .[export]): no ONNX export"
-  elif up_to_date ${exp_dir}/models/final.onnx ${avg_model}; then
+  elif up_to_date "${exp_dir}/models/final.onnx" "${avg_model}"; then
     echo "${exp_dir}/models/final.onnx is up to date"
   else
     python -m wespeaker_py.bin.export_onnx \
-      --config ${exp_dir}/config.yaml \
-      --checkpoint ${avg_model} \
-      --output_model ${exp_dir}/models/final.onnx
+      --config "${exp_dir}/config.yaml" \
+      --checkpoint "${avg_model}" \
+      --output_model "${exp_dir}/models/final.onnx"
   fi
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   echo "Large margin fine-tuning ..."
-  if [ ! -f ${lm_config} ]; then
+  if [ ! -f "${lm_config}" ]; then
     echo "$0: no large-margin config ${lm_config} (set --lm_config)" >&2
     exit 1
   fi
@@ -181,20 +181,20 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   # The averaged model of the first run initialises LM training (as epoch 0).
   start_from "${avg_model}" "${lm_exp_dir}"
   bash "$0" --stage 3 --stop_stage 8 \
-    --data ${data} \
-    --data_type ${data_type} \
-    --config ${lm_config} \
-    --exp_dir ${lm_exp_dir} \
+    --data "${data}" \
+    --data_type "${data_type}" \
+    --config "${lm_config}" \
+    --exp_dir "${lm_exp_dir}" \
     --gpus "${gpus}" \
     --num_avg 1 \
-    --checkpoint ${lm_exp_dir}/models/model_0.pt \
+    --checkpoint "${lm_exp_dir}/models/model_0.pt" \
     --trials "${trials}" \
-    --score_norm_method ${score_norm_method} \
-    --top_n ${top_n} \
+    --score_norm_method "${score_norm_method}" \
+    --top_n "${top_n}" \
     --train_args "${train_args}" \
-    --backend_chunks ${backend_chunks} \
-    --chunk_seed ${chunk_seed} \
-    --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
-    --num_nodes ${num_nodes} \
-    --job_id ${job_id}
+    --backend_chunks "${backend_chunks}" \
+    --chunk_seed "${chunk_seed}" \
+    --HOST_NODE_ADDR "${HOST_NODE_ADDR}" \
+    --num_nodes "${num_nodes}" \
+    --job_id "${job_id}"
 fi

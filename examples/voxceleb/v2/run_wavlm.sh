@@ -56,10 +56,10 @@ set -eo pipefail
 
 # Stages 1, 2 and 4-7 are the same as in run.sh.
 run_common_stages() {
-  bash run.sh --stage "$1" --stop_stage "$2" --data ${data} --data_type ${data_type} \
-    --config ${config} --exp_dir ${exp_dir} --gpus "${gpus}" --num_avg ${num_avg} \
-    --trials "${trials}" --score_norm_method ${score_norm_method} --top_n ${top_n} \
-    --backend_chunks ${backend_chunks} --chunk_seed ${chunk_seed}
+  bash run.sh --stage "$1" --stop_stage "$2" --data "${data}" --data_type "${data_type}" \
+    --config "${config}" --exp_dir "${exp_dir}" --gpus "${gpus}" --num_avg "${num_avg}" \
+    --trials "${trials}" --score_norm_method "${score_norm_method}" --top_n "${top_n}" \
+    --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
 }
 
 # The WavLM weights must be on disk before training starts.
@@ -69,7 +69,7 @@ check_ssl_weights() {
 from wespeaker_py.frontend.ssl import resolve_weights_path
 from wespeaker_py.config import load_config
 args = load_config(sys.argv[1]).dataset_args.s3prl_args
-print(resolve_weights_path(args.upstream_args, args.download_dir))' ${config})}
+print(resolve_weights_path(args.upstream_args, args.download_dir))' "${config}")}
   if [ ! -e "${weights}" ]; then
     echo "$0: WavLM weights not found at ${weights}." >&2
     echo "Place there a Hugging Face WavLM Large directory (config.json + model.safetensors)" \
@@ -82,30 +82,30 @@ print(resolve_weights_path(args.upstream_args, args.download_dir))' ${config})}
 # initialised with the averaged model of the previous one.
 next_step() {
   local prev_exp=$2 step_config=$3 step_exp=$4 step_avg=$5
-  if [ ! -f ${prev_exp}/models/avg_model.pt ]; then
+  if [ ! -f "${prev_exp}/models/avg_model.pt" ]; then
     echo "$0: ${prev_exp}/models/avg_model.pt is missing: finish the previous step first" >&2
     exit 1
   fi
   echo "$1 ..."
   start_from "${prev_exp}/models/avg_model.pt" "${step_exp}"
   bash "$0" --stage 3 --stop_stage 7 \
-    --data ${data} \
-    --data_type ${data_type} \
-    --config ${step_config} \
-    --exp_dir ${step_exp} \
+    --data "${data}" \
+    --data_type "${data_type}" \
+    --config "${step_config}" \
+    --exp_dir "${step_exp}" \
     --gpus "${gpus}" \
-    --num_avg ${step_avg} \
-    --checkpoint ${step_exp}/models/model_0.pt \
+    --num_avg "${step_avg}" \
+    --checkpoint "${step_exp}/models/model_0.pt" \
     --ssl_path "${ssl_path}" \
     --trials "${trials}" \
-    --score_norm_method ${score_norm_method} \
-    --top_n ${top_n} \
+    --score_norm_method "${score_norm_method}" \
+    --top_n "${top_n}" \
     --train_args "${train_args}" \
-    --backend_chunks ${backend_chunks} \
-    --chunk_seed ${chunk_seed} \
-    --HOST_NODE_ADDR ${HOST_NODE_ADDR} \
-    --num_nodes ${num_nodes} \
-    --job_id ${job_id}
+    --backend_chunks "${backend_chunks}" \
+    --chunk_seed "${chunk_seed}" \
+    --HOST_NODE_ADDR "${HOST_NODE_ADDR}" \
+    --num_nodes "${num_nodes}" \
+    --job_id "${job_id}"
 }
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 1 ]; then
@@ -115,8 +115,8 @@ fi
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Start training ${config} ..."
   check_ssl_weights
-  train_stage ${data}/vox2_dev \
-    ${ssl_path:+--dataset_args.s3prl_args.upstream_args.path_or_url ${ssl_path}} ${train_args}
+  train_stage "${data}/vox2_dev" \
+    ${ssl_path:+--dataset_args.s3prl_args.upstream_args.path_or_url "${ssl_path}"} ${train_args}
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 4 ]; then
@@ -124,9 +124,9 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  next_step "Joint fine-tuning" ${exp_dir} ${joint_ft_config} ${joint_ft_exp_dir} 3
+  next_step "Joint fine-tuning" "${exp_dir}" "${joint_ft_config}" "${joint_ft_exp_dir}" 3
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
-  next_step "Joint LM fine-tuning" ${joint_ft_exp_dir} ${joint_lmft_config} ${joint_lmft_exp_dir} 1
+  next_step "Joint LM fine-tuning" "${joint_ft_exp_dir}" "${joint_lmft_config}" "${joint_lmft_exp_dir}" 1
 fi

@@ -182,9 +182,10 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     m4a_list=${rawdata_dir}/voxceleb2_m4a.list
     find "${m4a_root}" -name '*.m4a' | LC_ALL=C sort > "${m4a_list}"
     num_m4a=$(count_lines "${m4a_list}")
+    # one path a line (paths may hold spaces), two lines a conversion
     awk -v src="${m4a_root}" -v dst="${wav_root}" \
-        '{ wav = dst substr($0, length(src) + 1); sub(/\.m4a$/, ".wav", wav); print $0, wav }' \
-        "${m4a_list}" | xargs -P "${nj}" -n 2 bash -c 'convert_m4a "$0" "$1"' ||
+        '{ wav = dst substr($0, length(src) + 1); sub(/\.m4a$/, ".wav", wav); print $0; print wav }' \
+        "${m4a_list}" | xargs -d '\n' -P "${nj}" -n 2 bash -c 'convert_m4a "$0" "$1"' ||
       { echo "$0: some conversions failed; run stage 3 again to retry them" >&2; exit 1; }
     num_wav=$(find "${wav_root}" -name '*.wav' | wc -l)
     if [ "${num_wav}" -ne "${num_m4a}" ]; then
