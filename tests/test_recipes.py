@@ -475,6 +475,36 @@ def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_pat
     assert mtimes(outputs) == before
 
 
+def test_v2_prepare_data_leaves_no_half_written_list_behind(tmp_path):
+    data = tmp_path / "data"
+    wav = str(tmp_path / "tone.wav")
+    write_tone(wav, 0.5, 16000, 220)
+    make_fake_voxceleb_downloads(str(data / "download_data"), wav)
+    install_fake_ffmpeg(str(tmp_path / "bin"), str(tmp_path / "ffmpeg.log"))
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    run_script(V2_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage", "3",
+               "--data", str(data), env=env)
+    # stage 4 cut short while it writes the MUSAN list: a sort that dies after one line
+    broken = tmp_path / "broken"
+    os.makedirs(broken)
+    (broken / "sort").write_text("#!/usr/bin/env bash\nhead -n 1\nexit 1\n")
+    os.chmod(broken / "sort", 0o755)
+    result = run_script(V2_DIR, "local/prepare_data.sh", "--stage", "4", "--stop_stage", "4",
+                        "--data", str(data), env={"PATH": f"{broken}:{env['PATH']}"},
+                        check=False)
+    assert result.returncode != 0
+    assert not (data / "musan" / "wav.scp").exists()
+    # the next run writes the whole list, not skipping a truncated one as up to date
+    (data / "vox1" / "trials").mkdir(parents=True, exist_ok=True)
+    for name in ("vox1_O_cleaned", "vox1_E_cleaned", "vox1_H_cleaned"):
+        (data / "vox1" / "trials" / f"{name}.txt").write_text(
+            "1 id10270/vida/00001.wav id10270/vidb/00002.wav\n")
+    run_script(V2_DIR, "local/prepare_data.sh", "--stage", "4", "--stop_stage", "4",
+               "--data", str(data), env=env)
+    assert len(read_table(data / "musan" / "wav.scp")) == 3
+    assert not glob.glob(str(data / "*" / "*.tmp"))
+
+
 def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(tmp_path):
     data = tmp_path / "data"
     wav = str(tmp_path / "tone.wav")

@@ -206,10 +206,13 @@ scp_of() {
 speech_set() {
   local dir=${data}/$1
   mkdir -p "${dir}"
+  # each list written under a temporary name: a run cut short leaves none half written
   scp_of "$2" > "${dir}/wav.scp.tmp"
   mv "${dir}/wav.scp.tmp" "${dir}/wav.scp"
-  awk '{ split($1, part, "/"); print $1, part[1] }' "${dir}/wav.scp" > "${dir}/utt2spk"
-  utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
+  awk '{ split($1, part, "/"); print $1, part[1] }' "${dir}/wav.scp" > "${dir}/utt2spk.tmp"
+  mv "${dir}/utt2spk.tmp" "${dir}/utt2spk"
+  utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt.tmp"
+  mv "${dir}/spk2utt.tmp" "${dir}/spk2utt"
   echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
@@ -223,18 +226,22 @@ vox_trials() {
   awk -v f="${raw}" 'NF != 3 || ($1 != 0 && $1 != 1) {
          printf "%s:%d: expected \"0|1 enroll test\", got: %s\n", f, NR, $0 > "/dev/stderr"; bad = 1; exit }
        { print $2, $3, ($1 == 1 ? "target" : "nontarget") }
-       END { exit bad }' "${raw}" > "${dir}/$1.kaldi"
+       END { exit bad }' "${raw}" > "${dir}/$1.kaldi.tmp"
+  mv "${dir}/$1.kaldi.tmp" "${dir}/$1.kaldi"
 }
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Stage 4: data lists"
   export LC_ALL=C
   mkdir -p "${data}/musan" "${data}/rirs" "${data}/vox1/trials"
+  # written under a temporary name: a run cut short leaves no half list that looks up to date
   if ! up_to_date "${data}/musan/wav.scp" "${rawdata_dir}/.musan.tar.gz.unpacked"; then
-    scp_of "${rawdata_dir}/musan" > "${data}/musan/wav.scp"
+    scp_of "${rawdata_dir}/musan" > "${data}/musan/wav.scp.tmp"
+    mv "${data}/musan/wav.scp.tmp" "${data}/musan/wav.scp"
   fi
   if ! up_to_date "${data}/rirs/wav.scp" "${rawdata_dir}/.rirs_noises.zip.unpacked"; then
-    scp_of "${rawdata_dir}/RIRS_NOISES/simulated_rirs" > "${data}/rirs/wav.scp"
+    scp_of "${rawdata_dir}/RIRS_NOISES/simulated_rirs" > "${data}/rirs/wav.scp.tmp"
+    mv "${data}/rirs/wav.scp.tmp" "${data}/rirs/wav.scp"
   fi
   if ! up_to_date "${data}/vox1/spk2utt" "${rawdata_dir}/.vox1_dev_wav.zip.unpacked" \
                   "${rawdata_dir}/.vox1_test_wav.zip.unpacked"; then
