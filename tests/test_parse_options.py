@@ -19,10 +19,19 @@ def _run(tmp_path, *args):
     return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
 
 
-def test_options_overwrite_defaults_and_keep_positionals(tmp_path):
-    result = _run(tmp_path, "--stage", "3", "--stop-stage=5", "--trials", "x y", "extra")
+def test_options_overwrite_defaults(tmp_path):
+    result = _run(tmp_path, "--stage", "3", "--stop-stage=5", "--trials", "x y")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "3|5|x y|1|extra"
+    assert result.stdout.strip() == "3|5|x y|0|"
+
+
+def test_a_stray_word_is_an_error_naming_it(tmp_path):
+    # --trials a b, unquoted: "b" is no option's value; it was silently dropped
+    result = _run(tmp_path, "--trials", "a", "b", "--stage", "3")
+    assert result.returncode != 0
+    assert "unexpected argument 'b'" in result.stderr and result.stdout == ""
+    result = _run(tmp_path, "extra")
+    assert result.returncode != 0 and "unexpected argument 'extra'" in result.stderr
 
 
 def test_unknown_option_is_an_error_naming_it(tmp_path):

@@ -5,10 +5,10 @@
 # Every "--name value" (or "--name=value") on the command line overwrites the
 # shell variable "name" ("--stop-stage" and "--stop_stage" both set stop_stage).
 # An option naming a variable the script did not define is an error, so a typo
-# never runs a long job with a default. The remaining positional arguments are
-# left in "$@".
+# never runs a long job with a default. So is a word that is no option's value (the
+# recipes take no positional arguments): a value with spaces given unquoted
+# ("--trials a b") would otherwise lose its tail without a word.
 
-__ws_positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -30,7 +30,9 @@ while [ $# -gt 0 ]; do
       __ws_value="$2"; shift 2
       ;;
     *)
-      __ws_positional+=("$1"); shift; continue
+      echo "$0: unexpected argument '$1': options are given as --name value" \
+           "(quote a value that holds spaces: --trials \"a b\")" >&2
+      exit 1
       ;;
   esac
   __ws_name="${__ws_name#--}"
@@ -43,5 +45,4 @@ while [ $# -gt 0 ]; do
   fi
   printf -v "$__ws_name" '%s' "$__ws_value"
 done
-set -- "${__ws_positional[@]+"${__ws_positional[@]}"}"
-unset __ws_name __ws_value __ws_positional
+unset __ws_name __ws_value
