@@ -19,6 +19,18 @@ RECIPE_SCRIPTS = sorted(
     + glob.glob(os.path.join(REPO, "tools", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
 RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (MINI_DIR, "run.sh")]
+# WeSpeaker's v2 local/ scripts -> the shared stage script of the same flags
+WESPEAKER_LOCAL = {"extract_vox.sh": "extract_sets.sh", "score.sh": "score.sh",
+                   "score_norm.sh": "score_norm.sh", "score_calibration.sh": "score_calibration.sh",
+                   "score_plda.sh": "score_plda.sh"}
+# WeSpeaker's v2 conf names -> ours, where ours is the same model and settings
+# (its other names are ours already: campplus, redimnet*, xi_vector, ecapa_tdnn_WavLM_*)
+WESPEAKER_CONF = {"resnet": "resnet34", "resnet_lm": "resnet34_lm",
+                  "ecapa_tdnn": "ecapa_tdnn_c512", "ecapa_tdnn_lm": "ecapa_tdnn_c512_lm",
+                  "xvec": "xvector", "xvec_lm": "xvector_lm", "repvgg": "repvgg_tiny_a0",
+                  "res2net": "res2net34_base", "eres2net": "eres2net34_base",
+                  "eres2net_lm": "eres2net34_base_lm", "gemini_dfresnet_adam": "gemini_dfresnet114",
+                  "gemini_dfresnet_sgd_lm": "gemini_dfresnet114_lm"}
 SHARED_STAGES = ("train_stage.sh", "extract_sets.sh", "score.sh", "score_norm.sh",
                  "score_calibration.sh", "score_plda.sh")
 
@@ -67,14 +79,16 @@ def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
     for recipe in (V2_DIR, MINI_DIR):
         assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
         # only the corpus-specific preparation is the recipe's own; anything else in
-        # local/ is a link to a shared script (v2 keeps WeSpeaker's local/score_plda.sh)
+        # local/ is a link to a shared script (v2 keeps WeSpeaker's names for them)
         local = os.path.join(recipe, "local")
         assert "prepare_data.sh" in os.listdir(local)
         for name in set(os.listdir(local)) - {"prepare_data.sh"}:
             assert os.path.islink(os.path.join(local, name))
+            assert not os.path.isabs(os.readlink(os.path.join(local, name)))
             assert os.path.realpath(os.path.join(local, name)) == os.path.join(
-                REPO, "tools", "recipe", name)
-    assert os.path.islink(os.path.join(V2_DIR, "local", "score_plda.sh"))
+                REPO, "tools", "recipe", WESPEAKER_LOCAL.get(name, name))
+    for name in WESPEAKER_LOCAL:
+        assert os.path.islink(os.path.join(V2_DIR, "local", name)), name
     assert os.path.realpath(os.path.join(V2_DIR, "conf")) == os.path.join(REPO, "conf")
     used = {name: [] for name in SHARED_STAGES}
     for recipe_dir, script in RECIPES:
@@ -86,6 +100,20 @@ def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
     assert all(used[name] for name in SHARED_STAGES), used
     assert "tools/recipe/extract_sets.sh" in "".join(_code_lines(os.path.join(MINI_DIR,
                                                                               "run.sh")))
+
+
+def test_wespeakers_conf_names_link_to_ours():
+    conf = os.path.join(V2_DIR, "conf")
+    links = {name[:-len(".yaml")] for name in os.listdir(conf)
+             if os.path.islink(os.path.join(conf, name))}
+    assert links == set(WESPEAKER_CONF)
+    for alias, ours in WESPEAKER_CONF.items():
+        assert os.readlink(os.path.join(conf, alias + ".yaml")) == ours + ".yaml"  # relative
+        assert yaml.safe_load(open(os.path.join(conf, alias + ".yaml")))["model"] == \
+            yaml.safe_load(open(os.path.join(conf, ours + ".yaml")))["model"]
+    # v2's default large-margin config (config with _lm) exists for WeSpeaker's names
+    for alias in ("resnet", "ecapa_tdnn", "xvec", "eres2net"):
+        assert os.path.isfile(os.path.join(conf, alias + "_lm.yaml"))
 
 
 FAKE_LAUNCHER = """#!/usr/bin/env bash

@@ -29,8 +29,9 @@ MINI_CONF_DIR = os.path.join(REPO_ROOT, "examples", "mini", "conf")
 
 
 def test_the_conf_directory_holds_exactly_these_configs():
+    # links are WeSpeaker's names for these (tests/test_recipes.py checks them)
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
-                     if name.endswith(".yaml"))
+                     if name.endswith(".yaml") and not os.path.islink(os.path.join(CONF_DIR, name)))
     assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS)
 
 

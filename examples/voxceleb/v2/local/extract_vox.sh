@@ -1,0 +1,1 @@
+../tools/recipe/extract_sets.sh

@@ -1,0 +1,1 @@
+../tools/recipe/score.sh

@@ -1,0 +1,1 @@
+../tools/recipe/score_calibration.sh
