@@ -125,14 +125,15 @@ echo "$(basename "$0") $*" >> "{log}"
 """
 
 
-def _train_stage(tmp_path, variables, checkpoints=(), final=None):
+def _train_stage(tmp_path, variables, checkpoints=(), final=None, config_text="num_epochs: 3\n",
+                 args="--extra_flag 1", check=True):
     """Source tools/recipe/train_stage.sh in a mini recipe dir with fake launchers."""
     import sys
     models = tmp_path / "exp" / "models"
     os.makedirs(models, exist_ok=True)
     for epoch in checkpoints:
         (models / f"model_{epoch}.pt").write_text("x")
-    if final is not None:
+    if final is not None and not os.path.lexists(models / "final_model.pt"):
         os.symlink(f"model_{final}.pt", models / "final_model.pt")
     bin_dir, log = tmp_path / "bin", tmp_path / "launch.log"
     os.makedirs(bin_dir, exist_ok=True)
@@ -142,17 +143,19 @@ def _train_stage(tmp_path, variables, checkpoints=(), final=None):
                         .replace("{log}", str(log)))
         os.chmod(path, 0o755)
     config = tmp_path / "conf.yaml"
-    config.write_text("num_epochs: 3\n")
+    config.write_text(config_text)
     settings = {"config": str(config), "exp_dir": str(tmp_path / "exp"), "data": "D",
                 "data_type": "raw", "gpus": "[0]", "num_avg": "2", "checkpoint": "",
                 **variables}
     script = "; ".join([". ./path.sh", ". tools/recipe_helpers.sh",
                         ". tools/recipe/train_stage.sh"]
                        + [f"{key}='{value}'" for key, value in settings.items()]
-                       + ["train_stage D/train --extra_flag 1"])
+                       + [f"train_stage D/train {args}"])
     result = subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
                             text=True, env={**os.environ,
                                             "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    if not check:
+        return result
     assert result.returncode == 0, result.stderr
     calls = open(log).read().splitlines() if os.path.exists(log) else []
     return result.stdout, calls
@@ -219,7 +222,7 @@ echo "python $*" >> "{log}"
 if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ]; then
   exec {python} "$@"
 fi
-if [ "$2" == "wespeaker_py.bin.train" ]; then
+if [ "$2" == "wespeaker_py.bin.train" ] && [ -z "$FAKE_NO_TRAIN" ]; then
   shift 2
   epochs= checkpoint= config= exp_dir=
   while [ $# -gt 0 ]; do
@@ -231,14 +234,16 @@ if [ "$2" == "wespeaker_py.bin.train" ]; then
     esac
     shift
   done
-  [ -n "$epochs" ] || epochs=$({python} -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["num_epochs"])' "$config")
+  [ -n "$epochs" ] || epochs=$({python} -c 'import sys, yaml
+print(yaml.safe_load(open(sys.argv[1]))["num_epochs"])' "$config")
   mkdir -p "$exp_dir/models"
   cp "$config" "$exp_dir/config.yaml"
   for epoch in $(seq 1 "$epochs"); do
     if [ -n "$checkpoint" ]; then
       cp "$checkpoint" "$exp_dir/models/model_$epoch.pt"
     else
-      {python} -c 'import sys, torch; torch.save({{"w": torch.full((2,), float(sys.argv[2]))}}, sys.argv[1])' \
+      {python} -c 'import sys, torch
+torch.save({{"w": torch.full((2,), float(sys.argv[2]))}}, sys.argv[1])' \
         "$exp_dir/models/model_$epoch.pt" "$epoch"
     fi
   done
@@ -406,6 +411,46 @@ def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(t
     assert "--aug_prob 0.6: augmenting utterances at extraction is not supported" in result.stderr
     with open(log) as handle:
         assert sum("wespeaker_py.bin.extract" in line for line in handle) == 1
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_taken_as_done(tmp_path):
+    config = "num_epochs: 3\nseed: 42\noptimizer_args:\n  lr: 0.1\n"
+    done = dict(checkpoints=(1, 2, 3), final=3, config_text=config)
+    out, calls = _train_stage(tmp_path, {}, **done)
+    assert "training is finished" in out and calls == []
+    note = tmp_path / "exp" / "models" / "final_model.pt.settings"
+    assert "seed=42" in note.read_text() and "train_args=--extra_flag 1" in note.read_text()
+    # the same settings, the config's comments and layout aside: still finished
+    out, _ = _train_stage(tmp_path, {}, **{**done, "config_text": "# note\n" + config})
+    assert "training is finished" in out
+    for changed in (dict(args="--extra_flag 2"), dict(args="--extra_flag 1 --seed 7"),
+                    dict(config_text=config.replace("0.1", "0.2")),
+                    dict(variables={"data_type": "shard"})):
+        variables = changed.pop("variables", {})
+        result = _train_stage(tmp_path, variables, **{**done, **changed}, check=False)
+        assert result.returncode != 0, changed
+        assert "finished training with other settings" in result.stderr
+        assert "then:" in result.stderr and "now:" in result.stderr
+        assert f"remove {tmp_path / 'exp'}" in result.stderr
+    assert "seed=42" in note.read_text()  # the note of the finished run is kept
+    result = _train_stage(tmp_path, {}, **{**done, "args": "--extra_flag 1 --seed 7"},
+                          check=False)
+    assert "then: seed=42" in result.stderr and "now:  seed=7" in result.stderr
+
+
+def test_mini_default_exp_dir_names_the_seed_when_one_is_given(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    env["FAKE_NO_TRAIN"] = "1"
+    data = tmp_path / "data"
+    out = run_script(MINI_DIR, "run.sh", "--stage", "3", "--stop_stage", "3", "--data", str(data),
+                     "--seed", "7", env=env).stdout
+    assert "in exp/ecapa_tdnn-librispeech_tc100-seed7" in out
+    out = run_script(MINI_DIR, "run.sh", "--stage", "3", "--stop_stage", "3", "--data", str(data),
+                     env=env).stdout
+    assert "in exp/ecapa_tdnn-librispeech_tc100\n" in out
+    with open(log) as handle:
+        trains = [line.split() for line in handle if "wespeaker_py.bin.train" in line]
+    assert trains[0][trains[0].index("--seed") + 1] == "7" and "--seed" not in trains[1]
 
 
 @pytest.mark.parametrize("recipe_dir,script", RECIPES)
@@ -754,6 +799,8 @@ def test_mini_recipe_stages_leave_their_outputs(mini_run):
     for name in ("model_1.pt", "model_2.pt", "avg_model.pt", "final.zip"):
         assert os.path.getsize(models / name) > 0, name
     assert (exp / "config.yaml").is_file() and (exp / "train.log").is_file()
+    assert "seed=42" in (models / "final_model.pt.settings").read_text()
+    assert (models / "avg_model.pt.settings").read_text() == "num_avg=2 min_epoch=1 max_epoch=2\n"
     for dset in ("backend", "test"):
         assert _lines(exp / "embeddings" / dset / "xvector.scp") == _lines(data / dset / "wav.scp")
     # the back-end set is embedded from random num_frms chunks, the test set whole

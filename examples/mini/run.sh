@@ -43,7 +43,7 @@ stop_stage=12
 
 data_dir=data/librispeech_tc100
 data=          # prepared sets; default data/prepared/<corpus name>
-exp_dir=       # default exp/<config name>-<corpus name>
+exp_dir=       # default exp/<config name>-<corpus name>, -seed<N> appended with --seed N
 config=conf/ecapa_tdnn.yaml
 lm_config=     # e.g. conf/resnet34_lm.yaml; empty: no stage 9
 epochs=        # number of training epochs; empty: the config's num_epochs
@@ -69,7 +69,7 @@ set -eo pipefail
 corpus=$(basename "$(realpath "${data_dir}")")
 data=${data:-data/prepared/${corpus}}
 config_name=$(basename "${config}" .yaml)
-exp_dir=${exp_dir:-exp/${config_name}-${corpus}}
+exp_dir=${exp_dir:-exp/${config_name}-${corpus}${seed:+-seed${seed}}}
 epochs=${epochs:-$(config_value "${config}" num_epochs)}
 num_avg=${num_avg:-$(config_value "${config}" num_avg)}
 num_avg=${num_avg:-1}

@@ -21,7 +21,11 @@
 # models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
 # Finished: the one rule is that the trainer's models/final_model.pt names the
 # checkpoint of the run's last epoch (model_${num_epochs}.pt); a run asked for more
-# epochs than an earlier one finished resumes from there.
+# epochs than an earlier one finished resumes from there. A finished run notes the
+# settings it was trained with (models/final_model.pt.settings: the config's contents
+# as a digest, the seed, the trainer options, the training list and data_type); a
+# later run of the same experiment with other settings stops with an error naming
+# them instead of taking the old model as its own.
 
 # training_finished MODEL_DIR NUM_EPOCHS: true when MODEL_DIR/final_model.pt names
 # model_NUM_EPOCHS.pt and that checkpoint exists.
@@ -37,6 +41,26 @@ count_gpus() {
   if [ -z "${ids}" ] || [ "${ids}" -eq 0 ]; then echo 1; else echo "${ids}"; fi
 }
 
+# train_settings TRAIN_DIR [trainer options ...]: the settings a finished run notes.
+train_settings() {
+  local train_dir=$1 seed= arg previous=
+  shift
+  for arg in "$@"; do  # the last --seed given wins, as in the trainer
+    case "${previous}" in --seed) seed=${arg} ;; esac
+    case "${arg}" in --seed=*) seed=${arg#--seed=} ;; esac
+    previous=${arg}
+  done
+  # the config as parsed (comments and layout do not count) and its seed
+  python -c 'import hashlib, json, sys, yaml
+config = yaml.safe_load(open(sys.argv[1])) or {}
+text = json.dumps(config, sort_keys=True, default=str)
+print("config_sha256=" + hashlib.sha256(text.encode()).hexdigest())
+print("seed=" + (sys.argv[2] or str(config.get("seed", ""))))' "${config}" "${seed}" || return 1
+  echo "train_data=$(realpath -m "${train_dir}/${data_type}.list")"
+  echo "data_type=${data_type}"
+  echo "train_args=$*"
+}
+
 train_stage() {
   local train_dir=$1
   shift
@@ -50,7 +74,21 @@ train_stage() {
      [ "$(realpath -m "${checkpoint}")" != "$(realpath -m "${exp_dir}/models/model_0.pt")" ]; then
     explicit=true
   fi
+  local settings
+  settings=$(train_settings "${train_dir}" "$@") || return 1
   if training_finished "${exp_dir}/models" "${epochs}"; then
+    local note=${exp_dir}/models/final_model.pt.settings
+    if [ ! -f "${note}" ]; then
+      # a run finished before runs noted their settings: these are taken as its own
+      record_settings "${exp_dir}/models/final_model.pt" "${settings}"
+    elif [ "$(cat "${note}")" != "${settings}" ]; then
+      echo "$0: ${exp_dir} finished training with other settings than this run's:" >&2
+      diff <(cat "${note}") <(printf '%s\n' "${settings}") |
+        sed -n 's/^< /  then: /p; s/^> /  now:  /p' >&2
+      echo "Give another --exp_dir, or remove ${exp_dir} to train it again with these" \
+           "settings." >&2
+      return 1
+    fi
     echo "${exp_dir}/models/final_model.pt is model_${epochs}.pt: training is finished"
     if ${explicit}; then
       echo "(--checkpoint ${checkpoint} is not used: remove ${exp_dir} or give another" \
@@ -95,4 +133,7 @@ train_stage() {
     ${start_checkpoint:+--checkpoint "${start_checkpoint}"} \
     "$@" ||
     { echo "$0: training ${config} in ${exp_dir} failed (see the error above)" >&2; return 1; }
+  if training_finished "${exp_dir}/models" "${epochs}"; then
+    record_settings "${exp_dir}/models/final_model.pt" "${settings}"
+  fi
 }
