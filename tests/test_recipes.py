@@ -16,6 +16,9 @@ from wespeaker_py.scoring.report import find_score_files, format_table, parse_ta
 RECIPE_SCRIPTS = sorted(
     glob.glob(os.path.join(V2_DIR, "*.sh")) + glob.glob(os.path.join(V2_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(MINI_DIR, "*.sh")) + glob.glob(os.path.join(MINI_DIR, "local", "*.sh"))
+    + glob.glob(os.path.join(REPO, "examples", "diarization", "*.sh"))
+    + glob.glob(os.path.join(REPO, "examples", "diarization", "local", "*.sh"))
+    + glob.glob(os.path.join(REPO, "examples", "finetune", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
 RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (MINI_DIR, "run.sh")]
@@ -47,7 +50,8 @@ def test_every_recipe_script_parses():
 
 def test_recipe_scripts_quote_the_values_they_pass_on():
     """An unquoted "--gpus ${gpus}" globs ([0,1] matches a file named 0 or 1) and an
-    unquoted path splits at a space; ${train_args} is the one value meant to split."""
+    unquoted path splits at a space; ${train_args} (trainer options) and ${collars} (a
+    list of numbers) are the values meant to split."""
     import re
     unquoted = re.compile(r"--[A-Za-z_-]+ \$\{?([A-Za-z_]+)\}?(\s|$)")
     for path in RECIPE_SCRIPTS:
@@ -55,7 +59,7 @@ def test_recipe_scripts_quote_the_values_they_pass_on():
             if line.strip().startswith("echo"):
                 continue
             for match in unquoted.finditer(line):
-                assert match.group(1) == "train_args", f"{path}: {line.strip()}"
+                assert match.group(1) in ("train_args", "collars"), f"{path}: {line.strip()}"
 
 
 def _code_lines(path):
@@ -147,7 +151,7 @@ def _train_stage(tmp_path, variables, checkpoints=(), final=None, config_text="n
     settings = {"config": str(config), "exp_dir": str(tmp_path / "exp"), "data": "D",
                 "data_type": "raw", "gpus": "[0]", "num_avg": "2", "checkpoint": "",
                 **variables}
-    script = "; ".join([". ./path.sh", ". tools/recipe_helpers.sh",
+    script = "; ".join(["set -eo pipefail", ". ./path.sh", ". tools/recipe_helpers.sh",
                         ". tools/recipe/train_stage.sh"]
                        + [f"{key}='{value}'" for key, value in settings.items()]
                        + [f"train_stage D/train {args}"])
@@ -186,6 +190,23 @@ def test_train_stage_honours_an_explicit_checkpoint_over_the_newest(tmp_path):
     out, calls = _train_stage(tmp_path / "c", {"checkpoint": own}, checkpoints=(0,))
     args = calls[0].split()
     assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_0.pt")
+
+
+def test_train_stage_takes_an_explicit_checkpoint_once_then_resumes(tmp_path):
+    rollback = str(tmp_path / "exp" / "models" / "model_1.pt")
+    out, calls = _train_stage(tmp_path, {"checkpoint": rollback}, checkpoints=(1, 2))
+    args = calls[0].split()
+    assert args[args.index("--checkpoint") + 1] == rollback and "not resuming" in out
+    # the run trained epoch 2 again and crashed in epoch 3; the same command resumes
+    out, calls = _train_stage(tmp_path, {"checkpoint": rollback}, checkpoints=(1, 2))
+    args = calls[-1].split()
+    assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_2.pt")
+    assert "resuming from" in out
+    # another explicit checkpoint is taken again, once
+    other = str(tmp_path / "pretrained.pt")
+    out, calls = _train_stage(tmp_path, {"checkpoint": other}, checkpoints=(1, 2))
+    args = calls[-1].split()
+    assert args[args.index("--checkpoint") + 1] == other
 
 
 def test_train_stage_launches_torchrun_for_several_processes_and_nodes(tmp_path):
@@ -386,6 +407,37 @@ def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tm
     assert extractions() == 4
 
 
+def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path):
+    """An up-to-date output with no settings note (written before notes were kept) is
+    taken as made with today's settings, as the version that wrote it would have taken it:
+    no hours of extraction again, no failure for an average whose checkpoints are gone."""
+    env, log = _dry_run_env(tmp_path)
+    exp = tmp_path / "exp"
+    os.makedirs(exp)
+    (exp / "config.yaml").write_text("num_epochs: 1\n")
+    for name in ("model.pt", "data.list"):
+        (tmp_path / name).write_text(name)
+    args = ("--exp_dir", str(exp), "--model_path", str(tmp_path / "model.pt"), "--data_type",
+            "raw", "--data_list", str(tmp_path / "data.list"), "--store_dir", "test", "--nj",
+            "1", "--gpus", "[]")
+    run_script(MINI_DIR, "tools/extract_embedding.sh", *args, env=env)
+    result = exp / "embeddings" / "test" / "extract.result"
+    os.remove(str(result) + ".settings")   # as the previous version left it
+    assert "up to date" in run_script(MINI_DIR, "tools/extract_embedding.sh", *args,
+                                      env=env).stdout
+    with open(log) as handle:
+        assert sum("wespeaker_py.bin.extract" in line for line in handle) == 1
+    assert "model=" in open(str(result) + ".settings").read()
+    # a pretrained avg_model.pt put in place without its checkpoints
+    models = tmp_path / "mini" / "exp" / "models"
+    _save_weights(str(models / "avg_model.pt"), 5)
+    data = tmp_path / "mini" / "data"
+    _fake_sets(data, ("backend", "test"))
+    out = run_script(MINI_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir",
+                     str(models.parent), "--data", str(data), "--gpus", "[]", env=env).stdout
+    assert "avg_model.pt is up to date" in out and _weight(str(models / "avg_model.pt")) == [5, 5]
+
+
 def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):
     env, log = _dry_run_env(tmp_path)
     exp = tmp_path / "exp"
@@ -432,6 +484,7 @@ def test_a_finished_run_of_other_settings_is_refused_not_taken_as_done(tmp_path)
         assert "finished training with other settings" in result.stderr
         assert "then:" in result.stderr and "now:" in result.stderr
         assert f"remove {tmp_path / 'exp'}" in result.stderr
+        assert f"accept it: rm {note}" in result.stderr  # printed under set -e too
     assert "seed=42" in note.read_text()  # the note of the finished run is kept
     result = _train_stage(tmp_path, {}, **{**done, "args": "--extra_flag 1 --seed 7"},
                           check=False)

@@ -67,9 +67,9 @@ mkdir -p "${log_dir}"
 settings="model=$(realpath -m "${model_path}")
 list=$(realpath -m "${data_list}")
 mode=${mode}"
-if up_to_date "${result}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" &&
-   made_with "${result}" "${settings}" &&
-   grep -q '^Successfully' "${result}" && grep -qF "(${mode})" "${result}"; then
+if [ -f "${result}" ] && grep -q '^Successfully' "${result}" &&
+   grep -qF "(${mode})" "${result}" &&
+   made_with "${result}" "${settings}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml"; then
   echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
   exit 0
 fi

@@ -17,23 +17,40 @@ up_to_date() {
   return 0
 }
 
-# made_with OUT SETTINGS: true when OUT was made with SETTINGS, as record_settings
-# noted beside it (OUT.settings). For outputs whose name does not carry every option
-# that shapes them: without it a newer output of other options passes up_to_date.
-# A note of other settings is removed, so an OUT remade but cut short before its
-# record_settings is never taken for one of the settings it replaced.
+# made_with OUT SETTINGS [IN ...]: true when OUT is up to date with its inputs
+# (up_to_date) and was made with SETTINGS, as record_settings noted beside it
+# (OUT.settings). For outputs whose name does not carry every option that shapes
+# them: without the note a newer output of other options would pass up_to_date.
+# - An up-to-date OUT with no note was made before notes were kept: it is taken as
+#   made with SETTINGS (noted now), as the version that made it would have taken it.
+# - Otherwise, when false, any note is removed first, so an OUT remade but cut short
+#   before its record_settings is never taken for the settings of either run.
 made_with() {
-  if [ -f "$1.settings" ] && [ "$(cat "$1.settings")" == "$2" ]; then
-    return 0
+  local out=$1 settings=$2
+  shift 2
+  if up_to_date "${out}" "$@"; then
+    if [ ! -f "${out}.settings" ]; then
+      record_settings "${out}" "${settings}"
+      return 0
+    fi
+    [ "$(cat "${out}.settings")" == "${settings}" ] && return 0
   fi
-  rm -f "$1.settings"
+  rm -f "${out}.settings"
   return 1
 }
 
-# record_settings OUT SETTINGS: note that OUT was just made with SETTINGS.
+# settings_note OUT: the settings record_settings noted for OUT (empty when none).
+settings_note() {
+  if [ -f "$1.settings" ]; then cat "$1.settings"; fi
+}
+
+# record_settings OUT SETTINGS: note that OUT was just made with SETTINGS (atomically,
+# through a temporary file of this writer's own: every node of a multi-node run may
+# note the same OUT).
 record_settings() {
-  printf '%s\n' "$2" > "$1.settings.tmp"
-  mv -f "$1.settings.tmp" "$1.settings"
+  local tmp
+  tmp=$(mktemp "$1.settings.XXXXXX") || return 1
+  printf '%s\n' "$2" > "${tmp}" && mv -f "${tmp}" "$1.settings"
 }
 
 # latest_epoch DIR: the largest N of DIR/model_N.pt (empty when there is none).
@@ -52,7 +69,7 @@ average_stage() {
   local avg=$1 num=$2 max=$3 dir settings
   dir=$(dirname "${avg}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
-  if up_to_date "${avg}" "${dir}/model_${max}.pt" && made_with "${avg}" "${settings}"; then
+  if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
     echo "${avg} is up to date"
     return 0
   fi

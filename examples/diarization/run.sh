@@ -122,32 +122,36 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: score ${exp}/sys.rttm against ${data}/ref.rttm"
+  uem=()
+  if [ -s "${data}/all.uem" ]; then uem=(--uem "${data}/all.uem"); fi
+  # ${collars} is a list of numbers, meant to split
   python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
     --sys_rttm "${exp}/sys.rttm" --collars ${collars} --output "${exp}/der.md" \
-    --plot_dir "${exp}/plots" $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
+    --plot_dir "${exp}/plots" "${uem[@]}"
   echo "Table: ${exp}/der.md; time lines: ${exp}/plots/<recording>.png"
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Stage 4: clustering methods on ${data}: ${compare_methods}, and the true count"
-  systems=""
+  systems=()
   for method in ${compare_methods} true_count; do
     mkdir -p "${exp}/methods/${method}"
     if [ "${method}" = true_count ]; then
-      count_flags="--cluster_method ${cluster_method} --reco2num_spk ${data}/ref.rttm"
+      count_flags=(--cluster_method "${cluster_method}" --reco2num_spk "${data}/ref.rttm")
       label="${cluster_method}+true_count"   # the reference row
     else
-      count_flags="--cluster_method ${method} --min_speakers ${min_speakers}"
-      count_flags="${count_flags} --max_speakers ${max_speakers}"
+      count_flags=(--cluster_method "${method}" --min_speakers "${min_speakers}"
+                   --max_speakers "${max_speakers}")
       label=${method}
     fi
     python -m wespeaker_py.cli.main diarize --model "${model}" --wav_scp "${data}/wav.scp" \
-      --output "${exp}/methods/${method}/sys.rttm" --vad "${vad}" ${count_flags} \
+      --output "${exp}/methods/${method}/sys.rttm" --vad "${vad}" "${count_flags[@]}" \
       ${device:+--device "${device}"}
-    systems="${systems} ${label}=${exp}/methods/${method}/sys.rttm"
+    systems+=("${label}=${exp}/methods/${method}/sys.rttm")
   done
+  uem=()
+  if [ -s "${data}/all.uem" ]; then uem=(--uem "${data}/all.uem"); fi
   python -m wespeaker_py.bin.score_diarization --ref_rttm "${data}/ref.rttm" \
-    --systems ${systems} --collars ${collars} --output "${exp}/methods.md" \
-    $([ -s "${data}/all.uem" ] && echo --uem "${data}/all.uem")
+    --systems "${systems[@]}" --collars ${collars} --output "${exp}/methods.md" "${uem[@]}"
   echo "Table: ${exp}/methods.md"
 fi

@@ -70,7 +70,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${data_dir}" == "${data}/
   python local/resample_data.py --rate "${rate}" --speakers "${corpus_dir}/test_spk" \
     --trials "${corpus_dir}/trials" "${corpus_dir}" "${data}/test"
   source_rate=$(python -c 'import soundfile, sys; print(soundfile.info(sys.argv[1]).samplerate)' \
-    "${corpus_dir}/$(head -n 1 "${corpus_dir}/wav.scp" | awk '{print $2}')")
+    "${corpus_dir}/$(head -n 1 "${corpus_dir}/wav.scp" | sed 's/^[^[:space:]]*[[:space:]]*//')")
   python local/resample_data.py --rate "${source_rate}" --speakers "${corpus_dir}/test_spk" \
     --trials "${corpus_dir}/trials" "${corpus_dir}" "${data}/test_ref"
 fi
@@ -129,7 +129,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   specs=()
   while read -r row which set; do
     test_rate=$(python -c 'import soundfile, sys; print(soundfile.info(sys.argv[1]).samplerate)' \
-      "$(head -n 1 "${set}/wav.scp" | awk '{print $2}')")
+      "$(head -n 1 "${set}/wav.scp" | sed 's/^[^[:space:]]*[[:space:]]*//')")
     if [ "${which}" == "source" ]; then label="source (${source_rate} Hz)"; calibration=""
     else label="fine-tuned (${tuned_rate} Hz)"; calibration="@${exp}/model/calibration.json"; fi
     specs+=("${label}, ${test_rate} Hz test=$(eval_dir "${which}" "${row}")/scores/trials.score${calibration}")

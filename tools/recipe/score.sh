@@ -33,8 +33,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   mkdir -p "${scores_dir}"
   todo=()
   for x in ${trials}; do
-    if up_to_date "${scores_dir}/${x}.score" "${eval_scp}" "${train_scp}" "${trials_dir}/${x}" \
-        && made_with "${scores_dir}/${x}.score" "${settings}"; then
+    if made_with "${scores_dir}/${x}.score" "${settings}" "${eval_scp}" "${train_scp}" \
+        "${trials_dir}/${x}"; then
       echo "${x}: scores are up to date"
     else
       todo+=("${trials_dir}/${x}")

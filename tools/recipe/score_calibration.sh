@@ -55,8 +55,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --trial_path "${trials_dir}/${calibration_trial}"
   fi
   cali_score=${scores_dir}/${calibration_trial}.score
-  if up_to_date "${cali_score}" "${train_scp}" "${trials_dir}/${calibration_trial}" \
-      && made_with "${cali_score}" "train_set=${train_set}"; then
+  if made_with "${cali_score}" "train_set=${train_set}" "${train_scp}" \
+      "${trials_dir}/${calibration_trial}"; then
     echo "${calibration_trial}: scores are up to date"
   else
     python -m wespeaker_py.bin.score \
@@ -69,8 +69,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     record_settings "${cali_score}" "train_set=${train_set}"
   fi
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
-  if up_to_date "${cali_norm}" "${cali_score}" "${cohort_scp}" \
-      && made_with "${cali_norm}" "train_set=${train_set}"; then
+  if made_with "${cali_norm}" "train_set=${train_set}" "${cali_score}" "${cohort_scp}"; then
     echo "${calibration_trial}: normalised scores are up to date"
   else
     python -m wespeaker_py.bin.score_norm \

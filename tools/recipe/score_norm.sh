@@ -50,8 +50,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score
     settings="train_set=${train_set} eval_set=${eval_set}"
-    if up_to_date "${out}" "${scores_dir}/${x}.score" "${cohort_dir}/spk_xvector.scp" \
-        "${exp_dir}/embeddings/${train_set}/xvector.scp" && made_with "${out}" "${settings}"; then
+    if made_with "${out}" "${settings}" "${scores_dir}/${x}.score" \
+        "${cohort_dir}/spk_xvector.scp" "${exp_dir}/embeddings/${train_set}/xvector.scp"; then
       echo "${x}: normalised scores are up to date"
       continue
     fi

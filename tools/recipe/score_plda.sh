@@ -31,8 +31,8 @@ scores_dir=${exp_dir}/scores
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
   plda_settings="train_set=${train_set} iter=${iter}"
-  if up_to_date "${exp_dir}/plda" "${train_scp}" "${data}/${train_set}/utt2spk" \
-      && made_with "${exp_dir}/plda" "${plda_settings}"; then
+  if made_with "${exp_dir}/plda" "${plda_settings}" "${train_scp}" \
+      "${data}/${train_set}/utt2spk"; then
     echo "the PLDA model is up to date"
   else
     python -m wespeaker_py.bin.train_plda \
@@ -51,8 +51,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   mkdir -p "${scores_dir}"
   for x in ${trials}; do
     out=${scores_dir}/${x}.pldascore
-    if up_to_date "${out}" "${exp_dir}/plda" "${eval_scp}" "${trials_dir}/${x}" \
-        && made_with "${out}" "eval_set=${eval_set}"; then
+    if made_with "${out}" "eval_set=${eval_set}" "${exp_dir}/plda" "${eval_scp}" \
+        "${trials_dir}/${x}"; then
       echo "${x}: PLDA scores are up to date"
       continue
     fi

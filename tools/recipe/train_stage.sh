@@ -17,15 +17,17 @@
 # rendezvous at ${HOST_NODE_ADDR} (run the same command on every node).
 # Start: from ${checkpoint} when it is given and is not the run's own
 # models/model_0.pt (the starting point a fine-tuning step is given, see
-# start_from in recipe_helpers.sh); otherwise resume from the newest
+# start_from in recipe_helpers.sh), the first time it is given: the run notes it
+# (models/start.settings), so the same command after a crash resumes from the newest
+# models/model_N.pt instead of going back to it. Otherwise resume from the newest
 # models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
 # Finished: the one rule is that the trainer's models/final_model.pt names the
 # checkpoint of the run's last epoch (model_${num_epochs}.pt); a run asked for more
 # epochs than an earlier one finished resumes from there. A finished run notes the
 # settings it was trained with (models/final_model.pt.settings: the config's contents
-# as a digest, the seed, the trainer options, the training list and data_type); a
-# later run of the same experiment with other settings stops with an error naming
-# them instead of taking the old model as its own.
+# as a digest, the seed, the trainer options and data_type); a later run of the same
+# experiment with other settings stops with an error naming them instead of taking
+# the old model as its own (removing the note accepts the new settings).
 
 # training_finished MODEL_DIR NUM_EPOCHS: true when MODEL_DIR/final_model.pt names
 # model_NUM_EPOCHS.pt and that checkpoint exists.
@@ -56,7 +58,6 @@ config = yaml.safe_load(open(sys.argv[1])) or {}
 text = json.dumps(config, sort_keys=True, default=str)
 print("config_sha256=" + hashlib.sha256(text.encode()).hexdigest())
 print("seed=" + (sys.argv[2] or str(config.get("seed", ""))))' "${config}" "${seed}" || return 1
-  echo "train_data=$(realpath -m "${train_dir}/${data_type}.list")"
   echo "data_type=${data_type}"
   echo "train_args=$*"
 }
@@ -83,10 +84,11 @@ train_stage() {
       record_settings "${exp_dir}/models/final_model.pt" "${settings}"
     elif [ "$(cat "${note}")" != "${settings}" ]; then
       echo "$0: ${exp_dir} finished training with other settings than this run's:" >&2
-      diff <(cat "${note}") <(printf '%s\n' "${settings}") |
+      { diff <(cat "${note}") <(printf '%s\n' "${settings}") || true; } |
         sed -n 's/^< /  then: /p; s/^> /  now:  /p' >&2
       echo "Give another --exp_dir, or remove ${exp_dir} to train it again with these" \
-           "settings." >&2
+           "settings; if the difference does not change the model (loader options, a" \
+           "moved weights file), accept it: rm ${note}" >&2
       return 1
     fi
     echo "${exp_dir}/models/final_model.pt is model_${epochs}.pt: training is finished"
@@ -96,16 +98,22 @@ train_stage() {
     fi
     return 0
   fi
-  local start_checkpoint=${checkpoint} last_epoch
+  local start_checkpoint=${checkpoint} last_epoch start_note=${exp_dir}/models/start
+  local started="checkpoint=$(realpath -m "${checkpoint:-none}")"
   last_epoch=$(latest_epoch "${exp_dir}/models")
+  if ${explicit} && [ -n "${last_epoch}" ] && [ "$(settings_note "${start_note}")" == "${started}" ]; then
+    explicit=false   # this run already started from it: resume below
+  fi
   if ${explicit}; then
-    # an explicit --checkpoint wins over the run's own checkpoints
+    # an explicit --checkpoint wins over the run's own checkpoints, once
     if [ -n "${last_epoch}" ]; then
       echo "starting from --checkpoint ${checkpoint}, as asked, not resuming from" \
            "${exp_dir}/models/model_${last_epoch}.pt"
     else
       echo "starting from --checkpoint ${checkpoint}"
     fi
+    mkdir -p "${exp_dir}/models"
+    record_settings "${start_note}" "${started}"
   elif [ -n "${last_epoch}" ]; then
     start_checkpoint=${exp_dir}/models/model_${last_epoch}.pt
     echo "resuming from ${start_checkpoint}"
