@@ -312,6 +312,42 @@ def test_broken_gallery_files_are_one_line_errors(models, speech, tmp_path, caps
     assert empty.read_bytes() == b""   # enroll did not overwrite it
 
 
+def test_enrolments_at_the_same_time_each_keep_their_speaker(
+        models, speech, tmp_path, monkeypatch):
+    first, _ = models
+    model = load(first)
+    gallery = str(tmp_path / "speakers.npz")
+    embed = model._embed_heard
+    enrolled_meanwhile = []
+
+    def embed_while_another_enrols(item, *args):
+        if not enrolled_meanwhile:   # another enrolment lands while alice is embedded
+            enrolled_meanwhile.append(load(first).enroll("bob", speech[1], gallery=gallery))
+        return embed(item, *args)
+
+    monkeypatch.setattr(model, "_embed_heard", embed_while_another_enrols)
+    assert model.enroll("alice", speech[0], gallery=gallery) == 2
+    assert sorted(np.load(gallery)["names"].tolist()) == ["alice", "bob"]
+
+
+def test_the_gallery_lock_makes_another_process_wait(tmp_path):
+    import time
+    from wespeaker_py.api.gallery import gallery_lock
+    gallery = str(tmp_path / "speakers.npz")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from wespeaker_py.api.gallery import gallery_lock\n"
+         "with gallery_lock(sys.argv[1]):\n"
+         "    print('locked', flush=True); time.sleep(1.0)\n", gallery],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    with gallery_lock(gallery):
+        waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert waited > 0.5
+
+
 def test_enrolling_a_name_twice_needs_replace_or_append(models, speech, tmp_path, capsys):
     first, _ = models
     model = load(first)

@@ -14,10 +14,16 @@ subtracted (``mean_vec``: a digest, "" for none;
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: enrolments there run unlocked
+    fcntl = None
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
@@ -138,6 +144,22 @@ class Gallery:
         scores = self.centroids() @ np.asarray(unit_embedding, dtype=np.float64)
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [(self.names[i], float(scores[i])) for i in order]
+
+
+@contextlib.contextmanager
+def gallery_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of the gallery at ``path`` (on
+    ``PATH.lock`` beside it: the gallery itself is replaced on every write, so a lock on it
+    would guard an old file). Another process waits until the holder is done."""
+    if fcntl is None:
+        yield
+        return
+    with open(path + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_gallery(path: str, gallery: Gallery) -> None:

@@ -23,8 +23,8 @@ from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, Calibra
                                           check_prior, check_trial_counts, fit_calibration,
                                           read_optional_calibration, probability,
                                           save_calibration)
-from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, load_gallery,
-                                     save_gallery)
+from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, gallery_lock,
+                                     load_gallery, save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
@@ -452,14 +452,12 @@ class SpeakerModel:
         another model, or appending to a speaker enrolled from low-rate audio
         through another band fill than the model now has (see
         :meth:`band_fill_file`), is an error unless ``force`` (then a warning).
+        Enrolments into one gallery at the same time each keep their speaker: the file
+        is read again and rewritten under a lock once the audio is embedded.
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
-                                self._mean_vec_digest())
-        speakers.check_enrollment(name, replace, append)
-        if append:
-            self._check_gallery_fills(gallery, speakers, force, only=name)
+        self._enrollment_target(gallery, name, replace, append, force)  # before embedding
         units, fills = [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
@@ -468,10 +466,22 @@ class SpeakerModel:
                 fills.setdefault(heard_rate, set()).add(self._applied_fill(heard_rate))
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
                  for rate, digests in fills.items()}
-        speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
-        speakers.identity, speakers.mean_vec = self.identity, self._mean_vec_digest()
-        save_gallery(gallery, speakers)
+        with gallery_lock(gallery):
+            speakers = self._enrollment_target(gallery, name, replace, append, force)
+            speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
+            speakers.identity, speakers.mean_vec = self.identity, self._mean_vec_digest()
+            save_gallery(gallery, speakers)
         return len(speakers.names)
+
+    def _enrollment_target(self, gallery: str, name: str, replace: bool, append: bool,
+                           force: bool) -> Gallery:
+        """The gallery ``name`` may be enrolled into (:meth:`enroll`'s checks)."""
+        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
+                                self._mean_vec_digest())
+        speakers.check_enrollment(name, replace, append)
+        if append:
+            self._check_gallery_fills(gallery, speakers, force, only=name)
+        return speakers
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
