@@ -148,18 +148,19 @@ class Gallery:
 
 @contextlib.contextmanager
 def gallery_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive lock for a read-modify-write of the gallery at ``path`` (on
-    ``PATH.lock`` beside it: the gallery itself is replaced on every write, so a lock on it
-    would guard an old file). Another process waits until the holder is done."""
+    """Hold an exclusive lock for a read-modify-write of the gallery at ``path``; another
+    process waits until the holder is done. The lock is on the gallery's folder: the
+    gallery itself is replaced on every write, so a lock on it would guard an old file,
+    and a lock file beside it would stay behind."""
     if fcntl is None:
         yield
         return
-    with open(path + ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)   # closing releases the lock
 
 
 def save_gallery(path: str, gallery: Gallery) -> None:
