@@ -348,6 +348,24 @@ def test_the_gallery_lock_makes_another_process_wait(tmp_path):
     assert waited > 0.5
 
 
+def test_enroll_makes_a_missing_folder_and_goes_on_where_folders_cannot_be_locked(
+        models, speech, tmp_path, monkeypatch, caplog):
+    import errno
+    from wespeaker_py.api import gallery as gallery_module
+    first, _ = models
+    model = load(first)
+    assert model.enroll("alice", speech[0], gallery=str(tmp_path / "new" / "g.npz")) == 1
+
+    def nfs_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(gallery_module.fcntl, "flock", nfs_flock)
+    gallery = str(tmp_path / "nfs" / "g.npz")
+    with caplog.at_level(logging.WARNING):
+        assert model.enroll("alice", speech[0], gallery=gallery) == 1
+    assert any("cannot lock its folder" in record.getMessage() for record in caplog.records)
+
+
 def test_enrolling_a_name_twice_needs_replace_or_append(models, speech, tmp_path, capsys):
     first, _ = models
     model = load(first)

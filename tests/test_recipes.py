@@ -193,12 +193,21 @@ def test_train_stage_honours_an_explicit_checkpoint_over_the_newest(tmp_path):
 
 
 def test_train_stage_takes_an_explicit_checkpoint_once_then_resumes(tmp_path):
-    rollback = str(tmp_path / "exp" / "models" / "model_1.pt")
-    out, calls = _train_stage(tmp_path, {"checkpoint": rollback}, checkpoints=(1, 2))
+    import time
+    models = tmp_path / "exp" / "models"
+    rollback = str(models / "model_1.pt")
+    out, calls = _train_stage(tmp_path, {"checkpoint": rollback}, checkpoints=(1, 2, 3))
     args = calls[0].split()
     assert args[args.index("--checkpoint") + 1] == rollback and "not resuming" in out
-    # the run trained epoch 2 again and crashed in epoch 3; the same command resumes
-    out, calls = _train_stage(tmp_path, {"checkpoint": rollback}, checkpoints=(1, 2))
+    # the run died before writing a checkpoint: model_2/3 are still the rolled-back ones
+    out, calls = _train_stage(tmp_path, {"checkpoint": rollback})
+    args = calls[-1].split()
+    assert args[args.index("--checkpoint") + 1] == rollback
+    # it trained epoch 2 again and crashed in epoch 3: the same command resumes from the
+    # new model_2, not the old model_3
+    time.sleep(0.01)
+    (models / "model_2.pt").write_text("retrained")
+    out, calls = _train_stage(tmp_path, {"checkpoint": rollback})
     args = calls[-1].split()
     assert args[args.index("--checkpoint") + 1].endswith("exp/models/model_2.pt")
     assert "resuming from" in out
@@ -436,6 +445,23 @@ def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path
     out = run_script(MINI_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir",
                      str(models.parent), "--data", str(data), "--gpus", "[]", env=env).stdout
     assert "avg_model.pt is up to date" in out and _weight(str(models / "avg_model.pt")) == [5, 5]
+
+
+def test_an_output_whose_remake_failed_is_not_taken_for_the_new_settings(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("made with a")
+
+    def made_with(settings):
+        script = (f". tools/recipe_helpers.sh; "
+                  f"made_with '{out}' '{settings}' && echo kept || echo remake")
+        return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    (tmp_path / "out.settings").write_text("a\n")
+    assert made_with("a") == "kept"
+    assert made_with("b") == "remake"      # ... and the remake fails, leaving out as it was
+    assert made_with("b") == "remake"      # not taken as made with b
+    assert made_with("a") == "remake"      # nor with a
 
 
 def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):

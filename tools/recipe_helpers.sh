@@ -23,19 +23,20 @@ up_to_date() {
 # them: without the note a newer output of other options would pass up_to_date.
 # - An up-to-date OUT with no note was made before notes were kept: it is taken as
 #   made with SETTINGS (noted now), as the version that made it would have taken it.
-# - Otherwise, when false, any note is removed first, so an OUT remade but cut short
+# - Otherwise, when false, an existing OUT's note is emptied (an empty note matches no
+#   settings, and is not "no note"), so an OUT whose remake failed or was cut short
 #   before its record_settings is never taken for the settings of either run.
 made_with() {
   local out=$1 settings=$2
   shift 2
   if up_to_date "${out}" "$@"; then
-    if [ ! -f "${out}.settings" ]; then
+    if [ ! -e "${out}.settings" ]; then
       record_settings "${out}" "${settings}"
       return 0
     fi
     [ "$(cat "${out}.settings")" == "${settings}" ] && return 0
   fi
-  rm -f "${out}.settings"
+  if [ -e "${out}" ]; then : > "${out}.settings"; else rm -f "${out}.settings"; fi
   return 1
 }
 
@@ -45,12 +46,30 @@ settings_note() {
 }
 
 # record_settings OUT SETTINGS: note that OUT was just made with SETTINGS (atomically,
-# through a temporary file of this writer's own: every node of a multi-node run may
-# note the same OUT).
+# through a temporary file of this writer's own, as every node of a multi-node run may
+# note the same OUT; created under the umask, as the outputs are, so that a shared
+# experiment folder's notes are readable by the group).
 record_settings() {
   local tmp
-  tmp=$(mktemp "$1.settings.XXXXXX") || return 1
-  printf '%s\n' "$2" > "${tmp}" && mv -f "${tmp}" "$1.settings"
+  tmp="$1.settings.$(hostname).$$"
+  if printf '%s\n' "$2" > "${tmp}"; then
+    mv -f "${tmp}" "$1.settings"
+  else
+    rm -f "${tmp}"
+    return 1
+  fi
+}
+
+# epoch_newer_than DIR FILE: the largest N of DIR/model_N.pt written after FILE (empty
+# when there is none).
+epoch_newer_than() {
+  local epoch
+  for epoch in $(ls "$1" 2>/dev/null | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -rn); do
+    if [ "$1/model_${epoch}.pt" -nt "$2" ]; then
+      echo "${epoch}"
+      return 0
+    fi
+  done
 }
 
 # latest_epoch DIR: the largest N of DIR/model_N.pt (empty when there is none).

@@ -19,7 +19,8 @@
 # models/model_0.pt (the starting point a fine-tuning step is given, see
 # start_from in recipe_helpers.sh), the first time it is given: the run notes it
 # (models/start.settings), so the same command after a crash resumes from the newest
-# models/model_N.pt instead of going back to it. Otherwise resume from the newest
+# models/model_N.pt written since (none yet: from ${checkpoint} again) instead of going
+# back to it. Otherwise resume from the newest
 # models/model_N.pt of ${exp_dir}, else from ${checkpoint}.
 # Finished: the one rule is that the trainer's models/final_model.pt names the
 # checkpoint of the run's last epoch (model_${num_epochs}.pt); a run asked for more
@@ -101,8 +102,11 @@ train_stage() {
   local start_checkpoint=${checkpoint} last_epoch start_note=${exp_dir}/models/start
   local started="checkpoint=$(realpath -m "${checkpoint:-none}")"
   last_epoch=$(latest_epoch "${exp_dir}/models")
-  if ${explicit} && [ -n "${last_epoch}" ] && [ "$(settings_note "${start_note}")" == "${started}" ]; then
-    explicit=false   # this run already started from it: resume below
+  if ${explicit} && [ "$(settings_note "${start_note}")" == "${started}" ]; then
+    # this run already started from it: resume from what it has written since, if any
+    # (older checkpoints are those it was rolled back from)
+    last_epoch=$(epoch_newer_than "${exp_dir}/models" "${start_note}.settings")
+    if [ -n "${last_epoch}" ]; then explicit=false; fi
   fi
   if ${explicit}; then
     # an explicit --checkpoint wins over the run's own checkpoints, once

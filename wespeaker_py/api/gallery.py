@@ -31,6 +31,9 @@ from numpy.lib.npyio import NpzFile
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
 NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
@@ -149,18 +152,29 @@ class Gallery:
 @contextlib.contextmanager
 def gallery_lock(path: str) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of the gallery at ``path``; another
-    process waits until the holder is done. The lock is on the gallery's folder: the
-    gallery itself is replaced on every write, so a lock on it would guard an old file,
-    and a lock file beside it would stay behind."""
-    if fcntl is None:
-        yield
-        return
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    process waits until the holder is done. The lock is on the gallery's folder (made
+    if missing): the gallery itself is replaced on every write, so a lock on it would
+    guard an old file, and a lock file beside it would stay behind. Where the folder
+    cannot be locked (NFS refuses flock on a folder) the write goes ahead unlocked,
+    with a warning."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle = None
+    if fcntl is not None:
+        try:
+            handle = os.open(folder, os.O_RDONLY)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if handle is not None:
+                os.close(handle)
+                handle = None
+            logger.warning("%s: cannot lock its folder (%s); enrolments into it at the same "
+                           "time may lose a speaker", path, error)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(folder)   # closing releases the lock
+        if handle is not None:
+            os.close(handle)   # closing releases the lock
 
 
 def save_gallery(path: str, gallery: Gallery) -> None:
