@@ -34,7 +34,7 @@ made_with() {
       record_settings "${out}" "${settings}"
       return 0
     fi
-    [ "$(cat "${out}.settings")" == "${settings}" ] && return 0
+    [ "$(settings_note "${out}")" == "${settings}" ] && return 0
   fi
   if [ -e "${out}" ]; then : > "${out}.settings"; else rm -f "${out}.settings"; fi
   return 1
@@ -60,22 +60,17 @@ record_settings() {
   fi
 }
 
-# epoch_newer_than DIR FILE: the largest N of DIR/model_N.pt written after FILE (empty
-# when there is none).
-epoch_newer_than() {
+# latest_epoch DIR [AFTER]: the largest N of DIR/model_N.pt (with AFTER: of those
+# written after the file AFTER); empty when there is none.
+latest_epoch() {
   local epoch
-  for epoch in $(ls "$1" 2>/dev/null | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -rn); do
-    if [ "$1/model_${epoch}.pt" -nt "$2" ]; then
+  [ -d "$1" ] || return 0
+  for epoch in $(ls "$1" | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -rn); do
+    if [ -z "$2" ] || [ "$1/model_${epoch}.pt" -nt "$2" ]; then
       echo "${epoch}"
       return 0
     fi
   done
-}
-
-# latest_epoch DIR: the largest N of DIR/model_N.pt (empty when there is none).
-latest_epoch() {
-  [ -d "$1" ] || return 0
-  ls "$1" | sed -n 's/^model_\([0-9][0-9]*\)\.pt$/\1/p' | sort -n | tail -n 1
 }
 
 # average_stage AVG_MODEL NUM_AVG MAX_EPOCH: stage 4's averaging. The last NUM_AVG

@@ -83,7 +83,7 @@ train_stage() {
     if [ ! -f "${note}" ]; then
       # a run finished before runs noted their settings: these are taken as its own
       record_settings "${exp_dir}/models/final_model.pt" "${settings}"
-    elif [ "$(cat "${note}")" != "${settings}" ]; then
+    elif [ "$(settings_note "${exp_dir}/models/final_model.pt")" != "${settings}" ]; then
       echo "$0: ${exp_dir} finished training with other settings than this run's:" >&2
       { diff <(cat "${note}") <(printf '%s\n' "${settings}") || true; } |
         sed -n 's/^< /  then: /p; s/^> /  now:  /p' >&2
@@ -105,7 +105,7 @@ train_stage() {
   if ${explicit} && [ "$(settings_note "${start_note}")" == "${started}" ]; then
     # this run already started from it: resume from what it has written since, if any
     # (older checkpoints are those it was rolled back from)
-    last_epoch=$(epoch_newer_than "${exp_dir}/models" "${start_note}.settings")
+    last_epoch=$(latest_epoch "${exp_dir}/models" "${start_note}.settings")
     if [ -n "${last_epoch}" ]; then explicit=false; fi
   fi
   if ${explicit}; then
