@@ -26,17 +26,21 @@ def speech_like(seconds, rng, level=0.1):
     return (level * envelope * rng.standard_normal(t.size)).astype(np.float32)
 
 
-# ---------------------------------------------------------------- VAD
-
-def test_energy_vad_finds_generated_speech_between_silences():
+def two_bursts_between_silences():
+    """Faint noise with speech-like bursts at 1-3 s and 4.5-5.5 s (5.5 s in all)."""
     rng = np.random.default_rng(0)
 
     def quiet(seconds):
         return (1e-4 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
 
-    audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
-                            speech_like(1.0, rng), quiet(0.5)])
-    regions = EnergyVAD()(audio, SR)
+    return np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
+                           speech_like(1.0, rng), quiet(0.5)])
+
+
+# ---------------------------------------------------------------- VAD
+
+def test_energy_vad_finds_generated_speech_between_silences():
+    regions = EnergyVAD()(two_bursts_between_silences(), SR)
     assert len(regions) == 2
     (s1, e1), (s2, e2) = regions
     assert abs(s1 - 1.0) < 0.06 and abs(e1 - 3.0) < 0.06
@@ -47,13 +51,7 @@ def test_energy_vad_takes_the_region_durations_and_refuses_a_probability_thresho
     from wespeaker_py.diarization.options import ClusteringOptionError, DiarizationOptions
     from wespeaker_py.diarization.vad import build_vad
 
-    rng = np.random.default_rng(0)
-
-    def quiet(seconds):
-        return (1e-4 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
-
-    audio = np.concatenate([quiet(1.0), speech_like(2.0, rng), quiet(1.5),
-                            speech_like(1.0, rng), quiet(0.5)])
+    audio = two_bursts_between_silences()
 
     def regions(**settings):
         options = DiarizationOptions.from_settings(vad="energy", **settings)

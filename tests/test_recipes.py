@@ -385,15 +385,15 @@ def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_
     assert result.returncode != 0 and f"remove {joint}" in result.stderr
 
 
-def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tmp_path):
+def _fake_extraction(tmp_path, *names):
+    """An experiment folder, files ``names`` (models, lists) beside it, and a runner of
+    tools/extract_embedding.sh with the fake python; returns (exp, log, extract, count)."""
     env, log = _dry_run_env(tmp_path)
     exp = tmp_path / "exp"
     os.makedirs(exp)
     (exp / "config.yaml").write_text("num_epochs: 1\n")
-    for name in ("new.pt", "old.pt", "new.list", "old.list"):
+    for name in names:
         (tmp_path / name).write_text(name)
-    for name in ("old.pt", "old.list"):  # older than the config and any result
-        os.utime(tmp_path / name, (1e9, 1e9))
 
     def extract(model, data_list, *extra, check=True):
         return run_script(MINI_DIR, "tools/extract_embedding.sh", "--exp_dir", str(exp),
@@ -404,6 +404,15 @@ def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tm
     def extractions():
         with open(log) as handle:
             return sum("wespeaker_py.bin.extract" in line for line in handle)
+
+    return exp, log, extract, extractions
+
+
+def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tmp_path):
+    _, _, extract, extractions = _fake_extraction(tmp_path, "new.pt", "old.pt", "new.list",
+                                                  "old.list")
+    for name in ("old.pt", "old.list"):  # older than the config and any result
+        os.utime(tmp_path / name, (1e9, 1e9))
 
     extract("new.pt", "new.list")
     assert "up to date" in extract("new.pt", "new.list").stdout and extractions() == 1
@@ -420,24 +429,15 @@ def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path
     """An up-to-date output with no settings note (written before notes were kept) is
     taken as made with today's settings, as the version that wrote it would have taken it:
     no hours of extraction again, no failure for an average whose checkpoints are gone."""
-    env, log = _dry_run_env(tmp_path)
-    exp = tmp_path / "exp"
-    os.makedirs(exp)
-    (exp / "config.yaml").write_text("num_epochs: 1\n")
-    for name in ("model.pt", "data.list"):
-        (tmp_path / name).write_text(name)
-    args = ("--exp_dir", str(exp), "--model_path", str(tmp_path / "model.pt"), "--data_type",
-            "raw", "--data_list", str(tmp_path / "data.list"), "--store_dir", "test", "--nj",
-            "1", "--gpus", "[]")
-    run_script(MINI_DIR, "tools/extract_embedding.sh", *args, env=env)
+    exp, _, extract, extractions = _fake_extraction(tmp_path, "model.pt", "data.list")
+    extract("model.pt", "data.list")
     result = exp / "embeddings" / "test" / "extract.result"
     os.remove(str(result) + ".settings")   # as the previous version left it
-    assert "up to date" in run_script(MINI_DIR, "tools/extract_embedding.sh", *args,
-                                      env=env).stdout
-    with open(log) as handle:
-        assert sum("wespeaker_py.bin.extract" in line for line in handle) == 1
+    assert "up to date" in extract("model.pt", "data.list").stdout
+    assert extractions() == 1
     assert "model=" in open(str(result) + ".settings").read()
     # a pretrained avg_model.pt put in place without its checkpoints
+    env, _ = _dry_run_env(tmp_path)
     models = tmp_path / "mini" / "exp" / "models"
     _save_weights(str(models / "avg_model.pt"), 5)
     data = tmp_path / "mini" / "data"
@@ -465,18 +465,10 @@ def test_an_output_whose_remake_failed_is_not_taken_for_the_new_settings(tmp_pat
 
 
 def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):
-    env, log = _dry_run_env(tmp_path)
-    exp = tmp_path / "exp"
-    os.makedirs(exp)
-    (exp / "config.yaml").write_text("num_epochs: 1\n")
-    for name in ("new.pt", "new.list"):
-        (tmp_path / name).write_text(name)
+    _, log, extract_with, extractions = _fake_extraction(tmp_path, "new.pt", "new.list")
 
     def extract(*extra, check=True):
-        return run_script(MINI_DIR, "tools/extract_embedding.sh", "--exp_dir", str(exp),
-                          "--model_path", str(tmp_path / "new.pt"), "--data_type", "raw",
-                          "--data_list", str(tmp_path / "new.list"), "--store_dir", "test",
-                          "--nj", "1", "--gpus", "[]", *extra, env=env, check=check)
+        return extract_with("new.pt", "new.list", *extra, check=check)
 
     extract("--reverb_data", str(tmp_path / "rirs dir" / "wav.scp"),
             "--noise_data", "data/musan/lmdb", "--aug_prob", "0.0")
@@ -487,8 +479,7 @@ def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(t
     result = extract("--aug_prob", "0.6", check=False)
     assert result.returncode != 0
     assert "--aug_prob 0.6: augmenting utterances at extraction is not supported" in result.stderr
-    with open(log) as handle:
-        assert sum("wespeaker_py.bin.extract" in line for line in handle) == 1
+    assert extractions() == 1
 
 
 def test_a_finished_run_of_other_settings_is_refused_not_taken_as_done(tmp_path):
