@@ -34,7 +34,7 @@ from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest
 from wespeaker_py.utils.file_utils import (DataFormatError, files_named_by_rate, read_key_value,
                                           read_wav_scp, require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 logger = get_logger(__name__)
 
@@ -504,10 +504,8 @@ class SpeakerModel:
         """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
         enrolled from low-rate audio through another band fill than the model now has."""
         for rate, names in speakers.stale_band_fills(self._band_fill_digest, only).items():
-            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
-                                             else "")
             self._band_fill_mismatch(
-                f"{path}: speaker(s) {listed} were enrolled from {rate} Hz audio that went "
+                f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio that went "
                 f"through a different band fill (or none) than such audio goes through now "
                 f"({self._band_fill_now(rate)}); their embeddings no longer match new ones: "
                 f"enroll them again with --replace (replace=True)", force)

@@ -34,7 +34,7 @@ import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, bin_prog, run_main
-from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+from wespeaker_py.utils.logging_utils import get_logger, listed_names, setup_logging
 
 if TYPE_CHECKING:
     from wespeaker_py.diarization.metrics import RecordingScore
@@ -91,7 +91,7 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: List[float], per_file: bo
 def _read_scored(ref_rttm: str, sys_rttm: str, uem: Optional[str]):
     """Reference turns, the system turns of the recordings scored (others left out, the log
     names them), and the UEM's regions (the log names reference recordings it lacks)."""
-    from wespeaker_py.diarization.metrics import listed_names, scored_recordings
+    from wespeaker_py.diarization.metrics import scored_recordings
     from wespeaker_py.diarization.rttm import read_rttm, read_uem
     ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
     regions = read_uem(uem) if uem else None

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from wespeaker_py.diarization.turns import Turn
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 Region = Tuple[float, float]
 logger = get_logger(__name__)
@@ -390,12 +390,6 @@ class CountScore:
     def accuracy(self) -> float:
         """Percent of recordings with the right count (0 without recordings)."""
         return 100.0 * self.right / self.total if self.total else 0.0
-
-
-def listed_names(names: Sequence[str], most: int = 10) -> str:
-    """The first ``most`` names, comma-separated, and how many more."""
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more
 
 
 def count_speakers(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],

@@ -20,7 +20,7 @@ import numpy as np
 
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 logger = get_logger(__name__)
 
@@ -127,13 +127,12 @@ class TrialCoverage:
         text = f"{self.path}: {self.scored} of {self.total} trials scored"
         if not self.lost:
             return text
-        named = ", ".join(f"{key} (line {line})"
-                          for key, line in list(self.missing.items())[:examples])
-        more = f" and {len(self.missing) - examples} more" if len(self.missing) > examples else ""
+        named = listed_names([f"{key} (line {line})" for key, line in self.missing.items()],
+                             examples)
         utterances = "1 utterance has" if len(self.missing) == 1 else \
             f"{len(self.missing)} utterances have"
         return (f"{text}; {self.lost} skipped ({100 * self.lost_fraction:.3g}%): "
-                f"{utterances} no embedding in {self.source}: {named}{more}")
+                f"{utterances} no embedding in {self.source}: {named}")
 
     def log(self, output: str) -> None:
         """One line saying what ``output`` covers: a warning when trials were skipped."""

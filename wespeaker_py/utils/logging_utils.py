@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 _PACKAGE_LOGGER = "wespeaker_py"
@@ -20,6 +20,12 @@ def setup_logging(level: int = logging.INFO, rank: int = None) -> None:
 def get_logger(name: str) -> logging.Logger:
     """Return the logger for a module (use ``get_logger(__name__)``)."""
     return logging.getLogger(name)
+
+
+def listed_names(names: Sequence[str], most: int = 10) -> str:
+    """For a message: the first ``most`` names, comma-separated, and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def log_to_file(path: str) -> Callable[[], None]:
