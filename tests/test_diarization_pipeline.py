@@ -9,8 +9,8 @@ import torch
 from wespeaker_py.diarization import DiarizationOptions, Diarizer, diarize_wav_scp, read_rttm
 from wespeaker_py.diarization.metrics import score_recordings
 from wespeaker_py.diarization.segmentation import subsegments
-from wespeaker_py.diarization.synthetic import (SpeakerCorpus, build_conversation,
-                                                write_conversations)
+from wespeaker_py.diarization.synthetic import (ConversationStyle, SpeakerCorpus,
+                                                build_conversation, write_conversations)
 from wespeaker_py.diarization.vad import EnergyVAD
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.api.model import SpeakerModel
@@ -265,8 +265,18 @@ def test_speaker_counts_fix_each_recording(tmp_path, corpus):
         read_speaker_counts(str(counts))
 
 
+def test_a_speaker_never_overlaps_their_own_turn():
+    # two overlaps in a row once started 1088's turn 0.1 s before their previous one ended
+    corpus = SpeakerCorpus(CORPUS)
+    style = ConversationStyle(overlap_probability=0.15)
+    _, turns = build_conversation(corpus, corpus.speakers[:2], 120.0,
+                                  np.random.default_rng(19), style)
+    for speaker in {t.speaker for t in turns}:
+        own = [t for t in turns if t.speaker == speaker]
+        assert all(a.end <= b.start for a, b in zip(own, own[1:])), speaker
+
+
 def test_read_once_conversations_never_repeat_audio(corpus):
-    from wespeaker_py.diarization.synthetic import ConversationStyle
     speakers = corpus.speakers[:3]
     available = {s: sum(corpus.speech(path)[0].size for path in corpus.utterances[s]) / SR
                  for s in speakers}

@@ -147,7 +147,7 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
     pieces: List[Tuple[int, np.ndarray]] = []
     turns: List[Turn] = []
     cursor, previous = 0.5, None
-    active, read = list(speakers), {}
+    active, read, ends = list(speakers), {}, {}
     while cursor < duration and len(active) >= min(2, len(speakers)):
         choices = [s for s in active if s != previous] or list(active)
         speaker = choices[rng.integers(len(choices))]
@@ -158,11 +158,13 @@ def build_conversation(corpus: SpeakerCorpus, speakers: Sequence[str], duration:
         audio, regions, offset, size = piece
         length = size / SAMPLE_RATE   # (with reuse: the drawn length, to the sample)
         gain = style.level_db + rng.uniform(-style.level_spread_db, style.level_spread_db)
+        # two overlaps in a row could start a speaker before their own last turn ends
+        cursor = max(cursor, ends.get(speaker, 0.0))
         start = int(cursor * SAMPLE_RATE)
         pieces.append((start, _level(audio[offset:offset + size], gain)))
         turns += _speech_turns(regions, offset / SAMPLE_RATE, length, start / SAMPLE_RATE,
                                speaker)
-        end = (start + size) / SAMPLE_RATE
+        end = ends[speaker] = (start + size) / SAMPLE_RATE
         if rng.random() < style.overlap_probability and length > style.max_overlap:
             cursor = end - rng.uniform(style.min_overlap, style.max_overlap)
         else:
