@@ -7,9 +7,12 @@ import os
 import pytest
 import torch
 
-from wespeaker_py.models import get_model
+from wespeaker_py.config import ConfigError, load_model_config
+from wespeaker_py.models import get_model, list_models, model_frontend
 from wespeaker_py.models.complexity import (count_macs, count_params, recipe_feat_dim,
                                             recipe_model_args)
+from wespeaker_py.models.resnet_blocks import Bottleneck
+from wespeaker_py.runtime import build_speaker_model
 
 # The results table of ../shared/DESIGN.md (80-dim fbank, 200 frames):
 # params in M as printed (head excluded), MACs in G or None where not given.
@@ -169,7 +172,99 @@ def test_resnet_m_channels_narrows_the_model():
     wide = get_model("ResNet34", feat_dim=80, embed_dim=128)
     narrow = get_model("ResNet34", feat_dim=80, embed_dim=128, m_channels=16)
     assert narrow.conv1.out_channels == 16
-    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 3
+    sizes = [sum(p.numel() for p in model.parameters()) for model in (narrow, wide)]
+    assert sizes[0] < sizes[1] / 3
     narrow.eval()
     with torch.no_grad():
         assert narrow(_features(1, 120)).shape == (1, 128)
+
+
+# --- WeSpeaker's generic names (get_speaker_model's getattr also finds the classes) ---------
+
+_REDIMNET2_B0_STAGES = [[[1, 1], 2, 2, [[3, 3]], 36], [[2, 1], 3, 1, [[3, 3]], 36],
+                        [[1, 2], 4, 1, [[3, 3]], 36], [[2, 1], 5, 1, [[3, 3]], 36],
+                        [[1, 2], 4, 1, [[3, 3]], 18], [[2, 1], 3, 1, [[3, 3]], 18]]
+_REDIMNET_B0_STAGES = [[1, 2, 1, [[3, 3]], 30], [2, 3, 2, [[3, 3]], 30], [1, 3, 3, [[3, 3]], 30],
+                       [2, 4, 2, [[3, 3]], 10], [1, 3, 1, [[3, 3]], 10]]
+# (generic name, its model_args as a YAML config gives them, the named variant they equal,
+# the variant's model_args); small input sizes keep them fast on a CPU.
+GENERIC_EQUALS_NAMED = [
+    ("ECAPA_TDNN", {"channels": 512, "global_context_att": True, "feat_dim": 24,
+                    "embed_dim": 16}, "ECAPA_TDNN_GLOB_c512", {"feat_dim": 24, "embed_dim": 16}),
+    ("ResNet", {"block": "BasicBlock", "num_blocks": [3, 4, 6, 3], "m_channels": 8,
+                "feat_dim": 16, "embed_dim": 16},
+     "ResNet34", {"m_channels": 8, "feat_dim": 16, "embed_dim": 16}),
+    ("ResNet", {"block": Bottleneck, "num_blocks": [3, 4, 6, 3], "m_channels": 8,
+                "feat_dim": 16, "embed_dim": 16, "two_emb_layer": True},
+     "ResNet50", {"m_channels": 8, "feat_dim": 16, "embed_dim": 16, "two_emb_layer": True}),
+    ("ERes2Net", {"m_channels": 64, "num_blocks": [3, 4, 6, 3], "baseWidth": 24, "scale": 3,
+                  "expansion": 4, "feat_dim": 16, "embed_dim": 16},
+     "ERes2Net34_aug", {"feat_dim": 16, "embed_dim": 16}),
+    ("Res2Net", {"m_channels": 32, "num_blocks": [3, 4, 6, 3], "feat_dim": 16, "embed_dim": 16},
+     "Res2Net34_Base", {"feat_dim": 16, "embed_dim": 16}),
+    ("Gemini_DF_ResNet", {"depths": [3, 3, 9, 3], "dims": [32, 32, 64, 128, 256],
+                          "feat_dim": 16, "embed_dim": 16},
+     "Gemini_DF_ResNet60", {"feat_dim": 16, "embed_dim": 16}),
+    # WeSpeaker's defaults are B2's but with basic_resnet blocks
+    ("ReDimNet", {"block_2d_type": "convnext_like", "feat_dim": 24, "embed_dim": 16},
+     "ReDimNetB2", {"feat_dim": 24, "embed_dim": 16}),
+    ("ReDimNet", {"C": 10, "block_2d_type": "basic_resnet", "group_divisor": 1,
+                  "stages_setup": _REDIMNET_B0_STAGES, "feat_dim": 60, "embed_dim": 16},
+     "ReDimNetB0", {"feat_dim": 60, "embed_dim": 16}),
+    # ReDimNet2Wrap's default stages are B4's
+    ("ReDimNet2Wrap", {"C": 32, "feat_dim": 24, "embed_dim": 16},
+     "ReDimNet2B4", {"feat_dim": 24, "embed_dim": 16}),
+    ("ReDimNet2Custom", {"C": 12, "out_channels": 64, "stages_setup": _REDIMNET2_B0_STAGES,
+                         "feat_dim": 24, "embed_dim": 16},
+     "ReDimNet2B0", {"feat_dim": 24, "embed_dim": 16}),
+]
+GENERIC_NAMES = sorted({case[0] for case in GENERIC_EQUALS_NAMED})
+
+
+def _shapes(model):
+    return [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
+
+
+@pytest.mark.parametrize("generic,generic_args,named,named_args", GENERIC_EQUALS_NAMED,
+                         ids=[f"{case[0]}={case[2]}" for case in GENERIC_EQUALS_NAMED])
+def test_generic_name_builds_the_named_variant(generic, generic_args, named, named_args):
+    torch.manual_seed(0)
+    reference = get_model(named, **named_args).eval()
+    model = get_model(generic, **generic_args).eval()
+    assert _shapes(model) == _shapes(reference)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    features = _features(2, 32, named_args["feat_dim"], seed=5)
+    with torch.no_grad():
+        expected, got = reference(features), model(features)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("generic", GENERIC_NAMES)
+def test_generic_name_refuses_an_unknown_argument_naming_it(generic):
+    model_args = next(args for name, args, _, _ in GENERIC_EQUALS_NAMED if name == generic)
+    # base_width: our ERes2Net's own spelling, which WeSpeaker's (baseWidth) replaces
+    bad_key = "base_width" if generic == "ERes2Net" else "chanels"
+    with torch.device("meta"), pytest.raises(TypeError, match=bad_key):
+        get_model(generic, **model_args, **{bad_key: 1})
+
+
+def test_generic_names_are_listed_apart_and_follow_their_family(tmp_path):
+    assert sorted(set(list_models(generic=True)) - set(list_models())) == GENERIC_NAMES
+    assert recipe_feat_dim("ReDimNet2Wrap") == 72 and model_frontend("ReDimNet2Custom") == "tfmel"
+    assert recipe_model_args("Gemini_DF_ResNet") == {"feat_dim": 80, "embed_dim": 256}
+    with pytest.raises(ValueError, match="'block'.*'Basic'"):
+        get_model("ResNet", block="Basic", num_blocks=[1, 1, 1, 1])
+    # a config naming a generic model: its model_args reach the constructor as YAML gives them
+    config = tmp_path / "config.yaml"
+    config.write_text("model: ResNet\nmodel_args:\n  block: BasicBlock\n"
+                      "  num_blocks: [1, 1, 1, 1]\n  m_channels: 4\n  feat_dim: 16\n"
+                      "  embed_dim: 8\n  emb_dim: 8\n")
+    with pytest.raises(ConfigError, match="'model_args' does not fit ResNet.*emb_dim"):
+        build_speaker_model(load_model_config(str(config)))
+    config.write_text(config.read_text().replace("  emb_dim: 8\n", ""))
+    config.write_text(config.read_text().replace("BasicBlock", "Basic"))
+    with pytest.raises(ConfigError, match="'model_args' does not fit ResNet.*'block'.*'Basic'"):
+        build_speaker_model(load_model_config(str(config)))
+    config.write_text(config.read_text().replace("Basic", "BasicBlock"))
+    model = build_speaker_model(load_model_config(str(config)))
+    assert model.layer4[0].conv1.out_channels == 32 and model.seg_1.out_features == 8

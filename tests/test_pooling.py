@@ -94,3 +94,33 @@ def test_asp_from_resnet_geometry():
 def test_unknown_pooling_is_named():
     with pytest.raises(ValueError, match="STAP"):
         get_pooling("STAP", in_dim=8)
+
+
+def _astp_in_wespeakers_order(pooling, x):
+    """ASTP computed step by step as WeSpeaker's layer does, on the contiguous ``[B, C, T]``
+    that its encoders' convolutions hand it."""
+    x = x.reshape(x.shape[0], -1, x.shape[-1]).contiguous()
+    attention_in = x
+    if pooling.global_context_att:
+        context_mean = torch.mean(x, dim=-1, keepdim=True).expand_as(x)
+        context_std = torch.sqrt(torch.var(x, dim=-1, keepdim=True) + 1e-7).expand_as(x)
+        attention_in = torch.cat((x, context_mean, context_std), dim=1)
+    alpha = torch.softmax(pooling.linear2(torch.tanh(pooling.linear1(attention_in))), dim=2)
+    mean = torch.sum(alpha * x, dim=2)
+    var = torch.sum(alpha * (x ** 2), dim=2) - mean ** 2
+    return torch.cat([mean, torch.sqrt(var.clamp(min=1e-7))], dim=1)
+
+
+@pytest.mark.parametrize("global_context_att", [False, True])
+@pytest.mark.parametrize("layout", ["frames_first", "channels_first", "four_d"])
+def test_astp_is_bit_identical_to_wespeakers_order(global_context_att, layout):
+    # frames_first: [B, T, D] frames (an SSL front-end's) seen as [B, D, T], a strided view
+    inputs = {"frames_first": _input(3, FRAMES, CHANNELS * FREQ).transpose(1, 2),
+              "channels_first": _input(3, CHANNELS * FREQ, FRAMES),
+              "four_d": _input(3, CHANNELS, FREQ, FRAMES)}
+    pooling = get_pooling("ASTP", in_dim=CHANNELS * FREQ,
+                          global_context_att=global_context_att).eval()
+    with torch.no_grad():
+        got = pooling(inputs[layout])
+        expected = _astp_in_wespeakers_order(pooling, inputs[layout])
+    assert torch.equal(got, expected), (got - expected).abs().max()

@@ -2,7 +2,10 @@
 
 Each family lives in its own module, which exposes ``MODELS``: a dict from the
 WeSpeaker model name (``ResNet34``, ``ECAPA_TDNN_GLOB_c512``, ...) to a factory
-taking the config's ``model_args``. Family modules are imported on first use so
+taking the config's ``model_args``. A family may also expose ``GENERIC_MODELS``:
+WeSpeaker's generic class names (``ResNet``, ``ECAPA_TDNN``, ``ReDimNet``, ...),
+which WeSpeaker's ``get_speaker_model`` accepts too and which take the whole
+architecture as ``model_args``. Family modules are imported on first use so
 that importing the package stays cheap.
 """
 from __future__ import annotations
@@ -44,16 +47,24 @@ def family_module_name(name: str) -> str:
                      f"{', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
 
 
-def _family_models(module_name: str) -> Dict[str, object]:
+def _family_models(module_name: str, generic: bool = True) -> Dict[str, object]:
+    """A family's factories by name: its named variants, and its generic names if asked."""
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return module.MODELS
+    if not generic:
+        return module.MODELS
+    return {**module.MODELS, **getattr(module, "GENERIC_MODELS", {})}
 
 
-def list_models() -> List[str]:
-    """All model names that :func:`get_model` accepts, sorted."""
+def list_models(generic: bool = False) -> List[str]:
+    """The named model variants :func:`get_model` accepts, sorted.
+
+    With ``generic``, also WeSpeaker's generic class names (``ResNet``,
+    ``ECAPA_TDNN``, ...), which need architecture ``model_args`` (``block``,
+    ``num_blocks``, ...) beyond the recipe's ``feat_dim`` and ``embed_dim``.
+    """
     names: List[str] = []
     for _, module_name in _FAMILY_BY_PREFIX:
-        names.extend(_family_models(module_name))
+        names.extend(_family_models(module_name, generic))
     return sorted(names)
 
 

@@ -87,10 +87,10 @@ def recipe_model_args(name: str, feat_dim: Optional[int] = None,
                       deployed: bool = False) -> Dict[str, object]:
     """The model_args the VoxCeleb v2 recipe trains model ``name`` with.
 
-    The input size ``feat_dim`` (default: :func:`recipe_feat_dim`) goes under WeSpeaker's argument name for the
-    model (``acoustic_dim`` for SimAM-ResNet). ``deployed`` selects the
-    inference-time form where a model has one (RepVGG), as the results table
-    counts it.
+    The input size ``feat_dim`` (default: :func:`recipe_feat_dim`) goes under
+    WeSpeaker's argument name for the model (``acoustic_dim`` for SimAM-ResNet).
+    ``deployed`` selects the inference-time form where a model has one (RepVGG),
+    as the results table counts it.
     """
     input_key = next((key for prefix, key in _INPUT_SIZE_KEY if name.startswith(prefix)),
                      "feat_dim")

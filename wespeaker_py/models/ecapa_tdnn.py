@@ -153,3 +153,6 @@ MODELS = {
     "ECAPA_TDNN_GLOB_c512": _ecapa_factory(512, global_context_att=True),
     "ECAPA_TDNN_GLOB_c1024": _ecapa_factory(1024, global_context_att=True),
 }
+
+# WeSpeaker's generic name: the class itself, with all its keyword arguments.
+GENERIC_MODELS = {"ECAPA_TDNN": ECAPA_TDNN}

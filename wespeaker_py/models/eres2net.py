@@ -151,8 +151,24 @@ def ERes2Net34_aug(feat_dim: int = 80, embed_dim: int = 512, pooling_func: str =
                     two_emb_layer=two_emb_layer)
 
 
+def generic_eres2net(m_channels: int, num_blocks: Sequence[int], baseWidth: int = 32,
+                     scale: int = 2, expansion: int = 2, *, feat_dim: int = 80,
+                     embed_dim: int = 192, pooling_func: str = "TSTP",
+                     two_emb_layer: bool = False) -> ERes2Net:
+    """WeSpeaker's generic ``ERes2Net`` with its keyword names (``baseWidth``).
+
+    WeSpeaker's ``block`` and ``block_fuse`` (classes, between ``expansion``
+    and ``feat_dim``) are not taken: the blocks are always its defaults.
+    """
+    return ERes2Net(m_channels, num_blocks, base_width=baseWidth, scale=scale,
+                    expansion=expansion, feat_dim=feat_dim, embed_dim=embed_dim,
+                    pooling_func=pooling_func, two_emb_layer=two_emb_layer)
+
+
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "ERes2Net34_Base": ERes2Net34_Base,
     "ERes2Net34_Large": ERes2Net34_Large,
     "ERes2Net34_aug": ERes2Net34_aug,
 }
+
+GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"ERes2Net": generic_eres2net}

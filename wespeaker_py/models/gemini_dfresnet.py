@@ -97,10 +97,13 @@ def _factory(depths: Sequence[int]) -> Callable[..., GeminiDFResNet]:
     def build(feat_dim: int = 80, embed_dim: int = 256, pooling_func: str = "TSTP",
               two_emb_layer: bool = False) -> GeminiDFResNet:
         return GeminiDFResNet(depths=depths, dims=_DIMS, feat_dim=feat_dim,
-                                embed_dim=embed_dim, pooling_func=pooling_func,
-                                two_emb_layer=two_emb_layer)
+                              embed_dim=embed_dim, pooling_func=pooling_func,
+                              two_emb_layer=two_emb_layer)
     return build
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     name: _factory(depths) for name, depths in _DEPTHS.items()}
+
+# WeSpeaker's generic name: the class itself, with its ``depths`` and ``dims`` lists.
+GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"Gemini_DF_ResNet": GeminiDFResNet}

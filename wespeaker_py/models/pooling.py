@@ -106,7 +106,9 @@ class ASTP(nn.Module):
         self.linear2 = nn.Conv1d(bottleneck_dim, in_dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_channels_by_time(x)
+        # Contiguous, as WeSpeaker's conv outputs are: a transposed [B, T, D] view would
+        # reduce over time in another order and round differently (by ~1e-7).
+        x = _as_channels_by_time(x).contiguous()
         if self.global_context_att:
             mean = x.mean(dim=-1, keepdim=True).expand_as(x)
             std = torch.sqrt(torch.var(x, dim=-1, keepdim=True) + _VAR_EPS).expand_as(x)

@@ -79,11 +79,22 @@ class ReDimNetBackbone(nn.Module):
         return self.mfa(self._mix(outputs, -1))
 
 
-class ReDimNet(nn.Module):
-    """ReDimNet encoder; ``forward`` maps ``[B, T, feat_dim]`` to ``[B, embed_dim]``."""
+_K = ((3, 3),)
 
-    def __init__(self, feat_dim: int, C: int, block_1d_type: str, block_2d_type: str,
-                 stages_setup: Sequence[Stage], group_divisor: Optional[int],
+# WeSpeaker's default stages (its "M version"), those of ReDimNetB2.
+_M_STAGES = ((1, 2, 1, _K, 12), (2, 2, 1, _K, 12), (1, 3, 1, _K, 12), (2, 4, 1, _K, 8),
+             (1, 4, 1, _K, 8), (2, 4, 1, _K, 4))
+
+
+class ReDimNet(nn.Module):
+    """ReDimNet encoder; ``forward`` maps ``[B, T, feat_dim]`` to ``[B, embed_dim]``.
+
+    The defaults are those of WeSpeaker's generic ``ReDimNet``.
+    """
+
+    def __init__(self, feat_dim: int = 72, C: int = 16, block_1d_type: str = "conv+att",
+                 block_2d_type: str = "basic_resnet", stages_setup: Sequence[Stage] = _M_STAGES,
+                 group_divisor: Optional[int] = 4,
                  out_channels: Optional[int] = None, embed_dim: int = 192,
                  pooling_func: str = "ASTP", global_context_att: bool = True,
                  two_emb_layer: bool = False):
@@ -118,8 +129,6 @@ def _redimnet_factory(C: int, block_2d_type: str, group_divisor: Optional[int],
     return factory
 
 
-_K = [(3, 3)]
-
 # WeSpeaker's configurations (wespeaker/models/redimnet.py).
 MODELS = {
     "ReDimNetB0": _redimnet_factory(10, "basic_resnet", 1, [
@@ -128,9 +137,7 @@ MODELS = {
     "ReDimNetB1": _redimnet_factory(12, "convnext_like", 8, [
         (1, 2, 1, _K, None), (2, 3, 1, _K, None), (3, 4, 1, _K, 12), (2, 5, 1, _K, 12),
         (2, 3, 1, _K, 8)]),
-    "ReDimNetB2": _redimnet_factory(16, "convnext_like", 4, [
-        (1, 2, 1, _K, 12), (2, 2, 1, _K, 12), (1, 3, 1, _K, 12), (2, 4, 1, _K, 8),
-        (1, 4, 1, _K, 8), (2, 4, 1, _K, 4)]),
+    "ReDimNetB2": _redimnet_factory(16, "convnext_like", 4, _M_STAGES),
     "ReDimNetB3": _redimnet_factory(16, "basic_resnet_fwse", 1, [
         (1, 6, 4, _K, 32), (2, 6, 2, _K, 32), (1, 8, 2, _K, 32), (2, 10, 2, _K, 16),
         (1, 10, 1, _K, 16), (2, 8, 1, _K, 16)]),
@@ -144,3 +151,6 @@ MODELS = {
         (1, 4, 4, _K, 32), (2, 6, 2, _K, 32), (1, 6, 2, _K, 24), (3, 8, 1, _K, 24),
         (1, 8, 1, _K, 16), (2, 8, 1, _K, 16)]),
 }
+
+# WeSpeaker's generic name: the class itself, with all its keyword arguments.
+GENERIC_MODELS = {"ReDimNet": ReDimNet}

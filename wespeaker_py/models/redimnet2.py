@@ -161,14 +161,21 @@ def _stages(table):
 
 
 def _redimnet2_factory(C: int, stages, **defaults):
-    def factory(**model_args) -> ReDimNet2:
-        args = dict(defaults, C=C, stages_setup=_stages(stages))
+    """WeSpeaker's ``ReDimNet2Wrap`` with these defaults; ``stages_setup`` None: ``stages``."""
+    def factory(stages_setup: Optional[Sequence] = None, **model_args) -> ReDimNet2:
+        table = stages if stages_setup is None else stages_setup
+        args = dict(defaults, C=C, stages_setup=_stages(table))
         args.update(model_args)
         return ReDimNet2(**args)
     return factory
 
 
 _K3 = [[3, 3]]
+
+# ReDimNet2Wrap's default stages, which ReDimNet2B4 uses too.
+_WRAP_STAGES = [
+    [[1, 1], 2, 4, _K3, 24], [[2, 1], 3, 3, _K3, 24], [[1, 2], 4, 2, _K3, 24],
+    [[2, 1], 5, 1, _K3, 24], [[1, 2], 4, 1, _K3, 24], [[2, 1], 3, 1, _K3, 24]]
 
 # WeSpeaker's configurations (wespeaker/models/redimnet2.py).
 MODELS = {
@@ -189,9 +196,7 @@ MODELS = {
         [[1, 1], 2, 2, _K3, 36], [[2, 1], 3, 1, _K3, 36], [[1, 2], 4, 1, _K3, 36],
         [[2, 1], 5, 1, _K3, 36], [[1, 2], 4, 1, _K3, 18], [[2, 1], 3, 1, _K3, 18]],
         out_channels=64),
-    "ReDimNet2B4": _redimnet2_factory(32, [
-        [[1, 1], 2, 4, _K3, 24], [[2, 1], 3, 3, _K3, 24], [[1, 2], 4, 2, _K3, 24],
-        [[2, 1], 5, 1, _K3, 24], [[1, 2], 4, 1, _K3, 24], [[2, 1], 3, 1, _K3, 24]]),
+    "ReDimNet2B4": _redimnet2_factory(32, _WRAP_STAGES),
     "ReDimNet2B5": _redimnet2_factory(48, [
         [[1, 1], 2, 4, _K3, 48], [[2, 1], 3, 3, _K3, 48], [[1, 2], 4, 2, _K3, 48],
         [[2, 1], 5, 1, _K3, 48], [[1, 2], 4, 1, _K3, 32], [[2, 1], 3, 1, _K3, 32]],
@@ -201,3 +206,8 @@ MODELS = {
         [[2, 1], 5, 1, _K3, 48], [[1, 2], 4, 0.75, _K3, 32], [[2, 1], 3, 0.5, _K3, 24]],
         out_channels=224, return_2d_output=True),
 }
+
+# WeSpeaker's generic names: ReDimNet2Wrap and ReDimNet2Custom (which only calls it).
+# WeSpeaker's ReDimNet2 is the backbone alone (no pooling or embedding), so not a model here.
+GENERIC_MODELS = {name: _redimnet2_factory(24, _WRAP_STAGES)
+                  for name in ("ReDimNet2Wrap", "ReDimNet2Custom")}

@@ -58,3 +58,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "Res2Net34_Base": Res2Net34_Base,
     "Res2Net34_Large": Res2Net34_Large,
 }
+
+# WeSpeaker's generic name: the class itself (``block`` takes one of our block factories).
+GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"Res2Net": Res2Net}

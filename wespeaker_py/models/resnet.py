@@ -8,7 +8,7 @@ checkpoints load with ``strict=True``.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Union
 
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.resnet_blocks import BasicBlock, BlockFactory, Bottleneck, ResNetTrunk
@@ -51,6 +51,24 @@ def _resnet_factory(block: BlockFactory, num_blocks: List[int]):
     return factory
 
 
+_BLOCKS_BY_NAME: Dict[str, BlockFactory] = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
+
+
+def generic_resnet(block: Union[str, BlockFactory], num_blocks: List[int],
+                   **model_args) -> ResNet:
+    """WeSpeaker's generic ``ResNet``; the other ``model_args`` are :class:`ResNet`'s.
+
+    ``block`` is BasicBlock or Bottleneck, the class or its name (a YAML config
+    can only name it).
+    """
+    if isinstance(block, str):
+        if block not in _BLOCKS_BY_NAME:
+            raise ValueError(f"model_args 'block' must be one of "
+                             f"{', '.join(_BLOCKS_BY_NAME)}, got {block!r}")
+        block = _BLOCKS_BY_NAME[block]
+    return ResNet(block, num_blocks, **model_args)
+
+
 MODELS = {
     "ResNet18": _resnet_factory(BasicBlock, [2, 2, 2, 2]),
     "ResNet34": _resnet_factory(BasicBlock, [3, 4, 6, 3]),
@@ -60,3 +78,5 @@ MODELS = {
     "ResNet221": _resnet_factory(Bottleneck, [6, 16, 48, 3]),
     "ResNet293": _resnet_factory(Bottleneck, [10, 20, 64, 3]),
 }
+
+GENERIC_MODELS = {"ResNet": generic_resnet}

@@ -58,7 +58,7 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
         model_args["feat_dim"] = feat_dim
     try:
         return get_model(config.model, **model_args)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:   # an unknown argument, or a value it refuses
         raise ConfigError(
             f"config key 'model_args' does not fit {config.model}: {err}") from None
 
