@@ -45,7 +45,7 @@ freeze=
 freeze_epochs=
 dev_speakers=
 device=          # cpu, cuda, cuda:N; empty: the first GPU if any
-num_threads=     # torch CPU threads; empty: torch's choice
+num_threads=     # CPU threads; empty: $OMP_NUM_THREADS, else half the cores (at most 4)
 batch_size=16
 
 . tools/parse_options.sh || exit 1

@@ -1,10 +1,9 @@
 """``wespeaker-py``: use a trained speaker model from the shell.
 
-Subcommands: embed, similarity, verify, enroll, identify, calibrate, diarize, export, info,
-finetune
-(``wespeaker-py SUBCOMMAND --help`` for each). MODEL is an experiment directory,
-a WeSpeaker-style model folder (config.yaml + avg_model.pt), a checkpoint (with
---config, or config.yaml beside it) or an .onnx file from
+Subcommands: embed, similarity, verify, enroll, identify, calibrate, diarize, window-lda,
+band-fill, export, info, finetune (``wespeaker-py SUBCOMMAND --help`` for each). MODEL is
+an experiment directory, a WeSpeaker-style model folder (config.yaml + avg_model.pt), a
+checkpoint (with --config, or config.yaml beside it) or an .onnx file from
 ``wespeaker-py export --onnx --with_frontend``.
 
 Only argument parsing happens at import time; torch and the model load when a
@@ -66,7 +65,7 @@ has changed, only with --force). Needs at least 10 target and 10 nontarget trial
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
   wespeaker-py diarize --model exp/ResNet34 meeting.wav -o meeting.rttm --plot meeting.png
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
-  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \\
       --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
 
 Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
