@@ -12,7 +12,9 @@ from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
+from wespeaker_py.train import curves as curves_module
 from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.train.curves import read_training_curves
 from wespeaker_py.train.loop import train_epoch
 from wespeaker_py.train.step import stacked_total_norm
 from wespeaker_py.train.trainer import NonFiniteLossError, Trainer
@@ -55,6 +57,13 @@ def test_loss_falls_and_accuracy_rises(corpus, tmp_path):
     assert saved["num_epochs"] == 6 and saved["train_data"] == corpus["raw_list"]
     log = open(os.path.join(exp_dir, "train.log")).read()
     assert "epoch 6 done" in log and "lr" in log and "margin" in log
+    # the curves drawn from that log: every epoch's mean as trained, the figure beside it
+    curves = read_training_curves(os.path.join(exp_dir, "train.log"))
+    assert sorted(curves.epochs) == list(range(1, 7))
+    assert [curves.epochs[r.epoch][0] for r in history] == pytest.approx(
+        [r.loss for r in history], abs=1e-4)
+    with open(os.path.join(exp_dir, "train_curves.png"), "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     checkpoint = _load(os.path.join(models, "model_6.pt"))
     assert checkpoint["epoch"] == 6 and checkpoint["world_size"] == 1
     assert set(checkpoint) >= {"model", "optimizer", "scheduler", "margin_scheduler", "rng"}
@@ -453,3 +462,22 @@ def test_narrow_band_training_data_is_warned_once_per_job(tmp_path, caplog):
     log = open(os.path.join(str(tmp_path / "exp"), "train.log")).read()
     assert log.count("narrow_band_8000hz=4") == 2      # each epoch's summary counts them
     assert "8000 Hz audio (first:" not in log            # no worker warns on its own
+
+
+def test_a_figure_that_cannot_be_drawn_costs_a_warning_not_the_run(
+        small_corpus, tmp_path, monkeypatch, caplog):
+    calls = []
+
+    def broken_plot(*args, **kwargs):
+        calls.append(args)
+        raise OSError("disk quota exceeded")
+
+    monkeypatch.setattr(curves_module, "plot_training_curves", broken_plot)
+    exp_dir = str(tmp_path / "exp")
+    history = run_training(tiny_config(exp_dir, small_corpus, num_epochs=2))
+    assert [result.epoch for result in history] == [1, 2]
+    assert os.path.isfile(os.path.join(exp_dir, "models", "model_2.pt"))
+    assert not os.path.exists(os.path.join(exp_dir, "train_curves.png"))
+    assert len(calls) == 1   # tried once, then left alone
+    log = open(os.path.join(exp_dir, "train.log")).read()
+    assert "could not draw" in log and "disk quota exceeded" in log

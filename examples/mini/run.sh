@@ -182,7 +182,8 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
     --det_dir "${exp_dir}" "${exp_dirs[@]}"
   echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png;" \
-    "score histogram: ${exp_dir}/hist_${trials}.png"
+    "score histogram: ${exp_dir}/hist_${trials}.png; training curves:" \
+    "${exp_dir}/train_curves.png"
 fi
 
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then

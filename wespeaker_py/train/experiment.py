@@ -1,5 +1,7 @@
 """The experiment folder: the one writer of checkpoints, config.yaml, final_model.pt and logs.
 
+``exp_dir/train_curves.png`` is drawn again from ``train.log`` after every epoch.
+
 ``exp_dir/models`` holds ``model_<epoch>.pt`` checkpoints and ``final_model.pt``,
 a link to the last epoch's checkpoint. The link is made before that checkpoint
 is renamed into place, so the checkpoint never exists without it, whenever the
@@ -50,6 +52,7 @@ class ExperimentFolder:
         self.world = world
         self._stop_file_log: Optional[Callable[[], None]] = None
         self._writer = None
+        self._curves_failed = False
 
     def open(self, resuming: bool) -> None:
         """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
@@ -86,6 +89,23 @@ class ExperimentFolder:
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(f"train/{name}", value, step)
+
+    def draw_curves(self) -> None:
+        """Draw ``train_curves.png`` from ``train.log`` (rank 0).
+
+        A figure that cannot be drawn costs a warning (once), never the run.
+        """
+        if not self.world.is_main or self._curves_failed:
+            return
+        from wespeaker_py.train.curves import plot_training_curves, read_training_curves
+        try:
+            curves = read_training_curves(self.layout.log_path)
+            plot_training_curves(curves, self.layout.curves_path,
+                                 title=os.path.basename(os.path.abspath(self.layout.exp_dir)))
+        except Exception as err:   # whatever the cause, a plot must not end hours of training
+            self._curves_failed = True
+            logger.warning("could not draw %s (%s: %s); training goes on without it",
+                           self.layout.curves_path, type(err).__name__, err)
 
     def save_config(self, plan: TrainingPlan) -> None:
         """Write the resolved config (every key, ``feat_dim`` filled) as config.yaml."""

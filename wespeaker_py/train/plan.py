@@ -55,6 +55,10 @@ class Layout:
         return os.path.join(self.exp_dir, "train.log")
 
     @property
+    def curves_path(self) -> str:
+        return os.path.join(self.exp_dir, "train_curves.png")
+
+    @property
     def tensorboard_dir(self) -> str:
         return os.path.join(self.exp_dir, "tensorboard")
 

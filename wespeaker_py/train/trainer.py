@@ -153,6 +153,7 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder) -> List[EpochResult]:
                            epoch_accuracy=result.accuracy)
         if plan.should_save(epoch):
             trainer.save(epoch)
+        folder.draw_curves()
         history.append(result)
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
