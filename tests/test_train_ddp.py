@@ -1,6 +1,7 @@
 """Two-process DDP training (gloo on CPU) through torchrun and the command line."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,3 +72,75 @@ def test_two_ranks_train_to_the_end_with_identical_weights(tmp_path):
     assert parameter_digest(model) == rank1
     # each rank keeps its own generator states (seeded with seed + rank)
     assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])
+
+
+def _rank_pid(parent: int, rank: int, timeout: float = 60.0) -> int:
+    """The pid of torchrun's worker ``rank`` (a child of ``parent``)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{name}/environ", "rb") as handle:
+                    environ = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if ppid == parent and f"RANK={rank}".encode() in environ:
+                return int(name)
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank} under {parent}")
+
+
+def test_a_stop_signal_to_one_rank_stops_both_and_the_rerun_retraces_the_run(tmp_path):
+    import signal
+    import time
+    corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=4, utts_per_spk=12)
+    config = tiny_config("unused", corpus, num_epochs=8)
+    config["dataloader_args"]["batch_size"] = 4   # 6 batches per rank and epoch
+    for key in ("exp_dir", "train_data", "train_label", "data_type"):
+        config.pop(key)
+    config_path = write_config(str(tmp_path / "tiny.yaml"), config)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def command(exp_dir, *extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "wespeaker_py.bin.train",
+                "--config", config_path, "--exp_dir", exp_dir, "--data_type", "raw",
+                "--train_data", corpus["raw_list"], "--train_label", corpus["utt2spk"], *extra]
+
+    full_dir, stopped_dir = str(tmp_path / "full"), str(tmp_path / "stopped")
+    done = subprocess.run(command(full_dir), cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    job = subprocess.Popen(command(stopped_dir), cwd=REPO_ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank1 = _rank_pid(job.pid, 1)
+    log = os.path.join(stopped_dir, "train.log")
+    while not (os.path.exists(log) and "epoch 2 batch 2/" in open(log).read()):
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        time.sleep(0.02)
+    os.kill(rank1, signal.SIGUSR1)   # rank 0 hears nothing: the ranks must agree
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode != 0
+    # at the log point after batch 4 (or, had rank 1 passed it, at the epoch's end)
+    where = re.search(r"stopped on a signal at (epoch 2 after its batch 4|the end of epoch 2)",
+                      stderr)
+    assert where, stderr[-3000:]
+    models = os.path.join(stopped_dir, "models")
+    saved = sorted(os.listdir(models))
+    assert "model_3.pt" not in saved, saved
+    assert ("interrupted.pt" in saved) == where.group(1).startswith("epoch 2 after"), saved
+    epochs = [int(name[6:-3]) for name in saved if name.startswith("model_")]
+    resume = ["--checkpoint", os.path.join(models, f"model_{max(epochs)}.pt")] if epochs else []
+    done = subprocess.run(command(stopped_dir, *resume), cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    full = torch.load(os.path.join(full_dir, "models", "model_8.pt"), weights_only=False)
+    resumed = torch.load(os.path.join(models, "model_8.pt"), weights_only=False)
+    assert full["param_digests"] == resumed["param_digests"]
+    assert "interrupted.pt" not in os.listdir(models)

@@ -93,13 +93,15 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
                              scheduler, margin_scheduler, epoch: int,
                              rng_states: List[Dict[str, Any]], param_digests: List[str],
                              grad_scaler: Optional[torch.amp.GradScaler] = None,
-                             before_publish: Optional[Callable[[], None]] = None) -> None:
+                             before_publish: Optional[Callable[[], None]] = None,
+                             extra: Optional[Mapping[str, Any]] = None) -> None:
     """Write everything needed to continue training after ``epoch``, atomically.
 
     ``rng_states`` and ``param_digests`` hold one :func:`capture_rng_state` and
     :func:`parameter_digest` result per rank. A frozen SSL front-end's WavLM
     weights are left out of ``"model"``. ``before_publish`` runs once the file
-    is complete, just before it appears under ``path``.
+    is complete, just before it appears under ``path``. ``extra`` entries are
+    added to the dict (``interrupted_at``).
     """
     state = {
         "model": frontend_state_dict_for_checkpoint(model),
@@ -111,6 +113,7 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         "rng": rng_states,
         "param_digests": param_digests,
         "world_size": len(rng_states),
+        **(extra or {}),
     }
     with atomic_path(path) as tmp_path:
         # through a file object, so that a full disk reports ENOSPC with the path

@@ -8,7 +8,8 @@ Two log formats are read:
 * WeSpeaker's table rows (``| E | B | lr | margin | loss | acc |``, drawn by
   tableprint with ``│`` or ``|``), so a run of WeSpeaker's own code can be drawn too.
 
-A resume starts again at epoch F, so every point of epoch F or later logged
+A resume starts again at epoch F (``training epochs F to T``, with ``(epoch F
+from its batch B)`` after a stop mid-epoch), so every point from there on logged
 before that line belongs to a run that was cut short or rolled back, and is
 dropped: the curves show the run that produced the checkpoints. (WeSpeaker logs
 its table header at each start instead; the first row after it gives F.)
@@ -27,7 +28,7 @@ _BATCH = re.compile(rf"epoch (\d+) batch (\d+)/(\d+) lr {_NUMBER} margin {_NUMBE
                     rf"loss {_NUMBER} acc {_NUMBER}")
 _EPOCH = re.compile(rf"epoch (\d+) done: loss {_NUMBER} acc {_NUMBER} lr {_NUMBER} "
                     rf"margin {_NUMBER}")
-_START = re.compile(r"training epochs (\d+) to (\d+)")
+_START = re.compile(r"training epochs (\d+) to (\d+)(?: \(epoch \d+ from its batch (\d+)\))?")
 _TABLE_HEADER = re.compile(r"[|│]\s*Epoch\s*[|│]\s*Batch\s*[|│]")
 _TABLE_ROW = re.compile(r"[|│]\s*(\d+)\s*[|│]\s*(\d+)\s*" + (r"[|│]\s*" + _NUMBER + r"\s*") * 4
                         + r"[|│]\s*$")
@@ -46,13 +47,14 @@ class TrainingCurves:
     epochs: Dict[int, Tuple[float, float]] = field(default_factory=dict)
     batches_per_epoch: Dict[int, int] = field(default_factory=dict)
 
-    def restart_at(self, first_epoch: int) -> None:
-        """Forget what was logged for ``first_epoch`` and later (a resume redoes them)."""
+    def restart_at(self, first_epoch: int, first_batch: int = 1) -> None:
+        """Forget what was logged from batch ``first_batch`` of ``first_epoch`` on (a resume
+        redoes it)."""
         self.batches = {key: value for key, value in self.batches.items()
-                        if key[0] < first_epoch}
+                        if key < (first_epoch, first_batch)}
         self.epochs = {key: value for key, value in self.epochs.items() if key < first_epoch}
         self.batches_per_epoch = {key: value for key, value in self.batches_per_epoch.items()
-                                  if key < first_epoch}
+                                  if key < first_epoch or (key == first_epoch and first_batch > 1)}
 
     def add_batch(self, epoch: int, batch: int, total: int,
                   values: Tuple[float, float, float, float]) -> None:
@@ -97,7 +99,7 @@ def _read_line(curves: TrainingCurves, line: str, run_starts: bool) -> bool:
     """
     match = _START.search(line)
     if match:
-        curves.restart_at(int(match.group(1)))
+        curves.restart_at(int(match.group(1)), int(match.group(3) or 1))
         return False
     match = _BATCH.search(line)
     if match:

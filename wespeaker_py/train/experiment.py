@@ -20,6 +20,7 @@ from wespeaker_py.config import ConfigError, save_config
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
                                            save_training_checkpoint)
 from wespeaker_py.train.distributed import DistContext, gather_objects
+from wespeaker_py.train.interrupt import INTERRUPTED_NAME, InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
 from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
@@ -53,6 +54,7 @@ class ExperimentFolder:
         self._stop_file_log: Optional[Callable[[], None]] = None
         self._writer = None
         self._curves_failed = False
+        self.standing = Lineage(0, None)   # the checkpoint the run's weights last stood on
 
     def open(self, resuming: bool) -> None:
         """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
@@ -118,25 +120,58 @@ class ExperimentFolder:
 
         Each rank's parameter digest is gathered too: ranks that drifted apart
         (a DDP desynchronisation) stop the run here rather than average into
-        nonsense later.
+        nonsense later. An ``interrupted.pt`` left behind is then out of date
+        and removed.
         """
-        states = gather_objects({"rng": capture_rng_state(self.world.device),
-                                 "params": parameter_digest(model)}, self.world)
+        states, digests = self._gather_states(model, f"after epoch {epoch}")
         if not self.world.is_main:
             return None
-        digests = [state["params"] for state in states]
-        if len(set(digests)) != 1:
-            differing = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
-            raise RuntimeError(f"after epoch {epoch} the parameters of ranks {differing} differ "
-                               f"from rank 0's: the DDP replicas are out of sync")
         path = self.layout.checkpoint_path(epoch)
         model_dir = self.layout.model_dir
         link = (lambda: link_final_model(model_dir, epoch)) if is_last else None
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
                                  [state["rng"] for state in states], digests, grad_scaler,
                                  before_publish=link)
+        self.standing = Lineage(epoch, digests[0])
+        interrupted = os.path.join(model_dir, INTERRUPTED_NAME)
+        if os.path.exists(interrupted):
+            os.remove(interrupted)
         logger.info("saved %s", path)
         return path
+
+    def save_interrupted(self, epoch: int, batch: int, totals, epoch_start_rng,
+                         model: nn.Module, optimizer, lr_scheduler, margin_scheduler,
+                         grad_scaler) -> Optional[str]:
+        """Write ``models/interrupted.pt``: the state after ``batch`` batches of ``epoch``.
+
+        ``epoch_start_rng``: this rank's generators as the epoch began (None at
+        an epoch's start).
+        """
+        starts = gather_objects(epoch_start_rng, self.world)
+        states, digests = self._gather_states(model, f"at epoch {epoch}, batch {batch}")
+        if not self.world.is_main:
+            return None
+        at = InterruptedAt(epoch, batch, [float(v) for v in totals], self.standing,
+                           None if epoch_start_rng is None else list(starts))
+        path = os.path.join(self.layout.model_dir, INTERRUPTED_NAME)
+        save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,
+                                 epoch - 1, [state["rng"] for state in states], digests,
+                                 grad_scaler, extra={"interrupted_at": at.to_dict()})
+        logger.info("saved %s (epoch %d after batch %d)", path, epoch, batch)
+        return path
+
+    def _gather_states(self, model: nn.Module, when: str):
+        """Every rank's RNG state and parameter digest (rank 0 gets the lists)."""
+        states = gather_objects({"rng": capture_rng_state(self.world.device),
+                                 "params": parameter_digest(model)}, self.world)
+        if not self.world.is_main:
+            return None, None
+        digests = [state["params"] for state in states]
+        if len(set(digests)) != 1:
+            differing = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
+            raise RuntimeError(f"{when} the parameters of ranks {differing} differ "
+                               f"from rank 0's: the DDP replicas are out of sync")
+        return states, digests
 
     def finish_without_training(self, num_epochs: int, start_epoch: int) -> None:
         """A resume past the last epoch: check the last checkpoint exists and link it."""

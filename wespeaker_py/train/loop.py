@@ -20,11 +20,13 @@ import torch
 from tqdm import tqdm
 
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
 from wespeaker_py.train.step import NonFiniteLossError, StepOutcome
 from wespeaker_py.utils.logging_utils import get_logger
 
 if TYPE_CHECKING:
+    from wespeaker_py.train.interrupt import InterruptedAt, StopRequest
     from wespeaker_py.train.trainer import Trainer
 
 logger = get_logger(__name__)
@@ -32,6 +34,18 @@ logger = get_logger(__name__)
 
 class TrainingDataError(RunFailedError):
     """The training data gave fewer batches than an epoch needs (the command exits 1)."""
+
+
+class EpochStopped(RunFailedError):
+    """The ranks agreed to stop after ``batch`` batches; ``totals``: the epoch's sums so far;
+    ``epoch_start_rng``: this rank's generators as the epoch began. The trainer catches it,
+    saves the state and raises :class:`~wespeaker_py.train.interrupt.TrainingStopped`."""
+
+    def __init__(self, batch: int, totals: torch.Tensor, epoch_start_rng: Mapping[str, Any]):
+        super().__init__(f"stopped after batch {batch}")
+        self.batch = batch
+        self.totals = totals
+        self.epoch_start_rng = epoch_start_rng
 
 
 @dataclass
@@ -76,17 +90,27 @@ class DeviceTotals:
         return values, first_dropped
 
 
-def train_epoch(trainer: "Trainer", epoch: int,
-                batches: Iterable[Mapping[str, Any]]) -> EpochResult:
-    """Train ``plan.epoch_iter`` batches of ``batches`` and return the epoch's averages."""
+def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, Any]],
+                resume_at: Optional["InterruptedAt"] = None,
+                stop: Optional["StopRequest"] = None) -> EpochResult:
+    """Train ``plan.epoch_iter`` batches of ``batches`` and return the epoch's averages.
+
+    ``resume_at``: the epoch was stopped after its batch B; the first B batches are
+    read again (the data order is the epoch's) but not trained. ``stop``: asked at
+    each log point before the epoch's end (on one process, after every batch);
+    when a rank got a stop signal, :class:`EpochStopped` is raised there.
+    """
     plan, step = trainer.plan, trainer.step
     world, epoch_iter = plan.world, plan.epoch_iter
     step.train()
+    first = resume_at.batch if resume_at is not None else 0
     epoch_totals = torch.zeros(5, dtype=torch.float64)
+    if resume_at is not None:
+        epoch_totals += torch.tensor(resume_at.totals, dtype=torch.float64)
     totals = DeviceTotals(world.device)
-    progress = tqdm(total=epoch_iter, desc=f"epoch {epoch}", unit="batch",
+    progress = tqdm(total=epoch_iter, initial=first, desc=f"epoch {epoch}", unit="batch",
                     disable=not world.is_main, leave=False, dynamic_ncols=True)
-    iterator = iter(batches)
+    epoch_start_rng, iterator = _start_epoch_data(batches, resume_at, world)
     try:
         for index in range(epoch_iter):
             batch = next(iterator, None)
@@ -96,12 +120,17 @@ def train_epoch(trainer: "Trainer", epoch: int,
                     + ("no batch" if index == 0 else f"only {index} of {epoch_iter} batches")
                     + "; no usable utterance is left in its share of the list "
                       "(see the skip summary above)")
+            if index < first:
+                continue   # trained before the stop
             iteration = (epoch - 1) * epoch_iter + index
             lr = trainer.lr_scheduler.step(iteration)
             trainer.margin_scheduler.step(iteration)
             totals.add(step(batch), int(batch["labels"].numel()), index + 1)
             progress.update(1)
-            if (index + 1) % plan.log_batch_interval and index + 1 < epoch_iter:
+            stop_now = (stop is not None and not world.is_distributed
+                        and stop.signal_number is not None)
+            if ((index + 1) % plan.log_batch_interval and index + 1 < epoch_iter
+                    and not stop_now):
                 continue
             # a log point: the one read of the device since the last
             values, first_dropped = totals.read()
@@ -122,6 +151,8 @@ def train_epoch(trainer: "Trainer", epoch: int,
                             epoch, index + 1, epoch_iter, lr, margin, loss, accuracy)
                 trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
                                            margin=margin)
+            if stop is not None and index + 1 < epoch_iter and stop.agreed(world):
+                raise EpochStopped(index + 1, epoch_totals, epoch_start_rng)
     finally:
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
@@ -132,6 +163,25 @@ def train_epoch(trainer: "Trainer", epoch: int,
                        batches=int(summed[3] + summed[4]), skipped_batches=int(summed[4]),
                        lr=trainer.lr_scheduler.get_lr(),
                        margin=trainer.margin_scheduler.get_margin())
+
+
+def _start_epoch_data(batches: Iterable[Mapping[str, Any]], resume_at: Optional["InterruptedAt"],
+                      world) -> Tuple[Mapping[str, Any], Any]:
+    """(the generators' state as the epoch begins, the epoch's batch iterator).
+
+    Starting to iterate a DataLoader draws its base seed from torch's generator.
+    A resume mid-epoch draws it from the state the stopped run began the epoch
+    with, then goes on from the state it stopped in, as an uninterrupted run does.
+    """
+    rank_states = resume_at.epoch_start_rng if resume_at is not None else None
+    if not rank_states or len(rank_states) != world.world_size:
+        state = capture_rng_state(world.device)
+        return state, iter(batches)
+    at_stop = capture_rng_state(world.device)
+    restore_rng_state(rank_states[world.rank], world.device)
+    iterator = iter(batches)
+    restore_rng_state(at_stop, world.device)
+    return rank_states[world.rank], iterator
 
 
 def _dropped_steps_message(epoch: int, batch: int, outcome: StepOutcome, dropped: int) -> str:

@@ -27,6 +27,8 @@ from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchErro
                                              model_state_of, read_checkpoint)
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
 from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
+                                          find_interrupted, standing_of)
 from wespeaker_py.utils.file_utils import read_key_value
 
 # WeSpeaker measures its learning rates against this per-step batch size.
@@ -83,6 +85,8 @@ class StartWeights:
     state: Optional[Mapping[str, torch.Tensor]] = None
     training_state: Optional[Mapping[str, Any]] = None
     first_epoch: int = 1
+    resume_at: Optional[InterruptedAt] = None   # from interrupted.pt: the batch to go on after
+    standing: Lineage = Lineage(0, None)         # the checkpoint this run continues
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                 check_augment_list(path, what)
     spk2id = spk2id_from_utt2spk(config.train_label)
     num_utterances = len(read_key_value(config.train_label))
-    start = read_start_weights(config.model_init, config.checkpoint)
+    start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
+                                 Layout(config.exp_dir).model_dir)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -244,6 +249,24 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
     return StartWeights(init_path=model_init or None, init_state=init_state, path=checkpoint,
                         state=model_state_of(loaded),
                         first_epoch=(epoch_from_name(checkpoint) or 0) + 1)
+
+
+def continue_interrupted(start: StartWeights, model_dir: str) -> StartWeights:
+    """``start``, or the ``interrupted.pt`` in ``model_dir`` that a stopped run left from it.
+
+    Either way ``standing`` names the checkpoint the run continues (see
+    :mod:`wespeaker_py.train.interrupt`).
+    """
+    standing = standing_of(start.training_state,
+                           start.state if start.state is not None else start.init_state,
+                           start.first_epoch - 1)
+    loaded = find_interrupted(model_dir, standing)
+    if loaded is None:
+        return dataclasses.replace(start, standing=standing)
+    at = InterruptedAt.from_dict(loaded["interrupted_at"])
+    return dataclasses.replace(start, path=os.path.join(model_dir, INTERRUPTED_NAME),
+                               state=loaded["model"], training_state=loaded,
+                               first_epoch=at.epoch, resume_at=at, standing=standing)
 
 
 def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[str, Any],

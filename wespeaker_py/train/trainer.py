@@ -28,7 +28,8 @@ from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
 from wespeaker_py.train.experiment import ExperimentFolder
-from wespeaker_py.train.loop import EpochResult, TrainingDataError, train_epoch
+from wespeaker_py.train.interrupt import StopRequest, TrainingStopped
+from wespeaker_py.train.loop import EpochResult, EpochStopped, TrainingDataError, train_epoch
 from wespeaker_py.train.plan import TrainingPlan, resolve
 from wespeaker_py.train.step import (NonFiniteLossError, TrainingStep,
                                      keep_optimizer_state_on_device)
@@ -91,6 +92,13 @@ class Trainer:
                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
                                     self.step.grad_scaler)
 
+    def save_interrupted(self, epoch: int, batch: int, totals: torch.Tensor,
+                         epoch_start_rng=None) -> None:
+        """Write models/interrupted.pt: the state after ``batch`` batches of ``epoch`` (rank 0)."""
+        self.folder.save_interrupted(epoch, batch, totals.tolist(), epoch_start_rng, self.model,
+                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
+                                     self.step.grad_scaler)
+
 
 def run_training(config: TrainConfig) -> List[EpochResult]:
     """Train as ``config`` says (see conf/*.yaml); return each epoch's averages.
@@ -103,17 +111,21 @@ def run_training(config: TrainConfig) -> List[EpochResult]:
         set_seed(config.seed + world.rank)
         plan = resolve(config, world)
         folder = ExperimentFolder(plan.layout, world)
+        folder.standing = plan.start.standing
         try:
             folder.open(resuming=plan.start.path is not None)
-            return _train(plan, folder)
+            with StopRequest() as stop:
+                return _train(plan, folder, stop)
         finally:
             folder.close()
     finally:
         shutdown_distributed()
 
 
-def _train(plan: TrainingPlan, folder: ExperimentFolder) -> List[EpochResult]:
+def _train(plan: TrainingPlan, folder: ExperimentFolder,
+           stop: Optional[StopRequest] = None) -> List[EpochResult]:
     world, first_epoch, num_epochs = plan.world, plan.start.first_epoch, plan.num_epochs
+    resume_at = plan.start.resume_at
     if world.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     logger.info("rank %d of %d trains on %s", world.rank, world.world_size, world.device)
@@ -131,17 +143,24 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder) -> List[EpochResult]:
     loader = builder.build_loader(plan, dataset)
     trainer.restore()
     folder.save_config(plan)
-    logger.info("training epochs %d to %d", first_epoch, num_epochs)
+    logger.info("training epochs %d to %d%s", first_epoch, num_epochs,
+                f" (epoch {first_epoch} from its batch {resume_at.batch + 1})"
+                if resume_at else "")
 
     history: List[EpochResult] = []
     data_total = SkipSummary()
     for epoch in range(first_epoch, num_epochs + 1):
         dataset.set_epoch(epoch)
         try:
-            result = train_epoch(trainer, epoch, loader)
+            result = train_epoch(trainer, epoch, loader,
+                                 resume_at if epoch == first_epoch else None, stop)
         except TrainingDataError:
             dataset.epoch_summary().log(f"epoch {epoch} training data on rank {world.rank}")
             raise
+        except EpochStopped as stopped:
+            trainer.save_interrupted(epoch, stopped.batch, stopped.totals,
+                                     stopped.epoch_start_rng)
+            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.batch}")
         epoch_data = _log_data_summary(dataset, world, epoch)
         if world.is_main and not data_total.narrow_band():
             _warn_narrow_band(epoch_data, dataset.settings.sample_rate, epoch)
@@ -155,11 +174,26 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder) -> List[EpochResult]:
             trainer.save(epoch)
         folder.draw_curves()
         history.append(result)
+        if stop is not None and epoch < num_epochs and stop.agreed(world):
+            if not plan.should_save(epoch):
+                trainer.save_interrupted(epoch + 1, 0, torch.zeros(5, dtype=torch.float64))
+            _stopped(folder, world, f"the end of epoch {epoch}")
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
                        f"(each epoch counts a key once)")
     barrier(world)
     return history
+
+
+def _stopped(folder: ExperimentFolder, world: DistContext, where: str) -> None:
+    """End a run stopped by a signal, once its state is saved: TrainingStopped."""
+    barrier(world)
+    standing = folder.standing
+    how = (f" with --checkpoint {folder.layout.checkpoint_path(standing.epoch)} (the recipes "
+           f"pass the newest checkpoint)" if standing.epoch else "")
+    raise TrainingStopped(f"stopped on a signal at {where}, its state saved in "
+                          f"{folder.layout.model_dir}/interrupted.pt; run the same "
+                          f"command{how} to continue from there")
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:

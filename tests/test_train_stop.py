@@ -1,0 +1,114 @@
+"""A stop signal mid-epoch: the state is saved where it is, and the rerun retraces the run."""
+import os
+import signal
+
+import pytest
+import torch
+
+from train_helpers import make_speaker_corpus, run_training, tiny_config
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.train.curves import read_training_curves
+from wespeaker_py.train.interrupt import (Lineage, TrainingStopped, find_interrupted,
+                                          standing_of)
+from wespeaker_py.train.step import TrainingStep
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
+                               utts_per_spk=6)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _signal_at_step(monkeypatch, step_number, signum=signal.SIGUSR1):
+    """Send ``signum`` to this process while training step ``step_number`` (from 1) runs."""
+    original, calls = TrainingStep.__call__, []
+
+    def step_then_signal(self, batch):
+        calls.append(batch)
+        if len(calls) == step_number:
+            os.kill(os.getpid(), signum)
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainingStep, "__call__", step_then_signal)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path, monkeypatch,
+                                                               num_workers):
+    loader = {"batch_size": 4, "num_workers": num_workers, "pin_memory": False,
+              "drop_last": True}
+    settings = dict(num_epochs=3, log_batch_interval=2, dataloader_args=loader)
+    full_dir, stopped_dir = str(tmp_path / "full"), str(tmp_path / "stopped")
+    full = run_training(tiny_config(full_dir, corpus, **settings))
+    per_epoch = full[0].batches
+    assert per_epoch >= 5
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    _signal_at_step(monkeypatch, per_epoch + 3)   # batch 3 of epoch 2
+    with pytest.raises(TrainingStopped, match=r"epoch 2 after its batch 3.*interrupted\.pt; "
+                                              r"run the same command with --checkpoint "
+                                              r".*model_1\.pt"):
+        run_training(tiny_config(stopped_dir, corpus, **settings))
+    monkeypatch.undo()
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    models = os.path.join(stopped_dir, "models")
+    assert sorted(os.listdir(models)) == ["interrupted.pt", "model_1.pt"]
+    at = _load(os.path.join(models, "interrupted.pt"))["interrupted_at"]
+    assert (at["epoch"], at["batch"], at["after_epoch"]) == (2, 3, 1)
+    # another lineage (a run rolled back to another checkpoint) does not take it
+    assert find_interrupted(models, Lineage(1, "another run's digest")) is None
+    assert find_interrupted(models, Lineage(0, None)) is None
+
+    torch.manual_seed(12345)  # disturb the generators: interrupted.pt must restore them
+    resumed = run_training(tiny_config(stopped_dir, corpus,
+                                       checkpoint=os.path.join(models, "model_1.pt"),
+                                       **settings))
+    assert [result.epoch for result in resumed] == [2, 3]
+    assert resumed[0].batches == per_epoch
+    assert resumed[0].loss == pytest.approx(full[1].loss, rel=1e-9)
+    assert resumed[0].accuracy == pytest.approx(full[1].accuracy, rel=1e-9)
+    expected = _load(os.path.join(full_dir, "models", "model_3.pt"))
+    got = _load(os.path.join(models, "model_3.pt"))
+    for key, value in expected["model"].items():
+        assert torch.equal(value, got["model"][key]), key
+    assert not os.path.exists(os.path.join(models, "interrupted.pt"))   # model_2 replaced it
+    log = open(os.path.join(stopped_dir, "train.log")).read()
+    assert "training epochs 2 to 3 (epoch 2 from its batch 4)" in log
+    # the curves keep the stopped run's first batches of epoch 2 and the rerun's rest
+    curves = read_training_curves(os.path.join(stopped_dir, "train.log"))
+    assert [b for e, b in sorted(curves.batches) if e == 2] == sorted(
+        {2, 3} | set(range(4, per_epoch + 1, 2)) | {per_epoch})
+
+
+def test_a_stop_at_an_epoch_end_without_a_checkpoint_saves_the_next_epoch_start(
+        corpus, tmp_path, monkeypatch):
+    settings = dict(num_epochs=3, save_epoch_interval=5, num_avg=1, log_batch_interval=100)
+    exp_dir = str(tmp_path / "exp")
+    full = run_training(tiny_config(str(tmp_path / "full"), corpus, **settings))
+    per_epoch = full[0].batches
+    _signal_at_step(monkeypatch, per_epoch, signal.SIGTERM)   # the last batch of epoch 1
+    with pytest.raises(TrainingStopped, match="end of epoch 1.*run the same command to"):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    models = os.path.join(exp_dir, "models")
+    assert os.listdir(models) == ["interrupted.pt"]   # epoch 1 is not one to keep
+    resumed = run_training(tiny_config(exp_dir, corpus, **settings))   # the same command
+    assert [result.epoch for result in resumed] == [2, 3]
+    assert resumed[-1].loss == pytest.approx(full[-1].loss, rel=1e-9)
+    assert sorted(os.listdir(models)) == ["final_model.pt", "model_3.pt"]
+
+
+def test_a_start_from_bare_weights_is_known_by_their_digest():
+    # e.g. the LM step's model_0.pt, remade from another avg_model.pt: another lineage
+    weights = {"layer.weight": torch.ones(2, 3), "bn.num_batches_tracked": torch.tensor(7)}
+    same = {key: value.clone() for key, value in weights.items()}
+    other = dict(weights, **{"bn.num_batches_tracked": torch.tensor(8)})
+    assert standing_of(None, weights, 0) == standing_of(None, same, 0)
+    assert standing_of(None, weights, 0) != standing_of(None, other, 0)
+    assert standing_of(None, None, 0) == Lineage(0, None)   # random initial weights
+    checkpoint = {"param_digests": ["rank 0's", "rank 1's"]}
+    assert standing_of(checkpoint, weights, 4) == Lineage(4, "rank 0's")

@@ -1,0 +1,161 @@
+"""Stopping a run mid-epoch on request, and continuing it from the batch it stopped at.
+
+A cluster that preempts a job, or ends it at its time limit, sends SIGTERM first
+(torchrun passes it on to every training process and kills them 30 s later) and
+can be asked to send SIGUSR1 some minutes before (SLURM: ``--signal=USR1@300``).
+On either signal training does not die where it stands: the ranks agree at the
+next log point (every ``log_batch_interval`` batches; at once on one process),
+write ``models/interrupted.pt`` and exit with status 1. The same command
+continues from that batch, exactly where an uninterrupted run would be.
+
+``interrupted.pt`` is a training checkpoint of the state after batch B of epoch E
+(its ``epoch`` is E - 1, so it resumes into E) with ``interrupted_at`` added: E, B,
+the epoch's sums so far, and the checkpoint its run last stood on (the one it
+started from or the last it saved; its parameter digest). A run takes it only
+when it starts from that same checkpoint, so a run rolled back to an older
+checkpoint never jumps forward into the abandoned one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional
+
+import torch
+
+from wespeaker_py.errors import RunFailedError
+from wespeaker_py.train.distributed import DistContext, all_reduce_sum
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+INTERRUPTED_NAME = "interrupted.pt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingStopped(RunFailedError):
+    """The run stopped on a signal after saving interrupted.pt (the command exits 1)."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The checkpoint a run stands on: its epoch and rank 0's parameter digest (None: scratch)."""
+
+    epoch: int
+    digest: Optional[str]
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Optional[Mapping[str, Any]]) -> "Lineage":
+        """The lineage a training checkpoint starts (None or a bare state_dict: epoch 0)."""
+        if not checkpoint or "param_digests" not in checkpoint:
+            return cls(int(checkpoint["epoch"]) if checkpoint and "epoch" in checkpoint else 0,
+                       None)
+        return cls(int(checkpoint["epoch"]), checkpoint["param_digests"][0])
+
+
+@dataclass(frozen=True)
+class InterruptedAt:
+    """Where a stopped run stood: epoch, batches done in it, the epoch's sums, its lineage.
+
+    ``epoch_start_rng``: each rank's generators as the epoch began, when the data
+    loader drew its base seed from them; a resume draws it again from the same state.
+    """
+
+    epoch: int
+    batch: int
+    totals: List[float]
+    after: Lineage
+    epoch_start_rng: Optional[List[Any]] = None
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "totals": list(self.totals),
+                "after_epoch": self.after.epoch, "after_digest": self.after.digest,
+                "epoch_start_rng": self.epoch_start_rng}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> "InterruptedAt":
+        return cls(int(state["epoch"]), int(state["batch"]), [float(v) for v in state["totals"]],
+                   Lineage(int(state["after_epoch"]), state["after_digest"]),
+                   state.get("epoch_start_rng"))
+
+
+class StopRequest:
+    """SIGTERM / SIGUSR1 noted (not obeyed at once) while training runs; a context manager.
+
+    A second signal of the same kind while the first is pending ends the process
+    as the signal would have.
+    """
+
+    def __init__(self) -> None:
+        self.signal_number: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        try:
+            self._previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+        except ValueError:   # not the main thread: signals cannot be caught here
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _note(self, signum: int, frame) -> None:
+        if self.signal_number == signum:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signal_number = signum
+        logger.warning("got %s: training stops at the next log point, after saving where it "
+                       "is (send it again to stop at once)", signal.Signals(signum).name)
+
+    def agreed(self, world: DistContext) -> bool:
+        """True when any rank got a stop signal (a collective: every rank must call it)."""
+        flag = torch.tensor([1.0 if self.signal_number is not None else 0.0],
+                            device=world.device)
+        return bool(all_reduce_sum(flag, world).item() > 0)
+
+
+def standing_of(training_state: Optional[Mapping[str, Any]],
+                weights: Optional[Mapping[str, torch.Tensor]], epoch: int) -> Lineage:
+    """The lineage of a run starting after ``epoch``: a training checkpoint's parameter
+    digest, else a digest of the start ``weights`` (a bare state_dict, ``model_init``),
+    else None (random initial weights)."""
+    digests = (training_state or {}).get("param_digests")
+    if digests:
+        return Lineage(epoch, digests[0])
+    return Lineage(epoch, None if weights is None else state_digest(weights))
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def find_interrupted(model_dir: str, standing: Lineage) -> Optional[Mapping[str, Any]]:
+    """``model_dir/interrupted.pt`` when it continues ``standing``, else None (logged).
+
+    Raises what reading a checkpoint raises for a damaged file.
+    """
+    from wespeaker_py.runtime.checkpoint import read_checkpoint
+    path = os.path.join(model_dir, INTERRUPTED_NAME)
+    if not os.path.isfile(path):
+        return None
+    loaded = read_checkpoint(path)
+    at = InterruptedAt.from_dict(loaded["interrupted_at"])
+    if at.after != standing:
+        logger.info("%s (epoch %d, batch %d) continues the checkpoint of epoch %d, not the "
+                    "start of this run (epoch %d): not used", path, at.epoch, at.batch,
+                    at.after.epoch, standing.epoch)
+        return None
+    logger.info("continuing from %s: epoch %d after its batch %d", path, at.epoch, at.batch)
+    return loaded
