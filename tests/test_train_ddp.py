@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -95,12 +96,16 @@ def _rank_pid(parent: int, rank: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"no worker of rank {rank} under {parent}")
 
 
-def test_a_stop_signal_to_one_rank_stops_both_and_the_rerun_retraces_the_run(tmp_path):
+@pytest.mark.parametrize("target, signum", [("rank 1", "SIGUSR1"), ("torchrun", "SIGTERM")])
+def test_a_stop_signal_stops_both_ranks_and_the_rerun_retraces_the_run(
+        tmp_path, target, signum):
+    # SIGUSR1 to rank 1 alone: rank 0 hears nothing, so the ranks must agree. SIGTERM to
+    # torchrun: it signals each rank's process group, loader workers included
     import signal
     import time
     corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=4, utts_per_spk=12)
     config = tiny_config("unused", corpus, num_epochs=8)
-    config["dataloader_args"]["batch_size"] = 4   # 6 batches per rank and epoch
+    config["dataloader_args"].update(batch_size=4, num_workers=1)   # 6 batches a rank
     for key in ("exp_dir", "train_data", "train_label", "data_type"):
         config.pop(key)
     config_path = write_config(str(tmp_path / "tiny.yaml"), config)
@@ -119,12 +124,12 @@ def test_a_stop_signal_to_one_rank_stops_both_and_the_rerun_retraces_the_run(tmp
 
     job = subprocess.Popen(command(stopped_dir), cwd=REPO_ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rank1 = _rank_pid(job.pid, 1)
+    pid = _rank_pid(job.pid, 1) if target == "rank 1" else job.pid
     log = os.path.join(stopped_dir, "train.log")
     while not (os.path.exists(log) and "epoch 2 batch 2/" in open(log).read()):
         assert job.poll() is None, job.communicate()[1][-3000:]
         time.sleep(0.02)
-    os.kill(rank1, signal.SIGUSR1)   # rank 0 hears nothing: the ranks must agree
+    os.kill(pid, getattr(signal, signum))
     _, stderr = job.communicate(timeout=300)
     assert job.returncode != 0
     # at the log point after batch 4 (or, had rank 1 passed it, at the epoch's end)
@@ -144,3 +149,9 @@ def test_a_stop_signal_to_one_rank_stops_both_and_the_rerun_retraces_the_run(tmp
     resumed = torch.load(os.path.join(models, "model_8.pt"), weights_only=False)
     assert full["param_digests"] == resumed["param_digests"]
     assert "interrupted.pt" not in os.listdir(models)
+
+    def epoch_lines(exp_dir):   # each epoch's loss and accuracy over both ranks
+        return re.findall(r"epoch \d+ done: loss \S+ acc \S+",
+                          open(os.path.join(exp_dir, "train.log")).read())
+
+    assert epoch_lines(stopped_dir) == epoch_lines(full_dir)

@@ -1,4 +1,5 @@
 """A stop signal mid-epoch: the state is saved where it is, and the rerun retraces the run."""
+import logging
 import os
 import signal
 
@@ -59,9 +60,12 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     assert sorted(os.listdir(models)) == ["interrupted.pt", "model_1.pt"]
     at = _load(os.path.join(models, "interrupted.pt"))["interrupted_at"]
     assert (at["epoch"], at["batch"], at["after_epoch"]) == (2, 3, 1)
-    # another lineage (a run rolled back to another checkpoint) does not take it
-    assert find_interrupted(models, Lineage(1, "another run's digest")) is None
-    assert find_interrupted(models, Lineage(0, None)) is None
+    # another lineage (a run rolled back to another checkpoint), or another number of
+    # ranks, does not take it
+    standing = Lineage(1, _load(os.path.join(models, "model_1.pt"))["param_digests"][0])
+    assert find_interrupted(models, standing, 1) is not None
+    assert find_interrupted(models, Lineage(1, "another run's digest"), 1) is None
+    assert find_interrupted(models, standing, 2) is None
 
     torch.manual_seed(12345)  # disturb the generators: interrupted.pt must restore them
     resumed = run_training(tiny_config(stopped_dir, corpus,
@@ -91,7 +95,8 @@ def test_a_stop_at_an_epoch_end_without_a_checkpoint_saves_the_next_epoch_start(
     full = run_training(tiny_config(str(tmp_path / "full"), corpus, **settings))
     per_epoch = full[0].batches
     _signal_at_step(monkeypatch, per_epoch, signal.SIGTERM)   # the last batch of epoch 1
-    with pytest.raises(TrainingStopped, match="end of epoch 1.*run the same command to"):
+    with pytest.raises(TrainingStopped, match=r"end of epoch 1, its state saved in .*"
+                                              r"interrupted\.pt; run the same command to"):
         run_training(tiny_config(exp_dir, corpus, **settings))
     monkeypatch.undo()
     models = os.path.join(exp_dir, "models")
@@ -107,8 +112,30 @@ def test_a_start_from_bare_weights_is_known_by_their_digest():
     weights = {"layer.weight": torch.ones(2, 3), "bn.num_batches_tracked": torch.tensor(7)}
     same = {key: value.clone() for key, value in weights.items()}
     other = dict(weights, **{"bn.num_batches_tracked": torch.tensor(8)})
-    assert standing_of(None, weights, 0) == standing_of(None, same, 0)
-    assert standing_of(None, weights, 0) != standing_of(None, other, 0)
-    assert standing_of(None, None, 0) == Lineage(0, None)   # random initial weights
+    assert standing_of(None, weights, 0, "") == standing_of(None, same, 0, "")
+    assert standing_of(None, weights, 0, "") != standing_of(None, other, 0, "")
+    # random initial weights: known by what draws them (model, arguments, head, seed)
+    assert standing_of(None, None, 0, "XVEC seed 42") == standing_of(None, None, 0,
+                                                                     "XVEC seed 42")
+    assert standing_of(None, None, 0, "XVEC seed 42") != standing_of(None, None, 0,
+                                                                     "XVEC seed 99")
     checkpoint = {"param_digests": ["rank 0's", "rank 1's"]}
-    assert standing_of(checkpoint, weights, 4) == Lineage(4, "rank 0's")
+    assert standing_of(checkpoint, weights, 4, "") == Lineage(4, "rank 0's")
+
+
+def test_a_new_run_from_scratch_with_another_seed_leaves_the_stopped_one_alone(
+        corpus, tmp_path, monkeypatch, caplog):
+    exp_dir = str(tmp_path / "exp")
+    loader = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True}
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=loader)
+    _signal_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingStopped, match="epoch 1 after its batch 3.*run the same "
+                                              "command to continue"):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, corpus, seed=99, **settings))
+    assert [result.batches for result in history] == [history[0].batches] * 2
+    assert "training epochs 1 to 2\n" in open(os.path.join(exp_dir, "train.log")).read()
+    assert any("interrupted.pt (epoch 1, batch 3)" in record.getMessage()
+               and "not used" in record.getMessage() for record in caplog.records)

@@ -13,6 +13,7 @@ from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import load_weights
+from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
@@ -129,6 +130,6 @@ def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:
                    "collate_fn": collate_train}
     if args.num_workers > 0:
         loader_args["prefetch_factor"] = args.prefetch_factor or 2
-        loader_args["worker_init_fn"] = WorkerLogging(
-            plan.layout.log_path if plan.world.is_main else None)
+        loader_args["worker_init_fn"] = WorkerIgnoringStops(WorkerLogging(
+            plan.layout.log_path if plan.world.is_main else None))
     return DataLoader(dataset, **loader_args)

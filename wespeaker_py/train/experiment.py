@@ -124,6 +124,7 @@ class ExperimentFolder:
         and removed.
         """
         states, digests = self._gather_states(model, f"after epoch {epoch}")
+        self.standing = Lineage(epoch, parameter_digest(model) if digests is None else digests[0])
         if not self.world.is_main:
             return None
         path = self.layout.checkpoint_path(epoch)
@@ -132,7 +133,6 @@ class ExperimentFolder:
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
                                  [state["rng"] for state in states], digests, grad_scaler,
                                  before_publish=link)
-        self.standing = Lineage(epoch, digests[0])
         interrupted = os.path.join(model_dir, INTERRUPTED_NAME)
         if os.path.exists(interrupted):
             os.remove(interrupted)
@@ -148,10 +148,11 @@ class ExperimentFolder:
         an epoch's start).
         """
         starts = gather_objects(epoch_start_rng, self.world)
+        rank_totals = gather_objects([float(v) for v in totals], self.world)
         states, digests = self._gather_states(model, f"at epoch {epoch}, batch {batch}")
         if not self.world.is_main:
             return None
-        at = InterruptedAt(epoch, batch, [float(v) for v in totals], self.standing,
+        at = InterruptedAt(epoch, batch, list(rank_totals), self.standing,
                            None if epoch_start_rng is None else list(starts))
         path = os.path.join(self.layout.model_dir, INTERRUPTED_NAME)
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,

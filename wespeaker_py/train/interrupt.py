@@ -1,19 +1,21 @@
 """Stopping a run mid-epoch on request, and continuing it from the batch it stopped at.
 
 A cluster that preempts a job, or ends it at its time limit, sends SIGTERM first
-(torchrun passes it on to every training process and kills them 30 s later) and
-can be asked to send SIGUSR1 some minutes before (SLURM: ``--signal=USR1@300``).
-On either signal training does not die where it stands: the ranks agree at the
-next log point (every ``log_batch_interval`` batches; at once on one process),
-write ``models/interrupted.pt`` and exit with status 1. The same command
-continues from that batch, exactly where an uninterrupted run would be.
+(torchrun passes it to each rank's process group and kills them about 30 s
+later); SIGUSR1 sent to the training processes gives earlier notice (see
+docs/training.md). On either signal training does not die where it stands: the
+ranks agree at the next log point (every ``log_batch_interval`` batches; after
+the current batch on one process), write ``models/interrupted.pt`` and exit with
+status 1. The same command continues from that batch, exactly where an
+uninterrupted run would be.
 
 ``interrupted.pt`` is a training checkpoint of the state after batch B of epoch E
 (its ``epoch`` is E - 1, so it resumes into E) with ``interrupted_at`` added: E, B,
 the epoch's sums so far, and the checkpoint its run last stood on (the one it
 started from or the last it saved; its parameter digest). A run takes it only
-when it starts from that same checkpoint, so a run rolled back to an older
-checkpoint never jumps forward into the abandoned one.
+when it starts from that same checkpoint (or, from scratch, with the same model,
+head and seed) on as many ranks, so a run rolled back to an older checkpoint
+never jumps forward into the abandoned one. Deleting the file discards it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import hashlib
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import torch
 
@@ -59,24 +61,31 @@ class Lineage:
 class InterruptedAt:
     """Where a stopped run stood: epoch, batches done in it, the epoch's sums, its lineage.
 
-    ``epoch_start_rng``: each rank's generators as the epoch began, when the data
-    loader drew its base seed from them; a resume draws it again from the same state.
+    ``totals``: each rank's sums of the epoch so far. ``epoch_start_rng``: each
+    rank's generators as the epoch began, when the data loader drew its base seed
+    from them; a resume draws it again from the same state. Both hold one entry
+    per rank of the stopped run, so only a run of as many ranks may continue it.
     """
 
     epoch: int
     batch: int
-    totals: List[float]
+    totals: List[List[float]]
     after: Lineage
     epoch_start_rng: Optional[List[Any]] = None
 
+    @property
+    def world_size(self) -> int:
+        return len(self.totals)
+
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "totals": list(self.totals),
+        return {"epoch": self.epoch, "batch": self.batch, "totals": self.totals,
                 "after_epoch": self.after.epoch, "after_digest": self.after.digest,
                 "epoch_start_rng": self.epoch_start_rng}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> "InterruptedAt":
-        return cls(int(state["epoch"]), int(state["batch"]), [float(v) for v in state["totals"]],
+        return cls(int(state["epoch"]), int(state["batch"]),
+                   [[float(v) for v in rank] for rank in state["totals"]],
                    Lineage(int(state["after_epoch"]), state["after_digest"]),
                    state.get("epoch_start_rng"))
 
@@ -120,15 +129,36 @@ class StopRequest:
         return bool(all_reduce_sum(flag, world).item() > 0)
 
 
+class WorkerIgnoringStops:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGUSR1, then runs ``then``.
+
+    torchrun signals each rank's whole process group, workers included, and
+    torch's worker loop ends a worker on SIGTERM; the training process decides
+    when to stop, and its workers end with its iterator.
+    """
+
+    def __init__(self, then: Callable[[int], None]):
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        self.then(worker_id)
+
+
 def standing_of(training_state: Optional[Mapping[str, Any]],
-                weights: Optional[Mapping[str, torch.Tensor]], epoch: int) -> Lineage:
+                weights: Optional[Mapping[str, torch.Tensor]], epoch: int,
+                initialisation: str) -> Lineage:
     """The lineage of a run starting after ``epoch``: a training checkpoint's parameter
     digest, else a digest of the start ``weights`` (a bare state_dict, ``model_init``),
-    else None (random initial weights)."""
+    else one of ``initialisation`` (what draws random initial weights: model, its
+    arguments, head and seed)."""
     digests = (training_state or {}).get("param_digests")
     if digests:
         return Lineage(epoch, digests[0])
-    return Lineage(epoch, None if weights is None else state_digest(weights))
+    if weights is not None:
+        return Lineage(epoch, state_digest(weights))
+    return Lineage(epoch, "scratch:" + hashlib.sha256(initialisation.encode()).hexdigest())
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -141,8 +171,10 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def find_interrupted(model_dir: str, standing: Lineage) -> Optional[Mapping[str, Any]]:
-    """``model_dir/interrupted.pt`` when it continues ``standing``, else None (logged).
+def find_interrupted(model_dir: str, standing: Lineage,
+                     world_size: int) -> Optional[Mapping[str, Any]]:
+    """``model_dir/interrupted.pt`` when it continues ``standing`` on ``world_size``
+    ranks, else None (logged).
 
     Raises what reading a checkpoint raises for a damaged file.
     """
@@ -156,6 +188,11 @@ def find_interrupted(model_dir: str, standing: Lineage) -> Optional[Mapping[str,
         logger.info("%s (epoch %d, batch %d) continues the checkpoint of epoch %d, not the "
                     "start of this run (epoch %d): not used", path, at.epoch, at.batch,
                     at.after.epoch, standing.epoch)
+        return None
+    if at.world_size != world_size:
+        logger.warning("%s was written by %d ranks, this run has %d: its epoch %d is "
+                       "trained again from the start (continuing mid-epoch needs as many "
+                       "ranks)", path, at.world_size, world_size, at.epoch)
         return None
     logger.info("continuing from %s: epoch %d after its batch %d", path, at.epoch, at.batch)
     return loaded

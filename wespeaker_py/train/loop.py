@@ -106,7 +106,7 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     first = resume_at.batch if resume_at is not None else 0
     epoch_totals = torch.zeros(5, dtype=torch.float64)
     if resume_at is not None:
-        epoch_totals += torch.tensor(resume_at.totals, dtype=torch.float64)
+        epoch_totals += torch.tensor(resume_at.totals[world.rank], dtype=torch.float64)
     totals = DeviceTotals(world.device)
     progress = tqdm(total=epoch_iter, initial=first, desc=f"epoch {epoch}", unit="batch",
                     disable=not world.is_main, leave=False, dynamic_ncols=True)

@@ -165,8 +165,11 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                 check_augment_list(path, what)
     spk2id = spk2id_from_utt2spk(config.train_label)
     num_utterances = len(read_key_value(config.train_label))
+    initialisation = repr((config.model, sorted(config.model_args.items()),
+                           sorted(config.projection_args.items()), config.seed))
     start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
-                                 Layout(config.exp_dir).model_dir)
+                                 Layout(config.exp_dir).model_dir, initialisation,
+                                 world.world_size)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -251,16 +254,18 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
                         first_epoch=(epoch_from_name(checkpoint) or 0) + 1)
 
 
-def continue_interrupted(start: StartWeights, model_dir: str) -> StartWeights:
-    """``start``, or the ``interrupted.pt`` in ``model_dir`` that a stopped run left from it.
+def continue_interrupted(start: StartWeights, model_dir: str, initialisation: str,
+                         world_size: int) -> StartWeights:
+    """``start``, or the ``interrupted.pt`` in ``model_dir`` that a stopped run left from it
+    on ``world_size`` ranks; ``initialisation`` names a start from random weights.
 
     Either way ``standing`` names the checkpoint the run continues (see
     :mod:`wespeaker_py.train.interrupt`).
     """
     standing = standing_of(start.training_state,
                            start.state if start.state is not None else start.init_state,
-                           start.first_epoch - 1)
-    loaded = find_interrupted(model_dir, standing)
+                           start.first_epoch - 1, initialisation)
+    loaded = find_interrupted(model_dir, standing, world_size)
     if loaded is None:
         return dataclasses.replace(start, standing=standing)
     at = InterruptedAt.from_dict(loaded["interrupted_at"])

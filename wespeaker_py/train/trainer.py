@@ -175,8 +175,10 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
         folder.draw_curves()
         history.append(result)
         if stop is not None and epoch < num_epochs and stop.agreed(world):
-            if not plan.should_save(epoch):
-                trainer.save_interrupted(epoch + 1, 0, torch.zeros(5, dtype=torch.float64))
+            if plan.should_save(epoch):
+                _stopped(folder, world, f"the end of epoch {epoch}",
+                         plan.layout.checkpoint_path(epoch))
+            trainer.save_interrupted(epoch + 1, 0, torch.zeros(5, dtype=torch.float64))
             _stopped(folder, world, f"the end of epoch {epoch}")
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
@@ -185,15 +187,17 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
     return history
 
 
-def _stopped(folder: ExperimentFolder, world: DistContext, where: str) -> None:
-    """End a run stopped by a signal, once its state is saved: TrainingStopped."""
+def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
+             saved: Optional[str] = None) -> None:
+    """End a run stopped by a signal once its state is saved (in ``saved``, by default
+    interrupted.pt): TrainingStopped."""
     barrier(world)
     standing = folder.standing
     how = (f" with --checkpoint {folder.layout.checkpoint_path(standing.epoch)} (the recipes "
            f"pass the newest checkpoint)" if standing.epoch else "")
-    raise TrainingStopped(f"stopped on a signal at {where}, its state saved in "
-                          f"{folder.layout.model_dir}/interrupted.pt; run the same "
-                          f"command{how} to continue from there")
+    saved = saved or f"{folder.layout.model_dir}/interrupted.pt"
+    raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; run "
+                          f"the same command{how} to continue from there")
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
