@@ -71,13 +71,16 @@ def test_the_training_loader_gives_workers_train_log_on_the_main_rank_only(tmp_p
 
     from train_helpers import CPU_WORLD, make_speaker_corpus, plan_of, tiny_config
     from wespeaker_py.train import builder
+    from wespeaker_py.train.interrupt import WorkerIgnoringStops
     corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=2)
     loader_args = {"batch_size": 2, "num_workers": 2, "pin_memory": False, "drop_last": True}
     config = tiny_config(str(tmp_path / "exp"), corpus, dataloader_args=loader_args)
     plan = plan_of(config)
+    # the workers ignore stop signals (the training process decides), then set up logging
     init = builder.build_loader(plan, builder.build_dataset(plan)).worker_init_fn
-    assert isinstance(init, WorkerLogging) and init.log_path == plan.layout.log_path
+    assert isinstance(init, WorkerIgnoringStops)
+    assert isinstance(init.then, WorkerLogging) and init.then.log_path == plan.layout.log_path
     other_rank = dataclasses.replace(CPU_WORLD, rank=1, world_size=2)
     plan = plan_of(config, other_rank)
     init = builder.build_loader(plan, builder.build_dataset(plan)).worker_init_fn
-    assert isinstance(init, WorkerLogging) and init.log_path is None
+    assert isinstance(init.then, WorkerLogging) and init.then.log_path is None
