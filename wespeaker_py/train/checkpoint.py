@@ -23,7 +23,7 @@ import hashlib
 import os
 import random
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -81,11 +81,16 @@ def parameter_digest(model: nn.Module) -> str:
     DDP keeps parameters identical on all ranks, but not BatchNorm statistics,
     which each rank updates from its own last batch.
     """
+    return tensors_digest(model.named_parameters())
+
+
+def tensors_digest(named: Iterable[Tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 of each named tensor's name, dtype, shape and bytes, in the order given."""
     digest = hashlib.sha256()
-    for name, param in model.named_parameters():
-        tensor = param.detach().cpu().contiguous()
+    for name, tensor in named:
+        tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

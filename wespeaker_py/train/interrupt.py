@@ -28,6 +28,7 @@ from typing import Any, Callable, List, Mapping, Optional
 import torch
 
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.train.checkpoint import tensors_digest
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -163,12 +164,7 @@ def standing_of(training_state: Optional[Mapping[str, Any]],
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a state_dict's names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_digest(sorted(state.items()))
 
 
 def find_interrupted(model_dir: str, standing: Lineage,
