@@ -62,10 +62,11 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     assert (at["epoch"], at["batch"], at["after_epoch"]) == (2, 3, 1)
     # another lineage (a run rolled back to another checkpoint), or another number of
     # ranks, does not take it
+    interrupted = os.path.join(models, "interrupted.pt")
     standing = Lineage(1, _load(os.path.join(models, "model_1.pt"))["param_digests"][0])
-    assert find_interrupted(models, standing, 1) is not None
-    assert find_interrupted(models, Lineage(1, "another run's digest"), 1) is None
-    assert find_interrupted(models, standing, 2) is None
+    assert find_interrupted(interrupted, standing, 1) is not None
+    assert find_interrupted(interrupted, Lineage(1, "another run's digest"), 1) is None
+    assert find_interrupted(interrupted, standing, 2) is None
 
     torch.manual_seed(12345)  # disturb the generators: interrupted.pt must restore them
     resumed = run_training(tiny_config(stopped_dir, corpus,

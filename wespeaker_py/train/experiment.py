@@ -20,7 +20,7 @@ from wespeaker_py.config import ConfigError, save_config
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
                                            save_training_checkpoint)
 from wespeaker_py.train.distributed import DistContext, gather_objects
-from wespeaker_py.train.interrupt import INTERRUPTED_NAME, InterruptedAt, Lineage
+from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
 from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
@@ -124,7 +124,7 @@ class ExperimentFolder:
         and removed.
         """
         states, digests = self._gather_states(model, f"after epoch {epoch}")
-        self.standing = Lineage(epoch, parameter_digest(model) if digests is None else digests[0])
+        self.standing = Lineage(epoch, digests[0])
         if not self.world.is_main:
             return None
         path = self.layout.checkpoint_path(epoch)
@@ -133,9 +133,8 @@ class ExperimentFolder:
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
                                  [state["rng"] for state in states], digests, grad_scaler,
                                  before_publish=link)
-        interrupted = os.path.join(model_dir, INTERRUPTED_NAME)
-        if os.path.exists(interrupted):
-            os.remove(interrupted)
+        if os.path.exists(self.layout.interrupted_path):
+            os.remove(self.layout.interrupted_path)
         logger.info("saved %s", path)
         return path
 
@@ -147,28 +146,27 @@ class ExperimentFolder:
         ``epoch_start_rng``: this rank's generators as the epoch began (None at
         an epoch's start).
         """
-        starts = gather_objects(epoch_start_rng, self.world)
-        rank_totals = gather_objects([float(v) for v in totals], self.world)
-        states, digests = self._gather_states(model, f"at epoch {epoch}, batch {batch}")
+        states, digests = self._gather_states(model, f"at epoch {epoch}, batch {batch}",
+                                              totals=list(totals), epoch_start=epoch_start_rng)
         if not self.world.is_main:
             return None
-        at = InterruptedAt(epoch, batch, list(rank_totals), self.standing,
-                           None if epoch_start_rng is None else list(starts))
-        path = os.path.join(self.layout.model_dir, INTERRUPTED_NAME)
+        at = InterruptedAt(epoch, batch, [state["totals"] for state in states], self.standing,
+                           None if epoch_start_rng is None
+                           else [state["epoch_start"] for state in states])
+        path = self.layout.interrupted_path
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,
                                  epoch - 1, [state["rng"] for state in states], digests,
                                  grad_scaler, extra={"interrupted_at": at.to_dict()})
         logger.info("saved %s (epoch %d after batch %d)", path, epoch, batch)
         return path
 
-    def _gather_states(self, model: nn.Module, when: str):
-        """Every rank's RNG state and parameter digest (rank 0 gets the lists)."""
+    def _gather_states(self, model: nn.Module, when: str, **more):
+        """Every rank's RNG state, parameter digest and ``more`` entries (one collective):
+        (the states by rank, the digests by rank); rank 0 checks the digests agree."""
         states = gather_objects({"rng": capture_rng_state(self.world.device),
-                                 "params": parameter_digest(model)}, self.world)
-        if not self.world.is_main:
-            return None, None
+                                 "params": parameter_digest(model), **more}, self.world)
         digests = [state["params"] for state in states]
-        if len(set(digests)) != 1:
+        if self.world.is_main and len(set(digests)) != 1:
             differing = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
             raise RuntimeError(f"{when} the parameters of ranks {differing} differ "
                                f"from rank 0's: the DDP replicas are out of sync")

@@ -44,18 +44,11 @@ class TrainingStopped(RunFailedError):
 
 @dataclass(frozen=True)
 class Lineage:
-    """The checkpoint a run stands on: its epoch and rank 0's parameter digest (None: scratch)."""
+    """The checkpoint a run stands on: its epoch and a digest of its weights (see
+    :func:`standing_of`)."""
 
     epoch: int
     digest: Optional[str]
-
-    @classmethod
-    def of_checkpoint(cls, checkpoint: Optional[Mapping[str, Any]]) -> "Lineage":
-        """The lineage a training checkpoint starts (None or a bare state_dict: epoch 0)."""
-        if not checkpoint or "param_digests" not in checkpoint:
-            return cls(int(checkpoint["epoch"]) if checkpoint and "epoch" in checkpoint else 0,
-                       None)
-        return cls(int(checkpoint["epoch"]), checkpoint["param_digests"][0])
 
 
 @dataclass(frozen=True)
@@ -167,15 +160,14 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return tensors_digest(sorted(state.items()))
 
 
-def find_interrupted(model_dir: str, standing: Lineage,
+def find_interrupted(path: str, standing: Lineage,
                      world_size: int) -> Optional[Mapping[str, Any]]:
-    """``model_dir/interrupted.pt`` when it continues ``standing`` on ``world_size``
+    """The ``interrupted.pt`` at ``path`` when it continues ``standing`` on ``world_size``
     ranks, else None (logged).
 
     Raises what reading a checkpoint raises for a damaged file.
     """
     from wespeaker_py.runtime.checkpoint import read_checkpoint
-    path = os.path.join(model_dir, INTERRUPTED_NAME)
     if not os.path.isfile(path):
         return None
     loaded = read_checkpoint(path)

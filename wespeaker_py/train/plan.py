@@ -64,6 +64,10 @@ class Layout:
     def tensorboard_dir(self) -> str:
         return os.path.join(self.exp_dir, "tensorboard")
 
+    @property
+    def interrupted_path(self) -> str:
+        return os.path.join(self.model_dir, INTERRUPTED_NAME)
+
     def checkpoint_path(self, epoch: int) -> str:
         return os.path.join(self.model_dir, f"model_{epoch}.pt")
 
@@ -168,7 +172,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     initialisation = repr((config.model, sorted(config.model_args.items()),
                            sorted(config.projection_args.items()), config.seed))
     start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
-                                 Layout(config.exp_dir).model_dir, initialisation,
+                                 Layout(config.exp_dir).interrupted_path, initialisation,
                                  world.world_size)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
@@ -254,10 +258,10 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
                         first_epoch=(epoch_from_name(checkpoint) or 0) + 1)
 
 
-def continue_interrupted(start: StartWeights, model_dir: str, initialisation: str,
+def continue_interrupted(start: StartWeights, interrupted_path: str, initialisation: str,
                          world_size: int) -> StartWeights:
-    """``start``, or the ``interrupted.pt`` in ``model_dir`` that a stopped run left from it
-    on ``world_size`` ranks; ``initialisation`` names a start from random weights.
+    """``start``, or the ``interrupted.pt`` at ``interrupted_path`` that a stopped run left
+    from it on ``world_size`` ranks; ``initialisation`` names a start from random weights.
 
     Either way ``standing`` names the checkpoint the run continues (see
     :mod:`wespeaker_py.train.interrupt`).
@@ -265,11 +269,11 @@ def continue_interrupted(start: StartWeights, model_dir: str, initialisation: st
     standing = standing_of(start.training_state,
                            start.state if start.state is not None else start.init_state,
                            start.first_epoch - 1, initialisation)
-    loaded = find_interrupted(model_dir, standing, world_size)
+    loaded = find_interrupted(interrupted_path, standing, world_size)
     if loaded is None:
         return dataclasses.replace(start, standing=standing)
     at = InterruptedAt.from_dict(loaded["interrupted_at"])
-    return dataclasses.replace(start, path=os.path.join(model_dir, INTERRUPTED_NAME),
+    return dataclasses.replace(start, path=interrupted_path,
                                state=loaded["model"], training_state=loaded,
                                first_epoch=at.epoch, resume_at=at, standing=standing)
 

@@ -195,7 +195,7 @@ def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
     standing = folder.standing
     how = (f" with --checkpoint {folder.layout.checkpoint_path(standing.epoch)} (the recipes "
            f"pass the newest checkpoint)" if standing.epoch else "")
-    saved = saved or f"{folder.layout.model_dir}/interrupted.pt"
+    saved = saved or folder.layout.interrupted_path
     raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; run "
                           f"the same command{how} to continue from there")
 
