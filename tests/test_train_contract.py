@@ -53,6 +53,12 @@ RECORDED_DIGESTS = {
         "device": "863a2e04b17c285ae553a591e7360f9f46970afbffa9d1b30039cdf76dba8be6",
         "resume": "4961c2e007bb563a602abaacc2ae644a075c24c75cb7b56033f25dc6571d2a1d",
     },
+    "Intel Xeon, scipy 1.17 (aa5a23e rerun on it, Python 3.11)": {
+        "torch": "2.13",
+        "cpu": "9713bce4a90fead26fe548234565f760fecf4e27f4d87db57362f13e59e88b75",
+        "device": "db1616cf0afa7eb77c0fbaf486551a3dcebd077a5cdf078941d33bec3b1b219f",
+        "resume": "756f37540639d2ca8a88ba829b029f1e40ce3dd9a1488a615b1ca901dd237963",
+    },
     "AMD EPYC, AVX-512, scipy 1.15 (aa5a23e rerun on it, Python 3.10)": {
         "torch": "2.8",
         "cpu": "ed998df994d40886db1ee35b0b2b6f6f2e841bbb808b2982e07040f77796b26d",
