@@ -27,7 +27,7 @@ setup(
         "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime", "silero-vad",
                  "scikit-learn"],
         "export": ["onnx", "onnxruntime"],
-        "ssl": ["transformers"],
+        "ssl": ["transformers", "peft"],
         # speaker diarization: Silero VAD's ONNX file (the package needs only torch),
         # onnxruntime to run it, scikit-learn for k-means and agglomerative clustering
         "diar": ["silero-vad", "onnxruntime", "scikit-learn>=1.3"],

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from wespeaker_py.models import SpeakerModel, get_model, list_models
-from wespeaker_py.models.complexity import recipe_feat_dim, recipe_model_args
+from wespeaker_py.models.complexity import recipe_input_dim, recipe_model_args
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_model_follows_the_speaker_model_protocol(name):
     # Shapes only, on the meta device: no weights are initialised and nothing is computed.
-    feat_dim = recipe_feat_dim(name)  # 80, or 72 for ReDimNet
-    model_args = recipe_model_args(name, feat_dim=feat_dim)
+    feat_dim = recipe_input_dim(name)  # 80, 72 for ReDimNet, 25 x 1024 for W2VBert
+    model_args = recipe_model_args(name)
     with torch.device("meta"):
         model = get_model(name, **model_args)
         assert isinstance(model, SpeakerModel)

@@ -10,7 +10,7 @@ import torch
 from wespeaker_py.config import ConfigError, load_model_config
 from wespeaker_py.models import get_model, list_models, model_frontend
 from wespeaker_py.models.complexity import (count_macs, count_params, recipe_feat_dim,
-                                            recipe_model_args)
+                                            recipe_input_dim, recipe_model_args)
 from wespeaker_py.models.resnet_blocks import Bottleneck
 from wespeaker_py.runtime import build_speaker_model
 
@@ -37,7 +37,8 @@ PUBLISHED = {
 
 # Above ~10 GMACs per 200 frames the CPU checks skip 1000 frames and use short
 # inputs where the length is not the point.
-HEAVY = {"ResNet221", "ResNet293", "SimAM_ResNet34_ASP", "SimAM_ResNet100_ASP", "ReDimNet2B6"}
+HEAVY = {"ResNet221", "ResNet293", "SimAM_ResNet34_ASP", "SimAM_ResNet100_ASP", "ReDimNet2B6",
+         "W2VBert_Adapter_MFA"}
 BATCH = 2
 MANIFEST = os.path.join(os.path.dirname(__file__), "data", "wespeaker_state_dict_keys.json")
 
@@ -90,7 +91,7 @@ def test_forward_gives_finite_embeddings_for_any_length(named_model):
     model.eval()
     with torch.no_grad():
         for frames in lengths:
-            embeddings = model(_features(BATCH, frames, recipe_feat_dim(name)))
+            embeddings = model(_features(BATCH, frames, recipe_input_dim(name)))
             assert embeddings.shape == (BATCH, model_args["embed_dim"]), frames
             assert torch.isfinite(embeddings).all(), frames
 
@@ -101,7 +102,7 @@ def test_embedding_alone_equals_embedding_in_batch(named_model):
     # in float64, so that float32 rounding of the huge activations of some untrained
     # models (RepVGG's reach 1e5) cannot pass for one utterance leaking into another
     model = copy.deepcopy(model).double().eval()
-    batch = _features(3, frames, recipe_feat_dim(name), seed=1).double()
+    batch = _features(3, frames, recipe_input_dim(name), seed=1).double()
     with torch.no_grad():
         alone = model(batch[:1])
         together = model(batch)
@@ -113,7 +114,7 @@ def test_backward_reaches_every_parameter(named_model):
     frames = 32 if name in HEAVY else 200
     model.train()
     model.zero_grad(set_to_none=True)
-    embeddings = model(_features(BATCH, frames, recipe_feat_dim(name), seed=2))
+    embeddings = model(_features(BATCH, frames, recipe_input_dim(name), seed=2))
     # A random linear read-out: a plain sum would cancel through BatchNorm.
     direction = torch.randn(embeddings.shape, generator=torch.Generator().manual_seed(3))
     (embeddings * direction).sum().backward()
@@ -134,7 +135,7 @@ def test_saved_state_dict_reloads_strictly(named_model):
     reloaded.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     model.eval()
     reloaded.eval()
-    features = _features(1, 32, recipe_feat_dim(name), seed=4)
+    features = _features(1, 32, recipe_input_dim(name), seed=4)
     with torch.no_grad():
         assert torch.equal(model(features), reloaded(features))
 

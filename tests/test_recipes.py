@@ -21,7 +21,8 @@ RECIPE_SCRIPTS = sorted(
     + glob.glob(os.path.join(REPO, "examples", "finetune", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
-RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (MINI_DIR, "run.sh")]
+RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (V2_DIR, "run_w2v.sh"),
+           (MINI_DIR, "run.sh")]
 # WeSpeaker's v2 local/ scripts -> the shared stage script of the same flags
 WESPEAKER_LOCAL = {"extract_vox.sh": "extract_sets.sh", "score.sh": "score.sh",
                    "score_norm.sh": "score_norm.sh", "score_calibration.sh": "score_calibration.sh",
@@ -41,8 +42,9 @@ SHARED_STAGES = ("train_stage.sh", "extract_sets.sh", "score.sh", "score_norm.sh
 def test_every_recipe_script_parses():
     names = {os.path.relpath(path, REPO) for path in RECIPE_SCRIPTS}
     assert {"examples/voxceleb/v2/run.sh", "examples/voxceleb/v2/run_wavlm.sh",
-            "tools/recipe/score_plda.sh", "tools/recipe/train_stage.sh",
-            "examples/mini/run.sh", "tools/extract_embedding.sh"} <= names
+            "examples/voxceleb/v2/run_w2v.sh", "tools/recipe/score_plda.sh",
+            "tools/recipe/train_stage.sh", "examples/mini/run.sh",
+            "tools/extract_embedding.sh"} <= names
     for path in RECIPE_SCRIPTS:
         result = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
         assert result.returncode == 0, f"{path}: {result.stderr}"
@@ -383,6 +385,53 @@ def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_
                         "--joint_ft_exp_dir", str(joint), "--data", str(data), env=env,
                         check=False)
     assert result.returncode != 0 and f"remove {joint}" in result.stderr
+
+
+def test_run_w2v_chains_lora_merge_joint_and_large_margin_steps(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    data = tmp_path / "data"
+    _fake_sets(data, ("vox2_dev", "vox1"))
+    for name in ("vox2_dev", "vox1"):
+        (data / name / "utt2dur").write_text("")
+    steps = {step: tmp_path / "exp" / step for step in ("s1", "s2", "s3")}
+    configs = {step: tmp_path / f"{step}.yaml" for step in steps}
+    for config in configs.values():  # one epoch a step keeps the dry run short
+        config.write_text("num_epochs: 1\n")
+    args = ["--data", str(data), "--data_type", "raw", "--gpus", "[]",
+            "--w2vbert_path", "/models/w2v-bert-2.0",
+            *[item for step in steps for item in (f"--exp_dir_{step}", str(steps[step]),
+                                                  f"--config_{step}", str(configs[step]))]]
+
+    def trainer_calls():
+        calls = [line.split() for line in open(log).read().splitlines()
+                 if "wespeaker_py.bin.train" in line]
+        return {call[call.index("--exp_dir") + 1]: call for call in calls}
+
+    run_script(V2_DIR, "run_w2v.sh", "--stage", "3", "--stop_stage", "5", *args, env=env)
+    s1 = trainer_calls()[str(steps["s1"])]
+    assert s1[s1.index("--config") + 1] == str(configs["s1"])
+    assert s1[s1.index("--dataset_args.w2vbert_args.model_name") + 1] == "/models/w2v-bert-2.0"
+    assert "--checkpoint" not in s1
+    assert os.path.isfile(steps["s1"] / "models" / "avg_model.pt")  # stage 4 averaged
+    merge = [line.split() for line in open(log).read().splitlines()
+             if "wespeaker_py.bin.merge_lora" in line][0]
+    merged = str(steps["s1"] / "models" / "merged_avg_model.pt")
+    assert merge[merge.index("--checkpoint_in") + 1] == str(steps["s1"] / "models" /
+                                                            "avg_model.pt")
+    assert merge[merge.index("--checkpoint_out") + 1] == merged
+    assert merge[merge.index("--config") + 1] == str(steps["s1"] / "config.yaml")
+
+    _save_weights(merged, 5)  # what the (skipped) merge writes
+    run_script(V2_DIR, "run_w2v.sh", "--stage", "6", "--stop_stage", "9", *args, env=env)
+    calls = trainer_calls()
+    for step, start in (("s2", merged), ("s3", str(steps["s2"] / "models" / "avg_model.pt"))):
+        call = calls[str(steps[step])]
+        assert call[call.index("--config") + 1] == str(configs[step])
+        model_0 = str(steps[step] / "models" / "model_0.pt")
+        assert call[call.index("--checkpoint") + 1] == model_0
+        assert _weight(model_0) == _weight(start)  # each step starts from the one before
+        assert "/models/w2v-bert-2.0" in call
+    assert _weight(str(steps["s3"] / "models" / "avg_model.pt")) == [5.0, 5.0]
 
 
 def _fake_extraction(tmp_path, *names):

@@ -25,6 +25,8 @@ WAVLM_CONFIGS = ["ecapa_tdnn_WavLM_frozen", "ecapa_tdnn_WavLM_joint_ft",
                  "ecapa_tdnn_WavLM_joint_lmft"]
 # ReDimNet (72-bin fbank) and ReDimNet2 (TFMel, SphereFace2, then LM fine-tuning)
 REDIMNET_CONFIGS = ["redimnet", "redimnet2", "redimnet2_lm"]
+# the three steps of the W2V-BERT recipe (LoRA on a frozen encoder, joint, large margin)
+W2VBERT_CONFIGS = ["w2vbert_s1_lora", "w2vbert_s2_ft", "w2vbert_s3_lmft"]
 MINI_CONF_DIR = os.path.join(REPO_ROOT, "examples", "mini", "conf")
 
 
@@ -32,7 +34,7 @@ def test_the_conf_directory_holds_exactly_these_configs():
     # links are WeSpeaker's names for these (tests/test_recipes.py checks them)
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
                      if name.endswith(".yaml") and not os.path.islink(os.path.join(CONF_DIR, name)))
-    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS)
+    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS + W2VBERT_CONFIGS)
 
 
 NUM_SPEAKERS = 10
@@ -132,6 +134,28 @@ def test_wavlm_config_builds_on_a_stand_in_wavlm(name, tiny_wavlm_dir, utt2spk):
         model = builder.build_model(plan)
     assert model.frontend is plan.frontend
     assert plan.num_classes == 30  # speed perturbation: 3 classes a speaker
+    assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"]
+
+
+@pytest.mark.parametrize("name", W2VBERT_CONFIGS)
+def test_w2vbert_config_builds_on_a_stand_in_w2vbert(name, tmp_path, utt2spk):
+    pytest.importorskip("peft")
+    from wespeaker_py.frontend.w2vbert_random import tiny_w2vbert_config, write_random_w2vbert
+    model_dir = str(tmp_path / "tiny")
+    write_random_w2vbert(model_dir, tiny_w2vbert_config(2))
+    # the real model is 24 layers of 1024: the stand-in's size replaces those two keys
+    plan = _plan(name, utt2spk, ("dataset_args.w2vbert_args.model_name", model_dir),
+                 ("model_args.feat_dim", "-1"), ("model_args.num_frontend_hidden_layers", "2"))
+    assert plan.model_holds_frontend and plan.config.model_args["feat_dim"] == 32
+    step = W2VBERT_CONFIGS.index(name) + 1
+    assert plan.frontend.frozen == plan.frontend.use_lora == (step == 1)
+    assert plan.dataset_args.speed_perturb == (step != 3)
+    # speed-perturbed copies are classes of their own, except in large-margin fine-tuning
+    assert plan.num_classes == (10 if step == 3 else 30)
+    assert plan.config.scheduler == ("WarmupLR_withStepDecay" if step == 1
+                                     else "WarmupCosineScheduler")
+    model = builder.build_model(plan)
+    assert model.frontend is plan.frontend
     assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"]
 
 

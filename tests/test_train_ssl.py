@@ -113,8 +113,9 @@ def test_an_s3prl_config_passes_the_trainer_and_the_pipeline(corpus, wavlm_dir, 
      "config key 'dataset_args.s3prl_args.frozen' must be bool"),
     ("dataset_args.cmvn_args.norm_varr", "true",
      "unknown config key 'dataset_args.cmvn_args.norm_varr'"),
-    ("dataset_args.frontend", "w2vbert",
-     r"config key 'dataset_args.frontend' must be one of \['fbank', 's3prl', 'tfmel'\]"),
+    ("dataset_args.frontend", "whisper_encoder",
+     r"config key 'dataset_args.frontend' must be one of "
+     r"\['fbank', 's3prl', 'tfmel', 'w2vbert'\]"),
 ])
 def test_bad_s3prl_keys_are_errors_naming_the_key(corpus, wavlm_dir, tmp_path, key, value,
                                                   message):

@@ -8,14 +8,16 @@ from wespeaker_py.config.fields import ConfigError
 from wespeaker_py.config.loading import (apply_override, as_dataset_args, config_to_dict,
                                          load_config, load_model_config, parse_override_args,
                                          read_yaml, save_config)
-from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs, FbankArgs,
-                                        FilterArgs, MarginUpdate, ModelConfig, S3prlArgs,
-                                        SchedulerArgs, ShuffleArgs, SpecAugArgs, TfmelArgs,
-                                        TrainConfig, UpstreamArgs)
+from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs,
+                                        ExponentialDecreaseArgs, FbankArgs, FilterArgs,
+                                        MarginUpdate, ModelConfig, S3prlArgs, SchedulerArgs,
+                                        ShuffleArgs, SpecAugArgs, TfmelArgs, TrainConfig,
+                                        UpstreamArgs, W2vbertArgs, WarmupCosineArgs,
+                                        WarmupStepDecayArgs)
 
-__all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs", "FbankArgs",
-           "FilterArgs", "MarginUpdate", "ModelConfig", "S3prlArgs", "SchedulerArgs",
-           "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
-           "TrainConfig", "UpstreamArgs", "apply_override",
-           "as_dataset_args", "config_to_dict", "load_config", "load_model_config",
-           "parse_override_args", "read_yaml", "save_config"]
+__all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs",
+           "ExponentialDecreaseArgs", "FbankArgs", "FilterArgs", "MarginUpdate", "ModelConfig",
+           "S3prlArgs", "SchedulerArgs", "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
+           "TrainConfig", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
+           "WarmupStepDecayArgs", "apply_override", "as_dataset_args", "config_to_dict",
+           "load_config", "load_model_config", "parse_override_args", "read_yaml", "save_config"]

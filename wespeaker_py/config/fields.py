@@ -6,7 +6,8 @@ so is a string that reads as a finite number: YAML 1.1 reads ``1e-3`` and
 ``5.0e5`` as strings), ``bool``, ``str``, ``Literal[...]`` (one of the listed values),
 ``Optional[...]`` (also null), a union of those, ``List[...]``,
 ``Dict[str, Any]`` (an open mapping that its consumer checks) or another
-block. Ranges come from :func:`setting`; checks across keys from a block's
+block, or a union of blocks chosen by an earlier key (``setting(variants=...)``).
+Ranges come from :func:`setting`; checks across keys from a block's
 ``_finish(where)`` method, which may also fill defaults that depend on other
 keys. Every error is one line naming the dotted key.
 """
@@ -29,13 +30,18 @@ class ConfigError(WespeakerError, ValueError):
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
             minimum: Optional[float] = None, maximum: Optional[float] = None,
-            above: Optional[float] = None) -> Any:
+            above: Optional[float] = None,
+            variants: Optional[Tuple[str, Mapping[str, type]]] = None) -> Any:
     """A dataclass field with a default and an allowed range.
 
     ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower
-    bound. No default and no factory make the key required.
+    bound. No default and no factory make the key required. ``variants``,
+    ``(key, blocks)``, makes the field the block ``blocks[value of key]``, ``key``
+    being a field declared before it in the same block (its type a union of those
+    blocks).
     """
-    metadata = {"minimum": minimum, "maximum": maximum, "above": above}
+    metadata = {"minimum": minimum, "maximum": maximum, "above": above,
+                "variants": variants}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -190,6 +196,11 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
     values = {}
     for name, field in fields.items():
         key = _dotted(where, name)
+        variants = field.metadata.get("variants")
+        if variants is not None:
+            selector, blocks = variants
+            chosen = values.get(selector, fields[selector].default)
+            hints[name] = blocks[chosen]
         if name in data:
             values[name] = convert_value(hints[name], data[name], key)
             _check_range(field, values[name], key)
@@ -240,13 +251,15 @@ def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
         blocks = [member for member in _non_null(hint) if is_block(member)]
         if not blocks:
             return None  # below an open mapping: its consumer checks the value
-        fields = _hints(blocks[0])
-        if part not in fields:
+        # a union of blocks (``variants``): the first that has the key
+        owner = next((_hints(block) for block in blocks if part in _hints(block)), None)
+        if owner is None:
             parent = ".".join(parts[:depth])
             place = f"under '{parent}'" if parent else "at the top level"
+            known = sorted(set().union(*(_hints(block) for block in blocks)))
             raise ConfigError(f"unknown config key '{'.'.join(parts)}'; known keys {place}: "
-                              f"{', '.join(sorted(fields))}")
-        hint = fields[part]
+                              f"{', '.join(known)}")
+        hint = owner[part]
     return hint
 
 

@@ -117,6 +117,50 @@ class S3prlArgs:
 
 
 @_block
+class LoraArgs:
+    """``dataset_args.w2vbert_args.lora_config_args``: LoRA on W2V-BERT (``peft``'s keys)."""
+
+    r: int = setting(16, minimum=1)
+    lora_alpha: float = setting(32.0, above=0)
+    target_modules: List[str] = setting(factory=lambda: ["linear_q", "linear_v"])
+    lora_dropout: float = setting(0.1, minimum=0, maximum=1)
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+@_block
+class W2vbertArgs:
+    """``dataset_args.w2vbert_args``: the W2V-BERT 2.0 front-end, ``frontend: w2vbert``.
+
+    ``model_name`` is a local Hugging Face directory, or a hub name already in the
+    local Hugging Face cache (nothing is downloaded). ``frozen`` keeps the
+    pretrained weights fixed (LoRA weights still train); ``model_config_file``
+    names a config JSON inside that directory to build from instead of its
+    ``config.json``. bitsandbytes quantisation (``use_bnb``) is not supported.
+    ``frame_shift`` and ``frame_length`` (ms) only size training chunks and the
+    length filter, on the 10 ms fbank grid the features are computed on, as in
+    WeSpeaker.
+    """
+
+    model_name: str = "facebook/w2v-bert-2.0"
+    download_dir: Optional[str] = None
+    frozen: bool = True
+    use_bnb: bool = False
+    bnb_config_args: Optional[Dict[str, Any]] = None
+    use_lora: bool = False
+    lora_config_args: Optional[LoraArgs] = None
+    model_config_file: Optional[str] = None
+    frame_shift: float = setting(10.0, above=0)
+    frame_length: float = setting(25.0, above=0)
+
+    def _finish(self, where: str) -> None:
+        if self.use_bnb:
+            raise ConfigError(f"config key '{where}.use_bnb': bitsandbytes quantisation is not "
+                              f"supported; set it to false")
+        if self.use_lora and self.lora_config_args is None:
+            self.lora_config_args = LoraArgs()
+
+
+@_block
 class TfmelArgs:
     """``dataset_args.tfmel_args``: the TFMel front-end of ReDimNet2, ``frontend: tfmel``.
 
@@ -157,8 +201,9 @@ class DatasetArgs:
     filled with its defaults for ``frontend: tfmel``, which normalises its own
     output (``cmvn`` and ``spec_aug`` must be false: ``tfmel_args.do_spec_aug``
     is its SpecAugment). The argument blocks of WeSpeaker front-ends this
-    toolkit does not implement (``w2vbert_args``, ``whisper_encoder_args``) are
-    accepted and unused.
+    toolkit does not implement (``whisper_encoder_args``) are accepted and
+    unused. ``w2vbert_args`` is filled with its defaults for ``frontend: w2vbert``,
+    whose model normalises its own input (``cmvn`` and ``spec_aug`` must be false).
     """
 
     sample_num_per_epoch: int = setting(0, minimum=0)  # 0: the number of utterances
@@ -174,10 +219,10 @@ class DatasetArgs:
     # where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is
     # absent, so that a Dataset used on its own yields finished chunks (device_augment.py)
     augment_on: Literal["cpu", "device"] = "cpu"
-    frontend: Literal["fbank", "s3prl", "tfmel"] = "fbank"
+    frontend: Literal["fbank", "s3prl", "tfmel", "w2vbert"] = "fbank"
     fbank_args: Optional[FbankArgs] = None
     s3prl_args: Optional[S3prlArgs] = None
-    w2vbert_args: Optional[Dict[str, Any]] = None
+    w2vbert_args: Optional[W2vbertArgs] = None
     whisper_encoder_args: Optional[Dict[str, Any]] = None
     tfmel_args: Optional[TfmelArgs] = None
     cmvn: bool = True
@@ -191,20 +236,23 @@ class DatasetArgs:
         if self.frontend == "s3prl" and self.s3prl_args is None:
             raise ConfigError(f"config key '{where}.s3prl_args' is required when "
                               f"{where}.frontend is s3prl")
-        if self.frontend == "tfmel":
-            if self.tfmel_args is None:
-                self.tfmel_args = TfmelArgs()
+        if self.frontend == "w2vbert" and self.w2vbert_args is None:
+            self.w2vbert_args = W2vbertArgs()
+        if self.frontend == "tfmel" and self.tfmel_args is None:
+            self.tfmel_args = TfmelArgs()
+        if self.frontend in ("tfmel", "w2vbert"):
             for key in ("cmvn", "spec_aug"):
                 if getattr(self, key):
                     raise ConfigError(f"config key '{where}.{key}' must be false with "
-                                      f"{where}.frontend tfmel (as in WeSpeaker's configs: "
-                                      f"TFMel normalises its own output)")
+                                      f"{where}.frontend {self.frontend} (as in WeSpeaker's "
+                                      f"configs: its features are normalised by their own "
+                                      f"front-end or model)")
 
     @property
-    def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs]:
+    def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs, W2vbertArgs]:
         """The argument block of the chosen front-end."""
         return {"fbank": self.fbank_args, "s3prl": self.s3prl_args,
-                "tfmel": self.tfmel_args}[self.frontend]
+                "tfmel": self.tfmel_args, "w2vbert": self.w2vbert_args}[self.frontend]
 
     @property
     def frame_shift_ms(self) -> float:
@@ -257,18 +305,83 @@ class MarginUpdate:
                               f"got {self.fix_start_epoch}")
 
 
+# Each scheduler_args block below accepts ``scale_ratio`` and ``num_epochs`` for WeSpeaker's
+# configs and ignores them, as WeSpeaker's trainer overwrites them: the lr factor comes from
+# world size x batch size, the length from num_epochs.
+
 @_block
-class SchedulerArgs:
-    """``scheduler_args``: ExponentialDecrease's warm-up and decay."""
+class ExponentialDecreaseArgs:
+    """``scheduler_args`` of ``scheduler: ExponentialDecrease``: warm-up and decay.
+
+    The optimizer starts at ``initial_lr`` unless ``optimizer_args.lr`` is given.
+    """
 
     initial_lr: float = setting(above=0)
     final_lr: float = setting(above=0)
     warm_up_epoch: float = setting(6.0, minimum=0)
     warm_from_zero: bool = False
-    # Accepted for WeSpeaker's configs and ignored, as WeSpeaker's trainer overwrites
-    # them: the lr factor comes from world size x batch size, the length from num_epochs.
     scale_ratio: Optional[float] = setting(None, above=0)
     num_epochs: Optional[int] = setting(None, minimum=1)
+
+    @property
+    def optimizer_lr(self) -> Optional[float]:
+        """The optimizer's lr when ``optimizer_args`` has none (None: it must have one)."""
+        return self.initial_lr
+
+
+@_block
+class WarmupStepDecayArgs:
+    """``scheduler_args`` of ``scheduler: WarmupLR_withStepDecay``, in epochs.
+
+    The rate rises linearly to ``optimizer_args.lr`` (required) over ``warmup_step``
+    epochs, then is multiplied by ``gamma`` every ``decay_step`` epochs (never when
+    ``decay_step <= 0``).
+    """
+
+    warmup_step: int = setting(minimum=0)
+    decay_step: int
+    gamma: float = setting(0.1, minimum=0)
+    scale_ratio: Optional[float] = setting(None, above=0)
+    num_epochs: Optional[int] = setting(None, minimum=1)
+
+    @property
+    def optimizer_lr(self) -> Optional[float]:
+        """The optimizer's lr when ``optimizer_args`` has none (None: it must have one)."""
+        return None
+
+
+@_block
+class WarmupCosineArgs:
+    """``scheduler_args`` of ``scheduler: WarmupCosineScheduler``, in epochs.
+
+    The rate rises linearly from 0 to ``max_lr`` over ``warmup_epoch`` epochs, falls
+    along a half cosine to ``min_lr`` at epoch ``fix_epoch`` and stays there. It is
+    set every step, so ``optimizer_args.lr`` may be left out (``max_lr`` then).
+    """
+
+    min_lr: float = setting(minimum=0)
+    max_lr: float = setting(above=0)
+    warmup_epoch: float = setting(minimum=0)
+    fix_epoch: float = setting(minimum=0)
+    scale_ratio: Optional[float] = setting(None, above=0)
+    num_epochs: Optional[int] = setting(None, minimum=1)
+
+    def _finish(self, where: str) -> None:
+        if self.min_lr > self.max_lr:
+            raise ConfigError(f"config key '{where}.min_lr' must be <= max_lr "
+                              f"({self.max_lr}), got {self.min_lr}")
+
+    @property
+    def optimizer_lr(self) -> Optional[float]:
+        """The optimizer's lr when ``optimizer_args`` has none (None: it must have one)."""
+        return self.max_lr
+
+
+# ``scheduler`` names the block of ``scheduler_args``
+SCHEDULER_ARGS = {"ExponentialDecrease": ExponentialDecreaseArgs,
+                  "WarmupLR_withStepDecay": WarmupStepDecayArgs,
+                  "WarmupCosineScheduler": WarmupCosineArgs}
+SchedulerArgs = Union[ExponentialDecreaseArgs, WarmupStepDecayArgs, WarmupCosineArgs]
 
 
 # Open blocks: their consumer checks the whole mapping; these keys are checked here.
@@ -349,13 +462,16 @@ class TrainConfig(ModelConfig):
     # optimisation
     optimizer: Literal["SGD", "Adam", "AdamW"]
     optimizer_args: Dict[str, Any] = setting(factory=dict)
-    scheduler: Literal["ExponentialDecrease"]
-    scheduler_args: SchedulerArgs
+    scheduler: Literal["ExponentialDecrease", "WarmupLR_withStepDecay", "WarmupCosineScheduler"]
+    scheduler_args: SchedulerArgs = setting(variants=("scheduler", SCHEDULER_ARGS))
     do_lm: bool = False
 
     def _finish(self, where: str) -> None:
         _check_open_keys(self.projection_args, PROJECTION_KEYS, "projection_args")
         _check_open_keys(self.optimizer_args, OPTIMIZER_KEYS, "optimizer_args")
+        if "lr" not in self.optimizer_args and self.scheduler_args.optimizer_lr is None:
+            raise ConfigError(f"config key 'optimizer_args.lr' is required with scheduler "
+                              f"{self.scheduler} (the rate it warms up to and decays from)")
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":

@@ -8,14 +8,18 @@ import torch.nn as nn
 from wespeaker_py.config import DatasetArgs, as_dataset_args
 
 
-def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]]) -> nn.Module:
+def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]],
+                   pretrained: bool = True) -> nn.Module:
     """The front-end module for ``dataset_args`` (the checked block, or a mapping to check).
 
     ``frontend: fbank`` (the default) gives :class:`FbankFeatures`;
     ``frontend: s3prl`` gives :class:`SSLFrontend` (needs the ``ssl`` extra,
     ``transformers``); ``frontend: tfmel`` gives :class:`TFMelFeatures`
-    (ReDimNet2's). All map int16-scale waveforms ``[B, samples]`` to
+    (ReDimNet2's); ``frontend: w2vbert`` gives :class:`W2VBertFrontend` (the
+    ``ssl`` extra). All map int16-scale waveforms ``[B, samples]`` to
     features ``[B, frames, dim]`` and expose the feature size as ``output_dim``.
+    ``pretrained=False`` lets the W2V-BERT front-end skip reading its pretrained
+    weights, for a caller that loads all of them from a checkpoint.
     """
     config = as_dataset_args(dataset_args)
     if config.frontend == "fbank":
@@ -24,5 +28,18 @@ def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]]) -> nn.Mo
     if config.frontend == "tfmel":
         from wespeaker_py.frontend.tfmel import TFMelFeatures
         return TFMelFeatures.from_dataset_args(config)
+    if config.frontend == "w2vbert":
+        from wespeaker_py.frontend.w2vbert import W2VBertFrontend
+        return W2VBertFrontend.from_dataset_args(config, pretrained=pretrained)
     from wespeaker_py.frontend.ssl import SSLFrontend
     return SSLFrontend.from_dataset_args(config)
+
+
+def model_feat_dim(frontend: nn.Module) -> int:
+    """What ``model_args.feat_dim`` means for ``frontend``'s features: their width,
+    except for W2V-BERT, whose features are all its hidden states side by side and
+    whose ``feat_dim`` is the width of one (as in WeSpeaker)."""
+    from wespeaker_py.frontend.w2vbert import W2VBertFrontend
+    if isinstance(frontend, W2VBertFrontend):
+        return frontend.output_size()
+    return frontend.output_dim

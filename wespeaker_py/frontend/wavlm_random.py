@@ -1,14 +1,17 @@
 """Randomly initialised WavLM networks for tests, the mini recipe and benchmarks.
 
+:func:`write_random_model` writes any Hugging Face model so (W2V-BERT's stand-ins too).
+
 Both configs keep WavLM's conv strides (one frame per 320 samples, 20 ms at
 16 kHz) and the Large layout (layer-normalised conv blocks, pre-norm
 transformer), so they exercise the same code paths as WavLM Large.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+import torch.nn as nn
 
 from wespeaker_py.frontend.wavlm_convert import save_hf_directory
 
@@ -50,18 +53,24 @@ def large_wavlm_config() -> "WavLMConfig":
         feat_proj_dropout=0.1, layerdrop=0.0, num_buckets=320, max_bucket_distance=800)
 
 
-def write_random_wavlm(out_dir: str, config: "WavLMConfig", seed: int = 0) -> None:
-    """Save a randomly initialised ``WavLMModel(config)`` as a Hugging Face directory.
+def write_random_model(model_class: Callable[[Any], nn.Module], config: Any, out_dir: str,
+                       seed: int = 0) -> None:
+    """Save a randomly initialised Hugging Face ``model_class(config)`` as a directory.
 
     After transformers' own initialisation every tensor gets a little noise,
     so that no two tensors are equal (fresh layer norms are all ones and
     zeros) and a tensor put in the wrong place by a conversion shows.
     """
-    from transformers import WavLMModel
-
     torch.manual_seed(seed)
-    model = WavLMModel(config)
+    model = model_class(config)
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.05 * torch.randn_like(param))
     save_hf_directory(model, out_dir)
+
+
+def write_random_wavlm(out_dir: str, config: "WavLMConfig", seed: int = 0) -> None:
+    """Save a randomly initialised ``WavLMModel(config)`` (see :func:`write_random_model`)."""
+    from transformers import WavLMModel
+
+    write_random_model(WavLMModel, config, out_dir, seed)

@@ -35,6 +35,7 @@ _FAMILY_BY_PREFIX = (
     ("ERes2Net", "eres2net"),
     ("Res2Net", "res2net"),
     ("Gemini", "gemini_dfresnet"),
+    ("W2VBert", "w2vbert_adapter_mfa"),
 )
 
 
@@ -83,7 +84,8 @@ def get_model(name: str, **model_args) -> nn.Module:
 
 
 def model_frontend(name: str) -> str:
-    """The front-end family model ``name`` reads: ``"tfmel"`` for ReDimNet2, else ``"fbank"``.
+    """The front-end family model ``name`` reads: ``"tfmel"`` for ReDimNet2,
+    ``"w2vbert"`` for W2VBert_Adapter_MFA, else ``"fbank"``.
 
     A family module that needs a particular front-end says so in ``FRONTEND``;
     the others read fbank-like features (fbank, or an SSL front-end's).
@@ -92,13 +94,19 @@ def model_frontend(name: str) -> str:
     return getattr(module, "FRONTEND", "fbank")
 
 
+# Front-ends whose features only their own models read, and whose models read nothing else.
+_EXCLUSIVE_FRONTENDS = ("tfmel", "w2vbert")
+
+
 def check_frontend(name: str, frontend: str) -> None:
     """Refuse a model and ``dataset_args.frontend`` that do not go together.
 
-    TFMel features feed only the models trained on them (ReDimNet2), and those
-    models only TFMel, as in WeSpeaker; both keys are named in the error.
+    TFMel features feed only the models trained on them (ReDimNet2), and W2V-BERT's
+    hidden states only W2VBert_Adapter_MFA; those models read nothing else, as in
+    WeSpeaker. Both keys are named in the error.
     """
     wanted = model_frontend(name)
-    if (wanted == "tfmel") != (frontend == "tfmel"):
+    if (wanted in _EXCLUSIVE_FRONTENDS or frontend in _EXCLUSIVE_FRONTENDS) \
+            and wanted != frontend:
         raise ValueError(f"config key 'model' is {name}, which reads {wanted} features, but "
                          f"'dataset_args.frontend' is {frontend}")

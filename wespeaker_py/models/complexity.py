@@ -63,11 +63,14 @@ _RECIPE_MODEL_ARGS = (
     ("Res2Net", {"embed_dim": 256}),
     ("Gemini", {"embed_dim": 256}),
     ("ReDimNet", {"embed_dim": 192}),
+    ("W2VBert", {"embed_dim": 256, "pooling_func": "ASP", "adapter_dim": 128,
+                 "num_frontend_hidden_layers": 24}),
 )
 
 # The recipe's input size where it is not 80-dim fbank: WeSpeaker's redimnet*.yaml
 # use 72 mel bins (fbank for ReDimNet, TFMel for ReDimNet2).
-_RECIPE_FEAT_DIM = (("ReDimNet", 72),)
+# W2VBert_Adapter_MFA's feat_dim is the hidden size of W2V-BERT 2.0.
+_RECIPE_FEAT_DIM = (("ReDimNet", 72), ("W2VBert", 1024))
 DEFAULT_FEAT_DIM = 80
 
 
@@ -81,6 +84,14 @@ def recipe_feat_dim(name: str) -> int:
     """The input size (mel bins) the VoxCeleb v2 recipe gives model ``name``."""
     return next((dim for prefix, dim in _RECIPE_FEAT_DIM if name.startswith(prefix)),
                 DEFAULT_FEAT_DIM)
+
+
+def recipe_input_dim(name: str) -> int:
+    """The width of one input frame of model ``name`` as the recipe builds it:
+    :func:`recipe_feat_dim`, except for a model over every W2V-BERT hidden state,
+    which reads them side by side (``(num_frontend_hidden_layers + 1) * feat_dim``)."""
+    layers = recipe_model_args(name).get("num_frontend_hidden_layers")
+    return recipe_feat_dim(name) * (1 if layers is None else layers + 1)
 
 
 def recipe_model_args(name: str, feat_dim: Optional[int] = None,
@@ -130,10 +141,11 @@ def summarize_models(names: Iterable[str], num_frames: int = 200,
     for name in tqdm(list(names), desc="models", unit="model"):
         dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
         model_args = recipe_model_args(name, dim, deployed=True)
+        width = recipe_input_dim(name) // recipe_feat_dim(name) * dim
         with torch.device("meta"):  # shapes only: nothing is allocated or computed
             model = get_model(name, **model_args)
-        rows.append(ModelSummary(name, count_params(model), count_macs(model, num_frames, dim),
-                                 int(model_args["embed_dim"]), dim))
+        rows.append(ModelSummary(name, count_params(model), count_macs(model, num_frames, width),
+                                 int(model_args["embed_dim"]), width))
     return rows
 
 

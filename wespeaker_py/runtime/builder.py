@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, ModelConfig
-from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.models import check_frontend, get_model
 from wespeaker_py.models.repvgg import convert_to_deploy
@@ -53,7 +53,8 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
     if model_args.get("feat_dim") == -1:
         if feat_dim is None:
             raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
-                              "which only an SSL front-end (dataset_args.frontend: s3prl) "
+                              "which only an SSL front-end (dataset_args.frontend: s3prl "
+                              "or w2vbert) "
                               "can fill")
         model_args["feat_dim"] = feat_dim
     try:
@@ -107,8 +108,9 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     """
     speaker_state, frontend_state = split_checkpoint_state(
         model_state_of(read_checkpoint(checkpoint_path)))
-    frontend = build_frontend(config.dataset_args).eval()
-    model = build_speaker_model(config, frontend.output_dim)
+    # the checkpoint holds a W2V-BERT front-end's weights: only its architecture is read
+    frontend = build_frontend(config.dataset_args, pretrained=False).eval()
+    model = build_speaker_model(config, model_feat_dim(frontend))
     load_weights(model, speaker_state, checkpoint_path, allow_head_truncation=False)
     model.eval()
     convert_to_deploy(model, inplace=True)

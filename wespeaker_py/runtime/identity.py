@@ -44,6 +44,8 @@ TRAINING_ONLY_ARGS = frozenset({
     "dither", "do_spec_aug", "freq_mask_width", "time_mask_width",   # fbank, TFMel
     "frozen", "frozen_bf16", "gradient_checkpointing", "lr_scale",   # SSL
     "download_dir", "path_or_url",                                    # SSL weights: hashed
+    "model_name", "model_config_file", "use_bnb", "bnb_config_args",  # W2V-BERT: hashed too
+    "use_lora", "lora_config_args",
 })
 # files already warned about for having no identity (one warning per file and process)
 _WARNED_UNRECORDED: Set[str] = set()

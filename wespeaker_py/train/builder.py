@@ -15,7 +15,7 @@ from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
-from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
+from wespeaker_py.train.schedulers import LR_SCHEDULERS, LRScheduler, MarginScheduler
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
 
 logger = get_logger(__name__)
@@ -93,14 +93,15 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
                           f"{plan.optimizer}: {err}") from None
 
 
-def build_lr_scheduler(plan: TrainingPlan,
-                       optimizer: torch.optim.Optimizer) -> ExponentialDecrease:
-    """The learning-rate schedule, scaled by the global batch against WeSpeaker's 64."""
+def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> LRScheduler:
+    """The learning-rate schedule ``scheduler``, given the global batch against WeSpeaker's 64
+    (which only ExponentialDecrease applies)."""
     schedule = dataclasses.asdict(plan.scheduler_args)
     for ignored in ("scale_ratio", "num_epochs"):  # WeSpeaker's trainer overwrites these too
         schedule.pop(ignored)
-    return ExponentialDecrease(optimizer, num_epochs=plan.num_epochs, epoch_iter=plan.epoch_iter,
-                               scale_ratio=plan.lr_scale_ratio, **schedule)
+    return LR_SCHEDULERS[plan.scheduler](optimizer, num_epochs=plan.num_epochs,
+                                         epoch_iter=plan.epoch_iter,
+                                         scale_ratio=plan.lr_scale_ratio, **schedule)
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:

@@ -20,7 +20,7 @@ from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, Margi
                                  ModelConfig, SchedulerArgs, TrainConfig)
 from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.dataset.augment import check_augment_list
-from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend
 from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchError,
@@ -122,9 +122,10 @@ class TrainingPlan:
     start: StartWeights
     # optimisation
     optimizer: str
-    optimizer_args: Dict[str, Any]  # lr filled in from scheduler_args.initial_lr
+    optimizer_args: Dict[str, Any]  # lr filled in from scheduler_args (its optimizer_lr)
+    scheduler: str
     scheduler_args: SchedulerArgs
-    lr_scale_ratio: float  # global batch / WeSpeaker's 64
+    lr_scale_ratio: float  # global batch / WeSpeaker's 64 (ExponentialDecrease applies it)
     margin_update: MarginUpdate
     num_epochs: int
     # the step
@@ -177,10 +178,11 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
-    model_args = _model_args(config.model_args, frontend.output_dim, dataset_args.frontend,
+    model_args = _model_args(config.model_args, model_feat_dim(frontend), dataset_args.frontend,
                              holds_frontend)
+    _check_frontend_layers(model_args, frontend)
     optimizer_args = dict(config.optimizer_args)
-    optimizer_args.setdefault("lr", config.scheduler_args.initial_lr)
+    optimizer_args.setdefault("lr", config.scheduler_args.optimizer_lr)
     batch_size = config.dataloader_args.batch_size
     return TrainingPlan(
         config=dataclasses.replace(config, model_args=model_args),
@@ -200,7 +202,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         frontend=frontend, model_holds_frontend=holds_frontend,
         channels_last=config.channels_last, compile=config.compile, start=start,
         optimizer=config.optimizer, optimizer_args=optimizer_args,
-        scheduler_args=config.scheduler_args,
+        scheduler=config.scheduler, scheduler_args=config.scheduler_args,
         lr_scale_ratio=world.world_size * batch_size / REFERENCE_BATCH_SIZE,
         margin_update=config.margin_update, num_epochs=config.num_epochs,
         amp_dtype=AMP_DTYPES[config.amp_dtype] if config.enable_amp else None,
@@ -225,7 +227,9 @@ def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: st
     """
     source = {"fbank": "dataset_args.fbank_args.num_mel_bins",
               "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
-              "tfmel": "dataset_args.tfmel_args.n_mels"}[frontend_name]
+              "tfmel": "dataset_args.tfmel_args.n_mels",
+              "w2vbert": "dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
+              }[frontend_name]
     for key in ("feat_dim", "acoustic_dim"):
         dim = model_args.get(key)
         if dim is None or dim == frontend_dim or (key == "feat_dim" and dim == -1
@@ -236,6 +240,15 @@ def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: st
     if model_args.get("feat_dim") == -1:
         return dict(model_args, feat_dim=frontend_dim)
     return dict(model_args)
+
+
+def _check_frontend_layers(model_args: Dict[str, Any], frontend: nn.Module) -> None:
+    """A model over W2V-BERT's hidden states must be built for as many as it gets."""
+    layers = model_args.get("num_frontend_hidden_layers")
+    have = getattr(frontend, "num_hidden_states", None)
+    if layers is not None and have is not None and layers != have - 1:
+        raise ConfigError(f"config key 'model_args.num_frontend_hidden_layers' is {layers} but "
+                          f"the front-end's model has {have - 1} layers")
 
 
 def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> StartWeights:

@@ -1,12 +1,13 @@
 """Per-iteration learning-rate and margin schedules (WeSpeaker's formulas).
 
-Both schedulers are driven by the global iteration ``(epoch - 1) * epoch_iter + batch``
-and are pure functions of it, so resuming only needs the iteration number.
+Every scheduler is driven by the global iteration ``(epoch - 1) * epoch_iter + batch``
+and is a pure function of it, so resuming only needs the iteration number.
+:data:`LR_SCHEDULERS` maps the config's ``scheduler`` names to the learning-rate ones.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any, Dict, List, Union
 
 import torch
 
@@ -82,6 +83,130 @@ class ExponentialDecrease:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.current_iter = int(state["current_iter"])
         self.last_lr = self.lr_at(self.current_iter)
+
+
+class _IterationSchedule:
+    """What the warm-up schedules share: the state is the iteration of the last step.
+
+    A subclass gives :meth:`group_lrs`, the unscaled rate of each parameter group;
+    :meth:`step` multiplies each by the group's ``lr_scale`` (an SSL front-end's
+    weights, see :func:`~wespeaker_py.frontend.ssl.frontend_param_groups`; 1 when
+    absent, so the rates are WeSpeaker's).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epoch_iter: int):
+        if epoch_iter <= 0:
+            raise ValueError(f"epoch_iter must be positive, got {epoch_iter}")
+        self.optimizer = optimizer
+        self.current_iter = 0
+
+    def group_lrs(self, iteration: int) -> List[float]:
+        """Each parameter group's rate at ``iteration``, before its ``lr_scale``."""
+        raise NotImplementedError
+
+    def lr_at(self, iteration: int) -> float:
+        """The first parameter group's rate at ``iteration``, before its ``lr_scale``."""
+        return self.group_lrs(iteration)[0]
+
+    def step(self, iteration: int) -> float:
+        """Set every parameter group's lr (times its ``lr_scale``) for ``iteration``.
+
+        Returns the unscaled rate of the first group.
+        """
+        self.current_iter = iteration
+        lrs = self.group_lrs(iteration)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lrs[0]
+
+    def get_lr(self) -> float:
+        """The unscaled rate of the last :meth:`step` (of iteration 0 before the first)."""
+        return self.lr_at(self.current_iter)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"current_iter": self.current_iter}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.current_iter = int(state["current_iter"])
+
+
+class WarmupLRWithStepDecay(_IterationSchedule):
+    """WeSpeaker's ``WarmupLR_withStepDecay``: linear warm-up, then a drop every few epochs.
+
+    Each parameter group's base rate is its lr when the scheduler is built
+    (``optimizer_args.lr``). At iteration ``t`` the group's rate is the base
+    times ``(t + 1) / (W + 1)`` while ``t < W = warmup_step * epoch_iter``, then
+    times ``gamma ** ((t - W) // (decay_step * epoch_iter))``, or 1 when
+    ``decay_step <= 0``. Each group's rate is further multiplied by its
+    ``lr_scale`` (WeSpeaker has none; absent means 1). ``num_epochs`` and
+    ``scale_ratio`` are taken as every scheduler is built and unused, as in
+    WeSpeaker: the rate does not follow the global batch size.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, num_epochs: int, epoch_iter: int,
+                 warmup_step: int, decay_step: int, gamma: float = 0.1,
+                 scale_ratio: float = 1.0):
+        super().__init__(optimizer, epoch_iter)
+        self.warmup_iter = warmup_step * epoch_iter
+        self.decay_iter = decay_step * epoch_iter if decay_step > 0 else 0
+        self.gamma = gamma
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def factor(self, iteration: int) -> float:
+        """The multiplier of the base rates at ``iteration``."""
+        if iteration < self.warmup_iter:
+            return (iteration + 1) / (self.warmup_iter + 1)
+        if self.decay_iter > 0:
+            return self.gamma ** ((iteration - self.warmup_iter) // self.decay_iter)
+        return 1.0
+
+    def group_lrs(self, iteration: int) -> List[float]:
+        factor = self.factor(iteration)
+        return [base * factor for base in self.base_lrs]
+
+
+class WarmupCosineScheduler(_IterationSchedule):
+    """WeSpeaker's ``WarmupCosineScheduler``: linear warm-up, half-cosine decay, then flat.
+
+    At iteration ``t`` the rate is ``max_lr * t / W`` while ``t < W = warmup_epoch *
+    epoch_iter`` (no warm-up when ``W`` is 0), then ``min_lr + (max_lr - min_lr) *
+    (1 + cos(pi * (t - W) / (F - W))) / 2`` while ``t < F = int(fix_epoch *
+    epoch_iter)``, then ``min_lr``. Every parameter group gets that rate, times
+    its ``lr_scale`` (WeSpeaker has none; absent means 1). ``num_epochs`` and
+    ``scale_ratio`` are taken as every scheduler is built and unused, as in
+    WeSpeaker: the rate does not follow the global batch size.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, num_epochs: int, epoch_iter: int,
+                 min_lr: float, max_lr: float, warmup_epoch: float, fix_epoch: float,
+                 scale_ratio: float = 1.0):
+        super().__init__(optimizer, epoch_iter)
+        if min_lr > max_lr:
+            raise ValueError(f"min_lr ({min_lr}) must be <= max_lr ({max_lr})")
+        self.min_lr = min_lr
+        self.max_lr = max_lr
+        self.warmup_iter = warmup_epoch * epoch_iter
+        self.fix_iter = int(fix_epoch * epoch_iter)
+
+    def lr_at(self, iteration: int) -> float:
+        """The rate at ``iteration``, before a group's ``lr_scale``."""
+        if iteration < self.warmup_iter:
+            return self.max_lr * iteration / self.warmup_iter
+        if iteration < self.fix_iter:
+            progress = (iteration - self.warmup_iter) / (self.fix_iter - self.warmup_iter)
+            return self.min_lr + 0.5 * (self.max_lr - self.min_lr) * (
+                1.0 + math.cos(math.pi * progress))
+        return self.min_lr
+
+    def group_lrs(self, iteration: int) -> List[float]:
+        return [self.lr_at(iteration)] * len(self.optimizer.param_groups)
+
+
+LRScheduler = Union[ExponentialDecrease, WarmupLRWithStepDecay, WarmupCosineScheduler]
+# the config's ``scheduler`` names (WeSpeaker's) and their classes
+LR_SCHEDULERS = {"ExponentialDecrease": ExponentialDecrease,
+                 "WarmupLR_withStepDecay": WarmupLRWithStepDecay,
+                 "WarmupCosineScheduler": WarmupCosineScheduler}
 
 
 class MarginScheduler:
