@@ -24,7 +24,7 @@ setup(
     ],
     entry_points={"console_scripts": ["wespeaker-py = wespeaker_py.cli.main:main"]},
     extras_require={
-        "test": ["pytest", "kaldi-native-fbank", "onnx", "onnxruntime", "silero-vad",
+        "test": ["pytest", "flake8", "kaldi-native-fbank", "onnx", "onnxruntime", "silero-vad",
                  "scikit-learn"],
         "export": ["onnx", "onnxruntime"],
         "ssl": ["transformers", "peft"],

@@ -83,8 +83,8 @@ def bench_files(args, rng, keys, matrix, cohort):
     work = tempfile.mkdtemp(prefix="bench_scoring_", dir=args.work_dir)
     try:
         emb = os.path.join(work, "embeddings")
-        timed(f"write xvector.ark/scp ({len(keys)} embeddings)", write_embeddings, f"{emb}/vox1/xvector.ark",
-              keys, matrix)
+        timed(f"write xvector.ark/scp ({len(keys)} embeddings)", write_embeddings,
+              f"{emb}/vox1/xvector.ark", keys, matrix)
         write_embeddings(f"{emb}/vox2_dev/spk_xvector.ark",
                          [f"c{i}" for i in range(len(cohort))], cohort)
         np.save(f"{emb}/vox2_dev/mean_vec.npy", matrix.mean(axis=0))

@@ -253,8 +253,8 @@ def candidates(ahc: float, merge: float, with_umap: bool):
         yield "umap-hdbscan", ClusterOptions("umap-hdbscan")
         yield "umap-hdbscan + 3D-Speaker merge", ClusterOptions("umap-hdbscan",
                                                                 merge_threshold=merge)
-    yield f"agglomerative (threshold {ahc:g}, calibrated)", ClusterOptions("agglomerative",
-                                                                         ahc_threshold=ahc)
+    yield f"agglomerative (threshold {ahc:g}, calibrated)", ClusterOptions(
+        "agglomerative", ahc_threshold=ahc)
     yield "agglomerative + 3D-Speaker post", ClusterOptions("agglomerative", ahc_threshold=ahc,
                                                             min_cluster_size=4,
                                                             merge_threshold=merge)

@@ -218,9 +218,10 @@ def _train_rates(work: str, sizes: Sizes, model: str, bf16: bool = False,
     _sync(device)
     memory_seconds = time.perf_counter() - marks["start"]
     samples = sizes.batch * sizes.timed
-    variant = " + ".join(["bf16" if bf16 else "fp32"] + (["channels_last"] if channels_last
-                                                        else []) + (["compile"] if compile_model
-                                                                    else []))
+    parts = ["bf16" if bf16 else "fp32"]
+    parts += ["channels_last"] if channels_last else []
+    parts += ["compile"] if compile_model else []
+    variant = " + ".join(parts)
     memory_label = "peak GPU memory (GiB)" if device.type == "cuda" else "peak RSS (GiB)"
     return (f"| {model} | {variant} | {sizes.batch} | {samples / real_seconds:.1f} | "
             f"{100.0 * real_wait / real_seconds:.0f}% | {samples / memory_seconds:.1f} | "
@@ -275,6 +276,34 @@ def step_fbank(work: str, sizes: Sizes) -> str:
     return ("batch of %d x 2.015 s, 80 mels, dither 1.0, best of 5\n\n"
             "| device | ms per batch | frames/s |\n|---|---|---|\n" % sizes.fbank_batch
             + "\n".join(rows))
+
+
+def step_w2vbert_features(work: str, sizes: Sizes) -> str:
+    import torch
+
+    from wespeaker_py.frontend.w2vbert_features import W2VBertFeatures
+    device = _device()
+    waves = (torch.randn(sizes.fbank_batch, 48240) * 3000).clamp(-32768, 32767)
+    reference = W2VBertFeatures()(waves)
+    rows = []
+    for target in ([torch.device("cpu"), device] if device.type == "cuda" else [device]):
+        data = waves.to(target)
+        for dtype in (torch.float64, torch.float32):
+            features = W2VBertFeatures(compute_dtype=dtype).to(target)
+            out = features(data)
+            _sync(target)
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                features(data)
+                _sync(target)
+                best = min(best, time.perf_counter() - start)
+            difference = (out.cpu() - reference).abs().max().item()
+            rows.append(f"| {target.type} | {str(dtype).split('.')[-1]} | {best * 1e3:.2f} | "
+                        f"{difference:.1e} |")
+    return ("W2V-BERT input features, batch of %d x 3.015 s, best of 5; difference from the "
+            "CPU float64 result\n\n| device | compute | ms per batch | max abs difference |\n"
+            "|---|---|---|---|\n" % sizes.fbank_batch + "\n".join(rows))
 
 
 def step_extraction(work: str, sizes: Sizes) -> str:
@@ -382,7 +411,8 @@ def _steps(dry: bool):
     if not dry:
         steps.append(("train ResNet34 bf16 + channels_last",
                       _train_step("ResNet34", True, channels_last=True), 120))
-    steps += [("fbank", step_fbank, 60), ("extraction", step_extraction, 120),
+    steps += [("fbank", step_fbank, 60), ("W2V-BERT features", step_w2vbert_features, 60),
+              ("extraction", step_extraction, 120),
               ("AS-Norm", step_asnorm, 120), ("DDP", step_ddp, 180)]
     if not dry:  # compile last: its first step can take minutes
         steps += [("train ResNet34 bf16 + channels_last + compile",

@@ -94,8 +94,8 @@ def render(runs: List[Run], command: str, data: str) -> str:
     labels = [backend.scoring for backend in first.backends]
     metric = {(seed, b.scoring): b.per_trials[TRIALS] for seed, result in results.items()
               for b in result.backends}
-    labels_of_trials = [f[2] for _, f in iter_table(os.path.join(data, "test", "trials",
-                                                                  TRIALS), min_fields=3)]
+    labels_of_trials = [f[2] for _, f in iter_table(os.path.join(data, "test", "trials", TRIALS),
+                                                    min_fields=3)]
     num_trials = len(labels_of_trials)
     num_target = labels_of_trials.count("target")
     baseline = untrained_baseline(data)

@@ -58,4 +58,3 @@ def labelled_dir(tmp_path_factory):
     (root / "wav.scp").write_text("".join(f"{k} {p}\n" for k, p, _ in rows))
     (root / "utt2spk").write_text("".join(f"{k} {s}\n" for k, _, s in rows))
     return str(root)
-

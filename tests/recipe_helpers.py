@@ -42,7 +42,8 @@ def write_tone(path: str, seconds: float, sample_rate: int, pitch: float,
 
 def make_kaldi_dir(root: str, speakers: Sequence[str], utts_per_speaker: int,
                    sample_rate: int, trial_speakers: Sequence[str]) -> List[str]:
-    """A corpus dir (relative wav.scp, utt2spk, trials over ``trial_speakers``); returns its utts."""
+    """A corpus dir (relative wav.scp, utt2spk, trials over ``trial_speakers``); returns its
+    utts."""
     utts = []
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "wav.scp"), "w") as scp, \

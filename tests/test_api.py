@@ -73,7 +73,7 @@ def test_wespeaker_model_folders_load_strictly_and_embed(model, args, tmp_path, 
 
 
 def test_experiment_dir_and_checkpoint_sources_give_the_folder_embeddings(xvec, tmp_path,
-                                                                           speech):
+                                                                          speech):
     model, folder, _ = xvec
     exp = tmp_path / "exp"
     os.makedirs(exp / "models")
@@ -218,8 +218,8 @@ def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
 
     reloaded = wespeaker_py.load_model(copy, device="cpu")
     assert load_calibration(str(copy / "calibration.json")) == reloaded.calibration
-    low, high = reloaded.verify(first, second, prior=0.2), reloaded.verify(first, first,
-                                                                            prior=0.2)
+    low, high = (reloaded.verify(first, second, prior=0.2),
+                 reloaded.verify(first, first, prior=0.2))
     for result in (low, high):
         assert result.calibrated and result.operating_point == "eer"
         assert result.llr == pytest.approx(calibration.weight * result.score + calibration.bias)

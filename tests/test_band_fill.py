@@ -163,7 +163,7 @@ def test_narrowband_keeps_the_length_and_empties_the_band_above_the_low_rate():
 
 
 def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path, labelled_dir,
-                                                                          caplog):
+                                                                        caplog):
     from wespeaker_py import load_model
     folder = str(tmp_path / "model")
     make_experiment(folder, bare=True)

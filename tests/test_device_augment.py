@@ -47,7 +47,8 @@ def speech_band(num_samples, seed):
     rng = np.random.default_rng(seed)
     t = np.arange(num_samples) / RATE
     freqs, phases = rng.uniform(80, 4000, 30), rng.uniform(0, 2 * np.pi, 30)
-    return (300 * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]).sum(0)).astype(np.float32)
+    return (300 * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]).sum(0)).astype(
+        np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
 
 
 def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, labelled_dir,
-                                                                     caplog):
+                                                                    caplog):
     from wespeaker_py import load_model
     folder = str(tmp_path / "model")
     make_experiment(folder, bare=True)

@@ -99,15 +99,15 @@ def _calibrate_batchnorm(model):
 
 
 def test_repvgg_is_exported_in_deploy_form_computing_the_trained_function(monkeypatch,
-                                                                           tmp_path):
+                                                                          tmp_path):
     monkeypatch.setitem(repvgg.MODELS, "REPVGG_TEST_TINY", _tiny_repvgg)
     config_path, checkpoint, network = make_experiment(
         str(tmp_path), model="REPVGG_TEST_TINY", model_args={"feat_dim": FEAT_DIM,
                                                              "embed_dim": 8},
         calibrate=_calibrate_batchnorm)
     assert any("rbr_dense" in name for name in network.state_dict())
-    model, feat_dim = exportable_model(load_exportable_embedder(load_model_config(config_path),
-                                                      checkpoint), checkpoint)
+    model, feat_dim = exportable_model(
+        load_exportable_embedder(load_model_config(config_path), checkpoint), checkpoint)
     output = str(tmp_path / "repvgg.zip")
     export_torchscript(model, feat_dim, output)
     exported = torch.jit.load(output)
@@ -248,7 +248,7 @@ def test_tfmel_model_exports_its_features_input_graph(tiny_redimnet2, tmp_path):
 
 @needs_onnx
 def test_tfmel_model_exports_with_its_front_end_and_embeds_as_eager(tiny_redimnet2, tmp_path,
-                                                                     capsys):
+                                                                    capsys):
     folder, wav, _ = tiny_redimnet2
     graph = str(tmp_path / "redimnet2_wav.onnx")
     with pytest.raises(SystemExit) as done:

@@ -85,7 +85,7 @@ def read_ark(ark_path):
 
 
 def test_one_embedding_per_good_utterance_equal_to_extraction_alone(experiment, corpus,
-                                                                   tmp_path):
+                                                                    tmp_path):
     ark = str(tmp_path / "emb" / "xvector.ark")
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
                                  corpus["list"], ark, batch_size=4, num_workers=0,
@@ -253,7 +253,7 @@ def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
 
 
 def test_a_failing_job_fails_the_run_naming_the_cause_and_writes_no_output(experiment,
-                                                                            tmp_path):
+                                                                           tmp_path):
     (tmp_path / "b.wav").write_bytes(b"never read")
     data_list = tmp_path / "one.list"
     data_list.write_text(json.dumps({"key": "b", "wav": str(tmp_path / "b.wav")}) + "\n")

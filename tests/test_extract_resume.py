@@ -78,7 +78,7 @@ def test_an_interrupted_extraction_resumes_to_the_same_embeddings(setup, tmp_pat
 
 
 def test_a_run_cut_short_while_splitting_the_list_resumes_with_every_split(setup, tmp_path,
-                                                                             monkeypatch):
+                                                                           monkeypatch):
     from wespeaker_py.inference import workdir
     from wespeaker_py.inference.workdir import ExtractionWork
     from wespeaker_py.utils.file_utils import atomic_open

@@ -95,8 +95,8 @@ def test_identity_depends_on_weights_and_inference_settings_only(models, tmp_pat
 
 
 def test_a_gallery_of_another_model_is_an_error_naming_both_unless_forced(models, speech,
-                                                                           tmp_path, capsys,
-                                                                           caplog):
+                                                                          tmp_path, capsys,
+                                                                          caplog):
     first, second = models
     gallery = str(tmp_path / "speakers.npz")
     owner, other = load(first), load(second)

@@ -91,7 +91,7 @@ def test_the_fail_rule_counts_every_skip_and_says_n_done_m_skipped():
 
 
 def test_embed_wav_scp_whose_every_entry_fails_exits_1_and_writes_nothing(folder, tmp_path,
-                                                                           capsys):
+                                                                          capsys):
     a, b = not_audio(tmp_path, "a", "b")
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"a {a}\nb {b}\n")
@@ -170,7 +170,7 @@ def speakers(tmp_path_factory):
 
 
 def test_training_with_an_all_missing_noise_list_fails_before_the_first_step(speakers,
-                                                                              tmp_path):
+                                                                             tmp_path):
     noise = tmp_path / "noise.scp"
     noise.write_text(f"noise/a {tmp_path}/a.wav\nnoise/b {tmp_path}/b.wav\n")
     config = tiny_config(str(tmp_path / "exp"), speakers, noise_data=str(noise))

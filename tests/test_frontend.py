@@ -101,8 +101,6 @@ def test_silence_hits_kaldi_log_floor():
     assert torch.allclose(ours, torch.full_like(ours, LOG_FLOOR))
 
 
-
-
 @pytest.mark.shared_data
 @pytest.mark.parametrize("corpus, sample_rate", [("fsdd", 8000), ("librispeech_tc100", 16000)])
 def test_matches_kaldi_native_fbank_on_speech(shared_data_dir, corpus, sample_rate):

@@ -27,7 +27,8 @@ def world(tmp_path):
     kept = [i for i, key in enumerate(keys) if key != "spk1-u2"]
     emb = tmp_path / "emb"
     write_embeddings(str(emb / "xvector.ark"), [keys[i] for i in kept], matrix[kept])
-    write_embeddings(str(emb / "cohort.ark"), [f"c{i}" for i in range(6)], rng.normal(size=(6, DIM)).astype(np.float32))
+    write_embeddings(str(emb / "cohort.ark"), [f"c{i}" for i in range(6)],
+                     rng.normal(size=(6, DIM)).astype(np.float32))
     (tmp_path / "utt2spk").write_text("".join(f"{k} {k[:4]}\n" for k in keys))
     trials = [(a, b, "target" if a[:4] == b[:4] else "nontarget")
               for a in keys[::2] for b in keys[1::2]]

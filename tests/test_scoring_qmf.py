@@ -135,7 +135,8 @@ def test_gather_features_and_duration_cap(tmp_path):
 def test_gather_errors_name_the_line(tmp_path):
     (tmp_path / "utt2dur").write_text("a 3.0\nb 5.0\n")
     (tmp_path / "n.score").write_text("a b 1.0 target 1 1 0.2 0.2\na c 1.0 target 1 1 0.2 0.2\n")
-    with pytest.raises(DataFormatError, match=r"n\.score:2: utterance 'c' has no \(or a zero\) duration"):
+    with pytest.raises(DataFormatError,
+                       match=r"n\.score:2: utterance 'c' has no \(or a zero\) duration"):
         gather_calibration_factors(str(tmp_path / "n.score"), str(tmp_path / "f"),
                                    str(tmp_path / "utt2dur"))
     (tmp_path / "m.score").write_text("a b 1.0 target 1 1 0.2\n")

@@ -226,7 +226,7 @@ def test_checkpoint_save_and_strict_reload(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("layout", ["large", "base"])
 def test_converted_original_checkpoint_gives_identical_features(layout, tiny_dir, tiny_base_dir,
-                                                               tmp_path):
+                                                                tmp_path):
     hf_dir = tiny_dir if layout == "large" else tiny_base_dir
     original = str(tmp_path / "WavLM-Tiny.pt")
     export_original_checkpoint(hf_dir, original)

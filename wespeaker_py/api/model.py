@@ -24,7 +24,7 @@ from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, Calibra
                                           read_optional_calibration, probability,
                                           save_calibration)
 from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, gallery_lock,
-                                     load_gallery, save_gallery)
+                                      load_gallery, save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
@@ -32,7 +32,7 @@ from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest
 from wespeaker_py.utils.file_utils import (DataFormatError, files_named_by_rate, read_key_value,
-                                          read_wav_scp, require_writable)
+                                           read_wav_scp, require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
@@ -505,9 +505,9 @@ class SpeakerModel:
         enrolled from low-rate audio through another band fill than the model now has."""
         for rate, names in speakers.stale_band_fills(self._band_fill_digest, only).items():
             self._band_fill_mismatch(
-                f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio that went "
-                f"through a different band fill (or none) than such audio goes through now "
-                f"({self._band_fill_now(rate)}); their embeddings no longer match new ones: "
+                f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio "
+                f"that went through a different band fill (or none) than such audio goes through "
+                f"now ({self._band_fill_now(rate)}); their embeddings no longer match new ones: "
                 f"enroll them again with --replace (replace=True)", force)
 
     # -- diarization -------------------------------------------------------------------------

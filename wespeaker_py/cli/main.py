@@ -87,7 +87,8 @@ those speakers apart. It is written to window_lda.npz beside MODEL (or --output)
 with MODEL's identity; 'diarize' then projects the windows with it before
 clustering (--window_lda off: not). With --heard_rate HZ the utterances are
 embedded both narrow-banded to HZ and as they are, and the LDA goes to
-window_lda_<HZ>hz.npz, which 'diarize' uses instead for recordings at or below HZ (8 kHz calls); when MODEL has an fbank
+window_lda_<HZ>hz.npz, which 'diarize' uses instead for recordings at or below HZ \
+(8 kHz calls); when MODEL has an fbank
 front-end and no band_fill_<HZ>hz.npz yet, one is learnt first from the same data
 (see 'band-fill'). Unreadable utterances are skipped and counted.""",
     "band-fill": """examples:
@@ -232,7 +233,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise UsageError("embed: give one audio file or --wav_scp")
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
-                           "(its .scp is written beside it)")
+                         "(its .scp is written beside it)")
     _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
                           max_fail_fraction=args.max_fail_fraction)
     model = _load(args)

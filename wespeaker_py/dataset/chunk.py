@@ -98,4 +98,3 @@ def read_random_span(handle, chunk_len: int, target_rate: int, rng: np.random.Ge
         raise AudioTooShortError(f"{handle.name}: {window_len} samples give no sample at "
                                  f"{target_rate} Hz")
     return tile_to_length(converted, chunk_len), False
-

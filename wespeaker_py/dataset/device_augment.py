@@ -34,7 +34,8 @@ Device = Union[str, torch.device, None]
 
 def augment_batch(batch: Mapping[str, object],
                   device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Finished training waveforms ``[B, chunk_len]`` (int16 scale) and labels ``[B]`` on ``device``.
+    """Finished training waveforms ``[B, chunk_len]`` (int16 scale) and labels ``[B]`` on
+    ``device``.
 
     ``batch`` is what the DataLoader gives (host tensors, pinned or not; the row
     grouping is read from them without touching the device). A batch of the CPU

@@ -45,7 +45,8 @@ def polyphase_filters(speed: Fraction) -> Tuple[np.ndarray, int]:
         frac = phase * down / up - offsets[phase]
         distance = frac - (positions - pad - offsets[phase])  # output time minus input time
         inside = np.abs(distance) <= half_width
-        window = np.i0(KAISER_BETA * np.sqrt(np.clip(1.0 - (distance / half_width) ** 2, 0.0, None)))
+        window = np.i0(KAISER_BETA * np.sqrt(np.clip(1.0 - (distance / half_width) ** 2,
+                                                     0.0, None)))
         response = cutoff * np.sinc(cutoff * distance) * window / np.i0(KAISER_BETA)
         filters[phase, 0] = np.where(inside, response, 0.0)
     return filters.astype(np.float32), pad

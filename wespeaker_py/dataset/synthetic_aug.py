@@ -25,7 +25,8 @@ from wespeaker_py.utils.file_utils import atomic_open, atomic_path
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Noise whose power spectrum falls as ``1 / f**exponent`` (0 white, 1 pink, 2 brown)."""
-    spectrum = rng.standard_normal(num_samples // 2 + 1) + 1j * rng.standard_normal(num_samples // 2 + 1)
+    spectrum = (rng.standard_normal(num_samples // 2 + 1)
+                + 1j * rng.standard_normal(num_samples // 2 + 1))
     freqs = np.arange(num_samples // 2 + 1, dtype=np.float64)
     freqs[0] = 1.0
     spectrum /= freqs ** (exponent / 2.0)

@@ -13,4 +13,5 @@ from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.torchscript import export_torchscript, to_torchscript
 
 __all__ = ["ExportMismatchError", "check_against_eager", "export_onnx", "export_torchscript",
-           "exportable_model", "load_exportable_embedder", "require_onnx_packages", "to_torchscript"]
+           "exportable_model", "load_exportable_embedder", "require_onnx_packages",
+           "to_torchscript"]

@@ -55,6 +55,7 @@ DEFAULT_DOWNLOAD_DIR = "./s3prl_hub"
 MIN_SECONDS = 0.05
 UPSTREAM_PREFIX = "frontend.upstream."
 
+
 def resolve_weights_path(upstream_args: UpstreamArgs, download_dir: Optional[str]) -> str:
     """Where the WavLM weights are read from.
 

@@ -171,4 +171,3 @@ class TFMelFeatures(nn.Module):
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, n_mels={self.args.n_mels}, "
                 f"norm_signal={self.args.norm_signal}, do_preemph={self.args.do_preemph}")
-

@@ -1,8 +1,8 @@
 """The hidden folder where an extraction keeps its resumable parts until they are merged.
 
 ``<output dir>/.extract_jobs.<ark name>/`` holds ``manifest.json`` (what is being
-extracted: list, model, number of jobs, chunk frames and seed), the job lists ``split_NNN.list`` when
-there are several jobs, and one part ark/scp per job, appended to as embeddings
+extracted: list, model, number of jobs, chunk frames and seed), the job lists ``split_NNN.list``
+when there are several jobs, and one part ark/scp per job, appended to as embeddings
 are made. A run that finds the folder with the same manifest continues each part
 where it stopped; a different manifest means different work, and the folder is
 emptied first. Only a successful merge into the output removes it.

@@ -3,8 +3,8 @@
 Training (resume, ``model_init``, the LM head size) and
 :func:`~wespeaker_py.runtime.builder.load_embedder` (extraction, the exporters,
 the Python API, diarization) all load weights through :func:`load_weights`,
-which refuses any mismatch but the documented head rules. A checkpoint is either a training checkpoint
-(``{"model": state_dict, "optimizer": ..., ...}``, see
+which refuses any mismatch but the documented head rules. A checkpoint is either a training
+checkpoint (``{"model": state_dict, "optimizer": ..., ...}``, see
 :mod:`wespeaker_py.train.checkpoint`) or a bare state_dict (WeSpeaker's
 ``avg_model.pt``). In a model state the training head lives under
 ``projection.`` and an SSL front-end under ``frontend.``.

@@ -11,7 +11,7 @@ from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
-                                        read_trials, write_score_file)
+                                         read_trials, write_score_file)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -66,7 +66,8 @@ def cosine_score_trials(table: EmbeddingTable, trials: TrialList,
 
 
 def compute_and_save_mean(cal_mean_dir: str) -> str:
-    """Mean of ``cal_mean_dir/xvector.scp`` saved as ``cal_mean_dir/mean_vec.npy``; return its path."""
+    """Mean of ``cal_mean_dir/xvector.scp`` saved as ``cal_mean_dir/mean_vec.npy``; return its
+    path."""
     scp_path = os.path.join(cal_mean_dir, "xvector.scp")
     logger.info("computing the mean embedding of %s", scp_path)
     mean_path = os.path.join(cal_mean_dir, "mean_vec.npy")

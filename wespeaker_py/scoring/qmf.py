@@ -107,7 +107,7 @@ def gather_calibration_factors(score_norm_file: str, calibration_factor_file: st
 
 
 def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray,
-                                                    Optional[np.ndarray]]]:
+                                                     Optional[np.ndarray]]]:
     """Yield (key pairs, [m, k] features incl. the score, labels or None) chunk by chunk."""
     width = None
     has_label = None

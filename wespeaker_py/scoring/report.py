@@ -29,7 +29,8 @@ import numpy as np
 
 from wespeaker_py.models import get_model
 from wespeaker_py.scoring.det_plot import plot_det_curves, plot_score_histogram
-from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det, min_dcf_from_det
+from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_from_det,
+                                          min_dcf_from_det)
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.config import read_yaml
 from wespeaker_py.utils.file_utils import atomic_open

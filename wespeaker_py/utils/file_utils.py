@@ -66,7 +66,8 @@ class UniqueKeys:
         self.first_line: Dict[str, int] = {}
 
     def claim(self, key: str, line_no: int) -> None:
-        """Record ``key`` at ``line_no``; a key seen on another line is a :class:`DataFormatError`."""
+        """Record ``key`` at ``line_no``; a key seen on another line is a
+        :class:`DataFormatError`."""
         first = self.first_line.setdefault(key, line_no)
         if first != line_no:
             raise DataFormatError(self.path, line_no,
