@@ -101,6 +101,11 @@ def test_the_model_refuses_what_it_cannot_read():
         mfa_model()(torch.randn(1, 20, 80))
 
 
+def test_any_pooling_reads_the_adapted_states():
+    model = mfa_model(pooling_func="TSTP").eval()
+    assert model(torch.randn(2, 30, (LAYERS + 1) * HIDDEN)).shape == (2, 16)
+
+
 # -- the front-end --------------------------------------------------------------------------
 @pytest.mark.parametrize("num_samples", [16000, 16160])  # even and odd fbank frame counts
 def test_hidden_states_are_those_of_the_hugging_face_processor_and_model(w2vbert_dir,
@@ -138,6 +143,42 @@ def test_frozen_and_lora_decide_what_trains(w2vbert_dir):
     assert not lora.network.encoder.training
     assert any(module.training for name, module in lora.named_modules() if "lora_A" in name)
     assert frontend(w2vbert_dir, frozen=False).train().network.encoder.training
+
+
+def test_too_short_input_is_skipped_as_too_short_not_an_error(w2vbert_dir):
+    from wespeaker_py.runtime.builder import SpeakerEmbedder
+    from wespeaker_py.runtime.engine import TorchBackend
+    front = frontend(w2vbert_dir).eval()
+    min_samples = front.features.min_samples  # 35 ms: the fewest giving a normalisable frame
+    assert front.num_frames(min_samples - 1) == 0 and front.num_frames(min_samples) == 1
+    assert front(_wave(0.02)).shape == (2, 0, (LAYERS + 1) * HIDDEN)
+    backend = TorchBackend(SpeakerEmbedder(front, mfa_model().eval()), torch.device("cpu"))
+    assert backend.min_samples >= min_samples
+    assert backend.is_too_short(backend.prepare(_wave(0.03)[0]))
+    assert not backend.is_too_short(backend.prepare(_wave(1.0)[0]))
+
+
+def test_layerdrop_on_trainable_weights_makes_ddp_look_for_unused_parameters(
+        tmp_path, corpus, monkeypatch):
+    from transformers import Wav2Vec2BertConfig
+    from wespeaker_py.train import step as step_module
+    from wespeaker_py.train.builder import build_model
+    model_dir = str(tmp_path / "layerdrop")
+    config = tiny_w2vbert_config(LAYERS).to_dict()
+    config["layerdrop"] = 0.5
+    write_random_w2vbert(model_dir, Wav2Vec2BertConfig(**config))
+    assert not frontend(model_dir).drops_layers  # frozen: the encoder stays in eval mode
+    assert frontend(model_dir, frozen=False).drops_layers
+    flags = []
+    monkeypatch.setattr(step_module, "wrap_ddp",
+                        lambda module, ctx, find_unused_parameters=False:
+                        flags.append(find_unused_parameters) or module)
+    for step, expected in ((2, True), (1, False)):
+        plan = resolve(TrainConfig.from_dict(step_config(str(tmp_path / "exp"), corpus,
+                                                         model_dir, step)), CPU_WORLD)
+        model = build_model(plan)
+        step_module.TrainingStep(plan, model, None, torch.optim.SGD(model.parameters(), lr=0.1))
+        assert flags[-1] is expected, step
 
 
 def test_missing_weights_and_urls_are_clear_errors(w2vbert_dir, tmp_path):

@@ -125,15 +125,15 @@ def load_w2vbert(args: W2vbertArgs, pretrained: bool = True) -> "Wav2Vec2BertMod
                     DEFAULT_MODEL_NAME)
         return Wav2Vec2BertModel(Wav2Vec2BertConfig())
     config = _read_config(model_dir, args.model_config_file)
-    model = Wav2Vec2BertModel(config)
     if not pretrained:
-        return model
+        return Wav2Vec2BertModel(config)
     weights = _weights_file(model_dir)
     if weights is None:
         raise FileNotFoundError(f"no W2V-BERT weights in {model_dir} (looked for "
                                 f"{' or '.join(WEIGHT_FILES)})")
     if not args.model_config_file:
         return Wav2Vec2BertModel.from_pretrained(model_dir, local_files_only=True)
+    model = Wav2Vec2BertModel(config)
     own = model.state_dict()
     state = _read_weights(weights)
     fitting = {key: value for key, value in state.items()
@@ -224,8 +224,17 @@ class W2VBertFrontend(nn.Module):
         return self.hidden_size
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames (20 ms) for ``num_samples`` input samples."""
+        """Frames (20 ms) for ``num_samples`` input samples; 0 below
+        ``features.min_samples`` (35 ms), which give no normalisable frame."""
+        if num_samples < self.features.min_samples:
+            return 0
         return self.features.num_frames(num_samples)
+
+    @property
+    def drops_layers(self) -> bool:
+        """Whether training may skip encoder layers (LayerDrop on trainable weights), which
+        leaves their parameters without gradients in some steps."""
+        return not self.frozen and self.network.config.layerdrop > 0
 
     def train(self, mode: bool = True) -> "W2VBertFrontend":
         super().train(mode)
@@ -269,6 +278,8 @@ class W2VBertFrontend(nn.Module):
         return states
 
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+        if wavs.shape[-1] < self.features.min_samples:   # too short: no frame, not an error
+            return wavs.new_zeros(wavs.shape[0], 0, self.output_dim)
         needs_grad = not self.frozen or self.use_lora
         with contextlib.nullcontext() if needs_grad else torch.no_grad():
             states = self.hidden_states(wavs)
@@ -291,7 +302,10 @@ def _attention_mask(config: Any, hidden: torch.Tensor, valid: torch.Tensor) -> t
 
 def merge_lora(frontend: W2VBertFrontend) -> W2VBertFrontend:
     """The same front-end with its LoRA weights merged into the encoder (peft's
-    ``merge_and_unload``); parameter names become those of a front-end without LoRA."""
+    ``merge_and_unload``); parameter names become those of a front-end without LoRA.
+
+    The merge happens in place: ``frontend`` itself must not be used afterwards.
+    """
     if not frontend.use_lora:
         raise ValueError("the W2V-BERT front-end has no LoRA weights to merge")
     merged = frontend.encoder.merge_and_unload()

@@ -29,8 +29,8 @@ class W2VBert_Adapter_MFA(nn.Module):  # noqa: N801 (WeSpeaker's name)
     Args:
         feat_dim: hidden size ``D`` of each front-end state.
         embed_dim: embedding size.
-        pooling_func: a WeSpeaker pooling name, built with ``input_dim`` and
-            ``hidden_dim=adapter_dim`` (ASP, as in WeSpeaker).
+        pooling_func: a WeSpeaker pooling name: ASP (WeSpeaker's, its attention
+            ``adapter_dim`` wide) or any other pooling here (TSTP, ASTP, ...).
         n_mfa_layers: how many of the last states to use; -1 uses all
             ``num_frontend_hidden_layers + 1``.
         adapter_dim: width of each adapter.
@@ -52,7 +52,9 @@ class W2VBert_Adapter_MFA(nn.Module):  # noqa: N801 (WeSpeaker's name)
             nn.Sequential(nn.Linear(feat_dim, adapter_dim), nn.LayerNorm(adapter_dim),
                           nn.ReLU(True), nn.Linear(adapter_dim, adapter_dim))
             for _ in range(self.n_mfa_layers))
-        self.pooling = get_pooling(pooling_func, input_dim=adapter_dim * self.n_mfa_layers,
+        # every pooling reads in_dim (ASP as an alias of its input_dim); ASP's attention is
+        # adapter_dim wide, as in WeSpeaker, and the others ignore hidden_dim
+        self.pooling = get_pooling(pooling_func, in_dim=adapter_dim * self.n_mfa_layers,
                                    hidden_dim=adapter_dim)
         self.bottleneck = nn.Linear(self.pooling.get_out_dim(), embed_dim)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

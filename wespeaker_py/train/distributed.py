@@ -84,12 +84,18 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
-    """Wrap ``module`` in DistributedDataParallel when running distributed."""
+def wrap_ddp(module: nn.Module, ctx: DistContext,
+             find_unused_parameters: bool = False) -> nn.Module:
+    """Wrap ``module`` in DistributedDataParallel when running distributed.
+
+    ``find_unused_parameters``: some parameters may get no gradient in a step (a layer
+    skipped by LayerDrop); DDP then looks for them after each forward pass.
+    """
     if not ctx.is_distributed:
         return module
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)
 
 
 def barrier(ctx: DistContext) -> None:

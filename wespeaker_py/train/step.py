@@ -113,8 +113,10 @@ class TrainingStep:
         self.amp_dtype = plan.amp_dtype
         self.grad_clip = plan.grad_clip
         criterion = nn.CrossEntropyLoss(**plan.loss_args)
+        drops_layers = plan.model_holds_frontend and getattr(plan.frontend, "drops_layers",
+                                                             False)
         self.forward_loss = wrap_ddp(ForwardLoss(model, criterion, plan.model_holds_frontend),
-                                     plan.world)
+                                     plan.world, find_unused_parameters=drops_layers)
         # float16 needs loss scaling; the scaler skips steps with inf/NaN gradients itself
         self.grad_scaler = (torch.amp.GradScaler(self.device.type)
                             if self.amp_dtype == torch.float16 else None)
