@@ -12,10 +12,12 @@ default), and records into ``--output``:
     last, if time remains), on generated 8 s wav files read through the real
     Dataset and DataLoader with the VoxCeleb config (speed perturbation,
     noise/reverb at aug_prob 0.6), next to the same step on in-memory batches;
-  * fbank on CUDA vs the CPU;
+  * fbank and W2V-BERT's input features on CUDA vs the CPU;
   * extraction utterances/s (the library's extract_embeddings on 8 s files);
   * AS-Norm of a Vox1-E-sized problem on the GPU;
-  * a two-process DDP training run when two GPUs are present.
+  * a two-process DDP training run when two GPUs are present;
+  * samples/s and peak memory of W2V-BERT 2.0's LoRA and joint training steps
+    (random weights, bf16), from ``bench/bench_w2vbert.py``.
 
 Each step runs in its own process (its own session, killed with its workers
 when it overruns its timeout) and the results file is rewritten atomically
@@ -306,6 +308,23 @@ def step_w2vbert_features(work: str, sizes: Sizes) -> str:
             "|---|---|---|---|\n" % sizes.fbank_batch + "\n".join(rows))
 
 
+def step_w2vbert_training(work: str, sizes: Sizes) -> str:
+    from bench_w2vbert import training_rates, training_table
+
+    device = _device()
+    if sizes.speakers == VOX2_DEV_SPEAKERS:  # a full run: W2V-BERT 2.0's size
+        from transformers import Wav2Vec2BertConfig
+        config, batch, seconds, what = Wav2Vec2BertConfig(), 32, 3.015, "W2V-BERT-2.0-sized"
+    else:
+        from wespeaker_py.frontend.w2vbert_random import tiny_w2vbert_config
+        config, batch, seconds, what = tiny_w2vbert_config(), 2, 1.0, "tiny"
+    rows = training_rates(config, batch, seconds, sizes.timed, sizes.warmup, device,
+                          num_class=3 * sizes.speakers)
+    return (f"random {what} W2V-BERT + W2VBert_Adapter_MFA + ArcMargin on {device.type}, batch "
+            f"{batch} x {seconds:g} s, AdamW, bf16 autocast on CUDA, {sizes.timed} timed "
+            f"steps\n\n" + training_table(rows))
+
+
 def step_extraction(work: str, sizes: Sizes) -> str:
     import torch
 
@@ -413,7 +432,8 @@ def _steps(dry: bool):
                       _train_step("ResNet34", True, channels_last=True), 120))
     steps += [("fbank", step_fbank, 60), ("W2V-BERT features", step_w2vbert_features, 60),
               ("extraction", step_extraction, 120),
-              ("AS-Norm", step_asnorm, 120), ("DDP", step_ddp, 180)]
+              ("AS-Norm", step_asnorm, 120), ("DDP", step_ddp, 180),
+              ("train W2V-BERT LoRA and joint", step_w2vbert_training, 240)]
     if not dry:  # compile last: its first step can take minutes
         steps += [("train ResNet34 bf16 + channels_last + compile",
                    _train_step("ResNet34", True, channels_last=True, compile_model=True), 240),

@@ -196,15 +196,17 @@ def test_missing_weights_and_urls_are_clear_errors(w2vbert_dir, tmp_path):
     assert isinstance(bare, W2VBertFrontend) and bare.output_dim == (LAYERS + 1) * HIDDEN
 
 
-def test_a_released_model_needs_no_pretrained_directory():
-    """WeSpeaker's configs name facebook/w2v-bert-2.0; a released checkpoint holds every
-    weight, so embedding it needs only the architecture, which transformers' defaults give."""
-    args = dataset_args("facebook/w2v-bert-2.0", download_dir="/nonexistent/cache")
+@pytest.mark.parametrize("name", ["facebook/w2v-bert-2.0", "/elsewhere/w2v-bert-2.0"])
+def test_a_trained_model_needs_no_pretrained_directory(name, caplog):
+    """A trained checkpoint holds every weight, so embedding it needs only the architecture:
+    W2V-BERT 2.0's (transformers' defaults) when the configured directory is absent."""
+    args = dataset_args(name, download_dir="/nonexistent/cache")
     with pytest.raises(FileNotFoundError, match="neither a directory nor in the local"):
         build_frontend(args)  # training needs the pretrained weights
     with torch.device("meta"):
         bare = build_frontend(args, pretrained=False)
     assert (bare.num_hidden_states, bare.hidden_size) == (25, 1024)
+    assert name in caplog.text and "is not on this machine" in caplog.text
     assert bare.num_frames(48240) == 150  # a 3 s training chunk: 300 fbank frames, stacked
 
 
@@ -349,6 +351,14 @@ def test_lora_then_merge_then_joint_then_large_margin(corpus, w2vbert_dir, tmp_p
     with torch.no_grad():
         embeddings = embedder(embedder.features(wav))
     assert embeddings.shape == (2, 16) and torch.isfinite(embeddings).all()
+    # the one-line use of a trained model: the experiment folder and its averaged model
+    average_cli.main(["--src_path", os.path.join(s3, "models"),
+                      "--dst_model", os.path.join(s3, "models", "avg_model.pt"), "--num", "1"])
+    from wespeaker_py import load_model
+    model = load_model(s3, device="cpu")
+    np_wav = wav[0].numpy() / 32768.0
+    torch.testing.assert_close(torch.from_numpy(model.embed(np_wav, sample_rate=16000)),
+                               embeddings[0], atol=1e-5, rtol=1e-5)
 
 
 def _saved(config, exp_dir):

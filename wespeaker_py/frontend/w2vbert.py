@@ -105,8 +105,8 @@ def load_w2vbert(args: W2vbertArgs, pretrained: bool = True) -> "Wav2Vec2BertMod
     """``Wav2Vec2BertModel`` from the local directory that ``args`` names.
 
     ``pretrained=False`` builds the architecture only (random weights), for a
-    caller that loads every weight from a checkpoint next; for
-    facebook/w2v-bert-2.0 it needs no directory then. With a
+    caller that loads every weight from a checkpoint next; it needs no
+    directory then (a missing one means W2V-BERT 2.0's architecture). With a
     ``model_config_file`` the weights that fit the architecture it describes are
     taken and the rest is left at random, as WeSpeaker does (for pruned
     models); the counts are logged.
@@ -116,13 +116,15 @@ def load_w2vbert(args: W2vbertArgs, pretrained: bool = True) -> "Wav2Vec2BertMod
     try:
         model_dir = resolve_model_dir(args)
     except FileNotFoundError:
-        if pretrained or args.model_name != DEFAULT_MODEL_NAME or args.model_config_file:
+        if pretrained or args.model_config_file:
             raise
-        # transformers' defaults describe facebook/w2v-bert-2.0: a released model (config
-        # + checkpoint) embeds without the pretrained directory
-        logger.info("%s is not on disk: its architecture is built from transformers' "
-                    "Wav2Vec2BertConfig defaults; the checkpoint supplies every weight",
-                    DEFAULT_MODEL_NAME)
+        # transformers' defaults describe facebook/w2v-bert-2.0: a trained model (config +
+        # checkpoint) embeds without the pretrained directory; a checkpoint of another
+        # shape fails to load, naming the tensor
+        logger.warning("W2V-BERT model %r (dataset_args.w2vbert_args.model_name) is not on "
+                       "this machine: its architecture is taken to be %s's (transformers' "
+                       "Wav2Vec2BertConfig defaults); the checkpoint supplies every weight",
+                       args.model_name, DEFAULT_MODEL_NAME)
         return Wav2Vec2BertModel(Wav2Vec2BertConfig())
     config = _read_config(model_dir, args.model_config_file)
     if not pretrained:
