@@ -18,24 +18,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import torch
 
+from bench_ssl import best_time
 from wespeaker_py.frontend.w2vbert_features import W2VBertFeatures
 
 SAMPLE_RATE = 16000
-
-
-def best_time(run: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after one warm-up call, in seconds."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wavs: torch.Tensor,
@@ -158,7 +148,8 @@ def features(args: argparse.Namespace) -> None:
                        ("W2VBertFeatures, float32", lambda: ours32(wavs))):
         with torch.inference_mode():
             difference = (run() - expected).abs().max().item()
-            rows.append((label, 1000.0 * best_time(run, args.repeats), difference))
+            rows.append((label, 1000.0 * best_time(run, args.repeats, lambda: None),
+                         difference))
     print(f"batch {args.batch} x {args.seconds:g} s, {args.threads} threads, "
           f"best of {args.repeats}\n")
     print("| features | ms per batch | max abs difference from the processor |")
