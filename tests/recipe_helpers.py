@@ -13,6 +13,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V2_DIR = os.path.join(REPO, "examples", "voxceleb", "v2")
+WHISPER_DIR = os.path.join(REPO, "examples", "voxceleb", "v1", "Whisper-PMFA")
 MINI_DIR = os.path.join(REPO, "examples", "mini")
 
 

@@ -63,13 +63,17 @@ def test_s3prl_frame_shift_defaults_to_wavlm_frames():
         as_dataset_args({"frontend": "s3prl"})
 
 
-def test_unused_wespeaker_frontend_blocks_stay_accepted(tmp_path):
+def test_the_block_of_another_front_end_is_checked_and_kept(tmp_path):
     config = read_yaml(RESNET34)
-    config["dataset_args"]["whisper_encoder_args"] = {"n_mels": 128, "anything": [1, 2]}
+    config["dataset_args"]["whisper_encoder_args"] = {"n_mels": 128}
     loaded = load_config(write(tmp_path, config))
-    assert loaded.dataset_args.whisper_encoder_args == {"n_mels": 128, "anything": [1, 2]}
+    assert loaded.dataset_args.frontend == "fbank"
+    assert loaded.dataset_args.whisper_encoder_args.n_mels == 128
     save_config(loaded, str(tmp_path / "saved.yaml"))
     assert load_config(str(tmp_path / "saved.yaml")) == loaded
+    config["dataset_args"]["whisper_encoder_args"] = {"n_mels": 128, "anything": [1, 2]}
+    with pytest.raises(ConfigError, match="'dataset_args.whisper_encoder_args.anything'"):
+        load_config(write(tmp_path, config))
 
 
 def test_parse_override_args_accepts_both_forms():

@@ -35,8 +35,9 @@ PYTHON_SCRIPT = re.compile(r"python3? ((?:[\w.-]+/)*\w+\.py)([^|;&]*)")
 SHELL_SCRIPT = re.compile(r"(?:^|\s|\./)((?:[\w.-]+/)*\w+\.sh)(?=\s|$)([^|;&]*)")
 PARSE_OPTIONS = re.compile(r"^\s*(\.|source)\s.*parse_options\.sh")
 SHELL_DEFAULT = re.compile(r"^([A-Za-z_]\w*)=")
-RECIPE_RUN_SCRIPTS = sorted(ROOT.glob("examples/*/run*.sh")) + sorted(
-    ROOT.glob("examples/*/*/run*.sh"))
+RECIPE_RUN_SCRIPTS = (sorted(ROOT.glob("examples/*/run*.sh"))
+                      + sorted(ROOT.glob("examples/*/*/run*.sh"))
+                      + sorted(ROOT.glob("examples/*/*/*/run*.sh")))
 
 Use = Tuple[str, int, str, List[str]]  # file, line, command, its options
 

@@ -8,21 +8,23 @@ import numpy as np
 import pytest
 import yaml
 
-from recipe_helpers import (MINI_DIR, REPO, V2_DIR, fbank_stats_baseline, install_fake_ffmpeg,
-                            make_fake_voxceleb_downloads, make_kaldi_dir, mtimes, read_table,
-                            run_script, write_tone)
+from recipe_helpers import (MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
+                            install_fake_ffmpeg, make_fake_voxceleb_downloads, make_kaldi_dir,
+                            mtimes, read_table, run_script, write_tone)
 from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
 
 RECIPE_SCRIPTS = sorted(
     glob.glob(os.path.join(V2_DIR, "*.sh")) + glob.glob(os.path.join(V2_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(MINI_DIR, "*.sh")) + glob.glob(os.path.join(MINI_DIR, "local", "*.sh"))
+    + glob.glob(os.path.join(WHISPER_DIR, "*.sh"))
+    + glob.glob(os.path.join(WHISPER_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "diarization", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "diarization", "local", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "finetune", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
 RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (V2_DIR, "run_w2v.sh"),
-           (MINI_DIR, "run.sh")]
+           (WHISPER_DIR, "run.sh"), (MINI_DIR, "run.sh")]
 # WeSpeaker's v2 local/ scripts -> the shared stage script of the same flags
 WESPEAKER_LOCAL = {"extract_vox.sh": "extract_sets.sh", "score.sh": "score.sh",
                    "score_norm.sh": "score_norm.sh", "score_calibration.sh": "score_calibration.sh",
@@ -42,7 +44,9 @@ SHARED_STAGES = ("train_stage.sh", "extract_sets.sh", "score.sh", "score_norm.sh
 def test_every_recipe_script_parses():
     names = {os.path.relpath(path, REPO) for path in RECIPE_SCRIPTS}
     assert {"examples/voxceleb/v2/run.sh", "examples/voxceleb/v2/run_wavlm.sh",
-            "examples/voxceleb/v2/run_w2v.sh", "tools/recipe/score_plda.sh",
+            "examples/voxceleb/v2/run_w2v.sh", "examples/voxceleb/v1/Whisper-PMFA/run.sh",
+            "examples/voxceleb/v1/Whisper-PMFA/local/prepare_data.sh",
+            "tools/recipe/score_plda.sh",
             "tools/recipe/train_stage.sh", "examples/mini/run.sh",
             "tools/extract_embedding.sh"} <= names
     for path in RECIPE_SCRIPTS:
@@ -432,6 +436,95 @@ def test_run_w2v_chains_lora_merge_joint_and_large_margin_steps(tmp_path):
         assert _weight(model_0) == _weight(start)  # each step starts from the one before
         assert "/models/w2v-bert-2.0" in call
     assert _weight(str(steps["s3"] / "models" / "avg_model.pt")) == [5.0, 5.0]
+
+
+def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    data, exp = tmp_path / "data", tmp_path / "exp" / "whisper"
+    _fake_sets(data, ("vox1_dev", "vox1_test"))
+    for name in ("vox1_dev", "vox1_test"):
+        (data / name / "utt2dur").write_text("")
+    args = ("--data", str(data), "--exp_dir", str(exp), "--gpus", "[]",
+            "--whisper_path", "/models/whisper/large-v2.pt")
+
+    def calls(module):
+        with open(log) as handle:
+            return [line.split() for line in handle
+                    if f"wespeaker_py.bin.{module} " in line]
+
+    def value(call, flag):
+        return call[call.index(flag) + 1]
+
+    # stage 4 before stage 3 finished: refused, nothing renamed
+    result = run_script(WHISPER_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args,
+                        env=env, check=False)
+    assert result.returncode != 0 and "finish the step before first" in result.stderr
+    run_script(WHISPER_DIR, "run.sh", "--stage", "3", "--stop_stage", "3", *args, env=env)
+    frozen = calls("train")[0]
+    assert value(frozen, "--config") == "conf/whisper_PMFA_stage0.yaml"
+    assert value(frozen, "--model") == "whisper_PMFA_large_v2"
+    assert value(frozen, "--dataset_args.whisper_encoder_args.model_path") == \
+        "/models/whisper/large-v2.pt"
+    assert value(frozen, "--train_data") == f"{data}/vox1_dev/raw.list"
+    assert "--checkpoint" not in frozen
+    assert os.readlink(exp / "models" / "final_model.pt") == "model_4.pt"
+
+    run_script(WHISPER_DIR, "run.sh", "--stage", "4", "--stop_stage", "7", *args, env=env)
+    whole = calls("train")[1]
+    assert value(whole, "--config") == "conf/whisper_PMFA_stage1.yaml"
+    assert value(whole, "--checkpoint") == f"{exp}/models/model_4.pt"
+    assert "--dataset_args.whisper_encoder_args.model_path" not in whole  # weights: model_4.pt
+    # stage 3's results keep their names as in WeSpeaker's recipe; stage 4's are the run's
+    assert os.readlink(exp / "models" / "final_model_stage0.pt") == "model_4.pt"
+    assert os.readlink(exp / "models" / "final_model.pt") == "model_8.pt"
+    assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
+    assert yaml.safe_load(open(exp / "config.yaml"))["num_epochs"] == 8
+    extractions = calls("extract")
+    assert {os.path.basename(os.path.dirname(value(call, "--data_list")))
+            for call in extractions} == {"vox1_dev", "vox1_test"}
+    assert all(value(call, "--model_path") == f"{exp}/models/avg_model.pt"
+               for call in extractions)
+    scores = calls("score")
+    assert scores and all(value(call, "--eval_scp_path").endswith("vox1_test/xvector.scp")
+                          for call in scores)
+    norm = calls("score_norm")
+    assert norm and all(value(call, "--cohort_emb_scp").endswith("vox1_dev/spk_xvector.scp")
+                        and value(call, "--top_n") == "300" for call in norm)
+
+    # run again: each training step is finished, nothing is trained or renamed again
+    rerun = run_script(WHISPER_DIR, "run.sh", "--stage", "3", "--stop_stage", "4", *args,
+                       env=env)
+    assert len(calls("train")) == 2
+    assert "the frozen step is finished" in rerun.stdout
+    assert "training is finished" in rerun.stdout
+    assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
+
+
+def test_v1_prepare_data_writes_vox1_dev_and_test_without_voxceleb2(tmp_path):
+    data = tmp_path / "data"
+    wav = str(tmp_path / "tone.wav")
+    write_tone(wav, 0.5, 16000, 220)
+    download_dir = data / "download_data"
+    make_fake_voxceleb_downloads(str(download_dir), wav)
+    for name in ("vox2_aac.zip", "vox2_aac.zip.md5_ok"):  # VoxCeleb2 is not needed
+        os.remove(download_dir / name)
+    trials = data / "vox1_test" / "trials"
+    os.makedirs(trials)
+    (trials / "vox1_O_cleaned.txt").write_text(
+        "1 id10270/vida/00001.wav id10270/vidb/00002.wav\n")
+    result = run_script(WHISPER_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage",
+                        "4", "--data", str(data), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(read_table(data / "vox1_dev" / "spk2utt")) == ["id10001", "id10002"]
+    assert sorted(read_table(data / "vox1_test" / "wav.scp")) == [
+        f"id10270/vid{v}/0000{i}.wav" for v in "ab" for i in (1, 2)]
+    assert (trials / "vox1_O_cleaned.kaldi").read_text() == \
+        "id10270/vida/00001.wav id10270/vidb/00002.wav target\n"
+    assert not (data / "vox1").exists() and not (data / "vox2_dev").exists()
+    assert "voxceleb2" not in " ".join(os.listdir(data / "raw_data"))
+    bad = run_script(WHISPER_DIR, "local/prepare_data.sh", "--data", str(data), "--corpora",
+                     "vox3", check=False)
+    assert bad.returncode != 0 and "--corpora takes vox1 and/or vox2, got 'vox3'" in bad.stderr
 
 
 def _fake_extraction(tmp_path, *names):

@@ -27,6 +27,8 @@ WAVLM_CONFIGS = ["ecapa_tdnn_WavLM_frozen", "ecapa_tdnn_WavLM_joint_ft",
 REDIMNET_CONFIGS = ["redimnet", "redimnet2", "redimnet2_lm"]
 # the three steps of the W2V-BERT recipe (LoRA on a frozen encoder, joint, large margin)
 W2VBERT_CONFIGS = ["w2vbert_s1_lora", "w2vbert_s2_ft", "w2vbert_s3_lmft"]
+# the two steps of the Whisper-PMFA recipe (encoder frozen, then everything trains)
+WHISPER_CONFIGS = ["whisper_PMFA_stage0", "whisper_PMFA_stage1"]
 MINI_CONF_DIR = os.path.join(REPO_ROOT, "examples", "mini", "conf")
 
 
@@ -34,7 +36,8 @@ def test_the_conf_directory_holds_exactly_these_configs():
     # links are WeSpeaker's names for these (tests/test_recipes.py checks them)
     shipped = sorted(name[:-len(".yaml")] for name in os.listdir(CONF_DIR)
                      if name.endswith(".yaml") and not os.path.islink(os.path.join(CONF_DIR, name)))
-    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS + W2VBERT_CONFIGS)
+    assert shipped == sorted(ALL_CONFIGS + WAVLM_CONFIGS + REDIMNET_CONFIGS + W2VBERT_CONFIGS
+                             + WHISPER_CONFIGS)
 
 
 NUM_SPEAKERS = 10
@@ -157,6 +160,38 @@ def test_w2vbert_config_builds_on_a_stand_in_w2vbert(name, tmp_path, utt2spk):
     model = builder.build_model(plan)
     assert model.frontend is plan.frontend
     assert model.projection.weight.shape[1] == plan.model_config.model_args["embed_dim"]
+
+
+def test_whisper_frozen_config_builds_on_a_stand_in_whisper(tmp_path, utt2spk):
+    from wespeaker_py.frontend.whisper_random import tiny_whisper_dims, write_random_whisper
+    path = str(tmp_path / "tiny.pt")
+    write_random_whisper(path, tiny_whisper_dims(4, 80, 16, 2))
+    # large-v2 is 32 blocks of 1280: the stand-in's sizes replace those keys
+    key = "dataset_args.whisper_encoder_args."
+    plan = _plan("whisper_PMFA_stage0", utt2spk, (key + "model_path", path),
+                 (key + "num_blocks", "3"), (key + "output_size", "16"), (key + "n_head", "2"),
+                 (key + "layer_st", "1"), (key + "layer_ed", "2"))
+    assert plan.model_holds_frontend and plan.frontend.frozen
+    assert plan.config.model_args["feat_dim"] == 32   # filled from the front-end
+    assert plan.config.model == "Whisper_PMFA_large_v2" and plan.num_classes == 30
+    model = builder.build_model(plan)
+    assert model.frontend is plan.frontend
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    assert trainable and not any(name.startswith("frontend.") for name in trainable)
+
+
+def test_whisper_joint_config_builds_large_v2s_first_24_blocks(utt2spk):
+    # no model_path: the weights come from the frozen step's checkpoint; shapes only here
+    with torch.device("meta"):
+        plan = _plan("whisper_PMFA_stage1", utt2spk)
+        model = builder.build_model(plan)
+    assert not plan.frontend.frozen and plan.config.model_args["feat_dim"] == 8 * 1280
+    params = {part: sum(param.numel() for name, param in model.named_parameters()
+                        if name.startswith(part)) for part in ("frontend.", "projection.")}
+    assert params["frontend."] == 477_473_280   # conv1, conv2, 24 blocks, ln_post2
+    speaker = sum(param.numel() for param in model.parameters()) - sum(params.values())
+    assert speaker == 9_226_560   # ASTP with global context, BatchNorm, fc to 192
+    assert all(param.requires_grad for param in model.parameters())
 
 
 @pytest.mark.parametrize("path", [os.path.join(CONF_DIR, name + ".yaml")

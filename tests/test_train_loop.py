@@ -151,18 +151,6 @@ def test_a_resume_trains_with_the_configs_optimizer_settings(small_corpus, tmp_p
             assert torch.equal(entries["momentum_buffer"], state[index]["momentum_buffer"])
 
 
-def test_a_resume_with_other_trained_parameters_names_the_keys(small_corpus, tmp_path):
-    exp_dir = str(tmp_path / "exp")
-    run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
-    config = tiny_config(exp_dir, small_corpus, num_epochs=2, frozen_params=["projection."],
-                         checkpoint=os.path.join(exp_dir, "models", "model_1.pt"))
-    trainer = Trainer(plan_of(config))
-    with pytest.raises(ConfigError, match=r"model_1\.pt cannot resume this run: its optimizer "
-                                          r"trains parameter groups of \[\d+\] tensors, this "
-                                          r"run's \[\d+\].*'frozen_params'"):
-        trainer.restore()
-
-
 def test_existing_checkpoints_need_an_explicit_resume(small_corpus, tmp_path):
     exp_dir = str(tmp_path / "exp")
     run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))

@@ -16,8 +16,9 @@ import yaml
 
 pytest.importorskip("transformers")
 
-from train_helpers import (CPU_WORLD, make_speaker_corpus, plan_of, run_training,  # noqa: E402
-                           tiny_config, write_config)
+from train_helpers import (CPU_WORLD, capture_first_step, exponential_lr,  # noqa: E402
+                           make_speaker_corpus, plan_of, run_training, tiny_config,
+                           write_config)
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.bin import average_model as average_cli  # noqa: E402
 from wespeaker_py.bin import train as train_cli  # noqa: E402
@@ -113,9 +114,9 @@ def test_an_s3prl_config_passes_the_trainer_and_the_pipeline(corpus, wavlm_dir, 
      "config key 'dataset_args.s3prl_args.frozen' must be bool"),
     ("dataset_args.cmvn_args.norm_varr", "true",
      "unknown config key 'dataset_args.cmvn_args.norm_varr'"),
-    ("dataset_args.frontend", "whisper_encoder",
+    ("dataset_args.frontend", "whisper",
      r"config key 'dataset_args.frontend' must be one of "
-     r"\['fbank', 's3prl', 'tfmel', 'w2vbert'\]"),
+     r"\['fbank', 's3prl', 'tfmel', 'w2vbert', 'whisper_encoder'\]"),
 ])
 def test_bad_s3prl_keys_are_errors_naming_the_key(corpus, wavlm_dir, tmp_path, key, value,
                                                   message):
@@ -308,3 +309,79 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
                     "--scheduler_args.initial_lr", "0.05"])
     state = _load(os.path.join(init_dir, "models", "model_1.pt"))["model"]
     assert {key for key in state if key.startswith(UPSTREAM)} == set(pretrained)
+
+
+def test_frozen_then_joint_in_the_same_exp_dir_continues_from_the_checkpoint(
+        corpus, wavlm_dir, tmp_path, monkeypatch, caplog, capsys):
+    """WeSpeaker's Whisper-PMFA recipe on the tiny WavLM: epochs 1-2 frozen with batch 8, then
+    its stage 4 in the same exp_dir (config.yaml and final_model.pt moved aside) trains
+    everything with batch 4 from ``--checkpoint model_2.pt``, on to epoch 4."""
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+    loader = {"batch_size": 8, "num_workers": 0, "pin_memory": False, "drop_last": True}
+    run_training(ssl_config(exp_dir, corpus, wavlm_dir, frozen=True, num_epochs=2,
+                            dataloader_args=loader))
+    os.rename(os.path.join(exp_dir, "config.yaml"), os.path.join(exp_dir, "config_stage0.yaml"))
+    os.rename(os.path.join(models, "final_model.pt"),
+              os.path.join(models, "final_model_stage0.pt"))
+    checkpoint_path = os.path.join(models, "model_2.pt")
+    saved = _load(checkpoint_path)["optimizer"]
+    assert len(saved["param_groups"]) == 1  # the frozen WavLM had no group
+
+    schedule = {"initial_lr": 0.05, "final_lr": 0.02, "warm_up_epoch": 0,
+                "warm_from_zero": False}
+    seen = capture_first_step(monkeypatch)
+    with caplog.at_level("WARNING"):
+        history = run_training(ssl_config(
+            exp_dir, corpus, wavlm_dir, frozen=False, lr_scale=0.5, num_epochs=4,
+            checkpoint=checkpoint_path, scheduler_args=schedule,
+            dataloader_args=dict(loader, batch_size=4)))
+    monkeypatch.undo()
+    assert [(result.epoch, result.batches) for result in history] == [(3, 8), (4, 8)]
+    lr = exponential_lr(4 / 64, 0.05, 0.02, 2 / 4)  # epoch 3 starts at 2/4 of the schedule
+    assert seen["lrs"] == [pytest.approx(lr, rel=1e-12), pytest.approx(0.5 * lr, rel=1e-12)]
+    # the momentum of what trained (speaker model, head, layer weights) is the checkpoint's
+    group = saved["param_groups"][0]
+    assert "frontend.layer_weights" in group["param_names"]
+    assert set(seen["state"]) == set(group["param_names"])
+    for index, name in zip(group["params"], group["param_names"]):
+        assert torch.equal(seen["state"][name]["momentum_buffer"],
+                           saved["state"][index]["momentum_buffer"]), name
+    upstream = [name for name, _ in load_wavlm(wavlm_dir).named_parameters()
+                if name != "masked_spec_embed"]
+    told = [record.getMessage() for record in caplog.records]
+    assert any(f"(config keys 'frozen_params', 'dataset_args.s3prl_args.frozen'): "
+               f"{len(upstream)} parameters of frontend.upstream.* train from epoch 3 on, with "
+               f"empty optimizer state; the other {len(group['params'])} keep" in message
+               for message in told), told
+
+    # WavLM trained in epochs 3-4, with the state the optimizer built for it
+    final = _load(os.path.join(models, "model_4.pt"))
+    pretrained = _pretrained_upstream(wavlm_dir)
+    changed = [key for key in pretrained if not torch.equal(final["model"][key], pretrained[key])]
+    assert len(changed) > 0.9 * len(pretrained)
+    assert [len(group["params"]) for group in final["optimizer"]["param_groups"]] == [
+        len(group["params"]), len(upstream)]
+    assert all(final["optimizer"]["state"][index]
+               for index in final["optimizer"]["param_groups"][1]["params"])
+    # the new run's config.yaml and final_model.pt; stage 0's stay where the recipe put them
+    assert read_yaml(os.path.join(exp_dir, "config.yaml"))["dataset_args"]["s3prl_args"][
+        "frozen"] is False
+    assert read_yaml(os.path.join(exp_dir, "config_stage0.yaml"))["dataset_args"]["s3prl_args"][
+        "frozen"] is True
+    assert os.readlink(os.path.join(models, "final_model.pt")) == "model_4.pt"
+    assert os.readlink(os.path.join(models, "final_model_stage0.pt")) == "model_2.pt"
+    # averaging and extraction read the new run's config and checkpoints
+    avg_path = os.path.join(models, "avg_model.pt")
+    average_cli.main(["--src_path", models, "--dst_model", avg_path, "--num", "2"])
+    embedder = load_embedder(load_config(os.path.join(exp_dir, "config.yaml")), avg_path)
+    assert not embedder.frontend.frozen
+    averaged = _load(avg_path)
+    key = "encoder.layers.0.attention.k_proj.weight"
+    assert torch.equal(embedder.frontend.upstream.state_dict()[key], averaged[UPSTREAM + key])
+    assert not torch.equal(averaged[UPSTREAM + key], pretrained[UPSTREAM + key])
+    # an average reaching back into the frozen epochs has no WavLM weights to average
+    with pytest.raises(SystemExit):
+        average_cli.main(["--src_path", models, "--dst_model", avg_path, "--num", "3"])
+    assert f"{os.path.join(models, 'model_3.pt')}: tensor 'frontend.upstream." in (
+        capsys.readouterr().err)

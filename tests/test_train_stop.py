@@ -64,9 +64,9 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     # ranks, does not take it
     interrupted = os.path.join(models, "interrupted.pt")
     standing = Lineage(1, _load(os.path.join(models, "model_1.pt"))["param_digests"][0])
-    assert find_interrupted(interrupted, standing, 1) is not None
-    assert find_interrupted(interrupted, Lineage(1, "another run's digest"), 1) is None
-    assert find_interrupted(interrupted, standing, 2) is None
+    assert find_interrupted(interrupted, standing, 1, per_epoch) is not None
+    assert find_interrupted(interrupted, Lineage(1, "another run's digest"), 1, per_epoch) is None
+    assert find_interrupted(interrupted, standing, 2, per_epoch) is None
 
     torch.manual_seed(12345)  # disturb the generators: interrupted.pt must restore them
     resumed = run_training(tiny_config(stopped_dir, corpus,

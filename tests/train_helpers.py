@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List
 
@@ -22,6 +23,7 @@ from wespeaker_py.train import trainer
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.loop import EpochResult
 from wespeaker_py.train.plan import TrainingPlan, resolve
+from wespeaker_py.train.step import TrainingStep
 
 RATE = 16000
 CPU_WORLD = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -140,6 +142,38 @@ def write_config(path: str, config: Dict[str, Any]) -> str:
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
     return path
+
+
+def named_optimizer_state(checkpoint: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """A checkpoint's optimizer state by parameter name (its groups' ``param_names``)."""
+    optimizer = checkpoint["optimizer"]
+    return {name: optimizer["state"].get(index, {})
+            for group in optimizer["param_groups"]
+            for index, name in zip(group["params"], group["param_names"])}
+
+
+def capture_first_step(monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
+    """Record, as the first training step starts: each group's lr, the head's margin and
+    the optimizer state by parameter name (copies)."""
+    original, seen = TrainingStep.__call__, {}
+
+    def step(self, batch):
+        if not seen:
+            names = {id(param): name for name, param in self.model.named_parameters()}
+            seen["lrs"] = [group["lr"] for group in self.optimizer.param_groups]
+            seen["margin"] = float(self.model.projection.margin)
+            seen["state"] = {names[id(param)]: {key: value.clone() for key, value in state.items()}
+                             for param, state in self.optimizer.state.items()}
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainingStep, "__call__", step)
+    return seen
+
+
+def exponential_lr(scale_ratio: float, initial_lr: float, final_lr: float,
+                   fraction: float) -> float:
+    """WeSpeaker's ExponentialDecrease after its warm-up, at ``fraction`` of the run."""
+    return scale_ratio * initial_lr * math.exp(fraction * math.log(final_lr / initial_lr))
 
 
 @pytest.fixture(autouse=True)

@@ -149,3 +149,35 @@ train_stage() {
     record_settings "${exp_dir}/models/final_model.pt" "${settings}"
   fi
 }
+
+# set_aside_step EXP_DIR EPOCHS TAG: before a second training step continues a finished
+# step in the same folder (WeSpeaker's Whisper-PMFA: a frozen step, then the whole
+# model from its last checkpoint), keep the first step's results under their own
+# names: models/final_model.pt (naming model_EPOCHS.pt) and its settings note become
+# models/final_model_TAG.pt, config.yaml becomes config_TAG.yaml. Done once; fails when
+# the first step has not finished.
+set_aside_step() {
+  local exp_dir=$1 epochs=$2 tag=$3 models=$1/models
+  if step_set_aside "${exp_dir}" "${tag}"; then
+    return 0
+  fi
+  if ! training_finished "${models}" "${epochs}"; then
+    echo "$0: ${models}/final_model.pt does not name model_${epochs}.pt: finish the step" \
+         "before first" >&2
+    return 1
+  fi
+  if [ -f "${models}/final_model.pt.settings" ]; then
+    mv -f "${models}/final_model.pt.settings" "${models}/final_model_${tag}.pt.settings"
+  fi
+  if [ -f "${exp_dir}/config.yaml" ]; then
+    mv -f "${exp_dir}/config.yaml" "${exp_dir}/config_${tag}.yaml"
+  fi
+  mv -f "${models}/final_model.pt" "${models}/final_model_${tag}.pt"
+  echo "${exp_dir}: the finished step's results are kept as models/final_model_${tag}.pt" \
+       "and config_${tag}.yaml"
+}
+
+# step_set_aside EXP_DIR TAG: true when set_aside_step EXP_DIR ... TAG was done.
+step_set_aside() {
+  [ -L "$1/models/final_model_$2.pt" ] || [ -e "$1/models/final_model_$2.pt" ]
+}

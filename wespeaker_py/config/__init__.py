@@ -13,11 +13,12 @@ from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs,
                                         MarginUpdate, ModelConfig, S3prlArgs, SchedulerArgs,
                                         ShuffleArgs, SpecAugArgs, TfmelArgs, TrainConfig,
                                         UpstreamArgs, W2vbertArgs, WarmupCosineArgs,
-                                        WarmupStepDecayArgs)
+                                        WarmupStepDecayArgs, WhisperEncoderArgs)
 
 __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs",
            "ExponentialDecreaseArgs", "FbankArgs", "FilterArgs", "MarginUpdate", "ModelConfig",
            "S3prlArgs", "SchedulerArgs", "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
            "TrainConfig", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
-           "WarmupStepDecayArgs", "apply_override", "as_dataset_args", "config_to_dict",
-           "load_config", "load_model_config", "parse_override_args", "read_yaml", "save_config"]
+           "WarmupStepDecayArgs", "WhisperEncoderArgs", "apply_override", "as_dataset_args",
+           "config_to_dict", "load_config", "load_model_config", "parse_override_args",
+           "read_yaml", "save_config"]

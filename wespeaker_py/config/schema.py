@@ -19,6 +19,9 @@ def _block(cls):
 
 # ---- dataset_args -------------------------------------------------------------------------
 
+WHISPER_SAMPLE_RATE = 16000
+
+
 @_block
 class ShuffleArgs:
     """``dataset_args.shuffle_args``: size of the shuffle buffer (utterances)."""
@@ -161,6 +164,58 @@ class W2vbertArgs:
 
 
 @_block
+class WhisperEncoderArgs:
+    """``dataset_args.whisper_encoder_args``: Whisper's encoder, ``frontend: whisper_encoder``.
+
+    WeSpeaker's keys and defaults. The first ``num_blocks`` encoder blocks are built
+    (``output_size`` wide, ``n_head`` heads, on ``n_mels`` mel bands); the outputs of
+    blocks ``layer_st..layer_ed`` (0-based) are the features. ``model_path`` is OpenAI's
+    checkpoint file (``large-v2.pt``), never downloaded; without it the encoder starts
+    at random. ``frozen`` fixes every encoder weight. ``sample_rate`` must be 16000
+    (WeSpeaker takes the rate from ``dataset_args.resample_rate``, which must be too).
+    Training chunks and the length filter count frames of 10 ms and 25 ms, WeSpeaker's
+    defaults for a front-end block without ``frame_shift`` and ``frame_length``.
+    """
+
+    frozen: bool = False
+    n_mels: Literal[80, 128] = 80
+    num_blocks: int = setting(24, minimum=1)
+    output_size: int = setting(1280, minimum=4)
+    n_head: int = setting(20, minimum=1)
+    layer_st: int = setting(16, minimum=0)
+    layer_ed: int = setting(23, minimum=0)
+    model_path: Optional[str] = None
+    sample_rate: int = setting(16000, minimum=1)
+
+    def _finish(self, where: str) -> None:
+        if self.layer_st > self.layer_ed:
+            raise ConfigError(f"config key '{where}.layer_st' ({self.layer_st}) must be <= "
+                              f"layer_ed ({self.layer_ed})")
+        if self.layer_ed >= self.num_blocks:
+            raise ConfigError(f"config key '{where}.layer_ed' ({self.layer_ed}) must be < "
+                              f"num_blocks ({self.num_blocks}): blocks count from 0")
+        if self.output_size % self.n_head:
+            raise ConfigError(f"config key '{where}.output_size' ({self.output_size}) must be "
+                              f"a multiple of n_head ({self.n_head})")
+        if self.output_size % 2:
+            raise ConfigError(f"config key '{where}.output_size' ({self.output_size}) must be "
+                              f"even (half sine, half cosine position codes)")
+        if self.sample_rate != WHISPER_SAMPLE_RATE:
+            raise ConfigError(f"config key '{where}.sample_rate' must be "
+                              f"{WHISPER_SAMPLE_RATE} (Whisper's rate), got {self.sample_rate}")
+
+    @property
+    def frame_shift(self) -> float:
+        """Milliseconds of a training-chunk frame shift (WeSpeaker's default, 10)."""
+        return 10.0
+
+    @property
+    def frame_length(self) -> float:
+        """Milliseconds of a training-chunk frame (WeSpeaker's default, 25)."""
+        return 25.0
+
+
+@_block
 class TfmelArgs:
     """``dataset_args.tfmel_args``: the TFMel front-end of ReDimNet2, ``frontend: tfmel``.
 
@@ -200,10 +255,12 @@ class DatasetArgs:
     ``s3prl_args`` must be given for ``frontend: s3prl``; ``tfmel_args`` is
     filled with its defaults for ``frontend: tfmel``, which normalises its own
     output (``cmvn`` and ``spec_aug`` must be false: ``tfmel_args.do_spec_aug``
-    is its SpecAugment). The argument blocks of WeSpeaker front-ends this
-    toolkit does not implement (``whisper_encoder_args``) are accepted and
-    unused. ``w2vbert_args`` is filled with its defaults for ``frontend: w2vbert``,
-    whose model normalises its own input (``cmvn`` and ``spec_aug`` must be false).
+    is its SpecAugment). ``w2vbert_args`` is filled with its defaults for
+    ``frontend: w2vbert``, whose model normalises its own input (``cmvn`` and
+    ``spec_aug`` must be false). ``whisper_encoder_args`` is filled with its defaults
+    for ``frontend: whisper_encoder`` (16 kHz only); its features go through ``cmvn``
+    and ``spec_aug`` as fbank's do. Blocks of front-ends other than the chosen one are
+    checked and unused.
     """
 
     sample_num_per_epoch: int = setting(0, minimum=0)  # 0: the number of utterances
@@ -219,11 +276,11 @@ class DatasetArgs:
     # where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is
     # absent, so that a Dataset used on its own yields finished chunks (device_augment.py)
     augment_on: Literal["cpu", "device"] = "cpu"
-    frontend: Literal["fbank", "s3prl", "tfmel", "w2vbert"] = "fbank"
+    frontend: Literal["fbank", "s3prl", "tfmel", "w2vbert", "whisper_encoder"] = "fbank"
     fbank_args: Optional[FbankArgs] = None
     s3prl_args: Optional[S3prlArgs] = None
     w2vbert_args: Optional[W2vbertArgs] = None
-    whisper_encoder_args: Optional[Dict[str, Any]] = None
+    whisper_encoder_args: Optional[WhisperEncoderArgs] = None
     tfmel_args: Optional[TfmelArgs] = None
     cmvn: bool = True
     cmvn_args: CmvnArgs = setting(factory=CmvnArgs)
@@ -240,6 +297,14 @@ class DatasetArgs:
             self.w2vbert_args = W2vbertArgs()
         if self.frontend == "tfmel" and self.tfmel_args is None:
             self.tfmel_args = TfmelArgs()
+        if self.frontend == "whisper_encoder":
+            if self.whisper_encoder_args is None:
+                self.whisper_encoder_args = WhisperEncoderArgs()
+            if self.resample_rate != WHISPER_SAMPLE_RATE:
+                raise ConfigError(f"config key '{where}.resample_rate' must be "
+                                  f"{WHISPER_SAMPLE_RATE} with {where}.frontend whisper_encoder "
+                                  f"(Whisper's features are defined at 16 kHz), got "
+                                  f"{self.resample_rate}")
         if self.frontend in ("tfmel", "w2vbert"):
             for key in ("cmvn", "spec_aug"):
                 if getattr(self, key):
@@ -249,10 +314,12 @@ class DatasetArgs:
                                       f"front-end or model)")
 
     @property
-    def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs, W2vbertArgs]:
+    def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs, W2vbertArgs,
+                                     WhisperEncoderArgs]:
         """The argument block of the chosen front-end."""
         return {"fbank": self.fbank_args, "s3prl": self.s3prl_args,
-                "tfmel": self.tfmel_args, "w2vbert": self.w2vbert_args}[self.frontend]
+                "tfmel": self.tfmel_args, "w2vbert": self.w2vbert_args,
+                "whisper_encoder": self.whisper_encoder_args}[self.frontend]
 
     @property
     def frame_shift_ms(self) -> float:

@@ -16,10 +16,11 @@ def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]],
     ``frontend: s3prl`` gives :class:`SSLFrontend` (needs the ``ssl`` extra,
     ``transformers``); ``frontend: tfmel`` gives :class:`TFMelFeatures`
     (ReDimNet2's); ``frontend: w2vbert`` gives :class:`W2VBertFrontend` (the
-    ``ssl`` extra). All map int16-scale waveforms ``[B, samples]`` to
-    features ``[B, frames, dim]`` and expose the feature size as ``output_dim``.
-    ``pretrained=False`` lets the W2V-BERT front-end skip reading its pretrained
-    weights, for a caller that loads all of them from a checkpoint.
+    ``ssl`` extra); ``frontend: whisper_encoder`` gives :class:`WhisperFrontend`.
+    All map int16-scale waveforms ``[B, samples]`` to features ``[B, frames, dim]``
+    and expose the feature size as ``output_dim``. ``pretrained=False`` lets the
+    W2V-BERT and Whisper front-ends skip reading their pretrained weights, for a
+    caller that loads all of them from a checkpoint.
     """
     config = as_dataset_args(dataset_args)
     if config.frontend == "fbank":
@@ -31,14 +32,18 @@ def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]],
     if config.frontend == "w2vbert":
         from wespeaker_py.frontend.w2vbert import W2VBertFrontend
         return W2VBertFrontend.from_dataset_args(config, pretrained=pretrained)
+    if config.frontend == "whisper_encoder":
+        from wespeaker_py.frontend.whisper import WhisperFrontend
+        return WhisperFrontend.from_dataset_args(config, pretrained=pretrained)
     from wespeaker_py.frontend.ssl import SSLFrontend
     return SSLFrontend.from_dataset_args(config)
 
 
 def model_feat_dim(frontend: nn.Module) -> int:
-    """What ``model_args.feat_dim`` means for ``frontend``'s features: their width,
-    except for W2V-BERT, whose features are all its hidden states side by side and
-    whose ``feat_dim`` is the width of one (as in WeSpeaker)."""
+    """What ``model_args.feat_dim`` means for ``frontend``'s features: their width
+    (for Whisper, its chosen blocks' outputs side by side), except for W2V-BERT,
+    whose features are all its hidden states side by side and whose ``feat_dim`` is
+    the width of one (as in WeSpeaker)."""
     from wespeaker_py.frontend.w2vbert import W2VBertFrontend
     if isinstance(frontend, W2VBertFrontend):
         return frontend.output_size()

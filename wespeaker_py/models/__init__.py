@@ -21,7 +21,8 @@ __all__ = ["SpeakerModel", "check_frontend", "family_module_name", "get_model", 
            "model_frontend"]
 
 # Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC",
-# "ReDimNet2" over "ReDimNet".
+# "ReDimNet2" over "ReDimNet". A family may have two (whisper_PMFA: WeSpeaker's code
+# and its config spell it differently).
 _FAMILY_BY_PREFIX = (
     ("ReDimNet2", "redimnet2"),
     ("ReDimNet", "redimnet"),
@@ -36,6 +37,8 @@ _FAMILY_BY_PREFIX = (
     ("Res2Net", "res2net"),
     ("Gemini", "gemini_dfresnet"),
     ("W2VBert", "w2vbert_adapter_mfa"),
+    ("whisper_PMFA", "whisper_pmfa"),
+    ("Whisper_PMFA", "whisper_pmfa"),
 )
 
 
@@ -64,7 +67,7 @@ def list_models(generic: bool = False) -> List[str]:
     ``num_blocks``, ...) beyond the recipe's ``feat_dim`` and ``embed_dim``.
     """
     names: List[str] = []
-    for _, module_name in _FAMILY_BY_PREFIX:
+    for module_name in dict.fromkeys(module for _, module in _FAMILY_BY_PREFIX):
         names.extend(_family_models(module_name, generic))
     return sorted(names)
 
@@ -85,7 +88,8 @@ def get_model(name: str, **model_args) -> nn.Module:
 
 def model_frontend(name: str) -> str:
     """The front-end family model ``name`` reads: ``"tfmel"`` for ReDimNet2,
-    ``"w2vbert"`` for W2VBert_Adapter_MFA, else ``"fbank"``.
+    ``"w2vbert"`` for W2VBert_Adapter_MFA, ``"whisper_encoder"`` for whisper_PMFA,
+    else ``"fbank"``.
 
     A family module that needs a particular front-end says so in ``FRONTEND``;
     the others read fbank-like features (fbank, or an SSL front-end's).
@@ -95,15 +99,16 @@ def model_frontend(name: str) -> str:
 
 
 # Front-ends whose features only their own models read, and whose models read nothing else.
-_EXCLUSIVE_FRONTENDS = ("tfmel", "w2vbert")
+_EXCLUSIVE_FRONTENDS = ("tfmel", "w2vbert", "whisper_encoder")
 
 
 def check_frontend(name: str, frontend: str) -> None:
     """Refuse a model and ``dataset_args.frontend`` that do not go together.
 
-    TFMel features feed only the models trained on them (ReDimNet2), and W2V-BERT's
-    hidden states only W2VBert_Adapter_MFA; those models read nothing else, as in
-    WeSpeaker. Both keys are named in the error.
+    TFMel features feed only the models trained on them (ReDimNet2), W2V-BERT's
+    hidden states only W2VBert_Adapter_MFA and Whisper's block outputs only
+    whisper_PMFA; those models read nothing else, as in WeSpeaker. Both keys are
+    named in the error.
     """
     wanted = model_frontend(name)
     if (wanted in _EXCLUSIVE_FRONTENDS or frontend in _EXCLUSIVE_FRONTENDS) \

@@ -65,12 +65,17 @@ _RECIPE_MODEL_ARGS = (
     ("ReDimNet", {"embed_dim": 192}),
     ("W2VBert", {"embed_dim": 256, "pooling_func": "ASP", "adapter_dim": 128,
                  "num_frontend_hidden_layers": 24}),
+    ("whisper_PMFA", {"embed_dim": 192}),   # WeSpeaker's VoxCeleb v1 Whisper-PMFA recipe
+    ("Whisper_PMFA", {"embed_dim": 192}),
 )
 
 # The recipe's input size where it is not 80-dim fbank: WeSpeaker's redimnet*.yaml
 # use 72 mel bins (fbank for ReDimNet, TFMel for ReDimNet2).
-# W2VBert_Adapter_MFA's feat_dim is the hidden size of W2V-BERT 2.0.
-_RECIPE_FEAT_DIM = (("ReDimNet", 72), ("W2VBert", 1024))
+# W2VBert_Adapter_MFA's feat_dim is the hidden size of W2V-BERT 2.0; whisper_PMFA's the
+# outputs of Whisper large-v2's blocks 17-24 side by side (8 x 1280).
+_WHISPER_PMFA_FEAT_DIM = 8 * 1280
+_RECIPE_FEAT_DIM = (("ReDimNet", 72), ("W2VBert", 1024), ("whisper_PMFA", _WHISPER_PMFA_FEAT_DIM),
+                    ("Whisper_PMFA", _WHISPER_PMFA_FEAT_DIM))
 DEFAULT_FEAT_DIM = 80
 
 

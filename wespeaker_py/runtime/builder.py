@@ -53,9 +53,8 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
     if model_args.get("feat_dim") == -1:
         if feat_dim is None:
             raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
-                              "which only an SSL front-end (dataset_args.frontend: s3prl "
-                              "or w2vbert) "
-                              "can fill")
+                              "which only a front-end with weights (dataset_args.frontend: "
+                              "s3prl, w2vbert or whisper_encoder) can fill")
         model_args["feat_dim"] = feat_dim
     try:
         return get_model(config.model, **model_args)
@@ -99,7 +98,8 @@ class SpeakerEmbedder(nn.Module):
 def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     """Front-end (``config.dataset_args``) and speaker model with the checkpoint's weights.
 
-    The front-end is fbank, TFMel or an SSL model (``dataset_args.frontend``).
+    The front-end is fbank, TFMel, an SSL model, W2V-BERT or Whisper
+    (``dataset_args.frontend``).
     Head tensors are ignored; ``frontend.*`` tensors load strictly into the
     front-end, except that a frozen SSL front-end's missing WavLM weights come
     from its pretrained path; any other missing, unexpected or misshapen tensor
@@ -108,7 +108,8 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     """
     speaker_state, frontend_state = split_checkpoint_state(
         model_state_of(read_checkpoint(checkpoint_path)))
-    # the checkpoint holds a W2V-BERT front-end's weights: only its architecture is read
+    # the checkpoint holds a W2V-BERT or Whisper front-end's weights: only its
+    # architecture is built
     frontend = build_frontend(config.dataset_args, pretrained=False).eval()
     model = build_speaker_model(config, model_feat_dim(frontend))
     load_weights(model, speaker_state, checkpoint_path, allow_head_truncation=False)

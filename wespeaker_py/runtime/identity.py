@@ -46,6 +46,7 @@ TRAINING_ONLY_ARGS = frozenset({
     "download_dir", "path_or_url",                                    # SSL weights: hashed
     "model_name", "model_config_file", "use_bnb", "bnb_config_args",  # W2V-BERT: hashed too
     "use_lora", "lora_config_args",
+    "model_path",                                                     # Whisper: hashed too
 })
 # files already warned about for having no identity (one warning per file and process)
 _WARNED_UNRECORDED: Set[str] = set()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -84,13 +85,30 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
     """SGD, Adam or AdamW over the model's parameter groups.
 
     The WavLM weights of a joint SSL run learn at ``lr * s3prl_args.lr_scale``
-    (:func:`~wespeaker_py.frontend.ssl.frontend_param_groups`).
+    (:func:`~wespeaker_py.frontend.ssl.frontend_param_groups`). Each group names
+    its parameters (``param_names``, torch's own entry for them), so that a
+    checkpoint's optimizer state can follow a parameter by name when another
+    run trains other parameters (:func:`~wespeaker_py.train.checkpoint.load_optimizer_state`).
     """
+    names = {id(param): name for name, param in model.named_parameters()}
+    groups = [dict(group, param_names=[names[id(param)] for param in group["params"]])
+              for group in frontend_param_groups(model)]
     try:
-        return _OPTIMIZERS[plan.optimizer](frontend_param_groups(model), **plan.optimizer_args)
+        return _OPTIMIZERS[plan.optimizer](groups, **plan.optimizer_args)
     except TypeError as err:
         raise ConfigError(f"config key 'optimizer_args' does not fit "
                           f"{plan.optimizer}: {err}") from None
+
+
+def trained_parameter_keys(plan: TrainingPlan) -> List[str]:
+    """The config keys that decide which parameters train: ``frozen_params``, and the
+    ``frozen`` key of a front-end the model holds, where it has one."""
+    keys = ["frozen_params"]
+    name = plan.dataset_args.frontend
+    if plan.model_holds_frontend and hasattr(getattr(plan.dataset_args, f"{name}_args", None),
+                                             "frozen"):
+        keys.append(f"dataset_args.{name}_args.frozen")
+    return keys
 
 
 def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> LRScheduler:

@@ -8,6 +8,10 @@ A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
      "param_digests": [per-rank parameter digests],
      "world_size": int}
 
+The optimizer's parameter groups name their parameters (``param_names``), so that
+a run training other parameters can carry each one's state over by name
+(:func:`load_optimizer_state`).
+
 Reading checkpoints and loading weights (a bare state_dict such as WeSpeaker's
 ``avg_model.pt`` included) live in :mod:`wespeaker_py.runtime.checkpoint`,
 shared with extraction, export and the Python API.
@@ -23,13 +27,14 @@ import hashlib
 import os
 import random
 import re
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from collections import Counter
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from wespeaker_py.config import ConfigError
 from wespeaker_py.frontend.ssl import frontend_state_dict_for_checkpoint
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.utils.file_utils import atomic_path
@@ -141,17 +146,19 @@ def epoch_from_name(path: str) -> Optional[int]:
 
 def restore_training_state(checkpoint: Mapping[str, Any], source: str,
                            optimizer: torch.optim.Optimizer, scheduler, margin_scheduler,
-                           world: DistContext,
+                           world: DistContext, trained_keys: Sequence[str],
                            grad_scaler: Optional[torch.amp.GradScaler] = None) -> int:
     """Put back everything but the weights for an exact resume; return the checkpoint's epoch.
 
     Load the weights first (:func:`wespeaker_py.runtime.checkpoint.load_weights`
-    without head truncation). The optimizer keeps this run's settings
-    (:func:`load_optimizer_state`). Each rank takes back its own RNG state when
+    without head truncation). The optimizer keeps this run's settings and follows
+    the parameters it trains (:func:`load_optimizer_state`; ``trained_keys``: the
+    config keys that decide them). Each rank takes back its own RNG state when
     the checkpoint was written by as many ranks; otherwise the generators keep
     their seeded state and a warning says the run will not retrace the original.
     """
-    load_optimizer_state(optimizer, checkpoint["optimizer"], source)
+    epoch = int(checkpoint["epoch"])
+    load_optimizer_state(optimizer, checkpoint["optimizer"], source, epoch + 1, trained_keys)
     scheduler.load_state_dict(checkpoint["scheduler"])
     margin_scheduler.load_state_dict(checkpoint["margin_scheduler"])
     if grad_scaler is not None and checkpoint.get("grad_scaler") is not None:
@@ -163,48 +170,133 @@ def restore_training_state(checkpoint: Mapping[str, Any], source: str,
         logger.warning("%s was written by %d ranks, this run has %d: random generators are "
                        "not restored, so the run will not retrace an uninterrupted one",
                        source, len(rng_states), world.world_size)
-    return int(checkpoint["epoch"])
+    return epoch
 
 
-# group entries that the config does not set: the parameters, the rate that the
-# schedule sets every step, and "capturable", which keep_optimizer_state_on_device
-# sets for the device after the load
-_NOT_FROM_CONFIG = ("params", "lr", "capturable")
+# group entries that the config does not set: the parameters and their names, the rate that
+# the schedule sets every step, and "capturable", which keep_optimizer_state_on_device sets
+# for the device after the load
+_NOT_FROM_CONFIG = ("params", "param_names", "lr", "capturable")
 # where a group entry comes from when it is not optimizer_args
 _GROUP_ENTRY_KEYS = {"lr_scale": "dataset_args.s3prl_args.lr_scale"}
+# name prefixes listed by a warning about parameters that start or stop training
+_LISTED_PREFIXES = 6
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any],
-                         source: str) -> None:
+                         source: str, first_epoch: int, trained_keys: Sequence[str]) -> None:
     """Load a checkpoint's optimizer state under the settings ``optimizer`` was built with.
 
-    Its per-parameter state (momentum buffers, Adam's moments and step counts)
-    is taken as saved; each parameter group keeps this run's entries
-    (``optimizer_args``, ``lr_scale``) but ``params`` and ``lr`` (which the
-    learning-rate schedule sets each step). A warning names each entry that the
-    checkpoint had otherwise. Parameter groups of other sizes (another
-    ``frozen_params``, or a front-end frozen or not) are a ConfigError.
+    ``optimizer``'s groups name their parameters (``param_names``, see
+    :func:`~wespeaker_py.train.builder.build_optimizer`). Per-parameter state
+    (momentum buffers, Adam's moments and step counts) is taken as saved; each
+    parameter group keeps this run's entries (``optimizer_args``, ``lr_scale``) but
+    ``lr`` (which the learning-rate schedule sets each step). A warning names each
+    entry that the checkpoint had otherwise.
+
+    When this run, which trains on from ``first_epoch``, trains other parameters
+    than the checkpoint's (one of ``trained_keys`` changed, e.g. ``frozen_params``
+    or a front-end's ``frozen``), the state follows each parameter by name: one
+    that trained before keeps its state, one that starts training starts without,
+    and the state of one that no longer trains is dropped; a warning names them.
+    A checkpoint of older code names no parameters: its state loads as it is
+    where the groups have the same sizes, else the optimizer starts empty (as
+    WeSpeaker's does after its ``--checkpoint``), with a warning.
     """
+    saved_names = [group.get("param_names") for group in state["param_groups"]]
+    names = [group["param_names"] for group in optimizer.param_groups]
+    sizes = [len(group) for group in names]
     saved_sizes = [len(group["params"]) for group in state["param_groups"]]
-    sizes = [len(group["params"]) for group in optimizer.param_groups]
-    if saved_sizes != sizes:
-        raise ConfigError(
-            f"{source} cannot resume this run: its optimizer trains parameter groups of "
-            f"{saved_sizes} tensors, this run's {sizes}; the trained parameters changed "
-            f"(config keys 'frozen_params', 'dataset_args.s3prl_args.frozen'). Resume "
-            f"with the checkpoint's settings, or start from its weights with "
-            f"'model_init' in place of 'checkpoint'")
+    if saved_names == names or (None in saved_names and saved_sizes == sizes):
+        _load_same_parameters(optimizer, state, source)
+    elif None in saved_names:
+        logger.warning(
+            "%s names no parameters in its optimizer state (older code) and trained parameter "
+            "groups of %s tensors, this run's %s: the trained parameters changed (config keys "
+            "%s), so the optimizer starts without state (momentum, Adam's moments)", source,
+            saved_sizes, sizes, ", ".join(repr(key) for key in trained_keys))
+    else:
+        _follow_parameters_by_name(optimizer, state, source, first_epoch, trained_keys)
+
+
+def _load_same_parameters(optimizer: torch.optim.Optimizer, state: Mapping[str, Any],
+                          source: str) -> None:
+    """Load a state saved for the same parameters in the same groups, keeping our settings."""
     planned = [{key: value for key, value in group.items() if key not in ("params", "lr")}
                for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
-    changed: Dict[str, str] = {}
+    _warn_changed_settings(source, zip(optimizer.param_groups, planned))
     for group, settings in zip(optimizer.param_groups, planned):
-        for key, value in settings.items():
-            if key not in _NOT_FROM_CONFIG and group.get(key) != value:
-                name = _GROUP_ENTRY_KEYS.get(key, f"optimizer_args.{key}")
-                changed.setdefault(name, f"{name}: checkpoint {group.get(key)!r}, "
-                                         f"config {value!r}")
         group.update(settings)
+
+
+def _follow_parameters_by_name(optimizer: torch.optim.Optimizer, state: Mapping[str, Any],
+                               source: str, first_epoch: int,
+                               trained_keys: Sequence[str]) -> None:
+    """Load each named parameter's saved state into this run's groups, which train others."""
+    saved: Dict[str, Tuple[Mapping[str, Any], Any]] = {}  # name: (its group, its state)
+    for group in state["param_groups"]:
+        for index, name in zip(group["params"], group["param_names"]):
+            saved[name] = (group, state["state"].get(index))
+    current = optimizer.state_dict()
+    carried: Dict[int, Any] = {}
+    paired: Dict[Tuple[int, int], Tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+    started: List[str] = []
+    for group in current["param_groups"]:
+        for index, name in zip(group["params"], group["param_names"]):
+            if name not in saved:
+                started.append(name)
+                continue
+            saved_group, entry = saved[name]
+            paired[id(saved_group), id(group)] = (saved_group, group)
+            if entry is not None:
+                carried[index] = entry
+    optimizer.load_state_dict({"state": carried, "param_groups": current["param_groups"]})
+    _warn_changed_settings(source, paired.values())
+    trained = {name for group in current["param_groups"] for name in group["param_names"]}
+    stopped = [name for name in saved if name not in trained]
+    if not started and not stopped:
+        return   # the same parameters, grouped otherwise
+    changes = ([f"{_describe(started)} from epoch {first_epoch} on, with empty optimizer "
+                f"state"] if started else [])
+    if stopped:
+        changes.append(f"{_describe(stopped, 'no longer trains', 'no longer train')}, its "
+                       f"optimizer state dropped")
+    logger.warning("%s: this run trains other parameters than the checkpoint's (config keys "
+                   "%s): %s; the other %d keep their optimizer state", source,
+                   ", ".join(repr(key) for key in trained_keys), "; ".join(changes),
+                   len(trained) - len(started))
+
+
+def _warn_changed_settings(source: str,
+                           pairs: Iterable[Tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
+    """Warn once for each group entry that differs between the checkpoint's group and this
+    run's (``pairs`` of the two)."""
+    changed: Dict[str, str] = {}
+    for saved, settings in pairs:
+        for key, value in settings.items():
+            if key not in _NOT_FROM_CONFIG and saved.get(key) != value:
+                name = _GROUP_ENTRY_KEYS.get(key, f"optimizer_args.{key}")
+                changed.setdefault(name, f"{name}: checkpoint {saved.get(key)!r}, "
+                                         f"config {value!r}")
     if changed:
         logger.warning("%s: the optimizer continues with this run's settings, not the "
                        "checkpoint's: %s", source, "; ".join(changed.values()))
+
+
+def _describe(names: Sequence[str], one: str = "trains", more: str = "train") -> str:
+    """``names`` counted by their first two name parts, and the verb for as many:
+    '69 parameters of frontend.upstream.* train', '1 parameter of projection.weight trains'."""
+    counts = Counter(_name_prefix(name) for name in names)
+    total = f"{len(names)} parameter{'' if len(names) == 1 else 's'}"
+    listed = [f"{count} of {prefix}" for prefix, count in counts.items()]
+    if len(listed) > _LISTED_PREFIXES:
+        listed = listed[:_LISTED_PREFIXES] + ["..."]
+    what = (f"{total} of {next(iter(counts))}" if len(counts) == 1
+            else f"{total} ({', '.join(listed)})")
+    return f"{what} {one if len(names) == 1 else more}"
+
+
+def _name_prefix(name: str) -> str:
+    parts = name.split(".")
+    return name if len(parts) <= 2 else ".".join(parts[:2]) + ".*"

@@ -59,6 +59,8 @@ class InterruptedAt:
     rank's generators as the epoch began, when the data loader drew its base seed
     from them; a resume draws it again from the same state. Both hold one entry
     per rank of the stopped run, so only a run of as many ranks may continue it.
+    ``epoch_iter``: the stopped run's batches per epoch on each rank (None in a
+    file of older code); only a run with epochs as long continues mid-epoch.
     """
 
     epoch: int
@@ -66,6 +68,7 @@ class InterruptedAt:
     totals: List[List[float]]
     after: Lineage
     epoch_start_rng: Optional[List[Any]] = None
+    epoch_iter: Optional[int] = None
 
     @property
     def world_size(self) -> int:
@@ -74,14 +77,14 @@ class InterruptedAt:
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "totals": self.totals,
                 "after_epoch": self.after.epoch, "after_digest": self.after.digest,
-                "epoch_start_rng": self.epoch_start_rng}
+                "epoch_start_rng": self.epoch_start_rng, "epoch_iter": self.epoch_iter}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> "InterruptedAt":
         return cls(int(state["epoch"]), int(state["batch"]),
                    [[float(v) for v in rank] for rank in state["totals"]],
                    Lineage(int(state["after_epoch"]), state["after_digest"]),
-                   state.get("epoch_start_rng"))
+                   state.get("epoch_start_rng"), state.get("epoch_iter"))
 
 
 class StopRequest:
@@ -160,10 +163,15 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return tensors_digest(sorted(state.items()))
 
 
-def find_interrupted(path: str, standing: Lineage,
-                     world_size: int) -> Optional[Mapping[str, Any]]:
+def find_interrupted(path: str, standing: Lineage, world_size: int,
+                     epoch_iter: int) -> Optional[Mapping[str, Any]]:
     """The ``interrupted.pt`` at ``path`` when it continues ``standing`` on ``world_size``
-    ranks, else None (logged).
+    ranks of ``epoch_iter`` batches per epoch, else None (logged).
+
+    Stopped mid-epoch, a run of another epoch length (another batch size or
+    sample count) cannot take up the batch count: it trains that epoch again from
+    its start. Stopped at an epoch's end, it continues like any
+    checkpoint of that epoch.
 
     Raises what reading a checkpoint raises for a damaged file.
     """
@@ -181,6 +189,13 @@ def find_interrupted(path: str, standing: Lineage,
         logger.warning("%s was written by %d ranks, this run has %d: its epoch %d is "
                        "trained again from the start (continuing mid-epoch needs as many "
                        "ranks)", path, at.world_size, world_size, at.epoch)
+        return None
+    if at.batch and at.epoch_iter not in (None, epoch_iter):
+        logger.warning("%s stopped after batch %d of the %d of epoch %d; this run's epochs have "
+                       "%d batches (another dataloader_args.batch_size or dataset_args."
+                       "sample_num_per_epoch): its epoch %d is trained again from the start "
+                       "(continuing mid-epoch needs epochs as long)", path, at.batch,
+                       at.epoch_iter, at.epoch, epoch_iter, at.epoch)
         return None
     logger.info("continuing from %s: epoch %d after its batch %d", path, at.epoch, at.batch)
     return loaded

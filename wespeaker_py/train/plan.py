@@ -172,9 +172,11 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     num_utterances = len(read_key_value(config.train_label))
     initialisation = repr((config.model, sorted(config.model_args.items()),
                            sorted(config.projection_args.items()), config.seed))
+    batch_size = config.dataloader_args.batch_size
+    epoch_iter = epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size)
     start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
                                  Layout(config.exp_dir).interrupted_path, initialisation,
-                                 world.world_size)
+                                 world.world_size, epoch_iter)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -183,15 +185,13 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     _check_frontend_layers(model_args, frontend)
     optimizer_args = dict(config.optimizer_args)
     optimizer_args.setdefault("lr", config.scheduler_args.optimizer_lr)
-    batch_size = config.dataloader_args.batch_size
     return TrainingPlan(
         config=dataclasses.replace(config, model_args=model_args),
         world=world, layout=Layout(config.exp_dir),
         data_type=config.data_type, train_data=config.train_data,
         reverb_data=config.reverb_data, noise_data=config.noise_data,
         dataset_args=dataset_args, dataloader_args=config.dataloader_args, spk2id=spk2id,
-        num_utterances=num_utterances,
-        epoch_iter=epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size),
+        num_utterances=num_utterances, epoch_iter=epoch_iter,
         seed=config.seed,
         model_config=ModelConfig(model=config.model, model_args=model_args,
                                  dataset_args=dataset_args),
@@ -212,7 +212,8 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
 
 
 def _build_frontend(dataset_args: DatasetArgs) -> nn.Module:
-    """fbank -> CMN -> SpecAugment, or the WavLM front-end; bad arguments are ConfigErrors."""
+    """fbank -> CMN -> SpecAugment, or a front-end with weights (WavLM, W2V-BERT, Whisper);
+    bad arguments are ConfigErrors."""
     try:
         return build_frontend(dataset_args)
     except (ValueError, FileNotFoundError) as err:
@@ -223,12 +224,17 @@ def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: st
                 holds_frontend: bool) -> Dict[str, Any]:
     """``model_args`` checked against the front-end's output size, ``feat_dim: -1`` filled.
 
-    WeSpeaker's SSL configs leave ``feat_dim`` to the front-end that way.
+    WeSpeaker's SSL configs leave ``feat_dim`` to the front-end that way; its Whisper
+    configs leave it out, which WeSpeaker's trainer (setting ``feat_dim`` for every
+    front-end with weights) allows: a front-end the model holds fills a missing
+    ``feat_dim`` too (unless the model takes ``acoustic_dim``).
     """
     source = {"fbank": "dataset_args.fbank_args.num_mel_bins",
               "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
               "tfmel": "dataset_args.tfmel_args.n_mels",
               "w2vbert": "dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
+              "whisper_encoder": "dataset_args.whisper_encoder_args (output_size x "
+                                 "(layer_ed - layer_st + 1))",
               }[frontend_name]
     for key in ("feat_dim", "acoustic_dim"):
         dim = model_args.get(key)
@@ -237,7 +243,8 @@ def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: st
             continue
         raise ConfigError(f"config key 'model_args.{key}' is {dim} but the front-end makes "
                           f"{frontend_dim}-dim features ({source})")
-    if model_args.get("feat_dim") == -1:
+    unset = "feat_dim" not in model_args and "acoustic_dim" not in model_args
+    if model_args.get("feat_dim") == -1 or (unset and holds_frontend):
         return dict(model_args, feat_dim=frontend_dim)
     return dict(model_args)
 
@@ -272,9 +279,11 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
 
 
 def continue_interrupted(start: StartWeights, interrupted_path: str, initialisation: str,
-                         world_size: int) -> StartWeights:
+                         world_size: int, epoch_iter: int) -> StartWeights:
     """``start``, or the ``interrupted.pt`` at ``interrupted_path`` that a stopped run left
-    from it on ``world_size`` ranks; ``initialisation`` names a start from random weights.
+    from it on ``world_size`` ranks of ``epoch_iter`` batches per epoch (see
+    :func:`~wespeaker_py.train.interrupt.find_interrupted`); ``initialisation`` names a
+    start from random weights.
 
     Either way ``standing`` names the checkpoint the run continues (see
     :mod:`wespeaker_py.train.interrupt`).
@@ -282,7 +291,7 @@ def continue_interrupted(start: StartWeights, interrupted_path: str, initialisat
     standing = standing_of(start.training_state,
                            start.state if start.state is not None else start.init_state,
                            start.first_epoch - 1, initialisation)
-    loaded = find_interrupted(interrupted_path, standing, world_size)
+    loaded = find_interrupted(interrupted_path, standing, world_size, epoch_iter)
     if loaded is None:
         return dataclasses.replace(start, standing=standing)
     at = InterruptedAt.from_dict(loaded["interrupted_at"])

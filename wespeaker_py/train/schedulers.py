@@ -1,7 +1,10 @@
 """Per-iteration learning-rate and margin schedules (WeSpeaker's formulas).
 
 Every scheduler is driven by the global iteration ``(epoch - 1) * epoch_iter + batch``
-and is a pure function of it, so resuming only needs the iteration number.
+and is a pure function of it, so resuming only needs the iteration number. The run
+counts it with its own ``epoch_iter``: one that continues a checkpoint with epochs of
+another length (another batch size) starts epoch E at the fraction ``(E - 1) /
+num_epochs`` of its schedule, as WeSpeaker's schedulers do after its ``--checkpoint``.
 :data:`LR_SCHEDULERS` maps the config's ``scheduler`` names to the learning-rate ones.
 """
 from __future__ import annotations

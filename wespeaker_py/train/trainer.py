@@ -83,7 +83,7 @@ class Trainer:
             return
         restore_training_state(start.training_state, start.path, self.optimizer,
                                self.lr_scheduler, self.margin_scheduler, self.plan.world,
-                               self.step.grad_scaler)
+                               builder.trained_parameter_keys(self.plan), self.step.grad_scaler)
         keep_optimizer_state_on_device(self.optimizer, self.plan.world.device)
 
     def save(self, epoch: int) -> None:
@@ -95,8 +95,9 @@ class Trainer:
     def save_interrupted(self, epoch: int, batch: int, totals: torch.Tensor,
                          epoch_start_rng=None) -> None:
         """Write models/interrupted.pt: the state after ``batch`` batches of ``epoch`` (rank 0)."""
-        self.folder.save_interrupted(epoch, batch, totals.tolist(), epoch_start_rng, self.model,
-                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
+        self.folder.save_interrupted(epoch, batch, self.plan.epoch_iter, totals.tolist(),
+                                     epoch_start_rng, self.model, self.optimizer,
+                                     self.lr_scheduler, self.margin_scheduler,
                                      self.step.grad_scaler)
 
 

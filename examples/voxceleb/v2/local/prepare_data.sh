@@ -2,6 +2,10 @@
 # Prepare VoxCeleb1, VoxCeleb2 dev, MUSAN and RIRS_NOISES as Kaldi-style data
 # directories under ${data}: vox1, vox2_dev, musan, rirs (wav.scp; utt2spk and
 # spk2utt for the speech sets) and vox1/trials/vox1_{O,E,H}_cleaned.kaldi.
+# --corpora vox1 leaves VoxCeleb2 out (no download, unpacking or conversion);
+# --vox1_split true writes VoxCeleb1's dev and test parts as two sets, vox1_dev and
+# vox1_test, with vox1_test/trials/vox1_O_cleaned.kaldi (the E and H lists pair dev
+# utterances, so they belong to the whole vox1 set only), as the v1 recipes use them.
 #
 # Stages (each skips what an earlier run finished):
 #   1  download the missing archives into ${download_dir}, checking their md5
@@ -14,6 +18,7 @@
 #   4  write the data lists and the cleaned Vox1-O/E/H trial lists
 #
 #   local/prepare_data.sh --stage 1 --stop_stage 4 --data data [--vox_url URL] [--nj 8]
+#   local/prepare_data.sh --stage 1 --stop_stage 4 --data data --corpora vox1 --vox1_split true
 
 stage=1
 stop_stage=4
@@ -24,6 +29,8 @@ vox_url=       # base URL of the VoxCeleb archives (empty: they must be in ${dow
 openslr_url=https://openslr.elda.org/resources
 trials_url=https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta
 nj=8
+corpora="vox1 vox2"  # the VoxCeleb releases to prepare (MUSAN and RIRS_NOISES always)
+vox1_split=false     # true: vox1_dev and vox1_test instead of one vox1 set
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
@@ -53,7 +60,22 @@ declare -A unpack_dir=(
   [vox1_dev_wav.zip]=voxceleb1/dev
   [vox2_aac.zip]=voxceleb2_m4a
 )
-archives="musan.tar.gz rirs_noises.zip vox1_test_wav.zip vox1_dev_wav.zip vox2_aac.zip"
+archives="musan.tar.gz rirs_noises.zip"
+for corpus in ${corpora}; do
+  case ${corpus} in
+    vox1) archives="${archives} vox1_test_wav.zip vox1_dev_wav.zip" ;;
+    vox2) archives="${archives} vox2_aac.zip" ;;
+    *) echo "$0: --corpora takes vox1 and/or vox2, got '${corpus}'" >&2; exit 1 ;;
+  esac
+done
+case "${vox1_split}" in
+  true|false) ;;
+  *) echo "$0: --vox1_split must be true or false, got '${vox1_split}'" >&2; exit 1 ;;
+esac
+# has_corpus NAME: true when --corpora names NAME
+has_corpus() {
+  [[ " ${corpora} " == *" $1 "* ]]
+}
 
 # A verified archive carries a NAME.md5_ok marker, so later runs do not hash it again.
 verify_archive() {
@@ -168,7 +190,7 @@ convert_m4a() {
 }
 export -f convert_m4a
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && has_corpus vox2; then
   echo "Stage 3: convert VoxCeleb2 m4a to wav (${nj} jobs)"
   if [ ! -d "${m4a_root}" ]; then
     echo "$0: ${m4a_root} not found; run stage 2 first" >&2
@@ -216,9 +238,12 @@ speech_set() {
   echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
-# vox_trials NAME URL: a VoxCeleb "label enroll test" list as a Kaldi trial list.
+# vox_trials SET NAME URL: a VoxCeleb "label enroll test" list as the Kaldi trial list
+# ${data}/SET/trials/NAME.kaldi.
 vox_trials() {
-  local dir=${data}/vox1/trials raw
+  local dir=${data}/$1/trials raw
+  shift
+  mkdir -p "${dir}"
   raw=${dir}/$1.txt
   if [ ! -s "${raw}" ]; then
     fetch "$2" "${raw}"
@@ -233,7 +258,7 @@ vox_trials() {
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Stage 4: data lists"
   export LC_ALL=C
-  mkdir -p "${data}/musan" "${data}/rirs" "${data}/vox1/trials"
+  mkdir -p "${data}/musan" "${data}/rirs"
   # written under a temporary name: a run cut short leaves no half list that looks up to date
   if ! up_to_date "${data}/musan/wav.scp" "${rawdata_dir}/.musan.tar.gz.unpacked"; then
     scp_of "${rawdata_dir}/musan" > "${data}/musan/wav.scp.tmp"
@@ -243,17 +268,32 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     scp_of "${rawdata_dir}/RIRS_NOISES/simulated_rirs" > "${data}/rirs/wav.scp.tmp"
     mv "${data}/rirs/wav.scp.tmp" "${data}/rirs/wav.scp"
   fi
-  if ! up_to_date "${data}/vox1/spk2utt" "${rawdata_dir}/.vox1_dev_wav.zip.unpacked" \
-                  "${rawdata_dir}/.vox1_test_wav.zip.unpacked"; then
-    speech_set vox1 "${rawdata_dir}/voxceleb1"
+  speech_sets="musan rirs"
+  if has_corpus vox1 && ${vox1_split}; then
+    for part in dev test; do
+      if ! up_to_date "${data}/vox1_${part}/spk2utt" "${rawdata_dir}/.vox1_${part}_wav.zip.unpacked"; then
+        speech_set "vox1_${part}" "${rawdata_dir}/voxceleb1/${part}"
+      fi
+    done
+    vox_trials vox1_test vox1_O_cleaned "${trials_url}/veri_test2.txt"
+    speech_sets="${speech_sets} vox1_dev vox1_test"
+  elif has_corpus vox1; then
+    if ! up_to_date "${data}/vox1/spk2utt" "${rawdata_dir}/.vox1_dev_wav.zip.unpacked" \
+                    "${rawdata_dir}/.vox1_test_wav.zip.unpacked"; then
+      speech_set vox1 "${rawdata_dir}/voxceleb1"
+    fi
+    vox_trials vox1 vox1_O_cleaned "${trials_url}/veri_test2.txt"
+    vox_trials vox1 vox1_E_cleaned "${trials_url}/list_test_all2.txt"
+    vox_trials vox1 vox1_H_cleaned "${trials_url}/list_test_hard2.txt"
+    speech_sets="${speech_sets} vox1"
   fi
-  if ! up_to_date "${data}/vox2_dev/spk2utt" "${rawdata_dir}/.voxceleb2_wav.converted"; then
-    speech_set vox2_dev "${wav_root}"
+  if has_corpus vox2; then
+    if ! up_to_date "${data}/vox2_dev/spk2utt" "${rawdata_dir}/.voxceleb2_wav.converted"; then
+      speech_set vox2_dev "${wav_root}"
+    fi
+    speech_sets="${speech_sets} vox2_dev"
   fi
-  vox_trials vox1_O_cleaned "${trials_url}/veri_test2.txt"
-  vox_trials vox1_E_cleaned "${trials_url}/list_test_all2.txt"
-  vox_trials vox1_H_cleaned "${trials_url}/list_test_hard2.txt"
-  for set in musan rirs vox1 vox2_dev; do
+  for set in ${speech_sets}; do
     if [ ! -s "${data}/${set}/wav.scp" ]; then
       echo "$0: ${data}/${set}/wav.scp is empty: did stages 2-3 finish?" >&2
       exit 1

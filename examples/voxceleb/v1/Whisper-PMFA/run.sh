@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# VoxCeleb1 recipe with Whisper-PMFA: the blocks 17-24 of Whisper large-v2's
+# encoder side by side (partial multi-scale feature aggregation), ASTP pooling and a
+# 192-dimensional embedding, trained on VoxCeleb1 dev in two steps in one folder:
+#   frozen encoder, 4 epochs (conf/whisper_PMFA_stage0.yaml, stage 3)
+#   -> whole model, epochs 5-8 (conf/whisper_PMFA_stage1.yaml, stage 4)
+# and evaluated on the cleaned VoxCeleb1-O trials. The stage numbers and flags are
+# those of WeSpeaker's examples/voxceleb/v1/Whisper-PMFA/run.sh.
+#
+#   bash run.sh --stage 1 --stop_stage 7 --whisper_path /data/models/whisper/large-v2.pt
+#
+# Stages:
+#   1  prepare data (local/prepare_data.sh: VoxCeleb1, MUSAN, RIRS_NOISES, trials)
+#   2  raw or shard data lists of vox1_dev and vox1_test
+#   3  train with the Whisper encoder frozen (4 epochs)
+#   4  train every parameter, epochs 5-8, from models/model_4.pt; stage 3's config.yaml
+#      and final_model.pt are kept as config_stage0.yaml and final_model_stage0.pt
+#   5  average the last ${num_avg} checkpoints, extract vox1_dev and vox1_test embeddings
+#   6  cosine scoring (minus the vox1_dev mean), EER/minDCF
+#   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
+# Each stage skips the work an earlier run finished.
+#
+# --whisper_path: OpenAI's Whisper large-v2 checkpoint (large-v2.pt, 2.9 GB); nothing
+# is downloaded at run time. Without it the config's
+# dataset_args.whisper_encoder_args.model_path (whisper_hub/large-v2.pt) is used.
+# Stage 4 takes the encoder's weights from stage 3's checkpoint, so it needs no
+# Whisper checkpoint; neither do extraction and scoring.
+
+. ./path.sh || exit 1
+
+stage=-1
+stop_stage=-1
+
+HOST_NODE_ADDR="localhost:29400"
+num_nodes=1
+job_id=2024
+
+data=data
+data_type="raw"  # shard/raw
+model=whisper_PMFA_large_v2
+
+config_s0=conf/whisper_PMFA_stage0.yaml
+config_s1=conf/whisper_PMFA_stage1.yaml
+exp_dir=exp/Whisper_PMFA_large_v2_voxceleb1_mel_5s
+gpus="[0,1]"
+num_avg=1
+checkpoint=  # resume stage 3 from this checkpoint
+whisper_path=
+
+trials="vox1_O_cleaned.kaldi"
+score_norm_method="asnorm"  # asnorm/snorm
+top_n=300
+train_args=  # more trainer options for both steps, e.g. "--dataloader_args.batch_size 32"
+backend_chunks=false  # vox1_dev embedded whole, as WeSpeaker's v1; true: random num_frms chunks
+chunk_seed=42
+
+. tools/parse_options.sh || exit 1
+. tools/recipe_helpers.sh
+. tools/recipe/train_stage.sh
+set -eo pipefail
+
+frozen_epochs=$(config_value "${config_s0}" num_epochs)
+models=${exp_dir}/models
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  echo "Prepare datasets ..."
+  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  echo "Convert train and test data to ${data_type} ..."
+  for dset in vox1_dev vox1_test; do
+    list=${data}/${dset}/${data_type}.list
+    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
+      echo "${list} is up to date"
+      continue
+    fi
+    if [ "${data_type}" == "shard" ]; then
+      python tools/make_shard_list.py --num_utts_per_shard 1000 \
+        --num_threads 16 \
+        --prefix shards \
+        --shuffle \
+        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" \
+        "${data}/${dset}/shards" "${list}"
+    else
+      python tools/make_raw_list.py "${data}/${dset}/wav.scp" \
+        "${data}/${dset}/utt2spk" "${list}"
+    fi
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  echo "Start training with the Whisper encoder frozen (${config_s0}) ..."
+  if step_set_aside "${exp_dir}" stage0; then
+    echo "${exp_dir}: the frozen step is finished (stage 4 went on from it)"
+  else
+    model_path_flag=()
+    if [ -n "${whisper_path}" ]; then
+      model_path_flag=(--dataset_args.whisper_encoder_args.model_path "${whisper_path}")
+    fi
+    config=${config_s0}
+    # shellcheck disable=SC2086  # train_args: words of trainer options
+    train_stage "${data}/vox1_dev" --model "${model}" "${model_path_flag[@]}" ${train_args}
+  fi
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  echo "Start training with all parameters (${config_s1}) ..."
+  # stage 3's results keep their own names, as WeSpeaker's recipe renames them
+  set_aside_step "${exp_dir}" "${frozen_epochs}" stage0
+  config=${config_s1}
+  checkpoint=${models}/model_${frozen_epochs}.pt
+  # shellcheck disable=SC2086  # train_args: words of trainer options
+  train_stage "${data}/vox1_dev" --model "${model}" ${train_args}
+fi
+
+avg_model=${models}/avg_model.pt
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  echo "Do model average ..."
+  average_stage "${avg_model}" "${num_avg}" "$(latest_epoch "${models}")"
+
+  echo "Extract embeddings ..."
+  tools/recipe/extract_sets.sh \
+    --exp_dir "${exp_dir}" --model_path "${avg_model}" \
+    --nj 2 --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
+    --train_set vox1_dev --eval_set vox1_test \
+    --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  echo "Score ..."
+  tools/recipe/score.sh \
+    --stage 1 --stop-stage 2 \
+    --data "${data}" \
+    --exp_dir "${exp_dir}" \
+    --train_set vox1_dev --eval_set vox1_test \
+    --trials "${trials}"
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  echo "Score norm ..."
+  tools/recipe/score_norm.sh \
+    --stage 1 --stop-stage 3 \
+    --score_norm_method "${score_norm_method}" \
+    --cohort_set vox1_dev \
+    --top_n "${top_n}" \
+    --data "${data}" \
+    --exp_dir "${exp_dir}" \
+    --train_set vox1_dev --eval_set vox1_test \
+    --trials "${trials}"
+fi

@@ -1,0 +1,182 @@
+"""Resuming with another config: other trained parameters and another epoch length.
+
+WeSpeaker's two-stage recipes (Whisper-PMFA: a frozen front-end for 4 epochs, then
+everything, with a smaller batch, from ``--checkpoint model_4.pt`` in the same exp_dir)
+continue a checkpoint with other parameters training and epochs of another length.
+The optimizer then follows each parameter by name, and the schedules take up epoch
+E at (E - 1) / num_epochs of the new run's schedule, as WeSpeaker's do. The SSL
+front-end version of that recipe is in tests/test_train_ssl.py.
+"""
+import logging
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from train_helpers import (capture_first_step, exponential_lr, make_speaker_corpus,
+                           named_optimizer_state, plan_of, run_training, tiny_config)
+from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.train.interrupt import TrainingStopped
+from wespeaker_py.train.step import TrainingStep
+from wespeaker_py.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
+                               utts_per_spk=6)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _loader(batch_size):
+    return {"batch_size": batch_size, "num_workers": 0, "pin_memory": False, "drop_last": True}
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_other_trained_parameters_continue_from_the_checkpoint(corpus, tmp_path, monkeypatch,
+                                                               caplog, optimizer):
+    """frame_1 frozen for 2 epochs of batch 8, then frame_1 trains and the head stops, for 2
+    epochs of batch 4 (twice as many steps): the state of what trained carries over."""
+    exp_dir = str(tmp_path / "exp")
+    optimizer_args = ({"momentum": 0.9, "nesterov": True, "weight_decay": 0.0001}
+                      if optimizer == "SGD" else {"weight_decay": 0.0001})
+    common = dict(optimizer=optimizer, optimizer_args=optimizer_args)
+    stage0 = run_training(tiny_config(exp_dir, corpus, num_epochs=2, frozen_params=["frame_1."],
+                                      dataloader_args=_loader(8), **common))
+    models = os.path.join(exp_dir, "models")
+    checkpoint_path = os.path.join(models, "model_2.pt")
+    checkpoint = _load(checkpoint_path)
+    saved = named_optimizer_state(checkpoint)
+    assert not any(name.startswith("frame_1.") for name in saved)
+    assert "projection.weight" in saved
+
+    schedule = {"initial_lr": 0.8, "final_lr": 0.1, "warm_up_epoch": 1, "warm_from_zero": True}
+    margin = {"initial_margin": 0.0, "final_margin": 0.2, "increase_start_epoch": 2,
+              "fix_start_epoch": 4, "update_margin": True, "increase_type": "exp"}
+    config = tiny_config(exp_dir, corpus, num_epochs=4, frozen_params=["projection."],
+                         dataloader_args=_loader(4), checkpoint=checkpoint_path,
+                         scheduler_args=schedule, margin_update=margin, **common)
+    seen = capture_first_step(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        history = run_training(config)
+    assert [result.epoch for result in history] == [3, 4]
+    assert all(result.batches == 2 * stage0[0].batches for result in history)
+
+    # the first step of epoch 3 is half-way through the new schedules (2 of 4 epochs)
+    assert seen["lrs"] == [pytest.approx(exponential_lr(4 / 64, 0.8, 0.1, 2 / 4), rel=1e-12)]
+    rise = 1.0 - math.exp(0.5 * math.log(1e-3 / (1.0 + 1e-6)))  # (3-1-1) / (4-1-1) of it
+    assert seen["margin"] == pytest.approx(0.2 * rise, rel=1e-12)
+
+    # what trained before keeps its state (as saved, read again from the file), frame_1
+    # starts without, and the head's is dropped
+    weights = _load(checkpoint_path)["model"]
+    carried = {name: state for name, state in saved.items() if name != "projection.weight"}
+    assert seen["state"].keys() == carried.keys()
+    for name, state in carried.items():
+        assert state.keys() == seen["state"][name].keys(), name
+        for key, value in state.items():
+            assert torch.equal(seen["state"][name][key], value), (name, key)
+    frame_1 = ["frame_1.conv_1d.weight", "frame_1.conv_1d.bias"]
+    told = [record.getMessage() for record in caplog.records
+            if "trains other parameters" in record.getMessage()]
+    assert told == [f"{checkpoint_path}: this run trains other parameters than the "
+                    f"checkpoint's (config keys 'frozen_params'): 2 parameters of "
+                    f"frame_1.conv_1d.* train from epoch 3 on, with empty optimizer state; "
+                    f"1 parameter of projection.weight no longer trains, its optimizer state "
+                    f"dropped; the other {len(carried)} keep their optimizer state"]
+
+    # frame_1 trained from epoch 3, the head did not; the new run's checkpoints name the
+    # parameters it trains
+    final = _load(os.path.join(models, "model_4.pt"))
+    for name in frame_1:
+        assert not torch.equal(final["model"][name], weights[name]), name
+    assert torch.equal(final["model"]["projection.weight"], weights["projection.weight"])
+    final_state = named_optimizer_state(final)
+    assert set(final_state) == set(carried) | set(frame_1)
+    assert all(final_state[name] for name in frame_1)
+
+
+def test_a_resume_of_the_same_parameters_loads_the_state_as_saved(corpus, tmp_path):
+    """Same parameters, same groups: the state is taken as saved, nothing is re-mapped;
+    a checkpoint of older code, which names no parameters, loads the same way."""
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    checkpoint_path = os.path.join(exp_dir, "models", "model_1.pt")
+    saved = _load(checkpoint_path)
+    names = saved["optimizer"]["param_groups"][0]["param_names"]
+    older = dict(saved, optimizer=dict(saved["optimizer"], param_groups=[
+        {key: value for key, value in group.items() if key != "param_names"}
+        for group in saved["optimizer"]["param_groups"]]))
+    older_path = os.path.join(exp_dir, "models", "older.pt")
+    torch.save(older, older_path)
+    for path in (checkpoint_path, older_path):
+        trainer = Trainer(plan_of(tiny_config(exp_dir, corpus, num_epochs=2, checkpoint=path)))
+        assert names == [name for name, _ in trainer.model.named_parameters()]
+        trainer.restore()
+        state = trainer.optimizer.state_dict()
+        assert state["param_groups"][0]["param_names"] == names
+        assert state["state"].keys() == saved["optimizer"]["state"].keys()
+        for index, entries in saved["optimizer"]["state"].items():
+            assert torch.equal(entries["momentum_buffer"], state["state"][index]["momentum_buffer"])
+
+
+def test_older_checkpoints_with_other_trained_parameters_start_the_optimizer_empty(
+        corpus, tmp_path, caplog):
+    """Without parameter names the state cannot follow the parameters: it is left behind, as
+    WeSpeaker's trainer always does, and a warning names the keys."""
+    exp_dir = str(tmp_path / "exp")
+    run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    saved = _load(os.path.join(exp_dir, "models", "model_1.pt"))
+    for group in saved["optimizer"]["param_groups"]:
+        del group["param_names"]
+    older_path = os.path.join(exp_dir, "models", "older.pt")
+    torch.save(saved, older_path)
+    config = tiny_config(exp_dir, corpus, num_epochs=2, checkpoint=older_path,
+                         frozen_params=["projection."])
+    trainer = Trainer(plan_of(config))
+    with caplog.at_level(logging.WARNING):
+        trainer.restore()
+    assert trainer.optimizer.state_dict()["state"] == {}
+    told = [record.getMessage() for record in caplog.records]
+    assert any(f"{older_path} names no parameters in its optimizer state (older code) and "
+               f"trained parameter groups of [15] tensors, this run's [14]: the trained "
+               f"parameters changed (config keys 'frozen_params')" in message
+               for message in told), told
+
+
+def test_a_run_stopped_mid_epoch_with_epochs_of_another_length_retrains_that_epoch(
+        corpus, tmp_path, monkeypatch, caplog):
+    """interrupted.pt counts batches of its own epoch length: a run continuing with another
+    batch size trains the stopped epoch again from its start (with a warning)."""
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+    original, calls = TrainingStep.__call__, []
+
+    def step_then_signal(self, batch):
+        calls.append(batch)
+        if len(calls) == 6 + 2:   # batch 2 of epoch 2, at 6 batches of 4 per epoch
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainingStep, "__call__", step_then_signal)
+    settings = dict(num_epochs=2, log_batch_interval=2)
+    with pytest.raises(TrainingStopped):
+        run_training(tiny_config(exp_dir, corpus, dataloader_args=_loader(4), **settings))
+    monkeypatch.undo()
+    interrupted = os.path.join(models, "interrupted.pt")
+    at = _load(interrupted)["interrupted_at"]
+    assert (at["epoch"], at["batch"], at["epoch_iter"]) == (2, 2, 6)
+
+    with caplog.at_level(logging.WARNING):
+        history = run_training(tiny_config(exp_dir, corpus, dataloader_args=_loader(8),
+                                           checkpoint=os.path.join(models, "model_1.pt"),
+                                           **settings))
+    assert [(result.epoch, result.batches) for result in history] == [(2, 3)]
+    assert any(f"{interrupted} stopped after batch 2 of the 6 of epoch 2; this run's epochs "
+               f"have 3 batches" in record.getMessage() for record in caplog.records)
+    assert not os.path.exists(interrupted)  # model_2.pt replaced it
