@@ -12,7 +12,7 @@ default), and records into ``--output``:
     last, if time remains), on generated 8 s wav files read through the real
     Dataset and DataLoader with the VoxCeleb config (speed perturbation,
     noise/reverb at aug_prob 0.6), next to the same step on in-memory batches;
-  * fbank and W2V-BERT's input features on CUDA vs the CPU;
+  * fbank, W2V-BERT's and Whisper's input features on CUDA vs the CPU;
   * extraction utterances/s (the library's extract_embeddings on 8 s files);
   * AS-Norm of a Vox1-E-sized problem on the GPU;
   * a two-process DDP training run when two GPUs are present;
@@ -256,6 +256,19 @@ def step_gpu_tests(work: str, sizes: Sizes) -> str:
     return f"`pytest -m gpu` on {names}: exit {done.returncode}\n\n```\n{tail}\n```"
 
 
+def _best_of_five(run, device) -> float:
+    """Seconds of the fastest of five calls of ``run`` on ``device``, after one warm-up."""
+    run()
+    _sync(device)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def step_fbank(work: str, sizes: Sizes) -> str:
     import torch
 
@@ -265,14 +278,7 @@ def step_fbank(work: str, sizes: Sizes) -> str:
     rows = []
     for target in ([torch.device("cpu"), device] if device.type == "cuda" else [device]):
         data = waves.to(target)
-        fbank(data, 16000, 80)
-        _sync(target)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            fbank(data, 16000, 80, dither=1.0)
-            _sync(target)
-            best = min(best, time.perf_counter() - start)
+        best = _best_of_five(lambda: fbank(data, 16000, 80, dither=1.0), target)
         rows.append(f"| {target.type} ({torch.get_num_threads()} threads) | "
                     f"{best * 1e3:.2f} | {sizes.fbank_batch * 200 / best:,.0f} |")
     return ("batch of %d x 2.015 s, 80 mels, dither 1.0, best of 5\n\n"
@@ -293,19 +299,33 @@ def step_w2vbert_features(work: str, sizes: Sizes) -> str:
         for dtype in (torch.float64, torch.float32):
             features = W2VBertFeatures(compute_dtype=dtype).to(target)
             out = features(data)
-            _sync(target)
-            best = float("inf")
-            for _ in range(5):
-                start = time.perf_counter()
-                features(data)
-                _sync(target)
-                best = min(best, time.perf_counter() - start)
+            best = _best_of_five(lambda: features(data), target)
             difference = (out.cpu() - reference).abs().max().item()
             rows.append(f"| {target.type} | {str(dtype).split('.')[-1]} | {best * 1e3:.2f} | "
                         f"{difference:.1e} |")
     return ("W2V-BERT input features, batch of %d x 3.015 s, best of 5; difference from the "
             "CPU float64 result\n\n| device | compute | ms per batch | max abs difference |\n"
             "|---|---|---|---|\n" % sizes.fbank_batch + "\n".join(rows))
+
+
+def step_whisper_features(work: str, sizes: Sizes) -> str:
+    import torch
+
+    from wespeaker_py.frontend.whisper_features import WhisperLogMel
+    device = _device()
+    waves = (torch.randn(sizes.fbank_batch, 80000) * 3000).clamp(-32768, 32767)
+    reference = WhisperLogMel()(waves.double())
+    rows = []
+    for target in ([torch.device("cpu"), device] if device.type == "cuda" else [device]):
+        features = WhisperLogMel().to(target)
+        data = waves.to(target)
+        out = features(data)
+        best = _best_of_five(lambda: features(data), target)
+        difference = (out.double().cpu() - reference).abs().max().item()
+        rows.append(f"| {target.type} | {best * 1e3:.2f} | {difference:.1e} |")
+    return ("Whisper log-mel (80 bands), batch of %d x 5 s chunks (Whisper-PMFA's), float32, "
+            "best of 5; difference from the CPU float64 result\n\n| device | ms per batch | "
+            "max abs difference |\n|---|---|---|\n" % sizes.fbank_batch + "\n".join(rows))
 
 
 def step_w2vbert_training(work: str, sizes: Sizes) -> str:
@@ -431,6 +451,7 @@ def _steps(dry: bool):
         steps.append(("train ResNet34 bf16 + channels_last",
                       _train_step("ResNet34", True, channels_last=True), 120))
     steps += [("fbank", step_fbank, 60), ("W2V-BERT features", step_w2vbert_features, 60),
+              ("Whisper features", step_whisper_features, 60),
               ("extraction", step_extraction, 120),
               ("AS-Norm", step_asnorm, 120), ("DDP", step_ddp, 180),
               ("train W2V-BERT LoRA and joint", step_w2vbert_training, 240)]

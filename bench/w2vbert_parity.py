@@ -49,82 +49,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import functools
 import io
 import os
 import sys
 import tempfile
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from wespeaker_py.bin import merge_lora as merge_cli  # noqa: E402
-from wespeaker_py.config import TrainConfig, load_config  # noqa: E402
-from wespeaker_py.frontend.w2vbert_random import (tiny_w2vbert_config,  # noqa: E402
-                                                  write_random_w2vbert)
-from wespeaker_py.runtime import load_embedder  # noqa: E402
-from wespeaker_py.runtime.checkpoint import load_weights  # noqa: E402
-from wespeaker_py.runtime.engine import TorchBackend  # noqa: E402
-from wespeaker_py.train.builder import build_model  # noqa: E402
-from wespeaker_py.train.distributed import DistContext  # noqa: E402
-from wespeaker_py.train.plan import resolve  # noqa: E402
+from parity_common import (REPO, Report, Sides, add_run_args, build_ours, cross_load, diff,
+                           extraction_path, key_report, load_module, on_speaker_list,
+                           package_module, quiet, waves, write_speaker_list)
+from wespeaker_py.bin import merge_lora as merge_cli
+from wespeaker_py.frontend.w2vbert_random import tiny_w2vbert_config, write_random_w2vbert
+from wespeaker_py.runtime.checkpoint import load_weights
 
 LAYERS, HIDDEN, ADAPTER, EMBED = 2, 32, 8, 16
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["linear_q", "linear_v"],
         "lora_dropout": 0.0, "bias": "none"}
 LENGTHS = (48240, 48400)  # 300 and 301 fbank frames
-CPU = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
-PROJECTION = "projection."
 
 
 # -- WeSpeaker's modules, loaded by path ----------------------------------------------------
-def _package(name: str) -> types.ModuleType:
-    if name not in sys.modules:
-        module = types.ModuleType(name)
-        module.__path__ = []
-        sys.modules[name] = module
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(_package(parent), child, module)
-    return sys.modules[name]
-
-
-def _load(name: str, path: str) -> types.ModuleType:
-    if not os.path.isfile(path):
-        raise SystemExit(f"{path} is missing: export WeSpeaker's files first (see the "
-                         f"docstring of {os.path.relpath(__file__, REPO)})")
-    parent, _, child = name.rpartition(".")
-    if parent:
-        _package(parent)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    if parent:
-        setattr(sys.modules[parent], child, module)
-    return module
-
-
 def load_wespeaker(root: str) -> types.SimpleNamespace:
     """WeSpeaker's W2V-BERT front-end, model, pooling, head and merge_lora, with stubs."""
-    _load("wespeaker.models.pooling_layers",
-          os.path.join(root, "wespeaker/models/pooling_layers.py"))
-    projections = _load("wespeaker.models.projections",
-                        os.path.join(root, "wespeaker/models/projections.py"))
-    mfa = _load("wespeaker.models.w2vbert_adapter_mfa",
-                os.path.join(root, "wespeaker/models/w2vbert_adapter_mfa.py"))
-    frontend = _load("wespeaker.frontend.w2vbert",
-                     os.path.join(root, "wespeaker/frontend/w2vbert.py"))
+    load_module("wespeaker.models.pooling_layers",
+                os.path.join(root, "wespeaker/models/pooling_layers.py"))
+    projections = load_module("wespeaker.models.projections",
+                              os.path.join(root, "wespeaker/models/projections.py"))
+    mfa = load_module("wespeaker.models.w2vbert_adapter_mfa",
+                      os.path.join(root, "wespeaker/models/w2vbert_adapter_mfa.py"))
+    frontend = load_module("wespeaker.frontend.w2vbert",
+                           os.path.join(root, "wespeaker/frontend/w2vbert.py"))
     speaker_model = types.ModuleType("wespeaker.models.speaker_model")
     speaker_model.get_speaker_model = lambda name: getattr(mfa, name)
     sys.modules[speaker_model.__name__] = speaker_model
-    _package("wespeaker.models").speaker_model = speaker_model
-    _package("wespeaker.frontend").frontend_class_dict = {"w2vbert": frontend.W2VBertFrontend}
+    package_module("wespeaker.models").speaker_model = speaker_model
+    package_module("wespeaker.frontend").frontend_class_dict = {
+        "w2vbert": frontend.W2VBertFrontend}
     utils = types.ModuleType("wespeaker.utils.utils")
 
     def parse_config_or_kwargs(config_file: str, **kwargs: Any) -> Dict[str, Any]:
@@ -133,19 +98,14 @@ def load_wespeaker(root: str) -> types.SimpleNamespace:
 
     utils.parse_config_or_kwargs = parse_config_or_kwargs
     sys.modules[utils.__name__] = utils
-    _package("wespeaker.utils").utils = utils
+    package_module("wespeaker.utils").utils = utils
     try:
         import fire  # noqa: F401
     except ImportError:
         sys.modules["fire"] = types.SimpleNamespace(Fire=lambda *args, **kwargs: None)
-    merge = _load("ws_tools_merge_lora", os.path.join(root, "tools/merge_lora.py"))
+    merge = load_module("ws_tools_merge_lora", os.path.join(root, "tools/merge_lora.py"))
     return types.SimpleNamespace(Frontend=frontend.W2VBertFrontend, Model=mfa.W2VBert_Adapter_MFA,
                                  get_projection=projections.get_projection, merge=merge.merge)
-
-
-def quiet():
-    """WeSpeaker's classes print as they build and switch modes."""
-    return contextlib.redirect_stdout(io.StringIO())
 
 
 # -- configs --------------------------------------------------------------------------------
@@ -158,14 +118,9 @@ def recipe_config(work: str, step: int, model_dir: str, use_lora: bool) -> Dict[
     w2vbert["model_name"] = model_dir
     w2vbert["use_lora"] = use_lora
     w2vbert["lora_config_args"] = dict(LORA) if use_lora else None
-    config["dataset_args"]["aug_prob"] = 0.0
-    config["dataloader_args"]["batch_size"] = 2
     config["model_args"].update(feat_dim=HIDDEN, embed_dim=EMBED, adapter_dim=ADAPTER,
                                 num_frontend_hidden_layers=LAYERS)
-    config.update(exp_dir=os.path.join(work, f"exp_s{step}_{int(use_lora)}"), data_type="raw",
-                  train_data=os.path.join(work, "raw.list"),
-                  train_label=os.path.join(work, "utt2spk"))
-    return config
+    return on_speaker_list(config, work, f"exp_s{step}_{int(use_lora)}")
 
 
 def saved_config(config: Dict[str, Any], num_class: int, path: str) -> str:
@@ -192,45 +147,15 @@ def build_wespeaker(ws: types.SimpleNamespace, config: Dict[str, Any], num_class
     return model
 
 
-def build_ours(config: Dict[str, Any]) -> Tuple[torch.nn.Module, int]:
-    """The model our trainer trains (speaker model + ``frontend`` + ``projection``)."""
-    plan = resolve(TrainConfig.from_dict(config), CPU)
-    return build_model(plan), plan.num_classes
-
-
-def perturb(model: torch.nn.Module, seed: int) -> None:
-    """Noise on every speaker-model weight (so a swapped tensor shows), random BatchNorm
-    statistics, and non-zero LoRA B weights (LoRA starts as a no-op)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.startswith("frontend.") and "lora_B" not in name:
-                continue
-            scale = 0.3 if "lora_B" in name else 0.05
-            param.add_(scale * torch.randn(param.shape, generator=generator))
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
-            elif name.endswith("running_var"):
-                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
-
-
-def key_report(ws_state: Dict[str, torch.Tensor], our_state: Dict[str, torch.Tensor]) -> str:
-    ws_keys, our_keys = set(ws_state), set(our_state)
-    shapes = [key for key in ws_keys & our_keys if ws_state[key].shape != our_state[key].shape]
-    if ws_keys == our_keys and not shapes:
-        return f"identical ({len(ws_keys)} tensors, same shapes)"
-    return (f"DIFFER: only WeSpeaker {sorted(ws_keys - our_keys)[:5]}, only ours "
-            f"{sorted(our_keys - ws_keys)[:5]}, shapes differ {sorted(shapes)[:5]}")
+def noise_scale(name: str) -> Optional[float]:
+    """Noise on every speaker-model weight (so a swapped tensor shows) and non-zero LoRA B
+    weights (LoRA starts as a no-op); the rest of the front-end as it is."""
+    if name.startswith("frontend.") and "lora_B" not in name:
+        return None
+    return 0.3 if "lora_B" in name else 0.05
 
 
 # -- running them ---------------------------------------------------------------------------
-def waves(length: int, seed: int) -> torch.Tensor:
-    """Two rows in [-1, 1]: white noise at speech level."""
-    generator = torch.Generator().manual_seed(seed)
-    return (0.1 * torch.randn(2, length, generator=generator)).clamp(-1.0, 1.0)
-
-
 @torch.no_grad()
 def wespeaker_run(model: torch.nn.Module, wavs: torch.Tensor) -> Dict[str, torch.Tensor]:
     """WeSpeaker's extract.py: ``frontend(wavs, wavs_len)`` -> all hidden states -> model."""
@@ -265,37 +190,6 @@ def our_run_on(model: torch.nn.Module, wavs: torch.Tensor, features: torch.Tenso
         frontend.features_and_mask = original
 
 
-@torch.no_grad()
-def extraction_path(config_path: str, checkpoint: str, wavs: torch.Tensor) -> torch.Tensor:
-    """Our extraction: load_embedder + TorchBackend (one waveform prepared at a time)."""
-    backend = TorchBackend(load_embedder(load_config(config_path), checkpoint),
-                           torch.device("cpu"))
-    prepared = torch.stack([backend.prepare(row * 32768.0) for row in wavs])
-    return torch.from_numpy(backend.embed(prepared))
-
-
-def diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
-
-
-class Report:
-    def __init__(self, tolerance: float):
-        self.tolerance = tolerance
-        self.lines: List[str] = []
-        self.failed = False
-
-    def line(self, text: str) -> None:
-        print(text, flush=True)
-        self.lines.append(text)
-
-    def embedding(self, what: str, a: torch.Tensor, b: torch.Tensor) -> None:
-        value = diff(a, b)
-        bad = not value <= self.tolerance
-        self.failed |= bad
-        self.line(f"  {what}: max abs diff {value:.2e} (max |emb| {a.abs().max().item():.2f})"
-                  + ("  <-- beyond tolerance" if bad else ""))
-
-
 def compare_outputs(report: Report, ws_model: torch.nn.Module, ours: torch.nn.Module,
                     label: str, seed: int) -> None:
     for length in LENGTHS:
@@ -316,34 +210,6 @@ def compare_outputs(report: Report, ws_model: torch.nn.Module, ours: torch.nn.Mo
                          our_run_on(ours, wavs, ws_out["features"], ws_out["mask"]))
 
 
-def cross_load(report: Report, ws: types.SimpleNamespace, config: Dict[str, Any],
-               num_class: int, seed: int, what: str
-               ) -> Tuple[torch.nn.Module, torch.nn.Module]:
-    """Both directions of strict loading; returns (WeSpeaker's, ours) with equal weights."""
-    ws_model = build_wespeaker(ws, config, num_class)
-    ours, our_classes = build_ours(config)
-    assert our_classes == num_class
-    report.line(f"  {what}: state_dict keys {key_report(ws_model.state_dict(), ours.state_dict())}")
-    perturb(ws_model, seed)
-    load_weights(ours, ws_model.state_dict(), "WeSpeaker's model", allow_head_truncation=False)
-    report.line(f"  {what}: WeSpeaker -> ours strict load: ok")
-    with quiet():
-        ws_model.eval()
-    ours.eval()
-    compare_outputs(report, ws_model, ours, f"{what} (WeSpeaker's weights)", seed)
-    # the reverse: our (differently perturbed) weights into a fresh WeSpeaker model
-    ours_b, _ = build_ours(config)
-    perturb(ours_b, seed + 1)
-    ws_b = build_wespeaker(ws, config, num_class)
-    ws_b.load_state_dict(ours_b.state_dict(), strict=True)
-    report.line(f"  {what}: ours -> WeSpeaker strict load: ok")
-    with quiet():
-        ws_b.eval()
-    ours_b.eval()
-    compare_outputs(report, ws_b, ours_b, f"{what} (our weights)", seed + 7)
-    return ws_model, ours
-
-
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     ws = load_wespeaker(args.wespeaker_dir)
@@ -356,10 +222,9 @@ def run(args: argparse.Namespace) -> int:
         write_random_w2vbert(model_dir, tiny_w2vbert_config(LAYERS), seed=0)
     SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(model_dir)
     torch.manual_seed(0)  # the same random speaker models whether or not the encoder was new
-    with open(os.path.join(work, "utt2spk"), "w") as handle:
-        handle.writelines(f"utt{i} spk{i % 5}\n" for i in range(10))
-    with open(os.path.join(work, "raw.list"), "w") as handle:
-        handle.write("")
+    write_speaker_list(work)
+    sides = Sides(build_wespeaker=functools.partial(build_wespeaker, ws),
+                  noise_scale=noise_scale, compare=compare_outputs)
 
     report = Report(args.tolerance)
     report.line(f"tiny W2V-BERT: {LAYERS} layers, hidden {HIDDEN}; adapter_dim {ADAPTER}, "
@@ -368,11 +233,11 @@ def run(args: argparse.Namespace) -> int:
     report.line("(a) frozen, no LoRA")
     config_a = recipe_config(work, 1, model_dir, use_lora=False)
     _, classes = build_ours(config_a)
-    cross_load(report, ws, config_a, classes, 10, "(a)")
+    cross_load(report, sides, config_a, classes, 10, "(a)")
 
     report.line("(b) LoRA")
     config_b = recipe_config(work, 1, model_dir, use_lora=True)
-    ws_lora, ours_lora = cross_load(report, ws, config_b, classes, 20, "(b)")
+    ws_lora, ours_lora = cross_load(report, sides, config_b, classes, 20, "(b)")
     s1_config = saved_config(config_b, classes, os.path.join(work, "s1_config.yaml"))
     ws_ckpt, our_ckpt = os.path.join(work, "ws_lora.pt"), os.path.join(work, "ours_lora.pt")
     torch.save(ws_lora.state_dict(), ws_ckpt)       # both bare state dicts (avg_model.pt)
@@ -419,19 +284,14 @@ def run(args: argparse.Namespace) -> int:
                          ws_out["embedding"], our_run(ours_s2, wavs)["embedding"])
         report.embedding(f"(c) {length} samples, our extraction path (ours merged)",
                          ws_out["embedding"], extraction_path(s2_config, our_merged, wavs))
-    report.line("FAILED: a difference beyond tolerance" if report.failed else
-                f"all embeddings within {args.tolerance:g}")
-    return 1 if report.failed else 0
+    return report.finish()
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wespeaker_dir", required=True,
                         help="exported WeSpeaker files (see the docstring)")
-    parser.add_argument("--work_dir", default=None, help="scratch directory (default: a new "
-                        "temporary one)")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=1)
+    add_run_args(parser)
     sys.exit(run(parser.parse_args(argv)))
 
 

@@ -40,6 +40,15 @@ def shared_data_dir():
 
 
 @pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four generated speakers of six utterances (train_helpers.make_speaker_corpus), for the
+    trainer tests; a module that needs another corpus defines its own ``corpus``."""
+    from train_helpers import make_speaker_corpus   # imports the trainer: only when used
+    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
+                               utts_per_spk=6)
+
+
+@pytest.fixture(scope="module")
 def labelled_dir(tmp_path_factory):
     """wav.scp + utt2spk of six mini-corpus speakers (two utterances each) and one
     utterance (``broken-utt``) whose file is not audio."""

@@ -345,3 +345,37 @@ def test_model_config_reads_only_what_inference_needs(tmp_path):
     del source["model_args"]
     with pytest.raises(ConfigError, match="config key 'model_args' is required"):
         load_model_config(write(tmp_path, source))
+
+
+# The keyword arguments of WeSpeaker's front-end constructors, to which its trainer passes
+# dataset_args.<frontend>_args whole (and sample_rate itself): a saved config.yaml must
+# hold no other key in these blocks, or WeSpeaker's train.py and extract.py stop on it.
+WESPEAKER_FRONTEND_KEYWORDS = {
+    "s3prl": {"upstream_args", "download_dir", "multilayer_feature", "layer", "frozen",
+              "frame_shift", "frame_length"},
+    "w2vbert": {"model_name", "download_dir", "frozen", "use_bnb", "bnb_config_args",
+                "use_lora", "lora_config_args", "model_config_file"},
+    "whisper_encoder": {"frozen", "n_mels", "num_blocks", "output_size", "n_head", "layer_st",
+                        "layer_ed", "model_path"},
+}
+
+
+@pytest.mark.parametrize("frontend", sorted(WESPEAKER_FRONTEND_KEYWORDS))
+def test_a_saved_frontend_block_holds_only_wespeakers_constructor_keywords(frontend):
+    from wespeaker_py.config.loading import config_to_dict
+    block = {"s3prl": {"upstream_args": {"name": "wavlm_large"}}}.get(frontend, {})
+    args = as_dataset_args({"frontend": frontend, "cmvn": frontend != "w2vbert",
+                            f"{frontend}_args": block})
+    saved = config_to_dict(args)[f"{frontend}_args"]
+    assert set(saved) <= WESPEAKER_FRONTEND_KEYWORDS[frontend]
+    assert "sample_rate" not in saved
+    # a key of ours set away from its default is written, and read back (Whisper's one
+    # key of ours, sample_rate, admits only its default)
+    if frontend == "whisper_encoder":
+        return
+    ours = {"s3prl": ("lr_scale", 0.5), "w2vbert": ("frame_shift", 20.0)}[frontend]
+    changed = as_dataset_args({"frontend": frontend, "cmvn": frontend != "w2vbert",
+                               f"{frontend}_args": dict(block, **{ours[0]: ours[1]})})
+    saved = config_to_dict(changed)[f"{frontend}_args"]
+    assert saved[ours[0]] == ours[1]
+    assert getattr(as_dataset_args(config_to_dict(changed)).frontend_args, ours[0]) == ours[1]

@@ -37,8 +37,8 @@ WESPEAKER_CONF = {"resnet": "resnet34", "resnet_lm": "resnet34_lm",
                   "res2net": "res2net34_base", "eres2net": "eres2net34_base",
                   "eres2net_lm": "eres2net34_base_lm", "gemini_dfresnet_adam": "gemini_dfresnet114",
                   "gemini_dfresnet_sgd_lm": "gemini_dfresnet114_lm"}
-SHARED_STAGES = ("train_stage.sh", "extract_sets.sh", "score.sh", "score_norm.sh",
-                 "score_calibration.sh", "score_plda.sh")
+SHARED_STAGES = ("train_stage.sh", "make_lists.sh", "extract_sets.sh", "score.sh",
+                 "score_norm.sh", "score_calibration.sh", "score_plda.sh")
 
 
 def test_every_recipe_script_parses():
@@ -86,7 +86,7 @@ def test_every_recipe_sources_the_one_shared_training_stage(recipe_dir, script):
 
 
 def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
-    for recipe in (V2_DIR, MINI_DIR):
+    for recipe in (V2_DIR, MINI_DIR, WHISPER_DIR):
         assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
         # only the corpus-specific preparation is the recipe's own; anything else in
         # local/ is a link to a shared script (v2 keeps WeSpeaker's names for them)
@@ -458,7 +458,7 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     # stage 4 before stage 3 finished: refused, nothing renamed
     result = run_script(WHISPER_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args,
                         env=env, check=False)
-    assert result.returncode != 0 and "finish the step before first" in result.stderr
+    assert result.returncode != 0 and "finish stage 3 (the frozen step) first" in result.stderr
     run_script(WHISPER_DIR, "run.sh", "--stage", "3", "--stop_stage", "3", *args, env=env)
     frozen = calls("train")[0]
     assert value(frozen, "--config") == "conf/whisper_PMFA_stage0.yaml"
@@ -469,7 +469,10 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert "--checkpoint" not in frozen
     assert os.readlink(exp / "models" / "final_model.pt") == "model_4.pt"
 
-    run_script(WHISPER_DIR, "run.sh", "--stage", "4", "--stop_stage", "7", *args, env=env)
+    stage4 = run_script(WHISPER_DIR, "run.sh", "--stage", "4", "--stop_stage", "7", *args,
+                        env=env)
+    assert f"continuing from {exp}/models/model_4.pt" in stage4.stdout
+    assert "as asked" not in stage4.stdout
     whole = calls("train")[1]
     assert value(whole, "--config") == "conf/whisper_PMFA_stage1.yaml"
     assert value(whole, "--checkpoint") == f"{exp}/models/model_4.pt"
@@ -484,6 +487,11 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
             for call in extractions} == {"vox1_dev", "vox1_test"}
     assert all(value(call, "--model_path") == f"{exp}/models/avg_model.pt"
                for call in extractions)
+    # vox1_dev (mean, cohort) from one random chunk per utterance, vox1_test whole, as
+    # WeSpeaker's extraction with batch sizes 16 and 1
+    chunked = {os.path.basename(os.path.dirname(value(call, "--data_list"))):
+               "--random_chunk" in call for call in extractions}
+    assert chunked == {"vox1_dev": True, "vox1_test": False}
     scores = calls("score")
     assert scores and all(value(call, "--eval_scp_path").endswith("vox1_test/xvector.scp")
                           for call in scores)
@@ -497,6 +505,7 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert len(calls("train")) == 2
     assert "the frozen step is finished" in rerun.stdout
     assert "training is finished" in rerun.stdout
+    assert "is not used" not in rerun.stdout  # model_4.pt is the run's own checkpoint
     assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
 
 
@@ -515,6 +524,7 @@ def test_v1_prepare_data_writes_vox1_dev_and_test_without_voxceleb2(tmp_path):
     result = run_script(WHISPER_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage",
                         "4", "--data", str(data), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing to convert (no vox2 in --corpora)" in result.stdout
     assert sorted(read_table(data / "vox1_dev" / "spk2utt")) == ["id10001", "id10002"]
     assert sorted(read_table(data / "vox1_test" / "wav.scp")) == [
         f"id10270/vid{v}/0000{i}.wav" for v in "ab" for i in (1, 2)]
@@ -525,6 +535,9 @@ def test_v1_prepare_data_writes_vox1_dev_and_test_without_voxceleb2(tmp_path):
     bad = run_script(WHISPER_DIR, "local/prepare_data.sh", "--data", str(data), "--corpora",
                      "vox3", check=False)
     assert bad.returncode != 0 and "--corpora takes vox1 and/or vox2, got 'vox3'" in bad.stderr
+    bad = run_script(V2_DIR, "local/prepare_data.sh", "--data", str(data), "--corpora", "vox2",
+                     "--vox1_split", "true", check=False)
+    assert bad.returncode != 0 and "--vox1_split true needs vox1 in --corpora" in bad.stderr
 
 
 def _fake_extraction(tmp_path, *names):

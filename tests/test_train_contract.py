@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from dataset_helpers import write_audio
-from train_helpers import make_speaker_corpus, tiny_config
+from train_helpers import load_checkpoint, make_speaker_corpus, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from train_helpers import run_training
 
@@ -135,16 +135,12 @@ def contract_config(exp_dir, corpus, augment_on, **overrides):
     return config
 
 
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 @pytest.mark.parametrize("augment_on", ["cpu", "device"])
 def test_seeded_run_gives_the_recorded_weights(corpus, tmp_path, augment_on):
     exp_dir = str(tmp_path / "exp")
     history = run_training(contract_config(exp_dir, corpus, augment_on))
     assert [result.epoch for result in history] == [1, 2]
-    final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
+    final = load_checkpoint(os.path.join(exp_dir, "models", "model_2.pt"))
     assert_recorded(state_digest(final), augment_on)
 
 
@@ -156,10 +152,10 @@ def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
     torch.manual_seed(987)  # the checkpoint's generator states must replace these
     history = run_training(contract_config(exp_dir, corpus, "cpu", checkpoint=start))
     assert [result.epoch for result in history] == [2]
-    final = _load(os.path.join(exp_dir, "models", "model_2.pt"))
+    final = load_checkpoint(os.path.join(exp_dir, "models", "model_2.pt"))
     assert_recorded(state_digest(final), "resume")
     # what a checkpoint holds has not changed either
-    reference = _load(REFERENCE_CHECKPOINT)
+    reference = load_checkpoint(REFERENCE_CHECKPOINT)
     assert set(final) == set(reference)
     assert set(final["model"]) == set(reference["model"])
     assert set(final["optimizer"]) == set(reference["optimizer"])

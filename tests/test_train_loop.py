@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from train_helpers import (TINY_CONFIG, make_speaker_corpus, plan_of, run_training,
-                           tiny_config, write_config)
+from train_helpers import (TINY_CONFIG, load_checkpoint, make_speaker_corpus, plan_of,
+                           run_training, tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.config import ConfigError, TrainConfig
@@ -30,10 +30,6 @@ def corpus(tmp_path_factory):
 def small_corpus(tmp_path_factory):
     return make_speaker_corpus(str(tmp_path_factory.mktemp("small")), num_spks=4,
                                utts_per_spk=6)
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def test_tiny_config_is_valid(corpus, tmp_path):
@@ -64,7 +60,7 @@ def test_loss_falls_and_accuracy_rises(corpus, tmp_path):
         [r.loss for r in history], abs=1e-4)
     with open(os.path.join(exp_dir, "train_curves.png"), "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
-    checkpoint = _load(os.path.join(models, "model_6.pt"))
+    checkpoint = load_checkpoint(os.path.join(models, "model_6.pt"))
     assert checkpoint["epoch"] == 6 and checkpoint["world_size"] == 1
     assert set(checkpoint) >= {"model", "optimizer", "scheduler", "margin_scheduler", "rng"}
     assert checkpoint["model"]["projection.weight"].shape == (4, 16)
@@ -87,8 +83,8 @@ def test_stop_and_resume_equals_an_uninterrupted_run(small_corpus, tmp_path, num
     history = run_training(tiny_config(resumed_dir, small_corpus, checkpoint=stopped,
                                        **settings))
     assert [result.epoch for result in history] == [3, 4]
-    full = _load(os.path.join(full_dir, "models", "model_4.pt"))
-    resumed = _load(os.path.join(resumed_dir, "models", "model_4.pt"))
+    full = load_checkpoint(os.path.join(full_dir, "models", "model_4.pt"))
+    resumed = load_checkpoint(os.path.join(resumed_dir, "models", "model_4.pt"))
     assert full["model"].keys() == resumed["model"].keys()
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
@@ -110,8 +106,8 @@ def test_sphere_head_resumes_as_an_uninterrupted_run(small_corpus, tmp_path):
     stopped = os.path.join(resumed_dir, "models", "model_1.pt")
     shutil.copy(os.path.join(full_dir, "models", "model_1.pt"), stopped)
     run_training(tiny_config(resumed_dir, small_corpus, checkpoint=stopped, **settings))
-    full = _load(os.path.join(full_dir, "models", "model_3.pt"))["model"]
-    resumed = _load(os.path.join(resumed_dir, "models", "model_3.pt"))["model"]
+    full = load_checkpoint(os.path.join(full_dir, "models", "model_3.pt"))["model"]
+    resumed = load_checkpoint(os.path.join(resumed_dir, "models", "model_3.pt"))["model"]
     assert full.keys() == resumed.keys()  # no counter among WeSpeaker's keys
     for key, value in full.items():
         assert torch.equal(value, resumed[key]), key
@@ -124,7 +120,7 @@ def test_a_resume_trains_with_the_configs_optimizer_settings(small_corpus, tmp_p
     exp_dir = str(tmp_path / "exp")
     run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
     checkpoint_path = os.path.join(exp_dir, "models", "model_1.pt")
-    checkpoint = _load(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
     changed = {"momentum": 0.5, "nesterov": False, "weight_decay": 0.05}
     for optimizer_args, told in ((TINY_CONFIG["optimizer_args"], []), (changed, [
             "optimizer_args.momentum: checkpoint 0.9, config 0.5",
@@ -164,7 +160,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
     run_training(tiny_config(first_dir, small_corpus, num_epochs=2, dataset_args=speed))
     avg_path = os.path.join(first_dir, "models", "avg_model.pt")
     average_checkpoints(os.path.join(first_dir, "models"), 2, avg_path)
-    averaged = _load(avg_path)
+    averaged = load_checkpoint(avg_path)
     assert averaged["projection.weight"].shape == (12, 16)  # 4 speakers x 3 speeds
 
     # the recipe's stage 9: avg_model.pt becomes model_0.pt of the LM run
@@ -183,7 +179,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
     history = run_training(lm_config)
     assert [result.epoch for result in history] == [1]
     assert history[0].margin == 0.5
-    tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
+    tuned = load_checkpoint(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
     assert tuned["projection.weight"].shape == (12, 16)  # the head kept its 3x rows
     for key, value in averaged.items():
         if value.is_floating_point() and "running" not in key:
@@ -197,7 +193,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
     plain_dir = str(tmp_path / "plain")
     run_training(tiny_config(plain_dir, small_corpus, num_epochs=1, model_init=avg_path,
                              scheduler_args=lm_config["scheduler_args"]))
-    plain = _load(os.path.join(plain_dir, "models", "model_1.pt"))["model"]
+    plain = load_checkpoint(os.path.join(plain_dir, "models", "model_1.pt"))["model"]
     assert torch.allclose(plain["projection.weight"], averaged["projection.weight"][:4],
                           atol=1e-6)
 
@@ -216,7 +212,7 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
     run_training(tiny_config(base_dir, small_corpus, num_epochs=1))  # no speed perturbation
     avg_path = os.path.join(base_dir, "models", "avg_model.pt")
     average_checkpoints(os.path.join(base_dir, "models"), 1, avg_path)
-    averaged = _load(avg_path)
+    averaged = load_checkpoint(avg_path)
     assert averaged["projection.weight"].shape == (4, 16)
     os.makedirs(os.path.join(lm_dir, "models"))
     model_0 = os.path.join(lm_dir, "models", "model_0.pt")
@@ -225,7 +221,7 @@ def test_large_margin_fine_tuning_after_a_base_run_without_speed_perturbation(sm
     assert plan_of(lm_config).num_classes == 4
     history = run_training(lm_config)
     assert [result.epoch for result in history] == [1]
-    tuned = _load(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
+    tuned = load_checkpoint(os.path.join(lm_dir, "models", "model_1.pt"))["model"]
     assert tuned["projection.weight"].shape == (4, 16)
     assert not torch.equal(tuned["projection.weight"], averaged["projection.weight"])
 
@@ -387,7 +383,7 @@ def test_command_line_trains_with_overrides(small_corpus, tmp_path):
     assert saved["model_args"]["embed_dim"] == 12 and saved["num_epochs"] == 1
     # "--model" is the model key, not an abbreviation of --model_init
     assert saved["model"] == "XVEC" and saved["model_init"] is None
-    weights = _load(os.path.join(exp_dir, "models", "model_1.pt"))["model"]
+    weights = load_checkpoint(os.path.join(exp_dir, "models", "model_1.pt"))["model"]
     assert weights["projection.weight"].shape == (4, 12)
 
 

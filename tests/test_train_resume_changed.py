@@ -15,22 +15,12 @@ import signal
 import pytest
 import torch
 
-from train_helpers import (capture_first_step, exponential_lr, make_speaker_corpus,
+from train_helpers import (capture_first_step, exponential_lr, load_checkpoint,
                            named_optimizer_state, plan_of, run_training, tiny_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.train.interrupt import TrainingStopped
 from wespeaker_py.train.step import TrainingStep
 from wespeaker_py.train.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
-                               utts_per_spk=6)
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _loader(batch_size):
@@ -50,7 +40,7 @@ def test_other_trained_parameters_continue_from_the_checkpoint(corpus, tmp_path,
                                       dataloader_args=_loader(8), **common))
     models = os.path.join(exp_dir, "models")
     checkpoint_path = os.path.join(models, "model_2.pt")
-    checkpoint = _load(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
     saved = named_optimizer_state(checkpoint)
     assert not any(name.startswith("frame_1.") for name in saved)
     assert "projection.weight" in saved
@@ -74,7 +64,7 @@ def test_other_trained_parameters_continue_from_the_checkpoint(corpus, tmp_path,
 
     # what trained before keeps its state (as saved, read again from the file), frame_1
     # starts without, and the head's is dropped
-    weights = _load(checkpoint_path)["model"]
+    weights = load_checkpoint(checkpoint_path)["model"]
     carried = {name: state for name, state in saved.items() if name != "projection.weight"}
     assert seen["state"].keys() == carried.keys()
     for name, state in carried.items():
@@ -92,7 +82,7 @@ def test_other_trained_parameters_continue_from_the_checkpoint(corpus, tmp_path,
 
     # frame_1 trained from epoch 3, the head did not; the new run's checkpoints name the
     # parameters it trains
-    final = _load(os.path.join(models, "model_4.pt"))
+    final = load_checkpoint(os.path.join(models, "model_4.pt"))
     for name in frame_1:
         assert not torch.equal(final["model"][name], weights[name]), name
     assert torch.equal(final["model"]["projection.weight"], weights["projection.weight"])
@@ -107,7 +97,7 @@ def test_a_resume_of_the_same_parameters_loads_the_state_as_saved(corpus, tmp_pa
     exp_dir = str(tmp_path / "exp")
     run_training(tiny_config(exp_dir, corpus, num_epochs=1))
     checkpoint_path = os.path.join(exp_dir, "models", "model_1.pt")
-    saved = _load(checkpoint_path)
+    saved = load_checkpoint(checkpoint_path)
     names = saved["optimizer"]["param_groups"][0]["param_names"]
     older = dict(saved, optimizer=dict(saved["optimizer"], param_groups=[
         {key: value for key, value in group.items() if key != "param_names"}
@@ -131,7 +121,7 @@ def test_older_checkpoints_with_other_trained_parameters_start_the_optimizer_emp
     WeSpeaker's trainer always does, and a warning names the keys."""
     exp_dir = str(tmp_path / "exp")
     run_training(tiny_config(exp_dir, corpus, num_epochs=1))
-    saved = _load(os.path.join(exp_dir, "models", "model_1.pt"))
+    saved = load_checkpoint(os.path.join(exp_dir, "models", "model_1.pt"))
     for group in saved["optimizer"]["param_groups"]:
         del group["param_names"]
     older_path = os.path.join(exp_dir, "models", "older.pt")
@@ -169,7 +159,7 @@ def test_a_run_stopped_mid_epoch_with_epochs_of_another_length_retrains_that_epo
         run_training(tiny_config(exp_dir, corpus, dataloader_args=_loader(4), **settings))
     monkeypatch.undo()
     interrupted = os.path.join(models, "interrupted.pt")
-    at = _load(interrupted)["interrupted_at"]
+    at = load_checkpoint(interrupted)["interrupted_at"]
     assert (at["epoch"], at["batch"], at["epoch_iter"]) == (2, 2, 6)
 
     with caplog.at_level(logging.WARNING):

@@ -17,8 +17,8 @@ import yaml
 pytest.importorskip("transformers")
 
 from train_helpers import (CPU_WORLD, capture_first_step, exponential_lr,  # noqa: E402
-                           make_speaker_corpus, plan_of, run_training, tiny_config,
-                           write_config)
+                           load_checkpoint, make_speaker_corpus, plan_of, run_training,
+                           tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.bin import average_model as average_cli  # noqa: E402
 from wespeaker_py.bin import train as train_cli  # noqa: E402
@@ -70,10 +70,6 @@ def ssl_config(exp_dir, corpus, wavlm_dir, frozen, lr_scale=1.0, gradient_checkp
                                "increase_start_epoch": 1, "fix_start_epoch": 1,
                                "update_margin": True, "increase_type": "exp"}
     return config
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _pretrained_upstream(wavlm_dir):
@@ -249,7 +245,7 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
     saved = yaml.safe_load(open(os.path.join(frozen_dir, "config.yaml")))
     assert saved["model_args"]["feat_dim"] == 32  # -1 filled in from the front-end
     models = os.path.join(frozen_dir, "models")
-    checkpoint = _load(os.path.join(models, "model_6.pt"))
+    checkpoint = load_checkpoint(os.path.join(models, "model_6.pt"))
     state = checkpoint["model"]
     assert not any(key.startswith(UPSTREAM) for key in state)
     assert "frontend.layer_weights" in state
@@ -263,10 +259,10 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
     # stage 4: averaging works on checkpoints without the WavLM weights
     avg_path = os.path.join(models, "avg_model.pt")
     average_cli.main(["--src_path", models, "--dst_model", avg_path, "--num", "2"])
-    averaged = _load(avg_path)
+    averaged = load_checkpoint(avg_path)
     assert averaged.keys() == state.keys()
     torch.testing.assert_close(averaged["frontend.layer_weights"],
-                               (_load(os.path.join(models, "model_5.pt"))["model"]
+                               (load_checkpoint(os.path.join(models, "model_5.pt"))["model"]
                                 ["frontend.layer_weights"] + state["frontend.layer_weights"]) / 2)
     # extraction fills the WavLM weights in too
     embedder = load_embedder(load_config(os.path.join(frozen_dir, "config.yaml")), avg_path)
@@ -286,7 +282,7 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
     assert [result.epoch for result in joint] == [1, 2]
     # it starts where step 1 ended, not from scratch
     assert max(result.loss for result in joint) < 0.7 * history[0].loss
-    checkpoint = _load(os.path.join(joint_dir, "models", "model_2.pt"))
+    checkpoint = load_checkpoint(os.path.join(joint_dir, "models", "model_2.pt"))
     state = checkpoint["model"]
     assert {key for key in state if key.startswith(UPSTREAM)} == set(pretrained)
     changed = [key for key in pretrained if not torch.equal(state[key], pretrained[key])]
@@ -307,7 +303,7 @@ def test_frozen_then_joint_mini_recipe(corpus, wavlm_dir, tmp_path):
                     "--dataset_args.s3prl_args.frozen", "false",
                     "--dataset_args.s3prl_args.lr_scale", "0.5",
                     "--scheduler_args.initial_lr", "0.05"])
-    state = _load(os.path.join(init_dir, "models", "model_1.pt"))["model"]
+    state = load_checkpoint(os.path.join(init_dir, "models", "model_1.pt"))["model"]
     assert {key for key in state if key.startswith(UPSTREAM)} == set(pretrained)
 
 
@@ -325,7 +321,7 @@ def test_frozen_then_joint_in_the_same_exp_dir_continues_from_the_checkpoint(
     os.rename(os.path.join(models, "final_model.pt"),
               os.path.join(models, "final_model_stage0.pt"))
     checkpoint_path = os.path.join(models, "model_2.pt")
-    saved = _load(checkpoint_path)["optimizer"]
+    saved = load_checkpoint(checkpoint_path)["optimizer"]
     assert len(saved["param_groups"]) == 1  # the frozen WavLM had no group
 
     schedule = {"initial_lr": 0.05, "final_lr": 0.02, "warm_up_epoch": 0,
@@ -356,7 +352,7 @@ def test_frozen_then_joint_in_the_same_exp_dir_continues_from_the_checkpoint(
                for message in told), told
 
     # WavLM trained in epochs 3-4, with the state the optimizer built for it
-    final = _load(os.path.join(models, "model_4.pt"))
+    final = load_checkpoint(os.path.join(models, "model_4.pt"))
     pretrained = _pretrained_upstream(wavlm_dir)
     changed = [key for key in pretrained if not torch.equal(final["model"][key], pretrained[key])]
     assert len(changed) > 0.9 * len(pretrained)
@@ -376,7 +372,7 @@ def test_frozen_then_joint_in_the_same_exp_dir_continues_from_the_checkpoint(
     average_cli.main(["--src_path", models, "--dst_model", avg_path, "--num", "2"])
     embedder = load_embedder(load_config(os.path.join(exp_dir, "config.yaml")), avg_path)
     assert not embedder.frontend.frozen
-    averaged = _load(avg_path)
+    averaged = load_checkpoint(avg_path)
     key = "encoder.layers.0.attention.k_proj.weight"
     assert torch.equal(embedder.frontend.upstream.state_dict()[key], averaged[UPSTREAM + key])
     assert not torch.equal(averaged[UPSTREAM + key], pretrained[UPSTREAM + key])

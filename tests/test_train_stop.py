@@ -6,22 +6,12 @@ import signal
 import pytest
 import torch
 
-from train_helpers import make_speaker_corpus, run_training, tiny_config
+from train_helpers import load_checkpoint, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.train.curves import read_training_curves
 from wespeaker_py.train.interrupt import (Lineage, TrainingStopped, find_interrupted,
                                           standing_of)
 from wespeaker_py.train.step import TrainingStep
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
-                               utts_per_spk=6)
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _signal_at_step(monkeypatch, step_number, signum=signal.SIGUSR1):
@@ -58,12 +48,12 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     models = os.path.join(stopped_dir, "models")
     assert sorted(os.listdir(models)) == ["interrupted.pt", "model_1.pt"]
-    at = _load(os.path.join(models, "interrupted.pt"))["interrupted_at"]
+    at = load_checkpoint(os.path.join(models, "interrupted.pt"))["interrupted_at"]
     assert (at["epoch"], at["batch"], at["after_epoch"]) == (2, 3, 1)
     # another lineage (a run rolled back to another checkpoint), or another number of
     # ranks, does not take it
     interrupted = os.path.join(models, "interrupted.pt")
-    standing = Lineage(1, _load(os.path.join(models, "model_1.pt"))["param_digests"][0])
+    standing = Lineage(1, load_checkpoint(os.path.join(models, "model_1.pt"))["param_digests"][0])
     assert find_interrupted(interrupted, standing, 1, per_epoch) is not None
     assert find_interrupted(interrupted, Lineage(1, "another run's digest"), 1, per_epoch) is None
     assert find_interrupted(interrupted, standing, 2, per_epoch) is None
@@ -76,8 +66,8 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     assert resumed[0].batches == per_epoch
     assert resumed[0].loss == pytest.approx(full[1].loss, rel=1e-9)
     assert resumed[0].accuracy == pytest.approx(full[1].accuracy, rel=1e-9)
-    expected = _load(os.path.join(full_dir, "models", "model_3.pt"))
-    got = _load(os.path.join(models, "model_3.pt"))
+    expected = load_checkpoint(os.path.join(full_dir, "models", "model_3.pt"))
+    got = load_checkpoint(os.path.join(models, "model_3.pt"))
     for key, value in expected["model"].items():
         assert torch.equal(value, got["model"][key]), key
     assert not os.path.exists(os.path.join(models, "interrupted.pt"))   # model_2 replaced it

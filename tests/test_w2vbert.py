@@ -14,8 +14,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from train_helpers import (CPU_WORLD, make_speaker_corpus, run_training,  # noqa: E402
-                           tiny_config, write_config)
+from train_helpers import (CPU_WORLD, load_checkpoint, make_speaker_corpus,  # noqa: E402
+                           run_training, tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.bin import average_model as average_cli  # noqa: E402
 from wespeaker_py.bin import merge_lora as merge_cli  # noqa: E402
@@ -270,10 +270,6 @@ def step_config(exp_dir, corpus, model_dir, step, **overrides):
     return config
 
 
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def test_a_model_whose_layers_do_not_match_the_front_end_is_a_config_error(
         corpus, w2vbert_dir, tmp_path):
     config = step_config(str(tmp_path), corpus, w2vbert_dir, 2)
@@ -289,7 +285,7 @@ def test_lora_then_merge_then_joint_then_large_margin(corpus, w2vbert_dir, tmp_p
     s1 = str(tmp_path / "s1")
     history = run_training(step_config(s1, corpus, w2vbert_dir, 1))
     assert [result.epoch for result in history] == [1, 2]
-    state = _load(os.path.join(s1, "models", "model_2.pt"))["model"]
+    state = load_checkpoint(os.path.join(s1, "models", "model_2.pt"))["model"]
     base = "frontend.encoder.base_model.model."
     for key, tensor in pretrained.items():  # the pretrained weights did not move
         name = key[len("encoder."):]
@@ -312,7 +308,7 @@ def test_lora_then_merge_then_joint_then_large_margin(corpus, w2vbert_dir, tmp_p
     merged = os.path.join(models, "merged_avg_model.pt")
     merge_cli.main(["--config", os.path.join(s1, "config.yaml"), "--checkpoint_in", avg,
                     "--checkpoint_out", merged])
-    merged_state = _load(merged)
+    merged_state = load_checkpoint(merged)
     assert not any("lora_" in key or "base_model" in key for key in merged_state)
     assert "projection.weight" in merged_state and "bottleneck.weight" in merged_state
 
@@ -331,7 +327,7 @@ def test_lora_then_merge_then_joint_then_large_margin(corpus, w2vbert_dir, tmp_p
     assert [result.epoch for result in joint] == [1, 2]
     # it went on from step 1 rather than from scratch
     assert joint[0].loss < history[0].loss
-    state = _load(os.path.join(s2, "models", "model_2.pt"))["model"]
+    state = load_checkpoint(os.path.join(s2, "models", "model_2.pt"))["model"]
     moved = [key for key, tensor in merged_state.items()
              if key.startswith("frontend.") and not torch.equal(state[key], tensor)]
     assert len(moved) > 0.5 * sum(key.startswith("frontend.") for key in merged_state)

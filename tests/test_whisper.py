@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from train_helpers import (CPU_WORLD, make_speaker_corpus, run_training,  # noqa: E402
+from train_helpers import (CPU_WORLD, load_checkpoint, run_training,  # noqa: E402
                            tiny_config)
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.config import ConfigError, TrainConfig, as_dataset_args, load_config
@@ -56,12 +56,6 @@ def checkpoint(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("whisper") / "tiny.pt")
     write_random_whisper(path, tiny_whisper_dims(CHECKPOINT_BLOCKS, 80, WIDTH, HEADS), seed=0)
     return path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_speaker_corpus(str(tmp_path_factory.mktemp("corpus")), num_spks=4,
-                               utts_per_spk=6)
 
 
 def dataset_args(model_path=None, **whisper):
@@ -394,12 +388,10 @@ def test_frozen_training_then_extraction_and_load_model(corpus, checkpoint, tmp_
 
     history = run_training(stage_config(exp, corpus, local))
     assert [result.epoch for result in history] == [1, 2]
-    state = torch.load(os.path.join(exp, "models", "model_2.pt"), map_location="cpu",
-                       weights_only=False)["model"]
+    state = load_checkpoint(os.path.join(exp, "models", "model_2.pt"))["model"]
     for key, tensor in pretrained.items():   # the frozen encoder did not move, ln_post2 too
         assert torch.equal(state["frontend." + key], tensor), key
-    first = torch.load(os.path.join(exp, "models", "model_1.pt"), map_location="cpu",
-                       weights_only=False)["model"]
+    first = load_checkpoint(os.path.join(exp, "models", "model_1.pt"))["model"]
     assert not torch.equal(first["fc.weight"], state["fc.weight"])   # the head trained
 
     # extraction and load_model read every weight from the checkpoint: no large-v2.pt needed

@@ -144,6 +144,11 @@ def write_config(path: str, config: Dict[str, Any]) -> str:
     return path
 
 
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """A saved checkpoint or model file, read onto the CPU (a full pickle, not weights only)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def named_optimizer_state(checkpoint: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """A checkpoint's optimizer state by parameter name (its groups' ``param_names``)."""
     optimizer = checkpoint["optimizer"]

@@ -86,18 +86,8 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Stage 2: ${data_type} lists"
-  for dset in train backend test; do
-    list=${data}/${dset}/${data_type}.list
-    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
-      echo "${list} is up to date"
-    elif [ "${data_type}" == "shard" ]; then
-      python tools/make_shard_list.py --num_utts_per_shard 100 --num_threads 2 \
-        --prefix shards --shuffle \
-        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" "${data}/${dset}/shards" "${list}"
-    else
-      python tools/make_raw_list.py "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" "${list}"
-    fi
-  done
+  tools/recipe/make_lists.sh --data "${data}" --data_type "${data_type}" \
+    --num_utts_per_shard 100 --num_threads 2 --sets "train backend test"
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then

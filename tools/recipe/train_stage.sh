@@ -93,7 +93,9 @@ train_stage() {
       return 1
     fi
     echo "${exp_dir}/models/final_model.pt is model_${epochs}.pt: training is finished"
-    if ${explicit}; then
+    # (a checkpoint of the run's own folder is where a second step went on from)
+    if ${explicit} && [ "$(realpath -m "$(dirname "${checkpoint}")")" != \
+                        "$(realpath -m "${exp_dir}/models")" ]; then
       echo "(--checkpoint ${checkpoint} is not used: remove ${exp_dir} or give another" \
            "--exp_dir to train from it)"
     fi
@@ -110,7 +112,10 @@ train_stage() {
   fi
   if ${explicit}; then
     # an explicit --checkpoint wins over the run's own checkpoints, once
-    if [ -n "${last_epoch}" ]; then
+    if [ -n "${last_epoch}" ] && [ "$(realpath -m "${checkpoint}")" == \
+                                    "$(realpath -m "${exp_dir}/models/model_${last_epoch}.pt")" ]; then
+      echo "continuing from ${checkpoint}"
+    elif [ -n "${last_epoch}" ]; then
       echo "starting from --checkpoint ${checkpoint}, as asked, not resuming from" \
            "${exp_dir}/models/model_${last_epoch}.pt"
     else
@@ -150,20 +155,20 @@ train_stage() {
   fi
 }
 
-# set_aside_step EXP_DIR EPOCHS TAG: before a second training step continues a finished
+# set_aside_step EXP_DIR EPOCHS TAG STEP: before a second training step continues a finished
 # step in the same folder (WeSpeaker's Whisper-PMFA: a frozen step, then the whole
 # model from its last checkpoint), keep the first step's results under their own
 # names: models/final_model.pt (naming model_EPOCHS.pt) and its settings note become
-# models/final_model_TAG.pt, config.yaml becomes config_TAG.yaml. Done once; fails when
-# the first step has not finished.
+# models/final_model_TAG.pt, config.yaml becomes config_TAG.yaml. Done once; fails,
+# naming STEP (the first step, in the recipe's words), when that has not finished.
 set_aside_step() {
-  local exp_dir=$1 epochs=$2 tag=$3 models=$1/models
+  local exp_dir=$1 epochs=$2 tag=$3 step=$4 models=$1/models
   if step_set_aside "${exp_dir}" "${tag}"; then
     return 0
   fi
   if ! training_finished "${models}" "${epochs}"; then
-    echo "$0: ${models}/final_model.pt does not name model_${epochs}.pt: finish the step" \
-         "before first" >&2
+    echo "$0: ${models}/final_model.pt does not name model_${epochs}.pt: finish ${step}" \
+         "first" >&2
     return 1
   fi
   if [ -f "${models}/final_model.pt.settings" ]; then

@@ -31,17 +31,20 @@ class ConfigError(WespeakerError, ValueError):
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
             minimum: Optional[float] = None, maximum: Optional[float] = None,
             above: Optional[float] = None,
-            variants: Optional[Tuple[str, Mapping[str, type]]] = None) -> Any:
+            variants: Optional[Tuple[str, Mapping[str, type]]] = None,
+            written_when_set: bool = False) -> Any:
     """A dataclass field with a default and an allowed range.
 
     ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower
     bound. No default and no factory make the key required. ``variants``,
     ``(key, blocks)``, makes the field the block ``blocks[value of key]``, ``key``
     being a field declared before it in the same block (its type a union of those
-    blocks).
+    blocks). ``written_when_set``: :func:`block_to_dict` leaves the key out while it
+    has its default, for keys of ours in a block that WeSpeaker passes whole to a
+    constructor (a front-end's arguments), which an unknown keyword would crash.
     """
     metadata = {"minimum": minimum, "maximum": maximum, "above": above,
-                "variants": variants}
+                "variants": variants, "written_when_set": written_when_set}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -219,11 +222,14 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
 
 
 def block_to_dict(block: Any) -> Dict[str, Any]:
-    """A block as plain YAML-ready data; absent (null) sub-blocks and open mappings left out."""
+    """A block as plain YAML-ready data; absent (null) sub-blocks and open mappings left out,
+    and keys of ours ``written_when_set`` (see :func:`setting`) that have their default."""
     hints = _hints(type(block))
     plain: Dict[str, Any] = {}
     for field in dataclasses.fields(block):
         value = getattr(block, field.name)
+        if field.metadata.get("written_when_set") and value == field.default:
+            continue
         if value is None and any(is_block(member) or typing.get_origin(member) is dict
                                  or member is dict for member in _non_null(hints[field.name])):
             continue

@@ -114,9 +114,10 @@ class S3prlArgs:
     frame_shift: float = setting(20.0, above=0)
     # ... from a 400-sample (25 ms) receptive field
     frame_length: float = setting(25.0, above=0)
-    gradient_checkpointing: bool = False
-    lr_scale: float = setting(1.0, minimum=0)
-    frozen_bf16: bool = True
+    # ours (WeSpeaker's S3prlFrontend takes no such arguments)
+    gradient_checkpointing: bool = setting(False, written_when_set=True)
+    lr_scale: float = setting(1.0, minimum=0, written_when_set=True)
+    frozen_bf16: bool = setting(True, written_when_set=True)
 
 
 @_block
@@ -152,8 +153,9 @@ class W2vbertArgs:
     use_lora: bool = False
     lora_config_args: Optional[LoraArgs] = None
     model_config_file: Optional[str] = None
-    frame_shift: float = setting(10.0, above=0)
-    frame_length: float = setting(25.0, above=0)
+    # ours (WeSpeaker's W2VBert front-end takes no such arguments)
+    frame_shift: float = setting(10.0, above=0, written_when_set=True)
+    frame_length: float = setting(25.0, above=0, written_when_set=True)
 
     def _finish(self, where: str) -> None:
         if self.use_bnb:
@@ -185,7 +187,8 @@ class WhisperEncoderArgs:
     layer_st: int = setting(16, minimum=0)
     layer_ed: int = setting(23, minimum=0)
     model_path: Optional[str] = None
-    sample_rate: int = setting(16000, minimum=1)
+    # WeSpeaker passes the rate itself (dataset_args.resample_rate): written only when set
+    sample_rate: int = setting(16000, minimum=1, written_when_set=True)
 
     def _finish(self, where: str) -> None:
         if self.layer_st > self.layer_ed:

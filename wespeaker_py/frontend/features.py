@@ -10,7 +10,7 @@ from wespeaker_py.config import ConfigError, DatasetArgs, SpecAugArgs, as_datase
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.frontend.fbank import fbank
 from wespeaker_py.frontend.framing import frame_params, num_frames
-from wespeaker_py.frontend.specaug import apply_cmn, spec_augment
+from wespeaker_py.frontend.specaug import apply_cmn, cmvn_flags, spec_augment
 
 
 class FbankFeatures(torch.nn.Module):
@@ -49,13 +49,14 @@ class FbankFeatures(torch.nn.Module):
         if config.frontend != "fbank":
             raise ConfigError(f"config key 'dataset_args.frontend' is {config.frontend!r}; "
                               f"FbankFeatures handles only 'fbank'")
-        if config.cmvn and config.cmvn_args.norm_var:
+        norm_mean, norm_var = cmvn_flags(config)
+        if norm_var:
             raise ConfigError("config key 'dataset_args.cmvn_args.norm_var': variance "
                               "normalisation is not supported by FbankFeatures")
         args = config.fbank_args
         return cls(sample_rate=config.resample_rate, num_mel_bins=args.num_mel_bins,
                    frame_length=args.frame_length, frame_shift=args.frame_shift,
-                   dither=args.dither, cmn=config.cmvn and config.cmvn_args.norm_mean,
+                   dither=args.dither, cmn=norm_mean,
                    spec_aug=config.spec_aug, spec_aug_args=config.spec_aug_args)
 
     def forward(self, wavs: torch.Tensor, band_fill: Optional[BandFill] = None) -> torch.Tensor:

@@ -1,9 +1,14 @@
-"""Per-utterance mean normalisation and SpecAugment on batched features ``[B, T, F]``."""
+"""Per-utterance mean (and variance) normalisation and SpecAugment on batched features
+``[B, T, F]``."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+
+from wespeaker_py.config import DatasetArgs
+
+_VAR_EPS = 1e-7   # WeSpeaker's apply_cmvn
 
 
 def apply_cmn(feats: torch.Tensor) -> torch.Tensor:
@@ -11,6 +16,24 @@ def apply_cmn(feats: torch.Tensor) -> torch.Tensor:
     if feats.dim() != 3:
         raise ValueError(f"feats must be [batch, frames, bins], got shape {tuple(feats.shape)}")
     return feats - feats.mean(dim=1, keepdim=True)
+
+
+def apply_cmvn(feats: torch.Tensor, norm_mean: bool = True, norm_var: bool = False
+               ) -> torch.Tensor:
+    """CMVN over time of ``feats`` (``[B, T, F]``), as WeSpeaker's ``apply_cmvn``: each
+    utterance's mean subtracted (``norm_mean``), then divided by its standard deviation
+    (``norm_var``, unbiased, plus 1e-7 under the root)."""
+    if norm_mean:
+        feats = apply_cmn(feats)
+    if norm_var:
+        feats = feats / torch.sqrt(feats.var(dim=1, keepdim=True) + _VAR_EPS)
+    return feats
+
+
+def cmvn_flags(config: DatasetArgs) -> Tuple[bool, bool]:
+    """``(norm_mean, norm_var)`` of a config's CMVN: both False when ``cmvn`` is off."""
+    return (config.cmvn and config.cmvn_args.norm_mean,
+            config.cmvn and config.cmvn_args.norm_var)
 
 
 def _band_mask(batch: int, size: int, num_masks: int, max_width: int,

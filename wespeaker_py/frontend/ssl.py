@@ -45,7 +45,7 @@ from torch.utils.checkpoint import checkpoint
 
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.config import ConfigError, DatasetArgs, UpstreamArgs, as_dataset_args
-from wespeaker_py.frontend.specaug import apply_cmn
+from wespeaker_py.frontend.specaug import apply_cmvn, cmvn_flags
 from wespeaker_py.frontend.wavlm_convert import load_hf_directory, load_original_checkpoint
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -199,13 +199,13 @@ class SSLFrontend(nn.Module):
             raise ConfigError("config key 'dataset_args.spec_aug': SpecAugment is not "
                               "supported with frontend: s3prl")
         path = resolve_weights_path(upstream_args, args.download_dir)
+        norm_mean, norm_var = cmvn_flags(config)
         return cls(load_wavlm(path),
                    multilayer_feature=args.multilayer_feature, layer=args.layer,
                    frozen=args.frozen, frame_shift=args.frame_shift,
                    sample_rate=config.resample_rate,
                    normalize_hidden_states=upstream_args.normalize,
-                   norm_mean=config.cmvn and config.cmvn_args.norm_mean,
-                   norm_var=config.cmvn and config.cmvn_args.norm_var,
+                   norm_mean=norm_mean, norm_var=norm_var,
                    gradient_checkpointing=args.gradient_checkpointing,
                    lr_scale=args.lr_scale, frozen_bf16=args.frozen_bf16)
 
@@ -294,11 +294,7 @@ class SSLFrontend(nn.Module):
             feats = (weights.view(-1, 1, 1, 1) * torch.stack(states)).sum(dim=0)
         else:
             feats = states[-1]
-        if self.norm_mean:
-            feats = apply_cmn(feats)
-        if self.norm_var:
-            feats = feats / torch.sqrt(feats.var(dim=1, keepdim=True) + 1e-7)
-        return feats
+        return apply_cmvn(feats, self.norm_mean, self.norm_var)
 
     def extra_repr(self) -> str:
         return (f"hidden_states={self.num_hidden_states}, dim={self.output_dim}, "

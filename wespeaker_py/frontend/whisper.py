@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from wespeaker_py.config import (ConfigError, DatasetArgs, SpecAugArgs, WhisperEncoderArgs,
                                  as_dataset_args)
-from wespeaker_py.frontend.specaug import apply_cmn, spec_augment
+from wespeaker_py.frontend.specaug import apply_cmvn, cmvn_flags, spec_augment
 from wespeaker_py.frontend.whisper_features import WhisperLogMel
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -51,7 +51,6 @@ LARGE_V2_MD5 = "668764447eeda98eeba5ef7bfcb4cc3d"
 # OpenAI's ``dims`` entries and the config keys that must agree with them
 _DIMS_KEYS = (("n_mels", "n_mels"), ("n_audio_state", "output_size"),
               ("n_audio_head", "n_head"))
-_VAR_EPS = 1e-7   # WeSpeaker's apply_cmvn
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
@@ -268,9 +267,9 @@ class WhisperFrontend(nn.Module):
         elif pretrained:
             logger.info("%s.model_path is not set: the Whisper encoder starts from random "
                         "weights (a checkpoint or model_init must supply them)", KEY)
+        norm_mean, norm_var = cmvn_flags(config)
         return cls(encoder, n_mels=args.n_mels, frozen=args.frozen,
-                   norm_mean=config.cmvn and config.cmvn_args.norm_mean,
-                   norm_var=config.cmvn and config.cmvn_args.norm_var,
+                   norm_mean=norm_mean, norm_var=norm_var,
                    spec_aug=config.spec_aug, spec_aug_args=config.spec_aug_args,
                    sample_rate=config.resample_rate)
 
@@ -302,10 +301,7 @@ class WhisperFrontend(nn.Module):
             mel = self.features(wavs)
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
             feats = self.encoder(mel)
-        if self.norm_mean:
-            feats = apply_cmn(feats)
-        if self.norm_var:
-            feats = feats / torch.sqrt(feats.var(dim=1, keepdim=True) + _VAR_EPS)
+        feats = apply_cmvn(feats, self.norm_mean, self.norm_var)
         if self.spec_aug and self.training:
             feats = spec_augment(feats, **dataclasses.asdict(self.spec_aug_args))
         return feats

@@ -102,12 +102,13 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
 
 def trained_parameter_keys(plan: TrainingPlan) -> List[str]:
     """The config keys that decide which parameters train: ``frozen_params``, and the
-    ``frozen`` key of a front-end the model holds, where it has one."""
+    ``frozen`` and ``use_lora`` keys of a front-end the model holds, where it has them."""
     keys = ["frozen_params"]
     name = plan.dataset_args.frontend
-    if plan.model_holds_frontend and hasattr(getattr(plan.dataset_args, f"{name}_args", None),
-                                             "frozen"):
-        keys.append(f"dataset_args.{name}_args.frozen")
+    args = getattr(plan.dataset_args, f"{name}_args", None)
+    if plan.model_holds_frontend:
+        keys.extend(f"dataset_args.{name}_args.{key}" for key in ("frozen", "use_lora")
+                    if hasattr(args, key))
     return keys
 
 

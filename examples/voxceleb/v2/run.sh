@@ -71,24 +71,7 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Convert train and test data to ${data_type} ..."
-  for dset in vox2_dev vox1; do
-    list=${data}/${dset}/${data_type}.list
-    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
-      echo "${list} is up to date"
-      continue
-    fi
-    if [ "${data_type}" == "shard" ]; then
-      python tools/make_shard_list.py --num_utts_per_shard 1000 \
-        --num_threads 16 \
-        --prefix shards \
-        --shuffle \
-        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" \
-        "${data}/${dset}/shards" "${list}"
-    else
-      python tools/make_raw_list.py "${data}/${dset}/wav.scp" \
-        "${data}/${dset}/utt2spk" "${list}"
-    fi
-  done
+  tools/recipe/make_lists.sh --data "${data}" --data_type "${data_type}" --sets "vox2_dev vox1"
   # MUSAN and RIRS_NOISES are read through their wav.scp (${data}/musan, ${data}/rirs).
 fi
 

@@ -15,7 +15,8 @@
 #   3  train with the Whisper encoder frozen (4 epochs)
 #   4  train every parameter, epochs 5-8, from models/model_4.pt; stage 3's config.yaml
 #      and final_model.pt are kept as config_stage0.yaml and final_model_stage0.pt
-#   5  average the last ${num_avg} checkpoints, extract vox1_dev and vox1_test embeddings
+#   5  average the last ${num_avg} checkpoints, extract vox1_dev (one random 5 s chunk per
+#      utterance, as WeSpeaker's) and vox1_test (whole utterances) embeddings
 #   6  cosine scoring (minus the vox1_dev mean), EER/minDCF
 #   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
 # Each stage skips the work an earlier run finished.
@@ -51,7 +52,7 @@ trials="vox1_O_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
 train_args=  # more trainer options for both steps, e.g. "--dataloader_args.batch_size 32"
-backend_chunks=false  # vox1_dev embedded whole, as WeSpeaker's v1; true: random num_frms chunks
+backend_chunks=true  # vox1_dev from one random num_frms chunk per utterance, as WeSpeaker's; false: whole
 chunk_seed=42
 
 . tools/parse_options.sh || exit 1
@@ -69,24 +70,8 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Convert train and test data to ${data_type} ..."
-  for dset in vox1_dev vox1_test; do
-    list=${data}/${dset}/${data_type}.list
-    if up_to_date "${list}" "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk"; then
-      echo "${list} is up to date"
-      continue
-    fi
-    if [ "${data_type}" == "shard" ]; then
-      python tools/make_shard_list.py --num_utts_per_shard 1000 \
-        --num_threads 16 \
-        --prefix shards \
-        --shuffle \
-        "${data}/${dset}/wav.scp" "${data}/${dset}/utt2spk" \
-        "${data}/${dset}/shards" "${list}"
-    else
-      python tools/make_raw_list.py "${data}/${dset}/wav.scp" \
-        "${data}/${dset}/utt2spk" "${list}"
-    fi
-  done
+  tools/recipe/make_lists.sh --data "${data}" --data_type "${data_type}" \
+    --sets "vox1_dev vox1_test"
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
@@ -107,7 +92,7 @@ fi
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Start training with all parameters (${config_s1}) ..."
   # stage 3's results keep their own names, as WeSpeaker's recipe renames them
-  set_aside_step "${exp_dir}" "${frozen_epochs}" stage0
+  set_aside_step "${exp_dir}" "${frozen_epochs}" stage0 "stage 3 (the frozen step)"
   config=${config_s1}
   checkpoint=${models}/model_${frozen_epochs}.pt
   # shellcheck disable=SC2086  # train_args: words of trainer options

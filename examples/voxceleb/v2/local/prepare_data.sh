@@ -76,6 +76,10 @@ esac
 has_corpus() {
   [[ " ${corpora} " == *" $1 "* ]]
 }
+if ${vox1_split} && ! has_corpus vox1; then
+  echo "$0: --vox1_split true needs vox1 in --corpora (got '${corpora}')" >&2
+  exit 1
+fi
 
 # A verified archive carries a NAME.md5_ok marker, so later runs do not hash it again.
 verify_archive() {
@@ -190,7 +194,9 @@ convert_m4a() {
 }
 export -f convert_m4a
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && has_corpus vox2; then
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && ! has_corpus vox2; then
+  echo "Stage 3: nothing to convert (no vox2 in --corpora)"
+elif [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: convert VoxCeleb2 m4a to wav (${nj} jobs)"
   if [ ! -d "${m4a_root}" ]; then
     echo "$0: ${m4a_root} not found; run stage 2 first" >&2
