@@ -1,11 +1,11 @@
 """Whisper-PMFA's input features on the CPU: one batched call against a loop over the batch.
 
 Milliseconds per batch of training chunks (5 s, 80000 samples: WeSpeaker's num_frms 500)
-for WhisperLogMel on the whole batch (what the front-end does), WhisperLogMel called
-once per utterance (the shape of WeSpeaker's loop over ``whisper.log_mel_spectrogram``
-in its training step, with the same arithmetic), and transformers'
-WhisperFeatureExtractor (numpy, per utterance, when transformers is installed); prints
-a markdown table and the largest difference from the batched result:
+for WhisperLogMel on the whole batch (what the front-end does), Whisper's own arithmetic
+(``whisper.log_mel_spectrogram``: STFT, ``abs() ** 2``, mel, log) called once per
+utterance as WeSpeaker's training step does, and transformers' WhisperFeatureExtractor
+(numpy, per utterance, when transformers is installed); prints a markdown table and the
+largest difference from the batched result:
 
     python bench/bench_whisper.py [--batch 70] [--seconds 5] [--threads 2] [--repeats 5]
 """
@@ -16,9 +16,21 @@ import argparse
 import torch
 
 from bench_ssl import best_time
-from wespeaker_py.frontend.whisper_features import INT16_SCALE, WhisperLogMel
+from wespeaker_py.frontend.whisper_features import (DYNAMIC_RANGE, HOP_LENGTH, INT16_SCALE,
+                                                    LOG_FLOOR, N_FFT, WhisperLogMel)
 
 SAMPLE_RATE = 16000
+
+
+def whisper_log_mel(features: WhisperLogMel, wav: torch.Tensor) -> torch.Tensor:
+    """One utterance ``[samples]`` as ``whisper.log_mel_spectrogram`` computes it (its
+    order of operations; the same window and filterbank) -> ``[frames, n_mels]``."""
+    spectrum = torch.stft(wav / INT16_SCALE, N_FFT, HOP_LENGTH, window=features.window,
+                          return_complex=True)
+    mel = features.filters @ spectrum[..., :-1].abs() ** 2
+    log_mel = torch.clamp(mel, min=LOG_FLOOR).log10()
+    log_mel = torch.maximum(log_mel, log_mel.max() - DYNAMIC_RANGE)
+    return ((log_mel + 4.0) / 4.0).T
 
 
 def feature_rows(batch: int, seconds: float, repeats: int):
@@ -30,11 +42,11 @@ def feature_rows(batch: int, seconds: float, repeats: int):
     batched = features(wavs)
 
     def loop():
-        return torch.stack([features(row[None])[0] for row in wavs])
+        return torch.stack([whisper_log_mel(features, row) for row in wavs])
 
     rows = [("WhisperLogMel, the batch at once (ours)",
              best_time(lambda: features(wavs), repeats, lambda: None), 0.0),
-            ("WhisperLogMel, one utterance at a time (WeSpeaker's loop)",
+            ("Whisper's log_mel_spectrogram, one utterance at a time (WeSpeaker's loop)",
              best_time(loop, repeats, lambda: None),
              (loop() - batched).abs().max().item())]
     try:

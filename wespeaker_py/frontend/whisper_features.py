@@ -34,6 +34,7 @@ HOP_LENGTH = 160
 MEL_BANDS = (80, 128)
 LOG_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0   # log10 units below the utterance's maximum
+CPU_ROWS_PER_CALL = 8   # rows computed together on the CPU
 
 # Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above
 _LINEAR_HZ_PER_MEL = 200.0 / 3.0
@@ -106,12 +107,21 @@ class WhisperLogMel(nn.Module):
         if wavs.shape[1] < self.min_samples:
             raise ValueError(f"Whisper features need at least {self.min_samples} samples, "
                              f"got {wavs.shape[1]}")
+        if wavs.device.type == "cpu" and wavs.shape[0] > CPU_ROWS_PER_CALL:
+            # a whole batch's spectra overflow the CPU's caches: a few rows at a time is
+            # about 1.4x faster (bench/bench_whisper.py); rows are independent
+            return torch.cat([self._log_mel(rows) for rows in wavs.split(CPU_ROWS_PER_CALL)])
+        return self._log_mel(wavs)
+
+    def _log_mel(self, wavs: torch.Tensor) -> torch.Tensor:
         dtype = torch.float64 if wavs.dtype == torch.float64 else torch.float32
         with torch.autocast(wavs.device.type, enabled=False):
             audio = wavs.to(dtype) / INT16_SCALE
             spectrum = torch.stft(audio, N_FFT, HOP_LENGTH, window=self.window.to(dtype),
                                   center=True, pad_mode="reflect", return_complex=True)
-            power = spectrum[..., :-1].abs() ** 2
+            spectrum = spectrum[..., :-1]
+            # |z|^2 as re^2 + im^2: the same to rounding as Whisper's abs() ** 2, 5x faster
+            power = spectrum.real.square() + spectrum.imag.square()
             mel = torch.matmul(self.filters.to(dtype), power)
             log_mel = mel.clamp(min=LOG_FLOOR).log10()
             floor = log_mel.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE
