@@ -509,6 +509,29 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
 
 
+def test_download_whisper_verifies_the_checkpoint_and_fetches_it_once(tmp_path):
+    import hashlib
+    bin_dir, log = tmp_path / "bin", tmp_path / "wget.log"
+    os.makedirs(bin_dir)
+    (bin_dir / "wget").write_text(  # a stand-in: writes fixed bytes to -O, logs the call
+        f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n'
+        'while [ $# -gt 0 ]; do [ "$1" == "-O" ] && out=$2; shift; done\n'
+        'printf "weights" > "$out"\n')
+    os.chmod(bin_dir / "wget", 0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    target = tmp_path / "hub"
+    args = ("local/download_whisper.sh", "--download_dir", str(target))
+    bad = run_script(WHISPER_DIR, *args, env=env, check=False)  # the official md5
+    assert bad.returncode != 0 and "expected 668764447eeda98eeba5ef7bfcb4cc3d" in bad.stderr
+    assert not (target / "large-v2.pt").exists()
+    good = hashlib.md5(b"weights").hexdigest()
+    run_script(WHISPER_DIR, *args, "--md5", good, env=env)
+    assert (target / "large-v2.pt").read_bytes() == b"weights"
+    again = run_script(WHISPER_DIR, *args, "--md5", good, env=env)
+    assert "present and verified" in again.stdout
+    assert len(log.read_text().splitlines()) == 2  # not fetched a third time
+
+
 def test_v1_prepare_data_writes_vox1_dev_and_test_without_voxceleb2(tmp_path):
     data = tmp_path / "data"
     wav = str(tmp_path / "tone.wav")

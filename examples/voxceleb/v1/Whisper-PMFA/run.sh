@@ -21,9 +21,10 @@
 #   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
 # Each stage skips the work an earlier run finished.
 #
-# --whisper_path: OpenAI's Whisper large-v2 checkpoint (large-v2.pt, 2.9 GB); nothing
-# is downloaded at run time. Without it the config's
-# dataset_args.whisper_encoder_args.model_path (whisper_hub/large-v2.pt) is used.
+# --whisper_path: OpenAI's Whisper large-v2 checkpoint (large-v2.pt, 2.9 GB); training
+# downloads nothing (local/download_whisper.sh fetches and checks it once). Without it
+# the config's dataset_args.whisper_encoder_args.model_path (whisper_hub/large-v2.pt,
+# where local/download_whisper.sh puts it) is used.
 # Stage 4 takes the encoder's weights from stage 3's checkpoint, so it needs no
 # Whisper checkpoint; neither do extraction and scoring.
 
