@@ -86,13 +86,15 @@ def test_every_recipe_sources_the_one_shared_training_stage(recipe_dir, script):
 
 
 def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
-    for recipe in (V2_DIR, MINI_DIR, WHISPER_DIR):
+    # only the corpus-specific preparation (and Whisper's weights) is a recipe's own;
+    # anything else in local/ is a link to a shared script (v2 keeps WeSpeaker's names)
+    own = {V2_DIR: {"prepare_data.sh"}, MINI_DIR: {"prepare_data.sh"},
+           WHISPER_DIR: {"prepare_data.sh", "download_whisper.sh"}}
+    for recipe, scripts in own.items():
         assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
-        # only the corpus-specific preparation is the recipe's own; anything else in
-        # local/ is a link to a shared script (v2 keeps WeSpeaker's names for them)
         local = os.path.join(recipe, "local")
-        assert "prepare_data.sh" in os.listdir(local)
-        for name in set(os.listdir(local)) - {"prepare_data.sh"}:
+        assert scripts <= set(os.listdir(local))
+        for name in set(os.listdir(local)) - scripts:
             assert os.path.islink(os.path.join(local, name))
             assert not os.path.isabs(os.readlink(os.path.join(local, name)))
             assert os.path.realpath(os.path.join(local, name)) == os.path.join(
