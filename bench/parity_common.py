@@ -55,8 +55,12 @@ def package_module(name: str, path: Optional[str] = None) -> types.ModuleType:
     return sys.modules[name]
 
 
-def load_module(name: str, path: str) -> types.ModuleType:
-    """The file ``path`` imported as module ``name`` (its packages made as needed)."""
+def load_module(root: str, relative: str, name: str = "") -> types.ModuleType:
+    """The file ``root/relative`` imported as module ``name`` (default: ``relative`` as a
+    dotted name, ``wespeaker/models/projections.py`` -> ``wespeaker.models.projections``),
+    its packages made as needed."""
+    path = os.path.join(root, relative)
+    name = name or relative[:-len(".py")].replace("/", ".")
     if not os.path.isfile(path):
         script = os.path.relpath(sys.modules["__main__"].__file__, REPO)
         raise SystemExit(f"{path} is missing: export WeSpeaker's files first (see the "

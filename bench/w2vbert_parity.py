@@ -76,14 +76,10 @@ LENGTHS = (48240, 48400)  # 300 and 301 fbank frames
 # -- WeSpeaker's modules, loaded by path ----------------------------------------------------
 def load_wespeaker(root: str) -> types.SimpleNamespace:
     """WeSpeaker's W2V-BERT front-end, model, pooling, head and merge_lora, with stubs."""
-    load_module("wespeaker.models.pooling_layers",
-                os.path.join(root, "wespeaker/models/pooling_layers.py"))
-    projections = load_module("wespeaker.models.projections",
-                              os.path.join(root, "wespeaker/models/projections.py"))
-    mfa = load_module("wespeaker.models.w2vbert_adapter_mfa",
-                      os.path.join(root, "wespeaker/models/w2vbert_adapter_mfa.py"))
-    frontend = load_module("wespeaker.frontend.w2vbert",
-                           os.path.join(root, "wespeaker/frontend/w2vbert.py"))
+    load_module(root, "wespeaker/models/pooling_layers.py")
+    projections = load_module(root, "wespeaker/models/projections.py")
+    mfa = load_module(root, "wespeaker/models/w2vbert_adapter_mfa.py")
+    frontend = load_module(root, "wespeaker/frontend/w2vbert.py")
     speaker_model = types.ModuleType("wespeaker.models.speaker_model")
     speaker_model.get_speaker_model = lambda name: getattr(mfa, name)
     sys.modules[speaker_model.__name__] = speaker_model
@@ -103,7 +99,7 @@ def load_wespeaker(root: str) -> types.SimpleNamespace:
         import fire  # noqa: F401
     except ImportError:
         sys.modules["fire"] = types.SimpleNamespace(Fire=lambda *args, **kwargs: None)
-    merge = load_module("ws_tools_merge_lora", os.path.join(root, "tools/merge_lora.py"))
+    merge = load_module(root, "tools/merge_lora.py", "ws_tools_merge_lora")
     return types.SimpleNamespace(Frontend=frontend.W2VBertFrontend, Model=mfa.W2VBert_Adapter_MFA,
                                  get_projection=projections.get_projection, merge=merge.merge)
 

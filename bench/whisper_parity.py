@@ -69,8 +69,8 @@ def install_whisper(root: Optional[str]) -> str:
     ``root``) or, without ``root``, ours; says which."""
     if root is not None:
         package = package_module("whisper", os.path.join(root, "whisper"))
-        load_module("whisper.utils", os.path.join(root, "whisper/utils.py"))
-        audio = load_module("whisper.audio", os.path.join(root, "whisper/audio.py"))
+        load_module(root, "whisper/utils.py")
+        audio = load_module(root, "whisper/audio.py")
         package.log_mel_spectrogram = audio.log_mel_spectrogram
         return "OpenAI's whisper/audio.py (openai/whisper, exported)"
     package = package_module("whisper")
@@ -86,16 +86,11 @@ def install_whisper(root: Optional[str]) -> str:
 
 def load_wespeaker(root: str) -> types.SimpleNamespace:
     """WeSpeaker's Whisper front-end, PMFA model, pooling, head and apply_cmvn."""
-    load_module("wespeaker.models.pooling_layers",
-                os.path.join(root, "wespeaker/models/pooling_layers.py"))
-    projections = load_module("wespeaker.models.projections",
-                              os.path.join(root, "wespeaker/models/projections.py"))
-    pmfa = load_module("wespeaker.models.whisper_PMFA",
-                       os.path.join(root, "wespeaker/models/whisper_PMFA.py"))
-    frontend = load_module("wespeaker.frontend.whisper_encoder",
-                           os.path.join(root, "wespeaker/frontend/whisper_encoder.py"))
-    utils = load_module("wespeaker.dataset.dataset_utils",
-                        os.path.join(root, "wespeaker/dataset/dataset_utils.py"))
+    load_module(root, "wespeaker/models/pooling_layers.py")
+    projections = load_module(root, "wespeaker/models/projections.py")
+    pmfa = load_module(root, "wespeaker/models/whisper_PMFA.py")
+    frontend = load_module(root, "wespeaker/frontend/whisper_encoder.py")
+    utils = load_module(root, "wespeaker/dataset/dataset_utils.py")
     return types.SimpleNamespace(Frontend=frontend.whisper_encoder, model=pmfa,
                                  get_projection=projections.get_projection,
                                  apply_cmvn=utils.apply_cmvn)

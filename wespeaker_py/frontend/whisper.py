@@ -281,11 +281,14 @@ class WhisperFrontend(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         """Frames (20 ms) for ``num_samples`` samples, at most :data:`MAX_POSITIONS`; 0 below
         ``features.min_samples``."""
-        mel_frames = self.features.num_frames(num_samples)
-        return min(-(-mel_frames // 2), MAX_POSITIONS)
+        return min(self._encoder_frames(num_samples), MAX_POSITIONS)
+
+    def _encoder_frames(self, num_samples: int) -> int:
+        """Encoder frames (conv2's stride 2 over the mel frames), before the 30 s cut."""
+        return -(-self.features.num_frames(num_samples) // 2)
 
     def _warn_if_long(self, num_samples: int) -> None:
-        if self._warned_long or -(-self.features.num_frames(num_samples) // 2) <= MAX_POSITIONS:
+        if self._warned_long or self._encoder_frames(num_samples) <= MAX_POSITIONS:
             return
         self._warned_long = True
         logger.warning("Whisper front-end: an input of %.1f s is longer than Whisper's 30 s "
