@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V2_DIR = os.path.join(REPO, "examples", "voxceleb", "v2")
 WHISPER_DIR = os.path.join(REPO, "examples", "voxceleb", "v1", "Whisper-PMFA")
 MINI_DIR = os.path.join(REPO, "examples", "mini")
+CNCELEB_DIR = os.path.join(REPO, "examples", "cnceleb", "v2")
 
 
 def run_script(recipe_dir: str, script: str, *args: str, env: Optional[Dict[str, str]] = None,
@@ -72,12 +73,9 @@ def _zip(path: str, members: Dict[str, str]) -> None:
             archive.write(source, name)
 
 
-def make_fake_voxceleb_downloads(download_dir: str, wav: str) -> None:
-    """The five archives of local/prepare_data.sh with a handful of files each, marked verified.
-
-    ``wav`` is copied into every member; the VoxCeleb2 "m4a" files hold wav data
-    (the tests convert them with a fake ffmpeg that copies).
-    """
+def make_fake_noise_downloads(download_dir: str, wav: str) -> None:
+    """musan.tar.gz (three files) and rirs_noises.zip (a simulated and a real RIR), each
+    member a copy of ``wav``; not marked verified."""
     os.makedirs(download_dir, exist_ok=True)
     with tarfile.open(os.path.join(download_dir, "musan.tar.gz"), "w:gz") as archive:
         for name in ("musan/noise/free-sound/noise-free-sound-0000.wav",
@@ -87,6 +85,15 @@ def make_fake_voxceleb_downloads(download_dir: str, wav: str) -> None:
     _zip(os.path.join(download_dir, "rirs_noises.zip"),
          {"RIRS_NOISES/simulated_rirs/smallroom/Room001/Room001-00001.wav": wav,
           "RIRS_NOISES/real_rirs_isotropic_noises/air_type1_air_binaural_1_1_1.wav": wav})
+
+
+def make_fake_voxceleb_downloads(download_dir: str, wav: str) -> None:
+    """The five archives of local/prepare_data.sh with a handful of files each, marked verified.
+
+    ``wav`` is copied into every member; the VoxCeleb2 "m4a" files hold wav data
+    (the tests convert them with a fake ffmpeg that copies).
+    """
+    make_fake_noise_downloads(download_dir, wav)
     _zip(os.path.join(download_dir, "vox1_test_wav.zip"),
          {f"wav/id10270/vid{v}/0000{i}.wav": wav for v in "ab" for i in (1, 2)})
     _zip(os.path.join(download_dir, "vox1_dev_wav.zip"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from recipe_helpers import (MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
+from recipe_helpers import (CNCELEB_DIR, MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
                             install_fake_ffmpeg, make_fake_voxceleb_downloads, make_kaldi_dir,
                             mtimes, read_table, run_script, write_tone)
 from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
@@ -18,13 +18,15 @@ RECIPE_SCRIPTS = sorted(
     + glob.glob(os.path.join(MINI_DIR, "*.sh")) + glob.glob(os.path.join(MINI_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(WHISPER_DIR, "*.sh"))
     + glob.glob(os.path.join(WHISPER_DIR, "local", "*.sh"))
+    + glob.glob(os.path.join(CNCELEB_DIR, "*.sh"))
+    + glob.glob(os.path.join(CNCELEB_DIR, "local", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "diarization", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "diarization", "local", "*.sh"))
     + glob.glob(os.path.join(REPO, "examples", "finetune", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "*.sh"))
     + glob.glob(os.path.join(REPO, "tools", "recipe", "*.sh")))
 RECIPES = [(V2_DIR, "run.sh"), (V2_DIR, "run_wavlm.sh"), (V2_DIR, "run_w2v.sh"),
-           (WHISPER_DIR, "run.sh"), (MINI_DIR, "run.sh")]
+           (WHISPER_DIR, "run.sh"), (CNCELEB_DIR, "run.sh"), (MINI_DIR, "run.sh")]
 # WeSpeaker's v2 local/ scripts -> the shared stage script of the same flags
 WESPEAKER_LOCAL = {"extract_vox.sh": "extract_sets.sh", "score.sh": "score.sh",
                    "score_norm.sh": "score_norm.sh", "score_calibration.sh": "score_calibration.sh",
@@ -38,7 +40,7 @@ WESPEAKER_CONF = {"resnet": "resnet34", "resnet_lm": "resnet34_lm",
                   "eres2net_lm": "eres2net34_base_lm", "gemini_dfresnet_adam": "gemini_dfresnet114",
                   "gemini_dfresnet_sgd_lm": "gemini_dfresnet114_lm"}
 SHARED_STAGES = ("train_stage.sh", "make_lists.sh", "extract_sets.sh", "score.sh",
-                 "score_norm.sh", "score_calibration.sh", "score_plda.sh")
+                 "score_norm.sh", "score_calibration.sh", "score_plda.sh", "export_model.sh")
 
 
 def test_every_recipe_script_parses():
@@ -86,10 +88,12 @@ def test_every_recipe_sources_the_one_shared_training_stage(recipe_dir, script):
 
 
 def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
-    # only the corpus-specific preparation (and Whisper's weights) is a recipe's own;
-    # anything else in local/ is a link to a shared script (v2 keeps WeSpeaker's names)
+    # only the corpus-specific preparation (and Whisper's weights, CN-Celeb's enrollment
+    # means) is a recipe's own; anything else in local/ is a link to a shared script (v2
+    # keeps WeSpeaker's names)
     own = {V2_DIR: {"prepare_data.sh"}, MINI_DIR: {"prepare_data.sh"},
-           WHISPER_DIR: {"prepare_data.sh", "download_whisper.sh"}}
+           WHISPER_DIR: {"prepare_data.sh", "download_whisper.sh"},
+           CNCELEB_DIR: {"prepare_data.sh", "extract_cnc.sh"}}
     for recipe, scripts in own.items():
         assert os.path.realpath(os.path.join(recipe, "tools")) == os.path.join(REPO, "tools")
         local = os.path.join(recipe, "local")
@@ -112,6 +116,9 @@ def test_the_recipes_share_one_set_of_stage_scripts_under_neutral_names():
     assert all(used[name] for name in SHARED_STAGES), used
     assert "tools/recipe/extract_sets.sh" in "".join(_code_lines(os.path.join(MINI_DIR,
                                                                               "run.sh")))
+    assert "tools/recipe/extract_sets.sh" in "".join(
+        _code_lines(os.path.join(CNCELEB_DIR, "local", "extract_cnc.sh")))
+    assert os.path.realpath(os.path.join(CNCELEB_DIR, "conf")) == os.path.join(REPO, "conf")
 
 
 def test_wespeakers_conf_names_link_to_ours():
@@ -251,13 +258,15 @@ def test_train_stage_is_finished_only_when_final_model_names_the_last_epoch(tmp_
     assert args[args.index("--checkpoint") + 1].endswith("model_3.pt")
 
 
-# A dry run of the recipes' stages: python is real for "-c" snippets and the listed
-# modules, and logs and skips everything else (extraction, scoring, export); its
+# A dry run of the recipes' stages: python is real for "-c" snippets, the listed
+# modules and the scripts named in $FAKE_REAL_SCRIPTS, and logs and skips everything
+# else (extraction, scoring, export); its
 # trainer writes checkpoints model_1..N.pt, copies of --checkpoint (or of a fresh
 # tiny state_dict), and final_model.pt as the real one does.
 FAKE_RECIPE_PYTHON = """#!/usr/bin/env bash
 echo "python $*" >> "{log}"
-if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ]; then
+if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ] ||
+   [[ " ${FAKE_REAL_SCRIPTS:-} " == *" $1 "* ]]; then
   exec {python} "$@"
 fi
 if [ "$2" == "wespeaker_py.bin.train" ] && [ -z "$FAKE_NO_TRAIN" ]; then
@@ -509,6 +518,95 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert "training is finished" in rerun.stdout
     assert "is not used" not in rerun.stdout  # model_4.pt is the run's own checkpoint
     assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
+
+
+def _write_embeddings(ark, vectors):
+    from wespeaker_py.io.ark import write_embeddings
+    os.makedirs(os.path.dirname(ark), exist_ok=True)
+    keys = sorted(vectors)
+    write_embeddings(ark, keys, np.array([vectors[key] for key in keys], dtype=np.float32))
+
+
+def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_path):
+    from wespeaker_py.io.ark import load_embeddings
+    env, log = _dry_run_env(tmp_path)
+    env["FAKE_REAL_SCRIPTS"] = "tools/vector_mean.py"
+    data, exp = tmp_path / "data", tmp_path / "exp" / "resnet"
+    _fake_sets(data, ("cnceleb_train", "eval"))
+    (data / "eval" / "enroll.map").write_text(
+        "id00800-enroll id00800/a.wav id00800/b.wav\nid00801-enroll id00801/c.wav\n")
+    for name in ("cnceleb_train", "eval"):
+        (data / name / "utt2dur").write_text("")
+    utterances = {"id00800/a.wav": [1.0, 0.0], "id00800/b.wav": [0.0, 3.0],
+                  "id00801/c.wav": [2.0, 2.0], "test/id00800-singing-01-001.wav": [1.0, 1.0],
+                  "enroll/id00800-enroll.wav": [0.5, 0.5]}
+    (data / "eval" / "wav.scp").write_text("".join(f"{key} /nowhere/{key}\n"
+                                                   for key in sorted(utterances)))
+    (data / "cnceleb_train" / "spk2utt").write_text("id00000 u1\n")
+    # what the (fake) extraction leaves
+    eval_scp = exp / "embeddings" / "eval" / "xvector.scp"
+    _write_embeddings(str(eval_scp.with_suffix(".ark")), utterances)
+    _write_embeddings(str(exp / "embeddings" / "cnceleb_train" / "xvector.ark"), {"u1": [1, 2]})
+    args = ("--data", str(data), "--exp_dir", str(exp), "--gpus", "[]", "--data_type", "raw",
+            "--num_epochs", "2", "--num_avg", "2")
+
+    def calls(module):
+        with open(log) as handle:
+            return [line.split() for line in handle if f" {module} " in line]
+
+    def value(call, flag):
+        return call[call.index(flag) + 1]
+
+    run_script(CNCELEB_DIR, "run.sh", "--stage", "3", "--stop_stage", "8", *args, env=env)
+    train = calls("wespeaker_py.bin.train")[0]
+    assert value(train, "--config") == "conf/resnet.yaml"
+    assert value(train, "--train_data") == f"{data}/cnceleb_train/raw.list"
+    assert _weight(str(exp / "models" / "avg_model.pt")) == [1.5, 1.5]
+    extractions = calls("wespeaker_py.bin.extract")
+    # cnceleb_train (mean, cohort, calibration trials) from random chunks, eval whole
+    assert {os.path.basename(os.path.dirname(value(call, "--data_list"))):
+            "--random_chunk" in call for call in extractions} == \
+        {"cnceleb_train": True, "eval": False}
+    # CNC-Eval-Avg's enroll side: each enrollment speaker's mean embedding
+    table = load_embeddings(str(eval_scp))
+    assert sorted(table.keys) == sorted([*utterances, "id00800-enroll", "id00801-enroll"])
+    assert table.matrix[table.index["id00800-enroll"]].tolist() == [0.5, 1.5]
+    assert table.matrix[table.index["id00801-enroll"]].tolist() == [2.0, 2.0]
+    trials = {f"{data}/eval/trials/CNC-Eval-Concat.lst", f"{data}/eval/trials/CNC-Eval-Avg.lst"}
+    cosine = [call for call in calls("wespeaker_py.bin.score")
+              if value(call, "--eval_scp_path") == str(eval_scp)]
+    assert len(cosine) == 1 and set(cosine[0][-2:]) == trials
+    assert value(cosine[0], "--cal_mean_dir") == f"{exp}/embeddings/cnceleb_train"
+    norm = calls("wespeaker_py.bin.score_norm")
+    assert {os.path.basename(value(call, "--trial_score_file")) for call in norm} == \
+        {"CNC-Eval-Concat.lst.score", "CNC-Eval-Avg.lst.score", "cn_dev_cali.kaldi.score"}
+    assert all(value(call, "--cohort_emb_scp") ==
+               f"{exp}/embeddings/cnceleb_train/spk_xvector.scp" for call in norm)
+    # QMF as WeSpeaker's CN-Celeb recipe: more calibration trials, no duration measures
+    (generate,) = [line for line in calls("tools/generate_calibration_trial.py")]
+    assert value(generate, "--each_trial_num") == "20000"
+    assert value(generate, "--trial_path") == f"{data}/eval/trials/cn_dev_cali.kaldi"
+    gathered = calls("gather_calibration_factors")
+    assert len(gathered) == 3 and all(value(call, "--drop_duration") == "true"
+                                      for call in gathered)
+    assert value(calls("wespeaker_py.bin.export_jit")[0], "--checkpoint") == \
+        f"{exp}/models/avg_model.pt"
+
+    # run again: the means are up to date and in the list once
+    rerun = run_script(CNCELEB_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args,
+                       env=env)
+    assert "enrollment means are up to date" in rerun.stdout
+    # a map naming an utterance with no embedding stops the stage; once mended, the
+    # stage is done again (not taken as done) and each mean is in the list once
+    (data / "eval" / "enroll.map").write_text("id00800-enroll id00800/missing.wav\n")
+    failed = run_script(CNCELEB_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args,
+                        env=env, check=False)
+    assert failed.returncode != 0 and "id00800/missing.wav" in failed.stderr
+    (data / "eval" / "enroll.map").write_text("id00800-enroll id00800/b.wav\n")
+    run_script(CNCELEB_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args, env=env)
+    table = load_embeddings(str(eval_scp))
+    assert sorted(table.keys) == sorted([*utterances, "id00800-enroll"])
+    assert table.matrix[table.index["id00800-enroll"]].tolist() == [0.0, 3.0]
 
 
 def test_download_whisper_verifies_the_checkpoint_and_fetches_it_once(tmp_path):

@@ -138,6 +138,26 @@ utt2spk_to_spk2utt() {
        END { for (i = 0; i < n; i++) print order[i] utts[order[i]] }' "$1" | LC_ALL=C sort
 }
 
+# write_list FILE COMMAND [ARG ...]: COMMAND's output becomes FILE when COMMAND succeeds.
+# It is written under a temporary name first, so a run cut short leaves no half list
+# that a later run would take for finished.
+write_list() {
+  local out=$1
+  shift
+  if "$@" > "${out}.tmp"; then
+    mv "${out}.tmp" "${out}"
+  else
+    rm -f "${out}.tmp"
+    return 1
+  fi
+}
+
+# scp_of DIR: "<last three path components> <path>" for every wav under DIR, sorted (the
+# keys of the MUSAN, RIRS_NOISES and VoxCeleb lists).
+scp_of() {
+  find "$1" -name '*.wav' | awk -F/ '{ print $(NF-2) "/" $(NF-1) "/" $NF, $0 }' | LC_ALL=C sort
+}
+
 # count_lines FILE: number of lines (0 when the file is missing).
 count_lines() {
   if [ -f "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi

@@ -132,12 +132,7 @@ fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   echo "Stage 8: export"
-  if up_to_date "${exp_dir}/models/final.zip" "${avg_model}"; then
-    echo "${exp_dir}/models/final.zip is up to date"
-  else
-    python -m wespeaker_py.bin.export_jit --config "${exp_dir}/config.yaml" \
-      --checkpoint "${avg_model}" --output_file "${exp_dir}/models/final.zip"
-  fi
+  tools/recipe/export_model.sh --exp_dir "${exp_dir}" --checkpoint "${avg_model}" --onnx false
 fi
 
 lm_exp_dir=${exp_dir}-LM

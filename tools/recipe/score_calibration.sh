@@ -12,6 +12,8 @@
 # otherwise it is generated (duration-stratified, as WeSpeaker's vox2_cali).
 # The duration measures of QMF are those of the full utterances (utt2dur), also
 # when the training-set embeddings come from random chunks, as in WeSpeaker.
+# --drop_duration true leaves them out (WeSpeaker's CN-Celeb recipe: its enrollment
+# "utterances" are speaker means, which have no duration).
 
 score_norm_method="asnorm"  # asnorm/snorm
 cohort_set=vox2_dev
@@ -23,6 +25,8 @@ data=data
 train_set=vox2_dev  # calibration trials, mean embedding
 eval_set=vox1
 max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
+each_trial_num=10000  # calibration trials per duration pairing, when the list is generated
+drop_duration=false   # true: QMF without the duration measures
 
 stage=-1
 stop_stage=-1
@@ -52,7 +56,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     python tools/generate_calibration_trial.py \
       --utt2dur "${data}/${train_set}/utt2dur" \
       --utt2spk "${data}/${train_set}/utt2spk" \
-      --trial_path "${trials_dir}/${calibration_trial}"
+      --trial_path "${trials_dir}/${calibration_trial}" \
+      --each_trial_num "${each_trial_num}"
   fi
   cali_score=${scores_dir}/${calibration_trial}.score
   if made_with "${cali_score}" "train_set=${train_set}" "${train_scp}" \
@@ -96,7 +101,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   fi
   for x in ${calibration_trial} ${trials}; do
     factors=${cali_dir}/${output_name}_${x}.calibration
-    if up_to_date "${factors}" "${scores_dir}/${output_name}_${x}.score" "${cali_dir}/utt2dur"; then
+    if made_with "${factors}" "drop_duration=${drop_duration}" \
+        "${scores_dir}/${output_name}_${x}.score" "${cali_dir}/utt2dur"; then
       echo "${x}: calibration factors are up to date"
       continue
     fi
@@ -104,7 +110,9 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
       --wav_dur_scp "${cali_dir}/utt2dur" \
       --max_dur 20 \
       --score_norm_file "${scores_dir}/${output_name}_${x}.score" \
-      --calibration_factor_file "${factors}"
+      --calibration_factor_file "${factors}" \
+      --drop_duration "${drop_duration}"
+    record_settings "${factors}" "drop_duration=${drop_duration}"
   done
 fi
 

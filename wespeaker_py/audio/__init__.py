@@ -50,8 +50,8 @@ from wespeaker_py.audio.errors import (AudioChannelError, AudioCheckError, Audio
                                        AudioNonFiniteError, AudioPipeError, AudioSilentError,
                                        AudioTooShortError, AudioTruncatedError,
                                        AudioUnreadableError)
-from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, is_pipe,
-                                      open_audio, read_pipe)
+from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, audio_duration,
+                                      is_pipe, open_audio, read_pipe)
 from wespeaker_py.audio.load import (AudioLike, describe_audio, load_audio, load_audio_with_rate,
                                      read_checked, read_whole)
 from wespeaker_py.audio.resample import heard_rate_of, narrowband, resample
@@ -61,11 +61,11 @@ from wespeaker_py.audio.samples import (CHANNEL_POLICIES, DEFAULT_CHANNEL, INT16
                                         parse_channel, to_int16_scale, warn_if_narrowband)
 
 __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
-           "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError",
-           "AudioHandle", "AudioLike", "AudioMissingError", "AudioNoEnergyError",
-           "AudioNonFiniteError", "AudioPipeError", "AudioSilentError", "AudioTooShortError",
-           "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
-           "check_samples", "describe_audio", "heard_rate_of", "is_narrowband_for", "is_pipe",
-           "load_audio", "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband",
-           "open_audio", "parse_channel", "read_checked", "read_pipe", "read_whole",
-           "resample", "to_int16_scale", "warn_if_narrowband"]
+           "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError", "AudioHandle",
+           "AudioLike", "AudioMissingError", "AudioNoEnergyError", "AudioNonFiniteError",
+           "AudioPipeError", "AudioSilentError", "AudioTooShortError", "AudioTruncatedError",
+           "AudioUnreadableError", "ChannelChoice", "apply_vad", "audio_duration", "check_samples",
+           "describe_audio", "heard_rate_of", "is_narrowband_for", "is_pipe", "load_audio",
+           "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio",
+           "parse_channel", "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
+           "warn_if_narrowband"]

@@ -223,6 +223,15 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
     return AudioHandle(io.BytesIO(data), name, channel, streamed)
 
 
+def audio_duration(path: str) -> float:
+    """Seconds of audio in the file ``path``, from its header (nothing is decoded).
+
+    Raises the errors of :func:`open_audio`.
+    """
+    with open_audio(path) as handle:
+        return handle.frames / float(handle.samplerate)
+
+
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
     """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle."""
     rate = handle.samplerate

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from wespeaker_py.audio import AudioCheckError, is_pipe, open_audio
+from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_key_rest, iter_table
 
 SHORT_RANGE = (2.0, 6.0)
@@ -35,8 +35,7 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
                 raise DataFormatError(wav_scp, line_no,
                                       "expected '<utt> <audio path>' (pipes are not supported)")
             try:
-                with open_audio(path) as handle:
-                    duration = handle.frames / float(handle.samplerate)
+                duration = audio_duration(path)
             except AudioCheckError as error:
                 raise DataFormatError(wav_scp, line_no,
                                       f"cannot read {path!r}: {error}") from error

@@ -134,24 +134,7 @@ fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   echo "Export the best model ..."
-  if up_to_date "${exp_dir}/models/final.zip" "${avg_model}"; then
-    echo "${exp_dir}/models/final.zip is up to date"
-  else
-    python -m wespeaker_py.bin.export_jit \
-      --config "${exp_dir}/config.yaml" \
-      --checkpoint "${avg_model}" \
-      --output_file "${exp_dir}/models/final.zip"
-  fi
-  if ! python -c "import onnx, onnxruntime" 2>/dev/null; then
-    echo "onnx/onnxruntime are not installed (pip install -e .[export]): no ONNX export"
-  elif up_to_date "${exp_dir}/models/final.onnx" "${avg_model}"; then
-    echo "${exp_dir}/models/final.onnx is up to date"
-  else
-    python -m wespeaker_py.bin.export_onnx \
-      --config "${exp_dir}/config.yaml" \
-      --checkpoint "${avg_model}" \
-      --output_model "${exp_dir}/models/final.onnx"
-  fi
+  tools/recipe/export_model.sh --exp_dir "${exp_dir}" --checkpoint "${avg_model}"
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then

@@ -34,6 +34,7 @@ vox1_split=false     # true: vox1_dev and vox1_test instead of one vox1 set
 
 . tools/parse_options.sh || exit 1
 . tools/recipe_helpers.sh
+. tools/recipe/archives.sh
 set -euo pipefail
 
 mkdir -p "${data}"
@@ -81,25 +82,6 @@ if ${vox1_split} && ! has_corpus vox1; then
   exit 1
 fi
 
-# A verified archive carries a NAME.md5_ok marker, so later runs do not hash it again.
-verify_archive() {
-  local name=$1 sum
-  echo "checking the md5 sum of ${name} ..."
-  sum=$(md5sum "${download_dir}/${name}" | awk '{print $1}')
-  if [ "${sum}" != "${md5[$name]}" ]; then
-    echo "$0: ${download_dir}/${name} has md5 ${sum}, expected ${md5[$name]}:" \
-         "the file is incomplete or corrupt; delete it and run stage 1 again" >&2
-    return 1
-  fi
-  touch "${download_dir}/${name}.md5_ok"
-}
-
-# fetch URL FILE: download with resume into FILE.part, then rename.
-fetch() {
-  wget --continue --tries=3 -O "$2.part" "$1"
-  mv "$2.part" "$2"
-}
-
 source_url() {
   case $1 in
     musan.tar.gz) echo "${openslr_url}/17" ;;
@@ -113,41 +95,12 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   mkdir -p "${download_dir}"
   missing=""
   for name in ${archives}; do
-    file=${download_dir}/${name}
-    if [ -f "${file}.md5_ok" ] && [ -f "${file}" ]; then
-      echo "${name}: present and verified"
-      continue
+    url=$(source_url "${name}")
+    if archive_obtainable "${download_dir}" "${name}" "${url}" ${parts[$name]:-}; then
+      get_archive "${download_dir}" "${name}" "${md5[$name]}" "${url}" ${parts[$name]:-}
+    else
+      missing="${missing} ${name}"
     fi
-    if [ ! -f "${file}" ]; then
-      url=$(source_url "${name}")
-      part_names=${parts[$name]:-}
-      have_parts=true
-      for part in ${part_names}; do
-        [ -f "${download_dir}/${part}" ] || have_parts=false
-      done
-      if [ -z "${url}" ] && { [ -z "${part_names}" ] || ! ${have_parts}; }; then
-        missing="${missing} ${name}"
-        continue
-      fi
-      if [ -z "${part_names}" ]; then
-        echo "downloading ${name} ..."
-        fetch "${url}/${name}" "${file}"
-      else
-        for part in ${part_names}; do
-          if [ ! -f "${download_dir}/${part}" ]; then
-            echo "downloading ${part} ..."
-            fetch "${url}/${part}" "${download_dir}/${part}"
-          fi
-        done
-        echo "joining the parts of ${name} ..."
-        (cd "${download_dir}" && cat ${part_names} > "${name}.part")
-        mv "${file}.part" "${file}"
-      fi
-    fi
-    verify_archive "${name}"
-    for part in ${parts[$name]:-}; do
-      rm -f "${download_dir}/${part}"
-    done
   done
   if [ -n "${missing}" ]; then
     echo "$0: missing archives:${missing}." >&2
@@ -161,23 +114,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Stage 2: unpack archives into ${rawdata_dir}"
   mkdir -p "${rawdata_dir}"
   for name in ${archives}; do
-    marker=${rawdata_dir}/.${name}.unpacked
-    if [ -f "${marker}" ]; then
-      echo "${name}: already unpacked"
-      continue
-    fi
-    if [ ! -f "${download_dir}/${name}.md5_ok" ]; then
-      echo "$0: ${download_dir}/${name} is missing or unverified; run stage 1 first" >&2
-      exit 1
-    fi
-    target=${rawdata_dir}/${unpack_dir[$name]}
-    mkdir -p "${target}"
-    echo "unpacking ${name} into ${target} ..."
-    case ${name} in
-      *.tar.gz) tar -xzf "${download_dir}/${name}" -C "${target}" ;;
-      *.zip) unzip -q -o "${download_dir}/${name}" -d "${target}" ;;
-    esac
-    touch "${marker}"
+    unpack_archive "${download_dir}" "${name}" "${rawdata_dir}" "${unpack_dir[$name]}"
   done
 fi
 
@@ -225,11 +162,6 @@ elif [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   fi
 fi
 
-# scp_of DIR: "last-three-path-components path" for every wav under DIR, sorted.
-scp_of() {
-  find "$1" -name '*.wav' | awk -F/ '{ print $(NF-2) "/" $(NF-1) "/" $NF, $0 }' | LC_ALL=C sort
-}
-
 # speech_set NAME DIR: wav.scp, utt2spk (speaker = first key component), spk2utt.
 speech_set() {
   local dir=${data}/$1
@@ -264,16 +196,7 @@ vox_trials() {
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Stage 4: data lists"
   export LC_ALL=C
-  mkdir -p "${data}/musan" "${data}/rirs"
-  # written under a temporary name: a run cut short leaves no half list that looks up to date
-  if ! up_to_date "${data}/musan/wav.scp" "${rawdata_dir}/.musan.tar.gz.unpacked"; then
-    scp_of "${rawdata_dir}/musan" > "${data}/musan/wav.scp.tmp"
-    mv "${data}/musan/wav.scp.tmp" "${data}/musan/wav.scp"
-  fi
-  if ! up_to_date "${data}/rirs/wav.scp" "${rawdata_dir}/.rirs_noises.zip.unpacked"; then
-    scp_of "${rawdata_dir}/RIRS_NOISES/simulated_rirs" > "${data}/rirs/wav.scp.tmp"
-    mv "${data}/rirs/wav.scp.tmp" "${data}/rirs/wav.scp"
-  fi
+  noise_lists "${data}" "${rawdata_dir}"
   speech_sets="musan rirs"
   if has_corpus vox1 && ${vox1_split}; then
     for part in dev test; do

@@ -1,0 +1,1 @@
+../../voxceleb/v2/path.sh

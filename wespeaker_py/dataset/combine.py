@@ -1,0 +1,288 @@
+"""Combining a corpus's short utterances into longer ones (the CN-Celeb recipe's training set).
+
+Many CN-Celeb utterances last a second or two. As WeSpeaker's recipe does, the
+utterances of one speaker and genre (the key up to its first ``-``:
+``id00000/interview-01-001`` belongs to ``id00000/interview``) are joined, in
+list order, into pieces of at least ``min_duration`` seconds by Kaldi's
+``combine_short_segments`` rule (:func:`group_consecutive`); nothing is joined
+across groups. A piece of one utterance keeps its key and its file; a piece of
+``n > 1`` utterances is named ``<first key>-comb<n>`` and written as a 16-bit
+WAV of the concatenated samples.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio
+from wespeaker_py.errors import RunFailedError
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_path,
+                                           read_wav_scp)
+
+# durations closer than this count as equal, so rounding never decides a grouping
+TOLERANCE = 1e-5
+# unreadable inputs named in the final report
+NAMED_SKIPS = 5
+
+
+def _shorter(x: float, y: float) -> bool:
+    return x < y - TOLERANCE
+
+
+def _joins_left(left: Optional[float], this: float, right: Optional[float],
+                min_duration: float) -> bool:
+    """Kaldi's choice of the neighbour a short group joins (None: no neighbour there)."""
+    if left is None:
+        return False
+    if right is None or _shorter(min_duration, right):
+        return True
+    if _shorter(left + this, min_duration):
+        return False   # left would stay short: right either reaches the minimum or not
+    if _shorter(right + this, min_duration):
+        return True
+    return _shorter(left, right)   # both reach the minimum: the shorter neighbour
+
+
+def group_consecutive(durations: Sequence[float], min_duration: float) -> List[Tuple[int, int]]:
+    """Split ``range(len(durations))`` into consecutive ``(start, end)`` groups that each last
+    at least ``min_duration`` (within :data:`TOLERANCE`), Kaldi's combine_short_segments rule.
+
+    The short groups wait on a stack, the last one first; each joins a neighbour
+    (:func:`_joins_left`) and, having joined its right one, waits again while still
+    short. Only when everything together is short is the one group shorter.
+    """
+    if min_duration < 0:
+        raise ValueError(f"min_duration must be >= 0, got {min_duration}")
+    if any(not duration > 0 for duration in durations):
+        raise ValueError("every duration must be > 0")
+    count = len(durations)
+    head = list(range(count))            # head[i]: first index of the group holding i
+    end = [i + 1 for i in range(count)]  # end[h]: one past the last index of group h
+    total = list(durations)              # total[h]: seconds of group h
+    waiting = [i for i in range(count) if _shorter(total[i], min_duration)]
+
+    def absorb(first: int, second: int) -> None:
+        """Group ``second`` (right of ``first``) becomes part of group ``first``."""
+        for i in range(second, end[second]):
+            head[i] = first
+            total[first] += durations[i]
+        end[first] = end[second]
+
+    while waiting:
+        group = waiting.pop()
+        if head[group] != group or not _shorter(total[group], min_duration):
+            continue
+        left = head[group - 1] if group > 0 else None
+        right = end[group] if end[group] < count else None
+        if left is None and right is None:
+            break
+        if _joins_left(None if left is None else total[left], total[group],
+                       None if right is None else total[right], min_duration):
+            absorb(left, group)
+        else:
+            absorb(group, right)
+            if _shorter(total[group], min_duration):
+                waiting.append(group)
+    starts = [i for i in range(count) if head[i] == i]
+    return [(start, end[start]) for start in starts]
+
+
+def genre_group(key: str) -> str:
+    """The speaker and genre of a CN-Celeb key: the text before its first ``-``."""
+    return key.split("-", 1)[0]
+
+
+def speaker_of(key: str) -> str:
+    """The speaker of a key: the text before its first ``/``."""
+    return key.split("/", 1)[0]
+
+
+def combined_key(keys: Sequence[str]) -> str:
+    """The key of a piece: the only key, or ``<first key>-comb<n>`` for ``n > 1`` keys."""
+    return keys[0] if len(keys) == 1 else f"{keys[0]}-comb{len(keys)}"
+
+
+def plan_pieces(durations: Dict[str, float], min_duration: float) -> List[List[str]]:
+    """The keys of each piece: ``durations``' keys (in their order) grouped by
+    :func:`genre_group`, then by :func:`group_consecutive` within each group."""
+    groups: Dict[str, List[str]] = {}
+    for key in durations:
+        groups.setdefault(genre_group(key), []).append(key)
+    pieces = []
+    for keys in groups.values():
+        ranges = group_consecutive([durations[key] for key in keys], min_duration)
+        pieces.extend(keys[start:end] for start, end in ranges)
+    return pieces
+
+
+def read_file_list(path: str) -> Dict[str, str]:
+    """``key -> audio file`` of a wav.scp (:func:`read_wav_scp`'s checks); a pipe command
+    is a :class:`DataFormatError` too."""
+    paths = read_wav_scp(path)
+    for key, audio in paths.items():
+        if is_pipe(audio):
+            raise DataFormatError(path, None, f"{key}: pipes are not supported: list files")
+    return paths
+
+
+def _parallel(function: Callable, items: Sequence, nj: int, desc: str, unit: str) -> List:
+    """``[function(item) for item in items]`` in ``nj`` processes, with a progress bar."""
+    with tqdm(total=len(items), desc=desc, unit=unit) as bar:
+        if nj <= 1 or len(items) <= 1:
+            results = map(function, items)
+            return [_ticked(bar, result) for result in results]
+        chunk = max(1, min(64, len(items) // (4 * nj)))
+        with multiprocessing.Pool(nj) as pool:
+            return [_ticked(bar, result) for result in pool.imap(function, items, chunk)]
+
+
+def _ticked(bar: tqdm, result):
+    bar.update()
+    return result
+
+
+def _probe(path: str) -> Tuple[Optional[float], str]:
+    """``(seconds, "")``, or ``(None, reason)`` for a file that cannot be read."""
+    try:
+        return audio_duration(path), ""
+    except AudioCheckError as error:
+        return None, error.reason
+
+
+def _write_piece(job: Tuple[str, Sequence[str]]) -> Tuple[str, int]:
+    """Write the joined audio of ``job = (out_wav, paths)`` unless it is there.
+
+    Returns ``("", -1)``, or why it could not be written and the index of the path at
+    fault (-1 when none is: the files have different sample rates).
+    """
+    out_wav, paths = job
+    if os.path.isfile(out_wav):
+        return "", -1
+    pieces, rates = [], set()
+    for index, path in enumerate(paths):
+        try:
+            with open_audio(path) as handle:
+                pieces.append(handle.read_all())
+                rates.add(handle.samplerate)
+        except AudioCheckError as error:
+            return error.reason, index
+    if len(rates) > 1:
+        return "sample_rate_mismatch", -1
+    pcm = np.clip(np.round(np.concatenate(pieces)), -32768, 32767).astype(np.int16)
+    with atomic_path(out_wav) as tmp:
+        sf.write(tmp, pcm, rates.pop(), format="WAV", subtype="PCM_16")
+    return "", -1
+
+
+@dataclass
+class CombineResult:
+    """What :func:`combine_short_utterances` did; ``skipped`` maps a key to its reason."""
+
+    inputs: int = 0
+    pieces: List[List[str]] = field(default_factory=list)
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def combined(self) -> int:
+        """Pieces of more than one utterance."""
+        return sum(len(keys) > 1 for keys in self.pieces)
+
+    def describe(self) -> str:
+        """One line: utterances in and out, and the skipped ones (a count, reasons, keys)."""
+        line = (f"{self.inputs} utterances -> {len(self.pieces)} ({self.combined} combined "
+                f"from {sum(len(keys) for keys in self.pieces if len(keys) > 1)})")
+        if not self.skipped:
+            return line
+        reasons = Counter(self.skipped.values())
+        named = list(self.skipped)[:NAMED_SKIPS]
+        more = ", ..." if len(self.skipped) > NAMED_SKIPS else ""
+        return (f"{line}; {len(self.skipped)} skipped ("
+                f"{', '.join(f'{n} {why}' for why, n in sorted(reasons.items()))}): "
+                f"{', '.join(named)}{more}")
+
+
+def _readable_durations(paths: Dict[str, str], nj: int,
+                        result: CombineResult) -> Dict[str, float]:
+    """Seconds of each readable file; the others go to ``result.skipped``."""
+    probes = _parallel(_probe, list(paths.values()), nj, "durations", "utt")
+    durations = {}
+    for key, (seconds, reason) in zip(paths, probes):
+        if seconds is None:
+            result.skipped[key] = reason
+        else:
+            durations[key] = seconds
+    return durations
+
+
+def _write_pieces(pieces: List[List[str]], paths: Dict[str, str], out_audio_dir: str, nj: int,
+                  result: CombineResult) -> List[List[str]]:
+    """Write the combined pieces; returns the pieces kept. A piece with a file that cannot
+    be decoded is dropped: that key is skipped for its reason, the others of the piece
+    as ``with_unreadable``."""
+    joined = [keys for keys in pieces if len(keys) > 1]
+    jobs = [(piece_wav(out_audio_dir, keys), [paths[key] for key in keys]) for keys in joined]
+    dropped = set()
+    for keys, (reason, at) in zip(joined, _parallel(_write_piece, jobs, nj, "combine", "piece")):
+        if reason:
+            dropped.add(keys[0])
+            result.skipped.update((key, reason if index in (at, -1) else "with_unreadable")
+                                  for index, key in enumerate(keys))
+    return [keys for keys in pieces if keys[0] not in dropped]
+
+
+def piece_wav(out_audio_dir: str, keys: Sequence[str]) -> str:
+    """Where the audio of a combined piece is written: ``<out_audio_dir>/<key>.wav``."""
+    return os.path.join(out_audio_dir, combined_key(keys) + ".wav")
+
+
+def write_piece_lists(out_dir: str, pieces: List[List[str]], paths: Dict[str, str],
+                      durations: Dict[str, float], out_audio_dir: str, key_suffix: str) -> None:
+    """``wav.scp``, ``utt2spk``, ``utt2dur`` and ``utt2utts`` of the pieces in ``out_dir``,
+    sorted by key, each written atomically (``utt2utts`` last)."""
+    def audio(keys: List[str]) -> str:
+        return paths[keys[0]] if len(keys) == 1 else piece_wav(out_audio_dir, keys)
+
+    def seconds(keys: List[str]) -> str:
+        return f"{sum(durations[key] for key in keys):.4f}"
+
+    def speaker(keys: List[str]) -> str:
+        return speaker_of(keys[0])
+
+    rows = sorted((combined_key(keys) + key_suffix, keys) for keys in pieces)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, value in (("wav.scp", audio), ("utt2spk", speaker), ("utt2dur", seconds),
+                        ("utt2utts", " ".join)):
+        with atomic_open(os.path.join(out_dir, name), "w", encoding="utf-8") as out:
+            out.writelines(f"{key} {value(keys)}\n" for key, keys in rows)
+
+
+def combine_short_utterances(wav_scp: str, out_audio_dir: str, out_data_dir: str,
+                             min_duration: float, nj: int = 1,
+                             key_suffix: str = "") -> CombineResult:
+    """Join the short utterances of ``wav_scp`` (keys ``<spk>/<genre>-...``, no extension)
+    into pieces of at least ``min_duration`` seconds within each speaker and genre.
+
+    Combined audio goes to ``out_audio_dir/<key>.wav``, listed by its absolute path (a
+    piece already there is kept, so an interrupted run resumes); the lists
+    (:func:`write_piece_lists`) to ``out_data_dir``, keys ending in ``key_suffix``.
+    Unreadable files are left out and counted in the result; a run where nothing is
+    readable is a :class:`RunFailedError`.
+    """
+    paths = read_file_list(wav_scp)
+    out_audio_dir = os.path.abspath(out_audio_dir)
+    result = CombineResult(inputs=len(paths))
+    durations = _readable_durations(paths, nj, result)
+    if not durations:
+        raise RunFailedError(f"no file of {wav_scp} is readable ({result.describe()}); "
+                             "nothing was written")
+    pieces = plan_pieces(durations, min_duration)
+    result.pieces = _write_pieces(pieces, paths, out_audio_dir, nj, result)
+    write_piece_lists(out_data_dir, result.pieces, paths, durations, out_audio_dir, key_suffix)
+    return result
