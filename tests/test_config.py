@@ -191,6 +191,10 @@ def test_bad_overrides_name_the_key(key, value, message):
     ("dataloader_args.batch_size", "0", "'dataloader_args.batch_size' must be >= 1"),
     ("dataloader_args.num_workers", "-1", "'dataloader_args.num_workers' must be >= 0"),
     ("dataloader_args.prefetch_factor", "0", "'dataloader_args.prefetch_factor' must be >= 1"),
+    ("dataloader_args.timeout", "-1", "'dataloader_args.timeout' must be >= 0"),
+    ("dataloader_args.multiprocessing_context", "spork",
+     r"'dataloader_args.multiprocessing_context' must be one of \['fork', 'spawn', "
+     r"'forkserver'\], got 'spork'"),
     ("dataset_args.aug_prob", "1.5", r"'dataset_args.aug_prob' must be <= 1, got 1.5"),
     ("dataset_args.aug_prob", "-0.1", "'dataset_args.aug_prob' must be >= 0"),
     ("dataset_args.num_frms", "0", "'dataset_args.num_frms' must be >= 1"),
@@ -317,7 +321,15 @@ def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
     assert written["num_epochs"] == 3
     assert list(written)[:3] == ["model", "model_args", "dataset_args"]
     assert "s3prl_args" not in written["dataset_args"]
+    # DataLoader options of ours are written once set, as WeSpeaker's trainer passes
+    # dataloader_args whole to the DataLoader
+    assert sorted(written["dataloader_args"]) == sorted(source["dataloader_args"])
     assert load_config(str(saved)) == config
+    loader_options = [("dataloader_args.timeout", "600"),
+                      ("dataloader_args.multiprocessing_context", "forkserver")]
+    save_config(load_config(RESNET34, loader_options), str(saved))
+    written = read_yaml(str(saved))["dataloader_args"]
+    assert written["timeout"] == 600 and written["multiprocessing_context"] == "forkserver"
     # nothing half-written is left beside it
     assert os.listdir(saved.parent) == ["config.yaml"]
     assert stat.S_ISREG(os.stat(saved).st_mode)

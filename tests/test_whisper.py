@@ -270,6 +270,36 @@ def test_too_long_input_keeps_30_s_and_warns_once_too_short_gives_no_frame(check
     assert not backend.is_too_short(backend.prepare(_wave(0.1)[0]))
 
 
+def test_extraction_counts_the_utterances_whisper_cut_at_30_s(checkpoint):
+    from wespeaker_py.inference.extraction import ExtractionSummary, embed_utterances
+    from wespeaker_py.runtime.builder import SpeakerEmbedder
+    from wespeaker_py.runtime.engine import TorchBackend
+    head = get_model("whisper_PMFA_large_v2", feat_dim=FEAT_DIM, embed_dim=8).eval()
+    backend = TorchBackend(SpeakerEmbedder(frontend(checkpoint).eval(), head),
+                           torch.device("cpu"))
+    assert backend.cuts_input(30 * 16000 + 320) and not backend.cuts_input(30 * 16000)
+    samples = [{"key": "long", "wav": _wave(30.5, batch=1)[0]},
+               {"key": "short", "wav": _wave(2.0, batch=1)[0]},
+               {"key": "tiny", "wav": _wave(0.01, batch=1)[0]}]
+    written = {}
+
+    class Writer:
+        def write(self, key, embedding):
+            written[key] = embedding
+
+    summary = embed_utterances(backend, samples, Writer(), batch_size=2)
+    assert sorted(written) == ["long", "short"] and summary.num_skipped == 1
+    assert summary.cut == 1
+    assert "1 of the done longer than the front-end takes" in summary.describe()
+    total = ExtractionSummary()
+    total.add(summary)
+    total.add(summary)
+    assert total.cut == 2   # the jobs of a parallel extraction add up
+    fbank = TorchBackend(SpeakerEmbedder(build_frontend({"frontend": "fbank"}), head),
+                         torch.device("cpu"))
+    assert not fbank.cuts_input(60 * 16000)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"layer_ed": 3}, "layer_ed' \\(3\\) must be < num_blocks \\(3\\)"),
     ({"layer_st": 2, "layer_ed": 1}, "layer_st' \\(2\\) must be <= layer_ed"),

@@ -84,3 +84,19 @@ def test_the_training_loader_gives_workers_train_log_on_the_main_rank_only(tmp_p
     plan = plan_of(config, other_rank)
     init = builder.build_loader(plan, builder.build_dataset(plan)).worker_init_fn
     assert isinstance(init.then, WorkerLogging) and init.then.log_path is None
+
+
+def test_the_training_loader_takes_the_start_method_and_timeout_of_the_config(tmp_path):
+    from train_helpers import make_speaker_corpus, plan_of, tiny_config
+    from wespeaker_py.train import builder
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=2)
+    loader_args = {"batch_size": 2, "num_workers": 1, "pin_memory": False, "drop_last": True,
+                   "multiprocessing_context": "spawn", "timeout": 120}
+    plan = plan_of(tiny_config(str(tmp_path / "exp"), corpus, dataloader_args=loader_args))
+    dataset = builder.build_dataset(plan)
+    dataset.set_epoch(1)
+    loader = builder.build_loader(plan, dataset)
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    assert loader.timeout == 120
+    batch = next(iter(loader))   # a spawned worker (no state of this process) reads it
+    assert batch["wavs"].shape[0] == 2 and len(batch["keys"]) == 2

@@ -350,6 +350,12 @@ class DataloaderArgs:
     pin_memory: bool = False
     prefetch_factor: Optional[int] = setting(None, minimum=1)
     drop_last: bool = True
+    # torch DataLoader options that WeSpeaker's trainer would pass through as well:
+    # how workers start (default: the platform's, fork on Linux), and seconds to wait
+    # for a batch before failing (0: forever), so that a stuck worker stops the run
+    multiprocessing_context: Optional[Literal["fork", "spawn", "forkserver"]] = setting(
+        None, written_when_set=True)
+    timeout: float = setting(0.0, minimum=0, written_when_set=True)
 
 
 @_block

@@ -287,8 +287,13 @@ class WhisperFrontend(nn.Module):
         """Encoder frames (conv2's stride 2 over the mel frames), before the 30 s cut."""
         return -(-self.features.num_frames(num_samples) // 2)
 
+    def cuts_input(self, num_samples: int) -> bool:
+        """Whether an input of ``num_samples`` samples is longer than Whisper's 30 s, so
+        that only its first 30 s are embedded."""
+        return self._encoder_frames(num_samples) > MAX_POSITIONS
+
     def _warn_if_long(self, num_samples: int) -> None:
-        if self._warned_long or self._encoder_frames(num_samples) <= MAX_POSITIONS:
+        if self._warned_long or not self.cuts_input(num_samples):
             return
         self._warned_long = True
         logger.warning("Whisper front-end: an input of %.1f s is longer than Whisper's 30 s "

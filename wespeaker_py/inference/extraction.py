@@ -54,6 +54,7 @@ class ExtractionSummary:
     extracted: int = 0
     skipped: Counter = field(default_factory=Counter)
     resumed: int = 0
+    cut: int = 0   # embedded from their start only: longer than the front-end takes
 
     @property
     def num_skipped(self) -> int:
@@ -64,12 +65,18 @@ class ExtractionSummary:
         self.extracted += other.extracted
         self.skipped.update(other.skipped)
         self.resumed += other.resumed
+        self.cut += other.cut
 
     def describe(self) -> str:
         """The list job's line (:class:`~wespeaker_py.utils.list_jobs.JobTally`):
-        ``N done (R from an earlier run), M skipped (n reason, ...)``."""
+        ``N done (R from an earlier run), M skipped (n reason, ...)``, and how many of the
+        done were embedded from their start only."""
         resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
-        return JobTally.of(self.extracted, self.skipped).describe(resumed)
+        line = JobTally.of(self.extracted, self.skipped).describe(resumed)
+        if self.cut:
+            line += (f"; {self.cut} of the done longer than the front-end takes, embedded "
+                     f"from their start only")
+        return line
 
 
 def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]],
@@ -85,14 +92,19 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
     skipped), so that the caller can tell which list entries never arrived.
     ``chunker``, when given, cuts each waveform to its chunk first. A sample's
     ``rate`` (the rate its file came at) selects the backend's band fill for it.
-    Skips are logged and counted by reason.
+    Skips are logged and counted by reason; the embedded utterances the front-end cut
+    (:meth:`TorchBackend.cuts_input`) are counted too.
     """
+    cut_keys: Set[str] = set()
+
     def pairs() -> Iterator[Tuple[str, Tuple[torch.Tensor, int]]]:
         for sample in samples:
             key = sample["key"]
             if seen_keys is not None:
                 seen_keys.add(key)
             wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
+            if backend.cuts_input(int(wav.shape[-1])):
+                cut_keys.add(key)
             yield key, (wav, sample.get("rate", backend.sample_rate))
 
     summary = ExtractionSummary()
@@ -106,6 +118,7 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
             continue
         writer.write(outcome.key, outcome.embedding)
         summary.extracted += 1
+        summary.cut += outcome.key in cut_keys
     return summary
 
 
@@ -234,6 +247,6 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                            batch_size, num_workers, device, buffer_mb, progress_position,
                            progress_desc, chunk_frames, chunk_seed, channel, band_fills)
     summary.extracted = work.finish(1, summary.skipped)
-    log = logger.warning if summary.num_skipped else logger.info
+    log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

@@ -126,6 +126,12 @@ class TorchBackend:
         """Shortest input in seconds (for messages)."""
         return self.min_samples / self.sample_rate
 
+    def cuts_input(self, num_samples: int) -> bool:
+        """Whether the front-end embeds only the start of an input of ``num_samples``
+        samples (Whisper's, past 30 s); no other front-end cuts its input."""
+        cuts = getattr(self.embedder.frontend, "cuts_input", None)
+        return cuts is not None and cuts(num_samples)
+
     def _frames_of(self, seconds: float) -> int:
         return self.embedder.frontend.num_frames(int(seconds * self.sample_rate))
 

@@ -152,4 +152,6 @@ def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:
         loader_args["prefetch_factor"] = args.prefetch_factor or 2
         loader_args["worker_init_fn"] = WorkerIgnoringStops(WorkerLogging(
             plan.layout.log_path if plan.world.is_main else None))
+        loader_args["multiprocessing_context"] = args.multiprocessing_context
+        loader_args["timeout"] = args.timeout
     return DataLoader(dataset, **loader_args)
