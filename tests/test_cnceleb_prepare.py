@@ -3,12 +3,13 @@ combined training set, the eval set and its two trial lists, skips and errors.""
 import hashlib
 import os
 import shutil
+import subprocess
 import tarfile
 
 import pytest
 import soundfile as sf
 
-from recipe_helpers import (CNCELEB_DIR, make_fake_noise_downloads, mtimes, read_table,
+from recipe_helpers import (CNCELEB_DIR, REPO, make_fake_noise_downloads, mtimes, read_table,
                             run_script, write_tone)
 
 RATE = 16000
@@ -301,3 +302,29 @@ def test_stages_name_the_missing_step_and_malformed_list_lines(tmp_path):
     shutil.copy(tmp_path / "enroll.map", lists / "enroll.map")
     _prepare(data, "--stage", "4", "--stop_stage", "4")
     assert len(_lines(data / "eval" / "trials" / "CNC-Eval-Concat.lst")) == 6
+
+
+def test_the_smoke_corpus_of_librispeech_speech_is_read_whole_and_can_calibrate(tmp_path):
+    """bench/make_fake_cnceleb.py (bench/run_cnceleb_smoke.sh's corpus) gives stage 1 a
+    release it reads whole: short utterances joined, every trial kept, and enough speech
+    per training speaker for stage 7's duration-stratified calibration trials."""
+    from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
+    data = tmp_path / "data"
+    made = subprocess.run(["python", os.path.join(REPO, "bench", "make_fake_cnceleb.py"),
+                           "--out", str(data / "download_data")],
+                          check=True, capture_output=True, text=True).stdout
+    counts = dict(item.split() for item in made.strip().split(", "))
+    result = _prepare(data, "--stage", "1", "--stop_stage", "4")
+    assert result.stdout.count("present and verified") == 4
+    train = data / "cnceleb_train"
+    pieces = read_table(train / "utt2utts")
+    assert sum(len(parts) for parts in pieces.values()) == int(counts["training_pieces"])
+    assert sum(len(parts) > 1 for parts in pieces.values()) > 100
+    assert len(read_table(train / "spk2utt")) == 93
+    for name in ("CNC-Eval-Avg.lst", "CNC-Eval-Concat.lst"):
+        assert len(_lines(data / "eval" / "trials" / name)) == int(counts["trials"])
+    genres = {key.split("/")[1].split("-")[0] for key in pieces if key.startswith("id00000/")}
+    assert len(genres) >= 3
+    trials = generate_calibration_trials(read_utt2dur(str(train / "utt2dur")),
+                                         each_trial_num=100)
+    assert len({enroll.split("/")[0] for enroll, _, _ in trials}) >= 2

@@ -75,6 +75,31 @@ get_archive() {
   done
 }
 
+# download_archives DIR URL_OF MD5S PARTS HINT NAME ...: every NAME present and verified
+# in DIR (get_archive). MD5S and PARTS name the caller's associative arrays of md5 sums
+# and of parts (absent: NAME is one file); the function URL_OF NAME prints where NAME or
+# its parts can be downloaded (nothing when nowhere). The archives neither there nor
+# downloadable are named, followed by HINT, and the function fails.
+download_archives() {
+  local dir=$1 url_of=$2 hint=$5 name url missing=""
+  local -n sums=$3 pieces=$4
+  shift 5
+  mkdir -p "${dir}" || return 1
+  for name in "$@"; do
+    url=$("${url_of}" "${name}")
+    if archive_obtainable "${dir}" "${name}" "${url}" ${pieces[$name]:-}; then
+      get_archive "${dir}" "${name}" "${sums[$name]}" "${url}" ${pieces[$name]:-} || return 1
+    else
+      missing="${missing} ${name}"
+    fi
+  done
+  if [ -n "${missing}" ]; then
+    echo "$0: missing archives:${missing}." >&2
+    echo "${hint}" >&2
+    return 1
+  fi
+}
+
 # unpack_archive DIR NAME RAWDATA_DIR SUBDIR: unpack the verified DIR/NAME (.tar.gz or
 # .zip) into RAWDATA_DIR/SUBDIR, unless RAWDATA_DIR/.NAME.unpacked says it was.
 unpack_archive() {

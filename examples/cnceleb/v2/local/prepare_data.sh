@@ -89,24 +89,16 @@ need() {
   fi
 }
 
+# openslr_source NAME: where NAME (or its parts) can be downloaded; nothing without a URL.
+openslr_source() {
+  if [ -n "${openslr_url}" ]; then echo "${openslr_url}/${resource[$1]}"; fi
+}
+
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Stage 1: download archives into ${download_dir}"
-  mkdir -p "${download_dir}"
-  missing=""
-  for name in ${archives}; do
-    url=${openslr_url:+${openslr_url}/${resource[$name]}}
-    if archive_obtainable "${download_dir}" "${name}" "${url}" ${parts[$name]:-}; then
-      get_archive "${download_dir}" "${name}" "${md5[$name]}" "${url}" ${parts[$name]:-}
-    else
-      missing="${missing} ${name}"
-    fi
-  done
-  if [ -n "${missing}" ]; then
-    echo "$0: missing archives:${missing}." >&2
-    echo "Put them (cn-celeb2_v2.tar.gz or its parts cn-celeb2_v2.tar.gzaa..ac) in" \
-         "${download_dir}, or pass --openslr_url (e.g. https://www.openslr.org/resources)." >&2
-    exit 1
-  fi
+  download_archives "${download_dir}" openslr_source md5 parts \
+    "Put them (cn-celeb2_v2.tar.gz or its parts cn-celeb2_v2.tar.gzaa..ac) in ${download_dir}, or pass --openslr_url (e.g. https://www.openslr.org/resources)." \
+    ${archives}
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then

@@ -92,22 +92,9 @@ source_url() {
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Stage 1: download archives into ${download_dir}"
-  mkdir -p "${download_dir}"
-  missing=""
-  for name in ${archives}; do
-    url=$(source_url "${name}")
-    if archive_obtainable "${download_dir}" "${name}" "${url}" ${parts[$name]:-}; then
-      get_archive "${download_dir}" "${name}" "${md5[$name]}" "${url}" ${parts[$name]:-}
-    else
-      missing="${missing} ${name}"
-    fi
-  done
-  if [ -n "${missing}" ]; then
-    echo "$0: missing archives:${missing}." >&2
-    echo "VoxCeleb is distributed to registered users: put the archives (or their parts)" \
-         "in ${download_dir}, or pass --vox_url with the base URL you were given." >&2
-    exit 1
-  fi
+  download_archives "${download_dir}" source_url md5 parts \
+    "VoxCeleb is distributed to registered users: put the archives (or their parts) in ${download_dir}, or pass --vox_url with the base URL you were given." \
+    ${archives}
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
