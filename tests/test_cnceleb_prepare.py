@@ -192,6 +192,17 @@ def test_a_rerun_skips_every_finished_step(tmp_path):
     assert again.stdout.count("already unpacked") == 4
     assert "cnceleb_train is up to date (min_duration=5)" in again.stdout
     assert mtimes(outputs) == before
+    # an unpacked folder removed by hand is unpacked again, not taken as there
+    shutil.rmtree(data / "raw_data" / "CN-Celeb_flac")
+    again = _prepare(data, "--stage", "2", "--stop_stage", "2")
+    assert "CN-Celeb_flac is gone: unpacking it again" in again.stdout
+    assert (data / "raw_data" / "CN-Celeb_flac" / "dev" / "dev.lst").is_file()
+    # an edited release list is taken up: a trial list of fewer lines
+    trials = data / "raw_data" / "CN-Celeb_flac" / "eval" / "lists" / "trials.lst"
+    trials.write_text("\n".join(_lines(trials)[:2]) + "\n")
+    _prepare(data, "--stage", "4", "--stop_stage", "4")
+    assert len(_lines(data / "eval" / "trials" / "CNC-Eval-Avg.lst")) == 2
+    assert len(_lines(data / "eval" / "trials" / "CNC-Eval-Concat.lst")) == 2
 
 
 def test_combine_short_audio_0_lists_the_training_utterances_as_they_are(tmp_path):
@@ -261,6 +272,9 @@ def test_cn_celeb2_is_downloaded_as_its_three_parts_and_checked(tmp_path):
     assert result.returncode != 0
     assert (f"has md5 {hashlib.md5(whole).hexdigest()}, expected "
             "55c47cf0b6d0bf793e88bf79d5dfc660") in result.stderr
+    # joining the same parts again would give the same file: the user is told of them
+    assert ("it was joined from cn-celeb2_v2.tar.gzaa cn-celeb2_v2.tar.gzab "
+            "cn-celeb2_v2.tar.gzac: delete those") in result.stderr
 
 
 def test_stages_name_the_missing_step_and_malformed_list_lines(tmp_path):

@@ -152,11 +152,97 @@ def test_unreadable_files_are_skipped_and_reported(tmp_path):
         out.write(f"s3/talk-01-001 {tmp_path / 'missing.flac'}\n")
     result = combine_short_utterances(scp, str(tmp_path / "audio"), str(tmp_path / "lists"), 5.0)
     assert result.skipped == {"s1/sing-01-001": "not_audio", "s3/talk-01-001": "missing_file",
-                              "s2/vlog-01-002": "truncated", "s2/vlog-01-001": "with_unreadable"}
-    assert sorted(read_table(tmp_path / "lists" / "wav.scp")) == ["s1/talk-01-001-comb3"]
+                              "s2/vlog-01-002": "truncated"}
+    # the truncated file's partner stays, alone
+    assert sorted(read_table(tmp_path / "lists" / "wav.scp")) == ["s1/talk-01-001-comb3",
+                                                                  "s2/vlog-01-001"]
     line = result.describe()
-    assert "; 4 skipped (1 missing_file, 1 not_audio, 1 truncated, 1 with_unreadable)" in line
+    assert "; 3 skipped (1 missing_file, 1 not_audio, 1 truncated)" in line
     assert "s1/sing-01-001" in line and "s3/talk-01-001" in line
+
+
+def _truncate(path):
+    """Cut the body of an audio file: its header still reads, decoding it fails."""
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+def _samples(*paths):
+    return np.concatenate([sf.read(str(path), dtype="int16")[0] for path in paths])
+
+
+SHORT = {"s/x-01-001": 1.5, "s/x-01-002": 6.0, "s/x-01-003": 3.0}
+
+
+def test_a_piece_written_with_other_members_is_written_again(tmp_path):
+    scp = _corpus(str(tmp_path), SHORT)
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    os.rename(flac / "x-01-002.flac", tmp_path / "aside.flac")   # unreadable in run 1
+    one = combine_short_utterances(scp, str(audio), str(tmp_path / "one"), 2.0)
+    assert read_table(tmp_path / "one" / "utt2utts")["s/x-01-001-comb2"] == [
+        "s/x-01-001", "s/x-01-003"]
+    piece = audio / "s" / "x-01-001-comb2.wav"
+    np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                  _samples(flac / "x-01-001.flac", flac / "x-01-003.flac"))
+    assert one.skipped == {"s/x-01-002": "missing_file"}
+    os.rename(tmp_path / "aside.flac", flac / "x-01-002.flac")   # fixed: the same name now
+    two = combine_short_utterances(scp, str(audio), str(tmp_path / "two"), 2.0)
+    assert not two.skipped
+    assert read_table(tmp_path / "two" / "utt2utts")["s/x-01-001-comb2"] == [
+        "s/x-01-001", "s/x-01-002"]
+    np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                  _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
+    assert read_table(tmp_path / "two" / "utt2dur")["s/x-01-001-comb2"] == [
+        f"{sf.info(str(piece)).frames / RATE:.4f}"] == ["7.5000"]
+    assert (audio / "pieces.txt").read_text().splitlines() == [
+        "s/x-01-001-comb2 s/x-01-001 s/x-01-003", "s/x-01-001-comb2 s/x-01-001 s/x-01-002"]
+
+
+def test_a_changed_list_rewrites_a_piece_of_the_same_name(tmp_path):
+    scp = _corpus(str(tmp_path), {"s/x-01-001": 1.5, "s/x-01-002": 1.0, "s/x-01-004": 1.0,
+                                  "s/x-01-003": 6.0})
+    lines = open(scp).readlines()
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    piece = audio / "s" / "x-01-001-comb2.wav"
+    for dropped, partner in ((2, "x-01-002"), (1, "x-01-004")):
+        with open(scp, "w") as out:
+            out.writelines(line for index, line in enumerate(lines) if index != dropped)
+        combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+        assert read_table(tmp_path / "lists" / "utt2utts")["s/x-01-001-comb2"] == [
+            "s/x-01-001", f"s/{partner}"]
+        np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                      _samples(flac / "x-01-001.flac", flac / f"{partner}.flac"))
+
+
+def test_a_piece_file_the_manifest_does_not_list_is_written_again(tmp_path):
+    scp = _corpus(str(tmp_path), SHORT)
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    piece = audio / "s" / "x-01-001-comb2.wav"
+    os.makedirs(piece.parent)
+    # a run cut short after writing the file, before its manifest line
+    sf.write(str(piece), np.zeros(RATE, dtype=np.int16), RATE, subtype="PCM_16")
+    combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                  _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
+    assert (audio / "pieces.txt").read_text() == "s/x-01-001-comb2 s/x-01-001 s/x-01-002\n"
+
+
+def test_a_truncated_member_is_skipped_alone_and_the_rest_grouped_again(tmp_path):
+    scp = _corpus(str(tmp_path), {"s/x-01-001": 1.0, "s/x-01-002": 1.5, "s/x-01-003": 1.2,
+                                  "s/x-01-004": 6.0})
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    _truncate(flac / "x-01-002.flac")
+    with pytest.raises(sf.LibsndfileError):   # its header reads, its samples do not
+        sf.read(str(flac / "x-01-002.flac"))
+    # with it, the plan was one piece of 001, 002 and 003
+    result = combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    assert result.skipped == {"s/x-01-002": "truncated"}
+    assert read_table(tmp_path / "lists" / "utt2utts") == {
+        "s/x-01-001-comb2": ["s/x-01-001", "s/x-01-003"], "s/x-01-004": ["s/x-01-004"]}
+    np.testing.assert_array_equal(
+        sf.read(str(audio / "s" / "x-01-001-comb2.wav"), dtype="int16")[0],
+        _samples(flac / "x-01-001.flac", flac / "x-01-003.flac"))
+    assert not (audio / "s" / "x-01-001-comb3.wav").exists()
 
 
 def test_bad_input_lists_are_errors_naming_the_file(tmp_path):

@@ -588,14 +588,28 @@ def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_
     assert value(generate, "--trial_path") == f"{data}/eval/trials/cn_dev_cali.kaldi"
     gathered = calls("gather_calibration_factors")
     assert len(gathered) == 3 and all(value(call, "--drop_duration") == "true"
-                                      for call in gathered)
+                                      and "--wav_dur_scp" not in call for call in gathered)
+    # without the duration measures the eval set's durations are not read
+    assert [call[2] for call in calls("tools/wav2dur.py")] == \
+        [f"{data}/cnceleb_train/wav.scp"]
     assert value(calls("wespeaker_py.bin.export_jit")[0], "--checkpoint") == \
         f"{exp}/models/avg_model.pt"
 
-    # run again: the means are up to date and in the list once
-    rerun = run_script(CNCELEB_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", *args,
+    # run again: the means are up to date and in the list once; the calibration list is
+    # drawn again only when the training set's lists change
+    cali = data / "eval" / "trials" / "cn_dev_cali.kaldi"
+    os.makedirs(cali.parent, exist_ok=True)
+    cali.write_text("u1 u1 target\n")   # what the (fake) generator would have written
+    rerun = run_script(CNCELEB_DIR, "run.sh", "--stage", "4", "--stop_stage", "7", *args,
                        env=env)
     assert "enrollment means are up to date" in rerun.stdout
+    assert sorted(load_embeddings(str(eval_scp)).keys) == sorted(
+        [*utterances, "id00800-enroll", "id00801-enroll"])
+    assert "cn_dev_cali.kaldi: the generated list is up to date" in rerun.stdout
+    assert len(calls("tools/generate_calibration_trial.py")) == 1
+    (data / "cnceleb_train" / "utt2dur").write_text("u1 3.0\n")   # e.g. prepared again
+    run_script(CNCELEB_DIR, "run.sh", "--stage", "7", "--stop_stage", "7", *args, env=env)
+    assert len(calls("tools/generate_calibration_trial.py")) == 2
     # a map naming an utterance with no embedding stops the stage; once mended, the
     # stage is done again (not taken as done) and each mean is in the list once
     (data / "eval" / "enroll.map").write_text("id00800-enroll id00800/missing.wav\n")

@@ -69,7 +69,11 @@ get_archive() {
     (cd "${dir}" && cat "$@" > "${name}.part") || return 1
     mv "${dir}/${name}.part" "${dir}/${name}" || return 1
   fi
-  verify_archive "${dir}" "${name}" "${md5}" || return 1
+  if ! verify_archive "${dir}" "${name}" "${md5}"; then
+    # joining the same parts again would make the same file
+    [ $# -eq 0 ] || echo "$0: it was joined from ${*}: delete those in ${dir} too" >&2
+    return 1
+  fi
   for part in "$@"; do
     rm -f "${dir}/${part}"
   done
@@ -100,13 +104,18 @@ download_archives() {
   fi
 }
 
-# unpack_archive DIR NAME RAWDATA_DIR SUBDIR: unpack the verified DIR/NAME (.tar.gz or
-# .zip) into RAWDATA_DIR/SUBDIR, unless RAWDATA_DIR/.NAME.unpacked says it was.
+# unpack_archive DIR NAME RAWDATA_DIR SUBDIR [MADE]: unpack the verified DIR/NAME
+# (.tar.gz or .zip) into RAWDATA_DIR/SUBDIR, unless RAWDATA_DIR/.NAME.unpacked says it
+# was and the folder MADE (relative to RAWDATA_DIR/SUBDIR), when given, is still there.
 unpack_archive() {
-  local dir=$1 name=$2 marker=$3/.$2.unpacked target=$3/$4
-  if [ -f "${marker}" ]; then
+  local dir=$1 name=$2 marker=$3/.$2.unpacked target=$3/$4 made=${5:-}
+  if [ -f "${marker}" ] && { [ -z "${made}" ] || [ -d "${target}/${made}" ]; }; then
     echo "${name}: already unpacked"
     return 0
+  fi
+  if [ -f "${marker}" ]; then
+    echo "${name} was unpacked, but ${target}/${made} is gone: unpacking it again"
+    rm -f "${marker}"
   fi
   if [ ! -f "${dir}/${name}.md5_ok" ]; then
     echo "$0: ${dir}/${name} is missing or unverified; run stage 1 first" >&2

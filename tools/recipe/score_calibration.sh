@@ -8,8 +8,9 @@
 #     --calibration_trial vox2_cali.kaldi --cohort_set vox2_dev --top_n 300 \
 #     --data data --exp_dir exp/X --trials "..."
 #
-# An existing ${data}/${eval_set}/trials/${calibration_trial} is used as it is;
-# otherwise it is generated (duration-stratified, as WeSpeaker's vox2_cali).
+# A ${data}/${eval_set}/trials/${calibration_trial} put there by hand is used as it is;
+# otherwise the list is generated (duration-stratified, as WeSpeaker's vox2_cali), and
+# generated again when the training set's lists or --each_trial_num change.
 # The duration measures of QMF are those of the full utterances (utt2dur), also
 # when the training-set embeddings come from random chunks, as in WeSpeaker.
 # --drop_duration true leaves them out (WeSpeaker's CN-Celeb recipe: its enrollment
@@ -36,6 +37,11 @@ stop_stage=-1
 . tools/recipe_helpers.sh
 set -eo pipefail
 
+case "${drop_duration}" in
+  true|false) ;;
+  *) echo "$0: --drop_duration must be true or false, got '${drop_duration}'" >&2; exit 1 ;;
+esac
+
 output_name=${cohort_set}_${score_norm_method}
 [ "${score_norm_method}" == "asnorm" ] && output_name=${output_name}${top_n}
 trials_dir=${data}/${eval_set}/trials
@@ -46,18 +52,31 @@ cohort_scp=${exp_dir}/embeddings/${cohort_set}/spk_xvector.scp
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Score calibration set"
-  for dset in ${train_set} ${eval_set}; do
+  # the training set's durations draw the calibration trials; the evaluation set's are
+  # QMF measures, not needed without them
+  dur_sets=${train_set}
+  ${drop_duration} || dur_sets="${dur_sets} ${eval_set}"
+  for dset in ${dur_sets}; do
     if [ ! -s "${data}/${dset}/utt2dur" ]; then
       python tools/wav2dur.py "${data}/${dset}/wav.scp" "${data}/${dset}/utt2dur" \
         > "${data}/${dset}/dur.log"
     fi
   done
-  if [ ! -e "${trials_dir}/${calibration_trial}" ]; then
+  cali_list=${trials_dir}/${calibration_trial}
+  cali_settings="generated from ${train_set}, each_trial_num=${each_trial_num}"
+  if [ -e "${cali_list}" ] && [ ! -e "${cali_list}.settings" ]; then
+    echo "${calibration_trial}: using the list in ${trials_dir} as it is"
+  elif made_with "${cali_list}" "${cali_settings}" "${data}/${train_set}/utt2dur" \
+      "${data}/${train_set}/utt2spk"; then
+    echo "${calibration_trial}: the generated list is up to date"
+  else
+    mkdir -p "${trials_dir}"
     python tools/generate_calibration_trial.py \
       --utt2dur "${data}/${train_set}/utt2dur" \
       --utt2spk "${data}/${train_set}/utt2spk" \
-      --trial_path "${trials_dir}/${calibration_trial}" \
+      --trial_path "${cali_list}" \
       --each_trial_num "${each_trial_num}"
+    record_settings "${cali_list}" "${cali_settings}"
   fi
   cali_score=${scores_dir}/${calibration_trial}.score
   if made_with "${cali_score}" "train_set=${train_set}" "${train_scp}" \
@@ -93,21 +112,25 @@ fi
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Prepare calibration factors"
   mkdir -p "${cali_dir}"
-  cat "${data}/${eval_set}/utt2dur" "${data}/${train_set}/utt2dur" > "${cali_dir}/utt2dur.tmp"
-  if cmp -s "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"; then
-    rm "${cali_dir}/utt2dur.tmp"  # unchanged: keep its time stamp
-  else
-    mv "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"
+  durations=()  # the durations of every trial's utterances, unless they are dropped
+  if ! ${drop_duration}; then
+    cat "${data}/${eval_set}/utt2dur" "${data}/${train_set}/utt2dur" > "${cali_dir}/utt2dur.tmp"
+    if cmp -s "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"; then
+      rm "${cali_dir}/utt2dur.tmp"  # unchanged: keep its time stamp
+    else
+      mv "${cali_dir}/utt2dur.tmp" "${cali_dir}/utt2dur"
+    fi
+    durations=(--wav_dur_scp "${cali_dir}/utt2dur")
   fi
   for x in ${calibration_trial} ${trials}; do
     factors=${cali_dir}/${output_name}_${x}.calibration
     if made_with "${factors}" "drop_duration=${drop_duration}" \
-        "${scores_dir}/${output_name}_${x}.score" "${cali_dir}/utt2dur"; then
+        "${scores_dir}/${output_name}_${x}.score" "${durations[@]:1}"; then
       echo "${x}: calibration factors are up to date"
       continue
     fi
     python -m wespeaker_py.bin.score_calibration gather_calibration_factors \
-      --wav_dur_scp "${cali_dir}/utt2dur" \
+      "${durations[@]}" \
       --max_dur 20 \
       --score_norm_file "${scores_dir}/${output_name}_${x}.score" \
       --calibration_factor_file "${factors}" \

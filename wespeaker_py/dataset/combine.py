@@ -7,7 +7,9 @@ list order, into pieces of at least ``min_duration`` seconds by Kaldi's
 ``combine_short_segments`` rule (:func:`group_consecutive`); nothing is joined
 across groups. A piece of one utterance keeps its key and its file; a piece of
 ``n > 1`` utterances is named ``<first key>-comb<n>`` and written as a 16-bit
-WAV of the concatenated samples.
+WAV of the concatenated samples. That name does not tell its members, so the
+manifest ``pieces.txt`` beside the pieces does: a piece file is reused only when the
+manifest's last line for it lists the members planned now.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +32,8 @@ from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_
 TOLERANCE = 1e-5
 # unreadable inputs named in the final report
 NAMED_SKIPS = 5
+# in out_audio_dir: a "<piece key> <member> ..." line appended as each piece is written
+MANIFEST = "pieces.txt"
 
 
 def _shorter(x: float, y: float) -> bool:
@@ -132,20 +136,22 @@ def read_file_list(path: str) -> Dict[str, str]:
     return paths
 
 
-def _parallel(function: Callable, items: Sequence, nj: int, desc: str, unit: str) -> List:
-    """``[function(item) for item in items]`` in ``nj`` processes, with a progress bar."""
+def _parallel(function: Callable, items: Sequence, nj: int, desc: str,
+              unit: str) -> Iterator:
+    """``function(item) for item in items``, in order, in ``nj`` processes, with a
+    progress bar; a generator, so each result can be used as it arrives."""
     with tqdm(total=len(items), desc=desc, unit=unit) as bar:
         if nj <= 1 or len(items) <= 1:
-            results = map(function, items)
-            return [_ticked(bar, result) for result in results]
+            for item in items:
+                result = function(item)
+                bar.update()
+                yield result
+            return
         chunk = max(1, min(64, len(items) // (4 * nj)))
         with multiprocessing.Pool(nj) as pool:
-            return [_ticked(bar, result) for result in pool.imap(function, items, chunk)]
-
-
-def _ticked(bar: tqdm, result):
-    bar.update()
-    return result
+            for result in pool.imap(function, items, chunk):
+                bar.update()
+                yield result
 
 
 def _probe(path: str) -> Tuple[Optional[float], str]:
@@ -156,29 +162,30 @@ def _probe(path: str) -> Tuple[Optional[float], str]:
         return None, error.reason
 
 
-def _write_piece(job: Tuple[str, Sequence[str]]) -> Tuple[str, int]:
-    """Write the joined audio of ``job = (out_wav, paths)`` unless it is there.
+def _write_piece(job: Tuple[str, Sequence[str]]) -> Dict[int, str]:
+    """Write the joined audio of ``job = (out_wav, paths)`` atomically.
 
-    Returns ``("", -1)``, or why it could not be written and the index of the path at
-    fault (-1 when none is: the files have different sample rates).
+    Returns the members that could not be joined (their index -> reason), empty when the
+    piece was written: each file that cannot be decoded, or all of them when their
+    sample rates differ (``sample_rate_mismatch``).
     """
     out_wav, paths = job
-    if os.path.isfile(out_wav):
-        return "", -1
-    pieces, rates = [], set()
+    samples, rates, failed = [], set(), {}
     for index, path in enumerate(paths):
         try:
             with open_audio(path) as handle:
-                pieces.append(handle.read_all())
+                samples.append(handle.read_all())
                 rates.add(handle.samplerate)
         except AudioCheckError as error:
-            return error.reason, index
+            failed[index] = error.reason
+    if failed:
+        return failed
     if len(rates) > 1:
-        return "sample_rate_mismatch", -1
-    pcm = np.clip(np.round(np.concatenate(pieces)), -32768, 32767).astype(np.int16)
+        return {index: "sample_rate_mismatch" for index in range(len(paths))}
+    pcm = np.clip(np.round(np.concatenate(samples)), -32768, 32767).astype(np.int16)
     with atomic_path(out_wav) as tmp:
         sf.write(tmp, pcm, rates.pop(), format="WAV", subtype="PCM_16")
-    return "", -1
+    return {}
 
 
 @dataclass
@@ -211,7 +218,7 @@ class CombineResult:
 def _readable_durations(paths: Dict[str, str], nj: int,
                         result: CombineResult) -> Dict[str, float]:
     """Seconds of each readable file; the others go to ``result.skipped``."""
-    probes = _parallel(_probe, list(paths.values()), nj, "durations", "utt")
+    probes = list(_parallel(_probe, list(paths.values()), nj, "durations", "utt"))
     durations = {}
     for key, (seconds, reason) in zip(paths, probes):
         if seconds is None:
@@ -221,20 +228,52 @@ def _readable_durations(paths: Dict[str, str], nj: int,
     return durations
 
 
-def _write_pieces(pieces: List[List[str]], paths: Dict[str, str], out_audio_dir: str, nj: int,
-                  result: CombineResult) -> List[List[str]]:
-    """Write the combined pieces; returns the pieces kept. A piece with a file that cannot
-    be decoded is dropped: that key is skipped for its reason, the others of the piece
-    as ``with_unreadable``."""
-    joined = [keys for keys in pieces if len(keys) > 1]
-    jobs = [(piece_wav(out_audio_dir, keys), [paths[key] for key in keys]) for keys in joined]
-    dropped = set()
-    for keys, (reason, at) in zip(joined, _parallel(_write_piece, jobs, nj, "combine", "piece")):
-        if reason:
-            dropped.add(keys[0])
-            result.skipped.update((key, reason if index in (at, -1) else "with_unreadable")
-                                  for index, key in enumerate(keys))
-    return [keys for keys in pieces if keys[0] not in dropped]
+def _read_manifest(path: str) -> Dict[str, List[str]]:
+    """The members of each piece by the last line naming it in the manifest ``path``
+    (``<piece key> <member> ...`` lines); empty when there is none."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        rows = [line.split() for line in handle]
+    return {row[0]: row[1:] for row in rows if row}
+
+
+def _join_pieces(pieces: List[List[str]], paths: Dict[str, str],
+                 out_audio_dir: str, nj: int) -> Dict[str, str]:
+    """Write the combined pieces that are not already there with the same members (by
+    the manifest), adding a manifest line as each is written; returns the members that
+    could not be joined, key -> reason."""
+    manifest = os.path.join(out_audio_dir, MANIFEST)
+    written = _read_manifest(manifest)
+    todo = [keys for keys in pieces if len(keys) > 1 and not (
+        written.get(combined_key(keys)) == keys
+        and os.path.isfile(piece_wav(out_audio_dir, keys)))]
+    if not todo:
+        return {}
+    jobs = [(piece_wav(out_audio_dir, keys), [paths[key] for key in keys]) for keys in todo]
+    failed: Dict[str, str] = {}
+    os.makedirs(out_audio_dir, exist_ok=True)
+    with open(manifest, "a", encoding="utf-8") as out:
+        for faults, keys in zip(_parallel(_write_piece, jobs, nj, "combine", "piece"), todo):
+            failed.update((keys[index], reason) for index, reason in faults.items())
+            if not faults:
+                out.write(f"{combined_key(keys)} {' '.join(keys)}\n")
+                out.flush()
+    return failed
+
+
+def _write_pieces(durations: Dict[str, float], paths: Dict[str, str], out_audio_dir: str,
+                  min_duration: float, nj: int, result: CombineResult) -> List[List[str]]:
+    """Plan and write the pieces; returns them. Members that cannot be joined are skipped
+    (``result.skipped``), taken out of ``durations`` and the rest planned again."""
+    while True:
+        pieces = plan_pieces(durations, min_duration)
+        failed = _join_pieces(pieces, paths, out_audio_dir, nj)
+        if not failed:
+            return pieces
+        result.skipped.update(failed)
+        for key in failed:
+            del durations[key]
 
 
 def piece_wav(out_audio_dir: str, keys: Sequence[str]) -> str:
@@ -270,10 +309,11 @@ def combine_short_utterances(wav_scp: str, out_audio_dir: str, out_data_dir: str
     into pieces of at least ``min_duration`` seconds within each speaker and genre.
 
     Combined audio goes to ``out_audio_dir/<key>.wav``, listed by its absolute path (a
-    piece already there is kept, so an interrupted run resumes); the lists
-    (:func:`write_piece_lists`) to ``out_data_dir``, keys ending in ``key_suffix``.
-    Unreadable files are left out and counted in the result; a run where nothing is
-    readable is a :class:`RunFailedError`.
+    piece already there with the same members, by the manifest, is kept, so an
+    interrupted run resumes); the lists (:func:`write_piece_lists`) to ``out_data_dir``,
+    keys ending in ``key_suffix``.
+    Unreadable files are left out (alone: the others are grouped again) and counted in
+    the result; a run where nothing is readable is a :class:`RunFailedError`.
     """
     paths = read_file_list(wav_scp)
     out_audio_dir = os.path.abspath(out_audio_dir)
@@ -282,7 +322,6 @@ def combine_short_utterances(wav_scp: str, out_audio_dir: str, out_data_dir: str
     if not durations:
         raise RunFailedError(f"no file of {wav_scp} is readable ({result.describe()}); "
                              "nothing was written")
-    pieces = plan_pieces(durations, min_duration)
-    result.pieces = _write_pieces(pieces, paths, out_audio_dir, nj, result)
+    result.pieces = _write_pieces(durations, paths, out_audio_dir, min_duration, nj, result)
     write_piece_lists(out_data_dir, result.pieces, paths, durations, out_audio_dir, key_suffix)
     return result

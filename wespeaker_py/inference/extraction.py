@@ -118,7 +118,8 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
             continue
         writer.write(outcome.key, outcome.embedding)
         summary.extracted += 1
-        summary.cut += outcome.key in cut_keys
+        if outcome.key in cut_keys:
+            summary.cut += 1
     return summary
 
 

@@ -5,7 +5,8 @@
 # speaker's enrollment speech in one) and CNC-Eval-Avg.lst (the mean embedding of the
 # speaker's enrollment utterances; WeSpeaker's results table reports this one).
 # The stage numbers, flags and defaults are those of WeSpeaker's
-# examples/cnceleb/v2/run.sh.
+# examples/cnceleb/v2/run.sh; stage 1 also downloads the archives that are missing
+# (WeSpeaker's leaves that to you), and results are named eval_*_result.
 #
 #   bash run.sh --stage 1 --stop_stage 9 [--config conf/ecapa_tdnn.yaml --exp_dir exp/X]
 #

@@ -34,24 +34,15 @@ if up_to_date "${added}" "${eval_dir}/extract.result" "${data}/eval/enroll.map" 
   echo "enrollment means are up to date"
   exit 0
 fi
-# without_means: eval/xvector.scp less the means an earlier run added to it (the keys
-# of enroll_spk_xvector.scp), written whole under a temporary name.
-without_means() {
-  if [ -f "${means}.scp" ]; then
-    awk 'NR == FNR { mean[$1] = 1; next } !($1 in mean)' "${means}.scp" "${eval_dir}/xvector.scp" \
-      > "${eval_dir}/xvector.scp.tmp"
-    mv "${eval_dir}/xvector.scp.tmp" "${eval_dir}/xvector.scp"
-  fi
-}
-
 echo "mean embedding of each enrollment speaker (${data}/eval/enroll.map)"
 rm -f "${added}"
-without_means  # before the means file they name is rewritten
+# eval/xvector.scp: the utterances of eval/wav.scp, less means an earlier run added
+write_list "${eval_dir}/xvector.scp" \
+  awk 'NR == FNR { utt[$1] = 1; next } $1 in utt' "${data}/eval/wav.scp" "${eval_dir}/xvector.scp"
 python tools/vector_mean.py \
   --spk2utt "${data}/eval/enroll.map" \
   --xvector_scp "${eval_dir}/xvector.scp" \
   --spk_xvector_ark "${means}.ark"
-cat "${eval_dir}/xvector.scp" "${means}.scp" > "${eval_dir}/xvector.scp.tmp"
-mv "${eval_dir}/xvector.scp.tmp" "${eval_dir}/xvector.scp"
+write_list "${eval_dir}/xvector.scp" cat "${eval_dir}/xvector.scp" "${means}.scp"
 echo "$(count_lines "${means}.scp") enrollment means" > "${added}"
 echo "$(count_lines "${means}.scp") enrollment speakers added to ${eval_dir}/xvector.scp"

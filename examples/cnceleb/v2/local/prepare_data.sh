@@ -71,6 +71,12 @@ declare -A resource=(
   [cn-celeb_v2.tar.gz]=82
   [cn-celeb2_v2.tar.gz]=82
 )
+declare -A unpacks_to=(
+  [musan.tar.gz]=musan
+  [rirs_noises.zip]=RIRS_NOISES
+  [cn-celeb_v2.tar.gz]=CN-Celeb_flac
+  [cn-celeb2_v2.tar.gz]=CN-Celeb2_flac
+)
 declare -A parts=(
   [cn-celeb2_v2.tar.gz]="cn-celeb2_v2.tar.gzaa cn-celeb2_v2.tar.gzab cn-celeb2_v2.tar.gzac"
 )
@@ -105,7 +111,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Stage 2: unpack archives into ${rawdata_dir}"
   mkdir -p "${rawdata_dir}"
   for name in ${archives}; do
-    unpack_archive "${download_dir}" "${name}" "${rawdata_dir}" .
+    unpack_archive "${download_dir}" "${name}" "${rawdata_dir}" . "${unpacks_to[$name]}"
   done
 fi
 
@@ -141,7 +147,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   need "${cn2}/spk.lst" 2
   mkdir -p "$(dirname "${train_flac}")"
   if ! up_to_date "${train_flac}" "${rawdata_dir}/.cn-celeb_v2.tar.gz.unpacked" \
-                  "${rawdata_dir}/.cn-celeb2_v2.tar.gz.unpacked"; then
+                  "${rawdata_dir}/.cn-celeb2_v2.tar.gz.unpacked" "${cn1}/dev/dev.lst" \
+                  "${cn2}/spk.lst"; then
     write_list "${train_flac}" training_flacs
   fi
   if [ ! -s "${train_flac}" ]; then
@@ -283,11 +290,14 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     need "${cn1}/${name}" 2
   done
   unpacked=${rawdata_dir}/.cn-celeb_v2.tar.gz.unpacked
-  if ! up_to_date "${eval_dir}/enroll.map" "${unpacked}"; then
+  lists=${cn1}/eval/lists
+  if ! up_to_date "${eval_dir}/enroll.map" "${unpacked}" "${lists}/enroll.map"; then
     eval_set
   fi
   trials=${eval_dir}/trials
-  if ! up_to_date "${trials}/CNC-Eval-Concat.lst" "${unpacked}" "${eval_dir}/enroll.map"; then
+  if ! up_to_date "${trials}/CNC-Eval-Concat.lst" "${unpacked}" "${eval_dir}/enroll.map" \
+                  "${lists}/enroll.lst" "${lists}/trials.lst" ||
+     [ ! -s "${trials}/CNC-Eval-Avg.lst" ]; then
     trial_lists
   fi
 
