@@ -116,6 +116,16 @@ cp "$input" "$1"
 """
 
 
+def make_fake_voxceleb_data(root: str) -> str:
+    """``root/data``, its ``download_data`` holding the fake VoxCeleb archives of
+    :func:`make_fake_voxceleb_downloads` (a 0.5 s tone, ``root/tone.wav``, in every member)."""
+    wav = os.path.join(str(root), "tone.wav")
+    write_tone(wav, 0.5, 16000, 220)
+    data = os.path.join(str(root), "data")
+    make_fake_voxceleb_downloads(os.path.join(data, "download_data"), wav)
+    return data
+
+
 def install_fake_ffmpeg(bin_dir: str, log: str) -> None:
     """Put a copying ``ffmpeg`` into ``bin_dir`` (prepend it to PATH)."""
     os.makedirs(bin_dir, exist_ok=True)

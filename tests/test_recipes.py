@@ -2,6 +2,7 @@
 results table, and the mini recipe end to end (2 epochs) against an untrained baseline."""
 import glob
 import os
+import pathlib
 import subprocess
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from recipe_helpers import (CNCELEB_DIR, MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
-                            install_fake_ffmpeg, make_fake_voxceleb_downloads, make_kaldi_dir,
+                            install_fake_ffmpeg, make_fake_voxceleb_data, make_kaldi_dir,
                             mtimes, read_table, run_script, write_tone)
 from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
 
@@ -548,7 +549,7 @@ def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_
     _write_embeddings(str(eval_scp.with_suffix(".ark")), utterances)
     _write_embeddings(str(exp / "embeddings" / "cnceleb_train" / "xvector.ark"), {"u1": [1, 2]})
     args = ("--data", str(data), "--exp_dir", str(exp), "--gpus", "[]", "--data_type", "raw",
-            "--num_epochs", "2", "--num_avg", "2")
+            "--num_epochs", "2", "--num_avg", "2", "--nj", "1")
 
     def calls(module):
         with open(log) as handle:
@@ -567,6 +568,7 @@ def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_
     assert {os.path.basename(os.path.dirname(value(call, "--data_list"))):
             "--random_chunk" in call for call in extractions} == \
         {"cnceleb_train": True, "eval": False}
+    assert all(value(call, "--nj") == "1" for call in extractions)
     # CNC-Eval-Avg's enroll side: each enrollment speaker's mean embedding
     table = load_embeddings(str(eval_scp))
     assert sorted(table.keys) == sorted([*utterances, "id00800-enroll", "id00801-enroll"])
@@ -647,11 +649,8 @@ def test_download_whisper_verifies_the_checkpoint_and_fetches_it_once(tmp_path):
 
 
 def test_v1_prepare_data_writes_vox1_dev_and_test_without_voxceleb2(tmp_path):
-    data = tmp_path / "data"
-    wav = str(tmp_path / "tone.wav")
-    write_tone(wav, 0.5, 16000, 220)
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
     download_dir = data / "download_data"
-    make_fake_voxceleb_downloads(str(download_dir), wav)
     for name in ("vox2_aac.zip", "vox2_aac.zip.md5_ok"):  # VoxCeleb2 is not needed
         os.remove(download_dir / name)
     trials = data / "vox1_test" / "trials"
@@ -858,10 +857,7 @@ def _prepare_v2(data, env):
 @pytest.mark.parametrize("folder", ["plain", "sp ace"])
 def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_path, folder):
     tmp_path = tmp_path / folder
-    data = tmp_path / "data"
-    wav = str(tmp_path / "tone.wav")
-    write_tone(wav, 0.5, 16000, 220)
-    make_fake_voxceleb_downloads(str(data / "download_data"), wav)
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
     trials_dir = data / "vox1" / "trials"
     os.makedirs(trials_dir)
     for name in ("vox1_O_cleaned", "vox1_E_cleaned", "vox1_H_cleaned"):
@@ -911,10 +907,7 @@ def test_v2_prepare_data_unpacks_converts_lists_and_skips_finished_steps(tmp_pat
 
 
 def test_v2_prepare_data_leaves_no_half_written_list_behind(tmp_path):
-    data = tmp_path / "data"
-    wav = str(tmp_path / "tone.wav")
-    write_tone(wav, 0.5, 16000, 220)
-    make_fake_voxceleb_downloads(str(data / "download_data"), wav)
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
     install_fake_ffmpeg(str(tmp_path / "bin"), str(tmp_path / "ffmpeg.log"))
     env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
     run_script(V2_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage", "3",
@@ -941,11 +934,8 @@ def test_v2_prepare_data_leaves_no_half_written_list_behind(tmp_path):
 
 
 def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(tmp_path):
-    data = tmp_path / "data"
-    wav = str(tmp_path / "tone.wav")
-    write_tone(wav, 0.5, 16000, 220)
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
     download_dir = data / "download_data"
-    make_fake_voxceleb_downloads(str(download_dir), wav)
     os.remove(download_dir / "vox1_test_wav.zip.md5_ok")  # present but not verified
     result = _prepare_v2(data, {})
     assert result.returncode != 0

@@ -18,19 +18,8 @@ import argparse
 import sys
 from typing import List
 
-from wespeaker_py.cli.common import positive_int, run_main
+from wespeaker_py.cli.common import non_negative, positive_int, run_main
 from wespeaker_py.dataset.combine import combine_short_utterances
-
-
-def non_negative(text: str) -> float:
-    """An argparse ``type``: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def main(argv: List[str]) -> None:

@@ -86,6 +86,17 @@ def positive_int(text) -> int:
     return value
 
 
+def non_negative(text) -> float:
+    """An argparse ``type``: a number >= 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command shares: ``--debug`` and ``--num_threads`` (both applied by
     :func:`run_main`, before the command runs)."""

@@ -53,6 +53,7 @@ train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64"
 num_epochs=  # training epochs; empty: the config's num_epochs
 backend_chunks=true  # vox2_dev embedded from random num_frms chunks; false: whole utterances
 chunk_seed=42
+nj=4  # extraction jobs (on the GPUs of --gpus in turn, or on the CPU)
 
 # large-margin fine-tuning; empty: ${config} with _lm before .yaml
 lm_config=
@@ -93,7 +94,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Extract embeddings ..."
   tools/recipe/extract_sets.sh \
     --exp_dir "${exp_dir}" --model_path "${avg_model}" \
-    --nj 4 --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
+    --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
     --train_set vox2_dev --eval_set vox1 \
     --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
 fi
@@ -160,6 +161,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     --train_args "${train_args}" \
     --backend_chunks "${backend_chunks}" \
     --chunk_seed "${chunk_seed}" \
+    --nj "${nj}" \
     --HOST_NODE_ADDR "${HOST_NODE_ADDR}" \
     --num_nodes "${num_nodes}" \
     --job_id "${job_id}"

@@ -153,13 +153,9 @@ fi
 speech_set() {
   local dir=${data}/$1
   mkdir -p "${dir}"
-  # each list written under a temporary name: a run cut short leaves none half written
-  scp_of "$2" > "${dir}/wav.scp.tmp"
-  mv "${dir}/wav.scp.tmp" "${dir}/wav.scp"
-  awk '{ split($1, part, "/"); print $1, part[1] }' "${dir}/wav.scp" > "${dir}/utt2spk.tmp"
-  mv "${dir}/utt2spk.tmp" "${dir}/utt2spk"
-  utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt.tmp"
-  mv "${dir}/spk2utt.tmp" "${dir}/spk2utt"
+  write_list "${dir}/wav.scp" scp_of "$2"
+  write_list "${dir}/utt2spk" awk '{ split($1, part, "/"); print $1, part[1] }' "${dir}/wav.scp"
+  write_list "${dir}/spk2utt" utt2spk_to_spk2utt "${dir}/utt2spk"
   echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
@@ -173,11 +169,10 @@ vox_trials() {
   if [ ! -s "${raw}" ]; then
     fetch "$2" "${raw}"
   fi
-  awk -v f="${raw}" 'NF != 3 || ($1 != 0 && $1 != 1) {
+  write_list "${dir}/$1.kaldi" awk -v f="${raw}" 'NF != 3 || ($1 != 0 && $1 != 1) {
          printf "%s:%d: expected \"0|1 enroll test\", got: %s\n", f, NR, $0 > "/dev/stderr"; bad = 1; exit }
        { print $2, $3, ($1 == 1 ? "target" : "nontarget") }
-       END { exit bad }' "${raw}" > "${dir}/$1.kaldi.tmp"
-  mv "${dir}/$1.kaldi.tmp" "${dir}/$1.kaldi"
+       END { exit bad }' "${raw}"
 }
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
