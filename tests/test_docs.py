@@ -30,15 +30,21 @@ def markdown_files() -> List[Path]:
     return [README] + sorted((ROOT / "docs").glob("*.md"))
 
 
-def prose_lines(path: Path) -> Iterator[Tuple[int, str]]:
-    """Lines outside fenced code blocks, with inline code spans removed."""
+def unfenced_lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """Lines outside fenced code blocks, as written."""
     in_fence = False
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if FENCE.match(line.strip()):
             in_fence = not in_fence
             continue
         if not in_fence:
-            yield number, CODE_SPAN.sub("", line)
+            yield number, line
+
+
+def prose_lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """Lines outside fenced code blocks, with inline code spans removed."""
+    for number, line in unfenced_lines(path):
+        yield number, CODE_SPAN.sub("", line)
 
 
 def links(path: Path) -> Iterator[Tuple[int, str]]:
@@ -47,15 +53,33 @@ def links(path: Path) -> Iterator[Tuple[int, str]]:
             yield number, match.group(1)
 
 
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a heading's text: lower case, code spans kept without their
+    backticks, punctuation but hyphens dropped, spaces made hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def heading_anchors(path: Path) -> set:
-    """GitHub's anchors of a Markdown file's headings."""
-    anchors = set()
-    for _, line in prose_lines(path):
+    """GitHub's anchors of a Markdown file's headings (a repeated one gets -1, -2, ...)."""
+    anchors: set = set()
+    for _, line in unfenced_lines(path):
         heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if heading:
-            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
-            anchors.add(text.replace(" ", "-"))
+            anchor = base = heading_anchor(heading.group(1))
+            repeat = 0
+            while anchor in anchors:
+                repeat += 1
+                anchor = f"{base}-{repeat}"
+            anchors.add(anchor)
     return anchors
+
+
+def test_heading_anchors_follow_github(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Flags of `wespeaker-py diarize`\n```\n# not a heading\n```\n"
+                    "## Scoring: AS-Norm & QMF\n## Scoring: AS-Norm & QMF\n", encoding="utf-8")
+    assert heading_anchors(page) == {"flags-of-wespeaker-py-diarize", "scoring-as-norm--qmf",
+                                     "scoring-as-norm--qmf-1"}
 
 
 def is_external(target: str) -> bool:
