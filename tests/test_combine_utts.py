@@ -2,6 +2,7 @@
 Kaldi's grouping rule, grouping by speaker and genre, the written audio and lists."""
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -194,8 +195,8 @@ def test_a_piece_written_with_other_members_is_written_again(tmp_path):
                                   _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
     assert read_table(tmp_path / "two" / "utt2dur")["s/x-01-001-comb2"] == [
         f"{sf.info(str(piece)).frames / RATE:.4f}"] == ["7.5000"]
-    assert (audio / "pieces.txt").read_text().splitlines() == [
-        "s/x-01-001-comb2 s/x-01-001 s/x-01-003", "s/x-01-001-comb2 s/x-01-001 s/x-01-002"]
+    assert _manifest(audio) == [["s/x-01-001-comb2", "s/x-01-001", "s/x-01-003"],
+                                ["s/x-01-001-comb2", "s/x-01-001", "s/x-01-002"]]
 
 
 def test_a_changed_list_rewrites_a_piece_of_the_same_name(tmp_path):
@@ -224,7 +225,44 @@ def test_a_piece_file_the_manifest_does_not_list_is_written_again(tmp_path):
     combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
     np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
                                   _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
-    assert (audio / "pieces.txt").read_text() == "s/x-01-001-comb2 s/x-01-001 s/x-01-002\n"
+    assert _manifest(audio) == [["s/x-01-001-comb2", "s/x-01-001", "s/x-01-002"]]
+
+
+def _manifest(audio):
+    """The manifest's lines as ``[piece, member, ...]``, each line's sources digest checked
+    for its form and left out."""
+    rows = [line.split() for line in (audio / "pieces.txt").read_text().splitlines()]
+    assert all(len(row) > 2 and re.fullmatch(r"src:[0-9a-f]{16}", row[1]) for row in rows)
+    return [[row[0]] + row[2:] for row in rows]
+
+
+def test_a_member_file_replaced_under_its_name_rewrites_the_piece(tmp_path):
+    scp = _corpus(str(tmp_path), SHORT)
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    piece = audio / "s" / "x-01-001-comb2.wav"
+    combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    kept = os.stat(piece).st_mtime_ns
+    combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    assert os.stat(piece).st_mtime_ns == kept   # nothing changed: reused
+    # the same duration, other samples: the grouping is the same, the piece is not
+    write_tone(str(flac / "x-01-002.flac"), SHORT["s/x-01-002"], RATE, 440, seed=99)
+    combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                  _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
+    assert [row[0] for row in _manifest(audio)] == ["s/x-01-001-comb2"] * 2
+
+
+def test_a_manifest_line_without_sources_is_written_again(tmp_path):
+    scp = _corpus(str(tmp_path), SHORT)
+    flac, audio = tmp_path / "flac" / "s", tmp_path / "audio"
+    piece = audio / "s" / "x-01-001-comb2.wav"
+    os.makedirs(piece.parent)
+    # a piece and manifest line of the format before sources were recorded
+    sf.write(str(piece), np.zeros(RATE, dtype=np.int16), RATE, subtype="PCM_16")
+    (audio / "pieces.txt").write_text("s/x-01-001-comb2 s/x-01-001 s/x-01-002\n")
+    combine_short_utterances(scp, str(audio), str(tmp_path / "lists"), 2.0)
+    np.testing.assert_array_equal(sf.read(str(piece), dtype="int16")[0],
+                                  _samples(flac / "x-01-001.flac", flac / "x-01-002.flac"))
 
 
 def test_a_truncated_member_is_skipped_alone_and_the_rest_grouped_again(tmp_path):

@@ -7,8 +7,9 @@ IN_WAV_SCP keys are CN-Celeb's ``<spk>/<genre>-<nn>-<nnn>`` (no extension); utte
 are joined in list order, only within a speaker and genre (the key up to its first
 ``-``), by Kaldi's combine_short_segments rule as WeSpeaker's CN-Celeb recipe applies it.
 A piece of n > 1 utterances is written to OUT_AUDIO_DIR/<first key>-comb<n>.wav (16-bit;
-one already there with the same utterances, by OUT_AUDIO_DIR/pieces.txt, is kept, so an
-interrupted run resumes); a piece of one utterance keeps its key and its file.
+one already there with the same utterances read from the same unchanged files, by
+OUT_AUDIO_DIR/pieces.txt, is kept, so an interrupted run resumes); a piece of one
+utterance keeps its key and its file.
 OUT_DATA_DIR gets wav.scp, utt2spk (speaker: the key up to its first ``/``), utt2dur and
 utt2utts (piece -> its utterances), keys ending in --key_suffix. Unreadable files are
 left out (the others are grouped without them) and reported; --min_duration 0 lists

@@ -31,8 +31,9 @@ from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest
-from wespeaker_py.utils.file_utils import (DataFormatError, files_named_by_rate, read_key_value,
-                                           read_wav_scp, require_writable)
+from wespeaker_py.utils.file_utils import (DataFormatError, FileStamp, file_stamp,
+                                           files_named_by_rate, read_key_value, read_wav_scp,
+                                           require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
@@ -47,16 +48,6 @@ if TYPE_CHECKING:
 BUFFER_BYTES = 256 << 20
 # the decision threshold on the cosine score when a model has no calibration
 UNCALIBRATED_THRESHOLD = 0.5
-# what changes when a file is rewritten: (mtime in ns, size, inode)
-FileStamp = Tuple[int, int, int]
-
-
-def _file_stamp(path: str) -> Optional[FileStamp]:
-    """The file's :data:`FileStamp`; None when there is no file."""
-    if not os.path.isfile(path):
-        return None
-    info = os.stat(path)
-    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 @dataclass
@@ -627,7 +618,7 @@ class SpeakerModel:
         from wespeaker_py.diarization.projection import WindowLDA
         from wespeaker_py.runtime.identity import check_recorded_identity
         key = os.path.abspath(path)
-        stamp = _file_stamp(path)
+        stamp = file_stamp(path)
         known = self._window_ldas_read.get(key)
         if known is not None and stamp is not None and known[0] == stamp:
             return known[1]
@@ -773,7 +764,7 @@ class SpeakerModel:
         prefix = self._side_file_prefix()
         if prefix is None or not self.backend.takes_band_fills:
             return
-        stamps = tuple((path, _file_stamp(path)) for path in band_fill_files(prefix))
+        stamps = tuple((path, file_stamp(path)) for path in band_fill_files(prefix))
         if stamps == self._band_fill_stamps:
             return
         fills = load_band_fills(prefix)

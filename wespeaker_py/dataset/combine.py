@@ -7,12 +7,14 @@ list order, into pieces of at least ``min_duration`` seconds by Kaldi's
 ``combine_short_segments`` rule (:func:`group_consecutive`); nothing is joined
 across groups. A piece of one utterance keeps its key and its file; a piece of
 ``n > 1`` utterances is named ``<first key>-comb<n>`` and written as a 16-bit
-WAV of the concatenated samples. That name does not tell its members, so the
-manifest ``pieces.txt`` beside the pieces does: a piece file is reused only when the
-manifest's last line for it lists the members planned now.
+WAV of the concatenated samples. That name does not tell what it was made of, so
+the manifest ``pieces.txt`` beside the pieces does: a piece file is reused only when
+the manifest's last line for it lists the members planned now, read from the same
+sources (each member's ``wav.scp`` entry and, for a file, its size, time and inode).
 """
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections import Counter
@@ -26,14 +28,16 @@ from tqdm import tqdm
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_path,
-                                           read_wav_scp)
+                                           file_stamp, read_wav_scp)
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
 # unreadable inputs named in the final report
 NAMED_SKIPS = 5
-# in out_audio_dir: a "<piece key> <member> ..." line appended as each piece is written
+# in out_audio_dir: a "<piece key> src:<sources digest> <member> ..." line appended as each
+# piece is written
 MANIFEST = "pieces.txt"
+SOURCES_TAG = "src:"
 
 
 def _shorter(x: float, y: float) -> bool:
@@ -228,25 +232,39 @@ def _readable_durations(paths: Dict[str, str], nj: int,
     return durations
 
 
-def _read_manifest(path: str) -> Dict[str, List[str]]:
-    """The members of each piece by the last line naming it in the manifest ``path``
-    (``<piece key> <member> ...`` lines); empty when there is none."""
+def sources_digest(keys: Sequence[str], paths: Dict[str, str]) -> str:
+    """What the members of a piece are read from: a digest of each one's key and
+    ``wav.scp`` entry and, for a file, its :data:`~wespeaker_py.utils.file_utils.FileStamp`
+    (a command's output cannot be stamped: its command line stands for it)."""
+    sources = [(key, paths[key], None if is_pipe(paths[key]) else file_stamp(paths[key]))
+               for key in keys]
+    return SOURCES_TAG + hashlib.sha1(repr(sources).encode("utf-8")).hexdigest()[:16]
+
+
+def _read_manifest(path: str) -> Dict[str, Tuple[str, List[str]]]:
+    """The sources digest and members of each piece by the last line naming it in the
+    manifest ``path`` (``<piece key> src:<digest> <member> ...`` lines; a line of an
+    older manifest, without the digest, matches no sources); empty when there is none."""
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as handle:
         rows = [line.split() for line in handle]
-    return {row[0]: row[1:] for row in rows if row}
+    return {row[0]: ((row[1], row[2:]) if row[1:2] and row[1].startswith(SOURCES_TAG)
+                     else ("", row[1:]))
+            for row in rows if row}
 
 
 def _join_pieces(pieces: List[List[str]], paths: Dict[str, str],
                  out_audio_dir: str, nj: int) -> Dict[str, str]:
-    """Write the combined pieces that are not already there with the same members (by
-    the manifest), adding a manifest line as each is written; returns the members that
-    could not be joined, key -> reason."""
+    """Write the combined pieces that are not already there with the same members read
+    from the same sources (by the manifest), adding a manifest line as each is written;
+    returns the members that could not be joined, key -> reason."""
     manifest = os.path.join(out_audio_dir, MANIFEST)
     written = _read_manifest(manifest)
+    digests = {combined_key(keys): sources_digest(keys, paths)
+               for keys in pieces if len(keys) > 1}
     todo = [keys for keys in pieces if len(keys) > 1 and not (
-        written.get(combined_key(keys)) == keys
+        written.get(combined_key(keys)) == (digests[combined_key(keys)], keys)
         and os.path.isfile(piece_wav(out_audio_dir, keys)))]
     if not todo:
         return {}
@@ -257,7 +275,8 @@ def _join_pieces(pieces: List[List[str]], paths: Dict[str, str],
         for faults, keys in zip(_parallel(_write_piece, jobs, nj, "combine", "piece"), todo):
             failed.update((keys[index], reason) for index, reason in faults.items())
             if not faults:
-                out.write(f"{combined_key(keys)} {' '.join(keys)}\n")
+                piece = combined_key(keys)
+                out.write(f"{piece} {digests[piece]} {' '.join(keys)}\n")
                 out.flush()
     return failed
 

@@ -143,6 +143,18 @@ def files_named_by_rate(prefix: str, template: str) -> List[str]:
     return sorted(glob.glob(glob.escape(prefix) + template.format("*")))
 
 
+# what changes when a file is rewritten: (mtime in ns, size, inode)
+FileStamp = Tuple[int, int, int]
+
+
+def file_stamp(path: str) -> Optional[FileStamp]:
+    """The file's :data:`FileStamp`; None when there is no file."""
+    if not os.path.isfile(path):
+        return None
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
 def require_input_file(path: str, what: str = "") -> None:
     """Fail now, before any model loads, unless ``path`` is an existing, non-empty file.
 
