@@ -3,6 +3,7 @@ results table, and the mini recipe end to end (2 epochs) against an untrained ba
 import glob
 import os
 import pathlib
+import shutil
 import subprocess
 
 import numpy as np
@@ -755,6 +756,29 @@ def test_an_output_whose_remake_failed_is_not_taken_for_the_new_settings(tmp_pat
     assert made_with("a") == "remake"      # nor with a
 
 
+def test_a_failed_metrics_report_leaves_the_last_result_whole(tmp_path):
+    good, bad, result = tmp_path / "good.score", tmp_path / "bad.score", tmp_path / "r_result"
+    good.write_text("a b 0.9 target\na c 0.1 nontarget\nd e 0.8 target\nd f 0.3 nontarget\n")
+    other = tmp_path / "other.score"
+    other.write_text("a b 0.9 target\na c 0.95 nontarget\n")
+    bad.write_text("a b 0.9 target\na c x nontarget\n")
+
+    def report(*scores):
+        script = (f". ./path.sh; . tools/recipe_helpers.sh; report_metrics '{result}' "
+                  + " ".join(f"'{path}'" for path in scores))
+        return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
+                              text=True)
+
+    assert report(good, other).returncode == 0
+    first = result.read_text()
+    assert "EER = 0.000" in first and "EER = 100.000" in first
+    assert (tmp_path / "good.score.det.png").is_file()
+    failed = report(good, bad)   # good's lines are printed before bad fails
+    assert failed.returncode != 0 and "bad.score:2" in failed.stderr
+    assert result.read_text() == first
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp")]
+
+
 def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):
     _, log, extract_with, extractions = _fake_extraction(tmp_path, "new.pt", "new.list")
 
@@ -1094,6 +1118,13 @@ def test_results_table_lists_each_backend_and_parses_back(tmp_path):
     _write_scores(scores / "train_asnorm30_train_cali.kaldi.score", 0.0, 4)  # other trials
     labels = [label for label, _ in find_score_files(str(scores), "trials")]
     assert labels == ["cosine", "AS-Norm (top 30)", "AS-Norm (top 30) + QMF", "PLDA"]
+    # a second cohort with the same method and top_n: each row names its cohort
+    other = tmp_path / "other"
+    shutil.copytree(scores, other)
+    _write_scores(other / "vox2_asnorm30_trials.score", 2.0, 5, " 1.0 1.0 0.1 0.1")
+    assert [label for label, _ in find_score_files(str(other), "trials")] == [
+        "cosine", "AS-Norm (top 30), cohort train", "AS-Norm (top 30), cohort vox2",
+        "AS-Norm (top 30) + QMF", "PLDA"]
 
     table = write_report([str(exp)], ["trials"], str(exp / "results.md"), str(exp))
     assert open(exp / "results.md").read() == table

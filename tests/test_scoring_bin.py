@@ -5,12 +5,14 @@ score_norm.sh, score_calibration.sh, score_plda.sh), with paths swapped.
 """
 import importlib.util
 import os
+import re
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile
 
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_plda, score,
                               score_calibration, score_norm, train_plda)
 from wespeaker_py.io.ark import load_embeddings, write_embeddings
@@ -112,6 +114,36 @@ def test_cosine_norm_metrics_det(world, capsys):
     assert open(score_file + ".det.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     points = np.loadtxt(score_file + ".det.txt")
     assert points.shape[1] == 3 and np.all(np.diff(points[:, 1]) <= 0)
+
+
+def test_asnorm_wider_than_the_cohort_is_snorm_and_no_spread_names_the_utterance(world, capsys):
+    root, _ = world
+    emb, scores = f"{root}/exp/embeddings", f"{root}/exp/scores"
+    load_tool("vector_mean").main(["--spk2utt", f"{root}/data/vox2_dev/spk2utt",
+                                   "--xvector_scp", f"{emb}/vox2_dev/xvector.scp",
+                                   "--spk_xvector_ark", f"{emb}/vox2_dev/spk_xvector.ark"])
+    keys = load_embeddings(f"{emb}/vox1/xvector.scp").keys
+    os.makedirs(scores)
+    with open(f"{scores}/t.score", "w") as out:
+        out.writelines(f"{keys[i]} {keys[i + 7]} 0.{i}5 nontarget\n" for i in range(20))
+    outputs = {}
+    for method, top_n in (("asnorm", "300"), ("snorm", "300"), ("asnorm", "12")):
+        name = f"{scores}/{method}{top_n}.score"
+        score_norm.main(["--score_norm_method", method, "--top_n", top_n,
+                         "--trial_score_file", f"{scores}/t.score", "--score_norm_file", name,
+                         "--cohort_emb_scp", f"{emb}/vox2_dev/spk_xvector.scp",
+                         "--eval_emb_scp", f"{emb}/vox1/xvector.scp"])
+        outputs[method + top_n] = open(name).read()
+    # WeSpeaker's slice takes the whole cohort of 12 speakers: S-Norm, with a warning
+    assert outputs["asnorm300"] == outputs["snorm300"] == outputs["asnorm12"]
+    assert "top_n=300 is more than the 12 embeddings of the cohort" in capsys.readouterr().err
+    with pytest.raises(RunFailedError, match=rf"no spread \({re.escape(keys[0])}, "):
+        score_norm.main(["--score_norm_method", "asnorm", "--top_n", "1",
+                         "--trial_score_file", f"{scores}/t.score",
+                         "--score_norm_file", f"{scores}/one.score",
+                         "--cohort_emb_scp", f"{emb}/vox2_dev/spk_xvector.scp",
+                         "--eval_emb_scp", f"{emb}/vox1/xvector.scp"])
+    assert not os.path.exists(f"{scores}/one.score")
 
 
 def test_calibration_stage(world, tmp_path):

@@ -171,6 +171,13 @@ def test_score_file_round_trip_and_errors(tmp_path):
     (tmp_path / "nolabel.score").write_text("a b 0.1\n")
     with pytest.raises(DataFormatError, match=r"nolabel\.score:1: no label column"):
         read_labelled_scores(str(tmp_path / "nolabel.score"))
+    (tmp_path / "nan.score").write_text("a b 0.1 target\na c nan nontarget\n")
+    with pytest.raises(DataFormatError, match=r"nan\.score:2: score 'nan' is not finite"):
+        read_labelled_scores(str(tmp_path / "nan.score"))
+    (tmp_path / "targets.score").write_text("a b 0.1 target\na c 0.2 target\n")
+    with pytest.raises(DataFormatError, match=r"targets\.score: metrics need both target "
+                                              r"and nontarget trials \(got 2 targets of 2\)"):
+        read_labelled_scores(str(tmp_path / "targets.score"))
     (tmp_path / "mixed.score").write_text("a b 0.1 target\na c 0.2\n")
     with pytest.raises(DataFormatError, match=r"mixed\.score:2: label column"):
         read_score_file(str(tmp_path / "mixed.score"))

@@ -64,6 +64,20 @@ def test_class_statistics_chunking_matches_direct(model):
     np.testing.assert_allclose(stats.within_scatter, scatter, rtol=1e-9, atol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_leaves_the_embeddings_as_they_were_and_the_model_alike(model, dtype):
+    rng = np.random.default_rng(3)
+    data, labels = sample(rng, model, 40, 4)
+    data = data.astype(dtype)
+    before = data.copy()
+    plda = TwoCovPLDA.train(data, labels, 3, whiten=True, normalize_length=True)
+    np.testing.assert_array_equal(data, before)
+    reference = TwoCovPLDA.train(before.astype(np.float32), labels, 3, whiten=True,
+                                 normalize_length=True)
+    np.testing.assert_allclose(plda.mu, reference.mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plda.psi, reference.psi, rtol=1e-4)
+
+
 def direct_llr(mu, between, within, enroll_utts, test):
     """log p(enrollment, test | same speaker) - log p(enrollment) - log p(test), as Gaussians."""
     n = len(enroll_utts)

@@ -165,10 +165,18 @@ count_lines() {
 
 
 # report_metrics RESULT_FILE SCORE_FILE...: EER/minDCF (p_target 0.01) of each score
-# file, printed and saved to RESULT_FILE, then their DET curves.
+# file, printed and saved to RESULT_FILE (whole or not at all: a failure on any score
+# file leaves the last complete RESULT_FILE), then their DET curves.
 report_metrics() {
   local result=$1; shift
-  python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
-    "$@" | tee "${result}"
+  local partial
+  partial="$(dirname "${result}")/.tmp_$(basename "${result}").$$"
+  if ! python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
+      "$@" > "${partial}"; then
+    rm -f "${partial}"
+    return 1
+  fi
+  cat "${partial}"
+  mv "${partial}" "${result}"
   python -m wespeaker_py.bin.compute_det "$@"
 }

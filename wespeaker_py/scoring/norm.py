@@ -17,12 +17,13 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.scoring.cosine import length_normalize
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import load_embeddings
@@ -170,7 +171,8 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
                            embeddings: np.ndarray, cohort: np.ndarray, method: str,
                            top_n: int, mean_vec: Optional[np.ndarray] = None,
                            device: str = "auto", chunk_size: int = COHORT_CHUNK,
-                           progress: bool = False) -> NormalizedScores:
+                           progress: bool = False,
+                           row_names: Optional[Sequence[str]] = None) -> NormalizedScores:
     """AS-Norm / S-Norm of ``scores`` for trials ``(enroll_rows[i], test_rows[i])``.
 
     Rows index ``embeddings``; cohort statistics are computed once for each
@@ -187,8 +189,12 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
     cohort_normed = length_normalize(cohort, mean_vec, torch_device)
     means, stds = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
     if np.any(stds <= 0):
-        raise ValueError("cohort scores have zero spread for some utterance; "
-                         "the cohort or top_n is too small")
+        flat = used[stds <= 0]
+        named = [row_names[row] if row_names is not None else f"row {row}" for row in flat[:5]]
+        raise RunFailedError(
+            f"the top {top_n} cohort scores of {len(flat)} utterance(s) have no spread "
+            f"({', '.join(named)}{', ...' if len(flat) > 5 else ''}): top_n is too small, "
+            "or an embedding equals the mean vector")
     e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
     return NormalizedScores(
         scores=normalize_scores(scores, means[e_pos], stds[e_pos], means[t_pos], stds[t_pos]),
@@ -221,8 +227,13 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
         trials, table.index, table.index, eval_emb_scp, max_missing_fraction)
     logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
                 len(trials), os.path.basename(trial_score_file), len(cohort))
+    if score_norm_method == "asnorm" and top_n > len(cohort):
+        # WeSpeaker's slice takes the whole cohort then: AS-Norm becomes S-Norm
+        logger.warning("top_n=%d is more than the %d embeddings of the cohort %s: all of "
+                       "them are used (S-Norm)", top_n, len(cohort), cohort_emb_scp)
+        top_n = len(cohort)
     result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
                                     cohort.matrix, score_norm_method, top_n, mean_vec,
-                                    device, progress=True)
+                                    device, progress=True, row_names=table.keys)
     write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())
     coverage.log(score_norm_file_path)

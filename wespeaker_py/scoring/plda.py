@@ -65,7 +65,8 @@ def class_statistics(embeddings: np.ndarray, labels: np.ndarray, num_classes: in
     scatter = None
     reference = None
     for start in range(0, embeddings.shape[0], chunk_size):
-        block = np.asarray(embeddings[start:start + chunk_size], dtype=np.float64)
+        # a copy: the block is centred in place below, and float64 input must not change
+        block = np.array(embeddings[start:start + chunk_size], dtype=np.float64)
         if preprocessing is not None:
             block = preprocessing.apply(block)
         if reference is None:  # a rough centre keeps the scatter subtraction accurate

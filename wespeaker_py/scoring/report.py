@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -81,7 +82,7 @@ def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]
     found: List[Tuple[str, str]] = []
     if f"{trials_name}.score" in names:
         found.append(("cosine", f"{trials_name}.score"))
-    norm_pattern = re.compile(r"^(cali_)?.+_(asnorm(\d+)|snorm)$")
+    norm_pattern = re.compile(r"^(cali_)?(.+)_(asnorm(\d+)|snorm)$")
     normalised, calibrated = [], []
     for name in names:
         if not name.endswith(suffix):
@@ -89,15 +90,24 @@ def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]
         match = norm_pattern.match(name[:-len(suffix)])
         if match is None:
             continue
-        label = f"AS-Norm (top {match.group(3)})" if match.group(3) else "S-Norm"
+        label = f"AS-Norm (top {match.group(4)})" if match.group(4) else "S-Norm"
         if match.group(1):
-            calibrated.append((f"{label} + QMF", name))
+            calibrated.append((f"{label} + QMF", match.group(2), name))
         else:
-            normalised.append((label, name))
-    found += normalised + calibrated
+            normalised.append((label, match.group(2), name))
+    found += _with_cohorts_told_apart(normalised) + _with_cohorts_told_apart(calibrated)
     if f"{trials_name}.pldascore" in names:
         found.append(("PLDA", f"{trials_name}.pldascore"))
     return [(label, os.path.join(scores_dir, name)) for label, name in found]
+
+
+def _with_cohorts_told_apart(rows: List[Tuple[str, str, str]]) -> List[Tuple[str, str]]:
+    """``(label, name)`` of ``(label, cohort, name)`` rows; a label that several cohorts
+    share names its cohort (``AS-Norm (top 300), cohort vox2_dev``), so no row hides
+    another in the table."""
+    shared = Counter(label for label, _, _ in rows)
+    return [(f"{label}, cohort {cohort}" if shared[label] > 1 else label, name)
+            for label, cohort, name in rows]
 
 
 def describe_model(config: Mapping) -> str:

@@ -318,7 +318,9 @@ def write_score_file(path: str, trials: TrialList, scores: np.ndarray,
 def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(scores, labels)`` from the 3rd and 4th columns of a labelled score file.
 
-    Further columns (such as the QMF quantities of a normalised file) are ignored.
+    Further columns (such as the QMF quantities of a normalised file) are ignored. A
+    score that is not a finite number, or a file without both targets and nontargets,
+    is a :class:`DataFormatError` naming the file (and line).
     """
     scores: List[float] = []
     labels: List[int] = []
@@ -331,10 +333,17 @@ def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
             raise DataFormatError(path, line_no, f"label {fields[3]!r} is not target or "
                                                  "nontarget (metrics need labelled trials)")
         try:
-            scores.append(float(fields[2]))
+            score = float(fields[2])
         except ValueError:
             raise DataFormatError(path, line_no, f"score {fields[2]!r} is not a number") from None
+        if not np.isfinite(score):
+            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not finite")
+        scores.append(score)
         labels.append(label)
     if not scores:
         raise DataFormatError(path, None, "holds no scores")
+    targets = sum(labels)
+    if targets in (0, len(labels)):
+        raise DataFormatError(path, None, f"metrics need both target and nontarget trials "
+                                          f"(got {targets} targets of {len(labels)})")
     return np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int8)
