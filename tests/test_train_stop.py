@@ -2,6 +2,8 @@
 import logging
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -130,3 +132,29 @@ def test_a_new_run_from_scratch_with_another_seed_leaves_the_stopped_one_alone(
     assert "training epochs 1 to 2\n" in open(os.path.join(exp_dir, "train.log")).read()
     assert any("interrupted.pt (epoch 1, batch 3)" in record.getMessage()
                and "not used" in record.getMessage() for record in caplog.records)
+
+
+_TWO_SIGNALS = """
+import os, signal, sys, time
+from wespeaker_py.train import interrupt
+interrupt.REPEAT_GRACE_SECONDS = float(sys.argv[1])
+with interrupt.StopRequest() as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(float(sys.argv[2]))
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+    print("still running, stop noted:", stop.signal_number == signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize("grace,gap,survives", [(5.0, 0.005, True), (0.05, 0.2, False)])
+def test_a_repeated_stop_signal_ends_the_run_only_after_the_grace_period(grace, gap,
+                                                                         survives):
+    # SLURM's SIGTERM and torchrun's copy of it reach a rank milliseconds apart: one request
+    result = subprocess.run([sys.executable, "-c", _TWO_SIGNALS, str(grace), str(gap)],
+                            capture_output=True, text=True, timeout=60)
+    if survives:
+        assert result.returncode == 0, result.stderr
+        assert "still running, stop noted: True" in result.stdout
+    else:
+        assert result.returncode == -signal.SIGTERM and not result.stdout

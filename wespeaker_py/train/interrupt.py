@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional
 
@@ -36,6 +37,10 @@ logger = get_logger(__name__)
 
 INTERRUPTED_NAME = "interrupted.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# a repeat of the pending stop signal this soon after it is the same request delivered twice:
+# at a time limit SLURM signals every process of the step, ranks included, and torchrun
+# passes its own copy on to each rank's process group milliseconds later
+REPEAT_GRACE_SECONDS = 5.0
 
 
 class TrainingStopped(RunFailedError):
@@ -91,11 +96,13 @@ class StopRequest:
     """SIGTERM / SIGUSR1 noted (not obeyed at once) while training runs; a context manager.
 
     A second signal of the same kind while the first is pending ends the process
-    as the signal would have.
+    as the signal would have, unless it comes within :data:`REPEAT_GRACE_SECONDS` of
+    the first (the same request reaching the rank twice, see there).
     """
 
     def __init__(self) -> None:
         self.signal_number: Optional[int] = None
+        self._noted_at = 0.0
         self._previous = {}
 
     def __enter__(self) -> "StopRequest":
@@ -111,13 +118,18 @@ class StopRequest:
         self._previous = {}
 
     def _note(self, signum: int, frame) -> None:
+        now = time.monotonic()
         if self.signal_number == signum:
+            if now - self._noted_at < REPEAT_GRACE_SECONDS:
+                return
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self.signal_number = signum
+        self._noted_at = now
         logger.warning("got %s: training stops at the next log point, after saving where it "
-                       "is (send it again to stop at once)", signal.Signals(signum).name)
+                       "is (send it again after %g s to stop at once)",
+                       signal.Signals(signum).name, REPEAT_GRACE_SECONDS)
 
     def agreed(self, world: DistContext) -> bool:
         """True when any rank got a stop signal (a collective: every rank must call it)."""
