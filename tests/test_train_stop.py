@@ -10,6 +10,7 @@ import torch
 
 from train_helpers import load_checkpoint, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.train.curves import read_training_curves
 from wespeaker_py.train.interrupt import (Lineage, TrainingStopped, find_interrupted,
                                           standing_of)
@@ -59,6 +60,13 @@ def test_a_run_stopped_mid_epoch_continues_as_if_never_stopped(corpus, tmp_path,
     assert find_interrupted(interrupted, standing, 1, per_epoch) is not None
     assert find_interrupted(interrupted, Lineage(1, "another run's digest"), 1, per_epoch) is None
     assert find_interrupted(interrupted, standing, 2, per_epoch) is None
+
+    # the file itself given as --checkpoint would train batches 1-3 of epoch 2 twice
+    with pytest.raises(WespeakerError, match=r"stopped in epoch 2 after its batch 3: it is "
+                                             r"continued, not started from .* with "
+                                             r"--checkpoint the epoch-1 checkpoint"):
+        run_training(tiny_config(stopped_dir, corpus, checkpoint=interrupted, **settings))
+    assert os.path.isfile(interrupted)
 
     torch.manual_seed(12345)  # disturb the generators: interrupted.pt must restore them
     resumed = run_training(tiny_config(stopped_dir, corpus,

@@ -122,3 +122,11 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.is_distributed:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
+
+
+def true_on_every_rank(flag: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """A bool tensor that is True where ``flag`` is True on every rank (a device tensor
+    all the way: nothing waits for the host)."""
+    if not ctx.is_distributed:
+        return flag
+    return all_reduce_sum((~flag).to(torch.float32), ctx) == 0

@@ -19,6 +19,7 @@ import torch.nn as nn
 from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, MarginUpdate,
                                  ModelConfig, SchedulerArgs, TrainConfig)
 from wespeaker_py.dataset import spk2id_from_utt2spk
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.dataset.augment import check_augment_list
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models.projections import get_projection
@@ -263,12 +264,22 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
 
     Training continues after the checkpoint's epoch: the one stored in a
     training checkpoint, else the one in its name (``model_0.pt``: the
-    averaged model the recipe copies in for LM fine-tuning).
+    averaged model the recipe copies in for LM fine-tuning). A stopped run's
+    ``interrupted.pt`` is refused: it is taken up by :func:`continue_interrupted`.
     """
     init_state = model_state_of(read_checkpoint(model_init)) if model_init else None
     if not checkpoint:
         return StartWeights(init_path=model_init or None, init_state=init_state)
     loaded = read_checkpoint(checkpoint)
+    if "interrupted_at" in loaded:
+        at = InterruptedAt.from_dict(loaded["interrupted_at"])
+        started = (f"--checkpoint the epoch-{at.after.epoch} checkpoint it started from"
+                   if at.after.epoch else "no --checkpoint (it started from the beginning)")
+        raise WespeakerError(
+            f"--checkpoint {checkpoint} is a run stopped in epoch {at.epoch} after its batch "
+            f"{at.batch}: it is continued, not started from (its epoch's first {at.batch} "
+            f"batches would be trained twice); run the stopped command again, with "
+            f"{started}, and it takes the file up")
     if is_training_checkpoint(loaded):
         return StartWeights(init_path=model_init or None, init_state=init_state,
                             path=checkpoint, state=loaded["model"], training_state=loaded,

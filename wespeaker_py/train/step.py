@@ -7,10 +7,11 @@ norm are finite. That flag is computed on the device and applied with
 tensors (loss sum, correct count, flags) that the loop adds up and reads only
 when it logs.
 
-Under DDP the flag agrees on every rank without a collective of its own: a
-rank whose loss is not finite back-propagates NaN, the gradient all-reduce
-carries it to every rank, and each rank's flag comes from the reduced
-gradients.
+Under DDP the flag agrees on every rank: a rank whose loss is not finite
+back-propagates NaN, the gradient all-reduce carries it to every rank, and each
+rank's flag comes from the reduced gradients. With float16 the grad scaler
+skips such a step by itself and the flag is the loss's, so the ranks agree on it
+by one small all-reduce of their own.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch.nn as nn
 
 from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.train.distributed import wrap_ddp
+from wespeaker_py.train.distributed import true_on_every_rank, wrap_ddp
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.rollback import StepRollback
 
@@ -107,6 +108,7 @@ class TrainingStep:
     def __init__(self, plan: TrainingPlan, model: nn.Module, fbank: Optional[nn.Module],
                  optimizer: torch.optim.Optimizer):
         self.device = plan.world.device
+        self.world = plan.world
         self.model = model
         self.fbank = fbank
         self.optimizer = optimizer
@@ -151,7 +153,8 @@ class TrainingStep:
         loss = loss * torch.where(loss_finite, 1.0, float("nan")).to(loss.dtype)
         if self.grad_scaler is not None:
             self._scaled_backward_and_step(loss)
-            good = loss_finite
+            # every rank drops (or, with nonfinite_loss: raise, stops at) the same step
+            good = true_on_every_rank(loss_finite, self.world)
         else:
             loss.backward()
             good = torch.isfinite(self._gradient_norm()) & loss_finite
