@@ -15,7 +15,9 @@ the epoch's sums so far, and the checkpoint its run last stood on (the one it
 started from or the last it saved; its parameter digest). A run takes it only
 when it starts from that same checkpoint (or, from scratch, with the same model,
 head and seed) on as many ranks, so a run rolled back to an older checkpoint
-never jumps forward into the abandoned one. Deleting the file discards it.
+never jumps forward into the abandoned one. The config is not compared: a rerun
+from the very checkpoint the stopped run started from takes the file up whatever
+its settings (docs/training.md says to delete it first). Deleting the file discards it.
 """
 from __future__ import annotations
 
