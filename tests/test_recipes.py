@@ -717,6 +717,23 @@ def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tm
     assert extractions() == 4
 
 
+def test_a_band_fill_added_replaced_or_removed_beside_the_config_extracts_again(tmp_path):
+    exp, _, extract, extractions = _fake_extraction(tmp_path, "model.pt", "data.list")
+    extract("model.pt", "data.list")
+    assert "up to date" in extract("model.pt", "data.list").stdout and extractions() == 1
+    fill = exp / "band_fill_8000hz.npz"
+    fill.write_bytes(b"fill")           # wespeaker-py band-fill after the extraction
+    extract("model.pt", "data.list")
+    assert extractions() == 2
+    assert "up to date" in extract("model.pt", "data.list").stdout and extractions() == 2
+    fill.write_bytes(b"learnt again")   # newer than the result
+    extract("model.pt", "data.list")
+    assert extractions() == 3
+    os.remove(fill)
+    extract("model.pt", "data.list")
+    assert extractions() == 4
+
+
 def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path):
     """An up-to-date output with no settings note (written before notes were kept) is
     taken as made with today's settings, as the version that wrote it would have taken it:

@@ -64,12 +64,23 @@ log_dir=${embed_dir}/log
 result=${embed_dir}/extract.result
 mkdir -p "${log_dir}"
 
+# bin.extract also reads the band fills beside config.yaml (8 kHz utterances go
+# through them): one added, replaced or removed makes the embeddings stale too
+band_fills=()
+for fill in "${exp_dir}"/band_fill_*hz.npz; do
+  [ -f "${fill}" ] && band_fills+=("${fill}")
+done
 settings="model=$(realpath -m "${model_path}")
 list=$(realpath -m "${data_list}")
 mode=${mode}"
+if [ ${#band_fills[@]} -gt 0 ]; then
+  settings+="
+band_fills=$(basename -a "${band_fills[@]}" | tr '\n' ' ')"
+fi
 if [ -f "${result}" ] && grep -q '^Successfully' "${result}" &&
    grep -qF "(${mode})" "${result}" &&
-   made_with "${result}" "${settings}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml"; then
+   made_with "${result}" "${settings}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" \
+     "${band_fills[@]}"; then
   echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
   exit 0
 fi
