@@ -117,6 +117,30 @@ def test_work_of_another_list_is_not_resumed(setup, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
 
 
+def test_a_second_run_into_the_same_output_stops_at_once(setup, tmp_path):
+    ark = str(tmp_path / "xvector.ark")
+    lock = work_dir_for(ark) + ".lock"
+    # the first run, as another process holding the lock
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, sys, time\n"
+                               "handle = open(sys.argv[1], 'a')\n"
+                               "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True)\n"
+                               "time.sleep(60)\n", lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFailedError, match=r"another extraction into .*xvector\.ark "
+                                                 r"is running"):
+            _extract(setup, ark)
+        assert not os.path.exists(ark) and not os.path.exists(work_dir_for(ark))
+    finally:
+        holder.kill()
+        holder.wait()
+    _extract(setup, ark)   # the lock went with its holder
+    assert set(_read(ark)) == set(setup["wavs"])
+    assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
+
+
 def test_empty_list_and_all_skipped_write_nothing(setup, tmp_path):
     empty = tmp_path / "empty.list"
     empty.write_text("\n")

@@ -240,14 +240,14 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     for :func:`extract_part`.
     """
     _check_not_distributed()
-    work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
-                          chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction, channel=channel,
-                          band_fills=[fill.digest for fill in band_fills])
-    summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
-                           batch_size, num_workers, device, buffer_mb, progress_position,
-                           progress_desc, chunk_frames, chunk_seed, channel, band_fills)
-    summary.extracted = work.finish(1, summary.skipped)
+    with ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
+                        chunk=chunk_identity(chunk_frames, chunk_seed),
+                        max_fail_fraction=max_fail_fraction, channel=channel,
+                        band_fills=[fill.digest for fill in band_fills]) as work:
+        summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
+                               batch_size, num_workers, device, buffer_mb, progress_position,
+                               progress_desc, chunk_frames, chunk_seed, channel, band_fills)
+        summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

@@ -170,34 +170,35 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           chunk=chunk_identity(chunk_frames, chunk_seed),
                           max_fail_fraction=max_fail_fraction, channel=channel,
                           band_fills=[fill.digest for fill in band_fills])
-    job_lists = work.job_lists()
-    devices = job_devices(len(job_lists), gpus)
-    threads = num_threads or threads_per_job(len(job_lists))
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    results = context.Queue()
-    processes = []
-    for job, (job_list, device) in enumerate(zip(job_lists, devices)):
-        kwargs = dict(config=config, model_path=model_path, data_type=data_type,
-                      data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
-                      num_workers=num_workers, buffer_mb=buffer_mb,
-                      chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
-                      band_fills=list(band_fills))
-        processes.append(context.Process(
-            target=_run_job, name=f"extract-job-{job}",
-            args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,
-                  results)))
-    try:
-        with _forwarding_signals(processes):
-            for process in processes:
-                process.start()
-            summary = _collect(processes, results, job_lists)
-    except BaseException:
-        logger.warning("extraction stopped; the finished embeddings stay in %s for the next "
-                       "run of the same command", work.path)
-        raise
-    finally:
-        _stop(processes)
-    summary.extracted = work.finish(len(job_lists), summary.skipped)
+    with work:
+        job_lists = work.job_lists()
+        devices = job_devices(len(job_lists), gpus)
+        threads = num_threads or threads_per_job(len(job_lists))
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        results = context.Queue()
+        processes = []
+        for job, (job_list, device) in enumerate(zip(job_lists, devices)):
+            kwargs = dict(config=config, model_path=model_path, data_type=data_type,
+                          data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
+                          num_workers=num_workers, buffer_mb=buffer_mb,
+                          chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
+                          band_fills=list(band_fills))
+            processes.append(context.Process(
+                target=_run_job, name=f"extract-job-{job}",
+                args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,
+                      results)))
+        try:
+            with _forwarding_signals(processes):
+                for process in processes:
+                    process.start()
+                summary = _collect(processes, results, job_lists)
+        except BaseException:
+            logger.warning("extraction stopped; the finished embeddings stay in %s for the next "
+                           "run of the same command", work.path)
+            raise
+        finally:
+            _stop(processes)
+        summary.extracted = work.finish(len(job_lists), summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())
     return summary

@@ -5,10 +5,13 @@ extracted: list, model, number of jobs, chunk frames and seed), the job lists ``
 when there are several jobs, and one part ark/scp per job, appended to as embeddings
 are made. A run that finds the folder with the same manifest continues each part
 where it stopped; a different manifest means different work, and the folder is
-emptied first. Only a successful merge into the output removes it.
+emptied first. Only a successful merge into the output removes it. While a run
+works on it, it holds a lock on ``<folder>.lock`` beside it: a second run into the
+same output stops at once instead of appending to the same parts.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import scp_path_for
@@ -71,7 +75,8 @@ def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
 
 
 class ExtractionWork:
-    """The work folder of one output ark: manifest, job lists and part arks.
+    """The work folder of one output ark: manifest, job lists and part arks; a context
+    manager, holding the folder's lock (see the module) until its block ends.
 
     Made before any model loads; it checks what can be checked then: the model
     file exists and is not empty, the output folder is writable, and the list is
@@ -92,6 +97,7 @@ class ExtractionWork:
         self._check_list()
         self.num_jobs = num_jobs
         self.path = work_dir_for(embed_ark)
+        self._lock = self._take_lock()
         manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
                     "data_type": data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
@@ -113,6 +119,33 @@ class ExtractionWork:
         if not self.resumed:
             with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
                 json.dump(manifest, handle, indent=1)
+
+    def _take_lock(self):
+        """Hold ``<work folder>.lock`` (released, and removed, when the ``with`` block of the
+        work ends; by the system when the process does);
+        a :class:`RunFailedError` when another run holds it."""
+        lock_path = self.path + ".lock"
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        handle = open(lock_path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RunFailedError(f"another extraction into {self.embed_ark} is running (it "
+                                 f"holds {lock_path}); let it finish or stop it, then run "
+                                 "this again") from None
+        return handle
+
+    def __enter__(self) -> "ExtractionWork":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if not self._lock.closed:
+            os.remove(self._lock.name)
+            self._lock.close()
 
     def _check_list(self) -> None:
         """Read the whole list before any work: a bad line, or a key given twice, names its
