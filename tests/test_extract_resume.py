@@ -141,6 +141,30 @@ def test_a_second_run_into_the_same_output_stops_at_once(setup, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
 
 
+def _job_interrupted_alone(results) -> None:
+    """A spawned job whose extraction gets a SIGINT meant for it alone."""
+    from wespeaker_py.inference import jobs
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+    jobs.extract_part = interrupted
+    jobs._run_job(0, "cpu", 1, 20, os.getppid(), {}, results)
+
+
+def test_a_job_interrupted_alone_fails_the_run_instead_of_hanging_it():
+    import multiprocessing
+    from wespeaker_py.inference.jobs import _collect
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_job_interrupted_alone, args=(results,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 130
+    with pytest.raises(RunFailedError, match=r"job 0 \(job.list\) failed: the process ended "
+                                             r"with exit code 130"):
+        _collect([process], results, ["job.list"])
+
+
 def test_empty_list_and_all_skipped_write_nothing(setup, tmp_path):
     empty = tmp_path / "empty.list"
     empty.write_text("\n")

@@ -76,7 +76,9 @@ def _run_job(job: int, device: str, threads: int, log_level: int, parent_pid: in
                                progress_desc=f"job {job}", **kwargs)
         results.put((job, summary, None))
     except KeyboardInterrupt:
-        pass  # Ctrl-C reached the whole process group; the parent reports it
+        # Ctrl-C at a terminal reaches the parent too, which stops the run; a SIGINT to
+        # this job alone must not look like success: the parent waits for a report then
+        raise SystemExit(130) from None
     except Exception as error:  # noqa: BLE001 -- reported to the parent as text
         # not every exception type can be rebuilt from its message: send plain text
         results.put((job, None, f"{type(error).__name__}: {error}"))
