@@ -1,6 +1,7 @@
 """Extraction after a kill: resume, no debris, jobs that die with their parent, no empty output."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from inference_helpers import make_corpus, make_experiment
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.config import load_model_config
 from wespeaker_py.inference import extract_embeddings
-from wespeaker_py.inference.workdir import work_dir_for
+from wespeaker_py.inference.extraction import chunk_identity, extract_part
+from wespeaker_py.inference.workdir import ExtractionWork, work_dir_for
 from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.errors import RunFailedError
@@ -70,6 +72,46 @@ def test_an_interrupted_extraction_resumes_to_the_same_embeddings(setup, tmp_pat
 
     summary = _extract(setup, ark)
     assert summary.resumed == 3 and summary.extracted == len(LENGTHS)
+    resumed = _read(ark)
+    assert set(resumed) == set(reference)
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key])
+    assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
+
+
+def _half_done_with_two_jobs(setup, ark):
+    """The work folder of a two-job run whose first job finished and whose second never ran;
+    returns the first job's keys."""
+    with ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"],
+                        num_jobs=2, chunk=chunk_identity(None, 42)) as work:
+        first = work.job_lists()[0]
+        extract_part(setup["config"], setup["checkpoint"], "raw", first, work.part_ark(0),
+                     num_workers=0, device="cpu")
+        return work.done_keys(0)
+
+
+def test_another_number_of_jobs_keeps_the_finished_embeddings(setup, tmp_path):
+    reference_ark = str(tmp_path / "ref" / "xvector.ark")
+    _extract(setup, reference_ark)
+    reference = _read(reference_ark)
+    ark = str(tmp_path / "out" / "xvector.ark")
+    finished = _half_done_with_two_jobs(setup, ark)
+    assert 0 < len(finished) < len(LENGTHS)
+    work = work_dir_for(ark)
+    # a run cut short after carrying the parts into carried_000, before removing them:
+    # its parts are not merged a second time
+    aside = str(tmp_path / "aside")
+    shutil.copytree(work, aside)
+    with ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"],
+                        num_jobs=3, chunk=chunk_identity(None, 42)) as carrying:
+        assert sorted(carrying.carried_keys()) == sorted(finished)
+    assert sorted(os.listdir(work)) == ["carried_000.ark", "carried_000.scp", "manifest.json"]
+    for name in os.listdir(aside):
+        if name.startswith("part_") or name == "manifest.json":
+            shutil.copy(os.path.join(aside, name), os.path.join(work, name))
+
+    summary = _extract(setup, ark)   # one job now
+    assert summary.resumed == len(finished) and summary.extracted == len(LENGTHS)
     resumed = _read(ark)
     assert set(resumed) == set(reference)
     for key in reference:

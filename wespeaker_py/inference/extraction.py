@@ -146,8 +146,11 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  progress_position: int = 0, progress_desc: str = "extracting",
                  chunk_frames: Optional[int] = None, chunk_seed: int = 42,
                  channel: ChannelChoice = DEFAULT_CHANNEL,
-                 band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
-    """Embed the utterances of ``data_list`` not yet in ``part_ark``, appending to it.
+                 band_fills: Sequence[BandFill] = (),
+                 finished_elsewhere: Sequence[str] = ()) -> ExtractionSummary:
+    """Embed the utterances of ``data_list`` not yet in ``part_ark`` (nor among the keys
+    ``finished_elsewhere``: a carried ark's, see :mod:`~wespeaker_py.inference.workdir`),
+    appending to it.
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
     later call with the same arguments continues after the last complete one (see
@@ -161,9 +164,10 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
+    skip = done.union(finished_elsewhere)
     # the list and dataset_args are checked before the (possibly large) model loads
     dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True,
-                      exclude_keys=done, channel=channel)
+                      exclude_keys=skip, channel=channel)
     if not dataset.items:
         raise DataFormatError(data_list, None, "the data list is empty")
     chunker = None
@@ -191,7 +195,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     # a raw list names every utterance; a shard list only its tar files
     expected = None
     if data_type == "raw":
-        expected = sum(1 for utt in dataset.items if utt.key not in done)
+        expected = sum(1 for utt in dataset.items if utt.key not in skip)
     seen: Set[str] = set()
     try:
         with open_part_writer(part_ark) as writer:
@@ -244,9 +248,12 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                         chunk=chunk_identity(chunk_frames, chunk_seed),
                         max_fail_fraction=max_fail_fraction, channel=channel,
                         band_fills=[fill.digest for fill in band_fills]) as work:
+        carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                                batch_size, num_workers, device, buffer_mb, progress_position,
-                               progress_desc, chunk_frames, chunk_seed, channel, band_fills)
+                               progress_desc, chunk_frames, chunk_seed, channel, band_fills,
+                               carried)
+        summary.resumed += len(carried)
         summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("%s: %s", embed_ark, summary.describe())

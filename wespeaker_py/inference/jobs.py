@@ -174,6 +174,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           band_fills=[fill.digest for fill in band_fills])
     with work:
         job_lists = work.job_lists()
+        carried = work.carried_keys()
         devices = job_devices(len(job_lists), gpus)
         threads = num_threads or threads_per_job(len(job_lists))
         context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
@@ -184,7 +185,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
                           num_workers=num_workers, buffer_mb=buffer_mb,
                           chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
-                          band_fills=list(band_fills))
+                          band_fills=list(band_fills), finished_elsewhere=carried)
             processes.append(context.Process(
                 target=_run_job, name=f"extract-job-{job}",
                 args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,
@@ -200,6 +201,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
             raise
         finally:
             _stop(processes)
+        summary.resumed += len(carried)
         summary.extracted = work.finish(len(job_lists), summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())

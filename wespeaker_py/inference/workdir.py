@@ -4,14 +4,18 @@
 extracted: list, model, number of jobs, chunk frames and seed), the job lists ``split_NNN.list``
 when there are several jobs, and one part ark/scp per job, appended to as embeddings
 are made. A run that finds the folder with the same manifest continues each part
-where it stopped; a different manifest means different work, and the folder is
-emptied first. Only a successful merge into the output removes it. While a run
-works on it, it holds a lock on ``<folder>.lock`` beside it: a second run into the
-same output stops at once instead of appending to the same parts.
+where it stopped. One that differs only in the number of jobs (``--nj`` lowered after
+a job ran out of memory, say) keeps what was finished: the parts are merged into a
+``carried_NNN.ark`` that every job skips and the final merge takes in. Any other
+difference means different work, and the folder is emptied first. Only a successful
+merge into the output removes it. While a run works on it, it holds a lock on
+``<folder>.lock`` beside it: a second run into the same output stops at once instead
+of appending to the same parts.
 """
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -24,8 +28,8 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import scp_path_for
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, require_input_file,
-                                           require_writable)
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, read_key_value,
+                                           require_input_file, require_writable)
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
@@ -108,17 +112,47 @@ class ExtractionWork:
             manifest["band_fills"] = sorted(band_fills)
         manifest_path = os.path.join(self.path, "manifest.json")
         previous = self._read_manifest(manifest_path)
-        if previous is not None and previous != manifest:
-            logger.info("%s belongs to other work (list, model, jobs or chunks changed); "
-                        "starting over",
-                        self.path)
-        if previous != manifest and os.path.isdir(self.path):
+        other_jobs = (previous is not None and previous != manifest
+                      and dict(previous, num_jobs=num_jobs) == manifest)
+        if other_jobs:
+            self._carry_parts(previous["num_jobs"])
+        elif previous is not None and previous != manifest:
+            logger.info("%s belongs to other work (list, model or chunks changed); "
+                        "starting over", self.path)
+        if previous != manifest and not other_jobs and os.path.isdir(self.path):
             shutil.rmtree(self.path)
         os.makedirs(self.path, exist_ok=True)
         self.resumed = previous == manifest
         if not self.resumed:
             with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
                 json.dump(manifest, handle, indent=1)
+
+    def _carry_parts(self, old_jobs: int) -> None:
+        """Merge the parts of a run with ``old_jobs`` jobs into a new carried ark and remove
+        them and their job lists. A part whose keys are all carried already (a run cut
+        short after the merge, before the removal) is not merged twice."""
+        carried = set(self.carried_keys())
+        fresh = []
+        for part in sorted(glob.glob(os.path.join(self.path, "part_*.ark"))):
+            keys = recover_part(part)
+            if keys and not carried.issuperset(keys):
+                fresh.append(part)
+        if fresh:
+            out = os.path.join(self.path, f"carried_{len(self.carried_arks()):03d}.ark")
+            count = merge_embedding_arks(fresh, out)
+            logger.info("%s: the %d embeddings finished by %d jobs are kept; %d jobs go on "
+                        "from there", self.path, count, old_jobs, self.num_jobs)
+        for name in os.listdir(self.path):
+            if name.startswith(("part_", "split_")):
+                os.remove(os.path.join(self.path, name))
+
+    def carried_arks(self) -> List[str]:
+        """The carried arks of earlier runs with another number of jobs, in order."""
+        return sorted(glob.glob(os.path.join(self.path, "carried_*.ark")))
+
+    def carried_keys(self) -> List[str]:
+        """The keys of the carried arks: finished, skipped by every job."""
+        return [key for ark in self.carried_arks() for key in read_key_value(scp_path_for(ark))]
 
     def _take_lock(self):
         """Hold ``<work folder>.lock`` (released, and removed, when the ``with`` block of the
@@ -198,8 +232,9 @@ class ExtractionWork:
         embeddings stay for a rerun (with a larger ``max_fail_fraction``).
         """
         parts = [self.part_ark(job) for job in range(num_parts)
-                 if os.path.exists(scp_path_for(self.part_ark(job)))]
-        total = sum(len(self.done_keys(job)) for job in range(num_parts))
+                 if os.path.exists(scp_path_for(self.part_ark(job)))] + self.carried_arks()
+        total = (sum(len(self.done_keys(job)) for job in range(num_parts))
+                 + len(self.carried_keys()))
         if total == 0:
             shutil.rmtree(self.path, ignore_errors=True)
         JobTally.of(total, skipped).check(self.data_list, self.max_fail_fraction,
