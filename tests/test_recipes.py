@@ -1,6 +1,7 @@
 """The recipes: script syntax and options, data preparation and its skip logic, the
 results table, and the mini recipe end to end (2 epochs) against an untrained baseline."""
 import glob
+import json
 import os
 import pathlib
 import shutil
@@ -271,6 +272,21 @@ if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ] ||
    [[ " ${FAKE_REAL_SCRIPTS:-} " == *" $1 "* ]]; then
   exec {python} "$@"
 fi
+if [[ " $* " == *" -m wespeaker_py.bin.extract "* ]] && [ -n "$FAKE_EMBEDDINGS" ]; then
+  # the embeddings FAKE_EMBEDDINGS (a JSON file: set -> key -> vector) gives the set
+  {python} - "$FAKE_EMBEDDINGS" "$@" <<'EMBED'
+import json, os, sys
+import numpy as np
+from wespeaker_py.io.ark import write_embeddings
+args = sys.argv[2:]
+ark = args[args.index("--embed_ark") + 1]
+vectors = json.load(open(sys.argv[1])).get(os.path.basename(os.path.dirname(ark)))
+if vectors:
+    keys = sorted(vectors)
+    write_embeddings(ark, keys, np.array([vectors[key] for key in keys], dtype=np.float32))
+EMBED
+  exit $?
+fi
 if [ "$2" == "wespeaker_py.bin.train" ] && [ -z "$FAKE_NO_TRAIN" ]; then
   shift 2
   epochs= checkpoint= config= exp_dir=
@@ -522,13 +538,6 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
 
 
-def _write_embeddings(ark, vectors):
-    from wespeaker_py.io.ark import write_embeddings
-    os.makedirs(os.path.dirname(ark), exist_ok=True)
-    keys = sorted(vectors)
-    write_embeddings(ark, keys, np.array([vectors[key] for key in keys], dtype=np.float32))
-
-
 def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_path):
     from wespeaker_py.io.ark import load_embeddings
     env, log = _dry_run_env(tmp_path)
@@ -545,10 +554,11 @@ def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_
     (data / "eval" / "wav.scp").write_text("".join(f"{key} /nowhere/{key}\n"
                                                    for key in sorted(utterances)))
     (data / "cnceleb_train" / "spk2utt").write_text("id00000 u1\n")
-    # what the (fake) extraction leaves
+    # what the (fake) extraction writes
     eval_scp = exp / "embeddings" / "eval" / "xvector.scp"
-    _write_embeddings(str(eval_scp.with_suffix(".ark")), utterances)
-    _write_embeddings(str(exp / "embeddings" / "cnceleb_train" / "xvector.ark"), {"u1": [1, 2]})
+    (tmp_path / "embeddings.json").write_text(json.dumps(
+        {"eval": utterances, "cnceleb_train": {"u1": [1, 2]}}))
+    env["FAKE_EMBEDDINGS"] = str(tmp_path / "embeddings.json")
     args = ("--data", str(data), "--exp_dir", str(exp), "--gpus", "[]", "--data_type", "raw",
             "--num_epochs", "2", "--num_avg", "2", "--nj", "1")
 
@@ -732,6 +742,21 @@ def test_a_band_fill_added_replaced_or_removed_beside_the_config_extracts_again(
     os.remove(fill)
     extract("model.pt", "data.list")
     assert extractions() == 4
+
+
+def test_a_redone_extraction_removes_the_earlier_embeddings_before_it_runs(tmp_path):
+    exp, _, extract, extractions = _fake_extraction(tmp_path, "old.pt", "new.pt", "data.list")
+    extract("old.pt", "data.list")
+    embeddings = exp / "embeddings" / "test"
+    for name in ("xvector.ark", "xvector.scp"):
+        (embeddings / name).write_text("of old.pt")
+    assert "up to date" in extract("old.pt", "data.list").stdout
+    assert (embeddings / "xvector.scp").read_text() == "of old.pt"
+    # the extraction with new.pt writes nothing (the fake python): as if it failed, a
+    # scoring stage finds no embeddings rather than old.pt's
+    extract("new.pt", "data.list")
+    assert extractions() == 2
+    assert not (embeddings / "xvector.scp").exists() and not (embeddings / "xvector.ark").exists()
 
 
 def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path):

@@ -84,7 +84,9 @@ if [ -f "${result}" ] && grep -q '^Successfully' "${result}" &&
   echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
   exit 0
 fi
-rm -f "${result}"
+# The embeddings of other settings go first: should this run fail, a scoring stage run on
+# its own must find none, not score the earlier model's (its resumable work is elsewhere)
+rm -f "${result}" "${embed_dir}/xvector.ark" "${embed_dir}/xvector.scp"
 
 # No GPU visible: run the jobs on the CPU.
 if [ -z "${gpus}" ] || ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
