@@ -465,3 +465,21 @@ def test_a_figure_that_cannot_be_drawn_costs_a_warning_not_the_run(
     assert len(calls) == 1   # tried once, then left alone
     log = open(os.path.join(exp_dir, "train.log")).read()
     assert "could not draw" in log and "disk quota exceeded" in log
+
+
+def test_a_shard_list_with_fewer_shards_than_ranks_is_refused_on_every_rank(corpus, tmp_path):
+    import tarfile
+    from wespeaker_py.train import builder
+    from wespeaker_py.train.distributed import DistContext
+    shard = tmp_path / "shard_000.tar"
+    with tarfile.open(shard, "w"):
+        pass
+    (tmp_path / "shard.list").write_text(f"{shard}\n")
+    config = tiny_config(str(tmp_path / "exp"), corpus, data_type="shard",
+                         train_data=str(tmp_path / "shard.list"))
+    for rank in (0, 1):   # the same error on each rank, before any batch
+        world = DistContext(rank, rank, 2, torch.device("cpu"))
+        with pytest.raises(ConfigError, match=r"shard\.list lists 1 shards for 2 ranks: every "
+                                              r"rank needs at least one \(make smaller shards"):
+            builder.build_dataset(plan_of(config, world))
+    assert len(builder.build_dataset(plan_of(config)).items) == 1

@@ -130,10 +130,23 @@ def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginSchedul
 
 
 def build_dataset(plan: TrainingPlan) -> Dataset:
-    """The training data set, repeating its list so that every rank fills its epochs."""
-    return Dataset(plan.data_type, plan.train_data, plan.dataset_args, spk2id=plan.spk2id,
-                   reverb_data=plan.reverb_data, noise_data=plan.noise_data, seed=plan.seed,
-                   repeat=True)
+    """The training data set, repeating its list so that every rank fills its epochs.
+
+    A list of fewer items (shards, or utterances of a raw list) than ranks is a
+    :class:`ConfigError` on every rank alike: a rank without items would stop alone
+    at its first batch while the others wait for it in a collective.
+    """
+    dataset = Dataset(plan.data_type, plan.train_data, plan.dataset_args, spk2id=plan.spk2id,
+                      reverb_data=plan.reverb_data, noise_data=plan.noise_data,
+                      seed=plan.seed, repeat=True)
+    ranks = plan.world.world_size
+    if len(dataset.items) < ranks:
+        what = "shards" if plan.data_type == "shard" else "utterances"
+        advice = (" (make smaller shards: tools/make_shard_list.py --num_utts_per_shard)"
+                  if plan.data_type == "shard" else "")
+        raise ConfigError(f"{plan.train_data} lists {len(dataset.items)} {what} for {ranks} "
+                          f"ranks: every rank needs at least one{advice}, or train on fewer")
+    return dataset
 
 
 def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:
