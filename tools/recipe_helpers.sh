@@ -169,14 +169,9 @@ count_lines() {
 # file leaves the last complete RESULT_FILE), then their DET curves.
 report_metrics() {
   local result=$1; shift
-  local partial
-  partial="$(dirname "${result}")/.tmp_$(basename "${result}").$$"
-  if ! python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 \
-      "$@" > "${partial}"; then
-    rm -f "${partial}"
+  write_list "${result}" \
+    python -m wespeaker_py.bin.compute_metrics --p_target 0.01 --c_fa 1 --c_miss 1 "$@" ||
     return 1
-  fi
-  cat "${partial}"
-  mv "${partial}" "${result}"
+  cat "${result}"
   python -m wespeaker_py.bin.compute_det "$@"
 }
