@@ -727,6 +727,22 @@ def test_extraction_is_done_again_for_another_model_or_list_even_an_older_one(tm
     assert extractions() == 4
 
 
+def test_a_model_copied_in_with_its_old_time_kept_is_extracted_again(tmp_path):
+    _, _, extract, extractions = _fake_extraction(tmp_path, "model.pt", "other.pt",
+                                                  "data.list")
+    extract("model.pt", "data.list")
+    assert "up to date" in extract("model.pt", "data.list").stdout and extractions() == 1
+    # cp -p other.pt model.pt: other contents, a time older than the result
+    (tmp_path / "model.pt").write_bytes((tmp_path / "other.pt").read_bytes())
+    os.utime(tmp_path / "model.pt", (1e9, 1e9))
+    extract("model.pt", "data.list")
+    assert extractions() == 2
+    assert "up to date" in extract("model.pt", "data.list").stdout and extractions() == 2
+    missing = extract("gone.pt", "data.list", check=False)
+    assert missing.returncode != 0 and "gone.pt: no such file" in missing.stderr
+    assert extractions() == 2
+
+
 def test_a_band_fill_added_replaced_or_removed_beside_the_config_extracts_again(tmp_path):
     exp, _, extract, extractions = _fake_extraction(tmp_path, "model.pt", "data.list")
     extract("model.pt", "data.list")

@@ -10,8 +10,9 @@
 # --random_chunk true embeds one random chunk of --num_frms frames (empty: the
 # config's num_frms) of each utterance, drawn from --seed, instead of the whole.
 # A second run with the same model, list and mode (and no newer model, list or config)
-# finds the result up to date and skips; another model or list, even an older one, is
-# extracted again (extract.result.settings notes the real paths and the mode).
+# finds the result up to date and skips; another model or list, even an older one or a
+# copy that kept its time, is extracted again (extract.result.settings notes the real
+# paths, the model's md5 and the mode).
 
 exp_dir=
 model_path=
@@ -42,6 +43,11 @@ for name in exp_dir model_path data_list store_dir; do
   fi
 done
 
+if [ ! -f "${model_path}" ]; then
+  echo "$0: --model_path ${model_path}: no such file" >&2
+  exit 1
+fi
+
 if [ "${random_chunk}" == "true" ]; then
   mode="random chunks of ${num_frms:-num_frms} frames, seed ${seed}"
   chunk_args="--random_chunk True ${num_frms:+--num_frms ${num_frms}} --seed ${seed}"
@@ -70,12 +76,15 @@ band_fills=()
 for fill in "${exp_dir}"/band_fill_*hz.npz; do
   [ -f "${fill}" ] && band_fills+=("${fill}")
 done
+# The model's and band fills' contents are noted, not only their times: a model copied
+# in with its old time kept (cp -p, rsync -t) is older than the result yet another model
 settings="model=$(realpath -m "${model_path}")
+model_md5=$(md5sum < "${model_path}" | cut -d' ' -f1)
 list=$(realpath -m "${data_list}")
 mode=${mode}"
 if [ ${#band_fills[@]} -gt 0 ]; then
   settings+="
-band_fills=$(basename -a "${band_fills[@]}" | tr '\n' ' ')"
+band_fills=$(cd "${exp_dir}" && md5sum $(basename -a "${band_fills[@]}") | tr -s ' \n' ' ')"
 fi
 if [ -f "${result}" ] && grep -q '^Successfully' "${result}" &&
    grep -qF "(${mode})" "${result}" &&
