@@ -1,4 +1,5 @@
 """A stop signal mid-epoch: the state is saved where it is, and the rerun retraces the run."""
+import copy
 import logging
 import os
 import signal
@@ -8,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from train_helpers import load_checkpoint, run_training, tiny_config
+from train_helpers import TINY_CONFIG, load_checkpoint, plan_of, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.train.curves import read_training_curves
@@ -140,6 +141,39 @@ def test_a_new_run_from_scratch_with_another_seed_leaves_the_stopped_one_alone(
     assert "training epochs 1 to 2\n" in open(os.path.join(exp_dir, "train.log")).read()
     assert any("interrupted.pt (epoch 1, batch 3)" in record.getMessage()
                and "not used" in record.getMessage() for record in caplog.records)
+
+
+def test_a_rerun_with_other_settings_trains_the_stopped_epoch_again_from_its_start(
+        corpus, tmp_path, monkeypatch, caplog):
+    """E.g. a lower learning rate after a divergence: the stopped attempt is not continued.
+    Settings that do not shape the weights (how often to log) do not count."""
+    exp_dir = str(tmp_path / "exp")
+    loader = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True}
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=loader)
+    _signal_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingStopped):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    interrupted = os.path.join(exp_dir, "models", "interrupted.pt")
+    at = load_checkpoint(interrupted)["interrupted_at"]
+    assert at["settings"]["seed"] == TINY_CONFIG["seed"] and "exp_dir" not in at["settings"]
+    for log_every in (2, 3):   # the same command, or one that logs more often, continues
+        config = tiny_config(exp_dir, corpus, **dict(settings, log_batch_interval=log_every))
+        plan = plan_of(config)
+        assert plan.start.resume_at is not None
+
+    lower_lr = copy.deepcopy(TINY_CONFIG["scheduler_args"])
+    lower_lr["initial_lr"] /= 10
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, corpus, scheduler_args=lower_lr,
+                                           **dict(settings, log_batch_interval=3)))
+    assert [result.batches for result in history] == [history[0].batches] * 2
+    assert "training epochs 1 to 2\n" in open(os.path.join(exp_dir, "train.log")).read()
+    warnings = [record.getMessage() for record in caplog.records
+                if "other settings" in record.getMessage()]
+    assert len(warnings) == 1 and "scheduler_args.initial_lr: " in warnings[0]
+    assert "log_batch_interval" not in warnings[0] and "epoch 1 is trained again" in warnings[0]
+    assert not os.path.exists(interrupted)   # the run's first checkpoint replaced it
 
 
 _TWO_SIGNALS = """

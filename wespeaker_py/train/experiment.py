@@ -138,11 +138,11 @@ class ExperimentFolder:
         logger.info("saved %s", path)
         return path
 
-    def save_interrupted(self, epoch: int, batch: int, epoch_iter: int, totals, epoch_start_rng,
-                         model: nn.Module, optimizer, lr_scheduler, margin_scheduler,
-                         grad_scaler) -> Optional[str]:
+    def save_interrupted(self, epoch: int, batch: int, epoch_iter: int, settings, totals,
+                         epoch_start_rng, model: nn.Module, optimizer, lr_scheduler,
+                         margin_scheduler, grad_scaler) -> Optional[str]:
         """Write ``models/interrupted.pt``: the state after ``batch`` of the ``epoch_iter``
-        batches of ``epoch``.
+        batches of ``epoch`` of a run of ``settings`` (its plan's ``run_settings``).
 
         ``epoch_start_rng``: this rank's generators as the epoch began (None at
         an epoch's start).
@@ -153,7 +153,8 @@ class ExperimentFolder:
             return None
         at = InterruptedAt(epoch, batch, [state["totals"] for state in states], self.standing,
                            None if epoch_start_rng is None
-                           else [state["epoch_start"] for state in states], epoch_iter)
+                           else [state["epoch_start"] for state in states], epoch_iter,
+                           dict(settings))
         path = self.layout.interrupted_path
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,
                                  epoch - 1, [state["rng"] for state in states], digests,

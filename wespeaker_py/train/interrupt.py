@@ -15,9 +15,10 @@ the epoch's sums so far, and the checkpoint its run last stood on (the one it
 started from or the last it saved; its parameter digest). A run takes it only
 when it starts from that same checkpoint (or, from scratch, with the same model,
 head and seed) on as many ranks, so a run rolled back to an older checkpoint
-never jumps forward into the abandoned one. The config is not compared: a rerun
-from the very checkpoint the stopped run started from takes the file up whatever
-its settings (docs/training.md says to delete it first). Deleting the file discards it.
+never jumps forward into the abandoned one, and only with the same settings
+(:func:`training_settings`): a rerun from the same checkpoint with a lower
+learning rate starts that epoch again rather than continue the stopped attempt.
+Deleting the file discards it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -39,6 +40,10 @@ logger = get_logger(__name__)
 
 INTERRUPTED_NAME = "interrupted.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# config keys that do not shape the weights: where they go, how often they are logged or
+# kept, and the start weights (compared as the lineage, by their digest)
+RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
+                           "log_batch_interval", "checkpoint", "model_init"})
 # a repeat of the pending stop signal this soon after it is the same request delivered twice:
 # at a time limit SLURM signals every process of the step, ranks included, and torchrun
 # passes its own copy on to each rank's process group milliseconds later
@@ -68,6 +73,8 @@ class InterruptedAt:
     per rank of the stopped run, so only a run of as many ranks may continue it.
     ``epoch_iter``: the stopped run's batches per epoch on each rank (None in a
     file of older code); only a run with epochs as long continues mid-epoch.
+    ``settings``: the stopped run's :func:`training_settings` (None in a file of
+    older code); only a run of the same settings continues it.
     """
 
     epoch: int
@@ -76,6 +83,7 @@ class InterruptedAt:
     after: Lineage
     epoch_start_rng: Optional[List[Any]] = None
     epoch_iter: Optional[int] = None
+    settings: Optional[Dict[str, Any]] = None
 
     @property
     def world_size(self) -> int:
@@ -84,14 +92,16 @@ class InterruptedAt:
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "totals": self.totals,
                 "after_epoch": self.after.epoch, "after_digest": self.after.digest,
-                "epoch_start_rng": self.epoch_start_rng, "epoch_iter": self.epoch_iter}
+                "epoch_start_rng": self.epoch_start_rng, "epoch_iter": self.epoch_iter,
+                "settings": self.settings}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> "InterruptedAt":
         return cls(int(state["epoch"]), int(state["batch"]),
                    [[float(v) for v in rank] for rank in state["totals"]],
                    Lineage(int(state["after_epoch"]), state["after_digest"]),
-                   state.get("epoch_start_rng"), state.get("epoch_iter"))
+                   state.get("epoch_start_rng"), state.get("epoch_iter"),
+                   state.get("settings"))
 
 
 class StopRequest:
@@ -177,10 +187,41 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return tensors_digest(sorted(state.items()))
 
 
-def find_interrupted(path: str, standing: Lineage, world_size: int,
-                     epoch_iter: int) -> Optional[Mapping[str, Any]]:
+def training_settings(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A run's config (as :func:`~wespeaker_py.config.config_to_dict` gives it) flattened to
+    ``"block.key"`` names, without the :data:`RUN_ONLY_KEYS`: what a stopped run and the
+    run continuing it must share."""
+    flat: Dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix] = value
+
+    add("", {key: value for key, value in config.items() if key not in RUN_ONLY_KEYS})
+    return flat
+
+
+def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+    """``"key: before -> now"`` for each setting that differs (a missing one is ``unset``)."""
+    unset = object()
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key, unset), now.get(key, unset)
+        if old != new:
+            changes.append(f"{key}: {'unset' if old is unset else repr(old)} -> "
+                           f"{'unset' if new is unset else repr(new)}")
+    return changes
+
+
+def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: int,
+                     settings: Optional[Mapping[str, Any]] = None
+                     ) -> Optional[Mapping[str, Any]]:
     """The ``interrupted.pt`` at ``path`` when it continues ``standing`` on ``world_size``
-    ranks of ``epoch_iter`` batches per epoch, else None (logged).
+    ranks of ``epoch_iter`` batches per epoch with the same ``settings`` (see
+    :func:`training_settings`; None: not compared), else None (logged).
 
     Stopped mid-epoch, a run of another epoch length (another batch size or
     sample count) cannot take up the batch count: it trains that epoch again from
@@ -198,6 +239,15 @@ def find_interrupted(path: str, standing: Lineage, world_size: int,
         logger.info("%s (epoch %d, batch %d) continues the checkpoint of epoch %d, not the "
                     "start of this run (epoch %d): not used", path, at.epoch, at.batch,
                     at.after.epoch, standing.epoch)
+        return None
+    changes = ([] if settings is None or at.settings is None
+               else settings_changes(at.settings, settings))
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more"
+                                          if len(changes) > 6 else "")
+        logger.warning("%s was written by a run of other settings (%s): not continued, "
+                       "epoch %d is trained again from its start (delete the file to "
+                       "silence this)", path, shown, at.epoch)
         return None
     if at.world_size != world_size:
         logger.warning("%s was written by %d ranks, this run has %d: its epoch %d is "

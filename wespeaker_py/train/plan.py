@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, MarginUpdate,
-                                 ModelConfig, SchedulerArgs, TrainConfig)
+                                 ModelConfig, SchedulerArgs, TrainConfig, config_to_dict)
 from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.dataset.augment import check_augment_list
@@ -29,7 +29,8 @@ from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchErro
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
-                                          find_interrupted, standing_of)
+                                          find_interrupted, standing_of,
+                                          training_settings)
 from wespeaker_py.utils.file_utils import read_key_value
 
 # WeSpeaker measures its learning rates against this per-step batch size.
@@ -121,6 +122,7 @@ class TrainingPlan:
     channels_last: bool
     compile: bool
     start: StartWeights
+    run_settings: Dict[str, Any]  # what a run continuing a stopped one must share (interrupt.py)
     # optimisation
     optimizer: str
     optimizer_args: Dict[str, Any]  # lr filled in from scheduler_args (its optimizer_lr)
@@ -175,9 +177,10 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                            sorted(config.projection_args.items()), config.seed))
     batch_size = config.dataloader_args.batch_size
     epoch_iter = epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size)
+    run_settings = training_settings(config_to_dict(config))
     start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
                                  Layout(config.exp_dir).interrupted_path, initialisation,
-                                 world.world_size, epoch_iter)
+                                 world.world_size, epoch_iter, run_settings)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -202,6 +205,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                                 start if config.do_lm else None),
         frontend=frontend, model_holds_frontend=holds_frontend,
         channels_last=config.channels_last, compile=config.compile, start=start,
+        run_settings=run_settings,
         optimizer=config.optimizer, optimizer_args=optimizer_args,
         scheduler=config.scheduler, scheduler_args=config.scheduler_args,
         lr_scale_ratio=world.world_size * batch_size / REFERENCE_BATCH_SIZE,
@@ -290,9 +294,10 @@ def read_start_weights(model_init: Optional[str], checkpoint: Optional[str]) -> 
 
 
 def continue_interrupted(start: StartWeights, interrupted_path: str, initialisation: str,
-                         world_size: int, epoch_iter: int) -> StartWeights:
+                         world_size: int, epoch_iter: int,
+                         settings: Optional[Mapping[str, Any]] = None) -> StartWeights:
     """``start``, or the ``interrupted.pt`` at ``interrupted_path`` that a stopped run left
-    from it on ``world_size`` ranks of ``epoch_iter`` batches per epoch (see
+    from it on ``world_size`` ranks of ``epoch_iter`` batches per epoch with ``settings`` (see
     :func:`~wespeaker_py.train.interrupt.find_interrupted`); ``initialisation`` names a
     start from random weights.
 
@@ -302,7 +307,7 @@ def continue_interrupted(start: StartWeights, interrupted_path: str, initialisat
     standing = standing_of(start.training_state,
                            start.state if start.state is not None else start.init_state,
                            start.first_epoch - 1, initialisation)
-    loaded = find_interrupted(interrupted_path, standing, world_size, epoch_iter)
+    loaded = find_interrupted(interrupted_path, standing, world_size, epoch_iter, settings)
     if loaded is None:
         return dataclasses.replace(start, standing=standing)
     at = InterruptedAt.from_dict(loaded["interrupted_at"])

@@ -95,7 +95,8 @@ class Trainer:
     def save_interrupted(self, epoch: int, batch: int, totals: torch.Tensor,
                          epoch_start_rng=None) -> None:
         """Write models/interrupted.pt: the state after ``batch`` batches of ``epoch`` (rank 0)."""
-        self.folder.save_interrupted(epoch, batch, self.plan.epoch_iter, totals.tolist(),
+        self.folder.save_interrupted(epoch, batch, self.plan.epoch_iter, self.plan.run_settings,
+                                     totals.tolist(),
                                      epoch_start_rng, self.model, self.optimizer,
                                      self.lr_scheduler, self.margin_scheduler,
                                      self.step.grad_scaler)
