@@ -151,6 +151,15 @@ def test_embed_many_skips_and_reports_bad_items(xvec, tmp_path, speech):
     np.testing.assert_array_equal(results.embeddings["good2"], model.embed(speech[1]))
 
 
+def test_embed_many_embeds_a_path_listed_twice_once_and_says_so(xvec, speech, caplog):
+    model, _, _ = xvec
+    with caplog.at_level(logging.INFO):
+        results = model.embed_many([speech[1], speech[0], speech[1]], progress=False)
+    assert list(results.embeddings) == [speech[1], speech[0]]
+    assert any("1 paths were listed more than once" in record.getMessage()
+               for record in caplog.records)
+
+
 def test_similarity_is_symmetric_and_one_for_the_same_file(xvec, speech):
     model, _, _ = xvec
     same = model.similarity(speech[0], speech[0])
@@ -241,6 +250,7 @@ def test_gallery_round_trip(xvec, tmp_path, speech):
     ranking = again.identify(speech[1], gallery=gallery, top_k=5)
     assert [name for name, _ in ranking][0] == "bob" and len(ranking) == 2
     assert ranking[0][1] == pytest.approx(1.0, abs=1e-6)
+    assert all(-1.0 <= score <= 1.0 for _, score in ranking)
     # alice's entry is the mean of her two recordings
     alice = model.unit(model.embed(speech[0])) + model.unit(model.embed(speech[2]))
     alice /= np.linalg.norm(alice)

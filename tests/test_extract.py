@@ -23,13 +23,14 @@ from wespeaker_py.inference import (embed_utterances, extract_embeddings,
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.shards import make_shards
-from wespeaker_py.inference.extraction import NON_FINITE, TOO_SHORT
+from wespeaker_py.inference.extraction import BAD_KEY, NON_FINITE, TOO_SHORT
 from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, load_embedder,
                                   min_valid_frames)
 from wespeaker_py.models import get_model
 from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.runtime.engine import fewest_samples
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import DataFormatError
 
 # Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
@@ -349,6 +350,75 @@ def test_cli_writes_embeddings_speaker_means_and_set_mean(experiment, corpus, tm
     mean_vec = np.load(tmp_path / "embeddings" / "vox" / "mean_vec.npy")
     np.testing.assert_allclose(mean_vec, np.mean(list(embeddings.values()), 0),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_speaker_means_leave_out_what_extraction_was_allowed_to_skip(experiment, corpus,
+                                                                     tmp_path):
+    """4 of the 12 utterances of corpus["list"] are skipped (under --max_fail_fraction 0.5);
+    the speaker of only skipped utterances is left out of the cohort, not an error."""
+    spk2utt = tmp_path / "spk2utt"
+    speakers = {}
+    for key in [json.loads(line)["key"] for line in open(corpus["list"])]:
+        speakers.setdefault(key.split("-")[0], []).append(key)
+    assert len(speakers["bad"]) == 4
+    spk2utt.write_text("".join(f"{spk} {' '.join(utts)}\n" for spk, utts in speakers.items()))
+    embed_dir = tmp_path / "embeddings"
+    ark = str(embed_dir / "xvector.ark")
+
+    def extract(*extra):
+        extract_main(["--config", experiment["config_path"], "--model_path",
+                      experiment["checkpoint"], "--data_type", "raw", "--data_list",
+                      corpus["list"], "--embed_ark", ark, "--gpus", "[]", "--spk2utt",
+                      str(spk2utt), "--mean_vec", "True", *extra])
+
+    extract()
+    assert set(read_ark(str(embed_dir / "spk_xvector.ark"))) == set(speakers) - {"bad"}
+    # new embeddings whose means cannot be made do not stay beside the earlier ones' means
+    spk2utt.write_text(spk2utt.read_text() + "ghost ghost-001\n")
+    with pytest.raises(RunFailedError, match=r"5 of 13 utterances .* more than "
+                                             r"--max_fail_fraction 0.35"):
+        extract("--max_fail_fraction", "0.35")   # extraction skips 4 of 12
+    assert sorted(os.listdir(embed_dir)) == ["xvector.ark", "xvector.scp"]
+
+
+def test_bad_output_names_devices_and_keys_are_refused_before_any_work(experiment, corpus,
+                                                                       tmp_path, capsys):
+    def extract(*extra, ark=str(tmp_path / "out" / "xvector.ark")):
+        with pytest.raises(SystemExit) as refused:
+            extract_main(["--config", experiment["config_path"], "--model_path",
+                          experiment["checkpoint"], "--data_type", "raw", "--data_list",
+                          corpus["list"], "--embed_ark", ark, "--gpus", "[]", *extra])
+        assert refused.value.code == 2
+        return capsys.readouterr().err
+
+    assert "--embed_ark: an embedding archive must end in '.ark'" in extract(
+        ark=str(tmp_path / "out" / "xvector"))
+    assert "--device sets the device of a single job" in extract("--nj", "2", "--device", "cpu")
+    spaced = tmp_path / "spaced.list"
+    lines = open(corpus["good_list"]).read().splitlines()
+    entry = json.loads(lines[1])
+    lines[1] = json.dumps(dict(entry, key="spk1 utt2"))
+    spaced.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=f"{spaced}:2: key 'spk1 utt2' cannot be an "
+                                              f"embedding's: it has whitespace"):
+        extract_main(["--config", experiment["config_path"], "--model_path",
+                      experiment["checkpoint"], "--data_type", "raw", "--data_list",
+                      str(spaced), "--embed_ark", str(tmp_path / "out" / "xvector.ark")])
+    out = tmp_path / "out"
+    assert not out.exists() or os.listdir(out) == []   # no work folder, no lock
+
+
+def test_a_shard_member_whose_name_has_a_space_is_skipped_and_counted(experiment, corpus,
+                                                                      tmp_path):
+    entries = [TableEntry(key, "spk", path) for key, path in list(corpus["wavs"].items())[:3]]
+    entries[1] = TableEntry("a b", "spk", entries[1].wav)
+    shards = make_shards(entries, str(tmp_path / "shards"), str(tmp_path / "shard.list"), 10)
+    assert len(shards) == 1
+    summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
+                                 str(tmp_path / "shard.list"), str(tmp_path / "x.ark"),
+                                 device="cpu")
+    assert summary.extracted == 2 and dict(summary.skipped) == {BAD_KEY: 1}
+    assert set(read_ark(str(tmp_path / "x.ark"))) == {entries[0].key, entries[2].key}
 
 
 def test_cli_refuses_augmentation_and_parses_gpu_lists(experiment, corpus, tmp_path):

@@ -183,6 +183,20 @@ def test_a_second_run_into_the_same_output_stops_at_once(setup, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
 
 
+def test_work_that_fails_while_it_is_set_up_lets_go_of_its_lock(setup, tmp_path, monkeypatch):
+    ark = str(tmp_path / "xvector.ark")
+
+    def full_disk(*_):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ExtractionWork, "_prepare", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"], 1)
+    monkeypatch.undo()
+    assert not os.path.exists(work_dir_for(ark) + ".lock")
+    _extract(setup, ark)   # not "another extraction is running"
+    assert set(_read(ark)) == set(setup["wavs"])
+
+
 def _job_interrupted_alone(results) -> None:
     """A spawned job whose extraction gets a SIGINT meant for it alone."""
     from wespeaker_py.inference import jobs

@@ -20,7 +20,8 @@ from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, CalibrationMissi
 from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest, short_identity
+from wespeaker_py.runtime.identity import (MIXED, ModelMismatchError, mean_vec_digest,
+                                           short_identity)
 from wespeaker_py.utils.file_utils import OutputNotWritableError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,6 +125,29 @@ def test_a_gallery_of_another_model_is_an_error_naming_both_unless_forced(models
     status, _, err = run_cli(capsys, "enroll", "--model", second, "--device", "cpu",
                              "--gallery", gallery, "bob", speech[1])
     assert status == 2 and expected in one_error_line(err)
+
+
+def test_a_forced_enrolment_by_another_model_leaves_a_gallery_no_model_uses_unchecked(
+        models, speech, tmp_path):
+    first, second = models
+    gallery = str(tmp_path / "speakers.npz")
+    owner, other = load(first), load(second)
+    owner.enroll("alice", speech[0], gallery=gallery)
+    owner.enroll("bob", speech[1], gallery=gallery)
+    other.enroll("carol", speech[2], gallery=gallery, force=True)
+    assert str(np.load(gallery)["identity"]) == MIXED
+    for model in (owner, other):   # neither made all of it
+        with pytest.raises(ModelMismatchError, match="made with several models"):
+            model.identify(speech[0], gallery=gallery)
+    assert len(other.identify(speech[0], gallery=gallery, force=True)) == 3
+    # a model re-enrolling its only speaker owns the gallery again; any other speaker
+    # keeps it mixed
+    alone = str(tmp_path / "alone.npz")
+    owner.enroll("alice", speech[0], gallery=alone)
+    other.enroll("alice", speech[1], gallery=alone, replace=True, force=True)
+    assert str(np.load(alone)["identity"]) == other.identity
+    other.enroll("alice", speech[2], gallery=alone, append=True)
+    assert str(np.load(alone)["identity"]) == other.identity
 
 
 def synthetic_calibration(identity: str, seed: int = 0):

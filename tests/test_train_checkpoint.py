@@ -250,3 +250,17 @@ def test_average_model_command_line(tmp_path, capsys):
         average_model.main(["--src_path", src, "--num", "3", "--dst_model", dst])
     assert exit_info.value.code == 2
     assert "holds 2 checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("contents", [b"garbage", b""])
+def test_a_damaged_checkpoint_is_named_not_a_traceback(tmp_path, capsys, contents):
+    src = str(tmp_path / "models")
+    _write_checkpoints(src, [1, 2])
+    with open(os.path.join(src, "model_2.pt"), "wb") as handle:
+        handle.write(contents)
+    with pytest.raises(SystemExit) as exit_info:
+        average_model.main(["--src_path", src, "--num", "2", "--dst_model",
+                            str(tmp_path / "avg.pt")])
+    assert exit_info.value.code == 2
+    assert "model_2.pt: not a PyTorch checkpoint" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "avg.pt")

@@ -140,11 +140,14 @@ class Gallery:
         return means / np.maximum(norms, 1e-12)
 
     def rank(self, unit_embedding: np.ndarray, top_k: int) -> List[Tuple[str, float]]:
-        """The ``top_k`` (at least 1) speakers closest (cosine) to ``unit_embedding``."""
+        """The ``top_k`` (at least 1) speakers closest (cosine, in [-1, 1]) to
+        ``unit_embedding``."""
         check_top_k(top_k)
         if not self.names:
             raise WespeakerError("the gallery holds no speakers; enroll some first")
-        scores = self.centroids() @ np.asarray(unit_embedding, dtype=np.float64)
+        # unit vectors' products may round past 1; a cosine is reported in its range
+        scores = np.clip(self.centroids() @ np.asarray(unit_embedding, dtype=np.float64),
+                         -1.0, 1.0)
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [(self.names[i], float(scores[i])) for i in order]
 

@@ -83,21 +83,13 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         raise ModelSourceError(f"{config_path}: {error}") from None
     try:
         embedder = load_embedder(config, checkpoint)
-    except ModelSourceError:
+    except ModelSourceError:   # the checkpoint (read_checkpoint names it) or its tensors
         raise
-    except FileNotFoundError:
-        raise ModelSourceError(f"checkpoint {checkpoint} does not exist") from None
     except (ValueError, KeyError) as error:  # a config that does not fit the model
         raise ModelSourceError(f"{config_path}: {error}") from None
-    except Exception as error:  # torch.load raises many types for a file that is no checkpoint
-        raise ModelSourceError(f"{checkpoint}: not a PyTorch checkpoint "
-                               f"({type(error).__name__}: {str(error).splitlines()[0]})"
-                               ) from None
-    try:
-        target = resolve_device(device)
-    except RuntimeError as error:
+    except OSError as error:  # a front-end's pretrained files (the message names them)
         raise ModelSourceError(str(error)) from None
-    return TorchBackend(embedder, target, config.model), config.model
+    return TorchBackend(embedder, resolve_device(device), config.model), config.model
 
 
 def _onnx_backend(path: str, num_threads: Optional[int]):

@@ -30,7 +30,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, descr
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
-from wespeaker_py.runtime.identity import ModelMismatchError, mean_vec_digest
+from wespeaker_py.runtime.identity import ModelMismatchError, combined_record, mean_vec_digest
 from wespeaker_py.utils.file_utils import (DataFormatError, FileStamp, file_stamp,
                                            files_named_by_rate, read_key_value, read_wav_scp,
                                            require_writable)
@@ -93,7 +93,8 @@ class EmbeddingResults:
 
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
               ) -> List[Tuple[str, AudioLike]]:
-    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices)."""
+    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
+    a path listed again is the same key, and is embedded once)."""
     if isinstance(items, (str, os.PathLike)):
         path = os.fspath(items)
         if not os.path.isfile(path):
@@ -104,8 +105,14 @@ def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
             raise WespeakerError(f"{path}: not a wav.scp ({error})") from None
     if isinstance(items, Mapping):
         return [(str(key), audio) for key, audio in items.items()]
-    return [(os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index), item)
-            for index, item in enumerate(items)]
+    pairs = {}
+    for index, item in enumerate(items):
+        key = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index)
+        pairs.setdefault(key, item)
+    if len(pairs) < len(items):
+        logger.info("%d paths were listed more than once: each is embedded once, under its "
+                    "path", len(items) - len(pairs))
+    return list(pairs.items())
 
 
 class SpeakerModel:
@@ -257,7 +264,9 @@ class SpeakerModel:
 
         Items that cannot be embedded (missing, not audio, too short, ...) are
         skipped with a warning and listed in the result's ``skipped``; the rest
-        are embedded in length-bucketed batches and returned in input order.
+        are embedded in length-bucketed batches and returned in input order, keyed by
+        wav.scp key, mapping key, or (a list) path or index: a path listed twice is
+        one result.
         """
         pairs = _items_of(items)
         results = EmbeddingResults()
@@ -459,8 +468,14 @@ class SpeakerModel:
                  for rate, digests in fills.items()}
         with gallery_lock(gallery):
             speakers = self._enrollment_target(gallery, name, replace, append, force)
+            # speakers of another model (forced) make the gallery one that no model may use
+            # unchecked, the one that made them included
+            others = [other for other in speakers.names if other != name or append]
+            speakers.identity = combined_record(speakers.identity or None, self.identity,
+                                                bool(others))
+            speakers.mean_vec = combined_record(speakers.mean_vec, self._mean_vec_digest(),
+                                                bool(others))
             speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
-            speakers.identity, speakers.mean_vec = self.identity, self._mean_vec_digest()
             save_gallery(gallery, speakers)
         return len(speakers.names)
 

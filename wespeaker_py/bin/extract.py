@@ -19,8 +19,9 @@ Writes xvector.ark and xvector.scp (the scp beside the ark), atomically. Batches
 only group utterances of equal length, so every embedding equals the one the
 utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
 --gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
-writes per-speaker means (spk_xvector.ark/scp), --mean_vec True the mean of the
-set (mean_vec.npy), both beside the ark. Band fills beside the config
+writes per-speaker means (spk_xvector.ark/scp; the utterances extraction skipped,
+within --max_fail_fraction, are left out of them), --mean_vec True the mean of the
+set (mean_vec.npy), both beside the ark; a new ark removes the earlier ones first. Band fills beside the config
 (band_fill_<HZ>hz.npz, see 'wespeaker-py band-fill') fill the empty top mel bins
 of files that come at HZ.
 
@@ -110,17 +111,25 @@ def main(argv: Optional[List[str]] = None) -> None:
                                         scp_path_for)
     from wespeaker_py.inference.jobs import job_devices
     from wespeaker_py.io.ark import load_embeddings
+    from wespeaker_py.utils.list_jobs import FAIL_FRACTION_FLAG
     from wespeaker_py.scoring.embeddings import (compute_mean_vector, save_mean_vector,
                                                  write_speaker_means)
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
     if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:
         parser.error("--batch_size and --nj must be >= 1, --num_workers >= 0")
+    if args.device is not None and args.nj > 1:
+        parser.error("--device sets the device of a single job; with --nj > 1 give the jobs' "
+                     "GPUs with --gpus")
     if args.num_frms is not None and not args.random_chunk:
         parser.error("--num_frms sets the chunk of --random_chunk True")
     if args.random_chunk and ((args.num_frms is not None and args.num_frms < 1)
                               or args.seed < 0):
         parser.error("--num_frms must be >= 1 and --seed >= 0")
+    try:
+        scp_path_for(args.embed_ark)
+    except ValueError as error:
+        parser.error(f"--embed_ark: {error}")
     setup_logging()
     config = load_model_config(args.config)
     band_fills = load_band_fills(os.path.join(os.path.dirname(os.path.abspath(args.config)),
@@ -137,19 +146,27 @@ def main(argv: Optional[List[str]] = None) -> None:
                   buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
                   max_fail_fraction=args.max_fail_fraction, channel=args.channel,
                   band_fills=band_fills)
+    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
+    spk_ark = os.path.join(embed_dir, "spk_xvector.ark")
+    mean_path = os.path.join(embed_dir, "mean_vec.npy")
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:
         extract_embeddings(device=args.device or job_devices(1, args.gpus)[0], **common)
+    # the means of the embeddings just replaced go now: should computing the new ones fail,
+    # the earlier ones must not stay beside the new ark
+    for path in (([spk_ark, scp_path_for(spk_ark)] if args.spk2utt else [])
+                 + ([mean_path] if args.mean_vec else [])):
+        if os.path.exists(path):
+            os.remove(path)
 
-    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
     xvector_scp = scp_path_for(args.embed_ark)
     if args.spk2utt:
-        spk_scp = write_speaker_means(args.spk2utt, xvector_scp,
-                                      os.path.join(embed_dir, "spk_xvector.ark"))
+        # the utterances extraction was allowed to skip may be missing from the means
+        spk_scp = write_speaker_means(args.spk2utt, xvector_scp, spk_ark,
+                                      args.max_fail_fraction, FAIL_FRACTION_FLAG)
         logger.info("per-speaker mean embeddings: %s", spk_scp)
     if args.mean_vec:
-        mean_path = os.path.join(embed_dir, "mean_vec.npy")
         save_mean_vector(mean_path, compute_mean_vector(load_embeddings(xvector_scp)))
         logger.info("mean embedding of the set: %s", mean_path)
 

@@ -28,7 +28,7 @@ from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.parts import open_part_writer, recover_part
-from wespeaker_py.io.ark import EmbeddingWriter
+from wespeaker_py.io.ark import EmbeddingWriter, key_problem
 from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
 from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
@@ -41,6 +41,7 @@ logger = get_logger(__name__)
 __all__ = ["NON_FINITE", "TOO_SHORT", "ExtractionSummary", "embed_utterances",
            "extract_embeddings", "extract_part"]
 
+BAD_KEY = "key_not_writable"
 NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
@@ -96,18 +97,23 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
     (:meth:`TorchBackend.cuts_input`) are counted too.
     """
     cut_keys: Set[str] = set()
+    summary = ExtractionSummary()
 
     def pairs() -> Iterator[Tuple[str, Tuple[torch.Tensor, int]]]:
         for sample in samples:
             key = sample["key"]
             if seen_keys is not None:
                 seen_keys.add(key)
+            problem = key_problem(key)
+            if problem:   # a shard member's name; a raw list's keys were checked up front
+                logger.warning("skipping %r: it cannot be an embedding's key: %s", key, problem)
+                summary.skipped[BAD_KEY] += 1
+                continue
             wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
             if backend.cuts_input(int(wav.shape[-1])):
                 cut_keys.add(key)
             yield key, (wav, sample.get("rate", backend.sample_rate))
 
-    summary = ExtractionSummary()
     # the pipeline has read each file: "reading" hands over its waveform and rate
     for outcome in embed_stream(backend, pairs(), batch_size, read=lambda item: item,
                                 buffer_bytes=max_buffer_bytes, progress=progress, desc=desc,

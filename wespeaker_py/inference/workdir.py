@@ -27,7 +27,7 @@ from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
-from wespeaker_py.io.ark import scp_path_for
+from wespeaker_py.io.ark import key_problem, scp_path_for
 from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, read_key_value,
                                            require_input_file, require_writable)
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
@@ -93,6 +93,7 @@ class ExtractionWork:
                  channel: ChannelChoice = DEFAULT_CHANNEL,
                  band_fills: Optional[List[str]] = None):
         require_input_file(model_path, "model")
+        scp_path_for(embed_ark)
         require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
         self.data_list = data_list
@@ -102,8 +103,19 @@ class ExtractionWork:
         self.num_jobs = num_jobs
         self.path = work_dir_for(embed_ark)
         self._lock = self._take_lock()
-        manifest = {"data_list": os.path.abspath(data_list), "list_sha1": _file_digest(data_list),
-                    "data_type": data_type, "model": _model_identity(model_path),
+        try:
+            self._prepare(model_path, config, chunk, channel, band_fills)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _prepare(self, model_path: str, config: ModelConfig, chunk: Optional[List[int]],
+                 channel: ChannelChoice, band_fills: Optional[List[str]]) -> None:
+        """Continue, carry or empty the work folder as its manifest says; write the new one."""
+        num_jobs = self.num_jobs
+        manifest = {"data_list": os.path.abspath(self.data_list),
+                    "list_sha1": _file_digest(self.data_list),
+                    "data_type": self.data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
                     "num_jobs": num_jobs, "chunk": chunk}
         if channel != DEFAULT_CHANNEL:   # absent for the default: earlier work still resumes
@@ -160,15 +172,23 @@ class ExtractionWork:
         a :class:`RunFailedError` when another run holds it."""
         lock_path = self.path + ".lock"
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-        handle = open(lock_path, "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            handle = open(lock_path, "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise RunFailedError(f"another extraction into {self.embed_ark} is running "
+                                     f"(it holds {lock_path}); let it finish or stop it, then "
+                                     "run this again") from None
+            # a run that finished between our open and our lock removed the file we locked:
+            # a third run may already hold a new one at the path, so lock that instead
+            try:
+                if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path)):
+                    return handle
+            except FileNotFoundError:
+                pass
             handle.close()
-            raise RunFailedError(f"another extraction into {self.embed_ark} is running (it "
-                                 f"holds {lock_path}); let it finish or stop it, then run "
-                                 "this again") from None
-        return handle
 
     def __enter__(self) -> "ExtractionWork":
         return self
@@ -190,6 +210,11 @@ class ExtractionWork:
         if not entries:
             raise DataFormatError(self.data_list, None, "the data list is empty")
         if self.data_type == "raw":
+            for (line_no, _), utt in zip(read_list_file(self.data_list), entries):
+                problem = key_problem(utt.key)
+                if problem:
+                    raise DataFormatError(self.data_list, line_no,
+                                          f"key {utt.key!r} cannot be an embedding's: {problem}")
             missing = [utt.wav for utt in entries
                        if not is_pipe(utt.wav) and not os.path.exists(utt.wav)]
             check_missing_inputs(self.data_list, len(entries), missing, self.max_fail_fraction)

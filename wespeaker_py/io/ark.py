@@ -24,15 +24,29 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_key_rest
+
+
+class ArchiveNameError(WespeakerError, ValueError):
+    """An embedding archive path that does not end in ``.ark``."""
 
 
 def scp_path_for(ark_path: str) -> str:
     """The scp that indexes ``ark_path`` (``x/xvector.ark`` -> ``x/xvector.scp``)."""
     root, ext = os.path.splitext(ark_path)
     if ext != ".ark":
-        raise ValueError(f"an embedding archive must end in '.ark', got {ark_path!r}")
+        raise ArchiveNameError(f"an embedding archive must end in '.ark', got {ark_path!r}")
     return root + ".scp"
+
+
+def key_problem(key: str) -> Optional[str]:
+    """Why ``key`` cannot be an utterance key of an ark/scp (None: it can)."""
+    if not key:
+        return "it is empty"
+    if any(ch.isspace() for ch in key):
+        return "it has whitespace (Kaldi tables split lines at whitespace)"
+    return None
 
 
 class EmbeddingWriter:
@@ -57,8 +71,9 @@ class EmbeddingWriter:
         return len(self._keys)
 
     def _claim(self, key: str, origin: str) -> None:
-        if not key or any(ch.isspace() for ch in key):
-            raise ValueError(f"utterance key {key!r} from {origin} is empty or has whitespace")
+        problem = key_problem(key)
+        if problem:
+            raise ValueError(f"utterance key {key!r} from {origin}: {problem}")
         if key in self._keys:
             raise ValueError(f"utterance key {key!r} from {origin} occurs twice; "
                              f"keys must be unique in {self._ark_path}")

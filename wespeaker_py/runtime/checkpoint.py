@@ -31,11 +31,26 @@ class CheckpointMismatchError(ModelSourceError):
     """A checkpoint's tensors do not fit the model; the message names the tensor."""
 
 
+class CheckpointFileNotFound(ModelSourceError, FileNotFoundError):
+    """A checkpoint path that names no file."""
+
+
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint file on the CPU."""
+    """Load a checkpoint file on the CPU.
+
+    Raises:
+        CheckpointFileNotFound: no file at ``path``.
+        ModelSourceError: the file is not a PyTorch checkpoint (truncated, another format);
+            the message names it.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointFileNotFound(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch.load raises many types for a file that is no checkpoint
+        first_line = (str(error).splitlines() or [""])[0]
+        raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
+                               f"({type(error).__name__}: {first_line})") from None
 
 
 def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:

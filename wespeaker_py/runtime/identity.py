@@ -39,6 +39,9 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 SHORT_LENGTH = 12
+# what a file records once it holds results of several models (or mean vectors), forced
+# together: it matches no model, so every later use needs force again
+MIXED = "mixed"
 # front-end arguments that act in training only (or only say where weights come from)
 TRAINING_ONLY_ARGS = frozenset({
     "dither", "do_spec_aug", "freq_mask_width", "time_mask_width",   # fbank, TFMel
@@ -107,6 +110,21 @@ def short_identity(identity: str) -> str:
     return identity[:SHORT_LENGTH]
 
 
+def combined_record(recorded: Optional[str], current: str, holds_results: bool) -> str:
+    """What a file that held results under ``recorded`` (an identity or mean vector digest;
+    None: an older file that recorded none) records once results made under ``current``
+    are added: ``current`` when it held none, or they agree (or it recorded none), else
+    :data:`MIXED`."""
+    if not holds_results or recorded is None or recorded == current:
+        return current
+    return MIXED
+
+
+def _described(record: str) -> str:
+    return ("several models (results added with --force)" if record == MIXED
+            else f"model {short_identity(record)}")
+
+
 def check_recorded_identity(path: str, what: str, recorded: str, identity: str,
                             force: bool = False) -> None:
     """Check that the ``what`` file at ``path`` was written by the model of ``identity``.
@@ -124,7 +142,7 @@ def check_recorded_identity(path: str, what: str, recorded: str, identity: str,
         return
     if recorded == identity:
         return
-    message = (f"{path}: this {what} was made with model {short_identity(recorded)}, not "
+    message = (f"{path}: this {what} was made with {_described(recorded)}, not "
                f"with the model in use ({short_identity(identity)})")
     if not force:
         raise ModelMismatchError(f"{message}; its results would be wrong. Use the model "
@@ -152,6 +170,8 @@ def check_recorded_mean(path: str, what: str, recorded: Optional[str], current: 
         return
 
     def subtracting(digest: str) -> str:
+        if digest == MIXED:
+            return "with several mean vectors (results added with --force)"
         return (f"with mean vector {short_identity(digest)} subtracted" if digest
                 else "without a mean vector")
 

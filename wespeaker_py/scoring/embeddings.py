@@ -57,13 +57,16 @@ def read_spk2utt(path: str) -> List[Tuple[int, str, List[str]]]:
 
 
 def compute_speaker_means(table: EmbeddingTable, spk2utt_path: str,
-                          max_missing_fraction: float = 0.0) -> Tuple[List[str], np.ndarray]:
+                          max_missing_fraction: float = 0.0,
+                          fraction_flag: str = "--max_missing_fraction"
+                          ) -> Tuple[List[str], np.ndarray]:
     """Per-speaker mean embeddings (the ``spk_xvector`` cohort) in ``spk2utt`` order.
 
     Utterances of ``spk2utt`` without an embedding (what extraction skipped) are left out
     of their speaker's mean, and a speaker left with none out of the cohort, both logged;
     more than ``max_missing_fraction`` of the utterances missing (by default any) raises
-    :class:`~wespeaker_py.scoring.trials.MissingEmbeddingsError` naming the first.
+    :class:`~wespeaker_py.scoring.trials.MissingEmbeddingsError` naming the first and
+    ``fraction_flag``, the command's flag that sets the fraction.
     """
     if not 0.0 <= max_missing_fraction <= 1.0:
         raise ValueError(f"max_missing_fraction must be in [0, 1], got {max_missing_fraction}")
@@ -88,7 +91,7 @@ def compute_speaker_means(table: EmbeddingTable, spk2utt_path: str,
                      f"in {table.source} (the first, line {line_no}: {utt!r})")
         if len(missing) > max_missing_fraction * total or not means:
             raise MissingEmbeddingsError(
-                f"{described}; that is more than --max_missing_fraction "
+                f"{described}; that is more than {fraction_flag} "
                 f"{max_missing_fraction:g} allows, so nothing was written (extraction logs "
                 f"why these utterances were skipped)")
         logger.warning("%s; their speakers' means are taken without them", described)
@@ -98,9 +101,11 @@ def compute_speaker_means(table: EmbeddingTable, spk2utt_path: str,
 
 
 def write_speaker_means(spk2utt_path: str, xvector_scp: str, spk_xvector_ark: str,
-                        max_missing_fraction: float = 0.0) -> str:
+                        max_missing_fraction: float = 0.0,
+                        fraction_flag: str = "--max_missing_fraction") -> str:
     """Average each speaker's embeddings into ``spk_xvector.ark`` + ``.scp`` (see
     :func:`compute_speaker_means`); return the scp."""
     table = load_embeddings(xvector_scp)
-    speakers, matrix = compute_speaker_means(table, spk2utt_path, max_missing_fraction)
+    speakers, matrix = compute_speaker_means(table, spk2utt_path, max_missing_fraction,
+                                             fraction_flag)
     return write_embeddings(spk_xvector_ark, speakers, matrix)
