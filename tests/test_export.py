@@ -21,6 +21,7 @@ from wespeaker_py.export import onnx_export
 from wespeaker_py.config import load_model_config
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.models import get_model, repvgg
+from wespeaker_py.utils.file_utils import DataFormatError
 
 HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")
@@ -177,6 +178,19 @@ def test_onnx_export_with_fixed_frames_subtracts_the_mean_vector(xvector, tmp_pa
     assert session.get_inputs()[0].shape[1:] == [150, FEAT_DIM]
     assert_same_outputs(lambda x: torch.from_numpy(session.run(None, {"feats": x.numpy()})[0]),
                         network, shapes=((1, 150), (5, 150)), subtract=torch.from_numpy(mean_vec))
+
+
+@needs_onnx
+def test_a_mean_vector_of_another_size_is_named_and_nothing_written(xvector, tmp_path):
+    config_path, checkpoint, _ = xvector
+    np.save(tmp_path / "mean_vec.npy", np.zeros(5, np.float32))   # the model gives 8
+    output = tmp_path / "model.onnx"
+    with pytest.raises(DataFormatError, match=r"mean_vec.npy: mean vector has shape \(5,\), "
+                                              r"the model's embeddings have 8 values"):
+        export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
+                          "--output_model", str(output),
+                          "--mean_vec", str(tmp_path / "mean_vec.npy")])
+    assert not output.exists()
 
 
 def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch, capsys):

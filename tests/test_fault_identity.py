@@ -457,6 +457,11 @@ def test_export_to_a_folder_writes_model_onnx_inside(models, speech, tmp_path, c
     status, out, _ = run_cli(capsys, "export", "--model", first, "--device", "cpu",
                              "--onnx", f"{tmp_path / 'new'}/")
     assert status == 0 and sorted(os.listdir(tmp_path / "new")) == ["model.onnx"]
+    # a graph load_model would take for a checkpoint is not written
+    status, _, err = run_cli(capsys, "export", "--model", first, "--device", "cpu",
+                             "--onnx", str(tmp_path / "graph"))
+    assert status == 2 and "name the graph NAME.onnx" in one_error_line(err)
+    assert not (tmp_path / "graph").exists()
     # the graph carries the model's identity: a gallery of the torch model serves it
     torch_model, graph = load(first), wespeaker_py.load_model(str(existing / "model.onnx"))
     assert graph.identity == torch_model.identity

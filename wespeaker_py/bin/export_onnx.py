@@ -41,7 +41,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
+    from wespeaker_py.export.onnx_export import MeanVectorMismatchError
     from wespeaker_py.scoring.embeddings import load_mean_vector
+    from wespeaker_py.utils.file_utils import DataFormatError
     try:
         require_onnx_packages()
     except ImportError as error:
@@ -50,8 +52,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
     model, feat_dim = exportable_model(embedder, args.checkpoint)
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
-    export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
-                args.opset_version)
+    try:
+        export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
+                    args.opset_version)
+    except MeanVectorMismatchError as error:
+        raise DataFormatError(args.mean_vec, None, str(error)) from None
 
 
 if __name__ == "__main__":

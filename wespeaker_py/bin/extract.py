@@ -21,9 +21,9 @@ utterance gets alone. With --nj N the list is split into N jobs (on the GPUs of
 --gpus round-robin, or on the CPU) and the parts are merged. --spk2utt also
 writes per-speaker means (spk_xvector.ark/scp; the utterances extraction skipped,
 within --max_fail_fraction, are left out of them), --mean_vec True the mean of the
-set (mean_vec.npy), both beside the ark; a new ark removes the earlier ones first. Band fills beside the config
-(band_fill_<HZ>hz.npz, see 'wespeaker-py band-fill') fill the empty top mel bins
-of files that come at HZ.
+set (mean_vec.npy), both beside the ark; a new ark removes the earlier ones first.
+Band fills beside the config (band_fill_<HZ>hz.npz, see 'wespeaker-py band-fill')
+fill the empty top mel bins of files that come at HZ.
 
 Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
 beside it; after a kill, the same command continues from them. An empty list, a

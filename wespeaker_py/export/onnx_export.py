@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
                                         example_features)
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -62,6 +63,10 @@ def onnx_runner(path: str):
     return run
 
 
+class MeanVectorMismatchError(WespeakerError, ValueError):
+    """A mean vector whose size is not the model's embedding size."""
+
+
 def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: int = -1,
                 mean_vec: Optional[np.ndarray] = None, opset_version: int = DEFAULT_OPSET,
                 tolerance: float = 1e-4) -> None:
@@ -76,8 +81,8 @@ def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: 
     mean = torch.zeros(embed_dim) if mean_vec is None else \
         torch.as_tensor(np.asarray(mean_vec), dtype=torch.float32)
     if mean.shape != (embed_dim,):
-        raise ValueError(f"mean vector has shape {tuple(mean.shape)}, the model's "
-                         f"embeddings have {embed_dim} values")
+        raise MeanVectorMismatchError(f"mean vector has shape {tuple(mean.shape)}, the "
+                                      f"model's embeddings have {embed_dim} values")
     wrapped = MeanSubtractedEmbedding(model, mean).eval()
     frames = num_frames if num_frames > 0 else EXAMPLE_FRAMES
     dynamic_axes = {INPUT_NAME: {0: "B"}, OUTPUT_NAME: {0: "B"}}
