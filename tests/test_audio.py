@@ -113,6 +113,19 @@ def test_arrays_follow_one_convention_and_channel_policy():
         audio.check_samples(int16[:10].astype(np.float32), "x", min_samples=50)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_tensors_of_types_numpy_lacks_are_upcast_or_refused_by_name():
+    as_float = random_int16(8000, seed=3).astype(np.float32) / np.float32(audio.INT16_SCALE)
+    stereo = torch.from_numpy(np.stack([as_float, -as_float]))
+    for dtype in (torch.bfloat16, torch.float8_e4m3fn):
+        given = stereo.to(dtype)
+        expected = audio.load_audio(given.float().numpy(), RATE, sample_rate=RATE)
+        np.testing.assert_array_equal(audio.load_audio(given, RATE, sample_rate=RATE), expected)
+    complex_half = torch.zeros(100, dtype=torch.complex64).to(torch.complex32)
+    with pytest.raises(wespeaker_py.AudioInputError, match="dtype torch.complex32"):
+        audio.load_audio(complex_half, RATE, sample_rate=RATE)
+
+
 def test_reading_narrowband_audio_does_not_warn(caplog, monkeypatch):
     # the embedding loop warns, knowing whether the model fills the band (test_band_fill)
     monkeypatch.setattr(audio_samples, "_rates_warned", set())

@@ -3,6 +3,7 @@ import io
 import json
 import logging
 import os
+import tarfile
 from fractions import Fraction
 
 import numpy as np
@@ -270,6 +271,33 @@ def test_pipe_shards_and_pipe_wavs(tmp_path):
     for samples in (from_pipe, from_cmd):
         assert [s["key"] for s in samples] == ["a"]
         np.testing.assert_array_equal(samples[0]["wav"].numpy(), expected)
+
+
+@pytest.mark.parametrize("subtype, sample_bytes", [("PCM_16", 2), ("PCM_24", 3), ("FLOAT", 4)])
+def test_pipe_output_shorter_than_its_header_is_sharded_as_read(tmp_path, subtype, sample_bytes):
+    path = str(tmp_path / "a.wav")
+    sf.write(path, np.random.default_rng(11).uniform(-0.5, 0.5, (2 * RATE, 2)), RATE,
+             subtype=subtype)
+    samples = sf.read(path, dtype="float64")[0]
+    frame_bytes = 2 * sample_bytes
+    header = os.path.getsize(path) - samples.shape[0] * frame_bytes
+    kept = 20000
+    # a streaming writer (sox) whose header promises more frames than it writes
+    cmd = f"head -c {header + kept * frame_bytes} {path} |"
+    shard_list = str(tmp_path / "shard.list")
+    (tar_path,) = make_shards([TableEntry("a", "s", cmd)], str(tmp_path / "shards"), shard_list)
+    with tarfile.open(tar_path) as tar:
+        member = tar.extractfile("a.wav").read()
+    assert sf.info(io.BytesIO(member)).subtype == subtype
+    np.testing.assert_array_equal(sf.read(io.BytesIO(member), dtype="float64")[0],
+                                  samples[:kept])
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), [{"key": "a", "wav": cmd, "spk": "s"}])
+    for data_type, data_list in (("shard", shard_list), ("raw", raw)):
+        dataset = Dataset(data_type, data_list, training_args(), {"s": 0}, whole_utt=True)
+        (got,) = list(dataset)
+        np.testing.assert_array_equal(got["wav"].numpy(),
+                                      samples[:kept, 0].astype(np.float32) * 32768)
+        assert dataset.stats.skipped == {}
 
 
 def test_repeating_a_list_of_only_bad_files_stops(tmp_path, caplog):

@@ -1,6 +1,7 @@
 """Noise and reverberation: length kept, SNR as intended, only the noise segment read."""
 import numpy as np
 import pytest
+import soundfile as sf
 from scipy.signal import fftconvolve
 
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
@@ -8,6 +9,7 @@ from wespeaker_py.dataset import Dataset
 from wespeaker_py.audio import INT16_SCALE, AudioHandle
 from wespeaker_py.dataset.augment import (BAD_AUGMENT_SOURCE, NOISE_TYPES, Augmenter,
                                           power_db, scale_noise_to_snr)
+from wespeaker_py.dataset.processors import augmented
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.frontend.framing import samples_for_frames
 
@@ -176,4 +178,30 @@ def test_unreadable_noise_keeps_the_sample_and_is_counted(tmp_path):
     clean = speech_like(CHUNK)
     stats = PipelineStats()
     np.testing.assert_array_equal(augmenter(clean, np.random.default_rng(0), stats), clean)
+    assert stats.skipped == {BAD_AUGMENT_SOURCE: 1}
+
+
+def float_source_list(tmp_path, name, key, samples):
+    """A list of one float WAV (the format that can hold NaN and infinities)."""
+    path = tmp_path / f"{name}.wav"
+    sf.write(str(path), samples, RATE, subtype="FLOAT")
+    scp = tmp_path / f"{name}.scp"
+    scp.write_text(f"{key} {path}\n")
+    return str(scp)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+@pytest.mark.parametrize("what, bad", [("noise", np.nan), ("noise", np.inf), ("rir", np.nan)])
+def test_non_finite_source_keeps_the_sample_and_is_counted(tmp_path, what, bad, on_device):
+    samples = (random_int16(4 * RATE if what == "noise" else 800, seed=7)
+               / INT16_SCALE).astype(np.float32)
+    samples[::50] = bad   # in every noise segment a chunk can read
+    scp = float_source_list(tmp_path, what, f"{what}/bad", samples)
+    augmenter = Augmenter(scp if what == "rir" else None, scp if what == "noise" else None, RATE)
+    clean = speech_like(CHUNK)
+    stats = PipelineStats()
+    out, = augmented([{"key": "u", "wav": clean.copy()}], augmenter, 1.0,
+                     np.random.default_rng(0), stats, on_device=on_device)
+    np.testing.assert_array_equal(out["wav"], clean)
+    assert out.get("aug") is None
     assert stats.skipped == {BAD_AUGMENT_SOURCE: 1}

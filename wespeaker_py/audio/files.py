@@ -77,6 +77,7 @@ class AudioHandle:
         self.frames = int(self._file.frames)
         self.samplerate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
+        self.subtype = str(self._file.subtype)   # the stored sample format, e.g. PCM_16
         if self.frames <= 0:
             self.close()
             raise AudioEmptyError(f"{name}: no audio frames")
@@ -96,18 +97,19 @@ class AudioHandle:
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Decode ``count`` frames from ``start``: mono float32 on the int16 scale."""
-        mono = mix_to_mono(self._read_frames(start, count), self.channel, self.name)
+        mono = mix_to_mono(self.read_frames(start, count), self.channel, self.name)
         mono *= INT16_SCALE
         return mono
 
-    def _read_frames(self, start: int, count: int) -> np.ndarray:
-        """``[count, channels]`` float32 in [-1, 1] from frame ``start``."""
+    def read_frames(self, start: int, count: int, dtype: str = "float32") -> np.ndarray:
+        """``[count, channels]`` from frame ``start``, every channel: floats in [-1, 1]
+        (float64 holds every stored sample format exactly), integers full scale."""
         if start < 0 or count <= 0 or start + count > self.frames:
             raise ValueError(f"{self.name}: frames [{start}, {start + count}) outside "
                              f"[0, {self.frames})")
         try:
             self._file.seek(start)
-            data = self._file.read(count, dtype="float32", always_2d=True)
+            data = self._file.read(count, dtype=dtype, always_2d=True)
         except (sf.SoundFileError, RuntimeError) as err:
             raise AudioTruncatedError(f"{self.name}: decoding failed: {err}") from None
         if data.shape[0] < count:
@@ -126,7 +128,7 @@ class AudioHandle:
             return error
         levels: List[float] = [-np.inf] * self.channels
         for start in range(0, self.frames, _SCAN_FRAMES):
-            block = self._read_frames(start, min(_SCAN_FRAMES, self.frames - start))
+            block = self.read_frames(start, min(_SCAN_FRAMES, self.frames - start))
             levels = np.maximum(levels, channel_levels(block * np.float32(INT16_SCALE)))
         return explain_silent_channel(error, self.name, self.channel, list(levels))
 

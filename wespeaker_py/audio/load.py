@@ -45,9 +45,21 @@ def _as_numpy(audio: Any, name: str) -> np.ndarray:
     if isinstance(audio, np.ndarray):
         return audio
     if hasattr(audio, "detach") and hasattr(audio, "cpu"):   # a torch tensor
-        return audio.detach().cpu().numpy()
+        return _tensor_as_numpy(audio.detach().cpu(), name)
     raise AudioInputError(f"{name}: cannot use a {type(audio).__name__} as audio: pass a "
                           f"file path, a NumPy array or a torch tensor")
+
+
+def _tensor_as_numpy(tensor: Any, name: str) -> np.ndarray:
+    """A CPU tensor's samples; float types NumPy lacks (bfloat16, float8) upcast to float32,
+    which holds them exactly."""
+    try:
+        return tensor.numpy()
+    except TypeError:   # torch's "unsupported ScalarType": the dtype has no NumPy type
+        if tensor.is_floating_point():
+            return tensor.float().numpy()
+        raise AudioInputError(f"{name}: a torch tensor of dtype {tensor.dtype} cannot be used as "
+                              f"audio: pass floats in [-1, 1] or int16 samples") from None
 
 
 def _check_rate(sample_rate: Any, name: str) -> int:

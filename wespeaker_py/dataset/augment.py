@@ -198,15 +198,16 @@ class Augmenter:
             raise _SourceError(key, err) from None
         if not np.any(rir):
             raise _SourceError(key, ValueError("the impulse response is all zeros"))
-        return rir
+        return _finite(rir, key)
 
     def _noise_segment(self, key: str, path: str, length: int,
                        rng: np.random.Generator) -> np.ndarray:
         try:
             with open_audio(path, name=key) as handle:
-                return read_random_chunk(handle, length, self.sample_rate, rng)
+                segment = read_random_chunk(handle, length, self.sample_rate, rng)
         except AudioCheckError as err:
             raise _SourceError(key, err) from None
+        return _finite(segment, key)
 
     def _plan_noise(self, length: int, rng: np.random.Generator) -> AugmentPlan:
         key, path = self.noises[int(rng.integers(0, len(self.noises)))]
@@ -232,3 +233,13 @@ class _SourceError(WespeakerError):
         super().__init__(f"{key}: {cause}")
         self.key = key
         self.cause = cause
+
+
+def _finite(samples: np.ndarray, key: str) -> np.ndarray:
+    """``samples``, or :class:`_SourceError` if any is NaN or infinite: the peak
+    normalisation would spread one over the whole augmented chunk."""
+    bad = samples.size - np.count_nonzero(np.isfinite(samples))
+    if bad:
+        raise _SourceError(key, ValueError(f"{bad} of its {samples.size} samples read are NaN "
+                                           f"or infinite"))
+    return samples

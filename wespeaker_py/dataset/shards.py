@@ -27,8 +27,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
-                                read_pipe)
+from wespeaker_py.audio import INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
                                         check_decodable)
@@ -198,22 +197,41 @@ def _audio_suffix(entry: TableEntry) -> str:
     return suffix
 
 
+def _wav_bytes(samples: np.ndarray, samplerate: int, subtype: str) -> bytes:
+    """``samples`` (floats in [-1, 1], ``[frames]`` or ``[frames, channels]``) as WAV bytes."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, samplerate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
 def _voiced_wav_bytes(entry: TableEntry) -> bytes:
     """Decode, keep the VAD segments and re-encode as 16-bit WAV (WeSpeaker's shard VAD)."""
     with open_audio(entry.wav, name=entry.key) as handle:
         voiced = apply_vad(handle, entry.vad)
         samples = voiced.read_all() / INT16_SCALE
-        buffer = io.BytesIO()
-        sf.write(buffer, samples.astype(np.float32), handle.samplerate, format="WAV",
-                 subtype="PCM_16")
-    return buffer.getvalue()
+        return _wav_bytes(samples.astype(np.float32), handle.samplerate, "PCM_16")
+
+
+def _pipe_wav_bytes(entry: TableEntry) -> bytes:
+    """A ``command |`` entry's output, read as the raw-list path reads it, as a WAV whose
+    header matches its data: every channel, in the output's sample format where WAV has
+    it (else 32-bit float, exact for decoded audio).
+
+    Streaming writers (sox) put an estimated length in the header; such output is
+    accepted with a warning when read from the command, but the same bytes stored
+    verbatim would be refused as truncated each time the shard is read.
+    """
+    with open_audio(entry.wav, name=entry.key) as handle:
+        frames = handle.read_frames(0, handle.frames, dtype="float64")
+        subtype = handle.subtype if sf.check_format("WAV", handle.subtype) else "FLOAT"
+        return _wav_bytes(frames, handle.samplerate, subtype)
 
 
 def _entry_bytes(entry: TableEntry) -> bytes:
     if entry.vad is not None:
         return _voiced_wav_bytes(entry)
     if is_pipe(entry.wav):
-        return read_pipe(entry.wav.rstrip()[:-1], entry.key)
+        return _pipe_wav_bytes(entry)
     with open(entry.wav, "rb") as handle:
         return handle.read()
 
@@ -248,7 +266,8 @@ def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
     Shards are named ``{prefix}_{index:09d}.tar``; the list is written (atomically)
     only after every shard is complete. Audio that soundfile cannot decode, and
     audio stored as is (no VAD) without an audio extension, are refused before
-    anything is written.
+    anything is written. A ``command |`` entry is stored as a WAV re-encoded
+    from the command's output, so that its header matches its data.
     """
     if num_utts_per_shard <= 0:
         raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
