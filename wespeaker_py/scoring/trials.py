@@ -29,6 +29,17 @@ _LABEL_TOKENS = {"target": 1, "tgt": 1, "nontarget": 0, "nontgt": 0, "imp": 0}
 _WRITE_CHUNK = 100_000
 
 
+def parse_score(path: str, line_no: int, text: str) -> float:
+    """The score column of a score file's line; not a finite number names the line."""
+    try:
+        score = float(text)
+    except ValueError:
+        raise DataFormatError(path, line_no, f"score {text!r} is not a number") from None
+    if not np.isfinite(score):
+        raise DataFormatError(path, line_no, f"score {text!r} is not finite")
+    return score
+
+
 def parse_label(token: str) -> Optional[int]:
     """1 for ``target``/``tgt``, 0 for ``nontarget``/``nontgt``/``imp``, else None."""
     return _LABEL_TOKENS.get(token.lower())
@@ -267,12 +278,7 @@ def read_score_file(path: str, extra_columns: int = 0) -> TrialList:
             has_label = line_has_label
         elif line_has_label != has_label:
             raise DataFormatError(path, line_no, "label column present on some lines only")
-        try:
-            score = float(fields[2])
-        except ValueError:
-            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not a number") from None
-        if not np.isfinite(score):
-            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not finite")
+        score = parse_score(path, line_no, fields[2])
         if has_label:
             label = parse_label(fields[3])
             if label is None:
@@ -332,12 +338,7 @@ def read_labelled_scores(path: str) -> Tuple[np.ndarray, np.ndarray]:
         if label is None:
             raise DataFormatError(path, line_no, f"label {fields[3]!r} is not target or "
                                                  "nontarget (metrics need labelled trials)")
-        try:
-            score = float(fields[2])
-        except ValueError:
-            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not a number") from None
-        if not np.isfinite(score):
-            raise DataFormatError(path, line_no, f"score {fields[2]!r} is not finite")
+        score = parse_score(path, line_no, fields[2])
         scores.append(score)
         labels.append(label)
     if not scores:
