@@ -623,6 +623,11 @@ def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_
     (data / "cnceleb_train" / "utt2dur").write_text("u1 3.0\n")   # e.g. prepared again
     run_script(CNCELEB_DIR, "run.sh", "--stage", "7", "--stop_stage", "7", *args, env=env)
     assert len(calls("tools/generate_calibration_trial.py")) == 2
+    measured = len(calls("tools/wav2dur.py"))   # utt2dur is up to date: not measured again
+    later = os.path.getmtime(data / "cnceleb_train" / "utt2dur") + 10
+    os.utime(data / "cnceleb_train" / "wav.scp", (later, later))   # the set prepared again
+    run_script(CNCELEB_DIR, "run.sh", "--stage", "7", "--stop_stage", "7", *args, env=env)
+    assert len(calls("tools/wav2dur.py")) == measured + 1
     # a map naming an utterance with no embedding stops the stage; once mended, the
     # stage is done again (not taken as done) and each mean is in the list once
     (data / "eval" / "enroll.map").write_text("id00800-enroll id00800/missing.wav\n")

@@ -57,10 +57,18 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   dur_sets=${train_set}
   ${drop_duration} || dur_sets="${dur_sets} ${eval_set}"
   for dset in ${dur_sets}; do
-    if [ ! -s "${data}/${dset}/utt2dur" ]; then
-      python tools/wav2dur.py "${data}/${dset}/wav.scp" "${data}/${dset}/utt2dur" \
-        > "${data}/${dset}/dur.log"
+    utt2dur=${data}/${dset}/utt2dur
+    if up_to_date "${utt2dur}" "${data}/${dset}/wav.scp"; then
+      continue
     fi
+    # made again when the set was prepared again, except from pipes, which wav2dur cannot
+    # read: an utt2dur given with them (Kaldi's) is kept
+    if [ -s "${utt2dur}" ] && grep -q '|[[:space:]]*$' "${data}/${dset}/wav.scp"; then
+      echo "$0: ${utt2dur} is older than its wav.scp, whose pipes wav2dur cannot read;" \
+           "using it as it is" >&2
+      continue
+    fi
+    python tools/wav2dur.py "${data}/${dset}/wav.scp" "${utt2dur}" > "${data}/${dset}/dur.log"
   done
   cali_list=${trials_dir}/${calibration_trial}
   cali_settings="generated from ${train_set}, each_trial_num=${each_trial_num}"
