@@ -151,6 +151,24 @@ def test_embed_many_skips_and_reports_bad_items(xvec, tmp_path, speech):
     np.testing.assert_array_equal(results.embeddings["good2"], model.embed(speech[1]))
 
 
+def test_a_checkpoint_file_load_says_which_folder_files_it_does_not_use(tmp_path, caplog):
+    folder, _ = wespeaker_folder(str(tmp_path / "model"))
+    checkpoint = os.path.join(folder, "avg_model.pt")
+    with caplog.at_level(logging.WARNING):
+        wespeaker_py.load_model(checkpoint, device="cpu")
+    assert not caplog.records   # nothing beside it to miss
+    np.save(os.path.join(folder, "mean_vec.npy"), np.zeros(8, np.float32))
+    with caplog.at_level(logging.WARNING):
+        model = wespeaker_py.load_model(checkpoint, device="cpu")
+    assert model.mean_vec is None
+    assert any("uses avg_model.<name> files, not mean_vec.npy" in record.getMessage()
+               for record in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert wespeaker_py.load_model(folder, device="cpu").mean_vec is not None
+    assert not caplog.records
+
+
 def test_embed_many_embeds_a_path_listed_twice_once_and_says_so(xvec, speech, caplog):
     model, _, _ = xvec
     with caplog.at_level(logging.INFO):

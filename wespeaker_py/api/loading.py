@@ -12,8 +12,10 @@ Accepted sources:
 Files that travel with a folder are read from it: ``mean_vec.npy`` (subtracted
 before every cosine), ``calibration.json``, the window LDAs (``window_lda.npz``,
 ``window_lda_<HZ>hz.npz``) and the band fills (``band_fill_<HZ>hz.npz``). Beside a
-single file they are ``<stem>.mean_vec.npy``, ``<stem>.calibration.json`` and so on;
-``wespeaker-py export --with_frontend`` writes the model's beside its graph.
+single file they are ``<stem>.mean_vec.npy``, ``<stem>.calibration.json`` and so on
+(a checkpoint file loaded from a folder that has its own such files says which it
+leaves unused); ``wespeaker-py export --with_frontend`` writes the model's beside its
+graph.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
@@ -132,6 +137,27 @@ def torch_model_files(source: Union[str, "os.PathLike[str]"],
     return config_path, path
 
 
+def _note_folder_files_unused(checkpoint: str, companions: str) -> None:
+    """Warn about the files a folder load would use that a load of its checkpoint file
+    does not (it reads ``<stem>.<name>``): say, ``exp/calibration.json`` beside the
+    ``config.yaml`` of ``exp/models/avg_model.pt``."""
+    from wespeaker_py.frontend.band_fill import band_fill_files
+    here = os.path.dirname(os.path.abspath(checkpoint))
+    for folder in (here, os.path.dirname(here)):
+        if not os.path.isfile(os.path.join(folder, CONFIG_NAME)):
+            continue
+        prefix = os.path.join(folder, "")
+        names = [name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
+                 if os.path.isfile(prefix + name)]
+        names += [path[len(prefix):] for path in band_fill_files(prefix)]
+        unused = [name for name in names if not os.path.exists(companions + name)]
+        if unused:
+            logger.warning("%s is loaded as a checkpoint file: it uses %s<name> files, not "
+                           "%s of %s; load the folder %s to use those", checkpoint,
+                           os.path.basename(companions), ", ".join(unused), folder, folder)
+        return
+
+
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
                calibration: Optional[str] = None,
@@ -160,6 +186,8 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         backend, name = _torch_backend(*torch_model_files(path, config), device)
     companions = (os.path.join(path, "") if os.path.isdir(path)
                   else os.path.splitext(path)[0] + ".")
+    if not os.path.isdir(path) and not path.endswith(".onnx"):
+        _note_folder_files_unused(path, companions)
     mean_path = mean_vec if mean_vec is not None else companions + MEAN_NAME
     mean = _read_mean(mean_path)
     if mean_vec is not None and mean is None:
