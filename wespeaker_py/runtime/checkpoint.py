@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
-from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -31,7 +31,7 @@ class CheckpointMismatchError(ModelSourceError):
     """A checkpoint's tensors do not fit the model; the message names the tensor."""
 
 
-class CheckpointFileNotFound(ModelSourceError, FileNotFoundError):
+class CheckpointFileNotFound(WespeakerError, FileNotFoundError):
     """A checkpoint path that names no file."""
 
 

@@ -44,6 +44,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # kept, and the start weights (compared as the lineage, by their digest)
 RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
                            "log_batch_interval", "checkpoint", "model_init"})
+# settings that only cut epochs into batches: compared as the epoch length, which matters
+# mid-epoch only (a run stopped at an epoch's end continues with epochs of any length)
+EPOCH_LENGTH_KEYS = frozenset({"dataloader_args.batch_size",
+                               "dataset_args.sample_num_per_epoch"})
 # a repeat of the pending stop signal this soon after it is the same request delivered twice:
 # at a time limit SLURM signals every process of the step, ranks included, and torchrun
 # passes its own copy on to each rank's process group milliseconds later
@@ -204,11 +208,13 @@ def training_settings(config: Mapping[str, Any]) -> Dict[str, Any]:
     return flat
 
 
-def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
-    """``"key: before -> now"`` for each setting that differs (a missing one is ``unset``)."""
+def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any],
+                     ignored: frozenset = frozenset()) -> List[str]:
+    """``"key: before -> now"`` for each setting not ``ignored`` that differs (a missing one
+    is ``unset``)."""
     unset = object()
     changes = []
-    for key in sorted(set(before) | set(now)):
+    for key in sorted((set(before) | set(now)) - ignored):
         old, new = before.get(key, unset), now.get(key, unset)
         if old != new:
             changes.append(f"{key}: {'unset' if old is unset else repr(old)} -> "
@@ -240,15 +246,6 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
                     "start of this run (epoch %d): not used", path, at.epoch, at.batch,
                     at.after.epoch, standing.epoch)
         return None
-    changes = ([] if settings is None or at.settings is None
-               else settings_changes(at.settings, settings))
-    if changes:
-        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more"
-                                          if len(changes) > 6 else "")
-        logger.warning("%s was written by a run of other settings (%s): not continued, "
-                       "epoch %d is trained again from its start (delete the file to "
-                       "silence this)", path, shown, at.epoch)
-        return None
     if at.world_size != world_size:
         logger.warning("%s was written by %d ranks, this run has %d: its epoch %d is "
                        "trained again from the start (continuing mid-epoch needs as many "
@@ -260,6 +257,15 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
                        "sample_num_per_epoch): its epoch %d is trained again from the start "
                        "(continuing mid-epoch needs epochs as long)", path, at.batch,
                        at.epoch_iter, at.epoch, epoch_iter, at.epoch)
+        return None
+    changes = ([] if settings is None or at.settings is None
+               else settings_changes(at.settings, settings, ignored=EPOCH_LENGTH_KEYS))
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more"
+                                          if len(changes) > 6 else "")
+        logger.warning("%s was written by a run of other settings (%s): not continued, "
+                       "epoch %d is trained again from its start (delete the file to "
+                       "silence this)", path, shown, at.epoch)
         return None
     logger.info("continuing from %s: epoch %d after its batch %d", path, at.epoch, at.batch)
     return loaded
