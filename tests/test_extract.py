@@ -12,7 +12,7 @@ import yaml
 from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_corpus, make_experiment,
                                read_int16_scale, write_wav)
 from wespeaker_py.bin.extract import main as extract_main
-from wespeaker_py.bin.extract import parse_gpus
+from wespeaker_py.bin.extract import gpus_flag
 from wespeaker_py.config import TfmelArgs
 from wespeaker_py.frontend import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
@@ -426,8 +426,12 @@ def test_cli_refuses_augmentation_and_parses_gpu_lists(experiment, corpus, tmp_p
         extract_main(["--config", experiment["config_path"], "--model_path",
                       experiment["checkpoint"], "--data_list", corpus["list"],
                       "--embed_ark", str(tmp_path / "x.ark"), "--aug-prob", "0.5"])
-    assert parse_gpus("[0,1]") == [0, 1] and parse_gpus("2") == [2]
-    assert parse_gpus("[]") == [] and parse_gpus("-1") == [] and parse_gpus(None) is None
+    assert gpus_flag("[0,1]") == [0, 1] and gpus_flag("0,1") == [0, 1] and gpus_flag("2") == [2]
+    assert gpus_flag("[]") == [] and gpus_flag("-1") == [] and gpus_flag("") == []
+    with pytest.raises(SystemExit):
+        extract_main(["--config", experiment["config_path"], "--model_path",
+                      experiment["checkpoint"], "--data_list", corpus["list"],
+                      "--embed_ark", str(tmp_path / "x.ark"), "--gpus", "[0,zero]"])
 
 
 def test_extraction_refuses_to_run_under_torchrun(experiment, corpus, tmp_path, monkeypatch):

@@ -196,7 +196,7 @@ def _without(block: dict, key: str) -> dict:
     ({"scheduler": "WarmupCosineScheduler",
       "scheduler_args": dict(COSINE["scheduler_args"], initial_lr=0.1)}, {},
      "unknown config key 'scheduler_args.initial_lr'; known keys under 'scheduler_args': "
-     "fix_epoch, max_lr, min_lr"),
+     "epoch_iter, fix_epoch, max_lr, min_lr"),
     ({"scheduler": "WarmupCosineScheduler",
       "scheduler_args": dict(COSINE["scheduler_args"], warmup_epoch=-1)}, {},
      "'scheduler_args.warmup_epoch' must be >= 0"),

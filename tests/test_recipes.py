@@ -1363,3 +1363,40 @@ def test_mini_seed_summary_gives_each_run_and_the_mean_and_spread(tmp_path):
     assert f"| cosine | {mean:.3f} ± {std:.3f} ({min(eers):.3f}-{max(eers):.3f}) |" in text
     assert "| PLDA |" in text and "flock -x /tmp/wsp_cpu.lock CMD" in text
     assert f"| 1 | {eers[0]:.3f} / " in text and "3 min 21 s | 1.50 / 2.00 |" in text
+
+
+def test_score_norm_is_done_again_when_its_eval_embeddings_or_mean_vector_change(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    inputs = [exp / "scores" / "trials.score", exp / "embeddings" / "test" / "xvector.scp",
+              exp / "embeddings" / "backend" / "xvector.scp",
+              exp / "embeddings" / "backend" / "spk_xvector.scp",
+              exp / "embeddings" / "backend" / "mean_vec.npy"]
+    for path in inputs:
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_text("made earlier\n")
+        os.utime(path, (1e9, 1e9))
+    out = exp / "scores" / "backend_asnorm100_trials.score"
+
+    def made_at(when):  # a normalised score file of these settings, made at ``when``
+        out.write_text("u1 u2 0.5\n")
+        (exp / "scores" / (out.name + ".settings")).write_text(
+            "train_set=backend eval_set=test\n")
+        os.utime(out, (when, when))
+
+    def stage2():
+        run_script(MINI_DIR, "tools/recipe/score_norm.sh", "--stage", "2", "--stop-stage", "2",
+                   "--cohort_set", "backend", "--train_set", "backend", "--eval_set", "test",
+                   "--exp_dir", str(exp), "--data", str(data), "--trials", "trials", env=env)
+        calls = log.read_text() if log.exists() else ""
+        return calls.count("wespeaker_py.bin.score_norm")
+
+    made_at(2e9)
+    assert stage2() == 0  # up to date
+    # re-extracted eval embeddings; a new mean vector
+    for when, changed in ((3e9, inputs[1]), (5e9, inputs[4])):
+        os.utime(changed, (when, when))
+        assert stage2() == 1, changed
+        made_at(when + 1e9)
+        assert stage2() == 1
+        log.unlink()

@@ -49,6 +49,7 @@ num_threads=     # CPU threads; empty: $OMP_NUM_THREADS, else half the cores (at
 batch_size=16
 
 . tools/parse_options.sh || exit 1
+. tools/recipe_helpers.sh
 set -eo pipefail
 
 data=data/${name}
@@ -63,14 +64,29 @@ if [ -z "${data_dir}" ]; then
   ref_dir=${data}/test_ref
 fi
 
+# first_rate WAV_SCP [BASE]: the sample rate of the first entry of WAV_SCP (a pipe, an
+# absolute path, or a path relative to BASE; default: here, as `wespeaker-py embed` reads it)
+first_rate() {
+  python - "$1" "${2:-.}" <<'PY'
+import os, sys
+from wespeaker_py.audio import is_pipe, open_audio
+scp, base = sys.argv[1:3]
+with open(scp, encoding="utf-8") as lines:
+    wav = lines.readline().split(maxsplit=1)[1].strip()
+if not is_pipe(wav) and not os.path.isabs(wav):
+    wav = os.path.join(base, wav)
+with open_audio(wav) as audio:
+    print(audio.samplerate)
+PY
+}
+
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${data_dir}" == "${data}/finetune" ]; then
   echo "Stage 1: ${rate} Hz copies of ${corpus_dir} in ${data}"
   python local/resample_data.py --rate "${rate}" --speakers "${corpus_dir}/train_spk" \
     "${corpus_dir}" "${data}/finetune"
   python local/resample_data.py --rate "${rate}" --speakers "${corpus_dir}/test_spk" \
     --trials "${corpus_dir}/trials" "${corpus_dir}" "${data}/test"
-  source_rate=$(python -c 'import soundfile, sys; print(soundfile.info(sys.argv[1]).samplerate)' \
-    "${corpus_dir}/$(head -n 1 "${corpus_dir}/wav.scp" | sed 's/^[^[:space:]]*[[:space:]]*//')")
+  source_rate=$(first_rate "${corpus_dir}/wav.scp" "${corpus_dir}")
   python local/resample_data.py --rate "${source_rate}" --speakers "${corpus_dir}/test_spk" \
     --trials "${corpus_dir}/trials" "${corpus_dir}" "${data}/test_ref"
 fi
@@ -91,23 +107,32 @@ finetuned_test finetuned ${test_dir}"
 [ -n "${ref_dir}" ] && rows="source_ref source ${ref_dir}
 ${rows}"
 model_of() { if [ "$1" == "source" ]; then echo "${model}"; else echo "${exp}/model"; fi; }
-# the source model's rows are shared by every tag of a name (scored once per source model)
+# the source model's rows are shared by every tag of a name (extracted once per source
+# model and test folder: source_settings)
 eval_dir() {
   if [ "$1" == "source" ]; then echo "exp/${name}_source_$(basename "$(realpath "${model}")")/$2"
   else echo "${exp}/eval/$2"; fi
+}
+
+# source_settings TEST_DIR: what the source model's embeddings of TEST_DIR are made of
+source_settings() {
+  echo "model=$(realpath "${model}") wav_scp=$(realpath "$1/wav.scp")"
 }
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Stage 3: extract test embeddings"
   while read -r row which set; do
     dir=$(eval_dir "${which}" "${row}")
-    if [ "${which}" == "source" ] && [ -s "${dir}/embeddings/xvector.scp" ]; then
-      echo "${dir}/embeddings: done"; continue
+    scp=${dir}/embeddings/xvector.scp
+    if [ "${which}" == "source" ] && made_with "${scp}" "$(source_settings "${set}")" \
+        "${set}/wav.scp" "${model}" "${model}/avg_model.pt"; then
+      echo "${dir}/embeddings: up to date"; continue
     fi
     mkdir -p "${dir}/embeddings"
     python -m wespeaker_py.cli.main embed --model "$(model_of "${which}")" \
       ${device:+--device "${device}"} --batch_size "${batch_size}" \
       --wav_scp "${set}/wav.scp" --output "${dir}/embeddings/xvector.ark"
+    if [ "${which}" == "source" ]; then record_settings "${scp}" "$(source_settings "${set}")"; fi
   done <<< "${rows}"
 fi
 
@@ -128,8 +153,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     python -c 'import json, sys; print(json.load(sys.stdin)["sample_rate"])')
   specs=()
   while read -r row which set; do
-    test_rate=$(python -c 'import soundfile, sys; print(soundfile.info(sys.argv[1]).samplerate)' \
-      "$(head -n 1 "${set}/wav.scp" | sed 's/^[^[:space:]]*[[:space:]]*//')")
+    test_rate=$(first_rate "${set}/wav.scp")
     if [ "${which}" == "source" ]; then label="source (${source_rate} Hz)"; calibration=""
     else label="fine-tuned (${tuned_rate} Hz)"; calibration="@${exp}/model/calibration.json"; fi
     specs+=("${label}, ${test_rate} Hz test=$(eval_dir "${which}" "${row}")/scores/trials.score${calibration}")

@@ -50,7 +50,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score
     settings="train_set=${train_set} eval_set=${eval_set}"
-    if made_with "${out}" "${settings}" "${scores_dir}/${x}.score" \
+    if made_with "${out}" "${settings}" "${scores_dir}/${x}.score" "${eval_scp}" "${mean_vec}" \
         "${cohort_dir}/spk_xvector.scp" "${exp_dir}/embeddings/${train_set}/xvector.scp"; then
       echo "${x}: normalised scores are up to date"
       continue

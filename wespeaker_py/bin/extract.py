@@ -51,18 +51,15 @@ logger = get_logger("wespeaker_py.bin.extract")
 DEFAULT_BUFFER_MB = 2048
 
 
-def parse_gpus(text: Optional[str]) -> Optional[List[int]]:
-    """``"[0,1]"``, ``"0,1"`` -> ``[0, 1]``; ``"[]"``, ``""`` or ``"-1"`` -> ``[]`` (CPU)."""
-    if text is None:
-        return None
-    body = text.strip().strip("[]").strip()
-    if body in ("", "-1"):
-        return []
+def gpus_flag(text: str) -> List[int]:
+    """``--gpus`` as the config's ``gpus`` is read (:func:`wespeaker_py.config.parse_gpus`):
+    ``"[0,1]"``, ``"0,1"`` -> ``[0, 1]``; ``"[]"``, ``""`` or ``"-1"`` -> ``[]`` (CPU)."""
+    from wespeaker_py.config.gpus import parse_gpus
+    from wespeaker_py.config.fields import ConfigError
     try:
-        return [int(part) for part in body.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--gpus expects a list like [0,1], got {text!r}") \
-            from None
+        return parse_gpus(text, "--gpus")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
              help="most utterances (all of equal length) in one forward pass")
     add_flag(parser, "num_workers", type=int, default=1, help="DataLoader workers per job")
     add_flag(parser, "nj", type=int, default=1, help="number of parallel jobs")
-    add_flag(parser, "gpus", type=parse_gpus, default=None,
+    add_flag(parser, "gpus", type=gpus_flag, default=None,
              help="GPUs for the jobs, e.g. [0,1] (default: all visible; [] for CPU)")
     add_flag(parser, "device", default=None,
              help="device of a single job: cpu, cuda, cuda:N (default: first of --gpus)")

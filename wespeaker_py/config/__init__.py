@@ -5,6 +5,7 @@
     config.dataset_args.fbank_args.num_mel_bins   # typed, defaults filled in
 """
 from wespeaker_py.config.fields import ConfigError
+from wespeaker_py.config.gpus import parse_gpus
 from wespeaker_py.config.loading import (apply_override, as_dataset_args, config_to_dict,
                                          load_config, load_model_config, parse_override_args,
                                          read_yaml, save_config)
@@ -20,5 +21,5 @@ __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs",
            "S3prlArgs", "SchedulerArgs", "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
            "TrainConfig", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
            "WarmupStepDecayArgs", "WhisperEncoderArgs", "apply_override", "as_dataset_args",
-           "config_to_dict", "load_config", "load_model_config", "parse_override_args",
-           "read_yaml", "save_config"]
+           "config_to_dict", "load_config", "load_model_config", "parse_gpus",
+           "parse_override_args", "read_yaml", "save_config"]

@@ -17,26 +17,43 @@ from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hi
                                         is_text, parse_block)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
 from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects a key repeated in one mapping."""
+    """A safe YAML loader that rejects a key repeated in one mapping with another value
+    (WeSpeaker's own redimnet.yaml repeats one with the same value: a warning), and reads
+    ``!!python/tuple`` (what WeSpeaker's trainer saves for ``--gpus 0,1``) as a list."""
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+    first: Dict[Any, Tuple[Any, yaml.Mark]] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        value = loader.construct_object(value_node, deep=True)
+        mark = key_node.start_mark
+        if key not in first:
+            first[key] = (value, mark)
+        elif first[key][0] != value:
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping", node.start_mark,
-                f"found duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
+                f"found duplicate key {key!r} with another value than on line "
+                f"{first[key][1].line + 1}", mark)
+        else:
+            logger.warning("%s:%d: key %r repeats line %d with the same value; one is used",
+                           mark.name, mark.line + 1, key, first[key][1].line + 1)
     return loader.construct_mapping(node, deep=deep)
+
+
+def _construct_tuple_as_list(loader: _UniqueKeyLoader, node: yaml.SequenceNode) -> List[Any]:
+    return loader.construct_sequence(node, deep=True)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _construct_unique_mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple_as_list)
 
 
 def read_yaml(path: str) -> Dict[str, Any]:

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
+from wespeaker_py.config.gpus import parse_gpus
 
 
 def _block(cls):
@@ -76,6 +77,8 @@ class SpecAugArgs:
     the default, false, draws for each utterance: WeSpeaker's own code marks the
     shared draw as a to-do, and a batch masked all or nothing makes whole
     steps plain or augmented instead of each utterance with probability ``prob``.
+    It is saved only when set, as WeSpeaker passes this block whole to its
+    ``spec_aug()``, which takes no such keyword.
     """
 
     num_t_mask: int = setting(1, minimum=0)
@@ -83,7 +86,7 @@ class SpecAugArgs:
     max_t: int = setting(10, minimum=0)
     max_f: int = setting(8, minimum=0)
     prob: float = setting(0.6, minimum=0, maximum=1)
-    batch_mask: bool = False
+    batch_mask: bool = setting(False, written_when_set=True)
 
 
 @_block
@@ -223,7 +226,8 @@ class TfmelArgs:
     """``dataset_args.tfmel_args``: the TFMel front-end of ReDimNet2, ``frontend: tfmel``.
 
     WeSpeaker's ``TFMelFrontend`` keys and defaults; the sample rate is
-    ``dataset_args.resample_rate``.
+    ``dataset_args.resample_rate``, and ``f_max`` may not pass half of it (the mel
+    bands above would cover no frequency bin).
     """
 
     n_fft: int = setting(512, minimum=1)
@@ -243,6 +247,9 @@ class TfmelArgs:
         if self.win_length > self.n_fft:
             raise ConfigError(f"config key '{where}.win_length' ({self.win_length}) must be "
                               f"<= n_fft ({self.n_fft})")
+        if self.f_min >= self.f_max:
+            raise ConfigError(f"config key '{where}.f_min' ({self.f_min:g}) must be below "
+                              f"f_max ({self.f_max:g})")
         for name in ("freq_mask_width", "time_mask_width"):
             low_high = getattr(self, name)
             if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1]:
@@ -298,8 +305,10 @@ class DatasetArgs:
                               f"{where}.frontend is s3prl")
         if self.frontend == "w2vbert" and self.w2vbert_args is None:
             self.w2vbert_args = W2vbertArgs()
-        if self.frontend == "tfmel" and self.tfmel_args is None:
-            self.tfmel_args = TfmelArgs()
+        if self.frontend == "tfmel":
+            if self.tfmel_args is None:
+                self.tfmel_args = TfmelArgs()
+            self._check_tfmel_band(where)
         if self.frontend == "whisper_encoder":
             if self.whisper_encoder_args is None:
                 self.whisper_encoder_args = WhisperEncoderArgs()
@@ -315,6 +324,14 @@ class DatasetArgs:
                                       f"{where}.frontend {self.frontend} (as in WeSpeaker's "
                                       f"configs: its features are normalised by their own "
                                       f"front-end or model)")
+
+    def _check_tfmel_band(self, where: str) -> None:
+        """TFMel's mel bands must end at or below the Nyquist frequency."""
+        nyquist = self.resample_rate / 2
+        if self.tfmel_args.f_max > nyquist:
+            raise ConfigError(f"config key '{where}.tfmel_args.f_max' ({self.tfmel_args.f_max:g} "
+                              f"Hz) must be <= half of {where}.resample_rate ({nyquist:g} Hz): "
+                              f"the mel bands above it would cover no frequency bin")
 
     @property
     def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs, W2vbertArgs,
@@ -363,7 +380,8 @@ class MarginUpdate:
     """``margin_update``: the margin schedule of the head.
 
     Every key but ``increase_type`` is required, as WeSpeaker's MarginScheduler
-    has no defaults for them.
+    has no defaults for them. ``epoch_iter``, which WeSpeaker's trainer writes into
+    its saved config, is accepted and ignored (see :data:`TRAINER_WRITTEN_KEYS`).
     """
 
     initial_margin: float
@@ -373,6 +391,7 @@ class MarginUpdate:
     fix_start_epoch: int = setting(minimum=0)
     update_margin: bool
     increase_type: Literal["exp", "linear"] = "exp"
+    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
 
     def _finish(self, where: str) -> None:
         if self.fix_start_epoch < self.increase_start_epoch:
@@ -381,9 +400,19 @@ class MarginUpdate:
                               f"got {self.fix_start_epoch}")
 
 
-# Each scheduler_args block below accepts ``scale_ratio`` and ``num_epochs`` for WeSpeaker's
-# configs and ignores them, as WeSpeaker's trainer overwrites them: the lr factor comes from
-# world size x batch size, the length from num_epochs.
+# Keys that WeSpeaker's trainer computes and writes into the saved config.yaml
+# (scheduler_args and margin_update): accepted, so that its experiments' configs load, and
+# ignored, as its trainer overwrites them too. The lr factor comes from world size x batch
+# size, the length from num_epochs, the batches per epoch from the data.
+TRAINER_WRITTEN_KEYS = frozenset({"scale_ratio", "num_epochs", "epoch_iter"})
+
+
+def schedule_settings(block: Any) -> Dict[str, Any]:
+    """A scheduler_args or margin_update block as its scheduler's keyword arguments:
+    the keys of :data:`TRAINER_WRITTEN_KEYS` left out."""
+    return {name: value for name, value in dataclasses.asdict(block).items()
+            if name not in TRAINER_WRITTEN_KEYS}
+
 
 @_block
 class ExponentialDecreaseArgs:
@@ -398,6 +427,7 @@ class ExponentialDecreaseArgs:
     warm_from_zero: bool = False
     scale_ratio: Optional[float] = setting(None, above=0)
     num_epochs: Optional[int] = setting(None, minimum=1)
+    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
 
     @property
     def optimizer_lr(self) -> Optional[float]:
@@ -419,6 +449,7 @@ class WarmupStepDecayArgs:
     gamma: float = setting(0.1, minimum=0)
     scale_ratio: Optional[float] = setting(None, above=0)
     num_epochs: Optional[int] = setting(None, minimum=1)
+    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
 
     @property
     def optimizer_lr(self) -> Optional[float]:
@@ -441,6 +472,7 @@ class WarmupCosineArgs:
     fix_epoch: float = setting(minimum=0)
     scale_ratio: Optional[float] = setting(None, above=0)
     num_epochs: Optional[int] = setting(None, minimum=1)
+    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
 
     def _finish(self, where: str) -> None:
         if self.min_lr > self.max_lr:
@@ -458,6 +490,22 @@ SCHEDULER_ARGS = {"ExponentialDecrease": ExponentialDecreaseArgs,
                   "WarmupLR_withStepDecay": WarmupStepDecayArgs,
                   "WarmupCosineScheduler": WarmupCosineArgs}
 SchedulerArgs = Union[ExponentialDecreaseArgs, WarmupStepDecayArgs, WarmupCosineArgs]
+
+
+@_block
+class CrossEntropyLossArgs:
+    """``loss_args`` of ``loss: CrossEntropyLoss``: the keyword arguments of torch's
+    ``CrossEntropyLoss`` that a YAML value can give and the training step takes (a mean
+    over the batch; class weights would need a tensor). Checked here, passed on as given.
+    """
+
+    ignore_index: int = -100
+    label_smoothing: float = setting(0.0, minimum=0, maximum=1)
+    reduction: Literal["mean"] = "mean"
+
+
+# ``loss`` names the block that checks ``loss_args``
+LOSS_ARGS = {"CrossEntropyLoss": CrossEntropyLossArgs}
 
 
 # Open blocks: their consumer checks the whole mapping; these keys are checked here.
@@ -504,6 +552,8 @@ class TrainConfig(ModelConfig):
 
     # experiment and run control
     exp_dir: str
+    # device ids by local rank in any form parse_gpus reads ("[0,1]", "0,1", 0, [0, 1]);
+    # kept as a list ([]: the CPU; None: any visible GPU by local rank)
     gpus: Union[str, List[int], int, None] = None
     num_avg: int = setting(minimum=1)
     enable_amp: bool = False
@@ -543,6 +593,9 @@ class TrainConfig(ModelConfig):
     do_lm: bool = False
 
     def _finish(self, where: str) -> None:
+        self.gpus = parse_gpus(self.gpus)
+        checked_loss = parse_block(LOSS_ARGS[self.loss], self.loss_args, "loss_args")
+        self.loss_args = {key: getattr(checked_loss, key) for key in self.loss_args}
         _check_open_keys(self.projection_args, PROJECTION_KEYS, "projection_args")
         _check_open_keys(self.optimizer_args, OPTIMIZER_KEYS, "optimizer_args")
         if "lr" not in self.optimizer_args and self.scheduler_args.optimizer_lr is None:

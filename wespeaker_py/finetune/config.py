@@ -4,10 +4,13 @@ Kept from the source: ``model``, ``model_args``, the head type and scale
 (``projection_args``), and the feature settings of ``dataset_args``. Changed:
 the sample rate (the data's, or ``--sample_rate``; fbank keeps its number of
 mel bins, which then span 0 to half the new rate, and its frame length and
-shift in milliseconds, as WeSpeaker's 8 kHz configs do), no speed perturbation
-and no noise/reverb (fine-tuning data comes without augmentation lists), a
-fixed margin, Adam at the given learning rate decaying tenfold, and a new head
-for the data's speakers (``model_init`` holds the body only).
+shift in milliseconds, as WeSpeaker's 8 kHz configs do; TFMel keeps its window
+lengths in milliseconds and its top band's share of the spectrum), no speed
+perturbation and no noise/reverb (fine-tuning data comes without augmentation
+lists), a fixed margin, Adam at the given learning rate decaying tenfold, and a
+new head for the data's speakers (``model_init`` holds the body only). A
+front-end that takes one rate only (WavLM, W2V-BERT, Whisper) keeps it: other
+data are resampled to it (:func:`chosen_rate`).
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
+from wespeaker_py.config.fields import as_float
+from wespeaker_py.config.schema import WHISPER_SAMPLE_RATE, TfmelArgs
+from wespeaker_py.errors import WespeakerError
 
 # the learning rate decays from --lr to --lr / LR_DECAY over the run
 LR_DECAY = 10.0
@@ -22,6 +28,13 @@ FREEZE_CHOICES = ("auto", "none", "front", "body")
 # --freeze auto freezes the body for the first epochs below this many training speakers
 # (docs/finetune.md: better with 4 speakers, worse with 74)
 FEW_SPEAKERS = 20
+# dataset_args.resample_rate when a config has none (WeSpeaker's default)
+DEFAULT_RATE = 16000
+# front-ends whose pretrained weights (or feature extractor) take one sample rate only
+FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
+                        "whisper_encoder": WHISPER_SAMPLE_RATE}
+# TFMel's sizes in samples: scaled with the rate, so that they keep their length in ms
+TFMEL_SAMPLE_KEYS = ("n_fft", "win_length", "hop_length")
 
 
 @dataclass(frozen=True)
@@ -75,18 +88,49 @@ def gpus_for(device: Optional[str]) -> Optional[str]:
     return f"[{int(device.split(':', 1)[1])}]"
 
 
+def chosen_rate(dataset_args: Mapping[str, Any], requested: Optional[int]) -> Optional[int]:
+    """The rate to train at that the data does not decide: ``requested`` (``--sample_rate``),
+    else the one rate of the source's front-end when it takes only one (see
+    :data:`FIXED_RATE_FRONTENDS`), else None (the data's rate).
+
+    A ``requested`` rate that such a front-end does not take is a :class:`WespeakerError`,
+    before anything is written.
+    """
+    frontend = dataset_args.get("frontend", "fbank")
+    fixed = FIXED_RATE_FRONTENDS.get(frontend)
+    if fixed is not None and requested not in (None, fixed):
+        raise WespeakerError(f"--sample_rate {requested}: the source model's front-end "
+                             f"(dataset_args.frontend {frontend}) works at {fixed} Hz only; "
+                             f"leave --sample_rate out (the data is resampled to {fixed} Hz)")
+    return requested or fixed
+
+
 def rate_dataset_args(dataset_args: Mapping[str, Any], sample_rate: int) -> Dict[str, Any]:
-    """``dataset_args`` at ``sample_rate``: only ``resample_rate`` changes (fbank's mel bins,
-    frame length and shift are rate-free; TFMel's are in samples and are scaled)."""
+    """``dataset_args`` at ``sample_rate``: ``resample_rate`` changes (fbank's mel bins,
+    frame length and shift are rate-free), and so do TFMel's settings that depend on it."""
     args = copy.deepcopy(dict(dataset_args))
-    old_rate = int(args.get("resample_rate", 16000))
+    old_rate = int(args.get("resample_rate", DEFAULT_RATE))
     args["resample_rate"] = sample_rate
-    tfmel = args.get("tfmel_args")
-    if args.get("frontend") == "tfmel" and tfmel and old_rate != sample_rate:
-        for key in ("n_fft", "win_length", "hop_length"):
-            if key in tfmel:
-                tfmel[key] = max(1, round(tfmel[key] * sample_rate / old_rate))
+    if args.get("frontend") == "tfmel" and old_rate != sample_rate:
+        args["tfmel_args"] = _tfmel_at_ratio(args.get("tfmel_args") or {}, sample_rate / old_rate)
     return args
+
+
+def _tfmel_at_ratio(tfmel: Mapping[str, Any], ratio: float) -> Dict[str, Any]:
+    """TFMel's arguments for a rate ``ratio`` times the old: its sizes in samples keep their
+    length in ms, its top mel frequency ``f_max`` its share of the spectrum (so it stays
+    below the new Nyquist frequency). Keys left out scale from their defaults; a value
+    that is no number is left for the config check to name."""
+    defaults = TfmelArgs()
+    scaled = dict(tfmel)
+    for key in TFMEL_SAMPLE_KEYS:
+        value = tfmel.get(key, getattr(defaults, key))
+        if isinstance(value, int) and not isinstance(value, bool):
+            scaled[key] = max(1, round(value * ratio))
+    f_max = as_float(tfmel.get("f_max", defaults.f_max))
+    if f_max is not None:
+        scaled["f_max"] = f_max * ratio
+    return scaled
 
 
 def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir: str,

@@ -4,9 +4,11 @@ DIR holds ``wav.scp`` and ``utt2spk`` (``segments``, ``utt recording start end``
 optional: then wav.scp lists recordings). A speaker-disjoint dev part (speakers
 with two or more utterances, drawn with a fixed seed) gives every pair of its
 utterances as trials; the rest trains. Speakers with one utterance only train.
+:func:`list_digests` tells a folder's lists apart from the same folder edited.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections import Counter, defaultdict
@@ -31,6 +33,8 @@ MIN_DEV_NONTARGET_TRIALS = 10
 # held-out share of the speakers with two or more utterances when --dev_speakers is not given
 DEV_SHARE = 0.2
 SPLIT_SEED = 777
+# the lists a data folder is read from (segments optional)
+LIST_NAMES = ("wav.scp", "utt2spk", "segments")
 
 
 class FinetuneDataError(WespeakerError):
@@ -39,13 +43,14 @@ class FinetuneDataError(WespeakerError):
 
 @dataclass
 class FinetuneData:
-    """DIR split into training and dev entries, with the dev trials and the data's rate."""
+    """DIR split into training and dev entries, with the dev trials and the data's rate
+    (None when wav.scp holds only pipes and the rate to train at was given)."""
 
     source: str
     train: List[TableEntry]
     dev: List[TableEntry]
     trials: List[Trial]
-    sample_rate: int
+    sample_rate: Optional[int]
     rates: Dict[int, int] = field(default_factory=dict)  # files by sample rate
     single_utterance_speakers: int = 0
     mix_source: Optional[str] = None  # --mix_data: original-domain data that only trains
@@ -136,14 +141,16 @@ def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> 
 
 
 def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
-                       mix_dir: Optional[str] = None) -> FinetuneData:
+                       mix_dir: Optional[str] = None,
+                       sample_rate: Optional[int] = None) -> FinetuneData:
     """Read and split ``data_dir``; :class:`FinetuneDataError` when it cannot serve.
 
     Refused: fewer than two speakers, fewer than two training speakers left
     after the dev split, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
-    :data:`MIN_DEV_NONTARGET_TRIALS`. ``mix_dir`` (original-domain data) only
-    trains: its utterances and speakers join the training set under a ``mix-``
-    prefix; the rate stays ``data_dir``'s.
+    :data:`MIN_DEV_NONTARGET_TRIALS`, and a wav.scp of only pipes (whose rate
+    cannot be read) unless ``sample_rate``, the rate to train at, is given.
+    ``mix_dir`` (original-domain data) only trains: its utterances and speakers
+    join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
     """
     try:
         entries = _read_entries(data_dir)
@@ -171,16 +178,18 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
             f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
+    # read even when the rate is given: an unreadable file is named now, not in training
     own_rates = _sample_rates(entries)
-    if not own_rates:
+    if not own_rates and sample_rate is None:
         raise FinetuneDataError(f"{data_dir}/wav.scp: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
-    rate = max(own_rates, key=lambda r: (own_rates[r], r))
+    rate = max(own_rates, key=lambda r: (own_rates[r], r)) if own_rates else None
     rates = Counter(own_rates) + Counter(_sample_rates(mixed))
     if len(rates) > 1:
         logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
                        data_dir + (f" (with {mix_dir})" if mix_dir else ""),
-                       ", ".join(f"{r} ({n} files)" for r, n in sorted(rates.items())), rate)
+                       ", ".join(f"{r} ({n} files)" for r, n in sorted(rates.items())),
+                       sample_rate or rate)
     if mixed:
         logger.info("%d utterances of %d speakers of %s train too", len(mixed),
                     len({entry.spk for entry in mixed}), mix_dir)
@@ -192,6 +201,29 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
                         sample_rate=rate, rates=dict(rates), single_utterance_speakers=singles,
                         mix_source=os.path.abspath(mix_dir) if mix_dir else None,
                         mix_utterances=len(mixed))
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_digests(data_dir: str, mix_dir: Optional[str] = None) -> Dict[str, str]:
+    """SHA-256 of the content of each list the data is read from (:data:`LIST_NAMES`,
+    ``data/wav.scp``, ``mix_data/utt2spk``, ...): a folder edited in place differs.
+
+    The content, not the files' times: a list touched or copied unchanged is the same.
+    """
+    digests = {}
+    for role, folder in (("data", data_dir), ("mix_data", mix_dir)):
+        for name in LIST_NAMES if folder else ():
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                digests[f"{role}/{name}"] = _file_digest(path)
+    return digests
 
 
 def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:

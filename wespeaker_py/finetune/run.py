@@ -11,8 +11,11 @@ after), written only once the new model is evaluated and calibrated (until then
 it is the last phase's experiment folder). ``OUT/work`` keeps the lists and each
 phase's experiment folder: a killed (or failed) run, started again with the same
 arguments, resumes from the newest checkpoint (the trainer's resume); a finished
-one is left as it is. OUT never holds the run's inputs, and ``overwrite`` only
-replaces an earlier fine-tuning run (a folder with ``work/request.json``).
+one is left as it is. The same arguments: ``work/request.json`` records them with
+a digest of each data list (wav.scp, utt2spk, segments), so that a data folder
+edited in place is another request. OUT never holds the run's inputs, and
+``overwrite`` only replaces an earlier fine-tuning run (a folder with
+``work/request.json``).
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAM
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions, phase_config, phases
-from wespeaker_py.finetune.data import FinetuneData, read_finetune_data, write_lists
+from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, chosen_rate,
+                                          phase_config, phases)
+from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
+                                        write_lists)
 from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, model_state_of, read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.train.average import average_state_dicts, select_checkpoints
@@ -111,6 +116,18 @@ def _read_request(path: str) -> Optional[Dict[str, Any]]:
         return None
 
 
+_ABSENT = object()
+
+
+def _differences(old: Any, new: Any, where: str = "") -> List[str]:
+    """The dotted keys whose values differ between two requests (``lists.data/utt2spk``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for key in sorted(set(old) | set(new))
+                for changed in _differences(old.get(key, _ABSENT), new.get(key, _ABSENT),
+                                            f"{where}.{key}" if where else key)]
+    return [] if old == new else [where]
+
+
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
     """Make OUT ours; True when it already holds this run, finished. ``overwrite`` replaces
     only an earlier fine-tuning run (a folder with ``work/request.json``)."""
@@ -123,12 +140,16 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
                 f"{out_dir} holds other files, not a fine-tuning run (it has no "
                 f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
                 f"run: choose another --out")
-        if _read_request(request_path) != request:
+        recorded = _read_request(request_path)
+        if recorded != request:
+            changed = ("unreadable" if recorded is None else
+                       "differs in " + ", ".join(_differences(recorded, request)))
             if not overwrite:
                 raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
-                                        f"arguments; pass --overwrite to replace it, or choose "
-                                        f"another --out")
-            logger.info("--overwrite: removing the earlier fine-tuning run in %s", out_dir)
+                                        f"arguments or data ({REQUEST_NAME} {changed}); pass "
+                                        f"--overwrite to replace it, or choose another --out")
+            logger.info("--overwrite: removing the earlier fine-tuning run in %s (%s %s)",
+                        out_dir, REQUEST_NAME, changed)
             shutil.rmtree(out_dir)
         elif os.path.isfile(os.path.join(out_dir, REPORT_NAME)):
             return True
@@ -284,10 +305,12 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     for key in ("model", "model_args"):
         if key not in source_config:
             raise ConfigError(f"{config_path}: config key '{key}' is missing")
-    data = read_finetune_data(data_dir, options.dev_speakers, mix_data)
-    rate = options.sample_rate or data.sample_rate
+    rate = chosen_rate(source_config.get("dataset_args") or {}, options.sample_rate)
+    data = read_finetune_data(data_dir, options.dev_speakers, mix_data, sample_rate=rate)
+    rate = rate or data.sample_rate
     request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
-               "data": data.source, "mix_data": data.mix_source, "options": options.as_dict()}
+               "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
+               "lists": list_digests(data_dir, mix_data)}
     _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):

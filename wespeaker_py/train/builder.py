@@ -1,7 +1,6 @@
 """A plan's parts: model with head and start weights, optimizer, schedules, data loader."""
 from __future__ import annotations
 
-import dataclasses
 from typing import List
 
 import torch
@@ -9,6 +8,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from wespeaker_py.config import ConfigError
+from wespeaker_py.config.schema import schedule_settings
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.models.projections import get_projection
@@ -115,18 +115,16 @@ def trained_parameter_keys(plan: TrainingPlan) -> List[str]:
 def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> LRScheduler:
     """The learning-rate schedule ``scheduler``, given the global batch against WeSpeaker's 64
     (which only ExponentialDecrease applies)."""
-    schedule = dataclasses.asdict(plan.scheduler_args)
-    for ignored in ("scale_ratio", "num_epochs"):  # WeSpeaker's trainer overwrites these too
-        schedule.pop(ignored)
     return LR_SCHEDULERS[plan.scheduler](optimizer, num_epochs=plan.num_epochs,
                                          epoch_iter=plan.epoch_iter,
-                                         scale_ratio=plan.lr_scale_ratio, **schedule)
+                                         scale_ratio=plan.lr_scale_ratio,
+                                         **schedule_settings(plan.scheduler_args))
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:
     """The margin schedule of the head (``margin_update``)."""
     return MarginScheduler(head, epoch_iter=plan.epoch_iter,
-                           **dataclasses.asdict(plan.margin_update))
+                           **schedule_settings(plan.margin_update))
 
 
 def build_dataset(plan: TrainingPlan) -> Dataset:

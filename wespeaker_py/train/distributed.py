@@ -13,7 +13,8 @@ from typing import Any, List, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import yaml
+
+from wespeaker_py.config import ConfigError, parse_gpus
 
 
 @dataclass(frozen=True)
@@ -34,23 +35,6 @@ class DistContext:
         return self.world_size > 1 or dist.is_initialized()
 
 
-def parse_gpus(gpus: Union[None, int, str, Sequence[int]]) -> Optional[List[int]]:
-    """Read the config's ``gpus`` (``"[0,1]"``, ``[0, 1]``, ``0``) as a list of ids.
-
-    None means "any visible GPU, by local rank"; an empty list or ``[-1]``
-    means "train on the CPU".
-    """
-    if gpus is None:
-        return None
-    if isinstance(gpus, str):
-        gpus = yaml.safe_load(gpus) if gpus.strip() else []
-    if isinstance(gpus, int):
-        gpus = [gpus]
-    if not isinstance(gpus, (list, tuple)) or not all(isinstance(g, int) for g in gpus):
-        raise ValueError(f"config key 'gpus' must list device ids, e.g. \"[0,1]\"; got {gpus!r}")
-    return [] if list(gpus) == [-1] else list(gpus)
-
-
 def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
     """The CUDA device for ``local_rank`` (via ``gpus`` when given), or the CPU."""
     if not torch.cuda.is_available() or gpus == []:
@@ -58,13 +42,16 @@ def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
     if gpus is None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if local_rank >= len(gpus):
-        raise ValueError(f"local rank {local_rank} has no entry in gpus={gpus}; "
-                         f"list one device per process on the node")
+        raise ConfigError(f"config key 'gpus' ({gpus}) has no entry for local rank "
+                          f"{local_rank}: list one device per process on the node")
     return torch.device("cuda", gpus[local_rank])
 
 
 def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistContext:
-    """Join the torchrun job if there is one; pick this process's device."""
+    """Join the torchrun job if there is one; pick this process's device.
+
+    ``gpus``: the config's, in any form :func:`~wespeaker_py.config.parse_gpus` reads.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
