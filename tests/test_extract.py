@@ -23,7 +23,7 @@ from wespeaker_py.inference import (embed_utterances, extract_embeddings,
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.shards import make_shards
-from wespeaker_py.inference.extraction import BAD_KEY, NON_FINITE, TOO_SHORT
+from wespeaker_py.inference.extraction import BAD_KEY, NON_FINITE, REPEATED_KEY, TOO_SHORT
 from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, load_embedder,
                                   min_valid_frames)
 from wespeaker_py.models import get_model
@@ -408,16 +408,17 @@ def test_bad_output_names_devices_and_keys_are_refused_before_any_work(experimen
     assert not out.exists() or os.listdir(out) == []   # no work folder, no lock
 
 
-def test_a_shard_member_whose_name_has_a_space_is_skipped_and_counted(experiment, corpus,
-                                                                      tmp_path):
-    entries = [TableEntry(key, "spk", path) for key, path in list(corpus["wavs"].items())[:3]]
+def test_shard_members_whose_names_cannot_be_keys_are_skipped_and_counted(experiment, corpus,
+                                                                          tmp_path):
+    entries = [TableEntry(key, "spk", path) for key, path in list(corpus["wavs"].items())[:4]]
     entries[1] = TableEntry("a b", "spk", entries[1].wav)
+    entries[3] = TableEntry(entries[0].key, "spk", entries[3].wav)   # a key given twice
     shards = make_shards(entries, str(tmp_path / "shards"), str(tmp_path / "shard.list"), 10)
     assert len(shards) == 1
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
                                  str(tmp_path / "shard.list"), str(tmp_path / "x.ark"),
                                  device="cpu")
-    assert summary.extracted == 2 and dict(summary.skipped) == {BAD_KEY: 1}
+    assert summary.extracted == 2 and dict(summary.skipped) == {BAD_KEY: 1, REPEATED_KEY: 1}
     assert set(read_ark(str(tmp_path / "x.ark"))) == {entries[0].key, entries[2].key}
 
 

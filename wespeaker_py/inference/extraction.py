@@ -42,6 +42,7 @@ __all__ = ["NON_FINITE", "TOO_SHORT", "ExtractionSummary", "embed_utterances",
            "extract_embeddings", "extract_part"]
 
 BAD_KEY = "key_not_writable"
+REPEATED_KEY = "repeated_key"
 NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
@@ -97,6 +98,7 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
     (:meth:`TorchBackend.cuts_input`) are counted too.
     """
     cut_keys: Set[str] = set()
+    arrived: Set[str] = set()
     summary = ExtractionSummary()
 
     def pairs() -> Iterator[Tuple[str, Tuple[torch.Tensor, int]]]:
@@ -104,11 +106,18 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
             key = sample["key"]
             if seen_keys is not None:
                 seen_keys.add(key)
+            # shard members' names; a raw list's keys were checked up front
             problem = key_problem(key)
-            if problem:   # a shard member's name; a raw list's keys were checked up front
+            if problem:
                 logger.warning("skipping %r: it cannot be an embedding's key: %s", key, problem)
                 summary.skipped[BAD_KEY] += 1
                 continue
+            if key in arrived:
+                logger.warning("skipping %s: a second utterance of that key (its first is "
+                               "embedded)", key)
+                summary.skipped[REPEATED_KEY] += 1
+                continue
+            arrived.add(key)
             wav = sample["wav"] if chunker is None else chunker(key, sample["wav"])
             if backend.cuts_input(int(wav.shape[-1])):
                 cut_keys.add(key)
