@@ -69,6 +69,11 @@ print(repr((heavy, texts)))
     assert "adaptive S-Norm" in texts["score_norm"]   # --score_norm_method has help
     # every command is built with the shared flags of wespeaker_py.cli.common
     assert [name for name, text in texts.items() if "--debug" not in text] == []
+    # --num_threads' help speaks of --nj jobs only where the command has --nj
+    shared = {name for name, text in texts.items()
+              if "shared among --nj jobs" in " ".join(text.split())}
+    assert shared == {name for name, text in texts.items() if "--nj NJ" in text}
+    assert "extract" in shared
 
 
 def test_parser_constants_repeated_in_bin_modules_match_the_library():

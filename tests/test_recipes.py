@@ -1035,6 +1035,28 @@ def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(t
     assert "missing archives: vox1_test_wav.zip" in result.stderr
 
 
+@pytest.mark.parametrize("recipe_dir", [V2_DIR, WHISPER_DIR])
+def test_run_passes_vox_url_to_the_data_preparation(tmp_path, recipe_dir):
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
+    os.remove(data / "download_data" / "vox1_test_wav.zip")
+    bin_dir, log = tmp_path / "bin", tmp_path / "wget.log"
+    os.makedirs(bin_dir)
+    (bin_dir / "wget").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{log}"\nexit 1\n')
+    os.chmod(bin_dir / "wget", 0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    args = ("--stage", "1", "--stop_stage", "1", "--data", str(data))
+
+    result = run_script(recipe_dir, "run.sh", *args, env=env, check=False)
+    assert result.returncode != 0
+    assert "missing archives: vox1_test_wav.zip" in result.stderr
+    assert not log.exists()
+
+    result = run_script(recipe_dir, "run.sh", *args, "--vox_url", "https://vox.example/files",
+                        env=env, check=False)
+    assert result.returncode != 0
+    assert "https://vox.example/files/vox1_test_wav.zip" in log.read_text()
+
+
 SPEAKERS = ["anna", "bert", "cleo", "dave", "emma", "finn"]
 
 

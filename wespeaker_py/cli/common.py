@@ -103,9 +103,15 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
     add_flag(parser, "num_threads", type=positive_int, default=None, metavar="N",
-             help=f"CPU threads each process computes with (default: ${THREADS_ENV} if "
-                  f"set, else half the available cores, at most {MAX_DEFAULT_THREADS}, "
-                  f"shared among --nj jobs)")
+             help=_threads_help(shared_among_jobs=False))
+
+
+def _threads_help(shared_among_jobs: bool) -> str:
+    """``--num_threads``' help; the default is shared among ``--nj`` jobs where there are
+    any (:class:`_BinParser`)."""
+    return (f"CPU threads each process computes with (default: ${THREADS_ENV} if set, else "
+            f"half the available cores, at most {MAX_DEFAULT_THREADS}"
+            f"{', shared among --nj jobs' if shared_among_jobs else ''})")
 
 
 def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
@@ -161,12 +167,23 @@ def bin_prog(module_file: str) -> str:
     return f"python -m wespeaker_py.bin.{os.path.splitext(os.path.basename(module_file))[0]}"
 
 
+class _BinParser(argparse.ArgumentParser):
+    """A ``bin/`` parser. Its module adds ``--nj``, if it has one, after the common flags,
+    so whether ``--num_threads``' help names the ``--nj`` jobs is decided when the help
+    is formatted."""
+
+    def format_help(self) -> str:
+        threads = self._option_string_actions.get("--num_threads")
+        if threads is not None:
+            threads.help = _threads_help("--nj" in self._option_string_actions)
+        return super().format_help()
+
+
 def bin_parser(module_file: str, description: str, **kwargs) -> argparse.ArgumentParser:
     """The parser of a ``bin/`` module: named as typed, its description kept as written,
     with the flags every command shares. ``kwargs`` go to ``argparse.ArgumentParser``."""
     kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-    parser = argparse.ArgumentParser(prog=bin_prog(module_file), description=description,
-                                     **kwargs)
+    parser = _BinParser(prog=bin_prog(module_file), description=description, **kwargs)
     add_common_flags(parser)
     return parser
 

@@ -3,7 +3,7 @@
 Subcommands: embed, similarity, verify, enroll, identify, calibrate, diarize, window-lda,
 band-fill, export, info, finetune (``wespeaker-py SUBCOMMAND --help`` for each). MODEL is
 an experiment directory, a WeSpeaker-style model folder (config.yaml + avg_model.pt), a
-checkpoint (with --config, or config.yaml beside it) or an .onnx file from
+checkpoint (with --config, or config.yaml beside it or one folder up) or an .onnx file from
 ``wespeaker-py export --onnx --with_frontend``.
 
 Only argument parsing happens at import time; torch and the model load when a
@@ -55,7 +55,8 @@ through another band fill than MODEL has now, is an error unless --force.""",
       --wav_scp data/dev/wav.scp
 
 Embeds the trials' utterances, scores the trials by cosine, fits a logistic
-score-to-LLR map and writes calibration.json beside the model (or --output):
+score-to-LLR map and writes MODEL/calibration.json (<stem>.calibration.json beside
+a checkpoint or .onnx file; or --output):
 its parameters, the trial set's EER and the thresholds at the EER point and at
 1% false acceptance, MODEL's identity, and the band fill any low-rate (8 kHz)
 audio went through. 'verify' then uses it (with another model, or once that fill
@@ -83,7 +84,8 @@ Needs: pip install 'wespeaker_py[diar]'.""",
 Cuts every utterance of the data directories (wav.scp + utt2spk: speakers the
 diarization will not meet, e.g. the model's training speakers) into diarization
 windows, embeds them with MODEL and fits an LDA that keeps the directions telling
-those speakers apart. It is written to window_lda.npz beside MODEL (or --output)
+those speakers apart. It is written to MODEL/window_lda.npz (<stem>.window_lda.npz
+beside a checkpoint or .onnx file; or --output)
 with MODEL's identity; 'diarize' then projects the windows with it before
 clustering (--window_lda off: not). With --heard_rate HZ the utterances are
 embedded both narrow-banded to HZ and as they are, and the LDA goes to
@@ -98,8 +100,8 @@ Audio that comes at a rate below MODEL's (8 kHz calls to a 16 kHz model) leaves 
 top mel bins empty. This learns, from wide-band speech (wav.scp; the model's
 training data; an utterance that came below the model's rate has no wide band and
 is skipped and counted), a linear estimate of those bins from the ones below, and
-writes it to band_fill_<HZ>hz.npz beside MODEL (or to --output, where MODEL does not
-look).
+writes it to MODEL/band_fill_<HZ>hz.npz (<stem>.band_fill_<HZ>hz.npz beside a
+checkpoint; or to --output, where MODEL does not look).
 From then on every command that embeds audio ('embed', with --wav_scp too,
 'verify', 'enroll', 'identify', 'calibrate', 'diarize', and the recipes'
 bin.extract) fills the bins of audio that comes at HZ before the model sees
@@ -132,10 +134,13 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "device", default=None,
              help="cpu, cuda or cuda:N (default: the first GPU if any; ONNX runs on CPU)")
     add_flag(parser, "calibration", default=None,
-             help="calibration.json to use or write (default: beside the model)")
+             help="calibration.json to use or write (default: MODEL/calibration.json "
+                  "for a folder, <stem>.calibration.json beside a checkpoint or .onnx "
+                  "file)")
     add_flag(parser, "mean_vec", default=None,
              help="mean embedding (.npy) to subtract before cosine "
-                  "(default: mean_vec.npy beside the model, if present)")
+                  "(default, if present: MODEL/mean_vec.npy for a folder, "
+                  "<stem>.mean_vec.npy beside a checkpoint or .onnx file)")
     add_common_flags(parser)
 
 
@@ -672,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="trial list: 'enroll test target|nontarget' per line")
     add_flag(sub, "wav_scp", required=True, help="wav.scp of the trials' utterances")
     sub.add_argument("--output", default=None,
-                     help="where to write calibration.json (default: beside the model)")
+                     help="where to write calibration.json (default: --calibration, else "
+                          "MODEL/calibration.json for a folder, <stem>.calibration.json "
+                          "beside a checkpoint or .onnx file)")
     add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch")
 
     sub = command("diarize", cmd_diarize, "who spoke when: speaker turns of a recording as RTTM")
@@ -685,15 +692,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "data", required=True, nargs="+", metavar="DIR",
              help="data directories with wav.scp and utt2spk")
     sub.add_argument("--output", default=None,
-                     help="where to write the LDA (default: window_lda.npz beside the model)")
+                     help="where to write the LDA (default: MODEL/window_lda.npz for a "
+                          "folder, <stem>.window_lda.npz beside a checkpoint or .onnx file)")
     add_flag(sub, "dim", type=_at_least_one, default=None,
              help="dimensions kept (default 32; at most one less than the speakers)")
     add_flag(sub, "heard_rate", type=int, default=0, metavar="HZ",
              help="learn it for audio heard at this rate (e.g. 8000 for 8 kHz calls to a "
                   "16 kHz model), from the utterances narrow-banded to it and as they are; "
-                  "written to window_lda_<HZ>hz.npz beside "
-                  "the model (model.window_lda_<HZ>hz.npz beside model.onnx), which diarize "
-                  "uses for recordings that come at or below HZ")
+                  "written to MODEL/window_lda_<HZ>hz.npz (<stem>.window_lda_<HZ>hz.npz "
+                  "beside a checkpoint or .onnx file), which diarize uses for recordings "
+                  "that come at or below HZ")
     add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 
@@ -704,8 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "heard_rate", type=_at_least_one, required=True, metavar="HZ",
              help="the low rate (e.g. 8000 for 8 kHz calls to a 16 kHz model)")
     sub.add_argument("--output", default=None,
-                     help="where to write it (default: band_fill_<HZ>hz.npz beside the model, "
-                          "the one place the model finds it)")
+                     help="where to write it (default: MODEL/band_fill_<HZ>hz.npz for a "
+                          "folder, <stem>.band_fill_<HZ>hz.npz beside a checkpoint; the one "
+                          "place the model finds it)")
     add_fail_fraction_flag(sub)
 
     sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)

@@ -5,7 +5,9 @@
 #   bash run.sh --stage 1 --stop_stage 9 [--config conf/ecapa_tdnn_c512.yaml --exp_dir exp/X]
 #
 # Stages:
-#   1  prepare data (local/prepare_data.sh: download, unpack, m4a -> wav, lists, trials)
+#   1  prepare data (local/prepare_data.sh: download MUSAN and RIRS_NOISES, unpack,
+#      m4a -> wav, lists, trials). VoxCeleb needs a registration: put its archives in
+#      ${data}/download_data, or pass --vox_url with the base URL you were sent.
 #   2  raw or shard data lists of vox2_dev and vox1
 #   3  train (torchrun; resumes from the newest checkpoint of ${exp_dir} if there is one)
 #   4  average the last ${num_avg} checkpoints, extract vox2_dev and vox1 embeddings
@@ -39,6 +41,7 @@ job_id=2024
 
 data=data
 data_type="shard"  # shard/raw
+vox_url=  # base URL of the VoxCeleb archives; empty: they must be in ${data}/download_data
 
 config=conf/resnet34.yaml
 exp_dir=exp/ResNet34-TSTP-emb256-fbank80-num_frms200-aug0.6-spTrue-saFalse-ArcMargin-SGD-epoch150
@@ -67,7 +70,8 @@ lm_config=${lm_config:-${config%.yaml}_lm.yaml}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Prepare datasets ..."
-  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}"
+  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}" \
+    ${vox_url:+--vox_url "${vox_url}"}
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then

@@ -10,7 +10,9 @@
 #   bash run.sh --stage 1 --stop_stage 7 --whisper_path /data/models/whisper/large-v2.pt
 #
 # Stages:
-#   1  prepare data (local/prepare_data.sh: VoxCeleb1, MUSAN, RIRS_NOISES, trials)
+#   1  prepare data (local/prepare_data.sh: VoxCeleb1, MUSAN, RIRS_NOISES, trials);
+#      MUSAN and RIRS_NOISES are downloaded, VoxCeleb1's archives must be in
+#      ${data}/download_data unless --vox_url gives the base URL you were sent
 #   2  raw or shard data lists of vox1_dev and vox1_test
 #   3  train with the Whisper encoder frozen (4 epochs)
 #   4  train every parameter, epochs 5-8, from models/model_4.pt; stage 3's config.yaml
@@ -39,6 +41,7 @@ job_id=2024
 
 data=data
 data_type="raw"  # shard/raw
+vox_url=  # base URL of the VoxCeleb archives; empty: they must be in ${data}/download_data
 model=whisper_PMFA_large_v2
 
 config_s0=conf/whisper_PMFA_stage0.yaml
@@ -66,7 +69,8 @@ models=${exp_dir}/models
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Prepare datasets ..."
-  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}"
+  local/prepare_data.sh --stage 1 --stop_stage 4 --data "${data}" \
+    ${vox_url:+--vox_url "${vox_url}"}
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
