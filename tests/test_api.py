@@ -463,7 +463,9 @@ def test_bad_audio_gives_one_line_errors_naming_the_input(xvec, tmp_path):
              (np.zeros(0, np.float32), {"sample_rate": 16000}, "empty"),
              (np.zeros(16000, np.float32), {}, "give sample_rate="),
              (np.zeros((2, 3, 4), np.float32), {"sample_rate": 16000}, "expected"),
-             (short, {}, r"short.wav: 0.100 s of audio; the model needs at least 0.175 s"),
+             (short, {},
+              r"short.wav: 0.100 s of audio \(1600 samples\); the model needs at least "
+              r"0.175 s \(2800\)"),
              (silent, {}, "silent.wav is silent: all 16000 samples are zero"),
              (np.zeros((2, 8000), np.int16), {"sample_rate": 8000}, "is silent")]
     for audio, kwargs, message in cases:

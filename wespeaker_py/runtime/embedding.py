@@ -119,8 +119,9 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
             prepared = backend.prepare(audio, heard)
             if backend.is_too_short(prepared):
                 yield Outcome(key, None, TOO_SHORT,
-                              f"{len(audio) / backend.sample_rate:.3f} s of audio; the model "
-                              f"needs at least {backend.min_seconds:.3f} s", heard)
+                              f"{len(audio) / backend.sample_rate:.3f} s of audio "
+                              f"({len(audio)} samples); the model needs at least "
+                              f"{backend.min_seconds:.3f} s ({backend.min_samples})", heard)
                 continue
             # an ONNX graph fills a batch in one way: inputs that a fill is for batch apart
             group = heard if backend.band_fill_for(heard) is not None else 0
