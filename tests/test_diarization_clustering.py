@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster, cluster_windows
-from wespeaker_py.diarization.options import DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO
+from wespeaker_py.diarization.density import (agglomerative_labels,
+                                              cosine_distances_with_zero_rows)
+from wespeaker_py.diarization.options import (DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO,
+                                              ClusteringOptionError)
 from wespeaker_py.diarization.graph import (MIN_EDGE_WEIGHT, laplacian, neighbour_graph,
                                             smallest_eigenpairs, strongest_neighbours,
                                             unit_rows)
 from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
                                              merge_close_clusters)
-from wespeaker_py.diarization.spectral import (eigengap_count, nme_candidates,
+from wespeaker_py.diarization.spectral import (NME_MIN_WINDOWS, eigengap_count, nme_candidates,
                                                nme_spectral_cluster, spectral_cluster,
                                                wespeaker_keep)
 from wespeaker_py.diarization.turns import frames_to_turns
@@ -375,3 +378,212 @@ def test_frames_move_a_change_toward_the_evidence():
     assert frames_to_turns([], [], np.zeros((0, 4))) == []
     gap = frames_to_turns([(0.0, 1.0), (2.0, 3.03)], [0, 0], np.stack([c0, c0]), 0.1)
     assert [(t.start, t.end) for t in gap] == [(0.0, 1.0), (2.0, 3.03)]
+
+
+# ------------------------------------------------------------ counts past max_speakers, few windows
+
+def separate_speakers(count, windows, seed, dim=64, spread=0.2):
+    """``count`` speakers of ``windows`` windows each, far enough apart that every window's
+    10 nearest (WeSpeaker's graph) are its own speaker's: no edge between speakers."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((count, dim))
+    points = [c + spread * rng.standard_normal((windows, dim)) for c in centres]
+    return np.concatenate(points), np.repeat(np.arange(count), windows)
+
+
+@pytest.mark.parametrize("method", ["spectral", "spectral-norm", "nme-sc"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_more_separate_speakers_than_max_are_capped_and_reported(method, seed):
+    # 9 speakers, max 3: all of the first 4 (or 8) eigenvalues are 0, and their gaps
+    # once picked 1-3 speakers from rounding noise, not reported as capped
+    embeddings, truth = separate_speakers(9, 12, seed)
+    result = cluster_windows(embeddings, ClusterOptions(method), max_speakers=3)
+    assert result.num_speakers == 3 and result.capped
+    assert result.found == 9 and result.at_least
+    # the speakers are joined whole, none split between clusters
+    assert all(len(set(result.labels[truth == speaker].tolist())) == 1 for speaker in range(9))
+
+
+def test_more_separate_speakers_than_the_default_max_are_capped():
+    embeddings, _ = separate_speakers(25, 10, seed=0)
+    result = cluster_windows(embeddings, ClusterOptions())
+    assert (result.num_speakers, result.found, result.capped) == (10, 25, True)
+
+
+def test_spectral_caps_a_graph_of_more_groups_than_max_by_joining_the_closest():
+    embeddings, truth = separate_speakers(5, 12, seed=3)
+    # 4 moved near 3: still apart (windows of one speaker lie about 2.3 apart, these 5)
+    shift = np.random.default_rng(5).standard_normal(64)
+    embeddings[truth == 4] = embeddings[truth == 3] + 5.0 * shift / np.linalg.norm(shift)
+    outcome = spectral_cluster(embeddings, max_speakers=4)
+    assert outcome.estimated == 5 and outcome.at_least
+    labels = outcome.labels
+    assert len(set(labels.tolist())) == 4 and labels[truth == 3][0] == labels[truth == 4][0]
+
+
+@pytest.mark.parametrize("windows", [6, 10, 14, 18, 22])
+def test_nme_sc_does_not_split_a_short_recording_into_nearest_neighbour_pairs(windows):
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((2, 32))
+    embeddings = np.concatenate([c + 0.1 * rng.standard_normal((windows // 2, 32))
+                                 for c in centres])
+    result = cluster_windows(embeddings, ClusterOptions("nme-sc"))
+    assert 1 <= result.num_speakers <= 2 and not result.capped   # was 4-10 speakers
+    one = centres[0] + 0.1 * rng.standard_normal((windows, 32))
+    assert cluster_windows(one, ClusterOptions("nme-sc")).num_speakers == 1
+
+
+def test_nme_sc_below_its_window_minimum_uses_wespeakers_pruning():
+    embeddings, _ = blobs([6, 7, 5], spread=0.5, seed=8)
+    assert len(embeddings) < NME_MIN_WINDOWS
+    nme = nme_spectral_cluster(embeddings, max_speakers=10)
+    fixed = spectral_cluster(embeddings, max_speakers=10)
+    assert nme.neighbours == fixed.neighbours == wespeaker_keep(len(embeddings))
+    assert nme.labels.tolist() == fixed.labels.tolist() and nme.estimated == fixed.estimated
+
+
+def test_nme_sc_passes_over_graphs_made_of_groups_no_larger_than_their_pruning():
+    # every window's nearest is its twin: the p = 2 graph is 15 closed pairs
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((2, 32))
+    base = np.concatenate([c + 0.3 * rng.standard_normal((15, 32)) for c in centres])
+    embeddings = np.concatenate([base, base + 1e-3 * rng.standard_normal(base.shape)])
+    outcome = nme_spectral_cluster(embeddings, max_speakers=20)
+    assert outcome.neighbours > 2 and outcome.estimated == 2
+
+
+def two_and_one(order):
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    rows = {"a": a, "a'": a + 0.01 * b, "b": b}
+    return np.stack([rows[name] for name in order])
+
+
+@pytest.mark.parametrize("method", ["spectral", "spectral-norm", "nme-sc"])
+def test_two_or_three_windows_follow_a_given_count_by_their_embeddings(method):
+    options = ClusterOptions(method)
+    pair = two_and_one(["a", "b"])
+    assert cluster_windows(pair, options, num_speakers=2).labels.tolist() == [0, 1]
+    assert cluster_windows(pair, options, min_speakers=2, max_speakers=3).num_speakers == 2
+    assert cluster_windows(pair, options).labels.tolist() == [0, 0]     # estimated: one
+    for order, expected in ((["a", "a'", "b"], [0, 0, 1]), (["a", "b", "a'"], [0, 1, 0]),
+                            (["b", "a", "a'"], [0, 1, 1])):
+        assert cluster_windows(two_and_one(order), options,
+                               num_speakers=2).labels.tolist() == expected
+        assert cluster_windows(two_and_one(order), options, min_speakers=2,
+                               max_speakers=3).labels.tolist() == expected
+    assert cluster_windows(two_and_one(["a", "a'", "b"]), options,
+                           num_speakers=3).labels.tolist() == [0, 1, 2]
+
+
+# ------------------------------------------------------------ silent windows, eigenpairs
+
+def test_agglomerative_takes_zero_rows_and_keeps_the_others_clusters():
+    embeddings, truth = blobs([12, 10], spread=0.4, seed=2)
+    silent = np.concatenate([embeddings, np.zeros((3, embeddings.shape[1]))])
+    plain = agglomerative_labels(embeddings, 0.6)
+    with_silence = agglomerative_labels(silent, 0.6)              # sklearn's cosine refused
+    assert with_silence[:len(embeddings)].tolist() == plain.tolist()
+    assert len(set(with_silence[len(embeddings):].tolist())) == 1
+    assert with_silence[-1] not in set(plain.tolist())
+    assert len(set(agglomerative_labels(silent, num_clusters=2).tolist())) == 2
+    result = cluster_windows(silent, ClusterOptions("agglomerative"))
+    assert same_partition(result.labels[:len(embeddings)], truth)
+
+
+def test_precomputed_distances_give_sklearns_cosine_clusters_on_nonzero_rows():
+    from sklearn.cluster import AgglomerativeClustering
+    embeddings, _ = blobs([15, 12, 9], spread=0.9, seed=5)
+    unit = unit_rows(embeddings)
+    for cut in (dict(n_clusters=None, distance_threshold=0.6), dict(n_clusters=3)):
+        cosine = AgglomerativeClustering(metric="cosine", linkage="average", **cut)
+        precomputed = AgglomerativeClustering(metric="precomputed", linkage="average", **cut)
+        assert (precomputed.fit_predict(cosine_distances_with_zero_rows(unit)).tolist()
+                == cosine.fit_predict(unit).tolist())
+
+
+def test_sparse_eigenpairs_above_the_dense_limit_never_go_dense(monkeypatch):
+    embeddings, _ = blobs([80, 70], spread=0.8, seed=2)
+    indices, _ = strongest_neighbours(unit_rows(embeddings), 10)
+    lap = laplacian(neighbour_graph(indices, 150, dense=False))
+    values, _ = smallest_eigenpairs(lap, 40)        # a fifth or more, under the limit: dense
+    np.testing.assert_allclose(values, np.linalg.eigvalsh(lap.toarray())[:40], atol=1e-9)
+    monkeypatch.setattr("wespeaker_py.diarization.graph.DENSE_LIMIT", 100)
+    with pytest.raises(ClusteringOptionError, match="40 eigenvectors of 150 windows"):
+        smallest_eigenpairs(lap, 40)
+    assert len(smallest_eigenpairs(lap, 5)[0]) == 5
+
+
+def test_eigenpairs_of_a_spectrum_with_a_run_of_equal_values_at_the_cut():
+    # each of 24 windows linked to its nearest: LAPACK's dsyevr failed ("Internal
+    # Error") asked for the 11 smallest, which end inside a run of four equal values
+    nearest = [1, 0, 3, 2, 3, 7, 7, 5, 9, 11, 11, 9, 14, 20, 12, 12, 17, 19, 19, 17, 17,
+               23, 23, 21]
+    indices = np.stack([nearest, np.arange(24)], axis=1)
+    lap = laplacian(neighbour_graph(indices, 24, dense=True))
+    values, vectors = smallest_eigenpairs(lap, 11)
+    np.testing.assert_allclose(values, np.linalg.eigvalsh(lap)[:11], atol=1e-9)
+    np.testing.assert_allclose(lap @ vectors, vectors * values, atol=1e-9)
+
+
+# ------------------------------------------------------------ noise attachment at scale
+
+def greedy_attachment(embeddings, labels, merge_cutoff=0.3, min_size=3, absorb_cutoff=0.0):
+    """The module doc's rule written out plainly: every pair's average cosine recomputed
+    from the members at each step (slow; a reference for small inputs)."""
+    unit = unit_rows(embeddings)
+    found = sorted({int(x) for x in labels if x >= 0})
+    clusters = [list(np.flatnonzero(labels == name)) for name in found]
+    clusters += [[index] for index in np.flatnonzero(labels < 0)]
+    fixed = [index < len(found) for index in range(len(clusters))]
+
+    def average(a, b):
+        return float(np.mean(unit[clusters[a]] @ unit[clusters[b]].T))
+    while True:
+        pairs = [(average(a, b), a, b) for a in range(len(clusters))
+                 for b in range(a + 1, len(clusters)) if not (fixed[a] and fixed[b])]
+        if not pairs or max(pairs)[0] < merge_cutoff:
+            break
+        _, a, b = max(pairs, key=lambda pair: pair[0])
+        clusters[a] += clusters.pop(b)
+        fixed[a] = fixed[a] or fixed.pop(b)
+    large = [index for index, members in enumerate(clusters) if len(members) >= min_size]
+    result = np.empty(len(labels), dtype=np.int64)
+    for index, members in enumerate(clusters):
+        target = index
+        if len(members) < min_size and large:
+            scores = [average(index, other) for other in large]
+            if max(scores) >= absorb_cutoff:
+                target = large[int(np.argmax(scores))]
+        result[members] = target
+    return result
+
+
+def test_noise_attachment_joins_what_the_greedy_rule_joins():
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        embeddings, truth = blobs([int(n) for n in rng.integers(4, 15, 3)],
+                                  spread=float(rng.uniform(0.3, 1.5)), seed=seed)
+        labels = truth.copy()
+        labels[rng.random(len(labels)) < rng.uniform(0.2, 0.9)] = -1
+        cutoff, absorb = float(rng.uniform(0.0, 0.5)), float(rng.uniform(-0.2, 0.2))
+        expected = greedy_attachment(embeddings, labels, cutoff, 3, absorb)
+        found = attach_unassigned(embeddings, labels, cutoff, 3, absorb)
+        assert same_partition(found, expected), seed
+
+
+def test_noise_attachment_holds_no_square_matrix_of_the_noise_windows():
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    count = 1500
+    centres = rng.standard_normal((4, 32))
+    embeddings = centres[rng.integers(0, 4, count)] + rng.standard_normal((count, 32))
+    labels = np.full(count, -1)
+    labels[:40] = 0                       # HDBSCAN found one cluster, the rest is noise
+    tracemalloc.start()
+    try:
+        attached = attach_unassigned(embeddings, labels)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < count * count * 8 / 4   # a quarter of one [noise, noise] float64 matrix
+    assert len(set(attached.tolist())) < 40

@@ -10,7 +10,7 @@ from wespeaker_py.diarization.metrics import (align, count_speakers, error_times
                                               score_recordings, speaker_jaccard)
 from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
-from wespeaker_py.diarization.turns import Turn, windows_to_turns
+from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
 from wespeaker_py.utils.file_utils import DataFormatError
 
@@ -147,6 +147,47 @@ def test_rttm_round_trip_and_errors(tmp_path):
         read_rttm(str(bad))
 
 
+@pytest.mark.parametrize("start, duration", [("nan", "1.0"), ("0.5", "nan"), ("inf", "1.0"),
+                                             ("0.5", "inf"), ("0.5", "-inf")])
+def test_rttm_refuses_times_that_are_not_finite(tmp_path, start, duration):
+    # nan < 0 is False: such a turn was read, and scored as perfect
+    path = tmp_path / "ref.rttm"
+    path.write_text("SPEAKER r 1 0.0 1.0 <NA> <NA> a <NA> <NA>\n"
+                    f"SPEAKER r 1 {start} {duration} <NA> <NA> b <NA> <NA>\n")
+    with pytest.raises(DataFormatError, match=r"ref.rttm:2: start and duration must be finite"):
+        read_rttm(str(path))
+
+
+def test_uem_refuses_an_end_that_is_not_finite(tmp_path):
+    path = tmp_path / "all.uem"
+    path.write_text("r 1 0.0 10.0\nr 1 12.0 inf\n")
+    with pytest.raises(DataFormatError, match=r"all.uem:2: need 0 <= start < end, both finite"):
+        read_uem(str(path))
+
+
+@pytest.mark.parametrize("step", [0.3, 0.1, 0.07, 0.25])
+def test_frame_turns_are_never_empty_at_a_rounding_edge(step):
+    # 41 * 0.3 is 12.299999999999999: the frame [12.3, 12.6) reached 1e-15 s into the
+    # region ending at 12.3, and the next region's window, another speaker's, covers
+    # it: Turn(12.3, 12.3, "spk1") was written to the RTTM as a turn of 0.000 s
+    c0, c1 = np.eye(4)[0], np.eye(4)[1]
+    for windows in ([(10.88, 12.3), (12.45, 13.95)], [(11.0, 12.3000001), (12.4, 13.0)],
+                    [(10.5, 12.0), (11.25, 12.3)], [(0.0, 1.5), (0.75, 2.1), (3.0, 4.2)]):
+        labels = np.arange(len(windows)) % 2
+        embeddings = np.stack([(c0, c1)[label] for label in labels])
+        turns = frames_to_turns(windows, labels, embeddings, step)
+        assert all(turn.end > turn.start for turn in turns), (windows, turns)
+        assert turns[-1].end == pytest.approx(windows[-1][1], abs=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        starts = np.round(np.cumsum(rng.uniform(0.3, 3.0, 6)), 2)
+        regions = [(float(a), float(a + rng.uniform(0.05, 6.0))) for a in starts * 3]
+        windows = subsegments(regions)
+        labels = rng.integers(0, 3, len(windows))
+        turns = frames_to_turns(windows, labels, rng.standard_normal((len(windows), 8)), step)
+        assert all(turn.end > turn.start for turn in turns)
+
+
 # ---------------------------------------------------------------- DER / JER, hand-computed
 
 def T(start, end, speaker):
@@ -277,3 +318,24 @@ def test_uem_limits_the_scored_time(tmp_path):
     uem.write_text("r1 1 5.0 2.0\n")
     with pytest.raises(DataFormatError, match="all.uem:1"):
         read_uem(str(uem))
+
+
+def test_collars_go_around_a_speakers_overlapping_turns_joined():
+    # A's two turns overlap: md-eval and dscore join them first, so no collar at 5 or 10
+    ref = [T(0, 10, "A"), T(5, 15, "A"), T(15, 20, "B")]
+    sys = [T(0, 4, "x"), T(4, 20, "y")]
+    times = error_times(ref, sys, collar=0.25)
+    assert times.scored == pytest.approx(19.0)                 # was 18.0
+    assert times.confusion == pytest.approx(3.75 + 4.5)        # A's 0.25-4, B's 15.25-19.75
+    assert times.der == pytest.approx(43.42, abs=0.01)
+    joined = error_times([T(0, 15, "A"), T(15, 20, "B")], sys, collar=0.25)
+    assert (times.scored, times.confusion) == (joined.scored, joined.confusion)
+    # turns that only touch stay apart, as dscore leaves them: a collar at 5
+    touching = error_times([T(0, 5, "A"), T(5, 15, "A"), T(15, 20, "B")], sys, collar=0.25)
+    assert touching.scored == pytest.approx(18.5)
+
+
+def test_a_negative_or_missing_collar_is_refused():
+    for collar in (-0.25, float("nan")):
+        with pytest.raises(ValueError, match="collar must be a number of seconds"):
+            error_times([T(0, 1, "A")], [T(0, 1, "x")], collar=collar)

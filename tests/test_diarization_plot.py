@@ -101,3 +101,28 @@ def test_score_diarization_draws_each_recording(tmp_path, capsys):
     assert stop.value.code == 0
     assert sorted(os.listdir(plots / "mine")) == sorted(os.listdir(plots / "perfect")) == [
         "a.png", "b.png"]
+
+
+def test_recordings_whose_ids_differ_only_by_a_slash_get_their_own_plots(tmp_path):
+    from wespeaker_py.bin.score_diarization import plot_recordings
+    from wespeaker_py.diarization.plot import file_name
+    names = ["a/b", "a_b", "a%2Fb"]
+    assert len({file_name(name) for name in names}) == 3       # '/' -> '_' made two alike
+    write_rttm(str(tmp_path / "ref.rttm"), {name: REF for name in names})
+    write_rttm(str(tmp_path / "sys.rttm"), {name: SYS for name in names})
+    plots = tmp_path / "plots"
+    assert plot_recordings(str(tmp_path / "ref.rttm"), str(tmp_path / "sys.rttm"),
+                           str(plots)) == 3
+    assert sorted(os.listdir(plots)) == sorted(f"{file_name(name)}.png" for name in names)
+    assert file_name("rec_1") == "rec_1"
+
+
+@pytest.mark.parametrize("collars", [["-0.25"], ["0", "-1"], ["nan"]])
+def test_score_diarization_refuses_a_negative_collar_naming_the_flag(tmp_path, capsys, collars):
+    from wespeaker_py.bin.score_diarization import main
+    write_rttm(str(tmp_path / "ref.rttm"), {"a": REF})
+    with pytest.raises(SystemExit) as stop:     # was scored as 0 and labelled negative
+        main(["--ref_rttm", str(tmp_path / "ref.rttm"), "--sys_rttm", str(tmp_path / "ref.rttm"),
+              "--collars", *collars])
+    assert stop.value.code == 2
+    assert "--collars: each collar is seconds, at least 0" in capsys.readouterr().err

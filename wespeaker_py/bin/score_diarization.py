@@ -23,12 +23,14 @@ many).
 
 ``--plot_dir DIR`` also draws each recording's time line (reference and system
 speakers, and where DER counts missed speech, false alarm and confusion) as
-``DIR/<recording>.png`` (with ``--systems``: ``DIR/<system>/<recording>.png``);
-see :mod:`wespeaker_py.diarization.plot`.
+``DIR/<recording>.png`` (with ``--systems``: ``DIR/<system>/<recording>.png``; a
+``/`` in a name is written ``%2F`` and a ``%`` ``%25``, so no two names share a
+file); see :mod:`wespeaker_py.diarization.plot`.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
@@ -146,15 +148,16 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
                     uem: Optional[str] = None) -> int:
     """Draw every recording of the reference or the system into ``plot_dir``; the count.
 
-    A ``/`` in a recording id becomes ``_`` in its file name."""
+    Each is ``<recording>.png``, the id as :func:`~wespeaker_py.diarization.plot.file_name`
+    writes it."""
     from tqdm import tqdm
-    from wespeaker_py.diarization.plot import plot_timeline
+    from wespeaker_py.diarization.plot import file_name, plot_timeline
     ref, sys, regions = _read_scored(ref_rttm, sys_rttm, uem)
     os.makedirs(plot_dir, exist_ok=True)
     names = sorted(set(ref) | set(sys))
     for name in tqdm(names, desc="plots", unit="rec", disable=len(names) < 20):
         plot_timeline(ref.get(name, []), sys.get(name, []),
-                      os.path.join(plot_dir, f"{name.replace('/', '_')}.png"), name,
+                      os.path.join(plot_dir, f"{file_name(name)}.png"), name,
                       regions.get(name) if regions else None)
     return len(names)
 
@@ -164,6 +167,10 @@ def _main(argv: List[str]) -> int:
     setup_logging()
     if (args.sys_rttm is None) == (args.systems is None):
         raise UsageError("score_diarization: give --sys_rttm or --systems")
+    bad = [collar for collar in args.collars if not (math.isfinite(collar) and collar >= 0)]
+    if bad:
+        raise UsageError(f"--collars: each collar is seconds, at least 0; got "
+                         f"{' '.join(f'{collar:g}' for collar in bad)}")
     if args.systems is not None:
         systems = parse_systems(args.systems)
         table = comparison_table(args.ref_rttm, systems, args.collars, args.uem)
@@ -175,8 +182,9 @@ def _main(argv: List[str]) -> int:
     print(table, end="")
     if args.plot_dir:
         drawn = {"": args.sys_rttm} if args.systems is None else systems
+        from wespeaker_py.diarization.plot import file_name
         for name, path in drawn.items():
-            folder = os.path.join(args.plot_dir, name.replace("/", "_")) if name else args.plot_dir
+            folder = os.path.join(args.plot_dir, file_name(name)) if name else args.plot_dir
             count = plot_recordings(args.ref_rttm, path, folder, args.uem)
             print(f"{count} time lines in {folder}")
     if args.output:

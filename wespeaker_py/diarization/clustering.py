@@ -31,7 +31,7 @@ see :data:`DEFAULT_METHOD` and :class:`ClusterOptions`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -44,11 +44,16 @@ from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_clu
 
 @dataclass
 class Clustering:
-    """Labels ``0..k-1`` (by first appearance), and the count before it was capped."""
+    """Labels ``0..k-1`` (by first appearance), and the count before it was capped.
+
+    ``at_least``: ``found`` is a lower bound (a spectral method found that many
+    groups of windows with no edge between them).
+    """
 
     labels: np.ndarray
     found: int
     capped: bool
+    at_least: bool = False
 
     @property
     def num_speakers(self) -> int:
@@ -56,25 +61,26 @@ class Clustering:
 
 
 def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Optional[int],
-              min_speakers: int, max_speakers: int):
-    """Labels and the count the method found, before any refinement or cap."""
+              min_speakers: int, max_speakers: int) -> Tuple[np.ndarray, int, bool]:
+    """Labels, the count the method found (before any refinement or cap), and whether that
+    count is a lower bound."""
     method, seed = options.method, options.seed
     if method in ("spectral", "spectral-norm"):
         outcome = spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
                                    seed=seed, normalised=method == "spectral-norm",
                                    gap_ratio=options.resolved_gap_ratio(),
                                    edge_weights=options.resolved_edge_weights())
-        return outcome.labels, outcome.estimated
+        return outcome.labels, outcome.estimated, outcome.at_least
     if method == "nme-sc":
         outcome = nme_spectral_cluster(embeddings, num_speakers, min_speakers, max_speakers,
                                        seed=seed, gap_ratio=options.resolved_gap_ratio(),
                                        edge_weights=options.resolved_edge_weights())
-        return outcome.labels, outcome.estimated
+        return outcome.labels, outcome.estimated, outcome.at_least
     if method == "agglomerative":
         labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)
     else:
         labels = umap_hdbscan_labels(embeddings)
-    return labels, len(np.unique(labels))
+    return labels, len(np.unique(labels)), False
 
 
 def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOptions(),
@@ -87,7 +93,8 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
     count = len(embeddings)
     if count <= 1:
         return Clustering(np.zeros(count, dtype=np.int64), count, False)
-    labels, found = _estimate(embeddings, options, num_speakers, min_speakers, max_speakers)
+    labels, found, at_least = _estimate(embeddings, options, num_speakers, min_speakers,
+                                        max_speakers)
     if num_speakers is None:
         refined = labels
         if options.min_cluster_size > 0:
@@ -99,8 +106,8 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
         labels = _count_within(embeddings, labels, min_speakers, max_speakers, options.seed)
     else:  # umap-hdbscan finds its own count: bring it to the one given
         labels = _count_within(embeddings, labels, num_speakers, num_speakers, options.seed)
-    return Clustering(relabel_by_first_appearance(labels), found,
-                      num_speakers is None and found > max_speakers)
+    capped = num_speakers is None and found > max_speakers
+    return Clustering(relabel_by_first_appearance(labels), found, capped, capped and at_least)
 
 
 def _count_within(embeddings: np.ndarray, labels: np.ndarray, low: int, high: int,

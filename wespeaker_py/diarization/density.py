@@ -43,10 +43,18 @@ def umap_hdbscan_labels(embeddings: np.ndarray, n_neighbors: int = 16, min_dist:
     return attach_unassigned(embeddings, labels)
 
 
-def agglomerative_labels(embeddings: np.ndarray, threshold: float,
+def agglomerative_labels(embeddings: np.ndarray, threshold: Optional[float] = None,
                          num_clusters: Optional[int] = None, seed: int = 0) -> np.ndarray:
-    """Average-linkage labels cut at cosine distance ``threshold`` (or at ``num_clusters``)."""
+    """Average-linkage labels cut at cosine distance ``threshold`` (or at ``num_clusters``).
+
+    A row of zeros (a window without a direction) is at distance 1 from every
+    other row and 0 from other zero rows: scikit-learn's cosine metric refuses
+    such rows, so then the distances are passed precomputed (the same values for
+    every pair of nonzero rows, so the same clusters for them).
+    """
     from sklearn.cluster import AgglomerativeClustering
+    if threshold is None and num_clusters is None:
+        raise ValueError("agglomerative_labels needs a threshold or a number of clusters")
     count = len(embeddings)
     if count <= 1:
         return np.zeros(count, dtype=np.int64)
@@ -64,5 +72,22 @@ def agglomerative_labels(embeddings: np.ndarray, threshold: float,
         cut = dict(n_clusters=max(1, min(num_clusters, len(unit))))
     else:
         cut = dict(n_clusters=None, distance_threshold=threshold)
-    model = AgglomerativeClustering(metric="cosine", linkage="average", **cut)
-    return model.fit_predict(unit).astype(np.int64)[groups]
+    metric, points = "cosine", unit
+    if not unit.any(axis=1).all():
+        metric, points = "precomputed", cosine_distances_with_zero_rows(unit)
+    model = AgglomerativeClustering(metric=metric, linkage="average", **cut)
+    return model.fit_predict(points).astype(np.int64)[groups]
+
+
+def cosine_distances_with_zero_rows(unit: np.ndarray) -> np.ndarray:
+    """``[N, N]`` cosine distances of ``unit`` rows as SciPy's ``pdist`` gives them (what
+    scikit-learn's cosine linkage uses), with 1 between a zero row and any other
+    row and 0 between two zero rows."""
+    from scipy.spatial.distance import pdist, squareform
+    zero = ~unit.any(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distances = squareform(pdist(unit, "cosine"))
+    distances[zero, :] = 1.0
+    distances[:, zero] = 1.0
+    distances[np.ix_(zero, zero)] = 0.0
+    return distances

@@ -17,7 +17,10 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.sparse.linalg
+
+from wespeaker_py.diarization.options import ClusteringOptionError
 
 DENSE_LIMIT = 3000  # windows; 3000^2 float64 is 72 MB
 # a cosine-weighted edge's least weight: a kept neighbour with a cosine at or below 0 stays
@@ -80,6 +83,15 @@ def neighbour_graph(indices: np.ndarray, count: int, dense: bool,
     return (0.5 * (graph + graph.T)).tocsr()
 
 
+def separate_groups(graph: Matrix) -> np.ndarray:
+    """Each window's connected component of ``graph`` (dense or sparse), numbered from 0.
+
+    A Laplacian has one zero eigenvalue per component, so a graph with more
+    components than the eigenvalues looked at shows no eigengap among them.
+    """
+    return scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
+
+
 def laplacian(graph: Matrix, normalised: bool = False) -> Matrix:
     """The unnormalised Laplacian ``D - A`` (``D``: row sums of ``|A|``).
 
@@ -108,12 +120,29 @@ def smallest_eigenpairs(matrix: Matrix, count: int, seed: int = 0
     the speakers converge first and to full precision; past the eigengap the
     values sit in a tightly packed bulk, where they are right to a few digits
     long before their vectors converge, which is all the eigengap needs.
+    LOBPCG cannot give a fifth of the spectrum or more: a sparse matrix asked
+    for that many goes dense up to :data:`DENSE_LIMIT` rows, and above it is a
+    :class:`~wespeaker_py.diarization.options.ClusteringOptionError` (the
+    module's promise: no ``N x N`` matrix there).
     """
     size = matrix.shape[0]
     count = max(1, min(count, size))
-    if not scipy.sparse.issparse(matrix) or size <= 5 * count:
-        dense = matrix.toarray() if scipy.sparse.issparse(matrix) else matrix
-        return scipy.linalg.eigh(dense, subset_by_index=[0, count - 1])
+    if scipy.sparse.issparse(matrix) and size <= 5 * count:
+        # LOBPCG needs a block well under a fifth of the size; LAPACK needs the dense matrix
+        if size > DENSE_LIMIT:
+            raise ClusteringOptionError(
+                f"{count} eigenvectors of {size} windows (for that many speakers) need a dense "
+                f"{size} x {size} matrix; more than {DENSE_LIMIT} windows are clustered sparsely, "
+                f"for fewer than a fifth as many speakers: lower num_speakers or max_speakers")
+        matrix = matrix.toarray()
+    if not scipy.sparse.issparse(matrix):
+        try:
+            return scipy.linalg.eigh(matrix, subset_by_index=[0, count - 1])
+        except np.linalg.LinAlgError:
+            # LAPACK's dsyevr can fail where the range ends inside a run of equal
+            # eigenvalues (a graph of many alike groups); the whole spectrum does not
+            values, vectors = scipy.linalg.eigh(matrix)
+            return values[:count], vectors[:, :count]
     diagonal = matrix.diagonal()
     inverse = np.divide(1.0, diagonal, out=np.ones_like(diagonal), where=diagonal > 0)
     start = np.random.default_rng(seed).standard_normal((size, count))

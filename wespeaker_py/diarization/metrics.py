@@ -8,7 +8,9 @@ Everything is measured inside the evaluation map (a UEM; by default, as
 dscore, from the earliest turn onset to the latest offset of reference and
 system together): first both sides' turns are trimmed to it, as dscore does, so
 a reference speaker who talks only outside it does not exist, and a turn cut by
-its edge ends there.
+its edge ends there; then each speaker's overlapping turns are joined into one
+(dscore's ``merge_turns``; turns that only touch stay apart), so a collar goes
+around the joined turn's ends, not inside it.
 
 DER (NIST RT-09, ``md-eval.pl``), per recording and pooled over recordings:
 
@@ -36,6 +38,7 @@ output has is left out with a warning.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -138,15 +141,31 @@ def trim_turns(turns: Sequence[Turn], regions: Sequence[Region]) -> List[Turn]:
     return kept
 
 
+def merge_speaker_turns(turns: Sequence[Turn]) -> List[Turn]:
+    """``turns`` with each speaker's overlapping turns joined (touching ones stay apart, as
+    dscore's ``merge_turns`` leaves them), sorted by time."""
+    spans: Dict[str, List[List[float]]] = {}
+    for turn in sorted(turns, key=lambda t: (t.speaker, t.start, t.end)):
+        own = spans.setdefault(turn.speaker, [])
+        if own and turn.start < own[-1][1]:
+            own[-1][1] = max(own[-1][1], turn.end)
+        else:
+            own.append([turn.start, turn.end])
+    return sorted((Turn(start, end, speaker) for speaker, own in spans.items()
+                   for start, end in own), key=lambda t: (t.start, t.end, t.speaker))
+
+
 def evaluated_turns(ref: Sequence[Turn], sys: Sequence[Turn],
                     evaluation_map: Optional[Sequence[Region]] = None
                     ) -> Tuple[List[Region], List[Turn], List[Turn]]:
     """The evaluation map (merged; :func:`default_evaluation_map` when None) and the
-    reference and system turns trimmed to it: all that DER, JER and the speaker count see."""
+    reference and system turns trimmed to it, each speaker's overlapping turns joined:
+    all that DER, JER and the speaker count see."""
     if evaluation_map is None:
         evaluation_map = default_evaluation_map(ref, sys)
     regions = merge_regions(evaluation_map)
-    return regions, trim_turns(ref, regions), trim_turns(sys, regions)
+    return (regions, merge_speaker_turns(trim_turns(ref, regions)),
+            merge_speaker_turns(trim_turns(sys, regions)))
 
 
 def _pieces(ref: Sequence[Turn], sys: Sequence[Turn], extra_bounds: Sequence[float]):
@@ -194,7 +213,13 @@ def _speaker_ids(turns: Sequence[Turn]) -> Dict[str, int]:
 
 def scored_regions(ref: Sequence[Turn], evaluation_map: Sequence[Region], collar: float,
                    ignore_overlaps: bool) -> List[Region]:
-    """The evaluation map less the collars around reference boundaries (and ref overlaps)."""
+    """The evaluation map less the collars around reference boundaries (and ref overlaps).
+
+    ``ref``: turns as :func:`evaluated_turns` gives them. A collar that is negative or
+    not a number is a ``ValueError``.
+    """
+    if not (math.isfinite(collar) and collar >= 0):
+        raise ValueError(f"the collar must be a number of seconds, at least 0; got {collar}")
     excluded: List[Region] = []
     if collar > 0:
         for turn in ref:

@@ -99,7 +99,8 @@ class Diarizer:
     def diarize(self, audio: Any, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
                 max_speakers: Optional[int] = None,
-                channel: ChannelChoice = DEFAULT_CHANNEL) -> DiarizationResult:
+                channel: ChannelChoice = DEFAULT_CHANNEL,
+                recording: Optional[str] = None) -> DiarizationResult:
         """Turns of a recording: a file (or ``command |``), or an array/tensor at ``sample_rate``.
 
         Arrays are ``[samples]`` or two-axis with channels (``channel`` chooses: the
@@ -109,6 +110,7 @@ class Diarizer:
         The number of speakers is ``num_speakers`` when given, else estimated
         within ``[min_speakers, max_speakers]`` (defaults from the options).
         Audio without speech gives no turns; speech shorter than a window gives one turn.
+        ``recording`` names it in the log (default: the file, when ``audio`` is one).
         """
         opts = self.options
         num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
@@ -118,6 +120,7 @@ class Diarizer:
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         rate = self.sample_rate
+        name = recording or (audio if isinstance(audio, str) else "the recording")
         audio, source_rate = load_audio_with_rate(audio, rate, sample_rate, channel=channel)
         seconds["load"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -138,10 +141,10 @@ class Diarizer:
                                      min_speakers, max_speakers)
         seconds["cluster"] = time.perf_counter() - clock
         if clustering.capped:
-            logger.warning("found %s speakers, more than max_speakers=%d: kept %d; raise "
-                           "max_speakers if the recording has more",
-                           "at least" if clustering.found == max_speakers + 1 else
-                           clustering.found, max_speakers, clustering.num_speakers)
+            logger.warning("%s: found %s%d speakers, more than max_speakers=%d: kept %d; raise "
+                           "max_speakers if the recording has more", name,
+                           "at least " if clustering.at_least else "", clustering.found,
+                           max_speakers, clustering.num_speakers)
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped)
@@ -211,10 +214,12 @@ def with_noise_floor(piece: np.ndarray, dither: float, seed: int) -> np.ndarray:
 
 @dataclass
 class BatchSummary:
-    """What a run over a list did: recordings diarized, silent, and failed (with why)."""
+    """What a run over a list did: recordings diarized, silent, capped at ``max_speakers``
+    (they may have more speakers), and failed (with why)."""
 
     diarized: int = 0
     silent: List[str] = field(default_factory=list)
+    capped: List[str] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)
     reasons: Counter = field(default_factory=Counter)  # the failures counted by reason
 
@@ -226,6 +231,9 @@ class BatchSummary:
         text = f"{self.tally().describe()}: {self.diarized} recordings diarized"
         if self.silent:
             text += f", {len(self.silent)} without speech (no turns): {', '.join(self.silent)}"
+        if self.capped:
+            text += (f", {len(self.capped)} with more speakers than max_speakers (capped): "
+                     f"{', '.join(self.capped)}")
         if self.failed:
             text += f", {len(self.failed)} failed: " + "; ".join(
                 f"{key}: {why}" for key, why in self.failed.items())
@@ -246,7 +254,10 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
     A malformed ``wav.scp`` line, a key given twice, or a recording missing from
     ``speaker_counts`` is an error naming it, raised before any work. A recording
     that cannot be read is logged, counted and skipped; one without speech gets
-    no turns; both are listed in the returned summary. Nothing diarized, or more
+    no turns; both are listed in the returned summary, as are those with more
+    speakers than ``max_speakers`` (capped). Any other error stops the run, raised
+    again with the recording's key and path in its message (of the same type where
+    that type takes one message; the original as its cause). Nothing diarized, or more
     than ``max_fail_fraction`` of the recordings failed, is a
     :class:`~wespeaker_py.errors.RunFailedError` (:mod:`wespeaker_py.utils.list_jobs`)
     and no RTTM is written.
@@ -264,21 +275,43 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
         if speaker_counts is not None:
             kwargs["num_speakers"] = speaker_counts[key]
         try:
-            result = diarizer.diarize(path, **kwargs)
+            result = diarizer.diarize(path, recording=key, **kwargs)
         except AudioInputError as err:
             logger.warning("skipping %s: %s", key, err)
             summary.failed[key] = str(err)
             summary.reasons[getattr(err, "reason", UNREADABLE)] += 1
             continue
+        except Exception as err:  # noqa: BLE001 -- raised again, naming the recording
+            named = naming_recording(err, key, path)
+            if named is err:
+                raise
+            raise named from err
         if not result.turns:
             logger.warning("%s: no speech found, no turns written", key)
             summary.silent.append(key)
+        if result.capped:
+            summary.capped.append(key)
         summary.diarized += 1
         turns[key] = result.turns
     summary.tally().check(wav_scp, max_fail_fraction, f"{output_rttm} was not written")
     write_rttm(output_rttm, turns)
     logger.info("%s -> %s", summary.describe(), output_rttm)
     return summary
+
+
+def naming_recording(error: Exception, key: str, path: str) -> Exception:
+    """An error of ``error``'s type whose message leads with the recording's key and path;
+    ``error`` itself (the log names the recording) when its type is not built from one
+    message."""
+    message = f"recording {key} ({path}): {error}"
+    try:
+        named = type(error)(message)
+    except Exception:  # noqa: BLE001 -- a type that needs other arguments
+        named = None
+    if named is None or str(named) != message:
+        logger.error("recording %s (%s) failed", key, path)
+        return error
+    return named
 
 
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],

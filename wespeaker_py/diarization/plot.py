@@ -123,6 +123,12 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: 
     save_png(figure, png_path)
 
 
+def file_name(name: str) -> str:
+    """``name`` (a recording id or a system's name) as one file name, no two alike: ``%``
+    written ``%25`` and ``/`` ``%2F`` (as in URLs), all else as it is."""
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
 def _palette(count: int) -> List:
     """Speaker colours: tab10's without the error colours and grey, then their light
     tab20 variants, then again from the start."""

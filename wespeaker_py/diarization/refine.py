@@ -13,11 +13,13 @@
   average cosine (if at least ``absorb_cutoff``).
 
 All work on cluster sums of unit vectors, so the cost grows with the number of
-clusters, not of windows squared.
+clusters, not of windows squared: :func:`attach_unassigned` starts from one
+cluster per noise window, and holds one row of averages at a time (its time
+grows with those clusters squared, its memory with their number).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -67,33 +69,61 @@ def attach_unassigned(embeddings: np.ndarray, labels: np.ndarray, merge_cutoff: 
     found = [int(name) for name in np.unique(labels) if name >= 0]
     members = [np.flatnonzero(labels == name) for name in found]
     members += [np.array([index]) for index in np.flatnonzero(labels < 0)]
-    fixed = np.array([index < len(found) for index in range(len(members))])
     sums = np.stack([unit[group].sum(axis=0) for group in members]) if members else unit[:0]
     sizes = np.array([len(group) for group in members], dtype=np.float64)
-    alive = np.ones(len(members), dtype=bool)
-    dots = sums @ sums.T
-    while alive.sum() > 1:
-        average = dots / np.outer(sizes, sizes)
-        allowed = np.outer(alive, alive) & ~np.outer(fixed, fixed)
-        np.fill_diagonal(allowed, False)
-        average[~allowed] = -np.inf
-        first, second = np.unravel_index(np.argmax(average), average.shape)
-        if average[first, second] < merge_cutoff:
-            break
-        members[first] = np.concatenate([members[first], members[second]])
-        sizes[first] += sizes[second]
-        fixed[first] = fixed[first] or fixed[second]
-        dots[first, :] += dots[second, :]
-        dots[:, first] += dots[:, second]
-        alive[second] = False
-    result = np.empty(len(labels), dtype=np.int64)
+    fixed = np.arange(len(members)) < len(found)
+    alive = _join_by_average(sums, sizes, fixed, members, merge_cutoff)
     live = np.flatnonzero(alive)
-    large = [index for index in live if sizes[index] >= min_size]
-    for index in live:
-        target = index
-        if sizes[index] < min_size and large:
-            average = dots[index, large] / (sizes[index] * sizes[large])
-            if average.max() >= absorb_cutoff:
-                target = large[int(np.argmax(average))]
-        result[members[index]] = target
+    large, small = live[sizes[live] >= min_size], live[sizes[live] < min_size]
+    target = live.copy()
+    if large.size and small.size:
+        average = (sums[small] @ sums[large].T) / np.outer(sizes[small], sizes[large])
+        absorbed = average.max(axis=1) >= absorb_cutoff
+        target[np.isin(live, small[absorbed])] = large[np.argmax(average[absorbed], axis=1)]
+    result = np.empty(len(labels), dtype=np.int64)
+    for index, into in zip(live, target):
+        result[members[index]] = into
     return result
+
+
+def _join_by_average(sums: np.ndarray, sizes: np.ndarray, fixed: np.ndarray,
+                     members: List[np.ndarray], cutoff: float) -> np.ndarray:
+    """Join clusters (in place: their unit-vector ``sums``, ``sizes``, ``fixed`` flags and
+    ``members``), highest average cosine first, while it is at least ``cutoff``; two
+    ``fixed`` clusters never join. Returns which clusters are left.
+
+    The greedy order is followed by a nearest-neighbour chain: from a cluster to its
+    nearest, and on, until two are each other's nearest, which the greedy order
+    would join too, since a joined cluster's average with a third is the
+    size-weighted mean of its parts' (and the fixed rule only forbids pairs), never
+    above the nearer part's. One row of averages at a time: memory grows with
+    clusters x dimensions, time with clusters squared.
+    """
+    alive = np.ones(len(sizes), dtype=bool)
+    open_ = alive.copy()    # may still join: its nearest allowed cluster is close enough
+    chain: List[int] = []
+    while chain or open_.any():
+        if not chain:
+            chain.append(int(np.argmax(open_)))
+        here = chain[-1]
+        average = (sums @ sums[here]) / (sizes * sizes[here])
+        average[~open_ | (fixed & fixed[here])] = -np.inf
+        average[here] = -np.inf
+        nearest = int(np.argmax(average))
+        if average[nearest] < cutoff:
+            # joining others only averages their cosines with it: it stays too far from all
+            open_[here] = False
+            chain.pop()
+            continue
+        previous = chain[-2] if len(chain) > 1 else None
+        if previous is None or average[previous] < average[nearest]:
+            chain.append(nearest)
+            continue
+        keep, gone = min(here, previous), max(here, previous)
+        members[keep] = np.concatenate([members[keep], members[gone]])
+        sums[keep] += sums[gone]
+        sizes[keep] += sizes[gone]
+        fixed[keep] |= fixed[gone]
+        alive[gone] = open_[gone] = False
+        del chain[-2:]
+    return alive

@@ -8,6 +8,7 @@ and names the file and line of anything malformed.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import OrderedDict
@@ -58,6 +59,9 @@ def read_rttm(path: str) -> Dict[str, List[Turn]]:
             except ValueError:
                 raise DataFormatError(path, line_no, f"start and duration must be numbers: "
                                                      f"{fields[3]!r} {fields[4]!r}") from None
+            if not (math.isfinite(start) and math.isfinite(duration)):
+                raise DataFormatError(path, line_no, f"start and duration must be finite "
+                                                     f"numbers: {line.strip()!r}")
             if start < 0 or duration < 0:
                 raise DataFormatError(path, line_no, f"negative start or duration: "
                                                      f"{line.strip()!r}")
@@ -83,8 +87,9 @@ def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
             except ValueError:
                 raise DataFormatError(path, line_no, f"start and end must be numbers: "
                                                      f"{line.strip()!r}") from None
-            if not 0 <= start < end:
-                raise DataFormatError(path, line_no, f"need 0 <= start < end: {line.strip()!r}")
+            if not (0 <= start < end and math.isfinite(end)):
+                raise DataFormatError(path, line_no, f"need 0 <= start < end, both finite: "
+                                                     f"{line.strip()!r}")
             regions.setdefault(fields[0], []).append((start, end))
     return regions
 

@@ -14,7 +14,18 @@
   ``max_speakers``, the count is ``max_speakers`` and reported as capped, where
   WeSpeaker's rule would pick among near-equal small gaps);
 * k-means (10 initialisations) on the matching eigenvectors;
-* two windows or fewer are one speaker.
+* three windows or fewer (where the pruning keeps no neighbour but a window
+  itself, so the graph has no edges) are one speaker, or as many as
+  ``num_speakers`` (or ``min_speakers``) asks, grouped by average linkage of
+  their cosines (WeSpeaker gives two windows one speaker whatever the count).
+
+Two more additions for counts above ``max_speakers``: a graph that falls
+apart into more separate groups than ``max_speakers`` has only zeros among the
+eigenvalues looked at, and no eigengap; its groups are the clusters, the
+closest joined down to ``max_speakers``, and the count is reported as capped
+(at least that many). And the look over twice as many eigenvalues stops at a
+count of half the windows: past it a speaker would have one window, and in a
+short recording those eigenvalues reach the top of the spectrum.
 
 ``spectral-norm`` is the same with the symmetric normalised Laplacian
 ``D^-1/2 (D - A) D^-1/2`` in place of ``D - A``, for both the eigengap and the
@@ -35,34 +46,49 @@ default) chooses the pruning instead of fixing it: for each candidate number
 spectrum and the normalised maximum eigengap ``g_p`` (the largest gap among
 the first ``max_speakers + 1`` eigenvalues over the largest eigenvalue), and
 keeps the ``p`` with the smallest ``p / g_p``: the sparsest graph whose
-groups stand out most clearly. Above ``DENSE_LIMIT`` windows the candidates
-stop at :data:`SPARSE_MAX_NEIGHBOURS` instead of a quarter of the windows,
-so memory grows with ``N`` rather than ``N^2`` (a quarter of 19,200 windows
-held 7.5 GB at 4 h).
+groups stand out most clearly. Graphs that break into more groups than
+``max_speakers``, or into a group no larger than ``p``, are passed over, and
+short recordings use ``spectral``'s pruning (:func:`nme_spectral_cluster`).
+Above ``DENSE_LIMIT`` windows the candidates stop at :data:`SPARSE_MAX_NEIGHBOURS`
+instead of a quarter of the windows, so memory grows with ``N`` rather than
+``N^2`` (a quarter of 19,200 windows held 7.5 GB at 4 h).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from wespeaker_py.diarization.graph import (DENSE_LIMIT, laplacian, neighbour_graph,
-                                            largest_eigenvalue, smallest_eigenpairs,
-                                            strongest_neighbours, unit_rows)
+from wespeaker_py.diarization.density import agglomerative_labels
+from wespeaker_py.diarization.graph import (DENSE_LIMIT, Matrix, laplacian, neighbour_graph,
+                                            largest_eigenvalue, separate_groups,
+                                            smallest_eigenpairs, strongest_neighbours,
+                                            unit_rows)
+from wespeaker_py.diarization.refine import merge_close_clusters
 
 
 # NME-SC's largest candidate pruning above DENSE_LIMIT: what max_fraction 0.25 allows at the limit
 SPARSE_MAX_NEIGHBOURS = DENSE_LIMIT // 4
+# up to this many windows WeSpeaker's pruning keeps no neighbour but each window itself
+EDGELESS_WINDOWS = 3
+# NME-SC searches its pruning from this many windows on (15 s of speech): below, its
+# candidates keep at most 4 neighbours per window (see nme_spectral_cluster)
+NME_MIN_WINDOWS = 20
 
 
 @dataclass
 class SpectralOutcome:
-    """Labels, the number of speakers the eigengap chose (before ``min_speakers``), and ``p``."""
+    """Labels, the number of speakers the eigengap chose (before ``min_speakers``), and ``p``.
+
+    ``at_least``: ``estimated`` counts groups of windows with no edge between them,
+    more than ``max_speakers``; each may hold more than one speaker.
+    """
 
     labels: np.ndarray
     estimated: int
     neighbours: int
+    at_least: bool = False
 
 
 def wespeaker_keep(count: int, p: float = 0.01) -> int:
@@ -97,26 +123,52 @@ def kmeans_labels(points: np.ndarray, num_clusters: int, seed: int = 0) -> np.nd
     return model.fit_predict(points).astype(np.int64)
 
 
-def _spectral_labels(lap, num_speakers: Optional[int], min_speakers: int, max_speakers: int,
-                     seed: int, gap_ratio: float = 1.0):
+def _spectral_labels(graph: Matrix, normalised: bool, embeddings: np.ndarray,
+                     num_speakers: Optional[int], min_speakers: int, max_speakers: int,
+                     seed: int, gap_ratio: float = 1.0, neighbours: int = 0) -> SpectralOutcome:
     """k-means labels on the Laplacian's eigenvectors, and the eigengap's count.
 
     The count is WeSpeaker's (the first ``max_speakers + 1`` eigenvalues),
-    except when the gap over twice as many eigenvalues lies past
-    ``max_speakers``: then the recording likely has more speakers than allowed,
-    the count is ``max_speakers`` and that wider count is returned as found.
+    except when the gap over twice as many eigenvalues (up to a count of half
+    the windows) lies past ``max_speakers``: then the recording likely has more
+    speakers than allowed, the count is ``max_speakers`` and that wider count is
+    returned as found.
+    A graph of more separate groups than ``max_speakers`` has no gap among those
+    eigenvalues at all (each group gives one of value 0): its groups are the
+    clusters, the closest joined down to ``max_speakers``, and their number is
+    returned as found (``at_least``).
     """
-    count = lap.shape[0]
+    count = graph.shape[0]
+    if num_speakers is None:
+        groups = separate_groups(graph)
+        if groups.max() + 1 > max_speakers:
+            labels = merge_close_clusters(embeddings, groups, np.inf, max_speakers)
+            return SpectralOutcome(labels, int(groups.max()) + 1, neighbours, True)
+    lap = laplacian(graph, normalised)
     wanted = 2 * max_speakers + 2 if num_speakers is None else num_speakers
     values, vectors = smallest_eigenpairs(lap, min(count, max(wanted, min_speakers)), seed)
     estimated = eigengap_count(values, max_speakers, gap_ratio)
-    wider = eigengap_count(values, 2 * max_speakers + 1)
+    # up to a count of half the windows: past it a speaker would have one window, and
+    # when all are computed (few windows) the last gaps are the top of the spectrum
+    wider = eigengap_count(values[:count // 2 + 1], 2 * max_speakers + 1)
     if wider > max_speakers:
         estimated = wider
     chosen = num_speakers if num_speakers is not None else max(min(estimated, max_speakers),
                                                                min_speakers)
     chosen = max(1, min(chosen, count))
-    return kmeans_labels(vectors[:, :chosen], chosen, seed), estimated
+    return SpectralOutcome(kmeans_labels(vectors[:, :chosen], chosen, seed), estimated,
+                           neighbours)
+
+
+def _few_windows(embeddings: np.ndarray, num_speakers: Optional[int],
+                 min_speakers: int) -> SpectralOutcome:
+    """Up to :data:`EDGELESS_WINDOWS` windows, whose pruned graph has no edges: one speaker,
+    or the count given (or ``min_speakers``), by average-linkage cosine agglomeration."""
+    count = len(embeddings)
+    wanted = min(num_speakers if num_speakers is not None else min_speakers, count)
+    if wanted <= 1:
+        return SpectralOutcome(np.zeros(count, dtype=np.int64), 1, 0)
+    return SpectralOutcome(agglomerative_labels(embeddings, num_clusters=wanted), 1, 0)
 
 
 def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
@@ -131,16 +183,14 @@ def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
     weighted by its cosine, see :func:`~wespeaker_py.diarization.graph.neighbour_graph`).
     """
     count = len(embeddings)
-    if count <= 2:
-        return SpectralOutcome(np.zeros(count, dtype=np.int64), 1, 0)
+    if count <= EDGELESS_WINDOWS:
+        return _few_windows(embeddings, num_speakers, min_speakers)
     keep = wespeaker_keep(count, p)
     indices, cosines = strongest_neighbours(unit_rows(embeddings), keep)
     graph = neighbour_graph(indices, count, count <= DENSE_LIMIT,
                             cosines if edge_weights == "cosine" else None)
-    lap = laplacian(graph, normalised)
-    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed,
-                                         gap_ratio)
-    return SpectralOutcome(labels, estimated, keep)
+    return _spectral_labels(graph, normalised, embeddings, num_speakers, min_speakers,
+                            max_speakers, seed, gap_ratio, keep)
 
 
 def nme_candidates(count: int, max_fraction: float = 0.25, volume: int = 30,
@@ -166,27 +216,72 @@ def nme_spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = N
 
     ``gap_ratio`` applies to the count on the chosen graph (:func:`eigengap_count`);
     ``edge_weights`` as in :func:`spectral_cluster`.
+
+    The search passes over a candidate graph that breaks into more separate groups
+    than ``max_speakers`` (the first ``max_speakers + 1`` eigenvalues are all 0: no
+    eigengap), or into a group of no more windows than each keeps (``p``): such a
+    group is closed by the pruning alone, its windows each other's ``p`` nearest
+    and no other's, and in short recordings the sparsest graphs (``p`` of 2-4) are
+    made of such pairs and triples, which the search took for speakers (2 speakers
+    in 10 windows came out as 7). WeSpeaker's fixed pruning (the graph of
+    :func:`spectral_cluster`, with this method's Laplacian, gap ratio and edge
+    weights) clusters the recording instead when
+
+    * it has fewer than :data:`NME_MIN_WINDOWS` windows: the candidates, 2 to a
+      quarter of the windows, are then graphs of at most 4 neighbours per window,
+      whose spectra spread without a gap;
+    * no candidate is left;
+    * WeSpeaker's graph (10 neighbours per window) still breaks into more than
+      ``max_speakers`` groups: there are more speakers than allowed, every graph
+      that shows them is passed over, and denser ones blur them (12 speakers came
+      out as 1); the count is capped and reported (see :func:`_spectral_labels`).
     """
     count = len(embeddings)
-    if count <= 2:
-        return SpectralOutcome(np.zeros(count, dtype=np.int64), 1, 0)
+    if count <= EDGELESS_WINDOWS:
+        return _few_windows(embeddings, num_speakers, min_speakers)
     dense = count <= DENSE_LIMIT
     candidates = (nme_candidates(count, max_fraction, volume) if dense else
                   nme_candidates(count, max_fraction, min(volume, 10), SPARSE_MAX_NEIGHBOURS))
-    indices, cosines = strongest_neighbours(unit_rows(embeddings), int(candidates[-1]))
+    keep = wespeaker_keep(count)
+    indices, cosines = strongest_neighbours(unit_rows(embeddings),
+                                            int(max(candidates[-1], keep)))
+
+    def graph_of(p: int) -> Matrix:
+        first = indices.shape[1] - p   # a row's neighbours are listed weakest first
+        return neighbour_graph(indices[:, first:], count, dense,
+                               cosines[:, first:] if edge_weights == "cosine" else None)
+
+    fixed = graph_of(keep)
+    chosen = None
+    if count >= NME_MIN_WINDOWS and (num_speakers is not None
+                                     or _group_sizes(fixed).size <= max_speakers):
+        chosen = _nme_choice(graph_of, candidates, count, max_speakers, seed)
+    p, graph = chosen if chosen is not None else (keep, fixed)
+    return _spectral_labels(graph, False, embeddings, num_speakers, min_speakers, max_speakers,
+                            seed, gap_ratio, p)
+
+
+def _group_sizes(graph: Matrix) -> np.ndarray:
+    """The number of windows in each separate group of ``graph``."""
+    return np.bincount(separate_groups(graph))
+
+
+def _nme_choice(graph_of: Callable[[int], Matrix], candidates: np.ndarray, count: int,
+                max_speakers: int, seed: int) -> Optional[Tuple[int, Matrix]]:
+    """The candidate ``p`` with the smallest ``p / g_p`` and its graph, among those whose
+    graph has at most ``max_speakers`` separate groups, each of more than ``p`` windows;
+    None when no graph is left."""
     best = None
     for p in candidates:
-        # strongest_neighbours lists a row's neighbours weakest first
-        first = indices.shape[1] - p
-        lap = laplacian(neighbour_graph(indices[:, first:], count, dense,
-                                        cosines[:, first:] if edge_weights == "cosine" else None))
+        graph = graph_of(int(p))
+        sizes = _group_sizes(graph)
+        if sizes.size > max_speakers or sizes.min() <= p:
+            continue
+        lap = laplacian(graph)
         values, _ = smallest_eigenpairs(lap, min(count, max_speakers + 1), seed)
         gap = float(np.max(np.diff(values))) if len(values) > 1 else 0.0
         normalised_gap = gap / (largest_eigenvalue(lap, seed) + 1e-10)  # 0 without edges
         ratio = p / (normalised_gap + 1e-10)
         if best is None or ratio < best[0]:
-            best = (ratio, int(p), lap)
-    _, p, lap = best
-    labels, estimated = _spectral_labels(lap, num_speakers, min_speakers, max_speakers, seed,
-                                         gap_ratio)
-    return SpectralOutcome(labels, estimated, p)
+            best = (ratio, int(p), graph)
+    return None if best is None else best[1:]

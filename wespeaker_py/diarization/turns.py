@@ -23,6 +23,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 Region = Tuple[float, float]
+# a time over the frame step can land a rounding error past a frame edge (12.3 / 0.3 is
+# 41.00000000000001): edges within this many frames of one count as on it
+FRAME_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     similarity = unit @ centroids.T                           # [windows, speakers]
     edges = np.asarray(windows, dtype=np.float64) / step
-    bounds = np.stack([np.floor(edges[:, 0] + 1e-9), np.ceil(edges[:, 1] - 1e-9)],
+    bounds = np.stack([np.floor(edges[:, 0] + FRAME_TOLERANCE),
+                       np.ceil(edges[:, 1] - FRAME_TOLERANCE)],
                       axis=1).astype(np.int64)  # frames touched by each window
     first, last = int(bounds[:, 0].min()), int(bounds[:, 1].max())
     evidence = np.zeros((last - first, speakers))
@@ -115,16 +119,17 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
             regions.append([start, end])
     turns: List[Turn] = []
     for region_start, region_end in regions:
-        begin = max(int(np.floor(region_start / step)), first)
-        end = min(int(np.ceil(region_end / step)), last)
+        begin = max(int(np.floor(region_start / step + FRAME_TOLERANCE)), first)
+        end = min(int(np.ceil(region_end / step - FRAME_TOLERANCE)), last)
         for index in range(begin, end):
-            start = max((index) * step, region_start)
-            stop = min((index + 1) * step, region_end)
+            # turn times to the microsecond: a sliver shorter than that is no turn
+            start = round(max(index * step, region_start), 6)
+            stop = round(min((index + 1) * step, region_end), 6)
             if stop <= start or not candidate[index - first].any():
                 continue
             speaker = f"{speaker_prefix}{int(choice[index - first])}"
             if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
-                turns[-1] = Turn(turns[-1].start, round(stop, 6), speaker)
+                turns[-1] = Turn(turns[-1].start, stop, speaker)
             else:
-                turns.append(Turn(round(start, 6), round(stop, 6), speaker))
+                turns.append(Turn(start, stop, speaker))
     return turns
