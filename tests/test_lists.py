@@ -92,16 +92,17 @@ def test_make_shard_list_packs_every_file_in_wespeaker_order(tmp_path):
     assert stats.skipped == {}
 
 
-def test_shard_writing_is_atomic_when_a_file_is_missing(tmp_path):
-    wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=3)
+def test_shard_writing_refuses_missing_audio_before_writing_any_shard(tmp_path):
+    wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=5)
     table = read_utterance_table(wav_scp, utt2spk)
     os.remove(table[1].wav)
+    os.remove(table[4].wav)  # in the last shard: found before shards 0 and 1 are written
     shards_dir, shard_list = tmp_path / "shards", tmp_path / "shard.list"
-    with pytest.raises(OSError, match="spk0-utt1"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"2 of 5 audio files are missing.*spk0-utt1.*spk0-utt4"):
         make_shards(table, str(shards_dir), str(shard_list), num_utts_per_shard=2)
     assert not shard_list.exists()
-    assert not (shards_dir / "shards_000000000.tar").exists()
-    assert not [f for f in os.listdir(shards_dir) if f.startswith(".tmp")]
+    assert not shards_dir.exists()
 
 
 def test_raw_list_errors_name_file_and_line(tmp_path):
@@ -130,6 +131,64 @@ def test_table_errors_name_file_and_line(tmp_path):
         read_utterance_table(str(wav_scp), str(utt2spk))
     with pytest.raises(DataFormatError, match=r"utt2spk:1"):
         run_tool("make_raw_list.py", str(wav_scp), str(utt2spk), str(tmp_path / "r"))
+
+
+def test_a_repeated_utterance_of_utt2spk_names_both_lines(tmp_path):
+    wav_scp, utt2spk = tmp_path / "wav.scp", tmp_path / "utt2spk"
+    wav_scp.write_text("u1 /x/u1.wav\nu2 /x/u2.wav\n")
+    utt2spk.write_text("u1 s1\nu2 s2\nu1 s2\n")
+    with pytest.raises(DataFormatError,
+                       match=r"utt2spk:3: duplicate utterance 'u1', already on line 1"):
+        read_utterance_table(str(wav_scp), str(utt2spk))
+    with pytest.raises(DataFormatError, match=r"utt2spk:3: duplicate utterance 'u1'"):
+        run_tool("make_raw_list.py", str(wav_scp), str(utt2spk), str(tmp_path / "raw.list"))
+    assert not (tmp_path / "raw.list").exists()
+
+
+def test_wav_scp_entries_without_a_speaker_are_left_out_with_a_warning(tmp_path, caplog):
+    wav_scp, utt2spk = tmp_path / "wav.scp", tmp_path / "utt2spk"
+    wav_scp.write_text("u1 /x/u1.wav\nu2 /x/u2.wav\nu3 /x/u3.wav\n")
+    utt2spk.write_text("u1 s1\n")
+    with caplog.at_level("WARNING"):
+        assert [e.key for e in read_utterance_table(str(wav_scp), str(utt2spk))] == ["u1"]
+    assert f"2 of the 3 utterances of {wav_scp} are not in {utt2spk}" in caplog.text
+    assert "(the first: 'u2')" in caplog.text
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path):
+    bom = "\ufeff"
+    wav_scp, utt2spk = tmp_path / "wav.scp", tmp_path / "utt2spk"
+    wav_scp.write_text(bom + "A0 /x/a0.wav\nA1 /x/a1.wav\n", encoding="utf-8")
+    utt2spk.write_text(bom + "A0 s\nA1 s\n", encoding="utf-8")
+    assert [e.key for e in read_utterance_table(str(wav_scp), str(utt2spk))] == ["A0", "A1"]
+    vad = tmp_path / "vad"
+    vad.write_text(bom + "A0 0 1\n", encoding="utf-8")
+    table = read_utterance_table(str(wav_scp), str(utt2spk), str(vad), drop_without_vad=True)
+    assert [e.key for e in table] == ["A0"]
+    assert spk2id_from_utt2spk(str(utt2spk)) == {"s": 0}
+    raw = tmp_path / "raw.list"
+    raw.write_text(bom + json.dumps({"key": "A0", "wav": "/x/a0.wav", "spk": "s"}) + "\n",
+                   encoding="utf-8")
+    assert [u.key for u in read_raw_list(str(raw))] == ["A0"]
+    shard_list = tmp_path / "shard.list"
+    shard_list.write_text(bom + "/x/shards_000000000.tar\n", encoding="utf-8")
+    assert read_shard_list(str(shard_list)) == ["/x/shards_000000000.tar"]
+
+
+@pytest.mark.parametrize("tool", ["make_raw_list.py", "make_shard_list.py"])
+def test_a_vad_file_given_that_does_not_exist_is_an_error(tmp_path, capsys, tool):
+    wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=2)
+    outputs = ([str(tmp_path / "shards")] if tool == "make_shard_list.py" else []) + \
+        [str(tmp_path / "out.list")]
+    missing = str(tmp_path / "vda.txt")
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(tool, "--vad_file", missing, wav_scp, utt2spk, *outputs)
+    assert exit_info.value.code == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out.list").exists()
+    # WeSpeaker's default, given or not, still means "no VAD file"
+    run_tool(tool, "--vad_file", "non_exist", wav_scp, utt2spk, *outputs)
+    assert (tmp_path / "out.list").exists()
 
 
 def test_audio_list_accepts_wav_scp_and_raw_list(tmp_path):

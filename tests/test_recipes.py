@@ -937,6 +937,53 @@ def test_v2_stage2_writes_lists_and_skips_them_when_up_to_date(tmp_path):
     assert mtimes(lists) == before
 
 
+def test_make_lists_makes_shards_again_for_another_size_or_a_shard_gone(tmp_path):
+    data = tmp_path / "data"
+    os.makedirs(data / "s1")
+    with open(data / "s1" / "wav.scp", "w") as scp, open(data / "s1" / "utt2spk", "w") as u2s:
+        for i in range(4):
+            path = str(tmp_path / "wav" / f"u{i}.wav")
+            write_tone(path, 0.5, 16000, 200 + 20 * i)
+            scp.write(f"u{i} {path}\n")
+            u2s.write(f"u{i} spk{i % 2}\n")
+    shard_list = data / "s1" / "shard.list"
+
+    def make(per_shard):
+        return run_script(V2_DIR, "tools/recipe/make_lists.sh", "--data", str(data), "--sets",
+                          "s1", "--num_threads", "1", "--num_utts_per_shard", per_shard).stdout
+
+    make("2")
+    assert len(shard_list.read_text().split()) == 2
+    assert "is up to date" in make("2")
+    assert "is up to date" not in make("1")
+    shards = shard_list.read_text().split()
+    assert len(shards) == 4
+    os.remove(shards[3])
+    again = make("1")
+    assert f"{shards[3]}, named in {shard_list}, is gone" in again
+    assert "is up to date" not in again
+    assert shard_list.read_text().split() == shards and os.path.isfile(shards[3])
+    assert "is up to date" in make("1")
+
+
+def test_scp_of_refuses_a_path_whose_key_would_hold_a_space(tmp_path):
+    top = tmp_path / "sp ace"
+    for rel in ("room a/x/1.wav", "ok/x/2.wav"):
+        os.makedirs(os.path.dirname(top / rel), exist_ok=True)
+        (top / rel).write_bytes(b"")
+    out = tmp_path / "wav.scp"
+    script = f". tools/recipe_helpers.sh; write_list '{out}' scp_of '{top}'"
+    result = subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"{top}/room a/x/1.wav: a space in its last three path components" in result.stderr
+    assert not out.exists()
+    # a space further up the path is no part of the key
+    script = f". tools/recipe_helpers.sh; scp_of '{top}/ok'"
+    listed = subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True, text=True,
+                            check=True).stdout
+    assert listed == f"ok/x/2.wav {top}/ok/x/2.wav\n"
+
+
 def _prepare_v2(data, env):
     return run_script(V2_DIR, "local/prepare_data.sh", "--stage", "1", "--stop_stage", "4",
                       "--data", str(data), "--nj", "2", env=env, check=False)
@@ -1019,6 +1066,56 @@ def test_v2_prepare_data_leaves_no_half_written_list_behind(tmp_path):
                "--data", str(data), env=env)
     assert len(read_table(data / "musan" / "wav.scp")) == 3
     assert not glob.glob(str(data / "*" / "*.tmp"))
+
+
+FAILING_FFMPEG = """#!/usr/bin/env bash
+# test stand-in: copies the -i input to the last argument, but fails on inputs named *bad*
+# after writing part of the output
+while [ $# -gt 1 ]; do
+  [ "$1" == "-i" ] && input=$2
+  shift
+done
+echo "$input" >> "{log}"
+case "$input" in *bad*) echo partial > "$1"; exit 1 ;; esac
+cp "$input" "$1"
+"""
+
+
+def test_v2_stage3_lists_failed_conversions_and_converts_files_unpacked_later(tmp_path):
+    data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
+    bin_dir, log = tmp_path / "bin", tmp_path / "ffmpeg.log"
+    os.makedirs(bin_dir)
+    (bin_dir / "ffmpeg").write_text(FAILING_FFMPEG.replace("{log}", str(log)))
+    os.chmod(bin_dir / "ffmpeg", 0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def stage(first, last):
+        return run_script(V2_DIR, "local/prepare_data.sh", "--stage", str(first), "--stop_stage",
+                          str(last), "--data", str(data), "--corpora", "vox2", "--nj", "2",
+                          env=env, check=False)
+
+    assert stage(1, 2).returncode == 0
+    raw = data / "raw_data"
+    m4a_dir = raw / "voxceleb2_m4a" / "dev" / "aac" / "id00012" / "vidd"
+    shutil.copy(m4a_dir / "00001.m4a", m4a_dir / "bad.m4a")
+    failed = stage(3, 3)
+    assert failed.returncode != 0
+    assert (f"1 of 7 conversions failed (the m4a files are listed in "
+            f"{raw}/voxceleb2_m4a.failed)") in failed.stderr
+    assert (raw / "voxceleb2_m4a.failed").read_text() == f"{m4a_dir}/bad.m4a\n"
+    assert not glob.glob(str(raw / "voxceleb2_wav" / "**" / "*.tmp"), recursive=True)
+
+    os.remove(m4a_dir / "bad.m4a")
+    assert stage(3, 3).returncode == 0
+    assert "already converted" in stage(3, 3).stdout
+    # a file unpacked after the conversion (a newer .vox2_aac.zip.unpacked) is converted too
+    shutil.copy(m4a_dir / "00001.m4a", m4a_dir / "00009.m4a")
+    later = os.stat(raw / ".voxceleb2_wav.converted").st_mtime + 10
+    os.utime(raw / ".vox2_aac.zip.unpacked", (later, later))
+    again = stage(3, 3)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already converted" not in again.stdout
+    assert (raw / "voxceleb2_wav" / "dev" / "aac" / "id00012" / "vidd" / "00009.wav").is_file()
 
 
 def test_v2_prepare_data_rejects_a_corrupt_download_and_names_missing_archives(tmp_path):
@@ -1135,6 +1232,76 @@ def test_mini_prepare_refuses_a_corpus_with_nothing_left_to_train_on(tmp_path):
                         "--data", str(tmp_path / "prepared"), check=False)
     assert result.returncode != 0
     assert "nothing is left to train on" in result.stderr
+
+
+def _prepare_mini(corpus, data, *extra, check=True):
+    return run_script(MINI_DIR, "local/prepare_data.sh", "--data_dir", str(corpus), "--data",
+                      str(data), *extra, check=check)
+
+
+def test_mini_prepare_reads_voxceleb1s_label_first_trials(tmp_path):
+    corpus = tmp_path / "corpus"
+    utts = make_kaldi_dir(str(corpus), SPEAKERS, 4, 8000, trial_speakers=SPEAKERS)
+    kaldi = [line.split() for line in open(corpus / "trials")]
+    (corpus / "trials").write_text("".join(f"{1 if label == 'target' else 0} {e} {t}\n"
+                                           for e, t, label in kaldi))
+    data = tmp_path / "prepared"
+    _prepare_mini(corpus, data)
+    test_utts = {f"{spk}-{i:03d}" for spk in SPEAKERS for i in (0, 1)}
+    assert set(read_table(data / "test" / "wav.scp")) == test_utts
+    assert set(read_table(data / "train" / "wav.scp")) == set(utts) - test_utts
+
+    with open(corpus / "trials", "a") as out:
+        out.write("2 anna-000 bert-001\n")
+    result = _prepare_mini(corpus, tmp_path / "prepared2", check=False)
+    assert result.returncode != 0
+    assert f"{corpus}/trials:13: expected" in result.stderr
+
+
+@pytest.mark.parametrize("crlf", [("train_spk",), ("train_spk", "utt2spk", "trials")])
+def test_mini_prepare_takes_tables_with_windows_line_ends(tmp_path, crlf):
+    corpus = tmp_path / "corpus"
+    make_kaldi_dir(str(corpus), SPEAKERS, 4, 8000, trial_speakers=SPEAKERS)
+    (corpus / "train_spk").write_text("anna\nbert\ncleo\n")
+    for name in crlf:
+        text = (corpus / name).read_text()
+        (corpus / name).write_bytes(text.replace("\n", "\r\n").encode())
+    data = tmp_path / "prepared"
+    _prepare_mini(corpus, data)
+    assert list(read_table(data / "train" / "spk2utt")) == ["anna", "bert", "cleo"]
+    for dset in ("train", "backend", "test"):
+        for name in ("wav.scp", "utt2spk", "spk2utt"):
+            assert "\r" not in (data / dset / name).read_text(), (dset, name)
+
+
+def test_mini_prepare_keeps_pipe_commands_of_wav_scp_as_they_are(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_kaldi_dir(str(corpus), SPEAKERS, 4, 8000, trial_speakers=SPEAKERS)
+    pipe = f"cat {corpus}/wav/anna/anna-000.flac |"
+    scp = (corpus / "wav.scp").read_text()
+    (corpus / "wav.scp").write_text(scp.replace("wav/anna/anna-000.flac", pipe))
+    data = tmp_path / "prepared"
+    _prepare_mini(corpus, data)
+    with open(data / "test" / "wav.scp") as handle:
+        lines = handle.read().splitlines()
+    assert f"anna-000 {pipe}" in lines
+    assert f"anna-001 {corpus}/wav/anna/anna-001.flac" in lines
+
+
+def test_mini_prepare_is_done_again_when_an_option_changes(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_kaldi_dir(str(corpus), SPEAKERS, 4, 8000, trial_speakers=SPEAKERS)
+    data = tmp_path / "prepared"
+    _prepare_mini(corpus, data, "--num_cali_trials", "20")
+    cali = data / "test" / "trials" / "backend_cali.kaldi"
+    assert len(cali.read_text().splitlines()) == 20
+    assert "up to date" in _prepare_mini(corpus, data, "--num_cali_trials", "20").stdout
+    again = _prepare_mini(corpus, data, "--num_cali_trials", "10")
+    assert "up to date" not in again.stdout
+    assert len(cali.read_text().splitlines()) == 10
+    renamed = _prepare_mini(corpus, data, "--num_cali_trials", "10", "--trials_name", "mine")
+    assert "up to date" not in renamed.stdout
+    assert (data / "test" / "trials" / "mine").read_text() == (corpus / "trials").read_text()
 
 
 def test_make_trials_draws_balanced_trials_of_distinct_utterances(tmp_path):

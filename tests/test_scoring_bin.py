@@ -83,7 +83,14 @@ def test_cosine_norm_metrics_det(world, capsys):
     trials = os.path.join(trials_dir, "vox1_O.kaldi")
     score.main(["--exp_dir", exp, "--eval_scp_path", f"{emb}/vox1/xvector.scp",
                 "--cal_mean", "True", "--cal_mean_dir", f"{emb}/vox2_dev", trials])
-    assert os.path.exists(f"{emb}/vox2_dev/mean_vec.npy")
+    mean_path = f"{emb}/vox2_dev/mean_vec.npy"
+    assert os.path.exists(mean_path)
+    # scored again (the recipes' calibration stage does): the same mean keeps its file and
+    # time, so that the normalised scores made from it are not taken as stale
+    os.utime(mean_path, (1e9, 1e9))
+    score.main(["--exp_dir", exp, "--eval_scp_path", f"{emb}/vox1/xvector.scp",
+                "--cal_mean", "True", "--cal_mean_dir", f"{emb}/vox2_dev", trials])
+    assert os.path.getmtime(mean_path) == 1e9
     score_file = f"{exp}/scores/vox1_O.kaldi.score"
     lines = open(score_file).read().splitlines()
     assert len(lines) == 150 and all(len(line.split()) == 4 for line in lines)

@@ -26,7 +26,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     utt2spk = read_key_value(args.utt2spk, allow_spaces_in_value=False) if args.utt2spk else None
     trials = generate_calibration_trials(read_utt2dur(args.utt2dur), utt2spk,
-                                         args.each_trial_num, args.seed)
+                                         args.each_trial_num, args.seed,
+                                         utt2dur_path=args.utt2dur,
+                                         utt2spk_path=args.utt2spk or "utt2spk")
     write_trials(args.trial_path, trials)
     print(f"wrote {len(trials)} calibration trials to {args.trial_path}")
 

@@ -6,24 +6,23 @@ Audio that soundfile cannot decode here (e.g. m4a, wma) is refused: convert it f
 Usage: python tools/make_raw_list.py [--vad_file FILE] wav.scp utt2spk raw.list
 """
 import argparse
-import os
 
-from wespeaker_py.dataset.lists import read_utterance_table, write_raw_list
+from wespeaker_py.dataset.lists import (NO_VAD_FILE, read_utterance_table,
+                                        vad_file_argument, write_raw_list)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vad_file", default="non_exist",
+    parser.add_argument("--vad_file", default=NO_VAD_FILE, type=vad_file_argument,
                         help="segments-style file 'utt start end' (seconds); utterances "
-                             "without segments are left out; ignored if the file is absent")
+                             "without segments are left out")
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("raw_list", help="output raw.list")
     args = parser.parse_args()
     setup_logging()
-    vad_file = args.vad_file if os.path.exists(args.vad_file) else None
-    entries = read_utterance_table(args.wav_file, args.utt2spk_file, vad_file,
+    entries = read_utterance_table(args.wav_file, args.utt2spk_file, args.vad_file,
                                    drop_without_vad=True)
     write_raw_list(entries, args.raw_list)
     get_logger("make_raw_list").info("wrote %d utterances to %s", len(entries), args.raw_list)

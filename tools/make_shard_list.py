@@ -8,9 +8,8 @@ Usage: python tools/make_shard_list.py [--num_utts_per_shard N] [--num_threads T
        wav.scp utt2spk shards_dir shard.list
 """
 import argparse
-import os
 
-from wespeaker_py.dataset.lists import read_utterance_table
+from wespeaker_py.dataset.lists import NO_VAD_FILE, read_utterance_table, vad_file_argument
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.utils.logging_utils import setup_logging
 
@@ -24,17 +23,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of --shuffle")
     parser.add_argument("--shuffle", action="store_true",
                         help="shuffle utterances before packing")
-    parser.add_argument("--vad_file", default="non_exist",
+    parser.add_argument("--vad_file", default=NO_VAD_FILE, type=vad_file_argument,
                         help="segments-style file 'utt start end' (seconds): voiced parts are "
-                             "stored as 16-bit WAV; ignored if the file is absent")
+                             "stored as 16-bit WAV")
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("shards_dir", help="output directory of the tar shards")
     parser.add_argument("shards_list", help="output shard.list")
     args = parser.parse_args()
     setup_logging()
-    vad_file = args.vad_file if os.path.exists(args.vad_file) else None
-    entries = read_utterance_table(args.wav_file, args.utt2spk_file, vad_file)
+    entries = read_utterance_table(args.wav_file, args.utt2spk_file, args.vad_file)
     make_shards(entries, args.shards_dir, args.shards_list,
                 num_utts_per_shard=args.num_utts_per_shard, num_threads=args.num_threads,
                 prefix=args.prefix, shuffle=args.shuffle, seed=args.seed)

@@ -153,9 +153,21 @@ write_list() {
 }
 
 # scp_of DIR: "<last three path components> <path>" for every wav under DIR, sorted (the
-# keys of the MUSAN, RIRS_NOISES and VoxCeleb lists).
+# keys of the MUSAN, RIRS_NOISES and VoxCeleb lists). A key would not be one field with
+# a space in those components (VoxCeleb, MUSAN and RIRS_NOISES have none): such a path
+# is an error naming it.
 scp_of() {
-  find "$1" -name '*.wav' | awk -F/ '{ print $(NF-2) "/" $(NF-1) "/" $NF, $0 }' | LC_ALL=C sort
+  local -
+  set -o pipefail
+  find "$1" -name '*.wav' |
+    awk -F/ -v me="$0" '{ key = $(NF-2) "/" $(NF-1) "/" $NF }
+             key ~ /[[:space:]]/ {
+               printf "%s: %s: a space in its last three path components would split its key " \
+                      "(%s)\n", me, $0, key > "/dev/stderr"
+               bad = 1; exit
+             }
+             { print key, $0 }
+             END { exit bad }' | LC_ALL=C sort
 }
 
 # count_lines FILE: number of lines (0 when the file is missing).

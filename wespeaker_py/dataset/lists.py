@@ -14,7 +14,9 @@ Every parse error is a :class:`DataFormatError` naming the file and line.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -22,13 +24,18 @@ import soundfile as sf
 
 from wespeaker_py.audio import is_pipe
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, atomic_open,
-                                           iter_table, read_key_value)
+                                           iter_table, open_table, read_key_value)
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 Segments = Tuple[Tuple[float, float], ...]
 # file suffixes read as audio (also as members of any shard, ours or a third party's)
 AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
 # extensions that soundfile decodes under another format's name
 _SOUNDFILE_FORMAT_OF = {"opus": "OGG"}
+# the --vad_file default of WeSpeaker's list tools: no VAD file
+NO_VAD_FILE = "non_exist"
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class TableEntry:
 
 def read_list_file(path: str) -> List[Tuple[int, str]]:
     """Return ``(line_no, stripped_line)`` for the non-blank lines of a list file."""
-    with open(path, "r", encoding="utf-8") as handle:
+    with open_table(path) as handle:
         return [(no, line.strip()) for no, line in enumerate(handle, start=1) if line.strip()]
 
 
@@ -171,27 +178,53 @@ def read_vad_file(path: str) -> Dict[str, Segments]:
     return {utt: tuple(segments) for utt, segments in table.items()}
 
 
+def vad_file_argument(value: str) -> Optional[str]:
+    """argparse ``type`` of the list tools' ``--vad_file``: None for WeSpeaker's default
+    (:data:`NO_VAD_FILE`); a file given that does not exist is an error naming it, not,
+    as in WeSpeaker, a silent run without VAD."""
+    if value == NO_VAD_FILE:
+        return None
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"{value} does not exist or is not a file "
+                                         "(leave --vad_file out for none)")
+    return value
+
+
 def read_utterance_table(wav_scp: str, utt2spk: str,
                          vad_file: Optional[str] = None,
                          drop_without_vad: bool = False) -> List[TableEntry]:
     """Join ``wav.scp`` and ``utt2spk`` (in utt2spk order), attaching VAD segments if given.
 
-    An utterance of utt2spk missing from wav.scp is an error naming utt2spk and its line.
-    With ``drop_without_vad`` utterances that have no VAD segments are left out
-    (WeSpeaker's raw-list behaviour); otherwise they are kept whole.
+    An utterance of utt2spk missing from wav.scp, or given twice in utt2spk, is an error
+    naming utt2spk and its line(s); utterances of wav.scp missing from utt2spk are left
+    out with a warning. With ``drop_without_vad`` utterances that have no VAD segments are
+    left out (WeSpeaker's raw-list behaviour); otherwise they are kept whole.
     """
     wavs = read_key_value(wav_scp)
     vad = read_vad_file(vad_file) if vad_file else None
+    keys = UniqueKeys(utt2spk, "utterance")
     entries: List[TableEntry] = []
     for line_no, fields in iter_table(utt2spk, min_fields=2, max_fields=2):
         key, spk = fields
+        keys.claim(key, line_no)
         if key not in wavs:
             raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}")
         segments = vad.get(key) if vad is not None else None
         if vad is not None and segments is None and drop_without_vad:
             continue
         entries.append(TableEntry(key=key, spk=spk, wav=wavs[key], vad=segments))
+    _warn_unlisted(wavs, keys.first_line, wav_scp, utt2spk)
     return entries
+
+
+def _warn_unlisted(wavs: Dict[str, str], in_utt2spk: Dict[str, int],
+                   wav_scp: str, utt2spk: str) -> None:
+    """Warn about the utterances of ``wav.scp`` that have no line in ``utt2spk``."""
+    unlisted = [key for key in wavs if key not in in_utt2spk]
+    if unlisted:
+        logger.warning("%d of the %d utterances of %s are not in %s and are left out "
+                       "(the first: %r)", len(unlisted), len(wavs), wav_scp, utt2spk,
+                       unlisted[0])
 
 
 def raw_list_line(entry: TableEntry) -> str:

@@ -8,11 +8,18 @@ Shards are read as a stream (``r|*``), so a ``pipe:COMMAND`` location or a URL
 works the same as a local path. A shard must end with tar's end-of-archive block
 (followed by nothing but zero padding); one that does not was cut off or damaged,
 and is counted as a bad shard after its readable utterances.
+
+Beside each shard it writes, :func:`make_shards` notes ``SHARD.digest``: a digest of
+the entries the shard holds (key, speaker, audio path or command, VAD segments, and the
+:data:`~wespeaker_py.utils.file_utils.FileStamp` of each audio file) and the shard's size.
+A second run keeps the shards whose note matches.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import random
 import subprocess
@@ -20,7 +27,7 @@ import tarfile
 import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import BinaryIO, Iterator, List, Optional, Sequence
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -32,7 +39,7 @@ from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
                                         check_decodable)
 from wespeaker_py.dataset.stats import PipelineStats
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+from wespeaker_py.utils.file_utils import FileStamp, atomic_open, atomic_path, file_stamp
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -40,6 +47,7 @@ logger = get_logger(__name__)
 PIPE_PREFIX = "pipe:"
 # seconds an http(s)/ftp shard may send nothing before it counts as a bad shard
 URL_TIMEOUT_S = 60.0
+DIGEST_SUFFIX = ".digest"
 
 
 @contextlib.contextmanager
@@ -258,16 +266,90 @@ def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
     return tar_path
 
 
+def _audio_stamps(entries: Sequence[TableEntry]) -> List[Optional[FileStamp]]:
+    """The :data:`FileStamp` of each entry's audio file (None for a pipe command).
+
+    Audio files that are missing (or not files) raise ``FileNotFoundError`` with their
+    count and the first few, before any shard is written.
+    """
+    stamps = [None if is_pipe(entry.wav) else file_stamp(entry.wav) for entry in entries]
+    missing = [entry for entry, stamp in zip(entries, stamps)
+               if stamp is None and not is_pipe(entry.wav)]
+    if missing:
+        examples = "; ".join(f"utterance {entry.key}: {entry.wav!r}" for entry in missing[:3])
+        raise FileNotFoundError(f"{len(missing)} of {len(entries)} audio files are missing "
+                                f"or not files, e.g. {examples}")
+    return stamps
+
+
+def _shard_digest(entries: Sequence[TableEntry], stamps: Sequence[Optional[FileStamp]]) -> str:
+    """The digest of what a shard of ``entries`` holds, in order, with the stamp of each
+    entry's audio file (so a file rewritten since makes the shard's digest another)."""
+    hasher = hashlib.sha256()
+    for entry, stamp in zip(entries, stamps):
+        row = [entry.key, entry.spk, entry.wav, entry.vad, stamp]
+        hasher.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+    return hasher.hexdigest()
+
+
+def _digest_note(tar_path: str) -> str:
+    return tar_path + DIGEST_SUFFIX
+
+
+def _shard_is_complete(tar_path: str, digest: str) -> bool:
+    """True when ``tar_path`` was written whole from entries of ``digest``: its note names
+    that digest and the shard's size now (a shard cut short or replaced differs)."""
+    try:
+        with open(_digest_note(tar_path), "r", encoding="utf-8") as handle:
+            noted = handle.read().split()
+        return noted == [digest, str(os.path.getsize(tar_path))]
+    except OSError:
+        return False
+
+
+def _write_noted_shard(entries: Sequence[TableEntry], tar_path: str, digest: str) -> str:
+    """:func:`write_shard`, then its digest note. The old note goes first, so a shard
+    whose rewrite fails is never taken for complete."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_digest_note(tar_path))
+    write_shard(entries, tar_path)
+    with atomic_open(_digest_note(tar_path), "w", encoding="utf-8") as handle:
+        handle.write(f"{digest} {os.path.getsize(tar_path)}\n")
+    return tar_path
+
+
+ShardJob = Tuple[Sequence[TableEntry], str, str]
+
+
+def _write_shards(jobs: Sequence[ShardJob], num_threads: int) -> None:
+    """Write the ``(entries, tar_path, digest)`` shards with parallel writers.
+
+    The first failure is raised as soon as it happens: the shards not started yet are
+    cancelled (those being written are finished, and kept by the next run).
+    """
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        futures = [pool.submit(_write_noted_shard, *job) for job in jobs]
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="shards",
+                               disable=len(futures) < 2):
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
 def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
                 num_utts_per_shard: int = 1000, num_threads: int = 1,
                 prefix: str = "shards", shuffle: bool = False, seed: int = 42) -> List[str]:
     """Write ``entries`` into tar shards with parallel writers, then the ``shard.list``.
 
     Shards are named ``{prefix}_{index:09d}.tar``; the list is written (atomically)
-    only after every shard is complete. Audio that soundfile cannot decode, and
-    audio stored as is (no VAD) without an audio extension, are refused before
-    anything is written. A ``command |`` entry is stored as a WAV re-encoded
-    from the command's output, so that its header matches its data.
+    only after every shard is complete. Missing audio files, audio that soundfile
+    cannot decode, and audio stored as is (no VAD) without an audio extension are
+    refused before anything is written. A ``command |`` entry is stored as a WAV
+    re-encoded from the command's output, so that its header matches its data.
+    A shard already complete with the same entries (its digest note) is kept; when
+    any shard is written, the old list goes first, as it would name a mix of runs.
     """
     if num_utts_per_shard <= 0:
         raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
@@ -279,18 +361,23 @@ def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
     for entry in entries:
         if entry.vad is None:
             _audio_suffix(entry)
-    groups = [entries[i:i + num_utts_per_shard]
-              for i in range(0, len(entries), num_utts_per_shard)]
-    os.makedirs(shards_dir, exist_ok=True)
-    paths = [os.path.join(shards_dir, f"{prefix}_{index:09d}.tar") for index in range(len(groups))]
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        futures = [pool.submit(write_shard, group, path) for group, path in zip(groups, paths)]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="shards",
-                           disable=len(futures) < 2):
-            future.result()
+    stamps = _audio_stamps(entries)
+    paths, jobs = [], []
+    for index, start in enumerate(range(0, len(entries), num_utts_per_shard)):
+        group = entries[start:start + num_utts_per_shard]
+        path = os.path.join(shards_dir, f"{prefix}_{index:09d}.tar")
+        digest = _shard_digest(group, stamps[start:start + num_utts_per_shard])
+        paths.append(path)
+        if not _shard_is_complete(path, digest):
+            jobs.append((group, path, digest))
+    if jobs:
+        os.makedirs(shards_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(shard_list)
+        _write_shards(jobs, num_threads)
     with atomic_open(shard_list, "w", encoding="utf-8") as handle:
         for path in paths:
             handle.write(path + "\n")
-    logger.info("wrote %d utterances into %d shards, list %s", len(entries), len(paths),
-                shard_list)
+    logger.info("wrote %d utterances into %d shards (%d kept from an earlier run), list %s",
+                len(entries), len(paths), len(paths) - len(jobs), shard_list)
     return paths

@@ -76,20 +76,24 @@ def _duration_bins(durations: Dict[str, float], utt2spk: Dict[str, str]
 
 def generate_calibration_trials(durations: Dict[str, float],
                                 utt2spk: Optional[Dict[str, str]] = None,
-                                each_trial_num: int = 10000, seed: int = 0
+                                each_trial_num: int = 10000, seed: int = 0, *,
+                                utt2dur_path: str = "utt2dur", utt2spk_path: str = "utt2spk"
                                 ) -> List[Tuple[str, str, str]]:
     """Draw ``each_trial_num`` trials (half target) for each duration pairing.
 
     Speakers come from ``utt2spk`` or, without it, from the key prefix before
     the first ``/`` (VoxCeleb keys ``spk/video/utt.wav``). Only speakers with
     at least two short and two long utterances take part, so target trials
-    never pair an utterance with itself.
+    never pair an utterance with itself. An utterance of ``durations`` without a
+    speaker is a :class:`DataFormatError` naming both files (``*_path``, for the message).
     """
     if utt2spk is None:
         utt2spk = {utt: utt.split("/")[0] for utt in durations}
     missing = [utt for utt in durations if utt not in utt2spk]
     if missing:
-        raise KeyError(f"{len(missing)} utterances have no speaker, e.g. {missing[0]!r}")
+        raise DataFormatError(utt2dur_path, None,
+                              f"{len(missing)} of its utterances are not in {utt2spk_path}, "
+                              f"the first: {missing[0]!r}")
     short, long = _duration_bins(durations, utt2spk)
     speakers = sorted(spk for spk in short
                       if len(short[spk]) >= 2 and len(long.get(spk, ())) >= 2)

@@ -67,12 +67,27 @@ def cosine_score_trials(table: EmbeddingTable, trials: TrialList,
 
 def compute_and_save_mean(cal_mean_dir: str) -> str:
     """Mean of ``cal_mean_dir/xvector.scp`` saved as ``cal_mean_dir/mean_vec.npy``; return its
-    path."""
+    path.
+
+    A ``mean_vec.npy`` that already holds this mean is left as it is: the recipes' later
+    stages judge their outputs by its time, and every scoring stage computes it again.
+    """
     scp_path = os.path.join(cal_mean_dir, "xvector.scp")
     logger.info("computing the mean embedding of %s", scp_path)
     mean_path = os.path.join(cal_mean_dir, "mean_vec.npy")
-    save_mean_vector(mean_path, compute_mean_vector(load_embeddings(scp_path, progress=True)))
+    mean = compute_mean_vector(load_embeddings(scp_path, progress=True))
+    if not _holds(mean_path, mean):
+        save_mean_vector(mean_path, mean)
     return mean_path
+
+
+def _holds(path: str, mean: np.ndarray) -> bool:
+    """True when the mean vector file at ``path`` holds exactly ``mean`` (as saved, float32)."""
+    try:
+        return bool(np.array_equal(load_mean_vector(path, mean.shape[0]),
+                                   np.asarray(mean, dtype=np.float32)))
+    except (OSError, ValueError):   # missing, unreadable or of another size: write it
+        return False
 
 
 def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir: str,

@@ -34,6 +34,15 @@ class DataFormatError(WespeakerError, ValueError):
         return (DataFormatError, (self.path, self.line_no, self.reason))
 
 
+def open_table(path: str) -> IO[str]:
+    """Open a Kaldi table or list file for reading, as UTF-8 text.
+
+    A byte-order mark (written by some Windows editors) is dropped: it would become
+    part of the first key and fail to match that key anywhere else.
+    """
+    return open(path, "r", encoding="utf-8-sig")
+
+
 def iter_table(path: str, min_fields: int = 1,
                max_fields: Optional[int] = None) -> Iterator[Tuple[int, List[str]]]:
     """Yield ``(line_no, fields)`` for each non-blank line of a whitespace table.
@@ -41,7 +50,7 @@ def iter_table(path: str, min_fields: int = 1,
     Raises :class:`DataFormatError` when a line has fewer than ``min_fields``
     or more than ``max_fields`` fields.
     """
-    with open(path, "r", encoding="utf-8") as handle:
+    with open_table(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields:
@@ -79,7 +88,7 @@ def iter_key_rest(path: str, expected: str = "'<key> <value>'"
     """Yield ``(line_no, key, rest)`` for each non-blank line: the first field, and the rest
     of the line stripped (a path with spaces, a pipe command, an ark location). A line of
     one field is a :class:`DataFormatError` saying it ``expected`` that."""
-    with open(path, "r", encoding="utf-8") as handle:
+    with open_table(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             parts = line.strip().split(maxsplit=1)
             if not parts:
@@ -122,7 +131,7 @@ def read_wav_scp(path: str) -> Dict[str, str]:
 
 def read_lines(path: str) -> List[str]:
     """Return the non-blank, stripped lines of a text file."""
-    with open(path, "r", encoding="utf-8") as handle:
+    with open_table(path) as handle:
         return [line.strip() for line in handle if line.strip()]
 
 

@@ -13,9 +13,11 @@
 #   ${data}/test     the utterances of the trials, with test/trials/${trials_name}
 #                    and test/trials/${calibration_trial} (random back-end trials)
 #   ${data}/musan, ${data}/rirs   synthetic noise, music, babble and room responses
-# Each set has wav.scp (absolute paths), utt2spk, spk2utt and, where the corpus
-# gives it, utt2dur. A second run with the same corpus finds the sets up to
-# date and skips.
+# Each set has wav.scp (absolute paths; a "command |" entry is kept as it is), utt2spk,
+# spk2utt and, where the corpus gives it, utt2dur. The trials may be
+# "enroll test target|nontarget", "1|0 enroll test" or "enroll test"; Windows line ends
+# are taken. A second run with the same corpus and options finds the sets up to date and
+# skips.
 #
 #   local/prepare_data.sh --data_dir data/librispeech_tc100 --data data/prepared/librispeech_tc100
 
@@ -44,28 +46,38 @@ data=$(realpath "${data}")
 
 inputs=("${data_dir}/wav.scp" "${data_dir}/utt2spk" "${data_dir}/trials" "${data_dir}/train_spk"
         "${data_dir}/utt2dur")
-if up_to_date "${data}/source" "${inputs[@]}" && [ "$(cat "${data}/source")" == "${data_dir}" ] &&
-   [ -s "${data}/rirs/wav.scp" ] && [ -s "${data}/test/trials/${calibration_trial}" ]; then
+settings="trials_name=${trials_name} calibration_trial=${calibration_trial}"
+settings+=" num_cali_trials=${num_cali_trials} backend_every=${backend_every}"
+settings+=" min_backend_speakers=${min_backend_speakers}"
+if made_with "${data}/source" "${settings}" "${inputs[@]}" &&
+   [ "$(cat "${data}/source")" == "${data_dir}" ] && [ -s "${data}/rirs/wav.scp" ] &&
+   [ -s "${data}/test/trials/${trials_name}" ] && [ -s "${data}/test/trials/${calibration_trial}" ]
+then
   echo "${data} is up to date with ${data_dir}, skipping"
   exit 0
 fi
 rm -f "${data}/source"
 export LC_ALL=C
+# the first rule of every awk program reading the corpus' tables: no '\r' of Windows
+# line ends in their keys
+strip_cr='{ sub(/\r$/, "") }'
 
 # subset NAME UTTS: the set of the utterances listed in UTTS (one per line).
 subset() {
   local dir=${data}/$1
   mkdir -p "${dir}"
-  # wav paths relative to the corpus directory become absolute; a path is the rest of
-  # its line (it may hold spaces)
+  # wav paths relative to the corpus directory become absolute (a pipe command, ending
+  # in '|', is left as it is); a path is the rest of its line (it may hold spaces)
   awk -v d="${data_dir}" 'NR == FNR { keep[$1]; next }
        ($1 in keep) { p = $0; sub(/^[ \t]*[^ \t]+[ \t]+/, "", p); sub(/[ \t\r]+$/, "", p)
-                      if (p !~ /^\//) p = d "/" p; print $1, p }' \
+                      if (p !~ /^\// && p !~ /\|$/) p = d "/" p; print $1, p }' \
        "$2" "${data_dir}/wav.scp" | sort > "${dir}/wav.scp"
-  awk 'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2spk" | sort > "${dir}/utt2spk"
+  awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2spk" |
+    sort > "${dir}/utt2spk"
   utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
   if [ -f "${data_dir}/utt2dur" ]; then
-    awk 'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2dur" | sort > "${dir}/utt2dur"
+    awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2dur" |
+      sort > "${dir}/utt2dur"
   else
     rm -f "${dir}/utt2dur"  # score_calibration.sh measures the durations
   fi
@@ -82,12 +94,19 @@ subset() {
 
 tmp=$(mktemp -d)
 trap 'rm -rf "${tmp}"' EXIT
-awk '{ print $1; print $2 }' "${data_dir}/trials" | sort -u > "${tmp}/test_utts"
+# the utterances of the trials, in any of their forms (as the scoring reads them)
+awk -v f="${data_dir}/trials" "${strip_cr}"'
+    NF == 3 && tolower($3) ~ /^(target|tgt|nontarget|nontgt|imp)$/ { print $1; print $2; next }
+    NF == 3 && ($1 == "0" || $1 == "1") { print $2; print $3; next }
+    NF == 2 { print $1; print $2; next }
+    NF { printf "%s:%d: expected \"enroll test target|nontarget\", \"1|0 enroll test\" or " \
+                "\"enroll test\", got: %s\n", f, FNR, $0 > "/dev/stderr"; bad = 1; exit }
+    END { exit bad }' "${data_dir}/trials" | sort -u > "${tmp}/test_utts"
 if [ -f "${data_dir}/train_spk" ]; then
-  awk 'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' \
+  awk "${strip_cr}"'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' \
       "${data_dir}/train_spk" "${data_dir}/utt2spk" > "${tmp}/candidates"
 else
-  awk '{ print $1 }' "${data_dir}/utt2spk" > "${tmp}/candidates"
+  awk "${strip_cr}"'{ print $1 }' "${data_dir}/utt2spk" > "${tmp}/candidates"
 fi
 awk 'NR == FNR { test[$1]; next } !($1 in test)' "${tmp}/test_utts" "${tmp}/candidates" \
   > "${tmp}/train_utts"
@@ -95,11 +114,11 @@ if [ ! -s "${tmp}/train_utts" ]; then
   echo "$0: every utterance of ${data_dir} is in a trial: nothing is left to train on" >&2
   exit 1
 fi
-awk 'NR == FNR { keep[$1]; next } ($1 in keep) { print $2 }' "${tmp}/train_utts" \
+awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep) { print $2 }' "${tmp}/train_utts" \
   "${data_dir}/utt2spk" | sort -u > "${tmp}/train_spks"
 if [ "$(count_lines "${tmp}/train_spks")" -ge "${min_backend_speakers}" ]; then
   awk -v n="${backend_every}" 'NR % n == 0' "${tmp}/train_spks" > "${tmp}/backend_spks"
-  awk 'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' "${tmp}/backend_spks" \
+  awk "${strip_cr}"'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' "${tmp}/backend_spks" \
     "${data_dir}/utt2spk" | sort > "${tmp}/backend_all"
   # back-end: the held-out speakers' utterances; train: the rest
   comm -12 "${tmp}/backend_all" <(sort "${tmp}/train_utts") > "${tmp}/backend_utts"
@@ -124,4 +143,5 @@ sample_rate=$(python -c 'import sys, soundfile; print(soundfile.info(sys.argv[1]
 python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train/wav.scp" "${data}"
 
 echo "${data_dir}" > "${data}/source"
+record_settings "${data}/source" "${settings}"
 echo "prepared ${data} from ${data_dir} (${sample_rate} Hz)"

@@ -109,12 +109,18 @@ m4a_root=${rawdata_dir}/voxceleb2_m4a/dev/aac
 wav_root=${rawdata_dir}/voxceleb2_wav/dev/aac
 
 # convert_m4a M4A WAV: one file, written under a temporary name so that an
-# interrupted run never leaves a truncated wav behind.
+# interrupted run never leaves a truncated wav behind. A failed conversion removes its
+# partial output and adds M4A to the file ${m4a_failed}.
 convert_m4a() {
   [ -s "$2" ] && return 0
   mkdir -p "$(dirname "$2")"
-  ffmpeg -nostdin -v error -y -i "$1" -ac 1 -ar 16000 -acodec pcm_s16le -f wav "$2.tmp" &&
-    mv "$2.tmp" "$2"
+  if ffmpeg -nostdin -v error -y -i "$1" -ac 1 -ar 16000 -acodec pcm_s16le -f wav "$2.tmp" &&
+     mv "$2.tmp" "$2"; then
+    return 0
+  fi
+  rm -f "$2.tmp"
+  echo "$1" >> "${m4a_failed}"
+  return 1
 }
 export -f convert_m4a
 
@@ -126,25 +132,31 @@ elif [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     echo "$0: ${m4a_root} not found; run stage 2 first" >&2
     exit 1
   fi
+  # the marker holds the number of files converted; files unpacked since are converted too
   marker=${rawdata_dir}/.voxceleb2_wav.converted
-  if [ -f "${marker}" ]; then
+  if up_to_date "${marker}" "${rawdata_dir}/.vox2_aac.zip.unpacked"; then
     echo "VoxCeleb2 already converted"
   else
     command -v ffmpeg >/dev/null || { echo "$0: ffmpeg is not installed" >&2; exit 1; }
     m4a_list=${rawdata_dir}/voxceleb2_m4a.list
+    export m4a_failed=${rawdata_dir}/voxceleb2_m4a.failed
+    rm -f "${marker}" "${m4a_failed}"
     find "${m4a_root}" -name '*.m4a' | LC_ALL=C sort > "${m4a_list}"
     num_m4a=$(count_lines "${m4a_list}")
     # one path a line (paths may hold spaces), two lines a conversion
-    awk -v src="${m4a_root}" -v dst="${wav_root}" \
+    if ! awk -v src="${m4a_root}" -v dst="${wav_root}" \
         '{ wav = dst substr($0, length(src) + 1); sub(/\.m4a$/, ".wav", wav); print $0; print wav }' \
-        "${m4a_list}" | xargs -d '\n' -P "${nj}" -n 2 bash -c 'convert_m4a "$0" "$1"' ||
-      { echo "$0: some conversions failed; run stage 3 again to retry them" >&2; exit 1; }
+        "${m4a_list}" | xargs -d '\n' -P "${nj}" -n 2 bash -c 'convert_m4a "$0" "$1"'; then
+      echo "$0: $(count_lines "${m4a_failed}") of ${num_m4a} conversions failed (the m4a files" \
+           "are listed in ${m4a_failed}); run stage 3 again to retry them" >&2
+      exit 1
+    fi
     num_wav=$(find "${wav_root}" -name '*.wav' | wc -l)
     if [ "${num_wav}" -ne "${num_m4a}" ]; then
       echo "$0: ${num_m4a} m4a files but ${num_wav} wav files; run stage 3 again" >&2
       exit 1
     fi
-    touch "${marker}"
+    echo "${num_m4a}" > "${marker}"
     echo "converted ${num_m4a} files"
   fi
 fi
