@@ -18,7 +18,7 @@ from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, band_fill_
 from wespeaker_py.frontend.fbank import mel_bin_tops
 from wespeaker_py.diarization.options import DiarizationOptions
 from wespeaker_py.diarization.pipeline import Diarizer
-from wespeaker_py.errors import RunFailedError
+from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 
 RATE = 16000
@@ -213,7 +213,7 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
         with pytest.raises(BandFillError, match="band_fill_8000hz.npz cannot be read"):
             plain.embed(call, sample_rate=8000)
     assert plain.info()["band_fills"].startswith("not used: band fill ")
-    with pytest.raises(Exception, match="heard_rate must be a whole number of Hz below"):
+    with pytest.raises(WespeakerError, match="heard_rate must be a whole number of Hz below"):
         model.train_band_fill(labelled_dir, 16000, progress=False)
     # data with nothing readable: the job's error, naming the data, and nothing written
     unreadable = data_dir(tmp_path / "unreadable", {"a": tmp_path / "missing.wav"})

@@ -335,9 +335,17 @@ def test_saved_config_states_the_defaults_and_is_written_atomically(tmp_path):
     assert stat.S_ISREG(os.stat(saved).st_mode)
 
 
-def test_a_mapping_checks_into_the_same_config_as_the_file():
-    assert TrainConfig.from_dict(read_yaml(RESNET34)) == load_config(RESNET34)
+def test_a_mapping_is_checked_typed_and_filled_as_a_file_is():
     source = read_yaml(RESNET34)
+    source["gpus"] = "0,1"
+    source["dataloader_args"]["batch_size"] = 64
+    config = TrainConfig.from_dict(source)
+    assert config.gpus == [0, 1] and config.dataloader_args.batch_size == 64
+    assert config.dataloader_args.timeout == 0.0            # filled in: not in the mapping
+    assert config.dataset_args.fbank_args.frame_shift == 10.0
+    assert isinstance(config.dataset_args.fbank_args.frame_shift, float)   # int given
+    assert config.dataset_args.speed_perturb_mode == "random"   # filled in
+    assert config.margin_update.final_margin == 0.2 and config.margin_update.epoch_iter is None
     source["dataloader_args"]["batch_size"] = 0
     with pytest.raises(ConfigError, match="'dataloader_args.batch_size' must be >= 1"):
         TrainConfig.from_dict(source)

@@ -152,10 +152,24 @@ def test_bad_gpus_are_a_config_error_naming_the_key(text):
         load_config(RESNET34, [("gpus", text)])
 
 
-def test_the_trainer_takes_a_comma_list_of_gpus():
-    # no CUDA needed: a list of ids is read before the device is chosen
+def test_the_trainer_takes_a_comma_list_of_gpus(monkeypatch):
+    # CUDA is faked, never touched: two devices "there", set_device only recorded
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):     # no torchrun: no process group
+        monkeypatch.delenv(name, raising=False)
+    cuda0, cuda1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert choose_device(0, [0, 1]) == cuda0 and choose_device(1, [0, 1]) == cuda1
     context = init_distributed("0,1")
-    assert context.world_size == 1
+    assert (context.local_rank, context.world_size, context.device) == (0, 1, cuda0)
+    assert init_distributed([0, 1]).device == cuda0
+    # local rank 1 takes the list's second id, whatever its own number
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert init_distributed("0,1").device == cuda1
+    assert init_distributed("1,0").device == cuda0
+    assert chosen == [cuda0, cuda0, cuda1, cuda0]
 
 
 def test_a_rank_without_a_gpu_entry_is_a_config_error(monkeypatch):

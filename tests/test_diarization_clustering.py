@@ -20,8 +20,9 @@ from wespeaker_py.diarization.spectral import (NME_MIN_WINDOWS, eigengap_count, 
 from wespeaker_py.diarization.turns import frames_to_turns
 
 HAVE_UMAP = importlib.util.find_spec("umap") is not None
-METHODS = (["spectral", "spectral-norm", "nme-sc", "agglomerative"]
-           + (["umap-hdbscan"] if HAVE_UMAP else []))
+METHODS = ["spectral", "spectral-norm", "nme-sc", "agglomerative",
+           pytest.param("umap-hdbscan", marks=pytest.mark.skipif(
+               not HAVE_UMAP, reason="umap-learn is not installed (the diar-umap extra)"))]
 
 
 def blobs(counts, dim=32, spread=0.15, seed=0):

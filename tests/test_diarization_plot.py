@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from wespeaker_py.diarization.metrics import align, error_times, subtract_regions
+from wespeaker_py.diarization.metrics import align, subtract_regions
 from wespeaker_py.diarization.plot import (ERROR_COLOURS, UNPAIRED_COLOUR, plot_timeline,
                                            timeline_rows)
 from wespeaker_py.diarization.rttm import write_rttm
@@ -15,12 +15,10 @@ REF = [Turn(0.0, 2.0, "x"), Turn(2.0, 4.0, "y"), Turn(4.0, 6.0, "x"), Turn(6.0, 
 SYS = [Turn(0.0, 2.0, "s"), Turn(1.8, 3.2, "t"), Turn(3.2, 4.0, "u"), Turn(4.5, 6.5, "s")]
 
 
-def test_align_pairs_speakers_and_counts_each_piece_as_error_times_does():
+def test_align_pairs_speakers_and_sums_the_errors_of_its_pieces():
     alignment = align(REF, SYS)
     assert alignment.pairs == {"x": "s", "y": "t"}
     times = alignment.times()
-    expected = error_times(REF, SYS)
-    assert times == expected
     assert times.missed == pytest.approx(0.5)        # x's 4.0-4.5
     assert times.false_alarm == pytest.approx(0.2)   # t over x at 1.8-2.0
     assert times.confusion == pytest.approx(0.8 + 0.5)  # u for y, s for z

@@ -96,17 +96,29 @@ def random_embedder(rng, dim=16):
 def test_the_diarizer_clusters_the_projected_windows():
     rng = np.random.default_rng(0)
     seen = []
-    embed = random_embedder(rng)
+    embed = random_embedder(rng)      # no speaker structure at all in the model's embeddings
+    centres = np.array([[10.0, 0.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0]])
 
     def projection(embeddings):
+        """The first half of the windows onto one centre, the rest onto another far away."""
         seen.append(embeddings.shape)
-        return embeddings[:, :4]
+        side = (np.arange(len(embeddings)) >= len(embeddings) // 2).astype(int)
+        return centres[side] + 0.1 * embeddings[:, :4]
 
-    audio = (3000 * rng.standard_normal(16000 * 6)).astype(np.float32)
+    audio = (3000 * rng.standard_normal(16000 * 12)).astype(np.float32)
     diarizer = Diarizer(embed, DiarizationOptions(vad="energy"), projection=projection)
-    result = diarizer.diarize(audio, 16000, num_speakers=2)
+    result = diarizer.diarize(audio, 16000)             # the count is estimated
     assert len(seen) == 1 and seen[0][1] == 16        # once, on the model's embeddings
+    num_windows = seen[0][0]
+    assert num_windows >= 10
     assert result.num_speakers == 2
+    # two turns, split where the projection split the windows: between window
+    # num_windows // 2 - 1 and the next (starts every 0.75 s, 1.5 s long), at their midpoint
+    assert len(result.turns) == 2 and result.turns[0].speaker != result.turns[1].speaker
+    half = num_windows // 2
+    boundary = 0.5 * ((half - 1) * 0.75 + 1.5 + half * 0.75)
+    assert result.turns[0].end == pytest.approx(boundary)
+    assert result.turns[1].start == pytest.approx(boundary)
 
 
 def test_a_narrowband_projection_serves_recordings_at_or_below_its_rate():

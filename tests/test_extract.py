@@ -422,17 +422,22 @@ def test_shard_members_whose_names_cannot_be_keys_are_skipped_and_counted(experi
     assert set(read_ark(str(tmp_path / "x.ark"))) == {entries[0].key, entries[2].key}
 
 
-def test_cli_refuses_augmentation_and_parses_gpu_lists(experiment, corpus, tmp_path):
-    with pytest.raises(SystemExit):
+def test_cli_refuses_augmentation_and_parses_gpu_lists(experiment, corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         extract_main(["--config", experiment["config_path"], "--model_path",
                       experiment["checkpoint"], "--data_list", corpus["list"],
                       "--embed_ark", str(tmp_path / "x.ark"), "--aug-prob", "0.5"])
+    assert stop.value.code == 2
+    assert "--aug_prob: augmenting utterances at extraction is not supported" in \
+        capsys.readouterr().err
     assert gpus_flag("[0,1]") == [0, 1] and gpus_flag("0,1") == [0, 1] and gpus_flag("2") == [2]
     assert gpus_flag("[]") == [] and gpus_flag("-1") == [] and gpus_flag("") == []
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         extract_main(["--config", experiment["config_path"], "--model_path",
                       experiment["checkpoint"], "--data_list", corpus["list"],
                       "--embed_ark", str(tmp_path / "x.ark"), "--gpus", "[0,zero]"])
+    assert stop.value.code == 2
+    assert "argument --gpus: --gpus must list device ids" in capsys.readouterr().err
 
 
 def test_extraction_refuses_to_run_under_torchrun(experiment, corpus, tmp_path, monkeypatch):

@@ -122,7 +122,7 @@ def test_chunk_mode_is_reproducible_differs_from_whole_utterances_and_embeds_the
                                        atol=1e-4, rtol=0)
 
 
-def test_cli_chunks_with_the_configs_num_frms_and_checks_its_flags(setup, tmp_path):
+def test_cli_chunks_with_the_configs_num_frms_and_checks_its_flags(setup, tmp_path, capsys):
     args = ["--config", setup["config_path"], "--model_path", setup["checkpoint"],
             "--data_type", "raw", "--data_list", setup["list"], "--num-workers", "0",
             "--gpus", "[]"]
@@ -135,8 +135,11 @@ def test_cli_chunks_with_the_configs_num_frms_and_checks_its_flags(setup, tmp_pa
     for key, vector in kaldiio.load_scp(str(by_config)[:-4] + ".scp").items():
         np.testing.assert_array_equal(vector,
                                       kaldiio.load_scp(str(explicit)[:-4] + ".scp")[key])
-    with pytest.raises(SystemExit):  # a chunk size without chunk mode
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # a chunk size without chunk mode
         extract_main(args + ["--embed_ark", str(tmp_path / "x.ark"), "--num_frms", "100"])
+    assert stop.value.code == 2
+    assert "--num_frms sets the chunk of --random_chunk True" in capsys.readouterr().err
 
 
 def test_a_chunk_too_short_for_the_model_is_refused(setup, tmp_path):

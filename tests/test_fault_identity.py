@@ -355,21 +355,24 @@ def test_enrolments_at_the_same_time_each_keep_their_speaker(
 
 
 def test_the_gallery_lock_makes_another_process_wait(tmp_path):
-    import time
     from wespeaker_py.api.gallery import gallery_lock
     gallery = str(tmp_path / "speakers.npz")
+    said = tmp_path / "holder_said"
+    # the holder writes "released" as the last thing it does before letting go (the pause
+    # only gives this process time to ask for the lock while it is held)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
          "from wespeaker_py.api.gallery import gallery_lock\n"
          "with gallery_lock(sys.argv[1]):\n"
-         "    print('locked', flush=True); time.sleep(1.0)\n", gallery],
+         "    print('locked', flush=True); time.sleep(1.0)\n"
+         "    with open(sys.argv[2], 'w') as out:\n"
+         "        out.write('released')\n", gallery, str(said)],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    started = time.monotonic()
     with gallery_lock(gallery):
-        waited = time.monotonic() - started
-    holder.wait(timeout=30)
-    assert waited > 0.5
+        seen = said.read_text() if said.exists() else "(nothing yet)"
+    assert holder.wait(timeout=30) == 0
+    assert seen == "released"     # this process got the lock only after the holder let go
 
 
 def test_enroll_makes_a_missing_folder_and_goes_on_where_folders_cannot_be_locked(

@@ -73,20 +73,28 @@ def torch_release() -> str:
     return ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 
-def assert_recorded(digest: str, run: str) -> None:
-    """``digest`` is what the reference code gave for ``run`` on one of the CPU kinds
-    recorded under this torch release (none recorded: skip, nothing to compare with)."""
+@pytest.fixture(scope="module")
+def recorded():
+    """The CPU kinds recorded under this torch release; none: skip, nothing to compare
+    with, before anything trains (module scope and first in the tests' arguments, so it
+    comes before the corpus too)."""
     release = torch_release()
-    recorded = {kind: runs for kind, runs in RECORDED_DIGESTS.items()
-                if runs["torch"] == release}
-    if not recorded:
+    kinds = {kind: runs for kind, runs in RECORDED_DIGESTS.items()
+             if runs["torch"] == release}
+    if not kinds:
         known = sorted({runs["torch"] for runs in RECORDED_DIGESTS.values()})
         pytest.skip(f"digests are recorded under torch {', '.join(known)}, not {release}: "
                     "run the reference commit's test under it and add them")
+    return kinds
+
+
+def assert_recorded(recorded, digest: str, run: str) -> None:
+    """``digest`` is what the reference code gave for ``run`` on one of the ``recorded``
+    CPU kinds (those of this torch release)."""
     kinds = [kind for kind, runs in recorded.items() if runs[run] == digest]
     assert kinds, (f"{run} run: digest {digest} matches no CPU kind recorded under torch "
-                   f"{release}; if this CPU (or scipy's FFT) is new, run the reference "
-                   "commit's test here and add its digests (see the module doc)")
+                   f"{torch_release()}; if this CPU (or scipy's FFT) is new, run the "
+                   "reference commit's test here and add its digests (see the module doc)")
 
 
 def state_digest(checkpoint) -> str:
@@ -136,15 +144,15 @@ def contract_config(exp_dir, corpus, augment_on, **overrides):
 
 
 @pytest.mark.parametrize("augment_on", ["cpu", "device"])
-def test_seeded_run_gives_the_recorded_weights(corpus, tmp_path, augment_on):
+def test_seeded_run_gives_the_recorded_weights(recorded, corpus, tmp_path, augment_on):
     exp_dir = str(tmp_path / "exp")
     history = run_training(contract_config(exp_dir, corpus, augment_on))
     assert [result.epoch for result in history] == [1, 2]
     final = load_checkpoint(os.path.join(exp_dir, "models", "model_2.pt"))
-    assert_recorded(state_digest(final), augment_on)
+    assert_recorded(recorded, state_digest(final), augment_on)
 
 
-def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
+def test_a_checkpoint_of_the_reference_code_resumes_exactly(recorded, corpus, tmp_path):
     exp_dir = str(tmp_path / "exp")
     os.makedirs(os.path.join(exp_dir, "models"))
     start = os.path.join(exp_dir, "models", "model_1.pt")
@@ -153,7 +161,7 @@ def test_a_checkpoint_of_the_reference_code_resumes_exactly(corpus, tmp_path):
     history = run_training(contract_config(exp_dir, corpus, "cpu", checkpoint=start))
     assert [result.epoch for result in history] == [2]
     final = load_checkpoint(os.path.join(exp_dir, "models", "model_2.pt"))
-    assert_recorded(state_digest(final), "resume")
+    assert_recorded(recorded, state_digest(final), "resume")
     # what a checkpoint holds has not changed either
     reference = load_checkpoint(REFERENCE_CHECKPOINT)
     assert set(final) == set(reference)

@@ -19,13 +19,17 @@ pickle.loads(bytes.fromhex(sys.argv[1]))(0)
 get_logger("wespeaker_py.dataset.stats").warning("skipping u1 (not_audio)")
 get_logger("wespeaker_py.dataset.dataset").info("an info line")
 get_logger("wespeaker_py.dataset.dataset").debug("a debug line")
+import logging
+for name in ("", "wespeaker_py"):
+    print(name or "root", *(type(h).__name__ for h in logging.getLogger(name).handlers))
 """
 
 
-def run_fresh_worker(init: WorkerLogging) -> str:
-    done = subprocess.run([sys.executable, "-c", FRESH_WORKER, pickle.dumps(init).hex()],
-                          capture_output=True, text=True, check=True)
-    return done.stderr
+def run_fresh_worker(init: WorkerLogging, cwd=None) -> subprocess.CompletedProcess:
+    """Run it in ``cwd``; its stdout names the classes of the handlers of the root logger
+    (line ``root ...``) and of the package's (line ``wespeaker_py ...``)."""
+    return subprocess.run([sys.executable, "-c", FRESH_WORKER, pickle.dumps(init).hex()],
+                          capture_output=True, text=True, check=True, cwd=cwd)
 
 
 def test_a_fresh_worker_writes_the_log_file_in_the_log_format(tmp_path, caplog):
@@ -34,7 +38,7 @@ def test_a_fresh_worker_writes_the_log_file_in_the_log_format(tmp_path, caplog):
     log_path.write_text("the main process's lines\n")
     with caplog.at_level(logging.INFO):
         init = WorkerLogging(str(log_path))
-    stderr = run_fresh_worker(init)
+    stderr = run_fresh_worker(init).stderr
     lines = log_path.read_text().splitlines()
     assert lines[0] == "the main process's lines"          # appended, not rewritten
     assert lines[1].endswith("WARNING [wespeaker_py.dataset.stats] skipping u1 (not_audio)")
@@ -46,10 +50,11 @@ def test_a_fresh_worker_writes_the_log_file_in_the_log_format(tmp_path, caplog):
 def test_a_fresh_worker_of_another_rank_logs_warnings_to_stderr_only(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         init = WorkerLogging()
-    stderr = run_fresh_worker(init)
-    assert "WARNING [wespeaker_py.dataset.stats] skipping u1 (not_audio)" in stderr
-    assert "an info line" not in stderr
-    assert list(tmp_path.iterdir()) == []
+    done = run_fresh_worker(init, cwd=tmp_path)
+    assert "WARNING [wespeaker_py.dataset.stats] skipping u1 (not_audio)" in done.stderr
+    assert "an info line" not in done.stderr
+    assert done.stdout.splitlines() == ["root StreamHandler", "wespeaker_py"]  # no file
+    assert list(tmp_path.iterdir()) == []                 # nothing written where it ran
 
 
 def test_a_forked_worker_keeps_what_it_inherited(tmp_path):
