@@ -8,7 +8,6 @@ utterances as trials; the rest trains. Speakers with one utterance only train.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections import Counter, defaultdict
@@ -21,8 +20,8 @@ from wespeaker_py.audio import is_pipe
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials, write_trials
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
-                                           read_key_value)
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_digest,
+                                           iter_table, read_key_value)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -203,14 +202,6 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
                         mix_utterances=len(mixed))
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def list_digests(data_dir: str, mix_dir: Optional[str] = None) -> Dict[str, str]:
     """SHA-256 of the content of each list the data is read from (:data:`LIST_NAMES`,
     ``data/wav.scp``, ``mix_data/utt2spk``, ...): a folder edited in place differs.
@@ -222,7 +213,7 @@ def list_digests(data_dir: str, mix_dir: Optional[str] = None) -> Dict[str, str]
         for name in LIST_NAMES if folder else ():
             path = os.path.join(folder, name)
             if os.path.isfile(path):
-                digests[f"{role}/{name}"] = _file_digest(path)
+                digests[f"{role}/{name}"] = file_digest(path)
     return digests
 
 

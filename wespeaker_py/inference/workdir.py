@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -28,8 +27,9 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, read_key_value,
-                                           require_input_file, require_writable)
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_digest,
+                                           read_key_value, require_input_file,
+                                           require_writable)
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
@@ -37,15 +37,6 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 WORK_PREFIX = ".extract_jobs."
-_CHUNK = 1 << 20
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _model_identity(model_path: str) -> Dict[str, Any]:
@@ -114,7 +105,7 @@ class ExtractionWork:
         """Continue, carry or empty the work folder as its manifest says; write the new one."""
         num_jobs = self.num_jobs
         manifest = {"data_list": os.path.abspath(self.data_list),
-                    "list_sha1": _file_digest(self.data_list),
+                    "list_sha1": file_digest(self.data_list, "sha1"),
                     "data_type": self.data_type, "model": _model_identity(model_path),
                     "config": json.dumps(config_to_dict(config), sort_keys=True, default=str),
                     "num_jobs": num_jobs, "chunk": chunk}

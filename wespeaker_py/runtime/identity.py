@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from wespeaker_py.config import DatasetArgs
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.file_utils import file_digest
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -98,11 +99,7 @@ def embedder_identity(model: nn.Module, frontend: nn.Module,
 
 def file_identity(path: str) -> str:
     """The SHA-256 (64 hex digits) of a file: the identity of a model file that records none."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
+    return file_digest(path)
 
 
 def short_identity(identity: str) -> str:

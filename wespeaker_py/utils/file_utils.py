@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -154,6 +155,15 @@ def files_named_by_rate(prefix: str, template: str) -> List[str]:
 
 # what changes when a file is rewritten: (mtime in ns, size, inode)
 FileStamp = Tuple[int, int, int]
+
+
+def file_digest(path: str, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's content (read in 1 MiB blocks)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_stamp(path: str) -> Optional[FileStamp]:
