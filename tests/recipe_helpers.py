@@ -106,12 +106,14 @@ def make_fake_voxceleb_downloads(download_dir: str, wav: str) -> None:
 
 
 FAKE_FFMPEG = """#!/usr/bin/env bash
-# test stand-in: copies the -i input to the last argument and logs the call
+# test stand-in: copies the -i input to the last argument and logs the call; an input
+# file named *bad* fails after writing part of the output
 while [ $# -gt 1 ]; do
   [ "$1" == "-i" ] && input=$2
   shift
 done
 echo "$input" >> "{log}"
+case "$(basename "$input")" in *bad*) echo partial > "$1"; exit 1 ;; esac
 cp "$input" "$1"
 """
 
@@ -127,7 +129,8 @@ def make_fake_voxceleb_data(root: str) -> str:
 
 
 def install_fake_ffmpeg(bin_dir: str, log: str) -> None:
-    """Put a copying ``ffmpeg`` into ``bin_dir`` (prepend it to PATH)."""
+    """Put a copying ``ffmpeg`` into ``bin_dir`` (prepend it to PATH); it fails on an input
+    file named ``*bad*``."""
     os.makedirs(bin_dir, exist_ok=True)
     path = os.path.join(bin_dir, "ffmpeg")
     with open(path, "w") as out:

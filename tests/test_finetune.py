@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 
-from tests.train_helpers import TINY_CONFIG, make_speaker_corpus, single_torch_thread  # noqa: F401
+from tests.train_helpers import (TINY_CONFIG, make_speaker_corpus,  # noqa: F401
+                                 single_torch_thread, write_source_model)
 from wespeaker_py.api import load_model
 from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.cli.main import _main
@@ -23,8 +23,6 @@ from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExi
                                    finetune)
 from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
 from wespeaker_py.finetune.data import read_finetune_data
-from wespeaker_py.models.projections import get_projection
-from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext
@@ -38,17 +36,7 @@ TINY_OPTIONS = dict(epochs=2, freeze_epochs=1, lr=0.01, batch_size=8, num_worker
 @pytest.fixture(scope="module")
 def source_model(tmp_path_factory):
     """A 16 kHz source model folder: TINY_CONFIG with random weights and a 5-speaker head."""
-    folder = str(tmp_path_factory.mktemp("source"))
-    config = dict(TINY_CONFIG, exp_dir=folder)
-    with open(os.path.join(folder, "config.yaml"), "w") as handle:
-        yaml.safe_dump(config, handle)
-    torch.manual_seed(0)
-    parsed = TrainConfig.from_dict(config)
-    model = build_speaker_model(parsed)
-    model.add_module("projection", get_projection(config["projection_args"], embed_dim=16,
-                                                  num_class=5))
-    torch.save(model.state_dict(), os.path.join(folder, "avg_model.pt"))
-    return folder
+    return write_source_model(str(tmp_path_factory.mktemp("source")))
 
 
 def _write_kaldi(root, entries, rate_of=lambda key: None):

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from train_helpers import TINY_CONFIG, make_speaker_corpus
+from train_helpers import make_speaker_corpus, write_source_model
 from wespeaker_py.config import TrainConfig, read_yaml
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
@@ -19,8 +19,6 @@ from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import chosen_rate, phase_config
 from wespeaker_py.finetune.data import read_finetune_data
 from wespeaker_py.frontend.tfmel import mel_weights
-from wespeaker_py.models.projections import get_projection
-from wespeaker_py.runtime.builder import build_speaker_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXED_RATE_CONFIGS = ("ecapa_tdnn_WavLM_frozen.yaml", "w2vbert_s1_lora.yaml",
@@ -51,15 +49,7 @@ def first_phase(monkeypatch):
 @pytest.fixture(scope="module")
 def source_model(tmp_path_factory):
     """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""
-    folder = str(tmp_path_factory.mktemp("source"))
-    config = dict(TINY_CONFIG, exp_dir=folder)
-    with open(os.path.join(folder, "config.yaml"), "w") as handle:
-        yaml.safe_dump(config, handle)
-    model = build_speaker_model(TrainConfig.from_dict(config))
-    model.add_module("projection", get_projection(config["projection_args"], embed_dim=16,
-                                                  num_class=5))
-    torch.save(model.state_dict(), os.path.join(folder, "avg_model.pt"))
-    return folder
+    return write_source_model(str(tmp_path_factory.mktemp("source")))
 
 
 def _data_folder(root, pipes=False, rate=16000):

@@ -1068,25 +1068,10 @@ def test_v2_prepare_data_leaves_no_half_written_list_behind(tmp_path):
     assert not glob.glob(str(data / "*" / "*.tmp"))
 
 
-FAILING_FFMPEG = """#!/usr/bin/env bash
-# test stand-in: copies the -i input to the last argument, but fails on inputs named *bad*
-# after writing part of the output
-while [ $# -gt 1 ]; do
-  [ "$1" == "-i" ] && input=$2
-  shift
-done
-echo "$input" >> "{log}"
-case "$input" in *bad*) echo partial > "$1"; exit 1 ;; esac
-cp "$input" "$1"
-"""
-
-
 def test_v2_stage3_lists_failed_conversions_and_converts_files_unpacked_later(tmp_path):
     data = pathlib.Path(make_fake_voxceleb_data(tmp_path))
     bin_dir, log = tmp_path / "bin", tmp_path / "ffmpeg.log"
-    os.makedirs(bin_dir)
-    (bin_dir / "ffmpeg").write_text(FAILING_FFMPEG.replace("{log}", str(log)))
-    os.chmod(bin_dir / "ffmpeg", 0o755)
+    install_fake_ffmpeg(str(bin_dir), str(log))
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     def stage(first, last):

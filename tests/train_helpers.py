@@ -137,6 +137,21 @@ def plan_of(config: Dict[str, Any], world: DistContext = CPU_WORLD, **changes) -
     return dataclasses.replace(plan, **changes) if changes else plan
 
 
+def write_source_model(folder: str) -> str:
+    """``folder`` as a 16 kHz fbank model folder to fine-tune: TINY_CONFIG's config.yaml and
+    its model's random weights (seed 0) with a 5-speaker head as avg_model.pt."""
+    from wespeaker_py.models.projections import get_projection
+    from wespeaker_py.runtime.builder import build_speaker_model
+    config = dict(TINY_CONFIG, exp_dir=folder)
+    write_config(os.path.join(folder, "config.yaml"), config)
+    torch.manual_seed(0)
+    model = build_speaker_model(TrainConfig.from_dict(config))
+    model.add_module("projection", get_projection(config["projection_args"], embed_dim=16,
+                                                  num_class=5))
+    torch.save(model.state_dict(), os.path.join(folder, "avg_model.pt"))
+    return folder
+
+
 def write_config(path: str, config: Dict[str, Any]) -> str:
     """Write ``config`` as YAML at ``path``."""
     with open(path, "w") as handle:
