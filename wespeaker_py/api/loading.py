@@ -53,12 +53,20 @@ def _folder_files(folder: str) -> Tuple[str, str]:
                            f"{os.path.join(folder, 'models', WEIGHTS_NAME)} (an experiment)")
 
 
-def _config_beside(checkpoint: str) -> str:
+def _folder_of_checkpoint(checkpoint: str) -> Optional[str]:
+    """The folder whose ``config.yaml`` a checkpoint file belongs to: its own, or the
+    one above (``exp/models/avg_model.pt`` belongs to ``exp``); None when neither has one."""
     here = os.path.dirname(os.path.abspath(checkpoint))
     for folder in (here, os.path.dirname(here)):
-        candidate = os.path.join(folder, CONFIG_NAME)
-        if os.path.isfile(candidate):
-            return candidate
+        if os.path.isfile(os.path.join(folder, CONFIG_NAME)):
+            return folder
+    return None
+
+
+def _config_beside(checkpoint: str) -> str:
+    folder = _folder_of_checkpoint(checkpoint)
+    if folder is not None:
+        return os.path.join(folder, CONFIG_NAME)
     raise ModelSourceError(f"{checkpoint}: no {CONFIG_NAME} beside it or one folder up; "
                            f"pass the experiment's config (config=... / --config)")
 
@@ -142,20 +150,18 @@ def _note_folder_files_unused(checkpoint: str, companions: str) -> None:
     does not (it reads ``<stem>.<name>``): say, ``exp/calibration.json`` beside the
     ``config.yaml`` of ``exp/models/avg_model.pt``."""
     from wespeaker_py.frontend.band_fill import band_fill_files
-    here = os.path.dirname(os.path.abspath(checkpoint))
-    for folder in (here, os.path.dirname(here)):
-        if not os.path.isfile(os.path.join(folder, CONFIG_NAME)):
-            continue
-        prefix = os.path.join(folder, "")
-        names = [name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
-                 if os.path.isfile(prefix + name)]
-        names += [path[len(prefix):] for path in band_fill_files(prefix)]
-        unused = [name for name in names if not os.path.exists(companions + name)]
-        if unused:
-            logger.warning("%s is loaded as a checkpoint file: it uses %s<name> files, not "
-                           "%s of %s; load the folder %s to use those", checkpoint,
-                           os.path.basename(companions), ", ".join(unused), folder, folder)
+    folder = _folder_of_checkpoint(checkpoint)
+    if folder is None:
         return
+    prefix = os.path.join(folder, "")
+    names = [name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
+             if os.path.isfile(prefix + name)]
+    names += [path[len(prefix):] for path in band_fill_files(prefix)]
+    unused = [name for name in names if not os.path.exists(companions + name)]
+    if unused:
+        logger.warning("%s is loaded as a checkpoint file: it uses %s<name> files, not "
+                       "%s of %s; load the folder %s to use those", checkpoint,
+                       os.path.basename(companions), ", ".join(unused), folder, folder)
 
 
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
