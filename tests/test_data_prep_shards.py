@@ -91,3 +91,19 @@ def test_the_first_failed_shard_stops_the_shards_not_started(tmp_path, monkeypat
     assert len(started) <= 2
     assert not shard_list.exists()   # the old list would name shards of two runs
     assert not os.path.exists(tmp_path / "shards" / "shards_000000000.tar")
+
+
+def test_a_run_of_fewer_shards_removes_the_earlier_runs_extra_ones(tmp_path):
+    table = _shard_corpus(tmp_path)
+    paths = _make(table, tmp_path)
+    assert len(paths) == 3
+    # a file of the same pattern that we did not write (no digest note) is left alone
+    foreign = tmp_path / "shards" / "shards_000000007.tar"
+    foreign.write_bytes(b"not ours")
+    fewer = _make(table[:4], tmp_path)
+    assert fewer == paths[:2]
+    assert not os.path.exists(paths[2]) and not os.path.exists(paths[2] + ".digest")
+    assert sorted(os.listdir(tmp_path / "shards")) == sorted(
+        [os.path.basename(path) for path in fewer]
+        + [os.path.basename(path) + ".digest" for path in fewer] + [foreign.name])
+    assert read_shard_list(str(tmp_path / "shard.list")) == fewer

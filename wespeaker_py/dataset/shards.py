@@ -22,6 +22,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -321,6 +322,22 @@ def _write_noted_shard(entries: Sequence[TableEntry], tar_path: str, digest: str
 ShardJob = Tuple[Sequence[TableEntry], str, str]
 
 
+def _remove_outnumbered_shards(shards_dir: str, prefix: str, count: int) -> int:
+    """Remove the shards ``{prefix}_N.tar`` with N >= ``count`` that an earlier run of
+    more shards wrote here (only those with a digest note: files of our own making), so
+    the folder holds what the new list names. Returns how many went."""
+    pattern = re.compile(re.escape(prefix) + r"_(\d{9})\.tar")
+    removed = 0
+    for name in sorted(os.listdir(shards_dir)):
+        match = pattern.fullmatch(name)
+        path = os.path.join(shards_dir, name)
+        if match and int(match.group(1)) >= count and os.path.isfile(_digest_note(path)):
+            os.remove(path)
+            os.remove(_digest_note(path))
+            removed += 1
+    return removed
+
+
 def _write_shards(jobs: Sequence[ShardJob], num_threads: int) -> None:
     """Write the ``(entries, tar_path, digest)`` shards with parallel writers.
 
@@ -349,7 +366,8 @@ def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
     refused before anything is written. A ``command |`` entry is stored as a WAV
     re-encoded from the command's output, so that its header matches its data.
     A shard already complete with the same entries (its digest note) is kept; when
-    any shard is written, the old list goes first, as it would name a mix of runs.
+    any shard is written, the old list goes first, as it would name a mix of runs. The
+    shards of an earlier run beyond this run's count are removed.
     """
     if num_utts_per_shard <= 0:
         raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
@@ -378,6 +396,9 @@ def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
     with atomic_open(shard_list, "w", encoding="utf-8") as handle:
         for path in paths:
             handle.write(path + "\n")
-    logger.info("wrote %d utterances into %d shards (%d kept from an earlier run), list %s",
-                len(entries), len(paths), len(paths) - len(jobs), shard_list)
+    removed = (_remove_outnumbered_shards(shards_dir, prefix, len(paths))
+               if os.path.isdir(shards_dir) else 0)
+    logger.info("wrote %d utterances into %d shards (%d kept from an earlier run, %d of "
+                "its shards beyond these removed), list %s", len(entries), len(paths),
+                len(paths) - len(jobs), removed, shard_list)
     return paths
