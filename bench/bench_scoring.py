@@ -87,7 +87,6 @@ def bench_files(args, rng, keys, matrix, cohort):
               f"{emb}/vox1/xvector.ark", keys, matrix)
         write_embeddings(f"{emb}/vox2_dev/spk_xvector.ark",
                          [f"c{i}" for i in range(len(cohort))], cohort)
-        np.save(f"{emb}/vox2_dev/mean_vec.npy", matrix.mean(axis=0))
         for name, size in (("E", args.trials_e), ("H", args.trials_h)):
             trials = random_trials(rng, args.num_utts, size)
             path = os.path.join(work, f"vox1_{name}.kaldi")
@@ -97,6 +96,7 @@ def bench_files(args, rng, keys, matrix, cohort):
                                                        trials.labels)))
             timed(f"bin.score (files), vox1-{name}", score.main,
                   ["--exp_dir", work, "--eval_scp_path", f"{emb}/vox1/xvector.scp",
+                   "--cal_mean", "True", "--cal_mean_dir", f"{emb}/vox1",
                    "--device", args.device, path])
             timed(f"bin.score_norm asnorm (files), vox1-{name}", score_norm.main,
                   ["--score_norm_method", "asnorm", "--top_n", str(args.top_n),
@@ -104,7 +104,7 @@ def bench_files(args, rng, keys, matrix, cohort):
                    "--score_norm_file", f"{work}/scores/asnorm_vox1_{name}.kaldi.score",
                    "--cohort_emb_scp", f"{emb}/vox2_dev/spk_xvector.scp",
                    "--eval_emb_scp", f"{emb}/vox1/xvector.scp",
-                   "--mean_vec_path", f"{emb}/vox2_dev/mean_vec.npy", "--device", args.device])
+                   "--mean_vec_path", f"{emb}/vox1/mean_vec.npy", "--device", args.device])
     finally:
         shutil.rmtree(work)
 

@@ -1559,18 +1559,25 @@ def test_score_norm_is_done_again_when_its_eval_embeddings_or_mean_vector_change
         os.utime(out, (when, when))
 
     def stage2():
-        run_script(MINI_DIR, "tools/recipe/score_norm.sh", "--stage", "2", "--stop-stage", "2",
-                   "--cohort_set", "backend", "--train_set", "backend", "--eval_set", "test",
-                   "--exp_dir", str(exp), "--data", str(data), "--trials", "trials", env=env)
+        result = run_script(MINI_DIR, "tools/recipe/score_norm.sh", "--stage", "2",
+                            "--stop-stage", "2", "--cohort_set", "backend", "--train_set",
+                            "backend", "--eval_set", "test", "--exp_dir", str(exp), "--data",
+                            str(data), "--trials", "trials", env=env, check=False)
         calls = log.read_text() if log.exists() else ""
-        return calls.count("wespeaker_py.bin.score_norm")
+        return result, calls.count("wespeaker_py.bin.score_norm")
 
     made_at(2e9)
-    assert stage2() == 0  # up to date
-    # re-extracted eval embeddings; a new mean vector
+    assert stage2()[1] == 0  # up to date
+    # re-extracted eval embeddings; a new mean vector: the cosine scores are older than
+    # them, so refused (naming score.sh) until they are made again, then normalised again
     for when, changed in ((3e9, inputs[1]), (5e9, inputs[4])):
         os.utime(changed, (when, when))
-        assert stage2() == 1, changed
+        result, calls = stage2()
+        assert result.returncode != 0 and calls == 0, changed
+        assert "trials.score is older than" in result.stderr
+        assert "score the trials again (score.sh) first" in result.stderr
+        os.utime(inputs[0], (when + 1, when + 1))
+        assert stage2()[1] == 1, changed
         made_at(when + 1e9)
-        assert stage2() == 1
+        assert stage2()[1] == 1
         log.unlink()

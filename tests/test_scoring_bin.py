@@ -129,10 +129,13 @@ def test_asnorm_wider_than_the_cohort_is_snorm_and_no_spread_names_the_utterance
     load_tool("vector_mean").main(["--spk2utt", f"{root}/data/vox2_dev/spk2utt",
                                    "--xvector_scp", f"{emb}/vox2_dev/xvector.scp",
                                    "--spk_xvector_ark", f"{emb}/vox2_dev/spk_xvector.ark"])
-    keys = load_embeddings(f"{emb}/vox1/xvector.scp").keys
+    table = load_embeddings(f"{emb}/vox1/xvector.scp")
+    keys = table.keys
+    unit = table.matrix / np.linalg.norm(table.matrix, axis=1, keepdims=True)
     os.makedirs(scores)
     with open(f"{scores}/t.score", "w") as out:
-        out.writelines(f"{keys[i]} {keys[i + 7]} 0.{i}5 nontarget\n" for i in range(20))
+        out.writelines(f"{keys[i]} {keys[i + 7]} {unit[i] @ unit[i + 7]:.5f} nontarget\n"
+                       for i in range(20))
     outputs = {}
     for method, top_n in (("asnorm", "300"), ("snorm", "300"), ("asnorm", "12")):
         name = f"{scores}/{method}{top_n}.score"

@@ -78,8 +78,13 @@ def test_score_norm_and_plda_skip_trials_without_embeddings(world, capsys):
     assert len(open(norm_file).read().splitlines()) == 30
 
     root = world["root"]
-    train_plda.main(["--scp_path", world["scp"], "--utt2spk", str(root / "utt2spk"),
-                     "--exp_dir", str(root / "plda"), "--iter", "2"])
+    # utt2spk names spk1-u2 (line 6), which has no embedding: refused unless allowed
+    train_args = ["--scp_path", world["scp"], "--utt2spk", str(root / "utt2spk"),
+                  "--exp_dir", str(root / "plda"), "--iter", "2"]
+    missing_enrollment = r"utt2spk: 1 of 12 utterances have no embedding .*line 6: 'spk1-u2'"
+    with pytest.raises(MissingEmbeddingsError, match=missing_enrollment):
+        train_plda.main(train_args)
+    train_plda.main(train_args + ["--max_missing_fraction", "0.1"])
     model = next(str(root / "plda" / name) for name in os.listdir(root / "plda"))
     plda_scores = str(root / "trials.pldascore")
     plda_args = ["--enroll_scp_path", world["scp"], "--test_scp_path", world["scp"],
@@ -89,8 +94,13 @@ def test_score_norm_and_plda_skip_trials_without_embeddings(world, capsys):
     with open(world["trials"], "w") as handle:
         handle.writelines(f"spk{s} spk{t}-u{u} {'target' if s == t else 'nontarget'}\n"
                           for s in range(4) for t in range(4) for u in range(3))
-    with pytest.raises(MissingEmbeddingsError, match=r"44 of 48 trials scored"):
+    with pytest.raises(MissingEmbeddingsError, match=missing_enrollment):
         eval_plda.main(plda_args)
+    enrolled = root / "enrolled_utt2spk"   # the enrollment utterances that have an embedding
+    enrolled.write_text("".join(line + "\n" for line in open(root / "utt2spk").read().split("\n")
+                                if line and not line.startswith("spk1-u2 ")))
+    with pytest.raises(MissingEmbeddingsError, match=r"44 of 48 trials scored"):
+        eval_plda.main(plda_args[:4] + ["--utt2spk", str(enrolled)] + plda_args[6:])
     eval_plda.main(plda_args + ["--max_missing_fraction", "0.1"])
     assert len(open(plda_scores).read().splitlines()) == 44
     compute_metrics.main([plda_scores])
@@ -124,7 +134,8 @@ def test_cohort_means_leave_out_utterances_without_embeddings(world, caplog):
                                                        table.index["spk1-u1"]]].mean(axis=0),
                                rtol=1e-6)
     logged = " ".join(record.getMessage() for record in caplog.records)
-    assert "speaker 'ghost' left out of the cohort" in logged
+    assert "1 speaker(s) left out, none of their utterances has an embedding: 'ghost' " \
+        "(line 5)" in logged
     assert "their speakers' means are taken without them" in logged
     with pytest.raises(MissingEmbeddingsError):
         compute_speaker_means(table, str(spk2utt), max_missing_fraction=0.1)

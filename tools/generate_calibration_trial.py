@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from wespeaker_py.scoring.calibration_set import (generate_calibration_trials, read_utt2dur,
-                                                  write_trials)
+from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
+from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import read_key_value
 
 

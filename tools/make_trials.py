@@ -16,8 +16,8 @@ of utterances gives (its target trials bound how finely EER can be measured).
 """
 import argparse
 
-from wespeaker_py.scoring.make_trials import (all_pair_trials, sample_balanced_trials,
-                                              write_trials)
+from wespeaker_py.scoring.make_trials import all_pair_trials, sample_balanced_trials
+from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import read_key_value
 
 

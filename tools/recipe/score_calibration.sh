@@ -48,6 +48,7 @@ trials_dir=${data}/${eval_set}/trials
 scores_dir=${exp_dir}/scores
 cali_dir=${scores_dir}/calibration
 train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
+eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
 cohort_scp=${exp_dir}/embeddings/${cohort_set}/spk_xvector.scp
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -103,6 +104,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
   if made_with "${cali_norm}" "train_set=${train_set}" "${cali_score}" "${cohort_scp}"; then
     echo "${calibration_trial}: normalised scores are up to date"
+  elif [ -s "${cohort_scp}" ] && ! up_to_date "${cohort_scp}" \
+      "${exp_dir}/embeddings/${cohort_set}/xvector.scp" "${data}/${cohort_set}/spk2utt"; then
+    echo "$0: ${cohort_scp} is older than the embeddings or spk2utt of" \
+         "${cohort_set}: make the speaker means again (score_norm.sh stage 1) first" >&2
+    exit 1
   else
     python -m wespeaker_py.bin.score_norm \
       --score_norm_method "${score_norm_method}" \
@@ -132,15 +138,25 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   fi
   for x in ${calibration_trial} ${trials}; do
     factors=${cali_dir}/${output_name}_${x}.calibration
-    if made_with "${factors}" "drop_duration=${drop_duration}" \
-        "${scores_dir}/${output_name}_${x}.score" "${durations[@]:1}"; then
+    norm_score=${scores_dir}/${output_name}_${x}.score
+    emb_scp=${eval_scp}
+    [ "${x}" == "${calibration_trial}" ] && emb_scp=${train_scp}
+    if made_with "${factors}" "drop_duration=${drop_duration}" "${norm_score}" "${emb_scp}" \
+        "${cohort_scp}" "${durations[@]:1}"; then
       echo "${x}: calibration factors are up to date"
       continue
+    fi
+    # normalised scores made from older embeddings are refused, not calibrated
+    if [ -s "${norm_score}" ] && ! up_to_date "${norm_score}" "${emb_scp}" "${cohort_scp}"; then
+      echo "$0: ${norm_score} is older than the embeddings it was normalised" \
+           "with (${emb_scp}, ${cohort_scp}): normalise the scores again (score_norm.sh," \
+           "or stage 1 here for ${calibration_trial}) first" >&2
+      exit 1
     fi
     python -m wespeaker_py.bin.score_calibration gather_calibration_factors \
       "${durations[@]}" \
       --max_dur 20 \
-      --score_norm_file "${scores_dir}/${output_name}_${x}.score" \
+      --score_norm_file "${norm_score}" \
       --calibration_factor_file "${factors}" \
       --drop_duration "${drop_duration}"
     record_settings "${factors}" "drop_duration=${drop_duration}"

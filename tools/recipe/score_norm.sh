@@ -47,18 +47,37 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute norm score"
+  train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score
+    cosine=${scores_dir}/${x}.score
     settings="train_set=${train_set} eval_set=${eval_set}"
-    if made_with "${out}" "${settings}" "${scores_dir}/${x}.score" "${eval_scp}" "${mean_vec}" \
-        "${cohort_dir}/spk_xvector.scp" "${exp_dir}/embeddings/${train_set}/xvector.scp"; then
+    if made_with "${out}" "${settings}" "${cosine}" "${eval_scp}" "${mean_vec}" \
+        "${cohort_dir}/spk_xvector.scp" "${train_scp}"; then
       echo "${x}: normalised scores are up to date"
       continue
+    fi
+    # inputs made from older embeddings are refused (bin.score_norm names a missing one).
+    # The mean vector may be older than ${train_scp}, as score.sh rewrites it only when it
+    # changes: the cosine scores, written after it, are compared instead.
+    if [ -s "${cohort_dir}/spk_xvector.scp" ] && ! up_to_date "${cohort_dir}/spk_xvector.scp" \
+        "${cohort_dir}/xvector.scp" "${data}/${cohort_set}/spk2utt"; then
+      echo "$0: ${cohort_dir}/spk_xvector.scp is older than" \
+           "${cohort_dir}/xvector.scp or ${data}/${cohort_set}/spk2utt: make the speaker" \
+           "means again (stage 1) first" >&2
+      exit 1
+    fi
+    if [ -s "${cosine}" ] && ! up_to_date "${cosine}" "${eval_scp}" "${train_scp}" \
+        "${mean_vec}"; then
+      echo "$0: ${cosine} is older than the embeddings or the mean vector it is" \
+           "normalised with (${eval_scp}, ${train_scp}, ${mean_vec}): score the trials" \
+           "again (score.sh) first" >&2
+      exit 1
     fi
     python -m wespeaker_py.bin.score_norm \
       --score_norm_method "${score_norm_method}" \
       --top_n "${top_n}" \
-      --trial_score_file "${scores_dir}/${x}.score" \
+      --trial_score_file "${cosine}" \
       --score_norm_file "${out}" \
       --cohort_emb_scp "${cohort_dir}/spk_xvector.scp" \
       --eval_emb_scp "${eval_scp}" \

@@ -13,7 +13,7 @@ train_set=vox2_dev
 eval_set=vox1
 indim=      # embedding size, checked against the embeddings (empty: not checked)
 iter=5      # EM iterations
-max_missing_fraction=0  # trials naming an utterance extraction skipped: largest fraction to drop
+max_missing_fraction=0  # utterances extraction skipped (training lists, trials): largest fraction to drop
 
 stage=-1
 stop_stage=-1
@@ -40,7 +40,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --scp_path "${train_scp}" \
       --utt2spk "${data}/${train_set}/utt2spk" \
       ${indim:+--indim ${indim}} \
-      --iter "${iter}"
+      --iter "${iter}" \
+      --max_missing_fraction "${max_missing_fraction}"
     record_settings "${exp_dir}/plda" "${plda_settings}"
     echo "plda training finished"
   fi

@@ -5,6 +5,8 @@
         --trial TRIALS --score_path EXP/scores/TRIALS.pldascore --model_path EXP/plda
 
 Trials name enrollment models (the speakers of ``--utt2spk``) and test utterances.
+``--max_missing_fraction`` bounds both the enrollment utterances and the trials left
+out for want of an embedding.
 """
 from __future__ import annotations
 

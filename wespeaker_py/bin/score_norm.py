@@ -15,7 +15,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_flag, add_missing_trials_flag, bin_parser, run_main
+from wespeaker_py.cli.common import (add_flag, add_missing_trials_flag, bin_parser,
+                                     positive_int, run_main)
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "score_norm_method", required=True, choices=NORM_METHODS,
              help="asnorm: adaptive S-Norm, each side normalised by the mean and spread of "
                   "its top_n closest cohort scores; snorm: the same over the whole cohort")
-    add_flag(parser, "top_n", type=int, required=True,
+    add_flag(parser, "top_n", type=positive_int, required=True,
              help="cohort size of AS-Norm (ignored by snorm, which uses the whole cohort)")
     add_flag(parser, "trial_score_file", required=True, help="cosine score file to normalise")
     add_flag(parser, "score_norm_file", required=True, help="output file")

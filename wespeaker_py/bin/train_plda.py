@@ -5,7 +5,8 @@
         --indim 256 --iter 5
 
 Saves the model as EXP/plda. The preprocessing options (off by default, as in
-WeSpeaker's recipe) are stored with the model and applied when scoring.
+WeSpeaker's recipe) are stored with the model and applied when scoring. An utterance of
+``--utt2spk`` without an embedding is an error unless ``--max_missing_fraction`` allows it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.utils.list_jobs import parse_fail_fraction
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="centre and project by LDA to this dimension before PLDA")
     add_bool_flag(parser, "normalize_length", default=False,
                   help="length-normalise (to sqrt(dim)) after the projection")
+    add_flag(parser, "max_missing_fraction", type=parse_fail_fraction, default=0.0, metavar="F",
+             help="largest fraction of the utt2spk utterances that may lack an embedding "
+                  "(extraction skipped them); they are left out (default 0: any is an error)")
     return parser
 
 
@@ -43,7 +48,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     setup_logging()
     model_path = os.path.join(args.exp_dir, "plda")
     train_plda_files(args.scp_path, args.utt2spk, model_path, args.iter, args.indim,
-                     args.whiten, args.lda_dim, args.normalize_length)
+                     args.whiten, args.lda_dim, args.normalize_length,
+                     args.max_missing_fraction)
     return model_path
 
 

@@ -19,7 +19,8 @@ import soundfile as sf
 from wespeaker_py.audio import is_pipe
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.scoring.make_trials import Trial, all_pair_trials, write_trials
+from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
+from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_digest,
                                            iter_table, read_key_value)
 from wespeaker_py.utils.logging_utils import get_logger

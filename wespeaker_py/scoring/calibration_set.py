@@ -113,9 +113,3 @@ def generate_calibration_trials(durations: Dict[str, float],
             trials.append((enroll_utt, test_utt, "target"))
             trials.append((enroll_utt, rng.choice(test_bin[impostor]), "nontarget"))
     return trials
-
-
-def write_trials(path: str, trials: List[Tuple[str, str, str]]) -> None:
-    """Write ``enroll test label`` lines atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as out:
-        out.write("".join(f"{e} {t} {label}\n" for e, t, label in trials))

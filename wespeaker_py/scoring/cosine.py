@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
@@ -98,13 +99,20 @@ def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir:
     Trials naming an utterance without an embedding (one extraction skipped) are
     left out and counted; a list that would lose more than ``max_missing_fraction``
     of its trials is not written, and :class:`MissingEmbeddingsError` is raised
-    after the other lists are done.
+    after the other lists are done. Two lists of one name are refused before any work.
     """
+    out_paths: Dict[str, str] = {}
+    for trial_path in trial_paths:
+        out_path = os.path.join(store_dir, os.path.basename(trial_path) + ".score")
+        other = out_paths.setdefault(out_path, trial_path)
+        if other != trial_path:
+            raise WespeakerError(f"trial lists {other} and {trial_path} would both be scored "
+                                 f"into {out_path}: give them different names")
     table = load_embeddings(eval_scp_path, progress=True)
     mean_vec = load_mean_vector(mean_vec_path, table.dim) if mean_vec_path else None
     normed = None
     written, refused = [], []
-    for trial_path in trial_paths:
+    for out_path, trial_path in out_paths.items():
         trials = read_trials(trial_path)
         try:
             trials, enroll_rows, test_rows, coverage = keep_scorable_trials(
@@ -116,7 +124,6 @@ def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir:
         if normed is None:
             normed = length_normalize(table.matrix, mean_vec, resolve_device(device))
         scores = paired_cosine(normed, normed, enroll_rows, test_rows)
-        out_path = os.path.join(store_dir, os.path.basename(trial_path) + ".score")
         write_score_file(out_path, trials, scores)
         coverage.log(out_path)
         written.append(out_path)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, List, Tuple
 
-from wespeaker_py.utils.file_utils import atomic_open
 
 Trial = Tuple[str, str, str]
 
@@ -48,9 +47,3 @@ def all_pair_trials(utt2spk: Dict[str, str]) -> List[Trial]:
         raise ValueError(f"need at least two utterances, got {len(utts)}")
     return [(enroll, test, "target" if utt2spk[enroll] == utt2spk[test] else "nontarget")
             for index, enroll in enumerate(utts) for test in utts[index + 1:]]
-
-
-def write_trials(path: str, trials: Iterable[Trial]) -> None:
-    """Write ``enroll test target|nontarget`` lines atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as out:
-        out.write("".join(f"{enroll} {test} {label}\n" for enroll, test, label in trials))

@@ -24,16 +24,21 @@ import torch
 from tqdm import tqdm
 
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.scoring.cosine import length_normalize
+from wespeaker_py.scoring.cosine import length_normalize, paired_cosine
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.scoring.embeddings import load_mean_vector
-from wespeaker_py.scoring.trials import keep_scorable_trials, read_score_file, write_score_file
+from wespeaker_py.scoring.trials import (TrialList, keep_scorable_trials, read_score_file,
+                                         write_score_file)
+from wespeaker_py.utils.file_utils import DataFormatError, iter_table
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
 NORM_METHODS = ("asnorm", "snorm")
+# largest difference between a score file's cosine and the one recomputed here: score
+# files hold 5 decimals, and float32 rounding differs between scorers by about 1e-6
+STALE_SCORE_TOLERANCE = 1e-4
 COHORT_CHUNK = 4096
 SELECT_ROWS = 128  # rows per CPU selection task: 3 MB of scores at a 6000 cohort
 
@@ -156,6 +161,7 @@ class NormalizedScores:
     """Normalised trial scores with the per-trial quantities QMF needs."""
 
     scores: np.ndarray
+    cosine: np.ndarray  # each trial's cosine, recomputed from the embeddings
     enroll_magnitude: np.ndarray
     test_magnitude: np.ndarray
     enroll_cohort_mean: np.ndarray
@@ -198,8 +204,34 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
     e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
     return NormalizedScores(
         scores=normalize_scores(scores, means[e_pos], stds[e_pos], means[t_pos], stds[t_pos]),
+        cosine=paired_cosine(normed, normed, e_pos, t_pos),
         enroll_magnitude=magnitudes[e_pos], test_magnitude=magnitudes[t_pos],
         enroll_cohort_mean=means[e_pos], test_cohort_mean=means[t_pos])
+
+
+def check_cosine_scores(trials: TrialList, cosine: np.ndarray, eval_emb_scp: str,
+                        mean_vec_path: Optional[str]) -> None:
+    """Refuse a score file whose scores are not the ``cosine`` of its trials' embeddings.
+
+    A score file made from earlier embeddings, or with another mean vector, would
+    otherwise be normalised with statistics of the current ones. The error names the
+    first differing line (of ``trials.path``) and both values.
+    """
+    differs = np.abs(cosine - trials.scores) > STALE_SCORE_TOLERANCE
+    if not differs.any():
+        return
+    first = int(np.argmax(differs))
+    enroll, test = trials.enroll_keys[trials.enroll[first]], trials.test_keys[trials.test[first]]
+    line_no = next(line_no for line_no, fields in iter_table(trials.path)
+                   if fields[:2] == [enroll, test]
+                   and float(fields[2]) == trials.scores[first])
+    mean = f"minus the mean vector {mean_vec_path}" if mean_vec_path else "(no mean vector)"
+    raise DataFormatError(
+        trials.path, line_no,
+        f"score {trials.scores[first]:.5f} is not the cosine {cosine[first]:.5f} of the "
+        f"embeddings of {eval_emb_scp} {mean} ({int(differs.sum())} of {len(trials)} trials "
+        f"differ): the score file was made from other embeddings or another mean vector; "
+        f"score the trials again (score.sh) first")
 
 
 def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
@@ -211,6 +243,8 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
     Trials naming an utterance without an evaluation embedding are left out and
     counted, up to ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
+    Scores that are not the cosine of these embeddings minus this mean vector are refused
+    (:func:`check_cosine_scores`).
     """
     trials = read_score_file(trial_score_file)
     table = load_embeddings(eval_emb_scp, progress=True)
@@ -221,8 +255,9 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
         logger.info("no mean vector given: embeddings are not mean-normalised")
     cohort = load_embeddings(cohort_emb_scp, progress=True)
     if cohort.dim != table.dim:
-        raise ValueError(f"cohort {cohort_emb_scp} has dimension {cohort.dim}, "
-                         f"evaluation embeddings {eval_emb_scp} have {table.dim}")
+        raise DataFormatError(cohort_emb_scp, None, f"cohort embeddings have dimension "
+                                                    f"{cohort.dim}, the evaluation embeddings "
+                                                    f"of {eval_emb_scp} have {table.dim}")
     trials, enroll_rows, test_rows, coverage = keep_scorable_trials(
         trials, table.index, table.index, eval_emb_scp, max_missing_fraction)
     logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
@@ -235,5 +270,6 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
                                     cohort.matrix, score_norm_method, top_n, mean_vec,
                                     device, progress=True, row_names=table.keys)
+    check_cosine_scores(trials, result.cosine, eval_emb_scp, mean_vec_path)
     write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())
     coverage.log(score_norm_file_path)

@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import numpy as np
-import scipy.sparse
 
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
+from wespeaker_py.scoring.embeddings import read_utt2spk, speaker_rows
 from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.file_utils import DataFormatError
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -17,46 +17,26 @@ logger = get_logger(__name__)
 TRIAL_CHUNK = 65536
 
 
-def labelled_rows(table: EmbeddingTable, utt2spk_path: str
-                  ) -> Tuple[np.ndarray, List[str], np.ndarray]:
-    """Rows of ``table`` that have a speaker, the speakers, and each row's speaker index.
-
-    Embeddings without an ``utt2spk`` entry are skipped with a warning (as in
-    WeSpeaker); speakers keep the order of their first embedding.
-    """
-    utt2spk = read_key_value(utt2spk_path, allow_spaces_in_value=False)
-    speaker_index: dict = {}
-    rows, labels = [], []
-    for row, key in enumerate(table.keys):
-        speaker = utt2spk.get(key)
-        if speaker is None:
-            continue
-        rows.append(row)
-        labels.append(speaker_index.setdefault(speaker, len(speaker_index)))
-    skipped = len(table) - len(rows)
-    if skipped:
-        logger.warning("%d embeddings of %s have no speaker in %s and are skipped",
-                       skipped, table.source, utt2spk_path)
-    if not rows:
-        raise ValueError(f"no embedding of {table.source} has a speaker in {utt2spk_path}")
-    return np.asarray(rows), list(speaker_index), np.asarray(labels)
-
-
 def train_plda_files(scp_path: str, utt2spk_path: str, model_path: str, num_iters: int = 5,
                      indim: Optional[int] = None, whiten: bool = False,
-                     lda_dim: Optional[int] = None, normalize_length: bool = False
-                     ) -> TwoCovPLDA:
-    """Train a PLDA on the embeddings of ``scp_path`` labelled by ``utt2spk`` and save it."""
+                     lda_dim: Optional[int] = None, normalize_length: bool = False,
+                     max_missing_fraction: float = 0.0) -> TwoCovPLDA:
+    """Train a PLDA on the embeddings of ``scp_path`` labelled by ``utt2spk`` and save it.
+
+    Utterances of ``utt2spk`` without an embedding are left out up to
+    ``max_missing_fraction`` of them (see :func:`speaker_rows`).
+    """
     table = load_embeddings(scp_path, progress=True)
     if indim is not None and table.dim != indim:
-        raise ValueError(f"embeddings of {scp_path} have dimension {table.dim}, "
-                         f"but indim={indim} was given")
-    rows, speakers, labels = labelled_rows(table, utt2spk_path)
-    embeddings = table.matrix if len(rows) == len(table) else table.matrix[rows]
-    plda = TwoCovPLDA.train(embeddings, labels, num_iters, whiten=whiten, lda_dim=lda_dim,
-                            normalize_length=normalize_length, progress=True)
+        raise DataFormatError(scp_path, None, f"embeddings have dimension {table.dim}, "
+                                              f"but --indim {indim} was given")
+    grouped = speaker_rows(table, read_utt2spk(utt2spk_path), utt2spk_path,
+                           max_missing_fraction)
+    plda = TwoCovPLDA.train(grouped.take(table.matrix), grouped.labels, num_iters,
+                            whiten=whiten, lda_dim=lda_dim, normalize_length=normalize_length,
+                            progress=True)
     plda.save(model_path)
-    logger.info("PLDA of %d speakers saved to %s", len(speakers), model_path)
+    logger.info("PLDA of %d speakers saved to %s", len(grouped.speakers), model_path)
     return plda
 
 
@@ -65,28 +45,37 @@ def load_plda(model_path: str, kaldi_format: bool = False) -> TwoCovPLDA:
     return TwoCovPLDA.load_kaldi(model_path) if kaldi_format else TwoCovPLDA.load(model_path)
 
 
+def _embeddings_for(plda: TwoCovPLDA, model_path: str, scp_path: str) -> EmbeddingTable:
+    """The embeddings of ``scp_path``, checked to have the dimension the PLDA model takes."""
+    table = load_embeddings(scp_path, progress=True)
+    if table.dim != plda.input_dim:
+        raise DataFormatError(scp_path, None, f"embeddings have dimension {table.dim}, the "
+                                              f"PLDA model {model_path} takes {plda.input_dim}")
+    return table
+
+
 def adapt_plda_files(mdl_org: str, adp_scp: str, mdl_adp: str, across_class_scale: float = 0.5,
                      within_class_scale: float = 0.5, kaldi_format: bool = False) -> TwoCovPLDA:
     """Adapt a PLDA to the unlabelled embeddings of ``adp_scp`` and save the result."""
     plda = load_plda(mdl_org, kaldi_format)
-    adapted = plda.adapt(load_embeddings(adp_scp, progress=True).matrix,
-                         across_class_scale, within_class_scale)
+    table = _embeddings_for(plda, mdl_org, adp_scp)
+    if len(table) < 2:
+        raise DataFormatError(adp_scp, None, f"adaptation needs at least two embeddings, "
+                                             f"it holds {len(table)}")
+    adapted = plda.adapt(table.matrix, across_class_scale, within_class_scale)
     adapted.save(mdl_adp)
     return adapted
 
 
-def _enrollment_models(plda: TwoCovPLDA, table: EmbeddingTable, utt2spk_path: str
-                       ) -> Tuple[List[str], np.ndarray, np.ndarray]:
+def _enrollment_models(plda: TwoCovPLDA, table: EmbeddingTable, utt2spk_path: str,
+                       max_missing_fraction: float) -> Tuple[List[str], np.ndarray, np.ndarray]:
     """(model ids, projected mean vectors, utterance counts) of the enrollment models."""
-    rows, models, labels = labelled_rows(table, utt2spk_path)
-    vectors = plda.to_plda_space(table.matrix[rows])
-    counts = np.bincount(labels, minlength=len(models))
-    summing = scipy.sparse.csr_matrix((np.ones(len(rows)), (labels, np.arange(len(rows)))),
-                                      shape=(len(models), len(rows)))
-    means = (summing @ vectors) / counts[:, None]
+    grouped = speaker_rows(table, read_utt2spk(utt2spk_path), utt2spk_path,
+                           max_missing_fraction)
+    means = grouped.means(plda.to_plda_space(grouped.take(table.matrix)))
     if plda.preprocessing is not None and plda.preprocessing.normalize_length:
         means = length_normalize(means)
-    return models, plda.project(means), counts
+    return grouped.speakers, plda.project(means), grouped.counts()
 
 
 def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_scp_path: str,
@@ -98,18 +87,19 @@ def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_sc
     Enrollment models group the enrollment embeddings by ``utt2spk``; their
     count enters the LLR unless ``multisession_avg`` (then every model counts as
     one embedding). With ``indomain_scp_path`` the model is re-centred on the mean
-    of those embeddings (it replaces the training mean). Trials naming a model or
-    test utterance without an embedding are left out and counted, up to
-    ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
+    of those embeddings (it replaces the training mean). Enrollment utterances and
+    trials without an embedding are left out and counted, up to
+    ``max_missing_fraction`` of each (see :func:`speaker_rows` and
+    :func:`keep_scorable_trials`).
     """
     plda = load_plda(model_path, kaldi_format)
     if indomain_scp_path:
-        plda = plda.with_mean_of(load_embeddings(indomain_scp_path).matrix)
+        plda = plda.with_mean_of(_embeddings_for(plda, model_path, indomain_scp_path).matrix)
     models, model_vectors, counts = _enrollment_models(
-        plda, load_embeddings(enroll_scp_path, progress=True), utt2spk)
+        plda, _embeddings_for(plda, model_path, enroll_scp_path), utt2spk, max_missing_fraction)
     if multisession_avg:
         counts = np.ones_like(counts)
-    test_table = load_embeddings(test_scp_path, progress=True)
+    test_table = _embeddings_for(plda, model_path, test_scp_path)
     trials = read_trials(trial)
     trials, enroll_of_trial, test_rows, coverage = keep_scorable_trials(
         trials, {m: i for i, m in enumerate(models)}, test_table.index,

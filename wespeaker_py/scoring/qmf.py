@@ -22,10 +22,14 @@ import numpy as np
 import torch
 from scipy.special import expit, log_expit
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label
 from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
                                            save_torch)
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 QMF_COLUMNS = 4  # enroll_mag test_mag enroll_cohort_mean test_cohort_mean
 _CHUNK = 100_000
@@ -76,7 +80,9 @@ def gather_calibration_factors(score_norm_file: str, calibration_factor_file: st
     durations = None
     if not drop_duration:
         if not wav_dur_scp:
-            raise ValueError("durations are needed: give wav_dur_scp or set drop_duration")
+            raise WespeakerError(f"the durations of the trials of {score_norm_file} are "
+                                 "needed: give --wav_dur_scp, or --drop_duration to leave "
+                                 "them out")
         durations = read_utt2dur(wav_dur_scp, max_dur)
     count = 0
     with atomic_open(calibration_factor_file, "w", encoding="utf-8") as out:
@@ -114,6 +120,7 @@ def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray
     keys: List[List[str]] = []
     rows: List[List[float]] = []
     labels: List[int] = []
+    line_nos: List[int] = []
     for line_no, fields in iter_table(path, min_fields=4):
         line_label = parse_label(fields[2])
         if has_label is None:
@@ -131,29 +138,43 @@ def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray
         except ValueError:
             raise DataFormatError(path, line_no, "a score or feature is not a number") from None
         keys.append(fields[:2])
+        line_nos.append(line_no)
         if has_label:
             labels.append(line_label)
         if len(rows) == _CHUNK:
-            yield keys, np.array(rows), np.array(labels) if has_label else None
-            keys, rows, labels = [], [], []
+            yield keys, _finite(path, line_nos, rows), np.array(labels) if has_label else None
+            keys, rows, labels, line_nos = [], [], [], []
     if rows:
-        yield keys, np.array(rows), np.array(labels) if has_label else None
+        yield keys, _finite(path, line_nos, rows), np.array(labels) if has_label else None
     elif width is None:
         raise DataFormatError(path, None, "holds no trials")
 
 
+def _finite(path: str, line_nos: List[int], rows: List[List[float]]) -> np.ndarray:
+    """``rows`` as an array; a NaN or inf is an error naming its line of ``path``."""
+    values = np.array(rows)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise DataFormatError(path, line_nos[int(np.argmax(bad))],
+                              "a score or feature is NaN or inf")
+    return values
+
+
 def read_calibration_factors(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """All ``(features [n, k], labels [n])`` of a labelled calibration factor file."""
+    """All ``(features [n, k], labels [n])`` of a labelled calibration factor file, which
+    must hold both target and nontarget trials."""
     features, labels = [], []
     for _, chunk, chunk_labels in _iter_factor_chunks(path):
         if chunk_labels is None:
             raise DataFormatError(path, 1, "training calibration needs labelled trials")
         features.append(chunk)
         labels.append(chunk_labels)
-    features_all = np.concatenate(features)
-    if not np.all(np.isfinite(features_all)):
-        raise DataFormatError(path, None, "holds NaN or inf features")
-    return features_all, np.concatenate(labels)
+    labels_all = np.concatenate(labels)
+    targets = int(labels_all.sum())
+    if targets in (0, len(labels_all)):
+        raise DataFormatError(path, None, f"training calibration needs target and nontarget "
+                                          f"trials, got {targets} targets of {len(labels_all)}")
+    return np.concatenate(features), labels_all
 
 
 def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
@@ -213,6 +234,10 @@ def train_calibration(features: np.ndarray, labels: np.ndarray,
     start = np.zeros(features.shape[1] + 1)
     result = minimize(objective, start, jac=True, method="L-BFGS-B",
                       options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
+    if not result.success:
+        # a line search that stalls at the optimum also ends here: keep the model, say so
+        logger.warning("the calibration fit stopped before converging after %d iterations "
+                       "(%s); the model is kept as it stands", result.nit, result.message)
     weight = result.x[:-1] / scale
     bias = float(result.x[-1] - np.sum(result.x[:-1] * centre / scale))
     return LinearCalibration(weight=weight, bias=bias)
@@ -250,6 +275,12 @@ def infer_calibration_file(calibration_factor_file: str, save_model_path: str,
     count = 0
     with atomic_open(calibration_score_file, "w", encoding="utf-8") as out:
         for keys, features, labels in _iter_factor_chunks(calibration_factor_file):
+            if features.shape[1] != model.weight.shape[0]:
+                raise DataFormatError(
+                    calibration_factor_file, None,
+                    f"has {features.shape[1]} numbers a trial, the calibration model "
+                    f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
+                    "with different --drop_duration?")
             llrs = model(features)
             if labels is None:
                 out.write("".join(f"{e} {t} {s:.5f}\n" for (e, t), s in zip(keys, llrs)))

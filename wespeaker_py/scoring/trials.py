@@ -14,7 +14,7 @@ Score files are ``enroll test score [target|nontarget] [extra numeric columns]``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -256,6 +256,13 @@ def read_trials(path: str) -> TrialList:
             labels.append(label)
     return _build(path, enroll_side, test_side, enroll, test,
                   labels if form != "unlabelled" else None, None)
+
+
+def write_trials(path: str, trials: Iterable[Tuple[str, str, str]]) -> None:
+    """Write ``enroll test target|nontarget`` lines atomically (the form :func:`read_trials`
+    reads first)."""
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        out.write("".join(f"{enroll} {test} {label}\n" for enroll, test, label in trials))
 
 
 def read_score_file(path: str, extra_columns: int = 0) -> TrialList:
