@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from tests.train_helpers import (TINY_CONFIG, make_speaker_corpus,  # noqa: F401
                                  single_torch_thread, write_source_model)
@@ -82,6 +83,10 @@ def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path):
     assert report["data"]["dev_speakers"] == 2 and report["data"]["train_speakers"] == 4
     assert [phase["name"] for phase in report["phases"]] == ["frozen", "train"]
     assert report["phases"][0]["frozen_params"] and not report["phases"][1]["frozen_params"]
+    # the first phase starts a new head; the second goes on with the one the first trained
+    phase_configs = [yaml.safe_load(open(os.path.join(out, "work", name, "config.yaml")))
+                     for name in ("frozen", "train")]
+    assert [config["model_init_head"] for config in phase_configs] == [False, True]
     for when in ("before", "after"):
         assert 0.0 <= report["dev"][when]["eer"] <= 1.0
         assert report["dev"][when]["trials"] == 28  # every pair of 8 dev utterances

@@ -15,11 +15,15 @@ from redimnet_reference import (MODEL_CASES, REFERENCE, features, fill_weights, 
 from train_helpers import CPU_WORLD, make_speaker_corpus, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py import load_model
-from wespeaker_py.config import ConfigError, as_dataset_args, load_config, load_model_config
+from inference_helpers import randomise_batchnorm
+from wespeaker_py.config import (ConfigError, ModelConfig, as_dataset_args, load_config,
+                                 load_model_config)
+from wespeaker_py.config.fields import parse_block
+from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.models import get_model
-from wespeaker_py.runtime import load_embedder
+from wespeaker_py.runtime import build_speaker_model, load_embedder
 from wespeaker_py.train.plan import resolve
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,3 +197,80 @@ def test_a_tiny_redimnet2_trains_on_tfmel_and_its_checkpoint_loads(tmp_path):
     with torch.no_grad():
         embeddings = embedder.model(embedder.frontend(waveform()))
     assert embeddings.shape == (waveform().shape[0], 16) and torch.isfinite(embeddings).all()
+
+
+# ---- WeSpeaker's ReDimNet2Wrap arguments and checkpoints that carry a model_config ---------------
+
+# A tiny ReDimNet2 as WeSpeaker's ReDimNet2Wrap arguments (PalabraAI's checkpoints save them
+# as ``model_config``): F for the bins, an internal spectrogram and its settings, a head size.
+TINY_WRAP_CONFIG = {"F": 72, "C": 4, "embed_dim": 8, "pooling_func": "ASTP",
+                    "stages_setup": [[[2, 1], 1, 2, [[3, 3]], 36], [[1, 2], 1, 1, [[3, 3]], 18]],
+                    "return_2d_output": True, "out_channels": 8, "causal": "none",
+                    "spec": "tf", "hop_length": 160, "feat_type": "tf",
+                    "spec_params": {"do_spec_aug": False}, "num_classes": 5}
+
+
+def _wrap_args(**changes):
+    """TINY_WRAP_CONFIG as model_args our ReDimNet2 must take: no internal spectrogram."""
+    return {**TINY_WRAP_CONFIG, "spec": None, **changes}
+
+
+def test_wrap_arguments_that_select_this_network_build_it_unchanged():
+    implemented = ("F", "C", "embed_dim", "pooling_func", "stages_setup", "return_2d_output",
+                   "out_channels")
+    plain = {key: TINY_WRAP_CONFIG[key] for key in implemented}
+    torch.manual_seed(0)
+    expected = get_model("ReDimNet2B0", **plain).state_dict()
+    torch.manual_seed(0)
+    got = get_model("ReDimNet2B0", **_wrap_args(dual_agg=False, before_pool_offset=None))
+    assert {key: value.shape for key, value in got.state_dict().items()} == {
+        key: value.shape for key, value in expected.items()}
+    assert all(torch.equal(got.state_dict()[key], value) for key, value in expected.items())
+
+
+@pytest.mark.parametrize("key, value", [("causal", "full"), ("causal", "only_1d"),
+                                        ("spec", "tf"), ("dual_agg", True),
+                                        ("use_freq_pos_enc", True), ("fm_weigthing_type", "N")])
+def test_a_wrap_variant_not_implemented_is_a_config_error_naming_its_key(key, value):
+    config = parse_block(ModelConfig, {"model": "ReDimNet2B0",
+                                       "model_args": _wrap_args(**{key: value}),
+                                       "dataset_args": {"frontend": "tfmel", "cmvn": False}}, "")
+    with pytest.raises(ConfigError, match=rf"'model_args.{key}' is {value!r}, .*not implemented"):
+        build_speaker_model(config)
+
+
+def _model_config_checkpoint(root, model_config, model_args):
+    """A config.yaml with ``model_args`` and a checkpoint with ``model_config``, trained as
+    ``model_config`` with ``spec: None`` (TFMel under ``frontend.``); (config, ckpt, model)."""
+    config = _config(model="ReDimNet2B0", model_args=model_args)
+    torch.manual_seed(0)
+    network = get_model("ReDimNet2B0", **dict(model_config, spec=None)).eval()
+    randomise_batchnorm(network)
+    state = {f"frontend.{key}": value for key, value in
+             _tfmel(**config["dataset_args"]["tfmel_args"]).state_dict().items()}
+    state.update(network.state_dict())
+    path = os.path.join(root, "model.pt")
+    torch.save({"state_dict": state, "model_config": model_config}, path)
+    config_path = os.path.join(root, "config.yaml")
+    with open(config_path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    return load_model_config(config_path), path, network
+
+
+@pytest.mark.parametrize("model_args", [{}, {"feat_dim": 72, "embed_dim": 192}])
+def test_a_checkpoint_model_config_is_what_loads_with_tfmel(tmp_path, model_args):
+    config, checkpoint, network = _model_config_checkpoint(str(tmp_path), TINY_WRAP_CONFIG,
+                                                           model_args)
+    embedder = load_embedder(config, checkpoint)
+    with torch.no_grad():
+        feats = embedder.features(waveform())
+        assert torch.equal(embedder(feats), network(feats))
+
+
+def test_a_checkpoint_model_config_with_a_variant_not_implemented_is_refused(tmp_path):
+    wanted = dict(TINY_WRAP_CONFIG, causal="full")
+    config, checkpoint, _ = _model_config_checkpoint(str(tmp_path), TINY_WRAP_CONFIG, {})
+    torch.save(dict(torch.load(checkpoint, weights_only=False), model_config=wanted), checkpoint)
+    with pytest.raises(ModelSourceError, match=r"'model_config.causal' is 'full', .*not "
+                                               r"implemented"):
+        load_embedder(config, checkpoint)

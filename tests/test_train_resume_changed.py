@@ -167,6 +167,8 @@ def test_a_run_stopped_mid_epoch_with_epochs_of_another_length_retrains_that_epo
                                            checkpoint=os.path.join(models, "model_1.pt"),
                                            **settings))
     assert [(result.epoch, result.batches) for result in history] == [(2, 3)]
-    assert any(f"{interrupted} stopped after batch 2 of the 6 of epoch 2; this run's epochs "
-               f"have 3 batches" in record.getMessage() for record in caplog.records)
+    assert any(f"{interrupted} (stopped in epoch 2 after its batch 2) had 6 batches per "
+               f"epoch, this run has 3" in record.getMessage()
+               and "this run starts at epoch 2" in record.getMessage()
+               for record in caplog.records)
     assert not os.path.exists(interrupted)  # model_2.pt replaced it

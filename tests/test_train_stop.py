@@ -139,7 +139,7 @@ def test_a_new_run_from_scratch_with_another_seed_leaves_the_stopped_one_alone(
         history = run_training(tiny_config(exp_dir, corpus, seed=99, **settings))
     assert [result.batches for result in history] == [history[0].batches] * 2
     assert "training epochs 1 to 2\n" in open(os.path.join(exp_dir, "train.log")).read()
-    assert any("interrupted.pt (epoch 1, batch 3)" in record.getMessage()
+    assert any("interrupted.pt (stopped in epoch 1 after its batch 3)" in record.getMessage()
                and "not used" in record.getMessage() for record in caplog.records)
 
 
@@ -172,7 +172,9 @@ def test_a_rerun_with_other_settings_trains_the_stopped_epoch_again_from_its_sta
     warnings = [record.getMessage() for record in caplog.records
                 if "other settings" in record.getMessage()]
     assert len(warnings) == 1 and "scheduler_args.initial_lr: " in warnings[0]
-    assert "log_batch_interval" not in warnings[0] and "epoch 1 is trained again" in warnings[0]
+    assert "log_batch_interval" not in warnings[0]
+    assert "(stopped in epoch 1 after its batch 3)" in warnings[0]
+    assert "this run starts at epoch 1" in warnings[0]
     assert not os.path.exists(interrupted)   # the run's first checkpoint replaced it
 
 

@@ -136,8 +136,9 @@ def _tfmel_at_ratio(tfmel: Mapping[str, Any], ratio: float) -> Dict[str, Any]:
 def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir: str,
                  train_data: str, train_label: str, num_utterances: int, sample_rate: int,
                  model_init: str, epochs: int, frozen_params: List[str],
-                 device: Optional[str]) -> Dict[str, Any]:
-    """The training config mapping of one phase (checked by ``TrainConfig.from_dict``)."""
+                 device: Optional[str], init_head: bool = False) -> Dict[str, Any]:
+    """The training config mapping of one phase (checked by ``TrainConfig.from_dict``);
+    ``init_head``: ``model_init`` holds the head to go on with (a later phase)."""
     loader = dict(source.get("dataloader_args") or {})
     batch_size = options.batch_size or int(loader.get("batch_size", 32))
     batch_size = max(1, min(batch_size, num_utterances))
@@ -159,7 +160,8 @@ def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir
                             "pin_memory": False, "drop_last": True},
         "dataset_args": dataset_args,
         "model": source["model"], "model_args": dict(source["model_args"]),
-        "model_init": model_init, "frozen_params": frozen_params,
+        "model_init": model_init, "model_init_head": init_head,
+        "frozen_params": frozen_params,
         "projection_args": projection,
         "margin_update": {"initial_margin": options.margin, "final_margin": options.margin,
                           "increase_start_epoch": 0, "fix_start_epoch": 0,

@@ -173,10 +173,12 @@ def _write_body_init(checkpoint: str, path: str) -> None:
 def _top_level_parameters(config_path: str) -> List[str]:
     """Names of the speaker model's top-level modules that hold parameters, in order."""
     from wespeaker_py.config import load_model_config
+    from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
     from wespeaker_py.runtime.builder import build_speaker_model
     config = load_model_config(config_path)
     with torch.device("meta"):  # names only
-        model = build_speaker_model(config, feat_dim=1)
+        frontend = build_frontend(config.dataset_args, pretrained=False)
+        model = build_speaker_model(config, feat_dim=model_feat_dim(frontend))
     return [name for name, module in model.named_children()
             if any(True for _ in module.parameters())]
 
@@ -334,7 +336,8 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
         last = _train_phase(phase_config(
             source_config, options, exp_dir=phase_dir, train_data=train_data,
             train_label=train_label, num_utterances=len(data.train), sample_rate=rate,
-            model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device))
+            model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device,
+            init_head=last != init))
         phase["frozen_params"] = frozen
     # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
     # it is evaluated and calibrated: a failure leaves no half-made model in OUT

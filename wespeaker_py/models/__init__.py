@@ -10,15 +10,16 @@ that importing the package stays cheap.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch.nn as nn
 
-from wespeaker_py.models.protocol import SpeakerModel
+from wespeaker_py.models.protocol import ModelArgError, SpeakerModel
 
-__all__ = ["SpeakerModel", "check_frontend", "family_module_name", "get_model", "list_models",
-           "model_frontend"]
+__all__ = ["ModelArgError", "SpeakerModel", "check_frontend", "family_module_name", "get_model",
+           "list_models", "model_factory", "model_frontend"]
 
 # Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC",
 # "ReDimNet2" over "ReDimNet". A family may have two (whisper_PMFA: WeSpeaker's code
@@ -42,13 +43,35 @@ _FAMILY_BY_PREFIX = (
 )
 
 
-def family_module_name(name: str) -> str:
-    """The family module (``resnet``, ``ecapa_tdnn``, ...) that holds model ``name``."""
+def _family_of(name: str) -> Optional[str]:
+    """The family module whose prefix ``name`` starts with, or None."""
     for prefix, module_name in _FAMILY_BY_PREFIX:
         if name.startswith(prefix):
             return module_name
-    raise ValueError(f"unknown model {name!r}; known prefixes: "
-                     f"{', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
+    return None
+
+
+def _unknown_model(name: str) -> ValueError:
+    """The error for a model name :func:`get_model` does not know: it names the config key,
+    and the names of the family the name's prefix picks, else the closest known names."""
+    module_name = _family_of(name)
+    if module_name is not None:
+        hint = f"the {module_name} family offers {', '.join(sorted(_family_models(module_name)))}"
+    else:
+        known = list_models(generic=True)
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+        hint = (f"closest known names: {', '.join(close)}" if close else
+                f"known names start with {', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
+    return ValueError(f"config key 'model' is {name!r}, which is no known model; {hint} "
+                      f"(models.list_models(generic=True) lists them all)")
+
+
+def family_module_name(name: str) -> str:
+    """The family module (``resnet``, ``ecapa_tdnn``, ...) that holds model ``name``."""
+    module_name = _family_of(name)
+    if module_name is None:
+        raise _unknown_model(name)
+    return module_name
 
 
 def _family_models(module_name: str, generic: bool = True) -> Dict[str, object]:
@@ -72,18 +95,24 @@ def list_models(generic: bool = False) -> List[str]:
     return sorted(names)
 
 
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory of the speaker model called ``name`` (a WeSpeaker model name), which
+    takes the config's ``model_args``; a ValueError naming the config key ``model`` and
+    the names that come closest if no model has that name."""
+    family = _family_models(family_module_name(name))
+    if name not in family:
+        raise _unknown_model(name)
+    return family[name]
+
+
 def get_model(name: str, **model_args) -> nn.Module:
     """Build the speaker model called ``name`` (a WeSpeaker model name).
 
     The model maps fbank-like features ``[B, frames, feat_dim]`` to embeddings
-    ``[B, embed_dim]`` and follows :class:`SpeakerModel`.
+    ``[B, embed_dim]`` and follows :class:`SpeakerModel`. An argument value the
+    model cannot be built with is a :class:`ModelArgError` naming it.
     """
-    module_name = family_module_name(name)
-    family = _family_models(module_name)
-    if name not in family:
-        raise ValueError(f"unknown model {name!r}; the {module_name} family offers: "
-                         f"{', '.join(sorted(family))}")
-    return family[name](**model_args)
+    return model_factory(name)(**model_args)
 
 
 def model_frontend(name: str) -> str:

@@ -9,6 +9,7 @@ names follow WeSpeaker's ``gemini_dfresnet.py`` so checkpoints load unchanged.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Sequence
 
 import torch
@@ -16,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wespeaker_py.models.pooling import get_pooling
-from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
+from wespeaker_py.models.segment_layers import (MapPoolingHead, attach_segment_layers,
+                                                check_frequency_stride)
 
 # Stride of each of the four downsampling convolutions, on frequency and on time.
 _FREQ_STRIDES = (2, 2, 2, 2)
@@ -53,6 +55,7 @@ class GeminiDFResNet(MapPoolingHead, nn.Module):
     def __init__(self, depths: Sequence[int], dims: Sequence[int], feat_dim: int = 40,
                  embed_dim: int = 128, pooling_func: str = "TSTP", two_emb_layer: bool = False):
         super().__init__()
+        check_frequency_stride(feat_dim, math.prod(_FREQ_STRIDES), "Gemini DF-ResNet")
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         self.stats_dim = int(feat_dim / 8 / 2) * dims[-1]

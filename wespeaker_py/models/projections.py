@@ -397,6 +397,20 @@ class LinearSoftmax(ProjectionHead):
 # initial "margin".
 _KNOWN_KEYS = {"project_type", "scale", "margin", "easy_margin", "K", "mp", "k_top", "do_lm",
                "t", "lanbuda", "margin_type", "curvature", "embed_dim", "num_class"}
+# Its numeric keys (a quoted number in YAML is a string): counts, and real numbers.
+_INTEGER_KEYS = ("K", "k_top")
+_NUMBER_KEYS = ("scale", "margin", "mp", "t", "lanbuda", "curvature")
+
+
+def _check_numbers(projection_args: Dict) -> None:
+    """ValueError naming the first numeric key of ``projection_args`` whose value is not a
+    number (an integer for a count)."""
+    for key in _INTEGER_KEYS + _NUMBER_KEYS:
+        value = projection_args.get(key)
+        wanted = int if key in _INTEGER_KEYS else (int, float)
+        if key in projection_args and (isinstance(value, bool) or not isinstance(value, wanted)):
+            kind = "an integer" if key in _INTEGER_KEYS else "a number"
+            raise ValueError(f"projection_args.{key} is {value!r}, which is not {kind}")
 
 
 def _build_head(project_type: str, args: Dict, embed_dim: int, num_class: int) -> ProjectionHead:
@@ -443,4 +457,5 @@ def get_projection(projection_args: Dict, embed_dim: int, num_class: int) -> Pro
         raise ValueError(f"projection_args: unknown key(s) {', '.join(unknown)}")
     if "project_type" not in projection_args:
         raise ValueError("projection_args.project_type is missing")
+    _check_numbers(projection_args)
     return _build_head(projection_args["project_type"], projection_args, embed_dim, num_class)

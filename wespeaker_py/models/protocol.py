@@ -1,9 +1,24 @@
 """The interface every registered speaker model offers."""
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from wespeaker_py.errors import WespeakerError
+
+
+class ModelArgError(WespeakerError, ValueError):
+    """A model argument whose value the model cannot be built with.
+
+    ``arg`` is the argument's name (a ``model_args`` key), ``value`` its value
+    and ``reason`` why it does not fit; the model builder names the key where
+    the value came from.
+    """
+
+    def __init__(self, arg: str, value: Any, reason: str):
+        super().__init__(f"{arg} is {value!r}: {reason}")
+        self.arg, self.value, self.reason = arg, value, reason
 
 
 @runtime_checkable

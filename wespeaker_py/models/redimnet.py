@@ -16,7 +16,8 @@ import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.redimnet_blocks import (ChannelsFirstLayerNorm, ConvBlock2d,
-                                                 TimeContextBlock1d, To1d, to_1d, to_2d)
+                                                 TimeContextBlock1d, To1d, check_feat_dim, to_1d,
+                                                 to_2d)
 from wespeaker_py.models.segment_layers import attach_segment_layers, segment_embedding
 
 # One stage: (frequency stride, 2D blocks, channel expansion, kernel sizes (unused by
@@ -31,6 +32,11 @@ class ReDimNetBackbone(nn.Module):
                  stages_setup: Sequence[Stage], group_divisor: Optional[int],
                  out_channels: Optional[int]):
         super().__init__()
+        strides = [stage[0] for stage in stages_setup]
+        if any(stride not in (1, 2, 3) for stride in strides):
+            raise ValueError(f"stages_setup: each stage's frequency stride must be 1, 2 or 3, "
+                             f"got {strides}")
+        check_feat_dim(F, C, [(stage[0], stage[4]) for stage in stages_setup], block_1d_type)
         self.F, self.C = F, C
         width = F * C
         # Mixing weights of the stage inputs: stage i sees the stem and i earlier outputs.
@@ -43,8 +49,6 @@ class ReDimNetBackbone(nn.Module):
         self.stages_cfs = []
         c, f = C, F
         for index, (stride, num_blocks, conv_exp, _, att_block_red) in enumerate(stages_setup):
-            if stride not in (1, 2, 3) or f % stride:
-                raise ValueError(f"stage {index}: frequency stride {stride} does not divide {f}")
             self.stages_cfs.append((c, f))
             wide = int(stride * c * conv_exp)
             layers = [nn.Conv2d(c, wide, kernel_size=(stride, 1), stride=(stride, 1))]

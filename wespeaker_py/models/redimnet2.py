@@ -14,14 +14,15 @@ here gives frames first, so the two compose to the same network.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.protocol import ModelArgError
 from wespeaker_py.models.redimnet_blocks import (ChannelsFirstLayerNorm, ConvBlock2d,
-                                                 TimeContextBlock1d, To1d, to_2d)
+                                                 TimeContextBlock1d, To1d, check_feat_dim, to_2d)
 
 # The front-end every ReDimNet2 model reads (models.check_frontend holds configs to it).
 FRONTEND = "tfmel"
@@ -67,8 +68,6 @@ class ReDimNet2Backbone(nn.Module):
                 enumerate(stages_setup):
             sf, st = stride
             freq_stride, time_stride = freq_stride * sf, time_stride * st
-            if f % sf:
-                raise ValueError(f"stage {index}: frequency stride {sf} does not divide {f}")
             wide = int(sf * c * conv_exp)
             layers = [StageMix(index + 1, width), To2d(f=f, c=c),
                       nn.Conv2d(c, wide, kernel_size=(sf, time_stride),
@@ -113,7 +112,9 @@ class ReDimNet2(nn.Module):
     ``F`` / ``feat_dim`` is the number of mel bins. ``emb_bn`` adds a BatchNorm
     after the embedding layer. WeSpeaker's options for causal, dual-aggregation,
     frequency-position and internal-spectrogram variants are not implemented;
-    none of the released configurations uses them.
+    none of the released configurations uses them (the factories in :data:`MODELS`
+    take those arguments at the values that select this network, see
+    ``_wrap_args``).
     """
 
     def __init__(self, F: int = 72, C: int = 24, feat_dim: Optional[int] = None,
@@ -127,8 +128,11 @@ class ReDimNet2(nn.Module):
         del two_emb_layer  # accepted and ignored, as in WeSpeaker
         if stages_setup is None:
             raise ValueError("ReDimNet2 needs stages_setup (use ReDimNet2B0 ... ReDimNet2B6)")
+        bins, arg = (F, "F") if feat_dim is None else (feat_dim, "feat_dim")
+        check_feat_dim(bins, C, [(stride[0], red) for stride, _, _, _, red in stages_setup],
+                       block_1d_type, arg)
         self.backbone = ReDimNet2Backbone(
-            feat_dim if feat_dim is not None else F, C, stages_setup,
+            bins, C, stages_setup,
             block_1d_type=block_1d_type, block_2d_type=block_2d_type,
             group_divisor=group_divisor, compress_tconvs=compress_tconvs,
             out_channels=out_channels, return_2d_output=return_2d_output)
@@ -160,12 +164,50 @@ def _stages(table):
             for (sf, st), blocks, exp, kernels, red in table]
 
 
+# ReDimNet2Wrap's arguments that change nothing here: unused by WeSpeaker itself, or used
+# only by its internal spectrogram, which this model never has (see "spec" below).
+_NO_EFFECT_ARGS = ("num_classes", "feat_agg_dropout", "head_activation", "feat_type",
+                   "hop_length", "spec_params")
+
+# ReDimNet2Wrap's arguments that select variants not implemented here: the values that
+# select this network (WeSpeaker's defaults), and what the others would add.
+_VARIANT_ARGS = {
+    "causal": (("none",), "a causal network"),
+    "spec": ((None, "fbank", "pt_stft"), "an internal spectrogram (the TFMel front-end, "
+                                         "dataset_args.tfmel_args, computes the features)"),
+    "spec_in_channels": ((1,), "a multi-channel spectrogram"),
+    "fm_weigthing_type": (("NC",), "another feature-map weighting"),
+    "use_freq_pos_enc": ((False,), "a frequency position encoding"),
+    "dual_agg": ((False,), "dual aggregation"),
+    "agg_gnorm": ((False,), "group norms after aggregation"),
+    "pad_right_samples": ((None, 0), "right padding of the input"),
+    "before_pool_offset": ((None, 0), "dropping frames before pooling"),
+    "return_all_outputs": ((False,), "returning every stage's output"),
+}
+
+
+def _wrap_args(model_args: Mapping[str, Any]) -> Dict[str, Any]:
+    """``model_args`` (or a checkpoint's ``model_config``) without the ``ReDimNet2Wrap``
+    arguments that :class:`ReDimNet2` has no use for.
+
+    Those that change nothing are dropped; one that selects a variant not implemented
+    here is a :class:`ModelArgError` naming it, unless its value selects this network
+    (``causal: none``, ``spec: null``, ...).
+    """
+    for arg, (values, variant) in _VARIANT_ARGS.items():
+        if arg in model_args and model_args[arg] not in values:
+            raise ModelArgError(arg, model_args[arg], f"{variant} is not implemented here "
+                                f"(implemented: {', '.join(map(repr, values))})")
+    return {arg: value for arg, value in model_args.items()
+            if arg not in _VARIANT_ARGS and arg not in _NO_EFFECT_ARGS}
+
+
 def _redimnet2_factory(C: int, stages, **defaults):
     """WeSpeaker's ``ReDimNet2Wrap`` with these defaults; ``stages_setup`` None: ``stages``."""
     def factory(stages_setup: Optional[Sequence] = None, **model_args) -> ReDimNet2:
         table = stages if stages_setup is None else stages_setup
         args = dict(defaults, C=C, stages_setup=_stages(table))
-        args.update(model_args)
+        args.update(_wrap_args(model_args))
         return ReDimNet2(**args)
     return factory
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from wespeaker_py.models.protocol import ModelArgError
 
 
 def to_1d(x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +225,48 @@ class PosEncConv(nn.Module):
 
 
 BLOCK_1D_TYPES = ("conv+att", "att", "fc")
+# The attention heads of the 1D blocks that attend ("conv+att", "att").
+ATTENTION_HEADS = 4
+
+
+def _feat_dim_problem(feat_dim: int, C: int, stages: Sequence[Tuple[int, Optional[int]]],
+                      attends: bool) -> Optional[str]:
+    """Why the layers cannot split ``feat_dim`` bins (None if they can); ``stages`` holds
+    each stage's (frequency stride, 1D block reduction or None)."""
+    bins = feat_dim
+    for index, (freq_stride, reduction) in enumerate(stages):
+        if bins % freq_stride:
+            return (f"stage {index}'s frequency stride {freq_stride} does not divide the "
+                    f"{bins} bins it gets")
+        bins //= freq_stride
+        if attends and reduction is not None and (feat_dim * C // reduction) % ATTENTION_HEADS:
+            return (f"stage {index}'s 1D block gets {feat_dim} x C={C} // {reduction} = "
+                    f"{feat_dim * C // reduction} channels, not a multiple of its "
+                    f"{ATTENTION_HEADS} attention heads")
+    return None
+
+
+def check_feat_dim(feat_dim: int, C: int, stages: Sequence[Tuple[int, Optional[int]]],
+                   block_1d_type: str, arg: str = "feat_dim") -> None:
+    """A :class:`ModelArgError` naming ``arg`` (the input bins' argument) unless a
+    ReDimNet's layers can split ``feat_dim`` bins of ``C`` channels.
+
+    ``stages`` holds each stage's (frequency stride, 1D block reduction or None):
+    every stride must divide the bins left to its stage and every attending 1D
+    block's width ``feat_dim * C // reduction`` must split into the heads. The
+    error lists the nearest values that work.
+    """
+    attends = block_1d_type != "fc"
+    problem = _feat_dim_problem(feat_dim, C, stages, attends)
+    if problem is None:
+        return
+    below: List[int] = [dim for dim in range(feat_dim - 1, 0, -1)
+                        if _feat_dim_problem(dim, C, stages, attends) is None][:2]
+    above: List[int] = [dim for dim in range(feat_dim + 1, 4 * feat_dim + 64)
+                        if _feat_dim_problem(dim, C, stages, attends) is None][:2]
+    near = sorted(below + above)
+    hint = f"; values that work nearby: {', '.join(map(str, near))}" if near else ""
+    raise ModelArgError(arg, feat_dim, problem + hint)
 
 
 class TimeContextBlock1d(nn.Module):
@@ -239,10 +283,11 @@ class TimeContextBlock1d(nn.Module):
         if block_type == "conv+att":
             self.tcm = nn.Sequential(
                 *[ConvNeXtLikeBlock(hC, dim=1, kernel_sizes=[k]) for k in (7, 19, 31, 59)],
-                TransformerEncoderLayer(n_state=hC, n_mlp=hC, n_head=4))
+                TransformerEncoderLayer(n_state=hC, n_mlp=hC, n_head=ATTENTION_HEADS))
         elif block_type == "att":
             self.tcm = nn.Sequential(PosEncConv(hC, pos_ker_sz, groups=hC),
-                                     TransformerEncoderLayer(n_state=hC, n_mlp=hC * 2, n_head=4))
+                                     TransformerEncoderLayer(n_state=hC, n_mlp=hC * 2,
+                                                             n_head=ATTENTION_HEADS))
         elif block_type == "fc":
             self.tcm = nn.Sequential(nn.Conv1d(hC, hC * 2, 1), ChannelsFirstLayerNorm(hC * 2),
                                      nn.GELU(), nn.Conv1d(hC * 2, hC, 1))

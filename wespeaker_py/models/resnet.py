@@ -12,7 +12,8 @@ from typing import Dict, List, Union
 
 from wespeaker_py.models.pooling import get_pooling
 from wespeaker_py.models.resnet_blocks import BasicBlock, BlockFactory, Bottleneck, ResNetTrunk
-from wespeaker_py.models.segment_layers import MapPoolingHead, attach_segment_layers
+from wespeaker_py.models.segment_layers import (MapPoolingHead, attach_segment_layers,
+                                                check_frequency_stride)
 
 
 class ResNet(MapPoolingHead, ResNetTrunk):
@@ -22,7 +23,7 @@ class ResNet(MapPoolingHead, ResNetTrunk):
         block: BasicBlock or Bottleneck.
         num_blocks: blocks in each of the four stages.
         m_channels: channels of the first stage (doubled at each later stage).
-        feat_dim: input feature dimension (should be a multiple of 8).
+        feat_dim: input feature dimension (a multiple of 8).
         embed_dim: embedding size.
         pooling_func: a name from :mod:`wespeaker_py.models.pooling`.
         two_emb_layer: add ReLU, BatchNorm (no affine) and a second linear
@@ -32,6 +33,7 @@ class ResNet(MapPoolingHead, ResNetTrunk):
     def __init__(self, block: BlockFactory, num_blocks: List[int], m_channels: int = 32,
                  feat_dim: int = 40, embed_dim: int = 128, pooling_func: str = "TSTP",
                  two_emb_layer: bool = False):
+        check_frequency_stride(feat_dim, 8, "ResNet")
         super().__init__(m_channels, num_blocks, [block] * 4)
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim

@@ -10,9 +10,13 @@ ERes2Net, Gemini DF-ResNet): pooling of their feature map, then these layers.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from wespeaker_py.models.protocol import ModelArgError
 
 
 def attach_segment_layers(model: nn.Module, stats_dim: int, embed_dim: int,
@@ -34,6 +38,22 @@ def segment_embedding(model: nn.Module, stats: torch.Tensor) -> torch.Tensor:
     if model.two_emb_layer:
         embed = model.seg_2(model.seg_bn_1(F.relu(embed)))
     return embed
+
+
+def check_frequency_stride(feat_dim: Any, stride: int, model: str) -> None:
+    """A :class:`ModelArgError` naming ``feat_dim`` unless it is a positive multiple of
+    ``stride``: the total frequency stride of a 2-D family whose pooling is sized (as in
+    WeSpeaker) for ``feat_dim / stride`` bins, which any other ``feat_dim`` misses."""
+    if isinstance(feat_dim, int) and feat_dim > 0 and feat_dim % stride == 0:
+        return
+    hint = ""
+    if isinstance(feat_dim, int) and feat_dim > 0:
+        below = feat_dim // stride * stride
+        hint = f", e.g. {below} or {below + stride}" if below else f", e.g. {stride}"
+    raise ModelArgError("feat_dim", feat_dim,
+                        f"{model} strides the frequency axis by {stride} in all and sizes its "
+                        f"pooling for whole strides: feat_dim must be a positive multiple of "
+                        f"{stride}{hint}")
 
 
 class MapPoolingHead:

@@ -16,51 +16,142 @@ identity (:mod:`.identity`), computed on first use.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Type
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, ModelConfig
+from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
-from wespeaker_py.models import check_frontend, get_model
+from wespeaker_py.models import ModelArgError, check_frontend, model_factory
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
                                              read_checkpoint, split_checkpoint_state)
 from wespeaker_py.runtime.identity import embedder_identity, frontend_settings
 
+# Where each front-end's output size (what model_args.feat_dim must be) is set.
+_FEAT_DIM_SOURCES = {
+    "fbank": "dataset_args.fbank_args.num_mel_bins",
+    "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
+    "tfmel": "dataset_args.tfmel_args.n_mels",
+    "w2vbert": "dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
+    "whisper_encoder": "dataset_args.whisper_encoder_args (output_size x "
+                       "(layer_ed - layer_st + 1))",
+}
+
+# The checkpoint key that holds the speaker model's own arguments (ReDimNet2's checkpoints).
+_MODEL_CONFIG_KEY = "model_config"
+
+
+class _ArgsSource(NamedTuple):
+    """Where model arguments come from, for the errors that name their keys."""
+
+    where: str                      # "config key", or "<checkpoint>: checkpoint key"
+    key: str                        # the mapping: "model_args" or "model_config"
+    error: Type[WespeakerError]     # raised for a value that does not fit
+
+    def name(self, arg: Optional[str] = None) -> str:
+        """``config key 'model_args.feat_dim'`` (``arg`` given) or ``config key 'model_args'``."""
+        return f"{self.where} '{self.key}{'.' + arg if arg else ''}'"
+
+
+_CONFIG = _ArgsSource("config key", "model_args", ConfigError)
+
 
 def check_model_frontend(config: ModelConfig) -> None:
-    """ConfigError unless ``config.model`` reads the features of ``dataset_args.frontend``
-    (a TFMel config with an fbank model, or the reverse, fails here, before any data)."""
-    try:
-        check_frontend(config.model, config.dataset_args.frontend)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    """ConfigError unless ``config.model`` is a known model (the error names ``model`` and
+    the closest names) that reads the features of ``dataset_args.frontend`` (a TFMel config
+    with an fbank model, or the reverse, fails here, before any data)."""
+    _model_factory(config)
+
+
+def _left_to_frontend(model_args: Mapping[str, Any], frontend: str) -> bool:
+    """Whether ``feat_dim`` is to be the front-end's output size: set to -1 (as WeSpeaker's
+    SSL configs do), or left out (as its Whisper configs do; SimAM-ResNet's ``acoustic_dim``
+    left out too) with a front-end other than fbank, whose size WeSpeaker's trainer writes
+    into ``feat_dim``."""
+    unset = "feat_dim" not in model_args and "acoustic_dim" not in model_args
+    return model_args.get("feat_dim") == -1 or (unset and frontend != "fbank")
+
+
+def _fill_feat_dim(model_args: Mapping[str, Any], frontend: str,
+                   feat_dim: Optional[int]) -> Dict[str, Any]:
+    """``model_args`` with a ``feat_dim`` left to the front-end set to ``feat_dim``; without
+    ``feat_dim`` a left-out one stays out (the model's default) and -1 is an error."""
+    if not _left_to_frontend(model_args, frontend) or (feat_dim is None
+                                                       and "feat_dim" not in model_args):
+        return dict(model_args)
+    if feat_dim is None:
+        raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
+                          "which only a front-end other than fbank (dataset_args.frontend) "
+                          "fills in")
+    return dict(model_args, feat_dim=feat_dim)
+
+
+def _fit_frontend(model_args: Mapping[str, Any], frontend: str, frontend_dim: int,
+                  source: _ArgsSource) -> Dict[str, Any]:
+    """:func:`frontend_model_args` for arguments from ``source``."""
+    for key in ("feat_dim", "acoustic_dim"):
+        dim = model_args.get(key)
+        if dim is None or dim == frontend_dim or (key == "feat_dim" and dim == -1
+                                                  and frontend != "fbank"):
+            continue
+        raise source.error(f"{source.name(key)} is {dim} but the front-end makes "
+                           f"{frontend_dim}-dim features ({_FEAT_DIM_SOURCES[frontend]})")
+    return _fill_feat_dim(model_args, frontend, frontend_dim)
+
+
+def frontend_model_args(model_args: Mapping[str, Any], frontend: str,
+                        frontend_dim: int) -> Dict[str, Any]:
+    """``model_args`` checked against the front-end's output size, with ``feat_dim`` filled in.
+
+    ``frontend`` is ``dataset_args.frontend`` and ``frontend_dim`` its output size
+    (:func:`~wespeaker_py.frontend.factory.model_feat_dim`). ``feat_dim`` (or
+    SimAM-ResNet's synonym ``acoustic_dim``) must equal it, except that a front-end
+    other than fbank fills ``feat_dim: -1`` or a left-out ``feat_dim``, as WeSpeaker's
+    trainer does. Training and loading a trained model both go through here.
+    """
+    return _fit_frontend(model_args, frontend, frontend_dim, _CONFIG)
 
 
 def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> nn.Module:
     """``config.model`` built with ``config.model_args`` (no head, random weights).
 
-    ``feat_dim`` fills ``model_args.feat_dim: -1``, WeSpeaker's "size of the
-    front-end output" for SSL front-ends; left at -1 it is an error, as is an
-    argument the model does not take (both name the key), as is a model with a
-    front-end it does not read (:func:`check_model_frontend`).
+    ``feat_dim``, the front-end's output size, fills a ``model_args.feat_dim`` left
+    to the front-end (-1, or left out with a front-end other than fbank; see
+    :func:`frontend_model_args`, which also checks a set one); without it -1 is an
+    error and a left-out one stays out. An unknown model name, an argument the model does not
+    take or a value it refuses, and a model with a front-end it does not read
+    (:func:`check_model_frontend`) are ConfigErrors naming the key.
     """
-    check_model_frontend(config)
-    model_args = dict(config.model_args)
-    if model_args.get("feat_dim") == -1:
-        if feat_dim is None:
-            raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "
-                              "which only a front-end with weights (dataset_args.frontend: "
-                              "s3prl, w2vbert or whisper_encoder) can fill")
-        model_args["feat_dim"] = feat_dim
+    factory = _model_factory(config)
+    model_args = _fill_feat_dim(config.model_args, config.dataset_args.frontend, feat_dim)
+    return _construct(config.model, factory, model_args, _CONFIG)
+
+
+def _model_factory(config: ModelConfig) -> Callable[..., nn.Module]:
+    """The factory of ``config.model``, checked against the front-end
+    (:func:`check_model_frontend`)."""
     try:
-        return get_model(config.model, **model_args)
+        factory = model_factory(config.model)
+        check_frontend(config.model, config.dataset_args.frontend)
+    except ValueError as err:   # both name the key
+        raise ConfigError(str(err)) from None
+    return factory
+
+
+def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping[str, Any],
+               source: _ArgsSource) -> nn.Module:
+    """``factory(**model_args)``; what the model refuses is an error naming its key."""
+    try:
+        return factory(**model_args)
+    except ModelArgError as err:
+        raise source.error(f"{source.name(err.arg)} is {err.value!r}, which does not fit "
+                           f"{name}: {err.reason}") from None
     except (TypeError, ValueError) as err:   # an unknown argument, or a value it refuses
-        raise ConfigError(
-            f"config key 'model_args' does not fit {config.model}: {err}") from None
+        raise source.error(f"{source.name()} does not fit {name}: {err}") from None
 
 
 class SpeakerEmbedder(nn.Module):
@@ -99,19 +190,22 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     """Front-end (``config.dataset_args``) and speaker model with the checkpoint's weights.
 
     The front-end is fbank, TFMel, an SSL model, W2V-BERT or Whisper
-    (``dataset_args.frontend``).
+    (``dataset_args.frontend``); ``model_args`` must fit its output size
+    (:func:`frontend_model_args`). With the TFMel front-end, a checkpoint that
+    holds the model's arguments under ``model_config`` (ReDimNet2's) is built from
+    them instead of ``model_args``, as WeSpeaker's extraction does.
     Head tensors are ignored; ``frontend.*`` tensors load strictly into the
     front-end, except that a frozen SSL front-end's missing WavLM weights come
     from its pretrained path; any other missing, unexpected or misshapen tensor
     is a :class:`~wespeaker_py.runtime.checkpoint.CheckpointMismatchError`
     naming it. Comes back in eval mode, RepVGG fused into its deploy form.
     """
-    speaker_state, frontend_state = split_checkpoint_state(
-        model_state_of(read_checkpoint(checkpoint_path)))
+    checkpoint = read_checkpoint(checkpoint_path)
+    speaker_state, frontend_state = split_checkpoint_state(model_state_of(checkpoint))
     # the checkpoint holds a W2V-BERT or Whisper front-end's weights: only its
     # architecture is built
     frontend = build_frontend(config.dataset_args, pretrained=False).eval()
-    model = build_speaker_model(config, model_feat_dim(frontend))
+    model = _trained_model(config, checkpoint, checkpoint_path, model_feat_dim(frontend))
     load_weights(model, speaker_state, checkpoint_path, allow_head_truncation=False)
     model.eval()
     convert_to_deploy(model, inplace=True)
@@ -121,3 +215,21 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
                             for key, tensor in completed.items()},
                  checkpoint_path, allow_head_truncation=False)
     return embedder.eval()
+
+
+def _trained_model(config: ModelConfig, checkpoint: Mapping[str, Any], checkpoint_path: str,
+                   frontend_dim: int) -> nn.Module:
+    """The speaker model a checkpoint was trained as (random weights): from ``model_args``,
+    or, with the TFMel front-end, from the checkpoint's ``model_config`` where it has one
+    (WeSpeaker's extraction then drops its internal spectrogram: ``spec: None``)."""
+    frontend = config.dataset_args.frontend
+    model_config = checkpoint.get(_MODEL_CONFIG_KEY)
+    if frontend == "tfmel" and isinstance(model_config, Mapping):
+        source = _ArgsSource(f"{checkpoint_path}: checkpoint key", _MODEL_CONFIG_KEY,
+                             ModelSourceError)
+        model_args = dict(model_config, spec=None)
+    else:
+        source, model_args = _CONFIG, config.model_args
+    factory = _model_factory(config)
+    return _construct(config.model, factory,
+                      _fit_frontend(model_args, frontend, frontend_dim, source), source)

@@ -39,18 +39,25 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     """Load a checkpoint file on the CPU.
 
     Raises:
-        CheckpointFileNotFound: no file at ``path``.
-        ModelSourceError: the file is not a PyTorch checkpoint (truncated, another format);
-            the message names it.
+        CheckpointFileNotFound: nothing at ``path``.
+        ModelSourceError: ``path`` is a directory, or the file is not a PyTorch checkpoint
+            (truncated, another format, a pickle of something else than a dict); the
+            message names it.
     """
+    if os.path.isdir(path):
+        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a directory)")
     if not os.path.isfile(path):
         raise CheckpointFileNotFound(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
         first_line = (str(error).splitlines() or [""])[0]
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
                                f"({type(error).__name__}: {first_line})") from None
+    if not isinstance(loaded, Mapping):
+        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it holds a "
+                               f"{type(loaded).__name__}, not a dict of tensors)")
+    return loaded
 
 
 def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:

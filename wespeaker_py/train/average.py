@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict, List
 
 import torch
 from tqdm import tqdm
 
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
+from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import save_torch
-
-_CHECKPOINT_NAME = re.compile(r"model_(\d+)\.pt")
 
 
 def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
@@ -28,9 +26,9 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
         raise FileNotFoundError(f"checkpoint directory {src_dir} does not exist")
     by_epoch = {}
     for name in os.listdir(src_dir):
-        match = _CHECKPOINT_NAME.fullmatch(name)
-        if match and min_epoch <= int(match.group(1)) <= max_epoch:
-            by_epoch[int(match.group(1))] = os.path.join(src_dir, name)
+        epoch = epoch_from_name(name)
+        if epoch is not None and min_epoch <= epoch <= max_epoch:
+            by_epoch[epoch] = os.path.join(src_dir, name)
     if len(by_epoch) < num:
         raise ValueError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "
                          f"{min_epoch} <= epoch <= {max_epoch}; {num} were asked for")

@@ -1,7 +1,7 @@
 """A plan's parts: model with head and start weights, optimizer, schedules, data loader."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Mapping
 
 import torch
 import torch.nn as nn
@@ -13,7 +13,7 @@ from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
-from wespeaker_py.runtime.checkpoint import load_weights
+from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.schedulers import LR_SCHEDULERS, LRScheduler, MarginScheduler
@@ -63,22 +63,37 @@ def freeze_parameters(model: nn.Module, prefixes) -> None:
 def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:
     """Load ``model_init``, then ``checkpoint``, as the plan read them.
 
-    ``model_init`` and a bare state_dict checkpoint load with the LM head rule
-    (a larger head gives its first rows); a training checkpoint loads exactly.
-    A checkpoint of a frozen SSL front-end run has no WavLM weights; the model
-    keeps its pretrained ones.
+    ``model_init`` initialises the model without its head, which starts from random
+    weights as in WeSpeaker, unless the config's ``model_init_head`` asks for it (the
+    second phase of ``wespeaker-py finetune`` goes on with the head its first phase
+    trained). A bare state_dict checkpoint loads with the LM head rule (a larger head
+    gives its first rows); a training checkpoint loads exactly. A checkpoint of a
+    frozen SSL front-end run has no WavLM weights; the model keeps its pretrained ones.
     """
     start = plan.start
     if start.init_state is not None:
-        logger.info("initialising the model from %s", start.init_path)
-        load_weights(model, start.init_state, start.init_path, allow_head_truncation=True,
-                     allow_missing_head=True)
+        _load_model_init(model, start.init_state, start.init_path,
+                         plan.config.model_init_head)
     if start.state is not None:
         exact = start.training_state is not None
         load_weights(model, start.state, start.path, allow_head_truncation=not exact)
         if not exact:
             logger.info("loaded the weights of %s (no optimizer or scheduler state)",
                         start.path)
+
+
+def _load_model_init(model: nn.Module, state: Mapping[str, torch.Tensor], path: str,
+                     with_head: bool) -> None:
+    """``model_init``'s weights into ``model``; its head only ``with_head`` (then exactly)."""
+    if with_head:
+        logger.info("initialising the model from %s, its head included (model_init_head)",
+                    path)
+        load_weights(model, state, path, allow_head_truncation=False)
+        return
+    logger.info("initialising the model from %s without its head: the head starts from "
+                "random weights", path)
+    state = {key: value for key, value in state.items() if not key.startswith(HEAD_PREFIX)}
+    load_weights(model, state, path, allow_head_truncation=False, allow_missing_head=True)
 
 
 def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimizer:

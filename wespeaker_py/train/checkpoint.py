@@ -42,7 +42,8 @@ from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-_EPOCH_IN_NAME = re.compile(r"model_(\d+)\.pt$")
+# the name of the checkpoint the trainer writes after each epoch
+_EPOCH_IN_NAME = re.compile(r"model_(\d+)\.pt")
 
 
 def capture_rng_state(device: torch.device) -> Dict[str, Any]:
@@ -139,8 +140,9 @@ def is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
 
 
 def epoch_from_name(path: str) -> Optional[int]:
-    """The epoch in a ``model_<epoch>.pt`` file name, or None for another name."""
-    match = _EPOCH_IN_NAME.search(os.path.basename(path))
+    """The epoch of a file named ``model_<epoch>.pt`` (``path``'s last part), or None for
+    another name (``avg_model.pt``, ``best_model_3.pt``)."""
+    match = _EPOCH_IN_NAME.fullmatch(os.path.basename(path))
     return int(match.group(1)) if match else None
 
 

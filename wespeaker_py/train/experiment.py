@@ -55,6 +55,7 @@ class ExperimentFolder:
         self._writer = None
         self._curves_failed = False
         self.standing = Lineage(0, None)   # the checkpoint the run's weights last stood on
+        self.standing_path: Optional[str] = None   # its file (None: none, from scratch)
 
     def open(self, resuming: bool) -> None:
         """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
@@ -124,10 +125,10 @@ class ExperimentFolder:
         and removed.
         """
         states, digests = self._gather_states(model, f"after epoch {epoch}")
-        self.standing = Lineage(epoch, digests[0])
+        path = self.layout.checkpoint_path(epoch)
+        self.standing, self.standing_path = Lineage(epoch, digests[0]), path
         if not self.world.is_main:
             return None
-        path = self.layout.checkpoint_path(epoch)
         model_dir = self.layout.model_dir
         link = (lambda: link_final_model(model_dir, epoch)) if is_last else None
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,

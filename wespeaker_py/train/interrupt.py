@@ -14,11 +14,11 @@ uninterrupted run would be.
 the epoch's sums so far, and the checkpoint its run last stood on (the one it
 started from or the last it saved; its parameter digest). A run takes it only
 when it starts from that same checkpoint (or, from scratch, with the same model,
-head and seed) on as many ranks, so a run rolled back to an older checkpoint
-never jumps forward into the abandoned one, and only with the same settings
-(:func:`training_settings`): a rerun from the same checkpoint with a lower
-learning rate starts that epoch again rather than continue the stopped attempt.
-Deleting the file discards it.
+head and seed), on as many ranks if it stopped mid-epoch, so a run rolled back to
+an older checkpoint never jumps forward into the abandoned one, and only with the
+same settings (:func:`training_settings`): a rerun from the same checkpoint with a
+lower learning rate trains on from that checkpoint rather than continue the stopped
+attempt. Deleting the file discards it.
 """
 from __future__ import annotations
 
@@ -40,10 +40,15 @@ logger = get_logger(__name__)
 
 INTERRUPTED_NAME = "interrupted.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-# config keys that do not shape the weights: where they go, how often they are logged or
-# kept, and the start weights (compared as the lineage, by their digest)
+# config keys (``"block.key"`` for a key inside a block) that do not shape the weights:
+# where they go, how often they are logged or kept, the start weights (compared as the
+# lineage, by their digest), and how the data loader delivers batches (not which ones).
+# Left out of training_settings: they may change at any point of a run.
 RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
-                           "log_batch_interval", "checkpoint", "model_init"})
+                           "log_batch_interval", "checkpoint", "model_init",
+                           "dataloader_args.pin_memory", "dataloader_args.prefetch_factor",
+                           "dataloader_args.multiprocessing_context",
+                           "dataloader_args.timeout"})
 # settings that only cut epochs into batches: compared as the epoch length, which matters
 # mid-epoch only (a run stopped at an epoch's end continues with epochs of any length)
 EPOCH_LENGTH_KEYS = frozenset({"dataloader_args.batch_size",
@@ -74,7 +79,8 @@ class InterruptedAt:
     ``totals``: each rank's sums of the epoch so far. ``epoch_start_rng``: each
     rank's generators as the epoch began, when the data loader drew its base seed
     from them; a resume draws it again from the same state. Both hold one entry
-    per rank of the stopped run, so only a run of as many ranks may continue it.
+    per rank of the stopped run, so only a run of as many ranks may continue it
+    mid-epoch (at an epoch's end they are zero and unset).
     ``epoch_iter``: the stopped run's batches per epoch on each rank (None in a
     file of older code); only a run with epochs as long continues mid-epoch.
     ``settings``: the stopped run's :func:`training_settings` (None in a file of
@@ -198,13 +204,15 @@ def training_settings(config: Mapping[str, Any]) -> Dict[str, Any]:
     flat: Dict[str, Any] = {}
 
     def add(prefix: str, value: Any) -> None:
+        if prefix in RUN_ONLY_KEYS:
+            return
         if isinstance(value, Mapping) and value:
             for key, inner in value.items():
                 add(f"{prefix}.{key}" if prefix else str(key), inner)
         else:
             flat[prefix] = value
 
-    add("", {key: value for key, value in config.items() if key not in RUN_ONLY_KEYS})
+    add("", config)
     return flat
 
 
@@ -227,12 +235,13 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
                      ) -> Optional[Mapping[str, Any]]:
     """The ``interrupted.pt`` at ``path`` when it continues ``standing`` on ``world_size``
     ranks of ``epoch_iter`` batches per epoch with the same ``settings`` (see
-    :func:`training_settings`; None: not compared), else None (logged).
+    :func:`training_settings`; None: not compared), else None (logged, naming the epoch
+    this run starts at instead: the one after ``standing``).
 
-    Stopped mid-epoch, a run of another epoch length (another batch size or
-    sample count) cannot take up the batch count: it trains that epoch again from
-    its start. Stopped at an epoch's end, it continues like any
-    checkpoint of that epoch.
+    Stopped mid-epoch, a run of another number of ranks or another epoch length
+    (another batch size or sample count) cannot take up the per-rank sums and the
+    batch count. Stopped at an epoch's end (batch 0), it continues like any
+    checkpoint of that epoch, on any number of ranks.
 
     Raises what reading a checkpoint raises for a damaged file.
     """
@@ -241,31 +250,33 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
         return None
     loaded = read_checkpoint(path)
     at = InterruptedAt.from_dict(loaded["interrupted_at"])
+    stopped = (f"{path} (stopped in epoch {at.epoch} after its batch {at.batch})" if at.batch
+               else f"{path} (stopped at the end of epoch {at.epoch - 1})")
+    instead = (f"this run starts at epoch {standing.epoch + 1}, after the checkpoint it "
+               f"starts from")
     if at.after != standing:
-        logger.info("%s (epoch %d, batch %d) continues the checkpoint of epoch %d, not the "
-                    "start of this run (epoch %d): not used", path, at.epoch, at.batch,
-                    at.after.epoch, standing.epoch)
+        logger.info("%s continues the checkpoint of epoch %d, not the start of this run "
+                    "(epoch %d): not used", stopped, at.after.epoch, standing.epoch)
         return None
-    if at.world_size != world_size:
-        logger.warning("%s was written by %d ranks, this run has %d: its epoch %d is "
-                       "trained again from the start (continuing mid-epoch needs as many "
-                       "ranks)", path, at.world_size, world_size, at.epoch)
+    if at.batch and at.world_size != world_size:
+        logger.warning("%s was written by %d ranks, this run has %d: not continued (continuing "
+                       "mid-epoch needs as many ranks); %s", stopped, at.world_size,
+                       world_size, instead)
         return None
     if at.batch and at.epoch_iter not in (None, epoch_iter):
-        logger.warning("%s stopped after batch %d of the %d of epoch %d; this run's epochs have "
-                       "%d batches (another dataloader_args.batch_size or dataset_args."
-                       "sample_num_per_epoch): its epoch %d is trained again from the start "
-                       "(continuing mid-epoch needs epochs as long)", path, at.batch,
-                       at.epoch_iter, at.epoch, epoch_iter, at.epoch)
+        logger.warning("%s had %d batches per epoch, this run has %d (another dataloader_args."
+                       "batch_size or dataset_args.sample_num_per_epoch): not continued "
+                       "(continuing mid-epoch needs epochs as long); %s", stopped,
+                       at.epoch_iter, epoch_iter, instead)
         return None
     changes = ([] if settings is None or at.settings is None
                else settings_changes(at.settings, settings, ignored=EPOCH_LENGTH_KEYS))
     if changes:
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more"
                                           if len(changes) > 6 else "")
-        logger.warning("%s was written by a run of other settings (%s): not continued, "
-                       "epoch %d is trained again from its start (delete the file to "
-                       "silence this)", path, shown, at.epoch)
+        logger.warning("%s was written by a run of other settings (%s): not continued; %s "
+                       "(delete the file to silence this)", stopped, shown, instead)
         return None
-    logger.info("continuing from %s: epoch %d after its batch %d", path, at.epoch, at.batch)
+    logger.info("continuing from %s: epoch %d from its batch %d", stopped, at.epoch,
+                at.batch + 1)
     return loaded

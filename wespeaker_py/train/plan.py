@@ -1,10 +1,10 @@
 """The training plan: a config resolved once into everything a run needs to know.
 
 :func:`resolve` reads the data lists, builds the feature front-end (whose output
-size fills ``model_args.feat_dim: -1``), reads the start weights and decides the
-head size from them, and works out the per-rank epoch length and the optimizer's
-settings. Everything after it reads the frozen :class:`TrainingPlan`; nothing
-recomputes what it holds.
+size fills ``model_args.feat_dim: -1``), reads the start weights, decides the head
+size, and works out the per-rank epoch length and the optimizer's settings.
+Everything after it reads the frozen :class:`TrainingPlan`; nothing recomputes what
+it holds.
 """
 from __future__ import annotations
 
@@ -23,15 +23,17 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.dataset.augment import check_augment_list
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models.projections import get_projection
-from wespeaker_py.runtime.builder import check_model_frontend
-from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, CheckpointMismatchError,
-                                             model_state_of, read_checkpoint)
+from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
+from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
                                           find_interrupted, standing_of,
                                           training_settings)
 from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 # WeSpeaker measures its learning rates against this per-step batch size.
 REFERENCE_BATCH_SIZE = 64
@@ -74,15 +76,17 @@ class Layout:
         return os.path.join(self.model_dir, f"model_{epoch}.pt")
 
 
-@dataclass(frozen=True)
+@dataclass
 class StartWeights:
     """The weights a run starts from, each file read once.
 
-    ``init_state``: the model state of ``model_init`` (loaded with the LM head
-    rule, a missing head allowed). ``state``: that of ``checkpoint``;
-    ``training_state`` is the whole checkpoint when it is a training checkpoint
-    (optimizer, schedules and RNG states for an exact resume), else None (a bare
-    state_dict such as ``avg_model.pt``: weights only, with the LM head rule).
+    ``init_state``: the model state of ``model_init`` (its head loaded only where
+    it fits the model's, see :func:`~wespeaker_py.train.builder.load_start_weights`).
+    ``state``: that of ``checkpoint``; ``training_state`` is the whole checkpoint
+    when it is a training checkpoint (optimizer, schedules and RNG states for an
+    exact resume), else None (a bare state_dict such as ``avg_model.pt``: weights
+    only, with the LM head rule). The trainer drops the three (:meth:`release`)
+    once they are loaded.
     """
 
     init_path: Optional[str] = None
@@ -93,6 +97,11 @@ class StartWeights:
     first_epoch: int = 1
     resume_at: Optional[InterruptedAt] = None   # from interrupted.pt: the batch to go on after
     standing: Lineage = Lineage(0, None)         # the checkpoint this run continues
+
+    def release(self) -> None:
+        """Drop the start tensors (the model's and optimizer's copies remain): a W2V-BERT
+        checkpoint with its optimizer state holds gigabytes on every rank."""
+        self.init_state = self.state = self.training_state = None
 
 
 @dataclass(frozen=True)
@@ -184,8 +193,8 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
-    model_args = _model_args(config.model_args, model_feat_dim(frontend), dataset_args.frontend,
-                             holds_frontend)
+    model_args = frontend_model_args(config.model_args, dataset_args.frontend,
+                                     model_feat_dim(frontend))
     _check_frontend_layers(model_args, frontend)
     optimizer_args = dict(config.optimizer_args)
     optimizer_args.setdefault("lr", config.scheduler_args.optimizer_lr)
@@ -223,35 +232,6 @@ def _build_frontend(dataset_args: DatasetArgs) -> nn.Module:
         return build_frontend(dataset_args)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from None
-
-
-def _model_args(model_args: Dict[str, Any], frontend_dim: int, frontend_name: str,
-                holds_frontend: bool) -> Dict[str, Any]:
-    """``model_args`` checked against the front-end's output size, ``feat_dim: -1`` filled.
-
-    WeSpeaker's SSL configs leave ``feat_dim`` to the front-end that way; its Whisper
-    configs leave it out, which WeSpeaker's trainer (setting ``feat_dim`` for every
-    front-end with weights) allows: a front-end the model holds fills a missing
-    ``feat_dim`` too (unless the model takes ``acoustic_dim``).
-    """
-    source = {"fbank": "dataset_args.fbank_args.num_mel_bins",
-              "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
-              "tfmel": "dataset_args.tfmel_args.n_mels",
-              "w2vbert": "dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
-              "whisper_encoder": "dataset_args.whisper_encoder_args (output_size x "
-                                 "(layer_ed - layer_st + 1))",
-              }[frontend_name]
-    for key in ("feat_dim", "acoustic_dim"):
-        dim = model_args.get(key)
-        if dim is None or dim == frontend_dim or (key == "feat_dim" and dim == -1
-                                                  and holds_frontend):
-            continue
-        raise ConfigError(f"config key 'model_args.{key}' is {dim} but the front-end makes "
-                          f"{frontend_dim}-dim features ({source})")
-    unset = "feat_dim" not in model_args and "acoustic_dim" not in model_args
-    if model_args.get("feat_dim") == -1 or (unset and holds_frontend):
-        return dict(model_args, feat_dim=frontend_dim)
-    return dict(model_args)
 
 
 def _check_frontend_layers(model_args: Dict[str, Any], frontend: nn.Module) -> None:
@@ -302,7 +282,8 @@ def continue_interrupted(start: StartWeights, interrupted_path: str, initialisat
     start from random weights.
 
     Either way ``standing`` names the checkpoint the run continues (see
-    :mod:`wespeaker_py.train.interrupt`).
+    :mod:`wespeaker_py.train.interrupt`). A file of a stop at an epoch's end (batch 0)
+    is a checkpoint of that epoch like any other: ``resume_at`` stays None.
     """
     standing = standing_of(start.training_state,
                            start.state if start.state is not None else start.init_state,
@@ -313,46 +294,37 @@ def continue_interrupted(start: StartWeights, interrupted_path: str, initialisat
     at = InterruptedAt.from_dict(loaded["interrupted_at"])
     return dataclasses.replace(start, path=interrupted_path,
                                state=loaded["model"], training_state=loaded,
-                               first_epoch=at.epoch, resume_at=at, standing=standing)
+                               first_epoch=at.epoch, resume_at=at if at.batch else None,
+                               standing=standing)
 
 
 def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[str, Any],
                 embed_dim: int, lm_start: Optional[StartWeights] = None) -> int:
-    """Rows of the classification head.
+    """Rows of the classification head, by WeSpeaker's rule: three per speaker (each
+    speed its own class) when the config's ``dataset_args.speed_perturb`` is on, else one.
 
-    With speed perturbation each speed of a speaker is its own class (3x), as in
-    WeSpeaker. A large-margin fine-tuning run (``lm_start`` given) trains without
-    speed perturbation but keeps the head of the weights it starts from, which
-    has 1x or 3x rows depending on the run that made them.
+    A large-margin fine-tuning run (``lm_start``: its start weights) keeps the three
+    although it trains without speed perturbation. With ``speed_perturb`` off it has
+    one row per speaker, and a 3x head it starts from gives its first rows, the
+    speakers at normal speed (:func:`~wespeaker_py.runtime.checkpoint.load_weights`).
 
-    Raises:
-        CheckpointMismatchError: the start head fits neither; the message names
-            the tensor, its shape and the shape for each candidate.
+    One leniency: a run asking for three rows per speaker that starts from a
+    ``checkpoint`` with one (a base run without speed perturbation), which WeSpeaker
+    cannot load, keeps one (logged).
     """
-    classes = num_speakers * (SPEED_PERTURB_CLASS_FACTOR if speed_perturb else 1)
-    if lm_start is None:
-        return classes
-    path, state = ((lm_start.path, lm_start.state) if lm_start.path
-                   else (lm_start.init_path, lm_start.init_state))
+    if not speed_perturb:
+        return num_speakers
+    classes = num_speakers * SPEED_PERTURB_CLASS_FACTOR
+    state = lm_start.state if lm_start is not None else None
     found = {key: tuple(value.shape) for key, value in (state or {}).items()
              if key.startswith(HEAD_PREFIX)}
-    if not found:
-        return classes
-    candidates = (num_speakers, num_speakers * SPEED_PERTURB_CLASS_FACTOR)
-    expected = {count: _head_shapes(projection_args, embed_dim, count) for count in candidates}
-    for count, shapes in expected.items():
-        if shapes == found:
-            return count
-    keys = sorted(set(found).union(*expected.values()))
-    differing = ([k for k in keys if all(s.get(k) != found.get(k) for s in expected.values())]
-                 or [k for k in keys if any(s.get(k) != found.get(k) for s in expected.values())])
-    key = differing[0]
-    options = " or ".join(f"{expected[count].get(key)} for {count} classes"
-                          for count in candidates)
-    raise CheckpointMismatchError(
-        f"{path}: tensor '{key}' has shape {found.get(key)} in the checkpoint, but the "
-        f"large-margin fine-tuning head needs {options} (base run without / with speed "
-        f"perturbation)")
+    if found and found == _head_shapes(projection_args, embed_dim, num_speakers):
+        logger.info("%s holds a head of %d classes, one per speaker (a run without speed "
+                    "perturbation); dataset_args.speed_perturb asks for %d (one per speaker "
+                    "and speed): the large-margin fine-tuning keeps the checkpoint's %d",
+                    lm_start.path, num_speakers, classes, num_speakers)
+        return num_speakers
+    return classes
 
 
 def _head_shapes(projection_args: Dict[str, Any], embed_dim: int,

@@ -74,17 +74,19 @@ class Trainer:
         self.step = TrainingStep(plan, model, fbank, self.optimizer)
 
     def restore(self) -> None:
-        """Put back the optimizer, schedules and this rank's generators of a resumed run.
+        """Put back the optimizer, schedules and this rank's generators of a resumed run,
+        then release the start weights (:meth:`~wespeaker_py.train.plan.StartWeights.release`).
 
         Call it last, after everything that draws from the generators.
         """
         start = self.plan.start
-        if start.training_state is None:
-            return
-        restore_training_state(start.training_state, start.path, self.optimizer,
-                               self.lr_scheduler, self.margin_scheduler, self.plan.world,
-                               builder.trained_parameter_keys(self.plan), self.step.grad_scaler)
-        keep_optimizer_state_on_device(self.optimizer, self.plan.world.device)
+        if start.training_state is not None:
+            restore_training_state(start.training_state, start.path, self.optimizer,
+                                   self.lr_scheduler, self.margin_scheduler, self.plan.world,
+                                   builder.trained_parameter_keys(self.plan),
+                                   self.step.grad_scaler)
+            keep_optimizer_state_on_device(self.optimizer, self.plan.world.device)
+        start.release()
 
     def save(self, epoch: int) -> None:
         """Write model_<epoch>.pt through the experiment folder (rank 0)."""
@@ -114,6 +116,7 @@ def run_training(config: TrainConfig) -> List[EpochResult]:
         plan = resolve(config, world)
         folder = ExperimentFolder(plan.layout, world)
         folder.standing = plan.start.standing
+        folder.standing_path = config.checkpoint
         try:
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
@@ -134,8 +137,8 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
     logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
                 plan.num_utterances, len(plan.spk2id), plan.epoch_iter, world.world_size)
     if plan.projection_args["do_lm"]:
-        logger.info("large-margin fine-tuning: speed perturbation off, the head keeps "
-                    "%d classes", plan.num_classes)
+        logger.info("large-margin fine-tuning: speed perturbation off, a head of %d "
+                    "classes", plan.num_classes)
     trainer = Trainer(plan, folder)
     if first_epoch > num_epochs:
         folder.finish_without_training(num_epochs, first_epoch)
@@ -194,9 +197,8 @@ def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
     """End a run stopped by a signal once its state is saved (in ``saved``, by default
     interrupted.pt): TrainingStopped."""
     barrier(world)
-    standing = folder.standing
-    how = (f" with --checkpoint {folder.layout.checkpoint_path(standing.epoch)} (the recipes "
-           f"pass the newest checkpoint)" if standing.epoch else "")
+    how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
+           f"checkpoint)" if folder.standing_path else "")
     saved = saved or folder.layout.interrupted_path
     raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; run "
                           f"the same command{how} to continue from there")
