@@ -183,7 +183,7 @@ def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path
     saved = yaml.safe_load(open(os.path.join(lm_dir, "config.yaml")))
     assert saved["do_lm"] is True and saved["dataset_args"]["speed_perturb"] is True
     plan = plan_of(saved)
-    assert plan.dataset_args.speed_perturb is False and plan.num_classes == 12
+    assert plan.dataset_args.speed_perturb is True and plan.num_classes == 12
 
     # model_init into a model without speed classes: the body loads, the head starts
     # from random weights (as in WeSpeaker)

@@ -1,6 +1,7 @@
 """The head size and start weights of fine-tuning runs, stops at an epoch's end, and the
 checkpoint files the trainer reads (CPU, one process, the tiny model)."""
 import gc
+import itertools
 import logging
 import os
 import re
@@ -13,12 +14,13 @@ import torch
 from train_helpers import (TINY_CONFIG, load_checkpoint, make_speaker_corpus, plan_of,
                            run_training, tiny_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
-from wespeaker_py.config import TrainConfig
+from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError, read_checkpoint
 from wespeaker_py.train.average import select_checkpoints
+from wespeaker_py.train.builder import build_dataset
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.experiment import existing_checkpoints
@@ -74,24 +76,32 @@ def test_the_lm_head_size_follows_the_config_as_in_wespeaker(corpus, tmp_path):
     head = Trainer(plan).model.projection.weight
     assert torch.equal(head, base["projection.weight"][:NUM_SPEAKERS])
     assert [result.epoch for result in run_training(config)] == [1]
-    # the _lm.yaml configs: speed_perturb True, turned off by do_lm, the 3x head kept
+    # the _lm.yaml configs: speed_perturb True, kept on under do_lm (WeSpeaker turns the
+    # flag off only after its data pipeline is built), the 3x head kept
     speed_plan = plan_of(dict(config, dataset_args=SPEED))
     assert speed_plan.num_classes == 3 * NUM_SPEAKERS
-    assert speed_plan.dataset_args.speed_perturb is False
+    assert speed_plan.dataset_args.speed_perturb is True
 
 
-def test_an_lm_config_asking_3x_from_a_1x_head_keeps_it_and_says_so(corpus, tmp_path, caplog):
-    base, model_0 = _averaged_model_0(corpus, tmp_path, "plain", NO_SPEED)
+def test_an_lm_config_with_speed_classes_from_a_1x_head_is_refused(corpus, tmp_path):
+    _, model_0 = _averaged_model_0(corpus, tmp_path, "plain", NO_SPEED)
     lm_dir = os.path.dirname(os.path.dirname(model_0))
     config = tiny_config(lm_dir, corpus, num_epochs=1, do_lm=True, checkpoint=model_0,
                          dataset_args=SPEED)
-    with caplog.at_level(logging.INFO):
-        plan = plan_of(config)
-    assert plan.num_classes == NUM_SPEAKERS
-    assert any("model_0.pt holds a head of 4 classes" in record.getMessage()
-               and "keeps the checkpoint's 4" in record.getMessage()
-               for record in caplog.records)
-    assert torch.equal(Trainer(plan).model.projection.weight, base["projection.weight"])
+    with pytest.raises(ConfigError, match=r"'dataset_args.speed_perturb' is on.*"
+                                          r"model_0.pt holds a head of 4"):
+        plan_of(config)
+
+
+def test_an_lm_run_trains_on_the_speed_classes(corpus, tmp_path):
+    """As WeSpeaker's LM stage does: labels of the 0.9 and 1.1 speeds reach the head."""
+    _, model_0 = _averaged_model_0(corpus, tmp_path, "sp", SPEED)
+    lm_dir = os.path.dirname(os.path.dirname(model_0))
+    plan = plan_of(tiny_config(lm_dir, corpus, num_epochs=1, do_lm=True, checkpoint=model_0,
+                               dataset_args=SPEED))
+    dataset = build_dataset(plan)   # the data a run of this plan trains on
+    labels = {int(sample["label"]) for sample in itertools.islice(iter(dataset), 200)}
+    assert max(labels) >= NUM_SPEAKERS
 
 
 def _saved_model(path, num_class, seed=0):

@@ -31,9 +31,6 @@ from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Linea
                                           find_interrupted, standing_of,
                                           training_settings)
 from wespeaker_py.utils.file_utils import read_key_value
-from wespeaker_py.utils.logging_utils import get_logger
-
-logger = get_logger(__name__)
 
 # WeSpeaker measures its learning rates against this per-step batch size.
 REFERENCE_BATCH_SIZE = 64
@@ -116,7 +113,7 @@ class TrainingPlan:
     train_data: str
     reverb_data: Optional[str]
     noise_data: Optional[str]
-    dataset_args: DatasetArgs  # effective: an LM run trains without speed perturbation
+    dataset_args: DatasetArgs
     dataloader_args: DataloaderArgs
     spk2id: Dict[str, int]
     num_utterances: int
@@ -172,9 +169,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     if "embed_dim" not in config.model_args:
         raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
     check_model_frontend(config)
-    dataset_args = dataclasses.replace(config.dataset_args,
-                                       speed_perturb=config.dataset_args.speed_perturb
-                                       and not config.do_lm)
+    dataset_args = config.dataset_args
     if dataset_args.aug_prob > 0:
         # a list whose every file is missing would train unaugmented, without a word
         for path, what in ((config.reverb_data, "RIR"), (config.noise_data, "noise")):
@@ -301,16 +296,18 @@ def continue_interrupted(start: StartWeights, interrupted_path: str, initialisat
 def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[str, Any],
                 embed_dim: int, lm_start: Optional[StartWeights] = None) -> int:
     """Rows of the classification head, by WeSpeaker's rule: three per speaker (each
-    speed its own class) when the config's ``dataset_args.speed_perturb`` is on, else one.
+    speed its own class) when ``dataset_args.speed_perturb`` is on, else one.
 
-    A large-margin fine-tuning run (``lm_start``: its start weights) keeps the three
-    although it trains without speed perturbation. With ``speed_perturb`` off it has
-    one row per speaker, and a 3x head it starts from gives its first rows, the
+    Large-margin fine-tuning (``lm_start``: its start weights) is no exception.
+    WeSpeaker's trainer sets the flag off for it only after its data pipeline is
+    built, so its LM stage trains with speed perturbation as configured, and so
+    does ours. With the flag off, a 3x head it starts from gives its first rows, the
     speakers at normal speed (:func:`~wespeaker_py.runtime.checkpoint.load_weights`).
 
-    One leniency: a run asking for three rows per speaker that starts from a
-    ``checkpoint`` with one (a base run without speed perturbation), which WeSpeaker
-    cannot load, keeps one (logged).
+    Raises:
+        ConfigError: the flag is on but the LM start weights hold a head of one row
+            per speaker (a base run without speed perturbation), which cannot take
+            the speed classes.
     """
     if not speed_perturb:
         return num_speakers
@@ -319,11 +316,11 @@ def num_classes(speed_perturb: bool, num_speakers: int, projection_args: Dict[st
     found = {key: tuple(value.shape) for key, value in (state or {}).items()
              if key.startswith(HEAD_PREFIX)}
     if found and found == _head_shapes(projection_args, embed_dim, num_speakers):
-        logger.info("%s holds a head of %d classes, one per speaker (a run without speed "
-                    "perturbation); dataset_args.speed_perturb asks for %d (one per speaker "
-                    "and speed): the large-margin fine-tuning keeps the checkpoint's %d",
-                    lm_start.path, num_speakers, classes, num_speakers)
-        return num_speakers
+        raise ConfigError(f"config key 'dataset_args.speed_perturb' is on, which trains "
+                          f"{classes} classes (one per speaker and speed), but "
+                          f"{lm_start.path} holds a head of {num_speakers} (a run without "
+                          f"speed perturbation); set dataset_args.speed_perturb: False to "
+                          f"fine-tune it")
     return classes
 
 

@@ -137,8 +137,9 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
     logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
                 plan.num_utterances, len(plan.spk2id), plan.epoch_iter, world.world_size)
     if plan.projection_args["do_lm"]:
-        logger.info("large-margin fine-tuning: speed perturbation off, a head of %d "
-                    "classes", plan.num_classes)
+        logger.info("large-margin fine-tuning: a head of %d classes, speed perturbation %s "
+                    "(as configured: WeSpeaker's LM stage keeps it too)", plan.num_classes,
+                    "on" if plan.dataset_args.speed_perturb else "off")
     trainer = Trainer(plan, folder)
     if first_epoch > num_epochs:
         folder.finish_without_training(num_epochs, first_epoch)
