@@ -248,11 +248,15 @@ def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
     low, high = (reloaded.verify(first, second, prior=0.2),
                  reloaded.verify(first, first, prior=0.2))
     for result in (low, high):
-        assert result.calibrated and result.operating_point == "eer"
+        # a prior given to a calibrated model: the Bayes rule decides
+        assert result.calibrated and (result.rule, result.operating_point) == ("bayes", None)
         assert result.llr == pytest.approx(calibration.weight * result.score + calibration.bias)
         assert result.probability == pytest.approx(
             1 / (1 + np.exp(-(result.llr + np.log(0.2 / 0.8)))))
-        assert result.decision == (result.score > eer_point["threshold"])
+        assert result.decision == (result.probability > 0.5)
+        by_threshold = reloaded.decide(result.score)
+        assert (by_threshold.rule, by_threshold.operating_point) == ("threshold", "eer")
+        assert by_threshold.decision == (result.score > eer_point["threshold"])
     # a higher score is more likely the same speaker: the LLR orders trials as the score does
     assert calibration.weight > 0
     assert high.score > low.score and high.llr > low.llr
@@ -424,11 +428,11 @@ def test_a_graph_exported_without_the_band_fill_input_says_to_export_again(
             super().__init__(features, model)
             self.takes_band_fill = False
 
-    def earlier_export(features, model, output_model, info, min_samples):
+    def earlier_export(features, model, output_model, info, min_samples, **kwargs):
         if not records_frontend:
             info = {key: value for key, value in info.items() if key != "frontend"}
         return waveform_onnx.export_waveform_onnx(features, model, output_model, info,
-                                                  min_samples)
+                                                  min_samples, **kwargs)
 
     monkeypatch.setattr(waveform_onnx, "WaveformEmbedder", EarlierEmbedder)
     monkeypatch.setattr(exporting, "export_waveform_onnx", earlier_export)

@@ -267,7 +267,7 @@ def test_user_errors_of_scoring_commands_are_one_line_naming_the_files(tmp_path)
            f"{emb}/eval/xvector.scp have {DIM}" in message
     top_n = args.index("--top_n") + 1
     message = one_line_error("score_norm", *args[:top_n], "0", *args[top_n + 1:])
-    assert "argument --top_n/--top-n: expected a whole number >= 1, got '0'" in message
+    assert "argument --top_n/--top-n: must be at least 1, got 0" in message
 
     train_plda.main(["--scp_path", f"{emb}/cohort/xvector.scp", "--utt2spk",
                      f"{root}/data/cohort/utt2spk", "--exp_dir", root, "--iter", "1"])

@@ -18,10 +18,9 @@ from typing import Any, Dict, Iterable, Optional
 import numpy as np
 import torch
 
-from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.waveform_onnx import (BAND_FILL_INPUT, INPUT_NAME, OUTPUT_NAME,
-                                               quiet_session_options, read_waveform_onnx_info,
-                                               graph_takes_band_fill)
+                                               as_onnx_batch, graph_takes_band_fill,
+                                               quiet_session_options, read_waveform_onnx_info)
 from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
 from wespeaker_py.runtime.identity import file_identity
 
@@ -91,7 +90,7 @@ class OnnxBackend:
     def embed(self, batch: torch.Tensor, heard_rate: int = 0) -> np.ndarray:
         """``[B, samples]`` int16-scale waveforms that came at ``heard_rate`` (0: at the
         model's) -> ``[B, E]`` embeddings."""
-        feed = {INPUT_NAME: (batch.numpy() / np.float32(INT16_SCALE)).astype(np.float32)}
+        feed = {INPUT_NAME: as_onnx_batch(batch.numpy())}
         fill = self.band_fill_for(heard_rate)
         if fill is not None:
             feed[BAND_FILL_INPUT] = fill.affine()

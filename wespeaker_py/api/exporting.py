@@ -9,7 +9,10 @@ An output path naming a folder (an existing one, or one ending in ``/``) gets
 torch model work with the graph too, and it takes the model's files along: the mean
 vector, calibration, window LDAs and band fills, written beside the graph under its
 stem (``model.onnx``: ``model.band_fill_8000hz.npz``, ...), where
-:func:`~wespeaker_py.load_model` finds them.
+:func:`~wespeaker_py.load_model` finds them. The feature-input graph computes the
+embeddings before mean subtraction, as the waveform graph does; its mean vector goes
+beside it too (``model.mean_vec.npy``). Such files of an earlier export at the same
+path go once the new graph is checked, before it replaces the earlier graph.
 """
 from __future__ import annotations
 
@@ -84,8 +87,26 @@ def export_waveform_graph(model, path: str) -> List[str]:
             "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
             "frontend": type(frontend).__name__,
             "params_millions": round(sum(p.numel() for p in network.parameters()) / 1e6, 3)}
-    export_waveform_onnx(frontend, network, path, info, min_samples)
-    return [path] + write_companions(beside, path)
+    return _export_with_companions(path, beside, functools.partial(
+        export_waveform_onnx, frontend, network, path, info, min_samples))
+
+
+def export_feats_onnx(model, path: str) -> List[str]:
+    """Write the speaker model alone (features in), as ``bin.export_onnx`` does, to
+    :func:`onnx_output_path` of ``path``, with the model's mean vector beside it (not
+    subtracted inside the graph, as the waveform graph's is not); the paths written, the
+    graph's first."""
+    _, network, feat_dim = _export_parts(model)
+    path = onnx_output_path(path)
+    return _export_with_companions(path, _mean_vector(model), functools.partial(
+        export_onnx, network, feat_dim, path))
+
+
+def _mean_vector(model) -> Dict[str, Callable[[str], None]]:
+    """The model's mean vector as a companion (none when it has none)."""
+    if model.mean_vec is None:
+        return {}
+    return {MEAN_NAME: functools.partial(np.save, arr=model.mean_vec)}
 
 
 def companions(model) -> Dict[str, Callable[[str], None]]:
@@ -94,9 +115,7 @@ def companions(model) -> Dict[str, Callable[[str], None]]:
     (:meth:`~wespeaker_py.api.SpeakerModel.companion_files`) and the band fills it uses
     (:meth:`~wespeaker_py.api.SpeakerModel.band_fills`: none for a front-end that takes
     none)."""
-    items: Dict[str, Callable[[str], None]] = {}
-    if model.mean_vec is not None:
-        items[MEAN_NAME] = functools.partial(np.save, arr=model.mean_vec)
+    items = _mean_vector(model)
     for name, source in model.companion_files().items():
         items[name] = functools.partial(shutil.copyfile, source)
     for rate, fill in model.band_fills().items():
@@ -104,28 +123,45 @@ def companions(model) -> Dict[str, Callable[[str], None]]:
     return items
 
 
+def _companion_prefix(graph_path: str) -> str:
+    """What the companions of ``graph_path`` start with: its path without ``.onnx``, and a
+    dot."""
+    return os.path.splitext(graph_path)[0] + "."
+
+
+def _export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
+                            export: Callable[..., object]) -> List[str]:
+    """Run ``export``, which writes a graph to ``path`` and takes ``before_replace``, then
+    :func:`write_companions` ``items``; the paths written, the graph's first.
+
+    Every companion of an earlier export at ``path`` is removed once the new graph passed
+    its check and just before it replaces the earlier one, so that an export stopped
+    half-way never leaves that export's files beside the new graph (which would take them
+    as its own); a failed export leaves the earlier one whole."""
+    prefix = _companion_prefix(path)
+
+    def remove_earlier() -> None:
+        earlier = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
+        earlier += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
+        earlier += band_fill_files(prefix)
+        for stale in sorted(set(earlier)):
+            if os.path.isfile(stale):
+                os.remove(stale)
+                if stale[len(prefix):] not in items:
+                    logger.warning("removed %s: an earlier export's, and this model has none",
+                                   stale)
+
+    export(before_replace=remove_earlier)
+    return [path] + write_companions(items, path)
+
+
 def write_companions(items: Dict[str, Callable[[str], None]], graph_path: str) -> List[str]:
     """Write ``items`` (:func:`companions`) beside ``graph_path`` under its stem, each
-    atomically; remove the companions of an earlier export there that ``items`` lacks (the
-    graph would take them as its own). The paths written."""
-    prefix = os.path.splitext(graph_path)[0] + "."
+    atomically; the paths written."""
+    prefix = _companion_prefix(graph_path)
     written = []
     for name, write in items.items():
         with atomic_path(prefix + name) as tmp_path:
             write(tmp_path)
         written.append(prefix + name)
-    earlier = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
-    earlier += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
-    earlier += band_fill_files(prefix)
-    for stale in sorted(set(earlier) - set(written)):
-        if os.path.isfile(stale):
-            os.remove(stale)
-            logger.warning("removed %s: an earlier export's, and this model has none", stale)
     return written
-
-
-def export_feats_onnx(model, path: str) -> None:
-    """Write the speaker model alone (features in), as ``bin.export_onnx`` does, to
-    :func:`onnx_output_path` of ``path``."""
-    _, network, feat_dim = _export_parts(model)
-    export_onnx(network, feat_dim, onnx_output_path(path), mean_vec=model.mean_vec)

@@ -29,6 +29,8 @@ from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.scoring.embeddings import load_mean_vector
+from wespeaker_py.utils.file_utils import DataFormatError
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -72,16 +74,14 @@ def _config_beside(checkpoint: str) -> str:
 
 
 def _read_mean(path: str) -> Optional[np.ndarray]:
+    """The mean vector at ``path`` (:func:`~wespeaker_py.scoring.embeddings.load_mean_vector`),
+    None when there is no file."""
     if not os.path.isfile(path):
         return None
     try:
-        mean = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ModelSourceError(f"{path}: not a mean vector ({error})") from None
-    if mean.ndim != 1 or not np.isfinite(mean).all():
-        raise ModelSourceError(f"{path}: a mean vector must be a finite 1-D array, "
-                               f"got shape {mean.shape}")
-    return mean
+        return load_mean_vector(path)
+    except DataFormatError as error:
+        raise ModelSourceError(str(error)) from None
 
 
 def _torch_backend(config_path: str, checkpoint: str, device):

@@ -10,6 +10,7 @@ naming the input.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 BUFFER_BYTES = 256 << 20
 # the decision threshold on the cosine score when a model has no calibration
 UNCALIBRATED_THRESHOLD = 0.5
+# the prior that P(same) is shown at when none is given (the decision is a threshold's then)
+NO_PRIOR = 0.5
 
 
 @dataclass
@@ -55,28 +58,58 @@ class Verification:
     """The answer to "same speaker?" for one pair of recordings.
 
     ``llr`` (natural-log likelihood ratio) and ``probability`` (of the same
-    speaker at ``prior``) are None without a calibration; ``decision`` then
-    compares the raw score with ``threshold`` and ``calibrated`` is False.
+    speaker at ``prior``; 0.5 when none was given) are None without a calibration;
+    ``decision`` then compares the raw score with ``threshold`` and ``calibrated``
+    is False. ``rule`` says what decided: ``threshold`` (the score above
+    ``threshold``, the one at ``operating_point``), or ``bayes`` (a prior was given
+    to a calibrated model: same speaker when ``probability`` > 0.5, i.e. ``llr`` >
+    log((1 - prior) / prior); ``threshold`` and ``operating_point`` are None).
     """
 
     score: float
     decision: bool
-    threshold: float
-    operating_point: str
+    threshold: Optional[float]
+    operating_point: Optional[str]
     calibrated: bool
     llr: Optional[float] = None
     probability: Optional[float] = None
     prior: Optional[float] = None
+    rule: str = "threshold"
 
     def describe(self) -> str:
-        """One line for people."""
+        """One line for people, naming the rule that decided."""
         verdict = "same speaker" if self.decision else "different speakers"
         if not self.calibrated:
+            unused = "; --prior needs one" if self.prior is not None else ""
             return (f"score {self.score:.4f}: {verdict} (UNCALIBRATED decision: score > "
-                    f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy one)")
-        return (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
-                f"= {self.probability:.3f}: {verdict} (threshold {self.threshold:.4f} at the "
+                    f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy "
+                    f"one{unused})")
+        found = (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
+                 f"= {self.probability:.3f}: {verdict}")
+        if self.rule == "bayes":
+            return (f"{found} (Bayes rule at prior {self.prior:g}: same speaker when "
+                    f"P(same) > 0.5, i.e. LLR > {bayes_llr_threshold(self.prior):.3f})")
+        return (f"{found} (threshold rule: score > {self.threshold:.4f}, the "
                 f"{self.operating_point} operating point)")
+
+
+def bayes_llr_threshold(prior: float) -> float:
+    """The LLR above which "same speaker" is the more probable answer at ``prior``:
+    log((1 - prior) / prior)."""
+    return math.log((1.0 - prior) / prior)
+
+
+def _check_decision_rule(prior: Optional[float], operating_point: Optional[str],
+                         threshold: Optional[float]) -> None:
+    """A valid ``prior`` (if any), and at most one way to decide: a prior (the Bayes rule),
+    or an operating point or threshold (the threshold rule)."""
+    if prior is None:
+        return
+    check_prior(prior)
+    if operating_point is not None or threshold is not None:
+        raise WespeakerError("a prior (--prior, prior=) decides by the Bayes rule, an "
+                             "operating point or threshold (--operating_point, --threshold) "
+                             "by a score threshold: give one of them")
 
 
 @dataclass
@@ -331,37 +364,47 @@ class SpeakerModel:
                 self._calibration_fills_checked = self._band_fill_stamps
         return self._calibration
 
-    def decide(self, score: float, prior: float = 0.5, operating_point: str = "eer",
+    def decide(self, score: float, prior: Optional[float] = None,
+               operating_point: Optional[str] = None,
                threshold: Optional[float] = None) -> Verification:
         """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
-        check_prior(prior)
+        _check_decision_rule(prior, operating_point, threshold)
         calibration = self.calibration
         if calibration is None:
             point = "default" if threshold is None else "given"
             threshold = UNCALIBRATED_THRESHOLD if threshold is None else float(threshold)
             return Verification(score=score, decision=score > threshold, threshold=threshold,
-                                operating_point=point, calibrated=False)
+                                operating_point=point, calibrated=False, prior=prior)
+        llr = calibration.llr(score)
+        if prior is not None:
+            return Verification(score=score, decision=llr > bayes_llr_threshold(prior),
+                                threshold=None, operating_point=None, calibrated=True,
+                                llr=llr, probability=probability(llr, prior), prior=prior,
+                                rule="bayes")
         if threshold is None:
+            operating_point = operating_point or "eer"
             threshold = calibration.threshold(operating_point)
         else:
             operating_point = "given"
-        llr = calibration.llr(score)
         return Verification(score=score, decision=score > threshold, threshold=float(threshold),
                             operating_point=operating_point, calibrated=True, llr=llr,
-                            probability=probability(llr, prior), prior=prior)
+                            probability=probability(llr, NO_PRIOR), prior=NO_PRIOR)
 
     def verify(self, first: AudioLike, second: AudioLike, sample_rate: Optional[int] = None,
-               prior: float = 0.5, operating_point: str = "eer",
+               prior: Optional[float] = None, operating_point: Optional[str] = None,
                threshold: Optional[float] = None,
                channel: ChannelChoice = DEFAULT_CHANNEL) -> Verification:
         """Same speaker? Score, calibrated LLR and probability at ``prior``, and a decision.
 
-        The decision compares the score with the calibration's threshold at
-        ``operating_point`` (``eer`` or ``fa1``: 1 % false acceptance on the
-        calibration trials) unless ``threshold`` is given. Without a
-        calibration the result says the decision is uncalibrated.
+        With a calibration and a ``prior``, the decision is the Bayes rule's: same
+        speaker when P(same | prior) > 0.5. Otherwise it compares the score with
+        the calibration's threshold at ``operating_point`` (``eer``, the default, or
+        ``fa1``: 1 % false acceptance on the calibration trials), or with
+        ``threshold``; give one of ``prior``, ``operating_point`` and ``threshold``.
+        Without a calibration the result says the decision is uncalibrated (a
+        ``prior`` needs one).
         """
-        check_prior(prior)
+        _check_decision_rule(prior, operating_point, threshold)
         _ = self.calibration   # a calibration of another model fails before any audio is read
         return self.decide(self.similarity(first, second, sample_rate, channel), prior,
                            operating_point, threshold)

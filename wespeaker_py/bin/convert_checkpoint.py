@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, bin_parser, run_main
+from wespeaker_py.utils.file_utils import raise_if_disk_full
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -47,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging()
+    # a missing --src or a file that is no such checkpoint exits 2 through run_main
     try:
         args.run(args)
-    except (OSError, ValueError) as err:  # bad paths and checkpoints: a message, not a traceback
-        parser.exit(1, f"{parser.prog} {args.command}: error: {err}\n")
+    except FileExistsError as error:   # --dst is taken: the user's to fix, as a bad --src is
+        raise UsageError(f"--dst: {error}") from None
+    except OSError as error:
+        raise_if_disk_full(error, args.dst)
+        raise
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="also write a copy with int8 dynamically quantised Linear layers")
     add_flag(parser, "method", default="auto", choices=METHODS,
              help="torch.jit.script, torch.jit.trace, or script falling back to trace (none of "
-                  "the model families scripts today, so auto traces; the trace is checked "
-                  "against the eager model)")
+                  "the model families scripts today, so auto traces and script is refused; "
+                  "the trace is checked against the eager model)")
     return parser
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "checkpoint", required=True, help="checkpoint (e.g. avg_model.pt)")
     add_flag(parser, "output_model", required=True, help="ONNX file to write")
     add_flag(parser, "num_frames", type=int, default=-1,
-             help="fix the number of input frames (default: dynamic)")
+             help="fix the number of input frames, at least the fewest the model gives an "
+                  "embedding for (default: dynamic)")
     add_flag(parser, "mean_vec", default=None, help="mean_vec.npy to subtract from embeddings")
     add_flag(parser, "opset_version", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     return parser
@@ -41,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
-    from wespeaker_py.export.onnx_export import MeanVectorMismatchError
+    from wespeaker_py.export.onnx_export import MeanVectorMismatchError, TooFewFramesError
     from wespeaker_py.scoring.embeddings import load_mean_vector
     from wespeaker_py.utils.file_utils import DataFormatError
     try:
@@ -49,14 +50,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ImportError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     setup_logging()
+    mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
     model, feat_dim = exportable_model(embedder, args.checkpoint)
-    mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     try:
         export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
                     args.opset_version)
     except MeanVectorMismatchError as error:
         raise DataFormatError(args.mean_vec, None, str(error)) from None
+    except TooFewFramesError as error:
+        raise UsageError(f"--num_frames: {error}") from None
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, bin_parser, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     from wespeaker_py.models import list_models
     from wespeaker_py.models.complexity import format_summary_table, summarize_models
-    names = args.models if args.models else list_models()
+    known = list_models()
+    unknown = [name for name in args.models or () if name not in known]
+    if unknown:   # before any model is built
+        raise UsageError(f"--models: no model is called {', '.join(unknown)} (without "
+                         f"--models every one is listed)")
+    names = args.models if args.models else known
     rows = summarize_models(names, num_frames=args.frames, feat_dim=args.feat_dim)
     print(format_summary_table(rows, num_frames=args.frames))
 

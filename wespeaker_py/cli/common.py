@@ -76,13 +76,13 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = Fa
 
 
 def positive_int(text) -> int:
-    """An argparse ``type``: a whole number >= 1."""
+    """An argparse ``type``: a whole number >= 1 (the one type of every such flag)."""
     try:
         value = int(text)
     except (TypeError, ValueError):
-        value = 0
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 

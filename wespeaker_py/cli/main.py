@@ -18,7 +18,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from wespeaker_py.cli.common import (UsageError, add_channel_flag, add_common_flags,
-                                     add_fail_fraction_flag, add_flag, run_main)
+                                     add_fail_fraction_flag, add_flag, positive_int, run_main)
 
 PROG = "wespeaker-py"
 EXAMPLES = {
@@ -31,11 +31,14 @@ EXAMPLES = {
   wespeaker-py similarity --model exp/ResNet34 a.wav b.wav         # cosine in [-1, 1]""",
     "verify": """examples:
   wespeaker-py verify --model exp/ResNet34 a.wav b.wav
-  wespeaker-py verify --model exp/ResNet34 a.wav b.wav --prior 0.1 \\
-      --operating_point fa1 --json
+  wespeaker-py verify --model exp/ResNet34 a.wav b.wav --operating_point fa1 --json
+  wespeaker-py verify --model exp/ResNet34 a.wav b.wav --prior 0.01
 
-Uses MODEL's calibration.json (see 'wespeaker-py calibrate'); without one the
-decision compares the raw cosine with --threshold (default 0.5) and says so.
+Uses MODEL's calibration.json (see 'wespeaker-py calibrate'): the decision
+compares the score with its threshold at --operating_point (the EER point by
+default), or with --prior follows the Bayes rule (same speaker when
+P(same | prior) > 0.5); the output says which rule decided. Without a calibration
+the decision compares the raw cosine with --threshold (default 0.5) and says so.
 Exit status 0 either way; the decision is in the output.""",
     "enroll": """examples:
   wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a1.wav a2.wav
@@ -120,7 +123,9 @@ model's files go beside it under the graph's name (resnet34.mean_vec.npy,
 earlier export there that the model lacks are removed), where load_model and
 every subcommand find them; a band fill reaches the graph through its optional
 band_fill input. Without --with_frontend the graph takes fbank features
-[B, T, F], as WeSpeaker's export does.""",
+[B, T, F], as WeSpeaker's export does. Either graph gives the embeddings before
+mean subtraction: the model's mean vector goes beside it (resnet34_feats.mean_vec.npy),
+to subtract before cosine scoring.""",
     "info": """examples:
   wespeaker-py info --model exp/ResNet34 [--json]""",
 }
@@ -191,17 +196,6 @@ def _load(args: argparse.Namespace):
                       force=getattr(args, "force", False), num_threads=num_threads_in_use())
 
 
-def _at_least_one(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _open_probability(value: str) -> float:
     """argparse type: a number strictly between 0 and 1."""
     try:
@@ -239,6 +233,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
                          "(its .scp is written beside it)")
+    if args.audio is not None and args.output and args.output.endswith((".ark", ".scp")):
+        raise UsageError(f"embed: --output {args.output}: one audio file's vector goes to "
+                         f"FILE.npy or FILE.txt; Kaldi ark/scp are written for --wav_scp")
     _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
                           max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
@@ -434,12 +431,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"export: {args.model} is already an ONNX model")
     from wespeaker_py.api.exporting import (export_feats_onnx, export_waveform_graph,
                                             onnx_output_path)
-    path = onnx_output_path(args.onnx)
-    if args.with_frontend:
-        written = export_waveform_graph(model, path)
-    else:
-        export_feats_onnx(model, path)
-        written = [path]
+    export = export_waveform_graph if args.with_frontend else export_feats_onnx
+    written = export(model, onnx_output_path(args.onnx))
     beside = ", ".join(os.path.basename(path) for path in written[1:])
     print(f"wrote {written[0]}" + (f" with {beside} beside it" if beside else ""))
     return 0
@@ -643,11 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, handler, summary)
         sub.add_argument("first", help="audio file")
         sub.add_argument("second", help="audio file")
-    sub.add_argument("--prior", type=_open_probability, default=0.5,
-                     help="prior probability of the same speaker, 0 < p < 1 (default 0.5)")
-    add_flag(sub, "operating_point", default="eer", choices=("eer", "fa1"),
+    sub.add_argument("--prior", type=_open_probability, default=None,
+                     help="prior probability of the same speaker, 0 < p < 1: with a "
+                          "calibration, decide by the Bayes rule (same speaker when "
+                          "P(same | prior) > 0.5) instead of a threshold (default: none; "
+                          "P(same) is shown at 0.5)")
+    add_flag(sub, "operating_point", default=None, choices=("eer", "fa1"),
              help="the calibration's threshold to decide with: its EER point or 1%% false "
-                  "acceptance (default eer)")
+                  "acceptance (default eer, unless --prior)")
     sub.add_argument("--threshold", type=float, default=None,
                      help="decide with this cosine threshold instead")
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -667,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("identify", cmd_identify, "the enrolled speakers closest to a recording")
     sub.add_argument("--gallery", required=True, help="gallery file written by 'enroll'")
     sub.add_argument("audio", help="audio file")
-    add_flag(sub, "top_k", type=_at_least_one, default=5,
+    add_flag(sub, "top_k", type=positive_int, default=5,
              help="how many speakers to list, at least 1 (default 5)")
     sub.add_argument("--json", action="store_true", help="print the ranking as JSON")
     _add_force_flag(sub, "a gallery")
@@ -694,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", default=None,
                      help="where to write the LDA (default: MODEL/window_lda.npz for a "
                           "folder, <stem>.window_lda.npz beside a checkpoint or .onnx file)")
-    add_flag(sub, "dim", type=_at_least_one, default=None,
+    add_flag(sub, "dim", type=positive_int, default=None,
              help="dimensions kept (default 32; at most one less than the speakers)")
     add_flag(sub, "heard_rate", type=int, default=0, metavar="HZ",
              help="learn it for audio heard at this rate (e.g. 8000 for 8 kHz calls to a "
@@ -709,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "audio leaves empty", reads_audio=False)
     add_flag(sub, "data", required=True, nargs="+", metavar="DIR",
              help="data directories with wav.scp (wide-band speech)")
-    add_flag(sub, "heard_rate", type=_at_least_one, required=True, metavar="HZ",
+    add_flag(sub, "heard_rate", type=positive_int, required=True, metavar="HZ",
              help="the low rate (e.g. 8000 for 8 kHz calls to a 16 kHz model)")
     sub.add_argument("--output", default=None,
                      help="where to write it (default: MODEL/band_fill_<HZ>hz.npz for a "
@@ -719,7 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("export", cmd_export, "export the model to ONNX", reads_audio=False)
     sub.add_argument("--onnx", required=True,
-                     help="output .onnx file (a folder: model.onnx inside it)")
+                     help="output .onnx file (a folder: model.onnx inside it); the model's "
+                          "files go beside it")
     add_flag(sub, "with_frontend", action="store_true",
              help="waveform input: put fbank + CMN inside the graph")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.nn as nn
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
                                         example_features)
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -67,16 +68,28 @@ class MeanVectorMismatchError(WespeakerError, ValueError):
     """A mean vector whose size is not the model's embedding size."""
 
 
+class TooFewFramesError(WespeakerError, ValueError):
+    """A fixed number of input frames below the fewest the model gives an embedding for."""
+
+
 def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: int = -1,
                 mean_vec: Optional[np.ndarray] = None, opset_version: int = DEFAULT_OPSET,
-                tolerance: float = 1e-4) -> None:
+                tolerance: float = 1e-4,
+                before_replace: Optional[Callable[[], None]] = None) -> None:
     """Write ``model`` as ONNX to ``output_model`` after checking it with onnxruntime.
 
-    ``num_frames > 0`` fixes the time axis (the batch axis stays dynamic);
+    ``num_frames > 0`` fixes the time axis (the batch axis stays dynamic; fewer
+    frames than the model needs for an embedding raise :class:`TooFewFramesError`);
     otherwise both are dynamic. ``mean_vec`` is subtracted from the embeddings
-    inside the graph.
+    inside the graph. ``before_replace`` runs once the graph passed its check, just
+    before it takes the place of ``output_model``.
     """
     require_onnx_packages()
+    if num_frames > 0:
+        fewest = min_valid_frames(model.eval(), feat_dim, torch.device("cpu"))
+        if num_frames < fewest:
+            raise TooFewFramesError(f"{num_frames} frames are fewer than the {fewest} "
+                                    f"{type(model).__name__} needs for an embedding")
     embed_dim = int(model.eval()(example_features(1, EXAMPLE_FRAMES, feat_dim)).shape[1])
     mean = torch.zeros(embed_dim) if mean_vec is None else \
         torch.as_tensor(np.asarray(mean_vec), dtype=torch.float32)
@@ -99,4 +112,6 @@ def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: 
                               output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes)
         runner = onnx_runner(tmp_path)
         worst = check_against_eager(runner, wrapped, feat_dim, check_shapes, tolerance)
+        if before_replace is not None:
+            before_replace()
     logger.info("wrote %s (largest relative difference from eager %.2g)", output_model, worst)

@@ -5,7 +5,7 @@ for eager PyTorch first, and none of the families compiles under the TorchScript
 subset today (the shared pooling layers use module-level constants and lists of
 inferred size; checked for XVEC, ResNet, ECAPA, CAM++, ERes2Net, SimAM, ReDimNet,
 RepVGG and Gemini), so ``method="auto"`` traces in practice and ``script`` is kept
-for a model that does compile. A trace
+for a model that does compile (one that does not is a :class:`ScriptCompileError`). A trace
 records one run, so the exported module is always checked against the eager
 model on inputs of other batch sizes and lengths than the traced one before
 it is written; a difference is an error, never a silently wrong export.
@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import EXAMPLE_FRAMES, check_against_eager, example_features
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
@@ -25,6 +26,10 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 METHODS = ("auto", "script", "trace")
+
+
+class ScriptCompileError(WespeakerError, ValueError):
+    """``method="script"`` for a model that torch.jit.script does not compile."""
 
 
 def to_torchscript(model: nn.Module, feat_dim: int,
@@ -40,10 +45,14 @@ def to_torchscript(model: nn.Module, feat_dim: int,
             try:
                 return torch.jit.script(model)
             except Exception as error:  # TorchScript's compiler raises many error types
+                reason = str(error).strip().splitlines()[0]
                 if method == "script":
-                    raise
+                    raise ScriptCompileError(
+                        f"{type(model).__name__} does not compile with torch.jit.script "
+                        f"({reason}); export it with the method trace or auto (--method)"
+                    ) from None
                 logger.info("%s does not compile with torch.jit.script (%s); tracing it",
-                            type(model).__name__, str(error).strip().splitlines()[0])
+                            type(model).__name__, reason)
         with torch.no_grad():
             return torch.jit.trace(model, example_features(1, EXAMPLE_FRAMES, feat_dim),
                                    check_trace=False)

@@ -29,7 +29,7 @@ import importlib
 import json
 import math
 import warnings
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -92,6 +92,9 @@ class ConvFbank(nn.Module):
                                                 features.num_mel_bins).float())
         self.shift = shift
         self.bins = bins
+        # a positive index: the TorchScript exporter shares the constant -1 among nodes and
+        # can rewrite it for one of them (CAM++'s x.shape[-1] did), breaking the others
+        self.num_mel_bins = int(features.num_mel_bins)
         self.cmn = features.cmn
 
     def forward(self, wavs: torch.Tensor,
@@ -103,7 +106,8 @@ class ConvFbank(nn.Module):
         power = (real * real + imag * imag).transpose(1, 2)      # [B, frames, bins]
         feats = torch.log(torch.clamp(torch.matmul(power, self.mel), min=LOG_FLOOR))
         if band_fill is not None:
-            feats = torch.matmul(feats, band_fill[:-1]) + band_fill[-1]
+            rows = self.num_mel_bins
+            feats = torch.matmul(feats, band_fill[:rows]) + band_fill[rows]
         if self.cmn:
             feats = feats - feats.mean(dim=1, keepdim=True)
         return feats
@@ -179,14 +183,16 @@ def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
 
 def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model: str,
                          info: Dict[str, Any], min_samples: int,
-                         opset_version: int = DEFAULT_OPSET, tolerance: float = 1e-3) -> float:
+                         opset_version: int = DEFAULT_OPSET, tolerance: float = 1e-3,
+                         before_replace: Optional[Callable[[], None]] = None) -> float:
     """Write the waveform-to-embedding graph of ``features`` + ``model`` to ``output_model``.
 
     ``info`` (model name, sample rate, ...) is stored as metadata together with
     ``min_samples``, the shortest input that gives an embedding. The file
     appears only after onnxruntime's output matched the eager path within
     ``tolerance`` (relative to the output scale when that exceeds 1) on three
-    lengths; returns the largest difference seen.
+    lengths; ``before_replace`` runs then, just before it takes the place of
+    ``output_model``. Returns the largest difference seen.
     """
     require_onnx_packages()
     onnx = importlib.import_module("onnx")
@@ -222,6 +228,8 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
                                                providers=["CPUExecutionProvider"])
         worst = _check(session, features, model, min_samples, tolerance,
                        wrapped.takes_band_fill)
+        if before_replace is not None:
+            before_replace()
     logger.info("wrote %s (largest relative difference from eager %.2g)", output_model, worst)
     return worst
 
@@ -259,6 +267,6 @@ def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
     return json.loads(props[INFO_KEY])
 
 
-def as_onnx_batch(wavs: Sequence[np.ndarray]) -> np.ndarray:
-    """Equal-length int16-scale waveforms as the graph's [-1, 1] float32 input."""
-    return (np.stack(wavs).astype(np.float32) / INT16_SCALE)
+def as_onnx_batch(wavs: np.ndarray) -> np.ndarray:
+    """``[B, samples]`` int16-scale waveforms as the graph's [-1, 1] float32 input."""
+    return np.asarray(wavs, dtype=np.float32) / np.float32(INT16_SCALE)

@@ -89,7 +89,7 @@ class CAMLayer(nn.Module):
     def segment_means(x: torch.Tensor, seg_len: int = _CAM_SEGMENT_FRAMES) -> torch.Tensor:
         """Each frame replaced by the mean of its ``seg_len``-frame segment (last one partial)."""
         means = F.avg_pool1d(x, kernel_size=seg_len, stride=seg_len, ceil_mode=True)
-        return means.repeat_interleave(seg_len, dim=-1)[..., :x.shape[-1]]
+        return means.repeat_interleave(seg_len, dim=-1)[..., :x.shape[2]]
 
 
 class CAMDenseTDNNLayer(nn.Module):

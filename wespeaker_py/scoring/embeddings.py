@@ -34,13 +34,26 @@ def save_mean_vector(path: str, mean_vec: np.ndarray) -> None:
 
 
 def load_mean_vector(path: str, dim: Optional[int] = None) -> np.ndarray:
-    """Load ``mean_vec.npy``, checking it is a finite vector of ``dim`` values."""
+    """Load ``mean_vec.npy``, checking it is a finite vector of ``dim`` values (the one
+    reader of mean vectors: scoring, export, and a model's own); a file that is not one
+    is a :class:`DataFormatError` naming it."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"mean vector file {path} does not exist")
-    mean_vec = np.load(path)
+    not_one = DataFormatError(path, None, "not a mean vector (an .npy file of numbers, as "
+                                          "np.save writes one)")
+    try:
+        mean_vec = np.load(path, allow_pickle=False)
+    except (EOFError, ValueError):   # not .npy: text, a pickle, an empty or cut file
+        raise not_one from None
+    if not isinstance(mean_vec, np.ndarray):   # an .npz archive
+        mean_vec.close()
+        raise not_one
+    if mean_vec.dtype.kind not in "fiu":
+        raise not_one
     if mean_vec.ndim != 1 or (dim is not None and mean_vec.shape[0] != dim):
+        expected = "a vector" if dim is None else f"({dim},)"
         raise DataFormatError(path, None, f"mean vector has shape {mean_vec.shape}, "
-                                          f"expected ({dim},)")
+                                          f"expected {expected}")
     if not np.all(np.isfinite(mean_vec)):
         raise DataFormatError(path, None, "mean vector contains NaN or inf")
     return mean_vec.astype(np.float32)
