@@ -235,6 +235,25 @@ def test_loader_only_settings_may_change_mid_epoch(corpus, tmp_path, monkeypatch
         assert "training epochs 1 to 2 (epoch 1 from its batch 4)" in log
 
 
+def test_a_stop_recorded_by_older_code_continues_mid_epoch(corpus, tmp_path, monkeypatch):
+    """Older code recorded the loader-only settings, and none of model_init_head."""
+    exp_dir = str(tmp_path / "exp")
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args={
+        "batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True})
+    _signal_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingStopped, match="epoch 1 after its batch 3"):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    interrupted = os.path.join(exp_dir, "models", "interrupted.pt")
+    state = load_checkpoint(interrupted)
+    recorded = state["interrupted_at"]["settings"]
+    assert "model_init_head" not in recorded    # left out of a config while at its default
+    recorded.update({"dataloader_args.pin_memory": True, "dataloader_args.timeout": 7})
+    torch.save(state, interrupted)
+    plan = plan_of(tiny_config(exp_dir, corpus, **settings))
+    assert (plan.start.first_epoch, plan.start.resume_at.batch) == (1, 3)
+
+
 def test_the_stop_message_names_the_checkpoint_the_run_started_from(corpus, tmp_path,
                                                                     monkeypatch):
     source = str(tmp_path / "source")

@@ -579,7 +579,7 @@ class TrainConfig(ModelConfig):
     model_init: Optional[str] = None
     # ours: load model_init's head too (it must have exactly this run's shapes); WeSpeaker
     # never does, and neither do we by default. Fine-tuning's later phases set it
-    model_init_head: bool = False
+    model_init_head: bool = setting(False, written_when_set=True)
     # ours: names (or name prefixes, e.g. "layer1." or "" for all) of parameters of the model
     # with its head (``projection.*``) that do not train; used by fine-tuning
     frozen_params: List[str] = setting(factory=list)

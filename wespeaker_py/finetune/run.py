@@ -176,9 +176,13 @@ def _top_level_parameters(config_path: str) -> List[str]:
     from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
     from wespeaker_py.runtime.builder import build_speaker_model
     config = load_model_config(config_path)
+    feat_dim = None   # a config written by training records it
+    if config.dataset_args.frontend != "fbank" and config.model_args.get("feat_dim", -1) == -1:
+        # left to the front-end (WeSpeaker's SSL and Whisper configs): an SSL model's
+        # weights are read for its size
+        feat_dim = model_feat_dim(build_frontend(config.dataset_args, pretrained=False))
     with torch.device("meta"):  # names only
-        frontend = build_frontend(config.dataset_args, pretrained=False)
-        model = build_speaker_model(config, feat_dim=model_feat_dim(frontend))
+        model = build_speaker_model(config, feat_dim=feat_dim)
     return [name for name, module in model.named_children()
             if any(True for _ in module.parameters())]
 

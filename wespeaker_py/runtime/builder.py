@@ -201,11 +201,13 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     naming it. Comes back in eval mode, RepVGG fused into its deploy form.
     """
     checkpoint = read_checkpoint(checkpoint_path)
+    model_config = checkpoint.get(_MODEL_CONFIG_KEY)
     speaker_state, frontend_state = split_checkpoint_state(model_state_of(checkpoint))
+    del checkpoint   # a training checkpoint's optimizer state is not kept while building
     # the checkpoint holds a W2V-BERT or Whisper front-end's weights: only its
     # architecture is built
     frontend = build_frontend(config.dataset_args, pretrained=False).eval()
-    model = _trained_model(config, checkpoint, checkpoint_path, model_feat_dim(frontend))
+    model = _trained_model(config, model_config, checkpoint_path, model_feat_dim(frontend))
     load_weights(model, speaker_state, checkpoint_path, allow_head_truncation=False)
     model.eval()
     convert_to_deploy(model, inplace=True)
@@ -217,13 +219,13 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     return embedder.eval()
 
 
-def _trained_model(config: ModelConfig, checkpoint: Mapping[str, Any], checkpoint_path: str,
+def _trained_model(config: ModelConfig, model_config: Any, checkpoint_path: str,
                    frontend_dim: int) -> nn.Module:
     """The speaker model a checkpoint was trained as (random weights): from ``model_args``,
-    or, with the TFMel front-end, from the checkpoint's ``model_config`` where it has one
-    (WeSpeaker's extraction then drops its internal spectrogram: ``spec: None``)."""
+    or, with the TFMel front-end, from ``model_config`` (what the checkpoint holds under
+    that key, None for most) where it is a mapping (WeSpeaker's extraction then drops its
+    internal spectrogram: ``spec: None``)."""
     frontend = config.dataset_args.frontend
-    model_config = checkpoint.get(_MODEL_CONFIG_KEY)
     if frontend == "tfmel" and isinstance(model_config, Mapping):
         source = _ArgsSource(f"{checkpoint_path}: checkpoint key", _MODEL_CONFIG_KEY,
                              ModelSourceError)

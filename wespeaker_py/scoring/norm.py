@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.scoring.cosine import length_normalize, paired_cosine
+from wespeaker_py.scoring.cosine import cosine_score_trials, length_normalize
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.scoring.embeddings import load_mean_vector
@@ -161,7 +161,6 @@ class NormalizedScores:
     """Normalised trial scores with the per-trial quantities QMF needs."""
 
     scores: np.ndarray
-    cosine: np.ndarray  # each trial's cosine, recomputed from the embeddings
     enroll_magnitude: np.ndarray
     test_magnitude: np.ndarray
     enroll_cohort_mean: np.ndarray
@@ -204,7 +203,6 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
     e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
     return NormalizedScores(
         scores=normalize_scores(scores, means[e_pos], stds[e_pos], means[t_pos], stds[t_pos]),
-        cosine=paired_cosine(normed, normed, e_pos, t_pos),
         enroll_magnitude=magnitudes[e_pos], test_magnitude=magnitudes[t_pos],
         enroll_cohort_mean=means[e_pos], test_cohort_mean=means[t_pos])
 
@@ -222,9 +220,9 @@ def check_cosine_scores(trials: TrialList, cosine: np.ndarray, eval_emb_scp: str
         return
     first = int(np.argmax(differs))
     enroll, test = trials.enroll_keys[trials.enroll[first]], trials.test_keys[trials.test[first]]
-    line_no = next(line_no for line_no, fields in iter_table(trials.path)
-                   if fields[:2] == [enroll, test]
-                   and float(fields[2]) == trials.scores[first])
+    line_no = next((line_no for line_no, fields in iter_table(trials.path)
+                    if fields[:2] == [enroll, test]
+                    and float(fields[2]) == trials.scores[first]), None)
     mean = f"minus the mean vector {mean_vec_path}" if mean_vec_path else "(no mean vector)"
     raise DataFormatError(
         trials.path, line_no,
@@ -260,6 +258,8 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
                                                     f"of {eval_emb_scp} have {table.dim}")
     trials, enroll_rows, test_rows, coverage = keep_scorable_trials(
         trials, table.index, table.index, eval_emb_scp, max_missing_fraction)
+    check_cosine_scores(trials, cosine_score_trials(table, trials, mean_vec, device),
+                        eval_emb_scp, mean_vec_path)
     logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
                 len(trials), os.path.basename(trial_score_file), len(cohort))
     if score_norm_method == "asnorm" and top_n > len(cohort):
@@ -270,6 +270,5 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
                                     cohort.matrix, score_norm_method, top_n, mean_vec,
                                     device, progress=True, row_names=table.keys)
-    check_cosine_scores(trials, result.cosine, eval_emb_scp, mean_vec_path)
     write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())
     coverage.log(score_norm_file_path)

@@ -269,8 +269,10 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
                        "(continuing mid-epoch needs epochs as long); %s", stopped,
                        at.epoch_iter, epoch_iter, instead)
         return None
+    # RUN_ONLY_KEYS ignored on both sides: a file of older code recorded some of them
     changes = ([] if settings is None or at.settings is None
-               else settings_changes(at.settings, settings, ignored=EPOCH_LENGTH_KEYS))
+               else settings_changes(at.settings, settings,
+                                     ignored=EPOCH_LENGTH_KEYS | RUN_ONLY_KEYS))
     if changes:
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more"
                                           if len(changes) > 6 else "")

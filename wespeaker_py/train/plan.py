@@ -77,8 +77,8 @@ class Layout:
 class StartWeights:
     """The weights a run starts from, each file read once.
 
-    ``init_state``: the model state of ``model_init`` (its head loaded only where
-    it fits the model's, see :func:`~wespeaker_py.train.builder.load_start_weights`).
+    ``init_state``: the model state of ``model_init`` (its head left out unless the
+    config's ``model_init_head``; see :func:`~wespeaker_py.train.builder.load_start_weights`).
     ``state``: that of ``checkpoint``; ``training_state`` is the whole checkpoint
     when it is a training checkpoint (optimizer, schedules and RNG states for an
     exact resume), else None (a bare state_dict such as ``avg_model.pt``: weights
