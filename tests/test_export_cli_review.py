@@ -1,9 +1,13 @@
 """The ONNX exports of a loaded model (CAM++ with its front-end, the fbank graph's mean
 vector, an interrupted re-export), verify's decision rule, and one-line user errors of the
 export and model commands."""
+import argparse
+import importlib
 import importlib.util
+import itertools
 import json
 import os
+import pkgutil
 import shutil
 
 import numpy as np
@@ -13,6 +17,7 @@ import soxr
 import torch
 
 import wespeaker_py
+import wespeaker_py.bin
 from api_helpers import mini_speech, wespeaker_folder
 from wespeaker_py.api import exporting
 from wespeaker_py.api.calibration import Calibration, OperatingPoint, save_calibration
@@ -120,24 +125,91 @@ def _earlier_export(source, graph):
     return graph.read_bytes()
 
 
+def _files(folder):
+    """``{name: bytes}`` of the files in ``folder``."""
+    return {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+
+
+def _stop_at_change(monkeypatch, folder, number):
+    """Make the ``number``-th (from 0) rename of a file into ``folder``, or removal of one
+    there, raise KeyboardInterrupt instead: the process stopped at that point. Temporary
+    files (``.tmp_*``) do not count."""
+    changes = itertools.count()
+    replace, remove = os.replace, os.remove
+
+    def stops(path):
+        counted = (os.path.dirname(os.path.abspath(path)) == str(folder)
+                   and not os.path.basename(path).startswith(".tmp_"))
+        return counted and next(changes) == number
+
+    def stopping_replace(src, dst, **kwargs):
+        if stops(dst):
+            raise KeyboardInterrupt
+        replace(src, dst, **kwargs)
+
+    def stopping_remove(path, **kwargs):
+        if stops(path):
+            raise KeyboardInterrupt
+        remove(path, **kwargs)
+
+    monkeypatch.setattr(os, "replace", stopping_replace)
+    monkeypatch.setattr(os, "remove", stopping_remove)
+
+
 @needs_onnx
-def test_an_export_stopped_after_its_graph_leaves_no_earlier_file_beside_it(
+def test_a_re_export_stopped_anywhere_leaves_one_export_whole_and_the_mean_vector_last(
         tmp_path, monkeypatch):
+    """Stopped at each change in its folder, a re-export leaves the earlier export whole or
+    the new graph with all its files; in between, only the earlier graph with the new
+    export's files, its own mean vector kept until the last change before the graph's."""
     first, _ = wespeaker_folder(str(tmp_path / "first"))
-    second, _ = wespeaker_folder(str(tmp_path / "second"), seed=1)   # no mean vector
-    graph = tmp_path / "out" / "model.onnx"
-    os.makedirs(graph.parent)
-    _earlier_export(first, graph)
-
-    def stopped(items, graph_path):   # killed as the companions were to be written
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(exporting, "write_companions", stopped)
+    second, _ = wespeaker_folder(str(tmp_path / "second"), seed=1)
+    np.save(os.path.join(second, "mean_vec.npy"), np.full(8, 2.0, np.float32))
+    earlier = tmp_path / "earlier"
+    os.makedirs(earlier)
+    _earlier_export(first, earlier / "model.onnx")   # a mean vector of ones
+    (earlier / "model.calibration.json").write_text("{}")   # a file the new export lacks
+    old = _files(earlier)
     model = wespeaker_py.load_model(second, device="cpu")
-    with pytest.raises(KeyboardInterrupt):
-        exporting.export_waveform_graph(model, str(graph))
-    assert os.listdir(graph.parent) == ["model.onnx"]
-    assert wespeaker_py.load_model(str(graph)).identity == model.identity
+    stopped = []
+    for number in itertools.count():
+        out = tmp_path / f"stop_{number}"
+        shutil.copytree(earlier, out)
+        with monkeypatch.context() as patch:
+            _stop_at_change(patch, out, number)
+            try:
+                exporting.export_waveform_graph(model, str(out / "model.onnx"))
+                break
+            except KeyboardInterrupt:
+                stopped.append(_files(out))
+    new = _files(out)
+    assert sorted(new) == ["model.mean_vec.npy", "model.onnx"]
+    exported = wespeaker_py.load_model(str(out / "model.onnx"))
+    assert exported.identity == model.identity
+    np.testing.assert_array_equal(exported.mean_vec, np.full(8, 2.0, np.float32))
+    new_files = {name: data for name, data in new.items() if name != "model.onnx"}
+    assert stopped[0] == old and len(stopped) >= 3
+    for state in stopped:
+        if state["model.onnx"] != old["model.onnx"]:
+            assert state == new   # the new graph with all its files
+            continue
+        beside = {name: data for name, data in state.items() if name != "model.onnx"}
+        # the earlier graph: with its own mean vector, or with all the new export's files
+        assert (beside.get("model.mean_vec.npy") == old["model.mean_vec.npy"]
+                or beside == new_files), sorted(state)
+    assert {n: d for n, d in stopped[-1].items() if n != "model.onnx"} == new_files
+
+
+@needs_onnx
+def test_a_re_export_names_the_files_it_removes_as_not_its_own(calibrated, tmp_path, caplog):
+    graph = tmp_path / "model.onnx"
+    model = wespeaker_py.load_model(calibrated, device="cpu")
+    exporting.export_waveform_graph(model, str(graph))
+    assert sorted(os.listdir(tmp_path)) == ["model.calibration.json", "model.onnx"]
+    exporting.export_feats_onnx(model, str(graph))   # the fbank graph: no calibration beside
+    assert os.listdir(tmp_path) == ["model.onnx"]
+    assert (f"removed {tmp_path}/model.calibration.json: an earlier export's, not written by "
+            f"this export") in caplog.text
 
 
 @needs_onnx
@@ -239,13 +311,52 @@ def test_user_errors_exit_2_with_one_line_naming_the_flag_or_file(
     assert os.listdir(root) == ["mean_vec.txt"]   # nothing written
 
 
+def test_model_summary_takes_wespeakers_generic_model_names(capsys):
+    status, out, err = run(capsys, model_summary.main, "--models", "ReDimNet", "ECAPA_TDNN")
+    assert status == 0, err
+    assert "| ReDimNet | 72 |" in out and "| ECAPA_TDNN | 80 |" in out
+
+
+def test_model_summary_refuses_a_generic_name_the_recipe_cannot_build(capsys):
+    status, out, err = run(capsys, model_summary.main, "--models", "XVEC", "ResNet")
+    assert status == 2 and "Traceback" not in err and out == ""
+    assert "--models: ResNet cannot be built from the recipe's model_args" in err
+
+
+def test_convert_checkpoint_names_src_when_its_config_json_is_no_json(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    src = tmp_path / "hf"
+    os.makedirs(src)
+    (src / "config.json").write_text("{not json")
+    (src / "model.safetensors").write_bytes(b"{}")
+    status, out, err = run(capsys, convert_checkpoint.main, "wavlm-export", "--src", src,
+                           "--dst", tmp_path / "wavlm.pt")
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"error: --src {src}: " in err and "not a valid JSON file" in err
+    assert sorted(os.listdir(tmp_path)) == ["hf"]
+
+
+def _every_command_line_parser():
+    """``(parser, argv before the flag's value)`` for ``--num_threads`` of every
+    wespeaker-py subcommand and every ``python -m wespeaker_py.bin`` module."""
+    main_parser = build_parser()
+    commands = next(action for action in main_parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    found = [(main_parser, [name, "--num_threads"]) for name in commands.choices]
+    for module in pkgutil.iter_modules(wespeaker_py.bin.__path__):
+        command = importlib.import_module(f"wespeaker_py.bin.{module.name}")
+        found.append((command.build_parser(), ["--num_threads"]))
+    return found
+
+
 def test_every_whole_number_flag_refuses_alike(capsys):
-    """--top_k of wespeaker-py, --num_threads of every command and --top_n of score_norm
-    share one argparse type: the same words for the same mistake."""
+    """--top_k of wespeaker-py, --num_threads of every command (each wespeaker-py
+    subcommand and bin module) and --top_n of score_norm share one argparse type: the same
+    words for the same mistake (argparse refuses before any model loads)."""
     parsers = [(build_parser(), ["identify", "--model", "m", "--gallery", "g", "a.wav",
                                  "--top_k"]),
-               (build_parser(), ["info", "--model", "m", "--num_threads"]),
-               (score_norm.build_parser(), ["--top_n"])]
+               (score_norm.build_parser(), ["--top_n"])] + _every_command_line_parser()
+    assert len(parsers) > 25
     for value, reason in (("0", "must be at least 1, got 0"),
                           ("two", "expected an integer, got 'two'")):
         for parser, argv in parsers:

@@ -11,11 +11,13 @@ vector, calibration, window LDAs and band fills, written beside the graph under 
 stem (``model.onnx``: ``model.band_fill_8000hz.npz``, ...), where
 :func:`~wespeaker_py.load_model` finds them. The feature-input graph computes the
 embeddings before mean subtraction, as the waveform graph does; its mean vector goes
-beside it too (``model.mean_vec.npy``). Such files of an earlier export at the same
-path go once the new graph is checked, before it replaces the earlier graph.
+beside it too (``model.mean_vec.npy``). The files are written under temporary names
+before the graph is checked and take their places just before the graph replaces an
+earlier one; an earlier export's files there that this export does not write go then.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -129,39 +131,53 @@ def _companion_prefix(graph_path: str) -> str:
     return os.path.splitext(graph_path)[0] + "."
 
 
+def _earlier_companions(prefix: str) -> List[str]:
+    """The companion files that exist beside a graph whose companions start with
+    ``prefix``, sorted."""
+    found = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
+    found += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
+    found += band_fill_files(prefix)
+    return sorted(path for path in set(found) if os.path.isfile(path))
+
+
+def _remove_stale(paths: List[str]) -> None:
+    """Remove ``paths``, an earlier export's files that this export does not write."""
+    for stale in paths:
+        os.remove(stale)
+        logger.warning("removed %s: an earlier export's, not written by this export", stale)
+
+
 def _export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
                             export: Callable[..., object]) -> List[str]:
-    """Run ``export``, which writes a graph to ``path`` and takes ``before_replace``, then
-    :func:`write_companions` ``items``; the paths written, the graph's first.
+    """Write ``items`` beside ``path`` (under its stem) to temporary names, then run
+    ``export``, which writes a graph to ``path`` and takes ``before_replace``; the paths
+    written, the graph's first.
 
-    Every companion of an earlier export at ``path`` is removed once the new graph passed
-    its check and just before it replaces the earlier one, so that an export stopped
-    half-way never leaves that export's files beside the new graph (which would take them
-    as its own); a failed export leaves the earlier one whole."""
+    Once the new graph passed its check, and just before it replaces the earlier one, the
+    new files are renamed into place and the earlier export's others are removed. A stop
+    before that leaves the earlier export whole (the temporary files removed), one after the
+    graph's rename the new graph with all its files (no other graph's beside it, none of its
+    own missing); for a stop in between, see the order below."""
     prefix = _companion_prefix(path)
+    mean_path = prefix + MEAN_NAME
+    with contextlib.ExitStack() as staged:
+        # atomic_path renames as the stack unwinds, last in first out: the mean vector,
+        # in first, is renamed last
+        for name in sorted(items, key=lambda name: name != MEAN_NAME):
+            items[name](staged.enter_context(atomic_path(prefix + name)))
 
-    def remove_earlier() -> None:
-        earlier = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
-        earlier += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
-        earlier += band_fill_files(prefix)
-        for stale in sorted(set(earlier)):
-            if os.path.isfile(stale):
-                os.remove(stale)
-                if stale[len(prefix):] not in items:
-                    logger.warning("removed %s: an earlier export's, and this model has none",
-                                   stale)
+        def put_in_place() -> None:
+            # A stop between these changes and the graph's rename leaves the earlier graph
+            # with (some of) the new files. A calibration or window LDA records the identity
+            # of the model it was made with, so the earlier graph refuses a new one naming
+            # both; a mean vector records nothing, and the earlier graph would embed with
+            # another's (or without its own) unnoticed. So the mean vector changes last,
+            # one rename before the graph.
+            stale = [earlier for earlier in _earlier_companions(prefix)
+                     if earlier[len(prefix):] not in items]
+            _remove_stale([earlier for earlier in stale if earlier != mean_path])
+            staged.close()
+            _remove_stale([earlier for earlier in stale if earlier == mean_path])
 
-    export(before_replace=remove_earlier)
-    return [path] + write_companions(items, path)
-
-
-def write_companions(items: Dict[str, Callable[[str], None]], graph_path: str) -> List[str]:
-    """Write ``items`` (:func:`companions`) beside ``graph_path`` under its stem, each
-    atomically; the paths written."""
-    prefix = _companion_prefix(graph_path)
-    written = []
-    for name, write in items.items():
-        with atomic_path(prefix + name) as tmp_path:
-            write(tmp_path)
-        written.append(prefix + name)
-    return written
+        export(before_replace=put_in_place)
+    return [path] + [prefix + name for name in items]

@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import UsageError, bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, bin_parser, exit_status, one_line, run_main
 from wespeaker_py.utils.file_utils import raise_if_disk_full
 from wespeaker_py.utils.logging_utils import setup_logging
 
@@ -55,9 +55,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.run(args)
     except FileExistsError as error:   # --dst is taken: the user's to fix, as a bad --src is
         raise UsageError(f"--dst: {error}") from None
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise_if_disk_full(error, args.dst)
-        raise
+        if exit_status(error) is not None or getattr(error, "filename", None):
+            raise   # a user error already, or the system's on the file it names
+        # what the readers of --src raise (transformers: a config.json that is no JSON)
+        raise UsageError(f"--src {args.src}: {one_line(error)}") from None
 
 
 if __name__ == "__main__":

@@ -29,13 +29,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     from wespeaker_py.models import list_models
     from wespeaker_py.models.complexity import format_summary_table, summarize_models
-    known = list_models()
+    known = list_models(generic=True)   # WeSpeaker's generic names (ReDimNet, ...) too
     unknown = [name for name in args.models or () if name not in known]
     if unknown:   # before any model is built
         raise UsageError(f"--models: no model is called {', '.join(unknown)} (without "
                          f"--models every one is listed)")
-    names = args.models if args.models else known
-    rows = summarize_models(names, num_frames=args.frames, feat_dim=args.feat_dim)
+    try:
+        rows = summarize_models(args.models or list_models(), num_frames=args.frames,
+                                feat_dim=args.feat_dim)
+    except ValueError as error:
+        raise UsageError(f"--models: {error}") from None
     print(format_summary_table(rows, num_frames=args.frames))
 
 

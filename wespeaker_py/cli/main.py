@@ -119,13 +119,14 @@ them. On the mini recipe's trials at 8 kHz it took the 16 kHz model's EER from
 the model's sample rate to embeddings (fbank + CMN inside; dynamic batch and
 length); it is checked against the eager model before it is written. The
 model's files go beside it under the graph's name (resnet34.mean_vec.npy,
-.calibration.json, .window_lda*.npz, .band_fill_<HZ>hz.npz; such files of an
-earlier export there that the model lacks are removed), where load_model and
+.calibration.json, .window_lda*.npz, .band_fill_<HZ>hz.npz), where load_model and
 every subcommand find them; a band fill reaches the graph through its optional
 band_fill input. Without --with_frontend the graph takes fbank features
 [B, T, F], as WeSpeaker's export does. Either graph gives the embeddings before
 mean subtraction: the model's mean vector goes beside it (resnet34_feats.mean_vec.npy),
-to subtract before cosine scoring.""",
+to subtract before cosine scoring. Such files of an earlier export to the same name
+that this export does not write (without --with_frontend: all but the mean vector)
+are removed as the new graph replaces the earlier one.""",
     "info": """examples:
   wespeaker-py info --model exp/ResNet34 [--json]""",
 }

@@ -141,14 +141,20 @@ def summarize_models(names: Iterable[str], num_frames: int = 200,
     """Build each named model with its recipe model_args (deployed form) and measure it.
 
     ``feat_dim`` None gives every model its recipe's input size (:func:`recipe_feat_dim`).
+    A model the recipe's arguments cannot build (a generic name such as ``ResNet``) is a
+    ValueError naming it.
     """
     rows = []
     for name in tqdm(list(names), desc="models", unit="model"):
         dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
         model_args = recipe_model_args(name, dim, deployed=True)
         width = recipe_input_dim(name) // recipe_feat_dim(name) * dim
-        with torch.device("meta"):  # shapes only: nothing is allocated or computed
-            model = get_model(name, **model_args)
+        try:
+            with torch.device("meta"):  # shapes only: nothing is allocated or computed
+                model = get_model(name, **model_args)
+        except TypeError as error:   # a generic name: its architecture is not in the table
+            raise ValueError(f"{name} cannot be built from the recipe's model_args "
+                             f"({error}); name one of its recipe models") from None
         rows.append(ModelSummary(name, count_params(model), count_macs(model, num_frames, width),
                                  int(model_args["embed_dim"]), width))
     return rows
