@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dataset_helpers import RATE, make_lists, training_args
+from dataset_helpers import RATE, make_lists, training_args, write_audio, write_raw_list_file
 from wespeaker_py.config import ConfigError
 from wespeaker_py.dataset import Dataset, collate_train, spk2id_from_utt2spk
 from wespeaker_py.dataset.partition import WorkerPlace, epoch_order, my_items, my_quota
@@ -166,6 +166,24 @@ def test_speed_perturb_shifts_labels_by_num_spks(lists, spk2id, single_process):
     for key, labels in per_key.items():
         base = spk2id[key.split("-")[0]]
         assert sorted(labels) == [base, base + num_spks, base + 2 * num_spks]
+
+
+def test_the_speeds_of_an_expanded_utterance_share_one_truncation_window(tmp_path):
+    """WeSpeaker's filter cuts a long utterance to max_num_frames before speed perturbation:
+    the three speeds of an expanded utterance come from one window of it."""
+    segments = 10   # one second each, valued by its position
+    audio = np.repeat(1000.0 * np.arange(1, segments + 1), RATE).astype(np.int16)
+    write_audio(str(tmp_path / "long.wav"), audio)
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), [
+        {"key": f"long{i}", "wav": str(tmp_path / "long.wav"), "spk": "s"} for i in range(30)])
+    args = training_args(speed_perturb=True, speed_perturb_mode="expanded", num_frms=100,
+                         filter_args={"min_num_frames": 100, "max_num_frames": 200})
+    per_key = {}
+    for sample in Dataset("raw", raw, args, {"s": 0}):
+        per_key.setdefault(sample["key"], []).append(float(np.median(sample["wav"].numpy())))
+    assert len(per_key) == 30 and all(len(medians) == 3 for medians in per_key.values())
+    # 1 s chunks of one 2 s window lie within three adjacent seconds
+    assert max(max(medians) - min(medians) for medians in per_key.values()) <= 2000 + 1
 
 
 def test_config_errors_name_the_key(lists, spk2id):

@@ -54,26 +54,35 @@ def read_random_chunk(handle, chunk_len: int, target_rate: int, rng: np.random.G
     ``handle`` is an :class:`~wespeaker_py.audio.AudioHandle` (or ArrayHandle);
     ``max_source_frames`` (in file samples) is WeSpeaker's truncation of long utterances.
     """
-    chunk, _ = read_random_span(handle, chunk_len, target_rate, rng, speed, max_source_frames,
+    window = random_window(handle.frames, max_source_frames, rng)
+    chunk, _ = read_random_span(handle, chunk_len, target_rate, rng, speed, window,
                                 defer_speed=False)
     return chunk
 
 
+def random_window(total: int, max_source_frames: Optional[int],
+                  rng: np.random.Generator) -> Tuple[int, int]:
+    """``(start, length)`` of the part of a file of ``total`` samples that training chunks
+    are cut from: all of it, or a random ``max_source_frames`` of it (WeSpeaker's filter
+    truncates a long utterance so, before speed perturbation: the speeds of an
+    expanded utterance share the window)."""
+    if max_source_frames is not None and total > max_source_frames:
+        return int(rng.integers(0, total - max_source_frames + 1)), max_source_frames
+    return 0, total
+
+
 def read_random_span(handle, chunk_len: int, target_rate: int, rng: np.random.Generator,
-                     speed: Fraction = Fraction(1), max_source_frames: Optional[int] = None,
+                     speed: Fraction = Fraction(1), window: Optional[Tuple[int, int]] = None,
                      defer_speed: bool = True) -> Tuple[np.ndarray, bool]:
-    """Like :func:`read_random_chunk` (same random draws), optionally leaving the speed change.
+    """Like :func:`read_random_chunk`, from ``window`` (:func:`random_window`; None: the
+    whole file), optionally leaving the speed change.
 
     With ``defer_speed``, a file at ``target_rate`` long enough for the span gives
     the ``ceil(chunk_len * speed) + 1`` samples read, unresampled, and True: the
     caller resamples them (on the training device). Otherwise the finished chunk
     and False.
     """
-    total = handle.frames
-    window_start, window_len = 0, total
-    if max_source_frames is not None and total > max_source_frames:
-        window_start = int(rng.integers(0, total - max_source_frames + 1))
-        window_len = max_source_frames
+    window_start, window_len = window if window is not None else (0, handle.frames)
     virtual_rate = Fraction(handle.samplerate) * speed
     ratio = virtual_rate / target_rate  # file samples per output sample
     if ratio == 1:

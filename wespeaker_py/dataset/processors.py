@@ -15,7 +15,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioCheckError, ChannelChoice,
                                 is_narrowband_for, read_checked)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.augment import Augmenter, apply_plan
-from wespeaker_py.dataset.chunk import open_utterance, read_random_span
+from wespeaker_py.dataset.chunk import open_utterance, random_window, read_random_span
 from wespeaker_py.dataset.lists import Utterance
 from wespeaker_py.dataset.speed import SPEEDS, choose_speed_index, shifted_label
 from wespeaker_py.dataset.stats import PipelineStats
@@ -140,9 +140,10 @@ def training_chunks(utts: Iterable[Tuple[Utterance, int]], settings: ChunkSettin
                     indices = [choose_speed_index(rng)]
                 else:
                     indices = [0]
-                max_source = settings.max_source_frames(handle.samplerate)
+                window = random_window(handle.frames,
+                                       settings.max_source_frames(handle.samplerate), rng)
                 chunks = [(index, read_random_span(handle, chunk_len, settings.sample_rate, rng,
-                                                   SPEEDS[index], max_source,
+                                                   SPEEDS[index], window,
                                                    settings.speed_on_device))
                           for index in indices]
                 for _, (wav, _) in chunks:
