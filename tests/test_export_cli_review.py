@@ -323,7 +323,7 @@ def test_model_summary_refuses_a_generic_name_the_recipe_cannot_build(capsys):
     assert "--models: ResNet cannot be built from the recipe's model_args" in err
 
 
-def test_convert_checkpoint_names_src_when_its_config_json_is_no_json(tmp_path, capsys):
+def test_convert_checkpoint_names_a_config_json_that_is_no_json(tmp_path, capsys):
     pytest.importorskip("transformers")
     src = tmp_path / "hf"
     os.makedirs(src)
@@ -332,8 +332,25 @@ def test_convert_checkpoint_names_src_when_its_config_json_is_no_json(tmp_path, 
     status, out, err = run(capsys, convert_checkpoint.main, "wavlm-export", "--src", src,
                            "--dst", tmp_path / "wavlm.pt")
     assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
-    assert f"error: --src {src}: " in err and "not a valid JSON file" in err
+    assert f"error: {src}/config.json: not a readable WavLM config" in err
+    assert "not a valid JSON file" in err
     assert sorted(os.listdir(tmp_path)) == ["hf"]
+
+
+def test_convert_checkpoint_names_damaged_weights(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
+    src = str(tmp_path / "hf")
+    write_random_wavlm(src, tiny_wavlm_config(large_layout=True), seed=1)
+    weights = [name for name in os.listdir(src) if name.startswith("model.")]
+    for name in weights:
+        with open(os.path.join(src, name), "r+b") as handle:
+            handle.truncate(64)
+    capsys.readouterr()   # the writer's progress bar
+    status, out, err = run(capsys, convert_checkpoint.main, "wavlm-export", "--src", src,
+                           "--dst", tmp_path / "wavlm.pt")
+    assert weights and status == 2 and out == "" and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "its WavLM weights cannot be read" in err
 
 
 def _every_command_line_parser():

@@ -464,6 +464,10 @@ def check_hf_directory(path: str) -> None:
             f"beside it")
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def load_hf_directory(path: str) -> "WavLMModel":
     """Load ``transformers.WavLMModel`` from a local directory, never from the hub.
 
@@ -474,12 +478,20 @@ def load_hf_directory(path: str) -> "WavLMModel":
     from transformers import WavLMConfig, WavLMModel
 
     check_hf_directory(path)
-    config = WavLMConfig.from_pretrained(path, local_files_only=True)
+    try:
+        config = WavLMConfig.from_pretrained(path, local_files_only=True)
+    except Exception as error:   # transformers' many errors for a file it cannot read
+        raise WavLMConversionError(f"{path}/config.json: not a readable WavLM config "
+                                   f"({_first_line(error)})") from None
     if config.model_type != "wavlm":
         raise WavLMConversionError(f"{path}/config.json describes a {config.model_type!r} model, "
                                    f"not 'wavlm'")
-    model, info = WavLMModel.from_pretrained(path, config=config, local_files_only=True,
-                                             output_loading_info=True)
+    try:
+        model, info = WavLMModel.from_pretrained(path, config=config, local_files_only=True,
+                                                 output_loading_info=True)
+    except Exception as error:   # a damaged weights file (safetensors' or torch's errors)
+        raise WavLMConversionError(f"{path}: its WavLM weights cannot be read "
+                                   f"({_first_line(error)})") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         problems = sorted(str(item) for item in info.get(kind) or [])
         if problems:
