@@ -35,3 +35,9 @@ class ModelSourceError(WespeakerError, ValueError):
 class RunFailedError(WespeakerError, RuntimeError):
     """The command ran but its result is not usable (every utterance skipped, too many
     trials lost, ...); the message says what happened and where it was counted."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of another library's error message (at most ``limit`` characters;
+    the error's type name when the message is empty), to quote inside one of ours."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]

@@ -28,7 +28,7 @@ import numpy as np
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
-from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.errors import ModelSourceError, first_line
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.utils.file_utils import DataFormatError
 from wespeaker_py.utils.logging_utils import get_logger
@@ -116,7 +116,7 @@ def _onnx_backend(path: str, num_threads: Optional[int]):
         raise ModelSourceError(str(error)) from None
     except Exception as error:           # onnxruntime's errors for a file that is no graph
         raise ModelSourceError(f"{path}: not a readable ONNX model "
-                               f"({str(error).strip().splitlines()[0][:200]})") from None
+                               f"({first_line(error, 200)})") from None
     return backend, str(backend.info.get("model", "onnx"))
 
 

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.export.checks import EXAMPLE_FRAMES, check_against_eager, example_features
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
@@ -45,7 +45,7 @@ def to_torchscript(model: nn.Module, feat_dim: int,
             try:
                 return torch.jit.script(model)
             except Exception as error:  # TorchScript's compiler raises many error types
-                reason = str(error).strip().splitlines()[0]
+                reason = first_line(error)
                 if method == "script":
                     raise ScriptCompileError(
                         f"{type(model).__name__} does not compile with torch.jit.script "

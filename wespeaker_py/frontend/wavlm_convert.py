@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.utils.file_utils import save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -464,10 +464,6 @@ def check_hf_directory(path: str) -> None:
             f"beside it")
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
 def load_hf_directory(path: str) -> "WavLMModel":
     """Load ``transformers.WavLMModel`` from a local directory, never from the hub.
 
@@ -482,7 +478,7 @@ def load_hf_directory(path: str) -> "WavLMModel":
         config = WavLMConfig.from_pretrained(path, local_files_only=True)
     except Exception as error:   # transformers' many errors for a file it cannot read
         raise WavLMConversionError(f"{path}/config.json: not a readable WavLM config "
-                                   f"({_first_line(error)})") from None
+                                   f"({first_line(error)})") from None
     if config.model_type != "wavlm":
         raise WavLMConversionError(f"{path}/config.json describes a {config.model_type!r} model, "
                                    f"not 'wavlm'")
@@ -491,7 +487,7 @@ def load_hf_directory(path: str) -> "WavLMModel":
                                                  output_loading_info=True)
     except Exception as error:   # a damaged weights file (safetensors' or torch's errors)
         raise WavLMConversionError(f"{path}: its WavLM weights cannot be read "
-                                   f"({_first_line(error)})") from None
+                                   f"({first_line(error)})") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         problems = sorted(str(item) for item in info.get(kind) or [])
         if problems:

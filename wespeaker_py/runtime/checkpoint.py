@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
-from wespeaker_py.errors import ModelSourceError, WespeakerError
+from wespeaker_py.errors import ModelSourceError, WespeakerError, first_line
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -51,9 +51,8 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
-        first_line = (str(error).splitlines() or [""])[0]
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
-                               f"({type(error).__name__}: {first_line})") from None
+                               f"({type(error).__name__}: {first_line(error)})") from None
     if not isinstance(loaded, Mapping):
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it holds a "
                                f"{type(loaded).__name__}, not a dict of tensors)")
