@@ -62,6 +62,15 @@ def stage(root, script, *args, check=True):
                       f"{root}/exp", "--trials", TRIALS, *args, check=check)
 
 
+def refused(root, script, *args, says=()):
+    """Run ``script`` as :func:`stage` does, and check that it fails saying each of ``says``."""
+    result = stage(root, script, *args, check=False)
+    assert result.returncode != 0
+    for words in says:
+        assert words in result.stderr
+    return result
+
+
 def age(root, seconds=100):
     """Move every file's time ``seconds`` back: what is written next is newer."""
     for folder, _, names in os.walk(root):
@@ -87,11 +96,9 @@ def test_score_norm_recipe_refuses_cosine_scores_and_cohorts_of_older_embeddings
 
     age(recipe)
     reextract(recipe, "vox1")
-    refused = stage(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2", *norm,
-                    check=False)
-    assert refused.returncode != 0
-    assert f"scores/{TRIALS}.score is older than the embeddings" in refused.stderr
-    assert "score the trials again (score.sh) first" in refused.stderr
+    refused(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2", *norm,
+            says=(f"scores/{TRIALS}.score is older than the embeddings",
+                  "score the trials again (score.sh) first"))
     assert open(normalised).read() == before
     stage(recipe, "score.sh", "--stage", "1", "--stop-stage", "1")
     stage(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2", *norm)
@@ -101,11 +108,8 @@ def test_score_norm_recipe_refuses_cosine_scores_and_cohorts_of_older_embeddings
     spk_scp = f"{recipe}/exp/embeddings/vox2_dev/spk_xvector.scp"
     age(recipe)
     reextract(recipe, "vox2_dev")
-    refused = stage(recipe, "score_norm.sh", "--stage", "2", "--stop-stage", "2", *norm,
-                    check=False)
-    assert refused.returncode != 0
-    assert f"{spk_scp} is older than" in refused.stderr
-    assert "make the speaker means again (stage 1) first" in refused.stderr
+    refused(recipe, "score_norm.sh", "--stage", "2", "--stop-stage", "2", *norm,
+            says=(f"{spk_scp} is older than", "make the speaker means again (stage 1) first"))
 
 
 def test_calibration_recipe_refuses_normalised_scores_of_older_embeddings(recipe):
@@ -119,22 +123,16 @@ def test_calibration_recipe_refuses_normalised_scores_of_older_embeddings(recipe
     # evaluation embeddings extracted again; nothing scored or normalised since
     age(recipe)
     reextract(recipe, "vox1")
-    refused = stage(recipe, "score_calibration.sh", "--stage", "1", "--stop-stage", "4", *args,
-                    check=False)
-    assert refused.returncode != 0
-    assert (f"scores/vox2_dev_asnorm5_{TRIALS}.score is older than the embeddings "
-            "it was normalised with") in refused.stderr
-    assert "normalise the scores again (score_norm.sh" in refused.stderr
+    refused(recipe, "score_calibration.sh", "--stage", "1", "--stop-stage", "4", *args,
+            says=(f"scores/vox2_dev_asnorm5_{TRIALS}.score is older than the embeddings "
+                  "it was normalised with", "normalise the scores again (score_norm.sh"))
     assert open(calibrated).read() == before
 
     # the back-end set extracted again: its cohort means are stale until score_norm.sh's
     # stage 1 makes them again
     reextract(recipe, "vox2_dev")
-    refused = stage(recipe, "score_calibration.sh", "--stage", "1", "--stop-stage", "4", *args,
-                    check=False)
-    assert refused.returncode != 0
-    assert "spk_xvector.scp is older than the embeddings or spk2utt of vox2_dev" \
-        in refused.stderr
+    refused(recipe, "score_calibration.sh", "--stage", "1", "--stop-stage", "4", *args,
+            says=("spk_xvector.scp is older than the embeddings or spk2utt of vox2_dev",))
 
     stage(recipe, "score.sh", "--stage", "1", "--stop-stage", "1")
     stage(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2", *args[:2])
