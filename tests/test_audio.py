@@ -201,3 +201,28 @@ def test_speaker_model_diarize_embeds_windows_without_a_second_read(tmp_path, mo
     monkeypatch.setattr("wespeaker_py.diarization.pipeline.load_audio_with_rate", counting)
     result = model.diarize(mini_speech(1)[0], vad="energy", num_speakers=1)
     assert loads == [mini_speech(1)[0]] and result.turns
+
+
+def test_write_wav_makes_its_folder_and_reads_back_what_it_was_given(tmp_path):
+    samples = random_int16(16000, seed=3)
+    path = str(tmp_path / "new" / "folder" / "a.wav")
+    audio.write_wav(path, samples, 8000)
+    assert sf.info(path).subtype == "PCM_16" and sf.info(path).samplerate == 8000
+    back, _ = sf.read(path, dtype="int16")
+    np.testing.assert_array_equal(back, samples)
+    assert os.listdir(os.path.dirname(path)) == ["a.wav"]  # no temporary file left
+
+
+def test_write_wav_leaves_no_file_when_the_samples_cannot_be_written(tmp_path):
+    path = str(tmp_path / "a.wav")
+    with pytest.raises(Exception):
+        audio.write_wav(path, np.zeros((10, 2, 2), dtype=np.float32), 16000)
+    assert os.listdir(tmp_path) == []
+
+
+def test_wav_bytes_keep_the_subtype_asked_for():
+    samples = np.linspace(-0.5, 0.5, 800, dtype=np.float32)
+    data = audio.wav_bytes(samples, 16000, "FLOAT")
+    back, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == 16000 and sf.info(io.BytesIO(data)).subtype == "FLOAT"
+    np.testing.assert_array_equal(back, samples)

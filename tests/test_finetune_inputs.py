@@ -148,6 +148,15 @@ def test_pipes_only_need_sample_rate_and_then_train_at_it(source_model, tmp_path
 
 # ---- 5: a data folder edited in place is another request -----------------------------------
 
+def test_a_listed_file_that_is_not_audio_is_named_before_training(tmp_path):
+    data = _data_folder(tmp_path)
+    first = open(os.path.join(data, "wav.scp")).readline().split()
+    with open(first[1], "w") as handle:
+        handle.write("not a wav file\n")
+    with pytest.raises(FinetuneDataError, match=f"{first[1]}: not readable audio"):
+        read_finetune_data(data)
+
+
 def test_edited_lists_are_another_request_and_say_what_changed(source_model, tmp_path,
                                                                first_phase):
     data, out = _data_folder(tmp_path / "data"), str(tmp_path / "out")

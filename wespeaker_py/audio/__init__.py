@@ -27,6 +27,8 @@ and shard writing.
   model built for 16 kHz or more is warned about (:func:`warn_if_narrowband`)
   where nothing fills its empty band: by the embedding loop, which knows the
   model's band fills (training counts such utterances and its trainer warns once).
+- **Writing:** :func:`write_wav` (a file, atomically) and :func:`wav_bytes` (tar
+  shard members), 16-bit PCM WAV unless asked otherwise.
 - **Checks**, shared by every caller, each a named error deriving from
   :class:`~wespeaker_py.errors.AudioInputError` whose ``reason`` the training
   pipeline counts skips under: :class:`AudioMissingError`,
@@ -59,6 +61,7 @@ from wespeaker_py.audio.samples import (CHANNEL_POLICIES, DEFAULT_CHANNEL, INT16
                                         SILENCE_FLOOR_DBFS, ChannelChoice, check_samples,
                                         is_narrowband_for, loudest_frame_dbfs, mix_to_mono,
                                         parse_channel, to_int16_scale, warn_if_narrowband)
+from wespeaker_py.audio.write import wav_bytes, write_wav
 
 __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
            "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError", "AudioHandle",
@@ -68,4 +71,4 @@ __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_
            "describe_audio", "heard_rate_of", "is_narrowband_for", "is_pipe", "load_audio",
            "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio",
            "parse_channel", "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
-           "warn_if_narrowband"]
+           "warn_if_narrowband", "wav_bytes", "write_wav"]

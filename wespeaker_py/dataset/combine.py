@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
-from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio
+from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio, write_wav
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_path,
-                                           file_stamp, read_wav_scp)
+from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_stamp,
+                                           read_wav_scp)
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
@@ -187,8 +186,7 @@ def _write_piece(job: Tuple[str, Sequence[str]]) -> Dict[int, str]:
     if len(rates) > 1:
         return {index: "sample_rate_mismatch" for index in range(len(paths))}
     pcm = np.clip(np.round(np.concatenate(samples)), -32768, 32767).astype(np.int16)
-    with atomic_path(out_wav) as tmp:
-        sf.write(tmp, pcm, rates.pop(), format="WAV", subtype="PCM_16")
+    write_wav(out_wav, pcm, rates.pop())
     return {}
 
 

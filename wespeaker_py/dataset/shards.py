@@ -35,7 +35,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from wespeaker_py.audio import INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio
+from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
+                                wav_bytes)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
                                         check_decodable)
@@ -206,19 +207,12 @@ def _audio_suffix(entry: TableEntry) -> str:
     return suffix
 
 
-def _wav_bytes(samples: np.ndarray, samplerate: int, subtype: str) -> bytes:
-    """``samples`` (floats in [-1, 1], ``[frames]`` or ``[frames, channels]``) as WAV bytes."""
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, samplerate, format="WAV", subtype=subtype)
-    return buffer.getvalue()
-
-
 def _voiced_wav_bytes(entry: TableEntry) -> bytes:
     """Decode, keep the VAD segments and re-encode as 16-bit WAV (WeSpeaker's shard VAD)."""
     with open_audio(entry.wav, name=entry.key) as handle:
         voiced = apply_vad(handle, entry.vad)
         samples = voiced.read_all() / INT16_SCALE
-        return _wav_bytes(samples.astype(np.float32), handle.samplerate, "PCM_16")
+        return wav_bytes(samples.astype(np.float32), handle.samplerate, "PCM_16")
 
 
 def _pipe_wav_bytes(entry: TableEntry) -> bytes:
@@ -233,7 +227,7 @@ def _pipe_wav_bytes(entry: TableEntry) -> bytes:
     with open_audio(entry.wav, name=entry.key) as handle:
         frames = handle.read_frames(0, handle.frames, dtype="float64")
         subtype = handle.subtype if sf.check_format("WAV", handle.subtype) else "FLOAT"
-        return _wav_bytes(frames, handle.samplerate, subtype)
+        return wav_bytes(frames, handle.samplerate, subtype)
 
 
 def _entry_bytes(entry: TableEntry) -> bytes:

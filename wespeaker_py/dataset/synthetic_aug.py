@@ -17,10 +17,9 @@ import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 
-from wespeaker_py.audio import INT16_SCALE, open_audio
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+from wespeaker_py.audio import INT16_SCALE, open_audio, write_wav
+from wespeaker_py.utils.file_utils import atomic_open
 
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -76,12 +75,6 @@ def synthetic_rir(sample_rate: int, rt60: float, rng: np.random.Generator) -> np
     return (tail / np.abs(tail).max()).astype(np.float32)
 
 
-def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_path(path) as tmp:
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-
-
 def _write_scp(path: str, entries: List[Tuple[str, str]]) -> None:
     with atomic_open(path) as handle:
         for key, wav in entries:
@@ -111,13 +104,13 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
         name, exponent = colours[index % len(colours)]
         key = f"noise/synthetic/{name}-{index:04d}.wav"
         path = os.path.abspath(os.path.join(musan_dir, key))
-        _write_wav(path, 0.5 * coloured_noise(num_samples, exponent, rng), sample_rate)
+        write_wav(path, 0.5 * coloured_noise(num_samples, exponent, rng), sample_rate)
         musan_entries.append((key, path))
 
     for index in range(num_music):
         key = f"music/synthetic/music-{index:04d}.wav"
         path = os.path.abspath(os.path.join(musan_dir, key))
-        _write_wav(path, 0.5 * harmonic_music(num_samples, sample_rate, rng), sample_rate)
+        write_wav(path, 0.5 * harmonic_music(num_samples, sample_rate, rng), sample_rate)
         musan_entries.append((key, path))
 
     for index in range(num_babble):
@@ -125,7 +118,7 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
         utterances = [_read_mono(speech_wavs[i], sample_rate) for i in chosen]
         key = f"speech/synthetic/babble-{index:04d}.wav"
         path = os.path.abspath(os.path.join(musan_dir, key))
-        _write_wav(path, 0.5 * babble(utterances, num_samples, rng), sample_rate)
+        write_wav(path, 0.5 * babble(utterances, num_samples, rng), sample_rate)
         musan_entries.append((key, path))
 
     rir_entries: List[Tuple[str, str]] = []
@@ -133,7 +126,7 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
         rt60 = float(rng.uniform(*rt60_range))
         key = f"simulated_rirs/synthetic/rir-{index:04d}-rt60-{rt60:.2f}.wav"
         path = os.path.abspath(os.path.join(rirs_dir, key))
-        _write_wav(path, 0.9 * synthetic_rir(sample_rate, rt60, rng), sample_rate)
+        write_wav(path, 0.9 * synthetic_rir(sample_rate, rt60, rng), sample_rate)
         rir_entries.append((key, path))
 
     lists = {"musan": os.path.join(musan_dir, "wav.scp"), "rirs": os.path.join(rirs_dir, "wav.scp")}

@@ -21,11 +21,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, is_pipe, load_audio
+from wespeaker_py.audio import INT16_SCALE, is_pipe, load_audio, write_wav
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.diarization.vad import EnergyVAD, Region, RegionRules
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path, read_key_value, read_lines
+from wespeaker_py.utils.file_utils import atomic_open, read_key_value, read_lines
 
 # the rate conversations are built and written at
 SAMPLE_RATE = 16000
@@ -191,7 +191,6 @@ def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
     Each has between ``num_speakers[0]`` and ``num_speakers[1]`` speakers drawn
     from the corpus. Returns the recording ids.
     """
-    import soundfile as sf
     low, high = num_speakers
     if not 1 <= low <= high <= len(corpus.speakers):
         raise ValueError(f"num_speakers {num_speakers}: the corpus has "
@@ -206,8 +205,7 @@ def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
         mix, turns = build_conversation(corpus, list(chosen), duration, rng, style)
         key = f"conv{index:03d}_{len(chosen)}spk"
         wav_path = os.path.join(out_dir, "wav", f"{key}.wav")
-        with atomic_path(wav_path) as tmp:
-            sf.write(tmp, mix, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        write_wav(wav_path, mix, SAMPLE_RATE)
         references[key] = turns
         scp_lines.append(f"{key} {os.path.abspath(wav_path)}\n")
     with atomic_open(os.path.join(out_dir, "wav.scp")) as handle:

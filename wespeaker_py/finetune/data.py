@@ -14,9 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import soundfile as sf
-
-from wespeaker_py.audio import is_pipe
+from wespeaker_py.audio import AudioCheckError, is_pipe, open_audio
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
@@ -122,9 +120,10 @@ def _sample_rates(entries: Sequence[TableEntry]) -> Dict[int, int]:
     rates: Counter = Counter()
     for wav in sorted({entry.wav for entry in entries if not is_pipe(entry.wav)}):
         try:
-            rates[sf.info(wav).samplerate] += 1
-        except (RuntimeError, OSError) as error:  # soundfile's error for unreadable files
-            raise FinetuneDataError(f"{wav}: not readable audio ({error})") from None
+            with open_audio(wav) as handle:
+                rates[handle.samplerate] += 1
+        except AudioCheckError as error:
+            raise FinetuneDataError(str(error)) from None
     return dict(rates)
 
 
