@@ -21,6 +21,7 @@ candidate sees exactly the same windows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -132,6 +133,12 @@ def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict
 
 
 def cluster_labeller(options: ClusterOptions, oracle_count: bool = False, max_speakers: int = 10):
+    if oracle_count:  # what refines an estimated count, or stops merging, has no say here
+        defaults = ClusterOptions()
+        options = dataclasses.replace(options, ahc_threshold=defaults.ahc_threshold,
+                                      min_cluster_size=defaults.min_cluster_size,
+                                      merge_threshold=defaults.merge_threshold)
+
     def label(key, item):
         truth = item.get("_truth_count") if oracle_count else None
         return cluster_windows(item["embeddings"], options, truth, 1, max_speakers).labels

@@ -2,6 +2,7 @@
 import dataclasses
 import glob
 import os
+import re
 import stat
 
 import pytest
@@ -353,7 +354,7 @@ def test_a_mapping_is_checked_typed_and_filled_as_a_file_is():
 
 def test_model_config_reads_only_what_inference_needs(tmp_path):
     source = {"model": "ECAPA_TDNN_GLOB_c512", "model_args": {"feat_dim": 80, "embed_dim": 192},
-              "dataset_args": {"resample_rate": 8000}, "some_training_key": 1}
+              "dataset_args": {"resample_rate": 8000}, "seed": 1, "optimizer": "not checked"}
     model_config = load_model_config(write(tmp_path, source))
     assert isinstance(model_config, ModelConfig) and model_config.model_args["embed_dim"] == 192
     assert model_config.dataset_args.resample_rate == 8000
@@ -365,6 +366,26 @@ def test_model_config_reads_only_what_inference_needs(tmp_path):
     del source["model_args"]
     with pytest.raises(ConfigError, match="config key 'model_args' is required"):
         load_model_config(write(tmp_path, source))
+
+
+def test_model_config_refuses_a_misspelt_top_level_key_naming_file_and_closest_key(tmp_path):
+    source = {"model": "ECAPA_TDNN_GLOB_c512", "model_args": {"feat_dim": 80, "embed_dim": 192},
+              "dataset_arg": {"resample_rate": 8000}}
+    path = write(tmp_path, source)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: unknown config key 'dataset_arg'; "
+                                                    f"did you mean 'dataset_args'?")):
+        load_model_config(path)
+    # the same file spelt right gives the model its 8 kHz settings
+    source["dataset_args"] = source.pop("dataset_arg")
+    assert load_model_config(write(tmp_path, source)).dataset_args.resample_rate == 8000
+
+
+def test_model_config_loads_every_config_training_saves(tmp_path):
+    saved = str(tmp_path / "saved.yaml")
+    for path in SHIPPED:
+        config = load_config(path)
+        save_config(config, saved)
+        assert load_model_config(saved).model_args == config.model_args, path
 
 
 # The keyword arguments of WeSpeaker's front-end constructors, to which its trainer passes

@@ -8,7 +8,7 @@ import pytest
 from wespeaker_py.audio import INT16_SCALE, load_audio
 from wespeaker_py.diarization.metrics import (align, count_speakers, error_times,
                                               score_recordings, speaker_jaccard)
-from wespeaker_py.diarization.rttm import read_rttm, read_uem, write_rttm
+from wespeaker_py.diarization.rttm import read_rttm, read_speaker_counts, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
@@ -163,6 +163,46 @@ def test_uem_refuses_an_end_that_is_not_finite(tmp_path):
     path.write_text("r 1 0.0 10.0\nr 1 12.0 inf\n")
     with pytest.raises(DataFormatError, match=r"all.uem:2: need 0 <= start < end, both finite"):
         read_uem(str(path))
+
+
+def test_rttm_uem_and_speaker_counts_read_past_a_byte_order_mark(tmp_path):
+    # a Windows editor's BOM made the first RTTM field "\ufeffSPEAKER": its turn was lost
+    rttm, uem, counts = tmp_path / "ref.rttm", tmp_path / "all.uem", tmp_path / "reco2num_spk"
+    rttm.write_text("SPEAKER rec1 1 0.0 1.0 <NA> <NA> a <NA> <NA>\n"
+                    "SPEAKER rec1 1 1.0 1.0 <NA> <NA> b <NA> <NA>\n", encoding="utf-8-sig")
+    uem.write_text("rec1 1 0.0 2.0\n", encoding="utf-8-sig")
+    counts.write_text("rec1 2\n", encoding="utf-8-sig")
+    assert [t.speaker for t in read_rttm(str(rttm))["rec1"]] == ["a", "b"]
+    assert read_uem(str(uem)) == {"rec1": [(0.0, 2.0)]}
+    assert read_speaker_counts(str(counts)) == {"rec1": 2}
+
+
+def test_speaker_counts_name_both_lines_of_a_repeated_recording(tmp_path):
+    counts = tmp_path / "reco2num_spk"
+    counts.write_text("rec1 2\nrec2 3\nrec1 4\n")
+    with pytest.raises(DataFormatError,
+                       match=r"reco2num_spk:3: duplicate recording 'rec1', already on line 1"):
+        read_speaker_counts(str(counts))
+
+
+def test_score_diarization_refuses_a_reference_without_speaker_lines(tmp_path, capsys):
+    from wespeaker_py.bin.score_diarization import main
+    ref, sys_rttm = tmp_path / "ref.rttm", tmp_path / "sys.rttm"
+    ref.write_text(";; a header, and no turn\n")
+    write_rttm(str(sys_rttm), {"rec1": [Turn(0.0, 5.0, "x")]})
+    with pytest.raises(SystemExit) as stop:     # was DER 0.00 and exit status 0
+        main(["--ref_rttm", str(ref), "--sys_rttm", str(sys_rttm)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert f"{ref}: the reference holds no SPEAKER lines" in err
+    # an empty system output is scored: all speech missed
+    write_rttm(str(ref), {"rec1": [Turn(0.0, 5.0, "A")]})
+    sys_rttm.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["--ref_rttm", str(ref), "--sys_rttm", str(sys_rttm), "--collars", "0"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert "| all (1) | 0 | scored | 100.00 | 0.00 | 0.00 | 100.00 |" in out
 
 
 @pytest.mark.parametrize("step", [0.3, 0.1, 0.07, 0.25])

@@ -14,6 +14,7 @@ import wespeaker_py
 from inference_helpers import FEAT_DIM, make_experiment, randomise_batchnorm, write_wav
 from wespeaker_py.bin.export_jit import main as export_jit_main
 from wespeaker_py.bin.export_onnx import main as export_onnx_main
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
                                  export_torchscript, exportable_model, load_exportable_embedder)
@@ -201,10 +202,8 @@ def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch
                         else real_find_spec(name, *args))
     with pytest.raises(ImportError, match="onnxruntime.*pip install onnx onnxruntime"):
         export_onnx(network, FEAT_DIM, str(tmp_path / "x.onnx"))
-    with pytest.raises(SystemExit) as stopped:
-        export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
-                          "--output_model", str(tmp_path / "x.onnx")])
-    assert stopped.value.code == 2
+    assert run_main(export_onnx_main, ["--config", config_path, "--checkpoint", checkpoint,
+                                       "--output_model", str(tmp_path / "x.onnx")]) == 2
     assert "pip install onnx onnxruntime" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 

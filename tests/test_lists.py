@@ -27,11 +27,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_tool(name, *args):
-    """Run a tools/ script in this process, as its command line would."""
+    """Run a tools/ script in this process, as its command line would; a non-zero exit
+    status escapes as SystemExit."""
     saved = sys.argv
     sys.argv = [name, *args]
     try:
         runpy.run_path(os.path.join(REPO, "tools", name), run_name="__main__")
+    except SystemExit as done:
+        if done.code:
+            raise
     finally:
         sys.argv = saved
 
@@ -120,7 +124,7 @@ def test_raw_list_errors_name_file_and_line(tmp_path):
         read_raw_list(str(raw))
 
 
-def test_table_errors_name_file_and_line(tmp_path):
+def test_table_errors_name_file_and_line(tmp_path, capsys):
     wav_scp, utt2spk = tmp_path / "wav.scp", tmp_path / "utt2spk"
     wav_scp.write_text("u1 /x/u1.wav\n")
     utt2spk.write_text("u1 s1\nu2 s2\n")
@@ -129,19 +133,22 @@ def test_table_errors_name_file_and_line(tmp_path):
     utt2spk.write_text("u1\n")
     with pytest.raises(DataFormatError, match=r"utt2spk:1"):
         read_utterance_table(str(wav_scp), str(utt2spk))
-    with pytest.raises(DataFormatError, match=r"utt2spk:1"):
+    with pytest.raises(SystemExit) as stop:
         run_tool("make_raw_list.py", str(wav_scp), str(utt2spk), str(tmp_path / "r"))
+    assert stop.value.code == 2 and f"{utt2spk}:1" in capsys.readouterr().err
 
 
-def test_a_repeated_utterance_of_utt2spk_names_both_lines(tmp_path):
+def test_a_repeated_utterance_of_utt2spk_names_both_lines(tmp_path, capsys):
     wav_scp, utt2spk = tmp_path / "wav.scp", tmp_path / "utt2spk"
     wav_scp.write_text("u1 /x/u1.wav\nu2 /x/u2.wav\n")
     utt2spk.write_text("u1 s1\nu2 s2\nu1 s2\n")
     with pytest.raises(DataFormatError,
                        match=r"utt2spk:3: duplicate utterance 'u1', already on line 1"):
         read_utterance_table(str(wav_scp), str(utt2spk))
-    with pytest.raises(DataFormatError, match=r"utt2spk:3: duplicate utterance 'u1'"):
+    with pytest.raises(SystemExit) as stop:
         run_tool("make_raw_list.py", str(wav_scp), str(utt2spk), str(tmp_path / "raw.list"))
+    assert stop.value.code == 2
+    assert f"{utt2spk}:3: duplicate utterance 'u1'" in capsys.readouterr().err
     assert not (tmp_path / "raw.list").exists()
 
 

@@ -1292,15 +1292,15 @@ def test_mini_prepare_is_done_again_when_an_option_changes(tmp_path):
 def test_make_trials_draws_balanced_trials_of_distinct_utterances(tmp_path):
     utt2spk = tmp_path / "utt2spk"
     with open(utt2spk, "w") as out:
-        for spk in "abc":
-            for i in range(3 if spk != "c" else 1):
+        for spk in "abc":   # 132 target pairs, 168 nontarget ones
+            for i in range(12 if spk != "c" else 1):
                 out.write(f"{spk}{i} {spk}\n")
     out_path = tmp_path / "cali.kaldi"
     subprocess.run(["python", os.path.join(REPO, "tools", "make_trials.py"), "--utt2spk",
                     str(utt2spk), "--num_trials", "200", str(out_path)], check=True,
                    capture_output=True)
     trials = [line.split() for line in open(out_path)]
-    assert len(trials) == 200
+    assert len(trials) == 200 and len({frozenset(t[:2]) for t in trials}) == 200
     assert sum(label == "target" for _, _, label in trials) == 100
     for enroll, test, label in trials:
         assert enroll != test

@@ -335,7 +335,9 @@ def test_build_frontend_picks_by_dataset_args_frontend(tiny_dir):
 def test_make_tiny_wavlm_tool_writes_both_forms(tmp_path, monkeypatch):
     out, original = str(tmp_path / "tiny"), str(tmp_path / "tiny.pt")
     monkeypatch.setattr(sys, "argv", ["make_tiny_wavlm.py", "--out", out, "--original", original])
-    runpy.run_path(os.path.join(REPO_ROOT, "tools", "make_tiny_wavlm.py"), run_name="__main__")
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(os.path.join(REPO_ROOT, "tools", "make_tiny_wavlm.py"), run_name="__main__")
+    assert done.value.code == 0
     model = load_hf_directory(out)
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 32
     cfg, _ = read_original_checkpoint(original)

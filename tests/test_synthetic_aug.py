@@ -57,3 +57,38 @@ def test_make_synthetic_aug_data_writes_recipe_lists(tmp_path):
         audio, rate = sf.read(path)
         assert rate == 16000 and audio.ndim == 1 and np.isfinite(audio).all()
     assert all(sf.info(p).frames == 16000 for p in musan.values())
+
+
+def test_make_synthetic_aug_tool_resolves_relative_paths_and_leaves_pipes(
+        tmp_path, monkeypatch):
+    import os
+    import runpy
+    import sys
+
+    import wespeaker_py.dataset.synthetic_aug as synthetic_aug
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        sf.write(data / f"s{i}.wav", rng.standard_normal(8000).astype(np.float32) * 0.1, 16000)
+    # a folder put in front of a pipe made "<data>/cat <data>/s1.wav |", a broken command
+    (data / "wav.scp").write_text(f"u0 s0.wav\nu1 cat {data}/s1.wav |\nu2 cat {data}/s2.wav |\n")
+    real, given = synthetic_aug.make_synthetic_aug_data, []
+
+    def small(out_dir, wavs, **kwargs):
+        given.extend(wavs)
+        return real(out_dir, wavs, num_noise=1, num_music=1, num_babble=2, duration=1.0,
+                    **kwargs)
+
+    monkeypatch.setattr(synthetic_aug, "make_synthetic_aug_data", small)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["make_synthetic_aug.py", "--num_rirs", "1",
+                                      "data/wav.scp", "aug"])
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "tools", "make_synthetic_aug.py")
+    runpy.run_path(tool, run_name="__main__")
+    assert given == [str(data / "s0.wav"), f"cat {data}/s1.wav |", f"cat {data}/s2.wav |"]
+    babble = [path for key, path in read_key_value("aug/musan/wav.scp").items()
+              if key.startswith("speech/")]
+    assert len(babble) == 2 and all(sf.info(path).frames == 16000 for path in babble)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.bin import average_model
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.average import average_checkpoints, select_checkpoints
 from wespeaker_py.runtime.checkpoint import (CheckpointMismatchError, load_model_init,
@@ -246,9 +247,8 @@ def test_average_model_command_line(tmp_path, capsys):
     averaged = torch.load(dst)
     expected = (states[1]["linear.weight"] + states[2]["linear.weight"]) / 2
     assert torch.allclose(averaged["linear.weight"], expected)
-    with pytest.raises(SystemExit) as exit_info:
-        average_model.main(["--src_path", src, "--num", "3", "--dst_model", dst])
-    assert exit_info.value.code == 2
+    assert run_main(average_model.main, ["--src_path", src, "--num", "3", "--dst_model",
+                                         dst]) == 2
     assert "holds 2 checkpoints" in capsys.readouterr().err
 
 
@@ -258,9 +258,28 @@ def test_a_damaged_checkpoint_is_named_not_a_traceback(tmp_path, capsys, content
     _write_checkpoints(src, [1, 2])
     with open(os.path.join(src, "model_2.pt"), "wb") as handle:
         handle.write(contents)
-    with pytest.raises(SystemExit) as exit_info:
-        average_model.main(["--src_path", src, "--num", "2", "--dst_model",
-                            str(tmp_path / "avg.pt")])
-    assert exit_info.value.code == 2
+    assert run_main(average_model.main, ["--src_path", src, "--num", "2", "--dst_model",
+                                         str(tmp_path / "avg.pt")]) == 2
     assert "model_2.pt: not a PyTorch checkpoint" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "avg.pt")
+
+
+@pytest.mark.parametrize("epoch", [0, 7, 150])
+def test_checkpoint_names_read_back_as_their_epoch(epoch):
+    from wespeaker_py.train.checkpoint import checkpoint_name
+    name = checkpoint_name(epoch)
+    assert name == f"model_{epoch}.pt"   # WeSpeaker's name, which its recipes average
+    assert epoch_from_name(name) == epoch
+
+
+def test_final_model_links_the_checkpoint_by_its_name_rule(tmp_path, monkeypatch):
+    from wespeaker_py.train import experiment
+    monkeypatch.setattr(experiment, "checkpoint_name", lambda epoch: f"epoch-{epoch}.ckpt")
+    (tmp_path / "epoch-3.ckpt").write_text("3")
+    (tmp_path / "epoch-4.ckpt").write_text("4")
+    experiment.link_final_model(str(tmp_path), 3)
+    experiment.link_final_model(str(tmp_path), 4)
+    link = tmp_path / experiment.FINAL_MODEL
+    assert os.readlink(link) == "epoch-4.ckpt" and link.read_text() == "4"
+    assert sorted(os.listdir(tmp_path)) == sorted([experiment.FINAL_MODEL, "epoch-3.ckpt",
+                                                   "epoch-4.ckpt"])

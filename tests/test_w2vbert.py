@@ -72,7 +72,9 @@ def test_make_tiny_w2vbert_tool_writes_a_loadable_directory(tmp_path, monkeypatc
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                         "make_tiny_w2vbert.py")
     monkeypatch.setattr(sys, "argv", ["make_tiny_w2vbert.py", "--out", out, "--layers", "3"])
-    runpy.run_path(tool, run_name="__main__")
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(tool, run_name="__main__")
+    assert done.value.code == 0
     assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
     assert frontend(out).num_hidden_states == 4
 

@@ -78,7 +78,9 @@ def test_make_tiny_whisper_tool_writes_an_openai_checkpoint(tmp_path, monkeypatc
                         "make_tiny_whisper.py")
     monkeypatch.setattr(sys, "argv", ["make_tiny_whisper.py", "--out", out, "--layers", "2",
                                       "--width", "8"])
-    runpy.run_path(tool, run_name="__main__")
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(tool, run_name="__main__")
+    assert done.value.code == 0
     saved = torch.load(out, weights_only=True)
     assert saved["dims"]["n_audio_layer"] == 2 and saved["dims"]["n_audio_state"] == 8
     state = saved["model_state_dict"]

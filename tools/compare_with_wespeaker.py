@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from dump_state_dict_keys import find_factory
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.models import get_model, model_frontend
 from wespeaker_py.models.complexity import recipe_feat_dim, recipe_model_args
 
@@ -69,7 +70,8 @@ def compare(package: str, name: str, num_frames: int, feat_dim: Optional[int] = 
         return (expected - ours(features)).abs().max().item()
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
+    """Compare each model; the exit status is 1 when any differs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True, help="WeSpeaker model names")
     parser.add_argument("--package", default="wespeaker.models")
@@ -86,8 +88,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         status = "ok" if difference < args.tolerance else "DIFFERENT"
         failed |= status != "ok"
         print(f"{name}: max abs embedding difference {difference:.3g} {status}")
-    sys.exit(1 if failed else 0)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

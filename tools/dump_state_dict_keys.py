@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch.nn as nn
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.models import family_module_name
 from wespeaker_py.models.complexity import recipe_model_args
 from wespeaker_py.utils.file_utils import atomic_open
@@ -92,4 +93,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

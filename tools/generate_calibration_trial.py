@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import read_key_value
@@ -34,4 +36,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -6,13 +6,16 @@ Audio that soundfile cannot decode here (e.g. m4a, wma) is refused: convert it f
 Usage: python tools/make_raw_list.py [--vad_file FILE] wav.scp utt2spk raw.list
 """
 import argparse
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.dataset.lists import (NO_VAD_FILE, read_utterance_table,
                                         vad_file_argument, write_raw_list)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vad_file", default=NO_VAD_FILE, type=vad_file_argument,
                         help="segments-style file 'utt start end' (seconds); utterances "
@@ -20,7 +23,7 @@ def main() -> None:
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("raw_list", help="output raw.list")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging()
     entries = read_utterance_table(args.wav_file, args.utt2spk_file, args.vad_file,
                                    drop_without_vad=True)
@@ -29,4 +32,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

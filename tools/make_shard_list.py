@@ -8,13 +8,16 @@ Usage: python tools/make_shard_list.py [--num_utts_per_shard N] [--num_threads T
        wav.scp utt2spk shards_dir shard.list
 """
 import argparse
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.dataset.lists import NO_VAD_FILE, read_utterance_table, vad_file_argument
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_utts_per_shard", type=int, default=1000,
                         help="utterances per tar shard")
@@ -30,7 +33,7 @@ def main() -> None:
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("shards_dir", help="output directory of the tar shards")
     parser.add_argument("shards_list", help="output shard.list")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging()
     entries = read_utterance_table(args.wav_file, args.utt2spk_file, args.vad_file)
     make_shards(entries, args.shards_dir, args.shards_list,
@@ -39,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

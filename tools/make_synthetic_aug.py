@@ -11,7 +11,7 @@ import argparse
 import os
 
 from wespeaker_py.dataset.synthetic_aug import make_synthetic_aug_data
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.file_utils import read_key_value, resolve_wav
 
 
 def main() -> None:
@@ -23,8 +23,7 @@ def main() -> None:
     parser.add_argument("--num_rirs", type=int, default=20)
     args = parser.parse_args()
     base = os.path.dirname(os.path.abspath(args.wav_scp))
-    wavs = [path if os.path.isabs(path) else os.path.join(base, path)
-            for path in read_key_value(args.wav_scp).values()]
+    wavs = [resolve_wav(wav, base) for wav in read_key_value(args.wav_scp).values()]
     lists = make_synthetic_aug_data(args.out_dir, wavs, sample_rate=args.sample_rate,
                                     num_rirs=args.num_rirs, seed=args.seed)
     print(f"wrote {lists['musan']} and {lists['rirs']}")

@@ -14,13 +14,16 @@ near-duplicate windows); a conversation then ends when its speakers run out.
 """
 import argparse
 import os
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.diarization.synthetic import (ConversationStyle, SpeakerCorpus,
                                                 write_conversations)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus_dir", required=True, help="wav.scp + utt2spk directory")
@@ -36,7 +39,7 @@ def main() -> None:
                         help="no stretch of an utterance is used twice (conversations may be "
                              "shorter than --duration)")
     parser.add_argument("out_dir", help="where wav/, wav.scp and ref.rttm go")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging()
     speakers = args.speakers
     if speakers and not os.path.exists(speakers):
@@ -51,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

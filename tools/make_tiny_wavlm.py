@@ -10,19 +10,22 @@ Point dataset_args.s3prl_args.upstream_args.path_or_url (run_wavlm.sh
 --ssl_path) at either.
 """
 import argparse
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.frontend.wavlm_convert import export_original_checkpoint
 from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="new (or empty) output directory")
     parser.add_argument("--original", help="also write an original-format checkpoint here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base_layout", action="store_true",
                         help="WavLM Base layout (group-norm conv, post-norm) instead of Large's")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     write_random_wavlm(args.out, tiny_wavlm_config(large_layout=not args.base_layout),
                        seed=args.seed)
     print(f"wrote {args.out}")
@@ -32,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -11,11 +11,14 @@ num_blocks <= --layers, output_size --width, n_head --heads, n_mels --n_mels and
 layer_st <= layer_ed < num_blocks.
 """
 import argparse
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.frontend.whisper_random import tiny_whisper_dims, write_random_whisper
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="checkpoint file to write")
     parser.add_argument("--layers", type=int, default=3, help="encoder blocks")
@@ -23,11 +26,11 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=2, help="attention heads (n_head)")
     parser.add_argument("--n_mels", type=int, default=80, choices=(80, 128))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     write_random_whisper(args.out, tiny_whisper_dims(args.layers, args.n_mels, args.width,
                                                      args.heads), seed=args.seed)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -10,20 +10,23 @@ exist). With --det_dir it also draws all back-ends of each trial list into
 DET_DIR/det_<trials>.png.
 """
 import argparse
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.scoring.report import write_report
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("exp_dirs", nargs="+", help="experiment directories")
     parser.add_argument("--trials", required=True,
                         help="trial list names, separated by spaces (as the recipe's --trials)")
     parser.add_argument("--output", default=None, help="also write the table (markdown) here")
     parser.add_argument("--det_dir", default=None, help="write the combined DET plots here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(write_report(args.exp_dirs, args.trials.split(), args.output, args.det_dir), end="")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -9,8 +9,10 @@ Writes spk_xvector.ark and spk_xvector.scp beside it.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.scoring.embeddings import write_speaker_means
 
 
@@ -30,4 +32,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

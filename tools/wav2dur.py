@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.scoring.calibration_set import compute_utt2dur
 
 
@@ -18,4 +20,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -24,7 +24,6 @@ import os
 import shutil
 from typing import Callable, Dict, List, Tuple, Union
 
-import numpy as np
 import torch.nn as nn
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
@@ -37,6 +36,7 @@ from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.band_fill import band_fill_files, band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
+from wespeaker_py.scoring.embeddings import save_mean_vector
 from wespeaker_py.utils.file_utils import atomic_path, files_named_by_rate
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -108,7 +108,7 @@ def _mean_vector(model) -> Dict[str, Callable[[str], None]]:
     """The model's mean vector as a companion (none when it has none)."""
     if model.mean_vec is None:
         return {}
-    return {MEAN_NAME: functools.partial(np.save, arr=model.mean_vec)}
+    return {MEAN_NAME: functools.partial(save_mean_vector, mean_vec=model.mean_vec)}
 
 
 def companions(model) -> Dict[str, Callable[[str], None]]:

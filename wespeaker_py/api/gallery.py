@@ -31,7 +31,7 @@ from numpy.lib.npyio import NpzFile
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.file_utils import atomic_open
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 logger = get_logger(__name__)
 
@@ -41,6 +41,8 @@ NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
 HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
 MIXED_FILLS = "mixed"
+# below this length a vector has no direction to compare by cosine
+ZERO_NORM = 1e-12
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -50,6 +52,11 @@ class GalleryFileError(WespeakerError, ValueError):
 
 class SpeakerExistsError(WespeakerError, ValueError):
     """Enrolling a name the gallery already holds, without saying replace or append."""
+
+
+class ZeroEmbeddingError(WespeakerError, ValueError):
+    """An embedding, or a speaker's mean one, with no direction (all zeros, or nothing left
+    once the mean vector is subtracted) or not finite: it has no cosine with anything."""
 
 
 def check_top_k(top_k: int) -> None:
@@ -134,10 +141,20 @@ class Gallery:
         return stale
 
     def centroids(self) -> np.ndarray:
-        """Unit-length mean embedding of each speaker, ``[speakers, E]``."""
+        """Unit-length mean embedding of each speaker, ``[speakers, E]``.
+
+        A speaker whose mean has no direction (no recordings, or embeddings that cancel
+        out) raises :class:`ZeroEmbeddingError` naming them.
+        """
         means = self.sums / np.maximum(self.counts, 1)[:, None]
         norms = np.linalg.norm(means, axis=1, keepdims=True)
-        return means / np.maximum(norms, 1e-12)
+        empty = [name for name, norm in zip(self.names, norms[:, 0]) if not norm >= ZERO_NORM]
+        if empty:
+            raise ZeroEmbeddingError(f"speaker(s) {listed_names(empty, 5)} of the "
+                                     f"gallery have a mean embedding of no direction (no "
+                                     f"recordings, or embeddings that cancel out); enroll "
+                                     f"them again with --replace (replace=True)")
+        return means / norms
 
     def rank(self, unit_embedding: np.ndarray, top_k: int) -> List[Tuple[str, float]]:
         """The ``top_k`` (at least 1) speakers closest (cosine, in [-1, 1]) to

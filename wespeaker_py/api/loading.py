@@ -84,10 +84,26 @@ def _read_mean(path: str) -> Optional[np.ndarray]:
         raise ModelSourceError(str(error)) from None
 
 
+def _parsed_device(device: Optional[str]):
+    """``device`` as a ``torch.device`` (None for None or ``auto``); a name torch does not
+    know is a :class:`~wespeaker_py.utils.device.DeviceUnavailableError` naming the option."""
+    import torch
+
+    from wespeaker_py.utils.device import DeviceUnavailableError
+    if device is None or device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceUnavailableError(f"device={device!r} (--device) is not a device: give "
+                                     f"cpu, cuda or cuda:N") from None
+
+
 def _torch_backend(config_path: str, checkpoint: str, device):
     from wespeaker_py.config import load_model_config
     from wespeaker_py.runtime import TorchBackend, load_embedder
     from wespeaker_py.utils.device import resolve_device
+    target = resolve_device(_parsed_device(device))   # before the (slow) load
     try:
         config = load_model_config(config_path)
     except ModelSourceError:
@@ -102,10 +118,15 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         raise ModelSourceError(f"{config_path}: {error}") from None
     except OSError as error:  # a front-end's pretrained files (the message names them)
         raise ModelSourceError(str(error)) from None
-    return TorchBackend(embedder, resolve_device(device), config.model), config.model
+    return TorchBackend(embedder, target, config.model), config.model
 
 
-def _onnx_backend(path: str, num_threads: Optional[int]):
+def _onnx_backend(path: str, num_threads: Optional[int], device: Optional[str]):
+    parsed = _parsed_device(device)
+    if parsed is not None and parsed.type != "cpu":
+        # OnnxBackend runs onnxruntime's CPU execution provider only
+        raise ModelSourceError(f"{path}: an ONNX model runs on the CPU; device={device!r} "
+                               f"(--device) cannot be used with it: leave it out or give cpu")
     if importlib.util.find_spec("onnxruntime") is None:
         raise ModelSourceError(f"{path}: running an ONNX model needs onnxruntime "
                                f"(pip install onnxruntime)")
@@ -171,8 +192,9 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     """Load a trained speaker model for inference (see the module doc for ``source``).
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
-    is one); ONNX models run on the CPU, with ``num_threads`` threads (default:
-    onnxruntime's choice; torch follows ``torch.set_num_threads``). ``mean_vec``
+    is one); ONNX models run on the CPU (any other ``device`` is an error), with
+    ``num_threads`` threads (default: onnxruntime's choice; torch follows
+    ``torch.set_num_threads``). ``mean_vec``
     and ``calibration`` name other files than the ones beside the model; a calibration
     fitted with another model (another ``identity``) is an error when used, unless
     ``force`` (then a warning), and so is one named here that does not exist (until
@@ -187,7 +209,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         if config is not None:
             raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
                                    f"do not pass config=")
-        backend, name = _onnx_backend(path, num_threads)
+        backend, name = _onnx_backend(path, num_threads, device)
     else:
         backend, name = _torch_backend(*torch_model_files(path, config), device)
     companions = (os.path.join(path, "") if os.path.isdir(path)

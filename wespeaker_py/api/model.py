@@ -24,8 +24,8 @@ from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, Calibra
                                           check_prior, check_trial_counts, fit_calibration,
                                           read_optional_calibration, probability,
                                           save_calibration)
-from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, check_top_k, gallery_lock,
-                                      load_gallery, save_gallery)
+from wespeaker_py.api.gallery import (MIXED_FILLS, ZERO_NORM, Gallery, ZeroEmbeddingError,
+                                      check_top_k, gallery_lock, load_gallery, save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
@@ -127,14 +127,16 @@ class EmbeddingResults:
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
               ) -> List[Tuple[str, AudioLike]]:
     """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
-    a path listed again is the same key, and is embedded once)."""
+    a path listed again is the same key, and is embedded once).
+
+    A wav.scp is read by :func:`~wespeaker_py.utils.file_utils.read_wav_scp`: one that is
+    missing, empty or malformed raises its error, naming the file.
+    """
     if isinstance(items, (str, os.PathLike)):
         path = os.fspath(items)
-        if not os.path.isfile(path):
-            raise WespeakerError(f"wav.scp {path} does not exist")
         try:
-            return list(read_key_value(path).items())
-        except (DataFormatError, UnicodeDecodeError) as error:
+            return list(read_wav_scp(path).items())
+        except UnicodeDecodeError as error:
             raise WespeakerError(f"{path}: not a wav.scp ({error})") from None
     if isinstance(items, Mapping):
         return [(str(key), audio) for key, audio in items.items()]
@@ -299,7 +301,8 @@ class SpeakerModel:
         skipped with a warning and listed in the result's ``skipped``; the rest
         are embedded in length-bucketed batches and returned in input order, keyed by
         wav.scp key, mapping key, or (a list) path or index: a path listed twice is
-        one result.
+        one result. A wav.scp that is missing, empty or malformed is an error naming it
+        (as ``embed --wav_scp``'s), raised before any work.
         """
         pairs = _items_of(items)
         results = EmbeddingResults()
@@ -323,23 +326,41 @@ class SpeakerModel:
 
     # -- comparing ---------------------------------------------------------------------------
 
-    def unit(self, embedding: np.ndarray) -> np.ndarray:
-        """``embedding`` minus the model's mean vector (if any), scaled to unit length."""
-        vector = np.asarray(embedding, dtype=np.float64)
-        if self.mean_vec is not None:
-            vector = vector - self.mean_vec
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+    def unit(self, embedding: np.ndarray, name: str = "the input") -> np.ndarray:
+        """``embedding`` minus the model's mean vector (if any), scaled to unit length.
 
-    def score_embeddings(self, first: np.ndarray, second: np.ndarray) -> float:
-        """Cosine of two embeddings (after mean subtraction), in [-1, 1]."""
-        return float(np.clip(self.unit(first) @ self.unit(second), -1.0, 1.0))
+        One with no direction (all zeros, or equal to the mean vector) has no cosine with
+        anything; it, and one holding NaN or infinity, raise
+        :class:`~wespeaker_py.api.gallery.ZeroEmbeddingError` naming ``name`` (the input
+        it came from).
+        """
+        given = np.asarray(embedding, dtype=np.float64)
+        if not np.isfinite(given).all():
+            raise ZeroEmbeddingError(f"the embedding of {name} holds NaN or infinity")
+        vector = given if self.mean_vec is None else given - self.mean_vec
+        norm = float(np.linalg.norm(vector))
+        if norm < ZERO_NORM:
+            what = ("is all zeros" if not given.any() else "equals the model's mean vector, "
+                    "so nothing is left once it is subtracted")
+            raise ZeroEmbeddingError(f"the embedding of {name} {what}; it has no direction "
+                                     f"to compare by cosine")
+        return vector / norm
+
+    def score_embeddings(self, first: np.ndarray, second: np.ndarray,
+                         first_name: str = "the first input",
+                         second_name: str = "the second input") -> float:
+        """Cosine of two embeddings (after mean subtraction), in [-1, 1]; the names are
+        those :meth:`unit`'s error gives them."""
+        return float(np.clip(self.unit(first, first_name) @ self.unit(second, second_name),
+                             -1.0, 1.0))
 
     def similarity(self, first: AudioLike, second: AudioLike,
                    sample_rate: Optional[int] = None,
                    channel: ChannelChoice = DEFAULT_CHANNEL) -> float:
         """Cosine similarity of two recordings' embeddings, in [-1, 1]."""
         return self.score_embeddings(self.embed(first, sample_rate, channel),
-                                     self.embed(second, sample_rate, channel))
+                                     self.embed(second, sample_rate, channel),
+                                     describe_audio(first), describe_audio(second))
 
     @property
     def calibration(self) -> Optional[Calibration]:
@@ -451,7 +472,7 @@ class SpeakerModel:
             keys = (trial_list.enroll_keys[enroll], trial_list.test_keys[test])
             first, second = (embedded.get(key) for key in keys)
             if first is not None and second is not None:
-                scores.append(self.score_embeddings(first, second))
+                scores.append(self.score_embeddings(first, second, *keys))
                 labels.append(bool(label))
                 rates.update(results.heard_rates[key] for key in keys
                              if key in results.heard_rates)
@@ -504,7 +525,7 @@ class SpeakerModel:
         units, fills = [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
-            units.append(self.unit(embedding))
+            units.append(self.unit(embedding, describe_audio(item)))
             if heard_rate:   # each recording's own fill: the files may change between them
                 fills.setdefault(heard_rate, set()).add(self._applied_fill(heard_rate))
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
@@ -546,7 +567,8 @@ class SpeakerModel:
         speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
                                 self._mean_vec_digest())
         self._check_gallery_fills(gallery, speakers, force)
-        return speakers.rank(self.unit(self.embed(audio, sample_rate, channel)), top_k)
+        return speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
+                                       describe_audio(audio)), top_k)
 
     def _check_gallery_fills(self, path: str, speakers: Gallery, force: bool,
                              only: Optional[str] = None) -> None:
@@ -709,7 +731,10 @@ class SpeakerModel:
         model; the LDA (``dim`` dimensions, default 32) is written atomically to
         ``output`` (default :attr:`window_lda_path`, where diarization finds it)
         with this model's :attr:`identity`. Unreadable utterances are skipped and
-        counted (see :mod:`wespeaker_py.utils.list_jobs`).
+        counted (see :mod:`wespeaker_py.utils.list_jobs`). A ``utt2spk`` line of more
+        than two fields, or an utterance of it missing from ``wav.scp``, is an error
+        naming the file; utterances of ``wav.scp`` without a speaker are left out with a
+        warning.
 
         ``heard_rate`` (a rate below the model's, e.g. 8000 for a 16 kHz model):
         every utterance is embedded twice, narrow-banded to it (as calls at that
@@ -734,10 +759,11 @@ class SpeakerModel:
         diarizer = self.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
         rows, speakers, skipped = [], [], 0
         for folder in [data] if isinstance(data, str) else list(data):
-            utt2spk = read_key_value(os.path.join(folder, "utt2spk"))
+            utt2spk_path = os.path.join(folder, "utt2spk")
+            utt2spk = read_key_value(utt2spk_path, allow_spaces_in_value=False)
             embeddings, labels, tally = labelled_window_embeddings(
                 diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction,
-                (heard_rate, 0) if heard_rate else (0,))
+                (heard_rate, 0) if heard_rate else (0,), utt2spk_path)
             rows.append(embeddings)
             speakers.append(labels)
             skipped += tally.num_skipped

@@ -35,7 +35,8 @@ and shard writing.
   :class:`AudioUnreadableError` (and :class:`AudioPipeError`,
   :class:`AudioTruncatedError`: a WAV header promising more than the file
   holds -- for a ``command |`` only a warning --, a decode that stops early),
-  :class:`AudioEmptyError`,
+  :class:`AudioEmptyError`, :class:`AudioSegmentError` (a VAD segment past the end of
+  its audio),
   :class:`AudioTooShortError`, :class:`AudioNonFiniteError`,
   :class:`AudioChannelError` (no such channel), :class:`AudioSilentError`
   (every sample zero) and :class:`AudioNoEnergyError` (no frame reaches
@@ -49,8 +50,8 @@ This package imports neither torch nor anything above it (see docs/architecture)
 """
 from wespeaker_py.audio.errors import (AudioChannelError, AudioCheckError, AudioEmptyError,
                                        AudioMissingError, AudioNoEnergyError,
-                                       AudioNonFiniteError, AudioPipeError, AudioSilentError,
-                                       AudioTooShortError, AudioTruncatedError,
+                                       AudioNonFiniteError, AudioPipeError, AudioSegmentError,
+                                       AudioSilentError, AudioTooShortError, AudioTruncatedError,
                                        AudioUnreadableError)
 from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, audio_duration,
                                       is_pipe, open_audio, read_pipe)
@@ -66,9 +67,10 @@ from wespeaker_py.audio.write import wav_bytes, write_wav
 __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
            "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError", "AudioHandle",
            "AudioLike", "AudioMissingError", "AudioNoEnergyError", "AudioNonFiniteError",
-           "AudioPipeError", "AudioSilentError", "AudioTooShortError", "AudioTruncatedError",
-           "AudioUnreadableError", "ChannelChoice", "apply_vad", "audio_duration", "check_samples",
-           "describe_audio", "heard_rate_of", "is_narrowband_for", "is_pipe", "load_audio",
-           "load_audio_with_rate", "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio",
-           "parse_channel", "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
+           "AudioPipeError", "AudioSegmentError", "AudioSilentError", "AudioTooShortError",
+           "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
+           "audio_duration", "check_samples", "describe_audio", "heard_rate_of",
+           "is_narrowband_for", "is_pipe", "load_audio", "load_audio_with_rate",
+           "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio", "parse_channel",
+           "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",
            "warn_if_narrowband", "wav_bytes", "write_wav"]

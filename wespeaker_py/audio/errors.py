@@ -41,6 +41,14 @@ class AudioTruncatedError(AudioUnreadableError):
     reason = "truncated"
 
 
+class AudioSegmentError(AudioCheckError):
+    """A VAD segment starts at or past the end of its audio, or ends more than
+    :data:`~wespeaker_py.audio.files.MAX_SEGMENT_OVERSHOOT` past it (Kaldi's
+    ``extract-segments``): the segments do not fit the recording they are applied to."""
+
+    reason = "segment_past_end"
+
+
 class AudioEmptyError(AudioCheckError):
     """The file or array holds no samples."""
 

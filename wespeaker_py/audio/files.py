@@ -30,11 +30,11 @@ import numpy as np
 import soundfile as sf
 
 from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, AudioPipeError,
-                                       AudioSilentError, AudioTruncatedError,
-                                       AudioUnreadableError)
+                                       AudioSegmentError, AudioSilentError,
+                                       AudioTruncatedError, AudioUnreadableError)
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, INT16_SCALE, LEVEL_FRAME, ChannelChoice,
                                         channel_levels, explain_silent_channel, mix_to_mono,
-                                        parse_channel)
+                                        parse_channel, warn_if_quiet_channel)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ _DATA_SIZE_LINE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULT
 UNKNOWN_LENGTH_BYTES = 0x7FFFF000
 # frames per block when a whole file is scanned for its channels' levels
 _SCAN_FRAMES = 256 * LEVEL_FRAME
+# seconds a VAD segment may end past the end of its audio and be cut there (Kaldi's
+# extract-segments --max-overshoot default); further out it is an AudioSegmentError
+MAX_SEGMENT_OVERSHOOT = 0.5
 
 
 def is_pipe(wav: str) -> bool:
@@ -97,7 +100,10 @@ class AudioHandle:
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Decode ``count`` frames from ``start``: mono float32 on the int16 scale."""
-        mono = mix_to_mono(self.read_frames(start, count), self.channel, self.name)
+        return self._mono(self.read_frames(start, count))
+
+    def _mono(self, frames: np.ndarray) -> np.ndarray:
+        mono = mix_to_mono(frames, self.channel, self.name)
         mono *= INT16_SCALE
         return mono
 
@@ -117,9 +123,14 @@ class AudioHandle:
                                       f"from {start}")
         return data
 
-    def read_all(self) -> np.ndarray:
-        """Decode the whole file (mono, int16 scale)."""
-        return self.read(0, self.frames)
+    def read_all(self, warn_quiet_channel: bool = False) -> np.ndarray:
+        """Decode the whole file (mono, int16 scale). ``warn_quiet_channel`` (a whole input
+        to embed): warn when the default first channel is far quieter than another
+        (:func:`~wespeaker_py.audio.samples.warn_if_quiet_channel`)."""
+        frames = self.read_frames(0, self.frames)
+        if warn_quiet_channel:
+            warn_if_quiet_channel(frames, self.channel, self.name, INT16_SCALE)
+        return self._mono(frames)
 
     def explain_silence(self, error: AudioSilentError) -> AudioSilentError:
         """``error`` (the chosen channel has no energy) reworded to name the channels with
@@ -164,8 +175,9 @@ class ArrayHandle:
                              f"[0, {self.frames})")
         return self.samples[start:start + count].copy()
 
-    def read_all(self) -> np.ndarray:
-        """A copy of all samples."""
+    def read_all(self, warn_quiet_channel: bool = False) -> np.ndarray:
+        """A copy of all samples (``warn_quiet_channel`` does nothing: the other channels
+        are not kept)."""
         return self.samples.copy()
 
     def explain_silence(self, error: AudioSilentError) -> AudioSilentError:
@@ -235,12 +247,26 @@ def audio_duration(path: str) -> float:
 
 
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
-    """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle."""
+    """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle.
+
+    As Kaldi's ``extract-segments``, a segment that ends past the end of the audio by at
+    most :data:`MAX_SEGMENT_OVERSHOOT` is cut at the end; one that ends further out, or
+    starts at or past the end, is an :class:`AudioSegmentError` naming the utterance, the
+    segment and the audio's length.
+    """
     rate = handle.samplerate
+    overshoot = int(MAX_SEGMENT_OVERSHOOT * rate)
     pieces = []
     for start_s, end_s in segments:
-        start = min(int(start_s * rate), handle.frames)
-        end = min(int(end_s * rate), handle.frames)
+        start, end = int(start_s * rate), int(end_s * rate)
+        if start >= handle.frames or end > handle.frames + overshoot:
+            where = "starts at or past" if start >= handle.frames else \
+                f"ends more than {MAX_SEGMENT_OVERSHOOT:g} s past"
+            raise AudioSegmentError(
+                f"{handle.name}: vad segment [{start_s:g}, {end_s:g}] s {where} the end of "
+                f"its audio ({handle.frames / rate:.3f} s); check the utterance's VAD "
+                f"segments against its recording")
+        end = min(end, handle.frames)
         if end > start:
             pieces.append(handle.read(start, end - start))
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

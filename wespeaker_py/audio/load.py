@@ -11,7 +11,8 @@ from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
 from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frames,
                                         channel_levels, check_samples, explain_silent_channel,
-                                        mix_to_mono, parse_channel, to_int16_scale)
+                                        mix_to_mono, parse_channel, to_int16_scale,
+                                        warn_if_quiet_channel)
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
@@ -26,15 +27,19 @@ def describe_audio(audio: AudioLike) -> str:
         else f"<{type(audio).__name__}>"
 
 
-def read_whole(handle, target_rate: int) -> np.ndarray:
-    """All of an open handle's samples at ``target_rate`` (resampled once, no checks)."""
-    return resample(handle.read_all(), float(handle.samplerate), float(target_rate))
+def read_whole(handle, target_rate: int, warn_quiet_channel: bool = False) -> np.ndarray:
+    """All of an open handle's samples at ``target_rate`` (resampled once, no checks);
+    ``warn_quiet_channel``: see :meth:`~wespeaker_py.audio.files.AudioHandle.read_all`."""
+    return resample(handle.read_all(warn_quiet_channel), float(handle.samplerate),
+                    float(target_rate))
 
 
 def read_checked(handle, target_rate: int, min_samples: int = 1) -> np.ndarray:
     """:func:`read_whole`, then every check of :func:`check_samples`; when the chosen channel
-    of a multi-channel file has no energy, the error names the channels that have some."""
-    samples = read_whole(handle, target_rate)
+    of a multi-channel file has no energy, the error names the channels that have some, and
+    a first channel far quieter than another is warned about
+    (:func:`~wespeaker_py.audio.samples.warn_if_quiet_channel`)."""
+    samples = read_whole(handle, target_rate, warn_quiet_channel=True)
     try:
         return check_samples(samples, handle.name, min_samples)
     except AudioSilentError as error:
@@ -112,5 +117,6 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
         check_samples(samples, name)
     except AudioSilentError as error:
         raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
+    warn_if_quiet_channel(frames, channel, name)
     samples = resample(samples, float(rate), float(target_rate))
     return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32), rate

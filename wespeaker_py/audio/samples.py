@@ -25,6 +25,12 @@ deviation reached -88.9 over 10 minutes; real speech (960 files) is at -48 to
 -5 dBFS as recorded, and played 50 dB quieter and stored as int16 keeps 955 of
 960 files above the floor (the 5 below were recorded under -39 dBFS, so little
 of them is left above one LSB).
+
+**A quiet first channel** (:func:`warn_if_quiet_channel`): under ``"first"``, a
+whole input whose channel 0 is :data:`QUIET_CHANNEL_DB` or more below its
+loudest channel (a dead channel carrying only hiss beside the speech) is still
+embedded from channel 0, as WeSpeaker does, with a warning suggesting
+``--channel``.
 """
 from __future__ import annotations
 
@@ -56,12 +62,15 @@ DEFAULT_CHANNEL: ChannelChoice = "first"
 # frame is below SILENCE_FLOOR_DBFS has no energy (measured: bench/bench_audio_energy.py)
 LEVEL_FRAME = 400
 SILENCE_FLOOR_DBFS = -88.0
+# under the policy "first", channel 0 this far below the loudest channel is warned about
+QUIET_CHANNEL_DB = 30.0
 # frames per block of the level computations: small, so that speech is found in the first
 # block; rows per block of the channel powers (both bound the memory on long inputs)
 _BLOCK_FRAMES = 64
 _POWER_BLOCK_ROWS = 1 << 18
 
 _rates_warned: Set[Tuple[int, int, str]] = set()
+_quiet_warned: Set[str] = set()
 
 
 def parse_channel(value: Union[str, int]) -> ChannelChoice:
@@ -191,9 +200,32 @@ def has_energy(samples: np.ndarray, floor_dbfs: float = SILENCE_FLOOR_DBFS) -> b
     return any(bool((powers >= floor).any()) for powers in _frame_powers(samples))
 
 
-def channel_levels(frames: np.ndarray) -> List[float]:
-    """:func:`loudest_frame_dbfs` of each column of int16-scale ``[frames, channels]``."""
-    return [loudest_frame_dbfs(frames[:, index]) for index in range(frames.shape[1])]
+def channel_levels(frames: np.ndarray, scale: float = 1.0) -> List[float]:
+    """:func:`loudest_frame_dbfs` of each column of ``[frames, channels]`` times ``scale``
+    (1 for int16-scale frames, :data:`INT16_SCALE` for [-1, 1] ones)."""
+    return [loudest_frame_dbfs(frames[:, index] * np.float32(scale) if scale != 1.0
+                               else frames[:, index]) for index in range(frames.shape[1])]
+
+
+def warn_if_quiet_channel(frames: np.ndarray, channel: ChannelChoice, name: str,
+                          scale: float = 1.0) -> None:
+    """Under the policy ``"first"``, log a warning (once per ``name`` and process) when
+    channel 0 of the whole input ``[frames, channels]`` (times ``scale``, see
+    :func:`channel_levels`) is :data:`QUIET_CHANNEL_DB` or more below its loudest
+    channel. A channel 0 below the energy floor is left to the silence check, whose
+    error names the channels with signal (:func:`explain_silent_channel`)."""
+    if channel != "first" or frames.shape[1] < 2 or name in _quiet_warned:
+        return
+    levels = channel_levels(frames, scale)
+    loudest = int(np.argmax(levels))
+    if levels[0] < SILENCE_FLOOR_DBFS or levels[loudest] - levels[0] < QUIET_CHANNEL_DB:
+        return
+    _quiet_warned.add(name)
+    logger.warning("%s: channel 0 (the default: --channel first) is at %.1f dBFS, %.1f dB "
+                   "below channel %d at %.1f dBFS; it is embedded, but if it holds no speech "
+                   "choose the speech channel with --channel %d or --channel loudest (channel= "
+                   "in the Python API)", name, levels[0], levels[loudest] - levels[0], loudest,
+                   levels[loudest], loudest)
 
 
 def explain_silent_channel(error: AudioSilentError, name: str, channel: ChannelChoice,

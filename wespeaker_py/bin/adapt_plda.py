@@ -9,22 +9,21 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
-    parser.add_argument("--adp_scp", "-ad", required=True, help="unlabelled adaptation data")
-    parser.add_argument("--across_class_scale", "-as", type=float, default=0.5,
-                        help="share of the excess covariance added to the between-class one")
-    parser.add_argument("--within_class_scale", "-ws", type=float, default=0.5,
-                        help="share of the excess covariance added to the within-class one")
-    parser.add_argument("--mdl_org", "-mo", required=True, help="model to adapt")
-    parser.add_argument("--mdl_adp", "-ma", required=True, help="adapted model to write")
-    parser.add_argument("--mdl_format", "-mf", default="wespeaker",
-                        choices=("wespeaker", "kaldi"),
-                        help="format of --mdl_org (the adapted model is always ours)")
+    add_flag(parser, "adp_scp", "-ad", required=True, help="unlabelled adaptation data")
+    add_flag(parser, "across_class_scale", "-as", type=float, default=0.5,
+             help="share of the excess covariance added to the between-class one")
+    add_flag(parser, "within_class_scale", "-ws", type=float, default=0.5,
+             help="share of the excess covariance added to the within-class one")
+    add_flag(parser, "mdl_org", "-mo", required=True, help="model to adapt")
+    add_flag(parser, "mdl_adp", "-ma", required=True, help="adapted model to write")
+    add_flag(parser, "mdl_format", "-mf", default="wespeaker", choices=("wespeaker", "kaldi"),
+             help="format of --mdl_org (the adapted model is always ours)")
     return parser
 
 

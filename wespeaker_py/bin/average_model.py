@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, positive_int, run_main
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.average_model")
@@ -17,24 +18,26 @@ logger = get_logger("wespeaker_py.bin.average_model")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
-    parser.add_argument("--src_path", required=True, help="directory holding model_<epoch>.pt")
-    parser.add_argument("--dst_model", required=True, help="averaged state_dict to write")
-    parser.add_argument("--num", type=int, default=5, help="how many latest checkpoints")
-    parser.add_argument("--min_epoch", type=int, default=0, help="ignore earlier epochs")
-    parser.add_argument("--max_epoch", type=int, default=65536, help="ignore later epochs")
+    add_flag(parser, "src_path", required=True, help="directory holding model_<epoch>.pt")
+    add_flag(parser, "dst_model", required=True, help="averaged state_dict to write")
+    add_flag(parser, "num", type=positive_int, default=5, help="how many latest checkpoints")
+    add_flag(parser, "min_epoch", type=int, default=0, help="ignore earlier epochs")
+    add_flag(parser, "max_epoch", type=int, default=65536, help="ignore later epochs")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Average the checkpoints; errors go to :func:`run_main` (one line, exit status 2)."""
+    args = build_parser().parse_args(argv)
     from wespeaker_py.train.average import average_checkpoints
     setup_logging()
     try:
         paths = average_checkpoints(args.src_path, args.num, args.dst_model,
                                     args.min_epoch, args.max_epoch)
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except WespeakerError:
+        raise
+    except ValueError as error:  # too few checkpoints, tensors that differ: plain ValueErrors
+        raise WespeakerError(str(error)) from None
     logger.info("averaged %s into %s", ", ".join(paths), args.dst_model)
 
 

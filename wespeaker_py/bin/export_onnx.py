@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Export; errors go to :func:`run_main` (one line, exit status 2)."""
+    args = build_parser().parse_args(argv)
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
@@ -47,8 +48,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.utils.file_utils import DataFormatError
     try:
         require_onnx_packages()
-    except ImportError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except ImportError as error:  # the packages are missing: a setup the user can fix
+        raise WespeakerError(str(error)) from None
     setup_logging()
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)

@@ -41,7 +41,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
-                                     add_flag, bin_parser, run_main)
+                                     add_flag, bin_parser, positive_int, run_main)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
              help="kind of data list")
     add_flag(parser, "data_list", required=True, help="raw.list or shard.list")
     add_flag(parser, "embed_ark", required=True, help="output .ark; the .scp goes beside it")
-    add_flag(parser, "batch_size", type=int, default=1,
+    add_flag(parser, "batch_size", type=positive_int, default=1,
              help="most utterances (all of equal length) in one forward pass")
     add_flag(parser, "num_workers", type=int, default=1, help="DataLoader workers per job")
-    add_flag(parser, "nj", type=int, default=1, help="number of parallel jobs")
+    add_flag(parser, "nj", type=positive_int, default=1, help="number of parallel jobs")
     add_flag(parser, "gpus", type=gpus_flag, default=None,
              help="GPUs for the jobs, e.g. [0,1] (default: all visible; [] for CPU)")
     add_flag(parser, "device", default=None,
@@ -113,8 +113,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                  write_speaker_means)
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
-    if args.batch_size < 1 or args.nj < 1 or args.num_workers < 0:
-        parser.error("--batch_size and --nj must be >= 1, --num_workers >= 0")
+    if args.num_workers < 0:
+        parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.device is not None and args.nj > 1:
         parser.error("--device sets the device of a single job; with --nj > 1 give the jobs' "
                      "GPUs with --gpus")

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.merge_lora")
@@ -20,9 +20,9 @@ logger = get_logger("wespeaker_py.bin.merge_lora")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
-    parser.add_argument("--config", required=True, help="the LoRA step's config.yaml")
-    parser.add_argument("--checkpoint_in", required=True, help="checkpoint with LoRA weights")
-    parser.add_argument("--checkpoint_out", required=True, help="merged state_dict to write")
+    add_flag(parser, "config", required=True, help="the LoRA step's config.yaml")
+    add_flag(parser, "checkpoint_in", required=True, help="checkpoint with LoRA weights")
+    add_flag(parser, "checkpoint_out", required=True, help="merged state_dict to write")
     return parser
 
 

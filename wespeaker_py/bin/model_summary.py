@@ -11,17 +11,17 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import UsageError, bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=None,
-                        help="WeSpeaker model names (default: all registered models)")
-    parser.add_argument("--frames", type=int, default=200,
-                        help="input length in frames for the MAC count")
-    parser.add_argument("--feat_dim", type=int, default=None,
-                        help="input size in mel bins (default: the recipe's, 80 or 72)")
+    add_flag(parser, "models", nargs="+", default=None,
+             help="WeSpeaker model names (default: all registered models)")
+    add_flag(parser, "frames", type=int, default=200,
+             help="input length in frames for the MAC count")
+    add_flag(parser, "feat_dim", type=int, default=None,
+             help="input size in mel bins (default: the recipe's, 80 or 72)")
     return parser
 
 

@@ -13,14 +13,14 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
     parser.add_argument("runs", nargs="+", help="experiment folders (or train.log files)")
-    parser.add_argument("--output", help="PNG to write (one run only; default: "
-                                         "EXP_DIR/train_curves.png)")
+    add_flag(parser, "output", help="PNG to write (one run only; default: "
+                                    "EXP_DIR/train_curves.png)")
     return parser
 
 

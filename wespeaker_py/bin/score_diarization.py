@@ -12,7 +12,9 @@ a reference recording it does not name is scored over the default region, and
 the log names it). The reference's recordings (and the UEM's) are scored, as
 md-eval does: one missing from the system RTTM counts as all missed; one only
 the system RTTM has is left out, and the log names it. Where no reference
-speech is scored, the missed, false-alarm and confusion shares read ``n/a``.
+speech is scored, the missed, false-alarm and confusion shares read ``n/a``; a
+reference RTTM with no ``SPEAKER`` line at all is an error (an empty system RTTM
+is not: all speech is missed).
 
     python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
         --systems spectral=exp/spectral/sys.rttm nme-sc=exp/nme-sc/sys.rttm
@@ -95,7 +97,11 @@ def _read_scored(ref_rttm: str, sys_rttm: str, uem: Optional[str]):
     names them), and the UEM's regions (the log names reference recordings it lacks)."""
     from wespeaker_py.diarization.metrics import scored_recordings
     from wespeaker_py.diarization.rttm import read_rttm, read_uem
+    from wespeaker_py.utils.file_utils import DataFormatError
     ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
+    if not ref:   # DER would read 0.00: nothing to miss, and every false alarm uncounted
+        raise DataFormatError(ref_rttm, None, "the reference holds no SPEAKER lines: there is "
+                                              "no speech to score against")
     regions = read_uem(uem) if uem else None
     names, left_out = scored_recordings(ref, sys, regions)
     if left_out:

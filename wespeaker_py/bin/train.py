@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import bin_parser, run_main
+from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.
@@ -39,26 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(
         __file__, __doc__, allow_abbrev=False,
         epilog="Other config keys: --dotted.key VALUE (e.g. --model_args.embed_dim 192).")
-    parser.add_argument("--config", required=True, help="training config YAML")
+    add_flag(parser, "config", required=True, help="training config YAML")
     for key, text in _NAMED_KEYS.items():
-        parser.add_argument(f"--{key}", help=text)
+        add_flag(parser, key, help=text)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    """Train; a bad config key or value is a ConfigError, which :func:`run_main` reports in
+    one line with exit status 2."""
+    args, rest = build_parser().parse_known_args(argv)
     from wespeaker_py.train.trainer import run_training
-    from wespeaker_py.config import ConfigError, load_config, parse_override_args
+    from wespeaker_py.config import load_config, parse_override_args
     setup_logging()
-    try:
-        overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
-                     if getattr(args, key) is not None]
-        overrides += parse_override_args(rest)
-        config = load_config(args.config, overrides)
-        run_training(config)
-    except ConfigError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
+                 if getattr(args, key) is not None]
+    overrides += parse_override_args(rest)
+    run_training(load_config(args.config, overrides))
 
 
 if __name__ == "__main__":

@@ -61,12 +61,13 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
-    """Add ``--name`` together with its hyphenated spelling ``--na-me``."""
+def add_flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
+    """Add ``--name`` together with its hyphenated spelling ``--na-me`` and any
+    ``aliases`` (WeSpeaker's short options such as ``-ad``)."""
     spellings = [f"--{name}"]
     if "_" in name:
         spellings.append(f"--{name.replace('_', '-')}")
-    parser.add_argument(*spellings, dest=name, **kwargs)
+    parser.add_argument(*spellings, *aliases, dest=name, **kwargs)
 
 
 def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = False,
@@ -83,6 +84,17 @@ def positive_int(text) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def open_probability(text) -> float:
+    """An argparse ``type``: a number strictly between 0 and 1 (a prior probability)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
     return value
 
 

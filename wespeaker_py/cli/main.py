@@ -18,9 +18,11 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from wespeaker_py.cli.common import (UsageError, add_channel_flag, add_common_flags,
-                                     add_fail_fraction_flag, add_flag, positive_int, run_main)
+                                     add_fail_fraction_flag, add_flag, open_probability,
+                                     positive_int, run_main)
 
 PROG = "wespeaker-py"
+VECTOR_SUFFIXES = (".npy", ".txt")   # 'embed --output' of one audio file: binary or text
 EXAMPLES = {
     "embed": """examples:
   wespeaker-py embed --model exp/ResNet34 a.wav                    # prints the vector
@@ -138,7 +140,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "config", default=None,
              help="config.yaml for a checkpoint (default: beside it or one folder up)")
     add_flag(parser, "device", default=None,
-             help="cpu, cuda or cuda:N (default: the first GPU if any; ONNX runs on CPU)")
+             help="cpu, cuda or cuda:N (default: the first GPU if any; an .onnx MODEL runs "
+                  "on the CPU only)")
     add_flag(parser, "calibration", default=None,
              help="calibration.json to use or write (default: MODEL/calibration.json "
                   "for a folder, <stem>.calibration.json beside a checkpoint or .onnx "
@@ -197,17 +200,6 @@ def _load(args: argparse.Namespace):
                       force=getattr(args, "force", False), num_threads=num_threads_in_use())
 
 
-def _open_probability(value: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0 < number < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
-    return number
-
-
 def _existing_gallery(path: str):
     """The gallery at ``path`` when the file exists (read before the model loads, so that a
     broken file fails at once), else None."""
@@ -216,6 +208,7 @@ def _existing_gallery(path: str):
 
 
 def _write_vector(path: str, vector) -> None:
+    """``vector`` to ``path``: NumPy's .npy format, or one text line for .txt."""
     import numpy as np
 
     from wespeaker_py.utils.file_utils import atomic_open, atomic_path
@@ -234,7 +227,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.wav_scp is not None and (args.output is None or not args.output.endswith(".ark")):
         raise UsageError("embed: with --wav_scp give --output ending in .ark "
                          "(its .scp is written beside it)")
-    if args.audio is not None and args.output and args.output.endswith((".ark", ".scp")):
+    if args.audio is not None and args.output and not args.output.endswith(VECTOR_SUFFIXES):
         raise UsageError(f"embed: --output {args.output}: one audio file's vector goes to "
                          f"FILE.npy or FILE.txt; Kaldi ark/scp are written for --wav_scp")
     _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
@@ -637,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, handler, summary)
         sub.add_argument("first", help="audio file")
         sub.add_argument("second", help="audio file")
-    sub.add_argument("--prior", type=_open_probability, default=None,
+    sub.add_argument("--prior", type=open_probability, default=None,
                      help="prior probability of the same speaker, 0 < p < 1: with a "
                           "calibration, decide by the Bayes rule (same speaker when "
                           "P(same | prior) > 0.5) instead of a threshold (default: none; "

@@ -9,6 +9,8 @@ as a string, in a file as on the command line.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
@@ -155,8 +157,20 @@ def load_config(path: str, overrides: Sequence[Tuple[str, str]] = ()) -> TrainCo
 
 def load_model_config(path: str) -> ModelConfig:
     """Read an experiment's ``config.yaml`` for inference: ``model``, ``model_args``,
-    ``dataset_args`` checked; the training keys (checked when it trained) are ignored."""
+    ``dataset_args`` checked; the training keys (checked when it trained) are ignored.
+
+    A top-level key that is not a training key (every key WeSpeaker's trainer or ours
+    writes is one) is a :class:`ConfigError` naming it, the file and the closest known
+    key: a misspelt ``dataset_args`` would otherwise leave its settings unused.
+    """
     data = read_yaml(path)
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{path}: unknown config key '{key}'{hint} (known keys at the "
+                              f"top level: {', '.join(sorted(known))})")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")
                   if name in data}
     return parse_block(ModelConfig, model_keys, "")

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio, write_wav
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_stamp,
-                                           read_wav_scp)
+from wespeaker_py.utils.file_utils import (DataFormatError, file_stamp, read_wav_scp,
+                                           write_table)
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
@@ -315,8 +315,7 @@ def write_piece_lists(out_dir: str, pieces: List[List[str]], paths: Dict[str, st
     os.makedirs(out_dir, exist_ok=True)
     for name, value in (("wav.scp", audio), ("utt2spk", speaker), ("utt2dur", seconds),
                         ("utt2utts", " ".join)):
-        with atomic_open(os.path.join(out_dir, name), "w", encoding="utf-8") as out:
-            out.writelines(f"{key} {value(keys)}\n" for key, keys in rows)
+        write_table(os.path.join(out_dir, name), ((key, value(keys)) for key, keys in rows))
 
 
 def combine_short_utterances(wav_scp: str, out_audio_dir: str, out_data_dir: str,

@@ -24,7 +24,8 @@ import soundfile as sf
 
 from wespeaker_py.audio import is_pipe
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, atomic_open,
-                                           iter_table, open_table, read_key_value)
+                                           iter_key_rest, iter_table, open_table,
+                                           read_key_value)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -145,18 +146,22 @@ def read_audio_list(path: str) -> List[Tuple[str, str]]:
     """Read a noise/RIR list given as Kaldi ``wav.scp`` or as ``raw.list`` JSON lines.
 
     Returns ``(key, wav)`` pairs; the key decides the noise type (``noise``, ``music``,
-    ``speech``, ``babble`` prefixes, as in MUSAN keys ``noise/free-sound/...``).
+    ``speech``, ``babble`` prefixes, as in MUSAN keys ``noise/free-sound/...``). The first
+    line decides the format (a JSON object: ``raw.list``); a key given twice is a
+    :class:`DataFormatError` naming both lines.
     """
-    entries: List[Tuple[str, str]] = []
-    for line_no, text in read_list_file(path):
-        if text.startswith("{"):
-            utt = parse_raw_line(path, line_no, text, require_spk=False)
-            entries.append((utt.key, utt.wav))
-            continue
-        parts = text.split(maxsplit=1)
-        if len(parts) != 2:
-            raise DataFormatError(path, line_no, f"expected '<key> <wav>', got {text!r}")
-        entries.append((parts[0], parts[1]))
+    lines = read_list_file(path)
+    if lines and lines[0][1].startswith("{"):
+        entries = [(utt.key, utt.wav) for utt in read_raw_list(path, require_spk=False)]
+    else:
+        keys = UniqueKeys(path, "key")
+        entries = []
+        for line_no, key, wav in iter_key_rest(path, "'<key> <wav>'"):
+            if key.startswith("{"):
+                raise DataFormatError(path, line_no, "a raw.list JSON line in a wav.scp-style "
+                                                     "list (its first line): use one format")
+            keys.claim(key, line_no)
+            entries.append((key, wav))
     if not entries:
         raise DataFormatError(path, None, "the list is empty")
     return entries
@@ -198,23 +203,46 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
     An utterance of utt2spk missing from wav.scp, or given twice in utt2spk, is an error
     naming utt2spk and its line(s); utterances of wav.scp missing from utt2spk are left
     out with a warning. With ``drop_without_vad`` utterances that have no VAD segments are
-    left out (WeSpeaker's raw-list behaviour); otherwise they are kept whole.
+    left out (WeSpeaker's raw-list behaviour); otherwise they are kept whole. Either way the
+    log counts them, and a VAD file none of whose keys is an utterance of utt2spk (another
+    corpus's, or keyed differently) is a :class:`DataFormatError` naming it.
     """
     wavs = read_key_value(wav_scp)
     vad = read_vad_file(vad_file) if vad_file else None
     keys = UniqueKeys(utt2spk, "utterance")
     entries: List[TableEntry] = []
+    without_vad: List[str] = []
     for line_no, fields in iter_table(utt2spk, min_fields=2, max_fields=2):
         key, spk = fields
         keys.claim(key, line_no)
         if key not in wavs:
             raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}")
         segments = vad.get(key) if vad is not None else None
-        if vad is not None and segments is None and drop_without_vad:
-            continue
+        if vad is not None and segments is None:
+            without_vad.append(key)
+            if drop_without_vad:
+                continue
         entries.append(TableEntry(key=key, spk=spk, wav=wavs[key], vad=segments))
     _warn_unlisted(wavs, keys.first_line, wav_scp, utt2spk)
+    if vad is not None:
+        _check_vad_keys(vad_file, vad, list(keys.first_line), without_vad, utt2spk,
+                        drop_without_vad)
     return entries
+
+
+def _check_vad_keys(vad_file: str, vad: Dict[str, Segments], utterances: List[str],
+                    without_vad: List[str], utt2spk: str, dropped: bool) -> None:
+    """Refuse a VAD file that matches no utterance; log the utterances it has no segments
+    for (``dropped``: they are left out, else kept whole)."""
+    if utterances and len(without_vad) == len(utterances):
+        raise DataFormatError(vad_file, None, "holds no segments" if not vad else
+                              f"none of its keys (e.g. {next(iter(vad))!r}, {len(vad)} in "
+                              f"all) is an utterance of {utt2spk} (e.g. {utterances[0]!r}): "
+                              f"is it the VAD of this data?")
+    if without_vad:
+        logger.warning("%d of the %d utterances of %s have no segments in %s and are %s "
+                       "(the first: %r)", len(without_vad), len(utterances), utt2spk,
+                       vad_file, "left out" if dropped else "kept whole", without_vad[0])
 
 
 def _warn_unlisted(wavs: Dict[str, str], in_utt2spk: Dict[str, int],

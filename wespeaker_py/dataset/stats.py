@@ -32,6 +32,7 @@ NON_FINITE = audio_errors.AudioNonFiniteError.reason
 ALL_ZERO = audio_errors.AudioSilentError.reason
 NO_ENERGY = audio_errors.AudioNoEnergyError.reason
 NO_SUCH_CHANNEL = audio_errors.AudioChannelError.reason
+SEGMENT_PAST_END = audio_errors.AudioSegmentError.reason
 UNKNOWN_SPEAKER = "unknown_speaker"
 NO_SPEAKER = "no_speaker"
 BAD_SHARD = "bad_shard"

@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from wespeaker_py.audio import INT16_SCALE, open_audio, write_wav
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.file_utils import write_table
 
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -75,12 +75,6 @@ def synthetic_rir(sample_rate: int, rt60: float, rng: np.random.Generator) -> np
     return (tail / np.abs(tail).max()).astype(np.float32)
 
 
-def _write_scp(path: str, entries: List[Tuple[str, str]]) -> None:
-    with atomic_open(path) as handle:
-        for key, wav in entries:
-            handle.write(f"{key} {wav}\n")
-
-
 def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rate: int = 16000,
                             num_noise: int = 12, num_music: int = 6, num_babble: int = 6,
                             num_rirs: int = 20, duration: float = 8.0,
@@ -130,8 +124,8 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
         rir_entries.append((key, path))
 
     lists = {"musan": os.path.join(musan_dir, "wav.scp"), "rirs": os.path.join(rirs_dir, "wav.scp")}
-    _write_scp(lists["musan"], musan_entries)
-    _write_scp(lists["rirs"], rir_entries)
+    write_table(lists["musan"], musan_entries)
+    write_table(lists["rirs"], rir_entries)
     return lists
 
 

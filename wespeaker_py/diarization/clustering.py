@@ -18,7 +18,8 @@
 When the number of speakers is estimated, 3D-Speaker's post-processing can
 follow (:mod:`.refine`): clusters of at most ``min_cluster_size`` windows are
 folded into the nearest larger one, then clusters whose centroids have a
-cosine of at least ``merge_threshold`` are joined.
+cosine of at least ``merge_threshold`` are joined. With the count given, they
+(and ``ahc_threshold``) would do nothing, and are refused.
 
 The number of speakers is kept within ``[min_speakers, max_speakers]`` and
 never exceeds the number of embeddings. A method that found more than
@@ -36,8 +37,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from wespeaker_py.diarization.density import agglomerative_labels, umap_hdbscan_labels
-from wespeaker_py.diarization.options import (DEFAULT_METHOD, ClusterOptions,
-                                              check_cluster_options)
+from wespeaker_py.diarization.options import DEFAULT_METHOD, ClusterOptions
 from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
 from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster
 
@@ -86,9 +86,14 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
 def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOptions(),
                     num_speakers: Optional[int] = None, min_speakers: int = 1,
                     max_speakers: int = 10) -> Clustering:
-    """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count."""
-    check_cluster_options(options.method, num_speakers, min_speakers, max_speakers,
-                          options.gap_ratio, options.edge_weights)
+    """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count.
+
+    Options that cannot apply raise
+    :class:`~wespeaker_py.diarization.options.ClusteringOptionError` naming them
+    (:meth:`ClusterOptions.check`): e.g. ``ahc_threshold`` for a method other than
+    ``agglomerative``, or a refinement of the estimated count with ``num_speakers`` given.
+    """
+    options.check(num_speakers, min_speakers, max_speakers)
     embeddings = np.asarray(embeddings, dtype=np.float64)
     count = len(embeddings)
     if count <= 1:

@@ -27,6 +27,8 @@ EDGE_WEIGHTS = ("binary", "cosine")
 # spectral-norm's edge weights (bench/results_diarization_clustering.md, "Sixth session");
 # the others keep WeSpeaker's and NeMo's binary graphs
 DEFAULT_EDGE_WEIGHTS = "cosine"
+# agglomerative's cut: the cosine distance at which merging stops
+DEFAULT_AHC_THRESHOLD = 0.6
 
 
 def window_lda_name(heard_rate: int = 0) -> str:
@@ -49,7 +51,7 @@ class ClusterOptions:
     """Which method, and the refinements applied when the count is estimated."""
 
     method: str = DEFAULT_METHOD
-    ahc_threshold: float = 0.6              # cosine distance cut of ``agglomerative``
+    ahc_threshold: float = DEFAULT_AHC_THRESHOLD  # cosine distance cut of ``agglomerative``
     min_cluster_size: int = 0               # fold clusters of at most this many windows
     merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
     gap_ratio: Optional[float] = None       # None: the method's own (see resolved_gap_ratio)
@@ -71,6 +73,34 @@ class ClusterOptions:
         if self.edge_weights is not None:
             return self.edge_weights
         return DEFAULT_EDGE_WEIGHTS if self.method == "spectral-norm" else "binary"
+
+    def check(self, num_speakers: Optional[int] = None, min_speakers: int = 1,
+              max_speakers: int = 10) -> None:
+        """Raise :class:`ClusteringOptionError` for what :func:`check_cluster_options`
+        refuses, an ``ahc_threshold`` set for a method other than ``agglomerative``, and
+        (``num_speakers`` given) what :meth:`check_count_given` refuses."""
+        check_cluster_options(self.method, num_speakers, min_speakers, max_speakers,
+                              self.gap_ratio, self.edge_weights)
+        if self.ahc_threshold != DEFAULT_AHC_THRESHOLD and self.method != "agglomerative":
+            raise ClusteringOptionError(f"ahc_threshold ({self.ahc_threshold:g}) is where "
+                                        f"agglomerative stops merging; {self.method} takes "
+                                        f"none")
+        if num_speakers is not None:
+            self.check_count_given(f"num_speakers={num_speakers}")
+
+    def check_count_given(self, given: str) -> None:
+        """Raise :class:`ClusteringOptionError` naming a setting that only shapes an
+        estimated count (``min_cluster_size``, ``merge_threshold``, ``ahc_threshold``), the
+        count being given (``given`` says how, e.g. ``num_speakers=3``)."""
+        unused = (("min_cluster_size", self.min_cluster_size, self.min_cluster_size > 0),
+                  ("merge_threshold", self.merge_threshold, self.merge_threshold is not None),
+                  ("ahc_threshold", self.ahc_threshold,
+                   self.ahc_threshold != DEFAULT_AHC_THRESHOLD))
+        for name, value, is_set in unused:
+            if is_set:
+                raise ClusteringOptionError(f"{name} ({value:g}) shapes an estimated number of "
+                                            f"speakers; with the count given ({given}) it "
+                                            f"would do nothing: leave it out")
 
 
 def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
@@ -141,8 +171,6 @@ class DiarizationOptions:
 
     def check(self) -> None:
         """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
-        check_cluster_options(self.cluster_method, self.num_speakers, self.min_speakers,
-                              self.max_speakers, self.gap_ratio, self.edge_weights)
         rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
                  ("vad_threshold", 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
                  ("min_speech", self.min_speech >= 0.0, "at least 0"),
@@ -163,11 +191,13 @@ class DiarizationOptions:
             if not valid:
                 raise ClusteringOptionError(f"{name} must be {wanted}, got "
                                             f"{getattr(self, name)!r}")
+        self.cluster_options().check(self.num_speakers, self.min_speakers, self.max_speakers)
         if self.vad == "energy" and self.vad_threshold != DiarizationOptions.vad_threshold:
             raise ClusteringOptionError(f"vad_threshold ({self.vad_threshold:g}) is the Silero "
                                         f"VAD's speech probability; the energy VAD takes none")
 
     def cluster_options(self) -> ClusterOptions:
+        """The clustering's share of these settings."""
         return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
                               self.merge_threshold, self.gap_ratio, self.edge_weights)
 

@@ -24,15 +24,14 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice,
                                 heard_rate_of, load_audio_with_rate, narrowband,
                                 warn_if_narrowband)
 from wespeaker_py.diarization.clustering import cluster_windows
-from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
-                                              check_cluster_options)
+from wespeaker_py.diarization.options import ClusteringOptionError, DiarizationOptions
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.embedding import UNREADABLE
-from wespeaker_py.utils.file_utils import read_wav_scp
+from wespeaker_py.utils.file_utils import DataFormatError, read_wav_scp
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -108,7 +107,10 @@ class Diarizer:
         in [-1, 1] or int16. Audio the shared checks refuse (missing, unreadable,
         empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
         The number of speakers is ``num_speakers`` when given, else estimated
-        within ``[min_speakers, max_speakers]`` (defaults from the options).
+        within ``[min_speakers, max_speakers]`` (defaults from the options); a count
+        given with settings that only shape an estimated one (``min_cluster_size``,
+        ``merge_threshold``, ``ahc_threshold``) raises
+        :class:`~wespeaker_py.diarization.options.ClusteringOptionError`.
         Audio without speech gives no turns; speech shorter than a window gives one turn.
         ``recording`` names it in the log (default: the file, when ``audio`` is one).
         """
@@ -116,7 +118,7 @@ class Diarizer:
         num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
         min_speakers = min_speakers if min_speakers is not None else opts.min_speakers
         max_speakers = max_speakers if max_speakers is not None else opts.max_speakers
-        check_cluster_options(opts.cluster_method, num_speakers, min_speakers, max_speakers)
+        opts.cluster_options().check(num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         rate = self.sample_rate
@@ -249,10 +251,13 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
 
     ``speaker_counts`` (recording -> number of speakers, e.g. from
     :func:`~wespeaker_py.diarization.rttm.read_speaker_counts`) fixes each
-    recording's count; it must name every recording. ``kwargs`` go to
+    recording's count; it must name every recording, and comes without
+    ``num_speakers`` and the settings that shape an estimated count
+    (``min_cluster_size``, ``merge_threshold``, ``ahc_threshold``). ``kwargs`` go to
     :meth:`Diarizer.diarize` for every recording.
-    A malformed ``wav.scp`` line, a key given twice, or a recording missing from
-    ``speaker_counts`` is an error naming it, raised before any work. A recording
+    A malformed ``wav.scp`` line, a key given twice, a recording missing from
+    ``speaker_counts``, or a setting that cannot apply is an error naming it, raised
+    before any work. A recording
     that cannot be read is logged, counted and skipped; one without speech gets
     no turns; both are listed in the returned summary, as are those with more
     speakers than ``max_speakers`` (capped). Any other error stops the run, raised
@@ -264,6 +269,11 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
     """
     recordings = read_wav_scp(wav_scp)
     if speaker_counts is not None:
+        if kwargs.get("num_speakers") is not None:
+            raise ClusteringOptionError("give num_speakers (every recording) or "
+                                        "speaker_counts (each its own), not both")
+        diarizer.options.cluster_options().check_count_given(
+            "each recording's, speaker_counts / --reco2num_spk")
         missing = [key for key in recordings if key not in speaker_counts]
         if missing:
             raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "
@@ -317,9 +327,14 @@ def naming_recording(error: Exception, key: str, path: str) -> Exception:
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
                                show_progress: bool = True,
                                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                               heard_rates: Sequence[int] = (0,)
+                               heard_rates: Sequence[int] = (0,), utt2spk_name: str = "utt2spk"
                                ) -> Tuple[np.ndarray, np.ndarray, JobTally]:
     """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
+
+    An utterance of ``utt2spk`` (read from the file ``utt2spk_name``) missing from
+    ``wav_scp`` is a :class:`~wespeaker_py.utils.file_utils.DataFormatError` naming both
+    and the first such utterance, raised before any work; utterances of ``wav_scp``
+    without a speaker are left out with a warning that counts them.
 
     Each utterance counts as speech throughout (a speaker corpus's utterances
     are), cut into the diarizer's windows with its noise floor, and embedded once
@@ -332,7 +347,16 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     skipped and counted; nothing embedded, or more than ``max_fail_fraction``
     skipped, raises :class:`~wespeaker_py.errors.RunFailedError`.
     """
-    recordings = {key: path for key, path in read_wav_scp(wav_scp).items() if key in utt2spk}
+    wavs = read_wav_scp(wav_scp)
+    absent = [key for key in utt2spk if key not in wavs]
+    if absent:
+        raise DataFormatError(utt2spk_name, None, f"{len(absent)} utterance(s) are not in "
+                                                  f"{wav_scp} (the first: {absent[0]!r})")
+    recordings = {key: path for key, path in wavs.items() if key in utt2spk}
+    if len(recordings) < len(wavs):
+        logger.warning("%d of the %d utterances of %s are not in %s and are left out (the "
+                       "first: %r)", len(wavs) - len(recordings), len(wavs), wav_scp,
+                       utt2spk_name, next(key for key in wavs if key not in utt2spk))
     skipped: Counter = Counter()
     rows: Dict[int, List[np.ndarray]] = {heard_rate: [] for heard_rate in heard_rates}
     speakers: Dict[int, List[str]] = {heard_rate: [] for heard_rate in heard_rates}

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from typing import Dict, Iterable, List, Mapping, Tuple
 
 from wespeaker_py.diarization.turns import Turn
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+from wespeaker_py.utils.file_utils import DataFormatError, UniqueKeys, atomic_open, iter_table
 
 
 def recording_id(audio_path: str) -> str:
@@ -46,27 +46,24 @@ def write_rttm(path: str, recordings: Mapping[str, Iterable[Turn]]) -> None:
 def read_rttm(path: str) -> Dict[str, List[Turn]]:
     """Turns per recording from an RTTM file, in file order (``SPEAKER`` lines only)."""
     recordings: Dict[str, List[Turn]] = OrderedDict()
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
-                continue
-            if len(fields) < 8:
-                raise DataFormatError(path, line_no, f"a SPEAKER line needs at least 8 fields, "
-                                                     f"got {len(fields)}: {line.strip()!r}")
-            try:
-                start, duration = float(fields[3]), float(fields[4])
-            except ValueError:
-                raise DataFormatError(path, line_no, f"start and duration must be numbers: "
-                                                     f"{fields[3]!r} {fields[4]!r}") from None
-            if not (math.isfinite(start) and math.isfinite(duration)):
-                raise DataFormatError(path, line_no, f"start and duration must be finite "
-                                                     f"numbers: {line.strip()!r}")
-            if start < 0 or duration < 0:
-                raise DataFormatError(path, line_no, f"negative start or duration: "
-                                                     f"{line.strip()!r}")
-            recordings.setdefault(fields[1], []).append(
-                Turn(start, start + duration, fields[7]))
+    for line_no, fields in iter_table(path):
+        if fields[0] != "SPEAKER":   # other line types and ";;" comments
+            continue
+        line = " ".join(fields)
+        if len(fields) < 8:
+            raise DataFormatError(path, line_no, f"a SPEAKER line needs at least 8 fields, "
+                                                 f"got {len(fields)}: {line!r}")
+        try:
+            start, duration = float(fields[3]), float(fields[4])
+        except ValueError:
+            raise DataFormatError(path, line_no, f"start and duration must be numbers: "
+                                                 f"{fields[3]!r} {fields[4]!r}") from None
+        if not (math.isfinite(start) and math.isfinite(duration)):
+            raise DataFormatError(path, line_no, f"start and duration must be finite "
+                                                 f"numbers: {line!r}")
+        if start < 0 or duration < 0:
+            raise DataFormatError(path, line_no, f"negative start or duration: {line!r}")
+        recordings.setdefault(fields[1], []).append(Turn(start, start + duration, fields[7]))
     return recordings
 
 
@@ -74,23 +71,22 @@ def read_uem(path: str) -> Dict[str, List[Tuple[float, float]]]:
     """Scoring regions per recording from a NIST UEM file
     (``<recording> <channel> <start> <end>``)."""
     regions: Dict[str, List[Tuple[float, float]]] = OrderedDict()
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0].startswith(";;"):
-                continue
-            if len(fields) != 4:
-                raise DataFormatError(path, line_no, f"expected '<recording> <channel> <start> "
-                                                     f"<end>', got {line.strip()!r}")
-            try:
-                start, end = float(fields[2]), float(fields[3])
-            except ValueError:
-                raise DataFormatError(path, line_no, f"start and end must be numbers: "
-                                                     f"{line.strip()!r}") from None
-            if not (0 <= start < end and math.isfinite(end)):
-                raise DataFormatError(path, line_no, f"need 0 <= start < end, both finite: "
-                                                     f"{line.strip()!r}")
-            regions.setdefault(fields[0], []).append((start, end))
+    for line_no, fields in iter_table(path):
+        if fields[0].startswith(";;"):
+            continue
+        line = " ".join(fields)
+        if len(fields) != 4:
+            raise DataFormatError(path, line_no, f"expected '<recording> <channel> <start> "
+                                                 f"<end>', got {line!r}")
+        try:
+            start, end = float(fields[2]), float(fields[3])
+        except ValueError:
+            raise DataFormatError(path, line_no, f"start and end must be numbers: "
+                                                 f"{line!r}") from None
+        if not (0 <= start < end and math.isfinite(end)):
+            raise DataFormatError(path, line_no, f"need 0 <= start < end, both finite: "
+                                                 f"{line!r}")
+        regions.setdefault(fields[0], []).append((start, end))
     return regions
 
 
@@ -101,15 +97,11 @@ def read_speaker_counts(path: str) -> Dict[str, int]:
         return {key: len({turn.speaker for turn in turns})
                 for key, turns in read_rttm(path).items()}
     counts: Dict[str, int] = OrderedDict()
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
-                raise DataFormatError(path, line_no, f"expected '<recording> <count>' with a "
-                                                     f"count of at least 1, got {line.strip()!r}")
-            if fields[0] in counts:
-                raise DataFormatError(path, line_no, f"duplicate recording {fields[0]!r}")
-            counts[fields[0]] = int(fields[1])
+    recordings = UniqueKeys(path, "recording")
+    for line_no, fields in iter_table(path):
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+            raise DataFormatError(path, line_no, f"expected '<recording> <count>' with a "
+                                                 f"count of at least 1, got {' '.join(fields)!r}")
+        recordings.claim(fields[0], line_no)
+        counts[fields[0]] = int(fields[1])
     return counts

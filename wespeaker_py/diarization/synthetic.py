@@ -21,11 +21,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, is_pipe, load_audio, write_wav
+from wespeaker_py.audio import INT16_SCALE, load_audio, write_wav
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.diarization.vad import EnergyVAD, Region, RegionRules
-from wespeaker_py.utils.file_utils import atomic_open, read_key_value, read_lines
+from wespeaker_py.utils.file_utils import read_key_value, read_lines, resolve_wav, write_table
 
 # the rate conversations are built and written at
 SAMPLE_RATE = 16000
@@ -61,10 +61,8 @@ class SpeakerCorpus:
         for utt in sorted(utt2spk):
             speaker = utt2spk[utt]
             if (allowed is None or speaker in allowed) and utt in wav_scp:
-                path = wav_scp[utt]
-                if not os.path.isabs(path) and not is_pipe(path):
-                    path = os.path.join(corpus_dir, path)
-                self.utterances.setdefault(speaker, []).append(path)
+                self.utterances.setdefault(speaker, []).append(
+                    resolve_wav(wav_scp[utt], corpus_dir))
         if not self.utterances:
             raise ValueError(f"{corpus_dir}: no utterances of the selected speakers")
         self._cache: Dict[str, Tuple[np.ndarray, List[Region]]] = {}
@@ -198,7 +196,7 @@ def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
     references: Dict[str, List[Turn]] = {}
-    scp_lines = []
+    scp_rows = []
     for index in range(count):
         chosen = rng.choice(corpus.speakers, size=int(rng.integers(low, high + 1)),
                             replace=False)
@@ -207,8 +205,7 @@ def write_conversations(corpus: SpeakerCorpus, out_dir: str, count: int,
         wav_path = os.path.join(out_dir, "wav", f"{key}.wav")
         write_wav(wav_path, mix, SAMPLE_RATE)
         references[key] = turns
-        scp_lines.append(f"{key} {os.path.abspath(wav_path)}\n")
-    with atomic_open(os.path.join(out_dir, "wav.scp")) as handle:
-        handle.writelines(scp_lines)
+        scp_rows.append((key, os.path.abspath(wav_path)))
+    write_table(os.path.join(out_dir, "wav.scp"), scp_rows)
     write_rttm(os.path.join(out_dir, "ref.rttm"), references)
     return list(references)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from wespeaker_py.config.fields import as_float
-from wespeaker_py.config.schema import WHISPER_SAMPLE_RATE, TfmelArgs
+from wespeaker_py.config.schema import (WHISPER_SAMPLE_RATE, DataloaderArgs, DatasetArgs,
+                                        TfmelArgs)
 from wespeaker_py.errors import WespeakerError
 
 # the learning rate decays from --lr to --lr / LR_DECAY over the run
@@ -28,8 +29,11 @@ FREEZE_CHOICES = ("auto", "none", "front", "body")
 # --freeze auto freezes the body for the first epochs below this many training speakers
 # (docs/finetune.md: better with 4 speakers, worse with 74)
 FEW_SPEAKERS = 20
-# dataset_args.resample_rate when a config has none (WeSpeaker's default)
-DEFAULT_RATE = 16000
+# dataloader_args.batch_size when the source config has none (the schema requires one)
+SOURCE_BATCH_SIZE = 32
+# the head for the data's speakers when the source config has no projection_args; its
+# other settings (scale, easy_margin) are the head's defaults (models/projections.py)
+NEW_HEAD = {"project_type": "arc_margin"}
 # front-ends whose pretrained weights (or feature extractor) take one sample rate only
 FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
                         "whisper_encoder": WHISPER_SAMPLE_RATE}
@@ -105,11 +109,17 @@ def chosen_rate(dataset_args: Mapping[str, Any], requested: Optional[int]) -> Op
     return requested or fixed
 
 
+def source_rate(dataset_args: Mapping[str, Any]) -> int:
+    """The rate a config's ``dataset_args`` work at: its ``resample_rate``, else the schema's
+    default (WeSpeaker's)."""
+    return int(dataset_args.get("resample_rate", DatasetArgs.resample_rate))
+
+
 def rate_dataset_args(dataset_args: Mapping[str, Any], sample_rate: int) -> Dict[str, Any]:
     """``dataset_args`` at ``sample_rate``: ``resample_rate`` changes (fbank's mel bins,
     frame length and shift are rate-free), and so do TFMel's settings that depend on it."""
     args = copy.deepcopy(dict(dataset_args))
-    old_rate = int(args.get("resample_rate", DEFAULT_RATE))
+    old_rate = source_rate(args)
     args["resample_rate"] = sample_rate
     if args.get("frontend") == "tfmel" and old_rate != sample_rate:
         args["tfmel_args"] = _tfmel_at_ratio(args.get("tfmel_args") or {}, sample_rate / old_rate)
@@ -140,14 +150,13 @@ def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir
     """The training config mapping of one phase (checked by ``TrainConfig.from_dict``);
     ``init_head``: ``model_init`` holds the head to go on with (a later phase)."""
     loader = dict(source.get("dataloader_args") or {})
-    batch_size = options.batch_size or int(loader.get("batch_size", 32))
+    batch_size = options.batch_size or int(loader.get("batch_size", SOURCE_BATCH_SIZE))
     batch_size = max(1, min(batch_size, num_utterances))
     workers = options.num_workers if options.num_workers is not None else \
-        int(loader.get("num_workers", 0))
+        int(loader.get("num_workers", DataloaderArgs.num_workers))
     dataset_args = rate_dataset_args(source.get("dataset_args") or {}, sample_rate)
     dataset_args.update(speed_perturb=False, aug_prob=0.0, sample_num_per_epoch=0)
-    projection = dict(source.get("projection_args") or
-                      {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False})
+    projection = dict(source.get("projection_args") or NEW_HEAD)
     # the trainer applies lr * batch / 64 (WeSpeaker's rule): configure --lr as applied
     from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE  # torch: not at --help time
     scale = REFERENCE_BATCH_SIZE / batch_size

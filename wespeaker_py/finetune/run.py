@@ -35,13 +35,15 @@ from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, chosen_rate,
-                                          phase_config, phases)
+                                          phase_config, phases, source_rate)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
                                         write_lists)
 from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, model_state_of, read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
-from wespeaker_py.train.average import average_state_dicts, select_checkpoints
+from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.train.experiment import existing_checkpoints
+from wespeaker_py.train.plan import Layout
 from wespeaker_py.utils.file_utils import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.threads import using_threads
@@ -174,12 +176,11 @@ def _top_level_parameters(config_path: str) -> List[str]:
     """Names of the speaker model's top-level modules that hold parameters, in order."""
     from wespeaker_py.config import load_model_config
     from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
-    from wespeaker_py.runtime.builder import build_speaker_model
+    from wespeaker_py.runtime.builder import build_speaker_model, feat_dim_left_to_frontend
     config = load_model_config(config_path)
     feat_dim = None   # a config written by training records it
-    if config.dataset_args.frontend != "fbank" and config.model_args.get("feat_dim", -1) == -1:
-        # left to the front-end (WeSpeaker's SSL and Whisper configs): an SSL model's
-        # weights are read for its size
+    if feat_dim_left_to_frontend(config.model_args, config.dataset_args.frontend):
+        # WeSpeaker's SSL and Whisper configs: an SSL model's weights are read for its size
         feat_dim = model_feat_dim(build_frontend(config.dataset_args, pretrained=False))
     with torch.device("meta"):  # names only
         model = build_speaker_model(config, feat_dim=feat_dim)
@@ -198,15 +199,15 @@ def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
 def _train_phase(config: Dict[str, Any]) -> str:
     """Train one phase (resuming its newest checkpoint); return its last checkpoint."""
     from wespeaker_py.train.trainer import run_training
-    model_dir = os.path.join(config["exp_dir"], "models")
-    last = os.path.join(model_dir, f"model_{config['num_epochs']}.pt")
+    layout = Layout(config["exp_dir"])
+    last = layout.checkpoint_path(config["num_epochs"])
     if os.path.isfile(last):
         logger.info("%s is trained", config["exp_dir"])
         return last
-    done = existing_checkpoints(model_dir)
+    done = existing_checkpoints(layout.model_dir)
     if done:
-        newest = max(done, key=lambda name: int(name[len("model_"):-len(".pt")]))
-        config = dict(config, checkpoint=os.path.join(model_dir, newest))
+        newest = max(done, key=epoch_from_name)
+        config = dict(config, checkpoint=os.path.join(layout.model_dir, newest))
         logger.info("resuming %s from %s", config["exp_dir"], newest)
     try:
         run_training(TrainConfig.from_dict(config))
@@ -274,8 +275,9 @@ def _score_dev(model, audio: DevAudio, trials: List) -> Dict[str, Any]:
 def _publish(staged_dir: str, out_dir: str) -> None:
     """Copy the evaluated model's ``config.yaml`` and ``avg_model.pt`` from the experiment
     folder ``staged_dir`` into OUT, each file atomically."""
-    for name, staged in ((CONFIG_NAME, os.path.join(staged_dir, CONFIG_NAME)),
-                         (WEIGHTS_NAME, os.path.join(staged_dir, "models", WEIGHTS_NAME))):
+    staged_layout = Layout(staged_dir)
+    for name, staged in ((CONFIG_NAME, staged_layout.config_path),
+                         (WEIGHTS_NAME, os.path.join(staged_layout.model_dir, WEIGHTS_NAME))):
         with atomic_path(os.path.join(out_dir, name)) as tmp:
             shutil.copyfile(staged, tmp)
 
@@ -346,9 +348,9 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
     # it is evaluated and calibrated: a failure leaves no half-made model in OUT
     final_dir = os.path.join(work, plan[-1]["name"])
-    averaged = select_checkpoints(os.path.join(final_dir, "models"),
-                                  min(options.num_avg, plan[-1]["epochs"]))
-    save_torch(average_state_dicts(averaged), os.path.join(final_dir, "models", WEIGHTS_NAME))
+    model_dir = Layout(final_dir).model_dir
+    averaged = average_checkpoints(model_dir, min(options.num_avg, plan[-1]["epochs"]),
+                                   os.path.join(model_dir, WEIGHTS_NAME))
     train_seconds = time.time() - started
 
     audio, skipped = _dev_audio(data, rate)
@@ -364,8 +366,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                for name, result in (("before", before), ("after", after))}
     report = {"source": request["source"], "config": request["config"],
               "options": options.as_dict(), "data": data.summary(),
-              "source_sample_rate": int((source_config.get("dataset_args") or {})
-                                        .get("resample_rate", 16000)),
+              "source_sample_rate": source_rate(source_config.get("dataset_args") or {}),
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
               "dev": figures, "dev_skipped": skipped, "calibration_cllr": calibration.cllr,

@@ -21,16 +21,13 @@ module can be imported without the ``ssl`` extra.
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
 from wespeaker_py.errors import WespeakerError, first_line
-from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.utils.file_utils import atomic_dir, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
 if TYPE_CHECKING:
@@ -401,33 +398,20 @@ def load_original_checkpoint(path: str) -> "WavLMModel":
 def save_hf_directory(model: "WavLMModel", dst_dir: str) -> None:
     """``model.save_pretrained`` into ``dst_dir``, which appears complete or not at all.
 
-    ``dst_dir`` must not exist or be an empty directory.
+    ``dst_dir`` must not exist or be an empty directory (else :class:`FileExistsError`); a
+    killed conversion's temporary folder is removed by the next write beside it
+    (:func:`~wespeaker_py.utils.file_utils.atomic_dir`).
     """
-    dst_dir = os.path.abspath(dst_dir)
-    if os.path.isdir(dst_dir) and os.listdir(dst_dir):
-        raise FileExistsError(f"{dst_dir} exists and is not empty; choose a new directory")
-    if os.path.exists(dst_dir) and not os.path.isdir(dst_dir):
-        raise FileExistsError(f"{dst_dir} exists and is not a directory")
-    parent = os.path.dirname(dst_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(dst_dir) + ".", dir=parent)
-    try:
+    with atomic_dir(dst_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         _apply_umask(tmp_dir)
-        if os.path.isdir(dst_dir):
-            os.rmdir(dst_dir)
-        os.rename(tmp_dir, dst_dir)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp_dir)
-        raise
 
 
 def _apply_umask(directory: str) -> None:
-    """Give ``directory`` and its files the modes a plain mkdir/open would have."""
+    """Give the files in ``directory`` the mode a plain open would have (transformers writes
+    ``model.safetensors`` readable by its owner only)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
     for name in os.listdir(directory):
         os.chmod(os.path.join(directory, name), 0o666 & ~umask)
 

@@ -1,12 +1,12 @@
 """Tiny random Whisper checkpoints in OpenAI's format, for tests, dry runs and benchmarks."""
 from __future__ import annotations
 
-import os
 from typing import Dict
 
 import torch
 
 from wespeaker_py.frontend.whisper import MAX_POSITIONS, WhisperEncoder
+from wespeaker_py.utils.file_utils import save_torch
 
 
 def tiny_whisper_dims(num_layers: int = 3, n_mels: int = 80, width: int = 16,
@@ -48,5 +48,4 @@ def write_random_whisper(path: str, dims: Dict[str, int], seed: int = 0) -> None
         dims["n_text_ctx"], text, generator=generator).half()
     state["decoder.ln.weight"] = torch.ones(text).half()
     state["decoder.ln.bias"] = torch.zeros(text).half()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({"dims": dict(dims), "model_state_dict": state}, path)
+    save_torch({"dims": dict(dims), "model_state_dict": state}, path)

@@ -8,14 +8,13 @@ ark/scp atomically. The ark/scp format itself is :mod:`wespeaker_py.io.ark`.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from typing import Iterator, List, Sequence
 
 import kaldiio
-import numpy as np
 
-from wespeaker_py.io.ark import EmbeddingWriter, open_embedding_writer, scp_path_for
+from wespeaker_py.io.ark import (EmbeddingWriter, entry_end, open_embedding_writer,
+                                 scp_path_for, split_location)
 
 
 def merge_embedding_arks(part_arks: Sequence[str], out_ark: str) -> int:
@@ -28,12 +27,6 @@ def merge_embedding_arks(part_arks: Sequence[str], out_ark: str) -> int:
         for part in part_arks:
             writer.append_ark(part)
     return writer.count
-
-
-def _entry_size(key: str, vector: np.ndarray) -> int:
-    buffer = io.BytesIO()
-    kaldiio.save_ark(buffer, {key: np.asarray(vector, dtype=np.float32)})
-    return len(buffer.getvalue())
 
 
 def _complete_scp_lines(scp_path: str) -> List[str]:
@@ -58,12 +51,11 @@ def recover_part(part_ark: str) -> List[str]:
     end = 0
     while lines:
         key, _, location = lines[-1].strip().partition(" ")
-        path, _, offset = location.rpartition(":")
         try:
+            path, offset = split_location(location)
             if os.path.abspath(path) != os.path.abspath(part_ark):
                 raise ValueError("points into another ark")
-            vector = kaldiio.load_mat(location)
-            end = int(offset) - len((key + " ").encode("utf-8")) + _entry_size(key, vector)
+            end = entry_end(key, offset, kaldiio.load_mat(location))
             if end <= ark_size:
                 break
         except Exception:  # noqa: BLE001 -- any failure to read back means "incomplete"

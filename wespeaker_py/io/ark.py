@@ -6,15 +6,16 @@ Writing is atomic: both files are written under temporary names and moved into
 place at the end, and the scp always names the *final* ark, so a reader never
 sees an index that points into a half-written or temporary archive.
 
-Reading validates what it loads: a non-finite value, a wrong shape or a
-repeated key is reported with the file (and scp line) and the utterance key, so
-a broken extraction never turns silently into wrong scores. Extraction
+Reading validates what it loads: a non-finite value, a zero-length vector, a
+wrong shape or a repeated key is reported with the file (and scp line) and the
+utterance key, so a broken extraction never turns silently into wrong scores. Extraction
 (:mod:`wespeaker_py.inference`) and scoring (:mod:`wespeaker_py.scoring`) both
 use this module.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -47,6 +48,31 @@ def key_problem(key: str) -> Optional[str]:
     if any(ch.isspace() for ch in key):
         return "it has whitespace (Kaldi tables split lines at whitespace)"
     return None
+
+
+def ark_entry(key: str, vector: np.ndarray) -> Tuple[bytes, int]:
+    """One ark entry as :class:`EmbeddingWriter` writes it (the vector stored as float32):
+    its bytes, and where the vector's data starts in them -- what an scp offset points at,
+    past the key and one space."""
+    buffer = io.BytesIO()
+    kaldiio.save_ark(buffer, {key: np.asarray(vector, dtype=np.float32)})
+    return buffer.getvalue(), len((key + " ").encode("utf-8"))
+
+
+def entry_end(key: str, data_offset: int, vector: np.ndarray) -> int:
+    """The ark offset just past the entry of ``key`` whose data (``vector``, as read back)
+    starts at ``data_offset`` (its scp offset)."""
+    entry, data_start = ark_entry(key, vector)
+    return data_offset - data_start + len(entry)
+
+
+def split_location(location: str) -> Tuple[str, int]:
+    """``(ark path, offset)`` of an scp location ``<ark>:<offset>``; ValueError for
+    anything else."""
+    path, sep, offset = location.rpartition(":")
+    if not sep or not offset.isdigit():
+        raise ValueError(f"expected '<ark>:<offset>', got {location!r}")
+    return path, int(offset)
 
 
 class EmbeddingWriter:
@@ -82,8 +108,9 @@ class EmbeddingWriter:
     def write(self, key: str, vector: np.ndarray) -> None:
         """Write one embedding (stored as float32)."""
         self._claim(key, "the data list")
-        data_offset = self._ark.tell() + len((key + " ").encode("utf-8"))
-        kaldiio.save_ark(self._ark, {key: np.asarray(vector, dtype=np.float32)})
+        entry, data_start = ark_entry(key, vector)
+        data_offset = self._ark.tell() + data_start
+        self._ark.write(entry)
         if self._flush_each:
             self._ark.flush()
         self._scp.write(f"{key} {self._ark_path}:{data_offset}\n")
@@ -109,14 +136,15 @@ def read_scp_offsets(scp_path: str, expected_ark: str) -> List[Tuple[str, int]]:
     expected = os.path.abspath(expected_ark)
     entries: List[Tuple[str, int]] = []
     for line_no, key, location in iter_key_rest(scp_path, SCP_LINE):
-        path, sep, offset = location.rpartition(":")
-        if not sep or not offset.isdigit():
+        try:
+            path, offset = split_location(location)
+        except ValueError:
             raise DataFormatError(scp_path, line_no,
-                                  f"expected '<key> <ark>:<offset>', got {location!r}")
+                                  f"expected '<key> <ark>:<offset>', got {location!r}") from None
         if os.path.abspath(path) != expected:
             raise DataFormatError(scp_path, line_no,
                                   f"entry points into {path}, expected {expected}")
-        entries.append((key, int(offset)))
+        entries.append((key, offset))
     return entries
 
 
@@ -198,14 +226,20 @@ def _iter_ark(path: str) -> Iterator[Tuple[str, Optional[int], np.ndarray]]:
         yield key, None, vector
 
 
+# the shortest embedding loaded: torch.nn.functional.normalize's eps, below which cosine
+# scoring cannot make a row unit length (an all-zero row would score 0 against everything)
+MIN_NORM = 1e-12
+
+
 def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
                     progress: bool = False) -> EmbeddingTable:
     """Load ``xvector.scp`` (or a bare ``.ark``) into an :class:`EmbeddingTable`.
 
     With ``keys`` only those utterances are kept (a Kaldi table is read
     sequentially, so the others are still read). Raises :class:`DataFormatError`
-    naming file, scp line and key for a non-finite value in a kept embedding, a
-    dimension that differs from the others or a repeated key.
+    naming file, scp line and key for a non-finite value or a zero length (below
+    :data:`MIN_NORM`) in a kept embedding, a dimension that differs from the others
+    or a repeated key.
     """
     wanted = set(keys) if keys is not None else None
     reader = _iter_ark(path) if path.endswith(".ark") else _iter_scp(path)
@@ -233,6 +267,12 @@ def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
         bad = int(np.argmin(finite))
         raise DataFormatError(path, line_numbers[bad],
                               f"embedding {names[bad]!r} contains NaN or inf")
+    long_enough = np.einsum("ij,ij->i", matrix, matrix) >= MIN_NORM ** 2
+    if not long_enough.all():
+        bad = int(np.argmin(long_enough))
+        raise DataFormatError(path, line_numbers[bad],
+                              f"embedding {names[bad]!r} has zero length (all zeros, or a norm "
+                              f"below {MIN_NORM:g}): it has no direction to score")
     return EmbeddingTable(keys=names, matrix=matrix, source=path)
 
 

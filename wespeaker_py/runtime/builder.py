@@ -67,7 +67,7 @@ def check_model_frontend(config: ModelConfig) -> None:
     _model_factory(config)
 
 
-def _left_to_frontend(model_args: Mapping[str, Any], frontend: str) -> bool:
+def feat_dim_left_to_frontend(model_args: Mapping[str, Any], frontend: str) -> bool:
     """Whether ``feat_dim`` is to be the front-end's output size: set to -1 (as WeSpeaker's
     SSL configs do), or left out (as its Whisper configs do; SimAM-ResNet's ``acoustic_dim``
     left out too) with a front-end other than fbank, whose size WeSpeaker's trainer writes
@@ -80,8 +80,8 @@ def _fill_feat_dim(model_args: Mapping[str, Any], frontend: str,
                    feat_dim: Optional[int]) -> Dict[str, Any]:
     """``model_args`` with a ``feat_dim`` left to the front-end set to ``feat_dim``; without
     ``feat_dim`` a left-out one stays out (the model's default) and -1 is an error."""
-    if not _left_to_frontend(model_args, frontend) or (feat_dim is None
-                                                       and "feat_dim" not in model_args):
+    if not feat_dim_left_to_frontend(model_args, frontend) or (
+            feat_dim is None and "feat_dim" not in model_args):
         return dict(model_args)
     if feat_dim is None:
         raise ConfigError("config key 'model_args.feat_dim' is -1 (the front-end's size), "

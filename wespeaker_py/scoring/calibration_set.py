@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_key_rest, iter_table
+from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, iter_key_rest,
+                                           iter_table, write_table)
 
 SHORT_RANGE = (2.0, 6.0)
 
@@ -27,27 +28,26 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
     Returns ``(utterance count, total seconds)``. Pipe commands and unreadable
     files are errors naming the ``wav.scp`` line.
     """
-    count, total = 0, 0.0
+    rows, total = [], 0.0
     entries = list(iter_key_rest(wav_scp, "'<utt> <audio path>'"))
-    with atomic_open(utt2dur_path, "w", encoding="utf-8") as out:
-        for line_no, utt, path in tqdm(entries, desc="utt2dur", unit="utt"):
-            if is_pipe(path):
-                raise DataFormatError(wav_scp, line_no,
-                                      "expected '<utt> <audio path>' (pipes are not supported)")
-            try:
-                duration = audio_duration(path)
-            except AudioCheckError as error:
-                raise DataFormatError(wav_scp, line_no,
-                                      f"cannot read {path!r}: {error}") from error
-            out.write(f"{utt} {duration:.4f}\n")
-            count += 1
-            total += duration
-    return count, total
+    for line_no, utt, path in tqdm(entries, desc="utt2dur", unit="utt"):
+        if is_pipe(path):
+            raise DataFormatError(wav_scp, line_no,
+                                  "expected '<utt> <audio path>' (pipes are not supported)")
+        try:
+            duration = audio_duration(path)
+        except AudioCheckError as error:
+            raise DataFormatError(wav_scp, line_no, f"cannot read {path!r}: {error}") from error
+        rows.append((utt, f"{duration:.4f}"))
+        total += duration
+    write_table(utt2dur_path, rows)
+    return len(rows), total
 
 
 def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
     """``utt2dur`` as a dict of seconds, each capped at ``max_dur`` (errors name the line)."""
     durations = {}
+    utterances = UniqueKeys(path, "utterance")
     for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
         try:
             duration = float(fields[1])
@@ -56,8 +56,7 @@ def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
                                   f"duration {fields[1]!r} is not a number") from None
         if not 0 <= duration < math.inf:
             raise DataFormatError(path, line_no, f"duration {fields[1]!r} is not valid")
-        if fields[0] in durations:
-            raise DataFormatError(path, line_no, f"utterance {fields[0]!r} appears twice")
+        utterances.claim(fields[0], line_no)
         durations[fields[0]] = min(duration, max_dur)
     return durations
 

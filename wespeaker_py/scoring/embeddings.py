@@ -64,14 +64,11 @@ SpeakerList = List[Tuple[int, str, List[str]]]
 
 def read_spk2utt(path: str) -> SpeakerList:
     """Read ``spk2utt`` as ``(line_no, speaker, utterances)`` in file order."""
+    speakers = UniqueKeys(path, "speaker")
     entries = []
-    seen = set()
     for line_no, fields in iter_table(path, min_fields=2):
-        speaker = fields[0]
-        if speaker in seen:
-            raise DataFormatError(path, line_no, f"speaker {speaker!r} appears twice")
-        seen.add(speaker)
-        entries.append((line_no, speaker, fields[1:]))
+        speakers.claim(fields[0], line_no)
+        entries.append((line_no, fields[0], fields[1:]))
     return entries
 
 

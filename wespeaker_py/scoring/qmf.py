@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,14 +24,16 @@ from scipy.special import expit, log_expit
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.calibration_set import read_utt2dur
-from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label
+from wespeaker_py.scoring.trials import (LABEL_NAMES, TrialList, TrialListBuilder,
+                                         parse_label, read_score_file, write_score_file)
 from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
                                            save_torch)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-QMF_COLUMNS = 4  # enroll_mag test_mag enroll_cohort_mean test_cohort_mean
+# the columns score normalisation writes after a trial's score and label
+QMF_NORM_COLUMNS = ("enroll_mag", "test_mag", "enroll_mean", "test_mean")
 _CHUNK = 100_000
 
 
@@ -51,24 +53,6 @@ def pair_features(first: float, second: float) -> Tuple[float, float, float, flo
     return low, high, high - low, high / math.copysign(max(abs(low), RATIO_FLOOR), low)
 
 
-def _parse_norm_line(path: str, line_no: int, fields: List[str]
-                     ) -> Tuple[Optional[int], List[float]]:
-    """(label or None, [score, enroll_mag, test_mag, enroll_mean, test_mean])."""
-    label = parse_label(fields[3]) if len(fields) > 3 else None
-    if len(fields) != 3 + (label is not None) + QMF_COLUMNS:
-        raise DataFormatError(path, line_no, "expected 'enroll test score [label] enroll_mag "
-                                             "test_mag enroll_mean test_mean' (a score-norm "
-                                             f"output), got {len(fields)} fields")
-    numbers = [fields[2]] + fields[3 + (label is not None):]
-    try:
-        values = [float(v) for v in numbers]
-    except ValueError:
-        raise DataFormatError(path, line_no, "score or QMF column is not a number") from None
-    if not all(math.isfinite(v) for v in values):
-        raise DataFormatError(path, line_no, "score or QMF column is not finite")
-    return label, values
-
-
 def gather_calibration_factors(score_norm_file: str, calibration_factor_file: str,
                                wav_dur_scp: Optional[str] = None, max_dur: float = 20.0,
                                drop_duration: bool = False) -> int:
@@ -84,37 +68,43 @@ def gather_calibration_factors(score_norm_file: str, calibration_factor_file: st
                                  "needed: give --wav_dur_scp, or --drop_duration to leave "
                                  "them out")
         durations = read_utt2dur(wav_dur_scp, max_dur)
-    count = 0
+    trials = read_score_file(score_norm_file, QMF_NORM_COLUMNS)
+    if durations is not None:
+        _require_durations(trials, durations, wav_dur_scp)
+    labels = [None] * len(trials) if trials.labels is None else trials.labels.tolist()
     with atomic_open(calibration_factor_file, "w", encoding="utf-8") as out:
-        for line_no, fields in iter_table(score_norm_file):
-            label, values = _parse_norm_line(score_norm_file, line_no, fields)
-            groups = []
-            if durations is not None:
-                pair = []
-                for key in fields[:2]:
-                    if not durations.get(key):
-                        raise DataFormatError(score_norm_file, line_no,
-                                              f"utterance {key!r} has no (or a zero) duration "
-                                              f"in {wav_dur_scp}")
-                    pair.append(durations[key])
-                groups.append(pair)
-            groups.append(values[1:3])
-            groups.append(values[3:5])
+        for enroll, test, score, label, (enroll_mag, test_mag, enroll_mean, test_mean) in zip(
+                trials.enroll.tolist(), trials.test.tolist(), trials.scores.tolist(), labels,
+                trials.extra.tolist()):
+            keys = (trials.enroll_keys[enroll], trials.test_keys[test])
+            groups = [] if durations is None else [[durations[key] for key in keys]]
+            groups += [(enroll_mag, test_mag), (enroll_mean, test_mean)]
             features = []
             for first, second in groups:
                 features.extend(pair_features(first, second))
-            head = f"{fields[0]} {fields[1]}"
-            if label is not None:
-                head += f" {LABEL_NAMES[label]}"
-            out.write(f"{head} {values[0]:.5f} " + " ".join(f"{v:.4f}" for v in features)
-                      + "\n")
-            count += 1
-    return count
+            head = " ".join(keys) + ("" if label is None else f" {LABEL_NAMES[label]}")
+            out.write(f"{head} {score:.5f} " + " ".join(f"{v:.4f}" for v in features) + "\n")
+    return len(trials)
 
 
-def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray,
+def _require_durations(trials: TrialList, durations: Dict[str, float],
+                       wav_dur_scp: str) -> None:
+    """Every utterance of ``trials`` has a (non-zero) duration; else a
+    :class:`DataFormatError` naming the first line of the score file that lacks one."""
+    lacking = [(int(first_line), key)
+               for keys, first_lines in ((trials.enroll_keys, trials.enroll_first_line),
+                                         (trials.test_keys, trials.test_first_line))
+               for key, first_line in zip(keys, first_lines) if not durations.get(key)]
+    if lacking:
+        line_no, key = min(lacking)
+        raise DataFormatError(trials.path, line_no, f"utterance {key!r} has no (or a zero) "
+                                                    f"duration in {wav_dur_scp}")
+
+
+def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], List[int], np.ndarray,
                                                      Optional[np.ndarray]]]:
-    """Yield (key pairs, [m, k] features incl. the score, labels or None) chunk by chunk."""
+    """Yield (key pairs, their line numbers, [m, k] features incl. the score, labels or
+    None) chunk by chunk."""
     width = None
     has_label = None
     keys: List[List[str]] = []
@@ -142,10 +132,12 @@ def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], np.ndarray
         if has_label:
             labels.append(line_label)
         if len(rows) == _CHUNK:
-            yield keys, _finite(path, line_nos, rows), np.array(labels) if has_label else None
+            yield (keys, line_nos, _finite(path, line_nos, rows),
+                   np.array(labels) if has_label else None)
             keys, rows, labels, line_nos = [], [], [], []
     if rows:
-        yield keys, _finite(path, line_nos, rows), np.array(labels) if has_label else None
+        yield (keys, line_nos, _finite(path, line_nos, rows),
+               np.array(labels) if has_label else None)
     elif width is None:
         raise DataFormatError(path, None, "holds no trials")
 
@@ -164,7 +156,7 @@ def read_calibration_factors(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """All ``(features [n, k], labels [n])`` of a labelled calibration factor file, which
     must hold both target and nontarget trials."""
     features, labels = [], []
-    for _, chunk, chunk_labels in _iter_factor_chunks(path):
+    for _, _, chunk, chunk_labels in _iter_factor_chunks(path):
         if chunk_labels is None:
             raise DataFormatError(path, 1, "training calibration needs labelled trials")
         features.append(chunk)
@@ -270,22 +262,24 @@ def train_calibration_file(calibration_factor_file: str, save_model_path: str) -
 
 def infer_calibration_file(calibration_factor_file: str, save_model_path: str,
                            calibration_score_file: str) -> int:
-    """Write ``enroll test llr [label]`` for every trial of a factor file; return the count."""
+    """Write ``enroll test llr [label]`` for every trial of a factor file (a score file,
+    :func:`~wespeaker_py.scoring.trials.write_score_file`); return the count."""
     model = load_calibration(save_model_path)
-    count = 0
-    with atomic_open(calibration_score_file, "w", encoding="utf-8") as out:
-        for keys, features, labels in _iter_factor_chunks(calibration_factor_file):
-            if features.shape[1] != model.weight.shape[0]:
-                raise DataFormatError(
-                    calibration_factor_file, None,
-                    f"has {features.shape[1]} numbers a trial, the calibration model "
-                    f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
-                    "with different --drop_duration?")
-            llrs = model(features)
-            if labels is None:
-                out.write("".join(f"{e} {t} {s:.5f}\n" for (e, t), s in zip(keys, llrs)))
-            else:
-                out.write("".join(f"{e} {t} {s:.5f} {LABEL_NAMES[lab]}\n"
-                                  for (e, t), s, lab in zip(keys, llrs, labels)))
-            count += len(keys)
-    return count
+    trials = TrialListBuilder(calibration_factor_file)
+    llrs: List[np.ndarray] = []
+    labels: List[np.ndarray] = []
+    for keys, line_nos, features, chunk_labels in _iter_factor_chunks(calibration_factor_file):
+        if features.shape[1] != model.weight.shape[0]:
+            raise DataFormatError(
+                calibration_factor_file, None,
+                f"has {features.shape[1]} numbers a trial, the calibration model "
+                f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
+                "with different --drop_duration?")
+        llrs.append(model(features))
+        for (enroll, test), line_no in zip(keys, line_nos):
+            trials.add(enroll, test, line_no)
+        if chunk_labels is not None:
+            labels.append(chunk_labels)
+    scored = trials.build(np.concatenate(labels) if labels else None)
+    write_score_file(calibration_score_file, scored, np.concatenate(llrs))
+    return len(scored)

@@ -9,12 +9,16 @@ first line and then enforced on every line:
 * ``1|0 enroll test`` (the original VoxCeleb1 ``veri_test`` form),
 * ``enroll test`` (no labels).
 
+A trial list may repeat a line's enroll and test keys (the repeat is scored, and
+counted by the metrics, again): :func:`read_trials` warns with the count.
+
 Score files are ``enroll test score [target|nontarget] [extra numeric columns]``.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,14 +33,15 @@ _LABEL_TOKENS = {"target": 1, "tgt": 1, "nontarget": 0, "nontgt": 0, "imp": 0}
 _WRITE_CHUNK = 100_000
 
 
-def parse_score(path: str, line_no: int, text: str) -> float:
-    """The score column of a score file's line; not a finite number names the line."""
+def parse_score(path: str, line_no: int, text: str, what: str = "score") -> float:
+    """The score column (or another numeric column, named ``what`` in the message) of a
+    score file's line; not a finite number names the line."""
     try:
         score = float(text)
     except ValueError:
-        raise DataFormatError(path, line_no, f"score {text!r} is not a number") from None
+        raise DataFormatError(path, line_no, f"{what} {text!r} is not a number") from None
     if not np.isfinite(score):
-        raise DataFormatError(path, line_no, f"score {text!r} is not finite")
+        raise DataFormatError(path, line_no, f"{what} {text!r} is not finite")
     return score
 
 
@@ -74,6 +79,7 @@ class TrialList:
     test: np.ndarray
     labels: Optional[np.ndarray] = None
     scores: Optional[np.ndarray] = None
+    extra: Optional[np.ndarray] = None   # [n, k]: the extra columns of a score file
 
     def __len__(self) -> int:
         return int(self.enroll.shape[0])
@@ -108,7 +114,8 @@ class TrialList:
                          enroll_first_line=enroll_first, test_first_line=test_first,
                          enroll=enroll, test=test,
                          labels=None if self.labels is None else self.labels[keep],
-                         scores=None if self.scores is None else self.scores[keep])
+                         scores=None if self.scores is None else self.scores[keep],
+                         extra=None if self.extra is None else self.extra[keep])
 
 
 class MissingEmbeddingsError(RunFailedError):
@@ -195,22 +202,40 @@ def keep_scorable_trials(trials: TrialList, enroll_index: Dict[str, int],
     return trials, enroll_rows[keep], test_rows[keep], coverage
 
 
-def _build(path: str, enroll_side: _KeySide, test_side: _KeySide, enroll: List[int],
-           test: List[int], labels: Optional[List[int]],
-           scores: Optional[List[float]]) -> TrialList:
-    if not enroll:
-        raise DataFormatError(path, None, "holds no trials")
-    return TrialList(
-        path=path,
-        enroll_keys=list(enroll_side.index),
-        test_keys=list(test_side.index),
-        enroll_first_line=np.asarray(enroll_side.first_line, dtype=np.int64),
-        test_first_line=np.asarray(test_side.first_line, dtype=np.int64),
-        enroll=np.asarray(enroll, dtype=np.int32),
-        test=np.asarray(test, dtype=np.int32),
-        labels=None if labels is None else np.asarray(labels, dtype=np.int8),
-        scores=None if scores is None else np.asarray(scores, dtype=np.float64),
-    )
+class TrialListBuilder:
+    """Trials added one at a time (:meth:`add`), kept in the compact form of
+    :class:`TrialList` (:meth:`build`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._enroll_side, self._test_side = _KeySide(), _KeySide()
+        self._enroll: List[int] = []
+        self._test: List[int] = []
+
+    def add(self, enroll_key: str, test_key: str, line_no: int) -> None:
+        """One trial, of line ``line_no`` of :attr:`path`."""
+        self._enroll.append(self._enroll_side.add(enroll_key, line_no))
+        self._test.append(self._test_side.add(test_key, line_no))
+
+    def build(self, labels: Optional[Sequence[int]] = None,
+              scores: Optional[Sequence[float]] = None,
+              extra: Optional[Sequence[Sequence[float]]] = None) -> TrialList:
+        """The trials added, with their labels, scores and extra columns (each per trial,
+        or None); no trial at all is a :class:`DataFormatError`."""
+        if not self._enroll:
+            raise DataFormatError(self.path, None, "holds no trials")
+        return TrialList(
+            path=self.path,
+            enroll_keys=list(self._enroll_side.index),
+            test_keys=list(self._test_side.index),
+            enroll_first_line=np.asarray(self._enroll_side.first_line, dtype=np.int64),
+            test_first_line=np.asarray(self._test_side.first_line, dtype=np.int64),
+            enroll=np.asarray(self._enroll, dtype=np.int32),
+            test=np.asarray(self._test, dtype=np.int32),
+            labels=None if labels is None else np.asarray(labels, dtype=np.int8),
+            scores=None if scores is None else np.asarray(scores, dtype=np.float64),
+            extra=None if extra is None else np.asarray(extra, dtype=np.float64),
+        )
 
 
 def _trial_form(fields: Sequence[str]) -> str:
@@ -227,11 +252,10 @@ def read_trials(path: str) -> TrialList:
     """Read a trial list in any of the forms of the module docstring.
 
     A malformed line, an unknown label or a line whose form differs from the
-    first line's is a :class:`DataFormatError` naming file and line.
+    first line's is a :class:`DataFormatError` naming file and line. Lines that
+    repeat an earlier line's enroll and test keys are counted in a warning.
     """
-    enroll_side, test_side = _KeySide(), _KeySide()
-    enroll: List[int] = []
-    test: List[int] = []
+    builder = TrialListBuilder(path)
     labels: List[int] = []
     form = None
     for line_no, fields in iter_table(path, min_fields=2, max_fields=3):
@@ -250,12 +274,31 @@ def read_trials(path: str) -> TrialList:
         else:
             enroll_key, test_key = fields[0], fields[1]
             label = parse_label(fields[2]) if form == "label_last" else None
-        enroll.append(enroll_side.add(enroll_key, line_no))
-        test.append(test_side.add(test_key, line_no))
+        builder.add(enroll_key, test_key, line_no)
         if label is not None:
             labels.append(label)
-    return _build(path, enroll_side, test_side, enroll, test,
-                  labels if form != "unlabelled" else None, None)
+    trials = builder.build(labels if form != "unlabelled" else None)
+    _warn_repeated_trials(trials)
+    return trials
+
+
+def _warn_repeated_trials(trials: TrialList) -> None:
+    """A warning with the number of trials that repeat an earlier one's enroll and test
+    keys, and the line of the first (found by reading the file again, only then)."""
+    pairs = trials.enroll.astype(np.int64) * len(trials.test_keys) + trials.test
+    _, first_of_each = np.unique(pairs, return_index=True)
+    repeats = len(pairs) - len(first_of_each)
+    if not repeats:
+        return
+    is_first = np.zeros(len(pairs), dtype=bool)
+    is_first[first_of_each] = True
+    position = int(np.argmin(is_first))
+    line_no = next(itertools.islice(iter_table(trials.path), position, None))[0]
+    logger.warning("%s: %d trial(s) repeat the enroll and test keys of an earlier line (the "
+                   "first: line %d, %s %s); each repeat is scored, and counted by the "
+                   "metrics, again", trials.path, repeats, line_no,
+                   trials.enroll_keys[trials.enroll[position]],
+                   trials.test_keys[trials.test[position]])
 
 
 def write_trials(path: str, trials: Iterable[Tuple[str, str, str]]) -> None:
@@ -265,22 +308,31 @@ def write_trials(path: str, trials: Iterable[Tuple[str, str, str]]) -> None:
         out.write("".join(f"{enroll} {test} {label}\n" for enroll, test, label in trials))
 
 
-def read_score_file(path: str, extra_columns: int = 0) -> TrialList:
-    """Read ``enroll test score [label]`` lines (plus ``extra_columns`` trailing numbers).
+def read_score_file(path: str, extra_columns: Union[int, Sequence[str]] = 0) -> TrialList:
+    """Read ``enroll test score [label]`` lines, each followed by ``extra_columns`` numbers
+    (a count, or their names for messages: the QMF quantities of a normalised score
+    file), kept in :attr:`TrialList.extra`.
 
-    The label column is optional but must be present on all lines or none.
-    Extra columns (the QMF quantities of a normalised score file) are checked
-    for count only; readers that need them parse them separately.
+    The label column is optional but must be present on all lines or none. A
+    line with another number of fields, a label that is not one, or a column that
+    is not a finite number is a :class:`DataFormatError` naming file and line.
     """
-    enroll_side, test_side = _KeySide(), _KeySide()
-    enroll: List[int] = []
-    test: List[int] = []
+    if isinstance(extra_columns, int):
+        extra_columns = tuple(f"extra{index + 1}" for index in range(extra_columns))
+    width = len(extra_columns)
+    form = " ".join(("enroll test score [label]",) + tuple(extra_columns))
+    builder = TrialListBuilder(path)
     labels: List[int] = []
     scores: List[float] = []
+    extra: List[List[float]] = []
     has_label = None
-    for line_no, fields in iter_table(path, min_fields=3 + extra_columns,
-                                      max_fields=4 + extra_columns):
-        line_has_label = len(fields) == 4 + extra_columns
+    for line_no, fields in iter_table(path):
+        # with extra columns, a label in the 4th field means one of them is missing
+        if len(fields) not in (3 + width, 4 + width) or (
+                width and len(fields) == 3 + width and parse_label(fields[3]) is not None):
+            raise DataFormatError(path, line_no, f"expected '{form}', got {len(fields)} "
+                                                 f"fields: {' '.join(fields)!r}")
+        line_has_label = len(fields) == 4 + width
         if has_label is None:
             has_label = line_has_label
         elif line_has_label != has_label:
@@ -292,11 +344,12 @@ def read_score_file(path: str, extra_columns: int = 0) -> TrialList:
                 raise DataFormatError(path, line_no,
                                       f"label {fields[3]!r} is not target or nontarget")
             labels.append(label)
-        enroll.append(enroll_side.add(fields[0], line_no))
-        test.append(test_side.add(fields[1], line_no))
+        if width:
+            extra.append([parse_score(path, line_no, text, name) for text, name
+                          in zip(fields[len(fields) - width:], extra_columns)])
+        builder.add(fields[0], fields[1], line_no)
         scores.append(score)
-    return _build(path, enroll_side, test_side, enroll, test,
-                  labels if has_label else None, scores)
+    return builder.build(labels if has_label else None, scores, extra if width else None)
 
 
 def write_score_file(path: str, trials: TrialList, scores: np.ndarray,

@@ -139,6 +139,12 @@ def is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
     return isinstance(checkpoint.get("model"), Mapping) and "optimizer" in checkpoint
 
 
+def checkpoint_name(epoch: int) -> str:
+    """The file name of the checkpoint written after ``epoch``: ``model_<epoch>.pt``
+    (WeSpeaker's; :func:`epoch_from_name` reads it back)."""
+    return f"model_{epoch}.pt"
+
+
 def epoch_from_name(path: str) -> Optional[int]:
     """The epoch of a file named ``model_<epoch>.pt`` (``path``'s last part), or None for
     another name (``avg_model.pt``, ``best_model_3.pt``)."""

@@ -17,12 +17,12 @@ from typing import Callable, List, Optional
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, save_config
-from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
-                                           save_training_checkpoint)
+from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name, epoch_from_name,
+                                           parameter_digest, save_training_checkpoint)
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
-from wespeaker_py.utils.file_utils import remove_stale_temp_files, temp_name_for
+from wespeaker_py.utils.file_utils import atomic_symlink, remove_stale_temp_files
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 
 logger = get_logger(__name__)
@@ -39,10 +39,7 @@ def existing_checkpoints(model_dir: str) -> List[str]:
 
 def link_final_model(model_dir: str, epoch: int) -> None:
     """Point ``model_dir/final_model.pt`` at ``model_<epoch>.pt`` (atomically)."""
-    link = os.path.join(model_dir, FINAL_MODEL)
-    tmp = temp_name_for(link)
-    os.symlink(f"model_{epoch}.pt", tmp)
-    os.replace(tmp, link)
+    atomic_symlink(checkpoint_name(epoch), os.path.join(model_dir, FINAL_MODEL))
 
 
 class ExperimentFolder:

@@ -25,12 +25,15 @@ from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
 from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
-from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
+from wespeaker_py.train.checkpoint import checkpoint_name, epoch_from_name, is_training_checkpoint
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
                                           find_interrupted, standing_of,
                                           training_settings)
 from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 # WeSpeaker measures its learning rates against this per-step batch size.
 REFERENCE_BATCH_SIZE = 64
@@ -70,7 +73,7 @@ class Layout:
         return os.path.join(self.model_dir, INTERRUPTED_NAME)
 
     def checkpoint_path(self, epoch: int) -> str:
-        return os.path.join(self.model_dir, f"model_{epoch}.pt")
+        return os.path.join(self.model_dir, checkpoint_name(epoch))
 
 
 @dataclass
@@ -175,6 +178,11 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         for path, what in ((config.reverb_data, "RIR"), (config.noise_data, "noise")):
             if path:
                 check_augment_list(path, what)
+        if not (config.reverb_data or config.noise_data) and world.is_main:
+            # WeSpeaker trains on without augmentation too: a warning, not an error
+            logger.warning("dataset_args.aug_prob is %g but no --reverb_data or --noise_data "
+                           "was given: training runs without augmentation",
+                           dataset_args.aug_prob)
     spk2id = spk2id_from_utt2spk(config.train_label)
     num_utterances = len(read_key_value(config.train_label))
     initialisation = repr((config.model, sorted(config.model_args.items()),

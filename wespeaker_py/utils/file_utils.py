@@ -15,7 +15,7 @@ import re
 import shutil
 import socket
 import uuid
-from typing import IO, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
 
@@ -134,6 +134,35 @@ def read_lines(path: str) -> List[str]:
     """Return the non-blank, stripped lines of a text file."""
     with open_table(path) as handle:
         return [line.strip() for line in handle if line.strip()]
+
+
+def resolve_wav(wav: str, base_dir: str) -> str:
+    """A ``wav.scp`` entry with a relative path made absolute against ``base_dir``.
+
+    Pipe commands (``... |``) and absolute paths are returned unchanged: a command
+    is not a path, and joining a folder to it would break it.
+    """
+    # wespeaker_py.audio imports this module, so it cannot be imported at the top
+    from wespeaker_py.audio import is_pipe  # noqa: PLC0415
+
+    if is_pipe(wav) or os.path.isabs(wav):
+        return wav
+    return os.path.join(os.path.abspath(base_dir), wav)
+
+
+def write_table(path: str, rows: Iterable[Sequence[str]]) -> None:
+    """Write a Kaldi table atomically as UTF-8: each row's fields joined by one space,
+    one row a line (``wav.scp``, ``utt2spk``, ``utt2dur``, ...).
+
+    ``rows`` may be a generator; when it raises, ``path`` is left as it was. A field
+    holding a line break is a ``ValueError`` (it would split the row in two).
+    """
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            line = " ".join(row)
+            if "\n" in line or "\r" in line:
+                raise ValueError(f"{path}: a table field holds a line break: {line!r}")
+            handle.write(line + "\n")
 
 
 class InputFileError(WespeakerError, OSError):
@@ -375,6 +404,52 @@ def atomic_path(path: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_named)
         raise_if_disk_full(error, path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """Give a new temporary folder beside ``path`` to fill; rename it to ``path`` on success.
+
+    ``path`` must not exist or be an empty folder (else :class:`FileExistsError`, before
+    anything is written), so the folder appears complete or not at all. The temporary
+    folder gets the permissions a plain mkdir gives; on an exception it is removed, and
+    one a killed process left behind is named so that :func:`remove_stale_temp_files`
+    removes it (as the next write beside it does). A full disk raises
+    :class:`DiskFullError` naming ``path``.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path):
+        raise FileExistsError(f"{path} exists and is not empty; choose a new directory")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temp_files(parent)
+    tmp_dir = temp_name_for(path)
+    os.mkdir(tmp_dir)
+    try:
+        yield tmp_dir
+        os.replace(tmp_dir, path)   # replaces an empty folder
+        _fsync_directory(parent)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp_dir)
+        raise_if_disk_full(error, path)
+        raise
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point the symbolic link ``link`` at ``target`` (as :func:`os.symlink` takes it: a
+    relative ``target`` is relative to ``link``'s folder), replacing an earlier ``link`` in
+    one rename: a reader finds the old link or the new one, never none."""
+    tmp_link = temp_name_for(link)
+    os.symlink(target, tmp_link)
+    try:
+        os.replace(tmp_link, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_link)
         raise
 
 

@@ -1,0 +1,80 @@
+"""The API's inputs: a wav.scp read by the one reader, and embeddings without a direction
+refused by name instead of giving a cosine of 0 or NaN."""
+import numpy as np
+import pytest
+
+import wespeaker_py
+from api_helpers import mini_speech, wespeaker_folder
+from wespeaker_py.api.gallery import Gallery, ZeroEmbeddingError
+from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.file_utils import DataFormatError, InputFileError
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder, _ = wespeaker_folder(str(tmp_path_factory.mktemp("xvec")))
+    return wespeaker_py.load_model(folder, device="cpu")
+
+
+def test_embed_many_refuses_a_wav_scp_as_embed_wav_scp_does(tmp_path, model):
+    empty, blank, folder = tmp_path / "empty.scp", tmp_path / "blank.scp", tmp_path / "dir.scp"
+    empty.write_text("")
+    blank.write_text("\n  \n")
+    folder.mkdir()
+    bad = tmp_path / "bad.scp"
+    bad.write_text("only-a-key\n")
+    binary = tmp_path / "binary.scp"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    cases = [(empty, InputFileError, "empty.scp is empty"),
+             (blank, DataFormatError, "blank.scp: the list is empty"),
+             (folder, InputFileError, "dir.scp is a folder"),
+             (tmp_path / "missing.scp", InputFileError, "missing.scp does not exist"),
+             (bad, DataFormatError, "bad.scp:1: expected"),
+             (binary, WespeakerError, "binary.scp: not a wav.scp")]
+    for path, error, message in cases:
+        with pytest.raises(error, match=message):
+            model.embed_many(str(path), progress=False)
+    good = tmp_path / "good.scp"
+    good.write_text(f"utt1 {mini_speech(1)[0]}\n")
+    assert list(model.embed_many(str(good), progress=False).embeddings) == ["utt1"]
+
+
+def test_unit_refuses_an_embedding_without_a_direction(model):
+    rng = np.random.default_rng(0)
+    vector = rng.standard_normal(model.embed_dim).astype(np.float32)
+    assert np.isclose(np.linalg.norm(model.unit(vector)), 1.0)
+    zeros = np.zeros(model.embed_dim, np.float32)
+    with pytest.raises(ZeroEmbeddingError, match="the embedding of probe.wav is all zeros"):
+        model.unit(zeros, "probe.wav")
+    with pytest.raises(ZeroEmbeddingError, match="the embedding of the second input is all zeros"):
+        model.score_embeddings(vector, zeros)
+    with pytest.raises(ZeroEmbeddingError, match="the embedding of the first input holds NaN"):
+        model.score_embeddings(np.full(model.embed_dim, np.nan), vector)
+    centred = SpeakerModel(model.backend, model.name, model.source, mean_vec=vector)
+    with pytest.raises(ZeroEmbeddingError, match="of utt7 equals the model's mean"):
+        centred.score_embeddings(rng.standard_normal(model.embed_dim), vector, "utt3", "utt7")
+
+
+def test_enroll_and_identify_name_the_recording_of_no_direction(tmp_path, model, monkeypatch):
+    speech = mini_speech(2)
+    gallery = str(tmp_path / "gallery.npz")
+    model.enroll("alice", speech[0], gallery=gallery)
+    before = open(gallery, "rb").read()
+    monkeypatch.setattr(model, "_embed_heard",
+                        lambda audio, rate, channel: (np.zeros(model.embed_dim, np.float32), 0))
+    with pytest.raises(ZeroEmbeddingError, match=f"the embedding of {speech[1]} is all zeros"):
+        model.enroll("bob", speech[1], gallery=gallery)
+    assert open(gallery, "rb").read() == before                  # left as it was
+    with pytest.raises(ZeroEmbeddingError, match=f"the embedding of {speech[1]} is all zeros"):
+        model.identify(speech[1], gallery=gallery)
+
+
+def test_gallery_names_a_speaker_whose_mean_has_no_direction():
+    speakers = Gallery(model="m")
+    speakers.add("alice", np.array([[1.0, 0.0, 0.0]]))
+    speakers.add("echo", np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0]]))   # cancel out
+    with pytest.raises(ZeroEmbeddingError, match="speaker\\(s\\) echo of the gallery"):
+        speakers.rank(np.array([1.0, 0.0, 0.0]), top_k=2)
+    speakers.add("echo", np.array([[0.0, 1.0, 0.0]]), replace=True)
+    assert [name for name, _ in speakers.rank(np.array([1.0, 0.0, 0.0]), 2)] == ["alice", "echo"]

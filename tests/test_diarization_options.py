@@ -1,0 +1,92 @@
+"""Clustering settings that would be ignored are refused, naming the setting and why."""
+import os
+
+import numpy as np
+import pytest
+
+from wespeaker_py.diarization import (ClusterOptions, DiarizationOptions, Diarizer,
+                                      cluster_windows, diarize_wav_scp)
+from wespeaker_py.diarization.options import ClusteringOptionError
+
+SR = 16000
+# the refinements of an estimated count, each with the method that reads it
+REFINEMENTS = [("min_cluster_size", 3, "spectral-norm"), ("merge_threshold", 0.8, "spectral"),
+               ("ahc_threshold", 0.4, "agglomerative")]
+
+
+def two_speakers(per_speaker=20, dim=16, seed=0):
+    """Windows of two speakers: their own direction plus a little noise."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:2] * 5.0
+    return np.concatenate([centre + 0.3 * rng.standard_normal((per_speaker, dim))
+                           for centre in centres])
+
+
+def never_called(pieces):
+    raise AssertionError("the windows were embedded before the settings were checked")
+
+
+@pytest.mark.parametrize("method", ["spectral-norm", "spectral", "nme-sc", "umap-hdbscan"])
+def test_ahc_threshold_is_refused_by_the_methods_that_never_read_it(method):
+    with pytest.raises(ClusteringOptionError, match=f"ahc_threshold \\(0.4\\).*{method} takes"):
+        DiarizationOptions.from_settings(cluster_method=method, ahc_threshold=0.4)
+    with pytest.raises(ClusteringOptionError, match="ahc_threshold"):
+        cluster_windows(two_speakers(), ClusterOptions(method, ahc_threshold=0.4))
+    DiarizationOptions.from_settings(cluster_method=method)   # left at its default: no choice
+
+
+def test_agglomerative_reads_its_ahc_threshold():
+    embeddings = two_speakers()
+    counts = [cluster_windows(embeddings, ClusterOptions("agglomerative", ahc_threshold=cut),
+                              max_speakers=40).num_speakers for cut in (0.05, 1.9)]
+    assert counts[0] > counts[1] == 1       # a lower cut merges less
+
+
+@pytest.mark.parametrize("name, value, method", REFINEMENTS)
+def test_refinements_of_an_estimated_count_are_refused_with_a_given_count(name, value, method):
+    settings = {name: value, "cluster_method": method}
+    with pytest.raises(ClusteringOptionError,
+                       match=f"{name} \\({value:g}\\) shapes an estimated.*num_speakers=2"):
+        DiarizationOptions.from_settings(num_speakers=2, **settings)
+    options = ClusterOptions(method, **{name: value})
+    with pytest.raises(ClusteringOptionError, match=f"{name}.*num_speakers=2"):
+        cluster_windows(two_speakers(), options, num_speakers=2)
+    assert cluster_windows(two_speakers(), options).num_speakers >= 1   # estimated: used
+    # given per call, before the recording is read or embedded
+    diarizer = Diarizer(never_called, DiarizationOptions.from_settings(vad="energy",
+                                                                       **settings))
+    with pytest.raises(ClusteringOptionError, match=f"{name}.*num_speakers=3"):
+        diarizer.diarize(np.zeros(SR, np.float32), SR, num_speakers=3)
+
+
+@pytest.mark.parametrize("name, value, method", REFINEMENTS)
+def test_speaker_counts_refuse_the_refinements_before_any_work(tmp_path, name, value, method):
+    wav_scp, rttm = tmp_path / "wav.scp", str(tmp_path / "sys.rttm")
+    wav_scp.write_text(f"talk {tmp_path}/talk.wav\n")
+    diarizer = Diarizer(never_called, DiarizationOptions.from_settings(
+        vad="energy", cluster_method=method, **{name: value}))
+    with pytest.raises(ClusteringOptionError, match=f"{name}.*speaker_counts"):
+        diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
+                        speaker_counts={"talk": 2})
+    assert not os.path.exists(rttm)
+
+
+def test_speaker_counts_and_num_speakers_are_not_given_together(tmp_path):
+    wav_scp, rttm = tmp_path / "wav.scp", str(tmp_path / "sys.rttm")
+    wav_scp.write_text(f"talk {tmp_path}/talk.wav\n")
+    diarizer = Diarizer(never_called, DiarizationOptions(vad="energy"))
+    with pytest.raises(ClusteringOptionError, match="num_speakers.*speaker_counts.*not both"):
+        diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
+                        speaker_counts={"talk": 2}, num_speakers=3)
+
+
+def test_cli_refuses_a_refinement_with_num_speakers_before_loading(tmp_path, capsys):
+    from wespeaker_py.cli.main import main
+    missing_model = str(tmp_path / "no_model")   # never loaded: the checks come first
+    for flags, named in ((["--min_cluster_size", "3"], "min_cluster_size (3) shapes"),
+                         (["--merge_threshold", "0.8"], "merge_threshold (0.8) shapes"),
+                         (["--ahc_threshold", "0.4"], "ahc_threshold (0.4) is where")):
+        with pytest.raises(SystemExit) as stop:
+            main(["diarize", "--model", missing_model, "--num_speakers", "2", *flags,
+                  str(tmp_path / "a.wav")])
+        assert stop.value.code == 2 and named in capsys.readouterr().err, flags

@@ -1,0 +1,149 @@
+"""Fine-tuning takes its rules from their owners: the experiment folder's layout and
+checkpoint names (train/plan, train/checkpoint), the averaging (train/average), the config
+schema's defaults and the builder's rule for a ``feat_dim`` left to the front-end."""
+import inspect
+import os
+
+import pytest
+import yaml
+
+from train_helpers import make_speaker_corpus, write_source_model
+from wespeaker_py.config import TrainConfig, read_yaml
+from wespeaker_py.config.schema import DataloaderArgs, DatasetArgs, TfmelArgs
+from wespeaker_py.finetune import FinetuneOptions, finetune
+from wespeaker_py.finetune import run as finetune_run
+from wespeaker_py.finetune.config import phase_config, rate_dataset_args, source_rate
+from wespeaker_py.models.projections import ArcMarginProduct, get_projection
+from wespeaker_py.train.plan import Layout
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Stop(Exception):
+    """Raised in place of the step a test looks at."""
+
+
+def _phase(exp_dir, num_epochs=3):
+    return {"exp_dir": exp_dir, "num_epochs": num_epochs}
+
+
+def _no_training(monkeypatch):
+    """Record the config ``run_training`` gets instead of training; ``TrainConfig.from_dict``
+    hands the mapping through."""
+    seen = []
+    monkeypatch.setattr("wespeaker_py.train.trainer.run_training", seen.append)
+    monkeypatch.setattr(finetune_run.TrainConfig, "from_dict", staticmethod(dict))
+    return seen
+
+
+def test_a_trained_phase_is_found_where_the_layout_puts_its_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(Layout, "model_dir",
+                        property(lambda self: os.path.join(self.exp_dir, "elsewhere")))
+    layout = Layout(str(tmp_path / "phase"))
+    os.makedirs(layout.model_dir)
+    open(layout.checkpoint_path(3), "wb").close()
+    seen = _no_training(monkeypatch)
+    assert finetune_run._train_phase(_phase(layout.exp_dir)) == layout.checkpoint_path(3)
+    assert not seen   # nothing left to train
+
+
+def test_a_phase_resumes_from_its_newest_checkpoint_by_epoch(tmp_path, monkeypatch):
+    layout = Layout(str(tmp_path / "phase"))
+    os.makedirs(layout.model_dir)
+    for epoch in (2, 10, 9):   # by name model_9.pt would come last
+        open(layout.checkpoint_path(epoch), "wb").close()
+    open(os.path.join(layout.model_dir, "avg_model.pt"), "wb").close()
+    seen = _no_training(monkeypatch)
+    last = finetune_run._train_phase(_phase(layout.exp_dir, num_epochs=12))
+    assert last == layout.checkpoint_path(12)
+    assert seen[0]["checkpoint"] == layout.checkpoint_path(10)
+
+
+def test_the_last_phase_is_averaged_by_train_average(tmp_path, monkeypatch):
+    os.makedirs(tmp_path / "source")
+    source = write_source_model(str(tmp_path / "source"))
+    corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=6, utts_per_spk=4,
+                                 seconds=1.0)
+    with open(os.path.join(tmp_path, "data", "wav.scp"), "w") as scp:
+        for line in open(corpus["utt2spk"]):
+            key = line.split()[0]
+            scp.write(f"{key} {os.path.join(tmp_path, 'data', 'wav', key + '.wav')}\n")
+    monkeypatch.setattr(finetune_run, "_write_body_init", lambda checkpoint, path: None)
+    monkeypatch.setattr(finetune_run, "_train_phase", lambda config: Layout(
+        config["exp_dir"]).checkpoint_path(config["num_epochs"]))
+    calls = []
+
+    def average(src_dir, num, dst_model):
+        calls.append((src_dir, num, dst_model))
+        raise Stop
+
+    monkeypatch.setattr(finetune_run, "average_checkpoints", average)
+    out = str(tmp_path / "out")
+    with pytest.raises(Stop):
+        finetune(source, str(tmp_path / "data"), out,
+                 FinetuneOptions(epochs=3, freeze="none", num_avg=5), device="cpu")
+    model_dir = Layout(os.path.join(out, finetune_run.WORK_DIR, "train")).model_dir
+    assert calls == [(model_dir, 3, os.path.join(model_dir, "avg_model.pt"))]
+
+
+def _source(**blocks):
+    config = read_yaml(os.path.join(REPO_ROOT, "conf", "resnet34.yaml"))
+    for key in ("dataloader_args", "projection_args"):
+        config.pop(key)
+    config.update(blocks)
+    return config
+
+
+def _config_of(source):
+    return phase_config(source, FinetuneOptions(), exp_dir="exp", train_data="data.list",
+                        train_label="utt2spk", num_utterances=100, sample_rate=16000,
+                        model_init="init.pt", epochs=2, frozen_params=[], device="cpu")
+
+
+def test_a_left_out_sample_rate_is_the_schemas_default(monkeypatch):
+    assert source_rate({"resample_rate": 8000}) == 8000
+    monkeypatch.setattr(DatasetArgs, "resample_rate", 8000)
+    assert source_rate({}) == 8000
+    # TFMel's sizes in samples scale from the schema's rate to the new one
+    tfmel = rate_dataset_args({"frontend": "tfmel"}, 16000)["tfmel_args"]
+    assert tfmel["n_fft"] == 2 * TfmelArgs().n_fft
+
+
+def test_left_out_loader_workers_are_the_schemas_default(monkeypatch):
+    monkeypatch.setattr(DataloaderArgs, "num_workers", 3)
+    assert _config_of(_source())["dataloader_args"]["num_workers"] == 3
+    given = _source(dataloader_args={"batch_size": 8, "num_workers": 1})
+    assert _config_of(given)["dataloader_args"]["num_workers"] == 1
+
+
+def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults():
+    config = _config_of(_source())
+    TrainConfig.from_dict(config)
+    # only the type is chosen: the rest is the head's own defaults, as for any config
+    assert set(config["projection_args"]) == {"project_type"}
+    head = get_projection(config["projection_args"], embed_dim=8, num_class=3)
+    defaults = inspect.signature(ArcMarginProduct).parameters
+    assert isinstance(head, ArcMarginProduct)
+    assert head.scale == defaults["scale"].default
+    assert head.easy_margin == defaults["easy_margin"].default
+    kept = {"project_type": "add_margin", "scale": 30.0}
+    assert _config_of(_source(projection_args=kept))["projection_args"] == kept
+
+
+def test_simam_acoustic_dim_is_not_left_to_the_front_end(tmp_path, monkeypatch):
+    """SimAM-ResNet's ``acoustic_dim`` sets its input size: the front-end (an SSL model
+    whose weights would be read) is not built for it, as the builder's rule says."""
+    config = read_yaml(os.path.join(REPO_ROOT, "conf", "simam_resnet34.yaml"))
+    wavlm = read_yaml(os.path.join(REPO_ROOT, "conf", "ecapa_tdnn_WavLM_frozen.yaml"))
+    config["dataset_args"] = wavlm["dataset_args"]
+    config["model_args"]["acoustic_dim"] = 1024
+    path = str(tmp_path / "config.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+
+    def no_frontend(*args, **kwargs):
+        raise AssertionError("the front-end was built")
+
+    monkeypatch.setattr("wespeaker_py.frontend.factory.build_frontend", no_frontend)
+    modules = finetune_run._top_level_parameters(path)
+    assert modules and "frontend" not in modules
