@@ -1,6 +1,7 @@
 """Command-line review fixes: both flag spellings, one-line errors through run_main, the
 ``embed --output`` suffixes and ``--device`` of an ONNX model."""
 import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.export import onnx_export
-from wespeaker_py.utils.device import DeviceUnavailableError
+from wespeaker_py.utils.device import DeviceUnavailableError, resolve_device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
@@ -104,11 +105,10 @@ def test_train_config_errors_are_one_line_through_run_main(tmp_path, capsys):
 
 def test_export_onnx_without_its_packages_is_one_line_through_run_main(tmp_path, capsys,
                                                                        monkeypatch):
-    def missing():
-        raise ImportError("ONNX export needs the package(s) onnx: pip install onnx onnxruntime")
-
-    monkeypatch.setattr(onnx_export, "require_onnx_packages", missing)
-    monkeypatch.setattr("wespeaker_py.export.require_onnx_packages", missing)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(onnx_export.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnx"
+                        else real_find_spec(name, *args))
     # returned by run_main, not a SystemExit of main's own
     status = run_main(export_onnx.main, ["--config", str(tmp_path / "c.yaml"), "--checkpoint",
                                          str(tmp_path / "m.pt"), "--output-model",
@@ -246,3 +246,10 @@ def test_wespeaker_py_embed_with_an_onnx_model_and_a_gpu_device_exits_2(tmp_path
                            "cuda:7", audio)
     assert status == 2 and out == ""
     assert f"{not_a_graph}: an ONNX model runs on the CPU; device='cuda:7' (--device)" in err
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x"])
+def test_every_device_choice_names_a_device_torch_does_not_know(name):
+    # extraction and scoring resolve --device here too, not only load_model
+    with pytest.raises(DeviceUnavailableError, match=rf"device='{name}' \(--device\) is not"):
+        resolve_device(name)

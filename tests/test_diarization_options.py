@@ -90,3 +90,16 @@ def test_cli_refuses_a_refinement_with_num_speakers_before_loading(tmp_path, cap
             main(["diarize", "--model", missing_model, "--num_speakers", "2", *flags,
                   str(tmp_path / "a.wav")])
         assert stop.value.code == 2 and named in capsys.readouterr().err, flags
+
+
+def test_cli_refuses_a_refinement_with_reco2num_spk_before_loading(tmp_path, capsys):
+    from wespeaker_py.cli.main import main
+    (tmp_path / "wav.scp").write_text("a a.wav\n")
+    (tmp_path / "reco2num_spk").write_text("a 2\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["diarize", "--model", str(tmp_path / "no_model"), "--wav_scp",
+              str(tmp_path / "wav.scp"), "--reco2num_spk", str(tmp_path / "reco2num_spk"),
+              "--output", str(tmp_path / "out.rttm"), "--merge_threshold", "0.8"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "merge_threshold (0.8) shapes" in err
+    assert "--reco2num_spk" in err and "no_model" not in err   # refused before the load

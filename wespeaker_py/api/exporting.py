@@ -62,10 +62,7 @@ def onnx_output_path(path: str) -> str:
 def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module, int]:
     """CPU copies of the model's front-end and network (the loaded model stays where it
     is, on a GPU say), and the feature size."""
-    try:
-        require_onnx_packages()
-    except ImportError as error:
-        raise WespeakerError(str(error)) from None
+    require_onnx_packages()
     backend = model.backend
     if backend.kind != "torch":
         raise WespeakerError(f"{model.source} is not a torch model; only those export")

@@ -84,26 +84,11 @@ def _read_mean(path: str) -> Optional[np.ndarray]:
         raise ModelSourceError(str(error)) from None
 
 
-def _parsed_device(device: Optional[str]):
-    """``device`` as a ``torch.device`` (None for None or ``auto``); a name torch does not
-    know is a :class:`~wespeaker_py.utils.device.DeviceUnavailableError` naming the option."""
-    import torch
-
-    from wespeaker_py.utils.device import DeviceUnavailableError
-    if device is None or device == "auto":
-        return None
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DeviceUnavailableError(f"device={device!r} (--device) is not a device: give "
-                                     f"cpu, cuda or cuda:N") from None
-
-
 def _torch_backend(config_path: str, checkpoint: str, device):
     from wespeaker_py.config import load_model_config
     from wespeaker_py.runtime import TorchBackend, load_embedder
     from wespeaker_py.utils.device import resolve_device
-    target = resolve_device(_parsed_device(device))   # before the (slow) load
+    target = resolve_device(device)   # before the (slow) load
     try:
         config = load_model_config(config_path)
     except ModelSourceError:
@@ -122,7 +107,8 @@ def _torch_backend(config_path: str, checkpoint: str, device):
 
 
 def _onnx_backend(path: str, num_threads: Optional[int], device: Optional[str]):
-    parsed = _parsed_device(device)
+    from wespeaker_py.utils.device import parse_device
+    parsed = parse_device(device)
     if parsed is not None and parsed.type != "cpu":
         # OnnxBackend runs onnxruntime's CPU execution provider only
         raise ModelSourceError(f"{path}: an ONNX model runs on the CPU; device={device!r} "

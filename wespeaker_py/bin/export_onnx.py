@@ -16,7 +16,6 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
-from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
@@ -46,10 +45,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.export.onnx_export import MeanVectorMismatchError, TooFewFramesError
     from wespeaker_py.scoring.embeddings import load_mean_vector
     from wespeaker_py.utils.file_utils import DataFormatError
-    try:
-        require_onnx_packages()
-    except ImportError as error:  # the packages are missing: a setup the user can fix
-        raise WespeakerError(str(error)) from None
+    require_onnx_packages()
     setup_logging()
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)

@@ -341,10 +341,12 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
-    DiarizationOptions.from_settings(vad=args.vad, cluster_method=args.cluster_method,
-                                     num_speakers=args.num_speakers,
-                                     min_speakers=args.min_speakers,
-                                     max_speakers=args.max_speakers, **settings)
+    checked = DiarizationOptions.from_settings(vad=args.vad, cluster_method=args.cluster_method,
+                                               num_speakers=args.num_speakers,
+                                               min_speakers=args.min_speakers,
+                                               max_speakers=args.max_speakers, **settings)
+    if args.reco2num_spk is not None:
+        checked.cluster_options().check_count_given(f"--reco2num_spk {args.reco2num_spk}")
     _check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
                           outputs=[args.output, args.plot],
                           max_fail_fraction=args.max_fail_fraction)

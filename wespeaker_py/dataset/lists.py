@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import soundfile as sf
 
@@ -223,7 +223,7 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
             if drop_without_vad:
                 continue
         entries.append(TableEntry(key=key, spk=spk, wav=wavs[key], vad=segments))
-    _warn_unlisted(wavs, keys.first_line, wav_scp, utt2spk)
+    warn_unlisted(wavs, keys.first_line, wav_scp, utt2spk)
     if vad is not None:
         _check_vad_keys(vad_file, vad, list(keys.first_line), without_vad, utt2spk,
                         drop_without_vad)
@@ -245,9 +245,10 @@ def _check_vad_keys(vad_file: str, vad: Dict[str, Segments], utterances: List[st
                        vad_file, "left out" if dropped else "kept whole", without_vad[0])
 
 
-def _warn_unlisted(wavs: Dict[str, str], in_utt2spk: Dict[str, int],
-                   wav_scp: str, utt2spk: str) -> None:
-    """Warn about the utterances of ``wav.scp`` that have no line in ``utt2spk``."""
+def warn_unlisted(wavs: Mapping[str, str], in_utt2spk: Container[str],
+                  wav_scp: str, utt2spk: str) -> None:
+    """Warn (counting them, naming the first) about the utterances of ``wav.scp`` that have
+    no line in ``utt2spk``, and so are left out."""
     unlisted = [key for key in wavs if key not in in_utt2spk]
     if unlisted:
         logger.warning("%d of the %d utterances of %s are not in %s and are left out "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice,
                                 heard_rate_of, load_audio_with_rate, narrowband,
                                 warn_if_narrowband)
+from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import ClusteringOptionError, DiarizationOptions
 from wespeaker_py.diarization.rttm import write_rttm
@@ -353,10 +354,7 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
         raise DataFormatError(utt2spk_name, None, f"{len(absent)} utterance(s) are not in "
                                                   f"{wav_scp} (the first: {absent[0]!r})")
     recordings = {key: path for key, path in wavs.items() if key in utt2spk}
-    if len(recordings) < len(wavs):
-        logger.warning("%d of the %d utterances of %s are not in %s and are left out (the "
-                       "first: %r)", len(wavs) - len(recordings), len(wavs), wav_scp,
-                       utt2spk_name, next(key for key in wavs if key not in utt2spk))
+    warn_unlisted(wavs, utt2spk, wav_scp, utt2spk_name)
     skipped: Counter = Counter()
     rows: Dict[int, List[np.ndarray]] = {heard_rate: [] for heard_rate in heard_rates}
     speakers: Dict[int, List[str]] = {heard_rate: [] for heard_rate in heard_rates}

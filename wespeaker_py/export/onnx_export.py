@@ -34,12 +34,17 @@ INPUT_NAME = "feats"
 OUTPUT_NAME = "embs"
 
 
+class MissingPackagesError(WespeakerError, ImportError):
+    """Packages an optional feature needs are not installed (a setup the user can fix)."""
+
+
 def require_onnx_packages() -> None:
-    """Raise ImportError naming the missing packages and how to install them."""
+    """Raise :class:`MissingPackagesError` naming the missing packages and how to install
+    them."""
     missing = [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"ONNX export needs the package(s) {', '.join(missing)}: "
-                          f"pip install onnx onnxruntime")
+        raise MissingPackagesError(f"ONNX export needs the package(s) {', '.join(missing)}: "
+                                   f"pip install onnx onnxruntime")
 
 
 class MeanSubtractedEmbedding(nn.Module):

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
+from wespeaker_py.scoring.make_trials import TrialDesignError
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, iter_key_rest,
                                            iter_table, write_table)
 
@@ -97,8 +98,9 @@ def generate_calibration_trials(durations: Dict[str, float],
     speakers = sorted(spk for spk in short
                       if len(short[spk]) >= 2 and len(long.get(spk, ())) >= 2)
     if len(speakers) < 2:
-        raise ValueError("need at least two speakers with two short (2-6 s) and two long "
-                         f"(> 6 s) utterances each; found {len(speakers)}")
+        raise TrialDesignError(f"{utt2dur_path}: need at least two speakers with two short "
+                               f"(2-6 s) and two long (> 6 s) utterances each; found "
+                               f"{len(speakers)}")
     rng = random.Random(seed)
     trials = []
     for _ in range(each_trial_num // 2):

@@ -7,9 +7,14 @@ from typing import Dict, List
 import torch
 from tqdm import tqdm
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import save_torch
+
+
+class AveragingError(WespeakerError, ValueError):
+    """Checkpoints that cannot be averaged: too few, a missing folder, tensors that differ."""
 
 
 def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
@@ -21,17 +26,17 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
     the model.
     """
     if num <= 0:
-        raise ValueError(f"--num must be positive, got {num}")
+        raise AveragingError(f"--num must be positive, got {num}")
     if not os.path.isdir(src_dir):
-        raise FileNotFoundError(f"checkpoint directory {src_dir} does not exist")
+        raise AveragingError(f"checkpoint directory {src_dir} does not exist")
     by_epoch = {}
     for name in os.listdir(src_dir):
         epoch = epoch_from_name(name)
         if epoch is not None and min_epoch <= epoch <= max_epoch:
             by_epoch[epoch] = os.path.join(src_dir, name)
     if len(by_epoch) < num:
-        raise ValueError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "
-                         f"{min_epoch} <= epoch <= {max_epoch}; {num} were asked for")
+        raise AveragingError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "
+                             f"{min_epoch} <= epoch <= {max_epoch}; {num} were asked for")
     return [by_epoch[epoch] for epoch in sorted(by_epoch)[-num:]]
 
 
@@ -44,7 +49,7 @@ def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
     naming the file and the tensor.
     """
     if not paths:
-        raise ValueError("no checkpoints to average")
+        raise AveragingError("no checkpoints to average")
     sums: Dict[str, torch.Tensor] = {}
     reference: Dict[str, torch.Tensor] = {}
     for path in tqdm(paths, desc="averaging", unit="ckpt"):
@@ -56,11 +61,11 @@ def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
             continue
         if set(state) != set(reference):
             differing = sorted(set(state) ^ set(reference))[0]
-            raise ValueError(f"{path}: tensor '{differing}' is not in every checkpoint")
+            raise AveragingError(f"{path}: tensor '{differing}' is not in every checkpoint")
         for key, value in state.items():
             if value.shape != reference[key].shape:
-                raise ValueError(f"{path}: tensor '{key}' has shape {tuple(value.shape)}, "
-                                 f"{tuple(reference[key].shape)} in {paths[0]}")
+                raise AveragingError(f"{path}: tensor '{key}' has shape {tuple(value.shape)}, "
+                                     f"{tuple(reference[key].shape)} in {paths[0]}")
             if value.is_floating_point():
                 sums[key] += value.double()
             else:
