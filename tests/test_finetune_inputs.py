@@ -6,6 +6,7 @@ and looks at that phase's config.
 """
 import os
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -155,6 +156,15 @@ def test_a_listed_file_that_is_not_audio_is_named_before_training(tmp_path):
         handle.write("not a wav file\n")
     with pytest.raises(FinetuneDataError, match=f"{first[1]}: not readable audio"):
         read_finetune_data(data)
+
+
+def test_an_empty_or_cut_short_file_is_left_to_training_to_skip_and_name(tmp_path):
+    data = _data_folder(tmp_path)
+    paths = [line.split()[1] for line in open(os.path.join(data, "wav.scp"))][:2]
+    sf.write(paths[0], np.zeros(0, dtype=np.int16), 16000, subtype="PCM_16")   # no frames
+    with open(paths[1], "r+b") as handle:                                      # cut short
+        handle.truncate(os.path.getsize(paths[1]) // 2)
+    assert read_finetune_data(data).sample_rate == 16000
 
 
 def test_edited_lists_are_another_request_and_say_what_changed(source_model, tmp_path,

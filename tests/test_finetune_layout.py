@@ -119,13 +119,14 @@ def test_left_out_loader_workers_are_the_schemas_default(monkeypatch):
 def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults():
     config = _config_of(_source())
     TrainConfig.from_dict(config)
-    # only the type is chosen: the rest is the head's own defaults, as for any config
-    assert set(config["projection_args"]) == {"project_type"}
+    # named in full (WeSpeaker's get_projection has no defaults), as the head's own defaults
+    assert set(config["projection_args"]) == {"project_type", "scale", "easy_margin"}
     head = get_projection(config["projection_args"], embed_dim=8, num_class=3)
     defaults = inspect.signature(ArcMarginProduct).parameters
     assert isinstance(head, ArcMarginProduct)
-    assert head.scale == defaults["scale"].default
-    assert head.easy_margin == defaults["easy_margin"].default
+    assert head.scale == defaults["scale"].default == config["projection_args"]["scale"]
+    assert head.easy_margin == defaults["easy_margin"].default \
+        == config["projection_args"]["easy_margin"]
     kept = {"project_type": "add_margin", "scale": 30.0}
     assert _config_of(_source(projection_args=kept))["projection_args"] == kept
 

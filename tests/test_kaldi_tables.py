@@ -5,7 +5,9 @@ import os
 import runpy
 import sys
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from wespeaker_py.dataset.lists import read_audio_list, read_utterance_table
 from wespeaker_py.diarization.synthetic import SpeakerCorpus
@@ -134,3 +136,22 @@ def test_utterances_without_vad_segments_are_counted_in_the_log(table, tmp_path,
     assert [(entry.key, entry.vad) for entry in kept] == [
         ("u1", None), ("u2", ((0.0, 1.0), (1.5, 2.0))), ("u3", None)]
     assert "have no segments in" in caplog.text and "kept whole" in caplog.text
+
+
+def test_shards_stop_in_one_line_at_a_vad_segment_past_the_end_of_its_audio(tmp_path, capsys):
+    # a traceback with status 1 before; training and extraction skip and count it instead
+    wav = tmp_path / "u1.wav"
+    sf.write(str(wav), np.zeros(16000, dtype=np.int16) + 100, 16000, subtype="PCM_16")
+    (tmp_path / "wav.scp").write_text(f"u1 {wav}\n")
+    (tmp_path / "utt2spk").write_text("u1 s1\n")
+    vad = tmp_path / "vad"
+    vad.write_text("u1 0.1 0.5\nu1 0.8 1.6\n")   # 1.6 s: 0.6 s past the end of 1 s of audio
+    shards = tmp_path / "shards"
+    with pytest.raises(SystemExit) as stop:
+        run_tool("make_shard_list.py", "--vad_file", str(vad), str(tmp_path / "wav.scp"),
+                 str(tmp_path / "utt2spk"), str(shards), str(tmp_path / "shard.list"))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert "utterance u1: cannot read" in err and "vad segment [0.8, 1.6] s ends more than " \
+        "0.5 s past the end of its audio (1.000 s)" in err
+    assert not (tmp_path / "shard.list").exists()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import soundfile as sf
 
 from wespeaker_py.dataset.synthetic_aug import (coloured_noise, make_synthetic_aug_data,
@@ -87,7 +88,9 @@ def test_make_synthetic_aug_tool_resolves_relative_paths_and_leaves_pipes(
                                       "data/wav.scp", "aug"])
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "tools", "make_synthetic_aug.py")
-    runpy.run_path(tool, run_name="__main__")
+    with pytest.raises(SystemExit) as stop:   # through run_main: its status
+        runpy.run_path(tool, run_name="__main__")
+    assert stop.value.code == 0
     assert given == [str(data / "s0.wav"), f"cat {data}/s1.wav |", f"cat {data}/s2.wav |"]
     babble = [path for key, path in read_key_value("aug/musan/wav.scp").items()
               if key.startswith("speech/")]

@@ -9,25 +9,29 @@ VoxCeleb recipe uses for the real corpora.
 """
 import argparse
 import os
+import sys
+from typing import List, Optional
 
+from wespeaker_py.cli.common import run_main
 from wespeaker_py.dataset.synthetic_aug import make_synthetic_aug_data
-from wespeaker_py.utils.file_utils import read_key_value, resolve_wav
+from wespeaker_py.utils.file_utils import read_wav_scp, resolve_wav
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Write the noise and RIR lists; bad input ends in one line and exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("wav_scp", help="speech utterances for babble (Kaldi wav.scp)")
     parser.add_argument("out_dir")
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_rirs", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = os.path.dirname(os.path.abspath(args.wav_scp))
-    wavs = [resolve_wav(wav, base) for wav in read_key_value(args.wav_scp).values()]
+    wavs = [resolve_wav(wav, base) for wav in read_wav_scp(args.wav_scp).values()]
     lists = make_synthetic_aug_data(args.out_dir, wavs, sample_rate=args.sample_rate,
                                     num_rirs=args.num_rirs, seed=args.seed)
     print(f"wrote {lists['musan']} and {lists['rirs']}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

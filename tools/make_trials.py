@@ -9,8 +9,9 @@ corpus), or every pair of utterances.
 Random mode: half the trials are target (two different utterances of one
 speaker), half nontarget (utterances of two speakers; of an odd --num_trials the
 one more). No pair is written twice: when the utterances give fewer distinct
-target or nontarget pairs than asked for, all of them are written and a warning
-says so (the list is then shorter than --num_trials). WeSpeaker's
+pairs of one kind than half the trials, all of them are written, the other kind
+makes up the number, and a warning gives the counts; the list is shorter than
+--num_trials only when there are fewer distinct pairs in all. WeSpeaker's
 duration-stratified generator (tools/generate_calibration_trial.py) needs
 utterances longer than 6 s, which corpora of short utterances lack; this one
 only needs two speakers, one of them with two utterances. --all_pairs writes

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.file_utils import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
@@ -41,8 +42,6 @@ NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
 HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
 MIXED_FILLS = "mixed"
-# below this length a vector has no direction to compare by cosine
-ZERO_NORM = 1e-12
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -148,7 +147,7 @@ class Gallery:
         """
         means = self.sums / np.maximum(self.counts, 1)[:, None]
         norms = np.linalg.norm(means, axis=1, keepdims=True)
-        empty = [name for name, norm in zip(self.names, norms[:, 0]) if not norm >= ZERO_NORM]
+        empty = [name for name, norm in zip(self.names, norms[:, 0]) if not norm >= MIN_NORM]
         if empty:
             raise ZeroEmbeddingError(f"speaker(s) {listed_names(empty, 5)} of the "
                                      f"gallery have a mean embedding of no direction (no "

@@ -24,12 +24,13 @@ from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, Calibra
                                           check_prior, check_trial_counts, fit_calibration,
                                           read_optional_calibration, probability,
                                           save_calibration)
-from wespeaker_py.api.gallery import (MIXED_FILLS, ZERO_NORM, Gallery, ZeroEmbeddingError,
+from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, ZeroEmbeddingError,
                                       check_top_k, gallery_lock, load_gallery, save_gallery)
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError, combined_record, mean_vec_digest
 from wespeaker_py.utils.file_utils import (DataFormatError, FileStamp, file_stamp,
@@ -339,7 +340,7 @@ class SpeakerModel:
             raise ZeroEmbeddingError(f"the embedding of {name} holds NaN or infinity")
         vector = given if self.mean_vec is None else given - self.mean_vec
         norm = float(np.linalg.norm(vector))
-        if norm < ZERO_NORM:
+        if norm < MIN_NORM:
             what = ("is all zeros" if not given.any() else "equals the model's mean vector, "
                     "so nothing is left once it is subtracted")
             raise ZeroEmbeddingError(f"the embedding of {name} {what}; it has no direction "

@@ -184,6 +184,16 @@ class _BinParser(argparse.ArgumentParser):
     so whether ``--num_threads``' help names the ``--nj`` jobs is decided when the help
     is formatted."""
 
+    def _get_option_tuples(self, option_string):
+        # an abbreviation that matches both spellings of one flag (--min: --min_epoch and
+        # --min-epoch) names that flag, as it did before the hyphenated spelling existed
+        matches, actions = [], set()
+        for match in super()._get_option_tuples(option_string):
+            if id(match[0]) not in actions:
+                actions.add(id(match[0]))
+                matches.append(match)
+        return matches
+
     def format_help(self) -> str:
         threads = self._option_string_actions.get("--num_threads")
         if threads is not None:

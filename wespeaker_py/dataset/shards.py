@@ -41,6 +41,7 @@ from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
                                         check_decodable)
 from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import FileStamp, atomic_open, atomic_path, file_stamp
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -245,8 +246,14 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
+class ShardInputError(WespeakerError, OSError):
+    """An utterance whose audio cannot go into a shard (unreadable, or VAD segments that do
+    not fit it): shards are made from good data, so the job stops naming it."""
+
+
 def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
-    """Write one tar shard (``KEY.spk`` then ``KEY.<ext>`` per utterance) atomically."""
+    """Write one tar shard (``KEY.spk`` then ``KEY.<ext>`` per utterance) atomically; an
+    utterance that cannot be read raises :class:`ShardInputError` naming it."""
     with atomic_path(tar_path) as tmp_path:
         with tarfile.open(tmp_path, "w") as tar:
             for entry in entries:
@@ -254,8 +261,8 @@ def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
                 try:
                     payload = _entry_bytes(entry)
                 except (OSError, AudioCheckError) as err:
-                    raise OSError(f"utterance {entry.key}: cannot read {entry.wav!r}: {err}") \
-                        from err
+                    raise ShardInputError(f"utterance {entry.key}: cannot read {entry.wav!r}: "
+                                          f"{err}") from err
                 _add_member(tar, f"{entry.key}.spk", entry.spk.encode("utf-8"))
                 _add_member(tar, f"{entry.key}.{suffix}", payload)
     return tar_path

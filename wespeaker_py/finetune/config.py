@@ -32,8 +32,9 @@ FEW_SPEAKERS = 20
 # dataloader_args.batch_size when the source config has none (the schema requires one)
 SOURCE_BATCH_SIZE = 32
 # the head for the data's speakers when the source config has no projection_args; its
-# other settings (scale, easy_margin) are the head's defaults (models/projections.py)
-NEW_HEAD = {"project_type": "arc_margin"}
+# written out in full: WeSpeaker's get_projection reads scale and easy_margin with no
+# default, so a fine-tuned config.yaml must name them to train there too
+NEW_HEAD = {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False}
 # front-ends whose pretrained weights (or feature extractor) take one sample rate only
 FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
                         "whisper_encoder": WHISPER_SAMPLE_RATE}

@@ -14,7 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from wespeaker_py.audio import AudioCheckError, AudioTruncatedError, is_pipe, open_audio
+from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioTruncatedError, is_pipe,
+                                open_audio)
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
@@ -119,13 +120,14 @@ def _read_entries(data_dir: str) -> List[TableEntry]:
 
 def _sample_rates(entries: Sequence[TableEntry]) -> Dict[int, int]:
     """Files by sample rate (headers only; pipes are not run). A file that is not audio is
-    an error now; one cut short is left out here (training and evaluation skip and name it)."""
+    an error now; one cut short or empty is left out here (training and evaluation skip and
+    name it)."""
     rates: Counter = Counter()
     for wav in sorted({entry.wav for entry in entries if not is_pipe(entry.wav)}):
         try:
             with open_audio(wav) as handle:
                 rates[handle.samplerate] += 1
-        except AudioTruncatedError:
+        except (AudioTruncatedError, AudioEmptyError):
             continue
         except AudioCheckError as error:
             raise FinetuneDataError(str(error)) from None

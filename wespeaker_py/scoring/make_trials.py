@@ -84,7 +84,10 @@ def sample_balanced_trials(utt2spk: Dict[str, str], num_trials: int, seed: int =
     happens when there are too few distinct pairs; ``source`` names the utt2spk in
     messages).
 
-    Each kind is drawn uniformly from the pairs of that kind.
+    As long as at most half of a kind's pairs are asked for, each trial picks its speaker
+    (a target trial) or its two speakers (a nontarget one) uniformly, then an utterance of
+    each, and a pair drawn before is drawn again; asked for more, a uniform sample of all
+    the pairs of that kind is taken.
     """
     if num_trials < 1:
         raise TrialDesignError(f"the number of trials must be at least 1, got {num_trials}")
@@ -96,38 +99,24 @@ def sample_balanced_trials(utt2spk: Dict[str, str], num_trials: int, seed: int =
                                f"got {len(speakers)} speakers, {len(multi)} with two or more "
                                f"utterances")
     rng = random.Random(seed)
-    # the utterances speaker by speaker; where each speaker's block starts, and its size
-    utts: List[str] = []
-    block: Dict[str, Tuple[int, int]] = {}
-    for spk in speakers:
-        block[spk] = (len(utts), len(spk2utts[spk]))
-        utts.extend(spk2utts[spk])
-    total = len(utts)
-    target_weights = list(itertools.accumulate(len(spk2utts[spk]) * (len(spk2utts[spk]) - 1)
-                                               // 2 for spk in multi))
-    num_target_pairs = target_weights[-1]
-    # an utterance is the first of a nontarget pair as often as it has partners
-    nontarget_weights = list(itertools.accumulate(total - block[utt2spk[utt]][1]
-                                                  for utt in utts))
-    num_nontarget_pairs = nontarget_weights[-1] // 2
+    sizes = [len(spk2utts[spk]) for spk in speakers]
+    num_target_pairs = sum(size * (size - 1) // 2 for size in sizes)
+    num_nontarget_pairs = (sum(sizes) ** 2 - sum(size * size for size in sizes)) // 2
 
     def draw_target() -> Pair:
-        speaker = rng.choices(multi, cum_weights=target_weights)[0]
-        first, second = rng.sample(spk2utts[speaker], 2)
+        first, second = rng.sample(spk2utts[rng.choice(multi)], 2)
         return first, second
 
     def draw_nontarget() -> Pair:
-        first = rng.choices(range(total), cum_weights=nontarget_weights)[0]
-        start, size = block[utt2spk[utts[first]]]
-        second = rng.randrange(total - size)
-        return utts[first], utts[second + size if second >= start else second]
+        speaker, impostor = rng.sample(speakers, 2)
+        return rng.choice(spk2utts[speaker]), rng.choice(spk2utts[impostor])
 
     def every_target() -> List[Pair]:
         return [pair for spk in multi for pair in itertools.combinations(spk2utts[spk], 2)]
 
     def every_nontarget() -> List[Pair]:
-        return [(first, second) for first, second in itertools.combinations(utts, 2)
-                if utt2spk[first] != utt2spk[second]]
+        return [(first, second) for one, other in itertools.combinations(speakers, 2)
+                for first in spk2utts[one] for second in spk2utts[other]]
 
     num_targets, num_nontargets = _trial_counts(num_trials, num_target_pairs,
                                                 num_nontarget_pairs, source)
