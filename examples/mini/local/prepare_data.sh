@@ -25,7 +25,9 @@ data_dir=data/librispeech_tc100
 data=data/prepared
 trials_name=trials
 calibration_trial=backend_cali.kaldi
-num_cali_trials=2000
+# QMF's calibration trials, half target: the back-end speakers of the corpus give 224
+# distinct target pairs, and no pair is drawn twice
+num_cali_trials=448
 backend_every=3
 min_backend_speakers=30
 
