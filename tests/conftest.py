@@ -16,9 +16,10 @@ def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="no CUDA device")
     skip_shared = pytest.mark.skip(reason=f"{SHARED_DATA} is absent")
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        # the markers, not item.keywords: a parameter id such as "gpu" is a keyword too
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
-        if "shared_data" in item.keywords and not os.path.isdir(SHARED_DATA):
+        if item.get_closest_marker("shared_data") and not os.path.isdir(SHARED_DATA):
             item.add_marker(skip_shared)
 
 
