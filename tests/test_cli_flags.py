@@ -261,3 +261,25 @@ def test_an_abbreviated_flag_matching_both_spellings_of_one_flag_is_not_ambiguou
     assert (args.src_path, args.dst_model, args.min_epoch) == ("a", "b", 1)
     with pytest.raises(SystemExit):
         average_model.build_parser().parse_args(["--src", "a", "--dst", "b", "--m", "1"])
+
+
+@pytest.mark.parametrize("name", sorted(name for name in os.listdir(TOOLS)
+                                        if name.endswith(".py")))
+def test_every_tool_flag_takes_its_hyphenated_spelling_too(name):
+    source = open(os.path.join(TOOLS, name)).read()
+    tree = ast.parse(source)
+    named = [node.args[1].value for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "add_flag"]
+    assert "add_argument(\"--" not in source, name   # every named flag through add_flag
+    done = _tool(name, "--help", cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    for flag in (flag for flag in named if "_" in flag):
+        assert f"--{flag.replace('_', '-')}" in done.stdout, (name, flag)
+
+
+def test_a_tool_takes_an_abbreviation_of_both_spellings_of_one_flag(tmp_path):
+    (tmp_path / "utt2spk").write_text("a1 a\na2 a\nb1 b\nb2 b\n")
+    done = _tool("make_trials.py", "--utt2", tmp_path / "utt2spk", "--num-tr", "4",
+                 tmp_path / "trials", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "trials").read_text().splitlines()) == 4

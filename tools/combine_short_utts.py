@@ -15,21 +15,20 @@ utt2utts (piece -> its utterances), keys ending in --key_suffix. Unreadable file
 left out (the others are grouped without them) and reported; --min_duration 0 lists
 every readable utterance as it is.
 """
-import argparse
 import sys
 from typing import List
 
-from wespeaker_py.cli.common import non_negative, positive_int, run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, non_negative, positive_int, run_main
 from wespeaker_py.dataset.combine import combine_short_utterances
 
 
 def main(argv: List[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--min_duration", type=non_negative, default=5.0,
-                        help="seconds each piece lasts at least (default 5)")
-    parser.add_argument("--nj", type=positive_int, default=8, help="parallel processes")
-    parser.add_argument("--key_suffix", default="",
-                        help="appended to every output key (the CN-Celeb recipe: .wav)")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "min_duration", type=non_negative, default=5.0,
+             help="seconds each piece lasts at least (default 5)")
+    add_flag(parser, "nj", type=positive_int, default=8, help="parallel processes")
+    add_flag(parser, "key_suffix", default="",
+             help="appended to every output key (the CN-Celeb recipe: .wav)")
     parser.add_argument("wav_scp", help="input: '<key> <audio file>' lines")
     parser.add_argument("out_audio_dir", help="output: the combined audio")
     parser.add_argument("out_data_dir", help="output: wav.scp, utt2spk, utt2dur, utt2utts")

@@ -12,7 +12,6 @@ Exits with status 1 if any model differs by more than ``--tolerance``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import List, Optional
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from dump_state_dict_keys import find_factory
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.models import get_model, model_frontend
 from wespeaker_py.models.complexity import recipe_feat_dim, recipe_model_args
 
@@ -72,12 +71,12 @@ def compare(package: str, name: str, num_frames: int, feat_dim: Optional[int] = 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Compare each model; the exit status is 1 when any differs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="WeSpeaker model names")
-    parser.add_argument("--package", default="wespeaker.models")
-    parser.add_argument("--sys_path", default=None, help="directory holding the package")
-    parser.add_argument("--frames", type=int, default=300, help="input length in frames")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "models", nargs="+", required=True, help="WeSpeaker model names")
+    add_flag(parser, "package", default="wespeaker.models")
+    add_flag(parser, "sys_path", default=None, help="directory holding the package")
+    add_flag(parser, "frames", type=int, default=300, help="input length in frames")
+    add_flag(parser, "tolerance", type=float, default=1e-4)
     args = parser.parse_args(argv)
     if args.sys_path:
         sys.path.insert(0, args.sys_path)

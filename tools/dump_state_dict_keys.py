@@ -16,7 +16,6 @@ model_args (wespeaker_py.models.complexity.recipe_model_args). With
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -25,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch.nn as nn
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.models import family_module_name
 from wespeaker_py.models.complexity import recipe_model_args
 from wespeaker_py.utils.file_utils import atomic_open
@@ -78,13 +77,13 @@ def format_manifest(manifest: Dict[str, List[List[object]]]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="WeSpeaker model names")
-    parser.add_argument("--package", default="wespeaker.models",
-                        help="package holding the family modules (default: wespeaker.models)")
-    parser.add_argument("--sys_path", default=None,
-                        help="directory to put first on sys.path (where the package lives)")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON manifest to update")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "models", nargs="+", required=True, help="WeSpeaker model names")
+    add_flag(parser, "package", default="wespeaker.models",
+             help="package holding the family modules (default: wespeaker.models)")
+    add_flag(parser, "sys_path", default=None,
+             help="directory to put first on sys.path (where the package lives)")
+    add_flag(parser, "output", default=DEFAULT_OUTPUT, help="JSON manifest to update")
     args = parser.parse_args(argv)
     if args.sys_path:
         sys.path.insert(0, args.sys_path)

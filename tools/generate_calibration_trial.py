@@ -9,22 +9,22 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import read_key_value
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--utt2dur", required=True, help="durations of the training set")
-    parser.add_argument("--trial_path", required=True, help="output trial list")
-    parser.add_argument("--each_trial_num", type=int, default=10000,
-                        help="trials (half target) per duration pairing")
-    parser.add_argument("--utt2spk", default=None,
-                        help="speaker of each utterance (default: key prefix before '/')")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser = FlagParser(description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "utt2dur", required=True, help="durations of the training set")
+    add_flag(parser, "trial_path", required=True, help="output trial list")
+    add_flag(parser, "each_trial_num", type=int, default=10000,
+             help="trials (half target) per duration pairing")
+    add_flag(parser, "utt2spk", default=None,
+             help="speaker of each utterance (default: key prefix before '/')")
+    add_flag(parser, "seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
     utt2spk = read_key_value(args.utt2spk, allow_spaces_in_value=False) if args.utt2spk else None
     trials = generate_calibration_trials(read_utt2dur(args.utt2dur), utt2spk,

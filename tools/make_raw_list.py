@@ -5,21 +5,20 @@ Audio that soundfile cannot decode here (e.g. m4a, wma) is refused: convert it f
 
 Usage: python tools/make_raw_list.py [--vad_file FILE] wav.scp utt2spk raw.list
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.dataset.lists import (NO_VAD_FILE, read_utterance_table,
                                         vad_file_argument, write_raw_list)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vad_file", default=NO_VAD_FILE, type=vad_file_argument,
-                        help="segments-style file 'utt start end' (seconds); utterances "
-                             "without segments are left out")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "vad_file", default=NO_VAD_FILE, type=vad_file_argument,
+             help="segments-style file 'utt start end' (seconds); utterances "
+             "without segments are left out")
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("raw_list", help="output raw.list")

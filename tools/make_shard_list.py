@@ -7,28 +7,27 @@ Usage: python tools/make_shard_list.py [--num_utts_per_shard N] [--num_threads T
        [--prefix shards] [--shuffle] [--seed 42] [--vad_file FILE]
        wav.scp utt2spk shards_dir shard.list
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.dataset.lists import NO_VAD_FILE, read_utterance_table, vad_file_argument
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_utts_per_shard", type=int, default=1000,
-                        help="utterances per tar shard")
-    parser.add_argument("--num_threads", type=int, default=1, help="parallel shard writers")
-    parser.add_argument("--prefix", default="shards", help="shard file name prefix")
-    parser.add_argument("--seed", type=int, default=42, help="seed of --shuffle")
-    parser.add_argument("--shuffle", action="store_true",
-                        help="shuffle utterances before packing")
-    parser.add_argument("--vad_file", default=NO_VAD_FILE, type=vad_file_argument,
-                        help="segments-style file 'utt start end' (seconds): voiced parts are "
-                             "stored as 16-bit WAV")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "num_utts_per_shard", type=int, default=1000,
+             help="utterances per tar shard")
+    add_flag(parser, "num_threads", type=int, default=1, help="parallel shard writers")
+    add_flag(parser, "prefix", default="shards", help="shard file name prefix")
+    add_flag(parser, "seed", type=int, default=42, help="seed of --shuffle")
+    add_flag(parser, "shuffle", action="store_true",
+             help="shuffle utterances before packing")
+    add_flag(parser, "vad_file", default=NO_VAD_FILE, type=vad_file_argument,
+             help="segments-style file 'utt start end' (seconds): voiced parts are "
+             "stored as 16-bit WAV")
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("shards_dir", help="output directory of the tar shards")

@@ -7,24 +7,23 @@ Usage: tools/make_synthetic_aug.py [--sample_rate 16000] [--seed 0] wav.scp out_
 ``out_dir/musan/wav.scp`` and ``out_dir/rirs/wav.scp`` in the layout the
 VoxCeleb recipe uses for the real corpora.
 """
-import argparse
 import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.dataset.synthetic_aug import make_synthetic_aug_data
 from wespeaker_py.utils.file_utils import read_wav_scp, resolve_wav
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Write the noise and RIR lists; bad input ends in one line and exit status 2."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("wav_scp", help="speech utterances for babble (Kaldi wav.scp)")
     parser.add_argument("out_dir")
-    parser.add_argument("--sample_rate", type=int, default=16000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_rirs", type=int, default=20)
+    add_flag(parser, "sample_rate", type=int, default=16000)
+    add_flag(parser, "seed", type=int, default=0)
+    add_flag(parser, "num_rirs", type=int, default=20)
     args = parser.parse_args(argv)
     base = os.path.dirname(os.path.abspath(args.wav_scp))
     wavs = [resolve_wav(wav, base) for wav in read_wav_scp(args.wav_scp).values()]

@@ -17,27 +17,27 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.diarization.synthetic import (ConversationStyle, SpeakerCorpus,
                                                 write_conversations)
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus_dir", required=True, help="wav.scp + utt2spk directory")
-    parser.add_argument("--speakers", default=None,
-                        help="file of speaker ids, inside corpus_dir or a path (default: all)")
-    parser.add_argument("--count", type=int, default=10, help="number of conversations")
-    parser.add_argument("--min_speakers", type=int, default=2)
-    parser.add_argument("--max_speakers", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=120.0,
-                        help="seconds per conversation (about)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--read_once", action="store_true",
-                        help="no stretch of an utterance is used twice (conversations may be "
-                             "shorter than --duration)")
+    parser = FlagParser(description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flag(parser, "corpus_dir", required=True, help="wav.scp + utt2spk directory")
+    add_flag(parser, "speakers", default=None,
+             help="file of speaker ids, inside corpus_dir or a path (default: all)")
+    add_flag(parser, "count", type=int, default=10, help="number of conversations")
+    add_flag(parser, "min_speakers", type=int, default=2)
+    add_flag(parser, "max_speakers", type=int, default=4)
+    add_flag(parser, "duration", type=float, default=120.0,
+             help="seconds per conversation (about)")
+    add_flag(parser, "seed", type=int, default=0)
+    add_flag(parser, "read_once", action="store_true",
+             help="no stretch of an utterance is used twice (conversations may be "
+             "shorter than --duration)")
     parser.add_argument("out_dir", help="where wav/, wav.scp and ref.rttm go")
     args = parser.parse_args(argv)
     setup_logging()

@@ -9,22 +9,21 @@ type s3prl's wavlm upstream loads), to exercise the conversion path.
 Point dataset_args.s3prl_args.upstream_args.path_or_url (run_wavlm.sh
 --ssl_path) at either.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.frontend.wavlm_convert import export_original_checkpoint
 from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="new (or empty) output directory")
-    parser.add_argument("--original", help="also write an original-format checkpoint here")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--base_layout", action="store_true",
-                        help="WavLM Base layout (group-norm conv, post-norm) instead of Large's")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "out", required=True, help="new (or empty) output directory")
+    add_flag(parser, "original", help="also write an original-format checkpoint here")
+    add_flag(parser, "seed", type=int, default=0)
+    add_flag(parser, "base_layout", action="store_true",
+             help="WavLM Base layout (group-norm conv, post-norm) instead of Large's")
     args = parser.parse_args(argv)
     write_random_wavlm(args.out, tiny_wavlm_config(large_layout=not args.base_layout),
                        seed=args.seed)

@@ -19,11 +19,10 @@ each unordered pair of distinct utterances once, the largest trial list a set
 of utterances gives (its target trials bound how finely EER can be measured);
 it takes no --num_trials.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import UsageError, positive_int, run_main
+from wespeaker_py.cli.common import FlagParser, UsageError, add_flag, positive_int, run_main
 from wespeaker_py.scoring.make_trials import all_pair_trials, sample_balanced_trials
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import read_key_value
@@ -34,14 +33,14 @@ DEFAULT_NUM_TRIALS = 2000
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Write the trial list; bad input ends in one line and exit status 2 (:func:`run_main`)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--utt2spk", required=True, help="speaker of each utterance")
-    parser.add_argument("--num_trials", type=positive_int, default=None,
-                        help=f"distinct trials to draw, half target, the odd one nontarget "
-                             f"(default {DEFAULT_NUM_TRIALS})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--all_pairs", action="store_true",
-                        help="every pair of utterances instead of --num_trials random ones")
+    parser = FlagParser(description=__doc__.splitlines()[0])
+    add_flag(parser, "utt2spk", required=True, help="speaker of each utterance")
+    add_flag(parser, "num_trials", type=positive_int, default=None,
+             help=f"distinct trials to draw, half target, the odd one nontarget "
+             f"(default {DEFAULT_NUM_TRIALS})")
+    add_flag(parser, "seed", type=int, default=0)
+    add_flag(parser, "all_pairs", action="store_true",
+             help="every pair of utterances instead of --num_trials random ones")
     parser.add_argument("trial_path", help="output trial list 'enroll test target|nontarget'")
     args = parser.parse_args(argv)
     if args.all_pairs and args.num_trials is not None:

@@ -9,21 +9,20 @@ scripts leave in its scores/ (cosine, AS-Norm/S-Norm, QMF, PLDA, whichever
 exist). With --det_dir it also draws all back-ends of each trial list into
 DET_DIR/det_<trials>.png.
 """
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.scoring.report import write_report
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = FlagParser(description=__doc__.splitlines()[0])
     parser.add_argument("exp_dirs", nargs="+", help="experiment directories")
-    parser.add_argument("--trials", required=True,
-                        help="trial list names, separated by spaces (as the recipe's --trials)")
-    parser.add_argument("--output", default=None, help="also write the table (markdown) here")
-    parser.add_argument("--det_dir", default=None, help="write the combined DET plots here")
+    add_flag(parser, "trials", required=True,
+             help="trial list names, separated by spaces (as the recipe's --trials)")
+    add_flag(parser, "output", default=None, help="also write the table (markdown) here")
+    add_flag(parser, "det_dir", default=None, help="write the combined DET plots here")
     args = parser.parse_args(argv)
     print(write_report(args.exp_dirs, args.trials.split(), args.output, args.det_dir), end="")
 

@@ -1,16 +1,15 @@
 """Durations of the recordings of a wav.scp: ``python tools/wav2dur.py wav.scp utt2dur``."""
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.common import FlagParser, run_main
 from wespeaker_py.scoring.calibration_set import compute_utt2dur
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = FlagParser(description=__doc__)
     parser.add_argument("wav_scp", help="Kaldi wav.scp (file paths, no pipes)")
     parser.add_argument("utt2dur", help="output: '<utt> <seconds>' lines")
     args = parser.parse_args(argv)

@@ -179,20 +179,24 @@ def bin_prog(module_file: str) -> str:
     return f"python -m wespeaker_py.bin.{os.path.splitext(os.path.basename(module_file))[0]}"
 
 
-class _BinParser(argparse.ArgumentParser):
-    """A ``bin/`` parser. Its module adds ``--nj``, if it has one, after the common flags,
-    so whether ``--num_threads``' help names the ``--nj`` jobs is decided when the help
-    is formatted."""
+class FlagParser(argparse.ArgumentParser):
+    """The argument parser of our commands and tools: flags added with :func:`add_flag`
+    have two spellings, and an abbreviation matching both spellings of one flag (``--min``:
+    ``--min_epoch`` and ``--min-epoch``) names that flag, as it did with one spelling."""
 
     def _get_option_tuples(self, option_string):
-        # an abbreviation that matches both spellings of one flag (--min: --min_epoch and
-        # --min-epoch) names that flag, as it did before the hyphenated spelling existed
         matches, actions = [], set()
         for match in super()._get_option_tuples(option_string):
             if id(match[0]) not in actions:
                 actions.add(id(match[0]))
                 matches.append(match)
         return matches
+
+
+class _BinParser(FlagParser):
+    """A ``bin/`` parser. Its module adds ``--nj``, if it has one, after the common flags,
+    so whether ``--num_threads``' help names the ``--nj`` jobs is decided when the help
+    is formatted."""
 
     def format_help(self) -> str:
         threads = self._option_string_actions.get("--num_threads")

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from wespeaker_py.cli.common import (UsageError, add_channel_flag, add_common_flags,
+from wespeaker_py.cli.common import (FlagParser, UsageError, add_channel_flag, add_common_flags,
                                      add_fail_fraction_flag, add_flag, open_probability,
                                      positive_int, run_main)
 
@@ -599,8 +599,8 @@ def _add_finetune_command(commands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog=PROG, description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
