@@ -1,4 +1,5 @@
 """Shared pytest fixtures and markers."""
+import gc
 import logging
 import os
 
@@ -9,6 +10,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# A DataLoader worker forked from this long-lived process inherits the garbage earlier tests
+# left in reference cycles. When the worker's own collector then freed an onnxruntime
+# session among it, the session's destructor waited on thread-pool threads that do not
+# exist in a forked child, and both workers hung (seen twice in CI, in
+# test_bad_data.py's two-worker test, with py-spy: gc_collect_main -> pybind11 dealloc ->
+# onnxruntime -> futex wait). Collecting in the parent right before each fork leaves the
+# children no such garbage.
+os.register_at_fork(before=gc.collect)
 
 
 def pytest_collection_modifyitems(config, items):
