@@ -2,31 +2,18 @@
 match no utterance are refused, and noise lists are read with one rule."""
 import json
 import os
-import runpy
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tool_helpers import run_tool
 from wespeaker_py.dataset.lists import read_audio_list, read_utterance_table
 from wespeaker_py.diarization.synthetic import SpeakerCorpus
 from wespeaker_py.finetune.data import FinetuneDataError, read_finetune_data
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.embeddings import read_spk2utt
 from wespeaker_py.utils.file_utils import DataFormatError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_tool(name, *args):
-    """Run a tools/ script in this process, as its command line would."""
-    saved = sys.argv
-    sys.argv = [name, *args]
-    try:
-        runpy.run_path(os.path.join(REPO, "tools", name), run_name="__main__")
-    finally:
-        sys.argv = saved
 
 
 @pytest.fixture

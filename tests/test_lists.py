@@ -4,9 +4,7 @@ import io
 import json
 import os
 import random
-import runpy
 import socket
-import sys
 import tarfile
 import threading
 
@@ -15,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from dataset_helpers import make_corpus, random_int16, write_audio
+from tool_helpers import run_tool
 from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.dataset.lists import (TableEntry, read_audio_list, read_raw_list, read_shard_list,
                                         read_utterance_table)
@@ -22,22 +21,6 @@ from wespeaker_py.dataset import shards
 from wespeaker_py.dataset.shards import iter_shard, make_shards
 from wespeaker_py.dataset.stats import BAD_MEMBER, BAD_SHARD, PipelineStats
 from wespeaker_py.utils.file_utils import DataFormatError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_tool(name, *args):
-    """Run a tools/ script in this process, as its command line would; a non-zero exit
-    status escapes as SystemExit."""
-    saved = sys.argv
-    sys.argv = [name, *args]
-    try:
-        runpy.run_path(os.path.join(REPO, "tools", name), run_name="__main__")
-    except SystemExit as done:
-        if done.code:
-            raise
-    finally:
-        sys.argv = saved
 
 
 def test_spk2id_is_sorted_and_dense(tmp_path):
