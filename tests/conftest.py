@@ -17,7 +17,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # exist in a forked child, and both workers hung (seen twice in CI, in
 # test_bad_data.py's two-worker test, with py-spy: gc_collect_main -> pybind11 dealloc ->
 # onnxruntime -> futex wait). Collecting in the parent right before each fork leaves the
-# children no such garbage.
+# children no such garbage. The package registers the same guard once it opens a session
+# (wespeaker_py.utils.onnx_session); this one also covers the sessions tests open directly.
 os.register_at_fork(before=gc.collect)
 
 

@@ -32,6 +32,10 @@ class ModelSourceError(WespeakerError, ValueError):
     """A model folder, checkpoint or ONNX file that cannot be loaded as a speaker model."""
 
 
+class MissingPackagesError(WespeakerError, ImportError):
+    """Packages an optional feature needs are not installed (a setup the user can fix)."""
+
+
 class RunFailedError(WespeakerError, RuntimeError):
     """The command ran but its result is not usable (every utterance skipped, too many
     trials lost, ...); the message says what happened and where it was counted."""

@@ -12,7 +12,6 @@ in ``embed``, through the graph's optional ``band_fill`` input.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
@@ -20,9 +19,10 @@ import torch
 
 from wespeaker_py.export.waveform_onnx import (BAND_FILL_INPUT, INPUT_NAME, OUTPUT_NAME,
                                                as_onnx_batch, graph_takes_band_fill,
-                                               quiet_session_options, read_waveform_onnx_info)
+                                               read_waveform_onnx_info)
 from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
 from wespeaker_py.runtime.identity import file_identity
+from wespeaker_py.utils.onnx_session import open_onnx_session
 
 
 class OnnxBackend:
@@ -31,10 +31,8 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, path: str, num_threads: Optional[int] = None):
-        onnxruntime = importlib.import_module("onnxruntime")
-        self.session = onnxruntime.InferenceSession(
-            path, quiet_session_options(onnxruntime, num_threads),
-            providers=["CPUExecutionProvider"])
+        self.session = open_onnx_session(path, num_threads,
+                                         purpose="running an ONNX speaker model")
         self.info = read_waveform_onnx_info(self.session, path)
         self.path = path
         self.sample_rate = int(self.info["sample_rate"])

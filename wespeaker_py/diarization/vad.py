@@ -24,6 +24,9 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from wespeaker_py.errors import MissingPackagesError
+from wespeaker_py.utils.onnx_session import open_onnx_session
+
 Region = Tuple[float, float]
 VoiceActivityDetector = Callable[[np.ndarray, int], List[Region]]
 VAD_NAMES = ("silero", "energy")
@@ -108,8 +111,8 @@ def silero_model_path(file_name: str = "silero_vad.onnx") -> str:
     """Path of a model file shipped in the installed ``silero-vad`` package (not imported)."""
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or spec.origin is None:
-        raise ImportError("the Silero VAD needs the 'silero-vad' package: "
-                          "pip install 'wespeaker_py[diar]' (or use --vad energy)")
+        raise MissingPackagesError("the Silero VAD needs the package silero-vad: "
+                                   "pip install 'wespeaker_py[diar]' (or use --vad energy)")
     path = os.path.join(os.path.dirname(spec.origin), "data", file_name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: the installed silero-vad package has no {file_name}")
@@ -128,17 +131,9 @@ class SileroVAD:
 
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 1,
                  rules: RegionRules = RegionRules()):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ImportError("the Silero VAD needs onnxruntime: pip install "
-                              "'wespeaker_py[diar]' (or use --vad energy)") from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = num_threads
-        self.session = onnxruntime.InferenceSession(model_path or silero_model_path(),
-                                                    sess_options=options,
-                                                    providers=["CPUExecutionProvider"])
+        self.session = open_onnx_session(
+            model_path or silero_model_path(), num_threads, purpose="the Silero VAD",
+            install="pip install 'wespeaker_py[diar]' (or use --vad energy)")
         self.rules = rules
 
     def speech_probabilities(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -21,9 +21,10 @@ import torch.nn as nn
 
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
                                         example_features)
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import MissingPackagesError, WespeakerError
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.onnx_session import open_onnx_session
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -32,10 +33,6 @@ REQUIRED_PACKAGES = ("onnx", "onnxruntime")
 DEFAULT_OPSET = 14
 INPUT_NAME = "feats"
 OUTPUT_NAME = "embs"
-
-
-class MissingPackagesError(WespeakerError, ImportError):
-    """Packages an optional feature needs are not installed (a setup the user can fix)."""
 
 
 def require_onnx_packages() -> None:
@@ -61,8 +58,7 @@ class MeanSubtractedEmbedding(nn.Module):
 
 def onnx_runner(path: str):
     """A callable running the ONNX model at ``path`` on CPU with onnxruntime (tensor in/out)."""
-    onnxruntime = importlib.import_module("onnxruntime")
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = open_onnx_session(path)
 
     def run(feats: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: feats.numpy()})[0])

@@ -24,7 +24,6 @@ sample rate, embedding size, shortest input, model name) that
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math
@@ -46,6 +45,7 @@ from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.framing import frame_params
 from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.onnx_session import open_onnx_session
 
 logger = get_logger(__name__)
 
@@ -196,7 +196,6 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
     """
     require_onnx_packages()
     onnx = importlib.import_module("onnx")
-    onnxruntime = importlib.import_module("onnxruntime")
     features = features.eval()
     model = model.eval()
     wrapped = WaveformEmbedder(features, model).eval()
@@ -224,26 +223,13 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(graph, tmp_path)
-        session = onnxruntime.InferenceSession(tmp_path, quiet_session_options(onnxruntime),
-                                               providers=["CPUExecutionProvider"])
+        session = open_onnx_session(tmp_path)
         worst = _check(session, features, model, min_samples, tolerance,
                        wrapped.takes_band_fill)
         if before_replace is not None:
             before_replace()
     logger.info("wrote %s (largest relative difference from eager %.2g)", output_model, worst)
     return worst
-
-
-def quiet_session_options(onnxruntime, num_threads: Optional[int] = None):
-    """onnxruntime session options that log errors only (an optional input is, to its
-    optimiser, an initializer it cannot fold, which it warns about on every load)."""
-    options = onnxruntime.SessionOptions()
-    with contextlib.suppress(AttributeError):
-        options.log_severity_level = 3
-    if num_threads:
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-    return options
 
 
 def graph_takes_band_fill(session) -> bool:

@@ -15,6 +15,12 @@ The identity of a torch model (:func:`embedder_identity`) is the SHA-256 of
   front-end kind and every argument that changes an inference embedding; settings used
   only in training (dither, SpecAugment, learning-rate scales) are left out.
 
+The model's name and ``model_args`` are not hashed: an argument that changes a model's
+embeddings changes its weights' keys or shapes too (hashed above). The one exception, a
+checkpoint loaded under another parameter-free pooling of the same width (``TAP`` for
+``TSDP``), is a wrong config rather than another model, and hashing them would change
+every identity recorded so far (galleries, calibration files, exported graphs).
+
 It is the same in every process and thread that loads the same checkpoint with the same
 config, and is computed once per loaded model, on first use. An ONNX graph exported
 from a model carries that model's identity; an older graph without one is identified by
