@@ -18,10 +18,10 @@ import time
 from typing import Callable, List, Optional
 
 import torch
-from tqdm import tqdm
 
 from wespeaker_py.models import get_model, list_models
 from wespeaker_py.models.complexity import recipe_model_args
+from wespeaker_py.utils.progress import progress_bar
 
 
 def _median_seconds(step: Callable[[], None], device: torch.device, warmup: int,
@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     names = args.models or list_models()
     rows = [bench_model(name, device, args.batch, args.frames, args.feat_dim, args.bf16,
                         args.channels_last, args.warmup, args.iters)
-            for name in tqdm(names, desc="models", unit="model")]
+            for name in progress_bar(names, desc="models", unit="model")]
     print(format_results(rows))
 
 

@@ -18,7 +18,6 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
                     Sequence, Tuple, Union)
 
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, CalibrationMissingError,
                                           check_prior, check_trial_counts, fit_calibration,
@@ -38,6 +37,7 @@ from wespeaker_py.utils.file_utils import (DataFormatError, FileStamp, file_stam
                                            require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -899,8 +899,8 @@ class SpeakerModel:
             nonlocal done
             for folder in folders:
                 recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
-                for key, path in tqdm(recordings.items(), desc="band fill", unit="utt",
-                                      disable=not progress):
+                for key, path in progress_bar(recordings.items(), desc="band fill",
+                                              unit="utt", enabled=progress):
                     try:
                         wide, source_rate = load_audio_with_rate(path, self.sample_rate)
                     except AudioInputError as err:

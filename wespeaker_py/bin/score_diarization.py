@@ -156,12 +156,12 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
 
     Each is ``<recording>.png``, the id as :func:`~wespeaker_py.diarization.plot.file_name`
     writes it."""
-    from tqdm import tqdm
     from wespeaker_py.diarization.plot import file_name, plot_timeline
+    from wespeaker_py.utils.progress import progress_bar
     ref, sys, regions = _read_scored(ref_rttm, sys_rttm, uem)
     os.makedirs(plot_dir, exist_ok=True)
     names = sorted(set(ref) | set(sys))
-    for name in tqdm(names, desc="plots", unit="rec", disable=len(names) < 20):
+    for name in progress_bar(names, desc="plots", unit="rec", enabled=len(names) >= 20):
         plot_timeline(ref.get(name, []), sys.get(name, []),
                       os.path.join(plot_dir, f"{file_name(name)}.png"), name,
                       regions.get(name) if regions else None)

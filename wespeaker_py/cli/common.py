@@ -31,6 +31,7 @@ from typing import Callable, List, Optional, Sequence
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
+from wespeaker_py.utils.progress import check_progress_settings
 from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_threads
 
 DEBUG_FLAG = "--debug"
@@ -252,6 +253,7 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
     args = [arg for arg in args if arg != DEBUG_FLAG]
     prog = prog or os.path.basename(sys.argv[0]) or "wespeaker_py"
     try:
+        check_progress_settings()
         with using_threads(requested_threads(args)):
             status = main(args)
     except KeyboardInterrupt:

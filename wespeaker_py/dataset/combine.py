@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio, write_wav
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.file_utils import (DataFormatError, file_stamp, read_wav_scp,
                                            write_table)
+from wespeaker_py.utils.progress import progress_bar
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
@@ -143,7 +143,7 @@ def _parallel(function: Callable, items: Sequence, nj: int, desc: str,
               unit: str) -> Iterator:
     """``function(item) for item in items``, in order, in ``nj`` processes, with a
     progress bar; a generator, so each result can be used as it arrives."""
-    with tqdm(total=len(items), desc=desc, unit=unit) as bar:
+    with progress_bar(total=len(items), desc=desc, unit=unit) as bar:
         if nj <= 1 or len(items) <= 1:
             for item in items:
                 result = function(item)

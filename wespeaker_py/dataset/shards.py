@@ -33,7 +33,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
                                 wav_bytes)
@@ -44,6 +43,7 @@ from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import FileStamp, atomic_open, atomic_path, file_stamp
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -348,8 +348,8 @@ def _write_shards(jobs: Sequence[ShardJob], num_threads: int) -> None:
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         futures = [pool.submit(_write_noted_shard, *job) for job in jobs]
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="shards",
-                               disable=len(futures) < 2):
+            for future in progress_bar(as_completed(futures), total=len(futures),
+                                       desc="shards", enabled=len(futures) >= 2):
                 future.result()
         except BaseException:
             pool.shutdown(cancel_futures=True)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice,
                                 heard_rate_of, load_audio_with_rate, narrowband,
@@ -35,6 +34,7 @@ from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.utils.file_utils import DataFormatError, read_wav_scp
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -281,8 +281,8 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
                                         f"{wav_scp}: {', '.join(missing[:5])}")
     summary = BatchSummary()
     turns: Dict[str, List[Turn]] = {}
-    for key, path in tqdm(recordings.items(), desc="diarize", unit="rec",
-                          disable=not show_progress):
+    for key, path in progress_bar(recordings.items(), desc="diarize", unit="rec",
+                                  enabled=show_progress):
         if speaker_counts is not None:
             kwargs["num_speakers"] = speaker_counts[key]
         try:
@@ -360,8 +360,8 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     speakers: Dict[int, List[str]] = {heard_rate: [] for heard_rate in heard_rates}
     read = 0
     rate = diarizer.sample_rate
-    for key, path in tqdm(recordings.items(), desc="windows", unit="utt",
-                          disable=not show_progress):
+    for key, path in progress_bar(recordings.items(), desc="windows", unit="utt",
+                                  enabled=show_progress):
         try:
             audio, source_rate = load_audio_with_rate(path, rate)
         except AudioInputError as err:

@@ -23,10 +23,10 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Set, 
 
 import kaldiio
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_key_rest
+from wespeaker_py.utils.progress import progress_bar
 
 
 class ArchiveNameError(WespeakerError, ValueError):
@@ -248,8 +248,8 @@ def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
     rows: List[np.ndarray] = []
     seen = set()
     dim: Optional[int] = None
-    for key, line_no, vector in tqdm(reader, desc=f"loading {os.path.basename(path)}",
-                                     disable=not progress, unit="emb"):
+    for key, line_no, vector in progress_bar(reader, desc=f"loading {os.path.basename(path)}",
+                                             enabled=progress, unit="emb"):
         vector = _as_vector(vector, key, path, line_no, dim)
         dim = vector.shape[0]
         if key in seen:

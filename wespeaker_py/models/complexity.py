@@ -14,9 +14,9 @@ from typing import Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 from wespeaker_py.models import get_model
+from wespeaker_py.utils.progress import progress_bar
 
 
 def count_params(model: nn.Module) -> int:
@@ -145,7 +145,7 @@ def summarize_models(names: Iterable[str], num_frames: int = 200,
     ValueError naming it.
     """
     rows = []
-    for name in tqdm(list(names), desc="models", unit="model"):
+    for name in progress_bar(list(names), desc="models", unit="model"):
         dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
         model_args = recipe_model_args(name, dim, deployed=True)
         width = recipe_input_dim(name) // recipe_feat_dim(name) * dim

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from wespeaker_py.audio.resample import heard_rate_of
 from wespeaker_py.audio.samples import warn_if_narrowband
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.batching import LengthBuckets
+from wespeaker_py.utils.progress import progress_bar
 
 # skip reasons (the extraction summary counts them under these names)
 UNREADABLE = "unreadable_audio"  # audio refused without a named reason
@@ -82,9 +82,10 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
     :meth:`~wespeaker_py.runtime.engine.TorchBackend.band_fill_for`), or, with
     ``read``, what ``read`` turns into ``(waveform, the rate it came at)`` (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
-    Outcomes come in batch order, not input order. ``progress`` shows a tqdm
-    bar over the inputs (``desc``, ``total``, ``position``). Narrow-band audio
-    that the backend has no band fill for is warned about, once per rate.
+    Outcomes come in batch order, not input order. ``progress`` shows a
+    :func:`~wespeaker_py.utils.progress.progress_bar` over the inputs (``desc``,
+    ``total``, ``position``). Narrow-band audio that the backend has no band fill for
+    is warned about, once per rate.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -101,8 +102,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                     yield Outcome(key, None, NON_FINITE,
                                   "the model gave a NaN or infinite embedding", heard)
 
-    bar = tqdm(items, total=total, desc=desc, unit="utt", position=position,
-               dynamic_ncols=True, disable=not progress)
+    bar = progress_bar(items, total=total, desc=desc, unit="utt", position=position,
+                       enabled=progress)
     try:
         for key, audio in bar:
             heard = heard_rate

@@ -13,12 +13,11 @@ import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from tqdm import tqdm
-
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
 from wespeaker_py.scoring.make_trials import TrialDesignError
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, iter_key_rest,
                                            iter_table, write_table)
+from wespeaker_py.utils.progress import progress_bar
 
 SHORT_RANGE = (2.0, 6.0)
 
@@ -31,7 +30,7 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
     """
     rows, total = [], 0.0
     entries = list(iter_key_rest(wav_scp, "'<utt> <audio path>'"))
-    for line_no, utt, path in tqdm(entries, desc="utt2dur", unit="utt"):
+    for line_no, utt, path in progress_bar(entries, desc="utt2dur", unit="utt"):
         if is_pipe(path):
             raise DataFormatError(wav_scp, line_no,
                                   "expected '<utt> <audio path>' (pipes are not supported)")

@@ -21,7 +21,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.scoring.cosine import cosine_score_trials, length_normalize
@@ -32,6 +31,7 @@ from wespeaker_py.scoring.trials import (TrialList, keep_scorable_trials, read_s
                                          write_score_file)
 from wespeaker_py.utils.file_utils import DataFormatError, iter_table
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -112,8 +112,8 @@ def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: 
     block_buffer = torch.empty((min(chunk_size, normed.shape[0]), cohort_t.shape[1]),
                                dtype=torch.float32, device=normed.device)
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        for start in tqdm(range(0, normed.shape[0], chunk_size), disable=not progress,
-                          desc="cohort scores", unit="chunk"):
+        for start in progress_bar(range(0, normed.shape[0], chunk_size), enabled=progress,
+                                  desc="cohort scores", unit="chunk"):
             rows = normed[start:start + chunk_size]
             block = torch.mm(rows, cohort_t, out=block_buffer[:rows.shape[0]])
             stop = start + rows.shape[0]

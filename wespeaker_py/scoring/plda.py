@@ -26,11 +26,11 @@ from typing import Optional, Tuple
 import numpy as np
 import scipy.linalg
 import scipy.sparse
-from tqdm import tqdm
 
 from wespeaker_py.scoring.kaldi_plda import read_kaldi_plda
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -162,7 +162,7 @@ def two_covariance_em(stats: ClassStatistics, num_iters: int, progress: bool = F
     mu = stats.means.mean(axis=0)
     centred = stats.means - mu
     between, within = np.eye(dim), np.eye(dim)
-    for iteration in tqdm(range(num_iters), desc="PLDA EM", disable=not progress):
+    for iteration in progress_bar(range(num_iters), desc="PLDA EM", enabled=progress):
         transform, psi = simultaneous_diagonalization(between, within)
         means_t = centred @ transform.T
         # per class, the posterior of y (in this basis) has diagonal covariance

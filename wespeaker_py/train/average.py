@@ -5,12 +5,12 @@ import os
 from typing import Dict, List
 
 import torch
-from tqdm import tqdm
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.utils.progress import progress_bar
 
 
 class AveragingError(WespeakerError, ValueError):
@@ -52,7 +52,7 @@ def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
         raise AveragingError("no checkpoints to average")
     sums: Dict[str, torch.Tensor] = {}
     reference: Dict[str, torch.Tensor] = {}
-    for path in tqdm(paths, desc="averaging", unit="ckpt"):
+    for path in progress_bar(paths, desc="averaging", unit="ckpt"):
         state = model_state_of(read_checkpoint(path))
         if not reference:
             reference = dict(state)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
 
 import torch
-from tqdm import tqdm
 
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
 from wespeaker_py.train.step import NonFiniteLossError, StepOutcome
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
 
 if TYPE_CHECKING:
     from wespeaker_py.train.interrupt import InterruptedAt, StopRequest
@@ -108,8 +108,8 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     if resume_at is not None:
         epoch_totals += torch.tensor(resume_at.totals[world.rank], dtype=torch.float64)
     totals = DeviceTotals(world.device)
-    progress = tqdm(total=epoch_iter, initial=first, desc=f"epoch {epoch}", unit="batch",
-                    disable=not world.is_main, leave=False, dynamic_ncols=True)
+    progress = progress_bar(total=epoch_iter, initial=first, desc=f"epoch {epoch}",
+                            unit="batch", enabled=world.is_main, leave=False)
     epoch_start_rng, iterator = _start_epoch_data(batches, resume_at, world)
     try:
         for index in range(epoch_iter):
@@ -146,7 +146,7 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
             if samples:
                 loss, accuracy = loss_sum / samples, 100.0 * correct / samples
                 margin = trainer.margin_scheduler.get_margin()
-                progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}")
+                progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}", refresh=False)
                 logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
                             epoch, index + 1, epoch_iter, lr, margin, loss, accuracy)
                 trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
