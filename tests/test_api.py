@@ -206,6 +206,14 @@ def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
     uncalibrated = model.verify(first, second)
     assert not uncalibrated.calibrated and uncalibrated.llr is None
     assert "UNCALIBRATED" in uncalibrated.describe()
+    # a prior or an operating point means nothing without a calibration: refused, as is
+    # an operating point together with a threshold
+    for rule in ({"prior": 0.2}, {"operating_point": "fa1"}):
+        with pytest.raises(WespeakerError, match="needs a calibration.*wespeaker-py calibrate"):
+            model.verify(first, second, **rule)
+        with pytest.raises(WespeakerError, match="needs a calibration"):
+            model.decide(0.7, **rule)
+    assert model.decide(0.7, threshold=0.8).decision is False
 
     # the corpus's first 20 target and 100 nontarget trials (calibrate needs 10 of each)
     trials_path = str(tmp_path / "trials")
@@ -261,6 +269,8 @@ def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
     assert calibration.weight > 0
     assert high.score > low.score and high.llr > low.llr
     assert reloaded.verify(first, first, operating_point="fa1").threshold == fa1["threshold"]
+    with pytest.raises(WespeakerError, match="operating point .* and a threshold"):
+        reloaded.decide(0.3, operating_point="fa1", threshold=0.2)
 
 
 def test_gallery_round_trip(xvec, tmp_path, speech):

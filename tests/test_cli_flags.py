@@ -283,3 +283,20 @@ def test_a_tool_takes_an_abbreviation_of_both_spellings_of_one_flag(tmp_path):
                  tmp_path / "trials", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "trials").read_text().splitlines()) == 4
+
+
+def test_a_command_whose_reader_goes_away_stops_quietly():
+    # `wespeaker-py ... | head`: the reader closes the pipe after one line
+    script = ("import sys\n"
+              "from wespeaker_py.cli.common import run_main\n"
+              "def main(args):\n"
+              "    for _ in range(200000):\n"
+              "        print('a line of output to a reader that stops early')\n"
+              "sys.exit(run_main(main, []))\n")
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert writer.stdout.readline().startswith(b"a line")
+    writer.stdout.close()
+    stderr = writer.stderr.read().decode()
+    assert writer.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

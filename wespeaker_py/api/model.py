@@ -81,10 +81,9 @@ class Verification:
         """One line for people, naming the rule that decided."""
         verdict = "same speaker" if self.decision else "different speakers"
         if not self.calibrated:
-            unused = "; --prior needs one" if self.prior is not None else ""
             return (f"score {self.score:.4f}: {verdict} (UNCALIBRATED decision: score > "
                     f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy "
-                    f"one{unused})")
+                    f"one)")
         found = (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
                  f"= {self.probability:.3f}: {verdict}")
         if self.rule == "bayes":
@@ -104,6 +103,10 @@ def _check_decision_rule(prior: Optional[float], operating_point: Optional[str],
                          threshold: Optional[float]) -> None:
     """A valid ``prior`` (if any), and at most one way to decide: a prior (the Bayes rule),
     or an operating point or threshold (the threshold rule)."""
+    if operating_point is not None and threshold is not None:
+        raise WespeakerError("an operating point (--operating_point, operating_point=) and a "
+                             "threshold (--threshold, threshold=) each set the score "
+                             "threshold: give one of them")
     if prior is None:
         return
     check_prior(prior)
@@ -111,6 +114,21 @@ def _check_decision_rule(prior: Optional[float], operating_point: Optional[str],
         raise WespeakerError("a prior (--prior, prior=) decides by the Bayes rule, an "
                              "operating point or threshold (--operating_point, --threshold) "
                              "by a score threshold: give one of them")
+
+
+def _check_rule_has_calibration(calibration: Optional[Calibration], prior: Optional[float],
+                                operating_point: Optional[str], source: str) -> None:
+    """A ``prior`` or ``operating_point`` means nothing without a calibration: refuse them
+    (a raw-score ``threshold``, or none, still decides, marked uncalibrated)."""
+    if calibration is not None:
+        return
+    for what, value in (("a prior (--prior, prior=)", prior),
+                        ("an operating point (--operating_point, operating_point=)",
+                         operating_point)):
+        if value is not None:
+            raise WespeakerError(f"{what} needs a calibration, and the model {source} has "
+                                 f"none: run 'wespeaker-py calibrate' on labelled trials, or "
+                                 f"decide with a raw-score threshold (--threshold)")
 
 
 @dataclass
@@ -392,11 +410,12 @@ class SpeakerModel:
         """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
         _check_decision_rule(prior, operating_point, threshold)
         calibration = self.calibration
+        _check_rule_has_calibration(calibration, prior, operating_point, self.source)
         if calibration is None:
             point = "default" if threshold is None else "given"
             threshold = UNCALIBRATED_THRESHOLD if threshold is None else float(threshold)
             return Verification(score=score, decision=score > threshold, threshold=threshold,
-                                operating_point=point, calibrated=False, prior=prior)
+                                operating_point=point, calibrated=False)
         llr = calibration.llr(score)
         if prior is not None:
             return Verification(score=score, decision=llr > bayes_llr_threshold(prior),
@@ -423,11 +442,12 @@ class SpeakerModel:
         the calibration's threshold at ``operating_point`` (``eer``, the default, or
         ``fa1``: 1 % false acceptance on the calibration trials), or with
         ``threshold``; give one of ``prior``, ``operating_point`` and ``threshold``.
-        Without a calibration the result says the decision is uncalibrated (a
-        ``prior`` needs one).
+        Without a calibration the result says the decision is uncalibrated, and a
+        ``prior`` or ``operating_point`` is an error.
         """
         _check_decision_rule(prior, operating_point, threshold)
-        _ = self.calibration   # a calibration of another model fails before any audio is read
+        # a calibration of another model, or a rule that needs one, fails before any audio
+        _check_rule_has_calibration(self.calibration, prior, operating_point, self.source)
         return self.decide(self.similarity(first, second, sample_rate, channel), prior,
                            operating_point, threshold)
 

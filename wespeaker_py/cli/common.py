@@ -40,6 +40,7 @@ OK_STATUS = 0
 RUN_FAILED_STATUS = 1
 USER_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130
+BROKEN_PIPE_STATUS = 141   # 128 + SIGPIPE, what a shell shows for a Unix tool cut off so
 # OSErrors that mean the user named a wrong path (a full disk is a DiskFullError, status 1)
 USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -239,6 +240,15 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so that flushing it at exit finds no
+    closed pipe to complain about."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # not a real file (captured in tests)
+        pass
+
+
 def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None,
              prog: Optional[str] = None) -> int:
     """Run ``main(argv)`` (``--debug`` removed) and return the process exit status.
@@ -256,6 +266,11 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
         check_progress_settings()
         with using_threads(requested_threads(args)):
             status = main(args)
+        sys.stdout.flush()   # a reader gone before the last output shows here, not at exit
+    except BrokenPipeError:
+        # the reader of our output went away (`| head`): stop quietly, as Unix tools do
+        _discard_stdout()
+        return BROKEN_PIPE_STATUS
     except KeyboardInterrupt:
         if debug:
             raise

@@ -40,7 +40,8 @@ Uses MODEL's calibration.json (see 'wespeaker-py calibrate'): the decision
 compares the score with its threshold at --operating_point (the EER point by
 default), or with --prior follows the Bayes rule (same speaker when
 P(same | prior) > 0.5); the output says which rule decided. Without a calibration
-the decision compares the raw cosine with --threshold (default 0.5) and says so.
+the decision compares the raw cosine with --threshold (default 0.5) and says so;
+--prior and --operating_point need one.
 Exit status 0 either way; the decision is in the output.""",
     "enroll": """examples:
   wespeaker-py enroll --model exp/ResNet34 --gallery speakers.npz alice a1.wav a2.wav
@@ -633,13 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("first", help="audio file")
         sub.add_argument("second", help="audio file")
     sub.add_argument("--prior", type=open_probability, default=None,
-                     help="prior probability of the same speaker, 0 < p < 1: with a "
-                          "calibration, decide by the Bayes rule (same speaker when "
+                     help="prior probability of the same speaker, 0 < p < 1 (needs a "
+                          "calibration): decide by the Bayes rule (same speaker when "
                           "P(same | prior) > 0.5) instead of a threshold (default: none; "
                           "P(same) is shown at 0.5)")
     add_flag(sub, "operating_point", default=None, choices=("eer", "fa1"),
-             help="the calibration's threshold to decide with: its EER point or 1%% false "
-                  "acceptance (default eer, unless --prior)")
+             help="the calibration's threshold to decide with (needs a calibration): its "
+                  "EER point or 1%% false acceptance (default eer, unless --prior)")
     sub.add_argument("--threshold", type=float, default=None,
                      help="decide with this cosine threshold instead")
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
