@@ -109,6 +109,25 @@ def test_arrays_follow_one_convention_and_channel_policy():
                              else RATE)
     with pytest.raises(audio.AudioSilentError):
         audio.load_audio(np.zeros(100, np.float32), RATE, sample_rate=RATE)
+    # a list names its type even without a rate (it used to ask for sample_rate= first)
+    with pytest.raises(wespeaker_py.AudioInputError, match="cannot use a list"):
+        audio.load_audio(["a.wav", "b.wav"], RATE)
+
+
+def test_floats_on_another_scale_are_refused_not_scaled_again():
+    int16 = random_int16(8000, seed=3)
+    as_float = int16.astype(np.float32) / np.float32(audio.INT16_SCALE)
+    # int16-scale floats (what WeSpeaker's extract_embedding_from_pcm takes)
+    for given in (int16.astype(np.float32), torch.from_numpy(int16.astype(np.float32))):
+        with pytest.raises(wespeaker_py.AudioInputError, match="int16 scale.*int16, or divided"):
+            audio.load_audio(given, RATE, sample_rate=RATE, name="pcm")
+    # a little overshoot of [-1, 1] (after processing) is still audio, scaled as ever
+    overshoot = as_float * np.float32(1.5 / np.abs(as_float).max())
+    np.testing.assert_allclose(audio.load_audio(overshoot, RATE, sample_rate=RATE),
+                               overshoot * np.float32(audio.INT16_SCALE), rtol=1e-6)
+    # NaN is refused as before, by its own check
+    with pytest.raises(audio.AudioNonFiniteError):
+        audio.load_audio(np.array([np.nan] + [0.1] * 999, np.float32), RATE, sample_rate=RATE)
     with pytest.raises(audio.AudioTooShortError, match="fewer than the 50"):
         audio.check_samples(int16[:10].astype(np.float32), "x", min_samples=50)
 

@@ -70,13 +70,16 @@ class AudioHandle:
     """An open audio file (path or bytes) read frame-accurately, mono by ``channel``."""
 
     def __init__(self, source: Union[str, io.BytesIO], name: str,
-                 channel: ChannelChoice = DEFAULT_CHANNEL, streamed: bool = False):
+                 channel: ChannelChoice = DEFAULT_CHANNEL, command: Optional[str] = None):
+        """``command``: the Kaldi ``wav.scp`` command whose output ``source`` holds."""
         self.name = name
         self.channel = parse_channel(channel)
         try:
             self._file = sf.SoundFile(source)
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioUnreadableError(f"{name}: not readable audio ({err})") from None
+            raise AudioUnreadableError(
+                f"{name}: {_unreadable_source(name, command)}not readable audio "
+                f"({_open_failure(source, err)})") from None
         self.frames = int(self._file.frames)
         self.samplerate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
@@ -90,7 +93,7 @@ class AudioHandle:
             seconds = self.frames / self.samplerate
             what = (f"its header promises {promised} bytes of audio "
                     f"({seconds * promised / held:.2f} s), ")
-            if streamed:   # see the module's docstring
+            if command is not None:   # streamed: see the module's docstring
                 logger.warning("%s: %sthe command gave %d (%.2f s); using those", name, what,
                                held, seconds)
             else:
@@ -194,6 +197,25 @@ class ArrayHandle:
         self.close()
 
 
+def _unreadable_source(name: str, command: Optional[str]) -> str:
+    """What was not audio, as the start of a sentence: a command's output (named unless
+    ``name`` already shows it), else nothing to add to ``name``."""
+    if command is None:
+        return ""
+    if command in name:
+        return "the command's output is "
+    return f"the output of '{command}' is "
+
+
+def _open_failure(source: Union[str, io.BytesIO], err: Exception) -> str:
+    """soundfile's reason for refusing ``source``; for bytes, without its
+    ``Error opening <_io.BytesIO object at 0x...>`` prefix, which names nothing."""
+    reason = getattr(err, "error_string", None)   # soundfile >= 0.11's LibsndfileError
+    if isinstance(source, str) or reason is None:
+        return str(err)
+    return reason
+
+
 def read_pipe(command: str, name: str) -> bytes:
     """Standard output of a Kaldi ``wav.scp`` command (given without its ``|``)."""
     result = subprocess.run(command, shell=True, stdout=subprocess.PIPE,
@@ -215,7 +237,7 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
     :class:`AudioPipeError` naming ``name`` (default: the path).
     """
     name = name or (wav or "<bytes>")
-    streamed = False
+    command = None
     if data is None:
         if wav is None:
             raise ValueError("open_audio needs a path or bytes")
@@ -231,10 +253,11 @@ def open_audio(wav: Optional[str] = None, data: Optional[bytes] = None,
             if size == 0:
                 raise AudioEmptyError(f"{wav} is empty")
             return AudioHandle(wav, name, channel)
-        data, streamed = read_pipe(wav.rstrip()[:-1], name), True
+        command = wav.rstrip()[:-1].strip()
+        data = read_pipe(command, name)
     if len(data) == 0:
         raise AudioEmptyError(f"{name}: no bytes")
-    return AudioHandle(io.BytesIO(data), name, channel, streamed)
+    return AudioHandle(io.BytesIO(data), name, channel, command)
 
 
 def audio_duration(path: str) -> float:

@@ -110,8 +110,9 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
             samples = read_checked(handle, target_rate)
             source_rate = int(handle.samplerate)
         return np.ascontiguousarray(samples, dtype=np.float32), source_rate
+    array = _as_numpy(audio, name)   # a wrong type is named before a missing rate
     rate = _check_rate(sample_rate, name)
-    frames = to_int16_scale(as_frames(_as_numpy(audio, name), name), name)
+    frames = to_int16_scale(as_frames(array, name), name)
     samples = mix_to_mono(frames, channel, name)
     try:
         check_samples(samples, name)

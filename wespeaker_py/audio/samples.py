@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 # float audio in [-1, 1] times this is the int16 scale models see; divide to go back
 INT16_SCALE = 32768.0
+# the largest float sample taken as [-1, 1] audio (processing may overshoot 1 a little)
+FLOAT_PEAK_LIMIT = 2.0
 # a model built for at least WIDEBAND_RATE given audio at NARROWBAND_RATE or lower is
 # warned about: the upper half of its spectrum is empty and embeddings degrade
 WIDEBAND_RATE = 16000
@@ -155,13 +157,24 @@ def as_frames(samples: np.ndarray, name: str) -> np.ndarray:
 
 
 def to_int16_scale(samples: np.ndarray, name: str) -> np.ndarray:
-    """float32 samples on the int16 scale: floats are read as [-1, 1], int16 as stored."""
+    """float32 samples on the int16 scale: floats are read as [-1, 1], int16 as stored.
+
+    Floats reaching beyond :data:`FLOAT_PEAK_LIMIT` are refused: they are on another
+    scale (int16-scale floats, as WeSpeaker's ``extract_embedding_from_pcm`` takes), and
+    scaling them by 32768 would embed a distorted signal without a word.
+    """
     if samples.dtype == np.int16:
         return samples.astype(np.float32)
     if np.issubdtype(samples.dtype, np.integer):
         raise AudioInputError(f"{name}: integer samples must be int16, got {samples.dtype}")
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioInputError(f"{name}: samples of type {samples.dtype} are not audio")
+    finite = np.abs(samples[np.isfinite(samples)])
+    peak = float(finite.max()) if finite.size else 0.0
+    if peak > FLOAT_PEAK_LIMIT:
+        raise AudioInputError(f"{name}: float samples are read as lying in [-1, 1], but these "
+                              f"reach {peak:g}; samples on the int16 scale: pass them as "
+                              f"int16, or divided by {INT16_SCALE:g}")
     return samples.astype(np.float32) * np.float32(INT16_SCALE)
 
 
