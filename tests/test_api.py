@@ -214,6 +214,9 @@ def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
         with pytest.raises(WespeakerError, match="needs a calibration"):
             model.decide(0.7, **rule)
     assert model.decide(0.7, threshold=0.8).decision is False
+    for threshold in (float("nan"), 1.5, -2.0):
+        with pytest.raises(WespeakerError, match="cosine score: it must lie between -1 and 1"):
+            model.decide(0.7, threshold=threshold)
 
     # the corpus's first 20 target and 100 nontarget trials (calibrate needs 10 of each)
     trials_path = str(tmp_path / "trials")

@@ -103,6 +103,9 @@ def _check_decision_rule(prior: Optional[float], operating_point: Optional[str],
                          threshold: Optional[float]) -> None:
     """A valid ``prior`` (if any), and at most one way to decide: a prior (the Bayes rule),
     or an operating point or threshold (the threshold rule)."""
+    if threshold is not None and not -1.0 <= threshold <= 1.0:   # NaN fails too
+        raise WespeakerError(f"a threshold (--threshold, threshold=) is a cosine score: it "
+                             f"must lie between -1 and 1, got {threshold}")
     if operating_point is not None and threshold is not None:
         raise WespeakerError("an operating point (--operating_point, operating_point=) and a "
                              "threshold (--threshold, threshold=) each set the score "

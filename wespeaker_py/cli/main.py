@@ -287,8 +287,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     size = _load(args).enroll(args.name, *args.audio, gallery=args.gallery,
                               replace=args.replace, append=args.append, force=args.force,
                               channel=args.channel)
-    print(f"enrolled {args.name} ({len(args.audio)} recording(s)); {args.gallery} holds "
-          f"{size} speaker(s)")
+    gallery = _existing_gallery(args.gallery)
+    total = int(gallery.counts[gallery.names.index(args.name)])
+    in_all = f", {total} in all" if total != len(args.audio) else ""
+    added = f"{len(args.audio)} recording(s){in_all}"
+    print(f"enrolled {args.name} ({added}); {args.gallery} holds {size} speaker(s)")
     return 0
 
 
@@ -565,7 +568,7 @@ def _add_finetune_command(commands) -> None:
     sub = commands.add_parser("finetune", help=summary, description=summary,
                               epilog=FINETUNE_EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub.set_defaults(handler=cmd_finetune)
+    sub.set_defaults(handler=cmd_finetune, subcommand_parser=sub)
     add_flag(sub, "model", required=True, metavar="SRC",
              help="experiment dir, model folder or checkpoint with PyTorch weights")
     add_flag(sub, "config", default=None, help="config.yaml for a checkpoint")
@@ -614,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_flags(sub)
         if reads_audio:
             add_channel_flag(sub)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, subcommand_parser=sub)
         handlers[name] = handler
         return sub
 
@@ -726,7 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: List[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:   # the subcommand's usage, not the top level's, says what it takes
+        args.subcommand_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.handler(args)
 
 
