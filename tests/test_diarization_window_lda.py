@@ -51,9 +51,16 @@ def test_lda_keeps_the_directions_that_tell_speakers_apart():
     assert separation(projected, test_labels) > 3 * separation(test, test_labels)
 
 
-def test_dim_is_capped_and_bad_training_data_is_refused():
+def test_dim_is_capped_and_bad_training_data_is_refused(caplog):
     points, labels = speakers_in_noise(num_speakers=4)
-    assert fit_window_lda(points, labels, dim=32).output_dim == 3   # speakers - 1
+    with caplog.at_level(logging.WARNING):
+        assert fit_window_lda(points, labels, dim=32).output_dim == 3   # speakers - 1
+    assert "learnt from 4 speakers (24-dim embeddings) keeps 3 dimensions, not the 32" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fit_window_lda(points, labels, dim=3)
+    assert caplog.text == ""
     with pytest.raises(WindowLDAError, match="at least two speakers"):
         fit_window_lda(points[:10], ["one"] * 10)
     with pytest.raises(WindowLDAError, match="more windows than speakers"):
@@ -105,7 +112,7 @@ def test_the_diarizer_clusters_the_projected_windows():
         side = (np.arange(len(embeddings)) >= len(embeddings) // 2).astype(int)
         return centres[side] + 0.1 * embeddings[:, :4]
 
-    audio = (3000 * rng.standard_normal(16000 * 12)).astype(np.float32)
+    audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)
     diarizer = Diarizer(embed, DiarizationOptions(vad="energy"), projection=projection)
     result = diarizer.diarize(audio, 16000)             # the count is estimated
     assert len(seen) == 1 and seen[0][1] == 16        # once, on the model's embeddings
@@ -136,7 +143,7 @@ def test_a_narrowband_projection_serves_recordings_at_or_below_its_rate():
                         narrowband_projections={8000: projection("8k"),
                                                 11025: projection("11k")})
     for rate in (16000, 8000, 6000, 11025, 12000):
-        audio = (3000 * rng.standard_normal(rate * 6)).astype(np.float32)
+        audio = (0.1 * rng.standard_normal(rate * 6)).astype(np.float32)
         diarizer.diarize(audio, rate, num_speakers=2)
     assert used == ["wide", "8k", "8k", "11k", "wide"]
     assert Diarizer(embed, projection=projection("only")).projection_for(8000) is not None
@@ -162,6 +169,9 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
         assert model.diarizer(vad="energy").projection == first
         assert "window LDA" not in caplog.text                   # read above already
         relearnt = model.train_window_lda(labelled_dir, dim=3, progress=False)
+        # the LDA beside the model is replaced, and the log says what by what
+        assert "replacing the window LDA" in caplog.text
+        assert "-> 4 dims" in caplog.text and "with one of" in caplog.text
         caplog.clear()
         projection = model.diarizer(vad="energy").projection
         assert "-> 3 dims" in caplog.text and projection != first

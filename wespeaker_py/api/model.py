@@ -146,6 +146,15 @@ class EmbeddingResults:
     heard_rates: Dict[str, int] = field(default_factory=dict)
 
 
+def _describe_window_lda(path: str) -> str:
+    """The window LDA file at ``path`` in one line, or why it cannot be read."""
+    from wespeaker_py.diarization.projection import WindowLDA
+    try:
+        return WindowLDA.load(path).describe()
+    except WespeakerError as error:
+        return f"unreadable: {error}"
+
+
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
               ) -> List[Tuple[str, AudioLike]]:
     """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
@@ -794,6 +803,9 @@ class SpeakerModel:
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
                              dim or DEFAULT_LDA_DIM, self.identity, heard_rate,
                              self._band_fill_digest(heard_rate))
+        if os.path.exists(target):
+            logger.warning("replacing the window LDA at %s (%s) with one of %s", target,
+                           _describe_window_lda(target), lda.describe())
         lda.save(target)
         logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
                     skipped)

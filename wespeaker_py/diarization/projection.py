@@ -29,6 +29,9 @@ import numpy as np
 from wespeaker_py.diarization.graph import unit_rows
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_LDA_DIM = 32  # measured: 16-64 all helped, 32 best over two models
 
@@ -104,8 +107,8 @@ def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = D
                    identity: str = "", heard_rate: int = 0, band_fill: str = "") -> WindowLDA:
     """An LDA of ``[N, D]`` window embeddings (length-normalised) by their ``speakers``.
 
-    ``dim`` is capped at one less than the number of speakers and at ``D``
-    (what an LDA can give). Fewer than two speakers, or no more windows than
+    ``dim`` is capped, with a warning, at one less than the number of speakers and
+    at ``D`` (what an LDA can give). Fewer than two speakers, or no more windows than
     speakers, is an error.
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -121,7 +124,13 @@ def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = D
                              f"{num_speakers} speaker(s)")
     if dim < 1:
         raise WindowLDAError(f"the window LDA's dim must be at least 1, got {dim}")
-    dim = min(dim, num_speakers - 1, embeddings.shape[1])
+    kept = min(dim, num_speakers - 1, embeddings.shape[1])
+    if kept < dim:
+        logger.warning("a window LDA learnt from %d speakers (%d-dim embeddings) keeps %d "
+                       "dimensions, not the %d asked for; one learnt from this few speakers "
+                       "can merge speakers it did not see (the mini recipe learns it from 93)",
+                       num_speakers, embeddings.shape[1], kept, dim)
+    dim = kept
     lda = LinearDiscriminantAnalysis(solver="svd").fit(unit_rows(embeddings), labels)
     return WindowLDA(lda.xbar_.astype(np.float64), lda.scalings_[:, :dim].astype(np.float64),
                      identity, num_speakers, len(labels), heard_rate, band_fill)
