@@ -186,6 +186,16 @@ def test_similarity_is_symmetric_and_one_for_the_same_file(xvec, speech):
     assert forth == pytest.approx(back, abs=1e-12) and -1.0 <= forth < same
 
 
+def test_a_very_short_input_is_warned_about(xvec, speech, caplog):
+    model, _, _ = xvec
+    samples, rate = sf.read(speech[0], dtype="int16")
+    with caplog.at_level(logging.WARNING):
+        model.similarity(speech[0], speech[1])
+        assert caplog.text == ""
+        model.similarity(speech[0], samples[:rate // 2], sample_rate=rate)
+    assert "0.50 s of audio; the embedding of an input under 1 s is unreliable" in caplog.text
+
+
 def test_a_mean_vector_in_the_folder_is_subtracted(xvec, tmp_path, speech):
     model, folder, _ = xvec
     copy = shutil.copytree(folder, tmp_path / "with_mean")

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 BUFFER_BYTES = 256 << 20
 # the decision threshold on the cosine score when a model has no calibration
 UNCALIBRATED_THRESHOLD = 0.5
+# one recording shorter than this is warned about: its embedding rests on too little speech
+SHORT_INPUT_SECONDS = 1.0
 # the prior that P(same) is shown at when none is given (the decision is a threshold's then)
 NO_PRIOR = 0.5
 
@@ -282,6 +284,11 @@ class SpeakerModel:
         """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
         wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
                                                 channel=channel)
+        seconds = wav.size / self.sample_rate
+        if seconds < SHORT_INPUT_SECONDS:
+            logger.warning("%s: %.2f s of audio; the embedding of an input under %g s is "
+                           "unreliable, and so are scores and decisions made with it",
+                           describe_audio(audio), seconds, SHORT_INPUT_SECONDS)
         [outcome] = list(self._embed_stream([(describe_audio(audio), wav)], 1, loaded=True,
                                             heard_rate=source_rate))
         if outcome.embedding is None:
