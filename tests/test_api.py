@@ -208,6 +208,25 @@ def test_a_mean_vector_in_the_folder_is_subtracted(xvec, tmp_path, speech):
     assert centred.similarity(speech[0], speech[1]) == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_recipe_mean_vector_that_the_folder_load_leaves_out_is_named(xvec, tmp_path, caplog):
+    _, folder, _ = xvec
+    copy = shutil.copytree(folder, tmp_path / "exp")
+    with caplog.at_level(logging.INFO):
+        wespeaker_py.load_model(copy, device="cpu")
+    assert "mean vector" not in caplog.text
+    os.makedirs(copy / "embeddings" / "backend")
+    recipe_mean = copy / "embeddings" / "backend" / "mean_vec.npy"
+    np.save(recipe_mean, np.full(8, 0.1, np.float32))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        wespeaker_py.load_model(copy, device="cpu")
+    assert f"the recipe's cosine scores subtracted {recipe_mean}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        wespeaker_py.load_model(copy, device="cpu", mean_vec=str(recipe_mean))
+    assert "recipe's cosine scores" not in caplog.text
+
+
 def test_verify_with_a_calibration_fitted_on_the_mini_corpus(xvec, tmp_path):
     model, folder, _ = xvec
     copy = shutil.copytree(folder, tmp_path / "model")

@@ -26,7 +26,6 @@ except ImportError:  # Windows: enrolments there run unlocked
     fcntl = None
 
 import numpy as np
-from numpy.lib.npyio import NpzFile
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.io.ark import MIN_NORM
@@ -42,6 +41,8 @@ NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
 HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
 MIXED_FILLS = "mixed"
+_NOT_A_GALLERY = "not a speaker gallery written by `enroll`"
+_NPY_MAGIC = b"\x93NUMPY"   # the start of a single array's .npy file
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -218,10 +219,12 @@ def read_gallery(path: str) -> Gallery:
         raise GalleryFileError(f"gallery {path} is empty (0 bytes); delete it or enroll "
                                f"into another file")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, NpzFile):
-            raise ValueError("a single array, not an .npz archive")
-        with data:
+        # np.load would take any other file for a pickle and advise loading it unsafely
+        with open(path, "rb") as stream:
+            single_array = stream.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        if single_array or not zipfile.is_zipfile(path):
+            raise ValueError(f"{'a single array, ' if single_array else ''}not an .npz archive")
+        with np.load(path, allow_pickle=False) as data:
             missing = [name for name in REQUIRED_ARRAYS if name not in data.files]
             if missing:
                 raise ValueError(f"no {', '.join(missing)} array(s)")
@@ -240,10 +243,10 @@ def read_gallery(path: str) -> Gallery:
                 for name, rate, digest in zip(*columns):
                     gallery.narrowband.setdefault(str(name), {})[int(rate)] = str(digest)
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise GalleryFileError(f"{path}: not a speaker gallery ({error})") from None
+        raise GalleryFileError(f"{path}: {_NOT_A_GALLERY} ({error})") from None
     rows = len(gallery.names)
     if gallery.sums.ndim != 2 or gallery.sums.shape[0] != rows or gallery.counts.shape != (rows,):
-        raise GalleryFileError(f"{path}: not a speaker gallery ({rows} names, sums of shape "
+        raise GalleryFileError(f"{path}: {_NOT_A_GALLERY} ({rows} names, sums of shape "
                                f"{gallery.sums.shape}, counts of shape {gallery.counts.shape})")
     return gallery
 

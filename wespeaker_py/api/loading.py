@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,14 +30,16 @@ from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import ModelSourceError, first_line
 from wespeaker_py.scoring.embeddings import load_mean_vector
+from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import DataFormatError
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 logger = get_logger(__name__)
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
 MEAN_NAME = "mean_vec.npy"
+RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average into avg_model.pt
 
 
 def _folder_files(folder: str) -> Tuple[str, str]:
@@ -46,13 +48,37 @@ def _folder_files(folder: str) -> Tuple[str, str]:
     if not os.path.isfile(config):
         raise ModelSourceError(f"{folder} has no {CONFIG_NAME}: place the model's config "
                                f"(model, model_args, dataset_args) at {config}")
-    for weights in (os.path.join(folder, WEIGHTS_NAME),
-                    os.path.join(folder, "models", WEIGHTS_NAME)):
-        if os.path.isfile(weights):
-            return config, weights
-    raise ModelSourceError(f"{folder} has no weights: place {WEIGHTS_NAME} at "
-                           f"{os.path.join(folder, WEIGHTS_NAME)} (a model folder) or "
-                           f"{os.path.join(folder, 'models', WEIGHTS_NAME)} (an experiment)")
+    places = (folder, os.path.join(folder, "models"))
+    for place in places:
+        if os.path.isfile(os.path.join(place, WEIGHTS_NAME)):
+            return config, os.path.join(place, WEIGHTS_NAME)
+    where = (f"{WEIGHTS_NAME} at {os.path.join(folder, WEIGHTS_NAME)} (a model folder) or "
+             f"{os.path.join(folder, 'models', WEIGHTS_NAME)} (an experiment)")
+    held = [_checkpoints_in(place) for place in places]
+    if not any(held):
+        raise ModelSourceError(f"{folder} has no weights: place {where}")
+    names = [os.path.join(place, name) for place, names in zip(places, held) for name in names]
+    hint = f"give one as the model (--model {names[0]})"
+    for place, names_here in zip(places, held):
+        epochs = [name for name in names_here if epoch_from_name(name) is not None]
+        if epochs:   # as the recipe's stage that writes avg_model.pt
+            hint += (f", or average the last ones: python -m wespeaker_py.bin.average_model "
+                     f"--src_path {place} --num {min(len(epochs), RECIPE_NUM_AVG)} "
+                     f"--dst_model {os.path.join(place, WEIGHTS_NAME)}")
+            break
+    raise ModelSourceError(f"{folder} has no weights: no {where}. It holds "
+                           f"{listed_names(names)}: {hint}")
+
+
+def _checkpoints_in(folder: str) -> List[str]:
+    """The ``.pt`` file names in ``folder`` (none when it is not one), the latest
+    ``model_<epoch>.pt`` first, then the others by name."""
+    if not os.path.isdir(folder):
+        return []
+    names = [name for name in os.listdir(folder)
+             if name.endswith(".pt") and os.path.isfile(os.path.join(folder, name))]
+    return sorted(names, key=lambda name: (epoch_from_name(name) is None,
+                                           -(epoch_from_name(name) or 0), name))
 
 
 def _folder_of_checkpoint(checkpoint: str) -> Optional[str]:
@@ -171,6 +197,19 @@ def _note_folder_files_unused(checkpoint: str, companions: str) -> None:
                        os.path.basename(companions), ", ".join(unused), folder, folder)
 
 
+def _note_recipe_mean_vectors(folder: str) -> None:
+    """Say so when an experiment folder's recipe scored with a mean vector that a load of
+    the folder does not subtract (it uses only ``mean_vec.npy`` beside the model)."""
+    embeddings = os.path.join(folder, "embeddings")
+    found = sorted(os.path.join(embeddings, name, MEAN_NAME)
+                   for name in (os.listdir(embeddings) if os.path.isdir(embeddings) else ())
+                   if os.path.isfile(os.path.join(embeddings, name, MEAN_NAME)))
+    if found:
+        logger.info("%s: scores come without a mean vector, while the recipe's cosine scores "
+                    "subtracted %s; give mean_vec= (--mean_vec) to score as it did", folder,
+                    " or ".join(found))
+
+
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
                calibration: Optional[str] = None,
@@ -206,6 +245,8 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     mean = _read_mean(mean_path)
     if mean_vec is not None and mean is None:
         raise ModelSourceError(f"mean vector {mean_vec} does not exist")
+    if mean is None and os.path.isdir(path):
+        _note_recipe_mean_vectors(path)
     if mean is not None and mean.shape[0] != backend.embed_dim:
         raise ModelSourceError(f"mean vector {mean_path} has {mean.shape[0]} values, the "
                                f"model's embeddings {backend.embed_dim}")

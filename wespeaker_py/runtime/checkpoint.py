@@ -12,6 +12,7 @@ checkpoint (``{"model": state_dict, "optimizer": ..., ...}``, see
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
@@ -25,6 +26,10 @@ logger = get_logger(__name__)
 
 HEAD_PREFIX = "projection."
 FRONTEND_PREFIX = "frontend."
+# torch.load's warnings when it hands a TorchScript archive to torch.jit.load
+_TORCHSCRIPT_WARNINGS = (
+    ("'torch.load' received a zip file that looks like a TorchScript archive", UserWarning),
+    ("`torch.jit.load` is deprecated", DeprecationWarning))
 
 
 class CheckpointMismatchError(ModelSourceError):
@@ -41,18 +46,27 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     Raises:
         CheckpointFileNotFound: nothing at ``path``.
         ModelSourceError: ``path`` is a directory, or the file is not a PyTorch checkpoint
-            (truncated, another format, a pickle of something else than a dict); the
-            message names it.
+            (truncated, another format, a TorchScript model, a pickle of something else
+            than a dict); the message names it, and torch's warnings about a TorchScript
+            file are not shown.
     """
     if os.path.isdir(path):
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a directory)")
     if not os.path.isfile(path):
         raise CheckpointFileNotFound(f"checkpoint {path} does not exist")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            # a TorchScript file (bin.export_jit's final.zip) is refused below in one line
+            for message, category in _TORCHSCRIPT_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
                                f"({type(error).__name__}: {first_line(error)})") from None
+    if isinstance(loaded, torch.jit.ScriptModule):
+        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a TorchScript "
+                               f"model, as bin.export_jit writes; give the checkpoint it "
+                               f"was exported from, e.g. models/avg_model.pt)")
     if not isinstance(loaded, Mapping):
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it holds a "
                                f"{type(loaded).__name__}, not a dict of tensors)")
