@@ -425,7 +425,9 @@ def cmd_band_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _check_before_compute(outputs=[args.onnx])
+    from wespeaker_py.utils.file_utils import require_writable
+    # --onnx may name a folder to write model.onnx in
+    require_writable(args.onnx, folder_ok=True)
     model = _load(args)
     if model.backend.kind != "torch":
         raise UsageError(f"export: {args.model} is already an ONNX model")

@@ -13,6 +13,7 @@ from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
                                          read_trials, write_score_file)
+from wespeaker_py.utils.file_utils import require_writable
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -108,6 +109,8 @@ def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir:
         if other != trial_path:
             raise WespeakerError(f"trial lists {other} and {trial_path} would both be scored "
                                  f"into {out_path}: give them different names")
+    for out_path in out_paths:
+        require_writable(out_path)   # a folder in a score file's place fails before any work
     table = load_embeddings(eval_scp_path, progress=True)
     mean_vec = load_mean_vector(mean_vec_path, table.dim) if mean_vec_path else None
     normed = None

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import glob
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -35,13 +36,55 @@ class DataFormatError(WespeakerError, ValueError):
         return (DataFormatError, (self.path, self.line_no, self.reason))
 
 
+def _not_utf8_error(path: str) -> Optional[DataFormatError]:
+    """The :class:`DataFormatError` for the first byte of ``path`` that is not UTF-8, naming
+    its line (counted as a text read counts them) and column; None when there is none."""
+    line_no, column = 1, 0
+    # "surrogateescape" turns each byte that is not UTF-8 into one lone surrogate
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        while True:
+            piece = handle.readline(1 << 16)   # a binary "line" may be the whole file
+            if not piece:
+                return None
+            bad = re.search("[\udc80-\udcff]", piece)
+            if bad is not None:
+                return DataFormatError(
+                    path, line_no,
+                    f"not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at column "
+                    f"{column + bad.start() + 1}): a binary file, or text in another "
+                    f"encoding (save it as UTF-8)")
+            if piece.endswith("\n"):
+                line_no, column = line_no + 1, 0
+            else:
+                column += len(piece)
+
+
+class _TableFile(io.TextIOWrapper):
+    """A table file open as UTF-8 text; a decoding failure inside its ``with`` block
+    becomes the :class:`DataFormatError` of :func:`_not_utf8_error`."""
+
+    def __init__(self, path: str):
+        super().__init__(open(path, "rb"), encoding="utf-8-sig")
+        self.path = path
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        super().__exit__(kind, error, traceback)
+        if isinstance(error, UnicodeDecodeError):
+            located = _not_utf8_error(self.path)
+            if located is not None:
+                raise located from None
+        return False
+
+
 def open_table(path: str) -> IO[str]:
     """Open a Kaldi table or list file for reading, as UTF-8 text.
 
     A byte-order mark (written by some Windows editors) is dropped: it would become
-    part of the first key and fail to match that key anywhere else.
+    part of the first key and fail to match that key anywhere else. Text that is not
+    UTF-8 (another encoding, a binary file), read in the ``with`` block of the file,
+    raises :class:`DataFormatError` naming the file, the line and the column.
     """
-    return open(path, "r", encoding="utf-8-sig")
+    return _TableFile(path)
 
 
 def iter_table(path: str, min_fields: int = 1,
@@ -221,16 +264,45 @@ class OutputNotWritableError(WespeakerError, OSError):
     """An output cannot be written where it was asked for (found before any work)."""
 
 
-def require_writable(path: str) -> None:
+def _folder_given_as_file(path: str) -> OutputNotWritableError:
+    return OutputNotWritableError(f"{path} is a folder; give a file name")
+
+
+def _nearest_existing(folder: str) -> str:
+    """``folder`` (absolute), or its nearest ancestor that exists when it does not."""
+    while True:
+        try:
+            os.stat(folder)
+            return folder
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return folder
+            folder = parent
+        except OSError:   # no permission, say: the test that follows names it
+            return folder
+
+
+def require_writable(path: str, folder_ok: bool = False) -> None:
     """Fail now, before any work, when the file ``path`` could not be written.
 
-    Its folder is created if missing, and a temporary file is created in it and
-    removed: the real test, which also holds for root and for read-only mounts.
+    An existing folder at ``path`` is refused, unless ``folder_ok`` (an output that
+    may be a folder to write in; then writing in it is tested). A temporary file is
+    created and removed in the nearest folder on the way that exists: the real test,
+    which also holds for root and for read-only mounts. Missing folders are not made
+    here, so a run that fails later leaves none behind; the writer makes them.
     """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        if not folder_ok:
+            raise _folder_given_as_file(path)
+        target = os.path.join(target, "file")
+    folder = _nearest_existing(os.path.dirname(target))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputNotWritableError(f"cannot write {path}: {folder} is not a folder")
     try:
-        os.remove(_new_temp_file(path))
+        os.remove(_new_temp_file(os.path.join(folder, os.path.basename(target))))
     except OSError as error:
-        folder = os.path.dirname(os.path.abspath(path))
         raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
                                      f"(in {folder})") from None
 
@@ -341,6 +413,14 @@ def _new_temp_file(path: str, suffix: str = "") -> str:
     return tmp_path
 
 
+def _move_into_place(tmp_path: str, path: str) -> None:
+    """``os.replace(tmp_path, path)``; a folder at ``path`` is an error naming ``path``."""
+    try:
+        os.replace(tmp_path, path)
+    except IsADirectoryError:
+        raise _folder_given_as_file(path) from None
+
+
 def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -376,7 +456,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        _move_into_place(tmp_path, path)
         _fsync_directory(os.path.dirname(os.path.abspath(path)))
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
@@ -398,7 +478,7 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp_named
         _fsync_path(tmp_named)
-        os.replace(tmp_named, path)
+        _move_into_place(tmp_named, path)
         _fsync_directory(os.path.dirname(os.path.abspath(path)))
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
@@ -446,7 +526,7 @@ def atomic_symlink(target: str, link: str) -> None:
     tmp_link = temp_name_for(link)
     os.symlink(target, tmp_link)
     try:
-        os.replace(tmp_link, link)
+        _move_into_place(tmp_link, link)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_link)
