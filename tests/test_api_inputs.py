@@ -7,7 +7,6 @@ import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from wespeaker_py.api.gallery import Gallery, ZeroEmbeddingError
 from wespeaker_py.api.model import SpeakerModel
-from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import DataFormatError, InputFileError
 
 
@@ -31,7 +30,7 @@ def test_embed_many_refuses_a_wav_scp_as_embed_wav_scp_does(tmp_path, model):
              (folder, InputFileError, "dir.scp is a folder"),
              (tmp_path / "missing.scp", InputFileError, "missing.scp does not exist"),
              (bad, DataFormatError, "bad.scp:1: expected"),
-             (binary, WespeakerError, "binary.scp: not a wav.scp")]
+             (binary, DataFormatError, "binary.scp:1: not UTF-8 text")]
     for path, error, message in cases:
         with pytest.raises(error, match=message):
             model.embed_many(str(path), progress=False)

@@ -166,11 +166,7 @@ def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
     missing, empty or malformed raises its error, naming the file.
     """
     if isinstance(items, (str, os.PathLike)):
-        path = os.fspath(items)
-        try:
-            return list(read_wav_scp(path).items())
-        except UnicodeDecodeError as error:
-            raise WespeakerError(f"{path}: not a wav.scp ({error})") from None
+        return list(read_wav_scp(os.fspath(items)).items())
     if isinstance(items, Mapping):
         return [(str(key), audio) for key, audio in items.items()]
     pairs = {}
