@@ -221,8 +221,16 @@ def test_an_onnx_model_refuses_any_device_but_the_cpu(not_a_graph, device):
 @pytest.mark.parametrize("device", [None, "auto", "cpu", "cpu:0"])
 def test_an_onnx_model_loads_on_the_cpu(not_a_graph, device):
     # past the device check: the file itself is what is wrong
-    with pytest.raises(ModelSourceError, match="not a readable ONNX model|needs onnxruntime"):
+    with pytest.raises(ModelSourceError, match="not a readable ONNX model"):
         load_model(not_a_graph, device=device)
+
+
+def test_an_onnx_model_without_onnxruntime_says_how_to_install_it(not_a_graph, monkeypatch):
+    from wespeaker_py.errors import MissingPackagesError
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingPackagesError, match="running an ONNX speaker model needs the "
+                                                   "package onnxruntime: pip install"):
+        load_model(not_a_graph)
 
 
 def test_a_device_name_torch_does_not_know_is_named_for_every_model(not_a_graph, tmp_path):
@@ -300,3 +308,18 @@ def test_a_command_whose_reader_goes_away_stops_quietly():
     stderr = writer.stderr.read().decode()
     assert writer.wait(timeout=120) == 141
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_broken_pipe_that_is_not_standard_output_is_not_swallowed():
+    # a pipe of the command's own (a worker's, say) breaks while stdout is fine
+    script = ("import multiprocessing, sys\n"
+              "from wespeaker_py.cli.common import run_main\n"
+              "def main(args):\n"
+              "    reader, writer = multiprocessing.Pipe(duplex=False)\n"
+              "    reader.close()\n"
+              "    writer.send(b'x' * 100000)\n"
+              "sys.exit(run_main(main, []))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode not in (0, 141)
+    assert "BrokenPipeError" in run.stderr

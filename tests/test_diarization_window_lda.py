@@ -1,6 +1,7 @@
 """The window LDA: fitting, its file, the diarizer's projection, the API and the command."""
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -169,8 +170,10 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
         assert model.diarizer(vad="energy").projection == first
         assert "window LDA" not in caplog.text                   # read above already
         relearnt = model.train_window_lda(labelled_dir, dim=3, progress=False)
-        # the LDA beside the model is replaced, and the log says what by what
+        # the LDA beside the model is replaced, and the log says what by what (a warning:
+        # it was this model's)
         assert "replacing the window LDA" in caplog.text
+        assert [r.levelname for r in caplog.records if "replacing" in r.message] == ["WARNING"]
         assert "-> 4 dims" in caplog.text and "with one of" in caplog.text
         caplog.clear()
         projection = model.diarizer(vad="energy").projection
@@ -189,6 +192,21 @@ def test_api_learns_saves_and_uses_a_window_lda(tmp_path, labelled_dir, caplog):
     with caplog.at_level(logging.WARNING):
         assert forced.diarizer(vad="energy", window_lda=stray).projection is not None
     assert "used anyway" in caplog.text
+    # learning over another model's LDA (a recipe rerun after training again) or over a
+    # broken file is a note, not a warning, and the new LDA is written
+    for old_file in ("stray", b"", b"PK\x03\x04garbage"):
+        target = os.path.join(other_folder, "window_lda.npz")
+        if old_file == "stray":
+            shutil.copy(stray, target)
+        else:
+            with open(target, "wb") as handle:
+                handle.write(old_file)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            relearnt = other.train_window_lda(labelled_dir, dim=3, progress=False)
+        replacing = [r for r in caplog.records if r.message.startswith("replacing")]
+        assert [r.levelname for r in replacing] == ["INFO"]
+        assert WindowLDA.load(target).identity == relearnt.identity == other.identity
 
 
 def test_api_learns_a_narrowband_one_that_diarization_finds_by_rate(tmp_path, labelled_dir,

@@ -128,3 +128,22 @@ def test_an_experiment_with_only_epoch_checkpoints_says_how_to_use_them(tmp_path
     average_model.main(shlex.split(message.split("python -m wespeaker_py.bin.average_model ")[1]))
     np.testing.assert_allclose(load_model(root, device="cpu").embed(speech), embedding,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_averaging_hint_takes_num_avg_from_the_experiment_config(tmp_path):
+    import shutil
+
+    import yaml
+    root = tmp_path / "exp"
+    _, checkpoint, _ = make_experiment(str(root))
+    for epoch in (1, 2):
+        shutil.copy(checkpoint, root / "models" / f"model_{epoch}.pt")
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    for num_avg, expected in ((2, "--num 2 "), (None, "--num 3 ")):   # 3 held, below 10
+        if num_avg is None:
+            config.pop("num_avg", None)
+        else:
+            config["num_avg"] = num_avg
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        with pytest.raises(ModelSourceError, match=expected):
+            load_model(str(root), device="cpu")

@@ -19,7 +19,6 @@ graph.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import List, Optional, Tuple, Union
 
@@ -28,7 +27,7 @@ import numpy as np
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
-from wespeaker_py.errors import ModelSourceError, first_line
+from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import DataFormatError
@@ -39,7 +38,7 @@ logger = get_logger(__name__)
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
 MEAN_NAME = "mean_vec.npy"
-RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average into avg_model.pt
+RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config names none
 
 
 def _folder_files(folder: str) -> Tuple[str, str]:
@@ -63,11 +62,22 @@ def _folder_files(folder: str) -> Tuple[str, str]:
         epochs = [name for name in names_here if epoch_from_name(name) is not None]
         if epochs:   # as the recipe's stage that writes avg_model.pt
             hint += (f", or average the last ones: python -m wespeaker_py.bin.average_model "
-                     f"--src_path {place} --num {min(len(epochs), RECIPE_NUM_AVG)} "
+                     f"--src_path {place} --num {min(len(epochs), _num_avg(config))} "
                      f"--dst_model {os.path.join(place, WEIGHTS_NAME)}")
             break
     raise ModelSourceError(f"{folder} has no weights: no {where}. It holds "
                            f"{listed_names(names)}: {hint}")
+
+
+def _num_avg(config: str) -> int:
+    """The ``num_avg`` of the training config at ``config`` (how many checkpoints its
+    recipe averages), or :data:`RECIPE_NUM_AVG` when it names no usable one."""
+    from wespeaker_py.config.loading import read_yaml
+    try:
+        value = read_yaml(config).get("num_avg")
+    except Exception:   # noqa: BLE001 -- a hint only; the config's own load names its faults
+        return RECIPE_NUM_AVG
+    return value if isinstance(value, int) and value >= 1 else RECIPE_NUM_AVG
 
 
 def _checkpoints_in(folder: str) -> List[str]:
@@ -139,12 +149,11 @@ def _onnx_backend(path: str, num_threads: Optional[int], device: Optional[str]):
         # OnnxBackend runs onnxruntime's CPU execution provider only
         raise ModelSourceError(f"{path}: an ONNX model runs on the CPU; device={device!r} "
                                f"(--device) cannot be used with it: leave it out or give cpu")
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise ModelSourceError(f"{path}: running an ONNX model needs onnxruntime "
-                               f"(pip install onnxruntime)")
     from wespeaker_py.api.backends import OnnxBackend
     try:
         backend = OnnxBackend(path, num_threads)
+    except MissingPackagesError:         # no onnxruntime: the message says how to install it
+        raise
     except ValueError as error:          # another kind of graph
         raise ModelSourceError(str(error)) from None
     except Exception as error:           # onnxruntime's errors for a file that is no graph

@@ -148,13 +148,19 @@ class EmbeddingResults:
     heard_rates: Dict[str, int] = field(default_factory=dict)
 
 
-def _describe_window_lda(path: str) -> str:
-    """The window LDA file at ``path`` in one line, or why it cannot be read."""
+def _note_replaced_window_lda(path: str, new: Any) -> None:
+    """Say what the window LDA about to be written at ``path`` replaces: a warning when
+    the old one was learnt for the same model (a working LDA is being swapped), else a
+    note (one of an earlier model, as a recipe rerun after training again replaces)."""
     from wespeaker_py.diarization.projection import WindowLDA
     try:
-        return WindowLDA.load(path).describe()
+        old = WindowLDA.load(path)
     except WespeakerError as error:
-        return f"unreadable: {error}"
+        logger.info("replacing %s (%s)", path, error)
+        return
+    log = logger.warning if old.identity == new.identity else logger.info
+    log("replacing the window LDA at %s (%s) with one of %s", path, old.describe(),
+        new.describe())
 
 
 def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
@@ -807,8 +813,7 @@ class SpeakerModel:
                              dim or DEFAULT_LDA_DIM, self.identity, heard_rate,
                              self._band_fill_digest(heard_rate))
         if os.path.exists(target):
-            logger.warning("replacing the window LDA at %s (%s) with one of %s", target,
-                           _describe_window_lda(target), lda.describe())
+            _note_replaced_window_lda(target, lda)
         lda.save(target)
         logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
                     skipped)

@@ -25,7 +25,9 @@ import torch, so every ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import select
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -240,13 +242,30 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end was closed (and not some other
+    pipe of the command's, such as a worker's, that broke)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False   # no poll here, or not a real file (captured in tests)
+
+
 def _discard_stdout() -> None:
     """Point standard output at the null device, so that flushing it at exit finds no
     closed pipe to complain about."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):   # not a real file (captured in tests)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
+    finally:
+        os.close(null)
 
 
 def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None,
@@ -267,16 +286,16 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
         with using_threads(requested_threads(args)):
             status = main(args)
         sys.stdout.flush()   # a reader gone before the last output shows here, not at exit
-    except BrokenPipeError:
-        # the reader of our output went away (`| head`): stop quietly, as Unix tools do
-        _discard_stdout()
-        return BROKEN_PIPE_STATUS
     except KeyboardInterrupt:
         if debug:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
     except Exception as error:  # noqa: BLE001 -- sorted into user errors and bugs below
+        if isinstance(error, BrokenPipeError) and not debug and _stdout_reader_gone():
+            # the reader of our output went away (`| head`): stop quietly, as Unix tools do
+            _discard_stdout()
+            return BROKEN_PIPE_STATUS
         code = exit_status(error)
         if debug or code is None:
             raise

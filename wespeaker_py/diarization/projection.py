@@ -21,6 +21,7 @@ diarization uses it for recordings at or below that rate.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -94,8 +95,10 @@ class WindowLDA:
                           int(stored["num_windows"]),
                           int(stored["heard_rate"]) if "heard_rate" in stored else 0,
                           str(stored["band_fill"]) if "band_fill" in stored else "")
-        except (OSError, ValueError, KeyError) as err:
-            raise WindowLDAError(f"window LDA {path} cannot be read: {err}") from None
+        except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError,
+                zipfile.BadZipFile) as err:   # empty, not a zip, a single .npy array
+            raise WindowLDAError(f"window LDA {path} cannot be read: "
+                                 f"{err or type(err).__name__}") from None
         if (lda.matrix.ndim != 2 or lda.mean.shape != (lda.input_dim,)
                 or not np.isfinite(lda.matrix).all() or not np.isfinite(lda.mean).all()):
             raise WindowLDAError(f"window LDA {path}: mean {lda.mean.shape} and matrix "
@@ -126,10 +129,12 @@ def fit_window_lda(embeddings: np.ndarray, speakers: Sequence[str], dim: int = D
         raise WindowLDAError(f"the window LDA's dim must be at least 1, got {dim}")
     kept = min(dim, num_speakers - 1, embeddings.shape[1])
     if kept < dim:
+        why = ("one learnt from this few speakers can merge speakers it did not see (the "
+               "mini recipe learns it from 93)" if num_speakers - 1 < embeddings.shape[1]
+               else "the embeddings have no more")
         logger.warning("a window LDA learnt from %d speakers (%d-dim embeddings) keeps %d "
-                       "dimensions, not the %d asked for; one learnt from this few speakers "
-                       "can merge speakers it did not see (the mini recipe learns it from 93)",
-                       num_speakers, embeddings.shape[1], kept, dim)
+                       "dimensions, not the %d asked for: %s", num_speakers,
+                       embeddings.shape[1], kept, dim, why)
     dim = kept
     lda = LinearDiscriminantAnalysis(solver="svd").fit(unit_rows(embeddings), labels)
     return WindowLDA(lda.xbar_.astype(np.float64), lda.scalings_[:, :dim].astype(np.float64),
