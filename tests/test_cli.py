@@ -219,3 +219,13 @@ def test_no_traceback_unless_debugging(folder, tmp_path):
                            env=dict(os.environ, WESPEAKER_PY_DEBUG="1"))
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert "AudioInputError" in debug.stderr
+
+
+@pytest.mark.parametrize("command", ["window-lda", "band-fill"])
+def test_data_that_is_a_file_is_named_as_such(command, tmp_path, capsys):
+    scp = tmp_path / "wav.scp"
+    scp.write_text("a a.wav\n")
+    extra = ["--heard_rate", "8000"] if command == "band-fill" else []
+    status, _, err = run_cli(capsys, command, "--model", tmp_path / "no_model",
+                             "--data", scp, *extra)
+    assert status == 2 and f"--data {scp} is a file: give a Kaldi data folder" in err

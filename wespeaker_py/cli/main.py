@@ -394,7 +394,17 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data_folders(folders: Sequence[str]) -> None:
+    """Each ``--data`` must be a Kaldi data folder (a file given there used to be named
+    as ``FILE/utt2spk does not exist``)."""
+    for folder in folders:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UsageError(f"--data {folder} is a file: give a Kaldi data folder (one "
+                             f"holding wav.scp and utt2spk)")
+
+
 def cmd_window_lda(args: argparse.Namespace) -> int:
+    _check_data_folders(args.data)
     for folder in args.data:
         _check_before_compute(inputs=[os.path.join(folder, "utt2spk")],
                               wav_scp=os.path.join(folder, "wav.scp"),
@@ -411,6 +421,7 @@ def cmd_window_lda(args: argparse.Namespace) -> int:
 
 
 def cmd_band_fill(args: argparse.Namespace) -> int:
+    _check_data_folders(args.data)
     for folder in args.data:
         _check_before_compute(wav_scp=os.path.join(folder, "wav.scp"),
                               max_fail_fraction=args.max_fail_fraction)
