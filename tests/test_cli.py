@@ -12,21 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tool_helpers import run_cli
+from wespeaker_py.cli.main import main as cli_main
 import wespeaker_py
 from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder
-from wespeaker_py.cli.main import main as cli_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN_MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "wespeaker_py", "bin"))
                      if name.endswith(".py") and not name.startswith("_"))
-
-
-def run_cli(capsys, *argv):
-    """Run wespeaker-py in this process; return (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 @pytest.fixture(scope="module")

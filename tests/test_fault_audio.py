@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tool_helpers import run_cli
 import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from dataset_helpers import random_int16, training_args, write_raw_list_file
 from wespeaker_py import audio
 from wespeaker_py.audio import samples as audio_samples
 from wespeaker_py.bin.extract import main as extract_main
-from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.errors import RunFailedError
@@ -35,14 +35,6 @@ def single_process(monkeypatch):
 def folder(tmp_path_factory):
     root, _ = wespeaker_folder(str(tmp_path_factory.mktemp("fault_audio") / "model"))
     return root
-
-
-def run_cli(capsys, *argv):
-    """``wespeaker-py ARGV`` in this process: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 def speech(index: int) -> np.ndarray:

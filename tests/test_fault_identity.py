@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
+from tool_helpers import run_cli
 import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, CalibrationMissingError,
                                           TooFewTrialsError, fit_calibration, save_calibration)
 from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
-from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import (MIXED, ModelMismatchError, mean_vec_digest,
                                            short_identity)
@@ -28,14 +28,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_onnx = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")),
     reason="onnx / onnxruntime not installed")
-
-
-def run_cli(capsys, *argv):
-    """Run wespeaker-py in this process; return (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 def one_error_line(err: str) -> str:

@@ -11,13 +11,14 @@ import os
 import pytest
 import torch
 
+from tool_helpers import run_cli
+from wespeaker_py.cli.main import main as cli_main
 import wespeaker_py.api
 from api_helpers import mini_speech, wespeaker_folder
 from inference_helpers import make_experiment
 from train_helpers import make_speaker_corpus, plan_of, run_training, tiny_config
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.cli.common import run_main
-from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.dataset.augment import AugmentListError
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils import threads
@@ -25,13 +26,6 @@ from wespeaker_py.utils.list_jobs import JobTally
 
 BIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "wespeaker_py", "bin")
-
-
-def run_cli(capsys, *argv):
-    """Run wespeaker-py in this process; return (exit status, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    return done.value.code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +90,8 @@ def test_embed_wav_scp_whose_every_entry_fails_exits_1_and_writes_nothing(folder
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"a {a}\nb {b}\n")
     out = tmp_path / "emb" / "xvector.ark"
-    status, err = run_cli(capsys, "embed", "--model", folder, "--device", "cpu",
-                          "--wav_scp", wav_scp, "--output", out)
+    status, _, err = run_cli(capsys, "embed", "--model", folder, "--device", "cpu",
+                             "--wav_scp", wav_scp, "--output", out)
     assert status == 1
     assert "0 done, 2 skipped (2 not_audio)" in err
     assert "every entry of" in err and "was not written" in err
@@ -110,7 +104,7 @@ def test_a_list_of_missing_files_fails_before_the_model_loads(folder, experiment
     wav_scp.write_text(f"a {tmp_path}/gone_a.wav\nb {tmp_path}/gone_b.wav\n")
     for command in (["embed", "--output", tmp_path / "x.ark"],
                     ["diarize", "--output", tmp_path / "x.rttm"]):
-        status, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
+        status, _, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
         assert status == 1
         assert f"none of the 2 files of {wav_scp} exists (the first: " \
                f"{tmp_path}/gone_a.wav); nothing was computed" in err
@@ -130,10 +124,10 @@ def test_embed_wav_scp_over_the_fail_fraction_exits_1_unless_allowed(folder, tmp
     out = tmp_path / "xvector.ark"
     common = ["embed", "--model", folder, "--device", "cpu", "--wav_scp", wav_scp,
               "--output", out]
-    status, err = run_cli(capsys, *common)
+    status, _, err = run_cli(capsys, *common)
     assert status == 1 and "1 done, 2 skipped" in err and "more than --max_fail_fraction 0.5" in err
     assert not out.exists()
-    status, err = run_cli(capsys, *common, "--max_fail_fraction", "1")
+    status, _, err = run_cli(capsys, *common, "--max_fail_fraction", "1")
     assert status == 0 and "1 done, 2 skipped" in err and out.exists()
 
 
@@ -142,8 +136,8 @@ def test_diarize_wav_scp_whose_every_entry_fails_exits_1(folder, tmp_path, capsy
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"a {a}\nb {b}\n")
     rttm = tmp_path / "sys.rttm"
-    status, err = run_cli(capsys, "diarize", "--model", folder, "--device", "cpu",
-                          "--vad", "energy", "--wav_scp", wav_scp, "--output", rttm)
+    status, _, err = run_cli(capsys, "diarize", "--model", folder, "--device", "cpu",
+                             "--vad", "energy", "--wav_scp", wav_scp, "--output", rttm)
     assert status == 1 and "0 done, 2 skipped (2 not_audio)" in err
     assert not rttm.exists()
 
@@ -202,8 +196,8 @@ def test_unwritable_output_fails_before_the_model_loads(folder, tmp_path, capsys
     blocker.write_text("a file, not a folder\n")
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text(f"a {mini_speech(1)[0]}\n")
-    status, err = run_cli(capsys, "embed", "--model", folder, "--wav_scp", wav_scp,
-                          "--output", blocker / "emb" / "xvector.ark")
+    status, _, err = run_cli(capsys, "embed", "--model", folder, "--wav_scp", wav_scp,
+                             "--output", blocker / "emb" / "xvector.ark")
     assert status == 2 and f"cannot write {blocker}/emb/xvector.ark" in err
 
 
@@ -228,7 +222,7 @@ def test_duplicate_wav_scp_key_names_both_lines_before_the_model_loads(folder, t
     wav_scp.write_text(f"a {speech[0]}\nb {speech[1]}\na {speech[1]}\n")
     for command in (["embed", "--output", tmp_path / "x.ark"],
                     ["diarize", "--output", tmp_path / "x.rttm"]):
-        status, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
+        status, _, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
         assert status == 2 and f"{wav_scp}:3: duplicate key 'a', already on line 1" in err
 
 
@@ -246,12 +240,12 @@ def test_duplicate_key_with_two_jobs_fails_before_any_job(experiment, tmp_path, 
 def test_empty_inputs_fail_before_the_model_loads(folder, tmp_path, capsys, no_model_load):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    status, err = run_cli(capsys, "embed", "--model", folder, empty)
+    status, _, err = run_cli(capsys, "embed", "--model", folder, empty)
     assert status == 2 and f"{empty} is empty" in err
     empty_scp = tmp_path / "wav.scp"
     empty_scp.write_bytes(b"")
-    status, err = run_cli(capsys, "embed", "--model", folder, "--wav_scp", empty_scp,
-                          "--output", tmp_path / "x.ark")
+    status, _, err = run_cli(capsys, "embed", "--model", folder, "--wav_scp", empty_scp,
+                             "--output", tmp_path / "x.ark")
     assert status == 2 and f"wav.scp {empty_scp} is empty" in err
 
 

@@ -5,19 +5,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from wespeaker_py.cli.main import main as cli_main
+from tool_helpers import run_cli
 from wespeaker_py.dataset.lists import read_list_file
 from wespeaker_py.utils.file_utils import (DataFormatError, OutputNotWritableError,
                                            atomic_open, atomic_path, iter_key_rest, iter_table,
                                            read_key_value, read_lines, read_wav_scp,
                                            require_writable, write_table)
-
-
-def run_cli(capsys, *argv):
-    """Run wespeaker-py in this process; return (exit status, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    return done.value.code, capsys.readouterr().err
 
 
 def latin1_table(tmp_path):
@@ -63,8 +56,8 @@ def test_a_wav_given_as_a_wav_scp_is_one_line_error(tmp_path, capsys):
     sf.write(str(wav), np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
     with pytest.raises(DataFormatError, match=r"speech.wav:1: not UTF-8 text"):
         read_wav_scp(str(wav))
-    status, err = run_cli(capsys, "embed", "--model", tmp_path / "no_model",
-                          "--wav_scp", wav, "--output", tmp_path / "out" / "e.ark")
+    status, _, err = run_cli(capsys, "embed", "--model", tmp_path / "no_model",
+                             "--wav_scp", wav, "--output", tmp_path / "out" / "e.ark")
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert f"{wav}:1: not UTF-8 text" in err
     assert not (tmp_path / "out").exists()
@@ -86,8 +79,8 @@ def test_the_cli_refuses_a_folder_output_before_any_work(tmp_path, capsys):
     folder = tmp_path / "d"
     folder.mkdir()
     # the model does not exist: the output is checked before it is loaded
-    status, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model", audio,
-                          "-o", folder)
+    status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model", audio,
+                             "-o", folder)
     assert status == 2 and f"{folder} is a folder; give a file name" in err
     assert os.listdir(folder) == []
 
@@ -135,7 +128,7 @@ def test_an_output_below_a_file_is_refused_naming_the_file(tmp_path):
 def test_a_failed_run_leaves_no_output_folder(tmp_path, capsys):
     audio = tmp_path / "a.wav"
     sf.write(str(audio), np.zeros(1600, dtype=np.float32), 16000)
-    status, err = run_cli(capsys, "embed", "--model", tmp_path / "no_model", audio,
-                          "--output", tmp_path / "new" / "v.npy")
+    status, _, err = run_cli(capsys, "embed", "--model", tmp_path / "no_model", audio,
+                             "--output", tmp_path / "new" / "v.npy")
     assert status == 2 and "no_model" in err
     assert sorted(os.listdir(tmp_path)) == ["a.wav"]

@@ -12,22 +12,14 @@ import torch
 
 from api_helpers import mini_speech, wespeaker_folder
 from inference_helpers import make_experiment
+from tool_helpers import run_cli
 from wespeaker_py import load_model
 from wespeaker_py.api.gallery import Gallery, GalleryFileError, read_gallery, save_gallery
 from wespeaker_py.audio.errors import AudioUnreadableError
 from wespeaker_py.audio.files import open_audio
 from wespeaker_py.bin import average_model
-from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.runtime.checkpoint import read_checkpoint
-
-
-def run_cli(capsys, *argv):
-    """``wespeaker-py ARGV`` in this process: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        cli_main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 @pytest.fixture(scope="module")
