@@ -18,7 +18,8 @@ logger = get_logger("wespeaker_py.bin.average_model")
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
     add_flag(parser, "src_path", required=True, help="directory holding model_<epoch>.pt")
-    add_flag(parser, "dst_model", required=True, help="averaged state_dict to write")
+    add_flag(parser, "dst_model", required=True,
+             help="averaged state_dict to write (not a model_<epoch>.pt training checkpoint)")
     add_flag(parser, "num", type=positive_int, default=5, help="how many latest checkpoints")
     add_flag(parser, "min_epoch", type=int, default=0, help="ignore earlier epochs")
     add_flag(parser, "max_epoch", type=int, default=65536, help="ignore later epochs")

@@ -6,10 +6,10 @@ from typing import Dict, List
 
 import torch
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
-from wespeaker_py.train.checkpoint import epoch_from_name
-from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
+from wespeaker_py.utils.file_utils import require_writable, save_torch
 from wespeaker_py.utils.progress import progress_bar
 
 
@@ -27,6 +27,10 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
     """
     if num <= 0:
         raise AveragingError(f"--num must be positive, got {num}")
+    if os.path.isfile(src_dir):
+        parent = os.path.dirname(os.path.abspath(src_dir))
+        raise AveragingError(f"checkpoint directory {src_dir} is a file, not a folder; give "
+                             f"the folder holding model_<epoch>.pt, e.g. {parent}")
     if not os.path.isdir(src_dir):
         raise AveragingError(f"checkpoint directory {src_dir} does not exist")
     by_epoch = {}
@@ -80,9 +84,40 @@ def average_checkpoints(src_dir: str, num: int, dst_model: str, min_epoch: int =
     """Average the ``num`` latest checkpoints of ``src_dir`` into ``dst_model``.
 
     The result is a bare state_dict (like WeSpeaker's ``avg_model.pt``),
-    written atomically. Returns the averaged paths.
+    written atomically; ``dst_model`` is checked (:func:`check_destination`)
+    before any checkpoint is loaded. Returns the averaged paths.
     """
     paths = select_checkpoints(src_dir, num, min_epoch, max_epoch)
+    check_destination(dst_model, paths)
     averaged = average_state_dicts(paths)
     save_torch(averaged, dst_model)
     return paths
+
+
+def check_destination(dst_model: str, paths: List[str]) -> None:
+    """Refuse, before any work, a ``dst_model`` that would replace a training checkpoint.
+
+    The bare state_dict written there would lose the optimizer state a run resumes
+    from. Refused (links resolved): one of ``paths``, a file named ``model_<epoch>.pt``,
+    and an existing file holding a training checkpoint; then ``dst_model`` must be
+    writable (not a folder).
+    """
+    real = os.path.realpath(dst_model)
+    shown = dst_model if real == os.path.abspath(dst_model) else f"{dst_model} (a link to {real})"
+    if any(os.path.realpath(path) == real for path in paths):
+        raise AveragingError(f"--dst_model {shown} is one of the checkpoints being averaged; "
+                             f"write the average to another file, e.g. avg_model.pt")
+    if epoch_from_name(real) is not None:
+        raise AveragingError(f"--dst_model {shown} is named like a training checkpoint "
+                             f"(model_<epoch>.pt), which a run resumes from; write the "
+                             f"average to another file, e.g. avg_model.pt")
+    require_writable(dst_model)
+    if os.path.isfile(real):
+        try:
+            existing = read_checkpoint(real)
+        except ModelSourceError:
+            return  # not a checkpoint: nothing to lose by replacing it
+        if is_training_checkpoint(existing):
+            raise AveragingError(f"--dst_model {shown} holds a training checkpoint (with "
+                                 f"optimizer state) that the average would replace; write "
+                                 f"the average to another file, e.g. avg_model.pt")
