@@ -31,7 +31,8 @@ def _no_training(monkeypatch):
     """Record the config ``run_training`` gets instead of training; ``TrainConfig.from_dict``
     hands the mapping through."""
     seen = []
-    monkeypatch.setattr("wespeaker_py.train.trainer.run_training", seen.append)
+    monkeypatch.setattr("wespeaker_py.train.trainer.run_training",
+                        lambda config, resume_hint=None: seen.append(config))
     monkeypatch.setattr(finetune_run.TrainConfig, "from_dict", staticmethod(dict))
     return seen
 

@@ -50,12 +50,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     one line with exit status 2."""
     args, rest = build_parser().parse_known_args(argv)
     from wespeaker_py.train.trainer import run_training
+    from wespeaker_py.train.plan import check_data_files
     from wespeaker_py.config import load_config, parse_override_args
     setup_logging()
     overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
                  if getattr(args, key) is not None]
     overrides += parse_override_args(rest)
-    run_training(load_config(args.config, overrides))
+    config = load_config(args.config, overrides)
+    check_data_files(config)
+    run_training(config)
 
 
 if __name__ == "__main__":

@@ -358,11 +358,19 @@ class DatasetArgs:
 
 # ---- training blocks -----------------------------------------------------------------------
 
+# The smallest training batch: the models' BatchNorm layers need two samples to normalise.
+MIN_BATCH_SIZE = 2
+
+
 @_block
 class DataloaderArgs:
-    """``dataloader_args``: the torch DataLoader of the training input pipeline."""
+    """``dataloader_args``: the torch DataLoader of the training input pipeline.
 
-    batch_size: int = setting(minimum=1)
+    ``batch_size`` must be at least :data:`MIN_BATCH_SIZE`: BatchNorm in training
+    cannot normalise a single sample.
+    """
+
+    batch_size: int = setting(minimum=1)   # and >= MIN_BATCH_SIZE (_finish says why)
     num_workers: int = setting(0, minimum=0)
     pin_memory: bool = False
     prefetch_factor: Optional[int] = setting(None, minimum=1)
@@ -373,6 +381,12 @@ class DataloaderArgs:
     multiprocessing_context: Optional[Literal["fork", "spawn", "forkserver"]] = setting(
         None, written_when_set=True)
     timeout: float = setting(0.0, minimum=0, written_when_set=True)
+
+    def _finish(self, where: str) -> None:
+        if self.batch_size < MIN_BATCH_SIZE:
+            raise ConfigError(f"config key '{where}.batch_size' must be >= {MIN_BATCH_SIZE}, "
+                              f"got {self.batch_size}: BatchNorm needs at least "
+                              f"{MIN_BATCH_SIZE} samples per batch in training")
 
 
 @_block

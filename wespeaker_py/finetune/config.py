@@ -7,10 +7,11 @@ mel bins, which then span 0 to half the new rate, and its frame length and
 shift in milliseconds, as WeSpeaker's 8 kHz configs do; TFMel keeps its window
 lengths in milliseconds and its top band's share of the spectrum), no speed
 perturbation and no noise/reverb (fine-tuning data comes without augmentation
-lists), a fixed margin, Adam at the given learning rate decaying tenfold, and a
-new head for the data's speakers (``model_init`` holds the body only). A
-front-end that takes one rate only (WavLM, W2V-BERT, Whisper) keeps it: other
-data are resampled to it (:func:`chosen_rate`).
+lists), a fixed margin, Adam at the given learning rate decaying tenfold over each
+phase (a later phase starts at the peak again), and a new head for the data's
+speakers (``model_init`` holds the body only). A front-end that takes one rate
+only (WavLM, W2V-BERT, Whisper) keeps it: other data are resampled to it
+(:func:`chosen_rate`).
 """
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from wespeaker_py.config.fields import as_float
 from wespeaker_py.config.schema import (WHISPER_SAMPLE_RATE, DataloaderArgs, DatasetArgs,
                                         TfmelArgs)
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.logging_utils import get_logger
 
-# the learning rate decays from --lr to --lr / LR_DECAY over the run
+logger = get_logger(__name__)
+
+# the learning rate decays from --lr to --lr / LR_DECAY over each phase
 LR_DECAY = 10.0
 FREEZE_CHOICES = ("auto", "none", "front", "body")
 # --freeze auto freezes the body for the first epochs below this many training speakers
@@ -71,11 +75,21 @@ def resolved_freeze(freeze: str, num_train_speakers: int) -> str:
 
 
 def phases(options: FinetuneOptions, num_train_speakers: int) -> List[Dict[str, Any]]:
-    """``[{"name", "epochs", "freeze"}]``: a frozen first phase, then everything trains."""
+    """``[{"name", "epochs", "freeze"}]``: a frozen first phase, then everything trains.
+
+    ``freeze_epochs`` below ``epochs`` (the run's check refuses more); with one epoch in
+    all the frozen phase is the whole run, and a warning says so."""
     freeze = resolved_freeze(options.freeze, num_train_speakers)
     if freeze == "none" or options.freeze_epochs == 0:
         return [{"name": "train", "epochs": options.epochs, "freeze": "none"}]
     if options.freeze_epochs >= options.epochs:
+        logger.warning("--epochs %d with --freeze %s%s: the run's only epoch is the frozen "
+                       "one, so %s; give --epochs 2 or more, or --freeze_epochs 0, to train "
+                       "everything", options.epochs, options.freeze,
+                       f" ({freeze} for {num_train_speakers} training speakers)"
+                       if options.freeze == "auto" else "",
+                       "only the new head trains" if freeze == "body"
+                       else "the first layer never trains")
         return [{"name": "train", "epochs": options.epochs, "freeze": freeze}]
     return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": freeze},
             {"name": "train", "epochs": options.epochs - options.freeze_epochs,
@@ -151,7 +165,8 @@ def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir
     """The training config mapping of one phase (checked by ``TrainConfig.from_dict``);
     ``init_head``: ``model_init`` holds the head to go on with (a later phase)."""
     loader = dict(source.get("dataloader_args") or {})
-    batch_size = options.batch_size or int(loader.get("batch_size", SOURCE_BATCH_SIZE))
+    batch_size = options.batch_size if options.batch_size is not None else \
+        int(loader.get("batch_size", SOURCE_BATCH_SIZE))
     batch_size = max(1, min(batch_size, num_utterances))
     workers = options.num_workers if options.num_workers is not None else \
         int(loader.get("num_workers", DataloaderArgs.num_workers))

@@ -14,15 +14,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioTruncatedError, is_pipe,
-                                open_audio)
+from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
+                                AudioTruncatedError, is_pipe, open_audio)
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, file_digest, iter_table,
                                            read_key_value, resolve_wav, write_table)
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 logger = get_logger(__name__)
 
@@ -118,19 +118,28 @@ def _read_entries(data_dir: str) -> List[TableEntry]:
             for entry in entries]
 
 
-def _sample_rates(entries: Sequence[TableEntry]) -> Dict[int, int]:
-    """Files by sample rate (headers only; pipes are not run). A file that is not audio is
-    an error now; one cut short or empty is left out here (training and evaluation skip and
-    name it)."""
+def _sample_rates(entries: Sequence[TableEntry], wav_scp: str) -> Dict[int, int]:
+    """Files by sample rate (headers only; pipes are not run). A file that is missing, cut
+    short or empty is left out here and counted in a warning (training skips it, and the dev
+    evaluation skips and names it); one that is not audio is a :class:`FinetuneDataError`
+    naming its utterance in ``wav_scp``."""
+    keys: Dict[str, str] = {}
+    for entry in entries:
+        keys.setdefault(entry.wav, entry.key)
     rates: Counter = Counter()
-    for wav in sorted({entry.wav for entry in entries if not is_pipe(entry.wav)}):
+    skipped = []
+    for wav in sorted(wav for wav in keys if not is_pipe(wav)):
         try:
             with open_audio(wav) as handle:
                 rates[handle.samplerate] += 1
-        except (AudioTruncatedError, AudioEmptyError):
-            continue
+        except (AudioMissingError, AudioTruncatedError, AudioEmptyError) as error:
+            skipped.append(f"{keys[wav]} ({error})")
         except AudioCheckError as error:
-            raise FinetuneDataError(str(error)) from None
+            raise FinetuneDataError(f"{wav_scp}: utterance {keys[wav]!r}: {error}") from None
+    if skipped:
+        logger.warning("%s: %d of %d files cannot be read and are skipped (in training and "
+                       "in the dev evaluation): %s", wav_scp, len(skipped), len(keys),
+                       listed_names(skipped, 5))
     return dict(rates)
 
 
@@ -184,13 +193,18 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
             f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
-    # read even when the rate is given: an unreadable file is named now, not in training
-    own_rates = _sample_rates(entries)
+    # read even when the rate is given: a file that is not audio is named now, not in training
+    wav_scp = os.path.join(data_dir, "wav.scp")
+    own_rates = _sample_rates(entries, wav_scp)
+    if not own_rates and not all(is_pipe(entry.wav) for entry in entries):
+        raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
+                                f"above)")
     if not own_rates and sample_rate is None:
-        raise FinetuneDataError(f"{data_dir}/wav.scp: only pipes; the data's sample rate "
+        raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
     rate = max(own_rates, key=lambda r: (own_rates[r], r)) if own_rates else None
-    rates = Counter(own_rates) + Counter(_sample_rates(mixed))
+    rates = Counter(own_rates) + Counter(
+        _sample_rates(mixed, os.path.join(mix_dir, "wav.scp")) if mixed else {})
     if len(rates) > 1:
         logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
                        data_dir + (f" (with {mix_dir})" if mix_dir else ""),

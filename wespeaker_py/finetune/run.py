@@ -54,6 +54,8 @@ REPORT_NAME = "finetune.json"
 REQUEST_NAME = "request.json"
 WORK_DIR = "work"
 INIT_NAME = "init_body.pt"
+# a phase stopped by a signal resumes from its newest checkpoint when the run starts again
+RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
 WEIGHTS_NOTE = (
     "The body's weights are reused as they are and a new head is trained for the data's "
     "speakers. At another sample rate the fbank keeps its number of mel bins, frame length "
@@ -67,6 +69,7 @@ class OutputExistsError(WespeakerError):
 
 
 def _check_options(options: FinetuneOptions) -> None:
+    """A :class:`WespeakerError` naming the first option out of range, before any work."""
     problems = [(options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
                 (options.lr > 0, f"--lr must be positive, got {options.lr}"),
                 (options.margin >= 0, f"--margin must be >= 0, got {options.margin}"),
@@ -76,7 +79,19 @@ def _check_options(options: FinetuneOptions) -> None:
                  f"--freeze_epochs must be >= 0, got {options.freeze_epochs}"),
                 (options.sample_rate is None or options.sample_rate >= 4000,
                  f"--sample_rate must be at least 4000, got {options.sample_rate}"),
-                (options.num_avg >= 1, f"--num_avg must be at least 1, got {options.num_avg}")]
+                (options.num_avg >= 1, f"--num_avg must be at least 1, got {options.num_avg}"),
+                # the model's BatchNorm layers need two utterances per training batch
+                (options.batch_size is None or options.batch_size >= 2,
+                 f"--batch_size must be at least 2 (BatchNorm needs two utterances per "
+                 f"batch), got {options.batch_size}; leave it out for the source config's"),
+                (options.num_workers is None or options.num_workers >= 0,
+                 f"--num_workers must be >= 0, got {options.num_workers}"),
+                # the epochs after the first --freeze_epochs train everything; with one epoch
+                # the default --freeze_epochs 1 is let through (phases() warns)
+                (options.freeze_epochs < max(options.epochs, 2),
+                 f"--freeze_epochs {options.freeze_epochs} must be below --epochs "
+                 f"{options.epochs}: the epochs after the first --freeze_epochs train "
+                 f"everything (--freeze_epochs 0 trains everything from the start)")]
     for ok, message in problems:
         if not ok:
             raise WespeakerError(message)
@@ -210,7 +225,7 @@ def _train_phase(config: Dict[str, Any]) -> str:
         config = dict(config, checkpoint=os.path.join(layout.model_dir, newest))
         logger.info("resuming %s from %s", config["exp_dir"], newest)
     try:
-        run_training(TrainConfig.from_dict(config))
+        run_training(TrainConfig.from_dict(config), resume_hint=RESUME_HINT)
     except ConfigError as error:
         raise ConfigError(f"fine-tuning config of {config['exp_dir']}: {error}") from None
     return last

@@ -150,7 +150,9 @@ def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping
     except ModelArgError as err:
         raise source.error(f"{source.name(err.arg)} is {err.value!r}, which does not fit "
                            f"{name}: {err.reason}") from None
-    except (TypeError, ValueError) as err:   # an unknown argument, or a value it refuses
+    # an unknown argument, a value it refuses, or one torch cannot build a layer of (a
+    # negative size)
+    except (TypeError, ValueError, RuntimeError) as err:
         raise source.error(f"{source.name()} does not fit {name}: {err}") from None
 
 

@@ -15,6 +15,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, parse_gpus
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,17 @@ class DistContext:
 
 
 def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
-    """The CUDA device for ``local_rank`` (via ``gpus`` when given), or the CPU."""
-    if not torch.cuda.is_available() or gpus == []:
+    """The CUDA device for ``local_rank`` (via ``gpus`` when given), or the CPU.
+
+    ``gpus`` naming devices on a machine without CUDA trains on the CPU with a warning
+    (recipes pass their ``gpus`` on CPU-only machines too).
+    """
+    if gpus == []:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if gpus:
+            logger.warning("gpus %s asked for, but no CUDA device is available: training "
+                           "on the CPU", gpus)
         return torch.device("cpu")
     if gpus is None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())

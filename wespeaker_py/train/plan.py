@@ -228,6 +228,17 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         save_epoch_interval=config.save_epoch_interval, num_avg=config.num_avg)
 
 
+def check_data_files(config: TrainConfig) -> None:
+    """``train_data`` and ``train_label``, where set, name files: a ConfigError naming the key
+    and the path otherwise. Run it before anything is written to exp_dir (an unset key is
+    :func:`resolve`'s to report)."""
+    for key in ("train_data", "train_label"):
+        path = getattr(config, key)
+        if path is not None and not os.path.isfile(path):
+            problem = "is not a file" if os.path.exists(path) else "does not exist"
+            raise ConfigError(f"config key '{key}': {path} {problem}")
+
+
 def _build_frontend(dataset_args: DatasetArgs) -> nn.Module:
     """fbank -> CMN -> SpecAugment, or a front-end with weights (WavLM, W2V-BERT, Whisper);
     bad arguments are ConfigErrors."""

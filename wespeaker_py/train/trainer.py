@@ -104,10 +104,12 @@ class Trainer:
                                      self.step.grad_scaler)
 
 
-def run_training(config: TrainConfig) -> List[EpochResult]:
+def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List[EpochResult]:
     """Train as ``config`` says (see conf/*.yaml); return each epoch's averages.
 
     Call it in every process of a torchrun job, or alone for one process.
+    ``resume_hint``: how a run stopped by a signal is continued, for its message (default:
+    the same training command, with ``--checkpoint`` when one was given).
     """
     world = init_distributed(config.gpus)
     try:
@@ -120,15 +122,15 @@ def run_training(config: TrainConfig) -> List[EpochResult]:
         try:
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
-                return _train(plan, folder, stop)
+                return _train(plan, folder, stop, resume_hint)
         finally:
             folder.close()
     finally:
         shutdown_distributed()
 
 
-def _train(plan: TrainingPlan, folder: ExperimentFolder,
-           stop: Optional[StopRequest] = None) -> List[EpochResult]:
+def _train(plan: TrainingPlan, folder: ExperimentFolder, stop: Optional[StopRequest] = None,
+           resume_hint: Optional[str] = None) -> List[EpochResult]:
     world, first_epoch, num_epochs = plan.world, plan.start.first_epoch, plan.num_epochs
     resume_at = plan.start.resume_at
     if world.device.type == "cuda":
@@ -166,7 +168,8 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
         except EpochStopped as stopped:
             trainer.save_interrupted(epoch, stopped.batch, stopped.totals,
                                      stopped.epoch_start_rng)
-            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.batch}")
+            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.batch}",
+                     resume_hint=resume_hint)
         epoch_data = _log_data_summary(dataset, world, epoch)
         if world.is_main and not data_total.narrow_band():
             _warn_narrow_band(epoch_data, dataset.settings.sample_rate, epoch)
@@ -183,9 +186,9 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
         if stop is not None and epoch < num_epochs and stop.agreed(world):
             if plan.should_save(epoch):
                 _stopped(folder, world, f"the end of epoch {epoch}",
-                         plan.layout.checkpoint_path(epoch))
+                         plan.layout.checkpoint_path(epoch), resume_hint)
             trainer.save_interrupted(epoch + 1, 0, torch.zeros(5, dtype=torch.float64))
-            _stopped(folder, world, f"the end of epoch {epoch}")
+            _stopped(folder, world, f"the end of epoch {epoch}", resume_hint=resume_hint)
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
                        f"(each epoch counts a key once)")
@@ -194,15 +197,18 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder,
 
 
 def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
-             saved: Optional[str] = None) -> None:
+             saved: Optional[str] = None, resume_hint: Optional[str] = None) -> None:
     """End a run stopped by a signal once its state is saved (in ``saved``, by default
-    interrupted.pt): TrainingStopped."""
+    interrupted.pt): TrainingStopped, its message ending in ``resume_hint`` (by default,
+    bin.train's: the same command, with its ``--checkpoint``)."""
     barrier(world)
-    how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
-           f"checkpoint)" if folder.standing_path else "")
+    if resume_hint is None:
+        how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
+               f"checkpoint)" if folder.standing_path else "")
+        resume_hint = f"run the same command{how} to continue from there"
     saved = saved or folder.layout.interrupted_path
-    raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; run "
-                          f"the same command{how} to continue from there")
+    raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; "
+                          f"{resume_hint}")
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:

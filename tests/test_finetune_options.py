@@ -1,0 +1,215 @@
+"""Fine-tuning's option checks (before any work), the freezing plan, the message of a run
+stopped by a signal, and wav.scp entries whose file is missing.
+
+Nothing trains: a run that gets as far as a phase is stopped there.
+"""
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from train_helpers import make_speaker_corpus, write_source_model
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
+from wespeaker_py.finetune import run as finetune_run
+from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases
+from wespeaker_py.finetune.data import read_finetune_data
+from wespeaker_py.train import trainer
+from wespeaker_py.train.interrupt import TrainingStopped
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PhaseReached(Exception):
+    """Raised in place of training: the run got as far as a phase."""
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""
+    return write_source_model(str(tmp_path_factory.mktemp("source")))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """6 speakers x 4 utterances of 1 s (2 dev speakers, 4 training ones)."""
+    root = str(tmp_path_factory.mktemp("data"))
+    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for line in open(corpus["utt2spk"]):
+            key = line.split()[0]
+            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    return root
+
+
+def _copy_data(data_dir, root):
+    """A data folder of its own listing ``data_dir``'s files (so its wav.scp can be edited)."""
+    os.makedirs(root)
+    for name in ("wav.scp", "utt2spk"):
+        with open(os.path.join(data_dir, name)) as src, \
+                open(os.path.join(root, name), "w") as dst:
+            dst.write(src.read())
+    return root
+
+
+# ---- 1, 2, 5: options out of range are refused before anything is written ------------------
+
+@pytest.mark.parametrize("options, named", [
+    (dict(batch_size=-3), "--batch_size"), (dict(batch_size=0), "--batch_size"),
+    (dict(batch_size=1), "--batch_size"), (dict(num_workers=-1), "--num_workers"),
+    (dict(epochs=2, freeze_epochs=5), "--freeze_epochs 5 must be below --epochs 2"),
+    (dict(epochs=2, freeze_epochs=2), "--freeze_epochs 2 must be below --epochs 2"),
+    (dict(epochs=1, freeze_epochs=3), "--freeze_epochs 3 must be below --epochs 1"),
+    (dict(epochs=3, freeze="body", freeze_epochs=3), "--freeze_epochs 3 must be below"),
+])
+def test_an_option_out_of_range_is_refused_before_any_work(options, named, source_model,
+                                                           data_dir, tmp_path, monkeypatch):
+    def train(config):
+        raise PhaseReached
+
+    monkeypatch.setattr(finetune_run, "_train_phase", train)
+    out = str(tmp_path / "out")
+    with pytest.raises(WespeakerError, match=named):
+        finetune(source_model, data_dir, out, FinetuneOptions(**options), device="cpu")
+    assert not os.path.exists(out)   # no request.json: the corrected command is not refused
+
+
+def test_the_options_in_range_reach_training_with_the_given_loader(source_model, data_dir,
+                                                                   tmp_path, monkeypatch):
+    seen = {}
+
+    def train(config):
+        seen.update(config)
+        raise PhaseReached
+
+    monkeypatch.setattr(finetune_run, "_train_phase", train)
+    with pytest.raises(PhaseReached):
+        finetune(source_model, data_dir, str(tmp_path / "out"),
+                 FinetuneOptions(epochs=2, batch_size=2, num_workers=0), device="cpu")
+    assert seen["dataloader_args"]["batch_size"] == 2
+    assert seen["dataloader_args"]["num_workers"] == 0
+
+
+# ---- 5: the frozen phase never is the whole run unseen --------------------------------------
+
+def test_auto_freezing_leaves_an_epoch_that_trains_everything_from_two_epochs_on():
+    for epochs in (2, 3, 6):
+        plan = phases(FinetuneOptions(epochs=epochs), 4)
+        assert plan[-1]["freeze"] == "none" and plan[-1]["epochs"] >= 1
+        assert sum(phase["epochs"] for phase in plan) == epochs
+
+
+def test_one_epoch_frozen_throughout_is_said(caplog):
+    plan = phases(FinetuneOptions(epochs=1), 4)   # auto: body for 4 training speakers
+    assert plan == [{"name": "train", "epochs": 1, "freeze": "body"}]
+    assert "--epochs 1 with --freeze auto (body for 4 training speakers)" in caplog.text
+    assert "only the new head trains" in caplog.text
+    caplog.clear()
+    phases(FinetuneOptions(epochs=1, freeze="front"), 4)
+    assert "the first layer never trains" in caplog.text
+    caplog.clear()
+    assert phases(FinetuneOptions(epochs=1), 40) == [{"name": "train", "epochs": 1,
+                                                      "freeze": "none"}]
+    assert "frozen" not in caplog.text
+
+
+# ---- 3: a phase stopped by a signal says how finetune resumes -------------------------------
+
+def _stop_on_a_signal(config, resume_hint=None):
+    """In place of the trainer: the stop of epoch 1 after its batch 2, as the trainer ends it
+    (a folder started from a checkpoint, as bin.train's --checkpoint)."""
+    folder = SimpleNamespace(standing_path="/exp/models/model_5.pt",
+                             layout=SimpleNamespace(interrupted_path="/exp/interrupted.pt"))
+    trainer._stopped(folder, SimpleNamespace(is_distributed=False), "epoch 1 after its batch 2",
+                     resume_hint=resume_hint)
+
+
+def test_a_stopped_phase_says_to_rerun_the_finetune_command(source_model, data_dir, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setattr(trainer, "run_training", _stop_on_a_signal)
+    with pytest.raises(TrainingStopped) as stopped:
+        finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
+                 device="cpu")
+    assert "run the same wespeaker-py finetune command again to resume" in str(stopped.value)
+    assert "--checkpoint" not in str(stopped.value)
+
+
+def test_bin_train_keeps_its_checkpoint_hint():
+    with pytest.raises(TrainingStopped, match=r"run the same command with --checkpoint "
+                                              r"/exp/models/model_5.pt"):
+        _stop_on_a_signal({})
+
+
+# ---- 4: a missing file is skipped and counted, as a silent or cut one is --------------------
+
+def test_a_missing_file_is_skipped_and_named_by_its_key(data_dir, tmp_path, caplog):
+    data = _copy_data(data_dir, str(tmp_path / "data"))
+    lines = open(os.path.join(data, "wav.scp")).read().splitlines()
+    dev_key = read_finetune_data(data).dev[0].key
+    missing = {dev_key, lines[0].split()[0]}
+    with open(os.path.join(data, "wav.scp"), "w") as scp:
+        scp.write("".join(f"{key} {tmp_path}/gone/{key}.wav\n" if key in missing
+                          else f"{key} {path}\n"
+                          for key, path in (line.split() for line in lines)))
+    split = read_finetune_data(data)
+    assert split.sample_rate == 16000
+    assert len(split.train) + len(split.dev) == len(lines)   # listed: training skips it
+    assert f"2 of {len(lines)} files cannot be read and are skipped" in caplog.text
+    assert all(f"{key} ({tmp_path}/gone/{key}.wav does not exist)" in caplog.text
+               for key in missing)
+    audio, skipped = finetune_run._dev_audio(split, 16000)
+    assert set(skipped) == {dev_key}   # the dev evaluation skips and names it
+
+
+def test_a_wav_scp_of_only_missing_files_is_refused(data_dir, tmp_path):
+    data = _copy_data(data_dir, str(tmp_path / "data"))
+    wav_scp = os.path.join(data, "wav.scp")
+    keys = [line.split()[0] for line in open(wav_scp)]
+    open(wav_scp, "w").write("".join(f"{key} /nowhere/{key}.wav\n" for key in keys))
+    with pytest.raises(FinetuneDataError, match=f"{wav_scp}: none of its files can be read"):
+        read_finetune_data(data)
+
+
+def test_a_file_that_is_not_audio_names_its_utterance_in_wav_scp(data_dir, tmp_path):
+    data = _copy_data(data_dir, str(tmp_path / "data"))
+    wav_scp = os.path.join(data, "wav.scp")
+    key = open(wav_scp).readline().split()[0]
+    text = tmp_path / "text.wav"
+    text.write_text("not a wav file\n")
+    lines = open(wav_scp).read().splitlines()
+    open(wav_scp, "w").write("".join(f"{k} {text if k == key else path}\n"
+                                     for k, path in (line.split() for line in lines)))
+    with pytest.raises(FinetuneDataError, match=f"{wav_scp}: utterance '{key}': {text}"):
+        read_finetune_data(data)
+
+
+# ---- 6: each phase's learning rate starts at the peak, as the docs say ----------------------
+
+def test_each_phase_decays_tenfold_from_the_peak_and_the_docs_say_so(source_model):
+    from wespeaker_py.config import read_yaml
+    source = read_yaml(os.path.join(source_model, "config.yaml"))
+    options = FinetuneOptions(epochs=4, freeze="body", freeze_epochs=1, batch_size=8)
+    schedules = [phase_config(source, options, exp_dir="exp", train_data="l", train_label="u",
+                              num_utterances=16, sample_rate=16000, model_init="i",
+                              epochs=phase["epochs"], frozen_params=[], device="cpu"
+                              )["scheduler_args"] for phase in phases(options, 4)]
+    assert len(schedules) == 2 and schedules[0] == schedules[1]   # the second restarts
+    assert schedules[0]["initial_lr"] == pytest.approx(LR_DECAY * schedules[0]["final_lr"])
+    docs = open(os.path.join(REPO_ROOT, "docs", "finetune.md")).read()
+    assert "tenfold over the run" not in docs and "decaying tenfold over each phase" in docs
+
+
+def test_a_run_with_missing_files_trains_and_skips_them(source_model, data_dir, tmp_path):
+    data = _copy_data(data_dir, str(tmp_path / "data"))
+    split = read_finetune_data(data, dev_speakers=3)   # enough trials left to calibrate
+    missing = {split.dev[0].key, split.train[0].key}
+    lines = open(os.path.join(data, "wav.scp")).read().splitlines()
+    with open(os.path.join(data, "wav.scp"), "w") as scp:
+        scp.write("".join(f"{key} {tmp_path}/gone.wav\n" if key in missing else f"{key} {path}\n"
+                          for key, path in (line.split() for line in lines)))
+    report = finetune(source_model, data, str(tmp_path / "out"),
+                      FinetuneOptions(epochs=2, freeze_epochs=1, lr=0.01, batch_size=4,
+                                      num_workers=0, num_avg=1, dev_speakers=3),
+                      device="cpu", num_threads=1)
+    assert list(report["dev_skipped"]) == [split.dev[0].key]
+    assert report["dev"]["after"]["trials"] < len(split.trials)
