@@ -222,3 +222,10 @@ def test_data_that_is_a_file_is_named_as_such(command, tmp_path, capsys):
     status, _, err = run_cli(capsys, command, "--model", tmp_path / "no_model",
                              "--data", scp, *extra)
     assert status == 2 and f"--data {scp} is a file: give a Kaldi data folder" in err
+
+
+@pytest.mark.parametrize("command", ["embed", "calibrate", "diarize", "window-lda"])
+def test_a_batch_size_below_one_is_refused_by_the_flag(command, tmp_path, capsys):
+    status, _, err = run_cli(capsys, command, "--model", tmp_path / "no_model",
+                             "--batch_size", "0")
+    assert status == 2 and "argument --batch_size/--batch-size: must be at least 1, got 0" in err

@@ -474,7 +474,7 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
                      help="RTTM file to write (default for one file: stdout)")
     add_flag(sub, "plot", default=None,
              help="one audio file: also draw its speakers' turns on a time line (PNG)")
-    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
+    add_flag(sub, "batch_size", type=positive_int, default=32, help="windows per forward pass")
 
     group = sub.add_argument_group("number of speakers")
     add_flag(group, "num_speakers", type=int, default=None,
@@ -604,8 +604,9 @@ def _add_finetune_command(commands) -> None:
              help="the new model's rate (default: the data's)")
     add_flag(sub, "dev_speakers", type=int, default=None,
              help="speakers held out for the dev EER and calibration (default: a fifth)")
-    add_flag(sub, "batch_size", type=int, default=None, help="default: the source config's")
-    add_flag(sub, "num_workers", type=int, default=None, help="data loader workers")
+    add_flag(sub, "batch_size", type=int, default=None,
+             help="utterances per batch, at least 2; default: the source config's")
+    add_flag(sub, "num_workers", type=int, default=None, help="data loader workers, 0 or more")
     add_flag(sub, "num_avg", type=int, default=None,
              help=f"last checkpoints averaged, default {defaults.num_avg}")
     add_flag(sub, "seed", type=int, default=None, help=f"default {defaults.seed}")
@@ -639,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(sub, "wav_scp", default=None, help="embed every utterance of this wav.scp")
     add_flag(sub, "output", default=None,
              help="FILE.npy or FILE.txt for one file; FILE.ark for a wav.scp")
-    add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch (wav.scp)")
+    add_flag(sub, "batch_size", type=positive_int, default=16,
+             help="utterances per batch (wav.scp)")
     add_fail_fraction_flag(sub)
 
     for name, handler, summary in (
@@ -689,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where to write calibration.json (default: --calibration, else "
                           "MODEL/calibration.json for a folder, <stem>.calibration.json "
                           "beside a checkpoint or .onnx file)")
-    add_flag(sub, "batch_size", type=int, default=16, help="utterances per batch")
+    add_flag(sub, "batch_size", type=positive_int, default=16, help="utterances per batch")
 
     sub = command("diarize", cmd_diarize, "who spoke when: speaker turns of a recording as RTTM")
     _add_diarize_flags(sub)
@@ -711,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "written to MODEL/window_lda_<HZ>hz.npz (<stem>.window_lda_<HZ>hz.npz "
                   "beside a checkpoint or .onnx file), which diarize uses for recordings "
                   "that come at or below HZ")
-    add_flag(sub, "batch_size", type=int, default=32, help="windows per forward pass")
+    add_flag(sub, "batch_size", type=positive_int, default=32, help="windows per forward pass")
     add_fail_fraction_flag(sub)
 
     sub = command("band-fill", cmd_band_fill, "learn to fill the mel bins that narrow-band "
