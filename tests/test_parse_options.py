@@ -52,3 +52,17 @@ def test_help_lists_only_the_options_the_script_accepts(tmp_path):
     listed = [line.split("=")[0].strip() for line in result.stderr.splitlines()[1:]]
     assert listed == ["--stage", "--stop_stage", "--trials"]   # not --corpus, set later
     assert _run(tmp_path, "--corpus", "x").returncode != 0
+
+
+def test_a_stage_that_is_no_whole_number_is_an_error(tmp_path):
+    for args in (["--stage", "abc"], ["--stop_stage", "2.5"]):
+        result = _run(tmp_path, *args)
+        assert result.returncode != 0 and result.stdout == ""
+        assert "must be a whole number, got" in result.stderr
+
+
+def test_a_stage_range_that_runs_nothing_is_an_error(tmp_path):
+    result = _run(tmp_path, "--stage", "5", "--stop_stage", "3")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "--stage 5 comes after --stop_stage 3: no stage would run" in result.stderr
+    assert _run(tmp_path, "--stage", "3", "--stop_stage", "3").returncode == 0

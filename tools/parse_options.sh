@@ -45,4 +45,14 @@ while [ $# -gt 0 ]; do
   fi
   printf -v "$__ws_name" '%s' "$__ws_value"
 done
+# stages are whole numbers, and a range that runs nothing is a mistake, not a success
+for __ws_name in stage stop_stage; do
+  if [ -n "${!__ws_name+set}" ] && ! [[ "${!__ws_name}" =~ ^-?[0-9]+$ ]]; then
+    echo "$0: --${__ws_name} must be a whole number, got '${!__ws_name}'" >&2; exit 1
+  fi
+done
+if [ -n "${stage+set}" ] && [ -n "${stop_stage+set}" ] && [ "${stage}" -gt "${stop_stage}" ]; then
+  echo "$0: --stage ${stage} comes after --stop_stage ${stop_stage}: no stage would run" >&2
+  exit 1
+fi
 unset __ws_name __ws_value

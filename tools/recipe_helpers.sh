@@ -125,8 +125,13 @@ start_from() {
   echo "${step} starts from ${model} (copied to ${start})"
 }
 
-# config_value YAML KEY: a top-level value of a YAML config (empty if absent).
+# config_value YAML KEY: a top-level value of a YAML config (empty if absent); a config
+# that is not a file is named in one line (status 1).
 config_value() {
+  if [ ! -f "$1" ]; then
+    echo "$0: config $1 does not exist (--config)" >&2
+    return 1
+  fi
   python -c 'import sys, yaml
 value = (yaml.safe_load(open(sys.argv[1])) or {}).get(sys.argv[2])
 print("" if value is None else value)' "$1" "$2"

@@ -73,6 +73,11 @@ exp_dir=${exp_dir:-exp/${config_name}-${corpus}${seed:+-seed${seed}}}
 epochs=${epochs:-$(config_value "${config}" num_epochs)}
 num_avg=${num_avg:-$(config_value "${config}" num_avg)}
 num_avg=${num_avg:-1}
+if ! [[ "${epochs}" =~ ^[0-9]+$ ]] || [ "${epochs}" -lt 1 ]; then
+  echo "$0: --epochs (the config's num_epochs) must be a whole number of at least 1," \
+       "got '${epochs}'" >&2
+  exit 1
+fi
 [ "${num_avg}" -gt "${epochs}" ] && num_avg=${epochs}
 calibration_trial=backend_cali.kaldi
 # back-end data: held-out training speakers (see local/prepare_data.sh)
