@@ -154,7 +154,8 @@ def test_a_missing_file_is_skipped_and_named_by_its_key(data_dir, tmp_path, capl
     split = read_finetune_data(data)
     assert split.sample_rate == 16000
     assert len(split.train) + len(split.dev) == len(lines)   # listed: training skips it
-    assert f"2 of {len(lines)} files cannot be read and are skipped" in caplog.text
+    assert (f"2 of its {len(lines)} files cannot be read, and their utterances are skipped "
+            f"in training and in the dev evaluation") in caplog.text
     assert all(f"{key} ({tmp_path}/gone/{key}.wav does not exist)" in caplog.text
                for key in missing)
     audio, skipped = finetune_run._dev_audio(split, 16000)
@@ -168,6 +169,21 @@ def test_a_wav_scp_of_only_missing_files_is_refused(data_dir, tmp_path):
     open(wav_scp, "w").write("".join(f"{key} /nowhere/{key}.wav\n" for key in keys))
     with pytest.raises(FinetuneDataError, match=f"{wav_scp}: none of its files can be read"):
         read_finetune_data(data)
+
+
+def test_pipes_beside_unreadable_files_are_still_data(data_dir, tmp_path, caplog):
+    # every plain file unreadable, the pipes fine: the data is the pipes (given a rate)
+    data = _copy_data(data_dir, str(tmp_path / "data"))
+    wav_scp = os.path.join(data, "wav.scp")
+    lines = [line.split() for line in open(wav_scp)]
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with open(wav_scp, "w") as scp:
+        scp.write(f"{lines[0][0]} {empty}\n")
+        scp.write("".join(f"{key} cat {path} |\n" for key, path in lines[1:]))
+    split = read_finetune_data(data, sample_rate=16000)   # was "none of its files can be read"
+    assert len(split.train) + len(split.dev) == len(lines) and split.rates == {}
+    assert "1 of its 1 files cannot be read" in caplog.text
 
 
 def test_a_file_that_is_not_audio_names_its_utterance_in_wav_scp(data_dir, tmp_path):

@@ -66,7 +66,8 @@ print("seed=" + (sys.argv[2] or str(config.get("seed", ""))))' "${config}" "${se
 train_stage() {
   local train_dir=$1
   shift
-  local epochs=${num_epochs:-$(config_value "${config}" num_epochs)}
+  local epochs
+  epochs=${num_epochs:-$(config_value "${config}" num_epochs)} || return 1
   if [ -z "${epochs}" ]; then
     echo "$0: ${config} sets no num_epochs (and no --num_epochs was given)" >&2
     return 1

@@ -358,7 +358,8 @@ class DatasetArgs:
 
 # ---- training blocks -----------------------------------------------------------------------
 
-# The smallest training batch: the models' BatchNorm layers need two samples to normalise.
+# The smallest training batch: a BatchNorm after pooling (ECAPA, CAM++, the embedding
+# layers) cannot normalise one sample.
 MIN_BATCH_SIZE = 2
 
 
@@ -370,7 +371,7 @@ class DataloaderArgs:
     cannot normalise a single sample.
     """
 
-    batch_size: int = setting(minimum=1)   # and >= MIN_BATCH_SIZE (_finish says why)
+    batch_size: int = setting(minimum=1)   # and >= MIN_BATCH_SIZE, which _finish explains
     num_workers: int = setting(0, minimum=0)
     pin_memory: bool = False
     prefetch_factor: Optional[int] = setting(None, minimum=1)
@@ -385,8 +386,8 @@ class DataloaderArgs:
     def _finish(self, where: str) -> None:
         if self.batch_size < MIN_BATCH_SIZE:
             raise ConfigError(f"config key '{where}.batch_size' must be >= {MIN_BATCH_SIZE}, "
-                              f"got {self.batch_size}: BatchNorm needs at least "
-                              f"{MIN_BATCH_SIZE} samples per batch in training")
+                              f"got {self.batch_size}: a BatchNorm after pooling needs at "
+                              f"least {MIN_BATCH_SIZE} samples per batch in training")
 
 
 @_block

@@ -118,17 +118,19 @@ def _read_entries(data_dir: str) -> List[TableEntry]:
             for entry in entries]
 
 
-def _sample_rates(entries: Sequence[TableEntry], wav_scp: str) -> Dict[int, int]:
+def _sample_rates(entries: Sequence[TableEntry], wav_scp: str,
+                  used_for: str = "in training and in the dev evaluation") -> Dict[int, int]:
     """Files by sample rate (headers only; pipes are not run). A file that is missing, cut
     short or empty is left out here and counted in a warning (training skips it, and the dev
-    evaluation skips and names it); one that is not audio is a :class:`FinetuneDataError`
-    naming its utterance in ``wav_scp``."""
+    evaluation skips and names it; ``used_for`` says where it is skipped); one that is not
+    audio is a :class:`FinetuneDataError` naming its utterance in ``wav_scp``."""
     keys: Dict[str, str] = {}
     for entry in entries:
-        keys.setdefault(entry.wav, entry.key)
+        if not is_pipe(entry.wav):
+            keys.setdefault(entry.wav, entry.key)
     rates: Counter = Counter()
     skipped = []
-    for wav in sorted(wav for wav in keys if not is_pipe(wav)):
+    for wav in sorted(keys):
         try:
             with open_audio(wav) as handle:
                 rates[handle.samplerate] += 1
@@ -137,8 +139,8 @@ def _sample_rates(entries: Sequence[TableEntry], wav_scp: str) -> Dict[int, int]
         except AudioCheckError as error:
             raise FinetuneDataError(f"{wav_scp}: utterance {keys[wav]!r}: {error}") from None
     if skipped:
-        logger.warning("%s: %d of %d files cannot be read and are skipped (in training and "
-                       "in the dev evaluation): %s", wav_scp, len(skipped), len(keys),
+        logger.warning("%s: %d of its %d files cannot be read, and their utterances are "
+                       "skipped %s: %s", wav_scp, len(skipped), len(keys), used_for,
                        listed_names(skipped, 5))
     return dict(rates)
 
@@ -196,7 +198,7 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     # read even when the rate is given: a file that is not audio is named now, not in training
     wav_scp = os.path.join(data_dir, "wav.scp")
     own_rates = _sample_rates(entries, wav_scp)
-    if not own_rates and not all(is_pipe(entry.wav) for entry in entries):
+    if not own_rates and not any(is_pipe(entry.wav) for entry in entries):
         raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
                                 f"above)")
     if not own_rates and sample_rate is None:
@@ -204,7 +206,8 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
                                 f"cannot be read (give --sample_rate)")
     rate = max(own_rates, key=lambda r: (own_rates[r], r)) if own_rates else None
     rates = Counter(own_rates) + Counter(
-        _sample_rates(mixed, os.path.join(mix_dir, "wav.scp")) if mixed else {})
+        _sample_rates(mixed, os.path.join(mix_dir, "wav.scp"), "in training") if mixed
+        else {})
     if len(rates) > 1:
         logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
                        data_dir + (f" (with {mix_dir})" if mix_dir else ""),

@@ -33,6 +33,7 @@ from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAM
                                       torch_model_files)
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
+from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, chosen_rate,
                                           phase_config, phases, source_rate)
@@ -81,9 +82,10 @@ def _check_options(options: FinetuneOptions) -> None:
                  f"--sample_rate must be at least 4000, got {options.sample_rate}"),
                 (options.num_avg >= 1, f"--num_avg must be at least 1, got {options.num_avg}"),
                 # the model's BatchNorm layers need two utterances per training batch
-                (options.batch_size is None or options.batch_size >= 2,
-                 f"--batch_size must be at least 2 (BatchNorm needs two utterances per "
-                 f"batch), got {options.batch_size}; leave it out for the source config's"),
+                (options.batch_size is None or options.batch_size >= MIN_BATCH_SIZE,
+                 f"--batch_size must be at least {MIN_BATCH_SIZE} (BatchNorm after pooling "
+                 f"needs two utterances per batch), got {options.batch_size}; leave it out "
+                 f"for the source config's"),
                 (options.num_workers is None or options.num_workers >= 0,
                  f"--num_workers must be >= 0, got {options.num_workers}"),
                 # the epochs after the first --freeze_epochs train everything; with one epoch

@@ -150,10 +150,12 @@ def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping
     except ModelArgError as err:
         raise source.error(f"{source.name(err.arg)} is {err.value!r}, which does not fit "
                            f"{name}: {err.reason}") from None
-    # an unknown argument, a value it refuses, or one torch cannot build a layer of (a
-    # negative size)
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError) as err:   # an unknown argument, or a value it refuses
         raise source.error(f"{source.name()} does not fit {name}: {err}") from None
+    except RuntimeError as err:
+        if "negative dimension" not in str(err):   # not the arguments' fault: a bug
+            raise
+        raise source.error(f"{source.name()} does not fit {name}: {err}") from err
 
 
 class SpeakerEmbedder(nn.Module):

@@ -103,7 +103,7 @@ def check_destination(dst_model: str, paths: List[str]) -> None:
     writable (not a folder).
     """
     real = os.path.realpath(dst_model)
-    shown = dst_model if real == os.path.abspath(dst_model) else f"{dst_model} (a link to {real})"
+    shown = f"{dst_model} (a link to {real})" if os.path.islink(dst_model) else dst_model
     if any(os.path.realpath(path) == real for path in paths):
         raise AveragingError(f"--dst_model {shown} is one of the checkpoints being averaged; "
                              f"write the average to another file, e.g. avg_model.pt")

@@ -234,8 +234,8 @@ def check_data_files(config: TrainConfig) -> None:
     :func:`resolve`'s to report)."""
     for key in ("train_data", "train_label"):
         path = getattr(config, key)
-        if path is not None and not os.path.isfile(path):
-            problem = "is not a file" if os.path.exists(path) else "does not exist"
+        if path is not None and (not os.path.exists(path) or os.path.isdir(path)):
+            problem = "is a folder, not a list file" if os.path.isdir(path) else "does not exist"
             raise ConfigError(f"config key '{key}': {path} {problem}")
 
 
