@@ -374,3 +374,21 @@ def test_vad_shards_hold_only_the_voiced_samples(tmp_path):
     assert rate == 16000
     np.testing.assert_array_equal(stored, np.concatenate([samples[1600:3200],
                                                           samples[8000:8800]]))
+
+
+def test_a_list_of_the_other_data_type_says_which_data_type_reads_it(tmp_path):
+    raw = tmp_path / "raw.list"
+    raw.write_text(json.dumps({"key": "u1", "wav": "a.wav", "spk": "s1"}) + "\n")
+    with pytest.raises(DataFormatError, match=r"raw.list:1: a raw-list JSON line, not a shard "
+                                              r"location: .*--data_type raw"):
+        read_shard_list(str(raw))
+    shard = tmp_path / "shard.list"
+    shard.write_text("/data/shards/shards_000000000.tar\n")
+    with pytest.raises(DataFormatError, match=r"shard.list:1: not a JSON object .* looks like "
+                                              r"a shard location: .*--data_type shard"):
+        read_raw_list(str(shard))
+    other = tmp_path / "other.list"
+    other.write_text("not json at all\n")
+    with pytest.raises(DataFormatError) as refused:
+        read_raw_list(str(other))
+    assert "shard" not in str(refused.value)

@@ -83,8 +83,10 @@ def parse_raw_line(path: str, line_no: int, text: str, require_spk: bool = True)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataFormatError(path, line_no, f"not a JSON object ({err.msg}): {text[:80]!r}") \
-            from None
+        hint = ("; it looks like a shard location: a shard list is read with data_type shard "
+                "(--data_type shard)" if _looks_like_shard(text) else "")
+        raise DataFormatError(path, line_no, f"not a JSON object ({err.msg}): "
+                                             f"{text[:80]!r}{hint}") from None
     if not isinstance(obj, dict):
         raise DataFormatError(path, line_no, f"expected a JSON object, got {text[:80]!r}")
     required = ("key", "wav", "spk") if require_spk else ("key", "wav")
@@ -98,6 +100,11 @@ def parse_raw_line(path: str, line_no: int, text: str, require_spk: bool = True)
         raise DataFormatError(path, line_no, "field 'spk' must be a string")
     vad = _parse_segments(path, line_no, obj["vad"]) if "vad" in obj else None
     return Utterance(key=obj["key"], spk=spk, wav=obj["wav"], vad=vad)
+
+
+def _looks_like_shard(text: str) -> bool:
+    """Whether a list line reads as a shard location (a tar file, a URL or a pipe)."""
+    return text.endswith(".tar") or text.startswith(("pipe:", "http://", "https://"))
 
 
 def read_raw_list(path: str, require_spk: bool = True) -> List[Utterance]:
@@ -118,6 +125,10 @@ def read_shard_list(path: str) -> List[str]:
     """
     shards = UniqueKeys(path, "shard")
     for line_no, text in read_list_file(path):
+        if text.startswith("{"):
+            raise DataFormatError(path, line_no, "a raw-list JSON line, not a shard location: "
+                                                 "a raw list is read with data_type raw "
+                                                 "(--data_type raw)")
         shards.claim(text, line_no)
     return list(shards.first_line)
 
