@@ -79,3 +79,25 @@ def labelled_dir(tmp_path_factory):
     (root / "wav.scp").write_text("".join(f"{k} {p}\n" for k, p, _ in rows))
     (root / "utt2spk").write_text("".join(f"{k} {s}\n" for k, _, s in rows))
     return str(root)
+
+
+@pytest.fixture
+def first_phase(monkeypatch):
+    """Run :func:`~wespeaker_py.finetune.finetune` up to its first phase; return that
+    phase's config mapping."""
+    from train_helpers import PhaseReached
+    from wespeaker_py.finetune import finetune
+    from wespeaker_py.finetune import run as finetune_run
+
+    def run(*args, **kwargs):
+        seen = {}
+
+        def stop(config):
+            seen.update(config)
+            raise PhaseReached
+
+        monkeypatch.setattr(finetune_run, "_train_phase", stop)
+        with pytest.raises(PhaseReached):
+            finetune(*args, device="cpu", **kwargs)
+        return seen
+    return run

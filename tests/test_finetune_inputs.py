@@ -26,27 +26,6 @@ FIXED_RATE_CONFIGS = ("ecapa_tdnn_WavLM_frozen.yaml", "w2vbert_s1_lora.yaml",
                       "whisper_PMFA_stage0.yaml")
 
 
-class PhaseReached(Exception):
-    """Raised in place of training: the run got as far as its first phase."""
-
-
-@pytest.fixture
-def first_phase(monkeypatch):
-    """Run :func:`finetune` up to its first phase; return that phase's config mapping."""
-    def run(*args, **kwargs):
-        seen = {}
-
-        def stop(config):
-            seen.update(config)
-            raise PhaseReached
-
-        monkeypatch.setattr(finetune_run, "_train_phase", stop)
-        with pytest.raises(PhaseReached):
-            finetune(*args, device="cpu", **kwargs)
-        return seen
-    return run
-
-
 @pytest.fixture(scope="module")
 def source_model(tmp_path_factory):
     """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from train_helpers import make_speaker_corpus, write_source_model
+from train_helpers import PhaseReached, make_speaker_corpus, write_source_model
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
@@ -18,10 +18,6 @@ from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class PhaseReached(Exception):
-    """Raised in place of training: the run got as far as a phase."""
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +71,9 @@ def test_an_option_out_of_range_is_refused_before_any_work(options, named, sourc
 
 
 def test_the_options_in_range_reach_training_with_the_given_loader(source_model, data_dir,
-                                                                   tmp_path, monkeypatch):
-    seen = {}
-
-    def train(config):
-        seen.update(config)
-        raise PhaseReached
-
-    monkeypatch.setattr(finetune_run, "_train_phase", train)
-    with pytest.raises(PhaseReached):
-        finetune(source_model, data_dir, str(tmp_path / "out"),
-                 FinetuneOptions(epochs=2, batch_size=2, num_workers=0), device="cpu")
+                                                                   tmp_path, first_phase):
+    seen = first_phase(source_model, data_dir, str(tmp_path / "out"),
+                       FinetuneOptions(epochs=2, batch_size=2, num_workers=0))
     assert seen["dataloader_args"]["batch_size"] == 2
     assert seen["dataloader_args"]["num_workers"] == 0
 

@@ -207,3 +207,7 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class PhaseReached(Exception):
+    """Raised in place of training: a fine-tuning run got as far as its first phase."""
