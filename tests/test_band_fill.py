@@ -555,3 +555,27 @@ def test_the_fill_on_cuda_matches_the_cpu():
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(frontend(narrow[None], fill), on_cpu)   # the CPU cache still
+
+
+def test_the_narrowband_warning_of_diarization_names_the_recording(tmp_path, monkeypatch,
+                                                                   caplog):
+    from wespeaker_py import load_model
+    from wespeaker_py.audio import samples as audio_samples
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    folder = str(tmp_path / "model")
+    make_experiment(folder, bare=True)
+    model = load_model(folder, device="cpu")
+    call = str(tmp_path / "call.wav")
+    write_call(corpus_files(1)[0], call)
+    with caplog.at_level(logging.WARNING):
+        model.diarizer(vad="energy", window_lda="off").diarize(call, num_speakers=1)
+    [message] = [r.getMessage() for r in caplog.records if "Hz audio (first" in r.getMessage()]
+    assert message.startswith(f"8000 Hz audio (first: {call} window 0)")
+    # a function without a name keyword is called as before, and the recording is named
+    monkeypatch.setattr(audio_samples, "_rates_warned", set())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        plain = Diarizer(lambda pieces: np.ones((len(pieces), 4)),
+                         DiarizationOptions(vad="energy", num_speakers=1))
+        plain.diarize(call, recording="rec-7")
+    assert "8000 Hz audio (first: rec-7)" in caplog.text

@@ -635,10 +635,13 @@ class SpeakerModel:
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
         lda, narrowband = self._window_ldas(options.window_lda)
-        return Diarizer(lambda windows: self._embed_loaded(windows, batch_size, noun="window"),
-                        options, sample_rate=self.sample_rate,
-                        narrowband_embed=lambda windows, rate: self._embed_loaded(
-                            windows, batch_size, rate, "window"),
+
+        def embed(windows: Sequence[np.ndarray], heard_rate: int = 0,
+                  name: str = "") -> np.ndarray:
+            noun = f"{name} window" if name else "window"
+            return self._embed_loaded(windows, batch_size, heard_rate, noun)
+
+        return Diarizer(embed, options, sample_rate=self.sample_rate, narrowband_embed=embed,
                         projection=None if lda is None else lda.project,
                         narrowband_projections={rate: item.project
                                                 for rate, item in narrowband.items()})

@@ -12,6 +12,7 @@ utterances the same way, to learn a window LDA from
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ logger = get_logger(__name__)
 
 
 # windows -> [N, D]: 1-D model samples (float32, int16 scale, see wespeaker_py.audio), all of
-# one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop
-EmbedFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
+# one length, at the Diarizer's sample_rate (the model's), ready for the embedding loop.
+# A function that also takes a keyword ``name`` is told the recording's, for its messages.
+EmbedFunction = Callable[..., np.ndarray]
 # windows that came at a rate below the model's, and that rate -> [N, D] embeddings
-NarrowbandEmbedFunction = Callable[[Sequence[np.ndarray], int], np.ndarray]
+# (``name`` as for EmbedFunction)
+NarrowbandEmbedFunction = Callable[..., np.ndarray]
 # [N, D] window embeddings -> [N, d] (a window LDA's project), applied before clustering
 Projection = Callable[[np.ndarray], np.ndarray]
 
@@ -131,7 +134,7 @@ class Diarizer:
         seconds["vad"] = time.perf_counter() - clock
         clock = time.perf_counter()
         windows, embeddings = self.window_embeddings(audio, speech,
-                                                     heard_rate_of(source_rate, rate))
+                                                     heard_rate_of(source_rate, rate), name)
         seconds["embed"] = time.perf_counter() - clock
         if not windows:
             return DiarizationResult([], speech, 0, seconds)
@@ -163,10 +166,11 @@ class Diarizer:
         return self.narrowband_projections[min(fitting)]
 
     def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region],
-                          heard_rate: int = 0):
+                          heard_rate: int = 0, name: Optional[str] = None):
         """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
         :attr:`sample_rate`, which came at ``heard_rate`` when that is set), and
-        ``[N, D]`` embeddings of them."""
+        ``[N, D]`` embeddings of them. ``name`` (the recording's) goes to an embedding
+        function that takes it, for its messages."""
         opts = self.options
         windows = subsegments(speech, opts.window, opts.shift)
         if not windows:
@@ -179,11 +183,13 @@ class Diarizer:
         pieces = [with_noise_floor(np.resize(audio[first:last], window_samples), opts.dither,
                                    first) for first, last in spans]
         if heard_rate and self.narrowband_embed is None:
-            warn_if_narrowband(heard_rate, rate, "a recording", "the diarizer has no "
+            warn_if_narrowband(heard_rate, rate, name or "a recording", "the diarizer has no "
                                "narrowband embedding function (SpeakerModel.diarizer's has)")
-        embeddings = np.asarray(self.embed_windows(pieces) if not heard_rate
-                                or self.narrowband_embed is None
-                                else self.narrowband_embed(pieces, heard_rate))
+        if heard_rate and self.narrowband_embed is not None:
+            embeddings = _call_naming(self.narrowband_embed, name, pieces, heard_rate)
+        else:
+            embeddings = _call_naming(self.embed_windows, name, pieces)
+        embeddings = np.asarray(embeddings)
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "
                                f"(finite: {np.isfinite(embeddings).all()}) for "
@@ -196,6 +202,16 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
+
+
+def _call_naming(function: Callable[..., np.ndarray], name: Optional[str],
+                 *args: Any) -> np.ndarray:
+    """``function(*args)``, with ``name=`` too when ``name`` is set and it takes that keyword."""
+    try:
+        takes_name = "name" in inspect.signature(function).parameters
+    except (TypeError, ValueError):   # a callable without an inspectable signature
+        takes_name = False
+    return function(*args, name=name) if name and takes_name else function(*args)
 
 
 def with_noise_floor(piece: np.ndarray, dither: float, seed: int) -> np.ndarray:
@@ -374,7 +390,7 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
             heard = narrowband(audio, heard_rate, rate) if heard_rate else audio
             lowest = min(filter(None, (heard_rate, came_at)), default=0)
             _, embeddings = diarizer.window_embeddings(heard, [(0.0, heard.size / rate)],
-                                                       lowest)
+                                                       lowest, key)
             rows[heard_rate].append(embeddings)
             speakers[heard_rate] += [utt2spk[key]] * len(embeddings)
     tally = JobTally.of(read, skipped)
