@@ -3,6 +3,7 @@ the bad-input rules of issue 22."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -69,13 +70,20 @@ def corpus_8k(tmp_path_factory):
     return data
 
 
-def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path):
+def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path, caplog):
     out = str(tmp_path / "out")
-    status = run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
-                              "--out", out, "--epochs", "2", "--freeze_epochs", "1",
-                              "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
-                              "--num_avg", "1", "--device", "cpu", "--num_threads", "1"])
+    with caplog.at_level(logging.INFO):
+        status = run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
+                                  "--out", out, "--epochs", "2", "--freeze_epochs", "1",
+                                  "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
+                                  "--num_avg", "1", "--device", "cpu", "--num_threads", "1"])
     assert status == 0
+    # each phase's log counts its epochs from 1; a line says where they stand in the run
+    assert "phase 1 of 2 (the new head only): the run's epochs 1-1 of 2" in caplog.text
+    assert "phase 2 of 2 (everything): the run's epochs 2-2 of 2" in caplog.text
+    # the frozen phase trains only the 4-speaker head, counted in full, not as 0.00M
+    head = 4 * 16
+    assert f"parameters train, the head's {head} of them" in caplog.text
     for name in ("config.yaml", "avg_model.pt", "calibration.json", "finetune.json"):
         assert os.path.isfile(os.path.join(out, name)), name
     report = json.load(open(os.path.join(out, "finetune.json")))

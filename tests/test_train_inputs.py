@@ -69,6 +69,24 @@ def test_unusable_training_data_is_refused_before_exp_dir_is_written(tmp_path, c
     assert "utterances of" not in caplog.text
 
 
+@pytest.mark.parametrize("override, expected", [
+    (["--model_args.embed_dim", "-5"], r"'model_args' does not fit XVEC: .*-5"),
+    (["--projection_args.project_type", "no_such_head"], "no_such_head"),
+    (["--frozen_params", "['nowhere.']"], "'frozen_params': 'nowhere.' names no parameter"),
+])
+def test_a_model_that_cannot_be_built_is_refused_before_exp_dir_is_written(tmp_path, override,
+                                                                           expected):
+    corpus = _corpus(str(tmp_path / "data"))
+    exp_dir = str(tmp_path / "exp")
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(dict(TINY_CONFIG, gpus=[])))
+    with pytest.raises(ConfigError, match=expected):
+        train.main(["--config", str(conf), "--exp_dir", exp_dir,
+                    "--train_data", corpus["raw_list"], "--train_label", corpus["utt2spk"]]
+                   + override)
+    assert not os.path.exists(exp_dir)
+
+
 def test_gpus_asked_for_without_cuda_warn_and_train_on_the_cpu(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.INFO):
@@ -80,3 +98,9 @@ def test_gpus_asked_for_without_cuda_warn_and_train_on_the_cpu(monkeypatch, capl
         assert choose_device(0, []) == torch.device("cpu")   # the CPU asked for
         assert choose_device(0, None) == torch.device("cpu")  # any device: the CPU here
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_parameter_count_is_in_full_below_ten_thousand_so_a_small_head_is_not_zero():
+    from wespeaker_py.train.trainer import parameter_count
+    assert [parameter_count(n) for n in (0, 768, 9_999, 10_000, 1_234_567)] == \
+        ["0", "768", "9,999", "0.01M", "1.23M"]

@@ -205,6 +205,12 @@ def _top_level_parameters(config_path: str) -> List[str]:
             if any(True for _ in module.parameters())]
 
 
+def _phase_trains(freeze: str) -> str:
+    """What trains in a phase that freezes ``freeze`` (see :func:`_frozen_prefixes`)."""
+    return {"body": "the new head only", "front": "all but the first layer"}.get(
+        freeze, "everything")
+
+
 def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
     if freeze == "front":
         return [modules[0] + "."]
@@ -353,9 +359,16 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                 len(data.dev_speakers), len(data.trials))
 
     last, plan = init, phases(options, len(data.train_speakers))
-    for phase in plan:
+    epochs_before = 0
+    for number, phase in enumerate(plan, 1):
         phase_dir = os.path.join(work, phase["name"])
         frozen = _frozen_prefixes(phase["freeze"], modules)
+        # each phase is a training run of its own, whose log counts its epochs from 1
+        logger.info("phase %d of %d (%s): the run's epochs %d-%d of %d, logged as epochs "
+                    "1-%d, in %s", number, len(plan), _phase_trains(phase["freeze"]),
+                    epochs_before + 1, epochs_before + phase["epochs"], options.epochs,
+                    phase["epochs"], phase_dir)
+        epochs_before += phase["epochs"]
         last = _train_phase(phase_config(
             source_config, options, exp_dir=phase_dir, train_data=train_data,
             train_label=train_label, num_utterances=len(data.train), sample_rate=rate,

@@ -30,15 +30,41 @@ def build_model(plan: TrainingPlan) -> nn.Module:
     model = build_speaker_model(plan.model_config)
     if plan.model_holds_frontend:
         model.add_module("frontend", plan.frontend)
+    model.add_module("projection", _build_head(plan))
+    freeze_parameters(model, plan.config.frozen_params)
+    return model
+
+
+def check_model_builds(plan: TrainingPlan) -> None:
+    """Build the model and head on the meta device (no memory, no random draws), so that a
+    ``model_args``, ``projection_args`` or ``frozen_params`` error is raised before the
+    experiment folder is made."""
+    with torch.device("meta"):
+        model = build_speaker_model(plan.model_config)
+        model.add_module("projection", _build_head(plan))
+    names = [name for name, _ in model.named_parameters()]
+    if plan.model_holds_frontend:
+        names += [f"frontend.{name}" for name, _ in plan.frontend.named_parameters()]
+    for prefix in plan.config.frozen_params:
+        _named_by(prefix, names)
+
+
+def _build_head(plan: TrainingPlan) -> nn.Module:
     try:
-        head = get_projection(plan.projection_args,
+        return get_projection(plan.projection_args,
                               embed_dim=plan.model_config.model_args["embed_dim"],
                               num_class=plan.num_classes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    model.add_module("projection", head)
-    freeze_parameters(model, plan.config.frozen_params)
-    return model
+
+
+def _named_by(prefix: str, names: List[str]) -> List[str]:
+    """The parameter ``names`` that start with a ``frozen_params`` prefix; none is an error."""
+    named = [name for name in names if name.startswith(prefix)]
+    if not named:
+        raise ConfigError(f"config key 'frozen_params': {prefix!r} names no parameter of "
+                          f"the model")
+    return named
 
 
 def freeze_parameters(model: nn.Module, prefixes) -> None:
@@ -47,17 +73,10 @@ def freeze_parameters(model: nn.Module, prefixes) -> None:
     Their BatchNorm statistics still follow the training data (the model trains in
     train mode). A prefix that names no parameter is a ConfigError.
     """
+    params = dict(model.named_parameters())
     for prefix in prefixes:
-        matched = [param for name, param in model.named_parameters() if name.startswith(prefix)]
-        if not matched:
-            raise ConfigError(f"config key 'frozen_params': {prefix!r} names no parameter of "
-                              f"the model")
-        for param in matched:
-            param.requires_grad_(False)
-    if prefixes:
-        trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
-        logger.info("frozen parameters: %s; %.2fM parameters train", ", ".join(
-            repr(prefix) for prefix in prefixes), trainable / 1e6)
+        for name in _named_by(prefix, list(params)):
+            params[name].requires_grad_(False)
 
 
 def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:

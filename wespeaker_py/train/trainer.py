@@ -116,6 +116,7 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
         # before resolve: building an SSL front-end draws from the generators
         set_seed(config.seed + world.rank)
         plan = resolve(config, world)
+        builder.check_model_builds(plan)
         folder = ExperimentFolder(plan.layout, world)
         folder.standing = plan.start.standing
         folder.standing_path = config.checkpoint
@@ -212,20 +213,29 @@ def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
-    def millions(prefix: str) -> float:
+    def count(prefix: str, trained_only: bool = False) -> int:
         return sum(param.numel() for name, param in model.named_parameters()
-                   if name.startswith(prefix)) / 1e6
+                   if name.startswith(prefix) and (param.requires_grad or not trained_only))
 
     name = plan.model_config.model
-    frontend = millions("frontend.")
-    speaker = millions("") - frontend - millions("projection.")
+    frontend = count("frontend.")
+    speaker = count("") - frontend - count("projection.")
     if frontend:
-        trainable = sum(param.numel() for param in model.frontend.parameters()
-                        if param.requires_grad) / 1e6
-        logger.info("%s: %.2fM parameters without the head, after a front-end of %.2fM "
-                    "(%.2fM trained)", name, speaker, frontend, trainable)
+        logger.info("%s: %s parameters without the head, after a front-end of %s "
+                    "(%s trained)", name, parameter_count(speaker),
+                    parameter_count(frontend), parameter_count(count("frontend.", True)))
     else:
-        logger.info("%s: %.2fM parameters without the head", name, speaker)
+        logger.info("%s: %s parameters without the head", name, parameter_count(speaker))
+    if plan.config.frozen_params:
+        logger.info("frozen parameters: %s; %s parameters train, the head's %s of them",
+                    ", ".join(repr(prefix) for prefix in plan.config.frozen_params),
+                    parameter_count(count("", True)),
+                    parameter_count(count("projection.", True)))
+
+
+def parameter_count(number: int) -> str:
+    """``number`` of parameters for a log: ``1.23M`` from 10,000 on, else in full."""
+    return f"{number / 1e6:.2f}M" if number >= 10_000 else f"{number:,}"
 
 
 def _warn_narrow_band(summary: SkipSummary, model_rate: int, epoch: int) -> None:
