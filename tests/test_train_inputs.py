@@ -104,3 +104,45 @@ def test_a_parameter_count_is_in_full_below_ten_thousand_so_a_small_head_is_not_
     from wespeaker_py.train.trainer import parameter_count
     assert [parameter_count(n) for n in (0, 768, 9_999, 10_000, 1_234_567)] == \
         ["0", "768", "9,999", "0.01M", "1.23M"]
+
+
+def _relabelled(corpus, tmp_path, rename):
+    """A copy of the corpus's utt2spk with its speakers renamed by ``rename``."""
+    path = tmp_path / "utt2spk"
+    with open(corpus["utt2spk"]) as source:
+        path.write_text("".join(f"{utt} {rename(spk)}\n"
+                                for utt, spk in (line.split() for line in source)))
+    return str(path)
+
+
+def test_a_label_file_of_other_speakers_is_refused_before_exp_dir_is_written(corpus, tmp_path):
+    from train_helpers import run_training, tiny_config
+    exp_dir = str(tmp_path / "exp")
+    config = tiny_config(exp_dir, corpus, gpus=[], num_epochs=1,
+                         train_label=_relabelled(corpus, tmp_path, lambda spk: "other-" + spk))
+    with pytest.raises(ConfigError, match=r"'train_data' and 'train_label' do not match: no "
+                                          r"speaker of .*raw.list is in .*utt2spk"):
+        run_training(config)
+    assert not os.path.exists(exp_dir)
+
+
+def test_speakers_that_list_and_label_file_do_not_share_are_warned_about(corpus, tmp_path,
+                                                                         caplog):
+    from train_helpers import run_training, tiny_config
+    with open(corpus["utt2spk"]) as source:
+        speakers = sorted({line.split()[1] for line in source})
+    renamed = speakers[0]   # its 6 utterances have no label; "zz-extra" has no utterance
+    label = _relabelled(corpus, tmp_path, lambda spk: "zz-extra" if spk == renamed else spk)
+    config = tiny_config(str(tmp_path / "exp"), corpus, gpus=[], num_epochs=1,
+                         train_label=label)
+    with caplog.at_level(logging.WARNING):
+        run_training(config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"6 of the 24 utterances of {corpus['raw_list']} have a speaker that {label} "
+               f"does not list" in text and "skipped every epoch" in text for text in warnings)
+    assert any(f"1 of the 4 speakers of {label} have no utterance in {corpus['raw_list']} "
+               f"(the first: 'zz-extra')" in text for text in warnings)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):   # matching files: no such warning
+        run_training(tiny_config(str(tmp_path / "exp2"), corpus, gpus=[], num_epochs=1))
+    assert "does not list" not in caplog.text and "no utterance in" not in caplog.text

@@ -178,7 +178,33 @@ def build_dataset(plan: TrainingPlan) -> Dataset:
                   if plan.data_type == "shard" else "")
         raise ConfigError(f"{plan.train_data} lists {len(dataset.items)} {what} for {ranks} "
                           f"ranks: every rank needs at least one{advice}, or train on fewer")
+    if plan.data_type == "raw" and not any(utt.spk in plan.spk2id for utt in dataset.items):
+        first = dataset.items[0]
+        raise ConfigError(f"config keys 'train_data' and 'train_label' do not match: no speaker "
+                          f"of {plan.train_data} is in {plan.config.train_label} (the first: "
+                          f"{first.key} of {first.spk!r}); give the utt2spk the list was made "
+                          f"from")
     return dataset
+
+
+def warn_speakers_unmatched(plan: TrainingPlan, dataset: Dataset) -> None:
+    """Warn when a raw ``train_data`` and ``train_label`` disagree on speakers: utterances of a
+    speaker the label file lacks are skipped every epoch; a label speaker without utterances
+    is a class of the head that never trains. (A shard list's speakers are known only as
+    its shards are read; their skips are counted each epoch.)"""
+    if plan.data_type != "raw":
+        return
+    unknown = [utt for utt in dataset.items if utt.spk not in plan.spk2id]
+    if unknown:
+        logger.warning("%d of the %d utterances of %s have a speaker that %s does not list "
+                       "(the first: %s of %r): they are skipped every epoch", len(unknown),
+                       len(dataset.items), plan.train_data, plan.config.train_label, unknown[0].key,
+                       unknown[0].spk)
+    unheard = set(plan.spk2id) - {utt.spk for utt in dataset.items}
+    if unheard:
+        logger.warning("%d of the %d speakers of %s have no utterance in %s (the first: %r): "
+                       "their classes of the head never train", len(unheard),
+                       len(plan.spk2id), plan.config.train_label, plan.train_data, min(unheard))
 
 
 def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:

@@ -116,21 +116,24 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
         # before resolve: building an SSL front-end draws from the generators
         set_seed(config.seed + world.rank)
         plan = resolve(config, world)
+        # what the model and the data lists refuse is refused before exp_dir is made
         builder.check_model_builds(plan)
+        dataset = builder.build_dataset(plan)
         folder = ExperimentFolder(plan.layout, world)
         folder.standing = plan.start.standing
         folder.standing_path = config.checkpoint
         try:
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
-                return _train(plan, folder, stop, resume_hint)
+                return _train(plan, folder, dataset, stop, resume_hint)
         finally:
             folder.close()
     finally:
         shutdown_distributed()
 
 
-def _train(plan: TrainingPlan, folder: ExperimentFolder, stop: Optional[StopRequest] = None,
+def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
+           stop: Optional[StopRequest] = None,
            resume_hint: Optional[str] = None) -> List[EpochResult]:
     world, first_epoch, num_epochs = plan.world, plan.start.first_epoch, plan.num_epochs
     resume_at = plan.start.resume_at
@@ -148,7 +151,8 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, stop: Optional[StopRequ
         folder.finish_without_training(num_epochs, first_epoch)
         barrier(world)
         return []
-    dataset = builder.build_dataset(plan)
+    if world.is_main:
+        builder.warn_speakers_unmatched(plan, dataset)
     loader = builder.build_loader(plan, dataset)
     trainer.restore()
     folder.save_config(plan)
