@@ -135,7 +135,7 @@ def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict
 def cluster_labeller(options: ClusterOptions, oracle_count: bool = False, max_speakers: int = 10):
     if oracle_count:  # what refines an estimated count, or stops merging, has no say here
         defaults = ClusterOptions()
-        options = dataclasses.replace(options, ahc_threshold=defaults.ahc_threshold,
+        options = dataclasses.replace(options, ahc_threshold=None,
                                       min_cluster_size=defaults.min_cluster_size,
                                       merge_threshold=defaults.merge_threshold)
 

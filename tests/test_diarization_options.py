@@ -35,6 +35,23 @@ def test_ahc_threshold_is_refused_by_the_methods_that_never_read_it(method):
     DiarizationOptions.from_settings(cluster_method=method)   # left at its default: no choice
 
 
+def test_a_threshold_given_at_its_default_value_is_still_refused_where_it_does_nothing():
+    from wespeaker_py.diarization.options import DEFAULT_AHC_THRESHOLD, DEFAULT_VAD_THRESHOLD
+    with pytest.raises(ClusteringOptionError, match=f"ahc_threshold \\({DEFAULT_AHC_THRESHOLD:g}"
+                                                    f"\\).*spectral-norm takes none"):
+        DiarizationOptions.from_settings(ahc_threshold=DEFAULT_AHC_THRESHOLD)
+    with pytest.raises(ClusteringOptionError, match="ahc_threshold.*num_speakers=2"):
+        DiarizationOptions.from_settings(cluster_method="agglomerative", num_speakers=2,
+                                         ahc_threshold=DEFAULT_AHC_THRESHOLD)
+    with pytest.raises(ClusteringOptionError, match="vad_threshold.*energy VAD takes none"):
+        DiarizationOptions.from_settings(vad="energy", vad_threshold=DEFAULT_VAD_THRESHOLD)
+    # left out, they take their defaults
+    options = DiarizationOptions.from_settings(cluster_method="agglomerative")
+    assert options.cluster_options().resolved_ahc_threshold() == DEFAULT_AHC_THRESHOLD
+    assert options.region_rules().threshold == DEFAULT_VAD_THRESHOLD
+    assert DiarizationOptions.from_settings(vad_threshold=0.3).region_rules().threshold == 0.3
+
+
 def test_agglomerative_reads_its_ahc_threshold():
     embeddings = two_speakers()
     counts = [cluster_windows(embeddings, ClusterOptions("agglomerative", ahc_threshold=cut),

@@ -464,8 +464,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
-    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_EDGE_WEIGHTS,
-                                                  DEFAULT_GAP_RATIO, EDGE_WEIGHTS,
+    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_AHC_THRESHOLD,
+                                                  DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO,
+                                                  DEFAULT_VAD_THRESHOLD, EDGE_WEIGHTS,
                                                   DiarizationOptions)
     defaults = DiarizationOptions()
     sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
@@ -493,7 +494,7 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
                        help=f"speech detector (default {defaults.vad})")
     add_flag(group, "vad_threshold", type=float, default=defaults.vad_threshold,
              help=f"Silero speech probability that starts speech (default "
-                  f"{defaults.vad_threshold:g})")
+                  f"{DEFAULT_VAD_THRESHOLD:g}; the energy VAD takes none)")
     add_flag(group, "min_speech", type=float, default=defaults.min_speech,
              help=f"seconds; shorter speech is dropped (default {defaults.min_speech:g})")
     add_flag(group, "min_silence", type=float, default=defaults.min_silence,
@@ -514,7 +515,7 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
                   "diar-umap extra); checked before the model loads")
     add_flag(group, "ahc_threshold", type=float, default=defaults.ahc_threshold,
              help=f"agglomerative: cosine distance at which clusters stop merging (default "
-                  f"{defaults.ahc_threshold:g})")
+                  f"{DEFAULT_AHC_THRESHOLD:g}; other methods take none)")
     add_flag(group, "min_cluster_size", type=int, default=defaults.min_cluster_size,
              help="refine an estimated count (3D-Speaker): fold clusters of at most this many "
                   f"windows into the nearest larger one (default {defaults.min_cluster_size}: "

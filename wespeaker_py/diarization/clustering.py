@@ -77,7 +77,8 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
                                        edge_weights=options.resolved_edge_weights())
         return outcome.labels, outcome.estimated, outcome.at_least
     if method == "agglomerative":
-        labels = agglomerative_labels(embeddings, options.ahc_threshold, num_speakers, seed)
+        labels = agglomerative_labels(embeddings, options.resolved_ahc_threshold(), num_speakers,
+                                      seed)
     else:
         labels = umap_hdbscan_labels(embeddings)
     return labels, len(np.unique(labels)), False

@@ -29,6 +29,8 @@ EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_EDGE_WEIGHTS = "cosine"
 # agglomerative's cut: the cosine distance at which merging stops
 DEFAULT_AHC_THRESHOLD = 0.6
+# the Silero VAD's speech probability that starts a region
+DEFAULT_VAD_THRESHOLD = 0.5
 
 
 def window_lda_name(heard_rate: int = 0) -> str:
@@ -51,12 +53,19 @@ class ClusterOptions:
     """Which method, and the refinements applied when the count is estimated."""
 
     method: str = DEFAULT_METHOD
-    ahc_threshold: float = DEFAULT_AHC_THRESHOLD  # cosine distance cut of ``agglomerative``
+    # cosine distance cut of ``agglomerative``; None: DEFAULT_AHC_THRESHOLD (unset, so that
+    # one given for another method is refused even at the default's value)
+    ahc_threshold: Optional[float] = None
     min_cluster_size: int = 0               # fold clusters of at most this many windows
     merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
     gap_ratio: Optional[float] = None       # None: the method's own (see resolved_gap_ratio)
     edge_weights: Optional[str] = None      # None: the method's own (resolved_edge_weights)
     seed: int = 0
+
+    def resolved_ahc_threshold(self) -> float:
+        """``agglomerative``'s cut: ``ahc_threshold`` when set, else
+        :data:`DEFAULT_AHC_THRESHOLD`."""
+        return DEFAULT_AHC_THRESHOLD if self.ahc_threshold is None else self.ahc_threshold
 
     def resolved_gap_ratio(self) -> float:
         """The eigengap rule's ratio (``spectral.eigengap_count``): ``gap_ratio`` when set,
@@ -81,7 +90,7 @@ class ClusterOptions:
         (``num_speakers`` given) what :meth:`check_count_given` refuses."""
         check_cluster_options(self.method, num_speakers, min_speakers, max_speakers,
                               self.gap_ratio, self.edge_weights)
-        if self.ahc_threshold != DEFAULT_AHC_THRESHOLD and self.method != "agglomerative":
+        if self.ahc_threshold is not None and self.method != "agglomerative":
             raise ClusteringOptionError(f"ahc_threshold ({self.ahc_threshold:g}) is where "
                                         f"agglomerative stops merging; {self.method} takes "
                                         f"none")
@@ -94,8 +103,7 @@ class ClusterOptions:
         count being given (``given`` says how, e.g. ``num_speakers=3``)."""
         unused = (("min_cluster_size", self.min_cluster_size, self.min_cluster_size > 0),
                   ("merge_threshold", self.merge_threshold, self.merge_threshold is not None),
-                  ("ahc_threshold", self.ahc_threshold,
-                   self.ahc_threshold != DEFAULT_AHC_THRESHOLD))
+                  ("ahc_threshold", self.ahc_threshold, self.ahc_threshold is not None))
         for name, value, is_set in unused:
             if is_set:
                 raise ClusteringOptionError(f"{name} ({value:g}) shapes an estimated number of "
@@ -135,7 +143,7 @@ class DiarizationOptions:
     ``bench/results_diarization_clustering.md``)."""
 
     vad: str = "silero"             # or "energy"
-    vad_threshold: float = 0.5      # Silero speech probability that starts a region
+    vad_threshold: Optional[float] = None  # Silero's; None: DEFAULT_VAD_THRESHOLD
     min_speech: float = 0.25        # seconds; shorter speech regions are dropped
     min_silence: float = 0.1        # seconds; shorter pauses are bridged
     window: float = 1.5             # seconds per embedding window
@@ -172,14 +180,15 @@ class DiarizationOptions:
     def check(self) -> None:
         """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
         rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
-                 ("vad_threshold", 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
+                 ("vad_threshold", self.vad_threshold is None
+                  or 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
                  ("min_speech", self.min_speech >= 0.0, "at least 0"),
                  ("min_silence", self.min_silence >= 0.0, "at least 0"),
                  ("window", self.window > 0.0, "above 0"),
                  ("shift", 0.0 < self.shift <= self.window, "above 0 and at most window"),
                  ("dither", self.dither >= 0.0, "at least 0"),
-                 ("ahc_threshold", 0.0 < self.ahc_threshold < 2.0,
-                  "a cosine distance between 0 and 2"),
+                 ("ahc_threshold", self.ahc_threshold is None
+                  or 0.0 < self.ahc_threshold < 2.0, "a cosine distance between 0 and 2"),
                  ("min_cluster_size", self.min_cluster_size >= 0, "at least 0"),
                  ("merge_threshold", self.merge_threshold is None
                   or -1.0 <= self.merge_threshold <= 1.0, "a cosine between -1 and 1"),
@@ -192,7 +201,7 @@ class DiarizationOptions:
                 raise ClusteringOptionError(f"{name} must be {wanted}, got "
                                             f"{getattr(self, name)!r}")
         self.cluster_options().check(self.num_speakers, self.min_speakers, self.max_speakers)
-        if self.vad == "energy" and self.vad_threshold != DiarizationOptions.vad_threshold:
+        if self.vad == "energy" and self.vad_threshold is not None:
             raise ClusteringOptionError(f"vad_threshold ({self.vad_threshold:g}) is the Silero "
                                         f"VAD's speech probability; the energy VAD takes none")
 
@@ -204,6 +213,7 @@ class DiarizationOptions:
     def region_rules(self):
         """The VAD's :class:`~wespeaker_py.diarization.vad.RegionRules` from these settings."""
         from wespeaker_py.diarization.vad import RegionRules
-        return RegionRules(threshold=self.vad_threshold,
-                           offset_threshold=max(0.01, self.vad_threshold - 0.15),
+        threshold = (DEFAULT_VAD_THRESHOLD if self.vad_threshold is None
+                     else self.vad_threshold)
+        return RegionRules(threshold=threshold, offset_threshold=max(0.01, threshold - 0.15),
                            min_speech=self.min_speech, min_silence=self.min_silence)
