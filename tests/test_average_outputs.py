@@ -72,6 +72,18 @@ def test_a_file_holding_a_training_checkpoint_is_refused(tmp_path, capsys, no_lo
     assert kept.read_bytes() == before
 
 
+def test_a_training_checkpoint_in_torchs_old_format_is_refused_too(tmp_path, capsys, no_loading):
+    # the check maps the file's tensors instead of reading them; a file saved before torch
+    # 1.6's zip format cannot be mapped and is read whole
+    models = _write_run(tmp_path / "models")
+    kept = tmp_path / "old.pt"
+    torch.save(torch.load(models / "model_1.pt"), kept, _use_new_zipfile_serialization=False)
+    with pytest.raises(RuntimeError, match="mmap can only be used"):
+        torch.load(kept, mmap=True, weights_only=False)
+    status, err = _run(capsys, models, kept)
+    assert status == 2 and "holds a training checkpoint" in err
+
+
 def test_a_folder_as_dst_model_fails_before_averaging(tmp_path, capsys, no_loading):
     models = _write_run(tmp_path / "models")
     status, err = _run(capsys, models, models)

@@ -40,8 +40,18 @@ class CheckpointFileNotFound(WespeakerError, FileNotFoundError):
     """A checkpoint path that names no file."""
 
 
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint file on the CPU.
+def _load(path: str, lazy: bool) -> Any:
+    if lazy:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:   # not the zip format (torch < 1.6's): read it whole
+            pass
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_checkpoint(path: str, lazy: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint file on the CPU; ``lazy``: its tensors mapped from the file, not
+    read (to look at its keys), where torch can map it (a file saved in torch's zip format).
 
     Raises:
         CheckpointFileNotFound: nothing at ``path``.
@@ -59,7 +69,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
             # a TorchScript file (bin.export_jit's final.zip) is refused below in one line
             for message, category in _TORCHSCRIPT_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=category)
-            loaded = torch.load(path, map_location="cpu", weights_only=False)
+            loaded = _load(path, lazy)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
                                f"({type(error).__name__}: {first_line(error)})") from None

@@ -114,7 +114,7 @@ def check_destination(dst_model: str, paths: List[str]) -> None:
     require_writable(dst_model)
     if os.path.isfile(real):
         try:
-            existing = read_checkpoint(real)
+            existing = read_checkpoint(real, lazy=True)
         except ModelSourceError:
             return  # not a checkpoint: nothing to lose by replacing it
         if is_training_checkpoint(existing):
