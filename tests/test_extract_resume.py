@@ -119,6 +119,15 @@ def test_another_number_of_jobs_keeps_the_finished_embeddings(setup, tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
 
 
+def test_a_run_resumed_with_another_number_of_jobs_writes_the_list_order(setup, tmp_path):
+    ark = str(tmp_path / "xvector.ark")
+    _half_done_with_two_jobs(setup, ark)
+    _extract(setup, ark)   # one job: its part holds the second half, the carried ark the first
+    in_list_order = [json.loads(line)["key"] for line in open(setup["list"])]
+    assert [line.split()[0] for line in open(ark[:-4] + ".scp")] == in_list_order
+    assert [key for key, _ in kaldiio.load_ark(ark)] == in_list_order
+
+
 def test_a_run_cut_short_while_splitting_the_list_resumes_with_every_split(setup, tmp_path,
                                                                            monkeypatch):
     from wespeaker_py.inference import workdir
@@ -159,27 +168,68 @@ def test_work_of_another_list_is_not_resumed(setup, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
 
 
+# a run that holds the work of argv[1]; "fork": it forks a sleeping child, prints its pid and
+# ends like a killed run (nothing released); "hold": it prints "locked" and sleeps
+_HOLDER = """
+import os, sys, time
+from wespeaker_py.config import load_model_config
+from wespeaker_py.inference.workdir import ExtractionWork
+ark, data_list, checkpoint, config, mode = sys.argv[1:]
+work = ExtractionWork(ark, data_list, "raw", checkpoint, load_model_config(config), 1)
+if mode == "fork":
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(setup, ark, mode):
+    return subprocess.Popen([sys.executable, "-c", _HOLDER, ark, setup["list"],
+                             setup["checkpoint"], setup["config_path"], mode],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _work(setup, ark):
+    return ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"], 1)
+
+
 def test_a_second_run_into_the_same_output_stops_at_once(setup, tmp_path):
     ark = str(tmp_path / "xvector.ark")
-    lock = work_dir_for(ark) + ".lock"
-    # the first run, as another process holding the lock
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import fcntl, sys, time\n"
-                               "handle = open(sys.argv[1], 'a')\n"
-                               "fcntl.flock(handle, fcntl.LOCK_EX)\n"
-                               "print('locked', flush=True)\n"
-                               "time.sleep(60)\n", lock], stdout=subprocess.PIPE, text=True)
+    holder = _holder(setup, ark, "hold")   # the first run, as another process
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunFailedError, match=r"another extraction into .*xvector\.ark "
                                                  r"is running"):
             _extract(setup, ark)
-        assert not os.path.exists(ark) and not os.path.exists(work_dir_for(ark))
+        assert not os.path.exists(ark)
+        assert os.listdir(work_dir_for(ark)) == ["manifest.json"]   # the holder's, untouched
     finally:
         holder.kill()
         holder.wait()
     _extract(setup, ark)   # the lock went with its holder
     assert set(_read(ark)) == set(setup["wavs"])
+    assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
+
+
+def test_a_child_forked_by_a_killed_run_does_not_keep_its_lock(setup, tmp_path):
+    ark = str(tmp_path / "xvector.ark")
+    holder = _holder(setup, ark, "fork")   # a DataLoader worker outliving its killed run
+    child = int(holder.stdout.readline())
+    try:
+        assert holder.wait(timeout=60) == 0 and _alive(child)
+        with _work(setup, ark):
+            # the lock is still this process's alone: a second taker in it is refused
+            with pytest.raises(RunFailedError, match="another extraction into"):
+                _work(setup, ark)
+        assert _alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    _extract(setup, ark)
     assert sorted(os.listdir(tmp_path)) == ["xvector.ark", "xvector.scp"]
 
 
@@ -195,6 +245,17 @@ def test_work_that_fails_while_it_is_set_up_lets_go_of_its_lock(setup, tmp_path,
     assert not os.path.exists(work_dir_for(ark) + ".lock")
     _extract(setup, ark)   # not "another extraction is running"
     assert set(_read(ark)) == set(setup["wavs"])
+
+
+def test_reader_workers_are_quiet_about_a_run_stopped_while_taking_their_data(monkeypatch):
+    from wespeaker_py.inference.extraction import ReaderWorker
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda exc_type, *_: seen.append(exc_type))
+    ReaderWorker()(0)
+    # what multiprocessing's resource sharer passes on when the taking process is killed
+    for error in (ConnectionResetError, BrokenPipeError, EOFError, ValueError):
+        sys.excepthook(error, error(), None)
+    assert seen == [ValueError]
 
 
 def _job_interrupted_alone(results) -> None:

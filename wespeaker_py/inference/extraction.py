@@ -14,6 +14,7 @@ first cut to one random chunk of that many frames
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
@@ -138,6 +139,27 @@ def embed_utterances(backend: TorchBackend, samples: Iterable[Mapping[str, Any]]
     return summary
 
 
+def _quiet_on_hangup(hook):
+    """``hook`` (a ``sys.excepthook``) less lost connections: multiprocessing's resource
+    sharer, which hands a reader worker's tensors over, passes it the
+    ``ConnectionResetError`` of a loader process killed mid-transfer (a stopped run, which
+    says so itself)."""
+    def quiet(exc_type, value, traceback):
+        if not issubclass(exc_type, (ConnectionError, EOFError)):
+            hook(exc_type, value, traceback)
+    return quiet
+
+
+class ReaderWorker(WorkerLogging):
+    """``worker_init_fn`` of the extraction's DataLoader: the loader's logging
+    (:class:`~wespeaker_py.utils.logging_utils.WorkerLogging`), and no traceback from a
+    worker when the run is stopped (:func:`_quiet_on_hangup`)."""
+
+    def __call__(self, worker_id: int) -> None:
+        super().__call__(worker_id)
+        sys.excepthook = _quiet_on_hangup(sys.excepthook)
+
+
 def _check_chunk_fits(backend: TorchBackend, chunker: RandomChunker) -> None:
     """Refuse a chunk too short for the model now, rather than skip every utterance."""
     frames = backend.prepare(torch.zeros(chunker.chunk_len)).shape[0]
@@ -206,7 +228,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None,
-                        worker_init_fn=WorkerLogging())
+                        worker_init_fn=ReaderWorker())
     # a raw list names every utterance; a shard list only its tar files
     expected = None
     if data_type == "raw":

@@ -9,24 +9,51 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, List, Sequence
+from typing import IO, Dict, Iterator, List, Optional, Sequence
 
 import kaldiio
 
 from wespeaker_py.io.ark import (EmbeddingWriter, entry_end, open_embedding_writer,
-                                 scp_path_for, split_location)
+                                 read_scp_offsets, scp_path_for, split_location)
 
 
-def merge_embedding_arks(part_arks: Sequence[str], out_ark: str) -> int:
+def merge_embedding_arks(part_arks: Sequence[str], out_ark: str,
+                         key_order: Optional[Sequence[str]] = None) -> int:
     """Concatenate per-job ark/scp pairs into ``out_ark`` and its scp; return the entry count.
 
-    The vectors' bytes are copied, not re-encoded, so the merged embeddings are
-    bit-identical to the parts. A key found in two parts is an error.
+    The vectors' bytes are copied (with ``key_order``, written again as the same
+    float32), so the merged embeddings are bit-identical to the parts. A key found in
+    two parts is an error. With ``key_order`` (the data list's keys) the entries are
+    written in that order, keys it lacks after them in the parts' order
+    (:func:`_write_in_order`).
     """
     with open_embedding_writer(out_ark) as writer:
-        for part in part_arks:
-            writer.append_ark(part)
+        if key_order is None:
+            for part in part_arks:
+                writer.append_ark(part)
+        else:
+            _write_in_order(writer, part_arks, key_order)
     return writer.count
+
+
+def _write_in_order(writer: EmbeddingWriter, part_arks: Sequence[str],
+                    key_order: Sequence[str]) -> None:
+    """Write the entries of ``part_arks`` sorted by their key's place in ``key_order``.
+
+    Only the scps' offsets are held; the vectors are read one at a time and written
+    as the float32 the parts hold, which gives their bytes back unchanged.
+    """
+    rank = {key: place for place, key in enumerate(key_order)}
+    entries = [(key, part, offset) for part in part_arks
+               for key, offset in read_scp_offsets(scp_path_for(part), expected_ark=part)]
+    entries.sort(key=lambda entry: rank.get(entry[0], len(rank)))
+    open_files: Dict[str, IO[bytes]] = {}
+    try:
+        for key, part, offset in entries:
+            writer.write(key, kaldiio.load_mat(f"{part}:{offset}", fd_dict=open_files))
+    finally:
+        for handle in open_files.values():
+            handle.close()
 
 
 def _complete_scp_lines(scp_path: str) -> List[str]:

@@ -8,9 +8,12 @@ where it stopped. One that differs only in the number of jobs (``--nj`` lowered 
 a job ran out of memory, say) keeps what was finished: the parts are merged into a
 ``carried_NNN.ark`` that every job skips and the final merge takes in. Any other
 difference means different work, and the folder is emptied first. Only a successful
-merge into the output removes it. While a run works on it, it holds a lock on
-``<folder>.lock`` beside it: a second run into the same output stops at once instead
-of appending to the same parts.
+merge into the output removes it, writing a raw list's embeddings in the list's order
+(whatever the jobs of the runs that made them). While a run works on it, it holds a
+lock on ``<folder>.lock`` beside it: a second run into the same output stops at once
+instead of appending to the same parts. The lock is the process's own
+(:func:`_hold_lock`), not its children's, so it goes when the run is killed even while
+a reader worker it forked lives on.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import glob
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+import threading
+import weakref
+from typing import IO, Any, Dict, List, Optional, Tuple
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
@@ -49,6 +54,62 @@ def work_dir_for(embed_ark: str) -> str:
     """The resumable work folder of ``embed_ark``."""
     embed_ark = os.path.abspath(embed_ark)
     return os.path.join(os.path.dirname(embed_ark), WORK_PREFIX + os.path.basename(embed_ark))
+
+
+# the open lock files of this process by (st_dev, st_ino): the kernel lets a second taker in
+# the same process through a POSIX lock, this does not. A holder dropped unreleased is
+# closed when collected, which ends its lock, and leaves here with it.
+_held_locks: "weakref.WeakValueDictionary[Tuple[int, int], IO[str]]" = \
+    weakref.WeakValueDictionary()
+_held_guard = threading.Lock()
+
+
+def _file_id(info: os.stat_result) -> Tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _hold_lock(lock_path: str) -> Optional[IO[str]]:
+    """Lock ``lock_path`` (created if absent) for this process; return the open file that
+    holds the lock, or None when another process, or another taker in this one, holds it.
+
+    A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: a child
+    forked while it is held (a DataLoader worker) does not hold it, and it goes when the
+    process ends, whatever its children do (an ``flock`` belongs to the open file, which
+    a fork shares: it stayed with a worker that outlived a killed run). The process also
+    loses it when it closes *any* descriptor of the file, so the file is opened only here,
+    and not again while this process holds it.
+    """
+    with _held_guard:
+        while True:
+            try:
+                if _file_id(os.stat(lock_path)) in _held_locks:
+                    return None   # checked before opening: closing a second descriptor unlocks
+            except FileNotFoundError:
+                pass
+            handle = open(lock_path, "a")
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                return None
+            # a run that finished between our open and our lock removed the file we locked:
+            # a third run may already hold a new one at the path, so lock that instead
+            try:
+                locked = os.fstat(handle.fileno())
+                if os.path.samestat(locked, os.stat(lock_path)):
+                    _held_locks[_file_id(locked)] = handle
+                    return handle
+            except FileNotFoundError:
+                pass
+            handle.close()
+
+
+def _drop_lock(handle: IO[str]) -> None:
+    """Remove the file of a lock :func:`_hold_lock` took, then let go of the lock."""
+    with _held_guard:
+        _held_locks.pop(_file_id(os.fstat(handle.fileno())), None)
+        os.remove(handle.name)
+        handle.close()
 
 
 def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
@@ -157,29 +218,18 @@ class ExtractionWork:
         """The keys of the carried arks: finished, skipped by every job."""
         return [key for ark in self.carried_arks() for key in read_key_value(scp_path_for(ark))]
 
-    def _take_lock(self):
-        """Hold ``<work folder>.lock`` (released, and removed, when the ``with`` block of the
-        work ends; by the system when the process does);
+    def _take_lock(self) -> IO[str]:
+        """Hold ``<work folder>.lock`` (:func:`_hold_lock`; released, and removed, when the
+        ``with`` block of the work ends; by the system when the process does);
         a :class:`RunFailedError` when another run holds it."""
         lock_path = self.path + ".lock"
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-        while True:
-            handle = open(lock_path, "a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise RunFailedError(f"another extraction into {self.embed_ark} is running "
-                                     f"(it holds {lock_path}); let it finish or stop it, then "
-                                     "run this again") from None
-            # a run that finished between our open and our lock removed the file we locked:
-            # a third run may already hold a new one at the path, so lock that instead
-            try:
-                if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path)):
-                    return handle
-            except FileNotFoundError:
-                pass
-            handle.close()
+        handle = _hold_lock(lock_path)
+        if handle is None:
+            raise RunFailedError(f"another extraction into {self.embed_ark} is running "
+                                 f"(it holds {lock_path}); let it finish or stop it, then "
+                                 "run this again")
+        return handle
 
     def __enter__(self) -> "ExtractionWork":
         return self
@@ -189,8 +239,7 @@ class ExtractionWork:
 
     def _release_lock(self) -> None:
         if not self._lock.closed:
-            os.remove(self._lock.name)
-            self._lock.close()
+            _drop_lock(self._lock)
 
     def _check_list(self) -> None:
         """Read the whole list before any work: a bad line, or a key given twice, names its
@@ -239,7 +288,8 @@ class ExtractionWork:
         return recover_part(part)
 
     def finish(self, num_parts: int, skipped: Dict[str, int]) -> int:
-        """Merge the parts into the output (atomically), remove the folder; return the count.
+        """Merge the parts into the output (atomically; a raw list's embeddings in the list's
+        order), remove the folder; return the count.
 
         ``skipped`` counts this run's skips by reason. When the list job failed
         (:meth:`~wespeaker_py.utils.list_jobs.JobTally.check`: nothing embedded, or
@@ -255,6 +305,13 @@ class ExtractionWork:
             shutil.rmtree(self.path, ignore_errors=True)
         JobTally.of(total, skipped).check(self.data_list, self.max_fail_fraction,
                                           f"{self.embed_ark} was not written")
-        count = merge_embedding_arks(parts, self.embed_ark)
+        count = merge_embedding_arks(parts, self.embed_ark, self._output_order())
         shutil.rmtree(self.path, ignore_errors=True)
         return count
+
+    def _output_order(self) -> Optional[List[str]]:
+        """The order of the output's keys: a raw list's; None (the parts' order, carried
+        embeddings last) for a shard list, whose keys are in its tar files."""
+        if self.data_type != "raw":
+            return None
+        return [utt.key for utt in read_data_list(self.data_list, "raw", require_spk=False)]
