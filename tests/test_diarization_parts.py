@@ -205,6 +205,35 @@ def test_score_diarization_refuses_a_reference_without_speaker_lines(tmp_path, c
     assert "| all (1) | 0 | scored | 100.00 | 0.00 | 0.00 | 100.00 |" in out
 
 
+def test_rttm_reads_the_other_nist_line_types_and_refuses_a_line_of_none(tmp_path):
+    rttm = tmp_path / "ref.rttm"
+    rttm.write_text(";; a comment\n\nSPKR-INFO rec1 1 <NA> <NA> <NA> unknown a <NA> <NA>\n"
+                    "NOSCORE rec1 1 0.0 1.0 <NA> <NA> <NA> <NA> <NA>\n"
+                    "SPEAKER rec1 1 1.0 2.0 <NA> <NA> a <NA> <NA>\n"
+                    "speaker rec1 1 3.0 1.0 <NA> <NA> b <NA> <NA>\n")   # types in any case
+    turns = read_rttm(str(rttm))["rec1"]
+    assert [(t.start, t.speaker) for t in turns] == [(1.0, "a"), (3.0, "b")]
+    scp = tmp_path / "two.scp"
+    scp.write_text("rec1 /data/rec1.wav\nrec2 /data/rec2.wav\n")
+    with pytest.raises(DataFormatError, match=r"two.scp:1: not an RTTM line: 'rec1 /data"):
+        read_rttm(str(scp))
+
+
+@pytest.mark.parametrize("flag", ["--ref_rttm", "--sys_rttm"])
+def test_score_diarization_refuses_a_wav_scp_for_either_rttm(tmp_path, capsys, flag):
+    # a wav.scp given as the system RTTM scored DER 100.00 with exit status 0
+    from wespeaker_py.bin.score_diarization import main
+    rttm, scp = tmp_path / "ref.rttm", tmp_path / "two.scp"
+    write_rttm(str(rttm), {"rec1": [Turn(0.0, 5.0, "A")]})
+    scp.write_text("rec1 /data/rec1.wav\nrec2 /data/rec2.wav\n")
+    files = {"--ref_rttm": str(rttm), "--sys_rttm": str(rttm), flag: str(scp)}
+    with pytest.raises(SystemExit) as stop:
+        main([arg for item in files.items() for arg in item])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and captured.out == ""
+    assert f"{scp}:1: not an RTTM line" in captured.err
+
+
 @pytest.mark.parametrize("step", [0.3, 0.1, 0.07, 0.25])
 def test_frame_turns_are_never_empty_at_a_rounding_edge(step):
     # 41 * 0.3 is 12.299999999999999: the frame [12.3, 12.6) reached 1e-15 s into the

@@ -84,7 +84,7 @@ def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
         WindowLDA.load(str(tmp_path / "missing.npz"))
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not an npz file")
-    with pytest.raises(WindowLDAError, match="broken.npz cannot be read"):
+    with pytest.raises(WindowLDAError, match="broken.npz: not a window LDA written by"):
         WindowLDA.load(str(broken))
     # a file from before heard_rate was recorded counts as learnt at the model's rate
     np.savez(tmp_path / "older.npz", mean=lda.mean, matrix=lda.matrix, identity=np.array("x"),
@@ -94,6 +94,23 @@ def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
              identity=np.array(""), num_speakers=2, num_windows=5)
     with pytest.raises(WindowLDAError, match="odd.npz: mean"):
         WindowLDA.load(str(tmp_path / "odd.npz"))
+
+
+def test_a_file_that_is_no_window_lda_says_so_without_numpys_pickle_advice(tmp_path):
+    # a .wav was refused with numpy's advice to load it unsafely with allow_pickle=
+    wav = tmp_path / "some.wav"
+    sf.write(str(wav), np.zeros(1600, dtype=np.float32), 16000)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, mean=np.zeros(3))
+    cases = [(wav, "not an .npz archive"), (single, "a single array, not an .npz archive"),
+             (partial, "no matrix, identity, num_speakers, num_windows array(s)")]
+    for path, why in cases:
+        with pytest.raises(WindowLDAError) as refused:
+            WindowLDA.load(str(path))
+        assert str(refused.value) == (f"{path}: not a window LDA written by "
+                                      f"`wespeaker-py window-lda` ({why})")
 
 
 def random_embedder(rng, dim=16):

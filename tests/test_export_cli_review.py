@@ -287,6 +287,11 @@ def experiment(xvec_folder, tmp_path_factory):
      "--models: no model is called NoSuchModel"),
     ("convert_checkpoint", ["wavlm", "--src", "{root}/missing.pt", "--dst", "{root}/hf"],
      "{root}/missing.pt does not exist"),
+    ("convert_checkpoint", ["wavlm", "--src", "{speech}", "--dst", "{root}/hf"],
+     "{speech}: not a PyTorch checkpoint (another format, or a damaged one); an original "
+     "WavLM checkpoint (WavLM-Large.pt"),
+    ("convert_checkpoint", ["wavlm-export", "--src", "{root}/nope", "--dst", "{root}/x.pt"],
+     "Hugging Face WavLM directory {root}/nope does not exist"),
     ("wespeaker-py", ["embed", "--model", "{model}", "{speech}", "--output", "{root}/e.ark"],
      "--output {root}/e.ark: one audio file's vector goes to FILE.npy or FILE.txt"),
 ])
@@ -309,6 +314,20 @@ def test_user_errors_exit_2_with_one_line_naming_the_flag_or_file(
     assert status == 2 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and named.format(**fill) in err, err
     assert os.listdir(root) == ["mean_vec.txt"]   # nothing written
+
+
+def test_convert_checkpoint_names_a_few_keys_of_a_speaker_model_given_as_wavlm(
+        xvec_folder, tmp_path, capsys):
+    # it listed every one of the state_dict's keys on one 8,762-character line
+    src = os.path.join(xvec_folder, "avg_model.pt")
+    keys = list(torch.load(src, map_location="cpu", weights_only=True))
+    status, out, err = run(capsys, convert_checkpoint.main, "wavlm", "--src", src,
+                           "--dst", tmp_path / "hf")
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert (f"{src}: not an original WavLM checkpoint (WavLM-Large.pt, the file s3prl's "
+            f"wavlm_large loads), which holds 'cfg' and 'model'; it holds {len(keys)} keys: "
+            f"{', '.join(keys[:5])} and {len(keys) - 5} more") in err
+    assert keys[-1] not in err and os.listdir(tmp_path) == []
 
 
 def test_model_summary_takes_wespeakers_generic_model_names(capsys):

@@ -32,6 +32,7 @@ from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.file_utils import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.npz_files import open_npz
 
 logger = get_logger(__name__)
 
@@ -42,7 +43,6 @@ HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
 MIXED_FILLS = "mixed"
 _NOT_A_GALLERY = "not a speaker gallery written by `enroll`"
-_NPY_MAGIC = b"\x93NUMPY"   # the start of a single array's .npy file
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -219,12 +219,7 @@ def read_gallery(path: str) -> Gallery:
         raise GalleryFileError(f"gallery {path} is empty (0 bytes); delete it or enroll "
                                f"into another file")
     try:
-        # np.load would take any other file for a pickle and advise loading it unsafely
-        with open(path, "rb") as stream:
-            single_array = stream.read(len(_NPY_MAGIC)) == _NPY_MAGIC
-        if single_array or not zipfile.is_zipfile(path):
-            raise ValueError(f"{'a single array, ' if single_array else ''}not an .npz archive")
-        with np.load(path, allow_pickle=False) as data:
+        with open_npz(path) as data:
             missing = [name for name in REQUIRED_ARRAYS if name not in data.files]
             if missing:
                 raise ValueError(f"no {', '.join(missing)} array(s)")

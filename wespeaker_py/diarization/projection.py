@@ -28,13 +28,15 @@ from typing import Sequence
 import numpy as np
 
 from wespeaker_py.diarization.graph import unit_rows
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.utils.file_utils import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.npz_files import open_npz
 
 logger = get_logger(__name__)
 
 DEFAULT_LDA_DIM = 32  # measured: 16-64 all helped, 32 best over two models
+_REQUIRED_ARRAYS = ("mean", "matrix", "identity", "num_speakers", "num_windows")
 
 
 class WindowLDAError(WespeakerError, ValueError):
@@ -88,7 +90,10 @@ class WindowLDA:
         if not os.path.isfile(path):
             raise WindowLDAError(f"window LDA {path} does not exist")
         try:
-            with np.load(path) as stored:
+            with open_npz(path) as stored:
+                missing = [name for name in _REQUIRED_ARRAYS if name not in stored.files]
+                if missing:
+                    raise ValueError(f"no {', '.join(missing)} array(s)")
                 lda = cls(np.asarray(stored["mean"], dtype=np.float64),
                           np.asarray(stored["matrix"], dtype=np.float64),
                           str(stored["identity"]), int(stored["num_speakers"]),
@@ -97,8 +102,8 @@ class WindowLDA:
                           str(stored["band_fill"]) if "band_fill" in stored else "")
         except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError,
                 zipfile.BadZipFile) as err:   # empty, not a zip, a single .npy array
-            raise WindowLDAError(f"window LDA {path} cannot be read: "
-                                 f"{err or type(err).__name__}") from None
+            raise WindowLDAError(f"{path}: not a window LDA written by `wespeaker-py "
+                                 f"window-lda` ({first_line(err)})") from None
         if (lda.matrix.ndim != 2 or lda.mean.shape != (lda.input_dim,)
                 or not np.isfinite(lda.matrix).all() or not np.isfinite(lda.mean).all()):
             raise WindowLDAError(f"window LDA {path}: mean {lda.mean.shape} and matrix "

@@ -3,8 +3,9 @@
     SPEAKER <recording> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>
 
 Writing is atomic. Reading accepts the lines other tools write (any number of
-trailing fields after the speaker, ``;;`` comments, other line types ignored)
-and names the file and line of anything malformed.
+trailing fields after the speaker, ``;;`` comments, the other NIST RTTM line types
+ignored) and names the file and line of anything malformed, or of a line that is
+no RTTM line at all (a wav.scp given for an RTTM).
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from typing import Dict, Iterable, List, Mapping, Tuple
 
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.file_utils import DataFormatError, UniqueKeys, atomic_open, iter_table
+
+
+# the NIST RTTM line types other than SPEAKER (RT-09 evaluation plan; md-eval's list)
+OTHER_LINE_TYPES = frozenset({"SEGMENT", "NOSCORE", "NO_RT_METADATA", "LEXEME", "NON-LEX",
+                              "NON-SPEECH", "FILLER", "EDIT", "IP", "SU", "CB", "A/P",
+                              "SPKR-INFO"})
 
 
 def recording_id(audio_path: str) -> str:
@@ -47,9 +54,14 @@ def read_rttm(path: str) -> Dict[str, List[Turn]]:
     """Turns per recording from an RTTM file, in file order (``SPEAKER`` lines only)."""
     recordings: Dict[str, List[Turn]] = OrderedDict()
     for line_no, fields in iter_table(path):
-        if fields[0] != "SPEAKER":   # other line types and ";;" comments
-            continue
         line = " ".join(fields)
+        kind = fields[0].upper()   # md-eval takes the types in any case
+        if kind != "SPEAKER":
+            if kind in OTHER_LINE_TYPES or kind.startswith(";;"):
+                continue
+            raise DataFormatError(path, line_no, f"not an RTTM line: {line!r} (an RTTM line "
+                                                 f"starts with SPEAKER, another RTTM type such "
+                                                 f"as SPKR-INFO, or ';;'); is it an RTTM file?")
         if len(fields) < 8:
             raise DataFormatError(path, line_no, f"a SPEAKER line needs at least 8 fields, "
                                                  f"got {len(fields)}: {line!r}")

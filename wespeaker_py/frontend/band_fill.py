@@ -28,6 +28,7 @@ import torch
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
 from wespeaker_py.utils.file_utils import atomic_open, files_named_by_rate, rate_in_name
+from wespeaker_py.utils.npz_files import open_npz
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
 # the skip reason of an utterance that came below the model's rate: no wide band to learn from
@@ -138,13 +139,14 @@ class BandFill:
         if not os.path.isfile(path):
             raise BandFillError(f"band fill {path} does not exist")
         try:
-            with np.load(path) as stored:
+            with open_npz(path) as stored:
                 fill = cls(int(stored["heard_rate"]), int(stored["sample_rate"]),
                            int(stored["num_mel_bins"]), np.asarray(stored["kept"], np.int64),
                            np.asarray(stored["filled"], np.int64),
                            np.asarray(stored["weights"], np.float64), int(stored["num_frames"]))
         except (OSError, ValueError, KeyError) as err:
-            raise BandFillError(f"band fill {path} cannot be read: {err}") from None
+            raise BandFillError(f"band fill {path} cannot be read ({err}); learn one with "
+                                f"'wespeaker-py band-fill'") from None
         bins = np.concatenate([fill.kept, fill.filled])
         if (fill.weights.shape != (fill.kept.size + 1, fill.filled.size)
                 or not np.isfinite(fill.weights).all()

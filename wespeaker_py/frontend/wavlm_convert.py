@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import ast
 import os
+import pickle
+import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
 from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.utils.file_utils import atomic_dir, save_torch
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 if TYPE_CHECKING:
     from transformers import WavLMConfig, WavLMModel
@@ -370,19 +372,44 @@ def original_state_from_wavlm(model: "WavLMModel") -> Dict[str, Any]:
     return {"cfg": original_cfg_from_hf_config(model.config), "model": state}
 
 
+_ORIGINAL_FILE = "an original WavLM checkpoint (WavLM-Large.pt, the file s3prl's wavlm_large loads)"
+
+
+def _load_tensors_and_plain_values(path: str) -> Any:
+    """``torch.load`` of ``path`` that unpickles nothing but tensors and plain values; a file
+    that is no PyTorch checkpoint, or holds other objects, raises a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # a pickle naming a class; any other refusal is a file that is no checkpoint
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise WavLMConversionError(f"{path}: not a PyTorch checkpoint (another format, or "
+                                       f"a damaged one); {_ORIGINAL_FILE} is expected") from None
+        raise WavLMConversionError(f"{path}: holds Python objects ({found.group(1)}) besides "
+                                   f"tensors and plain values, which are not unpickled; "
+                                   f"{_ORIGINAL_FILE} holds none") from None
+    except Exception:  # torch raises many types (IndexError, KeyError, ...) for other files
+        raise WavLMConversionError(f"{path}: not a PyTorch checkpoint (another format, or a "
+                                   f"damaged one); {_ORIGINAL_FILE} is expected") from None
+
+
 def read_original_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """``(cfg, state_dict)`` of an original WavLM checkpoint file."""
+    if os.path.isdir(path):
+        raise WavLMConversionError(f"{path} is a directory (a Hugging Face WavLM directory "
+                                   f"needs no conversion); {_ORIGINAL_FILE} is expected")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"original WavLM checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in several types
-        raise WavLMConversionError(f"{path}: cannot read it as a torch checkpoint of tensors and "
-                                   f"plain values: {err}") from err
+    checkpoint = _load_tensors_and_plain_values(path)
     if not isinstance(checkpoint, Mapping) or "cfg" not in checkpoint or "model" not in checkpoint:
-        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise WavLMConversionError(f"{path}: an original WavLM checkpoint holds 'cfg' and 'model'; "
-                                   f"found {keys}")
+        if isinstance(checkpoint, Mapping):
+            keys = [str(key) for key in checkpoint]
+            found = f"{len(keys)} keys: {listed_names(keys, 5)}"
+        else:
+            found = f"a {type(checkpoint).__name__}"
+        raise WavLMConversionError(f"{path}: not {_ORIGINAL_FILE}, which holds 'cfg' and 'model'; "
+                                   f"it holds {found}")
     if not isinstance(checkpoint["cfg"], Mapping):
         raise WavLMConversionError(
             f"{path}: 'cfg' must be a dict, got {type(checkpoint['cfg']).__name__}")
@@ -437,6 +464,11 @@ def export_original_checkpoint(hf_dir: str, dst: str) -> None:
 
 def check_hf_directory(path: str) -> None:
     """Raise FileNotFoundError saying what is missing unless ``path`` is a complete HF directory."""
+    if not os.path.isdir(path):
+        what = "is a file, not a directory" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(
+            f"Hugging Face WavLM directory {path} {what} (such a directory holds config.json "
+            f"and model.safetensors or pytorch_model.bin, e.g. a copy of microsoft/wavlm-large)")
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(
@@ -455,9 +487,9 @@ def load_hf_directory(path: str) -> "WavLMModel":
     way round; any mismatch raises :class:`WavLMConversionError` naming it.
     The model comes back in float32 and eval mode.
     """
+    check_hf_directory(path)   # before the import: a wrong --src needs no transformers
     from transformers import WavLMConfig, WavLMModel
 
-    check_hf_directory(path)
     try:
         config = WavLMConfig.from_pretrained(path, local_files_only=True)
     except Exception as error:   # transformers' many errors for a file it cannot read

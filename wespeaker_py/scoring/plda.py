@@ -182,6 +182,23 @@ def two_covariance_em(stats: ClassStatistics, num_iters: int, progress: bool = F
     return mu, between, within
 
 
+def _warn_if_too_few_classes(num_classes: int, dim: int) -> None:
+    """Warn that the scores will not be calibrated LLRs when ``num_classes <= dim``.
+
+    The between-class covariance of ``num_classes`` class means has rank at most
+    ``num_classes - 1``: in the other directions EM shrinks it towards zero, and the
+    scores grow far out of scale (their order is still usable: EER and minDCF).
+    """
+    if num_classes > dim:
+        return
+    logger.warning(
+        "PLDA: %d speakers for %d dimensions: the between-speaker covariance has rank at most "
+        "%d < %d, so the scores will not be calibrated log-likelihood ratios (a threshold at 0 "
+        "means nothing; EER and minDCF, which only rank the trials, are not affected). Train on "
+        "more speakers than dimensions, or project to fewer with --lda_dim (at most %d)",
+        num_classes, dim, num_classes - 1, dim, num_classes - 1)
+
+
 class TwoCovPLDA:
     """A trained two-covariance PLDA with its preprocessing."""
 
@@ -245,6 +262,7 @@ class TwoCovPLDA:
             stats = class_statistics(embeddings, labels, num_classes)
         logger.info("PLDA training on %d embeddings of %d classes, dimension %d",
                     stats.num_samples, num_classes, stats.means.shape[1])
+        _warn_if_too_few_classes(num_classes, stats.means.shape[1])
         mu, between, within = two_covariance_em(stats, num_iters, progress)
         return cls.from_covariances(mu, between, within, preprocessing)
 

@@ -28,11 +28,15 @@ tmp=$(mktemp -d "${data}/.prepare.XXXXXX")
 trap 'rm -rf "${tmp}"' EXIT
 
 if [ -n "${data_dir}" ]; then
+  if [ ! -f "${data_dir}/wav.scp" ]; then
+    echo "$0: ${data_dir}/wav.scp does not exist" >&2; exit 1
+  fi
   ref=${data_dir}/ref.rttm
   [ -f "${ref}" ] || ref=${data_dir}/rttm
-  for file in "${data_dir}/wav.scp" "${ref}"; do
-    if [ ! -f "${file}" ]; then echo "$0: ${file} does not exist" >&2; exit 1; fi
-  done
+  if [ ! -f "${ref}" ]; then
+    echo "$0: ${data_dir}/ref.rttm does not exist (nor its fallback ${data_dir}/rttm)" >&2
+    exit 1
+  fi
   awk '$1 == "SPEAKER" { print $2 }' "${ref}" | sort -u > "${tmp}/ids"
   awk 'NR == FNR { keep[$1] = 1; next } ($1 in keep)' "${tmp}/ids" "${data_dir}/wav.scp" \
     > "${tmp}/wav.scp"
