@@ -141,7 +141,9 @@ def cluster_labeller(options: ClusterOptions, oracle_count: bool = False, max_sp
 
     def label(key, item):
         truth = item.get("_truth_count") if oracle_count else None
-        return cluster_windows(item["embeddings"], options, truth, 1, max_speakers).labels
+        bound = None if truth is not None else max_speakers   # a count comes without bounds
+        return cluster_windows(item["embeddings"], options, truth,
+                               max_speakers=bound).labels
     return label
 
 
@@ -172,7 +174,7 @@ def lone_speakers_whole(cached, options: ClusterOptions, min_windows: int = 8) -
             alone = item["embeddings"][item["_truth_labels"] == speaker]
             if len(alone) >= min_windows:
                 total += 1
-                whole += cluster_windows(alone, options, None, 1, 10).num_speakers == 1
+                whole += cluster_windows(alone, options).num_speakers == 1
     return whole, total
 
 
@@ -187,7 +189,7 @@ def lost_speakers(refs, cached, options: ClusterOptions, few: int = 5) -> str:
         truth = item["_truth_labels"]
         names = sorted({turn.speaker for turn in refs[key]})
         counts = np.bincount(truth, minlength=len(names))
-        labels = cluster_windows(item["embeddings"], options, None, 1, 10).labels
+        labels = cluster_windows(item["embeddings"], options).labels
         owners = {int(np.bincount(truth[labels == label], minlength=len(counts)).argmax())
                   for label in np.unique(labels)}
         sizes += counts.tolist()

@@ -7,6 +7,7 @@ import pytest
 from wespeaker_py.diarization import (ClusterOptions, DiarizationOptions, Diarizer,
                                       cluster_windows, diarize_wav_scp)
 from wespeaker_py.diarization.options import ClusteringOptionError
+from wespeaker_py.errors import WespeakerError
 
 SR = 16000
 # the refinements of an estimated count, each with the method that reads it
@@ -120,3 +121,45 @@ def test_cli_refuses_a_refinement_with_reco2num_spk_before_loading(tmp_path, cap
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "merge_threshold (0.8) shapes" in err
     assert "--reco2num_spk" in err and "no_model" not in err   # refused before the load
+
+
+@pytest.mark.parametrize("bound", [{"min_speakers": 1}, {"max_speakers": 10},
+                                   {"max_speakers": 2}])
+def test_speaker_bounds_given_with_a_count_are_refused_even_at_their_defaults(bound):
+    (name, value), = bound.items()
+    with pytest.raises(ClusteringOptionError, match=f"{name} \\({value}\\) bounds an "
+                                                    f"estimated.*num_speakers=3"):
+        DiarizationOptions.from_settings(num_speakers=3, **bound)
+    with pytest.raises(ClusteringOptionError, match=f"{name} \\({value}\\) bounds"):
+        cluster_windows(two_speakers(), ClusterOptions(), num_speakers=3, **bound)
+    assert cluster_windows(two_speakers(), ClusterOptions(), num_speakers=3).num_speakers == 3
+
+
+@pytest.mark.parametrize("name, value", [("num_speakers", "3"), ("num_speakers", 2.0),
+                                         ("max_speakers", True), ("min_speakers", "1")])
+def test_a_count_that_is_not_a_whole_number_is_named(name, value):
+    with pytest.raises(ClusteringOptionError, match=f"{name} must be a whole number, got "
+                                                    f"{value!r}"):
+        DiarizationOptions.from_settings(**{name: value})
+    assert DiarizationOptions.from_settings(num_speakers=np.int64(2)).num_speakers == 2
+
+
+def test_a_list_run_checks_its_counts_and_its_output_before_any_work(tmp_path):
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text(f"a {tmp_path}/a.wav\nb {tmp_path}/b.wav\n")
+    diarizer = Diarizer(never_called, DiarizationOptions(vad="energy"))
+    rttm = str(tmp_path / "out.rttm")
+    with pytest.raises(ClusteringOptionError, match="the speaker count of b: num_speakers must "
+                                                    "be at least 1, got 0"):
+        diarize_wav_scp(diarizer, str(wav_scp), rttm, speaker_counts={"a": 3, "b": 0})
+    with pytest.raises(ClusteringOptionError, match="max_speakers \\(4\\) bounds"):
+        diarize_wav_scp(diarizer, str(wav_scp), rttm, speaker_counts={"a": 3, "b": 2},
+                        max_speakers=4)
+    before = wav_scp.read_bytes()
+    with pytest.raises(WespeakerError, match="the output RTTM .*wav.scp is the wav.scp"):
+        diarize_wav_scp(diarizer, str(wav_scp), str(wav_scp))
+    assert wav_scp.read_bytes() == before
+    with pytest.raises(WespeakerError, match="wav_scp must be the path of a wav.scp file, got "
+                                             "a list"):
+        diarize_wav_scp(diarizer, [str(tmp_path / "a.wav")], rttm)
+    assert not os.path.exists(rttm)

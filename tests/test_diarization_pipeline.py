@@ -110,23 +110,29 @@ def test_wav_scp_run_with_tiny_model_and_bad_input(tmp_path, corpus, conversatio
     # 8 kHz stereo: the same conversation, speaker audio on the left channel only
     left = audio[::2]
     sf.write(tmp_path / "stereo8k.wav", np.stack([left, np.zeros_like(left)], axis=1), 8000)
-    # faint noise: no speech, no turns; digital silence (all zeros) is refused as input
+    # faint noise and digital silence (all zeros, a muted recording): no speech, no turns;
+    # a silent channel 0 beside a channel with speech is the wrong channel: an error
     quiet = 1e-4 * np.random.default_rng(0).standard_normal(3 * SR)
     sf.write(tmp_path / "silence.wav", quiet.astype(np.float32), SR, subtype="FLOAT")
     sf.write(tmp_path / "zeros.wav", np.zeros(3 * SR, dtype=np.int16), SR)
     short = corpus.speech(corpus.utterances[corpus.speakers[0]][0])[0][:int(0.6 * SR)]
     sf.write(tmp_path / "short.wav", short, SR)
+    sf.write(tmp_path / "right.wav", np.stack([np.zeros_like(left), left], axis=1), 8000)
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     wav_scp = tmp_path / "wav.scp"
     wav_scp.write_text("".join(f"{key} {tmp_path / key}.wav\n" for key in
-                               ["conv", "stereo8k", "silence", "zeros", "short", "broken"]))
+                               ["conv", "stereo8k", "silence", "zeros", "short", "right",
+                                "broken"]))
     diarizer = Diarizer(tiny_embed, DiarizationOptions(vad="energy"))
     rttm = str(tmp_path / "out.rttm")
-    summary = diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
-                              num_speakers=2)
-    assert summary.diarized == 4 and summary.silent == ["silence"]
-    assert list(summary.failed) == ["zeros", "broken"] and "broken.wav" in summary.failed["broken"]
-    assert "zeros.wav is silent" in summary.failed["zeros"]
+    with caplog.at_level("INFO"):
+        summary = diarize_wav_scp(diarizer, str(wav_scp), rttm, show_progress=False,
+                                  num_speakers=2)
+    assert summary.diarized == 5 and summary.silent == ["silence", "zeros"]
+    assert list(summary.failed) == ["right", "broken"] and "broken.wav" in summary.failed["broken"]
+    assert "choose one with --channel 1" in summary.failed["right"]
+    assert "zeros: no speech found (" in caplog.text
+    assert "zeros.wav is silent: all 48000 samples are zero), no turns written" in caplog.text
     turns = read_rttm(rttm)
     assert set(turns) == {"conv", "stereo8k", "short"}
     for key in ("conv", "stereo8k"):

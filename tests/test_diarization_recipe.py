@@ -75,6 +75,17 @@ def test_recipe_rebuilds_a_synthetic_set_made_with_other_settings(tmp_path):
     assert "kept as given" in kept.stdout and len(read_rttm(f"{data}/ref.rttm")) == 3
 
 
+def test_prepare_data_names_the_missing_reference_ref_rttm(tmp_path):
+    # it named the fallback alone: ".../rttm does not exist"
+    given = tmp_path / "set"
+    given.mkdir()
+    (given / "wav.scp").write_text("rec1 /data/rec1.wav\n")
+    result = run_script(RECIPE, "local/prepare_data.sh", "--data_dir", str(given),
+                        "--data", str(tmp_path / "data"), check=False)
+    assert result.returncode != 0
+    assert f"{given}/ref.rttm does not exist (nor its fallback {given}/rttm)" in result.stderr
+
+
 def test_score_diarization_compares_systems(tmp_path, capsys):
     from wespeaker_py.bin.score_diarization import main
     ref = {"a": [Turn(0, 2, "x"), Turn(2, 4, "y")], "b": [Turn(0, 4, "x")]}
@@ -209,12 +220,12 @@ def test_cli_diarize_one_file_and_silence(tmp_path, tiny_model, capsys):
                          str(tmp_path / "quiet.wav"), "-o", str(tmp_path / "quiet.rttm"))
     assert status == 0 and "no speech found" in err
     assert os.path.getsize(tmp_path / "quiet.rttm") == 0
-    # digital silence is not a recording: one line naming it, status 2
+    # digital silence (a muted recording) has no speech either, and the log says why
     sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.int16), 16000)
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--vad", "energy",
                          str(tmp_path / "zeros.wav"), "-o", str(tmp_path / "zeros.rttm"))
-    assert status == 2 and f"{tmp_path}/zeros.wav is silent" in err
-    assert not os.path.exists(tmp_path / "zeros.rttm")
+    assert status == 0 and f"{tmp_path}/zeros.wav is silent" in err and "no speech" in err
+    assert os.path.getsize(tmp_path / "zeros.rttm") == 0
 
     status, _, err = cli(capsys, "diarize", "--model", tiny_model, "--min_speakers", "3",
                          "--max_speakers", "2", "--vad", "energy", str(tmp_path / "talk.wav"))

@@ -114,10 +114,12 @@ fi
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "Stage 2: diarize ${data}/wav.scp with ${model}"
   mkdir -p "${exp}"
+  # a count given comes without the bounds of an estimated one
+  count_flags=(--min_speakers "${min_speakers}" --max_speakers "${max_speakers}")
+  if [ -n "${num_speakers}" ]; then count_flags=(--num_speakers "${num_speakers}"); fi
   python -m wespeaker_py.cli.main diarize --model "${model}" --wav_scp "${data}/wav.scp" \
     --output "${exp}/sys.rttm" --vad "${vad}" --cluster_method "${cluster_method}" \
-    --min_speakers "${min_speakers}" --max_speakers "${max_speakers}" \
-    ${num_speakers:+--num_speakers "${num_speakers}"} ${device:+--device "${device}"}
+    "${count_flags[@]}" ${device:+--device "${device}"}
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then

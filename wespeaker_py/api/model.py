@@ -989,17 +989,19 @@ class SpeakerModel:
         return int(heard_rate)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
-                num_speakers: Optional[int] = None, min_speakers: int = 1,
-                max_speakers: int = 10, vad: str = "silero", cluster_method: str = DEFAULT_METHOD,
+                num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
+                max_speakers: Optional[int] = None, vad: str = "silero",
+                cluster_method: str = DEFAULT_METHOD,
                 batch_size: int = 32, channel: ChannelChoice = DEFAULT_CHANNEL,
                 **settings: Any):
         """Who spoke when: a :class:`~wespeaker_py.diarization.DiarizationResult` (``.turns``).
 
         Speech from ``vad`` (silero, or energy), 1.5 s windows every 0.75 s
         embedded with this model, clustered (``spectral-norm`` with the number of
-        speakers from the eigen-gap within ``[min_speakers, max_speakers]``
-        unless ``num_speakers`` is given; or WeSpeaker's exact ``spectral``,
-        ``nme-sc``, ``umap-hdbscan``, ``agglomerative``). ``settings``: the other
+        speakers from the eigen-gap within ``[min_speakers, max_speakers]`` (1 and
+        10 when not given) unless ``num_speakers`` is given, which comes without
+        them; or WeSpeaker's exact ``spectral``, ``nme-sc``, ``umap-hdbscan``,
+        ``agglomerative``). ``settings``: the other
         :class:`~wespeaker_py.diarization.DiarizationOptions` fields. Of
         multi-channel audio the first channel is used, as everywhere, unless
         ``channel`` says otherwise. Needs the ``diar`` extra.
@@ -1009,7 +1011,8 @@ class SpeakerModel:
             max_speakers=max_speakers, channel=channel)
 
     def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
-                     min_speakers: int = 1, max_speakers: int = 10, vad: str = "silero",
+                     min_speakers: Optional[int] = None,
+                     max_speakers: Optional[int] = None, vad: str = "silero",
                      cluster_method: str = DEFAULT_METHOD, batch_size: int = 32,
                      progress: bool = True,
                      max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,

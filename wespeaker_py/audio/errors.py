@@ -74,9 +74,11 @@ class AudioChannelError(AudioCheckError):
 
 
 class AudioSilentError(AudioCheckError):
-    """Every sample is zero: digital silence, nothing to embed."""
+    """Every sample is zero: digital silence, nothing to embed. ``live_channels``: the
+    other channels of the input that have signal (the wrong channel was chosen), if any."""
 
     reason = "all_zero_samples"
+    live_channels: tuple = ()
 
 
 class AudioNoEnergyError(AudioSilentError):

@@ -249,11 +249,13 @@ def explain_silent_channel(error: AudioSilentError, name: str, channel: ChannelC
     if len(levels) < 2 or not live:
         return error
     loudest = max(live, key=lambda index: levels[index])
-    return type(error)(
+    explained = type(error)(
         f"{name} has {len(levels)} channels and {describe_channel(channel)} has no energy, "
         f"but channel(s) {', '.join(map(str, live))} have signal (loudest: channel {loudest} "
         f"at {levels[loudest]:.1f} dBFS): choose one with --channel {loudest} or "
         f"--channel loudest (channel= in the Python API)")
+    explained.live_channels = tuple(live)
+    return explained
 
 
 # -- the checks --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--mdl_adp": args.mdl_adp},
+                             {"--mdl_org": args.mdl_org, "--adp_scp": args.adp_scp})
     from wespeaker_py.scoring.plda_files import adapt_plda_files
     setup_logging()
     adapt_plda_files(args.mdl_org, args.adp_scp, args.mdl_adp, args.across_class_scale,

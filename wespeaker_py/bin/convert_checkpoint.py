@@ -17,7 +17,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, bin_parser, exit_status, one_line, run_main
-from wespeaker_py.utils.file_utils import raise_if_disk_full
+from wespeaker_py.utils.file_utils import raise_if_disk_full, refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--dst": args.dst}, {"--src": args.src})
     setup_logging()
     # a missing --src or a file that is no such checkpoint exits 2 through run_main
     try:

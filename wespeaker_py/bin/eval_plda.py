@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, add_missing_trials_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--score_path": args.score_path},
+                             {"--trial": args.trial, "--enroll_scp_path": args.enroll_scp_path,
+                              "--test_scp_path": args.test_scp_path, "--utt2spk": args.utt2spk,
+                              "--model_path": args.model_path,
+                              "--indomain_scp_path": args.indomain_scp_path})
     from wespeaker_py.scoring.plda_files import eval_plda_files
     setup_logging()
     eval_plda_files(args.model_path, args.enroll_scp_path, args.utt2spk, args.test_scp_path,

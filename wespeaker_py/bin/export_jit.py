@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.torchscript.METHODS, repeated so that --help needs no torch
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--output_file": args.output_file,
+                              "--output_quant_file": args.output_quant_file},
+                             {"--config": args.config, "--checkpoint": args.checkpoint})
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import export_torchscript, exportable_model, load_exportable_embedder
     setup_logging()

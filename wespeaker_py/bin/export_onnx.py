@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     """Export; errors go to :func:`run_main` (one line, exit status 2)."""
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--output_model": args.output_model},
+                             {"--config": args.config, "--checkpoint": args.checkpoint,
+                              "--mean_vec": args.mean_vec})
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)

@@ -42,6 +42,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
                                      add_flag, bin_parser, positive_int, run_main)
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.extract")
@@ -127,6 +128,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         scp_path_for(args.embed_ark)
     except ValueError as error:
         parser.error(f"--embed_ark: {error}")
+    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
+    spk_ark = os.path.join(embed_dir, "spk_xvector.ark")
+    mean_path = os.path.join(embed_dir, "mean_vec.npy")
+    outputs = {"--embed_ark": args.embed_ark,
+               f"--embed_ark {args.embed_ark}'s .scp": scp_path_for(args.embed_ark)}
+    if args.spk2utt:
+        outputs.update({"the speaker means spk_xvector.ark": spk_ark,
+                        "the speaker means' spk_xvector.scp": scp_path_for(spk_ark)})
+    if args.mean_vec:
+        outputs["the set's mean_vec.npy"] = mean_path
+    refuse_output_over_input(outputs, {"--data_list": args.data_list, "--config": args.config,
+                                       "--model_path": args.model_path,
+                                       "--spk2utt": args.spk2utt})
     setup_logging()
     config = load_model_config(args.config)
     band_fills = load_band_fills(os.path.join(os.path.dirname(os.path.abspath(args.config)),
@@ -143,9 +157,6 @@ def main(argv: Optional[List[str]] = None) -> None:
                   buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
                   max_fail_fraction=args.max_fail_fraction, channel=args.channel,
                   band_fills=band_fills)
-    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
-    spk_ark = os.path.join(embed_dir, "spk_xvector.ark")
-    mean_path = os.path.join(embed_dir, "mean_vec.npy")
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger("wespeaker_py.bin.merge_lora")
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--checkpoint_out": args.checkpoint_out},
+                             {"--config": args.config, "--checkpoint_in": args.checkpoint_in})
     from wespeaker_py.train.lora_merge import merge_lora_checkpoint
     setup_logging()
     count = merge_lora_checkpoint(args.config, args.checkpoint_in, args.checkpoint_out)

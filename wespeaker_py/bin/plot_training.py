@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,8 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     written = []
     for run in args.runs:
         log_path, png_path = _paths(run, args.output)
+        refuse_output_over_input({"--output" if args.output else "the PNG": png_path},
+                                 {"the log": log_path})
         curves = read_training_curves(log_path)
         title = os.path.basename(os.path.abspath(run if os.path.isdir(run) else
                                                  os.path.dirname(log_path)))

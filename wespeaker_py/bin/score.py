@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_flag, add_missing_trials_flag, bin_parser,
                                      run_main)
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -36,9 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_over_inputs(args: argparse.Namespace) -> None:
+    """The score files (and the mean vector of --cal_mean) must not be one of the inputs."""
+    scores = os.path.join(args.exp_dir, "scores")
+    numbered = dict(enumerate(args.trials, 1))
+    outputs = {f"the scores of trial list {number}":
+               os.path.join(scores, os.path.basename(trials) + ".score")
+               for number, trials in numbered.items()}
+    inputs = {f"trial list {number}": trials for number, trials in numbered.items()}
+    if args.cal_mean and args.cal_mean_dir:
+        outputs["--cal_mean_dir's mean_vec.npy"] = os.path.join(args.cal_mean_dir,
+                                                                "mean_vec.npy")
+        inputs["--cal_mean_dir's xvector.scp"] = os.path.join(args.cal_mean_dir,
+                                                              "xvector.scp")
+    refuse_output_over_input(outputs, {"--eval_scp_path": args.eval_scp_path, **inputs})
+
+
 def main(argv: Optional[List[str]] = None) -> List[str]:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _refuse_over_inputs(args)
     from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
     setup_logging()
     mean_vec_path = None

@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 
 logger = get_logger(__name__)
@@ -41,8 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_over_inputs(args: argparse.Namespace) -> None:
+    """Each sub-command's output must not be one of its inputs."""
+    factors = {"--calibration_factor_file": args.calibration_factor_file}
+    if args.command == "gather_calibration_factors":
+        refuse_output_over_input(factors, {"--score_norm_file": args.score_norm_file,
+                                           "--wav_dur_scp": args.wav_dur_scp})
+    elif args.command == "train_calibration_model":
+        refuse_output_over_input({"--save_model_path": args.save_model_path}, factors)
+    else:
+        refuse_output_over_input({"--calibration_score_file": args.calibration_score_file},
+                                 {**factors, "--save_model_path": args.save_model_path})
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    _refuse_over_inputs(args)
     from wespeaker_py.scoring.qmf import (gather_calibration_factors, infer_calibration_file,
                                           train_calibration_file)
     setup_logging()

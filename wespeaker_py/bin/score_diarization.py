@@ -14,7 +14,8 @@ md-eval does: one missing from the system RTTM counts as all missed; one only
 the system RTTM has is left out, and the log names it. Where no reference
 speech is scored, the missed, false-alarm and confusion shares read ``n/a``; a
 reference RTTM with no ``SPEAKER`` line at all is an error (an empty system RTTM
-is not: all speech is missed).
+is not: all speech is missed), and so is a line of either file that is no RTTM line
+(a wav.scp given for an RTTM); the error names file and line.
 
     python -m wespeaker_py.bin.score_diarization --ref_rttm data/ref.rttm \\
         --systems spectral=exp/spectral/sys.rttm nme-sc=exp/nme-sc/sys.rttm
@@ -168,6 +169,15 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
     return len(names)
 
 
+def _refuse_over_inputs(args: argparse.Namespace, systems: Dict[str, str]) -> None:
+    """--output must not be one of the RTTM or UEM files read."""
+    from wespeaker_py.utils.file_utils import refuse_output_over_input
+    refuse_output_over_input({"--output": args.output},
+                             {"--ref_rttm": args.ref_rttm, "--sys_rttm": args.sys_rttm,
+                              "--uem": args.uem,
+                              **{f"--systems {name}": path for name, path in systems.items()}})
+
+
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -177,8 +187,9 @@ def _main(argv: List[str]) -> int:
     if bad:
         raise UsageError(f"--collars: each collar is seconds, at least 0; got "
                          f"{' '.join(f'{collar:g}' for collar in bad)}")
+    systems = parse_systems(args.systems) if args.systems is not None else {}
+    _refuse_over_inputs(args, systems)
     if args.systems is not None:
-        systems = parse_systems(args.systems)
         table = comparison_table(args.ref_rttm, systems, args.collars, args.uem)
         about = f"Reference {args.ref_rttm}; overlap scored"
     else:

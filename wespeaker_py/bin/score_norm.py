@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_flag, add_missing_trials_flag, bin_parser,
                                      positive_int, run_main)
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 # wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_output_over_input({"--score_norm_file": args.score_norm_file},
+                             {"--trial_score_file": args.trial_score_file,
+                              "--cohort_emb_scp": args.cohort_emb_scp,
+                              "--eval_emb_scp": args.eval_emb_scp,
+                              "--mean_vec_path": args.mean_vec_path})
     from wespeaker_py.scoring.norm import score_norm_file
     setup_logging()
     score_norm_file(args.score_norm_method, args.top_n, args.trial_score_file,

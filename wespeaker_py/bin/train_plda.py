@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
 from wespeaker_py.utils.list_jobs import parse_fail_fraction
+from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(parser, "whiten", default=False,
                   help="centre and whiten the total covariance before PLDA")
     add_flag(parser, "lda_dim", type=int, default=None,
-             help="centre and project by LDA to this dimension before PLDA")
+             help="centre and project by LDA to this dimension before PLDA (below the number "
+                  "of training speakers, or the scores are not calibrated LLRs)")
     add_bool_flag(parser, "normalize_length", default=False,
                   help="length-normalise (to sqrt(dim)) after the projection")
     add_flag(parser, "max_missing_fraction", type=parse_fail_fraction, default=0.0, metavar="F",
@@ -44,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> str:
     args = build_parser().parse_args(argv)
+    model_path = os.path.join(args.exp_dir, "plda")
+    refuse_output_over_input({"the model --exp_dir/plda": model_path},
+                             {"--scp_path": args.scp_path, "--utt2spk": args.utt2spk})
     from wespeaker_py.scoring.plda_files import train_plda_files
     setup_logging()
-    model_path = os.path.join(args.exp_dir, "plda")
     train_plda_files(args.scp_path, args.utt2spk, model_path, args.iter, args.indim,
                      args.whiten, args.lda_dim, args.normalize_length,
                      args.max_missing_fraction)

@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from wespeaker_py.cli.common import (FlagParser, UsageError, add_channel_flag, add_common_flags,
                                      add_fail_fraction_flag, add_flag, open_probability,
@@ -193,6 +193,22 @@ def _check_before_compute(audio: Sequence[Optional[str]] = (),
         require_writable(path)
 
 
+def _refuse_over_inputs(args: argparse.Namespace, outputs: Mapping[str, Optional[str]],
+                        inputs: Mapping[str, Optional[str]]) -> None:
+    """Refuse, before any work, an output that is one of ``inputs`` or of MODEL's files given
+    on the command line (--model, --config, --mean_vec); maps of flag -> path."""
+    from wespeaker_py.utils.file_utils import refuse_output_over_input
+    model_files = {"--model": args.model, "--config": args.config, "--mean_vec": args.mean_vec}
+    refuse_output_over_input(outputs, {**inputs, **model_files})
+
+
+def _audio_arguments(paths: Sequence[Optional[str]]) -> Dict[str, Optional[str]]:
+    """The audio arguments as :func:`_refuse_over_inputs` names them."""
+    if len(paths) == 1:
+        return {"the audio argument": paths[0]}
+    return {f"audio argument {number}": path for number, path in enumerate(paths, 1)}
+
+
 def _load(args: argparse.Namespace):
     from wespeaker_py.api import load_model
     from wespeaker_py.utils.threads import num_threads_in_use
@@ -231,6 +247,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.audio is not None and args.output and not args.output.endswith(VECTOR_SUFFIXES):
         raise UsageError(f"embed: --output {args.output}: one audio file's vector goes to "
                          f"FILE.npy or FILE.txt; Kaldi ark/scp are written for --wav_scp")
+    from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
+    index = scp_path_for(args.output) if args.wav_scp is not None else None
+    _refuse_over_inputs(args, {"--output": args.output, f"--output {args.output}'s .scp": index},
+                        {**_audio_arguments([args.audio]), "--wav_scp": args.wav_scp})
     _check_before_compute(audio=[args.audio], wav_scp=args.wav_scp, outputs=[args.output],
                           max_fail_fraction=args.max_fail_fraction)
     model = _load(args)
@@ -241,10 +261,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         else:
             print(" ".join(f"{value:.6g}" for value in vector))
         return 0
-    from wespeaker_py.io.ark import open_embedding_writer, scp_path_for
     from wespeaker_py.utils.list_jobs import JobTally
     results = model.embed_many(args.wav_scp, batch_size=args.batch_size,
-                               progress=sys.stderr.isatty(), channel=args.channel)
+                               progress=True, channel=args.channel)
     tally = JobTally.of(len(results.embeddings), results.reasons)
     print(tally.describe(), file=sys.stderr)
     tally.check(args.wav_scp, args.max_fail_fraction, f"{args.output} was not written")
@@ -280,6 +299,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    _refuse_over_inputs(args, {"--gallery": args.gallery}, _audio_arguments(args.audio))
     _check_before_compute(audio=args.audio, outputs=[args.gallery])
     speakers = _existing_gallery(args.gallery)
     if speakers is not None:
@@ -309,10 +329,13 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    # without --output the calibration goes to --calibration (or MODEL's own)
+    written = {"--output": args.output} if args.output else {"--calibration": args.calibration}
+    _refuse_over_inputs(args, written, {"--trials": args.trials, "--wav_scp": args.wav_scp})
     _check_before_compute(inputs=[args.trials], wav_scp=args.wav_scp, outputs=[args.output])
     model = _load(args)
     calibration = model.calibrate(args.trials, args.wav_scp, output=args.output,
-                                  batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                  batch_size=args.batch_size, progress=True,
                                   channel=args.channel)
     eer_point = calibration.operating_points["eer"]
     fa_point = calibration.operating_points["fa1"]
@@ -329,7 +352,26 @@ DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shi
                     "edge_weights", "resolution", "window_lda")
 
 
+def _check_plot_path(path: str) -> None:
+    """``--plot`` must name an image file matplotlib writes (its extension picks the format)."""
+    from wespeaker_py.utils.plotting import image_format, image_formats
+    if image_format(path) is None:
+        raise UsageError(f"diarize: --plot {path}: the time line is drawn as an image, in "
+                         f"the format its extension names; give a file ending in one of "
+                         f"{', '.join('.' + kind for kind in image_formats())} (e.g. .png)")
+
+
+def _refuse_diarize_over_inputs(args: argparse.Namespace, audio: Optional[str]) -> None:
+    """diarize's -o/--output and --plot must not be one of its inputs (``audio``: the audio
+    argument as given, a wav.scp too)."""
+    lda_file = args.window_lda if args.window_lda not in ("auto", "off") else None
+    _refuse_over_inputs(args, {"-o/--output": args.output, "--plot": args.plot},
+                        {**_audio_arguments([audio]), "--wav_scp": args.wav_scp,
+                         "--reco2num_spk": args.reco2num_spk, "--window_lda": lda_file})
+
+
 def cmd_diarize(args: argparse.Namespace) -> int:
+    _refuse_diarize_over_inputs(args, args.audio)
     wav_scp = args.wav_scp
     if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
         wav_scp, args.audio = args.audio, None
@@ -342,6 +384,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     if args.plot is not None and wav_scp is not None:
         raise UsageError("diarize: --plot draws one audio file; for a wav.scp, draw each "
                          "recording against its reference with score_diarization --plot_dir")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
@@ -350,7 +394,10 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                                                min_speakers=args.min_speakers,
                                                max_speakers=args.max_speakers, **settings)
     if args.reco2num_spk is not None:
-        checked.cluster_options().check_count_given(f"--reco2num_spk {args.reco2num_spk}")
+        from wespeaker_py.diarization.options import refuse_bounds_with_count
+        given = f"--reco2num_spk {args.reco2num_spk}"
+        checked.cluster_options().check_count_given(given)
+        refuse_bounds_with_count(args.min_speakers, args.max_speakers, given)
     _check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
                           outputs=[args.output, args.plot],
                           max_fail_fraction=args.max_fail_fraction)
@@ -370,7 +417,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                    cluster_method=args.cluster_method, batch_size=args.batch_size,
                    channel=args.channel, **settings)
     if wav_scp is not None:
-        summary = model.diarize_many(wav_scp, args.output, progress=sys.stderr.isatty(),
+        summary = model.diarize_many(wav_scp, args.output, progress=True,
                                      max_fail_fraction=args.max_fail_fraction,
                                      speaker_counts=counts, **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
@@ -379,7 +426,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization.rttm import format_rttm_line
     result = model.diarize(args.audio, **options)
     if not result.turns:
-        print(f"{args.audio}: no speech found; the RTTM is empty", file=sys.stderr)
+        why = f" ({result.silence})" if result.silence else ""
+        print(f"{args.audio}: no speech found{why}; the RTTM is empty", file=sys.stderr)
     if args.output:
         write_rttm(args.output, {recording: result.turns})
         print(f"{result.num_speakers} speakers, {len(result.turns)} turns in {args.output}",
@@ -403,16 +451,24 @@ def _check_data_folders(folders: Sequence[str]) -> None:
                              f"holding wav.scp and utt2spk)")
 
 
+def _data_files(folders: Sequence[str], *tables: str) -> Dict[str, str]:
+    """The wav.scp (and ``tables``) of each ``--data`` folder, named for
+    :func:`_refuse_over_inputs`."""
+    return {f"--data {folder}'s {name}": os.path.join(folder, name)
+            for folder in folders for name in ("wav.scp", *tables)}
+
+
 def cmd_window_lda(args: argparse.Namespace) -> int:
     _check_data_folders(args.data)
     for folder in args.data:
         _check_before_compute(inputs=[os.path.join(folder, "utt2spk")],
                               wav_scp=os.path.join(folder, "wav.scp"),
                               max_fail_fraction=args.max_fail_fraction)
+    _refuse_over_inputs(args, {"--output": args.output}, _data_files(args.data, "utt2spk"))
     _check_before_compute(outputs=[args.output])
     model = _load(args)
     lda = model.train_window_lda(args.data, output=args.output, dim=args.dim,
-                                 batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                 batch_size=args.batch_size, progress=True,
                                  max_fail_fraction=args.max_fail_fraction,
                                  heard_rate=args.heard_rate)
     print(f"window LDA written to {model.window_lda_output(args.output, args.heard_rate)}: "
@@ -425,10 +481,11 @@ def cmd_band_fill(args: argparse.Namespace) -> int:
     for folder in args.data:
         _check_before_compute(wav_scp=os.path.join(folder, "wav.scp"),
                               max_fail_fraction=args.max_fail_fraction)
+    _refuse_over_inputs(args, {"--output": args.output}, _data_files(args.data))
     _check_before_compute(outputs=[args.output])
     model = _load(args)
     fill = model.train_band_fill(args.data, args.heard_rate, output=args.output,
-                                 progress=sys.stderr.isatty(),
+                                 progress=True,
                                  max_fail_fraction=args.max_fail_fraction)
     print(f"band fill written to {args.output or model.band_fill_file(args.heard_rate)}: "
           f"{fill.describe()}", file=sys.stderr)
@@ -439,6 +496,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from wespeaker_py.utils.file_utils import require_writable
     # --onnx may name a folder to write model.onnx in
     require_writable(args.onnx, folder_ok=True)
+    _refuse_over_inputs(args, {"--onnx": args.onnx}, {})
     model = _load(args)
     if model.backend.kind != "torch":
         raise UsageError(f"export: {args.model} is already an ONNX model")
@@ -466,6 +524,7 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
     from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_AHC_THRESHOLD,
                                                   DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO,
+                                                  DEFAULT_MAX_SPEAKERS, DEFAULT_MIN_SPEAKERS,
                                                   DEFAULT_VAD_THRESHOLD, EDGE_WEIGHTS,
                                                   DiarizationOptions)
     defaults = DiarizationOptions()
@@ -474,7 +533,8 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-o", "--output", default=None,
                      help="RTTM file to write (default for one file: stdout)")
     add_flag(sub, "plot", default=None,
-             help="one audio file: also draw its speakers' turns on a time line (PNG)")
+             help="one audio file: also draw its speakers' turns on a time line, an image "
+                  "in the format of the extension (.png, .pdf, .svg, ...)")
     add_flag(sub, "batch_size", type=positive_int, default=32, help="windows per forward pass")
 
     group = sub.add_argument_group("number of speakers")
@@ -484,10 +544,11 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
              help="with --wav_scp: each recording's known number of speakers, from a Kaldi "
                   "reco2num_spk file ('<recording> <count>') or a reference .rttm")
     add_flag(group, "min_speakers", type=int, default=defaults.min_speakers,
-             help=f"fewest speakers to estimate (default {defaults.min_speakers})")
+             help=f"fewest speakers to estimate (default {DEFAULT_MIN_SPEAKERS}; not with a "
+                  "count given)")
     add_flag(group, "max_speakers", type=int, default=defaults.max_speakers,
-             help=f"most speakers to estimate (default {defaults.max_speakers}); more are "
-                  "capped and the command says so")
+             help=f"most speakers to estimate (default {DEFAULT_MAX_SPEAKERS}); more are "
+                  "capped and the command says so (not with a count given)")
 
     group = sub.add_argument_group("speech detection")
     group.add_argument("--vad", default=defaults.vad, choices=("silero", "energy"),

@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from wespeaker_py.diarization.density import agglomerative_labels, umap_hdbscan_labels
-from wespeaker_py.diarization.options import DEFAULT_METHOD, ClusterOptions
+from wespeaker_py.diarization.options import DEFAULT_METHOD, ClusterOptions, speaker_bounds
 from wespeaker_py.diarization.refine import fold_small_clusters, merge_close_clusters
 from wespeaker_py.diarization.spectral import nme_spectral_cluster, spectral_cluster
 
@@ -85,9 +85,11 @@ def _estimate(embeddings: np.ndarray, options: ClusterOptions, num_speakers: Opt
 
 
 def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOptions(),
-                    num_speakers: Optional[int] = None, min_speakers: int = 1,
-                    max_speakers: int = 10) -> Clustering:
-    """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count.
+                    num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
+                    max_speakers: Optional[int] = None) -> Clustering:
+    """Cluster ``[N, D]`` embeddings (module doc); ``num_speakers`` fixes the count, else it
+    is estimated within ``[min_speakers, max_speakers]`` (None: the defaults,
+    :func:`~wespeaker_py.diarization.options.speaker_bounds`).
 
     Options that cannot apply raise
     :class:`~wespeaker_py.diarization.options.ClusteringOptionError` naming them
@@ -95,6 +97,7 @@ def cluster_windows(embeddings: np.ndarray, options: ClusterOptions = ClusterOpt
     ``agglomerative``, or a refinement of the estimated count with ``num_speakers`` given.
     """
     options.check(num_speakers, min_speakers, max_speakers)
+    min_speakers, max_speakers = speaker_bounds(min_speakers, max_speakers)
     embeddings = np.asarray(embeddings, dtype=np.float64)
     count = len(embeddings)
     if count <= 1:
@@ -128,8 +131,8 @@ def _count_within(embeddings: np.ndarray, labels: np.ndarray, low: int, high: in
 
 
 def cluster(embeddings: np.ndarray, method: str = DEFAULT_METHOD,
-            num_speakers: Optional[int] = None, min_speakers: int = 1,
-            max_speakers: int = 10) -> np.ndarray:
+            num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
+            max_speakers: Optional[int] = None) -> np.ndarray:
     """Speaker labels for ``[N, D]`` embeddings with ``method``'s default settings."""
     options = ClusterOptions(method=method)
     return cluster_windows(embeddings, options, num_speakers, min_speakers, max_speakers).labels

@@ -9,7 +9,8 @@ holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from numbers import Integral
+from typing import Any, Optional, Tuple
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.file_utils import rate_in_name
@@ -31,6 +32,9 @@ DEFAULT_EDGE_WEIGHTS = "cosine"
 DEFAULT_AHC_THRESHOLD = 0.6
 # the Silero VAD's speech probability that starts a region
 DEFAULT_VAD_THRESHOLD = 0.5
+# the bounds of an estimated number of speakers
+DEFAULT_MIN_SPEAKERS = 1
+DEFAULT_MAX_SPEAKERS = 10
 
 
 def window_lda_name(heard_rate: int = 0) -> str:
@@ -83,8 +87,8 @@ class ClusterOptions:
             return self.edge_weights
         return DEFAULT_EDGE_WEIGHTS if self.method == "spectral-norm" else "binary"
 
-    def check(self, num_speakers: Optional[int] = None, min_speakers: int = 1,
-              max_speakers: int = 10) -> None:
+    def check(self, num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
+              max_speakers: Optional[int] = None) -> None:
         """Raise :class:`ClusteringOptionError` for what :func:`check_cluster_options`
         refuses, an ``ahc_threshold`` set for a method other than ``agglomerative``, and
         (``num_speakers`` given) what :meth:`check_count_given` refuses."""
@@ -111,19 +115,51 @@ class ClusterOptions:
                                             f"would do nothing: leave it out")
 
 
-def check_cluster_options(method: str, num_speakers: Optional[int], min_speakers: int,
-                          max_speakers: int, gap_ratio: Optional[float] = None,
+def speaker_bounds(min_speakers: Optional[int], max_speakers: Optional[int]) -> Tuple[int, int]:
+    """The bounds of an estimated count: those given, else :data:`DEFAULT_MIN_SPEAKERS` and
+    :data:`DEFAULT_MAX_SPEAKERS`."""
+    return (DEFAULT_MIN_SPEAKERS if min_speakers is None else min_speakers,
+            DEFAULT_MAX_SPEAKERS if max_speakers is None else max_speakers)
+
+
+def refuse_bounds_with_count(min_speakers: Optional[int], max_speakers: Optional[int],
+                             given: str) -> None:
+    """Raise :class:`ClusteringOptionError` for a ``min_speakers`` or ``max_speakers`` given
+    with the count (``given`` says how, e.g. ``num_speakers=3``): they bound an estimated
+    count only."""
+    for name, value in (("min_speakers", min_speakers), ("max_speakers", max_speakers)):
+        if value is not None:
+            raise ClusteringOptionError(f"{name} ({value}) bounds an estimated number of "
+                                        f"speakers; with the count given ({given}) it would "
+                                        f"do nothing: leave it out")
+
+
+def _check_count_types(**counts: Optional[int]) -> None:
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ClusteringOptionError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_cluster_options(method: str, num_speakers: Optional[int],
+                          min_speakers: Optional[int] = None,
+                          max_speakers: Optional[int] = None, gap_ratio: Optional[float] = None,
                           edge_weights: Optional[str] = None) -> None:
-    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts, or a
-    ``gap_ratio`` or ``edge_weights`` that cannot apply."""
+    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts (or
+    bounds given with a count), or a ``gap_ratio`` or ``edge_weights`` that cannot apply.
+    ``min_speakers``/``max_speakers``: None when not given (see :func:`speaker_bounds`)."""
     if method not in CLUSTER_METHODS:
         raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
                                     f"{', '.join(CLUSTER_METHODS)}")
-    if num_speakers is not None and num_speakers < 1:
-        raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
-    if not 1 <= min_speakers <= max_speakers:
+    _check_count_types(num_speakers=num_speakers, min_speakers=min_speakers,
+                       max_speakers=max_speakers)
+    if num_speakers is not None:
+        if num_speakers < 1:
+            raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
+        refuse_bounds_with_count(min_speakers, max_speakers, f"num_speakers={num_speakers}")
+    low, high = speaker_bounds(min_speakers, max_speakers)
+    if not 1 <= low <= high:
         raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
-                                    f"{min_speakers}, {max_speakers}")
+                                    f"{low}, {high}")
     if gap_ratio is not None and not 0.0 < gap_ratio <= 1.0:
         raise ClusteringOptionError(f"gap_ratio must be above 0 and at most 1, got {gap_ratio}")
     if gap_ratio is not None and method not in SPECTRAL_METHODS:
@@ -158,8 +194,9 @@ class DiarizationOptions:
     resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
     window_lda: str = "auto"  # the model's window_lda.npz if it has one; "off"; or a file
     num_speakers: Optional[int] = None  # None: estimated
-    min_speakers: int = 1
-    max_speakers: int = 10
+    # bounds of an estimated count; None: DEFAULT_MIN_SPEAKERS / DEFAULT_MAX_SPEAKERS
+    min_speakers: Optional[int] = None
+    max_speakers: Optional[int] = None
 
     @classmethod
     def from_settings(cls, **settings: Any) -> "DiarizationOptions":

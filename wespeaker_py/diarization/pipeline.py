@@ -13,6 +13,7 @@ utterances the same way, to learn a window LDA from
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,19 +21,22 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, ChannelChoice,
-                                heard_rate_of, load_audio_with_rate, narrowband,
-                                warn_if_narrowband)
+from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, AudioSilentError,
+                                ChannelChoice, heard_rate_of, load_audio_with_rate,
+                                narrowband, warn_if_narrowband)
 from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import cluster_windows
-from wespeaker_py.diarization.options import ClusteringOptionError, DiarizationOptions
+from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
+                                              check_cluster_options, refuse_bounds_with_count,
+                                              speaker_bounds)
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
-from wespeaker_py.errors import AudioInputError
+from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE
-from wespeaker_py.utils.file_utils import DataFormatError, read_wav_scp
+from wespeaker_py.utils.file_utils import (DataFormatError, read_wav_scp,
+                                           refuse_output_over_input, require_writable)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
@@ -57,6 +61,8 @@ class DiarizationResult:
 
     ``capped``: the clustering found ``found_speakers`` > ``max_speakers`` (or
     stopped at ``max_speakers``), so the recording may have more speakers than reported.
+    ``silence``: why a recording was taken as silent as a whole, when it was (every
+    sample zero, no frame above the energy floor).
     """
 
     turns: List[Turn]
@@ -65,6 +71,7 @@ class DiarizationResult:
     seconds: Dict[str, float] = field(default_factory=dict)
     found_speakers: int = 0
     capped: bool = False
+    silence: str = ""
 
 
 class Diarizer:
@@ -108,12 +115,14 @@ class Diarizer:
 
         Arrays are ``[samples]`` or two-axis with channels (``channel`` chooses: the
         first by default, see :mod:`wespeaker_py.audio`); floats
-        in [-1, 1] or int16. Audio the shared checks refuse (missing, unreadable,
-        empty, NaN, all zeros) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
+        in [-1, 1] or int16. Silence (every sample zero, or no frame above the energy
+        floor) has no speech: no turns, and a log line says why. Other audio the shared
+        checks refuse (missing, unreadable, empty, NaN, a silent channel chosen beside
+        one with signal) raises its :class:`~wespeaker_py.audio.AudioCheckError`.
         The number of speakers is ``num_speakers`` when given, else estimated
         within ``[min_speakers, max_speakers]`` (defaults from the options); a count
         given with settings that only shape an estimated one (``min_cluster_size``,
-        ``merge_threshold``, ``ahc_threshold``) raises
+        ``merge_threshold``, ``ahc_threshold``, ``min_speakers``, ``max_speakers``) raises
         :class:`~wespeaker_py.diarization.options.ClusteringOptionError`.
         Audio without speech gives no turns; speech shorter than a window gives one turn.
         ``recording`` names it in the log (default: the file, when ``audio`` is one).
@@ -127,7 +136,14 @@ class Diarizer:
         clock = time.perf_counter()
         rate = self.sample_rate
         name = recording or (audio if isinstance(audio, str) else "the recording")
-        audio, source_rate = load_audio_with_rate(audio, rate, sample_rate, channel=channel)
+        try:
+            audio, source_rate = load_audio_with_rate(audio, rate, sample_rate,
+                                                      channel=channel)
+        except AudioSilentError as error:
+            if error.live_channels:   # the wrong channel: the error says which to choose
+                raise
+            return DiarizationResult([], [], 0, {"load": time.perf_counter() - clock},
+                                     silence=str(error))
         seconds["load"] = time.perf_counter() - clock
         clock = time.perf_counter()
         speech = self.vad(audio / np.float32(INT16_SCALE), rate)
@@ -150,7 +166,8 @@ class Diarizer:
             logger.warning("%s: found %s%d speakers, more than max_speakers=%d: kept %d; raise "
                            "max_speakers if the recording has more", name,
                            "at least " if clustering.at_least else "", clustering.found,
-                           max_speakers, clustering.num_speakers)
+                           speaker_bounds(min_speakers, max_speakers)[1],
+                           clustering.num_speakers)
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped)
@@ -284,17 +301,31 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
     :class:`~wespeaker_py.errors.RunFailedError` (:mod:`wespeaker_py.utils.list_jobs`)
     and no RTTM is written.
     """
+    if not isinstance(wav_scp, (str, os.PathLike)):
+        raise WespeakerError(f"wav_scp must be the path of a wav.scp file, got a "
+                             f"{type(wav_scp).__name__}; diarize files one by one with "
+                             f"diarize()")
+    refuse_output_over_input({"the output RTTM": output_rttm}, {"the wav.scp": wav_scp})
+    require_writable(output_rttm)
     recordings = read_wav_scp(wav_scp)
     if speaker_counts is not None:
         if kwargs.get("num_speakers") is not None:
             raise ClusteringOptionError("give num_speakers (every recording) or "
                                         "speaker_counts (each its own), not both")
-        diarizer.options.cluster_options().check_count_given(
-            "each recording's, speaker_counts / --reco2num_spk")
+        given = "each recording's, speaker_counts / --reco2num_spk"
+        diarizer.options.cluster_options().check_count_given(given)
+        refuse_bounds_with_count(
+            kwargs.get("min_speakers", diarizer.options.min_speakers),
+            kwargs.get("max_speakers", diarizer.options.max_speakers), given)
         missing = [key for key in recordings if key not in speaker_counts]
         if missing:
             raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "
                                         f"{wav_scp}: {', '.join(missing[:5])}")
+        for key in recordings:
+            try:
+                check_cluster_options(diarizer.options.cluster_method, speaker_counts[key])
+            except ClusteringOptionError as error:
+                raise ClusteringOptionError(f"the speaker count of {key}: {error}") from None
     summary = BatchSummary()
     turns: Dict[str, List[Turn]] = {}
     for key, path in progress_bar(recordings.items(), desc="diarize", unit="rec",
@@ -314,7 +345,8 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
                 raise
             raise named from err
         if not result.turns:
-            logger.warning("%s: no speech found, no turns written", key)
+            logger.warning("%s: no speech found%s, no turns written", key,
+                           f" ({result.silence})" if result.silence else "")
             summary.silent.append(key)
         if result.capped:
             summary.capped.append(key)

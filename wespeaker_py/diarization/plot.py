@@ -1,6 +1,7 @@
 """Who spoke when, drawn: reference and system speakers on one time line, with DER's errors.
 
-:func:`plot_timeline` draws one recording as a PNG: a row per reference speaker,
+:func:`plot_timeline` draws one recording as an image (PNG, or the format of its
+extension, see :func:`~wespeaker_py.utils.plotting.image_format`): a row per reference speaker,
 a row per system speaker in the colour of the reference speaker DER pairs it with
 (grey and hatched when it is paired with none), and three rows that mark where
 speech was missed, falsely added or given to the wrong speaker. Time outside the
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from wespeaker_py.diarization.metrics import (ErrorTimes, Region, align, merge_regions,
                                               subtract_regions)
 from wespeaker_py.diarization.turns import Turn
-from wespeaker_py.utils.plotting import new_figure, save_png
+from wespeaker_py.utils.plotting import new_figure, save_figure
 
 ERROR_COLOURS = {"missed": "tab:red", "false alarm": "tab:orange", "confusion": "tab:purple"}
 UNPAIRED_COLOUR = "0.6"
@@ -80,9 +81,10 @@ def timeline_rows(ref: Optional[Sequence[Turn]], sys: Sequence[Turn],
     return rows, alignment.times()
 
 
-def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: str,
+def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], image_path: str,
                   title: str = "", evaluation_map: Optional[Sequence[Region]] = None) -> None:
-    """Draw one recording's :func:`timeline_rows` into a PNG, written atomically, with
+    """Draw one recording's :func:`timeline_rows` into an image, written atomically in
+    the format of its extension (:func:`~wespeaker_py.utils.plotting.save_figure`), with
     DER and its parts in the title (without a reference: the speakers and their
     seconds of speech); see the module doc."""
     from matplotlib.patches import Patch
@@ -120,7 +122,7 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], png_path: 
                    f"{len({t.speaker for t in sys})} found")
     axes.set_title(f"{title}: {summary}" if title else summary, fontsize="medium")
     figure.tight_layout()
-    save_png(figure, png_path)
+    save_figure(figure, image_path)
 
 
 def file_name(name: str) -> str:

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from wespeaker_py.scoring.metrics import DetPoints, eer_from_det
 from wespeaker_py.utils.file_utils import atomic_open
-from wespeaker_py.utils.plotting import new_figure, save_png
+from wespeaker_py.utils.plotting import new_figure, save_figure
 
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 _HISTOGRAM_BINS = 60
@@ -55,7 +55,7 @@ def plot_det_curves(curves: Sequence[Tuple[str, DetPoints]], png_path: str,
     axes.legend(loc="upper right", fontsize="small")
     if title:
         axes.set_title(title)
-    save_png(figure, png_path)
+    save_figure(figure, png_path)
 
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
@@ -75,4 +75,4 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, png_path: str,
     axes.legend(loc="upper left", fontsize="small")
     if title:
         axes.set_title(title)
-    save_png(figure, png_path)
+    save_figure(figure, png_path)

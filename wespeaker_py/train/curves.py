@@ -122,7 +122,7 @@ def _read_line(curves: TrainingCurves, line: str, run_starts: bool) -> bool:
 
 def plot_training_curves(curves: TrainingCurves, png_path: str, title: str = "") -> None:
     """Loss, accuracy and lr / margin against epochs, in three panels, written atomically."""
-    from wespeaker_py.utils.plotting import new_figure, save_png
+    from wespeaker_py.utils.plotting import new_figure, save_figure
     xs, values = curves.series()
     lr, margin, loss, accuracy = ([v[i] for v in values] for i in range(4))
     figure = new_figure((7.0, 8.0))
@@ -154,7 +154,7 @@ def plot_training_curves(curves: TrainingCurves, png_path: str, title: str = "")
     if title:
         loss_axes.set_title(title)
     figure.tight_layout()
-    save_png(figure, png_path)
+    save_figure(figure, png_path)
 
 
 def _spans_decades(values: List[float]) -> bool:

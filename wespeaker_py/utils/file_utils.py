@@ -16,7 +16,7 @@ import re
 import shutil
 import socket
 import uuid
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
 
@@ -305,6 +305,31 @@ def require_writable(path: str, folder_ok: bool = False) -> None:
     except OSError as error:
         raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
                                      f"(in {folder})") from None
+
+
+def _same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file (links resolved; hard links too, where both exist)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:   # one does not exist (yet): compare where they would be
+        return os.path.realpath(first) == os.path.realpath(second)
+
+
+def refuse_output_over_input(outputs: Mapping[str, Optional[str]],
+                             inputs: Mapping[str, Optional[str]]) -> None:
+    """Fail now, before any work, when an output would replace an input.
+
+    ``outputs`` and ``inputs`` map what names each path for the user (a flag such as
+    ``--output``, or ``the scp beside --output``) to the path; None entries are passed
+    over. The error names both, so that ``--output wav.ark`` beside ``--wav_scp wav.scp``
+    cannot end with the list replaced by an index of embeddings.
+    """
+    for out_name, out_path in outputs.items():
+        for in_name, in_path in inputs.items():
+            if out_path and in_path and _same_file(out_path, in_path):
+                raise OutputNotWritableError(
+                    f"{out_name} {out_path} is {in_name} ({in_path}): writing it would "
+                    f"replace an input; choose another output path")
 
 
 class DiskFullError(OSError, RunFailedError):
