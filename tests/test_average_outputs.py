@@ -107,3 +107,27 @@ def test_a_checkpoint_file_as_src_path_names_its_folder(tmp_path, capsys):
     assert f"{models / 'model_3.pt'} is a file, not a folder" in err and str(models) in err
     assert "does not exist" not in err
     assert not (tmp_path / "avg.pt").exists()
+
+
+def test_the_destination_check_maps_an_existing_file_and_reads_it_where_torch_cannot(
+        tmp_path, capsys, no_loading, monkeypatch):
+    models = _write_run(tmp_path / "models")
+    kept = tmp_path / "best.pt"
+    kept.write_bytes((models / "model_1.pt").read_bytes())
+    calls = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("mmap", False))
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, "load", recording_load)
+    status, err = _run(capsys, models, kept)
+    assert status == 2 and "holds a training checkpoint" in err and calls == [True]
+
+    def load_without_mmap(*args, mmap=None, **kwargs):   # a torch before 2.1
+        if mmap is not None:
+            raise TypeError("'mmap' is an invalid keyword argument for Unpickler()")
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, "load", load_without_mmap)
+    status, err = _run(capsys, models, kept)
+    assert status == 2 and "holds a training checkpoint" in err

@@ -198,3 +198,15 @@ def test_other_entry_points_refuse_an_output_that_is_an_input(tmp_path, capsys, 
         (tmp_path / name).write_bytes(b"an input\n")
     status, err = run_bin(capsys, main, argv)
     assert_refused(status, err, "f", b"an input\n", *flags)
+
+
+@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(name)
+                            for name in ("onnx", "onnxruntime")), reason="needs onnx")
+def test_export_into_the_model_folder_is_not_taken_for_an_input(tmp_path, capsys):
+    # --onnx DIR/ writes DIR/model.onnx, which the model does not read: the folder itself is
+    # no output over an input
+    folder, _ = wespeaker_folder(str(tmp_path / "model"))
+    status, _, err = run_cli(capsys, "export", "--model", folder, "--device", "cpu",
+                             "--onnx", folder + os.sep)
+    assert status == 0, err
+    assert os.path.isfile(os.path.join(folder, "model.onnx"))

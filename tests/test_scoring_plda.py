@@ -225,3 +225,10 @@ def test_training_warns_when_speakers_do_not_outnumber_dimensions(model, caplog)
         TwoCovPLDA.train(enough, enough_labels, num_iters=2)
         TwoCovPLDA.train(few, few_labels, num_iters=2, lda_dim=DIM - 1)
     assert "speakers for" not in caplog.text
+
+
+def test_a_single_array_file_is_no_plda_model(tmp_path):
+    np.save(tmp_path / "plda.npy", np.zeros(3))
+    with pytest.raises(DataFormatError, match="not a wespeaker_py PLDA model \\(a single "
+                                              "array, not an .npz archive"):
+        TwoCovPLDA.load(str(tmp_path / "plda.npy"))

@@ -47,10 +47,18 @@ ONNX_NAME = "model.onnx"
 
 def onnx_output_path(path: str) -> str:
     """``path``, or ``path/model.onnx`` when ``path`` is a folder or ends with a separator
-    (the folder is created then). Any other name must end in ``.onnx``: that is how
+    (the folder is created then); see :func:`onnx_target`."""
+    target = onnx_target(path)
+    if target != path:
+        os.makedirs(path, exist_ok=True)
+    return target
+
+
+def onnx_target(path: str) -> str:
+    """The graph file ``--onnx path`` writes: ``path``, or ``path/model.onnx`` when ``path``
+    is a folder or ends with a separator. Any other name must end in ``.onnx``: that is how
     :func:`~wespeaker_py.api.load_model` knows a graph from a checkpoint."""
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
         return os.path.join(path, ONNX_NAME)
     if not path.endswith(".onnx"):
         raise WespeakerError(f"--onnx {path}: name the graph NAME.onnx (load_model takes a "

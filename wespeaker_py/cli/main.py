@@ -496,7 +496,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from wespeaker_py.utils.file_utils import require_writable
     # --onnx may name a folder to write model.onnx in
     require_writable(args.onnx, folder_ok=True)
-    _refuse_over_inputs(args, {"--onnx": args.onnx}, {})
+    from wespeaker_py.api.exporting import onnx_target
+    _refuse_over_inputs(args, {"--onnx": onnx_target(args.onnx)}, {})
     model = _load(args)
     if model.backend.kind != "torch":
         raise UsageError(f"export: {args.model} is already an ONNX model")

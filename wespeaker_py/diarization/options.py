@@ -186,7 +186,7 @@ class DiarizationOptions:
     shift: float = 0.75             # seconds between window starts
     dither: float = 1.0             # noise floor added to each window, in 16-bit steps
     cluster_method: str = DEFAULT_METHOD  # one of CLUSTER_METHODS
-    ahc_threshold: float = ClusterOptions.ahc_threshold
+    ahc_threshold: Optional[float] = ClusterOptions.ahc_threshold
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
     gap_ratio: Optional[float] = ClusterOptions.gap_ratio

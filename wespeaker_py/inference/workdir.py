@@ -107,9 +107,13 @@ def _hold_lock(lock_path: str) -> Optional[IO[str]]:
 def _drop_lock(handle: IO[str]) -> None:
     """Remove the file of a lock :func:`_hold_lock` took, then let go of the lock."""
     with _held_guard:
-        _held_locks.pop(_file_id(os.fstat(handle.fileno())), None)
-        os.remove(handle.name)
-        handle.close()
+        try:
+            _held_locks.pop(_file_id(os.fstat(handle.fileno())), None)
+            os.remove(handle.name)
+        except FileNotFoundError:   # removed by hand: the lock still goes below
+            pass
+        finally:
+            handle.close()
 
 
 def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:

@@ -44,8 +44,8 @@ def _load(path: str, lazy: bool) -> Any:
     if lazy:
         try:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:   # not the zip format (torch < 1.6's): read it whole
-            pass
+        except (RuntimeError, TypeError):   # not the zip format (torch < 1.6's), or a torch
+            pass                              # without mmap (< 2.1): read it whole
     return torch.load(path, map_location="cpu", weights_only=False)
 
 

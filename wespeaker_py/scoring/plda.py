@@ -29,6 +29,7 @@ import scipy.sparse
 
 from wespeaker_py.scoring.kaldi_plda import read_kaldi_plda
 from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+from wespeaker_py.utils.npz_files import open_npz
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
 
@@ -349,10 +350,10 @@ class TwoCovPLDA:
     def load(cls, path: str) -> "TwoCovPLDA":
         """Load a model written by :meth:`save`."""
         try:
-            archive = np.load(path, allow_pickle=False)
+            archive = open_npz(path)
         except (ValueError, OSError) as error:
-            raise DataFormatError(path, None, "not a wespeaker_py PLDA model (for a Kaldi "
-                                              "model use the kaldi type)") from error
+            raise DataFormatError(path, None, f"not a wespeaker_py PLDA model ({error}; for a "
+                                              f"Kaldi model use the kaldi type)") from None
         with archive:
             if "format" not in archive or str(archive["format"]) != _MODEL_FORMAT:
                 raise DataFormatError(path, None, "not a wespeaker_py PLDA model")

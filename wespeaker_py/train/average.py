@@ -9,7 +9,7 @@ import torch
 from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
-from wespeaker_py.utils.file_utils import require_writable, save_torch
+from wespeaker_py.utils.file_utils import require_writable, same_file, save_torch
 from wespeaker_py.utils.progress import progress_bar
 
 
@@ -98,13 +98,13 @@ def check_destination(dst_model: str, paths: List[str]) -> None:
     """Refuse, before any work, a ``dst_model`` that would replace a training checkpoint.
 
     The bare state_dict written there would lose the optimizer state a run resumes
-    from. Refused (links resolved): one of ``paths``, a file named ``model_<epoch>.pt``,
-    and an existing file holding a training checkpoint; then ``dst_model`` must be
-    writable (not a folder).
+    from. Refused (links resolved, hard links too): one of ``paths``, a file named
+    ``model_<epoch>.pt``, and an existing file holding a training checkpoint; then
+    ``dst_model`` must be writable (not a folder).
     """
     real = os.path.realpath(dst_model)
     shown = f"{dst_model} (a link to {real})" if os.path.islink(dst_model) else dst_model
-    if any(os.path.realpath(path) == real for path in paths):
+    if any(same_file(path, dst_model) for path in paths):
         raise AveragingError(f"--dst_model {shown} is one of the checkpoints being averaged; "
                              f"write the average to another file, e.g. avg_model.pt")
     if epoch_from_name(real) is not None:

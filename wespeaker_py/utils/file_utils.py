@@ -307,7 +307,7 @@ def require_writable(path: str, folder_ok: bool = False) -> None:
                                      f"(in {folder})") from None
 
 
-def _same_file(first: str, second: str) -> bool:
+def same_file(first: str, second: str) -> bool:
     """Whether two paths name one file (links resolved; hard links too, where both exist)."""
     try:
         return os.path.samefile(first, second)
@@ -326,7 +326,7 @@ def refuse_output_over_input(outputs: Mapping[str, Optional[str]],
     """
     for out_name, out_path in outputs.items():
         for in_name, in_path in inputs.items():
-            if out_path and in_path and _same_file(out_path, in_path):
+            if out_path and in_path and same_file(out_path, in_path):
                 raise OutputNotWritableError(
                     f"{out_name} {out_path} is {in_name} ({in_path}): writing it would "
                     f"replace an input; choose another output path")

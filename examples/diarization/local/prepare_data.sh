@@ -37,7 +37,7 @@ if [ -n "${data_dir}" ]; then
     echo "$0: ${data_dir}/ref.rttm does not exist (nor its fallback ${data_dir}/rttm)" >&2
     exit 1
   fi
-  awk '$1 == "SPEAKER" { print $2 }' "${ref}" | sort -u > "${tmp}/ids"
+  awk 'toupper($1) == "SPEAKER" { print $2 }' "${ref}" | sort -u > "${tmp}/ids"
   awk 'NR == FNR { keep[$1] = 1; next } ($1 in keep)' "${tmp}/ids" "${data_dir}/wav.scp" \
     > "${tmp}/wav.scp"
   # the reference's (and UEM's) lines of the recordings kept: a reference recording
