@@ -360,3 +360,18 @@ def test_sigterm_to_the_parent_of_two_jobs_ends_the_jobs(setup, tmp_path):
         if parent.poll() is None:
             parent.kill()
         parent.wait()
+
+
+def test_a_file_system_without_locks_is_named_not_taken_for_another_run(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+    from wespeaker_py.inference import workdir
+    from wespeaker_py.utils.file_utils import OutputNotWritableError
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    lock_path = str(tmp_path / "work.lock")
+    with pytest.raises(OutputNotWritableError, match="cannot lock .*work.lock \\(No locks "
+                                                     "available\\): its file system may not"):
+        workdir._hold_lock(lock_path)

@@ -17,6 +17,7 @@ a reader worker it forked lives on.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
@@ -32,9 +33,9 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, file_digest,
-                                           read_key_value, require_input_file,
-                                           require_writable)
+from wespeaker_py.utils.file_utils import (DataFormatError, OutputNotWritableError,
+                                           atomic_open, file_digest, read_key_value,
+                                           require_input_file, require_writable)
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
@@ -89,9 +90,13 @@ def _hold_lock(lock_path: str) -> Optional[IO[str]]:
             handle = open(lock_path, "a")
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as error:
                 handle.close()
-                return None
+                if error.errno in (errno.EACCES, errno.EAGAIN):   # another process holds it
+                    return None
+                raise OutputNotWritableError(f"cannot lock {lock_path} ({error.strerror}): "
+                                             f"its file system may not support locks; write "
+                                             f"the output elsewhere") from None
             # a run that finished between our open and our lock removed the file we locked:
             # a third run may already hold a new one at the path, so lock that instead
             try:
