@@ -248,10 +248,12 @@ def test_work_that_fails_while_it_is_set_up_lets_go_of_its_lock(setup, tmp_path,
 
 
 def test_reader_workers_are_quiet_about_a_run_stopped_while_taking_their_data(monkeypatch):
-    from wespeaker_py.inference.extraction import ReaderWorker
+    from wespeaker_py.inference import extraction
     seen = []
     monkeypatch.setattr(sys, "excepthook", lambda exc_type, *_: seen.append(exc_type))
-    ReaderWorker()(0)
+    # called in this process, not in a worker: it must not tie this one to its parent
+    monkeypatch.setattr(extraction, "tie_worker_to", lambda pid: None)
+    extraction.ReaderWorker()(0)
     # what multiprocessing's resource sharer passes on when the taking process is killed
     for error in (ConnectionResetError, BrokenPipeError, EOFError, ValueError):
         sys.excepthook(error, error(), None)

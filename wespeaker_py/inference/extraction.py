@@ -36,6 +36,7 @@ from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
+from wespeaker_py.utils.processes import tie_worker_to
 
 logger = get_logger(__name__)
 
@@ -152,10 +153,16 @@ def _quiet_on_hangup(hook):
 
 class ReaderWorker(WorkerLogging):
     """``worker_init_fn`` of the extraction's DataLoader: the loader's logging
-    (:class:`~wespeaker_py.utils.logging_utils.WorkerLogging`), and no traceback from a
-    worker when the run is stopped (:func:`_quiet_on_hangup`)."""
+    (:class:`~wespeaker_py.utils.logging_utils.WorkerLogging`), an end with the process
+    that made the loader (:func:`~wespeaker_py.utils.processes.tie_worker_to`), and no
+    traceback from a worker when the run is stopped (:func:`_quiet_on_hangup`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parent_pid = os.getpid()
 
     def __call__(self, worker_id: int) -> None:
+        tie_worker_to(self.parent_pid)   # a reader has nothing to finish
         super().__call__(worker_id)
         sys.excepthook = _quiet_on_hangup(sys.excepthook)
 

@@ -13,7 +13,6 @@ each job also asks the kernel to end it if the parent dies (``kill -9``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import queue
@@ -33,12 +32,12 @@ from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+from wespeaker_py.utils.processes import die_with_parent
 
 logger = get_logger(__name__)
 
 __all__ = ["extract_embeddings_parallel", "job_devices", "split_data_list"]
 
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 10.0
 
 
@@ -51,19 +50,10 @@ def job_devices(num_jobs: int, gpus: Optional[Sequence[int]]) -> List[str]:
     return [f"cuda:{gpus[job % len(gpus)]}" for job in range(num_jobs)]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel send SIGTERM to this process when its parent dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _run_job(job: int, device: str, threads: int, log_level: int, parent_pid: int,
              kwargs: Dict[str, Any], results) -> None:
     """Body of one spawned job process: report ``(job, summary or error text)``."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     # A spawned process inherits "spawn" as its default start method; let its
     # DataLoader workers fork, as in a plain run (fast start, logging set up).
     multiprocessing.set_start_method("fork", force=True)

@@ -35,6 +35,7 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import tensors_digest
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.processes import tie_worker_to
 
 logger = get_logger(__name__)
 
@@ -165,13 +166,16 @@ class WorkerIgnoringStops:
 
     torchrun signals each rank's whole process group, workers included, and
     torch's worker loop ends a worker on SIGTERM; the training process decides
-    when to stop, and its workers end with its iterator.
+    when to stop, and its workers end with its iterator, or with the process itself
+    when it is killed (:func:`~wespeaker_py.utils.processes.tie_worker_to`).
     """
 
     def __init__(self, then: Callable[[int], None]):
         self.then = then
+        self.parent_pid = os.getpid()
 
     def __call__(self, worker_id: int) -> None:
+        tie_worker_to(self.parent_pid)   # SIGTERM is ignored below
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         self.then(worker_id)
