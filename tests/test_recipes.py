@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
+import torch
 
 from recipe_helpers import (CNCELEB_DIR, MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
                             install_fake_ffmpeg, make_fake_voxceleb_data, make_kaldi_dir,
@@ -1581,3 +1582,24 @@ def test_score_norm_is_done_again_when_its_eval_embeddings_or_mean_vector_change
         made_at(when + 1e9)
         assert stage2()[1] == 1
         log.unlink()
+
+
+def test_average_stage_with_fewer_checkpoints_than_num_avg_names_the_flag(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for epoch in (0, 1):   # model_0.pt is an initialisation, not a trained epoch
+        torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "epoch": epoch},
+                   models / f"model_{epoch}.pt")
+    script = (f". ./path.sh; . tools/recipe_helpers.sh; "
+              f"average_stage '{models}/avg_model.pt' 3 1")
+    result = subprocess.run(["bash", "-c", script], cwd=V2_DIR, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert f"(--num_avg 3), but {models} holds 1: give --num_avg 1 or fewer" in result.stderr
+    assert not (models / "avg_model.pt").exists()
+
+
+def test_score_plda_without_exp_dir_names_the_flag(tmp_path):
+    result = run_script(V2_DIR, "local/score_plda.sh", "--stage", "1", "--stop-stage", "3",
+                        "--data", str(tmp_path), check=False)
+    assert result.returncode == 1 and "give --exp_dir" in result.stderr

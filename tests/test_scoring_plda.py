@@ -232,3 +232,8 @@ def test_a_single_array_file_is_no_plda_model(tmp_path):
     with pytest.raises(DataFormatError, match="not a wespeaker_py PLDA model \\(a single "
                                               "array, not an .npz archive"):
         TwoCovPLDA.load(str(tmp_path / "plda.npy"))
+
+
+def test_a_missing_plda_model_says_to_train_one(tmp_path):
+    with pytest.raises(DataFormatError, match="no PLDA model here: train one first"):
+        TwoCovPLDA.load(str(tmp_path / "plda"))

@@ -87,8 +87,16 @@ average_stage() {
     echo "${avg} is up to date"
     return 0
   fi
-  python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
-    --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"} || return 1
+  if ! python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
+    --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"}; then
+    local have
+    have=$(find "${dir}" -maxdepth 1 -name 'model_[0-9]*.pt' ! -name 'model_0.pt' | wc -l)
+    if [ "${have}" -lt "${num}" ]; then
+      echo "$0: stage 4 averages the last ${num} checkpoints (--num_avg ${num}), but" \
+           "${dir} holds ${have}: give --num_avg ${have} or fewer, or train more epochs" >&2
+    fi
+    return 1
+  fi
   if [ -f "${avg}" ] && cmp -s "${avg}.new" "${avg}"; then
     rm -f "${avg}.new"
   else

@@ -23,6 +23,11 @@ stop_stage=-1
 . tools/recipe_helpers.sh
 set -eo pipefail
 
+if [ -z "${exp_dir}" ]; then
+  echo "$0: give --exp_dir (the experiment whose embeddings/ and scores/ it uses)" >&2
+  exit 1
+fi
+
 train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
 eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
 trials_dir=${data}/${eval_set}/trials

@@ -20,6 +20,7 @@ A trained model is stored the way Kaldi and WeSpeaker parametrise it: ``mu``,
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -349,6 +350,9 @@ class TwoCovPLDA:
     @classmethod
     def load(cls, path: str) -> "TwoCovPLDA":
         """Load a model written by :meth:`save`."""
+        if not os.path.isfile(path):
+            raise DataFormatError(path, None, "no PLDA model here: train one first "
+                                              "(bin.train_plda, or score_plda.sh's stage 1)")
         try:
             archive = open_npz(path)
         except (ValueError, OSError) as error:
