@@ -1603,3 +1603,14 @@ def test_score_plda_without_exp_dir_names_the_flag(tmp_path):
     result = run_script(V2_DIR, "local/score_plda.sh", "--stage", "1", "--stop-stage", "3",
                         "--data", str(tmp_path), check=False)
     assert result.returncode == 1 and "give --exp_dir" in result.stderr
+
+
+def test_cohort_top_n_is_lowered_to_the_cohort_and_says_so(tmp_path):
+    spk2utt = tmp_path / "spk2utt"
+    spk2utt.write_text("".join(f"s{index} u{index}\n" for index in range(4)))
+    script = (f". tools/recipe_helpers.sh; cohort_top_n 300 '{spk2utt}'; "
+              f"cohort_top_n 3 '{spk2utt}'; cohort_top_n 300 '{tmp_path}/missing'")
+    result = subprocess.run(["bash", "-c", script], cwd=V2_DIR, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["4", "3", "300"]
+    assert result.stderr == f"top_n lowered from 300 to the 4 cohort speakers of {spk2utt}\n"

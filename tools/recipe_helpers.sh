@@ -188,6 +188,19 @@ count_lines() {
   if [ -f "$1" ]; then wc -l < "$1" | tr -d ' '; else echo 0; fi
 }
 
+# cohort_top_n TOP_N SPK2UTT: TOP_N, or the number of cohort speakers SPK2UTT lists when
+# it lists fewer (AS-Norm cannot use more, and the score files are named by the top_n
+# used), said on stderr. A missing SPK2UTT leaves TOP_N to the scoring's own check.
+cohort_top_n() {
+  local top_n=$1 speakers
+  speakers=$(count_lines "$2")
+  if [ -f "$2" ] && [ "${top_n}" -gt "${speakers}" ]; then
+    echo "top_n lowered from ${top_n} to the ${speakers} cohort speakers of $2" >&2
+    top_n=${speakers}
+  fi
+  echo "${top_n}"
+}
+
 
 # report_metrics RESULT_FILE SCORE_FILE...: EER/minDCF (p_target 0.01) of each score
 # file, printed and saved to RESULT_FILE (whole or not at all: a failure on any score

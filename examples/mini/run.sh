@@ -56,7 +56,7 @@ gpus="[0]"     # extraction device(s); the CPU when CUDA is absent
 nj=1           # extraction jobs
 trials=trials
 score_norm_method=asnorm  # asnorm/snorm
-top_n=10       # AS-Norm cohort size, at most the number of back-end speakers
+top_n=10       # AS-Norm cohort size (the scoring lowers it to the back-end speakers)
 diar_conversations=4  # stage 12: read-once synthetic conversations of up to 60 s, 2-3 speakers
 backend_chunks=true  # back-end set embedded from random num_frms chunks; false: whole utterances
 chunk_seed=42
@@ -107,12 +107,6 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   tools/recipe/extract_sets.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
     --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
     --num_workers 1 --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" ${sets}
-fi
-
-# AS-Norm needs top_n cohort speakers
-if [ -f "${data}/backend/spk2utt" ] && [ "${top_n}" -gt "$(count_lines "${data}/backend/spk2utt")" ]; then
-  top_n=$(count_lines "${data}/backend/spk2utt")
-  echo "top_n lowered to the ${top_n} back-end speakers"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then

@@ -42,6 +42,7 @@ case "${drop_duration}" in
   *) echo "$0: --drop_duration must be true or false, got '${drop_duration}'" >&2; exit 1 ;;
 esac
 
+top_n=$(cohort_top_n "${top_n}" "${data}/${cohort_set}/spk2utt")
 output_name=${cohort_set}_${score_norm_method}
 [ "${score_norm_method}" == "asnorm" ] && output_name=${output_name}${top_n}
 trials_dir=${data}/${eval_set}/trials

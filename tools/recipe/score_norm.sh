@@ -25,6 +25,7 @@ stop_stage=-1
 . tools/recipe_helpers.sh
 set -eo pipefail
 
+top_n=$(cohort_top_n "${top_n}" "${data}/${cohort_set}/spk2utt")
 cohort_dir=${exp_dir}/embeddings/${cohort_set}
 eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
 mean_vec=${exp_dir}/embeddings/${train_set}/mean_vec.npy
