@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tests.train_helpers import (TINY_CONFIG, make_speaker_corpus,  # noqa: F401
-                                 single_torch_thread, write_source_model)
+                                 single_torch_thread, write_config, write_source_model)
 from wespeaker_py.api import load_model
 from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.cli.main import _main
@@ -397,3 +397,117 @@ def test_dev_audio_is_handed_to_the_models_as_floats_in_range(corpus_8k):
     assert list(audio) == [8000] and not skipped
     peak = max(float(np.abs(samples).max()) for samples in audio[8000].values())
     assert 0.01 < peak <= 1.0  # the int16 scale read back as floats would clip every sample
+
+
+# ---- a TFMel model at another rate; a --device this machine does not have -----------------
+
+def _write_redimnet2_source(folder):
+    """``folder`` as a 16 kHz model folder of a tiny ReDimNet2 on TFMel: its weights as
+    training saves them, the front-end's 16 kHz buffers (``frontend.*``) included."""
+    from wespeaker_py.frontend.factory import build_frontend
+    from wespeaker_py.models.projections import get_projection
+    from wespeaker_py.runtime.builder import build_speaker_model
+    dataset_args = dict(TINY_CONFIG["dataset_args"], frontend="tfmel", cmvn=False,
+                        tfmel_args={"n_mels": 72, "norm_signal": True})
+    del dataset_args["fbank_args"]
+    config = dict(TINY_CONFIG, exp_dir=folder, dataset_args=dataset_args, model="ReDimNet2B0",
+                  model_args={"feat_dim": 72, "C": 4, "embed_dim": 16, "pooling_func": "ASTP",
+                              "stages_setup": [[[2, 1], 1, 2, [[3, 3]], 36],
+                                               [[1, 2], 1, 1, [[3, 3]], 18]]})
+    write_config(os.path.join(folder, "config.yaml"), config)
+    torch.manual_seed(0)
+    model = build_speaker_model(TrainConfig.from_dict(config))
+    model.add_module("frontend", build_frontend(dataset_args))
+    model.add_module("projection", get_projection(config["projection_args"], embed_dim=16,
+                                                  num_class=5))
+    torch.save(model.state_dict(), os.path.join(folder, "avg_model.pt"))
+    return model
+
+
+def test_a_tfmel_model_fine_tunes_at_another_rate(corpus_8k, tmp_path, monkeypatch):
+    from wespeaker_py.finetune import run as finetune_run
+    from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
+    source = str(tmp_path / "source")
+    os.makedirs(source)
+    source_model = _write_redimnet2_source(source)
+    out = str(tmp_path / "out")
+    # a run of an earlier version kept the 16 kHz kernels in work/init_body.pt and failed
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune_run, "_rate_bound_buffers", lambda *args: [])
+        with pytest.raises(CheckpointMismatchError, match="real_kernel_pt' has shape"):
+            finetune(source, corpus_8k, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    # the same command again resumes that run: it writes the body init anew and trains
+    report = finetune(source, corpus_8k, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    assert report["sample_rate"] == 8000 and report["source_sample_rate"] == 16000
+    # the body init keeps every learnt tensor of the source but its head, and leaves the
+    # front-end's 16 kHz kernels to the 8 kHz front-end, which builds its own
+    init = torch.load(os.path.join(out, "work", "init_body.pt"))
+    learnt = {name for name, _ in source_model.named_parameters()
+              if not name.startswith("projection.")}
+    assert learnt <= set(init)
+    assert not any(key.startswith("frontend.") for key in init)
+    kernel = "frontend.spec.torchfbank.2.real_kernel_pt"
+    assert source_model.state_dict()[kernel].shape == (256, 1, 400)
+    tuned = load_model(out)
+    assert tuned.sample_rate == 8000
+    assert torch.load(os.path.join(out, "avg_model.pt"))[kernel].shape == (128, 1, 200)
+
+
+def test_a_model_init_without_front_end_buffers_loads_and_nothing_else_may_be_missing(
+        tmp_path):
+    from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
+    from wespeaker_py.train.builder import _load_model_init
+    model = _write_redimnet2_source(str(tmp_path))
+    body = {key: value for key, value in model.state_dict().items()
+            if not key.startswith("projection.")}
+    kernel = "frontend.spec.torchfbank.2.real_kernel_pt"
+    # all of the front-end's buffers left out: the model keeps the ones it built
+    built = model.state_dict()[kernel].clone()
+    _load_model_init(model, {key: value for key, value in body.items()
+                             if not key.startswith("frontend.")}, "init.pt", with_head=False)
+    assert torch.equal(model.state_dict()[kernel], built)
+    partial = {key: value for key, value in body.items() if key != kernel}
+    with pytest.raises(CheckpointMismatchError, match=f"tensor '{kernel}' is missing"):
+        _load_model_init(model, partial, "init.pt", with_head=False)
+    resized = dict(body, **{kernel: torch.zeros(128, 1, 200)})
+    with pytest.raises(CheckpointMismatchError, match=f"tensor '{kernel}' has shape"):
+        _load_model_init(model, resized, "init.pt", with_head=False)
+    # leaving every front-end buffer out lets nothing else be missing
+    learnt = next(name for name, _ in model.named_parameters())
+    no_buffers = {key: value for key, value in body.items()
+                  if not key.startswith("frontend.") and key != learnt}
+    with pytest.raises(CheckpointMismatchError, match=f"tensor '{learnt}' is missing"):
+        _load_model_init(model, no_buffers, "init.pt", with_head=False)
+
+
+def test_a_resumed_run_does_not_log_a_random_head_it_does_not_have(tmp_path, caplog):
+    from wespeaker_py.train.builder import _load_model_init
+    model = _write_redimnet2_source(str(tmp_path))
+    state = model.state_dict()
+    with caplog.at_level(logging.INFO):
+        _load_model_init(model, state, "init.pt", with_head=False,
+                         then="models/interrupted.pt")
+    assert "reading model_init init.pt first; the weights of models/interrupted.pt replace " \
+        "it" in caplog.text
+    assert "random weights" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _load_model_init(model, state, "init.pt", with_head=False)
+    assert "the head starts from random weights" in caplog.text
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_asked_for_without_cuda_is_refused_before_anything_is_written(
+        source_model, corpus_8k, tmp_path, monkeypatch, capsys, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = str(tmp_path / "out")
+    status = run_main(_main, ["finetune", "--model", source_model, "--data", corpus_8k,
+                              "--out", out, "--epochs", "2", "--batch_size", "8",
+                              "--num_workers", "0", "--device", device])
+    assert status == 2
+    assert (f"--device {device}: CUDA is not available here; give --device cpu, or leave "
+            f"--device out") in capsys.readouterr().err
+    assert not os.path.exists(out)
+    with pytest.raises(WespeakerError, match="CUDA is not available here"):
+        finetune(source_model, corpus_8k, out, FinetuneOptions(**TINY_OPTIONS), device=device)
+    assert not os.path.exists(out)

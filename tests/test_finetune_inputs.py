@@ -66,7 +66,7 @@ def test_a_fixed_rate_front_end_keeps_16k_on_8k_data(conf_name, tmp_path, monkey
     source = _source_with_frontend(tmp_path / "source", conf_name)
     data = _data_folder(tmp_path / "data", rate=8000)
     assert read_finetune_data(data).sample_rate == 8000
-    monkeypatch.setattr(finetune_run, "_write_body_init", lambda checkpoint, path: None)
+    monkeypatch.setattr(finetune_run, "_write_body_init", lambda *args: None)
     monkeypatch.setattr(finetune_run, "_top_level_parameters", lambda path: ["body"])
     config = first_phase(source, data, str(tmp_path / "out"), FinetuneOptions(epochs=1))
     assert config["dataset_args"]["resample_rate"] == 16000

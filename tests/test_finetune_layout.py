@@ -69,7 +69,7 @@ def test_the_last_phase_is_averaged_by_train_average(tmp_path, monkeypatch):
         for line in open(corpus["utt2spk"]):
             key = line.split()[0]
             scp.write(f"{key} {os.path.join(tmp_path, 'data', 'wav', key + '.wav')}\n")
-    monkeypatch.setattr(finetune_run, "_write_body_init", lambda checkpoint, path: None)
+    monkeypatch.setattr(finetune_run, "_write_body_init", lambda *args: None)
     monkeypatch.setattr(finetune_run, "_train_phase", lambda config: Layout(
         config["exp_dir"]).checkpoint_path(config["num_epochs"]))
     calls = []

@@ -269,6 +269,17 @@ def audio_duration(path: str) -> float:
         return handle.frames / float(handle.samplerate)
 
 
+def segment_outside(start_s: float, end_s: float, frames: int, rate: int) -> Optional[str]:
+    """Why the segment ``[start_s, end_s]`` (seconds) cannot be cut from ``frames`` of audio
+    at ``rate`` (Kaldi's ``extract-segments`` rule: it starts at or past the end, or ends
+    more than :data:`MAX_SEGMENT_OVERSHOOT` past it), or None when it can."""
+    if int(start_s * rate) >= frames:
+        return "starts at or past"
+    if int(end_s * rate) > frames + int(MAX_SEGMENT_OVERSHOOT * rate):
+        return f"ends more than {MAX_SEGMENT_OVERSHOOT:g} s past"
+    return None
+
+
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
     """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle.
 
@@ -278,13 +289,11 @@ def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> A
     segment and the audio's length.
     """
     rate = handle.samplerate
-    overshoot = int(MAX_SEGMENT_OVERSHOOT * rate)
     pieces = []
     for start_s, end_s in segments:
         start, end = int(start_s * rate), int(end_s * rate)
-        if start >= handle.frames or end > handle.frames + overshoot:
-            where = "starts at or past" if start >= handle.frames else \
-                f"ends more than {MAX_SEGMENT_OVERSHOOT:g} s past"
+        where = segment_outside(start_s, end_s, handle.frames, rate)
+        if where is not None:
             raise AudioSegmentError(
                 f"{handle.name}: vad segment [{start_s:g}, {end_s:g}] s {where} the end of "
                 f"its audio ({handle.frames / rate:.3f} s); check the utterance's VAD "

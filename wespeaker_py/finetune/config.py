@@ -44,6 +44,8 @@ FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
                         "whisper_encoder": WHISPER_SAMPLE_RATE}
 # TFMel's sizes in samples: scaled with the rate, so that they keep their length in ms
 TFMEL_SAMPLE_KEYS = ("n_fft", "win_length", "hop_length")
+# options that change how the data is loaded, not the weights: a run resumes with others
+LOADER_ONLY_OPTIONS = ("num_workers",)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,20 @@ class FinetuneOptions:
 
     def as_dict(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def with_loader_options_of(recorded: Optional[Dict[str, Any]],
+                           request: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """``recorded`` (an earlier run's request, None when unreadable) with ``request``'s
+    values of :data:`LOADER_ONLY_OPTIONS`, for comparing the two: a run killed with its
+    loader workers resumes with fewer (an older request may hold them, or lack them)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("options"), dict):
+        return recorded
+    options = {key: value for key, value in recorded["options"].items()
+               if key not in LOADER_ONLY_OPTIONS}
+    options.update({key: request["options"][key] for key in LOADER_ONLY_OPTIONS
+                    if key in request.get("options", {})})
+    return dict(recorded, options=options)
 
 
 def resolved_freeze(freeze: str, num_train_speakers: int) -> str:
@@ -94,6 +110,26 @@ def phases(options: FinetuneOptions, num_train_speakers: int) -> List[Dict[str, 
     return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": freeze},
             {"name": "train", "epochs": options.epochs - options.freeze_epochs,
              "freeze": "none"}]
+
+
+def check_device(device: Optional[str]) -> None:
+    """Refuse a ``--device`` this machine does not have, before anything is written
+    (:class:`~wespeaker_py.utils.device.DeviceUnavailableError`): the trainer would fall
+    back to the CPU, and only the evaluation at the end would fail."""
+    if device is None:
+        return
+    import torch  # not at --help time
+
+    from wespeaker_py.utils.device import DeviceUnavailableError, parse_device, resolve_device
+    kind = parse_device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise DeviceUnavailableError(f"--device {device}: fine-tuning runs on cpu, cuda or "
+                                     f"cuda:N only")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"--device {device}: CUDA is not available here; give "
+                                     f"--device cpu, or leave --device out (a GPU when there "
+                                     f"is one, else the CPU)")
+    resolve_device(device)  # a cuda:N beyond this machine's GPUs
 
 
 def gpus_for(device: Optional[str]) -> Optional[str]:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
+from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, segment_outside
 from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
@@ -118,22 +119,24 @@ def _read_entries(data_dir: str) -> List[TableEntry]:
             for entry in entries]
 
 
-def _sample_rates(entries: Sequence[TableEntry], wav_scp: str,
-                  used_for: str = "in training and in the dev evaluation") -> Dict[int, int]:
-    """Files by sample rate (headers only; pipes are not run). A file that is missing, cut
-    short or empty is left out here and counted in a warning (training skips it, and the dev
-    evaluation skips and names it; ``used_for`` says where it is skipped); one that is not
-    audio is a :class:`FinetuneDataError` naming its utterance in ``wav_scp``."""
+def _headers(entries: Sequence[TableEntry], wav_scp: str,
+             used_for: str = "in training and in the dev evaluation"
+             ) -> Dict[str, Tuple[int, int]]:
+    """``wav -> (frames, sample rate)`` of each file, from its header (pipes are not run).
+    A file that is missing, cut short or empty is left out here and counted in a warning
+    (training skips it, and the dev evaluation skips and names it; ``used_for`` says where it
+    is skipped); one that is not audio is a :class:`FinetuneDataError` naming its utterance
+    in ``wav_scp``."""
     keys: Dict[str, str] = {}
     for entry in entries:
         if not is_pipe(entry.wav):
             keys.setdefault(entry.wav, entry.key)
-    rates: Counter = Counter()
+    headers = {}
     skipped = []
     for wav in sorted(keys):
         try:
             with open_audio(wav) as handle:
-                rates[handle.samplerate] += 1
+                headers[wav] = (handle.frames, handle.samplerate)
         except (AudioMissingError, AudioTruncatedError, AudioEmptyError) as error:
             skipped.append(f"{keys[wav]} ({error})")
         except AudioCheckError as error:
@@ -142,7 +145,44 @@ def _sample_rates(entries: Sequence[TableEntry], wav_scp: str,
         logger.warning("%s: %d of its %d files cannot be read, and their utterances are "
                        "skipped %s: %s", wav_scp, len(skipped), len(keys), used_for,
                        listed_names(skipped, 5))
-    return dict(rates)
+    return headers
+
+
+def _rate_counts(headers: Dict[str, Tuple[int, int]]) -> Dict[int, int]:
+    """Files by sample rate."""
+    return dict(Counter(rate for _, rate in headers.values()))
+
+
+def _past_end(entry: TableEntry, frames: int, rate: int) -> Optional[Tuple[float, float]]:
+    """The first of ``entry``'s segments that training cannot cut from its ``frames`` of
+    audio, or None. The rule of :func:`~wespeaker_py.audio.apply_vad` (which raises
+    ``segment_past_end`` for it), on the header alone."""
+    for start, end in entry.vad or ():
+        if segment_outside(start, end, frames, rate) is not None:
+            return start, end
+    return None
+
+
+def _segments_within(entries: List[TableEntry], headers: Dict[str, Tuple[int, int]],
+                     folder: str) -> List[TableEntry]:
+    """``entries`` less those whose segment lies past the end of its recording (as
+    training would skip them), counted in a warning naming the first. Recordings whose
+    header could not be read are left to training."""
+    kept, past = [], []
+    for entry in entries:
+        header = headers.get(entry.wav)
+        bad = _past_end(entry, *header) if header else None
+        if bad is None:
+            kept.append(entry)
+        else:
+            past.append(f"{entry.key} [{bad[0]:g}, {bad[1]:g}] s of {entry.wav} "
+                        f"({header[0] / header[1]:.3f} s)")
+    if past:
+        logger.warning("%s: %d of its %d segments start at or end more than %g s past the "
+                       "end of their recording, and are skipped (segment_past_end): the "
+                       "first is %s", os.path.join(folder, "segments"), len(past),
+                       len(entries), MAX_SEGMENT_OVERSHOOT, past[0])
+    return kept
 
 
 def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> List[str]:
@@ -165,7 +205,9 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     Refused: fewer than two speakers, fewer than two training speakers left
     after the dev split, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
     :data:`MIN_DEV_NONTARGET_TRIALS`, and a wav.scp of only pipes (whose rate
-    cannot be read) unless ``sample_rate``, the rate to train at, is given.
+    cannot be read) unless ``sample_rate``, the rate to train at, is given. Utterances
+    whose segment lies past the end of its recording are left out (and counted in a
+    warning) before the split, so these checks count what is left.
     ``mix_dir`` (original-domain data) only trains: its utterances and speakers
     join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
     """
@@ -175,6 +217,18 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
                  for entry in (_read_entries(mix_dir) if mix_dir else [])]
     except DataFormatError as error:
         raise FinetuneDataError(str(error)) from None
+    # headers and segment bounds are read now: a segment past its recording's end is left
+    # out before the split, so the checks below count only what can train and be scored
+    wav_scp = os.path.join(data_dir, "wav.scp")
+    headers = _headers(entries, wav_scp)
+    listed, entries = len(entries), _segments_within(entries, headers, data_dir)
+    if listed and not entries:
+        raise FinetuneDataError(f"{data_dir}/segments: none of its {listed} segments lies "
+                                f"within its recording (see the warning above); correct their "
+                                f"start and end times")
+    mix_headers = _headers(mixed, os.path.join(mix_dir, "wav.scp"), "in training") \
+        if mixed else {}
+    mixed = _segments_within(mixed, mix_headers, mix_dir) if mixed else []
     spk2utts: Dict[str, List[str]] = defaultdict(list)
     for entry in entries:
         spk2utts[entry.spk].append(entry.key)
@@ -195,9 +249,7 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
             f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
-    # read even when the rate is given: a file that is not audio is named now, not in training
-    wav_scp = os.path.join(data_dir, "wav.scp")
-    own_rates = _sample_rates(entries, wav_scp)
+    own_rates = _rate_counts(headers)
     if not own_rates and not any(is_pipe(entry.wav) for entry in entries):
         raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
                                 f"above)")
@@ -205,9 +257,7 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
     rate = max(own_rates, key=lambda r: (own_rates[r], r)) if own_rates else None
-    rates = Counter(own_rates) + Counter(
-        _sample_rates(mixed, os.path.join(mix_dir, "wav.scp"), "in training") if mixed
-        else {})
+    rates = Counter(own_rates) + Counter(_rate_counts(mix_headers))
     if len(rates) > 1:
         logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
                        data_dir + (f" (with {mix_dir})" if mix_dir else ""),

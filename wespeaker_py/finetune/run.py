@@ -35,11 +35,13 @@ from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, chosen_rate,
-                                          phase_config, phases, source_rate)
+from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, check_device,
+                                          chosen_rate, phase_config, phases, source_rate,
+                                          with_loader_options_of)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
                                         write_lists)
-from wespeaker_py.runtime.checkpoint import (HEAD_PREFIX, model_state_of, read_checkpoint)
+from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
+                                             read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.checkpoint import epoch_from_name
@@ -159,7 +161,7 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
                 f"{out_dir} holds other files, not a fine-tuning run (it has no "
                 f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
                 f"run: choose another --out")
-        recorded = _read_request(request_path)
+        recorded = with_loader_options_of(_read_request(request_path), request)
         if recorded != request:
             changed = ("unreadable" if recorded is None else
                        "differs in " + ", ".join(_differences(recorded, request)))
@@ -180,13 +182,30 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
     return False
 
 
-def _write_body_init(checkpoint: str, path: str) -> None:
-    """The source's weights without its head: the new head starts from random weights."""
-    if os.path.isfile(path):
+def _write_body_init(checkpoint: str, path: str, left_out: Sequence[str] = ()) -> None:
+    """The source's weights without its head (the new head starts from random weights) and
+    without the tensors named in ``left_out`` (see :func:`_rate_bound_buffers`). An existing
+    ``path`` is kept unless it holds one of them (written by an earlier version)."""
+    if os.path.isfile(path) and not (left_out and
+                                     set(left_out) & set(read_checkpoint(path, lazy=True))):
         return
     state = model_state_of(read_checkpoint(checkpoint))
-    save_torch({key: value for key, value in state.items() if not key.startswith(HEAD_PREFIX)},
-               path)
+    save_torch({key: value for key, value in state.items()
+                if not key.startswith(HEAD_PREFIX) and key not in left_out}, path)
+
+
+def _rate_bound_buffers(dataset_args: Dict[str, Any], rate: int) -> List[str]:
+    """State keys of the source front-end's buffers when training changes its rate to
+    ``rate``: TFMel's DFT kernels and mel banks are computed from its window, hop and rate
+    when it is built, never learnt, so the new rate's front-end makes its own (the
+    trainer's model_init takes a state without any of them). Its parameters, if any, are
+    kept. Empty at the source's rate, or when the front-end is not inside the model (fbank).
+    """
+    if rate == source_rate(dataset_args) or dataset_args.get("frontend", "fbank") == "fbank":
+        return []
+    from wespeaker_py.frontend.factory import build_frontend, built_buffers
+    return [FRONTEND_PREFIX + name
+            for name in built_buffers(build_frontend(dataset_args, pretrained=False))]
 
 
 def _top_level_parameters(config_path: str) -> List[str]:
@@ -331,6 +350,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
               device: Optional[str], overwrite: bool, config: Optional[str],
               mix_data: Optional[str]) -> Dict[str, Any]:
     _check_options(options)
+    check_device(device)
     config_path, checkpoint = torch_model_files(source, config)
     source_config = read_yaml(config_path)
     for key in ("model", "model_args"):
@@ -352,7 +372,8 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     work = os.path.join(out_dir, WORK_DIR)
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
     init = os.path.join(work, INIT_NAME)
-    _write_body_init(checkpoint, init)
+    _write_body_init(checkpoint, init,
+                     _rate_bound_buffers(source_config.get("dataset_args") or {}, rate))
     modules = _top_level_parameters(config_path)
     logger.info("fine-tuning %s on %d speakers (%d utterances) at %d Hz; dev: %d speakers, "
                 "%d trials", source, len(data.train_speakers), len(data.train), rate,

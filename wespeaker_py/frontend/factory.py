@@ -1,7 +1,9 @@
 """Choose the front-end named by a config's ``dataset_args.frontend``."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Dict, Mapping, Union
+
+import torch
 
 import torch.nn as nn
 
@@ -48,3 +50,10 @@ def model_feat_dim(frontend: nn.Module) -> int:
     if isinstance(frontend, W2VBertFrontend):
         return frontend.output_size()
     return frontend.output_dim
+
+
+def built_buffers(frontend: nn.Module) -> Dict[str, torch.Tensor]:
+    """The entries of ``frontend``'s state that are no parameters: what it computes from its
+    settings when it is built (TFMel's DFT kernels and mel banks), never learnt."""
+    learnt = {name for name, _ in frontend.named_parameters()}
+    return {name: value for name, value in frontend.state_dict().items() if name not in learnt}

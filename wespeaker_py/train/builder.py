@@ -1,7 +1,7 @@
 """A plan's parts: model with head and start weights, optimizer, schedules, data loader."""
 from __future__ import annotations
 
-from typing import List, Mapping
+from typing import List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -10,10 +10,11 @@ from torch.utils.data import DataLoader
 from wespeaker_py.config import ConfigError
 from wespeaker_py.config.schema import schedule_settings
 from wespeaker_py.dataset import Dataset, collate_train
+from wespeaker_py.frontend.factory import built_buffers
 from wespeaker_py.frontend.ssl import frontend_param_groups
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
-from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, load_weights
+from wespeaker_py.runtime.checkpoint import FRONTEND_PREFIX, HEAD_PREFIX, load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.schedulers import LR_SCHEDULERS, LRScheduler, MarginScheduler
@@ -92,7 +93,7 @@ def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:
     start = plan.start
     if start.init_state is not None:
         _load_model_init(model, start.init_state, start.init_path,
-                         plan.config.model_init_head)
+                         plan.config.model_init_head, then=start.path)
     if start.state is not None:
         exact = start.training_state is not None
         load_weights(model, start.state, start.path, allow_head_truncation=not exact)
@@ -101,18 +102,43 @@ def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:
                         start.path)
 
 
+def _with_own_frontend_buffers(model: nn.Module, state: Mapping[str, torch.Tensor]
+                               ) -> Mapping[str, torch.Tensor]:
+    """``state`` completed with the buffers of ``model.frontend`` when it holds none of them.
+
+    A front-end's buffers (TFMel's DFT kernels and mel banks) are computed from its
+    settings when it is built, never learnt: a ``model_init`` may leave them all out, as
+    ``wespeaker-py finetune``'s body init does at another rate than the source's. A state
+    that holds some of them is left as it is, for the strict load to judge.
+    """
+    frontend = getattr(model, "frontend", None)
+    if frontend is None:
+        return state
+    own = {FRONTEND_PREFIX + name: value for name, value in built_buffers(frontend).items()}
+    if not own or any(key in state for key in own):
+        return state
+    return {**state, **own}
+
+
 def _load_model_init(model: nn.Module, state: Mapping[str, torch.Tensor], path: str,
-                     with_head: bool) -> None:
-    """``model_init``'s weights into ``model``; its head only ``with_head`` (then exactly)."""
-    if with_head:
+                     with_head: bool, then: Optional[str] = None) -> None:
+    """``model_init``'s weights into ``model``; its head only ``with_head`` (then exactly).
+    Front-end buffers it leaves out altogether are the model's own
+    (:func:`_with_own_frontend_buffers`); anything else missing is an error. ``then``: the
+    checkpoint whose weights replace these next (a resumed run), for the log."""
+    state = _with_own_frontend_buffers(model, state)
+    if not with_head:
+        state = {key: value for key, value in state.items() if not key.startswith(HEAD_PREFIX)}
+    if then is not None:   # as WeSpeaker's trainer: model_init first, the checkpoint over it
+        logger.info("reading model_init %s first; the weights of %s replace it", path, then)
+    elif with_head:
         logger.info("initialising the model from %s, its head included (model_init_head)",
                     path)
-        load_weights(model, state, path, allow_head_truncation=False)
-        return
-    logger.info("initialising the model from %s without its head: the head starts from "
-                "random weights", path)
-    state = {key: value for key, value in state.items() if not key.startswith(HEAD_PREFIX)}
-    load_weights(model, state, path, allow_head_truncation=False, allow_missing_head=True)
+    else:
+        logger.info("initialising the model from %s without its head: the head starts from "
+                    "random weights", path)
+    load_weights(model, state, path, allow_head_truncation=False,
+                 allow_missing_head=not with_head)
 
 
 def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimizer:
