@@ -1595,7 +1595,7 @@ def test_average_stage_with_fewer_checkpoints_than_num_avg_names_the_flag(tmp_pa
     result = subprocess.run(["bash", "-c", script], cwd=V2_DIR, capture_output=True,
                             text=True)
     assert result.returncode == 1
-    assert f"(--num_avg 3), but {models} holds 1: give --num_avg 1 or fewer" in result.stderr
+    assert f"(--num_avg 3), but {models} holds 1: lower --num_avg to at most 1" in result.stderr
     assert not (models / "avg_model.pt").exists()
 
 
@@ -1614,3 +1614,10 @@ def test_cohort_top_n_is_lowered_to_the_cohort_and_says_so(tmp_path):
                             text=True, check=True)
     assert result.stdout.split() == ["4", "3", "300"]
     assert result.stderr == f"top_n lowered from 300 to the 4 cohort speakers of {spk2utt}\n"
+
+
+@pytest.mark.parametrize("args", [[], ["--stage", "10", "--stop_stage", "12"]])
+def test_a_stage_range_that_selects_no_stage_of_the_recipe_is_an_error(args):
+    result = run_script(V2_DIR, "run.sh", *args, check=False)
+    assert result.returncode == 1
+    assert "its stages are 1 to 9" in result.stderr and "selects none of them" in result.stderr

@@ -56,3 +56,14 @@ if [ -n "${stage+set}" ] && [ -n "${stop_stage+set}" ] && [ "${stage}" -gt "${st
   exit 1
 fi
 unset __ws_name __ws_value
+
+# require_stages FIRST LAST: called by a script after this file, whose stages are FIRST to
+# LAST; a --stage/--stop_stage range that selects none of them stops it (bash run.sh
+# without flags, or stages another recipe has, ran nothing and exited 0)
+require_stages() {
+  if [ "${stage}" -gt "$2" ] || [ "${stop_stage}" -lt "$1" ]; then
+    echo "$0: its stages are $1 to $2, and --stage ${stage} --stop_stage ${stop_stage}" \
+         "selects none of them" >&2
+    exit 1
+  fi
+}

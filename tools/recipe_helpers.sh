@@ -93,7 +93,7 @@ average_stage() {
     have=$(find "${dir}" -maxdepth 1 -name 'model_[0-9]*.pt' ! -name 'model_0.pt' | wc -l)
     if [ "${have}" -lt "${num}" ]; then
       echo "$0: stage 4 averages the last ${num} checkpoints (--num_avg ${num}), but" \
-           "${dir} holds ${have}: give --num_avg ${have} or fewer, or train more epochs" >&2
+           "${dir} holds ${have}: lower --num_avg to at most ${have}, or train more epochs" >&2
     fi
     return 1
   fi

@@ -64,6 +64,7 @@ collars="0 0.25"
 compare_methods="spectral spectral-norm nme-sc agglomerative"  # stage 4 (umap-hdbscan: diar-umap extra)
 
 . tools/parse_options.sh || exit 1
+require_stages 1 4
 set -eo pipefail
 
 if [ -z "${name}" ]; then

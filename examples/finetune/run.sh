@@ -49,6 +49,7 @@ num_threads=     # CPU threads; empty: $OMP_NUM_THREADS, else half the cores (at
 batch_size=16
 
 . tools/parse_options.sh || exit 1
+require_stages 1 6
 . tools/recipe_helpers.sh
 set -eo pipefail
 

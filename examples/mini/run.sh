@@ -62,6 +62,7 @@ backend_chunks=true  # back-end set embedded from random num_frms chunks; false:
 chunk_seed=42
 
 . tools/parse_options.sh || exit 1
+require_stages 1 12
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail

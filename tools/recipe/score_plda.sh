@@ -19,6 +19,7 @@ stage=-1
 stop_stage=-1
 
 . tools/parse_options.sh || exit 1
+require_stages 1 3
 . path.sh
 . tools/recipe_helpers.sh
 set -eo pipefail

@@ -60,6 +60,7 @@ nj=4  # extraction jobs (on the GPUs of --gpus in turn, or on the CPU)
 lm_config=
 
 . tools/parse_options.sh || exit 1
+require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail

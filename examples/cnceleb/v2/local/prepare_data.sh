@@ -41,6 +41,7 @@ min_duration=5         # seconds each joined training utterance lasts at least
 nj=8                   # processes reading and writing audio in stage 3
 
 . tools/parse_options.sh || exit 1
+require_stages 1 4
 . ./path.sh || exit 1
 . tools/recipe_helpers.sh
 . tools/recipe/archives.sh

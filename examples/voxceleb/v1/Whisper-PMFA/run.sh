@@ -60,6 +60,7 @@ backend_chunks=true  # vox1_dev from one random num_frms chunk per utterance, as
 chunk_seed=42
 
 . tools/parse_options.sh || exit 1
+require_stages 1 7
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail

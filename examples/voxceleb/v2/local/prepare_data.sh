@@ -33,6 +33,7 @@ corpora="vox1 vox2"  # the VoxCeleb releases to prepare (MUSAN and RIRS_NOISES a
 vox1_split=false     # true: vox1_dev and vox1_test instead of one vox1 set
 
 . tools/parse_options.sh || exit 1
+require_stages 1 4
 . tools/recipe_helpers.sh
 . tools/recipe/archives.sh
 set -euo pipefail
