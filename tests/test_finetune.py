@@ -511,3 +511,9 @@ def test_cuda_asked_for_without_cuda_is_refused_before_anything_is_written(
     with pytest.raises(WespeakerError, match="CUDA is not available here"):
         finetune(source_model, corpus_8k, out, FinetuneOptions(**TINY_OPTIONS), device=device)
     assert not os.path.exists(out)
+
+
+def test_device_auto_is_taken_as_no_device_given():
+    from wespeaker_py.finetune.config import check_device, gpus_for
+    check_device("auto")   # raised AttributeError
+    assert gpus_for("auto") is None and gpus_for(None) is None

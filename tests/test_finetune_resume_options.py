@@ -87,7 +87,7 @@ def test_a_segments_file_wholly_past_the_end_is_refused_before_anything_is_writt
     assert not os.path.exists(out)
 
 
-def test_a_run_resumes_with_other_loader_workers_but_not_another_batch_size(
+def test_a_request_with_other_loader_workers_is_the_same_run_but_not_another_batch_size(
         source_model, corpus, tmp_path, first_phase):
     data = _segments_folder(corpus, str(tmp_path / "data"))
     out = str(tmp_path / "out")

@@ -1595,7 +1595,9 @@ def test_average_stage_with_fewer_checkpoints_than_num_avg_names_the_flag(tmp_pa
     result = subprocess.run(["bash", "-c", script], cwd=V2_DIR, capture_output=True,
                             text=True)
     assert result.returncode == 1
-    assert f"(--num_avg 3), but {models} holds 1: lower --num_avg to at most 1" in result.stderr
+    assert f"could not average the last 3 checkpoints of {models} (the recipe's --num_avg" \
+        in result.stderr
+    assert "1 checkpoint" in result.stderr   # average_model's own count, above it
     assert not (models / "avg_model.pt").exists()
 
 
@@ -1614,6 +1616,22 @@ def test_cohort_top_n_is_lowered_to_the_cohort_and_says_so(tmp_path):
                             text=True, check=True)
     assert result.stdout.split() == ["4", "3", "300"]
     assert result.stderr == f"top_n lowered from 300 to the 4 cohort speakers of {spk2utt}\n"
+
+
+def test_each_recipe_declares_the_stages_it_has():
+    """require_stages FIRST LAST matches the script's own stage tests: FIRST the lowest
+    ``stop_stage -ge N``, LAST the highest ``stage -le N``."""
+    import re
+    declared = {}
+    for path in RECIPE_SCRIPTS:
+        text = open(path).read()
+        found = re.search(r"^require_stages (-?\d+) (-?\d+)$", text, re.M)
+        if found:
+            declared[path] = (int(found.group(1)), int(found.group(2)))
+            lows = [int(n) for n in re.findall(r"\$\{stop_stage\} -ge (-?\d+)", text)]
+            highs = [int(n) for n in re.findall(r"\$\{stage\} -le (-?\d+)", text)]
+            assert declared[path] == (min(lows), max(highs)), path
+    assert len(declared) >= 14
 
 
 @pytest.mark.parametrize("args", [[], ["--stage", "10", "--stop_stage", "12"]])

@@ -89,12 +89,8 @@ average_stage() {
   fi
   if ! python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
     --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"}; then
-    local have
-    have=$(find "${dir}" -maxdepth 1 -name 'model_[0-9]*.pt' ! -name 'model_0.pt' | wc -l)
-    if [ "${have}" -lt "${num}" ]; then
-      echo "$0: stage 4 averages the last ${num} checkpoints (--num_avg ${num}), but" \
-           "${dir} holds ${have}: lower --num_avg to at most ${have}, or train more epochs" >&2
-    fi
+    echo "$0: stage 4 could not average the last ${num} checkpoints of ${dir} (the" \
+         "recipe's --num_avg; see the error above)" >&2
     return 1
   fi
   if [ -f "${avg}" ] && cmp -s "${avg}.new" "${avg}"; then

@@ -45,6 +45,8 @@ FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
 # TFMel's sizes in samples: scaled with the rate, so that they keep their length in ms
 TFMEL_SAMPLE_KEYS = ("n_fft", "win_length", "hop_length")
 # options that change how the data is loaded, not the weights: a run resumes with others
+# from its last epoch checkpoint (the trainer continues an interrupted.pt mid-epoch only
+# with the same num_workers, which decide how each epoch's data is split: RUN_ONLY_KEYS)
 LOADER_ONLY_OPTIONS = ("num_workers",)
 
 
@@ -116,12 +118,13 @@ def check_device(device: Optional[str]) -> None:
     """Refuse a ``--device`` this machine does not have, before anything is written
     (:class:`~wespeaker_py.utils.device.DeviceUnavailableError`): the trainer would fall
     back to the CPU, and only the evaluation at the end would fail."""
-    if device is None:
+    from wespeaker_py.utils.device import DeviceUnavailableError, parse_device, resolve_device
+    parsed = None if device is None else parse_device(device)
+    if parsed is None:   # none given, or "auto"
         return
     import torch  # not at --help time
 
-    from wespeaker_py.utils.device import DeviceUnavailableError, parse_device, resolve_device
-    kind = parse_device(device).type
+    kind = parsed.type
     if kind not in ("cpu", "cuda"):
         raise DeviceUnavailableError(f"--device {device}: fine-tuning runs on cpu, cuda or "
                                      f"cuda:N only")
@@ -133,8 +136,10 @@ def check_device(device: Optional[str]) -> None:
 
 
 def gpus_for(device: Optional[str]) -> Optional[str]:
-    """The trainer's ``gpus`` for a ``--device`` (None: the first GPU when there is one)."""
-    if device is None:
+    """The trainer's ``gpus`` for a ``--device`` (None or ``auto``: the first GPU when there
+    is one)."""
+    from wespeaker_py.utils.device import parse_device
+    if device is None or parse_device(device) is None:
         return None
     if device == "cpu":
         return "[]"

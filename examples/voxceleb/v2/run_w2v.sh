@@ -51,7 +51,7 @@ backend_chunks=true  # vox2_dev embedded from random num_frms chunks; false: who
 chunk_seed=42
 
 . tools/parse_options.sh || exit 1
-require_stages 2 9
+require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail

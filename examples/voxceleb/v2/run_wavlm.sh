@@ -50,7 +50,7 @@ joint_lmft_config=conf/ecapa_tdnn_WavLM_joint_lmft.yaml
 joint_lmft_exp_dir=exp/ECAPA_TDNN_GLOB_c512-ASTP-emb192-WavLM_Large_joint_lmft-num_frms300-aug0.6-spTrue-saFalse-ArcMargin_intertopk_subcenter-SGD-epoch10
 
 . tools/parse_options.sh || exit 1
-require_stages 2 9
+require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail
