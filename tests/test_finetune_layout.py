@@ -149,3 +149,14 @@ def test_simam_acoustic_dim_is_not_left_to_the_front_end(tmp_path, monkeypatch):
     monkeypatch.setattr("wespeaker_py.frontend.factory.build_frontend", no_frontend)
     modules = finetune_run._top_level_parameters(path)
     assert modules and "frontend" not in modules
+
+
+def test_an_unfinished_run_is_named_as_such_when_loaded(tmp_path):
+    from wespeaker_py import load_model
+    from wespeaker_py.errors import ModelSourceError
+    out = tmp_path / "out"
+    (out / finetune_run.WORK_DIR).mkdir(parents=True)
+    (out / finetune_run.WORK_DIR / finetune_run.REQUEST_NAME).write_text("{}")
+    with pytest.raises(ModelSourceError, match="holds a wespeaker-py finetune run that has not "
+                                               "finished .*run the same finetune command"):
+        load_model(str(out))

@@ -322,6 +322,11 @@ def test_recipe_scoring_remakes_outputs_of_other_settings(world):
     printed = _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "1")
     assert "the PLDA model is up to date" not in printed
     assert open(plda, "rb").read() != one_iteration
+    # --indim is one of the model's settings: a wrong one is checked, not passed over
+    wrong = subprocess.run(["bash", "tools/recipe/score_plda.sh", "--exp_dir", "exp",
+                            "--trials", "vox1_O.kaldi", "--stage", "1", "--stop_stage", "1",
+                            "--indim", "256"], cwd=root, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "--indim 256" in wrong.stderr
 
 
 def test_recipe_scoring_stages_run_under_a_folder_whose_name_has_a_space(tmp_path):

@@ -36,7 +36,7 @@ scores_dir=${exp_dir}/scores
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
-  plda_settings="train_set=${train_set} iter=${iter}"
+  plda_settings="train_set=${train_set} iter=${iter} indim=${indim}"
   if made_with "${exp_dir}/plda" "${plda_settings}" "${train_scp}" \
       "${data}/${train_set}/utt2spk"; then
     echo "the PLDA model is up to date"

@@ -28,6 +28,7 @@ from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
+from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.utils.file_utils import DataFormatError
@@ -44,6 +45,11 @@ RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config n
 def _folder_files(folder: str) -> Tuple[str, str]:
     """``(config, checkpoint)`` of a model folder or experiment directory."""
     config = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(config) and os.path.isfile(os.path.join(folder, WORK_DIR,
+                                                                  REQUEST_NAME)):
+        raise ModelSourceError(f"{folder} holds a wespeaker-py finetune run that has not "
+                               f"finished (its {WORK_DIR}/{REQUEST_NAME}, no model yet): run "
+                               f"the same finetune command again to finish it")
     if not os.path.isfile(config):
         raise ModelSourceError(f"{folder} has no {CONFIG_NAME}: place the model's config "
                                f"(model, model_args, dataset_args) at {config}")

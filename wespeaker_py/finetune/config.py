@@ -44,6 +44,9 @@ FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
                         "whisper_encoder": WHISPER_SAMPLE_RATE}
 # TFMel's sizes in samples: scaled with the rate, so that they keep their length in ms
 TFMEL_SAMPLE_KEYS = ("n_fft", "win_length", "hop_length")
+# OUT/work/request.json: a run's arguments and lists, what a rerun must match to resume
+WORK_DIR = "work"
+REQUEST_NAME = "request.json"
 # options that change how the data is loaded, not the weights: a run resumes with others
 # from its last epoch checkpoint (the trainer continues an interrupted.pt mid-epoch only
 # with the same num_workers, which decide how each epoch's data is split: RUN_ONLY_KEYS)

@@ -35,7 +35,8 @@ from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, check_device,
+from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
+                                          FinetuneOptions, check_device,
                                           chosen_rate, phase_config, phases, source_rate,
                                           with_loader_options_of)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
@@ -54,8 +55,6 @@ from wespeaker_py.utils.threads import using_threads
 logger = get_logger(__name__)
 
 REPORT_NAME = "finetune.json"
-REQUEST_NAME = "request.json"
-WORK_DIR = "work"
 INIT_NAME = "init_body.pt"
 # a phase stopped by a signal resumes from its newest checkpoint when the run starts again
 RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
