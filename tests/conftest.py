@@ -81,6 +81,14 @@ def labelled_dir(tmp_path_factory):
     return str(root)
 
 
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A 16 kHz fbank model folder to fine-tune: TINY_CONFIG with random weights and a
+    5-speaker head (train_helpers.write_source_model)."""
+    from train_helpers import write_source_model   # imports the trainer: only when used
+    return write_source_model(str(tmp_path_factory.mktemp("source")))
+
+
 @pytest.fixture
 def first_phase(monkeypatch):
     """Run :func:`~wespeaker_py.finetune.finetune` up to its first phase; return that

@@ -35,12 +35,6 @@ TINY_OPTIONS = dict(epochs=2, freeze_epochs=1, lr=0.01, batch_size=8, num_worker
                     num_avg=1)
 
 
-@pytest.fixture(scope="module")
-def source_model(tmp_path_factory):
-    """A 16 kHz source model folder: TINY_CONFIG with random weights and a 5-speaker head."""
-    return write_source_model(str(tmp_path_factory.mktemp("source")))
-
-
 def _write_kaldi(root, entries, rate_of=lambda key: None):
     """wav.scp + utt2spk of ``(key, spk, path)``; resample a file when ``rate_of`` says."""
     with open(os.path.join(root, "wav.scp"), "w") as scp, \

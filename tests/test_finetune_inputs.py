@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from train_helpers import make_speaker_corpus, write_source_model
+from train_helpers import make_speaker_corpus
 from wespeaker_py.config import TrainConfig, read_yaml
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
@@ -24,12 +24,6 @@ from wespeaker_py.frontend.tfmel import mel_weights
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXED_RATE_CONFIGS = ("ecapa_tdnn_WavLM_frozen.yaml", "w2vbert_s1_lora.yaml",
                       "whisper_PMFA_stage0.yaml")
-
-
-@pytest.fixture(scope="module")
-def source_model(tmp_path_factory):
-    """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""
-    return write_source_model(str(tmp_path_factory.mktemp("source")))
 
 
 def _data_folder(root, pipes=False, rate=16000):

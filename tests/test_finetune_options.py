@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from train_helpers import PhaseReached, make_speaker_corpus, write_source_model
+from train_helpers import PhaseReached, make_speaker_corpus
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
@@ -18,12 +18,6 @@ from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def source_model(tmp_path_factory):
-    """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""
-    return write_source_model(str(tmp_path_factory.mktemp("source")))
 
 
 @pytest.fixture(scope="module")

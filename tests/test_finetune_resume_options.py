@@ -8,16 +8,10 @@ import os
 
 import pytest
 
-from train_helpers import make_speaker_corpus, write_source_model
+from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune.config import with_loader_options_of
 from wespeaker_py.finetune.data import read_finetune_data
-
-
-@pytest.fixture(scope="module")
-def source_model(tmp_path_factory):
-    """A 16 kHz fbank model folder (TINY_CONFIG, random weights)."""
-    return write_source_model(str(tmp_path_factory.mktemp("source")))
 
 
 @pytest.fixture(scope="module")
