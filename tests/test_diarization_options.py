@@ -155,6 +155,12 @@ def test_a_list_run_checks_its_counts_and_its_output_before_any_work(tmp_path):
     with pytest.raises(ClusteringOptionError, match="max_speakers \\(4\\) bounds"):
         diarize_wav_scp(diarizer, str(wav_scp), rttm, speaker_counts={"a": 3, "b": 2},
                         max_speakers=4)
+    # bounds in the options count too, also beside a per-call None (diarize_many's default)
+    # before any recording (an error raised on one would name it first)
+    bounded = Diarizer(never_called, DiarizationOptions(vad="energy", max_speakers=4))
+    with pytest.raises(ClusteringOptionError, match="^max_speakers \\(4\\) bounds"):
+        diarize_wav_scp(bounded, str(wav_scp), rttm, speaker_counts={"a": 3, "b": 2},
+                        max_speakers=None)
     before = wav_scp.read_bytes()
     with pytest.raises(WespeakerError, match="the output RTTM .*wav.scp is the wav.scp"):
         diarize_wav_scp(diarizer, str(wav_scp), str(wav_scp))

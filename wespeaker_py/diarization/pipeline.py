@@ -128,9 +128,9 @@ class Diarizer:
         ``recording`` names it in the log (default: the file, when ``audio`` is one).
         """
         opts = self.options
-        num_speakers = num_speakers if num_speakers is not None else opts.num_speakers
-        min_speakers = min_speakers if min_speakers is not None else opts.min_speakers
-        max_speakers = max_speakers if max_speakers is not None else opts.max_speakers
+        num_speakers = _given_or(num_speakers, opts.num_speakers)
+        min_speakers = _given_or(min_speakers, opts.min_speakers)
+        max_speakers = _given_or(max_speakers, opts.max_speakers)
         opts.cluster_options().check(num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
@@ -219,6 +219,11 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
+
+
+def _given_or(value: Any, option: Any) -> Any:
+    """A per-call setting of :meth:`Diarizer.diarize` (None: not given), else the options'."""
+    return option if value is None else value
 
 
 def _call_naming(function: Callable[..., np.ndarray], name: Optional[str],
@@ -315,8 +320,8 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
         given = "each recording's, speaker_counts / --reco2num_spk"
         diarizer.options.cluster_options().check_count_given(given)
         refuse_bounds_with_count(
-            kwargs.get("min_speakers", diarizer.options.min_speakers),
-            kwargs.get("max_speakers", diarizer.options.max_speakers), given)
+            _given_or(kwargs.get("min_speakers"), diarizer.options.min_speakers),
+            _given_or(kwargs.get("max_speakers"), diarizer.options.max_speakers), given)
         missing = [key for key in recordings if key not in speaker_counts]
         if missing:
             raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "
