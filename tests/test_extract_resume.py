@@ -14,6 +14,8 @@ import pytest
 from inference_helpers import make_corpus, make_experiment
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.config import load_model_config
+from wespeaker_py.dataset.lists import TableEntry
+from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.inference import extract_embeddings
 from wespeaker_py.inference.extraction import chunk_identity, extract_part
 from wespeaker_py.inference.workdir import ExtractionWork, work_dir_for
@@ -34,8 +36,8 @@ def setup(tmp_path_factory):
             "checkpoint": checkpoint, "list": data_list, "wavs": wavs, "root": root}
 
 
-def _extract(setup, ark, data_list=None):
-    return extract_embeddings(setup["config"], setup["checkpoint"], "raw",
+def _extract(setup, ark, data_list=None, data_type="raw"):
+    return extract_embeddings(setup["config"], setup["checkpoint"], data_type,
                               data_list or setup["list"], ark, num_workers=0, device="cpu")
 
 
@@ -79,13 +81,13 @@ def test_an_interrupted_extraction_resumes_to_the_same_embeddings(setup, tmp_pat
     assert sorted(os.listdir(tmp_path / "out")) == ["xvector.ark", "xvector.scp"]
 
 
-def _half_done_with_two_jobs(setup, ark):
+def _half_done_with_two_jobs(setup, ark, data_list=None, data_type="raw"):
     """The work folder of a two-job run whose first job finished and whose second never ran;
     returns the first job's keys."""
-    with ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"],
-                        num_jobs=2, chunk=chunk_identity(None, 42)) as work:
+    with ExtractionWork(ark, data_list or setup["list"], data_type, setup["checkpoint"],
+                        setup["config"], num_jobs=2, chunk=chunk_identity(None, 42)) as work:
         first = work.job_lists()[0]
-        extract_part(setup["config"], setup["checkpoint"], "raw", first, work.part_ark(0),
+        extract_part(setup["config"], setup["checkpoint"], data_type, first, work.part_ark(0),
                      num_workers=0, device="cpu")
         return work.done_keys(0)
 
@@ -126,6 +128,27 @@ def test_a_run_resumed_with_another_number_of_jobs_writes_the_list_order(setup, 
     in_list_order = [json.loads(line)["key"] for line in open(setup["list"])]
     assert [line.split()[0] for line in open(ark[:-4] + ".scp")] == in_list_order
     assert [key for key, _ in kaldiio.load_ark(ark)] == in_list_order
+
+
+def test_a_shard_list_resumed_with_another_number_of_jobs_writes_the_keys_sorted(
+        setup, tmp_path):
+    # two shards of three: the first job's shard is carried into the one-job run, whose
+    # merge took the parts as they came (the first shard's keys last), not sorted
+    entries = [TableEntry(key, key.split("-")[0], wav) for key, wav in setup["wavs"].items()]
+    shard_list = str(tmp_path / "shard.list")
+    make_shards(entries, str(tmp_path / "shards"), shard_list, num_utts_per_shard=3)
+    fresh_ark = str(tmp_path / "fresh" / "xvector.ark")
+    _extract(setup, fresh_ark, shard_list, "shard")
+    ark = str(tmp_path / "resumed" / "xvector.ark")
+    assert 0 < len(_half_done_with_two_jobs(setup, ark, shard_list, "shard")) < len(entries)
+    _extract(setup, ark, shard_list, "shard")
+    in_key_order = sorted(setup["wavs"])
+    for written in (fresh_ark, ark):
+        assert [line.split()[0] for line in open(written[:-4] + ".scp")] == in_key_order
+        assert [key for key, _ in kaldiio.load_ark(written)] == in_key_order
+    fresh, resumed = _read(fresh_ark), _read(ark)
+    for key in in_key_order:
+        np.testing.assert_array_equal(resumed[key], fresh[key])
 
 
 def test_a_run_cut_short_while_splitting_the_list_resumes_with_every_split(setup, tmp_path,

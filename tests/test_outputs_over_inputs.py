@@ -10,9 +10,9 @@ import pytest
 from api_helpers import mini_speech, wespeaker_folder
 from inference_helpers import make_corpus, make_experiment
 from tool_helpers import run_cli
-from wespeaker_py.bin import (adapt_plda, convert_checkpoint, eval_plda, export_onnx, extract,
-                              merge_lora, plot_training, score, score_calibration,
-                              score_diarization, score_norm, train_plda)
+from wespeaker_py.bin import (adapt_plda, compute_det, convert_checkpoint, eval_plda,
+                              export_onnx, extract, merge_lora, plot_training, score,
+                              score_calibration, score_diarization, score_norm, train_plda)
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.diarization import write_rttm
 from wespeaker_py.diarization.turns import Turn
@@ -153,6 +153,37 @@ def test_score_refuses_scores_over_another_trial_list(scored, capsys):
         "--exp_dir", scored, "--eval_scp_path", scored / "xvector.scp",
         scored / "scores" / "x", listed])
     assert_refused(status, err, listed, before, "the scores of trial list 1", "trial list 2")
+
+
+def labelled_scores(path):
+    """A small labelled score file at ``path``; returns its bytes."""
+    path.write_text("".join(f"e{n} t{n} {n / 10:.1f} {'target' if n % 2 else 'nontarget'}\n"
+                            for n in range(10)))
+    return path.read_bytes()
+
+
+def test_compute_det_refuses_points_over_another_score_file(tmp_path, capsys):
+    # score files 'a' and 'a.det.txt': the DET points of the first would replace the second
+    listed = tmp_path / "a.det.txt"
+    labelled_scores(tmp_path / "a")
+    before = labelled_scores(listed)
+    status, err = run_bin(capsys, compute_det.main, [tmp_path / "a", listed])
+    assert_refused(status, err, listed, before, "the DET points of score file 1",
+                   "score file 2")
+    assert sorted(os.listdir(tmp_path)) == ["a", "a.det.txt"]
+
+
+def test_compute_det_checks_every_file_before_any_work(tmp_path, capsys):
+    labelled_scores(tmp_path / "a")
+    labelled_scores(tmp_path / "b")
+    (tmp_path / "b.hist.png").mkdir()   # a folder where the second file's histogram goes
+    status, err = run_bin(capsys, compute_det.main, [tmp_path / "a", tmp_path / "b"])
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'b.hist.png'} is a folder" in err
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "b.hist.png"]
+    status, err = run_bin(capsys, compute_det.main, [tmp_path / "a", tmp_path / "c"])
+    assert status == 2 and f"score file 2 {tmp_path / 'c'} does not exist" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "b.hist.png"]
 
 
 def test_extract_refuses_an_scp_over_the_data_list(tmp_path, capsys):

@@ -8,10 +8,10 @@ where it stopped. One that differs only in the number of jobs (``--nj`` lowered 
 a job ran out of memory, say) keeps what was finished: the parts are merged into a
 ``carried_NNN.ark`` that every job skips and the final merge takes in. Any other
 difference means different work, and the folder is emptied first. Only a successful
-merge into the output removes it, writing a raw list's embeddings in the list's order
-(whatever the jobs of the runs that made them). While a run works on it, it holds a
-lock on ``<folder>.lock`` beside it: a second run into the same output stops at once
-instead of appending to the same parts. The lock is the process's own
+merge into the output removes it, writing a raw list's embeddings in the list's order and
+a shard list's sorted by key (whatever the jobs of the runs that made them). While a run
+works on it, it holds a lock on ``<folder>.lock`` beside it: a second run into the same
+output stops at once instead of appending to the same parts. The lock is the process's own
 (:func:`_hold_lock`), not its children's, so it goes when the run is killed even while
 a reader worker it forked lives on.
 """
@@ -297,8 +297,8 @@ class ExtractionWork:
         return recover_part(part)
 
     def finish(self, num_parts: int, skipped: Dict[str, int]) -> int:
-        """Merge the parts into the output (atomically; a raw list's embeddings in the list's
-        order), remove the folder; return the count.
+        """Merge the parts into the output (atomically, in :meth:`_output_order`), remove the
+        folder; return the count.
 
         ``skipped`` counts this run's skips by reason. When the list job failed
         (:meth:`~wespeaker_py.utils.list_jobs.JobTally.check`: nothing embedded, or
@@ -308,19 +308,21 @@ class ExtractionWork:
         """
         parts = [self.part_ark(job) for job in range(num_parts)
                  if os.path.exists(scp_path_for(self.part_ark(job)))] + self.carried_arks()
-        total = (sum(len(self.done_keys(job)) for job in range(num_parts))
-                 + len(self.carried_keys()))
-        if total == 0:
+        finished = ([key for job in range(num_parts) for key in self.done_keys(job)]
+                    + self.carried_keys())
+        if not finished:
             shutil.rmtree(self.path, ignore_errors=True)
-        JobTally.of(total, skipped).check(self.data_list, self.max_fail_fraction,
-                                          f"{self.embed_ark} was not written")
-        count = merge_embedding_arks(parts, self.embed_ark, self._output_order())
+        JobTally.of(len(finished), skipped).check(self.data_list, self.max_fail_fraction,
+                                                  f"{self.embed_ark} was not written")
+        count = merge_embedding_arks(parts, self.embed_ark, self._output_order(finished))
         shutil.rmtree(self.path, ignore_errors=True)
         return count
 
-    def _output_order(self) -> Optional[List[str]]:
-        """The order of the output's keys: a raw list's; None (the parts' order, carried
-        embeddings last) for a shard list, whose keys are in its tar files."""
+    def _output_order(self, finished: List[str]) -> List[str]:
+        """The order of the output's keys, whatever jobs and runs made them: a raw list's
+        own; the ``finished`` keys sorted (as ``LC_ALL=C sort`` sorts a Kaldi table) for a
+        shard list, whose keys are only in its tar files and reach the jobs' parts in the
+        order their embeddings were made."""
         if self.data_type != "raw":
-            return None
+            return sorted(finished)
         return [utt.key for utt in read_data_list(self.data_list, "raw", require_spk=False)]
