@@ -135,6 +135,19 @@ def test_speaker_bounds_given_with_a_count_are_refused_even_at_their_defaults(bo
     assert cluster_windows(two_speakers(), ClusterOptions(), num_speakers=3).num_speakers == 3
 
 
+def test_options_check_a_given_count_against_their_refinements_and_a_calls_bounds():
+    # one check for the command line (before the model loads) and the list run
+    given = "--reco2num_spk counts"
+    with pytest.raises(ClusteringOptionError, match="^merge_threshold \\(0.8\\) shapes an "
+                                                    "estimated.*--reco2num_spk counts"):
+        DiarizationOptions(merge_threshold=0.8).check_count_given(given)
+    with pytest.raises(ClusteringOptionError, match="^min_speakers \\(2\\) bounds.*--reco2num"):
+        DiarizationOptions().check_count_given(given, min_speakers=2)
+    with pytest.raises(ClusteringOptionError, match="^max_speakers \\(4\\) bounds"):
+        DiarizationOptions(max_speakers=4).check_count_given(given, max_speakers=None)
+    DiarizationOptions().check_count_given(given)   # nothing that a given count leaves idle
+
+
 @pytest.mark.parametrize("name, value", [("num_speakers", "3"), ("num_speakers", 2.0),
                                          ("max_speakers", True), ("min_speakers", "1")])
 def test_a_count_that_is_not_a_whole_number_is_named(name, value):

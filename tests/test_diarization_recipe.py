@@ -271,7 +271,8 @@ def test_api_diarize_many_writes_what_diarize_gives_per_recording(tmp_path, tiny
 def test_cli_diarize_flags_match_the_options_and_reach_the_diarizer(
         tmp_path, tiny_model, capsys):
     from wespeaker_py import load_model
-    from wespeaker_py.cli.main import DIARIZE_SETTINGS, build_parser
+    from wespeaker_py.cli.diarize_command import DIARIZE_SETTINGS
+    from wespeaker_py.cli.main import build_parser
     from wespeaker_py.diarization import DiarizationOptions
     from wespeaker_py.diarization.synthetic import SpeakerCorpus, build_conversation
     parsed = build_parser().parse_args(["diarize", "--model", "m", "a.wav"])

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from wespeaker_py.api.exporting import companions
-from wespeaker_py.api.loading import MEAN_NAME
+from wespeaker_py.api.companion_files import MEAN_NAME
 from wespeaker_py.scoring.embeddings import load_mean_vector, save_mean_vector
 
 

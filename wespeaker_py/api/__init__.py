@@ -9,8 +9,10 @@
     model.identify("who.wav", gallery="speakers.npz", top_k=3)
 """
 from wespeaker_py.api.calibration import Calibration
+from wespeaker_py.api.decisions import Verification
+from wespeaker_py.api.embedding_inputs import EmbeddingResults
 from wespeaker_py.api.loading import load_model
-from wespeaker_py.api.model import EmbeddingResults, SpeakerModel, Verification
+from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 

@@ -26,18 +26,16 @@ from typing import Callable, Dict, List, Tuple, Union
 
 import torch.nn as nn
 
-from wespeaker_py.api.calibration import CALIBRATION_NAME
-from wespeaker_py.api.loading import MEAN_NAME
-from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.api.companion_files import MEAN_NAME, companion_prefix, companions_at
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import exportable_model
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
-from wespeaker_py.frontend.band_fill import band_fill_files, band_fill_name
+from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.scoring.embeddings import save_mean_vector
-from wespeaker_py.utils.file_utils import atomic_path, files_named_by_rate
+from wespeaker_py.utils.file_utils import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -130,21 +128,6 @@ def companions(model) -> Dict[str, Callable[[str], None]]:
     return items
 
 
-def _companion_prefix(graph_path: str) -> str:
-    """What the companions of ``graph_path`` start with: its path without ``.onnx``, and a
-    dot."""
-    return os.path.splitext(graph_path)[0] + "."
-
-
-def _earlier_companions(prefix: str) -> List[str]:
-    """The companion files that exist beside a graph whose companions start with
-    ``prefix``, sorted."""
-    found = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
-    found += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
-    found += band_fill_files(prefix)
-    return sorted(path for path in set(found) if os.path.isfile(path))
-
-
 def _remove_stale(paths: List[str]) -> None:
     """Remove ``paths``, an earlier export's files that this export does not write."""
     for stale in paths:
@@ -163,7 +146,7 @@ def _export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
     before that leaves the earlier export whole (the temporary files removed), one after the
     graph's rename the new graph with all its files (no other graph's beside it, none of its
     own missing); for a stop in between, see the order below."""
-    prefix = _companion_prefix(path)
+    prefix = companion_prefix(path)
     mean_path = prefix + MEAN_NAME
     with contextlib.ExitStack() as staged:
         # atomic_path renames as the stack unwinds, last in first out: the mean vector,
@@ -178,8 +161,8 @@ def _export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
             # both; a mean vector records nothing, and the earlier graph would embed with
             # another's (or without its own) unnoticed. So the mean vector changes last,
             # one rename before the graph.
-            stale = [earlier for earlier in _earlier_companions(prefix)
-                     if earlier[len(prefix):] not in items]
+            stale = [earlier for name, earlier in companions_at(prefix).items()
+                     if name not in items]
             _remove_stale([earlier for earlier in stale if earlier != mean_path])
             staged.close()
             _remove_stale([earlier for earlier in stale if earlier == mean_path])

@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
+from wespeaker_py.api.companion_files import MEAN_NAME, companion_prefix, companions_at
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
@@ -38,7 +39,6 @@ logger = get_logger(__name__)
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"
-MEAN_NAME = "mean_vec.npy"
 RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config names none
 
 
@@ -197,14 +197,10 @@ def _note_folder_files_unused(checkpoint: str, companions: str) -> None:
     """Warn about the files a folder load would use that a load of its checkpoint file
     does not (it reads ``<stem>.<name>``): say, ``exp/calibration.json`` beside the
     ``config.yaml`` of ``exp/models/avg_model.pt``."""
-    from wespeaker_py.frontend.band_fill import band_fill_files
     folder = _folder_of_checkpoint(checkpoint)
     if folder is None:
         return
-    prefix = os.path.join(folder, "")
-    names = [name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
-             if os.path.isfile(prefix + name)]
-    names += [path[len(prefix):] for path in band_fill_files(prefix)]
+    names = list(companions_at(companion_prefix(folder)))
     unused = [name for name in names if not os.path.exists(companions + name)]
     if unused:
         logger.warning("%s is loaded as a checkpoint file: it uses %s<name> files, not "
@@ -252,8 +248,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         backend, name = _onnx_backend(path, num_threads, device)
     else:
         backend, name = _torch_backend(*torch_model_files(path, config), device)
-    companions = (os.path.join(path, "") if os.path.isdir(path)
-                  else os.path.splitext(path)[0] + ".")
+    companions = companion_prefix(path)
     if not os.path.isdir(path) and not path.endswith(".onnx"):
         _note_folder_files_unused(path, companions)
     mean_path = mean_vec if mean_vec is not None else companions + MEAN_NAME

@@ -10,179 +10,42 @@ naming the input.
 """
 from __future__ import annotations
 
-import math
 import os
-from collections import Counter
-from dataclasses import dataclass, field
+import weakref
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 import numpy as np
 
-from wespeaker_py.api.calibration import (CALIBRATION_NAME, Calibration, CalibrationMissingError,
-                                          check_prior, check_trial_counts, fit_calibration,
-                                          read_optional_calibration, probability,
-                                          save_calibration)
-from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, ZeroEmbeddingError,
-                                      check_top_k, gallery_lock, load_gallery, save_gallery)
+from wespeaker_py.api.band_fill_files import BandFillFiles
+from wespeaker_py.api.calibration import CALIBRATION_NAME, Calibration, CalibrationMissingError
+from wespeaker_py.api.calibration_file import CalibrationFile
+from wespeaker_py.api.decisions import (Verification, check_decision_rule,
+                                        check_rule_has_calibration, decide_score)
+from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
+from wespeaker_py.api.gallery import ZeroEmbeddingError, check_top_k
+from wespeaker_py.api.model_galleries import ModelGalleries
+from wespeaker_py.api.window_lda_files import WindowLdaFiles
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
                                 heard_rate_of, load_audio, load_audio_with_rate)
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.io.ark import MIN_NORM
-from wespeaker_py.runtime.embedding import UNREADABLE, Outcome, embed_stream
-from wespeaker_py.runtime.identity import ModelMismatchError, combined_record, mean_vec_digest
-from wespeaker_py.utils.file_utils import (DataFormatError, FileStamp, file_stamp,
-                                           files_named_by_rate, read_key_value, read_wav_scp,
-                                           require_writable)
-from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
-from wespeaker_py.utils.logging_utils import get_logger, listed_names
-from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.runtime.embedding import Outcome, embed_stream
+from wespeaker_py.runtime.identity import ModelMismatchError
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
+from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
 if TYPE_CHECKING:
-    from wespeaker_py.diarization.projection import WindowLDA
     from wespeaker_py.frontend.band_fill import BandFill
 
 
 # features waiting for a batch of their length in embed_many
 BUFFER_BYTES = 256 << 20
-# the decision threshold on the cosine score when a model has no calibration
-UNCALIBRATED_THRESHOLD = 0.5
 # one recording shorter than this is warned about: its embedding rests on too little speech
 SHORT_INPUT_SECONDS = 1.0
-# the prior that P(same) is shown at when none is given (the decision is a threshold's then)
-NO_PRIOR = 0.5
-
-
-@dataclass
-class Verification:
-    """The answer to "same speaker?" for one pair of recordings.
-
-    ``llr`` (natural-log likelihood ratio) and ``probability`` (of the same
-    speaker at ``prior``; 0.5 when none was given) are None without a calibration;
-    ``decision`` then compares the raw score with ``threshold`` and ``calibrated``
-    is False. ``rule`` says what decided: ``threshold`` (the score above
-    ``threshold``, the one at ``operating_point``), or ``bayes`` (a prior was given
-    to a calibrated model: same speaker when ``probability`` > 0.5, i.e. ``llr`` >
-    log((1 - prior) / prior); ``threshold`` and ``operating_point`` are None).
-    """
-
-    score: float
-    decision: bool
-    threshold: Optional[float]
-    operating_point: Optional[str]
-    calibrated: bool
-    llr: Optional[float] = None
-    probability: Optional[float] = None
-    prior: Optional[float] = None
-    rule: str = "threshold"
-
-    def describe(self) -> str:
-        """One line for people, naming the rule that decided."""
-        verdict = "same speaker" if self.decision else "different speakers"
-        if not self.calibrated:
-            return (f"score {self.score:.4f}: {verdict} (UNCALIBRATED decision: score > "
-                    f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy "
-                    f"one)")
-        found = (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
-                 f"= {self.probability:.3f}: {verdict}")
-        if self.rule == "bayes":
-            return (f"{found} (Bayes rule at prior {self.prior:g}: same speaker when "
-                    f"P(same) > 0.5, i.e. LLR > {bayes_llr_threshold(self.prior):.3f})")
-        return (f"{found} (threshold rule: score > {self.threshold:.4f}, the "
-                f"{self.operating_point} operating point)")
-
-
-def bayes_llr_threshold(prior: float) -> float:
-    """The LLR above which "same speaker" is the more probable answer at ``prior``:
-    log((1 - prior) / prior)."""
-    return math.log((1.0 - prior) / prior)
-
-
-def _check_decision_rule(prior: Optional[float], operating_point: Optional[str],
-                         threshold: Optional[float]) -> None:
-    """A valid ``prior`` (if any), and at most one way to decide: a prior (the Bayes rule),
-    or an operating point or threshold (the threshold rule)."""
-    if threshold is not None and not -1.0 <= threshold <= 1.0:   # NaN fails too
-        raise WespeakerError(f"a threshold (--threshold, threshold=) is a cosine score: it "
-                             f"must lie between -1 and 1, got {threshold}")
-    if operating_point is not None and threshold is not None:
-        raise WespeakerError("an operating point (--operating_point, operating_point=) and a "
-                             "threshold (--threshold, threshold=) each set the score "
-                             "threshold: give one of them")
-    if prior is None:
-        return
-    check_prior(prior)
-    if operating_point is not None or threshold is not None:
-        raise WespeakerError("a prior (--prior, prior=) decides by the Bayes rule, an "
-                             "operating point or threshold (--operating_point, --threshold) "
-                             "by a score threshold: give one of them")
-
-
-def _check_rule_has_calibration(calibration: Optional[Calibration], prior: Optional[float],
-                                operating_point: Optional[str], source: str) -> None:
-    """A ``prior`` or ``operating_point`` means nothing without a calibration: refuse them
-    (a raw-score ``threshold``, or none, still decides, marked uncalibrated)."""
-    if calibration is not None:
-        return
-    for what, value in (("a prior (--prior, prior=)", prior),
-                        ("an operating point (--operating_point, operating_point=)",
-                         operating_point)):
-        if value is not None:
-            raise WespeakerError(f"{what} needs a calibration, and the model {source} has "
-                                 f"none: run 'wespeaker-py calibrate' on labelled trials, or "
-                                 f"decide with a raw-score threshold (--threshold)")
-
-
-@dataclass
-class EmbeddingResults:
-    """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, skipped keys (with
-    why), and the skips counted by reason (``missing_file``, ``too_short_for_model``, ...)."""
-
-    embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
-    skipped: Dict[str, str] = field(default_factory=dict)
-    reasons: Counter = field(default_factory=Counter)
-    # the embedded keys whose audio came below the model's rate, and that rate
-    heard_rates: Dict[str, int] = field(default_factory=dict)
-
-
-def _note_replaced_window_lda(path: str, new: Any) -> None:
-    """Say what the window LDA about to be written at ``path`` replaces: a warning when
-    the old one was learnt for the same model (a working LDA is being swapped), else a
-    note (one of an earlier model, as a recipe rerun after training again replaces)."""
-    from wespeaker_py.diarization.projection import WindowLDA
-    try:
-        old = WindowLDA.load(path)
-    except WespeakerError as error:
-        logger.info("replacing %s (%s)", path, error)
-        return
-    log = logger.warning if old.identity == new.identity else logger.info
-    log("replacing the window LDA at %s (%s) with one of %s", path, old.describe(),
-        new.describe())
-
-
-def _items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
-              ) -> List[Tuple[str, AudioLike]]:
-    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
-    a path listed again is the same key, and is embedded once).
-
-    A wav.scp is read by :func:`~wespeaker_py.utils.file_utils.read_wav_scp`: one that is
-    missing, empty or malformed raises its error, naming the file.
-    """
-    if isinstance(items, (str, os.PathLike)):
-        return list(read_wav_scp(os.fspath(items)).items())
-    if isinstance(items, Mapping):
-        return [(str(key), audio) for key, audio in items.items()]
-    pairs = {}
-    for index, item in enumerate(items):
-        key = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index)
-        pairs.setdefault(key, item)
-    if len(pairs) < len(items):
-        logger.info("%d paths were listed more than once: each is embedded once, under its "
-                    "path", len(items) - len(pairs))
-    return list(pairs.items())
 
 
 class SpeakerModel:
@@ -214,14 +77,14 @@ class SpeakerModel:
         self.calibration_required = calibration_required
         self.window_lda_path = window_lda_path
         self.force = force
-        self._calibration: Optional[Calibration] = None
-        self._calibration_read = False
-        # absolute path: (the file's stamp when read, the LDA read)
-        self._window_ldas_read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
-        self._band_fill_stamps: Tuple[Tuple[str, Optional[FileStamp]], ...] = ()
-        # the fills' stamps the calibration was last checked against (None: not yet)
-        self._calibration_fills_checked: Optional[Tuple[Tuple[str, Optional[FileStamp]],
-                                                        ...]] = None
+        # the companion-file helpers see the model through a weak proxy: a reference cycle
+        # would leave a dropped model's onnxruntime session to the cycle collector, which
+        # may run it in a forked worker (see tests/conftest.py)
+        owner = weakref.proxy(self)
+        self._band_fill_files = BandFillFiles(owner)
+        self._window_lda_files = WindowLdaFiles(owner, self._band_fill_files)
+        self._calibration_file = CalibrationFile(owner, self._band_fill_files)
+        self._galleries = ModelGalleries(owner, self._band_fill_files)
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -270,7 +133,7 @@ class SpeakerModel:
                                                channel=channel))
         heard_rate = heard_rate_of(heard_rate, self.sample_rate)
         if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
-            self._refresh_band_fills()
+            self._band_fill_files.refresh()
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
                             heard_rate=heard_rate)
@@ -344,7 +207,7 @@ class SpeakerModel:
         one result. A wav.scp that is missing, empty or malformed is an error naming it
         (as ``embed --wav_scp``'s), raised before any work.
         """
-        pairs = _items_of(items)
+        pairs = items_of(items)
         results = EmbeddingResults()
         for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress,
                                           channel=channel):
@@ -407,50 +270,16 @@ class SpeakerModel:
         """The calibration in :attr:`calibration_path`, or None. One fitted on audio that
         came below the model's rate through another band fill (or none) than such audio
         goes through now is an error unless :attr:`force` (then a warning)."""
-        if not self._calibration_read:
-            self._calibration = read_optional_calibration(
-                self.calibration_path, self.identity, self.force, self._mean_vec_digest(),
-                required=self.calibration_required)
-            self._calibration_read, self._calibration_fills_checked = True, None
-        if self._calibration is not None and self._calibration.band_fills:
-            self._refresh_band_fills()
-            if self._calibration_fills_checked != self._band_fill_stamps:
-                for rate, digest in self._calibration.band_fills.items():
-                    if self._band_fill_digest(rate) != digest:
-                        self._band_fill_mismatch(
-                            f"{self.calibration_path} was fitted on scores of {rate} Hz audio "
-                            f"that went through a different band fill (or none) than such "
-                            f"audio goes through now ({self._band_fill_now(rate)}); calibrate "
-                            f"again: wespeaker-py calibrate", self.force)
-                self._calibration_fills_checked = self._band_fill_stamps
-        return self._calibration
+        return self._calibration_file.current()
 
     def decide(self, score: float, prior: Optional[float] = None,
                operating_point: Optional[str] = None,
                threshold: Optional[float] = None) -> Verification:
         """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
-        _check_decision_rule(prior, operating_point, threshold)
+        check_decision_rule(prior, operating_point, threshold)
         calibration = self.calibration
-        _check_rule_has_calibration(calibration, prior, operating_point, self.source)
-        if calibration is None:
-            point = "default" if threshold is None else "given"
-            threshold = UNCALIBRATED_THRESHOLD if threshold is None else float(threshold)
-            return Verification(score=score, decision=score > threshold, threshold=threshold,
-                                operating_point=point, calibrated=False)
-        llr = calibration.llr(score)
-        if prior is not None:
-            return Verification(score=score, decision=llr > bayes_llr_threshold(prior),
-                                threshold=None, operating_point=None, calibrated=True,
-                                llr=llr, probability=probability(llr, prior), prior=prior,
-                                rule="bayes")
-        if threshold is None:
-            operating_point = operating_point or "eer"
-            threshold = calibration.threshold(operating_point)
-        else:
-            operating_point = "given"
-        return Verification(score=score, decision=score > threshold, threshold=float(threshold),
-                            operating_point=operating_point, calibrated=True, llr=llr,
-                            probability=probability(llr, NO_PRIOR), prior=NO_PRIOR)
+        check_rule_has_calibration(calibration, prior, operating_point, self.source)
+        return decide_score(score, calibration, prior, operating_point, threshold)
 
     def verify(self, first: AudioLike, second: AudioLike, sample_rate: Optional[int] = None,
                prior: Optional[float] = None, operating_point: Optional[str] = None,
@@ -466,9 +295,9 @@ class SpeakerModel:
         Without a calibration the result says the decision is uncalibrated, and a
         ``prior`` or ``operating_point`` is an error.
         """
-        _check_decision_rule(prior, operating_point, threshold)
+        check_decision_rule(prior, operating_point, threshold)
         # a calibration of another model, or a rule that needs one, fails before any audio
-        _check_rule_has_calibration(self.calibration, prior, operating_point, self.source)
+        check_rule_has_calibration(self.calibration, prior, operating_point, self.source)
         return self.decide(self.similarity(first, second, sample_rate, channel), prior,
                            operating_point, threshold)
 
@@ -485,47 +314,7 @@ class SpeakerModel:
         with this model's :attr:`identity` and the band fills that any low-rate
         audio went through, goes to ``output`` (default :attr:`calibration_path`).
         """
-        from wespeaker_py.scoring.trials import read_trials
-        target = output or self.calibration_path
-        if target is None:
-            raise WespeakerError("say where to write the calibration (output=...)")
-        require_writable(target)  # before the embedding, not after it
-        try:
-            trial_list = read_trials(trials)
-            table = _items_of(wav_scp)
-        except DataFormatError as error:
-            raise WespeakerError(str(error)) from None
-        if trial_list.labels is None:
-            raise WespeakerError(f"{trials}: calibration needs labelled trials "
-                                 f"('enroll test target|nontarget')")
-        targets = int(np.count_nonzero(trial_list.labels))
-        check_trial_counts(targets, len(trial_list) - targets, trials)
-        wanted = set(trial_list.enroll_keys) | set(trial_list.test_keys)
-        audio = {key: path for key, path in table if key in wanted}
-        missing = sorted(wanted - set(audio))
-        if missing:
-            raise WespeakerError(f"{wav_scp} has no entry for {len(missing)} utterance(s) of "
-                                 f"{trials}, e.g. {missing[0]!r}")
-        results = self.embed_many(audio, batch_size=batch_size, progress=progress,
-                                  channel=channel)
-        embedded = results.embeddings
-        scores, labels, rates = [], [], set()
-        for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
-            keys = (trial_list.enroll_keys[enroll], trial_list.test_keys[test])
-            first, second = (embedded.get(key) for key in keys)
-            if first is not None and second is not None:
-                scores.append(self.score_embeddings(first, second, *keys))
-                labels.append(bool(label))
-                rates.update(results.heard_rates[key] for key in keys
-                             if key in results.heard_rates)
-        if len(scores) < len(trial_list):
-            logger.warning("%d of %d trials left out: their audio was skipped",
-                           len(trial_list) - len(scores), len(trial_list))
-        calibration = self.calibration_of_scores(scores, labels, os.path.abspath(trials), rates)
-        save_calibration(target, calibration)
-        if target == self.calibration_path:
-            self._calibration, self._calibration_read = calibration, True
-        return calibration
+        return self._calibration_file.fit(trials, wav_scp, output, batch_size, progress, channel)
 
     def calibration_of_scores(self, scores: Sequence[float], labels: Sequence[bool],
                               trials: str, heard_rates: Iterable[int]) -> Calibration:
@@ -533,19 +322,9 @@ class SpeakerModel:
         ``trials``), recording what they depend on: the model's :attr:`identity`, its mean
         vector, and the band fills that its audio heard at ``heard_rates`` went through
         (call it right after embedding that audio)."""
-        return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
-                               model=self.name, identity=self.identity,
-                               band_fills=self._heard_fills(heard_rates),
-                               mean_vec=self._mean_vec_digest())
+        return self._calibration_file.of_scores(scores, labels, trials, heard_rates)
 
     # -- speaker gallery ---------------------------------------------------------------------
-
-    def _mean_vec_digest(self) -> str:
-        """What galleries and calibrations record of :attr:`mean_vec`."""
-        return mean_vec_digest(self.mean_vec)
-
-    def _gallery_tag(self) -> str:
-        return f"{self.name}/emb{self.embed_dim}"
 
     def enroll(self, name: str, *audio: AudioLike, gallery: str,
                sample_rate: Optional[int] = None, replace: bool = False, append: bool = False,
@@ -563,37 +342,14 @@ class SpeakerModel:
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        self._enrollment_target(gallery, name, replace, append, force)  # before embedding
+        self._galleries.enrollment_target(gallery, name, replace, append, force)  # before embedding
         units, fills = [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
             units.append(self.unit(embedding, describe_audio(item)))
             if heard_rate:   # each recording's own fill: the files may change between them
-                fills.setdefault(heard_rate, set()).add(self._applied_fill(heard_rate))
-        heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
-                 for rate, digests in fills.items()}
-        with gallery_lock(gallery):
-            speakers = self._enrollment_target(gallery, name, replace, append, force)
-            # speakers of another model (forced) make the gallery one that no model may use
-            # unchecked, the one that made them included
-            others = [other for other in speakers.names if other != name or append]
-            speakers.identity = combined_record(speakers.identity or None, self.identity,
-                                                bool(others))
-            speakers.mean_vec = combined_record(speakers.mean_vec, self._mean_vec_digest(),
-                                                bool(others))
-            speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
-            save_gallery(gallery, speakers)
-        return len(speakers.names)
-
-    def _enrollment_target(self, gallery: str, name: str, replace: bool, append: bool,
-                           force: bool) -> Gallery:
-        """The gallery ``name`` may be enrolled into (:meth:`enroll`'s checks)."""
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
-                                self._mean_vec_digest())
-        speakers.check_enrollment(name, replace, append)
-        if append:
-            self._check_gallery_fills(gallery, speakers, force, only=name)
-        return speakers
+                fills.setdefault(heard_rate, set()).add(self._band_fill_files.applied(heard_rate))
+        return self._galleries.enroll(gallery, name, units, fills, replace, append, force)
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
@@ -606,22 +362,9 @@ class SpeakerModel:
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
-        speakers = load_gallery(gallery, self._gallery_tag(), self.identity, force,
-                                self._mean_vec_digest())
-        self._check_gallery_fills(gallery, speakers, force)
+        speakers = self._galleries.read(gallery, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
                                        describe_audio(audio)), top_k)
-
-    def _check_gallery_fills(self, path: str, speakers: Gallery, force: bool,
-                             only: Optional[str] = None) -> None:
-        """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
-        enrolled from low-rate audio through another band fill than the model now has."""
-        for rate, names in speakers.stale_band_fills(self._band_fill_digest, only).items():
-            self._band_fill_mismatch(
-                f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio "
-                f"that went through a different band fill (or none) than such audio goes through "
-                f"now ({self._band_fill_now(rate)}); their embeddings no longer match new ones: "
-                f"enroll them again with --replace (replace=True)", force)
 
     # -- diarization -------------------------------------------------------------------------
 
@@ -634,7 +377,7 @@ class SpeakerModel:
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
-        lda, narrowband = self._window_ldas(options.window_lda)
+        lda, narrowband = self._window_lda_files.for_diarization(options.window_lda)
 
         def embed(windows: Sequence[np.ndarray], heard_rate: int = 0,
                   name: str = "") -> np.ndarray:
@@ -651,117 +394,28 @@ class SpeakerModel:
         :attr:`window_lda_path`; e.g. ``window_lda_8000hz.npz`` beside it, or
         ``model.window_lda_8000hz.npz`` beside ``model.onnx``); None when the model has
         no folder beside it."""
-        from wespeaker_py.diarization.options import window_lda_name
-        prefix = self._side_file_prefix()
-        if prefix is None:
-            return None if heard_rate else self.window_lda_path
-        return prefix + window_lda_name(heard_rate)
+        return self._window_lda_files.file(heard_rate)
 
     def companion_files(self) -> Dict[str, str]:
         """``{name: path}`` of the calibration and window LDAs this model reads beside it
         (each checked against its identity when used), by the names they have there
         (``calibration.json``, ``window_lda.npz``, ``window_lda_8000hz.npz``); with
         :meth:`band_fills`, what an ONNX export carries along."""
-        from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
         found = {}
         if self.calibration_path and os.path.isfile(self.calibration_path):
             found[CALIBRATION_NAME] = self.calibration_path
-        if self.window_lda_path and os.path.isfile(self.window_lda_path):
-            found[WINDOW_LDA_NAME] = self.window_lda_path
-        prefix = self._side_file_prefix()
-        if prefix is not None:
-            for path in files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA):
-                found[path[len(prefix):]] = path
+        found.update(self._window_lda_files.present())
         return found
 
     def band_fills(self) -> Dict[int, "BandFill"]:
         """``{heard rate: band fill}`` that audio heard at each rate goes through now (the
         files beside the model read again if they changed; one that does not fit the
         model raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`)."""
-        self._refresh_band_fills()
-        return dict(self.backend.band_fills)
-
-    def _side_file_prefix(self) -> Optional[str]:
-        """:attr:`window_lda_path` without its file name (a folder, or ``model.`` for ONNX)."""
-        from wespeaker_py.diarization.options import WINDOW_LDA_NAME
-        path = self.window_lda_path
-        if path is None or not path.endswith(WINDOW_LDA_NAME):
-            return None
-        return path[:-len(WINDOW_LDA_NAME)]
-
-    def _window_ldas(self, choice: str) -> Tuple[Optional["WindowLDA"], Dict[int, "WindowLDA"]]:
-        """The window LDA that ``choice`` names (``off``/``none``: none; a file, which must
-        exist, for every recording; ``auto``: :attr:`window_lda_path` if it exists) and,
-        with ``auto``, the narrowband ones beside it (``{heard rate: LDA}``), each checked
-        against the model and against its file name."""
-        from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
-                                                      narrowband_rate_of, window_lda_name)
-        if choice.lower() in ("off", "none"):
-            return None, {}
-        if choice != "auto":
-            lda = self._load_window_lda(choice)
-            if lda.heard_rate:
-                logger.warning("window LDA %s was learnt from audio heard at %d Hz; given "
-                               "by name, it projects every recording whatever its rate",
-                               choice, lda.heard_rate)
-            return lda, {}
-        path = self.window_lda_path
-        main = self._load_window_lda(path) if path and os.path.exists(path) else None
-        if main is not None and main.heard_rate:
-            raise ModelMismatchError(
-                f"window LDA {path} was learnt from audio heard at {main.heard_rate} Hz, but "
-                f"that name is for the model's own rate; rename it "
-                f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
-                f"{main.heard_rate} Hz")
-        prefix = self._side_file_prefix()
-        narrowband = {}
-        for found in ([] if prefix is None else
-                      files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)):
-            rate = narrowband_rate_of(found[len(prefix):])
-            if rate is None:
-                logger.warning("ignoring %s: not a window_lda_<HZ>hz.npz name", found)
-                continue
-            lda = self._load_window_lda(found)
-            if lda.heard_rate != rate or rate >= self.sample_rate:
-                raise ModelMismatchError(
-                    f"window LDA {found}: its name says {rate} Hz but it was learnt from audio "
-                    f"heard at {lda.heard_rate or self.sample_rate} Hz; a narrowband one is "
-                    f"learnt with heard_rate below the model's {self.sample_rate} Hz and "
-                    f"named for it")
-            if lda.band_fill != self._band_fill_digest(rate):
-                learnt = "through another band fill" if lda.band_fill else "without a band fill"
-                self._band_fill_mismatch(
-                    f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz audio "
-                    f"now goes through {self._band_fill_now(rate)}; learn it again: "
-                    f"wespeaker-py window-lda --heard_rate {rate}", self.force)
-            narrowband[rate] = lda
-        return main, narrowband
-
-    def _load_window_lda(self, path: str) -> "WindowLDA":
-        """One window LDA file, checked against this model (identity and dimension); read
-        again only when the file changed since this model last read it."""
-        from wespeaker_py.diarization.projection import WindowLDA
-        from wespeaker_py.runtime.identity import check_recorded_identity
-        key = os.path.abspath(path)
-        stamp = file_stamp(path)
-        known = self._window_ldas_read.get(key)
-        if known is not None and stamp is not None and known[0] == stamp:
-            return known[1]
-        lda = WindowLDA.load(path)
-        check_recorded_identity(path, "window LDA", lda.identity, self.identity, self.force)
-        if lda.input_dim != self.embed_dim:
-            raise ModelMismatchError(f"window LDA {path} takes {lda.input_dim}-dim embeddings, "
-                                     f"the model gives {self.embed_dim}")
-        logger.info("window LDA %s: %s", path, lda.describe())
-        self._window_ldas_read[key] = (stamp, lda)
-        return lda
+        return self._band_fill_files.current()
 
     def window_lda_output(self, output: Optional[str] = None, heard_rate: int = 0) -> str:
         """Where :meth:`train_window_lda` writes: ``output``, else :meth:`window_lda_file`."""
-        target = output or self.window_lda_file(heard_rate)
-        if target is None:
-            raise WespeakerError("this model has no folder beside it; give output=")
-        return target
+        return self._window_lda_files.output(output, heard_rate)
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
                          dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
@@ -789,38 +443,8 @@ class SpeakerModel:
         :meth:`window_lda_file` ``(heard_rate)`` (``window_lda_8000hz.npz``), which
         diarization uses for recordings at or below that rate.
         """
-        from wespeaker_py.diarization.pipeline import labelled_window_embeddings
-        from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
-        heard_rate = self._check_heard_rate(heard_rate)
-        target = self.window_lda_output(output, heard_rate)
-        require_writable(target)
-        if (heard_rate and self._fbank_frontend() is not None
-                and self._side_file_prefix() is not None
-                and self._band_fill_digest(heard_rate) == ""):
-            logger.info("no band fill for %d Hz beside the model: learning one from the same "
-                        "data first", heard_rate)
-            self.train_band_fill(data, heard_rate, progress=progress,
-                                 max_fail_fraction=max_fail_fraction)
-        diarizer = self.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
-        rows, speakers, skipped = [], [], 0
-        for folder in [data] if isinstance(data, str) else list(data):
-            utt2spk_path = os.path.join(folder, "utt2spk")
-            utt2spk = read_key_value(utt2spk_path, allow_spaces_in_value=False)
-            embeddings, labels, tally = labelled_window_embeddings(
-                diarizer, os.path.join(folder, "wav.scp"), utt2spk, progress, max_fail_fraction,
-                (heard_rate, 0) if heard_rate else (0,), utt2spk_path)
-            rows.append(embeddings)
-            speakers.append(labels)
-            skipped += tally.num_skipped
-        lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
-                             dim or DEFAULT_LDA_DIM, self.identity, heard_rate,
-                             self._band_fill_digest(heard_rate))
-        if os.path.exists(target):
-            _note_replaced_window_lda(target, lda)
-        lda.save(target)
-        logger.info("window LDA -> %s: %s; utterances skipped: %d", target, lda.describe(),
-                    skipped)
-        return lda
+        return self._window_lda_files.train(data, output, dim, batch_size, progress,
+                                            max_fail_fraction, heard_rate, **settings)
 
     # -- narrow-band audio ----------------------------------------------------------------
 
@@ -836,74 +460,7 @@ class SpeakerModel:
         arrays (their ``sample_rate``) alike; audio already upsampled before it is
         given gets none.
         """
-        from wespeaker_py.frontend.band_fill import band_fill_name
-        prefix = self._side_file_prefix()
-        return None if prefix is None else prefix + band_fill_name(heard_rate)
-
-    def _fbank_frontend(self):
-        """The model's fbank front-end when band fills can be learnt for it (a torch model
-        with fbank features), else None."""
-        from wespeaker_py.frontend.features import FbankFeatures
-        frontend = getattr(getattr(self.backend, "embedder", None), "frontend", None)
-        return frontend if isinstance(frontend, FbankFeatures) else None
-
-    def _band_fill_digest(self, heard_rate: int) -> str:
-        """The digest of the band fill that audio heard at ``heard_rate`` goes through now
-        ("": none), the files beside the model read again if they changed."""
-        if heard_rate:
-            self._refresh_band_fills()
-        return self._applied_fill(heard_rate)
-
-    def _applied_fill(self, heard_rate: int) -> str:
-        """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
-        without reading the files again: the one the last embeddings went through."""
-        fill = self.backend.band_fill_for(heard_rate) if heard_rate else None
-        return "" if fill is None else fill.digest
-
-    def _heard_fills(self, heard_rates: Iterable[int]) -> Dict[int, str]:
-        """``{rate: digest of the band fill the last embeddings of audio heard at it went
-        through ("": none)}``; call it right after embedding them."""
-        return {rate: self._applied_fill(rate) for rate in sorted(heard_rates)}
-
-    def _band_fill_now(self, heard_rate: int) -> str:
-        """What audio heard at ``heard_rate`` goes through now, in words."""
-        return "the band fill beside the model" if self._band_fill_digest(heard_rate) else "none"
-
-    @staticmethod
-    def _band_fill_mismatch(message: str, force: bool) -> None:
-        """A file made through another band fill: :class:`ModelMismatchError` saying
-        ``message``, or with ``force`` a warning."""
-        if not force:
-            raise ModelMismatchError(f"{message}; or pass --force (force=True) to use the file "
-                                     f"anyway")
-        logger.warning("%s (used anyway: force)", message)
-
-    def _band_fills_in_use(self) -> Union[Dict[int, str], str]:
-        """``{heard rate: file}`` of the band fills this model uses (for :meth:`info`), or
-        why the ones beside it cannot be used."""
-        from wespeaker_py.frontend.band_fill import BandFillError
-        try:
-            self._refresh_band_fills()
-        except BandFillError as error:   # info reports it rather than failing
-            return f"not used: {error}"
-        return {rate: self.band_fill_file(rate) for rate in sorted(self.backend.band_fills)}
-
-    def _refresh_band_fills(self) -> None:
-        """Hand the band fills beside the model to its backend; read again whenever the
-        files there change (one learnt since is used, one removed is dropped)."""
-        from wespeaker_py.frontend.band_fill import band_fill_files, load_band_fills
-        prefix = self._side_file_prefix()
-        if prefix is None or not self.backend.takes_band_fills:
-            return
-        stamps = tuple((path, file_stamp(path)) for path in band_fill_files(prefix))
-        if stamps == self._band_fill_stamps:
-            return
-        fills = load_band_fills(prefix)
-        for fill in fills:
-            logger.info("band fill for %d Hz beside %s: %s", fill.heard_rate, self.source,
-                        fill.describe())
-        self.backend.set_band_fills(fills)
-        self._band_fill_stamps = stamps
+        return self._band_fill_files.file(heard_rate)
 
     def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
                         output: Optional[str] = None, progress: bool = True,
@@ -920,73 +477,7 @@ class SpeakerModel:
         and those that came below the model's rate (no wide band to learn from), are
         skipped and counted (see :mod:`wespeaker_py.utils.list_jobs`).
         """
-        import torch
-        from wespeaker_py.audio import narrowband
-        from wespeaker_py.frontend.band_fill import NARROW_SOURCE, BandFillError, fit_band_fill
-        frontend = self._fbank_frontend()
-        if frontend is None:
-            raise BandFillError("a band fill needs a torch model with an fbank front-end")
-        heard_rate = self._check_heard_rate(heard_rate)
-        if not heard_rate:
-            raise BandFillError(f"a band fill is for a rate below the model's "
-                                f"{self.sample_rate} Hz, got heard_rate 0")
-        target = output or self.band_fill_file(heard_rate)
-        if target is None:
-            raise WespeakerError("this model has no folder beside it; give output=")
-        require_writable(target)
-        folders = [data] if isinstance(data, str) else list(data)
-        skipped: Counter = Counter()
-        done = 0
-
-        def log_mels(samples: np.ndarray) -> np.ndarray:
-            return frontend.log_mel(torch.as_tensor(samples).unsqueeze(0))[0].numpy()
-
-        def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-            nonlocal done
-            for folder in folders:
-                recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
-                for key, path in progress_bar(recordings.items(), desc="band fill",
-                                              unit="utt", enabled=progress):
-                    try:
-                        wide, source_rate = load_audio_with_rate(path, self.sample_rate)
-                    except AudioInputError as err:
-                        logger.warning("skipping %s: %s", key, err)
-                        skipped[getattr(err, "reason", UNREADABLE)] += 1
-                        continue
-                    if heard_rate_of(source_rate, self.sample_rate):
-                        logger.warning("skipping %s: it came at %d Hz; a band fill learns "
-                                       "from audio at the model's %d Hz", key, source_rate,
-                                       self.sample_rate)
-                        skipped[NARROW_SOURCE] += 1
-                        continue
-                    done += 1
-                    yield log_mels(wide), log_mels(narrowband(wide, heard_rate,
-                                                              self.sample_rate))
-
-        def check_tally() -> None:
-            JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
-                                             "no band fill was learnt")
-
-        try:
-            fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,
-                                 frontend.num_mel_bins, frontend.frame_length)
-        except BandFillError:
-            check_tally()   # nothing read says so, naming the data, before "too few frames"
-            raise
-        check_tally()
-        fill.save(target)
-        self._refresh_band_fills()
-        logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
-                    sum(skipped.values()))
-        return fill
-
-    def _check_heard_rate(self, heard_rate: Any) -> int:
-        """``heard_rate`` as an int: 0 (the model's rate) or a rate below the model's."""
-        if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
-                or not 0 <= heard_rate < self.sample_rate):
-            raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
-                                 f"{self.sample_rate} Hz (0: its own rate), got {heard_rate!r}")
-        return int(heard_rate)
+        return self._band_fill_files.train(data, heard_rate, output, progress, max_fail_fraction)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
@@ -1069,7 +560,7 @@ class SpeakerModel:
         details.update(self.backend.describe())
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
-        details["band_fills"] = self._band_fills_in_use()
+        details["band_fills"] = self._band_fill_files.in_use()
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration

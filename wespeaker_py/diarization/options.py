@@ -134,6 +134,11 @@ def refuse_bounds_with_count(min_speakers: Optional[int], max_speakers: Optional
                                         f"do nothing: leave it out")
 
 
+def given_or(value: Any, option: Any) -> Any:
+    """A per-call setting (None: not given), else the options' ``option``."""
+    return option if value is None else value
+
+
 def _check_count_types(**counts: Optional[int]) -> None:
     for name, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
@@ -241,6 +246,17 @@ class DiarizationOptions:
         if self.vad == "energy" and self.vad_threshold is not None:
             raise ClusteringOptionError(f"vad_threshold ({self.vad_threshold:g}) is the Silero "
                                         f"VAD's speech probability; the energy VAD takes none")
+
+    def check_count_given(self, given: str, min_speakers: Optional[int] = None,
+                          max_speakers: Optional[int] = None) -> None:
+        """Raise :class:`ClusteringOptionError` for a setting that only shapes an estimated
+        count (:meth:`ClusterOptions.check_count_given`) or bounds it
+        (:func:`refuse_bounds_with_count`), the count being given (``given`` says how, e.g.
+        ``--reco2num_spk FILE``). ``min_speakers``/``max_speakers``: a call's bounds (None:
+        these options')."""
+        self.cluster_options().check_count_given(given)
+        refuse_bounds_with_count(given_or(min_speakers, self.min_speakers),
+                                 given_or(max_speakers, self.max_speakers), given)
 
     def cluster_options(self) -> ClusterOptions:
         """The clustering's share of these settings."""

@@ -27,8 +27,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, AudioSilentError,
 from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
-                                              check_cluster_options, refuse_bounds_with_count,
-                                              speaker_bounds)
+                                              check_cluster_options, given_or, speaker_bounds)
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
@@ -128,9 +127,9 @@ class Diarizer:
         ``recording`` names it in the log (default: the file, when ``audio`` is one).
         """
         opts = self.options
-        num_speakers = _given_or(num_speakers, opts.num_speakers)
-        min_speakers = _given_or(min_speakers, opts.min_speakers)
-        max_speakers = _given_or(max_speakers, opts.max_speakers)
+        num_speakers = given_or(num_speakers, opts.num_speakers)
+        min_speakers = given_or(min_speakers, opts.min_speakers)
+        max_speakers = given_or(max_speakers, opts.max_speakers)
         opts.cluster_options().check(num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
@@ -219,11 +218,6 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
-
-
-def _given_or(value: Any, option: Any) -> Any:
-    """A per-call setting of :meth:`Diarizer.diarize` (None: not given), else the options'."""
-    return option if value is None else value
 
 
 def _call_naming(function: Callable[..., np.ndarray], name: Optional[str],
@@ -317,11 +311,9 @@ def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
         if kwargs.get("num_speakers") is not None:
             raise ClusteringOptionError("give num_speakers (every recording) or "
                                         "speaker_counts (each its own), not both")
-        given = "each recording's, speaker_counts / --reco2num_spk"
-        diarizer.options.cluster_options().check_count_given(given)
-        refuse_bounds_with_count(
-            _given_or(kwargs.get("min_speakers"), diarizer.options.min_speakers),
-            _given_or(kwargs.get("max_speakers"), diarizer.options.max_speakers), given)
+        diarizer.options.check_count_given("each recording's, speaker_counts / --reco2num_spk",
+                                           kwargs.get("min_speakers"),
+                                           kwargs.get("max_speakers"))
         missing = [key for key in recordings if key not in speaker_counts]
         if missing:
             raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "

@@ -1,0 +1,188 @@
+"""The band-fill companion files of a model: where they live, which fill audio heard at a rate
+goes through now (the files read again when they change), and learning a new one."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple,
+                    Union)
+
+import numpy as np
+
+from wespeaker_py.api.companion_files import side_file_prefix
+from wespeaker_py.audio import heard_rate_of, load_audio_with_rate
+from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.runtime.embedding import UNREADABLE
+from wespeaker_py.runtime.identity import ModelMismatchError
+from wespeaker_py.utils.file_utils import FileStamp, file_stamp, read_wav_scp, require_writable
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
+from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.progress import progress_bar
+
+logger = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from wespeaker_py.api.model import SpeakerModel
+    from wespeaker_py.frontend.band_fill import BandFill
+
+
+def check_heard_rate(heard_rate: Any, sample_rate: int) -> int:
+    """``heard_rate`` as an int: 0 (the model's ``sample_rate``) or a rate below it."""
+    if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
+            or not 0 <= heard_rate < sample_rate):
+        raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
+                             f"{sample_rate} Hz (0: its own rate), got {heard_rate!r}")
+    return int(heard_rate)
+
+
+def band_fill_mismatch(message: str, force: bool) -> None:
+    """A file made through another band fill: :class:`ModelMismatchError` saying
+    ``message``, or with ``force`` a warning."""
+    if not force:
+        raise ModelMismatchError(f"{message}; or pass --force (force=True) to use the file "
+                                 f"anyway")
+    logger.warning("%s (used anyway: force)", message)
+
+
+class BandFillFiles:
+    """The band fills beside ``model``, handed to its backend as they change on disk."""
+
+    def __init__(self, model: "SpeakerModel"):
+        self._model = model
+        # the stamps of the files last handed to the backend
+        self.stamps: Tuple[Tuple[str, Optional[FileStamp]], ...] = ()
+
+    def file(self, heard_rate: int) -> Optional[str]:
+        """Where the band fill for audio heard at ``heard_rate`` lives; None when the model
+        has no folder."""
+        from wespeaker_py.frontend.band_fill import band_fill_name
+        prefix = side_file_prefix(self._model.window_lda_path)
+        return None if prefix is None else prefix + band_fill_name(heard_rate)
+
+    def current(self) -> Dict[int, "BandFill"]:
+        """``{heard rate: band fill}`` that audio heard at each rate goes through now."""
+        self.refresh()
+        return dict(self._model.backend.band_fills)
+
+    def digest(self, heard_rate: int) -> str:
+        """The digest of the band fill that audio heard at ``heard_rate`` goes through now
+        ("": none), the files beside the model read again if they changed."""
+        if heard_rate:
+            self.refresh()
+        return self.applied(heard_rate)
+
+    def applied(self, heard_rate: int) -> str:
+        """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
+        without reading the files again: the one the last embeddings went through."""
+        fill = self._model.backend.band_fill_for(heard_rate) if heard_rate else None
+        return "" if fill is None else fill.digest
+
+    def heard(self, heard_rates: Iterable[int]) -> Dict[int, str]:
+        """``{rate: digest of the band fill the last embeddings of audio heard at it went
+        through ("": none)}``; call it right after embedding them."""
+        return {rate: self.applied(rate) for rate in sorted(heard_rates)}
+
+    def now(self, heard_rate: int) -> str:
+        """What audio heard at ``heard_rate`` goes through now, in words."""
+        return "the band fill beside the model" if self.digest(heard_rate) else "none"
+
+    def in_use(self) -> Union[Dict[int, str], str]:
+        """``{heard rate: file}`` of the band fills the model uses (for its ``info``), or
+        why the ones beside it cannot be used."""
+        from wespeaker_py.frontend.band_fill import BandFillError
+        try:
+            self.refresh()
+        except BandFillError as error:   # info reports it rather than failing
+            return f"not used: {error}"
+        return {rate: self.file(rate) for rate in sorted(self._model.backend.band_fills)}
+
+    def refresh(self) -> None:
+        """Hand the band fills beside the model to its backend; read again whenever the
+        files there change (one learnt since is used, one removed is dropped)."""
+        from wespeaker_py.frontend.band_fill import band_fill_files, load_band_fills
+        model = self._model
+        prefix = side_file_prefix(model.window_lda_path)
+        if prefix is None or not model.backend.takes_band_fills:
+            return
+        stamps = tuple((path, file_stamp(path)) for path in band_fill_files(prefix))
+        if stamps == self.stamps:
+            return
+        fills = load_band_fills(prefix)
+        for fill in fills:
+            logger.info("band fill for %d Hz beside %s: %s", fill.heard_rate, model.source,
+                        fill.describe())
+        model.backend.set_band_fills(fills)
+        self.stamps = stamps
+
+    def fbank_frontend(self):
+        """The model's fbank front-end when band fills can be learnt for it (a torch model
+        with fbank features), else None."""
+        from wespeaker_py.frontend.features import FbankFeatures
+        frontend = getattr(getattr(self._model.backend, "embedder", None), "frontend", None)
+        return frontend if isinstance(frontend, FbankFeatures) else None
+
+    def train(self, data: Union[str, Sequence[str]], heard_rate: int,
+              output: Optional[str] = None, progress: bool = True,
+              max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION) -> "BandFill":
+        """Learn the band fill for ``heard_rate`` from the wide-band speech of the Kaldi data
+        directories ``data``, write it to ``output`` (default :meth:`file`) and use it (see
+        :meth:`~wespeaker_py.api.SpeakerModel.train_band_fill`)."""
+        import torch
+        from wespeaker_py.audio import narrowband
+        from wespeaker_py.frontend.band_fill import NARROW_SOURCE, BandFillError, fit_band_fill
+        sample_rate = self._model.sample_rate
+        frontend = self.fbank_frontend()
+        if frontend is None:
+            raise BandFillError("a band fill needs a torch model with an fbank front-end")
+        heard_rate = check_heard_rate(heard_rate, sample_rate)
+        if not heard_rate:
+            raise BandFillError(f"a band fill is for a rate below the model's "
+                                f"{sample_rate} Hz, got heard_rate 0")
+        target = output or self.file(heard_rate)
+        if target is None:
+            raise WespeakerError("this model has no folder beside it; give output=")
+        require_writable(target)
+        folders = [data] if isinstance(data, str) else list(data)
+        skipped: Counter = Counter()
+        done = 0
+
+        def log_mels(samples: np.ndarray) -> np.ndarray:
+            return frontend.log_mel(torch.as_tensor(samples).unsqueeze(0))[0].numpy()
+
+        def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+            nonlocal done
+            for folder in folders:
+                recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
+                for key, path in progress_bar(recordings.items(), desc="band fill",
+                                              unit="utt", enabled=progress):
+                    try:
+                        wide, source_rate = load_audio_with_rate(path, sample_rate)
+                    except AudioInputError as err:
+                        logger.warning("skipping %s: %s", key, err)
+                        skipped[getattr(err, "reason", UNREADABLE)] += 1
+                        continue
+                    if heard_rate_of(source_rate, sample_rate):
+                        logger.warning("skipping %s: it came at %d Hz; a band fill learns "
+                                       "from audio at the model's %d Hz", key, source_rate,
+                                       sample_rate)
+                        skipped[NARROW_SOURCE] += 1
+                        continue
+                    done += 1
+                    yield log_mels(wide), log_mels(narrowband(wide, heard_rate, sample_rate))
+
+        def check_tally() -> None:
+            JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
+                                             "no band fill was learnt")
+
+        try:
+            fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,
+                                 frontend.num_mel_bins, frontend.frame_length)
+        except BandFillError:
+            check_tally()   # nothing read says so, naming the data, before "too few frames"
+            raise
+        check_tally()
+        fill.save(target)
+        self.refresh()
+        logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
+                    sum(skipped.values()))
+        return fill

@@ -1,0 +1,121 @@
+"""The calibration companion file of a model: read once, checked against the band fills that
+low-rate audio goes through now, and fitted anew from the model's scores of labelled
+trials."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
+from wespeaker_py.api.calibration import (Calibration, check_trial_counts, fit_calibration,
+                                          read_optional_calibration, save_calibration)
+from wespeaker_py.api.embedding_inputs import items_of
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.runtime.identity import mean_vec_digest
+from wespeaker_py.utils.file_utils import DataFormatError, FileStamp, require_writable
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from wespeaker_py.api.model import SpeakerModel
+
+
+class CalibrationFile:
+    """The calibration at ``model.calibration_path``, read the first time it is asked for."""
+
+    def __init__(self, model: "SpeakerModel", band_fills: BandFillFiles):
+        self._model = model
+        self._band_fills = band_fills
+        self._calibration: Optional[Calibration] = None
+        self._read = False
+        # the band fills' stamps the calibration was last checked against (None: not yet)
+        self._fills_checked: Optional[Tuple[Tuple[str, Optional[FileStamp]], ...]] = None
+
+    def current(self) -> Optional[Calibration]:
+        """The calibration, or None; one fitted on audio that came below the model's rate
+        through another band fill (or none) than such audio goes through now is an error
+        unless the model's ``force`` (then a warning)."""
+        model = self._model
+        if not self._read:
+            self._calibration = read_optional_calibration(
+                model.calibration_path, model.identity, model.force,
+                mean_vec_digest(model.mean_vec), required=model.calibration_required)
+            self._read, self._fills_checked = True, None
+        if self._calibration is not None and self._calibration.band_fills:
+            band_fills = self._band_fills
+            band_fills.refresh()
+            if self._fills_checked != band_fills.stamps:
+                for rate, digest in self._calibration.band_fills.items():
+                    if band_fills.digest(rate) != digest:
+                        band_fill_mismatch(
+                            f"{model.calibration_path} was fitted on scores of {rate} Hz audio "
+                            f"that went through a different band fill (or none) than such "
+                            f"audio goes through now ({band_fills.now(rate)}); calibrate "
+                            f"again: wespeaker-py calibrate", model.force)
+                self._fills_checked = band_fills.stamps
+        return self._calibration
+
+    def fit(self, trials: str, wav_scp: str, output: Optional[str] = None,
+            batch_size: int = 16, progress: bool = True,
+            channel: ChannelChoice = DEFAULT_CHANNEL) -> Calibration:
+        """Fit a calibration on the model's scores of the labelled trial list ``trials``
+        (audio from ``wav_scp``) and write it to ``output``, default the model's
+        ``calibration_path`` (see :meth:`~wespeaker_py.api.SpeakerModel.calibrate`)."""
+        from wespeaker_py.scoring.trials import read_trials
+        model = self._model
+        target = output or model.calibration_path
+        if target is None:
+            raise WespeakerError("say where to write the calibration (output=...)")
+        require_writable(target)  # before the embedding, not after it
+        try:
+            trial_list = read_trials(trials)
+            table = items_of(wav_scp)
+        except DataFormatError as error:
+            raise WespeakerError(str(error)) from None
+        if trial_list.labels is None:
+            raise WespeakerError(f"{trials}: calibration needs labelled trials "
+                                 f"('enroll test target|nontarget')")
+        targets = int(np.count_nonzero(trial_list.labels))
+        check_trial_counts(targets, len(trial_list) - targets, trials)
+        wanted = set(trial_list.enroll_keys) | set(trial_list.test_keys)
+        audio = {key: path for key, path in table if key in wanted}
+        missing = sorted(wanted - set(audio))
+        if missing:
+            raise WespeakerError(f"{wav_scp} has no entry for {len(missing)} utterance(s) of "
+                                 f"{trials}, e.g. {missing[0]!r}")
+        results = model.embed_many(audio, batch_size=batch_size, progress=progress,
+                                   channel=channel)
+        embedded = results.embeddings
+        scores, labels, rates = [], [], set()
+        for enroll, test, label in zip(trial_list.enroll, trial_list.test, trial_list.labels):
+            keys = (trial_list.enroll_keys[enroll], trial_list.test_keys[test])
+            first, second = (embedded.get(key) for key in keys)
+            if first is not None and second is not None:
+                scores.append(model.score_embeddings(first, second, *keys))
+                labels.append(bool(label))
+                rates.update(results.heard_rates[key] for key in keys
+                             if key in results.heard_rates)
+        if len(scores) < len(trial_list):
+            logger.warning("%d of %d trials left out: their audio was skipped",
+                           len(trial_list) - len(scores), len(trial_list))
+        calibration = self.of_scores(scores, labels, os.path.abspath(trials), rates)
+        save_calibration(target, calibration)
+        if target == model.calibration_path:
+            self._calibration, self._read = calibration, True
+        return calibration
+
+    def of_scores(self, scores: Sequence[float], labels: Sequence[bool], trials: str,
+                  heard_rates: Iterable[int]) -> Calibration:
+        """A calibration fitted on the model's ``scores`` of labelled trials (the file
+        ``trials``), recording its identity, its mean vector and the band fills that its
+        audio heard at ``heard_rates`` went through (call it right after embedding that
+        audio)."""
+        model = self._model
+        return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
+                               model=model.name, identity=model.identity,
+                               band_fills=self._band_fills.heard(heard_rates),
+                               mean_vec=mean_vec_digest(model.mean_vec))

@@ -1,0 +1,39 @@
+"""Where the companion files of a model lie and which exist: the path prefix beside the model
+(its folder, or ``model.`` beside ``model.pt``/``model.onnx``) that their names extend, and
+the mean vector, calibration, window LDAs and band fills found there."""
+import os
+from typing import Dict, Optional
+
+from wespeaker_py.api.calibration import CALIBRATION_NAME
+from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.utils.file_utils import files_named_by_rate
+
+MEAN_NAME = "mean_vec.npy"
+
+
+def companion_prefix(model_path: str) -> str:
+    """What the companion files of the model at ``model_path`` start with: a folder and its
+    separator (``exp/``), or the file's path without its extension and a dot
+    (``exp/avg_model.``)."""
+    if os.path.isdir(model_path):
+        return os.path.join(model_path, "")
+    return os.path.splitext(model_path)[0] + "."
+
+
+def side_file_prefix(window_lda_path: Optional[str]) -> Optional[str]:
+    """``window_lda_path`` without its file name (a folder, or ``model.`` for ONNX); None
+    when there is none, or it is not named ``window_lda.npz``."""
+    if window_lda_path is None or not window_lda_path.endswith(WINDOW_LDA_NAME):
+        return None
+    return window_lda_path[:-len(WINDOW_LDA_NAME)]
+
+
+def companions_at(prefix: str) -> Dict[str, str]:
+    """``{name: path}`` of the companion files that exist at ``prefix``, by their names there
+    (``mean_vec.npy``, ``calibration.json``, ``window_lda.npz``, ``window_lda_<HZ>hz.npz``,
+    ``band_fill_<HZ>hz.npz``), sorted by name."""
+    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME
+    found = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
+    found += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
+    found += files_named_by_rate(prefix, BAND_FILL_NAME)
+    return {path[len(prefix):]: path for path in sorted(set(found)) if os.path.isfile(path)}

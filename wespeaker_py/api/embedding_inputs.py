@@ -1,0 +1,50 @@
+"""What :meth:`~wespeaker_py.api.SpeakerModel.embed_many` takes and gives: its inputs (a
+wav.scp, a mapping or a list) as ``(key, audio)`` pairs, and its results."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+
+from wespeaker_py.audio import AudioLike
+from wespeaker_py.utils.file_utils import read_wav_scp
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class EmbeddingResults:
+    """What :meth:`SpeakerModel.embed_many` produced: embeddings by key, skipped keys (with
+    why), and the skips counted by reason (``missing_file``, ``too_short_for_model``, ...)."""
+
+    embeddings: Dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+    reasons: Counter = field(default_factory=Counter)
+    # the embedded keys whose audio came below the model's rate, and that rate
+    heard_rates: Dict[str, int] = field(default_factory=dict)
+
+
+def items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
+             ) -> List[Tuple[str, AudioLike]]:
+    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
+    a path listed again is the same key, and is embedded once).
+
+    A wav.scp is read by :func:`~wespeaker_py.utils.file_utils.read_wav_scp`: one that is
+    missing, empty or malformed raises its error, naming the file.
+    """
+    if isinstance(items, (str, os.PathLike)):
+        return list(read_wav_scp(os.fspath(items)).items())
+    if isinstance(items, Mapping):
+        return [(str(key), audio) for key, audio in items.items()]
+    pairs = {}
+    for index, item in enumerate(items):
+        key = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index)
+        pairs.setdefault(key, item)
+    if len(pairs) < len(items):
+        logger.info("%d paths were listed more than once: each is embedded once, under its "
+                    "path", len(items) - len(pairs))
+    return list(pairs.items())

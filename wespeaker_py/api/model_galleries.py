@@ -1,0 +1,81 @@
+"""Gallery files as one model uses them: each read checked against the model (its identity,
+its mean vector, and the band fills its low-rate enrolments went through), and an enrolment
+written under the gallery's lock."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
+
+import numpy as np
+
+from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
+from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, gallery_lock, load_gallery,
+                                      save_gallery)
+from wespeaker_py.runtime.identity import combined_record, mean_vec_digest
+from wespeaker_py.utils.logging_utils import listed_names
+
+if TYPE_CHECKING:
+    from wespeaker_py.api.model import SpeakerModel
+
+
+class ModelGalleries:
+    """The galleries of speakers enrolled with ``model``."""
+
+    def __init__(self, model: "SpeakerModel", band_fills: BandFillFiles):
+        self._model = model
+        self._band_fills = band_fills
+
+    def read(self, path: str, force: bool, only: Optional[str] = None) -> Gallery:
+        """The gallery at ``path`` (empty when missing), checked against the model: one of
+        another model, or with speakers (or speaker ``only``) enrolled from low-rate audio
+        through another band fill than the model now has, is an error unless ``force``."""
+        speakers = self._load(path, force)
+        self._check_fills(path, speakers, force, only)
+        return speakers
+
+    def enrollment_target(self, path: str, name: str, replace: bool, append: bool,
+                          force: bool) -> Gallery:
+        """The gallery ``name`` may be enrolled into (the checks of an enrolment)."""
+        speakers = self._load(path, force)
+        speakers.check_enrollment(name, replace, append)
+        if append:
+            self._check_fills(path, speakers, force, only=name)
+        return speakers
+
+    def enroll(self, path: str, name: str, units: List[np.ndarray],
+               fills: Dict[int, Set[str]], replace: bool, append: bool, force: bool) -> int:
+        """Add the unit embeddings ``units`` of speaker ``name``, whose audio heard at each
+        rate went through the band fills of ``fills`` (``{rate: digests}``), to the gallery
+        at ``path``, read again and rewritten under its lock; return its size in speakers."""
+        heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
+                 for rate, digests in fills.items()}
+        model = self._model
+        with gallery_lock(path):
+            speakers = self.enrollment_target(path, name, replace, append, force)
+            # speakers of another model (forced) make the gallery one that no model may use
+            # unchecked, the one that made them included
+            others = [other for other in speakers.names if other != name or append]
+            speakers.identity = combined_record(speakers.identity or None, model.identity,
+                                                bool(others))
+            speakers.mean_vec = combined_record(speakers.mean_vec,
+                                                mean_vec_digest(model.mean_vec), bool(others))
+            speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
+            save_gallery(path, speakers)
+        return len(speakers.names)
+
+    def _load(self, path: str, force: bool) -> Gallery:
+        """The gallery at ``path``, checked against the model's identity and mean vector."""
+        model = self._model
+        return load_gallery(path, f"{model.name}/emb{model.embed_dim}", model.identity, force,
+                            mean_vec_digest(model.mean_vec))
+
+    def _check_fills(self, path: str, speakers: Gallery, force: bool,
+                     only: Optional[str] = None) -> None:
+        """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
+        enrolled from low-rate audio through another band fill than the model now has."""
+        band_fills = self._band_fills
+        for rate, names in speakers.stale_band_fills(band_fills.digest, only).items():
+            band_fill_mismatch(
+                f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio "
+                f"that went through a different band fill (or none) than such audio goes through "
+                f"now ({band_fills.now(rate)}); their embeddings no longer match new ones: "
+                f"enroll them again with --replace (replace=True)", force)

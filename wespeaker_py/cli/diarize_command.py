@@ -1,0 +1,220 @@
+"""``wespeaker-py diarize``: who spoke when, as RTTM, with a flag for every setting of
+:class:`~wespeaker_py.diarization.options.DiarizationOptions`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, Optional
+
+from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
+from wespeaker_py.cli.common import UsageError, add_fail_fraction_flag, add_flag, positive_int
+from wespeaker_py.cli.model_files import refuse_over_model_files
+from wespeaker_py.cli.model_subcommand import add_force_flag, add_model_subcommand, load_model_of
+
+EXAMPLES = """examples:
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
+  wespeaker-py diarize --model exp/ResNet34 meeting.wav -o meeting.rttm --plot meeting.png
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
+  wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \\
+      --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
+
+Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
+every 0.75 s embedded with MODEL (and projected by MODEL's window_lda.npz when it
+has one, see 'window-lda'), spectral clustering with the number of speakers from
+the eigen-gap (or --num_speakers / --reco2num_spk), turns written as RTTM. Of
+multi-channel audio the first channel is used (--channel chooses another). Every
+setting below is checked before the model loads.
+Needs: pip install 'wespeaker_py[diar]'."""
+
+# DiarizationOptions fields that the diarize command sets from flags of the same name
+DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
+                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "gap_ratio",
+                    "edge_weights", "resolution", "window_lda")
+
+
+def _check_plot_path(path: str) -> None:
+    """``--plot`` must name an image file matplotlib writes (its extension picks the format)."""
+    from wespeaker_py.utils.plotting import image_format, image_formats
+    if image_format(path) is None:
+        raise UsageError(f"diarize: --plot {path}: the time line is drawn as an image, in "
+                         f"the format its extension names; give a file ending in one of "
+                         f"{', '.join('.' + kind for kind in image_formats())} (e.g. .png)")
+
+
+def _outputs(args: argparse.Namespace) -> Dict[str, Optional[str]]:
+    """diarize's outputs, by flag."""
+    return {"-o/--output": args.output, "--plot": args.plot}
+
+
+def _refuse_diarize_over_inputs(args: argparse.Namespace) -> None:
+    """diarize's -o/--output and --plot must not be one of its inputs (the audio argument as
+    given, a wav.scp too)."""
+    lda_file = args.window_lda if args.window_lda not in ("auto", "off") else None
+    refuse_over_inputs(args, _outputs(args),
+                       {**audio_arguments([args.audio]), "--wav_scp": args.wav_scp,
+                        "--reco2num_spk": args.reco2num_spk, "--window_lda": lda_file})
+
+
+def cmd_diarize(args: argparse.Namespace) -> int:
+    """``wespeaker-py diarize``: the speaker turns of one recording or of a wav.scp's."""
+    _refuse_diarize_over_inputs(args)
+    wav_scp = args.wav_scp
+    if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
+        wav_scp, args.audio = args.audio, None
+    if (args.audio is None) == (wav_scp is None):
+        raise UsageError("diarize: give one audio file or --wav_scp")
+    if wav_scp is not None and args.output is None:
+        raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
+    if args.reco2num_spk is not None and (wav_scp is None or args.num_speakers is not None):
+        raise UsageError("diarize: --reco2num_spk goes with --wav_scp, without --num_speakers")
+    if args.plot is not None and wav_scp is not None:
+        raise UsageError("diarize: --plot draws one audio file; for a wav.scp, draw each "
+                         "recording against its reference with score_diarization --plot_dir")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
+    from wespeaker_py.diarization.options import DiarizationOptions
+    settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
+    # every setting is checked before the (slow) model load
+    checked = DiarizationOptions.from_settings(vad=args.vad, cluster_method=args.cluster_method,
+                                               num_speakers=args.num_speakers,
+                                               min_speakers=args.min_speakers,
+                                               max_speakers=args.max_speakers, **settings)
+    if args.reco2num_spk is not None:
+        checked.check_count_given(f"--reco2num_spk {args.reco2num_spk}", args.min_speakers,
+                                  args.max_speakers)
+    check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
+                         outputs=[args.output, args.plot],
+                         max_fail_fraction=args.max_fail_fraction)
+    counts = recording = None
+    if args.reco2num_spk is not None:
+        from wespeaker_py.diarization.rttm import read_speaker_counts
+        counts = read_speaker_counts(args.reco2num_spk)
+    if args.audio is not None:
+        from wespeaker_py.diarization.rttm import recording_id
+        recording = recording_id(args.audio)
+        if recording != os.path.splitext(os.path.basename(args.audio))[0]:
+            print(f"{args.audio}: recording id {recording!r} in the RTTM (RTTM ids cannot "
+                  f"hold spaces)", file=sys.stderr)
+    model = load_model_of(args)
+    refuse_over_model_files(args, model, _outputs(args))
+    options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                   max_speakers=args.max_speakers, vad=args.vad,
+                   cluster_method=args.cluster_method, batch_size=args.batch_size,
+                   channel=args.channel, **settings)
+    if wav_scp is not None:
+        summary = model.diarize_many(wav_scp, args.output, progress=True,
+                                     max_fail_fraction=args.max_fail_fraction,
+                                     speaker_counts=counts, **options)
+        print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
+        return 0
+    from wespeaker_py.diarization import write_rttm
+    from wespeaker_py.diarization.rttm import format_rttm_line
+    result = model.diarize(args.audio, **options)
+    if not result.turns:
+        why = f" ({result.silence})" if result.silence else ""
+        print(f"{args.audio}: no speech found{why}; the RTTM is empty", file=sys.stderr)
+    if args.output:
+        write_rttm(args.output, {recording: result.turns})
+        print(f"{result.num_speakers} speakers, {len(result.turns)} turns in {args.output}",
+              file=sys.stderr)
+    else:
+        for turn in result.turns:
+            print(format_rttm_line(recording, turn))
+    if args.plot:
+        from wespeaker_py.diarization.plot import plot_timeline
+        plot_timeline(None, result.turns, args.plot, recording)
+        print(f"time line in {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
+    """The diarize command's inputs, and a flag per setting of DiarizationOptions (its defaults)."""
+    from wespeaker_py.diarization.options import (CLUSTER_METHODS, DEFAULT_AHC_THRESHOLD,
+                                                  DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO,
+                                                  DEFAULT_MAX_SPEAKERS, DEFAULT_MIN_SPEAKERS,
+                                                  DEFAULT_VAD_THRESHOLD, EDGE_WEIGHTS,
+                                                  DiarizationOptions)
+    defaults = DiarizationOptions()
+    sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
+    add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
+    sub.add_argument("-o", "--output", default=None,
+                     help="RTTM file to write (default for one file: stdout)")
+    add_flag(sub, "plot", default=None,
+             help="one audio file: also draw its speakers' turns on a time line, an image "
+                  "in the format of the extension (.png, .pdf, .svg, ...)")
+    add_flag(sub, "batch_size", type=positive_int, default=32, help="windows per forward pass")
+
+    group = sub.add_argument_group("number of speakers")
+    add_flag(group, "num_speakers", type=int, default=None,
+             help="number of speakers, if known (default: estimated)")
+    add_flag(group, "reco2num_spk", default=None,
+             help="with --wav_scp: each recording's known number of speakers, from a Kaldi "
+                  "reco2num_spk file ('<recording> <count>') or a reference .rttm")
+    add_flag(group, "min_speakers", type=int, default=defaults.min_speakers,
+             help=f"fewest speakers to estimate (default {DEFAULT_MIN_SPEAKERS}; not with a "
+                  "count given)")
+    add_flag(group, "max_speakers", type=int, default=defaults.max_speakers,
+             help=f"most speakers to estimate (default {DEFAULT_MAX_SPEAKERS}); more are "
+                  "capped and the command says so (not with a count given)")
+
+    group = sub.add_argument_group("speech detection")
+    group.add_argument("--vad", default=defaults.vad, choices=("silero", "energy"),
+                       help=f"speech detector (default {defaults.vad})")
+    add_flag(group, "vad_threshold", type=float, default=defaults.vad_threshold,
+             help=f"Silero speech probability that starts speech (default "
+                  f"{DEFAULT_VAD_THRESHOLD:g}; the energy VAD takes none)")
+    add_flag(group, "min_speech", type=float, default=defaults.min_speech,
+             help=f"seconds; shorter speech is dropped (default {defaults.min_speech:g})")
+    add_flag(group, "min_silence", type=float, default=defaults.min_silence,
+             help=f"seconds; shorter pauses are bridged (default {defaults.min_silence:g})")
+    add_flag(group, "window", type=float, default=defaults.window,
+             help=f"seconds per embedding window (default {defaults.window:g})")
+    add_flag(group, "shift", type=float, default=defaults.shift,
+             help=f"seconds between window starts (default {defaults.shift:g})")
+    add_flag(group, "dither", type=float, default=defaults.dither,
+             help="noise floor added to every window, in 16-bit steps, so digital silence "
+                  f"does not distort embeddings (default {defaults.dither:g}; 0: off)")
+
+    group = sub.add_argument_group("clustering")
+    add_flag(group, "cluster_method", default=defaults.cluster_method,
+             help=f"{', '.join(CLUSTER_METHODS)} (default {defaults.cluster_method}: "
+                  "WeSpeaker's spectral clustering with cosine-weighted edges and the "
+                  "normalised Laplacian; spectral: WeSpeaker's exactly; umap-hdbscan needs the "
+                  "diar-umap extra); checked before the model loads")
+    add_flag(group, "ahc_threshold", type=float, default=defaults.ahc_threshold,
+             help=f"agglomerative: cosine distance at which clusters stop merging (default "
+                  f"{DEFAULT_AHC_THRESHOLD:g}; other methods take none)")
+    add_flag(group, "min_cluster_size", type=int, default=defaults.min_cluster_size,
+             help="refine an estimated count (3D-Speaker): fold clusters of at most this many "
+                  f"windows into the nearest larger one (default {defaults.min_cluster_size}: "
+                  "off)")
+    add_flag(group, "merge_threshold", type=float, default=defaults.merge_threshold,
+             help="refine an estimated count (3D-Speaker): join clusters whose centroids have "
+                  "at least this cosine (default: off)")
+    add_flag(group, "gap_ratio", type=float, default=defaults.gap_ratio,
+             help="spectral methods: count up to the last eigengap at least this share of "
+                  f"the largest (default: {DEFAULT_GAP_RATIO:g} for spectral-norm, 1 (the "
+                  "largest gap) for spectral and nme-sc)")
+    add_flag(group, "edge_weights", choices=EDGE_WEIGHTS, default=defaults.edge_weights,
+             help="spectral methods: each kept neighbour's edge is 1 (binary, WeSpeaker's) "
+                  f"or its cosine (default: {DEFAULT_EDGE_WEIGHTS} for spectral-norm, binary "
+                  "for spectral and nme-sc)")
+    add_flag(group, "window_lda", default=defaults.window_lda, metavar="auto|off|FILE",
+             help="project the windows with a window LDA before clustering: auto (default) "
+                  "uses MODEL's window_lda.npz when it has one (see 'window-lda'), and its "
+                  "window_lda_<HZ>hz.npz for recordings at or below HZ; off: none; FILE: that "
+                  "one for every recording")
+    add_flag(group, "resolution", type=float, default=defaults.resolution,
+             help="seconds per frame of the turns, each frame given to the best-matching "
+                  "speaker of the windows covering it (default: WeSpeaker's window halves)")
+
+
+def add_diarize_command(commands) -> None:
+    """Add diarize to ``commands``."""
+    sub = add_model_subcommand(commands, "diarize", cmd_diarize,
+                               "who spoke when: speaker turns of a recording as RTTM", EXAMPLES)
+    _add_diarize_flags(sub)
+    add_fail_fraction_flag(sub)
+    add_force_flag(sub, "a window LDA")

@@ -1,0 +1,82 @@
+"""``wespeaker-py finetune``: a model adapted to your own speakers, written as a new model
+folder (see docs/finetune.md)."""
+from __future__ import annotations
+
+import argparse
+
+from wespeaker_py.cli.common import add_common_flags, add_flag
+
+EXAMPLES = """examples:
+  wespeaker-py finetune --model exp/ResNet34 --data data/calls --out exp/ResNet34-calls
+  wespeaker-py finetune --model exp/ResNet34 --data data/calls --out exp/ResNet34-calls \\
+      --epochs 8 --lr 5e-4 --freeze none --device cpu --num_threads 2
+
+DIR: wav.scp + utt2spk (+ segments) at any rate. A speaker-disjoint dev part
+(--dev_speakers) measures EER before and after and fits calibration.json. OUT
+is a model folder (config.yaml, avg_model.pt, calibration.json, finetune.json);
+run the same command again to resume a killed run. See docs/finetune.md."""
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """``wespeaker-py finetune``: a new model folder, trained on your speakers."""
+    import logging
+
+    from wespeaker_py.finetune import FinetuneOptions, finetune
+    from wespeaker_py.utils.logging_utils import setup_logging
+    if not logging.getLogger().handlers:  # training logs its progress; keep a caller's setup
+        setup_logging()
+    fields = FinetuneOptions.__dataclass_fields__
+    options = FinetuneOptions(**{name: getattr(args, name) for name in fields
+                                 if getattr(args, name) is not None})
+    report = finetune(args.model, args.data, args.out, options, device=args.device,
+                      num_threads=args.num_threads, overwrite=args.overwrite,
+                      config=args.config, mix_data=args.mix_data)
+    before, after = report["dev"]["before"], report["dev"]["after"]
+    print(f"dev ({report['data']['dev_speakers']} speakers, {after['trials']} trials): "
+          f"EER {100 * before['eer']:.2f}% before, {100 * after['eer']:.2f}% after; "
+          f"minDCF {before['min_dcf']:.3f} before, {after['min_dcf']:.3f} after; "
+          f"model in {args.out}")
+    return 0
+
+
+def add_finetune_command(commands) -> None:
+    """Add finetune to ``commands``."""
+    from wespeaker_py.finetune.config import FEW_SPEAKERS, FREEZE_CHOICES, FinetuneOptions
+    defaults = FinetuneOptions()
+    summary = "fine-tune a model on your own speakers: a new model folder with calibration"
+    sub = commands.add_parser("finetune", help=summary, description=summary,
+                              epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.set_defaults(handler=cmd_finetune, subcommand_parser=sub)
+    add_flag(sub, "model", required=True, metavar="SRC",
+             help="experiment dir, model folder or checkpoint with PyTorch weights")
+    add_flag(sub, "config", default=None, help="config.yaml for a checkpoint")
+    add_flag(sub, "data", required=True, metavar="DIR", help="wav.scp + utt2spk (+ segments)")
+    add_flag(sub, "out", required=True, metavar="OUT", help="the new model folder")
+    add_flag(sub, "mix_data", default=None, metavar="DIR2",
+             help="original-domain data (wav.scp + utt2spk) mixed into training")
+    add_flag(sub, "epochs", type=int, default=None, help=f"default {defaults.epochs}")
+    add_flag(sub, "lr", type=float, default=None,
+             help=f"peak learning rate as applied (Adam), default {defaults.lr:g}")
+    add_flag(sub, "margin", type=float, default=None,
+             help=f"additive angular margin, default {defaults.margin:g}")
+    add_flag(sub, "freeze", default=None, choices=FREEZE_CHOICES,
+             help=f"what does not train in the first --freeze_epochs: front (the first layer), "
+                  f"body (all but the new head), none, or auto (body below {FEW_SPEAKERS} "
+                  f"training speakers, else none); default {defaults.freeze}")
+    add_flag(sub, "freeze_epochs", type=int, default=None,
+             help=f"default {defaults.freeze_epochs}")
+    add_flag(sub, "sample_rate", type=int, default=None,
+             help="the new model's rate (default: the data's)")
+    add_flag(sub, "dev_speakers", type=int, default=None,
+             help="speakers held out for the dev EER and calibration (default: a fifth)")
+    add_flag(sub, "batch_size", type=int, default=None,
+             help="utterances per batch, at least 2; default: the source config's")
+    add_flag(sub, "num_workers", type=int, default=None, help="data loader workers, 0 or more")
+    add_flag(sub, "num_avg", type=int, default=None,
+             help=f"last checkpoints averaged, default {defaults.num_avg}")
+    add_flag(sub, "seed", type=int, default=None, help=f"default {defaults.seed}")
+    add_flag(sub, "device", default=None, help="cpu, cuda or cuda:N (default: a GPU if any)")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace OUT when it holds another run")
+    add_common_flags(sub)
