@@ -13,7 +13,7 @@ from train_helpers import CPU_WORLD, TINY_CONFIG
 from wespeaker_py.config import (ConfigError, TrainConfig, as_dataset_args, config_to_dict,
                                  load_config, load_model_config, parse_gpus, read_yaml,
                                  save_config)
-from wespeaker_py.config.schema import LOSS_ARGS
+from wespeaker_py.config.schema import LOSSES
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.builder import build_lr_scheduler, build_margin_scheduler
 from wespeaker_py.train.distributed import choose_device, init_distributed
@@ -207,9 +207,9 @@ def test_parse_gpus_names_the_flag_it_reads():
 # ---- 9: loss_args checked when the config loads ---------------------------------------------
 
 def test_loss_args_keys_are_the_loss_classes_own_with_its_defaults():
-    for loss, block in LOSS_ARGS.items():
-        parameters = inspect.signature(getattr(torch.nn, loss)).parameters
-        for name, default in config_to_dict(block()).items():
+    for choice in LOSSES.values():
+        parameters = inspect.signature(choice.factory()).parameters
+        for name, default in config_to_dict(choice.args()).items():
             assert name in parameters and parameters[name].default == default, name
 
 

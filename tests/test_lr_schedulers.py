@@ -12,10 +12,10 @@ from train_helpers import (CPU_WORLD, TINY_CONFIG, make_speaker_corpus, plan_of,
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.config import (ConfigError, ExponentialDecreaseArgs, TrainConfig,
                                  WarmupCosineArgs, WarmupStepDecayArgs, load_config)
-from wespeaker_py.config.schema import SCHEDULER_ARGS
+from wespeaker_py.config.schema import SCHEDULERS
 from wespeaker_py.train.builder import build_lr_scheduler
-from wespeaker_py.train.schedulers import (LR_SCHEDULERS, ExponentialDecrease,
-                                           WarmupCosineScheduler, WarmupLRWithStepDecay)
+from wespeaker_py.train.schedulers import (ExponentialDecrease, WarmupCosineScheduler,
+                                           WarmupLRWithStepDecay)
 
 # WeSpeaker's examples/voxceleb/v2/conf/w2vbert_s1_lora.yaml and w2vbert_s2_ft.yaml
 STEP_DECAY = {"scheduler": "WarmupLR_withStepDecay",
@@ -140,8 +140,10 @@ def test_state_round_trips_for_resume(build):
 
 
 def test_the_config_names_are_the_schedulers_and_their_blocks():
-    assert set(LR_SCHEDULERS) == set(SCHEDULER_ARGS) == {
-        "ExponentialDecrease", "WarmupLR_withStepDecay", "WarmupCosineScheduler"}
+    assert {name: (choice.factory(), choice.args) for name, choice in SCHEDULERS.items()} == {
+        "ExponentialDecrease": (ExponentialDecrease, ExponentialDecreaseArgs),
+        "WarmupLR_withStepDecay": (WarmupLRWithStepDecay, WarmupStepDecayArgs),
+        "WarmupCosineScheduler": (WarmupCosineScheduler, WarmupCosineArgs)}
 
 
 def _config(scheduler: dict, **optimizer_args) -> dict:

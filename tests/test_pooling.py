@@ -1,22 +1,34 @@
-"""Pooling layers: output sizes, closed-form statistics, invariance to frame order."""
+"""Pooling layers: output sizes, closed-form statistics, invariance to frame order.
+
+Every layer of POOLING_LAYERS is checked against the contract in the pooling module's
+docstring, so a new layer is tested without being listed here.
+"""
 import pytest
 import torch
 
-from wespeaker_py.models.pooling import get_pooling
+from wespeaker_py.models.pooling import (MOMENT_POOLINGS, POOLING_LAYERS, get_pooling,
+                                         pool_from_moments, time_moments)
 
 CHANNELS, FREQ, FRAMES = 16, 4, 30
-ATTENTIVE = [("ASTP", {}), ("ASTP", {"global_context_att": True}), ("MHASTP", {}),
-             ("MHASTP", {"head_num": 4, "layer_num": 3, "d_s": 2}), ("MQMHASTP", {}),
-             ("ASP", {})]
-ALL = [("TAP", {}), ("TSDP", {}), ("TSTP", {})] + ATTENTIVE
+# Every layer with its defaults, and the variants some arguments select.
+ALL = [(name, {}) for name in sorted(POOLING_LAYERS)] + [
+    ("ASTP", {"global_context_att": True}), ("MHASTP", {"head_num": 4, "layer_num": 3, "d_s": 2}),
+    ("XI", {"stddev": True})]
+# The layers that take [B, C, T] only; the others also flatten [B, C, F, T].
+THREE_D_ONLY = {"XI"}
 
 
 def _input(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name,extra", ALL)
-@pytest.mark.parametrize("four_d", [False, True])
+def _shapes(module):
+    return [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
+
+
+@pytest.mark.parametrize("name,extra,four_d", [
+    (name, extra, four_d) for name, extra in ALL for four_d in (False, True)
+    if not (four_d and name in THREE_D_ONLY)])
 def test_output_size_matches_get_out_dim(name, extra, four_d):
     shape = (3, CHANNELS, FREQ, FRAMES) if four_d else (3, CHANNELS * FREQ, FRAMES)
     pooling = get_pooling(name, in_dim=CHANNELS * FREQ, **extra).eval()
@@ -25,13 +37,38 @@ def test_output_size_matches_get_out_dim(name, extra, four_d):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name,extra", ALL + [("XI", {}), ("XI", {"stddev": True})])
+@pytest.mark.parametrize("name", sorted(POOLING_LAYERS))
+def test_every_layer_takes_the_keywords_models_pass_with_any_pooling_func(name):
+    # ECAPA-TDNN and ReDimNet pass global_context_att, W2VBert_Adapter_MFA hidden_dim
+    pooling = get_pooling(name, in_dim=CHANNELS, global_context_att=True, hidden_dim=8).eval()
+    assert pooling(_input(3, CHANNELS, FRAMES)).shape == (3, pooling.get_out_dim())
+
+
+@pytest.mark.parametrize("name", sorted(POOLING_LAYERS))
+def test_every_layer_ignores_a_keyword_it_does_not_use(name):
+    plain = get_pooling(name, in_dim=CHANNELS)
+    given_more = get_pooling(name, in_dim=CHANNELS, an_option_of_another_pooling=3)
+    assert _shapes(given_more) == _shapes(plain)
+    assert given_more.get_out_dim() == plain.get_out_dim()
+
+
+@pytest.mark.parametrize("name,extra", ALL)
 def test_output_ignores_frame_order(name, extra):
     pooling = get_pooling(name, in_dim=CHANNELS, **extra).eval()
     x = _input(2, CHANNELS, FRAMES)
     shuffled = x[:, :, torch.randperm(FRAMES, generator=torch.Generator().manual_seed(1))]
     with torch.no_grad():
         torch.testing.assert_close(pooling(x), pooling(shuffled), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer", MOMENT_POOLINGS, ids=lambda layer: layer.__name__)
+@pytest.mark.parametrize("four_d", [False, True])
+def test_a_moment_pooling_is_computed_from_the_moments_of_its_input(layer, four_d):
+    shape = (2, CHANNELS, FREQ, FRAMES) if four_d else (2, CHANNELS * FREQ, FRAMES)
+    pooling = get_pooling(layer.__name__, in_dim=CHANNELS * FREQ)
+    x = _input(*shape)
+    torch.testing.assert_close(pool_from_moments(pooling, *time_moments(x)), pooling(x),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_tstp_is_mean_and_unbiased_std():

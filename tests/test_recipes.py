@@ -1377,6 +1377,37 @@ def test_results_table_lists_each_backend_and_parses_back(tmp_path):
     assert all(0 <= float(row["trials minDCF"]) <= 1 for row in rows)
 
 
+def test_a_score_file_of_a_backend_not_in_the_table_gets_a_row_of_its_own(tmp_path, caplog):
+    exp = tmp_path / "exp"
+    scores = exp / "scores"
+    os.makedirs(scores / "calibration")
+    with open(exp / "config.yaml", "w") as out:
+        out.write("model: ResNet18\nmodel_args:\n  feat_dim: 80\n  embed_dim: 64\n"
+                  "  pooling_func: TSTP\n")
+    for trials_name in ("a.kaldi", "b.kaldi"):
+        _write_scores(scores / f"{trials_name}.score", 1.0, 0)
+        _write_scores(scores / f"{trials_name}.toyscore", 3.0, 1)
+    _write_scores(scores / "a.kaldi.ldascore", 2.0, 2)
+    # not score files of a.kaldi: what the recipe writes beside them, another list's scores
+    for name in ("a.kaldi.score.settings", "a.kaldi.score.det.png", "a.kaldi.toyscore.settings",
+                 "test_cos_result", "a.kaldi.log", "c.kaldi.toyscore", "x_a.kaldi.toyscore"):
+        (scores / name).write_text("e0 t0 1.0 target\n")
+    with caplog.at_level("INFO", logger="wespeaker_py.scoring.report"):
+        found = find_score_files(str(scores), "a.kaldi")
+    assert found == [("cosine", str(scores / "a.kaldi.score")),
+                     ("*.ldascore", str(scores / "a.kaldi.ldascore")),
+                     ("*.toyscore", str(scores / "a.kaldi.toyscore"))]
+    assert "a.kaldi.toyscore: no back-end of BACKENDS" in caplog.text
+    assert not [record for record in caplog.records if record.levelname != "INFO"]
+
+    rows = parse_table(write_report([str(exp)], ["a.kaldi", "b.kaldi"], None, None))
+    assert [row["Scoring"] for row in rows] == ["cosine", "*.ldascore", "*.toyscore"]
+    toy = rows[2]
+    assert float(toy["a.kaldi EER (%)"]) < float(rows[0]["a.kaldi EER (%)"])
+    assert toy["b.kaldi EER (%)"] == toy["a.kaldi EER (%)"]  # one row for both lists
+    assert rows[1]["b.kaldi EER (%)"] == "-"
+
+
 def test_format_table_marks_missing_trials():
     from wespeaker_py.scoring.report import BackendResult, ExperimentResults
 
@@ -1618,24 +1649,35 @@ def test_cohort_top_n_is_lowered_to_the_cohort_and_says_so(tmp_path):
     assert result.stderr == f"top_n lowered from 300 to the 4 cohort speakers of {spk2utt}\n"
 
 
+def _declared_stages(path):
+    """``(FIRST, LAST)`` of the script's ``require_stages FIRST LAST``, or None."""
+    import re
+    found = re.search(r"^require_stages (-?\d+) (-?\d+)$", open(path).read(), re.M)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def test_each_recipe_declares_the_stages_it_has():
     """require_stages FIRST LAST matches the script's own stage tests: FIRST the lowest
     ``stop_stage -ge N``, LAST the highest ``stage -le N``."""
     import re
     declared = {}
     for path in RECIPE_SCRIPTS:
-        text = open(path).read()
-        found = re.search(r"^require_stages (-?\d+) (-?\d+)$", text, re.M)
-        if found:
-            declared[path] = (int(found.group(1)), int(found.group(2)))
+        stages = _declared_stages(path)
+        if stages:
+            declared[path] = stages
+            text = open(path).read()
             lows = [int(n) for n in re.findall(r"\$\{stop_stage\} -ge (-?\d+)", text)]
             highs = [int(n) for n in re.findall(r"\$\{stage\} -le (-?\d+)", text)]
             assert declared[path] == (min(lows), max(highs)), path
     assert len(declared) >= 14
 
 
-@pytest.mark.parametrize("args", [[], ["--stage", "10", "--stop_stage", "12"]])
+# 90-99: far beyond the recipe's stages, so a stage added to it is not selected
+@pytest.mark.parametrize("args", [[], ["--stage", "90", "--stop_stage", "99"]])
 def test_a_stage_range_that_selects_no_stage_of_the_recipe_is_an_error(args):
+    first, last = _declared_stages(os.path.join(V2_DIR, "run.sh"))
+    assert last < 90
     result = run_script(V2_DIR, "run.sh", *args, check=False)
     assert result.returncode == 1
-    assert "its stages are 1 to 9" in result.stderr and "selects none of them" in result.stderr
+    assert f"its stages are {first} to {last}" in result.stderr
+    assert "selects none of them" in result.stderr

@@ -6,7 +6,8 @@
 
 Reads each experiment's config.yaml and the score files the recipe's scoring
 scripts leave in its scores/ (cosine, AS-Norm/S-Norm, QMF, PLDA, whichever
-exist). With --det_dir it also draws all back-ends of each trial list into
+exist; any other <trials>.<name>score is a row of its own, labelled *.<name>score).
+With --det_dir it also draws all back-ends of each trial list into
 DET_DIR/det_<trials>.png.
 """
 import sys
@@ -14,6 +15,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.scoring.report import write_report
+from wespeaker_py.utils.logging_utils import setup_logging
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -24,6 +26,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     add_flag(parser, "output", default=None, help="also write the table (markdown) here")
     add_flag(parser, "det_dir", default=None, help="write the combined DET plots here")
     args = parser.parse_args(argv)
+    setup_logging()
     print(write_report(args.exp_dirs, args.trials.split(), args.output, args.det_dir), end="")
 
 

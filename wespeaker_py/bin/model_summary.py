@@ -38,7 +38,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         rows = summarize_models(args.models or list_models(), num_frames=args.frames,
                                 feat_dim=args.feat_dim)
     except ValueError as error:
-        raise UsageError(f"--models: {error}") from None
+        # without --models the registry's own models are measured: no flag is to blame
+        raise UsageError(f"--models: {error}" if args.models else str(error)) from None
     print(format_summary_table(rows, num_frames=args.frames))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Literal, Optional, Union
 
+from wespeaker_py.config.choices import ArgsBlocks, Choice, args_union, one_of
 from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
 from wespeaker_py.config.gpus import parse_gpus
 
@@ -500,11 +501,17 @@ class WarmupCosineArgs:
         return self.max_lr
 
 
-# ``scheduler`` names the block of ``scheduler_args``
-SCHEDULER_ARGS = {"ExponentialDecrease": ExponentialDecreaseArgs,
-                  "WarmupLR_withStepDecay": WarmupStepDecayArgs,
-                  "WarmupCosineScheduler": WarmupCosineArgs}
-SchedulerArgs = Union[ExponentialDecreaseArgs, WarmupStepDecayArgs, WarmupCosineArgs]
+# ``scheduler``: its values (WeSpeaker's names), each with its ``scheduler_args`` block and
+# its schedule; the one place a learning-rate schedule is added
+SCHEDULERS = {
+    "ExponentialDecrease": Choice("wespeaker_py.train.schedulers:ExponentialDecrease",
+                                  ExponentialDecreaseArgs),
+    "WarmupLR_withStepDecay": Choice("wespeaker_py.train.schedulers:WarmupLRWithStepDecay",
+                                     WarmupStepDecayArgs),
+    "WarmupCosineScheduler": Choice("wespeaker_py.train.schedulers:WarmupCosineScheduler",
+                                    WarmupCosineArgs),
+}
+SchedulerArgs = args_union(SCHEDULERS)
 
 
 @_block
@@ -519,8 +526,14 @@ class CrossEntropyLossArgs:
     reduction: Literal["mean"] = "mean"
 
 
-# ``loss`` names the block that checks ``loss_args``
-LOSS_ARGS = {"CrossEntropyLoss": CrossEntropyLossArgs}
+# ``loss``: its values (torch's names), each with the block that checks ``loss_args`` and
+# the criterion it builds; the one place a loss is added
+LOSSES = {"CrossEntropyLoss": Choice("torch.nn:CrossEntropyLoss", CrossEntropyLossArgs)}
+
+# ``optimizer``: its values (torch's names); ``optimizer_args`` is open (OPTIMIZER_KEYS below
+# are checked here, the optimizer takes the rest); the one place an optimizer is added
+OPTIMIZERS = {"SGD": Choice("torch.optim:SGD"), "Adam": Choice("torch.optim:Adam"),
+              "AdamW": Choice("torch.optim:AdamW")}
 
 
 # Open blocks: their consumer checks the whole mapping; these keys are checked here.
@@ -601,18 +614,21 @@ class TrainConfig(ModelConfig):
     projection_args: Dict[str, Any]
     margin_scheduler: Literal["MarginScheduler"] = "MarginScheduler"
     margin_update: MarginUpdate
-    loss: Literal["CrossEntropyLoss"] = "CrossEntropyLoss"
+    # the names of LOSSES, OPTIMIZERS and SCHEDULERS (these annotations are evaluated when a
+    # config is checked, so they follow the tables)
+    loss: one_of(LOSSES) = "CrossEntropyLoss"
     loss_args: Dict[str, Any] = setting(factory=dict)
     # optimisation
-    optimizer: Literal["SGD", "Adam", "AdamW"]
+    optimizer: one_of(OPTIMIZERS)
     optimizer_args: Dict[str, Any] = setting(factory=dict)
-    scheduler: Literal["ExponentialDecrease", "WarmupLR_withStepDecay", "WarmupCosineScheduler"]
-    scheduler_args: SchedulerArgs = setting(variants=("scheduler", SCHEDULER_ARGS))
+    scheduler: one_of(SCHEDULERS)
+    scheduler_args: args_union(SCHEDULERS) = setting(
+        variants=("scheduler", ArgsBlocks(SCHEDULERS)))
     do_lm: bool = False
 
     def _finish(self, where: str) -> None:
         self.gpus = parse_gpus(self.gpus)
-        checked_loss = parse_block(LOSS_ARGS[self.loss], self.loss_args, "loss_args")
+        checked_loss = parse_block(LOSSES[self.loss].args, self.loss_args, "loss_args")
         self.loss_args = {key: getattr(checked_loss, key) for key in self.loss_args}
         _check_open_keys(self.projection_args, PROJECTION_KEYS, "projection_args")
         _check_open_keys(self.optimizer_args, OPTIMIZER_KEYS, "optimizer_args")

@@ -1,85 +1,131 @@
 """Speaker models by their WeSpeaker names.
 
-Each family lives in its own module, which exposes ``MODELS``: a dict from the
-WeSpeaker model name (``ResNet34``, ``ECAPA_TDNN_GLOB_c512``, ...) to a factory
-taking the config's ``model_args``. A family may also expose ``GENERIC_MODELS``:
-WeSpeaker's generic class names (``ResNet``, ``ECAPA_TDNN``, ``ReDimNet``, ...),
-which WeSpeaker's ``get_speaker_model`` accepts too and which take the whole
-architecture as ``model_args``. Family modules are imported on first use so
-that importing the package stays cheap.
+Each family lives in its own module, named in :data:`_FAMILIES`, which exposes
+``MODELS``: a dict from the WeSpeaker model name (``ResNet34``,
+``ECAPA_TDNN_GLOB_c512``, ...) to a factory taking the config's ``model_args``.
+A family may also expose ``GENERIC_MODELS``: WeSpeaker's generic class names
+(``ResNet``, ``ECAPA_TDNN``, ``ReDimNet``, ...), which WeSpeaker's
+``get_speaker_model`` accepts too and which take the whole architecture as
+``model_args``. Models are looked up by their exact name in one index of every
+family's names; a name two families (or both tables of one) give is an error
+when the index is built.
+
+Beside its tables, a family module states what is particular to its models, each
+read where it is used and each optional unless said otherwise:
+
+- ``FRONTEND``: the front-end its models read (:func:`model_frontend`), else fbank;
+- ``RECIPE_MODEL_ARGS`` (needed by :mod:`~wespeaker_py.models.complexity`, the
+  model table and the model tests): each model name's ``model_args`` in the
+  VoxCeleb v2 recipe, beyond the input size;
+- ``RECIPE_FEAT_DIM``: the recipe's input size, where it is not 80 mel bins;
+- ``INPUT_SIZE_KEY``: the ``model_args`` key of the input size, where it is not
+  ``feat_dim``;
+- ``DEPLOYED_FORM_ARGS``: the ``model_args`` of the inference-time form, where a
+  model has one (RepVGG).
+
+Family modules are imported on first lookup, so that importing the package stays cheap.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Dict, List, Optional
+import os
+from types import ModuleType
+from typing import Callable, Dict, Iterable, List, NamedTuple, Tuple
 
 import torch.nn as nn
 
 from wespeaker_py.models.protocol import ModelArgError, SpeakerModel
 
-__all__ = ["ModelArgError", "SpeakerModel", "check_frontend", "family_module_name", "get_model",
-           "list_models", "model_factory", "model_frontend"]
+__all__ = ["ModelArgError", "SpeakerModel", "check_frontend", "family_module",
+           "family_module_name", "get_model", "list_models", "model_factory", "model_frontend"]
 
-# Longest prefixes first: "SimAM_ResNet" must win over "ResNet", "XI_VEC" over "XVEC",
-# "ReDimNet2" over "ReDimNet". A family may have two (whisper_PMFA: WeSpeaker's code
-# and its config spell it differently).
-_FAMILY_BY_PREFIX = (
-    ("ReDimNet2", "redimnet2"),
-    ("ReDimNet", "redimnet"),
-    ("SimAM_ResNet", "samresnet"),
-    ("XI_VEC", "xi_vector"),
-    ("XVEC", "tdnn"),
-    ("ECAPA_TDNN", "ecapa_tdnn"),
-    ("ResNet", "resnet"),
-    ("REPVGG", "repvgg"),
-    ("CAMPPlus", "campplus"),
-    ("ERes2Net", "eres2net"),
-    ("Res2Net", "res2net"),
-    ("Gemini", "gemini_dfresnet"),
-    ("W2VBert", "w2vbert_adapter_mfa"),
-    ("whisper_PMFA", "whisper_pmfa"),
-    ("Whisper_PMFA", "whisper_pmfa"),
-)
+# The family modules, in any order: a model is found by its exact name.
+_FAMILIES = ("redimnet2", "redimnet", "samresnet", "xi_vector", "tdnn", "ecapa_tdnn", "resnet",
+             "repvgg", "campplus", "eres2net", "res2net", "gemini_dfresnet",
+             "w2vbert_adapter_mfa", "whisper_pmfa")
 
 
-def _family_of(name: str) -> Optional[str]:
-    """The family module whose prefix ``name`` starts with, or None."""
-    for prefix, module_name in _FAMILY_BY_PREFIX:
-        if name.startswith(prefix):
-            return module_name
-    return None
+class _Entry(NamedTuple):
+    """One name of the model index: its factory, its family module, and whether it is
+    one of WeSpeaker's generic names (``GENERIC_MODELS``)."""
+
+    factory: Callable[..., nn.Module]
+    family: ModuleType
+    generic: bool
+
+
+def _index() -> Dict[str, _Entry]:
+    """Every registered model name with its entry; a ValueError naming both places if
+    two tables give one name.
+
+    Built from the family tables at each call (a few dozen names), so that it always
+    agrees with them.
+    """
+    index: Dict[str, _Entry] = {}
+    places: Dict[str, str] = {}
+    for module_name in _FAMILIES:
+        family = importlib.import_module(f"{__name__}.{module_name}")
+        for table, generic in (("MODELS", False), ("GENERIC_MODELS", True)):
+            for name, factory in getattr(family, table, {}).items():
+                place = f"{family.__name__}.{table}"
+                if name in index:
+                    raise ValueError(f"model name {name!r} is given by both {places[name]} and "
+                                     f"{place}; a model name must pick one model")
+                index[name], places[name] = _Entry(factory, family, generic), place
+    return index
+
+
+def _shared_start(names: Iterable[str]) -> str:
+    """The start ``names`` share, case aside (whisper_PMFA is also spelt Whisper_PMFA)."""
+    return os.path.commonprefix([name.casefold() for name in names])
+
+
+def _families_by_start() -> List[Tuple[str, str, List[str]]]:
+    """For each family: the start its names share (case-folded), its module name, and
+    its names, sorted; what the error for an unknown name points to."""
+    names_by_family: Dict[str, List[str]] = {}
+    for name, entry in _index().items():
+        names_by_family.setdefault(entry.family.__name__.rpartition(".")[2], []).append(name)
+    return [(_shared_start(names), module_name, sorted(names))
+            for module_name, names in names_by_family.items()]
 
 
 def _unknown_model(name: str) -> ValueError:
-    """The error for a model name :func:`get_model` does not know: it names the config key,
-    and the names of the family the name's prefix picks, else the closest known names."""
-    module_name = _family_of(name)
-    if module_name is not None:
-        hint = f"the {module_name} family offers {', '.join(sorted(_family_models(module_name)))}"
+    """The error for a model name no family gives: it names the config key, and the names
+    of the family whose names all start as ``name`` does, else the closest known names."""
+    families = _families_by_start()
+    matching = [family for family in families
+                if family[0] and name.casefold().startswith(family[0])]
+    if matching:
+        _, module_name, names = max(matching, key=lambda family: len(family[0]))
+        hint = f"the {module_name} family offers {', '.join(names)}"
     else:
-        known = list_models(generic=True)
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+        close = difflib.get_close_matches(name, list_models(generic=True), n=5, cutoff=0.6)
+        starts = sorted(names[0][:len(start)] for start, _, names in families if start)
         hint = (f"closest known names: {', '.join(close)}" if close else
-                f"known names start with {', '.join(p for p, _ in _FAMILY_BY_PREFIX)}")
+                f"known names start with {', '.join(starts)}")
     return ValueError(f"config key 'model' is {name!r}, which is no known model; {hint} "
                       f"(models.list_models(generic=True) lists them all)")
 
 
-def family_module_name(name: str) -> str:
-    """The family module (``resnet``, ``ecapa_tdnn``, ...) that holds model ``name``."""
-    module_name = _family_of(name)
-    if module_name is None:
+def _entry(name: str) -> _Entry:
+    """The index entry of model ``name``; the error of :func:`_unknown_model` if none."""
+    entry = _index().get(name)
+    if entry is None:
         raise _unknown_model(name)
-    return module_name
+    return entry
 
 
-def _family_models(module_name: str, generic: bool = True) -> Dict[str, object]:
-    """A family's factories by name: its named variants, and its generic names if asked."""
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    if not generic:
-        return module.MODELS
-    return {**module.MODELS, **getattr(module, "GENERIC_MODELS", {})}
+def family_module(name: str) -> ModuleType:
+    """The family module that gives model ``name``, whose constants (``FRONTEND``,
+    ``RECIPE_MODEL_ARGS``, ...) describe it."""
+    return _entry(name).family
+
+
+def family_module_name(name: str) -> str:
+    """The name of the family module (``resnet``, ``ecapa_tdnn``, ...) that gives model ``name``."""
+    return family_module(name).__name__.rpartition(".")[2]
 
 
 def list_models(generic: bool = False) -> List[str]:
@@ -89,20 +135,14 @@ def list_models(generic: bool = False) -> List[str]:
     ``ECAPA_TDNN``, ...), which need architecture ``model_args`` (``block``,
     ``num_blocks``, ...) beyond the recipe's ``feat_dim`` and ``embed_dim``.
     """
-    names: List[str] = []
-    for module_name in dict.fromkeys(module for _, module in _FAMILY_BY_PREFIX):
-        names.extend(_family_models(module_name, generic))
-    return sorted(names)
+    return sorted(name for name, entry in _index().items() if generic or not entry.generic)
 
 
 def model_factory(name: str) -> Callable[..., nn.Module]:
     """The factory of the speaker model called ``name`` (a WeSpeaker model name), which
     takes the config's ``model_args``; a ValueError naming the config key ``model`` and
     the names that come closest if no model has that name."""
-    family = _family_models(family_module_name(name))
-    if name not in family:
-        raise _unknown_model(name)
-    return family[name]
+    return _entry(name).factory
 
 
 def get_model(name: str, **model_args) -> nn.Module:
@@ -123,8 +163,7 @@ def model_frontend(name: str) -> str:
     A family module that needs a particular front-end says so in ``FRONTEND``;
     the others read fbank-like features (fbank, or an SSL front-end's).
     """
-    module = importlib.import_module(f"{__name__}.{family_module_name(name)}")
-    return getattr(module, "FRONTEND", "fbank")
+    return getattr(family_module(name), "FRONTEND", "fbank")
 
 
 # Front-ends whose features only their own models read, and whose models read nothing else.

@@ -278,3 +278,6 @@ class CAMPPlus(nn.Module):
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {"CAMPPlus": CAMPPlus}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 512} for name in MODELS}

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from wespeaker_py.models import get_model
+from wespeaker_py.models import family_module, get_model
 from wespeaker_py.utils.progress import progress_bar
 
 
@@ -48,47 +48,14 @@ def count_macs(model: nn.Module, num_frames: int = 200, feat_dim: int = 80) -> i
     return counter.get_total_flops() // 2
 
 
-# model_args of the VoxCeleb v2 recipe beyond the input size, by name prefix
-# (longest first, as in the registry).
-_RECIPE_MODEL_ARGS = (
-    ("SimAM_ResNet", {"embed_dim": 256}),
-    ("XI_VEC_XVEC", {"embed_dim": 512}),
-    ("XI_VEC", {"embed_dim": 192}),
-    ("XVEC", {"embed_dim": 512}),
-    ("ECAPA_TDNN", {"embed_dim": 192}),
-    ("ResNet", {"embed_dim": 256}),
-    ("REPVGG", {"embed_dim": 256}),
-    ("CAMPPlus", {"embed_dim": 512}),
-    ("ERes2Net", {"embed_dim": 512}),
-    ("Res2Net", {"embed_dim": 256}),
-    ("Gemini", {"embed_dim": 256}),
-    ("ReDimNet", {"embed_dim": 192}),
-    ("W2VBert", {"embed_dim": 256, "pooling_func": "ASP", "adapter_dim": 128,
-                 "num_frontend_hidden_layers": 24}),
-    ("whisper_PMFA", {"embed_dim": 192}),   # WeSpeaker's VoxCeleb v1 Whisper-PMFA recipe
-    ("Whisper_PMFA", {"embed_dim": 192}),
-)
-
-# The recipe's input size where it is not 80-dim fbank: WeSpeaker's redimnet*.yaml
-# use 72 mel bins (fbank for ReDimNet, TFMel for ReDimNet2).
-# W2VBert_Adapter_MFA's feat_dim is the hidden size of W2V-BERT 2.0; whisper_PMFA's the
-# outputs of Whisper large-v2's blocks 17-24 side by side (8 x 1280).
-_WHISPER_PMFA_FEAT_DIM = 8 * 1280
-_RECIPE_FEAT_DIM = (("ReDimNet", 72), ("W2VBert", 1024), ("whisper_PMFA", _WHISPER_PMFA_FEAT_DIM),
-                    ("Whisper_PMFA", _WHISPER_PMFA_FEAT_DIM))
+# The input size (mel bins) of the recipes, unless a family's RECIPE_FEAT_DIM says otherwise.
 DEFAULT_FEAT_DIM = 80
 
 
-# WeSpeaker's SimAM-ResNet calls its input size acoustic_dim instead of feat_dim.
-_INPUT_SIZE_KEY = (("SimAM_ResNet", "acoustic_dim"),)
-# The results table reports RepVGG in its re-parameterised deployment form.
-_DEPLOYED_FORM_ARGS = (("REPVGG", {"deploy": True}),)
-
-
 def recipe_feat_dim(name: str) -> int:
-    """The input size (mel bins) the VoxCeleb v2 recipe gives model ``name``."""
-    return next((dim for prefix, dim in _RECIPE_FEAT_DIM if name.startswith(prefix)),
-                DEFAULT_FEAT_DIM)
+    """The input size (mel bins) the VoxCeleb v2 recipe gives model ``name``: its family's
+    ``RECIPE_FEAT_DIM``, else :data:`DEFAULT_FEAT_DIM`."""
+    return getattr(family_module(name), "RECIPE_FEAT_DIM", DEFAULT_FEAT_DIM)
 
 
 def recipe_input_dim(name: str) -> int:
@@ -101,27 +68,24 @@ def recipe_input_dim(name: str) -> int:
 
 def recipe_model_args(name: str, feat_dim: Optional[int] = None,
                       deployed: bool = False) -> Dict[str, object]:
-    """The model_args the VoxCeleb v2 recipe trains model ``name`` with.
+    """The model_args the VoxCeleb v2 recipe trains model ``name`` with: its entry in
+    its family's ``RECIPE_MODEL_ARGS``, and the input size.
 
-    The input size ``feat_dim`` (default: :func:`recipe_feat_dim`) goes under
-    WeSpeaker's argument name for the model (``acoustic_dim`` for SimAM-ResNet).
-    ``deployed`` selects the inference-time form where a model has one (RepVGG),
-    as the results table counts it.
+    The input size ``feat_dim`` (default: :func:`recipe_feat_dim`) goes under the
+    family's ``INPUT_SIZE_KEY`` (``acoustic_dim`` for SimAM-ResNet), else ``feat_dim``.
+    ``deployed`` adds the family's ``DEPLOYED_FORM_ARGS``, the inference-time form
+    where a model has one (RepVGG), as the results table counts it. A model without
+    an entry is a ValueError naming it and the table its entry belongs in.
     """
-    input_key = next((key for prefix, key in _INPUT_SIZE_KEY if name.startswith(prefix)),
-                     "feat_dim")
-    if feat_dim is None:
-        feat_dim = recipe_feat_dim(name)
-    for prefix, args in _RECIPE_MODEL_ARGS:
-        if name.startswith(prefix):
-            model_args = {input_key: feat_dim, **args}
-            break
-    else:
-        raise ValueError(f"no recipe model_args for model {name!r}")
+    family = family_module(name)
+    args = getattr(family, "RECIPE_MODEL_ARGS", {}).get(name)
+    if args is None:
+        raise ValueError(f"no recipe model_args for model {name!r}: they belong in "
+                         f"RECIPE_MODEL_ARGS of {family.__name__}, beside its MODELS")
+    input_key = getattr(family, "INPUT_SIZE_KEY", "feat_dim")
+    model_args = {input_key: recipe_feat_dim(name) if feat_dim is None else feat_dim, **args}
     if deployed:
-        for prefix, args in _DEPLOYED_FORM_ARGS:
-            if name.startswith(prefix):
-                model_args.update(args)
+        model_args.update(getattr(family, "DEPLOYED_FORM_ARGS", {}))
     return model_args
 
 
@@ -141,14 +105,17 @@ def summarize_models(names: Iterable[str], num_frames: int = 200,
     """Build each named model with its recipe model_args (deployed form) and measure it.
 
     ``feat_dim`` None gives every model its recipe's input size (:func:`recipe_feat_dim`).
-    A model the recipe's arguments cannot build (a generic name such as ``ResNet``) is a
-    ValueError naming it.
+    Every model's recipe model_args are looked up before any model is built, so a model
+    without them (:func:`recipe_model_args`) stops the table at once. A model the recipe's
+    arguments cannot build (a generic name such as ``ResNet``) is a ValueError naming it.
     """
-    rows = []
-    for name in progress_bar(list(names), desc="models", unit="model"):
+    plans = []
+    for name in names:
         dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
-        model_args = recipe_model_args(name, dim, deployed=True)
-        width = recipe_input_dim(name) // recipe_feat_dim(name) * dim
+        plans.append((name, recipe_model_args(name, dim, deployed=True),
+                      recipe_input_dim(name) // recipe_feat_dim(name) * dim))
+    rows = []
+    for name, model_args, width in progress_bar(plans, desc="models", unit="model"):
         try:
             with torch.device("meta"):  # shapes only: nothing is allocated or computed
                 model = get_model(name, **model_args)

@@ -156,3 +156,6 @@ MODELS = {
 
 # WeSpeaker's generic name: the class itself, with all its keyword arguments.
 GENERIC_MODELS = {"ECAPA_TDNN": ECAPA_TDNN}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 192} for name in (*MODELS, *GENERIC_MODELS)}

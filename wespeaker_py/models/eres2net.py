@@ -172,3 +172,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"ERes2Net": generic_eres2net}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 512} for name in (*MODELS, *GENERIC_MODELS)}

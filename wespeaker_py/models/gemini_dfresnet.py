@@ -110,3 +110,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 
 # WeSpeaker's generic name: the class itself, with its ``depths`` and ``dims`` lists.
 GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"Gemini_DF_ResNet": GeminiDFResNet}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256} for name in (*MODELS, *GENERIC_MODELS)}

@@ -1,11 +1,27 @@
 """Pooling layers: turn frame-level features into one utterance-level vector.
 
-Every layer takes frame features with time on the last axis, either
-``[B, C, T]`` (TDNN-like encoders) or ``[B, C, F, T]`` (ResNet-like encoders,
-whose channel and frequency axes are flattened together), and returns
-``[B, get_out_dim()]``. Class names, constructor arguments and parameter names
-follow WeSpeaker's ``pooling_layers`` so checkpoints load unchanged; a model's
-``pooling_func`` string is looked up with :func:`get_pooling`.
+Class names, constructor arguments and parameter names follow WeSpeaker's
+``pooling_layers`` so checkpoints load unchanged; a model's ``pooling_func``
+string is looked up in :data:`POOLING_LAYERS` by :func:`get_pooling`.
+
+What every layer of :data:`POOLING_LAYERS` offers (``tests/test_pooling.py`` checks
+each one):
+
+- its constructor takes the input size as ``in_dim`` (the channels, times the
+  frequency bins for a 4-D input) and accepts, and ignores, keyword arguments it
+  does not use: models pass ``global_context_att`` (ECAPA-TDNN, ReDimNet,
+  ReDimNet2) and ``hidden_dim`` (W2VBert_Adapter_MFA) whatever their
+  ``pooling_func`` names;
+- ``forward`` takes frame features with time on the last axis, ``[B, C, T]``
+  (TDNN-like encoders) or ``[B, C, F, T]`` (ResNet-like encoders, whose channel
+  and frequency axes are flattened together; XI takes ``[B, C, T]`` only), and
+  returns ``[B, get_out_dim()]``;
+- ``get_out_dim()`` gives that output size.
+
+:data:`MOMENT_POOLINGS` are the layers whose output is a function of the mean and
+variance of each input channel over time alone, so that a long input can be pooled
+exactly from moments gathered chunk by chunk (``runtime/long_audio.py``); a layer
+added there must also be computed by :func:`pool_from_moments`.
 """
 from __future__ import annotations
 

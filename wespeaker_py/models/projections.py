@@ -17,8 +17,10 @@ head saved under ``projection.`` in a checkpoint loads unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn as nn
@@ -392,70 +394,110 @@ class LinearSoftmax(ProjectionHead):
         return self.trans(embeddings)
 
 
-# Keys a projection_args block may hold. embed_dim, num_class and do_lm are
-# what WeSpeaker's train.py writes into the block; some configs carry an
-# initial "margin".
-_KNOWN_KEYS = {"project_type", "scale", "margin", "easy_margin", "K", "mp", "k_top", "do_lm",
-               "t", "lanbuda", "margin_type", "curvature", "embed_dim", "num_class"}
-# Its numeric keys (a quoted number in YAML is a string): counts, and real numbers.
-_INTEGER_KEYS = ("K", "k_top")
-_NUMBER_KEYS = ("scale", "margin", "mp", "t", "lanbuda", "curvature")
+@dataclasses.dataclass(frozen=True)
+class HeadKey:
+    """A ``projection_args`` key of a head: its value when the key is left out, and its kind
+    (``int``: a count; ``float``: any number; ``bool``; ``str``)."""
+
+    default: Any
+    kind: type
 
 
-def _check_numbers(projection_args: Dict) -> None:
-    """ValueError naming the first numeric key of ``projection_args`` whose value is not a
-    number (an integer for a count)."""
-    for key in _INTEGER_KEYS + _NUMBER_KEYS:
-        value = projection_args.get(key)
-        wanted = int if key in _INTEGER_KEYS else (int, float)
-        if key in projection_args and (isinstance(value, bool) or not isinstance(value, wanted)):
-            kind = "an integer" if key in _INTEGER_KEYS else "a number"
-            raise ValueError(f"projection_args.{key} is {value!r}, which is not {kind}")
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """One ``project_type``: the head's class, called with ``embed_dim``, ``num_class`` and a
+    keyword argument of the same name for each of its ``keys``."""
+
+    build: Callable[..., ProjectionHead]
+    keys: Mapping[str, HeadKey]
 
 
-def _build_head(project_type: str, args: Dict, embed_dim: int, num_class: int) -> ProjectionHead:
-    scale = args.get("scale", 32.0)
-    margin = args.get("margin", 0.0)
-    easy_margin = args.get("easy_margin", False)
-    if project_type == "arc_margin":
-        return ArcMarginProduct(embed_dim, num_class, scale=scale, margin=margin,
-                                easy_margin=easy_margin)
-    if project_type == "arc_margin_intertopk_subcenter":
-        return ArcMarginProduct_intertopk_subcenter(
-            embed_dim, num_class, scale=scale, margin=margin, easy_margin=easy_margin,
-            K=args.get("K", 3), mp=args.get("mp", 0.06), k_top=args.get("k_top", 5),
-            do_lm=args.get("do_lm", False))
-    if project_type == "add_margin":
-        return AddMarginProduct(embed_dim, num_class, scale=scale, margin=margin)
-    if project_type == "sphere":
-        return SphereProduct(embed_dim, num_class, margin=4)
-    if project_type == "ham_margin":
-        return HyperbolicAMSoftmax(embed_dim, num_class, scale=scale, margin=margin,
-                                   curvature=args.get("curvature", 1.0))
-    if project_type == "sphereface2":
-        return SphereFace2(embed_dim, num_class, scale=scale, margin=margin,
-                           t=args.get("t", 3), lanbuda=args.get("lanbuda", 0.7),
-                           margin_type=args.get("margin_type", "C"))
-    if project_type == "softmax":
-        return LinearSoftmax(embed_dim, num_class)
-    raise ValueError(f"projection_args.project_type: unknown head {project_type!r}; choose one "
-                     f"of arc_margin, arc_margin_intertopk_subcenter, add_margin, ham_margin, "
-                     f"sphere, sphereface2, softmax")
+# keys that several heads take, declared once so that they mean the same to each
+_SCALE = HeadKey(32.0, float)
+_START_MARGIN = HeadKey(0.0, float)  # the margin scheduler sets it from the first step on
+_EASY_MARGIN = HeadKey(False, bool)
+
+# ``projection_args.project_type``: WeSpeaker's names; the one place a head is added
+HEADS: Dict[str, Head] = {
+    "arc_margin": Head(ArcMarginProduct, {"scale": _SCALE, "margin": _START_MARGIN,
+                                          "easy_margin": _EASY_MARGIN}),
+    "arc_margin_intertopk_subcenter": Head(ArcMarginProduct_intertopk_subcenter, {
+        "scale": _SCALE, "margin": _START_MARGIN, "easy_margin": _EASY_MARGIN,
+        "K": HeadKey(3, int), "mp": HeadKey(0.06, float), "k_top": HeadKey(5, int),
+        "do_lm": HeadKey(False, bool)}),
+    "add_margin": Head(AddMarginProduct, {"scale": _SCALE, "margin": _START_MARGIN}),
+    "ham_margin": Head(HyperbolicAMSoftmax, {"scale": _SCALE, "margin": _START_MARGIN,
+                                             "curvature": HeadKey(1.0, float)}),
+    # as WeSpeaker's: the multiplier is always 4
+    "sphere": Head(functools.partial(SphereProduct, margin=4), {}),
+    "sphereface2": Head(SphereFace2, {"scale": _SCALE, "margin": _START_MARGIN,
+                                      "t": HeadKey(3, float), "lanbuda": HeadKey(0.7, float),
+                                      "margin_type": HeadKey("C", str)}),
+    "softmax": Head(LinearSoftmax, {}),
+}
+
+# Keys of every block, whatever the head: WeSpeaker's train.py writes embed_dim, num_class and
+# do_lm into it, and its configs give every head scale and easy_margin (its sphereface2 ones
+# too). A head that has no use for them takes no notice of them.
+_EVERY_BLOCK_KEYS = frozenset({"project_type", "embed_dim", "num_class", "do_lm", "scale",
+                               "easy_margin"})
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def get_projection(projection_args: Dict, embed_dim: int, num_class: int) -> ProjectionHead:
-    """Build the head named by ``projection_args["project_type"]``.
+def _key_kinds() -> Dict[str, type]:
+    """Each key of a head in :data:`HEADS`, with its kind."""
+    return {key: spec.kind for head in HEADS.values() for key, spec in head.keys.items()}
 
-    ``projection_args`` is the config's block of the same name; ``embed_dim``
-    and ``num_class`` entries in it (which WeSpeaker writes into saved configs)
-    are ignored in favour of the arguments. Margin heads start at
-    ``projection_args["margin"]`` (default 0); the margin scheduler then sets
-    the margin through ``update``. The sphere head's multiplier is always 4.
-    """
-    unknown = sorted(set(projection_args) - _KNOWN_KEYS)
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _check_keys(projection_args: Mapping[str, Any]) -> Head:
+    """The head ``projection_args`` names, once every key is known and of its kind
+    (ValueError naming the first that is not)."""
+    kinds = _key_kinds()
+    unknown = sorted(set(projection_args) - _EVERY_BLOCK_KEYS - set(kinds))
     if unknown:
         raise ValueError(f"projection_args: unknown key(s) {', '.join(unknown)}")
     if "project_type" not in projection_args:
         raise ValueError("projection_args.project_type is missing")
-    _check_numbers(projection_args)
-    return _build_head(projection_args["project_type"], projection_args, embed_dim, num_class)
+    for key, value in projection_args.items():
+        if key in kinds and not _is_kind(value, kinds[key]):
+            raise ValueError(f"projection_args.{key} is {value!r}, which is not "
+                             f"{_KINDS[kinds[key]]}")
+    project_type = projection_args["project_type"]
+    if project_type not in HEADS:
+        raise ValueError(f"projection_args.project_type: unknown head {project_type!r}; "
+                         f"choose one of {', '.join(HEADS)}")
+    return HEADS[project_type]
+
+
+def keys_of_other_heads(projection_args: Mapping[str, Any]) -> Dict[str, List[str]]:
+    """The keys of ``projection_args`` that its head ignores but other heads take, each with
+    the names of those heads. Keys of every block (WeSpeaker writes ``scale`` for a head
+    without one) are not among them."""
+    head = HEADS[projection_args["project_type"]]
+    return {key: [name for name, other in HEADS.items() if key in other.keys]
+            for key in projection_args
+            if key not in head.keys and key not in _EVERY_BLOCK_KEYS}
+
+
+def get_projection(projection_args: Mapping[str, Any], embed_dim: int,
+                   num_class: int) -> ProjectionHead:
+    """Build the head named by ``projection_args["project_type"]`` (:data:`HEADS`).
+
+    ``projection_args`` is the config's block of the same name; ``embed_dim``
+    and ``num_class`` entries in it (which WeSpeaker writes into saved configs)
+    are ignored in favour of the arguments, and so are the keys of other heads
+    (:func:`keys_of_other_heads`). Margin heads start at
+    ``projection_args["margin"]`` (default 0); the margin scheduler then sets
+    the margin through ``update``. The sphere head's multiplier is always 4.
+    A key no head takes, or a value not of its key's kind, is a ValueError.
+    """
+    head = _check_keys(projection_args)
+    return head.build(embed_dim, num_class,
+                      **{key: projection_args.get(key, spec.default)
+                         for key, spec in head.keys.items()})

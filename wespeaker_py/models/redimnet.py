@@ -158,3 +158,8 @@ MODELS = {
 
 # WeSpeaker's generic name: the class itself, with all its keyword arguments.
 GENERIC_MODELS = {"ReDimNet": ReDimNet}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 192} for name in (*MODELS, *GENERIC_MODELS)}
+# WeSpeaker's redimnet*.yaml use 72 mel bins.
+RECIPE_FEAT_DIM = 72

@@ -253,3 +253,8 @@ MODELS = {
 # WeSpeaker's ReDimNet2 is the backbone alone (no pooling or embedding), so not a model here.
 GENERIC_MODELS = {name: _redimnet2_factory(24, _WRAP_STAGES)
                   for name in ("ReDimNet2Wrap", "ReDimNet2Custom")}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 192} for name in (*MODELS, *GENERIC_MODELS)}
+# WeSpeaker's redimnet2*.yaml use 72 TFMel bins.
+RECIPE_FEAT_DIM = 72

@@ -353,3 +353,8 @@ def _factory(block: str, num_blocks: Sequence[int], width_multiplier: Sequence[f
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     name: _factory(*variant) for name, variant in _VARIANTS.items()}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256} for name in MODELS}
+# The results table reports RepVGG in its re-parameterised deployment form.
+DEPLOYED_FORM_ARGS = {"deploy": True}

@@ -61,3 +61,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 
 # WeSpeaker's generic name: the class itself (``block`` takes one of our block factories).
 GENERIC_MODELS: Dict[str, Callable[..., nn.Module]] = {"Res2Net": Res2Net}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256} for name in (*MODELS, *GENERIC_MODELS)}

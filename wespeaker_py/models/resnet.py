@@ -82,3 +82,6 @@ MODELS = {
 }
 
 GENERIC_MODELS = {"ResNet": generic_resnet}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256} for name in (*MODELS, *GENERIC_MODELS)}

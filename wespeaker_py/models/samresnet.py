@@ -100,3 +100,8 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "SimAM_ResNet34_ASP": _factory((3, 4, 6, 3)),
     "SimAM_ResNet100_ASP": _factory((6, 16, 24, 3)),
 }
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256} for name in MODELS}
+# WeSpeaker's SimAM-ResNet calls its input size acoustic_dim instead of feat_dim.
+INPUT_SIZE_KEY = "acoustic_dim"

@@ -77,3 +77,6 @@ class XVEC(nn.Module):
 
 
 MODELS = {"XVEC": XVEC}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 512} for name in MODELS}

@@ -83,3 +83,9 @@ class W2VBert_Adapter_MFA(nn.Module):  # noqa: N801 (WeSpeaker's name)
 
 
 MODELS = {"W2VBert_Adapter_MFA": W2VBert_Adapter_MFA}
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 256, "pooling_func": "ASP", "adapter_dim": 128,
+                            "num_frontend_hidden_layers": 24} for name in MODELS}
+# The hidden size of W2V-BERT 2.0.
+RECIPE_FEAT_DIM = 1024

@@ -71,3 +71,9 @@ def whisper_PMFA_large_v2(feat_dim: int, embed_dim: int) -> WhisperPMFA:  # noqa
 # WeSpeaker's name, and the spelling of its recipe config
 MODELS = {"whisper_PMFA_large_v2": whisper_PMFA_large_v2,
           "Whisper_PMFA_large_v2": whisper_PMFA_large_v2}
+
+# WeSpeaker's VoxCeleb v1 Whisper-PMFA recipe's model_args beyond the input size
+# (models.complexity reads them).
+RECIPE_MODEL_ARGS = {name: {"embed_dim": 192} for name in MODELS}
+# The outputs of Whisper large-v2's blocks 17-24 side by side.
+RECIPE_FEAT_DIM = 8 * 1280

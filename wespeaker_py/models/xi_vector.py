@@ -28,3 +28,8 @@ MODELS = {
     "XI_VEC_ECAPA_TDNN_c1024": _xi_ecapa_factory(1024),
     "XI_VEC_XVEC": _xi_xvec,
 }
+
+# The VoxCeleb v2 recipe's model_args beyond the input size (models.complexity reads them).
+RECIPE_MODEL_ARGS = {"XI_VEC_ECAPA_TDNN_c512": {"embed_dim": 192},
+                     "XI_VEC_ECAPA_TDNN_c1024": {"embed_dim": 192},
+                     "XI_VEC_XVEC": {"embed_dim": 512}}

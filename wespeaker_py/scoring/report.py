@@ -1,16 +1,19 @@
 """Results table of an experiment: EER and minDCF of every scoring back-end.
 
 The recipes leave their score files in ``<exp_dir>/scores`` under fixed names
-(see ``tools/recipe/score*.sh``); for a trial list ``T``:
+(see ``tools/recipe/score*.sh``); :data:`BACKENDS` names them, for a trial list ``T``:
 
 ================  ======================================
 back-end          score file
 ================  ======================================
 cosine            ``T.score``
 AS-Norm / S-Norm  ``<cohort>_asnorm<N>_T.score`` / ``<cohort>_snorm_T.score``
-QMF               ``cali_<cohort>_asnorm<N>_T.score``
+QMF               ``cali_<cohort>_asnorm<N>_T.score`` (``cali_<cohort>_snorm_T.score``)
 PLDA              ``T.pldascore``
 ================  ======================================
+
+Any other ``T.<name>score`` there (a back-end :data:`BACKENDS` does not list yet)
+is a row of its own, labelled ``*.<name>score``.
 
 :func:`collect_results` finds them and measures each; :func:`format_table`
 prints the table in the form of the README (model, params, scoring, then EER %
@@ -35,8 +38,27 @@ from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_fro
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.config import read_yaml
 from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 COLUMNS = ("Model", "Params", "Scoring")
+
+# The scoring back-ends in table order: (row label, score file name). The name is a
+# regular expression of the whole file name, {trials} standing for the trial list;
+# its named groups fill the label's fields, and a "cohort" group names the cohort
+# when rows of several cohorts would share a label.
+BACKENDS: Tuple[Tuple[str, str], ...] = (
+    ("cosine", r"{trials}\.score"),
+    ("AS-Norm (top {top_n})", r"(?!cali_)(?P<cohort>.+)_asnorm(?P<top_n>\d+)_{trials}\.score"),
+    ("S-Norm", r"(?!cali_)(?P<cohort>.+)_snorm_{trials}\.score"),
+    ("AS-Norm (top {top_n}) + QMF", r"cali_(?P<cohort>.+)_asnorm(?P<top_n>\d+)_{trials}\.score"),
+    ("S-Norm + QMF", r"cali_(?P<cohort>.+)_snorm_{trials}\.score"),
+    ("PLDA", r"{trials}\.pldascore"),
+)
+# Any score file of a trial list: the list's name, a dot and one word ending in
+# "score" (not its .settings, .det.png or temporary files).
+SCORE_FILE = r"{trials}\.(?P<kind>\w*score)"
 
 
 @dataclass
@@ -76,37 +98,41 @@ def measure(score_file: str, p_target: float = 0.01) -> Metrics:
 
 
 def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]:
-    """``(back-end label, path)`` of every score file of ``trials_name``, in table order."""
+    """``(back-end label, path)`` of every score file of ``trials_name``, in the order of
+    :data:`BACKENDS`, then the score files none of them names (labelled ``*.<name>score``)."""
     names = sorted(os.listdir(scores_dir)) if os.path.isdir(scores_dir) else []
-    suffix = f"_{trials_name}.score"
-    found: List[Tuple[str, str]] = []
-    if f"{trials_name}.score" in names:
-        found.append(("cosine", f"{trials_name}.score"))
-    norm_pattern = re.compile(r"^(cali_)?(.+)_(asnorm(\d+)|snorm)$")
-    normalised, calibrated = [], []
+    rows: List[Tuple[str, Optional[str], str]] = []
+    for label, pattern in BACKENDS:
+        for name in names:
+            match = _match_name(pattern, trials_name, name)
+            if match is not None:
+                fields = match.groupdict()
+                rows.append((label.format(**fields), fields.get("cohort"), name))
+    named = {name for _, _, name in rows}
     for name in names:
-        if not name.endswith(suffix):
-            continue
-        match = norm_pattern.match(name[:-len(suffix)])
-        if match is None:
-            continue
-        label = f"AS-Norm (top {match.group(4)})" if match.group(4) else "S-Norm"
-        if match.group(1):
-            calibrated.append((f"{label} + QMF", match.group(2), name))
-        else:
-            normalised.append((label, match.group(2), name))
-    found += _with_cohorts_told_apart(normalised) + _with_cohorts_told_apart(calibrated)
-    if f"{trials_name}.pldascore" in names:
-        found.append(("PLDA", f"{trials_name}.pldascore"))
-    return [(label, os.path.join(scores_dir, name)) for label, name in found]
+        match = _match_name(SCORE_FILE, trials_name, name)
+        if match is not None and name not in named:
+            label = f"*.{match.group('kind')}"
+            logger.info("%s: no back-end of BACKENDS (wespeaker_py/scoring/report.py) names "
+                        "this score file; its row is labelled %s",
+                        os.path.join(scores_dir, name), label)
+            rows.append((label, None, name))
+    return [(label, os.path.join(scores_dir, name))
+            for label, name in _with_cohorts_told_apart(rows)]
 
 
-def _with_cohorts_told_apart(rows: List[Tuple[str, str, str]]) -> List[Tuple[str, str]]:
+def _match_name(pattern: str, trials_name: str, name: str) -> Optional[re.Match]:
+    """``pattern`` (with ``{trials}``) matched against the whole file ``name``."""
+    return re.fullmatch(pattern.replace("{trials}", re.escape(trials_name)), name)
+
+
+def _with_cohorts_told_apart(rows: List[Tuple[str, Optional[str], str]]
+                             ) -> List[Tuple[str, str]]:
     """``(label, name)`` of ``(label, cohort, name)`` rows; a label that several cohorts
     share names its cohort (``AS-Norm (top 300), cohort vox2_dev``), so no row hides
     another in the table."""
     shared = Counter(label for label, _, _ in rows)
-    return [(f"{label}, cohort {cohort}" if shared[label] > 1 else label, name)
+    return [(f"{label}, cohort {cohort}" if shared[label] > 1 and cohort else label, name)
             for label, cohort, name in rows]
 
 

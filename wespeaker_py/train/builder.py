@@ -8,21 +8,19 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from wespeaker_py.config import ConfigError
-from wespeaker_py.config.schema import schedule_settings
+from wespeaker_py.config.schema import OPTIMIZERS, SCHEDULERS, schedule_settings
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.frontend.factory import built_buffers
 from wespeaker_py.frontend.ssl import frontend_param_groups
-from wespeaker_py.models.projections import get_projection
+from wespeaker_py.models.projections import get_projection, keys_of_other_heads
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import FRONTEND_PREFIX, HEAD_PREFIX, load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
-from wespeaker_py.train.schedulers import LR_SCHEDULERS, LRScheduler, MarginScheduler
+from wespeaker_py.train.schedulers import LRScheduler, MarginScheduler
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
 
 logger = get_logger(__name__)
-
-_OPTIMIZERS = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
 def build_model(plan: TrainingPlan) -> nn.Module:
@@ -39,10 +37,13 @@ def build_model(plan: TrainingPlan) -> nn.Module:
 def check_model_builds(plan: TrainingPlan) -> None:
     """Build the model and head on the meta device (no memory, no random draws), so that a
     ``model_args``, ``projection_args`` or ``frozen_params`` error is raised before the
-    experiment folder is made."""
+    experiment folder is made; warn (rank 0) of each ``projection_args`` key that only
+    another head takes."""
     with torch.device("meta"):
         model = build_speaker_model(plan.model_config)
         model.add_module("projection", _build_head(plan))
+    if plan.world.is_main:
+        _warn_keys_of_other_heads(plan.projection_args)
     names = [name for name, _ in model.named_parameters()]
     if plan.model_holds_frontend:
         names += [f"frontend.{name}" for name, _ in plan.frontend.named_parameters()]
@@ -57,6 +58,14 @@ def _build_head(plan: TrainingPlan) -> nn.Module:
                               num_class=plan.num_classes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _warn_keys_of_other_heads(projection_args: Mapping) -> None:
+    # a warning, not an error: WeSpeaker's head builder ignores them too
+    head = projection_args["project_type"]
+    for key, heads in keys_of_other_heads(projection_args).items():
+        logger.warning("config key 'projection_args.%s' is ignored: project_type %s takes no "
+                       "%s (%s does)", key, head, key, " and ".join(heads))
 
 
 def _named_by(prefix: str, names: List[str]) -> List[str]:
@@ -142,7 +151,8 @@ def _load_model_init(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
 
 
 def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD, Adam or AdamW over the model's parameter groups.
+    """The ``optimizer`` (:data:`~wespeaker_py.config.schema.OPTIMIZERS`) over the model's
+    parameter groups; an ``optimizer_args`` key it takes no argument of is a ConfigError.
 
     The WavLM weights of a joint SSL run learn at ``lr * s3prl_args.lr_scale``
     (:func:`~wespeaker_py.frontend.ssl.frontend_param_groups`). Each group names
@@ -154,7 +164,7 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
     groups = [dict(group, param_names=[names[id(param)] for param in group["params"]])
               for group in frontend_param_groups(model)]
     try:
-        return _OPTIMIZERS[plan.optimizer](groups, **plan.optimizer_args)
+        return OPTIMIZERS[plan.optimizer].build("optimizer_args", plan.optimizer_args, groups)
     except TypeError as err:
         raise ConfigError(f"config key 'optimizer_args' does not fit "
                           f"{plan.optimizer}: {err}") from None
@@ -173,12 +183,12 @@ def trained_parameter_keys(plan: TrainingPlan) -> List[str]:
 
 
 def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> LRScheduler:
-    """The learning-rate schedule ``scheduler``, given the global batch against WeSpeaker's 64
-    (which only ExponentialDecrease applies)."""
-    return LR_SCHEDULERS[plan.scheduler](optimizer, num_epochs=plan.num_epochs,
-                                         epoch_iter=plan.epoch_iter,
-                                         scale_ratio=plan.lr_scale_ratio,
-                                         **schedule_settings(plan.scheduler_args))
+    """The learning-rate schedule ``scheduler`` (:data:`~wespeaker_py.config.schema.SCHEDULERS`),
+    given the global batch against WeSpeaker's 64 (which only ExponentialDecrease applies)."""
+    return SCHEDULERS[plan.scheduler].build("scheduler_args",
+                                            schedule_settings(plan.scheduler_args), optimizer,
+                                            num_epochs=plan.num_epochs, epoch_iter=plan.epoch_iter,
+                                            scale_ratio=plan.lr_scale_ratio)
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:

@@ -5,7 +5,8 @@ and is a pure function of it, so resuming only needs the iteration number. The r
 counts it with its own ``epoch_iter``: one that continues a checkpoint with epochs of
 another length (another batch size) starts epoch E at the fraction ``(E - 1) /
 num_epochs`` of its schedule, as WeSpeaker's schedulers do after its ``--checkpoint``.
-:data:`LR_SCHEDULERS` maps the config's ``scheduler`` names to the learning-rate ones.
+The config's ``scheduler`` names the learning-rate ones in
+:data:`~wespeaker_py.config.schema.SCHEDULERS`.
 """
 from __future__ import annotations
 
@@ -206,10 +207,6 @@ class WarmupCosineScheduler(_IterationSchedule):
 
 
 LRScheduler = Union[ExponentialDecrease, WarmupLRWithStepDecay, WarmupCosineScheduler]
-# the config's ``scheduler`` names (WeSpeaker's) and their classes
-LR_SCHEDULERS = {"ExponentialDecrease": ExponentialDecrease,
-                 "WarmupLR_withStepDecay": WarmupLRWithStepDecay,
-                 "WarmupCosineScheduler": WarmupCosineScheduler}
 
 
 class MarginScheduler:

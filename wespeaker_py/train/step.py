@@ -22,6 +22,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from wespeaker_py.config.schema import LOSSES
 from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.distributed import true_on_every_rank, wrap_ddp
@@ -114,7 +115,7 @@ class TrainingStep:
         self.optimizer = optimizer
         self.amp_dtype = plan.amp_dtype
         self.grad_clip = plan.grad_clip
-        criterion = nn.CrossEntropyLoss(**plan.loss_args)
+        criterion = LOSSES[plan.config.loss].build("loss_args", plan.loss_args)
         drops_layers = plan.model_holds_frontend and getattr(plan.frontend, "drops_layers",
                                                              False)
         self.forward_loss = wrap_ddp(ForwardLoss(model, criterion, plan.model_holds_frontend),

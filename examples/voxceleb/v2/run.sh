@@ -18,6 +18,14 @@
 #   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
 # Each stage skips the work an earlier run finished.
 #
+# The stage numbers are WeSpeaker's, and scripts call them by number: stage 9 runs
+# this script's stages 3-8 again, run_wavlm.sh and run_w2v.sh run its stages 1-2 and
+# 4-7. So a new scoring back-end goes at the end, as stage 10: update require_stages
+# and the list above, give stage 9 a second call for stage 10 (a range 3-10 would
+# run stage 9 again), and add it to run_wavlm.sh/run_w2v.sh if their models need it.
+# Its score files, scores/<trials>.<name>score, are listed by tools/results_table.py
+# (see docs/extending.md).
+#
 # Several GPUs of one machine: --gpus "[0,1,2,3]". Several machines: run the
 # same command on each with --num_nodes N --HOST_NODE_ADDR "host:port" (the
 # rendezvous endpoint, reachable from every node), e.g.
@@ -152,6 +160,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   lm_exp_dir=${exp_dir}-LM
   # The averaged model of the first run initialises LM training (as epoch 0).
   start_from "${avg_model}" "${lm_exp_dir}"
+  # stages 3-8 by number (see the header): a later stage needs a call of its own
   bash "$0" --stage 3 --stop_stage 8 \
     --data "${data}" \
     --data_type "${data_type}" \

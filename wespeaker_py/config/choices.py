@@ -1,0 +1,81 @@
+"""Config values that name a class: ``loss``, ``optimizer``, ``scheduler``.
+
+Each such key has one table in :mod:`wespeaker_py.config.schema`, value name ->
+:class:`Choice`: the block that checks its ``*_args`` and where the class it names
+lives. The schema takes the accepted values from the table (:func:`one_of`), and
+training builds the class from it (:meth:`Choice.build`), so that a new entry is one
+line there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Union
+
+from wespeaker_py.config.fields import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What one value of a naming key stands for.
+
+    ``builds`` is the class, as ``"module:attribute"``: it is imported only when a run
+    builds it, so that ``config/`` imports neither torch nor the layers above it that
+    implement these classes. ``args`` is the block that checks the key's ``*_args``
+    mapping, or None where that mapping is open (``optimizer_args``: torch's optimizer
+    takes what it takes).
+    """
+
+    builds: str
+    args: Optional[type] = None
+
+    def factory(self) -> Callable[..., Any]:
+        """The class (or function) that ``builds`` names."""
+        module, _, attribute = self.builds.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def build(self, key: str, settings: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """The class called with ``args``, ``kwargs`` and the config's ``settings``.
+
+        ``key`` is the config key of ``settings`` (``loss_args``): a setting the class
+        takes no argument of is a :class:`ConfigError` naming ``key.<setting>``.
+        """
+        factory = self.factory()
+        parameters = list(inspect.signature(factory).parameters.values())
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            # what the config may set: not what the caller passes itself
+            settable = [p.name for p in parameters[len(args):]
+                        if p.name not in kwargs and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+            for name in settings:
+                if name not in settable:
+                    raise ConfigError(f"config key '{key}.{name}': {self.builds} takes no "
+                                      f"argument {name!r} (it takes {', '.join(settable)})")
+        return factory(*args, **kwargs, **settings)
+
+
+def one_of(table: Mapping[str, Choice]) -> Any:
+    """The type of a key whose value is a name of ``table`` (its error lists them)."""
+    return Literal[tuple(table)]
+
+
+def args_union(table: Mapping[str, Choice]) -> Any:
+    """The type of the ``*_args`` block of a key named by ``table``: any of its blocks."""
+    return Union[tuple(choice.args for choice in table.values())]
+
+
+class ArgsBlocks(Mapping[str, type]):
+    """Name -> args block of ``table``, as ``setting(variants=...)`` takes it (a live view:
+    an entry added to the table is chosen too)."""
+
+    def __init__(self, table: Mapping[str, Choice]):
+        self._table = table
+
+    def __getitem__(self, name: str) -> type:
+        return self._table[name].args
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
