@@ -108,3 +108,54 @@ def test_export_beside_the_checkpoint_it_loads_is_refused(trained, tmp_path, cap
                    f"--onnx {graph}'s calibration.json {folder}/avg_model.calibration.json",
                    f"--model {folder / 'avg_model.pt'}'s calibration.json")
     assert not graph.exists()
+
+
+class Reached(Exception):
+    """The subcommand got past its checks to the model's work."""
+
+
+@pytest.mark.parametrize("source, argv, output, name", [
+    ("", ["enroll", "--gallery", "{output}", "alice", "{audio}"], "band_fill_8000hz.npz",
+     "band_fill_8000hz.npz"),
+    ("", ["window-lda", "--data", "{data}", "--heard_rate", "8000", "--output", "{output}"],
+     "window_lda.npz", "window_lda.npz"),
+    ("", ["diarize", "--vad", "energy", "--num_speakers", "1", "{audio}", "-o", "{output}"],
+     "window_lda_8000hz.npz", "window_lda_8000hz.npz"),
+    ("avg_model.pt", ["embed", "{audio}", "--output", "{output}"], "avg_model.mean_vec.npy",
+     "mean_vec.npy"),
+])
+def test_an_output_under_a_companion_name_not_there_yet_is_refused(model, data, capsys, source,
+                                                                   argv, output, name):
+    # the model would read it as its own at every later load (a gallery as its band fill)
+    source, output = model / source, model / output
+    paths = dict(data=data, audio=mini_speech(1)[0], output=output)
+    status, _, err = run_cli(capsys, argv[0], "--model", source, "--device", "cpu",
+                             *[arg.format(**paths) for arg in argv[1:]])
+    assert status == 2, err
+    assert f"{output} would be --model {source}'s {name}, which" in err.strip().splitlines()[-1]
+    assert not output.exists()
+
+
+def test_the_companion_file_a_command_is_there_to_write_is_not_refused(model, data, capsys,
+                                                                       monkeypatch):
+    from wespeaker_py.api.model import SpeakerModel
+
+    def reached(*args, **kwargs):
+        raise Reached
+    monkeypatch.setattr(SpeakerModel, "train_band_fill", reached)
+    with pytest.raises(Reached):
+        run_cli(capsys, "band-fill", "--model", model, "--device", "cpu", "--data", data,
+                "--heard_rate", "8000", "--output", model / "band_fill_8000hz.npz")
+
+
+def test_a_calibration_named_elsewhere_leaves_the_one_beside_the_model_protected(
+        model, tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text("{}\n")
+    for output, named in ((model / "calibration.json", f"--model {model}'s calibration.json"),
+                          (other, "--calibration")):
+        before = output.read_bytes()
+        status, _, err = run_cli(capsys, "diarize", "--model", model, "--device", "cpu",
+                                 "--calibration", other, "--vad", "energy", "--num_speakers",
+                                 "1", mini_speech(1)[0], "-o", output)
+        assert_refused(status, err, output, before, f"-o/--output {output}", f"{named} (")

@@ -9,7 +9,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequ
 
 import numpy as np
 
-from wespeaker_py.api.companion_files import side_file_prefix
+from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.audio import heard_rate_of, load_audio_with_rate
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE
@@ -45,66 +45,68 @@ def band_fill_mismatch(message: str, force: bool) -> None:
 
 
 class BandFillFiles:
-    """The band fills beside ``model``, handed to its backend as they change on disk."""
+    """The band fills beside a model, handed to its backend as they change on disk; each
+    method is given the model (``SpeakerModel``), which this does not keep."""
 
-    def __init__(self, model: "SpeakerModel"):
-        self._model = model
+    def __init__(self):
         # the stamps of the files last handed to the backend
         self.stamps: Tuple[Tuple[str, Optional[FileStamp]], ...] = ()
 
-    def file(self, heard_rate: int) -> Optional[str]:
-        """Where the band fill for audio heard at ``heard_rate`` lives; None when the model
-        has no folder."""
+    @staticmethod
+    def file(model: "SpeakerModel", heard_rate: int) -> Optional[str]:
+        """Where the band fill of ``model`` for audio heard at ``heard_rate`` lives; None when
+        the model has no folder."""
         from wespeaker_py.frontend.band_fill import band_fill_name
-        prefix = side_file_prefix(self._model.window_lda_path)
+        prefix = model.companion_prefix
         return None if prefix is None else prefix + band_fill_name(heard_rate)
 
-    def current(self) -> Dict[int, "BandFill"]:
+    def current(self, model: "SpeakerModel") -> Dict[int, "BandFill"]:
         """``{heard rate: band fill}`` that audio heard at each rate goes through now."""
-        self.refresh()
-        return dict(self._model.backend.band_fills)
+        self.refresh(model)
+        return dict(model.backend.band_fills)
 
-    def digest(self, heard_rate: int) -> str:
+    def digest(self, model: "SpeakerModel", heard_rate: int) -> str:
         """The digest of the band fill that audio heard at ``heard_rate`` goes through now
         ("": none), the files beside the model read again if they changed."""
         if heard_rate:
-            self.refresh()
-        return self.applied(heard_rate)
+            self.refresh(model)
+        return self.applied(model, heard_rate)
 
-    def applied(self, heard_rate: int) -> str:
+    @staticmethod
+    def applied(model: "SpeakerModel", heard_rate: int) -> str:
         """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
         without reading the files again: the one the last embeddings went through."""
-        fill = self._model.backend.band_fill_for(heard_rate) if heard_rate else None
+        fill = model.backend.band_fill_for(heard_rate) if heard_rate else None
         return "" if fill is None else fill.digest
 
-    def heard(self, heard_rates: Iterable[int]) -> Dict[int, str]:
+    def heard(self, model: "SpeakerModel", heard_rates: Iterable[int]) -> Dict[int, str]:
         """``{rate: digest of the band fill the last embeddings of audio heard at it went
         through ("": none)}``; call it right after embedding them."""
-        return {rate: self.applied(rate) for rate in sorted(heard_rates)}
+        return {rate: self.applied(model, rate) for rate in sorted(heard_rates)}
 
-    def now(self, heard_rate: int) -> str:
+    def now(self, model: "SpeakerModel", heard_rate: int) -> str:
         """What audio heard at ``heard_rate`` goes through now, in words."""
-        return "the band fill beside the model" if self.digest(heard_rate) else "none"
+        return "the band fill beside the model" if self.digest(model, heard_rate) else "none"
 
-    def in_use(self) -> Union[Dict[int, str], str]:
+    def in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
         """``{heard rate: file}`` of the band fills the model uses (for its ``info``), or
         why the ones beside it cannot be used."""
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
-            self.refresh()
+            self.refresh(model)
         except BandFillError as error:   # info reports it rather than failing
             return f"not used: {error}"
-        return {rate: self.file(rate) for rate in sorted(self._model.backend.band_fills)}
+        return {rate: self.file(model, rate) for rate in sorted(model.backend.band_fills)}
 
-    def refresh(self) -> None:
+    def refresh(self, model: "SpeakerModel") -> None:
         """Hand the band fills beside the model to its backend; read again whenever the
         files there change (one learnt since is used, one removed is dropped)."""
-        from wespeaker_py.frontend.band_fill import band_fill_files, load_band_fills
-        model = self._model
-        prefix = side_file_prefix(model.window_lda_path)
+        from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, load_band_fills
+        prefix = model.companion_prefix
         if prefix is None or not model.backend.takes_band_fills:
             return
-        stamps = tuple((path, file_stamp(path)) for path in band_fill_files(prefix))
+        stamps = tuple((path, file_stamp(path))
+                       for path in companions_at(prefix, [BAND_FILL_NAME]).values())
         if stamps == self.stamps:
             return
         fills = load_band_fills(prefix)
@@ -114,14 +116,15 @@ class BandFillFiles:
         model.backend.set_band_fills(fills)
         self.stamps = stamps
 
-    def fbank_frontend(self):
-        """The model's fbank front-end when band fills can be learnt for it (a torch model
-        with fbank features), else None."""
+    @staticmethod
+    def fbank_frontend(model: "SpeakerModel"):
+        """The fbank front-end of ``model`` when band fills can be learnt for it (a torch
+        model with fbank features), else None."""
         from wespeaker_py.frontend.features import FbankFeatures
-        frontend = getattr(getattr(self._model.backend, "embedder", None), "frontend", None)
+        frontend = getattr(getattr(model.backend, "embedder", None), "frontend", None)
         return frontend if isinstance(frontend, FbankFeatures) else None
 
-    def train(self, data: Union[str, Sequence[str]], heard_rate: int,
+    def train(self, model: "SpeakerModel", data: Union[str, Sequence[str]], heard_rate: int,
               output: Optional[str] = None, progress: bool = True,
               max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION) -> "BandFill":
         """Learn the band fill for ``heard_rate`` from the wide-band speech of the Kaldi data
@@ -130,15 +133,15 @@ class BandFillFiles:
         import torch
         from wespeaker_py.audio import narrowband
         from wespeaker_py.frontend.band_fill import NARROW_SOURCE, BandFillError, fit_band_fill
-        sample_rate = self._model.sample_rate
-        frontend = self.fbank_frontend()
+        sample_rate = model.sample_rate
+        frontend = self.fbank_frontend(model)
         if frontend is None:
             raise BandFillError("a band fill needs a torch model with an fbank front-end")
         heard_rate = check_heard_rate(heard_rate, sample_rate)
         if not heard_rate:
             raise BandFillError(f"a band fill is for a rate below the model's "
                                 f"{sample_rate} Hz, got heard_rate 0")
-        target = output or self.file(heard_rate)
+        target = output or self.file(model, heard_rate)
         if target is None:
             raise WespeakerError("this model has no folder beside it; give output=")
         require_writable(target)
@@ -182,7 +185,7 @@ class BandFillFiles:
             raise
         check_tally()
         fill.save(target)
-        self.refresh()
+        self.refresh(model)
         logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
                     sum(skipped.values()))
         return fill

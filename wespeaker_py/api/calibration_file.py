@@ -25,48 +25,49 @@ if TYPE_CHECKING:
 
 
 class CalibrationFile:
-    """The calibration at ``model.calibration_path``, read the first time it is asked for."""
+    """The calibration at a model's ``calibration_path``, read the first time it is asked for
+    (and again for another path); each method is given the model (``SpeakerModel``), which
+    this does not keep."""
 
-    def __init__(self, model: "SpeakerModel", band_fills: BandFillFiles):
-        self._model = model
+    def __init__(self, band_fills: BandFillFiles):
         self._band_fills = band_fills
-        self._calibration: Optional[Calibration] = None
-        self._read = False
+        # (the path read, the calibration there or None); None: nothing read yet
+        self._read: Optional[Tuple[Optional[str], Optional[Calibration]]] = None
         # the band fills' stamps the calibration was last checked against (None: not yet)
         self._fills_checked: Optional[Tuple[Tuple[str, Optional[FileStamp]], ...]] = None
 
-    def current(self) -> Optional[Calibration]:
-        """The calibration, or None; one fitted on audio that came below the model's rate
-        through another band fill (or none) than such audio goes through now is an error
-        unless the model's ``force`` (then a warning)."""
-        model = self._model
-        if not self._read:
-            self._calibration = read_optional_calibration(
-                model.calibration_path, model.identity, model.force,
-                mean_vec_digest(model.mean_vec), required=model.calibration_required)
-            self._read, self._fills_checked = True, None
-        if self._calibration is not None and self._calibration.band_fills:
+    def current(self, model: "SpeakerModel") -> Optional[Calibration]:
+        """The calibration of ``model``, or None; one fitted on audio that came below the
+        model's rate through another band fill (or none) than such audio goes through now is
+        an error unless the model's ``force`` (then a warning)."""
+        path = model.calibration_path
+        if self._read is None or self._read[0] != path:
+            self._read = path, read_optional_calibration(
+                path, model.identity, model.force, mean_vec_digest(model.mean_vec),
+                required=model.calibration_required)
+            self._fills_checked = None
+        calibration = self._read[1]
+        if calibration is not None and calibration.band_fills:
             band_fills = self._band_fills
-            band_fills.refresh()
+            band_fills.refresh(model)
             if self._fills_checked != band_fills.stamps:
-                for rate, digest in self._calibration.band_fills.items():
-                    if band_fills.digest(rate) != digest:
+                for rate, digest in calibration.band_fills.items():
+                    if band_fills.digest(model, rate) != digest:
                         band_fill_mismatch(
-                            f"{model.calibration_path} was fitted on scores of {rate} Hz audio "
-                            f"that went through a different band fill (or none) than such "
-                            f"audio goes through now ({band_fills.now(rate)}); calibrate "
-                            f"again: wespeaker-py calibrate", model.force)
+                            f"{path} was fitted on scores of {rate} Hz audio that went "
+                            f"through a different band fill (or none) than such audio goes "
+                            f"through now ({band_fills.now(model, rate)}); calibrate again: "
+                            f"wespeaker-py calibrate", model.force)
                 self._fills_checked = band_fills.stamps
-        return self._calibration
+        return calibration
 
-    def fit(self, trials: str, wav_scp: str, output: Optional[str] = None,
-            batch_size: int = 16, progress: bool = True,
+    def fit(self, model: "SpeakerModel", trials: str, wav_scp: str,
+            output: Optional[str] = None, batch_size: int = 16, progress: bool = True,
             channel: ChannelChoice = DEFAULT_CHANNEL) -> Calibration:
         """Fit a calibration on the model's scores of the labelled trial list ``trials``
         (audio from ``wav_scp``) and write it to ``output``, default the model's
         ``calibration_path`` (see :meth:`~wespeaker_py.api.SpeakerModel.calibrate`)."""
         from wespeaker_py.scoring.trials import read_trials
-        model = self._model
         target = output or model.calibration_path
         if target is None:
             raise WespeakerError("say where to write the calibration (output=...)")
@@ -102,20 +103,20 @@ class CalibrationFile:
         if len(scores) < len(trial_list):
             logger.warning("%d of %d trials left out: their audio was skipped",
                            len(trial_list) - len(scores), len(trial_list))
-        calibration = self.of_scores(scores, labels, os.path.abspath(trials), rates)
+        calibration = self.of_scores(model, scores, labels, os.path.abspath(trials), rates)
         save_calibration(target, calibration)
         if target == model.calibration_path:
-            self._calibration, self._read = calibration, True
+            self._read, self._fills_checked = (target, calibration), None
         return calibration
 
-    def of_scores(self, scores: Sequence[float], labels: Sequence[bool], trials: str,
+    def of_scores(self, model: "SpeakerModel", scores: Sequence[float],
+                  labels: Sequence[bool], trials: str,
                   heard_rates: Iterable[int]) -> Calibration:
         """A calibration fitted on the model's ``scores`` of labelled trials (the file
         ``trials``), recording its identity, its mean vector and the band fills that its
         audio heard at ``heard_rates`` went through (call it right after embedding that
         audio)."""
-        model = self._model
         return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
                                model=model.name, identity=model.identity,
-                               band_fills=self._band_fills.heard(heard_rates),
+                               band_fills=self._band_fills.heard(model, heard_rates),
                                mean_vec=mean_vec_digest(model.mean_vec))

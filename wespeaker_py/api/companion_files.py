@@ -2,13 +2,21 @@
 (its folder, or ``model.`` beside ``model.pt``/``model.onnx``) that their names extend, and
 the mean vector, calibration, window LDAs and band fills found there."""
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
-from wespeaker_py.utils.file_utils import files_named_by_rate
+from wespeaker_py.utils.file_utils import files_named_by_rate, rate_in_name, same_file
 
 MEAN_NAME = "mean_vec.npy"
+FIXED_NAMES = (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
+
+
+def rate_templates() -> Tuple[str, ...]:
+    """The companion names made for a rate (``{}``: the rate): narrowband window LDAs and
+    band fills."""
+    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME   # imports torch: when asked
+    return NARROWBAND_WINDOW_LDA, BAND_FILL_NAME
 
 
 def companion_prefix(model_path: str) -> str:
@@ -28,12 +36,26 @@ def side_file_prefix(window_lda_path: Optional[str]) -> Optional[str]:
     return window_lda_path[:-len(WINDOW_LDA_NAME)]
 
 
-def companions_at(prefix: str) -> Dict[str, str]:
+def companions_at(prefix: str, names: Optional[Sequence[str]] = None) -> Dict[str, str]:
     """``{name: path}`` of the companion files that exist at ``prefix``, by their names there
     (``mean_vec.npy``, ``calibration.json``, ``window_lda.npz``, ``window_lda_<HZ>hz.npz``,
-    ``band_fill_<HZ>hz.npz``), sorted by name."""
-    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME
-    found = [prefix + name for name in (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)]
-    found += files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)
-    found += files_named_by_rate(prefix, BAND_FILL_NAME)
+    ``band_fill_<HZ>hz.npz``), sorted by name; ``names``: only those of these names (a
+    template of :func:`rate_templates` stands for the files of its form)."""
+    found = [path for name in (names or FIXED_NAMES + rate_templates())
+             for path in files_named_by_rate(prefix, name)]
     return {path[len(prefix):]: path for path in sorted(set(found)) if os.path.isfile(path)}
+
+
+def companion_name_at(path: str, prefix: str) -> Optional[str]:
+    """The companion name that ``path`` has at ``prefix`` (``exp/band_fill_8000hz.npz`` at
+    ``exp/``: ``band_fill_8000hz.npz``), whether the file exists or not; None when ``path``
+    is not one of the companion files at ``prefix``."""
+    folder, start = os.path.split(prefix)
+    where, name = os.path.split(path)
+    if not name.startswith(start) or not same_file(where or os.curdir, folder or os.curdir):
+        return None
+    name = name[len(start):]
+    if name in FIXED_NAMES or any(rate_in_name(template, name) is not None
+                                  for template in rate_templates()):
+        return name
+    return None

@@ -11,7 +11,6 @@ naming the input.
 from __future__ import annotations
 
 import os
-import weakref
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
@@ -20,6 +19,7 @@ import numpy as np
 from wespeaker_py.api.band_fill_files import BandFillFiles
 from wespeaker_py.api.calibration import CALIBRATION_NAME, Calibration, CalibrationMissingError
 from wespeaker_py.api.calibration_file import CalibrationFile
+from wespeaker_py.api.companion_files import side_file_prefix
 from wespeaker_py.api.decisions import (Verification, check_decision_rule,
                                         check_rule_has_calibration, decide_score)
 from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
@@ -77,14 +77,14 @@ class SpeakerModel:
         self.calibration_required = calibration_required
         self.window_lda_path = window_lda_path
         self.force = force
-        # the companion-file helpers see the model through a weak proxy: a reference cycle
-        # would leave a dropped model's onnxruntime session to the cycle collector, which
-        # may run it in a forked worker (see tests/conftest.py)
-        owner = weakref.proxy(self)
-        self._band_fill_files = BandFillFiles(owner)
-        self._window_lda_files = WindowLdaFiles(owner, self._band_fill_files)
-        self._calibration_file = CalibrationFile(owner, self._band_fill_files)
-        self._galleries = ModelGalleries(owner, self._band_fill_files)
+        # the companion-file helpers keep their caches, not the model (each call is given
+        # it): a copy or unpickled model stands alone, and no reference cycle leaves a
+        # dropped model's onnxruntime session to the cycle collector, which may run it in a
+        # forked worker (see tests/conftest.py)
+        self._band_fill_files = BandFillFiles()
+        self._window_lda_files = WindowLdaFiles(self._band_fill_files)
+        self._calibration_file = CalibrationFile(self._band_fill_files)
+        self._galleries = ModelGalleries(self._band_fill_files)
 
     def __repr__(self) -> str:
         return (f"SpeakerModel({self.name}, {self.backend.kind}, {self.sample_rate} Hz, "
@@ -104,6 +104,14 @@ class SpeakerModel:
     def min_seconds(self) -> float:
         """Shortest input (seconds) that gives an embedding."""
         return self.backend.min_seconds
+
+    @property
+    def companion_prefix(self) -> Optional[str]:
+        """What the names of the files beside this model extend (its folder with a
+        separator, or ``model.`` beside ``model.pt``/``model.onnx``), as its
+        :attr:`window_lda_path` says; None when the model has no folder beside it (that
+        path is unset or not named ``window_lda.npz``)."""
+        return side_file_prefix(self.window_lda_path)
 
     @property
     def identity(self) -> str:
@@ -133,7 +141,7 @@ class SpeakerModel:
                                                channel=channel))
         heard_rate = heard_rate_of(heard_rate, self.sample_rate)
         if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
-            self._band_fill_files.refresh()
+            self._band_fill_files.refresh(self)
         return embed_stream(self.backend, items, batch_size, read=read,
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
                             heard_rate=heard_rate)
@@ -270,7 +278,7 @@ class SpeakerModel:
         """The calibration in :attr:`calibration_path`, or None. One fitted on audio that
         came below the model's rate through another band fill (or none) than such audio
         goes through now is an error unless :attr:`force` (then a warning)."""
-        return self._calibration_file.current()
+        return self._calibration_file.current(self)
 
     def decide(self, score: float, prior: Optional[float] = None,
                operating_point: Optional[str] = None,
@@ -314,7 +322,8 @@ class SpeakerModel:
         with this model's :attr:`identity` and the band fills that any low-rate
         audio went through, goes to ``output`` (default :attr:`calibration_path`).
         """
-        return self._calibration_file.fit(trials, wav_scp, output, batch_size, progress, channel)
+        return self._calibration_file.fit(self, trials, wav_scp, output, batch_size, progress,
+                                          channel)
 
     def calibration_of_scores(self, scores: Sequence[float], labels: Sequence[bool],
                               trials: str, heard_rates: Iterable[int]) -> Calibration:
@@ -322,7 +331,7 @@ class SpeakerModel:
         ``trials``), recording what they depend on: the model's :attr:`identity`, its mean
         vector, and the band fills that its audio heard at ``heard_rates`` went through
         (call it right after embedding that audio)."""
-        return self._calibration_file.of_scores(scores, labels, trials, heard_rates)
+        return self._calibration_file.of_scores(self, scores, labels, trials, heard_rates)
 
     # -- speaker gallery ---------------------------------------------------------------------
 
@@ -342,14 +351,16 @@ class SpeakerModel:
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
-        self._galleries.enrollment_target(gallery, name, replace, append, force)  # before embedding
+        # the gallery's checks, before any embedding
+        self._galleries.enrollment_target(self, gallery, name, replace, append, force)
         units, fills = [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
             units.append(self.unit(embedding, describe_audio(item)))
             if heard_rate:   # each recording's own fill: the files may change between them
-                fills.setdefault(heard_rate, set()).add(self._band_fill_files.applied(heard_rate))
-        return self._galleries.enroll(gallery, name, units, fills, replace, append, force)
+                fill = self._band_fill_files.applied(self, heard_rate)
+                fills.setdefault(heard_rate, set()).add(fill)
+        return self._galleries.enroll(self, gallery, name, units, fills, replace, append, force)
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
@@ -362,7 +373,7 @@ class SpeakerModel:
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
-        speakers = self._galleries.read(gallery, force)
+        speakers = self._galleries.read(self, gallery, force)
         return speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
                                        describe_audio(audio)), top_k)
 
@@ -377,7 +388,7 @@ class SpeakerModel:
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
-        lda, narrowband = self._window_lda_files.for_diarization(options.window_lda)
+        lda, narrowband = self._window_lda_files.for_diarization(self, options.window_lda)
 
         def embed(windows: Sequence[np.ndarray], heard_rate: int = 0,
                   name: str = "") -> np.ndarray:
@@ -394,7 +405,7 @@ class SpeakerModel:
         :attr:`window_lda_path`; e.g. ``window_lda_8000hz.npz`` beside it, or
         ``model.window_lda_8000hz.npz`` beside ``model.onnx``); None when the model has
         no folder beside it."""
-        return self._window_lda_files.file(heard_rate)
+        return self._window_lda_files.file(self, heard_rate)
 
     def companion_files(self) -> Dict[str, str]:
         """``{name: path}`` of the calibration and window LDAs this model reads beside it
@@ -404,18 +415,18 @@ class SpeakerModel:
         found = {}
         if self.calibration_path and os.path.isfile(self.calibration_path):
             found[CALIBRATION_NAME] = self.calibration_path
-        found.update(self._window_lda_files.present())
+        found.update(self._window_lda_files.present(self))
         return found
 
     def band_fills(self) -> Dict[int, "BandFill"]:
         """``{heard rate: band fill}`` that audio heard at each rate goes through now (the
         files beside the model read again if they changed; one that does not fit the
         model raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`)."""
-        return self._band_fill_files.current()
+        return self._band_fill_files.current(self)
 
     def window_lda_output(self, output: Optional[str] = None, heard_rate: int = 0) -> str:
         """Where :meth:`train_window_lda` writes: ``output``, else :meth:`window_lda_file`."""
-        return self._window_lda_files.output(output, heard_rate)
+        return self._window_lda_files.output(self, output, heard_rate)
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
                          dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
@@ -443,7 +454,7 @@ class SpeakerModel:
         :meth:`window_lda_file` ``(heard_rate)`` (``window_lda_8000hz.npz``), which
         diarization uses for recordings at or below that rate.
         """
-        return self._window_lda_files.train(data, output, dim, batch_size, progress,
+        return self._window_lda_files.train(self, data, output, dim, batch_size, progress,
                                             max_fail_fraction, heard_rate, **settings)
 
     # -- narrow-band audio ----------------------------------------------------------------
@@ -460,7 +471,7 @@ class SpeakerModel:
         arrays (their ``sample_rate``) alike; audio already upsampled before it is
         given gets none.
         """
-        return self._band_fill_files.file(heard_rate)
+        return self._band_fill_files.file(self, heard_rate)
 
     def train_band_fill(self, data: Union[str, Sequence[str]], heard_rate: int,
                         output: Optional[str] = None, progress: bool = True,
@@ -477,7 +488,8 @@ class SpeakerModel:
         and those that came below the model's rate (no wide band to learn from), are
         skipped and counted (see :mod:`wespeaker_py.utils.list_jobs`).
         """
-        return self._band_fill_files.train(data, heard_rate, output, progress, max_fail_fraction)
+        return self._band_fill_files.train(self, data, heard_rate, output, progress,
+                                           max_fail_fraction)
 
     def diarize(self, audio: AudioLike, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
@@ -560,7 +572,7 @@ class SpeakerModel:
         details.update(self.backend.describe())
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
-        details["band_fills"] = self._band_fill_files.in_use()
+        details["band_fills"] = self._band_fill_files.in_use(self)
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration

@@ -3,6 +3,7 @@ its mean vector, and the band fills its low-rate enrolments went through), and a
 written under the gallery's lock."""
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 import numpy as np
@@ -18,39 +19,39 @@ if TYPE_CHECKING:
 
 
 class ModelGalleries:
-    """The galleries of speakers enrolled with ``model``."""
+    """The galleries of speakers enrolled with a model; each method is given the model
+    (``SpeakerModel``), which this does not keep."""
 
-    def __init__(self, model: "SpeakerModel", band_fills: BandFillFiles):
-        self._model = model
+    def __init__(self, band_fills: BandFillFiles):
         self._band_fills = band_fills
 
-    def read(self, path: str, force: bool, only: Optional[str] = None) -> Gallery:
-        """The gallery at ``path`` (empty when missing), checked against the model: one of
+    def read(self, model: "SpeakerModel", path: str, force: bool,
+             only: Optional[str] = None) -> Gallery:
+        """The gallery at ``path`` (empty when missing), checked against ``model``: one of
         another model, or with speakers (or speaker ``only``) enrolled from low-rate audio
         through another band fill than the model now has, is an error unless ``force``."""
-        speakers = self._load(path, force)
-        self._check_fills(path, speakers, force, only)
+        speakers = self._load(model, path, force)
+        self._check_fills(model, path, speakers, force, only)
         return speakers
 
-    def enrollment_target(self, path: str, name: str, replace: bool, append: bool,
-                          force: bool) -> Gallery:
+    def enrollment_target(self, model: "SpeakerModel", path: str, name: str, replace: bool,
+                          append: bool, force: bool) -> Gallery:
         """The gallery ``name`` may be enrolled into (the checks of an enrolment)."""
-        speakers = self._load(path, force)
+        speakers = self._load(model, path, force)
         speakers.check_enrollment(name, replace, append)
         if append:
-            self._check_fills(path, speakers, force, only=name)
+            self._check_fills(model, path, speakers, force, only=name)
         return speakers
 
-    def enroll(self, path: str, name: str, units: List[np.ndarray],
+    def enroll(self, model: "SpeakerModel", path: str, name: str, units: List[np.ndarray],
                fills: Dict[int, Set[str]], replace: bool, append: bool, force: bool) -> int:
         """Add the unit embeddings ``units`` of speaker ``name``, whose audio heard at each
         rate went through the band fills of ``fills`` (``{rate: digests}``), to the gallery
         at ``path``, read again and rewritten under its lock; return its size in speakers."""
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
                  for rate, digests in fills.items()}
-        model = self._model
         with gallery_lock(path):
-            speakers = self.enrollment_target(path, name, replace, append, force)
+            speakers = self.enrollment_target(model, path, name, replace, append, force)
             # speakers of another model (forced) make the gallery one that no model may use
             # unchecked, the one that made them included
             others = [other for other in speakers.names if other != name or append]
@@ -62,20 +63,21 @@ class ModelGalleries:
             save_gallery(path, speakers)
         return len(speakers.names)
 
-    def _load(self, path: str, force: bool) -> Gallery:
+    @staticmethod
+    def _load(model: "SpeakerModel", path: str, force: bool) -> Gallery:
         """The gallery at ``path``, checked against the model's identity and mean vector."""
-        model = self._model
         return load_gallery(path, f"{model.name}/emb{model.embed_dim}", model.identity, force,
                             mean_vec_digest(model.mean_vec))
 
-    def _check_fills(self, path: str, speakers: Gallery, force: bool,
+    def _check_fills(self, model: "SpeakerModel", path: str, speakers: Gallery, force: bool,
                      only: Optional[str] = None) -> None:
         """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
         enrolled from low-rate audio through another band fill than the model now has."""
         band_fills = self._band_fills
-        for rate, names in speakers.stale_band_fills(band_fills.digest, only).items():
+        now = functools.partial(band_fills.digest, model)
+        for rate, names in speakers.stale_band_fills(now, only).items():
             band_fill_mismatch(
                 f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio "
                 f"that went through a different band fill (or none) than such audio goes through "
-                f"now ({band_fills.now(rate)}); their embeddings no longer match new ones: "
+                f"now ({band_fills.now(model, rate)}); their embeddings no longer match new ones: "
                 f"enroll them again with --replace (replace=True)", force)

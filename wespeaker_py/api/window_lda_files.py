@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch, check_heard_rate
-from wespeaker_py.api.companion_files import side_file_prefix
+from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import (FileStamp, file_stamp, files_named_by_rate,
-                                           read_key_value, require_writable)
+from wespeaker_py.utils.file_utils import FileStamp, file_stamp, read_key_value, require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -25,39 +24,37 @@ if TYPE_CHECKING:
 
 
 class WindowLdaFiles:
-    """The window LDAs beside ``model`` (the one at its ``window_lda_path`` and the
-    narrowband ones named for a rate), each read again only when its file changes."""
+    """The window LDAs of a model (the one at its ``window_lda_path`` and the narrowband ones
+    named for a rate beside it), each read again only when its file changes; each method is
+    given the model (``SpeakerModel``), which this does not keep."""
 
-    def __init__(self, model: "SpeakerModel", band_fills: BandFillFiles):
-        self._model = model
+    def __init__(self, band_fills: BandFillFiles):
         self._band_fills = band_fills
         # absolute path: (the file's stamp when read, the LDA read)
         self._read: Dict[str, Tuple[Optional[FileStamp], "WindowLDA"]] = {}
 
-    def file(self, heard_rate: int = 0) -> Optional[str]:
-        """Where the window LDA learnt at ``heard_rate`` lives (0: the model's
+    @staticmethod
+    def file(model: "SpeakerModel", heard_rate: int = 0) -> Optional[str]:
+        """Where the window LDA of ``model`` learnt at ``heard_rate`` lives (0: its
         ``window_lda_path``); None when the model has no folder beside it."""
         from wespeaker_py.diarization.options import window_lda_name
-        prefix = side_file_prefix(self._model.window_lda_path)
+        prefix = model.companion_prefix
         if prefix is None:
-            return None if heard_rate else self._model.window_lda_path
+            return None if heard_rate else model.window_lda_path
         return prefix + window_lda_name(heard_rate)
 
-    def present(self) -> Dict[str, str]:
-        """``{name: path}`` of the window LDA files that exist beside the model, by the
-        names they have there."""
+    @staticmethod
+    def present(model: "SpeakerModel") -> Dict[str, str]:
+        """``{name: path}`` of the window LDA files of ``model`` that exist, by the names
+        they have beside it."""
         from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
-        path = self._model.window_lda_path
-        found = {}
-        if path and os.path.isfile(path):
-            found[WINDOW_LDA_NAME] = path
-        prefix = side_file_prefix(path)
+        prefix = model.companion_prefix
         if prefix is not None:
-            for narrow in files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA):
-                found[narrow[len(prefix):]] = narrow
-        return found
+            return companions_at(prefix, [WINDOW_LDA_NAME, NARROWBAND_WINDOW_LDA])
+        path = model.window_lda_path   # a file of another name: no folder beside the model
+        return {WINDOW_LDA_NAME: path} if path and os.path.isfile(path) else {}
 
-    def for_diarization(self, choice: str
+    def for_diarization(self, model: "SpeakerModel", choice: str
                         ) -> Tuple[Optional["WindowLDA"], Dict[int, "WindowLDA"]]:
         """The window LDA that ``choice`` names (``off``/``none``: none; a file, which must
         exist, for every recording; ``auto``: the model's ``window_lda_path`` if it exists)
@@ -65,54 +62,52 @@ class WindowLdaFiles:
         checked against the model and against its file name."""
         from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
                                                       narrowband_rate_of, window_lda_name)
-        model = self._model
         if choice.lower() in ("off", "none"):
             return None, {}
         if choice != "auto":
-            lda = self.load(choice)
+            lda = self.load(model, choice)
             if lda.heard_rate:
                 logger.warning("window LDA %s was learnt from audio heard at %d Hz; given "
                                "by name, it projects every recording whatever its rate",
                                choice, lda.heard_rate)
             return lda, {}
         path = model.window_lda_path
-        main = self.load(path) if path and os.path.exists(path) else None
+        main = self.load(model, path) if path and os.path.exists(path) else None
         if main is not None and main.heard_rate:
             raise ModelMismatchError(
                 f"window LDA {path} was learnt from audio heard at {main.heard_rate} Hz, but "
                 f"that name is for the model's own rate; rename it "
                 f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
                 f"{main.heard_rate} Hz")
-        prefix = side_file_prefix(path)
+        prefix = model.companion_prefix
         narrowband = {}
-        for found in ([] if prefix is None else
-                      files_named_by_rate(prefix, NARROWBAND_WINDOW_LDA)):
-            rate = narrowband_rate_of(found[len(prefix):])
+        for name, found in ({} if prefix is None else
+                            companions_at(prefix, [NARROWBAND_WINDOW_LDA])).items():
+            rate = narrowband_rate_of(name)
             if rate is None:
                 logger.warning("ignoring %s: not a window_lda_<HZ>hz.npz name", found)
                 continue
-            lda = self.load(found)
+            lda = self.load(model, found)
             if lda.heard_rate != rate or rate >= model.sample_rate:
                 raise ModelMismatchError(
                     f"window LDA {found}: its name says {rate} Hz but it was learnt from audio "
                     f"heard at {lda.heard_rate or model.sample_rate} Hz; a narrowband one is "
                     f"learnt with heard_rate below the model's {model.sample_rate} Hz and "
                     f"named for it")
-            if lda.band_fill != self._band_fills.digest(rate):
+            if lda.band_fill != self._band_fills.digest(model, rate):
                 learnt = "through another band fill" if lda.band_fill else "without a band fill"
                 band_fill_mismatch(
                     f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz audio "
-                    f"now goes through {self._band_fills.now(rate)}; learn it again: "
+                    f"now goes through {self._band_fills.now(model, rate)}; learn it again: "
                     f"wespeaker-py window-lda --heard_rate {rate}", model.force)
             narrowband[rate] = lda
         return main, narrowband
 
-    def load(self, path: str) -> "WindowLDA":
-        """One window LDA file, checked against the model (identity and dimension); read
+    def load(self, model: "SpeakerModel", path: str) -> "WindowLDA":
+        """One window LDA file, checked against ``model`` (identity and dimension); read
         again only when the file changed since it was last read."""
         from wespeaker_py.diarization.projection import WindowLDA
         from wespeaker_py.runtime.identity import check_recorded_identity
-        model = self._model
         key = os.path.abspath(path)
         stamp = file_stamp(path)
         known = self._read.get(key)
@@ -127,14 +122,16 @@ class WindowLdaFiles:
         self._read[key] = (stamp, lda)
         return lda
 
-    def output(self, output: Optional[str] = None, heard_rate: int = 0) -> str:
+    def output(self, model: "SpeakerModel", output: Optional[str] = None,
+               heard_rate: int = 0) -> str:
         """Where :meth:`train` writes: ``output``, else :meth:`file`."""
-        target = output or self.file(heard_rate)
+        target = output or self.file(model, heard_rate)
         if target is None:
             raise WespeakerError("this model has no folder beside it; give output=")
         return target
 
-    def train(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
+    def train(self, model: "SpeakerModel", data: Union[str, Sequence[str]],
+              output: Optional[str] = None,
               dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
               max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
               heard_rate: int = 0, **settings: Any) -> "WindowLDA":
@@ -144,13 +141,12 @@ class WindowLdaFiles:
         band fill is learnt from the same data first."""
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
-        model = self._model
         heard_rate = check_heard_rate(heard_rate, model.sample_rate)
-        target = self.output(output, heard_rate)
+        target = self.output(model, output, heard_rate)
         require_writable(target)
-        if (heard_rate and self._band_fills.fbank_frontend() is not None
-                and side_file_prefix(model.window_lda_path) is not None
-                and self._band_fills.digest(heard_rate) == ""):
+        if (heard_rate and self._band_fills.fbank_frontend(model) is not None
+                and model.companion_prefix is not None
+                and self._band_fills.digest(model, heard_rate) == ""):
             logger.info("no band fill for %d Hz beside the model: learning one from the same "
                         "data first", heard_rate)
             model.train_band_fill(data, heard_rate, progress=progress,
@@ -168,7 +164,7 @@ class WindowLdaFiles:
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
                              dim or DEFAULT_LDA_DIM, model.identity, heard_rate,
-                             self._band_fills.digest(heard_rate))
+                             self._band_fills.digest(model, heard_rate))
         if os.path.exists(target):
             _note_replaced(target, lda)
         lda.save(target)

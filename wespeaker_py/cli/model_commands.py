@@ -48,9 +48,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     # of an earlier export there: a graph named as the model's checkpoint would take its own
     from wespeaker_py.api.companion_files import companion_prefix
     beside_graph = companion_prefix(graph)
+    carried = {**files_beside(model), **model.companion_files()}   # a --calibration's too
     refuse_over_model_files(args, model, {
         "--onnx": graph, **{f"--onnx {graph}'s {name}": beside_graph + name
-                            for name in files_beside(model)}})
+                            for name in carried}})
     from wespeaker_py.api.exporting import (export_feats_onnx, export_waveform_graph,
                                             onnx_output_path)
     export = export_waveform_graph if args.with_frontend else export_feats_onnx
