@@ -27,7 +27,7 @@ from wespeaker_py import load_model
 from wespeaker_py.api.exporting import export_waveform_graph
 from wespeaker_py.audio import INT16_SCALE, load_audio, narrowband, resample
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
-from wespeaker_py.utils.file_utils import read_wav_scp
+from wespeaker_py.utils.tables import read_wav_scp
 
 
 def main() -> None:

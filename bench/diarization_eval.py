@@ -36,7 +36,8 @@ from wespeaker_py.diarization.rttm import read_rttm
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import RegionRules, SileroVAD, probabilities_to_regions
 from wespeaker_py.scoring.metrics import compute_eer
-from wespeaker_py.utils.file_utils import atomic_open, read_key_value
+from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.tables import read_key_value
 
 Cached = Dict[str, np.ndarray]
 

@@ -466,7 +466,7 @@ def _steps(dry: bool):
 # -- the driver -------------------------------------------------------------------
 
 def _write_atomically(path: str, text: str) -> None:
-    from wespeaker_py.utils.file_utils import atomic_open
+    from wespeaker_py.utils.atomic_files import atomic_open
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
 

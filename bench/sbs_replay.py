@@ -39,7 +39,7 @@ from wespeaker_py.dataset import Dataset, spk2id_from_utt2spk
 from wespeaker_py.dataset.stats import SkipSummary
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.train import builder, experiment, trainer
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.tables import read_key_value
 
 
 def _train_config(train_args: List[str]):

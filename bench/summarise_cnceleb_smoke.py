@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 from summarise_mini_seeds import machine
 
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 
 TRIALS = ("CNC-Eval-Concat.lst", "CNC-Eval-Avg.lst")
 # the line examples/cnceleb/v2/run.sh prints as each stage begins

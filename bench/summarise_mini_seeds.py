@@ -24,7 +24,8 @@ from typing import Dict, List, Sequence
 import torch
 
 from wespeaker_py.scoring.report import collect_results
-from wespeaker_py.utils.file_utils import atomic_open, iter_table
+from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.tables import iter_table
 
 TRIALS = "trials"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,8 @@ import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from wespeaker_py.api.gallery import Gallery, ZeroEmbeddingError
 from wespeaker_py.api.model import SpeakerModel
-from wespeaker_py.utils.file_utils import DataFormatError, InputFileError
+from wespeaker_py.utils.paths import InputFileError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 @pytest.fixture(scope="module")

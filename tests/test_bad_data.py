@@ -13,7 +13,7 @@ from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import read_raw_list, read_shard_list
 from wespeaker_py.dataset.stats import SkipSummary
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 def _float_wav(path, samples):

@@ -14,7 +14,7 @@ from recipe_helpers import REPO, read_table, write_tone
 from wespeaker_py.dataset.combine import (combine_short_utterances, combined_key, genre_group,
                                           group_consecutive, plan_pieces)
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 RATE = 16000
 

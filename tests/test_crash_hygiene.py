@@ -6,15 +6,15 @@ import sys
 import pytest
 import torch
 
-from wespeaker_py.utils import file_utils
-from wespeaker_py.utils.file_utils import (DiskFullError, atomic_open, atomic_path,
-                                           remove_stale_temp_files, save_torch)
+from wespeaker_py.utils import atomic_files
+from wespeaker_py.utils.atomic_files import (DiskFullError, atomic_open, atomic_path,
+                                             remove_stale_temp_files, save_torch)
 
 
 def _killed_writer(target: str) -> None:
     """Start an atomic write of ``target`` in a child process and kill -9 it midway."""
     code = ("import os, signal, torch\n"
-            "from wespeaker_py.utils.file_utils import atomic_path\n"
+            "from wespeaker_py.utils.atomic_files import atomic_path\n"
             f"with atomic_path({target!r}) as tmp:\n"
             "    torch.save({'w': torch.zeros(10)}, tmp)\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -43,9 +43,9 @@ def test_temporary_files_of_live_writers_are_kept(tmp_path):
 def test_rename_happens_after_fsync(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(file_utils.os, "fsync",
+    monkeypatch.setattr(atomic_files.os, "fsync",
                         lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(file_utils.os, "replace",
+    monkeypatch.setattr(atomic_files.os, "replace",
                         lambda a, b: (events.append("replace"), real_replace(a, b))[1])
     with atomic_path(str(tmp_path / "x.npy")) as tmp:
         with open(tmp, "wb") as handle:
@@ -62,7 +62,7 @@ def test_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
             return real_open("/dev/full", mode, *args, **kwargs)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(file_utils, "open", open_on_full_disk, raising=False)
+    monkeypatch.setattr(atomic_files, "open", open_on_full_disk, raising=False)
     target = str(tmp_path / "model_1.pt")
     with pytest.raises(DiskFullError) as info:
         save_torch({"w": torch.randn(50000)}, target)
@@ -75,7 +75,7 @@ def test_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
 def test_full_disk_through_atomic_open(tmp_path, monkeypatch):
     target = str(tmp_path / "trials.score")
     real_open = open
-    monkeypatch.setattr(file_utils, "open",
+    monkeypatch.setattr(atomic_files, "open",
                         lambda path, mode="r", **kw: real_open("/dev/full", mode, **kw),
                         raising=False)
     with pytest.raises(DiskFullError, match="no space left on device while writing .*"

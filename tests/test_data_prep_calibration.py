@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from wespeaker_py.scoring.calibration_set import generate_calibration_trials
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.frontend.framing import samples_for_frames
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 CHUNK = samples_for_frames(200, RATE)
 

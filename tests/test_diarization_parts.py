@@ -12,7 +12,7 @@ from wespeaker_py.diarization.rttm import read_rttm, read_speaker_counts, read_u
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 SR = 16000
 CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

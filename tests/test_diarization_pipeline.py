@@ -16,7 +16,7 @@ from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.runtime import SpeakerEmbedder, TorchBackend
 from wespeaker_py.models import get_model
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 from tests.inference_helpers import TINY_XVEC_ARGS, randomise_batchnorm
 
 SR = 16000

@@ -29,7 +29,8 @@ PACKAGE_ERRORS = _package_exception_classes()
 
 def test_the_walk_finds_the_errors_of_several_layers():
     modules = {cls.__module__ for cls in PACKAGE_ERRORS}
-    assert {"wespeaker_py.errors", "wespeaker_py.config.fields", "wespeaker_py.utils.file_utils",
+    assert {"wespeaker_py.errors", "wespeaker_py.config.fields", "wespeaker_py.utils.tables",
+            "wespeaker_py.utils.paths", "wespeaker_py.utils.atomic_files",
             "wespeaker_py.train.step", "wespeaker_py.cli.common"} <= modules
 
 
@@ -43,7 +44,8 @@ def test_every_package_error_derives_from_the_root_and_maps_to_its_status(cls):
 
 def test_errors_keep_their_builtin_bases():
     from wespeaker_py.config import ConfigError
-    from wespeaker_py.utils.file_utils import DataFormatError, DiskFullError
+    from wespeaker_py.utils.atomic_files import DiskFullError
+    from wespeaker_py.utils.tables import DataFormatError
     assert issubclass(ConfigError, ValueError) and issubclass(DataFormatError, ValueError)
     assert issubclass(DiskFullError, OSError) and issubclass(RunFailedError, RuntimeError)
     full = DiskFullError("out/x.ark", OSError(28, "No space left on device"))

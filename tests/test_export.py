@@ -22,7 +22,7 @@ from wespeaker_py.export import onnx_export
 from wespeaker_py.config import load_model_config
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.models import get_model, repvgg
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")

@@ -31,7 +31,7 @@ from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.runtime.engine import fewest_samples
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 # Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
 # a length, two share 74 frames, the rest are alone.

@@ -22,7 +22,7 @@ from wespeaker_py.inference.workdir import ExtractionWork, work_dir_for
 from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 LENGTHS = [16000, 12000, 9600, 20000, 12800, 8000]
 
@@ -155,7 +155,7 @@ def test_a_run_cut_short_while_splitting_the_list_resumes_with_every_split(setup
                                                                            monkeypatch):
     from wespeaker_py.inference import workdir
     from wespeaker_py.inference.workdir import ExtractionWork
-    from wespeaker_py.utils.file_utils import atomic_open
+    from wespeaker_py.utils.atomic_files import atomic_open
 
     def work():
         return ExtractionWork(str(tmp_path / "xvector.ark"), setup["list"], "raw",
@@ -391,7 +391,7 @@ def test_a_file_system_without_locks_is_named_not_taken_for_another_run(tmp_path
     import errno
     import fcntl
     from wespeaker_py.inference import workdir
-    from wespeaker_py.utils.file_utils import OutputNotWritableError
+    from wespeaker_py.utils.paths import OutputNotWritableError
 
     def no_locks(handle, operation):
         raise OSError(errno.ENOLCK, "No locks available")

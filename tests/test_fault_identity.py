@@ -22,7 +22,7 @@ from wespeaker_py.api.gallery import GalleryFileError, SpeakerExistsError
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import (MIXED, ModelMismatchError, mean_vec_digest,
                                            short_identity)
-from wespeaker_py.utils.file_utils import OutputNotWritableError
+from wespeaker_py.utils.paths import OutputNotWritableError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_onnx = pytest.mark.skipif(

@@ -2,9 +2,10 @@ import os
 
 import pytest
 
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, atomic_path,
-                                           file_digest, iter_table, read_key_value,
-                                           resolve_wav, write_table)
+from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
+from wespeaker_py.utils.paths import file_digest
+from wespeaker_py.utils.tables import (DataFormatError, iter_table, read_key_value, resolve_wav,
+                                       write_table)
 
 
 def test_file_digest_reads_the_whole_content_in_blocks(tmp_path):
@@ -137,7 +138,7 @@ def _killed_while_writing(code: str) -> None:
 
 
 def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
-    from wespeaker_py.utils.file_utils import atomic_dir
+    from wespeaker_py.utils.atomic_files import atomic_dir
     target = tmp_path / "parent" / "model"
     with atomic_dir(str(target)) as tmp:
         assert os.path.dirname(tmp) == str(tmp_path / "parent") and not target.exists()
@@ -158,7 +159,7 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
 
 
 def test_atomic_dir_refuses_a_file_or_a_folder_with_files(tmp_path):
-    from wespeaker_py.utils.file_utils import atomic_dir
+    from wespeaker_py.utils.atomic_files import atomic_dir
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="file exists and is not a directory"):
         with atomic_dir(str(tmp_path / "file")):
@@ -172,7 +173,7 @@ def test_atomic_dir_refuses_a_file_or_a_folder_with_files(tmp_path):
 
 
 def test_atomic_dir_follows_umask(tmp_path):
-    from wespeaker_py.utils.file_utils import atomic_dir
+    from wespeaker_py.utils.atomic_files import atomic_dir
     old = os.umask(0o027)
     try:
         with atomic_dir(str(tmp_path / "out")):
@@ -183,9 +184,9 @@ def test_atomic_dir_follows_umask(tmp_path):
 
 
 def test_a_killed_writers_temporary_folder_is_removed_by_the_next_write(tmp_path):
-    from wespeaker_py.utils.file_utils import atomic_dir
+    from wespeaker_py.utils.atomic_files import atomic_dir
     _killed_while_writing(
-        "import os\nfrom wespeaker_py.utils.file_utils import atomic_dir\n"
+        "import os\nfrom wespeaker_py.utils.atomic_files import atomic_dir\n"
         f"with atomic_dir({str(tmp_path / 'first')!r}) as tmp:\n"
         "    open(os.path.join(tmp, 'half'), 'w').close()\n"
         "    os._exit(9)\n")
@@ -197,7 +198,7 @@ def test_a_killed_writers_temporary_folder_is_removed_by_the_next_write(tmp_path
 
 
 def test_atomic_symlink_replaces_a_link_in_one_step(tmp_path):
-    from wespeaker_py.utils.file_utils import atomic_symlink
+    from wespeaker_py.utils.atomic_files import atomic_symlink
     for name in ("model_1.pt", "model_2.pt"):
         (tmp_path / name).write_text(name)
     link = str(tmp_path / "final_model.pt")

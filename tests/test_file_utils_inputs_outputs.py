@@ -7,10 +7,10 @@ import soundfile as sf
 
 from tool_helpers import run_cli
 from wespeaker_py.dataset.lists import read_list_file
-from wespeaker_py.utils.file_utils import (DataFormatError, OutputNotWritableError,
-                                           atomic_open, atomic_path, iter_key_rest, iter_table,
-                                           read_key_value, read_lines, read_wav_scp,
-                                           require_writable, write_table)
+from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, require_writable
+from wespeaker_py.utils.paths import OutputNotWritableError
+from wespeaker_py.utils.tables import (DataFormatError, iter_key_rest, iter_table, read_key_value,
+                                       read_lines, read_wav_scp, write_table)
 
 
 def latin1_table(tmp_path):

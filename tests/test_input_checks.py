@@ -21,7 +21,7 @@ from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.inference.extraction import extract_embeddings
 from wespeaker_py.io.ark import MIN_NORM, load_embeddings, write_embeddings
 from wespeaker_py.scoring.cosine import score_trial_files
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 @pytest.fixture(autouse=True)

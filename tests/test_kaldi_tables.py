@@ -1,4 +1,4 @@
-"""Kaldi tables read through file_utils: repeated keys name both lines, VAD files that
+"""Kaldi tables read through utils.tables: repeated keys name both lines, VAD files that
 match no utterance are refused, and noise lists are read with one rule."""
 import json
 import os
@@ -13,7 +13,7 @@ from wespeaker_py.diarization.synthetic import SpeakerCorpus
 from wespeaker_py.finetune.data import FinetuneDataError, read_finetune_data
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.embeddings import read_spk2utt
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 @pytest.fixture

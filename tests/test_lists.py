@@ -20,7 +20,7 @@ from wespeaker_py.dataset.lists import (TableEntry, read_audio_list, read_raw_li
 from wespeaker_py.dataset import shards
 from wespeaker_py.dataset.shards import iter_shard, make_shards
 from wespeaker_py.dataset.stats import BAD_MEMBER, BAD_SHARD, PipelineStats
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 def test_spk2id_is_sorted_and_dense(tmp_path):

@@ -17,7 +17,7 @@ from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_pld
                               score_calibration, score_norm, train_plda)
 from wespeaker_py.io.ark import load_embeddings, write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 16

@@ -13,7 +13,7 @@ from wespeaker_py.bin import eval_plda, score, score_calibration, score_norm, tr
 from wespeaker_py.io.ark import load_embeddings, write_embeddings
 from wespeaker_py.scoring import qmf, trials
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 DIM = 16
 TRIALS = "T"

@@ -11,7 +11,7 @@ from wespeaker_py.scoring.embeddings import (compute_mean_vector, compute_speake
                                              write_speaker_means)
 from wespeaker_py.scoring.trials import (read_labelled_scores, read_score_file, read_trials,
                                          write_score_file)
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 def make_embeddings(tmp_path, keys, dim=8, seed=0, name="xvector"):

@@ -11,7 +11,7 @@ from wespeaker_py.io.ark import write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 DIM = 8
 

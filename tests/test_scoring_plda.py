@@ -8,7 +8,7 @@ from scipy.stats import multivariate_normal
 
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.plda import TwoCovPLDA, class_statistics
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 DIM = 6
 

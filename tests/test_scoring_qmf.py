@@ -11,7 +11,7 @@ from wespeaker_py.scoring.qmf import (cllr, gather_calibration_factors, infer_ca
                                       pair_features, train_calibration,
                                       train_calibration_file)
 from wespeaker_py.scoring.trials import read_labelled_scores
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 def test_cllr_reference_values():

@@ -4,7 +4,7 @@ import soundfile as sf
 
 from wespeaker_py.dataset.synthetic_aug import (coloured_noise, make_synthetic_aug_data,
                                                 synthetic_rir)
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.tables import read_key_value
 
 
 def _spectral_slope(signal):

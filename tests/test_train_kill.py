@@ -18,7 +18,7 @@ from train_helpers import make_speaker_corpus, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.train.checkpoint import epoch_from_name
 from train_helpers import run_training
-from wespeaker_py.utils.file_utils import temp_name_for
+from wespeaker_py.utils.atomic_files import temp_name_for
 
 NUM_EPOCHS = 10
 

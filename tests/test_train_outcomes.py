@@ -12,7 +12,7 @@ from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.train import experiment
 from wespeaker_py.train.trainer import TrainingDataError
-from wespeaker_py.utils import file_utils
+from wespeaker_py.utils import atomic_files
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.config import ConfigError
 
@@ -80,7 +80,7 @@ def test_final_model_exists_as_soon_as_the_last_checkpoint_does(corpus, tmp_path
         if os.path.abspath(dst) == os.path.abspath(last):
             raise SystemExit("killed")
 
-    monkeypatch.setattr(file_utils.os, "replace", replace_then_die)
+    monkeypatch.setattr(atomic_files.os, "replace", replace_then_die)
     with pytest.raises(SystemExit, match="killed"):
         run_training(tiny_config(exp_dir, corpus, num_epochs=2))
     final = os.path.join(exp_dir, "models", "final_model.pt")

@@ -6,7 +6,7 @@ import pytest
 
 from wespeaker_py.bin import plot_training
 from wespeaker_py.train.curves import plot_training_curves, read_training_curves
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 PREFIX = "2026-12-05 10:00:00,000 INFO [wespeaker_py.train.loop] "
 

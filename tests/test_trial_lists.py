@@ -10,7 +10,7 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring import qmf
 from wespeaker_py.scoring.make_trials import TrialDesignError, sample_balanced_trials
 from wespeaker_py.scoring.trials import read_score_file, read_trials, write_score_file
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 
 def corpus(speakers: int, per_speaker: int):

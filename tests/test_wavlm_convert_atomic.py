@@ -1,4 +1,4 @@
-"""A converted (or random) WavLM folder is written atomically by file_utils.atomic_dir: a
+"""A converted (or random) WavLM folder is written atomically by atomic_files.atomic_dir: a
 killed conversion's half-written folder is removed by the next one beside it."""
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""A random Whisper checkpoint is written atomically (file_utils.save_torch)."""
+"""A random Whisper checkpoint is written atomically (atomic_files.save_torch)."""
 import os
 
 import pytest

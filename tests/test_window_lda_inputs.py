@@ -11,7 +11,7 @@ import soundfile as sf
 from tests.inference_helpers import make_experiment
 from wespeaker_py.diarization.options import DiarizationOptions
 from wespeaker_py.diarization.pipeline import Diarizer, labelled_window_embeddings
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 SR = 16000
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.models import family_module_name
 from wespeaker_py.models.complexity import recipe_model_args
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "tests", "data", "wespeaker_state_dict_keys.json")

@@ -12,7 +12,7 @@ from typing import List, Optional
 from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
 from wespeaker_py.scoring.trials import write_trials
-from wespeaker_py.utils.file_utils import read_key_value
+from wespeaker_py.utils.tables import read_key_value
 
 
 def main(argv: Optional[List[str]] = None) -> None:

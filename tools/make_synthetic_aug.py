@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import FlagParser, add_flag, run_main
 from wespeaker_py.dataset.synthetic_aug import make_synthetic_aug_data
-from wespeaker_py.utils.file_utils import read_wav_scp, resolve_wav
+from wespeaker_py.utils.tables import read_wav_scp, resolve_wav
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -25,8 +25,8 @@ from typing import List, Optional
 from wespeaker_py.cli.common import FlagParser, UsageError, add_flag, positive_int, run_main
 from wespeaker_py.scoring.make_trials import all_pair_trials, sample_balanced_trials
 from wespeaker_py.scoring.trials import write_trials
-from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import setup_logging
+from wespeaker_py.utils.tables import read_key_value
 
 DEFAULT_NUM_TRIALS = 2000
 

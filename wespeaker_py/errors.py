@@ -10,11 +10,11 @@ status with ``isinstance``:
   result (nothing extracted, a full disk, a non-finite loss), exit status 1.
 
 Classes used in one layer stay in their module (``ConfigError`` in
-:mod:`wespeaker_py.config.fields`, ``DataFormatError`` and ``DiskFullError`` in
-:mod:`wespeaker_py.utils.file_utils`, ...) and derive from one of these two; the
-classes keep their builtin bases (``ValueError``, ``RuntimeError``, ``OSError``)
-so that ``except ValueError`` code still catches them. Importing this module is
-cheap (no torch).
+:mod:`wespeaker_py.config.fields`, ``DataFormatError`` in :mod:`wespeaker_py.utils.tables`,
+``DiskFullError`` in :mod:`wespeaker_py.utils.atomic_files`, ...) and derive from one of
+these two; the classes keep their builtin bases (``ValueError``, ``RuntimeError``,
+``OSError``) so that ``except ValueError`` code still catches them. Importing this module
+is cheap (no torch).
 """
 from __future__ import annotations
 

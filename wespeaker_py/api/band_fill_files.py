@@ -14,10 +14,12 @@ from wespeaker_py.audio import heard_rate_of, load_audio_with_rate
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import FileStamp, file_stamp, read_wav_scp, require_writable
+from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import FileStamp, file_stamp
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import read_wav_scp
 
 logger = get_logger(__name__)
 

@@ -31,7 +31,7 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det
 from wespeaker_py.scoring.qmf import cllr, train_calibration
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 
 CALIBRATION_NAME = "calibration.json"  # a model's calibration, beside it
 FORMAT = "wespeaker_py score calibration"

@@ -15,8 +15,10 @@ from wespeaker_py.api.embedding_inputs import items_of
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import mean_vec_digest
-from wespeaker_py.utils.file_utils import DataFormatError, FileStamp, require_writable
+from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import FileStamp
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import numpy as np
 
 from wespeaker_py.audio import AudioLike
-from wespeaker_py.utils.file_utils import read_wav_scp
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import read_wav_scp
 
 logger = get_logger(__name__)
 
@@ -33,7 +33,7 @@ def items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
     """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
     a path listed again is the same key, and is embedded once).
 
-    A wav.scp is read by :func:`~wespeaker_py.utils.file_utils.read_wav_scp`: one that is
+    A wav.scp is read by :func:`~wespeaker_py.utils.tables.read_wav_scp`: one that is
     missing, empty or malformed raises its error, naming the file.
     """
     if isinstance(items, (str, os.PathLike)):

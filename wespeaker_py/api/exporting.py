@@ -35,7 +35,7 @@ from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.scoring.embeddings import save_mean_vector
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

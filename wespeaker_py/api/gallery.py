@@ -30,7 +30,7 @@ import numpy as np
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.npz_files import open_npz
 

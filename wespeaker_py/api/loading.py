@@ -32,8 +32,8 @@ from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_li
 from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.train.checkpoint import epoch_from_name
-from wespeaker_py.utils.file_utils import DataFormatError
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 

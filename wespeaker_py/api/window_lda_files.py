@@ -12,9 +12,11 @@ from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch, 
 from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
-from wespeaker_py.utils.file_utils import FileStamp, file_stamp, read_key_value, require_writable
+from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import FileStamp, file_stamp
+from wespeaker_py.utils.tables import read_key_value
 
 logger = get_logger(__name__)
 

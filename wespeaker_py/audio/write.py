@@ -14,7 +14,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 
 DEFAULT_SUBTYPE = "PCM_16"
 

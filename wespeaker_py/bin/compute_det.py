@@ -14,8 +14,8 @@ import sys
 from typing import Dict, List, Optional
 
 from wespeaker_py.cli.common import bin_parser, run_main
-from wespeaker_py.utils.file_utils import (refuse_output_over_input, require_input_file,
-                                           require_writable)
+from wespeaker_py.utils.atomic_files import require_writable
+from wespeaker_py.utils.paths import refuse_output_over_input, require_input_file
 
 # what each output is, by the suffix it adds to its score file's name
 _OUTPUTS = {".det.txt": "DET points", ".det.png": "DET curve", ".hist.png": "score histogram"}

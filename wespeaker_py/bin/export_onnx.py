@@ -16,8 +16,8 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
-from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import setup_logging
+from wespeaker_py.utils.paths import refuse_output_over_input
 
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
 # (tests/test_cli.py keeps the two equal)
@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                      require_onnx_packages)
     from wespeaker_py.export.onnx_export import MeanVectorMismatchError, TooFewFramesError
     from wespeaker_py.scoring.embeddings import load_mean_vector
-    from wespeaker_py.utils.file_utils import DataFormatError
+    from wespeaker_py.utils.tables import DataFormatError
     require_onnx_packages()
     setup_logging()
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None

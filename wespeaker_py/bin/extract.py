@@ -42,8 +42,8 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
                                      add_flag, bin_parser, positive_int, run_main)
-from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+from wespeaker_py.utils.paths import refuse_output_over_input
 
 logger = get_logger("wespeaker_py.bin.extract")
 

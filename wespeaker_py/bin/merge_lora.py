@@ -13,8 +13,8 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
-from wespeaker_py.utils.file_utils import refuse_output_over_input
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+from wespeaker_py.utils.paths import refuse_output_over_input
 
 logger = get_logger("wespeaker_py.bin.merge_lora")
 

@@ -98,7 +98,7 @@ def _read_scored(ref_rttm: str, sys_rttm: str, uem: Optional[str]):
     names them), and the UEM's regions (the log names reference recordings it lacks)."""
     from wespeaker_py.diarization.metrics import scored_recordings
     from wespeaker_py.diarization.rttm import read_rttm, read_uem
-    from wespeaker_py.utils.file_utils import DataFormatError
+    from wespeaker_py.utils.tables import DataFormatError
     ref, sys = read_rttm(ref_rttm), read_rttm(sys_rttm)
     if not ref:   # DER would read 0.00: nothing to miss, and every false alarm uncounted
         raise DataFormatError(ref_rttm, None, "the reference holds no SPEAKER lines: there is "
@@ -171,7 +171,7 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
 
 def _refuse_over_inputs(args: argparse.Namespace, systems: Dict[str, str]) -> None:
     """--output must not be one of the RTTM or UEM files read."""
-    from wespeaker_py.utils.file_utils import refuse_output_over_input
+    from wespeaker_py.utils.paths import refuse_output_over_input
     refuse_output_over_input({"--output": args.output},
                              {"--ref_rttm": args.ref_rttm, "--sys_rttm": args.sys_rttm,
                               "--uem": args.uem,
@@ -205,7 +205,7 @@ def _main(argv: List[str]) -> int:
             count = plot_recordings(args.ref_rttm, path, folder, args.uem)
             print(f"{count} time lines in {folder}")
     if args.output:
-        from wespeaker_py.utils.file_utils import atomic_open
+        from wespeaker_py.utils.atomic_files import atomic_open
         with atomic_open(args.output, "w", encoding="utf-8") as handle:
             handle.write(f"{about} (JER ignores collar and overlap settings, as dscore's)"
                          f"\n\n{table}")

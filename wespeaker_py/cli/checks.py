@@ -21,8 +21,9 @@ def check_before_compute(audio: Sequence[Optional[str]] = (),
     folder is writable. None entries are passed over.
     """
     from wespeaker_py.errors import AudioInputError
-    from wespeaker_py.utils.file_utils import (read_wav_scp, require_input_file,
-                                               require_writable)
+    from wespeaker_py.utils.atomic_files import require_writable
+    from wespeaker_py.utils.paths import require_input_file
+    from wespeaker_py.utils.tables import read_wav_scp
     for path in filter(None, audio):
         if not os.path.exists(path):
             raise AudioInputError(f"{path} does not exist")
@@ -46,7 +47,7 @@ def refuse_over_inputs(args: argparse.Namespace, outputs: Mapping[str, Optional[
     on the command line (--model, --config, --mean_vec); maps of flag -> path. The files
     MODEL finds by itself are known once it is loaded
     (:func:`~wespeaker_py.cli.model_files.refuse_over_model_files`)."""
-    from wespeaker_py.utils.file_utils import refuse_output_over_input
+    from wespeaker_py.utils.paths import refuse_output_over_input
     model_files = {"--model": args.model, "--config": args.config, "--mean_vec": args.mean_vec}
     refuse_output_over_input(outputs, {**inputs, **model_files})
 

@@ -35,7 +35,7 @@ are removed as the new graph replaces the earlier one.""",
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``wespeaker-py export``: the model as an ONNX graph, its files beside it."""
-    from wespeaker_py.utils.file_utils import require_writable
+    from wespeaker_py.utils.atomic_files import require_writable
     # --onnx may name a folder to write model.onnx in
     require_writable(args.onnx, folder_ok=True)
     from wespeaker_py.api.exporting import onnx_target

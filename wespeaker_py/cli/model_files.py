@@ -41,7 +41,7 @@ def refuse_over_model_files(args: argparse.Namespace, model,
     the names in ``writes``: the model's files that the subcommand is there to write."""
     from wespeaker_py.api.calibration import CALIBRATION_NAME
     from wespeaker_py.api.companion_files import companion_name_at
-    from wespeaker_py.utils.file_utils import OutputNotWritableError, refuse_output_over_input
+    from wespeaker_py.utils.paths import OutputNotWritableError, refuse_output_over_input
     own = {f"--model {args.model}'s {name}": path
            for name, path in model_files(model).items() if name not in writes}
     if CALIBRATION_NAME not in writes:

@@ -72,7 +72,7 @@ def _write_vector(path: str, vector) -> None:
     """``vector`` to ``path``: NumPy's .npy format, or one text line for .txt."""
     import numpy as np
 
-    from wespeaker_py.utils.file_utils import atomic_open, atomic_path
+    from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
     if path.endswith(".npy"):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:

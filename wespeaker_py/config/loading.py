@@ -18,7 +18,7 @@ import yaml
 from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at,
                                         is_text, parse_block)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

@@ -25,9 +25,9 @@ import numpy as np
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_audio, write_wav
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import (DataFormatError, file_stamp, read_wav_scp,
-                                           write_table)
+from wespeaker_py.utils.paths import file_stamp
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import DataFormatError, read_wav_scp, write_table
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
@@ -232,7 +232,7 @@ def _readable_durations(paths: Dict[str, str], nj: int,
 
 def sources_digest(keys: Sequence[str], paths: Dict[str, str]) -> str:
     """What the members of a piece are read from: a digest of each one's key and
-    ``wav.scp`` entry and, for a file, its :data:`~wespeaker_py.utils.file_utils.FileStamp`
+    ``wav.scp`` entry and, for a file, its :data:`~wespeaker_py.utils.paths.FileStamp`
     (a command's output cannot be stamped: its command line stands for it)."""
     sources = [(key, paths[key], None if is_pipe(paths[key]) else file_stamp(paths[key]))
                for key in keys]

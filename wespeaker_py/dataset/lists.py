@@ -23,10 +23,10 @@ from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
 import soundfile as sf
 
 from wespeaker_py.audio import is_pipe
-from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, atomic_open,
-                                           iter_key_rest, iter_table, open_table,
-                                           read_key_value)
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
+                                       open_table, read_key_value)
 
 logger = get_logger(__name__)
 

@@ -11,7 +11,7 @@ and is counted as a bad shard after its readable utterances.
 
 Beside each shard it writes, :func:`make_shards` notes ``SHARD.digest``: a digest of
 the entries the shard holds (key, speaker, audio path or command, VAD segments, and the
-:data:`~wespeaker_py.utils.file_utils.FileStamp` of each audio file) and the shard's size.
+:data:`~wespeaker_py.utils.paths.FileStamp` of each audio file) and the shard's size.
 A second run keeps the shards whose note matches.
 """
 from __future__ import annotations
@@ -41,8 +41,9 @@ from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance,
                                         check_decodable)
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.file_utils import FileStamp, atomic_open, atomic_path, file_stamp
+from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import FileStamp, file_stamp
 from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from wespeaker_py.audio import errors as audio_errors
-from wespeaker_py.utils.file_utils import rate_in_name
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import rate_in_name
 
 logger = get_logger(__name__)
 

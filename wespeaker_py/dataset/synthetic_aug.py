@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from wespeaker_py.audio import INT16_SCALE, open_audio, write_wav
-from wespeaker_py.utils.file_utils import write_table
+from wespeaker_py.utils.tables import write_table
 
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ Each worker writes one small JSON file per epoch into a private temporary folder
 
 The folder belongs to the process that made it, which removes it when the object is
 garbage-collected or the process exits; copies in workers never remove it. It is named
-as the package's temporary files are (:func:`~wespeaker_py.utils.file_utils.temp_name_for`),
+as the package's temporary files are (:func:`~wespeaker_py.utils.atomic_files.temp_name_for`),
 so that the folder of a killed process is removed by the next one this user makes on
 the machine.
 """
@@ -25,7 +25,7 @@ import tempfile
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
-from wespeaker_py.utils.file_utils import atomic_open, remove_stale_temp_files, temp_name_for
+from wespeaker_py.utils.atomic_files import atomic_open, remove_stale_temp_files, temp_name_for
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

@@ -13,7 +13,7 @@ from numbers import Integral
 from typing import Any, Optional, Tuple
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.file_utils import rate_in_name
+from wespeaker_py.utils.paths import rate_in_name
 
 WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
 NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate

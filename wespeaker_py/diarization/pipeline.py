@@ -34,11 +34,12 @@ from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_tur
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE
-from wespeaker_py.utils.file_utils import (DataFormatError, read_wav_scp,
-                                           refuse_output_over_input, require_writable)
+from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import refuse_output_over_input
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import DataFormatError, read_wav_scp
 
 logger = get_logger(__name__)
 
@@ -378,7 +379,7 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     """The diarization windows of every utterance of ``wav_scp`` named in ``utt2spk``, embedded.
 
     An utterance of ``utt2spk`` (read from the file ``utt2spk_name``) missing from
-    ``wav_scp`` is a :class:`~wespeaker_py.utils.file_utils.DataFormatError` naming both
+    ``wav_scp`` is a :class:`~wespeaker_py.utils.tables.DataFormatError` naming both
     and the first such utterance, raised before any work; utterances of ``wav_scp``
     without a speaker are left out with a warning that counts them.
 

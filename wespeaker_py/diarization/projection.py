@@ -29,7 +29,7 @@ import numpy as np
 
 from wespeaker_py.diarization.graph import unit_rows
 from wespeaker_py.errors import WespeakerError, first_line
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.npz_files import open_npz
 

@@ -16,7 +16,8 @@ from collections import OrderedDict
 from typing import Dict, Iterable, List, Mapping, Tuple
 
 from wespeaker_py.diarization.turns import Turn
-from wespeaker_py.utils.file_utils import DataFormatError, UniqueKeys, atomic_open, iter_table
+from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.tables import DataFormatError, UniqueKeys, iter_table
 
 
 # the NIST RTTM line types other than SPEAKER (RT-09 evaluation plan; md-eval's list)

@@ -25,7 +25,7 @@ from wespeaker_py.audio import INT16_SCALE, load_audio, write_wav
 from wespeaker_py.diarization.rttm import write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.diarization.vad import EnergyVAD, Region, RegionRules
-from wespeaker_py.utils.file_utils import read_key_value, read_lines, resolve_wav, write_table
+from wespeaker_py.utils.tables import read_key_value, read_lines, resolve_wav, write_table
 
 # the rate conversations are built and written at
 SAMPLE_RATE = 16000

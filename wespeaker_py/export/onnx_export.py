@@ -23,7 +23,7 @@ from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_agai
                                         example_features)
 from wespeaker_py.errors import MissingPackagesError, WespeakerError
 from wespeaker_py.runtime.batching import min_valid_frames
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.onnx_session import open_onnx_session
 from wespeaker_py.utils.logging_utils import get_logger
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.export.checks import EXAMPLE_FRAMES, check_against_eager, example_features
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

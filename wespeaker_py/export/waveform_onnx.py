@@ -43,7 +43,7 @@ from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _p
                                          _window_function)
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.framing import frame_params
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.onnx_session import open_onnx_session
 

@@ -21,9 +21,10 @@ from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_r
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
 from wespeaker_py.scoring.trials import write_trials
-from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, file_digest, iter_table,
-                                           read_key_value, resolve_wav, write_table)
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.paths import file_digest
+from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_table, read_key_value,
+                                       resolve_wav, write_table)
 
 logger = get_logger(__name__)
 

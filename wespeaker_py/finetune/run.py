@@ -48,7 +48,7 @@ from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.train.experiment import existing_checkpoints
 from wespeaker_py.train.plan import Layout
-from wespeaker_py.utils.file_utils import atomic_open, atomic_path, save_torch
+from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.threads import using_threads
 

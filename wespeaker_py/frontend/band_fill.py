@@ -27,8 +27,9 @@ import torch
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
-from wespeaker_py.utils.file_utils import atomic_open, files_named_by_rate, rate_in_name
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.npz_files import open_npz
+from wespeaker_py.utils.paths import files_named_by_rate, rate_in_name
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
 # the skip reason of an utterance that came below the model's rate: no wide band to learn from

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 import torch
 
 from wespeaker_py.errors import WespeakerError, first_line
-from wespeaker_py.utils.file_utils import atomic_dir, save_torch
+from wespeaker_py.utils.atomic_files import atomic_dir, save_torch
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 if TYPE_CHECKING:
@@ -427,7 +427,7 @@ def save_hf_directory(model: "WavLMModel", dst_dir: str) -> None:
 
     ``dst_dir`` must not exist or be an empty directory (else :class:`FileExistsError`); a
     killed conversion's temporary folder is removed by the next write beside it
-    (:func:`~wespeaker_py.utils.file_utils.atomic_dir`).
+    (:func:`~wespeaker_py.utils.atomic_files.atomic_dir`).
     """
     with atomic_dir(dst_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)

@@ -6,7 +6,7 @@ from typing import Dict
 import torch
 
 from wespeaker_py.frontend.whisper import MAX_POSITIONS, WhisperEncoder
-from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.utils.atomic_files import save_torch
 
 
 def tiny_whisper_dims(num_layers: int = 3, n_mels: int = 80, width: int = 16,

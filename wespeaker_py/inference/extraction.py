@@ -32,11 +32,12 @@ from wespeaker_py.inference.parts import open_part_writer, recover_part
 from wespeaker_py.io.ark import EmbeddingWriter, key_problem
 from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
 from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
-from wespeaker_py.utils.file_utils import DataFormatError, raise_if_disk_full
+from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
 from wespeaker_py.utils.processes import tie_worker_to
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 

@@ -33,12 +33,12 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
-from wespeaker_py.utils.file_utils import (DataFormatError, OutputNotWritableError,
-                                           atomic_open, file_digest, read_key_value,
-                                           require_input_file, require_writable)
+from wespeaker_py.utils.atomic_files import atomic_open, require_writable
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import OutputNotWritableError, file_digest, require_input_file
+from wespeaker_py.utils.tables import DataFormatError, read_key_value
 
 logger = get_logger(__name__)
 

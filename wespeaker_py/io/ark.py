@@ -25,8 +25,9 @@ import kaldiio
 import numpy as np
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_path, iter_key_rest
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import DataFormatError, iter_key_rest
 
 
 class ArchiveNameError(WespeakerError, ValueError):

@@ -40,8 +40,8 @@ import torch.nn as nn
 
 from wespeaker_py.config import DatasetArgs
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.file_utils import file_digest
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import file_digest
 
 logger = get_logger(__name__)
 

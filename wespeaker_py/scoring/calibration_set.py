@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Tuple
 
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
 from wespeaker_py.scoring.make_trials import TrialDesignError
-from wespeaker_py.utils.file_utils import (DataFormatError, UniqueKeys, iter_key_rest,
-                                           iter_table, write_table)
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
+                                       write_table)
 
 SHORT_RANGE = (2.0, 6.0)
 

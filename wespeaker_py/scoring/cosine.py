@@ -13,7 +13,7 @@ from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
                                          read_trials, write_score_file)
-from wespeaker_py.utils.file_utils import require_writable
+from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import norm
 
 from wespeaker_py.scoring.metrics import DetPoints, eer_from_det
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.plotting import new_figure, save_figure
 
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)

@@ -12,8 +12,9 @@ import numpy as np
 
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings, write_embeddings
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
-from wespeaker_py.utils.file_utils import DataFormatError, UniqueKeys, atomic_path, iter_table
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.tables import DataFormatError, UniqueKeys, iter_table
 
 logger = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from typing import BinaryIO, Tuple
 
 import numpy as np
 
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 _SAMPLE_TYPES = {"FV": np.float32, "DV": np.float64, "FM": np.float32, "DM": np.float64}
 

@@ -29,9 +29,9 @@ from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.scoring.trials import (TrialList, keep_scorable_trials, read_score_file,
                                          write_score_file)
-from wespeaker_py.utils.file_utils import DataFormatError, iter_table
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import DataFormatError, iter_table
 
 logger = get_logger(__name__)
 

@@ -29,10 +29,11 @@ import scipy.linalg
 import scipy.sparse
 
 from wespeaker_py.scoring.kaldi_plda import read_kaldi_plda
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.npz_files import open_npz
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 

@@ -9,8 +9,8 @@ from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import read_utt2spk, speaker_rows
 from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
-from wespeaker_py.utils.file_utils import DataFormatError
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 

@@ -26,9 +26,9 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.calibration_set import read_utt2dur
 from wespeaker_py.scoring.trials import (LABEL_NAMES, TrialList, TrialListBuilder,
                                          parse_label, read_score_file, write_score_file)
-from wespeaker_py.utils.file_utils import (DataFormatError, atomic_open, iter_table,
-                                           save_torch)
+from wespeaker_py.utils.atomic_files import atomic_open, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import DataFormatError, iter_table
 
 logger = get_logger(__name__)
 

@@ -37,7 +37,7 @@ from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_fro
                                           min_dcf_from_det)
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.config import read_yaml
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

@@ -23,8 +23,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.utils.file_utils import DataFormatError, atomic_open, iter_table
+from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.tables import DataFormatError, iter_table
 
 logger = get_logger(__name__)
 

@@ -9,7 +9,8 @@ import torch
 from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
-from wespeaker_py.utils.file_utils import require_writable, same_file, save_torch
+from wespeaker_py.utils.atomic_files import require_writable, save_torch
+from wespeaker_py.utils.paths import same_file
 from wespeaker_py.utils.progress import progress_bar
 
 

@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from wespeaker_py.frontend.ssl import frontend_state_dict_for_checkpoint
 from wespeaker_py.train.distributed import DistContext
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)

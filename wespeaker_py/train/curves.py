@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from wespeaker_py.utils.file_utils import DataFormatError
+from wespeaker_py.utils.tables import DataFormatError
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 _BATCH = re.compile(rf"epoch (\d+) batch (\d+)/(\d+) lr {_NUMBER} margin {_NUMBER} "

@@ -22,7 +22,7 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name, e
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
-from wespeaker_py.utils.file_utils import atomic_symlink, remove_stale_temp_files
+from wespeaker_py.utils.atomic_files import atomic_symlink, remove_stale_temp_files
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 
 logger = get_logger(__name__)

@@ -17,7 +17,7 @@ from wespeaker_py.config import ConfigError, load_model_config
 from wespeaker_py.frontend.w2vbert import W2VBertFrontend, merge_lora
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
                                              read_checkpoint)
-from wespeaker_py.utils.file_utils import save_torch
+from wespeaker_py.utils.atomic_files import save_torch
 
 
 def merged_state(config_path: str, checkpoint_path: str) -> Dict[str, torch.Tensor]:

@@ -30,8 +30,8 @@ from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
                                           find_interrupted, standing_of,
                                           training_settings)
-from wespeaker_py.utils.file_utils import read_key_value
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import read_key_value
 
 logger = get_logger(__name__)
 

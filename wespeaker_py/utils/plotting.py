@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from wespeaker_py.utils.file_utils import atomic_path
+from wespeaker_py.utils.atomic_files import atomic_path
 
 # formats matplotlib lists that are no image file to open (raw pixels), or that need LaTeX
 _NOT_IMAGE_FILES = ("raw", "rgba", "pgf")

@@ -13,7 +13,8 @@ import shutil
 import soundfile as sf
 
 from wespeaker_py.audio import load_audio
-from wespeaker_py.utils.file_utils import atomic_open, read_key_value
+from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.tables import read_key_value
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.scoring.qmf import cllr
 from wespeaker_py.scoring.trials import read_labelled_scores
-from wespeaker_py.utils.file_utils import atomic_open
+from wespeaker_py.utils.atomic_files import atomic_open
 
 
 def row(label: str, spec: str) -> str:

@@ -1,0 +1,299 @@
+"""Writing files so that nothing is ever written half: a temporary file beside the
+output is renamed into place on success and removed on failure, and a full disk is a
+:class:`DiskFullError` naming the output (:func:`require_writable` tries one before any work).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import socket
+import uuid
+from typing import IO, Iterator, List, Optional
+
+from wespeaker_py.errors import RunFailedError
+from wespeaker_py.utils.paths import OutputNotWritableError
+
+
+class DiskFullError(OSError, RunFailedError):
+    """Writing an output failed because its file system is full (or over quota)."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, f"no space left on device while writing {path}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):
+        return (DiskFullError, (self.path, OSError(self.errno, self.strerror)))
+
+
+_DISK_FULL_ERRNOS = frozenset([errno.ENOSPC, errno.EDQUOT])
+
+
+def _disk_full_cause(error: BaseException) -> Optional[OSError]:
+    """The ENOSPC/EDQUOT ``OSError`` in ``error``'s chain, if there is one.
+
+    Libraries that write through a Python file object (``torch.save``) raise
+    their own error while the ``OSError`` sits in the chain.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# Temporary outputs are named ``.tmp_<name>.<host>-<pid>.<random>`` so that a later
+# writer in the same directory can tell which ones a dead process left behind.
+_TEMP_PREFIX = ".tmp_"
+_TEMP_OWNER = re.compile(r"\.(?P<host>[^.]*)-(?P<pid>\d+)\.[^.]+(\.[^.]*)?$")
+
+
+def _host_tag() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Remove the temporary outputs in ``directory`` whose writing process has died.
+
+    Only files this module names (``.tmp_<name>.<host>-<pid>.<random>``) and only
+    those of this host whose process no longer exists are touched; a temporary
+    file of a running writer, or of another machine sharing the directory, is
+    left alone. Returns the removed paths.
+    """
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    host = _host_tag()
+    for name in names:
+        if not name.startswith(_TEMP_PREFIX):
+            continue
+        match = _TEMP_OWNER.search(name)
+        if match is None or match.group("host") != host or _process_alive(int(match.group("pid"))):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def temp_name_for(path: str) -> str:
+    """A fresh temporary name beside ``path`` that :func:`remove_stale_temp_files` recognises."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f"{_TEMP_PREFIX}{os.path.basename(path)}."
+                                   f"{_host_tag()}-{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def _new_temp_file(path: str, suffix: str = "") -> str:
+    """Create an empty temporary file beside ``path`` with the permissions a plain open gives.
+
+    Stale temporary files of dead writers in the same directory are removed first.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    remove_stale_temp_files(directory)
+    tmp_path = temp_name_for(path) + suffix
+    umask = os.umask(0)
+    os.umask(umask)
+    # outputs follow the umask, as a plain open would
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+    os.close(fd)
+    return tmp_path
+
+
+def _folder_given_as_file(path: str) -> OutputNotWritableError:
+    return OutputNotWritableError(f"{path} is a folder; give a file name")
+
+
+def _nearest_existing(folder: str) -> str:
+    """``folder`` (absolute), or its nearest ancestor that exists when it does not."""
+    while True:
+        try:
+            os.stat(folder)
+            return folder
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return folder
+            folder = parent
+        except OSError:   # no permission, say: the test that follows names it
+            return folder
+
+
+def require_writable(path: str, folder_ok: bool = False) -> None:
+    """Fail now, before any work, when the file ``path`` could not be written.
+
+    An existing folder at ``path`` is refused, unless ``folder_ok`` (an output that
+    may be a folder to write in; then writing in it is tested). A temporary file is
+    created and removed in the nearest folder on the way that exists: the real test,
+    which also holds for root and for read-only mounts. Missing folders are not made
+    here, so a run that fails later leaves none behind; the writer makes them.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        if not folder_ok:
+            raise _folder_given_as_file(path)
+        target = os.path.join(target, "file")
+    folder = _nearest_existing(os.path.dirname(target))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputNotWritableError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        os.remove(_new_temp_file(os.path.join(folder, os.path.basename(target))))
+    except OSError as error:
+        raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
+                                     f"(in {folder})") from None
+
+
+def _move_into_place(tmp_path: str, path: str) -> None:
+    """``os.replace(tmp_path, path)``; a folder at ``path`` is an error naming ``path``."""
+    try:
+        os.replace(tmp_path, path)
+    except IsADirectoryError:
+        raise _folder_given_as_file(path) from None
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        _fsync_path(directory)
+
+
+def raise_if_disk_full(error: BaseException, path: str) -> None:
+    """Raise :class:`DiskFullError` naming ``path`` when ``error`` comes from a full disk."""
+    cause = _disk_full_cause(error)
+    if cause is not None and not isinstance(error, DiskFullError):
+        raise DiskFullError(path, cause) from error
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and move it into place on success.
+
+    Readers never see a half-written file: the data is flushed to disk before the
+    rename, and on an exception the temporary file is removed and ``path`` is left
+    as it was. A full disk raises :class:`DiskFullError` naming ``path``.
+    """
+    tmp_path = _new_temp_file(path)
+    try:
+        with open(tmp_path, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        _move_into_place(tmp_path, path)
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise_if_disk_full(error, path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Give a temporary path beside ``path`` to write with any library; rename on success.
+
+    Use it for writers that want a file name rather than a handle
+    (``kaldiio.WriteHelper``, ``np.save``; for ``torch.save`` use :func:`save_torch`,
+    which reports a full disk clearly). The file is flushed to disk before the rename.
+    """
+    # keep the suffix so libraries that look at it (np.save adds ".npy") behave
+    tmp_named = _new_temp_file(path, suffix=os.path.splitext(path)[1])
+    try:
+        yield tmp_named
+        _fsync_path(tmp_named)
+        _move_into_place(tmp_named, path)
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_named)
+        raise_if_disk_full(error, path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """Give a new temporary folder beside ``path`` to fill; rename it to ``path`` on success.
+
+    ``path`` must not exist or be an empty folder (else :class:`FileExistsError`, before
+    anything is written), so the folder appears complete or not at all. The temporary
+    folder gets the permissions a plain mkdir gives; on an exception it is removed, and
+    one a killed process left behind is named so that :func:`remove_stale_temp_files`
+    removes it (as the next write beside it does). A full disk raises
+    :class:`DiskFullError` naming ``path``.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path):
+        raise FileExistsError(f"{path} exists and is not empty; choose a new directory")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temp_files(parent)
+    tmp_dir = temp_name_for(path)
+    os.mkdir(tmp_dir)
+    try:
+        yield tmp_dir
+        os.replace(tmp_dir, path)   # replaces an empty folder
+        _fsync_directory(parent)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp_dir)
+        raise_if_disk_full(error, path)
+        raise
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point the symbolic link ``link`` at ``target`` (as :func:`os.symlink` takes it: a
+    relative ``target`` is relative to ``link``'s folder), replacing an earlier ``link`` in
+    one rename: a reader finds the old link or the new one, never none."""
+    tmp_link = temp_name_for(link)
+    os.symlink(target, tmp_link)
+    try:
+        _move_into_place(tmp_link, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_link)
+        raise
+
+
+def save_torch(obj, path: str) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically; a full disk raises :class:`DiskFullError`.
+
+    torch writes through a Python file object here, so the file system's own
+    error (ENOSPC) reaches us instead of torch's ``unexpected pos`` message.
+    """
+    import torch  # noqa: PLC0415 -- the other writers here do not need torch
+
+    with atomic_path(path) as tmp_path:
+        with open(tmp_path, "wb") as handle:
+            torch.save(obj, handle)
