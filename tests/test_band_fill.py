@@ -112,6 +112,36 @@ def test_file_round_trip_and_bad_files_name_themselves(tmp_path):
     assert other.digest != fill.digest
 
 
+def test_the_band_fills_handed_over_are_the_files_stamped(tmp_path, monkeypatch):
+    """One that appears while the files are being stamped waits for the next refresh."""
+    from types import SimpleNamespace
+    from wespeaker_py.api import band_fill_files as module
+    kept, filled = split_bins(RATE, 24, 25, 8000)
+    weights = np.zeros((kept.size + 1, filled.size))
+    BandFill(8000, RATE, 24, kept, filled, weights, 1).save(str(tmp_path / "band_fill_8000hz.npz"))
+    late = str(tmp_path / "band_fill_11025hz.npz")
+    stamp = module.file_stamp
+
+    def stamp_as_another_appears(path):
+        if not os.path.exists(late):
+            kept, filled = split_bins(RATE, 24, 25, 11025)
+            BandFill(11025, RATE, 24, kept, filled, np.zeros((kept.size + 1, filled.size)),
+                     1).save(late)
+        return stamp(path)
+
+    monkeypatch.setattr(module, "file_stamp", stamp_as_another_appears)
+    handed = []
+    backend = SimpleNamespace(takes_band_fills=True, set_band_fills=handed.append)
+    model = SimpleNamespace(companion_prefix=os.path.join(str(tmp_path), ""), backend=backend,
+                            source="model")
+    files = module.BandFillFiles()
+    files.refresh(model)
+    assert [fill.heard_rate for fill in handed[-1]] == [8000]
+    assert [path for path, _ in files.stamps] == [str(tmp_path / "band_fill_8000hz.npz")]
+    files.refresh(model)
+    assert [fill.heard_rate for fill in handed[-1]] == [11025, 8000]
+
+
 def test_on_real_speech_the_filled_bins_come_close_to_the_wide_band_ones():
     frontend = FbankFeatures(RATE, 80, cmn=False)
 

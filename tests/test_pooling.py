@@ -14,8 +14,6 @@ CHANNELS, FREQ, FRAMES = 16, 4, 30
 ALL = [(name, {}) for name in sorted(POOLING_LAYERS)] + [
     ("ASTP", {"global_context_att": True}), ("MHASTP", {"head_num": 4, "layer_num": 3, "d_s": 2}),
     ("XI", {"stddev": True})]
-# The layers that take [B, C, T] only; the others also flatten [B, C, F, T].
-THREE_D_ONLY = {"XI"}
 
 
 def _input(*shape, seed=0):
@@ -27,14 +25,16 @@ def _shapes(module):
 
 
 @pytest.mark.parametrize("name,extra,four_d", [
-    (name, extra, four_d) for name, extra in ALL for four_d in (False, True)
-    if not (four_d and name in THREE_D_ONLY)])
+    (name, extra, four_d) for name, extra in ALL for four_d in (False, True)])
 def test_output_size_matches_get_out_dim(name, extra, four_d):
     shape = (3, CHANNELS, FREQ, FRAMES) if four_d else (3, CHANNELS * FREQ, FRAMES)
     pooling = get_pooling(name, in_dim=CHANNELS * FREQ, **extra).eval()
-    out = pooling(_input(*shape))
+    x = _input(*shape)
+    out = pooling(x)
     assert out.shape == (3, pooling.get_out_dim())
     assert torch.isfinite(out).all()
+    # a 4-D input is pooled as its channel and frequency axes flattened together
+    torch.testing.assert_close(out, pooling(x.reshape(3, CHANNELS * FREQ, FRAMES)))
 
 
 @pytest.mark.parametrize("name", sorted(POOLING_LAYERS))
@@ -120,6 +120,12 @@ def test_xi_trusts_frames_more_than_a_weak_prior():
         pooling.prior_mean.fill_(100.0)
         out = pooling(_input(2, CHANNELS, FRAMES))
     assert out.abs().max() < 10.0
+
+
+def test_xi_names_the_input_size_it_expects():
+    pooling = get_pooling("XI", in_dim=CHANNELS * FREQ)
+    with pytest.raises(ValueError, match=r"C\*F = 64, got \(3, 16, 2, 30\)"):
+        pooling(_input(3, CHANNELS, 2, FRAMES))
 
 
 def test_asp_from_resnet_geometry():

@@ -44,7 +44,8 @@ WESPEAKER_CONF = {"resnet": "resnet34", "resnet_lm": "resnet34_lm",
                   "eres2net_lm": "eres2net34_base_lm", "gemini_dfresnet_adam": "gemini_dfresnet114",
                   "gemini_dfresnet_sgd_lm": "gemini_dfresnet114_lm"}
 SHARED_STAGES = ("train_stage.sh", "make_lists.sh", "extract_sets.sh", "score.sh",
-                 "score_norm.sh", "score_calibration.sh", "score_plda.sh", "export_model.sh")
+                 "score_norm.sh", "score_calibration.sh", "score_plda.sh", "export_model.sh",
+                 "results_table.sh")
 
 
 def test_every_recipe_script_parses():
@@ -1415,6 +1416,49 @@ def test_format_table_marks_missing_trials():
     rows = parse_table(table)
     assert rows == [{"Model": "X", "Params": "n/a", "Scoring": "cosine", "a EER (%)": "-",
                      "a minDCF": "-"}]
+
+
+@pytest.mark.parametrize("recipe_dir,trials,cohort", [
+    (V2_DIR, ("vox1_O_cleaned.kaldi", "vox1_E_cleaned.kaldi", "vox1_H_cleaned.kaldi"),
+     "vox2_dev"),
+    (CNCELEB_DIR, ("CNC-Eval-Concat.lst", "CNC-Eval-Avg.lst"), "cnceleb_train")])
+def test_scoring_stages_write_the_results_table_of_every_score_file(tmp_path, recipe_dir,
+                                                                    trials, cohort):
+    env, _ = _dry_run_env(tmp_path)
+    env["FAKE_REAL_SCRIPTS"] = "tools/results_table.py"
+    exp, data = tmp_path / "exp" / "base", tmp_path / "data"
+    config = "model: ResNet18\nmodel_args:\n  feat_dim: 80\n  embed_dim: 64\n"
+    scores = exp / "scores"
+    os.makedirs(scores)
+    (exp / "config.yaml").write_text(config)
+    _write_scores(scores / f"{trials[0]}.score", 1.0, 0)   # what stage 5 scored
+    args = ("--exp_dir", str(exp), "--data", str(data), "--data_type", "raw", "--gpus", "[]")
+
+    out = run_script(recipe_dir, "run.sh", "--stage", "5", "--stop_stage", "5", *args,
+                     env=env).stdout
+    assert f"Table: {exp}/results.md" in out
+    rows = parse_table(open(exp / "results.md").read())
+    assert [row["Scoring"] for row in rows] == ["cosine"]
+    # a column pair for every list the recipe scores; a list without scores yet reads "-"
+    assert list(rows[0]) == ["Model", "Params", "Scoring"] + [
+        f"{name} {metric}" for name in trials for metric in ("EER (%)", "minDCF")]
+    assert float(rows[0][f"{trials[0]} EER (%)"]) > 0 and rows[0][f"{trials[1]} EER (%)"] == "-"
+    assert os.path.getsize(exp / f"det_{trials[0]}.png") > 0
+    assert f"DET plot: {exp}/det_{trials[0]}.png" in out
+
+    # AS-Norm's scores (stage 6), PLDA's (score_plda.sh run by hand) and the large-margin
+    # fine-tuning's: the next scoring stage lists them all
+    _write_scores(scores / f"{cohort}_asnorm300_{trials[0]}.score", 2.0, 1, " 1.0 1.0 0.1 0.1")
+    _write_scores(scores / f"{trials[0]}.pldascore", 3.0, 2)
+    lm = tmp_path / "exp" / "base-LM"
+    os.makedirs(lm / "scores")
+    (lm / "config.yaml").write_text(config + "do_lm: true\n")
+    _write_scores(lm / "scores" / f"{trials[0]}.score", 1.5, 3)
+    run_script(recipe_dir, "run.sh", "--stage", "6", "--stop_stage", "6", *args, env=env)
+    rows = parse_table(open(exp / "results.md").read())
+    assert [(row["Model"], row["Scoring"]) for row in rows] == [
+        ("ResNet18-emb64", "cosine"), ("ResNet18-emb64", "AS-Norm (top 300)"),
+        ("ResNet18-emb64", "PLDA"), ("ResNet18-emb64-LM", "cosine")]
 
 
 # ---------------------------------------------------------------------------

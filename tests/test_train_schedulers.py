@@ -1,13 +1,15 @@
 """Learning-rate and margin schedules against their formulas."""
 import dataclasses
+import logging
 import math
 
 import pytest
 import torch
 
 from train_helpers import CPU_WORLD, TINY_CONFIG, plan_of
-from wespeaker_py.models.projections import ArcMarginProduct, LinearSoftmax, SphereProduct
-from wespeaker_py.train.builder import build_lr_scheduler
+from wespeaker_py.models.projections import (ArcMarginProduct, LinearSoftmax, ProjectionHead,
+                                             SphereProduct)
+from wespeaker_py.train.builder import build_lr_scheduler, check_model_builds
 from wespeaker_py.train.schedulers import ExponentialDecrease, MarginScheduler
 
 
@@ -115,6 +117,65 @@ def test_fixed_margin_for_large_margin_fine_tuning_and_no_update():
     plain = MarginScheduler(LinearSoftmax(8, 4), 50, 20, 40, 0.0, 0.2)
     plain.step(3000)
     assert plain.get_margin() == 0.0
+
+
+class _RecordingHead(ProjectionHead):
+    """A head that records what the scheduler tells it."""
+
+    def __init__(self, margin_schedulable: bool):
+        super().__init__()
+        self.margin_schedulable = margin_schedulable
+        self.updates, self.iterations = [], []
+
+    def update(self, margin: float) -> None:
+        self.updates.append(margin)
+
+    def set_iteration(self, iteration: int) -> None:
+        self.iterations.append(iteration)
+
+
+def test_only_a_head_with_a_schedulable_margin_is_given_one():
+    fixed = _RecordingHead(margin_schedulable=False)
+    scheduler = MarginScheduler(fixed, 10, 2, 4, 0.0, 0.2)
+    scheduler.step(35)
+    scheduler.load_state_dict({"current_iter": 35, "margin": 0.15})
+    assert fixed.updates == [] and fixed.iterations == [35]
+    # a margin head: the initial margin, each step's, and the resumed one (WeSpeaker's calls)
+    scheduled = _RecordingHead(margin_schedulable=True)
+    scheduler = MarginScheduler(scheduled, 10, 2, 4, 0.0, 0.2)
+    scheduler.step(35)
+    scheduler.load_state_dict({"current_iter": 35, "margin": 0.15})
+    assert scheduled.updates == [0.0, 0.2, 0.15] and scheduled.iterations == [35]
+
+
+_RISING = {"initial_margin": 0.0, "final_margin": 0.2, "increase_start_epoch": 2,
+           "fix_start_epoch": 3, "update_margin": True}
+
+
+@pytest.mark.parametrize("project_type, margins, warned", [
+    ("softmax", {}, True),
+    ("sphere", {}, True),
+    ("arc_margin", {}, False),
+    ("softmax", {"final_margin": 0.0}, False),  # margin 0 throughout: nothing asked
+    ("softmax", {"initial_margin": 0.2, "final_margin": 0.2, "update_margin": False}, True),
+    ("softmax", {"update_margin": False}, False),  # held at its initial 0
+])
+def test_a_margin_update_for_a_head_without_a_margin_is_a_warning(
+        tmp_path, caplog, project_type, margins, warned):
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("".join(f"u{index} s{index % 4}\n" for index in range(64)))
+    margin_update = dict(_RISING, **margins)
+    config = dict(TINY_CONFIG, train_data="unused", train_label=str(utt2spk),
+                  projection_args={"project_type": project_type},
+                  margin_update=margin_update)
+    with caplog.at_level(logging.WARNING):
+        check_model_builds(plan_of(config))
+    told = [record.getMessage() for record in caplog.records
+            if "margin_update" in record.getMessage()]
+    expected = (f"config key 'margin_update' has no effect: project_type {project_type} has "
+                f"no margin to schedule (initial_margin {margin_update['initial_margin']:g}, "
+                f"final_margin {margin_update['final_margin']:g} are ignored)")
+    assert told == ([expected] if warned else [])
 
 
 def test_scheduler_state_round_trips():

@@ -65,6 +65,7 @@ chunk_seed=42
 require_stages 1 12
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
+. tools/recipe/results_table.sh
 set -eo pipefail
 
 corpus=$(basename "$(realpath "${data_dir}")")
@@ -160,15 +161,8 @@ fi
 
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   echo "Stage 11: results"
-  exp_dirs=("${exp_dir}")
-  if [ -n "${lm_config}" ] && [ -d "${lm_exp_dir}/scores" ]; then
-    exp_dirs+=("${lm_exp_dir}")
-  fi
-  python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \
-    --det_dir "${exp_dir}" "${exp_dirs[@]}"
-  echo "Table: ${exp_dir}/results.md; DET plot: ${exp_dir}/det_${trials}.png;" \
-    "score histogram: ${exp_dir}/hist_${trials}.png; training curves:" \
-    "${exp_dir}/train_curves.png"
+  write_results_table "${trials}" "${exp_dir}" ${lm_config:+"${lm_exp_dir}"}
+  echo "Training curves: ${exp_dir}/train_curves.png"
 fi
 
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then

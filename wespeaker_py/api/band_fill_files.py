@@ -107,11 +107,13 @@ class BandFillFiles:
         prefix = model.companion_prefix
         if prefix is None or not model.backend.takes_band_fills:
             return
-        stamps = tuple((path, file_stamp(path))
-                       for path in companions_at(prefix, [BAND_FILL_NAME]).values())
+        found = companions_at(prefix, [BAND_FILL_NAME])
+        # the files listed once, stamped before they are read: the stamps describe the files
+        # loaded, and one rewritten in between is read again next time
+        stamps = tuple((path, file_stamp(path)) for path in found.values())
         if stamps == self.stamps:
             return
-        fills = load_band_fills(prefix)
+        fills = load_band_fills(found)
         for fill in fills:
             logger.info("band fill for %d Hz beside %s: %s", fill.heard_rate, model.source,
                         fill.describe())

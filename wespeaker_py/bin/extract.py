@@ -104,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     from wespeaker_py.config import load_model_config
-    from wespeaker_py.frontend.band_fill import load_band_fills
+    from wespeaker_py.api.companion_files import companions_at
+    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, load_band_fills
     from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
                                         scp_path_for)
     from wespeaker_py.inference.jobs import job_devices
@@ -143,8 +144,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                        "--spk2utt": args.spk2utt})
     setup_logging()
     config = load_model_config(args.config)
-    band_fills = load_band_fills(os.path.join(os.path.dirname(os.path.abspath(args.config)),
-                                              ""))
+    config_folder = os.path.join(os.path.dirname(os.path.abspath(args.config)), "")
+    band_fills = load_band_fills(companions_at(config_folder, [BAND_FILL_NAME]))
     for fill in band_fills:
         logger.info("files at %d Hz go through the band fill beside %s: %s", fill.heard_rate,
                     args.config, fill.describe())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.npz_files import open_npz
-from wespeaker_py.utils.paths import files_named_by_rate, rate_in_name
+from wespeaker_py.utils.paths import rate_in_name
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
 # the skip reason of an utterance that came below the model's rate: no wide band to learn from
@@ -197,18 +197,14 @@ def check_fits(fill: "BandFill", sample_rate: int, num_mel_bins: int, where: str
                             f"{sample_rate} Hz")
 
 
-def band_fill_files(prefix: str) -> list:
-    """The ``band_fill_<rate>hz.npz`` files that start with ``prefix`` (a folder with its
-    trailing separator, or ``model.`` beside ``model.pt``), sorted."""
-    return files_named_by_rate(prefix, BAND_FILL_NAME)
-
-
-def load_band_fills(prefix: str) -> list:
-    """The band fills of :func:`band_fill_files`, each checked against its file name."""
+def load_band_fills(files: Mapping[str, str]) -> List[BandFill]:
+    """The band fills of ``files`` (``{name beside the model: path}``, as
+    :func:`~wespeaker_py.api.companion_files.companions_at` lists them), each checked against
+    its name."""
     fills = []
-    for path in band_fill_files(prefix):
+    for name, path in files.items():
         fill = BandFill.load(path)
-        if band_fill_rate_of(path[len(prefix):]) != fill.heard_rate:
+        if band_fill_rate_of(name) != fill.heard_rate:
             raise BandFillError(f"band fill {path} was learnt for {fill.heard_rate} Hz; "
                                 f"name it {band_fill_name(fill.heard_rate)}")
         fills.append(fill)

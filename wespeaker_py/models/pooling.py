@@ -14,7 +14,7 @@ each one):
   ``pooling_func`` names;
 - ``forward`` takes frame features with time on the last axis, ``[B, C, T]``
   (TDNN-like encoders) or ``[B, C, F, T]`` (ResNet-like encoders, whose channel
-  and frequency axes are flattened together; XI takes ``[B, C, T]`` only), and
+  and frequency axes are flattened together), and
   returns ``[B, get_out_dim()]``;
 - ``get_out_dim()`` gives that output size.
 
@@ -255,7 +255,8 @@ class XI(nn.Module):
     Gaussian posterior given a learned Gaussian prior. The prior acts as one
     extra pseudo-frame. With ``stddev`` the posterior-weighted std is appended.
 
-    Input ``[B, in_dim, T]``; output ``[B, get_out_dim()]``.
+    Input ``[B, in_dim, T]``, or ``[B, C, F, T]`` with ``C * F == in_dim``; output
+    ``[B, get_out_dim()]``.
     """
 
     # Log-precision range kept away from overflow in exp().
@@ -279,8 +280,11 @@ class XI(nn.Module):
         self.softplus2 = nn.Softplus(beta=1, threshold=20)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[1] != self.input_dim:
-            raise ValueError(f"XI pooling expects [B, {self.input_dim}, T], got {tuple(x.shape)}")
+        flat = _as_channels_by_time(x)
+        if flat.shape[1] != self.input_dim:
+            raise ValueError(f"XI pooling expects [B, {self.input_dim}, T] or [B, C, F, T] with "
+                             f"C*F = {self.input_dim}, got {tuple(x.shape)}")
+        x = flat
         batch = x.shape[0]
         # The network predicts a std-like positive value; square it in the log domain.
         frame_logprec = 2.0 * torch.log(self.softplus2(self.lin2(self.lin1_relu_bn(x))))

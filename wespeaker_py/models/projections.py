@@ -4,8 +4,10 @@ Each head maps ``embeddings [B, E]`` and integer ``labels [B]`` to logits
 ``[B, num_class]`` (the labels are needed because the margin acts only on each
 sample's own class). Heads expose:
 
-* ``update(margin)``: the hook the margin scheduler calls every step;
-  ``margin_schedulable`` tells whether the head has a margin to schedule.
+* ``margin_schedulable`` and ``update(margin)``: whether the head has a margin to
+  schedule, and the setter the margin scheduler calls every step on a head that
+  has one. The others (softmax, SphereFace's fixed multiplier) ignore ``update``;
+  training warns of a ``margin_update`` that asks them for a margin.
 * ``set_iteration(iteration)``: the global training iteration about to run,
   also set by the margin scheduler every step (SphereFace anneals by it).
 * ``logits_and_loss(embeddings, labels, criterion)``: the training step's

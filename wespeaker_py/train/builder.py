@@ -7,12 +7,13 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from wespeaker_py.config import ConfigError
+from wespeaker_py.config import ConfigError, MarginUpdate
 from wespeaker_py.config.schema import OPTIMIZERS, SCHEDULERS, schedule_settings
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.frontend.factory import built_buffers
 from wespeaker_py.frontend.ssl import frontend_param_groups
-from wespeaker_py.models.projections import get_projection, keys_of_other_heads
+from wespeaker_py.models.projections import (ProjectionHead, get_projection,
+                                             keys_of_other_heads)
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import FRONTEND_PREFIX, HEAD_PREFIX, load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
@@ -38,12 +39,15 @@ def check_model_builds(plan: TrainingPlan) -> None:
     """Build the model and head on the meta device (no memory, no random draws), so that a
     ``model_args``, ``projection_args`` or ``frozen_params`` error is raised before the
     experiment folder is made; warn (rank 0) of each ``projection_args`` key that only
-    another head takes."""
+    another head takes, and of a ``margin_update`` that sets a margin for a head without
+    one to schedule."""
     with torch.device("meta"):
         model = build_speaker_model(plan.model_config)
         model.add_module("projection", _build_head(plan))
     if plan.world.is_main:
         _warn_keys_of_other_heads(plan.projection_args)
+        _warn_margin_update_unused(plan.margin_update, model.projection,
+                                   plan.projection_args["project_type"])
     names = [name for name, _ in model.named_parameters()]
     if plan.model_holds_frontend:
         names += [f"frontend.{name}" for name, _ in plan.frontend.named_parameters()]
@@ -66,6 +70,18 @@ def _warn_keys_of_other_heads(projection_args: Mapping) -> None:
     for key, heads in keys_of_other_heads(projection_args).items():
         logger.warning("config key 'projection_args.%s' is ignored: project_type %s takes no "
                        "%s (%s does)", key, head, key, " and ".join(heads))
+
+
+def _warn_margin_update_unused(margin_update: MarginUpdate, head: ProjectionHead,
+                               project_type: str) -> None:
+    # a warning, not an error: WeSpeaker trains such a config, its margin unused
+    # A schedule that keeps the margin at 0 asks for nothing such a head lacks.
+    asks_for_margin = margin_update.initial_margin != 0 or (
+        margin_update.update_margin and margin_update.final_margin != 0)
+    if asks_for_margin and not head.margin_schedulable:
+        logger.warning("config key 'margin_update' has no effect: project_type %s has no "
+                       "margin to schedule (initial_margin %g, final_margin %g are ignored)",
+                       project_type, margin_update.initial_margin, margin_update.final_margin)
 
 
 def _named_by(prefix: str, names: List[str]) -> List[str]:
@@ -102,7 +118,7 @@ def load_start_weights(plan: TrainingPlan, model: nn.Module) -> None:
     start = plan.start
     if start.init_state is not None:
         _load_model_init(model, start.init_state, start.init_path,
-                         plan.config.model_init_head, then=start.path)
+                         plan.model_init_head, then=start.path)
     if start.state is not None:
         exact = start.training_state is not None
         load_weights(model, start.state, start.path, allow_head_truncation=not exact)
@@ -191,7 +207,7 @@ def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> 
                                             scale_ratio=plan.lr_scale_ratio)
 
 
-def build_margin_scheduler(plan: TrainingPlan, head: nn.Module) -> MarginScheduler:
+def build_margin_scheduler(plan: TrainingPlan, head: ProjectionHead) -> MarginScheduler:
     """The margin schedule of the head (``margin_update``)."""
     return MarginScheduler(head, epoch_iter=plan.epoch_iter,
                            **schedule_settings(plan.margin_update))
@@ -217,7 +233,7 @@ def build_dataset(plan: TrainingPlan) -> Dataset:
     if plan.data_type == "raw" and not any(utt.spk in plan.spk2id for utt in dataset.items):
         first = dataset.items[0]
         raise ConfigError(f"config keys 'train_data' and 'train_label' do not match: no speaker "
-                          f"of {plan.train_data} is in {plan.config.train_label} (the first: "
+                          f"of {plan.train_data} is in {plan.train_label} (the first: "
                           f"{first.key} of {first.spk!r}); give the utt2spk the list was made "
                           f"from")
     return dataset
@@ -234,13 +250,13 @@ def warn_speakers_unmatched(plan: TrainingPlan, dataset: Dataset) -> None:
     if unknown:
         logger.warning("%d of the %d utterances of %s have a speaker that %s does not list "
                        "(the first: %s of %r): they are skipped every epoch", len(unknown),
-                       len(dataset.items), plan.train_data, plan.config.train_label, unknown[0].key,
+                       len(dataset.items), plan.train_data, plan.train_label, unknown[0].key,
                        unknown[0].spk)
     unheard = set(plan.spk2id) - {utt.spk for utt in dataset.items}
     if unheard:
         logger.warning("%d of the %d speakers of %s have no utterance in %s (the first: %r): "
                        "their classes of the head never train", len(unheard),
-                       len(plan.spk2id), plan.config.train_label, plan.train_data, min(unheard))
+                       len(plan.spk2id), plan.train_label, plan.train_data, min(unheard))
 
 
 def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:

@@ -114,6 +114,7 @@ class TrainingPlan:
     # data
     data_type: str
     train_data: str
+    train_label: str  # the utt2spk spk2id was read from
     reverb_data: Optional[str]
     noise_data: Optional[str]
     dataset_args: DatasetArgs
@@ -131,6 +132,7 @@ class TrainingPlan:
     channels_last: bool
     compile: bool
     start: StartWeights
+    model_init_head: bool  # model_init's head loads too
     run_settings: Dict[str, Any]  # what a run continuing a stopped one must share (interrupt.py)
     # optimisation
     optimizer: str
@@ -144,6 +146,7 @@ class TrainingPlan:
     amp_dtype: Optional[torch.dtype]  # None: no autocast
     grad_clip: float
     nonfinite_loss: str
+    loss: str  # a key of config.schema.LOSSES
     loss_args: Dict[str, Any]
     # logging and checkpoints
     log_batch_interval: int
@@ -205,6 +208,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         config=dataclasses.replace(config, model_args=model_args),
         world=world, layout=Layout(config.exp_dir),
         data_type=config.data_type, train_data=config.train_data,
+        train_label=config.train_label,
         reverb_data=config.reverb_data, noise_data=config.noise_data,
         dataset_args=dataset_args, dataloader_args=config.dataloader_args, spk2id=spk2id,
         num_utterances=num_utterances, epoch_iter=epoch_iter,
@@ -217,6 +221,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                                 start if config.do_lm else None),
         frontend=frontend, model_holds_frontend=holds_frontend,
         channels_last=config.channels_last, compile=config.compile, start=start,
+        model_init_head=config.model_init_head,
         run_settings=run_settings,
         optimizer=config.optimizer, optimizer_args=optimizer_args,
         scheduler=config.scheduler, scheduler_args=config.scheduler_args,
@@ -224,7 +229,8 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         margin_update=config.margin_update, num_epochs=config.num_epochs,
         amp_dtype=AMP_DTYPES[config.amp_dtype] if config.enable_amp else None,
         grad_clip=config.grad_clip or 0.0, nonfinite_loss=config.nonfinite_loss,
-        loss_args=dict(config.loss_args), log_batch_interval=config.log_batch_interval,
+        loss=config.loss, loss_args=dict(config.loss_args),
+        log_batch_interval=config.log_batch_interval,
         save_epoch_interval=config.save_epoch_interval, num_avg=config.num_avg)
 
 

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Union
 
 import torch
 
+from wespeaker_py.models.projections import ProjectionHead
+
 
 class ExponentialDecrease:
     """Exponential decay from ``initial_lr`` to ``final_lr`` over the whole run, with warm-up.
@@ -217,15 +219,16 @@ class MarginScheduler:
     afterwards. The rise is linear in the iteration, or for ``exp`` follows
     ``1 - exp(p * ln(1e-3 / (1 + 1e-6)))`` with ``p`` the fraction of the rise
     elapsed: fast at first, then levelling off (WeSpeaker's curve). With
-    ``update_margin`` false, or a head without ``update``, the margin is left
-    alone after being set to ``initial_margin``. Every step also gives the head
-    the iteration (``set_iteration``, where it has one): SphereFace's annealing
-    follows it, so a resume restores it with the iteration number.
+    ``update_margin`` false the margin is left alone after being set to
+    ``initial_margin``. A head whose ``margin_schedulable`` is false (softmax,
+    SphereFace's fixed multiplier) is never given a margin. Every step also gives
+    the head the iteration (``set_iteration``): SphereFace's annealing follows it,
+    so a resume restores it with the iteration number.
     """
 
     _EXP_FLOOR = 1e-3
 
-    def __init__(self, head: torch.nn.Module, epoch_iter: int, increase_start_epoch: int,
+    def __init__(self, head: ProjectionHead, epoch_iter: int, increase_start_epoch: int,
                  fix_start_epoch: int, initial_margin: float, final_margin: float,
                  update_margin: bool = True, increase_type: str = "exp"):
         if increase_type not in ("exp", "linear"):
@@ -236,11 +239,10 @@ class MarginScheduler:
         self.initial_margin = initial_margin
         self.final_margin = final_margin
         self.increase_type = increase_type
-        self.has_update = hasattr(head, "update")
-        self.update_margin = update_margin and self.has_update
-        self.follows_iteration = hasattr(head, "set_iteration")
+        self.schedulable = head.margin_schedulable
+        self.update_margin = update_margin and self.schedulable
         self.current_iter = 0
-        if self.has_update:
+        if self.schedulable:
             head.update(margin=initial_margin)
 
     def margin_at(self, iteration: int) -> float:
@@ -258,11 +260,10 @@ class MarginScheduler:
         return self.initial_margin + (self.final_margin - self.initial_margin) * ratio
 
     def step(self, iteration: int) -> None:
-        """Set the head's margin for ``iteration`` (not when updates are off), and tell a head
-        that anneals by the step (``set_iteration``) which one it is."""
+        """Set the head's margin for ``iteration`` (not when updates are off or the head has
+        none to schedule), and tell the head (``set_iteration``) which iteration it is."""
         self.current_iter = iteration
-        if self.follows_iteration:
-            self.head.set_iteration(iteration)
+        self.head.set_iteration(iteration)
         if self.update_margin:
             self.head.update(margin=self.margin_at(iteration))
 
@@ -274,5 +275,5 @@ class MarginScheduler:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.current_iter = int(state["current_iter"])
-        if self.has_update:
+        if self.schedulable:
             self.head.update(margin=float(state["margin"]))

@@ -115,7 +115,7 @@ class TrainingStep:
         self.optimizer = optimizer
         self.amp_dtype = plan.amp_dtype
         self.grad_clip = plan.grad_clip
-        criterion = LOSSES[plan.config.loss].build("loss_args", plan.loss_args)
+        criterion = LOSSES[plan.loss].build("loss_args", plan.loss_args)
         drops_layers = plan.model_holds_frontend and getattr(plan.frontend, "drops_layers",
                                                              False)
         self.forward_loss = wrap_ddp(ForwardLoss(model, criterion, plan.model_holds_frontend),

@@ -23,8 +23,11 @@
 #      (optional: on CN-Celeb it improves the EER and can worsen minDCF)
 #   8  export the averaged model (TorchScript; ONNX when onnx is installed)
 #   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
-# Each stage skips the work an earlier run finished. Several GPUs and machines:
-# --gpus, --num_nodes and --HOST_NODE_ADDR, as in examples/voxceleb/v2/run.sh.
+# Each stage skips the work an earlier run finished. Stages 5-7 and 9 end by writing
+# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on both trial
+# lists for every score file in ${exp_dir}/scores and ${exp_dir}-LM/scores, with a DET
+# plot per list. Several GPUs and machines: --gpus, --num_nodes and --HOST_NODE_ADDR,
+# as in examples/voxceleb/v2/run.sh.
 #
 # The configs are the repository's conf/ (WeSpeaker's CN-Celeb configs hold the same
 # values as its VoxCeleb ones: resnet, resnet_lm, ecapa_tdnn, ecapa_tdnn_lm, repvgg).
@@ -63,9 +66,11 @@ lm_config=
 require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
+. tools/recipe/results_table.sh
 set -eo pipefail
 
 lm_config=${lm_config:-${config%.yaml}_lm.yaml}
+lm_exp_dir=${exp_dir}-LM
 sets="--train_set cnceleb_train --eval_set eval"
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -105,6 +110,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -118,6 +124,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -134,6 +141,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
@@ -147,7 +155,6 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     echo "$0: no large-margin config ${lm_config} (set --lm_config)" >&2
     exit 1
   fi
-  lm_exp_dir=${exp_dir}-LM
   # The averaged model of the first run initialises LM training (as epoch 0).
   start_from "${avg_model}" "${lm_exp_dir}"
   bash "$0" --stage 3 --stop_stage 8 \
@@ -168,4 +175,5 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     --HOST_NODE_ADDR "${HOST_NODE_ADDR}" \
     --num_nodes "${num_nodes}" \
     --job_id "${job_id}"
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi

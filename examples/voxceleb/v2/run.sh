@@ -16,7 +16,10 @@
 #   7  QMF score calibration
 #   8  export the averaged model (TorchScript; ONNX when onnx is installed)
 #   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
-# Each stage skips the work an earlier run finished.
+# Each stage skips the work an earlier run finished. Stages 5-7 and 9 end by writing
+# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on each list
+# of ${trials} for every score file in ${exp_dir}/scores and ${exp_dir}-LM/scores,
+# with a DET plot per list.
 #
 # The stage numbers are WeSpeaker's, and scripts call them by number: stage 9 runs
 # this script's stages 3-8 again, run_wavlm.sh and run_w2v.sh run its stages 1-2 and
@@ -24,13 +27,14 @@
 # and the list above, give stage 9 a second call for stage 10 (a range 3-10 would
 # run stage 9 again), and add it to run_wavlm.sh/run_w2v.sh if their models need it.
 # Its score files, scores/<trials>.<name>score, are listed by tools/results_table.py
-# (see docs/extending.md).
+# (see docs/extending.md); end it with write_results_table, as stages 5-7.
 #
 # Several GPUs of one machine: --gpus "[0,1,2,3]". Several machines: run the
 # same command on each with --num_nodes N --HOST_NODE_ADDR "host:port" (the
 # rendezvous endpoint, reachable from every node), e.g.
 #   bash run.sh --stage 3 --stop_stage 3 --num_nodes 2 --HOST_NODE_ADDR "10.0.0.1:29400" --gpus "[0,1,2,3,4,5,6,7]"
-# PLDA scoring: tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir ${exp_dir}
+# PLDA scoring: tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir ${exp_dir};
+# stage 5 run again (its scores are up to date) adds it to results.md.
 #
 # Stage 4 embeds vox2_dev (the mean vector, AS-Norm cohort, QMF calibration trials
 # and PLDA training data) from one random num_frms chunk per utterance, as
@@ -73,9 +77,11 @@ lm_config=
 require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
+. tools/recipe/results_table.sh
 set -eo pipefail
 
 lm_config=${lm_config:-${config%.yaml}_lm.yaml}
+lm_exp_dir=${exp_dir}-LM
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "Prepare datasets ..."
@@ -119,6 +125,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -131,6 +138,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -144,6 +152,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
@@ -157,7 +166,6 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     echo "$0: no large-margin config ${lm_config} (set --lm_config)" >&2
     exit 1
   fi
-  lm_exp_dir=${exp_dir}-LM
   # The averaged model of the first run initialises LM training (as epoch 0).
   start_from "${avg_model}" "${lm_exp_dir}"
   # stages 3-8 by number (see the header): a later stage needs a call of its own
@@ -179,4 +187,5 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     --HOST_NODE_ADDR "${HOST_NODE_ADDR}" \
     --num_nodes "${num_nodes}" \
     --job_id "${job_id}"
+  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi

@@ -15,7 +15,8 @@
 # name already in the local Hugging Face cache). Needs the ssl extra
 # (transformers, peft).
 # Stages 1-2 are run.sh's (data and lists); each evaluation stage is run.sh's
-# stages 4-7 (averaging + extraction, cosine, AS-Norm, QMF) for that step; training
+# stages 4-7 (averaging + extraction, cosine, AS-Norm, QMF) for that step, which leave
+# its results table in its exp dir (results.md, with a DET plot per trial list); training
 # is the stage all recipes share (tools/recipe/train_stage.sh). Each stage skips the
 # work an earlier run finished.
 

@@ -15,6 +15,8 @@
 # Stages 1-2 and 4-7 are those of run.sh (data, lists, averaging + extraction,
 # cosine, AS-Norm, QMF), stage 3 the training stage all recipes share
 # (tools/recipe/train_stage.sh); each stage skips the work an earlier run finished.
+# Each step's scoring leaves its results table in that step's exp dir (results.md,
+# with a DET plot per trial list), as run.sh's stages 5-7 do.
 
 . ./path.sh || exit 1
 

@@ -1,90 +1,13 @@
+"""utils.atomic_files: outputs that appear whole or not at all, follow the umask, and are
+refused (naming the path) where a folder or a file is in the way."""
 import os
 
+import numpy as np
 import pytest
 
-from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
-from wespeaker_py.utils.paths import file_digest
-from wespeaker_py.utils.tables import (DataFormatError, iter_table, read_key_value, resolve_wav,
-                                       write_table)
-
-
-def test_file_digest_reads_the_whole_content_in_blocks(tmp_path):
-    import hashlib
-    path = tmp_path / "big.bin"
-    content = os.urandom((1 << 20) + 17)   # more than one block
-    path.write_bytes(content)
-    assert file_digest(str(path)) == hashlib.sha256(content).hexdigest()
-    assert file_digest(str(path), "sha1") == hashlib.sha1(content).hexdigest()
-    path.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))   # the last byte changed
-    assert file_digest(str(path)) != hashlib.sha256(content).hexdigest()
-
-
-def test_read_key_value_keeps_rest_of_line(tmp_path):
-    path = tmp_path / "wav.scp"
-    path.write_text("a /x/a.wav\n\nb sox /x/b.wav -t wav - |\n")
-    assert read_key_value(str(path)) == {"a": "/x/a.wav", "b": "sox /x/b.wav -t wav - |"}
-
-
-def test_read_key_value_names_file_and_line(tmp_path):
-    path = tmp_path / "utt2spk"
-    path.write_text("a s1\nb\n")
-    with pytest.raises(DataFormatError, match=r"utt2spk:2"):
-        read_key_value(str(path))
-
-
-@pytest.mark.parametrize("wav, resolved", [
-    ("a.wav", "{base}/a.wav"),
-    ("sub/b.flac", "{base}/sub/b.flac"),
-    ("/abs/c.wav", "/abs/c.wav"),
-    # a pipe is a command: a folder put in front of it made "/dir/sox x.wav ... |"
-    ("sox x.wav -t wav - |", "sox x.wav -t wav - |"),
-    ("flac -c -d -s x.flac |  ", "flac -c -d -s x.flac |  "),
-])
-def test_resolve_wav_joins_relative_paths_only(tmp_path, monkeypatch, wav, resolved):
-    monkeypatch.chdir(tmp_path)
-    assert resolve_wav(wav, "data") == resolved.format(base=os.path.join(os.getcwd(), "data"))
-
-
-def test_write_table_joins_fields_one_row_a_line_in_utf8(tmp_path):
-    path = tmp_path / "sub" / "wav.scp"
-    write_table(str(path), [("a", "/x/a.wav"), ("b", "sox /x/b.wav -t wav - |"),
-                            ("ü", "/x/ü.wav")])
-    assert path.read_bytes() == ("a /x/a.wav\nb sox /x/b.wav -t wav - |\nü /x/ü.wav\n"
-                                 ).encode("utf-8")
-    assert read_key_value(str(path)) == {"a": "/x/a.wav", "b": "sox /x/b.wav -t wav - |",
-                                         "ü": "/x/ü.wav"}
-    write_table(str(tmp_path / "utt2dur"), (row for row in [("u1", "1.5000")]))
-    assert (tmp_path / "utt2dur").read_text() == "u1 1.5000\n"
-
-
-def test_write_table_leaves_the_old_table_when_a_row_fails(tmp_path):
-    path = tmp_path / "utt2spk"
-    path.write_text("old s\n")
-
-    def rows():
-        yield "a", "s1"
-        raise RuntimeError("stop")
-
-    with pytest.raises(RuntimeError):
-        write_table(str(path), rows())
-    with pytest.raises(ValueError, match="line break"):
-        write_table(str(path), [("a", "s1\nb s2")])
-    assert path.read_text() == "old s\n"
-    assert os.listdir(tmp_path) == ["utt2spk"]
-
-
-def test_duplicate_key_is_an_error(tmp_path):
-    path = tmp_path / "utt2spk"
-    path.write_text("a s1\na s2\n")
-    with pytest.raises(DataFormatError, match=r"utt2spk:2: duplicate key 'a'"):
-        read_key_value(str(path))
-
-
-def test_iter_table_field_counts(tmp_path):
-    path = tmp_path / "trials"
-    path.write_text("e t target\ne t\n")
-    with pytest.raises(DataFormatError, match=r"trials:2"):
-        list(iter_table(str(path), min_fields=3))
+from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, require_writable
+from wespeaker_py.utils.paths import OutputNotWritableError
+from wespeaker_py.utils.tables import write_table
 
 
 def test_atomic_open_leaves_old_file_on_error(tmp_path):
@@ -119,12 +42,6 @@ def test_atomic_outputs_follow_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.ark").stat().st_mode & 0o777 == 0o644
-
-
-def test_data_format_error_pickles():
-    import pickle
-    err = pickle.loads(pickle.dumps(DataFormatError("f.txt", 3, "bad")))
-    assert str(err) == "f.txt:3: bad" and err.line_no == 3
 
 
 def _killed_while_writing(code: str) -> None:
@@ -213,3 +130,53 @@ def test_atomic_symlink_replaces_a_link_in_one_step(tmp_path):
         atomic_symlink("model_2.pt", str(tmp_path / "folder"))
     assert sorted(os.listdir(tmp_path)) == ["final_model.pt", "folder", "model_1.pt",
                                             "model_2.pt"]
+
+
+def test_an_existing_folder_is_refused_as_an_output_file(tmp_path):
+    folder = tmp_path / "odir"
+    folder.mkdir()
+    with pytest.raises(OutputNotWritableError, match=f"^{folder} is a folder; give a file name$"):
+        require_writable(str(folder))
+    assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["odir"]
+    require_writable(str(folder), folder_ok=True)    # an output folder to write in
+    assert os.listdir(folder) == []
+
+
+def write_with_atomic_open(path):
+    with atomic_open(path, "w") as handle:
+        handle.write("x")
+
+
+@pytest.mark.parametrize("write", [lambda path: write_table(path, [("a", "b")]),
+                                   write_with_atomic_open])
+def test_writing_onto_a_folder_names_the_folder_not_the_temporary_file(tmp_path, write):
+    folder = tmp_path / "out.txt"
+    folder.mkdir()
+    with pytest.raises(OutputNotWritableError) as raised:
+        write(str(folder))
+    assert str(raised.value) == f"{folder} is a folder; give a file name"
+    assert sorted(os.listdir(tmp_path)) == ["out.txt"] and os.listdir(folder) == []
+
+
+def test_atomic_path_onto_a_folder_names_the_folder(tmp_path):
+    folder = tmp_path / "vector.npy"
+    folder.mkdir()
+    with pytest.raises(OutputNotWritableError, match=f"^{folder} is a folder"):
+        with atomic_path(str(folder)) as tmp:
+            np.save(tmp, np.zeros(3))
+    assert sorted(os.listdir(tmp_path)) == ["vector.npy"]
+
+
+def test_a_checked_output_in_missing_folders_makes_none(tmp_path):
+    target = tmp_path / "emb" / "sub" / "xvector.ark"
+    require_writable(str(target))
+    assert os.listdir(tmp_path) == []
+    with atomic_open(str(target), "w") as handle:   # the writer makes them
+        handle.write("x")
+    assert target.read_text() == "x"
+
+
+def test_an_output_below_a_file_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(OutputNotWritableError, match=f"{tmp_path / 'plain'} is not a folder"):
+        require_writable(str(tmp_path / "plain" / "sub" / "out.ark"))
