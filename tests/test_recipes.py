@@ -529,6 +529,11 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     norm = calls("score_norm")
     assert norm and all(value(call, "--cohort_emb_scp").endswith("vox1_dev/spk_xvector.scp")
                         and value(call, "--top_n") == "300" for call in norm)
+    # stages 6 and 7 each end with the results table of Vox1-O
+    with open(log) as handle:
+        tables = [line.split() for line in handle if "tools/results_table.py" in line]
+    assert [(value(call, "--trials"), value(call, "--output")) for call in tables] == \
+        [("vox1_O_cleaned.kaldi", f"{exp}/results.md")] * 2
 
     # run again: each training step is finished, nothing is trained or renamed again
     rerun = run_script(WHISPER_DIR, "run.sh", "--stage", "3", "--stop_stage", "4", *args,
@@ -538,6 +543,19 @@ def test_whisper_pmfa_trains_frozen_then_whole_in_one_folder_and_scores_vox1_o(t
     assert "training is finished" in rerun.stdout
     assert "is not used" not in rerun.stdout  # model_4.pt is the run's own checkpoint
     assert yaml.safe_load(open(exp / "config_stage0.yaml"))["num_epochs"] == 4
+
+    # the table lists the scores stage 6 left (config.yaml with feat_dim as the trainer fills it)
+    config = yaml.safe_load(open(exp / "config.yaml"))
+    config["model_args"]["feat_dim"] = 8 * 1280
+    (exp / "config.yaml").write_text(yaml.safe_dump(config))
+    _write_scores(exp / "scores" / "vox1_O_cleaned.kaldi.score", 1.0, 0)
+    scored = run_script(WHISPER_DIR, "run.sh", "--stage", "6", "--stop_stage", "6", *args,
+                        env=dict(env, FAKE_REAL_SCRIPTS="tools/results_table.py"))
+    assert f"Table: {exp}/results.md" in scored.stdout
+    rows = parse_table(open(exp / "results.md").read())
+    assert [(row["Model"], row["Scoring"]) for row in rows] == [
+        ("Whisper_PMFA_large_v2-emb192", "cosine")]
+    assert os.path.getsize(exp / "det_vox1_O_cleaned.kaldi.png") > 0
 
 
 def test_cnceleb_run_adds_enrollment_means_once_and_scores_both_trial_lists(tmp_path):

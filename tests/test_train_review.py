@@ -1,5 +1,6 @@
 """The head size and start weights of fine-tuning runs, stops at an epoch's end, and the
 checkpoint files the trainer reads (CPU, one process, the tiny model)."""
+import dataclasses
 import gc
 import itertools
 import logging
@@ -20,7 +21,7 @@ from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError, read_checkpoint
 from wespeaker_py.train.average import select_checkpoints
-from wespeaker_py.train.builder import build_dataset
+from wespeaker_py.train.builder import build_dataset, build_model, check_model_builds
 from wespeaker_py.train.checkpoint import epoch_from_name
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.experiment import existing_checkpoints
@@ -158,6 +159,17 @@ def test_model_init_head_loads_the_head_and_refuses_one_that_does_not_fit(
     with pytest.raises(CheckpointMismatchError, match="projection.weight"):
         _start_model(tiny_config(str(tmp_path / "exp6"), six_speakers, model_init=init_path,
                                  model_init_head=True))
+
+
+def test_the_model_freezes_what_the_plan_names(corpus, tmp_path):
+    """Training reads frozen_params from the plan, as it reads every other setting."""
+    plan = plan_of(tiny_config(str(tmp_path / "exp"), corpus, frozen_params=["projection."]))
+    assert plan.frozen_params == ["projection."]
+    frozen = [name for name, param in build_model(plan).named_parameters()
+              if not param.requires_grad]
+    assert frozen and all(name.startswith("projection.") for name in frozen)
+    with pytest.raises(ConfigError, match="'frozen_params': 'nowhere.' names no parameter"):
+        check_model_builds(dataclasses.replace(plan, frozen_params=["nowhere."]))
 
 
 EPOCH_END = dict(num_epochs=4, save_epoch_interval=2, num_avg=1, log_batch_interval=100)

@@ -31,7 +31,7 @@ def build_model(plan: TrainingPlan) -> nn.Module:
     if plan.model_holds_frontend:
         model.add_module("frontend", plan.frontend)
     model.add_module("projection", _build_head(plan))
-    freeze_parameters(model, plan.config.frozen_params)
+    freeze_parameters(model, plan.frozen_params)
     return model
 
 
@@ -51,7 +51,7 @@ def check_model_builds(plan: TrainingPlan) -> None:
     names = [name for name, _ in model.named_parameters()]
     if plan.model_holds_frontend:
         names += [f"frontend.{name}" for name, _ in plan.frontend.named_parameters()]
-    for prefix in plan.config.frozen_params:
+    for prefix in plan.frozen_params:
         _named_by(prefix, names)
 
 

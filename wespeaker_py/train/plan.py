@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -133,6 +133,7 @@ class TrainingPlan:
     compile: bool
     start: StartWeights
     model_init_head: bool  # model_init's head loads too
+    frozen_params: List[str]  # prefixes of the parameters that do not train
     run_settings: Dict[str, Any]  # what a run continuing a stopped one must share (interrupt.py)
     # optimisation
     optimizer: str
@@ -221,7 +222,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
                                 start if config.do_lm else None),
         frontend=frontend, model_holds_frontend=holds_frontend,
         channels_last=config.channels_last, compile=config.compile, start=start,
-        model_init_head=config.model_init_head,
+        model_init_head=config.model_init_head, frozen_params=list(config.frozen_params),
         run_settings=run_settings,
         optimizer=config.optimizer, optimizer_args=optimizer_args,
         scheduler=config.scheduler, scheduler_args=config.scheduler_args,

@@ -230,9 +230,9 @@ def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
                     parameter_count(frontend), parameter_count(count("frontend.", True)))
     else:
         logger.info("%s: %s parameters without the head", name, parameter_count(speaker))
-    if plan.config.frozen_params:
+    if plan.frozen_params:
         logger.info("frozen parameters: %s; %s parameters train, the head's %s of them",
-                    ", ".join(repr(prefix) for prefix in plan.config.frozen_params),
+                    ", ".join(repr(prefix) for prefix in plan.frozen_params),
                     parameter_count(count("", True)),
                     parameter_count(count("projection.", True)))
 

@@ -21,7 +21,9 @@
 #      utterance, as WeSpeaker's) and vox1_test (whole utterances) embeddings
 #   6  cosine scoring (minus the vox1_dev mean), EER/minDCF
 #   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
-# Each stage skips the work an earlier run finished.
+# Each stage skips the work an earlier run finished. Stages 6 and 7 end by writing
+# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on ${trials}
+# for every score file in ${exp_dir}/scores, with a DET plot.
 #
 # --whisper_path: OpenAI's Whisper large-v2 checkpoint (large-v2.pt, 2.9 GB); training
 # downloads nothing (local/download_whisper.sh fetches and checks it once). Without it
@@ -63,6 +65,7 @@ chunk_seed=42
 require_stages 1 7
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
+. tools/recipe/results_table.sh
 set -eo pipefail
 
 frozen_epochs=$(config_value "${config_s0}" num_epochs)
@@ -127,6 +130,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --exp_dir "${exp_dir}" \
     --train_set vox1_dev --eval_set vox1_test \
     --trials "${trials}"
+  write_results_table "${trials}" "${exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -140,4 +144,5 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --exp_dir "${exp_dir}" \
     --train_set vox1_dev --eval_set vox1_test \
     --trials "${trials}"
+  write_results_table "${trials}" "${exp_dir}"
 fi
