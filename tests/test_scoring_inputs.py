@@ -140,6 +140,19 @@ def test_calibration_recipe_refuses_normalised_scores_of_older_embeddings(recipe
     assert open(calibrated).read() != before
 
 
+def test_score_norm_recipe_refuses_the_evaluation_set_as_its_cohort(recipe):
+    """Speaker means of the evaluation set hold each test utterance's own speaker: refused
+    before anything is made, naming both flags."""
+    stage(recipe, "score.sh", "--stage", "1", "--stop-stage", "1")
+    result = refused(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2",
+                     "--top_n", "5", "--cohort_set", "vox1",
+                     says=("--cohort_set vox1 is the evaluation set (--eval_set vox1)",
+                           "give a cohort of other speakers"))
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(f"{recipe}/exp/embeddings/vox1/spk_xvector.scp")
+    assert not os.path.exists(f"{recipe}/exp/scores/vox1_asnorm5_{TRIALS}.score")
+
+
 def _cosine_files(tmp_path):
     """A set, its mean vector and the cosine scores of a trial list with that mean."""
     root = str(tmp_path)
@@ -185,6 +198,37 @@ def test_score_norm_refuses_scores_of_other_embeddings_or_another_mean(tmp_path)
     assert f"{cosine}:1: score {first} is not the cosine" in stderr
     assert f"minus the mean vector {mean_vec}" in stderr
     assert not os.path.exists(f"{root}/norm.score")
+
+
+def test_score_norm_warns_about_a_cohort_holding_the_trial_utterances(tmp_path, capfd):
+    """The evaluation embeddings as their own cohort (same keys), or copies of them under
+    other keys, are warned about, not refused; another set's cohort is not."""
+    root, cosine, args, mean_vec = _cosine_files(tmp_path)
+    emb = f"{root}/exp/embeddings"
+    evaluation = load_embeddings(f"{emb}/eval/xvector.scp")
+    write_embeddings(f"{root}/copies/xvector.ark", [f"copy-{key}" for key in evaluation.keys],
+                     evaluation.matrix)
+    cohort_at = args.index("--cohort_emb_scp") + 1
+
+    def normalise(cohort):
+        capfd.readouterr()
+        score_norm.main(args[:cohort_at] + [cohort] + args[cohort_at + 1:]
+                        + ["--mean_vec_path", mean_vec])
+        assert len(open(f"{root}/norm.score").readlines()) == 40
+        os.remove(f"{root}/norm.score")
+        return capfd.readouterr().err
+
+    key_warning = f"of the 52 utterances of the trials of {cosine} are also in the cohort"
+    near_warning = ("40 of 40 enrolment and 40 of 40 test utterances have a cohort member "
+                    "with a cosine of at least 0.999")
+    told = normalise(f"{emb}/cohort/xvector.scp")
+    assert " WARNING " not in told
+    told = normalise(f"{emb}/eval/xvector.scp")
+    assert f"52 {key_warning} {emb}/eval/xvector.scp (eval-s00-u0, " in told
+    assert near_warning in told and "the cohort holds these utterances" in told
+    told = normalise(f"{root}/copies/xvector.scp")
+    assert key_warning not in told
+    assert near_warning in told
 
 
 def _plda_world(tmp_path):

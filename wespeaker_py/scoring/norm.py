@@ -25,11 +25,11 @@ import torch
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.scoring.cosine import cosine_score_trials, length_normalize
 from wespeaker_py.utils.device import resolve_device
-from wespeaker_py.io.ark import load_embeddings
+from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.scoring.trials import (TrialList, keep_scorable_trials, read_score_file,
                                          write_score_file)
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError, iter_table
 
@@ -40,6 +40,9 @@ NORM_METHODS = ("asnorm", "snorm")
 # files hold 5 decimals, and float32 rounding differs between scorers by about 1e-6
 STALE_SCORE_TOLERANCE = 1e-4
 COHORT_CHUNK = 4096
+# a cohort member this close to an utterance is that utterance (or a copy): the cohort
+# holds the trials' own embeddings, and AS-Norm's top-N takes a ~1.0 score of each
+NEAR_IDENTICAL_COSINE = 0.999
 SELECT_ROWS = 128  # rows per CPU selection task: 3 MB of scores at a 6000 cohort
 
 
@@ -77,8 +80,9 @@ def top_row_values(scores: np.ndarray, top_n: int) -> np.ndarray:
 
 
 def _cpu_top_statistics(scores: np.ndarray, top_n: int, pool: ThreadPoolExecutor,
-                        means: np.ndarray, stds: np.ndarray) -> None:
-    """Fill ``means``/``stds`` with each row's top-``top_n`` statistics, rows shared by ``pool``.
+                        means: np.ndarray, stds: np.ndarray, best: np.ndarray) -> None:
+    """Fill ``means``/``stds``/``best`` with each row's top-``top_n`` statistics and highest
+    score, rows shared by ``pool``.
 
     Slices of :data:`SELECT_ROWS` rows stay in the core's cache between the
     steps of :func:`top_row_values`; NumPy releases the GIL, so the workers
@@ -89,13 +93,15 @@ def _cpu_top_statistics(scores: np.ndarray, top_n: int, pool: ThreadPoolExecutor
         top = top_row_values(scores[start:stop], top_n).astype(np.float64)
         means[start:stop] = top.mean(axis=1)
         stds[start:stop] = top.std(axis=1)
+        best[start:stop] = top.max(axis=1)
     list(pool.map(one_slice, range(0, scores.shape[0], SELECT_ROWS)))
 
 
 def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: int,
                       chunk_size: int = COHORT_CHUNK, progress: bool = False
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-    """Mean and (population) std of each row's ``top_n`` highest cohort scores.
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and (population) std of each row's ``top_n`` highest cohort scores, and the
+    highest one (taken from those ``top_n``).
 
     ``normed`` [U, D] and ``cohort_normed`` [C, D] are unit-length rows on the
     same device; the [chunk, C] float32 score block is the only large
@@ -108,6 +114,7 @@ def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: 
                          f"{cohort_normed.shape[0]}")
     means = np.empty(normed.shape[0], dtype=np.float64)
     stds = np.empty(normed.shape[0], dtype=np.float64)
+    best = np.empty(normed.shape[0], dtype=np.float64)
     cohort_t = cohort_normed.t().contiguous()
     block_buffer = torch.empty((min(chunk_size, normed.shape[0]), cohort_t.shape[1]),
                                dtype=torch.float32, device=normed.device)
@@ -119,14 +126,15 @@ def cohort_statistics(normed: torch.Tensor, cohort_normed: torch.Tensor, top_n: 
             stop = start + rows.shape[0]
             if block.device.type == "cpu":
                 _cpu_top_statistics(block.numpy(), top_n, pool, means[start:stop],
-                                    stds[start:stop])
+                                    stds[start:stop], best[start:stop])
                 continue
             if top_n < block.shape[1]:
                 block = torch.topk(block, top_n, dim=1, sorted=False).values
             top = block.double()
             means[start:stop] = top.mean(dim=1).cpu().numpy()
             stds[start:stop] = top.std(dim=1, unbiased=False).cpu().numpy()
-    return means, stds
+            best[start:stop] = top.max(dim=1).values.cpu().numpy()
+    return means, stds, best
 
 
 def centre_and_normalize(embeddings: np.ndarray, rows: np.ndarray,
@@ -172,6 +180,34 @@ class NormalizedScores:
                          self.enroll_cohort_mean, self.test_cohort_mean], axis=1)
 
 
+def _named_rows(rows: np.ndarray, row_names: Optional[Sequence[str]]) -> str:
+    """The first few of ``rows`` by name (``row N`` without ``row_names``), for a message."""
+    return listed_names([row_names[row] if row_names is not None else f"row {row}"
+                         for row in rows], most=5)
+
+
+def _warn_near_identical_cohort(best: np.ndarray, used: np.ndarray, e_pos: np.ndarray,
+                                t_pos: np.ndarray, top_n: int,
+                                row_names: Optional[Sequence[str]]) -> None:
+    """Warn when utterances have a cohort member of cosine :data:`NEAR_IDENTICAL_COSINE`.
+
+    ``best`` is the highest cohort score of each of the ``used`` rows; ``e_pos`` and
+    ``t_pos`` are the trials' positions in them. Not an error: a cohort of the
+    evaluation set itself may be chosen on purpose, for analysis.
+    """
+    near = best >= NEAR_IDENTICAL_COSINE
+    if not near.any():
+        return
+    enroll, test = np.unique(e_pos), np.unique(t_pos)
+    logger.warning(
+        "%d of %d enrolment and %d of %d test utterances have a cohort member with a cosine "
+        "of at least %.3f (%s): the cohort holds these utterances (or copies of them), whose "
+        "own score of about 1 enters their top %d, and their normalised scores (and the EER) "
+        "are biased; normalise against a cohort of other speakers' embeddings",
+        int(near[enroll].sum()), len(enroll), int(near[test].sum()), len(test),
+        NEAR_IDENTICAL_COSINE, _named_rows(used[near], row_names), top_n)
+
+
 def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_rows: np.ndarray,
                            embeddings: np.ndarray, cohort: np.ndarray, method: str,
                            top_n: int, mean_vec: Optional[np.ndarray] = None,
@@ -192,15 +228,15 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
     used, inverse = np.unique(np.concatenate([enroll_rows, test_rows]), return_inverse=True)
     magnitudes, normed = centre_and_normalize(embeddings, used, mean_vec, torch_device)
     cohort_normed = length_normalize(cohort, mean_vec, torch_device)
-    means, stds = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
+    means, stds, best = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
+    e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
+    _warn_near_identical_cohort(best, used, e_pos, t_pos, top_n, row_names)
     if np.any(stds <= 0):
         flat = used[stds <= 0]
-        named = [row_names[row] if row_names is not None else f"row {row}" for row in flat[:5]]
         raise RunFailedError(
             f"the top {top_n} cohort scores of {len(flat)} utterance(s) have no spread "
-            f"({', '.join(named)}{', ...' if len(flat) > 5 else ''}): top_n is too small, "
+            f"({_named_rows(flat, row_names)}): top_n is too small, "
             "or an embedding equals the mean vector")
-    e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
     return NormalizedScores(
         scores=normalize_scores(scores, means[e_pos], stds[e_pos], means[t_pos], stds[t_pos]),
         enroll_magnitude=magnitudes[e_pos], test_magnitude=magnitudes[t_pos],
@@ -232,6 +268,24 @@ def check_cosine_scores(trials: TrialList, cosine: np.ndarray, eval_emb_scp: str
         f"score the trials again (score.sh) first")
 
 
+def _warn_cohort_holds_trial_utterances(table: EmbeddingTable, rows: np.ndarray,
+                                        cohort: EmbeddingTable, trial_score_file: str,
+                                        cohort_emb_scp: str) -> None:
+    """Warn when keys of the trials' utterances (``rows`` of ``table``) are cohort keys.
+
+    Not an error: a cohort of the evaluation set itself may be chosen on purpose.
+    """
+    distinct = np.unique(rows)
+    shared = [table.keys[row] for row in distinct if table.keys[row] in cohort.index]
+    if shared:
+        logger.warning(
+            "%d of the %d utterances of the trials of %s are also in the cohort %s (%s): "
+            "their own embeddings are cohort members, whose scores of about 1 enter their "
+            "top N and bias the normalised scores (and the EER); normalise against a "
+            "cohort of other speakers' embeddings", len(shared), len(distinct),
+            trial_score_file, cohort_emb_scp, listed_names(shared, most=5))
+
+
 def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
                     score_norm_file_path: str, cohort_emb_scp: str, eval_emb_scp: str,
                     mean_vec_path: Optional[str] = None, device: str = "auto",
@@ -242,7 +296,8 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     Trials naming an utterance without an evaluation embedding are left out and
     counted, up to ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
     Scores that are not the cosine of these embeddings minus this mean vector are refused
-    (:func:`check_cosine_scores`).
+    (:func:`check_cosine_scores`). A cohort holding the trials' utterances (by key, or
+    by a near-identical embedding) is warned about, not refused.
     """
     trials = read_score_file(trial_score_file)
     table = load_embeddings(eval_emb_scp, progress=True)
@@ -260,6 +315,8 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
         trials, table.index, table.index, eval_emb_scp, max_missing_fraction)
     check_cosine_scores(trials, cosine_score_trials(table, trials, mean_vec, device),
                         eval_emb_scp, mean_vec_path)
+    _warn_cohort_holds_trial_utterances(table, np.concatenate([enroll_rows, test_rows]),
+                                        cohort, trial_score_file, cohort_emb_scp)
     logger.info("%s of %d trials of %s against a cohort of %d", score_norm_method,
                 len(trials), os.path.basename(trial_score_file), len(cohort))
     if score_norm_method == "asnorm" and top_n > len(cohort):
