@@ -8,7 +8,11 @@ Reads each experiment's config.yaml and the score files the recipe's scoring
 scripts leave in its scores/ (cosine, AS-Norm/S-Norm, QMF, PLDA, whichever
 exist; any other <trials>.<name>score is a row of its own, labelled *.<name>score).
 With --det_dir it also draws all back-ends of each trial list into
-DET_DIR/det_<trials>.png.
+DET_DIR/det_<trials>.png. Each experiment after the first is a fine-tuning of the
+first (exp/X-LM of exp/X). What the table cannot vouch for is marked, with a footnote
+below it and a warning: a row whose score file is older than the embeddings its
+experiment was scored from (stale), rows of one list over different numbers of trials,
+and a fine-tuning whose models/model_0.pt is not the first's models/avg_model.pt.
 """
 import sys
 from typing import List, Optional

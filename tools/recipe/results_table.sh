@@ -12,7 +12,10 @@
 # not scored yet is left out). For each trial list it also draws the DET curves of all
 # those back-ends (EXP_DIR/det_<list>.png) and the first one's score histogram
 # (EXP_DIR/hist_<list>.png). Each scoring stage calls it last, so the table lists every
-# back-end scored so far, by this run or an earlier one.
+# back-end scored so far, by this run or an earlier one; a row scored before the last
+# extraction (stale), rows of one list over different numbers of trials and a
+# MORE_EXP_DIR not fine-tuned from EXP_DIR's current avg_model.pt are marked, with a
+# footnote and a warning.
 
 write_results_table() {
   local trials=$1 exp_dir=$2 more list

@@ -20,9 +20,20 @@ prints the table in the form of the README (model, params, scoring, then EER %
 and minDCF for each trial list); :func:`write_report` also draws every back-end
 of one trial list into a single DET plot and the first back-end's target and
 nontarget scores as a histogram.
+
+The table also says what it cannot vouch for, each with a footnote and a warning
+(:func:`table_notes`): a row with a score file older than the embeddings its
+experiment was scored from (``stale``: the sets the score files' settings notes
+name, else every set under ``embeddings/``), rows of one trial list that cover
+different numbers of trials, and an experiment after the first that began from a
+``models/model_0.pt`` (``start_from`` of ``tools/recipe_helpers.sh``) other than the
+first one's ``models/avg_model.pt`` (``other base``). Times are what the staleness
+goes by, as the recipes' own ``up_to_date``: copy an experiment with its times kept.
 """
 from __future__ import annotations
 
+import filecmp
+import glob
 import os
 import re
 from collections import Counter
@@ -59,6 +70,9 @@ BACKENDS: Tuple[Tuple[str, str], ...] = (
 # Any score file of a trial list: the list's name, a dot and one word ending in
 # "score" (not its .settings, .det.png or temporary files).
 SCORE_FILE = r"{trials}\.(?P<kind>\w*score)"
+# The embedding sets a scoring stage notes in its score files' .settings
+# (tools/recipe/score*.sh: "train_set=vox2_dev eval_set=vox1").
+NOTED_SET = re.compile(r"(?:^|\s)(?:train_set|eval_set)=(\S+)")
 
 
 @dataclass
@@ -70,23 +84,44 @@ class Metrics:
     min_dcf: float
     det: DetPoints
     scores_and_labels: Tuple[np.ndarray, np.ndarray]
+    score_file: str
+
+    @property
+    def num_trials(self) -> int:
+        """How many trials the score file scores."""
+        return len(self.scores_and_labels[0])
 
 
 @dataclass
 class BackendResult:
-    """One row of the table: a scoring back-end and its metrics per trial list."""
+    """One row of the table: a scoring back-end and its metrics per trial list;
+    ``stale`` maps each of its score files older than the embeddings to the newest of
+    those embeddings (``xvector.scp``)."""
 
     scoring: str
     per_trials: Dict[str, Metrics] = field(default_factory=dict)
+    stale: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ExperimentResults:
-    """The rows of one experiment directory."""
+    """The rows of one experiment directory; ``other_base`` says why, when it is a
+    fine-tuning that did not start from the base experiment's current model."""
 
     model: str
     params_millions: Optional[float]
     backends: List[BackendResult]
+    other_base: Optional[str] = None
+
+
+@dataclass
+class TableNote:
+    """What the table cannot vouch for: ``text`` is its footnote (and warning), ``tags``
+    the cells it marks, (experiment index, row index; None for the Model cell) to the
+    short tag the cell gets."""
+
+    text: str
+    tags: Dict[Tuple[int, Optional[int]], str]
 
 
 def measure(score_file: str, p_target: float = 0.01) -> Metrics:
@@ -94,7 +129,7 @@ def measure(score_file: str, p_target: float = 0.01) -> Metrics:
     scores, labels = read_labelled_scores(score_file)
     det = compute_det_points(scores, labels)
     return Metrics(100.0 * eer_from_det(det), min_dcf_from_det(det, p_target), det,
-                   (scores, labels))
+                   (scores, labels), score_file)
 
 
 def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]:
@@ -165,30 +200,119 @@ def count_parameters(config: Mapping) -> Optional[float]:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def collect_results(exp_dir: str, trials: Sequence[str]) -> ExperimentResults:
-    """Measure every score file of ``trials`` under ``exp_dir/scores``."""
+def scored_embeddings(exp_dir: str) -> List[str]:
+    """The embeddings (``embeddings/<set>/xvector.scp``) that exist of the sets the
+    settings notes of ``exp_dir/scores`` name (``train_set=``, ``eval_set=``: what the
+    scoring stages scored from); of every set under ``embeddings/`` when none names one."""
+    sets = set()
+    for note in glob.glob(os.path.join(glob.escape(exp_dir), "scores", "*.settings")):
+        with open(note, encoding="utf-8") as handle:
+            sets.update(NOTED_SET.findall(handle.read()))
+    embeddings_dir = os.path.join(exp_dir, "embeddings")
+    if not sets and os.path.isdir(embeddings_dir):
+        sets.update(os.listdir(embeddings_dir))
+    return sorted(path for path in (os.path.join(embeddings_dir, name, "xvector.scp")
+                                    for name in sets) if os.path.isfile(path))
+
+
+def newer_embeddings(score_file: str, embeddings: Sequence[str]) -> Optional[str]:
+    """The newest of ``embeddings`` when it is newer than ``score_file``, else None."""
+    newest = max(embeddings, key=lambda path: os.stat(path).st_mtime_ns, default=None)
+    if newest is not None and os.stat(newest).st_mtime_ns > os.stat(score_file).st_mtime_ns:
+        return newest
+    return None
+
+
+def other_start(exp_dir: str, base_dir: str) -> Optional[str]:
+    """Why ``exp_dir``, a fine-tuning of ``base_dir``, is not one of its current model:
+    its ``models/model_0.pt`` (the copy ``start_from`` of ``tools/recipe_helpers.sh``
+    made of the model it began from) differs from ``base_dir/models/avg_model.pt``.
+    None when they are the same, or when either is missing (nothing to compare)."""
+    start = os.path.join(exp_dir, "models", "model_0.pt")
+    base = os.path.join(base_dir, "models", "avg_model.pt")
+    if not (os.path.isfile(start) and os.path.isfile(base)) or filecmp.cmp(start, base,
+                                                                           shallow=False):
+        return None
+    return (f"`{start}`, the model {exp_dir} was fine-tuned from, is not `{base}`: its rows "
+            f"are of another model than {base_dir}'s; remove {exp_dir} and fine-tune again")
+
+
+def collect_results(exp_dir: str, trials: Sequence[str],
+                    base_dir: Optional[str] = None) -> ExperimentResults:
+    """Measure every score file of ``trials`` under ``exp_dir/scores``, noting the ones
+    older than the embeddings; with ``base_dir`` (``exp_dir`` is its fine-tuning), also
+    whether ``exp_dir`` started from ``base_dir``'s current model."""
     config = read_yaml(os.path.join(exp_dir, "config.yaml"))
+    embeddings = scored_embeddings(exp_dir)
     rows: Dict[str, BackendResult] = {}
     for trials_name in trials:
         for label, path in find_score_files(os.path.join(exp_dir, "scores"), trials_name):
-            rows.setdefault(label, BackendResult(label)).per_trials[trials_name] = measure(path)
+            row = rows.setdefault(label, BackendResult(label))
+            row.per_trials[trials_name] = measure(path)
+            newer = newer_embeddings(path, embeddings)
+            if newer is not None:
+                row.stale[path] = newer
     if not rows:
         raise FileNotFoundError(f"no score files of {', '.join(trials)} in {exp_dir}/scores")
-    return ExperimentResults(describe_model(config), count_parameters(config), list(rows.values()))
+    return ExperimentResults(describe_model(config), count_parameters(config), list(rows.values()),
+                             other_start(exp_dir, base_dir) if base_dir else None)
+
+
+def table_notes(experiments: Sequence[ExperimentResults],
+                trials: Sequence[str]) -> List[TableNote]:
+    """The footnotes of the table: each stale row, each experiment of another base, and
+    each trial list whose rows cover different numbers of trials (every such row is
+    tagged with its count: which version of the list is right, the table cannot tell)."""
+    notes: List[TableNote] = []
+    for index, experiment in enumerate(experiments):
+        if experiment.other_base:
+            notes.append(TableNote(experiment.other_base, {(index, None): "other base"}))
+        for row, backend in enumerate(experiment.backends):
+            if backend.stale:
+                older = "; ".join(f"`{score}` is older than `{newer}`"
+                                  for score, newer in backend.stale.items())
+                notes.append(TableNote(
+                    f"{experiment.model} {backend.scoring}: {older}: scored from earlier "
+                    "embeddings; run its scoring stage again", {(index, row): "stale"}))
+    for trials_name in trials:
+        counts = {(index, row): backend.per_trials[trials_name]
+                  for index, experiment in enumerate(experiments)
+                  for row, backend in enumerate(experiment.backends)
+                  if trials_name in backend.per_trials}
+        if len({metrics.num_trials for metrics in counts.values()}) > 1:
+            listed = ", ".join(f"{metrics.num_trials} in `{metrics.score_file}`"
+                               for metrics in counts.values())
+            notes.append(TableNote(
+                f"the rows of {trials_name} cover different numbers of trials ({listed}): "
+                "a score file of another version of the list, or trials dropped for "
+                "utterances without embeddings; compare rows of one count only",
+                {cell: f"{metrics.num_trials} trials" for cell, metrics in counts.items()}))
+    return notes
 
 
 def format_table(experiments: Sequence[ExperimentResults], trials: Sequence[str]) -> str:
-    """A markdown table: model, params, scoring, then EER (%) and minDCF per trial list."""
+    """A markdown table: model, params, scoring, then EER (%) and minDCF per trial list;
+    a cell :func:`table_notes` marks gets its tags with footnotes below the table."""
+    notes = table_notes(experiments, trials)
+    numbers: Dict[int, int] = {}  # index in notes -> footnote number, in table order
+
+    def marked(text: str, cell: Tuple[int, Optional[int]]) -> str:
+        tags = []
+        for index, note in enumerate(notes):
+            if cell in note.tags:
+                tags.append(f"{note.tags[cell]}[^{numbers.setdefault(index, len(numbers) + 1)}]")
+        return f"{text} ({', '.join(tags)})" if tags else text
+
     header = list(COLUMNS)
     for trials_name in trials:
         header += [f"{trials_name} EER (%)", f"{trials_name} minDCF"]
     lines = ["| " + " | ".join(header) + " |",
              "|:--|--:|:--|" + "--:|--:|" * len(trials)]
-    for experiment in experiments:
+    for position, experiment in enumerate(experiments):
         for index, backend in enumerate(experiment.backends):
-            cells = ["", "", backend.scoring]
+            cells = ["", "", marked(backend.scoring, (position, index))]
             if index == 0:
-                cells[0] = experiment.model
+                cells[0] = marked(experiment.model, (position, None))
                 cells[1] = ("n/a" if experiment.params_millions is None
                             else f"{experiment.params_millions:.2f}M")
             for trials_name in trials:
@@ -196,6 +320,10 @@ def format_table(experiments: Sequence[ExperimentResults], trials: Sequence[str]
                 cells += (["-", "-"] if metrics is None else
                           [f"{metrics.eer_percent:.3f}", f"{metrics.min_dcf:.3f}"])
             lines.append("| " + " | ".join(cells) + " |")
+    if numbers:
+        lines.append("")
+        lines += [f"[^{number}]: {notes[index].text}"
+                  for index, number in sorted(numbers.items(), key=lambda item: item[1])]
     return "\n".join(lines) + "\n"
 
 
@@ -227,10 +355,14 @@ def parse_table(text: str) -> List[Dict[str, str]]:
 
 def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optional[str],
                  det_dir: Optional[str]) -> str:
-    """Build the table for ``exp_dirs`` (written to ``output`` if given) and, with
+    """Build the table for ``exp_dirs`` (written to ``output`` if given; each after the
+    first is a fine-tuning of the first, as ``exp/X-LM`` of ``exp/X``) and, with
     ``det_dir``, one DET plot per trial list (``det_dir/det_<trials>.png``) and a
     histogram of the first back-end's scores (``det_dir/hist_<trials>.png``)."""
-    experiments = [collect_results(exp_dir, trials) for exp_dir in exp_dirs]
+    experiments = [collect_results(exp_dir, trials, exp_dirs[0] if index else None)
+                   for index, exp_dir in enumerate(exp_dirs)]
+    for note in table_notes(experiments, trials):
+        logger.warning("%s", note.text)
     table = format_table(experiments, trials)
     if output:
         with atomic_open(output, "w", encoding="utf-8") as out:

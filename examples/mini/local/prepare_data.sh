@@ -18,6 +18,11 @@
 # "enroll test target|nontarget", "1|0 enroll test" or "enroll test"; Windows line ends
 # are taken. A second run with the same corpus and options finds the sets up to date and
 # skips.
+# ${data}/source names the corpus on its first line. When trial speakers also train the
+# model or are in the back-end set (as without train_spk, where every speaker with an
+# utterance in no trial trains), the lines trial_speakers=N, closed_set_speakers=N (those
+# that train the model) and backend_trial_speakers=N follow, and every run warns that the
+# EER is closed-set.
 #
 #   local/prepare_data.sh --data_dir data/librispeech_tc100 --data data/prepared/librispeech_tc100
 
@@ -51,11 +56,27 @@ inputs=("${data_dir}/wav.scp" "${data_dir}/utt2spk" "${data_dir}/trials" "${data
 settings="trials_name=${trials_name} calibration_trial=${calibration_trial}"
 settings+=" num_cali_trials=${num_cali_trials} backend_every=${backend_every}"
 settings+=" min_backend_speakers=${min_backend_speakers}"
+# warn_closed_set: the warning for the trial speakers that ${data}/source records as seen
+# in training or in the back-end set (none recorded: no warning).
+warn_closed_set() {
+  local trial model backend
+  trial=$(sed -n 's/^trial_speakers=//p' "${data}/source")
+  model=$(sed -n 's/^closed_set_speakers=//p' "${data}/source")
+  backend=$(sed -n 's/^backend_trial_speakers=//p' "${data}/source")
+  [ -n "${trial}" ] || return 0
+  echo "$0: WARNING: ${model} of the ${trial} trial speakers of ${data_dir} also train the" \
+       "model and ${backend} of them are in the back-end set (mean, AS-Norm cohort, QMF," \
+       "PLDA): its EER is closed-set, on speakers the recipe has seen, and not comparable to" \
+       "a held-out test. To hold them out, give ${data_dir} a train_spk file (one utt2spk" \
+       "speaker id a line) that lists none of the trial speakers." >&2
+}
+
 if made_with "${data}/source" "${settings}" "${inputs[@]}" &&
-   [ "$(cat "${data}/source")" == "${data_dir}" ] && [ -s "${data}/rirs/wav.scp" ] &&
+   [ "$(head -n 1 "${data}/source")" == "${data_dir}" ] && [ -s "${data}/rirs/wav.scp" ] &&
    [ -s "${data}/test/trials/${trials_name}" ] && [ -s "${data}/test/trials/${calibration_trial}" ]
 then
   echo "${data} is up to date with ${data_dir}, skipping"
+  warn_closed_set
   exit 0
 fi
 rm -f "${data}/source"
@@ -94,6 +115,12 @@ subset() {
   echo "$1: ${wanted} utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
+# speakers_of UTTS: the speakers (sorted, once each) of the utterances listed in UTTS.
+speakers_of() {
+  awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep) { print $2 }' "$1" \
+    "${data_dir}/utt2spk" | sort -u
+}
+
 tmp=$(mktemp -d)
 trap 'rm -rf "${tmp}"' EXIT
 # the utterances of the trials, in any of their forms (as the scoring reads them)
@@ -116,8 +143,7 @@ if [ ! -s "${tmp}/train_utts" ]; then
   echo "$0: every utterance of ${data_dir} is in a trial: nothing is left to train on" >&2
   exit 1
 fi
-awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep) { print $2 }' "${tmp}/train_utts" \
-  "${data_dir}/utt2spk" | sort -u > "${tmp}/train_spks"
+speakers_of "${tmp}/train_utts" > "${tmp}/train_spks"
 if [ "$(count_lines "${tmp}/train_spks")" -ge "${min_backend_speakers}" ]; then
   awk -v n="${backend_every}" 'NR % n == 0' "${tmp}/train_spks" > "${tmp}/backend_spks"
   awk "${strip_cr}"'NR == FNR { spk[$1]; next } ($2 in spk) { print $1 }' "${tmp}/backend_spks" \
@@ -130,6 +156,10 @@ else
   echo "fewer than ${min_backend_speakers} training speakers: the back-end uses the training set"
   cp "${tmp}/train_utts" "${tmp}/backend_utts"
 fi
+# trial speakers seen in training or in the back-end set make the EER closed-set
+speakers_of "${tmp}/test_utts" > "${tmp}/trial_spks"
+comm -12 "${tmp}/trial_spks" <(speakers_of "${tmp}/train_utts") > "${tmp}/closed_set_spks"
+comm -12 "${tmp}/trial_spks" <(speakers_of "${tmp}/backend_utts") > "${tmp}/backend_trial_spks"
 
 subset train "${tmp}/train_utts"
 subset backend "${tmp}/backend_utts"
@@ -144,6 +174,14 @@ sample_rate=$(python -c 'import sys, soundfile; print(soundfile.info(sys.argv[1]
   "$(head -n 1 "${data}/train/wav.scp" | cut -d ' ' -f 2-)")
 python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train/wav.scp" "${data}"
 
-echo "${data_dir}" > "${data}/source"
+{
+  echo "${data_dir}"
+  if [ -s "${tmp}/closed_set_spks" ] || [ -s "${tmp}/backend_trial_spks" ]; then
+    echo "trial_speakers=$(count_lines "${tmp}/trial_spks")"
+    echo "closed_set_speakers=$(count_lines "${tmp}/closed_set_spks")"
+    echo "backend_trial_speakers=$(count_lines "${tmp}/backend_trial_spks")"
+  fi
+} > "${data}/source"
 record_settings "${data}/source" "${settings}"
 echo "prepared ${data} from ${data_dir} (${sample_rate} Hz)"
+warn_closed_set
