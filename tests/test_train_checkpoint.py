@@ -1,4 +1,5 @@
 """Checkpoint loading rules (LM head, mismatches), RNG capture and model averaging."""
+import logging
 import os
 import random
 
@@ -14,7 +15,7 @@ from wespeaker_py.train.average import average_checkpoints, select_checkpoints
 from wespeaker_py.runtime.checkpoint import (CheckpointMismatchError, load_model_init,
                                              load_weights)
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
-                                           restore_rng_state)
+                                           restore_rng_state, speaker_map_digest)
 
 
 class TinyEncoder(nn.Module):
@@ -43,6 +44,25 @@ def test_lm_rule_loads_the_first_rows_of_a_larger_head(tmp_path):
     assert torch.equal(target.projection.weight, source.projection.weight[:5])
     assert torch.equal(target.linear.weight, source.linear.weight)
     assert torch.equal(target.bn.running_mean, source.bn.running_mean)
+
+
+def test_a_head_not_three_times_the_model_s_warns_that_its_rows_are_other_speakers(
+        tmp_path, caplog):
+    """3x the model's rows: the speed-perturbed head of its speakers (INFO). Any other
+    larger head is another speaker list's: its first rows load, with a warning."""
+    path = str(tmp_path / "avg_model.pt")
+    for rows, warned in ((15, False), (8, True), (20, True)):
+        torch.save(_model(num_class=rows).state_dict(), path)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="wespeaker_py.runtime.checkpoint"):
+            load_model_init(_model(num_class=5), path)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert bool(warnings) == warned, rows
+        if warned:
+            assert f"'projection.weight' has {rows} rows in the checkpoint and 5" in warnings[0]
+            assert "the classes of the checkpoint's speakers" in warnings[0]
+        else:
+            assert "first 5 of 15 rows of projection.weight" in caplog.text
 
 
 def test_same_size_head_loads_unchanged_from_a_training_checkpoint(tmp_path):
@@ -153,8 +173,6 @@ def test_a_rank_keeps_only_its_own_cuda_generator_state(monkeypatch):
 
 
 def test_an_older_checkpoints_list_of_cuda_states_still_loads(monkeypatch, caplog):
-    import logging
-
     generators = FakeCudaGenerators(monkeypatch, visible=2)
     state = dict(capture_rng_state(torch.device("cpu")),
                  cuda=[torch.full((4,), 10 + index, dtype=torch.uint8) for index in range(2)])
@@ -180,6 +198,14 @@ def test_parameter_digest_sees_every_parameter_but_not_buffers():
     with torch.no_grad():
         model.projection.weight[4, 5] += 1e-7
     assert parameter_digest(model) != digest
+
+
+def test_the_speaker_map_digest_sees_the_mapping_not_the_order_it_was_built_in():
+    mapping = {"spk0": 0, "spk1": 1, "spk2": 2}
+    assert speaker_map_digest(mapping) == speaker_map_digest(dict(reversed(mapping.items())))
+    rotated = {"spk0": 1, "spk1": 2, "spk2": 0}
+    assert speaker_map_digest(rotated) != speaker_map_digest(mapping)
+    assert speaker_map_digest({"spk0": 0, "spk1": 1}) != speaker_map_digest(mapping)
 
 
 def test_epoch_from_name():

@@ -1,4 +1,5 @@
-"""Resuming with another config: other trained parameters and another epoch length.
+"""Resuming with another config: other trained parameters, another epoch length, and the
+settings a continuing run is compared on (another front-end or other speakers: a warning).
 
 WeSpeaker's two-stage recipes (Whisper-PMFA: a frozen front-end for 4 epochs, then
 everything, with a smaller batch, from ``--checkpoint model_4.pt`` in the same exp_dir)
@@ -7,6 +8,7 @@ The optimizer then follows each parameter by name, and the schedules take up epo
 E at (E - 1) / num_epochs of the new run's schedule, as WeSpeaker's do. The SSL
 front-end version of that recipe is in tests/test_train_ssl.py.
 """
+import json
 import logging
 import math
 import os
@@ -15,10 +17,12 @@ import signal
 import pytest
 import torch
 
-from train_helpers import (capture_first_step, exponential_lr, load_checkpoint,
+from train_helpers import (TINY_CONFIG, capture_first_step, exponential_lr, load_checkpoint,
                            named_optimizer_state, plan_of, run_training, tiny_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
-from wespeaker_py.train.interrupt import TrainingStopped
+from wespeaker_py.config import config_to_dict, load_config
+from wespeaker_py.train.checkpoint import RUN_SETTINGS, SPK2ID_DIGEST, speaker_map_digest
+from wespeaker_py.train.interrupt import TrainingStopped, continued_settings, training_settings
 from wespeaker_py.train.step import TrainingStep
 from wespeaker_py.train.trainer import Trainer
 
@@ -172,3 +176,148 @@ def test_a_run_stopped_mid_epoch_with_epochs_of_another_length_retrains_that_epo
                and "this run starts at epoch 2" in record.getMessage()
                for record in caplog.records)
     assert not os.path.exists(interrupted)  # model_2.pt replaced it
+
+
+WHISPER_PMFA = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "voxceleb", "v1",
+                            "Whisper-PMFA", "conf")
+# what a continuing run is told about; other warnings (e.g. the optimizer's) are not counted
+COMPARED = "wespeaker_py.train.interrupt"
+
+
+def _train_first_epoch(corpus, exp_dir):
+    """Train TINY_CONFIG's first epoch in ``exp_dir``; return its model_1.pt."""
+    run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    return os.path.join(exp_dir, "models", "model_1.pt")
+
+
+def _told(caplog, level):
+    return [record.getMessage() for record in caplog.records
+            if record.name == COMPARED and record.levelno == level]
+
+
+def test_a_checkpoint_records_its_run_settings_and_speakers(corpus, tmp_path):
+    """Next to WeSpeaker's entries, which stay as they were."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint = load_checkpoint(_train_first_epoch(corpus, exp_dir))
+    plan = plan_of(tiny_config(exp_dir, corpus, num_epochs=1))
+    assert set(checkpoint) == {"model", "optimizer", "scheduler", "margin_scheduler",
+                               "grad_scaler", "epoch", "rng", "param_digests", "world_size",
+                               RUN_SETTINGS, SPK2ID_DIGEST}
+    assert checkpoint[RUN_SETTINGS] == plan.run_settings
+    assert checkpoint[SPK2ID_DIGEST] == speaker_map_digest(plan.spk2id)
+
+
+def test_a_resume_with_another_front_end_warns_naming_the_keys_and_the_epoch(corpus, tmp_path,
+                                                                             caplog):
+    """The reviewer's case: cmvn off and 8 kHz from epoch 2 on. Training goes on (no key
+    overrides the check), and train.log keeps what config.yaml, rewritten, no longer says."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint_path = _train_first_epoch(corpus, exp_dir)
+    dataset_args = dict(TINY_CONFIG["dataset_args"], cmvn=False, resample_rate=8000)
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, corpus, num_epochs=2,
+                                           checkpoint=checkpoint_path, dataset_args=dataset_args))
+    assert [result.epoch for result in history] == [2]
+    warned = _told(caplog, logging.WARNING)
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(f"{checkpoint_path} was trained with another front-end or other "
+                                f"speakers than this run continues it with from epoch 2 "
+                                f"(dataset_args.cmvn: True -> False; dataset_args.resample_rate: "
+                                f"16000 -> 8000)")
+    with open(os.path.join(exp_dir, "train.log")) as log:
+        assert "dataset_args.resample_rate: 16000 -> 8000" in log.read()
+    assert load_checkpoint(os.path.join(exp_dir, "models", "model_2.pt"))[RUN_SETTINGS][
+        "dataset_args.resample_rate"] == 8000
+
+
+def _renamed_speakers(corpus, folder):
+    """``corpus``'s lists with speaker spkN renamed s(N+1 mod 4): as many speakers, but each
+    voice gets the next class id (sorted names decide them)."""
+    def rename(spk):
+        return f"s{(int(spk[3:]) + 1) % 4}"
+
+    os.makedirs(folder)
+    paths = {"utt2spk": os.path.join(folder, "utt2spk"),
+             "raw_list": os.path.join(folder, "raw.list")}
+    with open(corpus["utt2spk"]) as source, open(paths["utt2spk"], "w") as target:
+        for line in source:
+            utt, spk = line.split()
+            target.write(f"{utt} {rename(spk)}\n")
+    with open(corpus["raw_list"]) as source, open(paths["raw_list"], "w") as target:
+        for line in source:
+            entry = json.loads(line)
+            target.write(json.dumps(dict(entry, spk=rename(entry["spk"]))) + "\n")
+    return paths
+
+
+def test_a_resume_with_other_speaker_class_ids_warns(corpus, tmp_path, caplog):
+    """Same speaker count, so the head loads; but each class id is now another voice's."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint_path = _train_first_epoch(corpus, exp_dir)
+    renamed = _renamed_speakers(corpus, str(tmp_path / "renamed"))
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, renamed, num_epochs=2,
+                                           checkpoint=checkpoint_path))
+    assert [result.epoch for result in history] == [2]
+    warned = _told(caplog, logging.WARNING)
+    assert len(warned) == 1, warned
+    assert "from epoch 2 (spk2id: train_label gives the speakers other class ids" in warned[0]
+    # the list paths changed too: an INFO line, not a warning
+    assert any("train_label: " in message for message in _told(caplog, logging.INFO))
+
+
+def test_a_later_step_s_batch_size_and_epochs_continue_with_an_info_line(
+        corpus, tmp_path, caplog):
+    """No warning; train.log names what changed from which epoch (config.yaml shows the new
+    values only)."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint_path = _train_first_epoch(corpus, exp_dir)
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, corpus, num_epochs=2,
+                                           checkpoint=checkpoint_path,
+                                           dataloader_args=_loader(4)))
+    assert [result.epoch for result in history] == [2]
+    assert _told(caplog, logging.WARNING) == []
+    assert (f"{checkpoint_path}: settings changed from epoch 2 on (config.yaml records this "
+            f"run's): dataloader_args.batch_size: 8 -> 4; num_epochs: 1 -> 2"
+            in _told(caplog, logging.INFO))
+
+
+def test_checkpoints_without_run_settings_load_as_before(corpus, tmp_path, caplog):
+    """A training checkpoint of older code: one INFO line, nothing compared; a bare state_dict
+    (avg_model.pt, WeSpeaker's model_N.pt) is no run to compare with: nothing said."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint = load_checkpoint(_train_first_epoch(corpus, exp_dir))
+    older = {key: value for key, value in checkpoint.items()
+             if key not in (RUN_SETTINGS, SPK2ID_DIGEST)}
+    older_path = os.path.join(exp_dir, "models", "older.pt")
+    torch.save(older, older_path)
+    bare_path = os.path.join(exp_dir, "models", "avg_model.pt")
+    torch.save(checkpoint["model"], bare_path)
+    dataset_args = dict(TINY_CONFIG["dataset_args"], cmvn=False)
+    with caplog.at_level(logging.INFO):
+        history = run_training(tiny_config(exp_dir, corpus, num_epochs=2, checkpoint=older_path,
+                                           dataset_args=dataset_args))
+    assert [result.epoch for result in history] == [2]
+    assert _told(caplog, logging.WARNING) == []
+    assert _told(caplog, logging.INFO) == [
+        f"{older_path} records no run settings (older code): this run's settings are not "
+        f"compared with those it was trained with"]
+    bare = plan_of(tiny_config(exp_dir, corpus, num_epochs=2, checkpoint=bare_path,
+                               dataset_args=dataset_args))
+    assert bare.start.training_state is None and bare.start.continued is None
+
+
+def test_whisper_pmfa_s_second_step_changes_no_compared_setting():
+    """Step 2 continues step 1's model_4.pt in its folder: the encoder trains, its weights come
+    from the checkpoint (no model_path), smaller batches, a longer schedule. None of it is the
+    front-end's features or the speakers."""
+    settings = [training_settings(config_to_dict(load_config(os.path.join(WHISPER_PMFA, name))))
+                for name in ("whisper_PMFA_stage0.yaml", "whisper_PMFA_stage1.yaml")]
+    changes = continued_settings({RUN_SETTINGS: settings[0], SPK2ID_DIGEST: "same"},
+                                 "model_4.pt", 5, settings[1], "same")
+    assert changes.inputs == ()
+    assert [change.split(":")[0] for change in changes.others] == [
+        "dataloader_args.batch_size", "dataset_args.whisper_encoder_args.frozen",
+        "dataset_args.whisper_encoder_args.model_path", "margin_update.fix_start_epoch",
+        "num_epochs", "scheduler_args.final_lr"]

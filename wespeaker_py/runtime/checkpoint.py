@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
+from wespeaker_py.dataset.speed import SPEEDS
 from wespeaker_py.errors import ModelSourceError, WespeakerError, first_line
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.utils.logging_utils import get_logger
@@ -91,6 +92,27 @@ def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
+def _log_head_truncation(source: str, key: str, checkpoint_rows: int, model_rows: int) -> None:
+    """Say that ``model_rows`` of the ``checkpoint_rows`` rows of head tensor ``key`` load.
+
+    A head of exactly one row block per speed (:data:`SPEEDS`) is the speed-perturbed
+    head of this model's speakers, the speakers at normal speed first (label
+    ``spk + num_spks * speed_index``): its first rows are theirs. Any other size is the
+    head of another speaker list, whose first rows are other speakers' classes: warned.
+    """
+    if checkpoint_rows == len(SPEEDS) * model_rows:
+        logger.info("%s: loading the first %d of %d rows of %s (the speakers at normal "
+                    "speed of a speed-perturbed head)", source, model_rows, checkpoint_rows,
+                    key)
+        return
+    logger.warning("%s: tensor '%s' has %d rows in the checkpoint and %d in the model, not "
+                   "the %d (%dx) of a speed-perturbed head of the same speakers: its first "
+                   "%d rows are loaded, but they are the classes of the checkpoint's "
+                   "speakers (another speaker list or corpus), not this model's",
+                   source, key, checkpoint_rows, model_rows, len(SPEEDS) * model_rows,
+                   len(SPEEDS), model_rows)
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                  allow_head_truncation: bool = True, allow_missing_head: bool = False) -> None:
     """Copy ``state`` into ``model``, refusing any mismatch except the LM head rule.
@@ -98,7 +120,8 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     The LM rule: a head tensor (``projection.*``) whose checkpoint version has
     more rows than the model's, and the same size otherwise, loads its first
     rows (a head trained with speed-perturbed speakers as extra classes
-    feeding a head without them). ``allow_missing_head`` lets a checkpoint
+    feeding a head without them); a size other than 3x the model's is logged as a
+    warning (:func:`_log_head_truncation`). ``allow_missing_head`` lets a checkpoint
     without any head tensor initialise only the speaker model. A checkpoint
     without any of the model's SSL front-end WavLM weights (a frozen run's)
     keeps the model's own, pretrained ones. Every other missing, unexpected or
@@ -131,8 +154,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
                 raise CheckpointMismatchError(
                     f"{source}: tensor '{key}' has shape {tuple(tensor.shape)} in the "
                     f"checkpoint but {tuple(target.shape)} in the model")
-            logger.info("%s: loading the first %d of %d rows of %s", source,
-                        target.shape[0], tensor.shape[0], key)
+            _log_head_truncation(source, key, tensor.shape[0], target.shape[0])
             tensor = tensor[:target.shape[0]]
         to_load[key] = tensor
     model.load_state_dict(to_load, strict=not skip_head)

@@ -6,7 +6,13 @@ A training checkpoint (``exp_dir/models/model_<epoch>.pt``) is a dict::
      "margin_scheduler": ..., "grad_scaler": ... or None, "epoch": int,
      "rng": [per-rank RNG states (CUDA: the rank's own device's)],
      "param_digests": [per-rank parameter digests],
-     "world_size": int}
+     "world_size": int,
+     "run_settings": the config the run trained with, flattened (what a run continuing it
+                     must share; see wespeaker_py.train.interrupt.training_settings),
+     "spk2id_digest": speaker_map_digest of its speaker -> class id mapping}
+
+The last two (absent from checkpoints of older code) are compared when a run continues the
+checkpoint (:func:`wespeaker_py.train.interrupt.continued_settings`).
 
 The optimizer's parameter groups name their parameters (``param_names``), so that
 a run training other parameters can carry each one's state over by name
@@ -24,6 +30,7 @@ model, which read them from the pretrained path when it was built.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -44,6 +51,9 @@ logger = get_logger(__name__)
 
 # the name of the checkpoint the trainer writes after each epoch
 _EPOCH_IN_NAME = re.compile(r"model_(\d+)\.pt")
+# the entries of a training checkpoint that record the run that wrote it
+RUN_SETTINGS = "run_settings"
+SPK2ID_DIGEST = "spk2id_digest"
 
 
 def capture_rng_state(device: torch.device) -> Dict[str, Any]:
@@ -100,16 +110,23 @@ def tensors_digest(named: Iterable[Tuple[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
+def speaker_map_digest(spk2id: Mapping[str, int]) -> str:
+    """SHA-256 of a speaker -> class id mapping (the same mapping, the same digest)."""
+    return hashlib.sha256(json.dumps(sorted(spk2id.items())).encode()).hexdigest()
+
+
 def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                              scheduler, margin_scheduler, epoch: int,
                              rng_states: List[Dict[str, Any]], param_digests: List[str],
+                             run_settings: Mapping[str, Any], spk2id_digest: str,
                              grad_scaler: Optional[torch.amp.GradScaler] = None,
                              before_publish: Optional[Callable[[], None]] = None,
                              extra: Optional[Mapping[str, Any]] = None) -> None:
     """Write everything needed to continue training after ``epoch``, atomically.
 
     ``rng_states`` and ``param_digests`` hold one :func:`capture_rng_state` and
-    :func:`parameter_digest` result per rank. A frozen SSL front-end's WavLM
+    :func:`parameter_digest` result per rank; ``run_settings`` and ``spk2id_digest``
+    record the run (see the module's docstring). A frozen SSL front-end's WavLM
     weights are left out of ``"model"``. ``before_publish`` runs once the file
     is complete, just before it appears under ``path``. ``extra`` entries are
     added to the dict (``interrupted_at``).
@@ -124,6 +141,8 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         "rng": rng_states,
         "param_digests": param_digests,
         "world_size": len(rng_states),
+        RUN_SETTINGS: dict(run_settings),
+        SPK2ID_DIGEST: spk2id_digest,
         **(extra or {}),
     }
     with atomic_path(path) as tmp_path:

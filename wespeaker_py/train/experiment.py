@@ -12,7 +12,7 @@ state and parameter digest to a checkpoint.
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import torch.nn as nn
 
@@ -108,13 +108,22 @@ class ExperimentFolder:
                            self.layout.curves_path, type(err).__name__, err)
 
     def save_config(self, plan: TrainingPlan) -> None:
-        """Write the resolved config (every key, ``feat_dim`` filled) as config.yaml."""
-        if self.world.is_main:
-            save_config(plan.config, self.layout.config_path)
+        """Write the resolved config (every key, ``feat_dim`` filled) as config.yaml; when the
+        run continues a training checkpoint of other settings, log which changed from which
+        epoch (train.log keeps what config.yaml no longer says)."""
+        if not self.world.is_main:
+            return
+        if plan.start.continued is not None:
+            plan.start.continued.log()
+        save_config(plan.config, self.layout.config_path)
 
-    def save_checkpoint(self, epoch: int, is_last: bool, model: nn.Module, optimizer,
-                        lr_scheduler, margin_scheduler, grad_scaler) -> Optional[str]:
+    def save_checkpoint(self, epoch: int, is_last: bool, settings: Mapping[str, Any],
+                        spk2id_digest: str, model: nn.Module, optimizer, lr_scheduler,
+                        margin_scheduler, grad_scaler) -> Optional[str]:
         """Write ``model_<epoch>.pt`` with every rank's RNG state; link the last one.
+
+        ``settings`` and ``spk2id_digest``: the plan's ``run_settings`` and
+        ``spk2id_digest``, which the checkpoint records for a run that continues it.
 
         Each rank's parameter digest is gathered too: ranks that drifted apart
         (a DDP desynchronisation) stop the run here rather than average into
@@ -129,18 +138,20 @@ class ExperimentFolder:
         model_dir = self.layout.model_dir
         link = (lambda: link_final_model(model_dir, epoch)) if is_last else None
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
-                                 [state["rng"] for state in states], digests, grad_scaler,
-                                 before_publish=link)
+                                 [state["rng"] for state in states], digests, settings,
+                                 spk2id_digest, grad_scaler, before_publish=link)
         if os.path.exists(self.layout.interrupted_path):
             os.remove(self.layout.interrupted_path)
         logger.info("saved %s", path)
         return path
 
-    def save_interrupted(self, epoch: int, batch: int, epoch_iter: int, settings, totals,
+    def save_interrupted(self, epoch: int, batch: int, epoch_iter: int,
+                         settings: Mapping[str, Any], spk2id_digest: str, totals,
                          epoch_start_rng, model: nn.Module, optimizer, lr_scheduler,
                          margin_scheduler, grad_scaler) -> Optional[str]:
         """Write ``models/interrupted.pt``: the state after ``batch`` of the ``epoch_iter``
-        batches of ``epoch`` of a run of ``settings`` (its plan's ``run_settings``).
+        batches of ``epoch`` of a run of ``settings`` and ``spk2id_digest`` (its plan's
+        ``run_settings`` and ``spk2id_digest``).
 
         ``epoch_start_rng``: this rank's generators as the epoch began (None at
         an epoch's start).
@@ -156,7 +167,8 @@ class ExperimentFolder:
         path = self.layout.interrupted_path
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,
                                  epoch - 1, [state["rng"] for state in states], digests,
-                                 grad_scaler, extra={"interrupted_at": at.to_dict()})
+                                 settings, spk2id_digest, grad_scaler,
+                                 extra={"interrupted_at": at.to_dict()})
         logger.info("saved %s (epoch %d after batch %d)", path, epoch, batch)
         return path
 

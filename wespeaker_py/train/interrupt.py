@@ -19,6 +19,12 @@ an older checkpoint never jumps forward into the abandoned one, and only with th
 same settings (:func:`training_settings`): a rerun from the same checkpoint with a
 lower learning rate trains on from that checkpoint rather than continue the stopped
 attempt. Deleting the file discards it.
+
+Every training checkpoint records the settings of its run too, and a run that continues one
+(``--checkpoint model_<N>.pt``, or interrupted.pt) is compared with them
+(:func:`continued_settings`): another front-end or other speaker class ids is a warning
+naming the keys, other changes (a later step's schedule, batch size, trained parameters) an
+INFO line; both name the epoch they hold from, which config.yaml does not.
 """
 from __future__ import annotations
 
@@ -27,12 +33,12 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.train.checkpoint import tensors_digest
+from wespeaker_py.train.checkpoint import RUN_SETTINGS, SPK2ID_DIGEST, tensors_digest
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.processes import tie_worker_to
@@ -54,6 +60,21 @@ RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
 # mid-epoch only (a run stopped at an epoch's end continues with epochs of any length)
 EPOCH_LENGTH_KEYS = frozenset({"dataloader_args.batch_size",
                                "dataset_args.sample_num_per_epoch"})
+# config keys of the front-end, what makes the model's input of the audio: a run that continues
+# a training checkpoint with other ones trains weights made for other features. Inside the
+# FRONTEND_BLOCKS the FRONTEND_RUN_ENTRIES are left out.
+FRONTEND_KEYS = frozenset({"dataset_args.frontend", "dataset_args.resample_rate",
+                           "dataset_args.cmvn"})
+FRONTEND_BLOCKS = ("dataset_args.fbank_args", "dataset_args.cmvn_args", "dataset_args.tfmel_args",
+                   "dataset_args.s3prl_args", "dataset_args.w2vbert_args",
+                   "dataset_args.whisper_encoder_args")
+# front-end entries that a later step of a recipe changes: what trains (Whisper-PMFA's second
+# step unfreezes the encoder), where pretrained weights are read from (the checkpoint holds
+# them), and training-only settings (dither, SpecAugment inside TFMel, memory, learning rate)
+FRONTEND_RUN_ENTRIES = frozenset({"frozen", "model_path", "path_or_url", "download_dir",
+                                  "model_name", "gradient_checkpointing", "lr_scale",
+                                  "frozen_bf16", "dither", "do_spec_aug", "freq_mask_width",
+                                  "time_mask_width"})
 # a repeat of the pending stop signal this soon after it is the same request delivered twice:
 # at a time limit SLURM signals every process of the step, ranks included, and torchrun
 # passes its own copy on to each rank's process group milliseconds later
@@ -232,6 +253,70 @@ def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any],
             changes.append(f"{key}: {'unset' if old is unset else repr(old)} -> "
                            f"{'unset' if new is unset else repr(new)}")
     return changes
+
+
+def is_frontend_key(key: str) -> bool:
+    """True for a flattened config key of the front-end (:data:`FRONTEND_KEYS`, or inside one of
+    the :data:`FRONTEND_BLOCKS` but not one of its :data:`FRONTEND_RUN_ENTRIES`)."""
+    if key in FRONTEND_KEYS:
+        return True
+    in_block = any(key == block or key.startswith(block + ".") for block in FRONTEND_BLOCKS)
+    return in_block and key.rsplit(".", 1)[-1] not in FRONTEND_RUN_ENTRIES
+
+
+@dataclass(frozen=True)
+class ContinuedSettings:
+    """How a run's settings differ from those of the run that wrote the training checkpoint it
+    continues, as ``"key: before -> now"`` entries (see :func:`continued_settings`).
+
+    ``inputs``: the front-end's keys and the speakers' class ids, which a continuing run
+    should share; ``others``: the rest (a later step's schedule, batch size, what trains).
+    ``recorded`` is False for a checkpoint of older code, which records no settings.
+    """
+
+    source: str
+    first_epoch: int   # the first epoch trained with this run's settings
+    recorded: bool = True
+    inputs: Tuple[str, ...] = ()
+    others: Tuple[str, ...] = ()
+
+    def log(self) -> None:
+        """Say what changed from which epoch: a warning for the ``inputs``, an INFO line for the
+        ``others`` (the run's config.yaml records this run's settings only)."""
+        if not self.recorded:
+            logger.info("%s records no run settings (older code): this run's settings are not "
+                        "compared with those it was trained with", self.source)
+            return
+        if self.inputs:
+            logger.warning("%s was trained with another front-end or other speakers than this "
+                           "run continues it with from epoch %d (%s): its weights learned other "
+                           "features or classes. Training goes on (no setting turns this into "
+                           "an error); config.yaml records this run's settings, which hold from "
+                           "epoch %d on only", self.source, self.first_epoch,
+                           "; ".join(self.inputs), self.first_epoch)
+        if self.others:
+            logger.info("%s: settings changed from epoch %d on (config.yaml records this run's): "
+                        "%s", self.source, self.first_epoch, "; ".join(self.others))
+
+
+def continued_settings(checkpoint: Mapping[str, Any], source: str, first_epoch: int,
+                       settings: Mapping[str, Any], spk2id_digest: str) -> ContinuedSettings:
+    """How ``settings`` (a :func:`training_settings`) and ``spk2id_digest`` (a
+    :func:`~wespeaker_py.train.checkpoint.speaker_map_digest`) of a run that continues the
+    training ``checkpoint`` read from ``source`` at ``first_epoch`` differ from those the
+    checkpoint records (:data:`RUN_ONLY_KEYS` left out)."""
+    recorded = checkpoint.get(RUN_SETTINGS)
+    if recorded is None:
+        return ContinuedSettings(source, first_epoch, recorded=False)
+    keys = frozenset(recorded) | frozenset(settings)
+    frontend = frozenset(key for key in keys if is_frontend_key(key))
+    inputs = settings_changes(recorded, settings, ignored=keys - frontend)
+    saved_digest = checkpoint.get(SPK2ID_DIGEST)
+    if saved_digest is not None and saved_digest != spk2id_digest:
+        inputs.append(f"spk2id: train_label gives the speakers other class ids (mapping digest "
+                      f"{saved_digest[:12]} -> {spk2id_digest[:12]})")
+    others = settings_changes(recorded, settings, ignored=frontend | RUN_ONLY_KEYS)
+    return ContinuedSettings(source, first_epoch, inputs=tuple(inputs), others=tuple(others))
 
 
 def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: int,

@@ -25,11 +25,12 @@ from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
 from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
-from wespeaker_py.train.checkpoint import checkpoint_name, epoch_from_name, is_training_checkpoint
+from wespeaker_py.train.checkpoint import (checkpoint_name, epoch_from_name,
+                                           is_training_checkpoint, speaker_map_digest)
 from wespeaker_py.train.distributed import DistContext
-from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, InterruptedAt, Lineage,
-                                          find_interrupted, standing_of,
-                                          training_settings)
+from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, ContinuedSettings, InterruptedAt,
+                                          Lineage, continued_settings, find_interrupted,
+                                          standing_of, training_settings)
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import read_key_value
 
@@ -86,7 +87,8 @@ class StartWeights:
     when it is a training checkpoint (optimizer, schedules and RNG states for an
     exact resume), else None (a bare state_dict such as ``avg_model.pt``: weights
     only, with the LM head rule). The trainer drops the three (:meth:`release`)
-    once they are loaded.
+    once they are loaded. ``continued``: how this run's settings differ from those the
+    training checkpoint records (None: not a training checkpoint).
     """
 
     init_path: Optional[str] = None
@@ -97,6 +99,7 @@ class StartWeights:
     first_epoch: int = 1
     resume_at: Optional[InterruptedAt] = None   # from interrupted.pt: the batch to go on after
     standing: Lineage = Lineage(0, None)         # the checkpoint this run continues
+    continued: Optional[ContinuedSettings] = None
 
     def release(self) -> None:
         """Drop the start tensors (the model's and optimizer's copies remain): a W2V-BERT
@@ -120,6 +123,7 @@ class TrainingPlan:
     dataset_args: DatasetArgs
     dataloader_args: DataloaderArgs
     spk2id: Dict[str, int]
+    spk2id_digest: str  # checkpoint.speaker_map_digest of spk2id
     num_utterances: int
     epoch_iter: int  # batches per epoch on each rank
     seed: int
@@ -194,9 +198,13 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     batch_size = config.dataloader_args.batch_size
     epoch_iter = epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size)
     run_settings = training_settings(config_to_dict(config))
+    spk2id_digest = speaker_map_digest(spk2id)
     start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
                                  Layout(config.exp_dir).interrupted_path, initialisation,
                                  world.world_size, epoch_iter, run_settings)
+    if start.training_state is not None:
+        start = dataclasses.replace(start, continued=continued_settings(
+            start.training_state, start.path, start.first_epoch, run_settings, spk2id_digest))
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -212,6 +220,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         train_label=config.train_label,
         reverb_data=config.reverb_data, noise_data=config.noise_data,
         dataset_args=dataset_args, dataloader_args=config.dataloader_args, spk2id=spk2id,
+        spk2id_digest=spk2id_digest,
         num_utterances=num_utterances, epoch_iter=epoch_iter,
         seed=config.seed,
         model_config=ModelConfig(model=config.model, model_args=model_args,

@@ -90,7 +90,8 @@ class Trainer:
 
     def save(self, epoch: int) -> None:
         """Write model_<epoch>.pt through the experiment folder (rank 0)."""
-        self.folder.save_checkpoint(epoch, epoch == self.plan.num_epochs, self.model,
+        self.folder.save_checkpoint(epoch, epoch == self.plan.num_epochs,
+                                    self.plan.run_settings, self.plan.spk2id_digest, self.model,
                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
                                     self.step.grad_scaler)
 
@@ -98,7 +99,7 @@ class Trainer:
                          epoch_start_rng=None) -> None:
         """Write models/interrupted.pt: the state after ``batch`` batches of ``epoch`` (rank 0)."""
         self.folder.save_interrupted(epoch, batch, self.plan.epoch_iter, self.plan.run_settings,
-                                     totals.tolist(),
+                                     self.plan.spk2id_digest, totals.tolist(),
                                      epoch_start_rng, self.model, self.optimizer,
                                      self.lr_scheduler, self.margin_scheduler,
                                      self.step.grad_scaler)
