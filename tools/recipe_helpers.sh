@@ -73,19 +73,37 @@ latest_epoch() {
   done
 }
 
-# average_stage AVG_MODEL NUM_AVG MAX_EPOCH: stage 4's averaging. The last NUM_AVG
-# checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation, not
-# a trained epoch) of AVG_MODEL's folder are averaged into AVG_MODEL, unless it is
+# average_stage AVG_MODEL NUM_AVG MAX_EPOCH [EPOCH_FLAG]: stage 4's averaging. The last
+# NUM_AVG checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation,
+# not a trained epoch) of AVG_MODEL's folder are averaged into AVG_MODEL, unless it is
 # newer than model_MAX_EPOCH.pt and was made with the same NUM_AVG and epoch bounds.
 # An average equal, byte for byte, to the one there keeps the old file and its time,
-# so what was made from it is not made again.
+# so what was made from it is not made again. MAX_EPOCH is the run's last epoch: with
+# no model_MAX_EPOCH.pt the run has not finished (crashed, stopped early, still going),
+# and averaging its latest checkpoints, saved at a high learning rate, is refused with
+# a message naming EPOCH_FLAG (the recipe's option that sets MAX_EPOCH, default
+# --num_epochs), through which an unfinished run is averaged on purpose.
 average_stage() {
-  local avg=$1 num=$2 max=$3 dir settings
+  local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir settings latest why
   dir=$(dirname "${avg}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
   if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
     echo "${avg} is up to date"
     return 0
+  fi
+  if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ]; then
+    latest=$(latest_epoch "${dir}")
+    if [ -z "${latest}" ]; then
+      why="the training has not finished (no checkpoint yet)"
+    elif [ "${latest}" -lt "${max}" ]; then
+      why="the training has not finished (its latest checkpoint is model_${latest}.pt)"
+    else
+      why="the run saved no checkpoint of that epoch"
+    fi
+    echo "$0: stage 4 averages up to epoch ${max} (${flag}, else the config's num_epochs)," \
+         "but ${dir}/model_${max}.pt is missing: ${why}. Finish the training (stage 3), or," \
+         "to average the checkpoints up to epoch N anyway, run stage 4 with ${flag} N" >&2
+    return 1
   fi
   if ! python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
     --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"}; then

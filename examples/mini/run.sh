@@ -105,7 +105,7 @@ fi
 avg_model=${exp_dir}/models/avg_model.pt
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Stage 4: average ${num_avg} checkpoints, extract embeddings"
-  average_stage "${avg_model}" "${num_avg}" "${epochs}"  # again when either changes
+  average_stage "${avg_model}" "${num_avg}" "${epochs}" --epochs  # again when either changes
   tools/recipe/extract_sets.sh --exp_dir "${exp_dir}" --model_path "${avg_model}" \
     --nj "${nj}" --gpus "${gpus}" --data_type "${data_type}" --data "${data}" \
     --num_workers 1 --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" ${sets}

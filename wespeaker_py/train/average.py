@@ -10,8 +10,11 @@ from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
 from wespeaker_py.utils.atomic_files import require_writable, save_torch
+from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import same_file
 from wespeaker_py.utils.progress import progress_bar
+
+logger = get_logger(__name__)
 
 
 class AveragingError(WespeakerError, ValueError):
@@ -25,6 +28,15 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
     Other files (``avg_model.pt``, ``final_model.pt``) are ignored. Fewer than
     ``num`` candidates is an error, as averaging fewer silently would change
     the model.
+
+    The chosen epochs are taken as they are (as WeSpeaker's average_model does),
+    but a WARNING names them when two of them lie further apart than the closest
+    two candidates do: the trainer saves each of a run's last ``num_avg`` epochs
+    and every ``save_epoch_interval``-th, so a finished run averaged over its last
+    ``num_avg`` (or a run saved only at a regular interval) is evenly spaced, while
+    e.g. epochs 10, 15, 16, 17 of {5, 10, 15, 16, 17} mix an early, high-learning-rate
+    checkpoint into the average (``num`` above the run's ``num_avg``, an unfinished
+    or resumed run, or removed checkpoints).
     """
     if num <= 0:
         raise AveragingError(f"--num must be positive, got {num}")
@@ -42,7 +54,26 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
     if len(by_epoch) < num:
         raise AveragingError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "
                              f"{min_epoch} <= epoch <= {max_epoch}; {num} were asked for")
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)[-num:]]
+    candidates = sorted(by_epoch)
+    chosen = candidates[-num:]
+    _warn_of_uneven_spacing(src_dir, chosen, candidates)
+    return [by_epoch[epoch] for epoch in chosen]
+
+
+def _warn_of_uneven_spacing(src_dir: str, chosen: List[int], candidates: List[int]) -> None:
+    """Warn when ``chosen`` has a gap wider than the closest two ``candidates``."""
+    if len(chosen) < 2:
+        return
+    spacing = min(later - earlier for earlier, later in zip(candidates, candidates[1:]))
+    gaps = [f"{earlier} -> {later}" for earlier, later in zip(chosen, chosen[1:])
+            if later - earlier > spacing]
+    if gaps:
+        logger.warning("%s: averaging epochs %s, which are not evenly spaced (wider than the "
+                       "%d epoch(s) between the closest checkpoints there: %s), so the average "
+                       "reaches back to epoch %d (a --num above the run's num_avg, an "
+                       "unfinished or resumed run, removed checkpoints?); give --num or "
+                       "--max_epoch to average others", src_dir, ", ".join(map(str, chosen)),
+                       spacing, ", ".join(gaps), chosen[0])
 
 
 def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:

@@ -62,7 +62,8 @@ run_common_stages() {
   bash run.sh --stage "$1" --stop_stage "$2" --data "${data}" --data_type "${data_type}" \
     --config "${config}" --exp_dir "${exp_dir}" --gpus "${gpus}" --num_avg "${num_avg}" \
     --trials "${trials}" --score_norm_method "${score_norm_method}" --top_n "${top_n}" \
-    --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
+    --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" \
+    ${num_epochs:+--num_epochs "${num_epochs}"}
 }
 
 # The WavLM weights must be on disk before training starts.
