@@ -378,9 +378,22 @@ def test_stage4_averages_again_when_num_avg_changes(tmp_path):
     assert _weight(str(exp / "models" / "avg_model.pt")) == [2.0, 2.0]
 
 
-@pytest.mark.parametrize("recipe_dir, sets", [
-    (V2_DIR, ("vox2_dev", "vox1")), (CNCELEB_DIR, ("cnceleb_train", "eval"))])
-def test_stage4_refuses_an_unfinished_run_unless_num_epochs_is_given(tmp_path, recipe_dir, sets):
+# each recipe's averaging: script, stage, config flag, the flag of its last epoch, data sets
+AVERAGING_STAGES = {
+    "v2": (V2_DIR, "run.sh", "4", "--config", "--num_epochs", ("vox2_dev", "vox1")),
+    # run.sh's stage 4, given run_wavlm.sh's --num_epochs
+    "wavlm": (V2_DIR, "run_wavlm.sh", "4", "--config", "--num_epochs", ("vox2_dev", "vox1")),
+    "cnceleb": (CNCELEB_DIR, "run.sh", "4", "--config", "--num_epochs",
+                ("cnceleb_train", "eval")),
+    # averages the whole-model step, config_s1's epochs
+    "whisper_pmfa": (WHISPER_DIR, "run.sh", "5", "--config_s1", "--num_epochs",
+                     ("vox1_dev", "vox1_test")),
+    "mini": (MINI_DIR, "run.sh", "4", "--config", "--epochs", ("backend", "test"))}
+
+
+@pytest.mark.parametrize("recipe", sorted(AVERAGING_STAGES))
+def test_averaging_refuses_an_unfinished_run_unless_its_epoch_flag_is_given(tmp_path, recipe):
+    recipe_dir, script, stage, config_flag, epoch_flag, sets = AVERAGING_STAGES[recipe]
     env, log = _dry_run_env(tmp_path)
     exp, data, config = tmp_path / "exp", tmp_path / "data", tmp_path / "conf.yaml"
     _fake_sets(data, sets)
@@ -389,22 +402,22 @@ def test_stage4_refuses_an_unfinished_run_unless_num_epochs_is_given(tmp_path, r
         _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
     avg = exp / "models" / "avg_model.pt"
 
-    def stage4(*extra):
-        return run_script(recipe_dir, "run.sh", "--stage", "4", "--stop_stage", "4",
-                          "--config", str(config), "--exp_dir", str(exp), "--data", str(data),
+    def average(*extra):
+        return run_script(recipe_dir, script, "--stage", stage, "--stop_stage", stage,
+                          config_flag, str(config), "--exp_dir", str(exp), "--data", str(data),
                           "--gpus", "[]", "--data_type", "raw", "--num_avg", "2", *extra,
                           env=env, check=False)
 
-    result = stage4()
+    result = average()
     assert result.returncode != 0
-    assert (f"averages up to epoch 5 (--num_epochs, else the config's num_epochs), but "
+    assert (f"averages up to epoch 5 ({epoch_flag}, else the config's num_epochs), but "
             f"{exp}/models/model_5.pt is missing: the training has not finished (its latest "
             f"checkpoint is model_3.pt)") in result.stderr
-    assert "run stage 4 with --num_epochs N" in result.stderr
+    assert f"with {epoch_flag} N" in result.stderr
     assert not avg.exists() and "average_model" not in log.read_text()
     # on purpose: the last 2 of epochs 1..3 (the dry run's extraction that follows may fail:
     # CN-Celeb's enrollment means need embeddings it does not write)
-    assert "has not finished" not in stage4("--num_epochs", "3").stderr
+    assert "has not finished" not in average(epoch_flag, "3").stderr
     assert _weight(str(avg)) == [2.5, 2.5]
 
 

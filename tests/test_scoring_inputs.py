@@ -140,11 +140,13 @@ def test_calibration_recipe_refuses_normalised_scores_of_older_embeddings(recipe
     assert open(calibrated).read() != before
 
 
-def test_score_norm_recipe_refuses_the_evaluation_set_as_its_cohort(recipe):
-    """Speaker means of the evaluation set hold each test utterance's own speaker: refused
-    before anything is made, naming both flags."""
+@pytest.mark.parametrize("script, stop", [("score_norm.sh", "2"), ("score_calibration.sh", "4")])
+def test_score_norm_recipe_refuses_the_evaluation_set_as_its_cohort(recipe, script, stop):
+    """Speaker means of the evaluation set hold each test utterance's own speaker (and QMF
+    would draw its calibration trials from the test speakers): refused before anything is
+    made, naming both flags."""
     stage(recipe, "score.sh", "--stage", "1", "--stop-stage", "1")
-    result = refused(recipe, "score_norm.sh", "--stage", "1", "--stop-stage", "2",
+    result = refused(recipe, script, "--stage", "1", "--stop-stage", stop,
                      "--top_n", "5", "--cohort_set", "vox1",
                      says=("--cohort_set vox1 is the evaluation set (--eval_set vox1)",
                            "give a cohort of other speakers"))

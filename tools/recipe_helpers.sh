@@ -147,6 +147,19 @@ start_from() {
   echo "${step} starts from ${model} (copied to ${start})"
 }
 
+# refuse_eval_set_as_cohort COHORT_SET EVAL_SET: stop (status 1) when the AS-Norm cohort
+# (and the QMF calibration trials drawn from it) is the evaluation set itself: its
+# speaker means hold the test utterances, whose own speaker then enters each top N.
+refuse_eval_set_as_cohort() {
+  if [ "$1" == "$2" ]; then
+    echo "$0: --cohort_set $1 is the evaluation set (--eval_set $2): its speaker means are" \
+         "made of the test utterances themselves, so each utterance's own speaker enters its" \
+         "top N and biases the normalised scores; give a cohort of other speakers" \
+         "(WeSpeaker's VoxCeleb recipe: --cohort_set vox2_dev, --eval_set vox1)" >&2
+    exit 1
+  fi
+}
+
 # config_value YAML KEY: a top-level value of a YAML config (empty if absent); a config
 # that is not a file is named in one line (status 1).
 config_value() {

@@ -37,6 +37,7 @@ require_stages 1 5
 . path.sh
 . tools/recipe_helpers.sh
 set -eo pipefail
+refuse_eval_set_as_cohort "${cohort_set}" "${eval_set}"
 
 case "${drop_duration}" in
   true|false) ;;

@@ -26,13 +26,7 @@ require_stages 1 3
 . tools/recipe_helpers.sh
 set -eo pipefail
 
-if [ "${cohort_set}" == "${eval_set}" ]; then
-  echo "$0: --cohort_set ${cohort_set} is the evaluation set (--eval_set ${eval_set}): its" \
-       "speaker means are made of the test utterances themselves, so each utterance's own" \
-       "speaker enters its top N and biases the normalised scores; give a cohort of other" \
-       "speakers (WeSpeaker's VoxCeleb recipe: --cohort_set vox2_dev, --eval_set vox1)" >&2
-  exit 1
-fi
+refuse_eval_set_as_cohort "${cohort_set}" "${eval_set}"
 top_n=$(cohort_top_n "${top_n}" "${data}/${cohort_set}/spk2utt")
 cohort_dir=${exp_dir}/embeddings/${cohort_set}
 eval_scp=${exp_dir}/embeddings/${eval_set}/xvector.scp
