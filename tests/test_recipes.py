@@ -386,7 +386,7 @@ AVERAGING_STAGES = {
     "cnceleb": (CNCELEB_DIR, "run.sh", "4", "--config", "--num_epochs",
                 ("cnceleb_train", "eval")),
     # averages the whole-model step, config_s1's epochs
-    "whisper_pmfa": (WHISPER_DIR, "run.sh", "5", "--config_s1", "--num_epochs",
+    "whisper_pmfa": (WHISPER_DIR, "run.sh", "5", "--config_s1", "--last_epoch",
                      ("vox1_dev", "vox1_test")),
     "mini": (MINI_DIR, "run.sh", "4", "--config", "--epochs", ("backend", "test"))}
 

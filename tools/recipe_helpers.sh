@@ -100,14 +100,15 @@ average_stage() {
     else
       why="the run saved no checkpoint of that epoch"
     fi
-    echo "$0: stage 4 averages up to epoch ${max} (${flag}, else the config's num_epochs)," \
-         "but ${dir}/model_${max}.pt is missing: ${why}. Finish the training (stage 3), or," \
-         "to average the checkpoints up to epoch N anyway, run stage 4 with ${flag} N" >&2
+    echo "$0: the averaging stage averages up to epoch ${max} (${flag}, else the config's" \
+         "num_epochs), but ${dir}/model_${max}.pt is missing: ${why}. Finish the training," \
+         "or, to average the checkpoints up to epoch N anyway, run the averaging stage" \
+         "again with ${flag} N" >&2
     return 1
   fi
   if ! python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
     --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"}; then
-    echo "$0: stage 4 could not average the last ${num} checkpoints of ${dir} (the" \
+    echo "$0: the averaging stage could not average the last ${num} checkpoints of ${dir} (the" \
          "recipe's --num_avg; see the error above)" >&2
     return 1
   fi

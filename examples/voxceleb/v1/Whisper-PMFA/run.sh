@@ -60,7 +60,7 @@ top_n=300
 train_args=  # more trainer options for both steps, e.g. "--dataloader_args.batch_size 32"
 backend_chunks=true  # vox1_dev from one random num_frms chunk per utterance, as WeSpeaker's; false: whole
 chunk_seed=42
-num_epochs=  # stage 5 averages up to this epoch; empty: config_s1's num_epochs (the run's last)
+last_epoch=  # stage 5 averages up to this epoch; empty: config_s1's num_epochs (the run's last)
 
 . tools/parse_options.sh || exit 1
 require_stages 1 7
@@ -113,8 +113,8 @@ avg_model=${models}/avg_model.pt
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "Do model average ..."
-  last_epoch=${num_epochs:-$(config_value "${config_s1}" num_epochs)}
-  average_stage "${avg_model}" "${num_avg}" "${last_epoch}"
+  last_epoch=${last_epoch:-$(config_value "${config_s1}" num_epochs)}
+  average_stage "${avg_model}" "${num_avg}" "${last_epoch}" --last_epoch
 
   echo "Extract embeddings ..."
   tools/recipe/extract_sets.sh \
