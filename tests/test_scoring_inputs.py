@@ -212,10 +212,10 @@ def test_score_norm_warns_about_a_cohort_holding_the_trial_utterances(tmp_path, 
                      evaluation.matrix)
     cohort_at = args.index("--cohort_emb_scp") + 1
 
-    def normalise(cohort):
+    def normalise(cohort, *extra):
         capfd.readouterr()
         score_norm.main(args[:cohort_at] + [cohort] + args[cohort_at + 1:]
-                        + ["--mean_vec_path", mean_vec])
+                        + ["--mean_vec_path", mean_vec, *extra])
         assert len(open(f"{root}/norm.score").readlines()) == 40
         os.remove(f"{root}/norm.score")
         return capfd.readouterr().err
@@ -231,6 +231,11 @@ def test_score_norm_warns_about_a_cohort_holding_the_trial_utterances(tmp_path, 
     told = normalise(f"{root}/copies/xvector.scp")
     assert key_warning not in told
     assert near_warning in told
+    # QMF's calibration trials are of the cohort's own speakers: one-utterance speakers'
+    # means equal their utterance by design, counted without a warning
+    told = normalise(f"{root}/copies/xvector.scp", "--cohort_of_trial_speakers", "true")
+    assert " WARNING " not in told
+    assert "52 utterances have a cohort member of cosine >= 0.999" in told
 
 
 def _plda_world(tmp_path):

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import (add_flag, add_missing_trials_flag, bin_parser,
+from wespeaker_py.cli.common import (add_bool_flag, add_flag, add_missing_trials_flag, bin_parser,
                                      positive_int, run_main)
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "eval_emb_scp", required=True, help="embeddings of the trial utterances")
     add_flag(parser, "mean_vec_path", default=None, help="mean vector to subtract (.npy)")
     add_flag(parser, "device", default="auto", help="auto, cpu or cuda[:N]")
+    add_bool_flag(parser, "cohort_of_trial_speakers",
+                  help="the trials are of the cohort's own speakers (QMF's calibration "
+                       "trials): a cohort member equal to an utterance is expected, not "
+                       "warned about")
     add_missing_trials_flag(parser)
     return parser
 
@@ -53,7 +57,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     score_norm_file(args.score_norm_method, args.top_n, args.trial_score_file,
                     args.score_norm_file, args.cohort_emb_scp, args.eval_emb_scp,
-                    args.mean_vec_path, args.device, args.max_missing_fraction)
+                    args.mean_vec_path, args.device, args.max_missing_fraction,
+                    args.cohort_of_trial_speakers)
 
 
 if __name__ == "__main__":

@@ -188,15 +188,24 @@ def _named_rows(rows: np.ndarray, row_names: Optional[Sequence[str]]) -> str:
 
 def _warn_near_identical_cohort(best: np.ndarray, used: np.ndarray, e_pos: np.ndarray,
                                 t_pos: np.ndarray, top_n: int,
-                                row_names: Optional[Sequence[str]]) -> None:
+                                row_names: Optional[Sequence[str]],
+                                cohort_of_trial_speakers: bool) -> None:
     """Warn when utterances have a cohort member of cosine :data:`NEAR_IDENTICAL_COSINE`.
 
     ``best`` is the highest cohort score of each of the ``used`` rows; ``e_pos`` and
     ``t_pos`` are the trials' positions in them. Not an error: a cohort of the
-    evaluation set itself may be chosen on purpose, for analysis.
+    evaluation set itself may be chosen on purpose, for analysis. With
+    ``cohort_of_trial_speakers`` (QMF's calibration trials, drawn from the cohort's own
+    speakers by design) it is an INFO line: a speaker of one utterance has a mean equal
+    to that utterance.
     """
     near = best >= NEAR_IDENTICAL_COSINE
     if not near.any():
+        return
+    if cohort_of_trial_speakers:
+        logger.info("%d utterances have a cohort member of cosine >= %.3f: the mean of their "
+                    "own one-utterance speaker (the cohort holds the trials' speakers)",
+                    int(near.sum()), NEAR_IDENTICAL_COSINE)
         return
     enroll, test = np.unique(e_pos), np.unique(t_pos)
     logger.warning(
@@ -213,7 +222,8 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
                            top_n: int, mean_vec: Optional[np.ndarray] = None,
                            device: str = "auto", chunk_size: int = COHORT_CHUNK,
                            progress: bool = False,
-                           row_names: Optional[Sequence[str]] = None) -> NormalizedScores:
+                           row_names: Optional[Sequence[str]] = None,
+                           cohort_of_trial_speakers: bool = False) -> NormalizedScores:
     """AS-Norm / S-Norm of ``scores`` for trials ``(enroll_rows[i], test_rows[i])``.
 
     Rows index ``embeddings``; cohort statistics are computed once for each
@@ -230,7 +240,8 @@ def normalize_trial_scores(scores: np.ndarray, enroll_rows: np.ndarray, test_row
     cohort_normed = length_normalize(cohort, mean_vec, torch_device)
     means, stds, best = cohort_statistics(normed, cohort_normed, top_n, chunk_size, progress)
     e_pos, t_pos = inverse[:len(enroll_rows)], inverse[len(enroll_rows):]
-    _warn_near_identical_cohort(best, used, e_pos, t_pos, top_n, row_names)
+    _warn_near_identical_cohort(best, used, e_pos, t_pos, top_n, row_names,
+                                cohort_of_trial_speakers)
     if np.any(stds <= 0):
         flat = used[stds <= 0]
         raise RunFailedError(
@@ -289,7 +300,8 @@ def _warn_cohort_holds_trial_utterances(table: EmbeddingTable, rows: np.ndarray,
 def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
                     score_norm_file_path: str, cohort_emb_scp: str, eval_emb_scp: str,
                     mean_vec_path: Optional[str] = None, device: str = "auto",
-                    max_missing_fraction: float = 0.0) -> None:
+                    max_missing_fraction: float = 0.0,
+                    cohort_of_trial_speakers: bool = False) -> None:
     """Normalise a cosine score file against a cohort and write the normalised file.
 
     Output lines: ``enroll test score [label] enroll_mag test_mag enroll_mean test_mean``.
@@ -297,7 +309,9 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
     counted, up to ``max_missing_fraction`` of them (see :func:`keep_scorable_trials`).
     Scores that are not the cosine of these embeddings minus this mean vector are refused
     (:func:`check_cosine_scores`). A cohort holding the trials' utterances (by key, or
-    by a near-identical embedding) is warned about, not refused.
+    by a near-identical embedding) is warned about, not refused; with
+    ``cohort_of_trial_speakers`` (the trials are of the cohort's own speakers, as QMF's
+    calibration trials) a near-identical member is expected and only counted.
     """
     trials = read_score_file(trial_score_file)
     table = load_embeddings(eval_emb_scp, progress=True)
@@ -326,6 +340,7 @@ def score_norm_file(score_norm_method: str, top_n: int, trial_score_file: str,
         top_n = len(cohort)
     result = normalize_trial_scores(trials.scores, enroll_rows, test_rows, table.matrix,
                                     cohort.matrix, score_norm_method, top_n, mean_vec,
-                                    device, progress=True, row_names=table.keys)
+                                    device, progress=True, row_names=table.keys,
+                                    cohort_of_trial_speakers=cohort_of_trial_speakers)
     write_score_file(score_norm_file_path, trials, result.scores, extra=result.qmf_columns())
     coverage.log(score_norm_file_path)

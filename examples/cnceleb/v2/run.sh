@@ -23,8 +23,8 @@
 #      (optional: on CN-Celeb it improves the EER and can worsen minDCF)
 #   8  export the averaged model (TorchScript; ONNX when onnx is installed)
 #   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
-# Each stage skips the work an earlier run finished. Stages 5-7 and 9 end by writing
-# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on both trial
+# Each stage skips the work an earlier run finished. After the scoring stages (whichever
+# of 5-7 ran) and after stage 9 the recipe writes ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on both trial
 # lists for every score file in ${exp_dir}/scores and ${exp_dir}-LM/scores, with a DET
 # plot per list. Several GPUs and machines: --gpus, --num_nodes and --HOST_NODE_ADDR,
 # as in examples/voxceleb/v2/run.sh.
@@ -113,7 +113,6 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
-  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -127,7 +126,6 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
-  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -144,6 +142,10 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --exp_dir "${exp_dir}" \
     --trials "${trials}" \
     ${sets}
+fi
+
+# after whichever scoring stages ran: the table of every score file there is
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 5 ]; then
   write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 

@@ -16,8 +16,8 @@
 #   7  QMF score calibration
 #   8  export the averaged model (TorchScript; ONNX when onnx is installed)
 #   9  large-margin fine-tuning: stages 3-8 again with ${lm_config} in ${exp_dir}-LM
-# Each stage skips the work an earlier run finished. Stages 5-7 and 9 end by writing
-# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on each list
+# Each stage skips the work an earlier run finished. After the scoring stages (whichever
+# of 5-7 ran) and after stage 9 the recipe writes ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on each list
 # of ${trials} for every score file in ${exp_dir}/scores and ${exp_dir}-LM/scores,
 # with a DET plot per list.
 #
@@ -27,7 +27,7 @@
 # and the list above, give stage 9 a second call for stage 10 (a range 3-10 would
 # run stage 9 again), and add it to run_wavlm.sh/run_w2v.sh if their models need it.
 # Its score files, scores/<trials>.<name>score, are listed by tools/results_table.py
-# (see docs/extending.md); end it with write_results_table, as stages 5-7.
+# (see docs/extending.md); end it with write_results_table, as stage 9 ends.
 #
 # Several GPUs of one machine: --gpus "[0,1,2,3]". Several machines: run the
 # same command on each with --num_nodes N --HOST_NODE_ADDR "host:port" (the
@@ -126,7 +126,6 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
-  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -139,7 +138,6 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
-  write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -153,6 +151,10 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --data "${data}" \
     --exp_dir "${exp_dir}" \
     --trials "${trials}"
+fi
+
+# after whichever scoring stages ran: the table of every score file there is
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 5 ]; then
   write_results_table "${trials}" "${exp_dir}" "${lm_exp_dir}"
 fi
 

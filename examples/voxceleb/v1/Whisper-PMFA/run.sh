@@ -21,8 +21,8 @@
 #      utterance, as WeSpeaker's) and vox1_test (whole utterances) embeddings
 #   6  cosine scoring (minus the vox1_dev mean), EER/minDCF
 #   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
-# Each stage skips the work an earlier run finished. Stages 6 and 7 end by writing
-# ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on ${trials}
+# Each stage skips the work an earlier run finished. After the scoring stages (whichever
+# of 6-7 ran) the recipe writes ${exp_dir}/results.md (tools/recipe/results_table.sh): EER and minDCF on ${trials}
 # for every score file in ${exp_dir}/scores, with a DET plot.
 #
 # --whisper_path: OpenAI's Whisper large-v2 checkpoint (large-v2.pt, 2.9 GB); training
@@ -132,7 +132,6 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     --exp_dir "${exp_dir}" \
     --train_set vox1_dev --eval_set vox1_test \
     --trials "${trials}"
-  write_results_table "${trials}" "${exp_dir}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -146,5 +145,9 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     --exp_dir "${exp_dir}" \
     --train_set vox1_dev --eval_set vox1_test \
     --trials "${trials}"
+fi
+
+# after whichever scoring stages ran: the table of every score file there is
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 6 ]; then
   write_results_table "${trials}" "${exp_dir}"
 fi
