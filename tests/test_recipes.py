@@ -421,6 +421,40 @@ def test_averaging_refuses_an_unfinished_run_unless_its_epoch_flag_is_given(tmp_
     assert _weight(str(avg)) == [2.5, 2.5]
 
 
+@pytest.mark.parametrize("recipe", ["v2", "cnceleb"])
+def test_averaging_bounds_by_the_run_s_config_and_a_refusal_keeps_the_note(tmp_path, recipe):
+    """The bound is the num_epochs the run trained for (its config.yaml: a --num_epochs
+    override, or another model's config than --config); a refused bound leaves the note
+    of the average there, which stays up to date once its checkpoints are deleted."""
+    recipe_dir, script, stage, config_flag, _, sets = AVERAGING_STAGES[recipe]
+    env, log = _dry_run_env(tmp_path)
+    exp, data, config = tmp_path / "exp", tmp_path / "data", tmp_path / "conf.yaml"
+    _fake_sets(data, sets)
+    config.write_text("num_epochs: 5\n")
+    os.makedirs(exp / "models")
+    (exp / "config.yaml").write_text("num_epochs: 3\n")   # trained with --num_epochs 3
+    for epoch in (1, 2, 3):
+        _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
+    avg = exp / "models" / "avg_model.pt"
+
+    def average(*extra):
+        return run_script(recipe_dir, script, "--stage", stage, "--stop_stage", stage,
+                          config_flag, str(config), "--exp_dir", str(exp), "--data", str(data),
+                          "--gpus", "[]", "--data_type", "raw", "--num_avg", "2", *extra,
+                          env=env, check=False)
+
+    assert "has not finished" not in average().stderr
+    assert _weight(str(avg)) == [2.5, 2.5]
+    note = open(f"{avg}.settings").read()
+    for epoch in (1, 2, 3):   # checkpoints deleted to save disk
+        os.remove(exp / "models" / f"model_{epoch}.pt")
+    assert f"{avg} is up to date" in average().stdout
+    refused = average("--num_epochs", "4")   # a mistyped bound
+    assert refused.returncode != 0 and "has not finished" in refused.stderr
+    assert open(f"{avg}.settings").read() == note
+    assert f"{avg} is up to date" in average().stdout
+
+
 def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_path):
     env, _ = _dry_run_env(tmp_path)
     exp, data = tmp_path / "exp" / "base", tmp_path / "data"

@@ -154,3 +154,19 @@ def test_a_fine_tuning_begun_from_another_base_model_is_marked(tmp_path, caplog)
     assert str(lm / "models" / "model_0.pt") in warning
     assert str(base / "models" / "avg_model.pt") in warning
     assert table.splitlines()[-1] == f"[^1]: {warning}"
+
+
+def test_a_fine_tuning_not_scored_yet_is_left_out_with_a_warning(tmp_path, caplog):
+    """An exp-LM still training (no config.yaml) or scoring (an empty scores/) does not fail
+    the base experiment's table."""
+    base, lm = tmp_path / "exp", tmp_path / "exp-LM"
+    _experiment(base)
+    os.makedirs(lm / "scores")
+    for expected in ("it has no config.yaml", f"{lm}/scores holds no score file of trials"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="wespeaker_py.scoring.report"):
+            table = write_report([str(base), str(lm)], ["trials"], None, None)
+        assert [row["Model"] for row in parse_table(table)][:1] == ["ResNet18-TSTP-emb64"]
+        assert "-LM" not in table
+        assert _warnings(caplog) == [f"{lm} is left out of the table: {expected}"]
+        (lm / "config.yaml").write_text(CONFIG + "do_lm: true\n")

@@ -82,16 +82,15 @@ latest_epoch() {
 # no model_MAX_EPOCH.pt the run has not finished (crashed, stopped early, still going),
 # and averaging its latest checkpoints, saved at a high learning rate, is refused with
 # a message naming EPOCH_FLAG (the recipe's option that sets MAX_EPOCH, default
-# --num_epochs), through which an unfinished run is averaged on purpose.
+# --num_epochs), through which an unfinished run is averaged on purpose. An average made
+# with these settings stays up to date when the checkpoints were deleted since, and a
+# refusal leaves its note as it was.
 average_stage() {
   local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir settings latest why
   dir=$(dirname "${avg}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
-  if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
-    echo "${avg} is up to date"
-    return 0
-  fi
-  if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ]; then
+  if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ] &&
+     ! { [ -s "${avg}" ] && [ "$(settings_note "${avg}")" == "${settings}" ]; }; then
     latest=$(latest_epoch "${dir}")
     if [ -z "${latest}" ]; then
       why="the training has not finished (no checkpoint yet)"
@@ -103,8 +102,13 @@ average_stage() {
     echo "$0: the averaging stage averages up to epoch ${max} (${flag}, else the config's" \
          "num_epochs), but ${dir}/model_${max}.pt is missing: ${why}. Finish the training," \
          "or, to average the checkpoints up to epoch N anyway, run the averaging stage" \
-         "again with ${flag} N" >&2
+         "again with ${flag} N (a step another script runs: its run.sh, with the step's" \
+         "--config and --exp_dir)" >&2
     return 1
+  fi
+  if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
+    echo "${avg} is up to date"
+    return 0
   fi
   if ! python -m wespeaker_py.bin.average_model --dst_model "${avg}.new" --src_path "${dir}" \
     --num "${num}" --min_epoch 1 ${max:+--max_epoch "${max}"}; then
@@ -118,6 +122,17 @@ average_stage() {
     mv -f "${avg}.new" "${avg}"
   fi
   record_settings "${avg}" "${settings}"
+}
+
+# trained_epochs EXP_DIR CONFIG: the num_epochs the run in EXP_DIR trains for: its own
+# config.yaml's (the trainer writes it, with every command-line override) once training
+# has begun, else CONFIG's.
+trained_epochs() {
+  if [ -f "$1/config.yaml" ]; then
+    config_value "$1/config.yaml" num_epochs
+  else
+    config_value "$2" num_epochs
+  fi
 }
 
 # start_from MODEL STEP_DIR: STEP_DIR/models/model_0.pt, where a fine-tuning step

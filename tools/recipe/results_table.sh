@@ -9,7 +9,8 @@
 # separated by spaces), one row for every score file of those lists in EXP_DIR/scores
 # (cosine, AS-Norm/S-Norm, QMF, PLDA: whichever exist), then the rows of each
 # MORE_EXP_DIR with a config.yaml and a score file of those lists (the large-margin
-# fine-tuning of EXP_DIR; one not scored yet, or still scoring, is left out). For each
+# fine-tuning of EXP_DIR; one not scored yet, or still scoring, is left out, with a
+# warning once it has a scores/ folder). For each
 # trial list it also draws the DET curves of all those back-ends (EXP_DIR/det_<list>.png)
 # and the first one's score histogram (EXP_DIR/hist_<list>.png). The recipes call it
 # after their scoring stages, so the table lists every back-end scored so far, by this
@@ -22,13 +23,8 @@ write_results_table() {
   local exp_dirs=("${exp_dir}")
   shift 2
   for more in "$@"; do
-    if [ -f "${more}/config.yaml" ]; then
-      for list in ${trials}; do
-        if compgen -G "${more}/scores/${list}.*score" > /dev/null; then
-          exp_dirs+=("${more}")
-          break
-        fi
-      done
+    if [ -d "${more}/scores" ]; then
+      exp_dirs+=("${more}")   # left out by results_table.py while it has no score file
     fi
   done
   python tools/results_table.py --trials "${trials}" --output "${exp_dir}/results.md" \

@@ -121,7 +121,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --cohort_emb_scp "${cohort_scp}" \
       --eval_emb_scp "${train_scp}" \
       --mean_vec_path "${exp_dir}/embeddings/${train_set}/mean_vec.npy" \
-      --max_missing_fraction "${max_missing_fraction}" --cohort_of_trial_speakers true
+      --max_missing_fraction "${max_missing_fraction}" \
+      --cohort_of_trial_speakers "$([ "${train_set}" == "${cohort_set}" ] && echo true || echo false)"
     record_settings "${cali_norm}" "train_set=${train_set}"
   fi
 fi

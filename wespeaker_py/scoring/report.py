@@ -258,6 +258,16 @@ def collect_results(exp_dir: str, trials: Sequence[str],
                              other_start(exp_dir, base_dir) if base_dir else None)
 
 
+def _not_scored_yet(exp_dir: str, trials: Sequence[str]) -> Optional[str]:
+    """Why ``exp_dir`` has no rows for ``trials`` yet (None when it has)."""
+    if not os.path.isfile(os.path.join(exp_dir, "config.yaml")):
+        return "it has no config.yaml"
+    scores_dir = os.path.join(exp_dir, "scores")
+    if not any(find_score_files(scores_dir, name) for name in trials):
+        return f"{scores_dir} holds no score file of {', '.join(trials)}"
+    return None
+
+
 def table_notes(experiments: Sequence[ExperimentResults],
                 trials: Sequence[str]) -> List[TableNote]:
     """The footnotes of the table: each stale row, each experiment of another base, and
@@ -358,9 +368,16 @@ def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optiona
     """Build the table for ``exp_dirs`` (written to ``output`` if given; each after the
     first is a fine-tuning of the first, as ``exp/X-LM`` of ``exp/X``) and, with
     ``det_dir``, one DET plot per trial list (``det_dir/det_<trials>.png``) and a
-    histogram of the first back-end's scores (``det_dir/hist_<trials>.png``)."""
-    experiments = [collect_results(exp_dir, trials, exp_dirs[0] if index else None)
-                   for index, exp_dir in enumerate(exp_dirs)]
+    histogram of the first back-end's scores (``det_dir/hist_<trials>.png``). A
+    fine-tuning without a config.yaml or a score file of ``trials`` yet (one still
+    training or scoring) is left out with a warning."""
+    experiments = [collect_results(exp_dirs[0], trials)]
+    for exp_dir in exp_dirs[1:]:
+        why = _not_scored_yet(exp_dir, trials)
+        if why:
+            logger.warning("%s is left out of the table: %s", exp_dir, why)
+        else:
+            experiments.append(collect_results(exp_dir, trials, exp_dirs[0]))
     for note in table_notes(experiments, trials):
         logger.warning("%s", note.text)
     table = format_table(experiments, trials)

@@ -93,9 +93,10 @@ avg_model=${exp_dir}/models/avg_model.pt
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Do model average ..."
-  # the last ${num_avg} of epochs 1..${num_epochs} (empty: the config's num_epochs; an
-  # unfinished run is an error), averaged again when either changes
-  last_epoch=${num_epochs:-$(config_value "${config}" num_epochs)}
+  # the last ${num_avg} of epochs 1..${num_epochs} (empty: the num_epochs of the run's
+  # config.yaml, else --config's; an unfinished run is an error), averaged again when
+  # either changes
+  last_epoch=${num_epochs:-$(trained_epochs "${exp_dir}" "${config}")}
   average_stage "${avg_model}" "${num_avg}" "${last_epoch}"
 
   echo "Extract embeddings ..."
