@@ -453,6 +453,10 @@ def test_averaging_bounds_by_the_run_s_config_and_a_refusal_keeps_the_note(tmp_p
     assert refused.returncode != 0 and "has not finished" in refused.stderr
     assert open(f"{avg}.settings").read() == note
     assert f"{avg} is up to date" in average().stdout
+    # an average without a note (older, or a released model put there) is taken as it is
+    os.remove(f"{avg}.settings")
+    assert f"{avg} is up to date" in average().stdout
+    assert open(f"{avg}.settings").read() == note
 
 
 def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_path):

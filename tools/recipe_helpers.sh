@@ -89,8 +89,11 @@ average_stage() {
   local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir settings latest why
   dir=$(dirname "${avg}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
+  # an average without a note (made before notes were kept, or a released model put
+  # there) counts as made with these settings, as made_with takes it
   if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ] &&
-     ! { [ -s "${avg}" ] && [ "$(settings_note "${avg}")" == "${settings}" ]; }; then
+     ! { [ -s "${avg}" ] && { [ ! -e "${avg}.settings" ] ||
+                               [ "$(settings_note "${avg}")" == "${settings}" ]; }; }; then
     latest=$(latest_epoch "${dir}")
     if [ -z "${latest}" ]; then
       why="the training has not finished (no checkpoint yet)"
@@ -126,13 +129,16 @@ average_stage() {
 
 # trained_epochs EXP_DIR CONFIG: the num_epochs the run in EXP_DIR trains for: its own
 # config.yaml's (the trainer writes it, with every command-line override) once training
-# has begun, else CONFIG's.
+# has begun, else CONFIG's (status 1 when CONFIG is needed and is not a file).
 trained_epochs() {
+  local epochs=
   if [ -f "$1/config.yaml" ]; then
-    config_value "$1/config.yaml" num_epochs
-  else
-    config_value "$2" num_epochs
+    epochs=$(config_value "$1/config.yaml" num_epochs)
   fi
+  if [ -z "${epochs}" ]; then
+    epochs=$(config_value "$2" num_epochs) || return 1
+  fi
+  echo "${epochs}"
 }
 
 # start_from MODEL STEP_DIR: STEP_DIR/models/model_0.pt, where a fine-tuning step
