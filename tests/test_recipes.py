@@ -391,22 +391,31 @@ AVERAGING_STAGES = {
     "mini": (MINI_DIR, "run.sh", "4", "--config", "--epochs", ("backend", "test"))}
 
 
-@pytest.mark.parametrize("recipe", sorted(AVERAGING_STAGES))
-def test_averaging_refuses_an_unfinished_run_unless_its_epoch_flag_is_given(tmp_path, recipe):
-    recipe_dir, script, stage, config_flag, epoch_flag, sets = AVERAGING_STAGES[recipe]
+def _unfinished_averaging(tmp_path, recipe):
+    """A 5-epoch run of ``recipe`` (AVERAGING_STAGES) that saved epochs 1-3: its experiment
+    folder, the average's path, the dry run's log and a function running the averaging
+    stage with ``--num_avg 2`` and more options."""
+    recipe_dir, script, stage, config_flag, _, sets = AVERAGING_STAGES[recipe]
     env, log = _dry_run_env(tmp_path)
     exp, data, config = tmp_path / "exp", tmp_path / "data", tmp_path / "conf.yaml"
     _fake_sets(data, sets)
     config.write_text("num_epochs: 5\n")
-    for epoch in (1, 2, 3):   # a 5-epoch run that stopped after epoch 3
+    for epoch in (1, 2, 3):
         _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
-    avg = exp / "models" / "avg_model.pt"
 
     def average(*extra):
         return run_script(recipe_dir, script, "--stage", stage, "--stop_stage", stage,
                           config_flag, str(config), "--exp_dir", str(exp), "--data", str(data),
                           "--gpus", "[]", "--data_type", "raw", "--num_avg", "2", *extra,
                           env=env, check=False)
+
+    return exp, exp / "models" / "avg_model.pt", log, average
+
+
+@pytest.mark.parametrize("recipe", sorted(AVERAGING_STAGES))
+def test_averaging_refuses_an_unfinished_run_unless_its_epoch_flag_is_given(tmp_path, recipe):
+    epoch_flag = AVERAGING_STAGES[recipe][4]
+    exp, avg, log, average = _unfinished_averaging(tmp_path, recipe)
 
     result = average()
     assert result.returncode != 0
@@ -426,23 +435,8 @@ def test_averaging_bounds_by_the_run_s_config_and_a_refusal_keeps_the_note(tmp_p
     """The bound is the num_epochs the run trained for (its config.yaml: a --num_epochs
     override, or another model's config than --config); a refused bound leaves the note
     of the average there, which stays up to date once its checkpoints are deleted."""
-    recipe_dir, script, stage, config_flag, _, sets = AVERAGING_STAGES[recipe]
-    env, log = _dry_run_env(tmp_path)
-    exp, data, config = tmp_path / "exp", tmp_path / "data", tmp_path / "conf.yaml"
-    _fake_sets(data, sets)
-    config.write_text("num_epochs: 5\n")
-    os.makedirs(exp / "models")
+    exp, avg, _, average = _unfinished_averaging(tmp_path, recipe)
     (exp / "config.yaml").write_text("num_epochs: 3\n")   # trained with --num_epochs 3
-    for epoch in (1, 2, 3):
-        _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
-    avg = exp / "models" / "avg_model.pt"
-
-    def average(*extra):
-        return run_script(recipe_dir, script, "--stage", stage, "--stop_stage", stage,
-                          config_flag, str(config), "--exp_dir", str(exp), "--data", str(data),
-                          "--gpus", "[]", "--data_type", "raw", "--num_avg", "2", *extra,
-                          env=env, check=False)
-
     assert "has not finished" not in average().stderr
     assert _weight(str(avg)) == [2.5, 2.5]
     note = open(f"{avg}.settings").read()
