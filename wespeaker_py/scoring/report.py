@@ -134,7 +134,8 @@ def measure(score_file: str, p_target: float = 0.01) -> Metrics:
 
 def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]:
     """``(back-end label, path)`` of every score file of ``trials_name``, in the order of
-    :data:`BACKENDS`, then the score files none of them names (labelled ``*.<name>score``)."""
+    :data:`BACKENDS`, then the score files none of them names (labelled ``*.<name>score``;
+    :func:`collect_results` says so when it measures them)."""
     names = sorted(os.listdir(scores_dir)) if os.path.isdir(scores_dir) else []
     rows: List[Tuple[str, Optional[str], str]] = []
     for label, pattern in BACKENDS:
@@ -147,11 +148,7 @@ def find_score_files(scores_dir: str, trials_name: str) -> List[Tuple[str, str]]
     for name in names:
         match = _match_name(SCORE_FILE, trials_name, name)
         if match is not None and name not in named:
-            label = f"*.{match.group('kind')}"
-            logger.info("%s: no back-end of BACKENDS (wespeaker_py/scoring/report.py) names "
-                        "this score file; its row is labelled %s",
-                        os.path.join(scores_dir, name), label)
-            rows.append((label, None, name))
+            rows.append((f"*.{match.group('kind')}", None, name))
     return [(label, os.path.join(scores_dir, name))
             for label, name in _with_cohorts_told_apart(rows)]
 
@@ -247,6 +244,9 @@ def collect_results(exp_dir: str, trials: Sequence[str],
     rows: Dict[str, BackendResult] = {}
     for trials_name in trials:
         for label, path in find_score_files(os.path.join(exp_dir, "scores"), trials_name):
+            if label.startswith("*."):
+                logger.info("%s: no back-end of BACKENDS (wespeaker_py/scoring/report.py) "
+                            "names this score file; its row is labelled %s", path, label)
             row = rows.setdefault(label, BackendResult(label))
             row.per_trials[trials_name] = measure(path)
             newer = newer_embeddings(path, embeddings)
