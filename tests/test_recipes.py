@@ -422,12 +422,35 @@ def test_averaging_refuses_an_unfinished_run_unless_its_epoch_flag_is_given(tmp_
     assert (f"averages up to epoch 5 ({epoch_flag}, else the config's num_epochs), but "
             f"{exp}/models/model_5.pt is missing: the training has not finished (its latest "
             f"checkpoint is model_3.pt)") in result.stderr
-    assert f"with {epoch_flag} N" in result.stderr
+    # the options that average it anyway, with this call's --num_avg and --exp_dir
+    assert f"with {epoch_flag} N --num_avg 2 --exp_dir {exp} (the values of this call" \
+        in result.stderr
     assert not avg.exists() and "average_model" not in log.read_text()
     # on purpose: the last 2 of epochs 1..3 (the dry run's extraction that follows may fail:
     # CN-Celeb's enrollment means need embeddings it does not write)
     assert "has not finished" not in average(epoch_flag, "3").stderr
     assert _weight(str(avg)) == [2.5, 2.5]
+
+
+def test_averaging_refusal_under_run_w2v_names_run_sh_and_the_step_s_num_avg(tmp_path):
+    """run_w2v.sh has no --num_epochs and averages 1 checkpoint: the refusal, run.sh's,
+    names run.sh and the --num_avg 1 and --exp_dir of the step, not run.sh's default 10."""
+    env, log = _dry_run_env(tmp_path)
+    exp, data, config = tmp_path / "exp_s1", tmp_path / "data", tmp_path / "s1.yaml"
+    _fake_sets(data, ("vox2_dev", "vox1"))
+    config.write_text("num_epochs: 5\n")
+    for epoch in (1, 2, 3):
+        _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
+    result = run_script(V2_DIR, "run_w2v.sh", "--stage", "4", "--stop_stage", "4",
+                        "--config_s1", str(config), "--exp_dir_s1", str(exp), "--data",
+                        str(data), "--gpus", "[]", "--data_type", "raw", env=env, check=False)
+    assert result.returncode != 0
+    assert ("run.sh: the averaging stage averages up to epoch 5 (--num_epochs, else the "
+            "config's num_epochs)") in result.stderr
+    assert (f"run the averaging stage of run.sh again with --num_epochs N --num_avg 1 "
+            f"--exp_dir {exp} (the values of this call; when another script ran run.sh for "
+            f"one of its steps, run run.sh by hand with them)") in result.stderr
+    assert "average_model" not in log.read_text()
 
 
 @pytest.mark.parametrize("recipe", ["v2", "cnceleb"])
@@ -1780,6 +1803,104 @@ def test_average_stage_with_fewer_checkpoints_than_num_avg_names_the_flag(tmp_pa
         in result.stderr
     assert "1 checkpoint" in result.stderr   # average_model's own count, above it
     assert not (models / "avg_model.pt").exists()
+
+
+def test_config_value_names_the_flag_that_gave_the_config(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    script = (f". tools/recipe_helpers.sh; config_value '{missing}' num_epochs; "
+              f"config_value '{missing}' num_epochs --config_s1")
+    result = subprocess.run(["bash", "-c", script], cwd=V2_DIR, capture_output=True, text=True)
+    assert result.stderr.splitlines() == [f"bash: config {missing} does not exist (--config)",
+                                          f"bash: config {missing} does not exist (--config_s1)"]
+
+
+# the first stage that reads the config each flag gives (Whisper-PMFA reads config_s0's
+# epochs before any stage; run_w2v.sh's later steps first check the step before them)
+@pytest.mark.parametrize("recipe_dir,script,flag,stage", [
+    (WHISPER_DIR, "run.sh", "--config_s0", "3"), (WHISPER_DIR, "run.sh", "--config_s1", "5"),
+    (V2_DIR, "run_w2v.sh", "--config_s1", "3")])
+def test_a_missing_step_config_is_named_by_the_recipe_s_own_flag(tmp_path, recipe_dir, script,
+                                                                 flag, stage):
+    env, _ = _dry_run_env(tmp_path)
+    missing = tmp_path / "nope.yaml"
+    result = run_script(recipe_dir, script, "--stage", stage, "--stop_stage", stage, flag,
+                        str(missing), "--data", str(tmp_path / "data"), env=env, check=False)
+    assert result.returncode != 0
+    assert f"config {missing} does not exist ({flag})" in result.stderr
+    assert "(--config)" not in result.stderr
+
+
+def test_train_stage_names_the_recipe_s_flags_when_no_epochs_are_set(tmp_path):
+    def refusal(name, variables):
+        result = _train_stage(tmp_path / name, variables, config_text="seed: 1\n",
+                              check=False)
+        assert result.returncode != 0
+        return result.stderr.strip().splitlines()[-1]
+
+    assert refusal("v2", {}) == (f"bash: {tmp_path}/v2/conf.yaml (--config) sets no "
+                                 "num_epochs (and no --num_epochs was given)")
+    # Whisper-PMFA's and run_w2v.sh's steps: a config option of their own, no epoch option
+    assert refusal("whisper", {"config_flag": "--config_s0", "num_epochs_flag": ""}) == (
+        f"bash: {tmp_path}/whisper/conf.yaml (--config_s0) sets no num_epochs")
+
+
+def test_whisper_pmfa_s_frozen_step_without_epochs_names_its_config_flag_only(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    config = tmp_path / "s0.yaml"
+    config.write_text("seed: 1\n")
+    result = run_script(WHISPER_DIR, "run.sh", "--stage", "3", "--stop_stage", "3",
+                        "--config_s0", str(config), "--exp_dir", str(tmp_path / "exp"),
+                        "--data", str(tmp_path / "data"), env=env, check=False)
+    assert result.returncode != 0
+    assert f"run.sh: {config} (--config_s0) sets no num_epochs\n" in result.stderr
+    assert "wespeaker_py.bin.train" not in (log.read_text() if log.exists() else "")
+
+
+def test_score_plda_passes_lda_dim_to_train_plda_and_notes_it(tmp_path):
+    """--lda_dim reaches train_plda only when given; a model trained with another
+    --lda_dim (or without) is trained again, and a note of an earlier version (no
+    lda_dim in it) still matches a run without the option."""
+    env, log = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    os.makedirs(exp / "embeddings" / "backend")
+    (exp / "embeddings" / "backend" / "xvector.scp").write_text("u1 a.ark:1\n")
+    _fake_sets(data, ("backend",))
+    (data / "backend" / "utt2spk").write_text("u1 s1\n")
+    plda = exp / "plda"
+    plda.write_text("model")
+    os.utime(plda, (2e9, 2e9))
+    (exp / "plda.settings").write_text("train_set=backend iter=5 indim=\n")
+
+    def train(*extra):
+        if log.exists():
+            log.unlink()
+        result = run_script(MINI_DIR, "tools/recipe/score_plda.sh", "--stage", "1",
+                            "--stop-stage", "1", "--exp_dir", str(exp), "--data", str(data),
+                            "--train_set", "backend", *extra, env=env)
+        calls = [line for line in (log.read_text() if log.exists() else "").splitlines()
+                 if "wespeaker_py.bin.train_plda" in line]
+        return result.stdout, calls
+
+    out, calls = train()
+    assert "the PLDA model is up to date" in out and calls == []
+    _, calls = train("--lda_dim", "30")
+    assert len(calls) == 1 and " --lda_dim 30 " in calls[0]
+    out, calls = train("--lda_dim", "30")
+    assert "the PLDA model is up to date" in out and calls == []
+    _, calls = train()
+    assert len(calls) == 1 and "--lda_dim" not in calls[0]
+
+
+def test_mini_recipe_passes_lda_dim_to_its_plda_stage(tmp_path):
+    env, log = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    exp.mkdir()
+    for lda_dim, expected in (("", None), ("30", "--lda_dim 30")):
+        run_script(MINI_DIR, "run.sh", "--stage", "10", "--stop_stage", "10", "--exp_dir",
+                   str(exp), "--data", str(data), "--lda_dim", lda_dim, env=env)
+        call = [line for line in log.read_text().splitlines()
+                if "wespeaker_py.bin.train_plda" in line][-1]
+        assert ("--lda_dim" not in call) if expected is None else (f" {expected} " in call)
 
 
 def test_score_plda_without_exp_dir_names_the_flag(tmp_path):

@@ -75,19 +75,23 @@ latest_epoch() {
 
 # average_stage AVG_MODEL NUM_AVG MAX_EPOCH [EPOCH_FLAG]: stage 4's averaging. The last
 # NUM_AVG checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation,
-# not a trained epoch) of AVG_MODEL's folder are averaged into AVG_MODEL, unless it is
-# newer than model_MAX_EPOCH.pt and was made with the same NUM_AVG and epoch bounds.
+# not a trained epoch) of AVG_MODEL's folder (EXP_DIR/models in every recipe) are
+# averaged into AVG_MODEL, unless it is newer than model_MAX_EPOCH.pt and was made with
+# the same NUM_AVG and epoch bounds.
 # An average equal, byte for byte, to the one there keeps the old file and its time,
 # so what was made from it is not made again. MAX_EPOCH is the run's last epoch: with
 # no model_MAX_EPOCH.pt the run has not finished (crashed, stopped early, still going),
 # and averaging its latest checkpoints, saved at a high learning rate, is refused with
-# a message naming EPOCH_FLAG (the recipe's option that sets MAX_EPOCH, default
-# --num_epochs), through which an unfinished run is averaged on purpose. An average made
-# with these settings stays up to date when the checkpoints were deleted since, and a
-# refusal leaves its note as it was.
+# a message naming the options of the script running it ($0) that average it on
+# purpose: EPOCH_FLAG (the recipe's option that sets MAX_EPOCH, default --num_epochs)
+# with this call's NUM_AVG and EXP_DIR, as --num_avg and --exp_dir (a script that runs
+# $0 for its steps, such as run_w2v.sh, passes its own). An average made with these
+# settings stays up to date when the checkpoints were deleted since, and a refusal
+# leaves its note as it was.
 average_stage() {
-  local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir settings latest why
+  local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir exp settings latest why
   dir=$(dirname "${avg}")
+  exp=$(dirname "${dir}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
   # an average without a note (made before notes were kept, or a released model put
   # there) counts as made with these settings, as made_with takes it
@@ -104,9 +108,9 @@ average_stage() {
     fi
     echo "$0: the averaging stage averages up to epoch ${max} (${flag}, else the config's" \
          "num_epochs), but ${dir}/model_${max}.pt is missing: ${why}. Finish the training," \
-         "or, to average the checkpoints up to epoch N anyway, run the averaging stage" \
-         "again with ${flag} N (a step another script runs: its run.sh, with the step's" \
-         "--config and --exp_dir)" >&2
+         "or, to average the checkpoints up to epoch N anyway, run the averaging stage of" \
+         "$0 again with ${flag} N --num_avg ${num}" "--exp_dir ${exp}" "(the values of this" \
+         "call; when another script ran $0 for one of its steps, run $0 by hand with them)" >&2
     return 1
   fi
   if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
@@ -182,11 +186,12 @@ refuse_eval_set_as_cohort() {
   fi
 }
 
-# config_value YAML KEY: a top-level value of a YAML config (empty if absent); a config
-# that is not a file is named in one line (status 1).
+# config_value YAML KEY [FLAG]: a top-level value of a YAML config (empty if absent); a
+# config that is not a file is named in one line (status 1) with FLAG, the recipe's
+# option that gave it (default --config).
 config_value() {
   if [ ! -f "$1" ]; then
-    echo "$0: config $1 does not exist (--config)" >&2
+    echo "$0: config $1 does not exist (${3:---config})" >&2
     return 1
   fi
   python -c 'import sys, yaml

@@ -8,7 +8,7 @@
 #   bash run.sh                                  # everything, stages 1-12
 #   bash run.sh --config conf/resnet34.yaml      # a narrow ResNet34 instead of ECAPA-TDNN
 #   bash run.sh --data_dir ../../../shared/data/fsdd --epochs 3
-#   bash run.sh --stage 5 --stop_stage 7         # rescore only
+#   bash run.sh --stage 5 --stop_stage 11        # score again and write results.md (stage 11)
 #
 # Stages (v2's numbers where they exist; each skips what an earlier run finished):
 #   1  data sets: train (train_spk, or the utterances in no trial) less a third of
@@ -16,16 +16,18 @@
 #      trial utterances), synthetic noise/music/babble and room responses
 #   2  raw or shard data lists
 #   3  train (resumes from the newest checkpoint of ${exp_dir}) tools/recipe/train_stage.sh
-#   4  average the last checkpoints, extract back-end embeddings (one random
-#      num_frms chunk per utterance; --backend_chunks false: whole) and test
-#      embeddings (whole utterances)                 tools/recipe/extract_sets.sh
+#   4  average the last --num_avg checkpoints up to epoch --epochs (a run without that
+#      checkpoint, unfinished, is refused: --epochs N averages up to epoch N), extract
+#      back-end embeddings (one random num_frms chunk per utterance; --backend_chunks
+#      false: whole) and test embeddings (whole utterances)  tools/recipe/extract_sets.sh
 #   5  cosine scoring (minus the back-end mean)   tools/recipe/score.sh
 #   6  AS-Norm against the back-end speakers      tools/recipe/score_norm.sh
 #   7  QMF calibration on back-end trials         tools/recipe/score_calibration.sh
 #   8  TorchScript export
 #   9  large-margin fine-tuning when --lm_config is given: 3-8 and 10 again in ${exp_dir}-LM
-#  10  PLDA                                       tools/recipe/score_plda.sh
-#  11  results table (model, params, scoring, EER %, minDCF) and DET plot
+#  10  PLDA (--lda_dim N: an LDA to N dimensions first)  tools/recipe/score_plda.sh
+#  11  results table (model, params, scoring, EER %, minDCF) and DET plot; only this
+#      stage writes it, so a rescore without it leaves the old results.md
 #  12  diarization demo: a window LDA learnt from the training and back-end speakers
 #      (wespeaker-py window-lda), then synthetic conversations of the test speakers
 #      (read once: no stretch of audio heard twice) diarized with the trained model,
@@ -46,7 +48,7 @@ data=          # prepared sets; default data/prepared/<corpus name>
 exp_dir=       # default exp/<config name>-<corpus name>, -seed<N> appended with --seed N
 config=conf/ecapa_tdnn.yaml
 lm_config=     # e.g. conf/resnet34_lm.yaml; empty: no stage 9
-epochs=        # number of training epochs; empty: the config's num_epochs
+epochs=        # training epochs and the last epoch stage 4 averages up to; empty: the config's num_epochs
 num_avg=       # checkpoints averaged; empty: the config's num_avg
 checkpoint=    # start training from this checkpoint
 seed=          # training seed; empty: the config's seed
@@ -60,6 +62,7 @@ top_n=10       # AS-Norm cohort size (the scoring lowers it to the back-end spea
 diar_conversations=4  # stage 12: read-once synthetic conversations of up to 60 s, 2-3 speakers
 backend_chunks=true  # back-end set embedded from random num_frms chunks; false: whole utterances
 chunk_seed=42
+lda_dim=       # stage 10: LDA to this dimension before PLDA (below the back-end speakers); empty: none
 
 . tools/parse_options.sh || exit 1
 require_stages 1 12
@@ -149,14 +152,15 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
       --checkpoint "${lm_exp_dir}/models/model_0.pt" --num_procs "${num_procs}" \
       --gpus "${gpus}" --nj "${nj}" --trials "${trials}" \
       --score_norm_method "${score_norm_method}" --top_n "${top_n}" \
-      --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" --seed "${seed}"
+      --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}" --seed "${seed}" \
+      --lda_dim "${lda_dim}"
   fi
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
   echo "Stage 10: PLDA scoring"
   tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --data "${data}" --exp_dir "${exp_dir}" \
-    --trials "${trials}" ${sets}
+    --trials "${trials}" ${lda_dim:+--lda_dim "${lda_dim}"} ${sets}
 fi
 
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then

@@ -2,7 +2,12 @@
 # PLDA back-end: a two-covariance PLDA trained on the training-set embeddings,
 # log-likelihood-ratio scoring of the trial lists, then EER/minDCF and DET curves.
 #
-#   tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir exp/X
+#   tools/recipe/score_plda.sh --stage 1 --stop-stage 3 --exp_dir exp/X [--lda_dim 100]
+#
+# --lda_dim N (train_plda's option) projects the embeddings by LDA to N dimensions
+# before PLDA: with no more training speakers than dimensions, which train_plda warns
+# about, the scores are calibrated log-likelihood ratios only with N below the number
+# of speakers.
 #
 # Output: ${exp_dir}/plda and ${exp_dir}/scores/<trials>.pldascore.
 
@@ -13,6 +18,7 @@ train_set=vox2_dev
 eval_set=vox1
 indim=      # embedding size, checked against the embeddings (empty: not checked)
 iter=5      # EM iterations
+lda_dim=    # LDA projection to this dimension before PLDA (empty: none)
 max_missing_fraction=0  # utterances extraction skipped (training lists, trials): largest fraction to drop
 
 stage=-1
@@ -36,7 +42,7 @@ scores_dir=${exp_dir}/scores
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
-  plda_settings="train_set=${train_set} iter=${iter} indim=${indim}"
+  plda_settings="train_set=${train_set} iter=${iter} indim=${indim}${lda_dim:+ lda_dim=${lda_dim}}"
   if made_with "${exp_dir}/plda" "${plda_settings}" "${train_scp}" \
       "${data}/${train_set}/utt2spk"; then
     echo "the PLDA model is up to date"
@@ -46,6 +52,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --scp_path "${train_scp}" \
       --utt2spk "${data}/${train_set}/utt2spk" \
       ${indim:+--indim ${indim}} \
+      ${lda_dim:+--lda_dim "${lda_dim}"} \
       --iter "${iter}" \
       --max_missing_fraction "${max_missing_fraction}"
     record_settings "${exp_dir}/plda" "${plda_settings}"

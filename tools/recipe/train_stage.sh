@@ -9,6 +9,9 @@
 # augmentation data. It reads these variables of the recipe:
 #   config exp_dir data data_type gpus num_avg checkpoint
 #   num_epochs      epochs of the run (empty: the config's num_epochs); passed on when set
+#   config_flag     the recipe's option that sets ${config}, named in errors (default --config)
+#   num_epochs_flag the recipe's option that sets ${num_epochs}, named in errors (unset:
+#                   --num_epochs; empty: the recipe has none)
 #   num_procs       processes on this node (empty: one per entry of ${gpus})
 #   num_nodes HOST_NODE_ADDR job_id   several machines: torchrun's c10d rendezvous
 #
@@ -66,10 +69,11 @@ print("seed=" + (sys.argv[2] or str(config.get("seed", ""))))' "${config}" "${se
 train_stage() {
   local train_dir=$1
   shift
-  local epochs
-  epochs=${num_epochs:-$(config_value "${config}" num_epochs)} || return 1
+  local epochs config_option=${config_flag:---config} epochs_option=${num_epochs_flag---num_epochs}
+  epochs=${num_epochs:-$(config_value "${config}" num_epochs "${config_option}")} || return 1
   if [ -z "${epochs}" ]; then
-    echo "$0: ${config} sets no num_epochs (and no --num_epochs was given)" >&2
+    local given=${epochs_option:+ (and no ${epochs_option} was given)}
+    echo "$0: ${config} (${config_option}) sets no num_epochs${given}" >&2
     return 1
   fi
   local explicit=false

@@ -5,6 +5,8 @@
 Reads EXP_DIR/train.log (ours, or one written by WeSpeaker's own trainer) and writes
 EXP_DIR/train_curves.png; training draws the same figure after every epoch. A
 log file may be given instead of a folder (then --output, or LOG.png beside it).
+--output is written in the image format its extension names (.png, .pdf, .svg, ...;
+another extension: PNG).
 """
 from __future__ import annotations
 
@@ -20,24 +22,25 @@ from wespeaker_py.utils.paths import refuse_output_over_input
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
     parser.add_argument("runs", nargs="+", help="experiment folders (or train.log files)")
-    add_flag(parser, "output", help="PNG to write (one run only; default: "
-                                    "EXP_DIR/train_curves.png)")
+    add_flag(parser, "output", help="image to write, in the format its extension names "
+                                    "(.png, .pdf, .svg, ...; another: PNG); one run only "
+                                    "(default: EXP_DIR/train_curves.png)")
     return parser
 
 
 def _paths(run: str, output: Optional[str]) -> tuple:
-    """(the log to read, the PNG to write) for ``run``."""
+    """(the log to read, the image to write) for ``run``."""
     if os.path.isdir(run):
         return os.path.join(run, "train.log"), output or os.path.join(run, "train_curves.png")
     return run, output or os.path.splitext(run)[0] + ".png"
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
-    """Draw the curves of each run; return the PNG paths."""
+    """Draw the curves of each run; return the image paths."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.output and len(args.runs) > 1:
-        parser.error("--output names one PNG: give one run")
+        parser.error("--output names one image file: give one run")
     from wespeaker_py.train.curves import plot_training_curves, read_training_curves
     written = []
     for run in args.runs:

@@ -198,7 +198,8 @@ def _warn_if_too_few_classes(num_classes: int, dim: int) -> None:
         "PLDA: %d speakers for %d dimensions: the between-speaker covariance has rank at most "
         "%d < %d, so the scores will not be calibrated log-likelihood ratios (a threshold at 0 "
         "means nothing; EER and minDCF, which only rank the trials, are not affected). Train on "
-        "more speakers than dimensions, or project to fewer with --lda_dim (at most %d)",
+        "more speakers than dimensions, or project to fewer with --lda_dim (at most %d) of "
+        "bin.train_plda or tools/recipe/score_plda.sh",
         num_classes, dim, num_classes - 1, dim, num_classes - 1)
 
 

@@ -18,7 +18,9 @@
 # stages 4-7 (averaging + extraction, cosine, AS-Norm, QMF) for that step, which leave
 # its results table in its exp dir (results.md, with a DET plot per trial list); training
 # is the stage all recipes share (tools/recipe/train_stage.sh). Each stage skips the
-# work an earlier run finished.
+# work an earlier run finished. An evaluation averages the step's last ${num_avg}
+# checkpoints up to the last epoch of its config, and stops when that checkpoint is
+# missing (an unfinished step); docs/w2vbert.md says how to average such a step anyway.
 
 . ./path.sh || exit 1
 
@@ -56,6 +58,7 @@ require_stages 1 9
 . tools/recipe_helpers.sh
 . tools/recipe/train_stage.sh
 set -eo pipefail
+num_epochs_flag=  # train_stage's errors: each step's epochs are its config's alone
 
 model_flag=()
 if [ -n "${w2vbert_path}" ]; then
@@ -70,12 +73,13 @@ evaluate() {
     --backend_chunks "${backend_chunks}" --chunk_seed "${chunk_seed}"
 }
 
-# train_step CONFIG EXP_DIR [START_MODEL]: train one step, from START_MODEL (copied to
-# EXP_DIR/models/model_0.pt) when given, else from the pretrained encoder or ${checkpoint}.
+# train_step CONFIG CONFIG_FLAG EXP_DIR [START_MODEL]: train one step (CONFIG_FLAG: the
+# option that gave CONFIG), from START_MODEL (copied to EXP_DIR/models/model_0.pt) when
+# given, else from the pretrained encoder or ${checkpoint}.
 train_step() {
-  local config=$1 exp_dir=$2 checkpoint=${checkpoint}
-  if [ -n "${3:-}" ]; then
-    start_from "$3" "${exp_dir}"
+  local config=$1 config_flag=$2 exp_dir=$3 checkpoint=${checkpoint}
+  if [ -n "${4:-}" ]; then
+    start_from "$4" "${exp_dir}"
     checkpoint=${exp_dir}/models/model_0.pt
   fi
   # shellcheck disable=SC2086  # train_args: words of trainer options
@@ -89,7 +93,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   echo "Step 1: LoRA training on the frozen encoder (${config_s1}) ..."
-  train_step "${config_s1}" "${exp_dir_s1}"
+  train_step "${config_s1}" --config_s1 "${exp_dir_s1}"
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -112,7 +116,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   echo "Step 2: joint fine-tuning (${config_s2}) ..."
-  train_step "${config_s2}" "${exp_dir_s2}" "${merged_s1}"
+  train_step "${config_s2}" --config_s2 "${exp_dir_s2}" "${merged_s1}"
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
@@ -122,7 +126,7 @@ fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   echo "Step 3: large-margin fine-tuning (${config_s3}) ..."
-  train_step "${config_s3}" "${exp_dir_s3}" "${exp_dir_s2}/models/avg_model.pt"
+  train_step "${config_s3}" --config_s3 "${exp_dir_s3}" "${exp_dir_s2}/models/avg_model.pt"
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then

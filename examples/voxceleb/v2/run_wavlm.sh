@@ -41,7 +41,7 @@ trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
 score_norm_method="asnorm"  # asnorm/snorm
 top_n=300
 train_args=  # more trainer options, e.g. "--dataloader_args.batch_size 64"
-num_epochs=  # epochs of the first (frozen) step; empty: the config's num_epochs
+num_epochs=  # the frozen step's training epochs and the last epoch its averaging (stage 4) reaches; empty: as in run.sh
 backend_chunks=true  # vox2_dev embedded from random num_frms chunks; false: whole utterances
 chunk_seed=42
 

@@ -17,7 +17,9 @@
 #   3  train with the Whisper encoder frozen (4 epochs)
 #   4  train every parameter, epochs 5-8, from models/model_4.pt; stage 3's config.yaml
 #      and final_model.pt are kept as config_stage0.yaml and final_model_stage0.pt
-#   5  average the last ${num_avg} checkpoints, extract vox1_dev (one random 5 s chunk per
+#   5  average the last ${num_avg} checkpoints up to epoch --last_epoch (default:
+#      config_s1's num_epochs; a run without that checkpoint, unfinished, is refused:
+#      --last_epoch N averages up to epoch N), extract vox1_dev (one random 5 s chunk per
 #      utterance, as WeSpeaker's) and vox1_test (whole utterances) embeddings
 #   6  cosine scoring (minus the vox1_dev mean), EER/minDCF
 #   7  AS-Norm (or S-Norm) against the vox1_dev speaker cohort
@@ -68,8 +70,9 @@ require_stages 1 7
 . tools/recipe/train_stage.sh
 . tools/recipe/results_table.sh
 set -eo pipefail
+num_epochs_flag=  # train_stage's errors: the epochs are the configs' alone
 
-frozen_epochs=$(config_value "${config_s0}" num_epochs)
+frozen_epochs=$(config_value "${config_s0}" num_epochs --config_s0)
 models=${exp_dir}/models
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -93,7 +96,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     if [ -n "${whisper_path}" ]; then
       model_path_flag=(--dataset_args.whisper_encoder_args.model_path "${whisper_path}")
     fi
-    config=${config_s0}
+    config=${config_s0} config_flag=--config_s0
     # shellcheck disable=SC2086  # train_args: words of trainer options
     train_stage "${data}/vox1_dev" --model "${model}" "${model_path_flag[@]}" ${train_args}
   fi
@@ -103,7 +106,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   echo "Start training with all parameters (${config_s1}) ..."
   # stage 3's results keep their own names, as WeSpeaker's recipe renames them
   set_aside_step "${exp_dir}" "${frozen_epochs}" stage0 "stage 3 (the frozen step)"
-  config=${config_s1}
+  config=${config_s1} config_flag=--config_s1
   checkpoint=${models}/model_${frozen_epochs}.pt
   # shellcheck disable=SC2086  # train_args: words of trainer options
   train_stage "${data}/vox1_dev" --model "${model}" ${train_args}
@@ -113,7 +116,7 @@ avg_model=${models}/avg_model.pt
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   echo "Do model average ..."
-  last_epoch=${last_epoch:-$(config_value "${config_s1}" num_epochs)}
+  last_epoch=${last_epoch:-$(config_value "${config_s1}" num_epochs --config_s1)}
   average_stage "${avg_model}" "${num_avg}" "${last_epoch}" --last_epoch
 
   echo "Extract embeddings ..."
