@@ -11,10 +11,13 @@ EXAMPLES = """examples:
   wespeaker-py finetune --model exp/ResNet34 --data data/calls --out exp/ResNet34-calls \\
       --epochs 8 --lr 5e-4 --freeze none --device cpu --num_threads 2
 
-DIR: wav.scp + utt2spk (+ segments) at any rate. A speaker-disjoint dev part
-(--dev_speakers) measures EER before and after and fits calibration.json. OUT
-is a model folder (config.yaml, avg_model.pt, calibration.json, finetune.json);
-run the same command again to resume a killed run. See docs/finetune.md."""
+DIR: wav.scp + utt2spk (+ segments) at any rate, or without a wav.scp one folder
+of audio files per speaker (DIR/<speaker>/*.wav). A speaker-disjoint dev part
+(--dev_speakers) measures EER before and after and fits calibration.json; a new
+model worse on it than the source is written all the same, with a warning. OUT
+is a model folder (config.yaml, avg_model.pt, calibration.json, finetune.json
+with the figures); run the same command again to resume a killed run. See
+docs/finetune.md."""
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -22,6 +25,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     import logging
 
     from wespeaker_py.finetune import FinetuneOptions, finetune
+    from wespeaker_py.finetune.report import summary_line
     from wespeaker_py.utils.logging_utils import setup_logging
     if not logging.getLogger().handlers:  # training logs its progress; keep a caller's setup
         setup_logging()
@@ -31,11 +35,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     report = finetune(args.model, args.data, args.out, options, device=args.device,
                       num_threads=args.num_threads, overwrite=args.overwrite,
                       config=args.config, mix_data=args.mix_data)
-    before, after = report["dev"]["before"], report["dev"]["after"]
-    print(f"dev ({report['data']['dev_speakers']} speakers, {after['trials']} trials): "
-          f"EER {100 * before['eer']:.2f}% before, {100 * after['eer']:.2f}% after; "
-          f"minDCF {before['min_dcf']:.3f} before, {after['min_dcf']:.3f} after; "
-          f"model in {args.out}")
+    print(summary_line(report, args.out))
+    if report.get("next_steps"):
+        print(report["next_steps"])
     return 0
 
 
@@ -51,10 +53,11 @@ def add_finetune_command(commands) -> None:
     add_flag(sub, "model", required=True, metavar="SRC",
              help="experiment dir, model folder or checkpoint with PyTorch weights")
     add_flag(sub, "config", default=None, help="config.yaml for a checkpoint")
-    add_flag(sub, "data", required=True, metavar="DIR", help="wav.scp + utt2spk (+ segments)")
+    add_flag(sub, "data", required=True, metavar="DIR",
+             help="wav.scp + utt2spk (+ segments), or one folder of audio files per speaker")
     add_flag(sub, "out", required=True, metavar="OUT", help="the new model folder")
     add_flag(sub, "mix_data", default=None, metavar="DIR2",
-             help="original-domain data (wav.scp + utt2spk) mixed into training")
+             help="original-domain data (as DIR) mixed into training")
     add_flag(sub, "epochs", type=int, default=None, help=f"default {defaults.epochs}")
     add_flag(sub, "lr", type=float, default=None,
              help=f"peak learning rate as applied (Adam), default {defaults.lr:g}")
@@ -76,7 +79,9 @@ def add_finetune_command(commands) -> None:
     add_flag(sub, "num_avg", type=int, default=None,
              help=f"last checkpoints averaged, default {defaults.num_avg}")
     add_flag(sub, "seed", type=int, default=None, help=f"default {defaults.seed}")
-    add_flag(sub, "device", default=None, help="cpu, cuda or cuda:N (default: a GPU if any)")
+    add_flag(sub, "device", default=None,
+             help="auto, cpu, cuda or cuda:N (default, like auto: a GPU if any, else the CPU); a "
+                  "device this machine lacks is refused before anything is written")
     sub.add_argument("--overwrite", action="store_true",
                      help="replace OUT when it holds another run")
     add_common_flags(sub)

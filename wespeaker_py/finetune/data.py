@@ -1,9 +1,11 @@
 """The fine-tuning data: a Kaldi folder read, checked, split into train and dev, and listed.
 
 DIR holds ``wav.scp`` and ``utt2spk`` (``segments``, ``utt recording start end``,
-optional: then wav.scp lists recordings). A speaker-disjoint dev part (speakers
-with two or more utterances, drawn with a fixed seed) gives every pair of its
-utterances as trials; the rest trains. Speakers with one utterance only train.
+optional: then wav.scp lists recordings), or, without a wav.scp, one folder of audio
+files per speaker (:mod:`~wespeaker_py.finetune.speaker_folders`). A speaker-disjoint
+dev part (speakers with two or more utterances, drawn with a fixed seed, each sample
+rate of the data among them when it can be) gives every pair of its utterances as
+trials; the rest trains. Speakers with one utterance only train.
 :func:`list_digests` tells a folder's lists apart from the same folder edited.
 """
 from __future__ import annotations
@@ -12,13 +14,17 @@ import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
 from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, segment_outside
-from wespeaker_py.dataset.lists import TableEntry, read_utterance_table, write_raw_list
+from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, read_utterance_table,
+                                        write_raw_list)
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.finetune.speaker_folders import (LISTS, SpeakerFolderError,
+                                                   SpeakerFolderListing, list_speaker_folders,
+                                                   table_digest)
 from wespeaker_py.scoring.make_trials import Trial, all_pair_trials
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
@@ -31,6 +37,9 @@ logger = get_logger(__name__)
 # the fewest dev trials of each kind an EER (and a calibration) is measured on
 MIN_DEV_TARGET_TRIALS = 10
 MIN_DEV_NONTARGET_TRIALS = 10
+# below these a dev EER and its calibration rest on few trials: said in a warning
+FEW_DEV_SPEAKERS = 5
+FEW_DEV_TARGET_TRIALS = 50
 # held-out share of the speakers with two or more utterances when --dev_speakers is not given
 DEV_SHARE = 0.2
 SPLIT_SEED = 777
@@ -56,6 +65,9 @@ class FinetuneData:
     single_utterance_speakers: int = 0
     mix_source: Optional[str] = None  # --mix_data: original-domain data that only trains
     mix_utterances: int = 0
+    dev_rates: Dict[int, int] = field(default_factory=dict)  # dev utterances by file rate
+    # "data" / "mix_data": the folder's utterances listed from its speaker folders
+    listings: Dict[str, SpeakerFolderListing] = field(default_factory=dict)
 
     @property
     def train_speakers(self) -> List[str]:
@@ -68,11 +80,14 @@ class FinetuneData:
     def summary(self) -> Dict[str, object]:
         """What finetune.json records about the data."""
         targets = sum(label == "target" for _, _, label in self.trials)
-        return {"dir": self.source, "sample_rate": self.sample_rate,
+        return {"dir": self.source, "speaker_folders": "data" in self.listings,
+                "sample_rate": self.sample_rate,
                 "files_by_rate": {str(rate): count for rate, count in sorted(self.rates.items())},
                 "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
                 "single_utterance_speakers": self.single_utterance_speakers,
                 "dev_speakers": len(self.dev_speakers), "dev_utterances": len(self.dev),
+                "dev_utterances_by_rate": {str(rate): count
+                                           for rate, count in sorted(self.dev_rates.items())},
                 "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
                 "dev_target_trials": targets, "dev_nontarget_trials": len(self.trials) - targets}
 
@@ -95,12 +110,39 @@ def _read_segments(path: str) -> Dict[str, Tuple[str, float, float]]:
     return segments
 
 
-def _read_entries(data_dir: str) -> List[TableEntry]:
+def _listed_speaker_folders(data_dir: str) -> SpeakerFolderListing:
+    """The utterances of a DIR without wav.scp, from its speaker folders; a
+    :class:`FinetuneDataError` naming both layouts when it has none with audio."""
+    if not os.path.isdir(data_dir):
+        raise FinetuneDataError(f"{data_dir} does not exist, or is not a folder")
+    try:
+        listing = list_speaker_folders(data_dir)
+    except SpeakerFolderError as error:
+        raise FinetuneDataError(str(error)) from None
+    if not listing.entries:
+        raise FinetuneDataError(
+            f"{data_dir} has no wav.scp, nor speaker folders with audio files: give a Kaldi "
+            f"folder (wav.scp and utt2spk, segments optional) or a folder with one folder "
+            f"per speaker holding their audio files ({data_dir}/<speaker>/<name>.wav; "
+            f"{', '.join(sorted(AUDIO_EXTENSIONS))}, at any depth)")
+    logger.info("%s has no wav.scp: %d speaker folders with %d audio files are its "
+                "utterances, keyed by their path below it (<speaker>/...)%s", data_dir,
+                listing.speakers, len(listing.entries),
+                f"; {listing.other_files} other files left out" if listing.other_files else "")
+    return listing
+
+
+def _read_entries(data_dir: str) -> Tuple[List[TableEntry], Optional[SpeakerFolderListing]]:
+    """DIR's utterances, and its listing when they came from speaker folders (no
+    wav.scp)."""
     wav_scp, utt2spk = (os.path.join(data_dir, name) for name in ("wav.scp", "utt2spk"))
-    for path in (wav_scp, utt2spk):
-        if not os.path.isfile(path):
-            raise FinetuneDataError(f"{path} does not exist (a data folder needs wav.scp and "
-                                    f"utt2spk)")
+    if not os.path.isfile(wav_scp):
+        listing = _listed_speaker_folders(data_dir)
+        return listing.entries, listing
+    if not os.path.isfile(utt2spk):
+        raise FinetuneDataError(f"{utt2spk} does not exist (a data folder needs wav.scp and "
+                                f"utt2spk; or, without a wav.scp, one folder of audio files "
+                                f"per speaker)")
     segments_path = os.path.join(data_dir, "segments")
     if not os.path.isfile(segments_path):
         entries = read_utterance_table(wav_scp, utt2spk)
@@ -117,7 +159,7 @@ def _read_entries(data_dir: str) -> List[TableEntry]:
                                       vad=((start, end),)))
     # wav paths relative to the data folder, as in the mini recipe's corpus
     return [TableEntry(entry.key, entry.spk, resolve_wav(entry.wav, data_dir), entry.vad)
-            for entry in entries]
+            for entry in entries], None
 
 
 def _headers(entries: Sequence[TableEntry], wav_scp: str,
@@ -186,7 +228,28 @@ def _segments_within(entries: List[TableEntry], headers: Dict[str, Tuple[int, in
     return kept
 
 
-def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> List[str]:
+def _most_common_rate(counts: Mapping[int, int]) -> int:
+    """The rate of most files (a tie: the higher)."""
+    return max(counts, key=lambda rate: (counts[rate], rate))
+
+
+def _speaker_rates(entries: Sequence[TableEntry], headers: Dict[str, Tuple[int, int]]
+                   ) -> Dict[str, int]:
+    """Each speaker's rate: that of most of their utterances' files (a tie: the higher);
+    a speaker none of whose file headers was read (pipes) has none."""
+    counts: Dict[str, Counter] = defaultdict(Counter)
+    for entry in entries:
+        if entry.wav in headers:
+            counts[entry.spk][headers[entry.wav][1]] += 1
+    return {spk: _most_common_rate(rates) for spk, rates in counts.items()}
+
+
+def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int],
+                speaker_rates: Mapping[str, int]) -> List[str]:
+    """The dev speakers, drawn with :data:`SPLIT_SEED` from those with two or more
+    utterances. Candidates at several rates (``speaker_rates``): one speaker of each rate
+    first (of the rates with the most candidates, when fewer speakers are wanted than
+    there are rates), then the rest from all."""
     eligible = sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
     wanted = (max(2, round(DEV_SHARE * len(eligible))) if dev_speakers is None
               else dev_speakers)
@@ -195,7 +258,62 @@ def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int]) -> 
     if wanted > len(eligible):
         raise FinetuneDataError(f"{wanted} dev speakers asked for, but only {len(eligible)} "
                                 f"speakers have two or more utterances")
-    return sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
+    draw = random.Random(SPLIT_SEED)
+    by_rate: Dict[int, List[str]] = defaultdict(list)
+    for spk in eligible:
+        if spk in speaker_rates:
+            by_rate[speaker_rates[spk]].append(spk)
+    if len(by_rate) < 2:
+        return sorted(draw.sample(eligible, wanted))
+    rates = sorted(by_rate, key=lambda rate: (-len(by_rate[rate]), -rate))[:wanted]
+    chosen = [draw.choice(by_rate[rate]) for rate in rates]
+    rest = [spk for spk in eligible if spk not in chosen]
+    return sorted(chosen + draw.sample(rest, wanted - len(chosen)))
+
+
+def _warn_mixed_rates(where: str, rates: Mapping[int, int], target: int,
+                      rate_given: bool) -> None:
+    """Say that files at several ``rates`` are all resampled to ``target``; files below it
+    are upsampled with their top band empty, and, unless the rate was given
+    (``--sample_rate``, or a front-end that takes one rate), the lowest rate is suggested
+    for narrow-band audio to score."""
+    below = {rate: count for rate, count in rates.items() if rate < target}
+    message = (f"{where} holds files at "
+               + ", ".join(f"{rate} ({count} files)" for rate, count in sorted(rates.items()))
+               + f" Hz: all are resampled to {target} Hz")
+    if below:
+        lowest = min(below)
+        message += (f"; the {sum(below.values())} files below {target} Hz are upsampled, "
+                    f"with nothing above half their own rate")
+        if not rate_given:
+            message += (f". If the audio the new model is to score is narrow-band (calls at "
+                        f"{lowest} Hz), give --sample_rate {lowest} to train a model at "
+                        f"{lowest} Hz (the other files are then downsampled)")
+    logger.warning("%s", message)
+
+
+def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: int,
+                    most_dev_speakers: int) -> None:
+    """Warn when the dev part is below :data:`FEW_DEV_SPEAKERS` speakers or
+    :data:`FEW_DEV_TARGET_TRIALS` target trials; ``most_dev_speakers``: the most
+    ``--dev_speakers`` the data allows."""
+    if dev_speakers >= FEW_DEV_SPEAKERS and targets >= FEW_DEV_TARGET_TRIALS:
+        return
+    more = (f"hold out more with --dev_speakers (up to {most_dev_speakers} here)"
+            if most_dev_speakers > dev_speakers else
+            "more speakers with two or more utterances would give more")
+    logger.warning("%s: the dev part has %d speakers, %d target trials and %d nontarget "
+                   "trials (those from %d speaker pair(s)): its EER and minDCF, and the "
+                   "calibration fitted on them, rest on few trials (below %d speakers or %d "
+                   "target trials); %s", data_dir, dev_speakers, targets, nontargets,
+                   dev_speakers * (dev_speakers - 1) // 2, FEW_DEV_SPEAKERS,
+                   FEW_DEV_TARGET_TRIALS, more)
+
+
+def _list_name(folder: str, name: str, listing: Optional[SpeakerFolderListing]) -> str:
+    """How messages name the list ``name`` of ``folder``: the file, or the folder when its
+    lists were made from speaker folders."""
+    return f"{folder} (speaker folders)" if listing else os.path.join(folder, name)
 
 
 def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
@@ -208,35 +326,39 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     :data:`MIN_DEV_NONTARGET_TRIALS`, and a wav.scp of only pipes (whose rate
     cannot be read) unless ``sample_rate``, the rate to train at, is given. Utterances
     whose segment lies past the end of its recording are left out (and counted in a
-    warning) before the split, so these checks count what is left.
+    warning) before the split, so these checks count what is left. A dev part below
+    :data:`FEW_DEV_SPEAKERS` speakers or :data:`FEW_DEV_TARGET_TRIALS` target trials
+    is warned about.
     ``mix_dir`` (original-domain data) only trains: its utterances and speakers
     join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
+    Either folder may be a Kaldi folder or a folder of speaker folders.
     """
     try:
-        entries = _read_entries(data_dir)
-        mixed = [TableEntry("mix-" + entry.key, "mix-" + entry.spk, entry.wav, entry.vad)
-                 for entry in (_read_entries(mix_dir) if mix_dir else [])]
+        entries, listing = _read_entries(data_dir)
+        mix_entries, mix_listing = _read_entries(mix_dir) if mix_dir else ([], None)
     except DataFormatError as error:
         raise FinetuneDataError(str(error)) from None
+    mixed = [TableEntry("mix-" + entry.key, "mix-" + entry.spk, entry.wav, entry.vad)
+             for entry in mix_entries]
     # headers and segment bounds are read now: a segment past its recording's end is left
     # out before the split, so the checks below count only what can train and be scored
-    wav_scp = os.path.join(data_dir, "wav.scp")
+    wav_scp = _list_name(data_dir, "wav.scp", listing)
     headers = _headers(entries, wav_scp)
     listed, entries = len(entries), _segments_within(entries, headers, data_dir)
     if listed and not entries:
         raise FinetuneDataError(f"{data_dir}/segments: none of its {listed} segments lies "
                                 f"within its recording (see the warning above); correct their "
                                 f"start and end times")
-    mix_headers = _headers(mixed, os.path.join(mix_dir, "wav.scp"), "in training") \
-        if mixed else {}
+    mix_headers = _headers(mixed, _list_name(mix_dir, "wav.scp", mix_listing),
+                           "in training") if mixed else {}
     mixed = _segments_within(mixed, mix_headers, mix_dir) if mixed else []
     spk2utts: Dict[str, List[str]] = defaultdict(list)
     for entry in entries:
         spk2utts[entry.spk].append(entry.key)
     if len(spk2utts) < 2:
-        raise FinetuneDataError(f"{data_dir}/utt2spk has {len(spk2utts)} speaker(s); "
-                                f"fine-tuning needs at least 2")
-    dev_set = set(_choose_dev(spk2utts, dev_speakers))
+        raise FinetuneDataError(f"{_list_name(data_dir, 'utt2spk', listing)} has "
+                                f"{len(spk2utts)} speaker(s); fine-tuning needs at least 2")
+    dev_set = set(_choose_dev(spk2utts, dev_speakers, _speaker_rates(entries, headers)))
     train = [entry for entry in entries if entry.spk not in dev_set]
     dev = [entry for entry in entries if entry.spk in dev_set]
     if len({entry.spk for entry in train}) < 2:
@@ -250,6 +372,8 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
             f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
+    _warn_small_dev(data_dir, len(dev_set), targets, len(trials) - targets,
+                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
     own_rates = _rate_counts(headers)
     if not own_rates and not any(is_pipe(entry.wav) for entry in entries):
         raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
@@ -257,13 +381,11 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     if not own_rates and sample_rate is None:
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
-    rate = max(own_rates, key=lambda r: (own_rates[r], r)) if own_rates else None
+    rate = _most_common_rate(own_rates) if own_rates else None
     rates = Counter(own_rates) + Counter(_rate_counts(mix_headers))
     if len(rates) > 1:
-        logger.warning("%s holds files at %s Hz: all are resampled to %d Hz",
-                       data_dir + (f" (with {mix_dir})" if mix_dir else ""),
-                       ", ".join(f"{r} ({n} files)" for r, n in sorted(rates.items())),
-                       sample_rate or rate)
+        _warn_mixed_rates(data_dir + (f" (with {mix_dir})" if mix_dir else ""), rates,
+                          sample_rate or rate, sample_rate is not None)
     if mixed:
         logger.info("%d utterances of %d speakers of %s train too", len(mixed),
                     len({entry.spk for entry in mixed}), mix_dir)
@@ -271,25 +393,48 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     singles = sum(len(utts) == 1 for utts in spk2utts.values())
     if singles:
         logger.info("%d speaker(s) with one utterance: used for training only", singles)
+    listings = {role: found for role, found in (("data", listing), ("mix_data", mix_listing))
+                if found}
     return FinetuneData(source=os.path.abspath(data_dir), train=train, dev=dev, trials=trials,
                         sample_rate=rate, rates=dict(rates), single_utterance_speakers=singles,
                         mix_source=os.path.abspath(mix_dir) if mix_dir else None,
-                        mix_utterances=len(mixed))
+                        mix_utterances=len(mixed),
+                        dev_rates=dict(Counter(headers[entry.wav][1] for entry in dev
+                                               if entry.wav in headers)),
+                        listings=listings)
 
 
-def list_digests(data_dir: str, mix_dir: Optional[str] = None) -> Dict[str, str]:
+def list_digests(data: FinetuneData) -> Dict[str, str]:
     """SHA-256 of the content of each list the data is read from (:data:`LIST_NAMES`,
-    ``data/wav.scp``, ``mix_data/utt2spk``, ...): a folder edited in place differs.
+    ``data/wav.scp``, ``mix_data/utt2spk``, ...): a folder edited in place differs. For a
+    folder of speaker folders, those of the lists made from them (a file added, removed or
+    renamed differs).
 
     The content, not the files' times: a list touched or copied unchanged is the same.
     """
     digests = {}
-    for role, folder in (("data", data_dir), ("mix_data", mix_dir)):
+    for role, folder in (("data", data.source), ("mix_data", data.mix_source)):
+        listing = data.listings.get(role)
         for name in LIST_NAMES if folder else ():
             path = os.path.join(folder, name)
-            if os.path.isfile(path):
+            if listing and name in LISTS:
+                digests[f"{role}/{name}"] = table_digest(listing.rows(name))
+            elif not listing and os.path.isfile(path):
                 digests[f"{role}/{name}"] = file_digest(path)
     return digests
+
+
+def write_speaker_folder_lists(data: FinetuneData, folder: str) -> Dict[str, str]:
+    """Write the ``wav.scp`` and ``utt2spk`` made for each data folder read from speaker
+    folders into ``folder/<role>`` (``data``, ``mix_data``); return ``{role: that folder}``
+    (a Kaldi folder the other commands take)."""
+    written = {}
+    for role, listing in data.listings.items():
+        written[role] = os.path.join(folder, role)
+        os.makedirs(written[role], exist_ok=True)
+        for name in LISTS:
+            write_table(os.path.join(written[role], name), listing.rows(name))
+    return written
 
 
 def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:

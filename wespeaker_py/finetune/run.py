@@ -8,18 +8,23 @@ OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
 ``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
 trials) and ``finetune.json`` (what was done, and the dev figures before and
 after), written only once the new model is evaluated and calibrated (until then
-it is the last phase's experiment folder). ``OUT/work`` keeps the lists and each
+it is the last phase's experiment folder); a new model worse on dev than the
+source is written too, with a warning. The end of a run logs the summary line of
+:mod:`~wespeaker_py.finetune.report` and the next steps for the source's companion
+files, which do not carry over. ``OUT/work`` keeps the lists and each
 phase's experiment folder: a killed (or failed) run, started again with the same
 arguments, resumes from the newest checkpoint (the trainer's resume); a finished
 one is left as it is. The same arguments: ``work/request.json`` records them with
-a digest of each data list (wav.scp, utt2spk, segments), so that a data folder
-edited in place is another request. OUT never holds the run's inputs, and
+a digest of each data list (wav.scp, utt2spk, segments; for a folder of speaker
+folders, of the lists made from it, written to ``work/lists``), so that a data
+folder edited in place is another request. OUT never holds the run's inputs, and
 ``overwrite`` only replaces an earlier fine-tuning run (a folder with
 ``work/request.json``).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -40,7 +45,8 @@ from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR
                                           chosen_rate, phase_config, phases, source_rate,
                                           with_loader_options_of)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
-                                        write_lists)
+                                        write_lists, write_speaker_folder_lists)
+from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
@@ -56,6 +62,9 @@ logger = get_logger(__name__)
 
 REPORT_NAME = "finetune.json"
 INIT_NAME = "init_body.pt"
+# the dev embedding passes show a progress bar from this much dev audio on (a few seconds
+# of embedding for the mini recipe's ECAPA-TDNN on two CPU threads; more for larger models)
+DEV_PROGRESS_SECONDS = 300.0
 # a phase stopped by a signal resumes from its newest checkpoint when the run starts again
 RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
 WEIGHTS_NOTE = (
@@ -285,13 +294,25 @@ def _dev_audio(data: FinetuneData, rate: int) -> Tuple[DevAudio, Dict[str, str]]
     return audio, skipped
 
 
-def _score_dev(model, audio: DevAudio, trials: List) -> Dict[str, Any]:
-    """EER, minDCF, scores and labels of ``model`` on the dev ``trials`` whose utterances
-    it embedded, and the rates below the model's that their audio was heard at."""
+def _dev_seconds(audio: DevAudio) -> float:
+    """The length of the dev audio, in seconds."""
+    return sum(len(samples) / heard for heard, group in audio.items()
+               for samples in group.values())
+
+
+def _score_dev(model, audio: DevAudio, trials: List, what: str) -> Dict[str, Any]:
+    """EER, minDCF, scores and labels of ``model`` (``what``: the source, the new model)
+    on the dev ``trials`` whose utterances it embedded, and the rates below the model's
+    that their audio was heard at. A progress bar from :data:`DEV_PROGRESS_SECONDS` of
+    audio on."""
     embeddings: Dict[str, np.ndarray] = {}
     heard_rates: Dict[str, int] = {}
+    seconds = _dev_seconds(audio)
+    logger.info("embedding the %d dev utterances (%.1f min of audio) with %s",
+                sum(len(group) for group in audio.values()), seconds / 60, what)
     for heard, group in sorted(audio.items()):
-        results = model.embed_many(group, sample_rate=heard, progress=False)
+        results = model.embed_many(group, sample_rate=heard,
+                                   progress=seconds >= DEV_PROGRESS_SECONDS)
         embeddings.update(results.embeddings)
         heard_rates.update(results.heard_rates)
     scores, labels, rates = [], [], set()
@@ -313,6 +334,41 @@ def _score_dev(model, audio: DevAudio, trials: List) -> Dict[str, Any]:
             "heard_rates": rates}
 
 
+class _RecipeMeanVectorNote(logging.Filter):
+    """Holds back :func:`~wespeaker_py.api.load_model`'s note that an experiment folder's
+    recipe scored with a mean vector, which advises ``mean_vec=`` (``--mean_vec``): the
+    dev scores of the source and of the new model are both cosines without one, which
+    finetune says in its own words. ``seen``: a note was held back."""
+
+    NOTE_FUNCTION = "_note_recipe_mean_vectors"   # where wespeaker_py.api.loading logs it
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == self.NOTE_FUNCTION:
+            self.seen = True
+            return False
+        return True
+
+
+def _load_source(source: str, device: Optional[str], config: Optional[str]):
+    """The source model, for the dev figures before fine-tuning."""
+    loading_logger = logging.getLogger("wespeaker_py.api.loading")
+    note = _RecipeMeanVectorNote()
+    loading_logger.addFilter(note)
+    try:
+        model = load_model(source, device=device, config=config)
+    finally:
+        loading_logger.removeFilter(note)
+    if note.seen:
+        logger.info("%s: its recipe scored with a mean vector subtracted; the dev scores "
+                    "before and after fine-tuning are cosines without one, as the new model "
+                    "scores", source)
+    return model
+
+
 def _publish(staged_dir: str, out_dir: str) -> None:
     """Copy the evaluated model's ``config.yaml`` and ``avg_model.pt`` from the experiment
     folder ``staged_dir`` into OUT, each file atomically."""
@@ -332,8 +388,11 @@ def finetune(source: str, data_dir: str, out_dir: str,
     ``source``: anything with PyTorch weights that :func:`~wespeaker_py.api.load_model`
     takes (``config`` for a bare checkpoint). ``mix_data``: a Kaldi folder of
     original-domain data whose speakers train too (never dev). Returns the
-    ``finetune.json`` record. Computes with ``num_threads`` CPU threads (default: the
-    rule of :mod:`wespeaker_py.utils.threads`).
+    ``finetune.json`` record, whose summary line (the command's) is logged at INFO; a
+    new model whose dev EER is above the source's is written all the same, with a
+    warning. ``data_dir`` may also be a folder of speaker folders
+    (:mod:`~wespeaker_py.finetune.speaker_folders`). Computes with ``num_threads`` CPU
+    threads (default: the rule of :mod:`wespeaker_py.utils.threads`).
     Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
     that is or holds one of the inputs, or holds other files than a fine-tuning run,
     :class:`OutputExistsError`, as does one holding a run with other arguments unless
@@ -360,16 +419,21 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     rate = rate or data.sample_rate
     request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
                "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
-               "lists": list_digests(data_dir, mix_data)}
+               "lists": list_digests(data)}
     _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
         logger.info("%s already holds this fine-tuning run", out_dir)
         with open(report_path, encoding="utf-8") as handle:
-            return json.load(handle)
+            report = json.load(handle)
+        logger.info("%s", summary_line(report, out_dir))
+        return report
     started = time.time()
     work = os.path.join(out_dir, WORK_DIR)
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
+    # a folder of speaker folders: the Kaldi lists made of it, for the other commands
+    kaldi_data = write_speaker_folder_lists(data, os.path.join(work, "lists")).get(
+        "data", data_dir)
     init = os.path.join(work, INIT_NAME)
     _write_body_init(checkpoint, init,
                      _rate_bound_buffers(source_config.get("dataset_args") or {}, rate))
@@ -404,9 +468,10 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     train_seconds = time.time() - started
 
     audio, skipped = _dev_audio(data, rate)
-    before = _score_dev(load_model(source, device=device, config=config), audio, data.trials)
+    before = _score_dev(_load_source(source, device, config), audio, data.trials,
+                        "the source")
     tuned = load_model(final_dir, device=device)
-    after = _score_dev(tuned, audio, data.trials)
+    after = _score_dev(tuned, audio, data.trials, "the new model")
     calibration = tuned.calibration_of_scores(after["scores"], after["labels"],
                                               os.path.abspath(trials_path), after["heard_rates"])
     _publish(final_dir, out_dir)
@@ -419,11 +484,17 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
               "source_sample_rate": source_rate(source_config.get("dataset_args") or {}),
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
-              "dev": figures, "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
+              "dev": dict(figures, worse_than_source=worse_than_source(figures),
+                          heard_by_rate={str(heard): len(group)
+                                         for heard, group in sorted(audio.items())}),
+              "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
+    report["next_steps"] = next_steps(source, out_dir, kaldi_data, report)
     with atomic_open(report_path, "w", encoding="utf-8") as out:
         json.dump(report, out, indent=2)
         out.write("\n")
-    logger.info("dev EER %.2f%% before, %.2f%% after; %s written", 100 * before["eer"],
-                100 * after["eer"], out_dir)
+    warn_if_worse(report, out_dir)
+    logger.info("%s", summary_line(report, out_dir))
+    if report["next_steps"]:
+        logger.info("%s", report["next_steps"])
     return report

@@ -1,0 +1,163 @@
+"""Fine-tuning's data: a folder of speaker folders taken as DIR, the dev speakers drawn
+from each sample rate of the data, and the warnings on mixed rates and a small dev part.
+
+Nothing trains: the data is read, or a run stops where its first phase would train.
+"""
+import json
+import logging
+import os
+import random
+import shutil
+
+import pytest
+import soundfile as sf
+
+from train_helpers import make_speaker_corpus
+from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
+from wespeaker_py.finetune.data import SPLIT_SEED, _choose_dev, read_finetune_data
+from wespeaker_py.utils.paths import file_digest
+
+
+def _kaldi_folder(root, num_spks, rate_of=lambda spk: 16000):
+    """``num_spks`` speakers x 4 utterances (wav.scp, utt2spk); speaker ``spkN``'s files at
+    ``rate_of("spkN")``."""
+    corpus = make_speaker_corpus(str(root), num_spks=num_spks, utts_per_spk=4, seconds=1.0)
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for key, spk in (line.split() for line in open(corpus["utt2spk"])):
+            path = os.path.join(root, "wav", key + ".wav")
+            if rate_of(spk) != 16000:
+                samples, old_rate = sf.read(path, dtype="int16")
+                sf.write(path, samples[::old_rate // rate_of(spk)], rate_of(spk),
+                         subtype="PCM_16")
+            scp.write(f"{key} {path}\n")
+    return str(root)
+
+
+def _speaker_folders(root):
+    """4 speakers x 4 utterances as ``root/<speaker>/...``: two of each speaker's files one
+    folder deeper, one as flac; beside them a text file and a hidden file."""
+    corpus = _kaldi_folder(str(root) + "_corpus", 4)
+    for key, spk in (line.split() for line in open(os.path.join(corpus, "utt2spk"))):
+        number = int(key[-1])
+        folder = os.path.join(root, spk, "session1" if number < 2 else "")
+        os.makedirs(folder, exist_ok=True)
+        samples, rate = sf.read(os.path.join(corpus, "wav", key + ".wav"), dtype="int16")
+        name = f"{key}.flac" if number == 3 else f"{key}.wav"
+        sf.write(os.path.join(folder, name), samples, rate)
+        open(os.path.join(root, spk, "notes.txt"), "w").write("recorded in 2024")
+        open(os.path.join(root, spk, "._" + key + ".wav"), "w").write("a resource fork")
+    return str(root)
+
+
+# ---- 5: DIR/<speaker>/<files> ---------------------------------------------------------------
+
+def test_speaker_folders_are_a_data_folder_keyed_by_their_paths(tmp_path, caplog):
+    data = _speaker_folders(tmp_path / "calls")
+    with caplog.at_level(logging.INFO):
+        split = read_finetune_data(data)
+    entries = split.train + split.dev
+    assert len(entries) == 16 and len(split.train_speakers + split.dev_speakers) == 4
+    keys = {entry.key: entry for entry in entries}
+    assert "spk0/session1/spk0-utt0.wav" in keys and "spk0/spk0-utt3.flac" in keys
+    assert keys["spk0/session1/spk0-utt1.wav"].spk == "spk0"
+    assert keys["spk2/spk2-utt2.wav"].wav == os.path.join(data, "spk2", "spk2-utt2.wav")
+    assert (f"{data} has no wav.scp: 4 speaker folders with 16 audio files are its "
+            f"utterances, keyed by their path below it (<speaker>/...); 4 other files left "
+            f"out") in caplog.text
+    assert split.summary()["speaker_folders"] is True
+
+
+def test_a_path_with_whitespace_is_refused_naming_it(tmp_path):
+    data = _speaker_folders(tmp_path / "calls")
+    spaced = os.path.join(data, "spk1", "take two.wav")
+    shutil.copy(os.path.join(data, "spk1", "spk1-utt2.wav"), spaced)
+    with pytest.raises(FinetuneDataError, match=f"{spaced}: its path below {data} holds "
+                                                f"whitespace"):
+        read_finetune_data(data)
+
+
+def test_a_folder_of_neither_layout_names_both(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "spk0").mkdir(parents=True)
+    (empty / "spk0" / "notes.txt").write_text("no audio")
+    with pytest.raises(FinetuneDataError, match=r"has no wav.scp, nor speaker folders with "
+                                                r"audio files: give a Kaldi folder \(wav.scp "
+                                                r"and utt2spk, segments optional\) or a folder "
+                                                r"with one folder per speaker"):
+        read_finetune_data(str(empty))
+
+
+def test_a_speaker_folder_run_writes_its_lists_and_a_changed_folder_is_another_request(
+        source_model, tmp_path, first_phase):
+    data, out = _speaker_folders(tmp_path / "calls"), str(tmp_path / "out")
+    options = FinetuneOptions(epochs=1, dev_speakers=2)
+    config = first_phase(source_model, data, out, options)
+    lists = os.path.join(out, "work", "lists", "data")
+    scp = dict(line.split() for line in open(os.path.join(lists, "wav.scp")))
+    assert scp["spk3/spk3-utt2.wav"] == os.path.join(data, "spk3", "spk3-utt2.wav")
+    utt2spk = dict(line.split() for line in open(os.path.join(lists, "utt2spk")))
+    assert utt2spk["spk3/session1/spk3-utt0.wav"] == "spk3" and len(utt2spk) == 16
+    trained = {line.split()[0] for line in open(config["train_label"])}
+    assert trained < set(utt2spk)
+    # the request records the digests of the lists written
+    request = json.load(open(os.path.join(out, "work", "request.json")))
+    assert request["lists"] == {f"data/{name}": file_digest(os.path.join(lists, name))
+                                for name in ("wav.scp", "utt2spk")}
+    # the same folder again resumes; a file added makes it another request
+    first_phase(source_model, data, out, options)
+    shutil.copy(os.path.join(data, "spk1", "spk1-utt2.wav"), os.path.join(data, "spk1", "x.wav"))
+    with pytest.raises(OutputExistsError, match=r"differs in lists.data/utt2spk, "
+                                                r"lists.data/wav.scp"):
+        finetune(source_model, data, out, options, device="cpu")
+
+
+# ---- 2: the dev speakers come from each rate; the mixed-rate warning's advice -------------
+
+def test_dev_speakers_are_drawn_from_each_rate_and_counted_by_rate(tmp_path):
+    # 8 speakers at 16 kHz and 2 at 8 kHz: the seed alone draws two 16 kHz speakers
+    data = _kaldi_folder(tmp_path / "mixed", 10,
+                         rate_of=lambda spk: 8000 if spk in ("spk8", "spk9") else 16000)
+    eligible = sorted(f"spk{number}" for number in range(10))
+    assert sorted(random.Random(SPLIT_SEED).sample(eligible, 2)) == ["spk3", "spk7"]
+    split = read_finetune_data(data)
+    assert len(split.dev_speakers) == 2
+    assert {"spk8", "spk9"} & set(split.dev_speakers)
+    assert split.dev_rates == {8000: 4, 16000: 4}
+    assert split.summary()["dev_utterances_by_rate"] == {"8000": 4, "16000": 4}
+
+
+def test_single_rate_data_draws_the_dev_speakers_of_the_seed_alone():
+    spk2utts = {f"spk{number}": ["a", "b"] for number in range(10)}
+    by_seed = sorted(random.Random(SPLIT_SEED).sample(sorted(spk2utts), 2))
+    assert _choose_dev(spk2utts, None, {spk: 16000 for spk in spk2utts}) == by_seed
+    assert _choose_dev(spk2utts, None, {}) == by_seed   # pipes: no rate read
+
+
+def test_files_below_the_rate_suggest_training_at_the_lower_rate(tmp_path, caplog):
+    data = _kaldi_folder(tmp_path / "mixed", 10,
+                         rate_of=lambda spk: 8000 if spk in ("spk8", "spk9") else 16000)
+    read_finetune_data(data)
+    assert ("the 8 files below 16000 Hz are upsampled, with nothing above half their own "
+            "rate. If the audio the new model is to score is narrow-band (calls at 8000 Hz), "
+            "give --sample_rate 8000") in caplog.text
+    caplog.clear()
+    read_finetune_data(data, sample_rate=16000)   # the rate was given: no advice
+    assert "upsampled" in caplog.text and "--sample_rate" not in caplog.text
+
+
+# ---- 7: a small dev part is said to be one ---------------------------------------------------
+
+def test_a_small_dev_part_is_warned_about(tmp_path, caplog):
+    data = _kaldi_folder(tmp_path / "six", 6)
+    read_finetune_data(data)
+    assert (f"{data}: the dev part has 2 speakers, 12 target trials and 16 nontarget trials "
+            f"(those from 1 speaker pair(s)): its EER and minDCF, and the calibration fitted "
+            f"on them, rest on few trials (below 5 speakers or 50 target trials); hold out "
+            f"more with --dev_speakers (up to 4 here)") in caplog.text
+    caplog.clear()
+    big = _kaldi_folder(tmp_path / "many", 40)
+    read_finetune_data(big)                       # 8 dev speakers: 48 target trials
+    assert "the dev part has 8 speakers, 48 target trials" in caplog.text
+    caplog.clear()
+    read_finetune_data(big, dev_speakers=10)      # 60 target trials
+    assert "the dev part has" not in caplog.text

@@ -1,0 +1,181 @@
+"""What a fine-tuning run says at its end: the summary line (printed by the command, logged
+by ``finetune()``), the warning when the new model is worse on dev than the source, the
+rate the dev audio was heard at, the next steps for the source's companion files, the
+source's recipe mean vector, and the dev embedding's progress bar."""
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from train_helpers import make_speaker_corpus
+from wespeaker_py.api import load_model
+from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.main import _main
+from wespeaker_py.finetune import FinetuneOptions, finetune
+from wespeaker_py.finetune import run as finetune_run
+from wespeaker_py.finetune.data import read_finetune_data
+from wespeaker_py.finetune.report import next_steps, summary_line
+
+TINY_FLAGS = ["--epochs", "2", "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
+              "--num_avg", "1", "--device", "cpu", "--num_threads", "1"]
+TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
+
+
+def _data(root):
+    """6 speakers x 4 utterances at 16 kHz: wav.scp and utt2spk."""
+    corpus = make_speaker_corpus(str(root), num_spks=6, utts_per_spk=4, seconds=1.0)
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for key in (line.split()[0] for line in open(corpus["utt2spk"])):
+            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    return str(root)
+
+
+def _report(**dev_by_rate):
+    """A finetune.json record of a 16 kHz run with the given dev utterances by rate."""
+    return {"options": {"lr": 0.001}, "phases": [{"freeze": "none"}], "sample_rate": 16000,
+            "data": {"dev_speakers": 5, "dev_utterances": sum(dev_by_rate.values()),
+                     "dev_utterances_by_rate": {rate[2:]: n for rate, n in dev_by_rate.items()},
+                     "files_by_rate": {"8000": 77, "16000": 80}},
+            "dev": {"before": {"eer": 0.0345, "min_dcf": 0.034, "trials": 171},
+                    "after": {"eer": 0.2069, "min_dcf": 0.759, "trials": 171}}}
+
+
+# ---- 1, 3: the summary line -----------------------------------------------------------------
+
+def test_the_summary_says_a_worse_model_plainly_and_the_dev_rates():
+    report = _report(hz8000=8, hz16000=11)
+    assert summary_line(report, "ft2") == (
+        "dev (5 speakers, 19 utterances: 8 at 8000 Hz, 11 at 16000 Hz; 171 trials): EER "
+        "3.45% before, 20.69% after; minDCF 0.034 before, 0.759 after; WORSE than the "
+        "source: try a lower --lr (e.g. 0.0001) or --freeze body; model in ft2")
+    report["phases"] = [{"freeze": "body"}, {"freeze": "none"}]   # froze the body already
+    report["dev"]["after"]["eer"] = 0.0345                        # as good is not worse
+    assert "WORSE" not in summary_line(report, "ft2")
+    report["dev"]["after"]["eer"] = 0.05
+    assert "try a lower --lr (e.g. 0.0001); model in ft2" in summary_line(report, "ft2")
+
+
+def test_the_summary_says_the_rate_dev_audio_was_heard_at_below_its_files():
+    report = _report(hz16000=19)
+    report["sample_rate"] = 8000
+    assert summary_line(report, "ft4").startswith(
+        "dev (5 speakers, 19 utterances at 16000 Hz, heard at 8000 Hz (the new model's rate) "
+        "by both models; 171 trials)")
+    report["sample_rate"] = 16000
+    assert "heard at" not in summary_line(report, "ft4")
+
+
+def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
+        source_model, tmp_path, monkeypatch, caplog, capsys):
+    source = shutil.copytree(source_model, tmp_path / "source")
+    (source / "window_lda.npz").write_bytes(b"learnt on the source's embeddings")
+    (source / "window_lda_8000hz.npz").write_bytes(b"learnt on the source's embeddings")
+    os.makedirs(source / "embeddings" / "backend")
+    np.save(source / "embeddings" / "backend" / "mean_vec.npy", np.full(16, 0.1, np.float32))
+    with caplog.at_level(logging.INFO):   # a load of the folder notes the recipe's mean
+        load_model(str(source), device="cpu")
+    assert "give mean_vec= (--mean_vec) to score as it did" in caplog.text
+    caplog.clear()
+    data, out = _data(tmp_path / "data"), str(tmp_path / "out")
+    real_score_dev = finetune_run._score_dev
+
+    def source_scores_best(model, audio, trials, what):
+        result = real_score_dev(model, audio, trials, what)
+        return dict(result, eer=0.0 if what == "the source" else max(result["eer"], 0.2))
+
+    monkeypatch.setattr(finetune_run, "_score_dev", source_scores_best)
+    with caplog.at_level(logging.INFO):
+        status = run_main(_main, ["finetune", "--model", str(source), "--data", data,
+                                  "--out", out, "--freeze", "none", *TINY_FLAGS])
+    assert status == 0
+    for name in ("avg_model.pt", "calibration.json", "finetune.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    report = json.load(open(os.path.join(out, "finetune.json")))
+    assert report["dev"]["worse_than_source"] is True
+    after = 100 * report["dev"]["after"]["eer"]
+    assert (f"the fine-tuned model is worse than the source on the dev trials: EER 0.00% "
+            f"before, {after:.2f}% after") in caplog.text
+    assert ("is written all the same; try a lower --lr (e.g. 0.001) or --freeze body"
+            in caplog.text)
+    printed = capsys.readouterr().out.splitlines()
+    summary = summary_line(report, out)
+    assert printed[0] == summary and "WORSE than the source" in summary
+    assert summary in caplog.text   # finetune() logs what the command prints
+    steps = (f"next steps: the source's window_lda.npz, window_lda_8000hz.npz did not carry "
+             f"over to {out} (learnt from the source's embeddings, which fine-tuning "
+             f"changed); learn the new model's own: window_lda.npz: wespeaker-py window-lda "
+             f"--model {out} --data {data}; window_lda_8000hz.npz: wespeaker-py window-lda "
+             f"--model {out} --data {data} --heard_rate 8000")
+    assert printed[1] == steps == report["next_steps"] and steps in caplog.text
+    # the recipe's mean vector: no advice of a flag finetune lacks, but what it scores with
+    assert "give mean_vec=" not in caplog.text
+    assert (f"{source}: its recipe scored with a mean vector subtracted; the dev scores "
+            f"before and after fine-tuning are cosines without one") in caplog.text
+
+
+# ---- 3, 6: heard at the new model's rate, said by finetune() --------------------------------
+
+def test_the_api_logs_the_summary_with_the_rate_dev_audio_was_heard_at(
+        source_model, tmp_path, caplog):
+    data = _data(tmp_path / "data")
+    with caplog.at_level(logging.INFO):
+        report = finetune(source_model, data, str(tmp_path / "out"),
+                          FinetuneOptions(sample_rate=8000, **TINY_OPTIONS), device="cpu")
+    assert report["dev"]["heard_by_rate"] == {"8000": 8}
+    assert report["data"]["dev_utterances_by_rate"] == {"16000": 8}
+    assert ("dev (2 speakers, 8 utterances at 16000 Hz, heard at 8000 Hz (the new model's "
+            "rate) by both models; 28 trials)") in caplog.text
+    assert report["next_steps"] is None and "next steps" not in caplog.text
+
+
+# ---- 8: the next steps for each kind of companion file ---------------------------------------
+
+def test_each_companion_file_of_the_source_gets_its_command(tmp_path):
+    for name in ("mean_vec.npy", "band_fill_8000hz.npz", "calibration.json"):
+        (tmp_path / name).write_bytes(b"the source's")
+    report = _report(hz16000=19)
+    steps = next_steps(str(tmp_path), "OUT", "DATA", report)
+    assert steps.startswith("next steps: the source's band_fill_8000hz.npz, mean_vec.npy "
+                            "did not carry over to OUT (")   # its calibration is replaced
+    assert ("band_fill_8000hz.npz: wespeaker-py band-fill --model OUT --data DATA "
+            "--heard_rate 8000; ") in steps
+    assert ("mean_vec.npy: OUT scores without one, as its calibration was fitted; for one, "
+            "python -m wespeaker_py.bin.extract --config OUT/config.yaml") in steps
+    assert steps.endswith("then calibrate again: wespeaker-py calibrate --model OUT --trials "
+                          "OUT/work/data/dev/trials --wav_scp DATA/wav.scp")
+    report["data"]["files_by_rate"] = {"8000": 77}   # no speech at the model's rate here
+    assert ("--data <speech at 16000 Hz, e.g. the source's training data> --heard_rate 8000"
+            in next_steps(str(tmp_path), "OUT", "DATA", report))
+    report["sample_rate"] = 8000
+    assert ("band_fill_8000hz.npz: none needed, OUT works at 8000 Hz"
+            in next_steps(str(tmp_path), "OUT", "DATA", report))
+    os.remove(tmp_path / "band_fill_8000hz.npz")
+    os.remove(tmp_path / "mean_vec.npy")
+    assert next_steps(str(tmp_path), "OUT", "DATA", report) is None
+
+
+# ---- 11: the dev embedding shows its progress when it is long --------------------------------
+
+def test_the_dev_embedding_shows_a_progress_bar_from_enough_audio(source_model, tmp_path,
+                                                                  monkeypatch):
+    split = read_finetune_data(_data(tmp_path / "data"))
+    audio, _ = finetune_run._dev_audio(split, 16000)
+    asked = []
+    embed_many = SpeakerModel.embed_many
+
+    def spy(self, items, *args, **kwargs):
+        asked.append(kwargs["progress"])
+        return embed_many(self, items, *args, **kwargs)
+
+    monkeypatch.setattr(SpeakerModel, "embed_many", spy)
+    model = load_model(source_model, device="cpu")
+    finetune_run._score_dev(model, audio, split.trials, "the source")   # about 10 s of audio
+    monkeypatch.setattr(finetune_run, "DEV_PROGRESS_SECONDS", 5.0)
+    finetune_run._score_dev(model, audio, split.trials, "the source")
+    assert asked == [False, True]
+    assert finetune_run._dev_seconds(audio) == pytest.approx(
+        sum(len(samples) for samples in audio[16000].values()) / 16000)

@@ -1,0 +1,103 @@
+"""A data folder laid out as ``DIR/<speaker>/<audio files>``, listed as a Kaldi folder.
+
+What ``wespeaker-py finetune --data DIR`` takes when DIR has no ``wav.scp``: each
+folder of DIR is a speaker, and every audio file under it (at any depth; the suffixes
+of :data:`~wespeaker_py.dataset.lists.AUDIO_EXTENSIONS`) one of their utterances. An
+utterance's key is its path relative to DIR (``george/george_00.wav``, as WeSpeaker's
+VoxCeleb lists name theirs): unique, and the same on every run. Hidden files and
+folders (``.name``) are left out. The listing's ``wav.scp`` and ``utt2spk`` rows are
+what the run records a digest of and writes into its work folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence, Tuple
+
+from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, audio_extension,
+                                        check_decodable)
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
+
+LISTS = ("wav.scp", "utt2spk")
+
+
+class SpeakerFolderError(WespeakerError):
+    """A speaker folder that cannot be listed: a path a Kaldi list cannot hold, or audio
+    that cannot be decoded here."""
+
+
+@dataclass
+class SpeakerFolderListing:
+    """The utterances found under DIR's speaker folders, and what was left out."""
+
+    entries: List[TableEntry]
+    speakers: int
+    other_files: int   # files that are not audio, or lie directly in DIR
+
+    def rows(self, name: str) -> List[Tuple[str, str]]:
+        """The rows of the list ``name`` (``wav.scp`` or ``utt2spk``)."""
+        return [(entry.key, entry.wav if name == "wav.scp" else entry.spk)
+                for entry in self.entries]
+
+
+def table_digest(rows: Iterable[Sequence[str]]) -> str:
+    """SHA-256 of a Kaldi table as :func:`~wespeaker_py.utils.tables.write_table` writes
+    it (fields joined by one space, a line each): the digest of the written file."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update((" ".join(row) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _visible(names: Iterable[str]) -> List[str]:
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def _speaker_files(data_dir: str, speaker: str) -> Tuple[List[str], int]:
+    """The audio files under ``data_dir/speaker`` (paths relative to ``data_dir``, sorted),
+    and the number of other files there."""
+    audio, others = [], 0
+    for root, folders, files in os.walk(os.path.join(data_dir, speaker)):
+        folders[:] = _visible(folders)
+        for name in _visible(files):
+            relative = os.path.relpath(os.path.join(root, name), data_dir)
+            if audio_extension(name) in AUDIO_EXTENSIONS:
+                audio.append(relative)
+            else:
+                others += 1
+    return sorted(audio), others
+
+
+def list_speaker_folders(data_dir: str) -> SpeakerFolderListing:
+    """The utterances of ``data_dir``'s speaker folders; none when it has none with audio.
+
+    A path holding whitespace (which a Kaldi list cannot hold in a key) and audio that
+    soundfile cannot decode here (m4a, wma) raise :class:`SpeakerFolderError` naming the
+    file."""
+    entries: List[TableEntry] = []
+    speakers, others = 0, 0
+    for name in _visible(os.listdir(data_dir)):
+        if not os.path.isdir(os.path.join(data_dir, name)):
+            others += 1
+            continue
+        files, more = _speaker_files(data_dir, name)
+        others += more
+        speakers += bool(files)
+        for relative in files:
+            key = relative.replace(os.sep, "/")
+            if any(char.isspace() for char in key):
+                raise SpeakerFolderError(
+                    f"{os.path.join(data_dir, relative)}: its path below {data_dir} holds "
+                    f"whitespace, which an utterance key of a Kaldi list (wav.scp, utt2spk) "
+                    f"cannot hold; rename it (or list the folder in a wav.scp and utt2spk)")
+            entries.append(TableEntry(key=key, spk=name,
+                                      wav=os.path.abspath(os.path.join(data_dir, relative))))
+    try:
+        check_decodable(entries)
+    except ValueError as error:
+        raise SpeakerFolderError(f"{data_dir}: {error}") from None
+    return SpeakerFolderListing(entries, speakers, others)
