@@ -252,24 +252,47 @@ def test_api_learns_one_and_uses_it_for_audio_that_came_at_the_low_rate(tmp_path
     assert not os.path.exists(tmp_path / "x.npz")
 
 
-def test_utterances_that_came_narrow_band_are_not_learnt_from(tmp_path, caplog):
+def test_utterances_that_came_narrow_band_are_counted_apart_not_as_failures(
+        tmp_path, caplog, capsys):
     from wespeaker_py import load_model
+    from wespeaker_py.cli.main import main
     folder = str(tmp_path / "model")
     make_experiment(folder, bare=True)
     model = load_model(folder, device="cpu")
     wide_paths = corpus_files(3)
-    call = write_call(wide_paths[0], tmp_path / "call.wav")
-    mixed = data_dir(tmp_path / "mixed",
-                     {**{f"w{i}": path for i, path in enumerate(wide_paths)}, "call": call})
+    calls = {f"call{i}": write_call(path, tmp_path / f"call{i}.wav")
+             for i, path in enumerate(wide_paths)}
+    # two of four entries at 8 kHz and one missing: 3 of 4 skipped, but only the missing one
+    # failed (1 of 2 at the model's rate, within --max_fail_fraction 0.5)
+    mixed = data_dir(tmp_path / "mixed", {"wide": wide_paths[0], "call0": calls["call0"],
+                                          "call1": calls["call1"],
+                                          "gone": tmp_path / "missing.wav"})
     with caplog.at_level(logging.INFO):
         model.train_band_fill(mixed, 8000, output=str(tmp_path / "fill.npz"), progress=False)
-    assert "skipping call: it came at 8000 Hz; a band fill learns from audio at the model's " \
-           "16000 Hz" in caplog.text
-    assert "utterances skipped: 1" in caplog.text
-    narrow = data_dir(tmp_path / "narrow", {"call": call})
-    with pytest.raises(RunFailedError, match="narrow.*no band fill was learnt"):
+    assert os.path.exists(tmp_path / "fill.npz")
+    warnings = [record.getMessage() for record in caplog.records
+                if record.levelno == logging.WARNING]
+    # the one that failed has its own line; those at 8 kHz are one count in the last line
+    assert sum(message.startswith("skipping gone: ") for message in warnings) == 1
+    assert not any("call" in message for message in warnings)
+    assert warnings[-1] == (f"band fill for 8000 Hz learnt from 1 utterance(s) of {mixed}; "
+                            f"skipped 3: 2 came at 8000 Hz (below the model's 16000 Hz), "
+                            f"1 missing_file")
+    # only 8 kHz audio: the error says what a band fill learns from
+    narrow = data_dir(tmp_path / "narrow", calls)
+    expected = (f"nothing learnt from {narrow}: 3 came at 8000 Hz (below the model's 16000 "
+                f"Hz). A band fill learns from speech at the model's 16000 Hz (e.g. the "
+                f"model's own training data)")
+    with pytest.raises(RunFailedError) as refused:
         model.train_band_fill(narrow, 8000, output=str(tmp_path / "none.npz"), progress=False)
+    assert str(refused.value).startswith(expected)
+    assert "the 8000 Hz audio has no wide band to teach it" in str(refused.value)
     assert not os.path.exists(tmp_path / "none.npz")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["band-fill", "--model", folder, "--data", narrow, "--heard_rate", "8000"])
+    assert stop.value.code == 1 and expected in capsys.readouterr().err
+    assert not os.path.exists(model.band_fill_file(8000))
 
 
 def test_window_lda_windows_of_a_narrow_band_utterance_are_embedded_as_when_diarized(

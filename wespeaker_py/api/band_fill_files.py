@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple,
-                    Union)
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequence, Set,
+                    Tuple, Union)
 
 import numpy as np
 
 from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.audio import heard_rate_of, load_audio_with_rate
-from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.errors import AudioInputError, RunFailedError, WespeakerError
 from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
@@ -150,7 +150,10 @@ class BandFillFiles:
             raise WespeakerError("this model has no folder beside it; give output=")
         require_writable(target)
         folders = [data] if isinstance(data, str) else list(data)
+        source = ", ".join(folders)
+        # skip reasons, NARROW_SOURCE among them (an expected skip, not a failure)
         skipped: Counter = Counter()
+        narrow_rates: Set[int] = set()   # the rates that those NARROW_SOURCE skips came at
         done = 0
 
         def log_mels(samples: np.ndarray) -> np.ndarray:
@@ -169,17 +172,38 @@ class BandFillFiles:
                         skipped[getattr(err, "reason", UNREADABLE)] += 1
                         continue
                     if heard_rate_of(source_rate, sample_rate):
-                        logger.warning("skipping %s: it came at %d Hz; a band fill learns "
-                                       "from audio at the model's %d Hz", key, source_rate,
-                                       sample_rate)
+                        # counted in the summary, not warned about one by one
                         skipped[NARROW_SOURCE] += 1
+                        narrow_rates.add(source_rate)
                         continue
                     done += 1
                     yield log_mels(wide), log_mels(narrowband(wide, heard_rate, sample_rate))
 
+        def failures() -> JobTally:
+            """The tally of the utterances that failed: those at a lower rate are not
+            counted against ``max_fail_fraction``, an expected skip rather than a fault."""
+            return JobTally.of(done, {why: count for why, count in skipped.items()
+                                      if why != NARROW_SOURCE})
+
+        def narrow_count() -> str:
+            return (f"{skipped[NARROW_SOURCE]} came at {narrow_rates_text()} Hz (below the "
+                    f"model's {sample_rate} Hz)")
+
+        def narrow_rates_text() -> str:
+            return " or ".join(str(rate) for rate in sorted(narrow_rates))
+
         def check_tally() -> None:
-            JobTally.of(done, skipped).check(", ".join(folders), max_fail_fraction,
-                                             "no band fill was learnt")
+            failed = failures()
+            if not done and skipped[NARROW_SOURCE]:
+                others = (f"; {failed.num_skipped} more skipped ({failed.describe_reasons()})"
+                          if failed.num_skipped else "")
+                raise RunFailedError(
+                    f"nothing learnt from {source}: {narrow_count()}{others}. A band fill "
+                    f"learns from speech at the model's {sample_rate} Hz (e.g. the model's "
+                    f"own training data), which it brings down to {heard_rate} Hz itself; "
+                    f"the {narrow_rates_text()} Hz audio has no wide band to teach it. Give "
+                    f"--data (data=) speech at {sample_rate} Hz; no band fill was learnt")
+            failed.check(source, max_fail_fraction, "no band fill was learnt")
 
         try:
             fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,
@@ -190,6 +214,14 @@ class BandFillFiles:
         check_tally()
         fill.save(target)
         self.refresh(model)
-        logger.info("band fill -> %s: %s; utterances skipped: %d", target, fill.describe(),
-                    sum(skipped.values()))
+        summary = f"band fill for {heard_rate} Hz learnt from {done} utterance(s) of {source}"
+        if skipped:
+            reasons = [narrow_count()] if skipped[NARROW_SOURCE] else []
+            if failures().num_skipped:
+                reasons.append(failures().describe_reasons())
+            logger.warning("%s; skipped %d: %s", summary, sum(skipped.values()),
+                           ", ".join(reasons))
+        else:
+            logger.info("%s", summary)
+        logger.info("band fill -> %s: %s", target, fill.describe())
         return fill

@@ -1,10 +1,11 @@
 """Verification decisions: a score, and the model's calibration if it has one, turned into a
-"same speaker?" answer by the threshold rule or the Bayes rule."""
+"same speaker?" answer by the threshold rule or the Bayes rule; and the candidates of an
+identification, each with the answer verification would give it."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from wespeaker_py.api.calibration import Calibration, check_prior, probability
 from wespeaker_py.errors import WespeakerError
@@ -38,20 +39,62 @@ class Verification:
     prior: Optional[float] = None
     rule: str = "threshold"
 
+    @property
+    def verdict(self) -> str:
+        """The decision in words: ``same speaker`` or ``different speakers``."""
+        return "same speaker" if self.decision else "different speakers"
+
+    def describe_rule(self) -> str:
+        """The rule that decided, in words (e.g. ``threshold rule: score > 0.8573, the eer
+        operating point``)."""
+        if not self.calibrated:
+            return (f"UNCALIBRATED decision: score > {self.threshold:g}; run 'wespeaker-py "
+                    f"calibrate' for a trustworthy one")
+        if self.rule == "bayes":
+            return (f"Bayes rule at prior {self.prior:g}: same speaker when P(same) > 0.5, "
+                    f"i.e. LLR > {bayes_llr_threshold(self.prior):.3f}")
+        return (f"threshold rule: score > {self.threshold:.4f}, the {self.operating_point} "
+                f"operating point")
+
     def describe(self) -> str:
         """One line for people, naming the rule that decided."""
-        verdict = "same speaker" if self.decision else "different speakers"
         if not self.calibrated:
-            return (f"score {self.score:.4f}: {verdict} (UNCALIBRATED decision: score > "
-                    f"{self.threshold:g}; run 'wespeaker-py calibrate' for a trustworthy "
-                    f"one)")
-        found = (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
-                 f"= {self.probability:.3f}: {verdict}")
-        if self.rule == "bayes":
-            return (f"{found} (Bayes rule at prior {self.prior:g}: same speaker when "
-                    f"P(same) > 0.5, i.e. LLR > {bayes_llr_threshold(self.prior):.3f})")
-        return (f"{found} (threshold rule: score > {self.threshold:.4f}, the "
-                f"{self.operating_point} operating point)")
+            return f"score {self.score:.4f}: {self.verdict} ({self.describe_rule()})"
+        return (f"score {self.score:.4f}, LLR {self.llr:.3f}, P(same | prior {self.prior:g}) "
+                f"= {self.probability:.3f}: {self.verdict} ({self.describe_rule()})")
+
+
+class Candidate(tuple):
+    """One enrolled speaker of an identification: the ``(speaker, score)`` pair (cosine
+    after mean subtraction) it has always been, so ``for name, score in ranking`` reads
+    it, with :attr:`verification`: the :class:`Verification` that verifying the recording
+    against that speaker gives (its ``llr``, ``decision`` and rule), or None when no
+    decision was made (a model without calibration, and no threshold given)."""
+
+    verification: Optional[Verification]
+
+    def __new__(cls, speaker: str, score: float,
+                verification: Optional[Verification] = None) -> "Candidate":
+        candidate = super().__new__(cls, (speaker, score))
+        candidate.verification = verification
+        return candidate
+
+    def __getnewargs__(self) -> Tuple[str, float, Optional[Verification]]:
+        # what pickle and copy rebuild it from (a plain tuple's would drop the verification)
+        return self.speaker, self.score, self.verification
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.speaker!r}, {self.score!r}, verification={self.verification!r})"
+
+    @property
+    def speaker(self) -> str:
+        """The enrolled speaker's name."""
+        return self[0]
+
+    @property
+    def score(self) -> float:
+        """The cosine of the recording with the speaker's mean embedding, in [-1, 1]."""
+        return self[1]
 
 
 def bayes_llr_threshold(prior: float) -> float:

@@ -20,7 +20,7 @@ from wespeaker_py.api.band_fill_files import BandFillFiles
 from wespeaker_py.api.calibration import CALIBRATION_NAME, Calibration, CalibrationMissingError
 from wespeaker_py.api.calibration_file import CalibrationFile
 from wespeaker_py.api.companion_files import side_file_prefix
-from wespeaker_py.api.decisions import (Verification, check_decision_rule,
+from wespeaker_py.api.decisions import (Candidate, Verification, check_decision_rule,
                                         check_rule_has_calibration, decide_score)
 from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
 from wespeaker_py.api.gallery import ZeroEmbeddingError, check_top_k
@@ -365,17 +365,35 @@ class SpeakerModel:
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
                  force: bool = False,
-                 channel: ChannelChoice = DEFAULT_CHANNEL) -> List[Tuple[str, float]]:
-        """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``:
-        ``(name, cosine)``. A gallery of another model, or holding speakers enrolled
-        from low-rate audio through another band fill than the model now has, is an
-        error unless ``force``."""
+                 channel: ChannelChoice = DEFAULT_CHANNEL, prior: Optional[float] = None,
+                 operating_point: Optional[str] = None,
+                 threshold: Optional[float] = None) -> List[Candidate]:
+        """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``, most
+        similar first: :class:`~wespeaker_py.api.decisions.Candidate` ``(name, cosine)``
+        pairs. A gallery of another model, or holding speakers enrolled from low-rate audio
+        through another band fill than the model now has, is an error unless ``force``.
+
+        With a calibration, each candidate's ``verification`` is what :meth:`verify` of the
+        recording and that speaker gives, by the same rule (``prior``,
+        ``operating_point``, ``threshold``; by default the calibration's EER threshold):
+        the calibrated LLR and the same-speaker decision, so that an unknown speaker shows
+        as no candidate decided the same. Without one, a ``threshold`` makes an
+        uncalibrated decision; with none, ``verification`` is None (no decision).
+        """
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
+        check_decision_rule(prior, operating_point, threshold)
+        # a calibration of another model, or a rule that needs one, fails before any audio
+        calibration = self.calibration
+        check_rule_has_calibration(calibration, prior, operating_point, self.source)
         speakers = self._galleries.read(self, gallery, force)
-        return speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
-                                       describe_audio(audio)), top_k)
+        ranking = speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
+                                          describe_audio(audio)), top_k)
+        decides = calibration is not None or threshold is not None
+        return [Candidate(name, score, decide_score(score, calibration, prior, operating_point,
+                                                    threshold) if decides else None)
+                for name, score in ranking]
 
     # -- diarization -------------------------------------------------------------------------
 

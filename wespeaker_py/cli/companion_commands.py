@@ -35,11 +35,13 @@ front-end and no band_fill_<HZ>hz.npz yet, one is learnt first from the same dat
   wespeaker-py band-fill --model exp/ResNet34 --data data/train --heard_rate 8000
 
 Audio that comes at a rate below MODEL's (8 kHz calls to a 16 kHz model) leaves the
-top mel bins empty. This learns, from wide-band speech (wav.scp; the model's
-training data; an utterance that came below the model's rate has no wide band and
-is skipped and counted), a linear estimate of those bins from the ones below, and
-writes it to MODEL/band_fill_<HZ>hz.npz (<stem>.band_fill_<HZ>hz.npz beside a
-checkpoint; or to --output, where MODEL does not look).
+top mel bins empty. This learns, from wide-band speech at MODEL's rate (wav.scp;
+e.g. the model's training data), a linear estimate of those bins from the ones
+below, and writes it to MODEL/band_fill_<HZ>hz.npz (<stem>.band_fill_<HZ>hz.npz
+beside a checkpoint; or to --output, where MODEL does not look). The 8 kHz audio
+itself cannot teach it: an utterance that came below MODEL's rate has no wide band
+and is skipped, counted in the last line and not against --max_fail_fraction (data
+holding only such utterances is an error).
 From then on every command that embeds audio ('embed', with --wav_scp too,
 'verify', 'enroll', 'identify', 'calibrate', 'diarize', and the recipes'
 bin.extract) fills the bins of audio that comes at HZ before the model sees

@@ -44,7 +44,14 @@ an error unless --force. A name already enrolled needs --replace or --append;
 for that rate was learnt or changed is an error unless --force (use --replace).""",
     "identify": """examples:
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
+  wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --json
 
+Lists the enrolled speakers closest to the recording by cosine. With MODEL's
+calibration.json each one also gets its LLR and the decision 'verify' would make
+for the recording and that speaker, by the same rule (--operating_point, --prior,
+--threshold; the EER point by default); the last line says which passed, or that
+none did (an unknown speaker) and who is nearest. Without a calibration the scores
+are uncalibrated cosines and nothing is decided, unless --threshold is given.
 A gallery enrolled with another model, or with speakers enrolled from low-rate audio
 through another band fill than MODEL has now, is an error unless --force.""",
     "calibrate": """examples:
@@ -163,17 +170,50 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    """``wespeaker-py identify``: the enrolled speakers closest to a recording."""
+    """``wespeaker-py identify``: the enrolled speakers closest to a recording, and which of
+    them the model's calibration (or --threshold) decides are the same speaker."""
+    from dataclasses import asdict
     _existing_gallery(args.gallery)  # a broken gallery: its own message, before all else
     check_before_compute(audio=[args.audio], inputs=[args.gallery])
     ranking = load_model_of(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
-                                           force=args.force, channel=args.channel)
+                                           force=args.force, channel=args.channel,
+                                           prior=args.prior,
+                                           operating_point=args.operating_point,
+                                           threshold=args.threshold)
     if args.json:
-        print_json([{"speaker": name, "score": score} for name, score in ranking])
-    else:
-        for name, score in ranking:
-            print(f"{name} {score:.6f}")
+        print_json([{"speaker": candidate.speaker, "score": candidate.score,
+                     **({} if candidate.verification is None
+                        else asdict(candidate.verification))} for candidate in ranking])
+        return 0
+    for candidate in ranking:
+        print(_candidate_line(candidate))
+    print(_identification_summary(ranking))
     return 0
+
+
+def _candidate_line(candidate) -> str:
+    """``name score``, then the LLR (when calibrated) and the decision, if one was made."""
+    line = f"{candidate.speaker} {candidate.score:.6f}"
+    verification = candidate.verification
+    if verification is None:
+        return line
+    llr = "" if verification.llr is None else f" LLR {verification.llr:.3f}"
+    return f"{line}{llr} {verification.verdict}"
+
+
+def _identification_summary(ranking) -> str:
+    """The last line of ``identify``: who passed the decision rule, or that no one did and
+    who is nearest; or that no decision was made."""
+    nearest = ranking[0]
+    if nearest.verification is None:
+        return ("the scores are uncalibrated cosines, so no decision is made (fit MODEL's "
+                "calibration with 'wespeaker-py calibrate', or give --threshold)")
+    rule = nearest.verification.describe_rule()
+    passed = [candidate.speaker for candidate in ranking if candidate.verification.decision]
+    if not passed:
+        return (f"no enrolled speaker passes the threshold; nearest: {nearest.speaker} "
+                f"(cosine {nearest.score:.4f}); {rule}")
+    return f"{len(passed)} enrolled speaker(s) pass the threshold: {', '.join(passed)}; {rule}"
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -197,6 +237,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_decision_flags(sub: argparse.ArgumentParser) -> None:
+    """--prior, --operating_point and --threshold: the rule of a same-speaker decision (of
+    'verify', and of each speaker 'identify' lists)."""
+    sub.add_argument("--prior", type=open_probability, default=None,
+                     help="prior probability of the same speaker, 0 < p < 1 (needs a "
+                          "calibration): decide by the Bayes rule (same speaker when "
+                          "P(same | prior) > 0.5) instead of a threshold (default: none; "
+                          "P(same) is shown at 0.5)")
+    add_flag(sub, "operating_point", default=None, choices=("eer", "fa1"),
+             help="the calibration's threshold to decide with (needs a calibration): its "
+                  "EER point or 1%% false acceptance (default eer, unless --prior)")
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="decide with this cosine threshold instead")
+
+
 def add_speaker_commands(commands) -> None:
     """Add embed, similarity, verify, enroll, identify and calibrate to ``commands``."""
     sub = add_model_subcommand(commands, "embed", cmd_embed,
@@ -217,16 +272,7 @@ def add_speaker_commands(commands) -> None:
         sub = add_model_subcommand(commands, name, handler, summary, EXAMPLES[name])
         sub.add_argument("first", help="audio file")
         sub.add_argument("second", help="audio file")
-    sub.add_argument("--prior", type=open_probability, default=None,
-                     help="prior probability of the same speaker, 0 < p < 1 (needs a "
-                          "calibration): decide by the Bayes rule (same speaker when "
-                          "P(same | prior) > 0.5) instead of a threshold (default: none; "
-                          "P(same) is shown at 0.5)")
-    add_flag(sub, "operating_point", default=None, choices=("eer", "fa1"),
-             help="the calibration's threshold to decide with (needs a calibration): its "
-                  "EER point or 1%% false acceptance (default eer, unless --prior)")
-    sub.add_argument("--threshold", type=float, default=None,
-                     help="decide with this cosine threshold instead")
+    _add_decision_flags(sub)
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
     add_force_flag(sub, "a calibration.json")
 
@@ -250,8 +296,9 @@ def add_speaker_commands(commands) -> None:
     sub.add_argument("audio", help="audio file")
     add_flag(sub, "top_k", type=positive_int, default=5,
              help="how many speakers to list, at least 1 (default 5)")
+    _add_decision_flags(sub)
     sub.add_argument("--json", action="store_true", help="print the ranking as JSON")
-    add_force_flag(sub, "a gallery")
+    add_force_flag(sub, "a gallery or calibration.json")
 
     sub = add_model_subcommand(commands, "calibrate", cmd_calibrate,
                                "fit score calibration on labelled trials", EXAMPLES["calibrate"])
