@@ -100,18 +100,25 @@ def test_atomic_dir_follows_umask(tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
 
 
-def test_a_killed_writers_temporary_folder_is_removed_by_the_next_write(tmp_path):
+def test_a_killed_writers_temporary_folder_is_removed_by_the_next_write(tmp_path, caplog):
+    import logging
+
     from wespeaker_py.utils.atomic_files import atomic_dir
     _killed_while_writing(
         "import os\nfrom wespeaker_py.utils.atomic_files import atomic_dir\n"
         f"with atomic_dir({str(tmp_path / 'first')!r}) as tmp:\n"
-        "    open(os.path.join(tmp, 'half'), 'w').close()\n"
+        "    open(os.path.join(tmp, 'half'), 'w').write('x' * 1500)\n"
         "    os._exit(9)\n")
     left = os.listdir(tmp_path)
     assert len(left) == 1 and left[0].startswith(".tmp_first.")
-    with atomic_dir(str(tmp_path / "second")):
-        pass
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        with atomic_dir(str(tmp_path / "second")):
+            pass
     assert os.listdir(tmp_path) == ["second"]
+    pid = left[0].split("-")[-1].split(".")[0]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"removed {tmp_path / left[0]} (1.5 kB), a temporary output of an interrupted write: "
+        f"its writer, process {pid} of this machine, has ended"]
 
 
 def test_atomic_symlink_replaces_a_link_in_one_step(tmp_path):
@@ -180,3 +187,35 @@ def test_an_output_below_a_file_is_refused_naming_the_file(tmp_path):
     (tmp_path / "plain").write_text("x")
     with pytest.raises(OutputNotWritableError, match=f"{tmp_path / 'plain'} is not a folder"):
         require_writable(str(tmp_path / "plain" / "sub" / "out.ark"))
+
+
+def test_temporary_files_idle_for_an_hour_are_removed_whoever_their_owner(tmp_path, caplog):
+    """A restarted container: another host name, or the dead writer's pid given again
+    (here our own, alive); an hour without a write tells what host and pid cannot."""
+    import logging
+    import time
+
+    from wespeaker_py.utils.atomic_files import (STALE_AFTER_SECONDS, remove_stale_temp_files,
+                                                 temp_name_for)
+    reused_pid = temp_name_for(str(tmp_path / "interrupted.pt"))
+    other_host = str(tmp_path / ".tmp_model_3.pt.trainer_7f9c_abcde-7.0123abcd")
+    fresh_ones = [temp_name_for(str(tmp_path / "model_4.pt")),
+                  str(tmp_path / ".tmp_model_5.pt.trainer_7f9c_abcde-8.4567cdef")]
+    live_folder = temp_name_for(str(tmp_path / "wavlm"))   # its files' writes do not show
+    not_ours = str(tmp_path / ".tmp_report-2024.01.csv")    # another program's
+    for path in [reused_pid, other_host, not_ours] + fresh_ones:
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * 3000)
+    os.mkdir(live_folder)
+    long_ago = time.time() - STALE_AFTER_SECONDS - 60
+    for path in (reused_pid, other_host, live_folder, not_ours):
+        os.utime(path, (long_ago, long_ago))
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        removed = remove_stale_temp_files(str(tmp_path))
+    assert sorted(removed) == sorted([reused_pid, other_host])
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(path) for path
+                                                  in fresh_ones + [live_folder, not_ours])
+    told = [record.getMessage() for record in caplog.records]
+    assert len(told) == 2 and all("3.0 kB" in line and "not modified for 1.0 hours" in line
+                                  for line in told)
+    assert {line.split(" ")[1] for line in told} == {reused_pid, other_host}

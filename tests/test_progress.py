@@ -127,3 +127,33 @@ def test_a_command_refuses_a_bad_setting_before_it_starts(monkeypatch, capsys):
     status = run_main(ran.append, ["--flag"], prog="tool")
     assert status == 2 and ran == []
     assert INTERVAL_ENV in capsys.readouterr().err
+
+
+def _pipe_without_reader() -> io.TextIOWrapper:
+    """The writing end of a pipe whose reader is gone (a killed ``| tee``), unbuffered
+    below the text layer as standard error is."""
+    import os
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return io.TextIOWrapper(io.FileIO(write_end, "w"), line_buffering=True, write_through=True)
+
+
+def test_a_stream_whose_reader_is_gone_turns_its_bars_off_with_one_warning(monkeypatch,
+                                                                           caplog):
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    with _pipe_without_reader() as stream:
+        assert list(progress_bar(range(5), desc="epoch 1", file=stream)) == list(range(5))
+        with progress_bar(total=3, desc="epoch 2", file=stream) as bar:
+            bar.update(3)
+    warnings = [record.getMessage() for record in caplog.records
+                if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "progress bars are off" in warnings[0]
+    assert "BrokenPipeError" in warnings[0]
+
+    class Unencodable(io.StringIO):
+        def write(self, text):
+            raise UnicodeEncodeError("ascii", text, 0, 1, "cannot encode")
+
+    # only a failing stream turns bars off, not other errors
+    with pytest.raises(UnicodeEncodeError):
+        list(progress_bar(range(2), desc="x", file=Unencodable()))

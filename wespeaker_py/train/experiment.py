@@ -11,6 +11,7 @@ state and parameter digest to a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, List, Mapping, Optional
 
@@ -58,7 +59,8 @@ class ExperimentFolder:
         """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
 
         Refuses to overwrite checkpoints unless ``resuming``; removes the
-        temporary files a killed run left behind (those whose writer is gone).
+        temporary files a killed run left behind
+        (:func:`~wespeaker_py.utils.atomic_files.remove_stale_temp_files`).
         """
         if self.world.is_main:
             self._stop_file_log = log_to_file(self.layout.log_path)
@@ -69,26 +71,41 @@ class ExperimentFolder:
         os.makedirs(model_dir, exist_ok=True)
         if not self.world.is_main:
             return
-        removed = (remove_stale_temp_files(self.layout.exp_dir)
-                   + remove_stale_temp_files(model_dir))
-        if removed:
-            logger.info("removed %d temporary files of an interrupted run", len(removed))
+        for folder in (self.layout.exp_dir, model_dir):
+            remove_stale_temp_files(folder)   # logs each, with its size
         self._writer = _summary_writer(self.layout.tensorboard_dir)
 
     def close(self) -> None:
         """Flush and stop the tensorboard and file logs."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._use_tensorboard(lambda writer: writer.close())
+        self._writer = None
         if self._stop_file_log is not None:
             self._stop_file_log()
             self._stop_file_log = None
 
     def log_scalars(self, step: int, **values: float) -> None:
         """Add ``train/<name>`` scalars to the tensorboard log (when there is one)."""
-        if self._writer is not None:
-            for name, value in values.items():
-                self._writer.add_scalar(f"train/{name}", value, step)
+        for name, value in values.items():
+            self._use_tensorboard(lambda writer: writer.add_scalar(f"train/{name}", value, step))
+
+    def _use_tensorboard(self, write: Callable[[Any], None]) -> None:
+        """``write(writer)`` with the tensorboard writer, when there is one.
+
+        A writer that fails (its thread died of a full disk, say; it then fails every
+        later call) costs a warning, once, and the tensorboard log, never the run.
+        """
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            write(writer)
+        except Exception as err:   # whatever the cause, a log must not end hours of training
+            self._writer = None
+            logger.warning("could not write the tensorboard log in %s (%s: %s); training "
+                           "goes on without it", self.layout.tensorboard_dir,
+                           type(err).__name__, err)
+            with contextlib.suppress(Exception):   # let go of its file; it failed already
+                writer.close()
 
     def draw_curves(self) -> None:
         """Draw ``train_curves.png`` from ``train.log`` (rank 0).

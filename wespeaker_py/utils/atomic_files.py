@@ -10,11 +10,16 @@ import os
 import re
 import shutil
 import socket
+import stat
+import time
 import uuid
 from typing import IO, Iterator, List, Optional
 
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import OutputNotWritableError
+
+logger = get_logger(__name__)
 
 
 class DiskFullError(OSError, RunFailedError):
@@ -49,10 +54,21 @@ def _disk_full_cause(error: BaseException) -> Optional[OSError]:
     return None
 
 
-# Temporary outputs are named ``.tmp_<name>.<host>-<pid>.<random>`` so that a later
-# writer in the same directory can tell which ones a dead process left behind.
+# Temporary outputs are named ``.tmp_<name>.<host>-<pid>.<8 hex digits>[.<suffix>]`` so
+# that a later writer in the same directory can tell which ones a dead process left
+# behind (and leave alone files of other programs that merely start with ``.tmp_``).
 _TEMP_PREFIX = ".tmp_"
-_TEMP_OWNER = re.compile(r"\.(?P<host>[^.]*)-(?P<pid>\d+)\.[^.]+(\.[^.]*)?$")
+_TEMP_OWNER = re.compile(r"\.(?P<host>[^.-]+)-(?P<pid>\d+)\.[0-9a-f]{8}(\.[^.]*)?$")
+
+# A temporary file not modified for this long is a dead writer's, whatever host and pid
+# its name gives (a rescheduled container has another host name; a fresh PID namespace
+# gives the dead writer's pid to the next process). Every writer of this module writes
+# its file as it goes (torch.save through a file object, np.save, tarfile, kaldiio,
+# shutil.copyfile, the text outputs), each write setting the modification time; the
+# longest quiet spell is a graph export's, whose file waits while the model is traced and
+# the graph checked (minutes). Not for folders: writing the files in one does not change
+# its time (a WorkerReports folder lives as long as its training run).
+STALE_AFTER_SECONDS = 3600.0
 
 
 def _host_tag() -> str:
@@ -69,33 +85,69 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(directory: str) -> List[str]:
-    """Remove the temporary outputs in ``directory`` whose writing process has died.
+def _why_abandoned(path: str, owner: re.Match, host: str, now: float) -> Optional[str]:
+    """Why the temporary output ``path`` (``owner``: its name's host and pid) can have no
+    live writer; None when it may have one."""
+    pid = int(owner.group("pid"))
+    if owner.group("host") == host and not _process_alive(pid):
+        return f"its writer, process {pid} of this machine, has ended"
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    idle = now - info.st_mtime
+    if stat.S_ISDIR(info.st_mode) or idle < STALE_AFTER_SECONDS:
+        return None
+    return f"not modified for {idle / 3600:.1f} hours"
 
-    Only files this module names (``.tmp_<name>.<host>-<pid>.<random>``) and only
-    those of this host whose process no longer exists are touched; a temporary
-    file of a running writer, or of another machine sharing the directory, is
-    left alone. Returns the removed paths.
+
+def _bytes_under(path: str) -> int:
+    """The size of the file ``path``, or of the files in the folder ``path``."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.lstat(path).st_size
+    return sum(os.lstat(os.path.join(folder, name)).st_size
+               for folder, _, names in os.walk(path) for name in names)
+
+
+def _size_text(num_bytes: int) -> str:
+    """``num_bytes`` for a message: ``512 bytes``, ``8.4 MB``, ``7.0 GB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} bytes"
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Remove the temporary outputs in ``directory`` that no live writer can own.
+
+    Only entries this module names (``.tmp_<name>.<host>-<pid>.<random>``) are
+    touched, and of them only those of this host whose process no longer exists, and files not
+    modified for :data:`STALE_AFTER_SECONDS`, whatever their host and pid. A
+    temporary output of a running writer, or a fresh one of another machine sharing
+    the directory, is left alone. Each removal is logged with its size; returns the
+    removed paths.
     """
     removed: List[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
-    host = _host_tag()
+    host, now = _host_tag(), time.time()
     for name in names:
-        if not name.startswith(_TEMP_PREFIX):
-            continue
-        match = _TEMP_OWNER.search(name)
-        if match is None or match.group("host") != host or _process_alive(int(match.group("pid"))):
-            continue
+        match = _TEMP_OWNER.search(name) if name.startswith(_TEMP_PREFIX) else None
         path = os.path.join(directory, name)
+        reason = None if match is None else _why_abandoned(path, match, host, now)
+        if reason is None:
+            continue
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-            if os.path.isdir(path):
+            size = _bytes_under(path)
+            if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
             removed.append(path)
+            logger.info("removed %s (%s), a temporary output of an interrupted write: %s",
+                        path, _size_text(size), reason)
     return removed
 
 

@@ -6,6 +6,10 @@ redirected to a file or a pipe, as under nohup or slurm), each refresh is a line
 own, at most every ``WESPEAKER_PY_PROGRESS_INTERVAL`` seconds (30 by default), and the
 bar's last state is a line when it closes. ``WESPEAKER_PY_PROGRESS=0`` turns every bar
 off. tqdm's own ``TQDM_*`` environment defaults apply to what these do not set.
+
+A stream that cannot be written any more (the reader of a pipe gone: ``2>&1 | tee log``
+whose tee died with the login session) costs one warning and the bars on that stream,
+never the command: bars are not worth hours of training.
 """
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ import math
 import os
 import re
 import sys
-from typing import Any, Iterable, Optional, TextIO
+import weakref
+from typing import Any, Callable, Iterable, Optional, TextIO
 
 from tqdm import tqdm
 
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 PROGRESS_ENV = "WESPEAKER_PY_PROGRESS"
 INTERVAL_ENV = "WESPEAKER_PY_PROGRESS_INTERVAL"
@@ -26,6 +34,9 @@ DEFAULT_LOG_INTERVAL = 30.0
 _CURSOR_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LINE_BREAK = re.compile(r"[\r\n]")
 
+# streams a bar failed to write to: every later bar on them is off
+_lost_streams: "weakref.WeakSet[TextIO]" = weakref.WeakSet()
+
 
 class ProgressSettingError(WespeakerError, ValueError):
     """A progress environment variable set to a value it cannot have."""
@@ -33,7 +44,10 @@ class ProgressSettingError(WespeakerError, ValueError):
 
 class _LineWriter:
     """The file tqdm writes to away from a terminal: each refresh becomes one line (tqdm
-    redraws a bar with a carriage return, and moves the cursor for ``position``)."""
+    redraws a bar with a carriage return, and moves the cursor for ``position``).
+
+    An ``OSError`` from the stream turns off the bars on it (tqdm itself lets every
+    error but EIO through, and a broken pipe would end the command)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -41,10 +55,22 @@ class _LineWriter:
     def write(self, text: str) -> None:
         for line in _LINE_BREAK.split(_CURSOR_CODE.sub("", text)):
             if line.strip():
-                self.stream.write(line.rstrip() + "\n")
+                self._guarded(self.stream.write, line.rstrip() + "\n")
 
     def flush(self) -> None:
-        self.stream.flush()
+        self._guarded(self.stream.flush)
+
+    def _guarded(self, operation: Callable[..., Any], *args: Any) -> None:
+        if self.stream in _lost_streams:
+            return
+        try:
+            operation(*args)
+        except OSError as error:
+            _lost_streams.add(self.stream)
+            logger.warning("progress bars are off from now on: writing them to %s failed "
+                           "(%s: %s); the work goes on",
+                           getattr(self.stream, "name", "their stream"),
+                           type(error).__name__, error)
 
 
 def _bars_on() -> bool:
@@ -84,14 +110,15 @@ def progress_bar(iterable: Optional[Iterable] = None, *, desc: str,
     It writes to ``file`` (standard error by default): redrawn in place at a terminal,
     else a line per refresh, at most every ``WESPEAKER_PY_PROGRESS_INTERVAL`` seconds, and
     one when it closes. ``enabled=False`` or ``WESPEAKER_PY_PROGRESS=0`` give a silent bar
-    that still iterates. ``options`` are tqdm's (``position``, ``leave``, ``initial``);
+    that still iterates, as is a bar on a stream that an earlier bar failed to write
+    to. ``options`` are tqdm's (``position``, ``leave``, ``initial``);
     away from a terminal every bar is its own line and is kept. A bad value of either
     variable is a :class:`ProgressSettingError` naming it.
     """
     on, interval = _bars_on(), _log_interval()
     stream = sys.stderr if file is None else file
     options.update(desc=desc, total=total, unit=unit)
-    if not (on and enabled):
+    if not (on and enabled) or stream in _lost_streams:
         return tqdm(iterable, disable=True, **options)
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
