@@ -18,6 +18,10 @@
 # Launcher: one process on one node is a plain python process; more processes on
 # one node run under torchrun --standalone; several nodes under torchrun with the
 # rendezvous at ${HOST_NODE_ADDR} (run the same command on every node).
+# Stopping: torchrun passes SIGTERM (and here SIGUSR1) on to the ranks, which finish
+# their batch, write models/interrupted.pt and exit; it kills them after its shutdown
+# timeout, given here as TORCH_ELASTIC_SHUTDOWN_TIMEOUT (default 300 s, see
+# torchrun_environment). torchrun versions without those settings ignore the variables.
 # Start: from ${checkpoint} when it is given and is not the run's own
 # models/model_0.pt (the starting point a fine-tuning step is given, see
 # start_from in recipe_helpers.sh), the first time it is given: the run notes it
@@ -64,6 +68,21 @@ print("config_sha256=" + hashlib.sha256(text.encode()).hexdigest())
 print("seed=" + (sys.argv[2] or str(config.get("seed", ""))))' "${config}" "${seed}" || return 1
   echo "data_type=${data_type}"
   echo "train_args=$*"
+}
+
+# torchrun_environment: the variables torchrun reads that let ranks stop gracefully, one
+# NAME=VALUE a line; a value already in the environment is kept.
+#   TORCH_ELASTIC_SHUTDOWN_TIMEOUT  seconds between passing a stop signal on to the ranks
+#     and killing them (torchrun's own default is 30): room for the batch under way, the
+#     gathering of every rank's state and writing interrupted.pt, several GB for the large
+#     SSL models on a network disk. torchrun returns as soon as the ranks exit, so a long
+#     limit only delays killing ranks that hang.
+#   PET_SIGNALS_TO_HANDLE  (torchrun's --signals-to-handle) SIGUSR1 too: torchrun passes it on
+#     and waits for the ranks, rather than die of it, when a job script signals every
+#     process of the training, torchrun included (docs/training.md, SLURM)
+torchrun_environment() {
+  echo "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}"
+  echo "PET_SIGNALS_TO_HANDLE=${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}"
 }
 
 train_stage() {
@@ -140,6 +159,11 @@ train_stage() {
               --rdzv_backend=c10d --rdzv_endpoint="${HOST_NODE_ADDR}")
   elif [ "${procs}" -gt 1 ]; then
     launcher=(torchrun --standalone --nnodes=1 --nproc_per_node="${procs}")
+  fi
+  if [ "${launcher[0]}" == torchrun ]; then
+    local variables
+    mapfile -t variables < <(torchrun_environment)
+    launcher=(env "${variables[@]}" "${launcher[@]}")
   fi
   echo "$0: ${nodes} node(s), ${procs} process(es) per node: ${launcher[*]}"
   "${launcher[@]}" -m wespeaker_py.bin.train --config "${config}" \

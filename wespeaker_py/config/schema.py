@@ -594,6 +594,9 @@ class TrainConfig(ModelConfig):
     num_epochs: int = setting(minimum=1)
     save_epoch_interval: int = setting(minimum=1)
     log_batch_interval: int = setting(100, minimum=1)
+    # ours: minutes between saves of models/interrupted.pt (at a log point; 0: never), the
+    # most a run killed outright loses
+    save_minute_interval: float = setting(30.0, minimum=0)
     # data (the paths usually come from the command line)
     # required when training starts (WeSpeaker's recipes pass it on the command line)
     data_type: Optional[Literal["raw", "shard"]] = None

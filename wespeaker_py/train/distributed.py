@@ -1,8 +1,9 @@
 """torch.distributed set-up: torchrun environment, device choice, DDP wrapping, small collectives.
 
 Under ``torchrun`` (``WORLD_SIZE`` set) a process group is created, NCCL on GPU
-and gloo on CPU; without it the same code runs as a single process with no
-process group.
+and gloo on CPU, and on GPU a second, gloo, group for the flags the ranks agree
+on after every batch (stop, save), which must not wait for the device; without
+torchrun the same code runs as a single process with no process group.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class DistContext:
     local_rank: int
     world_size: int
     device: torch.device
+    # the gloo group of the small host-side collectives (``all_reduce_sum(host=True)``);
+    # None: the default group (itself gloo on the CPU)
+    host_group: Optional[Any] = None
 
     @property
     def is_main(self) -> bool:
@@ -70,11 +74,15 @@ def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistC
     device = choose_device(local_rank, parse_gpus(gpus))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    host_group = None
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend,
                                 device_id=device if device.type == "cuda" else None)
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+        if backend != "gloo":
+            host_group = dist.new_group(backend="gloo")
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
+                       host_group=host_group)
 
 
 def shutdown_distributed() -> None:
@@ -115,11 +123,15 @@ def gather_objects(obj: Any, ctx: DistContext) -> List[Any]:
     return gathered
 
 
-def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Element-wise sum of ``values`` over ranks (returns a new tensor)."""
+def all_reduce_sum(values: torch.Tensor, ctx: DistContext, host: bool = False) -> torch.Tensor:
+    """Element-wise sum of ``values`` over ranks (returns a new tensor).
+
+    ``host``: ``values`` is a CPU tensor, summed through ``ctx.host_group`` (gloo), so
+    nothing waits for the device: cheap enough to run after every batch.
+    """
     total = values.clone()
     if ctx.is_distributed:
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.host_group if host else None)
     return total
 
 

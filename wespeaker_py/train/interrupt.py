@@ -1,13 +1,19 @@
 """Stopping a run mid-epoch on request, and continuing it from the batch it stopped at.
 
 A cluster that preempts a job, or ends it at its time limit, sends SIGTERM first
-(torchrun passes it to each rank's process group and kills them about 30 s
-later); SIGUSR1 sent to the training processes gives earlier notice (see
-docs/training.md). On either signal training does not die where it stands: the
-ranks agree at the next log point (every ``log_batch_interval`` batches; after
-the current batch on one process), write ``models/interrupted.pt`` and exit with
-status 1. The same command continues from that batch, exactly where an
-uninterrupted run would be.
+(torchrun passes it to each rank's process group and kills them after its shutdown
+timeout: 30 s unless raised, as tools/recipe/train_stage.sh does); SIGUSR1 sent to
+the training processes gives earlier notice (see docs/training.md). On either
+signal training does not die where it stands: after every batch the ranks agree
+(:class:`RunControl`, one small all-reduce on the host) whether any got one, and
+then write ``models/interrupted.pt`` and exit with status 1. The same command
+continues from that batch, exactly where an uninterrupted run would be.
+
+The same file is written without stopping every ``save_minute_interval`` minutes
+(at a log point, by rank 0's clock), so a run killed outright (out of memory, a
+lost node) loses at most that much, and before a non-finite loss stops the run
+(``nonfinite_loss: raise``), with the step that caused it undone; a model
+checkpoint written later replaces it.
 
 ``interrupted.pt`` is a training checkpoint of the state after batch B of epoch E
 (its ``epoch`` is E - 1, so it resumes into E) with ``interrupted_at`` added: E, B,
@@ -49,10 +55,12 @@ INTERRUPTED_NAME = "interrupted.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # config keys (``"block.key"`` for a key inside a block) that do not shape the weights:
 # where they go, how often they are logged or kept, the start weights (compared as the
-# lineage, by their digest), and how the data loader delivers batches (not which ones).
-# Left out of training_settings: they may change at any point of a run.
+# lineage, by their digest), how the data loader delivers batches (not which ones), and
+# whether a non-finite step stops the run or is dropped (dropped either way). Left out of
+# training_settings: they may change at any point of a run.
 RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
-                           "log_batch_interval", "checkpoint", "model_init",
+                           "save_minute_interval", "log_batch_interval", "nonfinite_loss",
+                           "checkpoint", "model_init",
                            "dataloader_args.pin_memory", "dataloader_args.prefetch_factor",
                            "dataloader_args.multiprocessing_context",
                            "dataloader_args.timeout"})
@@ -171,15 +179,50 @@ class StopRequest:
             return
         self.signal_number = signum
         self._noted_at = now
-        logger.warning("got %s: training stops at the next log point, after saving where it "
-                       "is (send it again after %g s to stop at once)",
+        logger.warning("got %s: training stops after the current batch, after saving where "
+                       "it is (send it again after %g s to stop at once)",
                        signal.Signals(signum).name, REPEAT_GRACE_SECONDS)
 
-    def agreed(self, world: DistContext) -> bool:
-        """True when any rank got a stop signal (a collective: every rank must call it)."""
-        flag = torch.tensor([1.0 if self.signal_number is not None else 0.0],
-                            device=world.device)
-        return bool(all_reduce_sum(flag, world).item() > 0)
+
+@dataclass(frozen=True)
+class Agreement:
+    """What every rank agreed on after a batch."""
+
+    stop: bool   # some rank got a stop signal: save the state and stop
+    save: bool   # save the state and go on (rank 0's clock says a periodic save is due)
+
+
+class RunControl:
+    """After every batch, the ranks agree on stopping and on a periodic save.
+
+    Stop: some rank's :class:`StopRequest` got a signal. Save: at a log point, once
+    ``save_minutes`` (0: never) have passed on rank 0's clock since the run started or
+    its state was last saved (:meth:`saved`). Under torchrun that is one all-reduce of
+    two numbers on the host (gloo) group per batch, which waits for no device work.
+    """
+
+    def __init__(self, stop: StopRequest, world: DistContext, save_minutes: float):
+        self.stop = stop
+        self.world = world
+        self.save_seconds = 60.0 * save_minutes
+        self._saved_at = time.monotonic()
+
+    def agree(self, log_point: bool) -> Agreement:
+        """The agreement after this batch (a collective: every rank calls it after the same
+        batch); ``log_point``: the batch ends at a log point, where a periodic save may fall."""
+        stop = self.stop.signal_number is not None
+        save = (log_point and self.world.is_main and self.save_seconds > 0
+                and time.monotonic() - self._saved_at >= self.save_seconds)
+        if not self.world.is_distributed:
+            return Agreement(stop, save)
+        flags = torch.tensor([float(stop), float(save)])
+        stops, saves = all_reduce_sum(flags, self.world, host=True).tolist()
+        return Agreement(stops > 0, saves > 0)
+
+    def saved(self) -> None:
+        """The run's state was just saved: the next periodic save is due in
+        ``save_minutes``."""
+        self._saved_at = time.monotonic()
 
 
 class WorkerIgnoringStops:

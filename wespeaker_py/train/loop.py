@@ -5,6 +5,8 @@ up on the device and read (one transfer) every ``log_batch_interval`` batches
 and at the end of the epoch. That is also when non-finite steps are reported:
 with ``nonfinite_loss: raise`` the run stops there, naming the first such
 batch's utterance keys (the step itself was already undone on the device).
+After every batch the ranks agree (:class:`~wespeaker_py.train.interrupt.RunControl`,
+on the host) whether to stop there, on a signal, or to save the state at a log point.
 
 Every rank runs exactly ``epoch_iter`` batches; the training data set repeats
 its list when a rank's share runs short, as WeSpeaker's does, so no rank needs
@@ -13,6 +15,7 @@ usable utterance left, which is an error.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
 
@@ -21,12 +24,12 @@ import torch
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
-from wespeaker_py.train.step import NonFiniteLossError, StepOutcome
+from wespeaker_py.train.step import StepOutcome
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
 
 if TYPE_CHECKING:
-    from wespeaker_py.train.interrupt import InterruptedAt, StopRequest
+    from wespeaker_py.train.interrupt import InterruptedAt, RunControl
     from wespeaker_py.train.trainer import Trainer
 
 logger = get_logger(__name__)
@@ -36,16 +39,36 @@ class TrainingDataError(RunFailedError):
     """The training data gave fewer batches than an epoch needs (the command exits 1)."""
 
 
-class EpochStopped(RunFailedError):
-    """The ranks agreed to stop after ``batch`` batches; ``totals``: the epoch's sums so far;
-    ``epoch_start_rng``: this rank's generators as the epoch began. The trainer catches it,
-    saves the state and raises :class:`~wespeaker_py.train.interrupt.TrainingStopped`."""
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where this rank stands in an epoch: ``batch`` batches done, ``totals`` the epoch's
+    sums so far (see :class:`DeviceTotals`), ``epoch_start_rng`` its generators as the
+    epoch began (None at an epoch's start): what interrupted.pt records."""
 
-    def __init__(self, batch: int, totals: torch.Tensor, epoch_start_rng: Mapping[str, Any]):
-        super().__init__(f"stopped after batch {batch}")
-        self.batch = batch
-        self.totals = totals
-        self.epoch_start_rng = epoch_start_rng
+    batch: int
+    totals: torch.Tensor
+    epoch_start_rng: Optional[Mapping[str, Any]]
+
+
+class EpochStopped(RunFailedError):
+    """The ranks agreed to stop at ``position``. The trainer catches it, saves the state
+    and raises :class:`~wespeaker_py.train.interrupt.TrainingStopped`."""
+
+    def __init__(self, position: EpochPosition):
+        super().__init__(f"stopped after batch {position.batch}")
+        self.position = position
+
+
+class NonFiniteLossError(RunFailedError):
+    """The loss or the gradients became NaN or infinite (such a step changes nothing).
+
+    ``position``: where the epoch stood at the log point that found it, with that
+    step undone; the trainer saves the state there before the run ends.
+    """
+
+    def __init__(self, message: str, position: Optional[EpochPosition] = None):
+        super().__init__(message)
+        self.position = position
 
 
 @dataclass
@@ -92,13 +115,15 @@ class DeviceTotals:
 
 def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, Any]],
                 resume_at: Optional["InterruptedAt"] = None,
-                stop: Optional["StopRequest"] = None) -> EpochResult:
-    """Train ``plan.epoch_iter`` batches of ``batches`` and return the epoch's averages.
+                control: Optional["RunControl"] = None) -> EpochResult:
+    """Train ``plan.epoch_iter`` batches of ``batches`` and return the epoch's averages
+    (loss and accuracy NaN when no step was applied).
 
     ``resume_at``: the epoch was stopped after its batch B; the first B batches are
-    read again (the data order is the epoch's) but not trained. ``stop``: asked at
-    each log point before the epoch's end (on one process, after every batch);
-    when a rank got a stop signal, :class:`EpochStopped` is raised there.
+    read again (the data order is the epoch's) but not trained. ``control``: asked
+    after every batch before the epoch's last; when a rank got a stop signal,
+    :class:`EpochStopped` is raised there; when a periodic save is due, the trainer
+    saves the state there (:meth:`~wespeaker_py.train.trainer.Trainer.save_interrupted`).
     """
     plan, step = trainer.plan, trainer.step
     world, epoch_iter = plan.world, plan.epoch_iter
@@ -125,42 +150,50 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
             iteration = (epoch - 1) * epoch_iter + index
             lr = trainer.lr_scheduler.step(iteration)
             trainer.margin_scheduler.step(iteration)
-            totals.add(step(batch), int(batch["labels"].numel()), index + 1)
+            done = index + 1
+            totals.add(step(batch), int(batch["labels"].numel()), done)
             progress.update(1)
-            stop_now = (stop is not None and not world.is_distributed
-                        and stop.signal_number is not None)
-            if ((index + 1) % plan.log_batch_interval and index + 1 < epoch_iter
-                    and not stop_now):
+            log_point = done % plan.log_batch_interval == 0 or done == epoch_iter
+            # the trainer asks at the epoch's end, after its checkpoint
+            agreed = (control.agree(log_point) if control is not None and done < epoch_iter
+                      else None)
+            stop_here = agreed is not None and agreed.stop
+            if not (log_point or stop_here):
                 continue
             # a log point: the one read of the device since the last
             values, first_dropped = totals.read()
             epoch_totals += torch.tensor(values, dtype=torch.float64)
+            position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
             loss_sum, correct, samples, _, dropped = values
             if first_dropped is not None:
                 message = _dropped_steps_message(epoch, *first_dropped, int(dropped))
                 if plan.nonfinite_loss == "raise":
-                    raise NonFiniteLossError(message + ". Lower the learning rate, turn off "
-                                             "enable_amp, or set nonfinite_loss: skip to drop "
-                                             "such batches")
+                    raise NonFiniteLossError(message, position)
                 logger.warning("%s; skipped", message)
             if samples:
                 loss, accuracy = loss_sum / samples, 100.0 * correct / samples
                 margin = trainer.margin_scheduler.get_margin()
                 progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}", refresh=False)
                 logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
-                            epoch, index + 1, epoch_iter, lr, margin, loss, accuracy)
+                            epoch, done, epoch_iter, lr, margin, loss, accuracy)
                 trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
                                            margin=margin)
-            if stop is not None and index + 1 < epoch_iter and stop.agreed(world):
-                raise EpochStopped(index + 1, epoch_totals, epoch_start_rng)
+            if stop_here:
+                raise EpochStopped(position)
+            if agreed is not None and agreed.save:
+                trainer.save_interrupted(epoch, position)
+                control.saved()
     finally:
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
-    summed = all_reduce_sum(epoch_totals.to(world.device), world).tolist()
-    samples = max(1.0, summed[2])
-    return EpochResult(epoch=epoch, loss=summed[0] / samples, accuracy=100.0 * summed[1] / samples,
-                       batches=int(summed[3] + summed[4]), skipped_batches=int(summed[4]),
+    loss_sum, correct, samples, applied, dropped = all_reduce_sum(
+        epoch_totals.to(world.device), world).tolist()
+    # no applied step: no sample to average over
+    per_sample = 1.0 / samples if samples else math.nan
+    return EpochResult(epoch=epoch, loss=loss_sum * per_sample,
+                       accuracy=100.0 * correct * per_sample,
+                       batches=int(applied + dropped), skipped_batches=int(dropped),
                        lr=trainer.lr_scheduler.get_lr(),
                        margin=trainer.margin_scheduler.get_margin())
 

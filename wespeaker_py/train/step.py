@@ -24,14 +24,9 @@ import torch.nn as nn
 
 from wespeaker_py.config.schema import LOSSES
 from wespeaker_py.dataset.device_augment import augment_batch
-from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.distributed import true_on_every_rank, wrap_ddp
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.rollback import StepRollback
-
-
-class NonFiniteLossError(RunFailedError):
-    """The loss or the gradients became NaN or infinite; that step changed nothing."""
 
 
 class ForwardLoss(nn.Module):

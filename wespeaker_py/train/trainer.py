@@ -28,11 +28,11 @@ from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
 from wespeaker_py.train.experiment import ExperimentFolder
-from wespeaker_py.train.interrupt import StopRequest, TrainingStopped
-from wespeaker_py.train.loop import EpochResult, EpochStopped, TrainingDataError, train_epoch
+from wespeaker_py.train.interrupt import RunControl, StopRequest, TrainingStopped
+from wespeaker_py.train.loop import (EpochPosition, EpochResult, EpochStopped, NonFiniteLossError,
+                                     TrainingDataError, train_epoch)
 from wespeaker_py.train.plan import TrainingPlan, resolve
-from wespeaker_py.train.step import (NonFiniteLossError, TrainingStep,
-                                     keep_optimizer_state_on_device)
+from wespeaker_py.train.step import TrainingStep, keep_optimizer_state_on_device
 from wespeaker_py.utils.logging_utils import get_logger
 
 __all__ = ["EpochResult", "NonFiniteLossError", "Trainer", "TrainingDataError", "run_training"]
@@ -95,14 +95,13 @@ class Trainer:
                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
                                     self.step.grad_scaler)
 
-    def save_interrupted(self, epoch: int, batch: int, totals: torch.Tensor,
-                         epoch_start_rng=None) -> None:
-        """Write models/interrupted.pt: the state after ``batch`` batches of ``epoch`` (rank 0)."""
-        self.folder.save_interrupted(epoch, batch, self.plan.epoch_iter, self.plan.run_settings,
-                                     self.plan.spk2id_digest, totals.tolist(),
-                                     epoch_start_rng, self.model, self.optimizer,
-                                     self.lr_scheduler, self.margin_scheduler,
-                                     self.step.grad_scaler)
+    def save_interrupted(self, epoch: int, position: EpochPosition) -> None:
+        """Write models/interrupted.pt: the state at ``position`` in ``epoch`` (rank 0)."""
+        self.folder.save_interrupted(epoch, position.batch, self.plan.epoch_iter,
+                                     self.plan.run_settings, self.plan.spk2id_digest,
+                                     position.totals.tolist(), position.epoch_start_rng,
+                                     self.model, self.optimizer, self.lr_scheduler,
+                                     self.margin_scheduler, self.step.grad_scaler)
 
 
 def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List[EpochResult]:
@@ -126,7 +125,8 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
         try:
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
-                return _train(plan, folder, dataset, stop, resume_hint)
+                control = RunControl(stop, world, config.save_minute_interval)
+                return _train(plan, folder, dataset, control, resume_hint)
         finally:
             folder.close()
     finally:
@@ -134,7 +134,7 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
 
 
 def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
-           stop: Optional[StopRequest] = None,
+           control: Optional[RunControl] = None,
            resume_hint: Optional[str] = None) -> List[EpochResult]:
     world, first_epoch, num_epochs = plan.world, plan.start.first_epoch, plan.num_epochs
     resume_at = plan.start.resume_at
@@ -167,15 +167,24 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         dataset.set_epoch(epoch)
         try:
             result = train_epoch(trainer, epoch, loader,
-                                 resume_at if epoch == first_epoch else None, stop)
+                                 resume_at if epoch == first_epoch else None, control)
         except TrainingDataError:
             dataset.epoch_summary().log(f"epoch {epoch} training data on rank {world.rank}")
             raise
         except EpochStopped as stopped:
-            trainer.save_interrupted(epoch, stopped.batch, stopped.totals,
-                                     stopped.epoch_start_rng)
-            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.batch}",
+            trainer.save_interrupted(epoch, stopped.position)
+            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.position.batch}",
                      resume_hint=resume_hint)
+        except NonFiniteLossError as failed:
+            trainer.save_interrupted(epoch, failed.position)
+            barrier(world)
+            raise NonFiniteLossError(
+                f"{failed}. The state after batch {failed.position.batch} (the non-finite "
+                f"step(s) undone) is saved in {folder.layout.interrupted_path}: "
+                f"{_resume_hint(folder, resume_hint)}, with nonfinite_loss: skip to drop such "
+                f"batches from there on; a lower learning rate or enable_amp: false changes "
+                f"the run's settings, so such a rerun trains again from the checkpoint it "
+                f"starts from instead", failed.position) from None
         epoch_data = _log_data_summary(dataset, world, epoch)
         if world.is_main and not data_total.narrow_band():
             _warn_narrow_band(epoch_data, dataset.settings.sample_rate, epoch)
@@ -183,17 +192,29 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         logger.info("epoch %d done: loss %.4f acc %.2f lr %.3e margin %.3f (%d batches over "
                     "all ranks, %d skipped)", epoch, result.loss, result.accuracy, result.lr,
                     result.margin, result.batches, result.skipped_batches)
+        _check_applied_steps(result, world)
         folder.log_scalars(epoch * plan.epoch_iter, epoch_loss=result.loss,
                            epoch_accuracy=result.accuracy)
-        if plan.should_save(epoch):
+        saved = plan.should_save(epoch)
+        if saved:
             trainer.save(epoch)
+            if control is not None:
+                control.saved()
         folder.draw_curves()
         history.append(result)
-        if stop is not None and epoch < num_epochs and stop.agreed(world):
-            if plan.should_save(epoch):
-                _stopped(folder, world, f"the end of epoch {epoch}",
-                         plan.layout.checkpoint_path(epoch), resume_hint)
-            trainer.save_interrupted(epoch + 1, 0, torch.zeros(5, dtype=torch.float64))
+        if control is None or epoch == num_epochs:
+            continue
+        # the epoch's end is a log point; a periodic save falls here unless model_<epoch>.pt
+        # was just written
+        agreed = control.agree(log_point=not saved)
+        if agreed.stop and saved:
+            _stopped(folder, world, f"the end of epoch {epoch}",
+                     plan.layout.checkpoint_path(epoch), resume_hint)
+        if agreed.stop or agreed.save:
+            next_epoch_start = EpochPosition(0, torch.zeros(5, dtype=torch.float64), None)
+            trainer.save_interrupted(epoch + 1, next_epoch_start)
+            control.saved()
+        if agreed.stop:
             _stopped(folder, world, f"the end of epoch {epoch}", resume_hint=resume_hint)
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
@@ -208,13 +229,38 @@ def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
     interrupted.pt): TrainingStopped, its message ending in ``resume_hint`` (by default,
     bin.train's: the same command, with its ``--checkpoint``)."""
     barrier(world)
-    if resume_hint is None:
-        how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
-               f"checkpoint)" if folder.standing_path else "")
-        resume_hint = f"run the same command{how} to continue from there"
     saved = saved or folder.layout.interrupted_path
     raise TrainingStopped(f"stopped on a signal at {where}, its state saved in {saved}; "
-                          f"{resume_hint}")
+                          f"{_resume_hint(folder, resume_hint)}")
+
+
+def _resume_hint(folder: ExperimentFolder, resume_hint: Optional[str]) -> str:
+    """How to continue a run from its saved state: ``resume_hint``, by default bin.train's
+    (the same command, with its ``--checkpoint``)."""
+    if resume_hint is not None:
+        return resume_hint
+    how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
+           f"checkpoint)" if folder.standing_path else "")
+    return f"run the same command{how} to continue from there"
+
+
+def _check_applied_steps(result: EpochResult, world: DistContext) -> None:
+    """With ``nonfinite_loss: skip``: stop a run whose epoch applied no step (its weights
+    are still those the epoch began with), and warn (rank 0) when it dropped more than
+    half of them."""
+    skipped, batches = result.skipped_batches, result.batches
+    if skipped == batches:
+        raise NonFiniteLossError(
+            f"epoch {result.epoch} applied no training step: all {batches} batches (over all "
+            f"ranks) had a non-finite loss or gradients and were dropped (nonfinite_loss: "
+            f"skip), so the weights are still those the epoch began with; the run stops "
+            f"rather than go on without training and saves nothing for this epoch. Lower the "
+            f"learning rate or turn off enable_amp, and train again from the last checkpoint")
+    if world.is_main and 2 * skipped > batches:
+        logger.warning("epoch %d dropped %d of its %d batches (over all ranks) for a "
+                       "non-finite loss or gradients (nonfinite_loss: skip): it trained on "
+                       "%d only; if this goes on, lower the learning rate or turn off "
+                       "enable_amp", result.epoch, skipped, batches, batches - skipped)
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
