@@ -9,12 +9,13 @@
     model.identify("who.wav", gallery="speakers.npz", top_k=3)
 """
 from wespeaker_py.api.calibration import Calibration
-from wespeaker_py.api.decisions import Verification
+from wespeaker_py.api.decisions import Candidate, Verification
 from wespeaker_py.api.embedding_inputs import EmbeddingResults
 from wespeaker_py.api.loading import load_model
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 
-__all__ = ["AudioInputError", "Calibration", "EmbeddingResults", "ModelMismatchError",
-           "ModelSourceError", "SpeakerModel", "Verification", "WespeakerError", "load_model"]
+__all__ = ["AudioInputError", "Calibration", "Candidate", "EmbeddingResults",
+           "ModelMismatchError", "ModelSourceError", "SpeakerModel", "Verification",
+           "WespeakerError", "load_model"]

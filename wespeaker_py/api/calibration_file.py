@@ -33,19 +33,21 @@ class CalibrationFile:
 
     def __init__(self, band_fills: BandFillFiles):
         self._band_fills = band_fills
-        # (the path read, the calibration there or None); None: nothing read yet
-        self._read: Optional[Tuple[Optional[str], Optional[Calibration]]] = None
+        # ((the path read, whether forced), the calibration there or None); None: nothing
+        # read yet. A forced read is kept apart: a call without force checks the file again
+        self._read: Optional[Tuple[Tuple[Optional[str], bool], Optional[Calibration]]] = None
         # the band fills' stamps the calibration was last checked against (None: not yet)
         self._fills_checked: Optional[Tuple[Tuple[str, Optional[FileStamp]], ...]] = None
 
-    def current(self, model: "SpeakerModel") -> Optional[Calibration]:
-        """The calibration of ``model``, or None; one fitted on audio that came below the
-        model's rate through another band fill (or none) than such audio goes through now is
-        an error unless the model's ``force`` (then a warning)."""
-        path = model.calibration_path
-        if self._read is None or self._read[0] != path:
-            self._read = path, read_optional_calibration(
-                path, model.identity, model.force, mean_vec_digest(model.mean_vec),
+    def current(self, model: "SpeakerModel", force: bool = False) -> Optional[Calibration]:
+        """The calibration of ``model``, or None; one fitted with another model or mean
+        vector, or on audio that came below the model's rate through another band fill (or
+        none) than such audio goes through now, is an error unless the model's ``force`` or
+        this call's ``force`` (then a warning)."""
+        path, force = model.calibration_path, model.force or force
+        if self._read is None or self._read[0] != (path, force):
+            self._read = (path, force), read_optional_calibration(
+                path, model.identity, force, mean_vec_digest(model.mean_vec),
                 required=model.calibration_required)
             self._fills_checked = None
         calibration = self._read[1]
@@ -59,7 +61,7 @@ class CalibrationFile:
                             f"{path} was fitted on scores of {rate} Hz audio that went "
                             f"through a different band fill (or none) than such audio goes "
                             f"through now ({band_fills.now(model, rate)}); calibrate again: "
-                            f"wespeaker-py calibrate", model.force)
+                            f"wespeaker-py calibrate", force)
                 self._fills_checked = band_fills.stamps
         return calibration
 
@@ -108,7 +110,7 @@ class CalibrationFile:
         calibration = self.of_scores(model, scores, labels, os.path.abspath(trials), rates)
         save_calibration(target, calibration)
         if target == model.calibration_path:
-            self._read, self._fills_checked = (target, calibration), None
+            self._read, self._fills_checked = ((target, model.force), calibration), None
         return calibration
 
     def of_scores(self, model: "SpeakerModel", scores: Sequence[float],

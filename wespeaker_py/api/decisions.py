@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Set, Tuple
 
 from wespeaker_py.api.calibration import Calibration, check_prior, probability
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.runtime.identity import ModelMismatchError
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 # the decision threshold on the cosine score when a model has no calibration
 UNCALIBRATED_THRESHOLD = 0.5
 # the prior that P(same) is shown at when none is given (the decision is a threshold's then)
 NO_PRIOR = 0.5
+# the mismatches (their messages) that a ranking without a rule has warned about
+_WARNED_RANKINGS: Set[str] = set()
 
 
 @dataclass
@@ -136,6 +142,25 @@ def check_rule_has_calibration(calibration: Optional[Calibration], prior: Option
             raise WespeakerError(f"{what} needs a calibration, and the model {source} has "
                                  f"none: run 'wespeaker-py calibrate' on labelled trials, or "
                                  f"decide with a raw-score threshold (--threshold)")
+
+
+def calibration_for_ranking(read: Callable[[], Optional[Calibration]],
+                            rule_given: bool) -> Optional[Calibration]:
+    """The calibration that ``read`` gives, to decide each candidate of an identification
+    with. One that does not fit the model (``read`` raises :class:`ModelMismatchError`) stays
+    an error when ``rule_given`` (a prior, operating point or threshold asked for a
+    decision); a plain ranking goes on without decisions (None), as without a calibration,
+    with one warning per file and reason."""
+    try:
+        return read()
+    except ModelMismatchError as error:
+        if rule_given:
+            raise
+        if str(error) not in _WARNED_RANKINGS:
+            _WARNED_RANKINGS.add(str(error))
+            logger.warning("%s; until then identify ranks the speakers without deciding "
+                           "(each candidate's verification is None)", error)
+        return None
 
 
 def decide_score(score: float, calibration: Optional[Calibration], prior: Optional[float],

@@ -20,8 +20,9 @@ from wespeaker_py.api.band_fill_files import BandFillFiles
 from wespeaker_py.api.calibration import CALIBRATION_NAME, Calibration, CalibrationMissingError
 from wespeaker_py.api.calibration_file import CalibrationFile
 from wespeaker_py.api.companion_files import side_file_prefix
-from wespeaker_py.api.decisions import (Candidate, Verification, check_decision_rule,
-                                        check_rule_has_calibration, decide_score)
+from wespeaker_py.api.decisions import (Candidate, Verification, calibration_for_ranking,
+                                        check_decision_rule, check_rule_has_calibration,
+                                        decide_score)
 from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
 from wespeaker_py.api.gallery import ZeroEmbeddingError, check_top_k
 from wespeaker_py.api.model_galleries import ModelGalleries
@@ -371,21 +372,29 @@ class SpeakerModel:
         """The ``top_k`` (at least 1) enrolled speakers most similar to ``audio``, most
         similar first: :class:`~wespeaker_py.api.decisions.Candidate` ``(name, cosine)``
         pairs. A gallery of another model, or holding speakers enrolled from low-rate audio
-        through another band fill than the model now has, is an error unless ``force``.
+        through another band fill than the model now has, is an error unless ``force``
+        (then a warning; it covers the calibration too, as the model's own ``force`` of
+        :func:`~wespeaker_py.load_model` does).
 
         With a calibration, each candidate's ``verification`` is what :meth:`verify` of the
         recording and that speaker gives, by the same rule (``prior``,
         ``operating_point``, ``threshold``; by default the calibration's EER threshold):
         the calibrated LLR and the same-speaker decision, so that an unknown speaker shows
         as no candidate decided the same. Without one, a ``threshold`` makes an
-        uncalibrated decision; with none, ``verification`` is None (no decision).
+        uncalibrated decision; with none, ``verification`` is None (no decision). A
+        calibration that does not fit the model (another model, mean vector or band fill)
+        is an error when one of the three asks for a decision; without them the ranking
+        comes undecided, with a warning, as without a calibration.
         """
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
         check_top_k(top_k)
         check_decision_rule(prior, operating_point, threshold)
-        # a calibration of another model, or a rule that needs one, fails before any audio
-        calibration = self.calibration
+        # a calibration of another model with a rule, or a rule that needs one, fails
+        # before any audio
+        rule_given = prior is not None or operating_point is not None or threshold is not None
+        calibration = calibration_for_ranking(
+            lambda: self._calibration_file.current(self, force), rule_given)
         check_rule_has_calibration(calibration, prior, operating_point, self.source)
         speakers = self._galleries.read(self, gallery, force)
         ranking = speakers.rank(self.unit(self.embed(audio, sample_rate, channel),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
 from wespeaker_py.cli.common import (UsageError, add_fail_fraction_flag, add_flag,
@@ -46,14 +47,17 @@ for that rate was learnt or changed is an error unless --force (use --replace)."
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --json
 
-Lists the enrolled speakers closest to the recording by cosine. With MODEL's
-calibration.json each one also gets its LLR and the decision 'verify' would make
-for the recording and that speaker, by the same rule (--operating_point, --prior,
---threshold; the EER point by default); the last line says which passed, or that
-none did (an unknown speaker) and who is nearest. Without a calibration the scores
-are uncalibrated cosines and nothing is decided, unless --threshold is given.
-A gallery enrolled with another model, or with speakers enrolled from low-rate audio
-through another band fill than MODEL has now, is an error unless --force.""",
+Prints 'name cosine' for each enrolled speaker closest to the recording, most
+similar first. With MODEL's calibration.json each one also gets the decision
+'verify' would make for the recording and that speaker, by the same rule
+(--operating_point, --prior, --threshold; the EER point by default): a line on
+stderr says which are decided the same speaker, or that none is (an unknown
+speaker) and who is nearest; --json gives each one's LLR and decision. Without a
+calibration the scores are uncalibrated cosines and nothing is decided, unless
+--threshold is given. A calibration made with another model is left unused, with a
+warning, unless a rule is given (then it is an error) or --force. A gallery enrolled
+with another model, or with speakers enrolled from low-rate audio through another
+band fill than MODEL has now, is an error unless --force.""",
     "calibrate": """examples:
   wespeaker-py calibrate --model exp/ResNet34 --trials data/dev/trials \\
       --wav_scp data/dev/wav.scp
@@ -175,45 +179,43 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     _existing_gallery(args.gallery)  # a broken gallery: its own message, before all else
     check_before_compute(audio=[args.audio], inputs=[args.gallery])
-    ranking = load_model_of(args).identify(args.audio, gallery=args.gallery, top_k=args.top_k,
-                                           force=args.force, channel=args.channel,
-                                           prior=args.prior,
-                                           operating_point=args.operating_point,
-                                           threshold=args.threshold)
+    model = load_model_of(args)
+    ranking = model.identify(args.audio, gallery=args.gallery, top_k=args.top_k,
+                             force=args.force, channel=args.channel, prior=args.prior,
+                             operating_point=args.operating_point, threshold=args.threshold)
     if args.json:
         print_json([{"speaker": candidate.speaker, "score": candidate.score,
                      **({} if candidate.verification is None
                         else asdict(candidate.verification))} for candidate in ranking])
         return 0
+    # stdout holds 'name score' lines only, as scripts read it; the decision goes to stderr
     for candidate in ranking:
-        print(_candidate_line(candidate))
-    print(_identification_summary(ranking))
+        print(f"{candidate.speaker} {candidate.score:.6f}")
+    print(_identification_summary(ranking, args.model, model.calibration_path),
+          file=sys.stderr)
     return 0
 
 
-def _candidate_line(candidate) -> str:
-    """``name score``, then the LLR (when calibrated) and the decision, if one was made."""
-    line = f"{candidate.speaker} {candidate.score:.6f}"
-    verification = candidate.verification
-    if verification is None:
-        return line
-    llr = "" if verification.llr is None else f" LLR {verification.llr:.3f}"
-    return f"{line}{llr} {verification.verdict}"
-
-
-def _identification_summary(ranking) -> str:
-    """The last line of ``identify``: who passed the decision rule, or that no one did and
-    who is nearest; or that no decision was made."""
+def _identification_summary(ranking, model: str, calibration_path: Optional[str]) -> str:
+    """What ``identify`` decided of its ``ranking`` (by the model ``model``, as given, whose
+    calibration is read from ``calibration_path``): which speakers are decided the same
+    speaker, or that none is and who is nearest, with the rule that decided; or that no
+    decision was made, and why."""
     nearest = ranking[0]
+    if nearest.verification is None and calibration_path and os.path.isfile(calibration_path):
+        # there, but not used: it does not fit the model (the warning above says how)
+        return (f"{calibration_path} does not fit {model}, so no decision is made (fit it "
+                f"again with 'wespeaker-py calibrate', or pass --force to use it anyway)")
     if nearest.verification is None:
-        return ("the scores are uncalibrated cosines, so no decision is made (fit MODEL's "
-                "calibration with 'wespeaker-py calibrate', or give --threshold)")
+        return (f"the scores are uncalibrated cosines, so no decision is made (fit the "
+                f"calibration of {model} with 'wespeaker-py calibrate', or give --threshold)")
     rule = nearest.verification.describe_rule()
-    passed = [candidate.speaker for candidate in ranking if candidate.verification.decision]
-    if not passed:
-        return (f"no enrolled speaker passes the threshold; nearest: {nearest.speaker} "
-                f"(cosine {nearest.score:.4f}); {rule}")
-    return f"{len(passed)} enrolled speaker(s) pass the threshold: {', '.join(passed)}; {rule}"
+    same = [candidate.speaker for candidate in ranking if candidate.verification.decision]
+    if not same:
+        return (f"no enrolled speaker is decided the same speaker; nearest: "
+                f"{nearest.speaker} (cosine {nearest.score:.4f}); {rule}")
+    return (f"{len(same)} enrolled speaker(s) decided the same speaker: {', '.join(same)}; "
+            f"{rule}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
