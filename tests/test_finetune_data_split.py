@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 
 import pytest
@@ -14,22 +15,27 @@ import soundfile as sf
 
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
+from wespeaker_py.dataset.lists import decodable_extensions
 from wespeaker_py.finetune.data import SPLIT_SEED, _choose_dev, read_finetune_data
+from wespeaker_py.finetune.speaker_folders import list_speaker_folders
 from wespeaker_py.utils.paths import file_digest
 
 
-def _kaldi_folder(root, num_spks, rate_of=lambda spk: 16000):
-    """``num_spks`` speakers x 4 utterances (wav.scp, utt2spk); speaker ``spkN``'s files at
-    ``rate_of("spkN")``."""
+def _kaldi_folder(root, num_spks, rate_of=lambda spk: 16000, keep=lambda key: True):
+    """``num_spks`` speakers x 4 utterances (wav.scp, utt2spk), those ``keep`` keeps;
+    speaker ``spkN``'s files at ``rate_of("spkN")``."""
     corpus = make_speaker_corpus(str(root), num_spks=num_spks, utts_per_spk=4, seconds=1.0)
-    with open(os.path.join(root, "wav.scp"), "w") as scp:
-        for key, spk in (line.split() for line in open(corpus["utt2spk"])):
+    rows = [line.split() for line in open(corpus["utt2spk"]) if keep(line.split()[0])]
+    with open(os.path.join(root, "wav.scp"), "w") as scp, \
+            open(os.path.join(root, "utt2spk"), "w") as utt2spk:
+        for key, spk in rows:
             path = os.path.join(root, "wav", key + ".wav")
             if rate_of(spk) != 16000:
                 samples, old_rate = sf.read(path, dtype="int16")
                 sf.write(path, samples[::old_rate // rate_of(spk)], rate_of(spk),
                          subtype="PCM_16")
             scp.write(f"{key} {path}\n")
+            utt2spk.write(f"{key} {spk}\n")
     return str(root)
 
 
@@ -83,8 +89,36 @@ def test_a_folder_of_neither_layout_names_both(tmp_path):
     with pytest.raises(FinetuneDataError, match=r"has no wav.scp, nor speaker folders with "
                                                 r"audio files: give a Kaldi folder \(wav.scp "
                                                 r"and utt2spk, segments optional\) or a folder "
-                                                r"with one folder per speaker"):
+                                                r"with one folder per speaker") as refused:
         read_finetune_data(str(empty))
+    # the suffixes named are those read: not m4a or wma, which soundfile cannot decode
+    readable = decodable_extensions()
+    assert f"<name>.wav; {', '.join(readable)}, at any depth" in str(refused.value)
+    assert "m4a" not in readable and "wma" not in readable
+
+
+@pytest.mark.parametrize("present", ["utt2spk", "segments"])
+def test_a_kaldi_folder_without_its_wav_scp_is_refused_as_one(tmp_path, present):
+    # its speaker folders (here beside the lists) are not read in its place
+    data = _speaker_folders(tmp_path / "calls")
+    (tmp_path / "calls" / present).write_text("spk0/spk0-utt2.wav spk0\n")
+    with pytest.raises(FinetuneDataError, match=re.escape(
+            f"{data}/wav.scp does not exist (a data folder needs wav.scp and utt2spk; or, "
+            f"without any of wav.scp, utt2spk and segments, one folder of audio files per "
+            f"speaker)")):
+        read_finetune_data(data)
+
+
+def test_linked_folders_in_a_speaker_folder_are_listed_once(tmp_path):
+    data = _speaker_folders(tmp_path / "calls")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(os.path.join(data, "spk1", "spk1-utt2.wav"), elsewhere / "extra.wav")
+    os.symlink(elsewhere, os.path.join(data, "spk1", "linked"))
+    os.symlink(os.path.join(data, "spk1"), os.path.join(data, "spk1", "loop"))   # a loop
+    keys = [entry.key for entry in list_speaker_folders(data).entries]
+    assert "spk1/linked/extra.wav" in keys
+    assert len(keys) == len(set(keys)) == 17 and not any("loop" in key for key in keys)
 
 
 def test_a_speaker_folder_run_writes_its_lists_and_a_changed_folder_is_another_request(
@@ -126,6 +160,78 @@ def test_dev_speakers_are_drawn_from_each_rate_and_counted_by_rate(tmp_path):
     assert split.summary()["dev_utterances_by_rate"] == {"8000": 4, "16000": 4}
 
 
+def test_a_rate_of_one_speaker_neither_leaves_training_nor_spoils_the_split(
+        tmp_path, caplog):
+    # spk9 alone at 8 kHz, with two utterances: in dev it would give too few target
+    # trials, and training would hear nothing at 8 kHz
+    data = _kaldi_folder(tmp_path / "calls", 10,
+                         rate_of=lambda spk: 8000 if spk == "spk9" else 16000,
+                         keep=lambda key: not key.startswith("spk9-") or key[-1] in "01")
+    split = read_finetune_data(data)
+    assert "spk9" in split.train_speakers and len(split.dev_speakers) == 2
+    assert split.dev_rates == {16000: 8} and len(split.trials) == 28
+    assert "training hears none" not in caplog.text
+
+
+def test_a_rate_covering_draw_short_of_trials_gives_way_to_the_seeds_draw():
+    # one of spk8 and spk9 (8 kHz, two utterances each) beside a 4-utterance speaker
+    # gives 7 target trials; the seed alone draws two 16 kHz speakers (12)
+    spk2utts = {f"spk{number}": ["a", "b"] if number >= 8 else ["a", "b", "c", "d"]
+                for number in range(10)}
+    rates = {spk: 8000 if spk in ("spk8", "spk9") else 16000 for spk in spk2utts}
+    by_seed = sorted(random.Random(SPLIT_SEED).sample(sorted(spk2utts), 2))
+    assert _choose_dev(spk2utts, None, rates) == by_seed == ["spk3", "spk7"]
+
+
+def test_a_dev_part_holding_every_file_of_a_rate_is_warned_about(tmp_path, caplog):
+    # two speakers at 16 kHz, one each at 8 and 4 kHz: any two dev speakers take a rate
+    rate_of = {"spk1": 8000, "spk3": 4000}
+    data = _kaldi_folder(tmp_path / "calls", 4, rate_of=lambda spk: rate_of.get(spk, 16000))
+    split = read_finetune_data(data)
+    assert split.dev_speakers == ["spk1", "spk3"]
+    assert (f"{data}: all of its files at 4000 and 8000 Hz are the dev speakers', so "
+            f"training hears none at those rates") in caplog.text
+
+
+def test_a_resumed_run_keeps_the_dev_speakers_its_lists_were_written_with(
+        source_model, tmp_path, first_phase, caplog):
+    data, out = _kaldi_folder(tmp_path / "calls", 6), str(tmp_path / "out")
+    options = FinetuneOptions(epochs=1, dev_speakers=2)
+    first_phase(source_model, data, out, options)
+    drawn = read_finetune_data(data, 2).dev_speakers
+    speakers = {line.split()[0]: line.split()[1] for line in open(os.path.join(data, "utt2spk"))}
+    # the lists of a run started under another split rule: two other dev speakers
+    recorded = sorted(set(speakers.values()) - set(drawn))[:2]
+    utt2spk = os.path.join(out, "work", "data", "train", "utt2spk")
+    with open(utt2spk, "w") as train:
+        train.writelines(f"{key} {spk}\n" for key, spk in speakers.items()
+                         if spk not in recorded)
+    with caplog.at_level(logging.INFO):
+        config = first_phase(source_model, data, out, options)
+    assert config["train_label"] == utt2spk
+    assert not {line.split()[1] for line in open(utt2spk)} & set(recorded)
+    trials = os.path.join(out, "work", "data", "dev", "trials")
+    assert {speakers[key] for line in open(trials) for key in line.split()[:2]} == set(recorded)
+    assert (f"the run being resumed keeps its dev speakers ({', '.join(recorded)}) rather "
+            f"than those drawn now ({', '.join(drawn)})") in caplog.text
+
+
+def test_a_kaldi_folder_is_listed_for_the_other_commands_with_absolute_paths(
+        source_model, tmp_path, first_phase):
+    # its wav.scp names files relative to it, as finetune reads them; other commands would
+    # read them relative to where they run
+    data, out = _kaldi_folder(tmp_path / "calls", 6), str(tmp_path / "out")
+    scp = os.path.join(data, "wav.scp")
+    rows = [line.split() for line in open(scp)]
+    with open(scp, "w") as relative:
+        relative.writelines(f"{key} {os.path.relpath(path, data)}\n" for key, path in rows)
+    first_phase(source_model, data, out, FinetuneOptions(epochs=1, dev_speakers=2))
+    listed = os.path.join(out, "work", "lists", "data")
+    assert [line.split() for line in open(os.path.join(listed, "wav.scp"))] == rows
+    assert open(os.path.join(listed, "utt2spk")).read() == \
+        open(os.path.join(data, "utt2spk")).read()
+
+
 def test_single_rate_data_draws_the_dev_speakers_of_the_seed_alone():
     spk2utts = {f"spk{number}": ["a", "b"] for number in range(10)}
     by_seed = sorted(random.Random(SPLIT_SEED).sample(sorted(spk2utts), 2))
@@ -143,6 +249,17 @@ def test_files_below_the_rate_suggest_training_at_the_lower_rate(tmp_path, caplo
     caplog.clear()
     read_finetune_data(data, sample_rate=16000)   # the rate was given: no advice
     assert "upsampled" in caplog.text and "--sample_rate" not in caplog.text
+
+
+def test_files_below_the_rate_in_mix_data_alone_suggest_no_lower_rate(tmp_path, caplog):
+    # the narrow-band files are the original-domain data's, not the audio to score
+    data = _kaldi_folder(tmp_path / "calls", 6)
+    mix = _kaldi_folder(tmp_path / "original", 3, rate_of=lambda spk: 8000)
+    split = read_finetune_data(data, mix_dir=mix)
+    assert "the 12 files below 16000 Hz are upsampled" in caplog.text
+    assert "--sample_rate" not in caplog.text
+    assert split.summary()["files_by_rate"] == {"16000": 24}
+    assert split.summary()["mix_files_by_rate"] == {"8000": 12}
 
 
 # ---- 7: a small dev part is said to be one ---------------------------------------------------

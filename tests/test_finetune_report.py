@@ -5,6 +5,7 @@ source's recipe mean vector, and the dev embedding's progress bar."""
 import json
 import logging
 import os
+import shlex
 import shutil
 
 import numpy as np
@@ -18,7 +19,10 @@ from wespeaker_py.cli.main import _main
 from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.data import read_finetune_data
-from wespeaker_py.finetune.report import next_steps, summary_line
+from wespeaker_py.bin.extract import build_parser as extract_parser
+from wespeaker_py.dataset.lists import TableEntry, read_data_list, write_raw_list
+from wespeaker_py.finetune.report import (DEV_UTTERANCE_FILES, UTTERANCE_FILES, next_steps,
+                                          summary_line, what_to_try)
 
 TINY_FLAGS = ["--epochs", "2", "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
               "--num_avg", "1", "--device", "cpu", "--num_threads", "1"]
@@ -36,7 +40,8 @@ def _data(root):
 
 def _report(**dev_by_rate):
     """A finetune.json record of a 16 kHz run with the given dev utterances by rate."""
-    return {"options": {"lr": 0.001}, "phases": [{"freeze": "none"}], "sample_rate": 16000,
+    return {"options": {"lr": 0.001, "freeze": "auto", "freeze_epochs": 1},
+            "phases": [{"freeze": "none"}], "sample_rate": 16000,
             "data": {"dev_speakers": 5, "dev_utterances": sum(dev_by_rate.values()),
                      "dev_utterances_by_rate": {rate[2:]: n for rate, n in dev_by_rate.items()},
                      "files_by_rate": {"8000": 77, "16000": 80}},
@@ -57,6 +62,16 @@ def test_the_summary_says_a_worse_model_plainly_and_the_dev_rates():
     assert "WORSE" not in summary_line(report, "ft2")
     report["dev"]["after"]["eer"] = 0.05
     assert "try a lower --lr (e.g. 0.0001); model in ft2" in summary_line(report, "ft2")
+
+
+def test_what_to_try_freezes_the_body_for_an_epoch_where_the_run_froze_none():
+    report = _report(hz16000=19)
+    report["options"].update(freeze="body", freeze_epochs=0)   # --freeze body froze nothing
+    assert what_to_try(report) == "a lower --lr (e.g. 0.0001) or --freeze_epochs 1"
+    report["options"]["freeze"] = "none"
+    assert what_to_try(report).endswith(" or --freeze body --freeze_epochs 1")
+    report["options"]["freeze_epochs"] = 1
+    assert what_to_try(report).endswith(" or --freeze body")
 
 
 def test_the_summary_says_the_rate_dev_audio_was_heard_at_below_its_files():
@@ -80,6 +95,9 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
         load_model(str(source), device="cpu")
     assert "give mean_vec= (--mean_vec) to score as it did" in caplog.text
     caplog.clear()
+    with caplog.at_level(logging.INFO):   # unless asked not to (finetune says it its way)
+        load_model(str(source), device="cpu", note_recipe_mean=False)
+    assert "mean_vec" not in caplog.text
     data, out = _data(tmp_path / "data"), str(tmp_path / "out")
     real_score_dev = finetune_run._score_dev
 
@@ -104,13 +122,14 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
     printed = capsys.readouterr().out.splitlines()
     summary = summary_line(report, out)
     assert printed[0] == summary and "WORSE than the source" in summary
-    assert summary in caplog.text   # finetune() logs what the command prints
+    assert summary not in caplog.text   # printed, not logged too: a terminal shows it once
+    listed = os.path.join(out, "work", "lists", "data")   # DIR's lists, paths absolute
     steps = (f"next steps: the source's window_lda.npz, window_lda_8000hz.npz did not carry "
              f"over to {out} (learnt from the source's embeddings, which fine-tuning "
              f"changed); learn the new model's own: window_lda.npz: wespeaker-py window-lda "
-             f"--model {out} --data {data}; window_lda_8000hz.npz: wespeaker-py window-lda "
-             f"--model {out} --data {data} --heard_rate 8000")
-    assert printed[1] == steps == report["next_steps"] and steps in caplog.text
+             f"--model {out} --data {listed}; window_lda_8000hz.npz: wespeaker-py window-lda "
+             f"--model {out} --data {listed} --heard_rate 8000")
+    assert printed[1] == steps == report["next_steps"] and "next steps" not in caplog.text
     # the recipe's mean vector: no advice of a flag finetune lacks, but what it scores with
     assert "give mean_vec=" not in caplog.text
     assert (f"{source}: its recipe scored with a mean vector subtracted; the dev scores "
@@ -138,7 +157,7 @@ def test_each_companion_file_of_the_source_gets_its_command(tmp_path):
     for name in ("mean_vec.npy", "band_fill_8000hz.npz", "calibration.json"):
         (tmp_path / name).write_bytes(b"the source's")
     report = _report(hz16000=19)
-    steps = next_steps(str(tmp_path), "OUT", "DATA", report)
+    steps = next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report)
     assert steps.startswith("next steps: the source's band_fill_8000hz.npz, mean_vec.npy "
                             "did not carry over to OUT (")   # its calibration is replaced
     assert ("band_fill_8000hz.npz: wespeaker-py band-fill --model OUT --data DATA "
@@ -149,13 +168,49 @@ def test_each_companion_file_of_the_source_gets_its_command(tmp_path):
                           "OUT/work/data/dev/trials --wav_scp DATA/wav.scp")
     report["data"]["files_by_rate"] = {"8000": 77}   # no speech at the model's rate here
     assert ("--data <speech at 16000 Hz, e.g. the source's training data> --heard_rate 8000"
-            in next_steps(str(tmp_path), "OUT", "DATA", report))
+            in next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report))
     report["sample_rate"] = 8000
     assert ("band_fill_8000hz.npz: none needed, OUT works at 8000 Hz"
-            in next_steps(str(tmp_path), "OUT", "DATA", report))
+            in next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report))
     os.remove(tmp_path / "band_fill_8000hz.npz")
     os.remove(tmp_path / "mean_vec.npy")
-    assert next_steps(str(tmp_path), "OUT", "DATA", report) is None
+    assert next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report) is None
+
+
+def test_a_band_fill_is_learnt_from_the_data_folder_holding_wide_band_speech(tmp_path):
+    (tmp_path / "band_fill_8000hz.npz").write_bytes(b"the source's")
+    report = _report(hz8000=19)
+    report["data"].update(files_by_rate={"8000": 50}, mix_files_by_rate={"16000": 30})
+    folders = {"data": "CALLS8K", "mix_data": "ORIGINAL"}
+    assert ("band-fill --model OUT --data ORIGINAL --heard_rate 8000"
+            in next_steps(str(tmp_path), "OUT", folders, report))
+    report["data"]["files_by_rate"] = {"8000": 50, "16000": 1}
+    assert ("band-fill --model OUT --data CALLS8K --heard_rate 8000"
+            in next_steps(str(tmp_path), "OUT", folders, report))
+
+
+def test_the_mean_vector_command_runs_as_printed(tmp_path):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "mean_vec.npy").write_bytes(b"the source's")
+    out = str(tmp_path / "out")
+    raw_list = os.path.join(out, "work", "data", "train", "raw.list")
+    os.makedirs(os.path.dirname(raw_list))
+    write_raw_list([TableEntry("a", "spk0", "/audio/a.wav")], raw_list)
+    steps = next_steps(str(tmp_path / "source"), out, {"data": "DATA"}, _report(hz16000=19))
+    command = steps[steps.index("python -m wespeaker_py.bin.extract"):steps.index(", copy")]
+    args = extract_parser().parse_args(shlex.split(command)[3:])
+    assert args.mean_vec and args.data_list == raw_list
+    assert [utterance.key for utterance in read_data_list(args.data_list, args.data_type)] == ["a"]
+
+
+def test_a_data_folder_of_segments_gets_no_command_that_reads_whole_files(tmp_path):
+    for name in ("mean_vec.npy", "window_lda.npz"):
+        (tmp_path / name).write_bytes(b"the source's")
+    report = _report(hz16000=19)
+    report["data"]["segments"] = True
+    steps = next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report)
+    assert f"--wav_scp {DEV_UTTERANCE_FILES}" in steps and "DATA/wav.scp" not in steps
+    assert f"window-lda --model OUT --data {UTTERANCE_FILES}" in steps
 
 
 # ---- 11: the dev embedding shows its progress when it is long --------------------------------

@@ -208,13 +208,20 @@ def _note_folder_files_unused(checkpoint: str, companions: str) -> None:
                        os.path.basename(companions), ", ".join(unused), folder, folder)
 
 
+def recipe_mean_vectors(folder: str) -> List[str]:
+    """The mean vectors an experiment folder's recipe scored with
+    (``embeddings/<set>/mean_vec.npy``), which a load of the folder does not subtract (it
+    uses only ``mean_vec.npy`` beside the model); none for a file."""
+    embeddings = os.path.join(folder, "embeddings")
+    return sorted(os.path.join(embeddings, name, MEAN_NAME)
+                  for name in (os.listdir(embeddings) if os.path.isdir(embeddings) else ())
+                  if os.path.isfile(os.path.join(embeddings, name, MEAN_NAME)))
+
+
 def _note_recipe_mean_vectors(folder: str) -> None:
     """Say so when an experiment folder's recipe scored with a mean vector that a load of
-    the folder does not subtract (it uses only ``mean_vec.npy`` beside the model)."""
-    embeddings = os.path.join(folder, "embeddings")
-    found = sorted(os.path.join(embeddings, name, MEAN_NAME)
-                   for name in (os.listdir(embeddings) if os.path.isdir(embeddings) else ())
-                   if os.path.isfile(os.path.join(embeddings, name, MEAN_NAME)))
+    the folder does not subtract."""
+    found = recipe_mean_vectors(folder)
     if found:
         logger.info("%s: scores come without a mean vector, while the recipe's cosine scores "
                     "subtracted %s; give mean_vec= (--mean_vec) to score as it did", folder,
@@ -224,7 +231,8 @@ def _note_recipe_mean_vectors(folder: str) -> None:
 def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = None,
                config: Optional[str] = None, mean_vec: Optional[str] = None,
                calibration: Optional[str] = None,
-               num_threads: Optional[int] = None, force: bool = False) -> SpeakerModel:
+               num_threads: Optional[int] = None, force: bool = False,
+               note_recipe_mean: bool = True) -> SpeakerModel:
     """Load a trained speaker model for inference (see the module doc for ``source``).
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
@@ -236,7 +244,9 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     ``force`` (then a warning), and so is one named here that does not exist (until
     :meth:`~wespeaker_py.api.SpeakerModel.calibrate` writes it). Problems raise
     :class:`~wespeaker_py.errors.ModelSourceError` naming the file and what
-    to do.
+    to do. Loaded without a mean vector, an experiment folder whose recipe scored with
+    one (:func:`recipe_mean_vectors`) is said so at INFO, with the advice of ``mean_vec=``,
+    unless ``note_recipe_mean`` is False (for a caller that says it in its own words).
     """
     path = os.fspath(source)
     if not os.path.exists(path):
@@ -255,7 +265,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     mean = _read_mean(mean_path)
     if mean_vec is not None and mean is None:
         raise ModelSourceError(f"mean vector {mean_vec} does not exist")
-    if mean is None and os.path.isdir(path):
+    if mean is None and note_recipe_mean and os.path.isdir(path):
         _note_recipe_mean_vectors(path)
     if mean is not None and mean.shape[0] != backend.embed_dim:
         raise ModelSourceError(f"mean vector {mean_path} has {mean.shape[0]} values, the "

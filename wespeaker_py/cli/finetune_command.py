@@ -32,9 +32,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     fields = FinetuneOptions.__dataclass_fields__
     options = FinetuneOptions(**{name: getattr(args, name) for name in fields
                                  if getattr(args, name) is not None})
+    # printed here, on stdout, rather than logged too (a terminal would show it twice)
     report = finetune(args.model, args.data, args.out, options, device=args.device,
                       num_threads=args.num_threads, overwrite=args.overwrite,
-                      config=args.config, mix_data=args.mix_data)
+                      config=args.config, mix_data=args.mix_data, log_summary=False)
     print(summary_line(report, args.out))
     if report.get("next_steps"):
         print(report["next_steps"])

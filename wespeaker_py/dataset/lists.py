@@ -280,19 +280,26 @@ def audio_extension(wav: str) -> str:
     return wav.rsplit(".", 1)[-1].lower() if "." in wav else ""
 
 
+def decodable_extensions() -> List[str]:
+    """The suffixes of :data:`AUDIO_EXTENSIONS` whose format soundfile decodes here, sorted
+    (not m4a and wma with libsndfile)."""
+    formats = sf.available_formats()
+    return sorted(suffix for suffix in AUDIO_EXTENSIONS
+                  if _SOUNDFILE_FORMAT_OF.get(suffix, suffix.upper()) in formats)
+
+
 def check_decodable(entries: Sequence[TableEntry]) -> None:
     """Refuse, before a list or shard is made, audio that soundfile cannot decode here.
 
-    An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) of a
-    format missing from ``soundfile.available_formats()`` (m4a and wma with
-    libsndfile) is a ``ValueError`` naming the utterance and the file. Pipes and
-    other extensions are left to the reader (libsndfile detects formats by content).
+    An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) outside
+    :func:`decodable_extensions` is a ``ValueError`` naming the utterance and the file.
+    Pipes and other extensions are left to the reader (libsndfile detects formats by
+    content).
     """
-    formats = sf.available_formats()
+    decodable = decodable_extensions()
     for entry in entries:
         suffix = "" if is_pipe(entry.wav) else audio_extension(entry.wav)
-        if suffix in AUDIO_EXTENSIONS and _SOUNDFILE_FORMAT_OF.get(suffix, suffix.upper()) \
-                not in formats:
+        if suffix in AUDIO_EXTENSIONS and suffix not in decodable:
             raise ValueError(f"utterance {entry.key}: soundfile (libsndfile "
                              f"{sf.__libsndfile_version__}) cannot decode .{suffix} files such "
                              f"as {entry.wav!r}; convert them first (e.g. to wav or flac)")

@@ -1,12 +1,15 @@
 """The fine-tuning data: a Kaldi folder read, checked, split into train and dev, and listed.
 
 DIR holds ``wav.scp`` and ``utt2spk`` (``segments``, ``utt recording start end``,
-optional: then wav.scp lists recordings), or, without a wav.scp, one folder of audio
-files per speaker (:mod:`~wespeaker_py.finetune.speaker_folders`). A speaker-disjoint
-dev part (speakers with two or more utterances, drawn with a fixed seed, each sample
-rate of the data among them when it can be) gives every pair of its utterances as
-trials; the rest trains. Speakers with one utterance only train.
-:func:`list_digests` tells a folder's lists apart from the same folder edited.
+optional: then wav.scp lists recordings), or, without a wav.scp (nor utt2spk or
+segments), one folder of audio files per speaker
+(:mod:`~wespeaker_py.finetune.speaker_folders`). :func:`read_finetune_corpus` reads and
+checks the folders; :func:`split_finetune_data` holds out a speaker-disjoint dev part
+(speakers with two or more utterances, drawn with a fixed seed, each sample rate of the
+data among them when it can be), every pair of whose utterances is a trial; the rest
+trains. Speakers with one utterance only train. :func:`list_digests` tells a folder's
+lists apart from the same folder edited; :func:`recorded_dev_speakers` reads back the
+split a run's lists were written with, which its resumption keeps.
 """
 from __future__ import annotations
 
@@ -14,12 +17,12 @@ import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
 from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, segment_outside
-from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, read_utterance_table,
+from wespeaker_py.dataset.lists import (TableEntry, decodable_extensions, read_utterance_table,
                                         write_raw_list)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune.speaker_folders import (LISTS, SpeakerFolderError,
@@ -52,6 +55,27 @@ class FinetuneDataError(WespeakerError):
 
 
 @dataclass
+class FinetuneCorpus:
+    """DIR (and ``--mix_data``) read and checked, before the split: DIR's utterances, the
+    header ``(frames, rate)`` of each of their files that could be read, the ``mix-``
+    prefixed utterances of ``--mix_data``, and the rate of most of DIR's files (None when
+    its wav.scp holds only pipes and the rate to train at was given)."""
+
+    source: str
+    entries: List[TableEntry]
+    headers: Dict[str, Tuple[int, int]]
+    sample_rate: Optional[int]
+    rates: Dict[int, int] = field(default_factory=dict)  # DIR's files by sample rate
+    mix_source: Optional[str] = None
+    mixed: List[TableEntry] = field(default_factory=list)
+    mix_rates: Dict[int, int] = field(default_factory=dict)  # --mix_data's files by rate
+    # "data" / "mix_data": the folder's utterances listed from its speaker folders
+    listings: Dict[str, SpeakerFolderListing] = field(default_factory=dict)
+    # "data" / "mix_data": the folder's utterances as read (paths resolved, no prefix)
+    folder_entries: Dict[str, List[TableEntry]] = field(default_factory=dict)
+
+
+@dataclass
 class FinetuneData:
     """DIR split into training and dev entries, with the dev trials and the data's rate
     (None when wav.scp holds only pipes and the rate to train at was given)."""
@@ -61,13 +85,16 @@ class FinetuneData:
     dev: List[TableEntry]
     trials: List[Trial]
     sample_rate: Optional[int]
-    rates: Dict[int, int] = field(default_factory=dict)  # files by sample rate
+    rates: Dict[int, int] = field(default_factory=dict)  # DIR's files by sample rate
     single_utterance_speakers: int = 0
     mix_source: Optional[str] = None  # --mix_data: original-domain data that only trains
     mix_utterances: int = 0
+    mix_rates: Dict[int, int] = field(default_factory=dict)  # --mix_data's files by rate
     dev_rates: Dict[int, int] = field(default_factory=dict)  # dev utterances by file rate
     # "data" / "mix_data": the folder's utterances listed from its speaker folders
     listings: Dict[str, SpeakerFolderListing] = field(default_factory=dict)
+    # "data" / "mix_data": the folder's utterances as read (paths resolved, no prefix)
+    folder_entries: Dict[str, List[TableEntry]] = field(default_factory=dict)
 
     @property
     def train_speakers(self) -> List[str]:
@@ -81,15 +108,25 @@ class FinetuneData:
         """What finetune.json records about the data."""
         targets = sum(label == "target" for _, _, label in self.trials)
         return {"dir": self.source, "speaker_folders": "data" in self.listings,
-                "sample_rate": self.sample_rate,
-                "files_by_rate": {str(rate): count for rate, count in sorted(self.rates.items())},
+                "segments": _has_segments(self.folder_entries.get("data", ())),
+                "sample_rate": self.sample_rate, "files_by_rate": _by_rate(self.rates),
                 "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
                 "single_utterance_speakers": self.single_utterance_speakers,
                 "dev_speakers": len(self.dev_speakers), "dev_utterances": len(self.dev),
-                "dev_utterances_by_rate": {str(rate): count
-                                           for rate, count in sorted(self.dev_rates.items())},
+                "dev_utterances_by_rate": _by_rate(self.dev_rates),
                 "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
+                "mix_files_by_rate": _by_rate(self.mix_rates),
                 "dev_target_trials": targets, "dev_nontarget_trials": len(self.trials) - targets}
+
+
+def _has_segments(entries: Sequence[TableEntry]) -> bool:
+    """Whether ``entries`` are segments of recordings (a Kaldi folder with ``segments``)."""
+    return any(entry.vad for entry in entries)
+
+
+def _by_rate(counts: Mapping[int, int]) -> Dict[str, int]:
+    """``{rate: count}`` as finetune.json records it (rates as strings, in order)."""
+    return {str(rate): count for rate, count in sorted(counts.items())}
 
 
 def _read_segments(path: str) -> Dict[str, Tuple[str, float, float]]:
@@ -124,7 +161,7 @@ def _listed_speaker_folders(data_dir: str) -> SpeakerFolderListing:
             f"{data_dir} has no wav.scp, nor speaker folders with audio files: give a Kaldi "
             f"folder (wav.scp and utt2spk, segments optional) or a folder with one folder "
             f"per speaker holding their audio files ({data_dir}/<speaker>/<name>.wav; "
-            f"{', '.join(sorted(AUDIO_EXTENSIONS))}, at any depth)")
+            f"{', '.join(decodable_extensions())}, at any depth)")
     logger.info("%s has no wav.scp: %d speaker folders with %d audio files are its "
                 "utterances, keyed by their path below it (<speaker>/...)%s", data_dir,
                 listing.speakers, len(listing.entries),
@@ -133,17 +170,18 @@ def _listed_speaker_folders(data_dir: str) -> SpeakerFolderListing:
 
 
 def _read_entries(data_dir: str) -> Tuple[List[TableEntry], Optional[SpeakerFolderListing]]:
-    """DIR's utterances, and its listing when they came from speaker folders (no
-    wav.scp)."""
-    wav_scp, utt2spk = (os.path.join(data_dir, name) for name in ("wav.scp", "utt2spk"))
-    if not os.path.isfile(wav_scp):
+    """DIR's utterances, and its listing when they came from speaker folders (none of
+    :data:`LIST_NAMES`: a folder with some of a Kaldi folder's lists is one missing the
+    rest)."""
+    wav_scp, utt2spk, segments_path = (os.path.join(data_dir, name) for name in LIST_NAMES)
+    if not any(os.path.isfile(path) for path in (wav_scp, utt2spk, segments_path)):
         listing = _listed_speaker_folders(data_dir)
         return listing.entries, listing
-    if not os.path.isfile(utt2spk):
-        raise FinetuneDataError(f"{utt2spk} does not exist (a data folder needs wav.scp and "
-                                f"utt2spk; or, without a wav.scp, one folder of audio files "
-                                f"per speaker)")
-    segments_path = os.path.join(data_dir, "segments")
+    for path in (wav_scp, utt2spk):
+        if not os.path.isfile(path):
+            raise FinetuneDataError(f"{path} does not exist (a data folder needs wav.scp and "
+                                    f"utt2spk; or, without any of wav.scp, utt2spk and "
+                                    f"segments, one folder of audio files per speaker)")
     if not os.path.isfile(segments_path):
         entries = read_utterance_table(wav_scp, utt2spk)
     else:
@@ -244,12 +282,48 @@ def _speaker_rates(entries: Sequence[TableEntry], headers: Dict[str, Tuple[int, 
     return {spk: _most_common_rate(rates) for spk, rates in counts.items()}
 
 
+def _trial_counts(spk2utts: Mapping[str, Sequence[str]], speakers: Collection[str]
+                  ) -> Tuple[int, int]:
+    """The target and nontarget trials that every pair of ``speakers``' utterances gives."""
+    sizes = [len(spk2utts[spk]) for spk in speakers]
+    targets = sum(size * (size - 1) // 2 for size in sizes)
+    return targets, sum(sizes) * (sum(sizes) - 1) // 2 - targets
+
+
+def _enough_trials(targets: int, nontargets: int) -> bool:
+    """Whether a dev part has the trials an EER and a calibration are measured on."""
+    return targets >= MIN_DEV_TARGET_TRIALS and nontargets >= MIN_DEV_NONTARGET_TRIALS
+
+
+def _rate_covering_draw(eligible: List[str], by_rate: Mapping[int, List[str]],
+                        wanted: int) -> Optional[List[str]]:
+    """``wanted`` dev speakers of ``eligible``: one of each rate with two or more candidates
+    (``by_rate``; of the rates with the most, when fewer speakers are wanted than there are
+    such rates), then the rest from all, drawn with :data:`SPLIT_SEED`. A rate whose
+    candidates left the rest could take in full keeps one of them (the first by name) in
+    training, so that training hears every rate: the only candidate of a rate stays there.
+    None when too few candidates are left for the rest."""
+    draw = random.Random(SPLIT_SEED)
+    shared = {rate: speakers for rate, speakers in by_rate.items() if len(speakers) >= 2}
+    covered = sorted(shared, key=lambda rate: (-len(shared[rate]), -rate))[:wanted]
+    chosen = [draw.choice(shared[rate]) for rate in covered]
+    more = wanted - len(chosen)
+    left_by_rate = ([spk for spk in speakers if spk not in chosen]
+                    for speakers in by_rate.values())
+    kept = {min(left) for left in left_by_rate if 0 < len(left) <= more}
+    rest = [spk for spk in eligible if spk not in chosen and spk not in kept]
+    if more > len(rest):
+        return None
+    return sorted(chosen + draw.sample(rest, more))
+
+
 def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int],
                 speaker_rates: Mapping[str, int]) -> List[str]:
     """The dev speakers, drawn with :data:`SPLIT_SEED` from those with two or more
-    utterances. Candidates at several rates (``speaker_rates``): one speaker of each rate
-    first (of the rates with the most candidates, when fewer speakers are wanted than
-    there are rates), then the rest from all."""
+    utterances. Candidates at several rates (``speaker_rates``): the rate-covering draw of
+    :func:`_rate_covering_draw`, unless it cannot be made, or its dev part falls short of
+    the trials that the plain seeded draw (the one of data at one rate) gives enough of:
+    then the plain draw."""
     eligible = sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
     wanted = (max(2, round(DEV_SHARE * len(eligible))) if dev_speakers is None
               else dev_speakers)
@@ -258,34 +332,37 @@ def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int],
     if wanted > len(eligible):
         raise FinetuneDataError(f"{wanted} dev speakers asked for, but only {len(eligible)} "
                                 f"speakers have two or more utterances")
-    draw = random.Random(SPLIT_SEED)
+    plain = sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
     by_rate: Dict[int, List[str]] = defaultdict(list)
     for spk in eligible:
         if spk in speaker_rates:
             by_rate[speaker_rates[spk]].append(spk)
     if len(by_rate) < 2:
-        return sorted(draw.sample(eligible, wanted))
-    rates = sorted(by_rate, key=lambda rate: (-len(by_rate[rate]), -rate))[:wanted]
-    chosen = [draw.choice(by_rate[rate]) for rate in rates]
-    rest = [spk for spk in eligible if spk not in chosen]
-    return sorted(chosen + draw.sample(rest, wanted - len(chosen)))
+        return plain
+    covering = _rate_covering_draw(eligible, by_rate, wanted)
+    if covering is None or (not _enough_trials(*_trial_counts(spk2utts, covering))
+                            and _enough_trials(*_trial_counts(spk2utts, plain))):
+        return plain
+    return covering
 
 
-def _warn_mixed_rates(where: str, rates: Mapping[int, int], target: int,
-                      rate_given: bool) -> None:
+def _warn_mixed_rates(where: str, rates: Mapping[int, int], own_rates: Mapping[int, int],
+                      target: int, rate_given: bool) -> None:
     """Say that files at several ``rates`` are all resampled to ``target``; files below it
     are upsampled with their top band empty, and, unless the rate was given
-    (``--sample_rate``, or a front-end that takes one rate), the lowest rate is suggested
-    for narrow-band audio to score."""
+    (``--sample_rate``, or a front-end that takes one rate), the lowest rate of DIR's own
+    files (``own_rates``; not --mix_data's) below it is suggested for narrow-band audio to
+    score."""
     below = {rate: count for rate, count in rates.items() if rate < target}
     message = (f"{where} holds files at "
                + ", ".join(f"{rate} ({count} files)" for rate, count in sorted(rates.items()))
                + f" Hz: all are resampled to {target} Hz")
     if below:
-        lowest = min(below)
         message += (f"; the {sum(below.values())} files below {target} Hz are upsampled, "
                     f"with nothing above half their own rate")
-        if not rate_given:
+        own_below = [rate for rate in own_rates if rate < target]
+        if own_below and not rate_given:
+            lowest = min(own_below)
             message += (f". If the audio the new model is to score is narrow-band (calls at "
                         f"{lowest} Hz), give --sample_rate {lowest} to train a model at "
                         f"{lowest} Hz (the other files are then downsampled)")
@@ -310,25 +387,35 @@ def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: 
                    FEW_DEV_TARGET_TRIALS, more)
 
 
+def _warn_rates_not_trained(corpus: FinetuneCorpus, train: Sequence[TableEntry],
+                            dev_rates: Mapping[int, int]) -> None:
+    """Warn when every file of a rate of the dev part is a dev speaker's: training (DIR's
+    training speakers and --mix_data) hears nothing at that rate."""
+    heard = {corpus.headers[entry.wav][1] for entry in train if entry.wav in corpus.headers}
+    unheard = sorted(set(dev_rates) - heard - set(corpus.mix_rates))
+    if unheard:
+        logger.warning("%s: all of its files at %s Hz are the dev speakers', so training "
+                       "hears none at %s (too few speakers with two or more utterances to "
+                       "keep one for training)", corpus.source,
+                       " and ".join(str(rate) for rate in unheard),
+                       "that rate" if len(unheard) == 1 else "those rates")
+
+
 def _list_name(folder: str, name: str, listing: Optional[SpeakerFolderListing]) -> str:
     """How messages name the list ``name`` of ``folder``: the file, or the folder when its
     lists were made from speaker folders."""
     return f"{folder} (speaker folders)" if listing else os.path.join(folder, name)
 
 
-def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
-                       mix_dir: Optional[str] = None,
-                       sample_rate: Optional[int] = None) -> FinetuneData:
-    """Read and split ``data_dir``; :class:`FinetuneDataError` when it cannot serve.
+def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
+                         sample_rate: Optional[int] = None) -> FinetuneCorpus:
+    """Read and check ``data_dir`` (and ``mix_dir``); :class:`FinetuneDataError` when it
+    cannot serve.
 
-    Refused: fewer than two speakers, fewer than two training speakers left
-    after the dev split, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
-    :data:`MIN_DEV_NONTARGET_TRIALS`, and a wav.scp of only pipes (whose rate
-    cannot be read) unless ``sample_rate``, the rate to train at, is given. Utterances
-    whose segment lies past the end of its recording are left out (and counted in a
-    warning) before the split, so these checks count what is left. A dev part below
-    :data:`FEW_DEV_SPEAKERS` speakers or :data:`FEW_DEV_TARGET_TRIALS` target trials
-    is warned about.
+    Refused: fewer than two speakers, a wav.scp none of whose files can be read, and one
+    of only pipes (whose rate cannot be read) unless ``sample_rate``, the rate to train
+    at, is given. Utterances whose segment lies past the end of its recording are left
+    out (and counted in a warning), so the split's checks count what is left.
     ``mix_dir`` (original-domain data) only trains: its utterances and speakers
     join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
     Either folder may be a Kaldi folder or a folder of speaker folders.
@@ -338,10 +425,11 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
         mix_entries, mix_listing = _read_entries(mix_dir) if mix_dir else ([], None)
     except DataFormatError as error:
         raise FinetuneDataError(str(error)) from None
+    folder_entries = {"data": entries, **({"mix_data": mix_entries} if mix_dir else {})}
     mixed = [TableEntry("mix-" + entry.key, "mix-" + entry.spk, entry.wav, entry.vad)
              for entry in mix_entries]
     # headers and segment bounds are read now: a segment past its recording's end is left
-    # out before the split, so the checks below count only what can train and be scored
+    # out before the split, so its checks count only what can train and be scored
     wav_scp = _list_name(data_dir, "wav.scp", listing)
     headers = _headers(entries, wav_scp)
     listed, entries = len(entries), _segments_within(entries, headers, data_dir)
@@ -352,28 +440,10 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     mix_headers = _headers(mixed, _list_name(mix_dir, "wav.scp", mix_listing),
                            "in training") if mixed else {}
     mixed = _segments_within(mixed, mix_headers, mix_dir) if mixed else []
-    spk2utts: Dict[str, List[str]] = defaultdict(list)
-    for entry in entries:
-        spk2utts[entry.spk].append(entry.key)
-    if len(spk2utts) < 2:
+    speakers = {entry.spk for entry in entries}
+    if len(speakers) < 2:
         raise FinetuneDataError(f"{_list_name(data_dir, 'utt2spk', listing)} has "
-                                f"{len(spk2utts)} speaker(s); fine-tuning needs at least 2")
-    dev_set = set(_choose_dev(spk2utts, dev_speakers, _speaker_rates(entries, headers)))
-    train = [entry for entry in entries if entry.spk not in dev_set]
-    dev = [entry for entry in entries if entry.spk in dev_set]
-    if len({entry.spk for entry in train}) < 2:
-        raise FinetuneDataError(f"{data_dir}: {len(dev_set)} dev speakers leave "
-                                f"{len({entry.spk for entry in train})} to train on; "
-                                f"at least 2 are needed (lower --dev_speakers)")
-    trials = all_pair_trials({entry.key: entry.spk for entry in dev})
-    targets = sum(label == "target" for _, _, label in trials)
-    if targets < MIN_DEV_TARGET_TRIALS or len(trials) - targets < MIN_DEV_NONTARGET_TRIALS:
-        raise FinetuneDataError(
-            f"{data_dir}: the {len(dev_set)} dev speakers give {targets} target and "
-            f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
-            f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
-    _warn_small_dev(data_dir, len(dev_set), targets, len(trials) - targets,
-                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
+                                f"{len(speakers)} speaker(s); fine-tuning needs at least 2")
     own_rates = _rate_counts(headers)
     if not own_rates and not any(is_pipe(entry.wav) for entry in entries):
         raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
@@ -382,26 +452,77 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
     rate = _most_common_rate(own_rates) if own_rates else None
-    rates = Counter(own_rates) + Counter(_rate_counts(mix_headers))
+    mix_rates = _rate_counts(mix_headers)
+    rates = Counter(own_rates) + Counter(mix_rates)
     if len(rates) > 1:
         _warn_mixed_rates(data_dir + (f" (with {mix_dir})" if mix_dir else ""), rates,
-                          sample_rate or rate, sample_rate is not None)
+                          own_rates, sample_rate or rate, sample_rate is not None)
     if mixed:
         logger.info("%d utterances of %d speakers of %s train too", len(mixed),
                     len({entry.spk for entry in mixed}), mix_dir)
-        train += mixed
+    listings = {role: found for role, found in (("data", listing), ("mix_data", mix_listing))
+                if found}
+    return FinetuneCorpus(source=os.path.abspath(data_dir), entries=entries, headers=headers,
+                          sample_rate=rate, rates=own_rates,
+                          mix_source=os.path.abspath(mix_dir) if mix_dir else None,
+                          mixed=mixed, mix_rates=mix_rates, listings=listings,
+                          folder_entries=folder_entries)
+
+
+def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = None,
+                        dev_set: Optional[Collection[str]] = None) -> FinetuneData:
+    """Split ``corpus`` into training and dev; :class:`FinetuneDataError` when it cannot.
+
+    The dev speakers are ``dev_set`` (a resumed run's, :func:`recorded_dev_speakers`), else
+    ``dev_speakers`` of them drawn by :func:`_choose_dev`. Refused: fewer than two
+    training speakers left, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
+    :data:`MIN_DEV_NONTARGET_TRIALS`. A dev part below :data:`FEW_DEV_SPEAKERS` speakers
+    or :data:`FEW_DEV_TARGET_TRIALS` target trials is warned about, and so is one that
+    holds every file of a rate.
+    """
+    spk2utts: Dict[str, List[str]] = defaultdict(list)
+    for entry in corpus.entries:
+        spk2utts[entry.spk].append(entry.key)
+    held_out = set(dev_set if dev_set is not None else
+                   _choose_dev(spk2utts, dev_speakers,
+                               _speaker_rates(corpus.entries, corpus.headers)))
+    train = [entry for entry in corpus.entries if entry.spk not in held_out]
+    dev = [entry for entry in corpus.entries if entry.spk in held_out]
+    train_speakers = len({entry.spk for entry in train})
+    if train_speakers < 2:
+        raise FinetuneDataError(f"{corpus.source}: {len(held_out)} dev speakers leave "
+                                f"{train_speakers} to train on; at least 2 are needed (lower "
+                                f"--dev_speakers)")
+    trials = all_pair_trials({entry.key: entry.spk for entry in dev})
+    targets = sum(label == "target" for _, _, label in trials)
+    if not _enough_trials(targets, len(trials) - targets):
+        raise FinetuneDataError(
+            f"{corpus.source}: the {len(held_out)} dev speakers give {targets} target and "
+            f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
+            f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
+    _warn_small_dev(corpus.source, len(held_out), targets, len(trials) - targets,
+                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
+    dev_rates = dict(Counter(corpus.headers[entry.wav][1] for entry in dev
+                             if entry.wav in corpus.headers))
+    _warn_rates_not_trained(corpus, train, dev_rates)
     singles = sum(len(utts) == 1 for utts in spk2utts.values())
     if singles:
         logger.info("%d speaker(s) with one utterance: used for training only", singles)
-    listings = {role: found for role, found in (("data", listing), ("mix_data", mix_listing))
-                if found}
-    return FinetuneData(source=os.path.abspath(data_dir), train=train, dev=dev, trials=trials,
-                        sample_rate=rate, rates=dict(rates), single_utterance_speakers=singles,
-                        mix_source=os.path.abspath(mix_dir) if mix_dir else None,
-                        mix_utterances=len(mixed),
-                        dev_rates=dict(Counter(headers[entry.wav][1] for entry in dev
-                                               if entry.wav in headers)),
-                        listings=listings)
+    return FinetuneData(source=corpus.source, train=train + corpus.mixed, dev=dev,
+                        trials=trials, sample_rate=corpus.sample_rate, rates=corpus.rates,
+                        single_utterance_speakers=singles, mix_source=corpus.mix_source,
+                        mix_utterances=len(corpus.mixed), mix_rates=corpus.mix_rates,
+                        dev_rates=dev_rates, listings=corpus.listings,
+                        folder_entries=corpus.folder_entries)
+
+
+def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
+                       mix_dir: Optional[str] = None,
+                       sample_rate: Optional[int] = None) -> FinetuneData:
+    """Read ``data_dir`` (:func:`read_finetune_corpus`) and split it
+    (:func:`split_finetune_data`, drawing ``dev_speakers``)."""
+    return split_finetune_data(read_finetune_corpus(data_dir, mix_dir, sample_rate),
+                               dev_speakers)
 
 
 def list_digests(data: FinetuneData) -> Dict[str, str]:
@@ -424,17 +545,28 @@ def list_digests(data: FinetuneData) -> Dict[str, str]:
     return digests
 
 
-def write_speaker_folder_lists(data: FinetuneData, folder: str) -> Dict[str, str]:
-    """Write the ``wav.scp`` and ``utt2spk`` made for each data folder read from speaker
-    folders into ``folder/<role>`` (``data``, ``mix_data``); return ``{role: that folder}``
-    (a Kaldi folder the other commands take)."""
+def write_data_lists(data: FinetuneData, folder: str) -> Dict[str, str]:
+    """Write each data folder's ``wav.scp`` and ``utt2spk`` as the run read them (paths
+    made absolute; for speaker folders, the lists made of them) into ``folder/<role>``
+    (``data``, ``mix_data``): a Kaldi folder the other commands take, whose lists read
+    alike from any working folder. Return ``{role: that folder}``; a folder of segments is
+    left out (the other commands read whole files)."""
     written = {}
-    for role, listing in data.listings.items():
+    for role, entries in data.folder_entries.items():
+        if _has_segments(entries):
+            continue
         written[role] = os.path.join(folder, role)
         os.makedirs(written[role], exist_ok=True)
-        for name in LISTS:
-            write_table(os.path.join(written[role], name), listing.rows(name))
+        write_table(os.path.join(written[role], "wav.scp"),
+                    ((entry.key, entry.wav) for entry in entries))
+        write_table(os.path.join(written[role], "utt2spk"),
+                    ((entry.key, entry.spk) for entry in entries))
     return written
+
+
+def _train_utt2spk(folder: str) -> str:
+    """The training list ``utt2spk`` that :func:`write_lists` writes under ``folder``."""
+    return os.path.join(folder, "train", "utt2spk")
 
 
 def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:
@@ -442,9 +574,23 @@ def write_lists(data: FinetuneData, folder: str) -> Tuple[str, str, str]:
     for sub in ("train", "dev"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     raw_list = os.path.join(folder, "train", "raw.list")
-    utt2spk = os.path.join(folder, "train", "utt2spk")
+    utt2spk = _train_utt2spk(folder)
     trials = os.path.join(folder, "dev", "trials")
     write_raw_list(data.train, raw_list)
     write_table(utt2spk, ((entry.key, entry.spk) for entry in data.train))
     write_trials(trials, data.trials)
     return raw_list, utt2spk, trials
+
+
+def recorded_dev_speakers(corpus: FinetuneCorpus, folder: str) -> Optional[List[str]]:
+    """The dev speakers of the split that :func:`write_lists` wrote under ``folder``
+    (DIR's speakers absent from its ``train/utt2spk``), which a resumed run keeps whatever
+    the split's rule now draws; None when no lists were written there."""
+    utt2spk = _train_utt2spk(folder)
+    if not os.path.isfile(utt2spk):
+        return None
+    try:
+        trained = set(read_key_value(utt2spk, allow_spaces_in_value=False).values())
+    except DataFormatError as error:
+        raise FinetuneDataError(f"the split of the run being resumed: {error}") from None
+    return sorted({entry.spk for entry in corpus.entries} - trained)

@@ -17,11 +17,17 @@ from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import (MEAN_NAME, companion_prefix, companions_at,
                                               rate_templates)
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.finetune.config import WORK_DIR
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import rate_in_name
 
 logger = get_logger(__name__)
 
+# what window-lda's --data and calibrate's --wav_scp are to be when DIR holds segments,
+# which they do not read
+UTTERANCE_FILES = "<a Kaldi folder of one file per utterance (window-lda reads no segments)>"
+DEV_UTTERANCE_FILES = ("<a wav.scp of the dev utterances, one file each (calibrate reads no "
+                       "segments)>")
 # docs/finetune.md's section on a fine-tuning that made the model worse
 WORSE_SECTION = "docs/finetune.md, 'When fine-tuning makes it worse'"
 
@@ -33,10 +39,17 @@ def worse_than_source(dev: Mapping[str, Any]) -> bool:
 
 def what_to_try(report: Mapping[str, Any]) -> str:
     """The settings to try when the run made the model worse: a tenth of its ``--lr``,
-    and ``--freeze body`` unless a phase of the run froze the body already."""
-    tries = [f"a lower --lr (e.g. {report['options']['lr'] / 10:g})"]
+    and unless a phase of the run froze the body already, a first epoch that trains the
+    new head alone: ``--freeze body``, with ``--freeze_epochs 1`` when it was 0 (with it,
+    ``--freeze body`` freezes nothing)."""
+    options = report["options"]
+    tries = [f"a lower --lr (e.g. {options['lr'] / 10:g})"]
     if not any(phase["freeze"] == "body" for phase in report["phases"]):
-        tries.append("--freeze body")
+        if options["freeze_epochs"] == 0:
+            tries.append("--freeze_epochs 1" if options["freeze"] == "body"
+                         else "--freeze body --freeze_epochs 1")
+        else:
+            tries.append("--freeze body")
     return " or ".join(tries)
 
 
@@ -82,30 +95,38 @@ def summary_line(report: Mapping[str, Any], out_dir: str) -> str:
             f"{after['min_dcf']:.3f} after; {verdict}model in {out_dir}")
 
 
-def _mean_vector_step(out_dir: str, data_dir: str) -> str:
+def _calibrate_again(out_dir: str, data: Optional[str]) -> str:
+    """The command that fits ``out_dir``'s calibration on the run's dev trials again,
+    their audio in ``data``'s wav.scp (None for a DIR of segments, which calibrate does
+    not read)."""
+    wav_scp = os.path.join(data, "wav.scp") if data else DEV_UTTERANCE_FILES
+    return (f"wespeaker-py calibrate --model {out_dir} --trials "
+            f"{os.path.join(out_dir, WORK_DIR, 'data', 'dev', 'trials')} --wav_scp {wav_scp}")
+
+
+def _mean_vector_step(out_dir: str, data: Optional[str]) -> str:
     """How to give the new model a mean vector: extract its training list's mean, then fit
     the calibration again (it records the mean vector its scores were made with)."""
-    work = os.path.join(out_dir, "work")
+    work = os.path.join(out_dir, WORK_DIR)
     mean_dir = os.path.join(work, "mean")
     return (f"{MEAN_NAME}: {out_dir} scores without one, as its calibration was fitted; for "
             f"one, python -m wespeaker_py.bin.extract --config "
             f"{os.path.join(out_dir, 'config.yaml')} --model_path "
-            f"{os.path.join(out_dir, 'avg_model.pt')} --data_list "
+            f"{os.path.join(out_dir, 'avg_model.pt')} --data_type raw --data_list "
             f"{os.path.join(work, 'data', 'train', 'raw.list')} --embed_ark "
             f"{os.path.join(mean_dir, 'xvector.ark')} --mean_vec True, copy "
             f"{os.path.join(mean_dir, MEAN_NAME)} into {out_dir}, then calibrate again: "
-            f"wespeaker-py calibrate --model {out_dir} --trials "
-            f"{os.path.join(work, 'data', 'dev', 'trials')} --wav_scp "
-            f"{os.path.join(data_dir, 'wav.scp')}")
+            f"{_calibrate_again(out_dir, data)}")
 
 
-def _relearn(name: str, out_dir: str, data_dir: str, rate: int,
+def _relearn(name: str, out_dir: str, data: Optional[str], rate: int,
              wide_band_data: Optional[str]) -> Optional[str]:
     """The command that learns the new model's own companion file ``name`` (a model at
-    ``rate``); None for a name of no known form."""
+    ``rate``) from the Kaldi folder ``data`` (None for a DIR of segments, which those
+    commands do not read); None for a name of no known form."""
     if name == MEAN_NAME:
-        return _mean_vector_step(out_dir, data_dir)
-    window_lda = f"wespeaker-py window-lda --model {out_dir} --data {data_dir}"
+        return _mean_vector_step(out_dir, data)
+    window_lda = f"wespeaker-py window-lda --model {out_dir} --data {data or UTTERANCE_FILES}"
     if name == WINDOW_LDA_NAME:
         return f"{name}: {window_lda}"
     heard = {template: rate_in_name(template, name) for template in rate_templates()}
@@ -121,17 +142,30 @@ def _relearn(name: str, out_dir: str, data_dir: str, rate: int,
     return f"{name}: wespeaker-py band-fill --model {out_dir} --data {data} --heard_rate {low}"
 
 
-def next_steps(source: str, out_dir: str, data_dir: str, report: Mapping[str, Any]
-               ) -> Optional[str]:
+def _wide_band_folder(report: Mapping[str, Any], folders: Mapping[str, str]
+                      ) -> Optional[str]:
+    """Of the run's data folders (``folders``: role -> Kaldi folder), the first holding
+    files at the new model's rate or above: speech a band fill can learn from."""
+    rate, data = report["sample_rate"], report["data"]
+    for role, rates in (("data", data["files_by_rate"]),
+                        ("mix_data", data.get("mix_files_by_rate") or {})):
+        if role in folders and any(int(found) >= rate for found in rates):
+            return folders[role]
+    return None
+
+
+def next_steps(source: str, out_dir: str, folders: Mapping[str, str],
+               report: Mapping[str, Any]) -> Optional[str]:
     """The line that says which of the source's companion files (at ``source``'s
     companion prefix; its calibration aside: the run fits a new one) did not carry over,
-    and the command that learns each for the new model in ``out_dir`` from ``data_dir``
-    (a Kaldi folder of the run's data, suggested for a band fill when some of the run's
-    files, ``--mix_data``'s included, are at the new rate); None when the source has
-    none."""
+    and the command that learns each for the new model in ``out_dir``. ``folders``:
+    ``data`` and ``mix_data`` (when given) -> a Kaldi folder of that data the commands
+    read (for a DIR of segments, which they do not read, DIR itself: then those that need
+    utterances name what to give instead); a band fill is learnt from the first holding
+    files at the new rate. None when the source has none."""
     rate = report["sample_rate"]
-    wide_band = any(int(found) >= rate for found in report["data"]["files_by_rate"])
-    steps = {name: _relearn(name, out_dir, data_dir, rate, data_dir if wide_band else None)
+    data = None if report["data"].get("segments") else folders["data"]
+    steps = {name: _relearn(name, out_dir, data, rate, _wide_band_folder(report, folders))
              for name in companions_at(companion_prefix(source)) if name != CALIBRATION_NAME}
     steps = {name: step for name, step in steps.items() if step}
     if not steps:

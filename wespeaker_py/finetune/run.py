@@ -9,22 +9,22 @@ OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
 trials) and ``finetune.json`` (what was done, and the dev figures before and
 after), written only once the new model is evaluated and calibrated (until then
 it is the last phase's experiment folder); a new model worse on dev than the
-source is written too, with a warning. The end of a run logs the summary line of
-:mod:`~wespeaker_py.finetune.report` and the next steps for the source's companion
-files, which do not carry over. ``OUT/work`` keeps the lists and each
-phase's experiment folder: a killed (or failed) run, started again with the same
-arguments, resumes from the newest checkpoint (the trainer's resume); a finished
-one is left as it is. The same arguments: ``work/request.json`` records them with
-a digest of each data list (wav.scp, utt2spk, segments; for a folder of speaker
-folders, of the lists made from it, written to ``work/lists``), so that a data
-folder edited in place is another request. OUT never holds the run's inputs, and
-``overwrite`` only replaces an earlier fine-tuning run (a folder with
+source is written too, with a warning. The end of a run logs (or, for the command,
+prints) the summary line of :mod:`~wespeaker_py.finetune.report` and the next steps for
+the source's companion files, which do not carry over. ``OUT/work`` keeps the lists
+(the split's, and in ``work/lists`` each data folder's as read, for those next steps)
+and each phase's experiment folder: a killed (or failed) run, started again with the
+same arguments, resumes from the newest checkpoint (the trainer's resume) with the dev
+speakers its lists were written with; a finished one is left as it is. The same
+arguments: ``work/request.json`` records them with a digest of each data list
+(wav.scp, utt2spk, segments; for a folder of speaker folders, of the lists made from
+it), so that a data folder edited in place is another request. OUT never holds the
+run's inputs, and ``overwrite`` only replaces an earlier fine-tuning run (a folder with
 ``work/request.json``).
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -35,7 +35,7 @@ import torch
 
 from wespeaker_py.api.calibration import save_calibration
 from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
-                                      torch_model_files)
+                                      recipe_mean_vectors, torch_model_files)
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
@@ -44,8 +44,9 @@ from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR
                                           FinetuneOptions, check_device,
                                           chosen_rate, phase_config, phases, source_rate,
                                           with_loader_options_of)
-from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_data,
-                                        write_lists, write_speaker_folder_lists)
+from wespeaker_py.finetune.data import (FinetuneCorpus, FinetuneData, list_digests,
+                                        read_finetune_corpus, recorded_dev_speakers,
+                                        split_finetune_data, write_data_lists, write_lists)
 from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
@@ -334,35 +335,12 @@ def _score_dev(model, audio: DevAudio, trials: List, what: str) -> Dict[str, Any
             "heard_rates": rates}
 
 
-class _RecipeMeanVectorNote(logging.Filter):
-    """Holds back :func:`~wespeaker_py.api.load_model`'s note that an experiment folder's
-    recipe scored with a mean vector, which advises ``mean_vec=`` (``--mean_vec``): the
-    dev scores of the source and of the new model are both cosines without one, which
-    finetune says in its own words. ``seen``: a note was held back."""
-
-    NOTE_FUNCTION = "_note_recipe_mean_vectors"   # where wespeaker_py.api.loading logs it
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.funcName == self.NOTE_FUNCTION:
-            self.seen = True
-            return False
-        return True
-
-
 def _load_source(source: str, device: Optional[str], config: Optional[str]):
-    """The source model, for the dev figures before fine-tuning."""
-    loading_logger = logging.getLogger("wespeaker_py.api.loading")
-    note = _RecipeMeanVectorNote()
-    loading_logger.addFilter(note)
-    try:
-        model = load_model(source, device=device, config=config)
-    finally:
-        loading_logger.removeFilter(note)
-    if note.seen:
+    """The source model, for the dev figures before fine-tuning. An experiment folder
+    whose recipe scored with a mean vector is said to be scored without one here, in
+    place of load_model's advice of ``mean_vec=``, a setting finetune lacks."""
+    model = load_model(source, device=device, config=config, note_recipe_mean=False)
+    if model.mean_vec is None and recipe_mean_vectors(source):
         logger.info("%s: its recipe scored with a mean vector subtracted; the dev scores "
                     "before and after fine-tuning are cosines without one, as the new model "
                     "scores", source)
@@ -382,15 +360,17 @@ def _publish(staged_dir: str, out_dir: str) -> None:
 def finetune(source: str, data_dir: str, out_dir: str,
              options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
              num_threads: Optional[int] = None, overwrite: bool = False,
-             config: Optional[str] = None, mix_data: Optional[str] = None) -> Dict[str, Any]:
+             config: Optional[str] = None, mix_data: Optional[str] = None,
+             log_summary: bool = True) -> Dict[str, Any]:
     """Fine-tune ``source`` on the speakers of ``data_dir`` into the model folder ``out_dir``.
 
     ``source``: anything with PyTorch weights that :func:`~wespeaker_py.api.load_model`
     takes (``config`` for a bare checkpoint). ``mix_data``: a Kaldi folder of
     original-domain data whose speakers train too (never dev). Returns the
-    ``finetune.json`` record, whose summary line (the command's) is logged at INFO; a
-    new model whose dev EER is above the source's is written all the same, with a
-    warning. ``data_dir`` may also be a folder of speaker folders
+    ``finetune.json`` record, whose summary line and next steps are logged at INFO
+    unless ``log_summary`` is False (the command prints them instead); a new model whose
+    dev EER is above the source's is written all the same, with a warning. ``data_dir``
+    may also be a folder of speaker folders
     (:mod:`~wespeaker_py.finetune.speaker_folders`). Computes with ``num_threads`` CPU
     threads (default: the rule of :mod:`wespeaker_py.utils.threads`).
     Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
@@ -400,8 +380,25 @@ def finetune(source: str, data_dir: str, out_dir: str,
     and in the record's ``dev_skipped``).
     """
     with using_threads(num_threads):
-        return _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
-                         overwrite, config, mix_data)
+        report = _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
+                           overwrite, config, mix_data)
+    if log_summary:
+        for line in (summary_line(report, out_dir), report.get("next_steps")):
+            if line:
+                logger.info("%s", line)
+    return report
+
+
+def _kept_split(corpus: FinetuneCorpus, data: FinetuneData, lists: str) -> FinetuneData:
+    """``data``, or, when OUT holds the lists of the run being resumed (under ``lists``)
+    with other dev speakers (drawn by an earlier rule), the split of those lists: a
+    resumed run keeps the speakers it trained and evaluates on."""
+    recorded = recorded_dev_speakers(corpus, lists)
+    if recorded is None or recorded == data.dev_speakers:
+        return data
+    logger.info("%s: the run being resumed keeps its dev speakers (%s) rather than those "
+                "drawn now (%s)", lists, ", ".join(recorded), ", ".join(data.dev_speakers))
+    return split_finetune_data(corpus, dev_set=recorded)
 
 
 def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions,
@@ -415,7 +412,8 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
         if key not in source_config:
             raise ConfigError(f"{config_path}: config key '{key}' is missing")
     rate = chosen_rate(source_config.get("dataset_args") or {}, options.sample_rate)
-    data = read_finetune_data(data_dir, options.dev_speakers, mix_data, sample_rate=rate)
+    corpus = read_finetune_corpus(data_dir, mix_data, sample_rate=rate)
+    data = split_finetune_data(corpus, options.dev_speakers)
     rate = rate or data.sample_rate
     request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
                "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
@@ -425,15 +423,15 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     if _claim_output(out_dir, request, overwrite):
         logger.info("%s already holds this fine-tuning run", out_dir)
         with open(report_path, encoding="utf-8") as handle:
-            report = json.load(handle)
-        logger.info("%s", summary_line(report, out_dir))
-        return report
+            return json.load(handle)
     started = time.time()
     work = os.path.join(out_dir, WORK_DIR)
+    data = _kept_split(corpus, data, os.path.join(work, "data"))
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
-    # a folder of speaker folders: the Kaldi lists made of it, for the other commands
-    kaldi_data = write_speaker_folder_lists(data, os.path.join(work, "lists")).get(
-        "data", data_dir)
+    # the Kaldi lists of the data as read, for the commands of the next steps
+    folders = {role: folder for role, folder in (("data", data_dir), ("mix_data", mix_data))
+               if folder}
+    folders.update(write_data_lists(data, os.path.join(work, "lists")))
     init = os.path.join(work, INIT_NAME)
     _write_body_init(checkpoint, init,
                      _rate_bound_buffers(source_config.get("dataset_args") or {}, rate))
@@ -489,12 +487,9 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                                          for heard, group in sorted(audio.items())}),
               "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
-    report["next_steps"] = next_steps(source, out_dir, kaldi_data, report)
+    report["next_steps"] = next_steps(source, out_dir, folders, report)
     with atomic_open(report_path, "w", encoding="utf-8") as out:
         json.dump(report, out, indent=2)
         out.write("\n")
     warn_if_worse(report, out_dir)
-    logger.info("%s", summary_line(report, out_dir))
-    if report["next_steps"]:
-        logger.info("%s", report["next_steps"])
     return report

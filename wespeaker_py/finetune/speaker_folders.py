@@ -1,8 +1,9 @@
 """A data folder laid out as ``DIR/<speaker>/<audio files>``, listed as a Kaldi folder.
 
 What ``wespeaker-py finetune --data DIR`` takes when DIR has no ``wav.scp``: each
-folder of DIR is a speaker, and every audio file under it (at any depth; the suffixes
-of :data:`~wespeaker_py.dataset.lists.AUDIO_EXTENSIONS`) one of their utterances. An
+folder of DIR is a speaker, and every audio file under it (at any depth, linked folders
+followed; the suffixes of :data:`~wespeaker_py.dataset.lists.AUDIO_EXTENSIONS`, of which
+those soundfile cannot decode here, m4a and wma, are refused) one of their utterances. An
 utterance's key is its path relative to DIR (``george/george_00.wav``, as WeSpeaker's
 VoxCeleb lists name theirs): unique, and the same on every run. Hidden files and
 folders (``.name``) are left out. The listing's ``wav.scp`` and ``utt2spk`` rows are
@@ -59,9 +60,16 @@ def _visible(names: Iterable[str]) -> List[str]:
 
 def _speaker_files(data_dir: str, speaker: str) -> Tuple[List[str], int]:
     """The audio files under ``data_dir/speaker`` (paths relative to ``data_dir``, sorted),
-    and the number of other files there."""
+    and the number of other files there. Linked folders are followed; a folder reached
+    again (a link to one already listed, or a loop) is listed once."""
     audio, others = [], 0
-    for root, folders, files in os.walk(os.path.join(data_dir, speaker)):
+    listed = set()
+    for root, folders, files in os.walk(os.path.join(data_dir, speaker), followlinks=True):
+        real = os.path.realpath(root)
+        if real in listed:
+            folders[:] = []
+            continue
+        listed.add(real)
         folders[:] = _visible(folders)
         for name in _visible(files):
             relative = os.path.relpath(os.path.join(root, name), data_dir)
