@@ -24,7 +24,7 @@ from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
                                    finetune)
 from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
-from wespeaker_py.finetune.data import read_finetune_data
+from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext

@@ -13,7 +13,7 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases
-from wespeaker_py.finetune.data import read_finetune_data
+from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 

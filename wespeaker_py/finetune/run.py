@@ -1,8 +1,9 @@
 """Fine-tune a trained model on a folder of speakers: :func:`finetune`.
 
-    source model + DIR -> split (data.py) -> body-only init weights -> one or two
-    training phases (config.py; the trainer of :mod:`wespeaker_py.train`) ->
-    average -> dev EER before and after -> calibration -> OUT
+    source model + DIR -> read (data.py) -> split (split.py) -> body-only init
+    weights -> one or two training phases (config.py; the trainer of
+    :mod:`wespeaker_py.train`) -> average -> dev EER before and after ->
+    calibration -> OUT
 
 OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
 ``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
@@ -44,10 +45,10 @@ from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR
                                           FinetuneOptions, check_device,
                                           chosen_rate, phase_config, phases, source_rate,
                                           with_loader_options_of)
-from wespeaker_py.finetune.data import (FinetuneCorpus, FinetuneData, list_digests,
-                                        read_finetune_corpus, recorded_dev_speakers,
-                                        split_finetune_data, write_data_lists, write_lists)
+from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_corpus,
+                                        write_data_lists, write_lists)
 from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
+from wespeaker_py.finetune.split import kept_split, split_finetune_data
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
@@ -389,18 +390,6 @@ def finetune(source: str, data_dir: str, out_dir: str,
     return report
 
 
-def _kept_split(corpus: FinetuneCorpus, data: FinetuneData, lists: str) -> FinetuneData:
-    """``data``, or, when OUT holds the lists of the run being resumed (under ``lists``)
-    with other dev speakers (drawn by an earlier rule), the split of those lists: a
-    resumed run keeps the speakers it trained and evaluates on."""
-    recorded = recorded_dev_speakers(corpus, lists)
-    if recorded is None or recorded == data.dev_speakers:
-        return data
-    logger.info("%s: the run being resumed keeps its dev speakers (%s) rather than those "
-                "drawn now (%s)", lists, ", ".join(recorded), ", ".join(data.dev_speakers))
-    return split_finetune_data(corpus, dev_set=recorded)
-
-
 def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions,
               device: Optional[str], overwrite: bool, config: Optional[str],
               mix_data: Optional[str]) -> Dict[str, Any]:
@@ -426,7 +415,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
             return json.load(handle)
     started = time.time()
     work = os.path.join(out_dir, WORK_DIR)
-    data = _kept_split(corpus, data, os.path.join(work, "data"))
+    data = kept_split(corpus, data, os.path.join(work, "data"))
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
     # the Kaldi lists of the data as read, for the commands of the next steps
     folders = {role: folder for role, folder in (("data", data_dir), ("mix_data", mix_data))
