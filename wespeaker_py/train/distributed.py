@@ -79,8 +79,9 @@ def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistC
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend,
                                 device_id=device if device.type == "cuda" else None)
-        if backend != "gloo":
-            host_group = dist.new_group(backend="gloo")
+    # also for a process group a caller made: the host collectives need gloo
+    if dist.is_initialized() and dist.get_backend() != "gloo":
+        host_group = dist.new_group(backend="gloo")
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
                        host_group=host_group)
 

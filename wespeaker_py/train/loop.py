@@ -190,9 +190,8 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     loss_sum, correct, samples, applied, dropped = all_reduce_sum(
         epoch_totals.to(world.device), world).tolist()
     # no applied step: no sample to average over
-    per_sample = 1.0 / samples if samples else math.nan
-    return EpochResult(epoch=epoch, loss=loss_sum * per_sample,
-                       accuracy=100.0 * correct * per_sample,
+    return EpochResult(epoch=epoch, loss=loss_sum / samples if samples else math.nan,
+                       accuracy=100.0 * correct / samples if samples else math.nan,
                        batches=int(applied + dropped), skipped_batches=int(dropped),
                        lr=trainer.lr_scheduler.get_lr(),
                        margin=trainer.margin_scheduler.get_margin())

@@ -13,6 +13,7 @@ never the command: bars are not worth hours of training.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -51,6 +52,7 @@ class _LineWriter:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self._lost = False
 
     def write(self, text: str) -> None:
         for line in _LINE_BREAK.split(_CURSOR_CODE.sub("", text)):
@@ -61,12 +63,14 @@ class _LineWriter:
         self._guarded(self.stream.flush)
 
     def _guarded(self, operation: Callable[..., Any], *args: Any) -> None:
-        if self.stream in _lost_streams:
+        if self._lost or self.stream in _lost_streams:
             return
         try:
             operation(*args)
         except OSError as error:
-            _lost_streams.add(self.stream)
+            self._lost = True
+            with contextlib.suppress(TypeError):   # a stream that takes no weak reference
+                _lost_streams.add(self.stream)
             logger.warning("progress bars are off from now on: writing them to %s failed "
                            "(%s: %s); the work goes on",
                            getattr(self.stream, "name", "their stream"),
