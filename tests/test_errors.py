@@ -31,7 +31,7 @@ def test_the_walk_finds_the_errors_of_several_layers():
     modules = {cls.__module__ for cls in PACKAGE_ERRORS}
     assert {"wespeaker_py.errors", "wespeaker_py.config.fields", "wespeaker_py.utils.tables",
             "wespeaker_py.utils.paths", "wespeaker_py.utils.atomic_files",
-            "wespeaker_py.train.step", "wespeaker_py.cli.common"} <= modules
+            "wespeaker_py.train.loop", "wespeaker_py.cli.common"} <= modules
 
 
 @pytest.mark.parametrize("cls", PACKAGE_ERRORS, ids=lambda cls: f"{cls.__module__}.{cls.__name__}")

@@ -33,6 +33,8 @@ class _DiskFullWriter:
         self._fail_once_full()
 
 
+# caplog is set on the module's own logger: ExperimentFolder.close() puts the package
+# logger's level back as train.log found it, which caplog on that logger would then undo
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     writer = _DiskFullWriter(good=2)
@@ -46,7 +48,7 @@ def folder(tmp_path, monkeypatch):
 
 def test_a_failing_tensorboard_writer_is_dropped_with_one_warning(folder, caplog):
     opened, writer = folder
-    with caplog.at_level(logging.WARNING, logger="wespeaker_py"):
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py.train.experiment"):
         for step in range(1, 5):
             opened.log_scalars(step, loss=1.0 / step, accuracy=50.0)
         opened.close()
@@ -62,7 +64,7 @@ def test_a_failing_tensorboard_writer_is_dropped_with_one_warning(folder, caplog
 def test_a_tensorboard_writer_that_fails_to_close_costs_a_warning(folder, caplog):
     opened, writer = folder
     writer.good = 0
-    with caplog.at_level(logging.WARNING, logger="wespeaker_py"):
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py.train.experiment"):
         opened.close()
     assert [record.levelname for record in caplog.records] == ["WARNING"]
     assert "could not write the tensorboard log" in caplog.records[0].getMessage()
