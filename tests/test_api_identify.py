@@ -198,6 +198,11 @@ def test_a_calibration_of_another_model_leaves_a_plain_ranking_undecided(enrolle
     # ... for that call only: the model itself still refuses the file
     with pytest.raises(ModelMismatchError):
         model.verify(alice, alice)
+    # verify and decide take the same per-call force
+    assert model.verify(alice, alice, force=True).calibrated
+    assert model.decide(0.9, operating_point="eer", force=True).decision
+    with pytest.raises(ModelMismatchError):
+        model.decide(0.9)
 
     # the command likewise (another copy: the warning above is given once per process)
     command_copy = copy_of_model(copied, tmp_path, "command_model")

@@ -283,17 +283,17 @@ class SpeakerModel:
 
     def decide(self, score: float, prior: Optional[float] = None,
                operating_point: Optional[str] = None,
-               threshold: Optional[float] = None) -> Verification:
+               threshold: Optional[float] = None, force: bool = False) -> Verification:
         """Turn a score into a :class:`Verification` (see :meth:`verify`)."""
         check_decision_rule(prior, operating_point, threshold)
-        calibration = self.calibration
+        calibration = self._calibration_file.current(self, force)
         check_rule_has_calibration(calibration, prior, operating_point, self.source)
         return decide_score(score, calibration, prior, operating_point, threshold)
 
     def verify(self, first: AudioLike, second: AudioLike, sample_rate: Optional[int] = None,
                prior: Optional[float] = None, operating_point: Optional[str] = None,
                threshold: Optional[float] = None,
-               channel: ChannelChoice = DEFAULT_CHANNEL) -> Verification:
+               channel: ChannelChoice = DEFAULT_CHANNEL, force: bool = False) -> Verification:
         """Same speaker? Score, calibrated LLR and probability at ``prior``, and a decision.
 
         With a calibration and a ``prior``, the decision is the Bayes rule's: same
@@ -302,13 +302,16 @@ class SpeakerModel:
         ``fa1``: 1 % false acceptance on the calibration trials), or with
         ``threshold``; give one of ``prior``, ``operating_point`` and ``threshold``.
         Without a calibration the result says the decision is uncalibrated, and a
-        ``prior`` or ``operating_point`` is an error.
+        ``prior`` or ``operating_point`` is an error. A calibration fitted through another
+        band fill than low-rate audio goes through now is an error unless ``force`` (then a
+        warning), as the model's own ``force`` of :func:`~wespeaker_py.load_model` makes it.
         """
         check_decision_rule(prior, operating_point, threshold)
         # a calibration of another model, or a rule that needs one, fails before any audio
-        check_rule_has_calibration(self.calibration, prior, operating_point, self.source)
+        check_rule_has_calibration(self._calibration_file.current(self, force), prior,
+                                   operating_point, self.source)
         return self.decide(self.similarity(first, second, sample_rate, channel), prior,
-                           operating_point, threshold)
+                           operating_point, threshold, force)
 
     def calibrate(self, trials: str, wav_scp: str, output: Optional[str] = None,
                   batch_size: int = 16, progress: bool = True,
