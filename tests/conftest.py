@@ -100,7 +100,7 @@ def first_phase(monkeypatch):
     def run(*args, **kwargs):
         seen = {}
 
-        def stop(config):
+        def stop(config, *_):
             seen.update(config)
             raise PhaseReached
 

@@ -123,6 +123,42 @@ def test_tiny_finetune_end_to_end_and_resume(source_model, corpus_8k, tmp_path, 
     assert report["dev"]["after"]["trials"] == 28
 
 
+class _Trained(Exception):
+    """Raised in place of the averaging: both phases have trained."""
+
+
+def test_each_phase_names_its_epochs_and_narrow_band_data_is_warned_once(
+        source_model, corpus_8k, tmp_path, caplog, monkeypatch):
+    from wespeaker_py.finetune import run as finetune_run
+    from wespeaker_py.train import loop
+    bars = []
+    original_bar = loop.progress_bar
+
+    def progress_bar(*args, desc, **kwargs):
+        bars.append(desc)
+        return original_bar(*args, desc=desc, **kwargs)
+
+    def average(*args):
+        raise _Trained
+
+    monkeypatch.setattr(loop, "progress_bar", progress_bar)
+    monkeypatch.setattr(finetune_run, "average_checkpoints", average)
+    # 8 kHz files for a 16 kHz model: narrow-band in both phases
+    options = FinetuneOptions(**dict(TINY_OPTIONS, epochs=3, freeze="body", sample_rate=16000))
+    with caplog.at_level(logging.INFO), pytest.raises(_Trained):
+        finetune(source_model, corpus_8k, str(tmp_path / "out"), options, device="cpu")
+    assert bars == ["frozen epoch 1/1", "full epoch 1/2", "full epoch 2/2"]
+    for line in ("the run's epochs 1-1 of 3, logged as frozen epochs 1-1",
+                 "the run's epochs 2-3 of 3, logged as full epochs 1-2",
+                 "frozen training epochs 1 to 1", "frozen epoch 1 batch 2/2 lr ",
+                 "frozen epoch 1 done: ", "full training epochs 1 to 2", "full epoch 2 done: "):
+        assert line in caplog.text, line
+    told = [record.getMessage() for record in caplog.records
+            if "(warned once)" in record.getMessage()]
+    assert len(told) == 1 and told[0].startswith("frozen epoch 1: 16 training utterance(s) "
+                                                 "came at 8000 Hz"), told
+
+
 def test_freeze_auto_freezes_the_body_first_only_for_few_speakers():
     names = lambda plan: [(phase["name"], phase["freeze"]) for phase in plan]  # noqa: E731
     auto = FinetuneOptions(epochs=6)

@@ -206,6 +206,7 @@ def test_a_resumed_run_keeps_the_dev_speakers_its_lists_were_written_with(
     with open(utt2spk, "w") as train:
         train.writelines(f"{key} {spk}\n" for key, spk in speakers.items()
                          if spk not in recorded)
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         config = first_phase(source_model, data, out, options)
     assert config["train_label"] == utt2spk
@@ -214,6 +215,10 @@ def test_a_resumed_run_keeps_the_dev_speakers_its_lists_were_written_with(
     assert {speakers[key] for line in open(trials) for key in line.split()[:2]} == set(recorded)
     assert (f"the run being resumed keeps its dev speakers ({', '.join(recorded)}) rather "
             f"than those drawn now ({', '.join(drawn)})") in caplog.text
+    # the split's warning (2 dev speakers are few) is said once, of the split kept
+    small = [record.getMessage() for record in caplog.records
+             if "the dev part has" in record.getMessage()]
+    assert len(small) == 1 and "those from 1 speaker pair(s)" in small[0], small
 
 
 def test_a_kaldi_folder_is_listed_for_the_other_commands_with_absolute_paths(

@@ -32,7 +32,7 @@ def _no_training(monkeypatch):
     hands the mapping through."""
     seen = []
     monkeypatch.setattr("wespeaker_py.train.trainer.run_training",
-                        lambda config, resume_hint=None: seen.append(config))
+                        lambda config, resume_hint=None, **_: seen.append(config))
     monkeypatch.setattr(finetune_run.TrainConfig, "from_dict", staticmethod(dict))
     return seen
 
@@ -44,7 +44,8 @@ def test_a_trained_phase_is_found_where_the_layout_puts_its_checkpoints(tmp_path
     os.makedirs(layout.model_dir)
     open(layout.checkpoint_path(3), "wb").close()
     seen = _no_training(monkeypatch)
-    assert finetune_run._train_phase(_phase(layout.exp_dir)) == layout.checkpoint_path(3)
+    assert finetune_run._train_phase(_phase(layout.exp_dir), "full", True) == \
+        layout.checkpoint_path(3)
     assert not seen   # nothing left to train
 
 
@@ -55,7 +56,7 @@ def test_a_phase_resumes_from_its_newest_checkpoint_by_epoch(tmp_path, monkeypat
         open(layout.checkpoint_path(epoch), "wb").close()
     open(os.path.join(layout.model_dir, "avg_model.pt"), "wb").close()
     seen = _no_training(monkeypatch)
-    last = finetune_run._train_phase(_phase(layout.exp_dir, num_epochs=12))
+    last = finetune_run._train_phase(_phase(layout.exp_dir, num_epochs=12), "full", True)
     assert last == layout.checkpoint_path(12)
     assert seen[0]["checkpoint"] == layout.checkpoint_path(10)
 
@@ -70,7 +71,7 @@ def test_the_last_phase_is_averaged_by_train_average(tmp_path, monkeypatch):
             key = line.split()[0]
             scp.write(f"{key} {os.path.join(tmp_path, 'data', 'wav', key + '.wav')}\n")
     monkeypatch.setattr(finetune_run, "_write_body_init", lambda *args: None)
-    monkeypatch.setattr(finetune_run, "_train_phase", lambda config: Layout(
+    monkeypatch.setattr(finetune_run, "_train_phase", lambda config, *_: Layout(
         config["exp_dir"]).checkpoint_path(config["num_epochs"]))
     calls = []
 

@@ -54,7 +54,7 @@ def _copy_data(data_dir, root):
 ])
 def test_an_option_out_of_range_is_refused_before_any_work(options, named, source_model,
                                                            data_dir, tmp_path, monkeypatch):
-    def train(config):
+    def train(config, *_):
         raise PhaseReached
 
     monkeypatch.setattr(finetune_run, "_train_phase", train)
@@ -97,7 +97,7 @@ def test_one_epoch_frozen_throughout_is_said(caplog):
 
 # ---- 3: a phase stopped by a signal says how finetune resumes -------------------------------
 
-def _stop_on_a_signal(config, resume_hint=None):
+def _stop_on_a_signal(config, resume_hint=None, **_):
     """In place of the trainer: the stop of epoch 1 after its batch 2, as the trainer ends it
     (a folder started from a checkpoint, as bin.train's --checkpoint)."""
     folder = SimpleNamespace(standing_path="/exp/models/model_5.pt",

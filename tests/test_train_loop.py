@@ -446,6 +446,35 @@ def test_narrow_band_training_data_is_warned_once_per_job(tmp_path, caplog):
     assert "8000 Hz audio (first:" not in log            # no worker warns on its own
 
 
+def test_a_labelled_run_names_its_epochs_and_plain_training_stays_as_it_was(
+        small_corpus, tmp_path, monkeypatch):
+    """A run that is part of a larger job (a fine-tuning phase) puts its label before each
+    epoch in its bars and log lines, which the curves read alike; plain training does not."""
+    from wespeaker_py.config import TrainConfig
+    from wespeaker_py.train import loop, trainer
+    bars = []
+    original_bar = loop.progress_bar
+
+    def progress_bar(*args, desc, **kwargs):
+        bars.append(desc)
+        return original_bar(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(loop, "progress_bar", progress_bar)
+    logs = {}
+    for label in (None, "full"):
+        exp_dir = str(tmp_path / str(label))
+        trainer.run_training(TrainConfig.from_dict(tiny_config(exp_dir, small_corpus,
+                                                               num_epochs=2)), label=label)
+        logs[label] = os.path.join(exp_dir, "train.log")
+    assert bars == ["epoch 1", "epoch 2", "full epoch 1/2", "full epoch 2/2"]
+    plain, labelled = (open(logs[label]).read() for label in (None, "full"))
+    assert " training epochs 1 to 2\n" in plain and "full " not in plain
+    for line in ("full training epochs 1 to 2\n", "full epoch 1 batch 2/3 lr ",
+                 "full epoch 2 done: loss ", "full epoch 1 training data over 1 rank(s)"):
+        assert line in labelled, line
+    assert read_training_curves(logs["full"]) == read_training_curves(logs[None])
+
+
 def test_a_figure_that_cannot_be_drawn_costs_a_warning_not_the_run(
         small_corpus, tmp_path, monkeypatch, caplog):
     calls = []

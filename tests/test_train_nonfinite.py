@@ -91,3 +91,53 @@ def test_an_epoch_that_dropped_most_steps_is_warned_about(corpus, tmp_path, monk
                 if "of its" in record.getMessage()]
     assert warnings == [warnings[0]] and warnings[0].startswith(
         "epoch 2 dropped 4 of its 6 batches (over all ranks) for a non-finite loss")
+
+
+def test_a_non_finite_loss_at_an_epochs_last_batch_resumes_at_its_end_reading_no_data(
+        corpus, tmp_path, monkeypatch):
+    from wespeaker_py.dataset import Dataset
+    from wespeaker_py.train.curves import read_training_curves
+    seen = []   # the steps of the run under way: the last batch of epoch 2 is poisoned
+    _poison(monkeypatch, lambda self, batch, step_number: seen.append(None) or len(seen) == 12)
+    read_epochs = []
+    original_iter = Dataset.__iter__
+
+    def iterate(self):
+        read_epochs.append(self.epoch)
+        return original_iter(self)
+
+    monkeypatch.setattr(Dataset, "__iter__", iterate)
+    settings = dict(SETTINGS, save_epoch_interval=1, num_avg=2)
+    skipping_dir, stopped_dir = str(tmp_path / "skipping"), str(tmp_path / "stopped")
+    skipping = run_training(tiny_config(skipping_dir, corpus, nonfinite_loss="skip",
+                                        **settings))
+    assert [result.skipped_batches for result in skipping] == [0, 1, 0]
+
+    seen.clear()
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 2, batch 6;.* after batch 6"):
+        run_training(tiny_config(stopped_dir, corpus, **settings))
+    models = os.path.join(stopped_dir, "models")
+    at = load_checkpoint(os.path.join(models, "interrupted.pt"))["interrupted_at"]
+    assert (at["epoch"], at["batch"]) == (2, 6)
+
+    read_epochs.clear()
+    resumed = run_training(tiny_config(stopped_dir, corpus, nonfinite_loss="skip",
+                                       checkpoint=os.path.join(models, "model_1.pt"),
+                                       **settings))
+    assert read_epochs == [3]   # epoch 2's batches are all trained: its data is not read again
+    assert [result.epoch for result in resumed] == [2, 3]
+    assert (resumed[0].batches, resumed[0].skipped_batches) == (6, 1)
+    assert resumed[0].loss == pytest.approx(skipping[1].loss, rel=1e-9)
+    for epoch in (2, 3):   # epoch 2's checkpoint is written as the uninterrupted run's
+        expected = load_checkpoint(os.path.join(skipping_dir, "models", f"model_{epoch}.pt"))
+        got = load_checkpoint(os.path.join(models, f"model_{epoch}.pt"))
+        assert all(torch.equal(value, got["model"][key])
+                   for key, value in expected["model"].items()), epoch
+    log = open(os.path.join(stopped_dir, "train.log")).read()
+    assert "training epochs 2 to 3 (epoch 2 from its end, after its last batch 6)" in log
+    assert "from its batch 7" not in log
+    # the curves keep the stopped run's log points of epoch 2 (batch 6's found the NaN and
+    # logged no loss) and the resumed run's mean of it
+    curves = read_training_curves(os.path.join(stopped_dir, "train.log"))
+    assert [batch for epoch, batch in sorted(curves.batches) if epoch == 2] == [2, 4]
+    assert curves.batches_per_epoch[2] == 6 and 2 in curves.epochs

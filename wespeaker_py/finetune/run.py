@@ -48,7 +48,7 @@ from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_corpus,
                                         write_data_lists, write_lists)
 from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
-from wespeaker_py.finetune.split import kept_split, split_finetune_data
+from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
@@ -240,6 +240,12 @@ def _phase_trains(freeze: str) -> str:
         freeze, "everything")
 
 
+def _phase_label(freeze: str) -> str:
+    """The word a phase that freezes ``freeze`` puts before its epochs in its progress bars
+    and log lines (``frozen epoch 1/1``, ``full epoch 3/5``): each phase counts from 1."""
+    return "full" if freeze == "none" else "frozen"
+
+
 def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
     if freeze == "front":
         return [modules[0] + "."]
@@ -248,8 +254,12 @@ def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
     return []
 
 
-def _train_phase(config: Dict[str, Any]) -> str:
-    """Train one phase (resuming its newest checkpoint); return its last checkpoint."""
+def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> str:
+    """Train one phase (resuming its newest checkpoint); return its last checkpoint.
+
+    ``label``: the phase's word in the trainer's progress bars and log lines;
+    ``note_narrow_band``: whether the trainer warns about narrow-band utterances (the first
+    phase only: every phase reads the same data)."""
     from wespeaker_py.train.trainer import run_training
     layout = Layout(config["exp_dir"])
     last = layout.checkpoint_path(config["num_epochs"])
@@ -262,7 +272,8 @@ def _train_phase(config: Dict[str, Any]) -> str:
         config = dict(config, checkpoint=os.path.join(layout.model_dir, newest))
         logger.info("resuming %s from %s", config["exp_dir"], newest)
     try:
-        run_training(TrainConfig.from_dict(config), resume_hint=RESUME_HINT)
+        run_training(TrainConfig.from_dict(config), resume_hint=RESUME_HINT, label=label,
+                     note_narrow_band=note_narrow_band)
     except ConfigError as error:
         raise ConfigError(f"fine-tuning config of {config['exp_dir']}: {error}") from None
     return last
@@ -416,6 +427,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     started = time.time()
     work = os.path.join(out_dir, WORK_DIR)
     data = kept_split(corpus, data, os.path.join(work, "data"))
+    warn_about_split(corpus, data)
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
     # the Kaldi lists of the data as read, for the commands of the next steps
     folders = {role: folder for role, folder in (("data", data_dir), ("mix_data", mix_data))
@@ -434,17 +446,18 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     for number, phase in enumerate(plan, 1):
         phase_dir = os.path.join(work, phase["name"])
         frozen = _frozen_prefixes(phase["freeze"], modules)
+        label = _phase_label(phase["freeze"])
         # each phase is a training run of its own, whose log counts its epochs from 1
-        logger.info("phase %d of %d (%s): the run's epochs %d-%d of %d, logged as epochs "
+        logger.info("phase %d of %d (%s): the run's epochs %d-%d of %d, logged as %s epochs "
                     "1-%d, in %s", number, len(plan), _phase_trains(phase["freeze"]),
                     epochs_before + 1, epochs_before + phase["epochs"], options.epochs,
-                    phase["epochs"], phase_dir)
+                    label, phase["epochs"], phase_dir)
         epochs_before += phase["epochs"]
         last = _train_phase(phase_config(
             source_config, options, exp_dir=phase_dir, train_data=train_data,
             train_label=train_label, num_utterances=len(data.train), sample_rate=rate,
             model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device,
-            init_head=last != init))
+            init_head=last != init), label, number == 1)
         phase["frozen_params"] = frozen
     # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
     # it is evaluated and calibrated: a failure leaves no half-made model in OUT

@@ -3,8 +3,9 @@
 :func:`split_finetune_data` holds out the dev speakers (speakers with two or more
 utterances, drawn with a fixed seed, each sample rate of the data among them when it can
 be), every pair of whose utterances is a trial; the rest trains, and speakers with one
-utterance only train. It refuses a dev part with too few trials and warns about a small
-one. :func:`recorded_dev_speakers` reads back the split a run's lists were written with,
+utterance only train. It refuses a dev part with too few trials;
+:func:`warn_about_split` warns about a small one, once for the split a run uses.
+:func:`recorded_dev_speakers` reads back the split a run's lists were written with,
 which its resumption keeps (:func:`kept_split`).
 """
 from __future__ import annotations
@@ -32,6 +33,14 @@ FEW_DEV_TARGET_TRIALS = 50
 # held-out share of the speakers with two or more utterances when --dev_speakers is not given
 DEV_SHARE = 0.2
 SPLIT_SEED = 777
+
+
+def _speaker_utterances(entries: Sequence[TableEntry]) -> Dict[str, List[str]]:
+    """Each speaker's utterance keys."""
+    spk2utts: Dict[str, List[str]] = defaultdict(list)
+    for entry in entries:
+        spk2utts[entry.spk].append(entry.key)
+    return spk2utts
 
 
 def _speaker_rates(entries: Sequence[TableEntry], headers: Dict[str, Tuple[int, int]]
@@ -129,8 +138,8 @@ def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: 
 
 def _warn_rates_not_trained(corpus: FinetuneCorpus, train: Sequence[TableEntry],
                             dev_rates: Mapping[int, int]) -> None:
-    """Warn when every file of a rate of the dev part is a dev speaker's: training (DIR's
-    training speakers and --mix_data) hears nothing at that rate."""
+    """Warn when every file of a rate of the dev part is a dev speaker's: training
+    (``train``: DIR's training speakers and --mix_data) hears nothing at that rate."""
     heard = {corpus.headers[entry.wav][1] for entry in train if entry.wav in corpus.headers}
     unheard = sorted(set(dev_rates) - heard - set(corpus.mix_rates))
     if unheard:
@@ -148,13 +157,10 @@ def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = No
     The dev speakers are ``dev_set`` (a resumed run's, :func:`recorded_dev_speakers`), else
     ``dev_speakers`` of them drawn by :func:`_choose_dev`. Refused: fewer than two
     training speakers left, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
-    :data:`MIN_DEV_NONTARGET_TRIALS`. A dev part below :data:`FEW_DEV_SPEAKERS` speakers
-    or :data:`FEW_DEV_TARGET_TRIALS` target trials is warned about, and so is one that
-    holds every file of a rate.
+    :data:`MIN_DEV_NONTARGET_TRIALS`. Logs nothing: :func:`warn_about_split` says what
+    is to be said about the split a run keeps.
     """
-    spk2utts: Dict[str, List[str]] = defaultdict(list)
-    for entry in corpus.entries:
-        spk2utts[entry.spk].append(entry.key)
+    spk2utts = _speaker_utterances(corpus.entries)
     held_out = set(dev_set if dev_set is not None else
                    _choose_dev(spk2utts, dev_speakers,
                                _speaker_rates(corpus.entries, corpus.headers)))
@@ -172,14 +178,9 @@ def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = No
             f"{corpus.source}: the {len(held_out)} dev speakers give {targets} target and "
             f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
             f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
-    _warn_small_dev(corpus.source, len(held_out), targets, len(trials) - targets,
-                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
     dev_rates = dict(Counter(corpus.headers[entry.wav][1] for entry in dev
                              if entry.wav in corpus.headers))
-    _warn_rates_not_trained(corpus, train, dev_rates)
     singles = sum(len(utts) == 1 for utts in spk2utts.values())
-    if singles:
-        logger.info("%d speaker(s) with one utterance: used for training only", singles)
     return FinetuneData(source=corpus.source, train=train + corpus.mixed, dev=dev,
                         trials=trials, sample_rate=corpus.sample_rate, rates=corpus.rates,
                         single_utterance_speakers=singles, mix_source=corpus.mix_source,
@@ -188,13 +189,31 @@ def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = No
                         folder_entries=corpus.folder_entries)
 
 
+def warn_about_split(corpus: FinetuneCorpus, data: FinetuneData) -> None:
+    """Say what the split ``data`` of ``corpus`` leaves to be said, once: a warning for a
+    dev part below :data:`FEW_DEV_SPEAKERS` speakers or :data:`FEW_DEV_TARGET_TRIALS`
+    target trials, one for a dev part that holds every file of a rate, and an INFO line
+    counting the speakers with one utterance (who only train)."""
+    spk2utts = _speaker_utterances(corpus.entries)
+    targets = sum(label == "target" for _, _, label in data.trials)
+    _warn_small_dev(corpus.source, len(data.dev_speakers), targets, len(data.trials) - targets,
+                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
+    _warn_rates_not_trained(corpus, data.train, data.dev_rates)
+    if data.single_utterance_speakers:
+        logger.info("%d speaker(s) with one utterance: used for training only",
+                    data.single_utterance_speakers)
+
+
 def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
                        mix_dir: Optional[str] = None,
                        sample_rate: Optional[int] = None) -> FinetuneData:
-    """Read ``data_dir`` (:func:`read_finetune_corpus`) and split it
-    (:func:`split_finetune_data`, drawing ``dev_speakers``)."""
-    return split_finetune_data(read_finetune_corpus(data_dir, mix_dir, sample_rate),
-                               dev_speakers)
+    """Read ``data_dir`` (:func:`read_finetune_corpus`), split it
+    (:func:`split_finetune_data`, drawing ``dev_speakers``) and warn about the split
+    (:func:`warn_about_split`)."""
+    corpus = read_finetune_corpus(data_dir, mix_dir, sample_rate)
+    data = split_finetune_data(corpus, dev_speakers)
+    warn_about_split(corpus, data)
+    return data
 
 
 def recorded_dev_speakers(corpus: FinetuneCorpus, folder: str) -> Optional[List[str]]:

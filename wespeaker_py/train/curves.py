@@ -9,10 +9,14 @@ Two log formats are read:
   tableprint with ``│`` or ``|``), so a run of WeSpeaker's own code can be drawn too.
 
 A resume starts again at epoch F (``training epochs F to T``, with ``(epoch F
-from its batch B)`` after a stop mid-epoch), so every point from there on logged
-before that line belongs to a run that was cut short or rolled back, and is
+from its batch B)`` after a stop mid-epoch, or ``(epoch F from its end, after its
+last batch N)`` after a stop at an epoch's last batch), so every point from there on
+logged before that line belongs to a run that was cut short or rolled back, and is
 dropped: the curves show the run that produced the checkpoints. (WeSpeaker logs
 its table header at each start instead; the first row after it gives F.)
+
+A run that is one part of a larger job (a fine-tuning phase) puts a label before
+our lines (``frozen epoch 1 batch ...``); they are read alike.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ _BATCH = re.compile(rf"epoch (\d+) batch (\d+)/(\d+) lr {_NUMBER} margin {_NUMBE
                     rf"loss {_NUMBER} acc {_NUMBER}")
 _EPOCH = re.compile(rf"epoch (\d+) done: loss {_NUMBER} acc {_NUMBER} lr {_NUMBER} "
                     rf"margin {_NUMBER}")
-_START = re.compile(r"training epochs (\d+) to (\d+)(?: \(epoch \d+ from its batch (\d+)\))?")
+_START = re.compile(r"training epochs (\d+) to (\d+)(?: \(epoch \d+ from its (?:batch (\d+)|"
+                    r"end, after its last batch (\d+))\))?")
 _TABLE_HEADER = re.compile(r"[|│]\s*Epoch\s*[|│]\s*Batch\s*[|│]")
 _TABLE_ROW = re.compile(r"[|│]\s*(\d+)\s*[|│]\s*(\d+)\s*" + (r"[|│]\s*" + _NUMBER + r"\s*") * 4
                         + r"[|│]\s*$")
@@ -99,7 +104,9 @@ def _read_line(curves: TrainingCurves, line: str, run_starts: bool) -> bool:
     """
     match = _START.search(line)
     if match:
-        curves.restart_at(int(match.group(1)), int(match.group(3) or 1))
+        first_batch, after_last = match.group(3), match.group(4)
+        curves.restart_at(int(match.group(1)), int(first_batch) if first_batch
+                          else int(after_last) + 1 if after_last else 1)
         return False
     match = _BATCH.search(line)
     if match:

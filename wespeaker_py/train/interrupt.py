@@ -129,6 +129,19 @@ class InterruptedAt:
     def world_size(self) -> int:
         return len(self.totals)
 
+    @property
+    def after_last_batch(self) -> bool:
+        """Whether the epoch stopped after its last batch (a non-finite loss found there):
+        only its end is left, and a resume reads none of its data again."""
+        return self.batch == self.epoch_iter
+
+    def goes_on_at(self) -> str:
+        """Where a resume goes on, for the logs: ``epoch E from its batch B+1``, or ``epoch
+        E from its end, after its last batch B`` (:attr:`after_last_batch`)."""
+        if self.after_last_batch:
+            return f"epoch {self.epoch} from its end, after its last batch {self.batch}"
+        return f"epoch {self.epoch} from its batch {self.batch + 1}"
+
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "totals": self.totals,
                 "after_epoch": self.after.epoch, "after_digest": self.after.digest,
@@ -411,6 +424,5 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
         logger.warning("%s was written by a run of other settings (%s): not continued; %s "
                        "(delete the file to silence this)", stopped, shown, instead)
         return None
-    logger.info("continuing from %s: epoch %d from its batch %d", stopped, at.epoch,
-                at.batch + 1)
+    logger.info("continuing from %s: %s", stopped, at.goes_on_at())
     return loaded

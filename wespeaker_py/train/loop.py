@@ -120,7 +120,8 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     (loss and accuracy NaN when no step was applied).
 
     ``resume_at``: the epoch was stopped after its batch B; the first B batches are
-    read again (the data order is the epoch's) but not trained. ``control``: asked
+    read again (the data order is the epoch's) but not trained, or, when B is its last
+    batch, no data is read and the sums it stopped with are the epoch's. ``control``: asked
     after every batch before the epoch's last; when a rank got a stop signal,
     :class:`EpochStopped` is raised there; when a periodic save is due, the trainer
     saves the state there (:meth:`~wespeaker_py.train.trainer.Trainer.save_interrupted`).
@@ -132,8 +133,10 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     epoch_totals = torch.zeros(5, dtype=torch.float64)
     if resume_at is not None:
         epoch_totals += torch.tensor(resume_at.totals[world.rank], dtype=torch.float64)
+        if resume_at.after_last_batch:
+            return _epoch_result(trainer, epoch, epoch_totals)
     totals = DeviceTotals(world.device)
-    progress = progress_bar(total=epoch_iter, initial=first, desc=f"epoch {epoch}",
+    progress = progress_bar(total=epoch_iter, initial=first, desc=trainer.progress_name(epoch),
                             unit="batch", enabled=world.is_main, leave=False)
     epoch_start_rng, iterator = _start_epoch_data(batches, resume_at, world)
     try:
@@ -166,7 +169,8 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
             position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
             loss_sum, correct, samples, _, dropped = values
             if first_dropped is not None:
-                message = _dropped_steps_message(epoch, *first_dropped, int(dropped))
+                message = _dropped_steps_message(trainer.epoch_name(epoch), *first_dropped,
+                                                 int(dropped))
                 if plan.nonfinite_loss == "raise":
                     raise NonFiniteLossError(message, position)
                 logger.warning("%s; skipped", message)
@@ -174,8 +178,9 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
                 loss, accuracy = loss_sum / samples, 100.0 * correct / samples
                 margin = trainer.margin_scheduler.get_margin()
                 progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}", refresh=False)
-                logger.info("epoch %d batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
-                            epoch, done, epoch_iter, lr, margin, loss, accuracy)
+                logger.info("%s batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
+                            trainer.epoch_name(epoch), done, epoch_iter, lr, margin, loss,
+                            accuracy)
                 trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
                                            margin=margin)
             if stop_here:
@@ -187,6 +192,12 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
+    return _epoch_result(trainer, epoch, epoch_totals)
+
+
+def _epoch_result(trainer: "Trainer", epoch: int, epoch_totals: torch.Tensor) -> EpochResult:
+    """The epoch's averages over all ranks from this rank's sums (a collective)."""
+    world = trainer.plan.world
     loss_sum, correct, samples, applied, dropped = all_reduce_sum(
         epoch_totals.to(world.device), world).tolist()
     # no applied step: no sample to average over
@@ -216,12 +227,13 @@ def _start_epoch_data(batches: Iterable[Mapping[str, Any]], resume_at: Optional[
     return rank_states[world.rank], iterator
 
 
-def _dropped_steps_message(epoch: int, batch: int, outcome: StepOutcome, dropped: int) -> str:
+def _dropped_steps_message(epoch_name: str, batch: int, outcome: StepOutcome,
+                           dropped: int) -> str:
     keys = outcome.keys
     shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
     what = ("gradients (this rank's loss was finite: the NaN came from another rank "
             "or from the backward pass)" if bool(outcome.loss_finite) else "loss")
-    return (f"non-finite {what} at epoch {epoch}, batch {batch}; this rank's batch holds "
+    return (f"non-finite {what} at {epoch_name}, batch {batch}; this rank's batch holds "
             f"{shown or 'no keys'}; {dropped} step(s) dropped since the last "
             f"report, each leaving weights, optimizer state and normalisation statistics "
             f"unchanged")

@@ -51,12 +51,15 @@ class Trainer:
     """One rank's model (start weights loaded), optimizer, schedules and step, from a plan.
 
     ``folder`` writes its checkpoints and scalars; by default an unopened folder of the
-    plan's layout (no log files).
+    plan's layout (no log files). ``label``: names the run's epochs in its progress bars
+    and log lines (see :meth:`epoch_name`).
     """
 
-    def __init__(self, plan: TrainingPlan, folder: Optional[ExperimentFolder] = None):
+    def __init__(self, plan: TrainingPlan, folder: Optional[ExperimentFolder] = None,
+                 label: Optional[str] = None):
         self.plan = plan
         self.folder = folder or ExperimentFolder(plan.layout, plan.world)
+        self.label = label
         device = plan.world.device
         model = builder.build_model(plan)
         _log_model_size(plan, model)
@@ -72,6 +75,22 @@ class Trainer:
         self.lr_scheduler = builder.build_lr_scheduler(plan, self.optimizer)
         self.margin_scheduler = builder.build_margin_scheduler(plan, model.projection)
         self.step = TrainingStep(plan, model, fbank, self.optimizer)
+
+    def labelled(self, text: str) -> str:
+        """``text`` of a log line after the run's label, when it has one (a run that is part
+        of a larger job, a fine-tuning phase: ``full training epochs 1 to 5``)."""
+        return f"{self.label} {text}" if self.label else text
+
+    def epoch_name(self, epoch: int) -> str:
+        """``epoch`` as the log lines name it: ``epoch 3``, or ``full epoch 3`` (see
+        :meth:`labelled`)."""
+        return self.labelled(f"epoch {epoch}")
+
+    def progress_name(self, epoch: int) -> str:
+        """``epoch``'s progress bar title: :meth:`epoch_name`, out of the run's epochs when
+        the run has a label (``full epoch 3/5``)."""
+        name = self.epoch_name(epoch)
+        return f"{name}/{self.plan.num_epochs}" if self.label else name
 
     def restore(self) -> None:
         """Put back the optimizer, schedules and this rank's generators of a resumed run,
@@ -104,12 +123,18 @@ class Trainer:
                                      self.margin_scheduler, self.step.grad_scaler)
 
 
-def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List[EpochResult]:
+def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
+                 label: Optional[str] = None,
+                 note_narrow_band: bool = True) -> List[EpochResult]:
     """Train as ``config`` says (see conf/*.yaml); return each epoch's averages.
 
     Call it in every process of a torchrun job, or alone for one process.
     ``resume_hint``: how a run stopped by a signal is continued, for its message (default:
-    the same training command, with ``--checkpoint`` when one was given).
+    the same training command, with ``--checkpoint`` when one was given). ``label``: for a
+    run that is part of a larger job (a fine-tuning phase), a word its progress bars and
+    log lines put before each epoch (``frozen epoch 1/1``; see :meth:`Trainer.epoch_name`).
+    ``note_narrow_band``: warn, once, about utterances that came narrow-band for the model
+    (False where an earlier part of the job would have warned about the same data).
     """
     world = init_distributed(config.gpus)
     try:
@@ -126,7 +151,8 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
                 control = RunControl(stop, world, config.save_minute_interval)
-                return _train(plan, folder, dataset, control, resume_hint)
+                return _train(plan, folder, dataset, control, resume_hint, label,
+                              note_narrow_band)
         finally:
             folder.close()
     finally:
@@ -134,8 +160,8 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None) -> List
 
 
 def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
-           control: Optional[RunControl] = None,
-           resume_hint: Optional[str] = None) -> List[EpochResult]:
+           control: Optional[RunControl] = None, resume_hint: Optional[str] = None,
+           label: Optional[str] = None, note_narrow_band: bool = True) -> List[EpochResult]:
     world, first_epoch, num_epochs = plan.world, plan.start.first_epoch, plan.num_epochs
     resume_at = plan.start.resume_at
     if world.device.type == "cuda":
@@ -147,7 +173,7 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         logger.info("large-margin fine-tuning: a head of %d classes, speed perturbation %s "
                     "(as configured: WeSpeaker's LM stage keeps it too)", plan.num_classes,
                     "on" if plan.dataset_args.speed_perturb else "off")
-    trainer = Trainer(plan, folder)
+    trainer = Trainer(plan, folder, label)
     if first_epoch > num_epochs:
         folder.finish_without_training(num_epochs, first_epoch)
         barrier(world)
@@ -157,24 +183,24 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
     loader = builder.build_loader(plan, dataset)
     trainer.restore()
     folder.save_config(plan)
-    logger.info("training epochs %d to %d%s", first_epoch, num_epochs,
-                f" (epoch {first_epoch} from its batch {resume_at.batch + 1})"
-                if resume_at else "")
+    logger.info("%s", trainer.labelled(f"training epochs {first_epoch} to {num_epochs}"
+                                       + (f" ({resume_at.goes_on_at()})" if resume_at else "")))
 
     history: List[EpochResult] = []
     data_total = SkipSummary()
     for epoch in range(first_epoch, num_epochs + 1):
         dataset.set_epoch(epoch)
+        resumed = resume_at if epoch == first_epoch else None
         try:
-            result = train_epoch(trainer, epoch, loader,
-                                 resume_at if epoch == first_epoch else None, control)
+            result = train_epoch(trainer, epoch, loader, resumed, control)
         except TrainingDataError:
-            dataset.epoch_summary().log(f"epoch {epoch} training data on rank {world.rank}")
+            dataset.epoch_summary().log(f"{trainer.epoch_name(epoch)} training data on rank "
+                                        f"{world.rank}")
             raise
         except EpochStopped as stopped:
             trainer.save_interrupted(epoch, stopped.position)
-            _stopped(folder, world, f"epoch {epoch} after its batch {stopped.position.batch}",
-                     resume_hint=resume_hint)
+            _stopped(folder, world, f"{trainer.epoch_name(epoch)} after its batch "
+                                    f"{stopped.position.batch}", resume_hint=resume_hint)
         except NonFiniteLossError as failed:
             trainer.save_interrupted(epoch, failed.position)
             barrier(world)
@@ -185,14 +211,18 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
                 f"batches from there on; a lower learning rate or enable_amp: false changes "
                 f"the run's settings, so such a rerun trains again from the checkpoint it "
                 f"starts from instead", failed.position) from None
-        epoch_data = _log_data_summary(dataset, world, epoch)
-        if world.is_main and not data_total.narrow_band():
-            _warn_narrow_band(epoch_data, dataset.settings.sample_rate, epoch)
+        # an epoch resumed after its last batch read no data: nothing to count
+        epoch_data = (SkipSummary() if resumed is not None and resumed.after_last_batch
+                      else _log_data_summary(dataset, world, trainer.epoch_name(epoch)))
+        if note_narrow_band and world.is_main and not data_total.narrow_band():
+            _warn_narrow_band(epoch_data, dataset.settings.sample_rate,
+                              trainer.epoch_name(epoch))
         data_total.merge(epoch_data)
-        logger.info("epoch %d done: loss %.4f acc %.2f lr %.3e margin %.3f (%d batches over "
-                    "all ranks, %d skipped)", epoch, result.loss, result.accuracy, result.lr,
-                    result.margin, result.batches, result.skipped_batches)
-        _check_applied_steps(result, world)
+        logger.info("%s done: loss %.4f acc %.2f lr %.3e margin %.3f (%d batches over "
+                    "all ranks, %d skipped)", trainer.epoch_name(epoch), result.loss,
+                    result.accuracy, result.lr, result.margin, result.batches,
+                    result.skipped_batches)
+        _check_applied_steps(result, trainer.epoch_name(epoch), world)
         folder.log_scalars(epoch * plan.epoch_iter, epoch_loss=result.loss,
                            epoch_accuracy=result.accuracy)
         saved = plan.should_save(epoch)
@@ -208,14 +238,15 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         # was just written
         agreed = control.agree(log_point=not saved)
         if agreed.stop and saved:
-            _stopped(folder, world, f"the end of epoch {epoch}",
+            _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
                      plan.layout.checkpoint_path(epoch), resume_hint)
         if agreed.stop or agreed.save:
             next_epoch_start = EpochPosition(0, torch.zeros(5, dtype=torch.float64), None)
             trainer.save_interrupted(epoch + 1, next_epoch_start)
             control.saved()
         if agreed.stop:
-            _stopped(folder, world, f"the end of epoch {epoch}", resume_hint=resume_hint)
+            _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
+                     resume_hint=resume_hint)
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
                        f"(each epoch counts a key once)")
@@ -244,23 +275,23 @@ def _resume_hint(folder: ExperimentFolder, resume_hint: Optional[str]) -> str:
     return f"run the same command{how} to continue from there"
 
 
-def _check_applied_steps(result: EpochResult, world: DistContext) -> None:
-    """With ``nonfinite_loss: skip``: stop a run whose epoch applied no step (its weights
-    are still those the epoch began with), and warn (rank 0) when it dropped more than
-    half of them."""
+def _check_applied_steps(result: EpochResult, epoch_name: str, world: DistContext) -> None:
+    """With ``nonfinite_loss: skip``: stop a run whose epoch (``epoch_name`` in the logs)
+    applied no step (its weights are still those the epoch began with), and warn (rank 0)
+    when it dropped more than half of them."""
     skipped, batches = result.skipped_batches, result.batches
     if skipped == batches:
         raise NonFiniteLossError(
-            f"epoch {result.epoch} applied no training step: all {batches} batches (over all "
+            f"{epoch_name} applied no training step: all {batches} batches (over all "
             f"ranks) had a non-finite loss or gradients and were dropped (nonfinite_loss: "
             f"skip), so the weights are still those the epoch began with; the run stops "
             f"rather than go on without training and saves nothing for this epoch. Lower the "
             f"learning rate or turn off enable_amp, and train again from the last checkpoint")
     if world.is_main and 2 * skipped > batches:
-        logger.warning("epoch %d dropped %d of its %d batches (over all ranks) for a "
+        logger.warning("%s dropped %d of its %d batches (over all ranks) for a "
                        "non-finite loss or gradients (nonfinite_loss: skip): it trained on "
                        "%d only; if this goes on, lower the learning rate or turn off "
-                       "enable_amp", result.epoch, skipped, batches, batches - skipped)
+                       "enable_amp", epoch_name, skipped, batches, batches - skipped)
 
 
 def _log_model_size(plan: TrainingPlan, model: nn.Module) -> None:
@@ -289,25 +320,26 @@ def parameter_count(number: int) -> str:
     return f"{number / 1e6:.2f}M" if number >= 10_000 else f"{number:,}"
 
 
-def _warn_narrow_band(summary: SkipSummary, model_rate: int, epoch: int) -> None:
+def _warn_narrow_band(summary: SkipSummary, model_rate: int, epoch_name: str) -> None:
     """Warn when ``summary`` counts utterances that came narrow-band for the model.
 
     Said by the main process for the whole job (the dataloader workers only count),
     the first epoch that has any; every epoch's summary line keeps counting them."""
     for rate, count in sorted(summary.narrow_band().items()):
         reason = NARROW_BAND.format(rate)
-        logger.warning("epoch %d: %d training utterance(s) came at %d Hz (e.g. %s) for a "
+        logger.warning("%s: %d training utterance(s) came at %d Hz (e.g. %s) for a "
                        "model built for %d Hz: they are upsampled, but the band above %d Hz "
                        "stays empty, and training chunks get no band fill; each epoch's "
-                       "summary counts them as %s (warned once)", epoch, count, rate,
+                       "summary counts them as %s (warned once)", epoch_name, count, rate,
                        ", ".join(summary.examples.get(reason, [])), model_rate, rate // 2,
                        reason)
 
 
-def _log_data_summary(dataset: Dataset, world: DistContext, epoch: int) -> SkipSummary:
-    """The epoch's skip and repair counts over all workers and ranks, logged once by rank 0."""
+def _log_data_summary(dataset: Dataset, world: DistContext, epoch_name: str) -> SkipSummary:
+    """The epoch's skip and repair counts over all workers and ranks, logged once by rank 0
+    (``epoch_name``: the epoch as the logs name it)."""
     gathered = gather_objects(dataset.epoch_summary().to_dict(), world)
     merged = SkipSummary.merged(SkipSummary.from_dict(data) for data in gathered)
     if world.is_main:
-        merged.log(f"epoch {epoch} training data over {world.world_size} rank(s)")
+        merged.log(f"{epoch_name} training data over {world.world_size} rank(s)")
     return merged
