@@ -27,50 +27,58 @@ its batches and initial weights (``SBS_DUMP_DIR``), or trains on a dump
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from typing import List
+from contextlib import ExitStack
+from typing import Iterator, List, Mapping
+from unittest import mock
 
 import torch
+import torch.nn as nn
 
 from wespeaker_py.bin import train as train_cli
-from wespeaker_py.config import load_config, parse_override_args
-from wespeaker_py.dataset import Dataset, spk2id_from_utt2spk
+from wespeaker_py.config import TrainConfig
+from wespeaker_py.dataset import Dataset
+from wespeaker_py.dataset.device_augment import augment_batch
 from wespeaker_py.dataset.stats import SkipSummary
-from wespeaker_py.frontend.features import FbankFeatures
-from wespeaker_py.train import builder, experiment, trainer
-from wespeaker_py.utils.tables import read_key_value
+from wespeaker_py.train import builder, trainer
+from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.train.plan import TrainingPlan, resolve
+from wespeaker_py.utils.logging_utils import setup_logging
+
+CPU_WORLD = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
-def _train_config(train_args: List[str]):
-    parser = train_cli.build_parser()
-    args, rest = parser.parse_known_args(train_args)
-    overrides = [(key, getattr(args, key)) for key in train_cli._NAMED_KEYS
-                 if getattr(args, key) is not None]
-    return load_config(args.config, overrides + parse_override_args(rest))
+def _fbank_frontend(plan: TrainingPlan) -> nn.Module:
+    """The plan's fbank front-end; the batches of a swap are fbank features."""
+    if plan.model_holds_frontend:
+        sys.exit(f"sbs_replay.py swaps fbank features, but config key "
+                 f"'dataset_args.frontend' is {plan.dataset_args.frontend!r}")
+    return plan.frontend
 
 
 def dump(out_dir: str, train_args: List[str]) -> None:
     """Write the project's training batches (as fbank features) epoch by epoch."""
-    config = _train_config(train_args)
-    spk2id = spk2id_from_utt2spk(config.train_label)
-    epoch_iter = builder.epoch_iterations(config, len(read_key_value(config.train_label)), 1)
-    dataset_args = builder.effective_dataset_args(config)
-    dataset = Dataset(config.data_type, config.train_data, dataset_args, spk2id=spk2id,
-                      reverb_data=config.reverb_data, noise_data=config.noise_data,
-                      seed=config.seed, repeat=True)
-    loader = trainer.build_loader(config.dataloader_args, dataset, torch.device("cpu"))
-    frontend = FbankFeatures.from_dataset_args(dataset_args).train()
+    setup_logging()   # forked DataLoader workers inherit it (and log nowhere else)
+    config = train_cli.config_from_args(train_args)
+    trainer.set_seed(config.seed)   # the dither and SpecAugment draws of the features
+    plan = resolve(config, CPU_WORLD)
+    frontend = _fbank_frontend(plan).train()
+    dataset = builder.build_dataset(plan)
+    loader = builder.build_loader(plan, dataset)
     os.makedirs(out_dir, exist_ok=True)
-    for epoch in range(1, config.num_epochs + 1):
+    for epoch in range(1, plan.num_epochs + 1):
         dataset.set_epoch(epoch)
         batches = []
         iterator = iter(loader)
-        for _ in range(epoch_iter):
+        for _ in range(plan.epoch_iter):
             batch = next(iterator)
+            # the step's own input: speed, noise and reverb of augment_on: device applied
+            wavs, labels = augment_batch(batch, CPU_WORLD.device)
             with torch.no_grad():
-                feats = frontend(batch["wavs"])
-            batches.append({"key": list(batch["keys"]), "label": batch["labels"].clone(),
+                feats = frontend(wavs)
+            batches.append({"key": list(batch["keys"]), "label": labels.clone(),
                             "feat": feats.clone()})
         del iterator
         torch.save(batches, os.path.join(out_dir, f"epoch_{epoch}.pt"))
@@ -80,55 +88,57 @@ def dump(out_dir: str, train_args: List[str]) -> None:
 class _ReplayLoader:
     """Stands in for the DataLoader: the recorded batches of the dataset's current epoch."""
 
-    def __init__(self, batch_dir: str, dataset):
+    def __init__(self, batch_dir: str, dataset: Dataset):
         self.batch_dir = batch_dir
         self.dataset = dataset
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Mapping[str, object]]:
         path = os.path.join(self.batch_dir, f"epoch_{self.dataset.epoch}.pt")
         for batch in torch.load(path):
             yield {"keys": list(batch["key"]), "wavs": batch["feat"].float(),
                    "labels": batch["label"].long()}
 
 
-class _Identity(torch.nn.Module):
-    """The front-end of a replay: the batches already hold features."""
-
-    def __init__(self, output_dim: int):
-        super().__init__()
-        self.output_dim = output_dim
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats
+def _nudged_up(model: nn.Module) -> None:
+    """Every weight one float32 ulp up (towards +inf)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
 
 
 def replay(batch_dir: str, init: str, nudge: bool, train_args: List[str]) -> None:
     """Train the project's trainer on recorded batches (see the module docstring)."""
-    original_build_frontend = builder.build_frontend
-    original_load_start = experiment.load_start_weights
-    builder.build_frontend = lambda config: _Identity(
-        original_build_frontend(config).output_dim)
-    trainer.build_loader = lambda args, dataset, device: _ReplayLoader(batch_dir, dataset)
-    trainer._log_data_summary = lambda dataset, ctx, epoch: SkipSummary()
+    resolve_plan, load_start_weights = trainer.resolve, builder.load_start_weights
 
-    def load_start_weights(settings, model):
-        result = original_load_start(settings, model)
+    def plan_on_features(config: TrainConfig, world: DistContext) -> TrainingPlan:
+        plan = resolve_plan(config, world)   # feat_dim is filled in from the fbank here
+        _fbank_frontend(plan)
+        return dataclasses.replace(plan, frontend=nn.Identity())
+
+    def replay_loader(plan: TrainingPlan, dataset: Dataset) -> _ReplayLoader:
+        # the data set reads nothing, so it has no skips to count (and no workers to wait
+        # for, as its epoch_summary would)
+        dataset.epoch_summary = lambda *args, **kwargs: SkipSummary()
+        return _ReplayLoader(batch_dir, dataset)
+
+    def start_weights(plan: TrainingPlan, model: nn.Module) -> None:
+        load_start_weights(plan, model)
         if init:
             model.load_state_dict(torch.load(init, map_location="cpu"))
             print(f"initial weights from {init}", flush=True)
         if nudge:
-            with torch.no_grad():
-                for param in model.parameters():
-                    param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
+            _nudged_up(model)
             print("every weight moved up by one ulp", flush=True)
-        return result
 
-    experiment.load_start_weights = load_start_weights
-    trainer.experiment.load_start_weights = load_start_weights
-    train_cli.main(train_args)
+    with ExitStack() as patches:
+        patches.enter_context(mock.patch.object(trainer, "resolve", plan_on_features))
+        patches.enter_context(mock.patch.object(builder, "build_loader", replay_loader))
+        patches.enter_context(mock.patch.object(builder, "load_start_weights", start_weights))
+        train_cli.main(train_args)
 
 
 def main(argv: List[str]) -> None:
+    """``dump`` or ``replay``, as the module docstring says."""
     if "--" not in argv:
         sys.exit(__doc__)
     split = argv.index("--")

@@ -21,7 +21,8 @@ sys.path[:0] = [os.path.join(SBS, "ref"), os.path.join(SBS, "shims"),
 from wespeaker.models.speaker_model import get_speaker_model  # noqa: E402
 from wespeaker.models.projections import ArcMarginProduct as WsArc  # noqa: E402
 from wespeaker_py.config import load_config  # noqa: E402
-from wespeaker_py.train import builder  # noqa: E402
+from wespeaker_py.models.projections import get_projection  # noqa: E402
+from wespeaker_py.runtime.builder import build_speaker_model  # noqa: E402
 
 D = os.path.join(SBS, "dump", "ws-s1") + "/"
 init = torch.load(D + "init.pt")
@@ -43,7 +44,11 @@ def ws_model():
 def our_model():
     cfg = load_config(os.path.join(REPO, "examples/mini/conf/ecapa_tdnn.yaml"),
                       [("exp_dir", "/tmp/x"), ("data_type", "raw")])
-    m = builder.build_model(cfg, 62)
+    # what the trainer's builder.build_model assembles for this fbank config
+    m = build_speaker_model(cfg)
+    m.add_module("projection", get_projection(cfg.projection_args,
+                                              embed_dim=cfg.model_args["embed_dim"],
+                                              num_class=62))
     m.load_state_dict(init)
     return m, (lambda m, f, y: m.projection.logits_and_loss(
         m(f), y, torch.nn.CrossEntropyLoss())[1])

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
+
+if TYPE_CHECKING:
+    from wespeaker_py.config import TrainConfig
 
 # Keys run.sh passes on the command line; any other key works as --dotted.key too.
 _NAMED_KEYS = {
@@ -45,18 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_args(argv: Optional[List[str]] = None) -> "TrainConfig":
+    """The training config a command line of this module gives: ``--config`` with the
+    named flags and ``--dotted.key VALUE`` overrides applied."""
+    args, rest = build_parser().parse_known_args(argv)
+    from wespeaker_py.config import load_config, parse_override_args
+    overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
+                 if getattr(args, key) is not None]
+    return load_config(args.config, overrides + parse_override_args(rest))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Train; a bad config key or value is a ConfigError, which :func:`run_main` reports in
     one line with exit status 2."""
-    args, rest = build_parser().parse_known_args(argv)
+    setup_logging()
+    config = config_from_args(argv)
     from wespeaker_py.train.trainer import run_training
     from wespeaker_py.train.plan import check_data_files
-    from wespeaker_py.config import load_config, parse_override_args
-    setup_logging()
-    overrides = [(key, getattr(args, key)) for key in _NAMED_KEYS
-                 if getattr(args, key) is not None]
-    overrides += parse_override_args(rest)
-    config = load_config(args.config, overrides)
     check_data_files(config)
     run_training(config)
 
