@@ -1,9 +1,12 @@
 """Configs WeSpeaker writes or ships load here, and configs saved here load in WeSpeaker:
 repeated keys, the keys its trainer writes into config.yaml, ``gpus`` in each form its
-recipes pass, ``loss_args`` checked by name, TFMel's band below the Nyquist frequency."""
+recipes pass, ``loss_args`` checked by name, TFMel's band below the Nyquist frequency, whole
+numbers saved as ints (WeSpeaker slices with its chunk length)."""
+import glob
 import inspect
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -245,3 +248,74 @@ def test_the_fbank_front_end_has_no_upper_frequency_to_pass_nyquist():
     with pytest.raises(ConfigError, match="unknown config key 'dataset_args.fbank_args.high_"):
         TrainConfig.from_dict(dict(read_yaml(RESNET34), dataset_args={
             "fbank_args": {"high_freq": 7600}}))
+
+
+# ---- 10: whole numbers written as ints, as WeSpeaker's configs write them -------------------
+
+SHIPPED_CONFS = sorted(glob.glob(os.path.join(REPO_ROOT, "conf", "*.yaml")))
+
+
+def _ints_at(data, prefix=""):
+    """The dotted keys of ``data`` (nested mappings) that hold an int (not a bool)."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _ints_at(value, dotted + ".")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield dotted
+
+
+def _at(data, dotted):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _wespeaker_chunk_len(dataset_args, frontend_args):
+    """WeSpeaker's training chunk in samples (dataset.py), a slice bound: it must be an int."""
+    frame_shift = frontend_args.get("frame_shift", 10)
+    frame_length = frontend_args.get("frame_length", 25)
+    return (((dataset_args.get("num_frms", 200) - 1) * frame_shift + frame_length)
+            * dataset_args.get("resample_rate", 16000) // 1000)
+
+
+@pytest.mark.parametrize("name", ["ecapa_tdnn.yaml", "resnet34.yaml",
+                                  "ecapa_tdnn_WavLM_frozen.yaml"])
+def test_a_saved_config_gives_wespeaker_an_int_chunk_length(tmp_path, name):
+    config = load_config(os.path.join(REPO_ROOT, "conf", name))
+    saved = str(tmp_path / "config.yaml")
+    save_config(config, saved)
+    text = open(saved).read()
+    dataset_args = yaml.safe_load(text)["dataset_args"]
+    frontend_args = dataset_args[f"{config.dataset_args.frontend}_args"]
+    for key in ("frame_shift", "frame_length"):
+        assert re.search(rf"\n    {key}: \d+\n", text), key
+        assert type(frontend_args[key]) is int, key
+    assert type(_wespeaker_chunk_len(dataset_args, frontend_args)) is int
+    assert re.search(r"\n  warm_up_epoch: 6\n", text)
+    assert load_config(saved) == config  # read back as floats
+
+
+def test_every_int_of_a_shipped_config_is_saved_as_an_int(tmp_path):
+    saved = str(tmp_path / "config.yaml")
+    for path in SHIPPED_CONFS:
+        save_config(load_config(path), saved)
+        written = read_yaml(saved)
+        for dotted in _ints_at(read_yaml(path)):
+            assert type(_at(written, dotted)) is int, f"{path}: {dotted}"
+
+
+def test_whole_floats_and_defaults_are_saved_as_ints_and_fractions_kept(tmp_path):
+    source = read_yaml(RESNET34)
+    del source["dataset_args"]["fbank_args"]               # WeSpeaker's defaults: 10 and 25
+    source["scheduler_args"]["warm_up_epoch"] = 1.0        # as our trainer used to save it
+    config = load_config(_write(tmp_path, source))
+    saved = str(tmp_path / "saved.yaml")
+    save_config(config, saved)
+    written = read_yaml(saved)
+    fbank = written["dataset_args"]["fbank_args"]
+    assert (fbank["frame_shift"], fbank["frame_length"]) == (10, 25)
+    assert type(fbank["frame_shift"]) is int and type(fbank["frame_length"]) is int
+    assert type(written["scheduler_args"]["warm_up_epoch"]) is int
+    save_config(load_config(RESNET34, [("dataset_args.fbank_args.frame_shift", "12.5")]), saved)
+    assert read_yaml(saved)["dataset_args"]["fbank_args"]["frame_shift"] == 12.5

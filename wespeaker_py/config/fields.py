@@ -3,7 +3,8 @@
 A config block is a dataclass whose field annotations say what each key
 accepts: ``int``, ``float`` (an integer is accepted and stored as float, and
 so is a string that reads as a finite number: YAML 1.1 reads ``1e-3`` and
-``5.0e5`` as strings), ``bool``, ``str``, ``Literal[...]`` (one of the listed values),
+``5.0e5`` as strings; a whole value is saved as an int), ``bool``, ``str``,
+``Literal[...]`` (one of the listed values),
 ``Optional[...]`` (also null), a union of those, ``List[...]``,
 ``Dict[str, Any]`` (an open mapping that its consumer checks) or another
 block, or a union of blocks chosen by an earlier key (``setting(variants=...)``).
@@ -223,7 +224,10 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
 
 def block_to_dict(block: Any) -> Dict[str, Any]:
     """A block as plain YAML-ready data; absent (null) sub-blocks and open mappings left out,
-    and keys of ours ``written_when_set`` (see :func:`setting`) that have their default."""
+    and keys of ours ``written_when_set`` (see :func:`setting`) that have their default.
+
+    A float-typed key with a whole value is written as an int (see :func:`_as_written`).
+    """
     hints = _hints(type(block))
     plain: Dict[str, Any] = {}
     for field in dataclasses.fields(block):
@@ -233,8 +237,20 @@ def block_to_dict(block: Any) -> Dict[str, Any]:
         if value is None and any(is_block(member) or typing.get_origin(member) is dict
                                  or member is dict for member in _non_null(hints[field.name])):
             continue
-        plain[field.name] = _plain(value)
+        plain[field.name] = _plain(_as_written(hints[field.name], value))
     return plain
+
+
+def _as_written(hint: Any, value: Any) -> Any:
+    """A float-typed key's whole value as an int (``frame_shift: 10``), any other as it is.
+
+    WeSpeaker's configs write such keys as ints, and its trainer needs some to be: it slices
+    with a chunk length computed from ``frame_shift`` and ``frame_length``. An int serves
+    wherever its code reads a float, and loading here takes it back as a float.
+    """
+    if isinstance(value, float) and value.is_integer() and float in _non_null(hint):
+        return int(value)
+    return value
 
 
 def _plain(value: Any) -> Any:
