@@ -2,7 +2,8 @@
 
 Parses Markdown links ``[text](target)`` in README.md and docs/*.md; each target that is
 not a URL must name a file or folder of the repository (relative to the linking file),
-and a ``#fragment`` must name a heading of the target file.
+and a ``#fragment`` must name a heading of the target file. The module map of
+docs/architecture.md names every ``wespeaker_py/bin/`` module.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+# the module map's row of the bin/ modules: "| | `wespeaker_py/bin/<name>.py` | ...: a, b |"
+BIN_ROW = re.compile(r"^\|\s*\|\s*`wespeaker_py/bin/<name>\.py`\s*\|([^|]*)\|\s*$", re.M)
 MAX_README_LINES = 250
 FRESH_MACHINE_COMMANDS = (
     'pip install -e ".[diar]" && cd examples/mini && bash run.sh',
@@ -120,3 +124,19 @@ def test_readme_is_a_short_front_page_with_the_two_commands():
     assert len(text.splitlines()) <= MAX_README_LINES
     for command in FRESH_MACHINE_COMMANDS:
         assert command in text, f"README lacks the command: {command}"
+
+
+def listed_bin_modules(architecture: str) -> List[str]:
+    """The module names after the colon of the module map's ``bin/<name>.py`` row."""
+    rows = BIN_ROW.findall(architecture)
+    assert len(rows) == 1, f"architecture.md has {len(rows)} rows for wespeaker_py/bin/<name>.py"
+    return [name.strip() for name in rows[0].partition(":")[2].split(",")]
+
+
+def test_architecture_lists_every_bin_module():
+    modules = sorted(path.stem for path in (ROOT / "wespeaker_py" / "bin").glob("*.py")
+                     if path.stem != "__init__")
+    listed = listed_bin_modules(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert sorted(listed) == modules, (
+        f"docs/architecture.md's bin/ row lacks {sorted(set(modules) - set(listed))} "
+        f"and names {sorted(set(listed) - set(modules))}, which wespeaker_py/bin/ lacks")

@@ -33,6 +33,16 @@
 #      (read once: no stretch of audio heard twice) diarized with the trained model,
 #      DER/JER table, a time-line plot per conversation and the clustering methods
 #      compared (../diarization/run.sh stages 1-4)
+#
+# Stage numbers are called from elsewhere: stage 9 runs stages 3-10 again in
+# ${exp_dir}-LM, and the docs and bench/ call --stop_stage 11 and stage 12 by number. So
+# a new scoring back-end goes at the end, as stage 13: update require_stages, stop_stage
+# and the list above (stage 11 then no longer writes results.md alone), give stage 9 a
+# second call, --stage 13 --stop_stage 13 with the same flags (a range 3-13 would also
+# run stages 11 and 12 for the -LM model), and end the stage with write_results_table,
+# as stage 11 does: a full run writes results.md at stage 11, before stage 13 has scored.
+# Its score files, scores/<trials>.<name>score, are listed by tools/results_table.py
+# (see docs/extending.md).
 
 . ./path.sh || exit 1
 # A recipe run has the machine to itself: compute with every core (the commands'
