@@ -214,6 +214,38 @@ def test_no_traceback_unless_debugging(folder, tmp_path):
     assert "AudioInputError" in debug.stderr
 
 
+def test_python_dash_m_wespeaker_py_cli_is_the_command():
+    for module in ("wespeaker_py.cli", "wespeaker_py.cli.main"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                                text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: wespeaker-py ")
+
+
+@pytest.mark.parametrize("argv, flags, task, equivalent", [
+    (["-p", "exp/X", "--task", "embedding", "--audio_file", "a.wav", "--output_file", "e.txt"],
+     "-p, --task, --audio_file, --output_file", "embedding",
+     "wespeaker-py embed --model DIR a.wav --output e.txt"),
+    (["--pretrain=exp/X", "--task=similarity", "--audio_file", "a.wav", "--audio_file2", "b.wav"],
+     "--pretrain, --task, --audio_file, --audio_file2", "similarity",
+     "wespeaker-py similarity --model DIR a.wav b.wav"),
+    (["--task", "diarization", "--audio_file", "a.wav"], "--task, --audio_file", "diarization",
+     "wespeaker-py diarize --model DIR a.wav -o a.rttm"),
+    (["embed", "--model", "exp/X", "a.wav", "--output_file", "e.txt"], "--output_file",
+     "embedding", "wespeaker-py embed --model DIR a.wav --output e.txt"),
+])
+def test_wespeaker_cli_habits_keep_argparse_error_and_name_the_migration_guide(
+        argv, flags, task, equivalent, capsys):
+    status, out, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert (status, out) == (2, "")
+    assert lines[-2].startswith("wespeaker-py") and ": error: " in lines[-2]
+    what = "a flag" if "," not in flags else "flags"
+    assert lines[-1] == (f"wespeaker-py: {flags}: {what} of WeSpeaker's `wespeaker` command; "
+                         f"see docs/migrating-from-wespeaker.md for what to type instead "
+                         f"(its --task {task} is `{equivalent}`)")
+
+
 @pytest.mark.parametrize("command", ["window-lda", "band-fill"])
 def test_data_that_is_a_file_is_named_as_such(command, tmp_path, capsys):
     scp = tmp_path / "wav.scp"

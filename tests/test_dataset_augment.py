@@ -8,7 +8,7 @@ from dataset_helpers import RATE, random_int16, training_args, write_audio, writ
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.audio import INT16_SCALE, AudioHandle
 from wespeaker_py.dataset.augment import (BAD_AUGMENT_SOURCE, NOISE_TYPES, Augmenter,
-                                          power_db, scale_noise_to_snr)
+                                          AugmentListError, power_db, scale_noise_to_snr)
 from wespeaker_py.dataset.processors import augmented
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.frontend.framing import samples_for_frames
@@ -127,6 +127,19 @@ def test_short_and_resampled_noise_still_fill_the_chunk(tmp_path):
     out = augmenter(clean, np.random.default_rng(0), PipelineStats())
     assert out.shape == clean.shape
     assert 0.0 - 0.3 <= measured_snr(clean, out) <= 15.0 + 0.3
+
+
+def test_the_augmenter_refuses_a_wespeaker_lmdb_folder_as_training_does(tmp_path):
+    # the dataset's own reader, not only the training plan's check, names the format
+    lmdb = tmp_path / "lmdb"
+    lmdb.mkdir()
+    (lmdb / "data.mdb").write_bytes(b"\0" * 64)
+    with pytest.raises(AugmentListError, match=r"^noise_data .*/lmdb \(--noise_data or the "
+                                               r"config key\): a WeSpeaker LMDB noise set"):
+        Augmenter(None, str(lmdb), RATE)
+    with pytest.raises(AugmentListError, match=r"^reverb_data .*: a folder, not a RIR list; "
+                                               r"give a wav.scp or raw.list file$"):
+        Augmenter(str(tmp_path), None, RATE)
 
 
 def test_reverb_is_the_truncated_convolution_with_the_unit_energy_rir(tmp_path):

@@ -7,6 +7,7 @@ output folder that cannot be written, a key given twice, empty inputs, threads.
 import json
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ from wespeaker_py.cli.main import main as cli_main
 import wespeaker_py.api
 from api_helpers import mini_speech, wespeaker_folder
 from inference_helpers import make_experiment
-from train_helpers import make_speaker_corpus, plan_of, run_training, tiny_config
+from train_helpers import (make_speaker_corpus, plan_of, run_training, tiny_config,
+                           write_config)
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.dataset.augment import AugmentListError
@@ -185,6 +187,58 @@ def test_a_partly_missing_rir_list_is_a_warning_with_the_count(speakers, tmp_pat
     with caplog.at_level(logging.WARNING):
         plan_of(config)
     assert "rir.scp: 1 of the 2 files of this RIR list are missing or empty" in caplog.text
+
+
+def wespeaker_lmdb(data_dir, name):
+    """``data_dir/name/lmdb`` as WeSpeaker's tools/make_lmdb.py leaves it, beside the
+    ``wav.scp`` it was made from."""
+    lmdb = data_dir / name / "lmdb"
+    lmdb.mkdir(parents=True)
+    (lmdb / "data.mdb").write_bytes(b"\0" * 64)
+    (lmdb / "lock.mdb").write_bytes(b"\0" * 64)
+    (data_dir / name / "wav.scp").write_text(f"noise/a {data_dir}/a.wav\n")
+    return lmdb
+
+
+@pytest.mark.parametrize("key, name, what", [("noise_data", "musan", "noise"),
+                                             ("reverb_data", "rirs", "RIR")])
+def test_training_refuses_a_wespeaker_lmdb_set_naming_the_key_and_its_wav_scp(
+        speakers, tmp_path, key, name, what):
+    lmdb = wespeaker_lmdb(tmp_path / "data", name)
+    config = tiny_config(str(tmp_path / "exp"), speakers, **{key: str(lmdb)})
+    config["dataset_args"]["aug_prob"] = 0.6
+    with pytest.raises(AugmentListError) as raised:
+        plan_of(config)
+    assert str(raised.value) == (
+        f"{key} {lmdb} (--{key} or the config key): a WeSpeaker LMDB {what} set (it holds "
+        f"data.mdb), a format wespeaker_py does not read; give the wav.scp it was made "
+        f"from: {tmp_path}/data/{name}/wav.scp")
+
+
+def test_a_folder_given_as_a_noise_list_names_its_wav_scp(speakers, tmp_path):
+    musan = wespeaker_lmdb(tmp_path / "data", "musan").parent
+    config = tiny_config(str(tmp_path / "exp"), speakers, noise_data=str(musan))
+    config["dataset_args"]["aug_prob"] = 0.6
+    with pytest.raises(AugmentListError, match=re.escape(
+            f"noise_data {musan} (--noise_data or the config key): a folder, not a noise "
+            f"list; give its wav.scp: {musan}/wav.scp")):
+        plan_of(config)
+
+
+def test_a_saved_wespeaker_config_naming_an_lmdb_fails_bin_train_in_one_line(
+        speakers, tmp_path, capsys):
+    # WeSpeaker's exp/X/config.yaml keeps the LMDB paths its run.sh trained with
+    from wespeaker_py.bin.train import main as train_main
+    lmdb = wespeaker_lmdb(tmp_path / "data", "rirs")
+    config = tiny_config(str(tmp_path / "exp"), speakers, reverb_data=str(lmdb))
+    config["dataset_args"]["aug_prob"] = 0.6
+    argv = ["--config", write_config(str(tmp_path / "config.yaml"), config), "--gpus", "[]"]
+    assert run_main(train_main, argv, prog="train.py") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"train.py: error: reverb_data {lmdb} (--reverb_data or the config key): a WeSpeaker "
+        f"LMDB RIR set (it holds data.mdb), a format wespeaker_py does not read; give the "
+        f"wav.scp it was made from: {tmp_path}/data/rirs/wav.scp (run with --debug for the "
+        f"traceback)")
 
 
 # -- 8: an output folder that cannot be written, found before any compute -------------------

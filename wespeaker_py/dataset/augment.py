@@ -118,7 +118,42 @@ def apply_plan(wav: np.ndarray, plan: AugmentPlan) -> np.ndarray:
 
 
 class AugmentListError(WespeakerError):
-    """A noise or RIR list none of whose files can be read (training would not augment)."""
+    """A noise or RIR list that training cannot use: a folder (WeSpeaker's LMDB, say), or
+    one none of whose files can be read (training would not augment)."""
+
+
+# the config key (and command-line flag) of each kind of augmentation list
+AUGMENT_LIST_KEYS = {"RIR": "reverb_data", "noise": "noise_data"}
+# the file that makes a folder one of WeSpeaker's LMDB sets (tools/make_lmdb.py)
+LMDB_DATA_FILE = "data.mdb"
+
+
+def read_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
+    """The ``(key, wav)`` entries of the ``what`` list (``noise`` or ``RIR``) at ``path``.
+
+    A folder is an :class:`AugmentListError` naming the key and saying which file to give
+    instead: WeSpeaker's LMDB sets (a folder holding ``data.mdb``) are not read here.
+    """
+    if os.path.isdir(path):
+        raise AugmentListError(_folder_given(path, what))
+    return read_audio_list(path)
+
+
+def _folder_given(path: str, what: str) -> str:
+    key = AUGMENT_LIST_KEYS[what]
+    where = f"{key} {path} (--{key} or the config key)"
+    if os.path.isfile(os.path.join(path, LMDB_DATA_FILE)):
+        source = os.path.join(os.path.dirname(os.path.normpath(path)), "wav.scp")
+        instead = (f"give the wav.scp it was made from: {source}" if os.path.isfile(source)
+                   else "give the wav.scp it was made from (WeSpeaker's run.sh makes "
+                        "data/musan/lmdb from data/musan/wav.scp and data/rirs/lmdb from "
+                        "data/rirs/wav.scp)")
+        return (f"{where}: a WeSpeaker LMDB {what} set (it holds {LMDB_DATA_FILE}), a format "
+                f"wespeaker_py does not read; {instead}")
+    inside = os.path.join(path, "wav.scp")
+    instead = (f"give its wav.scp: {inside}" if os.path.isfile(inside)
+               else "give a wav.scp or raw.list file")
+    return f"{where}: a folder, not a {what} list; {instead}"
 
 
 def _unusable(wav: str) -> bool:
@@ -134,11 +169,12 @@ def _unusable(wav: str) -> bool:
 def check_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
     """Read the ``what`` list (``noise`` or ``RIR``) at ``path`` and check its files exist.
 
-    Every file missing or empty is an :class:`AugmentListError` naming the list and
-    the count; some of them a warning with the count (those are skipped and
-    counted as ``bad_augmentation_source`` when drawn). Returns the entries.
+    A folder is an :class:`AugmentListError` (:func:`read_augment_list`), and so is every
+    file missing or empty, naming the list and the count; some of them a warning with
+    the count (those are skipped and counted as ``bad_augmentation_source`` when drawn).
+    Returns the entries.
     """
-    entries = read_audio_list(path)
+    entries = read_augment_list(path, what)
     missing = [(key, wav) for key, wav in entries if _unusable(wav)]
     if len(missing) == len(entries):
         key, wav = missing[0]
@@ -158,8 +194,10 @@ class Augmenter:
     def __init__(self, reverb_list: Optional[str], noise_list: Optional[str],
                  sample_rate: int):
         self.sample_rate = sample_rate
-        self.rirs: List[Tuple[str, str]] = read_audio_list(reverb_list) if reverb_list else []
-        self.noises: List[Tuple[str, str]] = read_audio_list(noise_list) if noise_list else []
+        self.rirs: List[Tuple[str, str]] = (read_augment_list(reverb_list, "RIR")
+                                            if reverb_list else [])
+        self.noises: List[Tuple[str, str]] = (read_augment_list(noise_list, "noise")
+                                              if noise_list else [])
         self.babble = [entry for entry in self.noises if noise_type_name(entry[0]) == "babble"]
 
     @property
