@@ -16,6 +16,7 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.bin import (adapt_plda, compute_det, compute_metrics, eval_plda, score,
                               score_calibration, score_norm, train_plda)
 from wespeaker_py.io.ark import load_embeddings, write_embeddings
+from wespeaker_py.scoring.plda import TwoCovPLDA
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.tables import DataFormatError
 
@@ -327,6 +328,53 @@ def test_recipe_scoring_remakes_outputs_of_other_settings(world):
                             "--trials", "vox1_O.kaldi", "--stage", "1", "--stop_stage", "1",
                             "--indim", "256"], cwd=root, capture_output=True, text=True)
     assert wrong.returncode != 0 and "--indim 256" in wrong.stderr
+
+
+WESPEAKER_HDF5 = b"\x89HDF\r\n\x1a\n" + bytes(56)   # the start of an h5py file
+
+
+def test_score_plda_trains_over_wespeakers_hdf5_model(world):
+    """WeSpeaker's PLDA model (HDF5) in exp/plda, newer than the embeddings, is not taken
+    as up to date, with or without the note an earlier version wrote beside it: stage 1
+    says what it is and trains ours in its place, which stage 2 scores with."""
+    root, _ = world
+    plda = f"{root}/exp/plda"
+    for note in (None, "train_set=vox2_dev iter=5 indim=\n"):
+        with open(plda, "wb") as handle:
+            handle.write(WESPEAKER_HDF5)
+        os.utime(plda, (2e9, 2e9))
+        if note is not None:
+            with open(f"{plda}.settings", "w") as handle:
+                handle.write(note)
+        printed = _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "3")
+        assert ("exp/plda: WeSpeaker's HDF5 PLDA model, which wespeaker_py does not read"
+                in printed)
+        assert "exp/plda is replaced: a PLDA model of wespeaker_py is trained in its place" \
+            in printed
+        assert "the PLDA model is up to date" not in printed
+        assert TwoCovPLDA.load(plda).dim > 0
+        assert "EER" in _read(f"{root}/exp/scores/vox1_plda_result")
+
+
+def test_recipe_scoring_makes_wespeakers_score_files_again(world):
+    """Score files WeSpeaker's recipes wrote at the paths ours write (no settings note,
+    newer than the embeddings) are not taken as made with this run's options: they are
+    scored again from the embeddings there, and noted."""
+    root, _ = world
+    scores = f"{root}/exp/scores"
+    os.makedirs(scores)
+    names = ("vox1_O.kaldi.score", "vox2_dev_asnorm5_vox1_O.kaldi.score",
+             "vox1_O.kaldi.pldascore")
+    for name in names:
+        with open(f"{scores}/{name}", "w") as handle:
+            handle.write("id1-0 id1-1 0.5 target\n")
+        os.utime(f"{scores}/{name}", (2e9, 2e9))
+    _recipe_scoring(root, "score.sh", "--stage", "1", "--stop_stage", "1")
+    _recipe_scoring(root, "score_norm.sh", "--stage", "1", "--stop_stage", "2", "--top_n", "5")
+    _recipe_scoring(root, "score_plda.sh", "--stage", "1", "--stop_stage", "2")
+    for name in names:
+        assert len(_read(f"{scores}/{name}").splitlines()) == 150, name
+        assert _read(f"{scores}/{name}.settings").strip(), name
 
 
 def test_recipe_scoring_stages_run_under_a_folder_whose_name_has_a_space(tmp_path):

@@ -234,6 +234,17 @@ def test_a_single_array_file_is_no_plda_model(tmp_path):
         TwoCovPLDA.load(str(tmp_path / "plda.npy"))
 
 
+def test_wespeakers_hdf5_plda_model_is_named_with_how_to_train_ours(tmp_path):
+    path = tmp_path / "plda"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(56))
+    with pytest.raises(DataFormatError) as caught:
+        TwoCovPLDA.load(str(path))
+    assert caught.value.reason == (
+        "WeSpeaker's HDF5 PLDA model, which wespeaker_py does not read: train one of "
+        "wespeaker_py on the same embeddings in its place (tools/recipe/score_plda.sh's "
+        "stage 1, or python -m wespeaker_py.bin.train_plda)")
+
+
 def test_a_missing_plda_model_says_to_train_one(tmp_path):
     with pytest.raises(DataFormatError, match="no PLDA model here: train one first"):
         TwoCovPLDA.load(str(tmp_path / "plda"))

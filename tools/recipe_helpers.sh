@@ -23,6 +23,8 @@ up_to_date() {
 # them: without the note a newer output of other options would pass up_to_date.
 # - An up-to-date OUT with no note was made before notes were kept: it is taken as
 #   made with SETTINGS (noted now), as the version that made it would have taken it.
+#   At a path WeSpeaker's recipes write too, an OUT with no note may be WeSpeaker's,
+#   made with other settings: made_here_with does not take it for SETTINGS.
 # - Otherwise, when false, an existing OUT's note is emptied (an empty note matches no
 #   settings, and is not "no note"), so an OUT whose remake failed or was cut short
 #   before its record_settings is never taken for the settings of either run.
@@ -38,6 +40,29 @@ made_with() {
   fi
   if [ -e "${out}" ]; then : > "${out}.settings"; else rm -f "${out}.settings"; fi
   return 1
+}
+
+# made_here_with OUT SETTINGS [IN ...]: made_with for an output at a path that WeSpeaker's
+# recipes write too (avg_model.pt, the score files). One with no note may be
+# WeSpeaker's (or a released file put there), made with settings nobody noted, so it is
+# never noted as made with SETTINGS: when every IN (what OUT is made from) exists, it is
+# made again (false, its note emptied as made_with empties one); with an IN missing it
+# cannot be, and it is used as it is (true, said on stdout, still without a note).
+made_here_with() {
+  local out=$1 settings=$2 input
+  shift 2
+  if [ -s "${out}" ] && [ ! -e "${out}.settings" ]; then
+    for input in "$@"; do
+      if [ ! -e "${input}" ]; then
+        echo "${out} has no settings note (WeSpeaker made it, or it was put there) and" \
+             "${input}, which it would be made from, is missing: it is used as it is"
+        return 0
+      fi
+    done
+    : > "${out}.settings"
+    return 1
+  fi
+  made_with "${out}" "${settings}" "$@"
 }
 
 # settings_note OUT: the settings record_settings noted for OUT (empty when none).
@@ -76,8 +101,10 @@ latest_epoch() {
 # average_stage AVG_MODEL NUM_AVG MAX_EPOCH [EPOCH_FLAG]: stage 4's averaging. The last
 # NUM_AVG checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation,
 # not a trained epoch) of AVG_MODEL's folder (EXP_DIR/models in every recipe) are
-# averaged into AVG_MODEL, unless it is newer than model_MAX_EPOCH.pt and was made with
-# the same NUM_AVG and epoch bounds.
+# averaged into AVG_MODEL, unless it is newer than them and was made with the same
+# NUM_AVG and epoch bounds. An AVG_MODEL without a note (WeSpeaker's average, a released
+# model) is averaged again when those checkpoints are all there, else used as it is
+# (made_here_with).
 # An average equal, byte for byte, to the one there keeps the old file and its time,
 # so what was made from it is not made again. MAX_EPOCH is the run's last epoch: with
 # no model_MAX_EPOCH.pt the run has not finished (crashed, stopped early, still going),
@@ -89,12 +116,18 @@ latest_epoch() {
 # settings stays up to date when the checkpoints were deleted since, and a refusal
 # leaves its note as it was.
 average_stage() {
-  local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir exp settings latest why
+  local avg=$1 num=$2 max=$3 flag=${4:---num_epochs} dir exp settings latest why epoch
+  local checkpoints=()
   dir=$(dirname "${avg}")
   exp=$(dirname "${dir}")
   settings="num_avg=${num} min_epoch=1 max_epoch=${max}"
-  # an average without a note (made before notes were kept, or a released model put
-  # there) counts as made with these settings, as made_with takes it
+  if [ -n "${max}" ]; then
+    for ((epoch = max - num + 1 > 1 ? max - num + 1 : 1; epoch <= max; epoch++)); do
+      checkpoints+=("${dir}/model_${epoch}.pt")
+    done
+  fi
+  # an average without a note, its last checkpoint gone, is not refused: it is used as
+  # it is (made_here_with)
   if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ] &&
      ! { [ -s "${avg}" ] && { [ ! -e "${avg}.settings" ] ||
                                [ "$(settings_note "${avg}")" == "${settings}" ]; }; }; then
@@ -113,7 +146,7 @@ average_stage() {
          "call; when another script ran $0 for one of its steps, run $0 by hand with them)" >&2
     return 1
   fi
-  if made_with "${avg}" "${settings}" "${dir}/model_${max}.pt"; then
+  if made_here_with "${avg}" "${settings}" "${checkpoints[@]}"; then
     echo "${avg} is up to date"
     return 0
   fi

@@ -34,7 +34,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   mkdir -p "${scores_dir}"
   todo=()
   for x in ${trials}; do
-    if made_with "${scores_dir}/${x}.score" "${settings}" "${eval_scp}" "${train_scp}" \
+    if made_here_with "${scores_dir}/${x}.score" "${settings}" "${eval_scp}" "${train_scp}" \
         "${trials_dir}/${x}"; then
       echo "${x}: scores are up to date"
     else

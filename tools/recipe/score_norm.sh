@@ -55,7 +55,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     out=${scores_dir}/${output_name}_${x}.score
     cosine=${scores_dir}/${x}.score
     settings="train_set=${train_set} eval_set=${eval_set}"
-    if made_with "${out}" "${settings}" "${cosine}" "${eval_scp}" "${mean_vec}" \
+    if made_here_with "${out}" "${settings}" "${cosine}" "${eval_scp}" "${mean_vec}" \
         "${cohort_dir}/spk_xvector.scp" "${train_scp}"; then
       echo "${x}: normalised scores are up to date"
       continue

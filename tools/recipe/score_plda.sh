@@ -9,7 +9,8 @@
 # about, the scores are calibrated log-likelihood ratios only with N below the number
 # of speakers.
 #
-# Output: ${exp_dir}/plda and ${exp_dir}/scores/<trials>.pldascore.
+# Output: ${exp_dir}/plda and ${exp_dir}/scores/<trials>.pldascore. A ${exp_dir}/plda
+# that is not ours (WeSpeaker's HDF5 model) is replaced by the one stage 1 trains.
 
 exp_dir=
 trials="vox1_O_cleaned.kaldi vox1_E_cleaned.kaldi vox1_H_cleaned.kaldi"
@@ -43,6 +44,19 @@ scores_dir=${exp_dir}/scores
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
   plda_settings="train_set=${train_set} iter=${iter} indim=${indim}${lda_dim:+ lda_dim=${lda_dim}}"
+  # a file there that is not our model (WeSpeaker's HDF5 one), which stage 2 cannot
+  # read, is trained again whatever its note says
+  if [ -e "${exp_dir}/plda" ] && ! foreign=$(python -c 'import sys
+from wespeaker_py.scoring.plda import TwoCovPLDA
+from wespeaker_py.utils.tables import DataFormatError
+try:
+    TwoCovPLDA.load(sys.argv[1])
+except DataFormatError as error:
+    sys.exit(str(error))' "${exp_dir}/plda" 2>&1); then
+    echo "${foreign}"
+    echo "${exp_dir}/plda is replaced: a PLDA model of wespeaker_py is trained in its place"
+    : > "${exp_dir}/plda.settings"
+  fi
   if made_with "${exp_dir}/plda" "${plda_settings}" "${train_scp}" \
       "${data}/${train_set}/utt2spk"; then
     echo "the PLDA model is up to date"
@@ -65,7 +79,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   mkdir -p "${scores_dir}"
   for x in ${trials}; do
     out=${scores_dir}/${x}.pldascore
-    if made_with "${out}" "eval_set=${eval_set}" "${exp_dir}/plda" "${eval_scp}" \
+    if made_here_with "${out}" "eval_set=${eval_set}" "${exp_dir}/plda" "${eval_scp}" \
         "${trials_dir}/${x}"; then
       echo "${x}: PLDA scores are up to date"
       continue

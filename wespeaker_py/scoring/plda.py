@@ -39,6 +39,7 @@ logger = get_logger(__name__)
 
 STATS_CHUNK = 65536
 _MODEL_FORMAT = "wespeaker_py.two_cov_plda.v1"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"   # the start of WeSpeaker's PLDA model (h5py)
 
 
 @dataclass
@@ -203,6 +204,18 @@ def _warn_if_too_few_classes(num_classes: int, dim: int) -> None:
         num_classes, dim, num_classes - 1, dim, num_classes - 1)
 
 
+def _not_a_model_reason(path: str, error: Exception) -> str:
+    """Why ``path``, which :func:`open_npz` refused with ``error``, is no PLDA model of ours."""
+    if isinstance(error, ValueError):
+        with open(path, "rb") as stream:
+            if stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                return ("WeSpeaker's HDF5 PLDA model, which wespeaker_py does not read: train "
+                        "one of wespeaker_py on the same embeddings in its place "
+                        "(tools/recipe/score_plda.sh's stage 1, or python -m "
+                        "wespeaker_py.bin.train_plda)")
+    return f"not a wespeaker_py PLDA model ({error}; for a Kaldi model use the kaldi type)"
+
+
 class TwoCovPLDA:
     """A trained two-covariance PLDA with its preprocessing."""
 
@@ -358,8 +371,7 @@ class TwoCovPLDA:
         try:
             archive = open_npz(path)
         except (ValueError, OSError) as error:
-            raise DataFormatError(path, None, f"not a wespeaker_py PLDA model ({error}; for a "
-                                              f"Kaldi model use the kaldi type)") from None
+            raise DataFormatError(path, None, _not_a_model_reason(path, error)) from None
         with archive:
             if "format" not in archive or str(archive["format"]) != _MODEL_FORMAT:
                 raise DataFormatError(path, None, "not a wespeaker_py PLDA model")
