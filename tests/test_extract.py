@@ -504,3 +504,56 @@ def test_fewest_samples_is_the_exact_shortest_input_of_each_frontend(frontend, f
     with torch.inference_mode():
         made = frontend.eval()(torch.randn(1, samples) * 1000).shape[1]
     assert made == frontend.num_frames(samples)
+
+
+def test_reader_workers_that_deliver_nothing_fail_the_run_naming_dev_shm(
+        experiment, corpus, tmp_path, monkeypatch):
+    import threading
+    from wespeaker_py.inference import extraction
+
+    def stalled(self):
+        # as a worker whose waveform could not go through a full /dev/shm: alive, silent
+        threading.Event().wait()
+        yield {}
+
+    monkeypatch.setattr(extraction, "READER_TIMEOUT_S", 1)
+    monkeypatch.setattr(extraction.Dataset, "__iter__", stalled)
+    ark = str(tmp_path / "xvector.ark")
+    with pytest.raises(RunFailedError, match=r"/dev/shm has .*--num_workers 0"):
+        extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                           corpus["good_list"], ark, num_workers=1, device="cpu")
+    assert not os.path.exists(ark)
+
+
+def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known(
+        experiment, corpus, tmp_path):
+    from wespeaker_py.inference.workdir import NOT_DELIVERED_FROM_SHARDS
+    entries = [TableEntry(key, key.split("-")[0], path) for key, path in corpus["wavs"].items()]
+    shard_list = str(tmp_path / "shard.list")
+    first, *_ = make_shards(entries, str(tmp_path / "shards"), shard_list,
+                            num_utts_per_shard=3)
+    os.remove(first)   # 3 of the 8 utterances
+    ark = str(tmp_path / "xvector.ark")
+
+    def extract(**kwargs):
+        return extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
+                                  shard_list, ark, num_workers=0, device="cpu",
+                                  expected_utterances=len(entries), **kwargs)
+
+    # 3 of 8 lost: more than a fifth, though the lost shard is 1 entry of 6 (a sixth)
+    with pytest.raises(RunFailedError, match=r"5 done, 3 skipped"):
+        extract(max_fail_fraction=0.2)
+    summary = extract()
+    assert summary.extracted == 5
+    assert summary.skipped == {reasons.BAD_SHARD: 1, NOT_DELIVERED_FROM_SHARDS: 2}
+    assert len(read_ark(ark)) == 5
+
+
+def test_cli_refuses_an_expected_utterance_count_for_a_raw_list(
+        experiment, corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        extract_main(["--config", experiment["config_path"], "--model_path",
+                      experiment["checkpoint"], "--data_type", "raw", "--data_list",
+                      corpus["good_list"], "--embed_ark", str(tmp_path / "xvector.ark"),
+                      "--expected_utterances", "8"])
+    assert "--expected_utterances is for a shard list" in capsys.readouterr().err

@@ -400,3 +400,34 @@ def test_a_file_system_without_locks_is_named_not_taken_for_another_run(tmp_path
     with pytest.raises(OutputNotWritableError, match="cannot lock .*work.lock \\(No locks "
                                                      "available\\): its file system may not"):
         workdir._hold_lock(lock_path)
+
+
+def test_a_job_killed_by_sigkill_is_reported_as_a_likely_out_of_memory_kill():
+    import multiprocessing
+    from wespeaker_py.inference.jobs import _collect
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=time.sleep, args=(600,))
+    process.start()
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(60)
+    with pytest.raises(RunFailedError, match=r"job 0 \(job.list\) failed: the process was "
+                                             r"killed by SIGKILL \(out of memory\?"):
+        _collect([process], results, ["job.list"])
+
+
+def test_a_full_disk_at_the_merge_says_the_parts_stay_and_how_much_room_it_needs(
+        setup, tmp_path, monkeypatch):
+    from wespeaker_py.inference import workdir
+    from wespeaker_py.utils.atomic_files import DiskFullError
+
+    def full_disk(parts, out, order):
+        raise DiskFullError(out, OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(workdir, "merge_embedding_arks", full_disk)
+    ark = str(tmp_path / "out" / "xvector.ark")
+    with pytest.raises(RunFailedError, match=r"no space left on device while writing .*: the "
+                                             r"6 finished embeddings stay in .*extract_jobs.* "
+                                             r"the merge needs as much free space again"):
+        _extract(setup, ark)
+    assert os.path.isdir(work_dir_for(ark))

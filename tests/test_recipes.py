@@ -15,6 +15,7 @@ import torch
 from recipe_helpers import (CNCELEB_DIR, MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
                             install_fake_ffmpeg, make_fake_voxceleb_data, make_kaldi_dir,
                             mtimes, read_table, run_script, write_tone)
+from wespeaker_py.scoring.plda import TwoCovPLDA
 from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
 
 RECIPE_SCRIPTS = sorted(
@@ -378,6 +379,63 @@ def test_stage4_averages_again_when_num_avg_changes(tmp_path):
     assert _weight(str(exp / "models" / "avg_model.pt")) == [2.0, 2.0]
 
 
+def test_stage4_averages_an_average_without_a_note_again_while_its_checkpoints_are_there(
+        tmp_path):
+    """WeSpeaker's avg_model.pt (no settings note, newer than the checkpoints) is not taken
+    as the average --num_avg asks for: it is made again from the checkpoints (an identical
+    result keeps the file and its time), and used as it is, with no note claiming
+    settings, only when a checkpoint it would be made from is gone."""
+    env, _ = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    _fake_sets(data, ("vox2_dev", "vox1"))
+    for epoch in (1, 2, 3):
+        _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
+    avg = str(exp / "models" / "avg_model.pt")
+    _save_weights(avg, 2.5)   # WeSpeaker's average of epochs 2 and 3
+    note = f"{avg}.settings"
+
+    def stage4(num_avg):
+        return run_script(V2_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir",
+                          str(exp), "--data", str(data), "--gpus", "[]", "--data_type", "raw",
+                          "--num_avg", num_avg, "--num_epochs", "3", env=env).stdout
+
+    assert "avg_model.pt is up to date" not in stage4("1")
+    assert _weight(avg) == [3.0, 3.0]
+    assert open(note).read() == "num_avg=1 min_epoch=1 max_epoch=3\n"
+    os.remove(note)
+    os.utime(avg, (2e9, 2e9))
+    stage4("1")
+    assert os.path.getmtime(avg) == 2e9 and open(note).read().startswith("num_avg=1 ")
+    os.remove(note)
+    os.remove(exp / "models" / "model_2.pt")   # pruned: the average of 2 cannot be made
+    out = stage4("2")
+    assert f"{exp}/models/model_2.pt, which it would be made from, is missing: it is used " \
+        f"as it is" in out
+    assert _weight(avg) == [3.0, 3.0] and not os.path.exists(note)
+
+
+def test_an_output_wespeaker_writes_too_is_made_again_without_a_note_while_it_can_be(
+        tmp_path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.write_text("in")
+    out.write_text("made by WeSpeaker")
+
+    def made_here_with(settings):
+        script = (f". tools/recipe_helpers.sh; "
+                  f"made_here_with '{out}' '{settings}' '{source}' && echo kept || echo remake")
+        return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+
+    assert made_here_with("a") == ["remake"]
+    assert made_here_with("a") == ["remake"]   # its remake failed: still not taken for a
+    os.remove(f"{out}.settings")
+    source.unlink()
+    assert made_here_with("a") == [
+        f"{out} has no settings note (WeSpeaker made it, or it was put there) and {source}, "
+        f"which it would be made from, is missing: it is used as it is", "kept"]
+    assert not os.path.exists(f"{out}.settings")
+
+
 # each recipe's averaging: script, stage, config flag, the flag of its last epoch, data sets
 AVERAGING_STAGES = {
     "v2": (V2_DIR, "run.sh", "4", "--config", "--num_epochs", ("vox2_dev", "vox1")),
@@ -470,10 +528,13 @@ def test_averaging_bounds_by_the_run_s_config_and_a_refusal_keeps_the_note(tmp_p
     assert refused.returncode != 0 and "has not finished" in refused.stderr
     assert open(f"{avg}.settings").read() == note
     assert f"{avg} is up to date" in average().stdout
-    # an average without a note (older, or a released model put there) is taken as it is
+    # an average without a note (WeSpeaker's, or a released model put there) is used as it
+    # is, its checkpoints gone, and noted as made with nothing
     os.remove(f"{avg}.settings")
-    assert f"{avg} is up to date" in average().stdout
-    assert open(f"{avg}.settings").read() == note
+    assert (f"{avg} has no settings note (WeSpeaker made it, or it was put there) and "
+            f"{exp}/models/model_2.pt, which it would be made from, is missing: it is used as "
+            f"it is") in average().stdout
+    assert not os.path.exists(f"{avg}.settings")
 
 
 def test_lm_stage_starts_from_the_current_average_or_refuses_a_trained_step(tmp_path):
@@ -901,7 +962,8 @@ def test_a_redone_extraction_removes_the_earlier_embeddings_before_it_runs(tmp_p
 def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path):
     """An up-to-date output with no settings note (written before notes were kept) is
     taken as made with today's settings, as the version that wrote it would have taken it:
-    no hours of extraction again, no failure for an average whose checkpoints are gone."""
+    no hours of extraction again. An average whose checkpoints are gone is used as it is,
+    not noted as made with settings nobody knows."""
     exp, _, extract, extractions = _fake_extraction(tmp_path, "model.pt", "data.list")
     extract("model.pt", "data.list")
     result = exp / "embeddings" / "test" / "extract.result"
@@ -917,7 +979,9 @@ def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path
     _fake_sets(data, ("backend", "test"))
     out = run_script(MINI_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir",
                      str(models.parent), "--data", str(data), "--gpus", "[]", env=env).stdout
-    assert "avg_model.pt is up to date" in out and _weight(str(models / "avg_model.pt")) == [5, 5]
+    assert "model_5.pt, which it would be made from, is missing: it is used as it is" in out
+    assert _weight(str(models / "avg_model.pt")) == [5, 5]
+    assert not os.path.exists(str(models / "avg_model.pt.settings"))
 
 
 def test_an_output_whose_remake_failed_is_not_taken_for_the_new_settings(tmp_path):
@@ -977,6 +1041,21 @@ def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(t
     assert result.returncode != 0
     assert "--aug_prob 0.6: augmenting utterances at extraction is not supported" in result.stderr
     assert extractions() == 1
+
+
+def test_extract_embedding_passes_a_shard_lists_utterance_count_on(tmp_path):
+    _, log, extract, _ = _fake_extraction(tmp_path, "new.pt", "new.list")
+
+    def last_call():
+        with open(log) as handle:
+            return [line for line in handle if "wespeaker_py.bin.extract" in line][-1]
+
+    extract("new.pt", "new.list", "--data_type", "shard", "--wavs_num", "122")
+    assert "--expected_utterances 122" in last_call()
+    # a raw list names its utterances: bin.extract counts them itself
+    (tmp_path / "new.list").write_text("another list")
+    extract("new.pt", "new.list", "--wavs_num", "122")
+    assert "--expected_utterances" not in last_call()
 
 
 def test_a_finished_run_of_other_settings_is_refused_not_taken_as_done(tmp_path):
@@ -1867,7 +1946,7 @@ def test_score_plda_passes_lda_dim_to_train_plda_and_notes_it(tmp_path):
     _fake_sets(data, ("backend",))
     (data / "backend" / "utt2spk").write_text("u1 s1\n")
     plda = exp / "plda"
-    plda.write_text("model")
+    TwoCovPLDA(np.zeros(2), np.eye(2), np.ones(2)).save(str(plda))
     os.utime(plda, (2e9, 2e9))
     (exp / "plda.settings").write_text("train_set=backend iter=5 indim=\n")
 

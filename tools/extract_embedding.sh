@@ -18,7 +18,9 @@ exp_dir=
 model_path=
 data_type=shard  # shard/raw
 data_list=
-wavs_num=        # utterances expected (e.g. lines of wav.scp); empty: not checked
+wavs_num=        # utterances expected (e.g. lines of wav.scp); empty: not checked. Of a
+                 # shard list, those no shard delivered count against bin.extract's
+                 # --max_fail_fraction
 store_dir=
 batch_size=16
 num_workers=4
@@ -102,6 +104,12 @@ if [ -z "${gpus}" ] || ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.
   gpus="[]"
 fi
 
+# a raw list names its utterances; of a shard list, bin.extract counts those no shard delivered
+expected_args=()
+if [ -n "${wavs_num}" ] && [ "${data_type}" == "shard" ]; then
+  expected_args=(--expected_utterances "${wavs_num}")
+fi
+
 echo "extracting embeddings of ${store_dir}, ${mode} (${nj} jobs, log in ${log_dir}/extract.log) ..."
 python -u -m wespeaker_py.bin.extract \
   --config "${exp_dir}/config.yaml" \
@@ -117,6 +125,7 @@ python -u -m wespeaker_py.bin.extract \
   ${reverb_data:+--reverb_data "${reverb_data}"} \
   ${noise_data:+--noise_data "${noise_data}"} \
   --aug_prob "${aug_prob}" \
+  "${expected_args[@]}" \
   > "${log_dir}/extract.log" 2>&1 ||
   { tail -n 20 "${log_dir}/extract.log" >&2; echo "$0: extraction of ${store_dir} failed" >&2; exit 1; }
 

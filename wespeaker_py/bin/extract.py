@@ -29,7 +29,9 @@ Until the ark appears, finished embeddings wait in ``.extract_jobs.<ark name>/``
 beside it; after a kill, the same command continues from them. An empty list, a
 list with a key given twice, an output folder that cannot be written, or a run in
 which every utterance, or more than --max_fail_fraction of them, was skipped, exits
-non-zero and writes nothing; the run ends with "N done, M skipped (reasons)".
+non-zero and writes nothing; the run ends with "N done, M skipped (reasons)". With
+a shard list, --expected_utterances N counts the utterances no shard delivered (a shard
+lost or cut short) as skipped too.
 Each job computes with --num_threads threads (default: half the cores, at most 4,
 shared among the --nj jobs; $OMP_NUM_THREADS when set).
 """
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
              help="also write per-speaker mean embeddings spk_xvector.ark/scp")
     add_bool_flag(parser, "mean_vec", default=False,
                   help="also write the set's mean embedding mean_vec.npy")
+    add_flag(parser, "expected_utterances", type=positive_int, default=None,
+             help="utterances the shard list holds (e.g. lines of wav.scp): those never "
+                  "delivered (a lost or truncated shard) count as skipped, and the progress "
+                  "bar gets a total")
     add_fail_fraction_flag(parser)
     # WeSpeaker's tools/extract_embedding.sh passes these; augmentation at
     # extraction time is not supported, so only aug_prob 0 is accepted.
@@ -115,6 +121,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                  write_speaker_means)
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
+    if args.expected_utterances is not None and args.data_type == "raw":
+        parser.error("--expected_utterances is for a shard list: a raw list names each of "
+                     "its utterances")
     if args.num_workers < 0:
         parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.device is not None and args.nj > 1:
@@ -157,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                   batch_size=args.batch_size, num_workers=args.num_workers,
                   buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
                   max_fail_fraction=args.max_fail_fraction, channel=args.channel,
-                  band_fills=band_fills)
+                  band_fills=band_fills, expected_utterances=args.expected_utterances)
     if args.nj > 1:
         extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
     else:

@@ -14,6 +14,7 @@ first cut to one random chunk of that many frames
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.dataset import Dataset
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 from wespeaker_py.inference.workdir import ExtractionWork
@@ -50,6 +52,11 @@ NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, whic
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
 DEFAULT_BUFFER_MB = 2048
+# Longest wait for the reader workers' next utterance. A worker that cannot put a waveform
+# into shared memory (/dev/shm full) drops it and lives on: without a limit the run waits
+# forever. Generous: one file read from a slow disk or a pipe takes seconds.
+READER_TIMEOUT_S = 600
+SHARED_MEMORY = "/dev/shm"
 
 
 @dataclass
@@ -168,6 +175,36 @@ class ReaderWorker(WorkerLogging):
         sys.excepthook = _quiet_on_hangup(sys.excepthook)
 
 
+def _free_shared_memory() -> str:
+    """The free space of /dev/shm, in words."""
+    try:
+        return f"{shutil.disk_usage(SHARED_MEMORY).free / 2**20:.0f} MB free"
+    except OSError as error:
+        return f"free space unknown ({error.strerror})"
+
+
+def _delivered(loader: DataLoader, num_workers: int) -> Iterator[Mapping[str, Any]]:
+    """The loader's samples; a :class:`RunFailedError` naming /dev/shm when its workers
+    deliver nothing for ``READER_TIMEOUT_S`` seconds (the loader's ``timeout``)."""
+    samples = iter(loader)
+    while True:
+        try:
+            sample = next(samples)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if not str(error).startswith("DataLoader timed out"):
+                raise
+            raise RunFailedError(
+                f"the {num_workers} reader workers delivered no utterance for {loader.timeout} "
+                f"s: a worker that cannot hand a waveform over through {SHARED_MEMORY} "
+                f"(the log then shows 'unable to allocate shared memory') drops it and "
+                f"waits; {SHARED_MEMORY} has {_free_shared_memory()}. Run with "
+                f"--num_workers 0, or give {SHARED_MEMORY} more room (docker run "
+                f"--shm-size 8g); the finished embeddings are kept for the rerun") from None
+        yield sample
+
+
 def _check_chunk_fits(backend: TorchBackend, chunker: RandomChunker) -> None:
     """Refuse a chunk too short for the model now, rather than skip every utterance."""
     frames = backend.prepare(torch.zeros(chunker.chunk_len)).shape[0]
@@ -192,7 +229,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
                  chunk_frames: Optional[int] = None, chunk_seed: int = 42,
                  channel: ChannelChoice = DEFAULT_CHANNEL,
                  band_fills: Sequence[BandFill] = (),
-                 finished_elsewhere: Sequence[str] = ()) -> ExtractionSummary:
+                 finished_elsewhere: Sequence[str] = (),
+                 shard_utterances: Optional[int] = None) -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark`` (nor among the keys
     ``finished_elsewhere``: a carried ark's, see :mod:`~wespeaker_py.inference.workdir`),
     appending to it.
@@ -205,7 +243,9 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     many frames, drawn from ``chunk_seed`` and its key. ``channel`` is the channel
     policy for multi-channel audio (:mod:`wespeaker_py.audio`; default: the first).
     ``band_fills`` fill the empty top bins of files that come at their rates
-    (:mod:`wespeaker_py.frontend.band_fill`).
+    (:mod:`wespeaker_py.frontend.band_fill`). ``shard_utterances``: about how many
+    utterances a shard list holds besides ``finished_elsewhere``, the progress bar's total
+    (a raw list's is its own).
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
@@ -233,19 +273,25 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     if done:
         logger.info("%s: continuing after the %d embeddings already written", part_ark,
                     len(done))
+    # a timeout needs workers: without them the reading happens here
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=4 if num_workers > 0 else None,
+                        timeout=READER_TIMEOUT_S if num_workers > 0 else 0,
                         worker_init_fn=ReaderWorker())
     # a raw list names every utterance; a shard list only its tar files
     expected = None
+    bar_total = None
     if data_type == "raw":
-        expected = sum(1 for utt in dataset.items if utt.key not in skip)
+        expected = bar_total = sum(1 for utt in dataset.items if utt.key not in skip)
+    elif shard_utterances is not None:
+        bar_total = max(0, shard_utterances - len(done))
     seen: Set[str] = set()
     try:
         with open_part_writer(part_ark) as writer:
-            summary = embed_utterances(backend, loader, writer, batch_size, buffer_mb << 20,
-                                       seen, chunker, progress=True, total=expected,
+            summary = embed_utterances(backend, _delivered(loader, num_workers), writer,
+                                       batch_size, buffer_mb << 20, seen, chunker,
+                                       progress=True, total=bar_total,
                                        desc=progress_desc, position=progress_position)
     except OSError as error:
         raise_if_disk_full(error, part_ark)
@@ -271,7 +317,8 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                        chunk_seed: int = 42,
                        max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                        channel: ChannelChoice = DEFAULT_CHANNEL,
-                       band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
+                       band_fills: Sequence[BandFill] = (),
+                       expected_utterances: Optional[int] = None) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
     ``config`` is the experiment's config (``model``, ``model_args``,
@@ -286,18 +333,21 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     With ``chunk_frames`` every utterance is embedded from one random chunk of
     that many frames, drawn from ``chunk_seed`` and its key. ``channel``: the channel
     policy for multi-channel audio (default: the first channel). ``band_fills``: as
-    for :func:`extract_part`.
+    for :func:`extract_part`. ``expected_utterances``: how many utterances a shard list
+    holds; those never delivered (a lost or truncated shard) count as skipped
+    (:meth:`~wespeaker_py.inference.workdir.ExtractionWork.finish`).
     """
     _check_not_distributed()
     with ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
                         chunk=chunk_identity(chunk_frames, chunk_seed),
                         max_fail_fraction=max_fail_fraction, channel=channel,
-                        band_fills=[fill.digest for fill in band_fills]) as work:
+                        band_fills=[fill.digest for fill in band_fills],
+                        expected_utterances=expected_utterances) as work:
         carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                                batch_size, num_workers, device, buffer_mb, progress_position,
                                progress_desc, chunk_frames, chunk_seed, channel, band_fills,
-                               carried)
+                               carried, work.shard_utterances_of(data_list))
         summary.resumed += len(carried)
         summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info

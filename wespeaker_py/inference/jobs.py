@@ -110,6 +110,21 @@ def _stop(processes: Sequence[multiprocessing.Process]) -> None:
             process.join()
 
 
+def _ending(exitcode: int) -> str:
+    """How a job process that sent no report ended, from its exit code (minus a signal's
+    number when a signal killed it)."""
+    if exitcode >= 0:
+        return f"the process ended with exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        return f"the process was killed by signal {-exitcode}"
+    # the kernel's out-of-memory killer ends a process with SIGKILL
+    hint = " (out of memory? try a smaller --batch_size or fewer --nj)" \
+        if exitcode == -signal.SIGKILL else ""
+    return f"the process was killed by {name}{hint}"
+
+
 def _collect(processes: Sequence[multiprocessing.Process], results,
              job_lists: Sequence[str]) -> ExtractionSummary:
     """Wait for every job; a job that failed or died fails the run, naming its list."""
@@ -121,7 +136,7 @@ def _collect(processes: Sequence[multiprocessing.Process], results,
         except queue.Empty:
             for job, process in enumerate(processes):
                 if job not in reported and not process.is_alive() and process.exitcode != 0:
-                    reported[job] = f"the process ended with exit code {process.exitcode}"
+                    reported[job] = _ending(process.exitcode)
             continue
         reported[job] = error
         if job_summary is not None:
@@ -144,7 +159,9 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                                 num_threads: Optional[int] = None,
                                 channel: ChannelChoice = DEFAULT_CHANNEL,
-                                band_fills: Sequence[BandFill] = ()) -> ExtractionSummary:
+                                band_fills: Sequence[BandFill] = (),
+                                expected_utterances: Optional[int] = None
+                                ) -> ExtractionSummary:
     """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
@@ -156,12 +173,14 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     :func:`~wespeaker_py.inference.extraction.extract_embeddings`. Each job
     computes with ``num_threads`` threads (default:
     :func:`~wespeaker_py.utils.threads.threads_per_job`); ``band_fills`` as for
-    :func:`extract_part`.
+    :func:`extract_part`; ``expected_utterances`` as for
+    :func:`~wespeaker_py.inference.extraction.extract_embeddings`.
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
                           chunk=chunk_identity(chunk_frames, chunk_seed),
                           max_fail_fraction=max_fail_fraction, channel=channel,
-                          band_fills=[fill.digest for fill in band_fills])
+                          band_fills=[fill.digest for fill in band_fills],
+                          expected_utterances=expected_utterances)
     with work:
         job_lists = work.job_lists()
         carried = work.carried_keys()
@@ -175,7 +194,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
                           num_workers=num_workers, buffer_mb=buffer_mb,
                           chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
-                          band_fills=list(band_fills), finished_elsewhere=carried)
+                          band_fills=list(band_fills), finished_elsewhere=carried,
+                          shard_utterances=work.shard_utterances_of(job_list))
             processes.append(context.Process(
                 target=_run_job, name=f"extract-job-{job}",
                 args=(job, device, threads, logger.getEffectiveLevel(), os.getpid(), kwargs,

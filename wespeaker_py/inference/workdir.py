@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import weakref
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import IO, Any, Dict, List, MutableMapping, Optional, Tuple
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
@@ -33,7 +33,7 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
-from wespeaker_py.utils.atomic_files import atomic_open, require_writable
+from wespeaker_py.utils.atomic_files import DiskFullError, atomic_open, require_writable
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
 from wespeaker_py.utils.logging_utils import get_logger
@@ -43,6 +43,9 @@ from wespeaker_py.utils.tables import DataFormatError, read_key_value
 logger = get_logger(__name__)
 
 WORK_PREFIX = ".extract_jobs."
+# a shard list's utterances expected but neither embedded nor skipped on their own: lost with
+# a missing or damaged shard (which counts once, as bad_shard)
+NOT_DELIVERED_FROM_SHARDS = "lost_with_a_bad_shard"
 
 
 def _model_identity(model_path: str) -> Dict[str, Any]:
@@ -145,14 +148,17 @@ class ExtractionWork:
 
     Made before any model loads; it checks what can be checked then: the model
     file exists and is not empty, the output folder is writable, and the list is
-    read whole (:meth:`_check_list`).
+    read whole (:meth:`_check_list`). ``expected_utterances``, for a shard list (whose
+    utterances only its tar files name), is how many it holds: :meth:`finish` counts those
+    never delivered as skipped.
     """
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
                  config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
                  max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                  channel: ChannelChoice = DEFAULT_CHANNEL,
-                 band_fills: Optional[List[str]] = None):
+                 band_fills: Optional[List[str]] = None,
+                 expected_utterances: Optional[int] = None):
         require_input_file(model_path, "model")
         scp_path_for(embed_ark)
         require_writable(embed_ark)
@@ -160,6 +166,7 @@ class ExtractionWork:
         self.data_list = data_list
         self.data_type = data_type
         self.max_fail_fraction = max_fail_fraction
+        self.expected_utterances = expected_utterances
         self._check_list()
         self.num_jobs = num_jobs
         self.path = work_dir_for(embed_ark)
@@ -285,6 +292,16 @@ class ExtractionWork:
             return [self.data_list]
         return split_data_list(self.data_list, self.num_jobs, self.path)
 
+    def shard_utterances_of(self, job_list: str) -> Optional[int]:
+        """About how many utterances not yet carried the shards of ``job_list`` (the data
+        list or one of its splits) hold: the work's ``expected_utterances`` shared by shard
+        count, for a progress bar; None for a raw list or without the count."""
+        if self.expected_utterances is None or self.data_type == "raw":
+            return None
+        remaining = max(0, self.expected_utterances - len(self.carried_keys()))
+        shards = len(read_list_file(self.data_list))
+        return round(remaining * len(read_list_file(job_list)) / shards)
+
     def part_ark(self, job: int) -> str:
         """Where job ``job`` appends its embeddings."""
         return os.path.join(self.path, f"part_{job:03d}.ark")
@@ -296,11 +313,13 @@ class ExtractionWork:
             return []
         return recover_part(part)
 
-    def finish(self, num_parts: int, skipped: Dict[str, int]) -> int:
+    def finish(self, num_parts: int, skipped: MutableMapping[str, int]) -> int:
         """Merge the parts into the output (atomically, in :meth:`_output_order`), remove the
         folder; return the count.
 
-        ``skipped`` counts this run's skips by reason. When the list job failed
+        ``skipped`` counts this run's skips by reason; the utterances of a shard list's
+        ``expected_utterances`` neither finished nor skipped are added to it
+        (``NOT_DELIVERED_FROM_SHARDS``). When the list job failed
         (:meth:`~wespeaker_py.utils.list_jobs.JobTally.check`: nothing embedded, or
         more than the work's ``max_fail_fraction`` skipped) nothing is written and
         :class:`~wespeaker_py.errors.RunFailedError` says why; the finished
@@ -310,11 +329,23 @@ class ExtractionWork:
                  if os.path.exists(scp_path_for(self.part_ark(job)))] + self.carried_arks()
         finished = ([key for job in range(num_parts) for key in self.done_keys(job)]
                     + self.carried_keys())
+        if self.expected_utterances is not None and self.data_type != "raw":
+            lost = self.expected_utterances - len(finished) - sum(skipped.values())
+            if lost > 0:
+                skipped[NOT_DELIVERED_FROM_SHARDS] = skipped.get(NOT_DELIVERED_FROM_SHARDS,
+                                                                 0) + lost
         if not finished:
             shutil.rmtree(self.path, ignore_errors=True)
         JobTally.of(len(finished), skipped).check(self.data_list, self.max_fail_fraction,
                                                   f"{self.embed_ark} was not written")
-        count = merge_embedding_arks(parts, self.embed_ark, self._output_order(finished))
+        try:
+            count = merge_embedding_arks(parts, self.embed_ark, self._output_order(finished))
+        except DiskFullError as error:
+            held_mb = sum(os.path.getsize(part) for part in parts) / 2**20
+            raise RunFailedError(
+                f"{error}: the {len(finished)} finished embeddings stay in {self.path} for a "
+                f"rerun of the same command, which only merges them; the merge needs as much "
+                f"free space again as they take ({held_mb:.0f} MB)") from error
         shutil.rmtree(self.path, ignore_errors=True)
         return count
 
