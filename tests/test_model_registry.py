@@ -1,5 +1,7 @@
 """The model registry: a model is found by its exact name, whatever other names start with,
 and everything the model table needs about it is stated in its family module."""
+import importlib
+import pkgutil
 import sys
 import types
 
@@ -79,3 +81,12 @@ def test_model_summary_names_a_model_without_recipe_arguments_before_building_an
     assert "'ToyTDNN'" in message and "RECIPE_MODEL_ARGS of wespeaker_py.models.toy_family" \
         in message
     assert "--models" not in message
+
+
+@pytest.mark.parametrize("module_name", sorted(module.name for module in
+                                               pkgutil.iter_modules(models.__path__)))
+def test_every_module_with_a_models_table_is_a_listed_family(module_name):
+    module = importlib.import_module(f"{models.__name__}.{module_name}")
+    assert not hasattr(module, "MODELS") or module_name in models._FAMILIES, (
+        f"{module.__name__} defines MODELS but is not in _FAMILIES of {models.__name__}, so "
+        f"none of its models can be found")

@@ -1,4 +1,6 @@
-"""Every model of the results table: size, compute, shapes, consistency, gradients, checkpoints."""
+"""The models: size and compute of those of the results table; shapes, consistency, gradients
+and checkpoints of those and of one model of each other family; what the builder says of
+``model_args`` that do not fit."""
 import io
 import copy
 import json
@@ -7,12 +9,14 @@ import os
 import pytest
 import torch
 
-from wespeaker_py.config import ConfigError, load_model_config
-from wespeaker_py.models import get_model, list_models, model_frontend
+from wespeaker_py.config import ConfigError, ModelConfig, load_model_config
+from wespeaker_py.config.fields import parse_block
+from wespeaker_py.models import family_module_name, get_model, list_models, model_frontend
 from wespeaker_py.models.complexity import (count_macs, count_params, recipe_feat_dim,
                                             recipe_input_dim, recipe_model_args)
 from wespeaker_py.models.resnet_blocks import Bottleneck
 from wespeaker_py.runtime import build_speaker_model
+from wespeaker_py.runtime.builder import frontend_model_args
 
 # The results table of ../shared/DESIGN.md (80-dim fbank, 200 frames):
 # params in M as printed (head excluded), MACs in G or None where not given.
@@ -53,9 +57,21 @@ def _features(batch, frames, feat_dim=80, seed=0):
     return torch.randn(batch, frames, feat_dim, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", params=sorted(PUBLISHED))
+def _first_model_of_each_unpublished_family():
+    """The first model name of each family with no model in PUBLISHED, so that a new family
+    gets the behaviour tests below (every name of every family would take minutes)."""
+    published = {family_module_name(name) for name in PUBLISHED}
+    first = {}
+    for name in list_models():
+        first.setdefault(family_module_name(name), name)
+    return sorted(name for family, name in first.items() if family not in published)
+
+
+@pytest.fixture(scope="module",
+                params=sorted(PUBLISHED) + _first_model_of_each_unpublished_family())
 def named_model(request):
-    """(name, model in its training form, model_args), built once per model."""
+    """(name, model in its training form, model_args), built once per model: each model of
+    the results table, and one model of each family the table leaves out."""
     name = request.param
     model_args = recipe_model_args(name)
     torch.manual_seed(0)
@@ -269,3 +285,40 @@ def test_generic_names_are_listed_apart_and_follow_their_family(tmp_path):
     config.write_text(config.read_text().replace("Basic", "BasicBlock"))
     model = build_speaker_model(load_model_config(str(config)))
     assert model.layer4[0].conv1.out_channels == 32 and model.seg_1.out_features == 8
+
+
+# --- model_args the builder refuses: the key, and what would fit ------------------------------
+
+def _model_config(model, model_args):
+    return parse_block(ModelConfig, {"model": model, "model_args": model_args}, "")
+
+
+@pytest.mark.parametrize("model, model_args, expected", [
+    ("XVEC", {"feat_dim": 80, "embed_dims": 8},
+     r"'model_args.embed_dims' is no argument of XVEC; did you mean 'embed_dim'\? \(XVEC takes "
+     r"feat_dim, hid_dim, stats_dim, embed_dim, pooling_func\)$"),
+    ("ResNet34", {"feat_dim": 80, "embed_dim": 8, "zzz": 1},
+     r"'model_args.zzz' is no argument of ResNet34 \(ResNet34 takes feat_dim, embed_dim, "
+     r"pooling_func, two_emb_layer, m_channels\)$"),
+], ids=["class", "factory"])
+def test_an_argument_the_model_lacks_is_named_with_the_closest_and_all_it_takes(
+        model, model_args, expected):
+    with pytest.raises(ConfigError, match=rf"^config key 'model_args' does not fit {model}: "
+                                          rf"{expected}"):
+        build_speaker_model(_model_config(model, model_args))
+
+
+def test_an_unknown_pooling_func_names_its_key():
+    with pytest.raises(ConfigError, match=r"^config key 'model_args.pooling_func' is 'TSPT', "
+                                          r"which does not fit XVEC: no pooling layer has that "
+                                          r"name; choose one of ASP, "):
+        build_speaker_model(_model_config("XVEC", {"feat_dim": 80, "embed_dim": 8,
+                                                   "pooling_func": "TSPT"}))
+
+
+def test_a_feat_dim_off_a_new_front_end_names_that_front_ends_block():
+    # a front-end added to the config (here mfcc) that the builder has no entry for
+    with pytest.raises(ConfigError, match=r"^config key 'model_args.feat_dim' is 40 but the "
+                                          r"front-end makes 30-dim features "
+                                          r"\(dataset_args.mfcc_args\)$"):
+        frontend_model_args({"feat_dim": 40}, "mfcc", 30)

@@ -6,6 +6,7 @@ docstring, so a new layer is tested without being listed here.
 import pytest
 import torch
 
+from wespeaker_py.models import ModelArgError
 from wespeaker_py.models.pooling import (MOMENT_POOLINGS, POOLING_LAYERS, get_pooling,
                                          pool_from_moments, time_moments)
 
@@ -134,9 +135,11 @@ def test_asp_from_resnet_geometry():
     assert pooling(_input(3, 16, 2, FRAMES)).shape == (3, 64)
 
 
-def test_unknown_pooling_is_named():
-    with pytest.raises(ValueError, match="STAP"):
+def test_unknown_pooling_is_a_model_arg_error_for_pooling_func():
+    with pytest.raises(ModelArgError, match="pooling_func is 'STAP': no pooling layer has that "
+                                            "name; choose one of ASP, ASTP, ") as raised:
         get_pooling("STAP", in_dim=8)
+    assert (raised.value.arg, raised.value.value) == ("pooling_func", "STAP")
 
 
 def _astp_in_wespeakers_order(pooling, x):

@@ -4,6 +4,7 @@ import glob
 import inspect
 import logging
 import os
+import re
 
 import pytest
 import torch.nn as nn
@@ -34,20 +35,28 @@ def test_a_head_registered_in_the_table_is_built_listed_and_its_keys_known(monke
     with pytest.raises(ValueError, match=r"projection_args.bias_init is '1', which is not a "
                                          r"number"):
         get_projection({"project_type": "toy", "bias_init": "1"}, embed_dim=4, num_class=3)
-    with pytest.raises(ValueError, match=r"unknown head 'cosface'; choose one of arc_margin, "
-                                         r".*, softmax, toy$"):
+    with pytest.raises(ValueError, match=rf"unknown head 'cosface'; choose one of "
+                                         rf"{re.escape(', '.join(HEADS))}$"):
         get_projection({"project_type": "cosface"}, embed_dim=4, num_class=3)
     assert keys_of_other_heads({"project_type": "arc_margin", "bias_init": 1.0}) == {
         "bias_init": ["toy"]}
 
 
-def test_keys_of_other_heads_name_each_key_and_the_heads_that_take_it():
+def _heads_taking(key):
+    """The heads of the table that take ``key``, in its order."""
+    return [name for name, head in HEADS.items() if key in head.keys]
+
+
+def test_keys_of_other_heads_name_each_key_and_every_head_that_takes_it(monkeypatch):
+    # a head added to the table that shares K with the sub-center head is named beside it
+    monkeypatch.setitem(HEADS, "toy", Head(ToyHead, {"K": HeadKey(3, int)}))
     args = {"project_type": "add_margin", "K": 3, "curvature": 9.0, "t": 5}
-    assert keys_of_other_heads(args) == {"K": ["arc_margin_intertopk_subcenter"],
-                                         "curvature": ["ham_margin"], "t": ["sphereface2"]}
+    assert keys_of_other_heads(args) == {key: _heads_taking(key) for key in ("K", "curvature",
+                                                                             "t")}
+    assert {"arc_margin_intertopk_subcenter", "toy"} <= set(_heads_taking("K"))
     assert keys_of_other_heads({"project_type": "sphere", "margin": 0.2}) == {
-        "margin": ["arc_margin", "arc_margin_intertopk_subcenter", "add_margin", "ham_margin",
-                   "sphereface2"]}
+        "margin": _heads_taking("margin")}
+    assert "sphere" not in _heads_taking("margin") and "add_margin" in _heads_taking("margin")
     get_projection(args, embed_dim=4, num_class=3)  # a warning, not an error
 
 
@@ -88,10 +97,24 @@ def test_a_key_of_another_head_is_a_warning_naming_it_in_training(corpus, tmp_pa
         check_model_builds(plan_of(config))
     told = [record.getMessage() for record in caplog.records
             if record.levelno == logging.WARNING]
-    assert ("config key 'projection_args.K' is ignored: project_type add_margin takes no K "
-            "(arc_margin_intertopk_subcenter does)") in told
-    assert ("config key 'projection_args.curvature' is ignored: project_type add_margin takes "
-            "no curvature (ham_margin does)") in told
+    for key in ("K", "curvature"):
+        assert (f"config key 'projection_args.{key}' is ignored: project_type add_margin takes "
+                f"no {key} ({' and '.join(_heads_taking(key))} does)") in told
+
+
+@pytest.mark.parametrize("project_type, key, expected", [
+    ("arc_margin_intertopk_subcenter", "k", r"; did you mean 'K'\? \(project_type "
+                                            r"arc_margin_intertopk_subcenter takes scale, margin, "
+                                            r"easy_margin, K, mp, k_top, do_lm\)$"),
+    ("ham_margin", "curvture", r"; did you mean 'curvature'\? \(project_type ham_margin takes "
+                               r"scale, margin, curvature\)$"),
+    ("softmax", "bias", r" \(project_type softmax takes no keys of its own\)$"),
+], ids=["case", "typo", "no_keys"])
+def test_a_key_no_head_takes_is_named_with_the_keys_of_the_chosen_head(
+        project_type, key, expected):
+    with pytest.raises(ValueError, match=rf"^unknown config key 'projection_args.{key}'"
+                                         rf"{expected}"):
+        get_projection({"project_type": project_type, key: 1}, embed_dim=4, num_class=3)
 
 
 @pytest.mark.parametrize("key, value, kind", [("easy_margin", "yes", "true or false"),

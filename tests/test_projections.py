@@ -1,19 +1,31 @@
-"""Projection heads: shapes, where the margin acts, margin updates, closed-form logits."""
+"""Projection heads: shapes, where the margin acts, margin updates, closed-form logits.
+
+The behaviour tests run over every head of ``HEADS``, so a head added there gets them; a head
+they do not apply to is named in one of the sets below, each checked to name heads of it."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from wespeaker_py.models.projections import get_projection
+from wespeaker_py.models.projections import HEADS, get_projection
 
 EMBED_DIM, NUM_CLASS, SCALE = 16, 10, 32.0
-ALL_TYPES = ["arc_margin", "add_margin", "sphere", "sphereface2",
-             "arc_margin_intertopk_subcenter", "softmax", "ham_margin"]
-# Heads whose scheduled margin acts on the target class only.
-TARGET_MARGIN_TYPES = [("arc_margin", {}), ("add_margin", {}), ("sphereface2", {}),
-                       ("arc_margin_intertopk_subcenter", {"do_lm": True}),
-                       ("ham_margin", {"curvature": 2.0})]
+ALL_TYPES = list(HEADS)
+# Heads without a margin to schedule (margin_schedulable false); every other head's
+# scheduled margin acts on the target class only.
+WITHOUT_SCHEDULED_MARGIN = {"sphere", "softmax"}
+# projection_args the target-margin tests give a head beyond scale: the sub-center head
+# penalises its hardest non-targets too unless large-margin fine-tuning (do_lm) turns that off.
+TARGET_MARGIN_ARGS = {"arc_margin_intertopk_subcenter": {"do_lm": True},
+                      "ham_margin": {"curvature": 2.0}}
+TARGET_MARGIN_TYPES = [(name, TARGET_MARGIN_ARGS.get(name, {})) for name in HEADS
+                       if name not in WITHOUT_SCHEDULED_MARGIN]
+
+
+def test_the_heads_set_apart_are_heads_of_the_table():
+    assert WITHOUT_SCHEDULED_MARGIN <= set(HEADS)
+    assert set(TARGET_MARGIN_ARGS) <= set(HEADS) - WITHOUT_SCHEDULED_MARGIN
 
 
 def _head(project_type, **extra):
@@ -41,7 +53,8 @@ def test_logits_shape_and_loss(project_type):
     assert torch.isfinite(embeddings.grad).all() and embeddings.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("project_type,extra", TARGET_MARGIN_TYPES)
+@pytest.mark.parametrize("project_type,extra", TARGET_MARGIN_TYPES,
+                         ids=[name for name, _ in TARGET_MARGIN_TYPES])
 def test_margin_changes_only_the_target_logit(project_type, extra):
     head = _head(project_type, **extra)
     embeddings, labels = _batch()
@@ -54,7 +67,8 @@ def test_margin_changes_only_the_target_logit(project_type, extra):
     assert (with_margin[target] < plain[target]).all()
 
 
-@pytest.mark.parametrize("project_type,extra", TARGET_MARGIN_TYPES)
+@pytest.mark.parametrize("project_type,extra", TARGET_MARGIN_TYPES,
+                         ids=[name for name, _ in TARGET_MARGIN_TYPES])
 def test_update_sets_the_margin_both_ways(project_type, extra):
     head = _head(project_type, **extra)
     embeddings, labels = _batch()
@@ -67,7 +81,7 @@ def test_update_sets_the_margin_both_ways(project_type, extra):
     torch.testing.assert_close(head(embeddings, labels), before)
 
 
-@pytest.mark.parametrize("project_type", ["sphere", "softmax"])
+@pytest.mark.parametrize("project_type", sorted(WITHOUT_SCHEDULED_MARGIN))
 def test_heads_without_scheduled_margin_ignore_update(project_type):
     head = _head(project_type).eval()
     embeddings, labels = _batch()
@@ -223,5 +237,7 @@ def test_state_dict_names_follow_wespeaker():
 def test_bad_projection_args_are_named():
     with pytest.raises(ValueError, match="project_type"):
         get_projection({"project_type": "cosface"}, 4, 3)
-    with pytest.raises(ValueError, match="scael"):
+    with pytest.raises(ValueError, match=r"unknown config key 'projection_args.scael'; did you "
+                                         r"mean 'scale'\? \(project_type arc_margin takes "
+                                         r"scale, margin, easy_margin\)$"):
         get_projection({"project_type": "arc_margin", "scael": 30.0}, 4, 3)

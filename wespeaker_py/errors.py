@@ -18,6 +18,9 @@ is cheap (no torch).
 """
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class WespeakerError(Exception):
     """Root of the package's errors. Raised as such: a problem with what the user gave
@@ -45,3 +48,17 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of another library's error message (at most ``limit`` characters;
     the error's type name when the message is empty), to quote inside one of ours."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
+def did_you_mean(word: str, choices: Iterable[str], ignore_case: bool = False) -> str:
+    """``; did you mean 'X'?`` naming the choice closest to a mistyped ``word``, or an
+    empty string when none is close; with ``ignore_case`` a difference of case alone
+    (``k`` for ``K``) counts as closest."""
+    choices = list(choices)
+    if ignore_case:
+        by_folded = {choice.casefold(): choice for choice in choices}
+        close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
+        close = [by_folded[match] for match in close]
+    else:
+        close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

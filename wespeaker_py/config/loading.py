@@ -10,7 +10,6 @@ as a string, in a file as on the command line.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
@@ -18,6 +17,7 @@ import yaml
 from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at,
                                         is_text, parse_block)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
+from wespeaker_py.errors import did_you_mean
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -167,8 +167,7 @@ def load_model_config(path: str) -> ModelConfig:
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(str(key), sorted(known))
             raise ConfigError(f"{path}: unknown config key '{key}'{hint} (known keys at the "
                               f"top level: {', '.join(sorted(known))})")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")

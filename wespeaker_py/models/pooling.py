@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wespeaker_py.models.protocol import ModelArgError
+
 # Floor added to variances before the square root, as in WeSpeaker.
 _VAR_EPS = 1e-7
 
@@ -314,10 +316,11 @@ POOLING_LAYERS = {
 
 
 def get_pooling(name: str, **kwargs) -> nn.Module:
-    """Build the pooling layer called ``name`` (a WeSpeaker ``pooling_func``)."""
+    """Build the pooling layer called ``name`` (a WeSpeaker ``pooling_func``); a name not in
+    :data:`POOLING_LAYERS` is a :class:`ModelArgError` for ``pooling_func``."""
     if name not in POOLING_LAYERS:
-        raise ValueError(f"unknown pooling_func {name!r}; choose one of "
-                         f"{', '.join(sorted(POOLING_LAYERS))}")
+        raise ModelArgError("pooling_func", name, f"no pooling layer has that name; choose one "
+                                                  f"of {', '.join(sorted(POOLING_LAYERS))}")
     return POOLING_LAYERS[name](**kwargs)
 
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wespeaker_py.errors import did_you_mean
+
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -460,21 +462,31 @@ def _is_kind(value: Any, kind: type) -> bool:
 def _check_keys(projection_args: Mapping[str, Any]) -> Head:
     """The head ``projection_args`` names, once every key is known and of its kind
     (ValueError naming the first that is not)."""
-    kinds = _key_kinds()
-    unknown = sorted(set(projection_args) - _EVERY_BLOCK_KEYS - set(kinds))
-    if unknown:
-        raise ValueError(f"projection_args: unknown key(s) {', '.join(unknown)}")
     if "project_type" not in projection_args:
         raise ValueError("projection_args.project_type is missing")
-    for key, value in projection_args.items():
-        if key in kinds and not _is_kind(value, kinds[key]):
-            raise ValueError(f"projection_args.{key} is {value!r}, which is not "
-                             f"{_KINDS[kinds[key]]}")
     project_type = projection_args["project_type"]
     if project_type not in HEADS:
         raise ValueError(f"projection_args.project_type: unknown head {project_type!r}; "
                          f"choose one of {', '.join(HEADS)}")
-    return HEADS[project_type]
+    head = HEADS[project_type]
+    kinds = _key_kinds()
+    unknown = [key for key in projection_args if key not in _EVERY_BLOCK_KEYS | set(kinds)]
+    if unknown:
+        raise _unknown_key(unknown[0], project_type, head)
+    for key, value in projection_args.items():
+        if key in kinds and not _is_kind(value, kinds[key]):
+            raise ValueError(f"projection_args.{key} is {value!r}, which is not "
+                             f"{_KINDS[kinds[key]]}")
+    return head
+
+
+def _unknown_key(key: str, project_type: str, head: Head) -> ValueError:
+    """The error for a ``projection_args`` key no head takes: the keys ``head`` takes, and the
+    closest of them (case aside: ``k`` for ``K``)."""
+    hint = did_you_mean(key, head.keys, ignore_case=True)
+    takes = ", ".join(head.keys) or "no keys of its own"
+    return ValueError(f"unknown config key 'projection_args.{key}'{hint} (project_type "
+                      f"{project_type} takes {takes})")
 
 
 def keys_of_other_heads(projection_args: Mapping[str, Any]) -> Dict[str, List[str]]:

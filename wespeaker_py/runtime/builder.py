@@ -16,13 +16,14 @@ identity (:mod:`.identity`), computed on first use.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Type
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, ModelConfig
-from wespeaker_py.errors import ModelSourceError, WespeakerError
+from wespeaker_py.errors import ModelSourceError, WespeakerError, did_you_mean
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.models import ModelArgError, check_frontend, model_factory
@@ -31,7 +32,8 @@ from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, mode
                                              read_checkpoint, split_checkpoint_state)
 from wespeaker_py.runtime.identity import embedder_identity, frontend_settings
 
-# Where each front-end's output size (what model_args.feat_dim must be) is set.
+# Where each front-end's output size (what model_args.feat_dim must be) is set; a front-end
+# not listed is named by its args block (:func:`_feat_dim_source`).
 _FEAT_DIM_SOURCES = {
     "fbank": "dataset_args.fbank_args.num_mel_bins",
     "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
@@ -99,8 +101,14 @@ def _fit_frontend(model_args: Mapping[str, Any], frontend: str, frontend_dim: in
                                                   and frontend != "fbank"):
             continue
         raise source.error(f"{source.name(key)} is {dim} but the front-end makes "
-                           f"{frontend_dim}-dim features ({_FEAT_DIM_SOURCES[frontend]})")
+                           f"{frontend_dim}-dim features ({_feat_dim_source(frontend)})")
     return _fill_feat_dim(model_args, frontend, frontend_dim)
+
+
+def _feat_dim_source(frontend: str) -> str:
+    """Where ``frontend``'s output size is set: its :data:`_FEAT_DIM_SOURCES` entry, else its
+    ``dataset_args.<frontend>_args`` block."""
+    return _FEAT_DIM_SOURCES.get(frontend, f"dataset_args.{frontend}_args")
 
 
 def frontend_model_args(model_args: Mapping[str, Any], frontend: str,
@@ -144,7 +152,9 @@ def _model_factory(config: ModelConfig) -> Callable[..., nn.Module]:
 
 def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping[str, Any],
                source: _ArgsSource) -> nn.Module:
-    """``factory(**model_args)``; what the model refuses is an error naming its key."""
+    """``factory(**model_args)``; what the model refuses is an error naming its key, and a key
+    it has no argument for an error listing those it has (:func:`_check_argument_names`)."""
+    _check_argument_names(name, factory, model_args, source)
     try:
         return factory(**model_args)
     except ModelArgError as err:
@@ -156,6 +166,25 @@ def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping
         if "negative dimension" not in str(err):   # not the arguments' fault: a bug
             raise
         raise source.error(f"{source.name()} does not fit {name}: {err}") from err
+
+
+def _check_argument_names(name: str, factory: Callable[..., nn.Module],
+                          model_args: Mapping[str, Any], source: _ArgsSource) -> None:
+    """An error naming the first key of ``model_args`` that ``factory`` has no parameter
+    for, with the closest parameter name and all of them. A factory that takes ``**kwargs``
+    passes them on unseen here: the TypeError of whatever refuses one is left to
+    :func:`_construct`."""
+    parameters = inspect.signature(factory).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    names = [parameter.name for parameter in parameters
+             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    unknown = [key for key in model_args if key not in names]
+    if not unknown:
+        return
+    hint = did_you_mean(unknown[0], names)
+    raise source.error(f"{source.name()} does not fit {name}: '{source.key}.{unknown[0]}' is "
+                       f"no argument of {name}{hint} ({name} takes {', '.join(names)})")
 
 
 class SpeakerEmbedder(nn.Module):
