@@ -314,6 +314,18 @@ def test_more_speakers_than_max_is_capped_and_reported(method):
     assert result.num_speakers == 3 and result.capped and result.found >= 4
 
 
+@pytest.mark.parametrize("method", ["spectral", "spectral-norm", "nme-sc"])
+def test_far_more_speakers_than_max_is_capped_not_counted_as_one(method):
+    # 123 speakers of 13 windows (a 32-minute reading), 16 neighbours kept each: one
+    # connected graph whose first 22 eigenvalues are near-equal, so the largest gap falls at 1
+    embeddings, _ = blobs([13] * 123, spread=0.3, seed=4)
+    result = cluster_windows(embeddings, ClusterOptions(method), max_speakers=10)
+    assert result.capped and result.num_speakers == 10 and result.found > 10
+    embeddings, truth = blobs([200, 150, 250], seed=4)
+    result = cluster_windows(embeddings, ClusterOptions(method), max_speakers=10)
+    assert result.found == 3 and not result.capped and same_partition(result.labels, truth)
+
+
 def test_degenerate_inputs_and_bad_options():
     embeddings, _ = blobs([10, 10, 10])
     assert cluster(np.ones((1, 8))).tolist() == [0]

@@ -6,7 +6,7 @@ import pytest
 
 from wespeaker_py.diarization import (ClusterOptions, DiarizationOptions, Diarizer,
                                       cluster_windows, diarize_wav_scp)
-from wespeaker_py.diarization.options import ClusteringOptionError
+from wespeaker_py.diarization.options import ClusteringOptionError, check_cluster_options
 from wespeaker_py.errors import WespeakerError
 
 SR = 16000
@@ -182,3 +182,11 @@ def test_a_list_run_checks_its_counts_and_its_output_before_any_work(tmp_path):
                                              "a list"):
         diarize_wav_scp(diarizer, [str(tmp_path / "a.wav")], rttm)
     assert not os.path.exists(rttm)
+
+
+def test_min_speakers_above_the_default_max_says_to_raise_max_speakers():
+    with pytest.raises(ClusteringOptionError, match=r"^min_speakers=12 is above max_speakers "
+                       r"\(default 10\): raise max_speakers \(--max_speakers\) to 12"):
+        check_cluster_options("spectral", None, min_speakers=12)
+    with pytest.raises(ClusteringOptionError, match="got 12, 11"):
+        check_cluster_options("spectral", None, min_speakers=12, max_speakers=11)

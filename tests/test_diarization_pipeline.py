@@ -343,6 +343,15 @@ def test_capped_count_is_logged_with_its_number_and_recording(caplog):
             in caplog.text)
 
 
+def test_a_num_speakers_above_the_windows_is_reported(caplog):
+    audio = (0.1 * np.random.default_rng(2).standard_normal(int(1.5 * SR))).astype(np.float32)
+    diarizer = Diarizer(speakers_in_turn(1), DiarizationOptions(vad="energy"), whole_recording)
+    with caplog.at_level("WARNING"):
+        result = diarizer.diarize(audio, SR, num_speakers=3, recording="short1s")
+    assert result.num_speakers == 1
+    assert "short1s: num_speakers=3 but only 1 window(s) of speech: 1 speaker(s)" in caplog.text
+
+
 def test_wav_scp_run_names_its_capped_recordings(tmp_path, caplog):
     wav_scp = noise_recordings(tmp_path, ["recA", "recB", "recC"])
     diarizer = Diarizer(speakers_in_turn(4), DiarizationOptions(

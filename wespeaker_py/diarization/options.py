@@ -162,6 +162,10 @@ def check_cluster_options(method: str, num_speakers: Optional[int],
             raise ClusteringOptionError(f"num_speakers must be at least 1, got {num_speakers}")
         refuse_bounds_with_count(min_speakers, max_speakers, f"num_speakers={num_speakers}")
     low, high = speaker_bounds(min_speakers, max_speakers)
+    if max_speakers is None and low > high:
+        raise ClusteringOptionError(f"min_speakers={low} is above max_speakers (default "
+                                    f"{high}): raise max_speakers (--max_speakers) to {low} "
+                                    f"or more")
     if not 1 <= low <= high:
         raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
                                     f"{low}, {high}")

@@ -168,6 +168,10 @@ class Diarizer:
                            "at least " if clustering.at_least else "", clustering.found,
                            speaker_bounds(min_speakers, max_speakers)[1],
                            clustering.num_speakers)
+        if num_speakers is not None and clustering.num_speakers < num_speakers:
+            logger.warning("%s: num_speakers=%d but only %d window(s) of speech: %d "
+                           "speaker(s)", name, num_speakers, len(windows),
+                           clustering.num_speakers)
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped)

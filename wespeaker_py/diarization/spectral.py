@@ -25,7 +25,12 @@ eigenvalues looked at, and no eigengap; its groups are the clusters, the
 closest joined down to ``max_speakers``, and the count is reported as capped
 (at least that many). And the look over twice as many eigenvalues stops at a
 count of half the windows: past it a speaker would have one window, and in a
-short recording those eigenvalues reach the top of the spectrum.
+short recording those eigenvalues reach the top of the spectrum. Far more speakers
+than that look at (a 32-minute reading of 123 speakers, with 10 allowed) give
+near-equal small eigenvalues throughout it, and the largest gap falls at 1; the graph
+of each window's :data:`TIGHT_NEIGHBOURS` strongest neighbours still breaks into one
+group per speaker or so (50 there, one for a single speaker of 1,500 windows): more
+such groups than ``max_speakers`` cap the count too (:func:`tight_group_count`).
 
 ``spectral-norm`` is the same with the symmetric normalised Laplacian
 ``D^-1/2 (D - A) D^-1/2`` in place of ``D - A``, for both the eigengap and the
@@ -75,6 +80,9 @@ EDGELESS_WINDOWS = 3
 # NME-SC searches its pruning from this many windows on (15 s of speech): below, its
 # candidates keep at most 4 neighbours per window (see nme_spectral_cluster)
 NME_MIN_WINDOWS = 20
+# neighbours per window of the graph that tells many speakers from one (tight_group_count):
+# with 2, even one speaker's windows fall into pairs and triples
+TIGHT_NEIGHBOURS = 3
 
 
 @dataclass
@@ -123,16 +131,27 @@ def kmeans_labels(points: np.ndarray, num_clusters: int, seed: int = 0) -> np.nd
     return model.fit_predict(points).astype(np.int64)
 
 
+def tight_group_count(indices: np.ndarray) -> int:
+    """The separate groups of more than :data:`TIGHT_NEIGHBOURS` windows in the graph of each
+    window's :data:`TIGHT_NEIGHBOURS` strongest neighbours (``indices``: each row's
+    strongest, weakest first, as :func:`strongest_neighbours` lists them)."""
+    count = indices.shape[0]
+    graph = neighbour_graph(indices[:, -TIGHT_NEIGHBOURS:], count, count <= DENSE_LIMIT)
+    return int((_group_sizes(graph) > TIGHT_NEIGHBOURS).sum())
+
+
 def _spectral_labels(graph: Matrix, normalised: bool, embeddings: np.ndarray,
                      num_speakers: Optional[int], min_speakers: int, max_speakers: int,
-                     seed: int, gap_ratio: float = 1.0, neighbours: int = 0) -> SpectralOutcome:
+                     seed: int, gap_ratio: float = 1.0, neighbours: int = 0,
+                     tight_groups: int = 0) -> SpectralOutcome:
     """k-means labels on the Laplacian's eigenvectors, and the eigengap's count.
 
     The count is WeSpeaker's (the first ``max_speakers + 1`` eigenvalues),
     except when the gap over twice as many eigenvalues (up to a count of half
     the windows) lies past ``max_speakers``: then the recording likely has more
     speakers than allowed, the count is ``max_speakers`` and that wider count is
-    returned as found.
+    returned as found; the same with ``tight_groups`` (:func:`tight_group_count`) when
+    that is more than ``max_speakers``.
     A graph of more separate groups than ``max_speakers`` has no gap among those
     eigenvalues at all (each group gives one of value 0): its groups are the
     clusters, the closest joined down to ``max_speakers``, and their number is
@@ -153,6 +172,8 @@ def _spectral_labels(graph: Matrix, normalised: bool, embeddings: np.ndarray,
     wider = eigengap_count(values[:count // 2 + 1], 2 * max_speakers + 1)
     if wider > max_speakers:
         estimated = wider
+    elif tight_groups > max_speakers:
+        estimated = tight_groups
     chosen = num_speakers if num_speakers is not None else max(min(estimated, max_speakers),
                                                                min_speakers)
     chosen = max(1, min(chosen, count))
@@ -190,7 +211,7 @@ def spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None,
     graph = neighbour_graph(indices, count, count <= DENSE_LIMIT,
                             cosines if edge_weights == "cosine" else None)
     return _spectral_labels(graph, normalised, embeddings, num_speakers, min_speakers,
-                            max_speakers, seed, gap_ratio, keep)
+                            max_speakers, seed, gap_ratio, keep, tight_group_count(indices))
 
 
 def nme_candidates(count: int, max_fraction: float = 0.25, volume: int = 30,
@@ -258,7 +279,7 @@ def nme_spectral_cluster(embeddings: np.ndarray, num_speakers: Optional[int] = N
         chosen = _nme_choice(graph_of, candidates, count, max_speakers, seed)
     p, graph = chosen if chosen is not None else (keep, fixed)
     return _spectral_labels(graph, False, embeddings, num_speakers, min_speakers, max_speakers,
-                            seed, gap_ratio, p)
+                            seed, gap_ratio, p, tight_group_count(indices))
 
 
 def _group_sizes(graph: Matrix) -> np.ndarray:
