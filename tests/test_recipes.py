@@ -275,20 +275,34 @@ if [ "$1" == "-c" ] || [ "$2" == "wespeaker_py.bin.average_model" ] ||
    [[ " ${FAKE_REAL_SCRIPTS:-} " == *" $1 "* ]]; then
   exec {python} "$@"
 fi
-if [[ " $* " == *" -m wespeaker_py.bin.extract "* ]] && [ -n "$FAKE_EMBEDDINGS" ]; then
-  # the embeddings FAKE_EMBEDDINGS (a JSON file: set -> key -> vector) gives the set
+if [[ " $* " == *" -m wespeaker_py.bin.extract "* ]]; then
+  # the embeddings FAKE_EMBEDDINGS (a JSON file: set -> key -> vector) gives the set;
+  # without it, none (empty ark and scp, as when every utterance was skipped)
   {python} - "$FAKE_EMBEDDINGS" "$@" <<'EMBED'
 import json, os, sys
 import numpy as np
 from wespeaker_py.io.ark import write_embeddings
 args = sys.argv[2:]
 ark = args[args.index("--embed_ark") + 1]
-vectors = json.load(open(sys.argv[1])).get(os.path.basename(os.path.dirname(ark)))
+vectors = {}
+if sys.argv[1]:
+    vectors = json.load(open(sys.argv[1])).get(os.path.basename(os.path.dirname(ark))) or {}
 if vectors:
     keys = sorted(vectors)
     write_embeddings(ark, keys, np.array([vectors[key] for key in keys], dtype=np.float32))
+else:
+    for path in (ark, ark[:-len(".ark")] + ".scp"):
+        open(path, "w").close()
 EMBED
   exit $?
+fi
+if [ "$1" == "tools/vector_mean.py" ]; then
+  # speaker means, as empty as the fake embeddings
+  while [ $# -gt 0 ]; do
+    [ "$1" == "--spk_xvector_ark" ] && : > "$2" && : > "${2%.ark}.scp"
+    shift
+  done
+  exit 0
 fi
 if [ "$2" == "wespeaker_py.bin.train" ] && [ -z "$FAKE_NO_TRAIN" ]; then
   shift 2
@@ -944,7 +958,8 @@ def test_a_band_fill_added_replaced_or_removed_beside_the_config_extracts_again(
     assert extractions() == 4
 
 
-def test_a_redone_extraction_removes_the_earlier_embeddings_before_it_runs(tmp_path):
+def test_a_redone_extraction_removes_the_earlier_embeddings_before_it_runs(
+        tmp_path, monkeypatch):
     exp, _, extract, extractions = _fake_extraction(tmp_path, "old.pt", "new.pt", "data.list")
     extract("old.pt", "data.list")
     embeddings = exp / "embeddings" / "test"
@@ -952,9 +967,10 @@ def test_a_redone_extraction_removes_the_earlier_embeddings_before_it_runs(tmp_p
         (embeddings / name).write_text("of old.pt")
     assert "up to date" in extract("old.pt", "data.list").stdout
     assert (embeddings / "xvector.scp").read_text() == "of old.pt"
-    # the extraction with new.pt writes nothing (the fake python): as if it failed, a
+    # the extraction with new.pt fails (the fake python finds no FAKE_EMBEDDINGS file): a
     # scoring stage finds no embeddings rather than old.pt's
-    extract("new.pt", "data.list")
+    monkeypatch.setenv("FAKE_EMBEDDINGS", str(tmp_path / "absent.json"))
+    assert extract("new.pt", "data.list", check=False).returncode != 0
     assert extractions() == 2
     assert not (embeddings / "xvector.scp").exists() and not (embeddings / "xvector.ark").exists()
 
@@ -1025,6 +1041,28 @@ def test_a_failed_metrics_report_leaves_the_last_result_whole(tmp_path):
                 if name.startswith(".tmp") or name.endswith(".tmp")]
 
 
+def test_export_without_onnx_removes_an_onnx_of_an_earlier_model(tmp_path):
+    """final.onnx not exported this time (--onnx false) is removed, said in one line, when
+    it is older than the checkpoint (the earlier model's); one newer than it is kept."""
+    env, _ = _dry_run_env(tmp_path)
+    models = tmp_path / "exp" / "models"
+    os.makedirs(models)
+    checkpoint, onnx = models / "avg_model.pt", models / "final.onnx"
+    checkpoint.write_text("model")
+    onnx.write_text("earlier model")
+    os.utime(onnx, (1e9, 1e9))
+
+    def export():
+        return run_script(MINI_DIR, "tools/recipe/export_model.sh", "--exp_dir",
+                          str(tmp_path / "exp"), "--checkpoint", str(checkpoint),
+                          "--onnx", "false", env=env).stdout
+
+    assert f"removed {onnx}: it was exported from an earlier model" in export()
+    assert not onnx.exists()
+    onnx.write_text("this model")
+    assert "removed" not in export() and onnx.read_text() == "this model"
+
+
 def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(tmp_path):
     _, log, extract_with, extractions = _fake_extraction(tmp_path, "new.pt", "new.list")
 
@@ -1041,6 +1079,20 @@ def test_extract_embedding_takes_wespeakers_augmentation_flags_with_aug_prob_0(t
     assert result.returncode != 0
     assert "--aug_prob 0.6: augmenting utterances at extraction is not supported" in result.stderr
     assert extractions() == 1
+
+
+def test_an_up_to_date_result_with_skipped_utterances_says_how_to_retry_them(
+        tmp_path, monkeypatch):
+    exp, _, extract, extractions = _fake_extraction(tmp_path, "new.pt", "new.list")
+    embeddings = tmp_path / "embeddings.json"
+    embeddings.write_text(json.dumps({"test": {"u1": [1.0, 0.0]}}))
+    monkeypatch.setenv("FAKE_EMBEDDINGS", str(embeddings))
+    assert "1 of 2 utterances were skipped" in extract("new.pt", "new.list", "--wavs_num",
+                                                       "2").stderr
+    again = extract("new.pt", "new.list", "--wavs_num", "2").stdout
+    assert extractions() == 1 and "up to date" in again
+    assert (f"after fixing the audio, remove {exp}/embeddings/test/extract.result and run the"
+            " stage again to retry them") in again
 
 
 def test_extract_embedding_passes_a_shard_lists_utterance_count_on(tmp_path):
@@ -1641,6 +1693,9 @@ def test_scoring_stages_write_the_results_table_of_every_score_file(tmp_path, re
     lm = tmp_path / "exp" / "base-LM"
     os.makedirs(lm / "scores")
     (lm / "config.yaml").write_text(config + "do_lm: true\n")
+    os.makedirs(exp / "embeddings" / cohort)   # the cohort's, older than the scores
+    (exp / "embeddings" / cohort / "xvector.scp").write_text("")
+    os.utime(exp / "embeddings" / cohort / "xvector.scp", (1e9, 1e9))
     args = ("--exp_dir", str(exp), "--data", str(data), "--data_type", "raw", "--gpus", "[]")
 
     out = run_script(recipe_dir, "run.sh", "--stage", "5", "--stop_stage", "5", *args,
@@ -1973,7 +2028,9 @@ def test_score_plda_passes_lda_dim_to_train_plda_and_notes_it(tmp_path):
 def test_mini_recipe_passes_lda_dim_to_its_plda_stage(tmp_path):
     env, log = _dry_run_env(tmp_path)
     exp, data = tmp_path / "exp", tmp_path / "data"
-    exp.mkdir()
+    for name in ("backend", "test"):   # the embeddings, as the fake python extracts them
+        os.makedirs(exp / "embeddings" / name)
+        (exp / "embeddings" / name / "xvector.scp").write_text("")
     for lda_dim, expected in (("", None), ("30", "--lda_dim 30")):
         run_script(MINI_DIR, "run.sh", "--stage", "10", "--stop_stage", "10", "--exp_dir",
                    str(exp), "--data", str(data), "--lda_dim", lda_dim, env=env)

@@ -356,6 +356,28 @@ def test_score_plda_trains_over_wespeakers_hdf5_model(world):
         assert "EER" in _read(f"{root}/exp/scores/vox1_plda_result")
 
 
+@pytest.mark.parametrize("script, stage, made, needed", [
+    ("score_plda.sh", "1", "plda", "embeddings/vox2_dev/xvector.scp"),
+    ("score_norm.sh", "1", "embeddings/vox2_dev/spk_xvector.scp",
+     "embeddings/vox2_dev/xvector.scp"),
+])
+def test_a_back_end_stage_refuses_when_the_embeddings_it_is_made_from_are_gone(
+        world, script, stage, made, needed):
+    """Embeddings being extracted again (or whose extraction failed) are missing: a
+    back-end output made from the earlier ones is not taken as up to date, the stage stops
+    naming the missing file and the extraction stage."""
+    root, _ = world
+    _recipe_scoring(root, script, "--stage", stage, "--stop_stage", stage)
+    assert os.path.exists(f"{root}/exp/{made}")
+    os.remove(f"{root}/exp/{needed}")
+    result = subprocess.run(["bash", f"tools/recipe/{script}", "--exp_dir", "exp",
+                             "--trials", "vox1_O.kaldi", "--stage", stage, "--stop_stage", stage],
+                            cwd=root, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"exp/{needed} is missing: run the extraction stage (stage 4) first" in result.stderr
+    assert "up to date" not in result.stdout
+
+
 def test_recipe_scoring_makes_wespeakers_score_files_again(world):
     """Score files WeSpeaker's recipes wrote at the paths ours write (no settings note,
     newer than the embeddings) are not taken as made with this run's options: they are

@@ -92,7 +92,12 @@ if [ -f "${result}" ] && grep -q '^Successfully' "${result}" &&
    grep -qF "(${mode})" "${result}" &&
    made_with "${result}" "${settings}" "${model_path}" "${data_list}" "${exp_dir}/config.yaml" \
      "${band_fills[@]}"; then
-  echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping"
+  retry=
+  if grep -q 'utterances were skipped' "${result}"; then
+    # a skipped utterance is not tried again while the result is up to date
+    retry="; after fixing the audio, remove ${result} and run the stage again to retry them"
+  fi
+  echo "embeddings of ${store_dir} are up to date ($(cat "${result}")), skipping${retry}"
   exit 0
 fi
 # The embeddings of other settings go first: should this run fail, a scoring stage run on

@@ -17,6 +17,21 @@ up_to_date() {
   return 0
 }
 
+# require_inputs HINT IN...: status 1, naming the first missing IN and HINT (the step
+# that makes it), when an IN is missing. up_to_date passes over a missing IN, so a stage
+# whose output is made from IN calls this first: while IN is being made again, or after
+# making it failed, the output made from the earlier IN must not be taken as up to date.
+require_inputs() {
+  local hint=$1 input
+  shift
+  for input in "$@"; do
+    if [ ! -e "${input}" ]; then
+      echo "$0: ${input} is missing: ${hint}" >&2
+      return 1
+    fi
+  done
+}
+
 # made_with OUT SETTINGS [IN ...]: true when OUT is up to date with its inputs
 # (up_to_date) and was made with SETTINGS, as record_settings noted beside it
 # (OUT.settings). For outputs whose name does not carry every option that shapes

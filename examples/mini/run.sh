@@ -176,7 +176,10 @@ fi
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
   echo "Stage 11: results"
   write_results_table "${trials}" "${exp_dir}" ${lm_config:+"${lm_exp_dir}"}
-  echo "Training curves: ${exp_dir}/train_curves.png"
+  # training draws it after each epoch; it is missing when drawing failed (see train.log)
+  if [ -f "${exp_dir}/train_curves.png" ]; then
+    echo "Training curves: ${exp_dir}/train_curves.png"
+  fi
 fi
 
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then

@@ -33,9 +33,20 @@ else
     --output_file "${models}/final.zip"
 fi
 
-[ "${onnx}" == "false" ] && exit 0
-if ! python -c "import onnx, onnxruntime" 2>/dev/null; then
+# final.onnx not exported this time: one older than the checkpoint is the earlier
+# model's, and is removed rather than left to be deployed beside the new final.zip
+drop_stale_onnx() {
+  if [ -e "${models}/final.onnx" ] && ! up_to_date "${models}/final.onnx" "${checkpoint}"; then
+    rm -f "${models}/final.onnx"
+    echo "removed ${models}/final.onnx: it was exported from an earlier model than ${checkpoint}"
+  fi
+}
+
+if [ "${onnx}" == "false" ]; then
+  drop_stale_onnx
+elif ! python -c "import onnx, onnxruntime" 2>/dev/null; then
   echo "onnx/onnxruntime are not installed (pip install -e .[export]): no ONNX export"
+  drop_stale_onnx
 elif up_to_date "${models}/final.onnx" "${checkpoint}"; then
   echo "${models}/final.onnx is up to date"
 else

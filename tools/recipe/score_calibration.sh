@@ -90,6 +90,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
       --each_trial_num "${each_trial_num}"
     record_settings "${cali_list}" "${cali_settings}"
   fi
+  require_inputs "run the extraction stage (stage 4) first" "${train_scp}" || exit 1
   cali_score=${scores_dir}/${calibration_trial}.score
   if made_here_with "${cali_score}" "train_set=${train_set}" "${train_scp}" \
       "${trials_dir}/${calibration_trial}"; then
@@ -105,6 +106,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     record_settings "${cali_score}" "train_set=${train_set}"
   fi
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
+  require_inputs "make the speaker means (score_norm.sh stage 1) first" "${cohort_scp}" ||
+    exit 1
   if made_here_with "${cali_norm}" "train_set=${train_set}" "${cali_score}" "${cohort_scp}"; then
     echo "${calibration_trial}: normalised scores are up to date"
   elif [ -s "${cohort_scp}" ] && ! up_to_date "${cohort_scp}" \

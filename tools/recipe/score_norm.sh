@@ -37,6 +37,7 @@ output_name=${cohort_set}_${score_norm_method}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "compute mean xvector of each ${cohort_set} speaker"
+  require_inputs "run the extraction stage (stage 4) first" "${cohort_dir}/xvector.scp" || exit 1
   if up_to_date "${cohort_dir}/spk_xvector.scp" "${cohort_dir}/xvector.scp" "${data}/${cohort_set}/spk2utt"; then
     echo "speaker means are up to date"
   else
@@ -50,6 +51,8 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute norm score"
+  require_inputs "make the speaker means (stage 1) first" "${cohort_dir}/spk_xvector.scp" ||
+    exit 1
   train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score

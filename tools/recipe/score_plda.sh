@@ -43,6 +43,7 @@ scores_dir=${exp_dir}/scores
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "train the plda model ..."
+  require_inputs "run the extraction stage (stage 4) first" "${train_scp}" || exit 1
   plda_settings="train_set=${train_set} iter=${iter} indim=${indim}${lda_dim:+ lda_dim=${lda_dim}}"
   # a file there that is not our model (WeSpeaker's HDF5 one), which stage 2 cannot
   # read, is trained again whatever its note says
@@ -76,6 +77,7 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "apply plda scoring ..."
+  require_inputs "run the extraction stage (stage 4) first" "${eval_scp}" || exit 1
   mkdir -p "${scores_dir}"
   for x in ${trials}; do
     out=${scores_dir}/${x}.pldascore
