@@ -1,4 +1,5 @@
 """``python -m wespeaker_py.cli``: the ``wespeaker-py`` command (:mod:`.main`)."""
 from wespeaker_py.cli.main import main
 
-main()
+if __name__ == "__main__":   # not on import: tests walk every module of the package
+    main()
