@@ -112,14 +112,15 @@ def worker_cpu(lists, spk2id, args, mode, num_samples):
 
 
 class ReadTimer:
-    """Adds up the CPU time spent opening (header parse) and decoding audio."""
+    """Adds up the CPU time spent opening (header parse) and decoding audio (every read,
+    chunk or whole file, goes through ``read_frames``)."""
 
     def __init__(self):
         self.open = self.decode = 0.0
 
     def __enter__(self):
         handle = audio_module.AudioHandle
-        self.saved = (handle.__init__, handle.read)
+        self.saved = (handle.__init__, handle.read_frames)
         timer, (init, read) = self, self.saved
 
         def timed_init(obj, *args, **kwargs):
@@ -136,11 +137,11 @@ class ReadTimer:
             finally:
                 timer.decode += time.process_time() - start
 
-        handle.__init__, handle.read = timed_init, timed_read
+        handle.__init__, handle.read_frames = timed_init, timed_read
         return self
 
     def __exit__(self, *exc):
-        audio_module.AudioHandle.__init__, audio_module.AudioHandle.read = self.saved
+        audio_module.AudioHandle.__init__, audio_module.AudioHandle.read_frames = self.saved
 
 
 def stage_costs(lists, spk2id, args, mode, num_samples):

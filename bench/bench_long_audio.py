@@ -121,7 +121,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
         model = load_model(folder)
         backend = model.backend
         for minutes in [float(m) for m in args.minutes.split(",")]:
-            wav = speech(minutes * 60).astype(np.float32)
+            wav = speech(minutes * 60)   # int16: the API reads it on the int16 scale
             backend.long_audio = LongAudioPolicy(threshold_seconds=1e9)
             whole = model.embed(wav, RATE)
             backend.long_audio = LongAudioPolicy(threshold_seconds=1.0,

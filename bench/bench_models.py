@@ -6,8 +6,10 @@
 Models are built with the VoxCeleb v2 recipe's model_args in their training
 form (RepVGG with its multi-branch blocks). Forward runs in eval mode without
 gradients; forward+backward runs in train mode with a scalar loss on the
-embeddings. Each figure is the median over ``--iters`` timed runs after
-``--warmup`` untimed ones, divided by the batch size.
+embeddings. Each model gets its recipe's input size (80 mel bins, 72 for ReDimNet,
+W2V-BERT's or Whisper's hidden states) unless ``--feat_dim`` is given. Each figure is
+the median over ``--iters`` timed runs after ``--warmup`` untimed ones, divided by the
+batch size.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Callable, List, Optional
 import torch
 
 from wespeaker_py.models import get_model, list_models
-from wespeaker_py.models.complexity import recipe_model_args
+from wespeaker_py.models.complexity import recipe_feat_dim, recipe_input_dim, recipe_model_args
 from wespeaker_py.utils.progress import progress_bar
 
 
@@ -40,13 +42,18 @@ def _median_seconds(step: Callable[[], None], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
-def bench_model(name: str, device: torch.device, batch: int, frames: int, feat_dim: int,
-                bf16: bool, channels_last: bool, warmup: int, iters: int) -> dict:
-    """Seconds per sample of forward and of forward+backward for model ``name``."""
-    model = get_model(name, **recipe_model_args(name, feat_dim)).to(device)
+def bench_model(name: str, device: torch.device, batch: int, frames: int,
+                feat_dim: Optional[int], bf16: bool, channels_last: bool, warmup: int,
+                iters: int) -> dict:
+    """Seconds per sample of forward and of forward+backward for model ``name``
+    (``feat_dim`` None: its recipe's)."""
+    dim = recipe_feat_dim(name) if feat_dim is None else feat_dim
+    # a model over every W2V-BERT hidden state reads them side by side
+    width = recipe_input_dim(name) // recipe_feat_dim(name) * dim
+    model = get_model(name, **recipe_model_args(name, dim)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # only 4-D weights change
-    features = torch.randn(batch, frames, feat_dim, device=device)
+    features = torch.randn(batch, frames, width, device=device)
 
     def autocast():
         if bf16:
@@ -85,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--feat_dim", type=int, default=80)
+    parser.add_argument("--feat_dim", type=int, default=None,
+                        help="input size of every model (default: each model's recipe's)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--channels_last", action="store_true")

@@ -288,14 +288,14 @@ def samples_per_second(data_type, lists, spk2id, num_samples):
     return count / elapsed
 
 
-PROFILE_GROUPS = [
-    ("decode audio (soundfile reads: speech, noise, RIR)", "files.py", "read"),
-    ("open files (header parse)", "files.py", "__init__"),
-    ("resample (soxr: speed, noise/RIR rate)", "resample.py", "resample"),
-    ("augment: noise segment read+resample", "augment.py", "_noise_segment"),
-    ("augment: RIR read", "load.py", "read_whole"),
-    ("augment: reverb convolution", "augment.py", "reverberate"),
-    ("augment total", "augment.py", "__call__"),
+PROFILE_GROUPS = [   # (label, file, functions whose cumulative times add up to it)
+    ("decode audio (soundfile reads: speech, noise, RIR)", "files.py", ("read_frames",)),
+    ("open files (header parse)", "files.py", ("__init__",)),
+    ("resample (soxr: speed, noise/RIR rate)", "resample.py", ("resample",)),
+    ("augment: noise segment read+resample", "augment.py", ("_noise_segment",)),
+    ("augment: RIR read", "load.py", ("read_whole",)),
+    ("augment: reverb convolution", "augment.py", ("reverberate",)),
+    ("augment total", "augment.py", ("plan", "apply_plan")),   # draw and read, then mix
 ]
 
 
@@ -311,8 +311,8 @@ def profile(data_type, lists, spk2id, num_samples):
     stats = pstats.Stats(profiler)
     found = {}
     for (filename, _, name), (_, _, _, cumtime, _) in stats.stats.items():
-        for label, file_part, func in PROFILE_GROUPS:
-            if filename.endswith(file_part) and name == func:
+        for label, file_part, functions in PROFILE_GROUPS:
+            if os.path.basename(filename) == file_part and name in functions:
                 found[label] = found.get(label, 0.0) + cumtime
     return total, count, found
 

@@ -22,9 +22,11 @@ and without the device-side rollback of non-finite steps (to show its cost).
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import functools
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -48,8 +50,11 @@ MODELS = {"resnet34": "ResNet34", "ecapa_tdnn_c512": "ECAPA_TDNN_GLOB_c512"}
 
 @functools.lru_cache(maxsize=1)
 def vox2_dev_labels() -> str:
-    """An utt2spk of VoxCeleb2 dev's speaker count (one utterance each), in a temp folder."""
-    path = os.path.join(tempfile.mkdtemp(prefix="bench_train_"), "utt2spk")
+    """An utt2spk of VoxCeleb2 dev's speaker count (one utterance each), in a temp folder
+    removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix="bench_train_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "utt2spk")
     with open(path, "w") as handle:
         handle.writelines(f"utt{index} spk{index}\n" for index in range(VOX2_DEV_SPEAKERS))
     return path
@@ -61,7 +66,8 @@ def make_trainer(conf_name: str, device: torch.device, batch_size: int, iteratio
                  ("channels_last", str(channels_last)), ("compile", str(compile_model)),
                  ("dataloader_args.batch_size", str(batch_size)),
                  ("log_batch_interval", str(10 ** 9)), ("exp_dir", tempfile.gettempdir()),
-                 ("train_data", "unused"), ("train_label", vox2_dev_labels())]
+                 ("data_type", "raw"), ("train_data", "unused"),
+                 ("train_label", vox2_dev_labels())]
     config = load_config(os.path.join(REPO, "conf", conf_name + ".yaml"), overrides)
     world = DistContext(rank=0, local_rank=0, world_size=1, device=device)
     return Trainer(dataclasses.replace(resolve(config, world), epoch_iter=max(iterations, 1)))
