@@ -31,6 +31,27 @@ def test_a_later_write_removes_the_debris_of_a_killed_writer(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model_4.pt"]
 
 
+def test_before_publish_sees_the_complete_file_before_it_appears(tmp_path):
+    target = str(tmp_path / "model_1.pt")
+    seen = []
+
+    def check():
+        (temporary,) = [name for name in os.listdir(tmp_path) if name.startswith(".tmp_")]
+        seen.append((torch.load(os.path.join(tmp_path, temporary))["epoch"],
+                     os.path.exists(target)))
+
+    save_torch({"epoch": 1}, target, before_publish=check)
+    assert seen == [(1, False)] and torch.load(target)["epoch"] == 1
+
+    def refuse():
+        raise RuntimeError("the ranks disagree")
+
+    # a hook that fails leaves the earlier file as it was, and no temporary one
+    with pytest.raises(RuntimeError, match="the ranks disagree"):
+        save_torch({"epoch": 2}, target, before_publish=refuse)
+    assert os.listdir(tmp_path) == ["model_1.pt"] and torch.load(target)["epoch"] == 1
+
+
 def test_temporary_files_of_live_writers_are_kept(tmp_path):
     target = str(tmp_path / "scores.txt")
     with atomic_open(target) as handle:

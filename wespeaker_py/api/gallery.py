@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -32,17 +31,24 @@ from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
-from wespeaker_py.utils.npz_files import open_npz
+from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
 
 logger = get_logger(__name__)
 
-REQUIRED_ARRAYS = ("model", "names", "sums", "counts")
 NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
 # heard rate -> digest of the band fill audio heard at that rate went through ("": none)
 HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
 MIXED_FILLS = "mixed"
-_NOT_A_GALLERY = "not a speaker gallery written by `enroll`"
+_GALLERY_FILE = NpzKind("speaker gallery", "`enroll`", {
+    "model": NpzArray("text", 0), "names": NpzArray("text", 1), "sums": NpzArray("number", 2),
+    "counts": NpzArray("integer", 1),
+    # galleries written before these were recorded lack them
+    "identity": NpzArray("text", 0, required=False),
+    "mean_vec": NpzArray("text", 0, required=False),
+    "narrowband_names": NpzArray("text", 1, required=False),
+    "narrowband_rates": NpzArray("integer", 1, required=False),
+    "narrowband_fills": NpzArray("text", 1, required=False)})
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -213,37 +219,41 @@ def save_gallery(path: str, gallery: Gallery) -> None:
 def read_gallery(path: str) -> Gallery:
     """The gallery stored at ``path``; a file that is not one raises
     :class:`GalleryFileError` saying what is wrong with it."""
-    if os.path.isdir(path):
-        raise GalleryFileError(f"gallery {path} is a folder, not a gallery file")
-    if os.path.getsize(path) == 0:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise GalleryFileError(f"gallery {path} is empty (0 bytes); delete it or enroll "
                                f"into another file")
-    try:
-        with open_npz(path) as data:
-            missing = [name for name in REQUIRED_ARRAYS if name not in data.files]
-            if missing:
-                raise ValueError(f"no {', '.join(missing)} array(s)")
-            gallery = Gallery(model=str(data["model"]), names=[str(n) for n in data["names"]],
-                              sums=np.asarray(data["sums"], dtype=np.float64),
-                              counts=np.asarray(data["counts"], dtype=np.int64),
-                              identity=str(data["identity"]) if "identity" in data.files
-                              else "",
-                              mean_vec=str(data["mean_vec"]) if "mean_vec" in data.files
-                              else None)
-            present = [name for name in NARROWBAND_ARRAYS if name in data.files]
-            if present:   # galleries written before band fills have none of them
-                columns = [data[array] for array in NARROWBAND_ARRAYS]
-                if len({len(column) for column in columns}) > 1:
-                    raise ValueError(f"{', '.join(NARROWBAND_ARRAYS)} of different lengths")
-                for name, rate, digest in zip(*columns):
-                    gallery.narrowband.setdefault(str(name), {})[int(rate)] = str(digest)
-    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise GalleryFileError(f"{path}: {_NOT_A_GALLERY} ({error})") from None
+    data = read_npz(path, _GALLERY_FILE, GalleryFileError)
+    gallery = Gallery(model=str(data["model"]), names=[str(n) for n in data["names"]],
+                      sums=np.asarray(data["sums"], dtype=np.float64),
+                      counts=np.asarray(data["counts"], dtype=np.int64),
+                      identity=str(data.get("identity", "")),
+                      mean_vec=str(data["mean_vec"]) if "mean_vec" in data else None)
     rows = len(gallery.names)
-    if gallery.sums.ndim != 2 or gallery.sums.shape[0] != rows or gallery.counts.shape != (rows,):
-        raise GalleryFileError(f"{path}: {_NOT_A_GALLERY} ({rows} names, sums of shape "
-                               f"{gallery.sums.shape}, counts of shape {gallery.counts.shape})")
+    if gallery.sums.shape[0] != rows or gallery.counts.shape != (rows,):
+        raise GalleryFileError(_GALLERY_FILE.damaged(
+            path, f"{rows} names, sums of shape {gallery.sums.shape}, counts of shape "
+                  f"{gallery.counts.shape}"))
+    gallery.narrowband = _heard_fills(path, data)
     return gallery
+
+
+def _heard_fills(path: str, data: Mapping[str, np.ndarray]) -> Dict[str, HeardFills]:
+    """The ``narrowband_*`` records of the gallery ``path`` whose arrays are ``data``:
+    ``{speaker: {rate: band fill digest}}`` (none in galleries written before band fills)."""
+    present = [name for name in NARROWBAND_ARRAYS if name in data]
+    if not present:
+        return {}
+    absent = [name for name in NARROWBAND_ARRAYS if name not in data]
+    if absent:
+        raise GalleryFileError(_GALLERY_FILE.damaged(path, f"no {', '.join(absent)} array(s)"))
+    columns = [data[name] for name in NARROWBAND_ARRAYS]
+    if len({len(column) for column in columns}) > 1:
+        raise GalleryFileError(_GALLERY_FILE.damaged(
+            path, f"{', '.join(NARROWBAND_ARRAYS)} of different lengths"))
+    heard: Dict[str, HeardFills] = {}
+    for name, rate, digest in zip(*columns):
+        heard.setdefault(str(name), {})[int(rate)] = str(digest)
+    return heard
 
 
 def load_gallery(path: str, model: str, identity: str, force: bool = False,

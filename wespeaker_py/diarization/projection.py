@@ -20,23 +20,27 @@ diarization uses it for recordings at or below that rate.
 """
 from __future__ import annotations
 
-import os
-import zipfile
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from wespeaker_py.diarization.graph import unit_rows
-from wespeaker_py.errors import WespeakerError, first_line
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.npz_files import open_npz
+from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
 
 logger = get_logger(__name__)
 
 DEFAULT_LDA_DIM = 32  # measured: 16-64 all helped, 32 best over two models
-_REQUIRED_ARRAYS = ("mean", "matrix", "identity", "num_speakers", "num_windows")
+_WINDOW_LDA_FILE = NpzKind("window LDA", "`wespeaker-py window-lda`", {
+    "mean": NpzArray("number", 1), "matrix": NpzArray("number", 2),
+    "identity": NpzArray("text", 0), "num_speakers": NpzArray("integer", 0),
+    "num_windows": NpzArray("integer", 0),
+    # files written before these were recorded: learnt at the model's rate, no band fill
+    "heard_rate": NpzArray("integer", 0, required=False),
+    "band_fill": NpzArray("text", 0, required=False)})
 
 
 class WindowLDAError(WespeakerError, ValueError):
@@ -87,24 +91,13 @@ class WindowLDA:
     @classmethod
     def load(cls, path: str) -> "WindowLDA":
         """Read one written by :meth:`save`; a missing or malformed file names itself."""
-        if not os.path.isfile(path):
-            raise WindowLDAError(f"window LDA {path} does not exist")
-        try:
-            with open_npz(path) as stored:
-                missing = [name for name in _REQUIRED_ARRAYS if name not in stored.files]
-                if missing:
-                    raise ValueError(f"no {', '.join(missing)} array(s)")
-                lda = cls(np.asarray(stored["mean"], dtype=np.float64),
-                          np.asarray(stored["matrix"], dtype=np.float64),
-                          str(stored["identity"]), int(stored["num_speakers"]),
-                          int(stored["num_windows"]),
-                          int(stored["heard_rate"]) if "heard_rate" in stored else 0,
-                          str(stored["band_fill"]) if "band_fill" in stored else "")
-        except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError,
-                zipfile.BadZipFile) as err:   # empty, not a zip, a single .npy array
-            raise WindowLDAError(f"{path}: not a window LDA written by `wespeaker-py "
-                                 f"window-lda` ({first_line(err)})") from None
-        if (lda.matrix.ndim != 2 or lda.mean.shape != (lda.input_dim,)
+        stored = read_npz(path, _WINDOW_LDA_FILE, WindowLDAError)
+        lda = cls(np.asarray(stored["mean"], dtype=np.float64),
+                  np.asarray(stored["matrix"], dtype=np.float64),
+                  str(stored["identity"]), int(stored["num_speakers"]),
+                  int(stored["num_windows"]), int(stored.get("heard_rate", 0)),
+                  str(stored.get("band_fill", "")))
+        if (lda.mean.shape != (lda.input_dim,)
                 or not np.isfinite(lda.matrix).all() or not np.isfinite(lda.mean).all()):
             raise WindowLDAError(f"window LDA {path}: mean {lda.mean.shape} and matrix "
                                  f"{lda.matrix.shape} do not fit together or are not finite")

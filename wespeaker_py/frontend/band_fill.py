@@ -18,7 +18,6 @@ model (:func:`band_fill_name`), where the API finds it.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -28,7 +27,7 @@ import torch
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
 from wespeaker_py.utils.atomic_files import atomic_open
-from wespeaker_py.utils.npz_files import open_npz
+from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
 from wespeaker_py.utils.paths import rate_in_name
 
 BAND_FILL_NAME = "band_fill_{}hz.npz"
@@ -38,6 +37,13 @@ NARROW_SOURCE = "narrow_band_source"
 # frequency: resamplers roll off just below Nyquist, so those bins are part-empty too.
 USABLE_BAND = 0.975
 RIDGE = 1.0  # ridge penalty on the map's weights (the inputs are log energies, ~1-20)
+_BAND_FILL_FILE = NpzKind(
+    "band fill", "'wespeaker-py band-fill'",
+    {"heard_rate": NpzArray("integer", 0), "sample_rate": NpzArray("integer", 0),
+     "num_mel_bins": NpzArray("integer", 0), "kept": NpzArray("integer", 1),
+     "filled": NpzArray("integer", 1), "weights": NpzArray("number", 2),
+     "num_frames": NpzArray("integer", 0)},
+    unreadable="{name} {path} cannot be read ({why}); learn one with {written_by}")
 
 
 class BandFillError(WespeakerError, ValueError):
@@ -137,17 +143,11 @@ class BandFill:
     @classmethod
     def load(cls, path: str) -> "BandFill":
         """Read one written by :meth:`save`; a missing or malformed file names itself."""
-        if not os.path.isfile(path):
-            raise BandFillError(f"band fill {path} does not exist")
-        try:
-            with open_npz(path) as stored:
-                fill = cls(int(stored["heard_rate"]), int(stored["sample_rate"]),
-                           int(stored["num_mel_bins"]), np.asarray(stored["kept"], np.int64),
-                           np.asarray(stored["filled"], np.int64),
-                           np.asarray(stored["weights"], np.float64), int(stored["num_frames"]))
-        except (OSError, ValueError, KeyError) as err:
-            raise BandFillError(f"band fill {path} cannot be read ({err}); learn one with "
-                                f"'wespeaker-py band-fill'") from None
+        stored = read_npz(path, _BAND_FILL_FILE, BandFillError)
+        fill = cls(int(stored["heard_rate"]), int(stored["sample_rate"]),
+                   int(stored["num_mel_bins"]), np.asarray(stored["kept"], np.int64),
+                   np.asarray(stored["filled"], np.int64),
+                   np.asarray(stored["weights"], np.float64), int(stored["num_frames"]))
         bins = np.concatenate([fill.kept, fill.filled])
         if (fill.weights.shape != (fill.kept.size + 1, fill.filled.size)
                 or not np.isfinite(fill.weights).all()

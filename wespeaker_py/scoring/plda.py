@@ -20,6 +20,7 @@ A trained model is stored the way Kaldi and WeSpeaker parametrise it: ``mu``,
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -30,7 +31,7 @@ import scipy.sparse
 
 from wespeaker_py.scoring.kaldi_plda import read_kaldi_plda
 from wespeaker_py.utils.atomic_files import atomic_open
-from wespeaker_py.utils.npz_files import open_npz
+from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError
@@ -40,6 +41,20 @@ logger = get_logger(__name__)
 STATS_CHUNK = 65536
 _MODEL_FORMAT = "wespeaker_py.two_cov_plda.v1"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"   # the start of WeSpeaker's PLDA model (h5py)
+_WESPEAKER_MODEL = ("WeSpeaker's HDF5 PLDA model, which wespeaker_py does not read: train one "
+                    "of wespeaker_py on the same embeddings in its place "
+                    "(tools/recipe/score_plda.sh's stage 1, or python -m "
+                    "wespeaker_py.bin.train_plda)")
+# DataFormatError names the file itself: these messages leave {path} out
+_PLDA_FILE = NpzKind(
+    "PLDA model", "bin.train_plda, or score_plda.sh's stage 1",
+    {"format": NpzArray("text", 0), "mu": NpzArray("number", 1),
+     "transform": NpzArray("number", 2), "psi": NpzArray("number", 1),
+     "has_preprocessing": NpzArray("bool", 0), "pre_mean": NpzArray("number", 1),
+     "pre_projection": NpzArray("number", 2), "pre_normalize_length": NpzArray("bool", 0)},
+    missing="no {name} here: train one first ({written_by})",
+    unreadable="not a wespeaker_py {name} ({why}; train one with {written_by}; for a Kaldi "
+               "model use the kaldi type)")
 
 
 @dataclass
@@ -204,18 +219,6 @@ def _warn_if_too_few_classes(num_classes: int, dim: int) -> None:
         num_classes, dim, num_classes - 1, dim, num_classes - 1)
 
 
-def _not_a_model_reason(path: str, error: Exception) -> str:
-    """Why ``path``, which :func:`open_npz` refused with ``error``, is no PLDA model of ours."""
-    if isinstance(error, ValueError):
-        with open(path, "rb") as stream:
-            if stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
-                return ("WeSpeaker's HDF5 PLDA model, which wespeaker_py does not read: train "
-                        "one of wespeaker_py on the same embeddings in its place "
-                        "(tools/recipe/score_plda.sh's stage 1, or python -m "
-                        "wespeaker_py.bin.train_plda)")
-    return f"not a wespeaker_py PLDA model ({error}; for a Kaldi model use the kaldi type)"
-
-
 class TwoCovPLDA:
     """A trained two-covariance PLDA with its preprocessing."""
 
@@ -365,22 +368,24 @@ class TwoCovPLDA:
     @classmethod
     def load(cls, path: str) -> "TwoCovPLDA":
         """Load a model written by :meth:`save`."""
-        if not os.path.isfile(path):
-            raise DataFormatError(path, None, "no PLDA model here: train one first "
-                                              "(bin.train_plda, or score_plda.sh's stage 1)")
+        error = functools.partial(DataFormatError, path, None)
+        if os.path.isfile(path):
+            with open(path, "rb") as stream:
+                if stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                    raise error(_WESPEAKER_MODEL)
+        stored = read_npz(path, _PLDA_FILE, error)
+        written_as = str(stored["format"])
+        if written_as != _MODEL_FORMAT:
+            raise error(_PLDA_FILE.damaged(path, f"format {written_as!r}"))
+        preprocessing = None
+        if bool(stored["has_preprocessing"]):
+            preprocessing = Preprocessing(
+                mean=stored["pre_mean"], projection=stored["pre_projection"],
+                normalize_length=bool(stored["pre_normalize_length"]))
         try:
-            archive = open_npz(path)
-        except (ValueError, OSError) as error:
-            raise DataFormatError(path, None, _not_a_model_reason(path, error)) from None
-        with archive:
-            if "format" not in archive or str(archive["format"]) != _MODEL_FORMAT:
-                raise DataFormatError(path, None, "not a wespeaker_py PLDA model")
-            preprocessing = None
-            if bool(archive["has_preprocessing"]):
-                preprocessing = Preprocessing(
-                    mean=archive["pre_mean"], projection=archive["pre_projection"],
-                    normalize_length=bool(archive["pre_normalize_length"]))
-            return cls(archive["mu"], archive["transform"], archive["psi"], preprocessing)
+            return cls(stored["mu"], stored["transform"], stored["psi"], preprocessing)
+        except ValueError as mismatch:   # shapes that do not fit together
+            raise error(_PLDA_FILE.damaged(path, str(mismatch))) from None
 
     @classmethod
     def load_kaldi(cls, path: str) -> "TwoCovPLDA":

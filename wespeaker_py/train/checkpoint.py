@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from wespeaker_py.frontend.ssl import frontend_state_dict_for_checkpoint
 from wespeaker_py.train.distributed import DistContext
-from wespeaker_py.utils.atomic_files import atomic_path
+from wespeaker_py.utils.atomic_files import save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -145,12 +145,7 @@ def save_training_checkpoint(path: str, model: nn.Module, optimizer: torch.optim
         SPK2ID_DIGEST: spk2id_digest,
         **(extra or {}),
     }
-    with atomic_path(path) as tmp_path:
-        # through a file object, so that a full disk reports ENOSPC with the path
-        with open(tmp_path, "wb") as handle:
-            torch.save(state, handle)
-        if before_publish is not None:
-            before_publish()
+    save_torch(state, path, before_publish)
 
 
 def is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
@@ -327,3 +322,12 @@ def _describe(names: Sequence[str], one: str = "trains", more: str = "train") ->
 def _name_prefix(name: str) -> str:
     parts = name.split(".")
     return name if len(parts) <= 2 else ".".join(parts[:2]) + ".*"
+
+
+def checkpoints_by_epoch(model_dir: str) -> List[str]:
+    """The ``model_<epoch>.pt`` file names in ``model_dir`` by epoch, the earliest first
+    (``model_2.pt`` before ``model_10.pt``); none when ``model_dir`` is no folder."""
+    if not os.path.isdir(model_dir):
+        return []
+    names = [name for name in os.listdir(model_dir) if epoch_from_name(name) is not None]
+    return sorted(names, key=lambda name: (epoch_from_name(name), name))

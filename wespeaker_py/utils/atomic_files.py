@@ -13,7 +13,7 @@ import socket
 import stat
 import time
 import uuid
-from typing import IO, Iterator, List, Optional
+from typing import IO, Callable, Iterator, List, Optional
 
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger
@@ -248,6 +248,21 @@ def raise_if_disk_full(error: BaseException, path: str) -> None:
 
 
 @contextlib.contextmanager
+def _moved_into_place(tmp_path: str, path: str) -> Iterator[None]:
+    """Around the block that writes the file ``tmp_path``: then rename it to ``path`` and
+    sync the folder; on an exception remove it (a full disk: :class:`DiskFullError`)."""
+    try:
+        yield
+        _move_into_place(tmp_path, path)
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise_if_disk_full(error, path)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path`` and move it into place on success.
 
@@ -256,18 +271,10 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     as it was. A full disk raises :class:`DiskFullError` naming ``path``.
     """
     tmp_path = _new_temp_file(path)
-    try:
-        with open(tmp_path, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _move_into_place(tmp_path, path)
-        _fsync_directory(os.path.dirname(os.path.abspath(path)))
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise_if_disk_full(error, path)
-        raise
+    with _moved_into_place(tmp_path, path), open(tmp_path, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -280,16 +287,9 @@ def atomic_path(path: str) -> Iterator[str]:
     """
     # keep the suffix so libraries that look at it (np.save adds ".npy") behave
     tmp_named = _new_temp_file(path, suffix=os.path.splitext(path)[1])
-    try:
+    with _moved_into_place(tmp_named, path):
         yield tmp_named
         _fsync_path(tmp_named)
-        _move_into_place(tmp_named, path)
-        _fsync_directory(os.path.dirname(os.path.abspath(path)))
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_named)
-        raise_if_disk_full(error, path)
-        raise
 
 
 @contextlib.contextmanager
@@ -338,14 +338,18 @@ def atomic_symlink(target: str, link: str) -> None:
         raise
 
 
-def save_torch(obj, path: str) -> None:
+def save_torch(obj, path: str, before_publish: Optional[Callable[[], None]] = None) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically; a full disk raises :class:`DiskFullError`.
 
     torch writes through a Python file object here, so the file system's own
     error (ENOSPC) reaches us instead of torch's ``unexpected pos`` message.
+    ``before_publish`` runs once the file is complete, just before it appears under
+    ``path``; if it raises, ``path`` is left as it was.
     """
     import torch  # noqa: PLC0415 -- the other writers here do not need torch
 
     with atomic_path(path) as tmp_path:
         with open(tmp_path, "wb") as handle:
             torch.save(obj, handle)
+        if before_publish is not None:
+            before_publish()
