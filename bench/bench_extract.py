@@ -21,10 +21,12 @@ on its own. The code timed is the ``wespeaker_py`` on
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -81,6 +83,7 @@ def main() -> None:
     durations = read_table(os.path.join(CORPUS, "utt2dur"))
     audio_seconds = sum(float(durations[key]) for key in utterances)
     work = tempfile.mkdtemp(prefix="bench_extract_")
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     folder = os.path.join(work, "model")
     write_model_folder(folder)
     raw_list = os.path.join(work, "raw.list")

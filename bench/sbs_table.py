@@ -3,7 +3,8 @@
     SBS_DIR=SCRATCH python bench/sbs_table.py
 
 Reads each seed's scores (``$SBS_DIR/scores/ours-sN/metrics.txt`` and
-``ws-sN``; WeSpeaker's seed 1 is ``ref-s1``) and both codes' training logs, and
+``ws-sN``; WeSpeaker's seed 1 is ``ref-s1``) and both codes' training logs (through
+``wespeaker_py.train.curves``, so an epoch redone by a resume counts once), and
 prints the markdown table of bench/results_side_by_side.md: EER of cosine minus
 the back-end mean and of plain cosine, accuracy per epoch, and the paired
 difference per seed with its standard error. Seeds with only one side are left out.
@@ -15,13 +16,14 @@ import re
 import statistics
 from typing import List, Optional
 
-SBS_DIR = os.environ["SBS_DIR"]
+from wespeaker_py.train.curves import read_training_curves
+
 MAX_SEED = 20
 
 
-def read_eers(tag: str) -> Optional[List[float]]:
+def read_eers(sbs_dir: str, tag: str) -> Optional[List[float]]:
     """[cosine - mean EER, plain cosine EER] of one run, or None before it is scored."""
-    path = os.path.join(SBS_DIR, "scores", tag, "metrics.txt")
+    path = os.path.join(sbs_dir, "scores", tag, "metrics.txt")
     if not os.path.exists(path):
         return None
     with open(path) as handle:
@@ -29,24 +31,17 @@ def read_eers(tag: str) -> Optional[List[float]]:
     return values[:2] if len(values) >= 2 else None
 
 
-def wespeaker_accuracy(tag: str) -> List[float]:
+def wespeaker_accuracy(sbs_dir: str, tag: str) -> List[float]:
     """Each epoch's accuracy: the last row WeSpeaker's table prints for the epoch."""
-    path = os.path.join(SBS_DIR, "refexp", f"train_{tag}.err")
-    by_epoch = {}
-    with open(path) as handle:
-        for line in handle:
-            row = re.search(r"\|\s+(\d+)\|\s+\d+\|.*\|\s*([\d.]+)\|\s*$", line)
-            if row:
-                by_epoch[int(row.group(1))] = float(row.group(2))
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    curves = read_training_curves(os.path.join(sbs_dir, "refexp", f"train_{tag}.err"))
+    return [point[3] for _, point in sorted(curves.last_points().items())]
 
 
-def our_accuracy(seed: int) -> List[float]:
+def our_accuracy(sbs_dir: str, seed: int) -> List[float]:
     """Each epoch's accuracy from our trainer's "epoch N done" lines."""
-    path = os.path.join(SBS_DIR, "ours", "examples", "mini", "exp", f"sbs-s{seed}", "train.log")
-    with open(path) as handle:
-        return [float(value) for value in
-                re.findall(r"epoch \d+ done: loss [\d.]+ acc ([\d.]+)", handle.read())]
+    curves = read_training_curves(os.path.join(sbs_dir, "ours", "examples", "mini", "exp",
+                                               f"sbs-s{seed}", "train.log"))
+    return [curves.epochs[epoch][1] for epoch in sorted(curves.epochs)]
 
 
 def mean_sd(values: List[float]) -> str:
@@ -60,12 +55,14 @@ def paired(differences: List[float]) -> str:
 
 
 def main() -> None:
+    sbs_dir = os.environ["SBS_DIR"]
     rows = []
     for seed in range(1, MAX_SEED + 1):
         ws_tag = "ref-s1" if seed == 1 else f"ws-s{seed}"
-        ours, theirs = read_eers(f"ours-s{seed}"), read_eers(ws_tag)
+        ours, theirs = read_eers(sbs_dir, f"ours-s{seed}"), read_eers(sbs_dir, ws_tag)
         if ours and theirs:
-            rows.append((seed, ours, theirs, our_accuracy(seed), wespeaker_accuracy(ws_tag)))
+            rows.append((seed, ours, theirs, our_accuracy(sbs_dir, seed),
+                         wespeaker_accuracy(sbs_dir, ws_tag)))
     print("| seed | ours cos - mean | WeSpeaker cos - mean | difference | ours cos "
           "| WeSpeaker cos | ours acc 1-6 | WeSpeaker acc 1-6 |")
     print("|--:|--:|--:|--:|--:|--:|:--|:--|")

@@ -322,7 +322,8 @@ def test_the_smoke_corpus_of_librispeech_speech_is_read_whole_and_can_calibrate(
     """bench/make_fake_cnceleb.py (bench/run_cnceleb_smoke.sh's corpus) gives stage 1 a
     release it reads whole: short utterances joined, every trial kept, and enough speech
     per training speaker for stage 7's duration-stratified calibration trials."""
-    from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
+    from wespeaker_py.scoring.calibration_set import generate_calibration_trials
+    from wespeaker_py.utils.tables import read_utt2dur
     data = tmp_path / "data"
     made = subprocess.run(["python", os.path.join(REPO, "bench", "make_fake_cnceleb.py"),
                            "--out", str(data / "download_data")],

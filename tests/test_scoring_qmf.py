@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from wespeaker_py.scoring.calibration_set import (compute_utt2dur, generate_calibration_trials,
-                                                  read_utt2dur)
+from wespeaker_py.scoring.calibration_set import compute_utt2dur, generate_calibration_trials
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.qmf import (cllr, gather_calibration_factors, infer_calibration_file,
                                       load_calibration, read_calibration_factors,
                                       pair_features, train_calibration,
                                       train_calibration_file)
+from wespeaker_py.utils.tables import read_utt2dur
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.utils.tables import DataFormatError
 

@@ -62,6 +62,7 @@ def test_wespeaker_table_rows_are_read_and_a_new_header_starts_a_run(tmp_path):
     assert curves.batches[(2, 100)] == (1.2e-05, 0.0, 10.25, 50.5)
     assert curves.series()[0] == [0.5, 1.0, 1.5, 2.0]
     assert curves.epochs == {}
+    assert curves.last_points() == {1: (0.0005, 0.0, 11.5, 50.5), 2: (1e-05, 0.0, 9.5, 50.5)}
 
 
 def test_the_command_draws_each_run_and_names_a_log_without_progress(tmp_path, capsys):

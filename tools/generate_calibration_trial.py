@@ -10,7 +10,8 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import FlagParser, add_flag, run_main
-from wespeaker_py.scoring.calibration_set import generate_calibration_trials, read_utt2dur
+from wespeaker_py.scoring.calibration_set import generate_calibration_trials
+from wespeaker_py.utils.tables import read_utt2dur
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.tables import read_key_value
 

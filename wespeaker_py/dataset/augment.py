@@ -122,26 +122,24 @@ class AugmentListError(WespeakerError):
     one none of whose files can be read (training would not augment)."""
 
 
-# the config key (and command-line flag) of each kind of augmentation list
-AUGMENT_LIST_KEYS = {"RIR": "reverb_data", "noise": "noise_data"}
 # the file that makes a folder one of WeSpeaker's LMDB sets (tools/make_lmdb.py)
 LMDB_DATA_FILE = "data.mdb"
 
 
-def read_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
-    """The ``(key, wav)`` entries of the ``what`` list (``noise`` or ``RIR``) at ``path``.
+def read_augment_list(path: str, what: str, config_key: str) -> List[Tuple[str, str]]:
+    """The ``(key, wav)`` entries of the ``what`` list (``noise`` or ``RIR``) at ``path``,
+    given as ``config_key`` (the config key and flag: ``noise_data``, ``reverb_data``).
 
-    A folder is an :class:`AugmentListError` naming the key and saying which file to give
-    instead: WeSpeaker's LMDB sets (a folder holding ``data.mdb``) are not read here.
+    A folder is an :class:`AugmentListError` naming ``config_key`` and saying which file to
+    give instead: WeSpeaker's LMDB sets (a folder holding ``data.mdb``) are not read here.
     """
     if os.path.isdir(path):
-        raise AugmentListError(_folder_given(path, what))
+        raise AugmentListError(_folder_given(path, what, config_key))
     return read_audio_list(path)
 
 
-def _folder_given(path: str, what: str) -> str:
-    key = AUGMENT_LIST_KEYS[what]
-    where = f"{key} {path} (--{key} or the config key)"
+def _folder_given(path: str, what: str, config_key: str) -> str:
+    where = f"{config_key} {path} (--{config_key} or the config key)"
     if os.path.isfile(os.path.join(path, LMDB_DATA_FILE)):
         source = os.path.join(os.path.dirname(os.path.normpath(path)), "wav.scp")
         instead = (f"give the wav.scp it was made from: {source}" if os.path.isfile(source)
@@ -166,15 +164,16 @@ def _unusable(wav: str) -> bool:
         return True
 
 
-def check_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
-    """Read the ``what`` list (``noise`` or ``RIR``) at ``path`` and check its files exist.
+def check_augment_list(path: str, what: str, config_key: str) -> List[Tuple[str, str]]:
+    """Read the ``what`` list (``noise`` or ``RIR``) at ``path``, given as ``config_key``,
+    and check its files exist.
 
     A folder is an :class:`AugmentListError` (:func:`read_augment_list`), and so is every
     file missing or empty, naming the list and the count; some of them a warning with
     the count (those are skipped and counted as ``bad_augmentation_source`` when drawn).
     Returns the entries.
     """
-    entries = read_augment_list(path, what)
+    entries = read_augment_list(path, what, config_key)
     missing = [(key, wav) for key, wav in entries if _unusable(wav)]
     if len(missing) == len(entries):
         key, wav = missing[0]
@@ -191,13 +190,13 @@ def check_augment_list(path: str, what: str) -> List[Tuple[str, str]]:
 class Augmenter:
     """Reverb and noise sources from lists, applied to chunks at a fixed sample rate."""
 
-    def __init__(self, reverb_list: Optional[str], noise_list: Optional[str],
+    def __init__(self, reverb_data: Optional[str], noise_data: Optional[str],
                  sample_rate: int):
         self.sample_rate = sample_rate
-        self.rirs: List[Tuple[str, str]] = (read_augment_list(reverb_list, "RIR")
-                                            if reverb_list else [])
-        self.noises: List[Tuple[str, str]] = (read_augment_list(noise_list, "noise")
-                                              if noise_list else [])
+        self.rirs: List[Tuple[str, str]] = (read_augment_list(reverb_data, "RIR", "reverb_data")
+                                            if reverb_data else [])
+        self.noises: List[Tuple[str, str]] = (read_augment_list(noise_data, "noise", "noise_data")
+                                              if noise_data else [])
         self.babble = [entry for entry in self.noises if noise_type_name(entry[0]) == "babble"]
 
     @property

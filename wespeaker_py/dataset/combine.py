@@ -27,7 +27,7 @@ from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe, open_au
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.paths import file_stamp
 from wespeaker_py.utils.progress import progress_bar
-from wespeaker_py.utils.tables import DataFormatError, read_wav_scp, write_table
+from wespeaker_py.utils.tables import DataFormatError, read_wav_scp, write_table, write_utt2dur
 
 # durations closer than this count as equal, so rounding never decides a grouping
 TOLERANCE = 1e-5
@@ -305,17 +305,16 @@ def write_piece_lists(out_dir: str, pieces: List[List[str]], paths: Dict[str, st
     def audio(keys: List[str]) -> str:
         return paths[keys[0]] if len(keys) == 1 else piece_wav(out_audio_dir, keys)
 
-    def seconds(keys: List[str]) -> str:
-        return f"{sum(durations[key] for key in keys):.4f}"
-
     def speaker(keys: List[str]) -> str:
         return speaker_of(keys[0])
 
     rows = sorted((combined_key(keys) + key_suffix, keys) for keys in pieces)
     os.makedirs(out_dir, exist_ok=True)
-    for name, value in (("wav.scp", audio), ("utt2spk", speaker), ("utt2dur", seconds),
-                        ("utt2utts", " ".join)):
+    for name, value in (("wav.scp", audio), ("utt2spk", speaker)):
         write_table(os.path.join(out_dir, name), ((key, value(keys)) for key, keys in rows))
+    write_utt2dur(os.path.join(out_dir, "utt2dur"),
+                  ((key, sum(durations[member] for member in keys)) for key, keys in rows))
+    write_table(os.path.join(out_dir, "utt2utts"), ((key, " ".join(keys)) for key, keys in rows))
 
 
 def combine_short_utterances(wav_scp: str, out_audio_dir: str, out_data_dir: str,

@@ -75,7 +75,10 @@ class ProjectionHead(nn.Module):
 class _AngularMargin(ProjectionHead):
     """Shared state of the additive angular margin heads: cos(theta + m) for the target."""
 
-    def _set_angular_margin(self, margin: float) -> None:
+    # ArcFace's option, an argument of its heads; SphereFace2 has none
+    easy_margin = False
+
+    def update(self, margin: float) -> None:
         self.margin = margin
         self.cos_m = math.cos(margin)
         self.sin_m = math.sin(margin)
@@ -106,10 +109,7 @@ class ArcMarginProduct(_AngularMargin):
         self.scale = scale
         self.easy_margin = easy_margin
         self.weight = _class_weight(out_features, in_features)
-        self._set_angular_margin(margin)
-
-    def update(self, margin: float) -> None:
-        self._set_angular_margin(margin)
+        self.update(margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = _cosine(embeddings, self.weight)
@@ -152,7 +152,7 @@ class ArcMarginProduct_intertopk_subcenter(_AngularMargin):
         self.sin_mp = math.sin(penalty)
 
     def update(self, margin: float) -> None:
-        self._set_angular_margin(margin)
+        super().update(margin)
         self._set_hard_penalty(self.mp * (margin / 0.2) if margin > 0.001 else 0.0)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -312,7 +312,7 @@ class SphereProduct(ProjectionHead):
                 f"margin={self.margin}")
 
 
-class SphereFace2(ProjectionHead):
+class SphereFace2(_AngularMargin):
     """SphereFace2: one binary (target vs. not) logistic loss per class (arXiv:2108.01513).
 
     ``margin_type`` "C" subtracts the margin from g(cos) for the target and adds
@@ -338,13 +338,6 @@ class SphereFace2(ProjectionHead):
         self.bias = nn.Parameter(torch.zeros(1, 1))
         self.update(margin)
 
-    def update(self, margin: float) -> None:
-        self.margin = margin
-        self.cos_m = math.cos(margin)
-        self.sin_m = math.sin(margin)
-        self.th = math.cos(math.pi - margin)
-        self.mmm = 1.0 + math.cos(math.pi - margin)
-
     def _g(self, z: torch.Tensor) -> torch.Tensor:
         return 2 * torch.pow((z + 1) / 2, self.t) - 1
 
@@ -357,12 +350,9 @@ class SphereFace2(ProjectionHead):
         cosine = _cosine(embeddings, self.weight)
         bias = self.bias[0][0]
         if self.margin_type == "A":
-            sine = _sine(cosine)
-            target_angle = torch.where(cosine > self.th,
-                                       cosine * self.cos_m - sine * self.sin_m,
-                                       cosine - self.mmm)
-            positive = self.scale * self._g(target_angle) + bias
-            negative = self.scale * self._g(cosine * self.cos_m + sine * self.sin_m) + bias
+            positive = self.scale * self._g(self._target_logit(cosine)) + bias
+            negative = (self.scale * self._g(cosine * self.cos_m + _sine(cosine) * self.sin_m)
+                        + bias)
         else:
             g = self._g(cosine)
             positive = self.scale * (g - self.margin) + bias

@@ -8,7 +8,6 @@ list covers the duration conditions the quality measures must learn.
 """
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
@@ -16,8 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
 from wespeaker_py.scoring.make_trials import TrialDesignError
 from wespeaker_py.utils.progress import progress_bar
-from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
-                                       write_table)
+from wespeaker_py.utils.tables import DataFormatError, iter_key_rest, write_utt2dur
 
 SHORT_RANGE = (2.0, 6.0)
 
@@ -38,27 +36,10 @@ def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
             duration = audio_duration(path)
         except AudioCheckError as error:
             raise DataFormatError(wav_scp, line_no, f"cannot read {path!r}: {error}") from error
-        rows.append((utt, f"{duration:.4f}"))
+        rows.append((utt, duration))
         total += duration
-    write_table(utt2dur_path, rows)
+    write_utt2dur(utt2dur_path, rows)
     return len(rows), total
-
-
-def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
-    """``utt2dur`` as a dict of seconds, each capped at ``max_dur`` (errors name the line)."""
-    durations = {}
-    utterances = UniqueKeys(path, "utterance")
-    for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
-        try:
-            duration = float(fields[1])
-        except ValueError:
-            raise DataFormatError(path, line_no,
-                                  f"duration {fields[1]!r} is not a number") from None
-        if not 0 <= duration < math.inf:
-            raise DataFormatError(path, line_no, f"duration {fields[1]!r} is not valid")
-        utterances.claim(fields[0], line_no)
-        durations[fields[0]] = min(duration, max_dur)
-    return durations
 
 
 def _duration_bins(durations: Dict[str, float], utt2spk: Dict[str, str]

@@ -23,7 +23,7 @@ import torch
 from scipy.special import expit, log_expit
 
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.scoring.calibration_set import read_utt2dur
+from wespeaker_py.utils.tables import read_utt2dur
 from wespeaker_py.scoring.trials import (LABEL_NAMES, TrialList, TrialListBuilder,
                                          parse_label, read_score_file, write_score_file)
 from wespeaker_py.utils.atomic_files import atomic_open, save_torch

@@ -67,6 +67,14 @@ class TrainingCurves:
         self.batches[(epoch, batch)] = values
         self.batches_per_epoch[epoch] = max(total, self.batches_per_epoch.get(epoch, 0))
 
+    def last_points(self) -> Dict[int, Tuple[float, float, float, float]]:
+        """Each epoch's last log point (lr, margin, loss, accuracy %), by epoch.
+
+        In WeSpeaker's table the loss and accuracy are running means over the epoch, so
+        its epoch's last row is the epoch's result (ours log that in ``epochs``).
+        """
+        return {epoch: self.batches[(epoch, batch)] for epoch, batch in sorted(self.batches)}
+
     def series(self) -> Tuple[List[float], List[Tuple[float, float, float, float]]]:
         """The log points in order, with x in epochs (epoch 2, half done: 1.5)."""
         xs, values = [], []

@@ -183,9 +183,10 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     dataset_args = config.dataset_args
     if dataset_args.aug_prob > 0:
         # a list whose every file is missing would train unaugmented, without a word
-        for path, what in ((config.reverb_data, "RIR"), (config.noise_data, "noise")):
+        for path, what, key in ((config.reverb_data, "RIR", "reverb_data"),
+                                (config.noise_data, "noise", "noise_data")):
             if path:
-                check_augment_list(path, what)
+                check_augment_list(path, what, key)
         if not (config.reverb_data or config.noise_data) and world.is_main:
             # WeSpeaker trains on without augmentation too: a warning, not an error
             logger.warning("dataset_args.aug_prob is %g but no --reverb_data or --noise_data "

@@ -7,6 +7,7 @@ and the 1-based line number, so a broken list never fails with a bare
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -201,3 +202,25 @@ def write_table(path: str, rows: Iterable[Sequence[str]]) -> None:
             if "\n" in line or "\r" in line:
                 raise ValueError(f"{path}: a table field holds a line break: {line!r}")
             handle.write(line + "\n")
+
+
+def write_utt2dur(path: str, durations: Iterable[Tuple[str, float]]) -> None:
+    """Write ``utt seconds`` lines (4 decimals), in the order given, atomically."""
+    write_table(path, ((utt, f"{seconds:.4f}") for utt, seconds in durations))
+
+
+def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
+    """``utt2dur`` as a dict of seconds, each capped at ``max_dur`` (errors name the line)."""
+    durations = {}
+    utterances = UniqueKeys(path, "utterance")
+    for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
+        try:
+            duration = float(fields[1])
+        except ValueError:
+            raise DataFormatError(path, line_no,
+                                  f"duration {fields[1]!r} is not a number") from None
+        if not 0 <= duration < math.inf:
+            raise DataFormatError(path, line_no, f"duration {fields[1]!r} is not valid")
+        utterances.claim(fields[0], line_no)
+        durations[fields[0]] = min(duration, max_dur)
+    return durations
