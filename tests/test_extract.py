@@ -525,6 +525,42 @@ def test_reader_workers_that_deliver_nothing_fail_the_run_naming_dev_shm(
     assert not os.path.exists(ark)
 
 
+def _shm_warnings(caplog):
+    return [record.getMessage() for record in caplog.records
+            if record.levelname == "WARNING" and "/dev/shm has" in record.getMessage()]
+
+
+def test_an_extraction_warns_once_at_its_start_when_dev_shm_is_small(
+        experiment, corpus, tmp_path, monkeypatch, caplog):
+    """Reader workers hand whole waveforms over through /dev/shm: one too small for the 4
+    each keeps ready (sized as 30 s at the config's 16 kHz, 7.3 MB a worker) is said at
+    the start, with the advice of the timeout's error, not only after its 600 s."""
+    import collections
+    import shutil
+    from wespeaker_py.inference import extraction
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 0, 10 << 20))
+    extraction.warn_if_shared_memory_short(experiment["config"], num_workers=1)
+    assert not _shm_warnings(caplog)
+    for workers, jobs in ((2, 1), (1, 2)):
+        caplog.clear()
+        extraction.warn_if_shared_memory_short(experiment["config"], workers, jobs)
+        assert _shm_warnings(caplog) == [
+            "/dev/shm has 10 MB free, less than the 15 MB that the 8 waveforms the reader "
+            "workers keep ready may take (4 per worker, of up to 30 s): a worker that cannot "
+            "put one there drops it, and the run stops after 600 s without one. "
+            + extraction.SHARED_MEMORY_ADVICE]
+    caplog.clear()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 20, 0, 1 << 20))
+    for workers in (0, 1):
+        extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                           corpus["good_list"], str(tmp_path / f"{workers}.ark"),
+                           num_workers=workers, device="cpu")
+    assert len(_shm_warnings(caplog)) == 1   # not without workers
+    assert "--num_workers 0, or give /dev/shm more room (docker run --shm-size 8g)" \
+        in _shm_warnings(caplog)[0]
+
+
 def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known(
         experiment, corpus, tmp_path):
     from wespeaker_py.inference.workdir import NOT_DELIVERED_FROM_SHARDS
@@ -540,9 +576,10 @@ def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known
                                   shard_list, ark, num_workers=0, device="cpu",
                                   expected_utterances=len(entries), **kwargs)
 
-    # 3 of 8 lost: more than a fifth, though the lost shard is 1 entry of 6 (a sixth)
+    # 3 of 8 lost: more than 35%, though the lost shard is 1 entry of 6 (a sixth) and 1 of
+    # the list's 3 tar files (a third, let through by the check of the list's files)
     with pytest.raises(RunFailedError, match=r"5 done, 3 skipped"):
-        extract(max_fail_fraction=0.2)
+        extract(max_fail_fraction=0.35)
     summary = extract()
     assert summary.extracted == 5
     assert summary.skipped == {reasons.BAD_SHARD: 1, NOT_DELIVERED_FROM_SHARDS: 2}

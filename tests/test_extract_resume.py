@@ -316,8 +316,9 @@ def test_empty_list_and_all_skipped_write_nothing(setup, tmp_path):
     gone = tmp_path / "gone.list"
     gone.write_text("".join(json.dumps({"key": f"g{i}", "wav": f"/nowhere/{i}.wav"}) + "\n"
                             for i in range(2)))
-    with pytest.raises(RunFailedError, match=r"none of the 2 files of .*gone.list exists "
-                                             r"\(the first: /nowhere/0.wav\)"):
+    with pytest.raises(RunFailedError, match=r"none of the 2 files of .*gone.list can be read "
+                                             r"\(missing or unreadable; the first: "
+                                             r"/nowhere/0.wav, /nowhere/1.wav\)"):
         _extract(setup, ark, str(gone))
     assert not (tmp_path / "out").exists()
 
@@ -390,7 +391,7 @@ def test_sigterm_to_the_parent_of_two_jobs_ends_the_jobs(setup, tmp_path):
 def test_a_file_system_without_locks_is_named_not_taken_for_another_run(tmp_path, monkeypatch):
     import errno
     import fcntl
-    from wespeaker_py.inference import workdir
+    from wespeaker_py.utils.locks import hold_lock
     from wespeaker_py.utils.paths import OutputNotWritableError
 
     def no_locks(handle, operation):
@@ -399,7 +400,7 @@ def test_a_file_system_without_locks_is_named_not_taken_for_another_run(tmp_path
     lock_path = str(tmp_path / "work.lock")
     with pytest.raises(OutputNotWritableError, match="cannot lock .*work.lock \\(No locks "
                                                      "available\\): its file system may not"):
-        workdir._hold_lock(lock_path)
+        hold_lock(lock_path)
 
 
 def test_a_job_killed_by_sigkill_is_reported_as_a_likely_out_of_memory_kill():

@@ -81,9 +81,17 @@ def test_the_fail_rule_counts_every_skip_and_says_n_done_m_skipped():
                                              r"than --max_fail_fraction 0.5; 1 done, 2 "
                                              r"skipped \(1 a, 1 b\)\)"):
         JobTally.of(1, {"b": 1, "a": 1}).check("l", 0.5)
-    with pytest.raises(RunFailedError, match=r"every entry of l was skipped"):
+    with pytest.raises(RunFailedError, match=r"all entries of l were skipped"):
         JobTally.of(0, {"a": 2}).check("l", 1.0)
     JobTally.of(1, {"a": 9}).check("l", 1.0)
+
+
+def test_the_fail_line_names_what_the_caller_counts():
+    with pytest.raises(RunFailedError, match=r"^2 of 3 recordings of l were skipped"):
+        JobTally.of(1, {"a": 2}).check("l", 0.5, unit="recordings")
+    with pytest.raises(RunFailedError, match=r"^nothing done: all utterances of l were "
+                                             r"skipped \(0 done, 2 skipped \(2 a\)\); x$"):
+        JobTally.of(0, {"a": 2}).check("l", 1.0, "x", unit="utterances")
 
 
 def test_embed_wav_scp_whose_every_entry_fails_exits_1_and_writes_nothing(folder, tmp_path,
@@ -96,7 +104,7 @@ def test_embed_wav_scp_whose_every_entry_fails_exits_1_and_writes_nothing(folder
                              "--wav_scp", wav_scp, "--output", out)
     assert status == 1
     assert "0 done, 2 skipped (2 not_audio)" in err
-    assert "every entry of" in err and "was not written" in err
+    assert f"all utterances of {wav_scp} were skipped" in err and "was not written" in err
     assert not out.exists()
 
 
@@ -108,15 +116,45 @@ def test_a_list_of_missing_files_fails_before_the_model_loads(folder, experiment
                     ["diarize", "--output", tmp_path / "x.rttm"]):
         status, _, err = run_cli(capsys, *command, "--model", folder, "--wav_scp", wav_scp)
         assert status == 1
-        assert f"none of the 2 files of {wav_scp} exists (the first: " \
-               f"{tmp_path}/gone_a.wav); nothing was computed" in err
+        assert f"none of the 2 files of {wav_scp} can be read (missing or unreadable; the " \
+               f"first: {tmp_path}/gone_a.wav, {tmp_path}/gone_b.wav); nothing was " \
+               f"computed" in err
     data_list = raw_list(tmp_path / "raw.list", [("ok", mini_speech(1)[0])] +
                          [(f"g{i}", tmp_path / f"g{i}.wav") for i in range(2)])
     ark = tmp_path / "emb" / "xvector.ark"
     assert run_main(extract_main, extract_argv(experiment, data_list, ark), prog="x") == 1
-    assert f"2 of the 3 files of {data_list} do not exist (67%, more than " \
-           f"--max_fail_fraction 0.5; the first: {tmp_path}/g0.wav)" in capsys.readouterr().err
+    assert f"2 of the 3 files of {data_list} are missing or unreadable (67%, more than " \
+           f"--max_fail_fraction 0.5; the first: {tmp_path}/g0.wav, {tmp_path}/g1.wav)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "emb").exists()   # no output folder left behind either
+
+
+def test_a_shard_list_whose_tar_files_are_missing_fails_before_the_model_loads(
+        experiment, tmp_path, capsys, monkeypatch):
+    """Its local tar files are checked before the model loads (the shards' utterances
+    would only be lost after the rest was embedded); a pipe or an http(s) URL is left to
+    the reader."""
+    from wespeaker_py.inference import extraction
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the check")
+
+    monkeypatch.setattr(extraction, "load_embedder", refuse)
+    (tmp_path / "s0.tar").write_bytes(b"")
+    gone = [tmp_path / f"s{i}.tar" for i in (1, 2, 3, 4)]
+    shard_list = tmp_path / "shard.list"
+    shard_list.write_text("\n".join([str(tmp_path / "s0.tar"), f"pipe:cat {gone[0]}",
+                                     "https://example.invalid/s.tar", str(gone[0]),
+                                     str(gone[1]), f"file://{gone[2]}", str(gone[3])]) + "\n")
+    ark = tmp_path / "emb" / "xvector.ark"
+    argv = ["--config", experiment["config"], "--model_path", experiment["checkpoint"],
+            "--data_type", "shard", "--data_list", str(shard_list), "--embed_ark", str(ark),
+            "--num_workers", "0", "--gpus", "[]"]
+    assert run_main(extract_main, argv, prog="x") == 1
+    assert f"4 of the 7 files of {shard_list} are missing or unreadable (57%, more than " \
+           f"--max_fail_fraction 0.5; the first: {gone[0]}, {gone[1]}, {gone[2]}); nothing " \
+           f"was computed" in capsys.readouterr().err
+    assert not (tmp_path / "emb").exists()
 
 
 def test_embed_wav_scp_over_the_fail_fraction_exits_1_unless_allowed(folder, tmp_path, capsys):
@@ -151,7 +189,7 @@ def test_extract_over_the_fail_fraction_exits_1_with_its_summary(experiment, tmp
     ark = tmp_path / "emb" / "xvector.ark"
     assert run_main(extract_main, extract_argv(experiment, data_list, ark), prog="x") == 1
     err = capsys.readouterr().err
-    assert "2 of 3 entries" in err and "1 done, 2 skipped (2 not_audio)" in err
+    assert "2 of 3 utterances of" in err and "1 done, 2 skipped (2 not_audio)" in err
     assert not ark.exists()
     # the one embedding made waits for a rerun that accepts the skips
     argv = extract_argv(experiment, data_list, ark, "--max_fail_fraction", "1")

@@ -428,6 +428,46 @@ def test_stage4_averages_an_average_without_a_note_again_while_its_checkpoints_a
     assert _weight(avg) == [3.0, 3.0] and not os.path.exists(note)
 
 
+def test_stage4_takes_an_average_it_found_unchanged_as_up_to_date_on_the_next_run(tmp_path):
+    """Checkpoints written again unchanged (copied back, say) are newer than the average:
+    stage 4 averages them again, and the identical average keeps the file and its time (so
+    the embeddings made from it stay up to date). The next run takes it as up to date
+    rather than averaging again on every run."""
+    env, log = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    _fake_sets(data, ("vox2_dev", "vox1"))
+    for epoch in (1, 2, 3):
+        _save_weights(str(exp / "models" / f"model_{epoch}.pt"), epoch)
+    avg = exp / "models" / "avg_model.pt"
+
+    def stage4():
+        out = run_script(V2_DIR, "run.sh", "--stage", "4", "--stop_stage", "4", "--exp_dir",
+                         str(exp), "--data", str(data), "--gpus", "[]", "--data_type", "raw",
+                         "--num_avg", "2", "--num_epochs", "3", env=env).stdout
+        return out, log.read_text().count("wespeaker_py.bin.average_model")
+
+    assert stage4()[1] == 1
+    for path in (avg, f"{avg}.settings"):
+        os.utime(path, (1e9, 1e9))
+    for epoch in (1, 2, 3):
+        os.utime(exp / "models" / f"model_{epoch}.pt", (1.5e9, 1.5e9))
+    out, averaged = stage4()
+    assert averaged == 2 and "avg_model.pt is up to date" not in out
+    assert os.path.getmtime(avg) == 1e9 and _weight(str(avg)) == [2.5, 2.5]
+    out, averaged = stage4()
+    assert averaged == 2 and "avg_model.pt is up to date" in out
+    assert os.path.getmtime(avg) == 1e9
+
+
+def _made_with(out, settings, *inputs, flags=()):
+    """recipe_helpers.sh's ``made_with FLAGS OUT SETTINGS INPUTS``: the lines it says, then
+    "kept" when it is true, else "remake"."""
+    words = " ".join(f"'{word}'" for word in (*flags, out, settings, *inputs))
+    script = f". tools/recipe_helpers.sh; made_with {words} && echo kept || echo remake"
+    return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
 def test_an_output_wespeaker_writes_too_is_made_again_without_a_note_while_it_can_be(
         tmp_path):
     source, out = tmp_path / "in", tmp_path / "out"
@@ -435,10 +475,7 @@ def test_an_output_wespeaker_writes_too_is_made_again_without_a_note_while_it_ca
     out.write_text("made by WeSpeaker")
 
     def made_here_with(settings):
-        script = (f". tools/recipe_helpers.sh; "
-                  f"made_here_with '{out}' '{settings}' '{source}' && echo kept || echo remake")
-        return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
-                              text=True, check=True).stdout.splitlines()
+        return _made_with(out, settings, source, flags=("--wespeaker_path",))
 
     assert made_here_with("a") == ["remake"]
     assert made_here_with("a") == ["remake"]   # its remake failed: still not taken for a
@@ -448,6 +485,21 @@ def test_an_output_wespeaker_writes_too_is_made_again_without_a_note_while_it_ca
         f"{out} has no settings note (WeSpeaker made it, or it was put there) and {source}, "
         f"which it would be made from, is missing: it is used as it is", "kept"]
     assert not os.path.exists(f"{out}.settings")
+
+
+def test_an_output_is_up_to_date_from_its_note_s_time_not_its_own(tmp_path):
+    """A remake that gives the same bytes may keep the output and its time (stage 4's
+    average): the note written after it says when it was made, so an input newer than the
+    output but older than the note does not make it again; one newer than the note does."""
+    source, out, note = tmp_path / "in", tmp_path / "out", tmp_path / "out.settings"
+    source.write_text("in")
+    out.write_text("made with a")
+    note.write_text("a\n")
+    for path, when in ((out, 1e9), (source, 1.5e9), (note, 1.6e9)):
+        os.utime(path, (when, when))
+    assert _made_with(out, "a", source) == ["kept"]
+    os.utime(source, (1.7e9, 1.7e9))
+    assert _made_with(out, "a", source) == ["remake"]
 
 
 # each recipe's averaging: script, stage, config flag, the flag of its last epoch, data sets
@@ -1003,18 +1055,70 @@ def test_outputs_of_the_version_before_settings_notes_are_taken_as_done(tmp_path
 def test_an_output_whose_remake_failed_is_not_taken_for_the_new_settings(tmp_path):
     out = tmp_path / "out"
     out.write_text("made with a")
-
-    def made_with(settings):
-        script = (f". tools/recipe_helpers.sh; "
-                  f"made_with '{out}' '{settings}' && echo kept || echo remake")
-        return subprocess.run(["bash", "-c", script], cwd=MINI_DIR, capture_output=True,
-                              text=True, check=True).stdout.strip()
-
     (tmp_path / "out.settings").write_text("a\n")
-    assert made_with("a") == "kept"
-    assert made_with("b") == "remake"      # ... and the remake fails, leaving out as it was
-    assert made_with("b") == "remake"      # not taken as made with b
-    assert made_with("a") == "remake"      # nor with a
+    assert _made_with(out, "a") == ["kept"]
+    assert _made_with(out, "b") == ["remake"]  # ... and the remake fails, leaving out as it was
+    assert _made_with(out, "b") == ["remake"]  # not taken as made with b
+    assert _made_with(out, "a") == ["remake"]  # nor with a
+
+
+# the scoring stages that read embeddings: script, stage, options, the outputs they make
+# (with their settings notes), and the files they are made from
+SCORING_FROM_EMBEDDINGS = {
+    "score.sh": ("1", (), {"scores/T.score": "train_set=vox2_dev eval_set=vox1"},
+                 ("embeddings/vox1/xvector.scp", "embeddings/vox2_dev/xvector.scp")),
+    "score_norm.sh": ("2", (), {"scores/vox2_dev_asnorm100_T.score":
+                                "train_set=vox2_dev eval_set=vox1"},
+                      ("embeddings/vox1/xvector.scp", "embeddings/vox2_dev/xvector.scp",
+                       "embeddings/vox2_dev/spk_xvector.scp", "embeddings/vox2_dev/mean_vec.npy",
+                       "scores/T.score")),
+    "score_calibration.sh": ("2", ("--drop_duration", "true"),
+                             {f"scores/calibration/vox2_dev_asnorm100_{x}.calibration":
+                              "drop_duration=true" for x in ("vox2_cali.kaldi", "T")},
+                             ("embeddings/vox1/xvector.scp", "embeddings/vox2_dev/xvector.scp",
+                              "embeddings/vox2_dev/spk_xvector.scp",
+                              "scores/vox2_dev_asnorm100_vox2_cali.kaldi.score",
+                              "scores/vox2_dev_asnorm100_T.score"))}
+
+
+@pytest.mark.parametrize("script, gone, trials", [
+    ("score.sh", "vox1", "T"), ("score.sh", "vox2_dev", "T"), ("score_norm.sh", "vox1", "T"),
+    ("score_calibration.sh", "vox1", "T"),
+    ("score_calibration.sh", "vox2_dev", "vox2_cali.kaldi")])
+def test_a_scoring_stage_refuses_when_the_embeddings_it_reads_are_gone(
+        tmp_path, script, gone, trials):
+    """Embeddings being extracted again (or whose extraction failed) are missing: scores
+    made from the earlier ones (those of the trial list ``trials``) are not taken as up to
+    date, the stage stops naming the missing file and the extraction stage."""
+    stage, options, outputs, inputs = SCORING_FROM_EMBEDDINGS[script]
+    env, _ = _dry_run_env(tmp_path)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    trial_lists = [data / "vox1" / "trials" / name for name in ("T", "vox2_cali.kaldi")]
+    for path in [exp / name for name in inputs] + trial_lists:
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_text("x")
+        os.utime(path, (1e9, 1e9))
+    for name, settings in outputs.items():
+        os.makedirs((exp / name).parent, exist_ok=True)
+        (exp / name).write_text("x")
+        (exp / f"{name}.settings").write_text(settings + "\n")
+
+    def score():
+        return run_script(V2_DIR, f"local/{script}", "--stage", stage, "--stop_stage", stage,
+                          "--exp_dir", str(exp), "--data", str(data), "--trials", "T",
+                          *options, env=env, check=False)
+
+    def up_to_date(out):
+        return [line for line in out.splitlines()
+                if line.startswith(f"{trials}: ") and line.endswith(" up to date")]
+
+    assert up_to_date(score().stdout)
+    missing = exp / "embeddings" / gone / "xvector.scp"
+    os.remove(missing)
+    result = score()
+    assert result.returncode != 0
+    assert f"{missing} is missing: run the extraction stage (stage 4) first" in result.stderr
+    assert not up_to_date(result.stdout)
 
 
 def test_a_failed_metrics_report_leaves_the_last_result_whole(tmp_path):
@@ -1675,12 +1779,12 @@ def test_format_table_marks_missing_trials():
                      "a minDCF": "-"}]
 
 
-@pytest.mark.parametrize("recipe_dir,trials,cohort", [
+@pytest.mark.parametrize("recipe_dir,trials,cohort,eval_set", [
     (V2_DIR, ("vox1_O_cleaned.kaldi", "vox1_E_cleaned.kaldi", "vox1_H_cleaned.kaldi"),
-     "vox2_dev"),
-    (CNCELEB_DIR, ("CNC-Eval-Concat.lst", "CNC-Eval-Avg.lst"), "cnceleb_train")])
+     "vox2_dev", "vox1"),
+    (CNCELEB_DIR, ("CNC-Eval-Concat.lst", "CNC-Eval-Avg.lst"), "cnceleb_train", "eval")])
 def test_scoring_stages_write_the_results_table_of_every_score_file(tmp_path, recipe_dir,
-                                                                    trials, cohort):
+                                                                    trials, cohort, eval_set):
     env, _ = _dry_run_env(tmp_path)
     env["FAKE_REAL_SCRIPTS"] = "tools/results_table.py"
     exp, data = tmp_path / "exp" / "base", tmp_path / "data"
@@ -1693,9 +1797,10 @@ def test_scoring_stages_write_the_results_table_of_every_score_file(tmp_path, re
     lm = tmp_path / "exp" / "base-LM"
     os.makedirs(lm / "scores")
     (lm / "config.yaml").write_text(config + "do_lm: true\n")
-    os.makedirs(exp / "embeddings" / cohort)   # the cohort's, older than the scores
-    (exp / "embeddings" / cohort / "xvector.scp").write_text("")
-    os.utime(exp / "embeddings" / cohort / "xvector.scp", (1e9, 1e9))
+    for name in (cohort, eval_set):   # the embeddings (the cohort's the training set's),
+        os.makedirs(exp / "embeddings" / name)   # older than the scores
+        (exp / "embeddings" / name / "xvector.scp").write_text("")
+        os.utime(exp / "embeddings" / name / "xvector.scp", (1e9, 1e9))
     args = ("--exp_dir", str(exp), "--data", str(data), "--data_type", "raw", "--gpus", "[]")
 
     out = run_script(recipe_dir, "run.sh", "--stage", "5", "--stop_stage", "5", *args,
@@ -1892,10 +1997,11 @@ def test_score_norm_is_done_again_when_its_eval_embeddings_or_mean_vector_change
     out = exp / "scores" / "backend_asnorm100_trials.score"
 
     def made_at(when):  # a normalised score file of these settings, made at ``when``
+        note = exp / "scores" / (out.name + ".settings")
         out.write_text("u1 u2 0.5\n")
-        (exp / "scores" / (out.name + ".settings")).write_text(
-            "train_set=backend eval_set=test\n")
-        os.utime(out, (when, when))
+        note.write_text("train_set=backend eval_set=test\n")
+        for path in (out, note):
+            os.utime(path, (when, when))
 
     def stage2():
         result = run_script(MINI_DIR, "tools/recipe/score_norm.sh", "--stage", "2",

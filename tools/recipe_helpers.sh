@@ -17,67 +17,75 @@ up_to_date() {
   return 0
 }
 
+# first_missing [IN ...]: the first IN that does not exist, on stdout (status 1 when
+# every IN exists).
+first_missing() {
+  local input
+  for input in "$@"; do
+    if [ ! -e "${input}" ]; then
+      echo "${input}"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # require_inputs HINT IN...: status 1, naming the first missing IN and HINT (the step
-# that makes it), when an IN is missing. up_to_date passes over a missing IN, so a stage
+# that makes it), when an IN is missing. It stops a stage, where made_with decides
+# whether to make its output again: up_to_date passes over a missing IN, so a stage
 # whose output is made from IN calls this first: while IN is being made again, or after
 # making it failed, the output made from the earlier IN must not be taken as up to date.
 require_inputs() {
-  local hint=$1 input
+  local hint=$1 missing
   shift
-  for input in "$@"; do
-    if [ ! -e "${input}" ]; then
-      echo "$0: ${input} is missing: ${hint}" >&2
-      return 1
-    fi
-  done
+  missing=$(first_missing "$@") || return 0
+  echo "$0: ${missing} is missing: ${hint}" >&2
+  return 1
 }
 
-# made_with OUT SETTINGS [IN ...]: true when OUT is up to date with its inputs
-# (up_to_date) and was made with SETTINGS, as record_settings noted beside it
-# (OUT.settings). For outputs whose name does not carry every option that shapes
+# made_with [--wespeaker_path] OUT SETTINGS [IN ...]: true when OUT (non-empty) was made
+# with SETTINGS, as record_settings noted beside it (OUT.settings), and no existing IN is
+# newer than that note. For outputs whose name does not carry every option that shapes
 # them: without the note a newer output of other options would pass up_to_date.
-# - An up-to-date OUT with no note was made before notes were kept: it is taken as
-#   made with SETTINGS (noted now), as the version that made it would have taken it.
-#   At a path WeSpeaker's recipes write too, an OUT with no note may be WeSpeaker's,
-#   made with other settings: made_here_with does not take it for SETTINGS.
+# - The note's time, not OUT's, is when OUT was last made or found up to date: a remake
+#   that gives the same bytes may keep OUT and its time (stage 4's average, so that what
+#   was made from it is not made again), and its new note keeps it up to date.
+# - An OUT with no note was made before notes were kept: when up to date (up_to_date)
+#   it is taken as made with SETTINGS (noted now), as the version that made it would
+#   have taken it.
+# - With --wespeaker_path, OUT is at a path WeSpeaker's recipes write too (avg_model.pt,
+#   the score files): one with no note may be WeSpeaker's (or a released file put
+#   there), made with settings nobody noted, so it is never noted as made with
+#   SETTINGS: when every IN (what OUT is made from) exists, it is made again (false);
+#   with an IN missing it cannot be, and it is used as it is (true, said on stdout,
+#   still without a note).
 # - Otherwise, when false, an existing OUT's note is emptied (an empty note matches no
 #   settings, and is not "no note"), so an OUT whose remake failed or was cut short
 #   before its record_settings is never taken for the settings of either run.
 made_with() {
-  local out=$1 settings=$2
+  local wespeaker_path=false out settings missing
+  if [ "$1" == "--wespeaker_path" ]; then
+    wespeaker_path=true
+    shift
+  fi
+  out=$1 settings=$2
   shift 2
-  if up_to_date "${out}" "$@"; then
-    if [ ! -e "${out}.settings" ]; then
+  if [ -s "${out}" ] && [ ! -e "${out}.settings" ]; then
+    if ! ${wespeaker_path} && up_to_date "${out}" "$@"; then
       record_settings "${out}" "${settings}"
       return 0
     fi
-    [ "$(settings_note "${out}")" == "${settings}" ] && return 0
+    if ${wespeaker_path} && missing=$(first_missing "$@"); then
+      echo "${out} has no settings note (WeSpeaker made it, or it was put there) and" \
+           "${missing}, which it would be made from, is missing: it is used as it is"
+      return 0
+    fi
+  elif [ -s "${out}" ] && [ "$(settings_note "${out}")" == "${settings}" ] &&
+       up_to_date "${out}.settings" "$@"; then
+    return 0
   fi
   if [ -e "${out}" ]; then : > "${out}.settings"; else rm -f "${out}.settings"; fi
   return 1
-}
-
-# made_here_with OUT SETTINGS [IN ...]: made_with for an output at a path that WeSpeaker's
-# recipes write too (avg_model.pt, the score files). One with no note may be
-# WeSpeaker's (or a released file put there), made with settings nobody noted, so it is
-# never noted as made with SETTINGS: when every IN (what OUT is made from) exists, it is
-# made again (false, its note emptied as made_with empties one); with an IN missing it
-# cannot be, and it is used as it is (true, said on stdout, still without a note).
-made_here_with() {
-  local out=$1 settings=$2 input
-  shift 2
-  if [ -s "${out}" ] && [ ! -e "${out}.settings" ]; then
-    for input in "$@"; do
-      if [ ! -e "${input}" ]; then
-        echo "${out} has no settings note (WeSpeaker made it, or it was put there) and" \
-             "${input}, which it would be made from, is missing: it is used as it is"
-        return 0
-      fi
-    done
-    : > "${out}.settings"
-    return 1
-  fi
-  made_with "${out}" "${settings}" "$@"
 }
 
 # settings_note OUT: the settings record_settings noted for OUT (empty when none).
@@ -116,12 +124,13 @@ latest_epoch() {
 # average_stage AVG_MODEL NUM_AVG MAX_EPOCH [EPOCH_FLAG]: stage 4's averaging. The last
 # NUM_AVG checkpoints model_N.pt (1 <= N <= MAX_EPOCH; model_0.pt is an initialisation,
 # not a trained epoch) of AVG_MODEL's folder (EXP_DIR/models in every recipe) are
-# averaged into AVG_MODEL, unless it is newer than them and was made with the same
-# NUM_AVG and epoch bounds. An AVG_MODEL without a note (WeSpeaker's average, a released
-# model) is averaged again when those checkpoints are all there, else used as it is
-# (made_here_with).
+# averaged into AVG_MODEL, unless it was made with the same NUM_AVG and epoch bounds
+# after them. An AVG_MODEL without a note (WeSpeaker's average, a released model) is
+# averaged again when those checkpoints are all there, else used as it is
+# (made_with --wespeaker_path).
 # An average equal, byte for byte, to the one there keeps the old file and its time,
-# so what was made from it is not made again. MAX_EPOCH is the run's last epoch: with
+# so what was made from it is not made again; its new note, which made_with goes by,
+# keeps it up to date for the next run. MAX_EPOCH is the run's last epoch: with
 # no model_MAX_EPOCH.pt the run has not finished (crashed, stopped early, still going),
 # and averaging its latest checkpoints, saved at a high learning rate, is refused with
 # a message naming the options of the script running it ($0) that average it on
@@ -142,7 +151,7 @@ average_stage() {
     done
   fi
   # an average without a note, its last checkpoint gone, is not refused: it is used as
-  # it is (made_here_with)
+  # it is (made_with --wespeaker_path)
   if [ -n "${max}" ] && [ ! -f "${dir}/model_${max}.pt" ] &&
      ! { [ -s "${avg}" ] && { [ ! -e "${avg}.settings" ] ||
                                [ "$(settings_note "${avg}")" == "${settings}" ]; }; }; then
@@ -161,7 +170,7 @@ average_stage() {
          "call; when another script ran $0 for one of its steps, run $0 by hand with them)" >&2
     return 1
   fi
-  if made_here_with "${avg}" "${settings}" "${checkpoints[@]}"; then
+  if made_with --wespeaker_path "${avg}" "${settings}" "${checkpoints[@]}"; then
     echo "${avg} is up to date"
     return 0
   fi

@@ -31,11 +31,13 @@ settings="train_set=${train_set} eval_set=${eval_set}"
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   echo "apply cosine scoring ..."
+  require_inputs "run the extraction stage (stage 4) first" "${eval_scp}" "${train_scp}" ||
+    exit 1
   mkdir -p "${scores_dir}"
   todo=()
   for x in ${trials}; do
-    if made_here_with "${scores_dir}/${x}.score" "${settings}" "${eval_scp}" "${train_scp}" \
-        "${trials_dir}/${x}"; then
+    if made_with --wespeaker_path "${scores_dir}/${x}.score" "${settings}" "${eval_scp}" \
+        "${train_scp}" "${trials_dir}/${x}"; then
       echo "${x}: scores are up to date"
     else
       todo+=("${trials_dir}/${x}")

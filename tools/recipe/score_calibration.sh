@@ -92,7 +92,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   fi
   require_inputs "run the extraction stage (stage 4) first" "${train_scp}" || exit 1
   cali_score=${scores_dir}/${calibration_trial}.score
-  if made_here_with "${cali_score}" "train_set=${train_set}" "${train_scp}" \
+  if made_with --wespeaker_path "${cali_score}" "train_set=${train_set}" "${train_scp}" \
       "${trials_dir}/${calibration_trial}"; then
     echo "${calibration_trial}: scores are up to date"
   else
@@ -108,7 +108,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   cali_norm=${scores_dir}/${output_name}_${calibration_trial}.score
   require_inputs "make the speaker means (score_norm.sh stage 1) first" "${cohort_scp}" ||
     exit 1
-  if made_here_with "${cali_norm}" "train_set=${train_set}" "${cali_score}" "${cohort_scp}"; then
+  if made_with --wespeaker_path "${cali_norm}" "train_set=${train_set}" "${cali_score}" \
+      "${cohort_scp}"; then
     echo "${calibration_trial}: normalised scores are up to date"
   elif [ -s "${cohort_scp}" ] && ! up_to_date "${cohort_scp}" \
       "${exp_dir}/embeddings/${cohort_set}/xvector.scp" "${data}/${cohort_set}/spk2utt"; then
@@ -148,8 +149,11 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     norm_score=${scores_dir}/${output_name}_${x}.score
     emb_scp=${eval_scp}
     [ "${x}" == "${calibration_trial}" ] && emb_scp=${train_scp}
-    if made_here_with "${factors}" "drop_duration=${drop_duration}" "${norm_score}" "${emb_scp}" \
-        "${cohort_scp}" "${durations[@]:1}"; then
+    require_inputs "run the extraction stage (stage 4) first" "${emb_scp}" || exit 1
+    require_inputs "make the speaker means (score_norm.sh stage 1) first" "${cohort_scp}" ||
+      exit 1
+    if made_with --wespeaker_path "${factors}" "drop_duration=${drop_duration}" \
+        "${norm_score}" "${emb_scp}" "${cohort_scp}" "${durations[@]:1}"; then
       echo "${x}: calibration factors are up to date"
       continue
     fi

@@ -53,12 +53,13 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   echo "compute norm score"
   require_inputs "make the speaker means (stage 1) first" "${cohort_dir}/spk_xvector.scp" ||
     exit 1
+  require_inputs "run the extraction stage (stage 4) first" "${eval_scp}" || exit 1
   train_scp=${exp_dir}/embeddings/${train_set}/xvector.scp
   for x in ${trials}; do
     out=${scores_dir}/${output_name}_${x}.score
     cosine=${scores_dir}/${x}.score
     settings="train_set=${train_set} eval_set=${eval_set}"
-    if made_here_with "${out}" "${settings}" "${cosine}" "${eval_scp}" "${mean_vec}" \
+    if made_with --wespeaker_path "${out}" "${settings}" "${cosine}" "${eval_scp}" "${mean_vec}" \
         "${cohort_dir}/spk_xvector.scp" "${train_scp}"; then
       echo "${x}: normalised scores are up to date"
       continue

@@ -81,8 +81,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   mkdir -p "${scores_dir}"
   for x in ${trials}; do
     out=${scores_dir}/${x}.pldascore
-    if made_here_with "${out}" "eval_set=${eval_set}" "${exp_dir}/plda" "${eval_scp}" \
-        "${trials_dir}/${x}"; then
+    if made_with --wespeaker_path "${out}" "eval_set=${eval_set}" "${exp_dir}/plda" \
+        "${eval_scp}" "${trials_dir}/${x}"; then
       echo "${x}: PLDA scores are up to date"
       continue
     fi

@@ -203,7 +203,8 @@ class BandFillFiles:
                     f"own training data), which it brings down to {heard_rate} Hz itself; "
                     f"the {narrow_rates_text()} Hz audio has no wide band to teach it. Give "
                     f"--data (data=) speech at {sample_rate} Hz; no band fill was learnt")
-            failed.check(source, max_fail_fraction, "no band fill was learnt")
+            failed.check(source, max_fail_fraction, "no band fill was learnt",
+                         unit="utterances")
 
         try:
             fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 import soundfile as sf
 
@@ -131,6 +132,29 @@ def read_shard_list(path: str) -> List[str]:
                                                  "(--data_type raw)")
         shards.claim(text, line_no)
     return list(shards.first_line)
+
+
+# a shard location that is a command whose output is the tar file
+PIPE_PREFIX = "pipe:"
+
+
+def local_shard_file(location: str) -> Optional[str]:
+    """The local file a shard location names: the location itself, or a ``file://`` URL's
+    path; None for a ``pipe:COMMAND`` or an ``http(s)://``/``ftp://`` URL, which only
+    reading them can check."""
+    if location.startswith(PIPE_PREFIX):
+        return None
+    scheme = urlparse(location).scheme
+    if scheme in ("http", "https", "ftp"):
+        return None
+    return location[len("file://"):] if scheme == "file" else location
+
+
+def unreadable_shards(locations: Sequence[str]) -> List[str]:
+    """The local shard files (:func:`local_shard_file`) of ``locations`` that are missing or
+    cannot be read, in their order."""
+    files = filter(None, map(local_shard_file, locations))
+    return [file for file in files if not (os.path.isfile(file) and os.access(file, os.R_OK))]
 
 
 def read_data_list(path: str, data_type: str, require_spk: bool = True) -> List:

@@ -29,7 +29,6 @@ import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
-from urllib.parse import urlparse
 
 import numpy as np
 import soundfile as sf
@@ -37,8 +36,8 @@ import soundfile as sf
 from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
                                 wav_bytes)
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, Utterance, audio_extension,
-                                        check_decodable)
+from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, PIPE_PREFIX, TableEntry, Utterance,
+                                        audio_extension, check_decodable, local_shard_file)
 from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
@@ -48,7 +47,6 @@ from wespeaker_py.utils.progress import progress_bar
 
 logger = get_logger(__name__)
 
-PIPE_PREFIX = "pipe:"
 # seconds an http(s)/ftp shard may send nothing before it counts as a bad shard
 URL_TIMEOUT_S = 60.0
 DIGEST_SUFFIX = ".digest"
@@ -62,21 +60,19 @@ def open_shard_stream(location: str) -> Iterator[BinaryIO]:
     stream is closed, so a failed download is not mistaken for a short shard. A URL
     whose server sends nothing for ``URL_TIMEOUT_S`` seconds raises ``TimeoutError``.
     """
-    if location.startswith(PIPE_PREFIX):
+    path = local_shard_file(location)
+    if path is not None:
+        with open(path, "rb") as handle:
+            yield handle
+    elif location.startswith(PIPE_PREFIX):
         with _pipe_stream(location[len(PIPE_PREFIX):]) as stream:
             yield stream
-        return
-    scheme = urlparse(location).scheme
-    if scheme in ("http", "https", "ftp"):
+    else:   # a remote URL
         with urllib.request.urlopen(location, timeout=URL_TIMEOUT_S) as response:
             try:
                 yield response
             except TimeoutError as err:
                 raise TimeoutError(f"the server sent nothing for {URL_TIMEOUT_S:g} s") from err
-        return
-    path = location[len("file://"):] if scheme == "file" else location
-    with open(path, "rb") as handle:
-        yield handle
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
-from wespeaker_py.config import ModelConfig
+from wespeaker_py.config import ModelConfig, as_dataset_args
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.band_fill import BandFill
@@ -57,6 +57,16 @@ DEFAULT_BUFFER_MB = 2048
 # forever. Generous: one file read from a slow disk or a pipe takes seconds.
 READER_TIMEOUT_S = 600
 SHARED_MEMORY = "/dev/shm"
+SHARED_MEMORY_ADVICE = (f"Run with --num_workers 0, or give {SHARED_MEMORY} more room "
+                        f"(docker run --shm-size 8g)")
+# waveforms each reader worker keeps ready (the DataLoader's prefetch_factor): they wait in
+# /dev/shm, whole utterances of float32 samples (the loader hands over single utterances;
+# batches are made after the front-end, so the batch size does not enter)
+READER_PREFETCH = 4
+# the length those waveforms are sized at for the start's /dev/shm check: a long utterance
+# of a speaker corpus (VoxCeleb's average is about 8 s); /dev/shm with less room than they
+# take would make readers drop utterances once a few long ones come together
+LONG_UTTERANCE_S = 30
 
 
 @dataclass
@@ -183,6 +193,30 @@ def _free_shared_memory() -> str:
         return f"free space unknown ({error.strerror})"
 
 
+def warn_if_shared_memory_short(config: ModelConfig, num_workers: int,
+                                num_jobs: int = 1) -> None:
+    """Warn once, at the start, when /dev/shm has less free space than the waveforms the
+    ``num_workers`` reader workers of each of ``num_jobs`` jobs keep ready
+    (``READER_PREFETCH`` each, sized at ``LONG_UTTERANCE_S`` at the config's rate): a run
+    on a smaller one may stop after ``READER_TIMEOUT_S`` (:func:`_delivered`)."""
+    if num_workers == 0:
+        return
+    try:
+        free = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:   # no /dev/shm (macOS): tensors are shared another way
+        return
+    waveforms = num_jobs * num_workers * READER_PREFETCH
+    rate = as_dataset_args(config.dataset_args).resample_rate
+    needed = waveforms * LONG_UTTERANCE_S * rate * 4   # float32 samples
+    if free < needed:
+        logger.warning("%s has %s, less than the %.0f MB that the %d waveforms the reader "
+                       "workers keep ready may take (%d per worker, of up to %d s): a worker "
+                       "that cannot put one there drops it, and the run stops after %d s "
+                       "without one. %s", SHARED_MEMORY, _free_shared_memory(),
+                       needed / 2**20, waveforms, READER_PREFETCH, LONG_UTTERANCE_S,
+                       READER_TIMEOUT_S, SHARED_MEMORY_ADVICE)
+
+
 def _delivered(loader: DataLoader, num_workers: int) -> Iterator[Mapping[str, Any]]:
     """The loader's samples; a :class:`RunFailedError` naming /dev/shm when its workers
     deliver nothing for ``READER_TIMEOUT_S`` seconds (the loader's ``timeout``)."""
@@ -199,9 +233,9 @@ def _delivered(loader: DataLoader, num_workers: int) -> Iterator[Mapping[str, An
                 f"the {num_workers} reader workers delivered no utterance for {loader.timeout} "
                 f"s: a worker that cannot hand a waveform over through {SHARED_MEMORY} "
                 f"(the log then shows 'unable to allocate shared memory') drops it and "
-                f"waits; {SHARED_MEMORY} has {_free_shared_memory()}. Run with "
-                f"--num_workers 0, or give {SHARED_MEMORY} more room (docker run "
-                f"--shm-size 8g); the finished embeddings are kept for the rerun") from None
+                f"waits; {SHARED_MEMORY} has {_free_shared_memory()}. "
+                f"{SHARED_MEMORY_ADVICE}; the finished embeddings are kept for the "
+                f"rerun") from None
         yield sample
 
 
@@ -276,7 +310,7 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     # a timeout needs workers: without them the reading happens here
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
-                        prefetch_factor=4 if num_workers > 0 else None,
+                        prefetch_factor=READER_PREFETCH if num_workers > 0 else None,
                         timeout=READER_TIMEOUT_S if num_workers > 0 else 0,
                         worker_init_fn=ReaderWorker())
     # a raw list names every utterance; a shard list only its tar files
@@ -343,6 +377,7 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                         max_fail_fraction=max_fail_fraction, channel=channel,
                         band_fills=[fill.digest for fill in band_fills],
                         expected_utterances=expected_utterances) as work:
+        warn_if_shared_memory_short(config, num_workers)
         carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                                batch_size, num_workers, device, buffer_mb, progress_position,

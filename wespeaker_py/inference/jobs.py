@@ -26,7 +26,8 @@ from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
-                                               chunk_identity, extract_part)
+                                               chunk_identity, extract_part,
+                                               warn_if_shared_memory_short)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
@@ -183,6 +184,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           expected_utterances=expected_utterances)
     with work:
         job_lists = work.job_lists()
+        warn_if_shared_memory_short(config, num_workers, len(job_lists))
         carried = work.carried_keys()
         devices = job_devices(len(job_lists), gpus)
         threads = num_threads or threads_per_job(len(job_lists))

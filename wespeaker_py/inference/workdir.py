@@ -12,32 +12,29 @@ merge into the output removes it, writing a raw list's embeddings in the list's 
 a shard list's sorted by key (whatever the jobs of the runs that made them). While a run
 works on it, it holds a lock on ``<folder>.lock`` beside it: a second run into the same
 output stops at once instead of appending to the same parts. The lock is the process's own
-(:func:`_hold_lock`), not its children's, so it goes when the run is killed even while
-a reader worker it forked lives on.
+(:func:`~wespeaker_py.utils.locks.hold_lock`), not its children's, so it goes when the run is
+killed even while a reader worker it forked lives on.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import glob
 import json
 import os
 import shutil
-import threading
-import weakref
-from typing import IO, Any, Dict, List, MutableMapping, Optional, Tuple
+from typing import IO, Any, Dict, List, MutableMapping, Optional
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.dataset.lists import read_data_list, read_list_file
+from wespeaker_py.dataset.lists import read_data_list, read_list_file, unreadable_shards
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
 from wespeaker_py.utils.atomic_files import DiskFullError, atomic_open, require_writable
 from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
                                           check_missing_inputs)
+from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.paths import OutputNotWritableError, file_digest, require_input_file
+from wespeaker_py.utils.paths import file_digest, require_input_file
 from wespeaker_py.utils.tables import DataFormatError, read_key_value
 
 logger = get_logger(__name__)
@@ -58,70 +55,6 @@ def work_dir_for(embed_ark: str) -> str:
     """The resumable work folder of ``embed_ark``."""
     embed_ark = os.path.abspath(embed_ark)
     return os.path.join(os.path.dirname(embed_ark), WORK_PREFIX + os.path.basename(embed_ark))
-
-
-# the open lock files of this process by (st_dev, st_ino): the kernel lets a second taker in
-# the same process through a POSIX lock, this does not. A holder dropped unreleased is
-# closed when collected, which ends its lock, and leaves here with it.
-_held_locks: "weakref.WeakValueDictionary[Tuple[int, int], IO[str]]" = \
-    weakref.WeakValueDictionary()
-_held_guard = threading.Lock()
-
-
-def _file_id(info: os.stat_result) -> Tuple[int, int]:
-    return info.st_dev, info.st_ino
-
-
-def _hold_lock(lock_path: str) -> Optional[IO[str]]:
-    """Lock ``lock_path`` (created if absent) for this process; return the open file that
-    holds the lock, or None when another process, or another taker in this one, holds it.
-
-    A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: a child
-    forked while it is held (a DataLoader worker) does not hold it, and it goes when the
-    process ends, whatever its children do (an ``flock`` belongs to the open file, which
-    a fork shares: it stayed with a worker that outlived a killed run). The process also
-    loses it when it closes *any* descriptor of the file, so the file is opened only here,
-    and not again while this process holds it.
-    """
-    with _held_guard:
-        while True:
-            try:
-                if _file_id(os.stat(lock_path)) in _held_locks:
-                    return None   # checked before opening: closing a second descriptor unlocks
-            except FileNotFoundError:
-                pass
-            handle = open(lock_path, "a")
-            try:
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                handle.close()
-                if error.errno in (errno.EACCES, errno.EAGAIN):   # another process holds it
-                    return None
-                raise OutputNotWritableError(f"cannot lock {lock_path} ({error.strerror}): "
-                                             f"its file system may not support locks; write "
-                                             f"the output elsewhere") from None
-            # a run that finished between our open and our lock removed the file we locked:
-            # a third run may already hold a new one at the path, so lock that instead
-            try:
-                locked = os.fstat(handle.fileno())
-                if os.path.samestat(locked, os.stat(lock_path)):
-                    _held_locks[_file_id(locked)] = handle
-                    return handle
-            except FileNotFoundError:
-                pass
-            handle.close()
-
-
-def _drop_lock(handle: IO[str]) -> None:
-    """Remove the file of a lock :func:`_hold_lock` took, then let go of the lock."""
-    with _held_guard:
-        try:
-            _held_locks.pop(_file_id(os.fstat(handle.fileno())), None)
-            os.remove(handle.name)
-        except FileNotFoundError:   # removed by hand: the lock still goes below
-            pass
-        finally:
-            handle.close()
 
 
 def split_data_list(data_list: str, num_jobs: int, out_dir: str) -> List[str]:
@@ -235,12 +168,12 @@ class ExtractionWork:
         return [key for ark in self.carried_arks() for key in read_key_value(scp_path_for(ark))]
 
     def _take_lock(self) -> IO[str]:
-        """Hold ``<work folder>.lock`` (:func:`_hold_lock`; released, and removed, when the
-        ``with`` block of the work ends; by the system when the process does);
-        a :class:`RunFailedError` when another run holds it."""
+        """Hold ``<work folder>.lock`` (:func:`~wespeaker_py.utils.locks.hold_lock`; released,
+        and removed, when the ``with`` block of the work ends; by the system when the process
+        does); a :class:`RunFailedError` when another run holds it."""
         lock_path = self.path + ".lock"
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-        handle = _hold_lock(lock_path)
+        handle = hold_lock(lock_path)
         if handle is None:
             raise RunFailedError(f"another extraction into {self.embed_ark} is running "
                                  f"(it holds {lock_path}); let it finish or stop it, then "
@@ -255,17 +188,20 @@ class ExtractionWork:
 
     def _release_lock(self) -> None:
         if not self._lock.closed:
-            _drop_lock(self._lock)
+            drop_lock(self._lock)
 
     def _check_list(self) -> None:
         """Read the whole list before any work: a bad line, or a key given twice, names its
         lines (no job meets it after the model loaded, nor the merge after every embedding
-        was made); the files of a raw list that do not exist must not fail the run by
-        themselves (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`)."""
+        was made); the files of a raw list that do not exist, or the tar files of a shard
+        list that are missing or unreadable, must not fail the run by themselves
+        (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`)."""
         entries = read_data_list(self.data_list, self.data_type, require_spk=False)
         if not entries:
             raise DataFormatError(self.data_list, None, "the data list is empty")
-        if self.data_type == "raw":
+        if self.data_type != "raw":
+            missing = unreadable_shards(entries)
+        else:
             for (line_no, _), utt in zip(read_list_file(self.data_list), entries):
                 problem = key_problem(utt.key)
                 if problem:
@@ -273,7 +209,7 @@ class ExtractionWork:
                                           f"key {utt.key!r} cannot be an embedding's: {problem}")
             missing = [utt.wav for utt in entries
                        if not is_pipe(utt.wav) and not os.path.exists(utt.wav)]
-            check_missing_inputs(self.data_list, len(entries), missing, self.max_fail_fraction)
+        check_missing_inputs(self.data_list, len(entries), missing, self.max_fail_fraction)
 
     @staticmethod
     def _read_manifest(path: str) -> Optional[Dict[str, Any]]:
@@ -337,7 +273,8 @@ class ExtractionWork:
         if not finished:
             shutil.rmtree(self.path, ignore_errors=True)
         JobTally.of(len(finished), skipped).check(self.data_list, self.max_fail_fraction,
-                                                  f"{self.embed_ark} was not written")
+                                                  f"{self.embed_ark} was not written",
+                                                  unit="utterances")
         try:
             count = merge_embedding_arks(parts, self.embed_ark, self._output_order(finished))
         except DiskFullError as error:

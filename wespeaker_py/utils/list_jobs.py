@@ -26,6 +26,8 @@ from wespeaker_py.errors import RunFailedError
 
 DEFAULT_MAX_FAIL_FRACTION = 0.5
 FAIL_FRACTION_FLAG = "--max_fail_fraction"
+# how many of the missing files check_missing_inputs names
+NAMED_MISSING = 3
 
 
 def parse_fail_fraction(text) -> float:
@@ -71,19 +73,20 @@ class JobTally:
             (f" ({reasons})" if reasons else "")
 
     def check(self, source: str, max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-              outcome: str = "nothing was written") -> None:
+              outcome: str = "nothing was written", unit: str = "entries") -> None:
         """Raise :class:`RunFailedError` when nothing was done (every entry of ``source``
         skipped), or more than ``max_fail_fraction`` of the entries were skipped;
-        ``outcome`` says what that left undone. The message holds :meth:`describe`."""
+        ``outcome`` says what that left undone, ``unit`` (a plural noun: ``utterances``,
+        ``recordings``) what the entries are. The message holds :meth:`describe`."""
         if self.done == 0:
-            raise RunFailedError(f"nothing done: every entry of {source} was skipped "
+            raise RunFailedError(f"nothing done: all {unit} of {source} were skipped "
                                  f"({self.describe()}); {outcome}")
         if self.num_skipped == 0:
             return
         fraction = self.num_skipped / self.total
         if fraction > max_fail_fraction:
             raise RunFailedError(
-                f"{self.num_skipped} of {self.total} entries of {source} were skipped "
+                f"{self.num_skipped} of {self.total} {unit} of {source} were skipped "
                 f"({100 * fraction:.0f}%, more than {FAIL_FRACTION_FLAG} {max_fail_fraction:g}; "
                 f"{self.describe()}); {outcome}. Fix the inputs, or pass "
                 f"{FAIL_FRACTION_FLAG} 1 to keep what was done")
@@ -91,19 +94,21 @@ class JobTally:
 
 def check_missing_inputs(source: str, total: int, missing: Sequence[str],
                          max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION) -> None:
-    """Before any model loads: fail now when the files of ``source`` that do not exist
-    (``missing``, of ``total`` entries) would alone fail the run by :meth:`JobTally.check`.
+    """Before any model loads: fail now when the files of ``source`` that are missing or
+    cannot be read (``missing``, of ``total`` entries) would alone fail the run by
+    :meth:`JobTally.check`.
 
     Those entries would only be skipped after the model had loaded and the rest
-    had been computed; this says so at once (exit status 1), naming the first.
+    had been computed; this says so at once (exit status 1), naming the first few.
     """
     if not missing or (len(missing) < total and len(missing) / total <= max_fail_fraction):
         return
+    first = ", ".join(missing[:NAMED_MISSING])
     if len(missing) == total:
-        raise RunFailedError(f"none of the {total} files of {source} exists (the first: "
-                             f"{missing[0]}); nothing was computed")
+        raise RunFailedError(f"none of the {total} files of {source} can be read (missing or "
+                             f"unreadable; the first: {first}); nothing was computed")
     raise RunFailedError(
-        f"{len(missing)} of the {total} files of {source} do not exist "
+        f"{len(missing)} of the {total} files of {source} are missing or unreadable "
         f"({100 * len(missing) / total:.0f}%, more than {FAIL_FRACTION_FLAG} "
-        f"{max_fail_fraction:g}; the first: {missing[0]}); nothing was computed. Fix the "
+        f"{max_fail_fraction:g}; the first: {first}); nothing was computed. Fix the "
         f"list, or pass {FAIL_FRACTION_FLAG} 1 to embed the others")
