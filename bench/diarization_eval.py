@@ -31,7 +31,8 @@ import numpy as np
 
 from wespeaker_py.audio import INT16_SCALE, heard_rate_of, load_audio_with_rate
 from wespeaker_py.diarization.clustering import ClusterOptions, cluster_windows
-from wespeaker_py.diarization.metrics import merge_regions, score_recordings
+from wespeaker_py.diarization.metrics import merge_regions
+from wespeaker_py.diarization.report import score_system
 from wespeaker_py.diarization.rttm import read_rttm
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import RegionRules, SileroVAD, probabilities_to_regions
@@ -126,10 +127,10 @@ def evaluate(refs, cached, labeller, resolution: Optional[float] = None) -> Dict
         counts.append(f"{found}/{truth}")
     row = {"count_acc": 100.0 * right_count / len(cached), "seconds": seconds,
            "counts": " ".join(counts)}
-    for collar in (0.0, 0.25):
-        _, overall = score_recordings(refs, sys_turns, collar=collar)
-        row[f"der{collar}"] = overall.der
-        row[f"jer{collar}"] = overall.jer
+    score = score_system(refs, sys_turns, (0.0, 0.25))
+    for collar, der in score.der_by_collar.items():
+        row[f"der{collar}"] = der
+        row[f"jer{collar}"] = score.jer   # the same for each collar: JER ignores it
     return row
 
 

@@ -8,16 +8,16 @@ import soundfile as sf
 from tool_helpers import run_cli
 
 
-def test_the_cli_refuses_a_folder_output_before_any_work(tmp_path, capsys):
+def test_the_cli_refuses_a_file_output_given_as_a_folder_before_any_work(tmp_path, capsys):
     audio = tmp_path / "a.wav"
     sf.write(str(audio), np.zeros(1600, dtype=np.float32), 16000)
-    folder = tmp_path / "d"
-    folder.mkdir()
+    taken = tmp_path / "sys.rttm"
+    taken.write_text("kept\n")
     # the model does not exist: the output is checked before it is loaded
     status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model", audio,
-                             "-o", folder)
-    assert status == 2 and f"{folder} is a folder; give a file name" in err
-    assert os.listdir(folder) == []
+                             "-o", f"{taken}/")
+    assert status == 2 and f"{taken}/ is a file; give a folder for one RTTM per recording" in err
+    assert taken.read_text() == "kept\n"
 
 
 def test_a_failed_run_leaves_no_output_folder(tmp_path, capsys):

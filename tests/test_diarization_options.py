@@ -178,8 +178,8 @@ def test_a_list_run_checks_its_counts_and_its_output_before_any_work(tmp_path):
     with pytest.raises(WespeakerError, match="the output RTTM .*wav.scp is the wav.scp"):
         diarize_wav_scp(diarizer, str(wav_scp), str(wav_scp))
     assert wav_scp.read_bytes() == before
-    with pytest.raises(WespeakerError, match="wav_scp must be the path of a wav.scp file, got "
-                                             "a list"):
+    with pytest.raises(WespeakerError, match="recordings must be the path of a wav.scp file or "
+                                             "a {recording: audio path} mapping, got a list"):
         diarize_wav_scp(diarizer, [str(tmp_path / "a.wav")], rttm)
     assert not os.path.exists(rttm)
 

@@ -17,6 +17,7 @@ from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.runtime import SpeakerEmbedder, TorchBackend
 from wespeaker_py.models import get_model
 from wespeaker_py.utils.tables import DataFormatError
+from tests.diarization_helpers import speakers_in_turn, whole_recording
 from tests.inference_helpers import TINY_XVEC_ARGS, randomise_batchnorm
 
 SR = 16000
@@ -298,32 +299,7 @@ def test_read_once_conversations_never_repeat_audio(corpus):
     assert long.size / SR > 200.0 > sum(available.values())
 
 
-# ------------------------------------------------------------ capped counts and failures in a run
-
-def noise_recordings(tmp_path, keys, seconds=20.0):
-    """A ``wav.scp`` of noise recordings (their windows' embeddings come from the test)."""
-    rng = np.random.default_rng(0)
-    for key in keys:
-        sf.write(tmp_path / f"{key}.wav",
-                 (0.3 * rng.standard_normal(int(seconds * SR))).astype(np.float32), SR)
-    wav_scp = tmp_path / "wav.scp"
-    wav_scp.write_text("".join(f"{key} {tmp_path}/{key}.wav\n" for key in keys))
-    return str(wav_scp)
-
-
-def speakers_in_turn(count, seed=0):
-    """An embedding function: the windows in ``count`` equal runs, a speaker each."""
-    centres = np.random.default_rng(seed).standard_normal((count, 16))
-
-    def embed(pieces):
-        rows = centres[np.arange(len(pieces)) * count // len(pieces)]
-        return rows + 0.01 * np.random.default_rng(len(pieces)).standard_normal(rows.shape)
-    return embed
-
-
-def whole_recording(audio, rate):
-    return [(0.0, audio.size / rate)]
-
+# ------------------------------------------------------------------ capped and unmet counts
 
 def test_capped_count_is_logged_with_its_number_and_recording(caplog):
     audio = (0.1 * np.random.default_rng(2).standard_normal(30 * SR)).astype(np.float32)
@@ -348,45 +324,6 @@ def test_a_num_speakers_above_the_windows_is_reported(caplog):
     diarizer = Diarizer(speakers_in_turn(1), DiarizationOptions(vad="energy"), whole_recording)
     with caplog.at_level("WARNING"):
         result = diarizer.diarize(audio, SR, num_speakers=3, recording="short1s")
-    assert result.num_speakers == 1
+    assert (result.num_speakers, result.unmet_num_speakers) == (1, 3)
     assert "short1s: num_speakers=3 but only 1 window(s) of speech: 1 speaker(s)" in caplog.text
-
-
-def test_wav_scp_run_names_its_capped_recordings(tmp_path, caplog):
-    wav_scp = noise_recordings(tmp_path, ["recA", "recB", "recC"])
-    diarizer = Diarizer(speakers_in_turn(4), DiarizationOptions(
-        vad="energy", cluster_method="agglomerative"), whole_recording)
-    with caplog.at_level("WARNING"):
-        summary = diarize_wav_scp(diarizer, wav_scp, str(tmp_path / "sys.rttm"),
-                                  show_progress=False, max_speakers=3)
-    assert summary.capped == ["recA", "recB", "recC"]
-    assert "3 with more speakers than max_speakers (capped): recA, recB, recC" in (
-        summary.describe())
-    assert "recB: found 4 speakers, more than max_speakers=3" in caplog.text
-    relaxed = diarize_wav_scp(diarizer, wav_scp, str(tmp_path / "sys.rttm"),
-                              show_progress=False, max_speakers=4)
-    assert relaxed.capped == [] and "capped" not in relaxed.describe()
-
-
-def test_wav_scp_run_stopped_by_an_error_names_the_recording(tmp_path, caplog):
-    wav_scp = noise_recordings(tmp_path, ["recA", "recB"], seconds=6.0)
-    calls = []
-
-    def embed(pieces):
-        calls.append(len(pieces))
-        rows = np.random.default_rng(len(calls)).standard_normal((len(pieces), 8))
-        rows[0] = np.nan if len(calls) == 2 else rows[0]   # the second recording's model fails
-        return rows
-    diarizer = Diarizer(embed, DiarizationOptions(vad="energy"), whole_recording)
-    with pytest.raises(RuntimeError, match=rf"recording recB \({tmp_path}/recB.wav\): the "
-                                           r"embedding function returned") as raised:
-        diarize_wav_scp(diarizer, wav_scp, str(tmp_path / "sys.rttm"), show_progress=False)
-    assert isinstance(raised.value.__cause__, RuntimeError)
-    assert "recB" not in str(raised.value.__cause__)
-
-    def malformed(pieces):                       # an error type built from other arguments
-        raise DataFormatError("model.yaml", 3, "no such key")
-    diarizer = Diarizer(malformed, DiarizationOptions(vad="energy"), whole_recording)
-    with caplog.at_level("ERROR"), pytest.raises(DataFormatError, match="model.yaml:3"):
-        diarize_wav_scp(diarizer, wav_scp, str(tmp_path / "sys.rttm"), show_progress=False)
-    assert f"recording recA ({tmp_path}/recA.wav) failed" in caplog.text
+    assert diarizer.diarize(audio, SR, num_speakers=1).unmet_num_speakers is None

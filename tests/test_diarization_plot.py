@@ -102,7 +102,7 @@ def test_score_diarization_draws_each_recording(tmp_path, capsys):
 
 
 def test_recordings_whose_ids_differ_only_by_a_slash_get_their_own_plots(tmp_path):
-    from wespeaker_py.bin.score_diarization import plot_recordings
+    from wespeaker_py.diarization.report import plot_recordings
     from wespeaker_py.diarization.plot import file_name
     names = ["a/b", "a_b", "a%2Fb"]
     assert len({file_name(name) for name in names}) == 3       # '/' -> '_' made two alike

@@ -16,6 +16,7 @@ import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from dataset_helpers import random_int16, training_args, write_raw_list_file
 from wespeaker_py import audio
+from wespeaker_py.audio import errors as audio_errors
 from wespeaker_py.audio import samples as audio_samples
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.dataset import Dataset
@@ -117,12 +118,35 @@ def test_channel_policies_on_files_and_arrays(tmp_path):
     assert [audio.parse_channel(v) for v in ("Loudest", "2", 0)] == ["loudest", 2, 0]
 
 
+def test_a_silent_chosen_channel_has_its_own_reason_not_silence(tmp_path):
+    """Reported as all_zero_samples / no_energy, a stereo call recorded on its second channel
+    was counted with empty files; it is the wrong channel, and says which one to choose."""
+    talk = speech(0)
+    for channel0, was in ((np.zeros_like(talk), audio.AudioSilentError.reason),
+                          (dither(talk.size, seed=4), audio.AudioNoEnergyError.reason)):
+        frames = np.stack([channel0, talk], axis=1)
+        path = str(tmp_path / f"{was}.wav")
+        sf.write(path, frames, RATE, subtype="PCM_16")
+        for given, kwargs in ((path, {}), (frames, {"sample_rate": RATE})):
+            with pytest.raises(audio_errors.AudioSilentChannelError,
+                               match="choose one with --channel 1") as caught:
+                audio.load_audio(given, RATE, **kwargs)
+            assert caught.value.reason == "silent_channel" != was
+            assert caught.value.live_channels == (1,)
+            assert isinstance(caught.value, audio.AudioSilentError)   # still refused as silent
+        # no live channel: silence keeps its own reason
+        silent = np.stack([channel0, channel0], axis=1)
+        with pytest.raises(audio.AudioSilentError) as caught:
+            audio.load_audio(silent, RATE, sample_rate=RATE)
+        assert caught.value.reason == was and not caught.value.live_channels
+
+
 def test_extraction_and_the_api_take_the_channel_policy(tmp_path):
     path = six_channels(str(tmp_path / "six.wav"), speech(0), seed=3)
     raw = write_raw_list_file(str(tmp_path / "raw.list"), [{"key": "six", "wav": path}])
     first = Dataset("raw", raw, training_args(), None, whole_utt=True)
     assert list(first) == []
-    assert first.stats.skipped == {audio.AudioNoEnergyError.reason: 1}
+    assert first.stats.skipped == {"silent_channel": 1}   # the wrong channel, not silence
     chosen = Dataset("raw", raw, training_args(), None, whole_utt=True, channel=3)
     (sample,) = list(chosen)
     np.testing.assert_array_equal(sample["wav"].numpy(), speech(0).astype(np.float32))
@@ -138,7 +162,7 @@ def test_bin_extract_takes_the_channel_flag(tmp_path, folder):
     argv = ["--config", os.path.join(folder, "config.yaml"), "--model_path",
             os.path.join(folder, "avg_model.pt"), "--data_type", "raw", "--data_list", raw,
             "--embed_ark", ark, "--num_workers", "0", "--gpus", "[]"]
-    with pytest.raises(RunFailedError, match="no_energy"):
+    with pytest.raises(RunFailedError, match="silent_channel"):
         extract_main(argv)
     extract_main(argv + ["--channel", "3"])
     (key, vector), = kaldiio.load_scp(ark[:-4] + ".scp").items()

@@ -36,6 +36,7 @@ from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import file_digest
 
 logger = get_logger(__name__)
 
@@ -410,15 +411,20 @@ class SpeakerModel:
     # -- diarization -------------------------------------------------------------------------
 
     def diarizer(self, vad: str = "silero", cluster_method: str = DEFAULT_METHOD,
-                 batch_size: int = 32, **settings: Any):
+                 batch_size: int = 32, progress: bool = True, **settings: Any):
         """A :class:`~wespeaker_py.diarization.Diarizer` embedding its windows with this model
-        (at the model's rate; a recording is read and resampled once). ``settings``: any
-        other :class:`~wespeaker_py.diarization.DiarizationOptions` field (``vad_threshold``,
-        ``window``, ``min_cluster_size``, ``resolution``...); an unknown one is an error."""
+        (at the model's rate; a recording is read and resampled once), projecting them
+        with the window LDAs of ``window_lda`` (the log names the file each recording
+        rate uses, once). ``progress``: a bar over the windows of a long recording.
+        ``settings``: any other :class:`~wespeaker_py.diarization.DiarizationOptions` field
+        (``vad_threshold``, ``window``, ``min_cluster_size``, ``resolution``...); an
+        unknown one is an error."""
         from wespeaker_py.diarization import DiarizationOptions, Diarizer
         options = DiarizationOptions.from_settings(vad=vad, cluster_method=cluster_method,
                                                    **settings)
-        lda, narrowband = self._window_lda_files.for_diarization(self, options.window_lda)
+        ldas = self._window_lda_files.for_diarization(self, options.window_lda)
+        files = {rate: item.path for rate, item in ldas.items()}
+        main = ldas.pop(0, None)   # the rest are narrowband, by rate
 
         def embed(windows: Sequence[np.ndarray], heard_rate: int = 0,
                   name: str = "") -> np.ndarray:
@@ -426,9 +432,11 @@ class SpeakerModel:
             return self._embed_loaded(windows, batch_size, heard_rate, noun)
 
         return Diarizer(embed, options, sample_rate=self.sample_rate, narrowband_embed=embed,
-                        projection=None if lda is None else lda.project,
-                        narrowband_projections={rate: item.project
-                                                for rate, item in narrowband.items()})
+                        projection=None if main is None else main.lda.project,
+                        narrowband_projections={rate: item.lda.project
+                                                for rate, item in ldas.items()},
+                        projection_files=files,
+                        show_progress=progress)
 
     def window_lda_file(self, heard_rate: int = 0) -> Optional[str]:
         """Where this model's window LDA learnt at ``heard_rate`` lives (0: the model's rate,
@@ -543,29 +551,42 @@ class SpeakerModel:
             audio, sample_rate, num_speakers=num_speakers, min_speakers=min_speakers,
             max_speakers=max_speakers, channel=channel)
 
-    def diarize_many(self, wav_scp: str, output_rttm: str, num_speakers: Optional[int] = None,
+    def diarize_many(self, wav_scp: Union[str, Mapping[str, str]], output_rttm: str,
+                     num_speakers: Optional[int] = None,
                      min_speakers: Optional[int] = None,
                      max_speakers: Optional[int] = None, vad: str = "silero",
                      cluster_method: str = DEFAULT_METHOD, batch_size: int = 32,
                      progress: bool = True,
                      max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
                      channel: ChannelChoice = DEFAULT_CHANNEL,
-                     speaker_counts: Optional[Dict[str, int]] = None, **settings: Any):
-        """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
+                     speaker_counts: Optional[Dict[str, int]] = None, overwrite: bool = False,
+                     **settings: Any):
+        """Diarize every recording of a ``wav.scp`` (or of ``{recording: audio path}``) into
+        one RTTM file, or into a folder of one ``<recording>.rttm`` each (``output_rttm``
+        ending in ``/``, or an existing folder).
 
         The settings are those of :meth:`diarize`, for every recording;
         ``speaker_counts`` (recording -> count) instead fixes each recording's
         count. A recording that cannot be read is skipped; one without speech
-        gets no turns. Returns the run's summary (diarized, silent and failed
-        recordings; ``describe()`` says it in one line). Nothing diarized, or
-        more than ``max_fail_fraction`` failed, raises
-        :class:`~wespeaker_py.errors.RunFailedError` and writes nothing.
+        gets no turns. Each recording is kept as soon as it is done: a run cut short
+        continues where it stopped when run again with the same recordings, model and
+        settings (:mod:`wespeaker_py.diarization.batch`); ``overwrite`` starts over in a
+        folder of RTTMs of other work instead of refusing it. Returns the run's summary
+        (diarized, silent, capped and failed recordings; ``describe()`` says it in one
+        line). Nothing diarized, or more than ``max_fail_fraction`` failed, raises
+        :class:`~wespeaker_py.errors.RunFailedError` and writes no RTTM file.
         """
         from wespeaker_py.diarization import diarize_wav_scp
-        return diarize_wav_scp(self.diarizer(vad, cluster_method, batch_size, **settings),
-                               wav_scp, output_rttm, show_progress=progress,
+        diarizer = self.diarizer(vad, cluster_method, batch_size, progress, **settings)
+        # what the work's embeddings and projections depend on, besides the settings
+        identity = {"model": self.identity,
+                    "band_fills": {rate: fill.digest for rate, fill in self.band_fills().items()},
+                    "window_ldas": {rate: file_digest(path)
+                                    for rate, path in diarizer.projection_files.items()}}
+        return diarize_wav_scp(diarizer, wav_scp, output_rttm, show_progress=progress,
                                max_fail_fraction=max_fail_fraction,
-                               speaker_counts=speaker_counts, num_speakers=num_speakers,
+                               speaker_counts=speaker_counts, model_identity=identity,
+                               overwrite=overwrite, num_speakers=num_speakers,
                                min_speakers=min_speakers, max_speakers=max_speakers,
                                channel=channel)
 
@@ -603,6 +624,7 @@ class SpeakerModel:
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
         details["band_fills"] = self._band_fill_files.in_use(self)
+        details["window_ldas"] = self._window_lda_files.in_use(self)
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration

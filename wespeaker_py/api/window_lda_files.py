@@ -4,7 +4,7 @@ new one."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,6 +23,13 @@ logger = get_logger(__name__)
 if TYPE_CHECKING:
     from wespeaker_py.api.model import SpeakerModel
     from wespeaker_py.diarization.projection import WindowLDA
+
+
+class ChosenLda(NamedTuple):
+    """A window LDA diarization uses, and the file it was read from."""
+
+    path: str
+    lda: "WindowLDA"
 
 
 class WindowLdaFiles:
@@ -56,33 +63,35 @@ class WindowLdaFiles:
         path = model.window_lda_path   # a file of another name: no folder beside the model
         return {WINDOW_LDA_NAME: path} if path and os.path.isfile(path) else {}
 
-    def for_diarization(self, model: "SpeakerModel", choice: str
-                        ) -> Tuple[Optional["WindowLDA"], Dict[int, "WindowLDA"]]:
-        """The window LDA that ``choice`` names (``off``/``none``: none; a file, which must
-        exist, for every recording; ``auto``: the model's ``window_lda_path`` if it exists)
-        and, with ``auto``, the narrowband ones beside it (``{heard rate: LDA}``), each
-        checked against the model and against its file name."""
+    def for_diarization(self, model: "SpeakerModel", choice: str) -> Dict[int, ChosenLda]:
+        """``{rate: (file, LDA)}`` of the window LDAs diarization uses: under 0 the one
+        ``choice`` names (``off``/``none``: none; a file, which must exist, for every
+        recording; ``auto``: the model's ``window_lda_path`` if it exists) and, with
+        ``auto``, the narrowband ones beside it under their heard rate, each checked
+        against the model and against its file name."""
         from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
                                                       narrowband_rate_of, window_lda_name)
         if choice.lower() in ("off", "none"):
-            return None, {}
+            return {}
         if choice != "auto":
             lda = self.load(model, choice)
             if lda.heard_rate:
                 logger.warning("window LDA %s was learnt from audio heard at %d Hz; given "
                                "by name, it projects every recording whatever its rate",
                                choice, lda.heard_rate)
-            return lda, {}
+            return {0: ChosenLda(choice, lda)}
+        chosen = {}
         path = model.window_lda_path
-        main = self.load(model, path) if path and os.path.exists(path) else None
-        if main is not None and main.heard_rate:
-            raise ModelMismatchError(
-                f"window LDA {path} was learnt from audio heard at {main.heard_rate} Hz, but "
-                f"that name is for the model's own rate; rename it "
-                f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
-                f"{main.heard_rate} Hz")
+        if path and os.path.exists(path):
+            main = self.load(model, path)
+            if main.heard_rate:
+                raise ModelMismatchError(
+                    f"window LDA {path} was learnt from audio heard at {main.heard_rate} Hz, "
+                    f"but that name is for the model's own rate; rename it "
+                    f"{window_lda_name(main.heard_rate)}, which serves recordings at or below "
+                    f"{main.heard_rate} Hz")
+            chosen[0] = ChosenLda(path, main)
         prefix = model.companion_prefix
-        narrowband = {}
         for name, found in ({} if prefix is None else
                             companions_at(prefix, [NARROWBAND_WINDOW_LDA])).items():
             rate = narrowband_rate_of(name)
@@ -102,8 +111,20 @@ class WindowLdaFiles:
                     f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz audio "
                     f"now goes through {self._band_fills.now(model, rate)}; learn it again: "
                     f"wespeaker-py window-lda --heard_rate {rate}", model.force)
-            narrowband[rate] = lda
-        return main, narrowband
+            chosen[rate] = ChosenLda(found, lda)
+        return chosen
+
+    def in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
+        """``{rate: file}`` of the window LDAs diarization uses by default (``auto``; for
+        its ``info``): the narrowband ones under the rate they serve recordings at or
+        below, the model-rate one under the model's rate; or why they cannot be used."""
+        from wespeaker_py.diarization.projection import WindowLDAError
+        from wespeaker_py.frontend.band_fill import BandFillError
+        try:
+            chosen = self.for_diarization(model, "auto")
+        except (WindowLDAError, ModelMismatchError, BandFillError) as error:
+            return f"not used: {error}"   # info reports it rather than failing
+        return {rate or model.sample_rate: item.path for rate, item in chosen.items()}
 
     def load(self, model: "SpeakerModel", path: str) -> "WindowLDA":
         """One window LDA file, checked against ``model`` (identity and dimension); read
@@ -153,7 +174,8 @@ class WindowLdaFiles:
                         "data first", heard_rate)
             model.train_band_fill(data, heard_rate, progress=progress,
                                   max_fail_fraction=max_fail_fraction)
-        diarizer = model.diarizer("energy", batch_size=batch_size, window_lda="off", **settings)
+        diarizer = model.diarizer("energy", batch_size=batch_size, progress=progress,
+                                  window_lda="off", **settings)
         rows, speakers, skipped = [], [], 0
         for folder in [data] if isinstance(data, str) else list(data):
             utt2spk_path = os.path.join(folder, "utt2spk")

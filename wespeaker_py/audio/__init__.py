@@ -41,17 +41,19 @@ and shard writing.
   :class:`AudioChannelError` (no such channel), :class:`AudioSilentError`
   (every sample zero) and :class:`AudioNoEnergyError` (no frame reaches
   :data:`SILENCE_FLOOR_DBFS`; whole inputs only: a training chunk may fall in a
-  pause). A silent chosen channel of a multi-channel input names the channels
-  with signal and suggests ``--channel``. Training and extraction count them as
-  skips; the API raises them and the commands print them as one line, exit
-  status 2.
+  pause). A silent chosen channel of a multi-channel input is an
+  :class:`AudioSilentChannelError` (an :class:`AudioSilentError`, reason
+  ``silent_channel``) naming the channels with signal and suggesting ``--channel``.
+  Training and extraction count them as skips; the API raises them and the commands
+  print them as one line, exit status 2.
 
 This package imports neither torch nor anything above it (see docs/architecture).
 """
 from wespeaker_py.audio.errors import (AudioChannelError, AudioCheckError, AudioEmptyError,
                                        AudioMissingError, AudioNoEnergyError,
                                        AudioNonFiniteError, AudioPipeError, AudioSegmentError,
-                                       AudioSilentError, AudioTooShortError, AudioTruncatedError,
+                                       AudioSilentChannelError, AudioSilentError,
+                                       AudioTooShortError, AudioTruncatedError,
                                        AudioUnreadableError)
 from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, audio_duration,
                                       is_pipe, open_audio, read_pipe)
@@ -67,9 +69,9 @@ from wespeaker_py.audio.write import wav_bytes, write_wav
 __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
            "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError", "AudioHandle",
            "AudioLike", "AudioMissingError", "AudioNoEnergyError", "AudioNonFiniteError",
-           "AudioPipeError", "AudioSegmentError", "AudioSilentError", "AudioTooShortError",
-           "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice", "apply_vad",
-           "audio_duration", "check_samples", "describe_audio", "heard_rate_of",
+           "AudioPipeError", "AudioSegmentError", "AudioSilentChannelError", "AudioSilentError",
+           "AudioTooShortError", "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice",
+           "apply_vad", "audio_duration", "check_samples", "describe_audio", "heard_rate_of",
            "is_narrowband_for", "is_pipe", "load_audio", "load_audio_with_rate",
            "loudest_frame_dbfs", "mix_to_mono", "narrowband", "open_audio", "parse_channel",
            "read_checked", "read_pipe", "read_whole", "resample", "to_int16_scale",

@@ -75,7 +75,8 @@ class AudioChannelError(AudioCheckError):
 
 class AudioSilentError(AudioCheckError):
     """Every sample is zero: digital silence, nothing to embed. ``live_channels``: the
-    other channels of the input that have signal (the wrong channel was chosen), if any."""
+    other channels of the input that have signal (the wrong channel was chosen,
+    :class:`AudioSilentChannelError`), if any."""
 
     reason = "all_zero_samples"
     live_channels: tuple = ()
@@ -87,3 +88,10 @@ class AudioNoEnergyError(AudioSilentError):
     See :data:`~wespeaker_py.audio.samples.SILENCE_FLOOR_DBFS`."""
 
     reason = "no_energy"
+
+
+class AudioSilentChannelError(AudioSilentError):
+    """The chosen channel of a multi-channel input is silent (all zeros or below the
+    energy floor) while ``live_channels`` have signal: the wrong channel, not silent audio."""
+
+    reason = "silent_channel"

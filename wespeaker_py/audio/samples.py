@@ -30,7 +30,9 @@ of them is left above one LSB).
 whole input whose channel 0 is :data:`QUIET_CHANNEL_DB` or more below its
 loudest channel (a dead channel carrying only hiss beside the speech) is still
 embedded from channel 0, as WeSpeaker does, with a warning suggesting
-``--channel``.
+``--channel``. A chosen channel below the floor beside channels with signal is an
+:class:`AudioSilentChannelError` (reason ``silent_channel``) naming them
+(:func:`explain_silent_channel`): the wrong channel, counted apart from silent audio.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ import numpy as np
 
 from wespeaker_py.audio.errors import (AudioChannelError, AudioEmptyError, AudioInputError,
                                        AudioNoEnergyError, AudioNonFiniteError,
-                                       AudioSilentError, AudioTooShortError)
+                                       AudioSilentChannelError, AudioSilentError,
+                                       AudioTooShortError)
 
 logger = logging.getLogger(__name__)
 
@@ -243,13 +246,14 @@ def warn_if_quiet_channel(frames: np.ndarray, channel: ChannelChoice, name: str,
 
 def explain_silent_channel(error: AudioSilentError, name: str, channel: ChannelChoice,
                            levels: Sequence[float]) -> AudioSilentError:
-    """``error`` reworded when the input has other channels with energy: it names the
-    chosen channel, the channels with signal, and how to choose one."""
+    """``error`` as an :class:`AudioSilentChannelError` when the input has other channels
+    with energy: it names the chosen channel, the channels with signal, and how to choose
+    one."""
     live = [index for index, level in enumerate(levels) if level >= SILENCE_FLOOR_DBFS]
     if len(levels) < 2 or not live:
         return error
     loudest = max(live, key=lambda index: levels[index])
-    explained = type(error)(
+    explained = AudioSilentChannelError(
         f"{name} has {len(levels)} channels and {describe_channel(channel)} has no energy, "
         f"but channel(s) {', '.join(map(str, live))} have signal (loudest: channel {loudest} "
         f"at {levels[loudest]:.1f} dBFS): choose one with --channel {loudest} or "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
 from wespeaker_py.cli.common import UsageError, add_fail_fraction_flag, add_flag, positive_int
@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   wespeaker-py diarize --model exp/ResNet34 meeting.wav --num_speakers 3 -o meeting.rttm
   wespeaker-py diarize --model exp/ResNet34 meeting.wav -o meeting.rttm --plot meeting.png
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o exp/diar/sys.rttm
+  wespeaker-py diarize --model exp/ResNet34 meetings/ calls/a.wav -o rttm/  # one RTTM each
   wespeaker-py diarize --model exp/ResNet34 --wav_scp data/wav.scp -o sys.rttm \\
       --reco2num_spk data/ref.rttm --cluster_method nme-sc --resolution 0.1
 
@@ -24,8 +25,16 @@ Speech from Silero VAD (--vad energy: a simple energy detector), 1.5 s windows
 every 0.75 s embedded with MODEL (and projected by MODEL's window_lda.npz when it
 has one, see 'window-lda'), spectral clustering with the number of speakers from
 the eigen-gap (or --num_speakers / --reco2num_spk), turns written as RTTM. Of
-multi-channel audio the first channel is used (--channel chooses another). Every
-setting below is checked before the model loads.
+multi-channel audio the first channel is used (--channel chooses another; the
+RTTM's channel field is --channel N plus 1, NIST counting from 1). Every setting
+below is checked before the model loads.
+
+Many recordings (--wav_scp, several audio files, folders searched at any depth for
+audio, each recording named by its path below the folder) go into one RTTM
+(-o FILE.rttm) or one per recording (-o DIR/, an empty one for no speech). Each
+recording is kept as soon as it is done: after an interruption the same command
+continues where it stopped. A second run into the same output is refused while the
+first runs; a DIR/ holding another run's RTTMs is refused unless --force starts over.
 Needs: pip install 'wespeaker_py[diar]'."""
 
 # DiarizationOptions fields that the diarize command sets from flags of the same name
@@ -49,29 +58,42 @@ def _outputs(args: argparse.Namespace) -> Dict[str, Optional[str]]:
 
 
 def _refuse_diarize_over_inputs(args: argparse.Namespace) -> None:
-    """diarize's -o/--output and --plot must not be one of its inputs (the audio argument as
+    """diarize's -o/--output and --plot must not be one of its inputs (the audio arguments as
     given, a wav.scp too)."""
     lda_file = args.window_lda if args.window_lda not in ("auto", "off") else None
     refuse_over_inputs(args, _outputs(args),
-                       {**audio_arguments([args.audio]), "--wav_scp": args.wav_scp,
+                       {**audio_arguments(args.audio), "--wav_scp": args.wav_scp,
                         "--reco2num_spk": args.reco2num_spk, "--window_lda": lda_file})
 
 
+def _check_inputs(args: argparse.Namespace) -> Tuple[Optional[str], bool]:
+    """The wav.scp to diarize (the flag's, or a lone audio argument ending in .scp), and
+    whether the run is one audio file diarized on its own (stdout or one RTTM, --plot);
+    a combination that cannot work is a :class:`UsageError`."""
+    from wespeaker_py.diarization.batch import writes_folder
+    wav_scp, audio = args.wav_scp, args.audio
+    if wav_scp is None and len(audio) == 1 and audio[0].endswith(".scp"):
+        wav_scp, audio = audio[0], []
+    if bool(audio) == (wav_scp is not None):
+        raise UsageError("diarize: give audio files or folders, or --wav_scp")
+    one_file = (wav_scp is None and len(audio) == 1 and not os.path.isdir(audio[0])
+                and not (args.output is not None and writes_folder(args.output)))
+    if not one_file and args.output is None:
+        raise UsageError("diarize: with --wav_scp, several audio files or a folder give -o "
+                         "FILE.rttm (one RTTM) or -o DIR/ (one RTTM per recording)")
+    if args.reco2num_spk is not None and (one_file or args.num_speakers is not None):
+        raise UsageError("diarize: --reco2num_spk goes with --wav_scp (or several recordings), "
+                         "without --num_speakers")
+    if args.plot is not None and not one_file:
+        raise UsageError("diarize: --plot draws one audio file; for many recordings, draw each "
+                         "against its reference with score_diarization --plot_dir")
+    return wav_scp, one_file
+
+
 def cmd_diarize(args: argparse.Namespace) -> int:
-    """``wespeaker-py diarize``: the speaker turns of one recording or of a wav.scp's."""
+    """``wespeaker-py diarize``: the speaker turns of one recording or of many."""
     _refuse_diarize_over_inputs(args)
-    wav_scp = args.wav_scp
-    if args.audio is not None and args.audio.endswith(".scp") and wav_scp is None:
-        wav_scp, args.audio = args.audio, None
-    if (args.audio is None) == (wav_scp is None):
-        raise UsageError("diarize: give one audio file or --wav_scp")
-    if wav_scp is not None and args.output is None:
-        raise UsageError("diarize: with --wav_scp give --output FILE.rttm")
-    if args.reco2num_spk is not None and (wav_scp is None or args.num_speakers is not None):
-        raise UsageError("diarize: --reco2num_spk goes with --wav_scp, without --num_speakers")
-    if args.plot is not None and wav_scp is not None:
-        raise UsageError("diarize: --plot draws one audio file; for a wav.scp, draw each "
-                         "recording against its reference with score_diarization --plot_dir")
+    wav_scp, one_file = _check_inputs(args)
     if args.plot is not None:
         _check_plot_path(args.plot)
     from wespeaker_py.diarization.options import DiarizationOptions
@@ -84,49 +106,78 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     if args.reco2num_spk is not None:
         checked.check_count_given(f"--reco2num_spk {args.reco2num_spk}", args.min_speakers,
                                   args.max_speakers)
-    check_before_compute(audio=[args.audio], inputs=[args.reco2num_spk], wav_scp=wav_scp,
-                         outputs=[args.output, args.plot],
+    audio = [] if wav_scp is not None else args.audio
+    check_before_compute(audio=audio, inputs=[args.reco2num_spk], wav_scp=wav_scp,
+                         outputs=[args.output if one_file else None, args.plot],
                          max_fail_fraction=args.max_fail_fraction)
-    counts = recording = None
+    counts = recordings = None
     if args.reco2num_spk is not None:
         from wespeaker_py.diarization.rttm import read_speaker_counts
         counts = read_speaker_counts(args.reco2num_spk)
-    if args.audio is not None:
-        from wespeaker_py.diarization.rttm import recording_id
-        recording = recording_id(args.audio)
-        if recording != os.path.splitext(os.path.basename(args.audio))[0]:
-            print(f"{args.audio}: recording id {recording!r} in the RTTM (RTTM ids cannot "
-                  f"hold spaces)", file=sys.stderr)
+    if not one_file:
+        from wespeaker_py.diarization.batch import check_output
+        from wespeaker_py.diarization.recordings import recordings_of
+        check_output(args.output)
+        recordings = wav_scp if wav_scp is not None else recordings_of(audio)
     model = load_model_of(args)
     refuse_over_model_files(args, model, _outputs(args))
+    _say_window_ldas(args.window_lda, model)
     options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                    max_speakers=args.max_speakers, vad=args.vad,
                    cluster_method=args.cluster_method, batch_size=args.batch_size,
                    channel=args.channel, **settings)
-    if wav_scp is not None:
-        summary = model.diarize_many(wav_scp, args.output, progress=True,
+    if recordings is not None:
+        summary = model.diarize_many(recordings, args.output, progress=True,
                                      max_fail_fraction=args.max_fail_fraction,
-                                     speaker_counts=counts, **options)
+                                     speaker_counts=counts, overwrite=args.force, **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
         return 0
+    _diarize_one_file(args, model, options)
+    return 0
+
+
+def _say_window_ldas(choice: str, model) -> None:
+    """Name on stderr the window LDAs that ``--window_lda choice`` projects with (the log's
+    line is below the command line's WARNING level)."""
+    if choice.lower() in ("off", "none"):
+        return
+    if choice != "auto":
+        print(f"window LDA {choice} for every recording", file=sys.stderr)
+        return
+    in_use = model.info()["window_ldas"]
+    if isinstance(in_use, str):   # why they cannot be used: diarizing says it as an error
+        return
+    for rate, path in sorted(in_use.items()):
+        where = ("" if rate == model.sample_rate
+                 else f" for recordings at or below {rate} Hz")
+        print(f"window LDA{where}: {path}", file=sys.stderr)
+
+
+def _diarize_one_file(args: argparse.Namespace, model, options: Dict[str, Any]) -> None:
+    """One audio file: its RTTM on stdout or in -o, its time line in --plot."""
     from wespeaker_py.diarization import write_rttm
-    from wespeaker_py.diarization.rttm import format_rttm_line
-    result = model.diarize(args.audio, **options)
+    from wespeaker_py.diarization.rttm import format_rttm_line, recording_id, rttm_channel
+    audio = args.audio[0]
+    recording = recording_id(audio)
+    if recording != os.path.splitext(os.path.basename(audio))[0]:
+        print(f"{audio}: recording id {recording!r} in the RTTM (RTTM ids cannot hold "
+              f"spaces)", file=sys.stderr)
+    channel = rttm_channel(args.channel)
+    result = model.diarize(audio, **options)
     if not result.turns:
         why = f" ({result.silence})" if result.silence else ""
-        print(f"{args.audio}: no speech found{why}; the RTTM is empty", file=sys.stderr)
+        print(f"{audio}: no speech found{why}; the RTTM is empty", file=sys.stderr)
     if args.output:
-        write_rttm(args.output, {recording: result.turns})
+        write_rttm(args.output, {recording: result.turns}, channel)
         print(f"{result.num_speakers} speakers, {len(result.turns)} turns in {args.output}",
               file=sys.stderr)
     else:
         for turn in result.turns:
-            print(format_rttm_line(recording, turn))
+            print(format_rttm_line(recording, turn, channel))
     if args.plot:
         from wespeaker_py.diarization.plot import plot_timeline
         plot_timeline(None, result.turns, args.plot, recording)
         print(f"time line in {args.plot}", file=sys.stderr)
-    return 0
 
 
 def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
@@ -137,10 +188,13 @@ def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:
                                                   DEFAULT_VAD_THRESHOLD, EDGE_WEIGHTS,
                                                   DiarizationOptions)
     defaults = DiarizationOptions()
-    sub.add_argument("audio", nargs="?", help="an audio file (or a wav.scp ending in .scp)")
+    sub.add_argument("audio", nargs="*",
+                     help="audio files, and folders of them (searched at any depth); or a "
+                          "wav.scp ending in .scp")
     add_flag(sub, "wav_scp", default=None, help="diarize every recording of this wav.scp")
     sub.add_argument("-o", "--output", default=None,
-                     help="RTTM file to write (default for one file: stdout)")
+                     help="RTTM file to write (default for one audio file: stdout), or DIR/ "
+                          "(ending in /, or an existing folder) for DIR/<recording>.rttm each")
     add_flag(sub, "plot", default=None,
              help="one audio file: also draw its speakers' turns on a time line, an image "
                   "in the format of the extension (.png, .pdf, .svg, ...)")
@@ -217,4 +271,5 @@ def add_diarize_command(commands) -> None:
                                "who spoke when: speaker turns of a recording as RTTM", EXAMPLES)
     _add_diarize_flags(sub)
     add_fail_fraction_flag(sub)
-    add_force_flag(sub, "a window LDA")
+    add_force_flag(sub, "a window LDA", "; with -o DIR/: start over in a folder holding the "
+                                        "RTTMs of another run")

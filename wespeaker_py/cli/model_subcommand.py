@@ -44,12 +44,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
 
 
-def add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
+def add_force_flag(parser: argparse.ArgumentParser, what: str, also: str = "") -> None:
     """``--force``: use ``what`` (a file made with a model) even when another model, or
-    another band fill, made it."""
+    another band fill, made it; ``also``: what else the command's --force does."""
     parser.add_argument("--force", action="store_true",
                         help=f"use {what} made with another model, or through another band "
-                             f"fill than the model has now (a warning, not an error)")
+                             f"fill than the model has now (a warning, not an error){also}")
 
 
 def load_model_of(args: argparse.Namespace):

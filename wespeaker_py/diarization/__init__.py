@@ -5,8 +5,9 @@
 
 Modules: :mod:`.options` (the settings), :mod:`.vad`, :mod:`.segmentation`,
 :mod:`.clustering` (:mod:`.graph`, :mod:`.spectral`, :mod:`.density`,
-:mod:`.refine`), :mod:`.turns`, :mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline`,
-:mod:`.synthetic`. The window embeddings come from ``SpeakerModel.diarizer``.
+:mod:`.refine`), :mod:`.turns`, :mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline` (one
+recording), :mod:`.batch` (many, resumable), :mod:`.recordings` (audio files and folders
+as recordings), :mod:`.synthetic`. The window embeddings come from ``SpeakerModel.diarizer``.
 The names below load their module on first use, so importing this package (or
 only :mod:`.options`, as the command line does to build its flags) imports
 neither torch nor numpy.
@@ -18,7 +19,8 @@ _HOMES = {
     "ClusterOptions": "options", "DiarizationOptions": "options",
     "Clustering": "clustering", "cluster": "clustering", "cluster_windows": "clustering",
     "score_recordings": "metrics",
-    "DiarizationResult": "pipeline", "Diarizer": "pipeline", "diarize_wav_scp": "pipeline",
+    "DiarizationResult": "pipeline", "Diarizer": "pipeline",
+    "BatchSummary": "batch", "diarize_wav_scp": "batch",
     "read_rttm": "rttm", "write_rttm": "rttm",
     "Turn": "turns",
 }

@@ -4,8 +4,7 @@
 options; its :meth:`~Diarizer.diarize` reads a recording once through the audio
 module (:func:`~wespeaker_py.audio.load_audio`: the first channel unless told
 otherwise, resampled to the model's rate, the shared checks) and returns the
-speaker turns, and
-:func:`diarize_wav_scp` runs it over a Kaldi ``wav.scp`` into one RTTM file.
+speaker turns (:mod:`wespeaker_py.diarization.batch` runs it over many recordings).
 :func:`labelled_window_embeddings` cuts and embeds the windows of labelled
 utterances the same way, to learn a window LDA from
 (:mod:`wespeaker_py.diarization.projection`).
@@ -13,11 +12,12 @@ utterances the same way, to learn a window LDA from
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Sequence as SequenceABC
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set,
+                    Tuple)
 
 import numpy as np
 
@@ -26,18 +26,14 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, AudioSilentError,
                                 narrowband, warn_if_narrowband)
 from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import cluster_windows
-from wespeaker_py.diarization.options import (ClusteringOptionError, DiarizationOptions,
-                                              check_cluster_options, given_or, speaker_bounds)
-from wespeaker_py.diarization.rttm import write_rttm
+from wespeaker_py.diarization.options import DiarizationOptions, given_or, speaker_bounds
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
-from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.embedding import UNREADABLE
-from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.paths import refuse_output_over_input
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError, read_wav_scp
 
@@ -53,6 +49,9 @@ EmbedFunction = Callable[..., np.ndarray]
 NarrowbandEmbedFunction = Callable[..., np.ndarray]
 # [N, D] window embeddings -> [N, d] (a window LDA's project), applied before clustering
 Projection = Callable[[np.ndarray], np.ndarray]
+# a recording of more windows than this (5 minutes of speech at the default 0.75 s
+# shift) shows a bar over them as they are embedded
+PROGRESS_WINDOWS = 400
 
 
 @dataclass
@@ -62,7 +61,9 @@ class DiarizationResult:
     ``capped``: the clustering found ``found_speakers`` > ``max_speakers`` (or
     stopped at ``max_speakers``), so the recording may have more speakers than reported.
     ``silence``: why a recording was taken as silent as a whole, when it was (every
-    sample zero, no frame above the energy floor).
+    sample zero, no frame above the energy floor). ``unmet_num_speakers``: the
+    ``num_speakers`` given when fewer speakers could be told apart (too few windows of
+    speech), else None.
     """
 
     turns: List[Turn]
@@ -72,6 +73,7 @@ class DiarizationResult:
     found_speakers: int = 0
     capped: bool = False
     silence: str = ""
+    unmet_num_speakers: Optional[int] = None
 
 
 class Diarizer:
@@ -82,9 +84,12 @@ class Diarizer:
     embeddings before they are clustered (a window LDA). ``narrowband_projections``
     (``{rate: projection}``, rates below ``sample_rate``) replace it for recordings
     that come at or below a rate (:meth:`projection_for`): a window LDA learnt from
-    audio heard at 8 kHz for 8 kHz calls. ``narrowband_embed``, when given, embeds the
-    windows of a recording that came below ``sample_rate`` instead, told its rate
-    (the API's fills the mel bins the low rate left empty).
+    audio heard at 8 kHz for 8 kHz calls. ``projection_files`` (``{rate: path}``, 0
+    for ``projection``) names the files they were read from: the log says which one
+    serves each recording rate, once per diarizer. ``narrowband_embed``, when given,
+    embeds the windows of a recording that came below ``sample_rate`` instead, told its
+    rate (the API's fills the mel bins the low rate left empty). ``show_progress``: a
+    bar over the windows of a recording of more than :data:`PROGRESS_WINDOWS`.
     """
 
     def __init__(self, embed_windows: EmbedFunction,
@@ -92,7 +97,9 @@ class Diarizer:
                  vad: Optional[VoiceActivityDetector] = None, sample_rate: int = 16000,
                  projection: Optional[Projection] = None,
                  narrowband_projections: Optional[Mapping[int, Projection]] = None,
-                 narrowband_embed: Optional[NarrowbandEmbedFunction] = None):
+                 narrowband_embed: Optional[NarrowbandEmbedFunction] = None,
+                 projection_files: Optional[Mapping[int, str]] = None,
+                 show_progress: bool = True):
         self.embed_windows = embed_windows
         self.narrowband_embed = narrowband_embed
         self.projection = projection
@@ -101,10 +108,13 @@ class Diarizer:
         if too_high:
             raise ValueError(f"narrowband projections must be for rates below the model's "
                              f"{sample_rate} Hz, got {too_high}")
+        self.projection_files = dict(projection_files or {})
         self.options = options or DiarizationOptions()
         self.options.check()
         self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
         self.sample_rate = sample_rate
+        self.show_progress = show_progress
+        self._projections_named: Set[int] = set()   # the rates whose projection was logged
 
     def diarize(self, audio: Any, sample_rate: Optional[int] = None,
                 num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
@@ -168,30 +178,55 @@ class Diarizer:
                            "at least " if clustering.at_least else "", clustering.found,
                            speaker_bounds(min_speakers, max_speakers)[1],
                            clustering.num_speakers)
+        unmet = None
         if num_speakers is not None and clustering.num_speakers < num_speakers:
+            unmet = num_speakers
             logger.warning("%s: num_speakers=%d but only %d window(s) of speech: %d "
                            "speaker(s)", name, num_speakers, len(windows),
                            clustering.num_speakers)
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
-                                 clustering.found, clustering.capped)
+                                 clustering.found, clustering.capped,
+                                 unmet_num_speakers=unmet)
 
     def projection_for(self, source_rate: int) -> Optional[Projection]:
         """The projection for a recording that came at ``source_rate``: the narrowband one of
-        the lowest rate at or above it, else :attr:`projection`."""
+        the lowest rate at or above it, else :attr:`projection`. The first recording each
+        one serves logs (INFO) its file, or that there is none."""
         fitting = [rate for rate in self.narrowband_projections if source_rate <= rate]
-        if not fitting:
+        served = min(fitting, default=0)
+        if served not in self._projections_named:
+            self._projections_named.add(served)
+            logger.info("window LDA for %s: %s", self._recordings_served(served),
+                        self._projection_source(served))
+        if not served:
             return self.projection
         logger.debug("a recording at %d Hz: projected with the narrowband one for %d Hz",
-                     source_rate, min(fitting))
-        return self.narrowband_projections[min(fitting)]
+                     source_rate, served)
+        return self.narrowband_projections[served]
+
+    def _recordings_served(self, rate: int) -> str:
+        """In words, the recordings whose windows the projection under ``rate`` (0:
+        :attr:`projection`) maps."""
+        if rate:
+            return f"recordings at or below {rate} Hz"
+        if self.narrowband_projections:
+            return f"recordings above {max(self.narrowband_projections)} Hz"
+        return "all recordings"
+
+    def _projection_source(self, rate: int) -> str:
+        """The file of the projection under ``rate`` (0: :attr:`projection`), or what it is."""
+        if (self.narrowband_projections[rate] if rate else self.projection) is None:
+            return "none"
+        return self.projection_files.get(rate, "one given without a file")
 
     def window_embeddings(self, audio: np.ndarray, speech: Sequence[Region],
                           heard_rate: int = 0, name: Optional[str] = None):
         """The windows ``[(start, end)]`` cut from ``speech`` in ``audio`` (model samples at
         :attr:`sample_rate`, which came at ``heard_rate`` when that is set), and
         ``[N, D]`` embeddings of them. ``name`` (the recording's) goes to an embedding
-        function that takes it, for its messages."""
+        function that takes it, for its messages, and names the bar over the windows that
+        more than :data:`PROGRESS_WINDOWS` show (with :attr:`show_progress`)."""
         opts = self.options
         windows = subsegments(speech, opts.window, opts.shift)
         if not windows:
@@ -206,10 +241,14 @@ class Diarizer:
         if heard_rate and self.narrowband_embed is None:
             warn_if_narrowband(heard_rate, rate, name or "a recording", "the diarizer has no "
                                "narrowband embedding function (SpeakerModel.diarizer's has)")
-        if heard_rate and self.narrowband_embed is not None:
-            embeddings = _call_naming(self.narrowband_embed, name, pieces, heard_rate)
-        else:
-            embeddings = _call_naming(self.embed_windows, name, pieces)
+        with progress_bar(desc=f"embedding {name or 'the recording'}", total=len(pieces),
+                          unit="win", leave=False,
+                          enabled=self.show_progress and len(pieces) > PROGRESS_WINDOWS) as bar:
+            pieces = _CountedWindows(pieces, bar.update)
+            if heard_rate and self.narrowband_embed is not None:
+                embeddings = _call_naming(self.narrowband_embed, name, pieces, heard_rate)
+            else:
+                embeddings = _call_naming(self.embed_windows, name, pieces)
         embeddings = np.asarray(embeddings)
         if embeddings.shape[0] != len(windows) or not np.isfinite(embeddings).all():
             raise RuntimeError(f"the embedding function returned {embeddings.shape} "
@@ -223,6 +262,27 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
+
+
+class _CountedWindows(SequenceABC):
+    """The windows handed to an embedding function, calling ``taken()`` as it iterates
+    to each: the runtime's embedding loop takes them one by one into its batches, so
+    the count follows the embedding."""
+
+    def __init__(self, windows: Sequence[np.ndarray], taken: Callable[[], Any]):
+        self._windows = windows
+        self._taken = taken
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def __getitem__(self, index):
+        return self._windows[index]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for window in self._windows:
+            self._taken()
+            yield window
 
 
 def _call_naming(function: Callable[..., np.ndarray], name: Optional[str],
@@ -250,129 +310,6 @@ def with_noise_floor(piece: np.ndarray, dither: float, seed: int) -> np.ndarray:
         return piece
     noise = np.random.default_rng(seed).standard_normal(piece.size, dtype=np.float32)
     return piece + dither * noise
-
-
-@dataclass
-class BatchSummary:
-    """What a run over a list did: recordings diarized, silent, capped at ``max_speakers``
-    (they may have more speakers), and failed (with why)."""
-
-    diarized: int = 0
-    silent: List[str] = field(default_factory=list)
-    capped: List[str] = field(default_factory=list)
-    failed: Dict[str, str] = field(default_factory=dict)
-    reasons: Counter = field(default_factory=Counter)  # the failures counted by reason
-
-    def tally(self) -> JobTally:
-        """The run as a list job: recordings diarized, and the failed ones by reason."""
-        return JobTally.of(self.diarized, self.reasons)
-
-    def describe(self) -> str:
-        text = f"{self.tally().describe()}: {self.diarized} recordings diarized"
-        if self.silent:
-            text += f", {len(self.silent)} without speech (no turns): {', '.join(self.silent)}"
-        if self.capped:
-            text += (f", {len(self.capped)} with more speakers than max_speakers (capped): "
-                     f"{', '.join(self.capped)}")
-        if self.failed:
-            text += f", {len(self.failed)} failed: " + "; ".join(
-                f"{key}: {why}" for key, why in self.failed.items())
-        return text
-
-
-def diarize_wav_scp(diarizer: Diarizer, wav_scp: str, output_rttm: str,
-                    show_progress: bool = True,
-                    max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                    speaker_counts: Optional[Mapping[str, int]] = None,
-                    **kwargs) -> BatchSummary:
-    """Diarize every recording of a ``wav.scp`` into one RTTM file (written atomically).
-
-    ``speaker_counts`` (recording -> number of speakers, e.g. from
-    :func:`~wespeaker_py.diarization.rttm.read_speaker_counts`) fixes each
-    recording's count; it must name every recording, and comes without
-    ``num_speakers`` and the settings that shape an estimated count
-    (``min_cluster_size``, ``merge_threshold``, ``ahc_threshold``). ``kwargs`` go to
-    :meth:`Diarizer.diarize` for every recording.
-    A malformed ``wav.scp`` line, a key given twice, a recording missing from
-    ``speaker_counts``, or a setting that cannot apply is an error naming it, raised
-    before any work. A recording
-    that cannot be read is logged, counted and skipped; one without speech gets
-    no turns; both are listed in the returned summary, as are those with more
-    speakers than ``max_speakers`` (capped). Any other error stops the run, raised
-    again with the recording's key and path in its message (of the same type where
-    that type takes one message; the original as its cause). Nothing diarized, or more
-    than ``max_fail_fraction`` of the recordings failed, is a
-    :class:`~wespeaker_py.errors.RunFailedError` (:mod:`wespeaker_py.utils.list_jobs`)
-    and no RTTM is written.
-    """
-    if not isinstance(wav_scp, (str, os.PathLike)):
-        raise WespeakerError(f"wav_scp must be the path of a wav.scp file, got a "
-                             f"{type(wav_scp).__name__}; diarize files one by one with "
-                             f"diarize()")
-    refuse_output_over_input({"the output RTTM": output_rttm}, {"the wav.scp": wav_scp})
-    require_writable(output_rttm)
-    recordings = read_wav_scp(wav_scp)
-    if speaker_counts is not None:
-        if kwargs.get("num_speakers") is not None:
-            raise ClusteringOptionError("give num_speakers (every recording) or "
-                                        "speaker_counts (each its own), not both")
-        diarizer.options.check_count_given("each recording's, speaker_counts / --reco2num_spk",
-                                           kwargs.get("min_speakers"),
-                                           kwargs.get("max_speakers"))
-        missing = [key for key in recordings if key not in speaker_counts]
-        if missing:
-            raise ClusteringOptionError(f"no speaker count for {len(missing)} recording(s) of "
-                                        f"{wav_scp}: {', '.join(missing[:5])}")
-        for key in recordings:
-            try:
-                check_cluster_options(diarizer.options.cluster_method, speaker_counts[key])
-            except ClusteringOptionError as error:
-                raise ClusteringOptionError(f"the speaker count of {key}: {error}") from None
-    summary = BatchSummary()
-    turns: Dict[str, List[Turn]] = {}
-    for key, path in progress_bar(recordings.items(), desc="diarize", unit="rec",
-                                  enabled=show_progress):
-        if speaker_counts is not None:
-            kwargs["num_speakers"] = speaker_counts[key]
-        try:
-            result = diarizer.diarize(path, recording=key, **kwargs)
-        except AudioInputError as err:
-            logger.warning("skipping %s: %s", key, err)
-            summary.failed[key] = str(err)
-            summary.reasons[getattr(err, "reason", UNREADABLE)] += 1
-            continue
-        except Exception as err:  # noqa: BLE001 -- raised again, naming the recording
-            named = naming_recording(err, key, path)
-            if named is err:
-                raise
-            raise named from err
-        if not result.turns:
-            logger.warning("%s: no speech found%s, no turns written", key,
-                           f" ({result.silence})" if result.silence else "")
-            summary.silent.append(key)
-        if result.capped:
-            summary.capped.append(key)
-        summary.diarized += 1
-        turns[key] = result.turns
-    summary.tally().check(wav_scp, max_fail_fraction, f"{output_rttm} was not written")
-    write_rttm(output_rttm, turns)
-    logger.info("%s -> %s", summary.describe(), output_rttm)
-    return summary
-
-
-def naming_recording(error: Exception, key: str, path: str) -> Exception:
-    """An error of ``error``'s type whose message leads with the recording's key and path;
-    ``error`` itself (the log names the recording) when its type is not built from one
-    message."""
-    message = f"recording {key} ({path}): {error}"
-    try:
-        named = type(error)(message)
-    except Exception:  # noqa: BLE001 -- a type that needs other arguments
-        named = None
-    if named is None or str(named) != message:
-        logger.error("recording %s (%s) failed", key, path)
-        return error
-    return named
 
 
 def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mapping[str, str],
@@ -428,7 +365,7 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
             rows[heard_rate].append(embeddings)
             speakers[heard_rate] += [utt2spk[key]] * len(embeddings)
     tally = JobTally.of(read, skipped)
-    tally.check(wav_scp, max_fail_fraction, "no window LDA was learnt")
+    tally.check(wav_scp, max_fail_fraction, "no window LDA was learnt", unit="utterances")
     return (np.concatenate([row for heard_rate in heard_rates for row in rows[heard_rate]]),
             np.array([name for heard_rate in heard_rates for name in speakers[heard_rate]]),
             tally)

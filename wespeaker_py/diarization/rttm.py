@@ -1,11 +1,13 @@
 """RTTM files: one ``SPEAKER`` line per speaker turn (NIST Rich Transcription format).
 
-    SPEAKER <recording> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>
+    SPEAKER <recording> <channel> <start> <duration> <NA> <NA> <speaker> <NA> <NA>
 
-Writing is atomic. Reading accepts the lines other tools write (any number of
-trailing fields after the speaker, ``;;`` comments, the other NIST RTTM line types
-ignored) and names the file and line of anything malformed, or of a line that is
-no RTTM line at all (a wav.scp given for an RTTM).
+The channel is NIST's, counted from 1: the diarized channel ``N`` (counted from 0, as
+``--channel N`` counts) is written ``N+1``, a mix or the default first channel ``1``
+(:func:`rttm_channel`). Writing is atomic. Reading accepts the lines other tools write
+(any number of trailing fields after the speaker, ``;;`` comments, the other NIST RTTM
+line types ignored; the channel is not read) and names the file and line of anything
+malformed, or of a line that is no RTTM line at all (a wav.scp given for an RTTM).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.atomic_files import atomic_open
@@ -26,29 +28,40 @@ OTHER_LINE_TYPES = frozenset({"SEGMENT", "NOSCORE", "NO_RT_METADATA", "LEXEME", 
                               "SPKR-INFO"})
 
 
-def recording_id(audio_path: str) -> str:
-    """The RTTM recording id of an audio file: its name without the extension, each run
-    of whitespace replaced by ``_`` (RTTM fields cannot hold spaces)."""
-    return re.sub(r"\s+", "_", os.path.splitext(os.path.basename(audio_path))[0])
+def recording_id(audio_path: str, folder: Optional[str] = None) -> str:
+    """The RTTM recording id of an audio file: its name (its path below ``folder``, when
+    given) without the extension, each run of whitespace and each ``/`` replaced by ``_``
+    (RTTM fields cannot hold spaces; ``talks/day 1/a.wav`` below ``talks`` is ``day_1_a``)."""
+    name = os.path.relpath(audio_path, folder) if folder else os.path.basename(audio_path)
+    return re.sub(r"[\s/]+", "_", os.path.splitext(name.replace(os.sep, "/"))[0])
 
 
-def format_rttm_line(recording: str, turn: Turn) -> str:
-    """One RTTM ``SPEAKER`` line (no newline), times to the millisecond."""
+def rttm_channel(channel: Union[str, int]) -> int:
+    """The RTTM channel field of audio diarized with the channel policy ``channel`` (see
+    :mod:`wespeaker_py.audio`): channel ``N`` (from 0) is ``N+1``; ``first``, ``mean`` and
+    ``loudest`` are ``1``."""
+    return channel + 1 if isinstance(channel, int) else 1
+
+
+def format_rttm_line(recording: str, turn: Turn, channel: int = 1) -> str:
+    """One RTTM ``SPEAKER`` line (no newline), times to the millisecond; ``channel`` is the
+    RTTM's, from 1 (:func:`rttm_channel`)."""
     if any(ch.isspace() for ch in recording + turn.speaker):
         raise ValueError(f"RTTM fields cannot hold spaces: {recording!r} / {turn.speaker!r}")
-    return (f"SPEAKER {recording} 1 {turn.start:.3f} {turn.duration:.3f} "
+    return (f"SPEAKER {recording} {channel} {turn.start:.3f} {turn.duration:.3f} "
             f"<NA> <NA> {turn.speaker} <NA> <NA>")
 
 
-def write_rttm(path: str, recordings: Mapping[str, Iterable[Turn]]) -> None:
-    """Write the turns of each recording, in order of start time, atomically.
+def write_rttm(path: str, recordings: Mapping[str, Iterable[Turn]], channel: int = 1) -> None:
+    """Write the turns of each recording, in order of start time, atomically, on the RTTM
+    channel ``channel`` (:func:`rttm_channel`).
 
     A recording without turns writes nothing (the RTTM way to say "no speech").
     """
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for recording, turns in recordings.items():
             for turn in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
-                handle.write(format_rttm_line(recording, turn) + "\n")
+                handle.write(format_rttm_line(recording, turn, channel) + "\n")
 
 
 def read_rttm(path: str) -> Dict[str, List[Turn]]:
