@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from tests.finetune_helpers import read_finetune_data
 from tests.train_helpers import (TINY_CONFIG, make_speaker_corpus,  # noqa: F401
                                  single_torch_thread, write_config, write_source_model)
 from wespeaker_py.api import load_model
@@ -24,7 +25,6 @@ from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
                                    finetune)
 from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
-from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext

@@ -13,11 +13,12 @@ import shutil
 import pytest
 import soundfile as sf
 
+from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.dataset.lists import decodable_extensions
 from wespeaker_py.finetune.speaker_folders import list_speaker_folders
-from wespeaker_py.finetune.split import SPLIT_SEED, _choose_dev, read_finetune_data
+from wespeaker_py.finetune.split import SPLIT_SEED, _choose_dev
 from wespeaker_py.utils.paths import file_digest
 
 

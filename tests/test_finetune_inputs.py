@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 import yaml
 
+from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.config import TrainConfig, read_yaml
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import chosen_rate, phase_config
-from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.frontend.tfmel import mel_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -147,7 +147,7 @@ def test_simam_acoustic_dim_is_not_left_to_the_front_end(tmp_path, monkeypatch):
     def no_frontend(*args, **kwargs):
         raise AssertionError("the front-end was built")
 
-    monkeypatch.setattr("wespeaker_py.frontend.factory.build_frontend", no_frontend)
+    monkeypatch.setattr("wespeaker_py.runtime.builder.build_frontend", no_frontend)
     modules = finetune_run._top_level_parameters(path)
     assert modules and "frontend" not in modules
 

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from finetune_helpers import read_finetune_data
 from train_helpers import PhaseReached, make_speaker_corpus
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases
-from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.api import load_model
 from wespeaker_py.api.model import SpeakerModel
@@ -18,7 +19,6 @@ from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import _main
 from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
-from wespeaker_py.finetune.split import read_finetune_data
 from wespeaker_py.bin.extract import build_parser as extract_parser
 from wespeaker_py.dataset.lists import TableEntry, read_data_list, write_raw_list
 from wespeaker_py.finetune.report import (DEV_UTTERANCE_FILES, UTTERANCE_FILES, next_steps,

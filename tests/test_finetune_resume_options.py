@@ -8,10 +8,10 @@ import os
 
 import pytest
 
+from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune.config import with_loader_options_of
-from wespeaker_py.finetune.split import read_finetune_data
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from finetune_helpers import read_finetune_data
 from tool_helpers import run_tool
 from wespeaker_py.dataset.lists import read_audio_list, read_utterance_table
 from wespeaker_py.diarization.synthetic import SpeakerCorpus
 from wespeaker_py.finetune.data import FinetuneDataError
-from wespeaker_py.finetune.split import read_finetune_data
-from wespeaker_py.scoring.calibration_set import read_utt2dur
+from wespeaker_py.utils.tables import read_utt2dur
 from wespeaker_py.scoring.embeddings import read_spk2utt
 from wespeaker_py.utils.tables import DataFormatError
 

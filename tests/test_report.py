@@ -4,6 +4,7 @@ trials, and a fine-tuning that did not start from the base experiment's model.""
 import os
 
 import numpy as np
+import pytest
 
 from wespeaker_py.scoring.report import measure, parse_table, write_report
 
@@ -170,3 +171,46 @@ def test_a_fine_tuning_not_scored_yet_is_left_out_with_a_warning(tmp_path, caplo
         assert "-LM" not in table
         assert _warnings(caplog) == [f"{lm} is left out of the table: {expected}"]
         (lm / "config.yaml").write_text(CONFIG + "do_lm: true\n")
+
+
+def _wavlm_experiment(exp, weights):
+    """An experiment whose config leaves ECAPA's input size to WavLM weights at ``weights``
+    (``feat_dim: -1``, as WeSpeaker's WavLM configs)."""
+    _experiment(exp)
+    (exp / "config.yaml").write_text(
+        "model: ECAPA_TDNN_GLOB_c512\nmodel_args:\n  feat_dim: -1\n  embed_dim: 192\n"
+        "  pooling_func: ASTP\ndataset_args:\n  frontend: s3prl\n  s3prl_args:\n"
+        f"    upstream_args:\n      name: wavlm_large\n      path_or_url: {weights}\n"
+        "    multilayer_feature: true\n    layer: -1\n    frozen: true\n"
+        "    frame_shift: 20\n    frame_length: 20\n")
+
+
+def test_params_of_a_model_sized_by_its_ssl_front_end_are_counted_from_its_weights(
+        tmp_path, caplog):
+    pytest.importorskip("transformers")
+    import torch
+
+    from wespeaker_py.frontend.wavlm_random import tiny_wavlm_config, write_random_wavlm
+    from wespeaker_py.models import get_model
+    weights = str(tmp_path / "wavlm")
+    write_random_wavlm(weights, tiny_wavlm_config(large_layout=True), seed=1)   # 32 wide
+    _wavlm_experiment(tmp_path / "exp", weights)
+    with torch.device("meta"):
+        ecapa = get_model("ECAPA_TDNN_GLOB_c512", feat_dim=32, embed_dim=192,
+                          pooling_func="ASTP")
+    millions = sum(parameter.numel() for parameter in ecapa.parameters()) / 1e6
+    with caplog.at_level("INFO", logger="wespeaker_py.scoring.report"):
+        rows = parse_table(write_report([str(tmp_path / "exp")], ["trials"], None, None))
+    assert rows[0]["Params"] == f"{millions:.2f}M"
+    assert _warnings(caplog) == []
+
+
+def test_params_are_na_with_a_warning_when_the_ssl_front_end_is_not_here(tmp_path, caplog):
+    missing = str(tmp_path / "no_wavlm")
+    _wavlm_experiment(tmp_path / "exp", missing)
+    with caplog.at_level("INFO", logger="wespeaker_py.scoring.report"):
+        rows = parse_table(write_report([str(tmp_path / "exp")], ["trials"], None, None))
+    assert rows[0]["Params"] == "n/a"
+    (warning,) = _warnings(caplog)
+    assert warning.startswith(f"{tmp_path / 'exp' / 'config.yaml'}: Params is n/a")
+    assert missing in warning

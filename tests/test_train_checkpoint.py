@@ -2,6 +2,7 @@
 import logging
 import os
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +13,11 @@ from wespeaker_py.bin import average_model
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.train.average import average_checkpoints, select_checkpoints
-from wespeaker_py.runtime.checkpoint import (CheckpointMismatchError, load_model_init,
-                                             load_weights)
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError, load_weights
+from wespeaker_py.train.builder import load_start_weights
 from wespeaker_py.train.checkpoint import (capture_rng_state, epoch_from_name, parameter_digest,
                                            restore_rng_state, speaker_map_digest)
+from wespeaker_py.train.plan import read_start_weights
 
 
 class TinyEncoder(nn.Module):
@@ -35,12 +37,20 @@ def _model(num_class, embed_dim=6, project_type="arc_margin"):
     return model
 
 
-def test_lm_rule_loads_the_first_rows_of_a_larger_head(tmp_path):
+def start_from(model, checkpoint=None, model_init=None, model_init_head=False):
+    """Load ``--checkpoint`` and ``--model_init`` into ``model`` as a training run does: read
+    by the plan, loaded by the builder (no other field of the plan plays a part)."""
+    plan = SimpleNamespace(start=read_start_weights(model_init, checkpoint),
+                           model_init_head=model_init_head)
+    load_start_weights(plan, model)
+
+
+def test_lm_rule_loads_the_first_rows_of_a_larger_head_from_a_bare_checkpoint(tmp_path):
     source = _model(num_class=15)  # 5 speakers x 3 speeds
     path = str(tmp_path / "avg_model.pt")
     torch.save(source.state_dict(), path)
     target = _model(num_class=5)
-    load_model_init(target, path)
+    start_from(target, checkpoint=path)
     assert torch.equal(target.projection.weight, source.projection.weight[:5])
     assert torch.equal(target.linear.weight, source.linear.weight)
     assert torch.equal(target.bn.running_mean, source.bn.running_mean)
@@ -55,7 +65,7 @@ def test_a_head_not_three_times_the_model_s_warns_that_its_rows_are_other_speake
         torch.save(_model(num_class=rows).state_dict(), path)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="wespeaker_py.runtime.checkpoint"):
-            load_model_init(_model(num_class=5), path)
+            start_from(_model(num_class=5), checkpoint=path)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert bool(warnings) == warned, rows
         if warned:
@@ -65,23 +75,41 @@ def test_a_head_not_three_times_the_model_s_warns_that_its_rows_are_other_speake
             assert "first 5 of 15 rows of projection.weight" in caplog.text
 
 
-def test_same_size_head_loads_unchanged_from_a_training_checkpoint(tmp_path):
+def test_a_training_checkpoint_loads_exactly(tmp_path):
     source = _model(num_class=15)
     path = str(tmp_path / "model_3.pt")
+    torch.save({"model": source.state_dict(), "optimizer": {}, "epoch": 3}, path)
+    target = _model(num_class=15)
+    start_from(target, checkpoint=path)
+    assert torch.equal(target.projection.weight, source.projection.weight)
+    with pytest.raises(CheckpointMismatchError, match="'projection.weight' has shape"):
+        start_from(_model(num_class=5), checkpoint=path)   # no LM rule for a resumed run
+
+
+def test_model_init_leaves_the_head_random_unless_model_init_head_then_loads_it_exactly(
+        tmp_path):
+    source = _model(num_class=15)
+    path = str(tmp_path / "init.pt")
     torch.save({"model": source.state_dict(), "optimizer": {}}, path)
     target = _model(num_class=15)
-    load_model_init(target, path)
+    head_before = target.projection.weight.clone()
+    start_from(target, model_init=path)
+    assert torch.equal(target.linear.weight, source.linear.weight)
+    assert torch.equal(target.projection.weight, head_before)
+    start_from(target, model_init=path, model_init_head=True)
     assert torch.equal(target.projection.weight, source.projection.weight)
+    with pytest.raises(CheckpointMismatchError, match="'projection.weight' has shape"):
+        start_from(_model(num_class=5), model_init=path, model_init_head=True)
 
 
-def test_checkpoint_without_head_initialises_the_encoder_only(tmp_path):
+def test_model_init_without_head_initialises_the_encoder_only(tmp_path):
     source = _model(num_class=15)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("projection.")}
     path = str(tmp_path / "encoder.pt")
     torch.save(state, path)
     target = _model(num_class=5)
     head_before = target.projection.weight.clone()
-    load_model_init(target, path)
+    start_from(target, model_init=path)
     assert torch.equal(target.linear.bias, source.linear.bias)
     assert torch.equal(target.projection.weight, head_before)
 
@@ -101,7 +129,7 @@ def test_other_mismatches_are_errors_naming_the_tensor(tmp_path, make_state, mes
     path = str(tmp_path / "bad.pt")
     torch.save(make_state(), path)
     with pytest.raises(CheckpointMismatchError, match=message):
-        load_model_init(_model(num_class=5), path)
+        start_from(_model(num_class=5), checkpoint=path)
 
 
 def test_a_partial_head_is_an_error(tmp_path):
@@ -110,12 +138,12 @@ def test_a_partial_head_is_an_error(tmp_path):
     path = str(tmp_path / "partial.pt")
     torch.save(state, path)
     with pytest.raises(CheckpointMismatchError, match="'projection.trans.2.bias' is missing"):
-        load_model_init(_model(num_class=5, project_type="softmax"), path)
+        start_from(_model(num_class=5, project_type="softmax"), checkpoint=path)
     # complete, a 3x softmax head loads its first rows (weight and bias)
     full = _model(num_class=15, project_type="softmax")
     torch.save(full.state_dict(), path)
     target = _model(num_class=5, project_type="softmax")
-    load_model_init(target, path)
+    start_from(target, checkpoint=path)
     assert torch.equal(target.projection.trans[2].bias, full.projection.trans[2].bias[:5])
 
 

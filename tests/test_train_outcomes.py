@@ -10,7 +10,7 @@ import torch
 from train_helpers import RATE, make_speaker_corpus, run_training, tiny_config, write_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
-from wespeaker_py.train import experiment
+from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.trainer import TrainingDataError
 from wespeaker_py.utils import atomic_files
 from wespeaker_py.cli.common import run_main
@@ -50,7 +50,7 @@ def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
     exp_dir = str(tmp_path / "exp")
     with pytest.raises(TrainingDataError, match=r"epoch 1: rank 0's training data gave no batch"):
         run_training(tiny_config(exp_dir, corpus, num_epochs=2))
-    assert experiment.existing_checkpoints(os.path.join(exp_dir, "models")) == []
+    assert checkpoints_by_epoch(os.path.join(exp_dir, "models")) == []
     assert not os.path.lexists(os.path.join(exp_dir, "models", "final_model.pt"))
     code = run_main(train_cli.main, _cli_args(tiny_config(str(tmp_path / "cli"), corpus),
                                               tmp_path))

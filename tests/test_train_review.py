@@ -22,9 +22,8 @@ from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError, read_checkpoint
 from wespeaker_py.train.average import select_checkpoints
 from wespeaker_py.train.builder import build_dataset, build_model, check_model_builds
-from wespeaker_py.train.checkpoint import epoch_from_name
+from wespeaker_py.train.checkpoint import checkpoints_by_epoch, epoch_from_name
 from wespeaker_py.train.distributed import DistContext
-from wespeaker_py.train.experiment import existing_checkpoints
 from wespeaker_py.train.interrupt import TrainingStopped
 from wespeaker_py.train.step import TrainingStep
 from wespeaker_py.train.trainer import Trainer, set_seed
@@ -302,14 +301,16 @@ def test_what_is_no_checkpoint_is_named(corpus, tmp_path):
 
 
 def test_one_rule_names_the_epoch_checkpoints(tmp_path):
-    for name in ("model_3.pt", "model_4.pt", "best_model_9.pt", "avg_model.pt",
+    for name in ("model_10.pt", "model_3.pt", "model_4.pt", "best_model_9.pt", "avg_model.pt",
                  "model_5.pt.tmp"):
         torch.save({}, str(tmp_path / name))
     assert epoch_from_name(str(tmp_path / "model_4.pt")) == 4
     assert epoch_from_name("best_model_9.pt") is None
-    assert existing_checkpoints(str(tmp_path)) == ["model_3.pt", "model_4.pt"]
-    assert select_checkpoints(str(tmp_path), 2) == [str(tmp_path / "model_3.pt"),
-                                                    str(tmp_path / "model_4.pt")]
+    # by epoch, not by name (which puts model_10.pt first)
+    assert checkpoints_by_epoch(str(tmp_path)) == ["model_3.pt", "model_4.pt", "model_10.pt"]
+    assert checkpoints_by_epoch(str(tmp_path / "missing")) == []
+    assert select_checkpoints(str(tmp_path), 2) == [str(tmp_path / "model_4.pt"),
+                                                    str(tmp_path / "model_10.pt")]
 
 
 def test_the_start_weights_are_released_once_restored(corpus, tmp_path):

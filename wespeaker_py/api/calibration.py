@@ -36,6 +36,8 @@ from wespeaker_py.utils.atomic_files import atomic_open
 CALIBRATION_NAME = "calibration.json"  # a model's calibration, beside it
 FORMAT = "wespeaker_py score calibration"
 VERSION = 1
+# the operating points fit_calibration measures, by name: the EER point (the default a
+# threshold decision takes) and the point of FALSE_ACCEPT_TARGET false acceptance
 OPERATING_POINTS = ("eer", "fa1")
 FALSE_ACCEPT_TARGET = 0.01
 # fewest target trials, and fewest nontarget trials, a calibration is fitted on
@@ -140,8 +142,8 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
     return Calibration(weight=float(linear.weight[0]), bias=float(linear.bias),
                        eer=eer_from_det(det), cllr=cllr(llrs[labels], llrs[~labels]),
                        num_target=int(labels.sum()), num_nontarget=int((~labels).sum()),
-                       operating_points={"eer": _point(det, eer_index),
-                                         "fa1": _point(det, fa_index)},
+                       operating_points=dict(zip(OPERATING_POINTS, (_point(det, eer_index),
+                                                                    _point(det, fa_index)))),
                        trials=trials, model=model, identity=identity,
                        band_fills=dict(band_fills or {}), mean_vec=mean_vec)
 

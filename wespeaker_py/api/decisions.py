@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Set, Tuple
 
-from wespeaker_py.api.calibration import Calibration, check_prior, probability
+from wespeaker_py.api.calibration import (OPERATING_POINTS, Calibration, check_prior,
+                                          probability)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.logging_utils import get_logger
@@ -111,8 +112,12 @@ def bayes_llr_threshold(prior: float) -> float:
 
 def check_decision_rule(prior: Optional[float], operating_point: Optional[str],
                         threshold: Optional[float]) -> None:
-    """A valid ``prior`` (if any), and at most one way to decide: a prior (the Bayes rule),
-    or an operating point or threshold (the threshold rule)."""
+    """A valid ``prior`` and ``operating_point`` (one of :data:`OPERATING_POINTS`), if any,
+    and at most one way to decide: a prior (the Bayes rule), or an operating point or
+    threshold (the threshold rule)."""
+    if operating_point is not None and operating_point not in OPERATING_POINTS:
+        raise WespeakerError(f"an operating point (--operating_point, operating_point=) is "
+                             f"one of {', '.join(OPERATING_POINTS)}, got {operating_point!r}")
     if threshold is not None and not -1.0 <= threshold <= 1.0:   # NaN fails too
         raise WespeakerError(f"a threshold (--threshold, threshold=) is a cosine score: it "
                              f"must lie between -1 and 1, got {threshold}")
@@ -180,7 +185,7 @@ def decide_score(score: float, calibration: Optional[Calibration], prior: Option
                             llr=llr, probability=probability(llr, prior), prior=prior,
                             rule="bayes")
     if threshold is None:
-        operating_point = operating_point or "eer"
+        operating_point = operating_point or OPERATING_POINTS[0]
         threshold = calibration.threshold(operating_point)
     else:
         operating_point = "given"

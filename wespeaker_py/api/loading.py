@@ -31,7 +31,7 @@ from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
 from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
 from wespeaker_py.scoring.embeddings import load_mean_vector
-from wespeaker_py.train.checkpoint import epoch_from_name
+from wespeaker_py.train.checkpoint import checkpoints_by_epoch, epoch_from_name
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.tables import DataFormatError
 
@@ -91,10 +91,10 @@ def _checkpoints_in(folder: str) -> List[str]:
     ``model_<epoch>.pt`` first, then the others by name."""
     if not os.path.isdir(folder):
         return []
-    names = [name for name in os.listdir(folder)
-             if name.endswith(".pt") and os.path.isfile(os.path.join(folder, name))]
-    return sorted(names, key=lambda name: (epoch_from_name(name) is None,
-                                           -(epoch_from_name(name) or 0), name))
+    others = sorted(name for name in os.listdir(folder)
+                    if name.endswith(".pt") and epoch_from_name(name) is None
+                    and os.path.isfile(os.path.join(folder, name)))
+    return checkpoints_by_epoch(folder)[::-1] + others
 
 
 def _folder_of_checkpoint(checkpoint: str) -> Optional[str]:

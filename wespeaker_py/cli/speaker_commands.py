@@ -123,7 +123,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                                progress=True, channel=args.channel)
     tally = JobTally.of(len(results.embeddings), results.reasons)
     print(tally.describe(), file=sys.stderr)
-    tally.check(args.wav_scp, args.max_fail_fraction, f"{args.output} was not written")
+    tally.check(args.wav_scp, args.max_fail_fraction, f"{args.output} was not written",
+                unit="utterances")
     with open_embedding_writer(args.output) as writer:
         for key, vector in results.embeddings.items():
             writer.write(key, vector)
@@ -247,6 +248,8 @@ def _add_decision_flags(sub: argparse.ArgumentParser) -> None:
                           "calibration): decide by the Bayes rule (same speaker when "
                           "P(same | prior) > 0.5) instead of a threshold (default: none; "
                           "P(same) is shown at 0.5)")
+    # api.calibration.OPERATING_POINTS, spelt out: importing it imports torch, and --help
+    # must not (tests/test_decision_rule.py holds the two equal)
     add_flag(sub, "operating_point", default=None, choices=("eer", "fa1"),
              help="the calibration's threshold to decide with (needs a calibration): its "
                   "EER point or 1%% false acceptance (default eer, unless --prior)")

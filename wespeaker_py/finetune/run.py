@@ -32,7 +32,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from wespeaker_py.api.calibration import save_calibration
 from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
@@ -53,8 +52,7 @@ from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.train.average import average_checkpoints
-from wespeaker_py.train.checkpoint import epoch_from_name
-from wespeaker_py.train.experiment import existing_checkpoints
+from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.plan import Layout
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
@@ -221,15 +219,8 @@ def _rate_bound_buffers(dataset_args: Dict[str, Any], rate: int) -> List[str]:
 def _top_level_parameters(config_path: str) -> List[str]:
     """Names of the speaker model's top-level modules that hold parameters, in order."""
     from wespeaker_py.config import load_model_config
-    from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
-    from wespeaker_py.runtime.builder import build_speaker_model, feat_dim_left_to_frontend
-    config = load_model_config(config_path)
-    feat_dim = None   # a config written by training records it
-    if feat_dim_left_to_frontend(config.model_args, config.dataset_args.frontend):
-        # WeSpeaker's SSL and Whisper configs: an SSL model's weights are read for its size
-        feat_dim = model_feat_dim(build_frontend(config.dataset_args, pretrained=False))
-    with torch.device("meta"):  # names only
-        model = build_speaker_model(config, feat_dim=feat_dim)
+    from wespeaker_py.runtime.builder import build_untrained
+    model = build_untrained(load_model_config(config_path))   # on the meta device: names only
     return [name for name, module in model.named_children()
             if any(True for _ in module.parameters())]
 
@@ -266,9 +257,9 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
     if os.path.isfile(last):
         logger.info("%s is trained", config["exp_dir"])
         return last
-    done = existing_checkpoints(layout.model_dir)
+    done = checkpoints_by_epoch(layout.model_dir)
     if done:
-        newest = max(done, key=epoch_from_name)
+        newest = done[-1]
         config = dict(config, checkpoint=os.path.join(layout.model_dir, newest))
         logger.info("resuming %s from %s", config["exp_dir"], newest)
     try:

@@ -17,7 +17,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.finetune.data import (FinetuneCorpus, FinetuneData, FinetuneDataError,
-                                        most_common_rate, read_finetune_corpus, train_utt2spk)
+                                        most_common_rate, train_utt2spk)
 from wespeaker_py.scoring.make_trials import all_pair_trials
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import DataFormatError, read_key_value
@@ -202,18 +202,6 @@ def warn_about_split(corpus: FinetuneCorpus, data: FinetuneData) -> None:
     if data.single_utterance_speakers:
         logger.info("%d speaker(s) with one utterance: used for training only",
                     data.single_utterance_speakers)
-
-
-def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
-                       mix_dir: Optional[str] = None,
-                       sample_rate: Optional[int] = None) -> FinetuneData:
-    """Read ``data_dir`` (:func:`read_finetune_corpus`), split it
-    (:func:`split_finetune_data`, drawing ``dev_speakers``) and warn about the split
-    (:func:`warn_about_split`)."""
-    corpus = read_finetune_corpus(data_dir, mix_dir, sample_rate)
-    data = split_finetune_data(corpus, dev_speakers)
-    warn_about_split(corpus, data)
-    return data
 
 
 def recorded_dev_speakers(corpus: FinetuneCorpus, folder: str) -> Optional[List[str]]:

@@ -306,7 +306,11 @@ class XI(nn.Module):
         return self.output_dim
 
     def get_prior(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The learned prior mean and log-precision, each ``[1, in_dim]``."""
+        """The learned prior mean and log-precision, each ``[1, in_dim]``.
+
+        Nothing in this package calls it: it mirrors WeSpeaker's ``XI.get_prior``, so that
+        code written against WeSpeaker's pooling layer runs on ours unchanged.
+        """
         return self.prior_mean, self.prior_logprec
 
 

@@ -17,10 +17,10 @@
 """
 from wespeaker_py.runtime.batching import LengthBuckets, min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder, build_speaker_model, load_embedder
-from wespeaker_py.runtime.checkpoint import CheckpointMismatchError, load_model_init
+from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.engine import TorchBackend, exact_fp32
 
 __all__ = ["CheckpointMismatchError", "LengthBuckets", "Outcome", "SpeakerEmbedder",
            "TorchBackend", "build_speaker_model", "embed_stream", "exact_fp32",
-           "load_embedder", "load_model_init", "min_valid_frames"]
+           "load_embedder", "min_valid_frames"]

@@ -1,7 +1,9 @@
 """The one way to build a speaker model from a config, and a trained one from (config, checkpoint).
 
 :func:`build_speaker_model` makes the architecture a config names (random
-weights); training attaches its head and SSL front-end to it. :func:`load_embedder`
+weights); training attaches its head and SSL front-end to it. :func:`build_untrained`
+makes it from a config alone, its input size resolved, on the meta device by default:
+what counts its parameters or names its modules. :func:`load_embedder`
 makes what every user of a trained model runs: the config's front-end followed by
 the speaker model with the checkpoint's weights, in eval mode. Extraction, the
 Python API (torch), export and diarization all get their model from it.
@@ -17,7 +19,7 @@ identity (:mod:`.identity`), computed on first use.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Type
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Type, Union
 
 import torch
 import torch.nn as nn
@@ -137,6 +139,27 @@ def build_speaker_model(config: ModelConfig, feat_dim: Optional[int] = None) -> 
     factory = _model_factory(config)
     model_args = _fill_feat_dim(config.model_args, config.dataset_args.frontend, feat_dim)
     return _construct(config.model, factory, model_args, _CONFIG)
+
+
+def build_untrained(config: ModelConfig, device: Union[str, torch.device] = "meta") -> nn.Module:
+    """The speaker model of ``config`` as a training run starts it (no head, untrained), on
+    ``device``, with a ``model_args.feat_dim`` left to a front-end other than fbank
+    (:func:`feat_dim_left_to_frontend`) set to that front-end's output size.
+
+    On the default ``meta`` device nothing is allocated or initialised: shapes only, for
+    counting parameters or naming modules. The front-end is built, for its size only, when
+    ``feat_dim`` is left to it: its architecture on ``device``, except an SSL front-end
+    (``s3prl``), which reads its WavLM weights for it, on the CPU (transformers loads no
+    weights under a meta device); where they are missing that is a FileNotFoundError naming
+    the path. What :func:`build_speaker_model` refuses is refused here too.
+    """
+    frontend = config.dataset_args.frontend
+    feat_dim = None
+    if frontend != "fbank" and feat_dim_left_to_frontend(config.model_args, frontend):
+        with torch.device("cpu" if frontend == "s3prl" else device):
+            feat_dim = model_feat_dim(build_frontend(config.dataset_args, pretrained=False))
+    with torch.device(device):
+        return build_speaker_model(config, feat_dim=feat_dim)
 
 
 def _model_factory(config: ModelConfig) -> Callable[..., nn.Module]:

@@ -160,16 +160,6 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     model.load_state_dict(to_load, strict=not skip_head)
 
 
-def load_model_init(model: nn.Module, path: str) -> None:
-    """Initialise ``model`` from any checkpoint at ``path`` with the LM head rule.
-
-    A checkpoint without a head initialises the speaker model only.
-    """
-    checkpoint = read_checkpoint(path)
-    load_weights(model, model_state_of(checkpoint), path, allow_head_truncation=True,
-                 allow_missing_head=True)
-
-
 def split_checkpoint_state(state: Mapping[str, torch.Tensor]
                            ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split a model state into (speaker model, ``frontend.*``) parts; drop the head."""

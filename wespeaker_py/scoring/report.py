@@ -42,12 +42,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.models import get_model
+from wespeaker_py.config import load_model_config, read_yaml
+from wespeaker_py.models.complexity import count_params
+from wespeaker_py.runtime.builder import build_untrained
 from wespeaker_py.scoring.det_plot import plot_det_curves, plot_score_histogram
 from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_from_det,
                                           min_dcf_from_det)
 from wespeaker_py.scoring.trials import read_labelled_scores
-from wespeaker_py.config import read_yaml
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -183,18 +184,22 @@ def describe_model(config: Mapping) -> str:
     return "-".join(parts)
 
 
-def count_parameters(config: Mapping) -> Optional[float]:
-    """Millions of parameters of the speaker model without its head.
+def count_parameters(config_path: str) -> Optional[float]:
+    """Millions of parameters, without its head or front-end, of the speaker model of the
+    config at ``config_path``, built as training builds it
+    (:func:`~wespeaker_py.runtime.builder.build_untrained`).
 
-    None for a model whose input size comes from an SSL front-end
-    (``model_args.feat_dim: -1``), which the config alone does not fix.
+    A config a training run wrote holds the model's input size. One that leaves it to an
+    SSL front-end (``model_args.feat_dim: -1``) is counted when the front-end's weights are
+    where the config says; without them the count is None (``n/a``), with a warning.
     """
-    args = dict(config.get("model_args", {}))
-    feat_dim = args.get("feat_dim")
-    if isinstance(feat_dim, int) and feat_dim < 0:
+    try:
+        model = build_untrained(load_model_config(config_path))
+    except FileNotFoundError as error:
+        logger.warning("%s: Params is n/a: the model's input size is left to its front-end, "
+                       "which cannot be built here (%s)", config_path, error)
         return None
-    model = get_model(config["model"], **args)
-    return sum(p.numel() for p in model.parameters()) / 1e6
+    return count_params(model) / 1e6
 
 
 def scored_embeddings(exp_dir: str) -> List[str]:
@@ -239,7 +244,8 @@ def collect_results(exp_dir: str, trials: Sequence[str],
     """Measure every score file of ``trials`` under ``exp_dir/scores``, noting the ones
     older than the embeddings; with ``base_dir`` (``exp_dir`` is its fine-tuning), also
     whether ``exp_dir`` started from ``base_dir``'s current model."""
-    config = read_yaml(os.path.join(exp_dir, "config.yaml"))
+    config_path = os.path.join(exp_dir, "config.yaml")
+    config = read_yaml(config_path)
     embeddings = scored_embeddings(exp_dir)
     rows: Dict[str, BackendResult] = {}
     for trials_name in trials:
@@ -254,7 +260,8 @@ def collect_results(exp_dir: str, trials: Sequence[str],
                 row.stale[path] = newer
     if not rows:
         raise FileNotFoundError(f"no score files of {', '.join(trials)} in {exp_dir}/scores")
-    return ExperimentResults(describe_model(config), count_parameters(config), list(rows.values()),
+    return ExperimentResults(describe_model(config), count_parameters(config_path),
+                             list(rows.values()),
                              other_start(exp_dir, base_dir) if base_dir else None)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, save_config
-from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name, epoch_from_name,
-                                           parameter_digest, save_training_checkpoint)
+from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name,
+                                           checkpoints_by_epoch, parameter_digest,
+                                           save_training_checkpoint)
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
@@ -29,13 +30,6 @@ from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 logger = get_logger(__name__)
 
 FINAL_MODEL = "final_model.pt"
-
-
-def existing_checkpoints(model_dir: str) -> List[str]:
-    """The ``model_<epoch>.pt`` names in ``model_dir``, sorted by name."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(name for name in os.listdir(model_dir) if epoch_from_name(name) is not None)
 
 
 def link_final_model(model_dir: str, epoch: int) -> None:
@@ -65,7 +59,7 @@ class ExperimentFolder:
         if self.world.is_main:
             self._stop_file_log = log_to_file(self.layout.log_path)
         model_dir = self.layout.model_dir
-        if not resuming and existing_checkpoints(model_dir):
+        if not resuming and checkpoints_by_epoch(model_dir):
             raise ConfigError(f"{model_dir} already holds checkpoints; pass --checkpoint to "
                               f"resume or choose another exp_dir")
         os.makedirs(model_dir, exist_ok=True)
