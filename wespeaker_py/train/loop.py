@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -29,6 +29,8 @@ from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from wespeaker_py.train.interrupt import InterruptedAt, RunControl
     from wespeaker_py.train.trainer import Trainer
 
@@ -39,10 +41,31 @@ class TrainingDataError(RunFailedError):
     """The training data gave fewer batches than an epoch needs (the command exits 1)."""
 
 
+class Totals(NamedTuple):
+    """Step outcomes added up: the loss, correct predictions and samples of the applied
+    steps, and how many steps were applied and dropped.
+
+    Floats as the host reads them, 0-d tensors as a step adds them; on the device, in
+    :class:`EpochPosition` and in interrupted.pt a float64 vector in this order
+    (:func:`zero_totals`).
+    """
+
+    loss_sum: Any
+    correct: Any
+    samples: Any
+    applied: Any
+    dropped: Any
+
+
+def zero_totals(device: Optional[torch.device] = None) -> torch.Tensor:
+    """A float64 vector of :class:`Totals`, all zero, on ``device`` (by default the CPU)."""
+    return torch.zeros(len(Totals._fields), dtype=torch.float64, device=device)
+
+
 @dataclass(frozen=True)
 class EpochPosition:
     """Where this rank stands in an epoch: ``batch`` batches done, ``totals`` the epoch's
-    sums so far (see :class:`DeviceTotals`), ``epoch_start_rng`` its generators as the
+    sums so far (a vector of :class:`Totals`), ``epoch_start_rng`` its generators as the
     epoch began (None at an epoch's start): what interrupted.pt records."""
 
     batch: int
@@ -85,32 +108,33 @@ class EpochResult:
 
 
 class DeviceTotals:
-    """Device-side sums of step outcomes: loss sum, correct, samples, applied and dropped steps.
+    """Device-side :class:`Totals` of step outcomes.
 
     :meth:`read` brings them to the host (one transfer) and starts over.
     """
 
     def __init__(self, device: torch.device):
-        self.values = torch.zeros(5, dtype=torch.float64, device=device)
+        self.values = zero_totals(device)
         self.outcomes: List[Tuple[int, StepOutcome]] = []
 
     def add(self, outcome: StepOutcome, batch_size: int, batch: int) -> None:
         good = outcome.good.to(torch.float64)
-        self.values += torch.stack([outcome.loss_sum.to(torch.float64),
-                                    outcome.correct.to(torch.float64), good * batch_size,
-                                    good, 1.0 - good])
+        self.values += torch.stack(Totals(loss_sum=outcome.loss_sum.to(torch.float64),
+                                          correct=outcome.correct.to(torch.float64),
+                                          samples=good * batch_size, applied=good,
+                                          dropped=1.0 - good))
         self.outcomes.append((batch, outcome))
 
-    def read(self) -> Tuple[List[float], Optional[Tuple[int, StepOutcome]]]:
-        """(the five sums, the first dropped step as (batch, outcome) or None)."""
-        values = self.values.tolist()
+    def read(self) -> Tuple[Totals, Optional[Tuple[int, StepOutcome]]]:
+        """(the totals as floats, the first dropped step as (batch, outcome) or None)."""
+        totals = Totals(*self.values.tolist())
         first_dropped = None
-        if values[4]:  # a second read, only when something went wrong
+        if totals.dropped:  # a second read, only when something went wrong
             flags = torch.stack([outcome.good for _, outcome in self.outcomes]).tolist()
             first_dropped = self.outcomes[flags.index(False)]
         self.values.zero_()
         self.outcomes.clear()
-        return values, first_dropped
+        return totals, first_dropped
 
 
 def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, Any]],
@@ -130,7 +154,7 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     world, epoch_iter = plan.world, plan.epoch_iter
     step.train()
     first = resume_at.batch if resume_at is not None else 0
-    epoch_totals = torch.zeros(5, dtype=torch.float64)
+    epoch_totals = zero_totals()
     if resume_at is not None:
         epoch_totals += torch.tensor(resume_at.totals[world.rank], dtype=torch.float64)
         if resume_at.after_last_batch:
@@ -164,25 +188,10 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
             if not (log_point or stop_here):
                 continue
             # a log point: the one read of the device since the last
-            values, first_dropped = totals.read()
-            epoch_totals += torch.tensor(values, dtype=torch.float64)
+            since_last, first_dropped = totals.read()
+            epoch_totals += torch.tensor(since_last, dtype=torch.float64)
             position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
-            loss_sum, correct, samples, _, dropped = values
-            if first_dropped is not None:
-                message = _dropped_steps_message(trainer.epoch_name(epoch), *first_dropped,
-                                                 int(dropped))
-                if plan.nonfinite_loss == "raise":
-                    raise NonFiniteLossError(message, position)
-                logger.warning("%s; skipped", message)
-            if samples:
-                loss, accuracy = loss_sum / samples, 100.0 * correct / samples
-                margin = trainer.margin_scheduler.get_margin()
-                progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}", refresh=False)
-                logger.info("%s batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
-                            trainer.epoch_name(epoch), done, epoch_iter, lr, margin, loss,
-                            accuracy)
-                trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
-                                           margin=margin)
+            _report(trainer, epoch, position, since_last, first_dropped, iteration, lr, progress)
             if stop_here:
                 raise EpochStopped(position)
             if agreed is not None and agreed.save:
@@ -198,14 +207,41 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
 def _epoch_result(trainer: "Trainer", epoch: int, epoch_totals: torch.Tensor) -> EpochResult:
     """The epoch's averages over all ranks from this rank's sums (a collective)."""
     world = trainer.plan.world
-    loss_sum, correct, samples, applied, dropped = all_reduce_sum(
-        epoch_totals.to(world.device), world).tolist()
+    summed = Totals(*all_reduce_sum(epoch_totals.to(world.device), world).tolist())
+    samples = summed.samples
     # no applied step: no sample to average over
-    return EpochResult(epoch=epoch, loss=loss_sum / samples if samples else math.nan,
-                       accuracy=100.0 * correct / samples if samples else math.nan,
-                       batches=int(applied + dropped), skipped_batches=int(dropped),
+    return EpochResult(epoch=epoch, loss=summed.loss_sum / samples if samples else math.nan,
+                       accuracy=100.0 * summed.correct / samples if samples else math.nan,
+                       batches=int(summed.applied + summed.dropped),
+                       skipped_batches=int(summed.dropped),
                        lr=trainer.lr_scheduler.get_lr(),
                        margin=trainer.margin_scheduler.get_margin())
+
+
+def _report(trainer: "Trainer", epoch: int, position: EpochPosition, since_last: Totals,
+            first_dropped: Optional[Tuple[int, StepOutcome]], iteration: int, lr: float,
+            progress: "tqdm") -> None:
+    """Report the log point at ``position``: the steps dropped since the last one (with
+    ``nonfinite_loss: raise``, :class:`NonFiniteLossError` at ``position``), then the loss
+    and accuracy of those applied (``since_last``) in the log, the progress bar and the
+    scalars of ``iteration``."""
+    plan = trainer.plan
+    if first_dropped is not None:
+        message = _dropped_steps_message(trainer.epoch_name(epoch), *first_dropped,
+                                         int(since_last.dropped))
+        if plan.nonfinite_loss == "raise":
+            raise NonFiniteLossError(message, position)
+        logger.warning("%s; skipped", message)
+    if since_last.samples:
+        loss = since_last.loss_sum / since_last.samples
+        accuracy = 100.0 * since_last.correct / since_last.samples
+        margin = trainer.margin_scheduler.get_margin()
+        progress.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}", refresh=False)
+        logger.info("%s batch %d/%d lr %.3e margin %.3f loss %.4f acc %.2f",
+                    trainer.epoch_name(epoch), position.batch, plan.epoch_iter, lr, margin,
+                    loss, accuracy)
+        trainer.folder.log_scalars(iteration, loss=loss, accuracy=accuracy, lr=lr,
+                                   margin=margin)
 
 
 def _start_epoch_data(batches: Iterable[Mapping[str, Any]], resume_at: Optional["InterruptedAt"],

@@ -14,7 +14,7 @@ WavLM weights only when not frozen, its layer weights always).
 from __future__ import annotations
 
 import random
-from typing import List, Optional
+from typing import Any, Iterable, List, Mapping, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -28,9 +28,10 @@ from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
 from wespeaker_py.train.experiment import ExperimentFolder
-from wespeaker_py.train.interrupt import RunControl, StopRequest, TrainingStopped
+from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
+                                          TrainingStopped)
 from wespeaker_py.train.loop import (EpochPosition, EpochResult, EpochStopped, NonFiniteLossError,
-                                     TrainingDataError, train_epoch)
+                                     TrainingDataError, train_epoch, zero_totals)
 from wespeaker_py.train.plan import TrainingPlan, resolve
 from wespeaker_py.train.step import TrainingStep, keep_optimizer_state_on_device
 from wespeaker_py.utils.logging_utils import get_logger
@@ -166,13 +167,7 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
     resume_at = plan.start.resume_at
     if world.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    logger.info("rank %d of %d trains on %s", world.rank, world.world_size, world.device)
-    logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
-                plan.num_utterances, len(plan.spk2id), plan.epoch_iter, world.world_size)
-    if plan.projection_args["do_lm"]:
-        logger.info("large-margin fine-tuning: a head of %d classes, speed perturbation %s "
-                    "(as configured: WeSpeaker's LM stage keeps it too)", plan.num_classes,
-                    "on" if plan.dataset_args.speed_perturb else "off")
+    _log_run(plan)
     trainer = Trainer(plan, folder, label)
     if first_epoch > num_epochs:
         folder.finish_without_training(num_epochs, first_epoch)
@@ -191,26 +186,7 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
     for epoch in range(first_epoch, num_epochs + 1):
         dataset.set_epoch(epoch)
         resumed = resume_at if epoch == first_epoch else None
-        try:
-            result = train_epoch(trainer, epoch, loader, resumed, control)
-        except TrainingDataError:
-            dataset.epoch_summary().log(f"{trainer.epoch_name(epoch)} training data on rank "
-                                        f"{world.rank}")
-            raise
-        except EpochStopped as stopped:
-            trainer.save_interrupted(epoch, stopped.position)
-            _stopped(folder, world, f"{trainer.epoch_name(epoch)} after its batch "
-                                    f"{stopped.position.batch}", resume_hint=resume_hint)
-        except NonFiniteLossError as failed:
-            trainer.save_interrupted(epoch, failed.position)
-            barrier(world)
-            raise NonFiniteLossError(
-                f"{failed}. The state after batch {failed.position.batch} (the non-finite "
-                f"step(s) undone) is saved in {folder.layout.interrupted_path}: "
-                f"{_resume_hint(folder, resume_hint)}, with nonfinite_loss: skip to drop such "
-                f"batches from there on; a lower learning rate or enable_amp: false changes "
-                f"the run's settings, so such a rerun trains again from the checkpoint it "
-                f"starts from instead", failed.position) from None
+        result = _run_epoch(trainer, epoch, dataset, loader, resumed, control, resume_hint)
         # an epoch resumed after its last batch read no data: nothing to count
         epoch_data = (SkipSummary() if resumed is not None and resumed.after_last_batch
                       else _log_data_summary(dataset, world, trainer.epoch_name(epoch)))
@@ -225,28 +201,8 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         _check_applied_steps(result, trainer.epoch_name(epoch), world)
         folder.log_scalars(epoch * plan.epoch_iter, epoch_loss=result.loss,
                            epoch_accuracy=result.accuracy)
-        saved = plan.should_save(epoch)
-        if saved:
-            trainer.save(epoch)
-            if control is not None:
-                control.saved()
-        folder.draw_curves()
+        _end_of_epoch(trainer, epoch, control, resume_hint)
         history.append(result)
-        if control is None or epoch == num_epochs:
-            continue
-        # the epoch's end is a log point; a periodic save falls here unless model_<epoch>.pt
-        # was just written
-        agreed = control.agree(log_point=not saved)
-        if agreed.stop and saved:
-            _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
-                     plan.layout.checkpoint_path(epoch), resume_hint)
-        if agreed.stop or agreed.save:
-            next_epoch_start = EpochPosition(0, torch.zeros(5, dtype=torch.float64), None)
-            trainer.save_interrupted(epoch + 1, next_epoch_start)
-            control.saved()
-        if agreed.stop:
-            _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
-                     resume_hint=resume_hint)
     if world.is_main:
         data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
                        f"(each epoch counts a key once)")
@@ -254,8 +210,82 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
     return history
 
 
+def _log_run(plan: TrainingPlan) -> None:
+    """Log where this rank trains, on how much data, and a large-margin stage's head."""
+    world = plan.world
+    logger.info("rank %d of %d trains on %s", world.rank, world.world_size, world.device)
+    logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
+                plan.num_utterances, len(plan.spk2id), plan.epoch_iter, world.world_size)
+    if plan.projection_args["do_lm"]:
+        logger.info("large-margin fine-tuning: a head of %d classes, speed perturbation %s "
+                    "(as configured: WeSpeaker's LM stage keeps it too)", plan.num_classes,
+                    "on" if plan.dataset_args.speed_perturb else "off")
+
+
+def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
+               loader: Iterable[Mapping[str, Any]],
+               resumed: Optional[InterruptedAt], control: Optional[RunControl],
+               resume_hint: Optional[str]) -> EpochResult:
+    """Train ``epoch`` (:func:`~wespeaker_py.train.loop.train_epoch`) and return its averages.
+
+    An epoch that ends early ends the run: out of data, after logging this rank's skip
+    counts; on a signal (TrainingStopped) or a non-finite step with ``nonfinite_loss: raise``
+    (NonFiniteLossError, saying how to go on), after saving the state in interrupted.pt.
+    """
+    world, folder = trainer.plan.world, trainer.folder
+    try:
+        return train_epoch(trainer, epoch, loader, resumed, control)
+    except TrainingDataError:
+        dataset.epoch_summary().log(f"{trainer.epoch_name(epoch)} training data on rank "
+                                    f"{world.rank}")
+        raise
+    except EpochStopped as stopped:
+        trainer.save_interrupted(epoch, stopped.position)
+        _stopped(folder, world, f"{trainer.epoch_name(epoch)} after its batch "
+                                f"{stopped.position.batch}", resume_hint=resume_hint)
+    except NonFiniteLossError as failed:
+        trainer.save_interrupted(epoch, failed.position)
+        barrier(world)
+        raise NonFiniteLossError(
+            f"{failed}. The state after batch {failed.position.batch} (the non-finite "
+            f"step(s) undone) is saved in {folder.layout.interrupted_path}: "
+            f"{_resume_hint(folder, resume_hint)}, with nonfinite_loss: skip to drop such "
+            f"batches from there on; a lower learning rate or enable_amp: false changes "
+            f"the run's settings, so such a rerun trains again from the checkpoint it "
+            f"starts from instead", failed.position) from None
+
+
+def _end_of_epoch(trainer: Trainer, epoch: int, control: Optional[RunControl],
+                  resume_hint: Optional[str]) -> None:
+    """After ``epoch``'s averages are logged: write model_<epoch>.pt when the plan keeps
+    it and redraw the curves; then, before the last epoch, the ranks agree whether to save
+    the state (interrupted.pt at the next epoch's start) or to stop (TrainingStopped)."""
+    plan, folder = trainer.plan, trainer.folder
+    world = plan.world
+    saved = plan.should_save(epoch)
+    if saved:
+        trainer.save(epoch)
+        if control is not None:
+            control.saved()
+    folder.draw_curves()
+    if control is None or epoch == plan.num_epochs:
+        return
+    # the epoch's end is a log point; a periodic save falls here unless model_<epoch>.pt
+    # was just written
+    agreed = control.agree(log_point=not saved)
+    if agreed.stop and saved:
+        _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
+                 plan.layout.checkpoint_path(epoch), resume_hint)
+    if agreed.stop or agreed.save:
+        trainer.save_interrupted(epoch + 1, EpochPosition(0, zero_totals(), None))
+        control.saved()
+    if agreed.stop:
+        _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
+                 resume_hint=resume_hint)
+
+
 def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
-             saved: Optional[str] = None, resume_hint: Optional[str] = None) -> None:
+             saved: Optional[str] = None, resume_hint: Optional[str] = None) -> NoReturn:
     """End a run stopped by a signal once its state is saved (in ``saved``, by default
     interrupted.pt): TrainingStopped, its message ending in ``resume_hint`` (by default,
     bin.train's: the same command, with its ``--checkpoint``)."""
