@@ -9,6 +9,7 @@ import soundfile as sf
 from torch.utils.data import DataLoader
 
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
+from wespeaker_py.audio.errors import AudioMissingError, AudioNonFiniteError, AudioSilentError
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import read_raw_list, read_shard_list
@@ -43,7 +44,7 @@ def test_non_finite_and_silent_audio_are_counted_skips(tmp_path, caplog, whole_u
     assert [s["key"] for s in samples] == ["good"]
     assert all(np.isfinite(s["wav"].numpy()).all() for s in samples)
     summary = dataset.epoch_summary()
-    assert summary.skipped == {reasons.NON_FINITE: 2, reasons.ALL_ZERO: 1}
+    assert summary.skipped == {AudioNonFiniteError.reason: 2, AudioSilentError.reason: 1}
     assert "skipping nan (non_finite_samples)" in caplog.text
     assert "skipping zeros (all_zero_samples)" in caplog.text
 
@@ -63,8 +64,8 @@ def test_missing_file_counted_once_per_epoch_over_repeats_and_workers(tmp_path):
         assert sum(len(batch["keys"]) for batch in loader) == 48
         summary = dataset.epoch_summary()
         assert summary.workers == 2 and summary.samples == 48
-        assert summary.skipped == {reasons.MISSING: 2}
-        assert sorted(summary.examples[reasons.MISSING]) == ["gone0", "gone1"]
+        assert summary.skipped == {AudioMissingError.reason: 2}
+        assert sorted(summary.examples[AudioMissingError.reason]) == ["gone0", "gone1"]
 
 
 # Each start method in a fresh interpreter: a spawn or forkserver DataLoader leaves
@@ -103,22 +104,22 @@ def test_skip_counts_come_back_from_workers_of_any_start_method(tmp_path, start_
     samples, summary = done.stdout.strip().splitlines()
     assert samples == "6"
     summary = json.loads(summary)
-    assert summary["workers"] == 1 and summary["skipped"] == {reasons.MISSING: 1}
+    assert summary["workers"] == 1 and summary["skipped"] == {AudioMissingError.reason: 1}
 
 
 def test_skip_summaries_travel_and_merge_across_ranks():
     rank0 = SkipSummary(samples=10, workers=2)
-    rank0.skipped.update({reasons.MISSING: 2})
-    rank0.examples[reasons.MISSING] = ["a", "b"]
+    rank0.skipped.update({AudioMissingError.reason: 2})
+    rank0.examples[AudioMissingError.reason] = ["a", "b"]
     rank1 = SkipSummary(samples=7, workers=2)
-    rank1.skipped.update({reasons.MISSING: 1, reasons.NON_FINITE: 1})
+    rank1.skipped.update({AudioMissingError.reason: 1, AudioNonFiniteError.reason: 1})
     rank1.repaired.update({reasons.RESAMPLED: 3})
-    rank1.examples.update({reasons.MISSING: ["c"], reasons.NON_FINITE: ["d"]})
+    rank1.examples.update({AudioMissingError.reason: ["c"], AudioNonFiniteError.reason: ["d"]})
     merged = SkipSummary.merged(SkipSummary.from_dict(s.to_dict()) for s in (rank0, rank1))
     assert merged.to_dict() == {
         "samples": 17, "workers": 4, "repaired": {reasons.RESAMPLED: 3},
-        "skipped": {reasons.MISSING: 3, reasons.NON_FINITE: 1},
-        "examples": {reasons.MISSING: ["a", "b", "c"], reasons.NON_FINITE: ["d"]}}
+        "skipped": {AudioMissingError.reason: 3, AudioNonFiniteError.reason: 1},
+        "examples": {AudioMissingError.reason: ["a", "b", "c"], AudioNonFiniteError.reason: ["d"]}}
     assert merged.describe() == ("17 samples; skipped: missing_file=3 (e.g. a, b, c), "
                                  "non_finite_samples=1 (e.g. d); repaired: resampled=3")
 

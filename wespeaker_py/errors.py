@@ -28,7 +28,12 @@ class WespeakerError(Exception):
 
 
 class AudioInputError(WespeakerError, ValueError):
-    """Audio that cannot be embedded: missing, not audio, empty, NaN or too short."""
+    """Audio that cannot be embedded: missing, not audio, empty, NaN or too short.
+
+    ``reason`` is the short name a skipped input is counted under; the named errors of
+    :mod:`wespeaker_py.audio.errors` each have their own."""
+
+    reason = "unreadable_audio"
 
 
 class ModelSourceError(WespeakerError, ValueError):

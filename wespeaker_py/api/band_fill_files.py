@@ -10,15 +10,14 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequ
 import numpy as np
 
 from wespeaker_py.api.companion_files import companions_at
-from wespeaker_py.audio import heard_rate_of, load_audio_with_rate
-from wespeaker_py.errors import AudioInputError, RunFailedError, WespeakerError
-from wespeaker_py.runtime.embedding import UNREADABLE
+from wespeaker_py.audio import heard_rate_of
+from wespeaker_py.audio.readable import readable_recordings
+from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import FileStamp, file_stamp
-from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import read_wav_scp
 
 logger = get_logger(__name__)
@@ -163,14 +162,8 @@ class BandFillFiles:
             nonlocal done
             for folder in folders:
                 recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
-                for key, path in progress_bar(recordings.items(), desc="band fill",
-                                              unit="utt", enabled=progress):
-                    try:
-                        wide, source_rate = load_audio_with_rate(path, sample_rate)
-                    except AudioInputError as err:
-                        logger.warning("skipping %s: %s", key, err)
-                        skipped[getattr(err, "reason", UNREADABLE)] += 1
-                        continue
+                for _, wide, source_rate in readable_recordings(
+                        recordings, sample_rate, skipped, "band fill", progress):
                     if heard_rate_of(source_rate, sample_rate):
                         # counted in the summary, not warned about one by one
                         skipped[NARROW_SOURCE] += 1

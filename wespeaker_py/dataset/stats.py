@@ -7,6 +7,7 @@ utterance (first channel of a multi-channel file, resampling an unexpected
 sample rate) are counted once per utterance too. When a worker's epoch ends its
 counts become a :class:`SkipSummary`, which merges with those of the other
 workers (and, by the caller, of other ranks) into the one summary line of the epoch.
+The skip reasons of the embedding loop and of extraction are named here too.
 """
 from __future__ import annotations
 
@@ -20,23 +21,28 @@ from wespeaker_py.utils.paths import rate_in_name
 
 logger = get_logger(__name__)
 
-# Reasons used across the pipeline (kept in one place so summaries are comparable);
-# those of unusable audio are the reasons of the audio module's named errors.
+# Skip reasons of the input pipeline, the embedding loop and extraction, kept in one place
+# so that summaries are comparable. Unusable audio is counted under its error's ``reason``
+# (wespeaker_py.audio.errors; wespeaker_py.errors.AudioInputError's for any other).
+TOO_SHORT = audio_errors.AudioTooShortError.reason   # also the pipeline's length filter's
+# read only by tests/test_dataset_audio.py, test_fault_audio.py and test_input_checks.py
 MISSING = audio_errors.AudioMissingError.reason
 EMPTY = audio_errors.AudioEmptyError.reason
 NOT_AUDIO = audio_errors.AudioUnreadableError.reason
 TRUNCATED = audio_errors.AudioTruncatedError.reason
-TOO_SHORT = audio_errors.AudioTooShortError.reason
-PIPE_FAILED = audio_errors.AudioPipeError.reason
-NON_FINITE = audio_errors.AudioNonFiniteError.reason
-ALL_ZERO = audio_errors.AudioSilentError.reason
-NO_ENERGY = audio_errors.AudioNoEnergyError.reason
-NO_SUCH_CHANNEL = audio_errors.AudioChannelError.reason
 SEGMENT_PAST_END = audio_errors.AudioSegmentError.reason
+# the input pipeline's own
 UNKNOWN_SPEAKER = "unknown_speaker"
 NO_SPEAKER = "no_speaker"
 BAD_SHARD = "bad_shard"
 BAD_MEMBER = "bad_tar_member"
+# the embedding loop's (wespeaker_py.runtime.embedding)
+TOO_SHORT_FOR_MODEL = "too_short_for_model"
+NON_FINITE_EMBEDDING = "non_finite_embedding"
+# extraction's (wespeaker_py.inference.extraction)
+BAD_KEY = "key_not_writable"
+REPEATED_KEY = "repeated_key"
+NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
 
 # Repairs (the utterance is kept).
 MULTI_CHANNEL = "multi_channel_first_kept"   # other channel policies: multi_channel_<policy>_kept

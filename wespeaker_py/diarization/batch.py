@@ -36,7 +36,6 @@ from wespeaker_py.diarization.recordings import RecordingInputError
 from wespeaker_py.diarization.rttm import rttm_channel, write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.errors import AudioInputError, RunFailedError, WespeakerError
-from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.utils.atomic_files import atomic_open, require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.locks import drop_lock, hold_lock
@@ -430,7 +429,7 @@ def _diarize_one(diarizer: Diarizer, key: str, path: str, summary: BatchSummary,
     except AudioInputError as err:
         logger.warning("skipping %s: %s", key, err)
         summary.failed[key] = str(err)
-        summary.reasons[getattr(err, "reason", UNREADABLE)] += 1
+        summary.reasons[err.reason] += 1
         return None
     except Exception as err:  # noqa: BLE001 -- raised again, naming the recording
         named = naming_recording(err, key, path)

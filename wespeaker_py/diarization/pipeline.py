@@ -24,14 +24,13 @@ import numpy as np
 from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, AudioSilentError,
                                 ChannelChoice, heard_rate_of, load_audio_with_rate,
                                 narrowband, warn_if_narrowband)
+from wespeaker_py.audio.readable import readable_recordings
 from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import cluster_windows
 from wespeaker_py.diarization.options import DiarizationOptions, given_or, speaker_bounds
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
-from wespeaker_py.errors import AudioInputError
-from wespeaker_py.runtime.embedding import UNREADABLE
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
@@ -347,14 +346,8 @@ def labelled_window_embeddings(diarizer: Diarizer, wav_scp: str, utt2spk: Mappin
     speakers: Dict[int, List[str]] = {heard_rate: [] for heard_rate in heard_rates}
     read = 0
     rate = diarizer.sample_rate
-    for key, path in progress_bar(recordings.items(), desc="windows", unit="utt",
-                                  enabled=show_progress):
-        try:
-            audio, source_rate = load_audio_with_rate(path, rate)
-        except AudioInputError as err:
-            logger.warning("skipping %s: %s", key, err)
-            skipped[getattr(err, "reason", UNREADABLE)] += 1
-            continue
+    for key, audio, source_rate in readable_recordings(recordings, rate, skipped, "windows",
+                                                       show_progress):
         read += 1
         came_at = heard_rate_of(source_rate, rate)
         for heard_rate in heard_rates:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig, as_dataset_args
 from wespeaker_py.dataset import Dataset
+from wespeaker_py.dataset.stats import BAD_KEY, NOT_DELIVERED, REPEATED_KEY
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
@@ -33,7 +34,6 @@ from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.parts import open_part_writer, recover_part
 from wespeaker_py.io.ark import EmbeddingWriter, key_problem
 from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
-from wespeaker_py.runtime.embedding import NON_FINITE, TOO_SHORT
 from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -43,12 +43,8 @@ from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 
-__all__ = ["NON_FINITE", "TOO_SHORT", "ExtractionSummary", "embed_utterances",
-           "extract_embeddings", "extract_part"]
+__all__ = ["ExtractionSummary", "embed_utterances", "extract_embeddings", "extract_part"]
 
-BAD_KEY = "key_not_writable"
-REPEATED_KEY = "repeated_key"
-NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
 DEFAULT_BUFFER_MB = 2048

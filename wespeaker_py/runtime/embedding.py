@@ -20,14 +20,11 @@ import numpy as np
 
 from wespeaker_py.audio.resample import heard_rate_of
 from wespeaker_py.audio.samples import warn_if_narrowband
+from wespeaker_py.dataset.stats import NON_FINITE_EMBEDDING, TOO_SHORT_FOR_MODEL
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.runtime.batching import LengthBuckets
 from wespeaker_py.utils.progress import progress_bar
 
-# skip reasons (the extraction summary counts them under these names)
-UNREADABLE = "unreadable_audio"  # audio refused without a named reason
-TOO_SHORT = "too_short_for_model"
-NON_FINITE = "non_finite_embedding"
 # features waiting for a batch of their length, by default
 DEFAULT_BUFFER_BYTES = 256 << 20
 
@@ -99,7 +96,7 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                 if np.isfinite(embedding).all():
                     yield Outcome(key, embedding, heard_rate=heard)
                 else:
-                    yield Outcome(key, None, NON_FINITE,
+                    yield Outcome(key, None, NON_FINITE_EMBEDDING,
                                   "the model gave a NaN or infinite embedding", heard)
 
     bar = progress_bar(items, total=total, desc=desc, unit="utt", position=position,
@@ -111,15 +108,14 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                 try:
                     audio, came_at = read(audio)
                 except AudioInputError as error:
-                    # the audio check's own reason (missing_file, ...) where it has one
-                    yield Outcome(key, None, getattr(error, "reason", UNREADABLE), str(error))
+                    yield Outcome(key, None, error.reason, str(error))
                     continue
                 heard = heard_rate_of(came_at, backend.sample_rate)
             if heard:
                 _warn_if_unfilled(backend, heard, key)
             prepared = backend.prepare(audio, heard)
             if backend.is_too_short(prepared):
-                yield Outcome(key, None, TOO_SHORT,
+                yield Outcome(key, None, TOO_SHORT_FOR_MODEL,
                               f"{len(audio) / backend.sample_rate:.3f} s of audio "
                               f"({len(audio)} samples); the model needs at least "
                               f"{backend.min_seconds:.3f} s ({backend.min_samples})", heard)
