@@ -6,9 +6,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.io.layout import MEAN_NAME
 from wespeaker_py.utils.paths import files_named_by_rate, rate_in_name, same_file
 
-MEAN_NAME = "mean_vec.npy"
 FIXED_NAMES = (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
 
 

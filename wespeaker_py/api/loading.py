@@ -25,11 +25,13 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
-from wespeaker_py.api.companion_files import MEAN_NAME, companion_prefix, companions_at
+from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
 from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
+from wespeaker_py.io.layout import (CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout,
+                                    ExperimentLayout)
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.train.checkpoint import checkpoints_by_epoch, epoch_from_name
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
@@ -37,8 +39,6 @@ from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 
-CONFIG_NAME = "config.yaml"
-WEIGHTS_NAME = "avg_model.pt"
 RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config names none
 
 
@@ -53,12 +53,12 @@ def _folder_files(folder: str) -> Tuple[str, str]:
     if not os.path.isfile(config):
         raise ModelSourceError(f"{folder} has no {CONFIG_NAME}: place the model's config "
                                f"(model, model_args, dataset_args) at {config}")
-    places = (folder, os.path.join(folder, "models"))
+    places = (folder, ExperimentLayout(folder).model_dir)
     for place in places:
         if os.path.isfile(os.path.join(place, WEIGHTS_NAME)):
             return config, os.path.join(place, WEIGHTS_NAME)
     where = (f"{WEIGHTS_NAME} at {os.path.join(folder, WEIGHTS_NAME)} (a model folder) or "
-             f"{os.path.join(folder, 'models', WEIGHTS_NAME)} (an experiment)")
+             f"{ExperimentLayout(folder).avg_model_path} (an experiment)")
     held = [_checkpoints_in(place) for place in places]
     if not any(held):
         raise ModelSourceError(f"{folder} has no weights: place {where}")
@@ -212,10 +212,10 @@ def recipe_mean_vectors(folder: str) -> List[str]:
     """The mean vectors an experiment folder's recipe scored with
     (``embeddings/<set>/mean_vec.npy``), which a load of the folder does not subtract (it
     uses only ``mean_vec.npy`` beside the model); none for a file."""
-    embeddings = os.path.join(folder, "embeddings")
-    return sorted(os.path.join(embeddings, name, MEAN_NAME)
-                  for name in (os.listdir(embeddings) if os.path.isdir(embeddings) else ())
-                  if os.path.isfile(os.path.join(embeddings, name, MEAN_NAME)))
+    embeddings = ExperimentLayout(folder).embeddings_dir
+    means = (EmbeddingSetLayout(os.path.join(embeddings, name)).mean_path
+             for name in (os.listdir(embeddings) if os.path.isdir(embeddings) else ()))
+    return sorted(path for path in means if os.path.isfile(path))
 
 
 def _note_recipe_mean_vectors(folder: str) -> None:

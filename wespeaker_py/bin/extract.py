@@ -38,16 +38,13 @@ shared among the --nj jobs; $OMP_NUM_THREADS when set).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
                                      add_flag, bin_parser, positive_int, run_main)
-from wespeaker_py.utils.logging_utils import get_logger, setup_logging
+from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
-
-logger = get_logger("wespeaker_py.bin.extract")
 
 # wespeaker_py.inference.extraction.DEFAULT_BUFFER_MB, repeated so that --help needs no torch
 # (tests/test_cli.py keeps the two equal)
@@ -109,16 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from wespeaker_py.config import load_model_config
-    from wespeaker_py.api.companion_files import companions_at
-    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, load_band_fills
-    from wespeaker_py.inference import (extract_embeddings, extract_embeddings_parallel,
-                                        scp_path_for)
-    from wespeaker_py.inference.jobs import job_devices
-    from wespeaker_py.io.ark import load_embeddings
-    from wespeaker_py.utils.list_jobs import FAIL_FRACTION_FLAG
-    from wespeaker_py.scoring.embeddings import (compute_mean_vector, save_mean_vector,
-                                                 write_speaker_means)
+    from wespeaker_py.inference.extract_set import extract_set, side_files
+    from wespeaker_py.io.ark import scp_path_for
     if args.aug_prob != 0.0:
         parser.error("--aug_prob: augmenting utterances at extraction is not supported")
     if args.expected_utterances is not None and args.data_type == "raw":
@@ -138,55 +127,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         scp_path_for(args.embed_ark)
     except ValueError as error:
         parser.error(f"--embed_ark: {error}")
-    embed_dir = os.path.dirname(os.path.abspath(args.embed_ark))
-    spk_ark = os.path.join(embed_dir, "spk_xvector.ark")
-    mean_path = os.path.join(embed_dir, "mean_vec.npy")
     outputs = {"--embed_ark": args.embed_ark,
-               f"--embed_ark {args.embed_ark}'s .scp": scp_path_for(args.embed_ark)}
-    if args.spk2utt:
-        outputs.update({"the speaker means spk_xvector.ark": spk_ark,
-                        "the speaker means' spk_xvector.scp": scp_path_for(spk_ark)})
-    if args.mean_vec:
-        outputs["the set's mean_vec.npy"] = mean_path
+               f"--embed_ark {args.embed_ark}'s .scp": scp_path_for(args.embed_ark),
+               **side_files(args.embed_ark, bool(args.spk2utt), args.mean_vec)}
     refuse_output_over_input(outputs, {"--data_list": args.data_list, "--config": args.config,
                                        "--model_path": args.model_path,
                                        "--spk2utt": args.spk2utt})
     setup_logging()
-    config = load_model_config(args.config)
-    config_folder = os.path.join(os.path.dirname(os.path.abspath(args.config)), "")
-    band_fills = load_band_fills(companions_at(config_folder, [BAND_FILL_NAME]))
-    for fill in band_fills:
-        logger.info("files at %d Hz go through the band fill beside %s: %s", fill.heard_rate,
-                    args.config, fill.describe())
-    chunk_frames = None
-    if args.random_chunk:
-        chunk_frames = args.num_frms or config.dataset_args.num_frms
-    common = dict(config=config, model_path=args.model_path, data_type=args.data_type,
-                  data_list=args.data_list, embed_ark=args.embed_ark,
-                  batch_size=args.batch_size, num_workers=args.num_workers,
-                  buffer_mb=args.buffer_mb, chunk_frames=chunk_frames, chunk_seed=args.seed,
-                  max_fail_fraction=args.max_fail_fraction, channel=args.channel,
-                  band_fills=band_fills, expected_utterances=args.expected_utterances)
-    if args.nj > 1:
-        extract_embeddings_parallel(num_jobs=args.nj, gpus=args.gpus, **common)
-    else:
-        extract_embeddings(device=args.device or job_devices(1, args.gpus)[0], **common)
-    # the means of the embeddings just replaced go now: should computing the new ones fail,
-    # the earlier ones must not stay beside the new ark
-    for path in (([spk_ark, scp_path_for(spk_ark)] if args.spk2utt else [])
-                 + ([mean_path] if args.mean_vec else [])):
-        if os.path.exists(path):
-            os.remove(path)
-
-    xvector_scp = scp_path_for(args.embed_ark)
-    if args.spk2utt:
-        # the utterances extraction was allowed to skip may be missing from the means
-        spk_scp = write_speaker_means(args.spk2utt, xvector_scp, spk_ark,
-                                      args.max_fail_fraction, FAIL_FRACTION_FLAG)
-        logger.info("per-speaker mean embeddings: %s", spk_scp)
-    if args.mean_vec:
-        save_mean_vector(mean_path, compute_mean_vector(load_embeddings(xvector_scp)))
-        logger.info("mean embedding of the set: %s", mean_path)
+    extract_set(args.config, args.model_path, args.data_type, args.data_list, args.embed_ark,
+                num_jobs=args.nj, gpus=args.gpus, device=args.device,
+                batch_size=args.batch_size, num_workers=args.num_workers,
+                buffer_mb=args.buffer_mb, random_chunk=args.random_chunk,
+                num_frms=args.num_frms, chunk_seed=args.seed, channel=args.channel,
+                max_fail_fraction=args.max_fail_fraction,
+                expected_utterances=args.expected_utterances, spk2utt=args.spk2utt,
+                mean_vec=args.mean_vec)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ Trials naming an utterance without an embedding are skipped and counted (see
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_flag, add_missing_trials_flag, bin_parser,
                                      run_main)
+from wespeaker_py.io.layout import MEAN_NAME, EmbeddingSetLayout, ExperimentLayout
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
 
@@ -39,17 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refuse_over_inputs(args: argparse.Namespace) -> None:
     """The score files (and the mean vector of --cal_mean) must not be one of the inputs."""
-    scores = os.path.join(args.exp_dir, "scores")
+    layout = ExperimentLayout(args.exp_dir)
     numbered = dict(enumerate(args.trials, 1))
-    outputs = {f"the scores of trial list {number}":
-               os.path.join(scores, os.path.basename(trials) + ".score")
+    outputs = {f"the scores of trial list {number}": layout.score_path(trials)
                for number, trials in numbered.items()}
     inputs = {f"trial list {number}": trials for number, trials in numbered.items()}
     if args.cal_mean and args.cal_mean_dir:
-        outputs["--cal_mean_dir's mean_vec.npy"] = os.path.join(args.cal_mean_dir,
-                                                                "mean_vec.npy")
-        inputs["--cal_mean_dir's xvector.scp"] = os.path.join(args.cal_mean_dir,
-                                                              "xvector.scp")
+        reference = EmbeddingSetLayout(args.cal_mean_dir)
+        outputs[f"--cal_mean_dir's {MEAN_NAME}"] = reference.mean_path
+        inputs["--cal_mean_dir's xvector.scp"] = reference.embeddings_scp
     refuse_output_over_input(outputs, {"--eval_scp_path": args.eval_scp_path, **inputs})
 
 
@@ -67,8 +65,8 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     else:
         logger.info("no mean normalisation of the evaluation embeddings")
     return score_trial_files(args.eval_scp_path, args.trials,
-                             os.path.join(args.exp_dir, "scores"), mean_vec_path, args.device,
-                             args.max_missing_fraction)
+                             ExperimentLayout(args.exp_dir).scores_dir, mean_vec_path,
+                             args.device, args.max_missing_fraction)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import os
 from typing import Any, Mapping, Optional
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
-from wespeaker_py.api.companion_files import (MEAN_NAME, companion_prefix, companions_at,
-                                              rate_templates)
+from wespeaker_py.api.companion_files import companion_prefix, companions_at, rate_templates
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
 from wespeaker_py.finetune.config import WORK_DIR
+from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import rate_in_name
 
@@ -108,14 +108,14 @@ def _mean_vector_step(out_dir: str, data: Optional[str]) -> str:
     """How to give the new model a mean vector: extract its training list's mean, then fit
     the calibration again (it records the mean vector its scores were made with)."""
     work = os.path.join(out_dir, WORK_DIR)
-    mean_dir = os.path.join(work, "mean")
+    mean_set = EmbeddingSetLayout(os.path.join(work, "mean"))
     return (f"{MEAN_NAME}: {out_dir} scores without one, as its calibration was fitted; for "
             f"one, python -m wespeaker_py.bin.extract --config "
-            f"{os.path.join(out_dir, 'config.yaml')} --model_path "
-            f"{os.path.join(out_dir, 'avg_model.pt')} --data_type raw --data_list "
+            f"{os.path.join(out_dir, CONFIG_NAME)} --model_path "
+            f"{os.path.join(out_dir, WEIGHTS_NAME)} --data_type raw --data_list "
             f"{os.path.join(work, 'data', 'train', 'raw.list')} --embed_ark "
-            f"{os.path.join(mean_dir, 'xvector.ark')} --mean_vec True, copy "
-            f"{os.path.join(mean_dir, MEAN_NAME)} into {out_dir}, then calibrate again: "
+            f"{mean_set.embeddings_ark} --mean_vec True, copy "
+            f"{mean_set.mean_path} into {out_dir}, then calibrate again: "
             f"{_calibrate_again(out_dir, data)}")
 
 

@@ -1,4 +1,5 @@
-"""Kaldi-format files: embeddings as ark/scp (:mod:`.ark`), read and written in one place.
+"""Kaldi-format files: embeddings as ark/scp (:mod:`.ark`), read and written in one place;
+the names of an experiment folder's and an embedding set's files (:mod:`.layout`).
 
 Used by extraction (:mod:`wespeaker_py.inference`), scoring
 (:mod:`wespeaker_py.scoring`) and the ``wespeaker-py embed`` command. Importing

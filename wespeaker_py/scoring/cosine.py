@@ -1,7 +1,6 @@
 """Cosine scoring of trial lists, optionally after subtracting a reference-set mean."""
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
+from wespeaker_py.io.layout import EmbeddingSetLayout, score_path_in
 from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
                                          read_trials, write_score_file)
@@ -74,9 +74,10 @@ def compute_and_save_mean(cal_mean_dir: str) -> str:
     A ``mean_vec.npy`` that already holds this mean is left as it is: the recipes' later
     stages judge their outputs by its time, and every scoring stage computes it again.
     """
-    scp_path = os.path.join(cal_mean_dir, "xvector.scp")
+    reference = EmbeddingSetLayout(cal_mean_dir)
+    scp_path = reference.embeddings_scp
     logger.info("computing the mean embedding of %s", scp_path)
-    mean_path = os.path.join(cal_mean_dir, "mean_vec.npy")
+    mean_path = reference.mean_path
     mean = compute_mean_vector(load_embeddings(scp_path, progress=True))
     if not _holds(mean_path, mean):
         save_mean_vector(mean_path, mean)
@@ -104,7 +105,7 @@ def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir:
     """
     out_paths: Dict[str, str] = {}
     for trial_path in trial_paths:
-        out_path = os.path.join(store_dir, os.path.basename(trial_path) + ".score")
+        out_path = score_path_in(store_dir, trial_path)
         other = out_paths.setdefault(out_path, trial_path)
         if other != trial_path:
             raise WespeakerError(f"trial lists {other} and {trial_path} would both be scored "

@@ -43,12 +43,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from wespeaker_py.config import load_model_config, read_yaml
+from wespeaker_py.io.layout import CONFIG_NAME, EmbeddingSetLayout, ExperimentLayout
 from wespeaker_py.models.complexity import count_params
 from wespeaker_py.runtime.builder import build_untrained
 from wespeaker_py.scoring.det_plot import plot_det_curves, plot_score_histogram
 from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_from_det,
                                           min_dcf_from_det)
 from wespeaker_py.scoring.trials import read_labelled_scores
+from wespeaker_py.train.checkpoint import checkpoint_name
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -206,15 +208,17 @@ def scored_embeddings(exp_dir: str) -> List[str]:
     """The embeddings (``embeddings/<set>/xvector.scp``) that exist of the sets the
     settings notes of ``exp_dir/scores`` name (``train_set=``, ``eval_set=``: what the
     scoring stages scored from); of every set under ``embeddings/`` when none names one."""
+    layout = ExperimentLayout(exp_dir)
     sets = set()
-    for note in glob.glob(os.path.join(glob.escape(exp_dir), "scores", "*.settings")):
+    for note in glob.glob(os.path.join(glob.escape(layout.scores_dir), "*.settings")):
         with open(note, encoding="utf-8") as handle:
             sets.update(NOTED_SET.findall(handle.read()))
-    embeddings_dir = os.path.join(exp_dir, "embeddings")
+    embeddings_dir = layout.embeddings_dir
     if not sets and os.path.isdir(embeddings_dir):
         sets.update(os.listdir(embeddings_dir))
-    return sorted(path for path in (os.path.join(embeddings_dir, name, "xvector.scp")
-                                    for name in sets) if os.path.isfile(path))
+    scps = (EmbeddingSetLayout(os.path.join(embeddings_dir, name)).embeddings_scp
+            for name in sets)
+    return sorted(path for path in scps if os.path.isfile(path))
 
 
 def newer_embeddings(score_file: str, embeddings: Sequence[str]) -> Optional[str]:
@@ -230,8 +234,8 @@ def other_start(exp_dir: str, base_dir: str) -> Optional[str]:
     its ``models/model_0.pt`` (the copy ``start_from`` of ``tools/recipe_helpers.sh``
     made of the model it began from) differs from ``base_dir/models/avg_model.pt``.
     None when they are the same, or when either is missing (nothing to compare)."""
-    start = os.path.join(exp_dir, "models", "model_0.pt")
-    base = os.path.join(base_dir, "models", "avg_model.pt")
+    start = os.path.join(ExperimentLayout(exp_dir).model_dir, checkpoint_name(0))
+    base = ExperimentLayout(base_dir).avg_model_path
     if not (os.path.isfile(start) and os.path.isfile(base)) or filecmp.cmp(start, base,
                                                                            shallow=False):
         return None
@@ -244,12 +248,13 @@ def collect_results(exp_dir: str, trials: Sequence[str],
     """Measure every score file of ``trials`` under ``exp_dir/scores``, noting the ones
     older than the embeddings; with ``base_dir`` (``exp_dir`` is its fine-tuning), also
     whether ``exp_dir`` started from ``base_dir``'s current model."""
-    config_path = os.path.join(exp_dir, "config.yaml")
+    layout = ExperimentLayout(exp_dir)
+    config_path = layout.config_path
     config = read_yaml(config_path)
     embeddings = scored_embeddings(exp_dir)
     rows: Dict[str, BackendResult] = {}
     for trials_name in trials:
-        for label, path in find_score_files(os.path.join(exp_dir, "scores"), trials_name):
+        for label, path in find_score_files(layout.scores_dir, trials_name):
             if label.startswith("*."):
                 logger.info("%s: no back-end of BACKENDS (wespeaker_py/scoring/report.py) "
                             "names this score file; its row is labelled %s", path, label)
@@ -259,7 +264,7 @@ def collect_results(exp_dir: str, trials: Sequence[str],
             if newer is not None:
                 row.stale[path] = newer
     if not rows:
-        raise FileNotFoundError(f"no score files of {', '.join(trials)} in {exp_dir}/scores")
+        raise FileNotFoundError(f"no score files of {', '.join(trials)} in {layout.scores_dir}")
     return ExperimentResults(describe_model(config), count_parameters(config_path),
                              list(rows.values()),
                              other_start(exp_dir, base_dir) if base_dir else None)
@@ -267,9 +272,10 @@ def collect_results(exp_dir: str, trials: Sequence[str],
 
 def _not_scored_yet(exp_dir: str, trials: Sequence[str]) -> Optional[str]:
     """Why ``exp_dir`` has no rows for ``trials`` yet (None when it has)."""
-    if not os.path.isfile(os.path.join(exp_dir, "config.yaml")):
-        return "it has no config.yaml"
-    scores_dir = os.path.join(exp_dir, "scores")
+    layout = ExperimentLayout(exp_dir)
+    if not os.path.isfile(layout.config_path):
+        return f"it has no {CONFIG_NAME}"
+    scores_dir = layout.scores_dir
     if not any(find_score_files(scores_dir, name) for name in trials):
         return f"{scores_dir} holds no score file of {', '.join(trials)}"
     return None

@@ -22,6 +22,7 @@ from wespeaker_py.dataset import spk2id_from_utt2spk
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.dataset.augment import check_augment_list
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
+from wespeaker_py.io.layout import ExperimentLayout
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
 from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
@@ -44,30 +45,9 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where a run's outputs go inside ``exp_dir``."""
-
-    exp_dir: str
-
-    @property
-    def model_dir(self) -> str:
-        return os.path.join(self.exp_dir, "models")
-
-    @property
-    def config_path(self) -> str:
-        return os.path.join(self.exp_dir, "config.yaml")
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.exp_dir, "train.log")
-
-    @property
-    def curves_path(self) -> str:
-        return os.path.join(self.exp_dir, "train_curves.png")
-
-    @property
-    def tensorboard_dir(self) -> str:
-        return os.path.join(self.exp_dir, "tensorboard")
+class Layout(ExperimentLayout):
+    """Where a run's outputs go inside ``exp_dir``: the experiment folder's files
+    (:class:`~wespeaker_py.io.layout.ExperimentLayout`) and the training checkpoints."""
 
     @property
     def interrupted_path(self) -> str:
