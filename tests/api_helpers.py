@@ -1,11 +1,9 @@
-"""Models in WeSpeaker's released-folder layout and small audio files for the API/CLI tests."""
+"""Models in WeSpeaker's released-folder layout and the mini corpus's speech for the API/CLI
+tests."""
 import os
 import shutil
 
-import numpy as np
-import soundfile as sf
-
-from inference_helpers import SAMPLE_RATE, make_experiment
+from inference_helpers import make_experiment
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINI_CORPUS = os.path.join(REPO_ROOT, "examples", "mini", "data", "librispeech_tc100")
@@ -29,9 +27,3 @@ def mini_speech(num: int):
             key, path = line.split()
             table.setdefault(key.split("-")[0], os.path.join(MINI_CORPUS, path))
     return list(table.values())[:num]
-
-
-def write_audio(path: str, samples: np.ndarray, rate: int = SAMPLE_RATE,
-                subtype: str = "PCM_16") -> str:
-    sf.write(path, samples, rate, subtype=subtype)
-    return path

@@ -46,6 +46,14 @@ def restore_root_logging():
 
 
 @pytest.fixture
+def single_process(monkeypatch):
+    """Unset RANK and WORLD_SIZE, so that the code under test runs as one process even
+    inside a torchrun job (modules that need it everywhere name it in ``pytestmark``)."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+@pytest.fixture
 def shared_data_dir():
     """Path of ../shared/data (tests using it carry the shared_data marker)."""
     return SHARED_DATA

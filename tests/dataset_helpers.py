@@ -22,10 +22,12 @@ def random_int16(num_samples: int, seed: int, channels: int = 1) -> np.ndarray:
     return rng.integers(-8000, 8000, size=shape, dtype=np.int16)
 
 
-def write_audio(path: str, samples: np.ndarray, rate: int = RATE) -> str:
-    """Write int16 samples; the format follows the extension (.wav or .flac)."""
+def write_audio(path: str, samples: np.ndarray, rate: int = RATE,
+                subtype: str = "PCM_16") -> str:
+    """Write ``samples`` (its folder made if need be) as ``subtype``; the format follows the
+    extension (.wav or .flac). Return ``path``."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, samples, rate, subtype="PCM_16")
+    sf.write(path, samples, rate, subtype=subtype)
     return path
 
 

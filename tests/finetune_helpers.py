@@ -1,5 +1,6 @@
 """Helpers of the fine-tuning tests."""
-from typing import Optional
+import os
+from typing import Callable, Iterable, Optional, Tuple
 
 from wespeaker_py.finetune.data import FinetuneData, read_finetune_corpus
 from wespeaker_py.finetune.split import split_finetune_data, warn_about_split
@@ -16,3 +17,20 @@ def read_finetune_data(data_dir: str, dev_speakers: Optional[int] = None,
     data = split_finetune_data(corpus, dev_speakers)
     warn_about_split(corpus, data)
     return data
+
+
+def write_segments_folder(root: str, utterances: Iterable[Tuple[str, str, str]],
+                          span_of: Callable[[str], Tuple[float, float]]) -> str:
+    """Make the Kaldi data folder ``root`` (wav.scp, segments, utt2spk) in which each
+    ``(key, speaker, audio path)`` of ``utterances`` is the segment ``span_of(key)`` (start,
+    end in seconds) of a recording of its own, ``rec-KEY``; return ``root``."""
+    os.makedirs(root)
+    with open(os.path.join(root, "wav.scp"), "w") as scp, \
+            open(os.path.join(root, "segments"), "w") as seg, \
+            open(os.path.join(root, "utt2spk"), "w") as u2s:
+        for key, speaker, path in utterances:
+            start, end = span_of(key)
+            scp.write(f"rec-{key} {path}\n")
+            seg.write(f"{key} rec-{key} {start} {end}\n")
+            u2s.write(f"{key} {speaker}\n")
+    return root

@@ -72,7 +72,7 @@ def write_wav(path: str, num_samples: int, seed: int) -> None:
     sf.write(path, signal.astype(np.int16), SAMPLE_RATE, subtype="PCM_16")
 
 
-def make_corpus(root: str, lengths, extra_lines=()):
+def make_raw_list_corpus(root: str, lengths, extra_lines=()):
     """Wavs of the given sample counts plus ``raw.list``; return (list path, {key: wav path})."""
     os.makedirs(os.path.join(root, "wav"), exist_ok=True)
     wavs = {}

@@ -13,8 +13,9 @@ import soxr
 import torch
 
 import wespeaker_py
-from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder, write_audio
-from inference_helpers import make_corpus, make_experiment
+from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder
+from dataset_helpers import write_audio
+from inference_helpers import make_experiment, make_raw_list_corpus
 from wespeaker_py.api.calibration import load_calibration
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError, ModelSourceError, WespeakerError
@@ -89,7 +90,8 @@ def test_experiment_dir_and_checkpoint_sources_give_the_folder_embeddings(xvec, 
 
 def test_embed_many_equals_bin_extract(tmp_path):
     config_path, checkpoint, _ = make_experiment(str(tmp_path / "exp"), bare=True)
-    list_path, wavs = make_corpus(str(tmp_path / "corpus"), [16000, 12000, 16000, 20000, 16050])
+    list_path, wavs = make_raw_list_corpus(str(tmp_path / "corpus"),
+                                           [16000, 12000, 16000, 20000, 16050])
     ark = str(tmp_path / "emb" / "xvector.ark")
     extract_main(["--config", config_path, "--model_path", checkpoint, "--data_type", "raw",
                   "--data_list", list_path, "--embed_ark", ark, "--batch_size", "3",

@@ -22,10 +22,7 @@ RATE = 16000
 PACKAGE = os.path.dirname(os.path.abspath(wespeaker_py.__file__))
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def bad_inputs(root):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from api_helpers import MINI_CORPUS, mini_speech, wespeaker_folder
-from tool_helpers import run_cli
+from tool_helpers import assert_output_refused, run_cli
 
 EMBED_DIM = 8   # the tiny XVEC model's
 
@@ -50,16 +50,6 @@ def data(tmp_path):
     return folder
 
 
-def assert_refused(status, err, kept, before, *named):
-    """Exit status 2, one error line naming each of ``named``, and ``kept`` holding
-    ``before``."""
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "would replace an input" in lines[0], err
-    assert all(name in lines[0] for name in named), (named, err)
-    assert open(kept, "rb").read() == before
-
-
 @pytest.mark.parametrize("argv, kept, named", [
     (["embed", "{audio}", "--output", "{model}/mean_vec.npy"], "mean_vec.npy",
      ["--output", "--model {model}'s mean_vec.npy"]),
@@ -83,7 +73,7 @@ def test_an_output_over_one_of_the_models_files_is_refused(model, data, capsys, 
     before = kept.read_bytes()
     status, _, err = run_cli(capsys, argv[0], "--model", model, "--device", "cpu",
                              *[arg.format(**paths) for arg in argv[1:]])
-    assert_refused(status, err, kept, before, *[name.format(**paths) for name in named])
+    assert_output_refused(status, err, kept, before, *[name.format(**paths) for name in named])
 
 
 def test_calibrate_writes_the_models_own_calibration(model, data, capsys):
@@ -104,9 +94,9 @@ def test_export_beside_the_checkpoint_it_loads_is_refused(trained, tmp_path, cap
     status, _, err = run_cli(capsys, "export", "--model", folder / "avg_model.pt",
                              "--device", "cpu", "--onnx", folder / "avg_model.onnx")
     graph = folder / "avg_model.onnx"
-    assert_refused(status, err, calibration, b"{}\n",
-                   f"--onnx {graph}'s calibration.json {folder}/avg_model.calibration.json",
-                   f"--model {folder / 'avg_model.pt'}'s calibration.json")
+    assert_output_refused(status, err, calibration, b"{}\n",
+                          f"--onnx {graph}'s calibration.json {folder}/avg_model.calibration.json",
+                          f"--model {folder / 'avg_model.pt'}'s calibration.json")
     assert not graph.exists()
 
 
@@ -158,4 +148,4 @@ def test_a_calibration_named_elsewhere_leaves_the_one_beside_the_model_protected
         status, _, err = run_cli(capsys, "diarize", "--model", model, "--device", "cpu",
                                  "--calibration", other, "--vad", "energy", "--num_speakers",
                                  "1", mini_speech(1)[0], "-o", output)
-        assert_refused(status, err, output, before, f"-o/--output {output}", f"{named} (")
+        assert_output_refused(status, err, output, before, f"-o/--output {output}", f"{named} (")

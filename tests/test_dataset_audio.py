@@ -23,10 +23,7 @@ from wespeaker_py.utils.tables import DataFormatError
 CHUNK = samples_for_frames(200, RATE)
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def find_offset(haystack, needle):

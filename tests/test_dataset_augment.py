@@ -16,10 +16,7 @@ from wespeaker_py.frontend.framing import samples_for_frames
 CHUNK = samples_for_frames(200, RATE)
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def speech_like(num_samples, seed=0):

@@ -26,12 +26,6 @@ def spk2id(lists):
     return spk2id_from_utt2spk(lists["utt2spk"])
 
 
-@pytest.fixture
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-
-
 def keys_of(samples):
     return [s["key"] for s in samples]
 

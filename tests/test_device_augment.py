@@ -30,10 +30,7 @@ CHUNK = samples_for_frames(200, RATE)
 NUM_SPKS = 3
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def diff_snr(reference, other):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_corpus, make_experiment,
+from inference_helpers import (FEAT_DIM, TINY_XVEC_ARGS, make_experiment, make_raw_list_corpus,
                                read_int16_scale, write_wav)
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.bin.extract import gpus_flag
@@ -20,10 +20,10 @@ from wespeaker_py.config import load_model_config
 from wespeaker_py.inference import (embed_utterances, extract_embeddings,
                                     extract_embeddings_parallel, merge_embedding_arks,
                                     open_embedding_writer, split_data_list)
+from wespeaker_py.audio.errors import AudioMissingError, AudioUnreadableError
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.shards import make_shards
-from wespeaker_py.inference.extraction import BAD_KEY, NON_FINITE, REPEATED_KEY, TOO_SHORT
 from wespeaker_py.runtime import (LengthBuckets, SpeakerEmbedder, TorchBackend, load_embedder,
                                   min_valid_frames)
 from wespeaker_py.models import get_model
@@ -58,7 +58,7 @@ def corpus(tmp_path_factory):
     extra = [json.dumps({"key": "bad-missing", "wav": os.path.join(bad_dir, "nope.wav"),
                          "spk": "bad"}),
              json.dumps({"key": "bad-corrupt", "wav": corrupt, "spk": "bad"})]
-    list_path, wavs = make_corpus(root, GOOD_LENGTHS, extra)
+    list_path, wavs = make_raw_list_corpus(root, GOOD_LENGTHS, extra)
     # shorter than one fbank window (dropped by the pipeline), and too short for XVEC
     short = {"bad-window": 300, "bad-model": 2000}
     with open(list_path, "a") as handle:
@@ -113,8 +113,8 @@ def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp
     # too short for the model: skipped by the extractor; missing, corrupt and
     # shorter than one window: dropped (and logged) by the input pipeline, whose
     # workers report why
-    assert summary.skipped == {TOO_SHORT: 1, reasons.MISSING: 1, reasons.NOT_AUDIO: 1,
-                               reasons.TOO_SHORT: 1}
+    assert summary.skipped == {reasons.TOO_SHORT_FOR_MODEL: 1, AudioMissingError.reason: 1,
+                               AudioUnreadableError.reason: 1, reasons.TOO_SHORT: 1}
     assert summary.num_skipped == 4
 
 
@@ -178,7 +178,7 @@ def test_a_non_finite_embedding_is_skipped_not_written(tmp_path):
     with open_embedding_writer(ark) as writer:
         summary = embed_utterances(TorchBackend(embedder, torch.device("cpu")), samples,
                                    writer, batch_size=2)
-    assert summary.extracted == 1 and summary.skipped == {NON_FINITE: 1}
+    assert summary.extracted == 1 and summary.skipped == {reasons.NON_FINITE_EMBEDDING: 1}
     embeddings = read_ark(ark)
     assert list(embeddings) == ["speech"] and np.isfinite(embeddings["speech"]).all()
 
@@ -418,7 +418,8 @@ def test_shard_members_whose_names_cannot_be_keys_are_skipped_and_counted(experi
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
                                  str(tmp_path / "shard.list"), str(tmp_path / "x.ark"),
                                  device="cpu")
-    assert summary.extracted == 2 and dict(summary.skipped) == {BAD_KEY: 1, REPEATED_KEY: 1}
+    assert summary.extracted == 2
+    assert dict(summary.skipped) == {reasons.BAD_KEY: 1, reasons.REPEATED_KEY: 1}
     assert set(read_ark(str(tmp_path / "x.ark"))) == {entries[0].key, entries[2].key}
 
 

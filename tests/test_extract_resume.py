@@ -11,7 +11,7 @@ import kaldiio
 import numpy as np
 import pytest
 
-from inference_helpers import make_corpus, make_experiment
+from inference_helpers import make_experiment, make_raw_list_corpus
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.config import load_model_config
 from wespeaker_py.dataset.lists import TableEntry
@@ -31,7 +31,7 @@ LENGTHS = [16000, 12000, 9600, 20000, 12800, 8000]
 def setup(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("resume"))
     config_path, checkpoint, _ = make_experiment(os.path.join(root, "exp"))
-    data_list, wavs = make_corpus(os.path.join(root, "corpus"), LENGTHS)
+    data_list, wavs = make_raw_list_corpus(os.path.join(root, "corpus"), LENGTHS)
     return {"config_path": config_path, "config": load_model_config(config_path),
             "checkpoint": checkpoint, "list": data_list, "wavs": wavs, "root": root}
 

@@ -26,10 +26,7 @@ from wespeaker_py.errors import RunFailedError
 RATE = 16000
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from tests.finetune_helpers import read_finetune_data
+from tests.finetune_helpers import read_finetune_data, write_segments_folder
 from tests.train_helpers import (TINY_CONFIG, make_speaker_corpus,  # noqa: F401
                                  single_torch_thread, write_config, write_source_model)
 from wespeaker_py.api import load_model
@@ -376,17 +376,11 @@ def test_mixed_rates_are_resampled_and_said(corpus_8k, tmp_path, caplog):
 
 
 def test_segments_cut_utterances_from_recordings(corpus_8k, tmp_path):
-    root = str(tmp_path / "segments")
-    os.makedirs(root)
     scp = dict(line.split() for line in open(os.path.join(corpus_8k, "wav.scp")))
-    with open(os.path.join(root, "wav.scp"), "w") as out_scp, \
-            open(os.path.join(root, "segments"), "w") as seg, \
-            open(os.path.join(root, "utt2spk"), "w") as u2s:
-        for line in open(os.path.join(corpus_8k, "utt2spk")):
-            key, spk = line.split()
-            out_scp.write(f"rec-{key} {scp[key]}\n")
-            seg.write(f"{key} rec-{key} 0.1 1.2\n")
-            u2s.write(f"{key} {spk}\n")
+    utterances = [(key, spk, scp[key]) for key, spk in
+                  (line.split() for line in open(os.path.join(corpus_8k, "utt2spk")))]
+    root = write_segments_folder(str(tmp_path / "segments"), utterances,
+                                 lambda key: (0.1, 1.2))
     split = read_finetune_data(root)
     assert all(entry.vad == ((0.1, 1.2),) for entry in split.train + split.dev)
     assert split.train[0].wav == scp[split.train[0].key]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from finetune_helpers import read_finetune_data
+from finetune_helpers import read_finetune_data, write_segments_folder
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune.config import with_loader_options_of
@@ -25,16 +25,10 @@ def corpus(tmp_path_factory):
 def _segments_folder(corpus, root, past_end=()):
     """A data folder cutting one segment from each of ``corpus``'s recordings: ``[0, 0.9]``
     s, or ``[0.2, 3]`` s (past the end) for the utterances in ``past_end``."""
-    os.makedirs(root)
-    with open(os.path.join(root, "wav.scp"), "w") as scp, \
-            open(os.path.join(root, "segments"), "w") as seg, \
-            open(os.path.join(root, "utt2spk"), "w") as u2s:
-        for line in open(os.path.join(corpus, "utt2spk")):
-            key, spk = line.split()
-            scp.write(f"rec-{key} {os.path.join(corpus, 'wav', key + '.wav')}\n")
-            seg.write(f"{key} rec-{key} {'0.2 3.0' if key in past_end else '0.0 0.9'}\n")
-            u2s.write(f"{key} {spk}\n")
-    return root
+    utterances = [(key, spk, os.path.join(corpus, "wav", key + ".wav")) for key, spk in
+                  (line.split() for line in open(os.path.join(corpus, "utt2spk")))]
+    return write_segments_folder(root, utterances,
+                                 lambda key: (0.2, 3.0) if key in past_end else (0.0, 0.9))
 
 
 def _keys(corpus):

@@ -24,10 +24,7 @@ from wespeaker_py.scoring.cosine import score_trial_files
 from wespeaker_py.utils.tables import DataFormatError
 
 
-@pytest.fixture(autouse=True)
-def single_process(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from api_helpers import mini_speech, wespeaker_folder
-from inference_helpers import make_corpus, make_experiment
-from tool_helpers import run_cli
+from inference_helpers import make_experiment, make_raw_list_corpus
+from tool_helpers import assert_output_refused, run_cli
 from wespeaker_py.bin import (adapt_plda, compute_det, convert_checkpoint, eval_plda,
                               export_onnx, extract, merge_lora, plot_training, score,
                               score_calibration, score_diarization, score_norm, train_plda)
@@ -36,15 +36,6 @@ def audio(tmp_path):
     return tmp_path
 
 
-def assert_refused(status, err, kept, before, *flags):
-    """Exit status 2, one error line naming every flag, and ``kept`` holding ``before``."""
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "would replace an input" in lines[0], err
-    assert all(flag in lines[0] for flag in flags), (flags, err)
-    assert open(kept, "rb").read() == before
-
-
 @pytest.mark.parametrize("argv, kept, flags", [
     (["embed", "--wav_scp", "wav.scp", "--output", "wav.ark"], "wav.scp",
      ["--output wav.ark's .scp wav.scp", "--wav_scp"]),
@@ -62,7 +53,7 @@ def test_the_cli_refuses_an_output_that_is_an_input(model, audio, capsys, monkey
     monkeypatch.chdir(audio)
     before = open(kept, "rb").read()
     status, _, err = run_cli(capsys, argv[0], "--model", model, "--device", "cpu", *argv[1:])
-    assert_refused(status, err, kept, before, *flags)
+    assert_output_refused(status, err, kept, before, *flags)
     assert not os.path.exists("wav.ark")
 
 
@@ -130,7 +121,7 @@ def test_eval_plda_refuses_to_write_scores_over_the_trials(scored, capsys):
         "--enroll_scp_path", scored / "xvector.scp", "--test_scp_path", scored / "xvector.scp",
         "--utt2spk", scored / "utt2utt", "--model_path", scored / "plda",
         "--trial", trials, "--score_path", trials])
-    assert_refused(status, err, trials, before, "--score_path", "--trial")
+    assert_output_refused(status, err, trials, before, "--score_path", "--trial")
 
 
 def test_score_norm_refuses_to_write_over_the_cosine_scores(scored, capsys):
@@ -140,7 +131,7 @@ def test_score_norm_refuses_to_write_over_the_cosine_scores(scored, capsys):
         "--score_norm_method", "snorm", "--top_n", "2", "--trial_score_file", cosine,
         "--score_norm_file", cosine, "--cohort_emb_scp", scored / "xvector.scp",
         "--eval_emb_scp", scored / "xvector.scp"])
-    assert_refused(status, err, cosine, before, "--score_norm_file", "--trial_score_file")
+    assert_output_refused(status, err, cosine, before, "--score_norm_file", "--trial_score_file")
 
 
 def test_score_refuses_scores_over_another_trial_list(scored, capsys):
@@ -152,7 +143,7 @@ def test_score_refuses_scores_over_another_trial_list(scored, capsys):
     status, err = run_bin(capsys, score.main, [
         "--exp_dir", scored, "--eval_scp_path", scored / "xvector.scp",
         scored / "scores" / "x", listed])
-    assert_refused(status, err, listed, before, "the scores of trial list 1", "trial list 2")
+    assert_output_refused(status, err, listed, before, "the scores of trial list 1", "trial list 2")
 
 
 def labelled_scores(path):
@@ -168,8 +159,8 @@ def test_compute_det_refuses_points_over_another_score_file(tmp_path, capsys):
     labelled_scores(tmp_path / "a")
     before = labelled_scores(listed)
     status, err = run_bin(capsys, compute_det.main, [tmp_path / "a", listed])
-    assert_refused(status, err, listed, before, "the DET points of score file 1",
-                   "score file 2")
+    assert_output_refused(status, err, listed, before, "the DET points of score file 1",
+                          "score file 2")
     assert sorted(os.listdir(tmp_path)) == ["a", "a.det.txt"]
 
 
@@ -188,7 +179,7 @@ def test_compute_det_checks_every_file_before_any_work(tmp_path, capsys):
 
 def test_extract_refuses_an_scp_over_the_data_list(tmp_path, capsys):
     config, checkpoint, _ = make_experiment(str(tmp_path / "exp"), bare=True)
-    raw_list, _ = make_corpus(str(tmp_path / "data"), [16000, 16000])
+    raw_list, _ = make_raw_list_corpus(str(tmp_path / "data"), [16000, 16000])
     data_list = tmp_path / "emb" / "xvector.scp"
     data_list.parent.mkdir()
     shutil.copy(raw_list, data_list)
@@ -197,7 +188,7 @@ def test_extract_refuses_an_scp_over_the_data_list(tmp_path, capsys):
         "--config", config, "--model_path", checkpoint, "--data_type", "raw",
         "--data_list", data_list, "--embed_ark", tmp_path / "emb" / "xvector.ark",
         "--device", "cpu"])
-    assert_refused(status, err, data_list, before, "--embed_ark", "--data_list")
+    assert_output_refused(status, err, data_list, before, "--embed_ark", "--data_list")
 
 
 def test_score_diarization_refuses_to_write_the_table_over_the_reference(tmp_path, capsys):
@@ -207,7 +198,7 @@ def test_score_diarization_refuses_to_write_the_table_over_the_reference(tmp_pat
     before = reference.read_bytes()
     status, err = run_bin(capsys, score_diarization._main, [
         "--ref_rttm", reference, "--sys_rttm", tmp_path / "sys.rttm", "--output", reference])
-    assert_refused(status, err, reference, before, "--output", "--ref_rttm")
+    assert_output_refused(status, err, reference, before, "--output", "--ref_rttm")
 
 
 @pytest.mark.parametrize("main, argv, flags", [
@@ -228,7 +219,7 @@ def test_other_entry_points_refuse_an_output_that_is_an_input(tmp_path, capsys, 
     for name in ("f", "g"):
         (tmp_path / name).write_bytes(b"an input\n")
     status, err = run_bin(capsys, main, argv)
-    assert_refused(status, err, "f", b"an input\n", *flags)
+    assert_output_refused(status, err, "f", b"an input\n", *flags)
 
 
 @pytest.mark.skipif(not all(__import__("importlib").util.find_spec(name)

@@ -1,18 +1,12 @@
 """The training's small collectives on two gloo ranks (torch.multiprocessing, no torchrun)."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from train_helpers import free_port
 from wespeaker_py.train.distributed import DistContext, true_on_every_rank
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rank(rank: int, port: int, flags, results) -> None:
@@ -31,7 +25,7 @@ def test_a_flag_is_true_on_every_rank_only_where_all_ranks_say_so():
     # a float16 step whose loss is NaN on one rank only must be dropped by both
     flags = [(True, True), (True, False), (False, True), (False, False)]
     results = mp.Manager().dict()
-    mp.spawn(_rank, args=(_free_port(), flags, results), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), flags, results), nprocs=2, join=True)
     for rank in (0, 1):
         assert [results[(rank, index)] for index in range(len(flags))] == [
             True, False, False, False]

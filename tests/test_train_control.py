@@ -2,14 +2,13 @@
 save of interrupted.pt that a run killed outright continues from."""
 import os
 import signal
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from train_helpers import load_checkpoint, plan_of, run_training, tiny_config
+from train_helpers import free_port, load_checkpoint, plan_of, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.config import ConfigError, TrainConfig
 from wespeaker_py.train import interrupt
@@ -20,12 +19,6 @@ from wespeaker_py.train.step import TrainingStep
 from wespeaker_py.train.trainer import Trainer
 
 LOADER = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _join_gloo(rank: int, port: int) -> DistContext:
@@ -72,7 +65,7 @@ def _agree_rank(rank: int, port: int, results) -> None:
 
 def test_the_ranks_agree_after_any_batch_on_a_stop_and_on_rank_0s_save_clock():
     results = mp.Manager().dict()
-    mp.spawn(_agree_rank, args=(_free_port(), results), nprocs=2, join=True)
+    mp.spawn(_agree_rank, args=(free_port(), results), nprocs=2, join=True)
     expected = [(False, False), (False, False), (False, False), (False, True),
                 (False, False), (True, False)]
     assert results[0] == expected and results[1] == expected
@@ -115,7 +108,7 @@ def test_two_ranks_stop_after_the_batch_a_signal_came_in_not_at_the_next_log_poi
     # a slow model's 100 batches to the next log point outlast torchrun's grace period
     config = tiny_config(str(tmp_path / "exp"), corpus, log_batch_interval=100)
     results = mp.Manager().dict()
-    mp.spawn(_stop_rank, args=(_free_port(), config, results), nprocs=2, join=True)
+    mp.spawn(_stop_rank, args=(free_port(), config, results), nprocs=2, join=True)
     assert results[0] == (2, 2) and results[1] == (2, 2)
 
 

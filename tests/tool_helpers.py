@@ -1,11 +1,11 @@
 """Running a ``tools/`` script or ``wespeaker-py`` in the test's own process, as their command
-lines would."""
+lines would, and the check that a command refused an output over one of its inputs."""
 from __future__ import annotations
 
 import os
 import runpy
 import sys
-from typing import Tuple
+from typing import Tuple, Union
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,3 +34,14 @@ def run_cli(capsys, *argv) -> Tuple[int, str, str]:
         out, err = capsys.readouterr()
         return done.code, out, err
     raise AssertionError("wespeaker-py returned without an exit status")
+
+
+def assert_output_refused(status: int, err: str, kept: Union[str, os.PathLike], before: bytes,
+                          *named: str) -> None:
+    """A command refused an output that would replace one of its inputs: exit status 2, one
+    error line naming each of ``named``, and ``kept`` still holding ``before``."""
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "would replace an input" in lines[0], err
+    assert all(name in lines[0] for name in named), (named, err)
+    assert open(kept, "rb").read() == before

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import socket
 from typing import Any, Dict, List
 
 import numpy as np
@@ -207,6 +208,13 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago, for a gloo group's MASTER_PORT."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class PhaseReached(Exception):
