@@ -12,6 +12,8 @@ import soundfile as sf
 
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
 from wespeaker_py.dataset import Dataset
+from wespeaker_py.audio.errors import (AudioEmptyError, AudioMissingError, AudioTruncatedError,
+                                       AudioUnreadableError)
 from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.audio import open_audio
 from wespeaker_py.dataset.chunk import read_random_chunk
@@ -170,8 +172,8 @@ def make_bad_corpus(root):
     short = write_audio(path("short.wav"), random_int16(8000, seed=3))
     rows = [("good", good), ("missing", path("absent.wav")), ("empty", empty),
             ("not_audio", not_audio), ("cut_flac", truncated_flac), ("short", short)]
-    expected = {"missing": reasons.MISSING, "empty": reasons.EMPTY,
-                "not_audio": reasons.NOT_AUDIO, "cut_flac": reasons.TRUNCATED,
+    expected = {"missing": AudioMissingError.reason, "empty": AudioEmptyError.reason,
+                "not_audio": AudioUnreadableError.reason, "cut_flac": AudioTruncatedError.reason,
                 "short": reasons.TOO_SHORT}
     return [TableEntry(key, "s", wav) for key, wav in rows], expected
 
@@ -186,8 +188,8 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
     # whole-utterance mode has no duration filter: a 0.5 s file is kept there
     assert keys == ["good", "short"]
     whole_expected = {k: r for k, r in expected.items() if k != "short"}
-    assert dataset.stats.skipped == {reasons.MISSING: 1, reasons.EMPTY: 1,
-                                     reasons.NOT_AUDIO: 1, reasons.TRUNCATED: 1}
+    assert dataset.stats.skipped == {AudioMissingError.reason: 1, AudioEmptyError.reason: 1,
+                                     AudioUnreadableError.reason: 1, AudioTruncatedError.reason: 1}
     for key, reason in whole_expected.items():
         lines = [r.getMessage() for r in caplog.records if f"skipping {key} ({reason})" in
                  r.getMessage()]
@@ -211,8 +213,8 @@ def test_bad_inputs_inside_shards(tmp_path):
         handle.write(str(tmp_path / "no_such_shard.tar") + "\n")
     dataset = Dataset("shard", shard_list, training_args(), {"s": 0}, whole_utt=True)
     assert [s["key"] for s in dataset] == ["good", "short"]
-    assert dataset.stats.skipped == {reasons.EMPTY: 1, reasons.NOT_AUDIO: 1,
-                                     reasons.TRUNCATED: 1, reasons.BAD_SHARD: 1}
+    assert dataset.stats.skipped == {AudioEmptyError.reason: 1, AudioUnreadableError.reason: 1,
+                                     AudioTruncatedError.reason: 1, reasons.BAD_SHARD: 1}
 
 
 def test_truncated_wav_is_skipped_as_truncated(tmp_path):
@@ -225,7 +227,7 @@ def test_truncated_wav_is_skipped_as_truncated(tmp_path):
                                                             "spk": "s"}])
     dataset = Dataset("raw", raw, training_args(), {"s": 0}, whole_utt=True)
     assert list(dataset) == []
-    assert dataset.stats.skipped == {reasons.TRUNCATED: 1}
+    assert dataset.stats.skipped == {AudioTruncatedError.reason: 1}
 
 
 def test_shorter_than_one_frame_is_skipped_in_whole_utterance_mode(tmp_path):
@@ -304,7 +306,7 @@ def test_repeating_a_list_of_only_bad_files_stops(tmp_path, caplog):
                       {"s": 0})
     with caplog.at_level(logging.WARNING, logger="wespeaker_py.dataset"):
         assert list(dataset) == []
-    assert dataset.stats.skipped[reasons.MISSING] >= 3
+    assert dataset.stats.skipped[AudioMissingError.reason] >= 3
     assert "no usable utterance" in caplog.text
     # each bad key is logged once per epoch, however often the list repeats
     assert caplog.text.count("skipping gone0 (missing_file)") == 1

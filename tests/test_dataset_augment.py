@@ -7,10 +7,10 @@ from scipy.signal import fftconvolve
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.audio import INT16_SCALE, AudioHandle
-from wespeaker_py.dataset.augment import (BAD_AUGMENT_SOURCE, NOISE_TYPES, Augmenter,
-                                          AugmentListError, power_db, scale_noise_to_snr)
+from wespeaker_py.dataset.augment import (NOISE_TYPES, Augmenter, AugmentListError, power_db,
+                                          scale_noise_to_snr)
 from wespeaker_py.dataset.processors import augmented
-from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.dataset.stats import BAD_AUGMENT_SOURCE, PipelineStats
 from wespeaker_py.frontend.framing import samples_for_frames
 
 CHUNK = samples_for_frames(200, RATE)

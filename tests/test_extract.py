@@ -564,7 +564,6 @@ def test_an_extraction_warns_once_at_its_start_when_dev_shm_is_small(
 
 def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known(
         experiment, corpus, tmp_path):
-    from wespeaker_py.inference.workdir import NOT_DELIVERED_FROM_SHARDS
     entries = [TableEntry(key, key.split("-")[0], path) for key, path in corpus["wavs"].items()]
     shard_list = str(tmp_path / "shard.list")
     first, *_ = make_shards(entries, str(tmp_path / "shards"), shard_list,
@@ -583,7 +582,7 @@ def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known
         extract(max_fail_fraction=0.35)
     summary = extract()
     assert summary.extracted == 5
-    assert summary.skipped == {reasons.BAD_SHARD: 1, NOT_DELIVERED_FROM_SHARDS: 2}
+    assert summary.skipped == {reasons.BAD_SHARD: 1, reasons.NOT_DELIVERED_FROM_SHARDS: 2}
     assert len(read_ark(ark)) == 5
 
 

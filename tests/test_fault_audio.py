@@ -20,7 +20,6 @@ from wespeaker_py.audio import errors as audio_errors
 from wespeaker_py.audio import samples as audio_samples
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.errors import RunFailedError
 
 RATE = 16000
@@ -238,7 +237,7 @@ def test_a_truncated_wav_is_refused_by_every_reader(tmp_path, folder, capsys):
     for kwargs in ({"whole_utt": True}, {}):
         dataset = Dataset("raw", raw, training_args(), {"s": 0}, **kwargs)
         assert list(dataset) == []
-        assert dataset.stats.skipped == {reasons.TRUNCATED: 1}
+        assert dataset.stats.skipped == {audio_errors.AudioTruncatedError.reason: 1}
     status, out, err = run_cli(capsys, "embed", "--model", folder, cut)
     assert status == 2 and out == "" and "is truncated" in err
 

@@ -17,7 +17,6 @@ from wespeaker_py.audio.errors import AudioSegmentError
 from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT
 from wespeaker_py.config import load_model_config
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.dataset import stats as reasons
 from wespeaker_py.inference.extraction import extract_embeddings
 from wespeaker_py.io.ark import MIN_NORM, load_embeddings, write_embeddings
 from wespeaker_py.scoring.cosine import score_trial_files
@@ -124,7 +123,7 @@ def test_a_segment_past_the_end_is_an_error_naming_utterance_segment_and_length(
         message = str(caught.value)
         assert message.startswith("utt1: vad segment") and "3.000 s" in message
         assert f"[{segment[0]:g}, {segment[1]:g}]" in message
-        assert caught.value.reason == reasons.SEGMENT_PAST_END
+        assert caught.value.reason == AudioSegmentError.reason
         assert isinstance(caught.value, audio.AudioCheckError)
     # within Kaldi's tolerance the segment is cut at the end, as before
     with audio.open_audio(path, name="utt1") as handle:
@@ -140,13 +139,13 @@ def test_training_and_extraction_skip_and_count_a_segment_past_the_end(tmp_path)
     for dataset in (Dataset("raw", raw, training_args(), None, whole_utt=True),
                     Dataset("raw", raw, training_args(), {"s": 0})):
         assert [s["key"] for s in dataset] == ["good"]
-        assert dataset.stats.skipped == {reasons.SEGMENT_PAST_END: 1}
+        assert dataset.stats.skipped == {AudioSegmentError.reason: 1}
     folder, _ = wespeaker_folder(str(tmp_path / "model"))
     summary = extract_embeddings(load_model_config(os.path.join(folder, "config.yaml")),
                                  os.path.join(folder, "avg_model.pt"), "raw", raw,
                                  str(tmp_path / "emb" / "xvector.ark"), num_workers=0,
                                  device="cpu")
-    assert summary.extracted == 1 and summary.skipped == {reasons.SEGMENT_PAST_END: 1}
+    assert summary.extracted == 1 and summary.skipped == {AudioSegmentError.reason: 1}
 
 
 # -- an embedding of zero length ---------------------------------------------------------------

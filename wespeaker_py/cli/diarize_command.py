@@ -99,10 +99,10 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
-    checked = DiarizationOptions.from_settings(vad=args.vad, cluster_method=args.cluster_method,
-                                               num_speakers=args.num_speakers,
-                                               min_speakers=args.min_speakers,
-                                               max_speakers=args.max_speakers, **settings)
+    settings.update(vad=args.vad, cluster_method=args.cluster_method,
+                    num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                    max_speakers=args.max_speakers)
+    checked = DiarizationOptions.from_settings(**settings)
     if args.reco2num_spk is not None:
         checked.check_count_given(f"--reco2num_spk {args.reco2num_spk}", args.min_speakers,
                                   args.max_speakers)
@@ -122,10 +122,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     model = load_model_of(args)
     refuse_over_model_files(args, model, _outputs(args))
     _say_window_ldas(args.window_lda, model)
-    options = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                   max_speakers=args.max_speakers, vad=args.vad,
-                   cluster_method=args.cluster_method, batch_size=args.batch_size,
-                   channel=args.channel, **settings)
+    options = dict(settings, batch_size=args.batch_size, channel=args.channel)
     if recordings is not None:
         summary = model.diarize_many(recordings, args.output, progress=True,
                                      max_fail_fraction=args.max_fail_fraction,

@@ -26,13 +26,12 @@ import numpy as np
 from wespeaker_py.audio import INT16_SCALE, AudioCheckError, is_pipe, open_audio, read_whole
 from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import read_audio_list
-from wespeaker_py.dataset.stats import PipelineStats
+from wespeaker_py.dataset.stats import BAD_AUGMENT_SOURCE, PipelineStats
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-BAD_AUGMENT_SOURCE = "bad_augmentation_source"
 # WeSpeaker's floor inside the dB computations (on the [-1, 1] scale).
 POWER_FLOOR = 1e-4
 

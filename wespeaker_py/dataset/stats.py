@@ -25,17 +25,12 @@ logger = get_logger(__name__)
 # so that summaries are comparable. Unusable audio is counted under its error's ``reason``
 # (wespeaker_py.audio.errors; wespeaker_py.errors.AudioInputError's for any other).
 TOO_SHORT = audio_errors.AudioTooShortError.reason   # also the pipeline's length filter's
-# read only by tests/test_dataset_audio.py, test_fault_audio.py and test_input_checks.py
-MISSING = audio_errors.AudioMissingError.reason
-EMPTY = audio_errors.AudioEmptyError.reason
-NOT_AUDIO = audio_errors.AudioUnreadableError.reason
-TRUNCATED = audio_errors.AudioTruncatedError.reason
-SEGMENT_PAST_END = audio_errors.AudioSegmentError.reason
 # the input pipeline's own
 UNKNOWN_SPEAKER = "unknown_speaker"
 NO_SPEAKER = "no_speaker"
 BAD_SHARD = "bad_shard"
 BAD_MEMBER = "bad_tar_member"
+BAD_AUGMENT_SOURCE = "bad_augmentation_source"   # a noise or RIR file drawn and unreadable
 # the embedding loop's (wespeaker_py.runtime.embedding)
 TOO_SHORT_FOR_MODEL = "too_short_for_model"
 NON_FINITE_EMBEDDING = "non_finite_embedding"
@@ -43,6 +38,9 @@ NON_FINITE_EMBEDDING = "non_finite_embedding"
 BAD_KEY = "key_not_writable"
 REPEATED_KEY = "repeated_key"
 NOT_DELIVERED = "unreadable_or_too_short"  # dropped by the input pipeline, which logs why
+# a shard list's utterances expected but neither embedded nor skipped on their own: lost with
+# a missing or damaged shard (which counts once, as BAD_SHARD)
+NOT_DELIVERED_FROM_SHARDS = "lost_with_a_bad_shard"
 
 # Repairs (the utterance is kept).
 MULTI_CHANNEL = "multi_channel_first_kept"   # other channel policies: multi_channel_<policy>_kept

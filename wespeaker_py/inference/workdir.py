@@ -27,6 +27,7 @@ from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.dataset.lists import read_data_list, read_list_file, unreadable_shards
+from wespeaker_py.dataset.stats import NOT_DELIVERED_FROM_SHARDS
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
 from wespeaker_py.utils.atomic_files import DiskFullError, atomic_open, require_writable
@@ -40,9 +41,6 @@ from wespeaker_py.utils.tables import DataFormatError, read_key_value
 logger = get_logger(__name__)
 
 WORK_PREFIX = ".extract_jobs."
-# a shard list's utterances expected but neither embedded nor skipped on their own: lost with
-# a missing or damaged shard (which counts once, as bad_shard)
-NOT_DELIVERED_FROM_SHARDS = "lost_with_a_bad_shard"
 
 
 def _model_identity(model_path: str) -> Dict[str, Any]:
