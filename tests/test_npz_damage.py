@@ -4,6 +4,7 @@ A changed byte or a cut-off end gives the error of that kind of file. The messag
 the file, the kind and the command that writes one. It is never zipfile's BadZipFile or
 another library's error.
 """
+import io
 import os
 import struct
 import zipfile
@@ -87,8 +88,29 @@ def directory_entries(raw: bytes):
     return offsets
 
 
+def huge_shape(raw: bytes, members) -> bytes:
+    """The archive again, its first array's .npy header promising 10**12 values (8 TB): its
+    data is what it was."""
+    source, rewritten = zipfile.ZipFile(io.BytesIO(raw)), io.BytesIO()
+    with source, zipfile.ZipFile(rewritten, "w") as target:
+        for member in members:
+            data = source.read(member)
+            if member is members[0]:
+                stream = io.BytesIO(data)
+                assert np.lib.format.read_magic(stream) == (1, 0)
+                _, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                             "fortran_order": False, "shape": (10 ** 12,)})
+                data = header.getvalue() + data[stream.tell():]
+            target.writestr(member.filename, data)
+    return rewritten.getvalue()
+
+
 # each damage: the file's bytes and its members -> the damaged bytes
 DAMAGES = {
+    "the first array's header promising 8 TB": huge_shape,
     "a byte of the last array's data (bad CRC)":
         lambda raw, members: changed(raw, data_span(raw, members[-1])[1] - 1),
     "a byte of the first array's .npy header":

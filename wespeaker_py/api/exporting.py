@@ -34,6 +34,7 @@ from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
+from wespeaker_py.models.complexity import count_params
 from wespeaker_py.scoring.embeddings import save_mean_vector
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
@@ -91,7 +92,7 @@ def export_waveform_graph(model, path: str) -> List[str]:
             "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
             "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
             "frontend": type(frontend).__name__,
-            "params_millions": round(sum(p.numel() for p in network.parameters()) / 1e6, 3)}
+            "params_millions": round(count_params(network) / 1e6, 3)}
     return _export_with_companions(path, beside, functools.partial(
         export_waveform_onnx, frontend, network, path, info, min_samples))
 

@@ -19,6 +19,7 @@ import torch
 
 from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
 from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.models.complexity import count_params
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.runtime.builder import SpeakerEmbedder
 from wespeaker_py.runtime.long_audio import (BodyGeometry, LongAudioPolicy, body_geometry,
@@ -188,7 +189,7 @@ class TorchBackend:
 
     def describe(self) -> Dict[str, Any]:
         frontend = self.embedder.frontend
-        params = sum(p.numel() for p in self.embedder.model.parameters())
+        params = count_params(self.embedder.model)
         return {"engine": f"torch ({self.device})", "model": self.model_name,
                 "params_millions": round(params / 1e6, 3), "embed_dim": self.embed_dim,
                 "sample_rate": self.sample_rate, "frontend": frontend.extra_repr()

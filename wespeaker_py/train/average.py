@@ -8,7 +8,8 @@ import torch
 
 from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
-from wespeaker_py.train.checkpoint import epoch_from_name, is_training_checkpoint
+from wespeaker_py.train.checkpoint import (checkpoints_by_epoch, epoch_from_name,
+                                           is_training_checkpoint)
 from wespeaker_py.utils.atomic_files import require_writable, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import same_file
@@ -47,9 +48,9 @@ def select_checkpoints(src_dir: str, num: int, min_epoch: int = 0,
     if not os.path.isdir(src_dir):
         raise AveragingError(f"checkpoint directory {src_dir} does not exist")
     by_epoch = {}
-    for name in os.listdir(src_dir):
+    for name in checkpoints_by_epoch(src_dir):
         epoch = epoch_from_name(name)
-        if epoch is not None and min_epoch <= epoch <= max_epoch:
+        if min_epoch <= epoch <= max_epoch:
             by_epoch[epoch] = os.path.join(src_dir, name)
     if len(by_epoch) < num:
         raise AveragingError(f"{src_dir} holds {len(by_epoch)} checkpoints model_<epoch>.pt with "

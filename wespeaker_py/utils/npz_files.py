@@ -94,6 +94,26 @@ def _open_npz(path: str) -> "np.lib.npyio.NpzFile":
     return np.load(path, allow_pickle=False)
 
 
+def _check_member_sizes(archive: zipfile.ZipFile) -> None:
+    """Refuse a member whose ``.npy`` header promises more data than the member holds (a
+    changed shape), before numpy allocates what the header asks for: a shape changed to
+    ``(10**12,)`` would otherwise end in a MemoryError, not in the caller's error."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in readers:
+                raise ValueError(f"{info.filename}: .npy format {version} is not one numpy "
+                                 f"writes for these arrays")
+            shape, _, dtype = readers[version](member)
+            promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            held = info.file_size - member.tell()
+            if promised > held:
+                raise ValueError(f"{info.filename}: its header promises {promised} bytes of "
+                                 f"shape {shape}, the archive holds {held}")
+
+
 def read_npz(path: str, kind: NpzKind,
              error: Callable[[str], Exception]) -> Dict[str, np.ndarray]:
     """The arrays of ``kind.arrays`` that the ``.npz`` file at ``path`` holds, read whole.
@@ -114,6 +134,7 @@ def read_npz(path: str, kind: NpzKind,
                 # np.savez writes none: a changed length field in the archive's directory
                 # made the entries after it a comment, hiding their arrays
                 raise zipfile.BadZipFile("its directory of arrays is damaged")
+            _check_member_sizes(archive.zip)
             # every member, so that a damaged one the caller does not use still tells
             stored = {name: archive[name] for name in archive.files}
     except _DAMAGE as damage:
