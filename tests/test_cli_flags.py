@@ -100,7 +100,7 @@ def test_train_config_errors_are_one_line_through_run_main(tmp_path, capsys):
     status, _, err = run(capsys, train.main, "--config", config, "--exp-dir", tmp_path / "exp",
                          "--dataset_args.num_frmz", "8")
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "unknown config key 'dataset_args.num_frmz'" in err
+    assert "unknown config key 'dataset_args.num_frmz'; did you mean 'num_frms'?" in err
 
 
 def test_export_onnx_without_its_packages_is_one_line_through_run_main(tmp_path, capsys,

@@ -197,8 +197,8 @@ def _without(block: dict, key: str) -> dict:
      "config key 'scheduler_args.min_lr' must be <= max_lr"),
     ({"scheduler": "WarmupCosineScheduler",
       "scheduler_args": dict(COSINE["scheduler_args"], initial_lr=0.1)}, {},
-     "unknown config key 'scheduler_args.initial_lr'; known keys under 'scheduler_args': "
-     "epoch_iter, fix_epoch, max_lr, min_lr"),
+     "unknown config key 'scheduler_args.initial_lr'; did you mean 'min_lr'\\? "
+     "\\(known keys under 'scheduler_args': epoch_iter, fix_epoch, max_lr, min_lr"),
     ({"scheduler": "WarmupCosineScheduler",
       "scheduler_args": dict(COSINE["scheduler_args"], warmup_epoch=-1)}, {},
      "'scheduler_args.warmup_epoch' must be >= 0"),

@@ -308,7 +308,7 @@ def test_extraction_counts_the_utterances_whisper_cut_at_30_s(checkpoint):
     ({"output_size": 18, "n_head": 4}, "output_size' \\(18\\) must be a multiple of n_head"),
     ({"n_mels": 64}, "n_mels' must be one of \\[80, 128\\]"),
     ({"sample_rate": 8000}, "sample_rate' must be 16000"),
-    ({"use_lora": True}, "use_lora'; known keys"),
+    ({"use_lora": True}, "use_lora' \\(known keys"),
 ])
 def test_bad_whisper_keys_name_the_key(change, message):
     with pytest.raises(ConfigError, match="dataset_args.whisper_encoder_args." + message):

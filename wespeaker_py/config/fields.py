@@ -18,9 +18,9 @@ import copy
 import dataclasses
 import math
 import typing
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, did_you_mean
 
 Block = TypeVar("Block")
 
@@ -194,9 +194,7 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
     fields = {field.name: field for field in dataclasses.fields(block_type)}
     for name in data:
         if name not in fields:
-            place = f"under '{where}'" if where else "at the top level"
-            raise ConfigError(f"unknown config key '{_dotted(where, name)}'; known keys "
-                              f"{place}: {', '.join(sorted(fields))}")
+            raise unknown_key_error(_dotted(where, name), where, fields)
     values = {}
     for name, field in fields.items():
         key = _dotted(where, name)
@@ -263,6 +261,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def unknown_key_error(key: str, parent: str, known: Iterable[str]) -> ConfigError:
+    """The error for the dotted ``key`` that the block at ``parent`` ("": the top level)
+    does not have: the closest of its ``known`` keys, and all of them."""
+    known = sorted(known)
+    place = f"under '{parent}'" if parent else "at the top level"
+    hint = did_you_mean(key.rsplit(".", 1)[-1], known)
+    return ConfigError(f"unknown config key '{key}'{hint} (known keys {place}: "
+                       f"{', '.join(known)})")
+
+
 def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
     """The type of the dotted key ``parts``; None inside an open mapping.
 
@@ -276,11 +284,8 @@ def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
         # a union of blocks (``variants``): the first that has the key
         owner = next((_hints(block) for block in blocks if part in _hints(block)), None)
         if owner is None:
-            parent = ".".join(parts[:depth])
-            place = f"under '{parent}'" if parent else "at the top level"
-            known = sorted(set().union(*(_hints(block) for block in blocks)))
-            raise ConfigError(f"unknown config key '{'.'.join(parts)}'; known keys {place}: "
-                              f"{', '.join(known)}")
+            known = set().union(*(_hints(block) for block in blocks))
+            raise unknown_key_error(".".join(parts), ".".join(parts[:depth]), known)
         hint = owner[part]
     return hint
 

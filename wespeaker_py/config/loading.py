@@ -15,9 +15,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 import yaml
 
 from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at,
-                                        is_text, parse_block)
+                                        is_text, parse_block, unknown_key_error)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
-from wespeaker_py.errors import did_you_mean
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -167,9 +166,7 @@ def load_model_config(path: str) -> ModelConfig:
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     for key in data:
         if key not in known:
-            hint = did_you_mean(str(key), sorted(known))
-            raise ConfigError(f"{path}: unknown config key '{key}'{hint} (known keys at the "
-                              f"top level: {', '.join(sorted(known))})")
+            raise ConfigError(f"{path}: {unknown_key_error(str(key), '', known)}")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")
                   if name in data}
     return parse_block(ModelConfig, model_keys, "")
