@@ -24,8 +24,8 @@ setup(
     ],
     entry_points={"console_scripts": ["wespeaker-py = wespeaker_py.cli.main:main"]},
     extras_require={
-        "test": ["pytest", "flake8", "kaldi-native-fbank", "onnx", "onnxruntime", "silero-vad",
-                 "scikit-learn"],
+        "test": ["pytest", "pytest-xdist", "flake8", "kaldi-native-fbank", "onnx", "onnxruntime",
+                 "silero-vad", "scikit-learn"],
         "export": ["onnx", "onnxruntime"],
         "ssl": ["transformers", "peft"],
         # speaker diarization: Silero VAD's ONNX file (the package needs only torch),

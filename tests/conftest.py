@@ -9,7 +9,13 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per pytest-xdist worker: the workers share the cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER")
+                      else max(1, min(2, os.cpu_count() or 1)))
+# Modules whose tests run longest (whole recipes), collected first: pytest-xdist with
+# --dist loadfile hands modules out in collection order, and the longest one handed out
+# last would leave the other worker idle at the end.
+LONGEST_FIRST = ("test_recipes.py",)
 
 # A DataLoader worker forked from this long-lived process inherits the garbage earlier tests
 # left in reference cycles. When the worker's own collector then freed an onnxruntime
@@ -23,7 +29,9 @@ os.register_at_fork(before=gc.collect)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip GPU tests without CUDA and shared-data tests without ../shared/data."""
+    """Skip GPU tests without CUDA and shared-data tests without ../shared/data; collect
+    the modules of :data:`LONGEST_FIRST` first."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
     skip_gpu = pytest.mark.skip(reason="no CUDA device")
     skip_shared = pytest.mark.skip(reason=f"{SHARED_DATA} is absent")
     for item in items:

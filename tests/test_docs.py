@@ -22,8 +22,9 @@ MAX_README_LINES = 250
 FRESH_MACHINE_COMMANDS = (
     'pip install -e ".[diar]" && cd examples/mini && bash run.sh',
     'pip install -e ".[test,ssl]"',
-    "python -m pytest -q",
+    "python -m pytest -q -n 2 --dist loadfile",
 )
+CI_SCRIPT = ROOT / ".ci" / "run"
 # [text](target) or [text](target "title"); images too. Code spans are removed first.
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 CODE_SPAN = re.compile(r"`[^`\n]*`")
@@ -124,6 +125,11 @@ def test_readme_is_a_short_front_page_with_the_two_commands():
     assert len(text.splitlines()) <= MAX_README_LINES
     for command in FRESH_MACHINE_COMMANDS:
         assert command in text, f"README lacks the command: {command}"
+
+
+def test_the_ci_runs_the_readmes_test_command():
+    test_command = FRESH_MACHINE_COMMANDS[-1]
+    assert test_command in CI_SCRIPT.read_text(encoding="utf-8").splitlines()
 
 
 def listed_bin_modules(architecture: str) -> List[str]:

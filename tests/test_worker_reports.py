@@ -1,6 +1,7 @@
 """Dataloader workers' epoch counts left as files: taken once, cleared, never blocking."""
 import gc
 import os
+import shutil
 import signal
 import tempfile
 
@@ -13,15 +14,17 @@ from wespeaker_py.dataset.worker_reports import WorkerReports
 
 
 @pytest.fixture
-def private_tmp(tmp_path, monkeypatch):
+def private_tmp(monkeypatch):
     """This test's own temporary directory (forked children inherit it; TMPDIR for any
     other), so that a concurrent run, which sweeps the folders of killed processes from
-    the machine's temporary directory, cannot touch this test's folders."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    monkeypatch.setenv("TMPDIR", str(folder))
-    return str(folder)
+    the machine's temporary directory, cannot touch this test's folders. Made directly in
+    the machine's one, not below pytest's deeper tmp_path: DataLoader workers put sockets
+    there, whose paths may not exceed 107 bytes."""
+    folder = tempfile.mkdtemp(prefix="wsp-reports-")
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    monkeypatch.setenv("TMPDIR", folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_reports_are_taken_once_per_epoch_and_cleared(private_tmp):
