@@ -348,7 +348,7 @@ def step_w2vbert_training(work: str, sizes: Sizes) -> str:
 def step_extraction(work: str, sizes: Sizes) -> str:
     import torch
 
-    from wespeaker_py.inference.extraction import extract_embeddings
+    from wespeaker_py.inference.extraction import ExtractionOptions, extract_embeddings
     from wespeaker_py.train import builder
     from wespeaker_py.train.distributed import DistContext
     from wespeaker_py.train.plan import resolve
@@ -362,10 +362,10 @@ def step_extraction(work: str, sizes: Sizes) -> str:
     for batch_size in (1, 16):
         ark = os.path.join(work, f"xvector_b{batch_size}.ark")
         start = time.perf_counter()
+        options = ExtractionOptions(batch_size=batch_size, num_workers=min(4, sizes.workers))
         summary = extract_embeddings(config, model_path, "raw",
                                      os.path.join(work, "extract.list"), ark,
-                                     batch_size=batch_size, num_workers=min(4, sizes.workers),
-                                     device=device.type)
+                                     options=options, device=device.type)
         seconds = time.perf_counter() - start
         rows.append(f"| {batch_size} | {summary.extracted} | {seconds:.1f} | "
                     f"{summary.extracted / seconds:.1f} |")

@@ -17,7 +17,7 @@ from wespeaker_py.config import TfmelArgs
 from wespeaker_py.frontend import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.config import load_model_config
-from wespeaker_py.inference import (embed_utterances, extract_embeddings,
+from wespeaker_py.inference import (ExtractionOptions, embed_utterances, extract_embeddings,
                                     extract_embeddings_parallel, merge_embedding_arks,
                                     open_embedding_writer, split_data_list)
 from wespeaker_py.audio.errors import AudioMissingError, AudioUnreadableError
@@ -89,7 +89,8 @@ def test_one_embedding_per_good_utterance_equal_to_extraction_alone(experiment, 
                                                                     tmp_path):
     ark = str(tmp_path / "emb" / "xvector.ark")
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
-                                 corpus["list"], ark, batch_size=4, num_workers=0,
+                                 corpus["list"], ark,
+                                 options=ExtractionOptions(batch_size=4, num_workers=0),
                                  device="cpu")
     embeddings = read_ark(ark)
     assert set(embeddings) == set(corpus["wavs"])
@@ -107,7 +108,8 @@ def test_one_embedding_per_good_utterance_equal_to_extraction_alone(experiment, 
 def test_bad_and_too_short_files_are_skipped_and_counted(experiment, corpus, tmp_path):
     ark = str(tmp_path / "xvector.ark")
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
-                                 corpus["list"], ark, batch_size=2, num_workers=1,
+                                 corpus["list"], ark,
+                                 options=ExtractionOptions(batch_size=2, num_workers=1),
                                  device="cpu")
     assert not any(key.startswith("bad") for key in read_ark(ark))
     # too short for the model: skipped by the extractor; missing, corrupt and
@@ -129,7 +131,9 @@ def test_a_shard_cut_off_at_a_header_is_reported_by_extraction(experiment, corpu
         handle.truncate(cut)
     ark = str(tmp_path / "xvector.ark")
     summary = extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
-                                 shard_list, ark, batch_size=4, num_workers=0, device="cpu")
+                                 shard_list, ark,
+                                 options=ExtractionOptions(batch_size=4, num_workers=0),
+                                 device="cpu")
     assert sorted(read_ark(ark)) == sorted(entry.key for entry in entries[:6])
     assert summary.extracted == 6
     assert summary.skipped == {reasons.BAD_SHARD: 1}
@@ -236,15 +240,24 @@ def test_a_checkpoint_that_does_not_fit_is_an_error_naming_the_tensor(experiment
         load_embedder(experiment["config"], str(tmp_path / "stray.pt"))
 
 
+@pytest.mark.parametrize("bad, named", [({"buffer_mb": -1}, "buffer_mb must be >= 0, got -1"),
+                                        ({"max_fail_fraction": 1.5},
+                                         r"max_fail_fraction must be a number in \[0, 1\], "
+                                         r"got 1.5")])
+def test_extraction_options_refuse_a_bad_value_naming_it(bad, named):
+    with pytest.raises(ValueError, match=named):
+        ExtractionOptions(**bad)
+
+
 def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
     single_ark = str(tmp_path / "single" / "xvector.ark")
     split_ark = str(tmp_path / "split" / "xvector.ark")
+    options = ExtractionOptions(batch_size=4, num_workers=0)
     single = extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
-                                corpus["list"], single_ark, batch_size=4, num_workers=0,
-                                device="cpu")
+                                corpus["list"], single_ark, options=options, device="cpu")
     split = extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
                                         corpus["list"], split_ark, num_jobs=2, gpus=[],
-                                        batch_size=4, num_workers=0)
+                                        options=options)
     assert split.extracted == single.extracted and split.skipped == single.skipped
     one, two = read_ark(single_ark), read_ark(split_ark)
     assert set(one) == set(two)
@@ -264,7 +277,7 @@ def test_a_failing_job_fails_the_run_naming_the_cause_and_writes_no_output(exper
     with pytest.raises(RuntimeError, match=r"job 0 .*split_000.list.*ValueError.*num_frms"):
         extract_embeddings_parallel(experiment["config"], experiment["checkpoint"], "raw",
                                     str(data_list), str(ark), num_jobs=2, gpus=[],
-                                    num_workers=0, chunk_frames=1)
+                                    options=ExtractionOptions(num_workers=0, chunk_frames=1))
     # only the hidden work folder, kept for the next run of the same command
     assert os.listdir(tmp_path / "out") == [".extract_jobs.xvector.ark"]
 
@@ -480,7 +493,8 @@ def test_ssl_frontend_model_extracts_with_frozen_weights_from_the_pretrained_pat
                                  for k, p in wavs.items()))
     ark = str(tmp_path / "ssl" / "xvector.ark")
     summary = extract_embeddings(load_model_config(str(config_path)), checkpoint, "raw",
-                                 str(data_list), ark, batch_size=2, num_workers=0,
+                                 str(data_list), ark,
+                                 options=ExtractionOptions(batch_size=2, num_workers=0),
                                  device="cpu")
     assert summary.extracted == 3
     frontend.layer_weights.data.copy_(layer_weights)
@@ -522,7 +536,8 @@ def test_reader_workers_that_deliver_nothing_fail_the_run_naming_dev_shm(
     ark = str(tmp_path / "xvector.ark")
     with pytest.raises(RunFailedError, match=r"/dev/shm has .*--num_workers 0"):
         extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
-                           corpus["good_list"], ark, num_workers=1, device="cpu")
+                           corpus["good_list"], ark, options=ExtractionOptions(num_workers=1),
+                           device="cpu")
     assert not os.path.exists(ark)
 
 
@@ -556,7 +571,7 @@ def test_an_extraction_warns_once_at_its_start_when_dev_shm_is_small(
     for workers in (0, 1):
         extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
                            corpus["good_list"], str(tmp_path / f"{workers}.ark"),
-                           num_workers=workers, device="cpu")
+                           options=ExtractionOptions(num_workers=workers), device="cpu")
     assert len(_shm_warnings(caplog)) == 1   # not without workers
     assert "--num_workers 0, or give /dev/shm more room (docker run --shm-size 8g)" \
         in _shm_warnings(caplog)[0]
@@ -571,10 +586,11 @@ def test_utterances_of_a_lost_shard_count_as_skipped_when_the_list_size_is_known
     os.remove(first)   # 3 of the 8 utterances
     ark = str(tmp_path / "xvector.ark")
 
-    def extract(**kwargs):
+    def extract(**options):
         return extract_embeddings(experiment["config"], experiment["checkpoint"], "shard",
-                                  shard_list, ark, num_workers=0, device="cpu",
-                                  expected_utterances=len(entries), **kwargs)
+                                  shard_list, ark,
+                                  options=ExtractionOptions(num_workers=0, **options),
+                                  device="cpu", expected_utterances=len(entries))
 
     # 3 of 8 lost: more than 35%, though the lost shard is 1 entry of 6 (a sixth) and 1 of
     # the list's 3 tar files (a third, let through by the check of the list's files)

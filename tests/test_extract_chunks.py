@@ -13,7 +13,7 @@ from inference_helpers import SAMPLE_RATE, make_experiment, read_int16_scale
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.frontend import FbankFeatures
 from wespeaker_py.config import load_model_config
-from wespeaker_py.inference import extract_embeddings
+from wespeaker_py.inference import ExtractionOptions, extract_embeddings
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
 
 # 200 frames of 10 ms / 25 ms at 16 kHz: (200 - 1) * 160 + 400 samples
@@ -66,9 +66,10 @@ def setup(tmp_path_factory):
             "checkpoint": checkpoint, "network": network, "list": list_path, "wavs": wavs}
 
 
-def _extract(setup, ark, **kwargs):
+def _extract(setup, ark, **chunk):
     extract_embeddings(setup["config"], setup["checkpoint"], "raw", setup["list"], str(ark),
-                       batch_size=2, num_workers=0, device="cpu", **kwargs)
+                       options=ExtractionOptions(batch_size=2, num_workers=0, **chunk),
+                       device="cpu")
     return {key: np.asarray(vector) for key, vector in
             kaldiio.load_scp(str(ark)[:-4] + ".scp").items()}
 

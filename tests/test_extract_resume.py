@@ -17,7 +17,7 @@ from wespeaker_py.config import load_model_config
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.dataset.shards import make_shards
 from wespeaker_py.inference import extract_embeddings
-from wespeaker_py.inference.extraction import chunk_identity, extract_part
+from wespeaker_py.inference.extraction import ExtractionOptions, extract_part
 from wespeaker_py.inference.workdir import ExtractionWork, work_dir_for
 from wespeaker_py.io.ark import EmbeddingWriter
 from wespeaker_py.cli.common import run_main
@@ -25,6 +25,8 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.tables import DataFormatError
 
 LENGTHS = [16000, 12000, 9600, 20000, 12800, 8000]
+# reading in this process: no reader workers to start
+IN_PROCESS = ExtractionOptions(num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def setup(tmp_path_factory):
 
 def _extract(setup, ark, data_list=None, data_type="raw"):
     return extract_embeddings(setup["config"], setup["checkpoint"], data_type,
-                              data_list or setup["list"], ark, num_workers=0, device="cpu")
+                              data_list or setup["list"], ark, options=IN_PROCESS, device="cpu")
 
 
 def _read(ark):
@@ -85,10 +87,10 @@ def _half_done_with_two_jobs(setup, ark, data_list=None, data_type="raw"):
     """The work folder of a two-job run whose first job finished and whose second never ran;
     returns the first job's keys."""
     with ExtractionWork(ark, data_list or setup["list"], data_type, setup["checkpoint"],
-                        setup["config"], num_jobs=2, chunk=chunk_identity(None, 42)) as work:
+                        setup["config"], num_jobs=2, chunk=IN_PROCESS.chunk_identity()) as work:
         first = work.job_lists()[0]
         extract_part(setup["config"], setup["checkpoint"], data_type, first, work.part_ark(0),
-                     num_workers=0, device="cpu")
+                     options=IN_PROCESS, device="cpu")
         return work.done_keys(0)
 
 
@@ -105,7 +107,7 @@ def test_another_number_of_jobs_keeps_the_finished_embeddings(setup, tmp_path):
     aside = str(tmp_path / "aside")
     shutil.copytree(work, aside)
     with ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"],
-                        num_jobs=3, chunk=chunk_identity(None, 42)) as carrying:
+                        num_jobs=3, chunk=IN_PROCESS.chunk_identity()) as carrying:
         assert sorted(carrying.carried_keys()) == sorted(finished)
     assert sorted(os.listdir(work)) == ["carried_000.ark", "carried_000.scp", "manifest.json"]
     for name in os.listdir(aside):

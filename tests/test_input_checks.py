@@ -17,7 +17,7 @@ from wespeaker_py.audio.errors import AudioSegmentError
 from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT
 from wespeaker_py.config import load_model_config
 from wespeaker_py.dataset import Dataset
-from wespeaker_py.inference.extraction import extract_embeddings
+from wespeaker_py.inference.extraction import ExtractionOptions, extract_embeddings
 from wespeaker_py.io.ark import MIN_NORM, load_embeddings, write_embeddings
 from wespeaker_py.scoring.cosine import score_trial_files
 from wespeaker_py.utils.tables import DataFormatError
@@ -143,8 +143,8 @@ def test_training_and_extraction_skip_and_count_a_segment_past_the_end(tmp_path)
     folder, _ = wespeaker_folder(str(tmp_path / "model"))
     summary = extract_embeddings(load_model_config(os.path.join(folder, "config.yaml")),
                                  os.path.join(folder, "avg_model.pt"), "raw", raw,
-                                 str(tmp_path / "emb" / "xvector.ark"), num_workers=0,
-                                 device="cpu")
+                                 str(tmp_path / "emb" / "xvector.ark"),
+                                 options=ExtractionOptions(num_workers=0), device="cpu")
     assert summary.extracted == 1 and summary.skipped == {AudioSegmentError.reason: 1}
 
 

@@ -15,8 +15,8 @@ from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig, load_model_config
 from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, BandFill, load_band_fills
-from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
-                                               extract_embeddings)
+from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionOptions,
+                                               ExtractionSummary, extract_embeddings)
 from wespeaker_py.inference.jobs import extract_embeddings_parallel, job_devices
 from wespeaker_py.io.ark import load_embeddings, scp_path_for
 from wespeaker_py.io.layout import EmbeddingSetLayout
@@ -82,12 +82,14 @@ def extract_set(config_path: str, model_path: str, data_type: str, data_list: st
     written, before the new ones are computed: a failure leaves none beside it.
     """
     config = load_model_config(config_path)
+    options = ExtractionOptions(batch_size=batch_size, num_workers=num_workers,
+                                buffer_mb=buffer_mb,
+                                chunk_frames=chunk_frames_of(config, random_chunk, num_frms),
+                                chunk_seed=chunk_seed, channel=channel,
+                                band_fills=tuple(band_fills_beside(config_path)),
+                                max_fail_fraction=max_fail_fraction)
     common = dict(config=config, model_path=model_path, data_type=data_type,
-                  data_list=data_list, embed_ark=embed_ark, batch_size=batch_size,
-                  num_workers=num_workers, buffer_mb=buffer_mb,
-                  chunk_frames=chunk_frames_of(config, random_chunk, num_frms),
-                  chunk_seed=chunk_seed, max_fail_fraction=max_fail_fraction,
-                  channel=channel, band_fills=band_fills_beside(config_path),
+                  data_list=data_list, embed_ark=embed_ark, options=options,
                   expected_utterances=expected_utterances)
     if num_jobs > 1:
         summary = extract_embeddings_parallel(num_jobs=num_jobs, gpus=gpus, **common)

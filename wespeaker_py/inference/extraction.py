@@ -36,14 +36,15 @@ from wespeaker_py.io.ark import EmbeddingWriter, key_problem
 from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
 from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
-from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally, is_fail_fraction
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
 from wespeaker_py.utils.processes import tie_worker_to
 from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 
-__all__ = ["ExtractionSummary", "embed_utterances", "extract_embeddings", "extract_part"]
+__all__ = ["ExtractionOptions", "ExtractionSummary", "embed_utterances", "extract_embeddings",
+           "extract_part"]
 
 # Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
 # enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
@@ -63,6 +64,44 @@ READER_PREFETCH = 4
 # of a speaker corpus (VoxCeleb's average is about 8 s); /dev/shm with less room than they
 # take would make readers drop utterances once a few long ones come together
 LONG_UTTERANCE_S = 30
+
+
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How every utterance of an extraction is read and embedded: the settings that
+    :func:`extract_embeddings`, :func:`~wespeaker_py.inference.jobs.extract_embeddings_parallel`
+    and :func:`extract_part` pass down unchanged.
+
+    ``batch_size``: most utterances (all of equal length) in one forward pass;
+    ``num_workers``: DataLoader reader workers per job; ``buffer_mb``: memory for features
+    waiting for a batch of their length. With ``chunk_frames`` every utterance is embedded
+    from one random chunk of that many frames, drawn from ``chunk_seed`` and its key.
+    ``channel``: the channel policy for multi-channel audio (:mod:`wespeaker_py.audio`;
+    default: the first). ``band_fills`` fill the empty top bins of files that come at their
+    rates (:mod:`wespeaker_py.frontend.band_fill`). More than ``max_fail_fraction`` of the
+    list skipped fails the run.
+    """
+
+    batch_size: int = 1
+    num_workers: int = 1
+    buffer_mb: int = DEFAULT_BUFFER_MB
+    chunk_frames: Optional[int] = None
+    chunk_seed: int = 42
+    channel: ChannelChoice = DEFAULT_CHANNEL
+    band_fills: Tuple[BandFill, ...] = ()
+    max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION
+
+    def __post_init__(self) -> None:
+        # the others are checked where they are used, before the model loads
+        if self.buffer_mb < 0:
+            raise ValueError(f"buffer_mb must be >= 0, got {self.buffer_mb}")
+        if not is_fail_fraction(self.max_fail_fraction):
+            raise ValueError(f"max_fail_fraction must be a number in [0, 1], got "
+                             f"{self.max_fail_fraction!r}")
+
+    def chunk_identity(self) -> Optional[List[int]]:
+        """What a resumed extraction must share with the first run: chunk frames and seed."""
+        return None if self.chunk_frames is None else [self.chunk_frames, self.chunk_seed]
 
 
 @dataclass
@@ -253,57 +292,51 @@ def _check_not_distributed() -> None:
 
 
 def extract_part(config: ModelConfig, model_path: str, data_type: str,
-                 data_list: str, part_ark: str, batch_size: int = 1, num_workers: int = 1,
-                 device: Optional[str] = None, buffer_mb: int = DEFAULT_BUFFER_MB,
-                 progress_position: int = 0, progress_desc: str = "extracting",
-                 chunk_frames: Optional[int] = None, chunk_seed: int = 42,
-                 channel: ChannelChoice = DEFAULT_CHANNEL,
-                 band_fills: Sequence[BandFill] = (),
-                 finished_elsewhere: Sequence[str] = (),
+                 data_list: str, part_ark: str, *,
+                 options: ExtractionOptions = ExtractionOptions(),
+                 device: Optional[str] = None, progress_position: int = 0,
+                 progress_desc: str = "extracting", finished_elsewhere: Sequence[str] = (),
                  shard_utterances: Optional[int] = None) -> ExtractionSummary:
     """Embed the utterances of ``data_list`` not yet in ``part_ark`` (nor among the keys
     ``finished_elsewhere``: a carried ark's, see :mod:`~wespeaker_py.inference.workdir`),
-    appending to it.
+    appending to it, as ``options`` say (its ``max_fail_fraction`` is the whole run's).
 
     The part (ark + scp) is resumable: each entry reaches the OS as it is written, and a
     later call with the same arguments continues after the last complete one (see
     :func:`~wespeaker_py.inference.parts.open_part_writer`). The summary counts
     this call's embeddings and skips; ``resumed`` the embeddings found in the part.
-    With ``chunk_frames`` every utterance is embedded from one random chunk of that
-    many frames, drawn from ``chunk_seed`` and its key. ``channel`` is the channel
-    policy for multi-channel audio (:mod:`wespeaker_py.audio`; default: the first).
-    ``band_fills`` fill the empty top bins of files that come at their rates
-    (:mod:`wespeaker_py.frontend.band_fill`). ``shard_utterances``: about how many
-    utterances a shard list holds besides ``finished_elsewhere``, the progress bar's total
-    (a raw list's is its own).
+    ``shard_utterances``: about how many utterances a shard list holds besides
+    ``finished_elsewhere``, the progress bar's total (a raw list's is its own).
     """
     _check_not_distributed()
     done = set(recover_part(part_ark))
     skip = done.union(finished_elsewhere)
     # the list and dataset_args are checked before the (possibly large) model loads
     dataset = Dataset(data_type, data_list, config.dataset_args, whole_utt=True,
-                      exclude_keys=skip, channel=channel)
+                      exclude_keys=skip, channel=options.channel)
     if not dataset.items:
         raise DataFormatError(data_list, None, "the data list is empty")
     chunker = None
-    if chunk_frames is not None:
+    if options.chunk_frames is not None:
         settings = dataset.config
-        chunker = RandomChunker(chunk_samples(chunk_frames, settings.resample_rate,
+        chunker = RandomChunker(chunk_samples(options.chunk_frames, settings.resample_rate,
                                               settings.frame_length_ms,
-                                              settings.frame_shift_ms), chunk_seed)
+                                              settings.frame_shift_ms), options.chunk_seed)
     target = resolve_device(device)
     backend = TorchBackend(load_embedder(config, model_path), target, config.model)
-    backend.set_band_fills(band_fills)
+    backend.set_band_fills(options.band_fills)
     logger.info("%s on %s: batches of up to %d utterances of equal length; inputs need at "
-                "least %d frames", config.model, target, batch_size, backend.min_frames)
+                "least %d frames", config.model, target, options.batch_size,
+                backend.min_frames)
     if chunker is not None:
         _check_chunk_fits(backend, chunker)
         logger.info("embedding one random chunk of %d frames (%d samples) per utterance, "
-                    "seed %d", chunk_frames, chunker.chunk_len, chunk_seed)
+                    "seed %d", options.chunk_frames, chunker.chunk_len, options.chunk_seed)
     if done:
         logger.info("%s: continuing after the %d embeddings already written", part_ark,
                     len(done))
     # a timeout needs workers: without them the reading happens here
+    num_workers = options.num_workers
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                         pin_memory=target.type == "cuda",
                         prefetch_factor=READER_PREFETCH if num_workers > 0 else None,
@@ -320,8 +353,8 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     try:
         with open_part_writer(part_ark) as writer:
             summary = embed_utterances(backend, _delivered(loader, num_workers), writer,
-                                       batch_size, buffer_mb << 20, seen, chunker,
-                                       progress=True, total=bar_total,
+                                       options.batch_size, options.buffer_mb << 20, seen,
+                                       chunker, progress=True, total=bar_total,
                                        desc=progress_desc, position=progress_position)
     except OSError as error:
         raise_if_disk_full(error, part_ark)
@@ -334,20 +367,11 @@ def extract_part(config: ModelConfig, model_path: str, data_type: str,
     return summary
 
 
-def chunk_identity(chunk_frames: Optional[int], chunk_seed: int) -> Optional[List[int]]:
-    """What a resumed extraction must share with the first run: chunk frames and seed."""
-    return None if chunk_frames is None else [chunk_frames, chunk_seed]
-
-
 def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
-                       data_list: str, embed_ark: str, batch_size: int = 1,
-                       num_workers: int = 1, device: Optional[str] = None,
-                       buffer_mb: int = DEFAULT_BUFFER_MB, progress_position: int = 0,
-                       progress_desc: str = "extracting", chunk_frames: Optional[int] = None,
-                       chunk_seed: int = 42,
-                       max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                       channel: ChannelChoice = DEFAULT_CHANNEL,
-                       band_fills: Sequence[BandFill] = (),
+                       data_list: str, embed_ark: str, *,
+                       options: ExtractionOptions = ExtractionOptions(),
+                       device: Optional[str] = None, progress_position: int = 0,
+                       progress_desc: str = "extracting",
                        expected_utterances: Optional[int] = None) -> ExtractionSummary:
     """Embed every utterance of ``data_list`` into ``embed_ark`` and its ``.scp``.
 
@@ -358,27 +382,26 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     (:class:`~wespeaker_py.inference.workdir.ExtractionWork`), so that running
     the same command again after a kill continues where it stopped. Skips are
     counted by reason; an empty list is a :class:`DataFormatError`, a run that
-    extracts nothing, or skips more than ``max_fail_fraction`` of the list, a
-    :class:`RunFailedError` (and no ark/scp is written).
-    With ``chunk_frames`` every utterance is embedded from one random chunk of
-    that many frames, drawn from ``chunk_seed`` and its key. ``channel``: the channel
-    policy for multi-channel audio (default: the first channel). ``band_fills``: as
-    for :func:`extract_part`. ``expected_utterances``: how many utterances a shard list
-    holds; those never delivered (a lost or truncated shard) count as skipped
+    extracts nothing, or skips more than ``options.max_fail_fraction`` of the list, a
+    :class:`RunFailedError` (and no ark/scp is written). ``options``: how each
+    utterance is read and embedded (:class:`ExtractionOptions`).
+    ``expected_utterances``: how many utterances a shard list holds; those never
+    delivered (a lost or truncated shard) count as skipped
     (:meth:`~wespeaker_py.inference.workdir.ExtractionWork.finish`).
     """
     _check_not_distributed()
     with ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
-                        chunk=chunk_identity(chunk_frames, chunk_seed),
-                        max_fail_fraction=max_fail_fraction, channel=channel,
-                        band_fills=[fill.digest for fill in band_fills],
+                        chunk=options.chunk_identity(),
+                        max_fail_fraction=options.max_fail_fraction, channel=options.channel,
+                        band_fills=[fill.digest for fill in options.band_fills],
                         expected_utterances=expected_utterances) as work:
-        warn_if_shared_memory_short(config, num_workers)
+        warn_if_shared_memory_short(config, options.num_workers)
         carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
-                               batch_size, num_workers, device, buffer_mb, progress_position,
-                               progress_desc, chunk_frames, chunk_seed, channel, band_fills,
-                               carried, work.shard_utterances_of(data_list))
+                               options=options, device=device,
+                               progress_position=progress_position,
+                               progress_desc=progress_desc, finished_elsewhere=carried,
+                               shard_utterances=work.shard_utterances_of(data_list))
         summary.resumed += len(carried)
         summary.extracted = work.finish(1, summary.skipped)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info

@@ -22,13 +22,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig
-from wespeaker_py.frontend.band_fill import BandFill
-from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionSummary,
-                                               chunk_identity, extract_part,
-                                               warn_if_shared_memory_short)
-from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
+from wespeaker_py.inference.extraction import (ExtractionOptions, ExtractionSummary,
+                                               extract_part, warn_if_shared_memory_short)
 from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
@@ -151,40 +147,34 @@ def _collect(processes: Sequence[multiprocessing.Process], results,
 
 
 def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type: str,
-                                data_list: str, embed_ark: str, num_jobs: int,
-                                gpus: Optional[Sequence[int]] = None, batch_size: int = 1,
-                                num_workers: int = 1,
-                                buffer_mb: int = DEFAULT_BUFFER_MB,
-                                chunk_frames: Optional[int] = None,
-                                chunk_seed: int = 42,
-                                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
+                                data_list: str, embed_ark: str, *, num_jobs: int,
+                                options: ExtractionOptions = ExtractionOptions(),
+                                gpus: Optional[Sequence[int]] = None,
                                 num_threads: Optional[int] = None,
-                                channel: ChannelChoice = DEFAULT_CHANNEL,
-                                band_fills: Sequence[BandFill] = (),
                                 expected_utterances: Optional[int] = None
                                 ) -> ExtractionSummary:
-    """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel; merge.
+    """Run :func:`extract_part` on ``num_jobs`` parts of the list in parallel, each as
+    ``options`` say; merge.
 
     Jobs take the GPUs in ``gpus`` round-robin (default: every visible GPU;
     none: CPU, with the cores shared among the jobs). A failed job fails the
     whole run and leaves no output, but its finished embeddings stay for the
-    next run of the same command. A chunk depends only on ``chunk_seed`` and the
+    next run of the same command. A chunk depends only on ``options.chunk_seed`` and the
     utterance, so the jobs give the chunks one job would. More than
-    ``max_fail_fraction`` of the list skipped fails the run as in
+    ``options.max_fail_fraction`` of the list skipped fails the run as in
     :func:`~wespeaker_py.inference.extraction.extract_embeddings`. Each job
     computes with ``num_threads`` threads (default:
-    :func:`~wespeaker_py.utils.threads.threads_per_job`); ``band_fills`` as for
-    :func:`extract_part`; ``expected_utterances`` as for
+    :func:`~wespeaker_py.utils.threads.threads_per_job`); ``expected_utterances`` as for
     :func:`~wespeaker_py.inference.extraction.extract_embeddings`.
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
-                          chunk=chunk_identity(chunk_frames, chunk_seed),
-                          max_fail_fraction=max_fail_fraction, channel=channel,
-                          band_fills=[fill.digest for fill in band_fills],
+                          chunk=options.chunk_identity(),
+                          max_fail_fraction=options.max_fail_fraction, channel=options.channel,
+                          band_fills=[fill.digest for fill in options.band_fills],
                           expected_utterances=expected_utterances)
     with work:
         job_lists = work.job_lists()
-        warn_if_shared_memory_short(config, num_workers, len(job_lists))
+        warn_if_shared_memory_short(config, options.num_workers, len(job_lists))
         carried = work.carried_keys()
         devices = job_devices(len(job_lists), gpus)
         threads = num_threads or threads_per_job(len(job_lists))
@@ -193,10 +183,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         processes = []
         for job, (job_list, device) in enumerate(zip(job_lists, devices)):
             kwargs = dict(config=config, model_path=model_path, data_type=data_type,
-                          data_list=job_list, part_ark=work.part_ark(job), batch_size=batch_size,
-                          num_workers=num_workers, buffer_mb=buffer_mb,
-                          chunk_frames=chunk_frames, chunk_seed=chunk_seed, channel=channel,
-                          band_fills=list(band_fills), finished_elsewhere=carried,
+                          data_list=job_list, part_ark=work.part_ark(job), options=options,
+                          finished_elsewhere=carried,
                           shard_utterances=work.shard_utterances_of(job_list))
             processes.append(context.Process(
                 target=_run_job, name=f"extract-job-{job}",

@@ -30,13 +30,18 @@ FAIL_FRACTION_FLAG = "--max_fail_fraction"
 NAMED_MISSING = 3
 
 
+def is_fail_fraction(value: float) -> bool:
+    """Whether ``value`` can be a ``max_fail_fraction``: a number in [0, 1]."""
+    return 0.0 <= value <= 1.0
+
+
 def parse_fail_fraction(text) -> float:
     """A ``--max_fail_fraction`` value: a number in [0, 1] (an argparse ``type``)."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
+    if not is_fail_fraction(value):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
 
