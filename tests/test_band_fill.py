@@ -519,7 +519,7 @@ def test_the_command_learns_one(tmp_path, labelled_dir, capsys):
         main(["band-fill", "--model", folder, "--data", labelled_dir, "--heard_rate", "8000"])
     assert stop.value.code == 0
     err = capsys.readouterr().err
-    assert "band fill written to" in err and "band_fill_8000hz.npz" in err
+    assert f"band fill written to {os.path.join(folder, 'band_fill_8000hz.npz')}: " in err
     assert "for 8000 Hz audio at 16000 Hz" in err
     with pytest.raises(SystemExit) as stop:
         main(["band-fill", "--model", folder, "--data", labelled_dir, "--heard_rate", "16000"])

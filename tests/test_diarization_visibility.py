@@ -114,8 +114,24 @@ def test_info_and_the_diarize_log_name_the_window_lda_files_in_use(model_folder,
         f"not used: {paths[8000]}: not a window LDA")
 
 
-def test_the_diarize_command_names_its_window_ldas(model_folder, tmp_path, capsys):
+def test_window_ldas_in_use_names_the_files_diarization_would_project_with(model_folder):
+    model = load_model(model_folder, device="cpu")
+    assert model.window_ldas_in_use() == {}
+    paths = write_ldas(model, model_folder)
+    assert model.window_ldas_in_use() == {RATE: paths[0], 8000: paths[8000]}
+    with open(paths[8000], "wb") as handle:
+        handle.write(b"not an npz")
+    assert model.window_ldas_in_use().startswith(f"not used: {paths[8000]}: not a window LDA")
+
+
+def test_the_diarize_command_names_its_window_ldas(model_folder, tmp_path, capsys,
+                                                   monkeypatch):
+    from wespeaker_py.api.model import SpeakerModel
     paths = write_ldas(load_model(model_folder, device="cpu"), model_folder)
+
+    def slow_info(model):
+        raise AssertionError("diarize asked info(), which hashes the weights")
+    monkeypatch.setattr(SpeakerModel, "info", slow_info)
     wav = str(tmp_path / "call.wav")
     sf.write(wav, noise(3), RATE)
     args = ("diarize", "--model", model_folder, wav, "--vad", "energy", "--num_speakers", "1")

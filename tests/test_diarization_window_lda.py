@@ -311,7 +311,8 @@ def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, 
         main(["window-lda", "--model", folder, "--data", labelled_dir, "--dim", "3"])
     assert stop.value.code == 0
     err = capsys.readouterr().err
-    assert "window LDA written to" in err and "-> 3 dims" in err and "of 6 speakers" in err
+    assert f"window LDA written to {os.path.join(folder, 'window_lda.npz')}: " in err
+    assert "-> 3 dims" in err and "of 6 speakers" in err
     assert "skipping broken-utt" in caplog.text and "utterances skipped: 1" in caplog.text
     recording = os.path.join(MINI_CORPUS, open(os.path.join(labelled_dir, "wav.scp"))
                              .readline().split()[1])
@@ -325,7 +326,8 @@ def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, 
               "--heard_rate", "8000"])
     assert stop.value.code == 0
     err = capsys.readouterr().err
-    assert "window_lda_8000hz.npz" in err and "heard at 8000 Hz" in err
+    assert f"window LDA written to {os.path.join(folder, 'window_lda_8000hz.npz')}: " in err
+    assert "heard at 8000 Hz" in err
     with pytest.raises(SystemExit) as stop:
         main(["window-lda", "--model", folder, "--data", str(tmp_path / "nothing")])
     assert stop.value.code != 0

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Sequence, Set,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple,
+                    Union)
 
 import numpy as np
 
-from wespeaker_py.api.companion_files import companions_at
+from wespeaker_py.api.companion_files import (check_heard_rate, companions_at, data_folders,
+                                              learnt_file_target)
 from wespeaker_py.audio import heard_rate_of
 from wespeaker_py.audio.readable import readable_recordings
-from wespeaker_py.errors import RunFailedError, WespeakerError
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -25,15 +26,6 @@ logger = get_logger(__name__)
 if TYPE_CHECKING:
     from wespeaker_py.api.model import SpeakerModel
     from wespeaker_py.frontend.band_fill import BandFill
-
-
-def check_heard_rate(heard_rate: Any, sample_rate: int) -> int:
-    """``heard_rate`` as an int: 0 (the model's ``sample_rate``) or a rate below it."""
-    if (isinstance(heard_rate, bool) or not isinstance(heard_rate, (int, np.integer))
-            or not 0 <= heard_rate < sample_rate):
-        raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
-                             f"{sample_rate} Hz (0: its own rate), got {heard_rate!r}")
-    return int(heard_rate)
 
 
 def band_fill_mismatch(message: str, force: bool) -> None:
@@ -61,37 +53,42 @@ class BandFillFiles:
         prefix = model.companion_prefix
         return None if prefix is None else prefix + band_fill_name(heard_rate)
 
-    def current(self, model: "SpeakerModel") -> Dict[int, "BandFill"]:
-        """``{heard rate: band fill}`` that audio heard at each rate goes through now."""
+    def refreshed_fills(self, model: "SpeakerModel") -> Dict[int, "BandFill"]:
+        """``{heard rate: band fill}`` that audio heard at each rate goes through now, the
+        files beside the model read again if they changed."""
         self.refresh(model)
         return dict(model.backend.band_fills)
 
-    def digest(self, model: "SpeakerModel", heard_rate: int) -> str:
+    def refreshed_digest(self, model: "SpeakerModel", heard_rate: int) -> str:
         """The digest of the band fill that audio heard at ``heard_rate`` goes through now
         ("": none), the files beside the model read again if they changed."""
         if heard_rate:
             self.refresh(model)
-        return self.applied(model, heard_rate)
+        return self.loaded_digest(model, heard_rate)
 
     @staticmethod
-    def applied(model: "SpeakerModel", heard_rate: int) -> str:
+    def loaded_digest(model: "SpeakerModel", heard_rate: int) -> str:
         """The digest of the band fill the backend holds for ``heard_rate`` ("": none),
         without reading the files again: the one the last embeddings went through."""
         fill = model.backend.band_fill_for(heard_rate) if heard_rate else None
         return "" if fill is None else fill.digest
 
-    def heard(self, model: "SpeakerModel", heard_rates: Iterable[int]) -> Dict[int, str]:
+    def loaded_digests(self, model: "SpeakerModel",
+                       heard_rates: Iterable[int]) -> Dict[int, str]:
         """``{rate: digest of the band fill the last embeddings of audio heard at it went
-        through ("": none)}``; call it right after embedding them."""
-        return {rate: self.applied(model, rate) for rate in sorted(heard_rates)}
+        through ("": none)}``, without reading the files again; call it right after
+        embedding them."""
+        return {rate: self.loaded_digest(model, rate) for rate in sorted(heard_rates)}
 
-    def now(self, model: "SpeakerModel", heard_rate: int) -> str:
-        """What audio heard at ``heard_rate`` goes through now, in words."""
-        return "the band fill beside the model" if self.digest(model, heard_rate) else "none"
+    def refreshed_description(self, model: "SpeakerModel", heard_rate: int) -> str:
+        """What audio heard at ``heard_rate`` goes through now, in words, the files beside
+        the model read again if they changed."""
+        return ("the band fill beside the model" if self.refreshed_digest(model, heard_rate)
+                else "none")
 
-    def in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
-        """``{heard rate: file}`` of the band fills the model uses (for its ``info``), or
-        why the ones beside it cannot be used."""
+    def files_in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
+        """``{heard rate: file}`` of the band fills the model uses (for its ``info``), the
+        files beside it read again if they changed; or why they cannot be used."""
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             self.refresh(model)
@@ -144,11 +141,9 @@ class BandFillFiles:
         if not heard_rate:
             raise BandFillError(f"a band fill is for a rate below the model's "
                                 f"{sample_rate} Hz, got heard_rate 0")
-        target = output or self.file(model, heard_rate)
-        if target is None:
-            raise WespeakerError("this model has no folder beside it; give output=")
+        target = learnt_file_target(output, self.file(model, heard_rate))
         require_writable(target)
-        folders = [data] if isinstance(data, str) else list(data)
+        folders = data_folders(data)
         source = ", ".join(folders)
         # skip reasons, NARROW_SOURCE among them (an expected skip, not a failure)
         skipped: Counter = Counter()

@@ -56,12 +56,12 @@ class CalibrationFile:
             band_fills.refresh(model)
             if self._fills_checked != band_fills.stamps:
                 for rate, digest in calibration.band_fills.items():
-                    if band_fills.digest(model, rate) != digest:
+                    if band_fills.refreshed_digest(model, rate) != digest:
                         band_fill_mismatch(
                             f"{path} was fitted on scores of {rate} Hz audio that went "
                             f"through a different band fill (or none) than such audio goes "
-                            f"through now ({band_fills.now(model, rate)}); calibrate again: "
-                            f"wespeaker-py calibrate", force)
+                            f"through now ({band_fills.refreshed_description(model, rate)}); "
+                            f"calibrate again: wespeaker-py calibrate", force)
                 self._fills_checked = band_fills.stamps
         return calibration
 
@@ -122,5 +122,5 @@ class CalibrationFile:
         audio)."""
         return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
                                model=model.name, identity=model.identity,
-                               band_fills=self._band_fills.heard(model, heard_rates),
+                               band_fills=self._band_fills.loaded_digests(model, heard_rates),
                                mean_vec=mean_vec_digest(model.mean_vec))

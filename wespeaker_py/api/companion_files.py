@@ -1,13 +1,16 @@
 """Where the companion files of a model lie and which exist: the path prefix beside the model
 (its folder, or ``model.`` beside ``model.pt``/``model.onnx``) that their names extend, and
-the mean vector, calibration, window LDAs and band fills found there."""
+the mean vector, calibration, window LDAs and band fills found there; and what learning one
+of them takes (its heard rate, its data folders, where it is written)."""
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.io.layout import MEAN_NAME
 from wespeaker_py.utils.paths import files_named_by_rate, rate_in_name, same_file
+from wespeaker_py.utils.values import is_whole_number
 
 FIXED_NAMES = (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
 
@@ -59,3 +62,25 @@ def companion_name_at(path: str, prefix: str) -> Optional[str]:
                                   for template in rate_templates()):
         return name
     return None
+
+
+def check_heard_rate(heard_rate: Any, sample_rate: int) -> int:
+    """``heard_rate`` as an int: 0 (the model's ``sample_rate``) or a rate below it."""
+    if not is_whole_number(heard_rate) or not 0 <= heard_rate < sample_rate:
+        raise WespeakerError(f"heard_rate must be a whole number of Hz below the model's "
+                             f"{sample_rate} Hz (0: its own rate), got {heard_rate!r}")
+    return int(heard_rate)
+
+
+def learnt_file_target(output: Optional[str], beside_model: Optional[str]) -> str:
+    """Where a companion file being learnt is written: ``output``, else ``beside_model``
+    (its place beside the model; None when the model has no folder, an error here)."""
+    target = output or beside_model
+    if target is None:
+        raise WespeakerError("this model has no folder beside it; give output=")
+    return target
+
+
+def data_folders(data: Union[str, Sequence[str]]) -> List[str]:
+    """The Kaldi data directories a companion file is learnt from: ``data``, one or many."""
+    return [data] if isinstance(data, str) else list(data)

@@ -363,7 +363,7 @@ class SpeakerModel:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
             units.append(self.unit(embedding, describe_audio(item)))
             if heard_rate:   # each recording's own fill: the files may change between them
-                fill = self._band_fill_files.applied(self, heard_rate)
+                fill = self._band_fill_files.loaded_digest(self, heard_rate)
                 fills.setdefault(heard_rate, set()).add(fill)
         return self._galleries.enroll(self, gallery, name, units, fills, replace, append, force)
 
@@ -460,11 +460,14 @@ class SpeakerModel:
         """``{heard rate: band fill}`` that audio heard at each rate goes through now (the
         files beside the model read again if they changed; one that does not fit the
         model raises :class:`~wespeaker_py.frontend.band_fill.BandFillError`)."""
-        return self._band_fill_files.current(self)
+        return self._band_fill_files.refreshed_fills(self)
 
-    def window_lda_output(self, output: Optional[str] = None, heard_rate: int = 0) -> str:
-        """Where :meth:`train_window_lda` writes: ``output``, else :meth:`window_lda_file`."""
-        return self._window_lda_files.output(self, output, heard_rate)
+    def window_ldas_in_use(self) -> Union[Dict[int, str], str]:
+        """``{rate: file}`` of the window LDAs diarization uses by default
+        (``window_lda="auto"``): a narrowband one under the rate it serves recordings at or
+        below, the model-rate one under :attr:`sample_rate`; or, when they cannot be used,
+        why (``not used: ...``); what :meth:`info` reports as ``window_ldas``."""
+        return self._window_lda_files.files_in_use(self)
 
     def train_window_lda(self, data: Union[str, Sequence[str]], output: Optional[str] = None,
                          dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
@@ -623,8 +626,8 @@ class SpeakerModel:
         details.update(self.backend.describe())
         details["identity"] = self.identity
         details["mean_vec"] = self.mean_vec is not None
-        details["band_fills"] = self._band_fill_files.in_use(self)
-        details["window_ldas"] = self._window_lda_files.in_use(self)
+        details["band_fills"] = self._band_fill_files.files_in_use(self)
+        details["window_ldas"] = self.window_ldas_in_use()
         from wespeaker_py.frontend.band_fill import BandFillError
         try:
             calibration = self.calibration

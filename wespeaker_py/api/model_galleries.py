@@ -74,10 +74,10 @@ class ModelGalleries:
         """Refuse (``force``: warn about) the gallery's speakers (or speaker ``only``)
         enrolled from low-rate audio through another band fill than the model now has."""
         band_fills = self._band_fills
-        now = functools.partial(band_fills.digest, model)
+        now = functools.partial(band_fills.refreshed_digest, model)
         for rate, names in speakers.stale_band_fills(now, only).items():
             band_fill_mismatch(
                 f"{path}: speaker(s) {listed_names(names, 5)} were enrolled from {rate} Hz audio "
                 f"that went through a different band fill (or none) than such audio goes through "
-                f"now ({band_fills.now(model, rate)}); their embeddings no longer match new ones: "
-                f"enroll them again with --replace (replace=True)", force)
+                f"now ({band_fills.refreshed_description(model, rate)}); their embeddings no "
+                f"longer match new ones: enroll them again with --replace (replace=True)", force)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 
 import numpy as np
 
-from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch, check_heard_rate
-from wespeaker_py.api.companion_files import companions_at
+from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
+from wespeaker_py.api.companion_files import (check_heard_rate, companions_at, data_folders,
+                                              learnt_file_target)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
@@ -105,16 +106,16 @@ class WindowLdaFiles:
                     f"heard at {lda.heard_rate or model.sample_rate} Hz; a narrowband one is "
                     f"learnt with heard_rate below the model's {model.sample_rate} Hz and "
                     f"named for it")
-            if lda.band_fill != self._band_fills.digest(model, rate):
+            if lda.band_fill != self._band_fills.refreshed_digest(model, rate):
                 learnt = "through another band fill" if lda.band_fill else "without a band fill"
                 band_fill_mismatch(
                     f"window LDA {found} was learnt from windows {learnt}, but {rate} Hz audio "
-                    f"now goes through {self._band_fills.now(model, rate)}; learn it again: "
-                    f"wespeaker-py window-lda --heard_rate {rate}", model.force)
+                    f"now goes through {self._band_fills.refreshed_description(model, rate)}; "
+                    f"learn it again: wespeaker-py window-lda --heard_rate {rate}", model.force)
             chosen[rate] = ChosenLda(found, lda)
         return chosen
 
-    def in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
+    def files_in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
         """``{rate: file}`` of the window LDAs diarization uses by default (``auto``; for
         its ``info``): the narrowband ones under the rate they serve recordings at or
         below, the model-rate one under the model's rate; or why they cannot be used."""
@@ -145,14 +146,6 @@ class WindowLdaFiles:
         self._read[key] = (stamp, lda)
         return lda
 
-    def output(self, model: "SpeakerModel", output: Optional[str] = None,
-               heard_rate: int = 0) -> str:
-        """Where :meth:`train` writes: ``output``, else :meth:`file`."""
-        target = output or self.file(model, heard_rate)
-        if target is None:
-            raise WespeakerError("this model has no folder beside it; give output=")
-        return target
-
     def train(self, model: "SpeakerModel", data: Union[str, Sequence[str]],
               output: Optional[str] = None,
               dim: Optional[int] = None, batch_size: int = 32, progress: bool = True,
@@ -165,11 +158,11 @@ class WindowLdaFiles:
         from wespeaker_py.diarization.pipeline import labelled_window_embeddings
         from wespeaker_py.diarization.projection import DEFAULT_LDA_DIM, fit_window_lda
         heard_rate = check_heard_rate(heard_rate, model.sample_rate)
-        target = self.output(model, output, heard_rate)
+        target = learnt_file_target(output, self.file(model, heard_rate))
         require_writable(target)
         if (heard_rate and self._band_fills.fbank_frontend(model) is not None
                 and model.companion_prefix is not None
-                and self._band_fills.digest(model, heard_rate) == ""):
+                and self._band_fills.refreshed_digest(model, heard_rate) == ""):
             logger.info("no band fill for %d Hz beside the model: learning one from the same "
                         "data first", heard_rate)
             model.train_band_fill(data, heard_rate, progress=progress,
@@ -177,7 +170,7 @@ class WindowLdaFiles:
         diarizer = model.diarizer("energy", batch_size=batch_size, progress=progress,
                                   window_lda="off", **settings)
         rows, speakers, skipped = [], [], 0
-        for folder in [data] if isinstance(data, str) else list(data):
+        for folder in data_folders(data):
             utt2spk_path = os.path.join(folder, "utt2spk")
             utt2spk = read_key_value(utt2spk_path, allow_spaces_in_value=False)
             embeddings, labels, tally = labelled_window_embeddings(
@@ -188,7 +181,7 @@ class WindowLdaFiles:
             skipped += tally.num_skipped
         lda = fit_window_lda(np.concatenate(rows), np.concatenate(speakers),
                              dim or DEFAULT_LDA_DIM, model.identity, heard_rate,
-                             self._band_fills.digest(model, heard_rate))
+                             self._band_fills.refreshed_digest(model, heard_rate))
         if os.path.exists(target):
             _note_replaced(target, lda)
         lda.save(target)

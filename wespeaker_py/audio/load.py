@@ -13,6 +13,7 @@ from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frame
                                         channel_levels, check_samples, explain_silent_channel,
                                         mix_to_mono, parse_channel, to_int16_scale,
                                         warn_if_quiet_channel)
+from wespeaker_py.utils.values import is_whole_number
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
@@ -70,8 +71,7 @@ def _tensor_as_numpy(tensor: Any, name: str) -> np.ndarray:
 def _check_rate(sample_rate: Any, name: str) -> int:
     if sample_rate is None:
         raise AudioInputError(f"{name}: give sample_rate= with an array or tensor")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
-            or sample_rate <= 0:
+    if not is_whole_number(sample_rate) or sample_rate <= 0:
         raise AudioInputError(f"{name}: sample_rate must be a positive integer, "
                               f"got {sample_rate!r}")
     return int(sample_rate)

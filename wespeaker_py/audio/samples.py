@@ -46,6 +46,7 @@ from wespeaker_py.audio.errors import (AudioChannelError, AudioEmptyError, Audio
                                        AudioNoEnergyError, AudioNonFiniteError,
                                        AudioSilentChannelError, AudioSilentError,
                                        AudioTooShortError)
+from wespeaker_py.utils.values import is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def parse_channel(value: Union[str, int]) -> ChannelChoice:
 
     Raises :class:`~wespeaker_py.errors.AudioInputError` (a ``ValueError``) otherwise.
     """
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_whole_number(value):
         number = int(value)
     elif isinstance(value, str) and value.strip().lower() in CHANNEL_POLICIES:
         return value.strip().lower()

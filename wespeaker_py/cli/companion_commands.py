@@ -68,6 +68,7 @@ def _data_files(folders: Sequence[str], *tables: str) -> Dict[str, str]:
 
 def cmd_window_lda(args: argparse.Namespace) -> int:
     """``wespeaker-py window-lda``: learn the model's window LDA from labelled speakers."""
+    from wespeaker_py.api.companion_files import learnt_file_target
     from wespeaker_py.diarization.options import window_lda_name
     _check_data_folders(args.data)
     for folder in args.data:
@@ -83,14 +84,15 @@ def cmd_window_lda(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, progress=True,
                                  max_fail_fraction=args.max_fail_fraction,
                                  heard_rate=args.heard_rate)
-    print(f"window LDA written to {model.window_lda_output(args.output, args.heard_rate)}: "
-          f"{lda.describe()}", file=sys.stderr)
+    written = learnt_file_target(args.output, model.window_lda_file(args.heard_rate))
+    print(f"window LDA written to {written}: {lda.describe()}", file=sys.stderr)
     return 0
 
 
 def cmd_band_fill(args: argparse.Namespace) -> int:
     """``wespeaker-py band-fill``: learn the model's band fill for audio heard at a low
     rate."""
+    from wespeaker_py.api.companion_files import learnt_file_target
     from wespeaker_py.frontend.band_fill import band_fill_name
     _check_data_folders(args.data)
     for folder in args.data:
@@ -104,8 +106,8 @@ def cmd_band_fill(args: argparse.Namespace) -> int:
     fill = model.train_band_fill(args.data, args.heard_rate, output=args.output,
                                  progress=True,
                                  max_fail_fraction=args.max_fail_fraction)
-    print(f"band fill written to {args.output or model.band_fill_file(args.heard_rate)}: "
-          f"{fill.describe()}", file=sys.stderr)
+    written = learnt_file_target(args.output, model.band_fill_file(args.heard_rate))
+    print(f"band fill written to {written}: {fill.describe()}", file=sys.stderr)
     return 0
 
 

@@ -141,7 +141,7 @@ def _say_window_ldas(choice: str, model) -> None:
     if choice != "auto":
         print(f"window LDA {choice} for every recording", file=sys.stderr)
         return
-    in_use = model.info()["window_ldas"]
+    in_use = model.window_ldas_in_use()
     if isinstance(in_use, str):   # why they cannot be used: diarizing says it as an error
         return
     for rate, path in sorted(in_use.items()):

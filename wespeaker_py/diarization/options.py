@@ -9,11 +9,11 @@ holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from numbers import Integral
 from typing import Any, Optional, Tuple
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.paths import rate_in_name
+from wespeaker_py.utils.values import is_whole_number
 
 WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
 NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate
@@ -141,7 +141,7 @@ def given_or(value: Any, option: Any) -> Any:
 
 def _check_count_types(**counts: Optional[int]) -> None:
     for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+        if value is not None and not is_whole_number(value):
             raise ClusteringOptionError(f"{name} must be a whole number, got {value!r}")
 
 
