@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+import wespeaker_py.diarization as diarization
+from wespeaker_py.diarization import metrics, report
 from wespeaker_py.diarization.plot import file_name
 from wespeaker_py.diarization.report import (comparison_table, plot_systems, read_scored,
                                              score_system, score_table)
@@ -79,3 +81,32 @@ def test_plot_systems_draws_each_system_in_its_own_folder(rttms, tmp_path):
                      os.path.join(plots, "perfect"): 1}
     for folder in drawn:
         assert os.listdir(folder) == ["a.png"]
+
+
+def test_score_conditions_scores_each_condition_as_score_recordings_with_one_jer_each(
+        monkeypatch):
+    ref = {**REF, "b": [Turn(0.0, 3.0, "x"), Turn(2.0, 4.0, "y")]}   # b has overlap
+    hyp = {**HYP, "b": [Turn(0.0, 4.0, "s")]}
+    conditions = [(0.0, True), (0.0, False), (0.5, True), (0.5, False)]
+    alone = {(collar, overlap): metrics.score_recordings(ref, hyp, collar, not overlap)
+             for collar, overlap in conditions}
+    calls = []
+    counted = metrics.speaker_jaccard
+    monkeypatch.setattr(metrics, "speaker_jaccard",
+                        lambda *args: calls.append(args[0]) or counted(*args))
+    scores = metrics.score_conditions(ref, hyp, conditions)
+    assert len(calls) == 2   # once per recording, not once per recording and condition
+    assert list(scores) == conditions
+    for condition, (files, pooled) in scores.items():
+        expected_files, expected_pooled = alone[condition]
+        assert (pooled.der, pooled.jer) == (expected_pooled.der, expected_pooled.jer)
+        assert {name: (score.der, score.jer) for name, score in files.items()} == {
+            name: (score.der, score.jer) for name, score in expected_files.items()}
+
+
+def test_the_report_functions_are_exported_by_the_diarization_package():
+    public = [name for name in dir(report) if not name.startswith("_")
+              and getattr(getattr(report, name), "__module__", None) == report.__name__]
+    assert public and set(public) <= set(diarization.__all__)
+    for name in public:
+        assert getattr(diarization, name) is getattr(report, name)

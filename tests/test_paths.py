@@ -1,7 +1,7 @@
-"""utils.paths: file digests."""
+"""utils.paths: file digests, the visible files under a folder."""
 import os
 
-from wespeaker_py.utils.paths import file_digest
+from wespeaker_py.utils.paths import file_digest, visible_files_under
 
 
 def test_file_digest_reads_the_whole_content_in_blocks(tmp_path):
@@ -13,3 +13,19 @@ def test_file_digest_reads_the_whole_content_in_blocks(tmp_path):
     assert file_digest(str(path), "sha1") == hashlib.sha1(content).hexdigest()
     path.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))   # the last byte changed
     assert file_digest(str(path)) != hashlib.sha256(content).hexdigest()
+
+
+def test_visible_files_under_follows_linked_folders_once_and_skips_hidden_names(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for folder in (root / "sub", root / ".hidden_dir", outside):
+        folder.mkdir(parents=True)
+    for path in (root / "a.wav", root / ".hidden.wav", root / ".hidden_dir" / "x.wav",
+                 root / "sub" / "b.txt", outside / "c.wav"):
+        path.write_bytes(b"x")
+    os.symlink(outside, root / "linked")            # a linked folder: followed
+    os.symlink(root, root / "sub" / "loop")         # a loop back to the top
+    os.symlink(root / "sub", root / "zz_again")     # a link to a folder listed already
+    top = str(root)
+    assert list(visible_files_under(top)) == [os.path.join(top, "a.wav"),
+                                              os.path.join(top, "linked", "c.wav"),
+                                              os.path.join(top, "sub", "b.txt")]

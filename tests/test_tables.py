@@ -1,5 +1,5 @@
 """utils.tables: reading Kaldi-style tables (their errors name the file and line, a line
-that is not UTF-8 names its byte), resolving wav paths, and writing tables."""
+that is not UTF-8 names its byte), resolving wav paths, and writing tables and their digests."""
 import os
 
 import numpy as np
@@ -8,8 +8,10 @@ import soundfile as sf
 
 from tool_helpers import run_cli
 from wespeaker_py.dataset.lists import read_list_file
+from wespeaker_py.utils.paths import file_digest
 from wespeaker_py.utils.tables import (DataFormatError, iter_key_rest, iter_table, read_key_value,
-                                       read_lines, read_wav_scp, resolve_wav, write_table)
+                                       read_lines, read_wav_scp, resolve_wav, table_digest,
+                                       write_table)
 
 
 def test_read_key_value_keeps_rest_of_line(tmp_path):
@@ -48,6 +50,14 @@ def test_write_table_joins_fields_one_row_a_line_in_utf8(tmp_path):
                                          "ü": "/x/ü.wav"}
     write_table(str(tmp_path / "utt2dur"), (row for row in [("u1", "1.5000")]))
     assert (tmp_path / "utt2dur").read_text() == "u1 1.5000\n"
+
+
+def test_table_digest_is_the_sha256_of_the_file_write_table_writes(tmp_path):
+    rows = [("a", "/x/a.wav"), ("b", "sox /x/b.wav -t wav - |"), ("ü", "/x/ü.wav")]
+    write_table(str(tmp_path / "wav.scp"), rows)
+    assert table_digest(iter(rows)) == file_digest(str(tmp_path / "wav.scp"))
+    write_table(str(tmp_path / "empty"), [])
+    assert table_digest([]) == file_digest(str(tmp_path / "empty"))
 
 
 def test_write_table_leaves_the_old_table_when_a_row_fails(tmp_path):

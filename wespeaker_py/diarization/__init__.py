@@ -7,7 +7,8 @@ Modules: :mod:`.options` (the settings), :mod:`.vad`, :mod:`.segmentation`,
 :mod:`.clustering` (:mod:`.graph`, :mod:`.spectral`, :mod:`.density`,
 :mod:`.refine`), :mod:`.turns`, :mod:`.rttm`, :mod:`.metrics`, :mod:`.pipeline` (one
 recording), :mod:`.batch` (many, resumable), :mod:`.recordings` (audio files and folders
-as recordings), :mod:`.synthetic`. The window embeddings come from ``SpeakerModel.diarizer``.
+as recordings), :mod:`.report` (DER/JER tables of RTTMs, and their time-line plots:
+:mod:`.plot`), :mod:`.synthetic`. The window embeddings come from ``SpeakerModel.diarizer``.
 The names below load their module on first use, so importing this package (or
 only :mod:`.options`, as the command line does to build its flags) imports
 neither torch nor numpy.
@@ -19,6 +20,9 @@ _HOMES = {
     "ClusterOptions": "options", "DiarizationOptions": "options",
     "Clustering": "clustering", "cluster": "clustering", "cluster_windows": "clustering",
     "score_recordings": "metrics",
+    "ScoredSet": "report", "SystemScore": "report", "comparison_table": "report",
+    "plot_recordings": "report", "plot_systems": "report", "read_scored": "report",
+    "score_system": "report", "score_table": "report",
     "DiarizationResult": "pipeline", "Diarizer": "pipeline",
     "BatchSummary": "batch", "diarize_wav_scp": "batch",
     "read_rttm": "rttm", "write_rttm": "rttm",

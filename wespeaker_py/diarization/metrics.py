@@ -50,6 +50,7 @@ from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
 Region = Tuple[float, float]
+Condition = Tuple[float, bool]   # (collar in seconds, overlapped speech scored)
 logger = get_logger(__name__)
 
 
@@ -361,6 +362,9 @@ class RecordingScore:
         return jer_percent(self.jaccard)
 
 
+Scores = Tuple[Dict[str, RecordingScore], RecordingScore]   # per recording, and pooled
+
+
 def scored_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
                       evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
                       ) -> Tuple[List[str], List[str]]:
@@ -374,29 +378,41 @@ def scored_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Seque
 def score_recordings(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
                      collar: float = 0.0, ignore_overlaps: bool = False,
                      evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
-                     ) -> Tuple[Dict[str, RecordingScore], RecordingScore]:
+                     ) -> Scores:
     """Per-recording and pooled scores over :func:`scored_recordings`.
 
     A recording missing from ``sys`` is all missed speech; one only ``sys`` has
     is left out with a warning naming it; one ``evaluation_maps`` does not name
     is scored over :func:`default_evaluation_map`.
     """
+    condition = (collar, not ignore_overlaps)
+    return score_conditions(ref, sys, [condition], evaluation_maps)[condition]
+
+
+def score_conditions(ref: Mapping[str, Sequence[Turn]], sys: Mapping[str, Sequence[Turn]],
+                     conditions: Sequence[Condition],
+                     evaluation_maps: Optional[Mapping[str, Sequence[Region]]] = None
+                     ) -> Dict[Condition, Scores]:
+    """:func:`score_recordings` at each of ``conditions`` (collar, overlapped speech scored),
+    each recording's JER computed once for them all."""
     names, left_out = scored_recordings(ref, sys, evaluation_maps)
     if left_out:
         logger.warning("%d recordings of the system output are not in the reference%s, left "
                        "out of the scores: %s", len(left_out),
                        " or the scoring regions" if evaluation_maps else "", listed_names(left_out))
-    per_recording: Dict[str, RecordingScore] = {}
-    overall = RecordingScore(ErrorTimes(), [])
+    scores: Dict[Condition, Scores] = {
+        condition: ({}, RecordingScore(ErrorTimes(), [])) for condition in conditions}
     for name in names:
         ref_turns, sys_turns = list(ref.get(name, [])), list(sys.get(name, []))
         uem = evaluation_maps.get(name) if evaluation_maps else None
-        score = RecordingScore(error_times(ref_turns, sys_turns, collar, ignore_overlaps, uem),
-                               [speaker_jaccard(ref_turns, sys_turns, uem)])
-        per_recording[name] = score
-        overall.times.add(score.times)
-        overall.jaccard.extend(score.jaccard)
-    return per_recording, overall
+        # JER applies neither the collar nor the overlap exclusion: one serves every condition
+        jaccard = speaker_jaccard(ref_turns, sys_turns, uem)
+        for (collar, overlap), (per_recording, overall) in scores.items():
+            times = error_times(ref_turns, sys_turns, collar, not overlap, uem)
+            per_recording[name] = RecordingScore(times, [jaccard])
+            overall.times.add(times)
+            overall.jaccard.append(jaccard)
+    return scores
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence
 from wespeaker_py.dataset.lists import audio_extension, decodable_extensions
 from wespeaker_py.diarization.rttm import recording_id
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.paths import visible_files_under
 
 
 class RecordingInputError(WespeakerError, ValueError):
@@ -26,17 +27,8 @@ class RecordingInputError(WespeakerError, ValueError):
 def audio_files_under(folder: str) -> List[str]:
     """The audio files at any depth under ``folder`` (paths that start with it), sorted."""
     extensions = set(decodable_extensions())
-    found, walked = [], set()
-    for root, folders, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in walked:   # a link to a folder listed already, or a loop
-            folders[:] = []
-            continue
-        walked.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        found += [os.path.join(root, name) for name in files
-                  if not name.startswith(".") and audio_extension(name) in extensions]
-    return sorted(found)
+    return sorted(path for path in visible_files_under(folder)
+                  if audio_extension(os.path.basename(path)) in extensions)
 
 
 def recordings_of(paths: Sequence[str]) -> Dict[str, str]:

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from wespeaker_py.diarization.metrics import (Region, RecordingScore, count_speakers,
-                                              score_recordings, scored_recordings)
+from wespeaker_py.diarization.metrics import (Condition, Region, RecordingScore, count_speakers,
+                                              score_conditions, scored_recordings)
 from wespeaker_py.diarization.plot import file_name, plot_timeline
 from wespeaker_py.diarization.rttm import read_rttm, read_uem
 from wespeaker_py.diarization.turns import Turn
@@ -24,7 +24,6 @@ from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError
 
-Condition = Tuple[float, bool]   # (collar in seconds, overlapped speech scored)
 Recordings = Dict[str, List[Turn]]
 logger = get_logger(__name__)
 
@@ -90,17 +89,15 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: Sequence[float], per_file
     scored = read_scored(ref_rttm, sys_rttm, uem)
     lines = ["| recording | collar (s) | overlap | missed % | false alarm % | confusion % "
              "| DER % | JER % |", "|---|---|---|---|---|---|---|---|"]
+    conditions = [(collar, overlap) for collar in collars for overlap in (True, False)]
+    scores = score_conditions(scored.ref, scored.hyp, conditions, scored.regions)
     overall: Dict[Condition, RecordingScore] = {}
-    for collar in collars:
-        for overlap in (True, False):
-            files, pooled = score_recordings(scored.ref, scored.hyp, collar=collar,
-                                             ignore_overlaps=not overlap,
-                                             evaluation_maps=scored.regions)
-            overall[(collar, overlap)] = pooled
-            if per_file:
-                lines += [_table_row(name, score, collar, overlap)
-                          for name, score in files.items()]
-            lines.append(_table_row(f"all ({len(files)})", pooled, collar, overlap))
+    for collar, overlap in conditions:
+        files, pooled = scores[(collar, overlap)]
+        overall[(collar, overlap)] = pooled
+        if per_file:
+            lines += [_table_row(name, score, collar, overlap) for name, score in files.items()]
+        lines.append(_table_row(f"all ({len(files)})", pooled, collar, overlap))
     return "\n".join(lines) + "\n", overall
 
 
@@ -110,12 +107,11 @@ def score_system(ref: Mapping[str, Sequence[Turn]], hyp: Mapping[str, Sequence[T
     """Pooled DER at each of ``collars`` (at least one; overlapped speech scored) and JER."""
     if not collars:
         raise ValueError("score_system: collars is empty; give at least one collar")
-    pooled = {collar: score_recordings(ref, hyp, collar=collar, evaluation_maps=regions)[1]
-              for collar in collars}
+    scores = score_conditions(ref, hyp, [(collar, True) for collar in collars], regions)
     # JER ignores the collar (dscore applies neither collar nor overlap exclusion to it),
     # so every collar's pooled score holds the same one
-    jer = pooled[collars[0]].jer
-    return SystemScore({collar: score.der for collar, score in pooled.items()}, jer)
+    jer = scores[(collars[0], True)][1].jer
+    return SystemScore({collar: scores[(collar, True)][1].der for collar in collars}, jer)
 
 
 def comparison_table(ref_rttm: str, systems: Mapping[str, str], collars: Sequence[float],

@@ -23,14 +23,13 @@ from wespeaker_py.dataset.lists import (TableEntry, decodable_extensions, read_u
                                         write_raw_list)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune.speaker_folders import (LISTS, SpeakerFolderError,
-                                                   SpeakerFolderListing, list_speaker_folders,
-                                                   table_digest)
+                                                   SpeakerFolderListing, list_speaker_folders)
 from wespeaker_py.scoring.make_trials import Trial
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import file_digest
 from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_table, read_key_value,
-                                       resolve_wav, write_table)
+                                       resolve_wav, table_digest, write_table)
 
 logger = get_logger(__name__)
 

@@ -11,15 +11,15 @@ what the run records a digest of and writes into its work folder.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Tuple
 
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, audio_extension,
                                         check_decodable)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import visible_files_under
 
 logger = get_logger(__name__)
 
@@ -45,38 +45,20 @@ class SpeakerFolderListing:
                 for entry in self.entries]
 
 
-def table_digest(rows: Iterable[Sequence[str]]) -> str:
-    """SHA-256 of a Kaldi table as :func:`~wespeaker_py.utils.tables.write_table` writes
-    it (fields joined by one space, a line each): the digest of the written file."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update((" ".join(row) + "\n").encode("utf-8"))
-    return digest.hexdigest()
-
-
 def _visible(names: Iterable[str]) -> List[str]:
     return sorted(name for name in names if not name.startswith("."))
 
 
 def _speaker_files(data_dir: str, speaker: str) -> Tuple[List[str], int]:
     """The audio files under ``data_dir/speaker`` (paths relative to ``data_dir``, sorted),
-    and the number of other files there. Linked folders are followed; a folder reached
-    again (a link to one already listed, or a loop) is listed once."""
+    and the number of other files there (as :func:`~wespeaker_py.utils.paths.visible_files_under`
+    lists them)."""
     audio, others = [], 0
-    listed = set()
-    for root, folders, files in os.walk(os.path.join(data_dir, speaker), followlinks=True):
-        real = os.path.realpath(root)
-        if real in listed:
-            folders[:] = []
-            continue
-        listed.add(real)
-        folders[:] = _visible(folders)
-        for name in _visible(files):
-            relative = os.path.relpath(os.path.join(root, name), data_dir)
-            if audio_extension(name) in AUDIO_EXTENSIONS:
-                audio.append(relative)
-            else:
-                others += 1
+    for path in visible_files_under(os.path.join(data_dir, speaker)):
+        if audio_extension(os.path.basename(path)) in AUDIO_EXTENSIONS:
+            audio.append(os.path.relpath(path, data_dir))
+        else:
+            others += 1
     return sorted(audio), others
 
 

@@ -1,5 +1,6 @@
 """Checks and facts about input and output paths: an input that must be a non-empty
-file, an output that would replace an input, a file's digest and stamp, a rate in a name.
+file, an output that would replace an input, a file's digest and stamp, a rate in a name,
+the visible files under a folder.
 """
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import glob
 import hashlib
 import os
 import re
-from typing import List, Mapping, Optional, Tuple
+from typing import Iterator, List, Mapping, Optional, Tuple
 
 from wespeaker_py.errors import WespeakerError
 
@@ -27,6 +28,27 @@ def files_named_by_rate(prefix: str, template: str) -> List[str]:
     """The files ``prefix`` + ``template`` with anything in place of its ``{}`` (the files
     of :func:`rate_in_name`'s form beside a model, and any with a bad rate), sorted."""
     return sorted(glob.glob(glob.escape(prefix) + template.format("*")))
+
+
+def visible_files_under(folder: str) -> Iterator[str]:
+    """The files at any depth under ``folder`` (paths that start with it), hidden files and
+    folders (``.name``) left out; each folder's files in name order, its folders walked in
+    name order after them.
+
+    Linked folders are followed; a folder reached again (a link to one listed already, or
+    a loop) is listed once, under the path that reached it first.
+    """
+    walked = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.join(root, name)
 
 
 # what changes when a file is rewritten: (mtime in ns, size, inode)

@@ -6,6 +6,7 @@ and the 1-based line number, so a broken list never fails with a bare
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -202,6 +203,15 @@ def write_table(path: str, rows: Iterable[Sequence[str]]) -> None:
             if "\n" in line or "\r" in line:
                 raise ValueError(f"{path}: a table field holds a line break: {line!r}")
             handle.write(line + "\n")
+
+
+def table_digest(rows: Iterable[Sequence[str]]) -> str:
+    """SHA-256 of the file :func:`write_table` writes for ``rows`` (fields joined by one
+    space, a line each, UTF-8), without writing it."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update((" ".join(row) + "\n").encode("utf-8"))
+    return digest.hexdigest()
 
 
 def write_utt2dur(path: str, durations: Iterable[Tuple[str, float]]) -> None:
