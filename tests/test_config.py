@@ -64,6 +64,17 @@ def test_s3prl_frame_shift_defaults_to_wavlm_frames():
         as_dataset_args({"frontend": "s3prl"})
 
 
+@pytest.mark.parametrize("frontend", ["s3prl", "w2vbert"])
+def test_a_fixed_rate_front_end_refuses_another_resample_rate(frontend):
+    # like whisper_encoder's (tests/test_whisper.py): each front-end of FIXED_SAMPLE_RATES
+    block = {"s3prl": {"upstream_args": {"name": "wavlm_large"}}}.get(frontend, {})
+    args = {"frontend": frontend, "cmvn": frontend != "w2vbert", f"{frontend}_args": block}
+    assert as_dataset_args(dict(args, resample_rate=16000)).resample_rate == 16000
+    with pytest.raises(ConfigError, match=rf"'dataset_args.resample_rate' must be 16000 with "
+                                          rf"dataset_args.frontend {frontend} .* got 8000"):
+        as_dataset_args(dict(args, resample_rate=8000))
+
+
 def test_the_block_of_another_front_end_is_checked_and_kept(tmp_path):
     config = read_yaml(RESNET34)
     config["dataset_args"]["whisper_encoder_args"] = {"n_mels": 128}

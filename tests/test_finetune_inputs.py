@@ -18,7 +18,7 @@ from wespeaker_py.config import TrainConfig, read_yaml
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune import run as finetune_run
-from wespeaker_py.finetune.config import chosen_rate, phase_config
+from wespeaker_py.finetune.config import chosen_rate, phase_config, read_source_config
 from wespeaker_py.frontend.tfmel import mel_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def test_a_fixed_rate_front_end_keeps_16k_on_8k_data(conf_name, tmp_path, monkey
     data = _data_folder(tmp_path / "data", rate=8000)
     assert read_finetune_data(data).sample_rate == 8000
     monkeypatch.setattr(finetune_run, "_write_body_init", lambda *args: None)
-    monkeypatch.setattr(finetune_run, "_top_level_parameters", lambda path: ["body"])
+    monkeypatch.setattr(finetune_run, "_top_level_parameters", lambda model: ["body"])
     config = first_phase(source, data, str(tmp_path / "out"), FinetuneOptions(epochs=1))
     assert config["dataset_args"]["resample_rate"] == 16000
     TrainConfig.from_dict(config)  # the phase's config is valid as written
@@ -74,19 +74,19 @@ def test_a_fixed_rate_front_end_keeps_16k_on_8k_data(conf_name, tmp_path, monkey
 
 
 def test_chosen_rate_is_the_requested_one_else_a_fixed_front_ends():
-    assert chosen_rate({}, None) is None and chosen_rate({"frontend": "fbank"}, 8000) == 8000
-    assert chosen_rate({"frontend": "tfmel"}, None) is None
+    assert chosen_rate("fbank", None) is None and chosen_rate("fbank", 8000) == 8000
+    assert chosen_rate("tfmel", None) is None
     for frontend in ("s3prl", "w2vbert", "whisper_encoder"):
-        assert chosen_rate({"frontend": frontend}, None) == 16000
-        assert chosen_rate({"frontend": frontend}, 16000) == 16000
+        assert chosen_rate(frontend, None) == 16000
+        assert chosen_rate(frontend, 16000) == 16000
 
 
 # ---- 3: TFMel at another rate keeps its band below the Nyquist frequency -------------------
 
 @pytest.mark.parametrize("conf_name", ["redimnet2.yaml", "redimnet2_lm.yaml"])
 def test_tfmel_at_8k_scales_its_band_and_windows(conf_name):
-    source = read_yaml(os.path.join(REPO_ROOT, "conf", conf_name))
-    assert source["dataset_args"]["frontend"] == "tfmel"
+    source = read_source_config(os.path.join(REPO_ROOT, "conf", conf_name))
+    assert source.model.dataset_args.frontend == "tfmel"
     config = TrainConfig.from_dict(_phase(source, 8000))
     tfmel = config.dataset_args.tfmel_args
     assert (tfmel.n_fft, tfmel.win_length, tfmel.hop_length) == (256, 200, 80)  # same ms
@@ -95,10 +95,13 @@ def test_tfmel_at_8k_scales_its_band_and_windows(conf_name):
     assert (weights.sum(axis=0) > 0).all()  # no empty mel band
 
 
-def test_tfmel_keys_left_out_scale_from_their_defaults():
-    source = read_yaml(os.path.join(REPO_ROOT, "conf", "redimnet2.yaml"))
-    source["dataset_args"]["tfmel_args"] = {"n_mels": 72}
-    tfmel = TrainConfig.from_dict(_phase(source, 8000)).dataset_args.tfmel_args
+def test_tfmel_keys_left_out_scale_from_their_defaults(tmp_path):
+    config = read_yaml(os.path.join(REPO_ROOT, "conf", "redimnet2.yaml"))
+    config["dataset_args"]["tfmel_args"] = {"n_mels": 72}
+    path = str(tmp_path / "redimnet2.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    tfmel = TrainConfig.from_dict(_phase(read_source_config(path), 8000)).dataset_args.tfmel_args
     assert (tfmel.n_fft, tfmel.hop_length, tfmel.f_max, tfmel.n_mels) == (256, 80, 3800.0, 72)
 
 

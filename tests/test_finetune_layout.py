@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from train_helpers import make_speaker_corpus, write_source_model
-from wespeaker_py.config import TrainConfig, read_yaml
+from wespeaker_py.config import ConfigError, TrainConfig, load_model_config, read_yaml
 from wespeaker_py.config.schema import DataloaderArgs, DatasetArgs, TfmelArgs
 from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
-from wespeaker_py.finetune.config import phase_config, rate_dataset_args, source_rate
+from wespeaker_py.finetune.config import (SOURCE_BATCH_SIZE, phase_config, rate_dataset_args,
+                                          read_source_config)
 from wespeaker_py.models.projections import ArcMarginProduct, get_projection
 from wespeaker_py.train.plan import Layout
 
@@ -88,12 +89,17 @@ def test_the_last_phase_is_averaged_by_train_average(tmp_path, monkeypatch):
     assert calls == [(model_dir, 3, os.path.join(model_dir, "avg_model.pt"))]
 
 
-def _source(**blocks):
+def _source(tmp_path, **blocks):
+    """resnet34.yaml without its dataloader_args and projection_args, with ``blocks``, as
+    fine-tuning reads it."""
     config = read_yaml(os.path.join(REPO_ROOT, "conf", "resnet34.yaml"))
     for key in ("dataloader_args", "projection_args"):
         config.pop(key)
     config.update(blocks)
-    return config
+    path = str(tmp_path / "source.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    return read_source_config(path)
 
 
 def _config_of(source):
@@ -102,24 +108,33 @@ def _config_of(source):
                         model_init="init.pt", epochs=2, frozen_params=[], device="cpu")
 
 
-def test_a_left_out_sample_rate_is_the_schemas_default(monkeypatch):
-    assert source_rate({"resample_rate": 8000}) == 8000
-    monkeypatch.setattr(DatasetArgs, "resample_rate", 8000)
-    assert source_rate({}) == 8000
+def test_a_left_out_sample_rate_is_the_schemas_default(tmp_path):
+    dataset_args = {"frontend": "tfmel", "cmvn": False}
+    source = _source(tmp_path, dataset_args=dataset_args)
+    assert source.model.dataset_args.resample_rate == DatasetArgs().resample_rate == 16000
     # TFMel's sizes in samples scale from the schema's rate to the new one
-    tfmel = rate_dataset_args({"frontend": "tfmel"}, 16000)["tfmel_args"]
-    assert tfmel["n_fft"] == 2 * TfmelArgs().n_fft
+    tfmel = rate_dataset_args(source, 8000)["tfmel_args"]
+    assert tfmel["n_fft"] == TfmelArgs().n_fft // 2
+    assert "tfmel_args" not in source.written["dataset_args"]  # the source is left as read
 
 
-def test_left_out_loader_workers_are_the_schemas_default(monkeypatch):
-    monkeypatch.setattr(DataloaderArgs, "num_workers", 3)
-    assert _config_of(_source())["dataloader_args"]["num_workers"] == 3
-    given = _source(dataloader_args={"batch_size": 8, "num_workers": 1})
-    assert _config_of(given)["dataloader_args"]["num_workers"] == 1
+def test_left_out_loader_settings_are_the_schemas_defaults(tmp_path):
+    config = _config_of(_source(tmp_path))
+    assert config["dataloader_args"]["num_workers"] == DataloaderArgs(batch_size=2).num_workers
+    assert config["dataloader_args"]["batch_size"] == SOURCE_BATCH_SIZE
+    given = _source(tmp_path, dataloader_args={"batch_size": 8, "num_workers": 1})
+    assert _config_of(given)["dataloader_args"] == {"batch_size": 8, "num_workers": 1,
+                                                    "pin_memory": False, "drop_last": True}
 
 
-def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults():
-    config = _config_of(_source())
+def test_a_source_loader_block_the_schema_refuses_is_named_with_its_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"source.yaml: config key "
+                                          r"'dataloader_args.num_workers' must be >= 0"):
+        _source(tmp_path, dataloader_args={"batch_size": 8, "num_workers": -1})
+
+
+def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults(tmp_path):
+    config = _config_of(_source(tmp_path))
     TrainConfig.from_dict(config)
     # named in full (WeSpeaker's get_projection has no defaults), as the head's own defaults
     assert set(config["projection_args"]) == {"project_type", "scale", "easy_margin"}
@@ -130,7 +145,7 @@ def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults
     assert head.easy_margin == defaults["easy_margin"].default \
         == config["projection_args"]["easy_margin"]
     kept = {"project_type": "add_margin", "scale": 30.0}
-    assert _config_of(_source(projection_args=kept))["projection_args"] == kept
+    assert _config_of(_source(tmp_path, projection_args=kept))["projection_args"] == kept
 
 
 def test_simam_acoustic_dim_is_not_left_to_the_front_end(tmp_path, monkeypatch):
@@ -148,7 +163,7 @@ def test_simam_acoustic_dim_is_not_left_to_the_front_end(tmp_path, monkeypatch):
         raise AssertionError("the front-end was built")
 
     monkeypatch.setattr("wespeaker_py.runtime.builder.build_frontend", no_frontend)
-    modules = finetune_run._top_level_parameters(path)
+    modules = finetune_run._top_level_parameters(load_model_config(path))
     assert modules and "frontend" not in modules
 
 

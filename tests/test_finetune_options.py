@@ -13,7 +13,7 @@ from train_helpers import PhaseReached, make_speaker_corpus
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
-from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases
+from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases, read_source_config
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 
@@ -184,8 +184,7 @@ def test_a_file_that_is_not_audio_names_its_utterance_in_wav_scp(data_dir, tmp_p
 # ---- 6: each phase's learning rate starts at the peak, as the docs say ----------------------
 
 def test_each_phase_decays_tenfold_from_the_peak_and_the_docs_say_so(source_model):
-    from wespeaker_py.config import read_yaml
-    source = read_yaml(os.path.join(source_model, "config.yaml"))
+    source = read_source_config(os.path.join(source_model, "config.yaml"))
     options = FinetuneOptions(epochs=4, freeze="body", freeze_epochs=1, batch_size=8)
     schedules = [phase_config(source, options, exp_dir="exp", train_data="l", train_label="u",
                               num_utterances=16, sample_rate=16000, model_init="i",

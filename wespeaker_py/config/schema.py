@@ -21,7 +21,9 @@ def _block(cls):
 
 # ---- dataset_args -------------------------------------------------------------------------
 
-WHISPER_SAMPLE_RATE = 16000
+# front-ends whose pretrained weights (or feature extractor) take one sample rate only:
+# dataset_args.resample_rate must be it (fine-tuning resamples other data to it)
+FIXED_SAMPLE_RATES = {"s3prl": 16000, "w2vbert": 16000, "whisper_encoder": 16000}
 
 
 @_block
@@ -192,7 +194,8 @@ class WhisperEncoderArgs:
     layer_ed: int = setting(23, minimum=0)
     model_path: Optional[str] = None
     # WeSpeaker passes the rate itself (dataset_args.resample_rate): written only when set
-    sample_rate: int = setting(16000, minimum=1, written_when_set=True)
+    sample_rate: int = setting(FIXED_SAMPLE_RATES["whisper_encoder"], minimum=1,
+                               written_when_set=True)
 
     def _finish(self, where: str) -> None:
         if self.layer_st > self.layer_ed:
@@ -207,9 +210,10 @@ class WhisperEncoderArgs:
         if self.output_size % 2:
             raise ConfigError(f"config key '{where}.output_size' ({self.output_size}) must be "
                               f"even (half sine, half cosine position codes)")
-        if self.sample_rate != WHISPER_SAMPLE_RATE:
-            raise ConfigError(f"config key '{where}.sample_rate' must be "
-                              f"{WHISPER_SAMPLE_RATE} (Whisper's rate), got {self.sample_rate}")
+        whisper_rate = FIXED_SAMPLE_RATES["whisper_encoder"]
+        if self.sample_rate != whisper_rate:
+            raise ConfigError(f"config key '{where}.sample_rate' must be {whisper_rate} "
+                              f"(Whisper's rate), got {self.sample_rate}")
 
     @property
     def frame_shift(self) -> float:
@@ -258,6 +262,11 @@ class TfmelArgs:
                                   f"0 <= low < high, got {low_high}")
 
 
+# TfmelArgs' sizes in samples (the others are in Hz, bands or flags): at another rate they
+# change with it to keep their length in ms
+TFMEL_SAMPLE_FIELDS = ("n_fft", "win_length", "hop_length")
+
+
 @_block
 class DatasetArgs:
     """``dataset_args``: the input pipeline and the feature front-end.
@@ -270,7 +279,8 @@ class DatasetArgs:
     ``frontend: w2vbert``, whose model normalises its own input (``cmvn`` and
     ``spec_aug`` must be false). ``whisper_encoder_args`` is filled with its defaults
     for ``frontend: whisper_encoder`` (16 kHz only); its features go through ``cmvn``
-    and ``spec_aug`` as fbank's do. Blocks of front-ends other than the chosen one are
+    and ``spec_aug`` as fbank's do. A front-end of :data:`FIXED_SAMPLE_RATES` needs
+    ``resample_rate`` to be its rate. Blocks of front-ends other than the chosen one are
     checked and unused.
     """
 
@@ -310,14 +320,14 @@ class DatasetArgs:
             if self.tfmel_args is None:
                 self.tfmel_args = TfmelArgs()
             self._check_tfmel_band(where)
-        if self.frontend == "whisper_encoder":
-            if self.whisper_encoder_args is None:
-                self.whisper_encoder_args = WhisperEncoderArgs()
-            if self.resample_rate != WHISPER_SAMPLE_RATE:
-                raise ConfigError(f"config key '{where}.resample_rate' must be "
-                                  f"{WHISPER_SAMPLE_RATE} with {where}.frontend whisper_encoder "
-                                  f"(Whisper's features are defined at 16 kHz), got "
-                                  f"{self.resample_rate}")
+        if self.frontend == "whisper_encoder" and self.whisper_encoder_args is None:
+            self.whisper_encoder_args = WhisperEncoderArgs()
+        fixed_rate = FIXED_SAMPLE_RATES.get(self.frontend)
+        if fixed_rate is not None and self.resample_rate != fixed_rate:
+            raise ConfigError(f"config key '{where}.resample_rate' must be {fixed_rate} with "
+                              f"{where}.frontend {self.frontend} (its pretrained weights or "
+                              f"feature extractor take {fixed_rate} Hz only), got "
+                              f"{self.resample_rate}")
         if self.frontend in ("tfmel", "w2vbert"):
             for key in ("cmvn", "spec_aug"):
                 if getattr(self, key):

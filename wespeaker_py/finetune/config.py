@@ -11,7 +11,9 @@ lists), a fixed margin, Adam at the given learning rate decaying tenfold over ea
 phase (a later phase starts at the peak again), and a new head for the data's
 speakers (``model_init`` holds the body only). A front-end that takes one rate
 only (WavLM, W2V-BERT, Whisper) keeps it: other data are resampled to it
-(:func:`chosen_rate`).
+(:func:`chosen_rate`). What is kept is copied as the source's file gives it (its keys
+only, no defaults added); what is read from it comes from the schema's parse
+(:class:`SourceConfig`).
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from wespeaker_py.config.fields import as_float
-from wespeaker_py.config.schema import (WHISPER_SAMPLE_RATE, DataloaderArgs, DatasetArgs,
-                                        TfmelArgs)
+from wespeaker_py.config import ConfigError, load_model_config, read_yaml
+from wespeaker_py.config.fields import parse_block
+from wespeaker_py.config.schema import (FIXED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
+                                        DataloaderArgs, ModelConfig, TfmelArgs)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -39,11 +42,6 @@ SOURCE_BATCH_SIZE = 32
 # written out in full: WeSpeaker's get_projection reads scale and easy_margin with no
 # default, so a fine-tuned config.yaml must name them to train there too
 NEW_HEAD = {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False}
-# front-ends whose pretrained weights (or feature extractor) take one sample rate only
-FIXED_RATE_FRONTENDS = {"s3prl": 16000, "w2vbert": 16000,
-                        "whisper_encoder": WHISPER_SAMPLE_RATE}
-# TFMel's sizes in samples: scaled with the rate, so that they keep their length in ms
-TFMEL_SAMPLE_KEYS = ("n_fft", "win_length", "hop_length")
 # OUT/work/request.json: a run's arguments and lists, what a rerun must match to resume
 WORK_DIR = "work"
 REQUEST_NAME = "request.json"
@@ -71,6 +69,38 @@ class FinetuneOptions:
 
     def as_dict(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The source model's config, read once (:func:`read_source_config`).
+
+    ``written``: the mapping as the file gives it, which a phase config copies its kept
+    blocks from; ``model`` (``model``, ``model_args``, ``dataset_args``) and ``loader``
+    (``dataloader_args``, with ``batch_size`` :data:`SOURCE_BATCH_SIZE` when it has none):
+    the same parsed by the schema, defaults filled, which every setting is read from.
+    """
+
+    written: Dict[str, Any]
+    model: ModelConfig
+    loader: DataloaderArgs
+
+
+def read_source_config(path: str) -> SourceConfig:
+    """The source config at ``path``; a :class:`ConfigError` naming the file and key for a
+    missing model key or a value the schema refuses."""
+    written = read_yaml(path)
+    for key in ("model", "model_args"):
+        if key not in written:
+            raise ConfigError(f"{path}: config key '{key}' is missing")
+    loader = written.get("dataloader_args") or {}
+    if isinstance(loader, Mapping):
+        loader = {"batch_size": SOURCE_BATCH_SIZE, **loader}
+    try:
+        parsed_loader = parse_block(DataloaderArgs, loader, "dataloader_args")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return SourceConfig(written=written, model=load_model_config(path), loader=parsed_loader)
 
 
 def with_loader_options_of(recorded: Optional[Dict[str, Any]],
@@ -151,16 +181,15 @@ def gpus_for(device: Optional[str]) -> Optional[str]:
     return f"[{int(device.split(':', 1)[1])}]"
 
 
-def chosen_rate(dataset_args: Mapping[str, Any], requested: Optional[int]) -> Optional[int]:
+def chosen_rate(frontend: str, requested: Optional[int]) -> Optional[int]:
     """The rate to train at that the data does not decide: ``requested`` (``--sample_rate``),
-    else the one rate of the source's front-end when it takes only one (see
-    :data:`FIXED_RATE_FRONTENDS`), else None (the data's rate).
+    else the one rate of the source's ``frontend`` when it takes only one (see
+    :data:`~wespeaker_py.config.schema.FIXED_SAMPLE_RATES`), else None (the data's rate).
 
     A ``requested`` rate that such a front-end does not take is a :class:`WespeakerError`,
     before anything is written.
     """
-    frontend = dataset_args.get("frontend", "fbank")
-    fixed = FIXED_RATE_FRONTENDS.get(frontend)
+    fixed = FIXED_SAMPLE_RATES.get(frontend)
     if fixed is not None and requested not in (None, fixed):
         raise WespeakerError(f"--sample_rate {requested}: the source model's front-end "
                              f"(dataset_args.frontend {frontend}) works at {fixed} Hz only; "
@@ -168,55 +197,47 @@ def chosen_rate(dataset_args: Mapping[str, Any], requested: Optional[int]) -> Op
     return requested or fixed
 
 
-def source_rate(dataset_args: Mapping[str, Any]) -> int:
-    """The rate a config's ``dataset_args`` work at: its ``resample_rate``, else the schema's
-    default (WeSpeaker's)."""
-    return int(dataset_args.get("resample_rate", DatasetArgs.resample_rate))
-
-
-def rate_dataset_args(dataset_args: Mapping[str, Any], sample_rate: int) -> Dict[str, Any]:
-    """``dataset_args`` at ``sample_rate``: ``resample_rate`` changes (fbank's mel bins,
-    frame length and shift are rate-free), and so do TFMel's settings that depend on it."""
-    args = copy.deepcopy(dict(dataset_args))
-    old_rate = source_rate(args)
+def rate_dataset_args(source: SourceConfig, sample_rate: int) -> Dict[str, Any]:
+    """The source's ``dataset_args`` as written, at ``sample_rate``: ``resample_rate``
+    changes (fbank's mel bins, frame length and shift are rate-free), and so do TFMel's
+    settings that depend on it."""
+    parsed = source.model.dataset_args
+    args = copy.deepcopy(dict(source.written.get("dataset_args") or {}))
     args["resample_rate"] = sample_rate
-    if args.get("frontend") == "tfmel" and old_rate != sample_rate:
-        args["tfmel_args"] = _tfmel_at_ratio(args.get("tfmel_args") or {}, sample_rate / old_rate)
+    if parsed.frontend == "tfmel" and parsed.resample_rate != sample_rate:
+        args["tfmel_args"] = _tfmel_at_ratio(args.get("tfmel_args") or {}, parsed.tfmel_args,
+                                             sample_rate / parsed.resample_rate)
     return args
 
 
-def _tfmel_at_ratio(tfmel: Mapping[str, Any], ratio: float) -> Dict[str, Any]:
-    """TFMel's arguments for a rate ``ratio`` times the old: its sizes in samples keep their
-    length in ms, its top mel frequency ``f_max`` its share of the spectrum (so it stays
-    below the new Nyquist frequency). Keys left out scale from their defaults; a value
-    that is no number is left for the config check to name."""
-    defaults = TfmelArgs()
-    scaled = dict(tfmel)
-    for key in TFMEL_SAMPLE_KEYS:
-        value = tfmel.get(key, getattr(defaults, key))
-        if isinstance(value, int) and not isinstance(value, bool):
-            scaled[key] = max(1, round(value * ratio))
-    f_max = as_float(tfmel.get("f_max", defaults.f_max))
-    if f_max is not None:
-        scaled["f_max"] = f_max * ratio
+def _tfmel_at_ratio(written: Mapping[str, Any], parsed: TfmelArgs,
+                    ratio: float) -> Dict[str, Any]:
+    """TFMel's arguments as ``written``, for a rate ``ratio`` times the old: its sizes in
+    samples keep their length in ms, its top mel frequency ``f_max`` its share of the
+    spectrum (so it stays below the new Nyquist frequency). Each is scaled from its
+    ``parsed`` value, so keys left out scale from their defaults."""
+    scaled = dict(written)
+    for key in TFMEL_SAMPLE_FIELDS:
+        scaled[key] = max(1, round(getattr(parsed, key) * ratio))
+    scaled["f_max"] = parsed.f_max * ratio
     return scaled
 
 
-def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir: str,
+def phase_config(source: SourceConfig, options: FinetuneOptions, *, exp_dir: str,
                  train_data: str, train_label: str, num_utterances: int, sample_rate: int,
                  model_init: str, epochs: int, frozen_params: List[str],
                  device: Optional[str], init_head: bool = False) -> Dict[str, Any]:
     """The training config mapping of one phase (checked by ``TrainConfig.from_dict``);
     ``init_head``: ``model_init`` holds the head to go on with (a later phase)."""
-    loader = dict(source.get("dataloader_args") or {})
     batch_size = options.batch_size if options.batch_size is not None else \
-        int(loader.get("batch_size", SOURCE_BATCH_SIZE))
+        source.loader.batch_size
     batch_size = max(1, min(batch_size, num_utterances))
     workers = options.num_workers if options.num_workers is not None else \
-        int(loader.get("num_workers", DataloaderArgs.num_workers))
-    dataset_args = rate_dataset_args(source.get("dataset_args") or {}, sample_rate)
+        source.loader.num_workers
+    dataset_args = rate_dataset_args(source, sample_rate)
     dataset_args.update(speed_perturb=False, aug_prob=0.0, sample_num_per_epoch=0)
-    projection = dict(source.get("projection_args") or NEW_HEAD)
+    written = source.written
+    projection = dict(written.get("projection_args") or NEW_HEAD)
     # the trainer applies lr * batch / 64 (WeSpeaker's rule): configure --lr as applied
     from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE  # torch: not at --help time
     scale = REFERENCE_BATCH_SIZE / batch_size
@@ -228,7 +249,7 @@ def phase_config(source: Mapping[str, Any], options: FinetuneOptions, *, exp_dir
         "dataloader_args": {"batch_size": batch_size, "num_workers": workers,
                             "pin_memory": False, "drop_last": True},
         "dataset_args": dataset_args,
-        "model": source["model"], "model_args": dict(source["model_args"]),
+        "model": written["model"], "model_args": dict(written["model_args"]),
         "model_init": model_init, "model_init_head": init_head,
         "frozen_params": frozen_params,
         "projection_args": projection,

@@ -33,21 +33,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.api.calibration import save_calibration
-from wespeaker_py.api.loading import (CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, load_model,
-                                      recipe_mean_vectors, torch_model_files)
+from wespeaker_py.api.calibration import CALIBRATION_NAME, save_calibration
+from wespeaker_py.api.loading import load_model, recipe_mean_vectors, torch_model_files
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
-from wespeaker_py.config import ConfigError, TrainConfig, read_yaml
+from wespeaker_py.config import ConfigError, DatasetArgs, ModelConfig, TrainConfig
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
-                                          FinetuneOptions, check_device,
-                                          chosen_rate, phase_config, phases, source_rate,
+                                          FinetuneOptions, check_device, chosen_rate,
+                                          phase_config, phases, read_source_config,
                                           with_loader_options_of)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_corpus,
                                         write_data_lists, write_lists)
 from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
 from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
+from wespeaker_py.io.layout import CONFIG_NAME, WEIGHTS_NAME
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
@@ -202,25 +202,24 @@ def _write_body_init(checkpoint: str, path: str, left_out: Sequence[str] = ()) -
                 if not key.startswith(HEAD_PREFIX) and key not in left_out}, path)
 
 
-def _rate_bound_buffers(dataset_args: Dict[str, Any], rate: int) -> List[str]:
+def _rate_bound_buffers(dataset_args: DatasetArgs, rate: int) -> List[str]:
     """State keys of the source front-end's buffers when training changes its rate to
     ``rate``: TFMel's DFT kernels and mel banks are computed from its window, hop and rate
     when it is built, never learnt, so the new rate's front-end makes its own (the
     trainer's model_init takes a state without any of them). Its parameters, if any, are
     kept. Empty at the source's rate, or when the front-end is not inside the model (fbank).
     """
-    if rate == source_rate(dataset_args) or dataset_args.get("frontend", "fbank") == "fbank":
+    if rate == dataset_args.resample_rate or dataset_args.frontend == "fbank":
         return []
     from wespeaker_py.frontend.factory import build_frontend, built_buffers
     return [FRONTEND_PREFIX + name
             for name in built_buffers(build_frontend(dataset_args, pretrained=False))]
 
 
-def _top_level_parameters(config_path: str) -> List[str]:
+def _top_level_parameters(model_config: ModelConfig) -> List[str]:
     """Names of the speaker model's top-level modules that hold parameters, in order."""
-    from wespeaker_py.config import load_model_config
     from wespeaker_py.runtime.builder import build_untrained
-    model = build_untrained(load_model_config(config_path))   # on the meta device: names only
+    model = build_untrained(model_config)   # on the meta device: names only
     return [name for name, module in model.named_children()
             if any(True for _ in module.parameters())]
 
@@ -355,7 +354,7 @@ def _publish(staged_dir: str, out_dir: str) -> None:
     folder ``staged_dir`` into OUT, each file atomically."""
     staged_layout = Layout(staged_dir)
     for name, staged in ((CONFIG_NAME, staged_layout.config_path),
-                         (WEIGHTS_NAME, os.path.join(staged_layout.model_dir, WEIGHTS_NAME))):
+                         (WEIGHTS_NAME, staged_layout.avg_model_path)):
         with atomic_path(os.path.join(out_dir, name)) as tmp:
             shutil.copyfile(staged, tmp)
 
@@ -398,11 +397,9 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     _check_options(options)
     check_device(device)
     config_path, checkpoint = torch_model_files(source, config)
-    source_config = read_yaml(config_path)
-    for key in ("model", "model_args"):
-        if key not in source_config:
-            raise ConfigError(f"{config_path}: config key '{key}' is missing")
-    rate = chosen_rate(source_config.get("dataset_args") or {}, options.sample_rate)
+    source_config = read_source_config(config_path)
+    source_dataset_args = source_config.model.dataset_args
+    rate = chosen_rate(source_dataset_args.frontend, options.sample_rate)
     corpus = read_finetune_corpus(data_dir, mix_data, sample_rate=rate)
     data = split_finetune_data(corpus, options.dev_speakers)
     rate = rate or data.sample_rate
@@ -425,9 +422,8 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                if folder}
     folders.update(write_data_lists(data, os.path.join(work, "lists")))
     init = os.path.join(work, INIT_NAME)
-    _write_body_init(checkpoint, init,
-                     _rate_bound_buffers(source_config.get("dataset_args") or {}, rate))
-    modules = _top_level_parameters(config_path)
+    _write_body_init(checkpoint, init, _rate_bound_buffers(source_dataset_args, rate))
+    modules = _top_level_parameters(source_config.model)
     logger.info("fine-tuning %s on %d speakers (%d utterances) at %d Hz; dev: %d speakers, "
                 "%d trials", source, len(data.train_speakers), len(data.train), rate,
                 len(data.dev_speakers), len(data.trials))
@@ -453,9 +449,10 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
     # it is evaluated and calibrated: a failure leaves no half-made model in OUT
     final_dir = os.path.join(work, plan[-1]["name"])
-    model_dir = Layout(final_dir).model_dir
-    averaged = average_checkpoints(model_dir, min(options.num_avg, plan[-1]["epochs"]),
-                                   os.path.join(model_dir, WEIGHTS_NAME))
+    final_layout = Layout(final_dir)
+    averaged = average_checkpoints(final_layout.model_dir,
+                                   min(options.num_avg, plan[-1]["epochs"]),
+                                   final_layout.avg_model_path)
     train_seconds = time.time() - started
 
     audio, skipped = _dev_audio(data, rate)
@@ -472,7 +469,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                for name, result in (("before", before), ("after", after))}
     report = {"source": request["source"], "config": request["config"],
               "options": options.as_dict(), "data": data.summary(),
-              "source_sample_rate": source_rate(source_config.get("dataset_args") or {}),
+              "source_sample_rate": source_dataset_args.resample_rate,
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
               "dev": dict(figures, worse_than_source=worse_than_source(figures),

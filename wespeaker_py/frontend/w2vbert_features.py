@@ -29,10 +29,11 @@ from typing import Optional, Tuple
 
 import torch
 
+from wespeaker_py.config.schema import FIXED_SAMPLE_RATES
 from wespeaker_py.frontend.fbank import fbank
 from wespeaker_py.frontend.framing import frame_params, num_frames as fbank_frames
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = FIXED_SAMPLE_RATES["w2vbert"]
 NUM_MEL_BINS = 80
 STRIDE = 2
 FRAME_LENGTH_MS = 25.0

@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.audio import INT16_SCALE
+from wespeaker_py.config.schema import FIXED_SAMPLE_RATES
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = FIXED_SAMPLE_RATES["whisper_encoder"]
 N_FFT = 400
 HOP_LENGTH = 160
 MEL_BANDS = (80, 128)
