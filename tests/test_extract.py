@@ -2,6 +2,7 @@
 import json
 import os
 import tarfile
+import tempfile
 
 import kaldiio
 import numpy as np
@@ -30,7 +31,7 @@ from wespeaker_py.models import get_model
 from wespeaker_py.io.ark import load_embeddings
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.runtime.engine import fewest_samples
-from wespeaker_py.errors import RunFailedError
+from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.utils.tables import DataFormatError
 
 # Sample counts: 16000 and 16050 both give 98 frames, so three utterances share
@@ -610,3 +611,16 @@ def test_cli_refuses_an_expected_utterance_count_for_a_raw_list(
                       corpus["good_list"], "--embed_ark", str(tmp_path / "xvector.ark"),
                       "--expected_utterances", "8"])
     assert "--expected_utterances is for a shard list" in capsys.readouterr().err
+
+
+def test_workers_under_a_temporary_folder_too_long_for_their_socket_are_refused_first(
+        experiment, corpus, tmp_path, monkeypatch):
+    deep = tmp_path / ("t" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    ark = tmp_path / "out" / "xvector.ark"
+    with pytest.raises(WespeakerError, match="too long for DataLoader workers"):
+        extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",
+                           corpus["list"], str(ark),
+                           options=ExtractionOptions(num_workers=1), device="cpu")
+    assert not ark.exists()

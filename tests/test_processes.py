@@ -4,9 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
+import torch
+
+from wespeaker_py.errors import WespeakerError
+from wespeaker_py.utils.processes import check_temp_folder_for_workers
 
 # a parent that forks a sleeping child (tied to it as a loader worker when told to), prints the
 # child's pid and ends at once
@@ -86,3 +91,53 @@ def test_a_worker_that_is_no_direct_child_is_left_to_torch(monkeypatch):
     assert tied == []
     processes.tie_worker_to(os.getppid())
     assert tied == [os.getppid()]
+
+
+def folder_of_length(base, length: int) -> str:
+    """A new folder below ``base`` whose path is ``length`` bytes long."""
+    name = "d" * (length - len(os.fsencode(str(base))) - 1)
+    path = os.path.join(str(base), name)
+    os.mkdir(path)
+    assert len(os.fsencode(path)) == length
+    return path
+
+
+class Tensors(torch.utils.data.IterableDataset):
+    """``count`` small tensors, streamed as the training and extraction datasets stream."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __iter__(self):
+        return (torch.ones(4) for _ in range(self.count))
+
+
+def tensors_through_a_worker(count: int = 3) -> int:
+    """How many tensors one DataLoader worker hands over of ``count`` made (those before the
+    loop ended, or before it waited 10 s for the next)."""
+    delivered = 0
+    try:
+        for _ in torch.utils.data.DataLoader(Tensors(count), batch_size=None, num_workers=1,
+                                             timeout=10):
+            delivered += 1
+    except RuntimeError as error:
+        assert "timed out" in str(error)
+    return delivered
+
+
+def test_a_temporary_folder_too_long_for_the_workers_socket_is_refused_at_the_limit(
+        tmp_path, monkeypatch, capfd):
+    # the longest folder whose socket path fits: workers hand over every tensor
+    longest = folder_of_length(tmp_path, 107 - len("/pymp-XXXXXXXX/listener-XXXXXXXX"))
+    monkeypatch.setattr(tempfile, "tempdir", longest)
+    check_temp_folder_for_workers(1)
+    assert tensors_through_a_worker() == 3
+    # one byte longer: the tensors are lost (a traceback on stderr; the loop ends or waits),
+    # which the check refuses up front, naming the folder and what to do
+    too_long = folder_of_length(tmp_path, len(os.fsencode(longest)) + 1)
+    monkeypatch.setattr(tempfile, "tempdir", too_long)
+    assert tensors_through_a_worker() == 0
+    assert "AF_UNIX path too long" in capfd.readouterr().err
+    with pytest.raises(WespeakerError, match=f"temporary folder {too_long} .* set TMPDIR"):
+        check_temp_folder_for_workers(1)
+    check_temp_folder_for_workers(0)   # no workers, no socket

@@ -9,6 +9,9 @@ import logging
 import pickle
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 from wespeaker_py.utils.logging_utils import WorkerLogging
 
@@ -105,3 +108,19 @@ def test_the_training_loader_takes_the_start_method_and_timeout_of_the_config(tm
     assert loader.timeout == 120
     batch = next(iter(loader))   # a spawned worker (no state of this process) reads it
     assert batch["wavs"].shape[0] == 2 and len(batch["keys"]) == 2
+
+
+def test_the_training_loader_refuses_a_temporary_folder_too_long_for_its_workers(
+        tmp_path, monkeypatch):
+    from train_helpers import make_speaker_corpus, plan_of, tiny_config
+    from wespeaker_py.errors import WespeakerError
+    from wespeaker_py.train import builder
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"), num_spks=2, utts_per_spk=2)
+    loader_args = {"batch_size": 2, "num_workers": 1, "pin_memory": False, "drop_last": True}
+    plan = plan_of(tiny_config(str(tmp_path / "exp"), corpus, dataloader_args=loader_args))
+    dataset = builder.build_dataset(plan)
+    deep = tmp_path / ("t" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with pytest.raises(WespeakerError, match=f"temporary folder {deep} .* set TMPDIR"):
+        builder.build_loader(plan, dataset)

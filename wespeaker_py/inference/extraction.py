@@ -38,7 +38,7 @@ from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally, is_fail_fraction
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
-from wespeaker_py.utils.processes import tie_worker_to
+from wespeaker_py.utils.processes import check_temp_folder_for_workers, tie_worker_to
 from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
@@ -395,6 +395,7 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                         max_fail_fraction=options.max_fail_fraction, channel=options.channel,
                         band_fills=[fill.digest for fill in options.band_fills],
                         expected_utterances=expected_utterances) as work:
+        check_temp_folder_for_workers(options.num_workers)
         warn_if_shared_memory_short(config, options.num_workers)
         carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),

@@ -29,7 +29,7 @@ from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
-from wespeaker_py.utils.processes import die_with_parent
+from wespeaker_py.utils.processes import check_temp_folder_for_workers, die_with_parent
 
 logger = get_logger(__name__)
 
@@ -174,6 +174,7 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
                           expected_utterances=expected_utterances)
     with work:
         job_lists = work.job_lists()
+        check_temp_folder_for_workers(options.num_workers)
         warn_if_shared_memory_short(config, options.num_workers, len(job_lists))
         carried = work.carried_keys()
         devices = job_devices(len(job_lists), gpus)

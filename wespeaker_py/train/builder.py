@@ -20,6 +20,7 @@ from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.schedulers import LRScheduler, MarginScheduler
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
+from wespeaker_py.utils.processes import check_temp_folder_for_workers
 
 logger = get_logger(__name__)
 
@@ -271,6 +272,7 @@ def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:
     loader_args = {"batch_size": args.batch_size, "num_workers": args.num_workers,
                    "pin_memory": plan.world.device.type == "cuda", "drop_last": args.drop_last,
                    "collate_fn": collate_train}
+    check_temp_folder_for_workers(args.num_workers)
     if args.num_workers > 0:
         loader_args["prefetch_factor"] = args.prefetch_factor or 2
         loader_args["worker_init_fn"] = WorkerIgnoringStops(WorkerLogging(
