@@ -64,15 +64,21 @@ def test_s3prl_frame_shift_defaults_to_wavlm_frames():
         as_dataset_args({"frontend": "s3prl"})
 
 
-@pytest.mark.parametrize("frontend", ["s3prl", "w2vbert"])
-def test_a_fixed_rate_front_end_refuses_another_resample_rate(frontend):
+def test_a_fixed_rate_front_end_refuses_another_resample_rate():
     # like whisper_encoder's (tests/test_whisper.py): each front-end of FIXED_SAMPLE_RATES
-    block = {"s3prl": {"upstream_args": {"name": "wavlm_large"}}}.get(frontend, {})
-    args = {"frontend": frontend, "cmvn": frontend != "w2vbert", f"{frontend}_args": block}
+    args = {"frontend": "w2vbert", "cmvn": False, "w2vbert_args": {}}
     assert as_dataset_args(dict(args, resample_rate=16000)).resample_rate == 16000
-    with pytest.raises(ConfigError, match=rf"'dataset_args.resample_rate' must be 16000 with "
-                                          rf"dataset_args.frontend {frontend} .* got 8000"):
+    with pytest.raises(ConfigError, match=r"'dataset_args.resample_rate' must be 16000 with "
+                                          r"dataset_args.frontend w2vbert .* got 8000"):
         as_dataset_args(dict(args, resample_rate=8000))
+
+
+def test_wavlm_runs_at_another_rate_as_in_wespeaker_but_fine_tunes_at_its_own():
+    from wespeaker_py.finetune.config import chosen_rate
+    args = as_dataset_args({"frontend": "s3prl", "resample_rate": 8000,
+                            "s3prl_args": {"upstream_args": {"name": "wavlm_large"}}})
+    assert args.resample_rate == 8000
+    assert chosen_rate("s3prl", None) == 16000
 
 
 def test_the_block_of_another_front_end_is_checked_and_kept(tmp_path):
@@ -431,3 +437,19 @@ def test_a_saved_frontend_block_holds_only_wespeakers_constructor_keywords(front
     saved = config_to_dict(changed)[f"{frontend}_args"]
     assert saved[ours[0]] == ours[1]
     assert getattr(as_dataset_args(config_to_dict(changed)).frontend_args, ours[0]) == ours[1]
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("dataset_args.num_frmz", "did you mean 'num_frms'?"),
+    ("scheduler_arg.warm_up_epoch", "did you mean 'scheduler_args'?"),
+    ("dataset_args.fbank_arg.num_mel_bins", "did you mean 'fbank_args'?"),
+])
+def test_an_unknown_key_is_named_whole_with_the_closest_key_to_its_unknown_part(key, hint):
+    with pytest.raises(ConfigError, match=re.escape(f"unknown config key '{key}'; {hint}")):
+        apply_override({}, key, "3")
+
+
+@pytest.mark.parametrize("key", [True, 1, None])
+def test_a_key_that_is_no_text_is_named_as_unknown(key):
+    with pytest.raises(ConfigError, match=re.escape(f"unknown config key '{key}' (known keys")):
+        TrainConfig.from_dict({key: 1})

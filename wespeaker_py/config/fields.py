@@ -194,7 +194,7 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
     fields = {field.name: field for field in dataclasses.fields(block_type)}
     for name in data:
         if name not in fields:
-            raise unknown_key_error(_dotted(where, name), where, fields)
+            raise unknown_key_error(name, where, fields)
     values = {}
     for name, field in fields.items():
         key = _dotted(where, name)
@@ -261,12 +261,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def unknown_key_error(key: str, parent: str, known: Iterable[str]) -> ConfigError:
-    """The error for the dotted ``key`` that the block at ``parent`` ("": the top level)
-    does not have: the closest of its ``known`` keys, and all of them."""
+def unknown_key_error(name: Any, parent: str, known: Iterable[str],
+                      key: Optional[str] = None) -> ConfigError:
+    """The error for ``name``, which the block at ``parent`` ("": the top level) does not
+    have: the closest of its ``known`` keys, and all of them. ``key``: the dotted key
+    asked for, when it goes on below ``name`` (an override of a misspelt block's key)."""
     known = sorted(known)
     place = f"under '{parent}'" if parent else "at the top level"
-    hint = did_you_mean(key.rsplit(".", 1)[-1], known)
+    hint = did_you_mean(str(name), known)
+    key = key or _dotted(parent, str(name))
     return ConfigError(f"unknown config key '{key}'{hint} (known keys {place}: "
                        f"{', '.join(known)})")
 
@@ -285,7 +288,7 @@ def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
         owner = next((_hints(block) for block in blocks if part in _hints(block)), None)
         if owner is None:
             known = set().union(*(_hints(block) for block in blocks))
-            raise unknown_key_error(".".join(parts), ".".join(parts[:depth]), known)
+            raise unknown_key_error(part, ".".join(parts[:depth]), known, ".".join(parts))
         hint = owner[part]
     return hint
 

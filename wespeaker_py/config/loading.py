@@ -166,7 +166,7 @@ def load_model_config(path: str) -> ModelConfig:
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{path}: {unknown_key_error(str(key), '', known)}")
+            raise ConfigError(f"{path}: {unknown_key_error(key, '', known)}")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")
                   if name in data}
     return parse_block(ModelConfig, model_keys, "")

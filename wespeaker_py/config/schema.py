@@ -21,9 +21,13 @@ def _block(cls):
 
 # ---- dataset_args -------------------------------------------------------------------------
 
-# front-ends whose pretrained weights (or feature extractor) take one sample rate only:
-# dataset_args.resample_rate must be it (fine-tuning resamples other data to it)
-FIXED_SAMPLE_RATES = {"s3prl": 16000, "w2vbert": 16000, "whisper_encoder": 16000}
+# front-ends whose feature extractor takes one sample rate only: dataset_args.resample_rate
+# must be it
+FIXED_SAMPLE_RATES = {"w2vbert": 16000, "whisper_encoder": 16000}
+# the rate each pretrained front-end's weights learnt from: fine-tuning resamples other data
+# to it. WavLM (s3prl) also runs at another rate given a frame shift that matches its hop,
+# as in WeSpeaker, so its rate is not enforced.
+PRETRAINED_SAMPLE_RATES = {**FIXED_SAMPLE_RATES, "s3prl": 16000}
 
 
 @_block

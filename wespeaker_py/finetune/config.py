@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from wespeaker_py.config import ConfigError, load_model_config, read_yaml
 from wespeaker_py.config.fields import parse_block
-from wespeaker_py.config.schema import (FIXED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
+from wespeaker_py.config.schema import (PRETRAINED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
                                         DataloaderArgs, ModelConfig, TfmelArgs)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
@@ -183,13 +183,13 @@ def gpus_for(device: Optional[str]) -> Optional[str]:
 
 def chosen_rate(frontend: str, requested: Optional[int]) -> Optional[int]:
     """The rate to train at that the data does not decide: ``requested`` (``--sample_rate``),
-    else the one rate of the source's ``frontend`` when it takes only one (see
-    :data:`~wespeaker_py.config.schema.FIXED_SAMPLE_RATES`), else None (the data's rate).
+    else the rate the weights of the source's pretrained ``frontend`` learnt from (see
+    :data:`~wespeaker_py.config.schema.PRETRAINED_SAMPLE_RATES`), else None (the data's rate).
 
     A ``requested`` rate that such a front-end does not take is a :class:`WespeakerError`,
     before anything is written.
     """
-    fixed = FIXED_SAMPLE_RATES.get(frontend)
+    fixed = PRETRAINED_SAMPLE_RATES.get(frontend)
     if fixed is not None and requested not in (None, fixed):
         raise WespeakerError(f"--sample_rate {requested}: the source model's front-end "
                              f"(dataset_args.frontend {frontend}) works at {fixed} Hz only; "
