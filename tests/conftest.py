@@ -1,7 +1,9 @@
 """Shared pytest fixtures and markers."""
 import gc
 import logging
+import multiprocessing
 import os
+import tempfile
 
 import pytest
 import torch
@@ -125,3 +127,14 @@ def first_phase(monkeypatch):
             finetune(*args, device="cpu", **kwargs)
         return seen
     return run
+
+
+@pytest.fixture
+def use_temp_folder(monkeypatch):
+    """A function that makes a folder the temporary folder of this test's process and of the
+    workers it starts: multiprocessing keeps using the pymp-* folder it made in an earlier
+    one otherwise."""
+    def use(folder) -> None:
+        monkeypatch.setattr(tempfile, "tempdir", str(folder))
+        monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", None)
+    return use

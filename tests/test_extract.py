@@ -2,7 +2,6 @@
 import json
 import os
 import tarfile
-import tempfile
 
 import kaldiio
 import numpy as np
@@ -248,6 +247,14 @@ def test_a_checkpoint_that_does_not_fit_is_an_error_naming_the_tensor(experiment
 def test_extraction_options_refuse_a_bad_value_naming_it(bad, named):
     with pytest.raises(ValueError, match=named):
         ExtractionOptions(**bad)
+
+
+def test_extraction_options_spell_a_channel_policy_one_way():
+    # a resumed extraction compares the policy with the first run's: "Mean" is "mean"
+    assert ExtractionOptions(channel=" Mean").channel == ExtractionOptions(channel="mean").channel
+    assert ExtractionOptions(channel="1").channel == 1
+    with pytest.raises(ValueError, match="channel must be one of first, mean, loudest"):
+        ExtractionOptions(channel="left")
 
 
 def test_two_jobs_merged_equal_one_job(experiment, corpus, tmp_path):
@@ -614,10 +621,10 @@ def test_cli_refuses_an_expected_utterance_count_for_a_raw_list(
 
 
 def test_workers_under_a_temporary_folder_too_long_for_their_socket_are_refused_first(
-        experiment, corpus, tmp_path, monkeypatch):
+        experiment, corpus, tmp_path, use_temp_folder):
     deep = tmp_path / ("t" * 90)
     deep.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    use_temp_folder(deep)
     ark = tmp_path / "out" / "xvector.ark"
     with pytest.raises(WespeakerError, match="too long for DataLoader workers"):
         extract_embeddings(experiment["config"], experiment["checkpoint"], "raw",

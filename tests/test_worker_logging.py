@@ -9,7 +9,6 @@ import logging
 import pickle
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -111,7 +110,7 @@ def test_the_training_loader_takes_the_start_method_and_timeout_of_the_config(tm
 
 
 def test_the_training_loader_refuses_a_temporary_folder_too_long_for_its_workers(
-        tmp_path, monkeypatch):
+        tmp_path, use_temp_folder):
     from train_helpers import make_speaker_corpus, plan_of, tiny_config
     from wespeaker_py.errors import WespeakerError
     from wespeaker_py.train import builder
@@ -121,6 +120,6 @@ def test_the_training_loader_refuses_a_temporary_folder_too_long_for_its_workers
     dataset = builder.build_dataset(plan)
     deep = tmp_path / ("t" * 90)
     deep.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    use_temp_folder(deep)
     with pytest.raises(WespeakerError, match=f"temporary folder {deep} .* set TMPDIR"):
         builder.build_loader(plan, dataset)

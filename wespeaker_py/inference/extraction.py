@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, S
 import torch
 from torch.utils.data import DataLoader
 
-from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
+from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, parse_channel
 from wespeaker_py.config import ModelConfig, as_dataset_args
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.stats import BAD_KEY, NOT_DELIVERED, REPEATED_KEY
@@ -92,6 +92,8 @@ class ExtractionOptions:
     max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION
 
     def __post_init__(self) -> None:
+        # one spelling of the channel policy ("Mean" is "mean"): a resumed run compares it
+        object.__setattr__(self, "channel", parse_channel(self.channel))
         # the others are checked where they are used, before the model loads
         if self.buffer_mb < 0:
             raise ValueError(f"buffer_mb must be >= 0, got {self.buffer_mb}")

@@ -16,11 +16,8 @@ import tempfile
 from wespeaker_py.errors import WespeakerError
 
 _PR_SET_PDEATHSIG = 1   # from <linux/prctl.h>
-# A worker hands each tensor over through a Unix socket that Python's multiprocessing makes
-# at <temporary folder>/pymp-XXXXXXXX/listener-XXXXXXXX; a socket's path holds at most 107
-# bytes (108 with its NUL).
+# a Unix socket's path holds at most 107 bytes (108 with its NUL)
 _SOCKET_PATH_BYTES = 107
-_SOCKET_BELOW_TEMP = os.path.join("pymp-XXXXXXXX", "listener-XXXXXXXX")
 
 
 def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
@@ -45,14 +42,18 @@ def tie_worker_to(parent_pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def check_temp_folder_for_workers(num_workers: int) -> None:
-    """Refuse to start DataLoader workers under a temporary folder whose path is too long
-    for the socket their tensors pass through: each batch would be lost with a traceback on
-    stderr, and the loop would end as if the data ran out."""
+    """Refuse to start DataLoader workers when the Unix socket their tensors pass through
+    cannot be made: Python's multiprocessing puts it in its temporary folder
+    (``$TMPDIR/pymp-*/listener-*``), and under too long a ``TMPDIR`` each batch would be
+    lost with a traceback on stderr while the loop ends, or waits, as if the data ran out.
+    The socket path is asked of multiprocessing itself, which newer Pythons move to a
+    shorter folder when ``TMPDIR`` is too long."""
     if num_workers <= 0:
         return
-    folder = tempfile.gettempdir()
-    socket = os.fsencode(os.path.join(folder, _SOCKET_BELOW_TEMP))
+    from multiprocessing.connection import arbitrary_address
+    socket = os.fsencode(arbitrary_address("AF_UNIX"))
     if len(socket) > _SOCKET_PATH_BYTES:
+        folder = tempfile.gettempdir()
         raise WespeakerError(
             f"the temporary folder {folder} ({len(os.fsencode(folder))} bytes) is too long "
             f"for DataLoader workers: they pass tensors through a socket below it, whose path "
