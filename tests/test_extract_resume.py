@@ -87,7 +87,7 @@ def _half_done_with_two_jobs(setup, ark, data_list=None, data_type="raw"):
     """The work folder of a two-job run whose first job finished and whose second never ran;
     returns the first job's keys."""
     with ExtractionWork(ark, data_list or setup["list"], data_type, setup["checkpoint"],
-                        setup["config"], num_jobs=2, chunk=IN_PROCESS.chunk_identity()) as work:
+                        setup["config"], num_jobs=2, options=IN_PROCESS) as work:
         first = work.job_lists()[0]
         extract_part(setup["config"], setup["checkpoint"], data_type, first, work.part_ark(0),
                      options=IN_PROCESS, device="cpu")
@@ -107,7 +107,7 @@ def test_another_number_of_jobs_keeps_the_finished_embeddings(setup, tmp_path):
     aside = str(tmp_path / "aside")
     shutil.copytree(work, aside)
     with ExtractionWork(ark, setup["list"], "raw", setup["checkpoint"], setup["config"],
-                        num_jobs=3, chunk=IN_PROCESS.chunk_identity()) as carrying:
+                        num_jobs=3, options=IN_PROCESS) as carrying:
         assert sorted(carrying.carried_keys()) == sorted(finished)
     assert sorted(os.listdir(work)) == ["carried_000.ark", "carried_000.scp", "manifest.json"]
     for name in os.listdir(aside):

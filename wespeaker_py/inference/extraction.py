@@ -230,6 +230,13 @@ def _free_shared_memory() -> str:
         return f"free space unknown ({error.strerror})"
 
 
+def check_workers_can_start(config: ModelConfig, num_workers: int, num_jobs: int = 1) -> None:
+    """Before the ``num_workers`` reader workers of each of ``num_jobs`` jobs start: refuse a
+    temporary folder their tensors cannot pass through, warn of a small /dev/shm."""
+    check_temp_folder_for_workers(num_workers)
+    warn_if_shared_memory_short(config, num_workers, num_jobs)
+
+
 def warn_if_shared_memory_short(config: ModelConfig, num_workers: int,
                                 num_jobs: int = 1) -> None:
     """Warn once, at the start, when /dev/shm has less free space than the waveforms the
@@ -393,12 +400,8 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
     """
     _check_not_distributed()
     with ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs=1,
-                        chunk=options.chunk_identity(),
-                        max_fail_fraction=options.max_fail_fraction, channel=options.channel,
-                        band_fills=[fill.digest for fill in options.band_fills],
-                        expected_utterances=expected_utterances) as work:
-        check_temp_folder_for_workers(options.num_workers)
-        warn_if_shared_memory_short(config, options.num_workers)
+                        options=options, expected_utterances=expected_utterances) as work:
+        check_workers_can_start(config, options.num_workers)
         carried = work.carried_keys()
         summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
                                options=options, device=device,

@@ -24,12 +24,12 @@ import torch
 
 from wespeaker_py.config import ModelConfig
 from wespeaker_py.inference.extraction import (ExtractionOptions, ExtractionSummary,
-                                               extract_part, warn_if_shared_memory_short)
+                                               check_workers_can_start, extract_part)
 from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
-from wespeaker_py.utils.processes import check_temp_folder_for_workers, die_with_parent
+from wespeaker_py.utils.processes import die_with_parent
 
 logger = get_logger(__name__)
 
@@ -168,14 +168,10 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
     :func:`~wespeaker_py.inference.extraction.extract_embeddings`.
     """
     work = ExtractionWork(embed_ark, data_list, data_type, model_path, config, num_jobs,
-                          chunk=options.chunk_identity(),
-                          max_fail_fraction=options.max_fail_fraction, channel=options.channel,
-                          band_fills=[fill.digest for fill in options.band_fills],
-                          expected_utterances=expected_utterances)
+                          options=options, expected_utterances=expected_utterances)
     with work:
         job_lists = work.job_lists()
-        check_temp_folder_for_workers(options.num_workers)
-        warn_if_shared_memory_short(config, options.num_workers, len(job_lists))
+        check_workers_can_start(config, options.num_workers, len(job_lists))
         carried = work.carried_keys()
         devices = job_devices(len(job_lists), gpus)
         threads = num_threads or threads_per_job(len(job_lists))

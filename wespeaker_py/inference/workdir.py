@@ -21,7 +21,7 @@ import glob
 import json
 import os
 import shutil
-from typing import IO, Any, Dict, List, MutableMapping, Optional
+from typing import IO, TYPE_CHECKING, Any, Dict, List, MutableMapping, Optional
 
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, is_pipe
 from wespeaker_py.config import ModelConfig, config_to_dict
@@ -31,12 +31,14 @@ from wespeaker_py.dataset.stats import NOT_DELIVERED_FROM_SHARDS
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
 from wespeaker_py.utils.atomic_files import DiskFullError, atomic_open, require_writable
-from wespeaker_py.utils.list_jobs import (DEFAULT_MAX_FAIL_FRACTION, JobTally,
-                                          check_missing_inputs)
+from wespeaker_py.utils.list_jobs import JobTally, check_missing_inputs
 from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import file_digest, require_input_file
 from wespeaker_py.utils.tables import DataFormatError, read_key_value
+
+if TYPE_CHECKING:
+    from wespeaker_py.inference.extraction import ExtractionOptions
 
 logger = get_logger(__name__)
 
@@ -81,29 +83,32 @@ class ExtractionWork:
     file exists and is not empty, the output folder is writable, and the list is
     read whole (:meth:`_check_list`). ``expected_utterances``, for a shard list (whose
     utterances only its tar files name), is how many it holds: :meth:`finish` counts those
-    never delivered as skipped.
+    never delivered as skipped. ``options`` (default: ``ExtractionOptions()``): what the
+    embeddings are made with, which a resumed run must share, and the run's
+    ``max_fail_fraction``.
     """
 
     def __init__(self, embed_ark: str, data_list: str, data_type: str, model_path: str,
-                 config: ModelConfig, num_jobs: int, chunk: Optional[List[int]] = None,
-                 max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION,
-                 channel: ChannelChoice = DEFAULT_CHANNEL,
-                 band_fills: Optional[List[str]] = None,
+                 config: ModelConfig, num_jobs: int,
+                 options: Optional["ExtractionOptions"] = None,
                  expected_utterances: Optional[int] = None):
+        from wespeaker_py.inference.extraction import ExtractionOptions   # it imports this
+        options = options or ExtractionOptions()
         require_input_file(model_path, "model")
         scp_path_for(embed_ark)
         require_writable(embed_ark)
         self.embed_ark = os.path.abspath(embed_ark)
         self.data_list = data_list
         self.data_type = data_type
-        self.max_fail_fraction = max_fail_fraction
+        self.max_fail_fraction = options.max_fail_fraction
         self.expected_utterances = expected_utterances
         self._check_list()
         self.num_jobs = num_jobs
         self.path = work_dir_for(embed_ark)
         self._lock = self._take_lock()
         try:
-            self._prepare(model_path, config, chunk, channel, band_fills)
+            self._prepare(model_path, config, options.chunk_identity(), options.channel,
+                          [fill.digest for fill in options.band_fills])
         except BaseException:
             self._release_lock()
             raise
