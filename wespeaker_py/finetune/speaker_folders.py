@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, List, Tuple
+from typing import List, Tuple
 
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, audio_extension,
                                         check_decodable)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.paths import visible_files_under
+from wespeaker_py.utils.paths import visible_files_under, visible_names
 
 logger = get_logger(__name__)
 
@@ -45,10 +45,6 @@ class SpeakerFolderListing:
                 for entry in self.entries]
 
 
-def _visible(names: Iterable[str]) -> List[str]:
-    return sorted(name for name in names if not name.startswith("."))
-
-
 def _speaker_files(data_dir: str, speaker: str) -> Tuple[List[str], int]:
     """The audio files under ``data_dir/speaker`` (paths relative to ``data_dir``, sorted),
     and the number of other files there (as :func:`~wespeaker_py.utils.paths.visible_files_under`
@@ -70,7 +66,7 @@ def list_speaker_folders(data_dir: str) -> SpeakerFolderListing:
     file."""
     entries: List[TableEntry] = []
     speakers, others = 0, 0
-    for name in _visible(os.listdir(data_dir)):
+    for name in visible_names(os.listdir(data_dir)):
         if not os.path.isdir(os.path.join(data_dir, name)):
             others += 1
             continue

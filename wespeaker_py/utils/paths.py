@@ -8,7 +8,7 @@ import glob
 import hashlib
 import os
 import re
-from typing import Iterator, List, Mapping, Optional, Tuple
+from typing import Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from wespeaker_py.errors import WespeakerError
 
@@ -45,10 +45,14 @@ def visible_files_under(folder: str) -> Iterator[str]:
             folders[:] = []
             continue
         walked.add(real)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.join(root, name)
+        folders[:] = visible_names(folders)
+        for name in visible_names(files):
+            yield os.path.join(root, name)
+
+
+def visible_names(names: Iterable[str]) -> List[str]:
+    """``names`` without the hidden ones (``.name``), sorted."""
+    return sorted(name for name in names if not name.startswith("."))
 
 
 # what changes when a file is rewritten: (mtime in ns, size, inode)
