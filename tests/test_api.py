@@ -4,6 +4,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -540,6 +541,23 @@ def test_bad_model_sources_say_what_to_place_where(xvec, tmp_path):
     for source, message in cases:
         with pytest.raises(ModelSourceError, match=message):
             wespeaker_py.load_model(source, device="cpu")
+
+
+def test_a_broken_config_is_named_once_in_the_error(xvec, tmp_path):
+    _, folder, _ = xvec
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    config = broken / "config.yaml"
+    for text, problem in (("model: [\n", r":2: invalid YAML"),
+                          ("model: XVEC\nmodel_args: {feat_dim: 80}\n"
+                           "dataset_args: {resample_rat: 8000}\n",
+                           r": unknown config key 'dataset_args.resample_rat'")):
+        config.write_text(text)
+        with pytest.raises(ModelSourceError) as refused:
+            wespeaker_py.load_model(str(broken), device="cpu")
+        message = str(refused.value)
+        assert re.match(re.escape(str(config)) + problem, message), message
+        assert message.count(str(config)) == 1, message
 
 
 @needs_onnx

@@ -377,11 +377,13 @@ def test_model_config_reads_only_what_inference_needs(tmp_path):
     assert model_config.dataset_args.resample_rate == 8000
     assert model_config.dataset_args.fbank_args.num_mel_bins == 80
     source["dataset_args"]["fbank_args"] = {"num_mel_bin": 40}
-    with pytest.raises(ConfigError,
-                       match="unknown config key 'dataset_args.fbank_args.num_mel_bin'"):
-        load_model_config(write(tmp_path, source))
+    path = write(tmp_path, source)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{path}: unknown config key 'dataset_args.fbank_args.num_mel_bin'")):
+        load_model_config(path)
     del source["model_args"]
-    with pytest.raises(ConfigError, match="config key 'model_args' is required"):
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: config key 'model_args' is "
+                                                    f"required")):
         load_model_config(write(tmp_path, source))
 
 

@@ -127,7 +127,7 @@ def _read_mean(path: str) -> Optional[np.ndarray]:
 
 
 def _torch_backend(config_path: str, checkpoint: str, device):
-    from wespeaker_py.config import load_model_config
+    from wespeaker_py.config import ConfigError, load_model_config
     from wespeaker_py.runtime import TorchBackend, load_embedder
     from wespeaker_py.utils.device import resolve_device
     target = resolve_device(device)   # before the (slow) load
@@ -135,7 +135,9 @@ def _torch_backend(config_path: str, checkpoint: str, device):
         config = load_model_config(config_path)
     except ModelSourceError:
         raise
-    except (ValueError, OSError) as error:   # ConfigError, DataFormatError, YAML errors
+    except ConfigError as error:   # it names the file
+        raise ModelSourceError(str(error)) from None
+    except (ValueError, OSError) as error:   # DataFormatError, unreadable files
         raise ModelSourceError(f"{config_path}: {error}") from None
     try:
         embedder = load_embedder(config, checkpoint)

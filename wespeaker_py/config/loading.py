@@ -169,7 +169,10 @@ def load_model_config(path: str) -> ModelConfig:
             raise ConfigError(f"{path}: {unknown_key_error(key, '', known)}")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")
                   if name in data}
-    return parse_block(ModelConfig, model_keys, "")
+    try:
+        return parse_block(ModelConfig, model_keys, "")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def as_dataset_args(dataset_args: Union[DatasetArgs, Mapping[str, Any], None]) -> DatasetArgs:

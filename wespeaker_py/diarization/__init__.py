@@ -19,7 +19,7 @@ from typing import Any
 _HOMES = {
     "ClusterOptions": "options", "DiarizationOptions": "options",
     "Clustering": "clustering", "cluster": "clustering", "cluster_windows": "clustering",
-    "score_recordings": "metrics",
+    "score_conditions": "metrics", "score_recordings": "metrics",
     "ScoredSet": "report", "SystemScore": "report", "comparison_table": "report",
     "plot_recordings": "report", "plot_systems": "report", "read_scored": "report",
     "score_system": "report", "score_table": "report",
