@@ -14,14 +14,14 @@ from wespeaker_py.dataset.worker_reports import WorkerReports
 
 
 @pytest.fixture
-def private_tmp(monkeypatch):
+def private_tmp(monkeypatch, use_temp_folder):
     """This test's own temporary directory (forked children inherit it; TMPDIR for any
     other), so that a concurrent run, which sweeps the folders of killed processes from
     the machine's temporary directory, cannot touch this test's folders. Made directly in
     the machine's one, not below pytest's deeper tmp_path: DataLoader workers put sockets
     there, whose paths may not exceed 107 bytes."""
     folder = tempfile.mkdtemp(prefix="wsp-reports-")
-    monkeypatch.setattr(tempfile, "tempdir", folder)
+    use_temp_folder(folder)
     monkeypatch.setenv("TMPDIR", folder)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
