@@ -3,6 +3,7 @@ checkpoint names (train/plan, train/checkpoint), the averaging (train/average), 
 schema's defaults and the builder's rule for a ``feat_dim`` left to the front-end."""
 import inspect
 import os
+import re
 
 import pytest
 import yaml
@@ -131,6 +132,32 @@ def test_a_source_loader_block_the_schema_refuses_is_named_with_its_file(tmp_pat
     with pytest.raises(ConfigError, match=r"source.yaml: config key "
                                           r"'dataloader_args.num_workers' must be >= 0"):
         _source(tmp_path, dataloader_args={"batch_size": 8, "num_workers": -1})
+
+
+def test_the_source_config_is_read_once_and_its_model_errors_start_with_the_file(
+        tmp_path, monkeypatch):
+    from wespeaker_py.config import loading
+    from wespeaker_py.finetune import config as finetune_config
+    reads = []
+
+    def counted_read(path):
+        reads.append(path)
+        return read_yaml(path)
+
+    # every name the file could be read through
+    monkeypatch.setattr(loading, "read_yaml", counted_read)
+    monkeypatch.setattr(finetune_config, "read_yaml", counted_read)
+    path = str(tmp_path / "source.yaml")
+    source = _source(tmp_path)
+    assert reads == [path]
+    assert source.model.model == source.written["model"]
+    assert source.model.model_args == source.written["model_args"]
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{path}: unknown config key 'dataset_arg'; did you mean 'dataset_args'?")):
+        _source(tmp_path, dataset_arg={"resample_rate": 8000})
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{path}: unknown config key 'dataset_args.fbank_args.num_mel_bin'")):
+        _source(tmp_path, dataset_args={"fbank_args": {"num_mel_bin": 40}})
 
 
 def test_a_source_without_a_head_gets_an_arc_margin_head_with_the_heads_defaults(tmp_path):

@@ -7,8 +7,8 @@
 from wespeaker_py.config.fields import ConfigError
 from wespeaker_py.config.gpus import parse_gpus
 from wespeaker_py.config.loading import (apply_override, as_dataset_args, config_to_dict,
-                                         load_config, load_model_config, parse_override_args,
-                                         read_yaml, save_config)
+                                         load_config, load_model_config, model_config_from,
+                                         parse_override_args, read_yaml, save_config)
 from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs,
                                         ExponentialDecreaseArgs, FbankArgs, FilterArgs,
                                         MarginUpdate, ModelConfig, S3prlArgs, SchedulerArgs,
@@ -21,5 +21,5 @@ __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs",
            "S3prlArgs", "SchedulerArgs", "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
            "TrainConfig", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
            "WarmupStepDecayArgs", "WhisperEncoderArgs", "apply_override", "as_dataset_args",
-           "config_to_dict", "load_config", "load_model_config", "parse_gpus",
-           "parse_override_args", "read_yaml", "save_config"]
+           "config_to_dict", "load_config", "load_model_config", "model_config_from",
+           "parse_gpus", "parse_override_args", "read_yaml", "save_config"]

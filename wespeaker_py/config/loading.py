@@ -155,24 +155,29 @@ def load_config(path: str, overrides: Sequence[Tuple[str, str]] = ()) -> TrainCo
 
 
 def load_model_config(path: str) -> ModelConfig:
-    """Read an experiment's ``config.yaml`` for inference: ``model``, ``model_args``,
-    ``dataset_args`` checked; the training keys (checked when it trained) are ignored.
+    """Read an experiment's ``config.yaml`` for inference (:func:`model_config_from`)."""
+    return model_config_from(read_yaml(path), path)
+
+
+def model_config_from(data: Mapping[str, Any], source: str) -> ModelConfig:
+    """The :class:`ModelConfig` of a config mapping read from the file ``source``:
+    ``model``, ``model_args``, ``dataset_args`` checked; the training keys (checked when
+    it trained) are ignored. Every error starts with ``source``.
 
     A top-level key that is not a training key (every key WeSpeaker's trainer or ours
     writes is one) is a :class:`ConfigError` naming it, the file and the closest known
     key: a misspelt ``dataset_args`` would otherwise leave its settings unused.
     """
-    data = read_yaml(path)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{path}: {unknown_key_error(key, '', known)}")
+            raise ConfigError(f"{source}: {unknown_key_error(key, '', known)}")
     model_keys = {name: data[name] for name in ("model", "model_args", "dataset_args")
                   if name in data}
     try:
         return parse_block(ModelConfig, model_keys, "")
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def as_dataset_args(dataset_args: Union[DatasetArgs, Mapping[str, Any], None]) -> DatasetArgs:

@@ -21,7 +21,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from wespeaker_py.config import ConfigError, load_model_config, read_yaml
+from wespeaker_py.config import ConfigError, model_config_from, read_yaml
 from wespeaker_py.config.fields import parse_block
 from wespeaker_py.config.schema import (PRETRAINED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
                                         DataloaderArgs, ModelConfig, TfmelArgs)
@@ -87,8 +87,8 @@ class SourceConfig:
 
 
 def read_source_config(path: str) -> SourceConfig:
-    """The source config at ``path``; a :class:`ConfigError` naming the file and key for a
-    missing model key or a value the schema refuses."""
+    """The source config at ``path``, read once; a :class:`ConfigError` naming the file and
+    key for a missing model key or a value the schema refuses."""
     written = read_yaml(path)
     for key in ("model", "model_args"):
         if key not in written:
@@ -100,7 +100,8 @@ def read_source_config(path: str) -> SourceConfig:
         parsed_loader = parse_block(DataloaderArgs, loader, "dataloader_args")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    return SourceConfig(written=written, model=load_model_config(path), loader=parsed_loader)
+    return SourceConfig(written=written, model=model_config_from(written, path),
+                        loader=parsed_loader)
 
 
 def with_loader_options_of(recorded: Optional[Dict[str, Any]],
