@@ -123,3 +123,59 @@ def test_the_training_loader_refuses_a_temporary_folder_too_long_for_its_workers
     use_temp_folder(deep)
     with pytest.raises(WespeakerError, match=f"temporary folder {deep} .* set TMPDIR"):
         builder.build_loader(plan, dataset)
+
+
+def _shm_warnings(caplog):
+    return [record.getMessage() for record in caplog.records
+            if record.levelname == "WARNING" and "/dev/shm has" in record.getMessage()]
+
+
+def test_the_training_loader_warns_on_the_main_rank_when_dev_shm_is_small_for_its_batches(
+        tmp_path, monkeypatch, caplog):
+    """Training workers hand their batches over through /dev/shm too: 2 workers keeping 3
+    batches each of 16 waveform chunks of 80 frames at 16 kHz (13040 float32 samples) take
+    6 * 16 * 13040 * 4 bytes (5 MB); a smaller /dev/shm is said before the first batch."""
+    import collections
+    import dataclasses
+    import shutil
+
+    from train_helpers import CPU_WORLD, make_speaker_corpus, plan_of, tiny_config
+    from wespeaker_py.train import builder
+    corpus = make_speaker_corpus(str(tmp_path / "corpus"))   # 32 utterances
+    loader_args = {"batch_size": 16, "num_workers": 2, "prefetch_factor": 3, "timeout": 120,
+                   "pin_memory": False, "drop_last": True}
+    config = tiny_config(str(tmp_path / "exp"), corpus, dataloader_args=loader_args)
+    plan = plan_of(config)
+    dataset = builder.build_dataset(plan)
+    needed = 6 * 16 * 13040 * 4
+    usage = collections.namedtuple("usage", "total used free")
+
+    def free_space(free):
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(free, 0, free))
+
+    free_space(2 << 20)
+    builder.build_loader(plan, dataset)
+    assert _shm_warnings(caplog) == [
+        "/dev/shm has 2 MB free, less than the 5 MB that the 6 batches the loader workers "
+        "keep ready may take (3 per worker, each 16 waveform chunks of 80 frames): a worker "
+        "that cannot put one there drops it, and training stops after 120 s without a batch "
+        "(dataloader_args.timeout). Run with dataloader_args.num_workers 0, or give /dev/shm "
+        "more room (docker run --shm-size 8g)"]
+    caplog.clear()
+    free_space(needed)   # room enough
+    builder.build_loader(plan, dataset)
+    free_space(0)
+    in_process = dict(loader_args, num_workers=0, prefetch_factor=None, timeout=0)
+    no_workers = plan_of(tiny_config(str(tmp_path / "exp"), corpus,
+                                     dataloader_args=in_process))
+    builder.build_loader(no_workers, builder.build_dataset(no_workers))
+    other_rank = plan_of(config, dataclasses.replace(CPU_WORLD, rank=1, world_size=2))
+    builder.build_loader(other_rank, builder.build_dataset(other_rank))
+    assert not _shm_warnings(caplog)
+    free_space(needed - 1)   # without a timeout, training waits for the lost batch
+    waiting = plan_of(tiny_config(str(tmp_path / "exp"), corpus,
+                                  dataloader_args=dict(loader_args, timeout=0)))
+    builder.build_loader(waiting, builder.build_dataset(waiting))
+    assert len(_shm_warnings(caplog)) == 1
+    assert "drops it, and training waits for it for ever (dataloader_args.timeout 0)" \
+        in _shm_warnings(caplog)[0]

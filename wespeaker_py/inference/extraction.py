@@ -14,7 +14,6 @@ first cut to one random chunk of that many frames
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally, is_fail_fraction
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
-from wespeaker_py.utils.processes import check_temp_folder_for_workers, tie_worker_to
+from wespeaker_py.utils.processes import (SHARED_MEMORY, check_temp_folder_for_workers,
+                                          free_shared_memory_text, shared_memory_advice,
+                                          tie_worker_to, warn_if_shared_memory_below)
 from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
@@ -53,9 +54,7 @@ DEFAULT_BUFFER_MB = 2048
 # into shared memory (/dev/shm full) drops it and lives on: without a limit the run waits
 # forever. Generous: one file read from a slow disk or a pipe takes seconds.
 READER_TIMEOUT_S = 600
-SHARED_MEMORY = "/dev/shm"
-SHARED_MEMORY_ADVICE = (f"Run with --num_workers 0, or give {SHARED_MEMORY} more room "
-                        f"(docker run --shm-size 8g)")
+SHARED_MEMORY_ADVICE = shared_memory_advice("--num_workers 0")
 # waveforms each reader worker keeps ready (the DataLoader's prefetch_factor): they wait in
 # /dev/shm, whole utterances of float32 samples (the loader hands over single utterances;
 # batches are made after the front-end, so the batch size does not enter)
@@ -222,14 +221,6 @@ class ReaderWorker(WorkerLogging):
         sys.excepthook = _quiet_on_hangup(sys.excepthook)
 
 
-def _free_shared_memory() -> str:
-    """The free space of /dev/shm, in words."""
-    try:
-        return f"{shutil.disk_usage(SHARED_MEMORY).free / 2**20:.0f} MB free"
-    except OSError as error:
-        return f"free space unknown ({error.strerror})"
-
-
 def check_workers_can_start(config: ModelConfig, num_workers: int, num_jobs: int = 1) -> None:
     """Before the ``num_workers`` reader workers of each of ``num_jobs`` jobs start: refuse a
     temporary folder their tensors cannot pass through, warn of a small /dev/shm."""
@@ -243,22 +234,14 @@ def warn_if_shared_memory_short(config: ModelConfig, num_workers: int,
     ``num_workers`` reader workers of each of ``num_jobs`` jobs keep ready
     (``READER_PREFETCH`` each, sized at ``LONG_UTTERANCE_S`` at the config's rate): a run
     on a smaller one may stop after ``READER_TIMEOUT_S`` (:func:`_delivered`)."""
-    if num_workers == 0:
-        return
-    try:
-        free = shutil.disk_usage(SHARED_MEMORY).free
-    except OSError:   # no /dev/shm (macOS): tensors are shared another way
-        return
     waveforms = num_jobs * num_workers * READER_PREFETCH
     rate = as_dataset_args(config.dataset_args).resample_rate
     needed = waveforms * LONG_UTTERANCE_S * rate * 4   # float32 samples
-    if free < needed:
-        logger.warning("%s has %s, less than the %.0f MB that the %d waveforms the reader "
-                       "workers keep ready may take (%d per worker, of up to %d s): a worker "
-                       "that cannot put one there drops it, and the run stops after %d s "
-                       "without one. %s", SHARED_MEMORY, _free_shared_memory(),
-                       needed / 2**20, waveforms, READER_PREFETCH, LONG_UTTERANCE_S,
-                       READER_TIMEOUT_S, SHARED_MEMORY_ADVICE)
+    warn_if_shared_memory_below(
+        needed, f"the {waveforms} waveforms the reader workers keep ready may take "
+        f"({READER_PREFETCH} per worker, of up to {LONG_UTTERANCE_S} s)",
+        f"a worker that cannot put one there drops it, and the run stops after "
+        f"{READER_TIMEOUT_S} s without one", SHARED_MEMORY_ADVICE)
 
 
 def _delivered(loader: DataLoader, num_workers: int) -> Iterator[Mapping[str, Any]]:
@@ -277,7 +260,7 @@ def _delivered(loader: DataLoader, num_workers: int) -> Iterator[Mapping[str, An
                 f"the {num_workers} reader workers delivered no utterance for {loader.timeout} "
                 f"s: a worker that cannot hand a waveform over through {SHARED_MEMORY} "
                 f"(the log then shows 'unable to allocate shared memory') drops it and "
-                f"waits; {SHARED_MEMORY} has {_free_shared_memory()}. "
+                f"waits; {SHARED_MEMORY} has {free_shared_memory_text()}. "
                 f"{SHARED_MEMORY_ADVICE}; the finished embeddings are kept for the "
                 f"rerun") from None
         yield sample

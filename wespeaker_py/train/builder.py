@@ -20,7 +20,8 @@ from wespeaker_py.train.interrupt import WorkerIgnoringStops
 from wespeaker_py.train.plan import TrainingPlan
 from wespeaker_py.train.schedulers import LRScheduler, MarginScheduler
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
-from wespeaker_py.utils.processes import check_temp_folder_for_workers
+from wespeaker_py.utils.processes import (check_temp_folder_for_workers, shared_memory_advice,
+                                          warn_if_shared_memory_below)
 
 logger = get_logger(__name__)
 
@@ -275,8 +276,38 @@ def build_loader(plan: TrainingPlan, dataset: Dataset) -> DataLoader:
     check_temp_folder_for_workers(args.num_workers)
     if args.num_workers > 0:
         loader_args["prefetch_factor"] = args.prefetch_factor or 2
+        if plan.world.is_main:
+            _warn_if_batches_short_of_shared_memory(plan, dataset,
+                                                    loader_args["prefetch_factor"])
         loader_args["worker_init_fn"] = WorkerIgnoringStops(WorkerLogging(
             plan.layout.log_path if plan.world.is_main else None))
         loader_args["multiprocessing_context"] = args.multiprocessing_context
         loader_args["timeout"] = args.timeout
     return DataLoader(dataset, **loader_args)
+
+
+def _warn_if_batches_short_of_shared_memory(plan: TrainingPlan, dataset: Dataset,
+                                            prefetch_factor: int) -> None:
+    """Warn when /dev/shm has less free space than the batches the loader workers keep ready
+    (``prefetch_factor`` each), which they hand over through it.
+
+    Sized as what a worker returns (:func:`~wespeaker_py.dataset.collate_train`): whatever
+    the front-end, ``batch_size`` waveform chunks of ``num_frms`` frames at
+    ``resample_rate`` (``dataset.chunk_len`` float32 samples; features are made on the
+    device). The least a batch holds: ``augment_on: device`` adds the speed change's margin
+    and the noise and RIRs, and the other ranks on the machine share /dev/shm.
+    """
+    args = plan.dataloader_args
+    batches = args.num_workers * prefetch_factor
+    needed = batches * args.batch_size * dataset.chunk_len * 4   # float32 samples
+    if args.timeout > 0:
+        effect = (f"a worker that cannot put one there drops it, and training stops after "
+                  f"{args.timeout:g} s without a batch (dataloader_args.timeout)")
+    else:
+        effect = ("a worker that cannot put one there drops it, and training waits for it "
+                  "for ever (dataloader_args.timeout 0)")
+    warn_if_shared_memory_below(
+        needed, f"the {batches} batches the loader workers keep ready may take "
+        f"({prefetch_factor} per worker, each {args.batch_size} waveform chunks of "
+        f"{dataset.settings.num_frms} frames)", effect,
+        shared_memory_advice("dataloader_args.num_workers 0"))
