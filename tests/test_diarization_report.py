@@ -83,25 +83,51 @@ def test_plot_systems_draws_each_system_in_its_own_folder(rttms, tmp_path):
         assert os.listdir(folder) == ["a.png"]
 
 
-def test_score_conditions_scores_each_condition_as_score_recordings_with_one_jer_each(
+# Recording b: x talks 0-3, y 2-4 (both 2-3); the system has s 0-4 and t 4-5, so the default
+# evaluation map is 0-5. x pairs with s (3 s shared); t shares nothing, so y has no partner.
+# Pieces: 0-2 x~s right; 2-3 x and y against s alone: 1 s missed; 3-4 y against s: 1 s
+# confused; 4-5 t alone: 1 s false alarm. As (scored, missed, false alarm, confusion):
+#   collar 0, overlap scored:   5 (x 3 + y 2), 1, 1, 1                     -> DER 3/5 = 60 %
+#   collar 0, overlap excluded: 2-3 out: 3, 0, 1, 1                        -> DER 2/3
+#   collar 0.5 (either): zones [-0.5, 0.5], [1.5, 2.5], [2.5, 3.5], [3.5, 4.5] leave
+#       0.5-1.5 (x~s, 1 s) and 4.5-5 (t alone, 0.5 s false alarm): 1, 0, 0.5, 0 -> DER 50 %
+#   JER: x~s 1 - 3/4 = 0.25 and y unpaired 1 (sum 1.25; y~s, x unpaired: 1.5) -> 62.5 %
+# Recording a (REF/HYP above) has no overlapped speech, so excluding it changes nothing:
+#   collar 0: 6, 0, 0, 1; collar 0.5: 4, 0, 0, 0.5; JER errors 0.2 and 0.5.
+# Pooled: collar 0 scored 11 s, 4 s wrong (36.36 %); collar 0 without overlap 9 s, 3 s
+# wrong (33.33 %); collar 0.5 5 s, 1 s wrong (20 %); JER mean(0.2, 0.5, 0.25, 1) = 48.75 %.
+TWO_REF = {**REF, "b": [Turn(0.0, 3.0, "x"), Turn(2.0, 4.0, "y")]}
+TWO_HYP = {**HYP, "b": [Turn(0.0, 4.0, "s"), Turn(4.0, 5.0, "t")]}
+TIMES_BY_CONDITION = {   # recording -> (scored, missed, false alarm, confusion) seconds
+    (0.0, True): {"a": (6, 0, 0, 1), "b": (5, 1, 1, 1)},
+    (0.0, False): {"a": (6, 0, 0, 1), "b": (3, 0, 1, 1)},
+    (0.5, True): {"a": (4, 0, 0, 0.5), "b": (1, 0, 0.5, 0)},
+    (0.5, False): {"a": (4, 0, 0, 0.5), "b": (1, 0, 0.5, 0)}}
+POOLED_DER = {(0.0, True): 400 / 11, (0.0, False): 100 / 3, (0.5, True): 20.0,
+              (0.5, False): 20.0}
+JER_BY_RECORDING = {"a": 35.0, "b": 62.5}
+
+
+def _seconds(times: metrics.ErrorTimes):
+    return times.scored, times.missed, times.false_alarm, times.confusion
+
+
+def test_score_conditions_gives_the_hand_computed_scores_with_one_jer_per_recording(
         monkeypatch):
-    ref = {**REF, "b": [Turn(0.0, 3.0, "x"), Turn(2.0, 4.0, "y")]}   # b has overlap
-    hyp = {**HYP, "b": [Turn(0.0, 4.0, "s")]}
-    conditions = [(0.0, True), (0.0, False), (0.5, True), (0.5, False)]
-    alone = {(collar, overlap): metrics.score_recordings(ref, hyp, collar, not overlap)
-             for collar, overlap in conditions}
     calls = []
     counted = metrics.speaker_jaccard
     monkeypatch.setattr(metrics, "speaker_jaccard",
                         lambda *args: calls.append(args[0]) or counted(*args))
-    scores = metrics.score_conditions(ref, hyp, conditions)
+    scores = metrics.score_conditions(TWO_REF, TWO_HYP, list(TIMES_BY_CONDITION))
     assert len(calls) == 2   # once per recording, not once per recording and condition
-    assert list(scores) == conditions
+    assert list(scores) == list(TIMES_BY_CONDITION)
     for condition, (files, pooled) in scores.items():
-        expected_files, expected_pooled = alone[condition]
-        assert (pooled.der, pooled.jer) == (expected_pooled.der, expected_pooled.jer)
-        assert {name: (score.der, score.jer) for name, score in files.items()} == {
-            name: (score.der, score.jer) for name, score in expected_files.items()}
+        assert {name: _seconds(score.times) for name, score in files.items()} == {
+            name: pytest.approx(times) for name, times in TIMES_BY_CONDITION[condition].items()}
+        assert {name: score.jer for name, score in files.items()} == pytest.approx(
+            JER_BY_RECORDING)
+        assert pooled.der == pytest.approx(POOLED_DER[condition])
+        assert pooled.jer == pytest.approx(48.75)
 
 
 def test_the_report_functions_are_exported_by_the_diarization_package():

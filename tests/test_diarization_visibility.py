@@ -192,3 +192,26 @@ def test_a_batch_counts_a_silent_chosen_channel_apart_from_silent_audio(model_fo
         str(wav_scp), str(tmp_path / "out.rttm"), vad="energy", num_speakers=1, progress=False)
     assert summary.reasons == {"silent_channel": 1} and list(summary.failed) == ["right"]
     assert summary.silent == ["zeros"]
+
+
+def test_a_resumed_run_finds_the_window_lda_digests_it_recorded(model_folder, tmp_path, caplog):
+    from wespeaker_py.diarization.batch import FOLDER_WORK, MANIFEST
+    from wespeaker_py.utils.paths import file_digest
+    model = load_model(model_folder, device="cpu")
+    paths = write_ldas(model, model_folder)
+    for seed, key in enumerate(("a", "b")):
+        sf.write(tmp_path / f"{key}.wav", noise(3, seed=seed), RATE)
+    wav_scp = tmp_path / "wav.scp"
+    wav_scp.write_text("".join(f"{key} {tmp_path / key}.wav\n" for key in ("a", "b")))
+    output = str(tmp_path / "rttm") + os.sep
+    settings = dict(vad="energy", num_speakers=1, progress=False)
+    assert model.diarize_many(str(wav_scp), output, **settings).resumed == 0
+    with open(os.path.join(output, FOLDER_WORK, MANIFEST), encoding="utf-8") as handle:
+        recorded = json.load(handle)["model"]["window_ldas"]
+    assert recorded == {str(rate): file_digest(path) for rate, path in paths.items()}
+    # the same model (its window LDAs read already) and a fresh one (reading them again)
+    for again in (model, load_model(model_folder, device="cpu")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="wespeaker_py.diarization.batch"):
+            assert again.diarize_many(str(wav_scp), output, **settings).resumed == 2
+        assert "2 of 2 recordings already diarized" in caplog.text

@@ -28,7 +28,7 @@ import shutil
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from wespeaker_py.diarization.options import ClusteringOptionError, check_cluster_options
 from wespeaker_py.diarization.pipeline import DiarizationResult, Diarizer
@@ -376,13 +376,7 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
     wav_scp = os.fspath(recordings) if isinstance(recordings, (str, os.PathLike)) else None
     table = _recordings_of(recordings)
     source = wav_scp or "the recordings given"
-    per_recording = writes_folder(output)
-    refuse_output_over_input({"the output RTTM": output}, {"the wav.scp": wav_scp})
-    check_output(output)
-    if per_recording:
-        _check_file_names(list(table), output)
-    if speaker_counts is not None:
-        _check_speaker_counts(diarizer, table, source, speaker_counts, kwargs)
+    _check_before_work(diarizer, table, source, wav_scp, output, speaker_counts, kwargs)
     manifest = {"recordings": _recordings_identity(wav_scp, table), "model": model_identity,
                 "options": dataclasses.asdict(diarizer.options), "settings": kwargs,
                 "speaker_counts": speaker_counts}
@@ -394,30 +388,60 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
                         len(finished), len(table), work.kept_in())
         summary = BatchSummary(resumed=len(finished))
         todo = [(key, path) for key, path in table.items() if key not in finished]
-        try:
-            for key, path in progress_bar(todo, desc="diarize", unit="rec",
-                                          enabled=show_progress and bool(todo)):
-                counts = {} if speaker_counts is None else {"num_speakers": speaker_counts[key]}
-                result = _diarize_one(diarizer, key, path, summary, {**kwargs, **counts})
-                if result is not None:
-                    finished[key] = FinishedRecording.of(result)
-                    work.store(key, finished[key])
-        except BaseException:
-            if len(finished) > summary.resumed:
-                logger.warning("stopped: the %d recording(s) diarized so far are kept in %s; "
-                               "the same run again continues from there",
-                               len(finished), work.kept_in())
-            raise
+        finished.update(_diarize_and_keep(diarizer, todo, work, summary, show_progress,
+                                          speaker_counts, kwargs))
         in_order = {key: finished[key] for key in table if key in finished}
         for key, item in in_order.items():
             summary.count(key, item)
-        outcome = (f"the RTTMs of the {summary.diarized} recording(s) diarized are in {output}"
-                   if per_recording else f"{output} was not written (the {summary.diarized} "
-                                         f"recording(s) diarized are kept in {work.path})")
+        if work.per_recording:
+            outcome = f"the RTTMs of the {summary.diarized} recording(s) diarized are in {output}"
+        else:
+            outcome = (f"{output} was not written (the {summary.diarized} recording(s) "
+                       f"diarized are kept in {work.path})")
         summary.tally().check(source, max_fail_fraction, outcome, unit="recordings")
         work.finish(in_order)
     logger.info("%s -> %s", summary.describe(), output)
     return summary
+
+
+def _check_before_work(diarizer: Diarizer, table: Mapping[str, str], source: str,
+                       wav_scp: Optional[str], output: str,
+                       speaker_counts: Optional[Mapping[str, int]],
+                       settings: Mapping[str, Any]) -> None:
+    """Refuse, before any work, an output that cannot be written (over the ``wav_scp``,
+    or a folder of RTTMs some recording cannot name a file in) and speaker counts that
+    cannot apply to the recordings of ``table`` (from ``source``)."""
+    refuse_output_over_input({"the output RTTM": output}, {"the wav.scp": wav_scp})
+    check_output(output)
+    if writes_folder(output):
+        _check_file_names(list(table), output)
+    if speaker_counts is not None:
+        _check_speaker_counts(diarizer, table, source, speaker_counts, settings)
+
+
+def _diarize_and_keep(diarizer: Diarizer, todo: Sequence[Tuple[str, str]], work: BatchWork,
+                      summary: BatchSummary, show_progress: bool,
+                      speaker_counts: Optional[Mapping[str, int]],
+                      settings: Mapping[str, Any]) -> Dict[str, FinishedRecording]:
+    """The recordings of ``todo`` (``(key, audio)`` pairs) diarized, each kept in ``work`` as
+    soon as it is done; those that cannot be read are counted in ``summary``. Stopped by an
+    error, it says that what it diarized is kept, and raises it again."""
+    done: Dict[str, FinishedRecording] = {}
+    try:
+        for key, path in progress_bar(todo, desc="diarize", unit="rec",
+                                      enabled=show_progress and bool(todo)):
+            counts = {} if speaker_counts is None else {"num_speakers": speaker_counts[key]}
+            result = _diarize_one(diarizer, key, path, summary, {**settings, **counts})
+            if result is not None:
+                done[key] = FinishedRecording.of(result)
+                work.store(key, done[key])
+    except BaseException:
+        if done:
+            logger.warning("stopped: the %d recording(s) diarized so far are kept in %s; "
+                           "the same run again continues from there",
+                           summary.resumed + len(done), work.kept_in())
+        raise
+    return done
 
 
 def _diarize_one(diarizer: Diarizer, key: str, path: str, summary: BatchSummary,

@@ -26,7 +26,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, INT16_SCALE, AudioSilentError,
                                 narrowband, warn_if_narrowband)
 from wespeaker_py.audio.readable import readable_recordings
 from wespeaker_py.dataset.lists import warn_unlisted
-from wespeaker_py.diarization.clustering import cluster_windows
+from wespeaker_py.diarization.clustering import Clustering, cluster_windows
 from wespeaker_py.diarization.options import DiarizationOptions, given_or, speaker_bounds
 from wespeaker_py.diarization.segmentation import subsegments
 from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
@@ -136,11 +136,8 @@ class Diarizer:
         Audio without speech gives no turns; speech shorter than a window gives one turn.
         ``recording`` names it in the log (default: the file, when ``audio`` is one).
         """
-        opts = self.options
-        num_speakers = given_or(num_speakers, opts.num_speakers)
-        min_speakers = given_or(min_speakers, opts.min_speakers)
-        max_speakers = given_or(max_speakers, opts.max_speakers)
-        opts.cluster_options().check(num_speakers, min_speakers, max_speakers)
+        num_speakers, min_speakers, max_speakers = self._speaker_counts(
+            num_speakers, min_speakers, max_speakers)
         seconds: Dict[str, float] = {}
         clock = time.perf_counter()
         rate = self.sample_rate
@@ -165,28 +162,39 @@ class Diarizer:
             return DiarizationResult([], speech, 0, seconds)
 
         clock = time.perf_counter()
-        projection = self.projection_for(source_rate)
-        if projection is not None:
-            embeddings = projection(embeddings)
-        clustering = cluster_windows(embeddings, opts.cluster_options(), num_speakers,
-                                     min_speakers, max_speakers)
+        embeddings, clustering = self._clustered(embeddings, source_rate, num_speakers,
+                                                 min_speakers, max_speakers)
         seconds["cluster"] = time.perf_counter() - clock
         if clustering.capped:
-            logger.warning("%s: found %s%d speakers, more than max_speakers=%d: kept %d; raise "
-                           "max_speakers if the recording has more", name,
-                           "at least " if clustering.at_least else "", clustering.found,
-                           speaker_bounds(min_speakers, max_speakers)[1],
-                           clustering.num_speakers)
-        unmet = None
-        if num_speakers is not None and clustering.num_speakers < num_speakers:
-            unmet = num_speakers
-            logger.warning("%s: num_speakers=%d but only %d window(s) of speech: %d "
-                           "speaker(s)", name, num_speakers, len(windows),
-                           clustering.num_speakers)
+            _warn_capped(name, clustering, speaker_bounds(min_speakers, max_speakers)[1])
+        unmet = _unmet_num_speakers(name, clustering, num_speakers, len(windows))
         turns = self.turns(windows, clustering.labels, embeddings)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped,
                                  unmet_num_speakers=unmet)
+
+    def _speaker_counts(self, num_speakers: Optional[int], min_speakers: Optional[int],
+                        max_speakers: Optional[int]
+                        ) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+        """A call's ``(num_speakers, min_speakers, max_speakers)``, the options' where not
+        given, checked against the clustering."""
+        opts = self.options
+        counts = (given_or(num_speakers, opts.num_speakers),
+                  given_or(min_speakers, opts.min_speakers),
+                  given_or(max_speakers, opts.max_speakers))
+        opts.cluster_options().check(*counts)
+        return counts
+
+    def _clustered(self, embeddings: np.ndarray, source_rate: int,
+                   num_speakers: Optional[int], min_speakers: Optional[int],
+                   max_speakers: Optional[int]) -> Tuple[np.ndarray, Clustering]:
+        """The window embeddings of a recording that came at ``source_rate``, projected
+        (:meth:`projection_for`), and their clustering."""
+        projection = self.projection_for(source_rate)
+        if projection is not None:
+            embeddings = projection(embeddings)
+        return embeddings, cluster_windows(embeddings, self.options.cluster_options(),
+                                           num_speakers, min_speakers, max_speakers)
 
     def projection_for(self, source_rate: int) -> Optional[Projection]:
         """The projection for a recording that came at ``source_rate``: the narrowband one of
@@ -261,6 +269,26 @@ class Diarizer:
         if self.options.resolution is None:
             return windows_to_turns(windows, labels)
         return frames_to_turns(windows, labels, embeddings, self.options.resolution)
+
+
+def _warn_capped(name: str, clustering: Clustering, max_speakers: int) -> None:
+    """Say that the recording ``name`` may have more speakers than the ``max_speakers`` its
+    clustering was capped at."""
+    logger.warning("%s: found %s%d speakers, more than max_speakers=%d: kept %d; raise "
+                   "max_speakers if the recording has more", name,
+                   "at least " if clustering.at_least else "", clustering.found,
+                   max_speakers, clustering.num_speakers)
+
+
+def _unmet_num_speakers(name: str, clustering: Clustering, num_speakers: Optional[int],
+                        num_windows: int) -> Optional[int]:
+    """The ``num_speakers`` given for the recording ``name`` when its ``num_windows`` windows
+    gave fewer speakers (with a warning saying so), else None."""
+    if num_speakers is None or clustering.num_speakers >= num_speakers:
+        return None
+    logger.warning("%s: num_speakers=%d but only %d window(s) of speech: %d speaker(s)",
+                   name, num_speakers, num_windows, clustering.num_speakers)
+    return num_speakers
 
 
 class _CountedWindows(SequenceABC):
