@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple,
                     Union)
 
@@ -14,6 +15,7 @@ from wespeaker_py.api.companion_files import (check_heard_rate, companions_at, d
 from wespeaker_py.audio import heard_rate_of
 from wespeaker_py.audio.readable import readable_recordings
 from wespeaker_py.errors import RunFailedError
+from wespeaker_py.frontend.band_fill import NARROW_SOURCE
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -26,6 +28,7 @@ logger = get_logger(__name__)
 if TYPE_CHECKING:
     from wespeaker_py.api.model import SpeakerModel
     from wespeaker_py.frontend.band_fill import BandFill
+    from wespeaker_py.frontend.features import FbankFeatures
 
 
 def band_fill_mismatch(message: str, force: bool) -> None:
@@ -130,87 +133,122 @@ class BandFillFiles:
         """Learn the band fill for ``heard_rate`` from the wide-band speech of the Kaldi data
         directories ``data``, write it to ``output`` (default :meth:`file`) and use it (see
         :meth:`~wespeaker_py.api.SpeakerModel.train_band_fill`)."""
-        import torch
-        from wespeaker_py.audio import narrowband
-        from wespeaker_py.frontend.band_fill import NARROW_SOURCE, BandFillError, fit_band_fill
+        from wespeaker_py.frontend.band_fill import BandFillError, fit_band_fill
         sample_rate = model.sample_rate
         frontend = self.fbank_frontend(model)
         if frontend is None:
             raise BandFillError("a band fill needs a torch model with an fbank front-end")
-        heard_rate = check_heard_rate(heard_rate, sample_rate)
-        if not heard_rate:
-            raise BandFillError(f"a band fill is for a rate below the model's "
-                                f"{sample_rate} Hz, got heard_rate 0")
+        heard_rate = _rate_below_the_models(heard_rate, sample_rate)
         target = learnt_file_target(output, self.file(model, heard_rate))
         require_writable(target)
         folders = data_folders(data)
-        source = ", ".join(folders)
-        # skip reasons, NARROW_SOURCE among them (an expected skip, not a failure)
-        skipped: Counter = Counter()
-        narrow_rates: Set[int] = set()   # the rates that those NARROW_SOURCE skips came at
-        done = 0
-
-        def log_mels(samples: np.ndarray) -> np.ndarray:
-            return frontend.log_mel(torch.as_tensor(samples).unsqueeze(0))[0].numpy()
-
-        def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-            nonlocal done
-            for folder in folders:
-                recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
-                for _, wide, source_rate in readable_recordings(
-                        recordings, sample_rate, skipped, "band fill", progress):
-                    if heard_rate_of(source_rate, sample_rate):
-                        # counted in the summary, not warned about one by one
-                        skipped[NARROW_SOURCE] += 1
-                        narrow_rates.add(source_rate)
-                        continue
-                    done += 1
-                    yield log_mels(wide), log_mels(narrowband(wide, heard_rate, sample_rate))
-
-        def failures() -> JobTally:
-            """The tally of the utterances that failed: those at a lower rate are not
-            counted against ``max_fail_fraction``, an expected skip rather than a fault."""
-            return JobTally.of(done, {why: count for why, count in skipped.items()
-                                      if why != NARROW_SOURCE})
-
-        def narrow_count() -> str:
-            return (f"{skipped[NARROW_SOURCE]} came at {narrow_rates_text()} Hz (below the "
-                    f"model's {sample_rate} Hz)")
-
-        def narrow_rates_text() -> str:
-            return " or ".join(str(rate) for rate in sorted(narrow_rates))
-
-        def check_tally() -> None:
-            failed = failures()
-            if not done and skipped[NARROW_SOURCE]:
-                others = (f"; {failed.num_skipped} more skipped ({failed.describe_reasons()})"
-                          if failed.num_skipped else "")
-                raise RunFailedError(
-                    f"nothing learnt from {source}: {narrow_count()}{others}. A band fill "
-                    f"learns from speech at the model's {sample_rate} Hz (e.g. the model's "
-                    f"own training data), which it brings down to {heard_rate} Hz itself; "
-                    f"the {narrow_rates_text()} Hz audio has no wide band to teach it. Give "
-                    f"--data (data=) speech at {sample_rate} Hz; no band fill was learnt")
-            failed.check(source, max_fail_fraction, "no band fill was learnt",
-                         unit="utterances")
-
+        tally = _DataTally(sample_rate, heard_rate, ", ".join(folders))
         try:
-            fill = fit_band_fill(pairs(), heard_rate, frontend.sample_rate,
-                                 frontend.num_mel_bins, frontend.frame_length)
+            fill = fit_band_fill(tally.log_mel_pairs(folders, frontend, progress), heard_rate,
+                                 frontend.sample_rate, frontend.num_mel_bins,
+                                 frontend.frame_length)
         except BandFillError:
-            check_tally()   # nothing read says so, naming the data, before "too few frames"
+            # nothing read says so, naming the data, before "too few frames"
+            tally.check(max_fail_fraction)
             raise
-        check_tally()
+        tally.check(max_fail_fraction)
         fill.save(target)
         self.refresh(model)
-        summary = f"band fill for {heard_rate} Hz learnt from {done} utterance(s) of {source}"
-        if skipped:
-            reasons = [narrow_count()] if skipped[NARROW_SOURCE] else []
-            if failures().num_skipped:
-                reasons.append(failures().describe_reasons())
-            logger.warning("%s; skipped %d: %s", summary, sum(skipped.values()),
+        tally.log_learnt()
+        logger.info("band fill -> %s: %s", target, fill.describe())
+        return fill
+
+
+def _rate_below_the_models(heard_rate: int, sample_rate: int) -> int:
+    """``heard_rate`` as :func:`check_heard_rate` takes it: a rate below the model's
+    ``sample_rate``, which a band fill is for (a :class:`BandFillError` otherwise)."""
+    from wespeaker_py.frontend.band_fill import BandFillError
+    heard_rate = check_heard_rate(heard_rate, sample_rate)
+    if not heard_rate:
+        raise BandFillError(f"a band fill is for a rate below the model's "
+                            f"{sample_rate} Hz, got heard_rate 0")
+    return heard_rate
+
+
+@dataclass
+class _DataTally:
+    """The reading of a band fill's data (``source``: its folders, for the messages) at the
+    model's ``sample_rate``: the utterances learnt from, the skips by reason (NARROW_SOURCE
+    among them: an expected skip, not a failure) and the rates those NARROW_SOURCE skips
+    came at."""
+
+    sample_rate: int
+    heard_rate: int
+    source: str
+    done: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    narrow_rates: Set[int] = field(default_factory=set)
+
+    def log_mel_pairs(self, folders: Sequence[str], frontend: "FbankFeatures",
+                      progress: bool) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """The log-mel energies of each wide-band utterance of ``folders`` and of it as heard
+        at ``heard_rate``, counted here as they are read."""
+        from wespeaker_py.audio import narrowband
+        for folder in folders:
+            recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
+            for _, wide, source_rate in readable_recordings(
+                    recordings, self.sample_rate, self.skipped, "band fill", progress):
+                if heard_rate_of(source_rate, self.sample_rate):
+                    # counted in the summary, not warned about one by one
+                    self.skipped[NARROW_SOURCE] += 1
+                    self.narrow_rates.add(source_rate)
+                    continue
+                self.done += 1
+                yield (_log_mels(frontend, wide),
+                       _log_mels(frontend, narrowband(wide, self.heard_rate, self.sample_rate)))
+
+    def failures(self) -> JobTally:
+        """The tally of the utterances that failed: those at a lower rate are not
+        counted against ``max_fail_fraction``, an expected skip rather than a fault."""
+        return JobTally.of(self.done, {why: count for why, count in self.skipped.items()
+                                       if why != NARROW_SOURCE})
+
+    def narrow_count(self) -> str:
+        """How many utterances came below the model's rate, and at which rates."""
+        return (f"{self.skipped[NARROW_SOURCE]} came at {self.narrow_rates_text()} Hz (below "
+                f"the model's {self.sample_rate} Hz)")
+
+    def narrow_rates_text(self) -> str:
+        """The rates the utterances below the model's rate came at (``8000 or 11025``)."""
+        return " or ".join(str(rate) for rate in sorted(self.narrow_rates))
+
+    def check(self, max_fail_fraction: float) -> None:
+        """A :class:`RunFailedError` when every utterance read came below the model's rate,
+        or when more than ``max_fail_fraction`` of them failed."""
+        failed = self.failures()
+        if not self.done and self.skipped[NARROW_SOURCE]:
+            others = (f"; {failed.num_skipped} more skipped ({failed.describe_reasons()})"
+                      if failed.num_skipped else "")
+            raise RunFailedError(
+                f"nothing learnt from {self.source}: {self.narrow_count()}{others}. A band "
+                f"fill learns from speech at the model's {self.sample_rate} Hz (e.g. the "
+                f"model's own training data), which it brings down to {self.heard_rate} Hz "
+                f"itself; the {self.narrow_rates_text()} Hz audio has no wide band to teach "
+                f"it. Give --data (data=) speech at {self.sample_rate} Hz; no band fill was "
+                f"learnt")
+        failed.check(self.source, max_fail_fraction, "no band fill was learnt",
+                     unit="utterances")
+
+    def log_learnt(self) -> None:
+        """Log what the band fill was learnt from: a warning naming the skips, if any."""
+        summary = (f"band fill for {self.heard_rate} Hz learnt from {self.done} utterance(s) "
+                   f"of {self.source}")
+        if self.skipped:
+            reasons = [self.narrow_count()] if self.skipped[NARROW_SOURCE] else []
+            if self.failures().num_skipped:
+                reasons.append(self.failures().describe_reasons())
+            logger.warning("%s; skipped %d: %s", summary, sum(self.skipped.values()),
                            ", ".join(reasons))
         else:
             logger.info("%s", summary)
-        logger.info("band fill -> %s: %s", target, fill.describe())
-        return fill
+
+
+def _log_mels(frontend: "FbankFeatures", samples: np.ndarray) -> np.ndarray:
+    """The log-mel energies ``[frames, bins]`` of ``samples`` through ``frontend``."""
+    import torch
+    return frontend.log_mel(torch.as_tensor(samples).unsqueeze(0))[0].numpy()

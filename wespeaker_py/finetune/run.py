@@ -25,11 +25,12 @@ run's inputs, and ``overwrite`` only replaces an earlier fine-tuning run (a fold
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -359,6 +360,72 @@ def _publish(staged_dir: str, out_dir: str) -> None:
             shutil.copyfile(staged, tmp)
 
 
+def _request(checkpoint: str, config_path: str, data: FinetuneData,
+             options: FinetuneOptions) -> Dict[str, Any]:
+    """What ``work/request.json`` records of the run: the source's files, the data folders,
+    the options and a digest of each data list."""
+    return {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
+            "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
+            "lists": list_digests(data)}
+
+
+def _folders_as_read(data: FinetuneData, data_dir: str, mix_data: Optional[str],
+                     lists_dir: str) -> Dict[str, str]:
+    """``{role: folder}`` (``data``, ``mix_data``) of the data for the next steps' commands:
+    the Kaldi lists of each folder as read, written under ``lists_dir``, or the folder
+    given where those are not written (a folder of segments)."""
+    folders = {role: folder for role, folder in (("data", data_dir), ("mix_data", mix_data))
+               if folder}
+    folders.update(write_data_lists(data, lists_dir))
+    return folders
+
+
+def _train_phases(plan: List[Dict[str, Any]], work: str, init: str, modules: List[str],
+                  configure: Callable[..., Dict[str, Any]]) -> None:
+    """Train the phases of ``plan`` in turn in ``work``, the first from ``init``, each later
+    one from the last checkpoint of the one before; record each one's ``frozen_params``
+    in it. ``configure``: :func:`phase_config` given what every phase shares."""
+    last, epochs_before = init, 0
+    run_epochs = sum(phase["epochs"] for phase in plan)
+    for number, phase in enumerate(plan, 1):
+        phase_dir = os.path.join(work, phase["name"])
+        frozen = _frozen_prefixes(phase["freeze"], modules)
+        label = _phase_label(phase["freeze"])
+        # each phase is a training run of its own, whose log counts its epochs from 1
+        logger.info("phase %d of %d (%s): the run's epochs %d-%d of %d, logged as %s epochs "
+                    "1-%d, in %s", number, len(plan), _phase_trains(phase["freeze"]),
+                    epochs_before + 1, epochs_before + phase["epochs"], run_epochs,
+                    label, phase["epochs"], phase_dir)
+        epochs_before += phase["epochs"]
+        last = _train_phase(configure(exp_dir=phase_dir, model_init=last,
+                                      epochs=phase["epochs"], frozen_params=frozen,
+                                      init_head=last != init), label, number == 1)
+        phase["frozen_params"] = frozen
+
+
+def _average_last_phase(work: str, plan: List[Dict[str, Any]], num_avg: int
+                        ) -> Tuple[str, List[str]]:
+    """The last phase's experiment folder, its ``models/avg_model.pt`` written, and the
+    checkpoints averaged into it (up to ``num_avg`` of the phase's last)."""
+    # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
+    # it is evaluated and calibrated: a failure leaves no half-made model in OUT
+    final_dir = os.path.join(work, plan[-1]["name"])
+    final_layout = Layout(final_dir)
+    averaged = average_checkpoints(final_layout.model_dir, min(num_avg, plan[-1]["epochs"]),
+                                   final_layout.avg_model_path)
+    return final_dir, averaged
+
+
+def _dev_record(before: Dict[str, Any], after: Dict[str, Any],
+                audio: DevAudio) -> Dict[str, Any]:
+    """The record's ``dev`` entry: the figures before and after, whether the new model is
+    worse than the source, and how many dev utterances were heard at each rate."""
+    figures = {name: {key: result[key] for key in ("eer", "min_dcf", "trials")}
+               for name, result in (("before", before), ("after", after))}
+    return dict(figures, worse_than_source=worse_than_source(figures),
+                heard_by_rate={str(heard): len(group) for heard, group in sorted(audio.items())})
+
+
 def finetune(source: str, data_dir: str, out_dir: str,
              options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
              num_threads: Optional[int] = None, overwrite: bool = False,
@@ -394,6 +461,7 @@ def finetune(source: str, data_dir: str, out_dir: str,
 def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions,
               device: Optional[str], overwrite: bool, config: Optional[str],
               mix_data: Optional[str]) -> Dict[str, Any]:
+    """:func:`finetune`'s work, in the threads it sets; returns the ``finetune.json`` record."""
     _check_options(options)
     check_device(device)
     config_path, checkpoint = torch_model_files(source, config)
@@ -403,9 +471,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     corpus = read_finetune_corpus(data_dir, mix_data, sample_rate=rate)
     data = split_finetune_data(corpus, options.dev_speakers)
     rate = rate or data.sample_rate
-    request = {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
-               "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
-               "lists": list_digests(data)}
+    request = _request(checkpoint, config_path, data, options)
     _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
@@ -417,42 +483,18 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     data = kept_split(corpus, data, os.path.join(work, "data"))
     warn_about_split(corpus, data)
     train_data, train_label, trials_path = write_lists(data, os.path.join(work, "data"))
-    # the Kaldi lists of the data as read, for the commands of the next steps
-    folders = {role: folder for role, folder in (("data", data_dir), ("mix_data", mix_data))
-               if folder}
-    folders.update(write_data_lists(data, os.path.join(work, "lists")))
+    folders = _folders_as_read(data, data_dir, mix_data, os.path.join(work, "lists"))
     init = os.path.join(work, INIT_NAME)
     _write_body_init(checkpoint, init, _rate_bound_buffers(source_dataset_args, rate))
     modules = _top_level_parameters(source_config.model)
     logger.info("fine-tuning %s on %d speakers (%d utterances) at %d Hz; dev: %d speakers, "
                 "%d trials", source, len(data.train_speakers), len(data.train), rate,
                 len(data.dev_speakers), len(data.trials))
-
-    last, plan = init, phases(options, len(data.train_speakers))
-    epochs_before = 0
-    for number, phase in enumerate(plan, 1):
-        phase_dir = os.path.join(work, phase["name"])
-        frozen = _frozen_prefixes(phase["freeze"], modules)
-        label = _phase_label(phase["freeze"])
-        # each phase is a training run of its own, whose log counts its epochs from 1
-        logger.info("phase %d of %d (%s): the run's epochs %d-%d of %d, logged as %s epochs "
-                    "1-%d, in %s", number, len(plan), _phase_trains(phase["freeze"]),
-                    epochs_before + 1, epochs_before + phase["epochs"], options.epochs,
-                    label, phase["epochs"], phase_dir)
-        epochs_before += phase["epochs"]
-        last = _train_phase(phase_config(
-            source_config, options, exp_dir=phase_dir, train_data=train_data,
-            train_label=train_label, num_utterances=len(data.train), sample_rate=rate,
-            model_init=last, epochs=phase["epochs"], frozen_params=frozen, device=device,
-            init_head=last != init), label, number == 1)
-        phase["frozen_params"] = frozen
-    # the averaged model stays an experiment folder (config.yaml, models/avg_model.pt) until
-    # it is evaluated and calibrated: a failure leaves no half-made model in OUT
-    final_dir = os.path.join(work, plan[-1]["name"])
-    final_layout = Layout(final_dir)
-    averaged = average_checkpoints(final_layout.model_dir,
-                                   min(options.num_avg, plan[-1]["epochs"]),
-                                   final_layout.avg_model_path)
+    plan = phases(options, len(data.train_speakers))
+    _train_phases(plan, work, init, modules, functools.partial(
+        phase_config, source_config, options, train_data=train_data, train_label=train_label,
+        num_utterances=len(data.train), sample_rate=rate, device=device))
+    final_dir, averaged = _average_last_phase(work, plan, options.num_avg)
     train_seconds = time.time() - started
 
     audio, skipped = _dev_audio(data, rate)
@@ -465,16 +507,12 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     _publish(final_dir, out_dir)
     save_calibration(os.path.join(out_dir, CALIBRATION_NAME), calibration)
 
-    figures = {name: {key: result[key] for key in ("eer", "min_dcf", "trials")}
-               for name, result in (("before", before), ("after", after))}
     report = {"source": request["source"], "config": request["config"],
               "options": options.as_dict(), "data": data.summary(),
               "source_sample_rate": source_dataset_args.resample_rate,
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
-              "dev": dict(figures, worse_than_source=worse_than_source(figures),
-                          heard_by_rate={str(heard): len(group)
-                                         for heard, group in sorted(audio.items())}),
+              "dev": _dev_record(before, after, audio),
               "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
     report["next_steps"] = next_steps(source, out_dir, folders, report)

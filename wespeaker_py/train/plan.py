@@ -153,39 +153,18 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
     Builds the feature front-end, so seed the generators first (an SSL
     front-end draws from them before its weights load).
     """
-    for key in _REQUIRED:
-        if getattr(config, key) is None:
-            raise ConfigError(f"config key '{key}' must be set "
-                              f"(in the YAML or as --{key} on the command line)")
-    if "embed_dim" not in config.model_args:
-        raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
+    _check_required_keys(config)
     check_model_frontend(config)
     dataset_args = config.dataset_args
     if dataset_args.aug_prob > 0:
-        # a list whose every file is missing would train unaugmented, without a word
-        for path, what, key in ((config.reverb_data, "RIR", "reverb_data"),
-                                (config.noise_data, "noise", "noise_data")):
-            if path:
-                check_augment_list(path, what, key)
-        if not (config.reverb_data or config.noise_data) and world.is_main:
-            # WeSpeaker trains on without augmentation too: a warning, not an error
-            logger.warning("dataset_args.aug_prob is %g but no --reverb_data or --noise_data "
-                           "was given: training runs without augmentation",
-                           dataset_args.aug_prob)
+        _check_augment_data(config, world)
     spk2id = spk2id_from_utt2spk(config.train_label)
     num_utterances = len(read_key_value(config.train_label))
-    initialisation = repr((config.model, sorted(config.model_args.items()),
-                           sorted(config.projection_args.items()), config.seed))
     batch_size = config.dataloader_args.batch_size
     epoch_iter = epoch_iterations(dataset_args, num_utterances, batch_size, world.world_size)
     run_settings = training_settings(config_to_dict(config))
     spk2id_digest = speaker_map_digest(spk2id)
-    start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
-                                 Layout(config.exp_dir).interrupted_path, initialisation,
-                                 world.world_size, epoch_iter, run_settings)
-    if start.training_state is not None:
-        start = dataclasses.replace(start, continued=continued_settings(
-            start.training_state, start.path, start.first_epoch, run_settings, spk2id_digest))
+    start = _start_weights(config, world.world_size, epoch_iter, run_settings, spk2id_digest)
     projection_args = dict(config.projection_args, do_lm=config.do_lm)
     frontend = _build_frontend(dataset_args)
     holds_frontend = dataset_args.frontend != "fbank"
@@ -223,6 +202,48 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         loss=config.loss, loss_args=dict(config.loss_args),
         log_batch_interval=config.log_batch_interval,
         save_epoch_interval=config.save_epoch_interval, num_avg=config.num_avg)
+
+
+def _check_required_keys(config: TrainConfig) -> None:
+    """A ConfigError naming the first of the keys every run needs that ``config`` leaves
+    unset."""
+    for key in _REQUIRED:
+        if getattr(config, key) is None:
+            raise ConfigError(f"config key '{key}' must be set "
+                              f"(in the YAML or as --{key} on the command line)")
+    if "embed_dim" not in config.model_args:
+        raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
+
+
+def _check_augment_data(config: TrainConfig, world: DistContext) -> None:
+    """The RIR and noise lists of a run that augments (``dataset_args.aug_prob`` > 0) name
+    files (see :func:`check_augment_list`); without either, a warning on the main rank."""
+    # a list whose every file is missing would train unaugmented, without a word
+    for path, what, key in ((config.reverb_data, "RIR", "reverb_data"),
+                            (config.noise_data, "noise", "noise_data")):
+        if path:
+            check_augment_list(path, what, key)
+    if not (config.reverb_data or config.noise_data) and world.is_main:
+        # WeSpeaker trains on without augmentation too: a warning, not an error
+        logger.warning("dataset_args.aug_prob is %g but no --reverb_data or --noise_data "
+                       "was given: training runs without augmentation",
+                       config.dataset_args.aug_prob)
+
+
+def _start_weights(config: TrainConfig, world_size: int, epoch_iter: int,
+                   run_settings: Mapping[str, Any], spk2id_digest: str) -> StartWeights:
+    """The weights the run starts from: ``model_init`` and ``checkpoint`` read, or the
+    ``interrupted.pt`` a stopped run of the same settings left, with how this run's settings
+    differ from a training checkpoint's."""
+    initialisation = repr((config.model, sorted(config.model_args.items()),
+                           sorted(config.projection_args.items()), config.seed))
+    start = continue_interrupted(read_start_weights(config.model_init, config.checkpoint),
+                                 Layout(config.exp_dir).interrupted_path, initialisation,
+                                 world_size, epoch_iter, run_settings)
+    if start.training_state is None:
+        return start
+    return dataclasses.replace(start, continued=continued_settings(
+        start.training_state, start.path, start.first_epoch, run_settings, spk2id_digest))
 
 
 def check_data_files(config: TrainConfig) -> None:
