@@ -1,12 +1,14 @@
-"""The API's inputs: a wav.scp read by the one reader, and embeddings without a direction
-refused by name instead of giving a cosine of 0 or NaN."""
+"""The API's inputs: a wav.scp read by the one reader; embeddings without a direction, or not
+of the model's size, refused by name instead of giving a cosine of 0 or NaN or a numpy error;
+scores that are no cosine, and labels that are not a trial list's, refused as well."""
 import numpy as np
 import pytest
 
 import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from wespeaker_py.api.gallery import Gallery, ZeroEmbeddingError
-from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.api.model import EmbeddingShapeError, SpeakerModel
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.paths import InputFileError
 from wespeaker_py.utils.tables import DataFormatError
 
@@ -54,6 +56,54 @@ def test_unit_refuses_an_embedding_without_a_direction(model):
     centred = SpeakerModel(model.backend, model.name, model.source, mean_vec=vector)
     with pytest.raises(ZeroEmbeddingError, match="of utt7 equals the model's mean"):
         centred.score_embeddings(rng.standard_normal(model.embed_dim), vector, "utt3", "utt7")
+
+
+def test_an_embedding_of_another_size_or_shape_is_refused_by_name(tmp_path, model):
+    # these once failed in numpy's matmul/broadcasting, or with a TypeError about scalars
+    dim = model.embed_dim
+    vector = np.random.default_rng(1).standard_normal(dim)
+    with pytest.raises(EmbeddingShapeError, match=f"the embedding of the second input has "
+                                                  f"{dim - 1} values, this model's embeddings "
+                                                  f"have {dim}"):
+        model.score_embeddings(vector, vector[1:])
+    with pytest.raises(EmbeddingShapeError, match=rf"the embedding of utt7 has shape \(2, "
+                                                  rf"{dim // 2}\), not one vector of this "
+                                                  rf"model's {dim} values"):
+        model.score_embeddings(vector, vector.reshape(2, dim // 2), "utt3", "utt7")
+    with pytest.raises(EmbeddingShapeError, match="the embedding of the first input has shape"):
+        model.score_embeddings(np.stack([vector, vector]), vector)
+    # a batch of one is one vector
+    assert model.score_embeddings(vector[None, :], vector) == pytest.approx(1.0)
+    mean_path = tmp_path / "mean.npy"
+    np.save(mean_path, np.zeros(dim, np.float32))
+    centred = wespeaker_py.load_model(model.source, device="cpu", mean_vec=str(mean_path))
+    with pytest.raises(EmbeddingShapeError, match=f"the embedding of the second input has "
+                                                  f"{dim + 1} values"):
+        centred.score_embeddings(vector, np.append(vector, 1.0))
+
+
+def test_decide_refuses_a_score_that_is_no_cosine(model):
+    # a NaN once decided "different speakers"; the model here has no calibration
+    for score in (float("nan"), 2.0):
+        with pytest.raises(WespeakerError, match=f"is a cosine: .* got {score}"):
+            model.decide(score)
+    assert model.decide(0.7).decision
+
+
+def test_calibration_of_scores_reads_the_labels_of_trial_lists_and_refuses_others(model):
+    rng = np.random.default_rng(2)
+    labels = [True] * 20 + [False] * 20
+    scores = np.clip(rng.normal(0.2, 0.2, 40) + 0.4 * np.array(labels), -1, 1)
+    from_booleans = model.calibration_of_scores(scores, labels, "trials", [])
+    words = ["target" if label else "nontarget" for label in labels]
+    from_words = model.calibration_of_scores(scores, words, "trials", [])
+    assert (from_words.weight, from_words.bias, from_words.num_target) == (
+        from_booleans.weight, from_booleans.bias, from_booleans.num_target)
+    # +1/-1 once made every trial a target: "0 nontarget trial(s)"
+    with pytest.raises(WespeakerError, match=r"cannot calibrate on trials: labels must be "
+                                             r"1/True .* got -1, 1$"):
+        model.calibration_of_scores(scores, [1 if label else -1 for label in labels],
+                                    "trials", [])
 
 
 def test_enroll_and_identify_name_the_recording_of_no_direction(tmp_path, model, monkeypatch):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from wespeaker_py.scoring.metrics import compute_det_points, compute_eer, compute_min_dcf
+from wespeaker_py.scoring.metrics import (compute_det_points, compute_eer, compute_min_dcf,
+                                          target_labels)
 
 
 def brute_force_points(scores, labels):
@@ -123,3 +124,36 @@ def test_bad_inputs():
         compute_eer([0.1, np.nan], [1, 0])
     with pytest.raises(ValueError, match="labels"):
         compute_eer([0.1, 0.2, 0.3], [1, 0])
+
+
+@pytest.mark.parametrize("labels", [[True, True, False, False], [1, 1, 0, 0], [1.0, 1.0, 0.0, 0.0],
+                                    ["target", "target", "nontarget", "nontarget"],
+                                    ["Target", "tgt", "imp", "nontgt"],
+                                    np.array([1, 1, 0, 0], dtype=object)])
+def test_labels_are_booleans_zero_one_or_the_trial_lists_words(labels):
+    # the words once all counted as targets: "got 4 targets of 4"
+    np.testing.assert_array_equal(target_labels(labels), [True, True, False, False])
+    assert compute_eer([0.9, 0.8, 0.3, 0.1], labels) == 0.0
+
+
+@pytest.mark.parametrize("labels, seen", [([1, 1, -1, -1], "-1, 1"),
+                                          ([-1, -1, 1, 1], "-1, 1"),
+                                          (["1", "1", "0", "0"], "'0', '1'"),
+                                          ([2, 0, 1, 0], "0, 1, 2"),
+                                          ([np.nan, 0, 1, 0], "0.0, 1.0, nan"),
+                                          ([None, 0, 1, 0], "None, 0, 1"),
+                                          (list(range(10)), r"0, 1, 2, 3, 4, 5, \.\.\. "
+                                                            r"\(10 distinct values\)")])
+def test_other_labels_are_refused_naming_the_values_seen(labels, seen):
+    with pytest.raises(ValueError, match=rf"labels must be 1/True for targets and 0/False for "
+                                         rf"nontargets \(or 'target'/'nontarget'\), got {seen}$"):
+        compute_eer(np.linspace(0, 1, len(labels)), labels)
+
+
+@pytest.mark.parametrize("costs, named", [({"c_fa": 0}, "c_fa=0"), ({"c_miss": -1}, "c_miss=-1"),
+                                          ({"c_fa": np.nan}, "c_fa=nan"),
+                                          ({"c_miss": np.inf}, "c_miss=inf")])
+def test_min_dcf_refuses_costs_that_are_not_finite_and_positive(costs, named):
+    # these once gave minDCF nan, or 1.000 for a negative cost
+    with pytest.raises(ValueError, match=f"{named} must be a finite number above 0"):
+        compute_min_dcf([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0], **costs)

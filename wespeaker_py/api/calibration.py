@@ -29,7 +29,8 @@ import numpy as np
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
-from wespeaker_py.scoring.metrics import DetPoints, compute_det_points, eer_from_det
+from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_from_det,
+                                          target_labels)
 from wespeaker_py.scoring.qmf import cllr, train_calibration
 from wespeaker_py.utils.atomic_files import atomic_open
 
@@ -108,10 +109,12 @@ def check_trial_counts(num_target: int, num_nontarget: int, trials: str = "") ->
 
 
 def probability(llr: float, prior: float) -> float:
-    """Posterior probability of "same speaker" for a log-likelihood ratio at ``prior``."""
+    """Posterior probability of "same speaker" for a log-likelihood ratio at ``prior``
+    (NaN for a NaN ``llr``: it is no evidence of different speakers)."""
     check_prior(prior)
     log_odds = llr + math.log(prior / (1 - prior))
-    return 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
+    # below -700 exp overflows; a NaN fails the comparison and stays NaN through the formula
+    return 0.0 if log_odds < -700 else 1.0 / (1.0 + math.exp(-log_odds))
 
 
 def _point(det: DetPoints, index: int) -> OperatingPoint:
@@ -119,21 +122,29 @@ def _point(det: DetPoints, index: int) -> OperatingPoint:
                           float(det.fnr[index]))
 
 
+def _cannot_calibrate(trials: str, error: ValueError) -> WespeakerError:
+    return WespeakerError(f"cannot calibrate on {trials or 'these trials'}: {error}")
+
+
 def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
                     model: str = "", identity: str = "",
                     band_fills: Optional[Dict[int, str]] = None,
                     mean_vec: str = "") -> Calibration:
     """Fit the score-to-LLR map and measure the operating points on ``scores``/``labels``
-    (at least :data:`MIN_TRIALS_PER_CLASS` of each label); ``band_fills``, ``mean_vec``:
-    see :class:`Calibration`."""
+    (at least :data:`MIN_TRIALS_PER_CLASS` of each label; labels as
+    :func:`~wespeaker_py.scoring.metrics.target_labels` takes them); ``band_fills``,
+    ``mean_vec``: see :class:`Calibration`."""
     scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
+    try:
+        labels = target_labels(labels)
+    except ValueError as error:
+        raise _cannot_calibrate(trials, error) from None
     check_trial_counts(int(labels.sum()), int((~labels).sum()), trials)
     try:
         det = compute_det_points(scores, labels)
         linear = train_calibration(scores[:, None], labels)
     except ValueError as error:
-        raise WespeakerError(f"cannot calibrate on {trials or 'these trials'}: {error}") from None
+        raise _cannot_calibrate(trials, error) from None
     llrs = linear(scores[:, None])
     # the EER point: the threshold where miss and false-alarm rates are closest;
     # 1% FA: the lowest threshold accepting at most 1% of nontargets
@@ -170,19 +181,25 @@ def load_calibration(path: str) -> Calibration:
     try:
         points = {name: OperatingPoint(**point)
                   for name, point in payload["operating_points"].items()}
-        return Calibration(weight=float(payload["weight"]), bias=float(payload["bias"]),
-                           eer=float(payload["eer"]), cllr=float(payload["cllr"]),
-                           num_target=int(payload["num_target"]),
-                           num_nontarget=int(payload["num_nontarget"]),
-                           operating_points=points, trials=str(payload.get("trials", "")),
-                           model=str(payload.get("model", "")),
-                           identity=str(payload.get("identity", "")),
-                           band_fills={int(rate): str(digest) for rate, digest
-                                       in payload.get("band_fills", {}).items()},
-                           mean_vec=(None if payload.get("mean_vec") is None
-                                     else str(payload["mean_vec"])))
+        calibration = Calibration(weight=float(payload["weight"]), bias=float(payload["bias"]),
+                                  eer=float(payload["eer"]), cllr=float(payload["cllr"]),
+                                  num_target=int(payload["num_target"]),
+                                  num_nontarget=int(payload["num_nontarget"]),
+                                  operating_points=points, trials=str(payload.get("trials", "")),
+                                  model=str(payload.get("model", "")),
+                                  identity=str(payload.get("identity", "")),
+                                  band_fills={int(rate): str(digest) for rate, digest
+                                              in payload.get("band_fills", {}).items()},
+                                  mean_vec=(None if payload.get("mean_vec") is None
+                                            else str(payload["mean_vec"])))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise WespeakerError(f"{path}: calibration file lacks or mistypes {error}") from None
+    for name in ("weight", "bias"):
+        if not math.isfinite(getattr(calibration, name)):
+            # json reads NaN and Infinity; such a fit would decide every trial alike
+            raise WespeakerError(f"{path}: calibration {name} is "
+                                 f"{getattr(calibration, name)}, not a finite number")
+    return calibration
 
 
 def read_optional_calibration(path: Optional[str], identity: str, force: bool = False,

@@ -4,7 +4,7 @@ trials."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,13 +114,13 @@ class CalibrationFile:
         return calibration
 
     def of_scores(self, model: "SpeakerModel", scores: Sequence[float],
-                  labels: Sequence[bool], trials: str,
+                  labels: Sequence[Union[bool, int, str]], trials: str,
                   heard_rates: Iterable[int]) -> Calibration:
         """A calibration fitted on the model's ``scores`` of labelled trials (the file
-        ``trials``), recording its identity, its mean vector and the band fills that its
-        audio heard at ``heard_rates`` went through (call it right after embedding that
-        audio)."""
-        return fit_calibration(np.array(scores), np.array(labels, dtype=bool), trials=trials,
+        ``trials``; ``labels`` as :func:`~wespeaker_py.scoring.metrics.target_labels` takes
+        them), recording its identity, its mean vector and the band fills that its audio
+        heard at ``heard_rates`` went through (call it right after embedding that audio)."""
+        return fit_calibration(np.array(scores), labels, trials=trials,
                                model=model.name, identity=model.identity,
                                band_fills=self._band_fills.loaded_digests(model, heard_rates),
                                mean_vec=mean_vec_digest(model.mean_vec))

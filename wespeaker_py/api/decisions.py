@@ -19,6 +19,8 @@ logger = get_logger(__name__)
 UNCALIBRATED_THRESHOLD = 0.5
 # the prior that P(same) is shown at when none is given (the decision is a threshold's then)
 NO_PRIOR = 0.5
+# how far outside [-1, 1] a score may lie by float rounding and still be a cosine
+COSINE_TOLERANCE = 1e-6
 # the mismatches (their messages) that a ranking without a rule has warned about
 _WARNED_RANKINGS: Set[str] = set()
 
@@ -168,11 +170,22 @@ def calibration_for_ranking(read: Callable[[], Optional[Calibration]],
         return None
 
 
+def check_score(score: float) -> None:
+    """Raise unless ``score`` is a cosine: a finite number in [-1, 1] (give or take
+    :data:`COSINE_TOLERANCE`). A NaN, say from a vector without direction, is no evidence
+    of different speakers."""
+    if not -1.0 - COSINE_TOLERANCE <= score <= 1.0 + COSINE_TOLERANCE:   # NaN fails too
+        raise WespeakerError(f"a score to decide on is a cosine: it must be a finite number "
+                             f"between -1 and 1, got {score}")
+
+
 def decide_score(score: float, calibration: Optional[Calibration], prior: Optional[float],
                  operating_point: Optional[str], threshold: Optional[float]) -> Verification:
-    """The :class:`Verification` of ``score`` under ``calibration`` (None: uncalibrated), by
-    the rule that ``prior``, ``operating_point`` or ``threshold`` names, once
-    :func:`check_decision_rule` and :func:`check_rule_has_calibration` have passed them."""
+    """The :class:`Verification` of ``score`` (a cosine, see :func:`check_score`) under
+    ``calibration`` (None: uncalibrated), by the rule that ``prior``, ``operating_point`` or
+    ``threshold`` names, once :func:`check_decision_rule` and
+    :func:`check_rule_has_calibration` have passed them."""
+    check_score(score)
     if calibration is None:
         point = "default" if threshold is None else "given"
         threshold = UNCALIBRATED_THRESHOLD if threshold is None else float(threshold)

@@ -50,6 +50,10 @@ BUFFER_BYTES = 256 << 20
 SHORT_INPUT_SECONDS = 1.0
 
 
+class EmbeddingShapeError(WespeakerError, ValueError):
+    """An embedding given to compare that is not one vector of the model's size."""
+
+
 class SpeakerModel:
     """A loaded speaker model (torch or onnxruntime) with the files that travel with it.
 
@@ -242,12 +246,22 @@ class SpeakerModel:
     def unit(self, embedding: np.ndarray, name: str = "the input") -> np.ndarray:
         """``embedding`` minus the model's mean vector (if any), scaled to unit length.
 
+        It is one vector of :attr:`embed_dim` values (a ``[1, embed_dim]`` row, a batch of
+        one, is taken as one); another shape or size raises :class:`EmbeddingShapeError`.
         One with no direction (all zeros, or equal to the mean vector) has no cosine with
         anything; it, and one holding NaN or infinity, raise
-        :class:`~wespeaker_py.api.gallery.ZeroEmbeddingError` naming ``name`` (the input
-        it came from).
+        :class:`~wespeaker_py.api.gallery.ZeroEmbeddingError`. Both name ``name`` (the
+        input it came from).
         """
         given = np.asarray(embedding, dtype=np.float64)
+        if given.ndim == 2 and given.shape[0] == 1:
+            given = given[0]
+        if given.ndim != 1:
+            raise EmbeddingShapeError(f"the embedding of {name} has shape {given.shape}, not "
+                                      f"one vector of this model's {self.embed_dim} values")
+        if given.size != self.embed_dim:
+            raise EmbeddingShapeError(f"the embedding of {name} has {given.size} values, this "
+                                      f"model's embeddings have {self.embed_dim}")
         if not np.isfinite(given).all():
             raise ZeroEmbeddingError(f"the embedding of {name} holds NaN or infinity")
         vector = given if self.mean_vec is None else given - self.mean_vec
@@ -330,12 +344,14 @@ class SpeakerModel:
         return self._calibration_file.fit(self, trials, wav_scp, output, batch_size, progress,
                                           channel)
 
-    def calibration_of_scores(self, scores: Sequence[float], labels: Sequence[bool],
+    def calibration_of_scores(self, scores: Sequence[float],
+                              labels: Sequence[Union[bool, int, str]],
                               trials: str, heard_rates: Iterable[int]) -> Calibration:
         """Fit a calibration on this model's ``scores`` of labelled trials (the file
-        ``trials``), recording what they depend on: the model's :attr:`identity`, its mean
-        vector, and the band fills that its audio heard at ``heard_rates`` went through
-        (call it right after embedding that audio)."""
+        ``trials``; ``labels`` True/1/``target`` for targets, False/0/``nontarget`` for
+        nontargets, anything else an error), recording what they depend on: the model's
+        :attr:`identity`, its mean vector, and the band fills that its audio heard at
+        ``heard_rates`` went through (call it right after embedding that audio)."""
         return self._calibration_file.of_scores(self, scores, labels, trials, heard_rates)
 
     # -- speaker gallery ---------------------------------------------------------------------

@@ -9,12 +9,23 @@ threshold. All functions sort once and work on cumulative counts.
 figure the recipes print). It is the point where the straight line between the
 two operating points that bracket ``P_miss = P_fa`` crosses that diagonal, the
 same interpolation WeSpeaker's metric uses.
+
+Labels (:func:`target_labels`) are booleans, the numbers 1 (target) and 0 (nontarget),
+or the words of the trial lists (``target``/``nontarget``); anything else, such as the
+-1/+1 of other toolkits, is refused rather than read as "nonzero is a target".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import numpy as np
+
+from wespeaker_py.scoring.trials import parse_label
+
+# distinct label values a refusal lists
+_LABELS_SHOWN = 6
 
 
 @dataclass
@@ -31,9 +42,37 @@ class DetPoints:
     fpr: np.ndarray
 
 
+def target_labels(labels: Union[np.ndarray, Sequence]) -> np.ndarray:
+    """``labels`` as a flat boolean array, True for targets: booleans, the numbers 1 and 0,
+    or the trial lists' words (:func:`~wespeaker_py.scoring.trials.parse_label`). Anything
+    else is a ValueError naming the distinct values given."""
+    array = np.asarray(labels).ravel()
+    if array.dtype == object:
+        array = np.asarray(array.tolist())   # numbers, booleans or words held as objects
+    if array.dtype == bool:
+        return array
+    if array.dtype.kind in "iuf":
+        targets = array == 1
+        if np.all(targets | (array == 0)):
+            return targets
+    elif array.dtype.kind in "US":
+        words, inverse = np.unique(array.astype(str), return_inverse=True)
+        parsed = [parse_label(word) for word in words]
+        if None not in parsed:
+            return np.array(parsed, dtype=bool)[inverse.ravel()]
+    try:
+        seen = np.unique(array).tolist()
+    except TypeError:   # values of kinds that do not sort together
+        seen = list(dict.fromkeys(array.tolist()))
+    shown = ", ".join(repr(value) for value in seen[:_LABELS_SHOWN])
+    more = f", ... ({len(seen)} distinct values)" if len(seen) > _LABELS_SHOWN else ""
+    raise ValueError(f"labels must be 1/True for targets and 0/False for nontargets (or "
+                     f"'target'/'nontarget'), got {shown}{more}")
+
+
 def _check(scores: np.ndarray, labels: np.ndarray):
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
+    labels = target_labels(labels)
     if scores.shape != labels.shape:
         raise ValueError(f"{scores.shape[0]} scores but {labels.shape[0]} labels")
     if not np.all(np.isfinite(scores)):
@@ -81,6 +120,9 @@ def min_dcf_from_det(points: DetPoints, p_target: float = 0.01, c_miss: float = 
     """Normalised minimum detection cost from DET points."""
     if not 0 < p_target < 1:
         raise ValueError(f"p_target={p_target} must lie strictly between 0 and 1")
+    for name, value in (("c_miss", c_miss), ("c_fa", c_fa)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value} must be a finite number above 0")
     cost = c_miss * p_target * points.fnr + c_fa * (1 - p_target) * points.fpr
     # the cost of the best trivial system (accept all or reject all) normalises it;
     # both trivial systems are among the points (first and last)
