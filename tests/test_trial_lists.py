@@ -86,12 +86,23 @@ def test_read_trials_counts_lines_that_repeat_a_pair(tmp_path, caplog):
         trials = read_trials(str(path))
     assert len(trials) == 6   # every line is kept
     assert f"{path}: 3 trial(s) repeat the enroll and test keys of an earlier line (the " \
-           f"first: line 4, a b)" in caplog.text
+           f"first: line 4, a b) and 1 trial(s) swap the enroll and test keys of an earlier " \
+           f"line (the first: line 7, b a); each repeat is scored" in caplog.text
+
+
+def test_read_trials_counts_pairs_repeated_in_the_other_order_apart(tmp_path, caplog):
+    path = tmp_path / "trials"
+    path.write_text("a b target\nc d nontarget\nb a target\nb a target\nd c nontarget\n")
+    with caplog.at_level(logging.WARNING):
+        read_trials(str(path))
+    assert f"{path}: 1 trial(s) repeat the enroll and test keys of an earlier line (the " \
+           f"first: line 4, b a) and 2 trial(s) swap the enroll and test keys of an earlier " \
+           f"line (the first: line 3, b a)" in caplog.text
 
 
 def test_read_trials_of_distinct_pairs_says_nothing(tmp_path, caplog):
     path = tmp_path / "trials"
-    path.write_text("a b target\nb a target\na c nontarget\n")
+    path.write_text("a b target\nb c target\na c nontarget\na a target\n")
     with caplog.at_level(logging.WARNING):
         read_trials(str(path))
     assert "repeat" not in caplog.text

@@ -11,15 +11,17 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from wespeaker_py.cli.common import add_flag, bin_parser, open_probability, run_main
+from wespeaker_py.cli.common import (add_flag, bin_parser, open_probability, positive_number,
+                                     run_main)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = bin_parser(__file__, __doc__)
     add_flag(parser, "p_target", type=open_probability, default=0.01,
              help="prior of a target trial, 0 < p < 1")
-    add_flag(parser, "c_miss", type=float, default=1.0, help="cost of a miss")
-    add_flag(parser, "c_fa", type=float, default=1.0, help="cost of a false alarm")
+    add_flag(parser, "c_miss", type=positive_number, default=1.0, help="cost of a miss, > 0")
+    add_flag(parser, "c_fa", type=positive_number, default=1.0,
+             help="cost of a false alarm, > 0")
     parser.add_argument("scores_files", nargs="+", help="score files with labels")
     return parser
 

@@ -55,17 +55,15 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     parser = build_parser()
     args = parser.parse_args(argv)
     _refuse_over_inputs(args)
-    from wespeaker_py.scoring.cosine import compute_and_save_mean, score_trial_files
+    if args.cal_mean and not args.cal_mean_dir:
+        parser.error("--cal_mean True needs --cal_mean_dir")
+    from wespeaker_py.scoring.cosine import score_trial_files
     setup_logging()
-    mean_vec_path = None
-    if args.cal_mean:
-        if not args.cal_mean_dir:
-            parser.error("--cal_mean True needs --cal_mean_dir")
-        mean_vec_path = compute_and_save_mean(args.cal_mean_dir)
-    else:
+    if not args.cal_mean:
         logger.info("no mean normalisation of the evaluation embeddings")
     return score_trial_files(args.eval_scp_path, args.trials,
-                             ExperimentLayout(args.exp_dir).scores_dir, mean_vec_path,
+                             ExperimentLayout(args.exp_dir).scores_dir,
+                             args.cal_mean_dir if args.cal_mean else None,
                              args.device, args.max_missing_fraction)
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, positive_number, run_main
 from wespeaker_py.utils.logging_utils import get_logger, setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
 
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     gather = commands.add_parser("gather_calibration_factors",
                                  help="quality features of a normalised score file")
     add_flag(gather, "wav_dur_scp", default=None, help="utt2dur of all trial utterances")
-    add_flag(gather, "max_dur", type=float, default=20.0, help="durations are capped here (s)")
+    add_flag(gather, "max_dur", type=positive_number, default=20.0,
+             help="durations are capped here (s, > 0)")
     add_flag(gather, "score_norm_file", required=True)
     add_flag(gather, "calibration_factor_file", required=True)
     add_bool_flag(gather, "drop_duration", default=False, help="leave durations out")

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import add_bool_flag, add_flag, bin_parser, positive_int, run_main
 from wespeaker_py.utils.list_jobs import parse_fail_fraction
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
@@ -30,10 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "indim", type=int, default=None,
              help="embedding dimension (checked against the embeddings)")
     add_flag(parser, "exp_dir", required=True, help="the model is saved as EXP/plda")
-    add_flag(parser, "iter", type=int, default=5, help="EM iterations")
+    add_flag(parser, "iter", type=positive_int, default=5, help="EM iterations (at least 1)")
     add_bool_flag(parser, "whiten", default=False,
                   help="centre and whiten the total covariance before PLDA")
-    add_flag(parser, "lda_dim", type=int, default=None,
+    add_flag(parser, "lda_dim", type=positive_int, default=None,
              help="centre and project by LDA to this dimension before PLDA (below the number "
                   "of training speakers, or the scores are not calibrated LLRs)")
     add_bool_flag(parser, "normalize_length", default=False,
@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.whiten and args.lda_dim is not None:
+        parser.error("give --whiten or --lda_dim, not both (LDA already whitens)")
     model_path = os.path.join(args.exp_dir, "plda")
     refuse_output_over_input({"the model --exp_dir/plda": model_path},
                              {"--scp_path": args.scp_path, "--utt2spk": args.utt2spk})

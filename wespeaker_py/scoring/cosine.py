@@ -15,6 +15,7 @@ from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep
                                          read_trials, write_score_file)
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.tables import DataFormatError
 
 logger = get_logger(__name__)
 
@@ -67,21 +68,28 @@ def cosine_score_trials(table: EmbeddingTable, trials: TrialList,
     return paired_cosine(normed, normed, enroll_rows, test_rows, chunk_size)
 
 
-def compute_and_save_mean(cal_mean_dir: str) -> str:
-    """Mean of ``cal_mean_dir/xvector.scp`` saved as ``cal_mean_dir/mean_vec.npy``; return its
-    path.
+def compute_and_save_mean(cal_mean_dir: str, eval_table: EmbeddingTable) -> np.ndarray:
+    """Mean of ``cal_mean_dir/xvector.scp``, to be subtracted from the embeddings of
+    ``eval_table``, saved as ``cal_mean_dir/mean_vec.npy`` and returned.
 
-    A ``mean_vec.npy`` that already holds this mean is left as it is: the recipes' later
-    stages judge their outputs by its time, and every scoring stage computes it again.
+    Embeddings of another dimension than ``eval_table``'s are a :class:`DataFormatError`
+    naming both files, raised before anything is written. A ``mean_vec.npy`` that already
+    holds this mean is left as it is: the recipes' later stages judge their outputs by its
+    time, and every scoring stage computes it again.
     """
     reference = EmbeddingSetLayout(cal_mean_dir)
     scp_path = reference.embeddings_scp
     logger.info("computing the mean embedding of %s", scp_path)
-    mean_path = reference.mean_path
-    mean = compute_mean_vector(load_embeddings(scp_path, progress=True))
-    if not _holds(mean_path, mean):
-        save_mean_vector(mean_path, mean)
-    return mean_path
+    table = load_embeddings(scp_path, progress=True)
+    if table.dim != eval_table.dim:
+        raise DataFormatError(scp_path, None, f"embeddings have dimension {table.dim}, but "
+                                              f"the evaluation embeddings {eval_table.source} "
+                                              f"have {eval_table.dim}: their mean cannot be "
+                                              f"subtracted from them")
+    mean = compute_mean_vector(table)
+    if not _holds(reference.mean_path, mean):
+        save_mean_vector(reference.mean_path, mean)
+    return mean
 
 
 def _holds(path: str, mean: np.ndarray) -> bool:
@@ -94,10 +102,12 @@ def _holds(path: str, mean: np.ndarray) -> bool:
 
 
 def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir: str,
-                      mean_vec_path: Optional[str] = None, device: str = "auto",
+                      cal_mean_dir: Optional[str] = None, device: str = "auto",
                       max_missing_fraction: float = 0.0) -> List[str]:
     """Cosine-score each trial list into ``store_dir/<trials name>.score``; return the paths.
 
+    With ``cal_mean_dir`` the mean of its embeddings (saved there, see
+    :func:`compute_and_save_mean`) is subtracted from every embedding first.
     Trials naming an utterance without an embedding (one extraction skipped) are
     left out and counted; a list that would lose more than ``max_missing_fraction``
     of its trials is not written, and :class:`MissingEmbeddingsError` is raised
@@ -113,7 +123,7 @@ def score_trial_files(eval_scp_path: str, trial_paths: Sequence[str], store_dir:
     for out_path in out_paths:
         require_writable(out_path)   # a folder in a score file's place fails before any work
     table = load_embeddings(eval_scp_path, progress=True)
-    mean_vec = load_mean_vector(mean_vec_path, table.dim) if mean_vec_path else None
+    mean_vec = compute_and_save_mean(cal_mean_dir, table) if cal_mean_dir else None
     normed = None
     written, refused = [], []
     for out_path, trial_path in out_paths.items():

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.scoring.kaldi_plda import read_kaldi_plda
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
@@ -124,6 +125,19 @@ class Preprocessing:
         return projected
 
 
+class PLDAOptionError(WespeakerError, ValueError):
+    """PLDA preprocessing options that do not fit together or do not fit the embeddings."""
+
+
+def check_lda_dim(lda_dim: int, dim: int, source: str = "the embeddings",
+                  name: str = "lda_dim") -> None:
+    """Refuse an LDA dimension (option ``name``) outside 1 to ``dim``, the dimension of
+    ``source``, with a :class:`PLDAOptionError`."""
+    if not 1 <= lda_dim <= dim:
+        raise PLDAOptionError(f"{name} {lda_dim} must lie between 1 and {dim}, the dimension "
+                              f"of {source}")
+
+
 def length_normalize(vectors: np.ndarray) -> np.ndarray:
     """Scale rows to norm ``sqrt(dim)`` (Kaldi's convention for PLDA inputs)."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
@@ -134,17 +148,16 @@ def fit_preprocessing(stats: ClassStatistics, whiten: bool = False,
                       lda_dim: Optional[int] = None,
                       normalize_length: bool = False) -> Preprocessing:
     """Fit centring + whitening or LDA (+ length normalisation) on raw class statistics."""
-    if whiten and lda_dim:
-        raise ValueError("choose whitening or LDA, not both (LDA already whitens)")
+    if whiten and lda_dim is not None:
+        raise PLDAOptionError("choose whitening or LDA, not both (LDA already whitens)")
     dim = stats.means.shape[1]
     total = stats.num_samples
     mean = stats.counts @ stats.means / total
     centred = stats.means - mean
     between = (centred * stats.counts[:, None]).T @ centred / total
     within = stats.within_scatter / total
-    if lda_dim:
-        if not 1 <= lda_dim <= dim:
-            raise ValueError(f"lda_dim={lda_dim} must be between 1 and {dim}")
+    if lda_dim is not None:
+        check_lda_dim(lda_dim, dim)
         # generalised eigenvectors satisfy V' within V = I; keep the most discriminative
         values, vectors = scipy.linalg.eigh(between, within + 1e-10 * np.eye(dim))
         projection = vectors[:, np.argsort(values)[::-1][:lda_dim]].T
@@ -270,11 +283,14 @@ class TwoCovPLDA:
               whiten: bool = False, lda_dim: Optional[int] = None,
               normalize_length: bool = False, progress: bool = False) -> "TwoCovPLDA":
         """Fit preprocessing (if any) and the PLDA on ``embeddings`` with class ``labels``."""
+        if num_iters < 1:
+            raise PLDAOptionError(f"num_iters {num_iters}: PLDA training needs at least one "
+                                  f"EM iteration")
         labels = np.asarray(labels)
         _, labels = np.unique(labels, return_inverse=True)
         num_classes = int(labels.max()) + 1
         preprocessing = None
-        if whiten or lda_dim or normalize_length:
+        if whiten or lda_dim is not None or normalize_length:
             raw = class_statistics(embeddings, labels, num_classes)
             preprocessing = fit_preprocessing(raw, whiten, lda_dim, normalize_length)
             stats = class_statistics(embeddings, labels, num_classes, preprocessing)

@@ -7,7 +7,7 @@ import numpy as np
 
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import read_utt2spk, speaker_rows
-from wespeaker_py.scoring.plda import TwoCovPLDA, length_normalize
+from wespeaker_py.scoring.plda import TwoCovPLDA, check_lda_dim, length_normalize
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import DataFormatError
@@ -30,6 +30,8 @@ def train_plda_files(scp_path: str, utt2spk_path: str, model_path: str, num_iter
     if indim is not None and table.dim != indim:
         raise DataFormatError(scp_path, None, f"embeddings have dimension {table.dim}, "
                                               f"but --indim {indim} was given")
+    if lda_dim is not None:   # before the speakers are grouped and the model trained
+        check_lda_dim(lda_dim, table.dim, f"the embeddings in {scp_path}", "--lda_dim")
     grouped = speaker_rows(table, read_utt2spk(utt2spk_path), utt2spk_path,
                            max_missing_fraction)
     plda = TwoCovPLDA.train(grouped.take(table.matrix), grouped.labels, num_iters,

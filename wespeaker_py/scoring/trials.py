@@ -16,7 +16,6 @@ Score files are ``enroll test score [target|nontarget] [extra numeric columns]``
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -285,21 +284,50 @@ def read_trials(path: str) -> TrialList:
 
 def _warn_repeated_trials(trials: TrialList) -> None:
     """A warning with the number of trials that repeat an earlier one's enroll and test
-    keys, and the line of the first (found by reading the file again, only then)."""
-    pairs = trials.enroll.astype(np.int64) * len(trials.test_keys) + trials.test
-    _, first_of_each = np.unique(pairs, return_index=True)
-    repeats = len(pairs) - len(first_of_each)
-    if not repeats:
+    keys, and of those that swap them (``b a`` after ``a b``, which cosine scores the
+    same), each with the line of the first (found by reading the file again, only then)."""
+    ids = {key: number for number, key in enumerate(dict.fromkeys(trials.enroll_keys
+                                                                  + trials.test_keys))}
+    enroll = np.array([ids[key] for key in trials.enroll_keys], dtype=np.int64)[trials.enroll]
+    test = np.array([ids[key] for key in trials.test_keys], dtype=np.int64)[trials.test]
+    ordered = _first_occurrences(enroll * len(ids) + test)
+    either_order = _first_occurrences(np.minimum(enroll, test) * len(ids)
+                                      + np.maximum(enroll, test))
+    repeated = ~ordered
+    swapped = ordered & ~either_order
+    kinds = [(mask, description) for mask, description in (
+        (repeated, "repeat the enroll and test keys of an earlier line"),
+        (swapped, "swap the enroll and test keys of an earlier line")) if mask.any()]
+    if not kinds:
         return
+    positions = [int(np.argmax(mask)) for mask, _ in kinds]
+    line_of = _line_numbers(trials.path, positions)
+    counts = " and ".join(
+        f"{int(mask.sum())} trial(s) {description} (the first: line {line_of[position]}, "
+        f"{trials.enroll_keys[trials.enroll[position]]} {trials.test_keys[trials.test[position]]})"
+        for (mask, description), position in zip(kinds, positions))
+    logger.warning("%s: %s; each repeat is scored, and counted by the metrics, again",
+                   trials.path, counts)
+
+
+def _first_occurrences(pairs: np.ndarray) -> np.ndarray:
+    """Boolean mask of the entries of ``pairs`` whose value no earlier entry has."""
+    _, first_of_each = np.unique(pairs, return_index=True)
     is_first = np.zeros(len(pairs), dtype=bool)
     is_first[first_of_each] = True
-    position = int(np.argmin(is_first))
-    line_no = next(itertools.islice(iter_table(trials.path), position, None))[0]
-    logger.warning("%s: %d trial(s) repeat the enroll and test keys of an earlier line (the "
-                   "first: line %d, %s %s); each repeat is scored, and counted by the "
-                   "metrics, again", trials.path, repeats, line_no,
-                   trials.enroll_keys[trials.enroll[position]],
-                   trials.test_keys[trials.test[position]])
+    return is_first
+
+
+def _line_numbers(path: str, positions: Sequence[int]) -> Dict[int, int]:
+    """The line number of the trials at ``positions`` (0-based, among the trials) of ``path``."""
+    wanted = set(positions)
+    found: Dict[int, int] = {}
+    for position, (line_no, _) in enumerate(iter_table(path)):
+        if position in wanted:
+            found[position] = line_no
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def write_trials(path: str, trials: Iterable[Tuple[str, str, str]]) -> None:
