@@ -190,6 +190,11 @@ def test_utt2dur_from_wav_scp(tmp_path):
     (tmp_path / "bad.scp").write_text(f"a {tmp_path}/a.flac\nc {tmp_path}/none.wav\n")
     with pytest.raises(DataFormatError, match=r"bad\.scp:2: cannot read"):
         compute_utt2dur(str(tmp_path / "bad.scp"), str(tmp_path / "utt2dur2"))
-    (tmp_path / "pipe.scp").write_text("a sox x.wav -t wav - |\n")
-    with pytest.raises(DataFormatError, match=r"pipe\.scp:1: .*pipes are not supported"):
+    # a pipe is run and measured by the audio it gives; one that fails names its line
+    (tmp_path / "pipe.scp").write_text(f"a cat {tmp_path}/a.flac |\nb {tmp_path}/b.flac\n"
+                                       f"c cat {tmp_path}/none.flac |\n")
+    with pytest.raises(DataFormatError, match=r"pipe\.scp:3: cannot read 'cat .*none\.flac \|'"):
         compute_utt2dur(str(tmp_path / "pipe.scp"), str(tmp_path / "utt2dur3"))
+    (tmp_path / "pipe.scp").write_text(f"a cat {tmp_path}/a.flac |\nb {tmp_path}/b.flac\n")
+    assert compute_utt2dur(str(tmp_path / "pipe.scp"), str(tmp_path / "utt2dur3")) == (2, 1.75)
+    assert read_utt2dur(str(tmp_path / "utt2dur3")) == {"a": 1.5, "b": 0.25}

@@ -10,7 +10,8 @@ from wespeaker_py.scoring.calibration_set import compute_utt2dur
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = FlagParser(description=__doc__)
-    parser.add_argument("wav_scp", help="Kaldi wav.scp (file paths, no pipes)")
+    parser.add_argument("wav_scp", help="Kaldi wav.scp (file paths; 'command |' entries "
+                                        "are run)")
     parser.add_argument("utt2dur", help="output: '<utt> <seconds>' lines")
     args = parser.parse_args(argv)
     count, total = compute_utt2dur(args.wav_scp, args.utt2dur)

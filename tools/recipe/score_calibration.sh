@@ -65,11 +65,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     if up_to_date "${utt2dur}" "${data}/${dset}/wav.scp"; then
       continue
     fi
-    # made again when the set was prepared again, except from pipes, which wav2dur cannot
-    # read: an utt2dur given with them (Kaldi's) is kept
+    # made again when the set was prepared again, except from pipes, which wav2dur would
+    # run and decode one by one: an utt2dur given with them (Kaldi's) is kept
     if [ -s "${utt2dur}" ] && grep -q '|[[:space:]]*$' "${data}/${dset}/wav.scp"; then
-      echo "$0: ${utt2dur} is older than its wav.scp, whose pipes wav2dur cannot read;" \
-           "using it as it is" >&2
+      echo "$0: ${utt2dur} is older than its wav.scp, whose pipes wav2dur would have to" \
+           "decode; using it as it is (remove it to measure them)" >&2
       continue
     fi
     python tools/wav2dur.py "${data}/${dset}/wav.scp" "${utt2dur}" > "${data}/${dset}/dur.log"

@@ -7,19 +7,48 @@ them exactly like the real material:
 
 - noise: white, pink and brown noise (power spectra 1, 1/f, 1/f^2);
 - music: sums of harmonic tones with slow note changes;
-- speech (babble): 3 to 7 training utterances summed;
+- speech (babble): 3 to 7 training utterances summed, each resampled to the
+  rate of the set; an utterance that cannot be read, or holds no usable audio
+  (empty, silent, NaN), is skipped (logged, and counted at the end) and another
+  drawn in its place;
 - RIRs: a direct-path impulse followed by exponentially decaying Gaussian
   noise whose decay gives an RT60 drawn from a range.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.audio import INT16_SCALE, open_audio, write_wav
+from wespeaker_py.audio import INT16_SCALE, open_audio, read_checked, write_wav
+from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.utils.logging_utils import listed_names
 from wespeaker_py.utils.tables import write_table
+
+logger = logging.getLogger(__name__)
+
+# the fewest speech files babble is drawn from (a babble sums 3 to 7 draws)
+MIN_BABBLE_SOURCES = 3
+
+
+class SpeechSourceError(WespeakerError, ValueError):
+    """Too few usable speech files to make babble from (or none to take a rate from)."""
+
+
+def speech_sample_rate(speech_wavs: Sequence[str]) -> int:
+    """The sample rate of the first of ``speech_wavs`` that opens as audio (a
+    ``command |`` entry is run); those before it are logged as skipped. A
+    :class:`SpeechSourceError` when none opens."""
+    for wav in speech_wavs:
+        try:
+            with open_audio(wav) as handle:
+                return handle.samplerate
+        except AudioInputError as error:
+            logger.warning("%s; taking the sample rate from the next speech file", error)
+    raise SpeechSourceError(f"none of the {len(speech_wavs)} speech files opens as audio, "
+                            f"so none gives a sample rate")
 
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -82,11 +111,14 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
                             seed: int = 0) -> Dict[str, str]:
     """Write synthetic noise and RIR sets under ``out_dir``; return the paths of both lists.
 
-    ``speech_wavs`` are the utterances babble is made from (at least 3 are needed).
+    ``speech_wavs`` are the utterances babble is made from, at any rate (resampled to
+    ``sample_rate``); unusable ones are skipped (see :class:`_BabbleSources`), and fewer
+    than :data:`MIN_BABBLE_SOURCES` usable ones is a :class:`SpeechSourceError`.
     Gives ``{"musan": <out_dir>/musan/wav.scp, "rirs": <out_dir>/rirs/wav.scp}``.
     """
-    if len(speech_wavs) < 3:
-        raise ValueError(f"babble needs at least 3 speech files, got {len(speech_wavs)}")
+    if len(speech_wavs) < MIN_BABBLE_SOURCES:
+        raise SpeechSourceError(f"babble needs at least {MIN_BABBLE_SOURCES} speech files, "
+                                f"got {len(speech_wavs)}")
     rng = np.random.default_rng(seed)
     num_samples = int(duration * sample_rate)
     musan_dir = os.path.join(out_dir, "musan")
@@ -107,9 +139,10 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
         write_wav(path, 0.5 * harmonic_music(num_samples, sample_rate, rng), sample_rate)
         musan_entries.append((key, path))
 
+    sources = _BabbleSources(speech_wavs, sample_rate)
     for index in range(num_babble):
         chosen = rng.choice(len(speech_wavs), size=int(rng.integers(3, 8)), replace=True)
-        utterances = [_read_mono(speech_wavs[i], sample_rate) for i in chosen]
+        utterances = [sources.read(int(i), rng) for i in chosen]
         key = f"speech/synthetic/babble-{index:04d}.wav"
         path = os.path.abspath(os.path.join(musan_dir, key))
         write_wav(path, 0.5 * babble(utterances, num_samples, rng), sample_rate)
@@ -126,13 +159,48 @@ def make_synthetic_aug_data(out_dir: str, speech_wavs: Sequence[str], sample_rat
     lists = {"musan": os.path.join(musan_dir, "wav.scp"), "rirs": os.path.join(rirs_dir, "wav.scp")}
     write_table(lists["musan"], musan_entries)
     write_table(lists["rirs"], rir_entries)
+    sources.report_skipped()
     return lists
 
 
-def _read_mono(path: str, sample_rate: int) -> np.ndarray:
-    """The first channel of ``path`` in [-1, 1], which must be at ``sample_rate``."""
-    with open_audio(path) as handle:
-        if handle.samplerate != sample_rate:
-            raise ValueError(f"{path}: sample rate {handle.samplerate} Hz, babble is made at "
-                             f"{sample_rate} Hz")
-        return handle.read_all() / np.float32(INT16_SCALE)
+class _BabbleSources:
+    """The speech files babble is drawn from, read at one rate. A file that cannot be read
+    (or holds no usable audio) is set aside once, logged, and another file is drawn in its
+    place; :meth:`report_skipped` counts them at the end."""
+
+    def __init__(self, wavs: Sequence[str], sample_rate: int):
+        self.wavs = wavs
+        self.sample_rate = sample_rate
+        self.skipped: Dict[int, str] = {}   # index -> why
+
+    def read(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """The first channel of file ``index`` in [-1, 1] at the set's rate, or of another
+        file drawn with ``rng`` when it is unusable."""
+        while True:
+            if index not in self.skipped:
+                try:
+                    return self._read(self.wavs[index])
+                except AudioInputError as error:
+                    self.skipped[index] = str(error)
+                    logger.warning("babble: skipping %s; drawing another speech file", error)
+            usable = [i for i in range(len(self.wavs)) if i not in self.skipped]
+            if len(usable) < MIN_BABBLE_SOURCES:
+                raise SpeechSourceError(
+                    f"babble needs at least {MIN_BABBLE_SOURCES} usable speech files; "
+                    f"{len(self.skipped)} of the {len(self.wavs)} given are not "
+                    f"({self._skipped_names()}; the first: {self.skipped[min(self.skipped)]})")
+            index = int(rng.choice(usable))
+
+    def _read(self, wav: str) -> np.ndarray:
+        with open_audio(wav) as handle:
+            return read_checked(handle, self.sample_rate) / np.float32(INT16_SCALE)
+
+    def _skipped_names(self) -> str:
+        return listed_names([self.wavs[index] for index in sorted(self.skipped)], most=3)
+
+    def report_skipped(self) -> None:
+        """Log how many speech files were skipped as unusable, if any."""
+        if self.skipped:
+            logger.warning("babble: skipped %d unusable speech file(s) of %d, made from the "
+                           "others: %s", len(self.skipped), len(self.wavs),
+                           self._skipped_names())

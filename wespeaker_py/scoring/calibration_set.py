@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from wespeaker_py.audio import AudioCheckError, audio_duration, is_pipe
+from wespeaker_py.audio import AudioCheckError, audio_duration
 from wespeaker_py.scoring.make_trials import TrialDesignError
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError, iter_key_rest, write_utt2dur
@@ -21,17 +21,16 @@ SHORT_RANGE = (2.0, 6.0)
 
 
 def compute_utt2dur(wav_scp: str, utt2dur_path: str) -> Tuple[int, float]:
-    """Write ``utt duration_seconds`` for every entry of ``wav.scp`` (header read only).
+    """Write ``utt duration_seconds`` for every entry of ``wav.scp``: a file's from its
+    header, a ``command |``'s from the audio the command gives (it is run, as training
+    runs it).
 
-    Returns ``(utterance count, total seconds)``. Pipe commands and unreadable
-    files are errors naming the ``wav.scp`` line.
+    Returns ``(utterance count, total seconds)``. An entry that cannot be read is an
+    error naming the ``wav.scp`` line.
     """
     rows, total = [], 0.0
-    entries = list(iter_key_rest(wav_scp, "'<utt> <audio path>'"))
+    entries = list(iter_key_rest(wav_scp, "'<utt> <audio path or command |>'"))
     for line_no, utt, path in progress_bar(entries, desc="utt2dur", unit="utt"):
-        if is_pipe(path):
-            raise DataFormatError(wav_scp, line_no,
-                                  "expected '<utt> <audio path>' (pipes are not supported)")
         try:
             duration = audio_duration(path)
         except AudioCheckError as error:

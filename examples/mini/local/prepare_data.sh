@@ -80,6 +80,15 @@ then
   exit 0
 fi
 rm -f "${data}/source"
+# the corpus' tables read as the tools read them: a line without a value, or an utterance
+# given twice, is an error naming the file and the line(s)
+python -c 'import sys
+from wespeaker_py.utils.tables import DataFormatError, read_key_value
+try:
+    read_key_value(sys.argv[2])
+    read_key_value(sys.argv[3], allow_spaces_in_value=False)
+except DataFormatError as error:
+    sys.exit(f"{sys.argv[1]}: {error}")' "$0" "${data_dir}/wav.scp" "${data_dir}/utt2spk"
 export LC_ALL=C
 # the first rule of every awk program reading the corpus' tables: no '\r' of Windows
 # line ends in their keys
@@ -104,15 +113,19 @@ subset() {
   else
     rm -f "${dir}/utt2dur"  # score_calibration.sh measures the durations
   fi
-  local wanted
-  wanted=$(sort -u "$2" | wc -l)
-  if [ "$(count_lines "${dir}/wav.scp")" -ne "${wanted}" ] ||
-     [ "$(count_lines "${dir}/utt2spk")" -ne "${wanted}" ]; then
-    echo "$0: ${wanted} utterances of the $1 set, but only $(count_lines "${dir}/wav.scp") are in" \
-         "${data_dir}/wav.scp and $(count_lines "${dir}/utt2spk") in its utt2spk" >&2
-    exit 1
-  fi
-  echo "$1: ${wanted} utterances of $(count_lines "${dir}/spk2utt") speakers"
+  # each key is once in the corpus' tables (checked above): what is short is missing
+  local table missing count
+  for table in wav.scp utt2spk; do
+    missing=$(sort -u "$2" | comm -23 - <(awk '{ print $1 }' "${dir}/${table}" | sort))
+    if [ -n "${missing}" ]; then
+      count=$(wc -l <<< "${missing}")
+      echo "$0: ${count} utterances of the $1 set are not in ${data_dir}/${table}:" \
+           "$(head -n 5 <<< "${missing}" | paste -sd ' ')$([ "${count}" -le 5 ] ||
+           echo " and $((count - 5)) more")" >&2
+      exit 1
+    fi
+  done
+  echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
 # speakers_of UTTS: the speakers (sorted, once each) of the utterances listed in UTTS.
@@ -169,10 +182,10 @@ cp "${data_dir}/trials" "${data}/test/trials/${trials_name}"
 python tools/make_trials.py --utt2spk "${data}/backend/utt2spk" --num_trials "${num_cali_trials}" \
   "${data}/test/trials/${calibration_trial}"
 
-# Noise and room responses at the corpus' own rate (training resamples them with the speech).
-sample_rate=$(python -c 'import sys, soundfile; print(soundfile.info(sys.argv[1]).samplerate)' \
-  "$(head -n 1 "${data}/train/wav.scp" | cut -d ' ' -f 2-)")
-python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train/wav.scp" "${data}"
+# Noise and room responses at the corpus' own rate, that of its first training utterance that
+# opens (training resamples them with the speech; babble resamples utterances at other rates
+# and skips unusable ones)
+python tools/make_synthetic_aug.py "${data}/train/wav.scp" "${data}"
 
 {
   echo "${data_dir}"
@@ -183,5 +196,5 @@ python tools/make_synthetic_aug.py --sample_rate "${sample_rate}" "${data}/train
   fi
 } > "${data}/source"
 record_settings "${data}/source" "${settings}"
-echo "prepared ${data} from ${data_dir} (${sample_rate} Hz)"
+echo "prepared ${data} from ${data_dir}"
 warn_closed_set
