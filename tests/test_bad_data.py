@@ -1,5 +1,6 @@
 """Bad audio and bad lists: counted skips (once per key and epoch) or errors naming lines."""
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import pytest
 import soundfile as sf
 from torch.utils.data import DataLoader
 
-from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
+from dataset_helpers import (RATE, make_lists, random_int16, training_args, write_audio,
+                             write_raw_list_file)
 from wespeaker_py.audio.errors import AudioMissingError, AudioNonFiniteError, AudioSilentError
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.dataset import stats as reasons
@@ -63,7 +65,7 @@ def test_missing_file_counted_once_per_epoch_over_repeats_and_workers(tmp_path):
         dataset.set_epoch(epoch)
         assert sum(len(batch["keys"]) for batch in loader) == 48
         summary = dataset.epoch_summary()
-        assert summary.workers == 2 and summary.samples == 48
+        assert summary.workers == 2 and summary.utterances == 4
         assert summary.skipped == {AudioMissingError.reason: 2}
         assert sorted(summary.examples[AudioMissingError.reason]) == ["gone0", "gone1"]
 
@@ -108,20 +110,65 @@ def test_skip_counts_come_back_from_workers_of_any_start_method(tmp_path, start_
 
 
 def test_skip_summaries_travel_and_merge_across_ranks():
-    rank0 = SkipSummary(samples=10, workers=2)
+    rank0 = SkipSummary(utterances=10, workers=2)
     rank0.skipped.update({AudioMissingError.reason: 2})
     rank0.examples[AudioMissingError.reason] = ["a", "b"]
-    rank1 = SkipSummary(samples=7, workers=2)
+    rank1 = SkipSummary(utterances=7, workers=2)
     rank1.skipped.update({AudioMissingError.reason: 1, AudioNonFiniteError.reason: 1})
     rank1.repaired.update({reasons.RESAMPLED: 3})
     rank1.examples.update({AudioMissingError.reason: ["c"], AudioNonFiniteError.reason: ["d"]})
     merged = SkipSummary.merged(SkipSummary.from_dict(s.to_dict()) for s in (rank0, rank1))
     assert merged.to_dict() == {
-        "samples": 17, "workers": 4, "repaired": {reasons.RESAMPLED: 3},
+        "utterances": 17, "shards": 0, "bad_sources": [], "workers": 4,
+        "repaired": {reasons.RESAMPLED: 3},
         "skipped": {AudioMissingError.reason: 3, AudioNonFiniteError.reason: 1},
         "examples": {AudioMissingError.reason: ["a", "b", "c"], AudioNonFiniteError.reason: ["d"]}}
-    assert merged.describe() == ("17 samples; skipped: missing_file=3 (e.g. a, b, c), "
+    assert merged.describe() == ("17 utterances used; skipped: missing_file=3 (e.g. a, b, c), "
                                  "non_finite_samples=1 (e.g. d); repaired: resampled=3")
+
+
+def test_a_bad_noise_file_counts_once_however_many_workers_draw_it(tmp_path):
+    rows = [{"key": f"ok{i}", "wav": write_audio(str(tmp_path / f"ok{i}.wav"),
+                                                 random_int16(40000, seed=i)), "spk": "s"}
+            for i in range(4)]
+    raw = write_raw_list_file(str(tmp_path / "raw.list"), rows)
+    (tmp_path / "bad.wav").write_text("not audio")
+    noise = tmp_path / "noise.scp"
+    noise.write_text(f"noise/bad {tmp_path / 'bad.wav'}\n")
+    # each of the two workers draws the list's one file for every chunk
+    dataset = Dataset("raw", raw, training_args(aug_prob=1.0), {"s": 0}, noise_data=str(noise))
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_train)
+    dataset.set_epoch(1)
+    assert sum(len(batch["keys"]) for batch in loader) == 4
+    summary = dataset.epoch_summary()
+    assert summary.workers == 2 and summary.bad_sources == {"noise/bad"}
+    assert summary.describe() == ("4 utterances used; skipped: bad_augmentation_source=1 "
+                                  "(e.g. noise/bad); repaired: none")
+    # the chunks were kept (unaugmented): no utterance counts as skipped
+    assert summary.skipped == {} and summary.skipped_beyond(0.0) == []
+
+
+def test_the_skipped_fraction_counts_utterances_read_and_shards_opened(tmp_path):
+    lists = make_lists(str(tmp_path), num_utts_per_shard=4, num_spks=3, utts_per_spk=4)
+    shards = read_shard_list(lists["shard"])
+    for lost in shards[1:]:
+        os.remove(lost)
+    dataset = Dataset("shard", lists["shard"], training_args(),
+                      {f"spk{index}": index for index in range(3)})
+    assert len(list(dataset)) == 4
+    summary = dataset.epoch_summary()
+    assert (summary.utterances, summary.shards) == (4, 3)
+    assert summary.skipped == {reasons.BAD_SHARD: 2}
+    assert summary.describe().startswith("4 utterances used, from 3 shards; skipped: bad_shard=2")
+    assert summary.skipped_beyond(0.5) == ["2 of the 3 shards opened (67%)"]
+    assert summary.skipped_beyond(0.7) == []
+    summary.skipped[AudioMissingError.reason] += 6
+    assert summary.skipped_beyond(0.5) == ["6 of the 10 utterances read (60%)",
+                                           "2 of the 3 shards opened (67%)"]
+    # utterances the length filter (filter_args) left out are the config's choice, not faults
+    summary.skipped[AudioMissingError.reason] = 0
+    summary.skipped[reasons.TOO_SHORT] += 40
+    assert summary.skipped_beyond(0.5) == ["2 of the 3 shards opened (67%)"]
 
 
 def test_duplicate_key_in_a_raw_list_names_both_lines(tmp_path):

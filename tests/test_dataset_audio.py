@@ -3,6 +3,8 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 import tarfile
 from fractions import Fraction
 
@@ -195,7 +197,7 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
                  r.getMessage()]
         assert len(lines) == 1, (key, reason, caplog.text)
     line = dataset.epoch_summary().describe()
-    assert line.startswith("2 samples;") and "missing_file=1 (e.g. missing)" in line
+    assert line.startswith("2 utterances used;") and "missing_file=1 (e.g. missing)" in line
 
     # training: the 0.5 s file is below min_num_frames; every chunk of the half-cut FLAC
     # reaches past the cut, so it fails too
@@ -206,11 +208,18 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
 
 def test_bad_inputs_inside_shards(tmp_path):
     entries, expected = make_bad_corpus(str(tmp_path))
-    readable = [e for e in entries if e.key != "missing"]
+    # packed as they are (make_shards would leave the empty and not-audio files out), as
+    # another tool's shards may hold them
+    shard = str(tmp_path / "theirs.tar")
+    with tarfile.open(shard, "w") as tar:
+        for entry in entries:
+            if entry.key != "missing":
+                (tmp_path / f"{entry.key}.spk").write_text(entry.spk)
+                tar.add(str(tmp_path / f"{entry.key}.spk"), arcname=f"{entry.key}.spk")
+                tar.add(entry.wav, arcname=f"{entry.key}.{entry.wav.rsplit('.', 1)[1]}")
     shard_list = str(tmp_path / "shard.list")
-    make_shards(readable, str(tmp_path / "shards"), shard_list, num_utts_per_shard=2)
-    with open(shard_list, "a") as handle:
-        handle.write(str(tmp_path / "no_such_shard.tar") + "\n")
+    with open(shard_list, "w") as handle:
+        handle.write(f"{shard}\n{tmp_path / 'no_such_shard.tar'}\n")
     dataset = Dataset("shard", shard_list, training_args(), {"s": 0}, whole_utt=True)
     assert [s["key"] for s in dataset] == ["good", "short"]
     assert dataset.stats.skipped == {AudioEmptyError.reason: 1, AudioUnreadableError.reason: 1,
@@ -270,6 +279,36 @@ def test_pipe_shards_and_pipe_wavs(tmp_path):
     for samples in (from_pipe, from_cmd):
         assert [s["key"] for s in samples] == ["a"]
         np.testing.assert_array_equal(samples[0]["wav"].numpy(), expected)
+
+
+_READ_PIPES = """
+import sys
+from wespeaker_py.audio import open_audio
+from wespeaker_py.dataset.shards import iter_shard
+from wespeaker_py.dataset.stats import PipelineStats
+with open_audio(sys.argv[1]) as handle:
+    print(handle.frames)
+print([utt.key for utt in iter_shard(sys.argv[2], PipelineStats())])
+"""
+
+
+def test_wav_scp_and_shard_commands_do_not_read_our_stdin(tmp_path):
+    # ffmpeg reads its stdin for keys: from a terminal it takes what the user types, and
+    # in a background job it stops the run; our stdin here is a pipe nobody writes to
+    path = write_audio(str(tmp_path / "a.wav"), random_int16(4000, seed=1))
+    (tar_path,) = make_shards([TableEntry("a", "s", path)], str(tmp_path / "shards"),
+                              str(tmp_path / "shard.list"))
+    reads_stdin = "head -c 1 > /dev/null; cat"
+    our_stdin, held_open = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-c", _READ_PIPES, f"{reads_stdin} {path} |",
+                               f"pipe:{reads_stdin} {tar_path}"],
+                              stdin=our_stdin, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(held_open)
+        os.close(our_stdin)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["4000", "['a']"]
 
 
 @pytest.mark.parametrize("subtype, sample_bytes", [("PCM_16", 2), ("PCM_24", 3), ("FLOAT", 4)])

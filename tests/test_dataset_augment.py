@@ -10,7 +10,7 @@ from wespeaker_py.audio import INT16_SCALE, AudioHandle
 from wespeaker_py.dataset.augment import (NOISE_TYPES, Augmenter, AugmentListError, power_db,
                                           scale_noise_to_snr)
 from wespeaker_py.dataset.processors import augmented
-from wespeaker_py.dataset.stats import BAD_AUGMENT_SOURCE, PipelineStats
+from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.frontend.framing import samples_for_frames
 
 CHUNK = samples_for_frames(200, RATE)
@@ -188,7 +188,7 @@ def test_unreadable_noise_keeps_the_sample_and_is_counted(tmp_path):
     clean = speech_like(CHUNK)
     stats = PipelineStats()
     np.testing.assert_array_equal(augmenter(clean, np.random.default_rng(0), stats), clean)
-    assert stats.skipped == {BAD_AUGMENT_SOURCE: 1}
+    assert stats.bad_sources == {"noise/gone"} and not stats.skipped
 
 
 def float_source_list(tmp_path, name, key, samples):
@@ -214,4 +214,4 @@ def test_non_finite_source_keeps_the_sample_and_is_counted(tmp_path, what, bad, 
                      np.random.default_rng(0), stats, on_device=on_device)
     np.testing.assert_array_equal(out["wav"], clean)
     assert out.get("aug") is None
-    assert stats.skipped == {BAD_AUGMENT_SOURCE: 1}
+    assert stats.bad_sources == {f"{what}/bad"} and not stats.skipped

@@ -2,6 +2,7 @@
 match no utterance are refused, and noise lists are read with one rule."""
 import json
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -126,20 +127,25 @@ def test_utterances_without_vad_segments_are_counted_in_the_log(table, tmp_path,
     assert "have no segments in" in caplog.text and "kept whole" in caplog.text
 
 
-def test_shards_stop_in_one_line_at_a_vad_segment_past_the_end_of_its_audio(tmp_path, capsys):
-    # a traceback with status 1 before; training and extraction skip and count it instead
-    wav = tmp_path / "u1.wav"
-    sf.write(str(wav), np.zeros(16000, dtype=np.int16) + 100, 16000, subtype="PCM_16")
-    (tmp_path / "wav.scp").write_text(f"u1 {wav}\n")
-    (tmp_path / "utt2spk").write_text("u1 s1\n")
+def test_shards_leave_out_an_utterance_whose_vad_segment_is_past_the_end_of_its_audio(
+        tmp_path, capsys):
+    # the job stopped on it before; training and extraction skip and count it too
+    (tmp_path / "wav.scp").write_text("")
+    for key in ("u1", "u2"):
+        wav = tmp_path / f"{key}.wav"
+        sf.write(str(wav), np.zeros(16000, dtype=np.int16) + 100, 16000, subtype="PCM_16")
+        with open(tmp_path / "wav.scp", "a") as scp:
+            scp.write(f"{key} {wav}\n")
+    (tmp_path / "utt2spk").write_text("u1 s1\nu2 s1\n")
     vad = tmp_path / "vad"
-    vad.write_text("u1 0.1 0.5\nu1 0.8 1.6\n")   # 1.6 s: 0.6 s past the end of 1 s of audio
-    shards = tmp_path / "shards"
-    with pytest.raises(SystemExit) as stop:
-        run_tool("make_shard_list.py", "--vad_file", str(vad), str(tmp_path / "wav.scp"),
-                 str(tmp_path / "utt2spk"), str(shards), str(tmp_path / "shard.list"))
+    vad.write_text("u1 0.1 0.5\nu1 0.8 1.6\nu2 0.1 0.5\n")   # u1: 0.6 s past the end of 1 s
+    shard_list = tmp_path / "shard.list"
+    run_tool("make_shard_list.py", "--vad_file", str(vad), str(tmp_path / "wav.scp"),
+             str(tmp_path / "utt2spk"), str(tmp_path / "shards"), str(shard_list))
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "Traceback" not in err
-    assert "utterance u1: cannot read" in err and "vad segment [0.8, 1.6] s ends more than " \
-        "0.5 s past the end of its audio (1.000 s)" in err
-    assert not (tmp_path / "shard.list").exists()
+    assert "utterance u1 is left out of shards_000000000.tar (segment_past_end): u1: vad " \
+        "segment [0.8, 1.6] s ends more than 0.5 s past the end of its audio (1.000 s)" in err
+    assert "1 done, 1 skipped (1 segment_past_end)" in err
+    (shard,) = shard_list.read_text().split()
+    with tarfile.open(shard) as tar:
+        assert tar.getnames() == ["u2.spk", "u2.wav"]

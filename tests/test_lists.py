@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import re
 import socket
 import tarfile
 import threading
@@ -20,6 +21,7 @@ from wespeaker_py.dataset.lists import (TableEntry, read_audio_list, read_raw_li
 from wespeaker_py.dataset import shards
 from wespeaker_py.dataset.shards import iter_shard, make_shards
 from wespeaker_py.dataset.stats import BAD_MEMBER, BAD_SHARD, PipelineStats
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.tables import DataFormatError
 
 
@@ -79,17 +81,28 @@ def test_make_shard_list_packs_every_file_in_wespeaker_order(tmp_path):
     assert stats.skipped == {}
 
 
-def test_shard_writing_refuses_missing_audio_before_writing_any_shard(tmp_path):
+def test_too_many_missing_audio_files_fail_before_any_shard_is_written(tmp_path, caplog):
     wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=5)
     table = read_utterance_table(wav_scp, utt2spk)
-    os.remove(table[1].wav)
-    os.remove(table[4].wav)  # in the last shard: found before shards 0 and 1 are written
+    for index in (1, 3, 4):   # 3 of 5 (the last in the last shard): more than 0.5
+        os.remove(table[index].wav)
     shards_dir, shard_list = tmp_path / "shards", tmp_path / "shard.list"
-    with pytest.raises(FileNotFoundError,
-                       match=r"2 of 5 audio files are missing.*spk0-utt1.*spk0-utt4"):
+    with pytest.raises(RunFailedError, match=r"3 of 5 utterances of wav.scp were skipped "
+                                             r"\(60%, more than --max_fail_fraction 0.5; "
+                                             r"2 done, 3 skipped \(3 missing_file\)\); no "
+                                             r"shard was written"):
         make_shards(table, str(shards_dir), str(shard_list), num_utts_per_shard=2)
+    assert "3 of the 5 audio files of wav.scp are missing or not files: " \
+        f"{table[1].wav}, {table[3].wav}, {table[4].wav}" in caplog.text
     assert not shard_list.exists()
     assert not shards_dir.exists()
+    # fewer are left out of their shards and counted, as any unreadable utterance
+    paths = make_shards(table, str(shards_dir), str(shard_list), num_utts_per_shard=2,
+                        max_fail_fraction=0.6)
+    assert read_shard_list(str(shard_list)) == paths
+    stats = PipelineStats()
+    assert [utt.key for path in paths for utt in iter_shard(path, stats)] == \
+        [table[0].key, table[2].key]
 
 
 def test_raw_list_errors_name_file_and_line(tmp_path):
@@ -315,7 +328,7 @@ def test_a_stalling_shard_server_is_a_bad_shard_after_the_timeout(monkeypatch, c
 
 
 @pytest.mark.parametrize("tool", ["make_raw_list.py", "make_shard_list.py"])
-def test_list_makers_refuse_audio_soundfile_cannot_decode(tmp_path, monkeypatch, tool):
+def test_list_makers_refuse_audio_soundfile_cannot_decode(tmp_path, monkeypatch, capsys, tool):
     wav_scp, utt2spk = make_corpus(str(tmp_path), num_spks=1, utts_per_spk=2)
     (tmp_path / "audio" / "spk0-utt9.m4a").write_bytes(b"an AAC stream in an MP4 box")
     with open(wav_scp, "a") as handle:
@@ -324,17 +337,24 @@ def test_list_makers_refuse_audio_soundfile_cannot_decode(tmp_path, monkeypatch,
         handle.write("spk0-utt9 spk0\n")
     outputs = [str(tmp_path / "out.list")] if tool == "make_raw_list.py" else \
         [str(tmp_path / "shards"), str(tmp_path / "out.list")]
-    with pytest.raises(ValueError, match=r"utterance spk0-utt9: soundfile .* cannot decode "
-                                         r"\.m4a files such as '.*spk0-utt9\.m4a'; convert "
-                                         r"them first \(e\.g\. to wav or flac\)"):
-        run_tool(tool, wav_scp, utt2spk, *outputs)
+
+    def refusal():
+        """The one line (exit status 2, no traceback) the tool stops with."""
+        with pytest.raises(SystemExit) as stop:
+            run_tool(tool, wav_scp, utt2spk, *outputs)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "Traceback" not in err
+        return err
+
+    assert re.search(r"error: utterance spk0-utt9: soundfile .* cannot decode \.m4a files "
+                     r"such as '.*spk0-utt9\.m4a'; convert them first \(e\.g\. to wav or "
+                     r"flac\)", refusal())
     assert not os.path.exists(tmp_path / "out.list")
     assert not os.path.exists(tmp_path / "shards")
     # what soundfile can decode is asked at run time, not listed here
     formats = {name: text for name, text in sf.available_formats().items() if name != "FLAC"}
     monkeypatch.setattr(sf, "available_formats", lambda: formats)
-    with pytest.raises(ValueError, match=r"cannot decode \.flac files"):
-        run_tool(tool, wav_scp, utt2spk, *outputs)
+    assert "cannot decode .flac files" in refusal()
 
 
 def test_third_party_shards_keep_their_m4a_members(tmp_path):

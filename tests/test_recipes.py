@@ -1,14 +1,17 @@
 """The recipes: script syntax and options, data preparation and its skip logic, the
 results table, and the mini recipe end to end (2 epochs) against an untrained baseline."""
 import glob
+import io
 import json
 import os
 import pathlib
 import shutil
 import subprocess
+import tarfile
 
 import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 import torch
 
@@ -1290,31 +1293,50 @@ def test_v2_stage2_writes_lists_and_skips_them_when_up_to_date(tmp_path):
     assert mtimes(lists) == before
 
 
-def test_make_lists_makes_shards_again_for_another_size_or_a_shard_gone(tmp_path):
+def test_make_lists_makes_shards_again_for_another_size_a_shard_gone_or_audio_rewritten(
+        tmp_path):
     data = tmp_path / "data"
     os.makedirs(data / "s1")
+    wavs = [str(tmp_path / "wav" / f"u{i}.wav") for i in range(4)]
     with open(data / "s1" / "wav.scp", "w") as scp, open(data / "s1" / "utt2spk", "w") as u2s:
-        for i in range(4):
-            path = str(tmp_path / "wav" / f"u{i}.wav")
+        for i, path in enumerate(wavs):
             write_tone(path, 0.5, 16000, 200 + 20 * i)
             scp.write(f"u{i} {path}\n")
             u2s.write(f"u{i} spk{i % 2}\n")
     shard_list = data / "s1" / "shard.list"
 
     def make(per_shard):
-        return run_script(V2_DIR, "tools/recipe/make_lists.sh", "--data", str(data), "--sets",
-                          "s1", "--num_threads", "1", "--num_utts_per_shard", per_shard).stdout
+        result = run_script(V2_DIR, "tools/recipe/make_lists.sh", "--data", str(data), "--sets",
+                            "s1", "--num_threads", "1", "--num_utts_per_shard", per_shard)
+        return result.stdout + result.stderr
+
+    def shard_of_u1():
+        for shard in shard_list.read_text().split():
+            with tarfile.open(shard) as tar:
+                if "u1.wav" in tar.getnames():
+                    return shard, sf.info(io.BytesIO(tar.extractfile("u1.wav").read())).frames
+        raise AssertionError("u1 is in no shard")
 
     make("2")
-    assert len(shard_list.read_text().split()) == 2
-    assert "is up to date" in make("2")
+    shards = shard_list.read_text().split()
+    assert len(shards) == 2
+    before = mtimes(shards + [str(shard_list)])
+    assert f"{shard_list} is up to date" in make("2")
+    assert mtimes(shards + [str(shard_list)]) == before
+
+    # audio converted again in place (same path, so wav.scp is unchanged): its shard is
+    # made again, the other kept
+    write_tone(wavs[1], 0.75, 16000, 300)
+    rewritten = make("2")
+    assert "is up to date" not in rewritten and "(1 written, 1 kept" in rewritten
+    assert shard_of_u1()[1] == 12000
+
     assert "is up to date" not in make("1")
     shards = shard_list.read_text().split()
     assert len(shards) == 4
     os.remove(shards[3])
     again = make("1")
-    assert f"{shards[3]}, named in {shard_list}, is gone" in again
-    assert "is up to date" not in again
+    assert "is up to date" not in again and "(1 written, 3 kept" in again
     assert shard_list.read_text().split() == shards and os.path.isfile(shards[3])
     assert "is up to date" in make("1")
 

@@ -1,6 +1,8 @@
 """No fake success: runs that train nothing fail, and final_model.pt follows the last checkpoint."""
 import json
+import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.trainer import TrainingDataError
 from wespeaker_py.utils import atomic_files
 from wespeaker_py.cli.common import run_main
-from wespeaker_py.config import ConfigError
+from wespeaker_py.config import ConfigError, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,66 @@ def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
                                               tmp_path))
     assert code == 1
     assert "training data gave no batch" in capsys.readouterr().err
+
+
+def _mostly_missing(corpus, root):
+    """``corpus`` with 12 of its 16 utterances under a folder that is not mounted."""
+    raw_list = os.path.join(root, "raw.list")
+    with open(corpus["raw_list"]) as source, open(raw_list, "w") as listed:
+        for index, line in enumerate(source):
+            row = json.loads(line)
+            if index % 4:
+                row["wav"] = os.path.join("/mnt/not_mounted", os.path.basename(row["wav"]))
+            listed.write(json.dumps(row) + "\n")
+    return {"raw_list": raw_list, "utt2spk": corpus["utt2spk"]}
+
+
+def test_an_epoch_that_skipped_most_utterances_fails_once_saved(corpus, tmp_path, capsys,
+                                                                caplog):
+    data = _mostly_missing(corpus, str(tmp_path))
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+    code = run_main(train_cli.main, _cli_args(tiny_config(exp_dir, data, num_epochs=2),
+                                              tmp_path))
+    assert code == 1
+    error = capsys.readouterr().err
+    assert re.search(r"epoch 1 skipped 12 of the 16 utterances read \(75%\), more than "
+                     r"max_fail_fraction 0.5: missing_file=12 \(e.g. spk\d-utt[123], ", error)
+    assert (f"{models}/model_1.pt is saved; once the data is fixed, run the same command "
+            f"with --checkpoint {models}/model_1.pt") in error
+    assert checkpoints_by_epoch(models) == ["model_1.pt"]
+    # a key that may change as the run goes on: the run continues from model_1.pt
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        results = run_training(tiny_config(exp_dir, data, num_epochs=2, max_fail_fraction=1.0,
+                                           checkpoint=os.path.join(models, "model_1.pt")))
+    assert [result.epoch for result in results] == [2]
+    assert "max_fail_fraction" not in caplog.text
+
+
+def test_an_unsaved_epoch_that_skipped_too_much_is_kept_in_interrupted_pt(
+        corpus, tmp_path, caplog):
+    data = _mostly_missing(corpus, str(tmp_path))
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+    # save_epoch_interval 2 and num_avg 1 keep no model_1.pt
+    settings = {"num_epochs": 2, "save_epoch_interval": 2, "num_avg": 1}
+    with pytest.raises(TrainingDataError, match=r"epoch 1 skipped 12 of the 16 utterances read"
+                                                r".*/interrupted.pt is saved; once the data is "
+                                                r"fixed, run the same command to continue"):
+        run_training(tiny_config(exp_dir, data, **settings))
+    assert checkpoints_by_epoch(models) == []
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        results = run_training(tiny_config(exp_dir, data, max_fail_fraction=1.0, **settings))
+    assert "continuing from" in caplog.text and "interrupted.pt" in caplog.text
+    assert [result.epoch for result in results] == [2]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_max_fail_fraction_is_a_fraction(corpus, tmp_path, value):
+    assert TrainConfig.from_dict(tiny_config(str(tmp_path), corpus)).max_fail_fraction == 0.5
+    with pytest.raises(ConfigError, match=r"config key 'max_fail_fraction' must be"):
+        TrainConfig.from_dict(tiny_config(str(tmp_path), corpus, max_fail_fraction=value))
 
 
 @pytest.mark.parametrize("num_epochs", [0, -1])

@@ -113,5 +113,5 @@ def test_epochs_nobody_asks_about_do_not_pile_up(tmp_path, private_tmp):
         # only this epoch's reports wait: set_epoch removed the earlier ones
         waiting = sorted(os.listdir(dataset._reports.folder))
         assert waiting == [f"{epoch}_0.json", f"{epoch}_1.json"]
-    assert dataset.epoch_summary().samples == 8
+    assert dataset.epoch_summary().utterances == 4
     assert os.listdir(dataset._reports.folder) == []

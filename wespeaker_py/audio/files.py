@@ -217,9 +217,13 @@ def _open_failure(source: Union[str, io.BytesIO], err: Exception) -> str:
 
 
 def read_pipe(command: str, name: str) -> bytes:
-    """Standard output of a Kaldi ``wav.scp`` command (given without its ``|``)."""
-    result = subprocess.run(command, shell=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, check=False)
+    """Standard output of a Kaldi ``wav.scp`` command (given without its ``|``).
+
+    The command's stdin is ``/dev/null``: a command that reads it (ffmpeg without
+    ``-nostdin``) would otherwise take the terminal's keys, or stop a background job.
+    """
+    result = subprocess.run(command, shell=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", "replace").strip()[-200:]
         raise AudioPipeError(f"{name}: '{command}' exited with {result.returncode}: {message}")

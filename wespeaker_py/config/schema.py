@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from wespeaker_py.config.choices import ArgsBlocks, Choice, args_union, one_of
 from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
 from wespeaker_py.config.gpus import parse_gpus
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 
 
 def _block(cls):
@@ -611,6 +612,9 @@ class TrainConfig(ModelConfig):
     # ours: minutes between saves of models/interrupted.pt (at a log point; 0: never), the
     # most a run killed outright loses
     save_minute_interval: float = setting(30.0, minimum=0)
+    # ours: the run stops after an epoch (its checkpoint saved) that skipped more than this
+    # fraction of the utterances (or shards) it read, as a list job does
+    max_fail_fraction: float = setting(DEFAULT_MAX_FAIL_FRACTION, minimum=0, maximum=1)
     # data (the paths usually come from the command line)
     # required when training starts (WeSpeaker's recipes pass it on the command line)
     data_type: Optional[Literal["raw", "shard"]] = None

@@ -26,7 +26,7 @@ import numpy as np
 from wespeaker_py.audio import INT16_SCALE, AudioCheckError, is_pipe, open_audio, read_whole
 from wespeaker_py.dataset.chunk import read_random_chunk
 from wespeaker_py.dataset.lists import read_audio_list
-from wespeaker_py.dataset.stats import BAD_AUGMENT_SOURCE, PipelineStats
+from wespeaker_py.dataset.stats import PipelineStats
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -222,7 +222,7 @@ class Augmenter:
                 return AugmentPlan(rir=self._read_rir(rng))
             return self._plan_noise(length, rng)
         except _SourceError as err:
-            stats.skip(err.key, BAD_AUGMENT_SOURCE, str(err.cause))
+            stats.skip_source(err.key, str(err.cause))
             return None
 
     def _read_rir(self, rng: np.random.Generator) -> np.ndarray:

@@ -185,6 +185,7 @@ class Dataset(IterableDataset):
             if self.data_type == "raw":
                 utts = [self.items[index]]
             else:
+                stats.open_shard(self.items[index])
                 utts = iter_shard(self.items[index], stats)
             for utt in utts:
                 if utt.key not in self.exclude_keys:
@@ -257,7 +258,7 @@ class Dataset(IterableDataset):
             for sample in self._samples(place, rng, stats):
                 sample["wav"] = torch.from_numpy(np.ascontiguousarray(sample["wav"],
                                                                       dtype=np.float32))
-                stats.yielded += 1
+                stats.deliver(sample["key"])
                 yield sample
                 if quota and stats.yielded >= quota:
                     break

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import soundfile as sf
 
 from wespeaker_py.audio import is_pipe
+from wespeaker_py.audio.errors import AudioUnreadableError
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
@@ -36,6 +37,20 @@ Segments = Tuple[Tuple[float, float], ...]
 AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
 # extensions that soundfile decodes under another format's name
 _SOUNDFILE_FORMAT_OF = {"opus": "OGG"}
+# the shard member suffix of a soundfile format where it is not the format's name in lower case
+_SUFFIX_OF_FORMAT = {"NIST": "sph", "WAVEX": "wav"}
+
+
+def format_suffix(soundfile_format: str) -> str:
+    """The suffix a shard stores audio of a soundfile format under (``sf.info(...).format``):
+    the format's name in lower case (``aiff``, ``au``, ``w64``), ``sph`` for NIST SPHERE."""
+    return _SUFFIX_OF_FORMAT.get(soundfile_format, soundfile_format.lower())
+
+
+# the suffixes of shard members read as audio: those of AUDIO_EXTENSIONS, and those of
+# format_suffix for each format soundfile detects (headerless RAW it cannot)
+SHARD_AUDIO_SUFFIXES = AUDIO_EXTENSIONS | frozenset(
+    format_suffix(name) for name in sf.available_formats() if name != "RAW")
 # the --vad_file default of WeSpeaker's list tools: no VAD file
 NO_VAD_FILE = "non_exist"
 
@@ -316,17 +331,18 @@ def check_decodable(entries: Sequence[TableEntry]) -> None:
     """Refuse, before a list or shard is made, audio that soundfile cannot decode here.
 
     An entry whose file has an audio extension (:data:`AUDIO_EXTENSIONS`) outside
-    :func:`decodable_extensions` is a ``ValueError`` naming the utterance and the file.
-    Pipes and other extensions are left to the reader (libsndfile detects formats by
-    content).
+    :func:`decodable_extensions` is an :class:`AudioUnreadableError` naming the utterance
+    and the file. Pipes and other extensions are left to the reader (libsndfile detects
+    formats by content).
     """
     decodable = decodable_extensions()
     for entry in entries:
         suffix = "" if is_pipe(entry.wav) else audio_extension(entry.wav)
         if suffix in AUDIO_EXTENSIONS and suffix not in decodable:
-            raise ValueError(f"utterance {entry.key}: soundfile (libsndfile "
-                             f"{sf.__libsndfile_version__}) cannot decode .{suffix} files such "
-                             f"as {entry.wav!r}; convert them first (e.g. to wav or flac)")
+            raise AudioUnreadableError(
+                f"utterance {entry.key}: soundfile (libsndfile {sf.__libsndfile_version__}) "
+                f"cannot decode .{suffix} files such as {entry.wav!r}; convert them first "
+                f"(e.g. to wav or flac)")
 
 
 def write_raw_list(entries: Sequence[TableEntry], path: str) -> None:

@@ -1,17 +1,19 @@
 """Tar shards: streaming utterances out of them and writing them.
 
 A shard is a tar file whose members come in groups sharing a prefix: ``KEY.spk``
-(the speaker, UTF-8 text) and ``KEY.<audio extension>`` (the file's bytes, any
-format soundfile reads). The key is the member name up to its last dot, so keys
+(the speaker, UTF-8 text) and ``KEY.<audio suffix>`` (the file's bytes, any format
+soundfile reads; the suffixes of :data:`~wespeaker_py.dataset.lists.SHARD_AUDIO_SUFFIXES`
+are taken for audio). The key is the member name up to its last dot, so keys
 may themselves contain dots and slashes (``id10001/1zcIwhmdeo4/00001.wav``).
 Shards are read as a stream (``r|*``), so a ``pipe:COMMAND`` location or a URL
 works the same as a local path. A shard must end with tar's end-of-archive block
 (followed by nothing but zero padding); one that does not was cut off or damaged,
 and is counted as a bad shard after its readable utterances.
 
-Beside each shard it writes, :func:`make_shards` notes ``SHARD.digest``: a digest of
-the entries the shard holds (key, speaker, audio path or command, VAD segments, and the
-:data:`~wespeaker_py.utils.paths.FileStamp` of each audio file) and the shard's size.
+Beside each shard it writes, :func:`make_shards` notes ``SHARD.digest`` (JSON): a digest
+of the entries the shard was made from (key, speaker, audio path or command, VAD segments,
+and the :data:`~wespeaker_py.utils.paths.FileStamp` of each audio file, or of the files a
+command names), the shard's size, and the utterances left out of it as unreadable.
 A second run keeps the shards whose note matches.
 """
 from __future__ import annotations
@@ -23,25 +25,31 @@ import json
 import os
 import random
 import re
+import shlex
 import subprocess
 import tarfile
 import tempfile
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 
 from wespeaker_py.audio import (INT16_SCALE, AudioCheckError, apply_vad, is_pipe, open_audio,
                                 wav_bytes)
+from wespeaker_py.audio.errors import AudioMissingError
 from wespeaker_py.dataset import stats as reasons
-from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, PIPE_PREFIX, TableEntry, Utterance,
-                                        audio_extension, check_decodable, local_shard_file)
+from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, PIPE_PREFIX, SHARD_AUDIO_SUFFIXES,
+                                        TableEntry, Utterance, audio_extension, check_decodable,
+                                        format_suffix, local_shard_file)
 from wespeaker_py.dataset.stats import PipelineStats
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import RunFailedError, first_line
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import FileStamp, file_stamp
 from wespeaker_py.utils.progress import progress_bar
 
@@ -78,7 +86,9 @@ def open_shard_stream(location: str) -> Iterator[BinaryIO]:
 @contextlib.contextmanager
 def _pipe_stream(command: str) -> Iterator[BinaryIO]:
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=stderr)
+        # stdin from /dev/null, as for wav.scp commands (audio.read_pipe)
+        process = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=stderr)
         try:
             yield process.stdout
         except BaseException:
@@ -184,7 +194,7 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
             payload = tar.extractfile(member).read()
             if suffix == "spk":
                 group["spk"] = payload.decode("utf-8", "replace").strip()
-            elif suffix in AUDIO_EXTENSIONS:
+            elif suffix in SHARD_AUDIO_SUFFIXES:
                 group["audio"] = payload
         damage = tar.damage()
     if current_key is not None:
@@ -195,14 +205,22 @@ def _iter_tar_groups(stream: BinaryIO, location: str,
         raise tarfile.ReadError(damage)
 
 
-def _audio_suffix(entry: TableEntry) -> str:
-    if is_pipe(entry.wav):
-        return "wav"
-    suffix = audio_extension(entry.wav)
+def _file_member(path: str) -> Tuple[str, bytes]:
+    """A plain audio file as a shard stores it: ``(suffix, the file's bytes)``.
+
+    Its header is checked as the readers check it (:func:`open_audio`: missing, empty, not
+    audio, no frames, a WAV cut short), without decoding the audio. The suffix is the
+    file's own when :data:`AUDIO_EXTENSIONS` has it, else named from the format soundfile
+    finds in it (:func:`format_suffix`: NIST SPHERE, AIFF, AU, a file without extension),
+    so that the shard's reader takes the member for audio.
+    """
+    with open_audio(path):
+        pass
+    suffix = audio_extension(path)
     if suffix not in AUDIO_EXTENSIONS:
-        raise ValueError(f"utterance {entry.key}: {entry.wav!r} has no known audio extension "
-                         f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
-    return suffix
+        suffix = format_suffix(sf.info(path).format)
+    with open(path, "rb") as handle:
+        return suffix, handle.read()
 
 
 def _voiced_wav_bytes(entry: TableEntry) -> bytes:
@@ -228,13 +246,14 @@ def _pipe_wav_bytes(entry: TableEntry) -> bytes:
         return wav_bytes(frames, handle.samplerate, subtype)
 
 
-def _entry_bytes(entry: TableEntry) -> bytes:
+def _entry_member(entry: TableEntry) -> Tuple[str, bytes]:
+    """``(suffix, bytes)`` of an entry's audio member; audio that cannot be read raises the
+    :class:`AudioCheckError` the readers would."""
     if entry.vad is not None:
-        return _voiced_wav_bytes(entry)
+        return "wav", _voiced_wav_bytes(entry)
     if is_pipe(entry.wav):
-        return _pipe_wav_bytes(entry)
-    with open(entry.wav, "rb") as handle:
-        return handle.read()
+        return "wav", _pipe_wav_bytes(entry)
+    return _file_member(entry.wav)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -243,47 +262,62 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-class ShardInputError(WespeakerError, OSError):
-    """An utterance whose audio cannot go into a shard (unreadable, or VAD segments that do
-    not fit it): shards are made from good data, so the job stops naming it."""
+@dataclass(frozen=True)
+class LeftOut:
+    """An utterance left out of its shard: its key, the skip reason (an
+    :class:`AudioCheckError`'s ``reason``) and the error's message."""
+
+    key: str
+    reason: str
+    message: str
 
 
-def write_shard(entries: Sequence[TableEntry], tar_path: str) -> str:
-    """Write one tar shard (``KEY.spk`` then ``KEY.<ext>`` per utterance) atomically; an
-    utterance that cannot be read raises :class:`ShardInputError` naming it."""
+def write_shard(entries: Sequence[TableEntry], tar_path: str) -> List[LeftOut]:
+    """Write one tar shard (``KEY.spk`` then ``KEY.<suffix>`` per utterance) atomically.
+
+    An utterance whose audio cannot be read (a failed or silent pipe; a missing, empty or
+    unreadable file; VAD segments that do not fit it) is left out, logged, and returned.
+    """
+    left_out = []
     with atomic_path(tar_path) as tmp_path:
         with tarfile.open(tmp_path, "w") as tar:
             for entry in entries:
-                suffix = "wav" if entry.vad is not None else _audio_suffix(entry)
                 try:
-                    payload = _entry_bytes(entry)
-                except (OSError, AudioCheckError) as err:
-                    raise ShardInputError(f"utterance {entry.key}: cannot read {entry.wav!r}: "
-                                          f"{err}") from err
+                    suffix, payload = _entry_member(entry)
+                except AudioCheckError as err:
+                    left_out.append(LeftOut(entry.key, err.reason, first_line(err)))
+                    logger.warning("utterance %s is left out of %s (%s): %s", entry.key,
+                                   os.path.basename(tar_path), err.reason, first_line(err))
+                    continue
                 _add_member(tar, f"{entry.key}.spk", entry.spk.encode("utf-8"))
                 _add_member(tar, f"{entry.key}.{suffix}", payload)
-    return tar_path
+    return left_out
 
 
-def _audio_stamps(entries: Sequence[TableEntry]) -> List[Optional[FileStamp]]:
-    """The :data:`FileStamp` of each entry's audio file (None for a pipe command).
-
-    Audio files that are missing (or not files) raise ``FileNotFoundError`` with their
-    count and the first few, before any shard is written.
-    """
-    stamps = [None if is_pipe(entry.wav) else file_stamp(entry.wav) for entry in entries]
-    missing = [entry for entry, stamp in zip(entries, stamps)
-               if stamp is None and not is_pipe(entry.wav)]
-    if missing:
-        examples = "; ".join(f"utterance {entry.key}: {entry.wav!r}" for entry in missing[:3])
-        raise FileNotFoundError(f"{len(missing)} of {len(entries)} audio files are missing "
-                                f"or not files, e.g. {examples}")
-    return stamps
+# What a shard's digest notes of an entry's audio: the FileStamp of its file (None when
+# there is none), or for a pipe the [path, FileStamp] of each file its command names.
+AudioStamp = Union[Optional[FileStamp], List[Tuple[str, FileStamp]]]
 
 
-def _shard_digest(entries: Sequence[TableEntry], stamps: Sequence[Optional[FileStamp]]) -> str:
+def _command_files(command: str) -> List[str]:
+    """The words of a ``wav.scp`` command that are paths of existing files, once each."""
+    try:
+        words = shlex.split(command)
+    except ValueError:   # unbalanced quotes: the shell will say so when it runs
+        words = command.split()
+    return [word for word in dict.fromkeys(words) if os.path.isfile(word)]
+
+
+def _audio_stamp(wav: str) -> AudioStamp:
+    if is_pipe(wav):
+        return [(path, file_stamp(path)) for path in _command_files(wav.rstrip()[:-1])]
+    return file_stamp(wav)
+
+
+def _shard_digest(entries: Sequence[TableEntry], stamps: Sequence[AudioStamp]) -> str:
     """The digest of what a shard of ``entries`` holds, in order, with the stamp of each
-    entry's audio file (so a file rewritten since makes the shard's digest another)."""
+    entry's audio (so a file rewritten since, or one a pipe command reads, makes the
+    shard's digest another)."""
     hasher = hashlib.sha256()
     for entry, stamp in zip(entries, stamps):
         row = [entry.key, entry.spk, entry.wav, entry.vad, stamp]
@@ -295,26 +329,36 @@ def _digest_note(tar_path: str) -> str:
     return tar_path + DIGEST_SUFFIX
 
 
-def _shard_is_complete(tar_path: str, digest: str) -> bool:
-    """True when ``tar_path`` was written whole from entries of ``digest``: its note names
-    that digest and the shard's size now (a shard cut short or replaced differs)."""
+def _noted_left_out(tar_path: str, digest: str) -> Optional[List[LeftOut]]:
+    """The utterances left out of ``tar_path`` when it was written whole from entries of
+    ``digest`` (its note names that digest and the shard's size now); None when it was
+    not (a shard cut short, replaced, of other entries, or without a note)."""
     try:
         with open(_digest_note(tar_path), "r", encoding="utf-8") as handle:
-            noted = handle.read().split()
-        return noted == [digest, str(os.path.getsize(tar_path))]
-    except OSError:
-        return False
+            note = json.load(handle)
+        size = os.path.getsize(tar_path)
+    except (OSError, ValueError):   # ValueError: a note of another form
+        return None
+    if not isinstance(note, dict) or [note.get("digest"), note.get("size")] != [digest, size]:
+        return None
+    try:
+        return [LeftOut(*row) for row in note.get("left_out", [])]
+    except TypeError:   # rows of another form
+        return None
 
 
-def _write_noted_shard(entries: Sequence[TableEntry], tar_path: str, digest: str) -> str:
-    """:func:`write_shard`, then its digest note. The old note goes first, so a shard
-    whose rewrite fails is never taken for complete."""
+def _write_noted_shard(entries: Sequence[TableEntry], tar_path: str,
+                       digest: str) -> List[LeftOut]:
+    """:func:`write_shard`, then its digest note (with the utterances left out). The old
+    note goes first, so a shard whose rewrite fails is never taken for complete."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(_digest_note(tar_path))
-    write_shard(entries, tar_path)
+    left_out = write_shard(entries, tar_path)
+    note = {"digest": digest, "size": os.path.getsize(tar_path),
+            "left_out": [[item.key, item.reason, item.message] for item in left_out]}
     with atomic_open(_digest_note(tar_path), "w", encoding="utf-8") as handle:
-        handle.write(f"{digest} {os.path.getsize(tar_path)}\n")
-    return tar_path
+        handle.write(json.dumps(note, ensure_ascii=False) + "\n")
+    return left_out
 
 
 ShardJob = Tuple[Sequence[TableEntry], str, str]
@@ -336,67 +380,140 @@ def _remove_outnumbered_shards(shards_dir: str, prefix: str, count: int) -> int:
     return removed
 
 
-def _write_shards(jobs: Sequence[ShardJob], num_threads: int) -> None:
-    """Write the ``(entries, tar_path, digest)`` shards with parallel writers.
+def _write_shards(jobs: Sequence[ShardJob], num_threads: int) -> List[LeftOut]:
+    """Write the ``(entries, tar_path, digest)`` shards with parallel writers; return the
+    utterances left out of them.
 
-    The first failure is raised as soon as it happens: the shards not started yet are
-    cancelled (those being written are finished, and kept by the next run).
+    The first failure (not a bad utterance: those are left out) is raised as soon as it
+    happens: the shards not started yet are cancelled (those being written are finished,
+    and kept by the next run).
     """
+    left_out: List[LeftOut] = []
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         futures = [pool.submit(_write_noted_shard, *job) for job in jobs]
         try:
             for future in progress_bar(as_completed(futures), total=len(futures),
                                        desc="shards", enabled=len(futures) >= 2):
-                future.result()
+                left_out += future.result()
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
+    return left_out
+
+
+def _check_missing_files(entries: Sequence[TableEntry], stamps: Sequence[AudioStamp],
+                         source: str, max_fail_fraction: float) -> None:
+    """Before any shard is written: fail when the audio files that are missing (or not
+    files) would alone fail the job (:meth:`JobTally.check`); log their count and the
+    first few. The others are left out of their shards, as any unreadable utterance."""
+    missing = [entry.wav for entry, stamp in zip(entries, stamps)
+               if stamp is None and not is_pipe(entry.wav)]
+    if not missing:
+        return
+    logger.warning("%d of the %d audio files of %s are missing or not files: %s",
+                   len(missing), len(entries), source, listed_names(missing, most=3))
+    JobTally.of(len(entries) - len(missing), {AudioMissingError.reason: len(missing)}).check(
+        source, max_fail_fraction, "no shard was written", unit="utterances")
+
+
+def _write_list(shard_list: str, paths: Sequence[str]) -> bool:
+    """Write ``shard_list`` (atomically) unless it names ``paths`` already; True if written.
+    A list kept as it is keeps its time, so the stages made from it stay up to date."""
+    text = "".join(path + "\n" for path in paths)
+    with contextlib.suppress(OSError):
+        with open(shard_list, "r", encoding="utf-8") as handle:
+            if handle.read() == text:
+                return False
+    with atomic_open(shard_list, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return True
 
 
 def make_shards(entries: Sequence[TableEntry], shards_dir: str, shard_list: str,
                 num_utts_per_shard: int = 1000, num_threads: int = 1,
-                prefix: str = "shards", shuffle: bool = False, seed: int = 42) -> List[str]:
+                prefix: str = "shards", shuffle: bool = False, seed: int = 42,
+                source: str = "wav.scp",
+                max_fail_fraction: float = DEFAULT_MAX_FAIL_FRACTION) -> List[str]:
     """Write ``entries`` into tar shards with parallel writers, then the ``shard.list``.
 
     Shards are named ``{prefix}_{index:09d}.tar``; the list is written (atomically)
-    only after every shard is complete. Missing audio files, audio that soundfile
-    cannot decode, and audio stored as is (no VAD) without an audio extension are
-    refused before anything is written. A ``command |`` entry is stored as a WAV
+    only after every shard is complete. Audio of a format soundfile cannot decode here
+    (m4a, wma) is refused before anything is written. An utterance whose audio cannot be
+    read (:func:`write_shard`) is left out of its shard, logged and counted, as in the
+    other list jobs (:mod:`wespeaker_py.utils.list_jobs`): the job ends with ``N done,
+    M skipped (reasons)`` and fails (:class:`RunFailedError`, no list) when nothing was
+    done or more than ``max_fail_fraction`` of the utterances of ``source`` (the table
+    they came from, as messages name it) were left out; missing files that alone are too
+    many fail it before any shard is written. A ``command |`` entry is stored as a WAV
     re-encoded from the command's output, so that its header matches its data.
-    A shard already complete with the same entries (its digest note) is kept; when
-    any shard is written, the old list goes first, as it would name a mix of runs. The
-    shards of an earlier run beyond this run's count are removed.
+
+    A shard already complete with the same entries (its digest note: keys, speakers,
+    audio paths or commands, VAD, and the stamps of the audio files, a command's included)
+    is kept, with the utterances its note says were left out. When any shard is written,
+    the old list goes first, as it would name a mix of runs; a list that names the same
+    shards is kept as it is. The shards of an earlier run beyond this run's count are
+    removed.
     """
     if num_utts_per_shard <= 0:
         raise ValueError(f"num_utts_per_shard must be positive, got {num_utts_per_shard}")
     entries = list(entries)
     if shuffle:
         random.Random(seed).shuffle(entries)
-    # fail before writing anything
     check_decodable(entries)
-    for entry in entries:
-        if entry.vad is None:
-            _audio_suffix(entry)
-    stamps = _audio_stamps(entries)
-    paths, jobs = [], []
+    stamps = [_audio_stamp(entry.wav) for entry in entries]
+    _check_missing_files(entries, stamps, source, max_fail_fraction)
+    paths, jobs, left_out = _plan_shards(entries, stamps, shards_dir, prefix,
+                                         num_utts_per_shard)
+    if jobs:
+        os.makedirs(shards_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(shard_list)
+        left_out += _write_shards(jobs, num_threads)
+    tally = JobTally.of(len(entries) - len(left_out),
+                        Counter(item.reason for item in left_out))
+    try:
+        tally.check(source, max_fail_fraction, f"{shard_list} was not written",
+                    unit="utterances")
+    except RunFailedError:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(shard_list)
+        raise
+    listed = _write_list(shard_list, paths)
+    removed = (_remove_outnumbered_shards(shards_dir, prefix, len(paths))
+               if os.path.isdir(shards_dir) else 0)
+    log = logger.warning if left_out else logger.info
+    if jobs or listed or removed:
+        log("wrote %s: %d shards (%d written, %d kept from an earlier run, %d of its shards "
+            "beyond these removed); utterances: %s", shard_list, len(paths), len(jobs),
+            len(paths) - len(jobs), removed, tally.describe())
+    else:
+        log("%s is up to date: its %d shards hold the utterances of %s as they are now "
+            "(their digest notes match); utterances: %s", shard_list, len(paths), source,
+            tally.describe())
+    return paths
+
+
+def _plan_shards(entries: Sequence[TableEntry], stamps: Sequence[AudioStamp], shards_dir: str,
+                 prefix: str, num_utts_per_shard: int
+                 ) -> Tuple[List[str], List[ShardJob], List[LeftOut]]:
+    """The shards of ``entries``: ``(paths, the jobs of those to write, the utterances left
+    out of those kept)``; a shard whose digest note matches is kept (its left-out
+    utterances logged again, so that each run names them)."""
+    paths: List[str] = []
+    jobs: List[ShardJob] = []
+    left_out: List[LeftOut] = []
     for index, start in enumerate(range(0, len(entries), num_utts_per_shard)):
         group = entries[start:start + num_utts_per_shard]
         path = os.path.join(shards_dir, f"{prefix}_{index:09d}.tar")
         digest = _shard_digest(group, stamps[start:start + num_utts_per_shard])
         paths.append(path)
-        if not _shard_is_complete(path, digest):
+        noted = _noted_left_out(path, digest)
+        if noted is None:
             jobs.append((group, path, digest))
-    if jobs:
-        os.makedirs(shards_dir, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(shard_list)
-        _write_shards(jobs, num_threads)
-    with atomic_open(shard_list, "w", encoding="utf-8") as handle:
-        for path in paths:
-            handle.write(path + "\n")
-    removed = (_remove_outnumbered_shards(shards_dir, prefix, len(paths))
-               if os.path.isdir(shards_dir) else 0)
-    logger.info("wrote %d utterances into %d shards (%d kept from an earlier run, %d of "
-                "its shards beyond these removed), list %s", len(entries), len(paths),
-                len(paths) - len(jobs), removed, shard_list)
-    return paths
+            continue
+        for item in noted:
+            logger.warning("utterance %s stays left out of %s, kept from an earlier run "
+                           "(%s): %s", item.key, os.path.basename(path), item.reason,
+                           item.message)
+        left_out += noted
+    return paths, jobs, left_out

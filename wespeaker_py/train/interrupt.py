@@ -56,11 +56,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # config keys (``"block.key"`` for a key inside a block) that do not shape the weights:
 # where they go, how often they are logged or kept, the start weights (compared as the
 # lineage, by their digest), how the data loader delivers batches (not which ones), and
-# whether a non-finite step stops the run or is dropped (dropped either way). Left out of
-# training_settings: they may change at any point of a run.
+# whether a non-finite step stops the run or is dropped (dropped either way), and how many
+# skipped utterances stop it after an epoch. Left out of training_settings: they may change
+# at any point of a run.
 RUN_ONLY_KEYS = frozenset({"exp_dir", "gpus", "num_avg", "save_epoch_interval",
                            "save_minute_interval", "log_batch_interval", "nonfinite_loss",
-                           "checkpoint", "model_init",
+                           "max_fail_fraction", "checkpoint", "model_init",
                            "dataloader_args.pin_memory", "dataloader_args.prefetch_factor",
                            "dataloader_args.multiprocessing_context",
                            "dataloader_args.timeout"})

@@ -38,7 +38,8 @@ logger = get_logger(__name__)
 
 
 class TrainingDataError(RunFailedError):
-    """The training data gave fewer batches than an epoch needs (the command exits 1)."""
+    """The training data gave fewer batches than an epoch needs, or an epoch skipped more
+    of it than ``max_fail_fraction`` (the command exits 1)."""
 
 
 class Totals(NamedTuple):

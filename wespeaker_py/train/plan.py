@@ -106,6 +106,7 @@ class TrainingPlan:
     spk2id_digest: str  # checkpoint.speaker_map_digest of spk2id
     num_utterances: int
     epoch_iter: int  # batches per epoch on each rank
+    max_fail_fraction: float  # an epoch that skipped more of what it read stops the run
     seed: int
     # model, head and front-end
     model_config: ModelConfig  # model_args.feat_dim filled in
@@ -182,6 +183,7 @@ def resolve(config: TrainConfig, world: DistContext) -> TrainingPlan:
         dataset_args=dataset_args, dataloader_args=config.dataloader_args, spk2id=spk2id,
         spk2id_digest=spk2id_digest,
         num_utterances=num_utterances, epoch_iter=epoch_iter,
+        max_fail_fraction=config.max_fail_fraction,
         seed=config.seed,
         model_config=ModelConfig(model=config.model, model_args=model_args,
                                  dataset_args=dataset_args),

@@ -201,11 +201,11 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
         _check_applied_steps(result, trainer.epoch_name(epoch), world)
         folder.log_scalars(epoch * plan.epoch_iter, epoch_loss=result.loss,
                            epoch_accuracy=result.accuracy)
-        _end_of_epoch(trainer, epoch, control, resume_hint)
+        _end_of_epoch(trainer, epoch, epoch_data, control, resume_hint)
         history.append(result)
     if world.is_main:
-        data_total.log(f"training data, epochs {first_epoch}-{num_epochs} "
-                       f"(each epoch counts a key once)")
+        data_total.log(f"training data, epochs {first_epoch}-{num_epochs} (each epoch counts "
+                       f"an utterance once, the run a bad noise or RIR file once)")
     barrier(world)
     return history
 
@@ -255,11 +255,12 @@ def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
             f"starts from instead", failed.position) from None
 
 
-def _end_of_epoch(trainer: Trainer, epoch: int, control: Optional[RunControl],
-                  resume_hint: Optional[str]) -> None:
+def _end_of_epoch(trainer: Trainer, epoch: int, data: SkipSummary,
+                  control: Optional[RunControl], resume_hint: Optional[str]) -> None:
     """After ``epoch``'s averages are logged: write model_<epoch>.pt when the plan keeps
-    it and redraw the curves; then, before the last epoch, the ranks agree whether to save
-    the state (interrupted.pt at the next epoch's start) or to stop (TrainingStopped)."""
+    it and redraw the curves; stop when the epoch skipped too much of its ``data``
+    (:func:`_check_skipped_data`); then, before the last epoch, the ranks agree whether to
+    save the state (interrupted.pt at the next epoch's start) or to stop (TrainingStopped)."""
     plan, folder = trainer.plan, trainer.folder
     world = plan.world
     saved = plan.should_save(epoch)
@@ -268,6 +269,7 @@ def _end_of_epoch(trainer: Trainer, epoch: int, control: Optional[RunControl],
         if control is not None:
             control.saved()
     folder.draw_curves()
+    _check_skipped_data(trainer, epoch, data, saved, resume_hint)
     if control is None or epoch == plan.num_epochs:
         return
     # the epoch's end is a log point; a periodic save falls here unless model_<epoch>.pt
@@ -282,6 +284,33 @@ def _end_of_epoch(trainer: Trainer, epoch: int, control: Optional[RunControl],
     if agreed.stop:
         _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
                  resume_hint=resume_hint)
+
+
+def _check_skipped_data(trainer: Trainer, epoch: int, data: SkipSummary, saved: bool,
+                        resume_hint: Optional[str]) -> None:
+    """Stop the run (TrainingDataError) when ``epoch`` skipped more than the plan's
+    ``max_fail_fraction`` of the utterances it read or of the shards it opened (``data``:
+    its summary over all ranks, the same on each), as a list job fails: a wrong path or an
+    unmounted disk would otherwise train every epoch on what is left. The epoch is kept
+    first: in model_<epoch>.pt when ``saved``, else in interrupted.pt."""
+    plan = trainer.plan
+    beyond = data.skipped_beyond(plan.max_fail_fraction)
+    if not beyond:
+        return
+    if saved:
+        path = plan.layout.checkpoint_path(epoch)
+    else:
+        trainer.save_interrupted(epoch + 1, EpochPosition(0, zero_totals(), None))
+        path = plan.layout.interrupted_path
+    barrier(plan.world)
+    then = ("this was the run's last epoch: train it again once the data is fixed"
+            if epoch == plan.num_epochs else
+            f"once the data is fixed, {_resume_hint(trainer.folder, resume_hint)}")
+    raise TrainingDataError(
+        f"{trainer.epoch_name(epoch)} skipped {' and '.join(beyond)}, more than "
+        f"max_fail_fraction {plan.max_fail_fraction:g}: {data.describe_skipped()}. A wrong path "
+        f"or a disk that is not mounted? {path} is saved; {then}; to train on what is left "
+        f"instead, raise max_fail_fraction (a config key; 1: never stop)")
 
 
 def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
