@@ -10,6 +10,9 @@ Formats (the same as WeSpeaker's, so its lists work unchanged):
 - augmentation lists (MUSAN noise, RIRs): a Kaldi ``wav.scp`` (``key path``) or a
   ``raw.list`` (JSON lines with ``key`` and ``wav``).
 
+A Kaldi folder whose ``wav.scp`` lists recordings is joined through its ``segments``
+(``utt recording start end``): each utterance is its recording with one VAD segment.
+
 Every parse error is a :class:`DataFormatError` naming the file and line.
 """
 from __future__ import annotations
@@ -18,7 +21,8 @@ import argparse
 import json
 import os
 from dataclasses import dataclass
-from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Container, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 from urllib.parse import urlparse
 
 import soundfile as sf
@@ -53,6 +57,8 @@ SHARD_AUDIO_SUFFIXES = AUDIO_EXTENSIONS | frozenset(
     format_suffix(name) for name in sf.available_formats() if name != "RAW")
 # the --vad_file default of WeSpeaker's list tools: no VAD file
 NO_VAD_FILE = "non_exist"
+# the Kaldi table beside a wav.scp of recordings that cuts utterances from them
+SEGMENTS_NAME = "segments"
 
 
 @dataclass(frozen=True)
@@ -217,20 +223,105 @@ def read_audio_list(path: str) -> List[Tuple[str, str]]:
     return entries
 
 
+def _parse_span(path: str, line_no: int, start: str, end: str) -> Tuple[float, float]:
+    """``(start, end)`` in seconds of a VAD or segments line; numbers that are not, a
+    negative start or an end not after the start is a :class:`DataFormatError`."""
+    try:
+        span = (float(start), float(end))
+    except ValueError:
+        raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} {end!r}") \
+            from None
+    if span[0] < 0 or span[1] <= span[0]:
+        raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]: the start must "
+                                             f"be 0 or more and the end after it")
+    return span
+
+
 def read_vad_file(path: str) -> Dict[str, Segments]:
     """Read a VAD/segments file whose last three fields are ``utt start end`` (seconds)."""
     table: Dict[str, List[Tuple[float, float]]] = {}
     for line_no, fields in iter_table(path, min_fields=3):
         utt, start, end = fields[-3:]
-        try:
-            segment = (float(start), float(end))
-        except ValueError:
-            raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} {end!r}") \
-                from None
-        if segment[0] < 0 or segment[1] <= segment[0]:
-            raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]")
-        table.setdefault(utt, []).append(segment)
+        table.setdefault(utt, []).append(_parse_span(path, line_no, start, end))
     return {utt: tuple(segments) for utt, segments in table.items()}
+
+
+@dataclass(frozen=True)
+class RecordingSegment:
+    """One line of a Kaldi ``segments`` file: the span (seconds) of a recording that is
+    an utterance."""
+
+    recording: str
+    start: float
+    end: float
+    line_no: int
+
+
+def read_segments(path: str) -> Dict[str, RecordingSegment]:
+    """``utt -> RecordingSegment`` of a Kaldi ``segments`` file (``utt recording start end``);
+    a malformed line or span, or an utterance given twice, is a :class:`DataFormatError`
+    naming the file and line."""
+    segments: Dict[str, RecordingSegment] = {}
+    utterances = UniqueKeys(path, "segment")
+    for line_no, (utt, recording, start, end) in iter_table(path, min_fields=4, max_fields=4):
+        utterances.claim(utt, line_no)
+        segments[utt] = RecordingSegment(recording, *_parse_span(path, line_no, start, end),
+                                         line_no=line_no)
+    return segments
+
+
+def read_segment_table(wav_scp: str, utt2spk: str, segments_file: str) -> List[TableEntry]:
+    """Join a Kaldi folder whose ``wav.scp`` lists recordings and whose ``segments`` cuts
+    the utterances from them: one entry an utterance of ``utt2spk`` (in its order), with its
+    recording's audio and its span as the one VAD segment, which readers keep alone.
+
+    A segment whose recording is not in wav.scp is a :class:`DataFormatError` naming the
+    segments file and line; an utterance of utt2spk without a segment, or given twice, one
+    naming utt2spk and the line. Segments of no utterance of utt2spk are left out with a
+    warning.
+    """
+    recordings = read_key_value(wav_scp)
+    segments = read_segments(segments_file)
+    for utt, segment in segments.items():
+        if segment.recording not in recordings:
+            raise DataFormatError(segments_file, segment.line_no,
+                                  f"recording {segment.recording!r} of utterance {utt!r} is "
+                                  f"not in {wav_scp}")
+    keys = UniqueKeys(utt2spk, "utterance")
+    entries = []
+    for line_no, key, spk in _utt2spk_rows(utt2spk, keys):
+        segment = segments.get(key)
+        if segment is None:
+            raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in "
+                                                    f"{segments_file}")
+        entries.append(TableEntry(key=key, spk=spk, wav=recordings[segment.recording],
+                                  vad=((segment.start, segment.end),)))
+    warn_unlisted(segments, keys.first_line, segments_file, utt2spk)
+    return entries
+
+
+def _utt2spk_rows(utt2spk: str, keys: UniqueKeys) -> Iterator[Tuple[int, str, str]]:
+    """``(line_no, utterance, speaker)`` of each line of ``utt2spk``, each utterance claimed
+    in ``keys`` (one given twice is a :class:`DataFormatError`)."""
+    for line_no, (key, spk) in iter_table(utt2spk, min_fields=2, max_fields=2):
+        keys.claim(key, line_no)
+        yield line_no, key, spk
+
+
+def _segments_hint(wav_scp: str, utterance: str) -> str:
+    """The end of the "not in wav.scp" error of ``utterance`` when the ``segments`` file
+    beside ``wav_scp`` cuts it from a recording (then wav.scp lists recordings)."""
+    path = os.path.join(os.path.dirname(wav_scp), SEGMENTS_NAME)
+    if not os.path.isfile(path):
+        return ""
+    try:
+        with open_table(path) as handle:
+            if not any(line.split()[:1] == [utterance] for line in handle):
+                return ""
+    except (OSError, DataFormatError):
+        return ""
+    return (f"; {wav_scp} lists recordings, and {path} cuts the utterances from them: "
+            f"give --segments {path}")
 
 
 def vad_file_argument(value: str) -> Optional[str]:
@@ -251,22 +342,23 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
     """Join ``wav.scp`` and ``utt2spk`` (in utt2spk order), attaching VAD segments if given.
 
     An utterance of utt2spk missing from wav.scp, or given twice in utt2spk, is an error
-    naming utt2spk and its line(s); utterances of wav.scp missing from utt2spk are left
-    out with a warning. With ``drop_without_vad`` utterances that have no VAD segments are
-    left out (WeSpeaker's raw-list behaviour); otherwise they are kept whole. Either way the
-    log counts them, and a VAD file none of whose keys is an utterance of utt2spk (another
-    corpus's, or keyed differently) is a :class:`DataFormatError` naming it.
+    naming utt2spk and its line(s) (one that the ``segments`` file beside wav.scp cuts from
+    a recording: saying so, see :func:`read_segment_table`); utterances of wav.scp missing
+    from utt2spk are left out with a warning. With ``drop_without_vad`` utterances that
+    have no VAD segments are left out (WeSpeaker's raw-list behaviour); otherwise they are
+    kept whole. Either way the log counts them, and a VAD file none of whose keys is an
+    utterance of utt2spk (another corpus's, or keyed differently) is a
+    :class:`DataFormatError` naming it.
     """
     wavs = read_key_value(wav_scp)
     vad = read_vad_file(vad_file) if vad_file else None
     keys = UniqueKeys(utt2spk, "utterance")
     entries: List[TableEntry] = []
     without_vad: List[str] = []
-    for line_no, fields in iter_table(utt2spk, min_fields=2, max_fields=2):
-        key, spk = fields
-        keys.claim(key, line_no)
+    for line_no, key, spk in _utt2spk_rows(utt2spk, keys):
         if key not in wavs:
-            raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}")
+            raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}"
+                                                    + _segments_hint(wav_scp, key))
         segments = vad.get(key) if vad is not None else None
         if vad is not None and segments is None:
             without_vad.append(key)

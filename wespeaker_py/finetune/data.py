@@ -19,7 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
 from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, segment_outside
-from wespeaker_py.dataset.lists import (TableEntry, decodable_extensions, read_utterance_table,
+from wespeaker_py.dataset.lists import (SEGMENTS_NAME, TableEntry, decodable_extensions,
+                                        read_segment_table, read_utterance_table,
                                         write_raw_list)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune.speaker_folders import (LISTS, SpeakerFolderError,
@@ -28,13 +29,12 @@ from wespeaker_py.scoring.make_trials import Trial
 from wespeaker_py.scoring.trials import write_trials
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import file_digest
-from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_table, read_key_value,
-                                       resolve_wav, table_digest, write_table)
+from wespeaker_py.utils.tables import DataFormatError, resolve_wav, table_digest, write_table
 
 logger = get_logger(__name__)
 
 # the lists a data folder is read from (segments optional)
-LIST_NAMES = ("wav.scp", "utt2spk", "segments")
+LIST_NAMES = ("wav.scp", "utt2spk", SEGMENTS_NAME)
 
 
 class FinetuneDataError(WespeakerError):
@@ -116,24 +116,6 @@ def _by_rate(counts: Mapping[int, int]) -> Dict[str, int]:
     return {str(rate): count for rate, count in sorted(counts.items())}
 
 
-def _read_segments(path: str) -> Dict[str, Tuple[str, float, float]]:
-    """``utt -> (recording, start, end)`` of a Kaldi segments file (seconds); an utterance
-    given twice is a :class:`DataFormatError` naming both lines."""
-    segments = {}
-    utterances = UniqueKeys(path, "segment")
-    for line_no, (utt, recording, start, end) in iter_table(path, min_fields=4, max_fields=4):
-        utterances.claim(utt, line_no)
-        try:
-            begin, finish = float(start), float(end)
-        except ValueError:
-            raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} "
-                                                 f"{end!r}") from None
-        if begin < 0 or finish <= begin:
-            raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]")
-        segments[utt] = (recording, begin, finish)
-    return segments
-
-
 def _listed_speaker_folders(data_dir: str) -> SpeakerFolderListing:
     """The utterances of a DIR without wav.scp, from its speaker folders; a
     :class:`FinetuneDataError` naming both layouts when it has none with audio."""
@@ -169,19 +151,10 @@ def _read_entries(data_dir: str) -> Tuple[List[TableEntry], Optional[SpeakerFold
             raise FinetuneDataError(f"{path} does not exist (a data folder needs wav.scp and "
                                     f"utt2spk; or, without any of wav.scp, utt2spk and "
                                     f"segments, one folder of audio files per speaker)")
-    if not os.path.isfile(segments_path):
-        entries = read_utterance_table(wav_scp, utt2spk)
+    if os.path.isfile(segments_path):
+        entries = read_segment_table(wav_scp, utt2spk, segments_path)
     else:
-        recordings = read_key_value(wav_scp)
-        segments = _read_segments(segments_path)
-        entries = []
-        for utt, spk in read_key_value(utt2spk, allow_spaces_in_value=False).items():
-            recording, start, end = segments.get(utt, (None, 0.0, 0.0))
-            if recording not in recordings:
-                raise FinetuneDataError(f"{utt2spk}: utterance {utt!r} has no segment of a "
-                                        f"recording in {wav_scp} (see {segments_path})")
-            entries.append(TableEntry(key=utt, spk=spk, wav=recordings[recording],
-                                      vad=((start, end),)))
+        entries = read_utterance_table(wav_scp, utt2spk)
     # wav paths relative to the data folder, as in the mini recipe's corpus
     return [TableEntry(entry.key, entry.spk, resolve_wav(entry.wav, data_dir), entry.vad)
             for entry in entries], None
@@ -248,7 +221,7 @@ def _segments_within(entries: List[TableEntry], headers: Dict[str, Tuple[int, in
     if past:
         logger.warning("%s: %d of its %d segments start at or end more than %g s past the "
                        "end of their recording, and are skipped (segment_past_end): the "
-                       "first is %s", os.path.join(folder, "segments"), len(past),
+                       "first is %s", os.path.join(folder, SEGMENTS_NAME), len(past),
                        len(entries), MAX_SEGMENT_OVERSHOOT, past[0])
     return kept
 
