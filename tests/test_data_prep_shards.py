@@ -205,3 +205,15 @@ def test_shards_store_any_format_soundfile_reads_under_its_name(
     (utt,) = iter_shard(shard, stats)
     with open_audio(data=utt.data) as stored, open_audio(path) as source:
         np.testing.assert_array_equal(stored.read_all(), source.read_all())
+
+
+@pytest.mark.parametrize("flag", ["--num_utts_per_shard", "--num_threads"])
+def test_shard_sizes_and_writers_below_one_are_usage_errors(tmp_path, capsys, flag):
+    # a ValueError traceback from deep in the writer before; nothing is read or written
+    with pytest.raises(SystemExit) as stop:
+        run_tool("make_shard_list.py", flag, "0", str(tmp_path / "wav.scp"),
+                 str(tmp_path / "utt2spk"), str(tmp_path / "shards"), str(tmp_path / "list"))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert f"argument {flag}/" in err and "must be at least 1, got 0" in err
+    assert list(tmp_path.iterdir()) == []

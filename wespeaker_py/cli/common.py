@@ -146,9 +146,9 @@ def add_fail_fraction_flag(parser: argparse.ArgumentParser) -> None:
     """``--max_fail_fraction`` of a job over a list (see :mod:`wespeaker_py.utils.list_jobs`)."""
     add_flag(parser, "max_fail_fraction", type=parse_fail_fraction,
              default=DEFAULT_MAX_FAIL_FRACTION, metavar="F",
-             help=f"fail (exit 1, nothing written) when more than this fraction of the list "
-                  f"is skipped (default {DEFAULT_MAX_FAIL_FRACTION:g}; 1: only when nothing "
-                  f"was done)")
+             help=f"fail (exit 1, the job's output not written) when more than this fraction "
+                  f"of the list is skipped (default {DEFAULT_MAX_FAIL_FRACTION:g}; 1: only "
+                  f"when nothing was done)")
 
 
 def add_missing_trials_flag(parser: argparse.ArgumentParser) -> None:
