@@ -96,32 +96,50 @@ def _rank_pid(parent: int, rank: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"no worker of rank {rank} under {parent}")
 
 
+STOP_TEST_EPOCHS = 5
+
+
+def _torchrun_training(setup, exp_dir, *extra):
+    """The command line of a 2-rank torchrun training of ``setup``'s config into ``exp_dir``."""
+    corpus, config_path = setup
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", "2", "-m", "wespeaker_py.bin.train",
+            "--config", config_path, "--exp_dir", exp_dir, "--data_type", "raw",
+            "--train_data", corpus["raw_list"], "--train_label", corpus["utt2spk"], *extra]
+
+
+@pytest.fixture(scope="module")
+def stop_test_run(tmp_path_factory):
+    """A tiny corpus and config, and the folder of their uninterrupted 2-rank training."""
+    root = tmp_path_factory.mktemp("ddp_stop")
+    corpus = make_speaker_corpus(str(root / "data"), num_spks=4, utts_per_spk=12)
+    config = tiny_config("unused", corpus, num_epochs=STOP_TEST_EPOCHS)
+    config["dataloader_args"].update(batch_size=4, num_workers=1)   # 6 batches a rank
+    for key in ("exp_dir", "train_data", "train_label", "data_type"):
+        config.pop(key)
+    setup = corpus, write_config(str(root / "tiny.yaml"), config)
+    full_dir = str(root / "full")
+    done = subprocess.run(_torchrun_training(setup, full_dir), cwd=REPO_ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return setup, full_dir
+
+
 @pytest.mark.parametrize("target, signum", [("rank 1", "SIGUSR1"), ("torchrun", "SIGTERM")])
 def test_a_stop_signal_stops_both_ranks_and_the_rerun_retraces_the_run(
-        tmp_path, target, signum):
+        tmp_path, stop_test_run, target, signum):
     # SIGUSR1 to rank 1 alone: rank 0 hears nothing, so the ranks must agree. SIGTERM to
     # torchrun: it signals each rank's process group, loader workers included
     import signal
     import time
-    corpus = make_speaker_corpus(str(tmp_path / "data"), num_spks=4, utts_per_spk=12)
-    config = tiny_config("unused", corpus, num_epochs=8)
-    config["dataloader_args"].update(batch_size=4, num_workers=1)   # 6 batches a rank
-    for key in ("exp_dir", "train_data", "train_label", "data_type"):
-        config.pop(key)
-    config_path = write_config(str(tmp_path / "tiny.yaml"), config)
+    setup, full_dir = stop_test_run
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
     def command(exp_dir, *extra):
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2", "-m", "wespeaker_py.bin.train",
-                "--config", config_path, "--exp_dir", exp_dir, "--data_type", "raw",
-                "--train_data", corpus["raw_list"], "--train_label", corpus["utt2spk"], *extra]
+        return _torchrun_training(setup, exp_dir, *extra)
 
-    full_dir, stopped_dir = str(tmp_path / "full"), str(tmp_path / "stopped")
-    done = subprocess.run(command(full_dir), cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+    stopped_dir = str(tmp_path / "stopped")
     job = subprocess.Popen(command(stopped_dir), cwd=REPO_ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _rank_pid(job.pid, 1) if target == "rank 1" else job.pid
@@ -140,15 +158,16 @@ def test_a_stop_signal_stops_both_ranks_and_the_rerun_retraces_the_run(
     epoch = int(where.group(2) or where.group(3))
     models = os.path.join(stopped_dir, "models")
     saved = sorted(os.listdir(models))
-    assert epoch < 8 and f"model_{epoch + 1}.pt" not in saved, saved
+    assert epoch < STOP_TEST_EPOCHS and f"model_{epoch + 1}.pt" not in saved, saved
     assert ("interrupted.pt" in saved) == where.group(1).startswith("epoch "), saved
     epochs = [int(name[6:-3]) for name in saved if name.startswith("model_")]
     resume = ["--checkpoint", os.path.join(models, f"model_{max(epochs)}.pt")] if epochs else []
     done = subprocess.run(command(stopped_dir, *resume), cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    full = torch.load(os.path.join(full_dir, "models", "model_8.pt"), weights_only=False)
-    resumed = torch.load(os.path.join(models, "model_8.pt"), weights_only=False)
+    last = f"model_{STOP_TEST_EPOCHS}.pt"
+    full = torch.load(os.path.join(full_dir, "models", last), weights_only=False)
+    resumed = torch.load(os.path.join(models, last), weights_only=False)
     assert full["param_digests"] == resumed["param_digests"]
     assert "interrupted.pt" not in os.listdir(models)
 

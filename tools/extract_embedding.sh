@@ -105,7 +105,8 @@ fi
 rm -f "${result}" "${embed_dir}/xvector.ark" "${embed_dir}/xvector.scp"
 
 # No GPU visible: run the jobs on the CPU.
-if [ -z "${gpus}" ] || ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+if [ -z "${gpus}" ] || [ "${gpus}" == "[]" ] ||
+   ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   gpus="[]"
 fi
 

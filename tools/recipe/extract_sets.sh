@@ -50,9 +50,14 @@ extract_set() {
     --gpus "${gpus}"
 }
 
-failed=0
-if [ -z "${gpus}" ] || [ "${gpus}" == "[]" ] ||
+# Without CUDA both sets run on the CPU; "[]" tells extract_embedding.sh so, which spares
+# it a torch start of its own per set
+if [ -n "${gpus}" ] && [ "${gpus}" != "[]" ] &&
    ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  gpus="[]"
+fi
+failed=0
+if [ -z "${gpus}" ] || [ "${gpus}" == "[]" ]; then
   # On the CPU the two sets would only compete for the same cores.
   extract_set "${train_set}" "${backend_chunks}" || failed=1
   extract_set "${eval_set}" false || failed=1
