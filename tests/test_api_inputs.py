@@ -82,6 +82,21 @@ def test_an_embedding_of_another_size_or_shape_is_refused_by_name(tmp_path, mode
         centred.score_embeddings(vector, np.append(vector, 1.0))
 
 
+def test_a_mean_vector_not_of_the_models_size_is_refused_when_the_model_is_made(tmp_path, model):
+    # given to SpeakerModel directly it was taken, and every later cosine failed in numpy
+    dim = model.embed_dim
+    for wrong in (np.zeros(dim - 1), np.zeros((1, dim))):
+        with pytest.raises(EmbeddingShapeError, match=rf"the mean vector has shape "
+                                                      rf"\({wrong.shape[0]},.*this model's "
+                                                      rf"{dim} values"):
+            SpeakerModel(model.backend, model.name, model.source, mean_vec=wrong)
+    mean_path = tmp_path / "mean.npy"
+    np.save(mean_path, np.zeros(dim + 2, np.float32))
+    with pytest.raises(WespeakerError, match=rf"^{mean_path}: the mean vector has shape "
+                                             rf"\({dim + 2},\)"):
+        wespeaker_py.load_model(model.source, device="cpu", mean_vec=str(mean_path))
+
+
 def test_decide_refuses_a_score_that_is_no_cosine(model):
     # a NaN once decided "different speakers"; the model here has no calibration
     for score in (float("nan"), 2.0):

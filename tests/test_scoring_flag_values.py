@@ -72,6 +72,19 @@ def test_gather_calibration_factors_refuses_a_duration_cap_that_is_no_duration(
     assert not (tmp_path / "f").exists()
 
 
+@pytest.mark.parametrize("value", [0.0, -5.0, float("nan")])
+def test_gather_calibration_factors_refuses_such_a_cap_from_python_too(tmp_path, value):
+    # from the API, -5 made every duration -5 and NaN every duration NaN
+    from wespeaker_py.scoring import qmf
+    norm = tmp_path / "n.score"
+    norm.write_text("a b 1.0 target 1 1 0.2 0.2\n")
+    (tmp_path / "utt2dur").write_text("a 3.0\nb 5.0\n")
+    with pytest.raises(ValueError, match=f"max_dur must be a number of seconds > 0, got {value}"):
+        qmf.gather_calibration_factors(str(norm), str(tmp_path / "f"),
+                                       str(tmp_path / "utt2dur"), max_dur=value)
+    assert not (tmp_path / "f").exists()
+
+
 # -- PLDA training -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flag, value", [("--iter", "0"), ("--iter", "-2"),

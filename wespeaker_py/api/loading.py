@@ -26,7 +26,7 @@ import numpy as np
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
-from wespeaker_py.api.model import SpeakerModel
+from wespeaker_py.api.model import EmbeddingShapeError, SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
 from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
@@ -269,11 +269,11 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         raise ModelSourceError(f"mean vector {mean_vec} does not exist")
     if mean is None and note_recipe_mean and os.path.isdir(path):
         _note_recipe_mean_vectors(path)
-    if mean is not None and mean.shape[0] != backend.embed_dim:
-        raise ModelSourceError(f"mean vector {mean_path} has {mean.shape[0]} values, the "
-                               f"model's embeddings {backend.embed_dim}")
-    return SpeakerModel(backend, name, os.path.abspath(path), mean,
-                        calibration or companions + CALIBRATION_NAME, force=force,
-                        window_lda_path=companions + WINDOW_LDA_NAME,
-                        config_path=None if config is None else os.path.abspath(config),
-                        calibration_required=bool(calibration))
+    try:
+        return SpeakerModel(backend, name, os.path.abspath(path), mean,
+                            calibration or companions + CALIBRATION_NAME, force=force,
+                            window_lda_path=companions + WINDOW_LDA_NAME,
+                            config_path=None if config is None else os.path.abspath(config),
+                            calibration_required=bool(calibration))
+    except EmbeddingShapeError as error:
+        raise ModelSourceError(f"{mean_path}: {error}") from None

@@ -79,6 +79,9 @@ class SpeakerModel:
         self.source = source
         self.config_path = config_path
         self.mean_vec = None if mean_vec is None else np.asarray(mean_vec, dtype=np.float32)
+        if self.mean_vec is not None and self.mean_vec.shape != (self.embed_dim,):
+            raise EmbeddingShapeError(f"the mean vector has shape {self.mean_vec.shape}, not one "
+                                      f"vector of this model's {self.embed_dim} values")
         self.calibration_path = calibration_path
         self.calibration_required = calibration_required
         self.window_lda_path = window_lda_path

@@ -221,6 +221,8 @@ def write_utt2dur(path: str, durations: Iterable[Tuple[str, float]]) -> None:
 
 def read_utt2dur(path: str, max_dur: float = math.inf) -> Dict[str, float]:
     """``utt2dur`` as a dict of seconds, each capped at ``max_dur`` (errors name the line)."""
+    if not max_dur > 0:   # NaN too: every duration would become it
+        raise ValueError(f"max_dur must be a number of seconds > 0, got {max_dur}")
     durations = {}
     utterances = UniqueKeys(path, "utterance")
     for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
