@@ -1,5 +1,5 @@
 """Fine-tuning's option checks (before any work), the freezing plan, the message of a run
-stopped by a signal, and wav.scp entries whose file is missing.
+stopped by a signal, wav.scp entries whose file is missing, and --max_fail_fraction.
 
 Nothing trains: a run that gets as far as a phase is stopped there.
 """
@@ -10,12 +10,16 @@ import pytest
 
 from finetune_helpers import read_finetune_data
 from train_helpers import PhaseReached, make_speaker_corpus
+from wespeaker_py.cli.common import run_main
+from wespeaker_py.cli.main import _main
+from wespeaker_py.config import TrainConfig
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases, read_source_config
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
+from wespeaker_py.train.loop import TrainingDataError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -210,3 +214,82 @@ def test_a_run_with_missing_files_trains_and_skips_them(source_model, data_dir, 
                       device="cpu", num_threads=1)
     assert list(report["dev_skipped"]) == [split.dev[0].key]
     assert report["dev"]["after"]["trials"] < len(split.trials)
+
+
+# ---- 7: --max_fail_fraction reaches each phase, and a stopped phase's advice names it -------
+
+def _phase_configs(monkeypatch, argv):
+    """The configs of the two phases of ``wespeaker-py finetune argv``, recorded in place of
+    training (the second raises PhaseReached)."""
+    configs = []
+
+    def record(config, *_):
+        configs.append(config)
+        if len(configs) == 2:
+            raise PhaseReached
+        return "frozen_last.pt"
+
+    monkeypatch.setattr(finetune_run, "_train_phase", record)
+    with pytest.raises(PhaseReached):
+        run_main(_main, ["finetune", *argv])
+    return configs
+
+
+def test_the_flag_goes_into_each_phase_config_and_a_run_without_it_writes_none(
+        source_model, data_dir, tmp_path, monkeypatch):
+    argv = ["--model", source_model, "--data", data_dir, "--out", str(tmp_path / "out"),
+            "--epochs", "2", "--device", "cpu"]   # auto: a frozen phase and a full one
+    given = _phase_configs(monkeypatch, argv + ["--max_fail_fraction", "0.8"])
+    assert [config["max_fail_fraction"] for config in given] == [0.8, 0.8]
+    assert TrainConfig.from_dict(given[0]).max_fail_fraction == 0.8   # as the trainer reads it
+    # without it the same run resumes (the flag is no part of request.json), its configs
+    # as they were before the flag existed
+    left_out = _phase_configs(monkeypatch, argv)
+    assert all("max_fail_fraction" not in config for config in left_out)
+    assert [dict(config, max_fail_fraction=0.8) for config in left_out] == given
+
+
+def test_a_max_fail_fraction_above_1_is_refused_naming_the_flag(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as refused:
+        run_main(_main, ["finetune", "--model", "m", "--data", "d", "--out", out,
+                         "--max_fail_fraction", "1.5"])
+    assert refused.value.code == 2
+    assert ("argument --max_fail_fraction/--max-fail-fraction: expected a number in [0, 1], "
+            "got '1.5'") in capsys.readouterr().err
+    with pytest.raises(WespeakerError, match=r"--max_fail_fraction must be a number in "
+                                             r"\[0, 1\], got 1.5"):
+        finetune("m", "d", out, max_fail_fraction=1.5)
+    assert not os.path.exists(out)
+
+
+def _skip_too_much(config, resume_hint=None, **_):
+    """In place of the trainer: the end of epoch 1 of 2, saved, after it skipped 12 of the 16
+    utterances it read, as the trainer's check stops it."""
+    plan = SimpleNamespace(max_fail_fraction=0.5, num_epochs=2,
+                           world=SimpleNamespace(is_distributed=False),
+                           layout=SimpleNamespace(checkpoint_path="/exp/models/model_{}.pt".format))
+    run = SimpleNamespace(plan=plan, folder=SimpleNamespace(standing_path=None),
+                          epoch_name="epoch {}".format)
+    data = SimpleNamespace(skipped_beyond=lambda fraction: ["12 of the 16 utterances read"],
+                           describe_skipped=lambda: "missing_file=12")
+    trainer._check_skipped_data(run, 1, data, True, resume_hint)
+
+
+def test_a_phase_that_skipped_too_much_says_to_raise_the_finetune_flag(
+        source_model, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "run_training", _skip_too_much)
+    with pytest.raises(TrainingDataError) as stopped:
+        finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
+                 device="cpu")
+    assert str(stopped.value).endswith(
+        "/exp/models/model_1.pt is saved; once the data is fixed, run the same wespeaker-py "
+        "finetune command again to resume; to train on what is left instead, raise "
+        "wespeaker-py finetune --max_fail_fraction (1: never stop) and run the command again: "
+        "it goes on from the saved epoch")
+    assert "config key" not in str(stopped.value)
+    # bin.train's run, whose config the user writes, keeps the advice of the key
+    with pytest.raises(TrainingDataError, match=r"; to train on what is left instead, raise "
+                                                r"max_fail_fraction \(a config key; 1: never "
+                                                r"stop\)$"):
+        _skip_too_much({})

@@ -616,14 +616,17 @@ class SpeakerModel:
 
     def finetune(self, data_dir: str, out_dir: str, device: Optional[str] = None,
                  num_threads: Optional[int] = None, overwrite: bool = False,
-                 mix_data: Optional[str] = None, **options: Any) -> "SpeakerModel":
+                 mix_data: Optional[str] = None, max_fail_fraction: Optional[float] = None,
+                 **options: Any) -> "SpeakerModel":
         """Fine-tune this model on the speakers of ``data_dir``; return the new model, in
         ``out_dir``.
 
         ``options`` are :class:`~wespeaker_py.finetune.FinetuneOptions` fields
         (``epochs``, ``lr``, ``margin``, ``freeze``, ``sample_rate``, ...); ``mix_data``
-        a Kaldi folder of original-domain data that trains too; a checkpoint loaded
-        with ``config=`` is fine-tuned with that config. See
+        a Kaldi folder of original-domain data that trains too; ``max_fail_fraction`` the
+        share of an epoch's utterances that may be skipped before the run stops (None: the
+        trainer's default); a checkpoint loaded with ``config=`` is fine-tuned with that
+        config. See
         :func:`wespeaker_py.finetune.finetune` and docs/finetune.md.
         """
         from wespeaker_py.api.loading import load_model
@@ -634,7 +637,7 @@ class SpeakerModel:
             raise WespeakerError(f"finetune: {error}") from None
         finetune(self.source, data_dir, out_dir, settings, device=device,
                  num_threads=num_threads, overwrite=overwrite, config=self.config_path,
-                 mix_data=mix_data)
+                 mix_data=mix_data, max_fail_fraction=max_fail_fraction)
         return load_model(out_dir, device=device)
 
     # -- about -------------------------------------------------------------------------------

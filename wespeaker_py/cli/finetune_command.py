@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from wespeaker_py.cli.common import add_common_flags, add_flag
+from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
 
 EXAMPLES = """examples:
   wespeaker-py finetune --model exp/ResNet34 --data data/calls --out exp/ResNet34-calls
@@ -35,7 +36,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     # printed here, on stdout, rather than logged too (a terminal would show it twice)
     report = finetune(args.model, args.data, args.out, options, device=args.device,
                       num_threads=args.num_threads, overwrite=args.overwrite,
-                      config=args.config, mix_data=args.mix_data, log_summary=False)
+                      config=args.config, mix_data=args.mix_data, log_summary=False,
+                      max_fail_fraction=args.max_fail_fraction)
     print(summary_line(report, args.out))
     if report.get("next_steps"):
         print(report["next_steps"])
@@ -83,6 +85,12 @@ def add_finetune_command(commands) -> None:
     add_flag(sub, "device", default=None,
              help="auto, cpu, cuda or cuda:N (default, like auto: a GPU if any, else the CPU); a "
                   "device this machine lacks is refused before anything is written")
+    # default None: the phase configs leave the key out, as they did before the flag existed
+    add_flag(sub, "max_fail_fraction", type=parse_fail_fraction, default=None, metavar="F",
+             help=f"stop (exit 1, the epoch saved) after a training epoch that skipped more "
+                  f"than this fraction of the utterances it read (default "
+                  f"{DEFAULT_MAX_FAIL_FRACTION:g}; 1: never stop); raise it to go on with "
+                  f"what is left: the same command resumes with another value")
     sub.add_argument("--overwrite", action="store_true",
                      help="replace OUT when it holds another run")
     add_common_flags(sub)

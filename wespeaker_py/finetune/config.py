@@ -227,9 +227,12 @@ def _tfmel_at_ratio(written: Mapping[str, Any], parsed: TfmelArgs,
 def phase_config(source: SourceConfig, options: FinetuneOptions, *, exp_dir: str,
                  train_data: str, train_label: str, num_utterances: int, sample_rate: int,
                  model_init: str, epochs: int, frozen_params: List[str],
-                 device: Optional[str], init_head: bool = False) -> Dict[str, Any]:
+                 device: Optional[str], init_head: bool = False,
+                 max_fail_fraction: Optional[float] = None) -> Dict[str, Any]:
     """The training config mapping of one phase (checked by ``TrainConfig.from_dict``);
-    ``init_head``: ``model_init`` holds the head to go on with (a later phase)."""
+    ``init_head``: ``model_init`` holds the head to go on with (a later phase);
+    ``max_fail_fraction``: the config key of that name, left out when None (the trainer's
+    default)."""
     batch_size = options.batch_size if options.batch_size is not None else \
         source.loader.batch_size
     batch_size = max(1, min(batch_size, num_utterances))
@@ -242,7 +245,7 @@ def phase_config(source: SourceConfig, options: FinetuneOptions, *, exp_dir: str
     # the trainer applies lr * batch / 64 (WeSpeaker's rule): configure --lr as applied
     from wespeaker_py.train.plan import REFERENCE_BATCH_SIZE  # torch: not at --help time
     scale = REFERENCE_BATCH_SIZE / batch_size
-    return {
+    config = {
         "exp_dir": exp_dir, "gpus": gpus_for(device), "num_avg": min(options.num_avg, epochs),
         "seed": options.seed, "num_epochs": epochs, "save_epoch_interval": 1,
         "log_batch_interval": 20, "data_type": "raw", "train_data": train_data,
@@ -264,3 +267,6 @@ def phase_config(source: SourceConfig, options: FinetuneOptions, *, exp_dir: str
                            "final_lr": options.lr * scale / LR_DECAY,
                            "warm_up_epoch": 0.0, "warm_from_zero": False},
     }
+    if max_fail_fraction is not None:
+        config["max_fail_fraction"] = max_fail_fraction
+    return config

@@ -56,6 +56,7 @@ from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.plan import Layout
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
+from wespeaker_py.utils.list_jobs import is_fail_fraction
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.threads import using_threads
 
@@ -68,6 +69,10 @@ INIT_NAME = "init_body.pt"
 DEV_PROGRESS_SECONDS = 300.0
 # a phase stopped by a signal resumes from its newest checkpoint when the run starts again
 RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
+# in place of the trainer's advice to raise the config key, which finetune writes itself: a
+# phase that stopped after an epoch skipped too much of its data goes on from that epoch
+RAISE_FAIL_FRACTION_FLAG = ("raise wespeaker-py finetune --max_fail_fraction (1: never stop) "
+                            "and run the command again: it goes on from the saved epoch")
 WEIGHTS_NOTE = (
     "The body's weights are reused as they are and a new head is trained for the data's "
     "speakers. At another sample rate the fbank keeps its number of mel bins, frame length "
@@ -80,7 +85,7 @@ class OutputExistsError(WespeakerError):
     (exit status 2)."""
 
 
-def _check_options(options: FinetuneOptions) -> None:
+def _check_options(options: FinetuneOptions, max_fail_fraction: Optional[float]) -> None:
     """A :class:`WespeakerError` naming the first option out of range, before any work."""
     problems = [(options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
                 (options.lr > 0, f"--lr must be positive, got {options.lr}"),
@@ -104,7 +109,9 @@ def _check_options(options: FinetuneOptions) -> None:
                 (options.freeze_epochs < max(options.epochs, 2),
                  f"--freeze_epochs {options.freeze_epochs} must be below --epochs "
                  f"{options.epochs}: the epochs after the first --freeze_epochs train "
-                 f"everything (--freeze_epochs 0 trains everything from the start)")]
+                 f"everything (--freeze_epochs 0 trains everything from the start)"),
+                (max_fail_fraction is None or is_fail_fraction(max_fail_fraction),
+                 f"--max_fail_fraction must be a number in [0, 1], got {max_fail_fraction}")]
     for ok, message in problems:
         if not ok:
             raise WespeakerError(message)
@@ -250,8 +257,11 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
 
     ``label``: the phase's word in the trainer's progress bars and log lines;
     ``note_narrow_band``: whether the trainer warns about narrow-band utterances (the first
-    phase only: every phase reads the same data)."""
-    from wespeaker_py.train.trainer import run_training
+    phase only: every phase reads the same data). An epoch that skipped too much of its
+    data stops the phase with the trainer's message, whose advice to raise the config key
+    becomes :data:`RAISE_FAIL_FRACTION_FLAG` (finetune writes the config itself)."""
+    from wespeaker_py.train.trainer import RAISE_FAIL_FRACTION as RAISE_CONFIG_KEY
+    from wespeaker_py.train.trainer import TrainingDataError, run_training
     layout = Layout(config["exp_dir"])
     last = layout.checkpoint_path(config["num_epochs"])
     if os.path.isfile(last):
@@ -267,6 +277,12 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
                      note_narrow_band=note_narrow_band)
     except ConfigError as error:
         raise ConfigError(f"fine-tuning config of {config['exp_dir']}: {error}") from None
+    except TrainingDataError as error:
+        message = str(error)
+        if not message.endswith(RAISE_CONFIG_KEY):   # not the check of skipped data
+            raise
+        raise TrainingDataError(message.removesuffix(RAISE_CONFIG_KEY)
+                                + RAISE_FAIL_FRACTION_FLAG) from None
     return last
 
 
@@ -430,7 +446,8 @@ def finetune(source: str, data_dir: str, out_dir: str,
              options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
              num_threads: Optional[int] = None, overwrite: bool = False,
              config: Optional[str] = None, mix_data: Optional[str] = None,
-             log_summary: bool = True) -> Dict[str, Any]:
+             log_summary: bool = True, max_fail_fraction: Optional[float] = None
+             ) -> Dict[str, Any]:
     """Fine-tune ``source`` on the speakers of ``data_dir`` into the model folder ``out_dir``.
 
     ``source``: anything with PyTorch weights that :func:`~wespeaker_py.api.load_model`
@@ -441,7 +458,10 @@ def finetune(source: str, data_dir: str, out_dir: str,
     dev EER is above the source's is written all the same, with a warning. ``data_dir``
     may also be a folder of speaker folders
     (:mod:`~wespeaker_py.finetune.speaker_folders`). Computes with ``num_threads`` CPU
-    threads (default: the rule of :mod:`wespeaker_py.utils.threads`).
+    threads (default: the rule of :mod:`wespeaker_py.utils.threads`). ``max_fail_fraction``:
+    the trainer's config key of that name in each phase (None: left out, its default 0.5);
+    like ``device`` it is not part of the request a rerun must match, so a run stopped for
+    skipping too much of its data resumes with a higher one.
     Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
     that is or holds one of the inputs, or holds other files than a fine-tuning run,
     :class:`OutputExistsError`, as does one holding a run with other arguments unless
@@ -450,7 +470,7 @@ def finetune(source: str, data_dir: str, out_dir: str,
     """
     with using_threads(num_threads):
         report = _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
-                           overwrite, config, mix_data)
+                           overwrite, config, mix_data, max_fail_fraction)
     if log_summary:
         for line in (summary_line(report, out_dir), report.get("next_steps")):
             if line:
@@ -460,9 +480,9 @@ def finetune(source: str, data_dir: str, out_dir: str,
 
 def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions,
               device: Optional[str], overwrite: bool, config: Optional[str],
-              mix_data: Optional[str]) -> Dict[str, Any]:
+              mix_data: Optional[str], max_fail_fraction: Optional[float]) -> Dict[str, Any]:
     """:func:`finetune`'s work, in the threads it sets; returns the ``finetune.json`` record."""
-    _check_options(options)
+    _check_options(options, max_fail_fraction)
     check_device(device)
     config_path, checkpoint = torch_model_files(source, config)
     source_config = read_source_config(config_path)
@@ -493,7 +513,8 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     plan = phases(options, len(data.train_speakers))
     _train_phases(plan, work, init, modules, functools.partial(
         phase_config, source_config, options, train_data=train_data, train_label=train_label,
-        num_utterances=len(data.train), sample_rate=rate, device=device))
+        num_utterances=len(data.train), sample_rate=rate, device=device,
+        max_fail_fraction=max_fail_fraction))
     final_dir, averaged = _average_last_phase(work, plan, options.num_avg)
     train_seconds = time.time() - started
 

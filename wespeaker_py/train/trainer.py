@@ -40,6 +40,10 @@ __all__ = ["EpochResult", "NonFiniteLossError", "Trainer", "TrainingDataError", 
 
 logger = get_logger(__name__)
 
+# how to train on regardless, the end of the message of an epoch that skipped too much; a
+# caller that writes the config itself (wespeaker-py finetune) puts its own way in its place
+RAISE_FAIL_FRACTION = "raise max_fail_fraction (a config key; 1: never stop)"
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) generators."""
@@ -310,7 +314,7 @@ def _check_skipped_data(trainer: Trainer, epoch: int, data: SkipSummary, saved: 
         f"{trainer.epoch_name(epoch)} skipped {' and '.join(beyond)}, more than "
         f"max_fail_fraction {plan.max_fail_fraction:g}: {data.describe_skipped()}. A wrong path "
         f"or a disk that is not mounted? {path} is saved; {then}; to train on what is left "
-        f"instead, raise max_fail_fraction (a config key; 1: never stop)")
+        f"instead, {RAISE_FAIL_FRACTION}")
 
 
 def _stopped(folder: ExperimentFolder, world: DistContext, where: str,
