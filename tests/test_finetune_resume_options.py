@@ -98,3 +98,20 @@ def test_a_request_recorded_with_or_without_workers_compares_on_the_rest():
     other = {"data": "d", "options": {"epochs": 3, "num_workers": 4}}
     assert with_loader_options_of(other, request) != request
     assert with_loader_options_of(None, request) is None
+
+
+def test_segments_ending_in_minus_1_reach_the_end_and_one_starting_past_it_is_left_out(
+        corpus, tmp_path, caplog):
+    # an open end was a TypeError in the check of segments against their recordings
+    keys = _keys(corpus)
+    utterances = [(key, spk, os.path.join(corpus, "wav", key + ".wav")) for key, spk in
+                  (line.split() for line in open(os.path.join(corpus, "utt2spk")))]
+    data = write_segments_folder(str(tmp_path / "data"), utterances,
+                                 lambda key: (5.0, -1) if key == keys[0] else (0.2, -1))
+    split = read_finetune_data(data)
+    kept = {entry.key: entry.vad for entry in split.train + split.dev}
+    assert keys[0] not in kept and len(kept) == len(keys) - 1
+    assert set(kept.values()) == {((0.2, None),)}
+    assert (f"{data}/segments: 1 of its 24 segments start at or end more than 0.5 s past the "
+            f"end of their recording, and are skipped (segment_past_end): the first is "
+            f"{keys[0]} [5, end] s of") in caplog.text

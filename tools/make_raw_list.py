@@ -25,8 +25,9 @@ def main(argv: Optional[List[str]] = None) -> None:
              help="segments-style file 'utt start end' (seconds); utterances "
              "without segments are left out")
     add_flag(spans, "segments", metavar="FILE",
-             help="Kaldi segments file 'utt recording start end' (seconds) of a folder whose "
-             "wav.scp lists recordings: each utterance is its span of its recording")
+             help="Kaldi segments file 'utt recording start end' (seconds; end -1: to the "
+             "end of the recording) of a folder whose wav.scp lists recordings: each "
+             "utterance is its span of its recording")
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")
     parser.add_argument("raw_list", help="output raw.list")

@@ -39,8 +39,9 @@ def main(argv: Optional[List[str]] = None) -> None:
              help="segments-style file 'utt start end' (seconds): voiced parts are "
              "stored as 16-bit WAV")
     add_flag(spans, "segments", metavar="FILE",
-             help="Kaldi segments file 'utt recording start end' (seconds) of a folder whose "
-             "wav.scp lists recordings: each utterance is its span of its recording")
+             help="Kaldi segments file 'utt recording start end' (seconds; end -1: to the "
+             "end of the recording) of a folder whose wav.scp lists recordings: each "
+             "utterance is its span of its recording")
     add_fail_fraction_flag(parser)
     parser.add_argument("wav_file", help="Kaldi wav.scp")
     parser.add_argument("utt2spk_file", help="Kaldi utt2spk")

@@ -34,13 +34,23 @@ case "${backend_chunks}" in
   *) echo "$0: --backend_chunks must be true or false, got '${backend_chunks}'" >&2; exit 1 ;;
 esac
 
+# utterance_count SET: the utterances of SET's list: its wav.scp's, or with a segments
+# file (a wav.scp of recordings; stage 2 lists one utterance an utt2spk line) its utt2spk's
+utterance_count() {
+  if [ -f "${data}/$1/segments" ]; then
+    wc -l < "${data}/$1/utt2spk"
+  else
+    wc -l < "${data}/$1/wav.scp"
+  fi
+}
+
 # extract_set SET RANDOM_CHUNK
 extract_set() {
   tools/extract_embedding.sh --exp_dir "${exp_dir}" \
     --model_path "${model_path}" \
     --data_type "${data_type}" \
     --data_list "${data}/$1/${data_type}.list" \
-    --wavs_num "$(wc -l < "${data}/$1/wav.scp")" \
+    --wavs_num "$(utterance_count "$1")" \
     --store_dir "$1" \
     --batch_size "${batch_size}" \
     --num_workers "${num_workers}" \

@@ -12,7 +12,8 @@
 # otherwise the list is generated (duration-stratified, as WeSpeaker's vox2_cali), and
 # generated again when the training set's lists or --each_trial_num change.
 # The duration measures of QMF are those of the full utterances (utt2dur), also
-# when the training-set embeddings come from random chunks, as in WeSpeaker.
+# when the training-set embeddings come from random chunks, as in WeSpeaker; of a set
+# with a segments file, the lengths of its segments.
 # --drop_duration true leaves them out (WeSpeaker's CN-Celeb recipe: its enrollment
 # "utterances" are speaker means, which have no duration).
 
@@ -62,17 +63,27 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   ${drop_duration} || dur_sets="${dur_sets} ${eval_set}"
   for dset in ${dur_sets}; do
     utt2dur=${data}/${dset}/utt2dur
-    if up_to_date "${utt2dur}" "${data}/${dset}/wav.scp"; then
+    segments=${data}/${dset}/segments
+    if up_to_date "${utt2dur}" "${data}/${dset}/wav.scp" "${segments}"; then
       continue
     fi
-    # made again when the set was prepared again, except from pipes, which wav2dur would
-    # run and decode one by one: an utt2dur given with them (Kaldi's) is kept
-    if [ -s "${utt2dur}" ] && grep -q '|[[:space:]]*$' "${data}/${dset}/wav.scp"; then
+    # a set with segments: its wav.scp lists recordings, and each utterance lasts its
+    # span (wav2dur reads a recording only for a segment ending in -1)
+    segments_opts=()
+    if [ -f "${segments}" ]; then
+      segments_opts=(--segments "${segments}")
+    fi
+    # made again when the set was prepared again, except, without segments, from pipes,
+    # which wav2dur would run and decode one by one: an utt2dur given with them (Kaldi's)
+    # is kept
+    if [ -s "${utt2dur}" ] && [ ! -f "${segments}" ] &&
+       grep -q '|[[:space:]]*$' "${data}/${dset}/wav.scp"; then
       echo "$0: ${utt2dur} is older than its wav.scp, whose pipes wav2dur would have to" \
            "decode; using it as it is (remove it to measure them)" >&2
       continue
     fi
-    python tools/wav2dur.py "${data}/${dset}/wav.scp" "${utt2dur}" > "${data}/${dset}/dur.log"
+    python tools/wav2dur.py "${segments_opts[@]}" "${data}/${dset}/wav.scp" "${utt2dur}" \
+      > "${data}/${dset}/dur.log"
   done
   cali_list=${trials_dir}/${calibration_trial}
   cali_settings="generated from ${train_set}, each_trial_num=${each_trial_num}"

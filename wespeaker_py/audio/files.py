@@ -273,33 +273,39 @@ def audio_duration(path: str) -> float:
         return handle.frames / float(handle.samplerate)
 
 
-def segment_outside(start_s: float, end_s: float, frames: int, rate: int) -> Optional[str]:
-    """Why the segment ``[start_s, end_s]`` (seconds) cannot be cut from ``frames`` of audio
-    at ``rate`` (Kaldi's ``extract-segments`` rule: it starts at or past the end, or ends
-    more than :data:`MAX_SEGMENT_OVERSHOOT` past it), or None when it can."""
+def segment_outside(start_s: float, end_s: Optional[float], frames: int, rate: int
+                    ) -> Optional[str]:
+    """Why the segment ``[start_s, end_s]`` (seconds; an ``end_s`` of None runs to the end,
+    a Kaldi segment ending in -1) cannot be cut from ``frames`` of audio at ``rate``
+    (Kaldi's ``extract-segments`` rule: it starts at or past the end, or ends more than
+    :data:`MAX_SEGMENT_OVERSHOOT` past it), or None when it can."""
     if int(start_s * rate) >= frames:
         return "starts at or past"
-    if int(end_s * rate) > frames + int(MAX_SEGMENT_OVERSHOOT * rate):
+    if end_s is not None and int(end_s * rate) > frames + int(MAX_SEGMENT_OVERSHOOT * rate):
         return f"ends more than {MAX_SEGMENT_OVERSHOOT:g} s past"
     return None
 
 
-def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, float]]) -> ArrayHandle:
+def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, Optional[float]]]
+              ) -> ArrayHandle:
     """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle.
 
-    As Kaldi's ``extract-segments``, a segment that ends past the end of the audio by at
-    most :data:`MAX_SEGMENT_OVERSHOOT` is cut at the end; one that ends further out, or
-    starts at or past the end, is an :class:`AudioSegmentError` naming the utterance, the
-    segment and the audio's length.
+    As Kaldi's ``extract-segments``, an end of None (a segments file's -1) runs to the end
+    of the audio, and a segment that ends past the end of the audio by at most
+    :data:`MAX_SEGMENT_OVERSHOOT` is cut at the end; one that ends further out, or starts
+    at or past the end, is an :class:`AudioSegmentError` naming the utterance, the segment
+    and the audio's length.
     """
     rate = handle.samplerate
     pieces = []
     for start_s, end_s in segments:
-        start, end = int(start_s * rate), int(end_s * rate)
+        start = int(start_s * rate)
+        end = handle.frames if end_s is None else int(end_s * rate)
         where = segment_outside(start_s, end_s, handle.frames, rate)
         if where is not None:
+            shown_end = "end" if end_s is None else f"{end_s:g}"
             raise AudioSegmentError(
-                f"{handle.name}: vad segment [{start_s:g}, {end_s:g}] s {where} the end of "
+                f"{handle.name}: vad segment [{start_s:g}, {shown_end}] s {where} the end of "
                 f"its audio ({handle.frames / rate:.3f} s); check the utterance's VAD "
                 f"segments against its recording")
         end = min(end, handle.frames)

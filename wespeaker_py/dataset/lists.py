@@ -4,14 +4,16 @@ Formats (the same as WeSpeaker's, so its lists work unchanged):
 
 - ``raw.list``: one JSON object a line with ``key``, ``wav`` (a path, or a Kaldi
   pipe command ending in ``|``) and ``spk``; optionally ``vad``, a list of
-  ``[start, end]`` pairs in seconds whose audio is kept and concatenated.
+  ``[start, end]`` pairs in seconds whose audio is kept and concatenated (an end of
+  ``null`` runs to the end of the audio: a Kaldi segment ending in -1).
 - ``shard.list``: one tar shard a line: a local path, a URL, or ``pipe:COMMAND``
   whose standard output is the tar stream.
 - augmentation lists (MUSAN noise, RIRs): a Kaldi ``wav.scp`` (``key path``) or a
   ``raw.list`` (JSON lines with ``key`` and ``wav``).
 
 A Kaldi folder whose ``wav.scp`` lists recordings is joined through its ``segments``
-(``utt recording start end``): each utterance is its recording with one VAD segment.
+(``utt recording start end``; an end of -1 is the end of the recording, as in Kaldi):
+each utterance is its recording with one VAD segment.
 
 Every parse error is a :class:`DataFormatError` naming the file and line.
 """
@@ -27,8 +29,8 @@ from urllib.parse import urlparse
 
 import soundfile as sf
 
-from wespeaker_py.audio import is_pipe
-from wespeaker_py.audio.errors import AudioUnreadableError
+from wespeaker_py.audio import audio_duration, is_pipe
+from wespeaker_py.audio.errors import AudioCheckError, AudioUnreadableError
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
@@ -36,7 +38,9 @@ from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_res
 
 logger = get_logger(__name__)
 
-Segments = Tuple[Tuple[float, float], ...]
+# a span in seconds; an end of None runs to the end of the audio (Kaldi's segment end -1)
+Span = Tuple[float, Optional[float]]
+Segments = Tuple[Span, ...]
 # file suffixes read as audio (also as members of any shard, ours or a third party's)
 AUDIO_EXTENSIONS = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
 # extensions that soundfile decodes under another format's name
@@ -90,12 +94,13 @@ def read_list_file(path: str) -> List[Tuple[int, str]]:
 
 def _parse_segments(path: str, line_no: int, value) -> Segments:
     try:
-        segments = tuple((float(start), float(end)) for start, end in value)
+        segments = tuple((float(start), None if end is None else float(end))
+                         for start, end in value)
     except (TypeError, ValueError) as err:
         raise DataFormatError(path, line_no,
                               f"'vad' must be a list of [start, end] pairs: {err}") from None
     for start, end in segments:
-        if start < 0 or end <= start:
+        if start < 0 or (end is not None and end <= start):
             raise DataFormatError(path, line_no, f"bad vad segment [{start}, {end}]")
     return segments
 
@@ -223,17 +228,25 @@ def read_audio_list(path: str) -> List[Tuple[str, str]]:
     return entries
 
 
-def _parse_span(path: str, line_no: int, start: str, end: str) -> Tuple[float, float]:
+# the segment end of a Kaldi segments file that means "to the end of the recording"
+OPEN_END = -1.0
+
+
+def _parse_span(path: str, line_no: int, start: str, end: str, open_end: bool = False) -> Span:
     """``(start, end)`` in seconds of a VAD or segments line; numbers that are not, a
-    negative start or an end not after the start is a :class:`DataFormatError`."""
+    negative start or an end not after the start is a :class:`DataFormatError`. With
+    ``open_end`` an end of -1 (:data:`OPEN_END`) is taken, as None."""
     try:
         span = (float(start), float(end))
     except ValueError:
         raise DataFormatError(path, line_no, f"start/end are not numbers: {start!r} {end!r}") \
             from None
+    if open_end and span[1] == OPEN_END and span[0] >= 0:
+        return span[0], None
     if span[0] < 0 or span[1] <= span[0]:
+        ends = "after it, or -1 for the end of the recording" if open_end else "after it"
         raise DataFormatError(path, line_no, f"bad segment [{start}, {end}]: the start must "
-                                             f"be 0 or more and the end after it")
+                                             f"be 0 or more and the end {ends}")
     return span
 
 
@@ -249,31 +262,82 @@ def read_vad_file(path: str) -> Dict[str, Segments]:
 @dataclass(frozen=True)
 class RecordingSegment:
     """One line of a Kaldi ``segments`` file: the span (seconds) of a recording that is
-    an utterance."""
+    an utterance; an ``end`` of None (Kaldi's -1) is the end of the recording."""
 
     recording: str
     start: float
-    end: float
+    end: Optional[float]
     line_no: int
 
 
 def read_segments(path: str) -> Dict[str, RecordingSegment]:
-    """``utt -> RecordingSegment`` of a Kaldi ``segments`` file (``utt recording start end``);
-    a malformed line or span, or an utterance given twice, is a :class:`DataFormatError`
-    naming the file and line."""
+    """``utt -> RecordingSegment`` of a Kaldi ``segments`` file (``utt recording start end``,
+    an end of -1 read as None: to the end of the recording); a malformed line or span (a
+    negative end other than -1 too), or an utterance given twice, is a
+    :class:`DataFormatError` naming the file and line."""
     segments: Dict[str, RecordingSegment] = {}
     utterances = UniqueKeys(path, "segment")
     for line_no, (utt, recording, start, end) in iter_table(path, min_fields=4, max_fields=4):
         utterances.claim(utt, line_no)
-        segments[utt] = RecordingSegment(recording, *_parse_span(path, line_no, start, end),
-                                         line_no=line_no)
+        segments[utt] = RecordingSegment(
+            recording, *_parse_span(path, line_no, start, end, open_end=True),
+            line_no=line_no)
     return segments
+
+
+def _check_recordings(segments: Mapping[str, RecordingSegment], recordings: Container[str],
+                      segments_file: str, wav_scp: str) -> None:
+    """A segment whose recording is not in ``recordings`` (those of ``wav_scp``) is a
+    :class:`DataFormatError` naming the segments file and line."""
+    for utt, segment in segments.items():
+        if segment.recording not in recordings:
+            raise DataFormatError(segments_file, segment.line_no,
+                                  f"recording {segment.recording!r} of utterance {utt!r} is "
+                                  f"not in {wav_scp}")
+
+
+def segment_durations(wav_scp: str, segments_file: str) -> List[Tuple[str, float]]:
+    """``(utterance, seconds)`` of each line of a Kaldi ``segments`` file, in its order: the
+    length of its span, read from the file alone; for an end of -1, the rest of its
+    recording (of ``wav_scp``), whose audio is measured once however many segments it has.
+
+    A segment whose recording is not in wav.scp, an open-ended one whose recording
+    cannot be read or ends at or before its start, is a :class:`DataFormatError` naming
+    the segments file and line.
+    """
+    recordings = read_key_value(wav_scp)
+    segments = read_segments(segments_file)
+    _check_recordings(segments, recordings, segments_file, wav_scp)
+    lengths: Dict[str, float] = {}
+    rows = []
+    for utt, segment in segments.items():
+        end = segment.end
+        if end is None:
+            wav = recordings[segment.recording]
+            if segment.recording not in lengths:
+                try:
+                    lengths[segment.recording] = audio_duration(wav)
+                except AudioCheckError as error:
+                    raise DataFormatError(segments_file, segment.line_no,
+                                          f"cannot measure recording {segment.recording!r} "
+                                          f"({wav!r}) for the end -1 of utterance {utt!r}: "
+                                          f"{error}") from error
+            end = lengths[segment.recording]
+            if end <= segment.start:
+                raise DataFormatError(segments_file, segment.line_no,
+                                      f"utterance {utt!r} starts at {segment.start:g} s, at "
+                                      f"or past the end of recording {segment.recording!r} "
+                                      f"({end:.3f} s)")
+        rows.append((utt, end - segment.start))
+    return rows
 
 
 def read_segment_table(wav_scp: str, utt2spk: str, segments_file: str) -> List[TableEntry]:
     """Join a Kaldi folder whose ``wav.scp`` lists recordings and whose ``segments`` cuts
     the utterances from them: one entry an utterance of ``utt2spk`` (in its order), with its
-    recording's audio and its span as the one VAD segment, which readers keep alone.
+    recording's audio and its span as the one VAD segment, which readers keep alone (an
+    end of -1 as None, which :func:`~wespeaker_py.audio.apply_vad` cuts at the end of the
+    audio).
 
     A segment whose recording is not in wav.scp is a :class:`DataFormatError` naming the
     segments file and line; an utterance of utt2spk without a segment, or given twice, one
@@ -282,11 +346,7 @@ def read_segment_table(wav_scp: str, utt2spk: str, segments_file: str) -> List[T
     """
     recordings = read_key_value(wav_scp)
     segments = read_segments(segments_file)
-    for utt, segment in segments.items():
-        if segment.recording not in recordings:
-            raise DataFormatError(segments_file, segment.line_no,
-                                  f"recording {segment.recording!r} of utterance {utt!r} is "
-                                  f"not in {wav_scp}")
+    _check_recordings(segments, recordings, segments_file, wav_scp)
     keys = UniqueKeys(utt2spk, "utterance")
     entries = []
     for line_no, key, spk in _utt2spk_rows(utt2spk, keys):

@@ -194,7 +194,8 @@ def _rate_counts(headers: Dict[str, Tuple[int, int]]) -> Dict[int, int]:
     return dict(Counter(rate for _, rate in headers.values()))
 
 
-def _past_end(entry: TableEntry, frames: int, rate: int) -> Optional[Tuple[float, float]]:
+def _past_end(entry: TableEntry, frames: int, rate: int
+              ) -> Optional[Tuple[float, Optional[float]]]:
     """The first of ``entry``'s segments that training cannot cut from its ``frames`` of
     audio, or None. The rule of :func:`~wespeaker_py.audio.apply_vad` (which raises
     ``segment_past_end`` for it), on the header alone."""
@@ -216,7 +217,8 @@ def _segments_within(entries: List[TableEntry], headers: Dict[str, Tuple[int, in
         if bad is None:
             kept.append(entry)
         else:
-            past.append(f"{entry.key} [{bad[0]:g}, {bad[1]:g}] s of {entry.wav} "
+            end = "end" if bad[1] is None else f"{bad[1]:g}"   # None: Kaldi's -1
+            past.append(f"{entry.key} [{bad[0]:g}, {end}] s of {entry.wav} "
                         f"({header[0] / header[1]:.3f} s)")
     if past:
         logger.warning("%s: %d of its %d segments start at or end more than %g s past the "

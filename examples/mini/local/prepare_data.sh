@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Turn a Kaldi-style corpus directory (wav.scp, utt2spk, trials; optionally
-# train_spk and utt2dur) into the sets the recipe scripts read:
+# train_spk, utt2dur and segments) into the sets the recipe scripts read:
 #   ${data}/train    model training: the utterances of the speakers in train_spk
 #                    (without that file: every utterance that appears in no trial),
 #                    less the back-end speakers
@@ -14,7 +14,10 @@
 #                    and test/trials/${calibration_trial} (random back-end trials)
 #   ${data}/musan, ${data}/rirs   synthetic noise, music, babble and room responses
 # Each set has wav.scp (absolute paths; a "command |" entry is kept as it is), utt2spk,
-# spk2utt and, where the corpus gives it, utt2dur. The trials may be
+# spk2utt and, where the corpus gives it, utt2dur. A corpus with a Kaldi segments file
+# (utt recording start end; its wav.scp lists recordings) gives each set the segments of
+# its utterances and the wav.scp lines of their recordings, which the list, extraction
+# and calibration stages (2, 4, 7) read. The trials may be
 # "enroll test target|nontarget", "1|0 enroll test" or "enroll test"; Windows line ends
 # are taken. A second run with the same corpus and options finds the sets up to date and
 # skips.
@@ -51,8 +54,13 @@ data_dir=$(realpath "${data_dir}")
 mkdir -p "${data}"
 data=$(realpath "${data}")
 
+segments=${data_dir}/segments
+segments_file=()   # the corpus' segments file, when it has one
+if [ -f "${segments}" ]; then
+  segments_file=("${segments}")
+fi
 inputs=("${data_dir}/wav.scp" "${data_dir}/utt2spk" "${data_dir}/trials" "${data_dir}/train_spk"
-        "${data_dir}/utt2dur")
+        "${data_dir}/utt2dur" "${segments}")
 settings="trials_name=${trials_name} calibration_trial=${calibration_trial}"
 settings+=" num_cali_trials=${num_cali_trials} backend_every=${backend_every}"
 settings+=" min_backend_speakers=${min_backend_speakers}"
@@ -70,6 +78,13 @@ warn_closed_set() {
        "a held-out test. To hold them out, give ${data_dir} a train_spk file (one utt2spk" \
        "speaker id a line) that lists none of the trial speakers." >&2
 }
+# warn_segments: the warning for a corpus with segments, which stage 12 cannot take
+warn_segments() {
+  [ -f "${segments}" ] || return 0
+  echo "$0: WARNING: ${segments} cuts the utterances from the recordings of wav.scp:" \
+       "stages 2-11 follow it, but stage 12's window LDA and synthetic conversations read" \
+       "wav.scp as utterances; run the recipe with --stop_stage 11" >&2
+}
 
 if made_with "${data}/source" "${settings}" "${inputs[@]}" &&
    [ "$(head -n 1 "${data}/source")" == "${data_dir}" ] && [ -s "${data}/rirs/wav.scp" ] &&
@@ -77,18 +92,24 @@ if made_with "${data}/source" "${settings}" "${inputs[@]}" &&
 then
   echo "${data} is up to date with ${data_dir}, skipping"
   warn_closed_set
+  warn_segments
   exit 0
 fi
 rm -f "${data}/source"
 # the corpus' tables read as the tools read them: a line without a value, or an utterance
-# given twice, is an error naming the file and the line(s)
+# given twice, is an error naming the file and the line(s); so is, with segments, a bad
+# span, a recording not in wav.scp or an utterance of utt2spk without a segment
 python -c 'import sys
 from wespeaker_py.utils.tables import DataFormatError, read_key_value
 try:
     read_key_value(sys.argv[2])
     read_key_value(sys.argv[3], allow_spaces_in_value=False)
+    if len(sys.argv) > 4:  # (the dataset package loads torch: only then)
+        from wespeaker_py.dataset.lists import read_segment_table
+        read_segment_table(*sys.argv[2:5])
 except DataFormatError as error:
-    sys.exit(f"{sys.argv[1]}: {error}")' "$0" "${data_dir}/wav.scp" "${data_dir}/utt2spk"
+    sys.exit(f"{sys.argv[1]}: {error}")' "$0" "${data_dir}/wav.scp" "${data_dir}/utt2spk" \
+  "${segments_file[@]}"
 export LC_ALL=C
 # the first rule of every awk program reading the corpus' tables: no '\r' of Windows
 # line ends in their keys
@@ -96,14 +117,24 @@ strip_cr='{ sub(/\r$/, "") }'
 
 # subset NAME UTTS: the set of the utterances listed in UTTS (one per line).
 subset() {
-  local dir=${data}/$1
+  local dir=${data}/$1 wav_keys=$2 tables=(wav.scp utt2spk)
   mkdir -p "${dir}"
+  if [ -f "${segments}" ]; then
+    # wav.scp lists recordings: those the utterances' segments cut from
+    awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${segments}" |
+      sort > "${dir}/segments"
+    wav_keys=${tmp}/$1_recordings
+    awk '{ print $2 }' "${dir}/segments" | sort -u > "${wav_keys}"
+    tables=(segments utt2spk)
+  else
+    rm -f "${dir}/segments"  # of a corpus prepared here before
+  fi
   # wav paths relative to the corpus directory become absolute (a pipe command, ending
   # in '|', is left as it is); a path is the rest of its line (it may hold spaces)
   awk -v d="${data_dir}" 'NR == FNR { keep[$1]; next }
        ($1 in keep) { p = $0; sub(/^[ \t]*[^ \t]+[ \t]+/, "", p); sub(/[ \t\r]+$/, "", p)
                       if (p !~ /^\// && p !~ /\|$/) p = d "/" p; print $1, p }' \
-       "$2" "${data_dir}/wav.scp" | sort > "${dir}/wav.scp"
+       "${wav_keys}" "${data_dir}/wav.scp" | sort > "${dir}/wav.scp"
   awk "${strip_cr}"'NR == FNR { keep[$1]; next } ($1 in keep)' "$2" "${data_dir}/utt2spk" |
     sort > "${dir}/utt2spk"
   utt2spk_to_spk2utt "${dir}/utt2spk" > "${dir}/spk2utt"
@@ -115,7 +146,7 @@ subset() {
   fi
   # each key is once in the corpus' tables (checked above): what is short is missing
   local table missing count
-  for table in wav.scp utt2spk; do
+  for table in "${tables[@]}"; do
     missing=$(sort -u "$2" | comm -23 - <(awk '{ print $1 }' "${dir}/${table}" | sort))
     if [ -n "${missing}" ]; then
       count=$(wc -l <<< "${missing}")
@@ -125,7 +156,7 @@ subset() {
       exit 1
     fi
   done
-  echo "$1: $(count_lines "${dir}/wav.scp") utterances of $(count_lines "${dir}/spk2utt") speakers"
+  echo "$1: $(count_lines "${dir}/utt2spk") utterances of $(count_lines "${dir}/spk2utt") speakers"
 }
 
 # speakers_of UTTS: the speakers (sorted, once each) of the utterances listed in UTTS.
@@ -198,3 +229,4 @@ python tools/make_synthetic_aug.py "${data}/train/wav.scp" "${data}"
 record_settings "${data}/source" "${settings}"
 echo "prepared ${data} from ${data_dir}"
 warn_closed_set
+warn_segments
