@@ -11,7 +11,11 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 
-# one thread per pytest-xdist worker: the workers share the cores
+# one thread per pytest-xdist worker: the workers share the cores. The processes the tests
+# start (recipes, torchrun, commands) inherit OMP_NUM_THREADS: with more threads than the
+# core left to them, torch's threads stall at each barrier while the other worker runs.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER")
                       else max(1, min(2, os.cpu_count() or 1)))
 # Modules whose tests run longest (whole recipes), collected first: pytest-xdist with

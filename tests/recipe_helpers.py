@@ -22,9 +22,7 @@ def run_script(recipe_dir: str, script: str, *args: str, env: Optional[Dict[str,
                check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``bash script args`` in a recipe directory; on failure show its output."""
     full_env = dict(os.environ)
-    # under pytest-xdist each worker has a core of its own: a recipe's torch threads beyond
-    # it would stall at each barrier while the other worker holds the second core
-    full_env.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+    full_env.setdefault("OMP_NUM_THREADS", "2")   # under pytest-xdist conftest.py set it to 1
     full_env.update(env or {})
     result = subprocess.run(["bash", script, *args], cwd=recipe_dir, env=full_env,
                             capture_output=True, text=True, timeout=timeout)
