@@ -1,6 +1,7 @@
 """Diarizing many recordings (wespeaker_py.diarization.batch): each recording kept as soon as
 it is done and a run cut short continued, one RTTM or a folder of them, folders of audio as
 input, the RTTM channel field, and the run's summary."""
+import json
 import os
 
 import numpy as np
@@ -12,7 +13,7 @@ from tests.inference_helpers import make_experiment
 from tests.tool_helpers import run_cli
 from wespeaker_py.diarization import (BatchSummary, DiarizationOptions, Diarizer,
                                       diarize_wav_scp, read_rttm)
-from wespeaker_py.diarization.batch import FOLDER_WORK, WORK_PREFIX, writes_folder
+from wespeaker_py.diarization.batch import FOLDER_WORK, MANIFEST, WORK_PREFIX, writes_folder
 from wespeaker_py.diarization.metrics import score_recordings
 from wespeaker_py.diarization.recordings import RecordingInputError, recordings_of
 from wespeaker_py.diarization.rttm import format_rttm_line, rttm_channel
@@ -102,11 +103,124 @@ def test_a_run_of_other_work_starts_over(tmp_path, caplog, changed):
     with pytest.raises(KeyboardInterrupt):
         batch(tmp_path, Recorded(fail_at=3), output, **settings)
     again = Recorded()
-    with caplog.at_level("INFO"):
+    with caplog.at_level("WARNING"):    # what the CLI shows
         summary = batch(tmp_path, again, output, **{**settings, **changed})
     assert again.embedded == KEYS and summary.resumed == 0
     assert f"{work_folder(output)} belongs to other work" in caplog.text
     assert "already diarized" not in caplog.text
+
+
+def test_the_work_folder_of_an_older_manifest_is_other_work(tmp_path, caplog):
+    output = str(tmp_path / "sys.rttm")
+    with pytest.raises(KeyboardInterrupt):
+        batch(tmp_path, Recorded(fail_at=3), output)
+    manifest = os.path.join(work_folder(output), MANIFEST)
+    with open(manifest) as handle:
+        older = json.load(handle)
+    older["recordings"] = {"wav_scp": str(tmp_path / "wav.scp"), "sha256": "0" * 64}
+    with open(manifest, "w") as handle:
+        json.dump(older, handle)
+    again = Recorded()
+    with caplog.at_level("WARNING"):
+        assert batch(tmp_path, again, output).resumed == 0
+    assert again.embedded == KEYS
+    assert f"{work_folder(output)} belongs to other work" in caplog.text
+
+
+def list_of(tmp_path, keys):
+    """Write the ``wav.scp`` of ``keys`` (their noise recordings written already)."""
+    (tmp_path / "wav.scp").write_text("".join(f"{key} {tmp_path}/{key}.wav\n" for key in keys))
+
+
+@pytest.mark.parametrize("into", ["sys.rttm", "rttm/"])
+def test_a_recording_added_to_the_list_is_diarized_and_the_others_kept(tmp_path, caplog, into):
+    output = str(tmp_path / into.rstrip("/")) + ("/" if into.endswith("/") else "")
+    noise_recordings(tmp_path, KEYS, seconds=4.0)
+    list_of(tmp_path, ["rec1", "rec2", "rec4"])
+    with pytest.raises(KeyboardInterrupt):     # one RTTM keeps its work until it is written
+        batch(tmp_path, Recorded(fail_at=3), output)
+    list_of(tmp_path, KEYS)
+    again = Recorded()
+    with caplog.at_level("WARNING"):    # what the CLI shows
+        summary = batch(tmp_path, again, output)
+    assert again.embedded == ["rec3", "rec4"]
+    assert summary.diarized == 4 and summary.resumed == 2
+    where = work_folder(output) if into == "sys.rttm" else str(tmp_path / "rttm")
+    assert (f"2 of 4 recordings already diarized in {where}; continuing with the other 2 "
+            f"(2 new or not finished)") in caplog.text
+    if into == "sys.rttm":
+        assert list(read_rttm(output)) == KEYS          # in the list's order
+    else:
+        assert sorted(os.listdir(output)) == [FOLDER_WORK] + [f"{key}.rttm" for key in KEYS]
+
+
+def test_a_recording_whose_audio_changed_is_diarized_again(tmp_path, caplog):
+    output = str(tmp_path / "rttm") + "/"
+    batch(tmp_path, Recorded(), output)
+    rewritten = 0.3 * np.random.default_rng(9).standard_normal(5 * SR)   # another size
+    sf.write(tmp_path / "rec2.wav", rewritten.astype(np.float32), SR)
+    again = Recorded(fail_at=1)       # stopped while on rec2: its old RTTM is gone already
+    with pytest.raises(KeyboardInterrupt):
+        batch(tmp_path, again, output)
+    assert again.embedded == ["rec2"] and not (tmp_path / "rttm" / "rec2.rttm").exists()
+    again = Recorded()
+    with caplog.at_level("WARNING"):
+        summary = batch(tmp_path, again, output)
+    assert again.embedded == ["rec2"] and summary.resumed == 3
+    assert "continuing with the other 1 (1 new or not finished)" in caplog.text
+    assert (tmp_path / "rttm" / "rec2.rttm").read_text().startswith("SPEAKER rec2 1 ")
+    # an audio entry that names other audio is a change too
+    caplog.clear()
+    (tmp_path / "wav.scp").write_text("".join(
+        f"{key} {tmp_path}/{'rec1' if key == 'rec3' else key}.wav\n" for key in KEYS))
+    again = Recorded()
+    with caplog.at_level("WARNING"):
+        batch(tmp_path, again, output)
+    assert again.embedded == ["rec3"]
+    assert "continuing with the other 1 (1 changed since)" in caplog.text
+
+
+def test_each_recordings_own_speaker_count_is_kept_with_it(tmp_path, caplog):
+    output = str(tmp_path / "rttm") + "/"
+    noise_recordings(tmp_path, KEYS, seconds=4.0)
+    list_of(tmp_path, ["rec1", "rec2"])
+    batch(tmp_path, Recorded(), output, speaker_counts={"rec1": 2, "rec2": 2})
+    list_of(tmp_path, KEYS)
+    again = Recorded()
+    with caplog.at_level("WARNING"):
+        summary = batch(tmp_path, again, output,
+                        speaker_counts={"rec1": 2, "rec2": 1, "rec3": 2, "rec4": 2})
+    assert again.embedded == ["rec2", "rec3", "rec4"] and summary.resumed == 1
+    assert (f"1 of 4 recordings already diarized in {tmp_path / 'rttm'}; continuing with "
+            f"the other 3 (1 changed since, 2 new or not finished)") in caplog.text
+    assert {turn.speaker for turn in read_rttm(str(tmp_path / "rttm" / "rec2.rttm"))["rec2"]} \
+        == {"spk0"}
+
+
+def test_rttms_of_recordings_not_listed_are_left_alone(tmp_path):
+    output = str(tmp_path / "rttm") + "/"
+    batch(tmp_path, Recorded(), output)
+    written = {key: (tmp_path / "rttm" / f"{key}.rttm").read_text() for key in KEYS}
+    (tmp_path / "rttm" / "earlier.rttm").write_text("my own\n")
+    list_of(tmp_path, ["rec1", "rec2"])
+    again = Recorded()
+    assert batch(tmp_path, again, output).resumed == 2 and again.embedded == []
+    assert (tmp_path / "rttm" / "earlier.rttm").read_text() == "my own\n"
+    assert {key: (tmp_path / "rttm" / f"{key}.rttm").read_text() for key in KEYS} == written
+    # the whole list again: the unlisted ones' parts were kept, nothing is redone
+    list_of(tmp_path, KEYS)
+    again = Recorded()
+    assert batch(tmp_path, again, output).resumed == 4 and again.embedded == []
+    # a listed recording whose RTTM no part of this work backs is still refused
+    noise_recordings(tmp_path, ["earlier"], seconds=4.0)
+    list_of(tmp_path, KEYS + ["earlier"])
+    with pytest.raises(OutputNotWritableError, match="1 RTTM file.* that this work did not "
+                                                     "write .*rttm/earlier.rttm"):
+        batch(tmp_path, Recorded(), output)
+    assert (tmp_path / "rttm" / "earlier.rttm").read_text() == "my own\n"
+    again = Recorded()
+    assert batch(tmp_path, again, output, overwrite=True).resumed == 4
+    assert again.embedded == ["earlier"]
 
 
 def test_a_second_run_into_the_same_output_is_refused_at_once(tmp_path):

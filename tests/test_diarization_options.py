@@ -7,7 +7,7 @@ import pytest
 from wespeaker_py.diarization import (ClusterOptions, DiarizationOptions, Diarizer,
                                       cluster_windows, diarize_wav_scp)
 from wespeaker_py.diarization.options import ClusteringOptionError, check_cluster_options
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import MissingPackagesError, WespeakerError
 
 SR = 16000
 # the refinements of an estimated count, each with the method that reads it
@@ -33,7 +33,10 @@ def test_ahc_threshold_is_refused_by_the_methods_that_never_read_it(method):
         DiarizationOptions.from_settings(cluster_method=method, ahc_threshold=0.4)
     with pytest.raises(ClusteringOptionError, match="ahc_threshold"):
         cluster_windows(two_speakers(), ClusterOptions(method, ahc_threshold=0.4))
-    DiarizationOptions.from_settings(cluster_method=method)   # left at its default: no choice
+    try:
+        DiarizationOptions.from_settings(cluster_method=method)   # left at its default: no choice
+    except MissingPackagesError:
+        assert method == "umap-hdbscan"   # umap-learn is an extra
 
 
 def test_a_threshold_given_at_its_default_value_is_still_refused_where_it_does_nothing():
@@ -190,3 +193,63 @@ def test_min_speakers_above_the_default_max_says_to_raise_max_speakers():
         check_cluster_options("spectral", None, min_speakers=12)
     with pytest.raises(ClusteringOptionError, match="got 12, 11"):
         check_cluster_options("spectral", None, min_speakers=12, max_speakers=11)
+
+
+def hide_umap(monkeypatch):
+    """Make umap-learn look uninstalled, whether it is or not."""
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "umap"
+                        else real_find_spec(name, *args))
+
+
+def test_umap_hdbscan_without_umap_learn_names_the_extra_before_any_work(monkeypatch, tmp_path,
+                                                                         capsys):
+    from wespeaker_py.cli.main import main
+    from wespeaker_py.diarization.density import umap_hdbscan_labels
+    hide_umap(monkeypatch)
+    wanted = "'umap-hdbscan' needs the package\\(s\\) umap-learn.*wespeaker_py\\[diar-umap\\]"
+    with pytest.raises(MissingPackagesError, match=wanted):
+        DiarizationOptions.from_settings(cluster_method="umap-hdbscan")
+    with pytest.raises(MissingPackagesError, match=wanted):
+        Diarizer(never_called, DiarizationOptions(vad="energy", cluster_method="umap-hdbscan"))
+    with pytest.raises(MissingPackagesError, match=wanted):     # called directly
+        umap_hdbscan_labels(two_speakers())
+    with pytest.raises(SystemExit) as stop:
+        main(["diarize", "--model", str(tmp_path / "no_model"), "--cluster_method",
+              "umap-hdbscan", str(tmp_path / "a.wav")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "diar-umap" in err and "no_model" not in err
+
+
+@pytest.mark.parametrize("settings, wanted", [
+    (dict(shift=0.001), "shift must be at least 0.01 seconds"),
+    (dict(window=0.004, shift=0.004), "window must be finite and at least 0.01 seconds"),
+    (dict(window=float("inf"), shift=float("inf")), "window must be finite"),
+    (dict(window=float("nan")), "window must be finite"),
+    (dict(shift=0.006, window=0.5), "shift must be at least 0.01"),
+    (dict(shift=0.015), "shift must be a multiple of 0.01 seconds"),
+    (dict(window=1.505), "window must be a multiple of 0.01 seconds"),
+    (dict(resolution=float("inf")), "resolution must be at least 0.001 seconds.*at most shift"),
+    (dict(resolution=0.0005), "resolution must be at least 0.001"),
+    (dict(resolution=1.0, shift=0.75), "resolution must be .*at most shift \\(0.75"),
+])
+def test_windows_and_frames_the_code_cannot_use_are_refused(settings, wanted):
+    with pytest.raises(ClusteringOptionError, match=wanted):
+        DiarizationOptions.from_settings(**settings)
+
+
+def test_windows_and_frames_on_their_grids_are_taken():
+    for settings in (dict(window=0.2, shift=0.05), dict(window=0.01, shift=0.01),
+                     dict(window=1.0, shift=0.5, resolution=0.5), dict(resolution=0.0333),
+                     dict(resolution=0.001)):
+        DiarizationOptions.from_settings(**settings)
+
+
+def test_cli_refuses_an_off_grid_shift_before_loading(tmp_path, capsys):
+    from wespeaker_py.cli.main import main
+    with pytest.raises(SystemExit) as stop:
+        main(["diarize", "--model", str(tmp_path / "no_model"), "--shift", "0.015",
+              str(tmp_path / "a.wav")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "shift must be a multiple of 0.01" in err

@@ -10,7 +10,8 @@ from wespeaker_py.diarization.metrics import (align, count_speakers, error_times
                                               score_recordings, speaker_jaccard)
 from wespeaker_py.diarization.rttm import read_rttm, read_speaker_counts, read_uem, write_rttm
 from wespeaker_py.diarization.segmentation import subsegments
-from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
+from wespeaker_py.diarization.turns import (Turn, clip_turns, frames_to_turns,
+                                            windows_to_turns)
 from wespeaker_py.diarization.vad import EnergyVAD, SileroVAD, probabilities_to_regions
 from wespeaker_py.utils.tables import DataFormatError
 
@@ -117,6 +118,23 @@ def test_subsegments_cover_each_region_exactly():
         assert all(n[0] < p[1] or n[0] == pytest.approx(p[1]) for p, n in zip(inside, inside[1:]))
 
 
+@pytest.mark.parametrize("resolution", [None, 0.1])
+def test_no_turn_ends_past_the_recording(resolution):
+    # 2.0063 s is 200.63 grid steps: the last window, cut on the grid, ends at 2.01
+    from wespeaker_py.diarization import DiarizationOptions, Diarizer
+    from diarization_helpers import SR, speakers_in_turn, whole_recording
+    audio = (0.3 * np.random.default_rng(0).standard_normal(int(2.0063 * SR))).astype(np.float32)
+    options = DiarizationOptions(vad="energy", resolution=resolution)
+    turns = Diarizer(speakers_in_turn(2), options, whole_recording).diarize(audio, SR).turns
+    assert max(turn.end for turn in turns) == pytest.approx(audio.size / SR)
+    assert all(turn.start < turn.end for turn in turns)
+
+
+def test_clip_turns_cuts_an_end_past_the_recording_and_drops_what_starts_there():
+    turns = [Turn(0.0, 1.0, "a"), Turn(1.0, 2.01, "b"), Turn(2.0063, 2.01, "a")]
+    assert clip_turns(turns, 2.0063) == [Turn(0.0, 1.0, "a"), Turn(1.0, 2.0063, "b")]
+
+
 # ---------------------------------------------------------------- turns and RTTM
 
 def test_overlapping_windows_split_at_midpoints_and_merge_by_speaker():
@@ -145,6 +163,20 @@ def test_rttm_round_trip_and_errors(tmp_path):
     bad.write_text("SPEAKER r 1 0.0 1.0 <NA> <NA> a <NA> <NA>\nSPEAKER r 1 x 1.0 <NA> <NA> b\n")
     with pytest.raises(DataFormatError, match=r"bad.rttm:2"):
         read_rttm(str(bad))
+
+
+def test_rttm_turns_on_fractional_frames_touch_and_slivers_are_left_out(tmp_path):
+    step = 0.0333
+    turns = [Turn(round(index * step, 6), round((index + 1) * step, 6), f"spk{index % 2}")
+             for index in range(30)]
+    turns.append(Turn(1.0, 1.0004, "spk2"))   # under a millisecond: no line
+    path = str(tmp_path / "frames.rttm")
+    write_rttm(path, {"rec": turns})
+    fields = [line.split() for line in open(path).read().splitlines()]
+    assert len(fields) == 30 and {f[7] for f in fields} == {"spk0", "spk1"}
+    spans = [(int(round(float(f[3]) * 1000)), int(round(float(f[4]) * 1000))) for f in fields]
+    for (start, length), (next_start, _) in zip(spans, spans[1:]):
+        assert start + length == next_start      # each line ends where the next begins
 
 
 @pytest.mark.parametrize("start, duration", [("nan", "1.0"), ("0.5", "nan"), ("inf", "1.0"),

@@ -153,7 +153,7 @@ def _say_window_ldas(choice: str, model) -> None:
 def _diarize_one_file(args: argparse.Namespace, model, options: Dict[str, Any]) -> None:
     """One audio file: its RTTM on stdout or in -o, its time line in --plot."""
     from wespeaker_py.diarization import write_rttm
-    from wespeaker_py.diarization.rttm import format_rttm_line, recording_id, rttm_channel
+    from wespeaker_py.diarization.rttm import recording_id, rttm_channel, rttm_lines
     audio = args.audio[0]
     recording = recording_id(audio)
     if recording != os.path.splitext(os.path.basename(audio))[0]:
@@ -169,8 +169,8 @@ def _diarize_one_file(args: argparse.Namespace, model, options: Dict[str, Any]) 
         print(f"{result.num_speakers} speakers, {len(result.turns)} turns in {args.output}",
               file=sys.stderr)
     else:
-        for turn in result.turns:
-            print(format_rttm_line(recording, turn, channel))
+        for line in rttm_lines(recording, result.turns, channel):
+            print(line)
     if args.plot:
         from wespeaker_py.diarization.plot import plot_timeline
         plot_timeline(None, result.turns, args.plot, recording)

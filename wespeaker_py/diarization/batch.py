@@ -5,23 +5,29 @@ A run works in a work folder: ``<output dir>/.diarize_jobs.<rttm name>/`` beside
 RTTM file, or ``DIR/.diarize_jobs/`` in a folder of RTTMs (an output ``DIR/`` that ends
 in ``/`` or is an existing folder: ``DIR/<recording>.rttm`` each, an empty one for a
 recording without speech). The work folder holds ``manifest.json`` (what the work is: the
-recordings, the model, every diarization setting and speaker count) and a part per
-finished recording, ``parts/<recording>.json`` (its turns, and whether it had no speech and
-why, was capped at ``max_speakers``, or had fewer speakers than a ``num_speakers`` given),
-written atomically as soon as the recording is done (in a folder of RTTMs, after its RTTM).
+model, every diarization setting, whether each recording has its own speaker count) and a
+part per finished recording, ``parts/<recording>.json`` (what it was made from: the audio
+entry as listed and, for a file, its :func:`~wespeaker_py.utils.paths.file_stamp`, and its
+own speaker count; its turns, and whether it had no speech and why, was capped at
+``max_speakers``, or had fewer speakers than a ``num_speakers`` given), written atomically
+as soon as the recording is done (in a folder of RTTMs, before its RTTM, which a run writes
+again from the part when it is missing).
 
-Run again with the same work, a run skips the recordings that have a part; one that could
-not be read has none, so it is tried again. The work folder of other work is emptied
-beside one RTTM file, and refused in a folder of RTTMs unless ``overwrite`` (its RTTMs may
-be someone's results). Only the final merge into one RTTM file (atomic, in the order of the
-recordings) removes its work folder; a folder of RTTMs keeps its own, the record of what
-its RTTMs are. A run holds ``<work folder>.lock`` (:mod:`wespeaker_py.utils.locks`): a
-second run into the same output stops at once.
+Run again with the same manifest, a run skips the recordings of its list whose part was made
+from the same audio entry, file and count; a recording added to the list, or whose entry,
+file or count changed, is diarized (again); one that could not be read has no part, so it is
+tried again. Parts of recordings not in the list are left as they are (in a folder of RTTMs
+they back the RTTMs of an earlier list). The work folder of other work (another model or
+settings) is emptied beside one RTTM file, and refused in a folder of RTTMs unless
+``overwrite`` (its RTTMs may be someone's results); so is, in a folder of RTTMs, an RTTM of
+a listed recording that no part backs. Only the final merge into one RTTM file (atomic, in
+the order of the recordings) removes its work folder; a folder of RTTMs keeps its own, the
+record of what its RTTMs are. A run holds ``<work folder>.lock``
+(:mod:`wespeaker_py.utils.locks`): a second run into the same output stops at once.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from wespeaker_py.audio.files import is_pipe
 from wespeaker_py.diarization.options import ClusteringOptionError, check_cluster_options
 from wespeaker_py.diarization.pipeline import DiarizationResult, Diarizer
 from wespeaker_py.diarization.recordings import RecordingInputError
@@ -40,7 +47,7 @@ from wespeaker_py.utils.atomic_files import atomic_open, require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.paths import OutputNotWritableError, file_digest, refuse_output_over_input
+from wespeaker_py.utils.paths import OutputNotWritableError, file_stamp, refuse_output_over_input
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import read_wav_scp
 
@@ -71,6 +78,15 @@ def check_output(output: str) -> None:
         raise OutputNotWritableError(f"{output} is a file; give a folder for one RTTM per "
                                      f"recording, or a file name without the trailing /")
     require_writable(output, folder_ok=folder)
+
+
+def recording_source(audio: str, num_speakers: Optional[int] = None) -> Dict[str, Any]:
+    """What a recording's part is made from, as JSON reads it back: its audio entry as
+    listed; for a file, its stamp (mtime, size, inode; None for a command or a missing
+    file); and its own speaker count when the run gives each recording one."""
+    stamp = None if is_pipe(audio) else file_stamp(audio)
+    return {"audio": audio, "stamp": None if stamp is None else list(stamp),
+            "num_speakers": None if num_speakers is None else int(num_speakers)}
 
 
 def _first(items: Sequence[str], separator: str = ", ") -> str:
@@ -207,43 +223,59 @@ class BatchWork:
     def _part_path(self, key: str) -> str:
         return os.path.join(self.path, PARTS, urllib.parse.quote(key, safe="") + ".json")
 
-    def start(self, keys: Sequence[str]) -> Dict[str, FinishedRecording]:
-        """Continue the work of the same manifest, or start it (see the module); return the
-        recordings of ``keys`` that an earlier run finished (in a folder of RTTMs, an RTTM
-        removed since is written again from its part)."""
+    def start(self, sources: Mapping[str, Mapping[str, Any]]
+              ) -> Tuple[Dict[str, FinishedRecording], int]:
+        """Continue the work of the same manifest, or start it (see the module). Return the
+        recordings of ``sources`` (each recording's :func:`recording_source` now) that an
+        earlier run finished from the same source (in a folder of RTTMs, an RTTM removed
+        since is written again from its part), and how many others it finished from
+        another source, whose parts (and RTTMs) are removed so that they are redone."""
         manifest_path = os.path.join(self.path, MANIFEST)
         previous = _read_json(manifest_path)
         if previous != self.manifest:
             if self.per_recording:
-                self._clear_folder(previous is not None, keys)
+                self._clear_folder(previous is not None, list(sources))
             elif os.path.isdir(self.path):
-                logger.info("%s belongs to other work (recordings, model or settings changed); "
-                            "starting over", self.path)
+                logger.warning("%s belongs to other work (model or settings changed); "
+                               "starting over", self.path)
             if os.path.isdir(self.path):
                 shutil.rmtree(self.path)
-        os.makedirs(os.path.join(self.path, PARTS), exist_ok=True)
-        if previous != self.manifest:
+            os.makedirs(os.path.join(self.path, PARTS))
             with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
                 json.dump(self.manifest, handle, indent=1, sort_keys=True)
-            return {}
-        finished = {}
-        for key in keys:
+            return {}, 0
+        os.makedirs(os.path.join(self.path, PARTS), exist_ok=True)
+        finished, changed = {}, []
+        for key, source in sources.items():
             part = _read_json(self._part_path(key))
             try:
-                finished[key] = FinishedRecording.from_json(part)
+                done = FinishedRecording.from_json(part)
             except (TypeError, ValueError, KeyError):   # no part (or not one): not done
                 continue
+            if part.get("source") == source:
+                finished[key] = done
+            else:
+                changed.append(key)
+        if self.per_recording:
+            # an RTTM that this work's part backs is its own, even when it is redone
+            self._clear_folder(False, [key for key in sources
+                                       if key not in finished and key not in changed])
+        for key in changed:
+            if self.per_recording and os.path.exists(self.rttm_path(key)):
+                os.remove(self.rttm_path(key))
+            os.remove(self._part_path(key))
+        for key, done in finished.items():
             if self.per_recording and not os.path.isfile(self.rttm_path(key)):
-                self._write_rttm(key, finished[key])
-        return finished
+                self._write_rttm(key, done)
+        return finished, len(changed)
 
     def _clear_folder(self, other_work: bool, keys: Sequence[str]) -> None:
-        """A folder of RTTMs of other work, or holding RTTMs of this run's recordings that
+        """A folder of RTTMs of other work, or holding RTTMs of the recordings ``keys`` that
         no run of this work wrote, is refused; unless ``overwrite``, which removes those."""
         present = [key for key in keys if os.path.exists(self.rttm_path(key))]
         if not other_work and not present:
             return
-        what = ("the RTTMs of other work (other recordings, model or settings)" if other_work
+        what = ("the RTTMs of other work (another model or settings)" if other_work
                 else f"{len(present)} RTTM file(s) of these recordings that this work did not "
                      f"write (e.g. {self.rttm_path(present[0])})")
         if not self.overwrite:
@@ -258,12 +290,13 @@ class BatchWork:
     def _write_rttm(self, key: str, finished: FinishedRecording) -> None:
         write_rttm(self.rttm_path(key), {key: finished.turns}, self.channel)
 
-    def store(self, key: str, finished: FinishedRecording) -> None:
-        """Keep the finished recording ``key``: its RTTM in a folder of RTTMs, then its part."""
+    def store(self, key: str, finished: FinishedRecording, source: Mapping[str, Any]) -> None:
+        """Keep the finished recording ``key``, made from ``source``
+        (:func:`recording_source`): its part, then its RTTM in a folder of RTTMs."""
+        with atomic_open(self._part_path(key), "w", encoding="utf-8") as handle:
+            json.dump(dict(finished.to_json(), source=source), handle)
         if self.per_recording:
             self._write_rttm(key, finished)
-        with atomic_open(self._part_path(key), "w", encoding="utf-8") as handle:
-            json.dump(finished.to_json(), handle)
 
     def finish(self, finished: Mapping[str, FinishedRecording]) -> None:
         """One RTTM file: write the turns of ``finished`` into it (atomically, in its order),
@@ -298,15 +331,6 @@ def _recordings_of(recordings: Recordings) -> Dict[str, str]:
                              f"{type(recordings).__name__}; diarize files one by one with "
                              f"diarize()")
     return table
-
-
-def _recordings_identity(wav_scp: Optional[str], table: Mapping[str, str]) -> Dict[str, Any]:
-    """What names the recordings of a run in its manifest: the wav.scp's path and digest, or
-    the digest of the mapping given."""
-    if wav_scp is not None:
-        return {"wav_scp": os.path.abspath(wav_scp), "sha256": file_digest(wav_scp)}
-    listed = json.dumps(list(table.items()), ensure_ascii=False).encode("utf-8")
-    return {"wav_scp": None, "sha256": hashlib.sha256(listed).hexdigest()}
 
 
 def _check_file_names(keys: Sequence[str], folder: str) -> None:
@@ -358,7 +382,8 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
     :meth:`Diarizer.diarize` for every recording (``channel`` also sets the RTTM's
     channel field). ``model_identity`` (JSON data: the embedding model and the files beside
     it that diarization reads) goes into the manifest, so that work of another model is
-    not continued. ``overwrite``: start over in a folder of RTTMs of other work.
+    not continued; a run of the same work diarizes only the recordings added to the list
+    or changed since (see the module). ``overwrite``: start over in a folder of RTTMs of other work.
 
     A malformed ``wav.scp`` line, a key given twice, a recording missing from
     ``speaker_counts``, or a setting that cannot apply is an error naming it, raised
@@ -377,15 +402,18 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
     table = _recordings_of(recordings)
     source = wav_scp or "the recordings given"
     _check_before_work(diarizer, table, source, wav_scp, output, speaker_counts, kwargs)
-    manifest = {"recordings": _recordings_identity(wav_scp, table), "model": model_identity,
-                "options": dataclasses.asdict(diarizer.options), "settings": kwargs,
-                "speaker_counts": speaker_counts}
+    # not the list of recordings: a recording added to it, or changed, is diarized and the
+    # others kept (each part says what audio it was made from)
+    # nor each recording's own speaker count: its part keeps that
+    manifest = {"model": model_identity, "options": dataclasses.asdict(diarizer.options),
+                "settings": kwargs, "speaker_counts": speaker_counts is not None}
     work = BatchWork(output, manifest, rttm_channel(kwargs.get("channel", "first")), overwrite)
     with work:
-        finished = work.start(list(table))
-        if finished:
-            logger.info("%d of %d recordings already diarized in %s; continuing",
-                        len(finished), len(table), work.kept_in())
+        counts = speaker_counts or {}
+        finished, changed = work.start({key: recording_source(audio, counts.get(key))
+                                        for key, audio in table.items()})
+        if finished or changed:
+            _say_resumed(len(finished), len(table), changed, work.kept_in())
         summary = BatchSummary(resumed=len(finished))
         todo = [(key, path) for key, path in table.items() if key not in finished]
         finished.update(_diarize_and_keep(diarizer, todo, work, summary, show_progress,
@@ -402,6 +430,17 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
         work.finish(in_order)
     logger.info("%s -> %s", summary.describe(), output)
     return summary
+
+
+def _say_resumed(kept: int, listed: int, changed: int, where: str) -> None:
+    """Warn (the CLI shows warnings) that ``kept`` of the ``listed`` recordings were done
+    by an earlier run, and that ``changed`` of the others are diarized again."""
+    todo = listed - kept
+    counted = ((changed, "changed since"), (todo - changed, "new or not finished"))
+    kinds = [f"{count} {kind}" for count, kind in counted if count]
+    rest = f"with the other {todo} ({', '.join(kinds)})" if todo else "(nothing left to do)"
+    logger.warning("%d of %d recordings already diarized in %s; continuing %s", kept, listed,
+                   where, rest)
 
 
 def _check_before_work(diarizer: Diarizer, table: Mapping[str, str], source: str,
@@ -430,11 +469,14 @@ def _diarize_and_keep(diarizer: Diarizer, todo: Sequence[Tuple[str, str]], work:
     try:
         for key, path in progress_bar(todo, desc="diarize", unit="rec",
                                       enabled=show_progress and bool(todo)):
-            counts = {} if speaker_counts is None else {"num_speakers": speaker_counts[key]}
-            result = _diarize_one(diarizer, key, path, summary, {**settings, **counts})
+            count = None if speaker_counts is None else speaker_counts[key]
+            # taken before reading: a file changed while it is read is redone next time
+            source = recording_source(path, count)
+            given = {} if count is None else {"num_speakers": count}
+            result = _diarize_one(diarizer, key, path, summary, {**settings, **given})
             if result is not None:
                 done[key] = FinishedRecording.of(result)
-                work.store(key, done[key])
+                work.store(key, done[key], source)
     except BaseException:
         if done:
             logger.warning("stopped: the %d recording(s) diarized so far are kept in %s; "

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from wespeaker_py.diarization.graph import DENSE_LIMIT, unit_rows
+from wespeaker_py.diarization.options import check_method_packages
 from wespeaker_py.diarization.refine import attach_unassigned
 
 
@@ -29,11 +30,8 @@ def umap_hdbscan_labels(embeddings: np.ndarray, n_neighbors: int = 16, min_dist:
     count = len(embeddings)
     if count <= 2:
         return np.zeros(count, dtype=np.int64)
-    try:
-        import umap
-    except ImportError:
-        raise ImportError("cluster method 'umap-hdbscan' needs umap-learn: "
-                          "pip install 'wespeaker_py[diar-umap]'") from None
+    check_method_packages("umap-hdbscan")
+    import umap
     from sklearn.cluster import HDBSCAN
     reduced = umap.UMAP(n_components=min(32, count - 2), metric="cosine",
                         n_neighbors=min(n_neighbors, count - 1), min_dist=min_dist,

@@ -8,10 +8,13 @@ holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 """
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Tuple
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.diarization.segmentation import GRID
+from wespeaker_py.errors import MissingPackagesError, WespeakerError
 from wespeaker_py.utils.paths import rate_in_name
 from wespeaker_py.utils.values import is_whole_number
 
@@ -30,6 +33,11 @@ EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_EDGE_WEIGHTS = "cosine"
 # agglomerative's cut: the cosine distance at which merging stops
 DEFAULT_AHC_THRESHOLD = 0.6
+# per method, the modules it imports that no base install has: (module, package), and the
+# extra of setup.py that installs them
+METHOD_PACKAGES = {"umap-hdbscan": ((("umap", "umap-learn"),), "diar-umap")}
+# the finest frame of turns: RTTM times are written to the millisecond
+MIN_RESOLUTION = 0.001
 # the Silero VAD's speech probability that starts a region
 DEFAULT_VAD_THRESHOLD = 0.5
 # the bounds of an estimated number of speakers
@@ -139,6 +147,23 @@ def given_or(value: Any, option: Any) -> Any:
     return option if value is None else value
 
 
+def on_grid(seconds: float) -> bool:
+    """Whether ``seconds`` is a whole number of :data:`GRID` steps (to a rounding error)."""
+    steps = seconds / GRID
+    return math.isfinite(steps) and abs(steps - round(steps)) < 1e-6
+
+
+def check_method_packages(method: str) -> None:
+    """Raise :class:`MissingPackagesError` naming what the clustering ``method`` needs that is
+    not installed (looked up, not imported) and the extra that installs it."""
+    modules, extra = METHOD_PACKAGES.get(method, ((), ""))
+    missing = [package for module, package in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise MissingPackagesError(f"cluster method {method!r} needs the package(s) "
+                                   f"{', '.join(missing)}: pip install 'wespeaker_py[{extra}]' "
+                                   f"(or choose another --cluster_method)")
+
+
 def _check_count_types(**counts: Optional[int]) -> None:
     for name, value in counts.items():
         if value is not None and not is_whole_number(value):
@@ -230,16 +255,24 @@ class DiarizationOptions:
                   or 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
                  ("min_speech", self.min_speech >= 0.0, "at least 0"),
                  ("min_silence", self.min_silence >= 0.0, "at least 0"),
-                 ("window", self.window > 0.0, "above 0"),
-                 ("shift", 0.0 < self.shift <= self.window, "above 0 and at most window"),
+                 ("window", math.isfinite(self.window) and self.window >= GRID,
+                  f"finite and at least {GRID:g} seconds"),
+                 ("shift", math.isfinite(self.shift) and GRID <= self.shift <= self.window,
+                  f"at least {GRID:g} seconds and at most window"),
+                 ("window", on_grid(self.window), f"a multiple of {GRID:g} seconds (windows are "
+                  f"cut on that grid)"),
+                 ("shift", on_grid(self.shift), f"a multiple of {GRID:g} seconds (windows are "
+                  f"cut on that grid)"),
                  ("dither", self.dither >= 0.0, "at least 0"),
                  ("ahc_threshold", self.ahc_threshold is None
                   or 0.0 < self.ahc_threshold < 2.0, "a cosine distance between 0 and 2"),
                  ("min_cluster_size", self.min_cluster_size >= 0, "at least 0"),
                  ("merge_threshold", self.merge_threshold is None
                   or -1.0 <= self.merge_threshold <= 1.0, "a cosine between -1 and 1"),
-                 ("resolution", self.resolution is None or self.resolution > 0.0,
-                  "above 0 seconds"),
+                 ("resolution", self.resolution is None
+                  or MIN_RESOLUTION <= self.resolution <= self.shift,
+                  f"at least {MIN_RESOLUTION:g} seconds (RTTM's millisecond) and at most shift "
+                  f"({self.shift:g}; coarser frames than the windows' shift: leave it out)"),
                  ("window_lda", isinstance(self.window_lda, str) and self.window_lda != "",
                   "'auto', 'off' or a window_lda.npz file"))
         for name, valid, wanted in rules:
@@ -250,6 +283,7 @@ class DiarizationOptions:
         if self.vad == "energy" and self.vad_threshold is not None:
             raise ClusteringOptionError(f"vad_threshold ({self.vad_threshold:g}) is the Silero "
                                         f"VAD's speech probability; the energy VAD takes none")
+        check_method_packages(self.cluster_method)
 
     def check_count_given(self, given: str, min_speakers: Optional[int] = None,
                           max_speakers: Optional[int] = None) -> None:

@@ -29,7 +29,7 @@ from wespeaker_py.dataset.lists import warn_unlisted
 from wespeaker_py.diarization.clustering import Clustering, cluster_windows
 from wespeaker_py.diarization.options import DiarizationOptions, given_or, speaker_bounds
 from wespeaker_py.diarization.segmentation import subsegments
-from wespeaker_py.diarization.turns import Turn, frames_to_turns, windows_to_turns
+from wespeaker_py.diarization.turns import Turn, clip_turns, frames_to_turns, windows_to_turns
 from wespeaker_py.diarization.vad import Region, VoiceActivityDetector, build_vad
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.logging_utils import get_logger
@@ -168,7 +168,8 @@ class Diarizer:
         if clustering.capped:
             _warn_capped(name, clustering, speaker_bounds(min_speakers, max_speakers)[1])
         unmet = _unmet_num_speakers(name, clustering, num_speakers, len(windows))
-        turns = self.turns(windows, clustering.labels, embeddings)
+        turns = clip_turns(self.turns(windows, clustering.labels, embeddings),
+                           len(audio) / rate)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
                                  clustering.found, clustering.capped,
                                  unmet_num_speakers=unmet)

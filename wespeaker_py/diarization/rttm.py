@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.utils.atomic_files import atomic_open
@@ -43,25 +43,42 @@ def rttm_channel(channel: Union[str, int]) -> int:
     return channel + 1 if isinstance(channel, int) else 1
 
 
+def millisecond_span(turn: Turn) -> Tuple[int, int]:
+    """A turn's start and end, each rounded to the millisecond (as integers). Rounding the
+    end rather than the duration keeps touching turns touching in the file."""
+    return int(round(turn.start * 1000)), int(round(turn.end * 1000))
+
+
 def format_rttm_line(recording: str, turn: Turn, channel: int = 1) -> str:
-    """One RTTM ``SPEAKER`` line (no newline), times to the millisecond; ``channel`` is the
-    RTTM's, from 1 (:func:`rttm_channel`)."""
+    """One RTTM ``SPEAKER`` line (no newline): start and end to the millisecond, the
+    duration their difference; ``channel`` is the RTTM's, from 1 (:func:`rttm_channel`)."""
     if any(ch.isspace() for ch in recording + turn.speaker):
         raise ValueError(f"RTTM fields cannot hold spaces: {recording!r} / {turn.speaker!r}")
-    return (f"SPEAKER {recording} {channel} {turn.start:.3f} {turn.duration:.3f} "
+    start, end = millisecond_span(turn)
+    return (f"SPEAKER {recording} {channel} {start / 1000:.3f} {(end - start) / 1000:.3f} "
             f"<NA> <NA> {turn.speaker} <NA> <NA>")
+
+
+def rttm_lines(recording: str, turns: Iterable[Turn], channel: int = 1) -> Iterator[str]:
+    """The ``SPEAKER`` lines (no newlines) of a recording's turns in order of start time,
+    leaving out a turn shorter than the millisecond the times are written to."""
+    for turn in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
+        start, end = millisecond_span(turn)
+        if end > start:
+            yield format_rttm_line(recording, turn, channel)
 
 
 def write_rttm(path: str, recordings: Mapping[str, Iterable[Turn]], channel: int = 1) -> None:
     """Write the turns of each recording, in order of start time, atomically, on the RTTM
     channel ``channel`` (:func:`rttm_channel`).
 
-    A recording without turns writes nothing (the RTTM way to say "no speech").
+    A recording without turns writes nothing (the RTTM way to say "no speech"); a turn
+    that rounds to no length is left out (:func:`rttm_lines`).
     """
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for recording, turns in recordings.items():
-            for turn in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
-                handle.write(format_rttm_line(recording, turn, channel) + "\n")
+            for line in rttm_lines(recording, turns, channel):
+                handle.write(line + "\n")
 
 
 def read_rttm(path: str) -> Dict[str, List[Turn]]:

@@ -41,6 +41,14 @@ class Turn:
         return self.end - self.start
 
 
+def clip_turns(turns: Sequence[Turn], duration: float) -> List[Turn]:
+    """``turns`` within a recording of ``duration`` seconds: an end past it is cut to it, a
+    turn starting at or past it is left out. The windows lie on a 10 ms grid, so the last
+    one can end up to 10 ms past the audio."""
+    return [turn if turn.end <= duration else Turn(turn.start, duration, turn.speaker)
+            for turn in turns if turn.start < duration]
+
+
 def windows_to_turns(windows: Sequence[Region], labels: Sequence[int],
                      speaker_prefix: str = "spk", merge_gap: float = 1e-6) -> List[Turn]:
     """Non-overlapping turns from windows and their speaker labels.
