@@ -208,6 +208,39 @@ def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch
     assert not (tmp_path / "x.onnx").exists()
 
 
+@needs_onnx
+@pytest.mark.parametrize("opset", ["99", "0", "six"])
+def test_an_opset_the_exporter_cannot_write_is_a_usage_error(xvector, tmp_path, capsys, opset):
+    # 99 and 0 were tracebacks from deep in torch's exporter (exit 1)
+    config_path, checkpoint, _ = xvector
+    with pytest.raises(SystemExit) as stop:
+        export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
+                          "--output_model", str(tmp_path / "x.onnx"), "--opset_version", opset])
+    assert stop.value.code == 2
+    assert "--opset_version" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@needs_onnx
+def test_an_operator_the_opset_cannot_express_is_one_line_naming_the_flag(
+        xvector, tmp_path, capsys, monkeypatch):
+    # CAM++ at opset 11 ended in a traceback of 2,109 lines (torch: "Please try opset 13")
+    config_path, checkpoint, _ = xvector
+
+    def refuse(*_, **kwargs):
+        raise torch.onnx.OnnxExporterError(f"Unsupported: ONNX export of repeat_interleave "
+                                           f"in opset {kwargs['opset_version']}.\nmore")
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    assert run_main(export_onnx_main, ["--config", config_path, "--checkpoint", checkpoint,
+                                       "--output_model", str(tmp_path / "x.onnx"),
+                                       "--opset_version", "11"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(
+        "error: --opset_version: opset 11: Unsupported: ONNX export of repeat_interleave in "
+        "opset 11.")
+    assert "Traceback" not in err and not (tmp_path / "x.onnx").exists()
+
+
 # A ReDimNet2 narrow enough to export in seconds: WeSpeaker's B0 with C=4 and two one-block
 # stages, the 2-D output head of B6, on conf/redimnet2.yaml's 72-bin TFMel front-end.
 TINY_REDIMNET2_ARGS = {"feat_dim": 72, "C": 4, "embed_dim": 8, "pooling_func": "ASTP",

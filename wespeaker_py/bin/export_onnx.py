@@ -22,6 +22,21 @@ from wespeaker_py.utils.paths import refuse_output_over_input
 # wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
 # (tests/test_cli.py keeps the two equal)
 DEFAULT_OPSET = 14
+# the opsets torch's TorchScript-based exporter (the one used here) writes; a model may
+# need more than the least (its error names the operator)
+MIN_OPSET, MAX_OPSET = 7, 20
+
+
+def opset(text) -> int:
+    """An argparse ``type``: an ONNX opset the exporter can write."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_OPSET} and {MAX_OPSET} (the "
+                                         f"opsets the exporter writes), got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="fix the number of input frames, at least the fewest the model gives an "
                   "embedding for (default: dynamic)")
     add_flag(parser, "mean_vec", default=None, help="mean_vec.npy to subtract from embeddings")
-    add_flag(parser, "opset_version", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    add_flag(parser, "opset_version", type=opset, default=DEFAULT_OPSET,
+             help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}, WeSpeaker's)")
     return parser
 
 
@@ -46,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
-    from wespeaker_py.export.onnx_export import MeanVectorMismatchError, TooFewFramesError
+    from wespeaker_py.export.onnx_export import (MeanVectorMismatchError, OpsetError,
+                                                 TooFewFramesError)
     from wespeaker_py.scoring.embeddings import load_mean_vector
     from wespeaker_py.utils.tables import DataFormatError
     require_onnx_packages()
@@ -61,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise DataFormatError(args.mean_vec, None, str(error)) from None
     except TooFewFramesError as error:
         raise UsageError(f"--num_frames: {error}") from None
+    except OpsetError as error:
+        raise UsageError(f"--opset_version: {error}") from None
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
                                         example_features)
-from wespeaker_py.errors import MissingPackagesError, WespeakerError
+from wespeaker_py.errors import MissingPackagesError, WespeakerError, first_line
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.onnx_session import open_onnx_session
@@ -69,6 +69,10 @@ class MeanVectorMismatchError(WespeakerError, ValueError):
     """A mean vector whose size is not the model's embedding size."""
 
 
+class OpsetError(WespeakerError, ValueError):
+    """The model holds an operator that the chosen ONNX opset cannot express."""
+
+
 class TooFewFramesError(WespeakerError, ValueError):
     """A fixed number of input frames below the fewest the model gives an embedding for."""
 
@@ -107,10 +111,13 @@ def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: 
         with torch.no_grad(), warnings.catch_warnings():
             # the dynamo exporter is the default upstream; see the module doc for why not here
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(wrapped, (example_features(1, frames, feat_dim),), tmp_path,
-                              dynamo=False, opset_version=opset_version,
-                              do_constant_folding=True, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes)
+            try:
+                torch.onnx.export(wrapped, (example_features(1, frames, feat_dim),), tmp_path,
+                                  dynamo=False, opset_version=opset_version,
+                                  do_constant_folding=True, input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes)
+            except torch.onnx.errors.OnnxExporterError as error:
+                raise OpsetError(f"opset {opset_version}: {first_line(error)}") from None
         runner = onnx_runner(tmp_path)
         worst = check_against_eager(runner, wrapped, feat_dim, check_shapes, tolerance)
         if before_replace is not None:
