@@ -455,7 +455,26 @@ def test_an_export_with_a_band_fill_that_does_not_fit_writes_nothing(xvec, tmp_p
     model = wespeaker_py.load_model(folder, device="cpu")
     with pytest.raises(BandFillError, match="is for 80 mel bins at 16000 Hz"):
         export_waveform_graph(model, str(tmp_path / "out") + "/")
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()   # the folder it names was left behind, empty
+
+
+@needs_onnx
+def test_a_failed_export_into_a_new_folder_removes_the_folder_it_made(xvec, tmp_path,
+                                                                      monkeypatch):
+    from wespeaker_py.api import exporting
+    _, folder, _ = xvec
+    model = wespeaker_py.load_model(folder, device="cpu")
+
+    def fail(*_, **__):
+        raise RuntimeError("the graph differs from eager")
+    monkeypatch.setattr(exporting, "export_waveform_onnx", fail)
+    with pytest.raises(RuntimeError, match="differs"):
+        exporting.export_waveform_graph(model, str(tmp_path / "new") + "/")
+    assert not (tmp_path / "new").exists()
+    os.makedirs(tmp_path / "kept")   # a folder the user made stays
+    with pytest.raises(RuntimeError, match="differs"):
+        exporting.export_waveform_graph(model, str(tmp_path / "kept") + "/")
+    assert os.listdir(tmp_path / "kept") == []
 
 
 @needs_onnx

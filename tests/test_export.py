@@ -209,6 +209,22 @@ def test_missing_onnx_packages_give_a_clear_error(xvector, tmp_path, monkeypatch
 
 
 @needs_onnx
+def test_a_graph_replaced_by_bin_export_onnx_loses_the_earlier_exports_mean_file(
+        xvector, tmp_path):
+    # `wespeaker-py export` leaves final.mean_vec.npy beside final.onnx; a graph written over
+    # it that subtracts --mean_vec inside was then centred twice by a runtime following the docs
+    config_path, checkpoint, _ = xvector
+    graph, stale = tmp_path / "final.onnx", tmp_path / "final.mean_vec.npy"
+    graph.write_bytes(b"an earlier graph")
+    np.save(stale, np.ones(8, np.float32))
+    mean = tmp_path / "mean.npy"
+    np.save(mean, np.full(8, 0.5, np.float32))
+    export_onnx_main(["--config", config_path, "--checkpoint", checkpoint, "--output_model",
+                      str(graph), "--mean_vec", str(mean)])
+    assert graph.read_bytes() != b"an earlier graph" and not stale.exists()
+
+
+@needs_onnx
 @pytest.mark.parametrize("opset", ["99", "0", "six"])
 def test_an_opset_the_exporter_cannot_write_is_a_usage_error(xvector, tmp_path, capsys, opset):
     # 99 and 0 were tracebacks from deep in torch's exporter (exit 1)

@@ -22,7 +22,7 @@ import copy
 import functools
 import os
 import shutil
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Tuple, Union
 
 import torch.nn as nn
 
@@ -44,13 +44,21 @@ logger = get_logger(__name__)
 ONNX_NAME = "model.onnx"
 
 
-def onnx_output_path(path: str) -> str:
-    """``path``, or ``path/model.onnx`` when ``path`` is a folder or ends with a separator
-    (the folder is created then); see :func:`onnx_target`."""
+@contextlib.contextmanager
+def _graph_file(path: str) -> Iterator[str]:
+    """:func:`onnx_target` of ``path``, its folder created when ``path`` names one; a folder
+    created here is removed again when the export fails and leaves it empty."""
     target = onnx_target(path)
-    if target != path:
-        os.makedirs(path, exist_ok=True)
-    return target
+    folder = os.path.dirname(target) if target != path else None
+    created = folder is not None and not os.path.isdir(folder)
+    if created:
+        os.makedirs(folder)
+    try:
+        yield target
+    except BaseException:
+        if created and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+        raise
 
 
 def onnx_target(path: str) -> str:
@@ -80,11 +88,10 @@ def _export_parts(model) -> Tuple[Union[FbankFeatures, TFMelFeatures], nn.Module
 
 def export_waveform_graph(model, path: str) -> List[str]:
     """Write ``model`` (its fbank or TFMel front-end inside) as a waveform-input ONNX graph to
-    :func:`onnx_output_path` of ``path`` (see
+    :func:`onnx_target` of ``path`` (see
     :func:`~wespeaker_py.export.waveform_onnx.export_waveform_onnx`), with its
     :func:`companions` beside it; the paths written, the graph's first."""
     frontend, network, _ = _export_parts(model)
-    path = onnx_output_path(path)
     beside = companions(model)   # gathered first: a band fill that does not fit stops here
     min_samples = model.backend.min_samples
     info = {"model": model.name, "sample_rate": frontend.sample_rate,
@@ -93,19 +100,20 @@ def export_waveform_graph(model, path: str) -> List[str]:
             "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
             "frontend": type(frontend).__name__,
             "params_millions": round(count_params(network) / 1e6, 3)}
-    return _export_with_companions(path, beside, functools.partial(
-        export_waveform_onnx, frontend, network, path, info, min_samples))
+    with _graph_file(path) as graph:
+        return export_with_companions(graph, beside, functools.partial(
+            export_waveform_onnx, frontend, network, graph, info, min_samples))
 
 
 def export_feats_onnx(model, path: str) -> List[str]:
     """Write the speaker model alone (features in), as ``bin.export_onnx`` does, to
-    :func:`onnx_output_path` of ``path``, with the model's mean vector beside it (not
+    :func:`onnx_target` of ``path``, with the model's mean vector beside it (not
     subtracted inside the graph, as the waveform graph's is not); the paths written, the
     graph's first."""
     _, network, feat_dim = _export_parts(model)
-    path = onnx_output_path(path)
-    return _export_with_companions(path, _mean_vector(model), functools.partial(
-        export_onnx, network, feat_dim, path))
+    with _graph_file(path) as graph:
+        return export_with_companions(graph, _mean_vector(model), functools.partial(
+            export_onnx, network, feat_dim, graph))
 
 
 def _mean_vector(model) -> Dict[str, Callable[[str], None]]:
@@ -136,8 +144,8 @@ def _remove_stale(paths: List[str]) -> None:
         logger.warning("removed %s: an earlier export's, not written by this export", stale)
 
 
-def _export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
-                            export: Callable[..., object]) -> List[str]:
+def export_with_companions(path: str, items: Dict[str, Callable[[str], None]],
+                           export: Callable[..., object]) -> List[str]:
     """Write ``items`` beside ``path`` (under its stem) to temporary names, then run
     ``export``, which writes a graph to ``path`` and takes ``before_replace``; the paths
     written, the graph's first.

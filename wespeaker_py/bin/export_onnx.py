@@ -12,6 +12,7 @@ checked with onnxruntime against the eager model before it is written.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import List, Optional
 
@@ -71,9 +72,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
     embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
     model, feat_dim = exportable_model(embedder, args.checkpoint)
+    # through the API's export: the files an earlier `wespeaker-py export` left beside the
+    # graph (its mean vector, which this graph may subtract inside) go when it is replaced
+    from wespeaker_py.api.exporting import export_with_companions
     try:
-        export_onnx(model, feat_dim, args.output_model, args.num_frames, mean_vec,
-                    args.opset_version)
+        export_with_companions(args.output_model, {}, functools.partial(
+            export_onnx, model, feat_dim, args.output_model, args.num_frames, mean_vec,
+            args.opset_version))
     except MeanVectorMismatchError as error:
         raise DataFormatError(args.mean_vec, None, str(error)) from None
     except TooFewFramesError as error:

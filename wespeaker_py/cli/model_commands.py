@@ -52,10 +52,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     refuse_over_model_files(args, model, {
         "--onnx": graph, **{f"--onnx {graph}'s {name}": beside_graph + name
                             for name in carried}})
-    from wespeaker_py.api.exporting import (export_feats_onnx, export_waveform_graph,
-                                            onnx_output_path)
+    from wespeaker_py.api.exporting import export_feats_onnx, export_waveform_graph
     export = export_waveform_graph if args.with_frontend else export_feats_onnx
-    written = export(model, onnx_output_path(args.onnx))
+    written = export(model, args.onnx)
     beside = ", ".join(os.path.basename(path) for path in written[1:])
     print(f"wrote {written[0]}" + (f" with {beside} beside it" if beside else ""))
     return 0
