@@ -127,6 +127,28 @@ class LengthBakingModel(nn.Module):
         return feats[:, :half].mean(dim=1)
 
 
+class BranchingModel(nn.Module):
+    """A Python branch on a tensor's value: tracing warns that the trace "might be
+    incorrect"; here the branch is always taken, so the trace is right."""
+
+    def forward(self, feats):
+        pooled = feats.mean(dim=1)
+        if pooled.abs().sum() >= 0:
+            return pooled
+        return -pooled
+
+
+def test_a_trace_the_check_vouches_for_prints_no_tracer_warning(tmp_path):
+    # an XI-vector export printed "Converting a tensor to a Python boolean might cause the
+    # trace to be incorrect" above its success line
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_torchscript(BranchingModel(), FEAT_DIM, str(tmp_path / "b.zip"), method="trace")
+    assert (tmp_path / "b.zip").exists()
+    assert [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)] == []
+
+
 def test_a_trace_that_bakes_in_the_length_is_refused(tmp_path):
     output = tmp_path / "baked.zip"
     with pytest.raises(ExportMismatchError, match="differs from eager"):

@@ -1,8 +1,10 @@
 """What every exporter shares: the fbank model to export, and checking the export against it."""
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Callable, Optional, Sequence, Tuple
+import warnings
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +25,20 @@ CHECK_SHAPES: Tuple[Tuple[int, int], ...] = ((1, 200), (3, 123), (2, 301))
 
 class ExportMismatchError(RunFailedError):
     """The exported model does not compute what the eager model computes."""
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence what torch says while it traces or exports a model whose result is then
+    checked against eager (:func:`check_against_eager`): that torch.jit and the TorchScript
+    ONNX exporter are deprecated upstream (they are what libtorch and onnxruntime users
+    load), and that a traced branch or a folded constant "might be incorrect" (the check
+    finds out whether it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        yield
 
 
 def load_exportable_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:

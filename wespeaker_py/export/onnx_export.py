@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
-                                        example_features)
+                                        example_features, quiet_exporter)
 from wespeaker_py.errors import MissingPackagesError, WespeakerError, first_line
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.atomic_files import atomic_path
@@ -108,9 +107,8 @@ def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: 
         dynamic_axes[INPUT_NAME][1] = "T"
     check_shapes = ((1, frames), (3, frames)) if num_frames > 0 else CHECK_SHAPES
     with atomic_path(output_model) as tmp_path:
-        with torch.no_grad(), warnings.catch_warnings():
-            # the dynamo exporter is the default upstream; see the module doc for why not here
-            warnings.simplefilter("ignore", DeprecationWarning)
+        # the dynamo exporter is the default upstream; see the module doc for why not here
+        with torch.no_grad(), quiet_exporter():
             try:
                 torch.onnx.export(wrapped, (example_features(1, frames, feat_dim),), tmp_path,
                                   dynamo=False, opset_version=opset_version,

@@ -12,14 +12,14 @@ it is written; a difference is an error, never a silently wrong export.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.errors import WespeakerError, first_line
-from wespeaker_py.export.checks import EXAMPLE_FRAMES, check_against_eager, example_features
+from wespeaker_py.export.checks import (EXAMPLE_FRAMES, check_against_eager, example_features,
+                                        quiet_exporter)
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -38,9 +38,7 @@ def to_torchscript(model: nn.Module, feat_dim: int,
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     model = model.eval()
-    with warnings.catch_warnings():
-        # torch.jit is deprecated upstream but is what libtorch runtimes load
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_exporter():
         if method in ("auto", "script"):
             try:
                 return torch.jit.script(model)

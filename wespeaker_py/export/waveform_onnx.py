@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import warnings
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -35,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.audio import INT16_SCALE
-from wespeaker_py.export.checks import compare_with_eager
+from wespeaker_py.export.checks import compare_with_eager, quiet_exporter
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
                                              split_bins)
@@ -206,8 +205,7 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
         no_fill = identity_affine(features.num_mel_bins)
         inputs, names = (example, torch.from_numpy(no_fill)), [INPUT_NAME, BAND_FILL_INPUT]
     with atomic_path(output_model) as tmp_path:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with torch.no_grad(), quiet_exporter():
             torch.onnx.export(wrapped, inputs, tmp_path, dynamo=False,
                               opset_version=opset_version, do_constant_folding=True,
                               input_names=names, output_names=[OUTPUT_NAME],
