@@ -130,6 +130,18 @@ def test_no_turn_ends_past_the_recording(resolution):
     assert all(turn.start < turn.end for turn in turns)
 
 
+def test_a_min_speakers_the_speech_cannot_give_is_warned_about(caplog):
+    # it was dropped silently, where num_speakers was warned about
+    from wespeaker_py.diarization import DiarizationOptions, Diarizer
+    from diarization_helpers import SR, speakers_in_turn, whole_recording
+    audio = (0.3 * np.random.default_rng(0).standard_normal(2 * SR)).astype(np.float32)
+    diarizer = Diarizer(speakers_in_turn(2), DiarizationOptions(vad="energy"), whole_recording)
+    result = diarizer.diarize(audio, SR, min_speakers=3, recording="short")
+    assert result.num_speakers < 3
+    assert (f"short: min_speakers=3 but only 2 window(s) of speech: {result.num_speakers} "
+            f"speaker(s)") in caplog.text
+
+
 def test_clip_turns_cuts_an_end_past_the_recording_and_drops_what_starts_there():
     turns = [Turn(0.0, 1.0, "a"), Turn(1.0, 2.01, "b"), Turn(2.0063, 2.01, "a")]
     assert clip_turns(turns, 2.0063) == [Turn(0.0, 1.0, "a"), Turn(1.0, 2.0063, "b")]

@@ -168,6 +168,8 @@ class Diarizer:
         if clustering.capped:
             _warn_capped(name, clustering, speaker_bounds(min_speakers, max_speakers)[1])
         unmet = _unmet_num_speakers(name, clustering, num_speakers, len(windows))
+        if num_speakers is None:
+            _warn_below_min_speakers(name, clustering, min_speakers, len(windows))
         turns = clip_turns(self.turns(windows, clustering.labels, embeddings),
                            len(audio) / rate)
         return DiarizationResult(turns, speech, clustering.num_speakers, seconds,
@@ -290,6 +292,15 @@ def _unmet_num_speakers(name: str, clustering: Clustering, num_speakers: Optiona
     logger.warning("%s: num_speakers=%d but only %d window(s) of speech: %d speaker(s)",
                    name, num_speakers, num_windows, clustering.num_speakers)
     return num_speakers
+
+
+def _warn_below_min_speakers(name: str, clustering: Clustering, min_speakers: Optional[int],
+                             num_windows: int) -> None:
+    """Say that the recording ``name`` gave fewer speakers than the ``min_speakers`` its
+    estimate was to find: too few windows of speech to split among them."""
+    if min_speakers is not None and clustering.num_speakers < min_speakers:
+        logger.warning("%s: min_speakers=%d but only %d window(s) of speech: %d speaker(s)",
+                       name, min_speakers, num_windows, clustering.num_speakers)
 
 
 class _CountedWindows(SequenceABC):
