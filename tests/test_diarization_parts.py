@@ -142,6 +142,21 @@ def test_a_min_speakers_the_speech_cannot_give_is_warned_about(caplog):
             f"speaker(s)") in caplog.text
 
 
+def test_speech_shorter_than_min_speech_says_so_instead_of_no_reason(tmp_path):
+    # a 0.2 s clip of speech was "no speech found" with no word of min_speech
+    from wespeaker_py.diarization import DiarizationOptions, Diarizer
+    from diarization_helpers import SR, speakers_in_turn
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(SR // 2), 0.5 * rng.standard_normal(SR // 5),
+                            np.zeros(SR // 2)]).astype(np.float32)
+    diarizer = Diarizer(speakers_in_turn(1), DiarizationOptions(vad="energy"))
+    result = diarizer.diarize(audio, SR)
+    assert result.turns == [] and result.silence == (
+        "the VAD kept no speech of at least min_speech 0.25 s")
+    taken = Diarizer(speakers_in_turn(1), DiarizationOptions(vad="energy", min_speech=0.1))
+    assert taken.diarize(audio, SR).turns
+
+
 def test_clip_turns_cuts_an_end_past_the_recording_and_drops_what_starts_there():
     turns = [Turn(0.0, 1.0, "a"), Turn(1.0, 2.01, "b"), Turn(2.0063, 2.01, "a")]
     assert clip_turns(turns, 2.0063) == [Turn(0.0, 1.0, "a"), Turn(1.0, 2.0063, "b")]

@@ -59,8 +59,9 @@ class DiarizationResult:
 
     ``capped``: the clustering found ``found_speakers`` > ``max_speakers`` (or
     stopped at ``max_speakers``), so the recording may have more speakers than reported.
-    ``silence``: why a recording was taken as silent as a whole, when it was (every
-    sample zero, no frame above the energy floor). ``unmet_num_speakers``: the
+    ``silence``: why a recording has no speech, when it has none and the reason is known
+    (every sample zero, no frame above the energy floor, no speech as long as the built-in
+    VAD's ``min_speech``). ``unmet_num_speakers``: the
     ``num_speakers`` given when fewer speakers could be told apart (too few windows of
     speech), else None.
     """
@@ -111,6 +112,7 @@ class Diarizer:
         self.options = options or DiarizationOptions()
         self.options.check()
         self.vad = vad or build_vad(self.options.vad, self.options.region_rules())
+        self._vad_keeps_min_speech = vad is None   # the built-in VADs drop shorter speech
         self.sample_rate = sample_rate
         self.show_progress = show_progress
         self._projections_named: Set[int] = set()   # the rates whose projection was logged
@@ -159,7 +161,9 @@ class Diarizer:
                                                      heard_rate_of(source_rate, rate), name)
         seconds["embed"] = time.perf_counter() - clock
         if not windows:
-            return DiarizationResult([], speech, 0, seconds)
+            why = (f"the VAD kept no speech of at least min_speech {self.options.min_speech:g} s"
+                   if not speech and self._vad_keeps_min_speech else "")
+            return DiarizationResult([], speech, 0, seconds, silence=why)
 
         clock = time.perf_counter()
         embeddings, clustering = self._clustered(embeddings, source_rate, num_speakers,
