@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
@@ -82,13 +83,14 @@ def check_against_eager(exported: Callable[[torch.Tensor], torch.Tensor], model:
     differs.
     """
     worst = 0.0
+    float64_model = functools.cache(lambda: float64_copy(model))   # made once, if needed
     with torch.no_grad():
         for index, (batch, frames) in enumerate(shapes):
             feats = example_features(batch, frames, feat_dim, seed=index + 1)
             expected = model(feats)
             difference = compare_with_eager(
                 exported(feats), expected, f"input {tuple(feats.shape)}", tolerance,
-                eager_error=lambda: float32_error(model, feats, expected))
+                eager_error=lambda: float32_error(float64_model(), feats, expected))
             worst = max(worst, difference)
     return worst
 
@@ -99,15 +101,21 @@ def _relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got.double() - expected.double()).abs().max()) / scale
 
 
-def float32_error(model: nn.Module, feats: torch.Tensor, expected: torch.Tensor
-                  ) -> Optional[float]:
-    """How far ``expected`` (``model``'s float32 output for ``feats``) is from a float64
-    copy's, as :func:`compare_with_eager` measures differences; None for a model that does
-    not run in float64 (one that makes float32 tensors of its own)."""
-    if not isinstance(model, nn.Module):
+def float64_copy(model: Callable[[torch.Tensor], torch.Tensor]) -> Optional[nn.Module]:
+    """A float64 copy of ``model``; None when it is no module (a plain function)."""
+    return copy.deepcopy(model).double() if isinstance(model, nn.Module) else None
+
+
+def float32_error(float64_model: Optional[nn.Module], feats: torch.Tensor,
+                  expected: torch.Tensor) -> Optional[float]:
+    """How far ``expected`` (a model's float32 output for ``feats``) is from
+    ``float64_model``'s (its :func:`float64_copy`), as :func:`compare_with_eager` measures
+    differences; None without a copy or for a model that does not run in float64 (one that
+    makes float32 tensors of its own)."""
+    if float64_model is None:
         return None
     try:
-        exact = copy.deepcopy(model).double()(feats.double())
+        exact = float64_model(feats.double())
     except RuntimeError:
         return None
     return _relative_difference(expected, exact)
