@@ -1,9 +1,12 @@
 """Fine-tuning's option checks (before any work), the freezing plan, the message of a run
-stopped by a signal, wav.scp entries whose file is missing, and --max_fail_fraction.
+stopped by a signal, wav.scp entries whose file is missing, --max_fail_fraction, and the
+rerun of a phase stopped at its last epoch for skipping too much of its data.
 
-Nothing trains: a run that gets as far as a phase is stopped there.
+Most tests train nothing (a run that gets as far as a phase is stopped there); the few that
+train fine-tune the tiny source model for an epoch or two.
 """
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +23,7 @@ from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases, read_so
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 from wespeaker_py.train.loop import TrainingDataError
+from wespeaker_py.train.plan import Layout
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -293,3 +297,90 @@ def test_a_phase_that_skipped_too_much_says_to_raise_the_finetune_flag(
                                                 r"max_fail_fraction \(a config key; 1: never "
                                                 r"stop\)$"):
         _skip_too_much({})
+
+
+# ---- 8: a phase stopped on skipped data at its last epoch is trained again by a rerun --------
+
+def _data_on_a_missing_disk(data_dir, root):
+    """A data folder of its own whose first 8 training utterances (of 12, with 3 dev speakers)
+    lie on ``root/disk``, not there yet (an unmounted disk): an epoch skips 67% of its data.
+    Returns the folder and a function that puts the files there."""
+    data = _copy_data(data_dir, os.path.join(root, "data"))
+    disk = os.path.join(root, "disk")
+    gone = {entry.key for entry in read_finetune_data(data, dev_speakers=3).train[:8]}
+    wav_scp = os.path.join(data, "wav.scp")
+    paths = dict(line.split() for line in open(wav_scp))
+    with open(wav_scp, "w") as scp:
+        scp.write("".join(f"{key} {os.path.join(disk, key + '.wav') if key in gone else path}\n"
+                          for key, path in paths.items()))
+
+    def mount():
+        os.makedirs(disk)
+        for key in gone:
+            shutil.copyfile(paths[key], os.path.join(disk, key + ".wav"))
+    return data, mount
+
+
+def test_a_phase_stopped_at_its_last_epoch_trains_it_again_once_the_data_is_fixed(
+        source_model, data_dir, tmp_path):
+    data, mount = _data_on_a_missing_disk(data_dir, str(tmp_path))
+    out = str(tmp_path / "out")
+    options = FinetuneOptions(epochs=1, freeze="none", lr=0.01, batch_size=4, num_workers=0,
+                              num_avg=1, dev_speakers=3)   # one phase of one epoch
+    with pytest.raises(TrainingDataError) as stopped:
+        finetune(source_model, data, out, options, device="cpu", num_threads=1)
+    phase_dir = os.path.join(out, "work", "train")
+    assert "full epoch 1 skipped 8 of the 12 utterances read (67%)" in str(stopped.value)
+    assert str(stopped.value).endswith(
+        f"{phase_dir}/models/model_1.pt is saved; this was the run's last epoch: train it again "
+        f"once the data is fixed; to train on what is left instead, raise wespeaker-py finetune "
+        f"--max_fail_fraction (1: never stop); either way, run the same wespeaker-py finetune "
+        f"command again: it trains that epoch again in place of the saved one")
+    assert os.path.isfile(os.path.join(phase_dir, finetune_run.SKIPPED_DATA_MARK))
+
+    mount()   # the data fixed: the same command trains the epoch again, on all of it
+    report = finetune(source_model, data, out, options, device="cpu", num_threads=1)
+    assert report["phases"][0]["name"] == "train"
+    log = open(os.path.join(phase_dir, "train.log")).read()
+    ends = [line for line in log.splitlines() if "full epoch 1 training data over" in line]
+    assert len(ends) == 2   # the stopped epoch, then the one trained again
+    assert "skipped: missing_file=8" in ends[0] and "skipped: none" in ends[1]
+    assert not os.path.exists(os.path.join(phase_dir, finetune_run.SKIPPED_DATA_MARK))
+
+
+def _skip_too_much_in_the_last_epoch(config, resume_hint=None, **_):
+    """In place of the trainer: a 2-epoch phase that saves its two checkpoints and stops at
+    the end of epoch 2, its last, after it skipped 12 of the 16 utterances it read."""
+    layout = Layout(config.exp_dir)
+    os.makedirs(layout.model_dir, exist_ok=True)
+    for epoch in (1, 2):
+        open(layout.checkpoint_path(epoch), "wb").close()
+    plan = SimpleNamespace(max_fail_fraction=0.5, num_epochs=2, layout=layout,
+                           world=SimpleNamespace(is_distributed=False))
+    run = SimpleNamespace(plan=plan, folder=SimpleNamespace(standing_path=None),
+                          epoch_name="epoch {}".format)
+    data = SimpleNamespace(skipped_beyond=lambda fraction: ["12 of the 16 utterances read"],
+                           describe_skipped=lambda: "missing_file=12")
+    trainer._check_skipped_data(run, 2, data, True, resume_hint)
+
+
+def test_a_rerun_trains_the_stopped_last_epoch_from_the_checkpoint_before_it(
+        source_model, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "run_training", _skip_too_much_in_the_last_epoch)
+    out = str(tmp_path / "out")
+    options = FinetuneOptions(epochs=2, freeze_epochs=0)   # one phase of two epochs
+    with pytest.raises(TrainingDataError, match="it trains that epoch again"):
+        finetune(source_model, data_dir, out, options, device="cpu")
+    starts = []
+
+    def resume(config, **_):
+        starts.append(config.checkpoint)
+        raise PhaseReached
+
+    monkeypatch.setattr(trainer, "run_training", resume)
+    # a higher --max_fail_fraction, the other advice, trains the epoch again too
+    with pytest.raises(PhaseReached):
+        finetune(source_model, data_dir, out, options, device="cpu", max_fail_fraction=0.9)
+    models = Layout(os.path.join(out, "work", "train")).model_dir
+    assert starts == [os.path.join(models, "model_1.pt")]
+    assert sorted(os.listdir(models)) == ["model_1.pt"]

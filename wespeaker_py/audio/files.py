@@ -286,6 +286,13 @@ def segment_outside(start_s: float, end_s: Optional[float], frames: int, rate: i
     return None
 
 
+def describe_segment(start_s: float, end_s: Optional[float]) -> str:
+    """The segment ``[start_s, end_s]`` (seconds) as messages name it: ``[1.5, 3] s``, an
+    ``end_s`` of None (a Kaldi segment ending in -1) shown as ``end``."""
+    end = "end" if end_s is None else f"{end_s:g}"
+    return f"[{start_s:g}, {end}] s"
+
+
 def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, Optional[float]]]
               ) -> ArrayHandle:
     """Keep the voiced segments (seconds) of a file, concatenated, as an in-memory handle.
@@ -303,9 +310,8 @@ def apply_vad(handle: AudioHandle, segments: Sequence[Tuple[float, Optional[floa
         end = handle.frames if end_s is None else int(end_s * rate)
         where = segment_outside(start_s, end_s, handle.frames, rate)
         if where is not None:
-            shown_end = "end" if end_s is None else f"{end_s:g}"
             raise AudioSegmentError(
-                f"{handle.name}: vad segment [{start_s:g}, {shown_end}] s {where} the end of "
+                f"{handle.name}: vad segment {describe_segment(start_s, end_s)} {where} the end of "
                 f"its audio ({handle.frames / rate:.3f} s); check the utterance's VAD "
                 f"segments against its recording")
         end = min(end, handle.frames)

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
-from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, segment_outside
+from wespeaker_py.audio.files import MAX_SEGMENT_OVERSHOOT, describe_segment, segment_outside
 from wespeaker_py.dataset.lists import (SEGMENTS_NAME, TableEntry, decodable_extensions,
                                         read_segment_table, read_utterance_table,
                                         write_raw_list)
@@ -217,8 +217,7 @@ def _segments_within(entries: List[TableEntry], headers: Dict[str, Tuple[int, in
         if bad is None:
             kept.append(entry)
         else:
-            end = "end" if bad[1] is None else f"{bad[1]:g}"   # None: Kaldi's -1
-            past.append(f"{entry.key} [{bad[0]:g}, {end}] s of {entry.wav} "
+            past.append(f"{entry.key} {describe_segment(*bad)} of {entry.wav} "
                         f"({header[0] / header[1]:.3f} s)")
     if past:
         logger.warning("%s: %d of its %d segments start at or end more than %g s past the "

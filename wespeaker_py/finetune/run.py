@@ -73,6 +73,15 @@ RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
 # phase that stopped after an epoch skipped too much of its data goes on from that epoch
 RAISE_FAIL_FRACTION_FLAG = ("raise wespeaker-py finetune --max_fail_fraction (1: never stop) "
                             "and run the command again: it goes on from the saved epoch")
+# the same for a stop at a phase's last epoch, whose checkpoint would otherwise make the
+# phase look finished: the rerun trains that epoch again
+RAISE_FAIL_FRACTION_LAST_EPOCH = ("raise wespeaker-py finetune --max_fail_fraction (1: never "
+                                  "stop); either way, run the same wespeaker-py finetune "
+                                  "command again: it trains that epoch again in place of the "
+                                  "saved one")
+# in a phase's folder: the phase stopped at its last epoch for skipping too much of its data
+# (holds the trainer's message)
+SKIPPED_DATA_MARK = "stopped_on_skipped_data.txt"
 WEIGHTS_NOTE = (
     "The body's weights are reused as they are and a new head is trained for the data's "
     "speakers. At another sample rate the fbank keeps its number of mel bins, frame length "
@@ -252,6 +261,18 @@ def _frozen_prefixes(freeze: str, modules: List[str]) -> List[str]:
     return []
 
 
+def _reopen_last_epoch(last: str, mark: str) -> None:
+    """Undo a phase's stop at its last epoch on skipped data (``mark``, see
+    :data:`SKIPPED_DATA_MARK`): remove that epoch's checkpoint ``last``, so that the phase
+    resumes from the one before it (or from its start), then the mark."""
+    logger.info("%s: the phase stopped at its last epoch for skipping too much of its data; "
+                "training that epoch again", mark)
+    # in this order, a run killed in between still trains the epoch again
+    for path in (last, mark):
+        if os.path.isfile(path):
+            os.remove(path)
+
+
 def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> str:
     """Train one phase (resuming its newest checkpoint); return its last checkpoint.
 
@@ -259,12 +280,17 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
     ``note_narrow_band``: whether the trainer warns about narrow-band utterances (the first
     phase only: every phase reads the same data). An epoch that skipped too much of its
     data stops the phase with the trainer's message, whose advice to raise the config key
-    becomes :data:`RAISE_FAIL_FRACTION_FLAG` (finetune writes the config itself)."""
+    becomes :data:`RAISE_FAIL_FRACTION_FLAG` (finetune writes the config itself). Stopped
+    at its last epoch, the phase is marked (:data:`SKIPPED_DATA_MARK`) and a rerun trains
+    that epoch again rather than take its checkpoint as the phase's end."""
     from wespeaker_py.train.trainer import RAISE_FAIL_FRACTION as RAISE_CONFIG_KEY
     from wespeaker_py.train.trainer import TrainingDataError, run_training
     layout = Layout(config["exp_dir"])
     last = layout.checkpoint_path(config["num_epochs"])
-    if os.path.isfile(last):
+    mark = os.path.join(config["exp_dir"], SKIPPED_DATA_MARK)
+    if os.path.isfile(mark):
+        _reopen_last_epoch(last, mark)
+    elif os.path.isfile(last):
         logger.info("%s is trained", config["exp_dir"])
         return last
     done = checkpoints_by_epoch(layout.model_dir)
@@ -281,8 +307,14 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
         message = str(error)
         if not message.endswith(RAISE_CONFIG_KEY):   # not the check of skipped data
             raise
+        # the last checkpoint is absent before training: present now, the stop was there
+        on_last = os.path.isfile(last)
+        if on_last:
+            with atomic_open(mark, "w", encoding="utf-8") as out:
+                out.write(message + "\n")
         raise TrainingDataError(message.removesuffix(RAISE_CONFIG_KEY)
-                                + RAISE_FAIL_FRACTION_FLAG) from None
+                                + (RAISE_FAIL_FRACTION_LAST_EPOCH if on_last
+                                   else RAISE_FAIL_FRACTION_FLAG)) from None
     return last
 
 
