@@ -180,6 +180,23 @@ def test_a_recording_whose_audio_changed_is_diarized_again(tmp_path, caplog):
     assert "continuing with the other 1 (1 changed since)" in caplog.text
 
 
+def test_a_run_stamps_each_recording_once(tmp_path, monkeypatch):
+    """One stat per recording, before any is read, serves both deciding what an earlier
+    run finished and the part written when it is done."""
+    from wespeaker_py.diarization import batch as batch_module
+    stamped = []
+    stamp = batch_module.file_stamp
+    monkeypatch.setattr(batch_module, "file_stamp",
+                        lambda path: stamped.append(path) or stamp(path))
+    output = str(tmp_path / "rttm") + "/"
+    batch(tmp_path, Recorded(), output)
+    assert sorted(stamped) == [f"{tmp_path}/{key}.wav" for key in KEYS]   # was each twice
+    stamped.clear()
+    again = Recorded()
+    batch(tmp_path, again, output)          # nothing changed: nothing redone
+    assert again.embedded == [] and sorted(stamped) == [f"{tmp_path}/{key}.wav" for key in KEYS]
+
+
 def test_each_recordings_own_speaker_count_is_kept_with_it(tmp_path, caplog):
     output = str(tmp_path / "rttm") + "/"
     noise_recordings(tmp_path, KEYS, seconds=4.0)
@@ -395,6 +412,39 @@ def test_cli_diarizes_files_and_folders_into_a_folder_of_rttms(tmp_path, tiny_mo
     status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",
                              tmp_path / "in", tmp_path / "other", "-o", tmp_path / "x.rttm")
     assert status == 2 and "in/b.wav and" in err and "other/b.wav are both recording 'b'" in err
+
+
+def test_cli_one_file_into_a_folder_draws_its_time_line(tmp_path, tiny_model, capsys,
+                                                        monkeypatch):
+    write_noise(tmp_path / "solo.wav")
+    sf.write(tmp_path / "mute.wav", np.zeros(2 * SR, np.int16), SR)
+    out = f"{tmp_path}/out/"
+    common = ["diarize", "--model", tiny_model, "--device", "cpu", "--vad", "energy",
+              "--num_speakers", "1"]
+    status, _, err = run_cli(capsys, *common, tmp_path / "solo.wav", "-o", out,
+                             "--plot", tmp_path / "solo.png")
+    assert status == 0, err                 # was refused as if several files were given
+    assert f"time line in {tmp_path}/solo.png" in err
+    assert (tmp_path / "solo.png").read_bytes()[:4] == b"\x89PNG"
+    assert read_rttm(f"{out}solo.rttm")["solo"]
+    # drawn from the RTTM in the folder: the same turns, over the recording's 3 s; and
+    # again when the run finds the recording done by the one before
+    from wespeaker_py.diarization import plot
+    figures = []
+    monkeypatch.setattr(plot, "save_figure", lambda figure, path: figures.append(figure))
+    for audio in ("solo", "mute"):
+        status, _, err = run_cli(capsys, *common, tmp_path / f"{audio}.wav", "-o", out,
+                                 "--plot", tmp_path / f"{audio}.png")
+        assert status == 0, err
+    solo, mute = [figure.axes[0] for figure in figures]
+    assert solo.get_xlim() == pytest.approx((0.0, 3.0)) and not solo.texts
+    assert [label.get_text() for label in solo.get_yticklabels()] == ["spk0"]
+    assert mute.get_xlim() == pytest.approx((0.0, 2.0))
+    assert [text.get_text() for text in mute.texts] == ["no speech"]
+    # several recordings still draw nothing: score_diarization --plot_dir draws each
+    status, _, err = run_cli(capsys, *common, tmp_path / "solo.wav", tmp_path / "mute.wav",
+                             "-o", out, "--plot", tmp_path / "both.png")
+    assert status == 2 and "--plot draws one audio file" in err
 
 
 # ---------------------------------------------------------------------- the RTTM channel

@@ -124,3 +124,47 @@ def test_score_diarization_refuses_a_negative_collar_naming_the_flag(tmp_path, c
               "--collars", *collars])
     assert stop.value.code == 2
     assert "--collars: each collar is seconds, at least 0" in capsys.readouterr().err
+
+
+def caught_figures(monkeypatch):
+    """The figures plot_timeline draws, caught instead of written."""
+    from wespeaker_py.diarization import plot
+    figures = []
+    monkeypatch.setattr(plot, "save_figure", lambda figure, path: figures.append(figure))
+    return figures
+
+
+def test_a_recording_without_turns_is_drawn_over_its_length_and_says_no_speech(monkeypatch):
+    figures = caught_figures(monkeypatch)
+    plot_timeline(None, [], "silent.png", "silent", duration=12.5)
+    plot_timeline(None, [], "unknown.png", "unknown")
+    plot_timeline([], [], "both_empty.png", "both", duration=3.0)
+    plot_timeline(None, SYS, "talk.png", "talk", duration=10.0)
+    silent, unknown, both, talk = [figure.axes[0] for figure in figures]
+
+    def notes(axes):
+        return [text.get_text() for text in axes.texts]
+    assert silent.get_xlim() == (0.0, 12.5) and notes(silent) == ["no speech"]   # was 0-0.001 s
+    # no turn and no length: no made-up times on the axis
+    assert unknown.get_xlim() == (0.0, 1.0) and list(unknown.get_xticks()) == []
+    assert notes(unknown) == ["no speech"] and "length unknown" in unknown.get_xlabel()
+    assert both.get_xlim() == (0.0, 3.0) and notes(both) == ["no speech"]
+    # turns: the axis runs to the recording's end (past the last turn), and no note
+    assert talk.get_xlim() == (0.0, 10.0) and notes(talk) == []
+
+
+def test_score_diarization_reads_each_rttm_once_for_the_table_and_the_plots(tmp_path, capsys):
+    """A warning of reading (a system recording the reference lacks) is said once, not once
+    for the table and again for the plots (the command's log goes to stderr)."""
+    from wespeaker_py.bin.score_diarization import main
+    write_rttm(str(tmp_path / "ref.rttm"), {"a": REF})
+    write_rttm(str(tmp_path / "sys.rttm"), {"a": SYS, "stray": SYS})
+    ref, hyp, plots = str(tmp_path / "ref.rttm"), str(tmp_path / "sys.rttm"), tmp_path / "plots"
+    for flags in (["--sys_rttm", hyp], ["--systems", f"mine={hyp}", f"again={hyp}"]):
+        with pytest.raises(SystemExit) as stop:
+            main(["--ref_rttm", ref, "--plot_dir", str(plots), *flags])
+        assert stop.value.code == 0
+        said = capsys.readouterr().err
+        systems = 2 if "--systems" in flags else 1
+        assert said.count("left out of the scores") == systems, said
+    assert sorted(os.listdir(plots)) == ["a.png", "again", "mine"]

@@ -332,3 +332,22 @@ def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, 
         main(["window-lda", "--model", folder, "--data", str(tmp_path / "nothing")])
     assert stop.value.code != 0
     assert "nothing" in capsys.readouterr().err
+
+
+def test_diarize_refuses_an_unreadable_window_lda_file_before_the_model_loads(tmp_path, capsys):
+    """Found with the other argument checks: the model named here does not even exist."""
+    from tests.tool_helpers import run_cli
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "folder.npz").mkdir()
+    for given, why in (("gone.npz", "does not exist"), ("empty.npz", "is empty"),
+                       ("folder.npz", "is a folder, not a file")):
+        status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",
+                                 "--vad", "energy", tmp_path / "a.wav",
+                                 "--window_lda", tmp_path / given)
+        assert status == 2 and f"--window_lda {tmp_path / given} {why}" in err, err
+    # auto and off name no file
+    for choice in ("auto", "off", "OFF", "none"):
+        status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",
+                                 "--vad", "energy", tmp_path / "a.wav", "--window_lda", choice)
+        assert status == 2 and "--window_lda" not in err and "no_model" in err, err

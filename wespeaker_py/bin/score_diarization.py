@@ -91,22 +91,24 @@ def _main(argv: List[str]) -> int:
                          f"{' '.join(f'{collar:g}' for collar in bad)}")
     systems = parse_systems(args.systems) if args.systems is not None else {}
     _refuse_over_inputs(args, systems)
-    from wespeaker_py.diarization.report import (comparison_table, plot_recordings,
-                                                 plot_systems, score_table)
+    from wespeaker_py.diarization.report import (plot_scored, plot_scored_systems, read_scored,
+                                                 scored_comparison, scored_table)
+    # each RTTM is read once, for the table and the plots (and its warnings said once)
     if args.systems is not None:
-        table = comparison_table(args.ref_rttm, systems, args.collars, args.uem)
+        read = {name: read_scored(args.ref_rttm, path, args.uem)
+                for name, path in systems.items()}
+        table = scored_comparison(read, args.collars)
         about = f"Reference {args.ref_rttm}; overlap scored"
     else:
-        table, _ = score_table(args.ref_rttm, args.sys_rttm, args.collars, args.per_file,
-                               args.uem)
+        scored = read_scored(args.ref_rttm, args.sys_rttm, args.uem)
+        table, _ = scored_table(scored, args.collars, args.per_file)
         about = f"Reference {args.ref_rttm}, system {args.sys_rttm}"
     print(table, end="")
     if args.plot_dir:
         if args.systems is not None:
-            drawn = plot_systems(args.ref_rttm, systems, args.plot_dir, args.uem)
+            drawn = plot_scored_systems(read, args.plot_dir)
         else:
-            drawn = {args.plot_dir: plot_recordings(args.ref_rttm, args.sys_rttm, args.plot_dir,
-                                                    args.uem)}
+            drawn = {args.plot_dir: plot_scored(scored, args.plot_dir)}
         for folder, count in drawn.items():
             print(f"{count} time lines in {folder}")
     if args.output:

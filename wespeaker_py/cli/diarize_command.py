@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
 from wespeaker_py.cli.common import UsageError, add_fail_fraction_flag, add_flag, positive_int
 from wespeaker_py.cli.model_files import refuse_over_model_files
 from wespeaker_py.cli.model_subcommand import add_force_flag, add_model_subcommand, load_model_of
+
+if TYPE_CHECKING:
+    from wespeaker_py.diarization.turns import Turn
 
 EXAMPLES = """examples:
   wespeaker-py diarize --model exp/ResNet34 meeting.wav                # RTTM on stdout
@@ -57,34 +60,51 @@ def _outputs(args: argparse.Namespace) -> Dict[str, Optional[str]]:
     return {"-o/--output": args.output, "--plot": args.plot}
 
 
+def _window_lda_file(choice: str) -> Optional[str]:
+    """The file ``--window_lda choice`` names; None for auto, off or none."""
+    return None if choice == "auto" or choice.lower() in ("off", "none") else choice
+
+
+def _check_window_lda_file(choice: str) -> None:
+    """A ``--window_lda FILE`` must be a file that can be read, found before the model loads."""
+    from wespeaker_py.utils.paths import InputFileError, require_input_file
+    path = _window_lda_file(choice)
+    if path is None:
+        return
+    require_input_file(path, "--window_lda")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"--window_lda {path} cannot be read (no read permission)")
+
+
 def _refuse_diarize_over_inputs(args: argparse.Namespace) -> None:
     """diarize's -o/--output and --plot must not be one of its inputs (the audio arguments as
     given, a wav.scp too)."""
-    lda_file = args.window_lda if args.window_lda not in ("auto", "off") else None
     refuse_over_inputs(args, _outputs(args),
                        {**audio_arguments(args.audio), "--wav_scp": args.wav_scp,
-                        "--reco2num_spk": args.reco2num_spk, "--window_lda": lda_file})
+                        "--reco2num_spk": args.reco2num_spk,
+                        "--window_lda": _window_lda_file(args.window_lda)})
 
 
 def _check_inputs(args: argparse.Namespace) -> Tuple[Optional[str], bool]:
     """The wav.scp to diarize (the flag's, or a lone audio argument ending in .scp), and
-    whether the run is one audio file diarized on its own (stdout or one RTTM, --plot);
-    a combination that cannot work is a :class:`UsageError`."""
+    whether the run is one audio file diarized on its own (stdout or one RTTM; one audio
+    file into -o DIR/ is a run of one recording); a combination that cannot work is a
+    :class:`UsageError`."""
     from wespeaker_py.diarization.batch import writes_folder
     wav_scp, audio = args.wav_scp, args.audio
     if wav_scp is None and len(audio) == 1 and audio[0].endswith(".scp"):
         wav_scp, audio = audio[0], []
     if bool(audio) == (wav_scp is not None):
         raise UsageError("diarize: give audio files or folders, or --wav_scp")
-    one_file = (wav_scp is None and len(audio) == 1 and not os.path.isdir(audio[0])
-                and not (args.output is not None and writes_folder(args.output)))
+    lone_file = wav_scp is None and len(audio) == 1 and not os.path.isdir(audio[0])
+    one_file = lone_file and not (args.output is not None and writes_folder(args.output))
     if not one_file and args.output is None:
         raise UsageError("diarize: with --wav_scp, several audio files or a folder give -o "
                          "FILE.rttm (one RTTM) or -o DIR/ (one RTTM per recording)")
     if args.reco2num_spk is not None and (one_file or args.num_speakers is not None):
         raise UsageError("diarize: --reco2num_spk goes with --wav_scp (or several recordings), "
                          "without --num_speakers")
-    if args.plot is not None and not one_file:
+    if args.plot is not None and not lone_file:
         raise UsageError("diarize: --plot draws one audio file; for many recordings, draw each "
                          "against its reference with score_diarization --plot_dir")
     return wav_scp, one_file
@@ -96,6 +116,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     wav_scp, one_file = _check_inputs(args)
     if args.plot is not None:
         _check_plot_path(args.plot)
+    _check_window_lda_file(args.window_lda)
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
@@ -128,6 +149,8 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                                      max_fail_fraction=args.max_fail_fraction,
                                      speaker_counts=counts, overwrite=args.force, **options)
         print(f"{summary.describe()}; turns in {args.output}", file=sys.stderr)
+        if args.plot:
+            _plot_from_folder(args, recordings)
         return 0
     _diarize_one_file(args, model, options)
     return 0
@@ -172,9 +195,29 @@ def _diarize_one_file(args: argparse.Namespace, model, options: Dict[str, Any]) 
         for line in rttm_lines(recording, result.turns, channel):
             print(line)
     if args.plot:
-        from wespeaker_py.diarization.plot import plot_timeline
-        plot_timeline(None, result.turns, args.plot, recording)
-        print(f"time line in {args.plot}", file=sys.stderr)
+        _draw_time_line(args.plot, audio, recording, result.turns)
+
+
+def _plot_from_folder(args: argparse.Namespace, recordings: Dict[str, str]) -> None:
+    """One audio file diarized into -o DIR/: draw the turns its RTTM there holds (written
+    now, or by the earlier run of the same work that this one continued)."""
+    from wespeaker_py.diarization.rttm import read_rttm
+    (recording, audio), = recordings.items()
+    turns = read_rttm(os.path.join(args.output, recording + ".rttm")).get(recording, [])
+    _draw_time_line(args.plot, audio, recording, turns)
+
+
+def _draw_time_line(image: str, audio: str, recording: str, turns: Sequence[Turn]) -> None:
+    """Draw ``turns`` of the file ``audio`` over its length (when its header tells it)."""
+    from wespeaker_py.audio.files import audio_duration
+    from wespeaker_py.diarization.plot import plot_timeline
+    from wespeaker_py.errors import WespeakerError
+    try:
+        duration: Optional[float] = audio_duration(audio)
+    except (WespeakerError, OSError):   # the turns alone then set the axis
+        duration = None
+    plot_timeline(None, turns, image, recording, duration=duration)
+    print(f"time line in {image}", file=sys.stderr)
 
 
 def _add_diarize_flags(sub: argparse.ArgumentParser) -> None:

@@ -410,14 +410,16 @@ def diarize_wav_scp(diarizer: Diarizer, recordings: Recordings, output: str,
     work = BatchWork(output, manifest, rttm_channel(kwargs.get("channel", "first")), overwrite)
     with work:
         counts = speaker_counts or {}
-        finished, changed = work.start({key: recording_source(audio, counts.get(key))
-                                        for key, audio in table.items()})
+        # taken once, before any recording is read: a file that changes later (even while
+        # it is read) has another stamp next time, and is redone
+        sources = {key: recording_source(audio, counts.get(key)) for key, audio in table.items()}
+        finished, changed = work.start(sources)
         if finished or changed:
             _say_resumed(len(finished), len(table), changed, work.kept_in())
         summary = BatchSummary(resumed=len(finished))
         todo = [(key, path) for key, path in table.items() if key not in finished]
-        finished.update(_diarize_and_keep(diarizer, todo, work, summary, show_progress,
-                                          speaker_counts, kwargs))
+        finished.update(_diarize_and_keep(diarizer, todo, sources, work, summary,
+                                          show_progress, speaker_counts, kwargs))
         in_order = {key: finished[key] for key in table if key in finished}
         for key, item in in_order.items():
             summary.count(key, item)
@@ -458,25 +460,25 @@ def _check_before_work(diarizer: Diarizer, table: Mapping[str, str], source: str
         _check_speaker_counts(diarizer, table, source, speaker_counts, settings)
 
 
-def _diarize_and_keep(diarizer: Diarizer, todo: Sequence[Tuple[str, str]], work: BatchWork,
+def _diarize_and_keep(diarizer: Diarizer, todo: Sequence[Tuple[str, str]],
+                      sources: Mapping[str, Mapping[str, Any]], work: BatchWork,
                       summary: BatchSummary, show_progress: bool,
                       speaker_counts: Optional[Mapping[str, int]],
                       settings: Mapping[str, Any]) -> Dict[str, FinishedRecording]:
     """The recordings of ``todo`` (``(key, audio)`` pairs) diarized, each kept in ``work`` as
-    soon as it is done; those that cannot be read are counted in ``summary``. Stopped by an
-    error, it says that what it diarized is kept, and raises it again."""
+    soon as it is done with its ``sources[key]`` (:func:`recording_source`, taken before it
+    was read); those that cannot be read are counted in ``summary``. Stopped by an error, it
+    says that what it diarized is kept, and raises it again."""
     done: Dict[str, FinishedRecording] = {}
     try:
         for key, path in progress_bar(todo, desc="diarize", unit="rec",
                                       enabled=show_progress and bool(todo)):
             count = None if speaker_counts is None else speaker_counts[key]
-            # taken before reading: a file changed while it is read is redone next time
-            source = recording_source(path, count)
             given = {} if count is None else {"num_speakers": count}
             result = _diarize_one(diarizer, key, path, summary, {**settings, **given})
             if result is not None:
                 done[key] = FinishedRecording.of(result)
-                work.store(key, done[key], source)
+                work.store(key, done[key], sources[key])
     except BaseException:
         if done:
             logger.warning("stopped: the %d recording(s) diarized so far are kept in %s; "

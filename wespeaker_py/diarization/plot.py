@@ -82,11 +82,14 @@ def timeline_rows(ref: Optional[Sequence[Turn]], sys: Sequence[Turn],
 
 
 def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], image_path: str,
-                  title: str = "", evaluation_map: Optional[Sequence[Region]] = None) -> None:
+                  title: str = "", evaluation_map: Optional[Sequence[Region]] = None,
+                  duration: Optional[float] = None) -> None:
     """Draw one recording's :func:`timeline_rows` into an image, written atomically in
     the format of its extension (:func:`~wespeaker_py.utils.plotting.save_figure`), with
     DER and its parts in the title (without a reference: the speakers and their
-    seconds of speech); see the module doc."""
+    seconds of speech); see the module doc. The time axis runs to the last turn, the
+    end of ``evaluation_map`` or ``duration`` (the recording's seconds, when known),
+    whichever is latest; a recording without turns says "no speech" on it."""
     from matplotlib.patches import Patch
     rows, times = timeline_rows(ref, sys, evaluation_map)
     figure = new_figure((12.0, 1.3 + _ROW_HEIGHT * len(rows)))
@@ -97,15 +100,23 @@ def plot_timeline(ref: Optional[Sequence[Turn]], sys: Sequence[Turn], image_path
             axes.broken_barh(row.spans, (y - _BAR / 2, _BAR), facecolors=row.colour,
                              hatch=row.hatch, edgecolor="0.3" if row.hatch else row.colour,
                              linewidth=0.4)
-    end = max([t.end for t in list(ref or []) + list(sys)] + [0.0])
+    end = max([t.end for t in list(ref or []) + list(sys)] + [duration or 0.0])
     if evaluation_map:
         end = max(end, max(b for _, b in evaluation_map))
         for start, stop in subtract_regions([(0.0, end)], evaluation_map):
             axes.axvspan(start, stop, color="0.92", zorder=0)
     axes.set_yticks(range(len(rows)), [row.label for row in reversed(rows)], fontsize="small")
-    axes.set_ylim(-0.6, len(rows) - 0.4)
-    axes.set_xlim(0.0, max(end, 1e-3))
+    axes.set_ylim(-0.6, max(len(rows), 1) - 0.4)
     axes.set_xlabel("time [s]")
+    if end > 0:
+        axes.set_xlim(0.0, end)
+    else:   # no turn and no known length: an axis without times rather than a false one
+        axes.set_xlim(0.0, 1.0)
+        axes.set_xticks([])
+        axes.set_xlabel("time (length unknown)")
+    if not any(t.end > t.start for t in list(ref or []) + list(sys)):
+        axes.text(0.5, 0.5, "no speech", transform=axes.transAxes, ha="center",
+                  va="center", color="0.4")
     axes.grid(True, axis="x", color="0.85", linewidth=0.5)
     if times is None:
         talk = sum(width for row in rows for _, width in row.spans)

@@ -6,6 +6,11 @@ What ``python -m wespeaker_py.bin.score_diarization`` prints, for use from Pytho
     table, pooled = score_table("ref.rttm", "sys.rttm", collars=[0.0, 0.25])
     print(comparison_table("ref.rttm", {"mine": "sys.rttm"}, collars=[0.0, 0.25]))
 
+Each function that takes file names reads them itself; to make tables and plots of the
+same files, read them once with :func:`read_scored` and give the :class:`ScoredSet` to
+:func:`scored_table`, :func:`scored_comparison`, :func:`plot_scored` and
+:func:`plot_scored_systems` (the log then says what the reading found once).
+
 The scores are :mod:`.metrics`' (dscore's definitions). The reference's recordings (and
 the UEM's) are scored; a system recording outside them is left out and the log names it.
 """
@@ -86,7 +91,12 @@ def score_table(ref_rttm: str, sys_rttm: str, collars: Sequence[float], per_file
     """The Markdown table of one system for each collar, overlapped speech scored and
     excluded (``per_file``: a row per recording too), and the pooled score of each
     (collar, overlap scored) condition."""
-    scored = read_scored(ref_rttm, sys_rttm, uem)
+    return scored_table(read_scored(ref_rttm, sys_rttm, uem), collars, per_file)
+
+
+def scored_table(scored: ScoredSet, collars: Sequence[float], per_file: bool = False
+                 ) -> Tuple[str, Dict[Condition, RecordingScore]]:
+    """:func:`score_table` of a system already read (:func:`read_scored`)."""
     lines = ["| recording | collar (s) | overlap | missed % | false alarm % | confusion % "
              "| DER % | JER % |", "|---|---|---|---|---|---|---|---|"]
     conditions = [(collar, overlap) for collar in collars for overlap in (True, False)]
@@ -118,11 +128,17 @@ def comparison_table(ref_rttm: str, systems: Mapping[str, str], collars: Sequenc
                      uem: Optional[str] = None) -> str:
     """One Markdown row per system (``systems``: name -> RTTM): DER per collar (overlapped
     speech scored), JER, and how often the number of speakers was right."""
+    return scored_comparison({name: read_scored(ref_rttm, path, uem)
+                              for name, path in systems.items()}, collars)
+
+
+def scored_comparison(systems: Mapping[str, ScoredSet], collars: Sequence[float]) -> str:
+    """:func:`comparison_table` of systems already read (name -> :func:`read_scored`'s
+    set), in their order."""
     head = ("| system | " + " | ".join(f"DER % (collar {c:g})" for c in collars)
             + " | JER % | right count | too few | too many |")
     lines = [head, "|" + "---|" * (len(collars) + 5)]
-    for name, path in systems.items():
-        scored = read_scored(ref_rttm, path, uem)
+    for name, scored in systems.items():
         score = score_system(scored.ref, scored.hyp, collars, scored.regions)
         ders = " | ".join(f"{score.der_by_collar[collar]:.2f}" for collar in collars)
         counts = count_speakers(scored.ref, scored.hyp, scored.regions)
@@ -138,7 +154,11 @@ def plot_recordings(ref_rttm: str, sys_rttm: str, plot_dir: str,
 
     Each is ``<recording>.png``, the id as :func:`~wespeaker_py.diarization.plot.file_name`
     writes it."""
-    scored = read_scored(ref_rttm, sys_rttm, uem)
+    return plot_scored(read_scored(ref_rttm, sys_rttm, uem), plot_dir)
+
+
+def plot_scored(scored: ScoredSet, plot_dir: str) -> int:
+    """:func:`plot_recordings` of a system already read (:func:`read_scored`)."""
     os.makedirs(plot_dir, exist_ok=True)
     names = sorted(set(scored.ref) | set(scored.hyp))
     for name in progress_bar(names, desc="plots", unit="rec", enabled=len(names) >= 20):
@@ -153,8 +173,14 @@ def plot_systems(ref_rttm: str, systems: Mapping[str, str], plot_dir: str,
     """:func:`plot_recordings` of each system (``systems``: name -> RTTM) into its own
     folder ``plot_dir/<name>`` (the name as :func:`~wespeaker_py.diarization.plot.file_name`
     writes it); each folder and the count drawn there, in the order of ``systems``."""
+    return plot_scored_systems({name: read_scored(ref_rttm, path, uem)
+                                for name, path in systems.items()}, plot_dir)
+
+
+def plot_scored_systems(systems: Mapping[str, ScoredSet], plot_dir: str) -> Dict[str, int]:
+    """:func:`plot_systems` of systems already read (name -> :func:`read_scored`'s set)."""
     drawn: Dict[str, int] = {}
-    for name, path in systems.items():
+    for name, scored in systems.items():
         folder = os.path.join(plot_dir, file_name(name))
-        drawn[folder] = plot_recordings(ref_rttm, path, folder, uem)
+        drawn[folder] = plot_scored(scored, folder)
     return drawn
