@@ -5,6 +5,8 @@
         --tree /work/wt/longaudio [--models ecapa,resnet34]
     flock -x /tmp/wsp_cpu.lock python bench/bench_long_audio.py quality --work /tmp/wsp_long \
         [--minutes 5,10]
+    flock -x /tmp/wsp_cpu.lock python bench/bench_long_audio.py onnx --work /tmp/wsp_long \
+        [--seconds 301,600]
 
 ``make`` writes, under ``--work`` (never inside the repository): ``long.wav`` (``--name``), real
 speech made by tiling the mini corpus's utterances (examples/mini/data/librispeech_tc100)
@@ -23,6 +25,11 @@ whole-utterance embedding with the chunked one (the threshold lowered through
 mean-of-chunks approximation); ``--ecapa_checkpoint`` may name a trained ECAPA
 checkpoint (the mini recipe's ``exp/.../models/model_3.pt``) to use instead of
 random weights.
+
+``onnx`` exports both models as waveform graphs (``<work>/<model>.onnx``, which ``run
+--models resnet34.onnx`` then times) and prints, for real speech of each of
+``--seconds``, the cosine between the folder's (torch) embedding and the graph's, both
+with the default long-audio policy.
 """
 from __future__ import annotations
 
@@ -88,16 +95,18 @@ def cmd_make(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(args.tree))
-    wav = os.path.join(args.work, args.name)
+    tree, work = os.path.abspath(args.tree), os.path.abspath(args.work)
+    env = dict(os.environ, PYTHONPATH=tree)
+    wav = os.path.join(work, args.name)
     minutes = sf.info(wav).duration / 60
     for name in args.models.split(","):
         load = open("/proc/loadavg").read().split()[:3]
         command = ["/usr/bin/time", "-v", sys.executable, "-m", "wespeaker_py.cli.main",
-                   "embed", "--model", os.path.join(args.work, name), wav,
-                   "--output", os.path.join(args.work, f"{name}.npy")]
+                   "embed", "--model", os.path.join(work, name), wav,
+                   "--output", os.path.join(work, f"{name}.npy")]
         start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        # run in the tree: 'python -m' puts the working directory before PYTHONPATH
+        done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if done.returncode != 0:
             print(done.stderr[-3000:])
@@ -136,6 +145,27 @@ def cmd_quality(args: argparse.Namespace) -> None:
                   f"max |diff| / max |whole| = {rel:.2e}", flush=True)
 
 
+def cmd_onnx(args: argparse.Namespace) -> None:
+    from wespeaker_py import load_model
+    from wespeaker_py.api.exporting import export_waveform_graph
+    torch.set_num_threads(args.threads)
+    for name in ("ecapa", "resnet34"):
+        folder = os.path.join(args.work, f"{name}_onnx")
+        write_model_folder(folder, name, args.ecapa_checkpoint if name == "ecapa" else "")
+        model = load_model(folder)
+        graph_path = export_waveform_graph(model, os.path.join(args.work, f"{name}.onnx"))[0]
+        graph = load_model(graph_path)
+        weights = ("trained " + args.ecapa_checkpoint if name == "ecapa"
+                   and args.ecapa_checkpoint else "random weights")
+        for seconds in [float(s) for s in args.seconds.split(",")]:
+            wav = speech(seconds)
+            folder_emb, graph_emb = model.embed(wav, RATE), graph.embed(wav, RATE)
+            cosine = float(folder_emb @ graph_emb / np.linalg.norm(folder_emb)
+                           / np.linalg.norm(graph_emb))
+            print(f"{name} ({weights}), {seconds:g} s real speech: cosine(folder, onnx) = "
+                  f"{cosine:.6f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,8 +185,14 @@ def main() -> None:
     quality.add_argument("--chunk_seconds", type=float, default=60)
     quality.add_argument("--threads", type=int, default=2)
     quality.add_argument("--ecapa_checkpoint", default="")
+    onnx = sub.add_parser("onnx")
+    onnx.add_argument("--work", required=True)
+    onnx.add_argument("--seconds", default="301,600")
+    onnx.add_argument("--threads", type=int, default=2)
+    onnx.add_argument("--ecapa_checkpoint", default="")
     args = parser.parse_args()
-    {"make": cmd_make, "run": cmd_run, "quality": cmd_quality}[args.command](args)
+    {"make": cmd_make, "run": cmd_run, "quality": cmd_quality,
+     "onnx": cmd_onnx}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 The long-audio threshold is lowered through :class:`LongAudioPolicy` so that ~20 s
 of real speech (the mini corpus's utterances back to back) counts as long.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -155,3 +157,94 @@ def test_the_frame_local_families_are_exactly_those_whose_body_is_local_in_time(
     assert is_frame_local(get_model("XVEC", feat_dim=FEAT_DIM, embed_dim=16, hid_dim=32,
                                     stats_dim=48))
     assert not is_frame_local(get_model("ECAPA_TDNN_c512", feat_dim=FEAT_DIM, embed_dim=16))
+
+
+HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxruntime not installed")
+ONNX_CHUNKED = LongAudioPolicy(threshold_seconds=3.0, chunk_seconds=1.0)
+
+
+def _export_ecapa(tmp_path_factory, cmn):
+    """A tiny ECAPA's torch back-end (whole inputs) and its waveform graph's path."""
+    from wespeaker_py.export.waveform_onnx import export_waveform_onnx
+    model = _backend("ECAPA_TDNN_c512", {"embed_dim": 32}, WHOLE).embedder.model
+    frontend = FbankFeatures(num_mel_bins=FEAT_DIM, cmn=cmn)
+    backend = TorchBackend(SpeakerEmbedder(frontend, model), torch.device("cpu"),
+                           long_audio=WHOLE)
+    path = str(tmp_path_factory.mktemp("onnx") / "ecapa.onnx")
+    info = {"model": "ECAPA_TDNN_c512", "sample_rate": frontend.sample_rate,
+            "embed_dim": backend.embed_dim, "num_mel_bins": frontend.num_mel_bins,
+            "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
+            "cmn": cmn, "frontend": "FbankFeatures"}
+    export_waveform_onnx(frontend, model, path, info, backend.min_samples)
+    return backend, path
+
+
+@pytest.fixture(scope="module")
+def ecapa_graph(tmp_path_factory):
+    return _export_ecapa(tmp_path_factory, cmn=True)
+
+
+@pytest.fixture(scope="module")
+def ecapa_graph_without_cmn(tmp_path_factory):
+    """Without CMN the ONNX long path differs from the torch one by float rounding only."""
+    return _export_ecapa(tmp_path_factory, cmn=False)
+
+
+def _graph_run(backend, wavs):
+    """The graph run once on int16-scale ``wavs`` ``[B, samples]``."""
+    return backend.session.run(["embs"], {"wavs": wavs.astype(np.float32) / 32768.0})[0]
+
+
+@needs_onnx
+def test_a_long_input_through_onnx_is_the_weighted_mean_of_its_chunks_embeddings(
+        ecapa_graph, speech):
+    from wespeaker_py.api.backends import OnnxBackend
+    backend = OnnxBackend(ecapa_graph[1], long_audio=ONNX_CHUNKED)
+    # Kaldi framing at 16 kHz: 400-sample windows every 160 samples; 1-s chunks of 98 frames
+    frames = 1 + (len(speech) - 400) // 160
+    pieces = -(-frames // 98)
+    bounds = np.round(np.arange(pieces + 1) * frames / pieces).astype(int)
+    expected = np.zeros(32)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        piece = speech[None, start * 160:(stop - 1) * 160 + 400]
+        expected += _graph_run(backend, piece)[0].astype(np.float64) * (stop - start) / frames
+    got = backend.embed(torch.as_tensor(speech)[None])
+    np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    # a batch of long inputs: each one alone
+    other = speech[::-1].copy()
+    batch = backend.embed(torch.as_tensor(np.stack([speech, other])))
+    assert np.array_equal(batch[0], got[0])
+    assert np.array_equal(batch[1], backend.embed(torch.as_tensor(other)[None])[0])
+    assert backend.describe()["long_audio"] == "mean of chunk embeddings above 3 s"
+
+
+@needs_onnx
+@pytest.mark.parametrize("cmn", [True, False])
+def test_onnx_and_torch_agree_on_a_long_input_of_an_approximate_path_model(
+        ecapa_graph, ecapa_graph_without_cmn, speech, cmn):
+    from wespeaker_py.api.backends import OnnxBackend
+    whole, path = ecapa_graph if cmn else ecapa_graph_without_cmn
+    torch_backend = TorchBackend(whole.embedder, torch.device("cpu"), long_audio=ONNX_CHUNKED)
+    expected = _embed(torch_backend, speech)
+    got = OnnxBackend(path, long_audio=ONNX_CHUNKED).embed(torch.as_tensor(speech)[None])[0]
+    if cmn:   # each 1-s chunk mean-normalised alone: close, not equal
+        assert expected @ got / np.linalg.norm(expected) / np.linalg.norm(got) > 0.99
+    else:     # the same chunks, the same weights: equal up to the graph's float rounding
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+@needs_onnx
+def test_a_short_input_through_onnx_is_the_graph_run_once_whole(ecapa_graph, speech,
+                                                                monkeypatch):
+    from wespeaker_py.api import backends
+    backend = backends.OnnxBackend(ecapa_graph[1], long_audio=ONNX_CHUNKED)
+    wav = speech[:3 * 16000]   # exactly the threshold: not over it
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a short input took the long-audio path")
+    monkeypatch.setattr(backends, "mean_of_chunks", refuse)
+    got = backend.embed(torch.as_tensor(np.stack([wav, wav[::-1].copy()])))
+    assert np.array_equal(got, _graph_run(backend, np.stack([wav, wav[::-1]])))
+    with pytest.raises(AssertionError, match="long-audio path"):
+        backend.embed(torch.as_tensor(speech[:3 * 16000 + 160])[None])   # one frame over

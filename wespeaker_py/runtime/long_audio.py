@@ -22,12 +22,19 @@ whole-utterance path unchanged (bit-identical). Two ways, by model:
 
 The features themselves come in chunks from the fbank front-end
 (:meth:`~wespeaker_py.frontend.features.FbankFeatures.features_in_chunks`).
+
+A waveform ONNX graph (:class:`~wespeaker_py.api.backends.OnnxBackend`) holds the
+front-end and the model in one, so it takes the approximate path for every model: the
+waveform is cut into the samples of the same :func:`near_equal_chunks` of its frames,
+each runs through the graph, and :func:`mean_of_chunks` combines them. The one
+difference from the torch approximate path is that each chunk's features are
+mean-normalised over the chunk, not over the whole input.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -146,16 +153,29 @@ def _embed_exactly(model: nn.Module, feats: torch.Tensor, chunk: int,
     return model.embedding_of_pooled(pool_from_moments(model.pool, count, mean, m2))
 
 
-def _embed_mean_of_chunks(model: nn.Module, feats: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``[1, E]``: duration-weighted mean of the embeddings of near-equal chunks."""
-    frames = feats.shape[1]
+def near_equal_chunks(frames: int, chunk: int) -> List[Tuple[int, int]]:
+    """``(start, stop)`` of the ``ceil(frames / chunk)`` near-equal chunks that cover
+    ``frames`` frames in order (each at most ``chunk`` frames long)."""
     pieces = math.ceil(frames / chunk)
     bounds = [round(i * frames / pieces) for i in range(pieces + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def mean_of_chunks(frames: int, chunk: int,
+                   embed: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """``[1, E]`` float32: the duration-weighted mean (summed in float64) of
+    ``embed(start, stop)``, the ``[1, E]`` embedding of frames ``[start, stop)``, over the
+    :func:`near_equal_chunks` of ``frames`` frames."""
     total: Optional[torch.Tensor] = None
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        weighted = model(feats[:, start:stop]).double() * ((stop - start) / frames)
+    for start, stop in near_equal_chunks(frames, chunk):
+        weighted = embed(start, stop).double() * ((stop - start) / frames)
         total = weighted if total is None else total + weighted
     return total.float()
+
+
+def _embed_mean_of_chunks(model: nn.Module, feats: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``[1, E]``: :func:`mean_of_chunks` of the model's embeddings of chunks of ``feats``."""
+    return mean_of_chunks(feats.shape[1], chunk, lambda start, stop: model(feats[:, start:stop]))
 
 
 @torch.inference_mode()
