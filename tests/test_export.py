@@ -1,7 +1,9 @@
 """TorchScript and ONNX export (fbank and TFMel models): outputs equal the eager model, RepVGG
 deploy form, clear errors."""
 import importlib.util
+import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,9 +20,13 @@ from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
                                  export_torchscript, exportable_model, load_exportable_embedder)
-from wespeaker_py.export import onnx_export
+from wespeaker_py.export import onnx_export, waveform_onnx
+from wespeaker_py.export.checks import output_held_back
+from wespeaker_py.export.metadata import TORCHSCRIPT_INFO_FILE, model_info
 from wespeaker_py.config import load_model_config
 from wespeaker_py.frontend.factory import build_frontend
+from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.models import get_model, repvgg
 from wespeaker_py.utils.tables import DataFormatError
 
@@ -271,15 +277,20 @@ def test_a_graph_replaced_by_bin_export_onnx_loses_the_earlier_exports_mean_file
 
 
 @needs_onnx
-@pytest.mark.parametrize("opset", ["99", "0", "six"])
-def test_an_opset_the_exporter_cannot_write_is_a_usage_error(xvector, tmp_path, capsys, opset):
+@pytest.mark.parametrize("opset, reason", [
+    ("99", "must be between 7 and 20 (the opsets the exporter writes), got 99"),
+    ("0", "must be between 7 and 20 (the opsets the exporter writes), got 0"),
+    ("six", "expected an integer, got 'six'")])
+def test_an_opset_the_exporter_cannot_write_is_a_usage_error(xvector, tmp_path, capsys, opset,
+                                                             reason):
     # 99 and 0 were tracebacks from deep in torch's exporter (exit 1)
     config_path, checkpoint, _ = xvector
     with pytest.raises(SystemExit) as stop:
         export_onnx_main(["--config", config_path, "--checkpoint", checkpoint,
                           "--output_model", str(tmp_path / "x.onnx"), "--opset_version", opset])
     assert stop.value.code == 2
-    assert "--opset_version" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --opset_version/--opset-version: {reason}")
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -301,6 +312,141 @@ def test_an_operator_the_opset_cannot_express_is_one_line_naming_the_flag(
         "error: --opset_version: opset 11: Unsupported: ONNX export of repeat_interleave in "
         "opset 11.")
     assert "Traceback" not in err and not (tmp_path / "x.onnx").exists()
+
+
+@needs_onnx
+def test_an_operator_the_opset_cannot_express_prints_no_graph_dump(tmp_path, capfd):
+    # torch's exporter printed the traced graph (2,023 lines for this CAM++) on the standard
+    # output above the one-line error
+    config_path, checkpoint, _ = make_experiment(str(tmp_path), "CAMPPlus",
+                                                 {"feat_dim": FEAT_DIM, "embed_dim": 16})
+    capfd.readouterr()
+    assert run_main(export_onnx_main, ["--config", config_path, "--checkpoint", checkpoint,
+                                       "--output_model", str(tmp_path / "x.onnx"),
+                                       "--opset_version", "11"]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err[:2000]
+    assert "error: --opset_version: opset 11: Unsupported: ONNX export of repeat_interleave" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_held_back_output_is_passed_on_unless_the_block_fails(capfd):
+    with output_held_back():
+        os.write(1, b"kept out\n")
+        os.write(2, b"kept err\n")
+    with pytest.raises(RuntimeError):
+        with output_held_back():
+            os.write(1, b"dropped out\n")
+            os.write(2, b"dropped err\n")
+            raise RuntimeError("the export failed")
+    assert capfd.readouterr() == ("kept out\n", "kept err\n")
+
+
+def _onnx_metadata(path):
+    """``(kind, info)`` of an exported graph's metadata."""
+    import onnx
+    props = {entry.key: entry.value for entry in onnx.load(path).metadata_props}
+    return props["wespeaker_py_kind"], json.loads(props["wespeaker_py_info"])
+
+
+@needs_onnx
+@pytest.mark.parametrize("subtracts", [False, True])
+def test_bin_export_onnx_records_the_model_its_config_and_checkpoint_make(xvector, tmp_path,
+                                                                          subtracts):
+    config_path, checkpoint, network = xvector
+    np.save(tmp_path / "mean.npy", np.linspace(-1, 1, 8).astype(np.float32))
+    output = str(tmp_path / "final.onnx")
+    export_onnx_main(["--config", config_path, "--checkpoint", checkpoint, "--output_model",
+                      output] + (["--mean_vec", str(tmp_path / "mean.npy")] if subtracts else []))
+    kind, info = _onnx_metadata(output)
+    embedder = load_exportable_embedder(load_model_config(config_path), checkpoint)
+    assert kind == "feature_embedding"
+    assert info == {"model": "XVEC", "sample_rate": 16000, "num_mel_bins": FEAT_DIM,
+                    "frame_length": 25, "frame_shift": 10, "cmn": True,
+                    "identity": embedder.identity, "frontend": "FbankFeatures",
+                    "params_millions": info["params_millions"], "embed_dim": 8,
+                    "mean_subtracted": subtracts,
+                    "min_frames": min_valid_frames(network, FEAT_DIM, torch.device("cpu"))}
+    assert info["params_millions"] == round(sum(p.numel() for p in network.parameters()) / 1e6,
+                                            3) > 0
+
+
+def test_torchscript_files_record_the_model_and_which_copy_they_hold(xvector, tmp_path):
+    _, _, network = xvector
+    info = model_info("XVEC", FbankFeatures(num_mel_bins=FEAT_DIM), network, "ab" * 32)
+    output, quantised = str(tmp_path / "final.zip"), str(tmp_path / "final_quant.zip")
+    export_torchscript(network, FEAT_DIM, output, quantised, info=info)
+    for path, is_quantised in ((output, False), (quantised, True)):
+        extra = {TORCHSCRIPT_INFO_FILE: ""}
+        torch.jit.load(path, _extra_files=extra)
+        assert json.loads(extra[TORCHSCRIPT_INFO_FILE]) == dict(
+            info, embed_dim=8, mean_subtracted=False, quantized=is_quantised,
+            min_frames=min_valid_frames(network, FEAT_DIM, torch.device("cpu")))
+
+
+def test_bin_export_jit_records_the_model_its_config_and_checkpoint_make(xvector, tmp_path):
+    config_path, checkpoint, network = xvector
+    output = str(tmp_path / "final.zip")
+    export_jit_main(["--config", config_path, "--checkpoint", checkpoint,
+                     "--output_file", output])
+    extra = {TORCHSCRIPT_INFO_FILE: ""}
+    torch.jit.load(output, _extra_files=extra)
+    info = json.loads(extra[TORCHSCRIPT_INFO_FILE])
+    embedder = load_exportable_embedder(load_model_config(config_path), checkpoint)
+    assert info == dict(model_info("XVEC", embedder.frontend, network, embedder.identity),
+                        embed_dim=8, mean_subtracted=False, quantized=False,
+                        min_frames=min_valid_frames(network, FEAT_DIM, torch.device("cpu")))
+    assert info["model"] == "XVEC" and info["identity"] == embedder.identity
+
+
+class RoundedOutput(nn.Module):
+    """``model`` with its output passed through ``(y + offset) - offset``: float32 rounds
+    every value to a multiple of about ``offset * 1.2e-7`` (a deep model's rounding, made
+    big), float64 keeps it."""
+
+    def __init__(self, model, offset):
+        super().__init__()
+        self.model = model
+        self.register_buffer("offset", torch.tensor(offset))
+
+    def forward(self, feats):
+        return (self.model(feats) + self.offset) - self.offset
+
+
+@needs_onnx
+def test_a_waveform_graph_within_eager_float32s_own_rounding_is_taken_and_a_wrong_one_is_not(
+        xvector, tmp_path, monkeypatch):
+    # Gemini_DF_ResNet183/237 with random weights were refused at the fixed tolerance though
+    # their graphs were right: the eager path in float32 was as far from float64
+    _, _, network = xvector
+    features = FbankFeatures(num_mel_bins=FEAT_DIM)
+    model = RoundedOutput(network, 1e4).eval()   # eager float32 2e-4 to 5e-4 from float64
+    opened = waveform_onnx.open_onnx_session
+
+    def graph_output_changed_by(change):
+        def open_session(path):
+            session = opened(path)
+
+            def run(names, feed):
+                return [change(output) for output in session.run(names, feed)]
+            return SimpleNamespace(run=run)
+        monkeypatch.setattr(waveform_onnx, "open_onnx_session", open_session)
+
+    graph_output_changed_by(lambda output: output + np.float32(1e-4))
+    taken = tmp_path / "taken.onnx"
+    worst = waveform_onnx.export_waveform_onnx(features, model, str(taken), {}, 4000,
+                                               tolerance=1e-5)
+    assert worst == pytest.approx(1e-4, rel=0.01) and taken.exists()
+    graph_output_changed_by(lambda output: output * np.float32(1.01))
+    refused = tmp_path / "refused.onnx"
+    with pytest.raises(ExportMismatchError, match=r"samples: exported output differs from eager "
+                                                  r"by 0\.00\d+, more than 1e-05 and 4 times "
+                                                  r"eager float32's own error \(0\.000\d+, "
+                                                  r"against float64\)$"):
+        waveform_onnx.export_waveform_onnx(features, model, str(refused), {}, 4000,
+                                           tolerance=1e-5)
+    assert not refused.exists()
 
 
 # A ReDimNet2 narrow enough to export in seconds: WeSpeaker's B0 with C=4 and two one-block

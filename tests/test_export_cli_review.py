@@ -112,6 +112,27 @@ def test_the_fbank_graph_leaves_the_mean_vector_beside_it(xvec_folder, tmp_path,
     close(session.run(None, {"feats": feats.numpy()})[0], expected, 1e-4)
 
 
+@needs_onnx
+def test_the_fbank_graph_records_the_model_as_the_waveform_graph_does(xvec_folder, tmp_path):
+    import onnx
+
+    def metadata(path):
+        props = {entry.key: entry.value for entry in onnx.load(path).metadata_props}
+        return props["wespeaker_py_kind"], json.loads(props["wespeaker_py_info"])
+
+    model = wespeaker_py.load_model(xvec_folder, device="cpu")
+    wave_kind, wave_info = metadata(exporting.export_waveform_graph(
+        model, str(tmp_path / "wav.onnx"))[0])
+    feats_kind, feats_info = metadata(exporting.export_feats_onnx(
+        model, str(tmp_path / "feats.onnx"))[0])
+    assert (wave_kind, feats_kind) == ("waveform_embedding", "feature_embedding")
+    assert wave_info.pop("min_samples") == model.backend.min_samples
+    assert feats_info.pop("min_frames") == model.backend.min_frames
+    assert feats_info == wave_info
+    assert (feats_info["model"], feats_info["identity"], feats_info["embed_dim"],
+            feats_info["mean_subtracted"]) == ("XVEC", model.identity, model.embed_dim, False)
+
+
 # -- re-exporting over an earlier export ----------------------------------------------------------
 
 def _earlier_export(source, graph):

@@ -11,7 +11,9 @@ vector, calibration, window LDAs and band fills, written beside the graph under 
 stem (``model.onnx``: ``model.band_fill_8000hz.npz``, ...), where
 :func:`~wespeaker_py.load_model` finds them. The feature-input graph computes the
 embeddings before mean subtraction, as the waveform graph does; its mean vector goes
-beside it too (``model.mean_vec.npy``). The files are written under temporary names
+beside it too (``model.mean_vec.npy``). Both graphs record the model's name, identity,
+front-end settings and embedding size in their metadata
+(:mod:`~wespeaker_py.export.metadata`). The files are written under temporary names
 before the graph is checked and take their places just before the graph replaces an
 earlier one; an earlier export's files there that this export does not write go then.
 """
@@ -29,12 +31,12 @@ import torch.nn as nn
 from wespeaker_py.api.companion_files import MEAN_NAME, companion_prefix, companions_at
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.export.checks import exportable_model
+from wespeaker_py.export.metadata import model_info
 from wespeaker_py.export.onnx_export import export_onnx, require_onnx_packages
 from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
-from wespeaker_py.models.complexity import count_params
 from wespeaker_py.scoring.embeddings import save_mean_vector
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
@@ -94,12 +96,7 @@ def export_waveform_graph(model, path: str) -> List[str]:
     frontend, network, _ = _export_parts(model)
     beside = companions(model)   # gathered first: a band fill that does not fit stops here
     min_samples = model.backend.min_samples
-    info = {"model": model.name, "sample_rate": frontend.sample_rate,
-            "embed_dim": model.embed_dim, "num_mel_bins": frontend.output_dim,
-            "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
-            "cmn": getattr(frontend, "cmn", False), "identity": model.identity,
-            "frontend": type(frontend).__name__,
-            "params_millions": round(count_params(network) / 1e6, 3)}
+    info = model_info(model.name, frontend, network, model.identity)
     with _graph_file(path) as graph:
         return export_with_companions(graph, beside, functools.partial(
             export_waveform_onnx, frontend, network, graph, info, min_samples))
@@ -110,10 +107,11 @@ def export_feats_onnx(model, path: str) -> List[str]:
     :func:`onnx_target` of ``path``, with the model's mean vector beside it (not
     subtracted inside the graph, as the waveform graph's is not); the paths written, the
     graph's first."""
-    _, network, feat_dim = _export_parts(model)
+    frontend, network, feat_dim = _export_parts(model)
+    info = model_info(model.name, frontend, network, model.identity)
     with _graph_file(path) as graph:
         return export_with_companions(graph, _mean_vector(model), functools.partial(
-            export_onnx, network, feat_dim, graph))
+            export_onnx, network, feat_dim, graph, info=info))
 
 
 def _mean_vector(model) -> Dict[str, Callable[[str], None]]:

@@ -6,7 +6,9 @@
 
 The module maps fbank features [B, T, F] to embeddings [B, E]. RepVGG models
 are fused into their deploy form first. The export is checked against the
-eager model on several input shapes before it is written.
+eager model on several input shapes before it is written. The file holds what it
+is (model name and identity, sample rate, fbank settings, embedding size, fewest
+frames) as the JSON extra file wespeaker_py_info.json.
 """
 from __future__ import annotations
 
@@ -44,10 +46,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                              {"--config": args.config, "--checkpoint": args.checkpoint})
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import export_torchscript, exportable_model, load_exportable_embedder
+    from wespeaker_py.export.metadata import model_info
     setup_logging()
-    embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
+    config = load_model_config(args.config)
+    embedder = load_exportable_embedder(config, args.checkpoint)
     model, feat_dim = exportable_model(embedder, args.checkpoint)
-    export_torchscript(model, feat_dim, args.output_file, args.output_quant_file, args.method)
+    export_torchscript(model, feat_dim, args.output_file, args.output_quant_file, args.method,
+                       info=model_info(config.model, embedder.frontend, model,
+                                       embedder.identity))
 
 
 if __name__ == "__main__":

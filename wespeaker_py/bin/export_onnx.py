@@ -7,7 +7,10 @@
 Input "feats" [B, T, F] fbank features, output "embs" [B, E]; B and T are
 dynamic unless --num_frames fixes T. --mean_vec is subtracted inside the
 graph. RepVGG models are fused into their deploy form first; the file is
-checked with onnxruntime against the eager model before it is written.
+checked with onnxruntime against the eager model before it is written. Its
+metadata (wespeaker_py_kind "feature_embedding", wespeaker_py_info JSON) records
+the model name and identity, sample rate, fbank settings, embedding size, fewest
+frames and whether a mean vector is subtracted inside.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import functools
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, run_main
+from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, int_between, run_main
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
 
@@ -28,16 +31,8 @@ DEFAULT_OPSET = 14
 MIN_OPSET, MAX_OPSET = 7, 20
 
 
-def opset(text) -> int:
-    """An argparse ``type``: an ONNX opset the exporter can write."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not MIN_OPSET <= value <= MAX_OPSET:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_OPSET} and {MAX_OPSET} (the "
-                                         f"opsets the exporter writes), got {value}")
-    return value
+# an argparse ``type``: an ONNX opset the exporter can write
+opset = int_between(MIN_OPSET, MAX_OPSET, "the opsets the exporter writes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from wespeaker_py.config import load_model_config
     from wespeaker_py.export import (export_onnx, exportable_model, load_exportable_embedder,
                                      require_onnx_packages)
+    from wespeaker_py.export.metadata import model_info
     from wespeaker_py.export.onnx_export import (MeanVectorMismatchError, OpsetError,
                                                  TooFewFramesError)
     from wespeaker_py.scoring.embeddings import load_mean_vector
@@ -70,15 +66,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     require_onnx_packages()
     setup_logging()
     mean_vec = load_mean_vector(args.mean_vec) if args.mean_vec else None
-    embedder = load_exportable_embedder(load_model_config(args.config), args.checkpoint)
+    config = load_model_config(args.config)
+    embedder = load_exportable_embedder(config, args.checkpoint)
     model, feat_dim = exportable_model(embedder, args.checkpoint)
+    info = model_info(config.model, embedder.frontend, model, embedder.identity)
     # through the API's export: the files an earlier `wespeaker-py export` left beside the
     # graph (its mean vector, which this graph may subtract inside) go when it is replaced
     from wespeaker_py.api.exporting import export_with_companions
     try:
         export_with_companions(args.output_model, {}, functools.partial(
             export_onnx, model, feat_dim, args.output_model, args.num_frames, mean_vec,
-            args.opset_version))
+            args.opset_version, info=info))
     except MeanVectorMismatchError as error:
         raise DataFormatError(args.mean_vec, None, str(error)) from None
     except TooFewFramesError as error:

@@ -30,7 +30,7 @@ import math
 import os
 import select
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
@@ -81,15 +81,32 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool = Fa
     add_flag(parser, name, type=str2bool, nargs="?", const=True, default=default, help=help)
 
 
-def positive_int(text) -> int:
+def int_between(low: int, high: Optional[int] = None,
+                range_note: str = "") -> Callable[[Any], int]:
+    """An argparse ``type`` taking a whole number from ``low`` to ``high`` (None: no upper
+    bound); ``range_note`` says in its refusal what the range is, in parentheses."""
+    note = f" ({range_note})" if range_note else ""
+
+    def parse(text: Any) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{note}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}{note}, "
+                                             f"got {value}")
+        return value
+    return parse
+
+
+_at_least_one = int_between(1)
+
+
+def positive_int(text: Any) -> int:
     """An argparse ``type``: a whole number >= 1 (the one type of every such flag)."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _at_least_one(text)
 
 
 def open_probability(text) -> float:

@@ -2,7 +2,8 @@
 
 Both take fbank features ``[B, T, F]`` and give embeddings ``[B, E]``; RepVGG
 models are fused into their deploy form first. Every export is checked against
-the eager model before it is written.
+the eager model before it is written, and records the model it holds
+(:mod:`~wespeaker_py.export.metadata`).
 
     from wespeaker_py.export import (export_onnx, export_torchscript, exportable_model,
                                      load_exportable_embedder)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
+import sys
+import tempfile
 import warnings
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,6 +18,9 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.runtime import SpeakerEmbedder, load_embedder
+from wespeaker_py.utils.logging_utils import get_logger
+
+logger = get_logger(__name__)
 
 # Front-ends with no weights of their own, which the exporters can rebuild or trace.
 EXPORTABLE_FRONTENDS = ("fbank", "tfmel")
@@ -42,6 +48,62 @@ def quiet_exporter() -> Iterator[None]:
         yield
 
 
+# file descriptors of the standard output and error
+_STANDARD_FDS = (1, 2)
+
+
+def _flush_python_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def output_held_back() -> Iterator[None]:
+    """Hold back what the block writes to the standard output and error, at the level of
+    file descriptors (torch's C++ code writes there too): it is passed on when the block
+    ends, and only logged (at debug level) when the block raises.
+
+    torch's TorchScript ONNX exporter switches its log on at its first export and leaves it
+    on (``setup_onnx_logging`` tests the function ``_jit_is_onnx_log_enabled`` instead of
+    calling it), and then prints the whole traced graph before raising an error, such as
+    for an operator the opset cannot express; the one line we make of that error says
+    all a user needs.
+    """
+    with contextlib.ExitStack() as stack:
+        held = {}
+        for fd in _STANDARD_FDS:
+            try:
+                saved = os.dup(fd)
+            except OSError:   # closed: nothing to hold back
+                continue
+            stack.callback(os.close, saved)
+            held[fd] = (saved, stack.enter_context(tempfile.TemporaryFile()))
+        _flush_python_streams()
+        for fd, (_, buffer) in held.items():
+            os.dup2(buffer.fileno(), fd)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            _flush_python_streams()
+            for fd, (saved, buffer) in held.items():
+                os.dup2(saved, fd)
+                buffer.seek(0)
+                output = buffer.read()
+                if failed and output:
+                    logger.debug("output of the failed export (fd %d):\n%s", fd,
+                                 output.decode(errors="replace"))
+                elif not failed:
+                    _write_all(fd, output)
+
+
 def load_exportable_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:
     """The trained model of ``config`` + ``checkpoint``; refuses an SSL front-end first."""
     frontend = config.dataset_args.frontend
@@ -65,6 +127,12 @@ def example_features(batch: int, frames: int, feat_dim: int, seed: int = 0) -> t
     return torch.randn(batch, frames, feat_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def embedding_size(model: nn.Module, feat_dim: int) -> int:
+    """Size of the embeddings of ``model`` (eval mode), from one run on random features."""
+    with torch.no_grad():
+        return int(model.eval()(example_features(1, EXAMPLE_FRAMES, feat_dim)).shape[1])
+
+
 # an export is taken when it is within this many times eager float32's own error (against
 # float64) of eager: the rounding of deep models (ResNet221/293, Gemini 183/237) alone can
 # exceed a fixed tolerance
@@ -78,21 +146,39 @@ def check_against_eager(exported: Callable[[torch.Tensor], torch.Tensor], model:
     to the output scale when that exceeds 1 (untrained models can output huge values).
 
     Raises :class:`ExportMismatchError` when it exceeds both ``tolerance`` and
-    :data:`EAGER_ERROR_FACTOR` times eager's own float32 error on that input (measured
-    with a float64 copy of ``model``, only when the tolerance is exceeded), or a shape
-    differs.
+    :data:`EAGER_ERROR_FACTOR` times eager's own float32 error on that input (see
+    :class:`EagerReference`), or a shape differs.
     """
+    reference = EagerReference(model)
     worst = 0.0
-    float64_model = functools.cache(lambda: float64_copy(model))   # made once, if needed
-    with torch.no_grad():
-        for index, (batch, frames) in enumerate(shapes):
-            feats = example_features(batch, frames, feat_dim, seed=index + 1)
-            expected = model(feats)
-            difference = compare_with_eager(
-                exported(feats), expected, f"input {tuple(feats.shape)}", tolerance,
-                eager_error=lambda: float32_error(float64_model(), feats, expected))
-            worst = max(worst, difference)
+    for index, (batch, frames) in enumerate(shapes):
+        feats = example_features(batch, frames, feat_dim, seed=index + 1)
+        with torch.no_grad():
+            got = exported(feats)
+        worst = max(worst, reference.compare(got, (feats,), f"input {tuple(feats.shape)}",
+                                             tolerance))
     return worst
+
+
+class EagerReference:
+    """The eager ``model`` an export is checked against: :meth:`compare` takes an export's
+    output within ``tolerance`` of the model's, or within :data:`EAGER_ERROR_FACTOR` times
+    the model's own float32 error on that input, measured against a float64 copy of it
+    (:func:`float64_copy`, made once, when an input first exceeds the tolerance)."""
+
+    def __init__(self, model: Callable[..., torch.Tensor]):
+        self.model = model
+        self._float64 = functools.cache(lambda: float64_copy(model))
+
+    def compare(self, got: torch.Tensor, inputs: Sequence[torch.Tensor], what: str,
+                tolerance: float, **options: Any) -> float:
+        """:func:`compare_with_eager` of ``got`` with ``model(*inputs, **options)``; ``what``
+        names the input in its error."""
+        with torch.no_grad():
+            expected = self.model(*inputs, **options)
+            return compare_with_eager(
+                got, expected, what, tolerance,
+                eager_error=lambda: float32_error(self._float64(), inputs, expected, options))
 
 
 def _relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -101,21 +187,22 @@ def _relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got.double() - expected.double()).abs().max()) / scale
 
 
-def float64_copy(model: Callable[[torch.Tensor], torch.Tensor]) -> Optional[nn.Module]:
+def float64_copy(model: Callable[..., torch.Tensor]) -> Optional[nn.Module]:
     """A float64 copy of ``model``; None when it is no module (a plain function)."""
     return copy.deepcopy(model).double() if isinstance(model, nn.Module) else None
 
 
-def float32_error(float64_model: Optional[nn.Module], feats: torch.Tensor,
-                  expected: torch.Tensor) -> Optional[float]:
-    """How far ``expected`` (a model's float32 output for ``feats``) is from
-    ``float64_model``'s (its :func:`float64_copy`), as :func:`compare_with_eager` measures
-    differences; None without a copy or for a model that does not run in float64 (one that
-    makes float32 tensors of its own)."""
+def float32_error(float64_model: Optional[nn.Module], inputs: Sequence[torch.Tensor],
+                  expected: torch.Tensor, options: Optional[Dict[str, Any]] = None
+                  ) -> Optional[float]:
+    """How far ``expected`` (a model's float32 output for ``inputs`` and keyword
+    ``options``) is from ``float64_model``'s (its :func:`float64_copy`) for the same inputs
+    in float64, as :func:`compare_with_eager` measures differences; None without a copy or
+    for a model that does not run in float64 (one that makes float32 tensors of its own)."""
     if float64_model is None:
         return None
     try:
-        exact = float64_model(feats.double())
+        exact = float64_model(*(tensor.double() for tensor in inputs), **(options or {}))
     except RuntimeError:
         return None
     return _relative_difference(expected, exact)

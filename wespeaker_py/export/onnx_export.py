@@ -6,20 +6,23 @@ exporter is torch's TorchScript-based one (``dynamo=False``): it handles the
 dynamic time axis of these convolutional models and needs only the ``onnx``
 package, not ``onnxscript``. The written file is loaded back with onnxruntime
 and checked against the eager model on other batch sizes and lengths before
-it is moved into place.
+it is moved into place. Its metadata says which model it holds and what it
+computes (:mod:`~wespeaker_py.export.metadata`).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_against_eager,
-                                        example_features, quiet_exporter)
+                                        embedding_size, example_features, output_held_back,
+                                        quiet_exporter)
+from wespeaker_py.export.metadata import FEATURE_KIND, add_onnx_metadata
 from wespeaker_py.errors import MissingPackagesError, WespeakerError, first_line
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.atomic_files import atomic_path
@@ -79,22 +82,26 @@ class TooFewFramesError(WespeakerError, ValueError):
 def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: int = -1,
                 mean_vec: Optional[np.ndarray] = None, opset_version: int = DEFAULT_OPSET,
                 tolerance: float = 1e-4,
-                before_replace: Optional[Callable[[], None]] = None) -> None:
+                before_replace: Optional[Callable[[], None]] = None,
+                info: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` as ONNX to ``output_model`` after checking it with onnxruntime.
 
     ``num_frames > 0`` fixes the time axis (the batch axis stays dynamic; fewer
     frames than the model needs for an embedding raise :class:`TooFewFramesError`);
     otherwise both are dynamic. ``mean_vec`` is subtracted from the embeddings
     inside the graph. ``before_replace`` runs once the graph passed its check, just
-    before it takes the place of ``output_model``.
+    before it takes the place of ``output_model``. The graph's metadata
+    (:mod:`~wespeaker_py.export.metadata`, kind ``feature_embedding``) holds ``info``
+    (:func:`~wespeaker_py.export.metadata.model_info`) with ``embed_dim``,
+    ``mean_subtracted`` and ``min_frames``.
     """
     require_onnx_packages()
-    if num_frames > 0:
-        fewest = min_valid_frames(model.eval(), feat_dim, torch.device("cpu"))
-        if num_frames < fewest:
-            raise TooFewFramesError(f"{num_frames} frames are fewer than the {fewest} "
-                                    f"{type(model).__name__} needs for an embedding")
-    embed_dim = int(model.eval()(example_features(1, EXAMPLE_FRAMES, feat_dim)).shape[1])
+    onnx = importlib.import_module("onnx")
+    fewest = min_valid_frames(model.eval(), feat_dim, torch.device("cpu"))
+    if 0 < num_frames < fewest:
+        raise TooFewFramesError(f"{num_frames} frames are fewer than the {fewest} "
+                                f"{type(model).__name__} needs for an embedding")
+    embed_dim = embedding_size(model, feat_dim)
     mean = torch.zeros(embed_dim) if mean_vec is None else \
         torch.as_tensor(np.asarray(mean_vec), dtype=torch.float32)
     if mean.shape != (embed_dim,):
@@ -110,12 +117,18 @@ def export_onnx(model: nn.Module, feat_dim: int, output_model: str, num_frames: 
         # the dynamo exporter is the default upstream; see the module doc for why not here
         with torch.no_grad(), quiet_exporter():
             try:
-                torch.onnx.export(wrapped, (example_features(1, frames, feat_dim),), tmp_path,
-                                  dynamo=False, opset_version=opset_version,
-                                  do_constant_folding=True, input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes)
+                with output_held_back():
+                    torch.onnx.export(wrapped, (example_features(1, frames, feat_dim),),
+                                      tmp_path, dynamo=False, opset_version=opset_version,
+                                      do_constant_folding=True, input_names=[INPUT_NAME],
+                                      output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes)
             except torch.onnx.errors.OnnxExporterError as error:
                 raise OpsetError(f"opset {opset_version}: {first_line(error)}") from None
+        graph = onnx.load(tmp_path)
+        add_onnx_metadata(graph, FEATURE_KIND, dict(
+            info or {}, embed_dim=embed_dim, mean_subtracted=mean_vec is not None,
+            min_frames=fewest))
+        onnx.save(graph, tmp_path)
         runner = onnx_runner(tmp_path)
         worst = check_against_eager(runner, wrapped, feat_dim, check_shapes, tolerance)
         if before_replace is not None:

@@ -8,18 +8,22 @@ RepVGG and Gemini), so ``method="auto"`` traces in practice and ``script`` is ke
 for a model that does compile (one that does not is a :class:`ScriptCompileError`). A trace
 records one run, so the exported module is always checked against the eager
 model on inputs of other batch sizes and lengths than the traced one before
-it is written; a difference is an error, never a silently wrong export.
+it is written; a difference is an error, never a silently wrong export. The
+file says which model it holds in a JSON extra file
+(:mod:`~wespeaker_py.export.metadata`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.errors import WespeakerError, first_line
-from wespeaker_py.export.checks import (EXAMPLE_FRAMES, check_against_eager, example_features,
-                                        quiet_exporter)
+from wespeaker_py.export.checks import (EXAMPLE_FRAMES, check_against_eager, embedding_size,
+                                        example_features, quiet_exporter)
+from wespeaker_py.export.metadata import TORCHSCRIPT_INFO_FILE, info_json
+from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
@@ -74,19 +78,27 @@ def _dynamic_int8(model: nn.Module) -> nn.Module:
 
 def export_torchscript(model: nn.Module, feat_dim: int, output_file: str,
                        quantized_output_file: Optional[str] = None, method: str = "auto",
-                       tolerance: float = 1e-4) -> None:
+                       tolerance: float = 1e-4, info: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` as TorchScript to ``output_file`` (atomically), checked against eager.
 
     With ``quantized_output_file`` a copy whose Linear layers are dynamically
     quantised to int8 is written too, checked against the quantised eager
-    model (quantisation itself changes the numbers by design).
+    model (quantisation itself changes the numbers by design). Each file holds
+    ``info`` (:func:`~wespeaker_py.export.metadata.model_info`) with ``embed_dim``,
+    ``mean_subtracted`` (false), ``min_frames`` and ``quantized`` as the JSON extra file
+    :data:`~wespeaker_py.export.metadata.TORCHSCRIPT_INFO_FILE`.
     """
-    exports = [(model.eval(), output_file)]
+    model = model.eval()
+    measured = dict(info or {}, embed_dim=embedding_size(model, feat_dim),
+                    mean_subtracted=False,
+                    min_frames=min_valid_frames(model, feat_dim, torch.device("cpu")))
+    exports = [(model, output_file, False)]
     if quantized_output_file:
-        exports.append((_dynamic_int8(model), quantized_output_file))
-    for source, path in exports:
+        exports.append((_dynamic_int8(model), quantized_output_file, True))
+    for source, path, quantized in exports:
         scripted = to_torchscript(source, feat_dim, method)
         worst = check_against_eager(scripted, source, feat_dim, tolerance=tolerance)
+        extra = {TORCHSCRIPT_INFO_FILE: info_json(dict(measured, quantized=quantized))}
         with atomic_path(path) as tmp_path:
-            scripted.save(tmp_path)
+            scripted.save(tmp_path, _extra_files=extra)
         logger.info("wrote %s (largest relative difference from eager %.2g)", path, worst)

@@ -10,7 +10,9 @@ DFT) folds into one strided convolution whose kernels are the real and
 imaginary DFT rows of that combined map, computed in float64; the power
 spectrum, mel matrix, log floor and CMN follow. The written file is checked
 against the eager path (:func:`~wespeaker_py.frontend.fbank.fbank` + CMN +
-model) with onnxruntime on three lengths before it is moved into place.
+model) with onnxruntime on three lengths before it is moved into place, by the
+rule of :class:`~wespeaker_py.export.checks.EagerReference` (a float64 copy of
+front-end and model measures the eager path's own rounding).
 
 A graph with the fbank front-end also takes an optional second input ``band_fill``
 ([mel + 1, mel], applied to the log-mel energies before CMN: ``feats @ m[:-1] + m[-1]``,
@@ -18,9 +20,9 @@ see :meth:`~wespeaker_py.frontend.band_fill.BandFill.affine`). It is an initiali
 holding the identity, so a runtime that feeds only ``wavs`` gets the plain model, and
 one that has a band fill for narrow-band audio feeds its matrix.
 
-The graph carries metadata (``wespeaker_py_kind`` = ``waveform_embedding``,
-sample rate, embedding size, shortest input, model name) that
-:func:`wespeaker_py.load_model` reads back.
+The graph carries metadata (:mod:`~wespeaker_py.export.metadata`: kind
+``waveform_embedding``, model name and identity, sample rate, fbank settings, embedding
+size, shortest input) that :func:`wespeaker_py.load_model` reads back.
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.audio import INT16_SCALE
-from wespeaker_py.export.checks import compare_with_eager, quiet_exporter
+from wespeaker_py.export.checks import EagerReference, embedding_size, quiet_exporter
+from wespeaker_py.export.metadata import (INFO_KEY, KIND_KEY, WAVEFORM_KIND,
+                                          add_onnx_metadata)
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
                                              split_bins)
@@ -51,9 +55,6 @@ logger = get_logger(__name__)
 INPUT_NAME = "wavs"
 BAND_FILL_INPUT = "band_fill"
 OUTPUT_NAME = "embs"
-KIND = "waveform_embedding"
-KIND_KEY = "wespeaker_py_kind"
-INFO_KEY = "wespeaker_py_info"
 # lengths (seconds) of the random waveforms the export is checked on
 CHECK_SECONDS = (1.0, 2.37, 4.1)
 
@@ -132,12 +133,19 @@ class WaveformEmbedder(nn.Module):
         return self.model(self.frontend(wavs * INT16_SCALE, band_fill))
 
 
-def _eager_embeddings(features: FbankFeatures, model: nn.Module, wavs: torch.Tensor,
-                      band_fill: Optional[BandFill] = None) -> torch.Tensor:
-    with torch.no_grad():
+class EagerPath(nn.Module):
+    """What the graph is checked against: the eager front-end (its float64 copy runs the
+    fbank in float64 too) and speaker model on [-1, 1] waveforms."""
+
+    def __init__(self, features: nn.Module, model: nn.Module):
+        super().__init__()
+        self.features = features
+        self.model = model
+
+    def forward(self, wavs: torch.Tensor, band_fill: Optional[BandFill] = None) -> torch.Tensor:
         if band_fill is None:
-            return model(features(wavs * INT16_SCALE))
-        return model(features(wavs * INT16_SCALE, band_fill=band_fill))
+            return self.model(self.features(wavs * INT16_SCALE))
+        return self.model(self.features(wavs * INT16_SCALE, band_fill=band_fill))
 
 
 def _check_fill(features: FbankFeatures) -> Optional[BandFill]:
@@ -157,7 +165,9 @@ def _check_fill(features: FbankFeatures) -> Optional[BandFill]:
 def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
            tolerance: float, takes_band_fill: bool) -> float:
     """Compare the graph with the eager path on :data:`CHECK_SECONDS`' lengths (the last
-    one also through a band fill, when the graph takes one); the largest difference."""
+    one also through a band fill, when the graph takes one), as
+    :class:`~wespeaker_py.export.checks.EagerReference` does; the largest difference."""
+    reference = EagerReference(EagerPath(features, model))
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
     fill = _check_fill(features) if takes_band_fill else None
@@ -173,10 +183,10 @@ def _check(session, features: FbankFeatures, model: nn.Module, min_samples: int,
         if fill is not None and index == len(CHECK_SECONDS) - 1:
             checks.append((fill, {INPUT_NAME: wavs.numpy(), BAND_FILL_INPUT: fill.affine()}))
         for band_fill, feed in checks:
-            expected = _eager_embeddings(features, model, wavs, band_fill)
             got = torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
             what = f"{batch} x {samples} samples" + (", band fill" if band_fill else "")
-            worst = max(worst, compare_with_eager(got, expected, what, tolerance))
+            worst = max(worst, reference.compare(got, (wavs,), what, tolerance,
+                                                 band_fill=band_fill))
     return worst
 
 
@@ -186,12 +196,15 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
                          before_replace: Optional[Callable[[], None]] = None) -> float:
     """Write the waveform-to-embedding graph of ``features`` + ``model`` to ``output_model``.
 
-    ``info`` (model name, sample rate, ...) is stored as metadata together with
-    ``min_samples``, the shortest input that gives an embedding. The file
-    appears only after onnxruntime's output matched the eager path within
-    ``tolerance`` (relative to the output scale when that exceeds 1) on three
-    lengths; ``before_replace`` runs then, just before it takes the place of
-    ``output_model``. Returns the largest difference seen.
+    ``info`` (:func:`~wespeaker_py.export.metadata.model_info`) is stored as metadata
+    together with ``embed_dim``, ``mean_subtracted`` (false: a waveform graph leaves the
+    mean vector to its runtime) and ``min_samples``, the shortest input that gives an
+    embedding. The file appears only after onnxruntime's output matched the eager path
+    on three lengths within ``tolerance`` (relative to the output scale when that
+    exceeds 1) or, past it, within
+    :data:`~wespeaker_py.export.checks.EAGER_ERROR_FACTOR` times the eager path's own
+    float32 error against float64; ``before_replace`` runs then, just before it takes
+    the place of ``output_model``. Returns the largest difference seen.
     """
     require_onnx_packages()
     onnx = importlib.import_module("onnx")
@@ -216,10 +229,9 @@ def export_waveform_onnx(features: FbankFeatures, model: nn.Module, output_model
             # an input with an initializer of its name is optional: the identity by default
             graph.graph.initializer.append(
                 importlib.import_module("onnx.numpy_helper").from_array(no_fill, BAND_FILL_INPUT))
-        metadata = dict(info, min_samples=int(min_samples))
-        for key, value in ((KIND_KEY, KIND), (INFO_KEY, json.dumps(metadata, sort_keys=True))):
-            entry = graph.metadata_props.add()
-            entry.key, entry.value = key, value
+        add_onnx_metadata(graph, WAVEFORM_KIND, dict(
+            info, embed_dim=embedding_size(model, features.output_dim),
+            mean_subtracted=False, min_samples=int(min_samples)))
         onnx.save(graph, tmp_path)
         session = open_onnx_session(tmp_path)
         worst = _check(session, features, model, min_samples, tolerance,
@@ -244,7 +256,7 @@ def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
     """
     props = session.get_modelmeta().custom_metadata_map
     inputs = [node.name for node in session.get_inputs()]
-    if props.get(KIND_KEY) != KIND or inputs != [INPUT_NAME]:
+    if props.get(KIND_KEY) != WAVEFORM_KIND or inputs != [INPUT_NAME]:
         raise ValueError(f"{path} is an ONNX model of another kind (inputs {inputs}); "
                          f"load_model takes the waveform graph of "
                          f"'wespeaker-py export --onnx --with_frontend'")
