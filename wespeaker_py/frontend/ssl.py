@@ -46,7 +46,8 @@ from torch.utils.checkpoint import checkpoint
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.config import ConfigError, DatasetArgs, UpstreamArgs, as_dataset_args
 from wespeaker_py.frontend.specaug import apply_cmvn, cmvn_flags
-from wespeaker_py.frontend.wavlm_convert import load_hf_directory, load_original_checkpoint
+from wespeaker_py.frontend.wavlm_convert import (load_hf_directory, load_original_checkpoint,
+                                                 original_to_hf_names)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -54,6 +55,13 @@ logger = get_logger(__name__)
 DEFAULT_DOWNLOAD_DIR = "./s3prl_hub"
 MIN_SECONDS = 0.05
 UPSTREAM_PREFIX = "frontend.upstream."
+LAYER_WEIGHTS_KEY = "frontend.layer_weights"
+# WeSpeaker's S3prlFrontend: s3prl's S3PRLUpstream -> its WavLM expert -> the original
+# WavLM module, and s3prl's Featurizer beside it
+S3PRL_WAVLM_PREFIX = "frontend.upstream.upstream.model."
+S3PRL_FEATURIZER_WEIGHTS = "frontend.featurizer.weights"
+_S3PRL_PREFIXES = ("frontend.upstream.upstream.", "frontend.featurizer.")
+_S3PRL_FRONTEND = "a WeSpeaker/s3prl WavLM front-end (WeSpeaker's S3prlFrontend)"
 
 
 def resolve_weights_path(upstream_args: UpstreamArgs, download_dir: Optional[str]) -> str:
@@ -332,17 +340,103 @@ def frontend_state_dict_for_checkpoint(model: nn.Module,
     return {key: value for key, value in state.items() if not key.startswith(UPSTREAM_PREFIX)}
 
 
+def is_s3prl_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` holds a front-end saved by WeSpeaker's ``S3prlFrontend``."""
+    return any(key.startswith(_S3PRL_PREFIXES) for key in state)
+
+
+def _s3prl_featurizer_weights(frontend: SSLFrontend, state: Mapping[str, torch.Tensor],
+                              source: str) -> Dict[str, torch.Tensor]:
+    """s3prl's featurizer weights as this front-end's layer weights (or nothing, see below)."""
+    weights = state.get(S3PRL_FEATURIZER_WEIGHTS)
+    if frontend.layer_weights is not None:
+        expected = tuple(frontend.layer_weights.shape)
+        if weights is None:
+            raise ValueError(f"{source}: tensor '{S3PRL_FEATURIZER_WEIGHTS}' is missing from "
+                             f"{_S3PRL_FRONTEND}; it holds the layer weights of "
+                             f"multilayer_feature")
+        if tuple(weights.shape) != expected:
+            raise ValueError(f"{source}: tensor '{S3PRL_FEATURIZER_WEIGHTS}' of {_S3PRL_FRONTEND} "
+                             f"has shape {tuple(weights.shape)} but the model has one weight per "
+                             f"hidden state {expected}")
+        return {LAYER_WEIGHTS_KEY: weights}
+    # Without multilayer_feature, WeSpeaker's forward never reads the featurizer's weights
+    # (one weight per hidden state, or a single one with a chosen layer): nothing to place.
+    expected = (frontend.num_hidden_states if frontend.layer == -1 else 1,)
+    if weights is not None and tuple(weights.shape) != expected:
+        raise ValueError(f"{source}: tensor '{S3PRL_FEATURIZER_WEIGHTS}' of {_S3PRL_FRONTEND} "
+                         f"has shape {tuple(weights.shape)}, not the {expected} of this "
+                         f"config's layer={frontend.layer}")
+    return {}
+
+
+def from_s3prl_layout(model: nn.Module, state: Mapping[str, torch.Tensor],
+                      source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """``state`` with a WeSpeaker/s3prl WavLM front-end's tensors under this package's names.
+
+    WeSpeaker's ``S3prlFrontend`` saves WavLM as
+    ``frontend.upstream.upstream.model.<original WavLM name>`` and the softmax layer
+    weights as ``frontend.featurizer.weights``. The WavLM tensors are renamed by
+    :func:`~wespeaker_py.frontend.wavlm_convert.original_to_hf_names` for the model's
+    own WavLM (``mask_emb`` is dropped where it keeps no masking vector), the featurizer
+    weights become ``frontend.layer_weights``. A state of any other layout, or a model
+    without an SSL front-end, comes back unchanged. A tensor that cannot be placed, a
+    missing or misshapen one, or one of this package's front-end tensors beside the
+    s3prl ones raises ValueError naming it.
+    """
+    frontend = _ssl_frontend_of(model)
+    if frontend is None or not is_s3prl_layout(state):
+        return dict(state)
+    own = frontend.upstream.state_dict()
+    renames = {S3PRL_WAVLM_PREFIX + original: UPSTREAM_PREFIX + hf for original, hf in
+               original_to_hf_names(frontend.upstream.config, list(own)).items()}
+    # pre-training's masking vector, where the model's WavLM keeps none (never used here)
+    dropped = {S3PRL_WAVLM_PREFIX + "mask_emb"} - set(renames)
+    converted: Dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key in dropped or key == S3PRL_FEATURIZER_WEIGHTS:
+            continue
+        if not key.startswith("frontend."):
+            converted[key] = tensor
+            continue
+        if key not in renames:
+            if key.startswith(UPSTREAM_PREFIX + "upstream.") or not (
+                    key.startswith(UPSTREAM_PREFIX) or key == LAYER_WEIGHTS_KEY):
+                raise ValueError(f"{source}: tensor '{key}' of {_S3PRL_FRONTEND} has no "
+                                 f"counterpart in this package's WavLM front-end")
+            raise ValueError(f"{source}: tensor '{key}' is in this package's layout, beside "
+                             f"the tensors of {_S3PRL_FRONTEND} (the layouts are mixed)")
+        target = own[renames[key][len(UPSTREAM_PREFIX):]]
+        if tensor.shape != target.shape:
+            raise ValueError(f"{source}: tensor '{key}' of {_S3PRL_FRONTEND} has shape "
+                             f"{tuple(tensor.shape)} but the model's WavLM has "
+                             f"{tuple(target.shape)}")
+        converted[renames[key]] = tensor
+    missing = [key for key in renames if key not in state]
+    if missing:
+        raise ValueError(f"{source}: tensor '{missing[0]}' of {_S3PRL_FRONTEND} is missing "
+                         f"({len(missing)} missing)")
+    converted.update(_s3prl_featurizer_weights(frontend, state, source))
+    logger.info("%s: converting %s into this package's names (%d WavLM tensors)", source,
+                _S3PRL_FRONTEND, len(renames))
+    return converted
+
+
 def with_pretrained_frontend_weights(model: nn.Module, state: Mapping[str, torch.Tensor],
                                      source: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    """``state`` completed with the model's own (pretrained) WavLM weights where it has none.
+    """``state`` in this package's names, completed with the model's own (pretrained) WavLM
+    weights where it has none; every path that loads a model's state goes through here.
 
-    A checkpoint holds either all of ``frontend.upstream.*`` or none of it (a
-    frozen run's checkpoint); partly missing WavLM weights raise ValueError
-    naming the first missing tensor. Pass the result to a strict loader.
+    A front-end saved by WeSpeaker's ``S3prlFrontend`` is renamed first
+    (:func:`from_s3prl_layout`). A checkpoint holds either all of
+    ``frontend.upstream.*`` or none of it (a frozen run's checkpoint); partly missing
+    WavLM weights raise ValueError naming the first missing tensor. Pass the result to
+    a strict loader.
     """
     frontend = _ssl_frontend_of(model)
     if frontend is None:
         return dict(state)
+    state = from_s3prl_layout(model, state, source)
     own = {key: value for key, value in model.state_dict().items()
            if key.startswith(UPSTREAM_PREFIX)}
     present = [key for key in own if key in state]

@@ -27,11 +27,11 @@ import torch.nn as nn
 from wespeaker_py.config import ConfigError, ModelConfig
 from wespeaker_py.errors import ModelSourceError, WespeakerError, did_you_mean
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
-from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.models import ModelArgError, check_frontend, model_factory
 from wespeaker_py.models.repvgg import convert_to_deploy
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, model_state_of,
-                                             read_checkpoint, split_checkpoint_state)
+                                             read_checkpoint, split_checkpoint_state,
+                                             state_in_model_names)
 from wespeaker_py.runtime.identity import embedder_identity, frontend_settings
 
 # Where each front-end's output size (what model_args.feat_dim must be) is set; a front-end
@@ -252,7 +252,8 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     them instead of ``model_args``, as WeSpeaker's extraction does.
     Head tensors are ignored; ``frontend.*`` tensors load strictly into the
     front-end, except that a frozen SSL front-end's missing WavLM weights come
-    from its pretrained path; any other missing, unexpected or misshapen tensor
+    from its pretrained path and one saved by WeSpeaker's s3prl front-end is
+    renamed into ours; any other missing, unexpected or misshapen tensor
     is a :class:`~wespeaker_py.runtime.checkpoint.CheckpointMismatchError`
     naming it. Comes back in eval mode, RepVGG fused into its deploy form.
     """
@@ -268,10 +269,10 @@ def load_embedder(config: ModelConfig, checkpoint_path: str) -> SpeakerEmbedder:
     model.eval()
     convert_to_deploy(model, inplace=True)
     embedder = SpeakerEmbedder(frontend, model, frontend_settings(config.dataset_args))
-    completed = with_pretrained_frontend_weights(embedder, frontend_state, checkpoint_path)
+    completed = state_in_model_names(embedder, frontend_state, checkpoint_path)
     load_weights(frontend, {key[len(FRONTEND_PREFIX):]: tensor
                             for key, tensor in completed.items()},
-                 checkpoint_path, allow_head_truncation=False)
+                 checkpoint_path, allow_head_truncation=False, key_prefix=FRONTEND_PREFIX)
     return embedder.eval()
 
 

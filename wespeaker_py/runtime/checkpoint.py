@@ -113,8 +113,21 @@ def _log_head_truncation(source: str, key: str, checkpoint_rows: int, model_rows
                    len(SPEEDS), model_rows)
 
 
+def state_in_model_names(model: nn.Module, state: Mapping[str, torch.Tensor],
+                         source: str) -> Dict[str, torch.Tensor]:
+    """``state`` as ``model`` loads it: a WeSpeaker/s3prl WavLM front-end renamed into this
+    package's names, a frozen run's missing WavLM weights taken from the model
+    (:func:`~wespeaker_py.frontend.ssl.with_pretrained_frontend_weights`); what does not fit
+    raises :class:`CheckpointMismatchError` naming the tensor and ``source``."""
+    try:
+        return with_pretrained_frontend_weights(model, state, source)
+    except ValueError as err:
+        raise CheckpointMismatchError(str(err)) from None
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                 allow_head_truncation: bool = True, allow_missing_head: bool = False) -> None:
+                 allow_head_truncation: bool = True, allow_missing_head: bool = False,
+                 key_prefix: str = "") -> None:
     """Copy ``state`` into ``model``, refusing any mismatch except the LM head rule.
 
     The LM rule: a head tensor (``projection.*``) whose checkpoint version has
@@ -124,27 +137,26 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     warning (:func:`_log_head_truncation`). ``allow_missing_head`` lets a checkpoint
     without any head tensor initialise only the speaker model. A checkpoint
     without any of the model's SSL front-end WavLM weights (a frozen run's)
-    keeps the model's own, pretrained ones. Every other missing, unexpected or
-    differently shaped tensor raises :class:`CheckpointMismatchError` naming it
-    and ``source``.
+    keeps the model's own, pretrained ones, and one saved by WeSpeaker's s3prl
+    front-end is renamed (:func:`state_in_model_names`). Every other missing,
+    unexpected or differently shaped tensor raises :class:`CheckpointMismatchError`
+    naming it and ``source``; ``key_prefix`` is put before the names it prints
+    (``frontend.`` when ``model`` is a front-end loaded from a whole model's state).
     """
-    try:
-        state = with_pretrained_frontend_weights(model, state, source)
-    except ValueError as err:
-        raise CheckpointMismatchError(str(err)) from None
+    state = state_in_model_names(model, state, source)
     own = model.state_dict()
     to_load: Dict[str, torch.Tensor] = {}
     unexpected = [key for key in state if key not in own]
     if unexpected:
         raise CheckpointMismatchError(
-            f"{source}: tensor '{unexpected[0]}' is not in the model "
+            f"{source}: tensor '{key_prefix}{unexpected[0]}' is not in the model "
             f"({len(unexpected)} unexpected tensors)")
     skip_head = allow_missing_head and not any(key.startswith(HEAD_PREFIX) for key in state)
     for key, target in own.items():
         if key not in state:
             if skip_head and key.startswith(HEAD_PREFIX):
                 continue
-            raise CheckpointMismatchError(f"{source}: tensor '{key}' is missing")
+            raise CheckpointMismatchError(f"{source}: tensor '{key_prefix}{key}' is missing")
         tensor = state[key]
         if tensor.shape != target.shape:
             fits_lm_rule = (allow_head_truncation and key.startswith(HEAD_PREFIX)
@@ -152,7 +164,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
                             and tensor.shape[0] > target.shape[0])
             if not fits_lm_rule:
                 raise CheckpointMismatchError(
-                    f"{source}: tensor '{key}' has shape {tuple(tensor.shape)} in the "
+                    f"{source}: tensor '{key_prefix}{key}' has shape {tuple(tensor.shape)} in the "
                     f"checkpoint but {tuple(target.shape)} in the model")
             _log_head_truncation(source, key, tensor.shape[0], target.shape[0])
             tensor = tensor[:target.shape[0]]
