@@ -11,11 +11,12 @@ from train_helpers import (CPU_WORLD, TINY_CONFIG, make_speaker_corpus, plan_of,
                            tiny_config, write_config)
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.config import (ConfigError, ExponentialDecreaseArgs, TrainConfig,
-                                 WarmupCosineArgs, WarmupStepDecayArgs, load_config)
+                                 TriAngular2Args, WarmupCosineArgs, WarmupStepDecayArgs,
+                                 load_config)
 from wespeaker_py.config.schema import SCHEDULERS
 from wespeaker_py.train.builder import build_lr_scheduler
-from wespeaker_py.train.schedulers import (ExponentialDecrease, WarmupCosineScheduler,
-                                           WarmupLRWithStepDecay)
+from wespeaker_py.train.schedulers import (ExponentialDecrease, TriAngular2,
+                                           WarmupCosineScheduler, WarmupLRWithStepDecay)
 
 # WeSpeaker's examples/voxceleb/v2/conf/w2vbert_s1_lora.yaml and w2vbert_s2_ft.yaml
 STEP_DECAY = {"scheduler": "WarmupLR_withStepDecay",
@@ -142,6 +143,7 @@ def test_state_round_trips_for_resume(build):
 def test_the_config_names_are_the_schedulers_and_their_blocks():
     assert {name: (choice.factory(), choice.args) for name, choice in SCHEDULERS.items()} == {
         "ExponentialDecrease": (ExponentialDecrease, ExponentialDecreaseArgs),
+        "TriAngular2": (TriAngular2, TriAngular2Args),
         "WarmupLR_withStepDecay": (WarmupLRWithStepDecay, WarmupStepDecayArgs),
         "WarmupCosineScheduler": (WarmupCosineScheduler, WarmupCosineArgs)}
 

@@ -70,7 +70,8 @@ def test_unusable_training_data_is_refused_before_exp_dir_is_written(tmp_path, c
 
 
 @pytest.mark.parametrize("override, expected", [
-    (["--model_args.embed_dim", "-5"], r"'model_args' does not fit XVEC: .*-5"),
+    (["--model_args.hid_dim", "-5"], r"'model_args' does not fit XVEC: .*-5"),
+    (["--model_args.embed_dim", "-5"], r"'model_args.embed_dim' must be an integer >= 1 .*-5"),
     (["--projection_args.project_type", "no_such_head"], "no_such_head"),
     (["--frozen_params", "['nowhere.']"], "'frozen_params': 'nowhere.' names no parameter"),
 ])

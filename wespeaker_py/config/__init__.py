@@ -13,13 +13,14 @@ from wespeaker_py.config.schema import (CmvnArgs, DataloaderArgs, DatasetArgs,
                                         ExponentialDecreaseArgs, FbankArgs, FilterArgs,
                                         MarginUpdate, ModelConfig, S3prlArgs, SchedulerArgs,
                                         ShuffleArgs, SpecAugArgs, TfmelArgs, TrainConfig,
-                                        UpstreamArgs, W2vbertArgs, WarmupCosineArgs,
-                                        WarmupStepDecayArgs, WhisperEncoderArgs)
+                                        TriAngular2Args, UpstreamArgs, W2vbertArgs,
+                                        WarmupCosineArgs, WarmupStepDecayArgs,
+                                        WhisperEncoderArgs)
 
 __all__ = ["CmvnArgs", "ConfigError", "DataloaderArgs", "DatasetArgs",
            "ExponentialDecreaseArgs", "FbankArgs", "FilterArgs", "MarginUpdate", "ModelConfig",
            "S3prlArgs", "SchedulerArgs", "ShuffleArgs", "SpecAugArgs", "TfmelArgs",
-           "TrainConfig", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
+           "TrainConfig", "TriAngular2Args", "UpstreamArgs", "W2vbertArgs", "WarmupCosineArgs",
            "WarmupStepDecayArgs", "WhisperEncoderArgs", "apply_override", "as_dataset_args",
            "config_to_dict", "load_config", "load_model_config", "model_config_from",
            "parse_gpus", "parse_override_args", "read_yaml", "save_config"]

@@ -467,6 +467,31 @@ class ExponentialDecreaseArgs:
 
 
 @_block
+class TriAngular2Args:
+    """``scheduler_args`` of ``scheduler: TriAngular2``: cycles between ``final_lr`` and a
+    peak that starts at ``initial_lr`` and comes ``reduce_lr_diff_ratio`` times closer to
+    ``final_lr`` each cycle of ``cycle_step`` epochs, with ExponentialDecrease's warm-up
+    (no ``warm_from_zero``, which WeSpeaker's TriAngular2 does not take).
+
+    The optimizer starts at ``initial_lr`` unless ``optimizer_args.lr`` is given.
+    """
+
+    initial_lr: float = setting(above=0)
+    final_lr: float = setting(above=0)
+    warm_up_epoch: float = setting(6.0, minimum=0)
+    cycle_step: float = setting(2.0, above=0)
+    reduce_lr_diff_ratio: float = setting(0.5, minimum=0)
+    scale_ratio: Optional[float] = setting(None, above=0)
+    num_epochs: Optional[int] = setting(None, minimum=1)
+    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
+
+    @property
+    def optimizer_lr(self) -> Optional[float]:
+        """The optimizer's lr when ``optimizer_args`` has none (None: it must have one)."""
+        return self.initial_lr
+
+
+@_block
 class WarmupStepDecayArgs:
     """``scheduler_args`` of ``scheduler: WarmupLR_withStepDecay``, in epochs.
 
@@ -521,6 +546,7 @@ class WarmupCosineArgs:
 SCHEDULERS = {
     "ExponentialDecrease": Choice("wespeaker_py.train.schedulers:ExponentialDecrease",
                                   ExponentialDecreaseArgs),
+    "TriAngular2": Choice("wespeaker_py.train.schedulers:TriAngular2", TriAngular2Args),
     "WarmupLR_withStepDecay": Choice("wespeaker_py.train.schedulers:WarmupLRWithStepDecay",
                                      WarmupStepDecayArgs),
     "WarmupCosineScheduler": Choice("wespeaker_py.train.schedulers:WarmupCosineScheduler",

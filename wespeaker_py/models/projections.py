@@ -327,7 +327,8 @@ class SphereFace2(_AngularMargin):
                  margin_type: str = "C"):
         super().__init__()
         if margin_type not in ("A", "C"):
-            raise ValueError(f"sphereface2 margin_type must be 'A' or 'C', got {margin_type!r}")
+            raise ValueError(f"config key 'projection_args.margin_type' must be 'A' or 'C' "
+                             f"(project_type sphereface2), got {margin_type!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.scale = scale

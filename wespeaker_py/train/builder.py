@@ -1,6 +1,7 @@
 """A plan's parts: model with head and start weights, optimizer, schedules, data loader."""
 from __future__ import annotations
 
+import math
 from typing import List, Mapping, Optional
 
 import torch
@@ -38,11 +39,13 @@ def build_model(plan: TrainingPlan) -> nn.Module:
 
 
 def check_model_builds(plan: TrainingPlan) -> None:
-    """Build the model and head on the meta device (no memory, no random draws), so that a
-    ``model_args``, ``projection_args`` or ``frozen_params`` error is raised before the
-    experiment folder is made; warn (rank 0) of each ``projection_args`` key that only
-    another head takes, and of a ``margin_update`` that sets a margin for a head without
-    one to schedule."""
+    """Build the model and head on the meta device (no memory, no random draws), then the
+    optimizer over its parameters and the learning-rate schedule over that optimizer, so
+    that a ``model_args``, ``projection_args``, ``frozen_params``, ``optimizer_args`` or
+    ``scheduler_args`` error is raised before the experiment folder is made; warn (rank 0)
+    of each ``projection_args`` key that only another head takes, of a ``margin_update``
+    that sets a margin for a head without one to schedule, and of a margin outside
+    [0, pi/2]."""
     with torch.device("meta"):
         model = build_speaker_model(plan.model_config)
         model.add_module("projection", _build_head(plan))
@@ -50,11 +53,18 @@ def check_model_builds(plan: TrainingPlan) -> None:
         _warn_keys_of_other_heads(plan.projection_args)
         _warn_margin_update_unused(plan.margin_update, model.projection,
                                    plan.projection_args["project_type"])
+        if model.projection.margin_schedulable:
+            _warn_margins_out_of_range(plan.margin_update)
     names = [name for name, _ in model.named_parameters()]
     if plan.model_holds_frontend:
         names += [f"frontend.{name}" for name, _ in plan.frontend.named_parameters()]
     for prefix in plan.frozen_params:
         _named_by(prefix, names)
+    try:
+        optimizer = build_optimizer(plan, model)
+    except RuntimeError:   # a device check (fused=True in older torch): meta is no device
+        return             # to judge by; the real build, on the real one, decides
+    build_lr_scheduler(plan, optimizer)
 
 
 def _build_head(plan: TrainingPlan) -> nn.Module:
@@ -84,6 +94,18 @@ def _warn_margin_update_unused(margin_update: MarginUpdate, head: ProjectionHead
         logger.warning("config key 'margin_update' has no effect: project_type %s has no "
                        "margin to schedule (initial_margin %g, final_margin %g are ignored)",
                        project_type, margin_update.initial_margin, margin_update.final_margin)
+
+
+def _warn_margins_out_of_range(margin_update: MarginUpdate) -> None:
+    # a warning, not an error: WeSpeaker trains with any margin. A margin is an angle (or a
+    # cosine offset) that separates classes only between 0 and pi/2.
+    keys = ["initial_margin"] + (["final_margin"] if margin_update.update_margin else [])
+    for key in keys:
+        margin = getattr(margin_update, key)
+        if not 0 <= margin <= math.pi / 2:
+            logger.warning("config key 'margin_update.%s' is %g, outside [0, pi/2 = %.4g] "
+                           "where a margin makes sense; training goes on with it, as "
+                           "WeSpeaker's does", key, margin, math.pi / 2)
 
 
 def _named_by(prefix: str, names: List[str]) -> List[str]:
@@ -183,7 +205,9 @@ def build_optimizer(plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimiz
               for group in frontend_param_groups(model)]
     try:
         return OPTIMIZERS[plan.optimizer].build("optimizer_args", plan.optimizer_args, groups)
-    except TypeError as err:
+    except ConfigError:   # a key it takes no argument of, named already
+        raise
+    except (TypeError, ValueError) as err:   # a value of the wrong type, or one it refuses
         raise ConfigError(f"config key 'optimizer_args' does not fit "
                           f"{plan.optimizer}: {err}") from None
 
@@ -202,11 +226,18 @@ def trained_parameter_keys(plan: TrainingPlan) -> List[str]:
 
 def build_lr_scheduler(plan: TrainingPlan, optimizer: torch.optim.Optimizer) -> LRScheduler:
     """The learning-rate schedule ``scheduler`` (:data:`~wespeaker_py.config.schema.SCHEDULERS`),
-    given the global batch against WeSpeaker's 64 (which only ExponentialDecrease applies)."""
-    return SCHEDULERS[plan.scheduler].build("scheduler_args",
-                                            schedule_settings(plan.scheduler_args), optimizer,
-                                            num_epochs=plan.num_epochs, epoch_iter=plan.epoch_iter,
-                                            scale_ratio=plan.lr_scale_ratio)
+    given the global batch against WeSpeaker's 64 (which only ExponentialDecrease and
+    TriAngular2 apply); ``scheduler_args`` it refuses are a ConfigError."""
+    try:
+        return SCHEDULERS[plan.scheduler].build(
+            "scheduler_args", schedule_settings(plan.scheduler_args), optimizer,
+            num_epochs=plan.num_epochs, epoch_iter=plan.epoch_iter,
+            scale_ratio=plan.lr_scale_ratio)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"config key 'scheduler_args' does not fit "
+                          f"{plan.scheduler}: {err}") from None
 
 
 def build_margin_scheduler(plan: TrainingPlan, head: ProjectionHead) -> MarginScheduler:

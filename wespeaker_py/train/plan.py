@@ -9,6 +9,7 @@ it holds.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -19,10 +20,11 @@ import torch.nn as nn
 from wespeaker_py.config import (ConfigError, DataloaderArgs, DatasetArgs, MarginUpdate,
                                  ModelConfig, SchedulerArgs, TrainConfig, config_to_dict)
 from wespeaker_py.dataset import spk2id_from_utt2spk
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, did_you_mean
 from wespeaker_py.dataset.augment import check_augment_list
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.io.layout import ExperimentLayout
+from wespeaker_py.models import model_factory
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
 from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
@@ -125,7 +127,7 @@ class TrainingPlan:
     optimizer_args: Dict[str, Any]  # lr filled in from scheduler_args (its optimizer_lr)
     scheduler: str
     scheduler_args: SchedulerArgs
-    lr_scale_ratio: float  # global batch / WeSpeaker's 64 (ExponentialDecrease applies it)
+    lr_scale_ratio: float  # global batch / WeSpeaker's 64 (ExponentialDecrease, TriAngular2)
     margin_update: MarginUpdate
     num_epochs: int
     # the step
@@ -214,7 +216,27 @@ def _check_required_keys(config: TrainConfig) -> None:
             raise ConfigError(f"config key '{key}' must be set "
                               f"(in the YAML or as --{key} on the command line)")
     if "embed_dim" not in config.model_args:
-        raise ConfigError("config key 'model_args.embed_dim' is required (the head's input size)")
+        raise ConfigError(f"config key 'model_args.embed_dim' is required (the head's input "
+                          f"size){_misspelt_embed_dim(config)}")
+    embed_dim = config.model_args["embed_dim"]
+    if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+        raise ConfigError(f"config key 'model_args.embed_dim' must be an integer >= 1 (the "
+                          f"head's input size), got {embed_dim!r}")
+
+
+def _misspelt_embed_dim(config: TrainConfig) -> str:
+    """``, but model_args has 'embed_dims'; did you mean 'embed_dim'?`` for the first key of
+    ``model_args`` close to ``embed_dim`` that the model takes no argument of (``hid_dim`` of
+    XVEC is no misspelling), or an empty string."""
+    try:
+        takes = set(inspect.signature(model_factory(config.model)).parameters)
+    except ValueError:   # an unknown model, which check_model_frontend names next
+        takes = set()
+    for key in config.model_args:
+        hint = "" if key in takes else did_you_mean(str(key), ["embed_dim"])
+        if hint:
+            return f", but model_args has '{key}'{hint}"
+    return ""
 
 
 def _check_augment_data(config: TrainConfig, world: DistContext) -> None:

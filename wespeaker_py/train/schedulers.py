@@ -91,6 +91,44 @@ class ExponentialDecrease:
         self.last_lr = self.lr_at(self.current_iter)
 
 
+class TriAngular2(ExponentialDecrease):
+    """WeSpeaker's ``TriAngular2``: triangular cycles whose height shrinks by
+    ``reduce_lr_diff_ratio`` (a half by default) each cycle (Smith's "triangular2" policy,
+    arXiv:1506.01186), with ExponentialDecrease's warm-up.
+
+    A cycle lasts ``C = cycle_step * epoch_iter`` iterations: at iteration ``t``,
+    ``p = t % C`` into cycle ``n = t // C``, the rate rises linearly from ``final_lr``
+    to the cycle's peak ``final_lr + (initial_lr - final_lr) * reduce_lr_diff_ratio ** n``
+    over the first ``S = C // 2`` iterations (``p <= S``) and falls back over the rest.
+    That rate is multiplied by ExponentialDecrease's coefficient (warm-up from 1, and
+    only when ``scale_ratio > 1``; there is no ``warm_from_zero``, as in WeSpeaker).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, num_epochs: int, epoch_iter: int,
+                 initial_lr: float, final_lr: float, warm_up_epoch: float = 6,
+                 scale_ratio: float = 1.0, cycle_step: float = 2,
+                 reduce_lr_diff_ratio: float = 0.5):
+        super().__init__(optimizer, num_epochs, epoch_iter, initial_lr, final_lr,
+                         warm_up_epoch=warm_up_epoch, scale_ratio=scale_ratio)
+        self.cycle_iter = cycle_step * epoch_iter
+        self.half_cycle = self.cycle_iter // 2
+        if self.half_cycle <= 0:
+            raise ValueError(f"cycle_step {cycle_step:g} of {epoch_iter} batches per epoch "
+                             f"is a cycle of {self.cycle_iter:g} batches; it needs at least 2")
+        self.reduce_lr_diff_ratio = reduce_lr_diff_ratio
+
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate applied at ``iteration``."""
+        point = iteration % self.cycle_iter
+        peak = self.final_lr + (self.initial_lr - self.final_lr) * (
+            self.reduce_lr_diff_ratio ** (iteration // self.cycle_iter))
+        if point <= self.half_cycle:
+            lr = self.final_lr + (peak - self.final_lr) * point / self.half_cycle
+        else:
+            lr = peak - (peak - self.final_lr) * (point - self.half_cycle) / self.half_cycle
+        return self.coefficient(iteration) * lr
+
+
 class _IterationSchedule:
     """What the warm-up schedules share: the state is the iteration of the last step.
 
@@ -208,7 +246,8 @@ class WarmupCosineScheduler(_IterationSchedule):
         return [self.lr_at(iteration)] * len(self.optimizer.param_groups)
 
 
-LRScheduler = Union[ExponentialDecrease, WarmupLRWithStepDecay, WarmupCosineScheduler]
+LRScheduler = Union[ExponentialDecrease, TriAngular2, WarmupLRWithStepDecay,
+                    WarmupCosineScheduler]
 
 
 class MarginScheduler:
