@@ -95,6 +95,24 @@ def test_an_epoch_that_skipped_most_utterances_fails_once_saved(corpus, tmp_path
     assert "max_fail_fraction" not in caplog.text
 
 
+def test_a_last_epoch_that_skipped_most_utterances_says_how_to_train_it_again(corpus, tmp_path):
+    data = _mostly_missing(corpus, str(tmp_path))
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+    with pytest.raises(TrainingDataError) as stopped:
+        run_training(tiny_config(exp_dir, data, num_epochs=1))
+    last = os.path.join(models, "model_1.pt")
+    assert (f"{last} is saved; this was the run's last epoch: to train it again once the data "
+            f"is fixed, remove it (final_model.pt points at it) and run the same command from "
+            f"the checkpoint before it") in str(stopped.value)
+    # the advice, followed: with the data back and the epoch removed, the run trains it again
+    os.remove(last)
+    results = run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    assert [result.epoch for result in results] == [1]
+    assert os.readlink(os.path.join(models, "final_model.pt")) == "model_1.pt"
+    assert os.path.isfile(last)
+
+
 def test_an_unsaved_epoch_that_skipped_too_much_is_kept_in_interrupted_pt(
         corpus, tmp_path, caplog):
     data = _mostly_missing(corpus, str(tmp_path))

@@ -27,7 +27,7 @@ from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
                                             init_distributed, shutdown_distributed)
-from wespeaker_py.train.experiment import ExperimentFolder
+from wespeaker_py.train.experiment import FINAL_MODEL, ExperimentFolder
 from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
                                           TrainingStopped)
 from wespeaker_py.train.loop import (EpochPosition, EpochResult, EpochStopped, NonFiniteLossError,
@@ -307,9 +307,14 @@ def _check_skipped_data(trainer: Trainer, epoch: int, data: SkipSummary, saved: 
         trainer.save_interrupted(epoch + 1, EpochPosition(0, zero_totals(), None))
         path = plan.layout.interrupted_path
     barrier(plan.world)
-    then = ("this was the run's last epoch: train it again once the data is fixed"
-            if epoch == plan.num_epochs else
-            f"once the data is fixed, {_resume_hint(trainer.folder, resume_hint)}")
+    if epoch != plan.num_epochs:
+        then = f"once the data is fixed, {_resume_hint(trainer.folder, resume_hint)}"
+    elif resume_hint is None:   # bin.train, the recipes: the saved epoch makes the run finished
+        then = (f"this was the run's last epoch: to train it again once the data is fixed, "
+                f"remove it ({FINAL_MODEL} points at it) and run the same command from the "
+                f"checkpoint before it (the recipes take the newest one left)")
+    else:   # the caller (fine-tuning) says how its run trains that epoch again
+        then = "this was the run's last epoch: train it again once the data is fixed"
     raise TrainingDataError(
         f"{trainer.epoch_name(epoch)} skipped {' and '.join(beyond)}, more than "
         f"max_fail_fraction {plan.max_fail_fraction:g}: {data.describe_skipped()}. A wrong path "
