@@ -1,5 +1,7 @@
 """Fine-tuning's data: a folder of speaker folders taken as DIR, the dev speakers drawn
-from each sample rate of the data, and the warnings on mixed rates and a small dev part.
+from each sample rate of the data (two of one rate first), the counts that leave out files
+that cannot be read, and the warnings on mixed rates, a small dev part, a dev part whose
+nontarget trials all pair two rates and a layout one level too high.
 
 Nothing trains: the data is read, or a run stops where its first phase would train.
 """
@@ -17,8 +19,10 @@ from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.dataset.lists import decodable_extensions
+from wespeaker_py.finetune.data import read_finetune_corpus, write_lists
 from wespeaker_py.finetune.speaker_folders import list_speaker_folders
-from wespeaker_py.finetune.split import SPLIT_SEED, _choose_dev
+from wespeaker_py.finetune.split import (SPLIT_SEED, _choose_dev, kept_split,
+                                         split_finetune_data, warn_about_split)
 from wespeaker_py.utils.paths import file_digest
 
 
@@ -149,16 +153,17 @@ def test_a_speaker_folder_run_writes_its_lists_and_a_changed_folder_is_another_r
 # ---- 2: the dev speakers come from each rate; the mixed-rate warning's advice -------------
 
 def test_dev_speakers_are_drawn_from_each_rate_and_counted_by_rate(tmp_path):
-    # 8 speakers at 16 kHz and 2 at 8 kHz: the seed alone draws two 16 kHz speakers
+    # 8 speakers at 16 kHz and 2 at 8 kHz: two dev speakers are two of 16 kHz (a pair at
+    # one rate); a third is one of 8 kHz, the other staying in training
     data = _kaldi_folder(tmp_path / "mixed", 10,
                          rate_of=lambda spk: 8000 if spk in ("spk8", "spk9") else 16000)
-    eligible = sorted(f"spk{number}" for number in range(10))
-    assert sorted(random.Random(SPLIT_SEED).sample(eligible, 2)) == ["spk3", "spk7"]
     split = read_finetune_data(data)
-    assert len(split.dev_speakers) == 2
-    assert {"spk8", "spk9"} & set(split.dev_speakers)
-    assert split.dev_rates == {8000: 4, 16000: 4}
-    assert split.summary()["dev_utterances_by_rate"] == {"8000": 4, "16000": 4}
+    assert len(split.dev_speakers) == 2 and not {"spk8", "spk9"} & set(split.dev_speakers)
+    assert split.dev_rates == {16000: 8}
+    split = read_finetune_data(data, dev_speakers=3)
+    assert len({"spk8", "spk9"} & set(split.dev_speakers)) == 1
+    assert split.dev_rates == {8000: 4, 16000: 8}
+    assert split.summary()["dev_utterances_by_rate"] == {"8000": 4, "16000": 8}
 
 
 def test_a_rate_of_one_speaker_neither_leaves_training_nor_spoils_the_split(
@@ -174,24 +179,26 @@ def test_a_rate_of_one_speaker_neither_leaves_training_nor_spoils_the_split(
     assert "training hears none" not in caplog.text
 
 
-def test_a_rate_covering_draw_short_of_trials_gives_way_to_the_seeds_draw():
-    # one of spk8 and spk9 (8 kHz, two utterances each) beside a 4-utterance speaker
-    # gives 7 target trials; the seed alone draws two 16 kHz speakers (12)
-    spk2utts = {f"spk{number}": ["a", "b"] if number >= 8 else ["a", "b", "c", "d"]
+def test_a_rate_pair_short_of_trials_gives_way_to_a_pair_of_the_next_rate():
+    # two of the six 16 kHz speakers (two utterances each) give 2 target trials; two of
+    # the four 8 kHz speakers (four each) give 12
+    spk2utts = {f"spk{number}": ["a", "b"] if number < 6 else ["a", "b", "c", "d"]
                 for number in range(10)}
-    rates = {spk: 8000 if spk in ("spk8", "spk9") else 16000 for spk in spk2utts}
-    by_seed = sorted(random.Random(SPLIT_SEED).sample(sorted(spk2utts), 2))
-    assert _choose_dev(spk2utts, None, rates) == by_seed == ["spk3", "spk7"]
+    rates = {spk: 16000 if int(spk[3:]) < 6 else 8000 for spk in spk2utts}
+    dev = _choose_dev(spk2utts, 2, rates)
+    assert len(dev) == 2 and {rates[spk] for spk in dev} == {8000}
 
 
 def test_a_dev_part_holding_every_file_of_a_rate_is_warned_about(tmp_path, caplog):
-    # two speakers at 16 kHz, one each at 8 and 4 kHz: any two dev speakers take a rate
+    # two speakers at 16 kHz, one each at 8 and 4 kHz: a pair of one rate takes both
+    # 16 kHz speakers (rather than pair 8 with 4 kHz, whose trials tell the rates apart)
     rate_of = {"spk1": 8000, "spk3": 4000}
     data = _kaldi_folder(tmp_path / "calls", 4, rate_of=lambda spk: rate_of.get(spk, 16000))
     split = read_finetune_data(data)
-    assert split.dev_speakers == ["spk1", "spk3"]
-    assert (f"{data}: all of its files at 4000 and 8000 Hz are the dev speakers', so "
-            f"training hears none at those rates") in caplog.text
+    assert split.dev_speakers == ["spk0", "spk2"]
+    assert (f"{data}: all of its files at 16000 Hz are the dev speakers', so training hears "
+            f"none at that rate") in caplog.text
+    assert "pair files at different sample rates" not in caplog.text
 
 
 def test_a_resumed_run_keeps_the_dev_speakers_its_lists_were_written_with(
@@ -241,8 +248,8 @@ def test_a_kaldi_folder_is_listed_for_the_other_commands_with_absolute_paths(
 def test_single_rate_data_draws_the_dev_speakers_of_the_seed_alone():
     spk2utts = {f"spk{number}": ["a", "b"] for number in range(10)}
     by_seed = sorted(random.Random(SPLIT_SEED).sample(sorted(spk2utts), 2))
-    assert _choose_dev(spk2utts, None, {spk: 16000 for spk in spk2utts}) == by_seed
-    assert _choose_dev(spk2utts, None, {}) == by_seed   # pipes: no rate read
+    assert _choose_dev(spk2utts, 2, {spk: 16000 for spk in spk2utts}) == by_seed
+    assert _choose_dev(spk2utts, 2, {}) == by_seed   # pipes: no rate read
 
 
 def test_files_below_the_rate_suggest_training_at_the_lower_rate(tmp_path, caplog):
@@ -284,3 +291,166 @@ def test_a_small_dev_part_is_warned_about(tmp_path, caplog):
     caplog.clear()
     read_finetune_data(big, dev_speakers=10)      # 60 target trials
     assert "the dev part has" not in caplog.text
+
+
+# ---- F7: a dev part at one rate where it can be; cross-rate trials said to be ----------------
+
+def _rates_by_key(split):
+    """The sample rate of each dev utterance's file."""
+    return {entry.key: sf.info(entry.wav).samplerate for entry in split.dev}
+
+
+def test_mixed_rates_hold_out_two_speakers_of_the_most_common_rate(tmp_path, caplog):
+    # 6 speakers at 8 kHz, 4 at 16 kHz: one dev speaker per rate made every nontarget trial
+    # pair 8 with 16 kHz (a dev EER of 0 and a calibration that accepts everyone)
+    data = _kaldi_folder(tmp_path / "mixed", 10,
+                         rate_of=lambda spk: 8000 if int(spk[3:]) < 6 else 16000)
+    split = read_finetune_data(data)
+    assert len(split.dev_speakers) == 2 and split.dev_rates == {8000: 8}
+    rate_of = _rates_by_key(split)
+    assert any(label == "nontarget" and rate_of[enroll] == rate_of[test]
+               for enroll, test, label in split.trials)
+    # training still hears both rates
+    assert {int(spk[3:]) < 6 for spk in split.train_speakers} == {True, False}
+    assert "training hears none" not in caplog.text
+    assert "pair files at different sample rates" not in caplog.text
+
+
+def test_a_dev_part_that_can_only_pair_two_rates_is_warned_about(tmp_path, caplog):
+    # the only speakers with two or more utterances: spk0 at 16 kHz and spk1 at 8 kHz
+    data = _kaldi_folder(tmp_path / "calls", 4,
+                         rate_of=lambda spk: 8000 if spk in ("spk1", "spk3") else 16000,
+                         keep=lambda key: key[:4] in ("spk0", "spk1") or key.endswith("0"))
+    split = read_finetune_data(data)
+    assert split.dev_speakers == ["spk0", "spk1"]
+    assert (f"{os.path.abspath(data)}: all 16 dev nontarget trials pair files at different "
+            f"sample rates (dev speakers: spk0 at 16000 Hz, spk1 at 8000 Hz): the dev EER and "
+            f"minDCF, and the calibration fitted on them, measure the rate difference, not "
+            f"how well speakers are told apart") in caplog.text
+    assert ("no rate has two speakers with two or more utterances: add speakers at one of "
+            "the rates") in caplog.text
+
+
+def test_a_resumed_run_keeps_its_cross_rate_dev_part_and_is_warned(tmp_path, caplog):
+    # lists written under the earlier rule (one dev speaker per rate) are kept on resume
+    data = _kaldi_folder(tmp_path / "mixed", 10,
+                         rate_of=lambda spk: 8000 if int(spk[3:]) < 6 else 16000)
+    corpus = read_finetune_corpus(data)
+    lists = str(tmp_path / "lists")
+    write_lists(split_finetune_data(corpus, dev_set=["spk2", "spk7"]), lists)
+    drawn = split_finetune_data(corpus)
+    assert drawn.dev_rates == {8000: 8}
+    caplog.clear()
+    kept = kept_split(corpus, drawn, lists)
+    warn_about_split(corpus, kept)
+    assert kept.dev_speakers == ["spk2", "spk7"] and kept.dev_rates == {8000: 4, 16000: 4}
+    assert ("all 16 dev nontarget trials pair files at different sample rates (dev "
+            "speakers: spk2 at 8000 Hz, spk7 at 16000 Hz)") in caplog.text
+    assert ("for a resumed run (which keeps its dev speakers), fine-tune into another "
+            "--out") in caplog.text
+
+
+# ---- F7: files the data check could not read count nowhere ---------------------------------
+
+def _empty(data, keys):
+    """Empty the files of the utterances ``keys`` of the Kaldi folder ``data``."""
+    paths = dict(line.split() for line in open(os.path.join(data, "wav.scp")))
+    for key in keys:
+        open(paths[key], "w").close()
+
+
+def test_a_speaker_with_no_file_that_can_be_read_is_neither_drawn_nor_counted(
+        tmp_path, caplog):
+    data = _kaldi_folder(tmp_path / "calls", 6)
+    ghost = read_finetune_data(data).dev_speakers[0]
+    _empty(data, [f"{ghost}-utt{number}" for number in range(4)])
+    caplog.clear()
+    split = read_finetune_data(data)
+    assert ghost not in split.dev_speakers + split.train_speakers
+    assert len(split.train_speakers) == 3 and split.summary()["train_speakers"] == 3
+    assert any(entry.spk == ghost for entry in split.train)   # listed: training skips it
+    assert (f"none of the files of 1 speaker(s) can be read ({ghost}): they count neither "
+            f"as training nor as dev speakers") in caplog.text
+
+
+def test_a_speaker_with_no_file_that_can_be_read_does_not_make_up_the_minimum(tmp_path):
+    data = _kaldi_folder(tmp_path / "calls", 4)
+    _empty(data, [f"spk3-utt{number}" for number in range(4)])
+    with pytest.raises(FinetuneDataError, match=re.escape(
+            f"{data}/utt2spk has 3 speaker(s) (1 more with no file that can be read); "
+            f"fine-tuning needs at least 4 speakers: 2 held out for dev (each with two or "
+            f"more utterances) and 2 to train on")):
+        read_finetune_data(data)
+
+
+def test_dev_trials_and_utterances_count_only_files_that_can_be_read(tmp_path):
+    data = _kaldi_folder(tmp_path / "calls", 6)
+    drawn = read_finetune_data(data, dev_speakers=3).dev_speakers
+    _empty(data, [f"{drawn[0]}-utt0"])
+    split = read_finetune_data(data, dev_speakers=3)
+    assert split.dev_speakers == drawn and len(split.dev) == 12   # listed: named when skipped
+    summary = split.summary()
+    assert summary["dev_utterances"] == 11
+    assert (summary["dev_target_trials"], summary["dev_nontarget_trials"]) == (15, 40)
+    assert not any(f"{drawn[0]}-utt0" in trial[:2] for trial in split.trials)
+    # two dev speakers, one file short: 9 target trials, refused before training
+    with pytest.raises(FinetuneDataError, match=r"give 9 target and 12 nontarget trials; "
+                                                r"at least 10 and 10 are needed \(more "
+                                                r"--dev_speakers, or more utterances\); 1 of "
+                                                r"their utterances' files cannot be read"):
+        read_finetune_data(data, dev_speakers=2)
+
+
+# ---- F7: too few speakers: the real minimum, advice that can be followed ------------------
+
+def test_too_few_speakers_state_the_minimum_and_name_the_folder(tmp_path):
+    three = _kaldi_folder(tmp_path / "three", 3)
+    with pytest.raises(FinetuneDataError, match=re.escape(
+            f"{three}/utt2spk has 3 speaker(s); fine-tuning needs at least 4 speakers: 2 held "
+            f"out for dev (each with two or more utterances) and 2 to train on")):
+        read_finetune_data(three)
+    # 5 speakers, one utterance each: no dev speaker; --dev_speakers was not given
+    ones = _kaldi_folder(tmp_path / "ones", 5, keep=lambda key: key.endswith("utt0"))
+    with pytest.raises(FinetuneDataError) as refused:
+        read_finetune_data(ones)
+    assert str(refused.value) == (
+        f"{os.path.abspath(ones)}: fine-tuning needs at least 4 speakers: 2 held out for dev "
+        f"(each with two or more utterances) and 2 to train on; it has 5 speakers, 0 of them "
+        f"with two or more utterances")
+    # --dev_speakers 2 given: it cannot be lowered, so lowering it is not suggested
+    with pytest.raises(FinetuneDataError) as refused:
+        read_finetune_data(ones, dev_speakers=2)
+    assert "asked for" not in str(refused.value) and "lower" not in str(refused.value)
+
+
+def test_too_many_dev_speakers_say_how_far_to_lower_them(tmp_path):
+    data = _kaldi_folder(tmp_path / "six", 6)
+    with pytest.raises(FinetuneDataError, match=re.escape(
+            f"{os.path.abspath(data)}: --dev_speakers 5 holds out more speakers than it can: "
+            f"it has 6 speakers, 6 of them with two or more utterances, and 2 must be left to "
+            f"train on; lower --dev_speakers to 4 or less")):
+        read_finetune_data(data, dev_speakers=5)
+    assert len(read_finetune_data(data, dev_speakers=4).dev_speakers) == 4
+
+
+# ---- F7: DIR/<group>/<speaker>/ is said to look like one ---------------------------------
+
+def test_a_folder_of_groups_of_speaker_folders_is_warned_about(tmp_path, caplog):
+    corpus = _kaldi_folder(tmp_path / "corpus", 4)
+    root = tmp_path / "bymonth"
+    for key, spk in (line.split() for line in open(os.path.join(corpus, "utt2spk"))):
+        month = root / f"2024-0{int(key[-1]) + 1}" / spk
+        month.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(corpus, "wav", key + ".wav"), month / (key + ".wav"))
+    listing = list_speaker_folders(str(root))
+    assert listing.speakers == 4
+    assert (f"{root}: 4 subfolder name(s) holding audio recur under several of its speaker "
+            f"folders ('spk0' is under 2024-01, 2024-02, 2024-03 and 1 more): the layout "
+            f"looks like {root}/<group>/<speaker>/") in caplog.text
+    assert f"Give one group's folder ({root}/2024-01) as the folder" in caplog.text
+
+
+def test_speaker_folders_with_a_session_folder_beside_their_files_are_not(tmp_path, caplog):
+    # each speaker folder holds files of its own and a session1/ holding more
+    list_speaker_folders(_speaker_folders(tmp_path / "calls"))
+    assert "recur under several" not in caplog.text

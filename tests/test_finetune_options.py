@@ -5,14 +5,18 @@ rerun of a phase stopped at its last epoch for skipping too much of its data.
 Most tests train nothing (a run that gets as far as a phase is stopped there); the few that
 train fine-tune the tiny source model for an epoch or two.
 """
+import json
 import os
+import re
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from finetune_helpers import read_finetune_data
 from train_helpers import PhaseReached, make_speaker_corpus
+from wespeaker_py.api import load_model
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import _main
 from wespeaker_py.config import TrainConfig
@@ -53,12 +57,17 @@ def _copy_data(data_dir, root):
 # ---- 1, 2, 5: options out of range are refused before anything is written ------------------
 
 @pytest.mark.parametrize("options, named", [
-    (dict(batch_size=-3), "--batch_size"), (dict(batch_size=0), "--batch_size"),
-    (dict(batch_size=1), "--batch_size"), (dict(num_workers=-1), "--num_workers"),
-    (dict(epochs=2, freeze_epochs=5), "--freeze_epochs 5 must be below --epochs 2"),
-    (dict(epochs=2, freeze_epochs=2), "--freeze_epochs 2 must be below --epochs 2"),
-    (dict(epochs=1, freeze_epochs=3), "--freeze_epochs 3 must be below --epochs 1"),
-    (dict(epochs=3, freeze="body", freeze_epochs=3), "--freeze_epochs 3 must be below"),
+    (dict(batch_size=-3), "batch_size=-3: "), (dict(batch_size=0), "batch_size=0: "),
+    (dict(batch_size=1), "batch_size=1: "), (dict(num_workers=-1), "num_workers=-1: "),
+    (dict(epochs=2, freeze_epochs=5), "freeze_epochs=5: must be below epochs (2)"),
+    (dict(epochs=2, freeze_epochs=2), "freeze_epochs=2: must be below epochs (2)"),
+    (dict(epochs=1, freeze_epochs=3), "freeze_epochs=3: must be below epochs (1)"),
+    (dict(epochs=3, freeze="body", freeze_epochs=3), "freeze_epochs=3: must be below"),
+    # from Python, a value of the wrong type is named, not a bare TypeError
+    (dict(sample_rate="8000"), "sample_rate='8000': must be a whole number or None, not str"),
+    (dict(epochs=2.5), "epochs=2.5: must be a whole number, not float"),
+    (dict(lr="1e-3"), "lr='1e-3': must be a number, not str"),
+    (dict(freeze=None), "freeze=None: must be one of auto, none, front, body"),
 ])
 def test_an_option_out_of_range_is_refused_before_any_work(options, named, source_model,
                                                            data_dir, tmp_path, monkeypatch):
@@ -67,9 +76,29 @@ def test_an_option_out_of_range_is_refused_before_any_work(options, named, sourc
 
     monkeypatch.setattr(finetune_run, "_train_phase", train)
     out = str(tmp_path / "out")
-    with pytest.raises(WespeakerError, match=named):
+    with pytest.raises(WespeakerError, match=re.escape(named)):
         finetune(source_model, data_dir, out, FinetuneOptions(**options), device="cpu")
     assert not os.path.exists(out)   # no request.json: the corrected command is not refused
+
+
+def test_the_command_names_options_by_their_flags_and_python_by_its_arguments(
+        source_model, data_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", data_dir,
+                            "--out", out, "--epochs", "2", "--freeze_epochs", "2"]) == 2
+    assert ("error: --freeze_epochs 2: must be below --epochs (2): the epochs after the "
+            "first --freeze_epochs train everything") in capsys.readouterr().err
+    with pytest.raises(WespeakerError, match=r"^epochs=0: must be at least 1$"):
+        load_model(source_model, device="cpu").finetune(data_dir, out, epochs=0)
+    assert not os.path.exists(out)
+
+
+def test_numpy_numbers_are_taken_as_python_ones(source_model, data_dir, tmp_path,
+                                                first_phase):
+    first_phase(source_model, data_dir, str(tmp_path / "out"),
+                FinetuneOptions(epochs=np.int64(2), lr=np.float64(0.01)))
+    recorded = json.load(open(tmp_path / "out" / "work" / "request.json"))
+    assert recorded["options"]["epochs"] == 2 and recorded["options"]["lr"] == 0.01
 
 
 def test_the_options_in_range_reach_training_with_the_given_loader(source_model, data_dir,
@@ -135,13 +164,15 @@ def test_bin_train_keeps_its_checkpoint_hint():
 def test_a_missing_file_is_skipped_and_named_by_its_key(data_dir, tmp_path, caplog):
     data = _copy_data(data_dir, str(tmp_path / "data"))
     lines = open(os.path.join(data, "wav.scp")).read().splitlines()
-    dev_key = read_finetune_data(data).dev[0].key
+    # 3 dev speakers: with 2, the one with a file missing would leave 9 target trials of
+    # files that can be read, below the 10 needed
+    dev_key = read_finetune_data(data, dev_speakers=3).dev[0].key
     missing = {dev_key, lines[0].split()[0]}
     with open(os.path.join(data, "wav.scp"), "w") as scp:
         scp.write("".join(f"{key} {tmp_path}/gone/{key}.wav\n" if key in missing
                           else f"{key} {path}\n"
                           for key, path in (line.split() for line in lines)))
-    split = read_finetune_data(data)
+    split = read_finetune_data(data, dev_speakers=3)
     assert split.sample_rate == 16000
     assert len(split.train) + len(split.dev) == len(lines)   # listed: training skips it
     assert (f"2 of its {len(lines)} files cannot be read, and their utterances are skipped "
@@ -261,8 +292,8 @@ def test_a_max_fail_fraction_above_1_is_refused_naming_the_flag(tmp_path, capsys
     assert refused.value.code == 2
     assert ("argument --max_fail_fraction/--max-fail-fraction: expected a number in [0, 1], "
             "got '1.5'") in capsys.readouterr().err
-    with pytest.raises(WespeakerError, match=r"--max_fail_fraction must be a number in "
-                                             r"\[0, 1\], got 1.5"):
+    with pytest.raises(WespeakerError, match=r"max_fail_fraction=1.5: must be a number in "
+                                             r"\[0, 1\]"):
         finetune("m", "d", out, max_fail_fraction=1.5)
     assert not os.path.exists(out)
 
@@ -302,17 +333,21 @@ def test_a_phase_that_skipped_too_much_says_to_raise_the_finetune_flag(
 # ---- 8: a phase stopped on skipped data at its last epoch is trained again by a rerun --------
 
 def _data_on_a_missing_disk(data_dir, root):
-    """A data folder of its own whose first 8 training utterances (of 12, with 3 dev speakers)
-    lie on ``root/disk``, not there yet (an unmounted disk): an epoch skips 67% of its data.
+    """A data folder of its own 8 of whose 12 training utterances (with 3 dev speakers) lie
+    on ``root/disk``, not there yet (an unmounted disk): an epoch skips 67% of its data.
     Returns the folder and a function that puts the files there."""
     data = _copy_data(data_dir, os.path.join(root, "data"))
     disk = os.path.join(root, "disk")
-    gone = {entry.key for entry in read_finetune_data(data, dev_speakers=3).train[:8]}
+    split = read_finetune_data(data, dev_speakers=3)
+    # each training speaker keeps a file (one with none would count as no speaker, and
+    # too few would be left to train on), the first two: the dev speakers drawn stay
+    gone = [entry.key for entry in split.train if not entry.key.endswith("utt3")][-8:]
     wav_scp = os.path.join(data, "wav.scp")
     paths = dict(line.split() for line in open(wav_scp))
     with open(wav_scp, "w") as scp:
         scp.write("".join(f"{key} {os.path.join(disk, key + '.wav') if key in gone else path}\n"
                           for key, path in paths.items()))
+    assert read_finetune_data(data, dev_speakers=3).dev_speakers == split.dev_speakers
 
     def mount():
         os.makedirs(disk)

@@ -21,8 +21,10 @@ from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.bin.extract import build_parser as extract_parser
 from wespeaker_py.dataset.lists import TableEntry, read_data_list, write_raw_list
-from wespeaker_py.finetune.report import (DEV_UTTERANCE_FILES, UTTERANCE_FILES, next_steps,
-                                          summary_line, what_to_try)
+from wespeaker_py.finetune.report import (BETTER, DEV_UTTERANCE_FILES, DISAGREE,
+                                          NO_DIFFERENCE, UTTERANCE_FILES, WORSE, next_steps,
+                                          summary_line, verdict, warn_if_worse, what_to_try,
+                                          worse_than_source)
 
 TINY_FLAGS = ["--epochs", "2", "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
               "--num_avg", "1", "--device", "cpu", "--num_threads", "1"]
@@ -39,14 +41,26 @@ def _data(root):
 
 
 def _report(**dev_by_rate):
-    """A finetune.json record of a 16 kHz run with the given dev utterances by rate."""
+    """A finetune.json record of a 16 kHz run with the given dev utterances by rate (29
+    target and 142 nontarget trials; as an earlier version wrote it, the counts are the
+    split's only)."""
     return {"options": {"lr": 0.001, "freeze": "auto", "freeze_epochs": 1},
             "phases": [{"freeze": "none"}], "sample_rate": 16000,
             "data": {"dev_speakers": 5, "dev_utterances": sum(dev_by_rate.values()),
                      "dev_utterances_by_rate": {rate[2:]: n for rate, n in dev_by_rate.items()},
-                     "files_by_rate": {"8000": 77, "16000": 80}},
+                     "files_by_rate": {"8000": 77, "16000": 80},
+                     "dev_target_trials": 29, "dev_nontarget_trials": 142},
             "dev": {"before": {"eer": 0.0345, "min_dcf": 0.034, "trials": 171},
                     "after": {"eer": 0.2069, "min_dcf": 0.759, "trials": 171}}}
+
+
+def _dev(eer_before, eer_after, dcf_before, dcf_after, targets=30, nontargets=36):
+    """A record's ``dev`` entry of those figures (EER in %), on that many trials of each
+    kind."""
+    counts = {"trials": targets + nontargets, "target_trials": targets,
+              "nontarget_trials": nontargets}
+    return {"before": dict(counts, eer=eer_before / 100, min_dcf=dcf_before),
+            "after": dict(counts, eer=eer_after / 100, min_dcf=dcf_after)}
 
 
 # ---- 1, 3: the summary line -----------------------------------------------------------------
@@ -60,8 +74,55 @@ def test_the_summary_says_a_worse_model_plainly_and_the_dev_rates():
     report["phases"] = [{"freeze": "body"}, {"freeze": "none"}]   # froze the body already
     report["dev"]["after"]["eer"] = 0.0345                        # as good is not worse
     assert "WORSE" not in summary_line(report, "ft2")
-    report["dev"]["after"]["eer"] = 0.05
+    report["dev"]["after"]["eer"] = 0.10   # more than one of its 29 target trials worse
     assert "try a lower --lr (e.g. 0.0001); model in ft2" in summary_line(report, "ft2")
+
+
+# ---- the verdict: worse only by more than a trial, with minDCF not better --------------------
+
+@pytest.mark.parametrize("dev, found", [
+    # the seeds of one run (30 target, 36 nontarget trials: a target trial is 3.33% of EER)
+    (_dev(16.67, 23.33, 0.367, 0.333), DISAGREE),        # EER worse, minDCF better
+    (_dev(16.67, 23.33, 0.367, 0.400), WORSE),
+    (_dev(16.67, 23.33, 0.367, 0.367), WORSE),           # minDCF not better
+    (_dev(16.67, 5.56, 0.367, 0.167), BETTER),
+    (_dev(16.67, 5.56, 0.367, 0.400), DISAGREE),         # EER better, minDCF worse
+    (_dev(16.67, 20.00, 0.367, 0.600), NO_DIFFERENCE),   # one target trial: not measurable
+    (_dev(16.67, 13.34, 0.367, 0.100), NO_DIFFERENCE),
+    (_dev(0.0, 0.0, 0.0, 0.0), NO_DIFFERENCE),
+    # the smaller kind decides: 15 target trials, a trial is 6.67% of EER (5 to 6 missed)
+    (_dev(100 / 3, 40.0, 0.767, 0.867, targets=15, nontargets=100), NO_DIFFERENCE),
+    (_dev(33.33, 40.01, 0.767, 0.867, targets=15, nontargets=100), WORSE),
+    (_dev(33.33, 40.01, 0.767, 0.867, targets=100, nontargets=15), WORSE),
+])
+def test_the_verdict_needs_more_than_one_trial_and_minDCF_to_agree(dev, found):
+    assert verdict(dev) == found
+    assert worse_than_source(dev) is (found == WORSE)
+
+
+def test_an_earlier_record_is_judged_on_the_splits_trial_counts():
+    report = _report(hz16000=19)   # no counts in its figures: 29 target trials, 3.45%
+    report["dev"]["after"]["eer"] = 0.0345 + 0.0344
+    assert verdict(report["dev"], report["data"]) == NO_DIFFERENCE
+    report["dev"]["after"]["eer"] = 0.0345 + 0.0346
+    assert verdict(report["dev"], report["data"]) == WORSE
+
+
+def test_the_summary_says_what_the_dev_part_cannot_tell(caplog):
+    report = _report(hz16000=19)
+    report["dev"] = _dev(16.67, 23.33, 0.367, 0.333)
+    line = summary_line(report, "ft")
+    assert line.endswith("minDCF 0.367 before, 0.333 after; EER worse but minDCF better: "
+                         "no verdict; model in ft")
+    with caplog.at_level(logging.WARNING):
+        warn_if_worse(report, "ft")
+    assert not caplog.text   # no warning, nor advice, on a disagreement
+    report["dev"] = _dev(16.67, 20.00, 0.367, 0.400)
+    assert summary_line(report, "ft").endswith(
+        "; no measurable difference on 66 trials (one trial of the smaller kind is 3.33% of "
+        "EER); model in ft")
+    report["dev"] = _dev(16.67, 5.56, 0.367, 0.167)
+    assert summary_line(report, "ft").endswith("minDCF 0.367 before, 0.167 after; model in ft")
 
 
 def test_what_to_try_freezes_the_body_for_an_epoch_where_the_run_froze_none():
@@ -103,7 +164,9 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
 
     def source_scores_best(model, audio, trials, what):
         result = real_score_dev(model, audio, trials, what)
-        return dict(result, eer=0.0 if what == "the source" else max(result["eer"], 0.2))
+        if what == "the source":
+            return dict(result, eer=0.0, min_dcf=0.0)
+        return dict(result, eer=max(result["eer"], 0.2), min_dcf=max(result["min_dcf"], 0.5))
 
     monkeypatch.setattr(finetune_run, "_score_dev", source_scores_best)
     with caplog.at_level(logging.INFO):
@@ -113,7 +176,10 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
     for name in ("avg_model.pt", "calibration.json", "finetune.json"):
         assert os.path.isfile(os.path.join(out, name)), name
     report = json.load(open(os.path.join(out, "finetune.json")))
-    assert report["dev"]["worse_than_source"] is True
+    assert report["dev"]["worse_than_source"] is True and report["dev"]["verdict"] == WORSE
+    # the trials scored, by kind: 2 dev speakers of 4 utterances
+    assert {key: report["dev"]["after"][key] for key in ("target_trials", "nontarget_trials")
+            } == {"target_trials": 12, "nontarget_trials": 16}
     after = 100 * report["dev"]["after"]["eer"]
     assert (f"the fine-tuned model is worse than the source on the dev trials: EER 0.00% "
             f"before, {after:.2f}% after") in caplog.text
@@ -158,10 +224,17 @@ def test_each_companion_file_of_the_source_gets_its_command(tmp_path):
         (tmp_path / name).write_bytes(b"the source's")
     report = _report(hz16000=19)
     steps = next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report)
-    assert steps.startswith("next steps: the source's band_fill_8000hz.npz, mean_vec.npy "
-                            "did not carry over to OUT (")   # its calibration is replaced
-    assert ("band_fill_8000hz.npz: wespeaker-py band-fill --model OUT --data DATA "
-            "--heard_rate 8000; ") in steps
+    calibrate = ("wespeaker-py calibrate --model OUT --trials OUT/work/data/dev/trials "
+                 "--wav_scp DATA/wav.scp")
+    # its calibration is replaced; each kind of file is said why it does not carry over
+    assert steps.startswith(
+        "next steps: the source's band_fill_8000hz.npz, mean_vec.npy did not carry over to "
+        "OUT (band_fill_8000hz.npz: a map between log-mel bins, not learnt from embeddings, "
+        "but the new model was trained, and its calibration fitted, without one; "
+        "mean_vec.npy: learnt from the source's embeddings, which fine-tuning changed); ")
+    # the calibration records the band fill its scores went through: fitted again after
+    assert (f"band_fill_8000hz.npz: wespeaker-py band-fill --model OUT --data DATA "
+            f"--heard_rate 8000, then calibrate again: {calibrate}; ") in steps
     assert ("mean_vec.npy: OUT scores without one, as its calibration was fitted; for one, "
             "python -m wespeaker_py.bin.extract --config OUT/config.yaml") in steps
     assert steps.endswith("then calibrate again: wespeaker-py calibrate --model OUT --trials "
@@ -169,10 +242,11 @@ def test_each_companion_file_of_the_source_gets_its_command(tmp_path):
     report["data"]["files_by_rate"] = {"8000": 77}   # no speech at the model's rate here
     assert ("--data <speech at 16000 Hz, e.g. the source's training data> --heard_rate 8000"
             in next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report))
-    report["sample_rate"] = 8000
-    assert ("band_fill_8000hz.npz: none needed, OUT works at 8000 Hz"
-            in next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report))
-    os.remove(tmp_path / "band_fill_8000hz.npz")
+    report["sample_rate"] = 8000   # an 8 kHz model needs no band fill: not listed at all
+    assert next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report).startswith(
+        "next steps: the source's mean_vec.npy did not carry over to OUT (learnt from the "
+        "source's embeddings, which fine-tuning changed); learn the new model's own: "
+        "mean_vec.npy: ")
     os.remove(tmp_path / "mean_vec.npy")
     assert next_steps(str(tmp_path), "OUT", {"data": "DATA"}, report) is None
 

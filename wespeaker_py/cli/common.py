@@ -16,7 +16,8 @@ status, never a traceback for a problem the user can fix:
 - any other :class:`~wespeaker_py.errors.WespeakerError` (bad config key,
   malformed list, bad audio, bad model folder) or a missing/unreadable file
   exits 2, as argparse does for bad arguments;
-- Ctrl-C exits 130; anything else is a bug and keeps its traceback.
+- Ctrl-C exits 130 (with how to go on, for a command that says so:
+  :func:`hint_on_interrupt`); anything else is a bug and keeps its traceback.
 
 ``--debug`` anywhere on the command line, or ``WESPEAKER_PY_DEBUG=1`` in the
 environment, shows the traceback of every error. Importing this module does not
@@ -25,12 +26,13 @@ import torch, so every ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import os
 import select
 import sys
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from wespeaker_py.errors import RunFailedError, WespeakerError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
@@ -50,6 +52,27 @@ USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, Perm
 
 class UsageError(WespeakerError):
     """Arguments that argparse accepts but that do not fit together (exit status 2)."""
+
+
+class InterruptedWithHint(KeyboardInterrupt):
+    """Ctrl-C in a command that can be continued: :func:`run_main` says ``hint`` after
+    ``interrupted`` (exit status 130). Raised by :func:`hint_on_interrupt`."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def hint_on_interrupt(hint: str) -> Iterator[None]:
+    """Ctrl-C inside the block ends the command with ``hint`` (how to go on, as a
+    subcommand's message on SIGTERM says) after ``interrupted``."""
+    try:
+        yield
+    except InterruptedWithHint:
+        raise
+    except KeyboardInterrupt as stop:   # chained: --debug shows where it stopped
+        raise InterruptedWithHint(hint) from stop
 
 
 # -- flags -----------------------------------------------------------------------------------
@@ -315,10 +338,11 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
         with using_threads(requested_threads(args)):
             status = main(args)
         sys.stdout.flush()   # a reader gone before the last output shows here, not at exit
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
+        hint = f"; {stop.hint}" if isinstance(stop, InterruptedWithHint) else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return INTERRUPTED_STATUS
     except Exception as error:  # noqa: BLE001 -- sorted into user errors and bugs below
         if isinstance(error, BrokenPipeError) and not debug and _stdout_reader_gone():

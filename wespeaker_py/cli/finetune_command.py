@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from wespeaker_py.cli.common import add_common_flags, add_flag
+from wespeaker_py.cli.common import add_common_flags, add_flag, hint_on_interrupt
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
 
 EXAMPLES = """examples:
@@ -17,16 +17,18 @@ of audio files per speaker (DIR/<speaker>/*.wav). A speaker-disjoint dev part
 (--dev_speakers) measures EER before and after and fits calibration.json; a new
 model worse on it than the source is written all the same, with a warning. OUT
 is a model folder (config.yaml, avg_model.pt, calibration.json, finetune.json
-with the figures); run the same command again to resume a killed run. See
-docs/finetune.md."""
+with the figures); run the same command again to resume a killed or
+interrupted run, or add --overwrite to start it again. See docs/finetune.md."""
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """``wespeaker-py finetune``: a new model folder, trained on your speakers."""
     import logging
 
+    from wespeaker_py.errors import WespeakerError
     from wespeaker_py.finetune import FinetuneOptions, finetune
     from wespeaker_py.finetune.report import summary_line
+    from wespeaker_py.finetune.run import RESUME_HINT, OptionValueError
     from wespeaker_py.utils.logging_utils import setup_logging
     if not logging.getLogger().handlers:  # training logs its progress; keep a caller's setup
         setup_logging()
@@ -34,10 +36,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     options = FinetuneOptions(**{name: getattr(args, name) for name in fields
                                  if getattr(args, name) is not None})
     # printed here, on stdout, rather than logged too (a terminal would show it twice)
-    report = finetune(args.model, args.data, args.out, options, device=args.device,
-                      num_threads=args.num_threads, overwrite=args.overwrite,
-                      config=args.config, mix_data=args.mix_data, log_summary=False,
-                      max_fail_fraction=args.max_fail_fraction)
+    try:
+        with hint_on_interrupt(RESUME_HINT):
+            report = finetune(args.model, args.data, args.out, options, device=args.device,
+                              num_threads=args.num_threads, overwrite=args.overwrite,
+                              config=args.config, mix_data=args.mix_data, log_summary=False,
+                              max_fail_fraction=args.max_fail_fraction)
+    except OptionValueError as error:   # named as flags here, as keyword arguments in Python
+        raise WespeakerError(error.as_flags()) from None
     print(summary_line(report, args.out))
     if report.get("next_steps"):
         print(report["next_steps"])
@@ -92,5 +98,6 @@ def add_finetune_command(commands) -> None:
                   f"{DEFAULT_MAX_FAIL_FRACTION:g}; 1: never stop); raise it to go on with "
                   f"what is left: the same command resumes with another value")
     sub.add_argument("--overwrite", action="store_true",
-                     help="replace OUT when it holds another run")
+                     help="remove the fine-tuning run OUT holds (another one, or this one, "
+                          "finished or not: its checkpoints are lost) and start again")
     add_common_flags(sub)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from wespeaker_py.audio import (AudioCheckError, AudioEmptyError, AudioMissingError,
                                 AudioTruncatedError, is_pipe, open_audio)
@@ -35,6 +35,12 @@ logger = get_logger(__name__)
 
 # the lists a data folder is read from (segments optional)
 LIST_NAMES = ("wav.scp", "utt2spk", SEGMENTS_NAME)
+# the fewest speakers held out for dev, and left to train on
+MIN_DEV_SPEAKERS = 2
+MIN_TRAIN_SPEAKERS = 2
+SPEAKER_MINIMUM = (f"fine-tuning needs at least {MIN_DEV_SPEAKERS + MIN_TRAIN_SPEAKERS} "
+                   f"speakers: {MIN_DEV_SPEAKERS} held out for dev (each with two or more "
+                   f"utterances) and {MIN_TRAIN_SPEAKERS} to train on")
 
 
 class FinetuneDataError(WespeakerError):
@@ -46,7 +52,9 @@ class FinetuneCorpus:
     """DIR (and ``--mix_data``) read and checked, before the split: DIR's utterances, the
     header ``(frames, rate)`` of each of their files that could be read, the ``mix-``
     prefixed utterances of ``--mix_data``, and the rate of most of DIR's files (None when
-    its wav.scp holds only pipes and the rate to train at was given)."""
+    its wav.scp holds only pipes and the rate to train at was given). ``unreadable``: the
+    files of either folder whose header could not be read (missing, cut short, empty),
+    which the split counts neither as candidates, trials nor speakers."""
 
     source: str
     entries: List[TableEntry]
@@ -60,12 +68,19 @@ class FinetuneCorpus:
     listings: Dict[str, SpeakerFolderListing] = field(default_factory=dict)
     # "data" / "mix_data": the folder's utterances as read (paths resolved, no prefix)
     folder_entries: Dict[str, List[TableEntry]] = field(default_factory=dict)
+    unreadable: Set[str] = field(default_factory=set)
+
+    def readable(self, entry: TableEntry) -> bool:
+        """Whether ``entry``'s file header was read, or it is a pipe (not run here)."""
+        return entry.wav not in self.unreadable
 
 
 @dataclass
 class FinetuneData:
     """DIR split into training and dev entries, with the dev trials and the data's rate
-    (None when wav.scp holds only pipes and the rate to train at was given)."""
+    (None when wav.scp holds only pipes and the rate to train at was given). Entries whose
+    file is ``unreadable`` stay listed (training skips and counts them, the dev evaluation
+    names them) but give no trial and count in no speaker or dev utterance figure."""
 
     source: str
     train: List[TableEntry]
@@ -82,10 +97,12 @@ class FinetuneData:
     listings: Dict[str, SpeakerFolderListing] = field(default_factory=dict)
     # "data" / "mix_data": the folder's utterances as read (paths resolved, no prefix)
     folder_entries: Dict[str, List[TableEntry]] = field(default_factory=dict)
+    unreadable: Set[str] = field(default_factory=set)
 
     @property
     def train_speakers(self) -> List[str]:
-        return sorted({entry.spk for entry in self.train})
+        """The training speakers with a file that can be read (or a pipe)."""
+        return sorted({entry.spk for entry in self.train if entry.wav not in self.unreadable})
 
     @property
     def dev_speakers(self) -> List[str]:
@@ -99,7 +116,8 @@ class FinetuneData:
                 "sample_rate": self.sample_rate, "files_by_rate": _by_rate(self.rates),
                 "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
                 "single_utterance_speakers": self.single_utterance_speakers,
-                "dev_speakers": len(self.dev_speakers), "dev_utterances": len(self.dev),
+                "dev_speakers": len(self.dev_speakers),
+                "dev_utterances": sum(entry.wav not in self.unreadable for entry in self.dev),
                 "dev_utterances_by_rate": _by_rate(self.dev_rates),
                 "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
                 "mix_files_by_rate": _by_rate(self.mix_rates),
@@ -261,14 +279,28 @@ def _list_name(folder: str, name: str, listing: Optional[SpeakerFolderListing]) 
     return f"{folder} (speaker folders)" if listing else os.path.join(folder, name)
 
 
+def _check_speaker_count(entries: Sequence[TableEntry], unreadable: Set[str],
+                         utt2spk: str) -> None:
+    """Refuse ``entries`` of fewer speakers with a file that can be read (or a pipe) than
+    a dev part and training need (:data:`SPEAKER_MINIMUM`); ``utt2spk`` names the list."""
+    speakers = {entry.spk for entry in entries}
+    heard = {entry.spk for entry in entries if entry.wav not in unreadable}
+    if len(heard) < MIN_DEV_SPEAKERS + MIN_TRAIN_SPEAKERS:
+        unheard = (f" ({len(speakers) - len(heard)} more with no file that can be read)"
+                   if len(speakers) > len(heard) else "")
+        raise FinetuneDataError(f"{utt2spk} has {len(heard)} speaker(s){unheard}; "
+                                f"{SPEAKER_MINIMUM}")
+
+
 def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
                          sample_rate: Optional[int] = None) -> FinetuneCorpus:
     """Read and check ``data_dir`` (and ``mix_dir``); :class:`FinetuneDataError` when it
     cannot serve.
 
-    Refused: fewer than two speakers, a wav.scp none of whose files can be read, and one
-    of only pipes (whose rate cannot be read) unless ``sample_rate``, the rate to train
-    at, is given. Utterances whose segment lies past the end of its recording are left
+    Refused: fewer speakers with a file that can be read (or a pipe) than
+    :data:`SPEAKER_MINIMUM` says, a wav.scp none of whose files can be read, and one of
+    only pipes (whose rate cannot be read) unless ``sample_rate``, the rate to train at,
+    is given. Utterances whose segment lies past the end of its recording are left
     out (and counted in a warning), so the split's checks count what is left.
     ``mix_dir`` (original-domain data) only trains: its utterances and speakers
     join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
@@ -294,14 +326,13 @@ def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
     mix_headers = _headers(mixed, _list_name(mix_dir, "wav.scp", mix_listing),
                            "in training") if mixed else {}
     mixed = _segments_within(mixed, mix_headers, mix_dir) if mixed else []
-    speakers = {entry.spk for entry in entries}
-    if len(speakers) < 2:
-        raise FinetuneDataError(f"{_list_name(data_dir, 'utt2spk', listing)} has "
-                                f"{len(speakers)} speaker(s); fine-tuning needs at least 2")
     own_rates = _rate_counts(headers)
     if not own_rates and not any(is_pipe(entry.wav) for entry in entries):
         raise FinetuneDataError(f"{wav_scp}: none of its files can be read (see the warning "
                                 f"above)")
+    unreadable = {entry.wav for entry in entries + mixed if not is_pipe(entry.wav)
+                  and entry.wav not in headers and entry.wav not in mix_headers}
+    _check_speaker_count(entries, unreadable, _list_name(data_dir, "utt2spk", listing))
     if not own_rates and sample_rate is None:
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")
@@ -320,7 +351,7 @@ def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
                           sample_rate=rate, rates=own_rates,
                           mix_source=os.path.abspath(mix_dir) if mix_dir else None,
                           mixed=mixed, mix_rates=mix_rates, listings=listings,
-                          folder_entries=folder_entries)
+                          folder_entries=folder_entries, unreadable=unreadable)
 
 
 def list_digests(data: FinetuneData) -> Dict[str, str]:

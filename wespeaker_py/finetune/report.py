@@ -1,17 +1,18 @@
 """What a fine-tuning run says at its end, from its ``finetune.json`` record.
 
-- :func:`summary_line`: the dev figures before and after in one line, which
-  ``wespeaker-py finetune`` prints and :func:`~wespeaker_py.finetune.finetune` logs;
-- :func:`warn_if_worse`: the warning when the new model's dev EER is above the source's
-  (the model is written all the same);
-- :func:`next_steps`: the source's companion files (mean vector, window LDAs, band
-  fills) are learnt from its embeddings and do not carry over: the commands that learn
-  the new model's own.
+- :func:`verdict`: whether the dev trials tell the new model from the source (better,
+  worse, EER and minDCF disagreeing, or no measurable difference);
+- :func:`summary_line`: the dev figures before and after in one line, with that verdict,
+  which ``wespeaker-py finetune`` prints and :func:`~wespeaker_py.finetune.finetune` logs;
+- :func:`warn_if_worse`: the warning when the new model is worse on dev (the model is
+  written all the same);
+- :func:`next_steps`: the source's companion files (mean vector, window LDAs, band fills)
+  do not carry over: the commands that learn the new model's own.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at, rate_templates
@@ -30,11 +31,58 @@ DEV_UTTERANCE_FILES = ("<a wav.scp of the dev utterances, one file each (calibra
                        "segments)>")
 # docs/finetune.md's section on a fine-tuning that made the model worse
 WORSE_SECTION = "docs/finetune.md, 'When fine-tuning makes it worse'"
+# the verdicts of :func:`verdict` (finetune.json's dev.verdict)
+BETTER = "better"
+WORSE = "worse"
+DISAGREE = "EER and minDCF disagree"
+NO_DIFFERENCE = "no measurable difference"
+# below this, two EERs or minDCFs of the same trials are taken as equal (float rounding)
+FIGURE_TOLERANCE = 1e-9
+# why a companion file of the source does not carry over: one learnt from its embeddings,
+# and a band fill, a map between log-mel bins that no weights enter
+FROM_EMBEDDINGS = "learnt from the source's embeddings, which fine-tuning changed"
+BAND_FILL_REASON = ("a map between log-mel bins, not learnt from embeddings, but the new model "
+                    "was trained, and its calibration fitted, without one")
 
 
-def worse_than_source(dev: Mapping[str, Any]) -> bool:
-    """Whether the new model's dev EER is above the source's."""
-    return dev["after"]["eer"] > dev["before"]["eer"]
+def _trial_counts(dev: Mapping[str, Any], data: Optional[Mapping[str, Any]]
+                  ) -> Tuple[int, int]:
+    """The target and nontarget dev trials scored; for a record written before they were
+    kept, those of the split (``data``: the record's ``data``)."""
+    after = dev["after"]
+    if "target_trials" in after:
+        return after["target_trials"], after["nontarget_trials"]
+    return data["dev_target_trials"], data["dev_nontarget_trials"]
+
+
+def eer_resolution(dev: Mapping[str, Any], data: Optional[Mapping[str, Any]] = None) -> float:
+    """What one trial of the smaller kind moves the dev EER by (as a fraction): 1 over
+    the fewer of the target and nontarget trials."""
+    return 1.0 / min(_trial_counts(dev, data))
+
+
+def verdict(dev: Mapping[str, Any], data: Optional[Mapping[str, Any]] = None) -> str:
+    """What the dev figures (``dev``: a record's ``dev``; ``data`` its ``data``, for older
+    records) say of the new model against the source.
+
+    :data:`NO_DIFFERENCE` when the EER moved by no more than one trial of the smaller kind
+    (:func:`eer_resolution`); otherwise :data:`WORSE` (EER up, minDCF not lower) or
+    :data:`BETTER` (EER down, minDCF not higher), or :data:`DISAGREE` when minDCF moved
+    the other way."""
+    before, after = dev["before"], dev["after"]
+    eer_change = after["eer"] - before["eer"]
+    dcf_change = after["min_dcf"] - before["min_dcf"]
+    if abs(eer_change) <= eer_resolution(dev, data) + FIGURE_TOLERANCE:
+        return NO_DIFFERENCE
+    if eer_change > 0:
+        return WORSE if dcf_change > -FIGURE_TOLERANCE else DISAGREE
+    return BETTER if dcf_change < FIGURE_TOLERANCE else DISAGREE
+
+
+def worse_than_source(dev: Mapping[str, Any], data: Optional[Mapping[str, Any]] = None
+                      ) -> bool:
+    """Whether the new model is measurably worse on dev than the source (:func:`verdict`)."""
+    return verdict(dev, data) == WORSE
 
 
 def what_to_try(report: Mapping[str, Any]) -> str:
@@ -56,7 +104,7 @@ def what_to_try(report: Mapping[str, Any]) -> str:
 def warn_if_worse(report: Mapping[str, Any], out_dir: str) -> None:
     """Warn, with both figures and what to try, when the new model is worse on dev."""
     dev = report["dev"]
-    if not worse_than_source(dev):
+    if not worse_than_source(dev, report["data"]):
         return
     before, after = dev["before"], dev["after"]
     logger.warning("the fine-tuned model is worse than the source on the dev trials: EER "
@@ -83,16 +131,32 @@ def _dev_utterances(report: Mapping[str, Any]) -> str:
     return text
 
 
+def _verdict_text(report: Mapping[str, Any]) -> str:
+    """The summary line's words on :func:`verdict` (none for a better model), each ending
+    in ``; ``."""
+    dev = report["dev"]
+    found = verdict(dev, report["data"])
+    if found == WORSE:
+        return f"WORSE than the source: try {what_to_try(report)}; "
+    if found == DISAGREE:
+        eer_up = dev["after"]["eer"] > dev["before"]["eer"]
+        return (f"EER {'worse' if eer_up else 'better'} but minDCF "
+                f"{'better' if eer_up else 'worse'}: no verdict; ")
+    if found == NO_DIFFERENCE:
+        return (f"no measurable difference on {dev['after']['trials']} trials (one trial of "
+                f"the smaller kind is {100 * eer_resolution(dev, report['data']):.2f}% of "
+                f"EER); ")
+    return ""
+
+
 def summary_line(report: Mapping[str, Any], out_dir: str) -> str:
-    """The run's result in one line: the dev part, EER and minDCF before and after, and,
-    when the new model is worse, that plainly, with what to try."""
+    """The run's result in one line: the dev part, EER and minDCF before and after, and
+    the :func:`verdict` on them (a worse model plainly, with what to try)."""
     before, after = report["dev"]["before"], report["dev"]["after"]
-    verdict = (f"WORSE than the source: try {what_to_try(report)}; "
-               if worse_than_source(report["dev"]) else "")
     return (f"dev ({report['data']['dev_speakers']} speakers, {_dev_utterances(report)}; "
             f"{after['trials']} trials): EER {100 * before['eer']:.2f}% before, "
             f"{100 * after['eer']:.2f}% after; minDCF {before['min_dcf']:.3f} before, "
-            f"{after['min_dcf']:.3f} after; {verdict}model in {out_dir}")
+            f"{after['min_dcf']:.3f} after; {_verdict_text(report)}model in {out_dir}")
 
 
 def _calibrate_again(out_dir: str, data: Optional[str]) -> str:
@@ -120,26 +184,30 @@ def _mean_vector_step(out_dir: str, data: Optional[str]) -> str:
 
 
 def _relearn(name: str, out_dir: str, data: Optional[str], rate: int,
-             wide_band_data: Optional[str]) -> Optional[str]:
-    """The command that learns the new model's own companion file ``name`` (a model at
-    ``rate``) from the Kaldi folder ``data`` (None for a DIR of segments, which those
-    commands do not read); None for a name of no known form."""
+             wide_band_data: Optional[str]) -> Optional[Tuple[str, str]]:
+    """Why the companion file ``name`` does not carry over, and the step that learns the
+    new model's own (a model at ``rate``) from the Kaldi folder ``data`` (None for a DIR
+    of segments, which those commands do not read); None for a name of no known form, or
+    one for a rate at or above ``rate`` (none needed)."""
     if name == MEAN_NAME:
-        return _mean_vector_step(out_dir, data)
+        return FROM_EMBEDDINGS, _mean_vector_step(out_dir, data)
     window_lda = f"wespeaker-py window-lda --model {out_dir} --data {data or UTTERANCE_FILES}"
     if name == WINDOW_LDA_NAME:
-        return f"{name}: {window_lda}"
+        return FROM_EMBEDDINGS, f"{name}: {window_lda}"
     heard = {template: rate_in_name(template, name) for template in rate_templates()}
     heard = {template: found for template, found in heard.items() if found is not None}
     if not heard:
         return None
     template, low = next(iter(heard.items()))
     if low >= rate:
-        return f"{name}: none needed, {out_dir} works at {rate} Hz"
+        return None
     if template == NARROWBAND_WINDOW_LDA:
-        return f"{name}: {window_lda} --heard_rate {low}"
-    data = wide_band_data or f"<speech at {rate} Hz, e.g. the source's training data>"
-    return f"{name}: wespeaker-py band-fill --model {out_dir} --data {data} --heard_rate {low}"
+        return FROM_EMBEDDINGS, f"{name}: {window_lda} --heard_rate {low}"
+    # the calibration records the band fill its scores of audio at that rate went through
+    wide = wide_band_data or f"<speech at {rate} Hz, e.g. the source's training data>"
+    return BAND_FILL_REASON, (f"{name}: wespeaker-py band-fill --model {out_dir} --data {wide} "
+                              f"--heard_rate {low}, then calibrate again: "
+                              f"{_calibrate_again(out_dir, data)}")
 
 
 def _wide_band_folder(report: Mapping[str, Any], folders: Mapping[str, str]
@@ -154,15 +222,27 @@ def _wide_band_folder(report: Mapping[str, Any], folders: Mapping[str, str]
     return None
 
 
+def _why_not_carried(reasons: Mapping[str, str]) -> str:
+    """``{name: reason}`` in words: the reason alone when all share it, else each with the
+    names it holds for."""
+    by_reason: Dict[str, List[str]] = {}
+    for name, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(name)
+    if len(by_reason) == 1:
+        return next(iter(by_reason))
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+
+
 def next_steps(source: str, out_dir: str, folders: Mapping[str, str],
                report: Mapping[str, Any]) -> Optional[str]:
     """The line that says which of the source's companion files (at ``source``'s
     companion prefix; its calibration aside: the run fits a new one) did not carry over,
-    and the command that learns each for the new model in ``out_dir``. ``folders``:
+    why, and the command that learns each for the new model in ``out_dir``. ``folders``:
     ``data`` and ``mix_data`` (when given) -> a Kaldi folder of that data the commands
     read (for a DIR of segments, which they do not read, DIR itself: then those that need
     utterances name what to give instead); a band fill is learnt from the first holding
-    files at the new rate. None when the source has none."""
+    files at the new rate. Files for a rate the new model does not go below are left out.
+    None when no file is left."""
     rate = report["sample_rate"]
     data = None if report["data"].get("segments") else folders["data"]
     steps = {name: _relearn(name, out_dir, data, rate, _wide_band_folder(report, folders))
@@ -170,6 +250,7 @@ def next_steps(source: str, out_dir: str, folders: Mapping[str, str],
     steps = {name: step for name, step in steps.items() if step}
     if not steps:
         return None
+    why = _why_not_carried({name: reason for name, (reason, _) in steps.items()})
     return (f"next steps: the source's {', '.join(steps)} did not carry over to {out_dir} "
-            f"(learnt from the source's embeddings, which fine-tuning changed); learn the new "
-            f"model's own: " + "; ".join(steps.values()))
+            f"({why}); learn the new model's own: "
+            + "; ".join(step for _, step in steps.values()))

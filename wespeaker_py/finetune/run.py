@@ -9,32 +9,37 @@ OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
 ``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
 trials) and ``finetune.json`` (what was done, and the dev figures before and
 after), written only once the new model is evaluated and calibrated (until then
-it is the last phase's experiment folder); a new model worse on dev than the
-source is written too, with a warning. The end of a run logs (or, for the command,
-prints) the summary line of :mod:`~wespeaker_py.finetune.report` and the next steps for
-the source's companion files, which do not carry over. ``OUT/work`` keeps the lists
+it is the last phase's experiment folder), the model files last (:data:`PUBLISHED`);
+a new model worse on dev than the source is written too, with a warning. The end of a
+run logs (or, for the command, prints) the summary line of
+:mod:`~wespeaker_py.finetune.report` and the next steps for the source's companion
+files, which do not carry over. ``OUT/work`` keeps the lists
 (the split's, and in ``work/lists`` each data folder's as read, for those next steps)
 and each phase's experiment folder: a killed (or failed) run, started again with the
 same arguments, resumes from the newest checkpoint (the trainer's resume) with the dev
 speakers its lists were written with; a finished one is left as it is. The same
 arguments: ``work/request.json`` records them with a digest of each data list
 (wav.scp, utt2spk, segments; for a folder of speaker folders, of the lists made from
-it), so that a data folder edited in place is another request. OUT never holds the
+it) and of each file read from the source (:func:`_source_files`), so that a data
+folder edited in place, or a source replaced, is another request. OUT never holds the
 run's inputs, and ``overwrite`` only replaces an earlier fine-tuning run (a folder with
-``work/request.json``).
+``work/request.json``), this one included: it starts again.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import shutil
 import time
+from numbers import Real
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from wespeaker_py.api.calibration import CALIBRATION_NAME, save_calibration
+from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.loading import load_model, recipe_mean_vectors, torch_model_files
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, DatasetArgs, ModelConfig, TrainConfig
@@ -46,9 +51,9 @@ from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR
                                           with_loader_options_of)
 from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_corpus,
                                         write_data_lists, write_lists)
-from wespeaker_py.finetune.report import next_steps, summary_line, warn_if_worse, worse_than_source
+from wespeaker_py.finetune.report import WORSE, next_steps, summary_line, verdict, warn_if_worse
 from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
-from wespeaker_py.io.layout import CONFIG_NAME, WEIGHTS_NAME
+from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
@@ -58,12 +63,20 @@ from wespeaker_py.train.plan import Layout
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.list_jobs import is_fail_fraction
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.paths import file_digest
 from wespeaker_py.utils.threads import using_threads
+from wespeaker_py.utils.values import is_whole_number
 
 logger = get_logger(__name__)
 
 REPORT_NAME = "finetune.json"
 INIT_NAME = "init_body.pt"
+# what OUT holds of a finished run, in the order it is written: the model loads only once
+# config.yaml is there (until then load_model names OUT an unfinished run), so a run killed
+# while publishing leaves no model that loads without its calibration
+PUBLISHED = (CALIBRATION_NAME, REPORT_NAME, WEIGHTS_NAME, CONFIG_NAME)
+# request.json's key for the SHA-256 of each file the run reads from the source
+SOURCE_FILES = "source_files"
 # the dev embedding passes show a progress bar from this much dev audio on (a few seconds
 # of embedding for the mini recipe's ECAPA-TDNN on two CPU threads; more for larger models)
 DEV_PROGRESS_SECONDS = 300.0
@@ -94,36 +107,99 @@ class OutputExistsError(WespeakerError):
     (exit status 2)."""
 
 
-def _check_options(options: FinetuneOptions, max_fail_fraction: Optional[float]) -> None:
-    """A :class:`WespeakerError` naming the first option out of range, before any work."""
-    problems = [(options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
-                (options.lr > 0, f"--lr must be positive, got {options.lr}"),
-                (options.margin >= 0, f"--margin must be >= 0, got {options.margin}"),
-                (options.freeze in FREEZE_CHOICES,
-                 f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {options.freeze!r}"),
-                (options.freeze_epochs >= 0,
-                 f"--freeze_epochs must be >= 0, got {options.freeze_epochs}"),
-                (options.sample_rate is None or options.sample_rate >= 4000,
-                 f"--sample_rate must be at least 4000, got {options.sample_rate}"),
-                (options.num_avg >= 1, f"--num_avg must be at least 1, got {options.num_avg}"),
+class OptionValueError(WespeakerError):
+    """An option of the wrong type or out of range (exit status 2). Its message names the
+    options as the Python API takes them (``epochs=0: must be at least 1``);
+    :meth:`as_flags` as the command does (``--epochs 0: must be at least 1``).
+
+    ``problem`` may name options as ``{name}`` fields, filled in the same way."""
+
+    def __init__(self, option: str, value: Any, problem: str) -> None:
+        self.option, self.value, self.problem = option, value, problem
+        super().__init__(self._worded(f"{option}={value!r}", lambda name: name))
+
+    def as_flags(self) -> str:
+        """The message as ``wespeaker-py finetune`` words it: options named by their flags."""
+        return self._worded(f"--{self.option} {self.value}", lambda name: f"--{name}")
+
+    def _worded(self, subject: str, named: Callable[[str], str]) -> str:
+        names = {name: named(name) for name in FinetuneOptions.__dataclass_fields__}
+        names["max_fail_fraction"] = named("max_fail_fraction")
+        return f"{subject}: {self.problem.format(**names)}"
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (an int, float or numpy number; not a bool)."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+# the option kinds of FinetuneOptions: a whole number, a real number or a choice; those that
+# may be None (their default) are in _OPTIONAL
+_WHOLE = ("epochs", "freeze_epochs", "sample_rate", "dev_speakers", "batch_size",
+          "num_workers", "num_avg", "seed")
+_REAL = ("lr", "margin")
+_OPTIONAL = ("sample_rate", "dev_speakers", "batch_size", "num_workers")
+
+
+def _typed_options(options: FinetuneOptions) -> FinetuneOptions:
+    """``options`` with plain ``int`` and ``float`` values (numpy's made Python's, so that
+    request.json can record them); an :class:`OptionValueError` for a value of another type
+    (``sample_rate="8000"``)."""
+    plain = {}
+    for name in _WHOLE + _REAL:
+        value = getattr(options, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        whole = name in _WHOLE
+        if not (is_whole_number(value) if whole else _is_number(value)):
+            kind = "a whole number" if whole else "a number"
+            raise OptionValueError(name, value, f"must be {kind}"
+                                   + (" or None" if name in _OPTIONAL else "")
+                                   + f", not {type(value).__name__}")
+        plain[name] = int(value) if whole else float(value)
+    if not isinstance(options.freeze, str):
+        raise OptionValueError("freeze", options.freeze,
+                               f"must be one of {', '.join(FREEZE_CHOICES)}")
+    return dataclasses.replace(options, **plain)
+
+
+def _checked_options(options: FinetuneOptions, max_fail_fraction: Optional[float]
+                     ) -> FinetuneOptions:
+    """``options`` with plain Python values; an :class:`OptionValueError` naming the first
+    option of the wrong type or out of range, before any work."""
+    options = _typed_options(options)
+    if max_fail_fraction is not None and not _is_number(max_fail_fraction):
+        raise OptionValueError("max_fail_fraction", max_fail_fraction,
+                               "must be a number in [0, 1] or None")
+    problems = [("epochs", options.epochs >= 1, "must be at least 1"),
+                ("lr", options.lr > 0, "must be positive"),
+                ("margin", options.margin >= 0, "must be >= 0"),
+                ("freeze", options.freeze in FREEZE_CHOICES,
+                 f"must be one of {', '.join(FREEZE_CHOICES)}"),
+                ("freeze_epochs", options.freeze_epochs >= 0, "must be >= 0"),
+                ("sample_rate", options.sample_rate is None or options.sample_rate >= 4000,
+                 "must be at least 4000"),
+                ("num_avg", options.num_avg >= 1, "must be at least 1"),
                 # the model's BatchNorm layers need two utterances per training batch
-                (options.batch_size is None or options.batch_size >= MIN_BATCH_SIZE,
-                 f"--batch_size must be at least {MIN_BATCH_SIZE} (BatchNorm after pooling "
-                 f"needs two utterances per batch), got {options.batch_size}; leave it out "
-                 f"for the source config's"),
-                (options.num_workers is None or options.num_workers >= 0,
-                 f"--num_workers must be >= 0, got {options.num_workers}"),
-                # the epochs after the first --freeze_epochs train everything; with one epoch
-                # the default --freeze_epochs 1 is let through (phases() warns)
-                (options.freeze_epochs < max(options.epochs, 2),
-                 f"--freeze_epochs {options.freeze_epochs} must be below --epochs "
-                 f"{options.epochs}: the epochs after the first --freeze_epochs train "
-                 f"everything (--freeze_epochs 0 trains everything from the start)"),
-                (max_fail_fraction is None or is_fail_fraction(max_fail_fraction),
-                 f"--max_fail_fraction must be a number in [0, 1], got {max_fail_fraction}")]
-    for ok, message in problems:
+                ("batch_size", options.batch_size is None or options.batch_size >= MIN_BATCH_SIZE,
+                 f"must be at least {MIN_BATCH_SIZE} (BatchNorm after pooling needs two "
+                 f"utterances per batch); leave it out for the source config's"),
+                ("num_workers", options.num_workers is None or options.num_workers >= 0,
+                 "must be >= 0"),
+                # the epochs after the first freeze_epochs train everything; with one epoch
+                # the default freeze_epochs 1 is let through (phases() warns)
+                ("freeze_epochs", options.freeze_epochs < max(options.epochs, 2),
+                 f"must be below {{epochs}} ({options.epochs}): the epochs after the first "
+                 f"{{freeze_epochs}} train everything (0 trains everything from the start)"),
+                ("max_fail_fraction",
+                 max_fail_fraction is None or is_fail_fraction(max_fail_fraction),
+                 "must be a number in [0, 1]")]
+    for name, ok, problem in problems:
         if not ok:
-            raise WespeakerError(message)
+            value = (max_fail_fraction if name == "max_fail_fraction"
+                     else getattr(options, name))
+            raise OptionValueError(name, value, problem)
+    return options
 
 
 def _is_within(path: str, folder: str) -> bool:
@@ -174,9 +250,15 @@ def _differences(old: Any, new: Any, where: str = "") -> List[str]:
     return [] if old == new else [where]
 
 
+def _finished(out_dir: str) -> bool:
+    """Whether OUT holds every file :func:`_finetune` publishes (the run finished)."""
+    return all(os.path.isfile(os.path.join(out_dir, name)) for name in PUBLISHED)
+
+
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
     """Make OUT ours; True when it already holds this run, finished. ``overwrite`` replaces
-    only an earlier fine-tuning run (a folder with ``work/request.json``)."""
+    only an earlier fine-tuning run (a folder with ``work/request.json``), whatever its
+    arguments: this run's own too, finished or not, to start it again."""
     request_path = os.path.join(out_dir, WORK_DIR, REQUEST_NAME)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"--out {out_dir} is a file, not a folder")
@@ -187,17 +269,20 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
                 f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
                 f"run: choose another --out")
         recorded = with_loader_options_of(_read_request(request_path), request)
-        if recorded != request:
-            changed = ("unreadable" if recorded is None else
-                       "differs in " + ", ".join(_differences(recorded, request)))
-            if not overwrite:
-                raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
-                                        f"arguments or data ({REQUEST_NAME} {changed}); pass "
-                                        f"--overwrite to replace it, or choose another --out")
-            logger.info("--overwrite: removing the earlier fine-tuning run in %s (%s %s)",
-                        out_dir, REQUEST_NAME, changed)
+        if isinstance(recorded, dict) and SOURCE_FILES not in recorded:
+            # written before the source's files were recorded: they cannot be compared
+            recorded[SOURCE_FILES] = request[SOURCE_FILES]
+        changed = (None if recorded == request else "unreadable" if recorded is None else
+                   "differs in " + ", ".join(_differences(recorded, request)))
+        if overwrite:
+            logger.info("--overwrite: removing the fine-tuning run in %s (%s) to start again",
+                        out_dir, f"{REQUEST_NAME} {changed}" if changed else "the same request")
             shutil.rmtree(out_dir)
-        elif os.path.isfile(os.path.join(out_dir, REPORT_NAME)):
+        elif changed:
+            raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
+                                    f"arguments or data ({REQUEST_NAME} {changed}); pass "
+                                    f"--overwrite to replace it, or choose another --out")
+        elif _finished(out_dir):
             return True
         else:
             logger.info("resuming the fine-tuning run in %s", out_dir)
@@ -399,20 +484,33 @@ def _load_source(source: str, device: Optional[str], config: Optional[str]):
 
 
 def _publish(staged_dir: str, out_dir: str) -> None:
-    """Copy the evaluated model's ``config.yaml`` and ``avg_model.pt`` from the experiment
-    folder ``staged_dir`` into OUT, each file atomically."""
+    """Copy the evaluated model's ``avg_model.pt``, then its ``config.yaml``, from the
+    experiment folder ``staged_dir`` into OUT, each file atomically: the last of
+    :data:`PUBLISHED`, written once OUT holds the calibration and the record."""
     staged_layout = Layout(staged_dir)
-    for name, staged in ((CONFIG_NAME, staged_layout.config_path),
-                         (WEIGHTS_NAME, staged_layout.avg_model_path)):
+    for name, staged in ((WEIGHTS_NAME, staged_layout.avg_model_path),
+                         (CONFIG_NAME, staged_layout.config_path)):
         with atomic_path(os.path.join(out_dir, name)) as tmp:
             shutil.copyfile(staged, tmp)
 
 
-def _request(checkpoint: str, config_path: str, data: FinetuneData,
+def _source_files(source: str, checkpoint: str, config_path: str) -> Dict[str, str]:
+    """SHA-256 of each file the run reads from the source: its checkpoint and config, and
+    the companion files that its dev figures go through (its mean vector and band fills,
+    by their names at ``source``'s companion prefix)."""
+    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME
+    used = companions_at(companion_prefix(source), [MEAN_NAME, BAND_FILL_NAME])
+    return {name: file_digest(path) for name, path in
+            [("checkpoint", checkpoint), ("config", config_path), *used.items()]}
+
+
+def _request(source: str, checkpoint: str, config_path: str, data: FinetuneData,
              options: FinetuneOptions) -> Dict[str, Any]:
-    """What ``work/request.json`` records of the run: the source's files, the data folders,
-    the options and a digest of each data list."""
+    """What ``work/request.json`` records of the run: the source's files and a digest of
+    each (:func:`_source_files`), the data folders, the options and a digest of each data
+    list."""
     return {"source": os.path.abspath(checkpoint), "config": os.path.abspath(config_path),
+            SOURCE_FILES: _source_files(source, checkpoint, config_path),
             "data": data.source, "mix_data": data.mix_source, "options": options.as_dict(),
             "lists": list_digests(data)}
 
@@ -466,11 +564,17 @@ def _average_last_phase(work: str, plan: List[Dict[str, Any]], num_avg: int
 
 def _dev_record(before: Dict[str, Any], after: Dict[str, Any],
                 audio: DevAudio) -> Dict[str, Any]:
-    """The record's ``dev`` entry: the figures before and after, whether the new model is
-    worse than the source, and how many dev utterances were heard at each rate."""
-    figures = {name: {key: result[key] for key in ("eer", "min_dcf", "trials")}
+    """The record's ``dev`` entry: the figures before and after (with the target and
+    nontarget trials scored), the :func:`~wespeaker_py.finetune.report.verdict` on them,
+    whether the new model is worse than the source, and how many dev utterances were heard
+    at each rate."""
+    figures = {name: {"eer": result["eer"], "min_dcf": result["min_dcf"],
+                      "trials": result["trials"],
+                      "target_trials": int(result["labels"].sum()),
+                      "nontarget_trials": int((~result["labels"]).sum())}
                for name, result in (("before", before), ("after", after))}
-    return dict(figures, worse_than_source=worse_than_source(figures),
+    found = verdict(figures)
+    return dict(figures, verdict=found, worse_than_source=found == WORSE,
                 heard_by_rate={str(heard): len(group) for heard, group in sorted(audio.items())})
 
 
@@ -494,11 +598,13 @@ def finetune(source: str, data_dir: str, out_dir: str,
     the trainer's config key of that name in each phase (None: left out, its default 0.5);
     like ``device`` it is not part of the request a rerun must match, so a run stopped for
     skipping too much of its data resumes with a higher one.
-    Bad data raises :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT
-    that is or holds one of the inputs, or holds other files than a fine-tuning run,
+    An option of the wrong type or out of range raises :class:`OptionValueError`, bad data
+    :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT that is or holds one
+    of the inputs, or holds other files than a fine-tuning run,
     :class:`OutputExistsError`, as does one holding a run with other arguments unless
-    ``overwrite``. Dev utterances that cannot be read are skipped (named in the log
-    and in the record's ``dev_skipped``).
+    ``overwrite``, which removes the run in OUT (this one too, finished or not) and starts
+    again. Dev utterances that cannot be read are skipped (named in the log and in the
+    record's ``dev_skipped``).
     """
     with using_threads(num_threads):
         report = _finetune(source, data_dir, out_dir, options or FinetuneOptions(), device,
@@ -514,7 +620,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
               device: Optional[str], overwrite: bool, config: Optional[str],
               mix_data: Optional[str], max_fail_fraction: Optional[float]) -> Dict[str, Any]:
     """:func:`finetune`'s work, in the threads it sets; returns the ``finetune.json`` record."""
-    _check_options(options, max_fail_fraction)
+    options = _checked_options(options, max_fail_fraction)
     check_device(device)
     config_path, checkpoint = torch_model_files(source, config)
     source_config = read_source_config(config_path)
@@ -523,7 +629,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     corpus = read_finetune_corpus(data_dir, mix_data, sample_rate=rate)
     data = split_finetune_data(corpus, options.dev_speakers)
     rate = rate or data.sample_rate
-    request = _request(checkpoint, config_path, data, options)
+    request = _request(source, checkpoint, config_path, data, options)
     _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
@@ -557,7 +663,6 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     after = _score_dev(tuned, audio, data.trials, "the new model")
     calibration = tuned.calibration_of_scores(after["scores"], after["labels"],
                                               os.path.abspath(trials_path), after["heard_rates"])
-    _publish(final_dir, out_dir)
     save_calibration(os.path.join(out_dir, CALIBRATION_NAME), calibration)
 
     report = {"source": request["source"], "config": request["config"],
@@ -572,5 +677,6 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     with atomic_open(report_path, "w", encoding="utf-8") as out:
         json.dump(report, out, indent=2)
         out.write("\n")
+    _publish(final_dir, out_dir)
     warn_if_worse(report, out_dir)
     return report

@@ -7,18 +7,21 @@ those soundfile cannot decode here, m4a and wma, are refused) one of their utter
 utterance's key is its path relative to DIR (``george/george_00.wav``, as WeSpeaker's
 VoxCeleb lists name theirs): unique, and the same on every run. Hidden files and
 folders (``.name``) are left out. The listing's ``wav.scp`` and ``utt2spk`` rows are
-what the run records a digest of and writes into its work folder.
+what the run records a digest of and writes into its work folder. A layout that looks
+one level too high (``DIR/<group>/<speaker>/``: the same subfolder name under several
+speaker folders) is warned about.
 """
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 from wespeaker_py.dataset.lists import (AUDIO_EXTENSIONS, TableEntry, audio_extension,
                                         check_decodable)
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import visible_files_under, visible_names
 
 logger = get_logger(__name__)
@@ -86,4 +89,31 @@ def list_speaker_folders(data_dir: str) -> SpeakerFolderListing:
         check_decodable(entries)
     except ValueError as error:
         raise SpeakerFolderError(f"{data_dir}: {error}") from None
+    _warn_if_grouped(data_dir, entries)
     return SpeakerFolderListing(entries, speakers, others)
+
+
+def _warn_if_grouped(data_dir: str, entries: Sequence[TableEntry]) -> None:
+    """Warn when a subfolder name holding audio recurs under several of ``data_dir``'s
+    speaker folders that hold no audio of their own: the layout looks like
+    ``DIR/<group>/<speaker>/`` (months, campaigns), whose groups would train as speakers.
+    A speaker folder with files of its own beside a ``session1/`` is not counted."""
+    direct = {entry.spk for entry in entries if entry.key.count("/") == 1}
+    under: Dict[str, Set[str]] = defaultdict(set)
+    for entry in entries:
+        parts = entry.key.split("/")
+        if len(parts) > 2 and entry.spk not in direct:
+            under[parts[1]].add(entry.spk)
+    recurring = sorted((name for name, folders in under.items() if len(folders) >= 2),
+                       key=lambda name: (-len(under[name]), name))
+    if not recurring:
+        return
+    example, folders = recurring[0], sorted(under[recurring[0]])
+    logger.warning(
+        "%s: %d subfolder name(s) holding audio recur under several of its speaker folders "
+        "(%r is under %s): the layout looks like %s/<group>/<speaker>/, but each folder of "
+        "%s is taken as one speaker, so the groups would train as speakers and one person's "
+        "files carry several labels. Give one group's folder (%s) as the folder, or list the "
+        "files in a wav.scp and utt2spk naming each file's speaker; if those subfolders are "
+        "each speaker's own sessions, nothing is wrong", data_dir, len(recurring), example,
+        listed_names(folders, 3), data_dir, data_dir, os.path.join(data_dir, folders[0]))

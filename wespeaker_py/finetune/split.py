@@ -1,10 +1,12 @@
 """The fine-tuning data (:mod:`~wespeaker_py.finetune.data`) split into train and dev.
 
 :func:`split_finetune_data` holds out the dev speakers (speakers with two or more
-utterances, drawn with a fixed seed, each sample rate of the data among them when it can
-be), every pair of whose utterances is a trial; the rest trains, and speakers with one
-utterance only train. It refuses a dev part with too few trials;
-:func:`warn_about_split` warns about a small one, once for the split a run uses.
+utterances whose files can be read, drawn with a fixed seed: at several sample rates, two
+of one rate, so that some nontarget trials do not pair two rates, and one of each other
+rate as far as they go), every pair of whose readable utterances is a trial; the rest
+trains, and speakers with one utterance only train. It refuses too few speakers and a dev
+part with too few trials; :func:`warn_about_split` warns about a small one, and about one
+whose nontarget trials all pair two rates, once for the split a run uses.
 :func:`recorded_dev_speakers` reads back the split a run's lists were written with,
 which its resumption keeps (:func:`kept_split`).
 """
@@ -16,10 +18,11 @@ from collections import Counter, defaultdict
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.dataset.lists import TableEntry
-from wespeaker_py.finetune.data import (FinetuneCorpus, FinetuneData, FinetuneDataError,
+from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, MIN_TRAIN_SPEAKERS, SPEAKER_MINIMUM,
+                                        FinetuneCorpus, FinetuneData, FinetuneDataError,
                                         most_common_rate, train_utt2spk)
 from wespeaker_py.scoring.make_trials import all_pair_trials
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.tables import DataFormatError, read_key_value
 
 logger = get_logger(__name__)
@@ -35,11 +38,13 @@ DEV_SHARE = 0.2
 SPLIT_SEED = 777
 
 
-def _speaker_utterances(entries: Sequence[TableEntry]) -> Dict[str, List[str]]:
-    """Each speaker's utterance keys."""
+def _speaker_utterances(corpus: FinetuneCorpus) -> Dict[str, List[str]]:
+    """Each speaker's utterance keys whose file can be read (or is a pipe): what a dev
+    part and training can use; a speaker with none is absent."""
     spk2utts: Dict[str, List[str]] = defaultdict(list)
-    for entry in entries:
-        spk2utts[entry.spk].append(entry.key)
+    for entry in corpus.entries:
+        if corpus.readable(entry):
+            spk2utts[entry.spk].append(entry.key)
     return spk2utts
 
 
@@ -67,18 +72,38 @@ def _enough_trials(targets: int, nontargets: int) -> bool:
     return targets >= MIN_DEV_TARGET_TRIALS and nontargets >= MIN_DEV_NONTARGET_TRIALS
 
 
-def _rate_covering_draw(eligible: List[str], by_rate: Mapping[int, List[str]],
-                        wanted: int) -> Optional[List[str]]:
-    """``wanted`` dev speakers of ``eligible``: one of each rate with two or more candidates
-    (``by_rate``; of the rates with the most, when fewer speakers are wanted than there are
-    such rates), then the rest from all, drawn with :data:`SPLIT_SEED`. A rate whose
-    candidates left the rest could take in full keeps one of them (the first by name) in
-    training, so that training hears every rate: the only candidate of a rate stays there.
-    None when too few candidates are left for the rest."""
+def _candidates_by_rate(spk2utts: Mapping[str, Sequence[str]],
+                        speaker_rates: Mapping[str, int]) -> Dict[int, List[str]]:
+    """The dev candidates (speakers with two or more utterances) of each rate, by name."""
+    by_rate: Dict[int, List[str]] = defaultdict(list)
+    for spk in sorted(spk2utts):
+        if len(spk2utts[spk]) >= 2 and spk in speaker_rates:
+            by_rate[speaker_rates[spk]].append(spk)
+    return by_rate
+
+
+def _shares_a_rate(speakers: Collection[str], speaker_rates: Mapping[str, int]) -> bool:
+    """Whether two of ``speakers`` are at one rate: their pair gives nontarget trials that
+    a rate difference does not tell apart."""
+    rates = [speaker_rates[spk] for spk in speakers if spk in speaker_rates]
+    return len(set(rates)) < len(rates)
+
+
+def _rate_pair_draw(eligible: List[str], by_rate: Mapping[int, List[str]], wanted: int,
+                    pair_rate: int) -> Optional[List[str]]:
+    """``wanted`` dev speakers of ``eligible``: two of ``pair_rate`` (so that some
+    nontarget trials pair speakers at one rate), then one of each other rate with two or
+    more candidates (``by_rate``; those with the most first, while more are wanted), then
+    the rest from all, drawn with :data:`SPLIT_SEED`. A rate whose candidates left the rest
+    could take in full keeps one of them (the first by name) in training, so that training
+    hears every rate it can: the only candidate of a rate stays there. None when too few
+    candidates are left for the rest."""
     draw = random.Random(SPLIT_SEED)
-    shared = {rate: speakers for rate, speakers in by_rate.items() if len(speakers) >= 2}
-    covered = sorted(shared, key=lambda rate: (-len(shared[rate]), -rate))[:wanted]
-    chosen = [draw.choice(shared[rate]) for rate in covered]
+    chosen = draw.sample(by_rate[pair_rate], 2)
+    others = sorted((rate for rate, speakers in by_rate.items()
+                     if rate != pair_rate and len(speakers) >= 2),
+                    key=lambda rate: (-len(by_rate[rate]), -rate))
+    chosen += [draw.choice(by_rate[rate]) for rate in others[:wanted - 2]]
     more = wanted - len(chosen)
     left_by_rate = ([spk for spk in speakers if spk not in chosen]
                     for speakers in by_rate.values())
@@ -89,33 +114,54 @@ def _rate_covering_draw(eligible: List[str], by_rate: Mapping[int, List[str]],
     return sorted(chosen + draw.sample(rest, more))
 
 
-def _choose_dev(spk2utts: Dict[str, List[str]], dev_speakers: Optional[int],
+def _choose_dev(spk2utts: Dict[str, List[str]], wanted: int,
                 speaker_rates: Mapping[str, int]) -> List[str]:
-    """The dev speakers, drawn with :data:`SPLIT_SEED` from those with two or more
-    utterances. Candidates at several rates (``speaker_rates``): the rate-covering draw of
-    :func:`_rate_covering_draw`, unless it cannot be made, or its dev part falls short of
-    the trials that the plain seeded draw (the one of data at one rate) gives enough of:
-    then the plain draw."""
+    """``wanted`` dev speakers, drawn with :data:`SPLIT_SEED` from those with two or more
+    utterances. Candidates at one rate (or none read): the plain seeded draw. At several
+    rates (``speaker_rates``): a draw of :func:`_rate_pair_draw` for each rate with two or
+    more candidates, those that leave a speaker of their rate to training first, then the
+    rates with the most candidates; the first that gives enough trials is taken, else the
+    plain draw when it does (it may pair no two speakers of one rate: then
+    :func:`warn_about_split` says so), else the first."""
     eligible = sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
-    wanted = (max(2, round(DEV_SHARE * len(eligible))) if dev_speakers is None
-              else dev_speakers)
-    if wanted < 2:
-        raise FinetuneDataError(f"--dev_speakers must be at least 2, got {wanted}")
-    if wanted > len(eligible):
-        raise FinetuneDataError(f"{wanted} dev speakers asked for, but only {len(eligible)} "
-                                f"speakers have two or more utterances")
     plain = sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
-    by_rate: Dict[int, List[str]] = defaultdict(list)
-    for spk in eligible:
-        if spk in speaker_rates:
-            by_rate[speaker_rates[spk]].append(spk)
+    by_rate = _candidates_by_rate(spk2utts, speaker_rates)
     if len(by_rate) < 2:
         return plain
-    covering = _rate_covering_draw(eligible, by_rate, wanted)
-    if covering is None or (not _enough_trials(*_trial_counts(spk2utts, covering))
-                            and _enough_trials(*_trial_counts(spk2utts, plain))):
-        return plain
-    return covering
+    speakers_at = Counter(speaker_rates[spk] for spk in spk2utts if spk in speaker_rates)
+    pair_rates = sorted((rate for rate, speakers in by_rate.items() if len(speakers) >= 2),
+                        key=lambda rate: (speakers_at[rate] <= 2, -len(by_rate[rate]), -rate))
+    draws = [draw for draw in (_rate_pair_draw(eligible, by_rate, wanted, rate)
+                               for rate in pair_rates) if draw is not None]
+    # max keeps the first of equals: the order above is the order of preference
+    return max(draws + [plain], key=lambda draw: (
+        _enough_trials(*_trial_counts(spk2utts, draw)), _shares_a_rate(draw, speaker_rates)))
+
+
+def _dev_count(source: str, spk2utts: Mapping[str, Sequence[str]],
+               dev_speakers: Optional[int], unheard: int) -> int:
+    """The dev speakers to draw: ``dev_speakers``, or by default a :data:`DEV_SHARE` of
+    those with two or more utterances (:data:`MIN_DEV_SPEAKERS` at least). Refused, naming
+    ``source``: fewer than :data:`MIN_DEV_SPEAKERS`, or more than leave
+    :data:`MIN_TRAIN_SPEAKERS` to train on; ``unheard``: the speakers none of whose files
+    can be read, counted in the message."""
+    eligible = sum(len(utts) >= 2 for utts in spk2utts.values())
+    wanted = (max(MIN_DEV_SPEAKERS, round(DEV_SHARE * eligible)) if dev_speakers is None
+              else dev_speakers)
+    if wanted < MIN_DEV_SPEAKERS:
+        raise FinetuneDataError(f"--dev_speakers must be at least {MIN_DEV_SPEAKERS}, "
+                                f"got {wanted}")
+    most = min(eligible, len(spk2utts) - MIN_TRAIN_SPEAKERS)
+    if wanted <= most:
+        return wanted
+    has = (f"it has {len(spk2utts)} speakers, {eligible} of them with two or more "
+           f"utterances" + (f" ({unheard} more with no file that can be read)"
+                            if unheard else ""))
+    if most < MIN_DEV_SPEAKERS:
+        raise FinetuneDataError(f"{source}: {SPEAKER_MINIMUM}; {has}")
+    raise FinetuneDataError(f"{source}: --dev_speakers {wanted} holds out more speakers than "
+                            f"it can: {has}, and {MIN_TRAIN_SPEAKERS} must be left to train "
+                            f"on; lower --dev_speakers to {most} or less")
 
 
 def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: int,
@@ -150,34 +196,87 @@ def _warn_rates_not_trained(corpus: FinetuneCorpus, train: Sequence[TableEntry],
                        "that rate" if len(unheard) == 1 else "those rates")
 
 
+def _warn_cross_rate_dev(corpus: FinetuneCorpus, data: FinetuneData,
+                         spk2utts: Mapping[str, Sequence[str]],
+                         speaker_rates: Mapping[str, int]) -> None:
+    """Warn when every dev nontarget trial pairs files at two rates: its scores then tell
+    the rates apart, not the speakers, and a calibration fitted on them accepts
+    different-speaker pairs at one rate. A trial with a pipe (rate unknown) is not one."""
+    rate_of = {entry.key: corpus.headers[entry.wav][1] for entry in data.dev
+               if entry.wav in corpus.headers}
+    nontargets = [(enroll, test) for enroll, test, label in data.trials
+                  if label == "nontarget"]
+    if not nontargets or any(rate_of.get(enroll) is None or rate_of.get(enroll) ==
+                             rate_of.get(test) for enroll, test in nontargets):
+        return
+    dev_rates = ", ".join(f"{spk} at {speaker_rates[spk]} Hz" for spk in data.dev_speakers
+                          if spk in speaker_rates)
+    could = any(len(speakers) >= 2 for speakers in
+                _candidates_by_rate(spk2utts, speaker_rates).values())
+    remedy = ("hold out more with --dev_speakers so that two dev speakers share a rate, or, "
+              "for a resumed run (which keeps its dev speakers), fine-tune into another --out"
+              if could else
+              "no rate has two speakers with two or more utterances: add speakers at one "
+              "of the rates")
+    logger.warning("%s: all %d dev nontarget trials pair files at different sample rates "
+                   "(dev speakers: %s): the dev EER and minDCF, and the calibration fitted "
+                   "on them, measure the rate difference, not how well speakers are told "
+                   "apart (such a calibration can accept every different-speaker pair at one "
+                   "rate); %s", corpus.source, len(nontargets), dev_rates, remedy)
+
+
+def _warn_unheard_speakers(corpus: FinetuneCorpus, spk2utts: Mapping[str, Sequence[str]]
+                           ) -> None:
+    """Warn about DIR's speakers none of whose files can be read: counted nowhere."""
+    unheard = sorted({entry.spk for entry in corpus.entries} - set(spk2utts))
+    if unheard:
+        logger.warning("%s: none of the files of %d speaker(s) can be read (%s): they count "
+                       "neither as training nor as dev speakers", corpus.source, len(unheard),
+                       listed_names(unheard, 5))
+
+
 def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = None,
                         dev_set: Optional[Collection[str]] = None) -> FinetuneData:
     """Split ``corpus`` into training and dev; :class:`FinetuneDataError` when it cannot.
 
     The dev speakers are ``dev_set`` (a resumed run's, :func:`recorded_dev_speakers`), else
-    ``dev_speakers`` of them drawn by :func:`_choose_dev`. Refused: fewer than two
-    training speakers left, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
+    ``dev_speakers`` of them (:func:`_dev_count`) drawn by :func:`_choose_dev`. Only
+    utterances whose file can be read (or is a pipe) make a speaker a candidate, give a
+    trial and count a speaker; the others stay in the lists, for training to skip and the
+    dev evaluation to name. Refused: fewer than :data:`MIN_TRAIN_SPEAKERS` training
+    speakers left, or dev trials below :data:`MIN_DEV_TARGET_TRIALS` /
     :data:`MIN_DEV_NONTARGET_TRIALS`. Logs nothing: :func:`warn_about_split` says what
     is to be said about the split a run keeps.
     """
-    spk2utts = _speaker_utterances(corpus.entries)
-    held_out = set(dev_set if dev_set is not None else
-                   _choose_dev(spk2utts, dev_speakers,
-                               _speaker_rates(corpus.entries, corpus.headers)))
+    spk2utts = _speaker_utterances(corpus)
+    unheard = len({entry.spk for entry in corpus.entries} - set(spk2utts))
+    if dev_set is None:
+        held_out = set(_choose_dev(spk2utts, _dev_count(corpus.source, spk2utts, dev_speakers,
+                                                        unheard),
+                                   _speaker_rates(corpus.entries, corpus.headers)))
+        whose, remedy = f"the {len(held_out)} dev speakers", "more --dev_speakers"
+    else:
+        held_out = set(dev_set)
+        whose = f"the {len(held_out)} dev speakers of the run being resumed (which keeps them)"
+        remedy = "fine-tune into another --out for a new split"
     train = [entry for entry in corpus.entries if entry.spk not in held_out]
     dev = [entry for entry in corpus.entries if entry.spk in held_out]
-    train_speakers = len({entry.spk for entry in train})
-    if train_speakers < 2:
-        raise FinetuneDataError(f"{corpus.source}: {len(held_out)} dev speakers leave "
-                                f"{train_speakers} to train on; at least 2 are needed (lower "
-                                f"--dev_speakers)")
-    trials = all_pair_trials({entry.key: entry.spk for entry in dev})
+    train_speakers = len(set(spk2utts) - held_out)
+    if train_speakers < MIN_TRAIN_SPEAKERS:
+        raise FinetuneDataError(f"{corpus.source}: {whose} leave {train_speakers} speaker(s) "
+                                f"with a file that can be read to train on; "
+                                f"{SPEAKER_MINIMUM}; {remedy}")
+    heard = {entry.key: entry.spk for entry in dev if corpus.readable(entry)}
+    trials = all_pair_trials(heard) if len(heard) >= 2 else []
     targets = sum(label == "target" for _, _, label in trials)
     if not _enough_trials(targets, len(trials) - targets):
+        unread = len(dev) - len(heard)
         raise FinetuneDataError(
-            f"{corpus.source}: the {len(held_out)} dev speakers give {targets} target and "
-            f"{len(trials) - targets} nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
-            f"{MIN_DEV_NONTARGET_TRIALS} are needed (more --dev_speakers, or more utterances)")
+            f"{corpus.source}: {whose} give {targets} target and {len(trials) - targets} "
+            f"nontarget trials; at least {MIN_DEV_TARGET_TRIALS} and "
+            f"{MIN_DEV_NONTARGET_TRIALS} are needed ({remedy}, or more utterances)"
+            + (f"; {unread} of their utterances' files cannot be read and give none"
+               if unread else ""))
     dev_rates = dict(Counter(corpus.headers[entry.wav][1] for entry in dev
                              if entry.wav in corpus.headers))
     singles = sum(len(utts) == 1 for utts in spk2utts.values())
@@ -186,18 +285,24 @@ def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = No
                         single_utterance_speakers=singles, mix_source=corpus.mix_source,
                         mix_utterances=len(corpus.mixed), mix_rates=corpus.mix_rates,
                         dev_rates=dev_rates, listings=corpus.listings,
-                        folder_entries=corpus.folder_entries)
+                        folder_entries=corpus.folder_entries, unreadable=corpus.unreadable)
 
 
 def warn_about_split(corpus: FinetuneCorpus, data: FinetuneData) -> None:
-    """Say what the split ``data`` of ``corpus`` leaves to be said, once: a warning for a
-    dev part below :data:`FEW_DEV_SPEAKERS` speakers or :data:`FEW_DEV_TARGET_TRIALS`
-    target trials, one for a dev part that holds every file of a rate, and an INFO line
-    counting the speakers with one utterance (who only train)."""
-    spk2utts = _speaker_utterances(corpus.entries)
+    """Say what the split ``data`` of ``corpus`` leaves to be said, once: a warning for
+    speakers none of whose files can be read, one for a dev part below
+    :data:`FEW_DEV_SPEAKERS` speakers or :data:`FEW_DEV_TARGET_TRIALS` target trials, one
+    for a dev part whose nontarget trials all pair two rates, one for a dev part that
+    holds every file of a rate, and an INFO line counting the speakers with one utterance
+    (who only train)."""
+    spk2utts = _speaker_utterances(corpus)
+    _warn_unheard_speakers(corpus, spk2utts)
     targets = sum(label == "target" for _, _, label in data.trials)
     _warn_small_dev(corpus.source, len(data.dev_speakers), targets, len(data.trials) - targets,
-                    min(sum(len(utts) >= 2 for utts in spk2utts.values()), len(spk2utts) - 2))
+                    min(sum(len(utts) >= 2 for utts in spk2utts.values()),
+                        len(spk2utts) - MIN_TRAIN_SPEAKERS))
+    _warn_cross_rate_dev(corpus, data, spk2utts,
+                         _speaker_rates(corpus.entries, corpus.headers))
     _warn_rates_not_trained(corpus, data.train, data.dev_rates)
     if data.single_utterance_speakers:
         logger.info("%d speaker(s) with one utterance: used for training only",

@@ -1,0 +1,155 @@
+"""What a fine-tuning rerun does with the run OUT holds: ``--overwrite`` starts even the same
+run again, a source replaced in place is another request, a run stopped while publishing
+leaves no model that loads without its calibration, and Ctrl-C says how to resume.
+
+Most tests train nothing (a run that gets as far as a phase is stopped there); one
+fine-tunes the tiny source model for two epochs.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from train_helpers import make_speaker_corpus
+from wespeaker_py.api import load_model
+from wespeaker_py.cli.common import INTERRUPTED_STATUS, hint_on_interrupt, run_main
+from wespeaker_py.cli.main import _main
+from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.finetune import FinetuneOptions, OutputExistsError, finetune
+from wespeaker_py.finetune import run as finetune_run
+
+TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """6 speakers x 4 utterances of 1 s at 16 kHz (2 dev speakers, 4 training ones)."""
+    root = str(tmp_path_factory.mktemp("data"))
+    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for line in open(corpus["utt2spk"]):
+            key = line.split()[0]
+            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    return root
+
+
+# ---- --overwrite starts the same run again ---------------------------------------------------
+
+def test_overwrite_starts_the_same_run_again_finished_or_not(source_model, data_dir, tmp_path,
+                                                             first_phase):
+    out = tmp_path / "out"
+    options = FinetuneOptions(**TINY_OPTIONS)
+    first_phase(source_model, data_dir, str(out), options)
+    mark = out / "work" / "frozen" / "models" / "model_1.pt"   # a phase's progress
+    mark.parent.mkdir(parents=True)
+    mark.write_bytes(b"trained")
+    first_phase(source_model, data_dir, str(out), options)     # the same command resumes
+    assert mark.is_file()
+    first_phase(source_model, data_dir, str(out), options, overwrite=True)
+    assert not mark.exists() and (out / "work" / "request.json").is_file()
+    # a finished run: left as it is, unless --overwrite
+    for name in finetune_run.PUBLISHED:
+        (out / name).write_text(json.dumps({"finished": True}))
+    assert finetune(source_model, data_dir, str(out), options, device="cpu",
+                    log_summary=False) == {"finished": True}
+    first_phase(source_model, data_dir, str(out), options, overwrite=True)
+    assert not any((out / name).exists() for name in finetune_run.PUBLISHED)
+
+
+def test_overwrite_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        run_main(_main, ["finetune", "--help"])
+    assert "this one, finished or not" in " ".join(capsys.readouterr().out.split())
+
+
+# ---- a source replaced in place is another request ------------------------------------------
+
+def test_a_source_replaced_in_place_is_another_request_naming_the_file(
+        source_model, data_dir, tmp_path, first_phase):
+    source = shutil.copytree(source_model, tmp_path / "source")
+    out = str(tmp_path / "out")
+    options = FinetuneOptions(**TINY_OPTIONS)
+    first_phase(str(source), data_dir, out, options)
+    recorded = json.load(open(os.path.join(out, "work", "request.json")))
+    assert set(recorded["source_files"]) == {"checkpoint", "config"}
+    first_phase(str(source), data_dir, out, options)   # nothing changed: it resumes
+    # newer weights downloaded into the same folder
+    state = torch.load(source / "avg_model.pt")
+    torch.save({key: value + 1 for key, value in state.items()}, source / "avg_model.pt")
+    with pytest.raises(OutputExistsError, match=r"differs in source_files\.checkpoint\)"):
+        finetune(str(source), data_dir, out, options, device="cpu")
+    # a mean vector beside it changes the dev figures "before": named too
+    np.save(source / "mean_vec.npy", np.zeros(16, np.float32))
+    with pytest.raises(OutputExistsError, match=r"source_files\.checkpoint, "
+                                                r"source_files\.mean_vec\.npy\)"):
+        finetune(str(source), data_dir, out, options, device="cpu")
+
+
+def test_a_request_written_before_source_digests_still_resumes(source_model, data_dir,
+                                                               tmp_path, first_phase):
+    out = str(tmp_path / "out")
+    first_phase(source_model, data_dir, out, FinetuneOptions(**TINY_OPTIONS))
+    path = os.path.join(out, "work", "request.json")
+    recorded = json.load(open(path))
+    del recorded["source_files"]
+    json.dump(recorded, open(path, "w"))
+    first_phase(source_model, data_dir, out, FinetuneOptions(**TINY_OPTIONS))
+    assert "source_files" in json.load(open(path))
+
+
+# ---- publishing: the model files last --------------------------------------------------------
+
+def test_a_run_stopped_while_publishing_leaves_no_model_without_calibration(
+        source_model, data_dir, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    real_publish = finetune_run._publish
+
+    def killed(staged_dir, out_dir):
+        raise KeyboardInterrupt   # as a run killed once the model files are next
+
+    monkeypatch.setattr(finetune_run, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(source_model, data_dir, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    assert {"calibration.json", "finetune.json"} <= set(os.listdir(out))
+    assert not {"avg_model.pt", "config.yaml"} & set(os.listdir(out))
+    with pytest.raises(ModelSourceError, match="has not finished"):
+        load_model(out)
+    # the rerun is not taken as finished: it publishes, without training again
+    checkpoint = os.path.join(out, "work", "train", "models", "model_1.pt")
+    stamp = os.path.getmtime(checkpoint)
+    monkeypatch.setattr(finetune_run, "_publish", real_publish)
+    finetune(source_model, data_dir, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    assert os.path.getmtime(checkpoint) == stamp
+    assert load_model(out, device="cpu").calibration is not None
+
+
+# ---- Ctrl-C says how to go on ----------------------------------------------------------------
+
+def test_ctrl_c_in_finetune_says_to_run_the_command_again(tmp_path, monkeypatch, capsys):
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_run, "_finetune", interrupted)
+    status = run_main(_main, ["finetune", "--model", "m", "--data", "d",
+                              "--out", str(tmp_path / "out")], prog="wespeaker-py")
+    assert status == INTERRUPTED_STATUS
+    assert capsys.readouterr().err == (
+        "wespeaker-py: interrupted; run the same wespeaker-py finetune command again to "
+        "resume\n")
+
+
+def test_ctrl_c_elsewhere_still_says_interrupted_alone(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    def nested(argv):   # the innermost hint is the one given
+        with hint_on_interrupt("outer"), hint_on_interrupt("inner"):
+            raise KeyboardInterrupt
+
+    assert run_main(main, [], prog="tool") == INTERRUPTED_STATUS
+    assert capsys.readouterr().err == "tool: interrupted\n"
+    assert run_main(nested, [], prog="tool") == INTERRUPTED_STATUS
+    assert capsys.readouterr().err == "tool: interrupted; inner\n"
