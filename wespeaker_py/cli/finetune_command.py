@@ -81,7 +81,8 @@ def add_finetune_command(commands) -> None:
     add_flag(sub, "sample_rate", type=int, default=None,
              help="the new model's rate (default: the data's)")
     add_flag(sub, "dev_speakers", type=int, default=None,
-             help="speakers held out for the dev EER and calibration (default: a fifth)")
+             help="speakers held out for the dev EER and calibration, at least 2 (default: "
+                  "a fifth); the data needs at least 4 speakers, 2 of them to train on")
     add_flag(sub, "batch_size", type=int, default=None,
              help="utterances per batch, at least 2; default: the source config's")
     add_flag(sub, "num_workers", type=int, default=None, help="data loader workers, 0 or more")
