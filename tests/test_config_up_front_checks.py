@@ -10,7 +10,10 @@ import torch
 from train_helpers import TINY_CONFIG, make_speaker_corpus, plan_of, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.config import ConfigError
+from wespeaker_py.models import model_factory
 from wespeaker_py.models.projections import get_projection
+from wespeaker_py.runtime.builder import model_argument_names
+from wespeaker_py.train import builder
 from wespeaker_py.train.builder import check_model_builds
 from wespeaker_py.train.distributed import DistContext
 
@@ -62,6 +65,26 @@ def test_scheduler_args_the_schedule_refuses_are_refused_up_front(utt2spk):
         check_model_builds(plan)
 
 
+def test_another_runtime_error_of_the_optimizer_is_not_taken_for_a_device_check(utt2spk):
+    # torch refuses fused with differentiable as the optimizer is built, before any check
+    # of the device (which older torch makes there)
+    plan = plan_of(_config(utt2spk, optimizer="Adam",
+                           optimizer_args={"fused": True, "differentiable": True}))
+    with pytest.raises(RuntimeError, match=r"^`fused` does not support `differentiable`$"):
+        check_model_builds(plan)
+
+
+def test_the_fused_device_check_of_older_torch_is_left_to_the_real_build(utt2spk, monkeypatch):
+    # older torch refuses fused=True over parameters on the meta device as it builds
+    def refuse_meta(plan, model):
+        raise RuntimeError("`fused=True` requires all the params to be floating point "
+                           "Tensors of supported devices: ['cuda', 'xpu', 'privateuseone'].")
+
+    monkeypatch.setattr(builder, "build_optimizer", refuse_meta)
+    check_model_builds(plan_of(_config(utt2spk, optimizer="Adam",
+                                       optimizer_args={"fused": True})))
+
+
 def test_a_good_config_passes_the_up_front_check(utt2spk):
     check_model_builds(plan_of(_config(utt2spk, optimizer="AdamW",
                                        optimizer_args={"weight_decay": 0.01,
@@ -97,6 +120,19 @@ def test_a_missing_embed_dim_is_not_blamed_on_an_argument_of_the_model(utt2spk):
         plan_of(config)
     assert str(refused.value) == ("config key 'model_args.embed_dim' is required (the head's "
                                   "input size)")
+
+
+def test_a_misspelt_embed_dim_is_named_for_a_model_that_takes_any_keyword(utt2spk):
+    # ReDimNet2's factories pass **model_args on: no list of names to check embed_dims against
+    assert model_argument_names(model_factory("ReDimNet2B0")) is None
+    assert "hid_dim" in model_argument_names(model_factory("XVEC"))
+    config = _config(utt2spk, model="ReDimNet2B0")
+    config["model_args"] = {"embed_dims": 16}
+    with pytest.raises(ConfigError) as refused:
+        plan_of(config)
+    assert str(refused.value) == ("config key 'model_args.embed_dim' is required (the head's "
+                                  "input size), but model_args has 'embed_dims'; did you mean "
+                                  "'embed_dim'?")
 
 
 def test_sphereface2_margin_type_message_names_the_key(utt2spk):

@@ -75,6 +75,22 @@ def test_the_rate_follows_the_formula_with_warm_up_and_batch_scale(settings):
         assert scheduler.step(t) == pytest.approx(expected, rel=1e-12), t
 
 
+def test_a_fractional_cycle_falls_no_lower_than_final_lr():
+    # 7 batches per epoch and cycle_step 2.5: a cycle of 17.5 batches, up over S = 8 and
+    # down over 9.5, where WeSpeaker's formula reaches 0.1 - 0.09995 * 9 / 8 = -0.0124 at 17
+    final_lr = 5e-5
+    scheduler = TriAngular2(_optimizer(), num_epochs=10, epoch_iter=7, initial_lr=0.1,
+                            final_lr=final_lr, scale_ratio=1.0, cycle_step=2.5)
+    assert scheduler.step(8) == pytest.approx(0.1, rel=1e-12)
+    assert scheduler.step(16) == pytest.approx(final_lr, rel=1e-9)
+    assert scheduler.step(17) == final_lr
+    # elsewhere the rate is WeSpeaker's
+    for t in range(70):
+        wespeaker = _reference_lr(t, 0.1, final_lr, 7, warm_up_epoch=6, scale_ratio=1.0,
+                                  cycle_step=2.5, ratio=0.5)
+        assert scheduler.step(t) == pytest.approx(max(wespeaker, final_lr), rel=1e-12), t
+
+
 def test_warm_up_scales_the_rate_from_one_to_the_batch_scale():
     scheduler = TriAngular2(_optimizer(), num_epochs=10, epoch_iter=EPOCH_ITER,
                             initial_lr=INITIAL_LR, final_lr=FINAL_LR, warm_up_epoch=1,

@@ -446,16 +446,16 @@ def schedule_settings(block: Any) -> Dict[str, Any]:
 
 
 @_block
-class ExponentialDecreaseArgs:
-    """``scheduler_args`` of ``scheduler: ExponentialDecrease``: warm-up and decay.
+class _DecayArgs:
+    """The ``scheduler_args`` keys that ExponentialDecrease and TriAngular2 share: the two
+    rates, the warm-up, and the keys WeSpeaker's trainer writes (:data:`TRAINER_WRITTEN_KEYS`).
 
-    The optimizer starts at ``initial_lr`` unless ``optimizer_args.lr`` is given.
+    Each block's own keys come after these in the saved ``config.yaml``.
     """
 
     initial_lr: float = setting(above=0)
     final_lr: float = setting(above=0)
     warm_up_epoch: float = setting(6.0, minimum=0)
-    warm_from_zero: bool = False
     scale_ratio: Optional[float] = setting(None, above=0)
     num_epochs: Optional[int] = setting(None, minimum=1)
     epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
@@ -467,7 +467,17 @@ class ExponentialDecreaseArgs:
 
 
 @_block
-class TriAngular2Args:
+class ExponentialDecreaseArgs(_DecayArgs):
+    """``scheduler_args`` of ``scheduler: ExponentialDecrease``: warm-up and decay.
+
+    The optimizer starts at ``initial_lr`` unless ``optimizer_args.lr`` is given.
+    """
+
+    warm_from_zero: bool = False
+
+
+@_block
+class TriAngular2Args(_DecayArgs):
     """``scheduler_args`` of ``scheduler: TriAngular2``: cycles between ``final_lr`` and a
     peak that starts at ``initial_lr`` and comes ``reduce_lr_diff_ratio`` times closer to
     ``final_lr`` each cycle of ``cycle_step`` epochs, with ExponentialDecrease's warm-up
@@ -476,19 +486,8 @@ class TriAngular2Args:
     The optimizer starts at ``initial_lr`` unless ``optimizer_args.lr`` is given.
     """
 
-    initial_lr: float = setting(above=0)
-    final_lr: float = setting(above=0)
-    warm_up_epoch: float = setting(6.0, minimum=0)
     cycle_step: float = setting(2.0, above=0)
     reduce_lr_diff_ratio: float = setting(0.5, minimum=0)
-    scale_ratio: Optional[float] = setting(None, above=0)
-    num_epochs: Optional[int] = setting(None, minimum=1)
-    epoch_iter: Optional[int] = setting(None, minimum=0, written_when_set=True)
-
-    @property
-    def optimizer_lr(self) -> Optional[float]:
-        """The optimizer's lr when ``optimizer_args`` has none (None: it must have one)."""
-        return self.initial_lr
 
 
 @_block

@@ -19,7 +19,7 @@ identity (:mod:`.identity`), computed on first use.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Type, Union
 
 import torch
 import torch.nn as nn
@@ -191,17 +191,25 @@ def _construct(name: str, factory: Callable[..., nn.Module], model_args: Mapping
         raise source.error(f"{source.name()} does not fit {name}: {err}") from err
 
 
+def model_argument_names(factory: Callable[..., nn.Module]) -> Optional[List[str]]:
+    """The ``model_args`` keys a model factory has a parameter for, in its order; None for
+    a factory that also takes ``**kwargs``, which any key may fit."""
+    parameters = inspect.signature(factory).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return [parameter.name for parameter in parameters
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+
+
 def _check_argument_names(name: str, factory: Callable[..., nn.Module],
                           model_args: Mapping[str, Any], source: _ArgsSource) -> None:
     """An error naming the first key of ``model_args`` that ``factory`` has no parameter
     for, with the closest parameter name and all of them. A factory that takes ``**kwargs``
     passes them on unseen here: the TypeError of whatever refuses one is left to
     :func:`_construct`."""
-    parameters = inspect.signature(factory).parameters.values()
-    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+    names = model_argument_names(factory)
+    if names is None:
         return
-    names = [parameter.name for parameter in parameters
-             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
     unknown = [key for key in model_args if key not in names]
     if not unknown:
         return

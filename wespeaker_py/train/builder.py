@@ -26,6 +26,10 @@ from wespeaker_py.utils.processes import (check_temp_folder_for_workers, shared_
 
 logger = get_logger(__name__)
 
+# how older torch begins the error of an optimizer built with fused=True over
+# parameters not on a device its fused kernels support (``meta`` included)
+_FUSED_DEVICE_CHECK = "`fused=True` requires all the params to be"
+
 
 def build_model(plan: TrainingPlan) -> nn.Module:
     """The speaker model with its head as ``model.projection`` (and an SSL front-end as
@@ -62,8 +66,12 @@ def check_model_builds(plan: TrainingPlan) -> None:
         _named_by(prefix, names)
     try:
         optimizer = build_optimizer(plan, model)
-    except RuntimeError:   # a device check (fused=True in older torch): meta is no device
-        return             # to judge by; the real build, on the real one, decides
+    except RuntimeError as err:
+        # older torch checks the device of fused=True's parameters as the optimizer is
+        # built: meta is no device to judge by; the real build, on the real one, decides
+        if _FUSED_DEVICE_CHECK not in str(err):
+            raise
+        return
     build_lr_scheduler(plan, optimizer)
 
 

@@ -9,7 +9,6 @@ it holds.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -26,7 +25,8 @@ from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.io.layout import ExperimentLayout
 from wespeaker_py.models import model_factory
 from wespeaker_py.models.projections import get_projection
-from wespeaker_py.runtime.builder import check_model_frontend, frontend_model_args
+from wespeaker_py.runtime.builder import (check_model_frontend, frontend_model_args,
+                                          model_argument_names)
 from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
 from wespeaker_py.train.checkpoint import (checkpoint_name, epoch_from_name,
                                            is_training_checkpoint, speaker_map_digest)
@@ -229,9 +229,10 @@ def _misspelt_embed_dim(config: TrainConfig) -> str:
     ``model_args`` close to ``embed_dim`` that the model takes no argument of (``hid_dim`` of
     XVEC is no misspelling), or an empty string."""
     try:
-        takes = set(inspect.signature(model_factory(config.model)).parameters)
+        # a factory taking **kwargs names none: embed_dim is missing all the same
+        takes = model_argument_names(model_factory(config.model)) or []
     except ValueError:   # an unknown model, which check_model_frontend names next
-        takes = set()
+        takes = []
     for key in config.model_args:
         hint = "" if key in takes else did_you_mean(str(key), ["embed_dim"])
         if hint:

@@ -102,6 +102,10 @@ class TriAngular2(ExponentialDecrease):
     over the first ``S = C // 2`` iterations (``p <= S``) and falls back over the rest.
     That rate is multiplied by ExponentialDecrease's coefficient (warm-up from 1, and
     only when ``scale_ratio > 1``; there is no ``warm_from_zero``, as in WeSpeaker).
+
+    A fractional ``C`` (``cycle_step`` 2.5 of 7 batches) leaves more than ``S`` iterations
+    after the peak; the fall stops at ``final_lr`` there, where WeSpeaker's formula goes
+    on below it, even to a negative rate.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, num_epochs: int, epoch_iter: int,
@@ -125,7 +129,8 @@ class TriAngular2(ExponentialDecrease):
         if point <= self.half_cycle:
             lr = self.final_lr + (peak - self.final_lr) * point / self.half_cycle
         else:
-            lr = peak - (peak - self.final_lr) * (point - self.half_cycle) / self.half_cycle
+            lr = max(self.final_lr, peak - (peak - self.final_lr)
+                     * (point - self.half_cycle) / self.half_cycle)
         return self.coefficient(iteration) * lr
 
 
