@@ -13,13 +13,15 @@ from wespeaker_py.errors import RunFailedError, WespeakerError
 
 
 def _package_exception_classes():
-    """Every exception class (warnings aside) defined in a module of the package."""
+    """Every exception class defined in a module of the package, warnings and Ctrl-C aside
+    (a KeyboardInterrupt that carries a hint must stay out of ``except Exception``)."""
     found = []
     for info in pkgutil.walk_packages(wespeaker_py.__path__, "wespeaker_py."):
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if (inspect.isclass(obj) and issubclass(obj, BaseException)
-                    and not issubclass(obj, Warning) and obj.__module__ == info.name):
+                    and not issubclass(obj, (Warning, KeyboardInterrupt))
+                    and obj.__module__ == info.name):
                 found.append(obj)
     return found
 
@@ -75,3 +77,9 @@ def test_the_mapping_goes_by_class_not_by_name(capsys):
     assert capsys.readouterr().err == "x: error: give one audio file\n"
     with pytest.raises(ValueError):   # a plain ValueError is a bug: it keeps its traceback
         run_main(raising(ValueError("oops")), [], prog="x")
+
+
+def test_an_interrupt_with_a_hint_is_still_ctrl_c_and_no_error():
+    from wespeaker_py.cli.common import InterruptedWithHint
+    assert issubclass(InterruptedWithHint, KeyboardInterrupt)
+    assert not issubclass(InterruptedWithHint, Exception)   # never caught as an error
