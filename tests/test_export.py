@@ -2,7 +2,9 @@
 deploy form, clear errors."""
 import importlib.util
 import json
+import logging
 import os
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,8 +23,9 @@ from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.export import (ExportMismatchError, check_against_eager, export_onnx,
                                  export_torchscript, exportable_model, load_exportable_embedder)
 from wespeaker_py.export import onnx_export, waveform_onnx
+from wespeaker_py.export import checks
 from wespeaker_py.export.checks import output_held_back
-from wespeaker_py.export.metadata import TORCHSCRIPT_INFO_FILE, model_info
+from wespeaker_py.export.metadata import TORCHSCRIPT_INFO_FILE, model_info, read_onnx_info
 from wespeaker_py.config import load_model_config
 from wespeaker_py.frontend.factory import build_frontend
 from wespeaker_py.frontend.features import FbankFeatures
@@ -343,11 +346,96 @@ def test_held_back_output_is_passed_on_unless_the_block_fails(capfd):
     assert capfd.readouterr() == ("kept out\n", "kept err\n")
 
 
+def _open_files():
+    """``(device, inode)`` of the files that fds 1 and 2 are open on."""
+    return [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+
+
+@pytest.fixture
+def standard_fds_kept():
+    """Puts fds 1 and 2 back after the test, whatever it did to them."""
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    yield
+    for fd, copy in saved.items():
+        os.dup2(copy, fd)
+        os.close(copy)
+
+
+def test_a_failing_pass_on_restores_both_fds_and_still_writes_the_other(
+        capfd, monkeypatch, standard_fds_kept):
+    write_all = checks._write_all
+
+    def closed_stdout(fd, data):
+        if fd == 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        write_all(fd, data)
+    monkeypatch.setattr(checks, "_write_all", closed_stdout)
+    before = _open_files()
+    with pytest.raises(BrokenPipeError):
+        with output_held_back():
+            os.write(1, b"lost out\n")
+            os.write(2, b"kept err\n")
+    assert _open_files() == before
+    os.write(2, b"after\n")
+    assert capfd.readouterr() == ("", "kept err\nafter\n")
+
+
+def test_a_failed_blocks_outputs_are_logged_once_each_after_both_fds_are_restored(
+        capfd, caplog, standard_fds_kept):
+    # a handler on fd 2 itself (not on pytest's sys.stderr): what it logs while fd 2 is
+    # still held back would land in fd 2's output and be logged again inside it
+    stream = open(2, "w", closefd=False)
+    handler = logging.StreamHandler(stream)
+    checks.logger.addHandler(handler)
+    caplog.set_level(logging.DEBUG, logger=checks.logger.name)
+    before = _open_files()
+    try:
+        with pytest.raises(RuntimeError):
+            with output_held_back():
+                os.write(1, b"dropped out\n")
+                os.write(2, b"dropped err\n")
+                raise RuntimeError("the export failed")
+    finally:
+        checks.logger.removeHandler(handler)
+        stream.close()
+    assert _open_files() == before
+    assert [record.getMessage() for record in caplog.records] == [
+        "output of the failed export (fd 1):\ndropped out\n",
+        "output of the failed export (fd 2):\ndropped err\n"]
+    assert capfd.readouterr().err == ("output of the failed export (fd 1):\ndropped out\n\n"
+                                      "output of the failed export (fd 2):\ndropped err\n\n")
+
+
 def _onnx_metadata(path):
     """``(kind, info)`` of an exported graph's metadata."""
     import onnx
-    props = {entry.key: entry.value for entry in onnx.load(path).metadata_props}
-    return props["wespeaker_py_kind"], json.loads(props["wespeaker_py_info"])
+    return read_onnx_info({entry.key: entry.value for entry in onnx.load(path).metadata_props},
+                          path)
+
+
+def test_onnx_info_is_read_back_and_a_broken_record_is_named():
+    assert read_onnx_info({"wespeaker_py_kind": "feature_embedding",
+                           "wespeaker_py_info": '{"model": "XVEC"}'}, "m.onnx") == (
+        "feature_embedding", {"model": "XVEC"})
+    assert read_onnx_info({"producer": "other"}, "m.onnx") == (None, {})
+    for info, problem in ((None, "has no 'wespeaker_py_info' entry"),
+                          ("{", "'wespeaker_py_info' is not valid JSON"),
+                          ("[1]", "'wespeaker_py_info' is a JSON list, not an object")):
+        props = {"wespeaker_py_kind": "waveform_embedding"}
+        if info is not None:
+            props["wespeaker_py_info"] = info
+        with pytest.raises(ValueError, match="^m.onnx: ONNX metadata .*" + re.escape(problem)):
+            read_onnx_info(props, "m.onnx")
+
+
+def test_a_graph_without_a_recorded_kind_is_refused_as_such():
+    session = SimpleNamespace(
+        get_modelmeta=lambda: SimpleNamespace(custom_metadata_map={}),
+        get_inputs=lambda: [SimpleNamespace(name="wavs")])
+    with pytest.raises(ValueError, match=re.escape(
+            "m.onnx is an ONNX model of another kind (no wespeaker_py kind recorded, "
+            "inputs ['wavs'])")):
+        waveform_onnx.read_waveform_onnx_info(session, "m.onnx")
 
 
 @needs_onnx

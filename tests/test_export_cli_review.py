@@ -27,6 +27,7 @@ from wespeaker_py.cli.main import build_parser
 from wespeaker_py.cli.main import main as cli_main
 from wespeaker_py.export import waveform_onnx
 from wespeaker_py.export.checks import ExportMismatchError
+from wespeaker_py.export.metadata import read_onnx_info
 from wespeaker_py.frontend.band_fill import BandFill, band_fill_name, split_bins
 from wespeaker_py.models import complexity
 
@@ -117,8 +118,8 @@ def test_the_fbank_graph_records_the_model_as_the_waveform_graph_does(xvec_folde
     import onnx
 
     def metadata(path):
-        props = {entry.key: entry.value for entry in onnx.load(path).metadata_props}
-        return props["wespeaker_py_kind"], json.loads(props["wespeaker_py_info"])
+        return read_onnx_info({entry.key: entry.value
+                               for entry in onnx.load(path).metadata_props}, path)
 
     model = wespeaker_py.load_model(xvec_folder, device="cpu")
     wave_kind, wave_info = metadata(exporting.export_waveform_graph(
@@ -131,6 +132,17 @@ def test_the_fbank_graph_records_the_model_as_the_waveform_graph_does(xvec_folde
     assert feats_info == wave_info
     assert (feats_info["model"], feats_info["identity"], feats_info["embed_dim"],
             feats_info["mean_subtracted"]) == ("XVEC", model.identity, model.embed_dim, False)
+
+
+@needs_onnx
+def test_loading_the_fbank_graph_is_refused_naming_the_kind_it_records(xvec_folder, tmp_path):
+    model = wespeaker_py.load_model(xvec_folder, device="cpu")
+    path = exporting.export_feats_onnx(model, str(tmp_path / "feats.onnx"))[0]
+    with pytest.raises(wespeaker_py.ModelSourceError) as refused:
+        wespeaker_py.load_model(path, device="cpu")
+    assert str(refused.value).startswith(
+        f"{path} is an ONNX model of another kind (a feature_embedding graph, inputs "
+        f"['feats']); load_model takes the waveform graph")
 
 
 # -- re-exporting over an earlier export ----------------------------------------------------------

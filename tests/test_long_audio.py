@@ -12,7 +12,9 @@ import torch
 
 from api_helpers import mini_speech
 from inference_helpers import randomise_batchnorm
+from wespeaker_py.export.metadata import model_info
 from wespeaker_py.frontend.features import FbankFeatures
+from wespeaker_py.frontend.framing import frame_params, frame_span, samples_for_frames
 from wespeaker_py.models import get_model
 from wespeaker_py.models.eres2net import ERes2Net
 from wespeaker_py.models.gemini_dfresnet import GeminiDFResNet
@@ -122,6 +124,18 @@ def test_chunked_fbank_equals_the_whole_fbank(speech):
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)
 
 
+def test_the_samples_of_frames_give_exactly_those_frames(speech):
+    frontend = FbankFeatures(num_mel_bins=FEAT_DIM).eval()
+    wav = torch.as_tensor(speech[:16000])
+    window, shift = frame_params(16000)
+    whole = frontend.log_mel(wav[None])[0]
+    for start, stop in ((0, 1), (0, 98), (5, 6), (37, 98)):
+        piece = wav[frame_span(start, stop, window, shift)]
+        assert len(piece) == samples_for_frames(stop - start, 16000)
+        torch.testing.assert_close(frontend.log_mel(piece[None])[0], whole[start:stop],
+                                   rtol=0, atol=1e-4)
+
+
 def test_chunk_spans_keep_every_output_frame_once():
     geometry = long_audio.BodyGeometry(stride=8, margin=232)
     frames = 10_000
@@ -172,10 +186,7 @@ def _export_ecapa(tmp_path_factory, cmn):
     backend = TorchBackend(SpeakerEmbedder(frontend, model), torch.device("cpu"),
                            long_audio=WHOLE)
     path = str(tmp_path_factory.mktemp("onnx") / "ecapa.onnx")
-    info = {"model": "ECAPA_TDNN_c512", "sample_rate": frontend.sample_rate,
-            "embed_dim": backend.embed_dim, "num_mel_bins": frontend.num_mel_bins,
-            "frame_length": frontend.frame_length, "frame_shift": frontend.frame_shift,
-            "cmn": cmn, "frontend": "FbankFeatures"}
+    info = model_info("ECAPA_TDNN_c512", frontend, model, backend.embedder.identity)
     export_waveform_onnx(frontend, model, path, info, backend.min_samples)
     return backend, path
 

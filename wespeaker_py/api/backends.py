@@ -28,7 +28,7 @@ from wespeaker_py.export.waveform_onnx import (BAND_FILL_INPUT, INPUT_NAME, OUTP
                                                as_onnx_batch, graph_takes_band_fill,
                                                read_waveform_onnx_info)
 from wespeaker_py.frontend.band_fill import BandFill, BandFillError, check_fits
-from wespeaker_py.frontend.framing import frame_params, num_frames
+from wespeaker_py.frontend.framing import frame_params, frame_span, num_frames
 from wespeaker_py.runtime.identity import file_identity
 from wespeaker_py.runtime.long_audio import LongAudioPolicy, mean_of_chunks
 from wespeaker_py.utils.onnx_session import open_onnx_session
@@ -134,7 +134,7 @@ class OnnxBackend:
         window, shift = frame_params(self.sample_rate, *self.frame_ms)
 
         def embed_chunk(start: int, stop: int) -> torch.Tensor:
-            piece = wav[None, start * shift:(stop - 1) * shift + window]
+            piece = wav[None, frame_span(start, stop, window, shift)]
             return torch.from_numpy(self._run(piece, heard_rate))
         return mean_of_chunks(self._frames_of(wav.shape[0]),
                               self._frames_of_seconds(self.long_audio.chunk_seconds),

@@ -63,11 +63,39 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _run_each(actions: Sequence[Callable[[], None]]) -> None:
+    """Run every action even when one fails, then raise the first error."""
+    first: Optional[BaseException] = None
+    for action in actions:
+        try:
+            action()
+        except Exception as error:   # the rest still run; the first is raised below
+            if first is None:
+                first = error
+    if first is not None:
+        raise first
+
+
+def _pass_on(fd: int, buffer: Any, failed: bool) -> None:
+    """Write what ``buffer`` held back of ``fd`` to ``fd``, or log it when the block ``failed``."""
+    buffer.seek(0)
+    output = buffer.read()
+    if failed and output:
+        logger.debug("output of the failed export (fd %d):\n%s", fd,
+                     output.decode(errors="replace"))
+    elif not failed:
+        _write_all(fd, output)
+
+
 @contextlib.contextmanager
 def output_held_back() -> Iterator[None]:
     """Hold back what the block writes to the standard output and error, at the level of
     file descriptors (torch's C++ code writes there too): it is passed on when the block
-    ends, and only logged (at debug level) when the block raises.
+    ends, and only logged (at debug level) when the block raises. The redirect is
+    process-wide: what other threads write meanwhile is held back (and dropped) too.
+
+    Both descriptors are restored before either one's output is passed on, so a failing
+    write (a closed pipe) leaves neither redirected; it is raised once all are written.
 
     torch's TorchScript ONNX exporter switches its log on at its first export and leaves it
     on (``setup_onnx_logging`` tests the function ``_jit_is_onnx_log_enabled`` instead of
@@ -85,23 +113,19 @@ def output_held_back() -> Iterator[None]:
             stack.callback(os.close, saved)
             held[fd] = (saved, stack.enter_context(tempfile.TemporaryFile()))
         _flush_python_streams()
-        for fd, (_, buffer) in held.items():
-            os.dup2(buffer.fileno(), fd)
+        redirected = []
         failed = True
         try:
+            for fd, (_, buffer) in held.items():
+                os.dup2(buffer.fileno(), fd)
+                redirected.append(fd)
             yield
             failed = False
         finally:
-            _flush_python_streams()
-            for fd, (saved, buffer) in held.items():
-                os.dup2(saved, fd)
-                buffer.seek(0)
-                output = buffer.read()
-                if failed and output:
-                    logger.debug("output of the failed export (fd %d):\n%s", fd,
-                                 output.decode(errors="replace"))
-                elif not failed:
-                    _write_all(fd, output)
+            _run_each([_flush_python_streams]
+                      + [functools.partial(os.dup2, held[fd][0], fd) for fd in redirected]
+                      + [functools.partial(_pass_on, fd, held[fd][1], failed)
+                         for fd in redirected])
 
 
 def load_exportable_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmbedder:

@@ -27,7 +27,6 @@ size, shortest input) that :func:`wespeaker_py.load_model` reads back.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from typing import Any, Callable, Dict, Optional
 
@@ -37,8 +36,7 @@ import torch.nn as nn
 
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.checks import EagerReference, embedding_size, quiet_exporter
-from wespeaker_py.export.metadata import (INFO_KEY, KIND_KEY, WAVEFORM_KIND,
-                                          add_onnx_metadata)
+from wespeaker_py.export.metadata import WAVEFORM_KIND, add_onnx_metadata, read_onnx_info
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
                                              split_bins)
@@ -251,16 +249,17 @@ def graph_takes_band_fill(session) -> bool:
 def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
     """The metadata of a graph written by :func:`export_waveform_onnx`.
 
-    Raises ValueError naming ``path`` for any other ONNX graph (e.g. one that
-    takes fbank features).
+    Raises ValueError naming ``path`` and the kind its metadata records for any other
+    ONNX graph (e.g. one that takes fbank features).
     """
-    props = session.get_modelmeta().custom_metadata_map
+    kind, info = read_onnx_info(session.get_modelmeta().custom_metadata_map, path)
     inputs = [node.name for node in session.get_inputs()]
-    if props.get(KIND_KEY) != WAVEFORM_KIND or inputs != [INPUT_NAME]:
-        raise ValueError(f"{path} is an ONNX model of another kind (inputs {inputs}); "
-                         f"load_model takes the waveform graph of "
+    if kind != WAVEFORM_KIND or inputs != [INPUT_NAME]:
+        recorded = "no wespeaker_py kind recorded" if kind is None else f"a {kind} graph"
+        raise ValueError(f"{path} is an ONNX model of another kind ({recorded}, inputs "
+                         f"{inputs}); load_model takes the waveform graph of "
                          f"'wespeaker-py export --onnx --with_frontend'")
-    return json.loads(props[INFO_KEY])
+    return info
 
 
 def as_onnx_batch(wavs: np.ndarray) -> np.ndarray:

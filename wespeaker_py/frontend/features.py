@@ -9,7 +9,7 @@ import torch
 from wespeaker_py.config import ConfigError, DatasetArgs, SpecAugArgs, as_dataset_args
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.frontend.fbank import fbank
-from wespeaker_py.frontend.framing import frame_params, num_frames
+from wespeaker_py.frontend.framing import frame_params, frame_span, num_frames
 from wespeaker_py.frontend.specaug import apply_cmn, cmvn_flags, spec_augment
 
 
@@ -97,7 +97,7 @@ class FbankFeatures(torch.nn.Module):
         feats = wav.new_empty(1, total, self.num_mel_bins, dtype=dtype)
         for start in range(0, total, chunk_frames):
             stop = min(start + chunk_frames, total)
-            piece = wav[start * shift:(stop - 1) * shift + window]
+            piece = wav[frame_span(start, stop, window, shift)]
             feats[0, start:stop] = self.log_mel(piece)[0]
         if band_fill is not None:
             feats = band_fill.apply(feats)

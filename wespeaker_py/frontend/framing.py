@@ -27,3 +27,10 @@ def samples_for_frames(frames: int, sample_rate: int, frame_length_ms: float = 2
     """Fewest samples that give ``frames`` frames (the chunk length for ``num_frms``)."""
     window, shift = frame_params(sample_rate, frame_length_ms, frame_shift_ms)
     return (frames - 1) * shift + window
+
+
+def frame_span(start: int, stop: int, window: int, shift: int) -> slice:
+    """The samples that frames ``[start, stop)`` cover (``window`` and ``shift`` in samples,
+    as :func:`frame_params` gives them): a chunk's own input when its frames are computed
+    alone."""
+    return slice(start * shift, (stop - 1) * shift + window)
