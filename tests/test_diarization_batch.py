@@ -447,6 +447,20 @@ def test_cli_one_file_into_a_folder_draws_its_time_line(tmp_path, tiny_model, ca
     assert status == 2 and "--plot draws one audio file" in err
 
 
+def test_cli_one_unreadable_file_into_a_folder_fails_before_any_plot(tmp_path, tiny_model,
+                                                                     capsys):
+    """Even with --max_fail_fraction 1, a lone recording skipped is a run that did nothing:
+    it fails (status 1) before the plot, which would have no RTTM to draw."""
+    (tmp_path / "bad.wav").write_bytes(b"RIFF, but no audio follows" * 4)
+    status, _, err = run_cli(capsys, "diarize", "--model", tiny_model, "--device", "cpu",
+                             "--vad", "energy", tmp_path / "bad.wav", "-o", f"{tmp_path}/out/",
+                             "--plot", tmp_path / "bad.png", "--max_fail_fraction", "1")
+    assert status == 1, err
+    assert "nothing done: all recordings of the recordings given were skipped" in err
+    assert "Traceback" not in err and "time line" not in err
+    assert not (tmp_path / "bad.png").exists() and not (tmp_path / "out" / "bad.rttm").exists()
+
+
 # ---------------------------------------------------------------------- the RTTM channel
 
 def test_the_rttm_channel_field_is_the_diarized_channel_counted_from_one(tmp_path, tiny_model,

@@ -334,18 +334,38 @@ def test_command_learns_one_and_diarize_uses_it(tmp_path, labelled_dir, capsys, 
     assert "nothing" in capsys.readouterr().err
 
 
-def test_diarize_refuses_an_unreadable_window_lda_file_before_the_model_loads(tmp_path, capsys):
+def _without_read_permission(path, monkeypatch):
+    """``path`` made unreadable; root reads any file, so for root os.access says it cannot."""
+    os.chmod(path, 0)
+    if os.access(path, os.R_OK):
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda name, mode, **kwargs: (
+            False if str(name) == str(path) and mode & os.R_OK else access(name, mode, **kwargs)))
+
+
+def test_diarize_refuses_an_unreadable_window_lda_file_before_the_model_loads(
+        tmp_path, capsys, monkeypatch):
     """Found with the other argument checks: the model named here does not even exist."""
     from tests.tool_helpers import run_cli
     sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "locked.npz").write_bytes(b"PK")
+    _without_read_permission(tmp_path / "locked.npz", monkeypatch)
     for given, why in (("gone.npz", "does not exist"), ("empty.npz", "is empty"),
-                       ("folder.npz", "is a folder, not a file")):
+                       ("folder.npz", "is a folder, not a file"),
+                       ("locked.npz", "cannot be read (no read permission)")):
         status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",
                                  "--vad", "energy", tmp_path / "a.wav",
                                  "--window_lda", tmp_path / given)
         assert status == 2 and f"--window_lda {tmp_path / given} {why}" in err, err
+    # the same input check, naming its flag, for diarize's other input file
+    (tmp_path / "wav.scp").write_text(f"a {tmp_path / 'a.wav'}\n")
+    status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",
+                             "--vad", "energy", "--wav_scp", tmp_path / "wav.scp",
+                             "-o", tmp_path / "sys.rttm", "--reco2num_spk", tmp_path / "locked.npz")
+    assert status == 2 and (f"--reco2num_spk {tmp_path / 'locked.npz'} cannot be read "
+                            f"(no read permission)") in err, err
     # auto and off name no file
     for choice in ("auto", "off", "OFF", "none"):
         status, _, err = run_cli(capsys, "diarize", "--model", tmp_path / "no_model",

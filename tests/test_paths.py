@@ -1,7 +1,10 @@
-"""utils.paths: file digests, the visible files under a folder."""
+"""utils.paths: file digests, the visible files under a folder, the input file check."""
 import os
 
-from wespeaker_py.utils.paths import file_digest, visible_files_under
+import pytest
+
+from wespeaker_py.utils.paths import (InputFileError, file_digest, require_input_file,
+                                      visible_files_under)
 
 
 def test_file_digest_reads_the_whole_content_in_blocks(tmp_path):
@@ -29,3 +32,22 @@ def test_visible_files_under_follows_linked_folders_once_and_skips_hidden_names(
     assert list(visible_files_under(top)) == [os.path.join(top, "a.wav"),
                                               os.path.join(top, "linked", "c.wav"),
                                               os.path.join(top, "sub", "b.txt")]
+
+
+def test_require_input_file_names_what_is_wrong_with_the_file(tmp_path, monkeypatch):
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    locked = tmp_path / "locked"
+    locked.write_text("a 1\n")
+    os.chmod(locked, 0)
+    if os.access(locked, os.R_OK):   # root reads any file: os.access says it cannot
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda name, mode, **kwargs: (
+            False if str(name) == str(locked) else access(name, mode, **kwargs)))
+    for name, why in (("gone", "does not exist"), ("folder", "is a folder, not a file"),
+                      ("empty", "is empty"), ("locked", "cannot be read (no read permission)")):
+        with pytest.raises(InputFileError) as error:
+            require_input_file(str(tmp_path / name), "--counts")
+        assert str(error.value) == f"--counts {tmp_path / name} {why}"
+    (tmp_path / "fine").write_text("a 1\n")
+    require_input_file(str(tmp_path / "fine"), "--counts")

@@ -144,22 +144,43 @@ def test_training_starts_from_a_wespeaker_wavlm_checkpoint(wavlm_dir):
                        trained.frontend.upstream.state_dict()[key])
 
 
+def test_a_mask_emb_the_models_wavlm_keeps_no_place_for_is_dropped_and_said(
+        wavlm_dir, tmp_path, caplog):
+    """WeSpeaker's WavLM always holds the pre-training masking vector; a WavLM whose
+    masking probabilities are 0 has none, and the load says why it is left out."""
+    config = tiny_wavlm_config(large_layout=True)
+    config.mask_time_prob = 0.0
+    unmasked = str(tmp_path / "unmasked")
+    write_random_wavlm(unmasked, config, seed=2)
+    trained = trained_model(wavlm_dir)
+    fresh = build_model(unmasked)
+    assert "masked_spec_embed" not in fresh.frontend.upstream.state_dict()
+    with caplog.at_level("INFO"):
+        load_weights(fresh, wespeaker_state(trained), "avg_model.pt")
+    assert "mask_emb is dropped" in caplog.text
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, trained.state_dict()[key]), key
+
+
 def _without(state, key):
     return {name: value for name, value in state.items() if name != key}
 
 
 CORRUPTIONS = {
     "missing": (lambda state: _without(state, S3PRL_WAVLM + "encoder.layers.1.fc2.bias"),
-                rf"tensor '{S3PRL_WAVLM}encoder\.layers\.1\.fc2\.bias' of {FORMAT} .* is "
-                rf"missing"),
+                rf"{FORMAT} .*: missing tensor '{S3PRL_WAVLM}encoder\.layers\.1\.fc2\.bias'"),
     "extra": (lambda state: dict(state, **{S3PRL_WAVLM + "encoder.layers.0.self_attn.bias_k":
                                            torch.zeros(1)}),
-              rf"tensor '{S3PRL_WAVLM}encoder\.layers\.0\.self_attn\.bias_k' of {FORMAT} .* "
-              rf"has no counterpart"),
+              rf"{FORMAT} .*: unexpected tensor "
+              rf"'{S3PRL_WAVLM}encoder\.layers\.0\.self_attn\.bias_k'"),
+    "wrapper": (lambda state: dict(state, **{"frontend.upstream.upstream.extra":
+                                             torch.zeros(1)}),
+                rf"tensor 'frontend\.upstream\.upstream\.extra' of {FORMAT} .* has no "
+                rf"counterpart"),
     "misshapen": (lambda state: dict(state, **{S3PRL_WAVLM + "encoder.layers.0.fc1.weight":
                                                torch.zeros(3, 3)}),
-                  rf"tensor '{S3PRL_WAVLM}encoder\.layers\.0\.fc1\.weight' of {FORMAT} .* has "
-                  rf"shape \(3, 3\)"),
+                  rf"{FORMAT} .*: tensor '{S3PRL_WAVLM}encoder\.layers\.0\.fc1\.weight' has "
+                  rf"shape \(3, 3\), expected"),
     "featurizer": (lambda state: dict(state, **{FEATURIZER: torch.zeros(5)}),
                    rf"tensor '{FEATURIZER}' of {FORMAT} .* has shape \(5,\)"),
     "no-featurizer": (lambda state: _without(state, FEATURIZER),

@@ -71,16 +71,18 @@ class WindowLdaFiles:
         ``auto``, the narrowband ones beside it under their heard rate, each checked
         against the model and against its file name."""
         from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
-                                                      narrowband_rate_of, window_lda_name)
-        if choice.lower() in ("off", "none"):
-            return {}
-        if choice != "auto":
-            lda = self.load(model, choice)
+                                                      narrowband_rate_of, window_lda_file,
+                                                      window_lda_name)
+        named = window_lda_file(choice)
+        if named is not None:
+            lda = self.load(model, named)
             if lda.heard_rate:
                 logger.warning("window LDA %s was learnt from audio heard at %d Hz; given "
                                "by name, it projects every recording whatever its rate",
-                               choice, lda.heard_rate)
-            return {0: ChosenLda(choice, lda)}
+                               named, lda.heard_rate)
+            return {0: ChosenLda(named, lda)}
+        if choice != "auto":   # off or none
+            return {}
         chosen = {}
         path = model.window_lda_path
         if path and os.path.exists(path):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 
 def check_before_compute(audio: Sequence[Optional[str]] = (),
-                         inputs: Sequence[Optional[str]] = (),
+                         inputs: Union[Sequence[Optional[str]],
+                                       Mapping[str, Optional[str]]] = (),
                          wav_scp: Optional[str] = None,
                          outputs: Sequence[Optional[str]] = (),
                          max_fail_fraction: float = 1.0) -> None:
     """Everything that can fail before the (slow) model load and the compute, checked first.
 
-    Audio files and other input files exist and are not empty; a ``wav_scp`` is
+    Audio files exist and are not empty; other input files (``inputs``: paths, or
+    ``{flag: path}`` for messages that start with the flag) are files that exist, are
+    not empty and can be read; a ``wav_scp`` is
     read whole (a malformed line, or a key given twice, names its lines) and its
     files that do not exist must not fail the run by themselves
     (:func:`~wespeaker_py.utils.list_jobs.check_missing_inputs`); every output's
@@ -29,8 +32,10 @@ def check_before_compute(audio: Sequence[Optional[str]] = (),
             raise AudioInputError(f"{path} does not exist")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise AudioInputError(f"{path} is empty")
-    for path in filter(None, inputs):
-        require_input_file(path)
+    named = inputs.items() if isinstance(inputs, Mapping) else (("", path) for path in inputs)
+    for what, path in named:
+        if path:
+            require_input_file(path, what)
     if wav_scp is not None:
         from wespeaker_py.audio import is_pipe
         from wespeaker_py.utils.list_jobs import check_missing_inputs

@@ -60,20 +60,11 @@ def _outputs(args: argparse.Namespace) -> Dict[str, Optional[str]]:
     return {"-o/--output": args.output, "--plot": args.plot}
 
 
-def _window_lda_file(choice: str) -> Optional[str]:
-    """The file ``--window_lda choice`` names; None for auto, off or none."""
-    return None if choice == "auto" or choice.lower() in ("off", "none") else choice
-
-
-def _check_window_lda_file(choice: str) -> None:
-    """A ``--window_lda FILE`` must be a file that can be read, found before the model loads."""
-    from wespeaker_py.utils.paths import InputFileError, require_input_file
-    path = _window_lda_file(choice)
-    if path is None:
-        return
-    require_input_file(path, "--window_lda")
-    if not os.access(path, os.R_OK):
-        raise InputFileError(f"--window_lda {path} cannot be read (no read permission)")
+def _input_files(args: argparse.Namespace) -> Dict[str, Optional[str]]:
+    """diarize's input files besides the audio and the wav.scp, by flag."""
+    from wespeaker_py.diarization.options import window_lda_file
+    return {"--reco2num_spk": args.reco2num_spk,
+            "--window_lda": window_lda_file(args.window_lda)}
 
 
 def _refuse_diarize_over_inputs(args: argparse.Namespace) -> None:
@@ -81,8 +72,7 @@ def _refuse_diarize_over_inputs(args: argparse.Namespace) -> None:
     given, a wav.scp too)."""
     refuse_over_inputs(args, _outputs(args),
                        {**audio_arguments(args.audio), "--wav_scp": args.wav_scp,
-                        "--reco2num_spk": args.reco2num_spk,
-                        "--window_lda": _window_lda_file(args.window_lda)})
+                        **_input_files(args)})
 
 
 def _check_inputs(args: argparse.Namespace) -> Tuple[Optional[str], bool]:
@@ -116,7 +106,6 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     wav_scp, one_file = _check_inputs(args)
     if args.plot is not None:
         _check_plot_path(args.plot)
-    _check_window_lda_file(args.window_lda)
     from wespeaker_py.diarization.options import DiarizationOptions
     settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
     # every setting is checked before the (slow) model load
@@ -128,7 +117,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         checked.check_count_given(f"--reco2num_spk {args.reco2num_spk}", args.min_speakers,
                                   args.max_speakers)
     audio = [] if wav_scp is not None else args.audio
-    check_before_compute(audio=audio, inputs=[args.reco2num_spk], wav_scp=wav_scp,
+    check_before_compute(audio=audio, inputs=_input_files(args), wav_scp=wav_scp,
                          outputs=[args.output if one_file else None, args.plot],
                          max_fail_fraction=args.max_fail_fraction)
     counts = recordings = None
@@ -159,10 +148,12 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 def _say_window_ldas(choice: str, model) -> None:
     """Name on stderr the window LDAs that ``--window_lda choice`` projects with (the log's
     line is below the command line's WARNING level)."""
-    if choice.lower() in ("off", "none"):
+    from wespeaker_py.diarization.options import window_lda_file
+    named = window_lda_file(choice)
+    if named is not None:
+        print(f"window LDA {named} for every recording", file=sys.stderr)
         return
-    if choice != "auto":
-        print(f"window LDA {choice} for every recording", file=sys.stderr)
+    if choice != "auto":   # off or none
         return
     in_use = model.window_ldas_in_use()
     if isinstance(in_use, str):   # why they cannot be used: diarizing says it as an error

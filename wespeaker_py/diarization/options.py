@@ -50,6 +50,12 @@ def window_lda_name(heard_rate: int = 0) -> str:
     return WINDOW_LDA_NAME if not heard_rate else NARROWBAND_WINDOW_LDA.format(heard_rate)
 
 
+def window_lda_file(choice: str) -> Optional[str]:
+    """The file a ``window_lda`` setting names; None for ``auto`` (the model's own window
+    LDAs) and for ``off`` or ``none`` (in any case: no window LDA)."""
+    return None if choice == "auto" or choice.lower() in ("off", "none") else choice
+
+
 def narrowband_rate_of(name: str) -> Optional[int]:
     """The rate in a narrowband window LDA's file name (``window_lda_8000hz.npz``: 8000);
     None for a name not of that form."""

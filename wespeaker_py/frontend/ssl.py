@@ -46,8 +46,9 @@ from torch.utils.checkpoint import checkpoint
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.config import ConfigError, DatasetArgs, UpstreamArgs, as_dataset_args
 from wespeaker_py.frontend.specaug import apply_cmvn, cmvn_flags
-from wespeaker_py.frontend.wavlm_convert import (load_hf_directory, load_original_checkpoint,
-                                                 original_to_hf_names)
+from wespeaker_py.frontend.wavlm_convert import (dropped_mask_emb, load_hf_directory,
+                                                 load_original_checkpoint, original_to_hf_names,
+                                                 renamed_state)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -376,49 +377,42 @@ def from_s3prl_layout(model: nn.Module, state: Mapping[str, torch.Tensor],
 
     WeSpeaker's ``S3prlFrontend`` saves WavLM as
     ``frontend.upstream.upstream.model.<original WavLM name>`` and the softmax layer
-    weights as ``frontend.featurizer.weights``. The WavLM tensors are renamed by
-    :func:`~wespeaker_py.frontend.wavlm_convert.original_to_hf_names` for the model's
-    own WavLM (``mask_emb`` is dropped where it keeps no masking vector), the featurizer
-    weights become ``frontend.layer_weights``. A state of any other layout, or a model
-    without an SSL front-end, comes back unchanged. A tensor that cannot be placed, a
-    missing or misshapen one, or one of this package's front-end tensors beside the
-    s3prl ones raises ValueError naming it.
+    weights as ``frontend.featurizer.weights``. The WavLM tensors are renamed for the
+    model's own WavLM as an original checkpoint's are
+    (:func:`~wespeaker_py.frontend.wavlm_convert.renamed_state`, ``mask_emb`` dropped
+    where it keeps no masking vector), the featurizer weights become
+    ``frontend.layer_weights``. A state of any other layout, or a model without an SSL
+    front-end, comes back unchanged. A tensor that cannot be placed, a missing or
+    misshapen one, or one of this package's front-end tensors beside the s3prl ones
+    raises ValueError naming it.
     """
     frontend = _ssl_frontend_of(model)
     if frontend is None or not is_s3prl_layout(state):
         return dict(state)
-    own = frontend.upstream.state_dict()
-    renames = {S3PRL_WAVLM_PREFIX + original: UPSTREAM_PREFIX + hf for original, hf in
-               original_to_hf_names(frontend.upstream.config, list(own)).items()}
-    # pre-training's masking vector, where the model's WavLM keeps none (never used here)
-    dropped = {S3PRL_WAVLM_PREFIX + "mask_emb"} - set(renames)
+    wavlm: Dict[str, torch.Tensor] = {}
     converted: Dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
-        if key in dropped or key == S3PRL_FEATURIZER_WEIGHTS:
-            continue
-        if not key.startswith("frontend."):
+        if key.startswith(S3PRL_WAVLM_PREFIX):
+            wavlm[key[len(S3PRL_WAVLM_PREFIX):]] = tensor
+        elif not key.startswith("frontend."):
             converted[key] = tensor
-            continue
-        if key not in renames:
-            if key.startswith(UPSTREAM_PREFIX + "upstream.") or not (
-                    key.startswith(UPSTREAM_PREFIX) or key == LAYER_WEIGHTS_KEY):
-                raise ValueError(f"{source}: tensor '{key}' of {_S3PRL_FRONTEND} has no "
-                                 f"counterpart in this package's WavLM front-end")
+        elif key == S3PRL_FEATURIZER_WEIGHTS:
+            continue   # placed (or only checked) below
+        elif key == LAYER_WEIGHTS_KEY or (key.startswith(UPSTREAM_PREFIX)
+                                          and not key.startswith(_S3PRL_PREFIXES)):
             raise ValueError(f"{source}: tensor '{key}' is in this package's layout, beside "
                              f"the tensors of {_S3PRL_FRONTEND} (the layouts are mixed)")
-        target = own[renames[key][len(UPSTREAM_PREFIX):]]
-        if tensor.shape != target.shape:
-            raise ValueError(f"{source}: tensor '{key}' of {_S3PRL_FRONTEND} has shape "
-                             f"{tuple(tensor.shape)} but the model's WavLM has "
-                             f"{tuple(target.shape)}")
-        converted[renames[key]] = tensor
-    missing = [key for key in renames if key not in state]
-    if missing:
-        raise ValueError(f"{source}: tensor '{missing[0]}' of {_S3PRL_FRONTEND} is missing "
-                         f"({len(missing)} missing)")
+        else:
+            raise ValueError(f"{source}: tensor '{key}' of {_S3PRL_FRONTEND} has no "
+                             f"counterpart in this package's WavLM front-end")
+    own = frontend.upstream.state_dict()
+    names = original_to_hf_names(frontend.upstream.config, list(own))
+    renamed = renamed_state(dropped_mask_emb(wavlm, names), names, own,
+                            f"{source}: {_S3PRL_FRONTEND}", key_prefix=S3PRL_WAVLM_PREFIX)
+    converted.update({UPSTREAM_PREFIX + name: tensor for name, tensor in renamed.items()})
     converted.update(_s3prl_featurizer_weights(frontend, state, source))
     logger.info("%s: converting %s into this package's names (%d WavLM tensors)", source,
-                _S3PRL_FRONTEND, len(renames))
+                _S3PRL_FRONTEND, len(renamed))
     return converted
 
 

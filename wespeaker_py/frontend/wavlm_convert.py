@@ -314,30 +314,34 @@ def original_to_hf_names(config: "WavLMConfig", hf_names: List[str]) -> Dict[str
     return names
 
 
-def _renamed(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
-             expected: Mapping[str, torch.Tensor], what: str) -> Dict[str, torch.Tensor]:
-    """``state`` under the names of ``names``; every key accounted for, shapes checked."""
+def renamed_state(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
+                  expected: Mapping[str, torch.Tensor], what: str,
+                  key_prefix: str = "") -> Dict[str, torch.Tensor]:
+    """``state`` under the names of ``names``; every key accounted for, shapes checked
+    against ``expected`` (by target name). A mismatch raises :class:`WavLMConversionError`
+    starting with ``what`` and naming the tensor, its name preceded by ``key_prefix``
+    (where ``state`` was cut out of a larger one under that prefix)."""
     unexpected = sorted(set(state) - set(names))
     if unexpected:
-        raise WavLMConversionError(f"{what}: unexpected tensor {unexpected[0]!r} "
+        raise WavLMConversionError(f"{what}: unexpected tensor {key_prefix + unexpected[0]!r} "
                                    f"({len(unexpected)} unexpected tensors)")
     missing = sorted(set(names) - set(state))
     if missing:
-        raise WavLMConversionError(f"{what}: missing tensor {missing[0]!r} "
+        raise WavLMConversionError(f"{what}: missing tensor {key_prefix + missing[0]!r} "
                                    f"({len(missing)} missing tensors)")
     renamed = {}
     for source, target in names.items():
         tensor = state[source]
         if tuple(tensor.shape) != tuple(expected[target].shape):
             raise WavLMConversionError(
-                f"{what}: tensor {source!r} has shape {tuple(tensor.shape)}, expected "
-                f"{tuple(expected[target].shape)} for {target!r}")
+                f"{what}: tensor {key_prefix + source!r} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[target].shape)} for {target!r}")
         renamed[target] = tensor
     return renamed
 
 
-def _dropped_mask_emb(state: Mapping[str, torch.Tensor], names: Mapping[str, str]
-                      ) -> Mapping[str, torch.Tensor]:
+def dropped_mask_emb(state: Mapping[str, torch.Tensor], names: Mapping[str, str]
+                     ) -> Mapping[str, torch.Tensor]:
     """Leave out ``mask_emb`` when the HF network has no masking vector to receive it."""
     if "mask_emb" in state and "mask_emb" not in names:
         logger.info("mask_emb is dropped: masking probabilities are 0, so transformers keeps "
@@ -355,7 +359,7 @@ def wavlm_from_original(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor
     model = WavLMModel(config)
     expected = model.state_dict()
     names = original_to_hf_names(config, list(expected))
-    hf_state = _renamed(_dropped_mask_emb(state, names), names, expected, source)
+    hf_state = renamed_state(dropped_mask_emb(state, names), names, expected, source)
     model.load_state_dict(hf_state, strict=True)
     return model.eval()
 

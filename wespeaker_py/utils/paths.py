@@ -14,7 +14,7 @@ from wespeaker_py.errors import WespeakerError
 
 
 class InputFileError(WespeakerError, OSError):
-    """An input file named on the command line is missing, a folder, or empty."""
+    """An input file named on the command line is missing, a folder, empty or unreadable."""
 
 
 def rate_in_name(template: str, name: str) -> Optional[int]:
@@ -77,7 +77,8 @@ def file_stamp(path: str) -> Optional[FileStamp]:
 
 
 def require_input_file(path: str, what: str = "") -> None:
-    """Fail now, before any model loads, unless ``path`` is an existing, non-empty file.
+    """Fail now, before any model loads, unless ``path`` is an existing, non-empty file
+    that can be read.
 
     ``what`` (e.g. ``"wav.scp"``) starts the message when given.
     """
@@ -88,6 +89,8 @@ def require_input_file(path: str, what: str = "") -> None:
         raise InputFileError(f"{name} is a folder, not a file")
     if os.path.getsize(path) == 0:
         raise InputFileError(f"{name} is empty")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{name} cannot be read (no read permission)")
 
 
 class OutputNotWritableError(WespeakerError, OSError):
