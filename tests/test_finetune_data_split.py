@@ -19,6 +19,7 @@ from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.dataset.lists import decodable_extensions
+from wespeaker_py.finetune.config import OptionValueError
 from wespeaker_py.finetune.data import read_finetune_corpus, write_lists
 from wespeaker_py.finetune.speaker_folders import list_speaker_folders
 from wespeaker_py.finetune.split import (SPLIT_SEED, _choose_dev, kept_split,
@@ -331,6 +332,23 @@ def test_a_dev_part_that_can_only_pair_two_rates_is_warned_about(tmp_path, caplo
             "the rates") in caplog.text
 
 
+def test_a_dev_trial_with_a_pipe_on_either_side_is_not_cross_rate(tmp_path, caplog):
+    # spk1's utterances come through a pipe (rate unknown); spk0's keys sort first, so every
+    # nontarget trial has the pipe on its test side
+    data = _kaldi_folder(tmp_path / "piped", 4)
+    scp = os.path.join(data, "wav.scp")
+    rows = [line.split() for line in open(scp)]
+    with open(scp, "w") as out:
+        for key, path in rows:
+            out.write(f"{key} cat {path} |\n" if key.startswith("spk1-") else f"{key} {path}\n")
+    corpus = read_finetune_corpus(data)
+    split = split_finetune_data(corpus, dev_set=["spk0", "spk1"])
+    assert all(enroll.startswith("spk0-") and test.startswith("spk1-")
+               for enroll, test, label in split.trials if label == "nontarget")
+    warn_about_split(corpus, split)
+    assert "pair files at different sample rates" not in caplog.text
+
+
 def test_a_resumed_run_keeps_its_cross_rate_dev_part_and_is_warned(tmp_path, caplog):
     # lists written under the earlier rule (one dev speaker per rate) are kept on resume
     data = _kaldi_folder(tmp_path / "mixed", 10,
@@ -369,17 +387,27 @@ def test_a_speaker_with_no_file_that_can_be_read_is_neither_drawn_nor_counted(
     assert ghost not in split.dev_speakers + split.train_speakers
     assert len(split.train_speakers) == 3 and split.summary()["train_speakers"] == 3
     assert any(entry.spk == ghost for entry in split.train)   # listed: training skips it
+    assert len(split.train) == 16 and split.summary()["train_utterances"] == 12
     assert (f"none of the files of 1 speaker(s) can be read ({ghost}): they count neither "
             f"as training nor as dev speakers") in caplog.text
+
+
+def test_a_dev_speaker_of_a_resumed_run_with_no_file_left_counts_for_none(tmp_path):
+    data = _kaldi_folder(tmp_path / "calls", 6)
+    _empty(data, [f"spk5-utt{number}" for number in range(4)])
+    # the run's lists held out spk5 when its files could still be read
+    split = split_finetune_data(read_finetune_corpus(data), dev_set=["spk0", "spk1", "spk5"])
+    assert any(entry.spk == "spk5" for entry in split.dev)   # listed: the evaluation names it
+    assert split.dev_speakers == ["spk0", "spk1"] and split.summary()["dev_speakers"] == 2
 
 
 def test_a_speaker_with_no_file_that_can_be_read_does_not_make_up_the_minimum(tmp_path):
     data = _kaldi_folder(tmp_path / "calls", 4)
     _empty(data, [f"spk3-utt{number}" for number in range(4)])
     with pytest.raises(FinetuneDataError, match=re.escape(
-            f"{data}/utt2spk has 3 speaker(s) (1 more with no file that can be read); "
-            f"fine-tuning needs at least 4 speakers: 2 held out for dev (each with two or "
-            f"more utterances) and 2 to train on")):
+            f"{data}: fine-tuning needs at least 4 speakers: 2 held out for dev (each with two "
+            f"or more utterances) and 2 to train on; it has 3 speakers, 3 of them with two or "
+            f"more utterances (1 more with no file that can be read)")):
         read_finetune_data(data)
 
 
@@ -406,8 +434,9 @@ def test_dev_trials_and_utterances_count_only_files_that_can_be_read(tmp_path):
 def test_too_few_speakers_state_the_minimum_and_name_the_folder(tmp_path):
     three = _kaldi_folder(tmp_path / "three", 3)
     with pytest.raises(FinetuneDataError, match=re.escape(
-            f"{three}/utt2spk has 3 speaker(s); fine-tuning needs at least 4 speakers: 2 held "
-            f"out for dev (each with two or more utterances) and 2 to train on")):
+            f"{three}: fine-tuning needs at least 4 speakers: 2 held out for dev (each with two "
+            f"or more utterances) and 2 to train on; it has 3 speakers, 3 of them with two or "
+            f"more utterances")):
         read_finetune_data(three)
     # 5 speakers, one utterance each: no dev speaker; --dev_speakers was not given
     ones = _kaldi_folder(tmp_path / "ones", 5, keep=lambda key: key.endswith("utt0"))
@@ -423,13 +452,15 @@ def test_too_few_speakers_state_the_minimum_and_name_the_folder(tmp_path):
     assert "asked for" not in str(refused.value) and "lower" not in str(refused.value)
 
 
-def test_too_many_dev_speakers_say_how_far_to_lower_them(tmp_path):
-    data = _kaldi_folder(tmp_path / "six", 6)
-    with pytest.raises(FinetuneDataError, match=re.escape(
-            f"{os.path.abspath(data)}: --dev_speakers 5 holds out more speakers than it can: "
-            f"it has 6 speakers, 6 of them with two or more utterances, and 2 must be left to "
-            f"train on; lower --dev_speakers to 4 or less")):
+def test_too_many_dev_speakers_say_how_far_to_lower_them_as_the_caller_names_them(tmp_path):
+    data = _kaldi_folder(tmp_path / "six{1}", 6)   # braces in the name are not fields
+    with pytest.raises(OptionValueError) as refused:
         read_finetune_data(data, dev_speakers=5)
+    problem = (f"holds out more speakers than {os.path.abspath(data)} can spare: it has 6 "
+               f"speakers, 6 of them with two or more utterances, and 2 must be left to train "
+               f"on; lower ")
+    assert str(refused.value) == f"dev_speakers=5: {problem}dev_speakers to 4 or less"
+    assert refused.value.as_flags() == f"--dev_speakers 5: {problem}--dev_speakers to 4 or less"
     assert len(read_finetune_data(data, dev_speakers=4).dev_speakers) == 4
 
 

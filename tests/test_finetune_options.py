@@ -68,6 +68,7 @@ def _copy_data(data_dir, root):
     (dict(epochs=2.5), "epochs=2.5: must be a whole number, not float"),
     (dict(lr="1e-3"), "lr='1e-3': must be a number, not str"),
     (dict(freeze=None), "freeze=None: must be one of auto, none, front, body"),
+    (dict(dev_speakers=1), "dev_speakers=1: must be at least 2"),
 ])
 def test_an_option_out_of_range_is_refused_before_any_work(options, named, source_model,
                                                            data_dir, tmp_path, monkeypatch):
@@ -90,6 +91,16 @@ def test_the_command_names_options_by_their_flags_and_python_by_its_arguments(
             "first --freeze_epochs train everything") in capsys.readouterr().err
     with pytest.raises(WespeakerError, match=r"^epochs=0: must be at least 1$"):
         load_model(source_model, device="cpu").finetune(data_dir, out, epochs=0)
+    # dev_speakers too, in range or beyond what the data can spare
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", data_dir,
+                            "--out", out, "--dev_speakers", "1"]) == 2
+    assert "error: --dev_speakers 1: must be at least 2" in capsys.readouterr().err
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", data_dir,
+                            "--out", out, "--dev_speakers", "5"]) == 2
+    assert re.search(r"error: --dev_speakers 5: holds out more speakers than .* can spare: "
+                     r".*; lower --dev_speakers to 4 or less", capsys.readouterr().err)
+    with pytest.raises(WespeakerError, match=r"^dev_speakers=5: .*; lower dev_speakers to 4 "):
+        load_model(source_model, device="cpu").finetune(data_dir, out, dev_speakers=5)
     assert not os.path.exists(out)
 
 

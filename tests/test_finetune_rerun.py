@@ -1,11 +1,13 @@
-"""What a fine-tuning rerun does with the run OUT holds: ``--overwrite`` starts even the same
-run again, a source replaced in place is another request, a run stopped while publishing
+"""What a fine-tuning rerun does with the run OUT holds: ``--overwrite`` trains a finished run
+of the same request again but resumes an unfinished one, a resumed run keeps the phases it
+planned, a source replaced in place is another request, a run stopped while publishing
 leaves no model that loads without its calibration, and Ctrl-C says how to resume.
 
 Most tests train nothing (a run that gets as far as a phase is stopped there); one
 fine-tunes the tiny source model for two epochs.
 """
 import json
+import logging
 import os
 import shutil
 
@@ -19,6 +21,7 @@ from wespeaker_py.cli.common import INTERRUPTED_STATUS, hint_on_interrupt, run_m
 from wespeaker_py.cli.main import _main
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.finetune import FinetuneOptions, OutputExistsError, finetune
+from wespeaker_py.finetune import config as finetune_config
 from wespeaker_py.finetune import run as finetune_run
 
 TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
@@ -36,33 +39,76 @@ def data_dir(tmp_path_factory):
     return root
 
 
-# ---- --overwrite starts the same run again ---------------------------------------------------
+# ---- --overwrite: another run replaced, a finished one trained again, an unfinished resumed --
 
-def test_overwrite_starts_the_same_run_again_finished_or_not(source_model, data_dir, tmp_path,
-                                                             first_phase):
+def test_overwrite_resumes_an_unfinished_run_and_trains_a_finished_one_again(
+        source_model, data_dir, tmp_path, first_phase, caplog):
     out = tmp_path / "out"
     options = FinetuneOptions(**TINY_OPTIONS)
     first_phase(source_model, data_dir, str(out), options)
     mark = out / "work" / "frozen" / "models" / "model_1.pt"   # a phase's progress
     mark.parent.mkdir(parents=True)
     mark.write_bytes(b"trained")
-    first_phase(source_model, data_dir, str(out), options)     # the same command resumes
-    assert mark.is_file()
-    first_phase(source_model, data_dir, str(out), options, overwrite=True)
-    assert not mark.exists() and (out / "work" / "request.json").is_file()
-    # a finished run: left as it is, unless --overwrite
+    # a requeued job whose command carries --overwrite goes on, as the resume hint says
+    with caplog.at_level(logging.INFO):
+        first_phase(source_model, data_dir, str(out), options, overwrite=True)
+    assert mark.read_bytes() == b"trained"
+    assert f"resuming the fine-tuning run in {out} (unfinished: --overwrite" in caplog.text
+    # a finished run: left as it is, unless --overwrite, which trains it again
     for name in finetune_run.PUBLISHED:
         (out / name).write_text(json.dumps({"finished": True}))
     assert finetune(source_model, data_dir, str(out), options, device="cpu",
                     log_summary=False) == {"finished": True}
     first_phase(source_model, data_dir, str(out), options, overwrite=True)
     assert not any((out / name).exists() for name in finetune_run.PUBLISHED)
+    assert not mark.exists() and (out / "work" / "request.json").is_file()
 
 
 def test_overwrite_is_in_the_help(capsys):
     with pytest.raises(SystemExit):
         run_main(_main, ["finetune", "--help"])
-    assert "this one, finished or not" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "or train this one again once finished" in text
+    assert "an unfinished run of the same command resumes even with --overwrite" in text
+
+
+# ---- a resumed run keeps the phases it planned -----------------------------------------------
+
+def test_a_resumed_run_keeps_its_phases_when_more_files_can_be_read(source_model, tmp_path,
+                                                                    first_phase, monkeypatch,
+                                                                    caplog):
+    monkeypatch.setattr(finetune_config, "FEW_SPEAKERS", 4)   # auto: body below 4 speakers
+    root = str(tmp_path / "data")
+    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
+    with open(os.path.join(root, "wav.scp"), "w") as scp:
+        for line in open(corpus["utt2spk"]):
+            key = line.split()[0]
+            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    # spk5's files are on a disk not yet mounted: 3 of the 4 training speakers can be read
+    hidden = tmp_path / "unmounted"
+    shutil.move(os.path.join(root, "wav"), hidden)
+    os.makedirs(os.path.join(root, "wav"))
+    for name in os.listdir(hidden):
+        if not name.startswith("spk5-"):
+            shutil.move(str(hidden / name), os.path.join(root, "wav", name))
+    out = tmp_path / "out"
+    options = FinetuneOptions(**TINY_OPTIONS)
+    with caplog.at_level(logging.INFO):
+        first = first_phase(source_model, root, str(out), options)
+    assert os.path.basename(first["exp_dir"]) == "frozen"
+    assert "on 3 speakers (12 utterances that can be read)" in caplog.text
+    # mounted: 4 training speakers now, whom auto would train whole from the start; the
+    # resumed run keeps the plan its checkpoints were trained under
+    for name in os.listdir(hidden):
+        shutil.move(str(hidden / name), os.path.join(root, "wav", name))
+    again = first_phase(source_model, root, str(out), options)
+    assert os.path.basename(again["exp_dir"]) == "frozen"
+    recorded = json.load(open(out / "work" / finetune_run.PLAN_NAME))
+    assert [phase["name"] for phase in recorded] == ["frozen", "train"]
+    # a plan that cannot be read is refused, naming the file, rather than planned again
+    (out / "work" / finetune_run.PLAN_NAME).write_text("{")
+    with pytest.raises(OutputExistsError, match=f"{out}/work/phases.json: not the phases"):
+        first_phase(source_model, root, str(out), options)
 
 
 # ---- a source replaced in place is another request ------------------------------------------

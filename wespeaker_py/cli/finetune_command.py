@@ -18,7 +18,8 @@ of audio files per speaker (DIR/<speaker>/*.wav). A speaker-disjoint dev part
 model worse on it than the source is written all the same, with a warning. OUT
 is a model folder (config.yaml, avg_model.pt, calibration.json, finetune.json
 with the figures); run the same command again to resume a killed or
-interrupted run, or add --overwrite to start it again. See docs/finetune.md."""
+interrupted run (with or without --overwrite). --overwrite replaces a run with
+other arguments, or trains a finished one again. See docs/finetune.md."""
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -99,6 +100,8 @@ def add_finetune_command(commands) -> None:
                   f"{DEFAULT_MAX_FAIL_FRACTION:g}; 1: never stop); raise it to go on with "
                   f"what is left: the same command resumes with another value")
     sub.add_argument("--overwrite", action="store_true",
-                     help="remove the fine-tuning run OUT holds (another one, or this one, "
-                          "finished or not: its checkpoints are lost) and start again")
+                     help="replace the fine-tuning run OUT holds when it has other "
+                          "arguments, or train this one again once finished (its checkpoints "
+                          "are lost); an unfinished run of the same command resumes even "
+                          "with --overwrite")
     add_common_flags(sub)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from wespeaker_py.config import ConfigError, model_config_from, read_yaml
 from wespeaker_py.config.fields import parse_block
@@ -69,6 +69,27 @@ class FinetuneOptions:
 
     def as_dict(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class OptionValueError(WespeakerError):
+    """An option of the wrong type or out of range (exit status 2). Its message names the
+    options as the Python API takes them (``epochs=0: must be at least 1``);
+    :meth:`as_flags` as the command does (``--epochs 0: must be at least 1``).
+
+    ``problem`` may name options as ``{name}`` fields, filled in the same way."""
+
+    def __init__(self, option: str, value: Any, problem: str) -> None:
+        self.option, self.value, self.problem = option, value, problem
+        super().__init__(self._worded(f"{option}={value!r}", lambda name: name))
+
+    def as_flags(self) -> str:
+        """The message as ``wespeaker-py finetune`` words it: options named by their flags."""
+        return self._worded(f"--{self.option} {self.value}", lambda name: f"--{name}")
+
+    def _worded(self, subject: str, named: Callable[[str], str]) -> str:
+        names = {name: named(name) for name in FinetuneOptions.__dataclass_fields__}
+        names["max_fail_fraction"] = named("max_fail_fraction")
+        return f"{subject}: {self.problem.format(**names)}"
 
 
 @dataclass(frozen=True)

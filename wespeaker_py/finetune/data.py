@@ -47,8 +47,19 @@ class FinetuneDataError(WespeakerError):
     """A fine-tuning data folder that cannot give a training and a dev set (exit status 2)."""
 
 
+class _ReadableEntries:
+    """The readability test of the data classes below, each of which has ``unreadable``: the
+    files whose header could not be read."""
+
+    unreadable: Set[str]
+
+    def readable(self, entry: TableEntry) -> bool:
+        """Whether ``entry``'s file header was read, or it is a pipe (not run here)."""
+        return entry.wav not in self.unreadable
+
+
 @dataclass
-class FinetuneCorpus:
+class FinetuneCorpus(_ReadableEntries):
     """DIR (and ``--mix_data``) read and checked, before the split: DIR's utterances, the
     header ``(frames, rate)`` of each of their files that could be read, the ``mix-``
     prefixed utterances of ``--mix_data``, and the rate of most of DIR's files (None when
@@ -70,17 +81,13 @@ class FinetuneCorpus:
     folder_entries: Dict[str, List[TableEntry]] = field(default_factory=dict)
     unreadable: Set[str] = field(default_factory=set)
 
-    def readable(self, entry: TableEntry) -> bool:
-        """Whether ``entry``'s file header was read, or it is a pipe (not run here)."""
-        return entry.wav not in self.unreadable
-
 
 @dataclass
-class FinetuneData:
+class FinetuneData(_ReadableEntries):
     """DIR split into training and dev entries, with the dev trials and the data's rate
     (None when wav.scp holds only pipes and the rate to train at was given). Entries whose
     file is ``unreadable`` stay listed (training skips and counts them, the dev evaluation
-    names them) but give no trial and count in no speaker or dev utterance figure."""
+    names them) but give no trial and count in no speaker or utterance figure."""
 
     source: str
     train: List[TableEntry]
@@ -102,11 +109,23 @@ class FinetuneData:
     @property
     def train_speakers(self) -> List[str]:
         """The training speakers with a file that can be read (or a pipe)."""
-        return sorted({entry.spk for entry in self.train if entry.wav not in self.unreadable})
+        return sorted({entry.spk for entry in self.train if self.readable(entry)})
 
     @property
     def dev_speakers(self) -> List[str]:
-        return sorted({entry.spk for entry in self.dev})
+        """The dev speakers with a file that can be read (or a pipe): on a resumed run, which
+        keeps its split, one whose files have all gone since is left out."""
+        return sorted({entry.spk for entry in self.dev if self.readable(entry)})
+
+    @property
+    def train_utterances(self) -> int:
+        """The training utterances whose file can be read (or is a pipe)."""
+        return sum(self.readable(entry) for entry in self.train)
+
+    @property
+    def dev_utterances(self) -> int:
+        """The dev utterances whose file can be read (or is a pipe)."""
+        return sum(self.readable(entry) for entry in self.dev)
 
     def summary(self) -> Dict[str, object]:
         """What finetune.json records about the data."""
@@ -114,10 +133,10 @@ class FinetuneData:
         return {"dir": self.source, "speaker_folders": "data" in self.listings,
                 "segments": _has_segments(self.folder_entries.get("data", ())),
                 "sample_rate": self.sample_rate, "files_by_rate": _by_rate(self.rates),
-                "train_speakers": len(self.train_speakers), "train_utterances": len(self.train),
+                "train_speakers": len(self.train_speakers),
+                "train_utterances": self.train_utterances,
                 "single_utterance_speakers": self.single_utterance_speakers,
-                "dev_speakers": len(self.dev_speakers),
-                "dev_utterances": sum(entry.wav not in self.unreadable for entry in self.dev),
+                "dev_speakers": len(self.dev_speakers), "dev_utterances": self.dev_utterances,
                 "dev_utterances_by_rate": _by_rate(self.dev_rates),
                 "mix_data": self.mix_source, "mix_utterances": self.mix_utterances,
                 "mix_files_by_rate": _by_rate(self.mix_rates),
@@ -279,29 +298,16 @@ def _list_name(folder: str, name: str, listing: Optional[SpeakerFolderListing]) 
     return f"{folder} (speaker folders)" if listing else os.path.join(folder, name)
 
 
-def _check_speaker_count(entries: Sequence[TableEntry], unreadable: Set[str],
-                         utt2spk: str) -> None:
-    """Refuse ``entries`` of fewer speakers with a file that can be read (or a pipe) than
-    a dev part and training need (:data:`SPEAKER_MINIMUM`); ``utt2spk`` names the list."""
-    speakers = {entry.spk for entry in entries}
-    heard = {entry.spk for entry in entries if entry.wav not in unreadable}
-    if len(heard) < MIN_DEV_SPEAKERS + MIN_TRAIN_SPEAKERS:
-        unheard = (f" ({len(speakers) - len(heard)} more with no file that can be read)"
-                   if len(speakers) > len(heard) else "")
-        raise FinetuneDataError(f"{utt2spk} has {len(heard)} speaker(s){unheard}; "
-                                f"{SPEAKER_MINIMUM}")
-
-
 def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
                          sample_rate: Optional[int] = None) -> FinetuneCorpus:
     """Read and check ``data_dir`` (and ``mix_dir``); :class:`FinetuneDataError` when it
     cannot serve.
 
-    Refused: fewer speakers with a file that can be read (or a pipe) than
-    :data:`SPEAKER_MINIMUM` says, a wav.scp none of whose files can be read, and one of
-    only pipes (whose rate cannot be read) unless ``sample_rate``, the rate to train at,
-    is given. Utterances whose segment lies past the end of its recording are left
-    out (and counted in a warning), so the split's checks count what is left.
+    Refused: a wav.scp none of whose files can be read, and one of only pipes (whose rate
+    cannot be read) unless ``sample_rate``, the rate to train at, is given; too few
+    speakers are the split's to refuse (:data:`SPEAKER_MINIMUM`). Utterances whose segment
+    lies past the end of its recording are left out (and counted in a warning), so the
+    split's checks count what is left.
     ``mix_dir`` (original-domain data) only trains: its utterances and speakers
     join the training set under a ``mix-`` prefix; the rate stays ``data_dir``'s.
     Either folder may be a Kaldi folder or a folder of speaker folders.
@@ -332,7 +338,6 @@ def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
                                 f"above)")
     unreadable = {entry.wav for entry in entries + mixed if not is_pipe(entry.wav)
                   and entry.wav not in headers and entry.wav not in mix_headers}
-    _check_speaker_count(entries, unreadable, _list_name(data_dir, "utt2spk", listing))
     if not own_rates and sample_rate is None:
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
                                 f"cannot be read (give --sample_rate)")

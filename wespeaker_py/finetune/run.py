@@ -21,9 +21,11 @@ speakers its lists were written with; a finished one is left as it is. The same
 arguments: ``work/request.json`` records them with a digest of each data list
 (wav.scp, utt2spk, segments; for a folder of speaker folders, of the lists made from
 it) and of each file read from the source (:func:`_source_files`), so that a data
-folder edited in place, or a source replaced, is another request. OUT never holds the
+folder edited in place, or a source replaced, is another request. The phases are planned
+once, when the run starts, and kept in ``work`` (:data:`PLAN_NAME`). OUT never holds the
 run's inputs, and ``overwrite`` only replaces an earlier fine-tuning run (a folder with
-``work/request.json``), this one included: it starts again.
+``work/request.json``): one with other arguments, or this one once finished, which trains
+again; an unfinished run of the same arguments resumes with ``overwrite`` too.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import json
 import os
 import shutil
 import time
-from numbers import Real
+import typing
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -46,11 +48,11 @@ from wespeaker_py.config import ConfigError, DatasetArgs, ModelConfig, TrainConf
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
-                                          FinetuneOptions, check_device, chosen_rate,
-                                          phase_config, phases, read_source_config,
-                                          with_loader_options_of)
-from wespeaker_py.finetune.data import (FinetuneData, list_digests, read_finetune_corpus,
-                                        write_data_lists, write_lists)
+                                          FinetuneOptions, OptionValueError, check_device,
+                                          chosen_rate, phase_config, phases,
+                                          read_source_config, with_loader_options_of)
+from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneData, list_digests,
+                                        read_finetune_corpus, write_data_lists, write_lists)
 from wespeaker_py.finetune.report import WORSE, next_steps, summary_line, verdict, warn_if_worse
 from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
 from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME
@@ -65,12 +67,16 @@ from wespeaker_py.utils.list_jobs import is_fail_fraction
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import file_digest
 from wespeaker_py.utils.threads import using_threads
-from wespeaker_py.utils.values import is_whole_number
+from wespeaker_py.utils.values import is_real_number, is_whole_number
 
 logger = get_logger(__name__)
 
 REPORT_NAME = "finetune.json"
 INIT_NAME = "init_body.pt"
+# in OUT/work: the phases planned when the run started, which its resumption keeps
+PLAN_NAME = "phases.json"
+# the keys of each phase that PLAN_NAME records (those of config.phases)
+PHASE_KEYS = {"name", "epochs", "freeze"}
 # what OUT holds of a finished run, in the order it is written: the model loads only once
 # config.yaml is there (until then load_model names OUT an unfinished run), so a run killed
 # while publishing leaves no model that loads without its calibration
@@ -107,59 +113,39 @@ class OutputExistsError(WespeakerError):
     (exit status 2)."""
 
 
-class OptionValueError(WespeakerError):
-    """An option of the wrong type or out of range (exit status 2). Its message names the
-    options as the Python API takes them (``epochs=0: must be at least 1``);
-    :meth:`as_flags` as the command does (``--epochs 0: must be at least 1``).
-
-    ``problem`` may name options as ``{name}`` fields, filled in the same way."""
-
-    def __init__(self, option: str, value: Any, problem: str) -> None:
-        self.option, self.value, self.problem = option, value, problem
-        super().__init__(self._worded(f"{option}={value!r}", lambda name: name))
-
-    def as_flags(self) -> str:
-        """The message as ``wespeaker-py finetune`` words it: options named by their flags."""
-        return self._worded(f"--{self.option} {self.value}", lambda name: f"--{name}")
-
-    def _worded(self, subject: str, named: Callable[[str], str]) -> str:
-        names = {name: named(name) for name in FinetuneOptions.__dataclass_fields__}
-        names["max_fail_fraction"] = named("max_fail_fraction")
-        return f"{subject}: {self.problem.format(**names)}"
+# how _typed_options checks a value for an option annotated with each type, and names it
+_TYPE_CHECKS: Dict[type, Tuple[Callable[[Any], bool], str]] = {
+    int: (is_whole_number, "a whole number"), float: (is_real_number, "a number")}
 
 
-def _is_number(value: Any) -> bool:
-    """Whether ``value`` is a real number (an int, float or numpy number; not a bool)."""
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-# the option kinds of FinetuneOptions: a whole number, a real number or a choice; those that
-# may be None (their default) are in _OPTIONAL
-_WHOLE = ("epochs", "freeze_epochs", "sample_rate", "dev_speakers", "batch_size",
-          "num_workers", "num_avg", "seed")
-_REAL = ("lr", "margin")
-_OPTIONAL = ("sample_rate", "dev_speakers", "batch_size", "num_workers")
+def _option_types() -> Dict[str, Tuple[type, bool]]:
+    """``{option: (type, may be None)}`` of each field of :class:`FinetuneOptions`, from its
+    annotation (``Optional[int]``: ``(int, True)``)."""
+    types = {}
+    for name, hint in typing.get_type_hints(FinetuneOptions).items():
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        types[name] = (next(arg for arg in args if arg is not type(None)) if optional
+                       else hint, optional)
+    return types
 
 
 def _typed_options(options: FinetuneOptions) -> FinetuneOptions:
     """``options`` with plain ``int`` and ``float`` values (numpy's made Python's, so that
     request.json can record them); an :class:`OptionValueError` for a value of another type
-    (``sample_rate="8000"``)."""
+    (``sample_rate="8000"``). Text options (``freeze``) are left to the check of their
+    choices in :func:`_checked_options`."""
     plain = {}
-    for name in _WHOLE + _REAL:
+    for name, (kind, optional) in _option_types().items():
         value = getattr(options, name)
-        if value is None and name in _OPTIONAL:
+        if kind is str or (value is None and optional):
             continue
-        whole = name in _WHOLE
-        if not (is_whole_number(value) if whole else _is_number(value)):
-            kind = "a whole number" if whole else "a number"
-            raise OptionValueError(name, value, f"must be {kind}"
-                                   + (" or None" if name in _OPTIONAL else "")
+        is_kind, described = _TYPE_CHECKS[kind]
+        if not is_kind(value):
+            raise OptionValueError(name, value, f"must be {described}"
+                                   + (" or None" if optional else "")
                                    + f", not {type(value).__name__}")
-        plain[name] = int(value) if whole else float(value)
-    if not isinstance(options.freeze, str):
-        raise OptionValueError("freeze", options.freeze,
-                               f"must be one of {', '.join(FREEZE_CHOICES)}")
+        plain[name] = kind(value)
     return dataclasses.replace(options, **plain)
 
 
@@ -168,7 +154,7 @@ def _checked_options(options: FinetuneOptions, max_fail_fraction: Optional[float
     """``options`` with plain Python values; an :class:`OptionValueError` naming the first
     option of the wrong type or out of range, before any work."""
     options = _typed_options(options)
-    if max_fail_fraction is not None and not _is_number(max_fail_fraction):
+    if max_fail_fraction is not None and not is_real_number(max_fail_fraction):
         raise OptionValueError("max_fail_fraction", max_fail_fraction,
                                "must be a number in [0, 1] or None")
     problems = [("epochs", options.epochs >= 1, "must be at least 1"),
@@ -179,6 +165,9 @@ def _checked_options(options: FinetuneOptions, max_fail_fraction: Optional[float
                 ("freeze_epochs", options.freeze_epochs >= 0, "must be >= 0"),
                 ("sample_rate", options.sample_rate is None or options.sample_rate >= 4000,
                  "must be at least 4000"),
+                ("dev_speakers",
+                 options.dev_speakers is None or options.dev_speakers >= MIN_DEV_SPEAKERS,
+                 f"must be at least {MIN_DEV_SPEAKERS}"),
                 ("num_avg", options.num_avg >= 1, "must be at least 1"),
                 # the model's BatchNorm layers need two utterances per training batch
                 ("batch_size", options.batch_size is None or options.batch_size >= MIN_BATCH_SIZE,
@@ -229,8 +218,9 @@ def _run_inputs(checkpoint: str, config_path: str, data: FinetuneData
     return inputs + [("the audio file", wav) for wav in wavs]
 
 
-def _read_request(path: str) -> Optional[Dict[str, Any]]:
-    """The arguments an earlier run recorded in ``path``; None when it cannot be read."""
+def _read_json(path: str) -> Any:
+    """What an earlier run recorded in the JSON file ``path`` (its request, its phases);
+    None when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -256,9 +246,12 @@ def _finished(out_dir: str) -> bool:
 
 
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
-    """Make OUT ours; True when it already holds this run, finished. ``overwrite`` replaces
-    only an earlier fine-tuning run (a folder with ``work/request.json``), whatever its
-    arguments: this run's own too, finished or not, to start it again."""
+    """Make OUT ours; True when it already holds this run, finished. An unfinished run of
+    this ``request`` resumes, with ``overwrite`` too: a command that carries --overwrite
+    (a cluster job requeued after a preemption) goes on, as the resume advice says.
+    ``overwrite`` replaces only an earlier fine-tuning run (a folder with
+    ``work/request.json``): one with other arguments, or this one once finished, which then
+    trains again."""
     request_path = os.path.join(out_dir, WORK_DIR, REQUEST_NAME)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"--out {out_dir} is a file, not a folder")
@@ -268,24 +261,28 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
                 f"{out_dir} holds other files, not a fine-tuning run (it has no "
                 f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
                 f"run: choose another --out")
-        recorded = with_loader_options_of(_read_request(request_path), request)
+        recorded = with_loader_options_of(_read_json(request_path), request)
         if isinstance(recorded, dict) and SOURCE_FILES not in recorded:
             # written before the source's files were recorded: they cannot be compared
             recorded[SOURCE_FILES] = request[SOURCE_FILES]
         changed = (None if recorded == request else "unreadable" if recorded is None else
                    "differs in " + ", ".join(_differences(recorded, request)))
-        if overwrite:
+        finished = _finished(out_dir)
+        if not changed and not finished:
+            logger.info("resuming the fine-tuning run in %s%s", out_dir,
+                        " (unfinished: --overwrite starts only a finished run, or one with "
+                        "other arguments, again)" if overwrite else "")
+        elif overwrite:
             logger.info("--overwrite: removing the fine-tuning run in %s (%s) to start again",
-                        out_dir, f"{REQUEST_NAME} {changed}" if changed else "the same request")
+                        out_dir, f"{REQUEST_NAME} {changed}" if changed
+                        else "finished, with the same request")
             shutil.rmtree(out_dir)
         elif changed:
             raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
                                     f"arguments or data ({REQUEST_NAME} {changed}); pass "
                                     f"--overwrite to replace it, or choose another --out")
-        elif _finished(out_dir):
-            return True
         else:
-            logger.info("resuming the fine-tuning run in %s", out_dir)
+            return True
     os.makedirs(os.path.join(out_dir, WORK_DIR), exist_ok=True)
     with atomic_open(request_path, "w", encoding="utf-8") as out:
         json.dump(request, out, indent=2, sort_keys=True)
@@ -526,6 +523,30 @@ def _folders_as_read(data: FinetuneData, data_dir: str, mix_data: Optional[str],
     return folders
 
 
+def _kept_phases(work: str, options: FinetuneOptions, train_speakers: int
+                 ) -> List[Dict[str, Any]]:
+    """The run's phases: those recorded in ``work`` (:data:`PLAN_NAME`) when it started,
+    which a resumed run keeps, else planned now (:func:`~wespeaker_py.finetune.config.phases`
+    for ``train_speakers``) and recorded. ``--freeze auto`` counts the training speakers
+    with a file that can be read: a rerun after a disk is mended would otherwise plan other
+    phases and train them on the first plan's checkpoints."""
+    path = os.path.join(work, PLAN_NAME)
+    if not os.path.isfile(path):
+        plan = phases(options, train_speakers)
+        with atomic_open(path, "w", encoding="utf-8") as out:
+            json.dump(plan, out, indent=2)
+            out.write("\n")
+        return plan
+    recorded = _read_json(path)
+    if not (isinstance(recorded, list) and recorded and all(
+            isinstance(phase, dict) and set(phase) == PHASE_KEYS for phase in recorded)):
+        raise OutputExistsError(f"{path}: not the phases of a fine-tuning run (a list of "
+                                f"{', '.join(sorted(PHASE_KEYS))}); it records the plan of "
+                                f"the run being resumed: remove {os.path.dirname(work)} to "
+                                f"start the run again")
+    return recorded
+
+
 def _train_phases(plan: List[Dict[str, Any]], work: str, init: str, modules: List[str],
                   configure: Callable[..., Dict[str, Any]]) -> None:
     """Train the phases of ``plan`` in turn in ``work``, the first from ``init``, each later
@@ -602,8 +623,9 @@ def finetune(source: str, data_dir: str, out_dir: str,
     :class:`~wespeaker_py.finetune.data.FinetuneDataError`; an OUT that is or holds one
     of the inputs, or holds other files than a fine-tuning run,
     :class:`OutputExistsError`, as does one holding a run with other arguments unless
-    ``overwrite``, which removes the run in OUT (this one too, finished or not) and starts
-    again. Dev utterances that cannot be read are skipped (named in the log and in the
+    ``overwrite``, which removes that run and starts again. ``overwrite`` also trains a
+    finished run of the same arguments again; an unfinished one resumes, with it or
+    without. Dev utterances that cannot be read are skipped (named in the log and in the
     record's ``dev_skipped``).
     """
     with using_threads(num_threads):
@@ -645,10 +667,10 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     init = os.path.join(work, INIT_NAME)
     _write_body_init(checkpoint, init, _rate_bound_buffers(source_dataset_args, rate))
     modules = _top_level_parameters(source_config.model)
-    logger.info("fine-tuning %s on %d speakers (%d utterances) at %d Hz; dev: %d speakers, "
-                "%d trials", source, len(data.train_speakers), len(data.train), rate,
-                len(data.dev_speakers), len(data.trials))
-    plan = phases(options, len(data.train_speakers))
+    logger.info("fine-tuning %s on %d speakers (%d utterances that can be read) at %d Hz; "
+                "dev: %d speakers, %d trials", source, len(data.train_speakers),
+                data.train_utterances, rate, len(data.dev_speakers), len(data.trials))
+    plan = _kept_phases(work, options, len(data.train_speakers))
     _train_phases(plan, work, init, modules, functools.partial(
         phase_config, source_config, options, train_data=train_data, train_label=train_label,
         num_utterances=len(data.train), sample_rate=rate, device=device,

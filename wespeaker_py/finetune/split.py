@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wespeaker_py.dataset.lists import TableEntry
+from wespeaker_py.finetune.config import OptionValueError
 from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, MIN_TRAIN_SPEAKERS, SPEAKER_MINIMUM,
                                         FinetuneCorpus, FinetuneData, FinetuneDataError,
                                         most_common_rate, train_utt2spk)
@@ -138,30 +139,41 @@ def _choose_dev(spk2utts: Dict[str, List[str]], wanted: int,
         _enough_trials(*_trial_counts(spk2utts, draw)), _shares_a_rate(draw, speaker_rates)))
 
 
+def _most_dev_speakers(spk2utts: Mapping[str, Sequence[str]]) -> int:
+    """The most dev speakers ``spk2utts`` gives: those with two or more utterances, as long
+    as :data:`MIN_TRAIN_SPEAKERS` are left to train on."""
+    eligible = sum(len(utts) >= 2 for utts in spk2utts.values())
+    return min(eligible, len(spk2utts) - MIN_TRAIN_SPEAKERS)
+
+
 def _dev_count(source: str, spk2utts: Mapping[str, Sequence[str]],
                dev_speakers: Optional[int], unheard: int) -> int:
     """The dev speakers to draw: ``dev_speakers``, or by default a :data:`DEV_SHARE` of
-    those with two or more utterances (:data:`MIN_DEV_SPEAKERS` at least). Refused, naming
-    ``source``: fewer than :data:`MIN_DEV_SPEAKERS`, or more than leave
-    :data:`MIN_TRAIN_SPEAKERS` to train on; ``unheard``: the speakers none of whose files
-    can be read, counted in the message."""
+    those with two or more utterances (:data:`MIN_DEV_SPEAKERS` at least; a smaller
+    ``dev_speakers`` is the option check's to refuse). Refused, naming ``source``: data
+    that cannot give :data:`MIN_DEV_SPEAKERS` and leave :data:`MIN_TRAIN_SPEAKERS`
+    (:data:`SPEAKER_MINIMUM`), and an :class:`OptionValueError` for a ``dev_speakers``
+    above :func:`_most_dev_speakers`; ``unheard``: the speakers none of whose files can be
+    read, counted in the message."""
     eligible = sum(len(utts) >= 2 for utts in spk2utts.values())
     wanted = (max(MIN_DEV_SPEAKERS, round(DEV_SHARE * eligible)) if dev_speakers is None
               else dev_speakers)
-    if wanted < MIN_DEV_SPEAKERS:
-        raise FinetuneDataError(f"--dev_speakers must be at least {MIN_DEV_SPEAKERS}, "
-                                f"got {wanted}")
-    most = min(eligible, len(spk2utts) - MIN_TRAIN_SPEAKERS)
+    most = _most_dev_speakers(spk2utts)
     if wanted <= most:
         return wanted
-    has = (f"it has {len(spk2utts)} speakers, {eligible} of them with two or more "
-           f"utterances" + (f" ({unheard} more with no file that can be read)"
-                            if unheard else ""))
+    speakers = len(spk2utts)
+    has = (f"it has {speakers} speaker{'' if speakers == 1 else 's'}, {eligible} of them "
+           f"with two or more utterances" + (f" ({unheard} more with no file that can be "
+                                             f"read)" if unheard else ""))
     if most < MIN_DEV_SPEAKERS:
         raise FinetuneDataError(f"{source}: {SPEAKER_MINIMUM}; {has}")
-    raise FinetuneDataError(f"{source}: --dev_speakers {wanted} holds out more speakers than "
-                            f"it can: {has}, and {MIN_TRAIN_SPEAKERS} must be left to train "
-                            f"on; lower --dev_speakers to {most} or less")
+    # the message names the option by its flag for the command, by its keyword in Python;
+    # braces in the folder's name are not fields of it
+    where = source.replace("{", "{{").replace("}", "}}")
+    raise OptionValueError("dev_speakers", wanted,
+                           f"holds out more speakers than {where} can spare: {has}, and "
+                           f"{MIN_TRAIN_SPEAKERS} must be left to train on; lower "
+                           f"{{dev_speakers}} to {most} or less")
 
 
 def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: int,
@@ -206,8 +218,8 @@ def _warn_cross_rate_dev(corpus: FinetuneCorpus, data: FinetuneData,
                if entry.wav in corpus.headers}
     nontargets = [(enroll, test) for enroll, test, label in data.trials
                   if label == "nontarget"]
-    if not nontargets or any(rate_of.get(enroll) is None or rate_of.get(enroll) ==
-                             rate_of.get(test) for enroll, test in nontargets):
+    if not nontargets or any(rate_of.get(enroll) is None or rate_of.get(test) is None
+                             or rate_of[enroll] == rate_of[test] for enroll, test in nontargets):
         return
     dev_rates = ", ".join(f"{spk} at {speaker_rates[spk]} Hz" for spk in data.dev_speakers
                           if spk in speaker_rates)
@@ -237,7 +249,8 @@ def _warn_unheard_speakers(corpus: FinetuneCorpus, spk2utts: Mapping[str, Sequen
 
 def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = None,
                         dev_set: Optional[Collection[str]] = None) -> FinetuneData:
-    """Split ``corpus`` into training and dev; :class:`FinetuneDataError` when it cannot.
+    """Split ``corpus`` into training and dev; :class:`FinetuneDataError` when it cannot
+    (an :class:`OptionValueError` for more ``dev_speakers`` than it can give).
 
     The dev speakers are ``dev_set`` (a resumed run's, :func:`recorded_dev_speakers`), else
     ``dev_speakers`` of them (:func:`_dev_count`) drawn by :func:`_choose_dev`. Only
@@ -299,8 +312,7 @@ def warn_about_split(corpus: FinetuneCorpus, data: FinetuneData) -> None:
     _warn_unheard_speakers(corpus, spk2utts)
     targets = sum(label == "target" for _, _, label in data.trials)
     _warn_small_dev(corpus.source, len(data.dev_speakers), targets, len(data.trials) - targets,
-                    min(sum(len(utts) >= 2 for utts in spk2utts.values()),
-                        len(spk2utts) - MIN_TRAIN_SPEAKERS))
+                    _most_dev_speakers(spk2utts))
     _warn_cross_rate_dev(corpus, data, spk2utts,
                          _speaker_rates(corpus.entries, corpus.headers))
     _warn_rates_not_trained(corpus, data.train, data.dev_rates)
