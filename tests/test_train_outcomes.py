@@ -184,3 +184,13 @@ def test_a_resume_with_nothing_left_makes_final_model(corpus, tmp_path):
                                           r"model_2.pt does not exist"):
         run_training(tiny_config(exp_dir, corpus, num_epochs=2,
                                  checkpoint=os.path.join(models, "model_5.pt")))
+
+
+def test_gpus_the_machine_lacks_are_named_in_the_run_log(corpus, tmp_path, monkeypatch):
+    # the console warning comes before train.log starts; the log itself must say why
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    exp_dir = str(tmp_path / "exp")
+    run_training(dict(tiny_config(exp_dir, corpus, num_epochs=1), gpus=[3]))
+    with open(os.path.join(exp_dir, "train.log")) as log:
+        text = log.read()
+    assert ("trains on cpu (gpus [3] asked for, but no CUDA device is available)" in text)

@@ -32,6 +32,8 @@ class DistContext:
     # the gloo group of the small host-side collectives (``all_reduce_sum(host=True)``);
     # None: the default group (itself gloo on the CPU)
     host_group: Optional[Any] = None
+    # the config's gpus when none could be used (no CUDA): the run's log says so
+    unused_gpus: Optional[List[int]] = None
 
     @property
     def is_main(self) -> bool:
@@ -71,7 +73,8 @@ def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistC
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = choose_device(local_rank, parse_gpus(gpus))
+    asked = parse_gpus(gpus)
+    device = choose_device(local_rank, asked)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     host_group = None
@@ -83,7 +86,8 @@ def init_distributed(gpus: Union[None, int, str, Sequence[int]] = None) -> DistC
     if dist.is_initialized() and dist.get_backend() != "gloo":
         host_group = dist.new_group(backend="gloo")
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
-                       host_group=host_group)
+                       host_group=host_group,
+                       unused_gpus=asked if asked and device.type == "cpu" else None)
 
 
 def shutdown_distributed() -> None:

@@ -217,7 +217,10 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
 def _log_run(plan: TrainingPlan) -> None:
     """Log where this rank trains, on how much data, and a large-margin stage's head."""
     world = plan.world
-    logger.info("rank %d of %d trains on %s", world.rank, world.world_size, world.device)
+    fallback = (f" (gpus {world.unused_gpus} asked for, but no CUDA device is available)"
+                if world.unused_gpus else "")
+    logger.info("rank %d of %d trains on %s%s", world.rank, world.world_size, world.device,
+                fallback)
     logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
                 plan.num_utterances, len(plan.spk2id), plan.epoch_iter, world.world_size)
     if plan.projection_args["do_lm"]:
