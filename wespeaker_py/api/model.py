@@ -27,16 +27,20 @@ from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
 from wespeaker_py.api.gallery import ZeroEmbeddingError, check_top_k
 from wespeaker_py.api.model_galleries import ModelGalleries
 from wespeaker_py.api.window_lda_files import WindowLdaFiles
-from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, ChannelChoice, describe_audio,
-                                heard_rate_of, load_audio, load_audio_with_rate)
+from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, AudioTooShortError, ChannelChoice,
+                                describe_audio, heard_rate_of, load_audio, load_audio_with_rate,
+                                parse_channel)
+from wespeaker_py.audio.samples import without_digital_silence
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
+from wespeaker_py.frontend.framing import frame_params
 from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import file_digest
+from wespeaker_py.utils.values import is_whole_number
 
 logger = get_logger(__name__)
 
@@ -52,6 +56,20 @@ SHORT_INPUT_SECONDS = 1.0
 
 class EmbeddingShapeError(WespeakerError, ValueError):
     """An embedding given to compare that is not one vector of the model's size."""
+
+
+def _check_array_rate(pairs: Sequence[Tuple[str, Any]], sample_rate: Optional[int]) -> None:
+    """Arrays and tensors among ``pairs`` need ``sample_rate``: a missing or bad one is an
+    argument error for them all, raised before any work rather than a skip of each."""
+    arrays = [key for key, audio in pairs
+              if isinstance(audio, np.ndarray) or hasattr(audio, "detach")]
+    if not arrays:
+        return
+    if sample_rate is None:
+        raise AudioInputError(f"give sample_rate= with arrays or tensors: {len(arrays)} of the "
+                              f"{len(pairs)} inputs are (the first: item {arrays[0]})")
+    if not is_whole_number(sample_rate) or sample_rate <= 0:
+        raise AudioInputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
 
 
 class SpeakerModel:
@@ -145,9 +163,9 @@ class SpeakerModel:
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
+        channel = parse_channel(channel)   # a bad one is an error now, not a skip per item
         read = None if loaded else (
-            lambda audio: load_audio_with_rate(audio, self.sample_rate, sample_rate,
-                                               channel=channel))
+            lambda audio: self._read_speech(audio, sample_rate, channel))
         heard_rate = heard_rate_of(heard_rate, self.sample_rate)
         if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
             self._band_fill_files.refresh(self)
@@ -155,17 +173,44 @@ class SpeakerModel:
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
                             heard_rate=heard_rate)
 
+    def _read_speech(self, audio: AudioLike, sample_rate: Optional[int],
+                     channel: ChannelChoice) -> Tuple[np.ndarray, int]:
+        """:func:`~wespeaker_py.audio.load_audio_with_rate` of one recording, less its digital
+        silence: every run of exact zeros as long as a 25 ms fbank window (see
+        :func:`~wespeaker_py.audio.samples.without_digital_silence`), logged when there is
+        any. Less than the model's shortest input left is an
+        :class:`~wespeaker_py.audio.AudioTooShortError` naming the input. Only the speaker
+        API does this: ``bin.extract``, the recipes and diarization keep the zeros, as
+        WeSpeaker does."""
+        wav, heard_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
+                                               channel=channel)
+        window, _ = frame_params(self.sample_rate)
+        speech, removed = without_digital_silence(wav, window)
+        if removed:
+            name, rate = describe_audio(audio), self.sample_rate
+            logger.info("%s: %.3f s of digital silence (runs of %d or more zero samples) "
+                        "removed before embedding; %.3f s left", name, removed / rate,
+                        window, speech.size / rate)
+            if speech.size < self.backend.min_samples:
+                raise AudioTooShortError(
+                    f"{name}: {speech.size / rate:.3f} s ({speech.size} samples) of audio, the "
+                    f"rest ({removed / rate:.3f} s) digital silence (runs of {window} or more "
+                    f"zero samples, removed before embedding); the model needs at least "
+                    f"{self.min_seconds:.3f} s ({self.backend.min_samples} samples)")
+        return speech, heard_rate
+
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """The embedding (float32 vector) of one recording (of multi-channel audio: the
-        channel ``channel`` chooses, see :mod:`wespeaker_py.audio`)."""
+        channel ``channel`` chooses, see :mod:`wespeaker_py.audio`). Runs of digital silence
+        (25 ms or more of exact zeros) are left out first; :meth:`embed_many` does the
+        same, ``bin.extract`` and the recipes do not."""
         return self._embed_heard(audio, sample_rate, channel)[0]
 
     def _embed_heard(self, audio: AudioLike, sample_rate: Optional[int],
                      channel: ChannelChoice) -> Tuple[np.ndarray, int]:
         """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
-        wav, source_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
-                                                channel=channel)
+        wav, source_rate = self._read_speech(audio, sample_rate, channel)
         seconds = wav.size / self.sample_rate
         if seconds < SHORT_INPUT_SECONDS:
             logger.warning("%s: %.2f s of audio; the embedding of an input under %g s is "
@@ -225,6 +270,7 @@ class SpeakerModel:
         (as ``embed --wav_scp``'s), raised before any work.
         """
         pairs = items_of(items)
+        _check_array_rate(pairs, sample_rate)
         results = EmbeddingResults()
         for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress,
                                           channel=channel):
@@ -345,7 +391,7 @@ class SpeakerModel:
         audio went through, goes to ``output`` (default :attr:`calibration_path`).
         """
         return self._calibration_file.fit(self, trials, wav_scp, output, batch_size, progress,
-                                          channel)
+                                          parse_channel(channel))
 
     def calibration_of_scores(self, scores: Sequence[float],
                               labels: Sequence[Union[bool, int, str]],

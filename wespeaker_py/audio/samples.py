@@ -297,6 +297,35 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
     return samples
 
 
+# -- digital silence ---------------------------------------------------------------------------
+
+def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarray, int]:
+    """``samples`` less every run of ``min_run`` or more consecutive exact zeros (at the
+    ends and in gaps alike), and how many samples that removed (``samples`` itself when 0).
+
+    For the speaker API: with ``min_run`` one fbank window, such a run gives frames that
+    are all zeros, which fbank turns into constant log-floor frames unlike any in
+    training; a fraction of a second of them dominates the pooled statistics, and any
+    two recordings padded with zeros score as one speaker. Shorter runs (a zero crossing
+    held at int16, a click) stay: no frame of them is all zeros.
+    """
+    if min_run < 1:
+        raise ValueError(f"min_run must be at least 1 sample, got {min_run}")
+    zero = np.equal(samples, 0).view(np.int8)
+    # +1 where a run of zeros starts, -1 just past where it ends
+    edges = np.diff(zero, prepend=np.int8(0), append=np.int8(0))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    long = stops - starts >= min_run
+    if not long.any():
+        return samples, 0
+    marks = np.zeros(samples.shape[0] + 1, dtype=np.int8)
+    marks[starts[long]] = 1
+    marks[stops[long]] = -1
+    # the runs neither touch nor overlap, so the running sum is 1 inside one, else 0
+    kept = samples[np.cumsum(marks[:-1], dtype=np.int8) == 0]
+    return kept, samples.shape[0] - kept.shape[0]
+
+
 def is_narrowband_for(rate: int, target_rate: int) -> bool:
     """Whether audio at ``rate`` is narrow-band for a model at ``target_rate``: at
     :data:`NARROWBAND_RATE` or lower for a model built for :data:`WIDEBAND_RATE` or more."""

@@ -1,0 +1,166 @@
+"""Digital silence in the speaker API: runs of exact zeros as long as an fbank window are left
+out before embedding (torch and ONNX), so zero padding does not make every recording the same
+speaker; bin.extract keeps them, as WeSpeaker does. Also: ``channel`` and ``sample_rate`` of
+embed_many are checked once, before any item is read."""
+import importlib.util
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import wespeaker_py
+from api_helpers import mini_speech, wespeaker_folder
+from dataset_helpers import write_audio
+from wespeaker_py.audio import AudioTooShortError
+from wespeaker_py.audio.samples import without_digital_silence
+from wespeaker_py.bin.extract import main as extract_main
+from wespeaker_py.errors import AudioInputError
+from wespeaker_py.io.ark import load_embeddings
+from wespeaker_py.runtime.embedding import embed_stream
+
+HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+RATE = 16000
+WINDOW = 400            # one 25 ms fbank window at 16 kHz
+EDGE = RATE // 8        # 0.125 s of zeros at each end, as an audio editor pads
+GAP = 1600              # 0.1 s of zeros inside
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return wespeaker_folder(str(tmp_path_factory.mktemp("xvec")))[0]
+
+
+@pytest.fixture(scope="module")
+def torch_model(folder):
+    return wespeaker_py.load_model(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engines(torch_model, tmp_path_factory):
+    """The torch model, and its ONNX export when onnx is installed."""
+    models = {"torch": torch_model}
+    if HAVE_ONNX:
+        from wespeaker_py.api.exporting import export_waveform_graph
+        path = str(tmp_path_factory.mktemp("onnx") / "model.onnx")
+        export_waveform_graph(torch_model, path)
+        models["onnx"] = wespeaker_py.load_model(path)
+    return models
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """int16 speech of one utterance, cut in two halves."""
+    samples = sf.read(mini_speech(1)[0], dtype="int16")[0]
+    assert not without_digital_silence(samples, WINDOW)[1]   # no silence of its own
+    return samples[:samples.size // 2], samples[samples.size // 2:]
+
+
+def zeros(count):
+    return np.zeros(count, np.int16)
+
+
+def padded(first, second):
+    """``first`` and ``second`` with zeros before, between and after them."""
+    return np.concatenate([zeros(EDGE), first, zeros(GAP), second, zeros(EDGE)])
+
+
+def test_without_digital_silence_removes_long_zero_runs_only():
+    samples = np.array([0, 0, 0, 5, 0, 0, 7, -0.0, 0, 0, 0, 9, 0, 0, 0], np.float32)
+    kept, removed = without_digital_silence(samples, 3)
+    np.testing.assert_array_equal(kept, [5, 0, 0, 7, 9])     # the run of 2 stays
+    assert removed == 10
+    kept, removed = without_digital_silence(samples, 4)
+    np.testing.assert_array_equal(kept, [0, 0, 0, 5, 0, 0, 7, 9, 0, 0, 0])
+    assert removed == 4
+    voiced = np.arange(1, 6, dtype=np.float32)
+    assert without_digital_silence(voiced, 1) == (voiced, 0)
+    assert without_digital_silence(np.zeros(7, np.float32), 7)[0].size == 0
+    with pytest.raises(ValueError, match="min_run must be at least 1"):
+        without_digital_silence(voiced, 0)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_zero_padding_and_a_zero_gap_do_not_change_the_embedding(engines, speech, engine,
+                                                                 caplog):
+    if engine not in engines:
+        pytest.skip("onnx / onnxruntime not installed")
+    model = engines[engine]
+    first, second = speech
+    plain = model.embed(np.concatenate([first, second]), sample_rate=RATE)
+    with caplog.at_level(logging.INFO, logger="wespeaker_py.api.model"):
+        zero_padded = model.embed(padded(first, second), sample_rate=RATE)
+    np.testing.assert_allclose(zero_padded, plain, rtol=0, atol=1e-6)
+    removed = (2 * EDGE + GAP) / RATE
+    assert f"{removed:.3f} s of digital silence (runs of {WINDOW} or more" in caplog.text
+    # the same through embed_many
+    many = model.embed_many({"padded": padded(first, second), "plain": np.concatenate(
+        [first, second])}, sample_rate=RATE, progress=False)
+    np.testing.assert_allclose(many.embeddings["padded"], many.embeddings["plain"],
+                               rtol=0, atol=1e-6)
+    # two speakers padded alike stay two speakers: their score is what it was unpadded
+    other = sf.read(mini_speech(2)[1], dtype="int16")[0]
+    unpadded_score = model.similarity(np.concatenate([first, second]), other, RATE)
+    padded_score = model.similarity(padded(first, second),
+                                    np.concatenate([zeros(EDGE), other, zeros(EDGE)]), RATE)
+    assert padded_score == pytest.approx(unpadded_score, abs=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_digital_silence_around_too_little_audio_is_refused(engines, speech, engine,
+                                                            tmp_path):
+    if engine not in engines:
+        pytest.skip("onnx / onnxruntime not installed")
+    model = engines[engine]
+    burst = speech[1][:int(0.1 * RATE)]     # under the model's shortest input
+    assert burst.size < model.backend.min_samples
+    mostly_silent = np.concatenate([zeros(RATE), burst, zeros(RATE)])
+    with pytest.raises(AudioTooShortError, match=r"<ndarray of shape \(33600,\)>: 0\.100 s "
+                       r"\(1600 samples\) of audio, the rest \(2\.000 s\) digital silence"):
+        model.embed(mostly_silent, sample_rate=RATE)
+    path = write_audio(str(tmp_path / "mostly_silent.wav"), mostly_silent)
+    results = model.embed_many([path], progress=False)
+    assert results.reasons == {"too_short": 1}
+    assert "the rest (2.000 s) digital silence" in results.skipped[path]
+
+
+def test_bin_extract_keeps_the_zeros(folder, torch_model, speech, tmp_path):
+    first, second = speech
+    path = write_audio(str(tmp_path / "padded.wav"), padded(first, second))
+    plain_path = write_audio(str(tmp_path / "plain.wav"), np.concatenate([first, second]))
+    raw_list = tmp_path / "raw.list"
+    raw_list.write_text(json.dumps({"key": "padded", "wav": path, "spk": "s"}) + "\n")
+    ark = str(tmp_path / "emb" / "xvector.ark")
+    extract_main(["--config", os.path.join(folder, "config.yaml"),
+                  "--model_path", os.path.join(folder, "avg_model.pt"),
+                  "--data_type", "raw", "--data_list", str(raw_list), "--embed_ark", ark,
+                  "--batch_size", "1", "--num_workers", "0", "--device", "cpu"])
+    table = load_embeddings(ark[:-4] + ".scp")
+    extracted = table.matrix[table.index["padded"]]
+    # the runtime loop, given the samples with their zeros, is what extraction computed
+    [kept] = embed_stream(torch_model.backend,
+                          [("padded", padded(first, second).astype(np.float32))], 1)
+    np.testing.assert_allclose(extracted, kept.embedding, rtol=1e-4, atol=1e-5)
+    api = torch_model.embed(path)
+    np.testing.assert_array_equal(api, torch_model.embed(plain_path))
+    assert np.abs(api - extracted).max() > 1e-3     # the zeros count there, not here
+
+
+def test_a_bad_channel_or_sample_rate_fails_at_once_instead_of_skipping_every_item(
+        torch_model, speech, tmp_path):
+    files = mini_speech(2)
+    with pytest.raises(AudioInputError, match="channel must be one of first, mean, loudest"):
+        torch_model.embed_many(files, channel="left", progress=False)
+    with pytest.raises(AudioInputError, match="channel must be one of"):
+        torch_model.calibrate(str(tmp_path / "trials"), str(tmp_path / "wav.scp"),
+                              output=str(tmp_path / "calibration.json"), channel="left")
+    arrays = [speech[0], speech[1]]
+    with pytest.raises(AudioInputError, match=r"give sample_rate= with arrays or tensors: 2 "
+                       r"of the 3 inputs are \(the first: item 1\)"):
+        torch_model.embed_many([files[0]] + arrays, progress=False)
+    with pytest.raises(AudioInputError, match="sample_rate must be a positive integer, got 0"):
+        torch_model.embed_many(arrays, sample_rate=0, progress=False)
+    # paths alone need no rate, and a good channel number embeds them
+    assert len(torch_model.embed_many(files, channel=0, progress=False).embeddings) == 2
