@@ -99,13 +99,15 @@ def check_prior(prior: float) -> None:
         raise WespeakerError(f"prior must lie strictly between 0 and 1, got {prior}")
 
 
-def check_trial_counts(num_target: int, num_nontarget: int, trials: str = "") -> None:
-    """:class:`TooFewTrialsError` unless both counts reach :data:`MIN_TRIALS_PER_CLASS`."""
+def check_trial_counts(num_target: int, num_nontarget: int, trials: str = "",
+                       cause: str = "") -> None:
+    """:class:`TooFewTrialsError` unless both counts reach :data:`MIN_TRIALS_PER_CLASS`;
+    ``cause`` (when given) ends its message, saying why the counts are so low."""
     if min(num_target, num_nontarget) < MIN_TRIALS_PER_CLASS:
         raise TooFewTrialsError(
             f"cannot calibrate on {trials or 'these trials'}: {num_target} target and "
             f"{num_nontarget} nontarget trial(s); at least {MIN_TRIALS_PER_CLASS} of each "
-            f"are needed")
+            f"are needed" + (f"; {cause}" if cause else ""))
 
 
 def probability(llr: float, prior: float) -> float:

@@ -4,18 +4,19 @@ trials."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
 from wespeaker_py.api.calibration import (Calibration, check_trial_counts, fit_calibration,
                                           read_optional_calibration, save_calibration)
-from wespeaker_py.api.embedding_inputs import items_of
+from wespeaker_py.api.embedding_inputs import EmbeddingResults, items_of
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.runtime.identity import mean_vec_digest
 from wespeaker_py.utils.atomic_files import require_writable
+from wespeaker_py.utils.list_jobs import JobTally
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import FileStamp
 from wespeaker_py.utils.tables import DataFormatError
@@ -105,8 +106,12 @@ class CalibrationFile:
                 rates.update(results.heard_rates[key] for key in keys
                              if key in results.heard_rates)
         if len(scores) < len(trial_list):
-            logger.warning("%d of %d trials left out: their audio was skipped",
-                           len(trial_list) - len(scores), len(trial_list))
+            lost = (f"{len(trial_list) - len(scores)} of its {targets} target and "
+                    f"{len(trial_list) - targets} nontarget trial(s) were left out, as their "
+                    f"audio was skipped: {_skipped_audio(results, audio, wav_scp)}")
+            scored_targets = sum(labels)
+            check_trial_counts(scored_targets, len(labels) - scored_targets, trials, lost)
+            logger.warning("%s: %s", trials, lost)
         calibration = self.of_scores(model, scores, labels, os.path.abspath(trials), rates)
         save_calibration(target, calibration)
         if target == model.calibration_path:
@@ -124,3 +129,20 @@ class CalibrationFile:
                                model=model.name, identity=model.identity,
                                band_fills=self._band_fills.loaded_digests(model, heard_rates),
                                mean_vec=mean_vec_digest(model.mean_vec))
+
+
+def _skipped_audio(results: EmbeddingResults, audio: Mapping[str, str], wav_scp: str) -> str:
+    """How many utterances of ``wav_scp`` were skipped and why (the list job's summary by
+    reason, and the first one's detail); a missing file listed by a relative path adds that
+    such paths are read from the current folder (a wav.scp used from another folder than
+    the one its paths were written for misses them all)."""
+    tally = JobTally.of(len(results.embeddings), results.reasons)
+    key, detail = next(iter(results.skipped.items()))
+    note = (f"{tally.num_skipped} of the {tally.total} utterance(s) of {wav_scp} were skipped "
+            f"({tally.describe_reasons()}; the first: {key}: {detail})")
+    paths = (audio[key].strip() for key in results.skipped)
+    if any(not os.path.isabs(path) and not path.endswith("|") and not os.path.exists(path)
+           for path in paths):
+        note += (f"; relative paths in a wav.scp are read from the current folder, "
+                 f"{os.getcwd()}, not the wav.scp's folder")
+    return note

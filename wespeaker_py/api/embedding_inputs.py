@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Tuple, Union
 
 import numpy as np
 
 from wespeaker_py.audio import AudioLike
+from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import read_wav_scp
 
@@ -28,10 +29,11 @@ class EmbeddingResults:
     heard_rates: Dict[str, int] = field(default_factory=dict)
 
 
-def items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
+def items_of(items: Union[str, Iterable[AudioLike], Mapping[str, AudioLike]]
              ) -> List[Tuple[str, AudioLike]]:
-    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list (keys: paths or indices;
-    a path listed again is the same key, and is embedded once).
+    """``(key, audio)`` pairs of a wav.scp path, a mapping, or a list or any other iterable
+    such as a generator (keys: paths or indices; a path listed again is the same key, and is
+    embedded once).
 
     A wav.scp is read by :func:`~wespeaker_py.utils.tables.read_wav_scp`: one that is
     missing, empty or malformed raises its error, naming the file.
@@ -40,11 +42,16 @@ def items_of(items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]]
         return list(read_wav_scp(os.fspath(items)).items())
     if isinstance(items, Mapping):
         return [(str(key), audio) for key, audio in items.items()]
+    if not isinstance(items, Iterable):
+        raise WespeakerError(f"embed_many's items must be a wav.scp path, a mapping or an "
+                             f"iterable of paths or arrays, got {type(items).__name__}")
     pairs = {}
+    count = 0
     for index, item in enumerate(items):
         key = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(index)
         pairs.setdefault(key, item)
-    if len(pairs) < len(items):
+        count = index + 1
+    if len(pairs) < count:
         logger.info("%d paths were listed more than once: each is embedded once, under its "
-                    "path", len(items) - len(pairs))
+                    "path", count - len(pairs))
     return list(pairs.items())

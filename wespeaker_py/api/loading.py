@@ -19,6 +19,7 @@ graph.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from typing import List, Optional, Tuple, Union
 
@@ -28,7 +29,8 @@ from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.model import EmbeddingShapeError, SpeakerModel
 from wespeaker_py.diarization.options import WINDOW_LDA_NAME
-from wespeaker_py.errors import MissingPackagesError, ModelSourceError, first_line
+from wespeaker_py.errors import (MissingPackagesError, ModelSourceError, WespeakerError,
+                                 first_line)
 from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
 from wespeaker_py.io.layout import (CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout,
                                     ExperimentLayout)
@@ -40,6 +42,8 @@ from wespeaker_py.utils.tables import DataFormatError
 logger = get_logger(__name__)
 
 RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config names none
+
+_torch_threads_warned = False
 
 
 def _folder_files(folder: str) -> Tuple[str, str]:
@@ -158,16 +162,47 @@ def _onnx_backend(path: str, num_threads: Optional[int], device: Optional[str]):
         raise ModelSourceError(f"{path}: an ONNX model runs on the CPU; device={device!r} "
                                f"(--device) cannot be used with it: leave it out or give cpu")
     from wespeaker_py.api.backends import OnnxBackend
+    from wespeaker_py.utils.onnx_session import onnxruntime_errors
     try:
         backend = OnnxBackend(path, num_threads)
     except MissingPackagesError:         # no onnxruntime: the message says how to install it
         raise
     except ValueError as error:          # another kind of graph
         raise ModelSourceError(str(error)) from None
-    except Exception as error:           # onnxruntime's errors for a file that is no graph
+    except onnxruntime_errors() as error:   # a file that onnxruntime cannot load as a graph
         raise ModelSourceError(f"{path}: not a readable ONNX model "
                                f"({first_line(error, 200)})") from None
     return backend, str(backend.info.get("model", "onnx"))
+
+
+def _checked_num_threads(num_threads: object) -> Optional[int]:
+    """``load_model``'s ``num_threads``: None, or a whole number of at least 1."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) \
+            or num_threads < 1:
+        raise WespeakerError(f"num_threads must be a whole number >= 1 (or None), "
+                             f"got {num_threads!r}")
+    return int(num_threads)
+
+
+def _note_torch_threads(num_threads: int) -> None:
+    """Warn (once per process) that ``num_threads`` does not reach a PyTorch model whose
+    torch computes with another thread count: torch has one count for the whole process,
+    which one model cannot set for itself alone."""
+    global _torch_threads_warned
+    import torch
+    from wespeaker_py.utils.threads import available_cores
+    # torch takes at most one thread per core from OMP_NUM_THREADS, which is how the CLI's
+    # --num_threads reaches it when torch loads after the command starts
+    if _torch_threads_warned or \
+            torch.get_num_threads() == min(num_threads, available_cores()):
+        return
+    _torch_threads_warned = True
+    logger.warning("load_model's num_threads=%d applies to ONNX models only; this PyTorch "
+                   "model computes with torch's %d thread(s), which are shared by the whole "
+                   "process: call torch.set_num_threads(%d) to change them", num_threads,
+                   torch.get_num_threads(), num_threads)
 
 
 def torch_model_files(source: Union[str, "os.PathLike[str]"],
@@ -239,8 +274,10 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: the first GPU when there
     is one); ONNX models run on the CPU (any other ``device`` is an error), with
-    ``num_threads`` threads (default: onnxruntime's choice; torch follows
-    ``torch.set_num_threads``). ``mean_vec``
+    ``num_threads`` threads (None or a whole number >= 1; default: onnxruntime's choice).
+    A PyTorch model computes with torch's threads, shared by the whole process
+    (``torch.set_num_threads``); ``num_threads`` does not change them, and says so once
+    when they differ. ``mean_vec``
     and ``calibration`` name other files than the ones beside the model; a calibration
     fitted with another model (another ``identity``) is an error when used, unless
     ``force`` (then a warning), and so is one named here that does not exist (until
@@ -250,6 +287,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     one (:func:`recipe_mean_vectors`) is said so at INFO, with the advice of ``mean_vec=``,
     unless ``note_recipe_mean`` is False (for a caller that says it in its own words).
     """
+    num_threads = _checked_num_threads(num_threads)
     path = os.fspath(source)
     if not os.path.exists(path):
         raise ModelSourceError(f"{path} does not exist")
@@ -260,6 +298,8 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         backend, name = _onnx_backend(path, num_threads, device)
     else:
         backend, name = _torch_backend(*torch_model_files(path, config), device)
+        if num_threads is not None:
+            _note_torch_threads(num_threads)
     companions = companion_prefix(path)
     if not os.path.isdir(path) and not path.endswith(".onnx"):
         _note_folder_files_unused(path, companions)

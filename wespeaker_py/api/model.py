@@ -256,16 +256,17 @@ class SpeakerModel:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.stack([rows[key] for key in keys])
 
-    def embed_many(self, items: Union[str, Sequence[AudioLike], Mapping[str, AudioLike]],
+    def embed_many(self, items: Union[str, Iterable[AudioLike], Mapping[str, AudioLike]],
                    batch_size: int = 16, progress: bool = True,
                    sample_rate: Optional[int] = None,
                    channel: ChannelChoice = DEFAULT_CHANNEL) -> EmbeddingResults:
-        """Embed a wav.scp (path), a ``{key: audio}`` mapping or a list of paths/arrays.
+        """Embed a wav.scp (path), a ``{key: audio}`` mapping or any other iterable of
+        paths/arrays (a list, a generator).
 
         Items that cannot be embedded (missing, not audio, too short, ...) are
         skipped with a warning and listed in the result's ``skipped``; the rest
         are embedded in length-bucketed batches and returned in input order, keyed by
-        wav.scp key, mapping key, or (a list) path or index: a path listed twice is
+        wav.scp key, mapping key, or (an iterable) path or index: a path listed twice is
         one result. A wav.scp that is missing, empty or malformed is an error naming it
         (as ``embed --wav_scp``'s), raised before any work.
         """

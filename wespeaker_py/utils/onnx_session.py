@@ -16,7 +16,7 @@ import contextlib
 import gc
 import importlib
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Tuple, Type
 
 from wespeaker_py.errors import MissingPackagesError
 
@@ -41,14 +41,30 @@ def import_onnxruntime(purpose: str, install: str = "pip install onnxruntime") -
                                    f"{install}") from None
 
 
+def onnxruntime_errors() -> Tuple[Type[Exception], ...]:
+    """The exception classes of onnxruntime's own errors (``InvalidProtobuf``, ``Fail``,
+    ``InvalidGraph``, ``NoSuchFile``, ...), which a session raises for a file it cannot load;
+    none when onnxruntime is not installed. A wrong argument raises Python's own
+    ``TypeError``/``ValueError`` instead, which is not one of them."""
+    try:
+        state = importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
+    except ImportError:
+        return ()
+    return tuple(value for value in vars(state).values()
+                 if isinstance(value, type) and issubclass(value, Exception))
+
+
 def session_options(onnxruntime: Any, num_threads: Optional[int] = None) -> Any:
     """Session options that log errors only (an optional graph input is, to onnxruntime's
     optimiser, an initializer it cannot fold, which it warns about on every load), with
-    ``num_threads`` intra-op threads when given."""
+    ``num_threads`` intra-op threads when given (a whole number >= 1: onnxruntime itself
+    takes 0 and negative counts without a word)."""
     options = onnxruntime.SessionOptions()
     with contextlib.suppress(AttributeError):
         options.log_severity_level = 3
-    if num_threads:
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be a whole number >= 1, got {num_threads!r}")
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
     return options
