@@ -36,11 +36,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def data_dir(tmp_path_factory):
     """6 speakers x 4 utterances of 1 s (2 dev speakers, 4 training ones)."""
     root = str(tmp_path_factory.mktemp("data"))
-    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
-    with open(os.path.join(root, "wav.scp"), "w") as scp:
-        for line in open(corpus["utt2spk"]):
-            key = line.split()[0]
-            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
     return root
 
 

@@ -33,10 +33,7 @@ TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
 
 def _data(root):
     """6 speakers x 4 utterances at 16 kHz: wav.scp and utt2spk."""
-    corpus = make_speaker_corpus(str(root), num_spks=6, utts_per_spk=4, seconds=1.0)
-    with open(os.path.join(root, "wav.scp"), "w") as scp:
-        for key in (line.split()[0] for line in open(corpus["utt2spk"])):
-            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    make_speaker_corpus(str(root), num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
     return str(root)
 
 

@@ -59,12 +59,15 @@ def _speaker_signal(spk: int, utt: int, num_samples: int) -> np.ndarray:
 
 
 def make_speaker_corpus(root: str, num_spks: int = 4, utts_per_spk: int = 8,
-                        seconds: float = 1.5) -> Dict[str, str]:
-    """Write wavs, utt2spk and raw.list under ``root``; return their paths."""
+                        seconds: float = 1.5, wav_scp: bool = False) -> Dict[str, str]:
+    """Write wavs, utt2spk and raw.list under ``root`` (with ``wav_scp``, a wav.scp too,
+    making ``root`` a Kaldi data folder); return their paths."""
     os.makedirs(os.path.join(root, "wav"), exist_ok=True)
     utt2spk = os.path.join(root, "utt2spk")
     raw_list = os.path.join(root, "raw.list")
-    with open(utt2spk, "w") as u2s, open(raw_list, "w") as raw:
+    scp_path = os.path.join(root, "wav.scp")
+    with open(utt2spk, "w") as u2s, open(raw_list, "w") as raw, \
+            open(scp_path if wav_scp else os.devnull, "w") as scp:
         for spk in range(num_spks):
             for utt in range(utts_per_spk):
                 key = f"spk{spk}-utt{utt}"
@@ -73,7 +76,9 @@ def make_speaker_corpus(root: str, num_spks: int = 4, utts_per_spk: int = 8,
                 sf.write(path, _speaker_signal(spk, utt, length), RATE, subtype="PCM_16")
                 u2s.write(f"{key} spk{spk}\n")
                 raw.write(json.dumps({"key": key, "wav": path, "spk": f"spk{spk}"}) + "\n")
-    return {"utt2spk": utt2spk, "raw_list": raw_list}
+                scp.write(f"{key} {path}\n")
+    paths = {"utt2spk": utt2spk, "raw_list": raw_list}
+    return dict(paths, wav_scp=scp_path) if wav_scp else paths
 
 
 TINY_CONFIG: Dict[str, Any] = {
