@@ -136,8 +136,8 @@ def test_a_calibration_whose_audio_was_all_skipped_says_why(xvec, tmp_path, monk
     message = str(refused.value)
     assert "0 target and 0 nontarget trial(s)" in message
     assert "20 of its 10 target and 10 nontarget trial(s) were left out" in message
-    assert f"{num_utts} of the {num_utts} utterance(s) of {wav_scp} were skipped " \
-           f"({num_utts} missing_file; the first: " in message
+    assert f"{num_utts} of the trials' {num_utts} utterance(s) (from {wav_scp}) were " \
+           f"skipped ({num_utts} missing_file; the first: " in message
     assert f"relative paths in a wav.scp are read from the current folder, {tmp_path}" \
         in message
     assert not (tmp_path / "cal.json").exists()
@@ -158,3 +158,34 @@ def test_embed_many_takes_a_generator(xvec, caplog):
 def test_embed_many_refuses_items_that_are_no_collection(xvec):
     with pytest.raises(WespeakerError, match="embed_many's items must be .* got int"):
         xvec[0].embed_many(5, progress=False)
+
+
+def test_embed_many_refuses_bytes_and_one_recording_given_as_the_list(xvec):
+    model = xvec[0]
+    with pytest.raises(WespeakerError, match=r"got bytes \(its bytes would each be an item\)"):
+        model.embed_many(b"data/wav.scp", progress=False)
+    samples = np.zeros(16000, np.float32)
+    for one in (samples, torch.from_numpy(samples)):
+        with pytest.raises(WespeakerError, match=rf"one 1-D {type(one).__name__} of 16000 "
+                           r"values.*pass \[array\] to embed one recording"):
+            model.embed_many(one, sample_rate=16000, progress=False)
+
+
+def test_a_calibration_that_lost_some_trials_warns_with_counts_and_no_folder_note(
+        xvec, tmp_path, monkeypatch, caplog):
+    trials, wav_scp, num_utts = _corpus_trials(tmp_path, per_class=14)
+    monkeypatch.chdir(MINI_CORPUS)   # where the corpus's relative paths are found
+    uses = {}
+    for key in (key for line in open(trials) for key in line.split()[:2]):
+        uses[key] = uses.get(key, 0) + 1
+    lost_key, lost = min(uses.items(), key=lambda item: item[1])   # the fewest trials lost
+    entries = [f"{lost_key} wav/not_there.flac" if line.split()[0] == lost_key else line
+               for line in open(wav_scp).read().splitlines()]
+    (tmp_path / "wav.scp").write_text("\n".join(entries) + "\n")
+    with caplog.at_level(logging.WARNING):
+        xvec[0].calibrate(trials, wav_scp, output=str(tmp_path / "cal.json"), progress=False)
+    assert (tmp_path / "cal.json").exists()
+    assert f"{lost} of its 14 target and 14 nontarget trial(s) were left out" in caplog.text
+    assert f"1 of the trials' {num_utts} utterance(s) (from {wav_scp}) were skipped " \
+           f"(1 missing_file; the first: {lost_key}: " in caplog.text
+    assert "relative paths in a wav.scp" not in caplog.text

@@ -31,11 +31,7 @@ TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
 def data_dir(tmp_path_factory):
     """6 speakers x 4 utterances of 1 s at 16 kHz (2 dev speakers, 4 training ones)."""
     root = str(tmp_path_factory.mktemp("data"))
-    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
-    with open(os.path.join(root, "wav.scp"), "w") as scp:
-        for line in open(corpus["utt2spk"]):
-            key = line.split()[0]
-            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
     return root
 
 
@@ -79,11 +75,7 @@ def test_a_resumed_run_keeps_its_phases_when_more_files_can_be_read(source_model
                                                                     caplog):
     monkeypatch.setattr(finetune_config, "FEW_SPEAKERS", 4)   # auto: body below 4 speakers
     root = str(tmp_path / "data")
-    corpus = make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0)
-    with open(os.path.join(root, "wav.scp"), "w") as scp:
-        for line in open(corpus["utt2spk"]):
-            key = line.split()[0]
-            scp.write(f"{key} {os.path.join(root, 'wav', key + '.wav')}\n")
+    make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
     # spk5's files are on a disk not yet mounted: 3 of the 4 training speakers can be read
     hidden = tmp_path / "unmounted"
     shutil.move(os.path.join(root, "wav"), hidden)
@@ -199,3 +191,46 @@ def test_ctrl_c_elsewhere_still_says_interrupted_alone(capsys):
     assert capsys.readouterr().err == "tool: interrupted\n"
     assert run_main(nested, [], prog="tool") == INTERRUPTED_STATUS
     assert capsys.readouterr().err == "tool: interrupted; inner\n"
+
+
+# ---- the recorded phases are checked, not compared with a fixed set of keys -----------------
+
+PLAN = [{"name": "frozen", "epochs": 1, "freeze": "body"},
+        {"name": "train", "epochs": 2, "freeze": "none"}]
+
+
+@pytest.mark.parametrize("index, key, value, problem", [
+    (0, "freeze", "bogus", "phase 1: freeze='bogus' is not one of none, front, body"),
+    (0, "freeze", "auto", "phase 1: freeze='auto' is not one of none, front, body"),
+    (1, "epochs", "x", "phase 2: epochs='x' is not a whole number >= 1"),
+    (1, "epochs", 0, "phase 2: epochs=0 is not a whole number >= 1"),
+    (1, "name", "frozen", "phase 2: name='frozen' is not a folder name of its own"),
+    (1, "name", "../elsewhere", "phase 2: name='../elsewhere' is not a folder name of its own"),
+    (1, "freeze", None, "phase 2 has no freeze")])
+def test_a_recorded_plan_with_a_bad_value_is_refused_naming_file_phase_and_key(
+        tmp_path, index, key, value, problem):
+    plan = [dict(phase) for phase in PLAN]
+    if value is None:
+        del plan[index][key]
+    else:
+        plan[index][key] = value
+    (tmp_path / finetune_run.PLAN_NAME).write_text(json.dumps(plan))
+    with pytest.raises(OutputExistsError) as refused:
+        finetune_run._kept_phases(str(tmp_path), FinetuneOptions(), 4)
+    assert str(refused.value).startswith(f"{tmp_path / finetune_run.PLAN_NAME}: not the "
+                                         f"phases of a fine-tuning run ({problem}); ")
+
+
+def test_a_recorded_plan_with_more_keys_than_these_is_kept(tmp_path):
+    # a later version's plan may carry more per phase (a learning-rate factor, say)
+    plan = [dict(phase, lr_factor=0.5) for phase in PLAN]
+    (tmp_path / finetune_run.PLAN_NAME).write_text(json.dumps(plan))
+    assert finetune_run._kept_phases(str(tmp_path), FinetuneOptions(), 4) == plan
+
+
+def test_the_planned_phases_pass_their_own_check():
+    for freeze in finetune_config.FREEZE_CHOICES:
+        for epochs, freeze_epochs in ((1, 1), (3, 1), (3, 0)):
+            options = FinetuneOptions(freeze=freeze, epochs=epochs, freeze_epochs=freeze_epochs)
+            plan = finetune_config.phases(options, 4)
+            assert finetune_config.check_phases(plan) == plan

@@ -132,17 +132,18 @@ class CalibrationFile:
 
 
 def _skipped_audio(results: EmbeddingResults, audio: Mapping[str, str], wav_scp: str) -> str:
-    """How many utterances of ``wav_scp`` were skipped and why (the list job's summary by
-    reason, and the first one's detail); a missing file listed by a relative path adds that
-    such paths are read from the current folder (a wav.scp used from another folder than
-    the one its paths were written for misses them all)."""
+    """How many of the trials' utterances (listed in ``wav_scp``) were skipped and why (the
+    list job's summary by reason, and the first one's detail). When none of the relative
+    paths listed for them was found, it adds that such paths are read from the current
+    folder (a wav.scp used from another folder than the one its paths were written for
+    misses them all; one that finds some is read from the right folder)."""
     tally = JobTally.of(len(results.embeddings), results.reasons)
     key, detail = next(iter(results.skipped.items()))
-    note = (f"{tally.num_skipped} of the {tally.total} utterance(s) of {wav_scp} were skipped "
-            f"({tally.describe_reasons()}; the first: {key}: {detail})")
-    paths = (audio[key].strip() for key in results.skipped)
-    if any(not os.path.isabs(path) and not path.endswith("|") and not os.path.exists(path)
-           for path in paths):
+    note = (f"{tally.num_skipped} of the trials' {tally.total} utterance(s) (from {wav_scp}) "
+            f"were skipped ({tally.describe_reasons()}; the first: {key}: {detail})")
+    relative = [path for path in (value.strip() for value in audio.values())
+                if not os.path.isabs(path) and not path.endswith("|")]
+    if relative and not any(os.path.exists(path) for path in relative):
         note += (f"; relative paths in a wav.scp are read from the current folder, "
                  f"{os.getcwd()}, not the wav.scp's folder")
     return note

@@ -36,7 +36,9 @@ def items_of(items: Union[str, Iterable[AudioLike], Mapping[str, AudioLike]]
     embedded once).
 
     A wav.scp is read by :func:`~wespeaker_py.utils.tables.read_wav_scp`: one that is
-    missing, empty or malformed raises its error, naming the file.
+    missing, empty or malformed raises its error, naming the file. ``bytes`` and a single
+    1-D array or tensor (one recording, not a list of them) raise ``WespeakerError``; a 2-D
+    array is an iterable of its rows, each one recording.
     """
     if isinstance(items, (str, os.PathLike)):
         return list(read_wav_scp(os.fspath(items)).items())
@@ -45,6 +47,14 @@ def items_of(items: Union[str, Iterable[AudioLike], Mapping[str, AudioLike]]
     if not isinstance(items, Iterable):
         raise WespeakerError(f"embed_many's items must be a wav.scp path, a mapping or an "
                              f"iterable of paths or arrays, got {type(items).__name__}")
+    if isinstance(items, (bytes, bytearray)):
+        raise WespeakerError(f"embed_many's items must be a wav.scp path, a mapping or an "
+                             f"iterable of paths or arrays, got {type(items).__name__} (its "
+                             f"bytes would each be an item): pass a wav.scp path as str")
+    if len(getattr(items, "shape", ())) == 1:   # a NumPy array or torch tensor of samples
+        raise WespeakerError(f"embed_many's items is one 1-D {type(items).__name__} of "
+                             f"{items.shape[0]} values, which would make each sample an item: "
+                             f"pass [array] to embed one recording, or use embed()")
     pairs = {}
     count = 0
     for index, item in enumerate(items):

@@ -19,7 +19,6 @@ graph.
 """
 from __future__ import annotations
 
-import numbers
 import os
 from typing import List, Optional, Tuple, Union
 
@@ -44,6 +43,13 @@ logger = get_logger(__name__)
 RECIPE_NUM_AVG = 10   # checkpoints WeSpeaker's recipes average, when a config names none
 
 _torch_threads_warned = False
+
+
+def is_onnx_source(source: Union[str, "os.PathLike[str]"]) -> bool:
+    """Whether :func:`load_model` reads ``source`` as an ONNX graph (an ``.onnx`` path that
+    is not a folder) rather than as PyTorch weights."""
+    path = os.fspath(source)
+    return path.endswith(".onnx") and not os.path.isdir(path)
 
 
 def _folder_files(folder: str) -> Tuple[str, str]:
@@ -176,14 +182,13 @@ def _onnx_backend(path: str, num_threads: Optional[int], device: Optional[str]):
 
 
 def _checked_num_threads(num_threads: object) -> Optional[int]:
-    """``load_model``'s ``num_threads``: None, or a whole number of at least 1."""
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) \
-            or num_threads < 1:
-        raise WespeakerError(f"num_threads must be a whole number >= 1 (or None), "
-                             f"got {num_threads!r}")
-    return int(num_threads)
+    """``load_model``'s ``num_threads`` (:func:`~wespeaker_py.utils.threads.check_num_threads`),
+    refused as a :class:`WespeakerError`."""
+    from wespeaker_py.utils.threads import check_num_threads
+    try:
+        return check_num_threads(num_threads)
+    except ValueError as error:
+        raise WespeakerError(str(error)) from None
 
 
 def _note_torch_threads(num_threads: int) -> None:
@@ -192,11 +197,7 @@ def _note_torch_threads(num_threads: int) -> None:
     which one model cannot set for itself alone."""
     global _torch_threads_warned
     import torch
-    from wespeaker_py.utils.threads import available_cores
-    # torch takes at most one thread per core from OMP_NUM_THREADS, which is how the CLI's
-    # --num_threads reaches it when torch loads after the command starts
-    if _torch_threads_warned or \
-            torch.get_num_threads() == min(num_threads, available_cores()):
+    if _torch_threads_warned or torch.get_num_threads() == num_threads:
         return
     _torch_threads_warned = True
     logger.warning("load_model's num_threads=%d applies to ONNX models only; this PyTorch "
@@ -291,7 +292,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
     path = os.fspath(source)
     if not os.path.exists(path):
         raise ModelSourceError(f"{path} does not exist")
-    if path.endswith(".onnx") and not os.path.isdir(path):
+    if is_onnx_source(path):
         if config is not None:
             raise ModelSourceError(f"{path}: an ONNX model carries its settings; "
                                    f"do not pass config=")
@@ -301,7 +302,7 @@ def load_model(source: Union[str, "os.PathLike[str]"], device: Optional[str] = N
         if num_threads is not None:
             _note_torch_threads(num_threads)
     companions = companion_prefix(path)
-    if not os.path.isdir(path) and not path.endswith(".onnx"):
+    if not os.path.isdir(path) and not is_onnx_source(path):
         _note_folder_files_unused(path, companions)
     mean_path = mean_vec if mean_vec is not None else companions + MEAN_NAME
     mean = _read_mean(mean_path)

@@ -28,19 +28,18 @@ from wespeaker_py.api.gallery import ZeroEmbeddingError, check_top_k
 from wespeaker_py.api.model_galleries import ModelGalleries
 from wespeaker_py.api.window_lda_files import WindowLdaFiles
 from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, AudioTooShortError, ChannelChoice,
-                                describe_audio, heard_rate_of, load_audio, load_audio_with_rate,
+                                describe_audio, heard_rate_of, load_audio_with_rate,
                                 parse_channel)
-from wespeaker_py.audio.samples import without_digital_silence
+from wespeaker_py.audio.load import check_sample_rate
+from wespeaker_py.audio.samples import SilenceRemoval
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.frontend.framing import frame_params
 from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import file_digest
-from wespeaker_py.utils.values import is_whole_number
 
 logger = get_logger(__name__)
 
@@ -52,6 +51,9 @@ if TYPE_CHECKING:
 BUFFER_BYTES = 256 << 20
 # one recording shorter than this is warned about: its embedding rests on too little speech
 SHORT_INPUT_SECONDS = 1.0
+# runs of exact zeros this long or longer are left out before embedding: one 25 ms fbank
+# window, a fixed rule whatever the model's front-end
+SILENCE_RUN_SECONDS = 0.025
 
 
 class EmbeddingShapeError(WespeakerError, ValueError):
@@ -68,8 +70,7 @@ def _check_array_rate(pairs: Sequence[Tuple[str, Any]], sample_rate: Optional[in
     if sample_rate is None:
         raise AudioInputError(f"give sample_rate= with arrays or tensors: {len(arrays)} of the "
                               f"{len(pairs)} inputs are (the first: item {arrays[0]})")
-    if not is_whole_number(sample_rate) or sample_rate <= 0:
-        raise AudioInputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    check_sample_rate(sample_rate, f"item {arrays[0]}")
 
 
 class SpeakerModel:
@@ -151,7 +152,8 @@ class SpeakerModel:
     def _embed_stream(self, items: Iterable[Tuple[str, Any]], batch_size: int,
                       sample_rate: Optional[int] = None, progress: bool = False,
                       loaded: bool = False, channel: ChannelChoice = DEFAULT_CHANNEL,
-                      heard_rate: int = 0) -> Iterator[Outcome]:
+                      heard_rate: int = 0,
+                      silence: Optional[SilenceRemoval] = None) -> Iterator[Outcome]:
         """:func:`~wespeaker_py.runtime.embedding.embed_stream` over ``(key, audio)`` items.
 
         Each audio is read (resampled to the model's rate, mono by ``channel``) as it
@@ -159,13 +161,15 @@ class SpeakerModel:
         (:func:`~wespeaker_py.audio.load_audio`'s); batches only hold inputs of
         equal length, as in ``bin.extract``. Audio that came below the model's rate
         (a read file's own rate; with ``loaded``, ``heard_rate``) goes through the
-        model's band fill for it, when it has one (see :meth:`band_fill_file`).
+        model's band fill for it, when it has one (see :meth:`band_fill_file`). Read audio
+        loses its digital silence (:meth:`_read_speech`), counted in ``silence``.
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
         channel = parse_channel(channel)   # a bad one is an error now, not a skip per item
+        tally = silence if silence is not None else self._silence_removal()
         read = None if loaded else (
-            lambda audio: self._read_speech(audio, sample_rate, channel))
+            lambda audio: self._read_speech(audio, sample_rate, channel, tally))
         heard_rate = heard_rate_of(heard_rate, self.sample_rate)
         if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
             self._band_fill_files.refresh(self)
@@ -173,31 +177,40 @@ class SpeakerModel:
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
                             heard_rate=heard_rate)
 
+    def _silence_removal(self) -> SilenceRemoval:
+        """A fresh tally of the digital silence left out of the inputs of one call."""
+        return SilenceRemoval(SILENCE_RUN_SECONDS)
+
     def _read_speech(self, audio: AudioLike, sample_rate: Optional[int],
-                     channel: ChannelChoice) -> Tuple[np.ndarray, int]:
+                     channel: ChannelChoice, silence: SilenceRemoval) -> Tuple[np.ndarray, int]:
         """:func:`~wespeaker_py.audio.load_audio_with_rate` of one recording, less its digital
-        silence: every run of exact zeros as long as a 25 ms fbank window (see
-        :func:`~wespeaker_py.audio.samples.without_digital_silence`), logged when there is
-        any. Less than the model's shortest input left is an
+        silence: every run of exact zeros as long as :data:`SILENCE_RUN_SECONDS`, found at
+        the input's own rate before resampling (see
+        :func:`~wespeaker_py.audio.samples.without_digital_silence`) and counted in
+        ``silence``. Less than the model's shortest input left is an
         :class:`~wespeaker_py.audio.AudioTooShortError` naming the input. Only the speaker
-        API does this: ``bin.extract``, the recipes and diarization keep the zeros, as
-        WeSpeaker does."""
+        API does this: ``bin.extract``, the recipes, training and diarization keep the
+        zeros, as WeSpeaker does."""
+        silence.last_seconds = 0.0
         wav, heard_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
-                                               channel=channel)
-        window, _ = frame_params(self.sample_rate)
-        speech, removed = without_digital_silence(wav, window)
-        if removed:
-            name, rate = describe_audio(audio), self.sample_rate
-            logger.info("%s: %.3f s of digital silence (runs of %d or more zero samples) "
-                        "removed before embedding; %.3f s left", name, removed / rate,
-                        window, speech.size / rate)
-            if speech.size < self.backend.min_samples:
-                raise AudioTooShortError(
-                    f"{name}: {speech.size / rate:.3f} s ({speech.size} samples) of audio, the "
-                    f"rest ({removed / rate:.3f} s) digital silence (runs of {window} or more "
-                    f"zero samples, removed before embedding); the model needs at least "
-                    f"{self.min_seconds:.3f} s ({self.backend.min_samples} samples)")
-        return speech, heard_rate
+                                               channel=channel, silence=silence)
+        if silence.last_seconds and wav.size < self.backend.min_samples:
+            rate = self.sample_rate
+            raise AudioTooShortError(
+                f"{describe_audio(audio)}: {wav.size / rate:.3f} s ({wav.size} samples) of "
+                f"audio, the rest ({silence.last_seconds:.3f} s) digital silence (runs of "
+                f"{SILENCE_RUN_SECONDS * 1000:g} ms or more of zero samples, removed before "
+                f"embedding); the model needs at least {self.min_seconds:.3f} s "
+                f"({self.backend.min_samples} samples)")
+        return wav, heard_rate
+
+    @staticmethod
+    def _log_silence_removed(silence: SilenceRemoval, inputs: int) -> None:
+        """One INFO line on the digital silence left out of a call's ``inputs``, if any."""
+        if silence.inputs:
+            logger.info("digital silence (runs of %g ms or more of zero samples) removed "
+                        "before embedding from %d of %d input(s): %.3f s in all",
+                        SILENCE_RUN_SECONDS * 1000, silence.inputs, inputs, silence.seconds)
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
@@ -210,7 +223,13 @@ class SpeakerModel:
     def _embed_heard(self, audio: AudioLike, sample_rate: Optional[int],
                      channel: ChannelChoice) -> Tuple[np.ndarray, int]:
         """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
-        wav, source_rate = self._read_speech(audio, sample_rate, channel)
+        silence = self._silence_removal()
+        wav, source_rate = self._read_speech(audio, sample_rate, channel, silence)
+        if silence.inputs:
+            logger.info("%s: %.3f s of digital silence (runs of %g ms or more of zero samples) "
+                        "removed before embedding; %.3f s left", describe_audio(audio),
+                        silence.seconds, SILENCE_RUN_SECONDS * 1000,
+                        wav.size / self.sample_rate)
         seconds = wav.size / self.sample_rate
         if seconds < SHORT_INPUT_SECONDS:
             logger.warning("%s: %.2f s of audio; the embedding of an input under %g s is "
@@ -229,16 +248,18 @@ class SpeakerModel:
 
         Each waveform is 1-D (or follows the channel rule) at ``sample_rate`` (below
         the model's rate: its band fill is applied, see :meth:`band_fill_file`).
+        Runs of digital silence are left out first, as :meth:`embed` does.
         Equal-length inputs are batched; a waveform that cannot be embedded
         raises :class:`~wespeaker_py.errors.AudioInputError` naming its index.
         """
+        silence = self._silence_removal()
         wavs = []
         for index, waveform in enumerate(waveforms):
             try:
-                wavs.append(load_audio(waveform, self.sample_rate, sample_rate,
-                                       channel=channel))
+                wavs.append(self._read_speech(waveform, sample_rate, channel, silence)[0])
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
+        self._log_silence_removed(silence, len(wavs))
         return self._embed_loaded(wavs, batch_size, sample_rate)
 
     def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int,
@@ -268,13 +289,15 @@ class SpeakerModel:
         are embedded in length-bucketed batches and returned in input order, keyed by
         wav.scp key, mapping key, or (an iterable) path or index: a path listed twice is
         one result. A wav.scp that is missing, empty or malformed is an error naming it
-        (as ``embed --wav_scp``'s), raised before any work.
+        (as ``embed --wav_scp``'s), raised before any work. Runs of digital silence are
+        left out first, as :meth:`embed` does (one INFO line sums them up).
         """
         pairs = items_of(items)
         _check_array_rate(pairs, sample_rate)
         results = EmbeddingResults()
+        silence = self._silence_removal()
         for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress,
-                                          channel=channel):
+                                          channel=channel, silence=silence):
             if outcome.embedding is None:
                 results.skipped[outcome.key] = outcome.detail
                 results.reasons[outcome.skip] += 1
@@ -284,6 +307,7 @@ class SpeakerModel:
                     results.heard_rates[outcome.key] = outcome.heard_rate
         order = {key: index for index, (key, _) in enumerate(pairs)}
         results.embeddings = dict(sorted(results.embeddings.items(), key=lambda kv: order[kv[0]]))
+        self._log_silence_removed(silence, len(pairs))
         for key, reason in results.skipped.items():
             logger.warning("skipped %s: %s", key, reason)
         if results.skipped:

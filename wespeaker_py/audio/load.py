@@ -9,10 +9,10 @@ import numpy as np
 from wespeaker_py.audio.errors import AudioInputError, AudioSilentError
 from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, as_frames,
-                                        channel_levels, check_samples, explain_silent_channel,
-                                        mix_to_mono, parse_channel, to_int16_scale,
-                                        warn_if_quiet_channel)
+from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, SilenceRemoval,
+                                        as_frames, channel_levels, check_samples,
+                                        explain_silent_channel, mix_to_mono, parse_channel,
+                                        to_int16_scale, warn_if_quiet_channel)
 from wespeaker_py.utils.values import is_whole_number
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
@@ -28,19 +28,25 @@ def describe_audio(audio: AudioLike) -> str:
         else f"<{type(audio).__name__}>"
 
 
-def read_whole(handle, target_rate: int, warn_quiet_channel: bool = False) -> np.ndarray:
+def read_whole(handle, target_rate: int, warn_quiet_channel: bool = False,
+               silence: Optional[SilenceRemoval] = None) -> np.ndarray:
     """All of an open handle's samples at ``target_rate`` (resampled once, no checks);
-    ``warn_quiet_channel``: see :meth:`~wespeaker_py.audio.files.AudioHandle.read_all`."""
-    return resample(handle.read_all(warn_quiet_channel), float(handle.samplerate),
-                    float(target_rate))
+    ``warn_quiet_channel``: see :meth:`~wespeaker_py.audio.files.AudioHandle.read_all`;
+    ``silence``: digital silence is left out at the file's rate, before resampling (an
+    all-zero file is kept whole, for :func:`check_samples` to call silent)."""
+    samples = handle.read_all(warn_quiet_channel)
+    if silence is not None and samples.any():
+        samples = silence.apply(samples, int(handle.samplerate), handle.name)
+    return resample(samples, float(handle.samplerate), float(target_rate))
 
 
-def read_checked(handle, target_rate: int, min_samples: int = 1) -> np.ndarray:
+def read_checked(handle, target_rate: int, min_samples: int = 1,
+                 silence: Optional[SilenceRemoval] = None) -> np.ndarray:
     """:func:`read_whole`, then every check of :func:`check_samples`; when the chosen channel
     of a multi-channel file has no energy, the error names the channels that have some, and
     a first channel far quieter than another is warned about
     (:func:`~wespeaker_py.audio.samples.warn_if_quiet_channel`)."""
-    samples = read_whole(handle, target_rate, warn_quiet_channel=True)
+    samples = read_whole(handle, target_rate, warn_quiet_channel=True, silence=silence)
     try:
         return check_samples(samples, handle.name, min_samples)
     except AudioSilentError as error:
@@ -68,7 +74,9 @@ def _tensor_as_numpy(tensor: Any, name: str) -> np.ndarray:
                               f"audio: pass floats in [-1, 1] or int16 samples") from None
 
 
-def _check_rate(sample_rate: Any, name: str) -> int:
+def check_sample_rate(sample_rate: Any, name: str) -> int:
+    """``sample_rate`` of the array or tensor ``name`` as an int; a missing one, or one
+    that is not a whole number above 0, raises ``AudioInputError`` naming ``name``."""
     if sample_rate is None:
         raise AudioInputError(f"{name}: give sample_rate= with an array or tensor")
     if not is_whole_number(sample_rate) or sample_rate <= 0:
@@ -85,8 +93,8 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
 
 
 def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
-                         name: Optional[str] = None, channel: ChannelChoice = DEFAULT_CHANNEL
-                         ) -> Tuple[np.ndarray, int]:
+                         name: Optional[str] = None, channel: ChannelChoice = DEFAULT_CHANNEL,
+                         silence: Optional[SilenceRemoval] = None) -> Tuple[np.ndarray, int]:
     """Model samples of a whole input: mono float32 on the int16 scale at ``target_rate``.
 
     ``audio`` is a file path or Kaldi ``command |`` (its own rate; ``sample_rate``
@@ -102,16 +110,19 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
     else ``sample_rate``): what was heard, where the samples say only
     ``target_rate``; the embedding loop, which knows the model's band fills, warns
     about narrow-band audio (:func:`~wespeaker_py.runtime.embedding.embed_stream`).
+    ``silence`` (opt-in, the speaker API's): runs of exact zeros are left out of the mono
+    samples at the input's own rate, before resampling, and counted there
+    (:class:`~wespeaker_py.audio.samples.SilenceRemoval`).
     """
     name = name or describe_audio(audio)
     channel = parse_channel(channel)
     if isinstance(audio, (str, os.PathLike)):
         with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
-            samples = read_checked(handle, target_rate)
+            samples = read_checked(handle, target_rate, silence=silence)
             source_rate = int(handle.samplerate)
         return np.ascontiguousarray(samples, dtype=np.float32), source_rate
     array = _as_numpy(audio, name)   # a wrong type is named before a missing rate
-    rate = _check_rate(sample_rate, name)
+    rate = check_sample_rate(sample_rate, name)
     frames = to_int16_scale(as_frames(array, name), name)
     samples = mix_to_mono(frames, channel, name)
     try:
@@ -119,5 +130,7 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
     except AudioSilentError as error:
         raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
     warn_if_quiet_channel(frames, channel, name)
+    if silence is not None:
+        samples = silence.apply(samples, rate, name)
     samples = resample(samples, float(rate), float(target_rate))
     return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32), rate

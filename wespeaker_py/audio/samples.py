@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
@@ -300,8 +301,9 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
 # -- digital silence ---------------------------------------------------------------------------
 
 def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarray, int]:
-    """``samples`` less every run of ``min_run`` or more consecutive exact zeros (at the
-    ends and in gaps alike), and how many samples that removed (``samples`` itself when 0).
+    """Mono ``samples`` (one axis; other shapes raise ``ValueError``) less every run of
+    ``min_run`` or more consecutive exact zeros (at the ends and in gaps alike), and how many
+    samples that removed (``samples`` itself when 0).
 
     For the speaker API: with ``min_run`` one fbank window, such a run gives frames that
     are all zeros, which fbank turns into constant log-floor frames unlike any in
@@ -309,6 +311,9 @@ def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarr
     two recordings padded with zeros score as one speaker. Shorter runs (a zero crossing
     held at int16, a click) stay: no frame of them is all zeros.
     """
+    if samples.ndim != 1:
+        raise ValueError(f"without_digital_silence takes mono samples (one axis), got an "
+                         f"array of shape {samples.shape}")
     if min_run < 1:
         raise ValueError(f"min_run must be at least 1 sample, got {min_run}")
     zero = np.equal(samples, 0).view(np.int8)
@@ -324,6 +329,37 @@ def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarr
     # the runs neither touch nor overlap, so the running sum is 1 inside one, else 0
     kept = samples[np.cumsum(marks[:-1], dtype=np.int8) == 0]
     return kept, samples.shape[0] - kept.shape[0]
+
+
+@dataclass
+class SilenceRemoval:
+    """The opt-in of :func:`~wespeaker_py.audio.load.load_audio_with_rate` that leaves out
+    digital silence (:func:`without_digital_silence`, runs of ``window_seconds`` or more),
+    and its tally over the inputs it was given: how many had some, how many seconds in all,
+    and the seconds of the latest input.
+
+    The runs are found at the input's own rate, before resampling, which turns the zeros
+    next to speech into filter ringing that is no longer exactly zero.
+    """
+
+    window_seconds: float
+    inputs: int = 0
+    seconds: float = 0.0
+    last_seconds: float = 0.0
+
+    def apply(self, samples: np.ndarray, rate: int, name: str) -> np.ndarray:
+        """Mono ``samples`` at ``rate`` less their digital silence, counted (and logged at
+        DEBUG, naming ``name``) when there was any."""
+        min_run = max(1, int(round(self.window_seconds * rate)))
+        kept, removed = without_digital_silence(samples, min_run)
+        self.last_seconds = removed / rate
+        if removed:
+            self.inputs += 1
+            self.seconds += self.last_seconds
+            logger.debug("%s: %.3f s of digital silence (runs of %d or more zero samples at "
+                         "%d Hz) removed; %.3f s left", name, self.last_seconds, min_run, rate,
+                         kept.size / rate)
+        return kept
 
 
 def is_narrowband_for(rate: int, target_rate: int) -> bool:

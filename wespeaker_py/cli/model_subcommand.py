@@ -53,12 +53,18 @@ def add_force_flag(parser: argparse.ArgumentParser, what: str, also: str = "") -
 
 
 def load_model_of(args: argparse.Namespace):
-    """The :class:`~wespeaker_py.api.SpeakerModel` that the model flags of ``args`` name."""
+    """The :class:`~wespeaker_py.api.SpeakerModel` that the model flags of ``args`` name.
+
+    An ONNX model is given the command's thread count; torch's own count is set by
+    :func:`~wespeaker_py.utils.threads.using_threads` for the whole command."""
     from wespeaker_py.api import load_model
+    from wespeaker_py.api.loading import is_onnx_source
     from wespeaker_py.utils.threads import num_threads_in_use
+    onnx = is_onnx_source(args.model)
     return load_model(args.model, device=args.device, config=args.config,
                       mean_vec=args.mean_vec, calibration=args.calibration,
-                      force=getattr(args, "force", False), num_threads=num_threads_in_use())
+                      force=getattr(args, "force", False),
+                      num_threads=num_threads_in_use() if onnx else None)
 
 
 def print_json(payload: Any) -> None:

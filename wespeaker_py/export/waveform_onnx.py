@@ -36,7 +36,8 @@ import torch.nn as nn
 
 from wespeaker_py.audio import INT16_SCALE
 from wespeaker_py.export.checks import EagerReference, embedding_size, quiet_exporter
-from wespeaker_py.export.metadata import WAVEFORM_KIND, add_onnx_metadata, read_onnx_info
+from wespeaker_py.export.metadata import (INFO_KEY, WAVEFORM_KIND, add_onnx_metadata,
+                                          read_onnx_info)
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
                                              split_bins)
@@ -47,6 +48,7 @@ from wespeaker_py.frontend.framing import frame_params
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.onnx_session import open_onnx_session
+from wespeaker_py.utils.values import is_whole_number
 
 logger = get_logger(__name__)
 
@@ -55,6 +57,8 @@ BAND_FILL_INPUT = "band_fill"
 OUTPUT_NAME = "embs"
 # lengths (seconds) of the random waveforms the export is checked on
 CHECK_SECONDS = (1.0, 2.37, 4.1)
+# the counts of a waveform graph's metadata that its runtime cannot do without
+REQUIRED_COUNTS = ("sample_rate", "embed_dim", "min_samples")
 
 
 def _frame_transform(window_length: int) -> torch.Tensor:
@@ -250,7 +254,8 @@ def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
     """The metadata of a graph written by :func:`export_waveform_onnx`.
 
     Raises ValueError naming ``path`` and the kind its metadata records for any other
-    ONNX graph (e.g. one that takes fbank features).
+    ONNX graph (e.g. one that takes fbank features), and naming ``path`` and the key when
+    one of :data:`REQUIRED_COUNTS` is missing or not a whole number >= 1.
     """
     kind, info = read_onnx_info(session.get_modelmeta().custom_metadata_map, path)
     inputs = [node.name for node in session.get_inputs()]
@@ -259,6 +264,16 @@ def read_waveform_onnx_info(session, path: str) -> Dict[str, Any]:
         raise ValueError(f"{path} is an ONNX model of another kind ({recorded}, inputs "
                          f"{inputs}); load_model takes the waveform graph of "
                          f"'wespeaker-py export --onnx --with_frontend'")
+    for key in REQUIRED_COUNTS:
+        if key not in info:
+            problem = f"has no {key!r}"
+        elif not is_whole_number(info[key]) or info[key] < 1:
+            problem = f"records {key}={info[key]!r}, not a whole number >= 1"
+        else:
+            continue
+        raise ValueError(f"{path}: the ONNX metadata {INFO_KEY!r} of this waveform graph "
+                         f"{problem}; export the model again with 'wespeaker-py export "
+                         f"--onnx --with_frontend'")
     return info
 
 

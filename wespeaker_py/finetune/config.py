@@ -18,6 +18,7 @@ only, no defaults added); what is read from it comes from the schema's parse
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -27,12 +28,17 @@ from wespeaker_py.config.schema import (PRETRAINED_SAMPLE_RATES, TFMEL_SAMPLE_FI
                                         DataloaderArgs, ModelConfig, TfmelArgs)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.values import is_whole_number
 
 logger = get_logger(__name__)
 
 # the learning rate decays from --lr to --lr / LR_DECAY over each phase
 LR_DECAY = 10.0
 FREEZE_CHOICES = ("auto", "none", "front", "body")
+# what a planned phase freezes: auto is resolved when the phases are planned
+PLANNED_FREEZES = tuple(choice for choice in FREEZE_CHOICES if choice != "auto")
+# the keys of each phase that phases() plans and the trainer reads
+PHASE_KEYS = ("name", "epochs", "freeze")
 # --freeze auto freezes the body for the first epochs below this many training speakers
 # (docs/finetune.md: better with 4 speakers, worse with 74)
 FEW_SPEAKERS = 20
@@ -167,6 +173,37 @@ def phases(options: FinetuneOptions, num_train_speakers: int) -> List[Dict[str, 
     return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": freeze},
             {"name": "train", "epochs": options.epochs - options.freeze_epochs,
              "freeze": "none"}]
+
+
+def check_phases(recorded: Any) -> List[Dict[str, Any]]:
+    """``recorded`` (a plan read back from a file) as phases that :func:`phases` could have
+    planned: a non-empty list of objects with :data:`PHASE_KEYS`, each ``name`` a folder name
+    of its own, ``epochs`` a whole number >= 1 and ``freeze`` one of
+    :data:`PLANNED_FREEZES`. Keys beyond those are let through (a later version's plan may
+    carry more). Raises ValueError saying which phase and key is wrong."""
+    if not isinstance(recorded, list) or not recorded:
+        raise ValueError(f"not a non-empty list of phases (objects with "
+                         f"{', '.join(PHASE_KEYS)})")
+    names = set()
+    for number, phase in enumerate(recorded, 1):
+        if not isinstance(phase, dict):
+            raise ValueError(f"phase {number} is a {type(phase).__name__}, not an object")
+        missing = [key for key in PHASE_KEYS if key not in phase]
+        if missing:
+            raise ValueError(f"phase {number} has no {', '.join(missing)}")
+        name, epochs, freeze = (phase[key] for key in PHASE_KEYS)
+        if not isinstance(name, str) or name in ("", ".", "..") \
+                or os.path.basename(name) != name or name in names:
+            problem = f"name={name!r} is not a folder name of its own"
+        elif not is_whole_number(epochs) or epochs < 1:
+            problem = f"epochs={epochs!r} is not a whole number >= 1"
+        elif freeze not in PLANNED_FREEZES:
+            problem = f"freeze={freeze!r} is not one of {', '.join(PLANNED_FREEZES)}"
+        else:
+            names.add(name)
+            continue
+        raise ValueError(f"phase {number}: {problem}")
+    return recorded
 
 
 def check_device(device: Optional[str]) -> None:

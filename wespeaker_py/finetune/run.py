@@ -49,7 +49,7 @@ from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
                                           FinetuneOptions, OptionValueError, check_device,
-                                          chosen_rate, phase_config, phases,
+                                          check_phases, chosen_rate, phase_config, phases,
                                           read_source_config, with_loader_options_of)
 from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneData, list_digests,
                                         read_finetune_corpus, write_data_lists, write_lists)
@@ -75,8 +75,6 @@ REPORT_NAME = "finetune.json"
 INIT_NAME = "init_body.pt"
 # in OUT/work: the phases planned when the run started, which its resumption keeps
 PLAN_NAME = "phases.json"
-# the keys of each phase that PLAN_NAME records (those of config.phases)
-PHASE_KEYS = {"name", "epochs", "freeze"}
 # what OUT holds of a finished run, in the order it is written: the model loads only once
 # config.yaml is there (until then load_model names OUT an unfinished run), so a run killed
 # while publishing leaves no model that loads without its calibration
@@ -537,14 +535,12 @@ def _kept_phases(work: str, options: FinetuneOptions, train_speakers: int
             json.dump(plan, out, indent=2)
             out.write("\n")
         return plan
-    recorded = _read_json(path)
-    if not (isinstance(recorded, list) and recorded and all(
-            isinstance(phase, dict) and set(phase) == PHASE_KEYS for phase in recorded)):
-        raise OutputExistsError(f"{path}: not the phases of a fine-tuning run (a list of "
-                                f"{', '.join(sorted(PHASE_KEYS))}); it records the plan of "
-                                f"the run being resumed: remove {os.path.dirname(work)} to "
-                                f"start the run again")
-    return recorded
+    try:
+        return check_phases(_read_json(path))
+    except ValueError as error:
+        raise OutputExistsError(f"{path}: not the phases of a fine-tuning run ({error}); it "
+                                f"records the plan of the run being resumed: remove "
+                                f"{os.path.dirname(work)} to start the run again") from None
 
 
 def _train_phases(plan: List[Dict[str, Any]], work: str, init: str, modules: List[str],

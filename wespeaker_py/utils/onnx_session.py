@@ -19,6 +19,7 @@ import os
 from typing import Any, Optional, Tuple, Type
 
 from wespeaker_py.errors import MissingPackagesError
+from wespeaker_py.utils.threads import check_num_threads
 
 _fork_guard_registered = False
 
@@ -41,17 +42,26 @@ def import_onnxruntime(purpose: str, install: str = "pip install onnxruntime") -
                                    f"{install}") from None
 
 
+# onnxruntime's error classes for a file that it cannot load or parse as a graph; its
+# others (RuntimeException, EPFail, EngineError, ...) report failures of a run or of a
+# provider, out of memory included, which say nothing about the file. Not every version
+# has every class: the missing ones are left out.
+LOAD_ERROR_NAMES = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
+                    "NoSuchFile", "NotImplemented")
+
+
 def onnxruntime_errors() -> Tuple[Type[Exception], ...]:
-    """The exception classes of onnxruntime's own errors (``InvalidProtobuf``, ``Fail``,
-    ``InvalidGraph``, ``NoSuchFile``, ...), which a session raises for a file it cannot load;
-    none when onnxruntime is not installed. A wrong argument raises Python's own
-    ``TypeError``/``ValueError`` instead, which is not one of them."""
+    """The exception classes (of :data:`LOAD_ERROR_NAMES` that this onnxruntime has) that
+    a session raises for a file it cannot load as a graph; none when onnxruntime is not
+    installed. A wrong argument raises Python's own ``TypeError``/``ValueError`` instead,
+    which is not one of them."""
     try:
         state = importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
     except ImportError:
         return ()
-    return tuple(value for value in vars(state).values()
-                 if isinstance(value, type) and issubclass(value, Exception))
+    found = (getattr(state, name, None) for name in LOAD_ERROR_NAMES)
+    return tuple(error for error in found
+                 if isinstance(error, type) and issubclass(error, Exception))
 
 
 def session_options(onnxruntime: Any, num_threads: Optional[int] = None) -> Any:
@@ -62,9 +72,8 @@ def session_options(onnxruntime: Any, num_threads: Optional[int] = None) -> Any:
     options = onnxruntime.SessionOptions()
     with contextlib.suppress(AttributeError):
         options.log_severity_level = 3
+    num_threads = check_num_threads(num_threads)
     if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a whole number >= 1, got {num_threads!r}")
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
     return options

@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Iterator, Optional
 
+from wespeaker_py.utils.values import is_whole_number
+
 THREADS_ENV = "OMP_NUM_THREADS"
 MAX_DEFAULT_THREADS = 4
 
@@ -38,6 +40,17 @@ def available_cores() -> int:
 def default_num_threads(num_jobs: int = 1) -> int:
     """Threads of each of ``num_jobs`` jobs: half the available cores, at most 4, at least 1."""
     return max(1, min(MAX_DEFAULT_THREADS, available_cores() // (2 * max(1, num_jobs))))
+
+
+def check_num_threads(value: object, name: str = "num_threads") -> Optional[int]:
+    """``value`` as a thread count: None (the default count) stays None, a whole number
+    >= 1 (Python's or numpy's) becomes an ``int``; anything else is a ``ValueError``
+    naming ``name``."""
+    if value is None:
+        return None
+    if not is_whole_number(value) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1 or None, got {value!r}")
+    return int(value)
 
 
 def env_num_threads() -> Optional[int]:
@@ -71,8 +84,7 @@ def using_threads(requested: Optional[int] = None) -> Iterator[int]:
     are put back afterwards (so that a command run inside a test leaves no trace).
     """
     global _requested, _in_use
-    if requested is not None and requested < 1:
-        raise ValueError(f"--num_threads must be at least 1, got {requested}")
+    requested = check_num_threads(requested)
     saved = (_requested, _in_use, os.environ.get(THREADS_ENV))
     _requested = requested or env_num_threads()
     _in_use = _requested or default_num_threads()
