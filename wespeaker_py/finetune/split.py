@@ -73,12 +73,18 @@ def _enough_trials(targets: int, nontargets: int) -> bool:
     return targets >= MIN_DEV_TARGET_TRIALS and nontargets >= MIN_DEV_NONTARGET_TRIALS
 
 
+def _dev_candidates(spk2utts: Mapping[str, Sequence[str]]) -> List[str]:
+    """The speakers that may be held out for dev, sorted: those with two or more utterances
+    (a target trial needs two)."""
+    return sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
+
+
 def _candidates_by_rate(spk2utts: Mapping[str, Sequence[str]],
                         speaker_rates: Mapping[str, int]) -> Dict[int, List[str]]:
     """The dev candidates (speakers with two or more utterances) of each rate, by name."""
     by_rate: Dict[int, List[str]] = defaultdict(list)
-    for spk in sorted(spk2utts):
-        if len(spk2utts[spk]) >= 2 and spk in speaker_rates:
+    for spk in _dev_candidates(spk2utts):
+        if spk in speaker_rates:
             by_rate[speaker_rates[spk]].append(spk)
     return by_rate
 
@@ -124,7 +130,7 @@ def _choose_dev(spk2utts: Dict[str, List[str]], wanted: int,
     rates with the most candidates; the first that gives enough trials is taken, else the
     plain draw when it does (it may pair no two speakers of one rate: then
     :func:`warn_about_split` says so), else the first."""
-    eligible = sorted(spk for spk, utts in spk2utts.items() if len(utts) >= 2)
+    eligible = _dev_candidates(spk2utts)
     plain = sorted(random.Random(SPLIT_SEED).sample(eligible, wanted))
     by_rate = _candidates_by_rate(spk2utts, speaker_rates)
     if len(by_rate) < 2:
@@ -142,8 +148,7 @@ def _choose_dev(spk2utts: Dict[str, List[str]], wanted: int,
 def _most_dev_speakers(spk2utts: Mapping[str, Sequence[str]]) -> int:
     """The most dev speakers ``spk2utts`` gives: those with two or more utterances, as long
     as :data:`MIN_TRAIN_SPEAKERS` are left to train on."""
-    eligible = sum(len(utts) >= 2 for utts in spk2utts.values())
-    return min(eligible, len(spk2utts) - MIN_TRAIN_SPEAKERS)
+    return min(len(_dev_candidates(spk2utts)), len(spk2utts) - MIN_TRAIN_SPEAKERS)
 
 
 def _dev_count(source: str, spk2utts: Mapping[str, Sequence[str]],
@@ -155,7 +160,7 @@ def _dev_count(source: str, spk2utts: Mapping[str, Sequence[str]],
     (:data:`SPEAKER_MINIMUM`), and an :class:`OptionValueError` for a ``dev_speakers``
     above :func:`_most_dev_speakers`; ``unheard``: the speakers none of whose files can be
     read, counted in the message."""
-    eligible = sum(len(utts) >= 2 for utts in spk2utts.values())
+    eligible = len(_dev_candidates(spk2utts))
     wanted = (max(MIN_DEV_SPEAKERS, round(DEV_SHARE * eligible)) if dev_speakers is None
               else dev_speakers)
     most = _most_dev_speakers(spk2utts)

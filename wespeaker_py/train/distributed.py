@@ -44,6 +44,11 @@ class DistContext:
         return self.world_size > 1 or dist.is_initialized()
 
 
+def unused_gpus_note(gpus: List[int]) -> str:
+    """What the console warning and the run's log say of ``gpus`` on a machine without CUDA."""
+    return f"gpus {gpus} asked for, but no CUDA device is available"
+
+
 def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
     """The CUDA device for ``local_rank`` (via ``gpus`` when given), or the CPU.
 
@@ -54,8 +59,7 @@ def choose_device(local_rank: int, gpus: Optional[List[int]]) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if gpus:
-            logger.warning("gpus %s asked for, but no CUDA device is available: training "
-                           "on the CPU", gpus)
+            logger.warning("%s: training on the CPU", unused_gpus_note(gpus))
         return torch.device("cpu")
     if gpus is None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())

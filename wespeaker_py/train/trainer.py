@@ -26,7 +26,8 @@ from wespeaker_py.dataset.stats import NARROW_BAND, SkipSummary
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
-                                            init_distributed, shutdown_distributed)
+                                            init_distributed, shutdown_distributed,
+                                            unused_gpus_note)
 from wespeaker_py.train.experiment import FINAL_MODEL, ExperimentFolder
 from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
                                           TrainingStopped)
@@ -217,8 +218,7 @@ def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
 def _log_run(plan: TrainingPlan) -> None:
     """Log where this rank trains, on how much data, and a large-margin stage's head."""
     world = plan.world
-    fallback = (f" (gpus {world.unused_gpus} asked for, but no CUDA device is available)"
-                if world.unused_gpus else "")
+    fallback = f" ({unused_gpus_note(world.unused_gpus)})" if world.unused_gpus else ""
     logger.info("rank %d of %d trains on %s%s", world.rank, world.world_size, world.device,
                 fallback)
     logger.info("%d utterances of %d speakers; %d batches per epoch on each of %d ranks",
