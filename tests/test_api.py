@@ -340,6 +340,61 @@ def test_a_gallery_of_another_model_is_refused(xvec, tmp_path, speech):
         other.identify(speech[0], gallery=gallery)
 
 
+def test_unenroll_removes_a_speaker_and_an_emptied_gallery_is_named_on_identify(
+        xvec, tmp_path, speech):
+    from wespeaker_py.api.gallery import (EmptyGalleryError, SpeakerNotEnrolledError,
+                                          read_gallery)
+    model, _, _ = xvec
+    gallery = str(tmp_path / "speakers.npz")
+    model.enroll("alice", speech[0], gallery=gallery)
+    model.enroll("bob", speech[1], gallery=gallery)
+    recorded = read_gallery(gallery)
+    with pytest.raises(SpeakerNotEnrolledError,
+                       match=r"'alcie' is not enrolled; it holds alice, bob; did you mean "
+                             r"'alice'\?"):
+        model.unenroll("alcie", gallery=gallery)
+    assert model.unenroll("alice", gallery=gallery) == 1
+    assert [name for name, _ in model.identify(speech[0], gallery=gallery)] == ["bob"]
+    assert model.unenroll("bob", gallery=gallery) == 0
+    emptied = read_gallery(gallery)   # still a valid gallery, its model records intact
+    assert (emptied.names, emptied.counts.tolist(), emptied.sums.shape) == ([], [], (0, 8))
+    assert (emptied.model, emptied.identity, emptied.mean_vec) == \
+        (recorded.model, recorded.identity, recorded.mean_vec)
+    with pytest.raises(EmptyGalleryError) as refused:
+        model.identify(speech[0], gallery=gallery)
+    assert str(refused.value).startswith(f"gallery {gallery} holds no speakers")
+    assert "enroll" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(SpeakerNotEnrolledError, match="it holds no speakers"):
+        model.unenroll("bob", gallery=gallery)
+    assert model.enroll("carol", speech[2], gallery=gallery) == 1
+    assert sorted(os.listdir(tmp_path)) == ["speakers.npz"]   # no temporary files left
+    with pytest.raises(WespeakerError, match="none.npz does not exist"):
+        model.unenroll("bob", gallery=str(tmp_path / "gone" / "none.npz"))
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_recording_given_twice_in_one_enrolment_counts_once(xvec, tmp_path, speech, caplog):
+    from wespeaker_py.api.gallery import read_gallery
+    model, _, _ = xvec
+    gallery = str(tmp_path / "speakers.npz")
+    with caplog.at_level(logging.WARNING):
+        model.enroll("alice", speech[0], speech[1], speech[0], gallery=gallery)
+    [warning] = [record.getMessage() for record in caplog.records
+                 if "given more than once" in record.getMessage()]
+    assert f"recording 3 ({speech[0]}) repeats recording 1 ({speech[0]})" in warning
+    stored = read_gallery(gallery)
+    assert stored.counts.tolist() == [2]
+    np.testing.assert_allclose(stored.sums[0], model.unit(model.embed(speech[0]))
+                               + model.unit(model.embed(speech[1])), atol=1e-6)
+    # the same audio as arrays, twice
+    samples, rate = sf.read(speech[2], dtype="float32")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model.enroll("bob", samples, samples.copy(), gallery=gallery, sample_rate=rate)
+    assert any("recording 2 (<ndarray of shape" in r.getMessage() for r in caplog.records)
+    assert read_gallery(gallery).counts.tolist() == [2, 1]
+
+
 @needs_onnx
 def test_onnx_graph_with_front_end_equals_eager(xvec, tmp_path, speech, caplog, monkeypatch):
     from wespeaker_py.api.exporting import export_waveform_graph

@@ -52,11 +52,12 @@ print(repr((heavy, texts)))
     assert result.returncode == 0, result.stderr
     heavy, texts = eval(result.stdout)
     assert heavy == []
-    assert len(texts) == 1 + 12 + len(BIN_MODULES)
+    assert len(texts) == 1 + 13 + len(BIN_MODULES)
     for name in BIN_MODULES:
         assert texts[name].startswith(f"usage: python -m wespeaker_py.bin.{name} "), name
-    for command in ("embed", "similarity", "verify", "enroll", "identify", "calibrate",
-                    "diarize", "window-lda", "band-fill", "export", "info", "finetune"):
+    for command in ("embed", "similarity", "verify", "enroll", "unenroll", "identify",
+                    "calibrate", "diarize", "window-lda", "band-fill", "export", "info",
+                    "finetune"):
         assert texts[f"wespeaker-py {command}"].startswith(f"usage: wespeaker-py {command} ")
         assert "examples:" in texts[f"wespeaker-py {command}"]
     assert "adaptive S-Norm" in texts["score_norm"]   # --score_norm_method has help
@@ -152,6 +153,45 @@ def test_subcommands_end_to_end(folder, tmp_path, capsys):
     status, out, _ = run_cli(capsys, "identify", *common, "--gallery", gallery, speech[1],
                              "--json")
     assert [entry["speaker"] for entry in json.loads(out)][0] == "bob"
+
+
+def test_unenroll_without_a_model_then_identify_names_the_emptied_gallery(
+        folder, tmp_path, capsys, caplog, monkeypatch):
+    from wespeaker_py.api.gallery import read_gallery
+    speech = mini_speech(2)
+    common = ["--model", folder, "--device", "cpu"]
+    gallery = tmp_path / "speakers.npz"
+    status, out, _ = run_cli(capsys, "enroll", *common, "--gallery", gallery, "alice",
+                             speech[0], speech[0])
+    assert status == 0 and "enrolled alice (1 recording(s));" in out
+    assert "given more than once" in caplog.text
+    assert run_cli(capsys, "enroll", *common, "--gallery", gallery, "bob", speech[1])[0] == 0
+    identity = read_gallery(str(gallery)).identity
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("unenroll loaded the model")
+    monkeypatch.setattr(wespeaker_py, "load_model", no_model)
+    monkeypatch.setattr(wespeaker_py.api, "load_model", no_model)
+    status, _, err = run_cli(capsys, "unenroll", "--gallery", gallery, "alcie")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "'alcie' is not enrolled; it holds alice, bob; did you mean 'alice'?" in err
+    status, out, _ = run_cli(capsys, "unenroll", "--gallery", gallery, "alice")
+    assert (status, out) == (0, f"removed alice; {gallery} holds 1 speaker(s)\n")
+    status, out, _ = run_cli(capsys, "unenroll", "--gallery", gallery, "bob")
+    assert status == 0 and f"{gallery} holds no speakers" in out
+    assert read_gallery(str(gallery)).identity == identity
+    # the emptied gallery is named before the model loads
+    status, out, err = run_cli(capsys, "identify", *common, "--gallery", gallery, speech[0])
+    assert (status, out) == (2, "") and len(err.strip().splitlines()) == 1
+    assert f"gallery {gallery} holds no speakers" in err and "wespeaker-py enroll" in err
+
+
+def test_info_says_dither_and_spec_aug_are_training_only(folder, capsys):
+    status, out, _ = run_cli(capsys, "info", "--model", folder, "--device", "cpu")
+    [line] = [line for line in out.splitlines() if line.startswith("frontend ")]
+    assert status == 0 and "training only: dither=1.0, spec_aug=" in line
+    status, out, _ = run_cli(capsys, "info", "--model", folder, "--device", "cpu", "--json")
+    assert "training only: dither=1.0, spec_aug=" in json.loads(out)["frontend"]
 
 
 @pytest.mark.skipif(not all(__import__("importlib").util.find_spec(name)

@@ -2,6 +2,7 @@
 multi-channel file whose first channel is silent, and a truncated WAV. Each must now be
 one named error (exit status 2 on the command line), for every caller."""
 import io
+import logging
 import os
 import struct
 
@@ -169,6 +170,36 @@ def test_bin_extract_takes_the_channel_flag(tmp_path, folder):
 
 
 # -- defect 2: no energy ---------------------------------------------------------------------
+
+def test_a_sample_rate_given_with_a_file_is_warned_about_once(tmp_path, caplog):
+    path = str(tmp_path / "speech.wav")
+    sf.write(path, speech(0), RATE, subtype="PCM_16")
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py"):
+        samples = audio.load_audio(path, RATE, sample_rate=8000)
+        audio.load_audio(path, RATE, sample_rate=8000)
+    np.testing.assert_array_equal(samples, audio.load_audio(path, RATE))
+    warned = [record.getMessage() for record in caplog.records if "is ignored" in
+              record.getMessage()]
+    assert warned == [f"{path}: sample_rate=8000 is ignored for a file, which is read at its "
+                      f"own rate (16000 Hz); sample_rate= is the rate of arrays and tensors "
+                      f"(warned once)"]
+
+
+def test_a_stack_of_waveforms_is_read_as_channels_with_a_warning(caplog):
+    stack = np.stack([speech(0)[:RATE]] * 3)
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py"):
+        audio.load_audio(stack, RATE, sample_rate=RATE)
+    assert any("read as ONE recording of 3 channels, 16000 samples each; to embed 3 "
+               "waveforms, pass them as a list" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_a_constant_offset_is_named_as_dc_not_as_silence():
+    offset = np.full(RATE, 1200, np.int16)
+    with pytest.raises(audio.AudioNoEnergyError, match=r"<ndarray of shape \(16000,\)> has no "
+                       r"energy: .*\(a constant offset of 1200 \(DC\) with nothing on it\)"):
+        audio.load_audio(offset, RATE, sample_rate=RATE)
+
 
 def test_dither_level_noise_is_refused_and_quiet_speech_is_kept(tmp_path, folder, capsys):
     noise = str(tmp_path / "dither.wav")

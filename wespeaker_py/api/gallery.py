@@ -26,7 +26,7 @@ except ImportError:  # Windows: enrolments there run unlocked
 
 import numpy as np
 
-from wespeaker_py.errors import WespeakerError
+from wespeaker_py.errors import WespeakerError, did_you_mean
 from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.atomic_files import atomic_open
@@ -58,6 +58,14 @@ class GalleryFileError(WespeakerError, ValueError):
 
 class SpeakerExistsError(WespeakerError, ValueError):
     """Enrolling a name the gallery already holds, without saying replace or append."""
+
+
+class SpeakerNotEnrolledError(WespeakerError, ValueError):
+    """Removing a name the gallery does not hold."""
+
+
+class EmptyGalleryError(WespeakerError, ValueError):
+    """Identifying against a gallery file that holds no speakers."""
 
 
 class ZeroEmbeddingError(WespeakerError, ValueError):
@@ -130,6 +138,29 @@ class Gallery:
             recorded[rate] = digest if recorded.get(rate, digest) == digest else MIXED_FILLS
         if not recorded:
             del self.narrowband[name]
+
+    def remove(self, name: str, path: str) -> None:
+        """Drop speaker ``name`` and all it records; one the gallery at ``path`` does not
+        hold raises :class:`SpeakerNotEnrolledError` naming those it holds."""
+        if name not in self.names:
+            held = (f"it holds {listed_names(self.names)}{did_you_mean(name, self.names)}"
+                    if self.names else "it holds no speakers")
+            raise SpeakerNotEnrolledError(f"gallery {path}: speaker {name!r} is not "
+                                          f"enrolled; {held}")
+        row = self.names.index(name)
+        del self.names[row]
+        self.sums = np.delete(self.sums, row, axis=0)
+        self.counts = np.delete(self.counts, row)
+        self.narrowband.pop(name, None)
+
+    def check_has_speakers(self, path: str) -> None:
+        """Raise :class:`EmptyGalleryError` when the gallery at ``path`` holds no speakers
+        (none enrolled yet, or all removed): there is no one to identify against."""
+        if not self.names:
+            raise EmptyGalleryError(
+                f"gallery {path} holds no speakers (none enrolled yet, or all removed); "
+                f"enroll some into it first ('wespeaker-py enroll --gallery {path} NAME "
+                f"AUDIO', model.enroll)")
 
     def stale_band_fills(self, current: Callable[[int], str], only: Optional[str] = None
                          ) -> Dict[int, List[str]]:
@@ -214,6 +245,26 @@ def save_gallery(path: str, gallery: Gallery) -> None:
                  narrowband_names=np.array([name for name, _, _ in heard], dtype=str),
                  narrowband_rates=np.array([rate for _, rate, _ in heard], dtype=np.int64),
                  narrowband_fills=np.array([digest for _, _, digest in heard], dtype=str))
+
+
+def remove_speaker(path: str, name: str) -> int:
+    """Remove speaker ``name`` from the gallery at ``path``, read again and rewritten
+    atomically under its lock (:func:`gallery_lock`, as enrolments take it); return how
+    many speakers it still holds. Removing the last one leaves a valid gallery with none.
+
+    Nothing is embedded, so no model is needed: the records of the model the gallery was
+    made with (name and embedding size, identity, mean vector, the band fills of the
+    speakers left) are kept as they are, and checked by the next enrolment or
+    identification as before.
+    """
+    if not os.path.exists(path):   # checked first: the lock would make a missing folder
+        raise GalleryFileError(f"gallery {path} does not exist; there is no speaker to "
+                               f"remove")
+    with gallery_lock(path):
+        gallery = read_gallery(path)
+        gallery.remove(name, path)
+        save_gallery(path, gallery)
+    return len(gallery.names)
 
 
 def read_gallery(path: str) -> Gallery:

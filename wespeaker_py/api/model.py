@@ -31,7 +31,7 @@ from wespeaker_py.audio import (DEFAULT_CHANNEL, AudioLike, AudioTooShortError, 
                                 describe_audio, heard_rate_of, load_audio_with_rate,
                                 parse_channel)
 from wespeaker_py.audio.load import check_sample_rate
-from wespeaker_py.audio.samples import SilenceRemoval
+from wespeaker_py.audio.speech_rules import SpeechLog
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.io.ark import MIN_NORM
@@ -51,9 +51,6 @@ if TYPE_CHECKING:
 BUFFER_BYTES = 256 << 20
 # one recording shorter than this is warned about: its embedding rests on too little speech
 SHORT_INPUT_SECONDS = 1.0
-# runs of exact zeros this long or longer are left out before embedding: one 25 ms fbank
-# window, a fixed rule whatever the model's front-end
-SILENCE_RUN_SECONDS = 0.025
 
 
 class EmbeddingShapeError(WespeakerError, ValueError):
@@ -153,7 +150,7 @@ class SpeakerModel:
                       sample_rate: Optional[int] = None, progress: bool = False,
                       loaded: bool = False, channel: ChannelChoice = DEFAULT_CHANNEL,
                       heard_rate: int = 0,
-                      silence: Optional[SilenceRemoval] = None) -> Iterator[Outcome]:
+                      speech: Optional[SpeechLog] = None) -> Iterator[Outcome]:
         """:func:`~wespeaker_py.runtime.embedding.embed_stream` over ``(key, audio)`` items.
 
         Each audio is read (resampled to the model's rate, mono by ``channel``) as it
@@ -162,14 +159,14 @@ class SpeakerModel:
         equal length, as in ``bin.extract``. Audio that came below the model's rate
         (a read file's own rate; with ``loaded``, ``heard_rate``) goes through the
         model's band fill for it, when it has one (see :meth:`band_fill_file`). Read audio
-        loses its digital silence (:meth:`_read_speech`), counted in ``silence``.
+        goes through the speech rules (:meth:`_read_speech`), recorded in ``speech``.
         """
         if batch_size < 1:
             raise WespeakerError(f"batch_size must be at least 1, got {batch_size}")
         channel = parse_channel(channel)   # a bad one is an error now, not a skip per item
-        tally = silence if silence is not None else self._silence_removal()
+        log = speech if speech is not None else SpeechLog()
         read = None if loaded else (
-            lambda audio: self._read_speech(audio, sample_rate, channel, tally))
+            lambda audio: self._read_speech(audio, sample_rate, channel, log))
         heard_rate = heard_rate_of(heard_rate, self.sample_rate)
         if heard_rate or not loaded:   # full-band arrays need no fill: no look for files
             self._band_fill_files.refresh(self)
@@ -177,58 +174,53 @@ class SpeakerModel:
                             buffer_bytes=BUFFER_BYTES, progress=progress, desc="embedding",
                             heard_rate=heard_rate)
 
-    def _silence_removal(self) -> SilenceRemoval:
-        """A fresh tally of the digital silence left out of the inputs of one call."""
-        return SilenceRemoval(SILENCE_RUN_SECONDS)
-
     def _read_speech(self, audio: AudioLike, sample_rate: Optional[int],
-                     channel: ChannelChoice, silence: SilenceRemoval) -> Tuple[np.ndarray, int]:
-        """:func:`~wespeaker_py.audio.load_audio_with_rate` of one recording, less its digital
-        silence: every run of exact zeros as long as :data:`SILENCE_RUN_SECONDS`, found at
-        the input's own rate before resampling (see
-        :func:`~wespeaker_py.audio.samples.without_digital_silence`) and counted in
-        ``silence``. Less than the model's shortest input left is an
+                     channel: ChannelChoice, speech: SpeechLog) -> Tuple[np.ndarray, int]:
+        """:func:`~wespeaker_py.audio.load_audio_with_rate` of one recording through the
+        speech rules of :mod:`~wespeaker_py.audio.speech_rules` (digital silence and
+        near-silent edges removed at the input's own rate, steady noise refused), recorded in
+        ``speech``. Less than the model's shortest input left is an
         :class:`~wespeaker_py.audio.AudioTooShortError` naming the input. Only the speaker
         API does this: ``bin.extract``, the recipes, training and diarization keep the
-        zeros, as WeSpeaker does."""
-        silence.last_seconds = 0.0
+        audio whole, as WeSpeaker does."""
         wav, heard_rate = load_audio_with_rate(audio, self.sample_rate, sample_rate,
-                                               channel=channel, silence=silence)
-        if silence.last_seconds and wav.size < self.backend.min_samples:
+                                               channel=channel, speech=speech)
+        removed = speech.last
+        if removed.seconds and wav.size < self.backend.min_samples:
             rate = self.sample_rate
             raise AudioTooShortError(
                 f"{describe_audio(audio)}: {wav.size / rate:.3f} s ({wav.size} samples) of "
-                f"audio, the rest ({silence.last_seconds:.3f} s) digital silence (runs of "
-                f"{SILENCE_RUN_SECONDS * 1000:g} ms or more of zero samples, removed before "
-                f"embedding); the model needs at least {self.min_seconds:.3f} s "
+                f"audio left once {removed.silence_seconds:.3f} s of digital silence "
+                f"({speech.rules.describe_silence()}) and {removed.edge_seconds:.3f} s of "
+                f"near-silent edges ({speech.rules.describe_edges()}) were removed before "
+                f"embedding; the model needs at least {self.min_seconds:.3f} s "
                 f"({self.backend.min_samples} samples)")
         return wav, heard_rate
 
     @staticmethod
-    def _log_silence_removed(silence: SilenceRemoval, inputs: int) -> None:
-        """One INFO line on the digital silence left out of a call's ``inputs``, if any."""
-        if silence.inputs:
-            logger.info("digital silence (runs of %g ms or more of zero samples) removed "
-                        "before embedding from %d of %d input(s): %.3f s in all",
-                        SILENCE_RUN_SECONDS * 1000, silence.inputs, inputs, silence.seconds)
+    def _log_removed(speech: SpeechLog, inputs: int) -> None:
+        """One INFO line on what the speech rules removed from a call's ``inputs``, if any."""
+        summary = speech.summary(inputs)
+        if summary:
+            logger.info("%s", summary)
 
     def embed(self, audio: AudioLike, sample_rate: Optional[int] = None,
               channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
         """The embedding (float32 vector) of one recording (of multi-channel audio: the
-        channel ``channel`` chooses, see :mod:`wespeaker_py.audio`). Runs of digital silence
-        (25 ms or more of exact zeros) are left out first; :meth:`embed_many` does the
-        same, ``bin.extract`` and the recipes do not."""
+        channel ``channel`` chooses, see :mod:`wespeaker_py.audio`). Digital silence (runs of
+        25 ms or more of exact zeros) and near-silent edges are left out first, and steady
+        noise with no speech is refused (:class:`~wespeaker_py.audio.AudioNoSpeechError`;
+        see :mod:`wespeaker_py.audio.speech_rules`); :meth:`embed_many` does the same,
+        ``bin.extract`` and the recipes do not."""
         return self._embed_heard(audio, sample_rate, channel)[0]
 
     def _embed_heard(self, audio: AudioLike, sample_rate: Optional[int],
                      channel: ChannelChoice) -> Tuple[np.ndarray, int]:
         """:meth:`embed`, and the rate below the model's the audio came at (0: none)."""
-        silence = self._silence_removal()
-        wav, source_rate = self._read_speech(audio, sample_rate, channel, silence)
-        if silence.inputs:
-            logger.info("%s: %.3f s of digital silence (runs of %g ms or more of zero samples) "
-                        "removed before embedding; %.3f s left", describe_audio(audio),
-                        silence.seconds, SILENCE_RUN_SECONDS * 1000,
+        speech = SpeechLog()
+        wav, source_rate = self._read_speech(audio, sample_rate, channel, speech)
+        if speech.last.seconds:
+            logger.info("%s: %s; %.3f s left", describe_audio(audio), speech.summary(1),
                         wav.size / self.sample_rate)
         seconds = wav.size / self.sample_rate
         if seconds < SHORT_INPUT_SECONDS:
@@ -248,18 +240,18 @@ class SpeakerModel:
 
         Each waveform is 1-D (or follows the channel rule) at ``sample_rate`` (below
         the model's rate: its band fill is applied, see :meth:`band_fill_file`).
-        Runs of digital silence are left out first, as :meth:`embed` does.
+        The speech rules apply first, as :meth:`embed`'s do.
         Equal-length inputs are batched; a waveform that cannot be embedded
         raises :class:`~wespeaker_py.errors.AudioInputError` naming its index.
         """
-        silence = self._silence_removal()
+        speech = SpeechLog()
         wavs = []
         for index, waveform in enumerate(waveforms):
             try:
-                wavs.append(self._read_speech(waveform, sample_rate, channel, silence)[0])
+                wavs.append(self._read_speech(waveform, sample_rate, channel, speech)[0])
             except AudioInputError as error:
                 raise AudioInputError(f"waveform {index}: {error}") from None
-        self._log_silence_removed(silence, len(wavs))
+        self._log_removed(speech, len(wavs))
         return self._embed_loaded(wavs, batch_size, sample_rate)
 
     def _embed_loaded(self, wavs: Sequence[np.ndarray], batch_size: int,
@@ -289,15 +281,16 @@ class SpeakerModel:
         are embedded in length-bucketed batches and returned in input order, keyed by
         wav.scp key, mapping key, or (an iterable) path or index: a path listed twice is
         one result. A wav.scp that is missing, empty or malformed is an error naming it
-        (as ``embed --wav_scp``'s), raised before any work. Runs of digital silence are
-        left out first, as :meth:`embed` does (one INFO line sums them up).
+        (as ``embed --wav_scp``'s), raised before any work. The speech rules apply first,
+        as :meth:`embed`'s do (one INFO line sums up what they removed; an input with no
+        speech is skipped as ``no_speech``).
         """
         pairs = items_of(items)
         _check_array_rate(pairs, sample_rate)
         results = EmbeddingResults()
-        silence = self._silence_removal()
+        speech = SpeechLog()
         for outcome in self._embed_stream(pairs, batch_size, sample_rate, progress,
-                                          channel=channel, silence=silence):
+                                          channel=channel, speech=speech):
             if outcome.embedding is None:
                 results.skipped[outcome.key] = outcome.detail
                 results.reasons[outcome.skip] += 1
@@ -307,7 +300,7 @@ class SpeakerModel:
                     results.heard_rates[outcome.key] = outcome.heard_rate
         order = {key: index for index, (key, _) in enumerate(pairs)}
         results.embeddings = dict(sorted(results.embeddings.items(), key=lambda kv: order[kv[0]]))
-        self._log_silence_removed(silence, len(pairs))
+        self._log_removed(speech, len(pairs))
         for key, reason in results.skipped.items():
             logger.warning("skipped %s: %s", key, reason)
         if results.skipped:
@@ -443,19 +436,35 @@ class SpeakerModel:
         :meth:`band_fill_file`), is an error unless ``force`` (then a warning).
         Enrolments into one gallery at the same time each keep their speaker: the file
         is read again and rewritten under a lock once the audio is embedded.
+        A recording given more than once in one call (identical embeddings) counts once,
+        with a warning naming the repeats. The gallery keeps each speaker's sum and count
+        only, so a recording ``append`` adds again in a later call cannot be told apart
+        and counts again.
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")
         # the gallery's checks, before any embedding
         self._galleries.enrollment_target(self, gallery, name, replace, append, force)
-        units, fills = [], {}
+        units, inputs, fills = [], [], {}
         for item in audio:
             embedding, heard_rate = self._embed_heard(item, sample_rate, channel)
-            units.append(self.unit(embedding, describe_audio(item)))
+            inputs.append(describe_audio(item))
+            units.append(self.unit(embedding, inputs[-1]))
             if heard_rate:   # each recording's own fill: the files may change between them
                 fill = self._band_fill_files.loaded_digest(self, heard_rate)
                 fills.setdefault(heard_rate, set()).add(fill)
-        return self._galleries.enroll(self, gallery, name, units, fills, replace, append, force)
+        return self._galleries.enroll(self, gallery, name, units, inputs, fills, replace,
+                                      append, force)
+
+    def unenroll(self, name: str, *, gallery: str) -> int:
+        """Remove speaker ``name`` from the gallery file; return how many speakers it still
+        holds (removing the last leaves a valid gallery of none, which :meth:`identify`
+        refuses). The file is rewritten atomically under the lock :meth:`enroll` takes. A
+        name it does not hold is a
+        :class:`~wespeaker_py.api.gallery.SpeakerNotEnrolledError` naming those it does.
+        Nothing is embedded, so a gallery of another model is not refused; what it records
+        of the model that made it is kept for later enrolments and identifications."""
+        return self._galleries.remove(gallery, name)
 
     def identify(self, audio: AudioLike, gallery: str, top_k: int = 5,
                  sample_rate: Optional[int] = None,
@@ -478,7 +487,8 @@ class SpeakerModel:
         uncalibrated decision; with none, ``verification`` is None (no decision). A
         calibration that does not fit the model (another model, mean vector or band fill)
         is an error when one of the three asks for a decision; without them the ranking
-        comes undecided, with a warning, as without a calibration.
+        comes undecided, with a warning, as without a calibration. A gallery that holds no
+        speakers is an :class:`~wespeaker_py.api.gallery.EmptyGalleryError` naming it.
         """
         if not os.path.exists(gallery):
             raise WespeakerError(f"gallery {gallery} does not exist; enroll speakers first")
@@ -491,6 +501,7 @@ class SpeakerModel:
             lambda: self._calibration_file.current(self, force), rule_given)
         check_rule_has_calibration(calibration, prior, operating_point, self.source)
         speakers = self._galleries.read(self, gallery, force)
+        speakers.check_has_speakers(gallery)
         ranking = speakers.rank(self.unit(self.embed(audio, sample_rate, channel),
                                           describe_audio(audio)), top_k)
         decides = calibration is not None or threshold is not None

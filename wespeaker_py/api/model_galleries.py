@@ -1,18 +1,20 @@
 """Gallery files as one model uses them: each read checked against the model (its identity,
 its mean vector, and the band fills its low-rate enrolments went through), and an enrolment
-written under the gallery's lock."""
+or a removal written under the gallery's lock."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
 from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
 from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, gallery_lock, load_gallery,
-                                      save_gallery)
+                                      remove_speaker, save_gallery)
 from wespeaker_py.runtime.identity import combined_record, mean_vec_digest
-from wespeaker_py.utils.logging_utils import listed_names
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
+
+logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from wespeaker_py.api.model import SpeakerModel
@@ -44,10 +46,14 @@ class ModelGalleries:
         return speakers
 
     def enroll(self, model: "SpeakerModel", path: str, name: str, units: List[np.ndarray],
-               fills: Dict[int, Set[str]], replace: bool, append: bool, force: bool) -> int:
-        """Add the unit embeddings ``units`` of speaker ``name``, whose audio heard at each
-        rate went through the band fills of ``fills`` (``{rate: digests}``), to the gallery
-        at ``path``, read again and rewritten under its lock; return its size in speakers."""
+               inputs: Sequence[str], fills: Dict[int, Set[str]], replace: bool, append: bool,
+               force: bool) -> int:
+        """Add the unit embeddings ``units`` of speaker ``name``'s recordings ``inputs``
+        (their names for messages), whose audio heard at each rate went through the band
+        fills of ``fills`` (``{rate: digests}``), to the gallery at ``path``, read again and
+        rewritten under its lock; return its size in speakers. Recordings given twice are
+        counted once (:func:`distinct_recordings`)."""
+        units = distinct_recordings(name, units, inputs)
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
                  for rate, digests in fills.items()}
         with gallery_lock(path):
@@ -62,6 +68,13 @@ class ModelGalleries:
             speakers.add(name, np.stack(units), replace=replace, append=append, heard=heard)
             save_gallery(path, speakers)
         return len(speakers.names)
+
+    @staticmethod
+    def remove(path: str, name: str) -> int:
+        """Remove speaker ``name`` from the gallery at ``path``
+        (:func:`~wespeaker_py.api.gallery.remove_speaker`: no model is needed); return how
+        many speakers it still holds."""
+        return remove_speaker(path, name)
 
     @staticmethod
     def _load(model: "SpeakerModel", path: str, force: bool) -> Gallery:
@@ -81,3 +94,26 @@ class ModelGalleries:
                 f"that went through a different band fill (or none) than such audio goes through "
                 f"now ({band_fills.refreshed_description(model, rate)}); their embeddings no "
                 f"longer match new ones: enroll them again with --replace (replace=True)", force)
+
+
+def distinct_recordings(name: str, units: Sequence[np.ndarray],
+                        inputs: Sequence[str]) -> List[np.ndarray]:
+    """The unit embeddings ``units`` of speaker ``name``'s recordings ``inputs``, less each
+    one identical to an earlier one (the same audio given twice), with a warning naming
+    them: a repeat would weigh the speaker's mean embedding twice. Only the recordings of
+    one enrolment can be compared: a gallery keeps each speaker's sum and count, not the
+    embeddings of the recordings already enrolled."""
+    kept: List[np.ndarray] = []
+    first_of: Dict[bytes, str] = {}
+    repeats = []
+    for number, (unit, described) in enumerate(zip(units, inputs), 1):
+        key = np.asarray(unit, dtype=np.float64).tobytes()
+        if key in first_of:
+            repeats.append(f"recording {number} ({described}) repeats {first_of[key]}")
+            continue
+        first_of[key] = f"recording {number} ({described})"
+        kept.append(unit)
+    if repeats:
+        logger.warning("enroll %r: the same audio given more than once (identical "
+                       "embeddings), counted once: %s", name, listed_names(repeats, 5))
+    return kept

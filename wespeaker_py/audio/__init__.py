@@ -44,6 +44,9 @@ and shard writing.
   pause). A silent chosen channel of a multi-channel input is an
   :class:`AudioSilentChannelError` (an :class:`AudioSilentError`, reason
   ``silent_channel``) naming the channels with signal and suggesting ``--channel``.
+  The speaker API alone also refuses steady noise, hum or a tone with
+  :class:`AudioNoSpeechError` (reason ``no_speech``; see
+  :mod:`wespeaker_py.audio.speech_rules`).
   Training and extraction count them as skips; the API raises them and the commands
   print them as one line, exit status 2.
 
@@ -51,10 +54,10 @@ This package imports neither torch nor anything above it (see docs/architecture)
 """
 from wespeaker_py.audio.errors import (AudioChannelError, AudioCheckError, AudioEmptyError,
                                        AudioMissingError, AudioNoEnergyError,
-                                       AudioNonFiniteError, AudioPipeError, AudioSegmentError,
-                                       AudioSilentChannelError, AudioSilentError,
-                                       AudioTooShortError, AudioTruncatedError,
-                                       AudioUnreadableError)
+                                       AudioNonFiniteError, AudioNoSpeechError, AudioPipeError,
+                                       AudioSegmentError, AudioSilentChannelError,
+                                       AudioSilentError, AudioTooShortError,
+                                       AudioTruncatedError, AudioUnreadableError)
 from wespeaker_py.audio.files import (ArrayHandle, AudioHandle, apply_vad, audio_duration,
                                       is_pipe, open_audio, read_pipe)
 from wespeaker_py.audio.load import (AudioLike, describe_audio, load_audio, load_audio_with_rate,
@@ -69,6 +72,7 @@ from wespeaker_py.audio.write import wav_bytes, write_wav
 __all__ = ["CHANNEL_POLICIES", "DEFAULT_CHANNEL", "INT16_SCALE", "SILENCE_FLOOR_DBFS",
            "ArrayHandle", "AudioChannelError", "AudioCheckError", "AudioEmptyError", "AudioHandle",
            "AudioLike", "AudioMissingError", "AudioNoEnergyError", "AudioNonFiniteError",
+           "AudioNoSpeechError",
            "AudioPipeError", "AudioSegmentError", "AudioSilentChannelError", "AudioSilentError",
            "AudioTooShortError", "AudioTruncatedError", "AudioUnreadableError", "ChannelChoice",
            "apply_vad", "audio_duration", "check_samples", "describe_audio", "heard_rate_of",

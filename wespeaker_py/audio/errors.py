@@ -95,3 +95,10 @@ class AudioSilentChannelError(AudioSilentError):
     energy floor) while ``live_channels`` have signal: the wrong channel, not silent audio."""
 
     reason = "silent_channel"
+
+
+class AudioNoSpeechError(AudioCheckError):
+    """The input's level hardly varies (steady noise, hum, a tone): no speech to embed.
+    The speaker API's check only (see :mod:`wespeaker_py.audio.speech_rules`)."""
+
+    reason = "no_speech"

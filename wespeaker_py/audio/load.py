@@ -1,19 +1,24 @@
 """One whole input -- a path, a ``command |``, an array or a tensor -> checked model samples."""
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Set, Tuple, Union
 
 import numpy as np
 
 from wespeaker_py.audio.errors import AudioInputError, AudioSilentError
 from wespeaker_py.audio.files import open_audio
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice, SilenceRemoval,
+from wespeaker_py.audio.samples import (DEFAULT_CHANNEL, ChannelChoice,
                                         as_frames, channel_levels, check_samples,
                                         explain_silent_channel, mix_to_mono, parse_channel,
                                         to_int16_scale, warn_if_quiet_channel)
+from wespeaker_py.audio.speech_rules import SpeechLog
 from wespeaker_py.utils.values import is_whole_number
+
+logger = logging.getLogger(__name__)
+_ignored_rates_warned: Set[Tuple[Any, int]] = set()
 
 # what a user may pass as audio: a path (or Kaldi pipe), a NumPy array, a torch tensor
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
@@ -29,24 +34,24 @@ def describe_audio(audio: AudioLike) -> str:
 
 
 def read_whole(handle, target_rate: int, warn_quiet_channel: bool = False,
-               silence: Optional[SilenceRemoval] = None) -> np.ndarray:
+               speech: Optional[SpeechLog] = None) -> np.ndarray:
     """All of an open handle's samples at ``target_rate`` (resampled once, no checks);
     ``warn_quiet_channel``: see :meth:`~wespeaker_py.audio.files.AudioHandle.read_all`;
-    ``silence``: digital silence is left out at the file's rate, before resampling (an
-    all-zero file is kept whole, for :func:`check_samples` to call silent)."""
+    ``speech``: the speaker API's rules are applied at the file's rate, before resampling
+    (an all-zero file is kept whole, for :func:`check_samples` to call silent)."""
     samples = handle.read_all(warn_quiet_channel)
-    if silence is not None and samples.any():
-        samples = silence.apply(samples, int(handle.samplerate), handle.name)
+    if speech is not None and samples.any():
+        samples = speech.apply(samples, int(handle.samplerate), handle.name)
     return resample(samples, float(handle.samplerate), float(target_rate))
 
 
 def read_checked(handle, target_rate: int, min_samples: int = 1,
-                 silence: Optional[SilenceRemoval] = None) -> np.ndarray:
+                 speech: Optional[SpeechLog] = None) -> np.ndarray:
     """:func:`read_whole`, then every check of :func:`check_samples`; when the chosen channel
     of a multi-channel file has no energy, the error names the channels that have some, and
     a first channel far quieter than another is warned about
     (:func:`~wespeaker_py.audio.samples.warn_if_quiet_channel`)."""
-    samples = read_whole(handle, target_rate, warn_quiet_channel=True, silence=silence)
+    samples = read_whole(handle, target_rate, warn_quiet_channel=True, speech=speech)
     try:
         return check_samples(samples, handle.name, min_samples)
     except AudioSilentError as error:
@@ -85,6 +90,18 @@ def check_sample_rate(sample_rate: Any, name: str) -> int:
     return int(sample_rate)
 
 
+def warn_if_rate_ignored(sample_rate: Optional[int], file_rate: int, name: str) -> None:
+    """Warn (once per pair of rates and process) when ``sample_rate`` was given with a file
+    whose own rate ``file_rate`` differs: a file is always read at its own rate."""
+    if sample_rate is None or sample_rate == file_rate or \
+            (sample_rate, file_rate) in _ignored_rates_warned:
+        return
+    _ignored_rates_warned.add((sample_rate, file_rate))
+    logger.warning("%s: sample_rate=%s is ignored for a file, which is read at its own rate "
+                   "(%d Hz); sample_rate= is the rate of arrays and tensors (warned once)",
+                   name, sample_rate, file_rate)
+
+
 def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
                name: Optional[str] = None,
                channel: ChannelChoice = DEFAULT_CHANNEL) -> np.ndarray:
@@ -94,7 +111,7 @@ def load_audio(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = 
 
 def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Optional[int] = None,
                          name: Optional[str] = None, channel: ChannelChoice = DEFAULT_CHANNEL,
-                         silence: Optional[SilenceRemoval] = None) -> Tuple[np.ndarray, int]:
+                         speech: Optional[SpeechLog] = None) -> Tuple[np.ndarray, int]:
     """Model samples of a whole input: mono float32 on the int16 scale at ``target_rate``.
 
     ``audio`` is a file path or Kaldi ``command |`` (its own rate; ``sample_rate``
@@ -110,16 +127,20 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
     else ``sample_rate``): what was heard, where the samples say only
     ``target_rate``; the embedding loop, which knows the model's band fills, warns
     about narrow-band audio (:func:`~wespeaker_py.runtime.embedding.embed_stream`).
-    ``silence`` (opt-in, the speaker API's): runs of exact zeros are left out of the mono
-    samples at the input's own rate, before resampling, and counted there
-    (:class:`~wespeaker_py.audio.samples.SilenceRemoval`).
+    ``speech`` (opt-in, the speaker API's): the mono samples at the input's own rate, before
+    resampling, lose their digital silence and near-silent edges, and steady noise is
+    refused (:class:`~wespeaker_py.audio.speech_rules.SpeechLog`, which records what each
+    input lost).
     """
     name = name or describe_audio(audio)
     channel = parse_channel(channel)
     if isinstance(audio, (str, os.PathLike)):
         with open_audio(os.fspath(audio), name=name, channel=channel) as handle:
-            samples = read_checked(handle, target_rate, silence=silence)
+            samples = read_checked(handle, target_rate, speech=speech)
             source_rate = int(handle.samplerate)
+        if speech is not None:
+            speech.check(samples, target_rate, name)
+        warn_if_rate_ignored(sample_rate, source_rate, name)
         return np.ascontiguousarray(samples, dtype=np.float32), source_rate
     array = _as_numpy(audio, name)   # a wrong type is named before a missing rate
     rate = check_sample_rate(sample_rate, name)
@@ -130,7 +151,9 @@ def load_audio_with_rate(audio: AudioLike, target_rate: int, sample_rate: Option
     except AudioSilentError as error:
         raise explain_silent_channel(error, name, channel, channel_levels(frames)) from None
     warn_if_quiet_channel(frames, channel, name)
-    if silence is not None:
-        samples = silence.apply(samples, rate, name)
-    samples = resample(samples, float(rate), float(target_rate))
-    return np.ascontiguousarray(check_samples(samples, name), dtype=np.float32), rate
+    if speech is not None:
+        samples = speech.apply(samples, rate, name)
+    samples = check_samples(resample(samples, float(rate), float(target_rate)), name)
+    if speech is not None:
+        speech.check(samples, target_rate, name)
+    return np.ascontiguousarray(samples, dtype=np.float32), rate

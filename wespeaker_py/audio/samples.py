@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
@@ -158,7 +157,13 @@ def as_frames(samples: np.ndarray, name: str) -> np.ndarray:
     if samples.ndim != 2:
         raise AudioInputError(f"{name}: expected [samples] or a two-axis "
                               f"[channels, samples] array, got shape {samples.shape}")
-    return samples.T if samples.shape[0] <= samples.shape[1] else samples
+    frames = samples.T if samples.shape[0] <= samples.shape[1] else samples
+    if frames.shape[1] > 2:
+        # a batch of waveforms stacked into one array looks like multi-channel audio
+        logger.warning("%s: read as ONE recording of %d channels, %d samples each; to embed "
+                       "%d waveforms, pass them as a list (embed_many, embed_waveforms)", name,
+                       frames.shape[1], frames.shape[0], frames.shape[1])
+    return frames
 
 
 def to_int16_scale(samples: np.ndarray, name: str) -> np.ndarray:
@@ -291,75 +296,15 @@ def check_samples(samples: np.ndarray, name: str, min_samples: int = 1,
     if not samples.any():
         raise AudioSilentError(f"{name} is silent: all {samples.size} samples are zero")
     if floor_dbfs is not None and not has_energy(samples, floor_dbfs):
+        offset = float(np.mean(samples, dtype=np.float64))
+        # the level is taken with each frame's mean removed, so a constant offset has none
+        what = (f"a constant offset of {offset:.0f} (DC) with nothing on it" if abs(offset) >= 1
+                else "digital silence or dither-level noise")
         raise AudioNoEnergyError(
             f"{name} has no energy: its loudest {LEVEL_FRAME}-sample frame is at "
             f"{loudest_frame_dbfs(samples):.1f} dBFS, below the {floor_dbfs:g} dBFS floor "
-            f"(digital silence or dither-level noise)")
+            f"({what})")
     return samples
-
-
-# -- digital silence ---------------------------------------------------------------------------
-
-def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarray, int]:
-    """Mono ``samples`` (one axis; other shapes raise ``ValueError``) less every run of
-    ``min_run`` or more consecutive exact zeros (at the ends and in gaps alike), and how many
-    samples that removed (``samples`` itself when 0).
-
-    For the speaker API: with ``min_run`` one fbank window, such a run gives frames that
-    are all zeros, which fbank turns into constant log-floor frames unlike any in
-    training; a fraction of a second of them dominates the pooled statistics, and any
-    two recordings padded with zeros score as one speaker. Shorter runs (a zero crossing
-    held at int16, a click) stay: no frame of them is all zeros.
-    """
-    if samples.ndim != 1:
-        raise ValueError(f"without_digital_silence takes mono samples (one axis), got an "
-                         f"array of shape {samples.shape}")
-    if min_run < 1:
-        raise ValueError(f"min_run must be at least 1 sample, got {min_run}")
-    zero = np.equal(samples, 0).view(np.int8)
-    # +1 where a run of zeros starts, -1 just past where it ends
-    edges = np.diff(zero, prepend=np.int8(0), append=np.int8(0))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    long = stops - starts >= min_run
-    if not long.any():
-        return samples, 0
-    marks = np.zeros(samples.shape[0] + 1, dtype=np.int8)
-    marks[starts[long]] = 1
-    marks[stops[long]] = -1
-    # the runs neither touch nor overlap, so the running sum is 1 inside one, else 0
-    kept = samples[np.cumsum(marks[:-1], dtype=np.int8) == 0]
-    return kept, samples.shape[0] - kept.shape[0]
-
-
-@dataclass
-class SilenceRemoval:
-    """The opt-in of :func:`~wespeaker_py.audio.load.load_audio_with_rate` that leaves out
-    digital silence (:func:`without_digital_silence`, runs of ``window_seconds`` or more),
-    and its tally over the inputs it was given: how many had some, how many seconds in all,
-    and the seconds of the latest input.
-
-    The runs are found at the input's own rate, before resampling, which turns the zeros
-    next to speech into filter ringing that is no longer exactly zero.
-    """
-
-    window_seconds: float
-    inputs: int = 0
-    seconds: float = 0.0
-    last_seconds: float = 0.0
-
-    def apply(self, samples: np.ndarray, rate: int, name: str) -> np.ndarray:
-        """Mono ``samples`` at ``rate`` less their digital silence, counted (and logged at
-        DEBUG, naming ``name``) when there was any."""
-        min_run = max(1, int(round(self.window_seconds * rate)))
-        kept, removed = without_digital_silence(samples, min_run)
-        self.last_seconds = removed / rate
-        if removed:
-            self.inputs += 1
-            self.seconds += self.last_seconds
-            logger.debug("%s: %.3f s of digital silence (runs of %d or more zero samples at "
-                         "%d Hz) removed; %.3f s left", name, self.last_seconds, min_run, rate,
-                         kept.size / rate)
-        return kept
 
 
 def is_narrowband_for(rate: int, target_rate: int) -> bool:

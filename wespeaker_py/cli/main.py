@@ -1,8 +1,8 @@
 """``wespeaker-py``: use a trained speaker model from the shell.
 
-Subcommands: embed, similarity, verify, enroll, identify, calibrate, diarize, window-lda,
-band-fill, export, info, finetune (``wespeaker-py SUBCOMMAND --help`` for each). MODEL is
-an experiment directory, a WeSpeaker-style model folder (config.yaml + avg_model.pt), a
+Subcommands: embed, similarity, verify, enroll, unenroll, identify, calibrate, diarize,
+window-lda, band-fill, export, info, finetune (``wespeaker-py SUBCOMMAND --help`` for each).
+MODEL is an experiment directory, a WeSpeaker-style model folder (config.yaml + avg_model.pt), a
 checkpoint (with --config, or config.yaml beside it or one folder up) or an .onnx file from
 ``wespeaker-py export --onnx --with_frontend``. ``python -m wespeaker_py.cli`` is the same
 command.

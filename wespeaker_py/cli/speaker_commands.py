@@ -1,5 +1,5 @@
-"""``wespeaker-py`` embed, similarity, verify, enroll, identify and calibrate: a model's
-embeddings and what is decided with them."""
+"""``wespeaker-py`` embed, similarity, verify, enroll, unenroll, identify and calibrate: a
+model's embeddings and what is decided with them."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,8 @@ import sys
 from typing import Optional
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
-from wespeaker_py.cli.common import (UsageError, add_fail_fraction_flag, add_flag,
-                                     open_probability, positive_int)
+from wespeaker_py.cli.common import (UsageError, add_common_flags, add_fail_fraction_flag,
+                                     add_flag, open_probability, positive_int)
 from wespeaker_py.cli.model_files import refuse_over_model_files
 from wespeaker_py.cli.model_subcommand import (add_force_flag, add_model_subcommand,
                                                load_model_of, print_json)
@@ -42,7 +42,16 @@ Exit status 0 either way; the decision is in the output.""",
 The gallery records MODEL's identity; enrolling into a gallery of another model is
 an error unless --force. A name already enrolled needs --replace or --append;
 --append to a speaker enrolled from low-rate (8 kHz) audio before MODEL's band fill
-for that rate was learnt or changed is an error unless --force (use --replace).""",
+for that rate was learnt or changed is an error unless --force (use --replace).
+A file given twice (identical embeddings) counts once, with a warning; the gallery
+keeps sums, not recordings, so a file --append adds again counts again.""",
+    "unenroll": """examples:
+  wespeaker-py unenroll --gallery speakers.npz alice
+
+Removes the speaker from the gallery file, rewritten atomically under the lock
+'enroll' takes; no model is loaded. What the gallery records of the model that
+made it is kept, so later enrolments and identifications check it as before.
+Removing the last speaker leaves a gallery of none, which 'identify' refuses.""",
     "identify": """examples:
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --top_k 3
   wespeaker-py identify --model exp/ResNet34 --gallery speakers.npz who.wav --json
@@ -160,17 +169,31 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     refuse_over_inputs(args, outputs, audio_arguments(args.audio))
     check_before_compute(audio=args.audio, outputs=[args.gallery])
     speakers = _existing_gallery(args.gallery)
+    before = 0   # the recordings an --append adds to
     if speakers is not None:
         speakers.check_enrollment(args.name, args.replace, args.append)
+        if args.append and args.name in speakers.names:
+            before = int(speakers.counts[speakers.names.index(args.name)])
     model = load_model_of(args)
     refuse_over_model_files(args, model, outputs)
     size = model.enroll(args.name, *args.audio, gallery=args.gallery, replace=args.replace,
                         append=args.append, force=args.force, channel=args.channel)
     gallery = _existing_gallery(args.gallery)
     total = int(gallery.counts[gallery.names.index(args.name)])
-    in_all = f", {total} in all" if total != len(args.audio) else ""
-    added = f"{len(args.audio)} recording(s){in_all}"
-    print(f"enrolled {args.name} ({added}); {args.gallery} holds {size} speaker(s)")
+    added = total - before   # not len(args.audio): a file given twice counts once
+    in_all = f", {total} in all" if before else ""
+    print(f"enrolled {args.name} ({added} recording(s){in_all}); {args.gallery} holds "
+          f"{size} speaker(s)")
+    return 0
+
+
+def cmd_unenroll(args: argparse.Namespace) -> int:
+    """``wespeaker-py unenroll``: remove a speaker from a gallery file (no model needed)."""
+    from wespeaker_py.api.gallery import remove_speaker
+    left = remove_speaker(args.gallery, args.name)
+    held = (f"{left} speaker(s)" if left
+            else "no speakers ('identify' refuses it until some are enrolled)")
+    print(f"removed {args.name}; {args.gallery} holds {held}")
     return 0
 
 
@@ -178,7 +201,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
     """``wespeaker-py identify``: the enrolled speakers closest to a recording, and which of
     them the model's calibration (or --threshold) decides are the same speaker."""
     from dataclasses import asdict
-    _existing_gallery(args.gallery)  # a broken gallery: its own message, before all else
+    # a broken or empty gallery: its own message, before all else
+    speakers = _existing_gallery(args.gallery)
+    if speakers is not None:
+        speakers.check_has_speakers(args.gallery)
     check_before_compute(audio=[args.audio], inputs=[args.gallery])
     model = load_model_of(args)
     ranking = model.identify(args.audio, gallery=args.gallery, top_k=args.top_k,
@@ -258,7 +284,8 @@ def _add_decision_flags(sub: argparse.ArgumentParser) -> None:
 
 
 def add_speaker_commands(commands) -> None:
-    """Add embed, similarity, verify, enroll, identify and calibrate to ``commands``."""
+    """Add embed, similarity, verify, enroll, unenroll, identify and calibrate to
+    ``commands``."""
     sub = add_model_subcommand(commands, "embed", cmd_embed,
                                "embed one file (.npy or text) or a wav.scp (ark/scp)",
                                EXAMPLES["embed"])
@@ -293,6 +320,15 @@ def add_speaker_commands(commands) -> None:
     existing.add_argument("--append", action="store_true",
                           help="the name is enrolled already: add these recordings to it")
     add_force_flag(sub, "a gallery")
+
+    summary = "remove a speaker from a gallery file (no model needed)"
+    sub = commands.add_parser("unenroll", help=summary, description=summary,
+                              epilog=EXAMPLES["unenroll"],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.set_defaults(handler=cmd_unenroll, subcommand_parser=sub)
+    sub.add_argument("--gallery", required=True, help="gallery file written by 'enroll'")
+    sub.add_argument("name", help="the speaker to remove")
+    add_common_flags(sub)
 
     sub = add_model_subcommand(commands, "identify", cmd_identify,
                                "the enrolled speakers closest to a recording",

@@ -106,4 +106,5 @@ class FbankFeatures(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, "
                 f"frame_length={self.frame_length}, frame_shift={self.frame_shift}, "
-                f"dither={self.dither}, cmn={self.cmn}, spec_aug={self.spec_aug}")
+                f"cmn={self.cmn}, training only: dither={self.dither}, "
+                f"spec_aug={self.spec_aug}")

@@ -1,7 +1,8 @@
-"""Digital silence in the speaker API: runs of exact zeros as long as an fbank window are left
-out before embedding (torch and ONNX), so zero padding does not make every recording the same
-speaker; bin.extract keeps them, as WeSpeaker does. Also: ``channel`` and ``sample_rate`` of
-embed_many are checked once, before any item is read."""
+"""The speaker API's speech rules: runs of exact zeros as long as an fbank window, and
+near-silent leading and trailing audio, are left out before embedding (torch and ONNX), so
+padding does not make every recording the same speaker, and steady noise with no speech is
+refused; bin.extract keeps the audio whole, as WeSpeaker does. Also: ``channel`` and
+``sample_rate`` of embed_many are checked once, before any item is read."""
 import importlib.util
 import json
 import logging
@@ -14,9 +15,10 @@ import soundfile as sf
 import wespeaker_py
 from api_helpers import mini_speech, wespeaker_folder
 from dataset_helpers import write_audio
-from wespeaker_py.audio import AudioTooShortError
+from wespeaker_py.audio import AudioNoSpeechError, AudioTooShortError
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.samples import without_digital_silence
+from wespeaker_py.audio.speech_rules import (SpeechLog, check_level_varies, near_silent_edges,
+                                             without_digital_silence)
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.io.ark import load_embeddings
@@ -122,12 +124,12 @@ def test_digital_silence_around_too_little_audio_is_refused(engines, speech, eng
     assert burst.size < model.backend.min_samples
     mostly_silent = np.concatenate([zeros(RATE), burst, zeros(RATE)])
     with pytest.raises(AudioTooShortError, match=r"<ndarray of shape \(33600,\)>: 0\.100 s "
-                       r"\(1600 samples\) of audio, the rest \(2\.000 s\) digital silence"):
+                       r"\(1600 samples\) of audio left once 2\.000 s of digital silence"):
         model.embed(mostly_silent, sample_rate=RATE)
     path = write_audio(str(tmp_path / "mostly_silent.wav"), mostly_silent)
     results = model.embed_many([path], progress=False)
     assert results.reasons == {"too_short": 1}
-    assert "the rest (2.000 s) digital silence" in results.skipped[path]
+    assert "left once 2.000 s of digital silence" in results.skipped[path]
 
 
 def test_bin_extract_keeps_the_zeros(folder, torch_model, speech, tmp_path):
@@ -197,7 +199,7 @@ def test_embed_waveforms_removes_the_zeros_too(torch_model, speech):
     plain = np.concatenate([first, second])
     padded_row, plain_row = torch_model.embed_waveforms([padded(first, second), plain], RATE)
     np.testing.assert_allclose(padded_row, plain_row, rtol=0, atol=1e-6)
-    with pytest.raises(AudioInputError, match=r"waveform 1: .* the rest \(2\.000 s\) digital "
+    with pytest.raises(AudioInputError, match=r"waveform 1: .* left once 2\.000 s of digital "
                        r"silence"):
         torch_model.embed_waveforms([plain, np.concatenate(
             [zeros(RATE), second[:1600], zeros(RATE)])], RATE)
@@ -212,8 +214,77 @@ def test_embed_many_sums_the_removed_silence_up_in_one_line(torch_model, speech,
     removed = 3 * (2 * EDGE + GAP) / RATE
     info = [record.getMessage() for record in caplog.records
             if record.levelno == logging.INFO and "digital silence" in record.getMessage()]
-    assert info == [f"digital silence (runs of 25 ms or more of zero samples) removed before "
-                    f"embedding from 3 of 4 input(s): {removed:.3f} s in all"]
+    assert info == [f"removed before embedding from 3 of 4 input(s): {removed:.3f} s of digital "
+                    f"silence (runs of 25 ms or more of zero samples), 0.000 s of near-silent "
+                    f"edges (leading and trailing audio 40 dB or more below its speech)"]
     debug = [record for record in caplog.records
              if record.levelno == logging.DEBUG and "digital silence" in record.getMessage()]
     assert len(debug) == 3
+
+
+def hiss(count, dbfs, seed=0):
+    """int16 white noise at ``dbfs`` (RMS re 32768)."""
+    noise = np.random.default_rng(seed).normal(0, 32768 * 10 ** (dbfs / 20), count)
+    return np.round(noise).astype(np.int16)
+
+
+def test_near_silent_edges_are_cut_next_to_the_speech_and_a_noisy_background_stays(speech):
+    plain = np.concatenate(speech)
+    edge = RATE      # 1 s of hiss at each end, 45 dB or more below the speech
+    quiet = np.concatenate([hiss(edge, -75), plain, hiss(edge, -75, seed=1)])
+    start, stop = near_silent_edges(quiet.astype(np.float32), RATE)
+    keep = int(0.05 * RATE)
+    # what stays begins at most one frame and the kept 50 ms before the speech, likewise after
+    assert edge - keep - WINDOW <= start <= edge - keep + WINDOW
+    assert edge + plain.size + keep - WINDOW <= stop <= edge + plain.size + keep + WINDOW
+    # a background 20 dB under the speech is the recording's own noise, not an edge to cut
+    level = 10 * np.log10(np.mean(plain.astype(np.float64) ** 2) / 32768 ** 2)
+    noisy = np.concatenate([hiss(edge, level - 20), plain, hiss(edge, level - 20, seed=1)])
+    assert near_silent_edges(noisy.astype(np.float32), RATE) == (0, noisy.size)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_faint_hiss_padding_is_cut_before_embedding(engines, speech, engine, caplog):
+    if engine not in engines:
+        pytest.skip("onnx / onnxruntime not installed")
+    model = engines[engine]
+    plain = np.concatenate(speech)
+    padded_hiss = np.concatenate([hiss(RATE, -80), plain, hiss(RATE, -80, seed=1)])
+    kept = near_silent_edges(padded_hiss.astype(np.float32), RATE)
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        embedding = model.embed(padded_hiss, sample_rate=RATE)
+    removed = (padded_hiss.size - (kept[1] - kept[0])) / RATE
+    assert removed > 1.8
+    assert any(f"{removed:.3f} s of near-silent edges" in record.getMessage()
+               for record in caplog.records)
+    # what is embedded is the speech and the 50 ms kept on each side of it
+    np.testing.assert_allclose(embedding, model.embed(padded_hiss[kept[0]:kept[1]],
+                                                      sample_rate=RATE), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dbfs", [-80, -70, -45])
+def test_faint_steady_noise_is_refused_as_no_speech(torch_model, dbfs, tmp_path):
+    samples = hiss(2 * RATE, dbfs)
+    with pytest.raises(AudioNoSpeechError, match=r"<ndarray of shape \(32000,\)>: no speech "
+                       r"found: its level stays within [0-2]\.\d dB .* as faint steady noise"):
+        torch_model.embed(samples, sample_rate=RATE)
+    path = write_audio(str(tmp_path / "steady.wav"), samples)
+    results = torch_model.embed_many([path], progress=False)
+    assert results.reasons == {"no_speech": 1}
+    with pytest.raises(AudioNoSpeechError):
+        torch_model.similarity(samples, samples, sample_rate=RATE)
+
+
+def test_loud_steady_input_is_embedded_as_given(torch_model):
+    tone = np.round(8000 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE))
+    for samples in (hiss(2 * RATE, -35), tone.astype(np.int16)):
+        assert np.isfinite(torch_model.embed(samples, sample_rate=RATE)).all()
+
+
+def test_speech_in_loud_noise_is_not_refused(speech):
+    plain = np.concatenate(speech).astype(np.float64)
+    noisy = plain + np.random.default_rng(3).normal(0, np.sqrt(np.mean(plain ** 2)), plain.size)
+    check_level_varies(noisy, RATE, "speech at 0 dB SNR")      # no error
+    log = SpeechLog()
+    log.apply(noisy.astype(np.float32), RATE, "speech at 0 dB SNR")
+    assert log.last.seconds == 0
