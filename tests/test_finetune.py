@@ -25,6 +25,7 @@ from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.finetune import (FinetuneDataError, FinetuneOptions, OutputExistsError,
                                    finetune)
 from wespeaker_py.finetune.config import FEW_SPEAKERS, phases
+from wespeaker_py.finetune.report import summary_line
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.train.plan import resolve
 from wespeaker_py.train.distributed import DistContext
@@ -315,6 +316,33 @@ def test_a_failed_evaluation_leaves_no_model_in_out_and_the_rerun_resumes(
     assert os.path.getmtime(checkpoint) == stamp   # trained once
     assert report["dev"]["after"]["trials"] == 28 and not report["dev_skipped"]
     assert load_model(str(out)).calibration is not None
+
+
+def test_too_few_dev_trials_for_a_calibration_publish_the_model_without_one(
+        source_model, corpus_8k, tmp_path, caplog):
+    data = _copy_data(corpus_8k, str(tmp_path / "data"))
+    speaker_files = list(_dev_files(data, 2).values())[0]
+    kept = {path: open(path, "rb").read() for path in speaker_files[:2]}
+    for path in kept:   # silent: headers read at the split, skipped at the evaluation
+        samples, rate = sf.read(path, dtype="int16")
+        sf.write(path, np.zeros_like(samples), rate, subtype="PCM_16")
+    out = str(tmp_path / "out")
+    report = finetune(source_model, data, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
+    # 1 + 6 target and 2 x 4 nontarget trials left: trained and published, not calibrated
+    why = "7 target and 8 nontarget dev trials scored, at least 10 of each are needed"
+    assert report["calibration_skipped"] == why and report["calibration_cllr"] is None
+    assert f"no calibration.json written to {out}: {why}" in caplog.text
+    assert "fine-tune again (overwrite=True) with more dev_speakers" in caplog.text
+    assert not os.path.exists(os.path.join(out, "calibration.json"))
+    assert load_model(out).calibration is None
+    assert f"; no calibration.json written ({why}); model in {out}" in summary_line(report, out)
+    assert json.load(open(os.path.join(out, "finetune.json")))["calibration_skipped"] == why
+    # the dev audio mended in place: the finished run is not taken for this data's
+    for path, content in kept.items():
+        open(path, "wb").write(content)
+    with pytest.raises(OutputExistsError, match=r"2 dev utterance\(s\) skipped at its "
+                                                r"evaluation read now .*pass overwrite=True"):
+        finetune(source_model, data, out, FinetuneOptions(**TINY_OPTIONS), device="cpu")
 
 
 def test_onnx_source_is_refused(corpus_8k, tmp_path):

@@ -19,7 +19,7 @@ from finetune_helpers import read_finetune_data
 from train_helpers import make_speaker_corpus
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.dataset.lists import decodable_extensions
-from wespeaker_py.finetune.config import OptionValueError
+from wespeaker_py.finetune.config import OptionValueError, options_named_as_flags
 from wespeaker_py.finetune.data import read_finetune_corpus, write_lists
 from wespeaker_py.finetune.speaker_folders import list_speaker_folders
 from wespeaker_py.finetune.split import (SPLIT_SEED, _choose_dev, kept_split,
@@ -259,10 +259,10 @@ def test_files_below_the_rate_suggest_training_at_the_lower_rate(tmp_path, caplo
     read_finetune_data(data)
     assert ("the 8 files below 16000 Hz are upsampled, with nothing above half their own "
             "rate. If the audio the new model is to score is narrow-band (calls at 8000 Hz), "
-            "give --sample_rate 8000") in caplog.text
+            "give sample_rate=8000") in caplog.text
     caplog.clear()
     read_finetune_data(data, sample_rate=16000)   # the rate was given: no advice
-    assert "upsampled" in caplog.text and "--sample_rate" not in caplog.text
+    assert "upsampled" in caplog.text and "sample_rate" not in caplog.text
 
 
 def test_files_below_the_rate_in_mix_data_alone_suggest_no_lower_rate(tmp_path, caplog):
@@ -284,7 +284,11 @@ def test_a_small_dev_part_is_warned_about(tmp_path, caplog):
     assert (f"{data}: the dev part has 2 speakers, 12 target trials and 16 nontarget trials "
             f"(those from 1 speaker pair(s)): its EER and minDCF, and the calibration fitted "
             f"on them, rest on few trials (below 5 speakers or 50 target trials); hold out "
-            f"more with --dev_speakers (up to 4 here)") in caplog.text
+            f"more with dev_speakers (up to 4 here)") in caplog.text
+    caplog.clear()
+    with options_named_as_flags():                # as wespeaker-py finetune words it
+        read_finetune_data(data)
+    assert "hold out more with --dev_speakers (up to 4 here)" in caplog.text
     caplog.clear()
     big = _kaldi_folder(tmp_path / "many", 40)
     read_finetune_data(big)                       # 8 dev speakers: 48 target trials
@@ -365,7 +369,7 @@ def test_a_resumed_run_keeps_its_cross_rate_dev_part_and_is_warned(tmp_path, cap
     assert ("all 16 dev nontarget trials pair files at different sample rates (dev "
             "speakers: spk2 at 8000 Hz, spk7 at 16000 Hz)") in caplog.text
     assert ("for a resumed run (which keeps its dev speakers), fine-tune into another "
-            "--out") in caplog.text
+            "out_dir") in caplog.text
 
 
 # ---- F7: files the data check could not read count nowhere ---------------------------------
@@ -424,8 +428,12 @@ def test_dev_trials_and_utterances_count_only_files_that_can_be_read(tmp_path):
     # two dev speakers, one file short: 9 target trials, refused before training
     with pytest.raises(FinetuneDataError, match=r"give 9 target and 12 nontarget trials; "
                                                 r"at least 10 and 10 are needed \(more "
-                                                r"--dev_speakers, or more utterances\); 1 of "
+                                                r"dev_speakers, or more utterances\); 1 of "
                                                 r"their utterances' files cannot be read"):
+        read_finetune_data(data, dev_speakers=2)
+    # the command names its flag
+    with pytest.raises(FinetuneDataError, match=r"\(more --dev_speakers, or more utterances"), \
+            options_named_as_flags():
         read_finetune_data(data, dev_speakers=2)
 
 

@@ -23,7 +23,8 @@ from wespeaker_py.config import TrainConfig
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
-from wespeaker_py.finetune.config import LR_DECAY, phase_config, phases, read_source_config
+from wespeaker_py.finetune.config import (LR_DECAY, options_named_as_flags, phase_config, phases,
+                                          read_source_config)
 from wespeaker_py.train import trainer
 from wespeaker_py.train.interrupt import TrainingStopped
 from wespeaker_py.train.loop import TrainingDataError
@@ -128,7 +129,8 @@ def test_auto_freezing_leaves_an_epoch_that_trains_everything_from_two_epochs_on
 def test_one_epoch_frozen_throughout_is_said(caplog):
     plan = phases(FinetuneOptions(epochs=1), 4)   # auto: body for 4 training speakers
     assert plan == [{"name": "train", "epochs": 1, "freeze": "body"}]
-    assert "--epochs 1 with --freeze auto (body for 4 training speakers)" in caplog.text
+    assert "epochs=1 with freeze='auto' (body for 4 training speakers)" in caplog.text
+    assert "give epochs 2 or more, or freeze_epochs 0, to train everything" in caplog.text
     assert "only the new head trains" in caplog.text
     caplog.clear()
     phases(FinetuneOptions(epochs=1, freeze="front"), 4)
@@ -156,8 +158,12 @@ def test_a_stopped_phase_says_to_rerun_the_finetune_command(source_model, data_d
     with pytest.raises(TrainingStopped) as stopped:
         finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
                  device="cpu")
-    assert "run the same wespeaker-py finetune command again to resume" in str(stopped.value)
+    assert "call finetune() again with the same arguments to resume" in str(stopped.value)
     assert "--checkpoint" not in str(stopped.value)
+    with pytest.raises(TrainingStopped) as stopped, options_named_as_flags():   # the command
+        finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
+                 device="cpu")
+    assert "run the same wespeaker-py finetune command again to resume" in str(stopped.value)
 
 
 def test_bin_train_keeps_its_checkpoint_hint():
@@ -325,6 +331,14 @@ def test_a_phase_that_skipped_too_much_says_to_raise_the_finetune_flag(
         finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
                  device="cpu")
     assert str(stopped.value).endswith(
+        "/exp/models/model_1.pt is saved; once the data is fixed, call finetune() again with "
+        "the same arguments to resume; to train on what is left instead, raise "
+        "max_fail_fraction (1: never stop) and call finetune() again: it goes on from the "
+        "saved epoch")
+    with pytest.raises(TrainingDataError) as stopped, options_named_as_flags():
+        finetune(source_model, data_dir, str(tmp_path / "out"), FinetuneOptions(epochs=2),
+                 device="cpu")
+    assert str(stopped.value).endswith(
         "/exp/models/model_1.pt is saved; once the data is fixed, run the same wespeaker-py "
         "finetune command again to resume; to train on what is left instead, raise "
         "wespeaker-py finetune --max_fail_fraction (1: never stop) and run the command again: "
@@ -375,9 +389,9 @@ def test_a_phase_stopped_at_its_last_epoch_trains_it_again_once_the_data_is_fixe
     assert "full epoch 1 skipped 8 of the 12 utterances read (67%)" in str(stopped.value)
     assert str(stopped.value).endswith(
         f"{phase_dir}/models/model_1.pt is saved; this was the run's last epoch: train it again "
-        f"once the data is fixed; to train on what is left instead, raise wespeaker-py finetune "
-        f"--max_fail_fraction (1: never stop); either way, run the same wespeaker-py finetune "
-        f"command again: it trains that epoch again in place of the saved one")
+        f"once the data is fixed; to train on what is left instead, raise max_fail_fraction "
+        f"(1: never stop); either way, call finetune() again with the same arguments: it "
+        f"trains that epoch again in place of the saved one")
     assert os.path.isfile(os.path.join(phase_dir, finetune_run.SKIPPED_DATA_MARK))
 
     mount()   # the data fixed: the same command trains the epoch again, on all of it

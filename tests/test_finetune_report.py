@@ -19,6 +19,7 @@ from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import _main
 from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
+from wespeaker_py.finetune.config import options_named_as_flags
 from wespeaker_py.bin.extract import build_parser as extract_parser
 from wespeaker_py.dataset.lists import TableEntry, read_data_list, write_raw_list
 from wespeaker_py.finetune.report import (BETTER, DEV_UTTERANCE_FILES, DISAGREE,
@@ -67,12 +68,15 @@ def test_the_summary_says_a_worse_model_plainly_and_the_dev_rates():
     assert summary_line(report, "ft2") == (
         "dev (5 speakers, 19 utterances: 8 at 8000 Hz, 11 at 16000 Hz; 171 trials): EER "
         "3.45% before, 20.69% after; minDCF 0.034 before, 0.759 after; WORSE than the "
-        "source: try a lower --lr (e.g. 0.0001) or --freeze body; model in ft2")
+        "source: try a lower lr (e.g. 0.0001) or freeze='body'; model in ft2")
+    with options_named_as_flags():   # as wespeaker-py finetune prints it
+        assert summary_line(report, "ft2").endswith(
+            "try a lower --lr (e.g. 0.0001) or --freeze body; model in ft2")
     report["phases"] = [{"freeze": "body"}, {"freeze": "none"}]   # froze the body already
     report["dev"]["after"]["eer"] = 0.0345                        # as good is not worse
     assert "WORSE" not in summary_line(report, "ft2")
     report["dev"]["after"]["eer"] = 0.10   # more than one of its 29 target trials worse
-    assert "try a lower --lr (e.g. 0.0001); model in ft2" in summary_line(report, "ft2")
+    assert "try a lower lr (e.g. 0.0001); model in ft2" in summary_line(report, "ft2")
 
 
 # ---- the verdict: worse only by more than a trial, with minDCF not better --------------------
@@ -125,11 +129,13 @@ def test_the_summary_says_what_the_dev_part_cannot_tell(caplog):
 def test_what_to_try_freezes_the_body_for_an_epoch_where_the_run_froze_none():
     report = _report(hz16000=19)
     report["options"].update(freeze="body", freeze_epochs=0)   # --freeze body froze nothing
-    assert what_to_try(report) == "a lower --lr (e.g. 0.0001) or --freeze_epochs 1"
+    assert what_to_try(report) == "a lower lr (e.g. 0.0001) or freeze_epochs=1"
     report["options"]["freeze"] = "none"
-    assert what_to_try(report).endswith(" or --freeze body --freeze_epochs 1")
+    assert what_to_try(report).endswith(" or freeze='body' freeze_epochs=1")
+    with options_named_as_flags():
+        assert what_to_try(report).endswith(" or --freeze body --freeze_epochs 1")
     report["options"]["freeze_epochs"] = 1
-    assert what_to_try(report).endswith(" or --freeze body")
+    assert what_to_try(report).endswith(" or freeze='body'")
 
 
 def test_the_summary_says_the_rate_dev_audio_was_heard_at_below_its_files():
@@ -183,7 +189,8 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
     assert ("is written all the same; try a lower --lr (e.g. 0.001) or --freeze body"
             in caplog.text)
     printed = capsys.readouterr().out.splitlines()
-    summary = summary_line(report, out)
+    with options_named_as_flags():   # the command names its flags
+        summary = summary_line(report, out)
     assert printed[0] == summary and "WORSE than the source" in summary
     assert summary not in caplog.text   # printed, not logged too: a terminal shows it once
     listed = os.path.join(out, "work", "lists", "data")   # DIR's lists, paths absolute

@@ -49,7 +49,7 @@ def test_overwrite_resumes_an_unfinished_run_and_trains_a_finished_one_again(
     with caplog.at_level(logging.INFO):
         first_phase(source_model, data_dir, str(out), options, overwrite=True)
     assert mark.read_bytes() == b"trained"
-    assert f"resuming the fine-tuning run in {out} (unfinished: --overwrite" in caplog.text
+    assert f"resuming the fine-tuning run in {out} (unfinished: overwrite=True" in caplog.text
     # a finished run: left as it is, unless --overwrite, which trains it again
     for name in finetune_run.PUBLISHED:
         (out / name).write_text(json.dumps({"finished": True}))
@@ -66,6 +66,60 @@ def test_overwrite_is_in_the_help(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "or train this one again once finished" in text
     assert "an unfinished run of the same command resumes even with --overwrite" in text
+
+
+# ---- audio mended in place after a run finished --------------------------------------------
+
+def test_a_finished_run_whose_unreadable_file_was_mended_is_not_reported_finished(
+        source_model, tmp_path, first_phase, capsys):
+    root = str(tmp_path / "data")
+    make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
+    broken = os.path.join(root, "wav", "spk5-utt3.wav")
+    shutil.move(broken, tmp_path / "away.wav")   # missing when the run starts
+    out = tmp_path / "out"
+    options = FinetuneOptions(**TINY_OPTIONS)
+    first_phase(source_model, root, str(out), options)
+    # finished, as the run records it: the files it could not read, no dev audio skipped
+    record = {finetune_run.UNREADABLE_FILES: [broken], "dev_skipped": {},
+              "sample_rate": 16000}
+    for name in finetune_run.PUBLISHED:
+        (out / name).write_text(json.dumps(record))
+    assert finetune(source_model, root, str(out), options, device="cpu",
+                    log_summary=False) == record   # nothing changed: finished
+    shutil.move(tmp_path / "away.wav", broken)       # mended in place: the lists are the same
+    with pytest.raises(OutputExistsError) as refused:
+        finetune(source_model, root, str(out), options, device="cpu")
+    assert str(refused.value) == (
+        f"{out} holds this fine-tuning run, finished, but the audio of its data has changed "
+        f"since: 1 file(s) could not be read then and can now ({broken}); pass overwrite=True "
+        f"to train it again on the audio as it is now, or choose another out_dir")
+    # the command names its flags
+    flags = ["--epochs", "2", "--lr", "0.01", "--batch_size", "8", "--num_workers", "0",
+             "--num_avg", "1", "--device", "cpu"]
+    assert run_main(_main, ["finetune", "--model", source_model, "--data", root, "--out",
+                            str(out), *flags]) == 2
+    assert ("pass --overwrite to train it again on the audio as it is now, or choose another "
+            "--out") in capsys.readouterr().err
+
+
+def test_a_finished_run_whose_audio_was_removed_since_stays_finished_with_a_warning(
+        source_model, tmp_path, first_phase, caplog):
+    root = str(tmp_path / "data")
+    make_speaker_corpus(root, num_spks=6, utts_per_spk=4, seconds=1.0, wav_scp=True)
+    out = tmp_path / "out"
+    options = FinetuneOptions(**TINY_OPTIONS)
+    first_phase(source_model, root, str(out), options)
+    record = {finetune_run.UNREADABLE_FILES: [], "dev_skipped": {}, "sample_rate": 16000}
+    for name in finetune_run.PUBLISHED:
+        (out / name).write_text(json.dumps(record))
+    removed = os.path.join(root, "wav", "spk5-utt3.wav")
+    os.remove(removed)                 # to save space, once the model was made
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py"):
+        assert finetune(source_model, root, str(out), options, device="cpu",
+                        log_summary=False) == record
+    assert any(f"since then 1 file(s) were read then and cannot be now ({removed}): the model "
+               f"stays as it was trained with them" in record.getMessage()
+               for record in caplog.records)
 
 
 # ---- a resumed run keeps the phases it planned -----------------------------------------------

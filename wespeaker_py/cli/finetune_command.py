@@ -26,26 +26,25 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """``wespeaker-py finetune``: a new model folder, trained on your speakers."""
     import logging
 
-    from wespeaker_py.errors import WespeakerError
     from wespeaker_py.finetune import FinetuneOptions, finetune
+    from wespeaker_py.finetune.config import options_named_as_flags
     from wespeaker_py.finetune.report import summary_line
-    from wespeaker_py.finetune.run import RESUME_HINT, OptionValueError
+    from wespeaker_py.finetune.run import resume_hint
     from wespeaker_py.utils.logging_utils import setup_logging
     if not logging.getLogger().handlers:  # training logs its progress; keep a caller's setup
         setup_logging()
     fields = FinetuneOptions.__dataclass_fields__
     options = FinetuneOptions(**{name: getattr(args, name) for name in fields
                                  if getattr(args, name) is not None})
-    # printed here, on stdout, rather than logged too (a terminal would show it twice)
-    try:
-        with hint_on_interrupt(RESUME_HINT):
+    # its messages name the options as flags here, as keyword arguments in Python
+    with options_named_as_flags():
+        with hint_on_interrupt(resume_hint()):
             report = finetune(args.model, args.data, args.out, options, device=args.device,
                               num_threads=args.num_threads, overwrite=args.overwrite,
                               config=args.config, mix_data=args.mix_data, log_summary=False,
                               max_fail_fraction=args.max_fail_fraction)
-    except OptionValueError as error:   # named as flags here, as keyword arguments in Python
-        raise WespeakerError(error.as_flags()) from None
-    print(summary_line(report, args.out))
+        # printed here, on stdout, rather than logged too (a terminal would show it twice)
+        print(summary_line(report, args.out))
     if report.get("next_steps"):
         print(report["next_steps"])
     return 0

@@ -17,10 +17,12 @@ only, no defaults added); what is read from it comes from the schema's parse
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from wespeaker_py.config import ConfigError, model_config_from, read_yaml
 from wespeaker_py.config.fields import parse_block
@@ -77,25 +79,80 @@ class FinetuneOptions:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+# whether messages name the options as ``wespeaker-py finetune``'s flags (set by
+# :func:`options_named_as_flags`) or, by default, as the keyword arguments of the Python API
+_NAMED_AS_FLAGS: ContextVar[bool] = ContextVar("finetune_options_named_as_flags", default=False)
+# the keyword arguments of finetune() whose flags have other names
+FLAG_NAMES = {"source": "model", "data_dir": "data", "out_dir": "out"}
+# every option a message may name as a ``{name}`` field: FinetuneOptions' fields and the
+# keyword arguments of finetune() that the command has flags for
+OPTION_NAMES = (*FinetuneOptions.__dataclass_fields__, *FLAG_NAMES, "mix_data", "device",
+                "overwrite", "max_fail_fraction")
+
+
+@contextlib.contextmanager
+def options_named_as_flags() -> Iterator[None]:
+    """Within it, fine-tuning's messages name the options as the command's flags
+    (``--dev_speakers``, ``--out``); outside, as the API's keyword arguments
+    (``dev_speakers``, ``out_dir``). ``wespeaker-py finetune`` runs inside it."""
+    token = _NAMED_AS_FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _NAMED_AS_FLAGS.reset(token)
+
+
+def named_as_flags() -> bool:
+    """Whether messages now name the options as flags (:func:`options_named_as_flags`)."""
+    return _NAMED_AS_FLAGS.get()
+
+
+def _flag(name: str) -> str:
+    return "--" + FLAG_NAMES.get(name, name)
+
+
+def option_name(name: str, flags: Optional[bool] = None) -> str:
+    """The option ``name`` (a keyword argument) as the caller spells it: its flag for the
+    command (``--out`` for ``out_dir``), ``name`` itself for Python; ``flags`` overrides
+    :func:`named_as_flags`."""
+    return _flag(name) if (named_as_flags() if flags is None else flags) else name
+
+
+def option_setting(name: str, value: Any, flags: Optional[bool] = None) -> str:
+    """The option ``name`` set to ``value`` as the caller gives it: ``--epochs 0`` for the
+    command (``--overwrite`` for a switch set True), ``epochs=0`` for Python (``flags``: as
+    in :func:`option_name`)."""
+    if named_as_flags() if flags is None else flags:
+        return _flag(name) if value is True else f"{_flag(name)} {value}"
+    return f"{name}={value!r}"
+
+
+def with_options_named(text: str, flags: Optional[bool] = None) -> str:
+    """``text`` with its ``{name}`` fields (:data:`OPTION_NAMES`) filled by
+    :func:`option_name`: ``lower {dev_speakers}`` reads ``lower dev_speakers`` from Python,
+    ``lower --dev_speakers`` from the command."""
+    return text.format(**{name: option_name(name, flags) for name in OPTION_NAMES})
+
+
 class OptionValueError(WespeakerError):
     """An option of the wrong type or out of range (exit status 2). Its message names the
-    options as the Python API takes them (``epochs=0: must be at least 1``);
-    :meth:`as_flags` as the command does (``--epochs 0: must be at least 1``).
+    options as the caller does (:func:`option_setting`): as the Python API takes them
+    (``epochs=0: must be at least 1``), or within :func:`options_named_as_flags` as the
+    command does (``--epochs 0: must be at least 1``); :meth:`as_flags` always the latter.
 
     ``problem`` may name options as ``{name}`` fields, filled in the same way."""
 
     def __init__(self, option: str, value: Any, problem: str) -> None:
         self.option, self.value, self.problem = option, value, problem
-        super().__init__(self._worded(f"{option}={value!r}", lambda name: name))
+        super().__init__(self._worded(named_as_flags()))
 
     def as_flags(self) -> str:
         """The message as ``wespeaker-py finetune`` words it: options named by their flags."""
-        return self._worded(f"--{self.option} {self.value}", lambda name: f"--{name}")
+        return self._worded(True)
 
-    def _worded(self, subject: str, named: Callable[[str], str]) -> str:
-        names = {name: named(name) for name in FinetuneOptions.__dataclass_fields__}
-        names["max_fail_fraction"] = named("max_fail_fraction")
-        return f"{subject}: {self.problem.format(**names)}"
+    def _worded(self, flags: bool) -> str:
+        return (f"{option_setting(self.option, self.value, flags)}: "
+                f"{with_options_named(self.problem, flags)}")
 
 
 @dataclass(frozen=True)
@@ -162,13 +219,15 @@ def phases(options: FinetuneOptions, num_train_speakers: int) -> List[Dict[str, 
     if freeze == "none" or options.freeze_epochs == 0:
         return [{"name": "train", "epochs": options.epochs, "freeze": "none"}]
     if options.freeze_epochs >= options.epochs:
-        logger.warning("--epochs %d with --freeze %s%s: the run's only epoch is the frozen "
-                       "one, so %s; give --epochs 2 or more, or --freeze_epochs 0, to train "
-                       "everything", options.epochs, options.freeze,
+        logger.warning("%s with %s%s: the run's only epoch is the frozen one, so %s; %s",
+                       option_setting("epochs", options.epochs),
+                       option_setting("freeze", options.freeze),
                        f" ({freeze} for {num_train_speakers} training speakers)"
                        if options.freeze == "auto" else "",
                        "only the new head trains" if freeze == "body"
-                       else "the first layer never trains")
+                       else "the first layer never trains",
+                       with_options_named("give {epochs} 2 or more, or {freeze_epochs} 0, to "
+                                          "train everything"))
         return [{"name": "train", "epochs": options.epochs, "freeze": freeze}]
     return [{"name": "frozen", "epochs": options.freeze_epochs, "freeze": freeze},
             {"name": "train", "epochs": options.epochs - options.freeze_epochs,
@@ -217,13 +276,14 @@ def check_device(device: Optional[str]) -> None:
     import torch  # not at --help time
 
     kind = parsed.type
+    given = option_setting("device", device)
     if kind not in ("cpu", "cuda"):
-        raise DeviceUnavailableError(f"--device {device}: fine-tuning runs on cpu, cuda or "
-                                     f"cuda:N only")
+        raise DeviceUnavailableError(f"{given}: fine-tuning runs on cpu, cuda or cuda:N only")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"--device {device}: CUDA is not available here; give "
-                                     f"--device cpu, or leave --device out (a GPU when there "
-                                     f"is one, else the CPU)")
+        raise DeviceUnavailableError(f"{given}: CUDA is not available here; give "
+                                     f"{option_setting('device', 'cpu')}, or leave "
+                                     f"{option_name('device')} out (a GPU when there is one, "
+                                     f"else the CPU)")
     resolve_device(device)  # a cuda:N beyond this machine's GPUs
 
 
@@ -250,9 +310,10 @@ def chosen_rate(frontend: str, requested: Optional[int]) -> Optional[int]:
     """
     fixed = PRETRAINED_SAMPLE_RATES.get(frontend)
     if fixed is not None and requested not in (None, fixed):
-        raise WespeakerError(f"--sample_rate {requested}: the source model's front-end "
-                             f"(dataset_args.frontend {frontend}) works at {fixed} Hz only; "
-                             f"leave --sample_rate out (the data is resampled to {fixed} Hz)")
+        raise WespeakerError(f"{option_setting('sample_rate', requested)}: the source "
+                             f"model's front-end (dataset_args.frontend {frontend}) works at "
+                             f"{fixed} Hz only; leave {option_name('sample_rate')} out (the "
+                             f"data is resampled to {fixed} Hz)")
     return requested or fixed
 
 

@@ -23,6 +23,7 @@ from wespeaker_py.dataset.lists import (SEGMENTS_NAME, TableEntry, decodable_ext
                                         read_segment_table, read_utterance_table,
                                         write_raw_list)
 from wespeaker_py.errors import WespeakerError
+from wespeaker_py.finetune.config import option_name, option_setting
 from wespeaker_py.finetune.speaker_folders import (LISTS, SpeakerFolderError,
                                                    SpeakerFolderListing, list_speaker_folders)
 from wespeaker_py.scoring.make_trials import Trial
@@ -287,7 +288,8 @@ def _warn_mixed_rates(where: str, rates: Mapping[int, int], own_rates: Mapping[i
         if own_below and not rate_given:
             lowest = min(own_below)
             message += (f". If the audio the new model is to score is narrow-band (calls at "
-                        f"{lowest} Hz), give --sample_rate {lowest} to train a model at "
+                        f"{lowest} Hz), give {option_setting('sample_rate', lowest)} to "
+                        f"train a model at "
                         f"{lowest} Hz (the other files are then downsampled)")
     logger.warning("%s", message)
 
@@ -340,7 +342,7 @@ def read_finetune_corpus(data_dir: str, mix_dir: Optional[str] = None,
                   and entry.wav not in headers and entry.wav not in mix_headers}
     if not own_rates and sample_rate is None:
         raise FinetuneDataError(f"{wav_scp}: only pipes; the data's sample rate "
-                                f"cannot be read (give --sample_rate)")
+                                f"cannot be read (give {option_name('sample_rate')})")
     rate = most_common_rate(own_rates) if own_rates else None
     mix_rates = _rate_counts(mix_headers)
     rates = Counter(own_rates) + Counter(mix_rates)

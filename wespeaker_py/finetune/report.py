@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at, rate_templates
 from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
-from wespeaker_py.finetune.config import WORK_DIR
+from wespeaker_py.finetune.config import WORK_DIR, option_name, option_setting
 from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import rate_in_name
@@ -86,18 +86,21 @@ def worse_than_source(dev: Mapping[str, Any], data: Optional[Mapping[str, Any]] 
 
 
 def what_to_try(report: Mapping[str, Any]) -> str:
-    """The settings to try when the run made the model worse: a tenth of its ``--lr``,
+    """The settings to try when the run made the model worse: a tenth of its ``lr``,
     and unless a phase of the run froze the body already, a first epoch that trains the
-    new head alone: ``--freeze body``, with ``--freeze_epochs 1`` when it was 0 (with it,
-    ``--freeze body`` freezes nothing)."""
+    new head alone: ``freeze`` body, with ``freeze_epochs`` 1 when it was 0 (with it,
+    ``freeze`` body freezes nothing). Named as the caller names the options
+    (:func:`~wespeaker_py.finetune.config.option_setting`)."""
     options = report["options"]
-    tries = [f"a lower --lr (e.g. {options['lr'] / 10:g})"]
+    tries = [f"a lower {option_name('lr')} (e.g. {options['lr'] / 10:g})"]
     if not any(phase["freeze"] == "body" for phase in report["phases"]):
+        freeze_body, one_epoch = option_setting("freeze", "body"), option_setting(
+            "freeze_epochs", 1)
         if options["freeze_epochs"] == 0:
-            tries.append("--freeze_epochs 1" if options["freeze"] == "body"
-                         else "--freeze body --freeze_epochs 1")
+            tries.append(one_epoch if options["freeze"] == "body"
+                         else f"{freeze_body} {one_epoch}")
         else:
-            tries.append("--freeze body")
+            tries.append(freeze_body)
     return " or ".join(tries)
 
 
@@ -109,9 +112,10 @@ def warn_if_worse(report: Mapping[str, Any], out_dir: str) -> None:
     before, after = dev["before"], dev["after"]
     logger.warning("the fine-tuned model is worse than the source on the dev trials: EER "
                    "%.2f%% before, %.2f%% after; minDCF %.3f before, %.3f after. %s is "
-                   "written all the same; try %s (with --overwrite, or another --out): see "
-                   "%s", 100 * before["eer"], 100 * after["eer"], before["min_dcf"],
-                   after["min_dcf"], out_dir, what_to_try(report), WORSE_SECTION)
+                   "written all the same; try %s (with %s, or another %s): see %s",
+                   100 * before["eer"], 100 * after["eer"], before["min_dcf"],
+                   after["min_dcf"], out_dir, what_to_try(report),
+                   option_setting("overwrite", True), option_name("out_dir"), WORSE_SECTION)
 
 
 def _dev_utterances(report: Mapping[str, Any]) -> str:
@@ -150,13 +154,17 @@ def _verdict_text(report: Mapping[str, Any]) -> str:
 
 
 def summary_line(report: Mapping[str, Any], out_dir: str) -> str:
-    """The run's result in one line: the dev part, EER and minDCF before and after, and
-    the :func:`verdict` on them (a worse model plainly, with what to try)."""
+    """The run's result in one line: the dev part, EER and minDCF before and after, the
+    :func:`verdict` on them (a worse model plainly, with what to try), and, for a run whose
+    dev trials were too few to fit a calibration, that none was written."""
     before, after = report["dev"]["before"], report["dev"]["after"]
+    skipped = report.get("calibration_skipped")
+    no_calibration = f"no {CALIBRATION_NAME} written ({skipped}); " if skipped else ""
     return (f"dev ({report['data']['dev_speakers']} speakers, {_dev_utterances(report)}; "
             f"{after['trials']} trials): EER {100 * before['eer']:.2f}% before, "
             f"{100 * after['eer']:.2f}% after; minDCF {before['min_dcf']:.3f} before, "
-            f"{after['min_dcf']:.3f} after; {_verdict_text(report)}model in {out_dir}")
+            f"{after['min_dcf']:.3f} after; {_verdict_text(report)}{no_calibration}model in "
+            f"{out_dir}")
 
 
 def _calibrate_again(out_dir: str, data: Optional[str]) -> str:

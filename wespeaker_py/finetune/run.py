@@ -6,10 +6,11 @@
     calibration -> OUT
 
 OUT is a model folder that :func:`~wespeaker_py.api.load_model` takes:
-``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev
-trials) and ``finetune.json`` (what was done, and the dev figures before and
-after), written only once the new model is evaluated and calibrated (until then
-it is the last phase's experiment folder), the model files last (:data:`PUBLISHED`);
+``config.yaml``, ``avg_model.pt``, ``calibration.json`` (fitted on the dev trials; none
+when too few were scored: :func:`_dev_calibration`) and ``finetune.json`` (what was done,
+and the dev figures before and after), written only once the new model is evaluated and
+calibrated (until then it is the last phase's experiment folder), the model files last
+(:data:`PUBLISHED`);
 a new model worse on dev than the source is written too, with a warning. The end of a
 run logs (or, for the command, prints) the summary line of
 :mod:`~wespeaker_py.finetune.report` and the next steps for the source's companion
@@ -17,8 +18,9 @@ files, which do not carry over. ``OUT/work`` keeps the lists
 (the split's, and in ``work/lists`` each data folder's as read, for those next steps)
 and each phase's experiment folder: a killed (or failed) run, started again with the
 same arguments, resumes from the newest checkpoint (the trainer's resume) with the dev
-speakers its lists were written with; a finished one is left as it is. The same
-arguments: ``work/request.json`` records them with a digest of each data list
+speakers its lists were written with; a finished one is left as it is, unless the audio
+it could not read then reads now (:func:`_check_audio_unchanged`).
+The same arguments: ``work/request.json`` records them with a digest of each data list
 (wav.scp, utt2spk, segments; for a folder of speaker folders, of the lists made from
 it) and of each file read from the source (:func:`_source_files`), so that a data
 folder edited in place, or a source replaced, is another request. The phases are planned
@@ -40,19 +42,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.api.calibration import CALIBRATION_NAME, save_calibration
+from wespeaker_py.api.calibration import (CALIBRATION_NAME, MIN_TRIALS_PER_CLASS, Calibration,
+                                          TooFewTrialsError, save_calibration)
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.loading import load_model, recipe_mean_vectors, torch_model_files
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
 from wespeaker_py.config import ConfigError, DatasetArgs, ModelConfig, TrainConfig
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
+from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
                                           FinetuneOptions, OptionValueError, check_device,
-                                          check_phases, chosen_rate, phase_config, phases,
+                                          check_phases, chosen_rate, named_as_flags,
+                                          option_name, option_setting, phase_config, phases,
                                           read_source_config, with_loader_options_of)
-from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneData, list_digests,
-                                        read_finetune_corpus, write_data_lists, write_lists)
+from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneCorpus, FinetuneData,
+                                        list_digests, read_finetune_corpus, write_data_lists,
+                                        write_lists)
 from wespeaker_py.finetune.report import WORSE, next_steps, summary_line, verdict, warn_if_worse
 from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
 from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME
@@ -64,7 +70,7 @@ from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.plan import Layout
 from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
 from wespeaker_py.utils.list_jobs import is_fail_fraction
-from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import file_digest
 from wespeaker_py.utils.threads import using_threads
 from wespeaker_py.utils.values import is_real_number, is_whole_number
@@ -77,25 +83,17 @@ INIT_NAME = "init_body.pt"
 PLAN_NAME = "phases.json"
 # what OUT holds of a finished run, in the order it is written: the model loads only once
 # config.yaml is there (until then load_model names OUT an unfinished run), so a run killed
-# while publishing leaves no model that loads without its calibration
+# while publishing leaves no model that loads without its calibration (a run whose dev
+# trials cannot fit one writes none: see _dev_calibration)
 PUBLISHED = (CALIBRATION_NAME, REPORT_NAME, WEIGHTS_NAME, CONFIG_NAME)
 # request.json's key for the SHA-256 of each file the run reads from the source
 SOURCE_FILES = "source_files"
+# finetune.json's key for the data's files whose header could not be read when the run
+# started: a rerun of the finished run compares them with the data as it reads it then
+UNREADABLE_FILES = "unreadable_files"
 # the dev embedding passes show a progress bar from this much dev audio on (a few seconds
 # of embedding for the mini recipe's ECAPA-TDNN on two CPU threads; more for larger models)
 DEV_PROGRESS_SECONDS = 300.0
-# a phase stopped by a signal resumes from its newest checkpoint when the run starts again
-RESUME_HINT = "run the same wespeaker-py finetune command again to resume"
-# in place of the trainer's advice to raise the config key, which finetune writes itself: a
-# phase that stopped after an epoch skipped too much of its data goes on from that epoch
-RAISE_FAIL_FRACTION_FLAG = ("raise wespeaker-py finetune --max_fail_fraction (1: never stop) "
-                            "and run the command again: it goes on from the saved epoch")
-# the same for a stop at a phase's last epoch, whose checkpoint would otherwise make the
-# phase look finished: the rerun trains that epoch again
-RAISE_FAIL_FRACTION_LAST_EPOCH = ("raise wespeaker-py finetune --max_fail_fraction (1: never "
-                                  "stop); either way, run the same wespeaker-py finetune "
-                                  "command again: it trains that epoch again in place of the "
-                                  "saved one")
 # in a phase's folder: the phase stopped at its last epoch for skipping too much of its data
 # (holds the trainer's message)
 SKIPPED_DATA_MARK = "stopped_on_skipped_data.txt"
@@ -104,6 +102,34 @@ WEIGHTS_NOTE = (
     "speakers. At another sample rate the fbank keeps its number of mel bins, frame length "
     "and shift in ms; the bins then span 0 to half the new rate, so the first layer sees a "
     "stretched spectrum until fine-tuning adapts it.")
+
+
+def rerun_advice() -> str:
+    """How the caller runs this fine-tuning again: the same command, or the same call."""
+    return ("run the same wespeaker-py finetune command again" if named_as_flags()
+            else "call finetune() again with the same arguments")
+
+
+def resume_hint() -> str:
+    """What a phase stopped by a signal (or Ctrl-C) says: the run resumes from its newest
+    checkpoint when started again."""
+    return f"{rerun_advice()} to resume"
+
+
+def _raise_fail_fraction(on_last_epoch: bool) -> str:
+    """In place of the trainer's advice to raise the config key, which finetune writes
+    itself: a phase that stopped after an epoch skipped too much of its data goes on from
+    that epoch, or, stopped at its last epoch (whose checkpoint would otherwise make the
+    phase look finished), trains that epoch again."""
+    flags = named_as_flags()
+    # the command's flag, not the config key of the trainer's message
+    raise_it = (f"raise {'wespeaker-py finetune ' if flags else ''}"
+                f"{option_name('max_fail_fraction')} (1: never stop)")
+    if on_last_epoch:
+        return (f"{raise_it}; either way, {rerun_advice()}: it trains that epoch again in "
+                f"place of the saved one")
+    again = "run the command again" if flags else "call finetune() again"
+    return f"{raise_it} and {again}: it goes on from the saved epoch"
 
 
 class OutputExistsError(WespeakerError):
@@ -200,8 +226,9 @@ def _check_out_holds_no_input(out_dir: str, inputs: Sequence[Tuple[str, str]]) -
     (``(what, path)``): writing OUT, or ``--overwrite`` replacing it, would destroy it."""
     for what, path in inputs:
         if _is_within(path, out_dir):
-            raise OutputExistsError(f"--out {out_dir} is or holds {what} {path}; choose an "
-                                    f"--out that holds none of the inputs")
+            raise OutputExistsError(f"{option_setting('out_dir', out_dir)} is or holds {what} "
+                                    f"{path}; choose an {option_name('out_dir')} that holds "
+                                    f"none of the inputs")
 
 
 def _run_inputs(checkpoint: str, config_path: str, data: FinetuneData
@@ -209,9 +236,9 @@ def _run_inputs(checkpoint: str, config_path: str, data: FinetuneData
     """``(what, path)`` of everything the run reads: the source's files, the data folders
     and their audio files (pipes aside)."""
     inputs = [("the source checkpoint", checkpoint), ("the source config", config_path),
-              ("the --data folder", data.source)]
+              (f"the {option_name('data_dir')} folder", data.source)]
     if data.mix_source:
-        inputs.append(("the --mix_data folder", data.mix_source))
+        inputs.append((f"the {option_name('mix_data')} folder", data.mix_source))
     wavs = sorted({entry.wav for entry in data.train + data.dev if not is_pipe(entry.wav)})
     return inputs + [("the audio file", wav) for wav in wavs]
 
@@ -239,8 +266,10 @@ def _differences(old: Any, new: Any, where: str = "") -> List[str]:
 
 
 def _finished(out_dir: str) -> bool:
-    """Whether OUT holds every file :func:`_finetune` publishes (the run finished)."""
-    return all(os.path.isfile(os.path.join(out_dir, name)) for name in PUBLISHED)
+    """Whether OUT holds every file :func:`_finetune` publishes (the run finished): the
+    calibration aside, which a run whose dev trials were too few to fit one does without."""
+    return all(os.path.isfile(os.path.join(out_dir, name)) for name in PUBLISHED
+               if name != CALIBRATION_NAME)
 
 
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:
@@ -251,14 +280,15 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
     ``work/request.json``): one with other arguments, or this one once finished, which then
     trains again."""
     request_path = os.path.join(out_dir, WORK_DIR, REQUEST_NAME)
+    overwrite_option, out_option = option_setting("overwrite", True), option_name("out_dir")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputExistsError(f"--out {out_dir} is a file, not a folder")
+        raise OutputExistsError(f"{option_setting('out_dir', out_dir)} is a file, not a folder")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not os.path.isfile(request_path):
             raise OutputExistsError(
                 f"{out_dir} holds other files, not a fine-tuning run (it has no "
-                f"{WORK_DIR}/{REQUEST_NAME}); --overwrite only replaces an earlier fine-tuning "
-                f"run: choose another --out")
+                f"{WORK_DIR}/{REQUEST_NAME}); {overwrite_option} only replaces an earlier "
+                f"fine-tuning run: choose another {out_option}")
         recorded = with_loader_options_of(_read_json(request_path), request)
         if isinstance(recorded, dict) and SOURCE_FILES not in recorded:
             # written before the source's files were recorded: they cannot be compared
@@ -268,23 +298,80 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
         finished = _finished(out_dir)
         if not changed and not finished:
             logger.info("resuming the fine-tuning run in %s%s", out_dir,
-                        " (unfinished: --overwrite starts only a finished run, or one with "
-                        "other arguments, again)" if overwrite else "")
+                        f" (unfinished: {overwrite_option} starts only a finished run, or one "
+                        f"with other arguments, again)" if overwrite else "")
         elif overwrite:
-            logger.info("--overwrite: removing the fine-tuning run in %s (%s) to start again",
-                        out_dir, f"{REQUEST_NAME} {changed}" if changed
+            logger.info("%s: removing the fine-tuning run in %s (%s) to start again",
+                        overwrite_option, out_dir, f"{REQUEST_NAME} {changed}" if changed
                         else "finished, with the same request")
             shutil.rmtree(out_dir)
         elif changed:
             raise OutputExistsError(f"{out_dir} already holds a fine-tuning run with other "
                                     f"arguments or data ({REQUEST_NAME} {changed}); pass "
-                                    f"--overwrite to replace it, or choose another --out")
+                                    f"{overwrite_option} to replace it, or choose another "
+                                    f"{out_option}")
         else:
             return True
     os.makedirs(os.path.join(out_dir, WORK_DIR), exist_ok=True)
     with atomic_open(request_path, "w", encoding="utf-8") as out:
         json.dump(request, out, indent=2, sort_keys=True)
     return False
+
+
+def _audio_changes(report: Dict[str, Any], corpus: FinetuneCorpus) -> Tuple[List[str], List[str]]:
+    """How the audio of a finished run's data differs now from what its ``report`` (its
+    ``finetune.json``) records, as far as that tells cheaply (``corpus``: the data as read
+    now): ``(mended, lost)``. Mended: files whose header could not be read then
+    (:data:`UNREADABLE_FILES`; a record without it tells nothing) and can now, and dev
+    utterances skipped at its evaluation (``dev_skipped``) that read now; lost: files read
+    then that cannot be read now."""
+    mended, lost = [], []
+    recorded = report.get(UNREADABLE_FILES)
+    unread_then = set(recorded) if isinstance(recorded, list) else set()
+    if isinstance(recorded, list):
+        now_read = sorted(unread_then - corpus.unreadable)
+        if now_read:
+            mended.append(f"{len(now_read)} file(s) could not be read then and can now "
+                          f"({listed_names(now_read, 5)})")
+        now_unread = sorted(corpus.unreadable - unread_then)
+        if now_unread:
+            lost.append(f"{len(now_unread)} file(s) were read then and cannot be now "
+                        f"({listed_names(now_unread, 5)})")
+    skipped = report.get("dev_skipped")
+    rate = report.get("sample_rate")
+    if isinstance(skipped, dict) and skipped and is_whole_number(rate):
+        read_now = []
+        for entry in corpus.entries:
+            # a file unread then and read now is counted above
+            if entry.key in skipped and corpus.readable(entry) and entry.wav not in unread_then:
+                try:
+                    _read_dev_utterance(entry, rate)
+                except AudioInputError:
+                    continue
+                read_now.append(entry.key)
+        if read_now:
+            mended.append(f"{len(read_now)} dev utterance(s) skipped at its evaluation read "
+                          f"now ({listed_names(read_now, 5)})")
+    return mended, lost
+
+
+def _check_audio_unchanged(report: Dict[str, Any], corpus: FinetuneCorpus,
+                           out_dir: str) -> None:
+    """:class:`OutputExistsError` when audio the finished run in ``out_dir`` (its
+    ``report``) could not use reads now (:func:`_audio_changes`): its request (the lists,
+    not the audio they name) is the same, but training again would use more of the data.
+    Audio it used that cannot be read now is only warned about: the model stands as
+    trained (audio removed to save space, say)."""
+    mended, lost = _audio_changes(report, corpus)
+    if lost:
+        logger.warning("%s holds this fine-tuning run, finished; since then %s: the model "
+                       "stays as it was trained with them", out_dir, "; ".join(lost))
+    if mended:
+        raise OutputExistsError(
+            f"{out_dir} holds this fine-tuning run, finished, but the audio of its data has "
+            f"changed since: {'; '.join(mended)}; pass {option_setting('overwrite', True)} "
+            f"to train it again on the audio as it is now, or choose another "
+            f"{option_name('out_dir')}")
 
 
 def _write_body_init(checkpoint: str, path: str, left_out: Sequence[str] = ()) -> None:
@@ -360,7 +447,7 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
     ``note_narrow_band``: whether the trainer warns about narrow-band utterances (the first
     phase only: every phase reads the same data). An epoch that skipped too much of its
     data stops the phase with the trainer's message, whose advice to raise the config key
-    becomes :data:`RAISE_FAIL_FRACTION_FLAG` (finetune writes the config itself). Stopped
+    becomes :func:`_raise_fail_fraction`'s (finetune writes the config itself). Stopped
     at its last epoch, the phase is marked (:data:`SKIPPED_DATA_MARK`) and a rerun trains
     that epoch again rather than take its checkpoint as the phase's end."""
     from wespeaker_py.train.trainer import RAISE_FAIL_FRACTION as RAISE_CONFIG_KEY
@@ -379,7 +466,7 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
         config = dict(config, checkpoint=os.path.join(layout.model_dir, newest))
         logger.info("resuming %s from %s", config["exp_dir"], newest)
     try:
-        run_training(TrainConfig.from_dict(config), resume_hint=RESUME_HINT, label=label,
+        run_training(TrainConfig.from_dict(config), resume_hint=resume_hint(), label=label,
                      note_narrow_band=note_narrow_band)
     except ConfigError as error:
         raise ConfigError(f"fine-tuning config of {config['exp_dir']}: {error}") from None
@@ -393,12 +480,22 @@ def _train_phase(config: Dict[str, Any], label: str, note_narrow_band: bool) -> 
             with atomic_open(mark, "w", encoding="utf-8") as out:
                 out.write(message + "\n")
         raise TrainingDataError(message.removesuffix(RAISE_CONFIG_KEY)
-                                + (RAISE_FAIL_FRACTION_LAST_EPOCH if on_last
-                                   else RAISE_FAIL_FRACTION_FLAG)) from None
+                                + _raise_fail_fraction(on_last)) from None
     return last
 
 
 DevAudio = Dict[int, Dict[str, np.ndarray]]  # heard rate -> {utterance: samples at it}
+
+
+def _read_dev_utterance(entry: TableEntry, rate: int) -> Tuple[int, np.ndarray]:
+    """The rate ``entry``'s audio is heard at (its file's, or ``rate`` when that is lower)
+    and its [-1, 1] samples at that rate, segments cut out; :class:`AudioInputError` for
+    audio that cannot be read (missing, truncated, silent, ...)."""
+    with open_audio(entry.wav) as handle:
+        heard = min(int(handle.samplerate), rate)
+        voiced = apply_vad(handle, entry.vad) if entry.vad else handle
+        # the int16 scale; arrays passed back in are read as [-1, 1] floats
+        return heard, read_checked(voiced, heard) / INT16_SCALE
 
 
 def _dev_audio(data: FinetuneData, rate: int) -> Tuple[DevAudio, Dict[str, str]]:
@@ -410,16 +507,12 @@ def _dev_audio(data: FinetuneData, rate: int) -> Tuple[DevAudio, Dict[str, str]]
     skipped: Dict[str, str] = {}
     for entry in data.dev:
         try:
-            with open_audio(entry.wav) as handle:
-                heard = min(int(handle.samplerate), rate)
-                voiced = apply_vad(handle, entry.vad) if entry.vad else handle
-                samples = read_checked(voiced, heard)
+            heard, samples = _read_dev_utterance(entry, rate)
         except AudioInputError as error:
             logger.warning("dev utterance %s skipped: %s", entry.key, error)
             skipped[entry.key] = str(error)
             continue
-        # the int16 scale; arrays passed back in are read as [-1, 1] floats
-        audio.setdefault(heard, {})[entry.key] = samples / INT16_SCALE
+        audio.setdefault(heard, {})[entry.key] = samples
     if skipped:
         logger.warning("%d of %d dev utterances skipped: their trials are left out",
                        len(skipped), len(data.dev))
@@ -595,6 +688,35 @@ def _dev_record(before: Dict[str, Any], after: Dict[str, Any],
                 heard_by_rate={str(heard): len(group) for heard, group in sorted(audio.items())})
 
 
+def _dev_calibration(model, after: Dict[str, Any], trials_path: str, out_dir: str
+                     ) -> Tuple[Optional[Calibration], Optional[str]]:
+    """The calibration fitted on ``model``'s dev scores (``after``), written into OUT; or,
+    when the trials scored are fewer than a calibration is fitted on (dev audio skipped at
+    the evaluation: the split gave enough), none, with a warning saying so and how to get
+    one, and why, for the record (``calibration_skipped``). The model is published either
+    way: the training is not lost for its calibration."""
+    path = os.path.join(out_dir, CALIBRATION_NAME)
+    try:
+        calibration = model.calibration_of_scores(after["scores"], after["labels"],
+                                                  os.path.abspath(trials_path),
+                                                  after["heard_rates"])
+    except TooFewTrialsError:
+        labels = after["labels"]
+        why = (f"{int(labels.sum())} target and {int((~labels).sum())} nontarget dev trials "
+               f"scored, at least {MIN_TRIALS_PER_CLASS} of each are needed")
+        if os.path.isfile(path):   # an earlier attempt's, fitted on other scores
+            os.remove(path)
+        logger.warning("no %s written to %s: %s (dev audio was skipped: see above); the "
+                       "model is written without one, so its scores are not calibrated. For "
+                       "one, fine-tune again (%s) with more %s or the dev audio mended, or fit "
+                       "one on trials of your own with wespeaker-py calibrate --model %s",
+                       CALIBRATION_NAME, out_dir, why, option_setting("overwrite", True),
+                       option_name("dev_speakers"), out_dir)
+        return None, why
+    save_calibration(path, calibration)
+    return calibration, None
+
+
 def finetune(source: str, data_dir: str, out_dir: str,
              options: Optional[FinetuneOptions] = None, device: Optional[str] = None,
              num_threads: Optional[int] = None, overwrite: bool = False,
@@ -651,9 +773,11 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
     _check_out_holds_no_input(out_dir, _run_inputs(checkpoint, config_path, data))
     report_path = os.path.join(out_dir, REPORT_NAME)
     if _claim_output(out_dir, request, overwrite):
-        logger.info("%s already holds this fine-tuning run", out_dir)
         with open(report_path, encoding="utf-8") as handle:
-            return json.load(handle)
+            finished = json.load(handle)
+        _check_audio_unchanged(finished, corpus, out_dir)
+        logger.info("%s already holds this fine-tuning run", out_dir)
+        return finished
     started = time.time()
     work = os.path.join(out_dir, WORK_DIR)
     data = kept_split(corpus, data, os.path.join(work, "data"))
@@ -679,9 +803,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
                         "the source")
     tuned = load_model(final_dir, device=device)
     after = _score_dev(tuned, audio, data.trials, "the new model")
-    calibration = tuned.calibration_of_scores(after["scores"], after["labels"],
-                                              os.path.abspath(trials_path), after["heard_rates"])
-    save_calibration(os.path.join(out_dir, CALIBRATION_NAME), calibration)
+    calibration, no_calibration = _dev_calibration(tuned, after, trials_path, out_dir)
 
     report = {"source": request["source"], "config": request["config"],
               "options": options.as_dict(), "data": data.summary(),
@@ -689,7 +811,9 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
               "sample_rate": rate, "phases": plan, "averaged": [os.path.basename(path)
                                                                 for path in averaged],
               "dev": _dev_record(before, after, audio),
-              "dev_skipped": skipped, "calibration_cllr": calibration.cllr,
+              "dev_skipped": skipped, UNREADABLE_FILES: sorted(data.unreadable),
+              "calibration_cllr": calibration.cllr if calibration else None,
+              "calibration_skipped": no_calibration,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
     report["next_steps"] = next_steps(source, out_dir, folders, report)
     with atomic_open(report_path, "w", encoding="utf-8") as out:

@@ -17,8 +17,9 @@ import random
 from collections import Counter, defaultdict
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from wespeaker_py.api.calibration import MIN_TRIALS_PER_CLASS
 from wespeaker_py.dataset.lists import TableEntry
-from wespeaker_py.finetune.config import OptionValueError
+from wespeaker_py.finetune.config import OptionValueError, option_name
 from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, MIN_TRAIN_SPEAKERS, SPEAKER_MINIMUM,
                                         FinetuneCorpus, FinetuneData, FinetuneDataError,
                                         most_common_rate, train_utt2spk)
@@ -28,13 +29,14 @@ from wespeaker_py.utils.tables import DataFormatError, read_key_value
 
 logger = get_logger(__name__)
 
-# the fewest dev trials of each kind an EER (and a calibration) is measured on
-MIN_DEV_TARGET_TRIALS = 10
-MIN_DEV_NONTARGET_TRIALS = 10
+# the fewest dev trials of each kind an EER is measured on: those a calibration is fitted on
+# (a run whose dev audio is skipped below them at its evaluation writes none)
+MIN_DEV_TARGET_TRIALS = MIN_TRIALS_PER_CLASS
+MIN_DEV_NONTARGET_TRIALS = MIN_TRIALS_PER_CLASS
 # below these a dev EER and its calibration rest on few trials: said in a warning
 FEW_DEV_SPEAKERS = 5
 FEW_DEV_TARGET_TRIALS = 50
-# held-out share of the speakers with two or more utterances when --dev_speakers is not given
+# held-out share of the speakers with two or more utterances when dev_speakers is not given
 DEV_SHARE = 0.2
 SPLIT_SEED = 777
 
@@ -185,10 +187,11 @@ def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: 
                     most_dev_speakers: int) -> None:
     """Warn when the dev part is below :data:`FEW_DEV_SPEAKERS` speakers or
     :data:`FEW_DEV_TARGET_TRIALS` target trials; ``most_dev_speakers``: the most
-    ``--dev_speakers`` the data allows."""
+    ``dev_speakers`` the data allows."""
     if dev_speakers >= FEW_DEV_SPEAKERS and targets >= FEW_DEV_TARGET_TRIALS:
         return
-    more = (f"hold out more with --dev_speakers (up to {most_dev_speakers} here)"
+    more = (f"hold out more with {option_name('dev_speakers')} (up to {most_dev_speakers} "
+            f"here)"
             if most_dev_speakers > dev_speakers else
             "more speakers with two or more utterances would give more")
     logger.warning("%s: the dev part has %d speakers, %d target trials and %d nontarget "
@@ -202,7 +205,7 @@ def _warn_small_dev(data_dir: str, dev_speakers: int, targets: int, nontargets: 
 def _warn_rates_not_trained(corpus: FinetuneCorpus, train: Sequence[TableEntry],
                             dev_rates: Mapping[int, int]) -> None:
     """Warn when every file of a rate of the dev part is a dev speaker's: training
-    (``train``: DIR's training speakers and --mix_data) hears nothing at that rate."""
+    (``train``: DIR's training speakers and ``mix_data``) hears nothing at that rate."""
     heard = {corpus.headers[entry.wav][1] for entry in train if entry.wav in corpus.headers}
     unheard = sorted(set(dev_rates) - heard - set(corpus.mix_rates))
     if unheard:
@@ -230,8 +233,9 @@ def _warn_cross_rate_dev(corpus: FinetuneCorpus, data: FinetuneData,
                           if spk in speaker_rates)
     could = any(len(speakers) >= 2 for speakers in
                 _candidates_by_rate(spk2utts, speaker_rates).values())
-    remedy = ("hold out more with --dev_speakers so that two dev speakers share a rate, or, "
-              "for a resumed run (which keeps its dev speakers), fine-tune into another --out"
+    remedy = (f"hold out more with {option_name('dev_speakers')} so that two dev speakers "
+              f"share a rate, or, for a resumed run (which keeps its dev speakers), fine-tune "
+              f"into another {option_name('out_dir')}"
               if could else
               "no rate has two speakers with two or more utterances: add speakers at one "
               "of the rates")
@@ -272,11 +276,12 @@ def split_finetune_data(corpus: FinetuneCorpus, dev_speakers: Optional[int] = No
         held_out = set(_choose_dev(spk2utts, _dev_count(corpus.source, spk2utts, dev_speakers,
                                                         unheard),
                                    _speaker_rates(corpus.entries, corpus.headers)))
-        whose, remedy = f"the {len(held_out)} dev speakers", "more --dev_speakers"
+        whose = f"the {len(held_out)} dev speakers"
+        remedy = f"more {option_name('dev_speakers')}"
     else:
         held_out = set(dev_set)
         whose = f"the {len(held_out)} dev speakers of the run being resumed (which keeps them)"
-        remedy = "fine-tune into another --out for a new split"
+        remedy = f"fine-tune into another {option_name('out_dir')} for a new split"
     train = [entry for entry in corpus.entries if entry.spk not in held_out]
     dev = [entry for entry in corpus.entries if entry.spk in held_out]
     train_speakers = len(set(spk2utts) - held_out)
