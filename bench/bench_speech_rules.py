@@ -10,7 +10,8 @@ and the no-speech check; ``all``: the three rules as shipped) it prints:
 
 * **padding**: the first 20 nontarget trials of ``DATA/trials``, each recording padded
   with noise split before and after it (exact zeros, +-1 LSB dither, white noise at
-  -70, -60, -50 dBFS): how many of the 20 score above 0.5, and the median score;
+  -70, -60, -50 dBFS; 1 or 2 s in all, and 20 to 60 s, far longer than the speech):
+  how many of the 20 score above 0.5, and the median score;
 * **EER** over all of ``DATA/trials`` on the clean audio and with white noise added at
   10 and 5 dB SNR (seeded by utterance), so that a rule that helps padded audio but
   hurts noisy audio shows.
@@ -36,7 +37,7 @@ RATE = 16000
 RULES = {"zeros": SpeechRules(edge_below_db=float("inf"), min_level_range_db=0.0),
          "all": SpeechRules()}
 PADDINGS = [("zeros", 1.0), ("dither", 1.0), ("dither", 2.0), (-70, 2.0), (-60, 2.0),
-            (-50, 2.0)]
+            (-50, 2.0), (-70, 20.0), (-70, 40.0), (-60, 20.0), ("dither", 60.0)]
 
 
 def read_list(path: str) -> Dict[str, str]:

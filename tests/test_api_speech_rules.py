@@ -17,8 +17,9 @@ from api_helpers import mini_speech, wespeaker_folder
 from dataset_helpers import write_audio
 from wespeaker_py.audio import AudioNoSpeechError, AudioTooShortError
 from wespeaker_py.audio.resample import resample
-from wespeaker_py.audio.speech_rules import (SpeechLog, check_level_varies, near_silent_edges,
-                                             without_digital_silence)
+from wespeaker_py.audio.samples import loudest_frame_dbfs
+from wespeaker_py.audio.speech_rules import (SpeechLog, SpeechRules, check_level_varies,
+                                             near_silent_edges, without_digital_silence)
 from wespeaker_py.bin.extract import main as extract_main
 from wespeaker_py.errors import AudioInputError
 from wespeaker_py.io.ark import load_embeddings
@@ -281,10 +282,50 @@ def test_loud_steady_input_is_embedded_as_given(torch_model):
         assert np.isfinite(torch_model.embed(samples, sample_rate=RATE)).all()
 
 
-def test_speech_in_loud_noise_is_not_refused(speech):
+def test_faint_speech_in_loud_noise_is_not_refused(speech):
     plain = np.concatenate(speech).astype(np.float64)
     noisy = plain + np.random.default_rng(3).normal(0, np.sqrt(np.mean(plain ** 2)), plain.size)
+    noisy /= 100     # every frame under -40 dBFS: the level range alone decides
+    assert loudest_frame_dbfs(noisy) < SpeechRules().steady_below_dbfs
     check_level_varies(noisy, RATE, "speech at 0 dB SNR")      # no error
+    with pytest.raises(AudioNoSpeechError):
+        check_level_varies(noisy, RATE, "speech at 0 dB SNR", SpeechRules(min_level_range_db=30))
     log = SpeechLog()
     log.apply(noisy.astype(np.float32), RATE, "speech at 0 dB SNR")
     assert log.last.seconds == 0
+
+
+@pytest.mark.parametrize("seconds", [1, 20])
+def test_padding_far_longer_than_the_speech_is_still_cut(speech, seconds):
+    plain = np.concatenate(speech)
+    pad = seconds * RATE
+    quiet = np.concatenate([hiss(pad, -70), plain, hiss(pad, -70, seed=1)])
+    start, stop = near_silent_edges(quiet.astype(np.float32), RATE)
+    keep = int(0.05 * RATE)
+    assert pad - keep - WINDOW <= start and stop <= pad + plain.size + keep + WINDOW
+
+
+def test_a_nan_in_a_near_silent_edge_of_a_file_is_still_refused(torch_model, speech, tmp_path):
+    plain = np.concatenate(speech).astype(np.float32) / 32768
+    lead = hiss(RATE, -75).astype(np.float32) / 32768
+    lead[100] = np.nan
+    path = str(tmp_path / "nan_edge.wav")
+    sf.write(path, np.concatenate([lead, plain]), RATE, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match="NaN or infinite samples"):
+        torch_model.embed(path)
+
+
+def test_refused_inputs_are_not_counted_in_the_summary(torch_model, speech, caplog):
+    plain = np.concatenate(speech)
+    refused = np.concatenate([zeros(RATE), hiss(2 * RATE, -70)])   # zeros cut, then no speech
+    with caplog.at_level(logging.INFO, logger="wespeaker_py"):
+        results = torch_model.embed_many({"speech": plain, "refused": refused},
+                                         sample_rate=RATE, progress=False)
+    assert results.reasons == {"no_speech": 1}
+    assert not any("removed before embedding" in record.getMessage()
+                   for record in caplog.records)
+
+
+def test_embed_waveforms_keeps_the_error_class(torch_model):
+    with pytest.raises(AudioNoSpeechError, match=r"^waveform 0: "):
+        torch_model.embed_waveforms([hiss(2 * RATE, -70)], RATE)

@@ -171,7 +171,8 @@ def test_bin_extract_takes_the_channel_flag(tmp_path, folder):
 
 # -- defect 2: no energy ---------------------------------------------------------------------
 
-def test_a_sample_rate_given_with_a_file_is_warned_about_once(tmp_path, caplog):
+def test_a_sample_rate_given_with_a_file_is_warned_about_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("wespeaker_py.audio.load._ignored_rates_warned", set())
     path = str(tmp_path / "speech.wav")
     sf.write(path, speech(0), RATE, subtype="PCM_16")
     with caplog.at_level(logging.WARNING, logger="wespeaker_py"):

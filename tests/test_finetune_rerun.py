@@ -122,6 +122,17 @@ def test_a_finished_run_whose_audio_was_removed_since_stays_finished_with_a_warn
                for record in caplog.records)
 
 
+def test_a_run_missing_its_calibration_is_finished_only_when_it_recorded_why(tmp_path):
+    for name in finetune_run.PUBLISHED:
+        (tmp_path / name).write_text(json.dumps({"calibration_skipped": None}))
+    assert finetune_run._finished(str(tmp_path))
+    (tmp_path / finetune_run.CALIBRATION_NAME).unlink()   # lost, not skipped: fit it again
+    assert not finetune_run._finished(str(tmp_path))
+    (tmp_path / finetune_run.REPORT_NAME).write_text(json.dumps(
+        {"calibration_skipped": "6 target and 0 nontarget dev trials scored"}))
+    assert finetune_run._finished(str(tmp_path))
+
+
 # ---- a resumed run keeps the phases it planned -----------------------------------------------
 
 def test_a_resumed_run_keeps_its_phases_when_more_files_can_be_read(source_model, tmp_path,

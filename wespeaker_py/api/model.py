@@ -249,8 +249,8 @@ class SpeakerModel:
         for index, waveform in enumerate(waveforms):
             try:
                 wavs.append(self._read_speech(waveform, sample_rate, channel, speech)[0])
-            except AudioInputError as error:
-                raise AudioInputError(f"waveform {index}: {error}") from None
+            except AudioInputError as error:   # the same error class, named by its index
+                raise type(error)(f"waveform {index}: {error}") from None
         self._log_removed(speech, len(wavs))
         return self._embed_loaded(wavs, batch_size, sample_rate)
 

@@ -44,8 +44,8 @@ and shard writing.
   pause). A silent chosen channel of a multi-channel input is an
   :class:`AudioSilentChannelError` (an :class:`AudioSilentError`, reason
   ``silent_channel``) naming the channels with signal and suggesting ``--channel``.
-  The speaker API alone also refuses steady noise, hum or a tone with
-  :class:`AudioNoSpeechError` (reason ``no_speech``; see
+  The speaker API alone also refuses faint steady noise (room tone, a muted
+  microphone's hiss) with :class:`AudioNoSpeechError` (reason ``no_speech``; see
   :mod:`wespeaker_py.audio.speech_rules`).
   Training and extraction count them as skips; the API raises them and the commands
   print them as one line, exit status 2.

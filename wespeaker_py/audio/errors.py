@@ -98,7 +98,8 @@ class AudioSilentChannelError(AudioSilentError):
 
 
 class AudioNoSpeechError(AudioCheckError):
-    """The input's level hardly varies (steady noise, hum, a tone): no speech to embed.
+    """A faint input whose level hardly varies (room tone, a muted microphone's hiss): no
+    speech to embed.
     The speaker API's check only (see :mod:`wespeaker_py.audio.speech_rules`)."""
 
     reason = "no_speech"

@@ -38,9 +38,10 @@ def read_whole(handle, target_rate: int, warn_quiet_channel: bool = False,
     """All of an open handle's samples at ``target_rate`` (resampled once, no checks);
     ``warn_quiet_channel``: see :meth:`~wespeaker_py.audio.files.AudioHandle.read_all`;
     ``speech``: the speaker API's rules are applied at the file's rate, before resampling
-    (an all-zero file is kept whole, for :func:`check_samples` to call silent)."""
+    (an all-zero file, or one with NaN or infinite samples, is kept whole, for
+    :func:`check_samples` to refuse: the rules must not cut a bad sample away)."""
     samples = handle.read_all(warn_quiet_channel)
-    if speech is not None and samples.any():
+    if speech is not None and samples.any() and np.isfinite(samples).all():
         samples = speech.apply(samples, int(handle.samplerate), handle.name)
     return resample(samples, float(handle.samplerate), float(target_rate))
 

@@ -190,15 +190,15 @@ def to_int16_scale(samples: np.ndarray, name: str) -> np.ndarray:
 
 # -- energy ------------------------------------------------------------------------------------
 
-def _frame_powers(samples: np.ndarray) -> Iterator[np.ndarray]:
-    """Mean-removed mean square of each frame of :data:`LEVEL_FRAME` samples (the last, partial
-    frame included), a block of frames at a time, in float64."""
+def frame_powers(samples: np.ndarray, frame: int = LEVEL_FRAME) -> Iterator[np.ndarray]:
+    """Mean-removed mean square of each frame of ``frame`` samples (the last, partial frame
+    included), a block of frames at a time, in float64 (the memory stays that of a block)."""
     size = samples.shape[0]
-    step = _BLOCK_FRAMES * LEVEL_FRAME
+    step = _BLOCK_FRAMES * frame
     for start in range(0, size, step):
         block = np.asarray(samples[start:start + step], dtype=np.float64)
-        whole = block.shape[0] // LEVEL_FRAME * LEVEL_FRAME
-        parts = [block[:whole].reshape(-1, LEVEL_FRAME)] if whole else []
+        whole = block.shape[0] // frame * frame
+        parts = [block[:whole].reshape(-1, frame)] if whole else []
         if whole < block.shape[0]:
             parts.append(block[whole:][None, :])
         for part in parts:
@@ -213,14 +213,14 @@ def power_to_dbfs(power: float) -> float:
 
 def loudest_frame_dbfs(samples: np.ndarray) -> float:
     """Level of the loudest frame of int16-scale ``samples``: RMS in dBFS, mean removed."""
-    return power_to_dbfs(max((float(p.max()) for p in _frame_powers(samples)), default=0.0))
+    return power_to_dbfs(max((float(p.max()) for p in frame_powers(samples)), default=0.0))
 
 
 def has_energy(samples: np.ndarray, floor_dbfs: float = SILENCE_FLOOR_DBFS) -> bool:
     """True when some frame of int16-scale ``samples`` reaches ``floor_dbfs`` (stops there:
     for speech the first block decides)."""
     floor = INT16_SCALE ** 2 * 10.0 ** (floor_dbfs / 10.0)
-    return any(bool((powers >= floor).any()) for powers in _frame_powers(samples))
+    return any(bool((powers >= floor).any()) for powers in frame_powers(samples))
 
 
 def channel_levels(frames: np.ndarray, scale: float = 1.0) -> List[float]:

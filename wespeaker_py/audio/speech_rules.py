@@ -12,7 +12,9 @@ filter turns zeros next to speech into ringing):
   zeros at least one 25 ms fbank window long is removed, wherever it is;
 * **near-silent edges** (:func:`near_silent_edges`): leading and trailing
   frames :attr:`SpeechRules.edge_below_db` or more below the recording's loud
-  frames (its 95th percentile level) are removed, keeping
+  frames (the level its loudest :attr:`SpeechRules.loud_seconds` reach, a fixed
+  amount of audio, so that padding far longer than the speech is still judged
+  against the speech) are removed, keeping
   :attr:`SpeechRules.edge_keep_seconds` next to the sound; pauses inside the
   recording, and the steady background of a noisy one (far less than 40 dB
   below its speech), stay as training saw them;
@@ -34,12 +36,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from wespeaker_py.audio.errors import AudioNoSpeechError
-from wespeaker_py.audio.samples import INT16_SCALE
+from wespeaker_py.audio.samples import INT16_SCALE, frame_powers
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class SpeechRules:
 
     silence_run_seconds: float = FRAME_SECONDS
     edge_below_db: float = 40.0
+    loud_seconds: float = 0.25
     edge_keep_seconds: float = 0.05
     min_level_range_db: float = 3.0
     steady_below_dbfs: float = -40.0
@@ -113,28 +116,29 @@ def without_digital_silence(samples: np.ndarray, min_run: int) -> Tuple[np.ndarr
 
 def frame_levels_dbfs(samples: np.ndarray, frame: int) -> np.ndarray:
     """The level (RMS with the frame's mean removed, dBFS on the int16 scale) of each whole
-    frame of ``frame`` samples; a trailing part frame is left out. A frame of constant
-    samples is at -inf."""
+    frame of ``frame`` samples (:func:`~wespeaker_py.audio.samples.frame_powers`); a
+    trailing part frame is left out. A frame of constant samples is at -inf."""
     count = samples.shape[0] // frame
-    frames = np.asarray(samples[:count * frame], dtype=np.float64).reshape(count, frame)
-    centred = frames - frames.mean(axis=1, keepdims=True)
-    power = np.einsum("ij,ij->i", centred, centred) / frame
+    powers = np.concatenate([np.zeros(0), *frame_powers(samples, frame)])[:count]
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(power / INT16_SCALE ** 2)
+        return 10.0 * np.log10(powers / INT16_SCALE ** 2)
 
 
 def near_silent_edges(samples: np.ndarray, rate: int,
                       rules: SpeechRules = SpeechRules()) -> Tuple[int, int]:
     """``(start, stop)``: the span of mono ``samples`` at ``rate`` kept once the leading and
-    trailing frames at least ``rules.edge_below_db`` below the loud frames (95th percentile)
-    are removed, ``rules.edge_keep_seconds`` kept next to the first and last louder frame.
-    The whole input when it has fewer than :data:`MIN_JUDGED_FRAMES` frames."""
+    trailing frames at least ``rules.edge_below_db`` below the loud level (what the loudest
+    ``rules.loud_seconds`` of frames reach) are removed, ``rules.edge_keep_seconds`` kept
+    next to the first and last louder frame. The whole input when it has fewer than
+    :data:`MIN_JUDGED_FRAMES` frames."""
     frame = max(1, int(round(FRAME_SECONDS * rate)))
     levels = frame_levels_dbfs(samples, frame)
-    if levels.size < MIN_JUDGED_FRAMES or not np.isfinite(levels).any():
-        return 0, samples.shape[0]
     finite = levels[np.isfinite(levels)]
-    loud = np.flatnonzero(levels >= np.percentile(finite, 95) - rules.edge_below_db)
+    if levels.size < MIN_JUDGED_FRAMES or not finite.size:
+        return 0, samples.shape[0]
+    loud_frames = max(1, int(round(rules.loud_seconds / FRAME_SECONDS)))
+    loud_level = float(np.sort(finite)[-min(loud_frames, finite.size)])
+    loud = np.flatnonzero(levels >= loud_level - rules.edge_below_db)
     keep = int(round(rules.edge_keep_seconds * rate))
     start = max(0, int(loud[0]) * frame - keep)
     # a trailing part frame stays with the last frame when that frame stays
@@ -169,11 +173,13 @@ def check_level_varies(samples: np.ndarray, rate: int, name: str,
 class SpeechLog:
     """The speaker API's opt-in of :func:`~wespeaker_py.audio.load.load_audio_with_rate`:
     each input loses what the first two rules of :attr:`rules` remove (:meth:`apply`, at its
-    own rate), recorded in :attr:`removals` (the last entry is the latest input's), and is
-    refused by the third (:meth:`check`) after the loader's own checks."""
+    own rate) and is refused by the third (:meth:`check`) after the loader's own checks;
+    what an accepted input lost is recorded in :attr:`removals` (the last entry is the
+    latest accepted input's)."""
 
     rules: SpeechRules = SpeechRules()
     removals: List[Removal] = field(default_factory=list)
+    _pending: Optional[Removal] = field(default=None, repr=False)
 
     def apply(self, samples: np.ndarray, rate: int, name: str) -> np.ndarray:
         """Mono ``samples`` at ``rate`` less their digital silence and near-silent edges;
@@ -184,7 +190,7 @@ class SpeechLog:
         edges = kept.shape[0] - (stop - start)
         kept = kept[start:stop]
         removal = Removal(name, silent / rate, edges / rate)
-        self.removals.append(removal)
+        self._pending = removal
         if removal.seconds:
             logger.debug("%s: %.3f s of digital silence and %.3f s of near-silent edges "
                          "removed; %.3f s left", name, removal.silence_seconds,
@@ -195,6 +201,10 @@ class SpeechLog:
         """The no-speech rule (:func:`check_level_varies`), run once the input has passed
         every check of :func:`~wespeaker_py.audio.samples.check_samples`."""
         check_level_varies(samples, rate, name, self.rules)
+        # recorded only now: an input refused by any check lost nothing worth counting
+        if self._pending is not None:
+            self.removals.append(self._pending)
+            self._pending = None
 
     @property
     def last(self) -> Removal:

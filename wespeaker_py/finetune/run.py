@@ -267,9 +267,15 @@ def _differences(old: Any, new: Any, where: str = "") -> List[str]:
 
 def _finished(out_dir: str) -> bool:
     """Whether OUT holds every file :func:`_finetune` publishes (the run finished): the
-    calibration aside, which a run whose dev trials were too few to fit one does without."""
-    return all(os.path.isfile(os.path.join(out_dir, name)) for name in PUBLISHED
-               if name != CALIBRATION_NAME)
+    calibration too, unless its ``finetune.json`` records why none was written
+    (``calibration_skipped``: too few dev trials to fit one)."""
+    if not all(os.path.isfile(os.path.join(out_dir, name)) for name in PUBLISHED
+               if name != CALIBRATION_NAME):
+        return False
+    if os.path.isfile(os.path.join(out_dir, CALIBRATION_NAME)):
+        return True
+    report = _read_json(os.path.join(out_dir, REPORT_NAME))
+    return isinstance(report, dict) and bool(report.get("calibration_skipped"))
 
 
 def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> bool:

@@ -318,5 +318,5 @@ class WhisperFrontend(nn.Module):
         encoder = self.encoder
         return (f"blocks={len(encoder.blocks)}, layers={encoder.layer_st}..{encoder.layer_ed}, "
                 f"dim={self.output_dim}, frozen={self.frozen}, norm_mean={self.norm_mean}, "
-                f"norm_var={self.norm_var}, spec_aug={self.spec_aug}, "
-                f"sample_rate={self.sample_rate}")
+                f"norm_var={self.norm_var}, sample_rate={self.sample_rate}, "
+                f"training only: spec_aug={self.spec_aug}")
