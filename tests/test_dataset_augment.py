@@ -1,4 +1,7 @@
 """Noise and reverberation: length kept, SNR as intended, only the noise segment read."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,7 +10,8 @@ from scipy.signal import fftconvolve
 from dataset_helpers import RATE, random_int16, training_args, write_audio, write_raw_list_file
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.audio import INT16_SCALE, AudioHandle
-from wespeaker_py.dataset.augment import (NOISE_TYPES, Augmenter, AugmentListError, power_db,
+from wespeaker_py.dataset.augment import (NOISE_TYPES, Augmenter, AugmentListError,
+                                          full_convolution, power_db, reverberate,
                                           scale_noise_to_snr)
 from wespeaker_py.dataset.processors import augmented
 from wespeaker_py.dataset.stats import PipelineStats
@@ -154,6 +158,46 @@ def test_reverb_is_the_truncated_convolution_with_the_unit_energy_rir(tmp_path):
     expected = expected / (np.max(np.abs(expected)) + 1e-4) * INT16_SCALE
     assert out.shape == (CHUNK,)
     np.testing.assert_allclose(out, expected, atol=0.05)
+
+
+@pytest.mark.parametrize("signal_dtype", [np.float32, np.float64])
+def test_full_convolution_is_scipy_signal_fftconvolve(signal_dtype):
+    rng = np.random.default_rng(20261207)
+    # chunk-sized signals with room responses shorter and longer than them, and the extremes
+    sizes = [(int(rng.integers(8000, 48000)), int(rng.integers(1, 30000))) for _ in range(12)]
+    for n, m in sizes + [(1, 1), (1, 700), (3001, 1), (500, 4000)]:
+        signal = rng.normal(0.0, 0.3, n).astype(signal_dtype)
+        kernel = (rng.normal(0.0, 1.0, m) * np.exp(-np.arange(m) / 900.0)).astype(np.float32)
+        expected = fftconvolve(signal, kernel, mode="full")
+        got = full_convolution(signal, kernel)
+        assert got.dtype == expected.dtype and got.shape == (n + m - 1,)
+        tol = 1e-6 if signal_dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tol * np.abs(expected).max())
+
+
+def test_reverberate_keeps_the_start_of_the_convolution_with_the_unit_energy_rir():
+    rng = np.random.default_rng(5)
+    audio = rng.normal(0.0, 0.2, 3000).astype(np.float32)
+    rir = rng.normal(0.0, 500.0, 4500).astype(np.float32)   # longer than the audio
+    unit = (rir / np.sqrt(np.sum(np.square(rir, dtype=np.float64)))).astype(np.float32)
+    out = reverberate(audio, rir)
+    assert out.dtype == np.float32 and out.shape == audio.shape
+    np.testing.assert_allclose(out, fftconvolve(audio, unit)[:audio.size], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="all zeros"):
+        reverberate(audio, np.zeros(10, dtype=np.float32))
+
+
+def test_reverberating_does_not_import_scipy_signal():
+    """Each DataLoader worker reverberates afresh at every epoch: importing scipy.signal
+    there cost about a second per worker per epoch."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from wespeaker_py.dataset.augment import reverberate\n"
+            "reverberate(np.ones(1000, np.float32), np.ones(50, np.float32))\n"
+            "print('scipy.signal' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_dataset_applies_augmentation_with_aug_prob(tmp_path):

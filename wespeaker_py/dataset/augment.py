@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import scipy.fft
 
 from wespeaker_py.audio import INT16_SCALE, AudioCheckError, is_pipe, open_audio, read_whole
 from wespeaker_py.dataset.chunk import read_random_chunk
@@ -79,11 +80,23 @@ def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     energy = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
     if energy == 0.0:
         raise ValueError("the impulse response is all zeros")
-    # imported here: scipy.signal takes seconds to import, and extraction and the
-    # API import this module without ever reverberating
-    from scipy.signal import fftconvolve
-    out = fftconvolve(audio, (rir / energy).astype(np.float32), mode="full")
+    out = full_convolution(audio, (rir / energy).astype(np.float32))
     return out[:audio.size].astype(np.float32)
+
+
+def full_convolution(signal: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The full linear convolution of two non-empty 1-D real arrays, by real FFTs.
+
+    It computes what ``scipy.signal.fftconvolve(signal, kernel, mode="full")`` does
+    (same FFT length and dtype), without importing ``scipy.signal``: that import takes
+    about a second, and every DataLoader worker would pay it again at each epoch.
+    """
+    if signal.size == 1 or kernel.size == 1:
+        return signal * kernel   # exact, and what fftconvolve does with a one-sample input
+    size = signal.size + kernel.size - 1
+    fft_size = scipy.fft.next_fast_len(size, True)
+    product = scipy.fft.rfft(signal, fft_size) * scipy.fft.rfft(kernel, fft_size)
+    return scipy.fft.irfft(product, fft_size)[:size]
 
 
 def peak_normalise(audio: np.ndarray) -> np.ndarray:

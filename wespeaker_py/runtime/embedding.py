@@ -14,7 +14,8 @@ skips and counts it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
+from typing import (Any, Callable, Iterable, Iterator, List, Optional, Protocol, Sized,
+                    Tuple)
 
 import numpy as np
 
@@ -80,9 +81,11 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
     ``read``, what ``read`` turns into ``(waveform, the rate it came at)`` (an
     :class:`~wespeaker_py.errors.AudioInputError` from it skips the item).
     Outcomes come in batch order, not input order. ``progress`` shows a
-    :func:`~wespeaker_py.utils.progress.progress_bar` over the inputs (``desc``,
-    ``total``, ``position``). Narrow-band audio that the backend has no band fill for
-    is warned about, once per rate.
+    :func:`~wespeaker_py.utils.progress.progress_bar` (``desc``, ``position``) that
+    counts outcomes as they come out, embedded or skipped, up to ``total`` (by default
+    ``len(items)`` when ``items`` has one): its rate is the embedding rate, not the
+    reading rate, since inputs wait in length buckets. Narrow-band audio that the
+    backend has no band fill for is warned about, once per rate.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -99,10 +102,8 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
                     yield Outcome(key, None, NON_FINITE_EMBEDDING,
                                   "the model gave a NaN or infinite embedding", heard)
 
-    bar = progress_bar(items, total=total, desc=desc, unit="utt", position=position,
-                       enabled=progress)
-    try:
-        for key, audio in bar:
+    def outcomes() -> Iterator[Outcome]:
+        for key, audio in items:
             heard = heard_rate
             if read is not None:
                 try:
@@ -124,6 +125,16 @@ def embed_stream(backend: Backend, items: Iterable[Tuple[str, Any]], batch_size:
             group = heard if backend.band_fill_for(heard) is not None else 0
             yield from run(buckets.add((key, heard), prepared, group=group))
         yield from run(buckets.drain())
+
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    # moved per outcome, not per input read: every input gives exactly one outcome
+    bar = progress_bar(total=total, desc=desc, unit="utt", position=position,
+                       enabled=progress)
+    try:
+        for outcome in outcomes():
+            bar.update(1)
+            yield outcome
     finally:
         bar.close()
 
