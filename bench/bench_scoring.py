@@ -7,7 +7,10 @@ Stages (each timed separately):
     trial lists over 145k utterances, in memory (the library calls);
   * the same through the command-line entry points on files (``--files``):
     reading xvector.scp, parsing trials, writing score files;
-  * PLDA training (EM) on N embeddings of S speakers, plus LLR scoring of the E list.
+  * PLDA training (EM) on N embeddings of S speakers, plus LLR scoring of the E list;
+  * QMF calibration on files (``--stages qmf``): the recipe's stage 7 sub-commands
+    (gather the quality factors of a normalised score file, train, infer) on
+    ``--trials-qmf`` random trials.
 
 Results are printed as a markdown table (wall and process CPU seconds, and the
 load average, since the machine may be shared); record them in
@@ -30,7 +33,7 @@ from wespeaker_py.scoring.cosine import cosine_score_trials
 from wespeaker_py.io.ark import EmbeddingTable, write_embeddings
 from wespeaker_py.scoring.norm import normalize_trial_scores
 from wespeaker_py.scoring.plda import TwoCovPLDA
-from wespeaker_py.scoring.trials import TrialList
+from wespeaker_py.scoring.trials import TrialList, write_score_file
 
 ROWS = []
 
@@ -133,6 +136,31 @@ def bench_plda(args, rng):
     timed(f"PLDA LLR scoring, vox1-E ({args.trials_e} trials)", llr_all)
 
 
+def bench_qmf(args, rng):
+    from wespeaker_py.scoring import qmf
+    work = tempfile.mkdtemp(prefix="bench_qmf_", dir=args.work_dir)
+    try:
+        keys = [f"u{i:06d}" for i in range(args.num_utts)]
+        utt2dur = os.path.join(work, "utt2dur")
+        with open(utt2dur, "w") as out:
+            out.write("".join(f"{key} {duration:.2f}\n" for key, duration in
+                              zip(keys, rng.uniform(2.0, 30.0, args.num_utts))))
+        trials = random_trials(rng, args.num_utts, args.trials_qmf, os.path.join(work, "norm"))
+        scores = 3.0 * trials.labels + rng.standard_normal(len(trials))
+        # magnitudes and cohort means as score normalisation writes them
+        extra = np.column_stack([rng.uniform(10.0, 20.0, (len(trials), 2)),
+                                 rng.uniform(0.05, 0.3, (len(trials), 2))])
+        write_score_file(trials.path, trials, scores, extra)
+        factors, model = os.path.join(work, "factors"), os.path.join(work, "qmf.pt")
+        timed(f"QMF gather_calibration_factors ({len(trials)} trials)",
+              qmf.gather_calibration_factors, trials.path, factors, utt2dur, 20.0)
+        timed("QMF train_calibration_model", qmf.train_calibration_file, factors, model)
+        timed("QMF infer_calibration", qmf.infer_calibration_file, factors, model,
+              os.path.join(work, "calibrated"))
+    finally:
+        shutil.rmtree(work)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,9 +175,11 @@ def main():
     parser.add_argument("--plda-embeddings", type=int, default=1_000_000)
     parser.add_argument("--plda-speakers", type=int, default=6000)
     parser.add_argument("--plda-iters", type=int, default=5)
+    parser.add_argument("--trials-qmf", type=int, default=1_000_000)
     parser.add_argument("--stages", default="memory,files,plda",
-                        help="comma-separated subset of memory,files,plda")
-    parser.add_argument("--work-dir", default=None, help="where --files writes (temp dir)")
+                        help="comma-separated subset of memory,files,plda,qmf")
+    parser.add_argument("--work-dir", default=None,
+                        help="where the files and qmf stages write (temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     stages = set(args.stages.split(","))
@@ -165,6 +195,8 @@ def main():
             bench_files(args, rng, keys, matrix, cohort)
     if "plda" in stages:
         bench_plda(args, rng)
+    if "qmf" in stages:
+        bench_qmf(args, rng)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"\npeak resident memory: {peak_gib:.1f} GiB\n")
     print(f"load average before / after: {load_before} / {os.getloadavg()[0]:.1f}\n")

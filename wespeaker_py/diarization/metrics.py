@@ -235,15 +235,20 @@ def scored_regions(ref: Sequence[Turn], evaluation_map: Sequence[Region], collar
 def subtract_regions(regions: Sequence[Region], excluded: Sequence[Region]) -> List[Region]:
     """The parts of ``regions`` that no region of ``excluded`` covers, sorted and disjoint."""
     excluded = merge_regions(excluded)
+    # merged regions are sorted and disjoint, so their ends ascend too: each region looks
+    # only at the excluded ones from the first ending after its start to the last
+    # starting before its end (a many-piece UEM would otherwise cost regions x collars)
+    excluded_ends = [ex_end for _, ex_end in excluded]
     kept: List[Region] = []
     for start, end in merge_regions(regions):
         cursor = start
-        for ex_start, ex_end in excluded:
-            if ex_end <= cursor or ex_start >= end:
-                continue
+        index = bisect.bisect_right(excluded_ends, cursor)
+        while index < len(excluded) and excluded[index][0] < end:
+            ex_start, ex_end = excluded[index]
             if ex_start > cursor:
                 kept.append((cursor, ex_start))
             cursor = max(cursor, ex_end)
+            index += 1
         if cursor < end:
             kept.append((cursor, end))
     return kept

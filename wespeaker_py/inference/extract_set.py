@@ -18,9 +18,9 @@ from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, BandFill, load_band_
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionOptions,
                                                ExtractionSummary, extract_embeddings)
 from wespeaker_py.inference.jobs import extract_embeddings_parallel, job_devices
-from wespeaker_py.io.ark import load_embeddings, scp_path_for
+from wespeaker_py.io.ark import scp_path_for
 from wespeaker_py.io.layout import EmbeddingSetLayout
-from wespeaker_py.scoring.embeddings import (compute_mean_vector, save_mean_vector,
+from wespeaker_py.scoring.embeddings import (mean_of_embeddings, save_mean_vector,
                                              write_speaker_means)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, FAIL_FRACTION_FLAG
 from wespeaker_py.utils.logging_utils import get_logger
@@ -106,6 +106,6 @@ def extract_set(config_path: str, model_path: str, data_type: str, data_list: st
                                           max_fail_fraction, FAIL_FRACTION_FLAG)
         logger.info("per-speaker mean embeddings: %s", speaker_scp)
     if mean_vec:
-        save_mean_vector(side.mean_path, compute_mean_vector(load_embeddings(embeddings_scp)))
+        save_mean_vector(side.mean_path, mean_of_embeddings(embeddings_scp))
         logger.info("mean embedding of the set: %s", side.mean_path)
     return summary

@@ -232,23 +232,63 @@ def _iter_ark(path: str) -> Iterator[Tuple[str, Optional[int], np.ndarray]]:
 MIN_NORM = 1e-12
 
 
-def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
-                    progress: bool = False) -> EmbeddingTable:
-    """Load ``xvector.scp`` (or a bare ``.ark``) into an :class:`EmbeddingTable`.
+# rows of one block of :func:`iter_embedding_blocks`
+BLOCK_ROWS = 16384
 
-    With ``keys`` only those utterances are kept (a Kaldi table is read
-    sequentially, so the others are still read). Raises :class:`DataFormatError`
-    naming file, scp line and key for a non-finite value or a zero length (below
-    :data:`MIN_NORM`) in a kept embedding, a dimension that differs from the others
-    or a repeated key.
+
+@dataclass
+class EmbeddingBlock:
+    """Consecutive embeddings of a set as read: their keys, scp lines and rows (float32)."""
+
+    keys: List[str]
+    line_numbers: List[Optional[int]]
+    matrix: np.ndarray
+
+
+def iter_embedding_blocks(path: str, keys: Optional[Iterable[str]] = None,
+                          progress: bool = False,
+                          block_rows: Optional[int] = None) -> Iterator[EmbeddingBlock]:
+    """``xvector.scp`` (or a bare ``.ark``) in blocks of up to ``block_rows`` embeddings, in
+    file order (``block_rows`` None: :data:`BLOCK_ROWS`), checked as they are read; with
+    ``keys``, only those utterances (the others are still read and checked for shape and
+    repeats). The last block may be empty (it then still says the dimension, as
+    ``matrix.shape[1]``).
+
+    Raises :class:`DataFormatError` naming file, scp line and key for a wrong shape, a
+    dimension that differs from the others, a repeated key or an empty set as it reads;
+    for a non-finite value or a zero length (below :data:`MIN_NORM`) in a kept embedding,
+    once every block was given, naming the first such embedding (a NaN one before a
+    zero-length one), so that the same set is refused for the same fault whatever the block
+    size and however the blocks are used.
     """
     wanted = set(keys) if keys is not None else None
+    block_rows = block_rows or BLOCK_ROWS
     reader = _iter_ark(path) if path.endswith(".ark") else _iter_scp(path)
-    names: List[str] = []
-    line_numbers: List[Optional[int]] = []
-    rows: List[np.ndarray] = []
-    seen = set()
+    seen: Set[str] = set()
     dim: Optional[int] = None
+    block = EmbeddingBlock([], [], np.zeros((0, 0), dtype=np.float32))
+    rows: List[np.ndarray] = []
+    given = 0
+    not_finite: Optional[Tuple[Optional[int], str]] = None   # (scp line, key) of the first
+    too_short: Optional[Tuple[Optional[int], str]] = None
+
+    def finished_block() -> EmbeddingBlock:
+        nonlocal block, given, not_finite, too_short
+        given += 1
+        done = EmbeddingBlock(block.keys, block.line_numbers,
+                              np.stack(rows) if rows else np.zeros((0, dim), np.float32))
+        finite = np.isfinite(done.matrix).all(axis=1)
+        if not_finite is None and not finite.all():
+            bad = int(np.argmin(finite))
+            not_finite = (done.line_numbers[bad], done.keys[bad])
+        long_enough = np.einsum("ij,ij->i", done.matrix, done.matrix) >= MIN_NORM ** 2
+        if too_short is None and not long_enough.all():
+            bad = int(np.argmin(long_enough))
+            too_short = (done.line_numbers[bad], done.keys[bad])
+        block = EmbeddingBlock([], [], done.matrix[:0])
+        rows.clear()
+        return done
+
     for key, line_no, vector in progress_bar(reader, desc=f"loading {os.path.basename(path)}",
                                              enabled=progress, unit="emb"):
         vector = _as_vector(vector, key, path, line_no, dim)
@@ -257,23 +297,36 @@ def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
             raise DataFormatError(path, line_no, f"embedding {key!r} appears twice")
         seen.add(key)
         if wanted is None or key in wanted:
-            names.append(key)
-            line_numbers.append(line_no)
+            block.keys.append(key)
+            block.line_numbers.append(line_no)
             rows.append(vector.astype(np.float32, copy=False))
+            if len(rows) == block_rows:
+                yield finished_block()
     if dim is None:
         raise DataFormatError(path, None, "holds no embeddings")
-    matrix = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise DataFormatError(path, line_numbers[bad],
-                              f"embedding {names[bad]!r} contains NaN or inf")
-    long_enough = np.einsum("ij,ij->i", matrix, matrix) >= MIN_NORM ** 2
-    if not long_enough.all():
-        bad = int(np.argmin(long_enough))
-        raise DataFormatError(path, line_numbers[bad],
-                              f"embedding {names[bad]!r} has zero length (all zeros, or a norm "
-                              f"below {MIN_NORM:g}): it has no direction to score")
+    if rows or not given:
+        yield finished_block()
+    if not_finite is not None:
+        raise DataFormatError(path, not_finite[0], f"embedding {not_finite[1]!r} contains NaN "
+                                                   f"or inf")
+    if too_short is not None:
+        raise DataFormatError(path, too_short[0],
+                              f"embedding {too_short[1]!r} has zero length (all zeros, or a "
+                              f"norm below {MIN_NORM:g}): it has no direction to score")
+
+
+def load_embeddings(path: str, keys: Optional[Iterable[str]] = None,
+                    progress: bool = False) -> EmbeddingTable:
+    """Load ``xvector.scp`` (or a bare ``.ark``) into an :class:`EmbeddingTable`.
+
+    With ``keys`` only those utterances are kept (a Kaldi table is read
+    sequentially, so the others are still read). Every check of
+    :func:`iter_embedding_blocks` applies.
+    """
+    blocks = list(iter_embedding_blocks(path, keys, progress))
+    names = [key for block in blocks for key in block.keys]
+    matrix = blocks[0].matrix if len(blocks) == 1 else np.concatenate(
+        [block.matrix for block in blocks])
     return EmbeddingTable(keys=names, matrix=matrix, source=path)
 
 

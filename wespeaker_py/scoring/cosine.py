@@ -10,7 +10,7 @@ from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.io.layout import EmbeddingSetLayout, score_path_in
-from wespeaker_py.scoring.embeddings import compute_mean_vector, load_mean_vector, save_mean_vector
+from wespeaker_py.scoring.embeddings import load_mean_vector, mean_of_embeddings, save_mean_vector
 from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep_scorable_trials,
                                          read_trials, write_score_file)
 from wespeaker_py.utils.atomic_files import require_writable
@@ -80,13 +80,12 @@ def compute_and_save_mean(cal_mean_dir: str, eval_table: EmbeddingTable) -> np.n
     reference = EmbeddingSetLayout(cal_mean_dir)
     scp_path = reference.embeddings_scp
     logger.info("computing the mean embedding of %s", scp_path)
-    table = load_embeddings(scp_path, progress=True)
-    if table.dim != eval_table.dim:
-        raise DataFormatError(scp_path, None, f"embeddings have dimension {table.dim}, but "
-                                              f"the evaluation embeddings {eval_table.source} "
-                                              f"have {eval_table.dim}: their mean cannot be "
-                                              f"subtracted from them")
-    mean = compute_mean_vector(table)
+    mean = mean_of_embeddings(scp_path, progress=True)
+    if mean.shape[0] != eval_table.dim:
+        raise DataFormatError(scp_path, None, f"embeddings have dimension {mean.shape[0]}, "
+                                              f"but the evaluation embeddings "
+                                              f"{eval_table.source} have {eval_table.dim}: their "
+                                              f"mean cannot be subtracted from them")
     if not _holds(reference.mean_path, mean):
         save_mean_vector(reference.mean_path, mean)
     return mean

@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from wespeaker_py.io.ark import EmbeddingTable, load_embeddings, write_embeddings
+from wespeaker_py.io.ark import (EmbeddingTable, iter_embedding_blocks, load_embeddings,
+                                 write_embeddings)
 from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
@@ -26,6 +27,25 @@ def compute_mean_vector(table: EmbeddingTable) -> np.ndarray:
     if len(table) == 0:
         raise DataFormatError(table.source, None, "holds no embeddings to average")
     return table.matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def mean_of_embeddings(path: str, progress: bool = False) -> np.ndarray:
+    """:func:`compute_mean_vector` of ``load_embeddings(path)``, bit for bit, read block by
+    block (:func:`~wespeaker_py.io.ark.iter_embedding_blocks`, with every check of
+    ``load_embeddings``) instead of into one matrix: the memory of one block, not of the set.
+
+    The float64 sum starts at zero and adds the vectors in file order, as numpy's
+    reduction over the rows of a matrix does.
+    """
+    total: Optional[np.ndarray] = None
+    count = 0
+    for block in iter_embedding_blocks(path, progress=progress):
+        if total is None:
+            total = np.zeros(block.matrix.shape[1], dtype=np.float64)
+        for row in block.matrix:
+            total += row
+        count += len(block.keys)
+    return (total / count).astype(np.float32)
 
 
 def save_mean_vector(path: str, mean_vec: np.ndarray) -> None:

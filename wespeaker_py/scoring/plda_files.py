@@ -1,6 +1,7 @@
 """PLDA on Kaldi files: train on xvector.scp + utt2spk, adapt, score trial lists."""
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -97,11 +98,14 @@ def eval_plda_files(model_path: str, enroll_scp_path: str, utt2spk: str, test_sc
     plda = load_plda(model_path, kaldi_format)
     if indomain_scp_path:
         plda = plda.with_mean_of(_embeddings_for(plda, model_path, indomain_scp_path).matrix)
-    models, model_vectors, counts = _enrollment_models(
-        plda, _embeddings_for(plda, model_path, enroll_scp_path), utt2spk, max_missing_fraction)
+    enroll_table = _embeddings_for(plda, model_path, enroll_scp_path)
+    models, model_vectors, counts = _enrollment_models(plda, enroll_table, utt2spk,
+                                                       max_missing_fraction)
     if multisession_avg:
         counts = np.ones_like(counts)
-    test_table = _embeddings_for(plda, model_path, test_scp_path)
+    # the recipes give one file for both: read it once
+    test_table = enroll_table if os.path.realpath(test_scp_path) == os.path.realpath(
+        enroll_scp_path) else _embeddings_for(plda, model_path, test_scp_path)
     trials = read_trials(trial)
     trials, enroll_of_trial, test_rows, coverage = keep_scorable_trials(
         trials, {m: i for i, m in enumerate(models)}, test_table.index,

@@ -14,9 +14,11 @@ The model is stored as a torch state dict ``{"linear.weight": [1, k+1],
 """
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -28,13 +30,16 @@ from wespeaker_py.scoring.trials import (LABEL_NAMES, TrialList, TrialListBuilde
                                          parse_label, read_score_file, write_score_file)
 from wespeaker_py.utils.atomic_files import atomic_open, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.tables import DataFormatError, iter_table
+from wespeaker_py.utils.tables import DataFormatError, iter_table, open_table
 
 logger = get_logger(__name__)
 
 # the columns score normalisation writes after a trial's score and label
 QMF_NORM_COLUMNS = ("enroll_mag", "test_mag", "enroll_mean", "test_mean")
 _CHUNK = 100_000
+# (key pairs, their line numbers, [m, k] features incl. the score, labels or None)
+_FactorChunk = Tuple[List[List[str]], List[int], np.ndarray, Optional[np.ndarray]]
+_Result = TypeVar("_Result")
 
 
 RATIO_FLOOR = 1e-4
@@ -51,6 +56,16 @@ def pair_features(first: float, second: float) -> Tuple[float, float, float, flo
     """
     low, high = min(first, second), max(first, second)
     return low, high, high - low, high / math.copysign(max(abs(low), RATIO_FLOOR), low)
+
+
+def pair_feature_columns(first: np.ndarray, second: np.ndarray) -> List[np.ndarray]:
+    """:func:`pair_features` of whole columns, value for value the same (a tie takes
+    ``first``'s value, as ``min`` and ``max`` do: it matters for -0.0 against 0.0)."""
+    low = np.where(second < first, second, first)
+    high = np.where(second > first, second, first)
+    magnitude = np.abs(low)
+    floor = np.where(RATIO_FLOOR > magnitude, RATIO_FLOOR, magnitude)
+    return [low, high, high - low, high / np.copysign(floor, low)]
 
 
 def gather_calibration_factors(score_norm_file: str, calibration_factor_file: str,
@@ -71,19 +86,26 @@ def gather_calibration_factors(score_norm_file: str, calibration_factor_file: st
     trials = read_score_file(score_norm_file, QMF_NORM_COLUMNS)
     if durations is not None:
         _require_durations(trials, durations, wav_dur_scp)
-    labels = [None] * len(trials) if trials.labels is None else trials.labels.tolist()
+    # one column per side of each quality measure: durations (looked up once per key),
+    # magnitudes, cohort means
+    columns = [] if durations is None else [
+        np.array([durations[key] for key in keys], dtype=np.float64)[side]
+        for keys, side in ((trials.enroll_keys, trials.enroll), (trials.test_keys, trials.test))]
+    columns += [trials.extra[:, index] for index in range(len(QMF_NORM_COLUMNS))]
+    line_format = ("%s %s" + ("" if trials.labels is None else " %s") + " %.5f "
+                   + " ".join(["%.4f"] * (2 * len(columns))) + "\n")
     with atomic_open(calibration_factor_file, "w", encoding="utf-8") as out:
-        for enroll, test, score, label, (enroll_mag, test_mag, enroll_mean, test_mean) in zip(
-                trials.enroll.tolist(), trials.test.tolist(), trials.scores.tolist(), labels,
-                trials.extra.tolist()):
-            keys = (trials.enroll_keys[enroll], trials.test_keys[test])
-            groups = [] if durations is None else [[durations[key] for key in keys]]
-            groups += [(enroll_mag, test_mag), (enroll_mean, test_mean)]
-            features = []
-            for first, second in groups:
-                features.extend(pair_features(first, second))
-            head = " ".join(keys) + ("" if label is None else f" {LABEL_NAMES[label]}")
-            out.write(f"{head} {score:.5f} " + " ".join(f"{v:.4f}" for v in features) + "\n")
+        for start in range(0, len(trials), _CHUNK):
+            stop = start + _CHUNK
+            values = [[trials.enroll_keys[i] for i in trials.enroll[start:stop].tolist()],
+                      [trials.test_keys[i] for i in trials.test[start:stop].tolist()]]
+            if trials.labels is not None:
+                values.append([LABEL_NAMES[i] for i in trials.labels[start:stop].tolist()])
+            values.append(trials.scores[start:stop].tolist())
+            for first, second in zip(columns[::2], columns[1::2]):
+                values += [feature.tolist() for feature in
+                           pair_feature_columns(first[start:stop], second[start:stop])]
+            out.write("".join([line_format % line for line in zip(*values)]))
     return len(trials)
 
 
@@ -101,8 +123,7 @@ def _require_durations(trials: TrialList, durations: Dict[str, float],
                                                     f"duration in {wav_dur_scp}")
 
 
-def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], List[int], np.ndarray,
-                                                     Optional[np.ndarray]]]:
+def _iter_factor_chunks(path: str) -> Iterator[_FactorChunk]:
     """Yield (key pairs, their line numbers, [m, k] features incl. the score, labels or
     None) chunk by chunk."""
     width = None
@@ -142,6 +163,67 @@ def _iter_factor_chunks(path: str) -> Iterator[Tuple[List[List[str]], List[int],
         raise DataFormatError(path, None, "holds no trials")
 
 
+class _IrregularFactorFile(Exception):
+    """A factor file that :func:`_numpy_factor_chunks` leaves to the per-line reader."""
+
+
+def _numpy_factor_chunks(path: str) -> Iterator[_FactorChunk]:
+    """The chunks of :func:`_iter_factor_chunks`, parsed by numpy (twice as fast) from a file
+    whose every line is regular: no blank line, the columns and the label form of the first
+    line, finite numbers. Anything else (and any error) is :class:`_IrregularFactorFile`:
+    the per-line reader, which names the line that is wrong, reads the file again.
+    """
+    try:
+        with open_table(path) as handle:
+            line_no = 0
+            columns = None
+            while True:
+                lines = list(itertools.islice(handle, _CHUNK))
+                if not lines:
+                    break
+                if columns is None:
+                    first = lines[0].split()
+                    if len(first) < 4:
+                        raise _IrregularFactorFile("a blank or short first line")
+                    has_label = parse_label(first[2]) is not None
+                    key_columns = 3 if has_label else 2
+                    columns = np.dtype([("heads", object, (key_columns,)),
+                                        ("numbers", np.float64, (len(first) - key_columns,))])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")   # loadtxt's note on a blank line
+                    table = np.loadtxt(lines, dtype=columns, comments=None, ndmin=1)
+                numbers = np.ascontiguousarray(table["numbers"])
+                if len(table) != len(lines) or not np.isfinite(numbers).all():
+                    raise _IrregularFactorFile("a blank line or a number that is not finite")
+                labels = None
+                if has_label:
+                    tokens = table["heads"][:, 2].tolist()
+                    codes = {token: parse_label(token) for token in set(tokens)}
+                    if None in codes.values():
+                        raise _IrregularFactorFile("label column present on some lines only")
+                    labels = np.array([codes[token] for token in tokens])
+                yield (table["heads"][:, :2].tolist(),
+                       list(range(line_no + 1, line_no + len(lines) + 1)), numbers, labels)
+                line_no += len(lines)
+            if columns is None:
+                raise _IrregularFactorFile("no lines")
+    except _IrregularFactorFile:
+        raise
+    except Exception as error:   # whatever it is, the per-line reader says it better
+        raise _IrregularFactorFile(str(error)) from error
+
+
+def _read_factor_chunks(path: str, consume: Callable[[Iterator[_FactorChunk]], _Result]
+                        ) -> _Result:
+    """``consume`` the chunks of factor file ``path``: those of the numpy reader, or, when
+    that gives up, those of the per-line reader."""
+    try:
+        return consume(_numpy_factor_chunks(path))
+    except _IrregularFactorFile as error:
+        logger.debug("%s: read line by line (%s)", path, error)
+        return consume(_iter_factor_chunks(path))
+
+
 def _finite(path: str, line_nos: List[int], rows: List[List[float]]) -> np.ndarray:
     """``rows`` as an array; a NaN or inf is an error naming its line of ``path``."""
     values = np.array(rows)
@@ -155,18 +237,21 @@ def _finite(path: str, line_nos: List[int], rows: List[List[float]]) -> np.ndarr
 def read_calibration_factors(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """All ``(features [n, k], labels [n])`` of a labelled calibration factor file, which
     must hold both target and nontarget trials."""
-    features, labels = [], []
-    for _, _, chunk, chunk_labels in _iter_factor_chunks(path):
-        if chunk_labels is None:
-            raise DataFormatError(path, 1, "training calibration needs labelled trials")
-        features.append(chunk)
-        labels.append(chunk_labels)
-    labels_all = np.concatenate(labels)
+    def collect(chunks: Iterator[_FactorChunk]) -> Tuple[np.ndarray, np.ndarray]:
+        features, labels = [], []
+        for _, _, chunk, chunk_labels in chunks:
+            if chunk_labels is None:
+                raise DataFormatError(path, 1, "training calibration needs labelled trials")
+            features.append(chunk)
+            labels.append(chunk_labels)
+        return np.concatenate(features), np.concatenate(labels)
+
+    features, labels_all = _read_factor_chunks(path, collect)
     targets = int(labels_all.sum())
     if targets in (0, len(labels_all)):
         raise DataFormatError(path, None, f"training calibration needs target and nontarget "
                                           f"trials, got {targets} targets of {len(labels_all)}")
-    return np.concatenate(features), labels_all
+    return features, labels_all
 
 
 def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
@@ -265,21 +350,25 @@ def infer_calibration_file(calibration_factor_file: str, save_model_path: str,
     """Write ``enroll test llr [label]`` for every trial of a factor file (a score file,
     :func:`~wespeaker_py.scoring.trials.write_score_file`); return the count."""
     model = load_calibration(save_model_path)
-    trials = TrialListBuilder(calibration_factor_file)
-    llrs: List[np.ndarray] = []
-    labels: List[np.ndarray] = []
-    for keys, line_nos, features, chunk_labels in _iter_factor_chunks(calibration_factor_file):
-        if features.shape[1] != model.weight.shape[0]:
-            raise DataFormatError(
-                calibration_factor_file, None,
-                f"has {features.shape[1]} numbers a trial, the calibration model "
-                f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
-                "with different --drop_duration?")
-        llrs.append(model(features))
-        for (enroll, test), line_no in zip(keys, line_nos):
-            trials.add(enroll, test, line_no)
-        if chunk_labels is not None:
-            labels.append(chunk_labels)
-    scored = trials.build(np.concatenate(labels) if labels else None)
-    write_score_file(calibration_score_file, scored, np.concatenate(llrs))
+
+    def score(chunks: Iterator[_FactorChunk]) -> Tuple[TrialList, np.ndarray]:
+        trials = TrialListBuilder(calibration_factor_file)
+        llrs: List[np.ndarray] = []
+        labels: List[np.ndarray] = []
+        for keys, line_nos, features, chunk_labels in chunks:
+            if features.shape[1] != model.weight.shape[0]:
+                raise DataFormatError(
+                    calibration_factor_file, None,
+                    f"has {features.shape[1]} numbers a trial, the calibration model "
+                    f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
+                    "with different --drop_duration?")
+            llrs.append(model(features))
+            for (enroll, test), line_no in zip(keys, line_nos):
+                trials.add(enroll, test, line_no)
+            if chunk_labels is not None:
+                labels.append(chunk_labels)
+        return trials.build(np.concatenate(labels) if labels else None), np.concatenate(llrs)
+
+    scored, llrs = _read_factor_chunks(calibration_factor_file, score)
+    write_score_file(calibration_score_file, scored, llrs)
     return len(scored)

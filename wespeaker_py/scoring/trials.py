@@ -16,6 +16,7 @@ Score files are ``enroll test score [target|nontarget] [extra numeric columns]``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -40,7 +41,7 @@ def parse_score(path: str, line_no: int, text: str, what: str = "score") -> floa
         score = float(text)
     except ValueError:
         raise DataFormatError(path, line_no, f"{what} {text!r} is not a number") from None
-    if not np.isfinite(score):
+    if not math.isfinite(score):   # np.isfinite costs 30x more on a Python float
         raise DataFormatError(path, line_no, f"{what} {text!r} is not finite")
     return score
 

@@ -90,10 +90,11 @@ def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
     sums: Dict[str, torch.Tensor] = {}
     reference: Dict[str, torch.Tensor] = {}
     for path in progress_bar(paths, desc="averaging", unit="ckpt"):
-        state = model_state_of(read_checkpoint(path))
+        # mapped, not read: only the model tensors are paged in, never the optimizer state
+        state = model_state_of(read_checkpoint(path, lazy=True))
         if not reference:
             reference = dict(state)
-            sums = {key: value.double().clone() if value.is_floating_point() else value
+            sums = {key: value.double().clone() if value.is_floating_point() else value.clone()
                     for key, value in state.items()}
             continue
         if set(state) != set(reference):
@@ -106,7 +107,7 @@ def average_state_dicts(paths: List[str]) -> Dict[str, torch.Tensor]:
             if value.is_floating_point():
                 sums[key] += value.double()
             else:
-                sums[key] = value
+                sums[key] = value.clone()   # a copy: nothing returned maps the file
     return {key: (total / len(paths)).to(reference[key].dtype)
             if reference[key].is_floating_point() else total
             for key, total in sums.items()}
