@@ -163,7 +163,7 @@ def _iter_factor_chunks(path: str) -> Iterator[_FactorChunk]:
         raise DataFormatError(path, None, "holds no trials")
 
 
-class _IrregularFactorFile(Exception):
+class _IrregularFactorFile(WespeakerError):
     """A factor file that :func:`_numpy_factor_chunks` leaves to the per-line reader."""
 
 
