@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from wespeaker_py.cli.common import exit_status, one_line
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.stats import NARROW_BAND, SkipSummary
-from wespeaker_py.errors import exit_status, one_line
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
@@ -174,7 +174,7 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
 
 def stop_reason(error: BaseException) -> str:
     """Why ``error`` ended a run, in one line: what the command prints for it
-    (:func:`~wespeaker_py.errors.one_line`), ``interrupted`` for Ctrl-C, and the
+    (:func:`~wespeaker_py.cli.common.one_line`), ``interrupted`` for Ctrl-C, and the
     error's type first for one it keeps the traceback of (a bug)."""
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
