@@ -73,7 +73,7 @@ def read_checkpoint(path: str, lazy: bool = False) -> Dict[str, Any]:
             loaded = _load(path, lazy)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
-                               f"({type(error).__name__}: {_first_sentence(error)})") from None
+                               f"({type(error).__name__}: {first_line(error)})") from None
     if isinstance(loaded, torch.jit.ScriptModule):
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a TorchScript "
                                f"model, as bin.export_jit writes; give the checkpoint it "
@@ -82,19 +82,6 @@ def read_checkpoint(path: str, lazy: bool = False) -> Dict[str, Any]:
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it holds a "
                                f"{type(loaded).__name__}, not a dict of tensors)")
     return loaded
-
-
-def _first_sentence(error: BaseException, limit: int = 300) -> str:
-    """The first sentence of another library's error message, to quote inside one of ours
-    (torch's message for a damaged file goes on with advice that does not apply); one
-    longer than ``limit`` characters cut at a word's end, with ``...``."""
-    text = first_line(error, limit=10 * limit)
-    end = text.find(". ")
-    if end >= 0:
-        text = text[:end + 1]
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return text
 
 
 def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:

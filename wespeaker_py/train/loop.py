@@ -8,14 +8,6 @@ batch's utterance keys (the step itself was already undone on the device).
 After every batch the ranks agree (:class:`~wespeaker_py.train.interrupt.RunControl`,
 on the host) whether to stop there, on a signal, or to save the state at a log point.
 
-A data loader that fails (a worker killed, by the out-of-memory killer say, or no batch
-within ``dataloader_args.timeout``) is found where the next batch is asked for, never
-mid-step: torch's check of its workers on SIGCHLD, which raises wherever the process is,
-is held back until then (:class:`_WorkerDeathsAtNext`). The batches trained so far are
-intact, so in one process the trainer saves the state there
-(:class:`DataLoaderFailedError`); under torchrun the other ranks already wait for this
-one's next step, so the rank only stops, with the same message.
-
 Every rank runs exactly ``epoch_iter`` batches; the training data set repeats
 its list when a rank's share runs short, as WeSpeaker's does, so no rank needs
 to ask the others whether data remains. A loader that still ends early has no
@@ -24,13 +16,12 @@ usable utterance left, which is an error.
 from __future__ import annotations
 
 import math
-import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
-from wespeaker_py.errors import RunFailedError, first_line
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
 from wespeaker_py.train.step import StepOutcome
@@ -104,62 +95,6 @@ class NonFiniteLossError(RunFailedError):
         self.position = position
 
 
-class DataLoaderFailedError(RunFailedError):
-    """The training data loader failed: a worker died (killed by a signal: the kernel's
-    out-of-memory killer often picks a worker) or no batch came within
-    ``dataloader_args.timeout``.
-
-    ``position``: where the epoch stood after its last trained batch, the failed one
-    never trained; the trainer saves the state there. None under torchrun, where the
-    other ranks wait in this one's next step and cannot save with it: nothing is saved.
-    """
-
-    def __init__(self, message: str, position: Optional[EpochPosition] = None):
-        super().__init__(message)
-        self.position = position
-
-
-# the start of torch's messages for a worker that died and for dataloader_args.timeout (an
-# error raised inside a worker reads "Caught <type> in DataLoader worker process N" instead)
-_LOADER_FAILURES = ("DataLoader worker (pid", "DataLoader timed out")
-
-
-class _WorkerDeathsAtNext:
-    """Hold back torch's check of the loader workers on SIGCHLD, which raises wherever
-    the main thread is (mid-step, where the weights may be half updated), until
-    :meth:`check`, just before the next batch is asked for.
-
-    Only where torch's handler is in place (a loader with workers) and this is the main
-    thread; :meth:`stop` puts torch's handler back.
-    """
-
-    def __init__(self) -> None:
-        self._torch_handler = None
-        self._pending = False
-        handler = signal.getsignal(signal.SIGCHLD)
-        if callable(handler):
-            try:
-                signal.signal(signal.SIGCHLD, self._note)
-                self._torch_handler = handler
-            except ValueError:   # not the main thread: torch's handler stays
-                pass
-
-    def _note(self, signum: int, frame) -> None:
-        self._pending = True
-
-    def check(self) -> None:
-        """Run torch's check now if a child process ended since the last one (it raises
-        for a worker that died)."""
-        if self._pending and self._torch_handler is not None:
-            self._pending = False
-            self._torch_handler(signal.SIGCHLD, None)
-
-    def stop(self) -> None:
-        if self._torch_handler is not None:
-            signal.signal(signal.SIGCHLD, self._torch_handler)
-            self._torch_handler = None
-
-
 @dataclass
 class EpochResult:
     """One epoch over all ranks: mean loss and accuracy (%), batch counts summed."""
@@ -229,17 +164,9 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     progress = progress_bar(total=epoch_iter, initial=first, desc=trainer.progress_name(epoch),
                             unit="batch", enabled=world.is_main, leave=False)
     epoch_start_rng, iterator = _start_epoch_data(batches, resume_at, world)
-    worker_deaths = _WorkerDeathsAtNext()
     try:
         for index in range(epoch_iter):
-            try:
-                worker_deaths.check()
-                batch = next(iterator, None)
-            except RuntimeError as error:
-                if not str(error).startswith(_LOADER_FAILURES):
-                    raise
-                raise _loader_failed(trainer, epoch, max(index, first), error, totals,
-                                     epoch_totals, epoch_start_rng, progress) from error
+            batch = next(iterator, None)
             if batch is None:
                 raise TrainingDataError(
                     f"epoch {epoch}: rank {world.rank}'s training data gave "
@@ -275,46 +202,7 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
-        worker_deaths.stop()   # after the workers are gone: torch forgot them
     return _epoch_result(trainer, epoch, epoch_totals)
-
-
-def _loader_failed(trainer: "Trainer", epoch: int, done: int, error: RuntimeError,
-                   totals: DeviceTotals, epoch_totals: torch.Tensor,
-                   epoch_start_rng: Mapping[str, Any], progress: "tqdm"
-                   ) -> DataLoaderFailedError:
-    """The :class:`DataLoaderFailedError` for the loader's ``error`` after ``done`` batches
-    of ``epoch``; in one process with the position to save: the steps since the last log
-    point are read and reported first, as at a stop (a non-finite one, with ``nonfinite_loss:
-    raise``, raises :class:`NonFiniteLossError` instead), and with no batch done the
-    generators are put back as the epoch began (the loader's start drew from them)."""
-    plan = trainer.plan
-    world = plan.world
-    position = None
-    if not world.is_distributed:
-        if totals.outcomes:
-            since_last, first_dropped = totals.read()
-            epoch_totals += torch.tensor(since_last, dtype=torch.float64)
-            position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
-            _report(trainer, epoch, position, since_last, first_dropped,
-                    (epoch - 1) * plan.epoch_iter + done - 1, trainer.lr_scheduler.get_lr(),
-                    progress)
-        elif done:
-            position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
-        else:
-            restore_rng_state(epoch_start_rng, world.device)
-            position = EpochPosition(0, zero_totals(), None)
-    reason = first_line(error).rstrip(". ")
-    if reason.startswith("DataLoader timed out"):
-        advice = ("no batch within dataloader_args.timeout: a stuck or very slow read (a "
-                  "network disk?); raise the timeout, or 0 to wait for ever")
-    else:
-        advice = ("a worker killed by the out-of-memory killer? see dmesg; fewer "
-                  "dataloader_args.num_workers or a smaller dataloader_args.prefetch_factor "
-                  "need less memory")
-    return DataLoaderFailedError(f"the training data loader failed at "
-                                 f"{trainer.epoch_name(epoch)} after its batch {done}: "
-                                 f"{reason} ({advice})", position)
 
 
 def _epoch_result(trainer: "Trainer", epoch: int, epoch_totals: torch.Tensor) -> EpochResult:

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from wespeaker_py.cli.common import exit_status, one_line
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.stats import NARROW_BAND, SkipSummary
@@ -32,15 +31,13 @@ from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects
 from wespeaker_py.train.experiment import FINAL_MODEL, ExperimentFolder
 from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
                                           TrainingStopped)
-from wespeaker_py.train.loop import (DataLoaderFailedError, EpochPosition, EpochResult,
-                                     EpochStopped, NonFiniteLossError, TrainingDataError,
-                                     train_epoch, zero_totals)
+from wespeaker_py.train.loop import (EpochPosition, EpochResult, EpochStopped, NonFiniteLossError,
+                                     TrainingDataError, train_epoch, zero_totals)
 from wespeaker_py.train.plan import TrainingPlan, resolve
 from wespeaker_py.train.step import TrainingStep, keep_optimizer_state_on_device
 from wespeaker_py.utils.logging_utils import get_logger
 
-__all__ = ["DataLoaderFailedError", "EpochResult", "NonFiniteLossError", "Trainer",
-           "TrainingDataError", "run_training"]
+__all__ = ["EpochResult", "NonFiniteLossError", "Trainer", "TrainingDataError", "run_training"]
 
 logger = get_logger(__name__)
 
@@ -162,24 +159,10 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
                 control = RunControl(stop, world, config.save_minute_interval)
                 return _train(plan, folder, dataset, control, resume_hint, label,
                               note_narrow_band)
-        except (Exception, KeyboardInterrupt) as error:
-            if world.is_main:   # train.log's last word, before it is closed
-                logger.error("training stopped: %s", stop_reason(error))
-            raise
         finally:
             folder.close()
     finally:
         shutdown_distributed()
-
-
-def stop_reason(error: BaseException) -> str:
-    """Why ``error`` ended a run, in one line: what the command prints for it
-    (:func:`~wespeaker_py.cli.common.one_line`), ``interrupted`` for Ctrl-C, and the
-    error's type first for one it keeps the traceback of (a bug)."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    text = one_line(error)
-    return text if exit_status(error) is not None else f"{type(error).__name__}: {text}"
 
 
 def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,
@@ -253,10 +236,8 @@ def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
     """Train ``epoch`` (:func:`~wespeaker_py.train.loop.train_epoch`) and return its averages.
 
     An epoch that ends early ends the run: out of data, after logging this rank's skip
-    counts; on a signal (TrainingStopped), a non-finite step with ``nonfinite_loss: raise``
-    (NonFiniteLossError, saying how to go on) or a failed data loader in one process
-    (DataLoaderFailedError), after saving the state in interrupted.pt; a failed data loader
-    under torchrun saves nothing (see DataLoaderFailedError).
+    counts; on a signal (TrainingStopped) or a non-finite step with ``nonfinite_loss: raise``
+    (NonFiniteLossError, saying how to go on), after saving the state in interrupted.pt.
     """
     world, folder = trainer.plan.world, trainer.folder
     try:
@@ -279,18 +260,6 @@ def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
             f"batches from there on; a lower learning rate or enable_amp: false changes "
             f"the run's settings, so such a rerun trains again from the checkpoint it "
             f"starts from instead", failed.position) from None
-    except DataLoaderFailedError as failed:
-        if failed.position is None:
-            raise DataLoaderFailedError(
-                f"{failed}; under torchrun the other ranks wait for this one's next step, so "
-                f"nothing more is saved: run the same command (the recipes pass the newest "
-                f"checkpoint) to continue from the last checkpoint or periodic save") from failed
-        trainer.save_interrupted(epoch, failed.position)
-        where = (f"after batch {failed.position.batch}" if failed.position.batch
-                 else "as the epoch began")
-        raise DataLoaderFailedError(
-            f"{failed}; the state {where} is saved in {folder.layout.interrupted_path}: "
-            f"{_resume_hint(folder, resume_hint)}", failed.position) from failed
 
 
 def _end_of_epoch(trainer: Trainer, epoch: int, data: SkipSummary,
