@@ -7,9 +7,9 @@ import pkgutil
 import pytest
 
 import wespeaker_py
-from wespeaker_py.cli.common import (RUN_FAILED_STATUS, USER_ERROR_STATUS, UsageError,
-                                     exit_status, run_main)
-from wespeaker_py.errors import RunFailedError, WespeakerError
+from wespeaker_py.cli.common import UsageError, run_main
+from wespeaker_py.errors import (RUN_FAILED_STATUS, USER_ERROR_STATUS, RunFailedError,
+                                 WespeakerError, exit_status, first_line)
 
 
 def _package_exception_classes():
@@ -83,3 +83,11 @@ def test_an_interrupt_with_a_hint_is_still_ctrl_c_and_no_error():
     from wespeaker_py.cli.common import InterruptedWithHint
     assert issubclass(InterruptedWithHint, KeyboardInterrupt)
     assert not issubclass(InterruptedWithHint, Exception)   # never caught as an error
+
+
+def test_first_line_quotes_another_librarys_message_cut_at_a_word():
+    error = RuntimeError("failed finding central directory. This is an internal error.\nmore")
+    assert first_line(error) == "failed finding central directory. This is an internal error."
+    assert first_line(error, sentence=True) == "failed finding central directory."
+    assert first_line(error, limit=20) == "failed finding ..."
+    assert first_line(RuntimeError("")) == "RuntimeError"

@@ -1,6 +1,8 @@
 """The training loop end to end on a small generated corpus (CPU, one process)."""
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,9 +14,11 @@ from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.bin import train as train_cli
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.config import ConfigError
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.runtime.checkpoint import CheckpointMismatchError
 from wespeaker_py.train import curves as curves_module
 from wespeaker_py.train.average import average_checkpoints
+from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.curves import read_training_curves
 from wespeaker_py.train.loop import train_epoch
 from wespeaker_py.train.step import stacked_total_norm
@@ -149,6 +153,45 @@ def test_existing_checkpoints_need_an_explicit_resume(small_corpus, tmp_path):
     run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+
+
+_HOLD_FOLDER = """
+import sys
+import torch
+from wespeaker_py.train.distributed import DistContext
+from wespeaker_py.train.experiment import ExperimentFolder
+from wespeaker_py.train.plan import Layout
+folder = ExperimentFolder(Layout(sys.argv[1]), DistContext(0, 0, 1, torch.device("cpu")))
+folder.open(resuming=False)
+print("holding", flush=True)
+sys.stdin.read()
+folder.close()
+"""
+
+
+def test_a_second_run_into_a_folder_being_trained_stops_naming_the_first(small_corpus,
+                                                                         tmp_path):
+    exp_dir = str(tmp_path / "exp")
+    first = subprocess.Popen([sys.executable, "-c", _HOLD_FOLDER, exp_dir], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert first.stdout.readline() == "holding\n"
+        lock = os.path.join(exp_dir, "models", ".train.lock")
+        assert os.path.isfile(lock) and checkpoints_by_epoch(os.path.dirname(lock)) == []
+        log_before = open(os.path.join(exp_dir, "train.log")).read()
+        with pytest.raises(RunFailedError, match=rf"{exp_dir} is being trained by process "
+                                                 rf"{first.pid} on .*\(since .*\), which holds "
+                                                 rf".*models/\.train\.lock; wait for"):
+            run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))
+        # nothing of the refused run in the folder
+        assert not os.path.exists(os.path.join(exp_dir, "config.yaml"))
+        assert open(os.path.join(exp_dir, "train.log")).read() == log_before
+    finally:
+        first.communicate("", timeout=60)
+    assert first.returncode == 0
+    run_training(tiny_config(exp_dir, small_corpus, num_epochs=1))   # free again
+    models = os.path.join(exp_dir, "models")
+    assert sorted(os.listdir(models)) == ["final_model.pt", "model_1.pt"]   # lock let go
 
 
 def test_large_margin_fine_tuning_from_the_averaged_model(small_corpus, tmp_path):

@@ -1,4 +1,5 @@
 """No fake success: runs that train nothing fail, and final_model.pt follows the last checkpoint."""
+import errno
 import json
 import logging
 import os
@@ -57,7 +58,13 @@ def test_an_epoch_without_any_batch_fails_with_a_message(tmp_path, capsys):
     code = run_main(train_cli.main, _cli_args(tiny_config(str(tmp_path / "cli"), corpus),
                                               tmp_path))
     assert code == 1
-    assert "training data gave no batch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training data gave no batch" in err
+    # train.log ends with the line the command printed, as an ERROR record
+    printed = [line for line in err.splitlines() if ": error: " in line][-1]
+    reason = printed.split(": error: ", 1)[1].split(" (run with --debug")[0]
+    last = open(str(tmp_path / "cli" / "train.log")).read().splitlines()[-1]
+    assert last.endswith(f" ERROR [wespeaker_py.train.trainer] training stopped: {reason}")
 
 
 def _mostly_missing(corpus, root):
@@ -165,6 +172,31 @@ def test_final_model_exists_as_soon_as_the_last_checkpoint_does(corpus, tmp_path
         run_training(tiny_config(exp_dir, corpus, num_epochs=2))
     final = os.path.join(exp_dir, "models", "final_model.pt")
     assert os.path.isfile(final) and os.path.samefile(final, last)
+
+
+@pytest.mark.parametrize("code, expected", [
+    (errno.EACCES, r"^cannot write {path}: Permission denied \(in {folder}\)$"),
+    (errno.ENOSPC, r"^no space left on device while writing {path}$")])
+def test_a_models_folder_that_takes_no_new_file_is_named_not_the_temporary_file(
+        corpus, tmp_path, monkeypatch, code, expected):
+    """A folder made unwritable mid-run (chattr +i, a remount read-only) or full."""
+    exp_dir = str(tmp_path / "exp")
+    checkpoint = os.path.join(exp_dir, "models", "model_2.pt")
+    os_open = os.open
+
+    def open_refusing_the_checkpoint(file, flags, *args, **kwargs):
+        if flags & os.O_CREAT and os.path.basename(file).startswith(".tmp_model_2.pt."):
+            raise OSError(code, os.strerror(code), file)
+        return os_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(atomic_files.os, "open", open_refusing_the_checkpoint)
+    with pytest.raises(OSError) as raised:
+        run_training(tiny_config(exp_dir, corpus, num_epochs=2))
+    monkeypatch.undo()
+    message = expected.format(path=re.escape(checkpoint),
+                              folder=re.escape(os.path.dirname(checkpoint)))
+    assert re.match(message, str(raised.value)), str(raised.value)
+    assert ".tmp_" not in open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
 
 
 def test_a_resume_with_nothing_left_makes_final_model(corpus, tmp_path):

@@ -298,6 +298,16 @@ def test_what_is_no_checkpoint_is_named(corpus, tmp_path):
                                                          "(it holds a list, not a dict of "
                                                          "tensors)")):
         plan_of(tiny_config(str(tmp_path / "exp"), corpus, checkpoint=listed))
+    # a truncated file: torch's first sentence, not its advice cut at a fixed length
+    truncated = str(tmp_path / "model_4.pt")
+    torch.save({"weight": torch.zeros(50000)}, truncated)
+    with open(truncated, "r+b") as handle:
+        handle.truncate(os.path.getsize(truncated) // 2)
+    with pytest.raises(ModelSourceError) as raised:
+        read_checkpoint(truncated)
+    assert str(raised.value) == (f"{truncated}: not a PyTorch checkpoint (RuntimeError: "
+                                 f"PytorchStreamReader failed reading zip archive: failed "
+                                 f"finding central directory.)")
 
 
 def test_one_rule_names_the_epoch_checkpoints(tmp_path):

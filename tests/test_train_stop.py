@@ -2,6 +2,7 @@
 import copy
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,3 +203,16 @@ def test_a_repeated_stop_signal_ends_the_run_only_after_the_grace_period(grace, 
         assert "still running, stop noted: True" in result.stdout
     else:
         assert result.returncode == -signal.SIGTERM and not result.stdout
+
+
+def test_an_interrupt_the_run_does_not_catch_is_the_last_line_of_its_log(corpus, tmp_path,
+                                                                         monkeypatch):
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingStep, "__call__", interrupted)
+    exp_dir = str(tmp_path / "exp")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    last = open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
+    assert re.search(r"\bERROR\b.* training stopped: interrupted$", last), last

@@ -1,8 +1,9 @@
 """The package's exceptions: one root, :class:`WespeakerError`, with a message that names the input.
 
 Every error the package raises on purpose derives from :class:`WespeakerError`;
-the command-line home (:mod:`wespeaker_py.cli.common`) maps them to an exit
-status with ``isinstance``:
+:func:`exit_status` maps them to the exit status of the command they end (the
+command-line home, :mod:`wespeaker_py.cli.common`, prints :func:`one_line` of them; a
+training run writes the same line last in its ``train.log``), with ``isinstance``:
 
 - :class:`WespeakerError` and its subclasses: what the user gave is at fault (a
   file, an argument, a config key, audio, a model folder), exit status 2;
@@ -19,7 +20,13 @@ is cheap (no torch).
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Optional
+
+# the exit statuses of the two roots (see above)
+RUN_FAILED_STATUS = 1
+USER_ERROR_STATUS = 2
+# OSErrors that mean the user named a wrong path (a full disk is a DiskFullError, status 1)
+USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 class WespeakerError(Exception):
@@ -49,10 +56,34 @@ class RunFailedError(WespeakerError, RuntimeError):
     trials lost, ...); the message says what happened and where it was counted."""
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of another library's error message (at most ``limit`` characters;
-    the error's type name when the message is empty), to quote inside one of ours."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+def first_line(error: BaseException, limit: int = 300, sentence: bool = False) -> str:
+    """The first line of another library's error message (the error's type name when the
+    message is empty), to quote inside one of ours; with ``sentence``, its first sentence
+    only (torch goes on with advice that may not apply). Longer than ``limit`` characters, it
+    is cut at a word's end, with ``...``."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    end = text.find(". ") if sentence else -1
+    if end >= 0:
+        text = text[:end + 1]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def exit_status(error: BaseException) -> Optional[int]:
+    """The exit status of a command that ``error`` ended, for an error the user can act on;
+    None for a bug (keep the traceback)."""
+    if isinstance(error, RunFailedError):
+        return RUN_FAILED_STATUS
+    if isinstance(error, (WespeakerError,) + USER_OS_ERRORS):
+        return USER_ERROR_STATUS
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a missing file's name included)."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 def did_you_mean(word: str, choices: Iterable[str], ignore_case: bool = False) -> str:

@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from wespeaker_py.cli.common import UsageError, bin_parser, exit_status, one_line, run_main
+from wespeaker_py.cli.common import UsageError, bin_parser, run_main
+from wespeaker_py.errors import exit_status, one_line
 from wespeaker_py.utils.atomic_files import raise_if_disk_full
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input

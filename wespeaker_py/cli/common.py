@@ -34,7 +34,7 @@ import select
 import sys
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
-from wespeaker_py.errors import RunFailedError, WespeakerError
+from wespeaker_py.errors import WespeakerError, exit_status, one_line
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
 from wespeaker_py.utils.progress import check_progress_settings
 from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_threads
@@ -42,12 +42,8 @@ from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_t
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "WESPEAKER_PY_DEBUG"
 OK_STATUS = 0
-RUN_FAILED_STATUS = 1
-USER_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130
 BROKEN_PIPE_STATUS = 141   # 128 + SIGPIPE, what a shell shows for a Unix tool cut off so
-# OSErrors that mean the user named a wrong path (a full disk is a DiskFullError, status 1)
-USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 class UsageError(WespeakerError):
@@ -276,23 +272,6 @@ def debug_requested(argv: Sequence[str]) -> bool:
 
 
 # -- errors and exit status ------------------------------------------------------------------
-
-def exit_status(error: BaseException) -> Optional[int]:
-    """The exit status for an error the user can act on; None for a bug (keep the traceback)."""
-    if isinstance(error, RunFailedError):
-        return RUN_FAILED_STATUS
-    if isinstance(error, (WespeakerError,) + USER_OS_ERRORS):
-        return USER_ERROR_STATUS
-    return None
-
-
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (a missing file's name included)."""
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.filename}: {error.strerror}"
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
 
 def _stdout_reader_gone() -> bool:
     """Whether standard output is a pipe whose reading end was closed (and not some other

@@ -72,8 +72,8 @@ def read_checkpoint(path: str, lazy: bool = False) -> Dict[str, Any]:
                 warnings.filterwarnings("ignore", message=message, category=category)
             loaded = _load(path, lazy)
     except Exception as error:  # torch.load raises many types for a file that is no checkpoint
-        raise ModelSourceError(f"{path}: not a PyTorch checkpoint "
-                               f"({type(error).__name__}: {first_line(error)})") from None
+        raise ModelSourceError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: "
+                               f"{first_line(error, sentence=True)})") from None
     if isinstance(loaded, torch.jit.ScriptModule):
         raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a TorchScript "
                                f"model, as bin.export_jit writes; give the checkpoint it "

@@ -2,6 +2,11 @@
 
 ``exp_dir/train_curves.png`` is drawn again from ``train.log`` after every epoch.
 
+One run at a time trains in a folder: rank 0 holds ``models/.train.lock``
+(:func:`~wespeaker_py.utils.locks.hold_lock`) from the start of the run to its end, and a
+second run into the same ``exp_dir`` (a requeued job beside the old one, a stage started
+twice) stops before it writes anything, naming the process that holds it.
+
 ``exp_dir/models`` holds ``model_<epoch>.pt`` checkpoints and ``final_model.pt``,
 a link to the last epoch's checkpoint. The link is made before that checkpoint
 is renamed into place, so the checkpoint never exists without it, whenever the
@@ -12,12 +17,15 @@ state and parameter digest to a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
-from typing import Any, Callable, Mapping, Optional
+import socket
+from typing import IO, Any, Callable, Mapping, Optional
 
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, save_config
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name,
                                            checkpoints_by_epoch, parameter_digest,
                                            save_training_checkpoint)
@@ -25,11 +33,14 @@ from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
 from wespeaker_py.utils.atomic_files import atomic_symlink, remove_stale_temp_files
+from wespeaker_py.utils.locks import drop_lock, hold_lock, lock_holder
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
+from wespeaker_py.utils.paths import OutputNotWritableError
 
 logger = get_logger(__name__)
 
 FINAL_MODEL = "final_model.pt"
+TRAIN_LOCK = ".train.lock"   # in models/; never a checkpoint's name
 
 
 def link_final_model(model_dir: str, epoch: int) -> None:
@@ -44,38 +55,66 @@ class ExperimentFolder:
         self.layout = layout
         self.world = world
         self._stop_file_log: Optional[Callable[[], None]] = None
+        self._lock: Optional[IO[str]] = None
         self._writer = None
         self._curves_failed = False
         self.standing = Lineage(0, None)   # the checkpoint the run's weights last stood on
         self.standing_path: Optional[str] = None   # its file (None: none, from scratch)
 
     def open(self, resuming: bool) -> None:
-        """Start ``train.log``, create ``models/``, start tensorboard (rank 0 writes).
+        """Create ``models/`` and lock it for this run, start ``train.log`` and tensorboard
+        (rank 0 writes).
 
-        Refuses to overwrite checkpoints unless ``resuming``; removes the
-        temporary files a killed run left behind
-        (:func:`~wespeaker_py.utils.atomic_files.remove_stale_temp_files`).
+        Refuses a folder another run is training in (:class:`RunFailedError` on every rank,
+        before this run writes anything there; the lock is held until :meth:`close`), and
+        to overwrite checkpoints unless ``resuming``; removes the temporary files a killed
+        run left behind (:func:`~wespeaker_py.utils.atomic_files.remove_stale_temp_files`).
         """
+        model_dir = self.layout.model_dir
+        os.makedirs(model_dir, exist_ok=True)
+        refusal = self._take_lock() if self.world.is_main else None
+        refusal = gather_objects(refusal, self.world)[0]   # every rank stops with rank 0
+        if refusal is not None:
+            raise RunFailedError(refusal)
         if self.world.is_main:
             self._stop_file_log = log_to_file(self.layout.log_path)
-        model_dir = self.layout.model_dir
         if not resuming and checkpoints_by_epoch(model_dir):
             raise ConfigError(f"{model_dir} already holds checkpoints; pass --checkpoint to "
                               f"resume or choose another exp_dir")
-        os.makedirs(model_dir, exist_ok=True)
         if not self.world.is_main:
             return
         for folder in (self.layout.exp_dir, model_dir):
             remove_stale_temp_files(folder)   # logs each, with its size
         self._writer = _summary_writer(self.layout.tensorboard_dir)
 
+    def _take_lock(self) -> Optional[str]:
+        """Hold ``models/.train.lock`` for this process, saying who holds it; None, or the
+        refusal when another run holds it."""
+        lock_path = os.path.join(self.layout.model_dir, TRAIN_LOCK)
+        since = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        try:
+            self._lock = hold_lock(lock_path, f"process {os.getpid()} on "
+                                              f"{socket.gethostname()} (since {since})")
+        except OutputNotWritableError as error:   # no locks on this file system
+            logger.warning("%s; training goes on without it: a second run into %s would not "
+                           "be refused", error, self.layout.exp_dir)
+            return None
+        if self._lock is not None:
+            return None
+        holder = lock_holder(lock_path) or "another process"
+        return (f"{self.layout.exp_dir} is being trained by {holder}, which holds "
+                f"{lock_path}; wait for that run to finish or stop it, then run this again")
+
     def close(self) -> None:
-        """Flush and stop the tensorboard and file logs."""
+        """Flush and stop the tensorboard and file logs; let go of the folder's lock."""
         self._use_tensorboard(lambda writer: writer.close())
         self._writer = None
         if self._stop_file_log is not None:
             self._stop_file_log()
             self._stop_file_log = None
+        if self._lock is not None:
+            drop_lock(self._lock)
+            self._lock = None
 
     def log_scalars(self, step: int, **values: float) -> None:
         """Add ``train/<name>`` scalars to the tensorboard log (when there is one)."""

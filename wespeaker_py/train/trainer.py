@@ -23,6 +23,7 @@ import torch.nn as nn
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.stats import NARROW_BAND, SkipSummary
+from wespeaker_py.errors import exit_status, one_line
 from wespeaker_py.train import builder
 from wespeaker_py.train.checkpoint import restore_training_state
 from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects,
@@ -159,10 +160,24 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
                 control = RunControl(stop, world, config.save_minute_interval)
                 return _train(plan, folder, dataset, control, resume_hint, label,
                               note_narrow_band)
+        except (Exception, KeyboardInterrupt) as error:
+            if world.is_main:   # train.log's last word, before it is closed
+                logger.error("training stopped: %s", stop_reason(error))
+            raise
         finally:
             folder.close()
     finally:
         shutdown_distributed()
+
+
+def stop_reason(error: BaseException) -> str:
+    """Why ``error`` ended a run, in one line: what the command prints for it
+    (:func:`~wespeaker_py.errors.one_line`), ``interrupted`` for Ctrl-C, and the
+    error's type first for one it keeps the traceback of (a bug)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    text = one_line(error)
+    return text if exit_status(error) is not None else f"{type(error).__name__}: {text}"
 
 
 def _train(plan: TrainingPlan, folder: ExperimentFolder, dataset: Dataset,

@@ -158,7 +158,7 @@ def temp_name_for(path: str) -> str:
                                    f"{_host_tag()}-{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
-def _new_temp_file(path: str, suffix: str = "") -> str:
+def _create_temp_file(path: str, suffix: str = "") -> str:
     """Create an empty temporary file beside ``path`` with the permissions a plain open gives.
 
     Stale temporary files of dead writers in the same directory are removed first.
@@ -173,6 +173,29 @@ def _new_temp_file(path: str, suffix: str = "") -> str:
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
     os.close(fd)
     return tmp_path
+
+
+def _not_created(path: str, error: OSError) -> OSError:
+    """The error to raise for ``path`` when its temporary file, folder or link could not be
+    made beside it: ``error`` names the hidden temporary name, this names ``path`` and its
+    folder (:class:`DiskFullError` for a full disk), as :func:`require_writable` does."""
+    if error.errno in _DISK_FULL_ERRNOS:
+        return DiskFullError(path, error)
+    folder = os.path.dirname(os.path.abspath(path))
+    return OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
+                                  f"(in {folder})")
+
+
+def _new_temp_file(path: str, suffix: str = "") -> str:
+    """:func:`_create_temp_file`, its failure to create the file named as ``path``'s
+    (:func:`_not_created`)."""
+    try:
+        return _create_temp_file(path, suffix)
+    except OSError as error:
+        # making a missing folder on the way fails naming that folder, which says it already
+        if not os.path.basename(str(error.filename or "")).startswith(_TEMP_PREFIX):
+            raise
+        raise _not_created(path, error) from None
 
 
 def _folder_given_as_file(path: str) -> OutputNotWritableError:
@@ -212,7 +235,7 @@ def require_writable(path: str, folder_ok: bool = False) -> None:
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputNotWritableError(f"cannot write {path}: {folder} is not a folder")
     try:
-        os.remove(_new_temp_file(os.path.join(folder, os.path.basename(target))))
+        os.remove(_create_temp_file(os.path.join(folder, os.path.basename(target))))
     except OSError as error:
         raise OutputNotWritableError(f"cannot write {path}: {error.strerror or error} "
                                      f"(in {folder})") from None
@@ -312,7 +335,10 @@ def atomic_dir(path: str) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_temp_files(parent)
     tmp_dir = temp_name_for(path)
-    os.mkdir(tmp_dir)
+    try:
+        os.mkdir(tmp_dir)
+    except OSError as error:
+        raise _not_created(path, error) from None
     try:
         yield tmp_dir
         os.replace(tmp_dir, path)   # replaces an empty folder
@@ -329,7 +355,10 @@ def atomic_symlink(target: str, link: str) -> None:
     relative ``target`` is relative to ``link``'s folder), replacing an earlier ``link`` in
     one rename: a reader finds the old link or the new one, never none."""
     tmp_link = temp_name_for(link)
-    os.symlink(target, tmp_link)
+    try:
+        os.symlink(target, tmp_link)
+    except OSError as error:
+        raise _not_created(link, error) from None
     try:
         _move_into_place(tmp_link, link)
     except BaseException:

@@ -2,7 +2,8 @@
 
 A lock is a POSIX record lock on a small file beside the work it guards, held by the process
 (:func:`hold_lock`) until :func:`drop_lock` removes the file and lets it go, or the process
-ends. Resumable work folders take one (extraction's, the diarization batch's).
+ends. Resumable work folders take one (extraction's, the diarization batch's), and so does a
+training's ``exp_dir``; a holder may say who it is in the file (:func:`lock_holder` reads it).
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ def _file_id(info: os.stat_result) -> Tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def hold_lock(lock_path: str) -> Optional[IO[str]]:
+def hold_lock(lock_path: str, holder: Optional[str] = None) -> Optional[IO[str]]:
     """Lock ``lock_path`` (created if absent) for this process; return the open file that
     holds the lock, or None when another process, or another taker in this one, holds it.
+    ``holder``: written into the file once it is locked, for :func:`lock_holder`.
 
     A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: a child
     forked while it is held (a DataLoader worker) does not hold it, and it goes when the
@@ -46,7 +48,7 @@ def hold_lock(lock_path: str) -> Optional[IO[str]]:
                     return None   # checked before opening: closing a second descriptor unlocks
             except FileNotFoundError:
                 pass
-            handle = open(lock_path, "a")
+            handle = open(lock_path, "a+")   # readable: lock_holder reads through it
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -62,10 +64,28 @@ def hold_lock(lock_path: str) -> Optional[IO[str]]:
                 locked = os.fstat(handle.fileno())
                 if os.path.samestat(locked, os.stat(lock_path)):
                     _held_locks[_file_id(locked)] = handle
+                    if holder is not None:
+                        handle.truncate(0)
+                        handle.write(holder)
+                        handle.flush()
                     return handle
             except FileNotFoundError:
                 pass
             handle.close()
+
+
+def lock_holder(lock_path: str) -> str:
+    """What the holder of ``lock_path`` wrote there (:func:`hold_lock`'s ``holder``); empty
+    when nothing is written yet or the file is gone."""
+    with _held_guard:
+        try:
+            held = _held_locks.get(_file_id(os.stat(lock_path)))
+            if held is not None:   # ours: a second descriptor, once closed, would unlock it
+                return os.pread(held.fileno(), 4096, 0).decode(errors="replace").strip()
+            with open(lock_path, errors="replace") as handle:
+                return handle.read(4096).strip()
+        except FileNotFoundError:
+            return ""
 
 
 def drop_lock(handle: IO[str]) -> None:
