@@ -6,17 +6,20 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
+from torch.utils.data._utils import signal_handling
 
 from train_helpers import TINY_CONFIG, load_checkpoint, plan_of, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.train.curves import read_training_curves
-from wespeaker_py.train.interrupt import (Lineage, TrainingStopped, find_interrupted,
-                                          standing_of)
+from wespeaker_py.train.interrupt import (Lineage, StopRequest, TrainingStopped,
+                                          find_interrupted, standing_of)
 from wespeaker_py.train.step import TrainingStep
+from wespeaker_py.train.trainer import DataLoaderFailedError
 
 
 def _signal_at_step(monkeypatch, step_number, signum=signal.SIGUSR1):
@@ -179,30 +182,142 @@ def test_a_rerun_with_other_settings_trains_the_stopped_epoch_again_from_its_sta
     assert not os.path.exists(interrupted)   # the run's first checkpoint replaced it
 
 
+def _sigint(handler):
+    """Set SIGINT's handler for the body, whatever pytest's own (a background job's is
+    SIG_IGN), and put that back after."""
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def sigint_as_at_a_terminal():
+    """SIGINT as Python sets it in a process started at a terminal: KeyboardInterrupt."""
+    yield from _sigint(signal.default_int_handler)
+
+
+@pytest.fixture
+def sigint_ignored():
+    """SIGINT ignored, as in a shell's background job or under nohup-like starters."""
+    yield from _sigint(signal.SIG_IGN)
+
+
+def test_a_ctrl_c_mid_epoch_saves_the_state_and_says_how_to_continue(
+        corpus, tmp_path, monkeypatch, caplog, sigint_as_at_a_terminal):
+    loader = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True}
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=loader)
+    exp_dir = str(tmp_path / "exp")
+    _signal_at_step(monkeypatch, 3, signal.SIGINT)   # batch 3 of epoch 1's 6
+    with caplog.at_level(logging.WARNING, logger="wespeaker_py.train.interrupt"), \
+            pytest.raises(TrainingStopped, match=r"epoch 1 after its batch 3, its state saved "
+                                                 r"in .*interrupted\.pt; run the same command"):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    assert "got SIGINT" in caplog.text and "press Ctrl-C again after 5 s" in caplog.text
+    at = load_checkpoint(os.path.join(exp_dir, "models", "interrupted.pt"))["interrupted_at"]
+    assert (at["epoch"], at["batch"]) == (1, 3)
+    last = open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
+    assert re.search(r"\bERROR\b.* training stopped: stopped on a signal at epoch 1 ", last)
+
+
+def test_an_ignored_sigint_is_left_ignored_while_training_runs(sigint_ignored):
+    with StopRequest() as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == stop._note   # the other stops are taken
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.signal_number is None
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 _TWO_SIGNALS = """
 import os, signal, sys, time
 from wespeaker_py.train import interrupt
 interrupt.REPEAT_GRACE_SECONDS = float(sys.argv[1])
+signum = getattr(signal, sys.argv[3])
 with interrupt.StopRequest() as stop:
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     time.sleep(float(sys.argv[2]))
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     time.sleep(0.2)
-    print("still running, stop noted:", stop.signal_number == signal.SIGTERM)
+    print("still running, stop noted:", stop.signal_number == signum)
 """
 
 
+def _two_signals(grace: float, gap: float, signame: str, sigint) -> subprocess.CompletedProcess:
+    """Run _TWO_SIGNALS in a Python started with SIGINT set to ``sigint`` (SIG_DFL: Python
+    installs its KeyboardInterrupt handler, as at a terminal; SIG_IGN: a background job),
+    whatever this process's own SIGINT is."""
+    return subprocess.run([sys.executable, "-c", _TWO_SIGNALS, str(grace), str(gap), signame],
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("grace,gap,survives", [(5.0, 0.005, True), (0.05, 0.2, False)])
 def test_a_repeated_stop_signal_ends_the_run_only_after_the_grace_period(grace, gap,
-                                                                         survives):
-    # SLURM's SIGTERM and torchrun's copy of it reach a rank milliseconds apart: one request
-    result = subprocess.run([sys.executable, "-c", _TWO_SIGNALS, str(grace), str(gap)],
-                            capture_output=True, text=True, timeout=60)
+                                                                         survives, signame):
+    # SLURM's SIGTERM and torchrun's copy of it reach a rank milliseconds apart, as a
+    # terminal's Ctrl-C and torchrun's copy do where the ranks share the terminal: one request
+    result = _two_signals(grace, gap, signame, signal.SIG_DFL)
     if survives:
         assert result.returncode == 0, result.stderr
         assert "still running, stop noted: True" in result.stdout
-    else:
-        assert result.returncode == -signal.SIGTERM and not result.stdout
+    else:   # a second Ctrl-C is Python's KeyboardInterrupt, which ends Python by SIGINT
+        assert result.returncode == -getattr(signal, signame) and not result.stdout
+        assert ("KeyboardInterrupt" in result.stderr) == (signame == "SIGINT")
+
+
+def test_a_process_started_with_sigint_ignored_goes_on_ignoring_it():
+    # two SIGINTs past the grace period would end a process that took SIGINT over
+    result = _two_signals(0.05, 0.2, "SIGINT", signal.SIG_IGN)
+    assert result.returncode == 0, result.stderr
+    assert "still running, stop noted: False" in result.stdout and "got SIGINT" not in \
+        result.stderr
+
+
+@pytest.fixture
+def forget_torch_sigchld(monkeypatch):
+    """A call that sets SIGCHLD as in a fresh process, where torch installs its check of
+    the loader workers when the first iterator with workers starts (once per process);
+    the handler there was comes back after the test."""
+    previous = signal.getsignal(signal.SIGCHLD)
+
+    def forget():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        monkeypatch.setattr(signal_handling, "_SIGCHLD_handler_set", False)
+
+    yield forget
+    signal.signal(signal.SIGCHLD, previous)
+
+
+def _kill_worker_at_step(monkeypatch, step_number: int) -> None:
+    """SIGKILL the loader's worker while training step ``step_number`` (from 1) runs (the
+    kernel's out-of-memory killer's way), and wait until it is dead."""
+    original, calls, started = TrainingStep.__call__, [], []
+    set_worker_pids = signal_handling._set_worker_pids
+
+    def note_workers(key, pids):
+        started.append(pids)
+        return set_worker_pids(key, pids)
+
+    def step_then_kill(self, batch):
+        calls.append(batch)
+        if len(calls) == step_number:
+            (worker,) = started[-1]   # the epoch's iterator's one worker
+            os.kill(worker, signal.SIGKILL)
+            # until all its threads have ended and it can be waited for (not reaped here)
+            deadline = time.monotonic() + 30
+            while os.waitid(os.P_PID, worker, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        return original(self, batch)
+
+    monkeypatch.setattr(signal_handling, "_set_worker_pids", note_workers)
+    monkeypatch.setattr(TrainingStep, "__call__", step_then_kill)
 
 
 def test_an_interrupt_the_run_does_not_catch_is_the_last_line_of_its_log(corpus, tmp_path,
@@ -216,3 +331,36 @@ def test_an_interrupt_the_run_does_not_catch_is_the_last_line_of_its_log(corpus,
         run_training(tiny_config(exp_dir, corpus, num_epochs=1))
     last = open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
     assert re.search(r"\bERROR\b.* training stopped: interrupted$", last), last
+
+
+@pytest.mark.parametrize("kill_epoch", [1, 2])
+def test_a_killed_loader_worker_ends_the_run_with_the_state_of_its_last_batch(
+        corpus, tmp_path, monkeypatch, forget_torch_sigchld, kill_epoch):
+    loader = {"batch_size": 4, "num_workers": 1, "pin_memory": False, "drop_last": True}
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=loader)
+    full_dir, exp_dir = str(tmp_path / "full"), str(tmp_path / "exp")
+    per_epoch = run_training(tiny_config(full_dir, corpus, **settings))[0].batches
+    # epoch 1 meets torch's handler installed by its own loader, epoch 2 the one before it
+    forget_torch_sigchld()
+    _kill_worker_at_step(monkeypatch, (kill_epoch - 1) * per_epoch + 3)
+    resume = "with --checkpoint .*model_1\\.pt" if kill_epoch == 2 else "to continue"
+    # torch names the signal, or, where the main process met the dead worker's half-sent
+    # batch first, says it exited
+    with pytest.raises(DataLoaderFailedError, match=(
+            rf"^the training data loader failed at epoch {kill_epoch} after its batch 3: "
+            r"DataLoader worker \(pid(\(s\))? \d+\) (is killed by signal: Killed|exited "
+            r"unexpectedly).* \(.*out-of-memory.* fewer dataloader_args\.num_workers or a "
+            r"smaller dataloader_args\.prefetch_factor .*\); the state after batch 3 is saved "
+            rf"in .*interrupted\.pt: run the same command {resume}")):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    models = os.path.join(exp_dir, "models")
+    at = load_checkpoint(os.path.join(models, "interrupted.pt"))["interrupted_at"]
+    assert (at["epoch"], at["batch"]) == (kill_epoch, 3)
+    checkpoint = os.path.join(models, "model_1.pt") if kill_epoch == 2 else None
+    resumed = run_training(tiny_config(exp_dir, corpus, checkpoint=checkpoint, **settings))
+    assert [result.epoch for result in resumed] == list(range(kill_epoch, 3))
+    expected = load_checkpoint(os.path.join(full_dir, "models", "model_2.pt"))["model"]
+    got = load_checkpoint(os.path.join(models, "model_2.pt"))["model"]
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key

@@ -3,8 +3,9 @@
 A cluster that preempts a job, or ends it at its time limit, sends SIGTERM first
 (torchrun passes it to each rank's process group and kills them after its shutdown
 timeout: 30 s unless raised, as tools/recipe/train_stage.sh does); SIGUSR1 sent to
-the training processes gives earlier notice (see docs/training.md). On either
-signal training does not die where it stands: after every batch the ranks agree
+the training processes gives earlier notice (see docs/training.md), and Ctrl-C at a
+terminal sends SIGINT (torchrun passes it on as it does SIGTERM). On any of them
+training does not die where it stands: after every batch the ranks agree
 (:class:`RunControl`, one small all-reduce on the host) whether any got one, and
 then write ``models/interrupted.pt`` and exit with status 1. The same command
 continues from that batch, exactly where an uninterrupted run would be.
@@ -52,7 +53,7 @@ from wespeaker_py.utils.processes import tie_worker_to
 logger = get_logger(__name__)
 
 INTERRUPTED_NAME = "interrupted.pt"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 # config keys (``"block.key"`` for a key inside a block) that do not shape the weights:
 # where they go, how often they are logged or kept, the start weights (compared as the
 # lineage, by their digest), how the data loader delivers batches (not which ones), and
@@ -86,7 +87,9 @@ FRONTEND_RUN_ENTRIES = frozenset({"frozen", "model_path", "path_or_url", "downlo
                                   "time_mask_width"})
 # a repeat of the pending stop signal this soon after it is the same request delivered twice:
 # at a time limit SLURM signals every process of the step, ranks included, and torchrun
-# passes its own copy on to each rank's process group milliseconds later
+# passes its own copy on to each rank's process group milliseconds later; a Ctrl-C reaches
+# every process of the terminal's foreground group, which holds the ranks too where torchrun
+# does not start them in a session of their own, and torchrun passes it on
 REPEAT_GRACE_SECONDS = 5.0
 
 
@@ -159,11 +162,14 @@ class InterruptedAt:
 
 
 class StopRequest:
-    """SIGTERM / SIGUSR1 noted (not obeyed at once) while training runs; a context manager.
+    """SIGTERM / SIGUSR1 / SIGINT noted (not obeyed at once) while training runs; a context
+    manager.
 
-    A second signal of the same kind while the first is pending ends the process
-    as the signal would have, unless it comes within :data:`REPEAT_GRACE_SECONDS` of
-    the first (the same request reaching the rank twice, see there).
+    A second signal of the same kind while the first is pending does what the signal did
+    before (a second Ctrl-C raises KeyboardInterrupt; SIGTERM ends the process), unless it
+    comes within :data:`REPEAT_GRACE_SECONDS` of the first (the same request reaching the
+    rank twice, see there). SIGINT that the process ignores (a background job of a shell,
+    or one started with SIGINT ignored) stays ignored: whoever started it chose so.
     """
 
     def __init__(self) -> None:
@@ -172,8 +178,10 @@ class StopRequest:
         self._previous = {}
 
     def __enter__(self) -> "StopRequest":
+        taken = [sig for sig in STOP_SIGNALS
+                 if sig != signal.SIGINT or signal.getsignal(sig) != signal.SIG_IGN]
         try:
-            self._previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+            self._previous = {sig: signal.signal(sig, self._note) for sig in taken}
         except ValueError:   # not the main thread: signals cannot be caught here
             self._previous = {}
         return self
@@ -188,14 +196,20 @@ class StopRequest:
         if self.signal_number == signum:
             if now - self._noted_at < REPEAT_GRACE_SECONDS:
                 return
+            previous = self._previous.get(signum)
+            if callable(previous):   # a Python handler (SIGINT's raises KeyboardInterrupt)
+                signal.signal(signum, previous)
+                previous(signum, frame)
+                return
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self.signal_number = signum
         self._noted_at = now
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again"
         logger.warning("got %s: training stops after the current batch, after saving where "
-                       "it is (send it again after %g s to stop at once)",
-                       signal.Signals(signum).name, REPEAT_GRACE_SECONDS)
+                       "it is (%s after %g s to stop at once)", signal.Signals(signum).name,
+                       again, REPEAT_GRACE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -240,10 +254,12 @@ class RunControl:
 
 
 class WorkerIgnoringStops:
-    """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGUSR1, then runs ``then``.
+    """A DataLoader ``worker_init_fn``: the worker ignores the :data:`STOP_SIGNALS`, then runs
+    ``then``.
 
-    torchrun signals each rank's whole process group, workers included, and
-    torch's worker loop ends a worker on SIGTERM; the training process decides
+    torchrun signals each rank's whole process group, workers included, a Ctrl-C
+    reaches them too, and torch's worker loop ends a worker on SIGTERM or SIGINT; the
+    training process decides
     when to stop, and its workers end with its iterator, or with the process itself
     when it is killed (:func:`~wespeaker_py.utils.processes.tie_worker_to`).
     """

@@ -8,6 +8,14 @@ batch's utterance keys (the step itself was already undone on the device).
 After every batch the ranks agree (:class:`~wespeaker_py.train.interrupt.RunControl`,
 on the host) whether to stop there, on a signal, or to save the state at a log point.
 
+A data loader that fails (a worker killed, by the out-of-memory killer say, or no batch
+within ``dataloader_args.timeout``) is found where the next batch is asked for, never
+mid-step: torch's check of its workers on SIGCHLD, which raises wherever the process is,
+is held back until then (:class:`_WorkerDeathsAtNext`). The batches trained so far are
+intact, so in one process the trainer saves the state there
+(:class:`DataLoaderFailedError`); under torchrun the other ranks already wait for this
+one's next step, so the rank only stops, with the same message.
+
 Every rank runs exactly ``epoch_iter`` batches; the training data set repeats
 its list when a rank's share runs short, as WeSpeaker's does, so no rank needs
 to ask the others whether data remains. A loader that still ends early has no
@@ -16,12 +24,16 @@ usable utterance left, which is an error.
 from __future__ import annotations
 
 import math
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
+from torch.utils.data._utils import signal_handling
 
-from wespeaker_py.errors import RunFailedError
+from wespeaker_py.errors import RunFailedError, first_line
 from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
 from wespeaker_py.train.step import StepOutcome
@@ -95,6 +107,73 @@ class NonFiniteLossError(RunFailedError):
         self.position = position
 
 
+class DataLoaderFailedError(RunFailedError):
+    """The training data loader failed: a worker died (killed by a signal: the kernel's
+    out-of-memory killer often picks a worker) or no batch came within
+    ``dataloader_args.timeout``.
+
+    ``position``: where the epoch stood after its last trained batch, the failed one
+    never trained; the trainer saves the state there. None under torchrun, where the
+    other ranks wait in this one's next step and cannot save with it: nothing is saved.
+    """
+
+    def __init__(self, message: str, position: Optional[EpochPosition] = None):
+        super().__init__(message)
+        self.position = position
+
+
+# the start of torch's messages for a worker that died and for dataloader_args.timeout (an
+# error raised inside a worker reads "Caught <type> in DataLoader worker process N" instead)
+_LOADER_FAILURES = ("DataLoader worker (pid", "DataLoader timed out")
+# how long an OS error met fetching a batch may wait for torch to see a worker dead
+_DEATH_WAIT_SECONDS = 2.0
+
+
+class _WorkerDeathsAtNext:
+    """Hold back torch's check of the loader workers on SIGCHLD, which raises wherever
+    the main thread is (mid-step, where the weights may be half updated), until
+    :meth:`check`, just before the next batch is asked for.
+
+    torch installs that handler once per process, when the first iterator with workers
+    starts them, so :meth:`watch` looks for it after every batch fetched until it takes
+    it over (a SIGCHLD before then meets torch's own handler inside ``next``, which is
+    where it belongs anyway). Only in the main thread, the one signals run in;
+    :meth:`stop` puts torch's handler back.
+    """
+
+    def __init__(self) -> None:
+        self._torch_handler: Optional[Any] = None
+        self._pending = False
+        self._watching = threading.current_thread() is threading.main_thread()
+
+    def watch(self) -> None:
+        """Take torch's SIGCHLD handler over once it is there (a cheap look until then)."""
+        if not self._watching:
+            return
+        handler = signal.getsignal(signal.SIGCHLD)
+        if callable(handler):
+            signal.signal(signal.SIGCHLD, self._note)
+            self._torch_handler = handler
+            self._watching = False
+
+    def _note(self, signum: int, frame) -> None:
+        self._pending = True
+
+    def check(self) -> None:
+        """Run torch's check now if a child process ended since the last one (it raises
+        for a worker that died)."""
+        if self._pending and self._torch_handler is not None:
+            self._pending = False
+            self._torch_handler(signal.SIGCHLD, None)
+
+    def stop(self) -> None:
+        """Stop watching, and put torch's handler back if it was taken over."""
+        self._watching = False
+        if self._torch_handler is not None:
+            signal.signal(signal.SIGCHLD, self._torch_handler)
+            self._torch_handler = None
+
+
 @dataclass
 class EpochResult:
     """One epoch over all ranks: mean loss and accuracy (%), batch counts summed."""
@@ -164,9 +243,19 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
     progress = progress_bar(total=epoch_iter, initial=first, desc=trainer.progress_name(epoch),
                             unit="batch", enabled=world.is_main, leave=False)
     epoch_start_rng, iterator = _start_epoch_data(batches, resume_at, world)
+    worker_deaths = _WorkerDeathsAtNext()
     try:
         for index in range(epoch_iter):
-            batch = next(iterator, None)
+            try:
+                worker_deaths.check()
+                batch = next(iterator, None)
+            except Exception as error:
+                failure = _loader_failure(error)
+                if failure is None:
+                    raise
+                raise _loader_failed(trainer, epoch, max(index, first), failure, totals,
+                                     epoch_totals, epoch_start_rng, progress) from error
+            worker_deaths.watch()
             if batch is None:
                 raise TrainingDataError(
                     f"epoch {epoch}: rank {world.rank}'s training data gave "
@@ -202,7 +291,72 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)
         del iterator
         progress.close()
+        worker_deaths.stop()   # after the iterator closed: its workers' ends fail nothing
     return _epoch_result(trainer, epoch, epoch_totals)
+
+
+def _loader_failure(error: Exception) -> Optional[RuntimeError]:
+    """torch's error for a failed loader behind ``error``, raised by ``next``: ``error``
+    itself, or, for an OS error or EOFError, the death of a worker it stands for (a batch the
+    worker queued before it was killed cannot be fetched from it: ConnectionResetError,
+    met while the dying worker's threads are still ending, before torch can see it dead),
+    found by torch's check within :data:`_DEATH_WAIT_SECONDS`; None for neither."""
+    if isinstance(error, RuntimeError) and str(error).startswith(_LOADER_FAILURES):
+        return error
+    if not isinstance(error, (OSError, EOFError)):
+        return None
+    # the check behind torch's SIGCHLD handler (private to torch, hence looked up); it also
+    # forgets the failed iterator's workers, so no later SIGCHLD raises the same failure
+    check_workers = getattr(signal_handling, "_error_if_any_worker_fails", None)
+    if check_workers is None:
+        return None
+    deadline = time.monotonic() + _DEATH_WAIT_SECONDS
+    while True:
+        try:
+            check_workers()
+        except RuntimeError as failure:
+            return failure
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _loader_failed(trainer: "Trainer", epoch: int, done: int, error: RuntimeError,
+                   totals: DeviceTotals, epoch_totals: torch.Tensor,
+                   epoch_start_rng: Mapping[str, Any], progress: "tqdm"
+                   ) -> DataLoaderFailedError:
+    """The :class:`DataLoaderFailedError` for the loader's ``error`` after ``done`` batches
+    of ``epoch``; in one process with the position to save: the steps since the last log
+    point are read and reported first, as at a stop (a non-finite one, with ``nonfinite_loss:
+    raise``, raises :class:`NonFiniteLossError` instead), and with no batch done the
+    generators are put back as the epoch began (the loader's start drew from them)."""
+    plan = trainer.plan
+    world = plan.world
+    position = None
+    if not world.is_distributed:
+        if totals.outcomes:
+            since_last, first_dropped = totals.read()
+            epoch_totals += torch.tensor(since_last, dtype=torch.float64)
+            position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
+            _report(trainer, epoch, position, since_last, first_dropped,
+                    (epoch - 1) * plan.epoch_iter + done - 1, trainer.lr_scheduler.get_lr(),
+                    progress)
+        elif done:
+            position = EpochPosition(done, epoch_totals.clone(), epoch_start_rng)
+        else:
+            restore_rng_state(epoch_start_rng, world.device)
+            position = EpochPosition(0, zero_totals(), None)
+    reason = first_line(error).rstrip(". ")
+    if reason.startswith("DataLoader timed out"):
+        advice = ("no batch within dataloader_args.timeout: a stuck or very slow read (a "
+                  "network disk?); raise the timeout, or 0 to wait for ever")
+    else:
+        advice = ("a worker killed by the out-of-memory killer? see dmesg; fewer "
+                  "dataloader_args.num_workers or a smaller dataloader_args.prefetch_factor "
+                  "need less memory")
+    return DataLoaderFailedError(f"the training data loader failed at "
+                                 f"{trainer.epoch_name(epoch)} after its batch {done}: "
+                                 f"{reason} ({advice})", position)
 
 
 def _epoch_result(trainer: "Trainer", epoch: int, epoch_totals: torch.Tensor) -> EpochResult:

@@ -32,13 +32,15 @@ from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects
 from wespeaker_py.train.experiment import FINAL_MODEL, ExperimentFolder
 from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
                                           TrainingStopped)
-from wespeaker_py.train.loop import (EpochPosition, EpochResult, EpochStopped, NonFiniteLossError,
-                                     TrainingDataError, train_epoch, zero_totals)
+from wespeaker_py.train.loop import (DataLoaderFailedError, EpochPosition, EpochResult,
+                                     EpochStopped, NonFiniteLossError, TrainingDataError,
+                                     train_epoch, zero_totals)
 from wespeaker_py.train.plan import TrainingPlan, resolve
 from wespeaker_py.train.step import TrainingStep, keep_optimizer_state_on_device
 from wespeaker_py.utils.logging_utils import get_logger
 
-__all__ = ["EpochResult", "NonFiniteLossError", "Trainer", "TrainingDataError", "run_training"]
+__all__ = ["DataLoaderFailedError", "EpochResult", "NonFiniteLossError", "Trainer",
+           "TrainingDataError", "run_training"]
 
 logger = get_logger(__name__)
 
@@ -251,8 +253,10 @@ def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
     """Train ``epoch`` (:func:`~wespeaker_py.train.loop.train_epoch`) and return its averages.
 
     An epoch that ends early ends the run: out of data, after logging this rank's skip
-    counts; on a signal (TrainingStopped) or a non-finite step with ``nonfinite_loss: raise``
-    (NonFiniteLossError, saying how to go on), after saving the state in interrupted.pt.
+    counts; on a signal (TrainingStopped), a non-finite step with ``nonfinite_loss: raise``
+    (NonFiniteLossError, saying how to go on) or a failed data loader in one process
+    (DataLoaderFailedError), after saving the state in interrupted.pt; a failed data loader
+    under torchrun saves nothing (see DataLoaderFailedError).
     """
     world, folder = trainer.plan.world, trainer.folder
     try:
@@ -275,6 +279,18 @@ def _run_epoch(trainer: Trainer, epoch: int, dataset: Dataset,
             f"batches from there on; a lower learning rate or enable_amp: false changes "
             f"the run's settings, so such a rerun trains again from the checkpoint it "
             f"starts from instead", failed.position) from None
+    except DataLoaderFailedError as failed:
+        if failed.position is None:
+            raise DataLoaderFailedError(
+                f"{failed}; under torchrun the other ranks wait for this one's next step, so "
+                f"nothing more is saved: run the same command (the recipes pass the newest "
+                f"checkpoint) to continue from the last checkpoint or periodic save") from failed
+        trainer.save_interrupted(epoch, failed.position)
+        where = (f"after batch {failed.position.batch}" if failed.position.batch
+                 else "as the epoch began")
+        raise DataLoaderFailedError(
+            f"{failed}; the state {where} is saved in {folder.layout.interrupted_path}: "
+            f"{_resume_hint(folder, resume_hint)}", failed.position) from failed
 
 
 def _end_of_epoch(trainer: Trainer, epoch: int, data: SkipSummary,
