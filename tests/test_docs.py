@@ -20,7 +20,7 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 BIN_ROW = re.compile(r"^\|\s*\|\s*`wespeaker_py/bin/<name>\.py`\s*\|([^|]*)\|\s*$", re.M)
 MAX_README_LINES = 250
 FRESH_MACHINE_COMMANDS = (
-    'pip install -e ".[diar]" && cd examples/mini && bash run.sh',
+    'pip install -e ".[diar]" && (cd examples/mini && bash run.sh)',
     'pip install -e ".[test,ssl]"',
     "python -m pytest -q -n 2 --dist loadfile",
 )
@@ -130,6 +130,15 @@ def test_readme_is_a_short_front_page_with_the_two_commands():
 def test_the_ci_runs_the_readmes_test_command():
     test_command = FRESH_MACHINE_COMMANDS[-1]
     assert test_command in CI_SCRIPT.read_text(encoding="utf-8").splitlines()
+
+
+def test_the_ci_runs_the_readmes_main_command_and_it_leaves_the_shell_where_it_was():
+    install, _, recipe = FRESH_MACHINE_COMMANDS[0].partition(" && ")
+    # the README's next commands run from the repository root, so the recipe runs in a
+    # subshell: a reader following the page in one terminal is not left in examples/mini
+    assert recipe.startswith("(") and recipe.endswith(")"), recipe
+    ci = CI_SCRIPT.read_text(encoding="utf-8")
+    assert f"python -m {install}" in ci and recipe in ci
 
 
 def listed_bin_modules(architecture: str) -> List[str]:

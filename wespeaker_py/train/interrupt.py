@@ -4,7 +4,9 @@ A cluster that preempts a job, or ends it at its time limit, sends SIGTERM first
 (torchrun passes it to each rank's process group and kills them after its shutdown
 timeout: 30 s unless raised, as tools/recipe/train_stage.sh does); SIGUSR1 sent to
 the training processes gives earlier notice (see docs/training.md), and Ctrl-C at a
-terminal sends SIGINT (torchrun passes it on as it does SIGTERM). On any of them
+terminal sends SIGINT (torchrun passes it on as it does SIGTERM), and a rank whose
+torchrun ends without passing anything on (``kill -9``, the out-of-memory killer) gets
+SIGTERM from the kernel (:func:`watch_launcher`). On any of them
 training does not die where it stands: after every batch the ranks agree
 (:class:`RunControl`, one small all-reduce on the host) whether any got one, and
 then write ``models/interrupted.pt`` and exit with status 1. The same command
@@ -48,12 +50,14 @@ from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import RUN_SETTINGS, SPK2ID_DIGEST, tensors_digest
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.processes import tie_worker_to
+from wespeaker_py.utils.processes import die_with_parent, tie_worker_to
 
 logger = get_logger(__name__)
 
 INTERRUPTED_NAME = "interrupted.pt"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# set by torch's elastic agent (torchrun) in the environment of each worker it starts
+LAUNCHER_RUN_ID = "TORCHELASTIC_RUN_ID"
 # config keys (``"block.key"`` for a key inside a block) that do not shape the weights:
 # where they go, how often they are logged or kept, the start weights (compared as the
 # lineage, by their digest), how the data loader delivers batches (not which ones), and
@@ -174,6 +178,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal_number: Optional[int] = None
+        # the torchrun that started this rank, once watched (see watch_launcher)
+        self.launcher: Optional[int] = None
         self._noted_at = 0.0
         self._previous = {}
 
@@ -191,6 +197,10 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous = {}
 
+    def catches(self, signum: int) -> bool:
+        """Whether ``signum`` is noted here (not obeyed) while the context is open."""
+        return signum in self._previous
+
     def _note(self, signum: int, frame) -> None:
         now = time.monotonic()
         if self.signal_number == signum:
@@ -206,10 +216,15 @@ class StopRequest:
             return
         self.signal_number = signum
         self._noted_at = now
+        name = signal.Signals(signum).name
+        if signum == signal.SIGTERM and self.launcher is not None:
+            # the kernel's signal comes while the launcher exits: its pid may still be the
+            # parent's, so the two senders cannot be told apart here
+            name += f" (from torchrun, pid {self.launcher}, or as it ended)"
         again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again"
         logger.warning("got %s: training stops after the current batch, after saving where "
-                       "it is (%s after %g s to stop at once)", signal.Signals(signum).name,
-                       again, REPEAT_GRACE_SECONDS)
+                       "it is (%s after %g s to stop at once)", name, again,
+                       REPEAT_GRACE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,39 @@ class Agreement:
 
     stop: bool   # some rank got a stop signal: save the state and stop
     save: bool   # save the state and go on (rank 0's clock says a periodic save is due)
+
+
+def launcher_pid() -> Optional[int]:
+    """The pid of the torchrun that started this process: its parent, when the environment
+    holds the :data:`LAUNCHER_RUN_ID` torch's elastic agent gives the workers it starts;
+    else None. Ask early (before the rank joins its job), so that a launcher that ends
+    before :func:`watch_launcher` is noticed there."""
+    return os.getppid() if LAUNCHER_RUN_ID in os.environ else None
+
+
+def watch_launcher(launcher: Optional[int], stop: StopRequest) -> None:
+    """Have the kernel send this rank SIGTERM when its torchrun, ``launcher`` (see
+    :func:`launcher_pid`; None: nothing to watch), ends, so that ``stop`` turns it into a
+    stop request: without it a torchrun killed outright (``kill -9``, the out-of-memory
+    killer) leaves its ranks training on, in sessions of their own that no terminal signal
+    reaches.
+
+    Asked only while ``stop`` catches SIGTERM, which would otherwise end the rank where it
+    stands; the request outlasts ``stop``: a launcher that ends after training ends the
+    rank (SIGTERM's default action).
+    The kernel signals when the thread that started the rank ends: torchrun starts its
+    workers, on restarts too, from the agent's main thread, which lives as long as it.
+
+    Raises RunFailedError when the launcher has already ended.
+    """
+    if launcher is None or not stop.catches(signal.SIGTERM):
+        return
+    if os.getppid() != launcher:
+        raise RunFailedError(f"torchrun (pid {launcher}), which started this rank, has "
+                             f"ended before training began; run the command again")
+    stop.launcher = launcher
+    die_with_parent(launcher, signal.SIGTERM)
+    logger.info("this rank watches torchrun (pid %d): SIGTERM when it ends", launcher)
 
 
 class RunControl:

@@ -31,7 +31,7 @@ from wespeaker_py.train.distributed import (DistContext, barrier, gather_objects
                                             unused_gpus_note)
 from wespeaker_py.train.experiment import FINAL_MODEL, ExperimentFolder
 from wespeaker_py.train.interrupt import (InterruptedAt, RunControl, StopRequest,
-                                          TrainingStopped)
+                                          TrainingStopped, launcher_pid, watch_launcher)
 from wespeaker_py.train.loop import (DataLoaderFailedError, EpochPosition, EpochResult,
                                      EpochStopped, NonFiniteLossError, TrainingDataError,
                                      train_epoch, zero_totals)
@@ -145,6 +145,7 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
     ``note_narrow_band``: warn, once, about utterances that came narrow-band for the model
     (False where an earlier part of the job would have warned about the same data).
     """
+    launcher = launcher_pid()   # before joining the job, which may take long
     world = init_distributed(config.gpus)
     try:
         # before resolve: building an SSL front-end draws from the generators
@@ -159,6 +160,7 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
         try:
             folder.open(resuming=plan.start.path is not None)
             with StopRequest() as stop:
+                watch_launcher(launcher, stop)
                 control = RunControl(stop, world, config.save_minute_interval)
                 return _train(plan, folder, dataset, control, resume_hint, label,
                               note_narrow_band)
