@@ -133,6 +133,20 @@ def test_digital_silence_around_too_little_audio_is_refused(engines, speech, eng
     assert "left once 2.000 s of digital silence" in results.skipped[path]
 
 
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_audio_shorter_than_the_model_takes_is_a_too_short_error(engines, speech, engine):
+    if engine not in engines:
+        pytest.skip("onnx / onnxruntime not installed")
+    model = engines[engine]
+    burst = speech[1][:int(0.01 * RATE)]     # nothing for the rules to remove
+    with pytest.raises(AudioTooShortError, match=r"<ndarray of shape \(160,\)>: 0\.010 s of "
+                       r"audio \(160 samples\); the model needs at least") as raised:
+        model.embed(burst, sample_rate=RATE)
+    assert raised.value.reason == "too_short"
+    with pytest.raises(AudioTooShortError, match=r"waveform 1: 0\.010 s"):
+        model.embed_waveforms([speech[0], burst], sample_rate=RATE)
+
+
 def test_bin_extract_keeps_the_zeros(folder, torch_model, speech, tmp_path):
     first, second = speech
     path = write_audio(str(tmp_path / "padded.wav"), padded(first, second))

@@ -1,11 +1,13 @@
 """utils.atomic_files: outputs that appear whole or not at all, follow the umask, and are
 refused (naming the path) where a folder or a file is in the way."""
+import json
 import os
 
 import numpy as np
 import pytest
 
-from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, require_writable
+from wespeaker_py.utils.atomic_files import (atomic_open, atomic_path, read_json_or_none,
+                                             require_writable, write_json_atomically)
 from wespeaker_py.utils.paths import OutputNotWritableError
 from wespeaker_py.utils.tables import write_table
 
@@ -219,3 +221,38 @@ def test_temporary_files_idle_for_an_hour_are_removed_whoever_their_owner(tmp_pa
     assert len(told) == 2 and all("3.0 kB" in line and "not modified for 1.0 hours" in line
                                   for line in told)
     assert {line.split(" ")[1] for line in told} == {reused_pid, other_host}
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, '{"b": [1, 2], "a": "\\u00e9"}'),
+    ({"indent": 1, "sort_keys": True}, '{\n "a": "\\u00e9",\n "b": [\n  1,\n  2\n ]\n}'),
+    ({"indent": 2, "final_newline": True},
+     '{\n  "b": [\n    1,\n    2\n  ],\n  "a": "\\u00e9"\n}\n'),
+])
+def test_json_written_atomically_is_json_dump_with_the_options_given(
+        tmp_path, options, expected):
+    path = tmp_path / "state.json"
+    write_json_atomically(str(path), {"b": [1, 2], "a": "\u00e9"}, **options)
+    assert path.read_bytes() == expected.encode("ascii")
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_json_that_cannot_be_written_leaves_the_old_file(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"old": true}')
+    with pytest.raises(TypeError):
+        write_json_atomically(str(path), {"new": object()})
+    assert json.loads(path.read_text()) == {"old": True}
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_read_json_or_none_reads_json_and_gives_none_for_what_is_not(tmp_path):
+    good = tmp_path / "good.json"
+    write_json_atomically(str(good), {"jobs": 2, "list": ["a"]}, indent=1)
+    assert read_json_or_none(str(good)) == {"jobs": 2, "list": ["a"]}
+    torn = tmp_path / "torn.json"
+    torn.write_text(good.read_text()[:-3])   # a writer cut short
+    garbled = tmp_path / "garbled.json"
+    garbled.write_bytes(b'{"key": "\xff"}')   # not UTF-8
+    for path in (tmp_path / "missing.json", torn, garbled, tmp_path):
+        assert read_json_or_none(str(path)) is None

@@ -70,17 +70,6 @@ print(repr((heavy, texts)))
     assert "extract" in shared
 
 
-def test_parser_constants_repeated_in_bin_modules_match_the_library():
-    from wespeaker_py.bin import export_jit, export_onnx, extract, score_norm
-    from wespeaker_py.export.onnx_export import DEFAULT_OPSET
-    from wespeaker_py.export.torchscript import METHODS
-    from wespeaker_py.inference.extraction import DEFAULT_BUFFER_MB
-    from wespeaker_py.scoring.norm import NORM_METHODS
-    assert score_norm.NORM_METHODS == NORM_METHODS and export_jit.METHODS == METHODS
-    assert export_onnx.DEFAULT_OPSET == DEFAULT_OPSET
-    assert extract.DEFAULT_BUFFER_MB == DEFAULT_BUFFER_MB
-
-
 def test_console_script_entry_point_resolves():
     setup = open(os.path.join(REPO, "setup.py")).read()
     target = re.search(r'"wespeaker-py = ([\w.]+):(\w+)"', setup)

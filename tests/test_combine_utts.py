@@ -315,4 +315,4 @@ def test_the_tool_reports_what_it_did_and_errors_in_one_line(tmp_path):
     assert bad.returncode == 2 and "bad.scp:1: expected" in bad.stderr
     assert "Traceback" not in bad.stderr
     negative = _tool("--min_duration", "-1", scp, str(tmp_path), str(tmp_path))
-    assert negative.returncode == 2 and "expected a number >= 0" in negative.stderr
+    assert negative.returncode == 2 and "must be a finite number >= 0, got -1" in negative.stderr

@@ -188,7 +188,7 @@ def test_override_creates_missing_sections_and_open_dict_keys():
      "unknown config key 'dataset_args.filter_args.min_frames'"),
     ("num_epochs", "ten", "config key 'num_epochs' must be int"),
     ("num_epochs", "1.5", "config key 'num_epochs' must be int"),
-    ("enable_amp", "1", "config key 'enable_amp' must be bool"),
+    ("enable_amp", "2", r"config key 'enable_amp' must be bool \(true/false, yes/no"),
     ("optimizer", "RMSprop", r"config key 'optimizer' must be one of \['SGD', 'Adam', 'AdamW'\]"),
     ("model_args.embed_dim", "big",
      "config key 'model_args.embed_dim' holds int 256; the override gives str 'big'"),
@@ -196,7 +196,7 @@ def test_override_creates_missing_sections_and_open_dict_keys():
     ("dataset_args.fbank_args.num_mel_bins", "null",
      "config key 'dataset_args.fbank_args.num_mel_bins' must be int, got null"),
     ("projection_args.scale", "big", "config key 'projection_args.scale' holds float"),
-    ("optimizer_args.nesterov", "1", "config key 'optimizer_args.nesterov' holds bool"),
+    ("optimizer_args.nesterov", "2", "config key 'optimizer_args.nesterov' must be bool"),
 ])
 def test_bad_overrides_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):

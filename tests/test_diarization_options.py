@@ -1,5 +1,7 @@
 """Clustering settings that would be ignored are refused, naming the setting and why."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -253,3 +255,18 @@ def test_cli_refuses_an_off_grid_shift_before_loading(tmp_path, capsys):
               str(tmp_path / "a.wav")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "shift must be a multiple of 0.01" in err
+
+
+def test_the_options_import_no_numpy_and_keep_the_window_lda_names():
+    # the command line builds its diarize flags from this module before anything heavy loads
+    script = ("import sys\n"
+              "from wespeaker_py.diarization import options\n"
+              "light = 'numpy' not in sys.modules\n"
+              "from wespeaker_py.io import layout\n"
+              "print(light, options.WINDOW_LDA_NAME == layout.WINDOW_LDA_NAME,\n"
+              "      options.NARROWBAND_WINDOW_LDA == layout.NARROWBAND_WINDOW_LDA,\n"
+              "      options.window_lda_name(8000),\n"
+              "      options.narrowband_rate_of('window_lda_8000hz.npz'))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "window_lda_8000hz.npz", "8000"]

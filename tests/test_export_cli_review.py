@@ -321,8 +321,8 @@ def experiment(xvec_folder, tmp_path_factory):
     ("convert_checkpoint", ["wavlm", "--src", "{root}/missing.pt", "--dst", "{root}/hf"],
      "{root}/missing.pt does not exist"),
     ("convert_checkpoint", ["wavlm", "--src", "{speech}", "--dst", "{root}/hf"],
-     "{speech}: not a PyTorch checkpoint (another format, or a damaged one); an original "
-     "WavLM checkpoint (WavLM-Large.pt"),
+     "{speech}: not an original WavLM checkpoint (WavLM-Large.pt, the file s3prl's "
+     "wavlm_large loads) (UnpicklingError"),
     ("convert_checkpoint", ["wavlm-export", "--src", "{root}/nope", "--dst", "{root}/x.pt"],
      "Hugging Face WavLM directory {root}/nope does not exist"),
     ("wespeaker-py", ["embed", "--model", "{model}", "{speech}", "--output", "{root}/e.ark"],

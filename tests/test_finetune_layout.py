@@ -15,6 +15,7 @@ from wespeaker_py.finetune import FinetuneOptions, finetune
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import (SOURCE_BATCH_SIZE, phase_config, rate_dataset_args,
                                           read_source_config)
+from wespeaker_py.io.layout import REQUEST_NAME, WORK_DIR
 from wespeaker_py.models.projections import ArcMarginProduct, get_projection
 from wespeaker_py.train.plan import Layout
 
@@ -86,7 +87,7 @@ def test_the_last_phase_is_averaged_by_train_average(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         finetune(source, str(tmp_path / "data"), out,
                  FinetuneOptions(epochs=3, freeze="none", num_avg=5), device="cpu")
-    model_dir = Layout(os.path.join(out, finetune_run.WORK_DIR, "train")).model_dir
+    model_dir = Layout(os.path.join(out, WORK_DIR, "train")).model_dir
     assert calls == [(model_dir, 3, os.path.join(model_dir, "avg_model.pt"))]
 
 
@@ -198,8 +199,8 @@ def test_an_unfinished_run_is_named_as_such_when_loaded(tmp_path):
     from wespeaker_py import load_model
     from wespeaker_py.errors import ModelSourceError
     out = tmp_path / "out"
-    (out / finetune_run.WORK_DIR).mkdir(parents=True)
-    (out / finetune_run.WORK_DIR / finetune_run.REQUEST_NAME).write_text("{}")
+    (out / WORK_DIR).mkdir(parents=True)
+    (out / WORK_DIR / REQUEST_NAME).write_text("{}")
     with pytest.raises(ModelSourceError, match="holds a wespeaker-py finetune run that has not "
                                                "finished .*run the same finetune command"):
         load_model(str(out))

@@ -23,6 +23,7 @@ from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.finetune import FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune import config as finetune_config
 from wespeaker_py.finetune import run as finetune_run
+from wespeaker_py.io.layout import CALIBRATION_NAME, REPORT_NAME
 
 TINY_OPTIONS = dict(epochs=2, lr=0.01, batch_size=8, num_workers=0, num_avg=1)
 
@@ -126,9 +127,9 @@ def test_a_run_missing_its_calibration_is_finished_only_when_it_recorded_why(tmp
     for name in finetune_run.PUBLISHED:
         (tmp_path / name).write_text(json.dumps({"calibration_skipped": None}))
     assert finetune_run._finished(str(tmp_path))
-    (tmp_path / finetune_run.CALIBRATION_NAME).unlink()   # lost, not skipped: fit it again
+    (tmp_path / CALIBRATION_NAME).unlink()   # lost, not skipped: fit it again
     assert not finetune_run._finished(str(tmp_path))
-    (tmp_path / finetune_run.REPORT_NAME).write_text(json.dumps(
+    (tmp_path / REPORT_NAME).write_text(json.dumps(
         {"calibration_skipped": "6 target and 0 nontarget dev trials scored"}))
     assert finetune_run._finished(str(tmp_path))
 

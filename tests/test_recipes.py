@@ -18,8 +18,9 @@ import torch
 from recipe_helpers import (CNCELEB_DIR, MINI_DIR, REPO, V2_DIR, WHISPER_DIR, fbank_stats_baseline,
                             install_fake_ffmpeg, make_fake_voxceleb_data, make_kaldi_dir,
                             mtimes, read_table, run_script, write_tone)
+from scoring_helpers import parse_table
 from wespeaker_py.scoring.plda import TwoCovPLDA
-from wespeaker_py.scoring.report import find_score_files, format_table, parse_table, write_report
+from wespeaker_py.scoring.report import find_score_files, format_table, write_report
 
 RECIPE_SCRIPTS = sorted(
     glob.glob(os.path.join(V2_DIR, "*.sh")) + glob.glob(os.path.join(V2_DIR, "local", "*.sh"))

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from wespeaker_py.scoring.report import measure, parse_table, write_report
+from scoring_helpers import parse_table
+from wespeaker_py.scoring.report import measure, write_report
 
 CONFIG = "model: ResNet18\nmodel_args:\n  feat_dim: 80\n  embed_dim: 64\n  pooling_func: TSTP\n"
 NOTE = "train_set=backend eval_set=test\n"

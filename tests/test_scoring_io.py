@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from wespeaker_py.io.ark import load_embeddings, read_scp_offsets, write_embeddings
-from wespeaker_py.scoring.embeddings import (compute_mean_vector, compute_speaker_means,
-                                             load_mean_vector, save_mean_vector,
-                                             write_speaker_means)
+from scoring_helpers import compute_mean_vector
+from wespeaker_py.scoring.embeddings import (compute_speaker_means, load_mean_vector,
+                                             save_mean_vector, write_speaker_means)
 from wespeaker_py.scoring.trials import (read_labelled_scores, read_score_file, read_trials,
                                          write_score_file)
 from wespeaker_py.utils.tables import DataFormatError

@@ -6,7 +6,8 @@ import pytest
 
 from wespeaker_py.io import ark
 from wespeaker_py.io.ark import iter_embedding_blocks, load_embeddings, write_embeddings
-from wespeaker_py.scoring.embeddings import compute_mean_vector, mean_of_embeddings
+from scoring_helpers import compute_mean_vector
+from wespeaker_py.scoring.embeddings import mean_of_embeddings
 from wespeaker_py.utils.tables import DataFormatError
 
 

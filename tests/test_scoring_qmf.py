@@ -1,14 +1,19 @@
 """QMF calibration: Cllr, quality features, training, and the calibration-set helpers."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile
 
+from scoring_helpers import pair_features
+from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.scoring.calibration_set import compute_utt2dur, generate_calibration_trials
 from wespeaker_py.scoring.metrics import compute_eer
 from wespeaker_py.scoring.qmf import (cllr, gather_calibration_factors, infer_calibration_file,
                                       load_calibration, read_calibration_factors,
-                                      pair_features, train_calibration,
-                                      train_calibration_file)
+                                      train_calibration, train_calibration_file)
 from wespeaker_py.utils.tables import read_utt2dur
 from wespeaker_py.scoring.trials import read_labelled_scores
 from wespeaker_py.utils.tables import DataFormatError
@@ -198,3 +203,23 @@ def test_utt2dur_from_wav_scp(tmp_path):
     (tmp_path / "pipe.scp").write_text(f"a cat {tmp_path}/a.flac |\nb {tmp_path}/b.flac\n")
     assert compute_utt2dur(str(tmp_path / "pipe.scp"), str(tmp_path / "utt2dur3")) == (2, 1.75)
     assert read_utt2dur(str(tmp_path / "utt2dur3")) == {"a": 1.5, "b": 0.25}
+
+
+def test_a_calibration_model_that_is_no_torch_file_is_named_in_one_line(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a model\n")
+    with pytest.raises(ModelSourceError) as raised:
+        load_calibration(str(garbage))
+    assert str(raised.value).startswith(f"{garbage}: not a calibration model (")
+    assert "\n" not in str(raised.value)
+    factors = tmp_path / "f.calibration"
+    factors.write_text("a b target 1.0 2.0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wespeaker_py.bin.score_calibration", "infer_calibration",
+         "--calibration_factor_file", str(factors), "--save_model_path", str(garbage),
+         "--calibration_score_file", str(tmp_path / "out.score")],
+        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"score_calibration.py: error: {raised.value} (run with --debug for the traceback)"]
+    assert not (tmp_path / "out.score").exists()

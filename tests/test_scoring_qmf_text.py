@@ -1,11 +1,14 @@
-"""QMF text files: the column-wise gather writes what the per-trial definition does, and
-the numpy reader of factor files gives what the per-line reader gives (or hands over to
-it, which names the bad line)."""
+"""QMF text files: the column-wise gather writes what the per-trial definition does; the
+numpy reader of factor files gives the numbers a plain reading of the format gives, and
+where numpy gives up, the first bad line is named."""
+import itertools
+
 import numpy as np
 import pytest
 
+from scoring_helpers import pair_features
 from wespeaker_py.scoring import qmf
-from wespeaker_py.scoring.trials import LABEL_NAMES, read_score_file
+from wespeaker_py.scoring.trials import LABEL_NAMES, parse_label, read_score_file
 from wespeaker_py.utils.tables import DataFormatError, read_utt2dur
 
 # ties of -0.0 against 0.0, equal sides, means at and around the ratio floor, negatives
@@ -30,7 +33,7 @@ def per_trial_gather(score_file, durations):
         extra = trials.extra[n].tolist()
         groups = [] if durations is None else [[durations[key] for key in keys]]
         groups += [(extra[0], extra[1]), (extra[2], extra[3])]
-        features = [v for first, second in groups for v in qmf.pair_features(first, second)]
+        features = [v for first, second in groups for v in pair_features(first, second)]
         label = "" if trials.labels is None else f" {LABEL_NAMES[trials.labels[n]]}"
         lines.append(f"{' '.join(keys)}{label} {trials.scores[n]:.5f} "
                      + " ".join(f"{v:.4f}" for v in features) + "\n")
@@ -61,14 +64,30 @@ def test_pair_feature_columns_match_pair_features_on_ties_and_signed_zeros():
     values = np.array(TRICKY)
     first, second = np.repeat(values, len(values)), np.tile(values, len(values))
     columns = np.stack(qmf.pair_feature_columns(first, second), axis=1)
-    expected = np.array([qmf.pair_features(a, b)
+    expected = np.array([pair_features(a, b)
                          for a, b in zip(first.tolist(), second.tolist())])
     assert np.array_equal(columns, expected)
     assert np.array_equal(np.signbit(columns), np.signbit(expected))
 
 
-def per_line(path):
-    return list(qmf._iter_factor_chunks(path))
+def expected_chunks(text, chunk):
+    """The chunks of a factor file as a plain reading of the format gives them: ``chunk``
+    lines of the file at a time, blank lines skipped, the keys and label as split by
+    ``str.split``, the numbers by ``float``."""
+    rows = [(n, line.split()) for n, line in enumerate(text.split("\n"), start=1)
+            if line.split()]
+    if text.startswith("\ufeff"):
+        rows[0][1][0] = rows[0][1][0][1:]
+    labelled = parse_label(rows[0][1][2]) is not None
+    chunks = []
+    for _, part in itertools.groupby(rows, key=lambda row: (row[0] - 1) // chunk):
+        part = list(part)
+        numbers = np.array([[float(v) for v in fields[3 if labelled else 2:]]
+                            for _, fields in part])
+        labels = np.array([parse_label(fields[2]) for _, fields in part]) if labelled else None
+        chunks.append(([fields[:2] for _, fields in part], [n for n, _ in part], numbers,
+                       labels))
+    return chunks
 
 
 def assert_same_chunks(got, expected):
@@ -93,22 +112,20 @@ REGULAR = [
 
 
 @pytest.mark.parametrize("labelled", [True, False])
-def test_numpy_reader_reads_regular_files_as_the_per_line_reader(tmp_path, monkeypatch,
-                                                                 labelled):
+def test_regular_files_are_read_number_for_number(tmp_path, monkeypatch, labelled):
     monkeypatch.setattr(qmf, "_CHUNK", 3)
     lines = REGULAR[:1] + REGULAR[2:] + REGULAR[1:2] * 3 if labelled else [
         f"e{i} t{i} {i / 7!r} {-i}.25 0.0\n" for i in range(8)]
     path = tmp_path / "factors"
     path.write_text("".join(lines), encoding="utf-8")
-    fast = list(qmf._numpy_factor_chunks(str(path)))   # no hand-over for these
-    assert_same_chunks(fast, per_line(str(path)))
-    assert (fast[0][3] is not None) == labelled
+    chunks = list(qmf._factor_chunks(str(path)))
+    assert_same_chunks(chunks, expected_chunks("".join(lines), 3))
+    assert (chunks[0][3] is not None) == labelled
+    qmf._raise_first_bad_line(str(path))   # finds nothing wrong
 
 
 TRICKY_FILES = {
-    "blank line": "a b target 1 2\n\n  \nc d nontarget 3 4\n",
-    "underscored number": "a b target 1_0 2\nc d nontarget 3 4\n",
-    "arabic digits": "a b target \u0661\u0662 2\nc d nontarget 3 4\n",
+    "blank lines": "a b target 1 2\n\n  \n\x0c\nc d nontarget 3 4\n\n",
     "bom only on the first line": "\ufeffa b target 1 2\nc d nontarget 3 4\n",
     "windows line ends": "a b target 1 2\r\nc d nontarget 3 4\r\n",
     "line separator between keys": "a\u2028b target 1 2\nd e nontarget 3 4\n",
@@ -116,57 +133,73 @@ TRICKY_FILES = {
 BAD = {
     "not finite": ("a b target 1 2\nc d nontarget inf 4\n", 2, "is NaN or inf"),
     "not a number": ("a b target 1 2\nc d nontarget 3 x\n", 2, "is not a number"),
+    # float() reads these, numpy does not: the format's numbers are numpy's
+    "underscored number": ("a b target 1 2\nc d nontarget 1_0 2\n", 2, "is not a number"),
+    "arabic digits": ("a b target 1 2\nc d nontarget \u0661\u0662 2\n", 2,
+                      "is not a number"),
     "extra column": ("a b target 1 2\nc d nontarget 3 4 5\n", 2, "expected 2 numbers"),
     "short line": ("a b target 1 2\nc d nontarget 3\n", 2, "expected 2 numbers"),
     "label on some lines": ("a b 1 2 3\nc d target 3 4\n", 2, "label column present"),
     "label missing": ("a b target 1 2\nc d 3 4 5\n", 2, "label column present"),
     "three fields": ("a b 1\n", 1, "expected at least 4 fields"),
+    "blank then three fields": ("\n \na b 1\n", 3, "expected at least 4 fields"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(TRICKY_FILES))
-def test_irregular_files_are_read_as_the_per_line_reader_reads_them(tmp_path, name):
+def test_irregular_but_valid_files_are_read(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(qmf, "_CHUNK", 2)   # a chunk of blank lines only, in one case
     path = tmp_path / "factors"
-    path.write_text(TRICKY_FILES[name], encoding="utf-8")
-    chunks = qmf._read_factor_chunks(str(path), list)
-    assert_same_chunks(chunks, per_line(str(path)))
-
-
-def read_line_by_line(monkeypatch):
-    def give_up(path):
-        raise qmf._IrregularFactorFile("forced")
-        yield
-    monkeypatch.setattr(qmf, "_numpy_factor_chunks", give_up)
+    path.write_text(TRICKY_FILES[name], encoding="utf-8", newline="")
+    chunks = list(qmf._factor_chunks(str(path)))
+    assert_same_chunks(chunks, expected_chunks(TRICKY_FILES[name].replace("\r", ""), 2))
+    qmf._raise_first_bad_line(str(path))   # finds nothing wrong
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_a_bad_line_is_named_as_the_per_line_reader_names_it(tmp_path, monkeypatch, name):
+def test_the_first_bad_line_is_named(tmp_path, monkeypatch, name):
     monkeypatch.setattr(qmf, "_CHUNK", 1)   # the bad line in a later chunk than the first
     text, line_no, reason = BAD[name]
     path = tmp_path / "factors"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(DataFormatError) as per_line_error:
-        per_line(str(path))
     with pytest.raises(DataFormatError) as error:
-        qmf._read_factor_chunks(str(path), list)
-    assert str(error.value) == str(per_line_error.value)
+        list(qmf._factor_chunks(str(path)))
+    assert str(error.value).startswith(f"{path}:{line_no}: ")
     assert error.value.line_no == line_no and reason in error.value.reason
 
 
-def test_infer_writes_the_same_scores_either_way(tmp_path, monkeypatch):
+def test_what_numpy_refuses_and_no_line_explains_is_named_with_numpys_reason(
+        tmp_path, monkeypatch):
+    path = tmp_path / "factors"
+    path.write_text("a b target 1 2\nc d nontarget 3 4\n", encoding="utf-8")
+
+    def refuse(*args, **kwargs):
+        raise ValueError("numpy's own reason\nand more")
+    monkeypatch.setattr(qmf.np, "loadtxt", refuse)
+    with pytest.raises(DataFormatError) as error:
+        qmf.read_calibration_factors(str(path))
+    assert str(error.value) == (f"{path}: not read as a calibration factor file "
+                                f"(numpy's own reason)")
+
+
+def test_infer_scores_every_trial_of_every_chunk(tmp_path, monkeypatch):
     monkeypatch.setattr(qmf, "_CHUNK", 4)
     rng = np.random.default_rng(5)
+    values = np.round(rng.normal(size=(10, 3)), 4)
     path = tmp_path / "factors"
     path.write_text("".join(f"e{i % 3} t{i} {'target' if i % 2 else 'nontarget'} "
-                            + " ".join(f"{v:.4f}" for v in rng.normal(size=3)) + "\n"
+                            + " ".join(f"{v:.4f}" for v in values[i]) + "\n"
                             for i in range(10)))
     model = str(tmp_path / "model.pt")
-    calibration = qmf.LinearCalibration(weight=np.array([1.5, -0.25, 2.0]), bias=0.125)
-    qmf.save_calibration(model, calibration)
-    qmf.infer_calibration_file(str(path), model, str(tmp_path / "fast.score"))
-    read_line_by_line(monkeypatch)
-    qmf.infer_calibration_file(str(path), model, str(tmp_path / "slow.score"))
-    assert (tmp_path / "fast.score").read_bytes() == (tmp_path / "slow.score").read_bytes()
+    weight = np.array([1.5, -0.25, 2.0])
+    qmf.save_calibration(model, qmf.LinearCalibration(weight=weight, bias=0.125))
+    assert qmf.infer_calibration_file(str(path), model, str(tmp_path / "out.score")) == 10
+    lines = [line.split() for line in (tmp_path / "out.score").read_text().splitlines()]
+    assert [fields[:2] for fields in lines] == [[f"e{i % 3}", f"t{i}"] for i in range(10)]
+    assert [fields[3] for fields in lines] == ["target" if i % 2 else "nontarget"
+                                               for i in range(10)]
+    np.testing.assert_allclose([float(fields[2]) for fields in lines],
+                               values @ weight + 0.125, atol=1e-4)
 
 
 def test_empty_and_unlabelled_files_keep_their_messages(tmp_path):

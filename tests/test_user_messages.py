@@ -139,3 +139,26 @@ def test_the_averaging_hint_takes_num_avg_from_the_experiment_config(tmp_path):
         (root / "config.yaml").write_text(yaml.safe_dump(config))
         with pytest.raises(ModelSourceError, match=expected):
             load_model(str(root), device="cpu")
+
+
+class _PickledObject:
+    """A class torch's weights-only reader refuses to unpickle."""
+
+
+def test_an_original_wavlm_checkpoint_that_is_not_one_is_one_line(tmp_path):
+    from wespeaker_py.frontend.wavlm_convert import WavLMConversionError, read_original_checkpoint
+    garbage = tmp_path / "WavLM-Large.pt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(WavLMConversionError, match=re.escape(str(garbage)) + r": not an "
+                       r"original WavLM checkpoint \(WavLM-Large\.pt.*\) \(UnpicklingError"):
+        read_original_checkpoint(str(garbage))
+    objects = tmp_path / "objects.pt"
+    torch.save({"cfg": {}, "model": {}, "extra": _PickledObject()}, str(objects))
+    with pytest.raises(WavLMConversionError, match=r"it holds Python objects "
+                       r"\(\S*_PickledObject\) besides tensors"):
+        read_original_checkpoint(str(objects))
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"weight": torch.zeros(1)}, str(wrong))
+    with pytest.raises(WavLMConversionError, match=r"which holds 'cfg' and 'model'; it holds "
+                       r"1 keys: weight"):
+        read_original_checkpoint(str(wrong))

@@ -12,10 +12,12 @@ import numpy as np
 
 from wespeaker_py.api.companion_files import (check_heard_rate, companions_at, data_folders,
                                               learnt_file_target)
-from wespeaker_py.audio import heard_rate_of
+from wespeaker_py.audio import heard_rate_of, narrowband
 from wespeaker_py.audio.readable import readable_recordings
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.frontend.band_fill import NARROW_SOURCE
+from wespeaker_py.frontend.band_fill import (NARROW_SOURCE, BandFill, BandFillError,
+                                             band_fill_name, fit_band_fill, load_band_fills)
+from wespeaker_py.io.layout import BAND_FILL_NAME
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
@@ -27,7 +29,6 @@ logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from wespeaker_py.api.model import SpeakerModel
-    from wespeaker_py.frontend.band_fill import BandFill
     from wespeaker_py.frontend.features import FbankFeatures
 
 
@@ -52,7 +53,6 @@ class BandFillFiles:
     def file(model: "SpeakerModel", heard_rate: int) -> Optional[str]:
         """Where the band fill of ``model`` for audio heard at ``heard_rate`` lives; None when
         the model has no folder."""
-        from wespeaker_py.frontend.band_fill import band_fill_name
         prefix = model.companion_prefix
         return None if prefix is None else prefix + band_fill_name(heard_rate)
 
@@ -92,7 +92,6 @@ class BandFillFiles:
     def files_in_use(self, model: "SpeakerModel") -> Union[Dict[int, str], str]:
         """``{heard rate: file}`` of the band fills the model uses (for its ``info``), the
         files beside it read again if they changed; or why they cannot be used."""
-        from wespeaker_py.frontend.band_fill import BandFillError
         try:
             self.refresh(model)
         except BandFillError as error:   # info reports it rather than failing
@@ -102,7 +101,6 @@ class BandFillFiles:
     def refresh(self, model: "SpeakerModel") -> None:
         """Hand the band fills beside the model to its backend; read again whenever the
         files there change (one learnt since is used, one removed is dropped)."""
-        from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, load_band_fills
         prefix = model.companion_prefix
         if prefix is None or not model.backend.takes_band_fills:
             return
@@ -133,7 +131,6 @@ class BandFillFiles:
         """Learn the band fill for ``heard_rate`` from the wide-band speech of the Kaldi data
         directories ``data``, write it to ``output`` (default :meth:`file`) and use it (see
         :meth:`~wespeaker_py.api.SpeakerModel.train_band_fill`)."""
-        from wespeaker_py.frontend.band_fill import BandFillError, fit_band_fill
         sample_rate = model.sample_rate
         frontend = self.fbank_frontend(model)
         if frontend is None:
@@ -162,7 +159,6 @@ class BandFillFiles:
 def _rate_below_the_models(heard_rate: int, sample_rate: int) -> int:
     """``heard_rate`` as :func:`check_heard_rate` takes it: a rate below the model's
     ``sample_rate``, which a band fill is for (a :class:`BandFillError` otherwise)."""
-    from wespeaker_py.frontend.band_fill import BandFillError
     heard_rate = check_heard_rate(heard_rate, sample_rate)
     if not heard_rate:
         raise BandFillError(f"a band fill is for a rate below the model's "
@@ -188,7 +184,6 @@ class _DataTally:
                       progress: bool) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """The log-mel energies of each wide-band utterance of ``folders`` and of it as heard
         at ``heard_rate``, counted here as they are read."""
-        from wespeaker_py.audio import narrowband
         for folder in folders:
             recordings = read_wav_scp(os.path.join(folder, "wav.scp"))
             for _, wide, source_rate in readable_recordings(

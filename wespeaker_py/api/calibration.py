@@ -28,13 +28,14 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from wespeaker_py.errors import WespeakerError
+# unused here: kept importable from this module, where it was defined until io.layout
+from wespeaker_py.io.layout import CALIBRATION_NAME  # noqa: F401
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.scoring.metrics import (DetPoints, compute_det_points, eer_from_det,
                                           target_labels)
 from wespeaker_py.scoring.qmf import cllr, train_calibration
-from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.atomic_files import write_json_atomically
 
-CALIBRATION_NAME = "calibration.json"  # a model's calibration, beside it
 FORMAT = "wespeaker_py score calibration"
 VERSION = 1
 # the operating points fit_calibration measures, by name: the EER point (the default a
@@ -164,9 +165,7 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, trials: str = "",
 def save_calibration(path: str, calibration: Calibration) -> None:
     """Write ``calibration`` as JSON, atomically."""
     payload = {"format": FORMAT, "version": VERSION, **asdict(calibration)}
-    with atomic_open(path, "w", encoding="utf-8") as out:
-        json.dump(payload, out, indent=2, sort_keys=True)
-        out.write("\n")
+    write_json_atomically(path, payload, indent=2, sort_keys=True, final_newline=True)
 
 
 def load_calibration(path: str) -> Calibration:

@@ -5,10 +5,9 @@ of them takes (its heard rate, its data folders, where it is written)."""
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from wespeaker_py.api.calibration import CALIBRATION_NAME
-from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.io.layout import MEAN_NAME
+from wespeaker_py.io.layout import (BAND_FILL_NAME, CALIBRATION_NAME, MEAN_NAME,
+                                    NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME)
 from wespeaker_py.utils.paths import files_named_by_rate, rate_in_name, same_file
 from wespeaker_py.utils.values import is_whole_number
 
@@ -18,7 +17,6 @@ FIXED_NAMES = (MEAN_NAME, CALIBRATION_NAME, WINDOW_LDA_NAME)
 def rate_templates() -> Tuple[str, ...]:
     """The companion names made for a rate (``{}``: the rate): narrowband window LDAs and
     band fills."""
-    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME   # imports torch: when asked
     return NARROWBAND_WINDOW_LDA, BAND_FILL_NAME
 
 

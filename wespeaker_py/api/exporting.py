@@ -37,13 +37,12 @@ from wespeaker_py.export.waveform_onnx import export_waveform_onnx
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.band_fill import band_fill_name
 from wespeaker_py.frontend.tfmel import TFMelFeatures
+from wespeaker_py.io.layout import ONNX_NAME
 from wespeaker_py.scoring.embeddings import save_mean_vector
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
-
-ONNX_NAME = "model.onnx"
 
 
 @contextlib.contextmanager

@@ -24,14 +24,12 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.model import EmbeddingShapeError, SpeakerModel
-from wespeaker_py.diarization.options import WINDOW_LDA_NAME
 from wespeaker_py.errors import (MissingPackagesError, ModelSourceError, WespeakerError,
                                  first_line)
-from wespeaker_py.finetune.config import REQUEST_NAME, WORK_DIR
-from wespeaker_py.io.layout import (CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout,
+from wespeaker_py.io.layout import (CALIBRATION_NAME, CONFIG_NAME, MEAN_NAME, REQUEST_NAME,
+                                    WEIGHTS_NAME, WINDOW_LDA_NAME, WORK_DIR, EmbeddingSetLayout,
                                     ExperimentLayout)
 from wespeaker_py.scoring.embeddings import load_mean_vector
 from wespeaker_py.train.checkpoint import checkpoints_by_epoch, epoch_from_name

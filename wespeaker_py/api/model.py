@@ -17,7 +17,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
 import numpy as np
 
 from wespeaker_py.api.band_fill_files import BandFillFiles
-from wespeaker_py.api.calibration import CALIBRATION_NAME, Calibration, CalibrationMissingError
+from wespeaker_py.api.calibration import Calibration, CalibrationMissingError
 from wespeaker_py.api.calibration_file import CalibrationFile
 from wespeaker_py.api.companion_files import side_file_prefix
 from wespeaker_py.api.decisions import (Candidate, Verification, calibration_for_ranking,
@@ -35,6 +35,8 @@ from wespeaker_py.audio.speech_rules import SpeechLog
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
 from wespeaker_py.io.ark import MIN_NORM
+from wespeaker_py.io.layout import CALIBRATION_NAME
+from wespeaker_py.dataset.stats import TOO_SHORT_FOR_MODEL
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
 from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
@@ -68,6 +70,18 @@ def _check_array_rate(pairs: Sequence[Tuple[str, Any]], sample_rate: Optional[in
         raise AudioInputError(f"give sample_rate= with arrays or tensors: {len(arrays)} of the "
                               f"{len(pairs)} inputs are (the first: item {arrays[0]})")
     check_sample_rate(sample_rate, f"item {arrays[0]}")
+
+
+def _outcome_error(name: str, outcome: Outcome) -> AudioInputError:
+    """The error for an input the model could not embed (``outcome`` without an embedding),
+    naming it ``name``: :class:`~wespeaker_py.audio.AudioTooShortError` for one shorter than
+    the model's shortest input, else an :class:`~wespeaker_py.errors.AudioInputError` whose
+    ``reason`` is the skip reason :meth:`SpeakerModel.embed_many` counts it under."""
+    if outcome.skip == TOO_SHORT_FOR_MODEL:
+        return AudioTooShortError(f"{name}: {outcome.detail}")
+    error = AudioInputError(f"{name}: {outcome.detail}")
+    error.reason = outcome.skip or error.reason
+    return error
 
 
 class SpeakerModel:
@@ -230,7 +244,7 @@ class SpeakerModel:
         [outcome] = list(self._embed_stream([(describe_audio(audio), wav)], 1, loaded=True,
                                             heard_rate=source_rate))
         if outcome.embedding is None:
-            raise AudioInputError(f"{describe_audio(audio)}: {outcome.detail}")
+            raise _outcome_error(describe_audio(audio), outcome)
         return outcome.embedding, outcome.heard_rate
 
     def embed_waveforms(self, waveforms: Sequence[Any], sample_rate: int,
@@ -263,7 +277,7 @@ class SpeakerModel:
         for outcome in self._embed_stream(zip(keys, wavs), batch_size, loaded=True,
                                           heard_rate=heard_rate):
             if outcome.embedding is None:
-                raise AudioInputError(f"{outcome.key}: {outcome.detail}")
+                raise _outcome_error(outcome.key, outcome)
             rows[outcome.key] = outcome.embedding
         if not rows:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
@@ -711,6 +725,7 @@ class SpeakerModel:
         config. See
         :func:`wespeaker_py.finetune.finetune` and docs/finetune.md.
         """
+        # not at the top: api.loading imports this module, and finetune.run imports api.loading
         from wespeaker_py.api.loading import load_model
         from wespeaker_py.finetune import FinetuneOptions, finetune
         try:

@@ -12,7 +12,8 @@ from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
 from wespeaker_py.api.companion_files import (check_heard_rate, companions_at, data_folders,
                                               learnt_file_target)
 from wespeaker_py.errors import WespeakerError
-from wespeaker_py.runtime.identity import ModelMismatchError
+from wespeaker_py.io.layout import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
+from wespeaker_py.runtime.identity import ModelMismatchError, check_recorded_identity
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
@@ -57,7 +58,6 @@ class WindowLdaFiles:
     def present(model: "SpeakerModel") -> Dict[str, str]:
         """``{name: path}`` of the window LDA files of ``model`` that exist, by the names
         they have beside it."""
-        from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
         prefix = model.companion_prefix
         if prefix is not None:
             return companions_at(prefix, [WINDOW_LDA_NAME, NARROWBAND_WINDOW_LDA])
@@ -70,8 +70,7 @@ class WindowLdaFiles:
         recording; ``auto``: the model's ``window_lda_path`` if it exists) and, with
         ``auto``, the narrowband ones beside it under their heard rate, each checked
         against the model and against its file name."""
-        from wespeaker_py.diarization.options import (NARROWBAND_WINDOW_LDA,
-                                                      narrowband_rate_of, window_lda_file,
+        from wespeaker_py.diarization.options import (narrowband_rate_of, window_lda_file,
                                                       window_lda_name)
         named = window_lda_file(choice)
         if named is not None:
@@ -133,7 +132,6 @@ class WindowLdaFiles:
         """One window LDA file, checked against ``model`` (identity and dimension); read
         again only when the file changed since it was last read."""
         from wespeaker_py.diarization.projection import WindowLDA
-        from wespeaker_py.runtime.identity import check_recorded_identity
         key = os.path.abspath(path)
         stamp = file_stamp(path)
         known = self._read.get(key)

@@ -17,12 +17,9 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import add_flag, bin_parser, run_main
+from wespeaker_py.defaults import TORCHSCRIPT_METHODS
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
-
-# wespeaker_py.export.torchscript.METHODS, repeated so that --help needs no torch
-# (tests/test_cli.py keeps the two equal)
-METHODS = ("auto", "script", "trace")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "output_file", required=True, help="TorchScript file to write")
     add_flag(parser, "output_quant_file", default=None,
              help="also write a copy with int8 dynamically quantised Linear layers")
-    add_flag(parser, "method", default="auto", choices=METHODS,
+    add_flag(parser, "method", default="auto", choices=TORCHSCRIPT_METHODS,
              help="torch.jit.script, torch.jit.trace, or script falling back to trace (none of "
                   "the model families scripts today, so auto traces and script is refused; "
                   "the trace is checked against the eager model)")

@@ -20,12 +20,10 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, int_between, run_main
+from wespeaker_py.defaults import DEFAULT_OPSET
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
 
-# wespeaker_py.export.onnx_export.DEFAULT_OPSET, repeated so that --help needs no torch
-# (tests/test_cli.py keeps the two equal)
-DEFAULT_OPSET = 14
 # the opsets torch's TorchScript-based exporter (the one used here) writes; a model may
 # need more than the least (its error names the operator)
 MIN_OPSET, MAX_OPSET = 7, 20

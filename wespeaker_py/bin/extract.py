@@ -42,13 +42,10 @@ import sys
 from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_channel_flag, add_fail_fraction_flag,
-                                     add_flag, bin_parser, positive_int, run_main)
+                                     add_flag, bin_parser, int_between, positive_int, run_main)
+from wespeaker_py.defaults import DEFAULT_BUFFER_MB
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
-
-# wespeaker_py.inference.extraction.DEFAULT_BUFFER_MB, repeated so that --help needs no torch
-# (tests/test_cli.py keeps the two equal)
-DEFAULT_BUFFER_MB = 2048
 
 
 def gpus_flag(text: str) -> List[int]:
@@ -72,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "embed_ark", required=True, help="output .ark; the .scp goes beside it")
     add_flag(parser, "batch_size", type=positive_int, default=1,
              help="most utterances (all of equal length) in one forward pass")
-    add_flag(parser, "num_workers", type=int, default=1, help="DataLoader workers per job")
+    add_flag(parser, "num_workers", type=int_between(0), default=1,
+             help="DataLoader workers per job")
     add_flag(parser, "nj", type=positive_int, default=1, help="number of parallel jobs")
     add_flag(parser, "gpus", type=gpus_flag, default=None,
              help="GPUs for the jobs, e.g. [0,1] (default: all visible; [] for CPU)")
@@ -80,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
              help="device of a single job: cpu, cuda, cuda:N (default: first of --gpus)")
     add_bool_flag(parser, "random_chunk", default=False,
                   help="embed one random chunk of --num_frms frames of each utterance")
-    add_flag(parser, "num_frms", type=int, default=None,
+    add_flag(parser, "num_frms", type=positive_int, default=None,
              help="frames of a chunk (default: the config's dataset_args.num_frms)")
-    add_flag(parser, "seed", type=int, default=42, help="seed of the chunk positions")
+    add_flag(parser, "seed", type=int_between(0), default=42,
+             help="seed of the chunk positions")
     add_channel_flag(parser)
     add_flag(parser, "buffer_mb", type=int, default=DEFAULT_BUFFER_MB,
              help="memory for features waiting for a batch of their length")
@@ -113,16 +112,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.expected_utterances is not None and args.data_type == "raw":
         parser.error("--expected_utterances is for a shard list: a raw list names each of "
                      "its utterances")
-    if args.num_workers < 0:
-        parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.device is not None and args.nj > 1:
         parser.error("--device sets the device of a single job; with --nj > 1 give the jobs' "
                      "GPUs with --gpus")
     if args.num_frms is not None and not args.random_chunk:
         parser.error("--num_frms sets the chunk of --random_chunk True")
-    if args.random_chunk and ((args.num_frms is not None and args.num_frms < 1)
-                              or args.seed < 0):
-        parser.error("--num_frms must be >= 1 and --seed >= 0")
     try:
         scp_path_for(args.embed_ark)
     except ValueError as error:

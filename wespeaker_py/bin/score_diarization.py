@@ -34,11 +34,11 @@ file); see :mod:`wespeaker_py.diarization.plot`. The tables and plots are
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Dict, List, Optional
 
-from wespeaker_py.cli.common import UsageError, add_flag, bin_parser, bin_prog, run_main
+from wespeaker_py.cli.common import (UsageError, add_flag, bin_parser, bin_prog,
+                                     non_negative, run_main)
 from wespeaker_py.utils.logging_utils import setup_logging
 
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "sys_rttm", default=None, help="system (hypothesis) RTTM")
     add_flag(parser, "systems", nargs="+", default=None, metavar="NAME=RTTM",
              help="instead of --sys_rttm: compare these systems, one row each")
-    add_flag(parser, "collars", type=float, nargs="+", default=[0.0, 0.25],
+    add_flag(parser, "collars", type=non_negative, nargs="+", default=[0.0, 0.25],
              help="collars in seconds around reference boundaries (default 0 0.25)")
     add_flag(parser, "uem", default=None, help="scoring regions (NIST UEM file)")
     add_flag(parser, "per_file", action="store_true", help="also one row per recording")
@@ -85,10 +85,6 @@ def _main(argv: List[str]) -> int:
     setup_logging()
     if (args.sys_rttm is None) == (args.systems is None):
         raise UsageError("score_diarization: give --sys_rttm or --systems")
-    bad = [collar for collar in args.collars if not (math.isfinite(collar) and collar >= 0)]
-    if bad:
-        raise UsageError(f"--collars: each collar is seconds, at least 0; got "
-                         f"{' '.join(f'{collar:g}' for collar in bad)}")
     systems = parse_systems(args.systems) if args.systems is not None else {}
     _refuse_over_inputs(args, systems)
     from wespeaker_py.diarization.report import (plot_scored, plot_scored_systems, read_scored,

@@ -17,12 +17,9 @@ from typing import List, Optional
 
 from wespeaker_py.cli.common import (add_bool_flag, add_flag, add_missing_trials_flag, bin_parser,
                                      positive_int, run_main)
+from wespeaker_py.defaults import NORM_METHODS
 from wespeaker_py.utils.logging_utils import setup_logging
 from wespeaker_py.utils.paths import refuse_output_over_input
-
-# wespeaker_py.scoring.norm.NORM_METHODS, repeated so that --help needs no torch
-# (tests/test_cli.py keeps the two equal)
-NORM_METHODS = ("asnorm", "snorm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ import sys
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from wespeaker_py.errors import WespeakerError, exit_status, one_line
+from wespeaker_py.utils.booleans import parse_bool
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
 from wespeaker_py.utils.progress import check_progress_settings
 from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_threads
@@ -73,16 +74,15 @@ def hint_on_interrupt(hint: str) -> Iterator[None]:
 
 # -- flags -----------------------------------------------------------------------------------
 
-def str2bool(value) -> bool:
-    """Parse ``True/False/1/0/yes/no`` (any case) as python-fire does for booleans."""
+def str2bool(value: Any) -> bool:
+    """An argparse ``type``: a boolean word of
+    :func:`~wespeaker_py.utils.booleans.parse_bool` (the words of config overrides too)."""
     if isinstance(value, bool):
         return value
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "1", "yes", "y"):
-        return True
-    if lowered in ("false", "0", "no", "n", "none", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+    try:
+        return parse_bool(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
@@ -150,14 +150,14 @@ def positive_number(text) -> float:
     return value
 
 
-def non_negative(text) -> float:
-    """An argparse ``type``: a number >= 0."""
+def non_negative(text: Any) -> float:
+    """An argparse ``type``: a finite number >= 0 (a collar, a margin in seconds)."""
     try:
         value = float(text)
     except (TypeError, ValueError):
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:   # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
@@ -39,11 +40,6 @@ recording is kept as soon as it is done: after an interruption the same command
 continues where it stopped. A second run into the same output is refused while the
 first runs; a DIR/ holding another run's RTTMs is refused unless --force starts over.
 Needs: pip install 'wespeaker_py[diar]'."""
-
-# DiarizationOptions fields that the diarize command sets from flags of the same name
-DIARIZE_SETTINGS = ("vad_threshold", "min_speech", "min_silence", "window", "shift",
-                    "dither", "ahc_threshold", "min_cluster_size", "merge_threshold", "gap_ratio",
-                    "edge_weights", "resolution", "window_lda")
 
 
 def _check_plot_path(path: str) -> None:
@@ -107,11 +103,9 @@ def cmd_diarize(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _check_plot_path(args.plot)
     from wespeaker_py.diarization.options import DiarizationOptions
-    settings = {name: getattr(args, name) for name in DIARIZE_SETTINGS}
-    # every setting is checked before the (slow) model load
-    settings.update(vad=args.vad, cluster_method=args.cluster_method,
-                    num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                    max_speakers=args.max_speakers)
+    # each DiarizationOptions field has a flag of its name (_add_diarize_flags); every
+    # setting is checked before the (slow) model load
+    settings = {item.name: getattr(args, item.name) for item in fields(DiarizationOptions)}
     checked = DiarizationOptions.from_settings(**settings)
     if args.reco2num_spk is not None:
         checked.check_count_given(f"--reco2num_spk {args.reco2num_spk}", args.min_speakers,

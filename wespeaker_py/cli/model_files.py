@@ -39,7 +39,7 @@ def refuse_over_model_files(args: argparse.Namespace, model,
     ``--calibration`` names, or that lies beside the model under a companion file's name
     (:func:`~wespeaker_py.api.companion_files.companion_name_at`), existing or not; but for
     the names in ``writes``: the model's files that the subcommand is there to write."""
-    from wespeaker_py.api.calibration import CALIBRATION_NAME
+    from wespeaker_py.io.layout import CALIBRATION_NAME
     from wespeaker_py.api.companion_files import companion_name_at
     from wespeaker_py.utils.paths import OutputNotWritableError, refuse_output_over_input
     own = {f"--model {args.model}'s {name}": path

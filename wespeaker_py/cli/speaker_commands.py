@@ -247,7 +247,7 @@ def _identification_summary(ranking, model: str, calibration_path: Optional[str]
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``wespeaker-py calibrate``: fit the model's calibration.json on labelled trials."""
-    from wespeaker_py.api.calibration import CALIBRATION_NAME
+    from wespeaker_py.io.layout import CALIBRATION_NAME
     # without --output the calibration goes to --calibration (or MODEL's own)
     written = {"--output": args.output} if args.output else {"--calibration": args.calibration}
     refuse_over_inputs(args, written, {"--trials": args.trials, "--wav_scp": args.wav_scp})

@@ -296,3 +296,9 @@ def hint_at(block_type: type, parts: Sequence[str]) -> Optional[Any]:
 def is_text(hint: Optional[Any]) -> bool:
     """True when the field takes only a string (or null): override text stays as typed."""
     return hint is not None and _non_null(hint) == (str,)
+
+
+def is_bool(hint: Optional[Any]) -> bool:
+    """True when the field takes only a bool (or null): override text is read by
+    :func:`~wespeaker_py.utils.booleans.parse_bool`."""
+    return hint is not None and _non_null(hint) == (bool,)

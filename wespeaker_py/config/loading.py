@@ -14,10 +14,11 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
-from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at,
+from wespeaker_py.config.fields import (ConfigError, as_float, block_to_dict, hint_at, is_bool,
                                         is_text, parse_block, unknown_key_error)
 from wespeaker_py.config.schema import DatasetArgs, ModelConfig, TrainConfig
 from wespeaker_py.utils.atomic_files import atomic_open
+from wespeaker_py.utils.booleans import BOOL_WORDS_TEXT, parse_bool
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -112,11 +113,21 @@ def _parse_text(raw: str, text_only: bool) -> Any:
         return raw
 
 
+def _override_bool(dotted_key: str, raw: str) -> bool:
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise ConfigError(f"config key '{dotted_key}' must be bool ({BOOL_WORDS_TEXT}), "
+                          f"got {raw!r}") from None
+
+
 def apply_override(config: Dict[str, Any], dotted_key: str, raw_value: str,
                    schema: type = TrainConfig) -> None:
     """Set ``config[dotted_key]`` (a plain mapping) from command-line text.
 
-    The text is typed by YAML and the schema; an unknown key is an error.
+    The text is typed by YAML and the schema; an unknown key is an error. A bool key
+    (also one inside an open mapping that already holds a bool) takes the words of
+    :func:`~wespeaker_py.utils.booleans.parse_bool`, as a bin's boolean flag does.
     Missing intermediate sections are created. Inside an open mapping
     (``model_args``) a key that already holds a value keeps its type (a float
     takes an int, or a string that reads as a number, such as ``1e-4``). The
@@ -125,6 +136,8 @@ def apply_override(config: Dict[str, Any], dotted_key: str, raw_value: str,
     parts = dotted_key.split(".")
     hint = hint_at(schema, parts)
     value = _parse_text(raw_value, is_text(hint))
+    if is_bool(hint) and value is not None:
+        value = _override_bool(dotted_key, raw_value)
     node = config
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -138,7 +151,9 @@ def apply_override(config: Dict[str, Any], dotted_key: str, raw_value: str,
     inside_open_mapping = hint is None
     if inside_open_mapping and node.get(leaf) is not None and value is not None:
         old_kind, new_kind = _kind_of(node[leaf]), _kind_of(value)
-        if old_kind == "float" and as_float(value) is not None:
+        if old_kind == "bool":
+            value = _override_bool(dotted_key, raw_value)
+        elif old_kind == "float" and as_float(value) is not None:
             value = as_float(value)  # an int, or "1e-4" (a string to YAML 1.1)
         elif old_kind != new_kind:
             raise ConfigError(f"config key '{dotted_key}' holds {old_kind} {node[leaf]!r}; "

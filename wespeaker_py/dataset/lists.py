@@ -23,8 +23,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass
-from typing import (Container, Dict, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import soundfile as sf
@@ -35,6 +34,7 @@ from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import (DataFormatError, UniqueKeys, iter_key_rest, iter_table,
                                        open_table, read_key_value)
+from wespeaker_py.utils.utt2spk import iter_utt2spk
 
 logger = get_logger(__name__)
 
@@ -196,10 +196,9 @@ def read_data_list(path: str, data_type: str, require_spk: bool = True) -> List:
 
 
 def spk2id_from_utt2spk(utt2spk_path: str) -> Dict[str, int]:
-    """Map the sorted unique speakers of an ``utt2spk`` file to ``0..N-1``."""
-    speakers = set()
-    for _, fields in iter_table(utt2spk_path, min_fields=2, max_fields=2):
-        speakers.add(fields[1])
+    """Map the sorted unique speakers of an ``utt2spk`` file to ``0..N-1`` (the file read
+    by :func:`~wespeaker_py.utils.utt2spk.iter_utt2spk`, with its checks)."""
+    speakers = {spk for _, _, spk in iter_utt2spk(utt2spk_path)}
     return {spk: index for index, spk in enumerate(sorted(speakers))}
 
 
@@ -340,32 +339,24 @@ def read_segment_table(wav_scp: str, utt2spk: str, segments_file: str) -> List[T
     audio).
 
     A segment whose recording is not in wav.scp is a :class:`DataFormatError` naming the
-    segments file and line; an utterance of utt2spk without a segment, or given twice, one
-    naming utt2spk and the line. Segments of no utterance of utt2spk are left out with a
-    warning.
+    segments file and line; an utterance of utt2spk without a segment, or given two
+    speakers, one naming utt2spk and the line(s). Segments of no utterance of utt2spk are
+    left out with a warning.
     """
     recordings = read_key_value(wav_scp)
     segments = read_segments(segments_file)
     _check_recordings(segments, recordings, segments_file, wav_scp)
-    keys = UniqueKeys(utt2spk, "utterance")
+    rows = list(iter_utt2spk(utt2spk))
     entries = []
-    for line_no, key, spk in _utt2spk_rows(utt2spk, keys):
+    for line_no, key, spk in rows:
         segment = segments.get(key)
         if segment is None:
             raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in "
                                                     f"{segments_file}")
         entries.append(TableEntry(key=key, spk=spk, wav=recordings[segment.recording],
                                   vad=((segment.start, segment.end),)))
-    warn_unlisted(segments, keys.first_line, segments_file, utt2spk)
+    warn_unlisted(segments, {key for _, key, _ in rows}, segments_file, utt2spk)
     return entries
-
-
-def _utt2spk_rows(utt2spk: str, keys: UniqueKeys) -> Iterator[Tuple[int, str, str]]:
-    """``(line_no, utterance, speaker)`` of each line of ``utt2spk``, each utterance claimed
-    in ``keys`` (one given twice is a :class:`DataFormatError`)."""
-    for line_no, (key, spk) in iter_table(utt2spk, min_fields=2, max_fields=2):
-        keys.claim(key, line_no)
-        yield line_no, key, spk
 
 
 def _segments_hint(wav_scp: str, utterance: str) -> str:
@@ -401,8 +392,8 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
                          drop_without_vad: bool = False) -> List[TableEntry]:
     """Join ``wav.scp`` and ``utt2spk`` (in utt2spk order), attaching VAD segments if given.
 
-    An utterance of utt2spk missing from wav.scp, or given twice in utt2spk, is an error
-    naming utt2spk and its line(s) (one that the ``segments`` file beside wav.scp cuts from
+    An utterance of utt2spk missing from wav.scp, or given two speakers in utt2spk, is an
+    error naming utt2spk and its line(s) (one that the ``segments`` file beside wav.scp cuts from
     a recording: saying so, see :func:`read_segment_table`); utterances of wav.scp missing
     from utt2spk are left out with a warning. With ``drop_without_vad`` utterances that
     have no VAD segments are left out (WeSpeaker's raw-list behaviour); otherwise they are
@@ -412,10 +403,10 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
     """
     wavs = read_key_value(wav_scp)
     vad = read_vad_file(vad_file) if vad_file else None
-    keys = UniqueKeys(utt2spk, "utterance")
+    rows = list(iter_utt2spk(utt2spk))
     entries: List[TableEntry] = []
     without_vad: List[str] = []
-    for line_no, key, spk in _utt2spk_rows(utt2spk, keys):
+    for line_no, key, spk in rows:
         if key not in wavs:
             raise DataFormatError(utt2spk, line_no, f"utterance {key!r} is not in {wav_scp}"
                                                     + _segments_hint(wav_scp, key))
@@ -425,9 +416,10 @@ def read_utterance_table(wav_scp: str, utt2spk: str,
             if drop_without_vad:
                 continue
         entries.append(TableEntry(key=key, spk=spk, wav=wavs[key], vad=segments))
-    warn_unlisted(wavs, keys.first_line, wav_scp, utt2spk)
+    utterances = [key for _, key, _ in rows]
+    warn_unlisted(wavs, set(utterances), wav_scp, utt2spk)
     if vad is not None:
-        _check_vad_keys(vad_file, vad, list(keys.first_line), without_vad, utt2spk,
+        _check_vad_keys(vad_file, vad, utterances, without_vad, utt2spk,
                         drop_without_vad)
     return entries
 

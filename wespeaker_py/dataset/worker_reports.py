@@ -25,7 +25,8 @@ import tempfile
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
-from wespeaker_py.utils.atomic_files import atomic_open, remove_stale_temp_files, temp_name_for
+from wespeaker_py.utils.atomic_files import (remove_stale_temp_files, temp_name_for,
+                                             write_json_atomically)
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
@@ -71,8 +72,8 @@ class WorkerReports:
         if self.folder is None:
             return
         try:
-            with atomic_open(os.path.join(self.folder, _report_name(epoch, worker_id))) as out:
-                json.dump({"num_workers": num_workers, "counts": counts}, out)
+            write_json_atomically(os.path.join(self.folder, _report_name(epoch, worker_id)),
+                                  {"num_workers": num_workers, "counts": counts})
         except OSError as error:
             logger.warning("worker %d could not report its skip counts of epoch %d: %s",
                            worker_id, epoch, error)

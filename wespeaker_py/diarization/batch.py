@@ -43,7 +43,8 @@ from wespeaker_py.diarization.recordings import RecordingInputError
 from wespeaker_py.diarization.rttm import rttm_channel, write_rttm
 from wespeaker_py.diarization.turns import Turn
 from wespeaker_py.errors import AudioInputError, RunFailedError, WespeakerError
-from wespeaker_py.utils.atomic_files import atomic_open, require_writable
+from wespeaker_py.utils.atomic_files import (read_json_or_none, require_writable,
+                                             write_json_atomically)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally
 from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
@@ -171,15 +172,6 @@ class BatchSummary:
         return text
 
 
-def _read_json(path: str) -> Any:
-    """The JSON content of ``path``; None when it is missing or not JSON."""
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 class BatchWork:
     """The work folder of one batch output (see the module): the manifest, a part per
     finished recording and, for a folder of RTTMs, the RTTMs; a context manager holding
@@ -231,7 +223,7 @@ class BatchWork:
         since is written again from its part), and how many others it finished from
         another source, whose parts (and RTTMs) are removed so that they are redone."""
         manifest_path = os.path.join(self.path, MANIFEST)
-        previous = _read_json(manifest_path)
+        previous = read_json_or_none(manifest_path)
         if previous != self.manifest:
             if self.per_recording:
                 self._clear_folder(previous is not None, list(sources))
@@ -241,13 +233,12 @@ class BatchWork:
             if os.path.isdir(self.path):
                 shutil.rmtree(self.path)
             os.makedirs(os.path.join(self.path, PARTS))
-            with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
-                json.dump(self.manifest, handle, indent=1, sort_keys=True)
+            write_json_atomically(manifest_path, self.manifest, indent=1, sort_keys=True)
             return {}, 0
         os.makedirs(os.path.join(self.path, PARTS), exist_ok=True)
         finished, changed = {}, []
         for key, source in sources.items():
-            part = _read_json(self._part_path(key))
+            part = read_json_or_none(self._part_path(key))
             try:
                 done = FinishedRecording.from_json(part)
             except (TypeError, ValueError, KeyError):   # no part (or not one): not done
@@ -293,8 +284,7 @@ class BatchWork:
     def store(self, key: str, finished: FinishedRecording, source: Mapping[str, Any]) -> None:
         """Keep the finished recording ``key``, made from ``source``
         (:func:`recording_source`): its part, then its RTTM in a folder of RTTMs."""
-        with atomic_open(self._part_path(key), "w", encoding="utf-8") as handle:
-            json.dump(dict(finished.to_json(), source=source), handle)
+        write_json_atomically(self._part_path(key), dict(finished.to_json(), source=source))
         if self.per_recording:
             self._write_rttm(key, finished)
 

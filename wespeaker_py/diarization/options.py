@@ -15,11 +15,11 @@ from typing import Any, Optional, Tuple
 
 from wespeaker_py.diarization.segmentation import GRID
 from wespeaker_py.errors import MissingPackagesError, WespeakerError
+# WINDOW_LDA_NAME: read from here too, where it was before io.layout held it
+from wespeaker_py.io.layout import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME  # noqa: F401
 from wespeaker_py.utils.paths import rate_in_name
 from wespeaker_py.utils.values import is_whole_number
 
-WINDOW_LDA_NAME = "window_lda.npz"  # a model's window LDA, beside it (diarization.projection)
-NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"  # one learnt from audio heard at a lower rate
 CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
 DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
 SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eigengap
@@ -304,8 +304,10 @@ class DiarizationOptions:
 
     def cluster_options(self) -> ClusterOptions:
         """The clustering's share of these settings."""
-        return ClusterOptions(self.cluster_method, self.ahc_threshold, self.min_cluster_size,
-                              self.merge_threshold, self.gap_ratio, self.edge_weights)
+        return ClusterOptions(method=self.cluster_method, ahc_threshold=self.ahc_threshold,
+                              min_cluster_size=self.min_cluster_size,
+                              merge_threshold=self.merge_threshold, gap_ratio=self.gap_ratio,
+                              edge_weights=self.edge_weights)
 
     def region_rules(self):
         """The VAD's :class:`~wespeaker_py.diarization.vad.RegionRules` from these settings."""

@@ -23,6 +23,7 @@ from wespeaker_py.export.checks import (CHECK_SHAPES, EXAMPLE_FRAMES, check_agai
                                         embedding_size, example_features, output_held_back,
                                         quiet_exporter)
 from wespeaker_py.export.metadata import FEATURE_KIND, add_onnx_metadata
+from wespeaker_py.defaults import DEFAULT_OPSET
 from wespeaker_py.errors import MissingPackagesError, WespeakerError, first_line
 from wespeaker_py.runtime.batching import min_valid_frames
 from wespeaker_py.utils.atomic_files import atomic_path
@@ -32,7 +33,6 @@ from wespeaker_py.utils.logging_utils import get_logger
 logger = get_logger(__name__)
 
 REQUIRED_PACKAGES = ("onnx", "onnxruntime")
-DEFAULT_OPSET = 14
 INPUT_NAME = "feats"
 OUTPUT_NAME = "embs"
 

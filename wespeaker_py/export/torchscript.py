@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
+from wespeaker_py.defaults import TORCHSCRIPT_METHODS as METHODS
 from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.export.checks import (EXAMPLE_FRAMES, check_against_eager, embedding_size,
                                         example_features, quiet_exporter)
@@ -28,8 +29,6 @@ from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
-
-METHODS = ("auto", "script", "trace")
 
 
 class ScriptCompileError(WespeakerError, ValueError):

@@ -41,10 +41,11 @@ from wespeaker_py.export.metadata import (INFO_KEY, WAVEFORM_KIND, add_onnx_meta
 from wespeaker_py.export.onnx_export import DEFAULT_OPSET, require_onnx_packages
 from wespeaker_py.frontend.band_fill import (BandFill, BandFillError, identity_affine,
                                              split_bins)
-from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, _mel_matrix, _padded_fft_size,
-                                         _window_function)
+from wespeaker_py.frontend.fbank import (LOG_FLOOR, PREEMPHASIS, mel_matrix, padded_fft_size,
+                                         window_function)
 from wespeaker_py.frontend.features import FbankFeatures
 from wespeaker_py.frontend.framing import frame_params
+from wespeaker_py.frontend.specaug import apply_cmn
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.onnx_session import open_onnx_session
@@ -68,7 +69,7 @@ def _frame_transform(window_length: int) -> torch.Tensor:
     emphasised = centred.clone()
     emphasised[:, 1:] -= PREEMPHASIS * centred[:, :-1]
     emphasised[:, 0] *= 1.0 - PREEMPHASIS
-    return emphasised * _window_function("hamming", window_length)[None, :]
+    return emphasised * window_function("hamming", window_length)[None, :]
 
 
 class ConvFbank(nn.Module):
@@ -81,7 +82,7 @@ class ConvFbank(nn.Module):
         sample_rate = features.sample_rate
         window_length, shift = frame_params(sample_rate, features.frame_length,
                                             features.frame_shift)
-        fft_size = _padded_fft_size(window_length)
+        fft_size = padded_fft_size(window_length)
         bins = fft_size // 2
         transform = _frame_transform(window_length)
         angles = 2.0 * math.pi * torch.outer(torch.arange(window_length, dtype=torch.float64),
@@ -90,8 +91,8 @@ class ConvFbank(nn.Module):
         imag = transform @ torch.sin(angles)
         kernels = torch.cat([real, imag], dim=1).T.unsqueeze(1)   # [2 * bins, 1, W]
         self.register_buffer("kernels", kernels.float())
-        self.register_buffer("mel", _mel_matrix(sample_rate, fft_size,
-                                                features.num_mel_bins).float())
+        self.register_buffer("mel", mel_matrix(sample_rate, fft_size,
+                                               features.num_mel_bins).float())
         self.shift = shift
         self.bins = bins
         # a positive index: the TorchScript exporter shares the constant -1 among nodes and
@@ -111,7 +112,7 @@ class ConvFbank(nn.Module):
             rows = self.num_mel_bins
             feats = torch.matmul(feats, band_fill[:rows]) + band_fill[rows]
         if self.cmn:
-            feats = feats - feats.mean(dim=1, keepdim=True)
+            feats = apply_cmn(feats)
         return feats
 
 

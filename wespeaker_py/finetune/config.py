@@ -50,9 +50,6 @@ SOURCE_BATCH_SIZE = 32
 # written out in full: WeSpeaker's get_projection reads scale and easy_margin with no
 # default, so a fine-tuned config.yaml must name them to train there too
 NEW_HEAD = {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False}
-# OUT/work/request.json: a run's arguments and lists, what a rerun must match to resume
-WORK_DIR = "work"
-REQUEST_NAME = "request.json"
 # options that change how the data is loaded, not the weights: a run resumes with others
 # from its last epoch checkpoint (the trainer continues an interrupted.pt mid-epoch only
 # with the same num_workers, which decide how each epoch's data is split: RUN_ONLY_KEYS)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from wespeaker_py.api.calibration import CALIBRATION_NAME
 from wespeaker_py.api.companion_files import companion_prefix, companions_at, rate_templates
-from wespeaker_py.diarization.options import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME
-from wespeaker_py.finetune.config import WORK_DIR, option_name, option_setting
-from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME, EmbeddingSetLayout
+from wespeaker_py.finetune.config import option_name, option_setting
+from wespeaker_py.io.layout import (CALIBRATION_NAME, CONFIG_NAME, MEAN_NAME,
+                                    NARROWBAND_WINDOW_LDA, WEIGHTS_NAME, WINDOW_LDA_NAME,
+                                    WORK_DIR, EmbeddingSetLayout)
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import rate_in_name
 

@@ -42,8 +42,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wespeaker_py.api.calibration import (CALIBRATION_NAME, MIN_TRIALS_PER_CLASS, Calibration,
-                                          TooFewTrialsError, save_calibration)
+from wespeaker_py.api.calibration import (MIN_TRIALS_PER_CLASS, Calibration, TooFewTrialsError,
+                                          save_calibration)
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.api.loading import load_model, recipe_mean_vectors, torch_model_files
 from wespeaker_py.audio import INT16_SCALE, apply_vad, is_pipe, open_audio, read_checked
@@ -51,24 +51,26 @@ from wespeaker_py.config import ConfigError, DatasetArgs, ModelConfig, TrainConf
 from wespeaker_py.config.schema import MIN_BATCH_SIZE
 from wespeaker_py.dataset.lists import TableEntry
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.finetune.config import (FREEZE_CHOICES, REQUEST_NAME, WORK_DIR,
-                                          FinetuneOptions, OptionValueError, check_device,
-                                          check_phases, chosen_rate, named_as_flags,
-                                          option_name, option_setting, phase_config, phases,
-                                          read_source_config, with_loader_options_of)
+from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, OptionValueError,
+                                          check_device, check_phases, chosen_rate,
+                                          named_as_flags, option_name, option_setting,
+                                          phase_config, phases, read_source_config,
+                                          with_loader_options_of)
 from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneCorpus, FinetuneData,
                                         list_digests, read_finetune_corpus, write_data_lists,
                                         write_lists)
 from wespeaker_py.finetune.report import WORSE, next_steps, summary_line, verdict, warn_if_worse
 from wespeaker_py.finetune.split import kept_split, split_finetune_data, warn_about_split
-from wespeaker_py.io.layout import CONFIG_NAME, MEAN_NAME, WEIGHTS_NAME
+from wespeaker_py.io.layout import (BAND_FILL_NAME, CALIBRATION_NAME, CONFIG_NAME, MEAN_NAME,
+                                    REPORT_NAME, REQUEST_NAME, WEIGHTS_NAME, WORK_DIR)
 from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, HEAD_PREFIX, model_state_of,
                                              read_checkpoint)
 from wespeaker_py.scoring.metrics import compute_eer, compute_min_dcf
 from wespeaker_py.train.average import average_checkpoints
 from wespeaker_py.train.checkpoint import checkpoints_by_epoch
 from wespeaker_py.train.plan import Layout
-from wespeaker_py.utils.atomic_files import atomic_open, atomic_path, save_torch
+from wespeaker_py.utils.atomic_files import (atomic_open, atomic_path, read_json_or_none,
+                                             save_torch, write_json_atomically)
 from wespeaker_py.utils.list_jobs import is_fail_fraction
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.paths import file_digest
@@ -77,7 +79,6 @@ from wespeaker_py.utils.values import is_real_number, is_whole_number
 
 logger = get_logger(__name__)
 
-REPORT_NAME = "finetune.json"
 INIT_NAME = "init_body.pt"
 # in OUT/work: the phases planned when the run started, which its resumption keeps
 PLAN_NAME = "phases.json"
@@ -243,16 +244,6 @@ def _run_inputs(checkpoint: str, config_path: str, data: FinetuneData
     return inputs + [("the audio file", wav) for wav in wavs]
 
 
-def _read_json(path: str) -> Any:
-    """What an earlier run recorded in the JSON file ``path`` (its request, its phases);
-    None when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 _ABSENT = object()
 
 
@@ -274,7 +265,7 @@ def _finished(out_dir: str) -> bool:
         return False
     if os.path.isfile(os.path.join(out_dir, CALIBRATION_NAME)):
         return True
-    report = _read_json(os.path.join(out_dir, REPORT_NAME))
+    report = read_json_or_none(os.path.join(out_dir, REPORT_NAME))
     return isinstance(report, dict) and bool(report.get("calibration_skipped"))
 
 
@@ -295,7 +286,7 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
                 f"{out_dir} holds other files, not a fine-tuning run (it has no "
                 f"{WORK_DIR}/{REQUEST_NAME}); {overwrite_option} only replaces an earlier "
                 f"fine-tuning run: choose another {out_option}")
-        recorded = with_loader_options_of(_read_json(request_path), request)
+        recorded = with_loader_options_of(read_json_or_none(request_path), request)
         if isinstance(recorded, dict) and SOURCE_FILES not in recorded:
             # written before the source's files were recorded: they cannot be compared
             recorded[SOURCE_FILES] = request[SOURCE_FILES]
@@ -319,8 +310,7 @@ def _claim_output(out_dir: str, request: Dict[str, Any], overwrite: bool) -> boo
         else:
             return True
     os.makedirs(os.path.join(out_dir, WORK_DIR), exist_ok=True)
-    with atomic_open(request_path, "w", encoding="utf-8") as out:
-        json.dump(request, out, indent=2, sort_keys=True)
+    write_json_atomically(request_path, request, indent=2, sort_keys=True)
     return False
 
 
@@ -592,7 +582,6 @@ def _source_files(source: str, checkpoint: str, config_path: str) -> Dict[str, s
     """SHA-256 of each file the run reads from the source: its checkpoint and config, and
     the companion files that its dev figures go through (its mean vector and band fills,
     by their names at ``source``'s companion prefix)."""
-    from wespeaker_py.frontend.band_fill import BAND_FILL_NAME
     used = companions_at(companion_prefix(source), [MEAN_NAME, BAND_FILL_NAME])
     return {name: file_digest(path) for name, path in
             [("checkpoint", checkpoint), ("config", config_path), *used.items()]}
@@ -630,12 +619,10 @@ def _kept_phases(work: str, options: FinetuneOptions, train_speakers: int
     path = os.path.join(work, PLAN_NAME)
     if not os.path.isfile(path):
         plan = phases(options, train_speakers)
-        with atomic_open(path, "w", encoding="utf-8") as out:
-            json.dump(plan, out, indent=2)
-            out.write("\n")
+        write_json_atomically(path, plan, indent=2, final_newline=True)
         return plan
     try:
-        return check_phases(_read_json(path))
+        return check_phases(read_json_or_none(path))
     except ValueError as error:
         raise OutputExistsError(f"{path}: not the phases of a fine-tuning run ({error}); it "
                                 f"records the plan of the run being resumed: remove "
@@ -822,9 +809,7 @@ def _finetune(source: str, data_dir: str, out_dir: str, options: FinetuneOptions
               "calibration_skipped": no_calibration,
               "train_seconds": round(train_seconds, 1), "weights": WEIGHTS_NOTE}
     report["next_steps"] = next_steps(source, out_dir, folders, report)
-    with atomic_open(report_path, "w", encoding="utf-8") as out:
-        json.dump(report, out, indent=2)
-        out.write("\n")
+    write_json_atomically(report_path, report, indent=2, final_newline=True)
     _publish(final_dir, out_dir)
     warn_if_worse(report, out_dir)
     return report

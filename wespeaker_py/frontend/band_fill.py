@@ -26,11 +26,11 @@ import torch
 
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.frontend.fbank import mel_bin_tops
+from wespeaker_py.io.layout import BAND_FILL_NAME
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
 from wespeaker_py.utils.paths import rate_in_name
 
-BAND_FILL_NAME = "band_fill_{}hz.npz"
 # the skip reason of an utterance that came below the model's rate: no wide band to learn from
 NARROW_SOURCE = "narrow_band_source"
 # A bin is filled when its triangle reaches above this share of the low rate's Nyquist

@@ -26,7 +26,8 @@ LOG_FLOOR = torch.finfo(torch.float32).eps
 WINDOW_TYPES = ("hamming", "hanning", "povey", "rectangular", "blackman")
 
 
-def _padded_fft_size(window: int) -> int:
+def padded_fft_size(window: int) -> int:
+    """The FFT size Kaldi pads a ``window``-sample frame to: the next power of two."""
     return 1 << (window - 1).bit_length()
 
 
@@ -34,7 +35,7 @@ def _mel_scale(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
 
-def _window_function(window_type: str, length: int) -> torch.Tensor:
+def window_function(window_type: str, length: int) -> torch.Tensor:
     """Kaldi's window of ``length`` samples (float64)."""
     n = torch.arange(length, dtype=torch.float64)
     # Kaldi divides by (length - 1); a one-sample window would divide by zero there.
@@ -53,7 +54,7 @@ def _window_function(window_type: str, length: int) -> torch.Tensor:
     raise ValueError(f"window_type must be one of {WINDOW_TYPES}, got {window_type!r}")
 
 
-def _mel_matrix(sample_rate: int, fft_size: int, num_mel_bins: int) -> torch.Tensor:
+def mel_matrix(sample_rate: int, fft_size: int, num_mel_bins: int) -> torch.Tensor:
     """Kaldi's triangular mel weights as a ``[fft_size // 2, num_mel_bins]`` matrix.
 
     Like Kaldi's bank it covers FFT bins ``0 .. fft_size/2 - 1``: the Nyquist bin
@@ -83,8 +84,8 @@ def _mel_matrix(sample_rate: int, fft_size: int, num_mel_bins: int) -> torch.Ten
 def mel_bin_tops(sample_rate: int, num_mel_bins: int, frame_length: float = 25) -> np.ndarray:
     """The highest frequency (Hz) of an FFT bin that each mel bin takes in, ``[num_mel_bins]``."""
     window_length, _ = frame_params(sample_rate, frame_length, frame_length)
-    fft_size = _padded_fft_size(window_length)
-    weights = _mel_matrix(sample_rate, fft_size, num_mel_bins).numpy()
+    fft_size = padded_fft_size(window_length)
+    weights = mel_matrix(sample_rate, fft_size, num_mel_bins).numpy()
     freqs = np.arange(fft_size // 2) * (sample_rate / fft_size)
     return np.array([freqs[weights[:, j] > 0].max() for j in range(num_mel_bins)])
 
@@ -93,8 +94,8 @@ def mel_bin_tops(sample_rate: int, num_mel_bins: int, frame_length: float = 25) 
 def _constants(sample_rate: int, window_length: int, fft_size: int, num_mel_bins: int,
                window_type: str, device: str, dtype: torch.dtype) -> tuple:
     """Window, pre-emphasis-scaled window and mel matrix for one configuration."""
-    window = _window_function(window_type, window_length)
-    mel = _mel_matrix(sample_rate, fft_size, num_mel_bins)
+    window = window_function(window_type, window_length)
+    mel = mel_matrix(sample_rate, fft_size, num_mel_bins)
     return (window.to(device=device, dtype=dtype),
             (PREEMPHASIS * window[1:]).to(device=device, dtype=dtype),
             mel.to(device=device, dtype=dtype))
@@ -138,7 +139,7 @@ def fbank(waveforms: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int =
     if num_mel_bins < 1:
         raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
     window_length, shift = frame_params(sample_rate, frame_length, frame_shift)
-    fft_size = _padded_fft_size(window_length)
+    fft_size = padded_fft_size(window_length)
     window, shifted_window, mel = _constants(
         sample_rate, window_length, fft_size, num_mel_bins, window_type,
         str(waveforms.device), waveforms.dtype)

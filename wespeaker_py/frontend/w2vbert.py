@@ -32,6 +32,7 @@ import torch.nn as nn
 from wespeaker_py.config import ConfigError, DatasetArgs, W2vbertArgs, as_dataset_args
 from wespeaker_py.frontend.w2vbert_features import W2VBertFeatures
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
@@ -98,7 +99,7 @@ def _read_weights(path: str) -> Mapping[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_checkpoint(path, weights_only=True, what="a W2V-BERT state dict")
 
 
 def load_w2vbert(args: W2vbertArgs, pretrained: bool = True) -> "Wav2Vec2BertModel":

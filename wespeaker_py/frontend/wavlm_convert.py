@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import ast
 import os
-import pickle
-import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from wespeaker_py.errors import WespeakerError, first_line
+from wespeaker_py.errors import ModelSourceError, WespeakerError, first_line
 from wespeaker_py.utils.atomic_files import atomic_dir, save_torch
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
+from wespeaker_py.utils.torch_files import CheckpointFileNotFound, read_checkpoint
 
 if TYPE_CHECKING:
     from transformers import WavLMConfig, WavLMModel
@@ -379,39 +378,20 @@ def original_state_from_wavlm(model: "WavLMModel") -> Dict[str, Any]:
 _ORIGINAL_FILE = "an original WavLM checkpoint (WavLM-Large.pt, the file s3prl's wavlm_large loads)"
 
 
-def _load_tensors_and_plain_values(path: str) -> Any:
-    """``torch.load`` of ``path`` that unpickles nothing but tensors and plain values; a file
-    that is no PyTorch checkpoint, or holds other objects, raises a one-line error."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # a pickle naming a class; any other refusal is a file that is no checkpoint
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
-            raise WavLMConversionError(f"{path}: not a PyTorch checkpoint (another format, or "
-                                       f"a damaged one); {_ORIGINAL_FILE} is expected") from None
-        raise WavLMConversionError(f"{path}: holds Python objects ({found.group(1)}) besides "
-                                   f"tensors and plain values, which are not unpickled; "
-                                   f"{_ORIGINAL_FILE} holds none") from None
-    except Exception:  # torch raises many types (IndexError, KeyError, ...) for other files
-        raise WavLMConversionError(f"{path}: not a PyTorch checkpoint (another format, or a "
-                                   f"damaged one); {_ORIGINAL_FILE} is expected") from None
-
-
 def read_original_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """``(cfg, state_dict)`` of an original WavLM checkpoint file."""
     if os.path.isdir(path):
         raise WavLMConversionError(f"{path} is a directory (a Hugging Face WavLM directory "
                                    f"needs no conversion); {_ORIGINAL_FILE} is expected")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"original WavLM checkpoint {path} does not exist")
-    checkpoint = _load_tensors_and_plain_values(path)
-    if not isinstance(checkpoint, Mapping) or "cfg" not in checkpoint or "model" not in checkpoint:
-        if isinstance(checkpoint, Mapping):
-            keys = [str(key) for key in checkpoint]
-            found = f"{len(keys)} keys: {listed_names(keys, 5)}"
-        else:
-            found = f"a {type(checkpoint).__name__}"
+    try:
+        checkpoint = read_checkpoint(path, weights_only=True, what=_ORIGINAL_FILE)
+    except CheckpointFileNotFound:
+        raise
+    except ModelSourceError as error:
+        raise WavLMConversionError(str(error)) from None
+    if "cfg" not in checkpoint or "model" not in checkpoint:
+        keys = [str(key) for key in checkpoint]
+        found = f"{len(keys)} keys: {listed_names(keys, 5)}"
         raise WavLMConversionError(f"{path}: not {_ORIGINAL_FILE}, which holds 'cfg' and 'model'; "
                                    f"it holds {found}")
     if not isinstance(checkpoint["cfg"], Mapping):

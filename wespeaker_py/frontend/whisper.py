@@ -38,6 +38,7 @@ from wespeaker_py.config import (ConfigError, DatasetArgs, SpecAugArgs, WhisperE
 from wespeaker_py.frontend.specaug import apply_cmvn, cmvn_flags, spec_augment
 from wespeaker_py.frontend.whisper_features import WhisperLogMel
 from wespeaker_py.utils.logging_utils import get_logger
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 logger = get_logger(__name__)
 
@@ -152,14 +153,15 @@ def _check_dims(dims: Mapping[str, Any], args: WhisperEncoderArgs, path: str) ->
 def read_openai_checkpoint(path: str) -> Dict[str, Any]:
     """OpenAI's Whisper checkpoint ``{"dims": ..., "model_state_dict": ...}`` from ``path``
     (``dataset_args.whisper_encoder_args.model_path``); FileNotFoundError says where
-    WeSpeaker takes large-v2 from, ValueError when the file has another layout."""
+    WeSpeaker takes large-v2 from; ModelSourceError (one line, naming the file) when it is no
+    PyTorch checkpoint, ValueError when it has another layout."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Whisper checkpoint {path} ({KEY}.model_path) does not exist; weights are never "
             f"downloaded at run time: fetch OpenAI's large-v2.pt once (WeSpeaker's recipe "
             f"takes it from {LARGE_V2_URL}, md5 {LARGE_V2_MD5}) and set {KEY}.model_path to it")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("dims"), Mapping)
+    checkpoint = read_checkpoint(path, weights_only=True, what="an OpenAI Whisper checkpoint")
+    if not (isinstance(checkpoint.get("dims"), Mapping)
             and isinstance(checkpoint.get("model_state_dict"), Mapping)):
         raise ValueError(f"{path} ({KEY}.model_path) is not an OpenAI Whisper checkpoint "
                          f"(a dict with 'dims' and 'model_state_dict')")

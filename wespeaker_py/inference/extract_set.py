@@ -14,12 +14,12 @@ from typing import Dict, List, Optional, Sequence
 from wespeaker_py.api.companion_files import companions_at
 from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice
 from wespeaker_py.config import ModelConfig, load_model_config
-from wespeaker_py.frontend.band_fill import BAND_FILL_NAME, BandFill, load_band_fills
+from wespeaker_py.frontend.band_fill import BandFill, load_band_fills
 from wespeaker_py.inference.extraction import (DEFAULT_BUFFER_MB, ExtractionOptions,
                                                ExtractionSummary, extract_embeddings)
 from wespeaker_py.inference.jobs import extract_embeddings_parallel, job_devices
 from wespeaker_py.io.ark import scp_path_for
-from wespeaker_py.io.layout import EmbeddingSetLayout
+from wespeaker_py.io.layout import BAND_FILL_NAME, EmbeddingSetLayout
 from wespeaker_py.scoring.embeddings import (mean_of_embeddings, save_mean_vector,
                                              write_speaker_means)
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, FAIL_FRACTION_FLAG

@@ -26,6 +26,7 @@ from wespeaker_py.audio import DEFAULT_CHANNEL, ChannelChoice, parse_channel
 from wespeaker_py.config import ModelConfig, as_dataset_args
 from wespeaker_py.dataset import Dataset
 from wespeaker_py.dataset.stats import BAD_KEY, NOT_DELIVERED, REPEATED_KEY
+from wespeaker_py.defaults import DEFAULT_BUFFER_MB
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.frontend.band_fill import BandFill
 from wespeaker_py.inference.chunking import RandomChunker, chunk_samples
@@ -47,9 +48,6 @@ logger = get_logger(__name__)
 __all__ = ["ExtractionOptions", "ExtractionSummary", "embed_utterances", "extract_embeddings",
            "extract_part"]
 
-# Features waiting for a batch of their length: at 80-dim fbank ~8000 utterances of 8 s,
-# enough for batches of ~16 over the ~600 frame counts common in a VoxCeleb-sized set.
-DEFAULT_BUFFER_MB = 2048
 # Longest wait for the reader workers' next utterance. A worker that cannot put a waveform
 # into shared memory (/dev/shm full) drops it and lives on: without a limit the run waits
 # forever. Generous: one file read from a slow disk or a pipe takes seconds.

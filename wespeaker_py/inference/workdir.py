@@ -30,7 +30,8 @@ from wespeaker_py.dataset.lists import read_data_list, read_list_file, unreadabl
 from wespeaker_py.dataset.stats import NOT_DELIVERED_FROM_SHARDS
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
-from wespeaker_py.utils.atomic_files import DiskFullError, atomic_open, require_writable
+from wespeaker_py.utils.atomic_files import (DiskFullError, atomic_open, read_json_or_none,
+                                             require_writable, write_json_atomically)
 from wespeaker_py.utils.list_jobs import JobTally, check_missing_inputs
 from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
@@ -127,7 +128,7 @@ class ExtractionWork:
         if band_fills:                   # digests of the band fills in use; absent: none
             manifest["band_fills"] = sorted(band_fills)
         manifest_path = os.path.join(self.path, "manifest.json")
-        previous = self._read_manifest(manifest_path)
+        previous = read_json_or_none(manifest_path)
         other_jobs = (previous is not None and previous != manifest
                       and dict(previous, num_jobs=num_jobs) == manifest)
         if other_jobs:
@@ -140,8 +141,7 @@ class ExtractionWork:
         os.makedirs(self.path, exist_ok=True)
         self.resumed = previous == manifest
         if not self.resumed:
-            with atomic_open(manifest_path, "w", encoding="utf-8") as handle:
-                json.dump(manifest, handle, indent=1)
+            write_json_atomically(manifest_path, manifest, indent=1)
 
     def _carry_parts(self, old_jobs: int) -> None:
         """Merge the parts of a run with ``old_jobs`` jobs into a new carried ark and remove
@@ -213,14 +213,6 @@ class ExtractionWork:
             missing = [utt.wav for utt in entries
                        if not is_pipe(utt.wav) and not os.path.exists(utt.wav)]
         check_missing_inputs(self.data_list, len(entries), missing, self.max_fail_fraction)
-
-    @staticmethod
-    def _read_manifest(path: str) -> Optional[Dict[str, Any]]:
-        try:
-            with open(path, "r", encoding="utf-8") as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            return None
 
     def job_lists(self) -> List[str]:
         """The list of each job: the data list itself for one job, else its splits, written

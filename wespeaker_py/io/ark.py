@@ -24,22 +24,11 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Set, 
 import kaldiio
 import numpy as np
 
-from wespeaker_py.errors import WespeakerError
+# scp_path_for and its error: an archive's file names, read from here too
+from wespeaker_py.io.layout import ArchiveNameError, scp_path_for  # noqa: F401
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError, iter_key_rest
-
-
-class ArchiveNameError(WespeakerError, ValueError):
-    """An embedding archive path that does not end in ``.ark``."""
-
-
-def scp_path_for(ark_path: str) -> str:
-    """The scp that indexes ``ark_path`` (``x/xvector.ark`` -> ``x/xvector.scp``)."""
-    root, ext = os.path.splitext(ark_path)
-    if ext != ".ark":
-        raise ArchiveNameError(f"an embedding archive must end in '.ark', got {ark_path!r}")
-    return root + ".scp"
 
 
 def key_problem(key: str) -> Optional[str]:

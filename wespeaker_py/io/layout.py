@@ -1,18 +1,20 @@
-"""The file names of an experiment folder and of an embedding set, in one place.
+"""The file names of an experiment folder, an embedding set and a model folder, in one place.
 
 An experiment folder (``exp_dir``) holds ``config.yaml``, ``models/`` (the checkpoints
 and ``avg_model.pt``), ``train.log`` and ``scores/<trials name>.score``; a WeSpeaker-style
-model folder holds ``config.yaml`` and ``avg_model.pt`` side by side. An embedding set's
-folder holds ``xvector.ark``/``.scp``, the speaker means ``spk_xvector.ark``/``.scp`` and
-the set's mean ``mean_vec.npy``. These are WeSpeaker's names, which its recipes and
-users rely on: they do not change. Imports no torch.
+model folder holds ``config.yaml`` and ``avg_model.pt`` side by side, with the files that
+travel with a model (its calibration, window LDAs, band fills) and, when fine-tuned,
+the run's report and work folder. An embedding set's folder holds ``xvector.ark``/``.scp``,
+the speaker means ``spk_xvector.ark``/``.scp`` and the set's mean ``mean_vec.npy``. These
+are WeSpeaker's names (and wespeaker-py's), which its recipes and users rely on: they do
+not change. Imports no torch.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from wespeaker_py.io.ark import scp_path_for
+from wespeaker_py.errors import WespeakerError
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "avg_model.pt"   # the averaged model, the one a model folder is loaded with
@@ -23,6 +25,29 @@ SCORE_SUFFIX = ".score"
 EMBEDDINGS_NAME = "xvector.ark"
 SPEAKER_MEANS_NAME = "spk_xvector.ark"
 MEAN_NAME = "mean_vec.npy"
+# the files that travel with a model, beside its weights (or beside a single file under its
+# stem, ``<stem>.calibration.json``: api.companion_files)
+CALIBRATION_NAME = "calibration.json"   # its score calibration (api.calibration)
+WINDOW_LDA_NAME = "window_lda.npz"   # its window LDA for diarization (diarization.projection)
+NARROWBAND_WINDOW_LDA = "window_lda_{}hz.npz"   # a window LDA learnt from audio heard at {} Hz
+BAND_FILL_NAME = "band_fill_{}hz.npz"   # its band fill for audio heard at {} Hz (frontend)
+ONNX_NAME = "model.onnx"   # the graph an export to a folder writes there (api.exporting)
+# a fine-tuned model folder (finetune.run)
+REPORT_NAME = "finetune.json"   # what the fine-tuning did, and its dev figures before and after
+WORK_DIR = "work"   # the run's lists and phases, kept for a rerun to resume
+REQUEST_NAME = "request.json"   # in WORK_DIR: the run's arguments, which a rerun must match
+
+
+class ArchiveNameError(WespeakerError, ValueError):
+    """An embedding archive path that does not end in ``.ark``."""
+
+
+def scp_path_for(ark_path: str) -> str:
+    """The scp that indexes ``ark_path`` (``x/xvector.ark`` -> ``x/xvector.scp``)."""
+    root, ext = os.path.splitext(ark_path)
+    if ext != ".ark":
+        raise ArchiveNameError(f"an embedding archive must end in '.ark', got {ark_path!r}")
+    return root + ".scp"
 
 
 @dataclass(frozen=True)

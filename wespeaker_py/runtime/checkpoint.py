@@ -11,77 +11,26 @@ checkpoint (``{"model": state_dict, "optimizer": ..., ...}``, see
 """
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
 import torch.nn as nn
 
 from wespeaker_py.dataset.speed import SPEEDS
-from wespeaker_py.errors import ModelSourceError, WespeakerError, first_line
+from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.frontend.ssl import with_pretrained_frontend_weights
 from wespeaker_py.utils.logging_utils import get_logger
+# the one reader of torch files, read from here too (training, averaging, the loaders)
+from wespeaker_py.utils.torch_files import CheckpointFileNotFound, read_checkpoint  # noqa: F401
 
 logger = get_logger(__name__)
 
 HEAD_PREFIX = "projection."
 FRONTEND_PREFIX = "frontend."
-# torch.load's warnings when it hands a TorchScript archive to torch.jit.load
-_TORCHSCRIPT_WARNINGS = (
-    ("'torch.load' received a zip file that looks like a TorchScript archive", UserWarning),
-    ("`torch.jit.load` is deprecated", DeprecationWarning))
 
 
 class CheckpointMismatchError(ModelSourceError):
     """A checkpoint's tensors do not fit the model; the message names the tensor."""
-
-
-class CheckpointFileNotFound(WespeakerError, FileNotFoundError):
-    """A checkpoint path that names no file."""
-
-
-def _load(path: str, lazy: bool) -> Any:
-    if lazy:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except (RuntimeError, TypeError):   # not the zip format (torch < 1.6's), or a torch
-            pass                              # without mmap (< 2.1): read it whole
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def read_checkpoint(path: str, lazy: bool = False) -> Dict[str, Any]:
-    """Load a checkpoint file on the CPU; ``lazy``: its tensors mapped from the file, not
-    read (to look at its keys), where torch can map it (a file saved in torch's zip format).
-
-    Raises:
-        CheckpointFileNotFound: nothing at ``path``.
-        ModelSourceError: ``path`` is a directory, or the file is not a PyTorch checkpoint
-            (truncated, another format, a TorchScript model, a pickle of something else
-            than a dict); the message names it, and torch's warnings about a TorchScript
-            file are not shown.
-    """
-    if os.path.isdir(path):
-        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a directory)")
-    if not os.path.isfile(path):
-        raise CheckpointFileNotFound(f"checkpoint {path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            # a TorchScript file (bin.export_jit's final.zip) is refused below in one line
-            for message, category in _TORCHSCRIPT_WARNINGS:
-                warnings.filterwarnings("ignore", message=message, category=category)
-            loaded = _load(path, lazy)
-    except Exception as error:  # torch.load raises many types for a file that is no checkpoint
-        raise ModelSourceError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: "
-                               f"{first_line(error, sentence=True)})") from None
-    if isinstance(loaded, torch.jit.ScriptModule):
-        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it is a TorchScript "
-                               f"model, as bin.export_jit writes; give the checkpoint it "
-                               f"was exported from, e.g. models/avg_model.pt)")
-    if not isinstance(loaded, Mapping):
-        raise ModelSourceError(f"{path}: not a PyTorch checkpoint (it holds a "
-                               f"{type(loaded).__name__}, not a dict of tensors)")
-    return loaded
 
 
 def model_state_of(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:

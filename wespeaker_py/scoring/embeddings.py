@@ -16,21 +16,16 @@ from wespeaker_py.scoring.trials import MissingEmbeddingsError
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.tables import DataFormatError, UniqueKeys, iter_table
+from wespeaker_py.utils.utt2spk import iter_utt2spk
 
 logger = get_logger(__name__)
 
 MEAN_CHUNK = 16384
 
 
-def compute_mean_vector(table: EmbeddingTable) -> np.ndarray:
-    """Mean embedding of a set (accumulated in float64, returned as float32)."""
-    if len(table) == 0:
-        raise DataFormatError(table.source, None, "holds no embeddings to average")
-    return table.matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
 def mean_of_embeddings(path: str, progress: bool = False) -> np.ndarray:
-    """:func:`compute_mean_vector` of ``load_embeddings(path)``, bit for bit, read block by
+    """Mean embedding of a set, as float32: bit for bit
+    ``load_embeddings(path).matrix.mean(axis=0, dtype=np.float64)``, but read block by
     block (:func:`~wespeaker_py.io.ark.iter_embedding_blocks`, with every check of
     ``load_embeddings``) instead of into one matrix: the memory of one block, not of the set.
 
@@ -94,13 +89,9 @@ def read_spk2utt(path: str) -> SpeakerList:
 
 
 def read_utt2spk(path: str) -> SpeakerList:
-    """Read ``utt2spk`` in the form of :func:`read_spk2utt`: ``(line_no, speaker, [utt])``."""
-    keys = UniqueKeys(path, "utterance")
-    entries = []
-    for line_no, fields in iter_table(path, min_fields=2, max_fields=2):
-        keys.claim(fields[0], line_no)
-        entries.append((line_no, fields[1], [fields[0]]))
-    return entries
+    """Read ``utt2spk`` in the form of :func:`read_spk2utt`: ``(line_no, speaker, [utt])``,
+    with the checks of :func:`~wespeaker_py.utils.utt2spk.iter_utt2spk`."""
+    return [(line_no, spk, [utt]) for line_no, utt, spk in iter_utt2spk(path)]
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from wespeaker_py.defaults import NORM_METHODS
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.scoring.cosine import cosine_score_trials, length_normalize
 from wespeaker_py.utils.device import resolve_device
@@ -35,7 +36,6 @@ from wespeaker_py.utils.tables import DataFormatError, iter_table
 
 logger = get_logger(__name__)
 
-NORM_METHODS = ("asnorm", "snorm")
 # largest difference between a score file's cosine and the one recomputed here: score
 # files hold 5 decimals, and float32 rounding differs between scorers by about 1e-6
 STALE_SCORE_TOLERANCE = 1e-4

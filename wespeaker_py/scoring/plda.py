@@ -121,7 +121,7 @@ class Preprocessing:
     def apply(self, embeddings: np.ndarray) -> np.ndarray:
         projected = (np.asarray(embeddings, dtype=np.float64) - self.mean) @ self.projection.T
         if self.normalize_length:
-            projected = length_normalize(projected)
+            projected = scale_to_sqrt_dim(projected)
         return projected
 
 
@@ -138,7 +138,7 @@ def check_lda_dim(lda_dim: int, dim: int, source: str = "the embeddings",
                               f"of {source}")
 
 
-def length_normalize(vectors: np.ndarray) -> np.ndarray:
+def scale_to_sqrt_dim(vectors: np.ndarray) -> np.ndarray:
     """Scale rows to norm ``sqrt(dim)`` (Kaldi's convention for PLDA inputs)."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors * (np.sqrt(vectors.shape[-1]) / np.maximum(norms, 1e-12))

@@ -8,7 +8,7 @@ import numpy as np
 
 from wespeaker_py.io.ark import EmbeddingTable, load_embeddings
 from wespeaker_py.scoring.embeddings import read_utt2spk, speaker_rows
-from wespeaker_py.scoring.plda import TwoCovPLDA, check_lda_dim, length_normalize
+from wespeaker_py.scoring.plda import TwoCovPLDA, check_lda_dim, scale_to_sqrt_dim
 from wespeaker_py.scoring.trials import keep_scorable_trials, read_trials, write_score_file
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import DataFormatError
@@ -77,7 +77,7 @@ def _enrollment_models(plda: TwoCovPLDA, table: EmbeddingTable, utt2spk_path: st
                            max_missing_fraction)
     means = grouped.means(plda.to_plda_space(grouped.take(table.matrix)))
     if plda.preprocessing is not None and plda.preprocessing.normalize_length:
-        means = length_normalize(means)
+        means = scale_to_sqrt_dim(means)
     return grouped.speakers, plda.project(means), grouped.counts()
 
 

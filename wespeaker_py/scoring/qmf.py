@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from scipy.special import expit, log_expit
 
-from wespeaker_py.errors import WespeakerError
-from wespeaker_py.utils.tables import read_utt2dur
+from wespeaker_py.errors import WespeakerError, first_line
 from wespeaker_py.scoring.trials import (LABEL_NAMES, TrialList, TrialListBuilder,
                                          parse_label, read_score_file, write_score_file)
 from wespeaker_py.utils.atomic_files import atomic_open, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
-from wespeaker_py.utils.tables import DataFormatError, iter_table, open_table
+from wespeaker_py.utils.tables import DataFormatError, iter_table, open_table, read_utt2dur
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 logger = get_logger(__name__)
 
@@ -39,7 +38,6 @@ QMF_NORM_COLUMNS = ("enroll_mag", "test_mag", "enroll_mean", "test_mean")
 _CHUNK = 100_000
 # (key pairs, their line numbers, [m, k] features incl. the score, labels or None)
 _FactorChunk = Tuple[List[List[str]], List[int], np.ndarray, Optional[np.ndarray]]
-_Result = TypeVar("_Result")
 
 
 RATIO_FLOOR = 1e-4
@@ -48,19 +46,11 @@ RATIO_FLOOR = 1e-4
 QMF_L2 = 1e-4
 
 
-def pair_features(first: float, second: float) -> Tuple[float, float, float, float]:
-    """min, max, max - min and max / min of one quality measure of the two sides.
-
-    The ratio's denominator keeps its sign but is at least ``RATIO_FLOOR`` in
-    size: S-Norm cohort means lie near 0 and are written with 4 decimals.
-    """
-    low, high = min(first, second), max(first, second)
-    return low, high, high - low, high / math.copysign(max(abs(low), RATIO_FLOOR), low)
-
-
 def pair_feature_columns(first: np.ndarray, second: np.ndarray) -> List[np.ndarray]:
-    """:func:`pair_features` of whole columns, value for value the same (a tie takes
-    ``first``'s value, as ``min`` and ``max`` do: it matters for -0.0 against 0.0)."""
+    """min, max, max - min and max / min of one quality measure of the two sides of each
+    trial. The ratio's denominator keeps its sign but is at least ``RATIO_FLOOR`` in size:
+    S-Norm cohort means lie near 0 and are written with 4 decimals. A tie takes ``first``'s
+    value, as Python's ``min`` and ``max`` do (it matters for -0.0 against 0.0)."""
     low = np.where(second < first, second, first)
     high = np.where(second > first, second, first)
     magnitude = np.abs(low)
@@ -123,55 +113,15 @@ def _require_durations(trials: TrialList, durations: Dict[str, float],
                                                     f"duration in {wav_dur_scp}")
 
 
-def _iter_factor_chunks(path: str) -> Iterator[_FactorChunk]:
-    """Yield (key pairs, their line numbers, [m, k] features incl. the score, labels or
-    None) chunk by chunk."""
-    width = None
-    has_label = None
-    keys: List[List[str]] = []
-    rows: List[List[float]] = []
-    labels: List[int] = []
-    line_nos: List[int] = []
-    for line_no, fields in iter_table(path, min_fields=4):
-        line_label = parse_label(fields[2])
-        if has_label is None:
-            has_label = line_label is not None
-        if has_label != (line_label is not None):
-            raise DataFormatError(path, line_no, "label column present on some lines only")
-        numbers = fields[3:] if has_label else fields[2:]
-        if width is None:
-            width = len(numbers)
-        if len(numbers) != width:
-            raise DataFormatError(path, line_no, f"expected {width} numbers after the keys, "
-                                                 f"got {len(numbers)}")
-        try:
-            rows.append([float(v) for v in numbers])
-        except ValueError:
-            raise DataFormatError(path, line_no, "a score or feature is not a number") from None
-        keys.append(fields[:2])
-        line_nos.append(line_no)
-        if has_label:
-            labels.append(line_label)
-        if len(rows) == _CHUNK:
-            yield (keys, line_nos, _finite(path, line_nos, rows),
-                   np.array(labels) if has_label else None)
-            keys, rows, labels, line_nos = [], [], [], []
-    if rows:
-        yield (keys, line_nos, _finite(path, line_nos, rows),
-               np.array(labels) if has_label else None)
-    elif width is None:
-        raise DataFormatError(path, None, "holds no trials")
-
-
 class _IrregularFactorFile(WespeakerError):
-    """A factor file that :func:`_numpy_factor_chunks` leaves to the per-line reader."""
+    """A factor file that :func:`_factor_chunks` cannot read as numpy parses it."""
 
 
-def _numpy_factor_chunks(path: str) -> Iterator[_FactorChunk]:
-    """The chunks of :func:`_iter_factor_chunks`, parsed by numpy (twice as fast) from a file
-    whose every line is regular: no blank line, the columns and the label form of the first
-    line, finite numbers. Anything else (and any error) is :class:`_IrregularFactorFile`:
-    the per-line reader, which names the line that is wrong, reads the file again.
+def _factor_chunks(path: str) -> Iterator[_FactorChunk]:
+    """Yield (key pairs, their line numbers, [m, k] features incl. the score, labels or
+    None) chunk by chunk, parsed by numpy. Every non-blank line must have the columns and
+    the label form of the first one and finite numbers as numpy reads them; the first line
+    that has not is a :class:`DataFormatError` naming it (:func:`_raise_first_bad_line`).
     """
     try:
         with open_table(path) as handle:
@@ -181,20 +131,26 @@ def _numpy_factor_chunks(path: str) -> Iterator[_FactorChunk]:
                 lines = list(itertools.islice(handle, _CHUNK))
                 if not lines:
                     break
+                line_nos = list(range(line_no + 1, line_no + len(lines) + 1))
+                line_no += len(lines)
+                if any(map(str.isspace, lines)):   # blank lines are skipped, as in any table
+                    line_nos = [n for n, line in zip(line_nos, lines) if not line.isspace()]
+                    lines = [line for line in lines if not line.isspace()]
+                    if not lines:
+                        continue
                 if columns is None:
                     first = lines[0].split()
                     if len(first) < 4:
-                        raise _IrregularFactorFile("a blank or short first line")
+                        raise _IrregularFactorFile("a short first line")
                     has_label = parse_label(first[2]) is not None
                     key_columns = 3 if has_label else 2
                     columns = np.dtype([("heads", object, (key_columns,)),
                                         ("numbers", np.float64, (len(first) - key_columns,))])
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")   # loadtxt's note on a blank line
-                    table = np.loadtxt(lines, dtype=columns, comments=None, ndmin=1)
+                table = np.loadtxt(lines, dtype=columns, comments=None, ndmin=1)
                 numbers = np.ascontiguousarray(table["numbers"])
                 if len(table) != len(lines) or not np.isfinite(numbers).all():
-                    raise _IrregularFactorFile("a blank line or a number that is not finite")
+                    raise _IrregularFactorFile("rows other than the lines, or a number that "
+                                               "is not finite")
                 labels = None
                 if has_label:
                     tokens = table["heads"][:, 2].tolist()
@@ -202,56 +158,71 @@ def _numpy_factor_chunks(path: str) -> Iterator[_FactorChunk]:
                     if None in codes.values():
                         raise _IrregularFactorFile("label column present on some lines only")
                     labels = np.array([codes[token] for token in tokens])
-                yield (table["heads"][:, :2].tolist(),
-                       list(range(line_no + 1, line_no + len(lines) + 1)), numbers, labels)
-                line_no += len(lines)
+                yield table["heads"][:, :2].tolist(), line_nos, numbers, labels
             if columns is None:
                 raise _IrregularFactorFile("no lines")
-    except _IrregularFactorFile:
-        raise
-    except Exception as error:   # whatever it is, the per-line reader says it better
-        raise _IrregularFactorFile(str(error)) from error
+    except DataFormatError:
+        raise   # open_table's: text that is not UTF-8, named at its line
+    except Exception as error:   # numpy's, or the give-ups above: find the line to name
+        _raise_first_bad_line(path)
+        raise DataFormatError(path, None, f"not read as a calibration factor file "
+                                          f"({first_line(error)})") from None
 
 
-def _read_factor_chunks(path: str, consume: Callable[[Iterator[_FactorChunk]], _Result]
-                        ) -> _Result:
-    """``consume`` the chunks of factor file ``path``: those of the numpy reader, or, when
-    that gives up, those of the per-line reader."""
+def _is_number(token: str) -> bool:
+    """Whether numpy's loadtxt reads ``token`` as a float: as ``float`` does, but without
+    its underscores between digits and its non-ASCII digits and spaces."""
+    if not token.isascii() or "_" in token:
+        return False
     try:
-        return consume(_numpy_factor_chunks(path))
-    except _IrregularFactorFile as error:
-        logger.debug("%s: read line by line (%s)", path, error)
-        return consume(_iter_factor_chunks(path))
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
-def _finite(path: str, line_nos: List[int], rows: List[List[float]]) -> np.ndarray:
-    """``rows`` as an array; a NaN or inf is an error naming its line of ``path``."""
-    values = np.array(rows)
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        raise DataFormatError(path, line_nos[int(np.argmax(bad))],
-                              "a score or feature is NaN or inf")
-    return values
+def _raise_first_bad_line(path: str) -> None:
+    """Raise a :class:`DataFormatError` naming the first line of factor file ``path`` that
+    :func:`_factor_chunks` cannot take (too few fields, a label column on some lines only,
+    another count of numbers than the first line's, a number that is not one or not
+    finite), or saying that it holds no trials; return if there is none."""
+    width = None
+    has_label = None
+    for line_no, fields in iter_table(path, min_fields=4):
+        line_has_label = parse_label(fields[2]) is not None
+        if has_label is None:
+            has_label = line_has_label
+        if has_label != line_has_label:
+            raise DataFormatError(path, line_no, "label column present on some lines only")
+        numbers = fields[3:] if has_label else fields[2:]
+        if width is None:
+            width = len(numbers)
+        if len(numbers) != width:
+            raise DataFormatError(path, line_no, f"expected {width} numbers after the keys, "
+                                                 f"got {len(numbers)}")
+        if not all(_is_number(token) for token in numbers):
+            raise DataFormatError(path, line_no, "a score or feature is not a number")
+        if not all(math.isfinite(float(token)) for token in numbers):
+            raise DataFormatError(path, line_no, "a score or feature is NaN or inf")
+    if width is None:
+        raise DataFormatError(path, None, "holds no trials")
 
 
 def read_calibration_factors(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """All ``(features [n, k], labels [n])`` of a labelled calibration factor file, which
     must hold both target and nontarget trials."""
-    def collect(chunks: Iterator[_FactorChunk]) -> Tuple[np.ndarray, np.ndarray]:
-        features, labels = [], []
-        for _, _, chunk, chunk_labels in chunks:
-            if chunk_labels is None:
-                raise DataFormatError(path, 1, "training calibration needs labelled trials")
-            features.append(chunk)
-            labels.append(chunk_labels)
-        return np.concatenate(features), np.concatenate(labels)
-
-    features, labels_all = _read_factor_chunks(path, collect)
+    features, labels = [], []
+    for _, _, chunk, chunk_labels in _factor_chunks(path):
+        if chunk_labels is None:
+            raise DataFormatError(path, 1, "training calibration needs labelled trials")
+        features.append(chunk)
+        labels.append(chunk_labels)
+    features_all, labels_all = np.concatenate(features), np.concatenate(labels)
     targets = int(labels_all.sum())
     if targets in (0, len(labels_all)):
         raise DataFormatError(path, None, f"training calibration needs target and nontarget "
                                           f"trials, got {targets} targets of {len(labels_all)}")
-    return features, labels_all
+    return features_all, labels_all
 
 
 def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
@@ -328,8 +299,9 @@ def save_calibration(path: str, model: LinearCalibration) -> None:
 
 
 def load_calibration(path: str) -> LinearCalibration:
-    """Load a calibration model written by :func:`save_calibration` (or WeSpeaker)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a calibration model written by :func:`save_calibration` (or WeSpeaker); a
+    file that is none raises a one-line error naming it."""
+    state = read_checkpoint(path, weights_only=True, what="a calibration model")
     if set(state) != {"linear.weight", "linear.bias"}:
         raise DataFormatError(path, None, f"not a calibration model: keys {sorted(state)}")
     weight = state["linear.weight"].double().numpy().reshape(-1)
@@ -351,24 +323,21 @@ def infer_calibration_file(calibration_factor_file: str, save_model_path: str,
     :func:`~wespeaker_py.scoring.trials.write_score_file`); return the count."""
     model = load_calibration(save_model_path)
 
-    def score(chunks: Iterator[_FactorChunk]) -> Tuple[TrialList, np.ndarray]:
-        trials = TrialListBuilder(calibration_factor_file)
-        llrs: List[np.ndarray] = []
-        labels: List[np.ndarray] = []
-        for keys, line_nos, features, chunk_labels in chunks:
-            if features.shape[1] != model.weight.shape[0]:
-                raise DataFormatError(
-                    calibration_factor_file, None,
-                    f"has {features.shape[1]} numbers a trial, the calibration model "
-                    f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
-                    "with different --drop_duration?")
-            llrs.append(model(features))
-            for (enroll, test), line_no in zip(keys, line_nos):
-                trials.add(enroll, test, line_no)
-            if chunk_labels is not None:
-                labels.append(chunk_labels)
-        return trials.build(np.concatenate(labels) if labels else None), np.concatenate(llrs)
-
-    scored, llrs = _read_factor_chunks(calibration_factor_file, score)
-    write_score_file(calibration_score_file, scored, llrs)
+    trials = TrialListBuilder(calibration_factor_file)
+    llrs: List[np.ndarray] = []
+    labels: List[np.ndarray] = []
+    for keys, line_nos, features, chunk_labels in _factor_chunks(calibration_factor_file):
+        if features.shape[1] != model.weight.shape[0]:
+            raise DataFormatError(
+                calibration_factor_file, None,
+                f"has {features.shape[1]} numbers a trial, the calibration model "
+                f"{save_model_path} takes {model.weight.shape[0]}: were the two gathered "
+                "with different --drop_duration?")
+        llrs.append(model(features))
+        for (enroll, test), line_no in zip(keys, line_nos):
+            trials.add(enroll, test, line_no)
+        if chunk_labels is not None:
+            labels.append(chunk_labels)
+    scored = trials.build(np.concatenate(labels) if labels else None)
+    write_score_file(calibration_score_file, scored, np.concatenate(llrs))
     return len(scored)

@@ -350,32 +350,6 @@ def format_table(experiments: Sequence[ExperimentResults], trials: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-def parse_table(text: str) -> List[Dict[str, str]]:
-    """The rows of a table written by :func:`format_table` as dicts keyed by the header.
-
-    Empty Model/Params cells repeat the row above, as a reader of the table would.
-    """
-    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
-    if len(rows) < 2:
-        raise ValueError("no markdown table found")
-
-    def cells(line: str) -> List[str]:
-        return [cell.strip() for cell in line.strip().strip("|").split("|")]
-
-    header = cells(rows[0])
-    parsed: List[Dict[str, str]] = []
-    for line in rows[2:]:
-        values = cells(line)
-        if len(values) != len(header):
-            raise ValueError(f"row has {len(values)} cells, the header {len(header)}: {line}")
-        row = dict(zip(header, values))
-        for column in COLUMNS[:2]:
-            if not row[column] and parsed:
-                row[column] = parsed[-1][column]
-        parsed.append(row)
-    return parsed
-
-
 def write_report(exp_dirs: Sequence[str], trials: Sequence[str], output: Optional[str],
                  det_dir: Optional[str]) -> str:
     """Build the table for ``exp_dirs`` (written to ``output`` if given; each after the

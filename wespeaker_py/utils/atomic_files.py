@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import socket
 import stat
 import time
 import uuid
-from typing import IO, Callable, Iterator, List, Optional
+from typing import IO, Any, Callable, Iterator, List, Optional
 
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.utils.logging_utils import get_logger
@@ -298,6 +299,26 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_json_atomically(path: str, obj: Any, indent: Optional[int] = None,
+                          sort_keys: bool = False, final_newline: bool = False) -> None:
+    """Write ``obj`` as JSON (``json.dump`` with ``indent`` and ``sort_keys``; a newline at
+    the end when ``final_newline``) to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        json.dump(obj, out, indent=indent, sort_keys=sort_keys)
+        if final_newline:
+            out.write("\n")
+
+
+def read_json_or_none(path: str) -> Any:
+    """The JSON content of ``path``; None when it cannot be read or is not JSON (missing, a
+    folder, or torn: cut short or garbled by a writer that did not write atomically)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
