@@ -412,8 +412,8 @@ def test_segments_cut_utterances_from_recordings(corpus_8k, tmp_path):
     split = read_finetune_data(root)
     assert all(entry.vad == ((0.1, 1.2),) for entry in split.train + split.dev)
     assert split.train[0].wav == scp[split.train[0].key]
-    from wespeaker_py.finetune.run import _dev_audio
-    audio, _ = _dev_audio(split, 8000)
+    from wespeaker_py.finetune.dev import dev_audio
+    audio, _ = dev_audio(split, 8000)
     assert {len(samples) for samples in audio[8000].values()} == {8800}   # 1.1 s cut out
 
 
@@ -443,9 +443,9 @@ def test_mix_data_only_trains_under_its_own_names(corpus_8k, tmp_path):
 
 
 def test_dev_audio_is_handed_to_the_models_as_floats_in_range(corpus_8k):
-    from wespeaker_py.finetune.run import _dev_audio
+    from wespeaker_py.finetune.dev import dev_audio
     # for a 16 kHz model the 8 kHz files stay at the rate they were heard at
-    audio, skipped = _dev_audio(read_finetune_data(corpus_8k), 16000)
+    audio, skipped = dev_audio(read_finetune_data(corpus_8k), 16000)
     assert list(audio) == [8000] and not skipped
     peak = max(float(np.abs(samples).max()) for samples in audio[8000].values())
     assert 0.01 < peak <= 1.0  # the int16 scale read back as floats would clip every sample

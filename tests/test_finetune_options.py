@@ -22,6 +22,7 @@ from wespeaker_py.cli.main import _main
 from wespeaker_py.config import TrainConfig
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.finetune import FinetuneDataError, FinetuneOptions, finetune
+from wespeaker_py.finetune import dev as finetune_dev
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import (LR_DECAY, options_named_as_flags, phase_config, phases,
                                           read_source_config)
@@ -192,7 +193,7 @@ def test_a_missing_file_is_skipped_and_named_by_its_key(data_dir, tmp_path, capl
             f"in training and in the dev evaluation") in caplog.text
     assert all(f"{key} ({tmp_path}/gone/{key}.wav does not exist)" in caplog.text
                for key in missing)
-    audio, skipped = finetune_run._dev_audio(split, 16000)
+    audio, skipped = finetune_dev.dev_audio(split, 16000)
     assert set(skipped) == {dev_key}   # the dev evaluation skips and names it
 
 

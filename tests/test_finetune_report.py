@@ -18,6 +18,7 @@ from wespeaker_py.api.model import SpeakerModel
 from wespeaker_py.cli.common import run_main
 from wespeaker_py.cli.main import _main
 from wespeaker_py.finetune import FinetuneOptions, finetune
+from wespeaker_py.finetune import dev as finetune_dev
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.finetune.config import options_named_as_flags
 from wespeaker_py.bin.extract import build_parser as extract_parser
@@ -163,7 +164,7 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
         load_model(str(source), device="cpu", note_recipe_mean=False)
     assert "mean_vec" not in caplog.text
     data, out = _data(tmp_path / "data"), str(tmp_path / "out")
-    real_score_dev = finetune_run._score_dev
+    real_score_dev = finetune_run.score_dev
 
     def source_scores_best(model, audio, trials, what):
         result = real_score_dev(model, audio, trials, what)
@@ -171,7 +172,7 @@ def test_a_worse_model_is_written_with_a_warning_the_summary_and_the_next_steps(
             return dict(result, eer=0.0, min_dcf=0.0)
         return dict(result, eer=max(result["eer"], 0.2), min_dcf=max(result["min_dcf"], 0.5))
 
-    monkeypatch.setattr(finetune_run, "_score_dev", source_scores_best)
+    monkeypatch.setattr(finetune_run, "score_dev", source_scores_best)
     with caplog.at_level(logging.INFO):
         status = run_main(_main, ["finetune", "--model", str(source), "--data", data,
                                   "--out", out, "--freeze", "none", *TINY_FLAGS])
@@ -296,7 +297,7 @@ def test_a_data_folder_of_segments_gets_no_command_that_reads_whole_files(tmp_pa
 def test_the_dev_embedding_shows_a_progress_bar_from_enough_audio(source_model, tmp_path,
                                                                   monkeypatch):
     split = read_finetune_data(_data(tmp_path / "data"))
-    audio, _ = finetune_run._dev_audio(split, 16000)
+    audio, _ = finetune_dev.dev_audio(split, 16000)
     asked = []
     embed_many = SpeakerModel.embed_many
 
@@ -306,9 +307,9 @@ def test_the_dev_embedding_shows_a_progress_bar_from_enough_audio(source_model, 
 
     monkeypatch.setattr(SpeakerModel, "embed_many", spy)
     model = load_model(source_model, device="cpu")
-    finetune_run._score_dev(model, audio, split.trials, "the source")   # about 10 s of audio
-    monkeypatch.setattr(finetune_run, "DEV_PROGRESS_SECONDS", 5.0)
-    finetune_run._score_dev(model, audio, split.trials, "the source")
+    finetune_dev.score_dev(model, audio, split.trials, "the source")   # about 10 s of audio
+    monkeypatch.setattr(finetune_dev, "DEV_PROGRESS_SECONDS", 5.0)
+    finetune_dev.score_dev(model, audio, split.trials, "the source")
     assert asked == [False, True]
-    assert finetune_run._dev_seconds(audio) == pytest.approx(
+    assert finetune_dev._dev_seconds(audio) == pytest.approx(
         sum(len(samples) for samples in audio[16000].values()) / 16000)

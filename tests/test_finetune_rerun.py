@@ -22,6 +22,7 @@ from wespeaker_py.cli.main import _main
 from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.finetune import FinetuneOptions, OutputExistsError, finetune
 from wespeaker_py.finetune import config as finetune_config
+from wespeaker_py.finetune import request as finetune_request
 from wespeaker_py.finetune import run as finetune_run
 from wespeaker_py.io.layout import CALIBRATION_NAME, REPORT_NAME
 
@@ -52,12 +53,12 @@ def test_overwrite_resumes_an_unfinished_run_and_trains_a_finished_one_again(
     assert mark.read_bytes() == b"trained"
     assert f"resuming the fine-tuning run in {out} (unfinished: overwrite=True" in caplog.text
     # a finished run: left as it is, unless --overwrite, which trains it again
-    for name in finetune_run.PUBLISHED:
+    for name in finetune_request.PUBLISHED:
         (out / name).write_text(json.dumps({"finished": True}))
     assert finetune(source_model, data_dir, str(out), options, device="cpu",
                     log_summary=False) == {"finished": True}
     first_phase(source_model, data_dir, str(out), options, overwrite=True)
-    assert not any((out / name).exists() for name in finetune_run.PUBLISHED)
+    assert not any((out / name).exists() for name in finetune_request.PUBLISHED)
     assert not mark.exists() and (out / "work" / "request.json").is_file()
 
 
@@ -81,9 +82,9 @@ def test_a_finished_run_whose_unreadable_file_was_mended_is_not_reported_finishe
     options = FinetuneOptions(**TINY_OPTIONS)
     first_phase(source_model, root, str(out), options)
     # finished, as the run records it: the files it could not read, no dev audio skipped
-    record = {finetune_run.UNREADABLE_FILES: [broken], "dev_skipped": {},
+    record = {finetune_request.UNREADABLE_FILES: [broken], "dev_skipped": {},
               "sample_rate": 16000}
-    for name in finetune_run.PUBLISHED:
+    for name in finetune_request.PUBLISHED:
         (out / name).write_text(json.dumps(record))
     assert finetune(source_model, root, str(out), options, device="cpu",
                     log_summary=False) == record   # nothing changed: finished
@@ -110,8 +111,8 @@ def test_a_finished_run_whose_audio_was_removed_since_stays_finished_with_a_warn
     out = tmp_path / "out"
     options = FinetuneOptions(**TINY_OPTIONS)
     first_phase(source_model, root, str(out), options)
-    record = {finetune_run.UNREADABLE_FILES: [], "dev_skipped": {}, "sample_rate": 16000}
-    for name in finetune_run.PUBLISHED:
+    record = {finetune_request.UNREADABLE_FILES: [], "dev_skipped": {}, "sample_rate": 16000}
+    for name in finetune_request.PUBLISHED:
         (out / name).write_text(json.dumps(record))
     removed = os.path.join(root, "wav", "spk5-utt3.wav")
     os.remove(removed)                 # to save space, once the model was made
@@ -124,14 +125,14 @@ def test_a_finished_run_whose_audio_was_removed_since_stays_finished_with_a_warn
 
 
 def test_a_run_missing_its_calibration_is_finished_only_when_it_recorded_why(tmp_path):
-    for name in finetune_run.PUBLISHED:
+    for name in finetune_request.PUBLISHED:
         (tmp_path / name).write_text(json.dumps({"calibration_skipped": None}))
-    assert finetune_run._finished(str(tmp_path))
+    assert finetune_request._finished(str(tmp_path))
     (tmp_path / CALIBRATION_NAME).unlink()   # lost, not skipped: fit it again
-    assert not finetune_run._finished(str(tmp_path))
+    assert not finetune_request._finished(str(tmp_path))
     (tmp_path / REPORT_NAME).write_text(json.dumps(
         {"calibration_skipped": "6 target and 0 nontarget dev trials scored"}))
-    assert finetune_run._finished(str(tmp_path))
+    assert finetune_request._finished(str(tmp_path))
 
 
 # ---- a resumed run keeps the phases it planned -----------------------------------------------

@@ -1,4 +1,5 @@
-"""Config values that name a class: ``loss``, ``optimizer``, ``scheduler``.
+"""Config values that name a class: ``loss``, ``optimizer``, ``scheduler``, and
+``dataset_args.frontend`` (:class:`FrontendChoice`).
 
 Each such key has one table in :mod:`wespeaker_py.config.schema`, value name ->
 :class:`Choice`: the block that checks its ``*_args`` and where the class it names
@@ -52,6 +53,45 @@ class Choice:
                     raise ConfigError(f"config key '{key}.{name}': {self.builds} takes no "
                                       f"argument {name!r} (it takes {', '.join(settable)})")
         return factory(*args, **kwargs, **settings)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FrontendChoice(Choice):
+    """What one value of ``dataset_args.frontend`` stands for, and what the rest of the
+    package must know of it (``config/schema.py`` ``FRONTENDS``; the other tables of
+    front-end names are derived from that one).
+
+    ``builds`` is the front-end class: :meth:`build_from` calls its ``from_dataset_args``.
+    ``args`` is the class of its settings block, the ``DatasetArgs`` field named ``block``
+    (``fbank_args``). ``feat_dim_source`` is where its output size, what
+    ``model_args.feat_dim`` must match, is set (quoted in that error).
+    """
+
+    block: str
+    feat_dim_source: str
+    # the block must be given (no default settings make a usable front-end)
+    args_required: bool = False
+    # the rate its pretrained weights or feature extractor learnt from (fine-tuning
+    # resamples other data to it); None: any rate
+    sample_rate: Optional[int] = None
+    # it runs at ``sample_rate`` only: dataset_args.resample_rate must be it
+    rate_only: bool = False
+    # it normalises its own features: dataset_args.cmvn and spec_aug must be false
+    own_norm: bool = False
+    # export takes models on its features
+    exportable: bool = False
+    # only the models whose family names it in FRONTEND read it, and they read nothing else
+    exclusive: bool = False
+    # its from_dataset_args takes ``pretrained`` (False: built without reading its weights)
+    takes_pretrained: bool = False
+
+    def build_from(self, dataset_args: Any, pretrained: bool = True) -> Any:
+        """The front-end module of the checked ``dataset_args``; ``pretrained`` is passed
+        on where the class takes it."""
+        factory = self.factory()
+        if self.takes_pretrained:
+            return factory.from_dataset_args(dataset_args, pretrained=pretrained)
+        return factory.from_dataset_args(dataset_args)
 
 
 def one_of(table: Mapping[str, Choice]) -> Any:

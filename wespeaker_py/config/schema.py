@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from wespeaker_py.config.choices import ArgsBlocks, Choice, args_union, one_of
+from wespeaker_py.config.choices import (ArgsBlocks, Choice, FrontendChoice, args_union,
+                                         one_of)
 from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
 from wespeaker_py.config.gpus import parse_gpus
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
@@ -22,13 +23,9 @@ def _block(cls):
 
 # ---- dataset_args -------------------------------------------------------------------------
 
-# front-ends whose feature extractor takes one sample rate only: dataset_args.resample_rate
-# must be it
-FIXED_SAMPLE_RATES = {"w2vbert": 16000, "whisper_encoder": 16000}
-# the rate each pretrained front-end's weights learnt from: fine-tuning resamples other data
-# to it. WavLM (s3prl) also runs at another rate given a frame shift that matches its hop,
-# as in WeSpeaker, so its rate is not enforced.
-PRETRAINED_SAMPLE_RATES = {**FIXED_SAMPLE_RATES, "s3prl": 16000}
+# the one rate of Whisper's feature extractor (whisper_encoder_args.sample_rate and the
+# whisper_encoder entry of FRONTENDS)
+WHISPER_SAMPLE_RATE = 16000
 
 
 @_block
@@ -199,7 +196,7 @@ class WhisperEncoderArgs:
     layer_ed: int = setting(23, minimum=0)
     model_path: Optional[str] = None
     # WeSpeaker passes the rate itself (dataset_args.resample_rate): written only when set
-    sample_rate: int = setting(FIXED_SAMPLE_RATES["whisper_encoder"], minimum=1,
+    sample_rate: int = setting(WHISPER_SAMPLE_RATE, minimum=1,
                                written_when_set=True)
 
     def _finish(self, where: str) -> None:
@@ -215,9 +212,8 @@ class WhisperEncoderArgs:
         if self.output_size % 2:
             raise ConfigError(f"config key '{where}.output_size' ({self.output_size}) must be "
                               f"even (half sine, half cosine position codes)")
-        whisper_rate = FIXED_SAMPLE_RATES["whisper_encoder"]
-        if self.sample_rate != whisper_rate:
-            raise ConfigError(f"config key '{where}.sample_rate' must be {whisper_rate} "
+        if self.sample_rate != WHISPER_SAMPLE_RATE:
+            raise ConfigError(f"config key '{where}.sample_rate' must be {WHISPER_SAMPLE_RATE} "
                               f"(Whisper's rate), got {self.sample_rate}")
 
     @property
@@ -271,11 +267,60 @@ class TfmelArgs:
 # change with it to keep their length in ms
 TFMEL_SAMPLE_FIELDS = ("n_fft", "win_length", "hop_length")
 
+# dataset_args.frontend: value -> what that front-end is (FrontendChoice). A new front-end is
+# an entry here, its settings block and its DatasetArgs field named by ``block``; the
+# schema, the factory, export, model checks and the resume check read this table.
+FRONTENDS = {
+    "fbank": FrontendChoice(
+        "wespeaker_py.frontend.features:FbankFeatures", FbankArgs, block="fbank_args",
+        feat_dim_source="dataset_args.fbank_args.num_mel_bins", exportable=True),
+    # WavLM also runs at another rate given a frame shift that matches its hop, as in
+    # WeSpeaker, so its rate is not enforced
+    "s3prl": FrontendChoice(
+        "wespeaker_py.frontend.ssl:SSLFrontend", S3prlArgs, block="s3prl_args",
+        feat_dim_source="dataset_args.s3prl_args (the SSL model's hidden size)",
+        args_required=True, sample_rate=16000),
+    "tfmel": FrontendChoice(
+        "wespeaker_py.frontend.tfmel:TFMelFeatures", TfmelArgs, block="tfmel_args",
+        feat_dim_source="dataset_args.tfmel_args.n_mels", own_norm=True, exportable=True,
+        exclusive=True),
+    "w2vbert": FrontendChoice(
+        "wespeaker_py.frontend.w2vbert:W2VBertFrontend", W2vbertArgs, block="w2vbert_args",
+        feat_dim_source="dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
+        sample_rate=16000, rate_only=True, own_norm=True, exclusive=True,
+        takes_pretrained=True),
+    "whisper_encoder": FrontendChoice(
+        "wespeaker_py.frontend.whisper:WhisperFrontend", WhisperEncoderArgs,
+        block="whisper_encoder_args",
+        feat_dim_source="dataset_args.whisper_encoder_args (output_size x "
+                        "(layer_ed - layer_st + 1))",
+        sample_rate=WHISPER_SAMPLE_RATE, rate_only=True, exclusive=True,
+        takes_pretrained=True),
+}
+# front-ends whose feature extractor takes one sample rate only: dataset_args.resample_rate
+# must be it
+FIXED_SAMPLE_RATES = {name: choice.sample_rate for name, choice in FRONTENDS.items()
+                      if choice.rate_only}
+# the rate each pretrained front-end's weights learnt from: fine-tuning resamples other data
+# to it
+PRETRAINED_SAMPLE_RATES = {name: choice.sample_rate for name, choice in FRONTENDS.items()
+                           if choice.sample_rate is not None}
+
+
+def frontend_choice(name: str) -> FrontendChoice:
+    """The :data:`FRONTENDS` entry of ``dataset_args.frontend`` ``name``; another name is a
+    :class:`ConfigError` listing the front-ends."""
+    if name not in FRONTENDS:
+        raise ConfigError(f"config key 'dataset_args.frontend' must be one of "
+                          f"{list(FRONTENDS)}, got {name!r}")
+    return FRONTENDS[name]
+
 
 @_block
 class DatasetArgs:
     """``dataset_args``: the input pipeline and the feature front-end.
 
+    What each ``frontend`` is, block and rules, is its entry of :data:`FRONTENDS`.
     ``fbank_args`` is filled with its defaults for ``frontend: fbank``;
     ``s3prl_args`` must be given for ``frontend: s3prl``; ``tfmel_args`` is
     filled with its defaults for ``frontend: tfmel``, which normalises its own
@@ -302,7 +347,8 @@ class DatasetArgs:
     # where speed perturbation and noise/reverb arithmetic run; "cpu" when the key is
     # absent, so that a Dataset used on its own yields finished chunks (device_augment.py)
     augment_on: Literal["cpu", "device"] = "cpu"
-    frontend: Literal["fbank", "s3prl", "tfmel", "w2vbert", "whisper_encoder"] = "fbank"
+    # a name of FRONTENDS (evaluated when a config is checked, so it follows the table)
+    frontend: one_of(FRONTENDS) = "fbank"
     fbank_args: Optional[FbankArgs] = None
     s3prl_args: Optional[S3prlArgs] = None
     w2vbert_args: Optional[W2vbertArgs] = None
@@ -314,26 +360,20 @@ class DatasetArgs:
     spec_aug_args: SpecAugArgs = setting(factory=SpecAugArgs)
 
     def _finish(self, where: str) -> None:
-        if self.frontend == "fbank" and self.fbank_args is None:
-            self.fbank_args = FbankArgs()
-        if self.frontend == "s3prl" and self.s3prl_args is None:
-            raise ConfigError(f"config key '{where}.s3prl_args' is required when "
-                              f"{where}.frontend is s3prl")
-        if self.frontend == "w2vbert" and self.w2vbert_args is None:
-            self.w2vbert_args = W2vbertArgs()
+        choice = FRONTENDS[self.frontend]
+        if getattr(self, choice.block) is None:
+            if choice.args_required:
+                raise ConfigError(f"config key '{where}.{choice.block}' is required when "
+                                  f"{where}.frontend is {self.frontend}")
+            setattr(self, choice.block, choice.args())
         if self.frontend == "tfmel":
-            if self.tfmel_args is None:
-                self.tfmel_args = TfmelArgs()
             self._check_tfmel_band(where)
-        if self.frontend == "whisper_encoder" and self.whisper_encoder_args is None:
-            self.whisper_encoder_args = WhisperEncoderArgs()
-        fixed_rate = FIXED_SAMPLE_RATES.get(self.frontend)
-        if fixed_rate is not None and self.resample_rate != fixed_rate:
-            raise ConfigError(f"config key '{where}.resample_rate' must be {fixed_rate} with "
-                              f"{where}.frontend {self.frontend} (its pretrained weights or "
-                              f"feature extractor take {fixed_rate} Hz only), got "
-                              f"{self.resample_rate}")
-        if self.frontend in ("tfmel", "w2vbert"):
+        if choice.rate_only and self.resample_rate != choice.sample_rate:
+            raise ConfigError(f"config key '{where}.resample_rate' must be "
+                              f"{choice.sample_rate} with {where}.frontend {self.frontend} (its "
+                              f"pretrained weights or feature extractor take "
+                              f"{choice.sample_rate} Hz only), got {self.resample_rate}")
+        if choice.own_norm:
             for key in ("cmvn", "spec_aug"):
                 if getattr(self, key):
                     raise ConfigError(f"config key '{where}.{key}' must be false with "
@@ -353,9 +393,7 @@ class DatasetArgs:
     def frontend_args(self) -> Union[FbankArgs, S3prlArgs, TfmelArgs, W2vbertArgs,
                                      WhisperEncoderArgs]:
         """The argument block of the chosen front-end."""
-        return {"fbank": self.fbank_args, "s3prl": self.s3prl_args,
-                "tfmel": self.tfmel_args, "w2vbert": self.w2vbert_args,
-                "whisper_encoder": self.whisper_encoder_args}[self.frontend]
+        return getattr(self, FRONTENDS[self.frontend].block)
 
     @property
     def frame_shift_ms(self) -> float:

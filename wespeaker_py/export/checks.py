@@ -14,16 +14,16 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, ModelConfig
+from wespeaker_py.config.schema import FRONTENDS
 from wespeaker_py.errors import RunFailedError
-from wespeaker_py.frontend.features import FbankFeatures
-from wespeaker_py.frontend.tfmel import TFMelFeatures
 from wespeaker_py.runtime import SpeakerEmbedder, load_embedder
 from wespeaker_py.utils.logging_utils import get_logger
 
 logger = get_logger(__name__)
 
-# Front-ends with no weights of their own, which the exporters can rebuild or trace.
-EXPORTABLE_FRONTENDS = ("fbank", "tfmel")
+# Front-ends with no weights of their own, which the exporters can rebuild or trace
+# (FRONTENDS' exportable entries).
+EXPORTABLE_FRONTENDS = tuple(name for name, choice in FRONTENDS.items() if choice.exportable)
 # Exporters that record one run (tracing) use this many frames for the example input.
 EXAMPLE_FRAMES = 200
 # the example input's shape, then (batch, frames) pairs that differ from it in both axes
@@ -138,11 +138,12 @@ def load_exportable_embedder(config: ModelConfig, checkpoint: str) -> SpeakerEmb
 
 
 def exportable_model(embedder: SpeakerEmbedder, source: str) -> Tuple[nn.Module, int]:
-    """The eval-mode speaker model of an fbank or TFMel ``embedder`` and its input
-    feature dimension."""
-    if not isinstance(embedder.frontend, (FbankFeatures, TFMelFeatures)):
-        raise ConfigError(f"{source}: only fbank and TFMel models export, this one uses "
-                          f"{type(embedder.frontend).__name__}")
+    """The eval-mode speaker model of an ``embedder`` on an exportable front-end
+    (:data:`EXPORTABLE_FRONTENDS`) and its input feature dimension."""
+    exportable = tuple(FRONTENDS[name].factory() for name in EXPORTABLE_FRONTENDS)
+    if not isinstance(embedder.frontend, exportable):
+        raise ConfigError(f"{source}: only models on {' or '.join(EXPORTABLE_FRONTENDS)} "
+                          f"features export, this one uses {type(embedder.frontend).__name__}")
     return embedder.model.eval(), embedder.frontend.output_dim
 
 

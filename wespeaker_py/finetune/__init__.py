@@ -8,7 +8,8 @@ from wespeaker_py.finetune.config import FREEZE_CHOICES, FinetuneOptions
 __all__ = ["FREEZE_CHOICES", "FinetuneDataError", "FinetuneOptions", "OutputExistsError",
            "finetune"]
 _LAZY = {"FinetuneDataError": "wespeaker_py.finetune.data",
-         "OutputExistsError": "wespeaker_py.finetune.run", "finetune": "wespeaker_py.finetune.run"}
+         "OutputExistsError": "wespeaker_py.finetune.request",
+         "finetune": "wespeaker_py.finetune.run"}
 
 
 def __getattr__(name: str):

@@ -8,11 +8,14 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.config import DatasetArgs, as_dataset_args
+from wespeaker_py.config.schema import frontend_choice
 
 
 def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]],
                    pretrained: bool = True) -> nn.Module:
-    """The front-end module for ``dataset_args`` (the checked block, or a mapping to check).
+    """The front-end module for ``dataset_args`` (the checked block, or a mapping to check):
+    the class of its ``frontend``'s entry in
+    :data:`~wespeaker_py.config.schema.FRONTENDS`, built by its ``from_dataset_args``.
 
     ``frontend: fbank`` (the default) gives :class:`FbankFeatures`;
     ``frontend: s3prl`` gives :class:`SSLFrontend` (needs the ``ssl`` extra,
@@ -22,23 +25,11 @@ def build_frontend(dataset_args: Union[DatasetArgs, Mapping[str, Any]],
     All map int16-scale waveforms ``[B, samples]`` to features ``[B, frames, dim]``
     and expose the feature size as ``output_dim``. ``pretrained=False`` lets the
     W2V-BERT and Whisper front-ends skip reading their pretrained weights, for a
-    caller that loads all of them from a checkpoint.
+    caller that loads all of them from a checkpoint. A name not in the table is a
+    :class:`ConfigError` listing the front-ends.
     """
     config = as_dataset_args(dataset_args)
-    if config.frontend == "fbank":
-        from wespeaker_py.frontend.features import FbankFeatures
-        return FbankFeatures.from_dataset_args(config)
-    if config.frontend == "tfmel":
-        from wespeaker_py.frontend.tfmel import TFMelFeatures
-        return TFMelFeatures.from_dataset_args(config)
-    if config.frontend == "w2vbert":
-        from wespeaker_py.frontend.w2vbert import W2VBertFrontend
-        return W2VBertFrontend.from_dataset_args(config, pretrained=pretrained)
-    if config.frontend == "whisper_encoder":
-        from wespeaker_py.frontend.whisper import WhisperFrontend
-        return WhisperFrontend.from_dataset_args(config, pretrained=pretrained)
-    from wespeaker_py.frontend.ssl import SSLFrontend
-    return SSLFrontend.from_dataset_args(config)
+    return frontend_choice(config.frontend).build_from(config, pretrained=pretrained)
 
 
 def model_feat_dim(frontend: nn.Module) -> int:

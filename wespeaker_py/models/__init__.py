@@ -35,6 +35,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Tuple
 
 import torch.nn as nn
 
+from wespeaker_py.config.schema import FRONTENDS
 from wespeaker_py.models.protocol import ModelArgError, SpeakerModel
 
 __all__ = ["ModelArgError", "SpeakerModel", "check_frontend", "family_module",
@@ -166,8 +167,9 @@ def model_frontend(name: str) -> str:
     return getattr(family_module(name), "FRONTEND", "fbank")
 
 
-# Front-ends whose features only their own models read, and whose models read nothing else.
-_EXCLUSIVE_FRONTENDS = ("tfmel", "w2vbert", "whisper_encoder")
+# Front-ends whose features only their own models read, and whose models read nothing else
+# (FRONTENDS' exclusive entries).
+_EXCLUSIVE_FRONTENDS = tuple(name for name, choice in FRONTENDS.items() if choice.exclusive)
 
 
 def check_frontend(name: str, frontend: str) -> None:

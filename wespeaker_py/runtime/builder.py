@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from wespeaker_py.config import ConfigError, ModelConfig
+from wespeaker_py.config.schema import FRONTENDS
 from wespeaker_py.errors import ModelSourceError, WespeakerError, did_you_mean
 from wespeaker_py.frontend.factory import build_frontend, model_feat_dim
 from wespeaker_py.models import ModelArgError, check_frontend, model_factory
@@ -34,16 +35,9 @@ from wespeaker_py.runtime.checkpoint import (FRONTEND_PREFIX, load_weights, mode
                                              state_in_model_names)
 from wespeaker_py.runtime.identity import embedder_identity, frontend_settings
 
-# Where each front-end's output size (what model_args.feat_dim must be) is set; a front-end
-# not listed is named by its args block (:func:`_feat_dim_source`).
-_FEAT_DIM_SOURCES = {
-    "fbank": "dataset_args.fbank_args.num_mel_bins",
-    "s3prl": "dataset_args.s3prl_args (the SSL model's hidden size)",
-    "tfmel": "dataset_args.tfmel_args.n_mels",
-    "w2vbert": "dataset_args.w2vbert_args (the W2V-BERT model's hidden size)",
-    "whisper_encoder": "dataset_args.whisper_encoder_args (output_size x "
-                       "(layer_ed - layer_st + 1))",
-}
+# Where each front-end's output size (what model_args.feat_dim must be) is set (FRONTENDS'
+# feat_dim_source); a front-end not listed is named by its args block (:func:`_feat_dim_source`).
+_FEAT_DIM_SOURCES = {name: choice.feat_dim_source for name, choice in FRONTENDS.items()}
 
 # The checkpoint key that holds the speaker model's own arguments (ReDimNet2's checkpoints).
 _MODEL_CONFIG_KEY = "model_config"

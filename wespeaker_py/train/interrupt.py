@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from wespeaker_py.config.schema import FRONTENDS
 from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.checkpoint import RUN_SETTINGS, SPK2ID_DIGEST, tensors_digest
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
@@ -79,9 +80,9 @@ EPOCH_LENGTH_KEYS = frozenset({"dataloader_args.batch_size",
 # FRONTEND_BLOCKS the FRONTEND_RUN_ENTRIES are left out.
 FRONTEND_KEYS = frozenset({"dataset_args.frontend", "dataset_args.resample_rate",
                            "dataset_args.cmvn"})
-FRONTEND_BLOCKS = ("dataset_args.fbank_args", "dataset_args.cmvn_args", "dataset_args.tfmel_args",
-                   "dataset_args.s3prl_args", "dataset_args.w2vbert_args",
-                   "dataset_args.whisper_encoder_args")
+# (cmvn_args and the settings block of every front-end of FRONTENDS, chosen or not)
+FRONTEND_BLOCKS = frozenset({"dataset_args.cmvn_args"}
+                            | {f"dataset_args.{choice.block}" for choice in FRONTENDS.values()})
 # front-end entries that a later step of a recipe changes: what trains (Whisper-PMFA's second
 # step unfreezes the encoder), where pretrained weights are read from (the checkpoint holds
 # them), and training-only settings (dither, SpecAugment inside TFMel, memory, learning rate)
