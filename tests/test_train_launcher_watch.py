@@ -3,6 +3,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -23,6 +24,21 @@ def test_only_a_process_torchrun_started_has_a_launcher(monkeypatch):
     assert launcher_pid() is None
     monkeypatch.setenv(LAUNCHER_RUN_ID, "run")
     assert launcher_pid() == os.getppid()
+
+
+def test_a_parent_that_holds_the_run_id_itself_is_no_launcher(tmp_path):
+    # a rank's script that starts a training: the variable is inherited, not given by torchrun
+    ask = ("import os; from wespeaker_py.train.interrupt import launcher_pid; "
+           "print(launcher_pid(), os.getppid())")
+    env = dict(os.environ, **{LAUNCHER_RUN_ID: "run"})
+    inherited = subprocess.run(["bash", "-c", f'{sys.executable} -c "{ask}"; true'], env=env,
+                               capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert inherited.stdout.split()[0] == "None", inherited.stdout
+    # given by the parent, whose own environment lacks it: the parent is the launcher
+    given = subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True,
+                           text=True, check=True, cwd=REPO_ROOT)
+    found, parent = given.stdout.split()
+    assert found == parent == str(os.getpid())
 
 
 def test_a_launcher_gone_before_training_ends_the_rank_with_a_message():

@@ -1,6 +1,7 @@
 """A stop signal mid-epoch: the state is saved where it is, and the rerun retraces the run."""
 import copy
 import logging
+import multiprocessing
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from train_helpers import TINY_CONFIG, load_checkpoint, plan_of, run_training, t
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.train.curves import read_training_curves
+from wespeaker_py.train import loop
 from wespeaker_py.train.interrupt import (Lineage, StopRequest, TrainingStopped,
                                           find_interrupted, standing_of)
 from wespeaker_py.train.step import TrainingStep
@@ -221,6 +223,30 @@ def test_a_ctrl_c_mid_epoch_saves_the_state_and_says_how_to_continue(
     assert (at["epoch"], at["batch"]) == (1, 3)
     last = open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
     assert re.search(r"\bERROR\b.* training stopped: stopped on a signal at epoch 1 ", last)
+
+
+def test_a_ctrl_c_while_spawned_loader_workers_start_stops_the_run_not_the_workers(
+        corpus, tmp_path, monkeypatch, sigint_as_at_a_terminal):
+    # Ctrl-C reaches every process of the terminal's group: the training process and its
+    # loader workers, which a spawned worker gets while it still imports torch (it ignores
+    # the signal only in its worker_init_fn); sent to each here, not to pytest's group
+    loader = {"batch_size": 4, "num_workers": 1, "pin_memory": False, "drop_last": True,
+              "multiprocessing_context": "spawn"}
+    exp_dir = str(tmp_path / "exp")
+    start_epoch_data = loop._start_epoch_data
+
+    def start_then_ctrl_c(*args, **kwargs):
+        started = start_epoch_data(*args, **kwargs)
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid, signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return started
+
+    monkeypatch.setattr(loop, "_start_epoch_data", start_then_ctrl_c)
+    with pytest.raises(TrainingStopped, match=r"stopped on a signal at epoch 1 after its "
+                                              r"batch 1, its state saved in .*interrupted\.pt"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=1, log_batch_interval=2,
+                                 dataloader_args=loader))
 
 
 def test_an_ignored_sigint_is_left_ignored_while_training_runs(sigint_ignored):

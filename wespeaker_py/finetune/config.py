@@ -29,6 +29,8 @@ from wespeaker_py.config.fields import parse_block
 from wespeaker_py.config.schema import (PRETRAINED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
                                         DataloaderArgs, ModelConfig, TfmelArgs)
 from wespeaker_py.errors import WespeakerError
+# a fine-tuned model folder's work folder and request: read from here too, where they were
+from wespeaker_py.io.layout import REQUEST_NAME, WORK_DIR  # noqa: F401
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.values import is_whole_number
 

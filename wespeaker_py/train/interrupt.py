@@ -238,10 +238,21 @@ class Agreement:
 
 def launcher_pid() -> Optional[int]:
     """The pid of the torchrun that started this process: its parent, when the environment
-    holds the :data:`LAUNCHER_RUN_ID` torch's elastic agent gives the workers it starts;
-    else None. Ask early (before the rank joins its job), so that a launcher that ends
-    before :func:`watch_launcher` is noticed there."""
-    return os.getppid() if LAUNCHER_RUN_ID in os.environ else None
+    holds the :data:`LAUNCHER_RUN_ID` torch's elastic agent gives the workers it starts and
+    the parent's own environment does not (a process that inherited the variable from a
+    rank, such as a training a rank's script starts, has no launcher to watch); else None,
+    also where the parent's environment cannot be read (not Linux). Ask early (before the
+    rank joins its job), so that a launcher that ends before :func:`watch_launcher` is
+    noticed there."""
+    if LAUNCHER_RUN_ID not in os.environ:
+        return None
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/environ", "rb") as handle:
+            names = {item.partition(b"=")[0] for item in handle.read().split(b"\0")}
+    except OSError:
+        return None
+    return None if LAUNCHER_RUN_ID.encode() in names else parent
 
 
 def watch_launcher(launcher: Optional[int], stop: StopRequest) -> None:
@@ -321,6 +332,9 @@ class WorkerIgnoringStops:
         tie_worker_to(self.parent_pid)   # SIGTERM is ignored below
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        # the training loop starts its workers with these blocked (train.loop._start_workers),
+        # so that one still starting up is not ended by them; ignored now, they can come
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.then(worker_id)
 
 

@@ -24,10 +24,12 @@ usable utterance left, which is an error.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
@@ -36,6 +38,7 @@ from torch.utils.data._utils import signal_handling
 from wespeaker_py.errors import RunFailedError, first_line
 from wespeaker_py.train.checkpoint import capture_rng_state, restore_rng_state
 from wespeaker_py.train.distributed import all_reduce_sum
+from wespeaker_py.train.interrupt import STOP_SIGNALS
 from wespeaker_py.train.step import StepOutcome
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.progress import progress_bar
@@ -125,7 +128,7 @@ class DataLoaderFailedError(RunFailedError):
 # the start of torch's messages for a worker that died and for dataloader_args.timeout (an
 # error raised inside a worker reads "Caught <type> in DataLoader worker process N" instead)
 _LOADER_FAILURES = ("DataLoader worker (pid", "DataLoader timed out")
-# how long an OS error met fetching a batch may wait for torch to see a worker dead
+# how long a connection error met fetching a batch may wait for torch to see a worker dead
 _DEATH_WAIT_SECONDS = 2.0
 
 
@@ -297,13 +300,16 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
 
 def _loader_failure(error: Exception) -> Optional[RuntimeError]:
     """torch's error for a failed loader behind ``error``, raised by ``next``: ``error``
-    itself, or, for an OS error or EOFError, the death of a worker it stands for (a batch the
-    worker queued before it was killed cannot be fetched from it: ConnectionResetError,
-    met while the dying worker's threads are still ending, before torch can see it dead),
-    found by torch's check within :data:`_DEATH_WAIT_SECONDS`; None for neither."""
+    itself, or, for a ConnectionError or EOFError, the death of a worker it stands for (a
+    batch the worker queued before it was killed cannot be fetched from it:
+    ConnectionResetError, met while the dying worker's threads are still ending, before
+    torch can see it dead), found by torch's check within :data:`_DEATH_WAIT_SECONDS`;
+    None for neither."""
     if isinstance(error, RuntimeError) and str(error).startswith(_LOADER_FAILURES):
         return error
-    if not isinstance(error, (OSError, EOFError)):
+    # what a worker's queue gives when the worker died under it; an error the data code
+    # raised (in this process, or re-raised from a worker) is never one of these
+    if not isinstance(error, (ConnectionError, EOFError)):
         return None
     # the check behind torch's SIGCHLD handler (private to torch, hence looked up); it also
     # forgets the failed iterator's workers, so no later SIGCHLD raises the same failure
@@ -410,12 +416,42 @@ def _start_epoch_data(batches: Iterable[Mapping[str, Any]], resume_at: Optional[
     rank_states = resume_at.epoch_start_rng if resume_at is not None else None
     if not rank_states or len(rank_states) != world.world_size:
         state = capture_rng_state(world.device)
-        return state, iter(batches)
+        return state, _start_workers(batches)
     at_stop = capture_rng_state(world.device)
     restore_rng_state(rank_states[world.rank], world.device)
-    iterator = iter(batches)
+    iterator = _start_workers(batches)
     restore_rng_state(at_stop, world.device)
     return rank_states[world.rank], iterator
+
+
+def _start_workers(batches: Iterable[Mapping[str, Any]]) -> Any:
+    """``iter(batches)``, with the stop signals blocked and ignored while the loader starts
+    its workers, so that a Ctrl-C or SIGTERM to the process group does not end a worker
+    that does not ignore them yet (a spawned one still importing torch): the run would
+    stop as if a worker had been killed.
+
+    A forked worker inherits both, a spawned one only the ignoring (exec keeps an ignored
+    signal ignored, not the block); each lifts its block once it ignores them for good
+    (:class:`~wespeaker_py.train.interrupt.WorkerIgnoringStops`). Here a signal that came
+    meanwhile stays pending (a blocked signal is never discarded) and reaches the handlers
+    put back when the block is lifted. Only in the main thread, where handlers can be set.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return iter(batches)
+    if getattr(batches, "num_workers", 0):
+        context = getattr(batches, "multiprocessing_context", None) or multiprocessing
+        if context.get_start_method() != "fork":
+            # started with the first spawned process, it lifts any block of SIGINT and
+            # SIGTERM, which would drop a signal ignored below: start it now
+            resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        return iter(batches)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _dropped_steps_message(epoch_name: str, batch: int, outcome: StepOutcome,
