@@ -205,13 +205,12 @@ def test_utt2dur_from_wav_scp(tmp_path):
     assert read_utt2dur(str(tmp_path / "utt2dur3")) == {"a": 1.5, "b": 0.25}
 
 
-def test_a_calibration_model_that_is_no_torch_file_is_named_in_one_line(tmp_path):
+def test_infer_calibration_with_a_model_that_is_no_torch_file_says_so_in_one_line(tmp_path):
+    # the reader's message itself: test_user_messages.py
     garbage = tmp_path / "garbage.pt"
     garbage.write_text("not a model\n")
     with pytest.raises(ModelSourceError) as raised:
         load_calibration(str(garbage))
-    assert str(raised.value).startswith(f"{garbage}: not a calibration model (")
-    assert "\n" not in str(raised.value)
     factors = tmp_path / "f.calibration"
     factors.write_text("a b target 1.0 2.0\n")
     result = subprocess.run(

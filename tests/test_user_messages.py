@@ -1,6 +1,7 @@
 """Messages a new user met with: a wav.scp command whose output is not audio, a text file
 given as a gallery, a TorchScript file given as a checkpoint, an experiment folder holding
 only epoch checkpoints. Each input is made here."""
+import importlib
 import pickle
 import re
 import shlex
@@ -18,7 +19,7 @@ from wespeaker_py.api.gallery import Gallery, GalleryFileError, read_gallery, sa
 from wespeaker_py.audio.errors import AudioUnreadableError
 from wespeaker_py.audio.files import open_audio
 from wespeaker_py.bin import average_model
-from wespeaker_py.errors import ModelSourceError
+from wespeaker_py.errors import ModelSourceError, WespeakerError
 from wespeaker_py.runtime.checkpoint import read_checkpoint
 
 
@@ -145,13 +146,27 @@ class _PickledObject:
     """A class torch's weights-only reader refuses to unpickle."""
 
 
-def test_an_original_wavlm_checkpoint_that_is_not_one_is_one_line(tmp_path):
+@pytest.mark.parametrize("reader, name, kind", [
+    ("wespeaker_py.scoring.qmf:load_calibration", "garbage.pt", "a calibration model"),
+    ("wespeaker_py.frontend.whisper:read_openai_checkpoint", "large-v2.pt",
+     "an OpenAI Whisper checkpoint"),
+    ("wespeaker_py.frontend.wavlm_convert:read_original_checkpoint", "WavLM-Large.pt",
+     "an original WavLM checkpoint"),
+])
+def test_a_file_that_is_no_torch_file_is_refused_in_one_line_naming_it(
+        reader, name, kind, tmp_path):
+    module, _, function = reader.partition(":")
+    garbage = tmp_path / name
+    garbage.write_text("not a model\n")
+    with pytest.raises(WespeakerError) as refused:
+        getattr(importlib.import_module(module), function)(str(garbage))
+    message = str(refused.value)
+    assert message.startswith(f"{garbage}: not {kind} ") and "(UnpicklingError" in message
+    assert "\n" not in message
+
+
+def test_an_original_wavlm_checkpoint_of_other_objects_or_keys_is_refused(tmp_path):
     from wespeaker_py.frontend.wavlm_convert import WavLMConversionError, read_original_checkpoint
-    garbage = tmp_path / "WavLM-Large.pt"
-    garbage.write_text("not a checkpoint")
-    with pytest.raises(WavLMConversionError, match=re.escape(str(garbage)) + r": not an "
-                       r"original WavLM checkpoint \(WavLM-Large\.pt.*\) \(UnpicklingError"):
-        read_original_checkpoint(str(garbage))
     objects = tmp_path / "objects.pt"
     torch.save({"cfg": {}, "model": {}, "extra": _PickledObject()}, str(objects))
     with pytest.raises(WavLMConversionError, match=r"it holds Python objects "

@@ -17,9 +17,8 @@ from train_helpers import (CPU_WORLD, load_checkpoint, run_training,  # noqa: E4
 from train_helpers import single_torch_thread  # noqa: E402,F401  (autouse fixture)
 from wespeaker_py.config import ConfigError, TrainConfig, as_dataset_args, load_config
 from wespeaker_py.frontend.factory import build_frontend
-from wespeaker_py.errors import ModelSourceError
 from wespeaker_py.frontend.whisper import (LARGE_V2_MD5, LARGE_V2_URL, MAX_POSITIONS,
-                                           WhisperFrontend, read_openai_checkpoint)
+                                           WhisperFrontend)
 from wespeaker_py.frontend.whisper_random import tiny_whisper_dims, write_random_whisper
 from wespeaker_py.models import check_frontend, get_model
 from wespeaker_py.runtime import load_embedder
@@ -206,15 +205,6 @@ def test_a_missing_foreign_or_incomplete_checkpoint_is_a_clear_error(tmp_path, c
     # the architecture alone (a trained checkpoint holds every weight): no file needed
     bare = frontend(missing, pretrained=False)
     assert isinstance(bare, WhisperFrontend) and bare.output_dim == FEAT_DIM
-
-
-def test_a_whisper_checkpoint_that_is_no_torch_file_is_named_in_one_line(tmp_path):
-    garbage = tmp_path / "large-v2.pt"
-    garbage.write_text("not a model\n")
-    with pytest.raises(ModelSourceError) as raised:
-        read_openai_checkpoint(str(garbage))
-    assert str(raised.value).startswith(f"{garbage}: not an OpenAI Whisper checkpoint (")
-    assert "\n" not in str(raised.value)
 
 
 # -- the front-end --------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 ``dataset_args.frontend`` (:class:`FrontendChoice`).
 
 Each such key has one table in :mod:`wespeaker_py.config.schema`, value name ->
-:class:`Choice`: the block that checks its ``*_args`` and where the class it names
-lives. The schema takes the accepted values from the table (:func:`one_of`), and
-training builds the class from it (:meth:`Choice.build`), so that a new entry is one
-line there.
+:class:`Choice` (a :class:`NamedClass`): the block that checks its ``*_args`` and where
+the class it names lives. The schema takes the accepted values from the table
+(:func:`one_of`), and training builds the class from it (:meth:`Choice.build`), so that
+a new entry is one line there.
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from wespeaker_py.config.fields import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class Choice:
-    """What one value of a naming key stands for.
+class NamedClass:
+    """What one value of a naming key stands for: a class and its settings block.
 
     ``builds`` is the class, as ``"module:attribute"``: it is imported only when a run
     builds it, so that ``config/`` imports neither torch nor the layers above it that
     implement these classes. ``args`` is the block that checks the key's ``*_args``
     mapping, or None where that mapping is open (``optimizer_args``: torch's optimizer
-    takes what it takes).
+    takes what it takes). How the class is built is the subclass's.
     """
 
     builds: str
@@ -35,6 +35,11 @@ class Choice:
         """The class (or function) that ``builds`` names."""
         module, _, attribute = self.builds.partition(":")
         return getattr(importlib.import_module(module), attribute)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice(NamedClass):
+    """A class built from its config block by keyword (a loss, an optimizer, a scheduler)."""
 
     def build(self, key: str, settings: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         """The class called with ``args``, ``kwargs`` and the config's ``settings``.
@@ -56,7 +61,7 @@ class Choice:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FrontendChoice(Choice):
+class FrontendChoice(NamedClass):
     """What one value of ``dataset_args.frontend`` stands for, and what the rest of the
     package must know of it (``config/schema.py`` ``FRONTENDS``; the other tables of
     front-end names are derived from that one).
@@ -94,12 +99,12 @@ class FrontendChoice(Choice):
         return factory.from_dataset_args(dataset_args)
 
 
-def one_of(table: Mapping[str, Choice]) -> Any:
+def one_of(table: Mapping[str, NamedClass]) -> Any:
     """The type of a key whose value is a name of ``table`` (its error lists them)."""
     return Literal[tuple(table)]
 
 
-def args_union(table: Mapping[str, Choice]) -> Any:
+def args_union(table: Mapping[str, NamedClass]) -> Any:
     """The type of the ``*_args`` block of a key named by ``table``: any of its blocks."""
     return Union[tuple(choice.args for choice in table.values())]
 
@@ -108,7 +113,7 @@ class ArgsBlocks(Mapping[str, type]):
     """Name -> args block of ``table``, as ``setting(variants=...)`` takes it (a live view:
     an entry added to the table is chosen too)."""
 
-    def __init__(self, table: Mapping[str, Choice]):
+    def __init__(self, table: Mapping[str, NamedClass]):
         self._table = table
 
     def __getitem__(self, name: str) -> type:

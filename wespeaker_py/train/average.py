@@ -7,13 +7,14 @@ from typing import Dict, List
 import torch
 
 from wespeaker_py.errors import ModelSourceError, WespeakerError
-from wespeaker_py.runtime.checkpoint import model_state_of, read_checkpoint
+from wespeaker_py.runtime.checkpoint import model_state_of
 from wespeaker_py.train.checkpoint import (checkpoints_by_epoch, epoch_from_name,
                                            is_training_checkpoint)
 from wespeaker_py.utils.atomic_files import require_writable, save_torch
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import same_file
 from wespeaker_py.utils.progress import progress_bar
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 logger = get_logger(__name__)
 

@@ -52,6 +52,7 @@ from wespeaker_py.train.checkpoint import RUN_SETTINGS, SPK2ID_DIGEST, tensors_d
 from wespeaker_py.train.distributed import DistContext, all_reduce_sum
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.processes import die_with_parent, tie_worker_to
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 logger = get_logger(__name__)
 
@@ -470,7 +471,6 @@ def find_interrupted(path: str, standing: Lineage, world_size: int, epoch_iter: 
 
     Raises what reading a checkpoint raises for a damaged file.
     """
-    from wespeaker_py.runtime.checkpoint import read_checkpoint
     if not os.path.isfile(path):
         return None
     loaded = read_checkpoint(path)

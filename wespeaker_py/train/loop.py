@@ -445,7 +445,10 @@ def _start_workers(batches: Iterable[Mapping[str, Any]]) -> Any:
             # SIGTERM, which would drop a signal ignored below: start it now
             resource_tracker.ensure_running()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    # a handler installed from C reads back as None and could not be put back: such a
+    # signal is only blocked
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) is not None}
     try:
         return iter(batches)
     finally:

@@ -27,7 +27,7 @@ from wespeaker_py.models import model_factory
 from wespeaker_py.models.projections import get_projection
 from wespeaker_py.runtime.builder import (check_model_frontend, frontend_model_args,
                                           model_argument_names)
-from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of, read_checkpoint
+from wespeaker_py.runtime.checkpoint import HEAD_PREFIX, model_state_of
 from wespeaker_py.train.checkpoint import (checkpoint_name, epoch_from_name,
                                            is_training_checkpoint, speaker_map_digest)
 from wespeaker_py.train.distributed import DistContext
@@ -36,6 +36,7 @@ from wespeaker_py.train.interrupt import (INTERRUPTED_NAME, ContinuedSettings, I
                                           standing_of, training_settings)
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import read_key_value
+from wespeaker_py.utils.torch_files import read_checkpoint
 
 logger = get_logger(__name__)
 
