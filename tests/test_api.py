@@ -395,6 +395,54 @@ def test_a_recording_given_twice_in_one_enrolment_counts_once(xvec, tmp_path, sp
     assert read_gallery(gallery).counts.tolist() == [2, 1]
 
 
+def test_a_recording_appended_again_in_a_later_call_counts_once(
+        xvec, tmp_path, speech, caplog):
+    from wespeaker_py.api.gallery import RECORDING_ARRAYS, read_gallery, save_gallery
+    model, _, _ = xvec
+    gallery = str(tmp_path / "speakers.npz")
+    model.enroll("alice", speech[0], speech[1], gallery=gallery)
+    with caplog.at_level(logging.WARNING):
+        model.enroll("alice", speech[1], speech[2], gallery=gallery, append=True)
+    [warning] = [record.getMessage() for record in caplog.records if "--append" in
+                 record.getMessage()]
+    assert warning == (f"enroll 'alice' --append: 1 of 2 recordings are already enrolled for "
+                       f"this speaker (identical embeddings), not counted again: {speech[1]}")
+    stored = read_gallery(gallery)
+    assert stored.counts.tolist() == [3]
+    units = [model.unit(model.embed(path)) for path in speech[:3]]
+    np.testing.assert_allclose(stored.sums[0], sum(units), atol=1e-6)
+    # nothing new: the file is left as it is
+    before = open(gallery, "rb").read()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert model.enroll("alice", speech[0], gallery=gallery, append=True) == 1
+    assert "all recordings are already enrolled" in caplog.text
+    assert open(gallery, "rb").read() == before
+    # another speaker may hold the same recording; replace forgets what was held
+    model.enroll("bob", speech[0], gallery=gallery)
+    model.enroll("alice", speech[3], gallery=gallery, replace=True)
+    model.enroll("alice", speech[0], gallery=gallery, append=True)
+    assert read_gallery(gallery).counts.tolist() == [2, 1]
+    # unenrolling forgets them too
+    model.unenroll("bob", gallery=gallery)
+    model.enroll("bob", speech[0], gallery=gallery)
+    assert read_gallery(gallery).counts.tolist() == [2, 1]
+    # a gallery written before recordings were recorded knows only those enrolled since
+    old = read_gallery(gallery)
+    old.recordings = {}
+    save_gallery(gallery, old)
+    with np.load(gallery) as arrays:
+        stored_arrays = {name: arrays[name] for name in arrays.files
+                         if name not in RECORDING_ARRAYS}
+    np.savez(gallery, **stored_arrays)
+    model.enroll("alice", speech[0], gallery=gallery, append=True)
+    assert read_gallery(gallery).counts.tolist() == [3, 1]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model.enroll("alice", speech[0], gallery=gallery, append=True)
+    assert "already enrolled" in caplog.text and read_gallery(gallery).counts.tolist() == [3, 1]
+
+
 @needs_onnx
 def test_onnx_graph_with_front_end_equals_eager(xvec, tmp_path, speech, caplog, monkeypatch):
     from wespeaker_py.api.exporting import export_waveform_graph

@@ -10,14 +10,14 @@ from wespeaker_py.diarization.density import (agglomerative_labels,
 from wespeaker_py.diarization.options import (DEFAULT_EDGE_WEIGHTS, DEFAULT_GAP_RATIO,
                                               ClusteringOptionError)
 from wespeaker_py.diarization.graph import (MIN_EDGE_WEIGHT, laplacian, neighbour_graph,
-                                            smallest_eigenpairs, strongest_neighbours,
-                                            unit_rows)
+                                            smallest_eigenpairs, strongest_neighbours)
 from wespeaker_py.diarization.refine import (attach_unassigned, fold_small_clusters,
                                              merge_close_clusters)
 from wespeaker_py.diarization.spectral import (NME_MIN_WINDOWS, eigengap_count, nme_candidates,
                                                nme_spectral_cluster, spectral_cluster,
                                                wespeaker_keep)
 from wespeaker_py.diarization.turns import frames_to_turns
+from wespeaker_py.utils.vectors import unit_rows
 
 HAVE_UMAP = importlib.util.find_spec("umap") is not None
 METHODS = ["spectral", "spectral-norm", "nme-sc", "agglomerative",
@@ -150,7 +150,8 @@ def test_edge_weights_defaults_and_refusals():
     assert ClusterOptions("nme-sc").resolved_edge_weights() == "binary"     # NeMo's
     assert ClusterOptions("spectral", edge_weights="cosine").resolved_edge_weights() == "cosine"
     embeddings, _ = blobs([10, 10])
-    with pytest.raises(ValueError, match="edge_weights must be one of binary, cosine"):
+    with pytest.raises(ValueError, match=r"edge_weights must be one of \['binary', "
+                                         r"'cosine'\], got 'gauss'"):
         cluster_windows(embeddings, ClusterOptions("spectral-norm", edge_weights="gauss"))
     with pytest.raises(ValueError, match="edge_weights applies to .* not to agglomerative"):
         cluster_windows(embeddings, ClusterOptions("agglomerative", edge_weights="cosine"))

@@ -15,6 +15,7 @@ from torch.utils.data._utils import signal_handling
 
 from train_helpers import TINY_CONFIG, load_checkpoint, plan_of, run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.dataset.dataset import Dataset
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.train.curves import read_training_curves
 from wespeaker_py.train import loop
@@ -386,6 +387,41 @@ def test_a_killed_loader_worker_ends_the_run_with_the_state_of_its_last_batch(
     checkpoint = os.path.join(models, "model_1.pt") if kill_epoch == 2 else None
     resumed = run_training(tiny_config(exp_dir, corpus, checkpoint=checkpoint, **settings))
     assert [result.epoch for result in resumed] == list(range(kill_epoch, 3))
+    expected = load_checkpoint(os.path.join(full_dir, "models", "model_2.pt"))["model"]
+    got = load_checkpoint(os.path.join(models, "model_2.pt"))["model"]
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def test_a_loader_timeout_ends_the_run_with_the_state_of_its_last_batch(corpus, tmp_path,
+                                                                        monkeypatch):
+    loader = {"batch_size": 4, "num_workers": 1, "pin_memory": False, "drop_last": True,
+              "timeout": 2}
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=loader)
+    full_dir, exp_dir = str(tmp_path / "full"), str(tmp_path / "exp")
+    run_training(tiny_config(full_dir, corpus, **settings))
+    samples = Dataset._samples
+
+    def stuck_after_three_batches(self, *args):
+        # in the (forked) worker: a read that never comes back, after three batches' samples
+        for number, sample in enumerate(samples(self, *args)):
+            if number == 3 * loader["batch_size"]:
+                time.sleep(60)
+            yield sample
+
+    monkeypatch.setattr(Dataset, "_samples", stuck_after_three_batches)
+    with pytest.raises(DataLoaderFailedError, match=(
+            r"^the training data loader failed at epoch 1 after its batch 3: DataLoader timed "
+            r"out after 2(\.0)? seconds \(no batch within dataloader_args\.timeout: .*\); the "
+            r"state after batch 3 is saved in .*interrupted\.pt: run the same command to "
+            r"continue")):
+        run_training(tiny_config(exp_dir, corpus, **settings))
+    monkeypatch.undo()
+    models = os.path.join(exp_dir, "models")
+    at = load_checkpoint(os.path.join(models, "interrupted.pt"))["interrupted_at"]
+    assert (at["epoch"], at["batch"]) == (1, 3)
+    assert [result.epoch for result in run_training(tiny_config(exp_dir, corpus, **settings))
+            ] == [1, 2]
     expected = load_checkpoint(os.path.join(full_dir, "models", "model_2.pt"))["model"]
     got = load_checkpoint(os.path.join(models, "model_2.pt"))["model"]
     for key, value in expected.items():

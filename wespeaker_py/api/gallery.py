@@ -10,14 +10,18 @@ the band fill that audio went through (``narrowband_*`` arrays; see
 :mod:`wespeaker_py.frontend.band_fill`), so that a fill learnt or replaced since is
 noticed rather than silently compared against, and the mean vector its embeddings had
 subtracted (``mean_vec``: a digest, "" for none;
-:func:`~wespeaker_py.runtime.identity.mean_vec_digest`).
+:func:`~wespeaker_py.runtime.identity.mean_vec_digest`). It records a digest of each
+recording's embedding (``recording_*`` arrays; :func:`recording_digest`), so that a
+recording appended again to its speaker is known and not counted twice (galleries written
+before that was recorded know only the recordings enrolled since).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 try:
     import fcntl
@@ -27,15 +31,16 @@ except ImportError:  # Windows: enrolments there run unlocked
 import numpy as np
 
 from wespeaker_py.errors import WespeakerError, did_you_mean
-from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.runtime.identity import check_recorded_identity, check_recorded_mean
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 from wespeaker_py.utils.npz_files import NpzArray, NpzKind, read_npz
+from wespeaker_py.utils.vectors import MIN_NORM, row_norms, unit_rows
 
 logger = get_logger(__name__)
 
 NARROWBAND_ARRAYS = ("narrowband_names", "narrowband_rates", "narrowband_fills")
+RECORDING_ARRAYS = ("recording_names", "recording_digests")
 # heard rate -> digest of the band fill audio heard at that rate went through ("": none)
 HeardFills = Dict[int, str]
 # what a speaker records when its recordings at one rate went through different fills
@@ -48,7 +53,9 @@ _GALLERY_FILE = NpzKind("speaker gallery", "`enroll`", {
     "mean_vec": NpzArray("text", 0, required=False),
     "narrowband_names": NpzArray("text", 1, required=False),
     "narrowband_rates": NpzArray("integer", 1, required=False),
-    "narrowband_fills": NpzArray("text", 1, required=False)})
+    "narrowband_fills": NpzArray("text", 1, required=False),
+    "recording_names": NpzArray("text", 1, required=False),
+    "recording_digests": NpzArray("text", 1, required=False)})
 
 
 class GalleryFileError(WespeakerError, ValueError):
@@ -73,6 +80,13 @@ class ZeroEmbeddingError(WespeakerError, ValueError):
     once the mean vector is subtracted) or not finite: it has no cosine with anything."""
 
 
+def recording_digest(unit_embedding: np.ndarray) -> str:
+    """What a gallery records of one enrolled recording: a digest of its unit embedding
+    (the same audio through the same model gives the same one)."""
+    data = np.ascontiguousarray(unit_embedding, dtype=np.float64).tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
 def check_top_k(top_k: int) -> None:
     """Raise unless ``top_k`` (how many speakers to rank) is at least 1."""
     if top_k < 1:
@@ -92,6 +106,8 @@ class Gallery:
     mean_vec: Optional[str] = ""
     # speaker -> the rates below the model's that its recordings came at, and their fills
     narrowband: Dict[str, HeardFills] = field(default_factory=dict)
+    # speaker -> the recording_digest of each recording enrolled (since galleries record it)
+    recordings: Dict[str, List[str]] = field(default_factory=dict)
 
     def check_enrollment(self, name: str, replace: bool = False, append: bool = False) -> None:
         """Raise unless ``name`` may be enrolled: a valid name, new or with replace/append."""
@@ -114,7 +130,8 @@ class Gallery:
         below the model's that these recordings came at, each with the digest
         of its band fill ("" for none); appended through another fill than the
         speaker's earlier recordings at that rate, the rate is marked
-        :data:`MIXED_FILLS`, which matches no fill.
+        :data:`MIXED_FILLS`, which matches no fill. Callers leave out the recordings
+        the speaker already holds (:meth:`enrolled_already`).
         """
         self.check_enrollment(name, replace, append)
         unit_embeddings = np.asarray(unit_embeddings, dtype=np.float64)
@@ -131,8 +148,11 @@ class Gallery:
         if replace:
             self.sums[row], self.counts[row] = 0.0, 0
             self.narrowband.pop(name, None)
+            self.recordings.pop(name, None)
         self.sums[row] += unit_embeddings.sum(axis=0)
         self.counts[row] += len(unit_embeddings)
+        self.recordings.setdefault(name, []).extend(
+            recording_digest(unit) for unit in unit_embeddings)
         recorded = self.narrowband.setdefault(name, {})
         for rate, digest in (heard or {}).items():
             recorded[rate] = digest if recorded.get(rate, digest) == digest else MIXED_FILLS
@@ -152,6 +172,15 @@ class Gallery:
         self.sums = np.delete(self.sums, row, axis=0)
         self.counts = np.delete(self.counts, row)
         self.narrowband.pop(name, None)
+        self.recordings.pop(name, None)
+
+    def enrolled_already(self, name: str, unit_embeddings: Sequence[np.ndarray]) -> List[int]:
+        """Positions in ``unit_embeddings`` of the recordings speaker ``name`` already holds
+        (by :func:`recording_digest`; none for a speaker not enrolled, or enrolled before
+        the gallery recorded them)."""
+        held = set(self.recordings.get(name, ()))
+        return [number for number, unit in enumerate(unit_embeddings)
+                if recording_digest(unit) in held]
 
     def check_has_speakers(self, path: str) -> None:
         """Raise :class:`EmptyGalleryError` when the gallery at ``path`` holds no speakers
@@ -184,14 +213,14 @@ class Gallery:
         out) raises :class:`ZeroEmbeddingError` naming them.
         """
         means = self.sums / np.maximum(self.counts, 1)[:, None]
-        norms = np.linalg.norm(means, axis=1, keepdims=True)
-        empty = [name for name, norm in zip(self.names, norms[:, 0]) if not norm >= MIN_NORM]
+        norms = row_norms(means)[:, 0]
+        empty = [name for name, norm in zip(self.names, norms) if not norm >= MIN_NORM]
         if empty:
             raise ZeroEmbeddingError(f"speaker(s) {listed_names(empty, 5)} of the "
                                      f"gallery have a mean embedding of no direction (no "
                                      f"recordings, or embeddings that cancel out); enroll "
                                      f"them again with --replace (replace=True)")
-        return means / norms
+        return unit_rows(means)
 
     def rank(self, unit_embedding: np.ndarray, top_k: int) -> List[Tuple[str, float]]:
         """The ``top_k`` (at least 1) speakers closest (cosine, in [-1, 1]) to
@@ -238,13 +267,17 @@ def save_gallery(path: str, gallery: Gallery) -> None:
     """Write ``gallery`` to ``path`` atomically."""
     heard = [(name, rate, digest) for name in gallery.names
              for rate, digest in sorted(gallery.narrowband.get(name, {}).items())]
+    recorded = [(name, digest) for name in gallery.names
+                for digest in gallery.recordings.get(name, ())]
     with atomic_open(path, "wb") as out:
         np.savez(out, model=np.array(gallery.model), names=np.array(gallery.names, dtype=str),
                  sums=gallery.sums, counts=gallery.counts, identity=np.array(gallery.identity),
                  mean_vec=np.array(gallery.mean_vec or ""),
                  narrowband_names=np.array([name for name, _, _ in heard], dtype=str),
                  narrowband_rates=np.array([rate for _, rate, _ in heard], dtype=np.int64),
-                 narrowband_fills=np.array([digest for _, _, digest in heard], dtype=str))
+                 narrowband_fills=np.array([digest for _, _, digest in heard], dtype=str),
+                 recording_names=np.array([name for name, _ in recorded], dtype=str),
+                 recording_digests=np.array([digest for _, digest in recorded], dtype=str))
 
 
 def remove_speaker(path: str, name: str) -> int:
@@ -285,6 +318,7 @@ def read_gallery(path: str) -> Gallery:
             path, f"{rows} names, sums of shape {gallery.sums.shape}, counts of shape "
                   f"{gallery.counts.shape}"))
     gallery.narrowband = _heard_fills(path, data)
+    gallery.recordings = _recordings(path, data)
     return gallery
 
 
@@ -305,6 +339,22 @@ def _heard_fills(path: str, data: Mapping[str, np.ndarray]) -> Dict[str, HeardFi
     for name, rate, digest in zip(*columns):
         heard.setdefault(str(name), {})[int(rate)] = str(digest)
     return heard
+
+
+def _recordings(path: str, data: Mapping[str, np.ndarray]) -> Dict[str, List[str]]:
+    """The ``recording_*`` records of the gallery ``path`` whose arrays are ``data``:
+    ``{speaker: [recording digests]}`` (none in galleries written before they were)."""
+    present = [name for name in RECORDING_ARRAYS if name in data]
+    if not present:
+        return {}
+    if len(present) < len(RECORDING_ARRAYS) or len(data[RECORDING_ARRAYS[0]]) != len(
+            data[RECORDING_ARRAYS[1]]):
+        raise GalleryFileError(_GALLERY_FILE.damaged(
+            path, f"{' and '.join(RECORDING_ARRAYS)} missing or of different lengths"))
+    recordings: Dict[str, List[str]] = {}
+    for name, digest in zip(*(data[name] for name in RECORDING_ARRAYS)):
+        recordings.setdefault(str(name), []).append(str(digest))
+    return recordings
 
 
 def load_gallery(path: str, model: str, identity: str, force: bool = False,

@@ -34,7 +34,6 @@ from wespeaker_py.audio.load import check_sample_rate
 from wespeaker_py.audio.speech_rules import SpeechLog
 from wespeaker_py.diarization.options import DEFAULT_METHOD
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.io.ark import MIN_NORM
 from wespeaker_py.io.layout import CALIBRATION_NAME
 from wespeaker_py.dataset.stats import TOO_SHORT_FOR_MODEL
 from wespeaker_py.runtime.embedding import Outcome, embed_stream
@@ -42,6 +41,7 @@ from wespeaker_py.runtime.identity import ModelMismatchError
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.paths import file_digest
+from wespeaker_py.utils.vectors import MIN_NORM, unit_rows
 
 logger = get_logger(__name__)
 
@@ -346,13 +346,12 @@ class SpeakerModel:
         if not np.isfinite(given).all():
             raise ZeroEmbeddingError(f"the embedding of {name} holds NaN or infinity")
         vector = given if self.mean_vec is None else given - self.mean_vec
-        norm = float(np.linalg.norm(vector))
-        if norm < MIN_NORM:
+        if np.linalg.norm(vector) < MIN_NORM:
             what = ("is all zeros" if not given.any() else "equals the model's mean vector, "
                     "so nothing is left once it is subtracted")
             raise ZeroEmbeddingError(f"the embedding of {name} {what}; it has no direction "
                                      f"to compare by cosine")
-        return vector / norm
+        return unit_rows(vector)
 
     def score_embeddings(self, first: np.ndarray, second: np.ndarray,
                          first_name: str = "the first input",
@@ -451,9 +450,9 @@ class SpeakerModel:
         Enrolments into one gallery at the same time each keep their speaker: the file
         is read again and rewritten under a lock once the audio is embedded.
         A recording given more than once in one call (identical embeddings) counts once,
-        with a warning naming the repeats. The gallery keeps each speaker's sum and count
-        only, so a recording ``append`` adds again in a later call cannot be told apart
-        and counts again.
+        with a warning naming the repeats, and so does one ``append`` adds again to a
+        speaker who holds it (the gallery records a digest of each recording's embedding;
+        one written before it did knows only the recordings enrolled since).
         """
         if not audio:
             raise WespeakerError(f"enroll {name!r}: give at least one recording")

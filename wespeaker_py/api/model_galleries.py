@@ -4,13 +4,13 @@ or a removal written under the gallery's lock."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from wespeaker_py.api.band_fill_files import BandFillFiles, band_fill_mismatch
 from wespeaker_py.api.gallery import (MIXED_FILLS, Gallery, gallery_lock, load_gallery,
-                                      remove_speaker, save_gallery)
+                                      recording_digest, remove_speaker, save_gallery)
 from wespeaker_py.runtime.identity import combined_record, mean_vec_digest
 from wespeaker_py.utils.logging_utils import get_logger, listed_names
 
@@ -52,12 +52,18 @@ class ModelGalleries:
         (their names for messages), whose audio heard at each rate went through the band
         fills of ``fills`` (``{rate: digests}``), to the gallery at ``path``, read again and
         rewritten under its lock; return its size in speakers. Recordings given twice are
-        counted once (:func:`distinct_recordings`)."""
-        units = distinct_recordings(name, units, inputs)
+        counted once (:func:`distinct_recordings`), and so are recordings appended to a
+        speaker who holds them already (a warning names them; with none left the gallery
+        is left as it is)."""
+        units, inputs = distinct_recordings(name, units, inputs)
         heard = {rate: digests.pop() if len(digests) == 1 else MIXED_FILLS
                  for rate, digests in fills.items()}
         with gallery_lock(path):
             speakers = self.enrollment_target(model, path, name, replace, append, force)
+            if append:
+                units = _new_recordings(name, speakers, units, inputs)
+                if not units:
+                    return len(speakers.names)
             # speakers of another model (forced) make the gallery one that no model may use
             # unchecked, the one that made them included
             others = [other for other in speakers.names if other != name or append]
@@ -96,24 +102,38 @@ class ModelGalleries:
                 f"longer match new ones: enroll them again with --replace (replace=True)", force)
 
 
-def distinct_recordings(name: str, units: Sequence[np.ndarray],
-                        inputs: Sequence[str]) -> List[np.ndarray]:
-    """The unit embeddings ``units`` of speaker ``name``'s recordings ``inputs``, less each
-    one identical to an earlier one (the same audio given twice), with a warning naming
-    them: a repeat would weigh the speaker's mean embedding twice. Only the recordings of
-    one enrolment can be compared: a gallery keeps each speaker's sum and count, not the
-    embeddings of the recordings already enrolled."""
+def distinct_recordings(name: str, units: Sequence[np.ndarray], inputs: Sequence[str]
+                        ) -> Tuple[List[np.ndarray], List[str]]:
+    """The unit embeddings ``units`` of speaker ``name``'s recordings ``inputs``, and those
+    inputs, less each one identical to an earlier one (the same audio given twice), with a
+    warning naming them: a repeat would weigh the speaker's mean embedding twice."""
     kept: List[np.ndarray] = []
-    first_of: Dict[bytes, str] = {}
+    kept_inputs: List[str] = []
+    first_of: Dict[str, str] = {}
     repeats = []
     for number, (unit, described) in enumerate(zip(units, inputs), 1):
-        key = np.asarray(unit, dtype=np.float64).tobytes()
+        key = recording_digest(unit)
         if key in first_of:
             repeats.append(f"recording {number} ({described}) repeats {first_of[key]}")
             continue
         first_of[key] = f"recording {number} ({described})"
         kept.append(unit)
+        kept_inputs.append(described)
     if repeats:
         logger.warning("enroll %r: the same audio given more than once (identical "
                        "embeddings), counted once: %s", name, listed_names(repeats, 5))
-    return kept
+    return kept, kept_inputs
+
+
+def _new_recordings(name: str, speakers: Gallery, units: List[np.ndarray],
+                    inputs: Sequence[str]) -> List[np.ndarray]:
+    """``units`` less the recordings speaker ``name`` of ``speakers`` holds already, with a
+    warning naming them."""
+    held = set(speakers.enrolled_already(name, units))
+    if held:
+        logger.warning("enroll %r --append: %s already enrolled for this speaker (identical "
+                       "embeddings), not counted again: %s", name,
+                       "all recordings are" if len(held) == len(units) else
+                       f"{len(held)} of {len(units)} recordings are",
+                       listed_names([inputs[number] for number in sorted(held)], 5))
+    return [unit for number, unit in enumerate(units) if number not in held]

@@ -43,8 +43,8 @@ The gallery records MODEL's identity; enrolling into a gallery of another model 
 an error unless --force. A name already enrolled needs --replace or --append;
 --append to a speaker enrolled from low-rate (8 kHz) audio before MODEL's band fill
 for that rate was learnt or changed is an error unless --force (use --replace).
-A file given twice (identical embeddings) counts once, with a warning; the gallery
-keeps sums, not recordings, so a file --append adds again counts again.""",
+A file given twice (identical embeddings) counts once, with a warning, and so does
+a file --append adds again to a speaker who holds it.""",
     "unenroll": """examples:
   wespeaker-py unenroll --gallery speakers.npz alice
 

@@ -19,7 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from wespeaker_py.diarization.graph import DENSE_LIMIT, unit_rows
+from wespeaker_py.diarization.graph import DENSE_LIMIT
+from wespeaker_py.utils.vectors import unit_rows
 from wespeaker_py.diarization.options import check_method_packages
 from wespeaker_py.diarization.refine import attach_unassigned
 

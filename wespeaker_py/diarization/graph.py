@@ -30,13 +30,6 @@ LOBPCG_ITERATIONS = 100  # 1 h of windows: the count is settled by 50, 100 takes
 Matrix = Union[np.ndarray, scipy.sparse.csr_matrix]
 
 
-def unit_rows(embeddings: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float64); zero rows stay zero."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.maximum(norms, 1e-12)
-
-
 def strongest_neighbours(unit: np.ndarray, keep: int, block: int = 1024
                          ) -> Tuple[np.ndarray, np.ndarray]:
     """Indices ``[N, keep]`` and cosines of each row's ``keep`` most similar rows, weakest first.

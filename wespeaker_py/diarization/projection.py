@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from wespeaker_py.diarization.graph import unit_rows
+from wespeaker_py.utils.vectors import unit_rows
 from wespeaker_py.errors import WespeakerError
 from wespeaker_py.utils.atomic_files import atomic_open
 from wespeaker_py.utils.logging_utils import get_logger

@@ -23,7 +23,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from wespeaker_py.diarization.graph import unit_rows
+from wespeaker_py.utils.vectors import unit_rows
 
 
 def _centroids(unit: np.ndarray, labels: np.ndarray, names: np.ndarray) -> np.ndarray:

@@ -68,9 +68,9 @@ import numpy as np
 from wespeaker_py.diarization.density import agglomerative_labels
 from wespeaker_py.diarization.graph import (DENSE_LIMIT, Matrix, laplacian, neighbour_graph,
                                             largest_eigenvalue, separate_groups,
-                                            smallest_eigenpairs, strongest_neighbours,
-                                            unit_rows)
+                                            smallest_eigenpairs, strongest_neighbours)
 from wespeaker_py.diarization.refine import merge_close_clusters
+from wespeaker_py.utils.vectors import unit_rows
 
 
 # NME-SC's largest candidate pruning above DENSE_LIMIT: what max_fraction 0.25 allows at the limit

@@ -22,6 +22,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from wespeaker_py.utils.vectors import unit_rows
+
 Region = Tuple[float, float]
 # a time over the frame step can land a rounding error past a frame edge (12.3 / 0.3 is
 # 41.00000000000001): edges within this many frames of one count as on it
@@ -95,11 +97,11 @@ def frames_to_turns(windows: Sequence[Region], labels: Sequence[int], embeddings
                          f"{len(embeddings)} embeddings")
     if not len(windows):
         return []
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(embeddings, dtype=None)  # in their own dtype (float32 as extracted)
     speakers = int(labels.max()) + 1
-    centroids = np.zeros((speakers, unit.shape[1]))
-    np.add.at(centroids, labels, unit)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sums = np.zeros((speakers, unit.shape[1]))
+    np.add.at(sums, labels, unit)
+    centroids = unit_rows(sums)
     similarity = unit @ centroids.T                           # [windows, speakers]
     edges = np.asarray(windows, dtype=np.float64) / step
     bounds = np.stack([np.floor(edges[:, 0] + FRAME_TOLERANCE),

@@ -29,6 +29,8 @@ from wespeaker_py.io.layout import ArchiveNameError, scp_path_for  # noqa: F401
 from wespeaker_py.utils.atomic_files import atomic_path
 from wespeaker_py.utils.progress import progress_bar
 from wespeaker_py.utils.tables import DataFormatError, iter_key_rest
+# MIN_NORM: the shortest embedding loaded (with a direction to score)
+from wespeaker_py.utils.vectors import MIN_NORM
 
 
 def key_problem(key: str) -> Optional[str]:
@@ -214,11 +216,6 @@ def _iter_scp(path: str) -> Iterator[Tuple[str, Optional[int], np.ndarray]]:
 def _iter_ark(path: str) -> Iterator[Tuple[str, Optional[int], np.ndarray]]:
     for key, vector in kaldiio.load_ark(path):
         yield key, None, vector
-
-
-# the shortest embedding loaded: torch.nn.functional.normalize's eps, below which cosine
-# scoring cannot make a row unit length (an all-zero row would score 0 against everything)
-MIN_NORM = 1e-12
 
 
 # rows of one block of :func:`iter_embedding_blocks`

@@ -16,6 +16,7 @@ from wespeaker_py.scoring.trials import (MissingEmbeddingsError, TrialList, keep
 from wespeaker_py.utils.atomic_files import require_writable
 from wespeaker_py.utils.logging_utils import get_logger
 from wespeaker_py.utils.tables import DataFormatError
+from wespeaker_py.utils.vectors import MIN_NORM
 
 logger = get_logger(__name__)
 
@@ -24,11 +25,12 @@ TRIAL_CHUNK = 16384
 
 def length_normalize(matrix: np.ndarray, mean_vec: Optional[np.ndarray] = None,
                      device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Rows of ``matrix`` minus ``mean_vec``, scaled to unit length, as float32 on ``device``."""
+    """Rows of ``matrix`` minus ``mean_vec``, scaled to unit length, as float32 on ``device``
+    (the torch twin of :func:`wespeaker_py.utils.vectors.unit_rows`, with its floor)."""
     rows = torch.as_tensor(matrix, dtype=torch.float32, device=device)
     if mean_vec is not None:
         rows = rows - torch.as_tensor(mean_vec, dtype=torch.float32, device=device)
-    return torch.nn.functional.normalize(rows, dim=1)
+    return torch.nn.functional.normalize(rows, dim=1, eps=MIN_NORM)
 
 
 def paired_cosine(enroll_normed: torch.Tensor, test_normed: torch.Tensor,
