@@ -1,5 +1,6 @@
 """Clustering settings that would be ignored are refused, naming the setting and why."""
 import os
+import re
 import subprocess
 import sys
 
@@ -156,10 +157,36 @@ def test_options_check_a_given_count_against_their_refinements_and_a_calls_bound
 @pytest.mark.parametrize("name, value", [("num_speakers", "3"), ("num_speakers", 2.0),
                                          ("max_speakers", True), ("min_speakers", "1")])
 def test_a_count_that_is_not_a_whole_number_is_named(name, value):
-    with pytest.raises(ClusteringOptionError, match=f"{name} must be a whole number, got "
-                                                    f"{value!r}"):
+    wanted = f"{name} must be a whole number or None, got {type(value).__name__} {value!r}"
+    with pytest.raises(ClusteringOptionError, match=re.escape(wanted)):
         DiarizationOptions.from_settings(**{name: value})
+    with pytest.raises(ClusteringOptionError, match=re.escape(wanted)):   # given per call
+        cluster_windows(two_speakers(), ClusterOptions(), **{name: value})
     assert DiarizationOptions.from_settings(num_speakers=np.int64(2)).num_speakers == 2
+
+
+@pytest.mark.parametrize("settings, wanted", [
+    (dict(vad="webrtc"), "vad must be one of ['silero', 'energy'], got 'webrtc'"),
+    (dict(vad_threshold=1.0), "vad_threshold must be above 0 and below 1, got 1.0"),
+    (dict(min_speech=-0.5), "min_speech must be at least 0 seconds, got -0.5"),
+    (dict(dither=float("nan")), "dither must be a number, got NaN"),
+    (dict(window="1.5"), "window must be a number, got str '1.5'"),
+    (dict(merge_threshold=-1.5), "merge_threshold must be at least -1 and at most 1 (a cosine), "
+                                 "got -1.5"),
+    (dict(cluster_method="agglomerative", ahc_threshold=2.0),
+     "ahc_threshold must be above 0 and below 2 (a cosine distance), got 2.0"),
+])
+def test_a_setting_its_declaration_refuses_is_named_with_what_it_takes(settings, wanted):
+    with pytest.raises(ClusteringOptionError, match=f"^{re.escape(wanted)}$"):
+        DiarizationOptions.from_settings(**settings)
+
+
+def test_the_clusterings_ranges_hold_for_its_own_options():
+    with pytest.raises(ClusteringOptionError, match="^merge_threshold must be at least -1 and "
+                                                    "at most 1"):
+        cluster_windows(two_speakers(), ClusterOptions("spectral", merge_threshold=1.2))
+    with pytest.raises(ClusteringOptionError, match="^edge_weights must be one of"):
+        cluster_windows(two_speakers(), ClusterOptions("spectral", edge_weights="gauss"))
 
 
 def test_a_list_run_checks_its_counts_and_its_output_before_any_work(tmp_path):
@@ -226,9 +253,9 @@ def test_umap_hdbscan_without_umap_learn_names_the_extra_before_any_work(monkeyp
 
 @pytest.mark.parametrize("settings, wanted", [
     (dict(shift=0.001), "shift must be at least 0.01 seconds"),
-    (dict(window=0.004, shift=0.004), "window must be finite and at least 0.01 seconds"),
+    (dict(window=0.004, shift=0.004), "window must be at least 0.01 seconds, got 0.004"),
     (dict(window=float("inf"), shift=float("inf")), "window must be finite"),
-    (dict(window=float("nan")), "window must be finite"),
+    (dict(window=float("nan")), "window must be a number, got NaN"),
     (dict(shift=0.006, window=0.5), "shift must be at least 0.01"),
     (dict(shift=0.015), "shift must be a multiple of 0.01 seconds"),
     (dict(window=1.505), "window must be a multiple of 0.01 seconds"),

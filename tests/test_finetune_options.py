@@ -65,8 +65,16 @@ def _copy_data(data_dir, root):
     (dict(sample_rate="8000"), "sample_rate='8000': must be a whole number or None, not str"),
     (dict(epochs=2.5), "epochs=2.5: must be a whole number, not float"),
     (dict(lr="1e-3"), "lr='1e-3': must be a number, not str"),
-    (dict(freeze=None), "freeze=None: must be one of auto, none, front, body"),
+    (dict(freeze=None), "freeze=None: must be one of ['auto', 'none', 'front', 'body'], "
+                        "not None"),
+    (dict(freeze="all"), "freeze='all': must be one of ['auto', 'none', 'front', 'body']"),
     (dict(dev_speakers=1), "dev_speakers=1: must be at least 2"),
+    # as FinetuneOptions declares them: a range in words, a NaN no number
+    (dict(lr=0), "lr=0.0: must be above 0"), (dict(lr=float("nan")), "lr=nan: must be a number, "
+                                                                     "not NaN"),
+    (dict(sample_rate=np.int64(2000)), "sample_rate=2000: must be at least 4000"),
+    (dict(batch_size=1), "batch_size=1: must be at least 2 (BatchNorm after pooling needs two "
+                         "utterances per batch; leave it out for the source config's)"),
 ])
 def test_an_option_out_of_range_is_refused_before_any_work(options, named, source_model,
                                                            data_dir, tmp_path, monkeypatch):

@@ -11,16 +11,22 @@ block, or a union of blocks chosen by an earlier key (``setting(variants=...)``)
 Ranges come from :func:`setting`; checks across keys from a block's
 ``_finish(where)`` method, which may also fill defaults that depend on other
 keys. Every error is one line naming the dotted key.
+
+The same declarations check the options of the Python API (:func:`checked_fields`:
+a dataclass built by a caller, its values read as Python's, not as YAML's).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
+import operator
 import typing
+from numbers import Real
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from wespeaker_py.errors import WespeakerError, did_you_mean
+from wespeaker_py.utils.values import is_real_number, is_whole_number
 
 Block = TypeVar("Block")
 
@@ -29,23 +35,40 @@ class ConfigError(WespeakerError, ValueError):
     """A config file or override is malformed; the message names the key (dotted)."""
 
 
+class FieldValueError(ConfigError):
+    """A value that its field's type or range refuses. ``key``: the dotted key; ``wanted``:
+    what the field takes (``must be >= 1``); ``got``: the value as the message shows it
+    (``str '8000'``); ``kind``: the value's kind where its type is wrong (``str``), None
+    where the type is right but the value is not (out of range, not one of the choices).
+    Callers that name their options otherwise build their own message from these."""
+
+    def __init__(self, key: str, value: Any, wanted: str, got: str,
+                 kind: Optional[str] = None) -> None:
+        self.key, self.value, self.wanted, self.got, self.kind = key, value, wanted, got, kind
+        super().__init__(f"config key '{key}' {wanted}, got {got}")
+
+
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
             minimum: Optional[float] = None, maximum: Optional[float] = None,
-            above: Optional[float] = None,
+            above: Optional[float] = None, below: Optional[float] = None,
+            unit: str = "", reason: str = "",
             variants: Optional[Tuple[str, Mapping[str, type]]] = None,
             written_when_set: bool = False) -> Any:
     """A dataclass field with a default and an allowed range.
 
-    ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower
-    bound. No default and no factory make the key required. ``variants``,
+    ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive
+    ones; a message of a value out of range gives each bound with ``unit``
+    (``seconds``) and then, in brackets, ``reason`` (why the range is what it is).
+    No default and no factory make the key required. ``variants``,
     ``(key, blocks)``, makes the field the block ``blocks[value of key]``, ``key``
     being a field declared before it in the same block (its type a union of those
     blocks). ``written_when_set``: :func:`block_to_dict` leaves the key out while it
     has its default, for keys of ours in a block that WeSpeaker passes whole to a
     constructor (a front-end's arguments), which an unknown keyword would crash.
     """
-    metadata = {"minimum": minimum, "maximum": maximum, "above": above,
-                "variants": variants, "written_when_set": written_when_set}
+    metadata = {"minimum": minimum, "maximum": maximum, "above": above, "below": below,
+                "unit": unit, "reason": reason, "variants": variants,
+                "written_when_set": written_when_set}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -97,7 +120,11 @@ def _kind_of(value: Any) -> str:
     return type(value).__name__
 
 
-def _describe(hint: Any) -> str:
+# how a message names a type's values to a Python caller (a config's writer reads "int")
+_NAMES_IN_CODE = {int: "a whole number", float: "a number", str: "a string"}
+
+
+def _describe(hint: Any, from_code: bool = False) -> str:
     names = []
     for member in _union_members(hint):
         origin = typing.get_origin(member) or member
@@ -109,14 +136,24 @@ def _describe(hint: Any) -> str:
             names.append("dict")
         elif origin in (list, Sequence):
             names.append("list")
+        elif from_code and member in _NAMES_IN_CODE:
+            names.append(_NAMES_IN_CODE[member])
         else:
             names.append(getattr(member, "__name__", str(member)))
     text = " or ".join(names)
-    return text + " or null" if type(None) in _union_members(hint) else text
+    if type(None) not in _union_members(hint):
+        return text
+    return text + (" or None" if from_code else " or null")
 
 
-def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
-    """(accepted, converted value) for one member of a field's type."""
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, Real) and value != value
+
+
+def _convert_one(member: Any, value: Any, key: str, from_code: bool = False
+                 ) -> Tuple[bool, Any]:
+    """(accepted, converted value) for one member of a field's type; ``from_code``: as
+    :func:`checked_fields` reads a caller's values."""
     origin = typing.get_origin(member) or member
     if member is Any:
         return True, value
@@ -124,7 +161,7 @@ def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
         return value in typing.get_args(member) and not isinstance(value, bool), value
     if is_block(member):
         if isinstance(value, Mapping):
-            return True, parse_block(member, value, key)
+            return True, parse_block(member, value, key, from_code=from_code)
         return False, value
     if origin in (dict, Mapping):
         return isinstance(value, Mapping), copy.deepcopy(dict(value)) if isinstance(
@@ -135,8 +172,13 @@ def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
     if member is bool:
         return isinstance(value, bool), value
     if member is int:
+        if from_code:   # numpy's integers too
+            return is_whole_number(value), int(value) if is_whole_number(value) else value
         return isinstance(value, int) and not isinstance(value, bool), value
     if member is float:
+        if from_code:   # any real number but NaN (a caller's NaN is a mistake), and no text
+            accepted = is_real_number(value) and not _is_nan(value)
+            return accepted, float(value) if accepted else value
         number = as_float(value)
         return number is not None, value if number is None else number
     if member is str:
@@ -144,35 +186,54 @@ def _convert_one(member: Any, value: Any, key: str) -> Tuple[bool, Any]:
     raise TypeError(f"config field '{key}' has an unsupported type {member!r}")
 
 
-def convert_value(hint: Any, value: Any, key: str) -> Any:
-    """``value`` checked against ``hint`` (and converted: int to float, mappings to blocks)."""
+def convert_value(hint: Any, value: Any, key: str, from_code: bool = False) -> Any:
+    """``value`` checked against ``hint`` (and converted: int to float, mappings to blocks);
+    a :class:`FieldValueError` when refused. ``from_code``: as :func:`checked_fields` reads
+    a caller's values."""
     if value is None:
         if type(None) in _union_members(hint):
             return None
-        raise ConfigError(f"config key '{key}' must be {_describe(hint)}, got null")
+        null = "None" if from_code else "null"
+        raise FieldValueError(key, value, f"must be {_describe(hint, from_code)}", null, null)
     for member in _non_null(hint):
-        accepted, converted = _convert_one(member, value, key)
+        accepted, converted = _convert_one(member, value, key, from_code)
         if accepted:
             return converted
     literals = [m for m in _non_null(hint) if typing.get_origin(m) is typing.Literal]
     if literals and len(_non_null(hint)) == 1:
-        raise ConfigError(f"config key '{key}' must be one of "
-                          f"{list(typing.get_args(literals[0]))}, got {value!r}")
-    raise ConfigError(f"config key '{key}' must be {_describe(hint)}, "
-                      f"got {_kind_of(value)} {value!r}")
+        raise FieldValueError(key, value, f"must be one of "
+                              f"{list(typing.get_args(literals[0]))}", repr(value))
+    if from_code and _is_nan(value):
+        raise FieldValueError(key, value, f"must be {_describe(hint, from_code)}", "NaN", "NaN")
+    kind = _kind_of(value)
+    raise FieldValueError(key, value, f"must be {_describe(hint, from_code)}",
+                          f"{kind} {value!r}", kind)
 
 
-def _check_range(field: dataclasses.Field, value: Any, key: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+# the bounds of setting(): the name in a field's metadata, the bound as a config's message
+# gives it, as a caller's does, and the test a value within it passes
+_BOUNDS = (("minimum", ">=", "at least", operator.ge), ("above", ">", "above", operator.gt),
+           ("maximum", "<=", "at most", operator.le), ("below", "<", "below", operator.lt))
+
+
+def _check_range(field: dataclasses.Field, value: Any, key: str, from_code: bool = False
+                 ) -> None:
+    """A :class:`FieldValueError` for a number outside the bounds of ``field``: a config's
+    message gives the bound it breaks (``must be >= 1``), a caller's (``from_code``) the
+    whole range in words (``must be above 0 and below 1``). A NaN (a config's only:
+    ``from_code`` refuses it as no number) passes, as it always has."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or _is_nan(value):
         return
-    minimum, maximum, above = (field.metadata.get(name) for name in
-                               ("minimum", "maximum", "above"))
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"config key '{key}' must be >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"config key '{key}' must be <= {maximum}, got {value!r}")
-    if above is not None and value <= above:
-        raise ConfigError(f"config key '{key}' must be > {above}, got {value!r}")
+    unit = f" {field.metadata['unit']}" if field.metadata.get("unit") else ""
+    bounds = [(sign, words, field.metadata[name], within)
+              for name, sign, words, within in _BOUNDS if field.metadata.get(name) is not None]
+    for sign, _, bound, within in bounds:
+        if not within(value, bound):
+            wanted = (" and ".join(f"{words} {limit}{unit}" for _, words, limit, _ in bounds)
+                      if from_code else f"{sign} {bound}{unit}")
+            reason = field.metadata.get("reason")
+            raise FieldValueError(key, value, f"must be {wanted}"
+                                  + (f" ({reason})" if reason else ""), repr(value))
 
 
 def _dotted(where: str, name: str) -> str:
@@ -183,10 +244,12 @@ def _hints(block_type: type) -> Dict[str, Any]:
     return typing.get_type_hints(block_type, include_extras=False)
 
 
-def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "") -> Block:
+def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "",
+                from_code: bool = False) -> Block:
     """Check ``data`` against ``block_type``; fill defaults; return the block.
 
-    ``where`` is the dotted name of the block (empty at the top level).
+    ``where`` is the dotted name of the block (empty at the top level); ``from_code``: read
+    the values as :func:`checked_fields` does.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"config key '{where}' must be dict, got {_kind_of(data)} {data!r}")
@@ -204,12 +267,12 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
             chosen = values.get(selector, fields[selector].default)
             hints[name] = blocks[chosen]
         if name in data:
-            values[name] = convert_value(hints[name], data[name], key)
-            _check_range(field, values[name], key)
+            values[name] = convert_value(hints[name], data[name], key, from_code)
+            _check_range(field, values[name], key, from_code)
         elif is_block(hints[name]):
             if field.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"config key '{key}' is required but missing")
-            values[name] = parse_block(hints[name], {}, key)  # its defaults, completed
+            values[name] = parse_block(hints[name], {}, key, from_code)  # its defaults, completed
         elif (field.default is dataclasses.MISSING
               and field.default_factory is dataclasses.MISSING):
             raise ConfigError(f"config key '{key}' is required but missing")
@@ -218,6 +281,21 @@ def parse_block(block_type: Type[Block], data: Mapping[str, Any], where: str = "
     if finish is not None:
         finish(where)
     return block
+
+
+def checked_fields(block: Block, where: str = "") -> Block:
+    """``block``, a dataclass built by Python code (an API's options), checked field by field
+    against its declarations as :func:`parse_block` checks a config's keys, and returned
+    anew with Python's ``int`` and ``float`` values.
+
+    The values are read as a caller's, not as YAML's: ``int`` takes any integer (numpy's
+    too) and ``float`` any real number but NaN, neither takes text, and a message names
+    null ``None`` and words a range in full. The first value refused raises
+    :class:`FieldValueError`. Checks across fields are the block's ``_finish``, as in
+    :func:`parse_block`, or the caller's.
+    """
+    values = {field.name: getattr(block, field.name) for field in dataclasses.fields(block)}
+    return parse_block(type(block), values, where, from_code=True)
 
 
 def block_to_dict(block: Any) -> Dict[str, Any]:

@@ -4,21 +4,25 @@ Plain data and checks only (no numpy), so the command line can build its flags
 and check them before anything heavy is imported. :class:`DiarizationOptions`
 holds every setting of :class:`~wespeaker_py.diarization.Diarizer`;
 :class:`ClusterOptions` the clustering's share of them. Defaults measured in
-``bench/results_diarization_clustering.md``.
+``bench/results_diarization_clustering.md``. Each setting's type and range are
+declared as a config block's are (:func:`~wespeaker_py.config.fields.setting`)
+and checked by :func:`~wespeaker_py.config.fields.checked_fields`; the rules
+across settings are written out in the ``check`` methods.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
+import typing
 from dataclasses import dataclass, fields
-from typing import Any, Optional, Tuple
+from typing import Any, Literal, Optional, Tuple
 
+from wespeaker_py.config.fields import FieldValueError, checked_fields, convert_value, setting
 from wespeaker_py.diarization.segmentation import GRID
 from wespeaker_py.errors import MissingPackagesError, WespeakerError
 # WINDOW_LDA_NAME: read from here too, where it was before io.layout held it
 from wespeaker_py.io.layout import NARROWBAND_WINDOW_LDA, WINDOW_LDA_NAME  # noqa: F401
 from wespeaker_py.utils.paths import rate_in_name
-from wespeaker_py.utils.values import is_whole_number
 
 CLUSTER_METHODS = ("spectral", "spectral-norm", "nme-sc", "umap-hdbscan", "agglomerative")
 DEFAULT_METHOD = "spectral-norm"  # bench/results_diarization_clustering.md, "Fourth session"
@@ -27,7 +31,10 @@ SPECTRAL_METHODS = ("spectral", "spectral-norm", "nme-sc")  # counted by an eige
 # (bench/results_diarization_clustering.md, "Fifth session"); the others keep 1
 DEFAULT_GAP_RATIO = 0.8
 # a spectral graph's kept neighbours: 1 each (WeSpeaker's binarised graph) or their cosine
-EDGE_WEIGHTS = ("binary", "cosine")
+EdgeWeights = Literal["binary", "cosine"]
+EDGE_WEIGHTS = typing.get_args(EdgeWeights)
+# the speech detectors (diarization.vad)
+VadKind = Literal["silero", "energy"]
 # spectral-norm's edge weights (bench/results_diarization_clustering.md, "Sixth session");
 # the others keep WeSpeaker's and NeMo's binary graphs
 DEFAULT_EDGE_WEIGHTS = "cosine"
@@ -66,18 +73,35 @@ class ClusteringOptionError(WespeakerError, ValueError):
     """Speaker counts or a clustering method that cannot be used."""
 
 
+def _check_fields(options: Any) -> None:
+    """Raise :class:`ClusteringOptionError` for the first field of ``options`` that its
+    declaration refuses (:func:`~wespeaker_py.config.fields.checked_fields`)."""
+    try:
+        checked_fields(options)
+    except FieldValueError as error:
+        raise _refused(error) from None
+
+
+def _refused(error: FieldValueError) -> ClusteringOptionError:
+    return ClusteringOptionError(f"{error.key} {error.wanted}, got {error.got}")
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Which method, and the refinements applied when the count is estimated."""
 
-    method: str = DEFAULT_METHOD
+    method: str = DEFAULT_METHOD  # one of CLUSTER_METHODS (check_cluster_options)
     # cosine distance cut of ``agglomerative``; None: DEFAULT_AHC_THRESHOLD (unset, so that
     # one given for another method is refused even at the default's value)
-    ahc_threshold: Optional[float] = None
-    min_cluster_size: int = 0               # fold clusters of at most this many windows
-    merge_threshold: Optional[float] = None  # join clusters with centroid cosine >= this
-    gap_ratio: Optional[float] = None       # None: the method's own (see resolved_gap_ratio)
-    edge_weights: Optional[str] = None      # None: the method's own (resolved_edge_weights)
+    ahc_threshold: Optional[float] = setting(None, above=0, below=2,
+                                             reason="a cosine distance")
+    # fold clusters of at most this many windows
+    min_cluster_size: int = setting(0, minimum=0)
+    # join clusters with centroid cosine >= this
+    merge_threshold: Optional[float] = setting(None, minimum=-1, maximum=1, reason="a cosine")
+    # None: the method's own (see resolved_gap_ratio)
+    gap_ratio: Optional[float] = setting(None, above=0, maximum=1)
+    edge_weights: Optional[EdgeWeights] = None  # None: the method's own (resolved_edge_weights)
     seed: int = 0
 
     def resolved_ahc_threshold(self) -> float:
@@ -103,11 +127,18 @@ class ClusterOptions:
 
     def check(self, num_speakers: Optional[int] = None, min_speakers: Optional[int] = None,
               max_speakers: Optional[int] = None) -> None:
-        """Raise :class:`ClusteringOptionError` for what :func:`check_cluster_options`
-        refuses, an ``ahc_threshold`` set for a method other than ``agglomerative``, and
-        (``num_speakers`` given) what :meth:`check_count_given` refuses."""
-        check_cluster_options(self.method, num_speakers, min_speakers, max_speakers,
-                              self.gap_ratio, self.edge_weights)
+        """Raise :class:`ClusteringOptionError` for a field its declaration refuses, what
+        :func:`check_cluster_options` refuses, a ``gap_ratio``, ``edge_weights`` or
+        ``ahc_threshold`` set for a method that does not read it, and (``num_speakers``
+        given) what :meth:`check_count_given` refuses."""
+        _check_fields(self)
+        check_cluster_options(self.method, num_speakers, min_speakers, max_speakers)
+        if self.gap_ratio is not None and self.method not in SPECTRAL_METHODS:
+            raise ClusteringOptionError(f"gap_ratio applies to {', '.join(SPECTRAL_METHODS)} "
+                                        f"(they count by an eigengap), not to {self.method}")
+        if self.edge_weights is not None and self.method not in SPECTRAL_METHODS:
+            raise ClusteringOptionError(f"edge_weights applies to {', '.join(SPECTRAL_METHODS)} "
+                                        f"(they cluster a neighbour graph), not to {self.method}")
         if self.ahc_threshold is not None and self.method != "agglomerative":
             raise ClusteringOptionError(f"ahc_threshold ({self.ahc_threshold:g}) is where "
                                         f"agglomerative stops merging; {self.method} takes "
@@ -172,16 +203,17 @@ def check_method_packages(method: str) -> None:
 
 def _check_count_types(**counts: Optional[int]) -> None:
     for name, value in counts.items():
-        if value is not None and not is_whole_number(value):
-            raise ClusteringOptionError(f"{name} must be a whole number, got {value!r}")
+        try:   # as DiarizationOptions' own counts are checked
+            convert_value(Optional[int], value, name, from_code=True)
+        except FieldValueError as error:
+            raise _refused(error) from None
 
 
 def check_cluster_options(method: str, num_speakers: Optional[int],
                           min_speakers: Optional[int] = None,
-                          max_speakers: Optional[int] = None, gap_ratio: Optional[float] = None,
-                          edge_weights: Optional[str] = None) -> None:
-    """Raise :class:`ClusteringOptionError` for an unknown method, impossible counts (or
-    bounds given with a count), or a ``gap_ratio`` or ``edge_weights`` that cannot apply.
+                          max_speakers: Optional[int] = None) -> None:
+    """Raise :class:`ClusteringOptionError` for an unknown method, or impossible counts (or
+    bounds given with a count), per call or in the options.
     ``min_speakers``/``max_speakers``: None when not given (see :func:`speaker_bounds`)."""
     if method not in CLUSTER_METHODS:
         raise ClusteringOptionError(f"unknown clustering method {method!r}; choose from "
@@ -200,17 +232,6 @@ def check_cluster_options(method: str, num_speakers: Optional[int],
     if not 1 <= low <= high:
         raise ClusteringOptionError(f"need 1 <= min_speakers <= max_speakers, got "
                                     f"{low}, {high}")
-    if gap_ratio is not None and not 0.0 < gap_ratio <= 1.0:
-        raise ClusteringOptionError(f"gap_ratio must be above 0 and at most 1, got {gap_ratio}")
-    if gap_ratio is not None and method not in SPECTRAL_METHODS:
-        raise ClusteringOptionError(f"gap_ratio applies to {', '.join(SPECTRAL_METHODS)} (they "
-                                    f"count by an eigengap), not to {method}")
-    if edge_weights is not None and edge_weights not in EDGE_WEIGHTS:
-        raise ClusteringOptionError(f"edge_weights must be one of {', '.join(EDGE_WEIGHTS)}, "
-                                    f"got {edge_weights!r}")
-    if edge_weights is not None and method not in SPECTRAL_METHODS:
-        raise ClusteringOptionError(f"edge_weights applies to {', '.join(SPECTRAL_METHODS)} "
-                                    f"(they cluster a neighbour graph), not to {method}")
 
 
 @dataclass
@@ -218,20 +239,26 @@ class DiarizationOptions:
     """Settings of :class:`Diarizer` (WeSpeaker's windows; the rest measured, see
     ``bench/results_diarization_clustering.md``)."""
 
-    vad: str = "silero"             # or "energy"
-    vad_threshold: Optional[float] = None  # Silero's; None: DEFAULT_VAD_THRESHOLD
-    min_speech: float = 0.25        # seconds; shorter speech regions are dropped
-    min_silence: float = 0.1        # seconds; shorter pauses are bridged
-    window: float = 1.5             # seconds per embedding window
-    shift: float = 0.75             # seconds between window starts
-    dither: float = 1.0             # noise floor added to each window, in 16-bit steps
+    vad: VadKind = "silero"
+    # Silero's; None: DEFAULT_VAD_THRESHOLD
+    vad_threshold: Optional[float] = setting(None, above=0, below=1)
+    # shorter speech regions are dropped
+    min_speech: float = setting(0.25, minimum=0, unit="seconds")
+    min_silence: float = setting(0.1, minimum=0, unit="seconds")  # shorter pauses are bridged
+    window: float = setting(1.5, minimum=GRID, unit="seconds")  # per embedding window
+    shift: float = setting(0.75, minimum=GRID, unit="seconds")  # between window starts
+    # noise floor added to each window, in 16-bit steps
+    dither: float = setting(1.0, minimum=0)
+    # the clustering's share (cluster_options): their ranges are ClusterOptions'
     cluster_method: str = DEFAULT_METHOD  # one of CLUSTER_METHODS
     ahc_threshold: Optional[float] = ClusterOptions.ahc_threshold
     min_cluster_size: int = ClusterOptions.min_cluster_size
     merge_threshold: Optional[float] = ClusterOptions.merge_threshold
     gap_ratio: Optional[float] = ClusterOptions.gap_ratio
-    edge_weights: Optional[str] = ClusterOptions.edge_weights
-    resolution: Optional[float] = None  # seconds per frame of the turns; None: window halves
+    edge_weights: Optional[EdgeWeights] = ClusterOptions.edge_weights
+    # seconds per frame of the turns; None: window halves
+    resolution: Optional[float] = setting(None, minimum=MIN_RESOLUTION, unit="seconds",
+                                          reason="RTTM's millisecond")
     window_lda: str = "auto"  # the model's window_lda.npz if it has one; "off"; or a file
     num_speakers: Optional[int] = None  # None: estimated
     # bounds of an estimated count; None: DEFAULT_MIN_SPEAKERS / DEFAULT_MAX_SPEAKERS
@@ -255,32 +282,21 @@ class DiarizationOptions:
         return options
 
     def check(self) -> None:
-        """Raise :class:`ClusteringOptionError` naming the first setting that cannot work."""
-        rules = (("vad", self.vad in ("silero", "energy"), "silero or energy"),
-                 ("vad_threshold", self.vad_threshold is None
-                  or 0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
-                 ("min_speech", self.min_speech >= 0.0, "at least 0"),
-                 ("min_silence", self.min_silence >= 0.0, "at least 0"),
-                 ("window", math.isfinite(self.window) and self.window >= GRID,
-                  f"finite and at least {GRID:g} seconds"),
-                 ("shift", math.isfinite(self.shift) and GRID <= self.shift <= self.window,
-                  f"at least {GRID:g} seconds and at most window"),
+        """Raise :class:`ClusteringOptionError` naming the first setting that cannot work:
+        a field its declaration refuses, then what the declarations cannot say (a finite
+        window, the grid, the rules across settings, a ``window_lda`` that names something),
+        then the clustering's share (:meth:`ClusterOptions.check`)."""
+        _check_fields(self)
+        rules = (("window", math.isfinite(self.window), "finite"),
                  ("window", on_grid(self.window), f"a multiple of {GRID:g} seconds (windows are "
                   f"cut on that grid)"),
+                 ("shift", self.shift <= self.window, f"at most window ({self.window:g})"),
                  ("shift", on_grid(self.shift), f"a multiple of {GRID:g} seconds (windows are "
                   f"cut on that grid)"),
-                 ("dither", self.dither >= 0.0, "at least 0"),
-                 ("ahc_threshold", self.ahc_threshold is None
-                  or 0.0 < self.ahc_threshold < 2.0, "a cosine distance between 0 and 2"),
-                 ("min_cluster_size", self.min_cluster_size >= 0, "at least 0"),
-                 ("merge_threshold", self.merge_threshold is None
-                  or -1.0 <= self.merge_threshold <= 1.0, "a cosine between -1 and 1"),
-                 ("resolution", self.resolution is None
-                  or MIN_RESOLUTION <= self.resolution <= self.shift,
+                 ("resolution", self.resolution is None or self.resolution <= self.shift,
                   f"at least {MIN_RESOLUTION:g} seconds (RTTM's millisecond) and at most shift "
                   f"({self.shift:g}; coarser frames than the windows' shift: leave it out)"),
-                 ("window_lda", isinstance(self.window_lda, str) and self.window_lda != "",
-                  "'auto', 'off' or a window_lda.npz file"))
+                 ("window_lda", self.window_lda != "", "'auto', 'off' or a window_lda.npz file"))
         for name, valid, wanted in rules:
             if not valid:
                 raise ClusteringOptionError(f"{name} must be {wanted}, got "

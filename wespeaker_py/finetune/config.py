@@ -20,14 +20,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import typing
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional
 
 from wespeaker_py.config import ConfigError, model_config_from, read_yaml
-from wespeaker_py.config.fields import parse_block
-from wespeaker_py.config.schema import (PRETRAINED_SAMPLE_RATES, TFMEL_SAMPLE_FIELDS,
-                                        DataloaderArgs, ModelConfig, TfmelArgs)
+from wespeaker_py.config.fields import parse_block, setting
+from wespeaker_py.config.schema import (MIN_BATCH_SIZE, PRETRAINED_SAMPLE_RATES,
+                                        TFMEL_SAMPLE_FIELDS, DataloaderArgs, ModelConfig,
+                                        TfmelArgs)
 from wespeaker_py.errors import WespeakerError
 # a fine-tuned model folder's work folder and request: read from here too, where they were
 from wespeaker_py.io.layout import REQUEST_NAME, WORK_DIR  # noqa: F401
@@ -38,7 +40,8 @@ logger = get_logger(__name__)
 
 # the learning rate decays from --lr to --lr / LR_DECAY over each phase
 LR_DECAY = 10.0
-FREEZE_CHOICES = ("auto", "none", "front", "body")
+Freeze = Literal["auto", "none", "front", "body"]
+FREEZE_CHOICES = typing.get_args(Freeze)
 # what a planned phase freezes: auto is resolved when the phases are planned
 PLANNED_FREEZES = tuple(choice for choice in FREEZE_CHOICES if choice != "auto")
 # the keys of each phase that phases() plans and the trainer reads
@@ -60,18 +63,28 @@ LOADER_ONLY_OPTIONS = ("num_workers",)
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """How to fine-tune; the defaults were chosen on the 8 kHz demo (docs/finetune.md)."""
+    """How to fine-tune; the defaults were chosen on the 8 kHz demo (docs/finetune.md).
 
-    epochs: int = 6
-    lr: float = 1e-3  # the applied peak learning rate (Adam)
-    margin: float = 0.2
-    freeze: str = "auto"  # auto, none, front (the first layer) or body (all but the head)
-    freeze_epochs: int = 1  # the first epochs train with ``freeze``; the rest train everything
-    sample_rate: Optional[int] = None  # default: the data's
-    dev_speakers: Optional[int] = None  # default: a fifth of the speakers with 2+ utterances
-    batch_size: Optional[int] = None  # default: the source config's, at most the utterances
-    num_workers: Optional[int] = None  # data loader workers; default: the source config's
-    num_avg: int = 2  # last checkpoints averaged
+    Each field's type and range are declared as a config block's are (:func:`setting`) and
+    checked before any work (:func:`~wespeaker_py.finetune.request.checked_options`)."""
+
+    epochs: int = setting(6, minimum=1)
+    lr: float = setting(1e-3, above=0)  # the applied peak learning rate (Adam)
+    margin: float = setting(0.2, minimum=0)
+    freeze: Freeze = "auto"  # auto, none, front (the first layer) or body (all but the head)
+    # the first epochs train with ``freeze``; the rest train everything
+    freeze_epochs: int = setting(1, minimum=0)
+    sample_rate: Optional[int] = setting(None, minimum=4000)  # default: the data's
+    # default: a fifth of the speakers with 2+ utterances; at least
+    # finetune.data.MIN_DEV_SPEAKERS (checked_options: that module imports this one)
+    dev_speakers: Optional[int] = None
+    # default: the source config's, at most the utterances
+    batch_size: Optional[int] = setting(
+        None, minimum=MIN_BATCH_SIZE, reason="BatchNorm after pooling needs two utterances "
+        "per batch; leave it out for the source config's")
+    # data loader workers; default: the source config's
+    num_workers: Optional[int] = setting(None, minimum=0)
+    num_avg: int = setting(2, minimum=1)  # last checkpoints averaged
     seed: int = 42
 
     def as_dict(self) -> Dict[str, Any]:

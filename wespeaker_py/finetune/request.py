@@ -9,18 +9,16 @@ could not read then reads now (:func:`check_audio_unchanged`).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import typing
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from wespeaker_py.api.companion_files import companion_prefix, companions_at
 from wespeaker_py.audio import is_pipe
-from wespeaker_py.config.schema import MIN_BATCH_SIZE
+from wespeaker_py.config.fields import FieldValueError, checked_fields
 from wespeaker_py.errors import AudioInputError, WespeakerError
-from wespeaker_py.finetune.config import (FREEZE_CHOICES, FinetuneOptions, OptionValueError,
-                                          option_name, option_setting, with_loader_options_of)
+from wespeaker_py.finetune.config import (FinetuneOptions, OptionValueError, option_name,
+                                          option_setting, with_loader_options_of)
 from wespeaker_py.finetune.data import (MIN_DEV_SPEAKERS, FinetuneCorpus, FinetuneData,
                                         list_digests)
 from wespeaker_py.finetune.dev import read_dev_utterance
@@ -51,68 +49,24 @@ class OutputExistsError(WespeakerError):
     (exit status 2)."""
 
 
-# how _typed_options checks a value for an option annotated with each type, and names it
-_TYPE_CHECKS: Dict[type, Tuple[Callable[[Any], bool], str]] = {
-    int: (is_whole_number, "a whole number"), float: (is_real_number, "a number")}
-
-
-def _option_types() -> Dict[str, Tuple[type, bool]]:
-    """``{option: (type, may be None)}`` of each field of :class:`FinetuneOptions`, from its
-    annotation (``Optional[int]``: ``(int, True)``)."""
-    types = {}
-    for name, hint in typing.get_type_hints(FinetuneOptions).items():
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        types[name] = (next(arg for arg in args if arg is not type(None)) if optional
-                       else hint, optional)
-    return types
-
-
-def _typed_options(options: FinetuneOptions) -> FinetuneOptions:
-    """``options`` with plain ``int`` and ``float`` values (numpy's made Python's, so that
-    request.json can record them); an :class:`OptionValueError` for a value of another type
-    (``sample_rate="8000"``). Text options (``freeze``) are left to the check of their
-    choices in :func:`checked_options`."""
-    plain = {}
-    for name, (kind, optional) in _option_types().items():
-        value = getattr(options, name)
-        if kind is str or (value is None and optional):
-            continue
-        is_kind, described = _TYPE_CHECKS[kind]
-        if not is_kind(value):
-            raise OptionValueError(name, value, f"must be {described}"
-                                   + (" or None" if optional else "")
-                                   + f", not {type(value).__name__}")
-        plain[name] = kind(value)
-    return dataclasses.replace(options, **plain)
-
-
 def checked_options(options: FinetuneOptions, max_fail_fraction: Optional[float]
                     ) -> FinetuneOptions:
-    """``options`` with plain Python values; an :class:`OptionValueError` naming the first
-    option of the wrong type or out of range, before any work."""
-    options = _typed_options(options)
+    """``options`` with plain Python values (numpy's made Python's, so that request.json can
+    record them); an :class:`OptionValueError` naming the first option of the wrong type or
+    out of range, before any work: each as :class:`FinetuneOptions` declares it
+    (:func:`~wespeaker_py.config.fields.checked_fields`), then the rules it cannot declare."""
+    try:
+        options = checked_fields(options)
+    except FieldValueError as error:
+        # OptionValueError's message shows the value: a wrong type is named after the wanted
+        raise OptionValueError(error.key, error.value, error.wanted + (
+            f", not {error.kind}" if error.kind else "")) from None
     if max_fail_fraction is not None and not is_real_number(max_fail_fraction):
         raise OptionValueError("max_fail_fraction", max_fail_fraction,
                                "must be a number in [0, 1] or None")
-    problems = [("epochs", options.epochs >= 1, "must be at least 1"),
-                ("lr", options.lr > 0, "must be positive"),
-                ("margin", options.margin >= 0, "must be >= 0"),
-                ("freeze", options.freeze in FREEZE_CHOICES,
-                 f"must be one of {', '.join(FREEZE_CHOICES)}"),
-                ("freeze_epochs", options.freeze_epochs >= 0, "must be >= 0"),
-                ("sample_rate", options.sample_rate is None or options.sample_rate >= 4000,
-                 "must be at least 4000"),
-                ("dev_speakers",
+    problems = [("dev_speakers",
                  options.dev_speakers is None or options.dev_speakers >= MIN_DEV_SPEAKERS,
                  f"must be at least {MIN_DEV_SPEAKERS}"),
-                ("num_avg", options.num_avg >= 1, "must be at least 1"),
-                # the model's BatchNorm layers need two utterances per training batch
-                ("batch_size", options.batch_size is None or options.batch_size >= MIN_BATCH_SIZE,
-                 f"must be at least {MIN_BATCH_SIZE} (BatchNorm after pooling needs two "
-                 f"utterances per batch); leave it out for the source config's"),
-                ("num_workers", options.num_workers is None or options.num_workers >= 0,
-                 "must be >= 0"),
                 # the epochs after the first freeze_epochs train everything; with one epoch
                 # the default freeze_epochs 1 is let through (phases() warns)
                 ("freeze_epochs", options.freeze_epochs < max(options.epochs, 2),
