@@ -53,3 +53,35 @@ def test_recovery_follows_the_writers_entry_layout(tmp_path, monkeypatch):
     assert open(part, "rb").read() == whole
     for key, location in (line.split() for line in open(scp_path_for(part))):
         assert np.array_equal(kaldiio.load_mat(location), VECTORS[key].astype(np.float32))
+
+
+def test_recovery_cuts_the_scp_in_place_and_needs_no_free_space(tmp_path, monkeypatch):
+    import builtins
+    import errno
+    part = str(tmp_path / "part_000.ark")
+    with open_part_writer(part) as writer:
+        for key, vector in VECTORS.items():
+            writer.write(key, vector)
+    scp = scp_path_for(part)
+    whole = open(scp, "rb").read()
+    kept = whole[:whole.index(b"\n", whole.index(b"\n") + 1) + 1]   # the first two lines
+    with open(part, "r+b") as handle:   # a kill in the middle of the third entry
+        handle.truncate(os.path.getsize(part) - 3)
+    with open(scp, "ab") as handle:
+        handle.write(b"d " + part.encode() + b":1")   # and half a line after it
+    real_open = builtins.open
+
+    def full_disk_for_the_scp(file, mode="r", *args, **kwargs):
+        if os.path.abspath(str(file)) == scp and any(flag in mode for flag in "wax+"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    inode = os.stat(scp).st_ino
+    monkeypatch.setattr(builtins, "open", full_disk_for_the_scp)
+    assert recover_part(part) == ["a", "utt-\u00e9"]
+    monkeypatch.undo()
+    assert open(scp, "rb").read() == kept and os.stat(scp).st_ino == inode
+    # the writer carries on after them
+    with open_part_writer(part) as writer:
+        writer.write("c", VECTORS["c"])
+    assert open(scp, "rb").read() == whole

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import IO, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 
@@ -56,12 +56,18 @@ def _write_in_order(writer: EmbeddingWriter, part_arks: Sequence[str],
             handle.close()
 
 
-def _complete_scp_lines(scp_path: str) -> List[str]:
-    """The newline-terminated lines of a part's scp (a killed writer may leave half a line)."""
+def _complete_scp_lines(scp_path: str) -> List[Tuple[str, int]]:
+    """The newline-terminated lines of a part's scp (a killed writer may leave half a line),
+    each with the size in bytes of the file up to its end."""
     if not os.path.exists(scp_path):
         return []
-    with open(scp_path, "r", encoding="utf-8", errors="replace") as handle:
-        return [line for line in handle if line.endswith("\n") and line.strip()]
+    with open(scp_path, "rb") as handle:
+        data = handle.read()
+    lines, start = [], 0
+    while (newline := data.find(b"\n", start)) >= 0:
+        lines.append((data[start:newline + 1].decode("utf-8", errors="replace"), newline + 1))
+        start = newline + 1
+    return lines
 
 
 def recover_part(part_ark: str) -> List[str]:
@@ -70,14 +76,16 @@ def recover_part(part_ark: str) -> List[str]:
     An scp line is written only after the ark entry it names; a kill can still
     leave an entry without its line, half an entry, or half a line. Entries are
     checked from the end until one reads back whole; the ark is truncated after
-    it and the scp rewritten to the lines before it.
+    it and the scp cut back to the lines before it. Both are cut in place
+    (``truncate``): that needs no free space and cannot be left half done, where
+    rewriting the scp could lose every line on a full disk or a kill.
     """
     scp_path = scp_path_for(part_ark)
     lines = _complete_scp_lines(scp_path)
     ark_size = os.path.getsize(part_ark) if os.path.exists(part_ark) else 0
     end = 0
     while lines:
-        key, _, location = lines[-1].strip().partition(" ")
+        key, _, location = lines[-1][0].strip().partition(" ")
         try:
             path, offset = split_location(location)
             if os.path.abspath(path) != os.path.abspath(part_ark):
@@ -91,9 +99,12 @@ def recover_part(part_ark: str) -> List[str]:
         end = 0
     with open(part_ark, "ab") as ark:
         ark.truncate(end)
-    with open(scp_path, "w", encoding="utf-8") as scp:
-        scp.writelines(lines)
-    return [line.split(maxsplit=1)[0] for line in lines]
+    scp_end = lines[-1][1] if lines else 0
+    if not os.path.exists(scp_path):
+        open(scp_path, "wb").close()
+    elif os.path.getsize(scp_path) != scp_end:
+        os.truncate(scp_path, scp_end)
+    return [line.split(maxsplit=1)[0] for line, _ in lines if line.strip()]
 
 
 @contextlib.contextmanager
