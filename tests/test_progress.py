@@ -157,3 +157,15 @@ def test_a_stream_whose_reader_is_gone_turns_its_bars_off_with_one_warning(monke
     # only a failing stream turns bars off, not other errors
     with pytest.raises(UnicodeEncodeError):
         list(progress_bar(range(2), desc="x", file=Unencodable()))
+
+
+def test_a_command_started_without_standard_error_runs_without_bars():
+    import subprocess
+    import sys
+    script = ("import sys; from wespeaker_py.utils.progress import progress_bar; "
+              "assert sys.stderr is None; "
+              "bar = progress_bar(desc='manual', total=2); bar.update(2); bar.close(); "
+              "print(sum(progress_bar(range(4), desc='loop')))")
+    result = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "{script}" 2>&-'],
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "6\n")

@@ -115,14 +115,14 @@ def progress_bar(iterable: Optional[Iterable] = None, *, desc: str,
     else a line per refresh, at most every ``WESPEAKER_PY_PROGRESS_INTERVAL`` seconds, and
     one when it closes. ``enabled=False`` or ``WESPEAKER_PY_PROGRESS=0`` give a silent bar
     that still iterates, as is a bar on a stream that an earlier bar failed to write
-    to. ``options`` are tqdm's (``position``, ``leave``, ``initial``);
+    to, or with no standard error at all (a command started with ``2>&-``). ``options`` are tqdm's (``position``, ``leave``, ``initial``);
     away from a terminal every bar is its own line and is kept. A bad value of either
     variable is a :class:`ProgressSettingError` naming it.
     """
     on, interval = _bars_on(), _log_interval()
     stream = sys.stderr if file is None else file
     options.update(desc=desc, total=total, unit=unit)
-    if not (on and enabled) or stream in _lost_streams:
+    if not (on and enabled) or stream is None or stream in _lost_streams:
         return tqdm(iterable, disable=True, **options)
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
