@@ -115,9 +115,10 @@ def progress_bar(iterable: Optional[Iterable] = None, *, desc: str,
     else a line per refresh, at most every ``WESPEAKER_PY_PROGRESS_INTERVAL`` seconds, and
     one when it closes. ``enabled=False`` or ``WESPEAKER_PY_PROGRESS=0`` give a silent bar
     that still iterates, as is a bar on a stream that an earlier bar failed to write
-    to, or with no standard error at all (a command started with ``2>&-``). ``options`` are tqdm's (``position``, ``leave``, ``initial``);
-    away from a terminal every bar is its own line and is kept. A bad value of either
-    variable is a :class:`ProgressSettingError` naming it.
+    to, or with no standard error at all (a command started with ``2>&-``). ``options``
+    are tqdm's (``position``, ``leave``, ``initial``); away from a terminal every bar is
+    its own line and is kept. A bad value of either variable is a
+    :class:`ProgressSettingError` naming it.
     """
     on, interval = _bars_on(), _log_interval()
     stream = sys.stderr if file is None else file
