@@ -323,3 +323,22 @@ def test_a_broken_pipe_that_is_not_standard_output_is_not_swallowed():
                          timeout=120)
     assert run.returncode not in (0, 141)
     assert "BrokenPipeError" in run.stderr
+
+
+def test_standard_output_on_a_full_disk_is_one_line_and_the_files_stay_whole(tmp_path):
+    # `cmd > out` on a full disk (/dev/full refuses every write); the command's own file
+    # was written before it printed
+    script = ("import sys\n"
+              "from wespeaker_py.cli.common import run_main\n"
+              "def main(args):\n"
+              f"    open({str(tmp_path / 'made')!r}, 'w').write('whole')\n"
+              "    print('done: the file is made')\n"
+              "sys.exit(run_main(main, [], prog='tool'))\n")
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-c", script], stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [
+        "tool: error: cannot write standard output (No space left on device); what the "
+        "command printed is lost (run with --debug for the traceback)"]
+    assert (tmp_path / "made").read_text() == "whole"

@@ -287,6 +287,31 @@ def test_a_run_stopped_by_an_error_names_the_recording(tmp_path, caplog):
     assert f"recording recA ({tmp_path}/recA.wav) failed" in caplog.text
 
 
+def test_a_run_stopped_by_a_full_disk_counts_only_the_recordings_kept(tmp_path, caplog,
+                                                                      monkeypatch):
+    import errno
+
+    from wespeaker_py.diarization.batch import BatchWork
+    from wespeaker_py.utils.atomic_files import DiskFullError
+    wav_scp = noise_recordings(tmp_path, ["recA", "recB", "recC"], seconds=6.0)
+    store = BatchWork.store
+
+    def full_at_the_second(self, key, finished, source):
+        if key == "recB":
+            raise DiskFullError(f"{key}.json", OSError(errno.ENOSPC, "No space left"))
+        store(self, key, finished, source)
+
+    monkeypatch.setattr(BatchWork, "store", full_at_the_second)
+    diarizer = Diarizer(lambda pieces: np.random.default_rng(0).standard_normal(
+        (len(pieces), 8)), DiarizationOptions(vad="energy"), whole_recording)
+    output = str(tmp_path / "sys.rttm")
+    with caplog.at_level("WARNING"), pytest.raises(DiskFullError):
+        diarize_wav_scp(diarizer, wav_scp, output, show_progress=False)
+    assert (f"stopped: the 1 recording(s) diarized so far are kept in {work_folder(output)}"
+            in caplog.text)
+    assert sorted(os.listdir(os.path.join(work_folder(output), "parts"))) == ["recA.json"]
+
+
 # ---------------------------------------------------------------- a folder of RTTMs
 
 def test_a_folder_output_gets_an_rttm_per_recording_as_each_finishes(tmp_path, caplog):

@@ -176,7 +176,8 @@ def test_final_model_exists_as_soon_as_the_last_checkpoint_does(corpus, tmp_path
 
 @pytest.mark.parametrize("code, expected", [
     (errno.EACCES, r"^cannot write {path}: Permission denied \(in {folder}\)$"),
-    (errno.ENOSPC, r"^no space left on device while writing {path}$")])
+    (errno.ENOSPC, r"^no space left on device while writing {path}; free space there, then "
+                   r"run the same command with --checkpoint {folder}/model_1\.pt .*$")])
 def test_a_models_folder_that_takes_no_new_file_is_named_not_the_temporary_file(
         corpus, tmp_path, monkeypatch, code, expected):
     """A folder made unwritable mid-run (chattr +i, a remount read-only) or full."""

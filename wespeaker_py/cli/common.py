@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import math
 import os
@@ -34,7 +35,7 @@ import select
 import sys
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
-from wespeaker_py.errors import WespeakerError, exit_status, one_line
+from wespeaker_py.errors import RunFailedError, WespeakerError, exit_status, one_line
 from wespeaker_py.utils.booleans import parse_bool
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, parse_fail_fraction
 from wespeaker_py.utils.progress import check_progress_settings
@@ -43,6 +44,8 @@ from wespeaker_py.utils.threads import MAX_DEFAULT_THREADS, THREADS_ENV, using_t
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "WESPEAKER_PY_DEBUG"
 OK_STATUS = 0
+# what a write to standard output fails with when its file cannot take it
+_OUTPUT_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 INTERRUPTED_STATUS = 130
 BROKEN_PIPE_STATUS = 141   # 128 + SIGPIPE, what a shell shows for a Unix tool cut off so
 
@@ -284,6 +287,58 @@ def _stdout_reader_gone() -> bool:
         return False   # no poll here, or not a real file (captured in tests)
 
 
+class StandardOutputError(RunFailedError):
+    """Standard output refused what a command wrote (a full disk under ``cmd > out``, a
+    quota, an I/O error): what it printed is lost, though the files it wrote are whole."""
+
+
+class _GuardedStdout:
+    """Standard output, whose refused writes are a :class:`StandardOutputError` (one line)
+    instead of a bare OSError (the traceback of a bug). A closed pipe stays a
+    BrokenPipeError, which :func:`run_main` ends quietly."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, operation: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return operation(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            if error.errno not in _OUTPUT_REFUSED:
+                raise
+            raise StandardOutputError(f"cannot write standard output ({error.strerror}); "
+                                      f"what the command printed is lost") from error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _guarded_stdout() -> Iterator[None]:
+    """Standard output as :class:`_GuardedStdout` while a command runs, where it is a real
+    file (a test's captured output is left alone)."""
+    stream = sys.stdout
+    try:
+        stream.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        yield
+        return
+    sys.stdout = _GuardedStdout(stream)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _GuardedStdout):
+            sys.stdout = stream
+
+
 def _discard_stdout() -> None:
     """Point standard output at the null device, so that flushing it at exit finds no
     closed pipe to complain about."""
@@ -314,9 +369,9 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
     prog = prog or os.path.basename(sys.argv[0]) or "wespeaker_py"
     try:
         check_progress_settings()
-        with using_threads(requested_threads(args)):
+        with using_threads(requested_threads(args)), _guarded_stdout():
             status = main(args)
-        sys.stdout.flush()   # a reader gone before the last output shows here, not at exit
+            sys.stdout.flush()   # a reader gone before the last output shows here, not at exit
     except KeyboardInterrupt as stop:
         if debug:
             raise
@@ -328,6 +383,8 @@ def run_main(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
             # the reader of our output went away (`| head`): stop quietly, as Unix tools do
             _discard_stdout()
             return BROKEN_PIPE_STATUS
+        if isinstance(error, StandardOutputError):
+            _discard_stdout()   # the exit's flush would fail the same way
         code = exit_status(error)
         if debug or code is None:
             raise

@@ -467,8 +467,9 @@ def _diarize_and_keep(diarizer: Diarizer, todo: Sequence[Tuple[str, str]],
             given = {} if count is None else {"num_speakers": count}
             result = _diarize_one(diarizer, key, path, summary, {**settings, **given})
             if result is not None:
-                done[key] = FinishedRecording.of(result)
-                work.store(key, done[key], sources[key])
+                finished = FinishedRecording.of(result)
+                work.store(key, finished, sources[key])
+                done[key] = finished   # only once kept: a stop counts what is kept
     except BaseException:
         if done:
             logger.warning("stopped: the %d recording(s) diarized so far are kept in %s; "

@@ -32,7 +32,8 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name,
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
-from wespeaker_py.utils.atomic_files import atomic_symlink, remove_stale_temp_files
+from wespeaker_py.utils.atomic_files import (atomic_symlink, remove_stale_temp_files,
+                                             require_writable)
 from wespeaker_py.utils.locks import drop_lock, hold_lock, lock_holder
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 from wespeaker_py.utils.paths import OutputNotWritableError
@@ -71,6 +72,8 @@ class ExperimentFolder:
         run left behind (:func:`~wespeaker_py.utils.atomic_files.remove_stale_temp_files`).
         """
         model_dir = self.layout.model_dir
+        # a read-only file system: one line naming it, not a traceback from makedirs
+        require_writable(os.path.join(model_dir, TRAIN_LOCK))
         os.makedirs(model_dir, exist_ok=True)
         refusal = self._take_lock() if self.world.is_main else None
         refusal = gather_objects(refusal, self.world)[0]   # every rank stops with rank 0
@@ -106,15 +109,18 @@ class ExperimentFolder:
                 f"{lock_path}; wait for that run to finish or stop it, then run this again")
 
     def close(self) -> None:
-        """Flush and stop the tensorboard and file logs; let go of the folder's lock."""
-        self._use_tensorboard(lambda writer: writer.close())
-        self._writer = None
-        if self._stop_file_log is not None:
-            self._stop_file_log()
-            self._stop_file_log = None
-        if self._lock is not None:
-            drop_lock(self._lock)
-            self._lock = None
+        """Flush and stop the tensorboard and file logs; let go of the folder's lock (even
+        when stopping a log fails)."""
+        try:
+            self._use_tensorboard(lambda writer: writer.close())
+            self._writer = None
+            if self._stop_file_log is not None:
+                stop_file_log, self._stop_file_log = self._stop_file_log, None
+                stop_file_log()
+        finally:
+            if self._lock is not None:
+                drop_lock(self._lock)
+                self._lock = None
 
     def log_scalars(self, step: int, **values: float) -> None:
         """Add ``train/<name>`` scalars to the tensorboard log (when there is one)."""
@@ -182,14 +188,17 @@ class ExperimentFolder:
         """
         states, digests = self._gather_states(model, f"after epoch {epoch}")
         path = self.layout.checkpoint_path(epoch)
-        self.standing, self.standing_path = Lineage(epoch, digests[0]), path
+        standing = Lineage(epoch, digests[0])
         if not self.world.is_main:
+            self.standing, self.standing_path = standing, path
             return None
         model_dir = self.layout.model_dir
         link = (lambda: link_final_model(model_dir, epoch)) if is_last else None
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
                                  [state["rng"] for state in states], digests, settings,
                                  spk2id_digest, grad_scaler, before_publish=link)
+        # once written: a failed save leaves the run standing on the checkpoint before
+        self.standing, self.standing_path = standing, path
         if os.path.exists(self.layout.interrupted_path):
             os.remove(self.layout.interrupted_path)
         logger.info("saved %s", path)

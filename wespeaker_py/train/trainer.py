@@ -37,6 +37,7 @@ from wespeaker_py.train.loop import (DataLoaderFailedError, EpochPosition, Epoch
                                      train_epoch, zero_totals)
 from wespeaker_py.train.plan import TrainingPlan, resolve
 from wespeaker_py.train.step import TrainingStep, keep_optimizer_state_on_device
+from wespeaker_py.utils.atomic_files import DiskFullError
 from wespeaker_py.utils.logging_utils import get_logger
 
 __all__ = ["DataLoaderFailedError", "EpochResult", "NonFiniteLossError", "Trainer",
@@ -165,9 +166,13 @@ def run_training(config: TrainConfig, resume_hint: Optional[str] = None,
                 return _train(plan, folder, dataset, control, resume_hint, label,
                               note_narrow_band)
         except (Exception, KeyboardInterrupt) as error:
+            stopped = (_disk_full_stop(error, folder, resume_hint)
+                       if isinstance(error, DiskFullError) else error)
             if world.is_main:   # train.log's last word, before it is closed
-                logger.error("training stopped: %s", stop_reason(error))
-            raise
+                logger.error("training stopped: %s", stop_reason(stopped))
+            if stopped is error:
+                raise
+            raise stopped from error
         finally:
             folder.close()
     finally:
@@ -377,6 +382,14 @@ def _resume_hint(folder: ExperimentFolder, resume_hint: Optional[str]) -> str:
     how = (f" with --checkpoint {folder.standing_path} (the recipes pass the newest "
            f"checkpoint)" if folder.standing_path else "")
     return f"run the same command{how} to continue from there"
+
+
+def _disk_full_stop(error: DiskFullError, folder: ExperimentFolder,
+                    resume_hint: Optional[str]) -> DiskFullError:
+    """The error that ends a run whose save met a full disk: what was not written, and how
+    to go on from the last state that was (the files before it are whole)."""
+    return DiskFullError(error.path, error.cause,
+                         f"free space there, then {_resume_hint(folder, resume_hint)}")
 
 
 def _check_applied_steps(result: EpochResult, epoch_name: str, world: DistContext) -> None:

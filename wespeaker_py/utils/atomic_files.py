@@ -24,17 +24,20 @@ logger = get_logger(__name__)
 
 
 class DiskFullError(OSError, RunFailedError):
-    """Writing an output failed because its file system is full (or over quota)."""
+    """Writing an output failed because its file system is full (or over quota); ``advice``:
+    what to do then, when the writer knows (how to go on from what was written)."""
 
-    def __init__(self, path: str, cause: OSError):
-        super().__init__(cause.errno, f"no space left on device while writing {path}")
-        self.path = path
+    def __init__(self, path: str, cause: OSError, advice: str = ""):
+        super().__init__(cause.errno, f"no space left on device while writing {path}"
+                         + (f"; {advice}" if advice else ""))
+        self.path, self.cause, self.advice = path, cause, advice
 
     def __str__(self) -> str:
         return self.strerror
 
     def __reduce__(self):
-        return (DiskFullError, (self.path, OSError(self.errno, self.strerror)))
+        return (DiskFullError, (self.path, OSError(self.cause.errno, self.cause.strerror),
+                                self.advice))
 
 
 _DISK_FULL_ERRNOS = frozenset([errno.ENOSPC, errno.EDQUOT])

@@ -65,13 +65,22 @@ def hold_lock(lock_path: str, holder: Optional[str] = None) -> Optional[IO[str]]
                 if os.path.samestat(locked, os.stat(lock_path)):
                     _held_locks[_file_id(locked)] = handle
                     if holder is not None:
-                        handle.truncate(0)
-                        handle.write(holder)
-                        handle.flush()
+                        _write_holder(handle, holder)
                     return handle
             except FileNotFoundError:
                 pass
             handle.close()
+
+
+def _write_holder(handle: IO[str], holder: str) -> None:
+    """Write ``holder`` into a held lock's file, past the file object's buffer (a write left
+    in it would fail again when the lock is dropped). On a full disk it goes unwritten: the
+    lock holds without it, and a refused run says "another process" instead of who."""
+    try:
+        os.ftruncate(handle.fileno(), 0)
+        os.pwrite(handle.fileno(), holder.encode(), 0)
+    except OSError:
+        pass
 
 
 def lock_holder(lock_path: str) -> str:

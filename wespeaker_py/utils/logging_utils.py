@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Callable, Optional, Sequence
 
 _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
@@ -28,11 +29,42 @@ def listed_names(names: Sequence[str], most: int = 10) -> str:
     return ", ".join(names[:most]) + more
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that a failed write (a full disk) does not turn into a traceback per
+    record: the first failure is one warning on the other handlers (the console), the
+    records after it are dropped, and closing the file never raises."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._lost = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._lost:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if self._lost or not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self._lost = True
+        get_logger(__name__).warning(
+            "cannot write the log file %s (%s); the work goes on, and the file misses the "
+            "lines from here on", self.baseFilename, error.strerror or error)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:   # the flush of what a full disk refused
+            pass
+
+
 def log_to_file(path: str) -> Callable[[], None]:
-    """Copy the package's INFO-and-above records into ``path`` (appending); return the
-    undo function."""
+    """Copy the package's INFO-and-above records into ``path`` (appending, on a line of its
+    own after a last line a killed run left unfinished); return the undo function."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.FileHandler(path)
+    _end_last_line(path)
+    handler = _LogFile(path)
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
     if root.handlers and root.handlers[0].formatter is not None:
@@ -51,6 +83,20 @@ def log_to_file(path: str) -> Callable[[], None]:
         handler.close()
 
     return undo
+
+
+def _end_last_line(path: str) -> None:
+    """End an existing log's unfinished last line (a run stopped mid-write), so that the
+    next run's first line starts a line of its own."""
+    try:
+        with open(path, "rb+") as log:
+            size = log.seek(0, os.SEEK_END)
+            if size:
+                log.seek(size - 1)
+                if log.read(1) != b"\n":
+                    log.write(b"\n")
+    except OSError:   # missing (a new log), or not writable now: the handler says so
+        pass
 
 
 class WorkerLogging:
