@@ -1,5 +1,6 @@
-"""The ``HEADS`` table: builder, list of choices and key checks come from it; a key that only
-another head takes is a warning naming it and the heads that take it."""
+"""The ``HEADS`` table (config/heads.py): builder, list of choices and key checks come from it;
+a key that only another head takes is a warning naming it and the heads that take it."""
+import dataclasses
 import glob
 import inspect
 import logging
@@ -10,8 +11,8 @@ import pytest
 import torch.nn as nn
 import yaml
 
-from wespeaker_py.models.projections import (HEADS, Head, HeadKey, ProjectionHead,
-                                             get_projection, keys_of_other_heads)
+from wespeaker_py.config.heads import HEADS, HeadChoice, HeadKey, keys_of_other_heads
+from wespeaker_py.models.projections import ProjectionHead, get_projection
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,8 @@ class ToyHead(ProjectionHead):
 
 
 def test_a_head_registered_in_the_table_is_built_listed_and_its_keys_known(monkeypatch):
-    monkeypatch.setitem(HEADS, "toy", Head(ToyHead, {"bias_init": HeadKey(0.0, float)}))
+    monkeypatch.setitem(HEADS, "toy", HeadChoice(f"{__name__}:ToyHead",
+                                                 keys={"bias_init": HeadKey(0.0, float)}))
     head = get_projection({"project_type": "toy", "bias_init": 0.5}, embed_dim=4, num_class=3)
     assert isinstance(head, ToyHead) and head.linear.bias.tolist() == [0.5] * 3
     with pytest.raises(ValueError, match=r"projection_args.bias_init is '1', which is not a "
@@ -49,7 +51,8 @@ def _heads_taking(key):
 
 def test_keys_of_other_heads_name_each_key_and_every_head_that_takes_it(monkeypatch):
     # a head added to the table that shares K with the sub-center head is named beside it
-    monkeypatch.setitem(HEADS, "toy", Head(ToyHead, {"K": HeadKey(3, int)}))
+    monkeypatch.setitem(HEADS, "toy", HeadChoice(f"{__name__}:ToyHead",
+                                                 keys={"K": HeadKey(3, int, minimum=1)}))
     args = {"project_type": "add_margin", "K": 3, "curvature": 9.0, "t": 5}
     assert keys_of_other_heads(args) == {key: _heads_taking(key) for key in ("K", "curvature",
                                                                              "t")}
@@ -128,9 +131,11 @@ def test_every_key_is_checked_against_its_kind_in_the_table(key, value, kind):
 
 def test_each_head_takes_its_keys_as_arguments_of_the_same_name():
     for name, head in HEADS.items():
-        parameters = inspect.signature(head.build).parameters
-        assert set(head.keys) <= set(parameters), name
-    kinds = {}
+        parameters = inspect.signature(head.factory()).parameters
+        assert set(head.keys) | set(head.fixed) <= set(parameters), name
+    rules = {}
     for head in HEADS.values():
         for key, spec in head.keys.items():
-            assert kinds.setdefault(key, spec.kind) is spec.kind, key  # one kind per key
+            # one kind and one range per key, whichever head declares it
+            rule = dataclasses.replace(spec, default=None)
+            assert rules.setdefault(key, rule) == rule, key

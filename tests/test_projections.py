@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wespeaker_py.models.projections import HEADS, get_projection
+from wespeaker_py.config.heads import HEADS
+from wespeaker_py.models.projections import get_projection
 
 EMBED_DIM, NUM_CLASS, SCALE = 16, 10, 32.0
 ALL_TYPES = list(HEADS)

@@ -13,6 +13,7 @@ from wespeaker_py.config.choices import (ArgsBlocks, Choice, FrontendChoice, arg
                                          one_of)
 from wespeaker_py.config.fields import ConfigError, convert_value, parse_block, setting
 from wespeaker_py.config.gpus import parse_gpus
+from wespeaker_py.config.heads import check_projection_args
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION
 
 
@@ -614,8 +615,8 @@ OPTIMIZERS = {"SGD": Choice("torch.optim:SGD"), "Adam": Choice("torch.optim:Adam
               "AdamW": Choice("torch.optim:AdamW")}
 
 
-# Open blocks: their consumer checks the whole mapping; these keys are checked here.
-PROJECTION_KEYS = {"project_type": str, "scale": float, "easy_margin": bool}
+# optimizer_args is open: torch's optimizer checks the whole mapping; these keys are checked
+# here
 OPTIMIZER_KEYS = {"lr": float, "momentum": float, "weight_decay": float, "nesterov": bool}
 
 
@@ -625,8 +626,8 @@ def _check_open_keys(block: Dict[str, Any], types: Dict[str, type], where: str) 
         if key not in block:
             continue
         value = block[key] = convert_value(kind, block[key], f"{where}.{key}")
-        if kind is float and value < 0 or key in ("lr", "scale") and value <= 0:
-            bound = "> 0" if key in ("lr", "scale") else ">= 0"
+        if kind is float and value < 0 or key == "lr" and value <= 0:
+            bound = "> 0" if key == "lr" else ">= 0"
             raise ConfigError(f"config key '{where}.{key}' must be {bound}, got {value!r}")
 
 
@@ -695,6 +696,7 @@ class TrainConfig(ModelConfig):
     # ours: names (or name prefixes, e.g. "layer1." or "" for all) of parameters of the model
     # with its head (``projection.*``) that do not train; used by fine-tuning
     frozen_params: List[str] = setting(factory=list)
+    # checked against the table of heads (HEADS, config/heads.py); saved with the keys given
     projection_args: Dict[str, Any]
     margin_scheduler: Literal["MarginScheduler"] = "MarginScheduler"
     margin_update: MarginUpdate
@@ -714,7 +716,7 @@ class TrainConfig(ModelConfig):
         self.gpus = parse_gpus(self.gpus)
         checked_loss = parse_block(LOSSES[self.loss].args, self.loss_args, "loss_args")
         self.loss_args = {key: getattr(checked_loss, key) for key in self.loss_args}
-        _check_open_keys(self.projection_args, PROJECTION_KEYS, "projection_args")
+        self.projection_args = check_projection_args(self.projection_args, read_text=True)
         _check_open_keys(self.optimizer_args, OPTIMIZER_KEYS, "optimizer_args")
         if "lr" not in self.optimizer_args and self.scheduler_args.optimizer_lr is None:
             raise ConfigError(f"config key 'optimizer_args.lr' is required with scheduler "

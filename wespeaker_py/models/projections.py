@@ -19,16 +19,16 @@ head saved under ``projection.`` in a checkpoint loads unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Mapping, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wespeaker_py.errors import did_you_mean
+# keys_of_other_heads: train/builder imports it from here
+from wespeaker_py.config.heads import (HEADS, check_projection_args,  # noqa: F401
+                                       keys_of_other_heads)
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -389,120 +389,19 @@ class LinearSoftmax(ProjectionHead):
         return self.trans(embeddings)
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadKey:
-    """A ``projection_args`` key of a head: its value when the key is left out, and its kind
-    (``int``: a count; ``float``: any number; ``bool``; ``str``)."""
-
-    default: Any
-    kind: type
-
-
-@dataclasses.dataclass(frozen=True)
-class Head:
-    """One ``project_type``: the head's class, called with ``embed_dim``, ``num_class`` and a
-    keyword argument of the same name for each of its ``keys``."""
-
-    build: Callable[..., ProjectionHead]
-    keys: Mapping[str, HeadKey]
-
-
-# keys that several heads take, declared once so that they mean the same to each
-_SCALE = HeadKey(32.0, float)
-_START_MARGIN = HeadKey(0.0, float)  # the margin scheduler sets it from the first step on
-_EASY_MARGIN = HeadKey(False, bool)
-
-# ``projection_args.project_type``: WeSpeaker's names; the one place a head is added
-HEADS: Dict[str, Head] = {
-    "arc_margin": Head(ArcMarginProduct, {"scale": _SCALE, "margin": _START_MARGIN,
-                                          "easy_margin": _EASY_MARGIN}),
-    "arc_margin_intertopk_subcenter": Head(ArcMarginProduct_intertopk_subcenter, {
-        "scale": _SCALE, "margin": _START_MARGIN, "easy_margin": _EASY_MARGIN,
-        "K": HeadKey(3, int), "mp": HeadKey(0.06, float), "k_top": HeadKey(5, int),
-        "do_lm": HeadKey(False, bool)}),
-    "add_margin": Head(AddMarginProduct, {"scale": _SCALE, "margin": _START_MARGIN}),
-    "ham_margin": Head(HyperbolicAMSoftmax, {"scale": _SCALE, "margin": _START_MARGIN,
-                                             "curvature": HeadKey(1.0, float)}),
-    # as WeSpeaker's: the multiplier is always 4
-    "sphere": Head(functools.partial(SphereProduct, margin=4), {}),
-    "sphereface2": Head(SphereFace2, {"scale": _SCALE, "margin": _START_MARGIN,
-                                      "t": HeadKey(3, float), "lanbuda": HeadKey(0.7, float),
-                                      "margin_type": HeadKey("C", str)}),
-    "softmax": Head(LinearSoftmax, {}),
-}
-
-# Keys of every block, whatever the head: WeSpeaker's train.py writes embed_dim, num_class and
-# do_lm into it, and its configs give every head scale and easy_margin (its sphereface2 ones
-# too). A head that has no use for them takes no notice of them.
-_EVERY_BLOCK_KEYS = frozenset({"project_type", "embed_dim", "num_class", "do_lm", "scale",
-                               "easy_margin"})
-_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _key_kinds() -> Dict[str, type]:
-    """Each key of a head in :data:`HEADS`, with its kind."""
-    return {key: spec.kind for head in HEADS.values() for key, spec in head.keys.items()}
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    return isinstance(value, (int, float) if kind is float else kind)
-
-
-def _check_keys(projection_args: Mapping[str, Any]) -> Head:
-    """The head ``projection_args`` names, once every key is known and of its kind
-    (ValueError naming the first that is not)."""
-    if "project_type" not in projection_args:
-        raise ValueError("projection_args.project_type is missing")
-    project_type = projection_args["project_type"]
-    if project_type not in HEADS:
-        raise ValueError(f"projection_args.project_type: unknown head {project_type!r}; "
-                         f"choose one of {', '.join(HEADS)}")
-    head = HEADS[project_type]
-    kinds = _key_kinds()
-    unknown = [key for key in projection_args if key not in _EVERY_BLOCK_KEYS | set(kinds)]
-    if unknown:
-        raise _unknown_key(unknown[0], project_type, head)
-    for key, value in projection_args.items():
-        if key in kinds and not _is_kind(value, kinds[key]):
-            raise ValueError(f"projection_args.{key} is {value!r}, which is not "
-                             f"{_KINDS[kinds[key]]}")
-    return head
-
-
-def _unknown_key(key: str, project_type: str, head: Head) -> ValueError:
-    """The error for a ``projection_args`` key no head takes: the keys ``head`` takes, and the
-    closest of them (case aside: ``k`` for ``K``)."""
-    hint = did_you_mean(key, head.keys, ignore_case=True)
-    takes = ", ".join(head.keys) or "no keys of its own"
-    return ValueError(f"unknown config key 'projection_args.{key}'{hint} (project_type "
-                      f"{project_type} takes {takes})")
-
-
-def keys_of_other_heads(projection_args: Mapping[str, Any]) -> Dict[str, List[str]]:
-    """The keys of ``projection_args`` that its head ignores but other heads take, each with
-    the names of those heads. Keys of every block (WeSpeaker writes ``scale`` for a head
-    without one) are not among them."""
-    head = HEADS[projection_args["project_type"]]
-    return {key: [name for name, other in HEADS.items() if key in other.keys]
-            for key in projection_args
-            if key not in head.keys and key not in _EVERY_BLOCK_KEYS}
-
-
 def get_projection(projection_args: Mapping[str, Any], embed_dim: int,
                    num_class: int) -> ProjectionHead:
-    """Build the head named by ``projection_args["project_type"]`` (:data:`HEADS`).
+    """Build the head named by ``projection_args["project_type"]`` (``HEADS``,
+    ``config/heads.py``).
 
-    ``projection_args`` is the config's block of the same name; ``embed_dim``
-    and ``num_class`` entries in it (which WeSpeaker writes into saved configs)
-    are ignored in favour of the arguments, and so are the keys of other heads
-    (:func:`keys_of_other_heads`). Margin heads start at
-    ``projection_args["margin"]`` (default 0); the margin scheduler then sets
-    the margin through ``update``. The sphere head's multiplier is always 4.
-    A key no head takes, or a value not of its key's kind, is a ValueError.
+    ``projection_args`` is the config's block of the same name, checked as a config's is
+    when it loads (:func:`~wespeaker_py.config.heads.check_projection_args`: a key no head
+    takes, or a value not of its key's kind or outside its range, is a ConfigError, a
+    ValueError). ``embed_dim`` and ``num_class`` entries in it (which WeSpeaker writes into
+    saved configs) are ignored in favour of the arguments, and so are the keys of other
+    heads (:func:`~wespeaker_py.config.heads.keys_of_other_heads`). Margin heads start at
+    ``projection_args["margin"]`` (default 0); the margin scheduler then sets the margin
+    through ``update``. The sphere head's multiplier is always 4.
     """
-    head = _check_keys(projection_args)
-    return head.build(embed_dim, num_class,
-                      **{key: projection_args.get(key, spec.default)
-                         for key, spec in head.keys.items()})
+    settings = check_projection_args(projection_args)
+    return HEADS[settings["project_type"]].build_head(settings, embed_dim, num_class)
