@@ -54,7 +54,9 @@ def test_against_brute_force(seed, tied):
     rng = np.random.default_rng(seed)
     scores, labels = random_trials(rng, 300, tied)
     assert compute_eer(scores, labels) == pytest.approx(brute_force_eer(scores, labels), abs=1e-12)
-    for p_target, c_miss, c_fa in [(0.01, 1, 1), (0.05, 1, 1), (0.3, 2, 1), (0.001, 1, 10)]:
+    # the last two: C_fa (1 - P) below C_miss P, the normaliser's other term
+    costs = [(0.01, 1, 1), (0.05, 1, 1), (0.3, 2, 1), (0.001, 1, 10), (0.9, 1, 1), (0.01, 100, 1)]
+    for p_target, c_miss, c_fa in costs:
         assert compute_min_dcf(scores, labels, p_target, c_miss, c_fa) == pytest.approx(
             brute_force_min_dcf(scores, labels, p_target, c_miss, c_fa), abs=1e-12)
     points = compute_det_points(scores, labels)
@@ -157,3 +159,19 @@ def test_min_dcf_refuses_costs_that_are_not_finite_and_positive(costs, named):
     # these once gave minDCF nan, or 1.000 for a negative cost
     with pytest.raises(ValueError, match=f"{named} must be a finite number above 0"):
         compute_min_dcf([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0], **costs)
+
+
+def test_compute_metrics_passes_each_cost_to_its_place(tmp_path, capsys):
+    from wespeaker_py.bin import compute_metrics
+    rng = np.random.default_rng(7)
+    scores, labels = random_trials(rng, 400, False)
+    path = tmp_path / "trials.score"
+    path.write_text("".join(f"e{i} t{i} {score:.6f} {'target' if label else 'nontarget'}\n"
+                            for i, (score, label) in enumerate(zip(scores, labels))))
+    scores = np.array([float(f"{score:.6f}") for score in scores])   # as the file holds them
+    for p_target, c_miss, c_fa in [(0.01, 10, 1), (0.05, 1, 10)]:
+        [(_, _, min_dcf)] = compute_metrics.main([
+            "--p_target", str(p_target), "--c_miss", str(c_miss), "--c_fa", str(c_fa),
+            str(path)])
+        assert min_dcf == pytest.approx(
+            brute_force_min_dcf(scores, labels, p_target, c_miss, c_fa), abs=1e-12)
