@@ -111,6 +111,22 @@ def test_mean_vector_and_speaker_means(tmp_path):
         load_mean_vector(str(tmp_path / "mean_vec.npy"), 16)
 
 
+def test_speaker_means_of_interleaved_utterances_are_written_under_their_speakers(tmp_path):
+    # utterance ids not prefixed by their speaker (several jobs' lists, say): each speaker's
+    # rows are scattered through the scp, and spk2utt's order is not the sorted one
+    keys = ["u1", "u2", "u3", "u4", "u5", "u6"]
+    owner = {"u1": "zed", "u2": "amy", "u3": "zed", "u4": "bob", "u5": "amy", "u6": "zed"}
+    scp, matrix = make_embeddings(tmp_path, keys)
+    (tmp_path / "spk2utt").write_text("zed u1 u3 u6\namy u2 u5\nbob u4\n")
+    scp_out = write_speaker_means(str(tmp_path / "spk2utt"), scp,
+                                  str(tmp_path / "spk_xvector.ark"))
+    written = load_embeddings(scp_out)
+    assert written.keys == ["zed", "amy", "bob"]
+    for speaker, row in zip(written.keys, written.matrix):
+        mine = [matrix[i] for i, key in enumerate(keys) if owner[key] == speaker]
+        np.testing.assert_allclose(row, np.mean(mine, axis=0), rtol=1e-6)
+
+
 def test_trial_forms(tmp_path):
     (tmp_path / "vox").write_text("a b target\na c nontarget\nd b tgt\n")
     (tmp_path / "first").write_text("1 a b\n0 a c\n")
