@@ -73,3 +73,19 @@ def test_a_calibration_file_with_a_weight_or_bias_that_is_no_number_is_refused(
     with pytest.raises(WespeakerError, match=rf"calibration.json: calibration {name} is "
                                              rf"-?(nan|inf), not a finite number"):
         load_calibration(path)
+
+
+@pytest.mark.parametrize("prior", [0.01, 0.2, 0.5, 0.9])
+@pytest.mark.parametrize("step", [-0.1, -0.01, 0.01, 0.1])
+def test_the_bayes_rule_decides_same_where_the_posterior_is_above_one_half(prior, step):
+    # weight 10, bias 0: the LLR is ten times the score; scores just either side of the
+    # prior's threshold, log((1 - prior) / prior), against the posterior's definition
+    score = math.log((1 - prior) / prior) / 10 + step   # within [-1, 1] for these priors
+    llr = score * 10
+    calibration = Calibration(weight=10.0, bias=0.0, eer=0.1, cllr=0.5, num_target=10,
+                              num_nontarget=10)
+    posterior = 1 / (1 + math.exp(-(llr + math.log(prior / (1 - prior)))))
+    verified = decide_score(score, calibration, prior, None, None)
+    assert verified.llr == pytest.approx(llr)
+    assert verified.probability == pytest.approx(posterior)
+    assert verified.decision == (posterior > 0.5)
