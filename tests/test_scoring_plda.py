@@ -3,6 +3,7 @@ import logging
 import struct
 
 import numpy as np
+import scipy.linalg
 import pytest
 from scipy.stats import multivariate_normal
 
@@ -248,3 +249,22 @@ def test_wespeakers_hdf5_plda_model_is_named_with_how_to_train_ours(tmp_path):
 def test_a_missing_plda_model_says_to_train_one(tmp_path):
     with pytest.raises(DataFormatError, match="no PLDA model here: train one first"):
         TwoCovPLDA.load(str(tmp_path / "plda"))
+
+
+def test_lda_keeps_the_most_discriminative_directions(model):
+    # the generalised eigenvectors of (between, within) with the largest eigenvalues,
+    # from the class scatters computed here
+    rng = np.random.default_rng(8)
+    data, labels = sample(rng, model, 300, 5)
+    plda = TwoCovPLDA.train(data, labels, num_iters=1, lda_dim=3)
+    speakers = np.unique(labels)
+    means = np.stack([data[labels == s].mean(axis=0) for s in speakers])
+    counts = np.array([np.sum(labels == s) for s in speakers])
+    centred = means - data.mean(axis=0)
+    between = (centred * counts[:, None]).T @ centred / len(data)
+    within = sum((data[labels == s] - m).T @ (data[labels == s] - m)
+                 for s, m in zip(speakers, means)) / len(data)
+    values, vectors = scipy.linalg.eigh(between, within)
+    best = vectors[:, np.argsort(values)[::-1][:3]]
+    angles = scipy.linalg.subspace_angles(plda.preprocessing.projection.T, best)
+    assert np.max(angles) < 1e-4
