@@ -268,3 +268,33 @@ def test_lda_keeps_the_most_discriminative_directions(model):
     best = vectors[:, np.argsort(values)[::-1][:3]]
     angles = scipy.linalg.subspace_angles(plda.preprocessing.projection.T, best)
     assert np.max(angles) < 1e-4
+
+
+def test_the_in_domain_mean_is_the_mean_of_the_in_domain_set(model):
+    mu, between, within = model
+    plda = TwoCovPLDA.from_covariances(mu, between, within)   # no preprocessing
+    in_domain = np.random.default_rng(9).normal(size=(50, DIM)) + 7.0
+    np.testing.assert_allclose(plda.with_mean_of(in_domain).mu, in_domain.mean(axis=0))
+
+
+def test_the_commands_pass_lda_dim_and_each_adaptation_scale_to_their_place(model, tmp_path):
+    from wespeaker_py.bin import adapt_plda, train_plda
+    from wespeaker_py.io.ark import write_embeddings
+    rng = np.random.default_rng(10)
+    data, labels = sample(rng, model, 60, 4)
+    keys = [f"s{label}-u{i}" for i, label in enumerate(labels)]
+    scp = write_embeddings(str(tmp_path / "xvector.ark"), keys, data)
+    (tmp_path / "utt2spk").write_text("".join(f"{key} s{label}\n"
+                                              for key, label in zip(keys, labels)))
+    train_plda.main(["--scp_path", scp, "--utt2spk", str(tmp_path / "utt2spk"),
+                     "--exp_dir", str(tmp_path), "--lda_dim", "3"])
+    trained = TwoCovPLDA.load(str(tmp_path / "plda"))
+    assert trained.dim == 3
+    shifted = data[:100] * 1.5 + 2.0
+    adapt_scp = write_embeddings(str(tmp_path / "adapt.ark"), keys[:100], shifted)
+    adapt_plda.main(["-mo", str(tmp_path / "plda"), "-ad", adapt_scp, "-ma",
+                     str(tmp_path / "plda_adapted"), "-as", "0.25", "-ws", "0.75"])
+    adapted = TwoCovPLDA.load(str(tmp_path / "plda_adapted"))
+    direct = trained.adapt(shifted, across_class_scale=0.25, within_class_scale=0.75)
+    np.testing.assert_allclose(adapted.transform, direct.transform, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(adapted.psi, direct.psi, rtol=1e-6, atol=1e-9)
