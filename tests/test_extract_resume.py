@@ -434,3 +434,23 @@ def test_a_full_disk_at_the_merge_says_the_parts_stay_and_how_much_room_it_needs
                                              r"the merge needs as much free space again"):
         _extract(setup, ark)
     assert os.path.isdir(work_dir_for(ark))
+
+
+def test_a_work_folder_removed_under_the_run_is_named_as_the_cause(setup, tmp_path,
+                                                                   monkeypatch):
+    ark = str(tmp_path / "emb" / "xvector.ark")
+    finish = ExtractionWork.finish
+
+    def removed_first(self, *args, **kwargs):   # a clean-up script, while the run embedded
+        shutil.rmtree(self.path)
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExtractionWork, "finish", removed_first)
+    with pytest.raises(RunFailedError) as failed:
+        _extract(setup, ark)
+    assert str(failed.value) == (
+        f"the work folder {work_dir_for(ark)} was removed while this run wrote into it: the "
+        f"{len(LENGTHS)} embeddings made are lost; run the same command again")
+    monkeypatch.undo()
+    _extract(setup, ark)   # the rerun makes them again
+    assert len(_read(ark)) == len(LENGTHS)

@@ -390,7 +390,7 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                                progress_desc=progress_desc, finished_elsewhere=carried,
                                shard_utterances=work.shard_utterances_of(data_list))
         summary.resumed += len(carried)
-        summary.extracted = work.finish(1, summary.skipped)
+        summary.extracted = work.finish(1, summary.skipped, made=summary.extracted)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("%s: %s", embed_ark, summary.describe())
     return summary

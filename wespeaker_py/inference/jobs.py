@@ -199,7 +199,8 @@ def extract_embeddings_parallel(config: ModelConfig, model_path: str, data_type:
         finally:
             _stop(processes)
         summary.resumed += len(carried)
-        summary.extracted = work.finish(len(job_lists), summary.skipped)
+        summary.extracted = work.finish(len(job_lists), summary.skipped,
+                                        made=summary.extracted)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info
     log("merged %d jobs into %s: %s", len(job_lists), embed_ark, summary.describe())
     return summary

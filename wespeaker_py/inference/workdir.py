@@ -31,7 +31,8 @@ from wespeaker_py.dataset.stats import NOT_DELIVERED_FROM_SHARDS
 from wespeaker_py.inference.parts import merge_embedding_arks, recover_part
 from wespeaker_py.io.ark import key_problem, scp_path_for
 from wespeaker_py.utils.atomic_files import (DiskFullError, atomic_open, read_json_or_none,
-                                             require_writable, write_json_atomically)
+                                             require_writable, size_text,
+                                             write_json_atomically)
 from wespeaker_py.utils.list_jobs import JobTally, check_missing_inputs
 from wespeaker_py.utils.locks import drop_lock, hold_lock
 from wespeaker_py.utils.logging_utils import get_logger
@@ -244,9 +245,10 @@ class ExtractionWork:
             return []
         return recover_part(part)
 
-    def finish(self, num_parts: int, skipped: MutableMapping[str, int]) -> int:
+    def finish(self, num_parts: int, skipped: MutableMapping[str, int], made: int = 0) -> int:
         """Merge the parts into the output (atomically, in :meth:`_output_order`), remove the
-        folder; return the count.
+        folder; return the count. ``made``: how many embeddings this run wrote into the
+        parts (a folder removed under the run loses them: an error saying so).
 
         ``skipped`` counts this run's skips by reason; the utterances of a shard list's
         ``expected_utterances`` neither finished nor skipped are added to it
@@ -266,6 +268,10 @@ class ExtractionWork:
                 skipped[NOT_DELIVERED_FROM_SHARDS] = skipped.get(NOT_DELIVERED_FROM_SHARDS,
                                                                  0) + lost
         if not finished:
+            if made and not os.path.isdir(self.path):
+                raise RunFailedError(
+                    f"the work folder {self.path} was removed while this run wrote into it: "
+                    f"the {made} embeddings made are lost; run the same command again")
             shutil.rmtree(self.path, ignore_errors=True)
         JobTally.of(len(finished), skipped).check(self.data_list, self.max_fail_fraction,
                                                   f"{self.embed_ark} was not written",
@@ -273,11 +279,11 @@ class ExtractionWork:
         try:
             count = merge_embedding_arks(parts, self.embed_ark, self._output_order(finished))
         except DiskFullError as error:
-            held_mb = sum(os.path.getsize(part) for part in parts) / 2**20
+            held = size_text(sum(os.path.getsize(part) for part in parts))
             raise RunFailedError(
                 f"{error}: the {len(finished)} finished embeddings stay in {self.path} for a "
                 f"rerun of the same command, which only merges them; the merge needs as much "
-                f"free space again as they take ({held_mb:.0f} MB)") from error
+                f"free space again as they take ({held})") from error
         shutil.rmtree(self.path, ignore_errors=True)
         return count
 

@@ -113,7 +113,7 @@ def _bytes_under(path: str) -> int:
                for folder, _, names in os.walk(path) for name in names)
 
 
-def _size_text(num_bytes: int) -> str:
+def size_text(num_bytes: float) -> str:
     """``num_bytes`` for a message: ``512 bytes``, ``8.4 MB``, ``7.0 GB``."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if num_bytes >= scale:
@@ -151,7 +151,7 @@ def remove_stale_temp_files(directory: str) -> List[str]:
                 os.remove(path)
             removed.append(path)
             logger.info("removed %s (%s), a temporary output of an interrupted write: %s",
-                        path, _size_text(size), reason)
+                        path, size_text(size), reason)
     return removed
 
 

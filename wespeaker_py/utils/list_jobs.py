@@ -83,6 +83,9 @@ class JobTally:
         skipped), or more than ``max_fail_fraction`` of the entries were skipped;
         ``outcome`` says what that left undone, ``unit`` (a plural noun: ``utterances``,
         ``recordings``) what the entries are. The message holds :meth:`describe`."""
+        if self.done == 0 and self.num_skipped == 0:
+            raise RunFailedError(f"nothing done: no {unit} of {source} were processed "
+                                 f"({self.describe()}); {outcome}")
         if self.done == 0:
             raise RunFailedError(f"nothing done: all {unit} of {source} were skipped "
                                  f"({self.describe()}); {outcome}")
