@@ -171,3 +171,31 @@ def test_a_run_killed_outright_continues_from_its_last_periodic_save(corpus, tmp
     assert all(torch.equal(value, got[key]) for key, value in expected.items())
     # model_2.pt superseded the periodic save, as it does a stop's
     assert sorted(os.listdir(models)) == ["final_model.pt", "model_2.pt", "model_3.pt"]
+
+
+def test_a_periodic_save_that_finds_the_disk_full_warns_and_training_goes_on(
+        corpus, tmp_path, monkeypatch, caplog):
+    import errno
+
+    from wespeaker_py.train.experiment import ExperimentFolder
+    from wespeaker_py.utils.atomic_files import DiskFullError
+    settings = dict(num_epochs=2, log_batch_interval=2, dataloader_args=LOADER)
+    monkeypatch.setattr(interrupt, "time", _HourPerCall())   # every log point: a save is due
+
+    def full(self, *args, **kwargs):
+        raise DiskFullError(self.layout.interrupted_path,
+                            OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(ExperimentFolder, "save_interrupted", full)
+    exp_dir = str(tmp_path / "exp")
+    with caplog.at_level("WARNING"):
+        results = run_training(tiny_config(exp_dir, corpus, save_minute_interval=30,
+                                           **settings))
+    assert [result.epoch for result in results] == [1, 2]
+    warnings = [record.getMessage() for record in caplog.records
+                if "periodic save" in record.getMessage()]
+    assert warnings and warnings[0] == (
+        f"no space left on device while writing {exp_dir}/models/interrupted.pt; training "
+        f"goes on without this periodic save (the state saved before it stays whole)")
+    assert sorted(os.listdir(os.path.join(exp_dir, "models"))) == [
+        "final_model.pt", "model_1.pt", "model_2.pt"]

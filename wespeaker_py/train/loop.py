@@ -288,7 +288,7 @@ def train_epoch(trainer: "Trainer", epoch: int, batches: Iterable[Mapping[str, A
             if stop_here:
                 raise EpochStopped(position)
             if agreed is not None and agreed.save:
-                trainer.save_interrupted(epoch, position)
+                trainer.save_periodically(epoch, position)
                 control.saved()
     finally:
         # closing the DataLoader iterator ends the data set's epoch (workers report skips)

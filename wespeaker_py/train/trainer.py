@@ -124,6 +124,16 @@ class Trainer:
                                     self.optimizer, self.lr_scheduler, self.margin_scheduler,
                                     self.step.grad_scaler)
 
+    def save_periodically(self, epoch: int, position: EpochPosition) -> None:
+        """:meth:`save_interrupted` for a save of ``save_minute_interval``, a safety net: one
+        that finds the disk full is a warning, and training goes on (a stop's save, or an
+        epoch's checkpoint, still ends the run there)."""
+        try:
+            self.save_interrupted(epoch, position)
+        except DiskFullError as error:
+            logger.warning("%s; training goes on without this periodic save (the state saved "
+                           "before it stays whole)", error)
+
     def save_interrupted(self, epoch: int, position: EpochPosition) -> None:
         """Write models/interrupted.pt: the state at ``position`` in ``epoch`` (rank 0)."""
         self.folder.save_interrupted(epoch, position.batch, self.plan.epoch_iter,
@@ -323,8 +333,12 @@ def _end_of_epoch(trainer: Trainer, epoch: int, data: SkipSummary,
     if agreed.stop and saved:
         _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
                  plan.layout.checkpoint_path(epoch), resume_hint)
-    if agreed.stop or agreed.save:
-        trainer.save_interrupted(epoch + 1, EpochPosition(0, zero_totals(), None))
+    at_next_epoch = EpochPosition(0, zero_totals(), None)
+    if agreed.stop:
+        trainer.save_interrupted(epoch + 1, at_next_epoch)
+        control.saved()
+    elif agreed.save:
+        trainer.save_periodically(epoch + 1, at_next_epoch)
         control.saved()
     if agreed.stop:
         _stopped(folder, world, f"the end of {trainer.epoch_name(epoch)}",
