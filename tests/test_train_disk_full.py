@@ -8,6 +8,7 @@ import pytest
 
 from train_helpers import run_training, tiny_config
 from train_helpers import single_torch_thread  # noqa: F401  (autouse fixture)
+from wespeaker_py.errors import RunFailedError
 from wespeaker_py.train.experiment import ExperimentFolder
 from wespeaker_py.utils import locks
 from wespeaker_py.utils.atomic_files import DiskFullError
@@ -74,3 +75,23 @@ def test_a_full_disk_at_a_checkpoint_says_where_to_go_on_from_and_lets_go_of_the
     assert sorted(os.listdir(models)) == ["model_1.pt"]   # the lock is gone with the run
     last = open(os.path.join(exp_dir, "train.log")).read().splitlines()[-1]
     assert last.endswith(f"training stopped: {stopped.value}")
+
+
+def test_an_experiment_folder_removed_under_the_run_stops_it_without_making_it_again(
+        corpus, tmp_path, monkeypatch):
+    import shutil
+    saved = ExperimentFolder.save_checkpoint
+
+    def removed_before_epoch_two(self, epoch, *args, **kwargs):
+        if epoch == 2:   # a clean-up script, while epoch 2 trained
+            shutil.rmtree(self.layout.exp_dir)
+        return saved(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(ExperimentFolder, "save_checkpoint", removed_before_epoch_two)
+    exp_dir = str(tmp_path / "exp")
+    loader = {"batch_size": 4, "num_workers": 0, "pin_memory": False, "drop_last": True}
+    with pytest.raises(RunFailedError, match=rf"^{exp_dir} was removed or replaced while this "
+                                             r"run trained in it \(.*\.train\.lock, which it "
+                                             r"holds, is gone\): the run stops"):
+        run_training(tiny_config(exp_dir, corpus, num_epochs=2, dataloader_args=loader))
+    assert not os.path.exists(os.path.join(exp_dir, "models", "model_2.pt"))

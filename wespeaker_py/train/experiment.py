@@ -192,6 +192,7 @@ class ExperimentFolder:
         if not self.world.is_main:
             self.standing, self.standing_path = standing, path
             return None
+        self._check_folder_is_ours()
         model_dir = self.layout.model_dir
         link = (lambda: link_final_model(model_dir, epoch)) if is_last else None
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler, epoch,
@@ -223,6 +224,7 @@ class ExperimentFolder:
                            None if epoch_start_rng is None
                            else [state["epoch_start"] for state in states], epoch_iter,
                            dict(settings))
+        self._check_folder_is_ours()
         path = self.layout.interrupted_path
         save_training_checkpoint(path, model, optimizer, lr_scheduler, margin_scheduler,
                                  epoch - 1, [state["rng"] for state in states], digests,
@@ -230,6 +232,23 @@ class ExperimentFolder:
                                  extra={"interrupted_at": at.to_dict()})
         logger.info("saved %s (epoch %d after batch %d)", path, epoch, batch)
         return path
+
+    def _check_folder_is_ours(self) -> None:
+        """Refuse to save into an experiment folder removed or replaced since this run took
+        its lock (a clean-up script, a user freeing space): the write would make the
+        folder again, without config.yaml, train.log or the earlier checkpoints."""
+        if self._lock is None:
+            return
+        lock_path = os.path.join(self.layout.model_dir, TRAIN_LOCK)
+        try:
+            ours = os.path.samestat(os.fstat(self._lock.fileno()), os.stat(lock_path))
+        except FileNotFoundError:
+            ours = False
+        if not ours:
+            raise RunFailedError(
+                f"{self.layout.exp_dir} was removed or replaced while this run trained in it "
+                f"({lock_path}, which it holds, is gone): the run stops without saving there; "
+                f"start it again, or from a checkpoint kept elsewhere")
 
     def _gather_states(self, model: nn.Module, when: str, **more):
         """Every rank's RNG state, parameter digest and ``more`` entries (one collective):
