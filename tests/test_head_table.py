@@ -6,27 +6,15 @@ import subprocess
 import sys
 
 import pytest
-import torch.nn as nn
 import yaml
 
 from wespeaker_py.config import ConfigError, load_config, read_yaml
 from wespeaker_py.config.heads import HEADS, HeadChoice, HeadKey
-from wespeaker_py.models.projections import ProjectionHead, get_projection
+from wespeaker_py.models.projections import get_projection
+from train_helpers import TOY_HEAD, ToyHead
 
 RESNET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf",
                       "resnet.yaml")
-
-
-class ToyHead(ProjectionHead):
-    """A linear head only this test registers, with one key of its own, ``bias_init``."""
-
-    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0):
-        super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
-        nn.init.constant_(self.linear.bias, bias_init)
-
-    def forward(self, embeddings, labels):
-        return self.linear(embeddings)
 
 
 def _load(**projection_args):
@@ -113,7 +101,7 @@ def test_the_shipped_values_are_within_the_table():
 
 def test_a_head_registered_in_the_table_is_accepted_checked_and_built(monkeypatch):
     monkeypatch.setitem(HEADS, "toy", HeadChoice(
-        f"{__name__}:ToyHead", keys={"bias_init": HeadKey(0.0, float, minimum=0)}))
+        TOY_HEAD, keys={"bias_init": HeadKey(0.0, float, minimum=0)}))
     config = _load(project_type="toy", bias_init="0.5")
     head = get_projection(config.projection_args, embed_dim=4, num_class=3)
     assert isinstance(head, ToyHead) and head.linear.bias.tolist() == [0.5] * 3
@@ -122,9 +110,9 @@ def test_a_head_registered_in_the_table_is_accepted_checked_and_built(monkeypatc
         _load(project_type="toy", bias_init="-1")
     # a key the table declares but the class does not take is named when the head is built
     monkeypatch.setitem(HEADS, "toy", HeadChoice(
-        f"{__name__}:ToyHead", keys={"bias": HeadKey(0.0, float)}))
+        TOY_HEAD, keys={"bias": HeadKey(0.0, float)}))
     with pytest.raises(ConfigError, match=r"^config key 'projection_args.bias': "
-                                          rf"{__name__}:ToyHead takes no argument 'bias'"):
+                                          rf"{TOY_HEAD} takes no argument 'bias'"):
         get_projection({"project_type": "toy"}, embed_dim=4, num_class=3)
 
 

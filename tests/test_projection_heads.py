@@ -8,29 +8,17 @@ import os
 import re
 
 import pytest
-import torch.nn as nn
 import yaml
 
 from wespeaker_py.config.heads import HEADS, HeadChoice, HeadKey, keys_of_other_heads
-from wespeaker_py.models.projections import ProjectionHead, get_projection
+from wespeaker_py.models.projections import get_projection
+from train_helpers import TOY_HEAD, ToyHead
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class ToyHead(ProjectionHead):
-    """A linear head with one key of its own, ``bias_init``."""
-
-    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0):
-        super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
-        nn.init.constant_(self.linear.bias, bias_init)
-
-    def forward(self, embeddings, labels):
-        return self.linear(embeddings)
-
-
 def test_a_head_registered_in_the_table_is_built_listed_and_its_keys_known(monkeypatch):
-    monkeypatch.setitem(HEADS, "toy", HeadChoice(f"{__name__}:ToyHead",
+    monkeypatch.setitem(HEADS, "toy", HeadChoice(TOY_HEAD,
                                                  keys={"bias_init": HeadKey(0.0, float)}))
     head = get_projection({"project_type": "toy", "bias_init": 0.5}, embed_dim=4, num_class=3)
     assert isinstance(head, ToyHead) and head.linear.bias.tolist() == [0.5] * 3
@@ -51,7 +39,7 @@ def _heads_taking(key):
 
 def test_keys_of_other_heads_name_each_key_and_every_head_that_takes_it(monkeypatch):
     # a head added to the table that shares K with the sub-center head is named beside it
-    monkeypatch.setitem(HEADS, "toy", HeadChoice(f"{__name__}:ToyHead",
+    monkeypatch.setitem(HEADS, "toy", HeadChoice(TOY_HEAD,
                                                  keys={"K": HeadKey(3, int, minimum=1)}))
     args = {"project_type": "add_margin", "K": 3, "curvature": 9.0, "t": 5}
     assert keys_of_other_heads(args) == {key: _heads_taking(key) for key in ("K", "curvature",

@@ -141,6 +141,27 @@ def test_cohort_means_leave_out_utterances_without_embeddings(world, caplog):
         compute_speaker_means(table, str(spk2utt), max_missing_fraction=0.1)
 
 
+@pytest.mark.parametrize("lines, fraction", [
+    (["spk0 spk0-u0 spk0-u1 spk0-u2", "spk1 spk1-u0 spk1-u1 spk1-u2",
+      "spk2 spk2-u0 spk2-u1 spk2-u2", "spk3 spk3-u0"], 0.1),   # 1 of 10 missing
+    (["spk1 spk1-u0 spk1-u1 spk1-u2", "spk0 spk0-u0"], 0.25),   # 1 of 4 missing
+])
+def test_exactly_the_allowed_fraction_missing_is_accepted_and_just_more_refused(
+        world, lines, fraction):
+    from wespeaker_py.io.ark import load_embeddings
+    from wespeaker_py.scoring.embeddings import compute_speaker_means
+
+    table = load_embeddings(world["scp"])
+    spk2utt = world["root"] / "spk2utt"
+    spk2utt.write_text("".join(line + "\n" for line in lines))
+    speakers, means = compute_speaker_means(table, str(spk2utt), max_missing_fraction=fraction)
+    assert speakers == [line.split()[0] for line in lines]
+    kept = table.matrix[[table.index["spk1-u0"], table.index["spk1-u1"]]]
+    np.testing.assert_allclose(means[speakers.index("spk1")], kept.mean(axis=0), rtol=1e-6)
+    with pytest.raises(MissingEmbeddingsError, match="1 of .* that is more than"):
+        compute_speaker_means(table, str(spk2utt), max_missing_fraction=fraction - 1e-9)
+
+
 def test_command_line_errors_are_one_line(world, tmp_path):
     unlabelled = tmp_path / "unlabelled.score"
     unlabelled.write_text("a b 0.5\n")
@@ -189,3 +210,17 @@ def test_run_main_exit_codes(capsys, monkeypatch):
     monkeypatch.setenv("WESPEAKER_PY_DEBUG", "1")
     with pytest.raises(RunFailedError):
         run_main(fails_with(RunFailedError("x")), [], prog="x")
+
+
+def test_a_fraction_missing_that_equals_the_limit_is_accepted_whatever_its_rounding(tmp_path):
+    # 0.58 * 50 is 28.999999999999996 in floating point: 29 of 50 missing is 0.58 exactly
+    from wespeaker_py.io.ark import load_embeddings
+    from wespeaker_py.scoring.embeddings import compute_speaker_means
+    present = [f"u{i}" for i in range(21)]
+    scp = write_embeddings(str(tmp_path / "x.ark"), present,
+                           np.ones((21, DIM), dtype=np.float32))
+    (tmp_path / "spk2utt").write_text("spk " + " ".join(
+        present + [f"gone{i}" for i in range(29)]) + "\n")
+    speakers, _ = compute_speaker_means(load_embeddings(scp), str(tmp_path / "spk2utt"),
+                                        max_missing_fraction=0.58)
+    assert speakers == ["spk"]

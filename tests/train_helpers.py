@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn as nn
 import yaml
 
 from wespeaker_py.config import TrainConfig
+from wespeaker_py.models.projections import ProjectionHead
 from wespeaker_py.train import trainer
 from wespeaker_py.train.distributed import DistContext
 from wespeaker_py.train.loop import EpochResult
@@ -224,3 +226,20 @@ def free_port() -> int:
 
 class PhaseReached(Exception):
     """Raised in place of training: a fine-tuning run got as far as its first phase."""
+
+
+class ToyHead(ProjectionHead):
+    """A linear margin-less head with one key of its own, ``bias_init``, that tests add to
+    the table of heads (as :data:`TOY_HEAD`)."""
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        nn.init.constant_(self.linear.bias, bias_init)
+
+    def forward(self, embeddings, labels):
+        return self.linear(embeddings)
+
+
+# what a table entry names it by
+TOY_HEAD = f"{__name__}:ToyHead"

@@ -163,7 +163,8 @@ def speaker_rows(table: EmbeddingTable, entries: SpeakerList, list_path: str,
         line_no, utt = missing[0]
         described = (f"{list_path}: {len(missing)} of {total} utterances have no embedding "
                      f"in {table.source} (the first, line {line_no}: {utt!r})")
-        if len(missing) > max_missing_fraction * total or not rows:
+        # a fraction, as trials.keep_scorable_trials compares it: 0.29 * 100 rounds below 29
+        if len(missing) / total > max_missing_fraction or not rows:
             raise MissingEmbeddingsError(
                 f"{described}; that is more than {fraction_flag} "
                 f"{max_missing_fraction:g} allows, so nothing was written (extraction logs "
