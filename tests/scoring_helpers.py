@@ -54,3 +54,23 @@ def parse_table(text: str) -> List[Dict[str, str]]:
                 row[column] = parsed[-1][column]
         parsed.append(row)
     return parsed
+
+
+def naive_cosine(a, b):
+    """The cosine of two vectors, from its definition."""
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def naive_norm(score, enroll, test, cohort, top_n, mean_vec):
+    """AS-Norm (S-Norm with ``top_n`` the cohort's size) of one trial, sorting the whole
+    cohort score list of each side: ``(score, enroll and test magnitudes, enroll and test
+    cohort means)``, the reference the batched code is checked against."""
+    def side_stats(x):
+        x = x - mean_vec
+        cohort_scores = sorted((naive_cosine(x, c - mean_vec) for c in cohort), reverse=True)
+        top = np.array(cohort_scores[:top_n])
+        return top.mean(), top.std(), np.linalg.norm(x)
+    e_mean, e_std, e_mag = side_stats(enroll)
+    t_mean, t_std, t_mag = side_stats(test)
+    normed = 0.5 * ((score - e_mean) / e_std + (score - t_mean) / t_std)
+    return normed, e_mag, t_mag, e_mean, t_mean

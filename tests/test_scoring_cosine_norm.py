@@ -3,14 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from scoring_helpers import naive_cosine, naive_norm
 from wespeaker_py.scoring.cosine import cosine_score_trials
 from wespeaker_py.io.ark import EmbeddingTable
 from wespeaker_py.scoring.norm import cohort_statistics, normalize_trial_scores, top_row_values
 from wespeaker_py.scoring.trials import read_trials
-
-
-def naive_cosine(a, b):
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture
@@ -44,19 +41,6 @@ def test_mean_subtraction_changes_scores(table_and_trials):
     plain = cosine_score_trials(table, trials, None, device="cpu")
     centred = cosine_score_trials(table, trials, table.matrix.mean(axis=0), device="cpu")
     assert np.abs(plain - centred).max() > 0.1
-
-
-def naive_norm(score, enroll, test, cohort, top_n, mean_vec):
-    """One trial at a time, sorting the full cohort score list of each side."""
-    def side_stats(x):
-        x = x - mean_vec
-        cohort_scores = sorted((naive_cosine(x, c - mean_vec) for c in cohort), reverse=True)
-        top = np.array(cohort_scores[:top_n])
-        return top.mean(), top.std(), np.linalg.norm(x)
-    e_mean, e_std, e_mag = side_stats(enroll)
-    t_mean, t_std, t_mag = side_stats(test)
-    normed = 0.5 * ((score - e_mean) / e_std + (score - t_mean) / t_std)
-    return normed, e_mag, t_mag, e_mean, t_mean
 
 
 @pytest.mark.parametrize("method,top_n", [("asnorm", 5), ("asnorm", 17), ("snorm", 0)])
