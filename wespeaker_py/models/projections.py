@@ -26,9 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# keys_of_other_heads: train/builder imports it from here
-from wespeaker_py.config.heads import (HEADS, check_projection_args,  # noqa: F401
-                                       keys_of_other_heads)
+from wespeaker_py.config.heads import HEADS, check_projection_args
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -13,8 +13,8 @@ from wespeaker_py.config.schema import OPTIMIZERS, SCHEDULERS, schedule_settings
 from wespeaker_py.dataset import Dataset, collate_train
 from wespeaker_py.frontend.factory import built_buffers
 from wespeaker_py.frontend.ssl import frontend_param_groups
-from wespeaker_py.models.projections import (ProjectionHead, get_projection,
-                                             keys_of_other_heads)
+from wespeaker_py.config.heads import keys_of_other_heads
+from wespeaker_py.models.projections import ProjectionHead, get_projection
 from wespeaker_py.runtime.builder import build_speaker_model
 from wespeaker_py.runtime.checkpoint import FRONTEND_PREFIX, HEAD_PREFIX, load_weights
 from wespeaker_py.train.interrupt import WorkerIgnoringStops
