@@ -8,8 +8,9 @@ import sys
 from typing import Optional
 
 from wespeaker_py.cli.checks import audio_arguments, check_before_compute, refuse_over_inputs
-from wespeaker_py.cli.common import (UsageError, add_common_flags, add_fail_fraction_flag,
-                                     add_flag, open_probability, positive_int)
+from wespeaker_py.cli.common import (StandardOutputError, UsageError, add_common_flags,
+                                     add_fail_fraction_flag, add_flag, open_probability,
+                                     positive_int)
 from wespeaker_py.cli.model_files import refuse_over_model_files
 from wespeaker_py.cli.model_subcommand import (add_force_flag, add_model_subcommand,
                                                load_model_of, print_json)
@@ -182,8 +183,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     total = int(gallery.counts[gallery.names.index(args.name)])
     added = total - before   # not len(args.audio): a file given twice counts once
     in_all = f", {total} in all" if before else ""
-    print(f"enrolled {args.name} ({added} recording(s){in_all}); {args.gallery} holds "
-          f"{size} speaker(s)")
+    confirmation = (f"enrolled {args.name} ({added} recording(s){in_all}); {args.gallery} "
+                    f"holds {size} speaker(s)")
+    try:
+        print(confirmation)
+        sys.stdout.flush()   # buffered under `enroll > out`: a full disk shows only here
+    except StandardOutputError as error:
+        # the gallery is written: a message that only says the command failed sends the
+        # user to enroll again, which the gallery then refuses
+        raise StandardOutputError(f"{confirmation}, but standard output refused this "
+                                  f"confirmation ({error.__cause__.strerror}): the "
+                                  f"gallery is written, do not enroll again") from error
     return 0
 
 

@@ -34,7 +34,7 @@ from wespeaker_py.inference.workdir import ExtractionWork
 from wespeaker_py.inference.parts import open_part_writer, recover_part
 from wespeaker_py.io.ark import EmbeddingWriter, key_problem
 from wespeaker_py.runtime import TorchBackend, embed_stream, load_embedder
-from wespeaker_py.utils.atomic_files import raise_if_disk_full
+from wespeaker_py.utils.atomic_files import DiskFullError, raise_if_disk_full
 from wespeaker_py.utils.device import resolve_device
 from wespeaker_py.utils.list_jobs import DEFAULT_MAX_FAIL_FRACTION, JobTally, is_fail_fraction
 from wespeaker_py.utils.logging_utils import WorkerLogging, get_logger
@@ -52,6 +52,8 @@ __all__ = ["ExtractionOptions", "ExtractionSummary", "embed_utterances", "extrac
 # into shared memory (/dev/shm full) drops it and lives on: without a limit the run waits
 # forever. Generous: one file read from a slow disk or a pipe takes seconds.
 READER_TIMEOUT_S = 600
+# what a failed extraction leaves for its rerun, one wording for one job and for several
+KEPT_FOR_RERUN = "the finished embeddings are kept, rerun the command to continue"
 SHARED_MEMORY_ADVICE = shared_memory_advice("--num_workers 0")
 # waveforms each reader worker keeps ready (the DataLoader's prefetch_factor): they wait in
 # /dev/shm, whole utterances of float32 samples (the loader hands over single utterances;
@@ -384,11 +386,14 @@ def extract_embeddings(config: ModelConfig, model_path: str, data_type: str,
                         options=options, expected_utterances=expected_utterances) as work:
         check_workers_can_start(config, options.num_workers)
         carried = work.carried_keys()
-        summary = extract_part(config, model_path, data_type, data_list, work.part_ark(0),
-                               options=options, device=device,
-                               progress_position=progress_position,
-                               progress_desc=progress_desc, finished_elsewhere=carried,
-                               shard_utterances=work.shard_utterances_of(data_list))
+        try:
+            summary = extract_part(config, model_path, data_type, data_list,
+                                   work.part_ark(0), options=options, device=device,
+                                   progress_position=progress_position,
+                                   progress_desc=progress_desc, finished_elsewhere=carried,
+                                   shard_utterances=work.shard_utterances_of(data_list))
+        except DiskFullError as error:
+            raise DiskFullError(error.path, error.cause, KEPT_FOR_RERUN) from error
         summary.resumed += len(carried)
         summary.extracted = work.finish(1, summary.skipped, made=summary.extracted)
     log = logger.warning if summary.num_skipped or summary.cut else logger.info

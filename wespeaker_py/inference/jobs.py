@@ -23,8 +23,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from wespeaker_py.config import ModelConfig
-from wespeaker_py.inference.extraction import (ExtractionOptions, ExtractionSummary,
-                                               check_workers_can_start, extract_part)
+from wespeaker_py.inference.extraction import (KEPT_FOR_RERUN, ExtractionOptions,
+                                               ExtractionSummary, check_workers_can_start,
+                                               extract_part)
 from wespeaker_py.utils.threads import threads_per_job
 from wespeaker_py.inference.workdir import ExtractionWork, split_data_list
 from wespeaker_py.errors import RunFailedError
@@ -141,8 +142,8 @@ def _collect(processes: Sequence[multiprocessing.Process], results,
     failed = {job: error for job, error in reported.items() if error}
     if failed:
         job, error = min(failed.items())
-        raise RunFailedError(f"extraction job {job} ({job_lists[job]}) failed: {error}; the "
-                             f"finished embeddings are kept, rerun the command to continue")
+        raise RunFailedError(f"extraction job {job} ({job_lists[job]}) failed: {error}; "
+                             f"{KEPT_FOR_RERUN}")
     return summary
 
 
