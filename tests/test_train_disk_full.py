@@ -95,3 +95,20 @@ def test_an_experiment_folder_removed_under_the_run_stops_it_without_making_it_a
                                              r"holds, is gone\): the run stops"):
         run_training(tiny_config(exp_dir, corpus, num_epochs=2, dataloader_args=loader))
     assert not os.path.exists(os.path.join(exp_dir, "models", "model_2.pt"))
+
+
+def test_a_disk_too_full_for_the_models_folder_is_one_line_naming_it(
+        corpus, tmp_path, monkeypatch):
+    makedirs = os.makedirs
+    exp_dir = str(tmp_path / "exp")
+    models = os.path.join(exp_dir, "models")
+
+    def full_for_models(path, *args, **kwargs):
+        if os.path.abspath(path) == models:   # a file still fits, a folder does not
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", full_for_models)
+    with pytest.raises(DiskFullError) as stopped:
+        run_training(tiny_config(exp_dir, corpus, num_epochs=1))
+    assert str(stopped.value).startswith(f"no space left on device while writing {models}")

@@ -32,8 +32,8 @@ from wespeaker_py.train.checkpoint import (capture_rng_state, checkpoint_name,
 from wespeaker_py.train.distributed import DistContext, gather_objects
 from wespeaker_py.train.interrupt import InterruptedAt, Lineage
 from wespeaker_py.train.plan import Layout, TrainingPlan
-from wespeaker_py.utils.atomic_files import (atomic_symlink, remove_stale_temp_files,
-                                             require_writable)
+from wespeaker_py.utils.atomic_files import (atomic_symlink, raise_if_disk_full,
+                                             remove_stale_temp_files, require_writable)
 from wespeaker_py.utils.locks import drop_lock, hold_lock, lock_holder
 from wespeaker_py.utils.logging_utils import get_logger, log_to_file
 from wespeaker_py.utils.paths import OutputNotWritableError
@@ -74,7 +74,12 @@ class ExperimentFolder:
         model_dir = self.layout.model_dir
         # a read-only file system: one line naming it, not a traceback from makedirs
         require_writable(os.path.join(model_dir, TRAIN_LOCK))
-        os.makedirs(model_dir, exist_ok=True)
+        try:
+            os.makedirs(model_dir, exist_ok=True)
+        except OSError as error:   # a full disk has room for a file but not a folder
+            raise_if_disk_full(error, model_dir)
+            raise OutputNotWritableError(
+                f"cannot make {model_dir}: {error.strerror or error}") from None
         refusal = self._take_lock() if self.world.is_main else None
         refusal = gather_objects(refusal, self.world)[0]   # every rank stops with rank 0
         if refusal is not None:
